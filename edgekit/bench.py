@@ -1,0 +1,80 @@
+"""Latency on the host with a target's providers and threads: warm-up, p50/p90/p99, load time,
+and why int8 is not faster when it is not (QDQ groups onnxruntime left unfused)."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import host
+from .runtime import session
+
+COMPUTE_OPS = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
+
+
+@dataclass(frozen=True)
+class Latency:
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    runs: int
+    load_ms: float
+    threads: int
+    host: dict
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure_pair(paths: dict[str, str], feed: dict[str, np.ndarray], providers, threads: int, warmup: int,
+                 runs: int, progress=None) -> dict[str, Latency]:
+    """Time several models on one feed, interleaved round-robin so drift hits them all alike."""
+    sessions, loads, used = {}, {}, {}
+    for key, path in paths.items():
+        start = time.perf_counter()
+        sessions[key], used[key] = session(path, providers, threads)
+        loads[key] = (time.perf_counter() - start) * 1e3
+    for _ in range(warmup):
+        for s in sessions.values():
+            s.run(None, feed)
+    times = {k: [] for k in sessions}
+    for _ in range(runs):
+        for key, s in sessions.items():
+            start = time.perf_counter()
+            s.run(None, feed)
+            times[key].append((time.perf_counter() - start) * 1e3)
+        if progress:
+            progress(1)
+    out = {}
+    for key, t in times.items():
+        a = np.asarray(t)
+        out[key] = Latency(*(round(float(np.percentile(a, q)), 4) for q in (50, 90, 99)), round(float(a.mean()), 4),
+                           runs, round(loads[key], 2), threads, host.label(threads, used[key]))
+    return out
+
+
+def unfused_qdq(path: str, providers=("CPUExecutionProvider",), threads: int = 1) -> dict:
+    """Count compute nodes that stay float after onnxruntime's optimiser, fed by DequantizeLinear.
+
+    In a QDQ model every Conv/MatMul/Gemm starts as DQ → op → Q; onnxruntime fuses a group into an
+    integer kernel when it can. A compute op that is still a plain float op fed by a DequantizeLinear
+    ran in fp32 with extra dequantize work: the usual reason int8 is not faster.
+    """
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        optimized = os.path.join(tmp, "optimized.onnx")
+        session(path, providers, threads, optimized_path=optimized)
+        graph = onnx.load(optimized, load_external_data=False).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    unfused = [n for n in graph.node if n.op_type in COMPUTE_OPS and n.domain in ("", "ai.onnx")
+               and any(producer.get(i) == "DequantizeLinear" for i in n.input)]
+    integer = [n for n in graph.node if n.op_type.startswith(("QLinear", "QGemm", "MatMulInteger", "ConvInteger",
+                                                             "DynamicQuantize", "MatMulIntegerToFloat",
+                                                             "QAttention", "NhwcQLinear"))]
+    return {"unfused_compute_nodes": len(unfused), "integer_nodes": len(integer),
+            "unfused_examples": [n.name or n.op_type for n in unfused[:5]]}

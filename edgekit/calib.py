@@ -1,0 +1,216 @@
+"""Calibration and validation data: readers, strict validation against the model's inputs, ORT adapter.
+
+A *sample* is one feed dict {input name: array with the batch axis}, plus an optional label.
+Sources: a single `.npz` (arrays named after the inputs, samples along the first axis, optional
+`labels`), a folder of `.npz`/`.npy` files, a user `module:function` yielding feed dicts, or
+`random` (only when asked for explicitly; the report then says so).
+"""
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import InputSpec
+from .errors import InputError
+
+LABEL_KEYS = ("labels", "label")
+
+
+@dataclass
+class Dataset:
+    origin: str
+    feeds: list[dict[str, np.ndarray]]
+    labels: np.ndarray | None = None  # one per sample
+    random: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+    def split(self, fraction: float) -> tuple[Dataset, Dataset]:
+        """Hold out the last `fraction` of samples (at least one) so validation never sees calibration data."""
+        n_val = max(1, int(round(len(self) * fraction)))
+        if len(self) < 2:
+            raise InputError(f"{self.origin}: need at least 2 samples to hold some out for validation")
+        cut = len(self) - n_val
+        labels = (self.labels[:cut], self.labels[cut:]) if self.labels is not None else (None, None)
+        return (Dataset(self.origin, self.feeds[:cut], labels[0], self.random),
+                Dataset(f"{self.origin} (held-out last {n_val})", self.feeds[cut:], labels[1], self.random))
+
+
+def load(source: str, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: int = 64) -> Dataset:
+    if source == "random":
+        return random_dataset(specs, random_count, seed)
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".npz", ".npy"))
+        if not files:
+            raise InputError(f"{path}: no .npz or .npy files in this folder")
+        parts = [_read_file(p, specs) for p in files]
+        feeds = [f for part in parts for f in part.feeds]
+        labelled = [p.labels is not None for p in parts]
+        if any(labelled) and not all(labelled):
+            raise InputError(f"{path}: some files have labels and some do not")
+        labels = np.concatenate([p.labels for p in parts]) if all(labelled) else None
+        return _nonempty(Dataset(str(path), feeds, labels))
+    if path.is_file():
+        return _nonempty(_read_file(path, specs))
+    if ":" in source and not path.suffix:
+        return _nonempty(_from_function(source, specs))
+    if ".py:" in source:
+        return _nonempty(_from_function(source, specs))
+    raise InputError(f"data {source!r}: no such file or folder (or MODULE:FUNCTION)")
+
+
+def _nonempty(ds: Dataset) -> Dataset:
+    if len(ds) == 0:
+        raise InputError(f"{ds.origin}: contains zero samples")
+    return ds
+
+
+def _read_file(path: Path, specs) -> Dataset:
+    try:
+        if path.suffix == ".npy":
+            if len(specs) != 1:
+                raise InputError(f"{path}: a .npy file holds one array but the model has {len(specs)} inputs; use .npz")
+            arrays = {specs[0].name: np.load(path, allow_pickle=False)}
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        else:
+            raise InputError(f"{path}: expected a .npz or .npy file")
+    except InputError:
+        raise
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise InputError(f"{path}: cannot read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+    return _from_arrays(str(path), arrays, specs)
+
+
+def _from_arrays(origin: str, arrays: dict[str, np.ndarray], specs) -> Dataset:
+    labels = None
+    for key in LABEL_KEYS:
+        if key in arrays:
+            labels = np.asarray(arrays.pop(key)).reshape(-1)
+    names = {s.name for s in specs}
+    missing = sorted(names - set(arrays))
+    extra = sorted(set(arrays) - names)
+    if missing or extra:
+        raise InputError(f"{origin}: input names do not match the model: "
+                         f"missing {missing or 'none'}, unexpected {extra or 'none'} (model takes {sorted(names)})")
+    counts = set()
+    per_input = {}
+    for spec in specs:
+        samples = _as_samples(origin, spec, arrays[spec.name])
+        per_input[spec.name] = samples
+        counts.add(len(samples))
+    if len(counts) != 1:
+        raise InputError(f"{origin}: inputs have different sample counts {sorted(counts)}")
+    n = counts.pop()
+    if labels is not None and len(labels) != n:
+        raise InputError(f"{origin}: {len(labels)} labels for {n} samples")
+    feeds = [{name: per_input[name][i] for name in per_input} for i in range(n)]
+    return Dataset(origin, feeds, labels)
+
+
+def _as_samples(origin: str, spec: InputSpec, array: np.ndarray) -> list[np.ndarray]:
+    """Samples along the first axis; each sample keeps a batch axis of 1 when the model has one."""
+    rank = len(spec.shape)
+    if array.ndim == rank + 1:
+        samples = [array[i] for i in range(array.shape[0])]
+    elif array.ndim == rank and rank > 0 and (isinstance(spec.shape[0], str) or spec.shape[0] == 1):
+        samples = [array[i:i + 1] for i in range(array.shape[0])]
+    else:
+        raise InputError(f"{origin}: array {spec.name!r} has shape {list(array.shape)}, "
+                         f"expected samples of {list(spec.shape)} along the first axis")
+    if samples:
+        validate(origin, spec, samples[0])
+        for sample in samples[1:]:
+            validate(origin, spec, sample, check_finite=False)
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            bad = int(np.argwhere(~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1))[0][0])
+            raise InputError(f"{origin}: array {spec.name!r} has NaN or Inf values (first in sample {bad})")
+    return samples
+
+
+def validate(origin: str, spec: InputSpec, sample: np.ndarray, check_finite: bool = True) -> None:
+    if sample.dtype != np.dtype(spec.dtype):
+        raise InputError(f"{origin}: input {spec.name!r} has dtype {sample.dtype}, the model takes {spec.dtype}")
+    if sample.ndim != len(spec.shape) or any(
+            isinstance(d, int) and d != s for d, s in zip(spec.shape, sample.shape)):
+        raise InputError(f"{origin}: input {spec.name!r} has shape {list(sample.shape)}, "
+                         f"the model takes {list(spec.shape)}")
+    if check_finite and np.issubdtype(sample.dtype, np.floating) and not np.isfinite(sample).all():
+        raise InputError(f"{origin}: input {spec.name!r} has NaN or Inf values")
+
+
+def _from_function(source: str, specs) -> Dataset:
+    from .load import resolve_callable
+
+    fn = resolve_callable(source, "data")
+    feeds, labels = [], []
+    try:
+        for i, item in enumerate(fn()):
+            if not isinstance(item, dict):
+                raise InputError(f"data {source!r}: item {i} is a {type(item).__name__}, expected a dict of arrays")
+            item = dict(item)
+            label = next((item.pop(k) for k in LABEL_KEYS if k in item), None)
+            labels.append(label)
+            arrays = {k: np.asarray(v) for k, v in item.items()}
+            # a yielded item is one sample: give it the leading sample axis the array reader expects
+            stacked = {k: v[None] if (s := _spec(specs, k)) and v.ndim == len(s.shape) else v
+                       for k, v in arrays.items()}
+            ds = _from_arrays(f"data {source!r} item {i}", stacked, specs)
+            feeds.extend(ds.feeds)
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"data {source!r} failed: {type(e).__name__}: {e}") from e
+    has = [lb is not None for lb in labels]
+    return Dataset(f"data {source!r}", feeds, np.asarray(labels).reshape(-1) if has and all(has) else None)
+
+
+def _spec(specs, name):
+    return next((s for s in specs if s.name == name), None)
+
+
+def random_dataset(specs, count: int, seed: int) -> Dataset:
+    """Random inputs, only when the user asked for them: the report flags it in capitals."""
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(count):
+        feed = {}
+        for s in specs:
+            shape = tuple(1 if isinstance(d, str) and i == 0 else (16 if isinstance(d, str) else d)
+                          for i, d in enumerate(s.shape))
+            if np.issubdtype(np.dtype(s.dtype), np.floating):
+                feed[s.name] = rng.standard_normal(shape).astype(s.dtype)
+            elif s.dtype == "bool":
+                feed[s.name] = np.ones(shape, dtype=bool)
+            else:
+                feed[s.name] = rng.integers(0, 2, shape).astype(s.dtype)
+        feeds.append(feed)
+    return Dataset("random", feeds, None, random=True)
+
+
+class OrtReader:
+    """The one adapter to onnxruntime's CalibrationDataReader protocol."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]], progress=None):
+        self._feeds = feeds
+        self._i = 0
+        self._progress = progress
+
+    def get_next(self):
+        if self._i >= len(self._feeds):
+            return None
+        feed = self._feeds[self._i]
+        self._i += 1
+        if self._progress:
+            self._progress(1)
+        return feed
+
+    def rewind(self):
+        self._i = 0

@@ -1,0 +1,317 @@
+"""Recipes, target profiles and input specs: typed, frozen, and strict about what they accept."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from .errors import UsageError
+
+TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
+_DIM = re.compile(r"^(\d+|[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: `name:1x3x224x224[:dtype]`; a named dim (N, seq) is dynamic."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str = "float32"
+
+    @classmethod
+    def parse(cls, text: str) -> InputSpec:
+        parts = text.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+            raise UsageError(f"input spec {text!r}: expected NAME:SHAPE[:DTYPE], e.g. image:Nx3x224x224")
+        name, shape_text = parts[0], parts[1]
+        dtype = parts[2] if len(parts) == 3 else "float32"
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_.\-]*$", name):
+            raise UsageError(f"input spec {text!r}: bad input name {name!r}")
+        dims: list[int | str] = []
+        for d in shape_text.lower().replace("×", "x").split("x") if shape_text else []:
+            if not _DIM.match(d):
+                raise UsageError(f"input spec {text!r}: bad dimension {d!r} (use a number or a name like N)")
+            dims.append(int(d) if d.isdigit() else d.upper() if len(d) == 1 else d)
+        if any(d == 0 for d in dims):
+            raise UsageError(f"input spec {text!r}: dimensions must be positive")
+        if dtype not in DTYPES:
+            raise UsageError(f"input spec {text!r}: unknown dtype {dtype!r} (one of {', '.join(DTYPES)})")
+        return cls(name, tuple(dims), dtype)
+
+    def __str__(self) -> str:
+        return f"{self.name}:{'x'.join(str(d) for d in self.shape)}:{self.dtype}"
+
+    @property
+    def dynamic_axes(self) -> dict[int, str]:
+        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
+
+    def example_shape(self) -> tuple[int, ...]:
+        """A concrete shape for tracing: dynamic dims get 2 so they are not specialised to 1."""
+        return tuple(2 if isinstance(d, str) else d for d in self.shape)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    """What onnxruntime's quantizer is asked to do; every field can come from a profile or a flag."""
+
+    mode: str = "static"  # static | dynamic
+    format: str = "QDQ"  # QDQ | QOperator
+    activation_type: str = "uint8"
+    weight_type: str = "int8"
+    per_channel: bool = True
+    reduce_range: str = "auto"  # auto (by host ISA) | true | false
+    calibrate_method: str = "minmax"  # minmax | entropy | percentile
+    percentile: float = 99.999
+    samples: int = 128
+    op_types: tuple[str, ...] = ()  # empty: every op onnxruntime can quantize
+    exclude_nodes: tuple[str, ...] = ()
+    # What to do with attention-style graphs, where full static QDQ wrecks the mask path.
+    transformer_scheme: str = "dynamic"  # dynamic | matmul-static | off
+
+
+@dataclass(frozen=True)
+class ParitySpec:
+    """Thresholds: export (torch vs ONNX fp32) is tight, quantization (fp32 vs int8) per target."""
+
+    export_cosine_min: float = 0.99999
+    export_max_abs: float = 1e-3
+    quant_cosine_min: float = 0.99
+    quant_sqnr_min_db: float = 15.0
+    top1_agreement_min: float = 0.95
+    accuracy_drop_max: float = 1.0  # points
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """Latency and size budgets; 0 means no budget."""
+
+    latency_p50_ms_max: float = 0.0
+    size_mb_max: float = 0.0
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str = ""
+    opset: int = 17
+    runtime: RuntimeSpec = RuntimeSpec()
+    quantize: QuantSettings = QuantSettings()
+    parity: ParitySpec = ParitySpec()
+    budgets: BudgetSpec = BudgetSpec()
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    warmup: int = 10
+    runs: int = 100
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One `edgekit export` run: model, data, targets, overrides."""
+
+    source: str
+    inputs: tuple[InputSpec, ...] = ()
+    weights: str | None = None
+    exporter: str = "torchscript"  # torchscript | dynamo
+    output_names: tuple[str, ...] = ()
+    calibration: str | None = None
+    validation: str | None = None
+    task: str = "auto"  # auto | classification | other
+    targets: tuple[str, ...] = ("desktop-x86",)
+    out: str = "dist"
+    seed: int = 0
+    quantize: dict = field(default_factory=dict)  # overrides applied on every target's settings
+    bench: BenchSpec = BenchSpec()
+
+
+CHOICES = {
+    "mode": ("static", "dynamic"),
+    "format": ("QDQ", "QOperator"),
+    "activation_type": ("uint8", "int8", "uint16", "int16"),
+    "weight_type": ("uint8", "int8", "uint16", "int16"),
+    "reduce_range": ("auto", "true", "false"),
+    "calibrate_method": ("minmax", "entropy", "percentile"),
+    "transformer_scheme": ("dynamic", "matmul-static", "off"),
+    "exporter": ("torchscript", "dynamo"),
+    "task": ("auto", "classification", "other"),
+}
+
+
+def _nearest(key: str, valid) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _coerce(value, hint, key: str, where: str):
+    """Check one TOML value against a dataclass field type; say which key is wrong."""
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is str:
+        if key == "reduce_range" and isinstance(value, bool):
+            value = str(value).lower()
+        ok = isinstance(value, str)
+    elif origin is tuple:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        value = tuple(value) if ok else value
+    elif hint == (str | None):
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    if not ok:
+        raise UsageError(f"{where}: key {key!r} has the wrong type ({type(value).__name__}); expected {_type_name(hint)}")
+    if key in CHOICES and value not in CHOICES[key]:
+        raise UsageError(f"{where}: {key} = {value!r} is not one of {', '.join(CHOICES[key])}")
+    return value
+
+
+def _type_name(hint) -> str:
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, "a list of strings" if typing.get_origin(hint) is tuple else str(hint))
+
+
+def build(cls, table: dict, where: str, required: tuple[str, ...] = ()):
+    """Make dataclass `cls` from a TOML table: unknown keys, wrong types, missing keys → UsageError."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)} - {"path"}
+    kwargs = {}
+    for key, value in table.items():
+        if key not in names:
+            raise UsageError(f"{where}: unknown key {key!r}{_nearest(key, names)}")
+        if dataclasses.is_dataclass(hints[key]):
+            if not isinstance(value, dict):
+                raise UsageError(f"{where}: [{key}] must be a table")
+            kwargs[key] = build(hints[key], value, f"{where} [{key}]")
+        else:
+            kwargs[key] = _coerce(value, hints[key], key, where)
+    for key in required:
+        if key not in kwargs:
+            raise UsageError(f"{where}: missing required key {key!r}")
+    return cls(**kwargs)
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: not valid TOML ({e})") from None
+
+
+def list_targets() -> list[str]:
+    return sorted(p.stem for p in TARGETS_DIR.glob("*.toml"))
+
+
+def load_target(name_or_path: str) -> Target:
+    """A bundled profile by name, or the user's own profile file by path."""
+    path = Path(name_or_path)
+    if not (name_or_path.endswith(".toml") or path.exists()):
+        path = TARGETS_DIR / f"{name_or_path}.toml"
+        if not path.exists():
+            raise UsageError(f"unknown target {name_or_path!r}{_nearest(name_or_path, list_targets())}; "
+                             f"known: {', '.join(list_targets())} (or a path to a profile .toml)")
+    target = build(Target, read_toml(path), str(path), required=("name",))
+    if target.opset < 10:
+        raise UsageError(f"{path}: opset {target.opset} is too old for quantization (needs >= 10)")
+    if target.quantize.per_channel and target.opset < 13:
+        raise UsageError(f"{path}: per_channel quantization needs opset >= 13 (profile has {target.opset})")
+    return replace(target, path=str(path))
+
+
+def apply_quant_overrides(settings: QuantSettings, overrides: dict, where: str) -> QuantSettings:
+    merged = {**dataclasses.asdict(settings), **overrides}
+    return build(QuantSettings, {k: list(v) if isinstance(v, tuple) else v for k, v in merged.items()}, where)
+
+
+def load_recipe(path: Path) -> Recipe:
+    """Read an `edgekit.toml`; relative paths in it are relative to the recipe's folder."""
+    table = read_toml(path)
+    where = str(path)
+    sections = {"model", "data", "export", "quantize", "bench"}
+    for key in table:
+        if key not in sections:
+            raise UsageError(f"{where}: unknown section or key {key!r}{_nearest(key, sections)}")
+    flat: dict = {}
+    section_keys = {
+        "model": {"source", "inputs", "weights", "exporter", "output_names", "task"},
+        "data": {"calibration", "validation"},
+        "export": {"targets", "out", "seed"},
+    }
+    for section, keys in section_keys.items():
+        body = table.get(section, {})
+        if not isinstance(body, dict):
+            raise UsageError(f"{where}: [{section}] must be a table")
+        for key, value in body.items():
+            if key not in keys:
+                raise UsageError(f"{where} [{section}]: unknown key {key!r}{_nearest(key, keys)}")
+            flat[key] = value
+    if "source" not in flat:
+        raise UsageError(f"{where} [model]: missing required key 'source'")
+    base = path.resolve().parent
+    for key in ("weights", "calibration", "validation", "out"):
+        if isinstance(flat.get(key), str) and flat[key] != "random":
+            flat[key] = str(base / flat[key])
+    source = flat.get("source")
+    if isinstance(source, str) and (".py:" in source or source.endswith((".onnx", ".pt", ".ts", ".pt2"))):
+        flat["source"] = str(base / source)
+    inputs = flat.pop("inputs", [])
+    if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+        raise UsageError(f"{where} [model]: 'inputs' must be a list of NAME:SHAPE[:DTYPE] strings")
+    recipe = build(Recipe, flat, where)
+    quantize = table.get("quantize", {})
+    apply_quant_overrides(QuantSettings(), quantize, f"{where} [quantize]")  # validate now
+    bench = build(BenchSpec, table.get("bench", {}), f"{where} [bench]")
+    return replace(recipe, inputs=tuple(InputSpec.parse(i) for i in inputs), quantize=quantize, bench=bench)
+
+
+QUANT_FLAGS = {"quant_mode": "mode", "quant_format": "format", "activation_type": "activation_type",
+               "weight_type": "weight_type", "per_channel": "per_channel", "reduce_range": "reduce_range",
+               "calibrate_method": "calibrate_method", "calibration_samples": "samples", "op_types": "op_types",
+               "exclude_nodes": "exclude_nodes", "transformer_scheme": "transformer_scheme"}
+
+
+def recipe_from(source: str, flags: dict) -> Recipe:
+    """A recipe file or a bare model source, with command-line flags taking precedence."""
+    given = {k: v for k, v in flags.items() if v not in (None, ())}
+    if source.endswith(".toml"):
+        recipe = load_recipe(Path(source))
+    else:
+        recipe = Recipe(source=source)
+    quant = dict(recipe.quantize)
+    for flag, key in QUANT_FLAGS.items():
+        if flag in given:
+            value = given.pop(flag)
+            quant[key] = tuple(v.strip() for v in value.split(",") if v.strip()) if key in (
+                "op_types", "exclude_nodes") else value
+    bench = replace(recipe.bench, runs=given.pop("bench_runs")) if "bench_runs" in given else recipe.bench
+    if "inputs" in given:
+        given["inputs"] = tuple(InputSpec.parse(i) for i in given["inputs"])
+    for key in ("targets", "output_names"):
+        if key in given:
+            given[key] = tuple(given[key])
+    if bench.runs < 1 or bench.warmup < 0:
+        raise UsageError("bench runs must be >= 1 and warmup >= 0")
+    return replace(recipe, quantize=quant, bench=bench, **given)

@@ -1,0 +1,168 @@
+"""torch → ONNX at a target's opset, then onnx's checker and onnxruntime's quantization pre-processing."""
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+from .config import InputSpec
+from .errors import InputError, StageError
+
+log = logging.getLogger("edgekit")
+
+TORCH_DTYPES = {"float32": "float32", "float16": "float16", "int64": "int64", "int32": "int32",
+                "int8": "int8", "uint8": "uint8", "bool": "bool"}
+ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16"}
+
+
+def example_inputs(specs: tuple[InputSpec, ...], torch):
+    """Tracing inputs: small non-negative integers for integer inputs (ids, masks), noise for floats."""
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for spec in specs:
+        dtype = getattr(torch, TORCH_DTYPES[spec.dtype])
+        if dtype.is_floating_point:
+            out.append(torch.randn(spec.example_shape(), generator=gen).to(dtype))
+        elif dtype == torch.bool:
+            out.append(torch.ones(spec.example_shape(), dtype=dtype))
+        else:
+            out.append(torch.randint(0, 2, spec.example_shape(), generator=gen).to(dtype))
+    return tuple(out)
+
+
+def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, ...], opset: int,
+                 dest: Path, exporter: str = "torchscript") -> Path:
+    """Export to one self-contained .onnx file with named IO and dynamic axes."""
+    import torch
+
+    args = example_inputs(specs, torch)
+    try:
+        with torch.no_grad():
+            outputs = module(*args)
+    except Exception as e:
+        raise InputError(f"model does not run on inputs {', '.join(map(str, specs))}: {type(e).__name__}: {e}") from e
+    n_out = len(outputs) if isinstance(outputs, (tuple, list)) else 1
+    names = list(output_names) or (["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)])
+    if len(names) != n_out:
+        raise InputError(f"model has {n_out} outputs but {len(names)} output names were given")
+    dynamic_axes = {s.name: s.dynamic_axes for s in specs if s.dynamic_axes}
+    if dynamic_axes and specs[0].dynamic_axes.get(0):
+        batch = specs[0].dynamic_axes[0]
+        dynamic_axes.update({n: {0: batch} for n in names})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if exporter == "dynamo":
+                _export_dynamo(torch, module, args, specs, names, opset, dest)
+            else:
+                torch.onnx.export(module, args, str(dest), input_names=[s.name for s in specs], output_names=names,
+                                  opset_version=opset, dynamic_axes=dynamic_axes or None, dynamo=False,
+                                  do_constant_folding=True)
+    except Exception as e:
+        raise StageError("export", _explain_export_error(e)) from e
+    check(dest)
+    return dest
+
+
+def _export_dynamo(torch, module, args, specs, names, opset, dest):
+    dims = {}
+    shapes = []
+    for spec in specs:
+        shapes.append({axis: dims.setdefault(name, torch.export.Dim(name)) for axis, name in spec.dynamic_axes.items()}
+                      or None)
+    program = torch.onnx.export(module, args, input_names=[s.name for s in specs], output_names=names,
+                                opset_version=opset, dynamo=True, dynamic_shapes=tuple(shapes), external_data=False,
+                                verbose=False)
+    program.save(str(dest), external_data=False)
+
+
+def _explain_export_error(e: Exception) -> str:
+    text = str(e)
+    op = re.search(r"(aten::[A-Za-z0-9_.]+|prim::[A-Za-z0-9_]+|[A-Za-z0-9_]+::[A-Za-z0-9_.]+)", text)
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__)
+    if op:
+        return f"op {op.group(1)} cannot be exported ({first[:200]})"
+    return f"{type(e).__name__}: {first[:300]}"
+
+
+def check(path: Path) -> None:
+    """onnx's full checker (with shape inference); an invalid graph is a toolchain failure."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as e:
+        raise StageError("onnx check", str(e).strip().splitlines()[0][:300]) from e
+
+
+def load_onnx_input(path: Path):
+    """Read and validate a user-given .onnx; a broken file is bad input, not a toolchain failure."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model, full_check=False)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise InputError(f"model {str(path)!r} is not a valid ONNX model: {first}") from e
+    return model
+
+
+def io_specs(path: Path) -> tuple[tuple[InputSpec, ...], tuple[InputSpec, ...]]:
+    """Inputs and outputs of an ONNX file as InputSpecs (dynamic dims keep their names)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    init = {i.name for i in model.graph.initializer}
+
+    def spec(v, i):
+        dims = []
+        for j, d in enumerate(v.type.tensor_type.shape.dim):
+            dims.append(d.dim_value if d.dim_value > 0 else (d.dim_param or f"d{i}_{j}"))
+        return InputSpec(v.name, tuple(dims), ONNX_DTYPES.get(v.type.tensor_type.elem_type, "float32"))
+
+    inputs = tuple(spec(v, i) for i, v in enumerate(model.graph.input) if v.name not in init)
+    outputs = tuple(spec(v, i) for i, v in enumerate(model.graph.output))
+    if not inputs:
+        raise InputError(f"model {str(path)!r} has no inputs")
+    return inputs, outputs
+
+
+def preprocess(src: Path, dest: Path) -> Path:
+    """onnxruntime's quantization pre-processing: symbolic shapes, ORT basic optimisation, ONNX shapes.
+
+    Symbolic shape inference gives up on some transformer graphs; onnxruntime's own advice is to
+    retry without it, which we do and log.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(dest), skip_symbolic_shape=False)
+    except Exception as first:
+        log.info("symbolic shape inference failed (%s); retrying without it", str(first).splitlines()[0][:120])
+        try:
+            quant_pre_process(str(src), str(dest), skip_symbolic_shape=True)
+        except Exception as e:
+            raise StageError("pre-processing", str(e).strip().splitlines()[0][:300]) from e
+    check(dest)
+    return dest
+
+
+def stamp_metadata(path: Path, props: dict[str, str]) -> None:
+    """Write metadata props (edgekit version, target, ...) into an ONNX file in place."""
+    import onnx
+
+    model = onnx.load(str(path))
+    existing = {p.key: p for p in model.metadata_props}
+    for key, value in props.items():
+        if key in existing:
+            existing[key].value = value
+        else:
+            model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
+def scratch_dir(parent: Path | None = None) -> Path:
+    return Path(tempfile.mkdtemp(prefix=".edgekit-", dir=parent))

@@ -1,0 +1,125 @@
+"""Turn a model source (`pkg.mod:fn`, `file.py:fn`, TorchScript, torch.export archive, .onnx) into a model."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+
+@dataclass
+class LoadedModel:
+    """Either a torch module (to be exported) or an existing ONNX file (export skipped)."""
+
+    source: str
+    module: object = None  # torch.nn.Module in eval mode
+    onnx_path: Path | None = None
+
+    @property
+    def is_onnx(self) -> bool:
+        return self.onnx_path is not None
+
+
+def resolve_callable(spec: str, what: str):
+    """`pkg.module:function` or `path/to/file.py:function` → the function object."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise InputError(f"{what} {spec!r}: expected MODULE:FUNCTION or FILE.py:FUNCTION")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise InputError(f"{what} {spec!r}: no such file {path}")
+        name = f"edgekit_user_{abs(hash(str(path.resolve())))}"
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.path.insert(0, str(path.resolve().parent))  # let the file import its neighbours
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as e:
+            raise InputError(f"{what} {spec!r}: importing {path} failed: {type(e).__name__}: {e}") from e
+        finally:
+            sys.path.remove(str(path.resolve().parent))
+    else:
+        try:
+            module = importlib.import_module(target)
+        except Exception as e:
+            raise InputError(f"{what} {spec!r}: cannot import {target!r}: {type(e).__name__}: {e}") from e
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise InputError(f"{what} {spec!r}: {target!r} has no function {attr!r}")
+    return fn
+
+
+def load_model(source: str, weights: str | None = None) -> LoadedModel:
+    path = Path(source)
+    if source.endswith(".onnx"):
+        if not path.is_file():
+            raise InputError(f"model {source!r}: no such file")
+        if weights:
+            raise InputError("--weights does not apply to an .onnx model")
+        return LoadedModel(source, onnx_path=path)
+    import torch
+
+    if source.endswith((".pt", ".ts", ".pt2", ".torchscript")) and ":" not in path.name:
+        module = _load_archive(path, torch)
+    else:
+        fn = resolve_callable(source, "model")
+        try:
+            module = fn()
+        except Exception as e:
+            raise InputError(f"model {source!r}: calling it failed: {type(e).__name__}: {e}") from e
+        if not isinstance(module, torch.nn.Module):
+            raise InputError(f"model {source!r} returned {type(module).__name__}, not a torch.nn.Module")
+    if weights:
+        load_weights(module, weights, torch)
+    module.eval()
+    return LoadedModel(source, module=module)
+
+
+def _load_archive(path: Path, torch):
+    if not path.is_file():
+        raise InputError(f"model {str(path)!r}: no such file")
+    if path.suffix == ".pt2":
+        try:
+            return torch.export.load(str(path)).module()
+        except Exception as e:
+            raise InputError(f"model {str(path)!r}: not a torch.export archive ({type(e).__name__}: {e})") from e
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception as e:
+        raise InputError(f"model {str(path)!r}: not a TorchScript archive ({type(e).__name__}); "
+                         "a state dict goes with --weights and a MODULE:FUNCTION source") from e
+
+
+def load_weights(module, weights: str, torch) -> None:
+    """Load a state dict (or a checkpoint dict with `state_dict`) without running pickled code."""
+    if not Path(weights).is_file():
+        raise InputError(f"weights {weights!r}: no such file")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"weights {weights!r} cannot be loaded safely (weights_only=True): {first}") from e
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise InputError(f"weights {weights!r}: expected a state dict, found {type(state).__name__}")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        missing, unexpected = _key_diff(module.state_dict().keys(), state.keys())
+        detail = f"missing {missing}, unexpected {unexpected}" if missing or unexpected else \
+            str(e).strip().splitlines()[-1].strip()
+        raise InputError(f"weights {weights!r} do not fit the model: {detail}") from e
+
+
+def _key_diff(expected, given) -> tuple[str, str]:
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+
+    def short(keys):
+        return "none" if not keys else ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+    return (short(missing), short(unexpected)) if missing or unexpected else ("", "")

@@ -1,0 +1,246 @@
+"""The one place that knows the stage order of `edgekit export`.
+
+once:        load → export (once per distinct opset) → pre-process → parity torch vs ONNX fp32
+per target:  plan → calibrate+quantize → parity fp32 vs int8 → latency → package
+then:        publish every target folder atomically
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, bench, calib, export, outdir, package, parity, quantize
+from .config import InputSpec, Recipe, Target, apply_quant_overrides
+from .errors import UsageError
+from .load import load_model
+from .progress import bar
+from .runtime import run_onnx, run_torch, session
+
+log = logging.getLogger("edgekit")
+VALIDATION_FRACTION = 0.25
+
+
+@dataclasses.dataclass
+class Prepared:
+    """What every target shares: the fp32 ONNX model for its opset and its reference outputs."""
+
+    fp32: Path
+    outputs: tuple[InputSpec, ...]
+    fp32_val: list
+    export_parity: dict | None
+
+
+def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> list[dict]:
+    _seed(recipe.seed)
+    loaded = load_model(recipe.source, recipe.weights)
+    inputs = _inputs(recipe, loaded)
+    if not recipe.calibration:
+        raise UsageError("no calibration data: pass --calibration FILE|DIR|MODULE:FN (or `random`, flagged in the report)")
+    cal = calib.load(recipe.calibration, inputs, seed=recipe.seed)
+    if recipe.validation:
+        val = calib.load(recipe.validation, inputs, seed=recipe.seed + 1)
+    elif cal.random:
+        val = calib.random_dataset(inputs, 16, recipe.seed + 1)
+    else:
+        cal, val = cal.split(VALIDATION_FRACTION)
+    out = Path(recipe.out)
+    with outdir.staging(out) as stage:
+        work = stage / ".work"
+        work.mkdir()
+        torch_val = run_torch(loaded.module, val.feeds, [s.name for s in inputs]) if loaded.module is not None else None
+        prepared: dict[int, Prepared] = {}
+        manifests = []
+        for target in targets:
+            opset = target.opset if not loaded.is_onnx else 0
+            if opset not in prepared:
+                prepared[opset] = _prepare(loaded, recipe, inputs, opset, work / f"opset{opset}", val, torch_val)
+            manifests.append(_target(recipe, target, inputs, prepared[opset], cal, val, torch_val, stage, progress))
+        outdir.publish(stage, out, [t.name for t in targets])
+    return manifests
+
+
+def _seed(seed: int) -> None:
+    np.random.seed(seed)
+    try:
+        import torch
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
+
+
+def _inputs(recipe: Recipe, loaded) -> tuple[InputSpec, ...]:
+    if loaded.is_onnx:
+        export.load_onnx_input(loaded.onnx_path)
+        found, _ = export.io_specs(loaded.onnx_path)
+        if recipe.inputs and [s.name for s in recipe.inputs] != [s.name for s in found]:
+            raise UsageError(f"--input names {[s.name for s in recipe.inputs]} do not match the model's "
+                             f"inputs {[s.name for s in found]}")
+        return found
+    if not recipe.inputs:
+        raise UsageError("a torch model needs its inputs: --input NAME:SHAPE[:DTYPE], e.g. image:Nx3x224x224")
+    return recipe.inputs
+
+
+def _prepare(loaded, recipe, inputs, opset, work: Path, val, torch_val) -> Prepared:
+    work.mkdir(parents=True)
+    if loaded.is_onnx:
+        raw = loaded.onnx_path
+    else:
+        raw = export.export_torch(loaded.module, inputs, recipe.output_names, opset, work / "exported.onnx",
+                                  recipe.exporter)
+    fp32 = export.preprocess(raw, work / "model.onnx")
+    _, outputs = export.io_specs(fp32)
+    sess, _ = session(fp32)
+    fp32_val = run_onnx(sess, val.feeds)
+    export_parity = None
+    if torch_val is not None:
+        names = [o.name for o in outputs]
+        export_parity = _parity_block(parity.compare(names, torch_val, fp32_val), val)
+    return Prepared(fp32, outputs, fp32_val, export_parity)
+
+
+def _parity_block(results, data) -> dict:
+    return {"data": data.origin, "samples": len(data), "outputs": [r.as_dict() for r in results]}
+
+
+def _target(recipe: Recipe, target: Target, inputs, prep: Prepared, cal, val, torch_val, stage: Path,
+            progress: bool) -> dict:
+    log.info("target %s", target.name)
+    tdir = stage / target.name
+    tdir.mkdir()
+    fp32 = tdir / "model.onnx"
+    shutil.copyfile(prep.fp32, fp32)
+    overrides = {k: v for k, v in recipe.quantize.items()}
+    settings = apply_quant_overrides(target.quantize, overrides, f"quantize overrides for {target.name}")
+    qplan = quantize.plan(fp32, settings, set(overrides))
+    int8 = tdir / "model.int8.onnx"
+    n_cal = min(len(cal), settings.samples)
+    with bar(f"calibrating {target.name}", n_cal, progress) as advance:
+        quantize.quantize(fp32, int8, qplan, cal.feeds[:n_cal], advance if settings.mode == "static" else None)
+    export.check(int8)
+    providers, threads = list(target.runtime.providers), target.runtime.threads
+    int8_sess, _ = session(int8, providers, threads)
+    int8_val = run_onnx(int8_sess, val.feeds)
+    names = [o.name for o in prep.outputs]
+    quant_results = parity.compare(names, prep.fp32_val, int8_val)
+    accuracy = _accuracy(val, torch_val, prep.fp32_val, int8_val)
+    with bar(f"benchmarking {target.name}", recipe.bench.runs, progress) as advance:
+        lat = bench.measure_pair({"fp32": str(fp32), "int8": str(int8)}, _bench_feed(val.feeds[0]), providers,
+                                 threads, recipe.bench.warmup, recipe.bench.runs, advance)
+    speedup = lat["fp32"].p50_ms / lat["int8"].p50_ms if lat["int8"].p50_ms > 0 else 0.0
+    warnings = _warnings(cal, val, speedup, int8, providers, threads, qplan)
+    props = {"edgekit_version": __version__, "edgekit_target": target.name,
+             "edgekit_inputs": ";".join(map(str, inputs)), "edgekit_preprocessing": "onnxruntime quant_pre_process"}
+    export.stamp_metadata(fp32, props)
+    export.stamp_metadata(int8, {**props, "edgekit_quantization": str(qplan.as_dict())})
+    manifest = {
+        "edgekit_version": __version__,
+        "target": target.name,
+        "target_profile": target.path,
+        "opset": _opset(fp32),
+        "model": {"source": recipe.source, "weights": recipe.weights, "exporter": None if torch_val is None
+                  else recipe.exporter},
+        "versions": _versions(),
+        "inputs": [s.as_dict() for s in inputs],
+        "outputs": [o.as_dict() for o in prep.outputs],
+        "quantization": qplan.as_dict(),
+        "calibration": {"data": cal.origin, "samples": n_cal, "random": cal.random},
+        "validation": {"data": val.origin, "samples": len(val), "random": val.random},
+        "parity": {"export": prep.export_parity, "quantization": _parity_block(quant_results, val)},
+        "accuracy": accuracy,
+        "latency": {"fp32": lat["fp32"].as_dict(), "int8": lat["int8"].as_dict(), "speedup_p50": round(speedup, 3),
+                    "where": bench.host.describe(lat["int8"].host)},
+        "warnings": warnings,
+    }
+    manifest["sizes"] = {"model.onnx": fp32.stat().st_size, "model.int8.onnx": int8.stat().st_size}
+    manifest["gates"] = _gates(target, manifest, _is_classifier(recipe, val, quant_results))
+    manifest["passed"] = all(g["passed"] for g in manifest["gates"])
+    return package.write(tdir, manifest)
+
+
+def _bench_feed(feed: dict) -> dict:
+    return {k: np.ascontiguousarray(v) for k, v in feed.items()}
+
+
+def _accuracy(val, torch_val, fp32_val, int8_val) -> dict | None:
+    if val.labels is None:
+        return None
+    acc = {"samples": len(val), "fp32": parity.accuracy(fp32_val, val.labels),
+           "int8": parity.accuracy(int8_val, val.labels)}
+    if torch_val is not None:
+        acc["torch"] = parity.accuracy(torch_val, val.labels)
+    acc["drop"] = round(acc["fp32"] - acc["int8"], 4)
+    return acc
+
+
+def _is_classifier(recipe, val, results) -> bool:
+    if recipe.task != "auto":
+        return recipe.task == "classification"
+    return val.labels is not None
+
+
+def _gates(target: Target, m: dict, classifier: bool) -> list[dict]:
+    p = target.parity
+    gates = []
+
+    def gate(name, value, op, limit):
+        passed = value is not None and (value >= limit if op == ">=" else value <= limit)
+        gates.append({"name": name, "value": value, "op": op, "limit": limit, "passed": bool(passed)})
+
+    export_p = m["parity"]["export"]
+    if export_p:
+        gate("export_cosine", min(o["cosine_min"] for o in export_p["outputs"]), ">=", p.export_cosine_min)
+        gate("export_max_abs", max(o["max_abs"] for o in export_p["outputs"]), "<=", p.export_max_abs)
+    q = m["parity"]["quantization"]["outputs"]
+    gate("quant_cosine", min(o["cosine"] for o in q), ">=", p.quant_cosine_min)
+    gate("quant_sqnr_db", min(o["sqnr_db"] for o in q), ">=", p.quant_sqnr_min_db)
+    top1 = [o["top1_agreement"] for o in q if "top1_agreement" in o]
+    if classifier and top1:
+        gate("top1_agreement", min(top1), ">=", p.top1_agreement_min)
+    if m["accuracy"]:
+        gate("accuracy_drop", m["accuracy"]["drop"], "<=", p.accuracy_drop_max)
+    if target.budgets.latency_p50_ms_max:
+        gate("latency_p50_ms", m["latency"]["int8"]["p50_ms"], "<=", target.budgets.latency_p50_ms_max)
+    if target.budgets.size_mb_max:
+        gate("size_mb", m["sizes"]["model.int8.onnx"] / 1e6, "<=", target.budgets.size_mb_max)
+    return gates
+
+
+def _warnings(cal, val, speedup, int8, providers, threads, qplan) -> list[str]:
+    warnings = []
+    if cal.random or val.random:
+        warnings.append("CALIBRATED AND VALIDATED ON RANDOM DATA: PARITY AND ACCURACY FIGURES DO NOT REFLECT REAL INPUTS")
+    if speedup < 1.0:
+        fusion = bench.unfused_qdq(str(int8), providers, threads)
+        cause = (f"{fusion['unfused_compute_nodes']} compute node(s) stayed float behind DequantizeLinear "
+                 f"(unfused QDQ groups, e.g. {', '.join(fusion['unfused_examples'])})"
+                 if fusion["unfused_compute_nodes"] else
+                 "all quantized groups fused; per-call overhead or float ops around them dominate this model")
+        warnings.append(f"int8 is slower than fp32 on this host ({speedup:.2f}x): {cause}")
+    return warnings
+
+
+def _opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _versions() -> dict:
+    import onnx
+    import onnxruntime
+
+    versions = {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
+    try:
+        import torch
+        versions["torch"] = torch.__version__
+    except ImportError:
+        pass
+    return versions
+
+

@@ -1,0 +1,128 @@
+"""Typed quantization settings → onnxruntime `quantize_static` / `quantize_dynamic`.
+
+Also decides *what* to quantize: attention-style graphs get a transformer-safe scheme instead of
+full static QDQ, which quantizes the additive mask path (activation scales ~1e36, cosine 0.39).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .calib import OrtReader
+from .config import QuantSettings
+from .errors import StageError
+
+log = logging.getLogger("edgekit")
+
+QUANT_TYPES = {"uint8": "QUInt8", "int8": "QInt8", "uint16": "QUInt16", "int16": "QInt16"}
+METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Where", "Cast", "Reshape", "Transpose"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The settings actually used, with the reasons for anything edgekit decided itself."""
+
+    settings: QuantSettings
+    reduce_range: bool
+    attention: bool
+    reasons: tuple[str, ...]
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self.settings)
+        d["reduce_range"] = self.reduce_range
+        d["op_types"] = list(d["op_types"])
+        d["exclude_nodes"] = list(d["exclude_nodes"])
+        d["attention_graph"] = self.attention
+        d["decisions"] = list(self.reasons)
+        return d
+
+
+def has_attention(model) -> bool:
+    """A Softmax fed (through element-wise ops) by a MatMul of two activations: Q·Kᵀ attention."""
+    graph = model.graph
+    constants = {i.name for i in graph.initializer}
+    constants |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    producer = {o: n for n in graph.node for o in n.output}
+
+    def reaches_qk(name: str, depth: int) -> bool:
+        node = producer.get(name)
+        if node is None or depth > 6:
+            return False
+        if node.op_type == "MatMul":
+            return all(i not in constants for i in node.input)
+        if node.op_type in ELEMENTWISE:
+            return any(reaches_qk(i, depth + 1) for i in node.input if i not in constants)
+        return False
+
+    return any(n.op_type == "Softmax" and reaches_qk(n.input[0], 0) for n in graph.node)
+
+
+def plan(model_path: Path, settings: QuantSettings, explicit: set[str]) -> Plan:
+    """Resolve `auto` choices: reduce_range by host ISA, transformer scheme for attention graphs."""
+    import onnx
+
+    from .host import int8_isa, x86_needs_reduce_range
+
+    reasons = []
+    model = onnx.load(str(model_path), load_external_data=False)
+    attention = has_attention(model)
+    if attention and settings.transformer_scheme != "off" and not explicit & {"mode", "op_types"}:
+        if settings.transformer_scheme == "dynamic":
+            settings = dataclasses.replace(settings, mode="dynamic", op_types=("MatMul", "Gemm"))
+            reasons.append("attention graph: dynamic int8 MatMul/Gemm (full static QDQ would quantize the mask path)")
+        else:
+            settings = dataclasses.replace(settings, mode="static", op_types=("MatMul", "Gemm"))
+            reasons.append("attention graph: static QDQ on MatMul/Gemm only (keeps the mask path float)")
+    if settings.reduce_range == "auto":
+        reduce = (x86_needs_reduce_range() and settings.weight_type == "int8"
+                  and settings.activation_type == "uint8")
+        if reduce:
+            reasons.append(f"reduce_range: host ISA {int8_isa()} has no VNNI; u8s8 would saturate int16 "
+                           "(onnxruntime#6004), so weights use 7 bits")
+    else:
+        reduce = settings.reduce_range == "true"
+    return Plan(settings, reduce, attention, tuple(reasons))
+
+
+def quantize(src: Path, dest: Path, p: Plan, feeds: list, progress=None) -> Path:
+    try:
+        # onnxruntime's calibrators print progress on stdout, which belongs to --json
+        with contextlib.redirect_stdout(sys.stderr):
+            _call(p, str(src), str(dest), feeds, progress)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise StageError("quantization", f"{type(e).__name__}: {first}") from e
+    return dest
+
+
+def _call(p: Plan, src: str, dest: str, feeds: list, progress) -> None:
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+
+    s = p.settings
+    op_types = list(s.op_types) or None
+    excluded = list(s.exclude_nodes) or None
+    weight_type = getattr(QuantType, QUANT_TYPES[s.weight_type])
+    if s.mode == "dynamic":
+        quantize_dynamic(src, dest, op_types_to_quantize=op_types, per_channel=s.per_channel,
+                         reduce_range=p.reduce_range, weight_type=weight_type, nodes_to_exclude=excluded,
+                         extra_options={"MatMulConstBOnly": True})
+        return
+    # Not CalibMaxIntermediateOutputs: in onnxruntime 1.32 it discards the collected ranges at each
+    # flush instead of merging them (MinMaxCalibrater.clear_collected_data → "No data is collected"),
+    # and MinMax keeps only min/max pairs per tensor anyway.
+    extra = {}
+    if s.calibrate_method == "percentile":
+        extra["CalibPercentile"] = s.percentile
+    if s.activation_type in ("uint16", "int16") or s.weight_type in ("uint16", "int16"):
+        extra["UseQDQContribOps"] = True
+    quantize_static(src, dest, OrtReader(feeds[: s.samples], progress), quant_format=getattr(QuantFormat, s.format),
+                    op_types_to_quantize=op_types, per_channel=s.per_channel, reduce_range=p.reduce_range,
+                    activation_type=getattr(QuantType, QUANT_TYPES[s.activation_type]), weight_type=weight_type,
+                    nodes_to_exclude=excluded, calibrate_method=getattr(CalibrationMethod, METHODS[s.calibrate_method]),
+                    extra_options=extra)

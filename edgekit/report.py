@@ -1,0 +1,86 @@
+"""Manifests → the summary table, the per-target markdown report, and the exit code."""
+from __future__ import annotations
+
+from .errors import ExitCode
+
+
+def exit_code(manifests: list[dict]) -> ExitCode:
+    return ExitCode.OK if all(m["passed"] for m in manifests) else ExitCode.GATE_FAILED
+
+
+def _worst(parity: dict, key: str, fn=min):
+    values = [o[key] for o in parity.get("outputs", []) if key in o]
+    return fn(values) if values else None
+
+
+def _fmt(x, spec=".4f", none="-"):
+    return none if x is None else format(x, spec)
+
+
+def table(manifests: list[dict]) -> str:
+    """One row per target: size, parity, latency, gates; then where latency was measured."""
+    head = ["target", "int8 MB", "fp32 MB", "cos int8", "SQNR dB", "top1", "acc fp32→int8", "p50 fp32 ms",
+            "p50 int8 ms", "speedup", "gates"]
+    rows = []
+    for m in manifests:
+        q = m["parity"]["quantization"]
+        acc = m.get("accuracy")
+        lat = m["latency"]
+        failed = [g["name"] for g in m["gates"] if not g["passed"]]
+        rows.append([m["target"], f"{m['sizes']['model.int8.onnx'] / 1e6:.2f}", f"{m['sizes']['model.onnx'] / 1e6:.2f}",
+                     _fmt(_worst(q, "cosine")), _fmt(_worst(q, "sqnr_db"), ".1f"),
+                     _fmt(_worst(q, "top1_agreement"), ".3f"),
+                     f"{acc['fp32']:.2f}→{acc['int8']:.2f}" if acc else "-",
+                     _fmt(lat["fp32"]["p50_ms"], ".3f"), _fmt(lat["int8"]["p50_ms"], ".3f"),
+                     f"{lat['speedup_p50']:.2f}x", "pass" if not failed else "FAIL: " + ", ".join(failed)])
+    widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head] + rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    hosts = {m["latency"]["where"] for m in manifests}
+    lines += [f"latency measured on: {h}" for h in sorted(hosts)]
+    for m in manifests:
+        lines += [f"{m['target']}: {w}" for w in m.get("warnings", [])]
+    return "\n".join(lines)
+
+
+def markdown(m: dict) -> str:
+    """The human report written beside each target's models."""
+    out = [f"# edgekit report: {m['model']['source']} → {m['target']}", ""]
+    out.append(f"**{'PASSED' if m['passed'] else 'FAILED'}** · edgekit {m['edgekit_version']} · "
+               f"onnxruntime {m['versions']['onnxruntime']} · opset {m['opset']}")
+    out.append("")
+    for w in m.get("warnings", []):
+        out.append(f"> **{w}**")
+    out += ["", "## Gates", "", "| gate | value | limit | result |", "|---|---|---|---|"]
+    for g in m["gates"]:
+        out.append(f"| {g['name']} | {_fmt(g['value'], '.6g')} | {g['op']} {_fmt(g['limit'], '.6g')} | "
+                   f"{'pass' if g['passed'] else '**FAIL**'} |")
+    out += ["", "## Parity", ""]
+    for stage, title in (("export", "torch vs ONNX fp32 (export)"), ("quantization", "ONNX fp32 vs int8")):
+        p = m["parity"].get(stage)
+        if not p:
+            continue
+        out += [f"### {title} on {p['samples']} samples of {p['data']}", "",
+                "| output | cosine | min cosine | SQNR dB | max abs | mean abs | top-1 agreement |",
+                "|---|---|---|---|---|---|---|"]
+        for o in p["outputs"]:
+            out.append(f"| {o['output']} | {o['cosine']:.6f} | {o['cosine_min']:.6f} | {o['sqnr_db']:.2f} | "
+                       f"{o['max_abs']:.3g} | {o['mean_abs']:.3g} | {_fmt(o.get('top1_agreement'), '.4f')} |")
+        out.append("")
+    if m.get("accuracy"):
+        a = m["accuracy"]
+        out += [f"Accuracy on {a['samples']} labelled samples: torch {_fmt(a.get('torch'), '.2f')} · "
+                f"fp32 {a['fp32']:.2f} · int8 {a['int8']:.2f} (drop {a['drop']:.2f} points)", ""]
+    lat = m["latency"]
+    out += ["## Latency", "", f"Measured on {lat['where']}; {lat['fp32']['runs']} runs after warm-up, interleaved.", "",
+            "| model | p50 ms | p90 ms | p99 ms | load ms |", "|---|---|---|---|---|"]
+    for key in ("fp32", "int8"):
+        v = lat[key]
+        out.append(f"| {key} | {v['p50_ms']:.4f} | {v['p90_ms']:.4f} | {v['p99_ms']:.4f} | {v['load_ms']:.1f} |")
+    out += ["", f"int8 speed-up (p50): {lat['speedup_p50']:.2f}x", "", "## Quantization", ""]
+    for k, v in m["quantization"].items():
+        out.append(f"- {k}: {v}")
+    out += ["", "## Files", "", "| file | bytes | sha256 |", "|---|---|---|"]
+    for name, digest in m["files"].items():
+        out.append(f"| {name} | {m['sizes'][name]} | `{digest}` |")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,50 @@
+"""Running models: onnxruntime sessions with a target's providers and threads, and the torch reference."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import StageError
+
+
+def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int = 1, optimized_path: str = "",
+            level: str = "all"):
+    """A session on the providers this host really has; returns (session, providers used)."""
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    used = [p for p in providers if p in available] or ["CPUExecutionProvider"]
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                                     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}[level]
+    if optimized_path:
+        opts.optimized_model_filepath = optimized_path
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=used), used
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise StageError("onnxruntime load", f"{Path(path).name}: {first}") from e
+
+
+def run_onnx(sess, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+    try:
+        return [sess.run(None, feed) for feed in feeds]
+    except Exception as e:
+        raise StageError("onnxruntime run", str(e).strip().splitlines()[0][:300]) from e
+
+
+def run_torch(module, feeds: list[dict[str, np.ndarray]], input_names: list[str]) -> list[list[np.ndarray]]:
+    import torch
+
+    results = []
+    with torch.no_grad():
+        for feed in feeds:
+            out = module(*[torch.from_numpy(np.ascontiguousarray(feed[n])) for n in input_names])
+            out = out if isinstance(out, (tuple, list)) else (out,)
+            results.append([o.detach().numpy() for o in out])
+    return results

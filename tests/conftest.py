@@ -1,0 +1,40 @@
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+DIGITS = ROOT / "examples" / "digits"
+sys.path.insert(0, str(TESTS))
+
+
+@pytest.fixture
+def cnn_data(tmp_path):
+    """Calibration and validation .npz for models:small_cnn (image:Nx3x16x16)."""
+    rng = np.random.default_rng(0)
+    cal = tmp_path / "cal.npz"
+    val = tmp_path / "val.npz"
+    np.savez(cal, image=rng.random((40, 3, 16, 16), dtype=np.float32))
+    np.savez(val, image=rng.random((12, 3, 16, 16), dtype=np.float32))
+    return cal, val
+
+
+def encoder_feeds(n, seed, seq=12):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, 64, (n, seq)).astype(np.int64)
+    mask = np.ones((n, seq), dtype=np.int64)
+    for i in range(n):
+        mask[i, rng.integers(4, seq):] = 0
+    return ids * mask, mask
+
+
+@pytest.fixture
+def encoder_data(tmp_path):
+    ids, mask = encoder_feeds(48, 0)
+    vids, vmask = encoder_feeds(12, 1)
+    cal, val = tmp_path / "enc_cal.npz", tmp_path / "enc_val.npz"
+    np.savez(cal, input_ids=ids, attention_mask=mask)
+    np.savez(val, input_ids=vids, attention_mask=vmask)
+    return cal, val

@@ -1,0 +1,68 @@
+"""Tiny models built in code for the tests (importable as `models:NAME` with tests/ on sys.path)."""
+import torch
+from torch import nn
+
+
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+
+    def forward(self, image):
+        return self.body(image)
+
+
+class TinyEncoder(nn.Module):
+    """BERT-style: int64 ids and mask, additive mask at float-min (as Hugging Face does), mean pooling."""
+
+    def __init__(self, vocab=64, dim=32):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.norm = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.scale = dim ** -0.5
+
+    def forward(self, input_ids, attention_mask):
+        h = self.embed(input_ids)
+        mask = attention_mask[:, None, :].to(h.dtype)
+        bias = (1.0 - mask) * torch.finfo(h.dtype).min
+        attn = torch.softmax(self.q(h) @ self.k(h).transpose(1, 2) * self.scale + bias, dim=-1)
+        h = self.norm(h + self.o(attn @ self.v(h)))
+        h = self.norm(h + self.ff(h))
+        m = attention_mask[..., None].to(h.dtype)
+        return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+class TwoOutputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(6, 4)
+        self.b = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.a(x), self.b(x)
+
+
+def small_cnn():
+    torch.manual_seed(0)
+    return SmallCNN()
+
+
+def tiny_encoder():
+    torch.manual_seed(0)
+    return TinyEncoder()
+
+
+def two_outputs():
+    torch.manual_seed(0)
+    return TwoOutputs()
+
+
+def not_a_module():
+    return 42
+
+
+def broken():
+    raise RuntimeError("boom in user code")
