@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import StageError
+from .errors import InputError, StageError
 
 
 def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int = 1, optimized_path: str = "",
@@ -43,8 +43,14 @@ def run_torch(module, feeds: list[dict[str, np.ndarray]], input_names: list[str]
 
     results = []
     with torch.no_grad():
-        for feed in feeds:
-            out = module(*[torch.from_numpy(np.ascontiguousarray(feed[n])) for n in input_names])
+        for i, feed in enumerate(feeds):
+            args = [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in input_names]
+            try:
+                out = module(*args)
+            except Exception as e:
+                shapes = ", ".join(f"{n}:{list(a.shape)}" for n, a in zip(input_names, args))
+                raise InputError(f"model does not run on inputs {shapes} (sample {i}): "
+                                 f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
             out = out if isinstance(out, (tuple, list)) else (out,)
             results.append([o.detach().numpy() for o in out])
     return results

@@ -1,0 +1,191 @@
+"""Every user mistake gets one line on stderr, its own exit code, no traceback, and no output written."""
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import DIGITS, TESTS
+
+from edgekit.cli import main
+
+CNN = ["models:small_cnn", "--input", "image:Nx3x16x16"]
+
+
+def run(*args):
+    return CliRunner().invoke(main, ["export", *map(str, args), "--bench-runs", "2"])
+
+
+def assert_clean_error(result, code, *fragments, out=None):
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgekit: error:"), result.stderr
+    assert "Traceback" not in result.output
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    if out is not None:
+        assert not out.exists() or not any(p for p in out.iterdir() if not p.name.startswith("."))
+        assert not [p for p in out.parent.iterdir() if ".edgekit-" in p.name], "temp dir left behind"
+
+
+@pytest.fixture
+def data(cnn_data):
+    return cnn_data[0]
+
+
+def test_bad_model_path(tmp_path, data):
+    assert_clean_error(run("nope/missing.py:build", "--input", "x:1x3", "--calibration", data, "--out", tmp_path / "o"),
+                       3, "no such file", out=tmp_path / "o")
+
+
+def test_missing_function(tmp_path, data):
+    assert_clean_error(run("models:nothing_here", "--input", "x:1x3", "--calibration", data), 3, "has no function")
+
+
+def test_unimportable_module(data):
+    assert_clean_error(run("no_such_pkg.mod:build", "--input", "x:1x3", "--calibration", data), 3, "cannot import")
+
+
+def test_function_not_returning_module(data):
+    assert_clean_error(run("models:not_a_module", "--input", "x:1x3", "--calibration", data), 3, "not a torch.nn.Module")
+
+
+def test_user_code_raising(data):
+    assert_clean_error(run("models:broken", "--input", "x:1x3", "--calibration", data), 3, "boom in user code")
+
+
+def test_weights_that_do_not_fit(tmp_path, data):
+    w = tmp_path / "w.pt"
+    torch.save({"wrong.weight": torch.zeros(2)}, w)
+    assert_clean_error(run(*CNN, "--weights", w, "--calibration", data, "--out", tmp_path / "o"), 3,
+                       "do not fit", "unexpected wrong.weight", out=tmp_path / "o")
+
+
+def test_weights_garbage_file(tmp_path, data):
+    w = tmp_path / "w.pt"
+    w.write_bytes(b"not a checkpoint at all")
+    assert_clean_error(run(*CNN, "--weights", w, "--calibration", data), 3, "cannot be loaded safely")
+
+
+def test_weights_checkpoint_dict_with_state_dict(tmp_path, cnn_data):
+    from models import small_cnn
+    w = tmp_path / "ckpt.pt"
+    torch.save({"state_dict": small_cnn().state_dict(), "epoch": 3}, w)
+    result = run(*CNN, "--weights", w, "--calibration", cnn_data[0], "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("spec,msg", [("image", "expected NAME:SHAPE"), ("image:3xQ!", "bad dimension"),
+                                      ("image:1x3:float99", "unknown dtype"), ("image:0x3", "positive")])
+def test_bad_input_spec(spec, msg, data):
+    assert_clean_error(run("models:small_cnn", "--input", spec, "--calibration", data), 2, msg)
+
+
+def test_input_spec_that_does_not_fit_the_model(data):
+    assert_clean_error(run("models:small_cnn", "--input", "image:Nx5x16x16", "--calibration", "random"), 3,
+                       "does not run on inputs")
+
+
+def test_missing_inputs_for_torch_model(data):
+    assert_clean_error(run("models:small_cnn", "--calibration", data), 2, "--input")
+
+
+def test_missing_calibration():
+    assert_clean_error(run(*CNN), 2, "no calibration data")
+
+
+def test_unknown_target(data):
+    assert_clean_error(run(*CNN, "--calibration", data, "--target", "desktop-x68"), 2, "unknown target",
+                       "desktop-x86")
+
+
+@pytest.mark.parametrize("make,msg", [
+    (lambda p: np.savez(p, image=np.zeros((4, 3, 16, 15), np.float32)), "has shape"),
+    (lambda p: np.savez(p, image=np.zeros((4, 3, 16, 16), np.float64)), "dtype float64"),
+    (lambda p: np.savez(p, image=np.full((4, 3, 16, 16), np.nan, np.float32)), "NaN or Inf"),
+    (lambda p: np.savez(p, image=np.zeros((0, 3, 16, 16), np.float32)), "zero samples"),
+    (lambda p: np.savez(p, picture=np.zeros((4, 3, 16, 16), np.float32)), "input names do not match"),
+    (lambda p: p.write_bytes(b"PK\x03\x04 truncated zip"), "cannot read"),
+])
+def test_bad_calibration_data_names_file_and_problem(tmp_path, make, msg):
+    bad = tmp_path / "bad.npz"
+    make(bad)
+    assert_clean_error(run(*CNN, "--calibration", bad, "--out", tmp_path / "o"), 3, "bad.npz", msg,
+                       out=tmp_path / "o")
+
+
+def test_folder_mixing_good_and_bad_files(tmp_path, cnn_data):
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    np.savez(folder / "a_good.npz", image=np.zeros((4, 3, 16, 16), np.float32))
+    bad = np.zeros((4, 3, 16, 16), np.float32)
+    bad[2, 0, 0, 0] = np.inf
+    np.savez(folder / "b_bad.npz", image=bad)
+    assert_clean_error(run(*CNN, "--calibration", folder), 3, "b_bad.npz", "NaN or Inf", "sample 2")
+
+
+def test_bad_validation_data(tmp_path, cnn_data):
+    bad = tmp_path / "val.npz"
+    np.savez(bad, image=np.zeros((4, 3, 16, 16), np.int64))
+    assert_clean_error(run(*CNN, "--calibration", cnn_data[0], "--validation", bad), 3, "val.npz", "dtype int64")
+
+
+def test_garbage_onnx_model(tmp_path, data):
+    bad = tmp_path / "m.onnx"
+    bad.write_bytes(b"\x08\x07garbage")
+    assert_clean_error(run(bad, "--calibration", data, "--out", tmp_path / "o"), 3, "not a valid ONNX model",
+                       out=tmp_path / "o")
+
+
+def test_export_failure_names_the_op(tmp_path, data):
+    (tmp_path / "unexportable.py").write_text(
+        "import torch\n"
+        "class M(torch.nn.Module):\n"
+        "    def forward(self, image):\n"
+        "        return torch.linalg.svd(image.flatten(1))[1]\n"
+        "def build():\n    return M()\n")
+    assert_clean_error(run(f"{tmp_path / 'unexportable.py'}:build", "--input", "image:Nx3x16x16",
+                           "--calibration", data, "--out", tmp_path / "o"), 4, "export failed", "svd",
+                       out=tmp_path / "o")
+
+
+def test_exception_leaves_previous_output_untouched(tmp_path, cnn_data):
+    out = tmp_path / "o"
+    good = run(*CNN, "--calibration", cnn_data[0], "--out", out)
+    assert good.exit_code == 0, good.output
+    before = {p.name: p.read_bytes() for p in (out / "desktop-x86").iterdir()}
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, image=np.zeros((4, 3, 16, 16), np.float16))
+    assert_clean_error(run(*CNN, "--calibration", bad, "--out", out), 3, "dtype float16")
+    assert {p.name: p.read_bytes() for p in (out / "desktop-x86").iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if ".edgekit-" in p.name]
+
+
+def test_debug_shows_traceback(data):
+    result = CliRunner().invoke(main, ["--debug", "export", "models:nothing_here", "--input", "x:1x3",
+                                       "--calibration", str(data)])
+    assert result.exit_code != 0 and result.exception is not None
+
+
+@pytest.mark.parametrize("body,code,msg", [
+    ("[model]\nsorce = 'x.py:f'\n", 2, "did you mean 'source'"),
+    ("[model]\nsource = 'models:small_cnn'\n[export]\nseed = 'zero'\n", 2, "'seed' has the wrong type"),
+    ("[data]\ncalibration = 'x'\n", 2, "missing required key 'source'"),
+    ("[model]\nsource = 'm:f'\n[quantize]\nper_chanel = true\n", 2, "did you mean 'per_channel'"),
+    ("[model]\nsource = 'm:f'\n[quantize]\ncalibrate_method = 'kl'\n", 2, "not one of"),
+    ("[model\nsource=", 2, "not valid TOML"),
+])
+def test_bad_recipe(tmp_path, body, code, msg):
+    recipe = tmp_path / "edgekit.toml"
+    recipe.write_text(body)
+    assert_clean_error(run(recipe), code, "edgekit.toml", msg)
+
+
+@pytest.mark.parametrize("body,msg", [
+    ("name = 'p'\n[quantize]\nweight_typ = 'int8'\n", "did you mean 'weight_type'"),
+    ("name = 'p'\nopset = 'seventeen'\n", "'opset' has the wrong type"),
+    ("[quantize]\nper_channel = true\n", "missing required key 'name'"),
+    ("name = 'p'\nopset = 11\n", "needs opset >= 13"),
+])
+def test_bad_profile(tmp_path, cnn_data, body, msg):
+    profile = tmp_path / "p.toml"
+    profile.write_text(body)
+    assert_clean_error(run(*CNN, "--calibration", cnn_data[0], "--target", profile), 2, "p.toml", msg)
