@@ -102,6 +102,7 @@ class BudgetSpec:
 class RuntimeSpec:
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     threads: int = 1
+    arch: str = "x86_64"  # the device's CPU: decides reduce_range=auto and how int8 parity is emulated
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ CHOICES = {
     "transformer_scheme": ("dynamic", "matmul-static", "off"),
     "exporter": ("torchscript", "dynamo"),
     "task": ("auto", "classification", "other"),
+    "arch": ("x86_64", "arm64"),
 }
 
 

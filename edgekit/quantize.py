@@ -62,8 +62,8 @@ def has_attention(model) -> bool:
     return any(n.op_type == "Softmax" and reaches_qk(n.input[0], 0) for n in graph.node)
 
 
-def plan(model_path: Path, settings: QuantSettings, explicit: set[str]) -> Plan:
-    """Resolve `auto` choices: reduce_range by host ISA, transformer scheme for attention graphs."""
+def plan(model_path: Path, settings: QuantSettings, explicit: set[str], arch: str = "x86_64") -> Plan:
+    """Resolve `auto` choices: reduce_range by target arch and host ISA, transformer scheme for attention."""
     import onnx
 
     from .host import int8_isa, x86_needs_reduce_range
@@ -79,7 +79,7 @@ def plan(model_path: Path, settings: QuantSettings, explicit: set[str]) -> Plan:
             settings = dataclasses.replace(settings, mode="static", op_types=("MatMul", "Gemm"))
             reasons.append("attention graph: static QDQ on MatMul/Gemm only (keeps the mask path float)")
     if settings.reduce_range == "auto":
-        reduce = (x86_needs_reduce_range() and settings.weight_type == "int8"
+        reduce = (arch == "x86_64" and x86_needs_reduce_range() and settings.weight_type == "int8"
                   and settings.activation_type == "uint8")
         if reduce:
             reasons.append(f"reduce_range: host ISA {int8_isa()} has no VNNI; u8s8 would saturate int16 "

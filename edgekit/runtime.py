@@ -9,8 +9,13 @@ from .errors import InputError, StageError
 
 
 def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int = 1, optimized_path: str = "",
-            level: str = "all"):
-    """A session on the providers this host really has; returns (session, providers used)."""
+            level: str = "all", exact_int8: bool = False):
+    """A session on the providers this host really has; returns (session, providers used).
+
+    `exact_int8` asks x86 MLAS for its non-saturating u8s8 kernels (`session.x64quantprecision`), so
+    a model meant for an ARM device is judged by the arithmetic the device does, not by this host's
+    VPMADDUBSW shortcut.
+    """
     import onnxruntime as ort
 
     available = set(ort.get_available_providers())
@@ -22,6 +27,8 @@ def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int 
     opts.log_severity_level = 3
     opts.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
                                      "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}[level]
+    if exact_int8:
+        opts.add_session_config_entry("session.x64quantprecision", "1")
     if optimized_path:
         opts.optimized_model_filepath = optimized_path
     try:

