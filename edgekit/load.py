@@ -75,7 +75,10 @@ def load_model(source: str, weights: str | None = None) -> LoadedModel:
             raise InputError(f"model {source!r} returned {type(module).__name__}, not a torch.nn.Module")
     if weights:
         load_weights(module, weights, torch)
-    module.eval()
+    try:
+        module.eval()
+    except NotImplementedError:  # torch.export modules are already in inference form
+        pass
     return LoadedModel(source, module=module)
 
 

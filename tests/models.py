@@ -66,3 +66,24 @@ def not_a_module():
 
 def broken():
     raise RuntimeError("boom in user code")
+
+
+class Residual(nn.Module):
+    """Conv outputs consumed twice (a residual add): where S8S8 QDQ groups stay unfused on x86."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.a = nn.Conv2d(16, 16, 3, padding=1)
+        self.b = nn.Conv2d(16, 16, 3, padding=1)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, image):
+        x = torch.relu(self.stem(image))
+        x = torch.relu(x + self.b(torch.relu(self.a(x))))
+        return self.head(x.mean((2, 3)))
+
+
+def residual():
+    torch.manual_seed(0)
+    return Residual()

@@ -1,0 +1,58 @@
+"""Model sources beyond MODULE:FUNCTION: TorchScript and torch.export archives; fusion diagnostics."""
+import json
+
+import numpy as np
+import torch
+from click.testing import CliRunner
+from models import residual, small_cnn
+
+from edgekit import bench, quantize
+from edgekit.cli import main
+from edgekit.config import InputSpec, QuantSettings
+from edgekit.export import export_torch, preprocess
+
+
+def _export(*args):
+    return CliRunner().invoke(main, ["export", *map(str, args), "--bench-runs", "3", "--json"])
+
+
+def test_torchscript_archive(tmp_path, cnn_data):
+    path = tmp_path / "model.ts"
+    torch.jit.trace(small_cnn().eval(), torch.zeros(1, 3, 16, 16)).save(str(path))
+    result = _export(path, "--input", "image:Nx3x16x16", "--calibration", cnn_data[0], "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.stdout)[0]
+    assert m["parity"]["export"]["outputs"][0]["cosine"] > 0.99999
+
+
+def test_torch_export_archive(tmp_path, cnn_data):
+    path = tmp_path / "model.pt2"
+    torch.export.save(torch.export.export(small_cnn().eval(), (torch.zeros(2, 3, 16, 16),)), str(path))
+    data = tmp_path / "pairs.npz"
+    np.savez(data, image=np.random.default_rng(0).random((20, 2, 3, 16, 16), dtype=np.float32))
+    result = _export(path, "--input", "image:2x3x16x16", "--calibration", data, "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["parity"]["export"]["outputs"][0]["cosine"] > 0.99999
+
+
+def test_state_dict_as_model_is_refused_clearly(tmp_path, cnn_data):
+    path = tmp_path / "weights.pt"
+    torch.save(small_cnn().state_dict(), path)
+    result = _export(path, "--input", "image:Nx3x16x16", "--calibration", cnn_data[0])
+    assert result.exit_code == 3 and "not a TorchScript archive" in result.stderr
+
+
+def test_unfused_qdq_count_finds_the_slow_path(tmp_path):
+    """S8S8 leaves convs whose input feeds a residual add as float behind DequantizeLinear; U8S8 fuses them."""
+    spec = (InputSpec.parse("image:1x3x32x32"),)
+    fp32 = preprocess(export_torch(residual(), spec, (), 17, tmp_path / "r.onnx"), tmp_path / "r.pre.onnx")
+    rng = np.random.default_rng(0)
+    feeds = [{"image": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)} for _ in range(8)]
+    counts = {}
+    for name, s in {"s8s8": QuantSettings(activation_type="int8", reduce_range="false"),
+                    "u8s8": QuantSettings(reduce_range="false")}.items():
+        out = tmp_path / f"{name}.onnx"
+        quantize.quantize(fp32, out, quantize.plan(fp32, s, {"reduce_range"}), feeds)
+        counts[name] = bench.unfused_qdq(str(out))
+    assert counts["u8s8"]["unfused_compute_nodes"] == 0 and counts["u8s8"]["integer_nodes"] >= 3
+    assert counts["s8s8"]["unfused_compute_nodes"] >= 1
