@@ -38,9 +38,10 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
     import torch
 
     args = example_inputs(specs, torch)
+    runnable = module.module() if isinstance(module, torch.export.ExportedProgram) else module
     try:
         with torch.no_grad():
-            outputs = module(*args)
+            outputs = runnable(*args)
     except Exception as e:
         raise InputError(f"model does not run on inputs {', '.join(map(str, specs))}: {type(e).__name__}: {e}") from e
     n_out = len(outputs) if isinstance(outputs, (tuple, list)) else 1
@@ -72,8 +73,12 @@ def _export_dynamo(torch, module, args, specs, names, opset, dest):
     for spec in specs:
         shapes.append({axis: dims.setdefault(name, torch.export.Dim(name)) for axis, name in spec.dynamic_axes.items()}
                       or None)
+    if isinstance(module, torch.export.ExportedProgram):
+        shapes = None  # an exported program carries its own dynamic shapes
+    else:
+        shapes = tuple(shapes)
     program = torch.onnx.export(module, args, input_names=[s.name for s in specs], output_names=names,
-                                opset_version=opset, dynamo=True, dynamic_shapes=tuple(shapes), external_data=False,
+                                opset_version=opset, dynamo=True, dynamic_shapes=shapes, external_data=False,
                                 verbose=False)
     program.save(str(dest), external_data=False)
 

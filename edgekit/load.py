@@ -17,6 +17,7 @@ class LoadedModel:
     source: str
     module: object = None  # torch.nn.Module in eval mode
     onnx_path: Path | None = None
+    program: object = None  # torch.export.ExportedProgram: exported as is, with the dynamo exporter
 
     @property
     def is_onnx(self) -> bool:
@@ -63,7 +64,10 @@ def load_model(source: str, weights: str | None = None) -> LoadedModel:
         return LoadedModel(source, onnx_path=path)
     import torch
 
-    if source.endswith((".pt", ".ts", ".pt2", ".torchscript")) and ":" not in path.name:
+    if source.endswith(".pt2") and ":" not in path.name:
+        program = _load_archive(path, torch)
+        return LoadedModel(source, module=program.module(), program=program)
+    if source.endswith((".pt", ".ts", ".torchscript")) and ":" not in path.name:
         module = _load_archive(path, torch)
     else:
         fn = resolve_callable(source, "model")
@@ -75,10 +79,7 @@ def load_model(source: str, weights: str | None = None) -> LoadedModel:
             raise InputError(f"model {source!r} returned {type(module).__name__}, not a torch.nn.Module")
     if weights:
         load_weights(module, weights, torch)
-    try:
-        module.eval()
-    except NotImplementedError:  # torch.export modules are already in inference form
-        pass
+    module.eval()
     return LoadedModel(source, module=module)
 
 
@@ -87,7 +88,7 @@ def _load_archive(path: Path, torch):
         raise InputError(f"model {str(path)!r}: no such file")
     if path.suffix == ".pt2":
         try:
-            return torch.export.load(str(path)).module()
+            return torch.export.load(str(path))
         except Exception as e:
             raise InputError(f"model {str(path)!r}: not a torch.export archive ({type(e).__name__}: {e})") from e
     try:

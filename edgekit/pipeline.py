@@ -90,8 +90,8 @@ def _prepare(loaded, recipe, inputs, opset, work: Path, val, torch_val) -> Prepa
     if loaded.is_onnx:
         raw = loaded.onnx_path
     else:
-        raw = export.export_torch(loaded.module, inputs, recipe.output_names, opset, work / "exported.onnx",
-                                  recipe.exporter)
+        raw = export.export_torch(loaded.program or loaded.module, inputs, recipe.output_names, opset,
+                                  work / "exported.onnx", "dynamo" if loaded.program else recipe.exporter)
     fp32 = export.preprocess(raw, work / "model.onnx")
     _, outputs = export.io_specs(fp32)
     sess, _ = session(fp32)
