@@ -47,8 +47,11 @@ def _handle_errors(fn):
 @click.option("-v", "--verbose", is_flag=True, help="Log each step on stderr.")
 def main(debug: bool, verbose: bool) -> None:
     """PyTorch models → validated int8 ONNX deployables per edge target."""
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
-                        format="edgekit: %(message)s", stream=sys.stderr)
+    # our own log lines at the asked level; libraries' warnings (onnxruntime's shape inference retries,
+    # transformers) only with --debug, since edgekit reports what matters in its own words
+    logging.basicConfig(level=logging.DEBUG if debug else logging.ERROR, format="%(name)s: %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("edgekit").setLevel(logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING)
 
 
 @main.command()

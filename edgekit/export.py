@@ -1,6 +1,7 @@
 """torch → ONNX at a target's opset, then onnx's checker and onnxruntime's quantization pre-processing."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import tempfile
@@ -143,14 +144,17 @@ def preprocess(src: Path, dest: Path) -> Path:
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    try:
-        quant_pre_process(str(src), str(dest), skip_symbolic_shape=False)
-    except Exception as first:
-        log.info("symbolic shape inference failed (%s); retrying without it", str(first).splitlines()[0][:120])
+    src, dest = Path(src).resolve(), Path(dest).resolve()
+    # symbolic shape inference dumps sym_shape_infer_temp.onnx (+ weights) into the cwd when it fails
+    with contextlib.chdir(dest.parent):
         try:
-            quant_pre_process(str(src), str(dest), skip_symbolic_shape=True)
-        except Exception as e:
-            raise StageError("pre-processing", str(e).strip().splitlines()[0][:300]) from e
+            quant_pre_process(str(src), str(dest), skip_symbolic_shape=False)
+        except Exception as first:
+            log.info("symbolic shape inference failed (%s); retrying without it", str(first).splitlines()[0][:120])
+            try:
+                quant_pre_process(str(src), str(dest), skip_symbolic_shape=True)
+            except Exception as e:
+                raise StageError("pre-processing", str(e).strip().splitlines()[0][:300]) from e
     check(dest)
     return dest
 

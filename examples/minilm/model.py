@@ -57,7 +57,9 @@ def build() -> nn.Module:
     which every ONNX exporter path handles and quantizers can see.
     """
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # keep edgekit's stderr to its own progress and errors
     encoder = AutoModel.from_pretrained(model_dir(), attn_implementation="eager")
     return SentenceEmbedder(encoder).eval()
 
