@@ -100,7 +100,10 @@ def check(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as e:
-        raise StageError("onnx check", str(e).strip().splitlines()[0][:300]) from e
+        first = str(e).strip().splitlines()[0][:300]
+        if "static assignment" in first or "used as output names multiple times" in first:
+            first += " (an output name collides with an internal tensor name: choose another --output-name)"
+        raise StageError("onnx check", first) from e
 
 
 def load_onnx_input(path: Path):

@@ -145,3 +145,28 @@ def test_dynamo_exporter_also_works(tmp_path):
     import onnxruntime as ort
     out = ort.InferenceSession(str(path)).run(None, {"image": np.zeros((3, 3, 16, 16), np.float32)})[0]
     assert out.shape == (3, 5)
+
+
+def test_bundled_digits_reader(tmp_path):
+    ds = calib.load(f"{ROOT / 'calibration' / 'readers.py'}:digits_train", (InputSpec.parse("image:Nx1x8x8"),))
+    assert len(ds) == 256 and ds.labels is not None and ds.feeds[0]["image"].shape == (1, 1, 8, 8)
+    assert 0.0 <= min(f["image"].min() for f in ds.feeds) and max(f["image"].max() for f in ds.feeds) <= 1.0
+
+
+def test_npy_tree_reader(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for i in range(3):
+        np.save(tmp_path / "sub" / f"{i}.npy", np.full((1, 4), i, np.float32))
+    from edgekit.load import resolve_callable
+    samples = list(resolve_callable(f"{ROOT / 'calibration' / 'readers.py'}:npy_tree", "data")(str(tmp_path), "x"))
+    assert [s["x"][0, 0] for s in samples] == [0, 1, 2]
+
+
+def test_output_name_colliding_with_internal_name_is_explained(tmp_path):
+    """The dynamo exporter names aten.embedding's output `embedding`; an output named so breaks SSA."""
+    from models import tiny_encoder
+
+    from edgekit.errors import StageError
+    specs = (InputSpec.parse("input_ids:Nx12:int64"), InputSpec.parse("attention_mask:Nx12:int64"))
+    with pytest.raises(StageError, match="choose another --output-name"):
+        export_torch(tiny_encoder(), specs, ("embedding",), 18, tmp_path / "e.onnx", "dynamo")
