@@ -4,8 +4,6 @@ Each yields one sample per item as `{input name: array, "label": int}`; see READ
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 
@@ -17,9 +15,3 @@ def digits_train(count: int = 256, input_name: str = "image"):
     order = np.random.default_rng(0).permutation(len(digits.target))[:1197][:count]
     for i in order:
         yield {input_name: (digits.images[i] / 16.0).astype(np.float32)[None, None], "label": int(digits.target[i])}
-
-
-def npy_tree(folder: str, input_name: str = "image"):
-    """Every `.npy` under a folder (recursively) as one sample of a single-input model."""
-    for path in sorted(Path(folder).rglob("*.npy")):
-        yield {input_name: np.load(path, allow_pickle=False)}

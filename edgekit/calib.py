@@ -8,13 +8,14 @@ Sources: a single `.npz` (arrays named after the inputs, samples along the first
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .config import InputSpec
 from .errors import InputError
+from .userfn import is_function_spec, resolve_callable
 
 LABEL_KEYS = ("labels", "label")
 
@@ -23,9 +24,8 @@ LABEL_KEYS = ("labels", "label")
 class Dataset:
     origin: str
     feeds: list[dict[str, np.ndarray]]
-    labels: np.ndarray | None = None  # one per sample
+    labels: np.ndarray | None = None  # one per sample, or (samples, rows) for samples holding several rows
     random: bool = False
-    notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.feeds)
@@ -58,9 +58,7 @@ def load(source: str, specs: tuple[InputSpec, ...], *, seed: int = 0, random_cou
         return _nonempty(Dataset(str(path), feeds, labels))
     if path.is_file():
         return _nonempty(_read_file(path, specs))
-    if ":" in source and not path.suffix:
-        return _nonempty(_from_function(source, specs))
-    if ".py:" in source:
+    if is_function_spec(source):
         return _nonempty(_from_function(source, specs))
     raise InputError(f"data {source!r}: no such file or folder (or MODULE:FUNCTION)")
 
@@ -93,7 +91,7 @@ def _from_arrays(origin: str, arrays: dict[str, np.ndarray], specs) -> Dataset:
     labels = None
     for key in LABEL_KEYS:
         if key in arrays:
-            labels = np.asarray(arrays.pop(key)).reshape(-1)
+            labels = np.asarray(arrays.pop(key))
     names = {s.name for s in specs}
     missing = sorted(names - set(arrays))
     extra = sorted(set(arrays) - names)
@@ -109,8 +107,8 @@ def _from_arrays(origin: str, arrays: dict[str, np.ndarray], specs) -> Dataset:
     if len(counts) != 1:
         raise InputError(f"{origin}: inputs have different sample counts {sorted(counts)}")
     n = counts.pop()
-    if labels is not None and len(labels) != n:
-        raise InputError(f"{origin}: {len(labels)} labels for {n} samples")
+    if labels is not None and (labels.ndim == 0 or len(labels) != n):
+        raise InputError(f"{origin}: {labels.size} labels for {n} samples (one per sample, or one per row)")
     feeds = [{name: per_input[name][i] for name in per_input} for i in range(n)]
     return Dataset(origin, feeds, labels)
 
@@ -126,9 +124,7 @@ def _as_samples(origin: str, spec: InputSpec, array: np.ndarray) -> list[np.ndar
         raise InputError(f"{origin}: array {spec.name!r} has shape {list(array.shape)}, "
                          f"expected samples of {list(spec.shape)} along the first axis")
     if samples:
-        validate(origin, spec, samples[0])
-        for sample in samples[1:]:
-            validate(origin, spec, sample, check_finite=False)
+        validate(origin, spec, samples[0])  # samples of one array share dtype and shape
         if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
             bad = int(np.argwhere(~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1))[0][0])
             raise InputError(f"{origin}: array {spec.name!r} has NaN or Inf values (first in sample {bad})")
@@ -147,8 +143,6 @@ def validate(origin: str, spec: InputSpec, sample: np.ndarray, check_finite: boo
 
 
 def _from_function(source: str, specs) -> Dataset:
-    from .load import resolve_callable
-
     fn = resolve_callable(source, "data")
     feeds, labels = [], []
     try:
@@ -169,7 +163,10 @@ def _from_function(source: str, specs) -> Dataset:
     except Exception as e:
         raise InputError(f"data {source!r} failed: {type(e).__name__}: {e}") from e
     has = [lb is not None for lb in labels]
-    return Dataset(f"data {source!r}", feeds, np.asarray(labels).reshape(-1) if has and all(has) else None)
+    if any(has) and not all(has):
+        raise InputError(f"data {source!r}: some items have a label and some do not")
+    return Dataset(f"data {source!r}", feeds, np.asarray([np.asarray(lb) for lb in labels]) if has and all(has)
+                   else None)
 
 
 def _spec(specs, name):
@@ -193,24 +190,3 @@ def random_dataset(specs, count: int, seed: int) -> Dataset:
                 feed[s.name] = rng.integers(0, 2, shape).astype(s.dtype)
         feeds.append(feed)
     return Dataset("random", feeds, None, random=True)
-
-
-class OrtReader:
-    """The one adapter to onnxruntime's CalibrationDataReader protocol."""
-
-    def __init__(self, feeds: list[dict[str, np.ndarray]], progress=None):
-        self._feeds = feeds
-        self._i = 0
-        self._progress = progress
-
-    def get_next(self):
-        if self._i >= len(self._feeds):
-            return None
-        feed = self._feeds[self._i]
-        self._i += 1
-        if self._progress:
-            self._progress(1)
-        return feed
-
-    def rewind(self):
-        self._i = 0

@@ -87,12 +87,11 @@ def export(source, as_json, **flags):
     SOURCE is a recipe (edgekit.toml), MODULE:FUNCTION, FILE.py:FUNCTION, a TorchScript or
     torch.export archive, or an .onnx model.
     """
-    from .config import load_target
+    from .config import load_targets, recipe_from
     from .pipeline import run
-    from .config import recipe_from
 
     recipe = recipe_from(source, flags)
-    targets = [load_target(t) for t in recipe.targets]
+    targets = load_targets(recipe.targets)
     manifests = run(recipe, targets, progress=not as_json)
     _finish(manifests, as_json)
 
@@ -109,6 +108,7 @@ def _finish(manifests: list[dict], as_json: bool) -> None:
 
 @main.group(invoke_without_command=True)
 @click.pass_context
+@_handle_errors
 def targets(ctx) -> None:
     """List the bundled target profiles."""
     if ctx.invoked_subcommand is None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from .errors import UsageError
+from .userfn import is_function_spec
 
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
@@ -156,6 +157,15 @@ CHOICES = {
 }
 
 
+# Numeric settings outside these ranges are usage errors, not surprises three stages later.
+RANGES = {"opset": (10, 23), "threads": (1, 256), "samples": (1, 1_000_000), "percentile": (50.0, 100.0),
+          "seed": (0, 2**32 - 1), "warmup": (0, 100_000), "runs": (1, 1_000_000),
+          "export_cosine_min": (-1.0, 1.0), "quant_cosine_min": (-1.0, 1.0), "top1_agreement_min": (0.0, 1.0),
+          "export_max_abs": (0.0, float("inf")), "accuracy_drop_max": (0.0, 100.0),
+          "latency_p50_ms_max": (0.0, float("inf")), "size_mb_max": (0.0, float("inf"))}
+TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
 def _nearest(key: str, valid) -> str:
     close = difflib.get_close_matches(key, list(valid), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -186,6 +196,8 @@ def _coerce(value, hint, key: str, where: str):
         raise UsageError(f"{where}: key {key!r} has the wrong type ({type(value).__name__}); expected {_type_name(hint)}")
     if key in CHOICES and value not in CHOICES[key]:
         raise UsageError(f"{where}: {key} = {value!r} is not one of {', '.join(CHOICES[key])}")
+    if key in RANGES and not RANGES[key][0] <= value <= RANGES[key][1]:
+        raise UsageError(f"{where}: {key} = {value!r} is out of range [{RANGES[key][0]}, {RANGES[key][1]}]")
     return value
 
 
@@ -219,6 +231,8 @@ def read_toml(path: Path) -> dict:
         return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read ({e.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"{path}: not valid TOML ({e})") from None
 
@@ -230,14 +244,14 @@ def list_targets() -> list[str]:
 def load_target(name_or_path: str) -> Target:
     """A bundled profile by name, or the user's own profile file by path."""
     path = Path(name_or_path)
-    if not (name_or_path.endswith(".toml") or path.exists()):
+    if not (name_or_path.endswith(".toml") or path.is_file()):
         path = TARGETS_DIR / f"{name_or_path}.toml"
         if not path.exists():
             raise UsageError(f"unknown target {name_or_path!r}{_nearest(name_or_path, list_targets())}; "
                              f"known: {', '.join(list_targets())} (or a path to a profile .toml)")
     target = build(Target, read_toml(path), str(path), required=("name",))
-    if target.opset < 10:
-        raise UsageError(f"{path}: opset {target.opset} is too old for quantization (needs >= 10)")
+    if not TARGET_NAME.match(target.name):
+        raise UsageError(f"{path}: name {target.name!r} must be a plain folder name (letters, digits, . _ -)")
     if target.quantize.per_channel and target.opset < 13:
         raise UsageError(f"{path}: per_channel quantization needs opset >= 13 (profile has {target.opset})")
     return replace(target, path=str(path))
@@ -274,8 +288,10 @@ def load_recipe(path: Path) -> Recipe:
         raise UsageError(f"{where} [model]: missing required key 'source'")
     base = path.resolve().parent
     for key in ("weights", "calibration", "validation", "out"):
-        if isinstance(flat.get(key), str) and flat[key] != "random":
-            flat[key] = str(base / flat[key])
+        value = flat.get(key)
+        if isinstance(value, str) and value != "random" and not (key in ("calibration", "validation")
+                                                                 and is_function_spec(value) and ".py:" not in value):
+            flat[key] = str(base / value)
     source = flat.get("source")
     if isinstance(source, str) and (".py:" in source or source.endswith((".onnx", ".pt", ".ts", ".pt2"))):
         flat["source"] = str(base / source)
@@ -314,6 +330,21 @@ def recipe_from(source: str, flags: dict) -> Recipe:
     for key in ("targets", "output_names"):
         if key in given:
             given[key] = tuple(given[key])
-    if bench.runs < 1 or bench.warmup < 0:
-        raise UsageError("bench runs must be >= 1 and warmup >= 0")
-    return replace(recipe, quantize=quant, bench=bench, **given)
+    if not 1 <= bench.runs <= RANGES["runs"][1]:
+        raise UsageError("--bench-runs must be >= 1")
+    if given.get("seed", 0) < 0:
+        raise UsageError("--seed must be >= 0")
+    recipe = replace(recipe, quantize=quant, bench=bench, **given)
+    apply_quant_overrides(QuantSettings(), recipe.quantize, "command-line quantization flags")  # ranges
+    return recipe
+
+
+def load_targets(names: tuple[str, ...]) -> list[Target]:
+    """Profiles for one run; each becomes OUT/<name>, so names must be unique."""
+    targets = [load_target(n) for n in names]
+    seen = set()
+    for t in targets:
+        if t.name in seen:
+            raise UsageError(f"target {t.name!r} is given twice (profile names become output folders)")
+        seen.add(t.name)
+    return targets

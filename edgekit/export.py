@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -13,8 +12,6 @@ from .errors import InputError, StageError
 
 log = logging.getLogger("edgekit")
 
-TORCH_DTYPES = {"float32": "float32", "float16": "float16", "int64": "int64", "int32": "int32",
-                "int8": "int8", "uint8": "uint8", "bool": "bool"}
 ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16"}
 
 
@@ -23,7 +20,7 @@ def example_inputs(specs: tuple[InputSpec, ...], torch):
     gen = torch.Generator().manual_seed(0)
     out = []
     for spec in specs:
-        dtype = getattr(torch, TORCH_DTYPES[spec.dtype])
+        dtype = getattr(torch, spec.dtype)
         if dtype.is_floating_point:
             out.append(torch.randn(spec.example_shape(), generator=gen).to(dtype))
         elif dtype == torch.bool:
@@ -45,7 +42,9 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
             outputs = runnable(*args)
     except Exception as e:
         raise InputError(f"model does not run on inputs {', '.join(map(str, specs))}: {type(e).__name__}: {e}") from e
-    n_out = len(outputs) if isinstance(outputs, (tuple, list)) else 1
+    from .runtime import flatten_outputs
+
+    n_out = len(flatten_outputs(outputs))
     names = list(output_names) or (["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)])
     if len(names) != n_out:
         raise InputError(f"model has {n_out} outputs but {len(names)} output names were given")
@@ -130,7 +129,11 @@ def io_specs(path: Path) -> tuple[tuple[InputSpec, ...], tuple[InputSpec, ...]]:
         dims = []
         for j, d in enumerate(v.type.tensor_type.shape.dim):
             dims.append(d.dim_value if d.dim_value > 0 else (d.dim_param or f"d{i}_{j}"))
-        return InputSpec(v.name, tuple(dims), ONNX_DTYPES.get(v.type.tensor_type.elem_type, "float32"))
+        elem = v.type.tensor_type.elem_type
+        if elem not in ONNX_DTYPES:
+            raise InputError(f"model {str(path)!r}: {v.name!r} has ONNX element type {elem} "
+                             f"({onnx.TensorProto.DataType.Name(elem)}), which edgekit does not handle")
+        return InputSpec(v.name, tuple(dims), ONNX_DTYPES[elem])
 
     inputs = tuple(spec(v, i) for i, v in enumerate(model.graph.input) if v.name not in init)
     outputs = tuple(spec(v, i) for i, v in enumerate(model.graph.output))
@@ -176,5 +179,8 @@ def stamp_metadata(path: Path, props: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
-def scratch_dir(parent: Path | None = None) -> Path:
-    return Path(tempfile.mkdtemp(prefix=".edgekit-", dir=parent))
+def opset_of(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)

@@ -1,13 +1,11 @@
 """Turn a model source (`pkg.mod:fn`, `file.py:fn`, TorchScript, torch.export archive, .onnx) into a model."""
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, UsageError
+from .userfn import resolve_callable
 
 
 @dataclass
@@ -24,43 +22,13 @@ class LoadedModel:
         return self.onnx_path is not None
 
 
-def resolve_callable(spec: str, what: str):
-    """`pkg.module:function` or `path/to/file.py:function` → the function object."""
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        raise InputError(f"{what} {spec!r}: expected MODULE:FUNCTION or FILE.py:FUNCTION")
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise InputError(f"{what} {spec!r}: no such file {path}")
-        name = f"edgekit_user_{abs(hash(str(path.resolve())))}"
-        module_spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.path.insert(0, str(path.resolve().parent))  # let the file import its neighbours
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception as e:
-            raise InputError(f"{what} {spec!r}: importing {path} failed: {type(e).__name__}: {e}") from e
-        finally:
-            sys.path.remove(str(path.resolve().parent))
-    else:
-        try:
-            module = importlib.import_module(target)
-        except Exception as e:
-            raise InputError(f"{what} {spec!r}: cannot import {target!r}: {type(e).__name__}: {e}") from e
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise InputError(f"{what} {spec!r}: {target!r} has no function {attr!r}")
-    return fn
-
-
 def load_model(source: str, weights: str | None = None) -> LoadedModel:
     path = Path(source)
     if source.endswith(".onnx"):
         if not path.is_file():
             raise InputError(f"model {source!r}: no such file")
         if weights:
-            raise InputError("--weights does not apply to an .onnx model")
+            raise UsageError("--weights does not apply to an .onnx model")
         return LoadedModel(source, onnx_path=path)
     import torch
 

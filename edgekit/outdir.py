@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, UsageError
 
 
 @contextlib.contextmanager
@@ -19,7 +19,7 @@ def staging(out: Path):
     except OSError as e:
         raise InputError(f"--out {out}: cannot create its parent folder ({e.strerror})") from e
     if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder")
+        raise UsageError(f"--out {out}: exists and is not a folder")
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.edgekit-", dir=out.parent))
     try:
         yield stage
@@ -36,5 +36,10 @@ def publish(stage: Path, out: Path, names: list[str]) -> None:
         old = stage / f".old-{name}"
         if final.exists():
             final.rename(old)
-        (stage / name).rename(final)
+        try:
+            (stage / name).rename(final)
+        except OSError:
+            if old.exists():
+                old.rename(final)  # put the previous output back before giving up
+            raise
         shutil.rmtree(old, ignore_errors=True)

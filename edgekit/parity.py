@@ -31,30 +31,47 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> list[OutputParity]:
-    """Per output, over all samples; top-1 agreement for 2-D score outputs (batch × classes)."""
+    """Per output, sample by sample (samples may differ in shape, e.g. sequence length).
+
+    Cosine is per sample (the whole output of one feed); when a sample holds fewer than two numbers
+    (a scalar score) a per-sample cosine is always ±1, so one cosine over all samples is used instead.
+    Top-1 agreement applies to 2-D score outputs (rows × classes).
+    """
+    from .errors import InputError
+
     results = []
     for k, name in enumerate(names):
         ref = [np.asarray(r[k], dtype=np.float64) for r in reference]
         cand = [np.asarray(c[k], dtype=np.float64) for c in candidate]
-        rows_ref = np.concatenate([r.reshape(r.shape[0] if r.ndim > 1 else 1, -1) for r in ref])
-        rows_cand = np.concatenate([c.reshape(c.shape[0] if c.ndim > 1 else 1, -1) for c in cand])
-        cos = [_cosine(a, b) for a, b in zip(rows_ref, rows_cand)]
-        err = rows_ref - rows_cand
-        noise = float(np.sum(err ** 2))
-        signal = float(np.sum(rows_ref ** 2))
+        if any(a.shape != b.shape for a, b in zip(ref, cand)):
+            raise InputError(f"output {name!r}: reference and candidate shapes differ")
+        if min(a.size for a in ref) >= 2:
+            cos = [_cosine(a.ravel(), b.ravel()) for a, b in zip(ref, cand)]
+        else:
+            cos = [_cosine(np.concatenate([a.ravel() for a in ref]), np.concatenate([b.ravel() for b in cand]))]
+        noise = sum(float(np.sum((a - b) ** 2)) for a, b in zip(ref, cand))
+        signal = sum(float(np.sum(a ** 2)) for a in ref)
         # capped at ±200 dB so a bit-exact match stays a finite, JSON-safe number
         sqnr = 200.0 if noise == 0 else (max(-200.0, min(200.0, 10 * math.log10(signal / noise)))
                                          if signal > 0 else -200.0)
         top1 = None
         if ref[0].ndim == 2 and ref[0].shape[1] > 1:
-            top1 = float(np.mean(rows_ref.argmax(axis=1) == rows_cand.argmax(axis=1)))
+            top1 = float(np.mean(np.concatenate([a.argmax(1) == b.argmax(1) for a, b in zip(ref, cand)])))
         results.append(OutputParity(name, float(np.mean(cos)), float(np.min(cos)), round(sqnr, 3),
-                                    float(np.max(np.abs(err))),
-                                    float(np.mean(np.abs(err))), top1))
+                                    max(float(np.max(np.abs(a - b))) for a, b in zip(ref, cand)),
+                                    sum(float(np.sum(np.abs(a - b))) for a, b in zip(ref, cand)) /
+                                    sum(a.size for a in ref), top1))
     return results
 
 
 def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:
-    """Top-1 accuracy in percent of the first output against integer labels."""
-    preds = np.concatenate([o[0].reshape(o[0].shape[0], -1).argmax(axis=1) for o in outputs])
-    return float(np.mean(preds == labels.astype(np.int64)) * 100.0)
+    """Top-1 accuracy in percent of the first output: one label per output row."""
+    from .errors import InputError
+
+    preds = np.concatenate([o[0].reshape(o[0].shape[0], -1).argmax(axis=1) if o[0].ndim > 1
+                            else o[0].reshape(1, -1).argmax(axis=1) for o in outputs])
+    flat = np.asarray(labels).reshape(-1)
+    if flat.size != preds.size:
+        raise InputError(f"{flat.size} labels for {preds.size} predicted rows: give one label per row "
+                         "(labels of shape (samples, rows) when a sample holds several rows)")
+    return float(np.mean(preds == flat.astype(np.int64)) * 100.0)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__, bench, calib, export, outdir, package, parity, quantize
+from . import __version__, bench, calib, export, host, outdir, package, parity, quantize
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
 from .errors import UsageError
 from .load import load_model
@@ -25,8 +26,21 @@ VALIDATION_FRACTION = 0.25
 
 
 @dataclasses.dataclass
+class Shared:
+    """What every target of one run shares."""
+
+    recipe: Recipe
+    inputs: tuple[InputSpec, ...]
+    cal: calib.Dataset
+    val: calib.Dataset
+    torch_val: list | None  # torch outputs on the validation set (None for an .onnx source)
+    stage: Path
+    progress: bool
+
+
+@dataclasses.dataclass
 class Prepared:
-    """What every target shares: the fp32 ONNX model for its opset and its reference outputs."""
+    """The fp32 ONNX model for one opset and its reference outputs."""
 
     fp32: Path
     outputs: tuple[InputSpec, ...]
@@ -35,71 +49,85 @@ class Prepared:
 
 
 def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> list[dict]:
+    _quiet_onnxruntime()
     _seed(recipe.seed)
     loaded = load_model(recipe.source, recipe.weights)
     inputs = _inputs(recipe, loaded)
-    if not recipe.calibration:
-        raise UsageError("no calibration data: pass --calibration FILE|DIR|MODULE:FN (or `random`, flagged in the report)")
-    cal = calib.load(recipe.calibration, inputs, seed=recipe.seed)
-    if recipe.validation:
-        val = calib.load(recipe.validation, inputs, seed=recipe.seed + 1)
-    elif cal.random:
-        val = calib.random_dataset(inputs, 16, recipe.seed + 1)
-    else:
-        cal, val = cal.split(VALIDATION_FRACTION)
+    cal, val = _data(recipe, inputs)
     out = Path(recipe.out)
     with outdir.staging(out) as stage:
-        work = stage / ".work"
-        work.mkdir()
         torch_val = run_torch(loaded.module, val.feeds, [s.name for s in inputs]) if loaded.module is not None else None
+        shared = Shared(recipe, inputs, cal, val, torch_val, stage, progress)
         prepared: dict[int, Prepared] = {}
         manifests = []
         for target in targets:
-            opset = target.opset if not loaded.is_onnx else 0
+            opset = 0 if loaded.is_onnx else target.opset
             if opset not in prepared:
-                prepared[opset] = _prepare(loaded, recipe, inputs, opset, work / f"opset{opset}", val, torch_val)
-            manifests.append(_target(recipe, target, inputs, prepared[opset], cal, val, torch_val, stage, progress))
+                prepared[opset] = _prepare(loaded, shared, opset)
+            manifests.append(_target(shared, target, prepared[opset]))
         outdir.publish(stage, out, [t.name for t in targets])
     return manifests
 
 
+def _quiet_onnxruntime() -> None:
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)  # its warnings go to stderr; edgekit reports what matters
+
+
 def _seed(seed: int) -> None:
     np.random.seed(seed)
-    try:
-        import torch
-        torch.manual_seed(seed)
-    except ImportError:
-        pass
+    if "torch" in sys.modules:  # an .onnx run never imports torch
+        sys.modules["torch"].manual_seed(seed)
 
 
 def _inputs(recipe: Recipe, loaded) -> tuple[InputSpec, ...]:
-    if loaded.is_onnx:
-        export.load_onnx_input(loaded.onnx_path)
-        found, _ = export.io_specs(loaded.onnx_path)
-        if recipe.inputs and [s.name for s in recipe.inputs] != [s.name for s in found]:
-            raise UsageError(f"--input names {[s.name for s in recipe.inputs]} do not match the model's "
-                             f"inputs {[s.name for s in found]}")
-        return found
-    if not recipe.inputs:
-        raise UsageError("a torch model needs its inputs: --input NAME:SHAPE[:DTYPE], e.g. image:Nx3x224x224")
-    return recipe.inputs
+    if not loaded.is_onnx:
+        if not recipe.inputs:
+            raise UsageError("a torch model needs its inputs: --input NAME:SHAPE[:DTYPE], e.g. image:Nx3x224x224")
+        return recipe.inputs
+    if recipe.output_names:
+        raise UsageError("--output-name does not apply to an .onnx source (its outputs are already named)")
+    export.load_onnx_input(loaded.onnx_path)
+    found, _ = export.io_specs(loaded.onnx_path)
+    if recipe.inputs:
+        given = [(s.name, len(s.shape), s.dtype) for s in recipe.inputs]
+        if given != [(s.name, len(s.shape), s.dtype) for s in found]:
+            raise UsageError(f"--input {', '.join(map(str, recipe.inputs))} does not match the model's inputs "
+                             f"{', '.join(map(str, found))}")
+    return found
 
 
-def _prepare(loaded, recipe, inputs, opset, work: Path, val, torch_val) -> Prepared:
+def _data(recipe: Recipe, inputs) -> tuple[calib.Dataset, calib.Dataset]:
+    if not recipe.calibration:
+        raise UsageError("no calibration data: pass --calibration FILE|DIR|MODULE:FN (or `random`, flagged in the report)")
+    cal = calib.load(recipe.calibration, inputs, seed=recipe.seed)
+    if recipe.validation:
+        if Path(recipe.validation).resolve() == Path(recipe.calibration).resolve() and recipe.validation != "random":
+            raise UsageError("--validation is the calibration set: parity must be measured on held-out data "
+                             "(leave --validation out to hold out the last 25% of the calibration set)")
+        return cal, calib.load(recipe.validation, inputs, seed=recipe.seed + 1)
+    if cal.random:
+        return cal, calib.random_dataset(inputs, 16, recipe.seed + 1)
+    return cal.split(VALIDATION_FRACTION)
+
+
+def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
+    work = shared.stage / ".work" / f"opset{opset}"
     work.mkdir(parents=True)
     if loaded.is_onnx:
         raw = loaded.onnx_path
     else:
-        raw = export.export_torch(loaded.program or loaded.module, inputs, recipe.output_names, opset,
+        recipe = shared.recipe
+        raw = export.export_torch(loaded.program or loaded.module, shared.inputs, recipe.output_names, opset,
                                   work / "exported.onnx", "dynamo" if loaded.program else recipe.exporter)
     fp32 = export.preprocess(raw, work / "model.onnx")
     _, outputs = export.io_specs(fp32)
-    sess, _ = session(fp32)
-    fp32_val = run_onnx(sess, val.feeds)
+    fp32_val = run_onnx(session(fp32)[0], shared.val.feeds)
     export_parity = None
-    if torch_val is not None:
+    if shared.torch_val is not None:
         names = [o.name for o in outputs]
-        export_parity = _parity_block(parity.compare(names, torch_val, fp32_val), val)
+        export_parity = _parity_block(parity.compare(names, shared.torch_val, fp32_val), shared.val)
     return Prepared(fp32, outputs, fp32_val, export_parity)
 
 
@@ -107,68 +135,66 @@ def _parity_block(results, data) -> dict:
     return {"data": data.origin, "samples": len(data), "outputs": [r.as_dict() for r in results]}
 
 
-def _target(recipe: Recipe, target: Target, inputs, prep: Prepared, cal, val, torch_val, stage: Path,
-            progress: bool) -> dict:
+def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
     log.info("target %s", target.name)
-    tdir = stage / target.name
+    tdir = shared.stage / target.name
     tdir.mkdir()
-    fp32 = tdir / "model.onnx"
+    fp32, int8 = tdir / "model.onnx", tdir / "model.int8.onnx"
     shutil.copyfile(prep.fp32, fp32)
-    overrides = {k: v for k, v in recipe.quantize.items()}
-    settings = apply_quant_overrides(target.quantize, overrides, f"quantize overrides for {target.name}")
-    qplan = quantize.plan(fp32, settings, set(overrides), target.runtime.arch)
-    int8 = tdir / "model.int8.onnx"
-    n_cal = min(len(cal), settings.samples)
-    with bar(f"calibrating {target.name}", n_cal, progress) as advance:
-        quantize.quantize(fp32, int8, qplan, cal.feeds[:n_cal], advance if settings.mode == "static" else None)
-    export.check(int8)
+    qplan, n_cal = _quantize(shared, target, fp32, int8)
     providers, threads = list(target.runtime.providers), target.runtime.threads
     # An ARM device's int8 arithmetic does not saturate; on an x86 host without VNNI emulate it exactly.
-    emulate = target.runtime.arch != "x86_64" and bench.host.x86_needs_reduce_range() and not qplan.reduce_range
-    int8_sess, _ = session(int8, providers, threads, exact_int8=emulate)
-    int8_val = run_onnx(int8_sess, val.feeds)
-    names = [o.name for o in prep.outputs]
-    quant_results = parity.compare(names, prep.fp32_val, int8_val)
-    accuracy = _accuracy(val, torch_val, prep.fp32_val, int8_val)
-    with bar(f"benchmarking {target.name}", recipe.bench.runs, progress) as advance:
-        lat = bench.measure_pair({"fp32": str(fp32), "int8": str(int8)}, _bench_feed(val.feeds[0]), providers,
-                                 threads, recipe.bench.warmup, recipe.bench.runs, advance)
+    emulate = target.runtime.arch != "x86_64" and host.x86_needs_reduce_range() and not qplan.reduce_range
+    int8_val = run_onnx(session(int8, providers, threads, exact_int8=emulate)[0], shared.val.feeds)
+    quant_parity = _parity_block(parity.compare([o.name for o in prep.outputs], prep.fp32_val, int8_val), shared.val)
+    quant_parity["int8_kernels"] = ("exact u8s8 (session.x64quantprecision=1, emulating the device)" if emulate
+                                    else "host default")
+    with bar(f"benchmarking {target.name}", shared.recipe.bench.runs, shared.progress) as advance:
+        lat = bench.measure_pair({"fp32": str(fp32), "int8": str(int8)}, shared.val.feeds[0], providers, threads,
+                                 shared.recipe.bench.warmup, shared.recipe.bench.runs, advance)
     speedup = lat["fp32"].p50_ms / lat["int8"].p50_ms if lat["int8"].p50_ms > 0 else 0.0
-    warnings = _warnings(cal, val, speedup, int8, providers, threads, qplan)
     props = {"edgekit_version": __version__, "edgekit_target": target.name,
-             "edgekit_inputs": ";".join(map(str, inputs)), "edgekit_preprocessing": "onnxruntime quant_pre_process"}
+             "edgekit_inputs": ";".join(map(str, shared.inputs)), "edgekit_preprocessing": "onnxruntime quant_pre_process"}
     export.stamp_metadata(fp32, props)
     export.stamp_metadata(int8, {**props, "edgekit_quantization": str(qplan.as_dict())})
+    recipe, cal, val = shared.recipe, shared.cal, shared.val
     manifest = {
         "edgekit_version": __version__,
         "target": target.name,
         "target_profile": target.path,
-        "opset": _opset(fp32),
-        "model": {"source": recipe.source, "weights": recipe.weights, "exporter": None if torch_val is None
-                  else recipe.exporter},
+        "opset": export.opset_of(fp32),
+        "model": {"source": recipe.source, "weights": recipe.weights,
+                  "exporter": None if shared.torch_val is None else recipe.exporter},
         "versions": _versions(),
-        "inputs": [s.as_dict() for s in inputs],
+        "inputs": [s.as_dict() for s in shared.inputs],
         "outputs": [o.as_dict() for o in prep.outputs],
         "quantization": qplan.as_dict(),
         "calibration": {"data": cal.origin, "samples": n_cal, "random": cal.random},
         "validation": {"data": val.origin, "samples": len(val), "random": val.random},
-        "parity": {"export": prep.export_parity, "quantization": {
-            **_parity_block(quant_results, val),
-            "int8_kernels": "exact u8s8 (session.x64quantprecision=1, emulating the device)" if emulate
-            else "host default"}},
-        "accuracy": accuracy,
+        "parity": {"export": prep.export_parity, "quantization": quant_parity},
+        "accuracy": _accuracy(val, shared.torch_val, prep.fp32_val, int8_val),
         "latency": {"fp32": lat["fp32"].as_dict(), "int8": lat["int8"].as_dict(), "speedup_p50": round(speedup, 3),
-                    "where": bench.host.describe(lat["int8"].host)},
-        "warnings": warnings,
+                    "where": host.describe(lat["int8"].host)},
+        "warnings": _warnings(cal, val, speedup, int8, providers, threads),
     }
-    manifest["sizes"] = {"model.onnx": fp32.stat().st_size, "model.int8.onnx": int8.stat().st_size}
-    manifest["gates"] = _gates(target, manifest, _is_classifier(recipe, val, quant_results))
+    manifest["gates"] = _gates(target, manifest, _is_classifier(recipe, val), int8.stat().st_size)
     manifest["passed"] = all(g["passed"] for g in manifest["gates"])
     return package.write(tdir, manifest)
 
 
-def _bench_feed(feed: dict) -> dict:
-    return {k: np.ascontiguousarray(v) for k, v in feed.items()}
+def _quantize(shared: Shared, target: Target, fp32: Path, int8: Path):
+    overrides = shared.recipe.quantize
+    settings = apply_quant_overrides(target.quantize, overrides, f"quantize overrides for {target.name}")
+    qplan = quantize.plan(fp32, settings, set(overrides), target.runtime.arch)
+    if qplan.settings.mode == "dynamic":  # ranges come from each input at run time: nothing to calibrate
+        quantize.quantize(fp32, int8, qplan, [])
+        n_cal = 0
+    else:
+        n_cal = min(len(shared.cal), qplan.settings.samples)
+        with bar(f"calibrating {target.name}", n_cal, shared.progress) as advance:
+            quantize.quantize(fp32, int8, qplan, shared.cal.feeds[:n_cal], advance)
+    export.check(int8)
+    return qplan, n_cal
 
 
 def _accuracy(val, torch_val, fp32_val, int8_val) -> dict | None:
@@ -182,13 +208,13 @@ def _accuracy(val, torch_val, fp32_val, int8_val) -> dict | None:
     return acc
 
 
-def _is_classifier(recipe, val, results) -> bool:
+def _is_classifier(recipe, val) -> bool:
     if recipe.task != "auto":
         return recipe.task == "classification"
     return val.labels is not None
 
 
-def _gates(target: Target, m: dict, classifier: bool) -> list[dict]:
+def _gates(target: Target, m: dict, classifier: bool, int8_bytes: int) -> list[dict]:
     p = target.parity
     gates = []
 
@@ -211,11 +237,11 @@ def _gates(target: Target, m: dict, classifier: bool) -> list[dict]:
     if target.budgets.latency_p50_ms_max:
         gate("latency_p50_ms", m["latency"]["int8"]["p50_ms"], "<=", target.budgets.latency_p50_ms_max)
     if target.budgets.size_mb_max:
-        gate("size_mb", m["sizes"]["model.int8.onnx"] / 1e6, "<=", target.budgets.size_mb_max)
+        gate("size_mb", int8_bytes / 1e6, "<=", target.budgets.size_mb_max)
     return gates
 
 
-def _warnings(cal, val, speedup, int8, providers, threads, qplan) -> list[str]:
+def _warnings(cal, val, speedup, int8, providers, threads) -> list[str]:
     warnings = []
     if cal.random or val.random:
         warnings.append("CALIBRATED AND VALIDATED ON RANDOM DATA: PARITY AND ACCURACY FIGURES DO NOT REFLECT REAL INPUTS")
@@ -229,23 +255,11 @@ def _warnings(cal, val, speedup, int8, providers, threads, qplan) -> list[str]:
     return warnings
 
 
-def _opset(path: Path) -> int:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
 def _versions() -> dict:
     import onnx
     import onnxruntime
 
     versions = {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
-    try:
-        import torch
-        versions["torch"] = torch.__version__
-    except ImportError:
-        pass
+    if "torch" in sys.modules:
+        versions["torch"] = sys.modules["torch"].__version__
     return versions
-
-

@@ -12,7 +12,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .calib import OrtReader
 from .config import QuantSettings
 from .errors import StageError
 
@@ -21,6 +20,26 @@ log = logging.getLogger("edgekit")
 QUANT_TYPES = {"uint8": "QUInt8", "int8": "QInt8", "uint16": "QUInt16", "int16": "QInt16"}
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Where", "Cast", "Reshape", "Transpose"}
+
+
+class OrtReader:
+    """The one adapter to onnxruntime's CalibrationDataReader protocol."""
+
+    def __init__(self, feeds: list, progress=None):
+        self._feeds = feeds
+        self._i = 0
+        self._progress = progress
+
+    def get_next(self):
+        if self._i >= len(self._feeds):
+            return None
+        self._i += 1
+        if self._progress:
+            self._progress(1)
+        return self._feeds[self._i - 1]
+
+    def rewind(self):
+        self._i = 0
 
 
 @dataclass(frozen=True)
@@ -68,8 +87,15 @@ def plan(model_path: Path, settings: QuantSettings, explicit: set[str], arch: st
 
     from .host import int8_isa, x86_needs_reduce_range
 
+    from .errors import UsageError
+
     reasons = []
     model = onnx.load(str(model_path), load_external_data=False)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 10:
+        raise UsageError(f"the model is opset {opset}; quantization needs opset >= 10")
+    if settings.per_channel and opset < 13 and settings.mode == "static":
+        raise UsageError(f"the model is opset {opset}; per-channel quantization needs opset >= 13 (use --per-tensor)")
     attention = has_attention(model)
     if attention and settings.transformer_scheme != "off" and not explicit & {"mode", "op_types"}:
         if settings.transformer_scheme == "dynamic":
@@ -121,7 +147,7 @@ def _call(p: Plan, src: str, dest: str, feeds: list, progress) -> None:
         extra["CalibPercentile"] = s.percentile
     if s.activation_type in ("uint16", "int16") or s.weight_type in ("uint16", "int16"):
         extra["UseQDQContribOps"] = True
-    quantize_static(src, dest, OrtReader(feeds[: s.samples], progress), quant_format=getattr(QuantFormat, s.format),
+    quantize_static(src, dest, OrtReader(feeds, progress), quant_format=getattr(QuantFormat, s.format),
                     op_types_to_quantize=op_types, per_channel=s.per_channel, reduce_range=p.reduce_range,
                     activation_type=getattr(QuantType, QUANT_TYPES[s.activation_type]), weight_type=weight_type,
                     nodes_to_exclude=excluded, calibrate_method=getattr(CalibrationMethod, METHODS[s.calibrate_method]),

@@ -58,6 +58,18 @@ def run_torch(module, feeds: list[dict[str, np.ndarray]], input_names: list[str]
                 shapes = ", ".join(f"{n}:{list(a.shape)}" for n, a in zip(input_names, args))
                 raise InputError(f"model does not run on inputs {shapes} (sample {i}): "
                                  f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
-            out = out if isinstance(out, (tuple, list)) else (out,)
-            results.append([o.detach().numpy() for o in out])
+            results.append([o.detach().numpy() for o in flatten_outputs(out)])
     return results
+
+
+def flatten_outputs(out) -> list:
+    """Tensors of a model's output in the order torch.onnx exports them: nested tuples/lists/dicts flattened."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)):
+        return [t for item in out for t in flatten_outputs(item)]
+    raise InputError(f"model returned a {type(out).__name__}; edgekit handles tensors and tuples/lists/dicts of them")

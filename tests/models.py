@@ -87,3 +87,18 @@ class Residual(nn.Module):
 def residual():
     torch.manual_seed(0)
     return Residual()
+
+
+class DictOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(6, 4)
+
+    def forward(self, x):
+        y = self.a(x)
+        return {"scores": y, "extra": (y * 2, y.sum(1, keepdim=True))}
+
+
+def dict_out():
+    torch.manual_seed(0)
+    return DictOut()

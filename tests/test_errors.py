@@ -189,3 +189,73 @@ def test_bad_profile(tmp_path, cnn_data, body, msg):
     profile = tmp_path / "p.toml"
     profile.write_text(body)
     assert_clean_error(run(*CNN, "--calibration", cnn_data[0], "--target", profile), 2, "p.toml", msg)
+
+
+def test_duplicate_and_unsafe_target_names(tmp_path, cnn_data):
+    assert_clean_error(run(*CNN, "--calibration", cnn_data[0], "-t", "desktop-x86", "-t", "desktop-x86"), 2,
+                       "given twice")
+    profile = tmp_path / "p.toml"
+    profile.write_text('name = "../escaped"\n')
+    assert_clean_error(run(*CNN, "--calibration", cnn_data[0], "-t", profile, "--out", tmp_path / "o"), 2,
+                       "plain folder name")
+    assert not (tmp_path / "escaped").exists()
+
+
+@pytest.mark.parametrize("flag,value,msg", [("--calibration-samples", "-3", "out of range"),
+                                            ("--calibration-samples", "0", "out of range"),
+                                            ("--seed", "-1", "--seed")])
+def test_out_of_range_flags(cnn_data, flag, value, msg):
+    assert_clean_error(run(*CNN, "--calibration", cnn_data[0], flag, value), 2, msg)
+
+
+def test_validation_equal_to_calibration_is_refused(cnn_data):
+    assert_clean_error(run(*CNN, "--calibration", cnn_data[0], "--validation", cnn_data[0]), 2, "held-out")
+
+
+def test_onnx_source_opset_too_old_for_per_channel(tmp_path, cnn_data):
+    from models import small_cnn
+    path = tmp_path / "old.onnx"
+    torch.onnx.export(small_cnn(), (torch.zeros(1, 3, 16, 16),), str(path), input_names=["image"], opset_version=11,
+                      dynamo=False, dynamic_axes={"image": {0: "N"}})
+    assert_clean_error(run(path, "--calibration", cnn_data[0], "--out", tmp_path / "o"), 2, "opset 11", "--per-tensor",
+                       out=tmp_path / "o")
+    ok = run(path, "--calibration", cnn_data[0], "--per-tensor", "--out", tmp_path / "o")
+    assert ok.exit_code == 0, ok.output
+
+
+def test_onnx_source_input_spec_mismatch(tmp_path, cnn_data):
+    first = run(*CNN, "--calibration", cnn_data[0], "--out", tmp_path / "a")
+    assert first.exit_code == 0
+    assert_clean_error(run(tmp_path / "a" / "desktop-x86" / "model.onnx", "--input", "image:Nx3x16", "--calibration",
+                           cnn_data[0]), 2, "does not match the model's inputs")
+
+
+def test_weights_with_onnx_source_is_usage_error(tmp_path, cnn_data):
+    first = run(*CNN, "--calibration", cnn_data[0], "--out", tmp_path / "a")
+    assert first.exit_code == 0
+    assert_clean_error(run(tmp_path / "a" / "desktop-x86" / "model.onnx", "--weights", tmp_path / "w.pt",
+                           "--calibration", cnn_data[0]), 2, "--weights")
+
+
+def test_module_in_cwd_and_dataclass_user_file(tmp_path, cnn_data, monkeypatch):
+    (tmp_path / "usermodels.py").write_text(
+        "from __future__ import annotations\n"
+        "import dataclasses\nimport torch\n"
+        "@dataclasses.dataclass\nclass Cfg:\n    width: int = 4\n"
+        "def build():\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, Cfg().width))\n")
+    monkeypatch.chdir(tmp_path)
+    by_module = run("usermodels:build", "--input", "image:Nx3x16x16", "--calibration", cnn_data[0], "--out", "o1")
+    assert by_module.exit_code == 0, by_module.output
+    by_file = run(f"{tmp_path / 'usermodels.py'}:build", "--input", "image:Nx3x16x16", "--calibration", cnn_data[0],
+                  "--out", "o2")
+    assert by_file.exit_code == 0, by_file.output
+
+
+def test_dict_and_nested_outputs_are_flattened(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).standard_normal((12, 6)).astype(np.float32))
+    result = CliRunner().invoke(main, ["export", "models:dict_out", "--input", "x:Nx6", "--calibration",
+                                       str(tmp_path / "d.npz"), "--out", str(tmp_path / "o"), "--bench-runs", "2",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+    assert len(json.loads(result.stdout)[0]["outputs"]) == 3

@@ -126,7 +126,7 @@ def test_reduce_range_auto_follows_host_isa(tmp_path, monkeypatch):
 
 
 def test_parity_metrics():
-    ref = [[np.array([[1.0, 2.0, 3.0]], np.float32)], [[np.array([[3.0, 1.0, 0.0]], np.float32)]][0]]
+    ref = [[np.array([[1.0, 2.0, 3.0]], np.float32)], [np.array([[3.0, 1.0, 0.0]], np.float32)]]
     same = parity.compare(["y"], ref, ref)[0]
     assert same.cosine == pytest.approx(1.0) and same.sqnr_db == 200.0 and same.max_abs == 0 and same.top1_agreement == 1
     noisy = [[r[0] + np.array([[0.1, -0.1, 0.0]], np.float32)] for r in ref]
@@ -134,9 +134,20 @@ def test_parity_metrics():
     signal = 1 + 4 + 9 + 9 + 1
     assert p.sqnr_db == pytest.approx(10 * np.log10(signal / 0.04), abs=1e-3)
     assert p.max_abs == pytest.approx(0.1, abs=1e-6) and p.top1_agreement == 1.0
-    flipped = [[np.array([[3.0, 2.0, 1.0]], np.float32)], [[np.array([[3.0, 1.0, 0.0]], np.float32)]]]
+    flipped = [[np.array([[3.0, 2.0, 1.0]], np.float32)], [np.array([[3.0, 1.0, 0.0]], np.float32)]]
     assert parity.compare(["y"], ref, flipped)[0].top1_agreement == 0.5
     assert parity.accuracy(ref, np.array([2, 0])) == 100.0
+    with pytest.raises(InputError, match="one label per row"):
+        parity.accuracy(ref, np.array([2, 0, 1]))
+
+
+def test_parity_with_varying_lengths_and_scalar_outputs():
+    ref = [[np.ones((1, 5, 3))], [np.ones((1, 9, 3))]]
+    assert parity.compare(["h"], ref, ref)[0].cosine == pytest.approx(1.0)
+    scalar_ref = [[np.array([1.0])], [np.array([2.0])], [np.array([3.0])]]
+    scalar_bad = [[np.array([3.0])], [np.array([2.0])], [np.array([1.0])]]
+    p = parity.compare(["s"], scalar_ref, scalar_bad)[0]
+    assert p.cosine == pytest.approx(10 / 14)  # one cosine over all samples, not ±1 per sample
 
 
 def test_dynamo_exporter_also_works(tmp_path):
@@ -151,15 +162,6 @@ def test_bundled_digits_reader(tmp_path):
     ds = calib.load(f"{ROOT / 'calibration' / 'readers.py'}:digits_train", (InputSpec.parse("image:Nx1x8x8"),))
     assert len(ds) == 256 and ds.labels is not None and ds.feeds[0]["image"].shape == (1, 1, 8, 8)
     assert 0.0 <= min(f["image"].min() for f in ds.feeds) and max(f["image"].max() for f in ds.feeds) <= 1.0
-
-
-def test_npy_tree_reader(tmp_path):
-    (tmp_path / "sub").mkdir()
-    for i in range(3):
-        np.save(tmp_path / "sub" / f"{i}.npy", np.full((1, 4), i, np.float32))
-    from edgekit.load import resolve_callable
-    samples = list(resolve_callable(f"{ROOT / 'calibration' / 'readers.py'}:npy_tree", "data")(str(tmp_path), "x"))
-    assert [s["x"][0, 0] for s in samples] == [0, 1, 2]
 
 
 def test_output_name_colliding_with_internal_name_is_explained(tmp_path):

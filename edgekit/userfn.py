@@ -1,0 +1,64 @@
+"""Import user code named as `pkg.module:function` or `path/to/file.py:function`."""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import re
+import sys
+from pathlib import Path
+
+from .errors import InputError
+
+MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def is_function_spec(text: str) -> bool:
+    """`pkg.mod:fn` or `file.py:fn` (as opposed to a path to data or a model file)."""
+    return bool(MODULE_SPEC.match(text) and ".py:" not in text) or bool(re.search(r"\.py:[A-Za-z_]\w*$", text))
+
+
+def resolve_callable(spec: str, what: str):
+    """The function object; user code that fails to import is bad input, named with its error."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise InputError(f"{what} {spec!r}: expected MODULE:FUNCTION or FILE.py:FUNCTION")
+    if target.endswith(".py"):
+        module = _import_file(Path(target), spec, what)
+    else:
+        if os.getcwd() not in sys.path:  # as `python -m` does: modules beside the user's cwd import
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(target)
+        except Exception as e:
+            raise InputError(f"{what} {spec!r}: cannot import {target!r}: {type(e).__name__}: {e}") from e
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise InputError(f"{what} {spec!r}: {target!r} has no function {attr!r}")
+    return fn
+
+
+def _import_file(path: Path, spec: str, what: str):
+    if not path.is_file():
+        raise InputError(f"{what} {spec!r}: no such file {path}")
+    path = path.resolve()
+    name = "edgekit_user_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return sys.modules[name]
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module  # dataclasses and pickling look the module up while it executes
+    folder = str(path.parent)
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)  # let the file import its neighbours
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[name]
+        raise InputError(f"{what} {spec!r}: importing {path.name} failed: {type(e).__name__}: {e}") from e
+    finally:
+        if added:
+            sys.path.remove(folder)
+    return module
