@@ -79,6 +79,8 @@ def main(debug: bool, verbose: bool) -> None:
 @click.option("--exclude-nodes", help="Comma-separated node names to keep in float.")
 @click.option("--transformer-scheme", type=click.Choice(["dynamic", "matmul-static", "off"]))
 @click.option("--bench-runs", type=int, help="Timed runs per model.")
+@click.option("--no-bench", is_flag=True, default=None, help="Skip latency (the outputs then depend only on inputs).")
+@click.option("--archive", is_flag=True, default=None, help="Also write OUT/<target>.tar.gz.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON on stdout.")
 @_handle_errors
 def export(source, as_json, **flags):

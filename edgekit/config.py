@@ -100,6 +100,19 @@ class BudgetSpec:
 
 
 @dataclass(frozen=True)
+class PackageSpec:
+    """What goes into the target's folder beyond the two ONNX models."""
+
+    ort_format: bool = False  # model.int8.ort + required_operators.config for minimal mobile builds
+    ort_optimization: str = "Runtime"  # Runtime | Fixed (onnxruntime's optimization styles)
+    c_header: bool = False  # model_data.h/.c embedding model.int8.onnx for firmware builds
+    coverage: tuple[str, ...] = ()  # nnapi | coreml: usability-checker predictions in the manifest
+    min_coverage: float = 0.0  # gate: share of nodes the first listed provider is predicted to take
+    golden_samples: int = 8  # validation inputs and expected outputs in golden.npz
+    golden_tolerance: float = 0.02  # allowed |error| per element, as a fraction of each output's peak |value|
+
+
+@dataclass(frozen=True)
 class RuntimeSpec:
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     threads: int = 1
@@ -115,6 +128,7 @@ class Target:
     quantize: QuantSettings = QuantSettings()
     parity: ParitySpec = ParitySpec()
     budgets: BudgetSpec = BudgetSpec()
+    package: PackageSpec = PackageSpec()
     path: str = ""
 
 
@@ -141,6 +155,8 @@ class Recipe:
     seed: int = 0
     quantize: dict = field(default_factory=dict)  # overrides applied on every target's settings
     bench: BenchSpec = BenchSpec()
+    archive: bool = False  # also write OUT/<target>.tar.gz
+    no_bench: bool = False  # skip latency: the manifest (and archive) then depend only on the inputs
 
 
 CHOICES = {
@@ -154,6 +170,7 @@ CHOICES = {
     "exporter": ("torchscript", "dynamo"),
     "task": ("auto", "classification", "other"),
     "arch": ("x86_64", "arm64"),
+    "ort_optimization": ("Runtime", "Fixed"),
 }
 
 
@@ -162,7 +179,8 @@ RANGES = {"opset": (10, 23), "threads": (1, 256), "samples": (1, 1_000_000), "pe
           "seed": (0, 2**32 - 1), "warmup": (0, 100_000), "runs": (1, 1_000_000),
           "export_cosine_min": (-1.0, 1.0), "quant_cosine_min": (-1.0, 1.0), "top1_agreement_min": (0.0, 1.0),
           "export_max_abs": (0.0, float("inf")), "accuracy_drop_max": (0.0, 100.0),
-          "latency_p50_ms_max": (0.0, float("inf")), "size_mb_max": (0.0, float("inf"))}
+          "latency_p50_ms_max": (0.0, float("inf")), "size_mb_max": (0.0, float("inf")),
+          "min_coverage": (0.0, 1.0), "golden_samples": (1, 10_000), "golden_tolerance": (0.0, 1.0)}
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -252,6 +270,9 @@ def load_target(name_or_path: str) -> Target:
     target = build(Target, read_toml(path), str(path), required=("name",))
     if not TARGET_NAME.match(target.name):
         raise UsageError(f"{path}: name {target.name!r} must be a plain folder name (letters, digits, . _ -)")
+    unknown = set(target.package.coverage) - {"nnapi", "coreml"}
+    if unknown:
+        raise UsageError(f"{path}: [package] coverage takes nnapi and/or coreml, not {sorted(unknown)}")
     if target.quantize.per_channel and target.opset < 13:
         raise UsageError(f"{path}: per_channel quantization needs opset >= 13 (profile has {target.opset})")
     return replace(target, path=str(path))
@@ -274,7 +295,7 @@ def load_recipe(path: Path) -> Recipe:
     section_keys = {
         "model": {"source", "inputs", "weights", "exporter", "output_names", "task"},
         "data": {"calibration", "validation"},
-        "export": {"targets", "out", "seed"},
+        "export": {"targets", "out", "seed", "archive", "no_bench"},
     }
     for section, keys in section_keys.items():
         body = table.get(section, {})

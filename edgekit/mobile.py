@@ -23,6 +23,7 @@ def to_ort(model: Path, dest_dir: Path, optimization_style: str, target_platform
     """
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
+    logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)  # it logs each config it writes
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in" / model.name
         src.parent.mkdir()

@@ -28,7 +28,7 @@ def staging(out: Path):
 
 
 def publish(stage: Path, out: Path, names: list[str]) -> None:
-    """Move each finished `stage/NAME` to `OUT/NAME`, replacing the old one with two renames."""
+    """Move each finished `stage/NAME` (folder or archive) to `OUT/NAME`, replacing the old one with two renames."""
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
@@ -42,4 +42,7 @@ def publish(stage: Path, out: Path, names: list[str]) -> None:
             if old.exists():
                 old.rename(final)  # put the previous output back before giving up
             raise
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        elif old.exists():
+            old.unlink()

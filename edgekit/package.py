@@ -1,11 +1,18 @@
-"""Write one target's deliverables: models stamped with metadata, manifest.json with hashes, report.md."""
+"""Write one target's deliverables: golden vectors, manifest.json with hashes, report.md."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import zipfile
 from pathlib import Path
 
+import numpy as np
+
+from .errors import InputError
 from .report import markdown
+
+FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 def sha256(path: Path) -> str:
@@ -16,11 +23,53 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def write_golden(path: Path, feeds: list[dict], names: list[str], outputs: list[list[np.ndarray]],
+                 tolerance: float) -> dict[str, float]:
+    """golden.npz: inputs, the deployed model's outputs, and per-output absolute tolerances.
+
+    Written entry by entry with fixed timestamps so the same run gives the same bytes.
+    Returns the tolerances: `tolerance` × the output's peak |value| over the golden samples.
+    """
+    atol = {n: max(float(tolerance * max(np.max(np.abs(o[k])) for o in outputs)), 1e-6) for k, n in enumerate(names)}
+    arrays = {"count": np.array(len(feeds))}
+    for i, (feed, out) in enumerate(zip(feeds, outputs)):
+        arrays.update({f"input.{i}.{name}": value for name, value in feed.items()})
+        arrays.update({f"output.{i}.{name}": value for name, value in zip(names, out)})
+    arrays.update({f"atol.{name}": np.array(value) for name, value in atol.items()})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for key, value in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asarray(value), allow_pickle=False)
+            z.writestr(zipfile.ZipInfo(f"{key}.npy", FIXED_ZIP_TIME), buf.getvalue(), zipfile.ZIP_DEFLATED)
+    return atol
+
+
+def read_golden(path: Path) -> tuple[list[dict], list[dict], dict[str, float]]:
+    """(inputs per sample, expected outputs per sample, tolerances); a broken file is bad input."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+        count = int(data["count"])
+    except Exception as e:
+        raise InputError(f"{path}: not a readable golden file ({type(e).__name__}: {e})") from e
+    inputs = [{} for _ in range(count)]
+    outputs = [{} for _ in range(count)]
+    atol = {}
+    for key, value in data.items():
+        kind, _, rest = key.partition(".")
+        if kind == "atol":
+            atol[rest] = float(value)
+        elif kind in ("input", "output"):
+            index, _, name = rest.partition(".")
+            (inputs if kind == "input" else outputs)[int(index)][name] = value
+    return inputs, outputs, atol
+
+
 def write(target_dir: Path, manifest: dict) -> dict:
     """Hash every deliverable, then write manifest.json and report.md beside them."""
     files = sorted(p for p in target_dir.iterdir() if p.is_file() and p.name not in ("manifest.json", "report.md"))
     manifest["files"] = {p.name: sha256(p) for p in files}
     manifest["sizes"] = {p.name: p.stat().st_size for p in files}
-    (target_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    (target_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     (target_dir / "report.md").write_text(markdown(manifest))
     return manifest

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, bench, calib, export, host, outdir, package, parity, quantize
+from . import __version__, archive, bench, calib, export, host, mobile, outdir, package, parity, quantize
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
 from .errors import UsageError
 from .load import load_model
@@ -65,7 +65,8 @@ def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> list[di
             if opset not in prepared:
                 prepared[opset] = _prepare(loaded, shared, opset)
             manifests.append(_target(shared, target, prepared[opset]))
-        outdir.publish(stage, out, [t.name for t in targets])
+        names = [t.name for t in targets] + ([f"{t.name}.tar.gz" for t in targets] if recipe.archive else [])
+        outdir.publish(stage, out, names)
     return manifests
 
 
@@ -149,14 +150,12 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
     quant_parity = _parity_block(parity.compare([o.name for o in prep.outputs], prep.fp32_val, int8_val), shared.val)
     quant_parity["int8_kernels"] = ("exact u8s8 (session.x64quantprecision=1, emulating the device)" if emulate
                                     else "host default")
-    with bar(f"benchmarking {target.name}", shared.recipe.bench.runs, shared.progress) as advance:
-        lat = bench.measure_pair({"fp32": str(fp32), "int8": str(int8)}, shared.val.feeds[0], providers, threads,
-                                 shared.recipe.bench.warmup, shared.recipe.bench.runs, advance)
-    speedup = lat["fp32"].p50_ms / lat["int8"].p50_ms if lat["int8"].p50_ms > 0 else 0.0
+    latency = None if shared.recipe.no_bench else _latency(shared, target, fp32, int8)
     props = {"edgekit_version": __version__, "edgekit_target": target.name,
              "edgekit_inputs": ";".join(map(str, shared.inputs)), "edgekit_preprocessing": "onnxruntime quant_pre_process"}
     export.stamp_metadata(fp32, props)
     export.stamp_metadata(int8, {**props, "edgekit_quantization": str(qplan.as_dict())})
+    packaged = _package(shared, target, tdir, int8, [o.name for o in prep.outputs])
     recipe, cal, val = shared.recipe, shared.cal, shared.val
     manifest = {
         "edgekit_version": __version__,
@@ -173,13 +172,48 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
         "validation": {"data": val.origin, "samples": len(val), "random": val.random},
         "parity": {"export": prep.export_parity, "quantization": quant_parity},
         "accuracy": _accuracy(val, shared.torch_val, prep.fp32_val, int8_val),
-        "latency": {"fp32": lat["fp32"].as_dict(), "int8": lat["int8"].as_dict(), "speedup_p50": round(speedup, 3),
-                    "where": host.describe(lat["int8"].host)},
-        "warnings": _warnings(cal, val, speedup, int8, providers, threads),
+        "latency": latency,
+        **packaged,
+        "warnings": _warnings(cal, val, latency, int8, providers, threads),
     }
     manifest["gates"] = _gates(target, manifest, _is_classifier(recipe, val), int8.stat().st_size)
     manifest["passed"] = all(g["passed"] for g in manifest["gates"])
-    return package.write(tdir, manifest)
+    package.write(tdir, manifest)
+    if recipe.archive:
+        archive.write(tdir, shared.stage / f"{target.name}.tar.gz")
+    return manifest
+
+
+def _latency(shared: Shared, target: Target, fp32: Path, int8: Path) -> dict:
+    providers, threads = list(target.runtime.providers), target.runtime.threads
+    with bar(f"benchmarking {target.name}", shared.recipe.bench.runs, shared.progress) as advance:
+        lat = bench.measure_pair({"fp32": str(fp32), "int8": str(int8)}, shared.val.feeds[0], providers, threads,
+                                 shared.recipe.bench.warmup, shared.recipe.bench.runs, advance)
+    speedup = lat["fp32"].p50_ms / lat["int8"].p50_ms if lat["int8"].p50_ms > 0 else 0.0
+    return {"fp32": lat["fp32"].as_dict(), "int8": lat["int8"].as_dict(), "speedup_p50": round(speedup, 3),
+            "where": host.describe(lat["int8"].host)}
+
+
+def _package(shared: Shared, target: Target, tdir: Path, int8: Path, names: list[str]) -> dict:
+    """Golden vectors, and the mobile/embedded files the target asks for."""
+    spec = target.package
+    feeds = shared.val.feeds[: spec.golden_samples]
+    # exact int8 arithmetic (no x86 VPMADDUBSW saturation): what every conforming runtime computes
+    expected = run_onnx(session(int8, exact_int8=True)[0], feeds)
+    atol = package.write_golden(tdir / "golden.npz", feeds, names, expected, spec.golden_tolerance)
+    out = {"golden": {"file": "golden.npz", "samples": len(feeds), "model": int8.name, "atol": atol,
+                      "tolerance": f"{spec.golden_tolerance} x each output's peak |value|"}}
+    if spec.ort_format:
+        platform = "arm" if target.runtime.arch == "arm64" else "amd64"
+        written = mobile.to_ort(int8, tdir, spec.ort_optimization, platform)
+        out["ort_format"] = {"file": written["ort"].name, "config": written["config"].name,
+                             "optimization_style": spec.ort_optimization, "target_platform": platform}
+    if spec.c_header:
+        written = mobile.c_header(int8, tdir)
+        out["c_header"] = {"header": written["header"].name, "source": written["source"].name, "embeds": int8.name}
+    if spec.coverage:
+        out["mobile_coverage"] = mobile.coverage(int8, spec.coverage)
+    return out
 
 
 def _quantize(shared: Shared, target: Target, fp32: Path, int8: Path):
@@ -234,17 +268,21 @@ def _gates(target: Target, m: dict, classifier: bool, int8_bytes: int) -> list[d
         gate("top1_agreement", min(top1), ">=", p.top1_agreement_min)
     if m["accuracy"]:
         gate("accuracy_drop", m["accuracy"]["drop"], "<=", p.accuracy_drop_max)
-    if target.budgets.latency_p50_ms_max:
+    if target.budgets.latency_p50_ms_max and m["latency"]:
         gate("latency_p50_ms", m["latency"]["int8"]["p50_ms"], "<=", target.budgets.latency_p50_ms_max)
+    if target.package.min_coverage and target.package.coverage:
+        first = target.package.coverage[0]
+        gate(f"{first}_coverage", m["mobile_coverage"][first]["coverage"], ">=", target.package.min_coverage)
     if target.budgets.size_mb_max:
         gate("size_mb", int8_bytes / 1e6, "<=", target.budgets.size_mb_max)
     return gates
 
 
-def _warnings(cal, val, speedup, int8, providers, threads) -> list[str]:
+def _warnings(cal, val, latency, int8, providers, threads) -> list[str]:
     warnings = []
     if cal.random or val.random:
         warnings.append("CALIBRATED AND VALIDATED ON RANDOM DATA: PARITY AND ACCURACY FIGURES DO NOT REFLECT REAL INPUTS")
+    speedup = latency["speedup_p50"] if latency else 1.0
     if speedup < 1.0:
         fusion = bench.unfused_qdq(str(int8), providers, threads)
         cause = (f"{fusion['unfused_compute_nodes']} compute node(s) stayed float behind DequantizeLinear "

@@ -25,18 +25,19 @@ def table(manifests: list[dict]) -> str:
     for m in manifests:
         q = m["parity"]["quantization"]
         acc = m.get("accuracy")
-        lat = m["latency"]
+        lat = m["latency"] or {"fp32": {"p50_ms": None}, "int8": {"p50_ms": None}, "speedup_p50": None}
         failed = [g["name"] for g in m["gates"] if not g["passed"]]
         rows.append([m["target"], f"{m['sizes']['model.int8.onnx'] / 1e6:.2f}", f"{m['sizes']['model.onnx'] / 1e6:.2f}",
                      _fmt(_worst(q, "cosine")), _fmt(_worst(q, "sqnr_db"), ".1f"),
                      _fmt(next((g["value"] for g in m["gates"] if g["name"] == "top1_agreement"), None), ".3f"),
                      f"{acc['fp32']:.2f}→{acc['int8']:.2f}" if acc else "-",
                      _fmt(lat["fp32"]["p50_ms"], ".3f"), _fmt(lat["int8"]["p50_ms"], ".3f"),
-                     f"{lat['speedup_p50']:.2f}x", "pass" if not failed else "FAIL: " + ", ".join(failed)])
+                     _fmt(lat["speedup_p50"], ".2f") + ("x" if lat["speedup_p50"] else ""),
+                     "pass" if not failed else "FAIL: " + ", ".join(failed)])
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    hosts = {m["latency"]["where"] for m in manifests}
+    hosts = {m["latency"]["where"] for m in manifests if m["latency"]}
     lines += [f"latency measured on: {h}" for h in sorted(hosts)]
     for m in manifests:
         lines += [f"{m['target']}: {w}" for w in m.get("warnings", [])]
@@ -72,12 +73,23 @@ def markdown(m: dict) -> str:
         out += [f"Accuracy on {a['samples']} labelled samples: torch {_fmt(a.get('torch'), '.2f')} · "
                 f"fp32 {a['fp32']:.2f} · int8 {a['int8']:.2f} (drop {a['drop']:.2f} points)", ""]
     lat = m["latency"]
-    out += ["## Latency", "", f"Measured on {lat['where']}; {lat['fp32']['runs']} runs after warm-up, interleaved.", "",
-            "| model | p50 ms | p90 ms | p99 ms | load ms |", "|---|---|---|---|---|"]
-    for key in ("fp32", "int8"):
-        v = lat[key]
-        out.append(f"| {key} | {v['p50_ms']:.4f} | {v['p90_ms']:.4f} | {v['p99_ms']:.4f} | {v['load_ms']:.1f} |")
-    out += ["", f"int8 speed-up (p50): {lat['speedup_p50']:.2f}x", "", "## Quantization", ""]
+    if lat:
+        out += ["## Latency", "", f"Measured on {lat['where']}; {lat['fp32']['runs']} runs after warm-up, "
+                "interleaved.", "", "| model | p50 ms | p90 ms | p99 ms | load ms |", "|---|---|---|---|---|"]
+        for key in ("fp32", "int8"):
+            v = lat[key]
+            out.append(f"| {key} | {v['p50_ms']:.4f} | {v['p90_ms']:.4f} | {v['p99_ms']:.4f} | {v['load_ms']:.1f} |")
+        out += ["", f"int8 speed-up (p50): {lat['speedup_p50']:.2f}x", ""]
+    else:
+        out += ["## Latency", "", "Not measured (--no-bench).", ""]
+    for ep, c in (m.get("mobile_coverage") or {}).items():
+        out.append(f"- {c['provider']} (predicted): {c['supported_nodes']}/{c['nodes']} nodes in {c['partitions']} "
+                   f"partition(s); CPU fallback ops: {', '.join(c['cpu_fallback_ops']) or 'none'}; "
+                   f"{c['nodes_blocked_by_dynamic_shapes']} node(s) need fixed shapes "
+                   f"(coverage with fixed shapes {c['coverage_with_fixed_shapes']:.0%})")
+    if m.get("mobile_coverage"):
+        out.append("")
+    out += ["## Quantization", ""]
     for k, v in m["quantization"].items():
         out.append(f"- {k}: {v}")
     out += ["", "## Files", "", "| file | bytes | sha256 |", "|---|---|---|"]

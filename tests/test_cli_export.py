@@ -30,7 +30,8 @@ def test_digits_example_desktop_x86(tmp_path):
     [m] = manifests(result)
     assert MANIFEST_KEYS <= set(m)
     tdir = out / "desktop-x86"
-    assert sorted(p.name for p in tdir.iterdir()) == ["manifest.json", "model.int8.onnx", "model.onnx", "report.md"]
+    assert sorted(p.name for p in tdir.iterdir()) == ["golden.npz", "manifest.json", "model.int8.onnx", "model.onnx",
+                                                       "report.md"]
     # the bar: int8 accuracy within 1 point of fp32 on held-out digits
     assert m["accuracy"]["fp32"] - m["accuracy"]["int8"] <= 1.0
     assert m["accuracy"]["fp32"] > 95
@@ -39,7 +40,8 @@ def test_digits_example_desktop_x86(tmp_path):
     assert m["latency"]["int8"]["host"]["cpu"]
     props = {p.key: p.value for p in onnx.load(tdir / "model.int8.onnx").metadata_props}
     assert props["edgekit_target"] == "desktop-x86" and props["edgekit_version"]
-    assert json.loads((tdir / "manifest.json").read_text())["files"].keys() == {"model.onnx", "model.int8.onnx"}
+    assert json.loads((tdir / "manifest.json").read_text())["files"].keys() == {"model.onnx", "model.int8.onnx",
+                                                                                 "golden.npz"}
     assert "PASSED" in (tdir / "report.md").read_text()
 
 
