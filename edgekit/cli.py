@@ -108,6 +108,43 @@ def _finish(manifests: list[dict], as_json: bool) -> None:
     sys.exit(int(exit_code(manifests)))
 
 
+@main.command("check")
+@click.argument("path", type=click.Path())
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Write JUnit XML here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@_handle_errors
+def check_cmd(path, junit_path, as_json):
+    """Re-run a package's golden vectors and verify its file hashes (folder, OUT folder or .tar.gz)."""
+    from .check import as_dicts, check, junit
+
+    cases = check(Path(path))
+    if junit_path:
+        Path(junit_path).write_text(junit(cases))
+    if as_json:
+        click.echo(json.dumps(as_dicts(cases), indent=2))
+    else:
+        for c in cases:
+            click.echo(f"{'PASS' if c.passed else 'FAIL'}  {c.target:16} {c.name}" + (f": {c.message}" if c.message else ""))
+        failed = sum(not c.passed for c in cases)
+        click.echo(f"{len(cases) - failed} passed, {failed} failed")
+    sys.exit(int(ExitCode.OK if all(c.passed for c in cases) else ExitCode.GATE_FAILED))
+
+
+@main.command("inspect")
+@click.argument("model", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@_handle_errors
+def inspect_cmd(model, as_json):
+    """Opset, inputs/outputs, op histogram, parameters, size, quantization and NNAPI/CoreML coverage."""
+    from .errors import InputError
+    from .inspect_model import inspect, text
+
+    if not Path(model).is_file():
+        raise InputError(f"{model}: no such file")
+    info = inspect(Path(model))
+    click.echo(json.dumps(info, indent=2) if as_json else text(info))
+
+
 @main.group(invoke_without_command=True)
 @click.pass_context
 @_handle_errors

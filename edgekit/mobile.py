@@ -6,46 +6,74 @@ import contextlib
 import hashlib
 import io
 import logging
+import platform
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 from .errors import StageError
 
+log = logging.getLogger("edgekit")
 COVERAGE_EPS = {"nnapi": "NNAPI", "coreml": "CoreML MLProgram"}
 
 
-def to_ort(model: Path, dest_dir: Path, optimization_style: str, target_platform: str) -> dict[str, Path]:
+def to_ort(model: Path, dest_dir: Path, optimization_style: str, target_platform: str) -> dict:
     """`convert_onnx_models_to_ort` on one model → `<stem>.ort` and `required_operators.config`.
 
     Runtime optimisation style keeps fused CPU-only ops out of NNAPI/CoreML partitions
     (onnxruntime#9054); `target_platform="arm"` keeps int8 QDQ groups for ARM kernels.
+    onnxruntime orders parts of the .ort flatbuffer by memory address, so the same model gives
+    different bytes from run to run; converting in a child process with address-space
+    randomisation off (`setarch -R`) makes the file reproducible. Without setarch the conversion
+    runs in-process and the manifest says the .ort file is not reproducible.
     """
-    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
-
-    logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)  # it logs each config it writes
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in" / model.name
         src.parent.mkdir()
         shutil.copyfile(model, src)
         out = Path(tmp) / "out"
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # the converter prints progress
-                convert_onnx_models_to_ort(src, output_dir=out, optimization_styles=[OptimizationStyle[optimization_style]],
-                                           target_platform=target_platform)
-        except Exception as e:
-            raise StageError("ORT format conversion", str(e).strip().splitlines()[0][:300]) from e
+        reproducible = _convert_without_aslr(src, out, optimization_style, target_platform)
+        if not reproducible:
+            _convert_in_process(src, out, optimization_style, target_platform)
         ort_files = list(out.glob("*.ort"))
         configs = list(out.glob("*.config"))
         if len(ort_files) != 1 or len(configs) != 1:
             raise StageError("ORT format conversion", f"expected one .ort and one .config, found "
-                                                      f"{[p.name for p in out.iterdir()]}")
+                                                      f"{[p.name for p in out.iterdir()] if out.exists() else []}")
         written = {"ort": dest_dir / f"{model.stem}.ort", "config": dest_dir / "required_operators.config"}
         shutil.copyfile(ort_files[0], written["ort"])
         # the config's first lines name the temp folder it was made from: keep only the op lists
         lines = [ln for ln in configs[0].read_text().splitlines() if not ln.startswith("#")]
         written["config"].write_text(f"# required operators of {written['ort'].name}\n" + "\n".join(lines) + "\n")
-    return written
+    return {**written, "reproducible": reproducible}
+
+
+def _convert_without_aslr(src: Path, out: Path, style: str, platform_: str) -> bool:
+    setarch = shutil.which("setarch")
+    if not setarch or sys.platform != "linux":
+        return False
+    cmd = [setarch, platform.machine(), "-R", sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort",
+           str(src), "--output_dir", str(out), "--optimization_style", style, "--target_platform", platform_]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        log.info("setarch -R conversion failed (%s); converting in-process", result.stderr.strip()[-200:])
+        shutil.rmtree(out, ignore_errors=True)
+        return False
+    return True
+
+
+def _convert_in_process(src: Path, out: Path, style: str, platform_: str) -> None:
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)  # it logs each config it writes
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the converter prints progress
+            convert_onnx_models_to_ort(src, output_dir=out, optimization_styles=[OptimizationStyle[style]],
+                                       target_platform=platform_)
+    except Exception as e:
+        raise StageError("ORT format conversion", str(e).strip().splitlines()[0][:300]) from e
 
 
 def coverage(model_path: Path, eps: tuple[str, ...]) -> dict:

@@ -207,7 +207,8 @@ def _package(shared: Shared, target: Target, tdir: Path, int8: Path, names: list
         platform = "arm" if target.runtime.arch == "arm64" else "amd64"
         written = mobile.to_ort(int8, tdir, spec.ort_optimization, platform)
         out["ort_format"] = {"file": written["ort"].name, "config": written["config"].name,
-                             "optimization_style": spec.ort_optimization, "target_platform": platform}
+                             "optimization_style": spec.ort_optimization, "target_platform": platform,
+                             "reproducible": written["reproducible"]}
     if spec.c_header:
         written = mobile.c_header(int8, tdir)
         out["c_header"] = {"header": written["header"].name, "source": written["source"].name, "embeds": int8.name}

@@ -1,0 +1,61 @@
+"""`edgekit inspect`: what an ONNX model is: opset, IO, ops, parameters, size, quantization, mobile coverage."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+             "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm"}
+
+
+def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml")) -> dict:
+    import onnx
+
+    from . import export, mobile
+
+    model = export.load_onnx_input(path)
+    inputs, outputs = export.io_specs(path)
+    ops = Counter((n.domain + "::" if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in model.graph.node)
+    params = sum(int(_numel(t)) for t in model.graph.initializer)
+    quant_nodes = sum(count for op, count in ops.items() if op.split("::")[-1] in QUANT_OPS)
+    return {
+        "model": str(path),
+        "size_bytes": path.stat().st_size,
+        "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
+        "ir_version": model.ir_version,
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "inputs": [s.as_dict() for s in inputs],
+        "outputs": [s.as_dict() for s in outputs],
+        "nodes": len(model.graph.node),
+        "ops": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "parameters": params,
+        "quantized": quant_nodes > 0,
+        "quantization_nodes": quant_nodes,
+        "int8_initializers": sum(t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+                                 for t in model.graph.initializer),
+        "metadata": {p.key: p.value for p in model.metadata_props},
+        "mobile_coverage": mobile.coverage(path, coverage_eps) if coverage_eps else {},
+    }
+
+
+def _numel(tensor) -> int:
+    n = 1
+    for d in tensor.dims:
+        n *= d
+    return n
+
+
+def text(info: dict) -> str:
+    lines = [f"{info['model']}: {info['size_bytes'] / 1e6:.2f} MB, opset {info['opset'].get('ai.onnx')}, "
+             f"{info['nodes']} nodes, {info['parameters']:,} parameters, "
+             f"{'quantized (' + str(info['quantization_nodes']) + ' quantization nodes)' if info['quantized'] else 'float'}"]
+    lines += [f"  input  {s['name']}: {'x'.join(map(str, s['shape']))} {s['dtype']}" for s in info["inputs"]]
+    lines += [f"  output {s['name']}: {'x'.join(map(str, s['shape']))} {s['dtype']}" for s in info["outputs"]]
+    lines.append("  ops: " + ", ".join(f"{op} {n}" for op, n in info["ops"].items()))
+    for c in info["mobile_coverage"].values():
+        lines.append(f"  {c['provider']} (predicted): {c['supported_nodes']}/{c['nodes']} nodes, {c['partitions']} "
+                     f"partition(s), CPU fallback: {', '.join(c['cpu_fallback_ops']) or 'none'}"
+                     + (f", {c['nodes_blocked_by_dynamic_shapes']} need fixed shapes "
+                        f"({c['coverage_with_fixed_shapes']:.0%} with fixed shapes)"
+                        if c["nodes_blocked_by_dynamic_shapes"] else ""))
+    return "\n".join(lines)

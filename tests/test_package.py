@@ -1,0 +1,269 @@
+"""Packaging for mobile/embedded builds and the CI parity gate `edgekit check` (issue 3)."""
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from xml.etree import ElementTree
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from conftest import DIGITS
+
+from edgekit.cli import main
+from edgekit.package import read_golden
+
+TARGETS = ["android-arm64", "arm64-linux", "ios-arm64"]
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pkg") / "dist"
+    args = ["export", str(DIGITS / "edgekit.toml"), "--out", str(out), "--archive", "--bench-runs", "2", "--json"]
+    for t in TARGETS:
+        args += ["-t", t]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return out, {m["target"]: m for m in json.loads(result.stdout)}
+
+
+def fresh_copy(packaged, tmp_path, target="android-arm64"):
+    dest = tmp_path / target
+    shutil.copytree(packaged[0] / target, dest)
+    return dest
+
+
+def check(*args):
+    return CliRunner().invoke(main, ["check", *map(str, args)])
+
+
+def test_ort_format_loads_and_matches_its_onnx(packaged):
+    out, manifests = packaged
+    folder = out / "android-arm64"
+    assert manifests["android-arm64"]["ort_format"]["optimization_style"] == "Runtime"
+    config = (folder / "required_operators.config").read_text()
+    assert "QLinearConv" in config or "Conv" in config
+    x = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
+    a = ort.InferenceSession(str(folder / "model.int8.ort")).run(None, {"image": x})[0]
+    b = ort.InferenceSession(str(folder / "model.int8.onnx")).run(None, {"image": x})[0]
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_mobile_coverage_recorded(packaged):
+    _, manifests = packaged
+    nnapi = manifests["android-arm64"]["mobile_coverage"]["nnapi"]
+    assert nnapi["nodes"] > 0 and 0 <= nnapi["supported_nodes"] <= nnapi["nodes"] and "prediction" in nnapi["note"]
+    coreml = manifests["ios-arm64"]["mobile_coverage"]["coreml"]
+    assert "DequantizeLinear" in coreml["cpu_fallback_ops"]  # CoreML has no QDQ builders
+
+
+def test_min_coverage_gate(tmp_path):
+    profile = tmp_path / "strict-android.toml"
+    profile.write_text('name = "strict-android"\n[package]\ncoverage = ["nnapi"]\nmin_coverage = 0.9\n')
+    result = CliRunner().invoke(main, ["export", str(DIGITS / "edgekit.toml"), "-t", str(profile), "--out",
+                                       str(tmp_path / "o"), "--bench-runs", "2", "--json"])
+    assert result.exit_code == 1, result.output
+    [m] = json.loads(result.stdout)
+    [gate] = [g for g in m["gates"] if g["name"] == "nnapi_coverage"]
+    assert not gate["passed"] and gate["value"] < 0.9
+
+
+def test_c_header_compiles_and_embeds_the_model(packaged, tmp_path):
+    folder = packaged[0] / "arm64-linux"
+    header = (folder / "model_data.h").read_text()
+    model = (folder / "model.int8.onnx").read_bytes()
+    assert f"EDGEKIT_MODEL_SIZE {len(model)}u" in header
+    assert packaged[1]["arm64-linux"]["files"]["model.int8.onnx"] in header  # sha256 of the embedded bytes
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    main_c = tmp_path / "main.c"
+    main_c.write_text('#include <stdio.h>\n#include "model_data.h"\nint main(void) {\n'
+                      '    fwrite(edgekit_model_data, 1, edgekit_model_size, stdout);\n    return 0;\n}\n')
+    subprocess.run([cc, "-c", "-Wall", "-Werror", "-o", str(tmp_path / "model_data.o"), str(folder / "model_data.c")],
+                   check=True)
+    subprocess.run([cc, "-Wall", "-Werror", "-I", str(folder), "-o", str(tmp_path / "dump"), str(main_c),
+                    str(tmp_path / "model_data.o")], check=True)
+    assert subprocess.run([str(tmp_path / "dump")], capture_output=True, check=True).stdout == model
+
+
+def test_golden_vectors(packaged):
+    folder = packaged[0] / "android-arm64"
+    m = packaged[1]["android-arm64"]
+    inputs, outputs, atol = read_golden(folder / "golden.npz")
+    assert len(inputs) == len(outputs) == m["golden"]["samples"] == 8
+    assert atol == m["golden"]["atol"] and set(atol) == {"output"}
+    assert inputs[0]["image"].shape == (1, 1, 8, 8) and outputs[0]["output"].shape == (1, 10)
+
+
+def test_check_passes_on_folder_out_dir_and_archive(packaged):
+    out, _ = packaged
+    for path in (out, out / "android-arm64", out / "android-arm64.tar.gz"):
+        result = check(path)
+        assert result.exit_code == 0, result.output
+    assert "parity model.int8.ort" in check(out / "ios-arm64").output
+
+
+def test_golden_output_one_ulp_beyond_tolerance_fails(packaged, tmp_path):
+    folder = fresh_copy(packaged, tmp_path)
+    inputs, outputs, atol = read_golden(folder / "golden.npz")
+    got = ort.InferenceSession(str(folder / "model.int8.onnx")).run(None, inputs[3])[0]
+    expected = outputs[3]["output"].copy()
+    # move one element so that it sits exactly one float32 ulp beyond the tolerance from what the model gives
+    edge = np.float32(got[0, 4] + atol["output"])
+    expected[0, 4] = np.nextafter(edge, np.float32(np.inf))
+    while float(expected[0, 4]) - float(got[0, 4]) <= atol["output"]:
+        expected[0, 4] = np.nextafter(expected[0, 4], np.float32(np.inf))
+    outputs[3]["output"] = expected
+    _rewrite_golden(folder, inputs, outputs, atol)
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    failed = [c for c in json.loads(result.stdout) if not c["passed"]]
+    assert [c["name"] for c in failed] == ["parity model.int8.onnx", "parity model.int8.ort"]
+    assert "output 'output' sample 3 element [0, 4]" in failed[0]["message"]
+    # and exactly at the tolerance it passes
+    expected[0, 4] = np.float32(got[0, 4])
+    _rewrite_golden(folder, inputs, outputs, atol)
+    assert check(folder).exit_code == 0
+
+
+def _rewrite_golden(folder, inputs, outputs, atol):
+    import zipfile
+    from edgekit.package import FIXED_ZIP_TIME, sha256
+    with zipfile.ZipFile(folder / "golden.npz", "w") as z:
+        arrays = {"count": np.array(len(inputs))}
+        for i, (feed, out) in enumerate(zip(inputs, outputs)):
+            arrays.update({f"input.{i}.{k}": v for k, v in feed.items()})
+            arrays.update({f"output.{i}.{k}": v for k, v in out.items()})
+        arrays.update({f"atol.{k}": np.array(v) for k, v in atol.items()})
+        for key, value in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asarray(value))
+            z.writestr(zipfile.ZipInfo(f"{key}.npy", FIXED_ZIP_TIME), buf.getvalue())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["golden.npz"] = sha256(folder / "golden.npz")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_changed_file_fails_integrity(packaged, tmp_path):
+    folder = fresh_copy(packaged, tmp_path)
+    data = bytearray((folder / "model.onnx").read_bytes())
+    data[-1] ^= 1
+    (folder / "model.onnx").write_bytes(bytes(data))
+    result = check(folder, "--json")
+    assert result.exit_code == 1
+    [bad] = [c for c in json.loads(result.stdout) if not c["passed"]]
+    assert bad["name"] == "integrity" and "model.onnx sha256" in bad["message"]
+
+
+def test_missing_file_is_exit_3(packaged, tmp_path):
+    folder = fresh_copy(packaged, tmp_path)
+    (folder / "golden.npz").unlink()
+    result = check(folder)
+    assert result.exit_code == 3 and "golden.npz is missing" in result.stderr
+    assert check(tmp_path / "nothing-here").exit_code == 3
+
+
+def test_junit_xml_counts_failures(packaged, tmp_path):
+    folder = fresh_copy(packaged, tmp_path)
+    (folder / "required_operators.config").write_text("tampered\n")
+    junit = tmp_path / "report.xml"
+    result = check(folder, "--junit", junit)
+    assert result.exit_code == 1
+    root = ElementTree.parse(junit).getroot()
+    cases = root.findall(".//testcase")
+    assert len(cases) == 3 and root.get("failures") == "1"
+    assert [c.get("name") for c in cases if c.find("failure") is not None] == ["integrity"]
+
+
+def test_check_needs_no_torch(packaged):
+    code = ("import sys; sys.modules['torch'] = None; from edgekit.cli import main; "
+            f"main(['check', {str(packaged[0] / 'android-arm64.tar.gz')!r}])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "3 passed, 0 failed" in result.stdout
+
+
+def _archive(tmp_path, add):
+    path = tmp_path / "evil.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        add(tar)
+    return path
+
+
+def _file(name, data=b"x", **attrs):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    for k, v in attrs.items():
+        setattr(info, k, v)
+    return info, io.BytesIO(data)
+
+
+@pytest.mark.parametrize("make,msg", [
+    (lambda tar: tar.addfile(*_file("t/../../escape.txt")), "leaves the archive"),
+    (lambda tar: tar.addfile(*_file("/etc/evil")), "absolute path"),
+    (lambda tar: tar.addfile(_link("t/link", tarfile.SYMTYPE, "/etc/passwd")), "is a link"),
+    (lambda tar: tar.addfile(_link("t/hard", tarfile.LNKTYPE, "t/manifest.json")), "is a link"),
+    (lambda tar: tar.addfile(_link("t/dev", tarfile.CHRTYPE, "")), "not a regular file"),
+])
+def test_unsafe_archives_are_refused(tmp_path, make, msg):
+    result = check(_archive(tmp_path, make))
+    assert result.exit_code == 3, result.output
+    assert msg in result.stderr
+    assert not (tmp_path.parent / "escape.txt").exists()
+
+
+def _link(name, kind, target):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info
+
+
+def test_huge_declared_size_is_refused_before_reading(tmp_path):
+    from edgekit.archive import extract
+    from edgekit.errors import InputError
+    path = _archive(tmp_path, lambda tar: tar.addfile(*_file("t/big.bin", b"y" * 4096)))
+    with pytest.raises(InputError, match="declares 4096 bytes"):
+        extract(path, tmp_path / "x", limits=(10, 1024, 1 << 20))
+    assert not (tmp_path / "x" / "t" / "big.bin").exists()
+
+
+def test_archive_layout_is_stable(packaged):
+    with tarfile.open(packaged[0] / "arm64-linux.tar.gz") as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert names[0] == "arm64-linux" and members[0].isdir() and names[1:] == sorted(names[1:])
+    assert all(m.mtime == 0 and m.uid == 0 and m.uname == "" for m in members)
+
+
+def test_same_inputs_give_byte_identical_artifacts(tmp_path):
+    """Documented: with latency measured, manifest.json and report.md differ run to run (timings);
+    with --no-bench every file and the archive are byte-identical."""
+    def build(out):
+        result = CliRunner().invoke(main, ["export", str(DIGITS / "edgekit.toml"), "-t", "android-arm64", "--out",
+                                           str(out), "--archive", "--no-bench"])
+        assert result.exit_code == 0, result.output
+        return out
+    a, b = build(tmp_path / "a"), build(tmp_path / "b")
+    names = sorted(p.name for p in (a / "android-arm64").iterdir())
+    assert {"model.onnx", "model.int8.onnx", "model.int8.ort", "golden.npz", "required_operators.config"} <= set(names)
+    for name in names:
+        assert (a / "android-arm64" / name).read_bytes() == (b / "android-arm64" / name).read_bytes(), name
+    assert (a / "android-arm64.tar.gz").read_bytes() == (b / "android-arm64.tar.gz").read_bytes()
+
+
+def test_inspect(packaged):
+    folder = packaged[0] / "android-arm64"
+    result = CliRunner().invoke(main, ["inspect", str(folder / "model.int8.onnx"), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["opset"]["ai.onnx"] == 17 and info["quantized"] and info["ops"]["QuantizeLinear"] > 0
+    assert info["inputs"][0]["name"] == "image" and info["parameters"] > 30_000
+    assert info["mobile_coverage"]["nnapi"]["nodes"] == info["nodes"]
+    fp32 = json.loads(CliRunner().invoke(main, ["inspect", str(folder / "model.onnx"), "--json"]).stdout)
+    assert not fp32["quantized"]
+    text = CliRunner().invoke(main, ["inspect", str(folder / "model.int8.onnx")])
+    assert "NNAPI (predicted)" in text.output and "opset 17" in text.output
