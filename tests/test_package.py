@@ -267,3 +267,10 @@ def test_inspect(packaged):
     assert not fp32["quantized"]
     text = CliRunner().invoke(main, ["inspect", str(folder / "model.int8.onnx")])
     assert "NNAPI (predicted)" in text.output and "opset 17" in text.output
+
+
+def test_example_ci_package_checks_with_this_runtime():
+    from conftest import ROOT
+    result = check(ROOT / "examples" / "ci" / "digits-desktop-x86.tar.gz")
+    assert result.exit_code == 0, result.output
+    assert "2 passed, 0 failed" in result.output
