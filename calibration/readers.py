@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def digits_train(count: int = 256, input_name: str = "image"):
-    """scikit-learn's handwritten digits (training split of examples/digits) as 1x1x8x8 floats in [0, 1]."""
+def digits_train(count: int = 1197, input_name: str = "image"):
+    """scikit-learn's handwritten digits, the training split of examples/digits (1197 images), as labelled
+    1x1x8x8 floats in [0, 1]: calibration data, or training data for `edgekit distill`."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()

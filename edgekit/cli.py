@@ -108,6 +108,85 @@ def _finish(manifests: list[dict], as_json: bool) -> None:
     sys.exit(int(exit_code(manifests)))
 
 
+def _specs(inputs):
+    from .config import InputSpec
+
+    return tuple(InputSpec.parse(i) for i in inputs)
+
+
+@main.command()
+@click.argument("source")
+@click.option("--weights", help="State dict or checkpoint (weights_only=True).")
+@click.option("--input", "inputs", multiple=True, required=True, metavar="NAME:SHAPE[:DTYPE]")
+@click.option("--ratio", type=float, required=True, help="Share of channels (structured) or weights to remove.")
+@click.option("--method", type=click.Choice(["structured", "unstructured"]), default="structured", show_default=True)
+@click.option("--importance", type=click.Choice(["l1", "l2", "taylor"]), default="l1", show_default=True)
+@click.option("--ignore", multiple=True, help="Layer name to keep whole (the output layer always is). Repeatable.")
+@click.option("--round-to", type=int, default=0, help="Keep channel counts multiples of this (e.g. 8).")
+@click.option("--data", help="Labelled data for --importance taylor (MODULE:FN yielding (inputs, labels), or .npz).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pruned model file (.pt).")
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def prune(source, weights, inputs, ratio, method, importance, ignore, round_to, data, out, as_json):
+    """Remove channels (or weights) from SOURCE; saves a state dict that `export --weights` reloads."""
+    from .compress import PruneSpec, load_batches, run_prune, save
+    from .load import load_model
+
+    specs = _specs(inputs)
+    loaded = load_model(source, weights)
+    if loaded.module is None or loaded.program is not None:
+        raise click.UsageError("prune takes a MODULE:FUNCTION or FILE.py:FUNCTION model (a plain nn.Module)")
+    batches = load_batches(data, specs, 32) if data else None
+    result = run_prune(loaded.module, specs, PruneSpec(ratio, method, importance, tuple(ignore), round_to), batches)
+    save(loaded.module, Path(out), {"edgekit_prune": result.as_dict(), "edgekit_source": source})
+    r = result.as_dict()
+    click.echo(json.dumps(r, indent=2) if as_json else
+               f"{method} pruning at {ratio}: params {r['params_before']:,} → {r['params_after']:,}, "
+               f"MACs {r['macs_before']:,} → {r['macs_after']:,}"
+               + (f", sparsity {r['sparsity']:.1%}" if r["sparsity"] is not None else "") + f"; wrote {out}\n"
+               f"reload with: edgekit export {source} --weights {out} ...")
+
+
+@main.command()
+@click.option("--teacher", required=True, help="Teacher model source.")
+@click.option("--teacher-weights")
+@click.option("--student", required=True, help="Student model source (e.g. the same MODULE:FUNCTION).")
+@click.option("--student-weights", help="Student weights, e.g. the output of `edgekit prune`.")
+@click.option("--data", required=True, help="MODULE:FN yielding (inputs, labels) batches, or labelled .npz data.")
+@click.option("--input", "inputs", multiple=True, metavar="NAME:SHAPE[:DTYPE]", help="Needed for .npz data.")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--temperature", type=float, default=4.0, show_default=True)
+@click.option("--alpha", type=float, default=0.7, show_default=True, help="Soft-target weight; 1-alpha for labels.")
+@click.option("--lr", type=float, default=3e-3, show_default=True)
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--feature", "features", multiple=True, help="TEACHER_LAYER:STUDENT_LAYER to match (MSE). Repeatable.")
+@click.option("--patience", type=int, default=0, help="Stop after this many epochs without improvement.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Best student (.pt), saved as it improves.")
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def distill(teacher, teacher_weights, student, student_weights, data, inputs, out, as_json, **settings):
+    """Train STUDENT to match TEACHER (soft targets + labels), keeping the best epoch."""
+    from .compress import load_batches, run_distill
+    from .config import DistillSettings
+    from .load import load_model
+
+    import torch
+
+    torch.manual_seed(settings["seed"])
+    t = load_model(teacher, teacher_weights).module
+    s = load_model(student, student_weights).module
+    batches = load_batches(data, _specs(inputs), settings["batch_size"])
+    settings["features"] = tuple(settings["features"])
+    result = run_distill(t, s, batches, DistillSettings(data=data, **settings), Path(out), progress=not as_json)
+    r = result.as_dict()
+    click.echo(json.dumps(r, indent=2) if as_json else
+               "\n".join(f"epoch {h['epoch']:3}  train loss {h['train_loss']:.4f}  {result.metric} "
+                         f"{h[result.metric]:.4f}" for h in r["history"])
+               + f"\nbest epoch {r['best_epoch']} ({result.metric} {r['best']:.4f}); wrote {out}")
+
+
 @main.command("check")
 @click.argument("path", type=click.Path())
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Write JUnit XML here.")

@@ -139,6 +139,31 @@ class BenchSpec:
 
 
 @dataclass(frozen=True)
+class PruneSpec:
+    ratio: float = 0.5
+    method: str = "structured"  # structured | unstructured
+    importance: str = "l1"  # l1 | l2 | taylor
+    ignore: tuple[str, ...] = ()
+    round_to: int = 0
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    data: str = ""  # labelled training data: MODULE:FN yielding (inputs, labels), or .npz / folder
+    epochs: int = 10
+    temperature: float = 4.0
+    alpha: float = 0.7  # weight of the soft-target loss; 1 - alpha goes to the labels
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"  # adamw | sgd
+    batch_size: int = 64
+    features: tuple[str, ...] = ()  # "teacher_layer:student_layer" pairs, matched with MSE
+    feature_weight: float = 1.0
+    patience: int = 0  # early stop after this many epochs without improvement (0: never)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Recipe:
     """One `edgekit export` run: model, data, targets, overrides."""
 
@@ -155,6 +180,8 @@ class Recipe:
     seed: int = 0
     quantize: dict = field(default_factory=dict)  # overrides applied on every target's settings
     bench: BenchSpec = BenchSpec()
+    prune: PruneSpec | None = None  # prune (and usually distill) before export
+    distill: DistillSettings | None = None
     archive: bool = False  # also write OUT/<target>.tar.gz
     no_bench: bool = False  # skip latency: the manifest (and archive) then depend only on the inputs
 
@@ -171,6 +198,9 @@ CHOICES = {
     "task": ("auto", "classification", "other"),
     "arch": ("x86_64", "arm64"),
     "ort_optimization": ("Runtime", "Fixed"),
+    "method": ("structured", "unstructured"),
+    "importance": ("l1", "l2", "taylor"),
+    "optimizer": ("adamw", "sgd"),
 }
 
 
@@ -180,7 +210,9 @@ RANGES = {"opset": (10, 23), "threads": (1, 256), "samples": (1, 1_000_000), "pe
           "export_cosine_min": (-1.0, 1.0), "quant_cosine_min": (-1.0, 1.0), "top1_agreement_min": (0.0, 1.0),
           "export_max_abs": (0.0, float("inf")), "accuracy_drop_max": (0.0, 100.0),
           "latency_p50_ms_max": (0.0, float("inf")), "size_mb_max": (0.0, float("inf")),
-          "min_coverage": (0.0, 1.0), "golden_samples": (1, 10_000), "golden_tolerance": (0.0, 1.0)}
+          "min_coverage": (0.0, 1.0), "golden_samples": (1, 10_000), "golden_tolerance": (0.0, 1.0),
+          "ratio": (0.0, 0.99), "round_to": (0, 1024), "epochs": (1, 100_000), "temperature": (0.01, 100.0),
+          "alpha": (0.0, 1.0), "lr": (0.0, 10.0), "batch_size": (1, 1 << 20), "patience": (0, 100_000)}
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -287,7 +319,7 @@ def load_recipe(path: Path) -> Recipe:
     """Read an `edgekit.toml`; relative paths in it are relative to the recipe's folder."""
     table = read_toml(path)
     where = str(path)
-    sections = {"model", "data", "export", "quantize", "bench"}
+    sections = {"model", "data", "export", "quantize", "bench", "prune", "distill"}
     for key in table:
         if key not in sections:
             raise UsageError(f"{where}: unknown section or key {key!r}{_nearest(key, sections)}")
@@ -323,7 +355,14 @@ def load_recipe(path: Path) -> Recipe:
     quantize = table.get("quantize", {})
     apply_quant_overrides(QuantSettings(), quantize, f"{where} [quantize]")  # validate now
     bench = build(BenchSpec, table.get("bench", {}), f"{where} [bench]")
-    return replace(recipe, inputs=tuple(InputSpec.parse(i) for i in inputs), quantize=quantize, bench=bench)
+    prune = build(PruneSpec, table["prune"], f"{where} [prune]") if "prune" in table else None
+    distill = None
+    if "distill" in table:
+        distill = build(DistillSettings, table["distill"], f"{where} [distill]", required=("data",))
+        if not is_function_spec(distill.data) or ".py:" in distill.data:
+            distill = replace(distill, data=str(base / distill.data))
+    return replace(recipe, inputs=tuple(InputSpec.parse(i) for i in inputs), quantize=quantize, bench=bench,
+                   prune=prune, distill=distill)
 
 
 QUANT_FLAGS = {"quant_mode": "mode", "quant_format": "format", "activation_type": "activation_type",

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError, UsageError
+from . import structure
 from .userfn import resolve_callable
 
 
@@ -75,6 +76,8 @@ def load_weights(module, weights: str, torch) -> None:
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"weights {weights!r} cannot be loaded safely (weights_only=True): {first}") from e
+    if structure.is_pruned_checkpoint(state):
+        structure.resize(module, state["layers"], state["state_dict"])
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

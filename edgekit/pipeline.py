@@ -36,6 +36,7 @@ class Shared:
     torch_val: list | None  # torch outputs on the validation set (None for an .onnx source)
     stage: Path
     progress: bool
+    compression: dict | None  # params, MACs and accuracy before/after pruning and distillation
 
 
 @dataclasses.dataclass
@@ -54,10 +55,11 @@ def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> list[di
     loaded = load_model(recipe.source, recipe.weights)
     inputs = _inputs(recipe, loaded)
     cal, val = _data(recipe, inputs)
+    compression = _compress(recipe, loaded, inputs, val, progress) if recipe.prune or recipe.distill else None
     out = Path(recipe.out)
     with outdir.staging(out) as stage:
         torch_val = run_torch(loaded.module, val.feeds, [s.name for s in inputs]) if loaded.module is not None else None
-        shared = Shared(recipe, inputs, cal, val, torch_val, stage, progress)
+        shared = Shared(recipe, inputs, cal, val, torch_val, stage, progress, compression)
         prepared: dict[int, Prepared] = {}
         manifests = []
         for target in targets:
@@ -111,6 +113,41 @@ def _data(recipe: Recipe, inputs) -> tuple[calib.Dataset, calib.Dataset]:
     if cal.random:
         return cal, calib.random_dataset(inputs, 16, recipe.seed + 1)
     return cal.split(VALIDATION_FRACTION)
+
+
+def _compress(recipe: Recipe, loaded, inputs, val, progress: bool) -> dict:
+    """Prune and/or distill the torch model before export; record size and accuracy after each step."""
+    import copy
+
+    from . import compress
+
+    if loaded.module is None or loaded.program is not None:
+        raise UsageError("[prune]/[distill] need a MODULE:FUNCTION or FILE.py:FUNCTION model")
+    names = [s.name for s in inputs]
+    example = compress.example_inputs(inputs)
+
+    def step(name, module, **extra):
+        from .prune import count
+
+        params, macs = count(module, example)
+        acc = parity.accuracy(run_torch(module, val.feeds, names), val.labels) if val.labels is not None else None
+        return {"step": name, "params": params, "macs": macs, "accuracy": acc, **extra}
+
+    steps = [step("original", loaded.module)]
+    teacher = copy.deepcopy(loaded.module)
+    record = {}
+    if recipe.prune:
+        batches = (compress.load_batches(recipe.distill.data, inputs, 32)
+                   if recipe.prune.importance == "taylor" and recipe.distill else None)
+        record["prune"] = compress.run_prune(loaded.module, inputs, recipe.prune, batches).as_dict()
+        steps.append(step("pruned", loaded.module))
+    if recipe.distill:
+        batches = compress.load_batches(recipe.distill.data, inputs, recipe.distill.batch_size)
+        record["distill"] = compress.run_distill(teacher, loaded.module, batches, recipe.distill, None,
+                                                 progress).as_dict()
+        steps.append(step("distilled", loaded.module))
+    loaded.module.eval()
+    return {"steps": steps, **record, "accuracy_data": val.origin if val.labels is not None else None}
 
 
 def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
@@ -173,6 +210,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
         "parity": {"export": prep.export_parity, "quantization": quant_parity},
         "accuracy": _accuracy(val, shared.torch_val, prep.fp32_val, int8_val),
         "latency": latency,
+        "compression": shared.compression,
         **packaged,
         "warnings": _warnings(cal, val, latency, int8, providers, threads),
     }

@@ -102,3 +102,27 @@ class DictOut(nn.Module):
 def dict_out():
     torch.manual_seed(0)
     return DictOut()
+
+
+class Branchy(nn.Module):
+    """A residual add, a concat and a depthwise conv: the dependencies structured pruning must respect."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
+        self.res = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32))
+        self.dw = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, groups=32), nn.BatchNorm2d(32), nn.ReLU())
+        self.pw = nn.Conv2d(32, 16, 1)
+        self.side = nn.Conv2d(32, 16, 1)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, image):
+        x = self.stem(image)
+        x = torch.relu(x + self.res(x))
+        x = torch.cat([self.pw(self.dw(x)), self.side(x)], dim=1)
+        return self.head(x.mean((2, 3)))
+
+
+def branchy():
+    torch.manual_seed(0)
+    return Branchy()

@@ -160,7 +160,7 @@ def test_dynamo_exporter_also_works(tmp_path):
 
 def test_bundled_digits_reader(tmp_path):
     ds = calib.load(f"{ROOT / 'calibration' / 'readers.py'}:digits_train", (InputSpec.parse("image:Nx1x8x8"),))
-    assert len(ds) == 256 and ds.labels is not None and ds.feeds[0]["image"].shape == (1, 1, 8, 8)
+    assert len(ds) == 1197 and ds.labels is not None and ds.feeds[0]["image"].shape == (1, 1, 8, 8)
     assert 0.0 <= min(f["image"].min() for f in ds.feeds) and max(f["image"].max() for f in ds.feeds) <= 1.0
 
 

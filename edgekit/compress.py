@@ -1,0 +1,76 @@
+"""Prune and distill as whole jobs (load → change → measure → save), shared by `edgekit prune`,
+`edgekit distill` and the `[prune]`/`[distill]` sections of a recipe."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import calib, distill, prune, structure
+from .config import DistillSettings, InputSpec, PruneSpec
+from .errors import InputError, UsageError
+from .progress import bar
+from .userfn import is_function_spec
+
+HOLDOUT = 0.15  # of the training data, for choosing the best distillation epoch
+
+
+def example_inputs(specs: tuple[InputSpec, ...]):
+    """One example per input with batch 1, so MACs are per sample."""
+    import dataclasses
+
+    import torch
+
+    from .export import example_inputs as make
+
+    one = tuple(dataclasses.replace(s, shape=tuple(1 if i == 0 and isinstance(d, str) else d
+                                                   for i, d in enumerate(s.shape))) for s in specs)
+    return make(one, torch)
+
+
+def load_batches(data: str, specs: tuple[InputSpec, ...], batch_size: int):
+    """Training batches from a `module:function` yielding (inputs, labels) batches, or labelled samples
+    in any calibration format (.npz, folder, `module:function` yielding dicts with a label)."""
+    if is_function_spec(data):
+        batches = distill.batches_from_function(data)
+        if batches is not None:
+            return batches
+    if not specs:
+        raise UsageError("--input is needed to read sample-wise training data")
+    ds = calib.load(data, specs)
+    if ds.labels is None:
+        raise InputError(f"{data}: training data needs a `labels` array")
+    return distill.batches_from_samples(ds.feeds, ds.labels, [s.name for s in specs], batch_size, shuffle_seed=0)
+
+
+def split(batches):
+    """Hold out the last batches for model selection (never the final held-out evaluation set)."""
+    n_val = max(1, round(len(batches) * HOLDOUT))
+    if len(batches) < 2:
+        raise InputError("training data needs at least 2 batches (one is held out to pick the best epoch)")
+    return batches[:-n_val], batches[-n_val:]
+
+
+def run_prune(module, specs, spec: PruneSpec, batches=None) -> prune.PruneResult:
+    return prune.prune(module, example_inputs(specs), ratio=spec.ratio, method=spec.method,
+                       importance=spec.importance, ignore=spec.ignore, round_to=spec.round_to or None,
+                       batches=batches)
+
+
+def run_distill(teacher, student, batches, settings: DistillSettings, out: Path | None, progress: bool):
+    """Distill; with `out`, the best student so far is saved there (atomically) at each improvement."""
+    train, val = split(batches)
+
+    def save_best(model, row):
+        if out is not None:
+            save(model, out, {"edgekit_distill_epoch": row["epoch"]})
+
+    with bar("distilling", settings.epochs, progress) as advance:
+        return distill.distill(teacher, student, train, val, settings, progress=lambda row: advance(1),
+                               on_best=save_best)
+
+
+def save(module, out: Path, extra: dict | None = None) -> None:
+    tmp = out.with_name(f".{out.name}.tmp")
+    structure.save(module, tmp, extra)
+    os.replace(tmp, out)
+

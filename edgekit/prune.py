@@ -1,0 +1,134 @@
+"""Pruning that makes the deployed model smaller: structured (channels physically removed, with
+Torch-Pruning's dependency graph across residual adds, concats, depthwise convs and norms) or
+unstructured (magnitude, made permanent: no masks left)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .errors import InputError, UsageError
+
+COMPUTE = ("Conv1d", "Conv2d", "Conv3d", "Linear", "ConvTranspose2d")
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    method: str
+    ratio: float
+    importance: str
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    ignored: tuple[str, ...]
+    sparsity: float | None = None  # unstructured: share of zero weights in the pruned layers
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["ignored"] = list(self.ignored)
+        return d
+
+
+def count(module, example_inputs) -> tuple[int, int]:
+    """(parameters, multiply-accumulates of conv/linear layers) for one forward pass."""
+    import torch
+
+    macs = [0]
+
+    def hook(layer, inputs, output):
+        kind = type(layer).__name__
+        if kind.startswith("Conv"):
+            k = layer.weight[0].numel()  # (in / groups) x kernel
+            macs[0] += output.numel() * k
+        elif kind == "Linear":
+            macs[0] += output.numel() * layer.in_features
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if type(m).__name__ in COMPUTE]
+    try:
+        with torch.no_grad():
+            module(*example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return sum(p.numel() for p in module.parameters()), macs[0]
+
+
+def head_layers(module, example_inputs) -> list[str]:
+    """The last conv/linear layer to run: its outputs are the model's outputs, so it keeps its size."""
+    import torch
+
+    order = []
+    handles = [m.register_forward_hook(lambda layer, i, o, name=name: order.append(name))
+               for name, m in module.named_modules() if type(m).__name__ in COMPUTE]
+    try:
+        with torch.no_grad():
+            module(*example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return order[-1:]
+
+
+def prune(module, example_inputs, *, ratio: float, method: str = "structured", importance: str = "l1",
+          ignore: tuple[str, ...] = (), round_to: int | None = None, batches=None) -> PruneResult:
+    """Prune `module` in place. `batches` (iterable of (inputs tuple, labels)) feeds Taylor importance."""
+    if not 0.0 < ratio < 1.0:
+        raise UsageError(f"--ratio must be between 0 and 1 (got {ratio})")
+    named = dict(module.named_modules())
+    unknown = [n for n in ignore if n not in named]
+    if unknown:
+        raise UsageError(f"--ignore: no layer named {', '.join(unknown)} (layers: "
+                         f"{', '.join(n for n, m in named.items() if type(m).__name__ in COMPUTE)})")
+    module.eval()
+    params0, macs0 = count(module, example_inputs)
+    ignored = tuple(dict.fromkeys([*ignore, *head_layers(module, example_inputs)]))
+    sparsity = None
+    if method == "structured":
+        _structured(module, example_inputs, ratio, importance, [named[n] for n in ignored], round_to, batches)
+    elif method == "unstructured":
+        sparsity = _unstructured(module, ratio, importance, set(ignored))
+    else:
+        raise UsageError(f"--method {method!r}: use structured or unstructured")
+    params1, macs1 = count(module, example_inputs)
+    return PruneResult(method, ratio, importance, params0, params1, macs0, macs1, ignored, sparsity)
+
+
+def _structured(module, example_inputs, ratio, importance, ignored_layers, round_to, batches) -> None:
+    try:
+        import torch_pruning as tp
+    except ImportError:
+        raise UsageError("structured pruning needs Torch-Pruning: pip install 'edgekit[prune]'") from None
+    import torch
+
+    if importance == "taylor":
+        imp = tp.importance.TaylorImportance()
+    elif importance in ("l1", "l2"):
+        imp = tp.importance.MagnitudeImportance(p=1 if importance == "l1" else 2)
+    else:
+        raise UsageError(f"--importance {importance!r}: use l1, l2 or taylor")
+    pruner = tp.pruner.MetaPruner(module, example_inputs, importance=imp, pruning_ratio=ratio,
+                                  ignored_layers=ignored_layers, round_to=round_to)
+    if importance == "taylor":
+        if not batches:
+            raise UsageError("--importance taylor needs labelled --data to compute gradients")
+        module.zero_grad()
+        for inputs, labels in batches:
+            if labels is None:
+                raise InputError("--importance taylor needs labels in --data")
+            torch.nn.functional.cross_entropy(module(*inputs), labels).backward()
+    pruner.step()
+    module.zero_grad(set_to_none=True)
+
+
+def _unstructured(module, ratio, importance, ignored) -> float:
+    from torch.nn.utils import prune as tprune
+
+    if importance not in ("l1", "l2"):
+        raise UsageError("unstructured pruning ranks single weights by magnitude: --importance l1 or l2")
+    targets = [(m, "weight") for name, m in module.named_modules()
+               if type(m).__name__ in COMPUTE and name not in ignored]
+    tprune.global_unstructured(targets, pruning_method=tprune.L1Unstructured, amount=ratio)
+    for m, name in targets:
+        tprune.remove(m, name)  # fold the mask into the weight: a plain module again
+    zeros = sum(int((m.weight == 0).sum()) for m, _ in targets)
+    total = sum(m.weight.numel() for m, _ in targets)
+    return zeros / total if total else 0.0

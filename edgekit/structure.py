@@ -1,0 +1,71 @@
+"""A pruned model as plain tensors: its state dict plus the layer sizes that pruning changed.
+
+Structured pruning changes layer shapes, so a pruned state dict no longer fits the model its
+`module:function` builds. Instead of pickling the whole module (which would need
+`torch.load(weights_only=False)`, i.e. running code from the file), edgekit saves the new sizes of
+each resized layer and re-sizes a freshly built model before loading the weights. The file loads
+with `weights_only=True` and needs no pruning library.
+
+    {"edgekit_format": "pruned-state-dict/1", "state_dict": {...}, "layers": {name: {attr: int}}}
+"""
+from __future__ import annotations
+
+FORMAT = "pruned-state-dict/1"
+# Attributes that describe a layer's size, per layer type (everything pruning may change).
+SIZE_ATTRS = {
+    "Conv1d": ("in_channels", "out_channels", "groups"),
+    "Conv2d": ("in_channels", "out_channels", "groups"),
+    "Conv3d": ("in_channels", "out_channels", "groups"),
+    "ConvTranspose2d": ("in_channels", "out_channels", "groups"),
+    "Linear": ("in_features", "out_features"),
+    "BatchNorm1d": ("num_features",),
+    "BatchNorm2d": ("num_features",),
+    "BatchNorm3d": ("num_features",),
+    "LayerNorm": ("normalized_shape",),
+    "GroupNorm": ("num_groups", "num_channels"),
+    "Embedding": ("num_embeddings", "embedding_dim"),
+    "PReLU": ("num_parameters",),
+}
+
+
+def layer_sizes(module) -> dict[str, dict]:
+    sizes = {}
+    for name, layer in module.named_modules():
+        attrs = SIZE_ATTRS.get(type(layer).__name__)
+        if attrs:
+            sizes[name] = {a: list(getattr(layer, a)) if isinstance(getattr(layer, a), tuple) else getattr(layer, a)
+                           for a in attrs}
+    return sizes
+
+
+def save(module, path, extra: dict | None = None) -> None:
+    import torch
+
+    torch.save({"edgekit_format": FORMAT, "state_dict": module.state_dict(), "layers": layer_sizes(module),
+                **(extra or {})}, path)
+
+
+def is_pruned_checkpoint(state) -> bool:
+    return isinstance(state, dict) and state.get("edgekit_format") == FORMAT
+
+
+def resize(module, layers: dict[str, dict], state_dict: dict) -> None:
+    """Give each named layer its saved sizes and parameters of the saved shapes (values loaded after)."""
+    import torch
+
+    named = dict(module.named_modules())
+    for name, attrs in layers.items():
+        layer = named.get(name)
+        if layer is None:
+            continue  # load_state_dict will name what does not fit
+        for attr, value in attrs.items():
+            setattr(layer, attr, tuple(value) if isinstance(value, list) else value)
+        for pname, tensor in list(layer.named_parameters(recurse=False)):
+            key = f"{name}.{pname}" if name else pname
+            if key in state_dict and state_dict[key].shape != tensor.shape:
+                setattr(layer, pname, torch.nn.Parameter(torch.empty_like(state_dict[key]),
+                                                         requires_grad=tensor.requires_grad))
+        for bname, buf in list(layer.named_buffers(recurse=False)):
+            key = f"{name}.{bname}" if name else bname
+            if buf is not None and key in state_dict and state_dict[key].shape != buf.shape:
+                layer.register_buffer(bname, torch.empty_like(state_dict[key]))
