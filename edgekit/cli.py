@@ -78,6 +78,11 @@ def main(debug: bool, verbose: bool) -> None:
 @click.option("--op-types", help="Comma-separated op types to quantize (default: all).")
 @click.option("--exclude-nodes", help="Comma-separated node names to keep in float.")
 @click.option("--transformer-scheme", type=click.Choice(["dynamic", "matmul-static", "off"]))
+@click.option("--auto", is_flag=True, default=None, help="When parity fails, search calibration methods, per-channel/"
+              "tensor, then keep the most sensitive nodes in float; pick the fastest passing trial.")
+@click.option("--max-trials", type=int, help="Bound on --auto trials (default 12).")
+@click.option("--time-budget", type=float, help="Bound on --auto search time in seconds (default 600).")
+@click.option("--max-excluded", type=int, help="Bound on nodes --auto keeps in float (default 8).")
 @click.option("--bench-runs", type=int, help="Timed runs per model.")
 @click.option("--no-bench", is_flag=True, default=None, help="Skip latency (the outputs then depend only on inputs).")
 @click.option("--archive", is_flag=True, default=None, help="Also write OUT/<target>.tar.gz.")
@@ -210,16 +215,26 @@ def check_cmd(path, junit_path, as_json):
 
 
 @main.command("inspect")
-@click.argument("model", type=click.Path())
+@click.argument("model", type=click.Path(), required=False)
+@click.option("--compare", nargs=2, type=click.Path(), metavar="FP32 INT8",
+              help="Per-layer quantization error between a float model and its int8 version.")
+@click.option("--data", help="Inputs for --compare (.npz, folder, MODULE:FN).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @_handle_errors
-def inspect_cmd(model, as_json):
-    """Opset, inputs/outputs, op histogram, parameters, size, quantization and NNAPI/CoreML coverage."""
-    from .errors import InputError
-    from .inspect_model import inspect, text
+def inspect_cmd(model, compare, data, as_json):
+    """Opset, inputs/outputs, op histogram, parameters, size, quantization and NNAPI/CoreML coverage;
+    with --compare FP32 INT8 --data D, the error each node adds, worst first."""
+    from .errors import UsageError
+    from .inspect_model import compare_text, inspect, layer_errors, text
 
-    if not Path(model).is_file():
-        raise InputError(f"{model}: no such file")
+    if compare:
+        if not data:
+            raise UsageError("--compare needs --data (validation inputs)")
+        rows = layer_errors(Path(compare[0]), Path(compare[1]), data)
+        click.echo(json.dumps(rows, indent=2) if as_json else compare_text(rows))
+        return
+    if not model:
+        raise UsageError("give a MODEL.onnx (or --compare FP32 INT8 --data D)")
     info = inspect(Path(model))
     click.echo(json.dumps(info, indent=2) if as_json else text(info))
 

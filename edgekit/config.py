@@ -77,6 +77,12 @@ class QuantSettings:
     exclude_nodes: tuple[str, ...] = ()
     # What to do with attention-style graphs, where full static QDQ wrecks the mask path.
     transformer_scheme: str = "dynamic"  # dynamic | matmul-static | off
+    # Accuracy-aware search when the defaults fail parity: calibration methods, per-channel/tensor,
+    # then keeping the most sensitive nodes in float, within these bounds.
+    auto: bool = False
+    max_trials: int = 12
+    time_budget: float = 600.0  # seconds
+    max_excluded: int = 8  # nodes kept in float at most
 
 
 @dataclass(frozen=True)
@@ -212,7 +218,8 @@ RANGES = {"opset": (10, 23), "threads": (1, 256), "samples": (1, 1_000_000), "pe
           "latency_p50_ms_max": (0.0, float("inf")), "size_mb_max": (0.0, float("inf")),
           "min_coverage": (0.0, 1.0), "golden_samples": (1, 10_000), "golden_tolerance": (0.0, 1.0),
           "ratio": (0.0, 0.99), "round_to": (0, 1024), "epochs": (1, 100_000), "temperature": (0.01, 100.0),
-          "alpha": (0.0, 1.0), "lr": (0.0, 10.0), "batch_size": (1, 1 << 20), "patience": (0, 100_000)}
+          "alpha": (0.0, 1.0), "lr": (0.0, 10.0), "batch_size": (1, 1 << 20), "patience": (0, 100_000),
+          "max_trials": (1, 10_000), "time_budget": (1.0, 1e7), "max_excluded": (0, 100_000)}
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -368,7 +375,8 @@ def load_recipe(path: Path) -> Recipe:
 QUANT_FLAGS = {"quant_mode": "mode", "quant_format": "format", "activation_type": "activation_type",
                "weight_type": "weight_type", "per_channel": "per_channel", "reduce_range": "reduce_range",
                "calibrate_method": "calibrate_method", "calibration_samples": "samples", "op_types": "op_types",
-               "exclude_nodes": "exclude_nodes", "transformer_scheme": "transformer_scheme"}
+               "exclude_nodes": "exclude_nodes", "transformer_scheme": "transformer_scheme", "auto": "auto",
+               "max_trials": "max_trials", "time_budget": "time_budget", "max_excluded": "max_excluded"}
 
 
 def recipe_from(source: str, flags: dict) -> Recipe:

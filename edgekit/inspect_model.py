@@ -8,12 +8,21 @@ QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Mat
              "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm"}
 
 
+def _existing_model(path: Path):
+    from . import export
+    from .errors import InputError
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    return export.load_onnx_input(path)
+
+
 def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml")) -> dict:
     import onnx
 
     from . import export, mobile
 
-    model = export.load_onnx_input(path)
+    model = _existing_model(path)
     inputs, outputs = export.io_specs(path)
     ops = Counter((n.domain + "::" if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in model.graph.node)
     params = sum(int(_numel(t)) for t in model.graph.initializer)
@@ -58,4 +67,29 @@ def text(info: dict) -> str:
                      + (f", {c['nodes_blocked_by_dynamic_shapes']} need fixed shapes "
                         f"({c['coverage_with_fixed_shapes']:.0%} with fixed shapes)"
                         if c["nodes_blocked_by_dynamic_shapes"] else ""))
+    return "\n".join(lines)
+
+
+def layer_errors(fp32: Path, int8: Path, data: str) -> dict:
+    """Per compute node: accumulated SQNR lost between its input and output; per tensor: SQNR."""
+    from . import calib, export, layers, tune
+
+    _existing_model(fp32), _existing_model(int8)
+    inputs, _ = export.io_specs(fp32)
+    feeds = calib.load(data, inputs).feeds
+    tensors = layers.tensor_errors(fp32, int8, feeds)
+    nodes = tune.node_sensitivity(fp32, tensors)
+    return {"nodes": [{k: v for k, v in r.items() if k != "exclude"} for r in nodes], "tensors": tensors,
+            "samples": min(len(feeds), 8)}
+
+
+def compare_text(rows: dict) -> str:
+    lines = [f"SQNR lost per compute node ({rows['samples']} samples), worst first:",
+             f"  {'node':40} {'op':8} {'in dB':>8} {'out dB':>8} {'lost dB':>8}"]
+    lines += [f"  {r['node'][:40]:40} {r['op']:8} {r['input_sqnr_db']:8.1f} {r['output_sqnr_db']:8.1f} "
+              f"{r['lost_db']:8.1f}" for r in rows["nodes"]]
+    lines += ["SQNR per quantized tensor (accumulated: float model vs int8 model), worst first:"]
+    lines += [f"  {r['tensor'][:50]:50} {r['accumulated_sqnr_db']:8.1f}" for r in
+              sorted(rows["tensors"], key=lambda r: r["accumulated_sqnr_db"] if r["accumulated_sqnr_db"] is not None
+                     else 1e9)]
     return "\n".join(lines)

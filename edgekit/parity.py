@@ -75,3 +75,21 @@ def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:
         raise InputError(f"{flat.size} labels for {preds.size} predicted rows: give one label per row "
                          "(labels of shape (samples, rows) when a sample holds several rows)")
     return float(np.mean(preds == flat.astype(np.int64)) * 100.0)
+
+
+def gate(gates: list, name: str, value, op: str, limit) -> None:
+    passed = value is not None and (value >= limit if op == ">=" else value <= limit)
+    gates.append({"name": name, "value": value, "op": op, "limit": limit, "passed": bool(passed)})
+
+
+def quantization_gates(outputs: list[dict], accuracy: dict | None, spec, classifier: bool) -> list[dict]:
+    """The target's fp32-vs-int8 thresholds (a ParitySpec) applied to per-output parity dicts."""
+    gates: list[dict] = []
+    gate(gates, "quant_cosine", min(o["cosine"] for o in outputs), ">=", spec.quant_cosine_min)
+    gate(gates, "quant_sqnr_db", min(o["sqnr_db"] for o in outputs), ">=", spec.quant_sqnr_min_db)
+    top1 = [o["top1_agreement"] for o in outputs if "top1_agreement" in o]
+    if classifier and top1:
+        gate(gates, "top1_agreement", min(top1), ">=", spec.top1_agreement_min)
+    if accuracy:
+        gate(gates, "accuracy_drop", accuracy["drop"], "<=", spec.accuracy_drop_max)
+    return gates

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, archive, bench, calib, export, host, mobile, outdir, package, parity, quantize
+from . import (__version__, archive, bench, calib, export, host, layers, mobile, outdir, package, parity, quantize,
+               tune)
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
 from .errors import UsageError
 from .load import load_model
@@ -179,10 +180,13 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
     tdir.mkdir()
     fp32, int8 = tdir / "model.onnx", tdir / "model.int8.onnx"
     shutil.copyfile(prep.fp32, fp32)
-    qplan, n_cal = _quantize(shared, target, fp32, int8)
+    qplan = quantize.plan(fp32, apply_quant_overrides(target.quantize, shared.recipe.quantize,
+                                                      f"quantize overrides for {target.name}"),
+                          set(shared.recipe.quantize), target.runtime.arch)
     providers, threads = list(target.runtime.providers), target.runtime.threads
     # An ARM device's int8 arithmetic does not saturate; on an x86 host without VNNI emulate it exactly.
     emulate = target.runtime.arch != "x86_64" and host.x86_needs_reduce_range() and not qplan.reduce_range
+    qplan, n_cal, tuning = _quantize(shared, target, qplan, prep, fp32, int8, emulate)
     int8_val = run_onnx(session(int8, providers, threads, exact_int8=emulate)[0], shared.val.feeds)
     quant_parity = _parity_block(parity.compare([o.name for o in prep.outputs], prep.fp32_val, int8_val), shared.val)
     quant_parity["int8_kernels"] = ("exact u8s8 (session.x64quantprecision=1, emulating the device)" if emulate
@@ -208,6 +212,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
         "calibration": {"data": cal.origin, "samples": n_cal, "random": cal.random},
         "validation": {"data": val.origin, "samples": len(val), "random": val.random},
         "parity": {"export": prep.export_parity, "quantization": quant_parity},
+        "layers": _layer_report(qplan, fp32, int8, val.feeds, tuning),
+        "tuning": tuning,
         "accuracy": _accuracy(val, shared.torch_val, prep.fp32_val, int8_val),
         "latency": latency,
         "compression": shared.compression,
@@ -255,19 +261,52 @@ def _package(shared: Shared, target: Target, tdir: Path, int8: Path, names: list
     return out
 
 
-def _quantize(shared: Shared, target: Target, fp32: Path, int8: Path):
-    overrides = shared.recipe.quantize
-    settings = apply_quant_overrides(target.quantize, overrides, f"quantize overrides for {target.name}")
-    qplan = quantize.plan(fp32, settings, set(overrides), target.runtime.arch)
-    if qplan.settings.mode == "dynamic":  # ranges come from each input at run time: nothing to calibrate
+def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path, int8: Path, emulate: bool):
+    """Quantize with the plan, or with `auto`, search for the fastest settings that pass parity."""
+    settings = qplan.settings
+    if settings.mode == "dynamic":  # ranges come from each input at run time: nothing to calibrate
         quantize.quantize(fp32, int8, qplan, [])
-        n_cal = 0
+        export.check(int8)
+        return qplan, 0, None
+    n_cal = min(len(shared.cal), settings.samples)
+    tuning = None
+    if settings.auto:
+        work = shared.stage / ".work" / f"tune-{target.name}"
+        work.mkdir(parents=True)
+        ctx = tune.Context(fp32, work, shared.cal.feeds[:n_cal], shared.val.feeds, prep.fp32_val,
+                           [o.name for o in prep.outputs], shared.val.labels, target.parity,
+                           _is_classifier(shared.recipe, shared.val), list(target.runtime.providers),
+                           target.runtime.threads, emulate)
+        with bar(f"tuning {target.name}", settings.max_trials, shared.progress) as advance:
+            chosen, trials, sensitivity = tune.tune(ctx, qplan, settings.max_trials, settings.time_budget,
+                                                    settings.max_excluded, lambda t: (advance(1), _log_trial(t)))
+        shutil.copyfile(chosen.path, int8)
+        qplan = dataclasses.replace(qplan, settings=dataclasses.replace(
+            settings, calibrate_method=chosen.calibrate_method, per_channel=chosen.per_channel,
+            exclude_nodes=tuple(dict.fromkeys((*settings.exclude_nodes, *chosen.excluded)))))
+        base = trials[0].int8_p50_ms
+        tuning = {"chosen": chosen.index, "passed": chosen.passed, "trials": [t.as_dict() for t in trials],
+                  "excluded": [{"node": n, "why": next(t.why for t in trials if n in t.excluded)} for n in chosen.excluded],
+                  "latency_price": round(chosen.int8_p50_ms / base, 3) if base else None,
+                  "seconds": round(sum(t.seconds for t in trials), 3)}
     else:
-        n_cal = min(len(shared.cal), qplan.settings.samples)
         with bar(f"calibrating {target.name}", n_cal, shared.progress) as advance:
             quantize.quantize(fp32, int8, qplan, shared.cal.feeds[:n_cal], advance)
     export.check(int8)
-    return qplan, n_cal
+    return qplan, n_cal, tuning
+
+
+def _log_trial(t) -> None:
+    log.info("trial %d %-40s cos %.4f sqnr %.1f dB %s p50 %.3f ms", t.index, t.why[:40], t.cosine, t.sqnr_db,
+             "pass" if t.passed else "fail", t.int8_p50_ms)
+
+
+def _layer_report(qplan, fp32: Path, int8: Path, feeds, tuning, top: int = 10) -> list[dict] | None:
+    """Per-node SQNR lost, worst first, for static QDQ models (what `--auto` would exclude first)."""
+    if qplan.settings.mode != "static" or qplan.settings.format != "QDQ":
+        return None
+    rows = tune.node_sensitivity(fp32, layers.tensor_errors(fp32, int8, feeds, limit=4))
+    return [{k: r[k] for k in ("node", "op", "input_sqnr_db", "output_sqnr_db", "lost_db")} for r in rows[:top]]
 
 
 def _accuracy(val, torch_val, fp32_val, int8_val) -> dict | None:
@@ -290,30 +329,20 @@ def _is_classifier(recipe, val) -> bool:
 def _gates(target: Target, m: dict, classifier: bool, int8_bytes: int) -> list[dict]:
     p = target.parity
     gates = []
-
-    def gate(name, value, op, limit):
-        passed = value is not None and (value >= limit if op == ">=" else value <= limit)
-        gates.append({"name": name, "value": value, "op": op, "limit": limit, "passed": bool(passed)})
-
     export_p = m["parity"]["export"]
     if export_p:
-        gate("export_cosine", min(o["cosine_min"] for o in export_p["outputs"]), ">=", p.export_cosine_min)
-        gate("export_max_abs", max(o["max_abs"] for o in export_p["outputs"]), "<=", p.export_max_abs)
-    q = m["parity"]["quantization"]["outputs"]
-    gate("quant_cosine", min(o["cosine"] for o in q), ">=", p.quant_cosine_min)
-    gate("quant_sqnr_db", min(o["sqnr_db"] for o in q), ">=", p.quant_sqnr_min_db)
-    top1 = [o["top1_agreement"] for o in q if "top1_agreement" in o]
-    if classifier and top1:
-        gate("top1_agreement", min(top1), ">=", p.top1_agreement_min)
-    if m["accuracy"]:
-        gate("accuracy_drop", m["accuracy"]["drop"], "<=", p.accuracy_drop_max)
+        parity.gate(gates, "export_cosine", min(o["cosine_min"] for o in export_p["outputs"]), ">=",
+                    p.export_cosine_min)
+        parity.gate(gates, "export_max_abs", max(o["max_abs"] for o in export_p["outputs"]), "<=", p.export_max_abs)
+    gates += parity.quantization_gates(m["parity"]["quantization"]["outputs"], m["accuracy"], p, classifier)
     if target.budgets.latency_p50_ms_max and m["latency"]:
-        gate("latency_p50_ms", m["latency"]["int8"]["p50_ms"], "<=", target.budgets.latency_p50_ms_max)
+        parity.gate(gates, "latency_p50_ms", m["latency"]["int8"]["p50_ms"], "<=", target.budgets.latency_p50_ms_max)
+    if target.budgets.size_mb_max:
+        parity.gate(gates, "size_mb", int8_bytes / 1e6, "<=", target.budgets.size_mb_max)
     if target.package.min_coverage and target.package.coverage:
         first = target.package.coverage[0]
-        gate(f"{first}_coverage", m["mobile_coverage"][first]["coverage"], ">=", target.package.min_coverage)
-    if target.budgets.size_mb_max:
-        gate("size_mb", int8_bytes / 1e6, "<=", target.budgets.size_mb_max)
+        parity.gate(gates, f"{first}_coverage", m["mobile_coverage"][first]["coverage"], ">=",
+                    target.package.min_coverage)
     return gates
 
 

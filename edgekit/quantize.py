@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,18 +115,19 @@ def plan(model_path: Path, settings: QuantSettings, explicit: set[str], arch: st
     return Plan(settings, reduce, attention, tuple(reasons))
 
 
-def quantize(src: Path, dest: Path, p: Plan, feeds: list, progress=None) -> Path:
+def quantize(src: Path, dest: Path, p: Plan, feeds: list, progress=None, cache: Path | None = None) -> Path:
+    """`cache`: onnxruntime's calibration cache; trials that share a calibration method reuse its ranges."""
     try:
-        # onnxruntime's calibrators print progress on stdout, which belongs to --json
-        with contextlib.redirect_stdout(sys.stderr):
-            _call(p, str(src), str(dest), feeds, progress)
+        # onnxruntime's histogram calibrators print chatter on stdout, which belongs to --json
+        with contextlib.redirect_stdout(io.StringIO()):
+            _call(p, str(src), str(dest), feeds, progress, cache)
     except Exception as e:
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise StageError("quantization", f"{type(e).__name__}: {first}") from e
     return dest
 
 
-def _call(p: Plan, src: str, dest: str, feeds: list, progress) -> None:
+def _call(p: Plan, src: str, dest: str, feeds: list, progress, cache: Path | None) -> None:
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
 
@@ -151,4 +152,4 @@ def _call(p: Plan, src: str, dest: str, feeds: list, progress) -> None:
                     op_types_to_quantize=op_types, per_channel=s.per_channel, reduce_range=p.reduce_range,
                     activation_type=getattr(QuantType, QUANT_TYPES[s.activation_type]), weight_type=weight_type,
                     nodes_to_exclude=excluded, calibrate_method=getattr(CalibrationMethod, METHODS[s.calibrate_method]),
-                    extra_options=extra)
+                    extra_options=extra, calibration_cache_path=str(cache) if cache else None)

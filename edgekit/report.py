@@ -89,6 +89,25 @@ def markdown(m: dict) -> str:
                    f"(coverage with fixed shapes {c['coverage_with_fixed_shapes']:.0%})")
     if m.get("mobile_coverage"):
         out.append("")
+    if m.get("tuning"):
+        t = m["tuning"]
+        out += ["## Accuracy-aware search (--auto)", "",
+                f"Chose trial {t['chosen']} ({'passes' if t['passed'] else 'NO TRIAL PASSED; best SQNR kept'}) after "
+                f"{len(t['trials'])} trial(s) in {t['seconds']:.1f} s; int8 latency price vs the target's defaults: "
+                f"{_fmt(t['latency_price'], '.2f')}x.", "",
+                "| # | why | calibration | per-channel | excluded | cosine | SQNR dB | int8 p50 ms | result |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for r in t["trials"]:
+            out.append(f"| {r['index']} | {r['why']} | {r['calibrate_method']} | {r['per_channel']} | "
+                       f"{', '.join(r['excluded']) or '-'} | {r['cosine']:.4f} | {r['sqnr_db']:.1f} | "
+                       f"{r['int8_p50_ms']:.3f} | {'pass' if r['passed'] else 'fail: ' + ', '.join(r['failed_gates'])} |")
+        out += [""] + [f"- kept in float: `{e['node']}`: {e['why']}" for e in t["excluded"]] + [""]
+    if m.get("layers"):
+        out += ["## Per-layer error (accumulated SQNR lost at each compute node, worst first)", "",
+                "| node | op | input dB | output dB | lost dB |", "|---|---|---|---|---|"]
+        out += [f"| {r['node']} | {r['op']} | {r['input_sqnr_db']:.1f} | {r['output_sqnr_db']:.1f} | {r['lost_db']:.1f} |"
+                for r in m["layers"]]
+        out.append("")
     out += ["## Quantization", ""]
     for k, v in m["quantization"].items():
         out.append(f"- {k}: {v}")

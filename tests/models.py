@@ -126,3 +126,38 @@ class Branchy(nn.Module):
 def branchy():
     torch.manual_seed(0)
     return Branchy()
+
+
+class Outlier(nn.Module):
+    """A conv stack where one conv's output carries a few huge activations: one per-tensor range for
+    that tensor wastes almost every int8 level on the outliers (as transformer FFN activations do)."""
+
+    def __init__(self, outliers: bool = True, depth: int = 8):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 32, 3, padding=1)
+        self.c2 = nn.Conv2d(32, 32, 3, padding=1)
+        self.c3 = nn.Conv2d(32, 32, 3, padding=1, bias=False)
+        self.rest = nn.ModuleList(nn.Conv2d(32, 32, 3, padding=1, bias=False) for _ in range(depth))
+        self.head = nn.Linear(32, 10, bias=False)  # no biases after c2: the output is all signal
+        if outliers:
+            with torch.no_grad():  # channel 0 of c2 is 3000x louder than the rest
+                self.c2.weight[0] *= 3000.0
+                self.c2.bias[0] += 3000.0
+                self.c3.weight[:, 0] /= 3000.0
+
+    def forward(self, image):
+        x = torch.relu(self.c1(image))
+        x = torch.relu(self.c3(self.c2(x)))
+        for conv in self.rest:
+            x = torch.relu(conv(x))
+        return self.head(x.mean((2, 3)))
+
+
+def outlier():
+    torch.manual_seed(0)
+    return Outlier(True)
+
+
+def no_outlier():
+    torch.manual_seed(0)
+    return Outlier(False)

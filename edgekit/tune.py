@@ -1,0 +1,193 @@
+"""Accuracy-aware quantization (`--auto`): when the target's defaults fail parity, try in order of
+cost other calibration methods, per-tensor vs per-channel, then keep the most sensitive nodes in
+float one at a time (greedy by measured SQNR gain), and pick the fastest trial that passes.
+
+Cost is bounded: one calibration pass per method (onnxruntime's calibration cache; every later
+trial only re-quantizes), and the search stops at `max_trials`, `time_budget` or `max_excluded`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import bench, layers, parity, quantize
+from .runtime import run_onnx, session
+
+COMPUTE_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
+SEARCH_PERCENTILE = 99.99
+CANDIDATES_PER_ROUND = 3
+
+
+@dataclass
+class Trial:
+    index: int
+    why: str
+    calibrate_method: str
+    per_channel: bool
+    excluded: tuple[str, ...]
+    cosine: float
+    sqnr_db: float
+    passed: bool
+    failed_gates: list[str]
+    int8_p50_ms: float
+    seconds: float
+    path: str = ""
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["excluded"] = list(self.excluded)
+        d.pop("path")
+        return d
+
+
+@dataclass
+class Context:
+    fp32: Path
+    work: Path
+    cal_feeds: list
+    val_feeds: list
+    fp32_val: list
+    names: list[str]
+    labels: object
+    spec: object  # ParitySpec
+    classifier: bool
+    providers: list[str]
+    threads: int
+    exact_int8: bool
+
+
+def tune(ctx: Context, base: quantize.Plan, max_trials: int, time_budget: float, max_excluded: int,
+         progress=None) -> tuple[Trial, list[Trial], list[dict]]:
+    """Returns (chosen trial, every trial, per-node sensitivity of the last analysis)."""
+    start = time.perf_counter()
+    trials: list[Trial] = []
+    sensitivity: list[dict] = []
+
+    def budget_left() -> bool:
+        return len(trials) < max_trials and time.perf_counter() - start < time_budget
+
+    def attempt(why: str, settings, excluded=()) -> Trial:
+        trial = _evaluate(ctx, dataclasses.replace(base, settings=dataclasses.replace(
+            settings, exclude_nodes=tuple(dict.fromkeys((*settings.exclude_nodes, *excluded))))),
+            len(trials), why, tuple(excluded))
+        trials.append(trial)
+        if progress:
+            progress(trial)
+        return trial
+
+    def done():
+        passing = [t for t in trials if t.passed]
+        return min(passing, key=lambda t: t.int8_p50_ms) if passing else None
+
+    s = base.settings
+    attempt("target defaults", s)
+    if done() or base.settings.mode == "dynamic":
+        return done() or trials[0], trials, sensitivity
+    for method in ("minmax", "entropy", "percentile"):
+        if method != s.calibrate_method and budget_left():
+            attempt(f"calibration {method}", dataclasses.replace(s, calibrate_method=method,
+                                                               percentile=SEARCH_PERCENTILE))
+    if done():
+        return done(), trials, sensitivity
+    best = max(trials, key=lambda t: t.sqnr_db)
+    best_settings = dataclasses.replace(s, calibrate_method=best.calibrate_method, percentile=SEARCH_PERCENTILE)
+    if budget_left():
+        attempt(f"{'per-tensor' if s.per_channel else 'per-channel'} ({best.calibrate_method})",
+                dataclasses.replace(best_settings, per_channel=not s.per_channel))
+    if done():
+        return done(), trials, sensitivity
+    best = max(trials, key=lambda t: t.sqnr_db)
+    best_settings = dataclasses.replace(best_settings, per_channel=best.per_channel)
+    excluded: tuple[str, ...] = ()
+    while budget_left() and len(excluded) < max_excluded:
+        sensitivity = node_sensitivity(ctx.fp32, layers.tensor_errors(ctx.fp32, Path(best.path), ctx.val_feeds))
+        round_trials = []
+        for cand in sensitivity[:CANDIDATES_PER_ROUND]:  # most SQNR lost first
+            new = tuple(n for n in cand["exclude"] if n not in excluded)
+            if new and budget_left() and len(excluded) + len(new) <= max_excluded:
+                round_trials.append(attempt(f"keep {', '.join(new)} in float (lost {cand['lost_db']:.1f} dB)",
+                                            best_settings, excluded + new))
+                if round_trials[-1].passed:  # fewest nodes in float: stop here
+                    return done(), trials, sensitivity
+        if not round_trials:
+            break
+        step = max(round_trials, key=lambda t: t.sqnr_db)
+        if step.sqnr_db <= best.sqnr_db:
+            break  # no measured gain: more exclusions would only cost speed
+        best, excluded = step, step.excluded
+    return max(trials, key=lambda t: t.sqnr_db), trials, sensitivity
+
+
+def _evaluate(ctx: Context, plan: quantize.Plan, index: int, why: str, excluded) -> Trial:
+    start = time.perf_counter()
+    s = plan.settings
+    out = ctx.work / f"trial{index}.onnx"
+    key = s.calibrate_method + (f"-{s.percentile}" if s.calibrate_method == "percentile" else "")
+    quantize.quantize(ctx.fp32, out, plan, ctx.cal_feeds, cache=ctx.work / f"calibration-{key}.json")
+    int8_val = run_onnx(session(out, ctx.providers, ctx.threads, exact_int8=ctx.exact_int8)[0], ctx.val_feeds)
+    results = [r.as_dict() for r in parity.compare(ctx.names, ctx.fp32_val, int8_val)]
+    accuracy = None
+    if ctx.labels is not None:
+        accuracy = {"drop": parity.accuracy(ctx.fp32_val, ctx.labels) - parity.accuracy(int8_val, ctx.labels)}
+    gates = parity.quantization_gates(results, accuracy, ctx.spec, ctx.classifier)
+    lat = bench.measure_pair({"int8": str(out)}, ctx.val_feeds[0], ctx.providers, ctx.threads, 10, 30)["int8"]
+    return Trial(index, why, s.calibrate_method, s.per_channel, excluded, min(r["cosine"] for r in results),
+                 min(r["sqnr_db"] for r in results), all(g["passed"] for g in gates),
+                 [g["name"] for g in gates if not g["passed"]], lat.p50_ms, round(time.perf_counter() - start, 3),
+                 str(out))
+
+
+def node_sensitivity(fp32: Path, tensor_rows: list[dict]) -> list[dict]:
+    """Compute nodes ranked by the accumulated SQNR lost between their input and their output.
+
+    Tensor-level SQNR is energy weighted: an outlier channel keeps a tensor's own SQNR high while
+    every other channel is crushed, and the damage shows one node later. So each conv/matmul is
+    judged by how much accumulated SQNR it loses, and the fix tried is to keep both it and the
+    compute node feeding it in float (the QDQ pair between them then disappears).
+    """
+    import onnx
+
+    graph = onnx.load(str(fp32), load_external_data=False).graph
+    acc = {r["tensor"]: r["accumulated_sqnr_db"] for r in tensor_rows if r["accumulated_sqnr_db"] is not None}
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    initializers = {t.name for t in graph.initializer}
+
+    def back(tensor):  # nearest tracked tensor upstream, and the compute node that made it
+        seen = 0
+        while tensor not in acc and tensor in producer and seen < 8:
+            node = producer[tensor]
+            tensor = next((i for i in node.input if i not in initializers), None)
+            seen += 1
+        node = producer.get(tensor)
+        while node is not None and node.op_type not in COMPUTE_OPS and seen < 16:
+            prev = next((i for i in node.input if i not in initializers), None)
+            node = producer.get(prev)
+            seen += 1
+        return acc.get(tensor), node
+
+    def forward(tensor):  # nearest tracked tensor downstream through single-consumer glue (Relu, Add ...)
+        seen = 0
+        while tensor not in acc and len(consumers.get(tensor, [])) == 1 and seen < 8:
+            tensor = consumers[tensor][0].output[0]
+            seen += 1
+        return acc.get(tensor)
+
+    rows = []
+    for node in graph.node:
+        if node.op_type not in COMPUTE_OPS:
+            continue
+        data_in = next((i for i in node.input if i not in initializers), None)
+        in_db, feeder = back(data_in) if data_in else (None, None)
+        out_db = forward(node.output[0])
+        if in_db is None or out_db is None:
+            continue
+        exclude = tuple(n.name for n in (feeder, node) if n is not None)
+        rows.append({"node": node.name, "op": node.op_type, "input_sqnr_db": in_db, "output_sqnr_db": out_db,
+                     "lost_db": round(in_db - out_db, 3), "exclude": exclude})
+    return sorted(rows, key=lambda r: -r["lost_db"])

@@ -1,0 +1,97 @@
+"""Accuracy-aware quantization (issue 5): per-layer error, `--auto` fallback search, bounded cost."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from conftest import DIGITS
+
+from edgekit.cli import main
+
+SPEC = ["--input", "image:Nx3x32x32"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tune")
+    rng = np.random.default_rng(0)
+    np.savez(d / "cal.npz", image=rng.random((48, 3, 32, 32), dtype=np.float32))
+    np.savez(d / "val.npz", image=rng.random((12, 3, 32, 32), dtype=np.float32))
+    return d
+
+
+def export(model, data, out, *extra):
+    result = CliRunner().invoke(main, ["export", model, *SPEC, "--calibration", str(data / "cal.npz"), "--validation",
+                                       str(data / "val.npz"), "--out", str(out), "--bench-runs", "5", "--json",
+                                       *map(str, extra)])
+    return result, (json.loads(result.stdout)[0] if result.stdout.strip().startswith("[") else None)
+
+
+def quantized_convs(path):
+    graph = onnx.load(path).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    return sum(producer.get(n.input[1]) == "DequantizeLinear" for n in convs), len(convs)
+
+
+def test_outlier_layer_fails_defaults_and_auto_fixes_it(data, tmp_path):
+    plain, m = export("models:outlier", data, tmp_path / "plain")
+    assert plain.exit_code == 1 and not m["passed"]
+    worst = m["layers"][0]
+    assert worst["node"] == "/c3/Conv" and worst["lost_db"] > 20  # the per-layer report names the culprit
+    result, auto = export("models:outlier", data, tmp_path / "auto", "--auto")
+    assert result.exit_code == 0, result.output
+    t = auto["tuning"]
+    assert t["passed"] and len(t["trials"]) > 1
+    assert set(auto["quantization"]["exclude_nodes"]) == {"/c2/Conv", "/c3/Conv"}
+    assert [e["node"] for e in t["excluded"]] == ["/c2/Conv", "/c3/Conv"] and "lost" in t["excluded"][0]["why"]
+    quantized, total = quantized_convs(tmp_path / "auto" / "desktop-x86" / "model.int8.onnx")
+    assert quantized == total - 2  # the rest of the model stays int8
+    assert auto["parity"]["quantization"]["outputs"][0]["sqnr_db"] >= 15
+    report = (tmp_path / "auto" / "desktop-x86" / "report.md").read_text()
+    assert "Accuracy-aware search" in report and "kept in float: `/c3/Conv`" in report
+
+
+def test_auto_keeps_defaults_when_they_pass(data, tmp_path):
+    result, m = export("models:no_outlier", data, tmp_path, "--auto")
+    assert result.exit_code == 0, result.output
+    assert len(m["tuning"]["trials"]) == 1 and m["tuning"]["chosen"] == 0 and m["tuning"]["excluded"] == []
+
+
+def test_auto_is_bounded_by_max_trials(data, tmp_path):
+    result, m = export("models:outlier", data, tmp_path, "--auto", "--max-trials", "2")
+    assert result.exit_code == 1  # the fix was beyond the budget: the best trial is kept, marked failed
+    assert len(m["tuning"]["trials"]) == 2 and not m["tuning"]["passed"]
+
+
+def test_trials_reuse_one_calibration_per_method(data, tmp_path, monkeypatch):
+    from onnxruntime.quantization import calibrate
+    calls = []
+    original = calibrate.MinMaxCalibrater.collect_data
+    monkeypatch.setattr(calibrate.MinMaxCalibrater, "collect_data",
+                        lambda self, reader: (calls.append(1), original(self, reader))[1])
+    result, m = export("models:outlier", data, tmp_path, "--auto")
+    minmax_trials = [t for t in m["tuning"]["trials"] if t["calibrate_method"] == "minmax"]
+    assert len(minmax_trials) >= 3 and len(calls) == 1
+
+
+def test_digits_auto_passes_first_trial(tmp_path):
+    result = CliRunner().invoke(main, ["export", str(DIGITS / "edgekit.toml"), "-t", "desktop-x86", "--auto",
+                                       "--out", str(tmp_path), "--bench-runs", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)[0]["tuning"]["trials"]) == 1
+
+
+def test_inspect_compare(data, tmp_path):
+    export("models:outlier", data, tmp_path)
+    folder = tmp_path / "desktop-x86"
+    result = CliRunner().invoke(main, ["inspect", "--compare", str(folder / "model.onnx"),
+                                       str(folder / "model.int8.onnx"), "--data", str(data / "val.npz"), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert rows["nodes"][0]["node"] == "/c3/Conv"
+    assert {"tensor", "local_sqnr_db", "accumulated_sqnr_db"} <= set(rows["tensors"][0])
+    missing = CliRunner().invoke(main, ["inspect", "--compare", str(folder / "model.onnx"), str(folder / "x.onnx"),
+                                        "--data", str(data / "val.npz")])
+    assert missing.exit_code == 3
