@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -11,6 +12,10 @@ import click
 
 from . import __version__
 from .errors import EdgekitError, ExitCode
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _handle_errors(fn):
@@ -47,6 +52,7 @@ def _handle_errors(fn):
 @click.option("-v", "--verbose", is_flag=True, help="Log each step on stderr.")
 def main(debug: bool, verbose: bool) -> None:
     """PyTorch models → validated int8 ONNX deployables per edge target."""
+    signal.signal(signal.SIGTERM, _interrupt)  # CI cancels with SIGTERM: clean up as for Ctrl-C
     # our own log lines at the asked level; libraries' warnings (onnxruntime's shape inference retries,
     # transformers) only with --debug, since edgekit reports what matters in its own words
     logging.basicConfig(level=logging.DEBUG if debug else logging.ERROR, format="%(name)s: %(message)s",
@@ -57,6 +63,8 @@ def main(debug: bool, verbose: bool) -> None:
 @main.command()
 @click.argument("source")
 @click.option("--weights", help="State dict or checkpoint (loaded with weights_only=True).")
+@click.option("--trust-checkpoint", is_flag=True, default=None,
+              help="Load --weights with weights_only=False (runs pickled code: only for files you trust).")
 @click.option("--input", "inputs", multiple=True, metavar="NAME:SHAPE[:DTYPE]",
               help="Model input, e.g. image:Nx3x224x224 or input_ids:Nxseq:int64. Repeat for several.")
 @click.option("--output-name", "output_names", multiple=True, help="Name for each model output, in order.")
@@ -122,6 +130,7 @@ def _specs(inputs):
 @main.command()
 @click.argument("source")
 @click.option("--weights", help="State dict or checkpoint (weights_only=True).")
+@click.option("--trust-checkpoint", is_flag=True, help="Load --weights with weights_only=False (trusted files only).")
 @click.option("--input", "inputs", multiple=True, required=True, metavar="NAME:SHAPE[:DTYPE]")
 @click.option("--ratio", type=float, required=True, help="Share of channels (structured) or weights to remove.")
 @click.option("--method", type=click.Choice(["structured", "unstructured"]), default="structured", show_default=True)
@@ -132,13 +141,13 @@ def _specs(inputs):
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pruned model file (.pt).")
 @click.option("--json", "as_json", is_flag=True)
 @_handle_errors
-def prune(source, weights, inputs, ratio, method, importance, ignore, round_to, data, out, as_json):
+def prune(source, weights, trust_checkpoint, inputs, ratio, method, importance, ignore, round_to, data, out, as_json):
     """Remove channels (or weights) from SOURCE; saves a state dict that `export --weights` reloads."""
     from .compress import PruneSpec, load_batches, run_prune, save
     from .load import load_model
 
     specs = _specs(inputs)
-    loaded = load_model(source, weights)
+    loaded = load_model(source, weights, trust_checkpoint)
     if loaded.module is None or loaded.program is not None:
         raise click.UsageError("prune takes a MODULE:FUNCTION or FILE.py:FUNCTION model (a plain nn.Module)")
     batches = load_batches(data, specs, 32) if data else None
@@ -157,6 +166,7 @@ def prune(source, weights, inputs, ratio, method, importance, ignore, round_to, 
 @click.option("--teacher-weights")
 @click.option("--student", required=True, help="Student model source (e.g. the same MODULE:FUNCTION).")
 @click.option("--student-weights", help="Student weights, e.g. the output of `edgekit prune`.")
+@click.option("--trust-checkpoint", is_flag=True, help="Load weights with weights_only=False (trusted files only).")
 @click.option("--data", required=True, help="MODULE:FN yielding (inputs, labels) batches, or labelled .npz data.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME:SHAPE[:DTYPE]", help="Needed for .npz data.")
 @click.option("--epochs", type=int, default=10, show_default=True)
@@ -171,7 +181,8 @@ def prune(source, weights, inputs, ratio, method, importance, ignore, round_to, 
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Best student (.pt), saved as it improves.")
 @click.option("--json", "as_json", is_flag=True)
 @_handle_errors
-def distill(teacher, teacher_weights, student, student_weights, data, inputs, out, as_json, **settings):
+def distill(teacher, teacher_weights, student, student_weights, trust_checkpoint, data, inputs, out, as_json,
+            **settings):
     """Train STUDENT to match TEACHER (soft targets + labels), keeping the best epoch."""
     from .compress import load_batches, run_distill
     from .config import DistillSettings
@@ -180,8 +191,8 @@ def distill(teacher, teacher_weights, student, student_weights, data, inputs, ou
     import torch
 
     torch.manual_seed(settings["seed"])
-    t = load_model(teacher, teacher_weights).module
-    s = load_model(student, student_weights).module
+    t = load_model(teacher, teacher_weights, trust_checkpoint).module
+    s = load_model(student, student_weights, trust_checkpoint).module
     batches = load_batches(data, _specs(inputs), settings["batch_size"])
     settings["features"] = tuple(settings["features"])
     result = run_distill(t, s, batches, DistillSettings(data=data, **settings), Path(out), progress=not as_json)

@@ -188,6 +188,7 @@ class Recipe:
     bench: BenchSpec = BenchSpec()
     prune: PruneSpec | None = None  # prune (and usually distill) before export
     distill: DistillSettings | None = None
+    trust_checkpoint: bool = False  # torch.load(weights_only=False): only for files the user vouches for
     archive: bool = False  # also write OUT/<target>.tar.gz
     no_bench: bool = False  # skip latency: the manifest (and archive) then depend only on the inputs
 

@@ -105,17 +105,80 @@ def check(path: Path) -> None:
         raise StageError("onnx check", first) from e
 
 
+KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
+
+
 def load_onnx_input(path: Path):
-    """Read and validate a user-given .onnx; a broken file is bad input, not a toolchain failure."""
+    """Read and validate a user-given .onnx; anything wrong with it is bad input (exit 3), found before
+    onnxruntime touches it: unreadable bytes, external data outside the model's folder, ops or domains
+    no runtime here implements, an invalid graph."""
     import onnx
 
+    path = Path(path)
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise InputError(f"model {str(path)!r} is not a valid ONNX model: {_first_line(e)}") from e
+    _check_external_data(model, path)
+    for node in model.graph.node:
+        domain = node.domain or "ai.onnx"
+        if node.domain not in KNOWN_DOMAINS:
+            raise InputError(f"model {str(path)!r}: node {node.name or node.op_type!r} uses op {node.op_type!r} from "
+                             f"domain {domain!r}, which onnxruntime does not implement")
+    try:
+        onnx.load_external_data_for_model(model, str(path.parent))
         onnx.checker.check_model(model, full_check=False)
     except Exception as e:
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise InputError(f"model {str(path)!r} is not a valid ONNX model: {first}") from e
+        raise InputError(f"model {str(path)!r} is not a valid ONNX model: {_first_line(e)}") from e
+    _check_runtime_kernels(path)
     return model
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+
+
+def _check_external_data(model, path: Path) -> None:
+    """External tensor files must sit inside the model's folder: no absolute paths, no `..`, no links out."""
+    import onnx
+
+    folder = path.resolve().parent
+    for tensor in _tensors(model.graph):
+        if not onnx.external_data_helper.uses_external_data(tensor):
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (folder / location).resolve()
+        if not location or Path(location).is_absolute() or ".." in Path(location).parts or \
+                not target.is_relative_to(folder):
+            raise InputError(f"model {str(path)!r}: tensor {tensor.name!r} points at external data {location!r} "
+                             "outside the model's folder")
+        if not target.is_file():
+            raise InputError(f"model {str(path)!r}: external data file {location!r} of tensor {tensor.name!r} is missing")
+
+
+def _tensors(graph):
+    """Initializers and tensor attributes of a graph and its subgraphs."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _tensors(sub)
+
+
+def _check_runtime_kernels(path: Path) -> None:
+    """An op onnxruntime has no kernel for fails here, named, rather than deep inside pre-processing."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise InputError(f"model {str(path)!r} does not load in onnxruntime: {_first_line(e)}") from e
 
 
 def io_specs(path: Path) -> tuple[tuple[InputSpec, ...], tuple[InputSpec, ...]]:

@@ -1,6 +1,7 @@
 """Turn a model source (`pkg.mod:fn`, `file.py:fn`, TorchScript, torch.export archive, .onnx) into a model."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ class LoadedModel:
         return self.onnx_path is not None
 
 
-def load_model(source: str, weights: str | None = None) -> LoadedModel:
+def load_model(source: str, weights: str | None = None, trust_checkpoint: bool = False) -> LoadedModel:
     path = Path(source)
     if source.endswith(".onnx"):
         if not path.is_file():
@@ -47,7 +48,7 @@ def load_model(source: str, weights: str | None = None) -> LoadedModel:
         if not isinstance(module, torch.nn.Module):
             raise InputError(f"model {source!r} returned {type(module).__name__}, not a torch.nn.Module")
     if weights:
-        load_weights(module, weights, torch)
+        load_weights(module, weights, torch, trust_checkpoint)
     module.eval()
     return LoadedModel(source, module=module)
 
@@ -67,15 +68,28 @@ def _load_archive(path: Path, torch):
                          "a state dict goes with --weights and a MODULE:FUNCTION source") from e
 
 
-def load_weights(module, weights: str, torch) -> None:
-    """Load a state dict (or a checkpoint dict with `state_dict`) without running pickled code."""
+def load_weights(module, weights: str, torch, trust_checkpoint: bool = False) -> None:
+    """Load a state dict (or a checkpoint dict with `state_dict`) without running pickled code.
+
+    `torch.load(weights_only=True)` unpickles only tensors and plain containers; anything else is
+    refused before it runs. `trust_checkpoint` (the --trust-checkpoint flag) lifts that for files the
+    user vouches for.
+    """
     if not Path(weights).is_file():
         raise InputError(f"weights {weights!r}: no such file")
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = torch.load(weights, map_location="cpu", weights_only=not trust_checkpoint)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"weights {weights!r} cannot be loaded safely (weights_only=True): {first}") from e
+        text = str(e)
+        if not trust_checkpoint and "Weights only load failed" in text:
+            found = re.search(r"(?:[Uu]nsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
+            detail = re.search(r"WeightsUnpickler error: \s*(.+)", text)
+            why = (f"it references {found.group(1)}, which unpickling would run" if found else
+                   f"not a plain tensor checkpoint ({detail.group(1).strip()[:80] if detail else 'unreadable'})")
+            raise InputError(f"weights {weights!r} refused by weights_only loading: {why}; "
+                             "pass --trust-checkpoint only if you trust this file") from e
+        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        raise InputError(f"weights {weights!r} cannot be loaded: {first}") from e
     if structure.is_pruned_checkpoint(state):
         structure.resize(module, state["layers"], state["state_dict"])
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):

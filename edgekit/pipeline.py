@@ -53,7 +53,7 @@ class Prepared:
 def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> list[dict]:
     _quiet_onnxruntime()
     _seed(recipe.seed)
-    loaded = load_model(recipe.source, recipe.weights)
+    loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
     inputs = _inputs(recipe, loaded)
     cal, val = _data(recipe, inputs)
     compression = _compress(recipe, loaded, inputs, val, progress) if recipe.prune or recipe.distill else None

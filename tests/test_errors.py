@@ -62,7 +62,8 @@ def test_weights_that_do_not_fit(tmp_path, data):
 def test_weights_garbage_file(tmp_path, data):
     w = tmp_path / "w.pt"
     w.write_bytes(b"not a checkpoint at all")
-    assert_clean_error(run(*CNN, "--weights", w, "--calibration", data), 3, "cannot be loaded safely")
+    assert_clean_error(run(*CNN, "--weights", w, "--calibration", data), 3, "not a plain tensor checkpoint",
+                       "--trust-checkpoint")
 
 
 def test_weights_checkpoint_dict_with_state_dict(tmp_path, cnn_data):
