@@ -7,6 +7,7 @@ Sources: a single `.npz` (arrays named after the inputs, samples along the first
 """
 from __future__ import annotations
 
+import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,9 @@ from .config import InputSpec
 from .errors import InputError
 from .userfn import is_function_spec, resolve_callable
 
+log = logging.getLogger("edgekit")
 LABEL_KEYS = ("labels", "label")
+MAX_FUNCTION_ITEMS = 10_000  # a user generator may never end: read this many items at most
 
 
 @dataclass
@@ -147,6 +150,9 @@ def _from_function(source: str, specs) -> Dataset:
     feeds, labels = [], []
     try:
         for i, item in enumerate(fn()):
+            if i == MAX_FUNCTION_ITEMS:
+                log.info("data %s: read the first %d items", source, MAX_FUNCTION_ITEMS)
+                break
             if not isinstance(item, dict):
                 raise InputError(f"data {source!r}: item {i} is a {type(item).__name__}, expected a dict of arrays")
             item = dict(item)

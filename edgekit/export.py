@@ -242,6 +242,21 @@ def stamp_metadata(path: Path, props: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
+def without_initializer_inputs(src: Path, dest: Path) -> Path:
+    """Old exporters list weights as graph inputs too; the deployed model should take only real inputs."""
+    import onnx
+
+    model = onnx.load(str(src), load_external_data=False)
+    weights = {t.name for t in model.graph.initializer}
+    extra = [i for i in model.graph.input if i.name in weights]
+    if not extra or any(onnx.external_data_helper.uses_external_data(t) for t in model.graph.initializer):
+        return src  # nothing to strip (or weights live beside the original: keep its folder)
+    for value in extra:
+        model.graph.input.remove(value)
+    onnx.save(model, str(dest))
+    return dest
+
+
 def opset_of(path: Path) -> int:
     import onnx
 

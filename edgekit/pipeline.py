@@ -155,7 +155,7 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     work = shared.stage / ".work" / f"opset{opset}"
     work.mkdir(parents=True)
     if loaded.is_onnx:
-        raw = loaded.onnx_path
+        raw = export.without_initializer_inputs(loaded.onnx_path, work / "input.onnx")
     else:
         recipe = shared.recipe
         raw = export.export_torch(loaded.program or loaded.module, shared.inputs, recipe.output_names, opset,

@@ -28,36 +28,11 @@ class PruneResult:
         return d
 
 
-def count(module, example_inputs) -> tuple[int, int]:
-    """(parameters, multiply-accumulates of conv/linear layers) for one forward pass."""
+def _trace_compute(module, example_inputs, on_layer) -> None:
+    """One forward pass calling `on_layer(name, layer, output)` for each conv/linear as it runs."""
     import torch
 
-    macs = [0]
-
-    def hook(layer, inputs, output):
-        kind = type(layer).__name__
-        if kind.startswith("Conv"):
-            k = layer.weight[0].numel()  # (in / groups) x kernel
-            macs[0] += output.numel() * k
-        elif kind == "Linear":
-            macs[0] += output.numel() * layer.in_features
-
-    handles = [m.register_forward_hook(hook) for m in module.modules() if type(m).__name__ in COMPUTE]
-    try:
-        with torch.no_grad():
-            module(*example_inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    return sum(p.numel() for p in module.parameters()), macs[0]
-
-
-def head_layers(module, example_inputs) -> list[str]:
-    """The last conv/linear layer to run: its outputs are the model's outputs, so it keeps its size."""
-    import torch
-
-    order = []
-    handles = [m.register_forward_hook(lambda layer, i, o, name=name: order.append(name))
+    handles = [m.register_forward_hook(lambda layer, i, o, name=name: on_layer(name, layer, o))
                for name, m in module.named_modules() if type(m).__name__ in COMPUTE]
     try:
         with torch.no_grad():
@@ -65,6 +40,25 @@ def head_layers(module, example_inputs) -> list[str]:
     finally:
         for h in handles:
             h.remove()
+
+
+def count(module, example_inputs) -> tuple[int, int]:
+    """(parameters, multiply-accumulates of conv/linear layers) for one forward pass."""
+    macs = [0]
+
+    def add(name, layer, output):
+        # conv: each output element costs (in / groups) x kernel; linear: in_features
+        macs[0] += output.numel() * (layer.weight[0].numel() if type(layer).__name__ != "Linear"
+                                     else layer.in_features)
+
+    _trace_compute(module, example_inputs, add)
+    return sum(p.numel() for p in module.parameters()), macs[0]
+
+
+def head_layers(module, example_inputs) -> list[str]:
+    """The last conv/linear layer to run: its outputs are the model's outputs, so it keeps its size."""
+    order = []
+    _trace_compute(module, example_inputs, lambda name, layer, output: order.append(name))
     return order[-1:]
 
 

@@ -260,3 +260,28 @@ def test_dict_and_nested_outputs_are_flattened(tmp_path):
     assert result.exit_code == 0, result.output
     import json
     assert len(json.loads(result.stdout)[0]["outputs"]) == 3
+
+
+def test_onnx_with_weights_listed_as_inputs_ships_without_them(tmp_path, cnn_data):
+    import onnx
+    from models import small_cnn
+    path = tmp_path / "old.onnx"
+    torch.onnx.export(small_cnn(), (torch.zeros(1, 3, 16, 16),), str(path), input_names=["image"], opset_version=17,
+                      dynamo=False, dynamic_axes={"image": {0: "N"}}, keep_initializers_as_inputs=True)
+    assert len(onnx.load(path).graph.input) > 1
+    result = run(path, "--calibration", cnn_data[0], "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    for name in ("model.onnx", "model.int8.onnx"):
+        assert [i.name for i in onnx.load(tmp_path / "o" / "desktop-x86" / name).graph.input] == ["image"]
+
+
+def test_endless_generator_is_capped(tmp_path, cnn_data, monkeypatch):
+    from edgekit import calib
+    monkeypatch.setattr(calib, "MAX_FUNCTION_ITEMS", 50)
+    (tmp_path / "endless.py").write_text(
+        "import numpy as np\n"
+        "def samples():\n"
+        "    while True:\n"
+        "        yield {'image': np.zeros((1, 3, 16, 16), np.float32)}\n")
+    result = run(*CNN, "--calibration", f"{tmp_path / 'endless.py'}:samples", "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
