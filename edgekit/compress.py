@@ -65,8 +65,9 @@ def run_distill(teacher, student, batches, settings: DistillSettings, out: Path 
             save(model, out, {"edgekit_distill_epoch": row["epoch"]})
 
     with bar("distilling", settings.epochs, progress) as advance:
-        return distill.distill(teacher, student, train, val, settings, progress=lambda row: advance(1),
-                               on_best=save_best)
+        return distill.distill(teacher, student, train, val, settings, on_best=save_best, progress=lambda row: advance(
+            1, f"epoch {row['epoch']} loss {row['train_loss']:.4f} "
+               + " ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "train_loss"))))
 
 
 def save(module, out: Path, extra: dict | None = None) -> None:

@@ -279,7 +279,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path,
                            target.runtime.threads, emulate)
         with bar(f"tuning {target.name}", settings.max_trials, shared.progress) as advance:
             chosen, trials, sensitivity = tune.tune(ctx, qplan, settings.max_trials, settings.time_budget,
-                                                    settings.max_excluded, lambda t: (advance(1), _log_trial(t)))
+                                                    settings.max_excluded, lambda t: advance(1, _log_trial(t)))
         shutil.copyfile(chosen.path, int8)
         qplan = dataclasses.replace(qplan, settings=dataclasses.replace(
             settings, calibrate_method=chosen.calibrate_method, per_channel=chosen.per_channel,
@@ -296,9 +296,11 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path,
     return qplan, n_cal, tuning
 
 
-def _log_trial(t) -> None:
-    log.info("trial %d %-40s cos %.4f sqnr %.1f dB %s p50 %.3f ms", t.index, t.why[:40], t.cosine, t.sqnr_db,
-             "pass" if t.passed else "fail", t.int8_p50_ms)
+def _log_trial(t) -> str:
+    row = (f"trial {t.index} {t.why[:48]}: cosine {t.cosine:.4f}, SQNR {t.sqnr_db:.1f} dB, "
+           f"{'pass' if t.passed else 'fail'}, int8 p50 {t.int8_p50_ms:.3f} ms")
+    log.info("%s", row)  # -v prints the trial table as it grows; a terminal also shows it on the bar
+    return row
 
 
 def _layer_report(qplan, fp32: Path, int8: Path, feeds, tuning, top: int = 10) -> list[dict] | None:

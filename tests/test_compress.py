@@ -144,3 +144,16 @@ def test_digits_prune_distill_export_keeps_accuracy(tmp_path):
     teacher = steps["original"]["accuracy"]
     assert teacher - steps["distilled"]["accuracy"] <= 1.0, steps
     assert teacher - m["accuracy"]["int8"] <= 1.5, m["accuracy"]
+
+
+def test_taylor_importance_needs_labels_and_prunes_with_them(tmp_path):
+    out = tmp_path / "t.pt"
+    args = ["prune", DIGITS_MODEL, "--weights", DIGITS_WEIGHTS, "--input", "image:Nx1x8x8", "--ratio", "0.3",
+            "--importance", "taylor", "--out", str(out), "--json"]
+    missing = CliRunner().invoke(main, args)
+    assert missing.exit_code == 2 and "needs labelled --data" in missing.stderr
+    result = CliRunner().invoke(main, args + ["--data", TRAIN])
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.stdout)
+    assert r["importance"] == "taylor" and r["params_after"] < r["params_before"]
+    assert load_model(DIGITS_MODEL, str(out)).module(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
