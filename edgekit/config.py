@@ -12,7 +12,16 @@ from pathlib import Path
 from .errors import UsageError
 from .userfn import is_function_spec
 
-TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+def _targets_dir() -> Path:
+    """The bundled profiles: `targets/` beside the package in a checkout (editable install), or where a
+    wheel install put them (`share/edgekit/targets` under the environment's prefix)."""
+    import sys
+
+    checkout = Path(__file__).resolve().parent.parent / "targets"
+    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "edgekit" / "targets"
+
+
+TARGETS_DIR = _targets_dir()
 DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 _DIM = re.compile(r"^(\d+|[A-Za-z_][A-Za-z0-9_]*)$")
 
