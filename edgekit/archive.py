@@ -9,8 +9,8 @@ from pathlib import Path, PurePosixPath
 from .errors import InputError
 
 MAX_MEMBERS = 10_000
-MAX_MEMBER_BYTES = 4 << 30
-MAX_TOTAL_BYTES = 8 << 30
+MAX_MEMBER_BYTES = 2 << 30  # the largest ONNX protobuf a single file can hold
+MAX_TOTAL_BYTES = 4 << 30
 
 
 def write(folder: Path, dest: Path) -> Path:
@@ -50,7 +50,10 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                 if total > max_total:
                     raise InputError(f"{archive}: members declare more than {max_total} bytes in total")
             for member in members:
-                target = dest.joinpath(*PurePosixPath(member.name).parts)
+                parts = _parts(member.name)
+                if not parts:
+                    continue  # the archive's own "." folder (tar czf x.tar.gz -C dir .)
+                target = dest.joinpath(*parts)
                 if member.isdir():
                     target.mkdir(parents=True, exist_ok=True)
                     continue
@@ -64,12 +67,18 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
         raise InputError(f"{archive}: not a readable archive ({type(e).__name__}: {e})") from e
 
 
+def _parts(name: str) -> tuple[str, ...]:
+    """Path parts without "." entries (tar's `./name` style)."""
+    return tuple(p for p in PurePosixPath(name).parts if p != ".")
+
+
 def _refuse_unsafe(archive: Path, member: tarfile.TarInfo, max_member: int) -> None:
     name = member.name
-    parts = PurePosixPath(name).parts
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or not parts:
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         raise InputError(f"{archive}: member {name!r} has an absolute path")
-    if ".." in parts or "\\" in name:
+    if not name or (not _parts(name) and not member.isdir()):
+        raise InputError(f"{archive}: member {name!r} has no name")
+    if ".." in _parts(name) or "\\" in name:
         raise InputError(f"{archive}: member {name!r} leaves the archive's folder")
     if member.issym() or member.islnk():
         raise InputError(f"{archive}: member {name!r} is a link")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from xml.etree import ElementTree
@@ -31,79 +32,111 @@ class Case:
 
 
 def check(path: Path) -> list[Case]:
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
+    original = Path(path)
+    if not original.exists():
+        raise InputError(f"{original}: no such file or folder")
     with contextlib.ExitStack() as stack:
-        if path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES):
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgekit-check-")))
-            archive.extract(path, tmp)
-            path = tmp
-        elif path.is_file():
-            raise InputError(f"{path}: expected a package folder or a .tar.gz archive")
-        return [case for folder in _target_folders(path) for case in _check_target(folder)]
+        root = original
+        if original.is_file() and original.name.endswith(ARCHIVE_SUFFIXES):
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgekit-check-")))
+            archive.extract(original, root)
+        elif original.is_file():
+            raise InputError(f"{original}: expected a package folder or a .tar.gz archive")
+        # messages name the folder as the user knows it (inside the archive), not the temporary copy
+        return [case for folder in _target_folders(root, original)
+                for case in _check_target(folder, str(original if folder == root else
+                                                      original / folder.relative_to(root)))]
 
 
-def _target_folders(path: Path) -> list[Path]:
+def _target_folders(path: Path, shown: Path) -> list[Path]:
     if (path / "manifest.json").is_file():
         return [path]
     folders = sorted(p.parent for p in path.glob("*/manifest.json"))
     if not folders:
-        raise InputError(f"{path}: no manifest.json in it or in its sub-folders")
+        raise InputError(f"{shown}: no manifest.json in it or in its sub-folders")
     return folders
 
 
-def _check_target(folder: Path) -> list[Case]:
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-        target, files, golden = manifest["target"], manifest["files"], manifest["golden"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{folder / 'manifest.json'}: unreadable or incomplete ({type(e).__name__}: {e})") from e
-    cases = [_integrity(folder, target, files)]
-    models = [golden["model"]] + ([manifest["ort_format"]["file"]] if manifest.get("ort_format") else [])
-    inputs, expected, atol = package.read_golden(_existing(folder, golden["file"]))
-    for model in models:
-        cases.append(_parity(_existing(folder, model), target, inputs, expected, atol))
+def _check_target(folder: Path, shown: str) -> list[Case]:
+    manifest = _manifest(folder, shown)
+    target, files, golden = manifest["target"], manifest["files"], manifest["golden"]
+    deployed = [golden["model"]] + ([manifest["ort_format"]["file"]] if manifest.get("ort_format") else [])
+    for name in [golden["file"], *deployed]:
+        if name not in files:
+            raise InputError(f"{shown}: manifest.json does not hash {name}, so it cannot be trusted")
+    cases = [_integrity(folder, shown, target, files)]
+    inputs, expected, atol = package.read_golden(_existing(folder, shown, golden["file"]))
+    for model in deployed:
+        cases.append(_parity(_existing(folder, shown, model), target, inputs, expected, atol))
     return cases
 
 
-def _existing(folder: Path, name: str) -> Path:
+def _manifest(folder: Path, shown: str) -> dict:
+    """manifest.json with the fields check relies on, of the right types."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        ok = (isinstance(manifest, dict) and isinstance(manifest.get("target"), str)
+              and isinstance(manifest.get("files"), dict) and manifest["files"]
+              and all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["files"].items())
+              and isinstance(manifest.get("golden"), dict)
+              and all(isinstance(manifest["golden"].get(k), str) for k in ("file", "model"))
+              and (not manifest.get("ort_format") or (isinstance(manifest["ort_format"], dict)
+                                                       and isinstance(manifest["ort_format"].get("file"), str))))
+    except (OSError, ValueError) as e:
+        raise InputError(f"{shown}/manifest.json: unreadable ({type(e).__name__}: {e})") from e
+    if not ok:
+        raise InputError(f"{shown}/manifest.json: missing or mistyped target, files, golden or ort_format")
+    return manifest
+
+
+def _existing(folder: Path, shown: str, name: str) -> Path:
     path = folder / name
-    if Path(name).name != name or not path.is_file():
-        raise InputError(f"{folder}: {name} is missing")
+    if Path(name).name != name or name in (".", "..") or not path.is_file() or path.is_symlink():
+        raise InputError(f"{shown}: {name} is missing (or not a plain file in the package folder)")
     return path
 
 
-def _integrity(folder: Path, target: str, files: dict) -> Case:
+def _integrity(folder: Path, shown: str, target: str, files: dict) -> Case:
+    """Every listed file matches its hash, and the folder holds nothing the manifest does not list."""
     bad = []
     for name, digest in sorted(files.items()):
-        actual = package.sha256(_existing(folder, name))
+        actual = package.sha256(_existing(folder, shown, name))
         if actual != digest:
             bad.append(f"{name} sha256 {actual[:12]}… != manifest {digest[:12]}…")
+    unlisted = sorted(p.name for p in folder.iterdir() if p.name not in files and
+                      p.name not in ("manifest.json", "report.md"))
+    if unlisted:
+        bad.append(f"files not in the manifest: {', '.join(unlisted)}")
     return Case(target, "integrity", not bad, "; ".join(bad))
 
 
 def _parity(model: Path, target: str, inputs, expected, atol) -> Case:
-    import time
-
+    """A model that will not load or run is a failed check (exit 1), not a crash: CI still gets its report."""
     start = time.perf_counter()
-    sess, _ = session(model, exact_int8=True)
+    name = f"parity {model.name}"
+    try:
+        sess, _ = session(model, exact_int8=True)
+        outputs = [o.name for o in sess.get_outputs()]
+        runs = [dict(zip(outputs, sess.run(None, feed))) for feed in inputs]
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        return Case(target, name, False, f"{model.name} does not run the golden inputs: {first}",
+                    time.perf_counter() - start)
     worst = None  # (excess over tolerance, message)
-    for i, (feed, want) in enumerate(zip(inputs, expected)):
-        got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
-        for name, ref in want.items():
-            if name not in got or got[name].shape != ref.shape:
-                return Case(target, f"parity {model.name}", False, f"output {name!r} missing or of another shape "
-                                                                    f"in sample {i}")
-            err = np.abs(got[name].astype(np.float64) - ref.astype(np.float64))
+    for i, (got, want) in enumerate(zip(runs, expected)):
+        for out, ref in want.items():
+            if out not in got or got[out].shape != ref.shape:
+                return Case(target, name, False, f"output {out!r} missing or of another shape in sample {i}")
+            err = np.abs(got[out].astype(np.float64) - ref.astype(np.float64))
             idx = np.unravel_index(int(np.argmax(err)), err.shape) if err.size else ()
-            excess = float(err[idx]) - atol[name] if err.size else -1.0
+            excess = float(err[idx]) - atol[out] if err.size else -1.0
             if worst is None or excess > worst[0]:
-                worst = (excess, f"output {name!r} sample {i} element {list(map(int, idx))}: "
-                                 f"expected {float(ref[idx]):.9g}, got {float(got[name][idx]):.9g}, "
-                                 f"|error| {float(err[idx]):.3g} vs tolerance {atol[name]:.3g}")
-    passed = worst is None or worst[0] <= 0
-    return Case(target, f"parity {model.name}", passed, "" if passed else worst[1], time.perf_counter() - start)
+                worst = (excess, f"output {out!r} sample {i} element {list(map(int, idx))}: "
+                                 f"expected {float(ref[idx]):.9g}, got {float(got[out][idx]):.9g}, "
+                                 f"|error| {float(err[idx]):.3g} vs tolerance {atol[out]:.3g}")
+    passed = worst is not None and worst[0] <= 0
+    return Case(target, name, passed, "" if passed else (worst or (0, "no outputs compared"))[1],
+                time.perf_counter() - start)
 
 
 def junit(cases: list[Case]) -> str:

@@ -44,24 +44,46 @@ def write_golden(path: Path, feeds: list[dict], names: list[str], outputs: list[
     return atol
 
 
+MAX_GOLDEN_SAMPLES = 10_000
+
+
 def read_golden(path: Path) -> tuple[list[dict], list[dict], dict[str, float]]:
-    """(inputs per sample, expected outputs per sample, tolerances); a broken file is bad input."""
+    """(inputs per sample, expected outputs per sample, tolerances); anything malformed is bad input."""
+    def bad(why: str) -> InputError:
+        return InputError(f"{path.name}: not a valid golden file ({why})")
+
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
-        count = int(data["count"])
     except Exception as e:
-        raise InputError(f"{path}: not a readable golden file ({type(e).__name__}: {e})") from e
-    inputs = [{} for _ in range(count)]
-    outputs = [{} for _ in range(count)]
+        raise bad(f"{type(e).__name__}: {e}") from e
+    try:
+        count = int(data["count"])
+    except (KeyError, TypeError, ValueError):
+        raise bad("no integer `count`") from None
+    if not 1 <= count <= MAX_GOLDEN_SAMPLES:
+        raise bad(f"count {count} out of range [1, {MAX_GOLDEN_SAMPLES}]")
+    inputs: list[dict] = [{} for _ in range(count)]
+    outputs: list[dict] = [{} for _ in range(count)]
     atol = {}
     for key, value in data.items():
         kind, _, rest = key.partition(".")
         if kind == "atol":
+            if value.size != 1 or not np.isfinite(value).all() or float(value) < 0:
+                raise bad(f"tolerance {key!r} is not one finite number >= 0")
             atol[rest] = float(value)
         elif kind in ("input", "output"):
             index, _, name = rest.partition(".")
+            if not index.isdigit() or int(index) >= count or not name:
+                raise bad(f"entry {key!r} does not name a sample below count {count}")
             (inputs if kind == "input" else outputs)[int(index)][name] = value
+        elif kind != "count":
+            raise bad(f"unexpected entry {key!r}")
+    if any(not i for i in inputs) or any(not o for o in outputs):
+        raise bad("every sample needs inputs and expected outputs")
+    missing = {n for o in outputs for n in o} - set(atol)
+    if missing:
+        raise bad(f"no tolerance for output(s) {sorted(missing)}")
     return inputs, outputs, atol
 
 

@@ -274,3 +274,68 @@ def test_example_ci_package_checks_with_this_runtime():
     result = check(ROOT / "examples" / "ci" / "digits-desktop-x86.tar.gz")
     assert result.exit_code == 0, result.output
     assert "2 passed, 0 failed" in result.output
+
+
+def test_corrupt_deployed_model_fails_check_with_a_report(packaged, tmp_path):
+    folder = fresh_copy(packaged, tmp_path)
+    model = folder / "model.int8.onnx"
+    model.write_bytes(model.read_bytes()[:200])
+    junit = tmp_path / "r.xml"
+    result = check(folder, "--junit", junit)
+    assert result.exit_code == 1, result.output
+    failed = [c.get("name") for c in ElementTree.parse(junit).getroot().findall(".//testcase")
+              if c.find("failure") is not None]
+    assert failed == ["integrity", "parity model.int8.onnx"]
+
+
+def test_unlisted_file_fails_integrity(packaged, tmp_path):
+    folder = fresh_copy(packaged, tmp_path)
+    (folder / "evil.so").write_bytes(b"\x7fELF")
+    result = check(folder, "--json")
+    assert result.exit_code == 1
+    assert "files not in the manifest: evil.so" in json.loads(result.stdout)[0]["message"]
+
+
+@pytest.mark.parametrize("edit,msg", [
+    (lambda m: m.update(files=[]), "mistyped"),
+    (lambda m: m.update(golden="x"), "mistyped"),
+    (lambda m: m["files"].pop("golden.npz"), "does not hash golden.npz"),
+    (lambda m: m["golden"].update(file="../../etc/passwd"), "does not hash"),
+])
+def test_malformed_manifest_is_exit_3(packaged, tmp_path, edit, msg):
+    folder = fresh_copy(packaged, tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = check(folder)
+    assert result.exit_code == 3, result.output
+    assert msg in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("arrays,msg", [
+    ({"count": np.array(10**10)}, "out of range"),
+    ({"count": np.array(1), "input.0.image": np.zeros((1, 1, 8, 8), np.float32),
+      "output.999.output": np.zeros((1, 10), np.float32), "atol.output": np.array(0.1)}, "below count"),
+    ({"count": np.array(1), "input.0.image": np.zeros((1, 1, 8, 8), np.float32),
+      "output.0.output": np.zeros((1, 10), np.float32)}, "no tolerance"),
+    ({"count": np.array(1), "input.0.image": np.zeros((1, 1, 8, 8), np.float32)}, "needs inputs and expected"),
+])
+def test_malformed_golden_is_exit_3(packaged, tmp_path, arrays, msg):
+    from edgekit.package import sha256
+    folder = fresh_copy(packaged, tmp_path)
+    np.savez(folder / "golden.npz", **arrays)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["golden.npz"] = sha256(folder / "golden.npz")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = check(folder)
+    assert result.exit_code == 3, result.output
+    assert msg in result.stderr
+
+
+def test_plain_tar_of_a_package_folder_checks(packaged, tmp_path):
+    path = tmp_path / "plain.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(packaged[0] / "arm64-linux", arcname=".")  # as `tar czf plain.tar.gz -C arm64-linux .`
+    result = check(path)
+    assert result.exit_code == 0, result.output
+    assert str(tmp_path) not in result.output.replace(str(path), "")  # no temp paths in messages
