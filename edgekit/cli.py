@@ -143,7 +143,8 @@ def _specs(inputs):
 @_handle_errors
 def prune(source, weights, trust_checkpoint, inputs, ratio, method, importance, ignore, round_to, data, out, as_json):
     """Remove channels (or weights) from SOURCE; saves a state dict that `export --weights` reloads."""
-    from .compress import PruneSpec, load_batches, run_prune, save
+    from .compress import load_batches, run_prune, save, verify_reload
+    from .config import PruneSpec
     from .load import load_model
 
     specs = _specs(inputs)
@@ -153,6 +154,7 @@ def prune(source, weights, trust_checkpoint, inputs, ratio, method, importance, 
     batches = load_batches(data, specs, 32) if data else None
     result = run_prune(loaded.module, specs, PruneSpec(ratio, method, importance, tuple(ignore), round_to), batches)
     save(loaded.module, Path(out), {"edgekit_prune": result.as_dict(), "edgekit_source": source})
+    verify_reload(source, Path(out), loaded.module, specs)
     r = result.as_dict()
     click.echo(json.dumps(r, indent=2) if as_json else
                f"{method} pruning at {ratio}: params {r['params_before']:,} → {r['params_after']:,}, "

@@ -36,9 +36,7 @@ def load_batches(data: str, specs: tuple[InputSpec, ...], batch_size: int):
             return batches
     if not specs:
         raise UsageError("--input is needed to read sample-wise training data")
-    ds = calib.load(data, specs)
-    if ds.labels is None:
-        raise InputError(f"{data}: training data needs a `labels` array")
+    ds = calib.load(data, specs)  # without labels, distillation uses the soft targets alone
     return distill.batches_from_samples(ds.feeds, ds.labels, [s.name for s in specs], batch_size, shuffle_seed=0)
 
 
@@ -75,3 +73,24 @@ def save(module, out: Path, extra: dict | None = None) -> None:
     structure.save(module, tmp, extra)
     os.replace(tmp, out)
 
+
+
+def verify_reload(source: str, path: Path, pruned, specs) -> None:
+    """Reload the saved file into a freshly built model and compare outputs: a layer whose sizes the
+    file cannot carry is found now, not at export time."""
+    import torch
+
+    from .errors import StageError
+    from .load import load_model
+    from .runtime import flatten_outputs
+
+    example = example_inputs(specs)
+    try:
+        fresh = load_model(source, str(path)).module
+        with torch.no_grad():
+            same = all(torch.allclose(a, b, atol=1e-5) for a, b in
+                       zip(flatten_outputs(fresh(*example)), flatten_outputs(pruned(*example))))
+    except InputError as e:
+        raise StageError("pruned model reload", str(e)) from e
+    if not same:
+        raise StageError("pruned model reload", f"{path} reloads with different outputs")

@@ -11,6 +11,8 @@ import numpy as np
 from .config import DistillSettings
 from .errors import InputError, UsageError
 
+MAX_BATCHES = 100_000
+
 
 @dataclass
 class DistillResult:
@@ -55,6 +57,8 @@ def batches_from_function(fn_spec: str):
         for i, item in enumerate(fn()):
             if i == 0 and isinstance(item, dict):
                 return None
+            if i == MAX_BATCHES:  # a generator may never end
+                break
             if not (isinstance(item, (tuple, list)) and len(item) == 2):
                 raise InputError(f"data {fn_spec!r}: item {i} must be (inputs, labels)")
             inputs, labels = item

@@ -267,7 +267,8 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path,
     if settings.mode == "dynamic":  # ranges come from each input at run time: nothing to calibrate
         quantize.quantize(fp32, int8, qplan, [])
         export.check(int8)
-        return qplan, 0, None
+        skipped = {"skipped": "dynamic quantization has no calibration or QDQ placement to search"}
+        return qplan, 0, skipped if settings.auto else None
     n_cal = min(len(shared.cal), settings.samples)
     tuning = None
     if settings.auto:

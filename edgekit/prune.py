@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .errors import InputError, UsageError
+from .errors import InputError, StageError, UsageError
 
 COMPUTE = ("Conv1d", "Conv2d", "Conv3d", "Linear", "ConvTranspose2d")
 
@@ -56,10 +56,29 @@ def count(module, example_inputs) -> tuple[int, int]:
 
 
 def head_layers(module, example_inputs) -> list[str]:
-    """The last conv/linear layer to run: its outputs are the model's outputs, so it keeps its size."""
-    order = []
-    _trace_compute(module, example_inputs, lambda name, layer, output: order.append(name))
-    return order[-1:]
+    """Conv/linear layers whose outputs reach a model output without passing another such layer:
+    their output sizes are the model's, so they keep them (every head of a multi-head model)."""
+    import torch
+
+    from .runtime import flatten_outputs
+
+    owner = {id(p): name for name, m in module.named_modules() if type(m).__name__ in COMPUTE
+             for p in m.parameters(recurse=False)}
+    with torch.enable_grad():
+        outputs = flatten_outputs(module(*example_inputs))
+    heads, seen = [], set()
+    stack = [o.grad_fn for o in outputs if o.grad_fn is not None]
+    while stack:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        layers = {owner.get(id(getattr(nxt, "variable", None))) for nxt, _ in fn.next_functions} - {None}
+        if layers:  # a conv/linear op: a head; do not look further up this branch
+            heads += sorted(layers - set(heads))
+            continue
+        stack += [nxt for nxt, _ in fn.next_functions]
+    return heads
 
 
 def prune(module, example_inputs, *, ratio: float, method: str = "structured", importance: str = "l1",
@@ -99,8 +118,12 @@ def _structured(module, example_inputs, ratio, importance, ignored_layers, round
         imp = tp.importance.MagnitudeImportance(p=1 if importance == "l1" else 2)
     else:
         raise UsageError(f"--importance {importance!r}: use l1, l2 or taylor")
-    pruner = tp.pruner.MetaPruner(module, example_inputs, importance=imp, pruning_ratio=ratio,
-                                  ignored_layers=ignored_layers, round_to=round_to)
+    try:
+        pruner = tp.pruner.MetaPruner(module, example_inputs, importance=imp, pruning_ratio=ratio,
+                                      ignored_layers=ignored_layers, round_to=round_to)
+    except Exception as e:
+        raise StageError("structured pruning", f"Torch-Pruning cannot trace this model: {type(e).__name__}: "
+                                               f"{str(e).splitlines()[0][:200] if str(e) else ''}") from e
     if importance == "taylor":
         if not batches:
             raise UsageError("--importance taylor needs labelled --data to compute gradients")
@@ -109,7 +132,11 @@ def _structured(module, example_inputs, ratio, importance, ignored_layers, round
             if labels is None:
                 raise InputError("--importance taylor needs labels in --data")
             torch.nn.functional.cross_entropy(module(*inputs), labels).backward()
-    pruner.step()
+    try:
+        pruner.step()
+    except Exception as e:
+        raise StageError("structured pruning", f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                                               " (try --ignore on the layer it names)") from e
     module.zero_grad(set_to_none=True)
 
 

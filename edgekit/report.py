@@ -89,7 +89,9 @@ def markdown(m: dict) -> str:
                    f"(coverage with fixed shapes {c['coverage_with_fixed_shapes']:.0%})")
     if m.get("mobile_coverage"):
         out.append("")
-    if m.get("tuning"):
+    if m.get("tuning") and "skipped" in m["tuning"]:
+        out += ["## Accuracy-aware search (--auto)", "", f"Skipped: {m['tuning']['skipped']}.", ""]
+    elif m.get("tuning"):
         t = m["tuning"]
         out += ["## Accuracy-aware search (--auto)", "",
                 f"Chose trial {t['chosen']} ({'passes' if t['passed'] else 'NO TRIAL PASSED; best SQNR kept'}) after "

@@ -21,6 +21,9 @@ SIZE_ATTRS = {
     "BatchNorm1d": ("num_features",),
     "BatchNorm2d": ("num_features",),
     "BatchNorm3d": ("num_features",),
+    "InstanceNorm1d": ("num_features",),
+    "InstanceNorm2d": ("num_features",),
+    "InstanceNorm3d": ("num_features",),
     "LayerNorm": ("normalized_shape",),
     "GroupNorm": ("num_groups", "num_channels"),
     "Embedding": ("num_embeddings", "embedding_dim"),
@@ -50,7 +53,8 @@ def is_pruned_checkpoint(state) -> bool:
 
 
 def resize(module, layers: dict[str, dict], state_dict: dict) -> None:
-    """Give each named layer its saved sizes and parameters of the saved shapes (values loaded after)."""
+    """Give each named layer its saved sizes, and every parameter or buffer whose saved shape differs a
+    tensor of that shape (values are loaded after), whatever module owns it."""
     import torch
 
     named = dict(module.named_modules())
@@ -60,12 +64,13 @@ def resize(module, layers: dict[str, dict], state_dict: dict) -> None:
             continue  # load_state_dict will name what does not fit
         for attr, value in attrs.items():
             setattr(layer, attr, tuple(value) if isinstance(value, list) else value)
-        for pname, tensor in list(layer.named_parameters(recurse=False)):
-            key = f"{name}.{pname}" if name else pname
-            if key in state_dict and state_dict[key].shape != tensor.shape:
-                setattr(layer, pname, torch.nn.Parameter(torch.empty_like(state_dict[key]),
-                                                         requires_grad=tensor.requires_grad))
-        for bname, buf in list(layer.named_buffers(recurse=False)):
-            key = f"{name}.{bname}" if name else bname
-            if buf is not None and key in state_dict and state_dict[key].shape != buf.shape:
-                layer.register_buffer(bname, torch.empty_like(state_dict[key]))
+    for owner_name, owner in named.items():
+        prefix = f"{owner_name}." if owner_name else ""
+        for pname, tensor in list(owner.named_parameters(recurse=False)):
+            saved = state_dict.get(prefix + pname)
+            if saved is not None and saved.shape != tensor.shape:
+                setattr(owner, pname, torch.nn.Parameter(torch.empty_like(saved), requires_grad=tensor.requires_grad))
+        for bname, buf in list(owner.named_buffers(recurse=False)):
+            saved = state_dict.get(prefix + bname)
+            if buf is not None and saved is not None and saved.shape != buf.shape:
+                owner.register_buffer(bname, torch.empty_like(saved))

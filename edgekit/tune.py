@@ -83,7 +83,7 @@ def tune(ctx: Context, base: quantize.Plan, max_trials: int, time_budget: float,
 
     s = base.settings
     attempt("target defaults", s)
-    if done() or base.settings.mode == "dynamic":
+    if done():
         return done() or trials[0], trials, sensitivity
     for method in ("minmax", "entropy", "percentile"):
         if method != s.calibrate_method and budget_left():

@@ -161,3 +161,24 @@ def outlier():
 def no_outlier():
     torch.manual_seed(0)
     return Outlier(False)
+
+
+class TwoHeads(nn.Module):
+    """Two outputs from two heads; plus a norm type and a bare parameter the size table does not list."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Conv2d(3, 16, 3, padding=1)
+        self.norm = nn.InstanceNorm2d(16, affine=True)
+        self.gain = nn.Parameter(torch.ones(16, 1, 1))
+        self.a = nn.Linear(16, 4)
+        self.b = nn.Linear(16, 3)
+
+    def forward(self, image):
+        x = (torch.relu(self.norm(self.body(image))) * self.gain).mean((2, 3))
+        return self.a(x), self.b(x)
+
+
+def two_heads():
+    torch.manual_seed(0)
+    return TwoHeads()

@@ -157,3 +157,26 @@ def test_taylor_importance_needs_labels_and_prunes_with_them(tmp_path):
     r = json.loads(result.stdout)
     assert r["importance"] == "taylor" and r["params_after"] < r["params_before"]
     assert load_model(DIGITS_MODEL, str(out)).module(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+
+
+def test_every_head_of_a_multi_output_model_keeps_its_size_and_the_file_reloads(tmp_path):
+    from models import two_heads
+    model = two_heads().eval()
+    result = prune.prune(model, X, ratio=0.5)
+    assert set(result.ignored) == {"a", "b"} and model.body.out_channels < 16
+    assert [o.shape[1] for o in model(*X)] == [4, 3]
+    structure.save(model, tmp_path / "p.pt")
+    reloaded = load_model(f"{ROOT / 'tests' / 'models.py'}:two_heads", str(tmp_path / "p.pt")).module
+    for got, want in zip(reloaded(*X), model(*X)):
+        torch.testing.assert_close(got, want)
+
+
+def test_distillation_without_labels_uses_soft_targets(tmp_path):
+    d = np.load(DIGITS / "data" / "calibration.npz")
+    np.savez(tmp_path / "unlabelled.npz", image=d["image"])
+    teacher = load_model(DIGITS_MODEL, DIGITS_WEIGHTS).module
+    student = load_model(DIGITS_MODEL, DIGITS_WEIGHTS).module
+    prune.prune(student, (torch.zeros(1, 1, 8, 8),), ratio=0.5)
+    train, val = split(load_batches(str(tmp_path / "unlabelled.npz"), SPEC, 32))
+    result = distill.distill(teacher, student, train, val, DistillSettings(data="x", epochs=2))
+    assert result.metric == "kd_loss" and result.best_epoch >= 1

@@ -95,3 +95,13 @@ def test_inspect_compare(data, tmp_path):
     missing = CliRunner().invoke(main, ["inspect", "--compare", str(folder / "model.onnx"), str(folder / "x.onnx"),
                                         "--data", str(data / "val.npz")])
     assert missing.exit_code == 3
+
+
+def test_auto_on_a_dynamic_quantized_model_says_it_skipped(tmp_path, encoder_data):
+    cal, val = encoder_data
+    result = CliRunner().invoke(main, ["export", "models:tiny_encoder", "--input", "input_ids:Nx12:int64", "--input",
+                                       "attention_mask:Nx12:int64", "--calibration", str(cal), "--validation", str(val),
+                                       "--auto", "--out", str(tmp_path), "--bench-runs", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "dynamic" in json.loads(result.stdout)[0]["tuning"]["skipped"]
+    assert "Skipped: dynamic" in (tmp_path / "desktop-x86" / "report.md").read_text()
