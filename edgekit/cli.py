@@ -91,6 +91,7 @@ def main(debug: bool, verbose: bool) -> None:
 @click.option("--max-trials", type=int, help="Bound on --auto trials (default 12).")
 @click.option("--time-budget", type=float, help="Bound on --auto search time in seconds (default 600).")
 @click.option("--max-excluded", type=int, help="Bound on nodes --auto keeps in float (default 8).")
+@click.option("--max-latency-price", type=float, help="Stop --auto fallbacks past this int8 slowdown (default 2.0).")
 @click.option("--bench-runs", type=int, help="Timed runs per model.")
 @click.option("--no-bench", is_flag=True, default=None, help="Skip latency (the outputs then depend only on inputs).")
 @click.option("--archive", is_flag=True, default=None, help="Also write OUT/<target>.tar.gz.")

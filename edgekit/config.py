@@ -92,6 +92,7 @@ class QuantSettings:
     max_trials: int = 12
     time_budget: float = 600.0  # seconds
     max_excluded: int = 8  # nodes kept in float at most
+    max_latency_price: float = 2.0  # stop excluding once int8 p50 exceeds this multiple of the defaults' p50
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,8 @@ RANGES = {"opset": (10, 23), "threads": (1, 256), "samples": (1, 1_000_000), "pe
           "min_coverage": (0.0, 1.0), "golden_samples": (1, 10_000), "golden_tolerance": (0.0, 1.0),
           "ratio": (0.0, 0.99), "round_to": (0, 1024), "epochs": (1, 100_000), "temperature": (0.01, 100.0),
           "alpha": (0.0, 1.0), "lr": (0.0, 10.0), "batch_size": (1, 1 << 20), "patience": (0, 100_000),
-          "max_trials": (1, 10_000), "time_budget": (1.0, 1e7), "max_excluded": (0, 100_000)}
+          "max_trials": (1, 10_000), "time_budget": (1.0, 1e7), "max_excluded": (0, 100_000),
+          "max_latency_price": (1.0, 1000.0)}
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -386,7 +388,8 @@ QUANT_FLAGS = {"quant_mode": "mode", "quant_format": "format", "activation_type"
                "weight_type": "weight_type", "per_channel": "per_channel", "reduce_range": "reduce_range",
                "calibrate_method": "calibrate_method", "calibration_samples": "samples", "op_types": "op_types",
                "exclude_nodes": "exclude_nodes", "transformer_scheme": "transformer_scheme", "auto": "auto",
-               "max_trials": "max_trials", "time_budget": "time_budget", "max_excluded": "max_excluded"}
+               "max_trials": "max_trials", "time_budget": "time_budget", "max_excluded": "max_excluded",
+               "max_latency_price": "max_latency_price"}
 
 
 def recipe_from(source: str, flags: dict) -> Recipe:

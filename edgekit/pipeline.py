@@ -280,7 +280,8 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path,
                            target.runtime.threads, emulate)
         with bar(f"tuning {target.name}", settings.max_trials, shared.progress) as advance:
             chosen, trials, sensitivity = tune.tune(ctx, qplan, settings.max_trials, settings.time_budget,
-                                                    settings.max_excluded, lambda t: advance(1, _log_trial(t)))
+                                                    settings.max_excluded, lambda t: advance(1, _log_trial(t)),
+                                                    settings.max_latency_price)
         shutil.copyfile(chosen.path, int8)
         qplan = dataclasses.replace(qplan, settings=dataclasses.replace(
             settings, calibrate_method=chosen.calibrate_method, per_channel=chosen.per_channel,

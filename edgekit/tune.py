@@ -59,7 +59,7 @@ class Context:
 
 
 def tune(ctx: Context, base: quantize.Plan, max_trials: int, time_budget: float, max_excluded: int,
-         progress=None) -> tuple[Trial, list[Trial], list[dict]]:
+         progress=None, max_latency_price: float = 2.0) -> tuple[Trial, list[Trial], list[dict]]:
     """Returns (chosen trial, every trial, per-node sensitivity of the last analysis)."""
     start = time.perf_counter()
     trials: list[Trial] = []
@@ -106,7 +106,7 @@ def tune(ctx: Context, base: quantize.Plan, max_trials: int, time_budget: float,
         round_trials = []
         for cand in sensitivity[:CANDIDATES_PER_ROUND]:  # most SQNR lost first
             new = tuple(n for n in cand["exclude"] if n not in excluded)
-            if new and budget_left() and len(excluded) + len(new) <= max_excluded:
+            if new and budget_left() and len(excluded) + len(new) <= max_excluded:  # bounded node count
                 round_trials.append(attempt(f"keep {', '.join(new)} in float (lost {cand['lost_db']:.1f} dB)",
                                             best_settings, excluded + new))
                 if round_trials[-1].passed:  # fewest nodes in float: stop here
@@ -116,6 +116,8 @@ def tune(ctx: Context, base: quantize.Plan, max_trials: int, time_budget: float,
         step = max(round_trials, key=lambda t: t.sqnr_db)
         if step.sqnr_db <= best.sqnr_db:
             break  # no measured gain: more exclusions would only cost speed
+        if step.int8_p50_ms > max_latency_price * trials[0].int8_p50_ms:
+            break  # float fallbacks already cost more latency than allowed
         best, excluded = step, step.excluded
     return max(trials, key=lambda t: t.sqnr_db), trials, sensitivity
 
