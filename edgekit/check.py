@@ -16,7 +16,7 @@ from xml.etree import ElementTree
 import numpy as np
 
 from . import archive, package
-from .errors import InputError
+from .errors import InputError, first_line
 from .runtime import session
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -119,7 +119,7 @@ def _parity(model: Path, target: str, inputs, expected, atol) -> Case:
         outputs = [o.name for o in sess.get_outputs()]
         runs = [dict(zip(outputs, sess.run(None, feed))) for feed in inputs]
     except Exception as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        first = first_line(e, 200)
         return Case(target, name, False, f"{model.name} does not run the golden inputs: {first}",
                     time.perf_counter() - start)
     worst = None  # (excess over tolerance, message)

@@ -39,3 +39,9 @@ class StageError(EdgekitError):
     def __init__(self, stage: str, message: str):
         super().__init__(f"{stage} failed: {message}")
         self.stage = stage
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type when empty): what a one-line error can show."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__

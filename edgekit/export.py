@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 from .config import InputSpec
-from .errors import InputError, StageError
+from .errors import InputError, StageError, first_line
 
 log = logging.getLogger("edgekit")
 
@@ -99,7 +99,7 @@ def check(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as e:
-        first = str(e).strip().splitlines()[0][:300]
+        first = first_line(e)
         if "static assignment" in first or "used as output names multiple times" in first:
             first += " (an output name collides with an internal tensor name: choose another --output-name)"
         raise StageError("onnx check", first) from e
@@ -118,7 +118,7 @@ def load_onnx_input(path: Path):
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:
-        raise InputError(f"model {str(path)!r} is not a valid ONNX model: {_first_line(e)}") from e
+        raise InputError(f"model {str(path)!r} is not a valid ONNX model: {first_line(e)}") from e
     _check_external_data(model, path)
     for node in model.graph.node:
         domain = node.domain or "ai.onnx"
@@ -129,13 +129,9 @@ def load_onnx_input(path: Path):
         onnx.load_external_data_for_model(model, str(path.parent))
         onnx.checker.check_model(model, full_check=False)
     except Exception as e:
-        raise InputError(f"model {str(path)!r} is not a valid ONNX model: {_first_line(e)}") from e
+        raise InputError(f"model {str(path)!r} is not a valid ONNX model: {first_line(e)}") from e
     _check_runtime_kernels(path)
     return model
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
 
 
 def _check_external_data(model, path: Path) -> None:
@@ -178,7 +174,7 @@ def _check_runtime_kernels(path: Path) -> None:
     try:
         ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise InputError(f"model {str(path)!r} does not load in onnxruntime: {_first_line(e)}") from e
+        raise InputError(f"model {str(path)!r} does not load in onnxruntime: {first_line(e)}") from e
 
 
 def io_specs(path: Path) -> tuple[tuple[InputSpec, ...], tuple[InputSpec, ...]]:
@@ -223,7 +219,7 @@ def preprocess(src: Path, dest: Path) -> Path:
             try:
                 quant_pre_process(str(src), str(dest), skip_symbolic_shape=True)
             except Exception as e:
-                raise StageError("pre-processing", str(e).strip().splitlines()[0][:300]) from e
+                raise StageError("pre-processing", first_line(e)) from e
     check(dest)
     return dest
 

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import StageError
+from .errors import StageError, first_line
 
 log = logging.getLogger("edgekit")
 COVERAGE_EPS = {"nnapi": "NNAPI", "coreml": "CoreML MLProgram"}
@@ -73,7 +73,7 @@ def _convert_in_process(src: Path, out: Path, style: str, platform_: str) -> Non
             convert_onnx_models_to_ort(src, output_dir=out, optimization_styles=[OptimizationStyle[style]],
                                        target_platform=platform_)
     except Exception as e:
-        raise StageError("ORT format conversion", str(e).strip().splitlines()[0][:300]) from e
+        raise StageError("ORT format conversion", first_line(e)) from e
 
 
 def coverage(model_path: Path, eps: tuple[str, ...]) -> dict:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import QuantSettings
-from .errors import StageError
+from .errors import StageError, first_line
 
 log = logging.getLogger("edgekit")
 
@@ -122,7 +122,7 @@ def quantize(src: Path, dest: Path, p: Plan, feeds: list, progress=None, cache: 
         with contextlib.redirect_stdout(io.StringIO()):
             _call(p, str(src), str(dest), feeds, progress, cache)
     except Exception as e:
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise StageError("quantization", f"{type(e).__name__}: {first}") from e
     return dest
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, StageError
+from .errors import InputError, StageError, first_line
 
 
 def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int = 1, optimized_path: str = "",
@@ -34,7 +34,7 @@ def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int 
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=used), used
     except Exception as e:
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise StageError("onnxruntime load", f"{Path(path).name}: {first}") from e
 
 
@@ -42,7 +42,7 @@ def run_onnx(sess, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]
     try:
         return [sess.run(None, feed) for feed in feeds]
     except Exception as e:
-        raise StageError("onnxruntime run", str(e).strip().splitlines()[0][:300]) from e
+        raise StageError("onnxruntime run", first_line(e)) from e
 
 
 def run_torch(module, feeds: list[dict[str, np.ndarray]], input_names: list[str]) -> list[list[np.ndarray]]:

@@ -4,7 +4,6 @@ import json
 import numpy as np
 import onnx
 import onnxruntime as ort
-import pytest
 from click.testing import CliRunner
 from conftest import DIGITS, TESTS
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import DIGITS, TESTS
+
 
 from edgekit.cli import main
 

@@ -4,7 +4,6 @@ Also covered elsewhere: bad data files (test_errors.py: wrong shape/dtype, NaN/I
 names, corrupt .npz, mixed folders), recipe/profile keys and types (test_errors.py), unsafe archives
 (test_package.py: absolute, `..`, symlink, hard link, device, oversized members).
 """
-import json
 import os
 import signal
 import subprocess
@@ -12,7 +11,6 @@ import sys
 import time
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from click.testing import CliRunner

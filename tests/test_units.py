@@ -6,14 +6,13 @@ import time
 import numpy as np
 import onnx
 import pytest
-import torch
 from click.testing import CliRunner
-from conftest import ROOT, encoder_feeds
+from conftest import ROOT
 
 from edgekit import calib, config, parity, quantize
 from edgekit.cli import main
 from edgekit.config import InputSpec
-from edgekit.errors import InputError, UsageError
+from edgekit.errors import InputError
 from edgekit.export import export_torch
 
 
