@@ -193,7 +193,7 @@ def distill(teacher, teacher_weights, student, student_weights, trust_checkpoint
 
     import torch
 
-    torch.manual_seed(settings["seed"])
+    torch.manual_seed(settings["seed"])  # a student built without weights gets a reproducible init
     t = load_model(teacher, teacher_weights, trust_checkpoint).module
     s = load_model(student, student_weights, trust_checkpoint).module
     batches = load_batches(data, _specs(inputs), settings["batch_size"])

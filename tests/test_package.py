@@ -131,18 +131,13 @@ def test_golden_output_one_ulp_beyond_tolerance_fails(packaged, tmp_path):
 
 
 def _rewrite_golden(folder, inputs, outputs, atol):
-    import zipfile
-    from edgekit.package import FIXED_ZIP_TIME, sha256
-    with zipfile.ZipFile(folder / "golden.npz", "w") as z:
-        arrays = {"count": np.array(len(inputs))}
-        for i, (feed, out) in enumerate(zip(inputs, outputs)):
-            arrays.update({f"input.{i}.{k}": v for k, v in feed.items()})
-            arrays.update({f"output.{i}.{k}": v for k, v in out.items()})
-        arrays.update({f"atol.{k}": np.array(v) for k, v in atol.items()})
-        for key, value in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asarray(value))
-            z.writestr(zipfile.ZipInfo(f"{key}.npy", FIXED_ZIP_TIME), buf.getvalue())
+    from edgekit.package import sha256, write_arrays
+    arrays = {"count": np.array(len(inputs))}
+    for i, (feed, out) in enumerate(zip(inputs, outputs)):
+        arrays.update({f"input.{i}.{k}": v for k, v in feed.items()})
+        arrays.update({f"output.{i}.{k}": v for k, v in out.items()})
+    arrays.update({f"atol.{k}": np.array(v) for k, v in atol.items()})
+    write_arrays(folder / "golden.npz", arrays)
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"]["golden.npz"] = sha256(folder / "golden.npz")
     (folder / "manifest.json").write_text(json.dumps(manifest))
