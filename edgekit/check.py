@@ -17,7 +17,7 @@ import numpy as np
 
 from . import archive, package
 from .errors import InputError, first_line
-from .runtime import session
+from .runtime import int8_session
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
@@ -115,7 +115,7 @@ def _parity(model: Path, target: str, inputs, expected, atol) -> Case:
     start = time.perf_counter()
     name = f"parity {model.name}"
     try:
-        sess, _ = session(model, exact_int8=True)
+        sess, _ = int8_session(model)
         outputs = [o.name for o in sess.get_outputs()]
         runs = [dict(zip(outputs, sess.run(None, feed))) for feed in inputs]
     except Exception as e:

@@ -6,12 +6,13 @@ import json
 import logging
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 import click
 
 from . import __version__
-from .errors import EdgekitError, ExitCode
+from .errors import EdgekitError, ExitCode, first_line
 
 
 def _interrupt(signum, frame):
@@ -27,23 +28,25 @@ def _handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except EdgekitError as e:
-            if debug:
-                raise
-            click.echo(f"edgekit: error: {e}", err=True)
-            sys.exit(int(e.exit_code))
+            _fail(f"edgekit: error: {e}", e.exit_code, debug)
         except KeyboardInterrupt:
             click.echo("edgekit: interrupted; previous output left as it was", err=True)
             sys.exit(130)
-        except click.exceptions.Exit:
+        except (click.exceptions.Exit, click.ClickException):
             raise
         except Exception as e:
-            if debug:
-                raise
-            click.echo(f"edgekit: internal error: {type(e).__name__}: {e} (re-run with --debug for the traceback)",
-                       err=True)
-            sys.exit(int(ExitCode.INTERNAL))
+            _fail(f"edgekit: internal error: {type(e).__name__}: {first_line(e)}"
+                  + ("" if debug else " (re-run with --debug for the traceback)"), ExitCode.INTERNAL, debug)
 
     return wrapper
+
+
+def _fail(line: str, code: ExitCode, debug: bool) -> None:
+    """The one-line error last (after the traceback with --debug), and the same exit code either way."""
+    if debug:
+        traceback.print_exc()
+    click.echo(line, err=True)
+    sys.exit(int(code))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,6 +1,7 @@
 """Error types and exit codes: user mistakes are told apart from toolchain failures and bugs."""
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 
 
@@ -44,4 +45,18 @@ class StageError(EdgekitError):
 def first_line(e: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (its type when empty): what a one-line error can show."""
     text = str(e).strip()
+    if "[ONNXRuntimeError]" in text:
+        text = ort_cause(text)
     return text.splitlines()[0][:limit] if text else type(e).__name__
+
+
+_ORT_STATUS = re.compile(r"\[ONNXRuntimeError\] : \d+ : (\w+) :\s*")
+_SOURCE_LOCATION = re.compile(r"\S+\.(?:cc|cpp|h):\d+\s+")
+_CPP_SIGNATURE = re.compile(r"(?:\w[\w<>]*(?:::\w[\w<>]*)+[&*]* )?\w+(?:::[\w~]+)+\((?:[^()]|\([^()]*\))*\)\s*")
+
+
+def ort_cause(text: str) -> str:
+    """onnxruntime's message with the cause first: its innermost status text, without source
+    locations and C++ signatures, which otherwise fill a one-line error before the cause is reached."""
+    message = _ORT_STATUS.split(text)[-1]  # [before, CODE, message, CODE, message, ...]: the innermost
+    return _CPP_SIGNATURE.sub("", _SOURCE_LOCATION.sub("", message)).strip() or text

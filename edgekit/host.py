@@ -30,8 +30,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+ISA_ENV = "EDGEKIT_HOST_ISA"
+ISAS = ("avx512-vnni", "avx-vnni", "avx512", "avx2", "sse", "arm64-i8mm", "arm64-dotprod", "arm64")
+SATURATING_X86 = ("avx512", "avx2", "sse")
+
+
 def int8_isa() -> str:
-    """The integer dot-product path onnxruntime's MLAS will use on this host."""
+    """The integer dot-product path onnxruntime's MLAS will use on this host.
+
+    `EDGEKIT_HOST_ISA` overrides what /proc/cpuinfo says, so each branch that depends on it (reduce_range,
+    exact-kernel sessions) can be exercised on any machine; the manifest records which one decided.
+    """
+    forced = os.environ.get(ISA_ENV, "").strip()
+    if forced:
+        if forced not in ISAS:
+            from .errors import UsageError
+
+            raise UsageError(f"{ISA_ENV}={forced!r} is not one of {', '.join(ISAS)}")
+        return forced
     flags = cpu_flags()
     if platform.machine().lower() in ("aarch64", "arm64"):
         return "arm64-i8mm" if "i8mm" in flags else "arm64-dotprod" if "asimddp" in flags else "arm64"
@@ -46,18 +62,28 @@ def int8_isa() -> str:
     return "sse"
 
 
-def x86_needs_reduce_range() -> bool:
-    """x86 without VNNI multiplies u8×s8 through VPMADDUBSW, whose int16 sums saturate (onnxruntime#6004)."""
-    return platform.machine().lower() in ("x86_64", "amd64") and int8_isa() in ("avx2", "avx512", "sse")
+def isa_source() -> str:
+    return ISA_ENV if os.environ.get(ISA_ENV, "").strip() else "cpuinfo"
+
+
+def x86_saturates() -> bool:
+    """x86 without VNNI multiplies u8×s8 through VPMADDUBSW, whose int16 sums saturate (onnxruntime#6004).
+
+    Decides both `reduce_range=auto` for x86 targets and whether exact-arithmetic sessions need
+    onnxruntime's `session.x64quantprecision` (VNNI's VPDPBUSD does not saturate: its default kernels
+    are exact, and measured bit-identical to the exact option on reduce_range models).
+    """
+    return platform.machine().lower() in ("x86_64", "amd64") and int8_isa() in SATURATING_X86
 
 
 def label(threads: int, providers: list[str]) -> dict:
     import onnxruntime
 
-    return {"cpu": cpu_model(), "isa": int8_isa(), "cores": os.cpu_count(), "threads": threads,
+    return {"cpu": cpu_model(), "isa": int8_isa(), "isa_source": isa_source(), "cores": os.cpu_count(), "threads": threads,
             "providers": list(providers), "onnxruntime": onnxruntime.__version__,
             "machine": platform.machine()}
 
 
 def describe(h: dict) -> str:
-    return f"{h['cpu']} [{h['isa']}], {h['threads']} thread(s), {'+'.join(h['providers'])}, ORT {h['onnxruntime']}"
+    isa = h["isa"] + (f" set by {ISA_ENV}" if h.get("isa_source", "cpuinfo") != "cpuinfo" else "")
+    return f"{h['cpu']} [{isa}], {h['threads']} thread(s), {'+'.join(h['providers'])}, ORT {h['onnxruntime']}"

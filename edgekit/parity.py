@@ -22,6 +22,8 @@ class OutputParity:
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    # scaled first: outputs near float max (a quantized mask path) would overflow the dot products
+    a, b = a / max(float(np.max(np.abs(a), initial=0.0)), 1e-300), b / max(float(np.max(np.abs(b), initial=0.0)), 1e-300)
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     if na == 0 and nb == 0:
         return 1.0

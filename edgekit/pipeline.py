@@ -20,7 +20,7 @@ from .config import InputSpec, Recipe, Target, apply_quant_overrides
 from .errors import UsageError
 from .load import load_model
 from .progress import bar
-from .runtime import run_onnx, run_torch, session
+from .runtime import int8_session, run_onnx, run_torch, session
 
 log = logging.getLogger("edgekit")
 VALIDATION_FRACTION = 0.25
@@ -76,7 +76,9 @@ def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> list[di
 def _quiet_onnxruntime() -> None:
     import onnxruntime
 
-    onnxruntime.set_default_logger_severity(3)  # its warnings go to stderr; edgekit reports what matters
+    from .runtime import ort_log_level
+
+    onnxruntime.set_default_logger_severity(ort_log_level())  # edgekit reports what matters, in one line
 
 
 def _seed(seed: int) -> None:
@@ -184,13 +186,14 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
                                                       f"quantize overrides for {target.name}"),
                           set(shared.recipe.quantize), target.runtime.arch)
     providers, threads = list(target.runtime.providers), target.runtime.threads
-    # An ARM device's int8 arithmetic does not saturate; on an x86 host without VNNI emulate it exactly.
-    emulate = target.runtime.arch != "x86_64" and host.x86_needs_reduce_range() and not qplan.reduce_range
-    qplan, n_cal, tuning = _quantize(shared, target, qplan, prep, fp32, int8, emulate)
-    int8_val = run_onnx(session(int8, providers, threads, exact_int8=emulate)[0], shared.val.feeds)
+    # An ARM device's int8 arithmetic does not saturate: judge an ARM target by exact arithmetic; an x86
+    # target by this host's own kernels.
+    exact = target.runtime.arch != "x86_64"
+    qplan, n_cal, tuning = _quantize(shared, target, qplan, prep, fp32, int8, exact)
+    int8_sess, kernels = int8_session(int8, providers, threads, exact)
+    int8_val = run_onnx(int8_sess, shared.val.feeds)
     quant_parity = _parity_block(parity.compare([o.name for o in prep.outputs], prep.fp32_val, int8_val), shared.val)
-    quant_parity["int8_kernels"] = ("exact u8s8 (session.x64quantprecision=1, emulating the device)" if emulate
-                                    else "host default")
+    quant_parity["int8_kernels"] = kernels
     latency = None if shared.recipe.no_bench else _latency(shared, target, fp32, int8)
     props = {"edgekit_version": __version__, "edgekit_target": target.name,
              "edgekit_inputs": ";".join(map(str, shared.inputs)), "edgekit_preprocessing": "onnxruntime quant_pre_process"}
@@ -218,7 +221,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
         "latency": latency,
         "compression": shared.compression,
         **packaged,
-        "warnings": _warnings(cal, val, latency, int8, providers, threads),
+        "warnings": _warnings(cal, val, latency, int8, providers, threads) + _kernel_warnings(packaged),
     }
     manifest["gates"] = _gates(target, manifest, _is_classifier(recipe, val), int8.stat().st_size)
     manifest["passed"] = all(g["passed"] for g in manifest["gates"])
@@ -243,10 +246,19 @@ def _package(shared: Shared, target: Target, tdir: Path, int8: Path, names: list
     spec = target.package
     feeds = shared.val.feeds[: spec.golden_samples]
     # exact int8 arithmetic (no x86 VPMADDUBSW saturation): what every conforming runtime computes
-    expected = run_onnx(session(int8, exact_int8=True)[0], feeds)
+    golden_sess, kernels = int8_session(int8)
+    expected = run_onnx(golden_sess, feeds)
     atol = package.write_golden(tdir / "golden.npz", feeds, names, expected, spec.golden_tolerance)
     out = {"golden": {"file": "golden.npz", "samples": len(feeds), "model": int8.name, "atol": atol,
-                      "tolerance": f"{spec.golden_tolerance} x each output's peak |value|"}}
+                      "tolerance": f"{spec.golden_tolerance} x each output's peak |value|", "kernels": kernels}}
+    if target.runtime.arch != "x86_64" and host.x86_saturates():
+        # what a user sees running the ARM package on this kind of host with onnxruntime's defaults
+        default = run_onnx(int8_session(int8, exact=False)[0], feeds)
+        errors = {n: max(float(np.max(np.abs(d[k].astype(np.float64) - e[k]))) for d, e in zip(default, expected))
+                  for k, n in enumerate(names)}
+        out["golden"]["x86_default_kernels"] = {
+            "isa": host.int8_isa(), "max_abs_error": errors,
+            "within_tolerance": all(errors[n] <= atol[n] for n in names)}
     if spec.ort_format:
         platform = "arm" if target.runtime.arch == "arm64" else "amd64"
         written = mobile.to_ort(int8, tdir, spec.ort_optimization, platform)
@@ -261,7 +273,7 @@ def _package(shared: Shared, target: Target, tdir: Path, int8: Path, names: list
     return out
 
 
-def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path, int8: Path, emulate: bool):
+def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path, int8: Path, exact: bool):
     """Quantize with the plan, or with `auto`, search for the fastest settings that pass parity."""
     settings = qplan.settings
     if settings.mode == "dynamic":  # ranges come from each input at run time: nothing to calibrate
@@ -277,7 +289,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path,
         ctx = tune.Context(fp32, work, shared.cal.feeds[:n_cal], shared.val.feeds, prep.fp32_val,
                            [o.name for o in prep.outputs], shared.val.labels, target.parity,
                            _is_classifier(shared.recipe, shared.val), list(target.runtime.providers),
-                           target.runtime.threads, emulate)
+                           target.runtime.threads, exact)
         with bar(f"tuning {target.name}", settings.max_trials, shared.progress) as advance:
             chosen, trials, sensitivity = tune.tune(ctx, qplan, settings.max_trials, settings.time_budget,
                                                     settings.max_excluded, lambda t: advance(1, _log_trial(t)),
@@ -362,6 +374,21 @@ def _warnings(cal, val, latency, int8, providers, threads) -> list[str]:
                  if fusion["unfused_compute_nodes"] else
                  "all quantized groups fused; per-call overhead or float ops around them dominate this model")
         warnings.append(f"int8 is slower than fp32 on this host ({speedup:.2f}x): {cause}")
+    return warnings
+
+
+def _kernel_warnings(packaged: dict) -> list[str]:
+    golden = packaged["golden"]
+    warnings = []
+    if "refused" in golden["kernels"]:
+        warnings.append(f"golden outputs computed with {golden['kernels']}")
+    on_x86 = golden.get("x86_default_kernels")
+    if on_x86 and not on_x86["within_tolerance"]:
+        worst = max(on_x86["max_abs_error"], key=on_x86["max_abs_error"].get)
+        warnings.append(f"on an x86 host without VNNI ({on_x86['isa']}) onnxruntime's default kernels give this ARM "
+                        f"package's output {worst!r} an error up to {on_x86['max_abs_error'][worst]:.3g} (tolerance "
+                        f"{golden['atol'][worst]:.3g}; u8s8 saturation): run it there with the session option "
+                        "session.x64quantprecision=1, as `edgekit check` does")
     return warnings
 
 

@@ -85,7 +85,7 @@ def plan(model_path: Path, settings: QuantSettings, explicit: set[str], arch: st
     """Resolve `auto` choices: reduce_range by target arch and host ISA, transformer scheme for attention."""
     import onnx
 
-    from .host import int8_isa, x86_needs_reduce_range
+    from .host import int8_isa, isa_source, x86_saturates
 
     from .errors import UsageError
 
@@ -105,11 +105,11 @@ def plan(model_path: Path, settings: QuantSettings, explicit: set[str], arch: st
             settings = dataclasses.replace(settings, mode="static", op_types=("MatMul", "Gemm"))
             reasons.append("attention graph: static QDQ on MatMul/Gemm only (keeps the mask path float)")
     if settings.reduce_range == "auto":
-        reduce = (arch == "x86_64" and x86_needs_reduce_range() and settings.weight_type == "int8"
+        reduce = (arch == "x86_64" and x86_saturates() and settings.weight_type == "int8"
                   and settings.activation_type == "uint8")
         if reduce:
-            reasons.append(f"reduce_range: host ISA {int8_isa()} has no VNNI; u8s8 would saturate int16 "
-                           "(onnxruntime#6004), so weights use 7 bits")
+            reasons.append(f"reduce_range: host ISA {int8_isa()} (from {isa_source()}) has no VNNI; u8s8 would "
+                           "saturate int16 (onnxruntime#6004), so weights use 7 bits")
     else:
         reduce = settings.reduce_range == "true"
     return Plan(settings, reduce, attention, tuple(reasons))

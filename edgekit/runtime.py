@@ -1,30 +1,39 @@
 """Running models: onnxruntime sessions with a target's providers and threads, and the torch reference."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
+from . import host
 from .errors import InputError, StageError, first_line
+
+log = logging.getLogger("edgekit")
+HOST_DEFAULT = "host default"
+
+
+def ort_log_level() -> int:
+    """onnxruntime's own (coloured, multi-line) log lines only with --debug: edgekit reports the cause itself."""
+    return 2 if log.isEnabledFor(logging.DEBUG) else 4
 
 
 def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int = 1, optimized_path: str = "",
             level: str = "all", exact_int8: bool = False):
     """A session on the providers this host really has; returns (session, providers used).
 
-    `exact_int8` asks x86 MLAS for its non-saturating u8s8 kernels (`session.x64quantprecision`), so
-    a model meant for an ARM device is judged by the arithmetic the device does, not by this host's
-    VPMADDUBSW shortcut.
+    `exact_int8` asks x86 MLAS for its non-saturating u8s8 kernels (`session.x64quantprecision`).
     """
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(ort_log_level())
     available = set(ort.get_available_providers())
     used = [p for p in providers if p in available] or ["CPUExecutionProvider"]
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
+    opts.log_severity_level = ort_log_level()
     opts.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
                                      "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}[level]
     if exact_int8:
@@ -36,6 +45,25 @@ def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int 
     except Exception as e:
         first = first_line(e)
         raise StageError("onnxruntime load", f"{Path(path).name}: {first}") from e
+
+
+def int8_session(path: Path | str, providers=("CPUExecutionProvider",), threads: int = 1, exact: bool = True):
+    """A session for an int8 model; returns (session, which kernels ran it, for the manifest).
+
+    `exact`: compute int8 exactly, as an ARM device or a VNNI x86 host does. Only an x86 host without VNNI needs onnxruntime's exact-kernel option (its default u8s8 path
+    saturates); onnxruntime 1.32 refuses that option on some full-range u8s8 QDQ models, and then the
+    host's default kernels are used and `kernels` says so: a host ISA never decides whether a model loads.
+    """
+    isa = host.int8_isa()
+    if not exact or not host.x86_saturates():
+        return session(path, providers, threads)[0], f"{HOST_DEFAULT} ({isa}{'' if host.x86_saturates() else ': exact'})"
+    try:
+        return session(path, providers, threads, exact_int8=True)[0], \
+            f"exact u8s8 (session.x64quantprecision=1; {isa} has no VNNI)"
+    except StageError as e:
+        log.info("exact-kernel session refused, using the host's default kernels: %s", e)
+        return session(path, providers, threads)[0], \
+            f"{HOST_DEFAULT} ({isa}, may saturate): onnxruntime refused session.x64quantprecision=1 ({e})"
 
 
 def run_onnx(sess, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import bench, layers, parity, quantize
-from .runtime import run_onnx, session
+from .runtime import int8_session, run_onnx
 
 COMPUTE_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 SEARCH_PERCENTILE = 99.99
@@ -55,7 +55,7 @@ class Context:
     classifier: bool
     providers: list[str]
     threads: int
-    exact_int8: bool
+    exact_int8: bool  # judge int8 by exact arithmetic (an ARM device's), not this host's
 
 
 def tune(ctx: Context, base: quantize.Plan, max_trials: int, time_budget: float, max_excluded: int,
@@ -128,7 +128,7 @@ def _evaluate(ctx: Context, plan: quantize.Plan, index: int, why: str, excluded)
     out = ctx.work / f"trial{index}.onnx"
     key = s.calibrate_method + (f"-{s.percentile}" if s.calibrate_method == "percentile" else "")
     quantize.quantize(ctx.fp32, out, plan, ctx.cal_feeds, cache=ctx.work / f"calibration-{key}.json")
-    int8_val = run_onnx(session(out, ctx.providers, ctx.threads, exact_int8=ctx.exact_int8)[0], ctx.val_feeds)
+    int8_val = run_onnx(int8_session(out, ctx.providers, ctx.threads, ctx.exact_int8)[0], ctx.val_feeds)
     results = [r.as_dict() for r in parity.compare(ctx.names, ctx.fp32_val, int8_val)]
     accuracy = None
     if ctx.labels is not None:

@@ -182,3 +182,28 @@ class TwoHeads(nn.Module):
 def two_heads():
     torch.manual_seed(0)
     return TwoHeads()
+
+
+class ConvNeXtStyle(nn.Module):
+    """ConvNeXt blocks: depthwise 7x7, channels-last LayerNorm, pointwise MLP with GELU, residual."""
+
+    def __init__(self, dim=16, depth=2, classes=5):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 4, stride=4)
+        self.blocks = nn.ModuleList(nn.ModuleDict({
+            "dw": nn.Conv2d(dim, dim, 7, padding=3, groups=dim), "norm": nn.LayerNorm(dim),
+            "up": nn.Linear(dim, 4 * dim), "down": nn.Linear(4 * dim, dim)}) for _ in range(depth))
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, image):
+        x = self.stem(image)
+        for b in self.blocks:
+            y = b["dw"](x).permute(0, 2, 3, 1)
+            y = b["down"](nn.functional.gelu(b["up"](b["norm"](y))))
+            x = x + y.permute(0, 3, 1, 2)
+        return self.head(x.mean((2, 3)))
+
+
+def convnext_style():
+    torch.manual_seed(0)
+    return ConvNeXtStyle()

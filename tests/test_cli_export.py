@@ -4,6 +4,7 @@ import json
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from click.testing import CliRunner
 from conftest import DIGITS, TESTS
 
@@ -13,8 +14,8 @@ MANIFEST_KEYS = {"edgekit_version", "target", "inputs", "outputs", "quantization
                  "gates", "passed"}
 
 
-def export(*args, bench_runs=5):
-    result = CliRunner().invoke(main, ["export", *map(str, args), "--bench-runs", str(bench_runs), "--json"])
+def export(*args, bench_runs=5, env=None):
+    result = CliRunner().invoke(main, ["export", *map(str, args), "--bench-runs", str(bench_runs), "--json"], env=env)
     return result
 
 
@@ -163,16 +164,50 @@ def test_two_outputs_named(tmp_path):
     assert [o["output"] for o in m["parity"]["quantization"]["outputs"]] == ["first", "second"]
 
 
-def test_arm_target_parity_uses_the_devices_arithmetic(tmp_path, cnn_data):
-    """On an x86 host without VNNI, full-range u8s8 saturates; an ARM device's does not, so parity is
-    computed with onnxruntime's exact kernels for ARM targets (and the default ones for x86)."""
-    from edgekit import host
+@pytest.mark.parametrize("isa", ["avx2", "avx512-vnni"])
+def test_host_isa_override_runs_each_branch(tmp_path, cnn_data, isa):
+    """Without VNNI, full-range u8s8 saturates: x86 targets get reduce_range and ARM targets are judged by
+    onnxruntime's exact kernels; with VNNI neither is needed. EDGEKIT_HOST_ISA runs both branches on any host."""
     cal, val = cnn_data
     result = export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cal, "--validation", val,
-                    "-t", "arm64-linux", "-t", "desktop-x86", "--out", tmp_path)
+                    "-t", "arm64-linux", "-t", "desktop-x86", "--out", tmp_path, env={"EDGEKIT_HOST_ISA": isa})
+    assert result.exit_code == 0, result.output
     arm, x86 = manifests(result)
+    saturates = isa == "avx2"
     assert arm["quantization"]["reduce_range"] is False
-    assert x86["quantization"]["reduce_range"] is host.x86_needs_reduce_range()
-    emulated = "exact" in arm["parity"]["quantization"]["int8_kernels"]
-    assert emulated is host.x86_needs_reduce_range()
-    assert x86["parity"]["quantization"]["int8_kernels"] == "host default"
+    assert x86["quantization"]["reduce_range"] is saturates
+    assert x86["latency"]["int8"]["host"]["isa"] == isa
+    assert x86["latency"]["int8"]["host"]["isa_source"] == "EDGEKIT_HOST_ISA"
+    for kernels in (arm["parity"]["quantization"]["int8_kernels"], arm["golden"]["kernels"], x86["golden"]["kernels"]):
+        assert ("x64quantprecision=1" in kernels) is saturates, kernels
+    assert x86["parity"]["quantization"]["int8_kernels"].startswith("host default")
+
+
+def test_bad_host_isa_override_is_a_usage_error(tmp_path, cnn_data):
+    result = export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cnn_data[0],
+                    "--out", tmp_path, env={"EDGEKIT_HOST_ISA": "avx3"})
+    assert result.exit_code == 2 and "EDGEKIT_HOST_ISA" in result.stderr
+
+
+@pytest.mark.parametrize("isa", ["avx2", "avx512-vnni"])
+def test_convnext_full_range_exports_on_any_x86_host(tmp_path, isa):
+    """onnxruntime refuses session.x64quantprecision=1 on full-range u8s8 ConvNeXt-style models: the exact
+    option is used only where the host lacks VNNI, and when refused the fallback is recorded, never exit 4."""
+    from edgekit import host
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "cal.npz", image=rng.random((24, 3, 32, 32), dtype=np.float32))
+    np.savez(tmp_path / "val.npz", image=rng.random((8, 3, 32, 32), dtype=np.float32))
+    result = export("models:convnext_style", "--input", "image:Nx3x32x32", "--calibration", tmp_path / "cal.npz",
+                    "--validation", tmp_path / "val.npz", "-t", "desktop-x86", "-t", "arm64-linux",
+                    "--reduce-range", "false", "--out", tmp_path / "o", env={"EDGEKIT_HOST_ISA": isa})
+    x86, arm = manifests(result)
+    assert x86["quantization"]["reduce_range"] is False and arm["quantization"]["reduce_range"] is False
+    kernels = arm["golden"]["kernels"]
+    if isa == "avx2":  # the exact option was asked for, refused by onnxruntime, and the fallback recorded
+        assert "refused session.x64quantprecision=1" in kernels, kernels
+    else:
+        assert kernels == "host default (avx512-vnni: exact)"
+    # on a real AVX2 host the fallback kernels saturate and a gate may fail (exit 1): a verdict, never a crash
+    real_saturation = isa == "avx2" and host.cpu_flags().isdisjoint({"avx512_vnni", "avx_vnni"})
+    assert result.exit_code in ((0, 1) if real_saturation else (0,)), result.output
+    assert (tmp_path / "o" / "arm64-linux" / "golden.npz").exists()

@@ -1,5 +1,9 @@
 """Every user mistake gets one line on stderr, its own exit code, no traceback, and no output written."""
+import subprocess
+import sys
+
 import numpy as np
+import onnx
 import pytest
 import torch
 from click.testing import CliRunner
@@ -160,10 +164,38 @@ def test_exception_leaves_previous_output_untouched(tmp_path, cnn_data):
     assert not [p for p in tmp_path.iterdir() if ".edgekit-" in p.name]
 
 
-def test_debug_shows_traceback(data):
-    result = CliRunner().invoke(main, ["--debug", "export", "models:nothing_here", "--input", "x:1x3",
-                                       "--calibration", str(data)])
-    assert result.exit_code != 0 and result.exception is not None
+def test_debug_shows_traceback_and_keeps_the_exit_code(data):
+    args = ["export", "models:nothing_here", "--input", "x:1x3", "--calibration", str(data)]
+    plain = CliRunner().invoke(main, args)
+    debug = CliRunner().invoke(main, ["--debug", *args])
+    assert plain.exit_code == debug.exit_code == 3
+    assert "Traceback" in debug.stderr and "Traceback" not in plain.stderr
+    assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip()
+
+
+def _erf_double_model(tmp_path):
+    """Valid ONNX that onnxruntime's CPU provider has no kernel for (Erf on float64)."""
+    from onnx import TensorProto, helper
+    io = [helper.make_tensor_value_info(n, TensorProto.DOUBLE, ["N", 4]) for n in ("x", "y")]
+    model = helper.make_model(helper.make_graph([helper.make_node("Erf", ["x"], ["y"], name="erf")], "g", io[:1],
+                                                io[1:]), opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, tmp_path / "erf.onnx")
+    np.savez(tmp_path / "cal.npz", x=np.ones((8, 4)))
+    return tmp_path / "erf.onnx", tmp_path / "cal.npz"
+
+
+def test_onnxruntime_error_is_one_line_with_its_cause(tmp_path):
+    """onnxruntime's own coloured log line stays off stderr; edgekit's line keeps the cause (in a real process:
+    onnxruntime writes to file descriptor 2, which CliRunner cannot capture)."""
+    model, cal = _erf_double_model(tmp_path)
+    for debug in ([], ["--debug"]):
+        run = subprocess.run([sys.executable, "-m", "edgekit", *debug, "export", str(model), "--calibration", str(cal),
+                              "--out", str(tmp_path / "o")], capture_output=True, text=True)
+        assert run.returncode == 3, run.stderr
+        assert "[E:onnxruntime" not in run.stderr and "\x1b[" not in run.stderr
+        last = run.stderr.strip().splitlines()[-1]
+        assert last.startswith("edgekit: error:") and "Could not find an implementation for Erf(13)" in last, last
+        assert (len(run.stderr.strip().splitlines()) == 1) is not debug
 
 
 @pytest.mark.parametrize("body,code,msg", [

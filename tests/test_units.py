@@ -113,13 +113,13 @@ def test_attention_detection(tmp_path):
 
 def test_reduce_range_auto_follows_host_isa(tmp_path, monkeypatch):
     from models import small_cnn
-    from edgekit import host
     path = export_torch(small_cnn(), (InputSpec.parse("image:Nx3x16x16"),), (), 17, tmp_path / "c.onnx")
     settings = config.QuantSettings()
-    monkeypatch.setattr(host, "x86_needs_reduce_range", lambda: True)
+    monkeypatch.setenv("EDGEKIT_HOST_ISA", "avx2")
     plan = quantize.plan(path, settings, set())
-    assert plan.reduce_range and any("reduce_range" in r for r in plan.reasons)
-    monkeypatch.setattr(host, "x86_needs_reduce_range", lambda: False)
+    assert plan.reduce_range and any("reduce_range" in r and "EDGEKIT_HOST_ISA" in r for r in plan.reasons)
+    assert not quantize.plan(path, settings, set(), arch="arm64").reduce_range
+    monkeypatch.setenv("EDGEKIT_HOST_ISA", "avx512-vnni")
     assert not quantize.plan(path, settings, set()).reduce_range
     assert not quantize.plan(path, config.QuantSettings(reduce_range="false"), set()).reduce_range
 
@@ -171,3 +171,13 @@ def test_output_name_colliding_with_internal_name_is_explained(tmp_path):
     specs = (InputSpec.parse("input_ids:Nx12:int64"), InputSpec.parse("attention_mask:Nx12:int64"))
     with pytest.raises(StageError, match="choose another --output-name"):
         export_torch(tiny_encoder(), specs, ("embedding",), 18, tmp_path / "e.onnx", "dynamo")
+
+
+def test_onnxruntime_messages_keep_their_cause_first():
+    from edgekit.errors import first_line
+    raw = ("[ONNXRuntimeError] : 1 : FAIL : Exception during initialization: /onnxruntime_src/onnxruntime/core/graph/"
+           "graph_utils.cc:479 onnxruntime::NodeArg& onnxruntime::graph_utils::AddInitializerWithOrtValue("
+           "onnxruntime::Graph&, const onnx::TensorProto&, onnxruntime::Tensor&&) [ONNXRuntimeError] : 1 : FAIL : "
+           "graph.cc:4164 AddInitializedOrtValue Attempt to replace the existing tensor")
+    assert first_line(RuntimeError(raw), 80) == "AddInitializedOrtValue Attempt to replace the existing tensor"
+    assert first_line(RuntimeError("plain\nsecond")) == "plain" and first_line(ValueError()) == "ValueError"
