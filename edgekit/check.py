@@ -59,34 +59,56 @@ def _target_folders(path: Path, shown: Path) -> list[Path]:
 
 def _check_target(folder: Path, shown: str) -> list[Case]:
     manifest = _manifest(folder, shown)
-    target, files, golden = manifest["target"], manifest["files"], manifest["golden"]
-    deployed = [golden["model"]] + ([manifest["ort_format"]["file"]] if manifest.get("ort_format") else [])
-    for name in [golden["file"], *deployed]:
-        if name not in files:
-            raise InputError(f"{shown}: manifest.json does not hash {name}, so it cannot be trusted")
-    cases = [_integrity(folder, shown, target, files)]
-    inputs, expected, atol = package.read_golden(_existing(folder, shown, golden["file"]))
-    for model in deployed:
+    target, files, golden = manifest["target"], manifest["files"], manifest["golden"]["models"]
+    shipped = [manifest["ort_format"]["file"]] if manifest.get("ort_format") else []
+    for model in shipped:
+        if model not in golden:
+            raise InputError(f"{shown}: manifest.json has no golden outputs for the shipped {model}")
+    for model, entry in golden.items():
+        for name in (model, entry["file"]):
+            if name not in files:
+                raise InputError(f"{shown}: manifest.json does not hash {name}, so it cannot be trusted")
+    cases = [_integrity(folder, shown, target, files), _gates(target, manifest)]
+    for model, entry in golden.items():
+        inputs, expected, atol = package.read_golden(_existing(folder, shown, entry["file"]))
         cases.append(_parity(_existing(folder, shown, model), target, inputs, expected, atol))
     return cases
 
 
 def _manifest(folder: Path, shown: str) -> dict:
     """manifest.json with the fields check relies on, of the right types."""
+    def is_str_dict(d) -> bool:
+        return isinstance(d, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in d.items())
+
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
+        golden = manifest.get("golden") if isinstance(manifest, dict) else None
         ok = (isinstance(manifest, dict) and isinstance(manifest.get("target"), str)
-              and isinstance(manifest.get("files"), dict) and manifest["files"]
-              and all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["files"].items())
-              and isinstance(manifest.get("golden"), dict)
-              and all(isinstance(manifest["golden"].get(k), str) for k in ("file", "model"))
+              and is_str_dict(manifest.get("files")) and manifest["files"]
+              and isinstance(golden, dict) and isinstance(golden.get("models"), dict) and golden["models"]
+              and all(isinstance(e, dict) and isinstance(e.get("file"), str) for e in golden["models"].values())
+              and isinstance(manifest.get("passed"), bool) and isinstance(manifest.get("gates"), list)
+              and all(isinstance(g, dict) and isinstance(g.get("name"), str) and isinstance(g.get("passed"), bool)
+                      for g in manifest["gates"])
               and (not manifest.get("ort_format") or (isinstance(manifest["ort_format"], dict)
                                                        and isinstance(manifest["ort_format"].get("file"), str))))
     except (OSError, ValueError) as e:
         raise InputError(f"{shown}/manifest.json: unreadable ({type(e).__name__}: {e})") from e
     if not ok:
-        raise InputError(f"{shown}/manifest.json: missing or mistyped target, files, golden or ort_format")
+        raise InputError(f"{shown}/manifest.json: missing or mistyped target, files, golden, gates, passed or "
+                         "ort_format")
     return manifest
+
+
+def _gates(target: str, manifest: dict) -> Case:
+    """The export's recorded verdict: a package edgekit marked failed never passes a CI gate."""
+    failed = [g for g in manifest["gates"] if not g["passed"]]
+    why = [f"{g['name']} {g.get('value')} {g.get('op', '')} {g.get('limit')}".replace("  ", " ") for g in failed]
+    if not manifest["passed"] and not failed:
+        why.append("the export's own check failed: "
+                   + ", ".join(c.get("name", "?") for c in manifest.get("verification", [])
+                               if isinstance(c, dict) and not c.get("passed")))
+    return Case(target, "gates", not why, f"failed at export: {'; '.join(why)}" if why else "")
 
 
 def _existing(folder: Path, shown: str, name: str) -> Path:

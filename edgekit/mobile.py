@@ -17,6 +17,13 @@ from .errors import StageError, first_line
 
 log = logging.getLogger("edgekit")
 COVERAGE_EPS = {"nnapi": "NNAPI", "coreml": "CoreML MLProgram"}
+# Which onnxruntime build runs an .ort file as intended, per optimization style (onnxruntime's ORT format docs).
+ORT_BUILDS = {
+    "Runtime": "a minimal build with --minimal_build extended replays its saved runtime optimisations (fused "
+               "QLinear* kernels; required_operators.config lists them); a full build does not replay them and runs "
+               "it unfused (DequantizeLinear into float ops), which is what golden.ort.npz records",
+    "Fixed": "any build with the operators in required_operators.config (optimisations already applied)",
+}
 
 
 def to_ort(model: Path, dest_dir: Path, optimization_style: str, target_platform: str) -> dict:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (__version__, archive, bench, calib, export, host, layers, mobile, outdir, package, parity, quantize,
-               tune)
+from . import (__version__, archive, bench, calib, check, export, host, layers, mobile, outdir, package, parity,
+               quantize, tune)
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
 from .errors import UsageError
 from .load import load_model
@@ -226,6 +226,11 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
     manifest["gates"] = _gates(target, manifest, _is_classifier(recipe, val), int8.stat().st_size)
     manifest["passed"] = all(g["passed"] for g in manifest["gates"])
     package.write(tdir, manifest)
+    # the verdict is the gates AND exactly what `edgekit check` will say about the staged package
+    cases = check.check(tdir)
+    manifest["verification"] = [{k: v for k, v in c.items() if k != "seconds"} for c in check.as_dicts(cases)]
+    manifest["passed"] = manifest["passed"] and all(c.passed for c in cases)
+    package.write(tdir, manifest)
     if recipe.archive:
         archive.write(tdir, shared.stage / f"{target.name}.tar.gz")
     return manifest
@@ -242,35 +247,53 @@ def _latency(shared: Shared, target: Target, fp32: Path, int8: Path) -> dict:
 
 
 def _package(shared: Shared, target: Target, tdir: Path, int8: Path, names: list[str]) -> dict:
-    """Golden vectors, and the mobile/embedded files the target asks for."""
+    """Golden vectors for every runtime file the target ships, and the mobile/embedded files it asks for."""
     spec = target.package
     feeds = shared.val.feeds[: spec.golden_samples]
-    # exact int8 arithmetic (no x86 VPMADDUBSW saturation): what every conforming runtime computes
-    golden_sess, kernels = int8_session(int8)
-    expected = run_onnx(golden_sess, feeds)
-    atol = package.write_golden(tdir / "golden.npz", feeds, names, expected, spec.golden_tolerance)
-    out = {"golden": {"file": "golden.npz", "samples": len(feeds), "model": int8.name, "atol": atol,
-                      "tolerance": f"{spec.golden_tolerance} x each output's peak |value|", "kernels": kernels}}
-    if target.runtime.arch != "x86_64" and host.x86_saturates():
-        # what a user sees running the ARM package on this kind of host with onnxruntime's defaults
-        default = run_onnx(int8_session(int8, exact=False)[0], feeds)
-        errors = {n: max(float(np.max(np.abs(d[k].astype(np.float64) - e[k]))) for d, e in zip(default, expected))
-                  for k, n in enumerate(names)}
-        out["golden"]["x86_default_kernels"] = {
-            "isa": host.int8_isa(), "max_abs_error": errors,
-            "within_tolerance": all(errors[n] <= atol[n] for n in names)}
+    out: dict = {}
+    shipped = [int8]
     if spec.ort_format:
         platform = "arm" if target.runtime.arch == "arm64" else "amd64"
         written = mobile.to_ort(int8, tdir, spec.ort_optimization, platform)
         out["ort_format"] = {"file": written["ort"].name, "config": written["config"].name,
                              "optimization_style": spec.ort_optimization, "target_platform": platform,
-                             "reproducible": written["reproducible"]}
+                             "reproducible": written["reproducible"], "build": mobile.ORT_BUILDS[spec.ort_optimization]}
+        shipped.append(written["ort"])
+    models = {}
+    for model in shipped:
+        golden_file = "golden.npz" if model == int8 else f"golden{model.suffix}.npz"
+        models[model.name] = _golden(model, tdir / golden_file, feeds, names, spec.golden_tolerance,
+                                     check_x86_defaults=model == int8 and target.runtime.arch != "x86_64")
+    out["golden"] = {"samples": len(feeds), "tolerance": f"{spec.golden_tolerance} x each output's peak |value|",
+                     "models": models}
+    if spec.ort_format:  # what the .ort computes in the full build `check` runs, next to the .onnx
+        ort_golden, onnx_golden = (package.read_golden(tdir / models[m.name]["file"])[1] for m in shipped)
+        out["ort_format"]["max_abs_diff_from_onnx"] = {
+            n: max(float(np.max(np.abs(a[n].astype(np.float64) - b[n]))) for a, b in zip(ort_golden, onnx_golden))
+            for n in names}
     if spec.c_header:
         written = mobile.c_header(int8, tdir)
         out["c_header"] = {"header": written["header"].name, "source": written["source"].name, "embeds": int8.name}
     if spec.coverage:
         out["mobile_coverage"] = mobile.coverage(int8, spec.coverage)
     return out
+
+
+def _golden(model: Path, path: Path, feeds: list, names: list[str], tolerance: float, check_x86_defaults: bool) -> dict:
+    """Golden outputs of one shipped file, computed with exact int8 arithmetic: what every conforming
+    runtime computes (for an .ort, in the full onnxruntime build `edgekit check` runs)."""
+    sess, kernels = int8_session(model)
+    expected = run_onnx(sess, feeds)
+    atol = package.write_golden(path, feeds, names, expected, tolerance)
+    entry = {"file": path.name, "atol": atol, "kernels": kernels}
+    if check_x86_defaults and host.x86_saturates():
+        # what a user sees running an ARM package on this kind of host with onnxruntime's defaults
+        default = run_onnx(int8_session(model, exact=False)[0], feeds)
+        errors = {n: max(float(np.max(np.abs(d[k].astype(np.float64) - e[k]))) for d, e in zip(default, expected))
+                  for k, n in enumerate(names)}
+        entry["x86_default_kernels"] = {"isa": host.int8_isa(), "max_abs_error": errors,
+                                        "within_tolerance": all(errors[n] <= atol[n] for n in names)}
+    return entry
 
 
 def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path, int8: Path, exact: bool):
@@ -378,17 +401,18 @@ def _warnings(cal, val, latency, int8, providers, threads) -> list[str]:
 
 
 def _kernel_warnings(packaged: dict) -> list[str]:
-    golden = packaged["golden"]
     warnings = []
-    if "refused" in golden["kernels"]:
-        warnings.append(f"golden outputs computed with {golden['kernels']}")
-    on_x86 = golden.get("x86_default_kernels")
-    if on_x86 and not on_x86["within_tolerance"]:
-        worst = max(on_x86["max_abs_error"], key=on_x86["max_abs_error"].get)
-        warnings.append(f"on an x86 host without VNNI ({on_x86['isa']}) onnxruntime's default kernels give this ARM "
-                        f"package's output {worst!r} an error up to {on_x86['max_abs_error'][worst]:.3g} (tolerance "
-                        f"{golden['atol'][worst]:.3g}; u8s8 saturation): run it there with the session option "
-                        "session.x64quantprecision=1, as `edgekit check` does")
+    for model, golden in packaged["golden"]["models"].items():
+        if "refused" in golden["kernels"]:
+            warnings.append(f"{model}: golden outputs computed with {golden['kernels']}")
+        on_x86 = golden.get("x86_default_kernels")
+        if on_x86 and not on_x86["within_tolerance"]:
+            worst = max(on_x86["max_abs_error"], key=on_x86["max_abs_error"].get)
+            warnings.append(f"on an x86 host without VNNI ({on_x86['isa']}) onnxruntime's default kernels give this "
+                            f"ARM package's {model} output {worst!r} an error up to "
+                            f"{on_x86['max_abs_error'][worst]:.3g} (tolerance {golden['atol'][worst]:.3g}; u8s8 "
+                            "saturation): run it there with session option session.x64quantprecision=1, as "
+                            "`edgekit check` does")
     return warnings
 
 

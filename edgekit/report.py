@@ -26,7 +26,7 @@ def table(manifests: list[dict]) -> str:
         q = m["parity"]["quantization"]
         acc = m.get("accuracy")
         lat = m["latency"] or {"fp32": {"p50_ms": None}, "int8": {"p50_ms": None}, "speedup_p50": None}
-        failed = [g["name"] for g in m["gates"] if not g["passed"]]
+        failed = _failures(m)
         rows.append([m["target"], f"{m['sizes']['model.int8.onnx'] / 1e6:.2f}", f"{m['sizes']['model.onnx'] / 1e6:.2f}",
                      _fmt(_worst(q, "cosine")), _fmt(_worst(q, "sqnr_db"), ".1f"),
                      _fmt(next((g["value"] for g in m["gates"] if g["name"] == "top1_agreement"), None), ".3f"),
@@ -44,6 +44,12 @@ def table(manifests: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _failures(m: dict) -> list[str]:
+    """Failed gates, then what `edgekit check` failed on besides the gates it re-reads."""
+    return ([g["name"] for g in m["gates"] if not g["passed"]]
+            + [f"check {c['name']}" for c in m.get("verification", []) if not c["passed"] and c["name"] != "gates"])
+
+
 def markdown(m: dict) -> str:
     """The human report written beside each target's models."""
     out = [f"# edgekit report: {m['model']['source']} → {m['target']}", ""]
@@ -56,6 +62,18 @@ def markdown(m: dict) -> str:
     for g in m["gates"]:
         out.append(f"| {g['name']} | {_fmt(g['value'], '.6g')} | {g['op']} {_fmt(g['limit'], '.6g')} | "
                    f"{'pass' if g['passed'] else '**FAIL**'} |")
+    if m.get("verification"):
+        out += ["", "## Verification (`edgekit check` on this folder)", ""]
+        out += [f"- {'pass' if c['passed'] else '**FAIL**'}: {c['name']}" + (f": {c['message']}" if c["message"] else "")
+                for c in m["verification"]]
+    out += ["", "## Golden vectors", "", f"{m['golden']['samples']} validation inputs; tolerance {m['golden']['tolerance']}.",
+            "", "| model | golden file | computed with |", "|---|---|---|"]
+    out += [f"| {model} | {g['file']} | {g['kernels']} |" for model, g in m["golden"]["models"].items()]
+    if m.get("ort_format"):
+        o = m["ort_format"]
+        diff = ", ".join(f"{k} {v:.3g}" for k, v in o.get("max_abs_diff_from_onnx", {}).items())
+        out += ["", f"`{o['file']}` ({o['optimization_style']} optimisation style, target platform "
+                f"{o['target_platform']}): {o['build']}. Max |difference| from the .onnx in this build: {diff}."]
     out += ["", "## Parity", ""]
     for stage, title in (("export", "torch vs ONNX fp32 (export)"), ("quantization", "ONNX fp32 vs int8")):
         p = m["parity"].get(stage)

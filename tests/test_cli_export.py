@@ -178,7 +178,9 @@ def test_host_isa_override_runs_each_branch(tmp_path, cnn_data, isa):
     assert x86["quantization"]["reduce_range"] is saturates
     assert x86["latency"]["int8"]["host"]["isa"] == isa
     assert x86["latency"]["int8"]["host"]["isa_source"] == "EDGEKIT_HOST_ISA"
-    for kernels in (arm["parity"]["quantization"]["int8_kernels"], arm["golden"]["kernels"], x86["golden"]["kernels"]):
+    golden = [m["golden"]["models"]["model.int8.onnx"] for m in (arm, x86)]
+    assert ("x86_default_kernels" in golden[0]) is saturates and "x86_default_kernels" not in golden[1]
+    for kernels in (arm["parity"]["quantization"]["int8_kernels"], golden[0]["kernels"], golden[1]["kernels"]):
         assert ("x64quantprecision=1" in kernels) is saturates, kernels
     assert x86["parity"]["quantization"]["int8_kernels"].startswith("host default")
 
@@ -202,7 +204,7 @@ def test_convnext_full_range_exports_on_any_x86_host(tmp_path, isa):
                     "--reduce-range", "false", "--out", tmp_path / "o", env={"EDGEKIT_HOST_ISA": isa})
     x86, arm = manifests(result)
     assert x86["quantization"]["reduce_range"] is False and arm["quantization"]["reduce_range"] is False
-    kernels = arm["golden"]["kernels"]
+    kernels = arm["golden"]["models"]["model.int8.onnx"]["kernels"]
     if isa == "avx2":  # the exact option was asked for, refused by onnxruntime, and the fallback recorded
         assert "refused session.x64quantprecision=1" in kernels, kernels
     else:

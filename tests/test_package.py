@@ -95,7 +95,10 @@ def test_golden_vectors(packaged):
     m = packaged[1]["android-arm64"]
     inputs, outputs, atol = read_golden(folder / "golden.npz")
     assert len(inputs) == len(outputs) == m["golden"]["samples"] == 8
-    assert atol == m["golden"]["atol"] and set(atol) == {"output"}
+    assert atol == m["golden"]["models"]["model.int8.onnx"]["atol"] and set(atol) == {"output"}
+    assert set(m["golden"]["models"]) == {"model.int8.onnx", "model.int8.ort"}  # every shipped runtime file
+    assert m["golden"]["models"]["model.int8.ort"]["file"] == "golden.ort.npz"
+    assert "--minimal_build extended" in m["ort_format"]["build"]
     assert inputs[0]["image"].shape == (1, 1, 8, 8) and outputs[0]["output"].shape == (1, 10)
 
 
@@ -122,7 +125,7 @@ def test_golden_output_one_ulp_beyond_tolerance_fails(packaged, tmp_path):
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
     failed = [c for c in json.loads(result.stdout) if not c["passed"]]
-    assert [c["name"] for c in failed] == ["parity model.int8.onnx", "parity model.int8.ort"]
+    assert [c["name"] for c in failed] == ["parity model.int8.onnx"]  # the .ort has its own golden file
     assert "output 'output' sample 3 element [0, 4]" in failed[0]["message"]
     # and exactly at the tolerance it passes
     expected[0, 4] = np.float32(got[0, 4])
@@ -170,7 +173,7 @@ def test_junit_xml_counts_failures(packaged, tmp_path):
     assert result.exit_code == 1
     root = ElementTree.parse(junit).getroot()
     cases = root.findall(".//testcase")
-    assert len(cases) == 3 and root.get("failures") == "1"
+    assert len(cases) == 4 and root.get("failures") == "1"
     assert [c.get("name") for c in cases if c.find("failure") is not None] == ["integrity"]
 
 
@@ -179,7 +182,7 @@ def test_check_needs_no_torch(packaged):
             f"main(['check', {str(packaged[0] / 'android-arm64.tar.gz')!r}])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "3 passed, 0 failed" in result.stdout
+    assert "4 passed, 0 failed" in result.stdout
 
 
 def _archive(tmp_path, add):
@@ -268,7 +271,7 @@ def test_example_ci_package_checks_with_this_runtime():
     from conftest import ROOT
     result = check(ROOT / "examples" / "ci" / "digits-desktop-x86.tar.gz")
     assert result.exit_code == 0, result.output
-    assert "2 passed, 0 failed" in result.output
+    assert "3 passed, 0 failed" in result.output
 
 
 def test_corrupt_deployed_model_fails_check_with_a_report(packaged, tmp_path):
@@ -295,7 +298,9 @@ def test_unlisted_file_fails_integrity(packaged, tmp_path):
     (lambda m: m.update(files=[]), "mistyped"),
     (lambda m: m.update(golden="x"), "mistyped"),
     (lambda m: m["files"].pop("golden.npz"), "does not hash golden.npz"),
-    (lambda m: m["golden"].update(file="../../etc/passwd"), "does not hash"),
+    (lambda m: m["golden"]["models"]["model.int8.onnx"].update(file="../../etc/passwd"), "does not hash"),
+    (lambda m: m["golden"]["models"].pop("model.int8.ort"), "no golden outputs for the shipped model.int8.ort"),
+    (lambda m: m.pop("gates"), "mistyped"),
 ])
 def test_malformed_manifest_is_exit_3(packaged, tmp_path, edit, msg):
     folder = fresh_copy(packaged, tmp_path)
@@ -334,3 +339,48 @@ def test_plain_tar_of_a_package_folder_checks(packaged, tmp_path):
     result = check(path)
     assert result.exit_code == 0, result.output
     assert str(tmp_path) not in result.output.replace(str(path), "")  # no temp paths in messages
+
+
+def test_failed_export_fails_check(tmp_path):
+    """A package edgekit marked failed never passes a CI job that only runs `check`."""
+    profile = tmp_path / "strict.toml"
+    profile.write_text('name = "strict"\n[parity]\nquant_sqnr_min_db = 150.0\n')
+    result = CliRunner().invoke(main, ["export", str(DIGITS / "edgekit.toml"), "-t", str(profile), "--out",
+                                       str(tmp_path / "o"), "--no-bench", "--json"])
+    assert result.exit_code == 1, result.output
+    [m] = json.loads(result.stdout)
+    assert not m["passed"] and [c["name"] for c in m["verification"] if not c["passed"]] == ["gates"]
+    junit = tmp_path / "r.xml"
+    checked = check(tmp_path / "o", "--junit", junit)
+    assert checked.exit_code == 1
+    assert "FAIL  strict           gates: failed at export: quant_sqnr_db" in checked.output
+    failed = [c.get("name") for c in ElementTree.parse(junit).getroot().findall(".//testcase")
+              if c.find("failure") is not None]
+    assert failed == ["gates"]  # one JUnit case for the recorded gates; the files themselves are intact
+
+
+def test_ort_package_passes_check_exactly_when_export_passed(tmp_path):
+    """The .ort runs unfused in a full onnxruntime build, so it gets golden outputs of its own: with a tolerance
+    tighter than its difference from the .onnx, check still agrees with export, both ways."""
+    from conftest import ROOT
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "cal.npz", image=rng.random((16, 3, 32, 32), dtype=np.float32))
+    np.savez(tmp_path / "val.npz", image=rng.random((6, 3, 32, 32), dtype=np.float32))
+    verdicts = {}
+    for name, sqnr_min in (("tight-ios", "15.0"), ("failing-ios", "150.0")):
+        profile = tmp_path / f"{name}.toml"
+        profile.write_text((ROOT / "targets" / "ios-arm64.toml").read_text().replace('"ios-arm64"', f'"{name}"')
+                           .replace("golden_tolerance = 0.02", "golden_tolerance = 0.0001")
+                           .replace("quant_sqnr_min_db = 15.0", f"quant_sqnr_min_db = {sqnr_min}"))
+        result = CliRunner().invoke(main, [
+            "export", str(ROOT / "benchmarks" / "arch.py:resnet18_style"), "--input", "image:Nx3x32x32",
+            "--calibration", str(tmp_path / "cal.npz"), "--validation", str(tmp_path / "val.npz"),
+            "-t", str(profile), "--out", str(tmp_path / name), "--no-bench", "--json"])
+        assert result.exit_code in (0, 1), result.output
+        [m] = json.loads(result.stdout)
+        diff = m["ort_format"]["max_abs_diff_from_onnx"]["output"]
+        assert diff > m["golden"]["models"]["model.int8.onnx"]["atol"]["output"]  # one golden file would fail
+        checked = check(tmp_path / name)
+        verdicts[name] = (m["passed"], checked.exit_code == 0)
+        assert "parity model.int8.ort" in checked.output
+    assert verdicts == {"tight-ios": (True, True), "failing-ios": (False, False)}
