@@ -13,6 +13,7 @@ from . import host
 from .runtime import session
 
 COMPUTE_OPS = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
+NOISY_SPREAD = 1.5  # p90/p50 above this: other work on the host disturbed the timing
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,12 @@ class Latency:
     threads: int
     host: dict
 
+    @property
+    def p90_over_p50(self) -> float:
+        return round(self.p90_ms / self.p50_ms, 3) if self.p50_ms > 0 else 0.0
+
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "p90_over_p50": self.p90_over_p50}
 
 
 def measure_pair(paths: dict[str, str], feed: dict[str, np.ndarray], providers, threads: int, warmup: int,

@@ -103,12 +103,16 @@ def _manifest(folder: Path, shown: str) -> dict:
 def _gates(target: str, manifest: dict) -> Case:
     """The export's recorded verdict: a package edgekit marked failed never passes a CI gate."""
     failed = [g for g in manifest["gates"] if not g["passed"]]
-    why = [f"{g['name']} {g.get('value')} {g.get('op', '')} {g.get('limit')}".replace("  ", " ") for g in failed]
+    why = [f"{g['name']} = {_number(g.get('value'))} (needs {g.get('op', '')} {_number(g.get('limit'))})" for g in failed]
     if not manifest["passed"] and not failed:
         why.append("the export's own check failed: "
                    + ", ".join(c.get("name", "?") for c in manifest.get("verification", [])
                                if isinstance(c, dict) and not c.get("passed")))
     return Case(target, "gates", not why, f"failed at export: {'; '.join(why)}" if why else "")
+
+
+def _number(x) -> str:
+    return format(x, ".6g") if isinstance(x, (int, float)) and not isinstance(x, bool) else "n/a"
 
 
 def _existing(folder: Path, shown: str, name: str) -> Path:

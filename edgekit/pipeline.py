@@ -168,7 +168,8 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     export_parity = None
     if shared.torch_val is not None:
         names = [o.name for o in outputs]
-        export_parity = _parity_block(parity.compare(names, shared.torch_val, fp32_val), shared.val)
+        export_parity = _parity_block(parity.compare(names, shared.torch_val, fp32_val,
+                                                     _is_classifier(shared.recipe, shared.val)), shared.val)
     return Prepared(fp32, outputs, fp32_val, export_parity)
 
 
@@ -192,7 +193,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
     qplan, n_cal, tuning = _quantize(shared, target, qplan, prep, fp32, int8, exact)
     int8_sess, kernels = int8_session(int8, providers, threads, exact)
     int8_val = run_onnx(int8_sess, shared.val.feeds)
-    quant_parity = _parity_block(parity.compare([o.name for o in prep.outputs], prep.fp32_val, int8_val), shared.val)
+    quant_parity = _parity_block(parity.compare([o.name for o in prep.outputs], prep.fp32_val, int8_val,
+                                                _is_classifier(shared.recipe, shared.val)), shared.val)
     quant_parity["int8_kernels"] = kernels
     latency = None if shared.recipe.no_bench else _latency(shared, target, fp32, int8)
     props = {"edgekit_version": __version__, "edgekit_target": target.name,
@@ -221,7 +223,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
         "latency": latency,
         "compression": shared.compression,
         **packaged,
-        "warnings": _warnings(cal, val, latency, int8, providers, threads) + _kernel_warnings(packaged),
+        "warnings": (_warnings(cal, val, {"export": prep.export_parity, "quantization": quant_parity}, latency, int8,
+                               providers, threads) + _kernel_warnings(packaged)),
     }
     manifest["gates"] = _gates(target, manifest, _is_classifier(recipe, val), int8.stat().st_size)
     manifest["passed"] = all(g["passed"] for g in manifest["gates"])
@@ -370,12 +373,15 @@ def _gates(target: Target, m: dict, classifier: bool, int8_bytes: int) -> list[d
     gates = []
     export_p = m["parity"]["export"]
     if export_p:
-        parity.gate(gates, "export_cosine", min(o["cosine_min"] for o in export_p["outputs"]), ">=",
+        parity.signal_gate(gates, "export_reference_signal", export_p["outputs"])
+        parity.gate(gates, "export_cosine", parity.worst(export_p["outputs"], "cosine_min"), ">=",
                     p.export_cosine_min)
         parity.gate(gates, "export_max_abs", max(o["max_abs"] for o in export_p["outputs"]), "<=", p.export_max_abs)
     gates += parity.quantization_gates(m["parity"]["quantization"]["outputs"], m["accuracy"], p, classifier)
     if target.budgets.latency_p50_ms_max and m["latency"]:
         parity.gate(gates, "latency_p50_ms", m["latency"]["int8"]["p50_ms"], "<=", target.budgets.latency_p50_ms_max)
+    elif target.budgets.latency_p50_ms_max:
+        parity.skipped(gates, "latency_p50_ms", "latency not measured (--no-bench)")
     if target.budgets.size_mb_max:
         parity.gate(gates, "size_mb", int8_bytes / 1e6, "<=", target.budgets.size_mb_max)
     if target.package.min_coverage and target.package.coverage:
@@ -385,10 +391,21 @@ def _gates(target: Target, m: dict, classifier: bool, int8_bytes: int) -> list[d
     return gates
 
 
-def _warnings(cal, val, latency, int8, providers, threads) -> list[str]:
+def _warnings(cal, val, parities: dict, latency, int8, providers, threads) -> list[str]:
     warnings = []
     if cal.random or val.random:
         warnings.append("CALIBRATED AND VALIDATED ON RANDOM DATA: PARITY AND ACCURACY FIGURES DO NOT REFLECT REAL INPUTS")
+    for stage, block in parities.items():
+        for o in (block or {}).get("outputs", []):
+            if o.get("reference_near_zero"):
+                warnings.append(f"{stage} parity: reference output {o['output']!r} is ~0 (max |value| "
+                                f"{o['reference_peak']:.3g} < {parity.NEAR_ZERO:g}) on the validation data: cosine and "
+                                "SQNR say nothing about a model that emits no signal; check the model and its inputs")
+    for key in ("fp32", "int8"):
+        spread = latency[key]["p90_over_p50"] if latency else 1.0
+        if spread > bench.NOISY_SPREAD:
+            warnings.append(f"{key} latency spread p90/p50 = {spread:.2f} (> {bench.NOISY_SPREAD}): the host was "
+                            "noisy during the run; re-run or raise --bench-runs before trusting the speed figures")
     speedup = latency["speedup_p50"] if latency else 1.0
     if speedup < 1.0:
         fusion = bench.unfused_qdq(str(int8), providers, threads)

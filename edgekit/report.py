@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 from .errors import ExitCode
+from .parity import worst
 
 
 def exit_code(manifests: list[dict]) -> ExitCode:
     return ExitCode.OK if all(m["passed"] for m in manifests) else ExitCode.GATE_FAILED
-
-
-def _worst(parity: dict, key: str, fn=min):
-    values = [o[key] for o in parity.get("outputs", []) if key in o]
-    return fn(values) if values else None
 
 
 def _fmt(x, spec=".4f", none="-"):
@@ -20,18 +16,19 @@ def _fmt(x, spec=".4f", none="-"):
 def table(manifests: list[dict]) -> str:
     """One row per target: size, parity, latency, gates; then where latency was measured."""
     head = ["target", "int8 MB", "fp32 MB", "cos int8", "SQNR dB", "top1", "acc fp32→int8", "p50 fp32 ms",
-            "p50 int8 ms", "speedup", "gates"]
+            "p50 int8 ms", "p90/p50", "speedup", "gates"]
     rows = []
     for m in manifests:
         q = m["parity"]["quantization"]
         acc = m.get("accuracy")
-        lat = m["latency"] or {"fp32": {"p50_ms": None}, "int8": {"p50_ms": None}, "speedup_p50": None}
+        lat = m["latency"] or {k: {"p50_ms": None, "p90_over_p50": None} for k in ("fp32", "int8")} | {"speedup_p50": None}
+        spread = worst([lat["fp32"], lat["int8"]], "p90_over_p50", max)
         failed = _failures(m)
         rows.append([m["target"], f"{m['sizes']['model.int8.onnx'] / 1e6:.2f}", f"{m['sizes']['model.onnx'] / 1e6:.2f}",
-                     _fmt(_worst(q, "cosine")), _fmt(_worst(q, "sqnr_db"), ".1f"),
-                     _fmt(next((g["value"] for g in m["gates"] if g["name"] == "top1_agreement"), None), ".3f"),
-                     f"{acc['fp32']:.2f}→{acc['int8']:.2f}" if acc else "-",
-                     _fmt(lat["fp32"]["p50_ms"], ".3f"), _fmt(lat["int8"]["p50_ms"], ".3f"),
+                     _fmt(worst(q["outputs"], "cosine"), none="n/a"), _fmt(worst(q["outputs"], "sqnr_db"), ".1f", "n/a"),
+                     _fmt(worst(q["outputs"], "top1_agreement"), ".3f", "n/a"),
+                     f"{acc['fp32']:.2f}→{acc['int8']:.2f}" if acc else "n/a",
+                     _fmt(lat["fp32"]["p50_ms"], ".3f"), _fmt(lat["int8"]["p50_ms"], ".3f"), _fmt(spread, ".2f"),
                      _fmt(lat["speedup_p50"], ".2f") + ("x" if lat["speedup_p50"] else ""),
                      "pass" if not failed else "FAIL: " + ", ".join(failed)])
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
@@ -60,6 +57,9 @@ def markdown(m: dict) -> str:
         out.append(f"> **{w}**")
     out += ["", "## Gates", "", "| gate | value | limit | result |", "|---|---|---|---|"]
     for g in m["gates"]:
+        if "skipped" in g:
+            out.append(f"| {g['name']} | - | - | skipped: {g['skipped']} |")
+            continue
         out.append(f"| {g['name']} | {_fmt(g['value'], '.6g')} | {g['op']} {_fmt(g['limit'], '.6g')} | "
                    f"{'pass' if g['passed'] else '**FAIL**'} |")
     if m.get("verification"):
@@ -83,8 +83,10 @@ def markdown(m: dict) -> str:
                 "| output | cosine | min cosine | SQNR dB | max abs | mean abs | top-1 agreement |",
                 "|---|---|---|---|---|---|---|"]
         for o in p["outputs"]:
-            out.append(f"| {o['output']} | {o['cosine']:.6f} | {o['cosine_min']:.6f} | {o['sqnr_db']:.2f} | "
-                       f"{o['max_abs']:.3g} | {o['mean_abs']:.3g} | {_fmt(o.get('top1_agreement'), '.4f')} |")
+            na = "n/a (reference ~0)"
+            out.append(f"| {o['output']} | {_fmt(o['cosine'], '.6f', na)} | {_fmt(o['cosine_min'], '.6f', na)} | "
+                       f"{_fmt(o['sqnr_db'], '.2f', na)} | {o['max_abs']:.3g} | {o['mean_abs']:.3g} | "
+                       f"{_fmt(o.get('top1_agreement'), '.4f', 'n/a')} |")
         out.append("")
     if m.get("accuracy"):
         a = m["accuracy"]
@@ -93,10 +95,11 @@ def markdown(m: dict) -> str:
     lat = m["latency"]
     if lat:
         out += ["## Latency", "", f"Measured on {lat['where']}; {lat['fp32']['runs']} runs after warm-up, "
-                "interleaved.", "", "| model | p50 ms | p90 ms | p99 ms | load ms |", "|---|---|---|---|---|"]
+                "interleaved.", "", "| model | p50 ms | p90 ms | p99 ms | p90/p50 | load ms |", "|---|---|---|---|---|---|"]
         for key in ("fp32", "int8"):
             v = lat[key]
-            out.append(f"| {key} | {v['p50_ms']:.4f} | {v['p90_ms']:.4f} | {v['p99_ms']:.4f} | {v['load_ms']:.1f} |")
+            out.append(f"| {key} | {v['p50_ms']:.4f} | {v['p90_ms']:.4f} | {v['p99_ms']:.4f} | {v['p90_over_p50']:.2f} | "
+                       f"{v['load_ms']:.1f} |")
         out += ["", f"int8 speed-up (p50): {lat['speedup_p50']:.2f}x", ""]
     else:
         out += ["## Latency", "", "Not measured (--no-bench).", ""]

@@ -207,3 +207,37 @@ class ConvNeXtStyle(nn.Module):
 def convnext_style():
     torch.manual_seed(0)
     return ConvNeXtStyle()
+
+
+class Silent(nn.Module):
+    """Emits ~1e-30: a model with no signal (as a Hugging Face MobileViT from a bare config did, ~1e-40)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(8, 5))
+
+    def forward(self, image):
+        return self.body(image) * 1e-30
+
+
+def silent():
+    torch.manual_seed(0)
+    return Silent()
+
+
+class Embedder(nn.Module):
+    """A 2-D float output that is an embedding, not class scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(8, 16))
+
+    def forward(self, image):
+        return nn.functional.normalize(self.body(image), dim=1)
+
+
+def embedder():
+    torch.manual_seed(0)
+    return Embedder()

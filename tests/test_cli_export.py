@@ -213,3 +213,45 @@ def test_convnext_full_range_exports_on_any_x86_host(tmp_path, isa):
     real_saturation = isa == "avx2" and host.cpu_flags().isdisjoint({"avx512_vnni", "avx_vnni"})
     assert result.exit_code in ((0, 1) if real_saturation else (0,)), result.output
     assert (tmp_path / "o" / "arm64-linux" / "golden.npz").exists()
+
+
+def test_embedding_output_has_no_top1_and_skipped_gates_say_so(tmp_path, cnn_data):
+    cal, _ = cnn_data
+    result = export("models:embedder", "--input", "image:Nx3x16x16", "--calibration", cal, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    [m] = manifests(result)
+    assert all("top1_agreement" not in o for stage in ("export", "quantization") for o in m["parity"][stage]["outputs"])
+    skipped = {g["name"]: g["skipped"] for g in m["gates"] if "skipped" in g}
+    assert skipped.keys() == {"top1_agreement", "accuracy_drop"} and "no labels" in skipped["accuracy_drop"]
+    assert "skipped: no labels" in (tmp_path / "desktop-x86" / "report.md").read_text()
+    table = CliRunner().invoke(main, ["export", "models:embedder", "--input", "image:Nx3x16x16", "--calibration",
+                                      str(cal), "--out", str(tmp_path / "t"), "--bench-runs", "3"]).stdout
+    row = table.splitlines()[2].split()
+    assert row[5:7] == ["n/a", "n/a"]  # top1 and accuracy: not applicable, not a made-up number
+
+
+def test_reference_that_emits_no_signal_is_flagged_not_scored(tmp_path, cnn_data):
+    cal, val = cnn_data
+    result = export("models:silent", "--input", "image:Nx3x16x16", "--calibration", cal, "--validation", val,
+                    "--out", tmp_path)
+    assert result.exit_code == 1, result.output
+    [m] = manifests(result)
+    [q] = m["parity"]["quantization"]["outputs"]
+    assert q["reference_near_zero"] and q["cosine"] is None and q["sqnr_db"] is None and q["reference_peak"] < 1e-6
+    failed = {g["name"] for g in m["gates"] if not g["passed"]}
+    assert {"export_reference_signal", "quant_reference_signal"} <= failed
+    assert any("emits no signal" in w for w in m["warnings"])
+    assert "n/a (reference ~0)" in (tmp_path / "desktop-x86" / "report.md").read_text()
+
+
+def test_latency_carries_its_spread_and_a_noisy_host_is_named():
+    from edgekit import bench
+    from edgekit.pipeline import _warnings
+
+    class Data:
+        random = False
+
+    lat = {k: {"p50_ms": 1.0, "p90_over_p50": s} for k, s in (("fp32", 1.1), ("int8", 2.4))} | {"speedup_p50": 1.0}
+    warnings = _warnings(Data(), Data(), {}, lat, None, [], 1)
+    assert len(warnings) == 1 and "int8 latency spread p90/p50 = 2.40" in warnings[0]
+    assert bench.Latency(1.0, 1.6, 2.0, 1.2, 10, 1.0, 1, {}).as_dict()["p90_over_p50"] == 1.6
