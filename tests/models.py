@@ -209,13 +209,17 @@ def convnext_style():
     return ConvNeXtStyle()
 
 
+def _pooled_conv(outputs: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, outputs))
+
+
 class Silent(nn.Module):
     """Emits ~1e-30: a model with no signal (as a Hugging Face MobileViT from a bare config did, ~1e-40)."""
 
     def __init__(self):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(8, 5))
+        self.body = _pooled_conv(5)
 
     def forward(self, image):
         return self.body(image) * 1e-30
@@ -231,8 +235,7 @@ class Embedder(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(8, 16))
+        self.body = _pooled_conv(16)
 
     def forward(self, image):
         return nn.functional.normalize(self.body(image), dim=1)
