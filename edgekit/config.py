@@ -69,6 +69,9 @@ class InputSpec:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
+AUTO_KNOBS = ("calibrate_method", "per_channel", "exclude_nodes")  # what --auto knows how to search
+
+
 @dataclass(frozen=True)
 class QuantSettings:
     """What onnxruntime's quantizer is asked to do; every field can come from a profile or a flag."""
@@ -89,6 +92,9 @@ class QuantSettings:
     # Accuracy-aware search when the defaults fail parity: calibration methods, per-channel/tensor,
     # then keeping the most sensitive nodes in float, within these bounds.
     auto: bool = False
+    # What --auto may change: the target's hardware rules decide (android: NNAPI/XNNPACK take uint8
+    # weights only per-tensor, so per_channel is not searched there).
+    auto_search: tuple[str, ...] = AUTO_KNOBS
     max_trials: int = 12
     time_budget: float = 600.0  # seconds
     max_excluded: int = 8  # nodes kept in float at most
@@ -257,6 +263,9 @@ def _coerce(value, hint, key: str, where: str):
     elif origin is tuple:
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         value = tuple(value) if ok else value
+        if ok and key == "auto_search" and not set(value) <= set(AUTO_KNOBS):
+            raise UsageError(f"{where}: auto_search takes {', '.join(AUTO_KNOBS)}, not "
+                             f"{sorted(set(value) - set(AUTO_KNOBS))}")
     elif hint == (str | None):
         ok = isinstance(value, str)
     else:

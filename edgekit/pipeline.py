@@ -228,6 +228,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
     }
     manifest["gates"] = _gates(target, manifest, _is_classifier(recipe, val), int8.stat().st_size)
     manifest["passed"] = all(g["passed"] for g in manifest["gates"])
+    manifest["warnings"] += _gate_advice(manifest["gates"], qplan.settings, tuning)
     package.write(tdir, manifest)
     # the verdict is the gates AND exactly what `edgekit check` will say about the staged package
     cases = check.check(tdir)
@@ -328,6 +329,8 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path,
         tuning = {"chosen": chosen.index, "passed": chosen.passed, "trials": [t.as_dict() for t in trials],
                   "excluded": [{"node": n, "why": next(t.why for t in trials if n in t.excluded)} for n in chosen.excluded],
                   "latency_price": round(chosen.int8_p50_ms / base, 3) if base else None,
+                  "max_latency_price": settings.max_latency_price, "searched": list(settings.auto_search),
+                  "advice": tune.keep_fp32(chosen, fp32.stat().st_size),
                   "seconds": round(sum(t.seconds for t in trials), 3)}
     else:
         with bar(f"calibrating {target.name}", n_cal, shared.progress) as advance:
@@ -415,6 +418,16 @@ def _warnings(cal, val, parities: dict, latency, int8, providers, threads) -> li
                  "all quantized groups fused; per-call overhead or float ops around them dominate this model")
         warnings.append(f"int8 is slower than fp32 on this host ({speedup:.2f}x): {cause}")
     return warnings
+
+
+def _gate_advice(gates: list[dict], settings, tuning: dict | None) -> list[str]:
+    if tuning and tuning.get("advice"):
+        return [tuning["advice"]]
+    failed = [g["name"] for g in gates if not g["passed"] and g["name"].startswith(("quant_", "top1", "accuracy"))]
+    if failed and not settings.auto and settings.mode == "static":
+        return [f"quantization gates failed ({', '.join(failed)}): re-run with --auto to search "
+                f"{', '.join(settings.auto_search)} within this target's rules"]
+    return []
 
 
 def _kernel_warnings(packaged: dict) -> list[str]:

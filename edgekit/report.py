@@ -118,12 +118,15 @@ def markdown(m: dict) -> str:
                 f"Chose trial {t['chosen']} ({'passes' if t['passed'] else 'NO TRIAL PASSED; best SQNR kept'}) after "
                 f"{len(t['trials'])} trial(s) in {t['seconds']:.1f} s; int8 latency price vs the target's defaults: "
                 f"{_fmt(t['latency_price'], '.2f')}x.", "",
-                "| # | why | calibration | per-channel | excluded | cosine | SQNR dB | int8 p50 ms | result |",
-                "|---|---|---|---|---|---|---|---|---|"]
+                f"Searched (the target's rules): {', '.join(t['searched'])}; latency price cap "
+                f"{t['max_latency_price']}x." + (f" **{t['advice']}.**" if t.get("advice") else ""), "",
+                "| # | why | calibration | per-channel | excluded | cosine | SQNR dB | fp32 p50 ms | int8 p50 ms | result |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for r in t["trials"]:
             out.append(f"| {r['index']} | {r['why']} | {r['calibrate_method']} | {r['per_channel']} | "
                        f"{', '.join(r['excluded']) or '-'} | {r['cosine']:.4f} | {r['sqnr_db']:.1f} | "
-                       f"{r['int8_p50_ms']:.3f} | {'pass' if r['passed'] else 'fail: ' + ', '.join(r['failed_gates'])} |")
+                       f"{r['fp32_p50_ms']:.3f} | {r['int8_p50_ms']:.3f} | "
+                       f"{'pass' if r['passed'] else 'fail: ' + ', '.join(r['failed_gates'])} |")
         out += [""] + [f"- kept in float: `{e['node']}`: {e['why']}" for e in t["excluded"]] + [""]
     if m.get("layers"):
         out += ["## Per-layer error (accumulated SQNR lost at each compute node, worst first)", "",

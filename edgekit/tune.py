@@ -32,6 +32,8 @@ class Trial:
     passed: bool
     failed_gates: list[str]
     int8_p50_ms: float
+    fp32_p50_ms: float  # measured interleaved with this trial's int8 model
+    int8_bytes: int
     seconds: float
     path: str = ""
 
@@ -77,31 +79,37 @@ def tune(ctx: Context, base: quantize.Plan, max_trials: int, time_budget: float,
             progress(trial)
         return trial
 
+    def affordable(t: Trial) -> bool:  # within the latency price; the defaults always are
+        return t.index == 0 or t.int8_p50_ms <= max_latency_price * trials[0].int8_p50_ms
+
     def done():
-        passing = [t for t in trials if t.passed]
+        passing = [t for t in trials if t.passed and affordable(t)]
         return min(passing, key=lambda t: t.int8_p50_ms) if passing else None
+
+    def best_sqnr() -> Trial:
+        return max((t for t in trials if affordable(t)), key=lambda t: t.sqnr_db)
 
     s = base.settings
     attempt("target defaults", s)
     if done():
-        return done() or trials[0], trials, sensitivity
+        return done(), trials, sensitivity
     for method in ("minmax", "entropy", "percentile"):
-        if method != s.calibrate_method and budget_left():
+        if "calibrate_method" in s.auto_search and method != s.calibrate_method and budget_left():
             attempt(f"calibration {method}", dataclasses.replace(s, calibrate_method=method,
                                                                percentile=SEARCH_PERCENTILE))
     if done():
         return done(), trials, sensitivity
-    best = max(trials, key=lambda t: t.sqnr_db)
+    best = best_sqnr()
     best_settings = dataclasses.replace(s, calibrate_method=best.calibrate_method, percentile=SEARCH_PERCENTILE)
-    if budget_left():
+    if "per_channel" in s.auto_search and budget_left():
         attempt(f"{'per-tensor' if s.per_channel else 'per-channel'} ({best.calibrate_method})",
                 dataclasses.replace(best_settings, per_channel=not s.per_channel))
     if done():
         return done(), trials, sensitivity
-    best = max(trials, key=lambda t: t.sqnr_db)
+    best = best_sqnr()
     best_settings = dataclasses.replace(best_settings, per_channel=best.per_channel)
     excluded: tuple[str, ...] = ()
-    while budget_left() and len(excluded) < max_excluded:
+    while "exclude_nodes" in s.auto_search and budget_left() and len(excluded) < max_excluded:
         sensitivity = node_sensitivity(ctx.fp32, layers.tensor_errors(ctx.fp32, Path(best.path), ctx.val_feeds))
         round_trials = []
         for cand in sensitivity[:CANDIDATES_PER_ROUND]:  # most SQNR lost first
@@ -109,17 +117,17 @@ def tune(ctx: Context, base: quantize.Plan, max_trials: int, time_budget: float,
             if new and budget_left() and len(excluded) + len(new) <= max_excluded:  # bounded node count
                 round_trials.append(attempt(f"keep {', '.join(new)} in float (lost {cand['lost_db']:.1f} dB)",
                                             best_settings, excluded + new))
-                if round_trials[-1].passed:  # fewest nodes in float: stop here
+                if done():  # fewest nodes in float that pass within the price: stop here
                     return done(), trials, sensitivity
         if not round_trials:
             break
         step = max(round_trials, key=lambda t: t.sqnr_db)
         if step.sqnr_db <= best.sqnr_db:
             break  # no measured gain: more exclusions would only cost speed
-        if step.int8_p50_ms > max_latency_price * trials[0].int8_p50_ms:
+        if not affordable(step):
             break  # float fallbacks already cost more latency than allowed
         best, excluded = step, step.excluded
-    return max(trials, key=lambda t: t.sqnr_db), trials, sensitivity
+    return done() or best_sqnr(), trials, sensitivity
 
 
 def _evaluate(ctx: Context, plan: quantize.Plan, index: int, why: str, excluded) -> Trial:
@@ -134,11 +142,21 @@ def _evaluate(ctx: Context, plan: quantize.Plan, index: int, why: str, excluded)
     if ctx.labels is not None:
         accuracy = {"drop": parity.accuracy(ctx.fp32_val, ctx.labels) - parity.accuracy(int8_val, ctx.labels)}
     gates = parity.quantization_gates(results, accuracy, ctx.spec, ctx.classifier)
-    lat = bench.measure_pair({"int8": str(out)}, ctx.val_feeds[0], ctx.providers, ctx.threads, 10, 30)["int8"]
+    lat = bench.measure_pair({"fp32": str(ctx.fp32), "int8": str(out)}, ctx.val_feeds[0], ctx.providers, ctx.threads,
+                             10, 30)
     return Trial(index, why, s.calibrate_method, s.per_channel, excluded, parity.worst(results, "cosine") or 0.0,
                  parity.worst(results, "sqnr_db") or -200.0, all(g["passed"] for g in gates),
-                 [g["name"] for g in gates if not g["passed"]], lat.p50_ms, round(time.perf_counter() - start, 3),
-                 str(out))
+                 [g["name"] for g in gates if not g["passed"]], lat["int8"].p50_ms, lat["fp32"].p50_ms,
+                 out.stat().st_size, round(time.perf_counter() - start, 3), str(out))
+
+
+def keep_fp32(chosen: Trial, fp32_bytes: int) -> str | None:
+    """Plain advice when int8 buys nothing: the best passing trial is no faster and no smaller than fp32."""
+    if chosen.passed and chosen.int8_p50_ms >= chosen.fp32_p50_ms and chosen.int8_bytes >= fp32_bytes:
+        return (f"keep fp32: the best passing int8 trial is no faster ({chosen.int8_p50_ms:.3f} vs "
+                f"{chosen.fp32_p50_ms:.3f} ms p50) and no smaller ({chosen.int8_bytes / 1e6:.2f} vs "
+                f"{fp32_bytes / 1e6:.2f} MB) than model.onnx")
+    return None
 
 
 def node_sensitivity(fp32: Path, tensor_rows: list[dict]) -> list[dict]:

@@ -105,3 +105,33 @@ def test_auto_on_a_dynamic_quantized_model_says_it_skipped(tmp_path, encoder_dat
     assert result.exit_code == 0, result.output
     assert "dynamic" in json.loads(result.stdout)[0]["tuning"]["skipped"]
     assert "Skipped: dynamic" in (tmp_path / "desktop-x86" / "report.md").read_text()
+
+
+def test_auto_keeps_the_targets_rules(data, tmp_path):
+    """android-arm64: NNAPI/XNNPACK take uint8 weights only per-tensor, so --auto never tries per-channel U8U8;
+    and no chosen trial costs more int8 latency than --max-latency-price allows."""
+    result, m = export("models:outlier", data, tmp_path / "a", "-t", "android-arm64", "--auto",
+                       "--max-latency-price", "1.0", "--max-trials", "6")
+    assert result.exit_code in (0, 1), result.output
+    t = m["tuning"]
+    assert len(t["trials"]) > 1 and t["searched"] == ["calibrate_method", "exclude_nodes"]
+    assert not any(r["per_channel"] for r in t["trials"]) and m["quantization"]["per_channel"] is False
+    chosen = t["trials"][t["chosen"]]
+    assert t["chosen"] == 0 or chosen["int8_p50_ms"] <= 1.0 * t["trials"][0]["int8_p50_ms"]
+    assert all(r["fp32_p50_ms"] > 0 for r in t["trials"])  # each trial timed beside fp32
+
+
+def test_auto_search_rejects_unknown_knobs(tmp_path, data):
+    profile = tmp_path / "p.toml"
+    profile.write_text('name = "p"\n[quantize]\nauto_search = ["per_channel", "bits"]\n')
+    result, _ = export("models:outlier", data, tmp_path / "o", "-t", profile)
+    assert result.exit_code == 2 and "auto_search takes" in result.stderr
+
+
+def test_failed_gate_suggests_auto_and_useless_int8_says_keep_fp32(data, tmp_path):
+    from edgekit.tune import Trial, keep_fp32
+    plain, m = export("models:outlier", data, tmp_path)
+    assert plain.exit_code == 1 and any("re-run with --auto" in w for w in m["warnings"])
+    slow = Trial(0, "target defaults", "minmax", True, (), 0.999, 40.0, True, [], 2.0, 1.0, 2000, 0.1)
+    assert keep_fp32(slow, fp32_bytes=1000).startswith("keep fp32: the best passing int8 trial is no faster")
+    assert keep_fp32(Trial(0, "", "minmax", True, (), 0.999, 40.0, True, [], 2.0, 1.0, 500, 0.1), 1000) is None
