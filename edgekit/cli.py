@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .config import DEFAULT_TARGETS
 from .errors import EdgekitError, ExitCode, first_line
 
 
@@ -73,7 +74,9 @@ def main(debug: bool, verbose: bool) -> None:
 @click.option("--output-name", "output_names", multiple=True, help="Name for each model output, in order.")
 @click.option("--calibration", help="Calibration data: .npz, folder of .npz/.npy, MODULE:FUNCTION, or `random`.")
 @click.option("--validation", help="Held-out validation data (default: the last 25% of the calibration set).")
-@click.option("-t", "--target", "targets", multiple=True, help="Target profile name or .toml path. Repeatable.")
+@click.option("-t", "--target", "targets", multiple=True,
+              help=f"Target profile name or .toml path. Repeatable. Default: the recipe's [export] targets, else "
+                   f"{', '.join(DEFAULT_TARGETS)}; `edgekit targets` lists the bundled ones.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default dist).")
 @click.option("--seed", type=int)
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]))

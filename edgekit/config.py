@@ -22,6 +22,7 @@ def _targets_dir() -> Path:
 
 
 TARGETS_DIR = _targets_dir()
+DEFAULT_TARGETS = ("desktop-x86",)  # when neither the recipe nor --target names one
 DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 _DIM = re.compile(r"^(\d+|[A-Za-z_][A-Za-z0-9_]*)$")
 
@@ -130,6 +131,9 @@ class PackageSpec:
     c_header: bool = False  # model_data.h/.c embedding model.int8.onnx for firmware builds
     coverage: tuple[str, ...] = ()  # nnapi | coreml: usability-checker predictions in the manifest
     min_coverage: float = 0.0  # gate: share of nodes the first listed provider is predicted to take
+    # Fix every dynamic input dim to the size the data has (batch 1 for per-sample data): NNAPI and other
+    # compiling EPs take only nodes with fixed shapes.
+    fixed_shapes: bool = False
     golden_samples: int = 8  # validation inputs and expected outputs in golden.npz
     golden_tolerance: float = 0.02  # allowed |error| per element, as a fraction of each output's peak |value|
 
@@ -197,7 +201,7 @@ class Recipe:
     calibration: str | None = None
     validation: str | None = None
     task: str = "auto"  # auto | classification | other
-    targets: tuple[str, ...] = ("desktop-x86",)
+    targets: tuple[str, ...] = DEFAULT_TARGETS
     out: str = "dist"
     seed: int = 0
     quantize: dict = field(default_factory=dict)  # overrides applied on every target's settings

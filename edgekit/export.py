@@ -224,6 +224,23 @@ def preprocess(src: Path, dest: Path) -> Path:
     return dest
 
 
+def fix_input_shapes(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Make every input shape fixed in place (onnxruntime's make_dynamic_shape_fixed helpers), then the
+    output shapes where they follow: NNAPI and other compiling EPs take only fixed-shape nodes."""
+    import onnx
+    from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_input_shape_fixed
+
+    model = onnx.load(str(path))
+    try:
+        for name, shape in shapes.items():
+            make_input_shape_fixed(model.graph, name, list(shape))
+        fix_output_shapes(model)
+    except Exception as e:
+        raise StageError("fixing input shapes", first_line(e)) from e
+    onnx.save(model, str(path))
+    check(path)
+
+
 def stamp_metadata(path: Path, props: dict[str, str]) -> None:
     """Write metadata props (edgekit version, target, ...) into an ONNX file in place."""
     import onnx

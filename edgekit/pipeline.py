@@ -183,6 +183,9 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
     tdir.mkdir()
     fp32, int8 = tdir / "model.onnx", tdir / "model.int8.onnx"
     shutil.copyfile(prep.fp32, fp32)
+    fixed, fixed_warnings = _fixed_shapes(shared) if target.package.fixed_shapes else ({}, [])
+    if fixed:
+        export.fix_input_shapes(fp32, fixed)
     qplan = quantize.plan(fp32, apply_quant_overrides(target.quantize, shared.recipe.quantize,
                                                       f"quantize overrides for {target.name}"),
                           set(shared.recipe.quantize), target.runtime.arch)
@@ -212,6 +215,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
                   "exporter": None if shared.torch_val is None else recipe.exporter},
         "versions": _versions(),
         "inputs": [s.as_dict() for s in shared.inputs],
+        "fixed_input_shapes": {k: list(v) for k, v in fixed.items()} if target.package.fixed_shapes else None,
         "outputs": [o.as_dict() for o in prep.outputs],
         "quantization": qplan.as_dict(),
         "calibration": {"data": cal.origin, "samples": n_cal, "random": cal.random},
@@ -224,7 +228,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
         "compression": shared.compression,
         **packaged,
         "warnings": (_warnings(cal, val, {"export": prep.export_parity, "quantization": quant_parity}, latency, int8,
-                               providers, threads) + _kernel_warnings(packaged)),
+                               providers, threads) + _kernel_warnings(packaged) + fixed_warnings),
     }
     manifest["gates"] = _gates(target, manifest, _is_classifier(recipe, val), int8.stat().st_size)
     manifest["passed"] = all(g["passed"] for g in manifest["gates"])
@@ -238,6 +242,21 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
     if recipe.archive:
         archive.write(tdir, shared.stage / f"{target.name}.tar.gz")
     return manifest
+
+
+def _fixed_shapes(shared: Shared) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """Each input's shape as every calibration and validation sample has it (batch 1 for per-sample data);
+    an input whose shape varies across samples stays dynamic, with a warning (the coverage gate decides)."""
+    shapes, warnings = {}, []
+    for spec in shared.inputs:
+        seen = {tuple(f[spec.name].shape) for ds in (shared.cal, shared.val) for f in ds.feeds}
+        if len(seen) == 1:
+            shapes[spec.name] = seen.pop()
+        else:
+            warnings.append(f"input {spec.name!r} kept dynamic: its shape varies across samples "
+                            f"({', '.join(map(str, sorted(seen)[:3]))}, ...); NNAPI leaves the nodes that depend on it "
+                            "to the CPU: pad the samples to one shape to fix it")
+    return shapes, warnings
 
 
 def _latency(shared: Shared, target: Target, fp32: Path, int8: Path) -> dict:

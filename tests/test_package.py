@@ -46,10 +46,41 @@ def test_ort_format_loads_and_matches_its_onnx(packaged):
     assert manifests["android-arm64"]["ort_format"]["optimization_style"] == "Runtime"
     config = (folder / "required_operators.config").read_text()
     assert "QLinearConv" in config or "Conv" in config
-    x = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
+    x = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)  # android ships fixed shapes: batch 1
     a = ort.InferenceSession(str(folder / "model.int8.ort")).run(None, {"image": x})[0]
     b = ort.InferenceSession(str(folder / "model.int8.onnx")).run(None, {"image": x})[0]
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_android_ships_fixed_shapes_so_nnapi_takes_the_graph(packaged):
+    out, manifests = packaged
+    m = manifests["android-arm64"]
+    assert m["fixed_input_shapes"] == {"image": [1, 1, 8, 8]}
+    for name in ("model.int8.onnx", "model.int8.ort"):
+        assert ort.InferenceSession(str(out / "android-arm64" / name)).get_inputs()[0].shape == [1, 1, 8, 8]
+    nnapi = m["mobile_coverage"]["nnapi"]
+    assert nnapi["supported_nodes"] == nnapi["nodes"] and nnapi["nodes_blocked_by_dynamic_shapes"] == 0
+    assert [g for g in m["gates"] if g["name"] == "nnapi_coverage"][0]["passed"]
+    assert manifests["ios-arm64"]["fixed_input_shapes"] is None  # CPU int8 there: the batch stays dynamic
+
+
+def assert_coverage_is_what_onnxruntimes_checker_says(model, coverage: dict):
+    """Computed on the basic-optimised graph, as check_onnx_model_mobile_usability does: same node counts."""
+    run = subprocess.run([sys.executable, "-m", "onnxruntime.tools.check_onnx_model_mobile_usability", str(model)],
+                         capture_output=True, text=True, check=True)
+    for ep, label in (("nnapi", "NNAPI"), ("coreml", "CoreML MLProgram")):
+        if ep in coverage:
+            first = next(ln for ln in (run.stdout + run.stderr).splitlines()
+                         if f"can be handled by the {label} EP" in ln)  # its first figure: the model as it is
+            c = coverage[ep]
+            assert f"{c['partitions']} partitions with a total of {c['supported_nodes']}/{c['nodes']} nodes" in first
+
+
+def test_coverage_is_what_onnxruntimes_checker_says(packaged):
+    out, manifests = packaged
+    for target in ("android-arm64", "ios-arm64"):
+        assert_coverage_is_what_onnxruntimes_checker_says(out / target / "model.int8.onnx",
+                                                          manifests[target]["mobile_coverage"])
 
 
 def test_mobile_coverage_recorded(packaged):
@@ -382,5 +413,29 @@ def test_ort_package_passes_check_exactly_when_export_passed(tmp_path):
         assert diff > m["golden"]["models"]["model.int8.onnx"]["atol"]["output"]  # one golden file would fail
         checked = check(tmp_path / name)
         verdicts[name] = (m["passed"], checked.exit_code == 0)
+        # a graph that basic optimisation changes (140 → 148 nodes): coverage counts the optimised one
+        assert_coverage_is_what_onnxruntimes_checker_says(tmp_path / name / name / "model.int8.onnx",
+                                                          m["mobile_coverage"])
         assert "parity model.int8.ort" in checked.output
     assert verdicts == {"tight-ios": (True, True), "failing-ios": (False, False)}
+
+
+def test_android_input_whose_shape_varies_stays_dynamic_and_the_gate_decides(tmp_path):
+    """Samples of batch 1 and 2: no single shape to fix, so the input stays dynamic, a warning says why, and
+    NNAPI's predicted coverage (nodes blocked by the dynamic batch) is gated, not hidden."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    np.savez(data / "a.npz", image=rng.random((12, 1, 3, 16, 16), dtype=np.float32))
+    np.savez(data / "b.npz", image=rng.random((12, 2, 3, 16, 16), dtype=np.float32))
+    result = CliRunner().invoke(main, ["export", "models:small_cnn", "--input", "image:Nx3x16x16", "--calibration",
+                                       str(data), "-t", "android-arm64", "--out", str(tmp_path / "o"), "--no-bench",
+                                       "--json"])
+    assert result.exit_code in (0, 1), result.output
+    [m] = json.loads(result.stdout)
+    assert m["fixed_input_shapes"] == {}
+    assert any("input 'image' kept dynamic" in w for w in m["warnings"])
+    nnapi = m["mobile_coverage"]["nnapi"]
+    [gate] = [g for g in m["gates"] if g["name"] == "nnapi_coverage"]
+    assert gate["value"] == nnapi["coverage"] and gate["passed"] is (nnapi["coverage"] >= 0.8)
+    assert (result.exit_code == 0) is m["passed"]
