@@ -29,6 +29,7 @@ class Case:
     passed: bool
     message: str = ""
     seconds: float = 0.0
+    kernels: str = ""  # which int8 kernels ran the model (parity cases)
 
 
 def check(path: Path) -> list[Case]:
@@ -140,19 +141,21 @@ def _parity(model: Path, target: str, inputs, expected, atol) -> Case:
     """A model that will not load or run is a failed check (exit 1), not a crash: CI still gets its report."""
     start = time.perf_counter()
     name = f"parity {model.name}"
+    kernels = ""
     try:
-        sess, _ = int8_session(model)
+        sess, kernels = int8_session(model)
         outputs = [o.name for o in sess.get_outputs()]
         runs = [dict(zip(outputs, sess.run(None, feed))) for feed in inputs]
     except Exception as e:
         first = first_line(e, 200)
         return Case(target, name, False, f"{model.name} does not run the golden inputs: {first}",
-                    time.perf_counter() - start)
+                    time.perf_counter() - start, kernels)
     worst = None  # (excess over tolerance, message)
     for i, (got, want) in enumerate(zip(runs, expected)):
         for out, ref in want.items():
             if out not in got or got[out].shape != ref.shape:
-                return Case(target, name, False, f"output {out!r} missing or of another shape in sample {i}")
+                return Case(target, name, False, f"output {out!r} missing or of another shape in sample {i}",
+                            kernels=kernels)
             err = np.abs(got[out].astype(np.float64) - ref.astype(np.float64))
             idx = np.unravel_index(int(np.argmax(err)), err.shape) if err.size else ()
             excess = float(err[idx]) - atol[out] if err.size else -1.0
@@ -162,7 +165,7 @@ def _parity(model: Path, target: str, inputs, expected, atol) -> Case:
                                  f"|error| {float(err[idx]):.3g} vs tolerance {atol[out]:.3g}")
     passed = worst is not None and worst[0] <= 0
     return Case(target, name, passed, "" if passed else (worst or (0, "no outputs compared"))[1],
-                time.perf_counter() - start)
+                time.perf_counter() - start, kernels)
 
 
 def junit(cases: list[Case]) -> str:

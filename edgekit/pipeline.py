@@ -214,6 +214,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
         "model": {"source": recipe.source, "weights": recipe.weights,
                   "exporter": None if shared.torch_val is None else recipe.exporter},
         "versions": _versions(),
+        "host": host.label(threads, int8_sess.get_providers()),  # where the figures here were computed
         "inputs": [s.as_dict() for s in shared.inputs],
         "fixed_input_shapes": {k: list(v) for k, v in fixed.items()} if target.package.fixed_shapes else None,
         "outputs": [o.as_dict() for o in prep.outputs],

@@ -177,7 +177,8 @@ def test_host_isa_override_runs_each_branch(tmp_path, cnn_data, isa):
     assert arm["quantization"]["reduce_range"] is False
     assert x86["quantization"]["reduce_range"] is saturates
     assert x86["latency"]["int8"]["host"]["isa"] == isa
-    assert x86["latency"]["int8"]["host"]["isa_source"] == "EDGEKIT_HOST_ISA"
+    assert x86["latency"]["int8"]["host"]["isa_source"] == "EDGEKIT_HOST_ISA" == arm["host"]["isa_source"]
+    assert arm["verification"][-1]["kernels"] == arm["golden"]["models"]["model.int8.onnx"]["kernels"]
     golden = [m["golden"]["models"]["model.int8.onnx"] for m in (arm, x86)]
     assert ("x86_default_kernels" in golden[0]) is saturates and "x86_default_kernels" not in golden[1]
     for kernels in (arm["parity"]["quantization"]["int8_kernels"], golden[0]["kernels"], golden[1]["kernels"]):
