@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import (__version__, archive, bench, calib, check, export, host, layers, mobile, outdir, package, parity,
-               quantize, tune)
+               quantize, tune, verdict)
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
 from .errors import UsageError
 from .load import load_model
@@ -228,12 +228,12 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
         "latency": latency,
         "compression": shared.compression,
         **packaged,
-        "warnings": (_warnings(cal, val, {"export": prep.export_parity, "quantization": quant_parity}, latency, int8,
-                               providers, threads) + _kernel_warnings(packaged) + fixed_warnings),
+        "warnings": (verdict.warnings(cal, val, {"export": prep.export_parity, "quantization": quant_parity}, latency,
+                                      int8, providers, threads) + verdict.kernel_warnings(packaged) + fixed_warnings),
     }
-    manifest["gates"] = _gates(target, manifest, _is_classifier(recipe, val), int8.stat().st_size)
+    manifest["gates"] = verdict.gates(target, manifest, _is_classifier(recipe, val), int8.stat().st_size)
     manifest["passed"] = all(g["passed"] for g in manifest["gates"])
-    manifest["warnings"] += _gate_advice(manifest["gates"], qplan.settings, tuning)
+    manifest["warnings"] += verdict.gate_advice(manifest["gates"], qplan.settings, tuning)
     package.write(tdir, manifest)
     # the verdict is the gates AND exactly what `edgekit check` will say about the staged package
     cases = check.check(tdir)
@@ -389,81 +389,6 @@ def _is_classifier(recipe, val) -> bool:
     if recipe.task != "auto":
         return recipe.task == "classification"
     return val.labels is not None
-
-
-def _gates(target: Target, m: dict, classifier: bool, int8_bytes: int) -> list[dict]:
-    p = target.parity
-    gates = []
-    export_p = m["parity"]["export"]
-    if export_p:
-        parity.signal_gate(gates, "export_reference_signal", export_p["outputs"])
-        parity.gate(gates, "export_cosine", parity.worst(export_p["outputs"], "cosine_min"), ">=",
-                    p.export_cosine_min)
-        parity.gate(gates, "export_max_abs", max(o["max_abs"] for o in export_p["outputs"]), "<=", p.export_max_abs)
-    gates += parity.quantization_gates(m["parity"]["quantization"]["outputs"], m["accuracy"], p, classifier)
-    if target.budgets.latency_p50_ms_max and m["latency"]:
-        parity.gate(gates, "latency_p50_ms", m["latency"]["int8"]["p50_ms"], "<=", target.budgets.latency_p50_ms_max)
-    elif target.budgets.latency_p50_ms_max:
-        parity.skipped(gates, "latency_p50_ms", "latency not measured (--no-bench)")
-    if target.budgets.size_mb_max:
-        parity.gate(gates, "size_mb", int8_bytes / 1e6, "<=", target.budgets.size_mb_max)
-    if target.package.min_coverage and target.package.coverage:
-        first = target.package.coverage[0]
-        parity.gate(gates, f"{first}_coverage", m["mobile_coverage"][first]["coverage"], ">=",
-                    target.package.min_coverage)
-    return gates
-
-
-def _warnings(cal, val, parities: dict, latency, int8, providers, threads) -> list[str]:
-    warnings = []
-    if cal.random or val.random:
-        warnings.append("CALIBRATED AND VALIDATED ON RANDOM DATA: PARITY AND ACCURACY FIGURES DO NOT REFLECT REAL INPUTS")
-    for stage, block in parities.items():
-        for o in (block or {}).get("outputs", []):
-            if o.get("reference_near_zero"):
-                warnings.append(f"{stage} parity: reference output {o['output']!r} is ~0 (max |value| "
-                                f"{o['reference_peak']:.3g} < {parity.NEAR_ZERO:g}) on the validation data: cosine and "
-                                "SQNR say nothing about a model that emits no signal; check the model and its inputs")
-    for key in ("fp32", "int8"):
-        spread = latency[key]["p90_over_p50"] if latency else 1.0
-        if spread > bench.NOISY_SPREAD:
-            warnings.append(f"{key} latency spread p90/p50 = {spread:.2f} (> {bench.NOISY_SPREAD}): the host was "
-                            "noisy during the run; re-run or raise --bench-runs before trusting the speed figures")
-    speedup = latency["speedup_p50"] if latency else 1.0
-    if speedup < 1.0:
-        fusion = bench.unfused_qdq(str(int8), providers, threads)
-        cause = (f"{fusion['unfused_compute_nodes']} compute node(s) stayed float behind DequantizeLinear "
-                 f"(unfused QDQ groups, e.g. {', '.join(fusion['unfused_examples'])})"
-                 if fusion["unfused_compute_nodes"] else
-                 "all quantized groups fused; per-call overhead or float ops around them dominate this model")
-        warnings.append(f"int8 is slower than fp32 on this host ({speedup:.2f}x): {cause}")
-    return warnings
-
-
-def _gate_advice(gates: list[dict], settings, tuning: dict | None) -> list[str]:
-    if tuning and tuning.get("advice"):
-        return [tuning["advice"]]
-    failed = [g["name"] for g in gates if not g["passed"] and g["name"].startswith(("quant_", "top1", "accuracy"))]
-    if failed and not settings.auto and settings.mode == "static":
-        return [f"quantization gates failed ({', '.join(failed)}): re-run with --auto to search "
-                f"{', '.join(settings.auto_search)} within this target's rules"]
-    return []
-
-
-def _kernel_warnings(packaged: dict) -> list[str]:
-    warnings = []
-    for model, golden in packaged["golden"]["models"].items():
-        if "refused" in golden["kernels"]:
-            warnings.append(f"{model}: golden outputs computed with {golden['kernels']}")
-        on_x86 = golden.get("x86_default_kernels")
-        if on_x86 and not on_x86["within_tolerance"]:
-            worst = max(on_x86["max_abs_error"], key=on_x86["max_abs_error"].get)
-            warnings.append(f"on an x86 host without VNNI ({on_x86['isa']}) onnxruntime's default kernels give this "
-                            f"ARM package's {model} output {worst!r} an error up to "
-                            f"{on_x86['max_abs_error'][worst]:.3g} (tolerance {golden['atol'][worst]:.3g}; u8s8 "
-                            "saturation): run it there with session option session.x64quantprecision=1, as "
-                            "`edgekit check` does")
-    return warnings
 
 
 def _versions() -> dict:

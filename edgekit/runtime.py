@@ -11,6 +11,7 @@ from .errors import InputError, StageError, first_line
 
 log = logging.getLogger("edgekit")
 HOST_DEFAULT = "host default"
+EXACT_REFUSED = "onnxruntime refused session.x64quantprecision=1"
 
 
 def ort_log_level() -> int:
@@ -63,7 +64,7 @@ def int8_session(path: Path | str, providers=("CPUExecutionProvider",), threads:
     except StageError as e:
         log.info("exact-kernel session refused, using the host's default kernels: %s", e)
         return session(path, providers, threads)[0], \
-            f"{HOST_DEFAULT} ({isa}, may saturate): onnxruntime refused session.x64quantprecision=1 ({e})"
+            f"{HOST_DEFAULT} ({isa}, may saturate): {EXACT_REFUSED} ({e})"
 
 
 def run_onnx(sess, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
