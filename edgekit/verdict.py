@@ -39,11 +39,11 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads) -> lis
                 said.append(f"{stage} parity: reference output {o['output']!r} is ~0 (max |value| "
                                 f"{o['reference_peak']:.3g} < {parity.NEAR_ZERO:g}) on the validation data: cosine and "
                                 "SQNR say nothing about a model that emits no signal; check the model and its inputs")
-    for key in ("fp32", "int8"):
-        spread = latency[key]["p90_over_p50"] if latency else 1.0
-        if spread > bench.NOISY_SPREAD:
-            said.append(f"{key} latency spread p90/p50 = {spread:.2f} (> {bench.NOISY_SPREAD}): the host was "
-                            "noisy during the run; re-run or raise --bench-runs before trusting the speed figures")
+    spreads = {k: latency[k]["p90_over_p50"] for k in ("fp32", "int8")} if latency else {}
+    if any(v > bench.NOISY_SPREAD for v in spreads.values()):
+        said.append(f"latency spread p90/p50 fp32 {spreads['fp32']:.2f}, int8 {spreads['int8']:.2f} "
+                    f"(> {bench.NOISY_SPREAD}): the host was noisy during the run; re-run or raise --bench-runs "
+                    "before trusting the speed figures")
     speedup = latency["speedup_p50"] if latency else 1.0
     if speedup < 1.0:
         fusion = bench.unfused_qdq(str(int8), providers, threads)
