@@ -17,6 +17,9 @@ from .errors import EdgekitError, ExitCode, first_line
 
 
 def _interrupt(signum, frame):
+    # a second signal while cleaning up must not interrupt the clean-up (or print a traceback)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -30,8 +33,11 @@ def _handle_errors(fn):
             return fn(*args, **kwargs)
         except EdgekitError as e:
             _fail(f"edgekit: error: {e}", e.exit_code, debug)
-        except KeyboardInterrupt:
-            click.echo("edgekit: interrupted; previous output left as it was", err=True)
+        except KeyboardInterrupt as e:
+            from .outdir import InterruptedAfterPublish
+
+            click.echo("edgekit: interrupted after the new output was published" if isinstance(e, InterruptedAfterPublish)
+                       else "edgekit: interrupted; previous output left as it was", err=True)
             sys.exit(130)
         except (click.exceptions.Exit, click.ClickException):
             raise
@@ -57,6 +63,7 @@ def _fail(line: str, code: ExitCode, debug: bool) -> None:
 def main(debug: bool, verbose: bool) -> None:
     """PyTorch models → validated int8 ONNX deployables per edge target."""
     signal.signal(signal.SIGTERM, _interrupt)  # CI cancels with SIGTERM: clean up as for Ctrl-C
+    signal.signal(signal.SIGINT, _interrupt)
     # our own log lines at the asked level; libraries' warnings (onnxruntime's shape inference retries,
     # transformers) only with --debug, since edgekit reports what matters in its own words
     logging.basicConfig(level=logging.DEBUG if debug else logging.ERROR, format="%(name)s: %(message)s",
@@ -68,7 +75,8 @@ def main(debug: bool, verbose: bool) -> None:
 @click.argument("source")
 @click.option("--weights", help="State dict or checkpoint (loaded with weights_only=True).")
 @click.option("--trust-checkpoint", is_flag=True, default=None,
-              help="Load --weights with weights_only=False (runs pickled code: only for files you trust).")
+              help="Load files that can run code: --weights with weights_only=False, TorchScript (.pt/.ts) and "
+                   "torch.export (.pt2) sources. Only for files you trust.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME:SHAPE[:DTYPE]",
               help="Model input, e.g. image:Nx3x224x224 or input_ids:Nxseq:int64. Repeat for several.")
 @click.option("--output-name", "output_names", multiple=True, help="Name for each model output, in order.")
@@ -101,6 +109,8 @@ def main(debug: bool, verbose: bool) -> None:
 @click.option("--bench-runs", type=int, help="Timed runs per model.")
 @click.option("--no-bench", is_flag=True, default=None, help="Skip latency (the outputs then depend only on inputs).")
 @click.option("--archive", is_flag=True, default=None, help="Also write OUT/<target>.tar.gz.")
+@click.option("--force", is_flag=True, default=None,
+              help="Replace OUT/<target> and its archive even when edgekit did not make them (default: refuse).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON on stdout.")
 @_handle_errors
 def export(source, as_json, **flags):
@@ -137,7 +147,8 @@ def _specs(inputs):
 @main.command()
 @click.argument("source")
 @click.option("--weights", help="State dict or checkpoint (weights_only=True).")
-@click.option("--trust-checkpoint", is_flag=True, help="Load --weights with weights_only=False (trusted files only).")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="Load files that can run code (full pickles, TorchScript, .pt2): trusted files only.")
 @click.option("--input", "inputs", multiple=True, required=True, metavar="NAME:SHAPE[:DTYPE]")
 @click.option("--ratio", type=float, required=True, help="Share of channels (structured) or weights to remove.")
 @click.option("--method", type=click.Choice(["structured", "unstructured"]), default="structured", show_default=True)
@@ -175,7 +186,8 @@ def prune(source, weights, trust_checkpoint, inputs, ratio, method, importance, 
 @click.option("--teacher-weights")
 @click.option("--student", required=True, help="Student model source (e.g. the same MODULE:FUNCTION).")
 @click.option("--student-weights", help="Student weights, e.g. the output of `edgekit prune`.")
-@click.option("--trust-checkpoint", is_flag=True, help="Load weights with weights_only=False (trusted files only).")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="Load files that can run code (full pickles, TorchScript, .pt2): trusted files only.")
 @click.option("--data", required=True, help="MODULE:FN yielding (inputs, labels) batches, or labelled .npz data.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME:SHAPE[:DTYPE]", help="Needed for .npz data.")
 @click.option("--epochs", type=int, default=10, show_default=True)

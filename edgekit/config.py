@@ -210,6 +210,7 @@ class Recipe:
     distill: DistillSettings | None = None
     trust_checkpoint: bool = False  # torch.load(weights_only=False): only for files the user vouches for
     archive: bool = False  # also write OUT/<target>.tar.gz
+    force: bool = False  # replace OUT/<target> (or its archive) even when edgekit did not make it
     no_bench: bool = False  # skip latency: the manifest (and archive) then depend only on the inputs
 
 

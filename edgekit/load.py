@@ -35,10 +35,10 @@ def load_model(source: str, weights: str | None = None, trust_checkpoint: bool =
     import torch
 
     if source.endswith(".pt2") and ":" not in path.name:
-        program = _load_archive(path, torch)
+        program = _load_archive(path, torch, trust_checkpoint)
         return LoadedModel(source, module=program.module(), program=program)
     if source.endswith((".pt", ".ts", ".torchscript")) and ":" not in path.name:
-        module = _load_archive(path, torch)
+        module = _load_archive(path, torch, trust_checkpoint)
     else:
         fn = resolve_callable(source, "model")
         try:
@@ -53,9 +53,21 @@ def load_model(source: str, weights: str | None = None, trust_checkpoint: bool =
     return LoadedModel(source, module=module)
 
 
-def _load_archive(path: Path, torch):
+CODE_CARRIERS = {
+    ".pt2": "a torch.export archive: loading it unpickles entries (use_pickle weights, sample inputs, custom objects) "
+            "and evaluates expressions and guards stored in it",
+    ".pt": "a TorchScript archive is a program: its __setstate__ and methods run inside torch.jit.load",
+}
+
+
+def _load_archive(path: Path, torch, trusted: bool):
+    """TorchScript and torch.export archives carry code: loaded only when the user vouches for the file."""
     if not path.is_file():
         raise InputError(f"model {str(path)!r}: no such file")
+    if not trusted:
+        why = CODE_CARRIERS[".pt2" if path.suffix == ".pt2" else ".pt"]
+        raise InputError(f"model {str(path)!r} can run code when loaded ({why}); pass --trust-checkpoint only if you "
+                         "trust this file, or export from MODULE:FUNCTION with --weights (weights_only loading)")
     if path.suffix == ".pt2":
         try:
             return torch.export.load(str(path))

@@ -1,32 +1,76 @@
-"""Atomic output: everything is built in a temporary folder beside OUT and swapped in at the end,
-so a failed or interrupted run leaves the previous good output as it was."""
+"""Atomic output that replaces only what edgekit made.
+
+Everything is built in a stage folder inside OUT (so the final renames never cross a filesystem, even
+when OUT is its own mount point) and swapped in at the end, all targets or none, with SIGINT/SIGTERM
+held back during the swap. A folder at OUT/<target> is replaced only when it holds an edgekit
+manifest, an archive only when edgekit's ledger in OUT records its hash; anything else needs
+`--force`. A failed or interrupted run leaves the previous output as it was.
+"""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 from .errors import InputError, UsageError
 
+STAGE_PREFIX = ".edgekit-stage-"
+STAGE_MARK = ".edgekit-stage"  # inside every stage folder: only folders with it are ever cleaned up
+LOCK = ".edgekit.lock"
+LEDGER = ".edgekit-archives.json"  # sha256 of each archive edgekit published here
+SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+class InterruptedAfterPublish(KeyboardInterrupt):
+    """A signal arrived while the new output was being swapped in; the swap completed."""
+
+
+def check_replaceable(out: Path, names: list[str], force: bool) -> None:
+    """Usage errors before any work: colliding output names, OUT not a folder, foreign files in the way."""
+    out = out.resolve()
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise UsageError(f"output names collide: {', '.join(dup)} (a target named like another target's archive?)")
+    if os.path.lexists(out) and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and not force:
+        _refuse_foreign(out, names)
+
 
 @contextlib.contextmanager
-def staging(out: Path):
-    """Yields a temporary folder beside OUT, holding OUT's lock; both removed whatever happens."""
+def staging(out: Path, names: list[str], force: bool = False):
+    """Yields a stage folder inside OUT, holding OUT's lock; the stage (and an OUT this run created) go
+    whatever happens."""
     out = out.resolve()
+    check_replaceable(out, names, True)
+    created = not out.exists()
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise InputError(f"--out {out}: cannot create its parent folder ({e.strerror})") from e
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a folder")
-    with _lock(out.parent / f".{out.name}.edgekit.lock", out):
-        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.edgekit-", dir=out.parent))
-        try:
-            yield stage
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
+        raise InputError(f"--out {out}: cannot create it ({e.strerror})") from e
+    try:
+        with _lock(out / LOCK, out):
+            _clean_dead_stages(out)
+            if not force:
+                _refuse_foreign(out, names)
+            try:
+                stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
+            except OSError as e:
+                raise InputError(f"--out {out}: cannot write there ({e.strerror})") from e
+            (stage / STAGE_MARK).touch()
+            try:
+                yield stage
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only if empty: a successful run has published into it
 
 
 @contextlib.contextmanager
@@ -35,7 +79,10 @@ def _lock(path: Path, out: Path):
     import fcntl
 
     while True:
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError as e:
+            raise InputError(f"--out {out}: cannot write there ({e.strerror})") from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -55,22 +102,96 @@ def _lock(path: Path, out: Path):
         os.close(fd)
 
 
-def publish(stage: Path, out: Path, names: list[str]) -> None:
-    """Move each finished `stage/NAME` (folder or archive) to `OUT/NAME`, replacing the old one with two renames."""
-    out = out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
+def _clean_dead_stages(out: Path) -> None:
+    """With OUT's lock held no other run is writing here: marked stage folders left are from dead runs."""
+    for p in out.glob(f"{STAGE_PREFIX}*"):
+        if p.is_dir() and not p.is_symlink() and (p / STAGE_MARK).is_file():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _refuse_foreign(out: Path, names: list[str]) -> None:
+    ledger = _read_ledger(out)
     for name in names:
-        final = out / name
-        old = stage / f".old-{name}"
-        if final.exists():
-            final.rename(old)
+        path = out / name
+        if not os.path.lexists(path):
+            continue
+        if name.endswith(".tar.gz"):
+            from .package import sha256
+
+            mine = path.is_file() and not path.is_symlink() and ledger.get(name) == sha256(path)
+        else:
+            mine = path.is_dir() and not path.is_symlink() and _is_package(path / "manifest.json", name)
+        if not mine:
+            raise UsageError(f"--out {out}: {name} exists and edgekit did not make it; move it away or pass --force "
+                             "to replace it")
+
+
+def _is_package(manifest: Path, name: str) -> bool:
+    try:
+        if not manifest.is_file() or manifest.stat().st_size > 64 << 20:
+            return False
+        data = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "edgekit_version" in data and data.get("target") == name
+
+
+def _read_ledger(out: Path) -> dict[str, str]:
+    try:
+        data = json.loads((out / LEDGER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(data, dict) else {}
+
+
+def publish(stage: Path, out: Path, names: list[str]) -> None:
+    """Swap every finished `stage/NAME` in for `OUT/NAME`: all or none, with signals held back meanwhile."""
+    from .package import sha256
+
+    out = out.resolve()
+    archives = [n for n in names if n.endswith(".tar.gz")]
+    moves = list(names)
+    if archives:  # swapped in with them, so the ledger never names an archive that is not there
+        ledger = _read_ledger(out) | {n: sha256(stage / n) for n in archives}
+        (stage / LEDGER).write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
+        moves.append(LEDGER)
+    done: list[tuple[Path, Path | None]] = []  # (final, where its old version went)
+    with _signals_deferred() as received:
         try:
-            (stage / name).rename(final)
-        except OSError:
-            if old.exists():
-                old.rename(final)  # put the previous output back before giving up
-            raise
-        if old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
-        elif old.exists():
-            old.unlink()
+            for name in moves:
+                final, old = out / name, stage / f".old-{name}"
+                had = os.path.lexists(final)
+                if had:
+                    final.rename(old)
+                done.append((final, old if had else None))
+                (stage / name).rename(final)
+        except OSError as e:
+            _roll_back(stage, done)
+            raise InputError(f"--out {out}: publishing failed ({e.strerror}); previous output left as it was") from e
+    if received:
+        raise InterruptedAfterPublish()
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """SIGINT/SIGTERM during the block are recorded, not raised. (A signal mask would not do: onnxruntime's
+    and torch's threads can take a process-directed signal, and Python then runs the handler anyway.)"""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # only the main thread can set handlers; a library caller in a thread keeps its own
+        return
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in SIGNALS}
+    try:
+        yield received
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _roll_back(stage: Path, done: list[tuple[Path, Path | None]]) -> None:
+    for final, old in reversed(done):
+        with contextlib.suppress(OSError):
+            if os.path.lexists(final):
+                final.rename(stage / f".failed-{final.name}")
+            if old is not None:
+                old.rename(final)

@@ -53,23 +53,32 @@ class Prepared:
 def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> list[dict]:
     _quiet_onnxruntime()
     _seed(recipe.seed)
+    out = Path(recipe.out)
+    names = [t.name for t in targets] + ([f"{t.name}.tar.gz" for t in targets] if recipe.archive else [])
+    outdir.check_replaceable(out, names, recipe.force)  # before any work; again under OUT's lock
     loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
     inputs = _inputs(recipe, loaded)
     cal, val = _data(recipe, inputs)
     compression = _compress(recipe, loaded, inputs, val, progress) if recipe.prune or recipe.distill else None
-    out = Path(recipe.out)
-    with outdir.staging(out) as stage:
-        torch_val = run_torch(loaded.module, val.feeds, [s.name for s in inputs]) if loaded.module is not None else None
-        shared = Shared(recipe, inputs, cal, val, torch_val, stage, progress, compression)
-        prepared: dict[int, Prepared] = {}
-        manifests = []
-        for target in targets:
-            opset = 0 if loaded.is_onnx else target.opset
-            if opset not in prepared:
-                prepared[opset] = _prepare(loaded, shared, opset)
-            manifests.append(_target(shared, target, prepared[opset]))
-        names = [t.name for t in targets] + ([f"{t.name}.tar.gz" for t in targets] if recipe.archive else [])
-        outdir.publish(stage, out, names)
+    published = False
+    try:
+        with outdir.staging(out, names, recipe.force) as stage:
+            torch_val = (run_torch(loaded.module, val.feeds, [s.name for s in inputs]) if loaded.module is not None
+                         else None)
+            shared = Shared(recipe, inputs, cal, val, torch_val, stage, progress, compression)
+            prepared: dict[int, Prepared] = {}
+            manifests = []
+            for target in targets:
+                opset = 0 if loaded.is_onnx else target.opset
+                if opset not in prepared:
+                    prepared[opset] = _prepare(loaded, shared, opset)
+                manifests.append(_target(shared, target, prepared[opset]))
+            outdir.publish(stage, out, names)
+            published = True
+    except KeyboardInterrupt:
+        if published:  # a signal during the stage's clean-up: the new output is in place
+            raise outdir.InterruptedAfterPublish() from None
+        raise
     return manifests
 
 

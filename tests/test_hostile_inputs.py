@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from conftest import ROOT, TESTS
 from onnx import TensorProto, helper
 
 from edgekit.cli import main
+from edgekit.errors import InputError
 
 CNN = ["models:small_cnn", "--input", "image:Nx3x16x16"]
 
@@ -105,7 +107,7 @@ def test_hostile_onnx_models(tmp_path, lin_data, make, msg):
     make(model)
     one_line_error(run(model, "--calibration", lin_data, "--out", tmp_path / "o"), 3, msg)
     assert not (tmp_path / "o").exists()
-    assert not [p for p in tmp_path.iterdir() if ".edgekit-" in p.name]
+    assert not [p for p in tmp_path.rglob("*") if ".edgekit" in p.name]
 
 
 def test_external_data_link_out_of_the_folder_is_refused(tmp_path, lin_data):
@@ -122,10 +124,10 @@ def _export_cmd(out, extra=()):
             "--bench-runs", "1000000", *extra]
 
 
-def _wait_for_stage(parent, proc, timeout=60):
+def _wait_for_stage(out, proc, timeout=60):
     start = time.time()
     while time.time() - start < timeout:
-        if any(".edgekit-" in p.name for p in parent.iterdir()):
+        if out.is_dir() and any(".edgekit-stage-" in p.name for p in out.iterdir()):
             return True
         if proc.poll() is not None:
             return False
@@ -141,23 +143,133 @@ def test_interrupted_run_leaves_previous_output_and_no_temp_dirs(tmp_path, sig):
     assert first.returncode == 0, first.stderr
     before = {p.name: p.read_bytes() for p in (out / "desktop-x86").iterdir()}
     proc = subprocess.Popen(_export_cmd(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert _wait_for_stage(tmp_path, proc), "run never started staging"
+    assert _wait_for_stage(out, proc), "run never started staging"
     time.sleep(1.0)
     proc.send_signal(sig)
+    time.sleep(0.05)
+    proc.send_signal(sig)  # a second signal during the clean-up stays silent
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0 and "Traceback" not in err
-    assert "interrupted" in err
+    assert proc.returncode == 130 and "Traceback" not in err and "Exception ignored" not in err
+    assert err.strip() == "edgekit: interrupted; previous output left as it was"
     assert {p.name: p.read_bytes() for p in (out / "desktop-x86").iterdir()} == before
-    assert not [p for p in tmp_path.iterdir() if ".edgekit-" in p.name or p.name.endswith(".lock")]
+    assert sorted(p.name for p in out.iterdir()) == ["desktop-x86"]  # no stage folder, no lock left
 
 
 def test_concurrent_runs_to_the_same_out_do_not_interleave(tmp_path):
     out = tmp_path / "dist"
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}"}
     slow = subprocess.Popen(_export_cmd(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert _wait_for_stage(tmp_path, slow)
+    assert _wait_for_stage(out, slow)
     second = subprocess.run(_export_cmd(out)[:-2] + ["--bench-runs", "2"], env=env, capture_output=True, text=True)
     slow.send_signal(signal.SIGTERM)
     slow.communicate(timeout=60)
     assert second.returncode == 3, second.stderr
     assert "another edgekit run is writing" in second.stderr and "Traceback" not in second.stderr
+
+
+def _package_run(out, *extra):
+    return CliRunner().invoke(main, ["export", *CNN, "--calibration", "random", "--out", str(out), "--no-bench",
+                                     *map(str, extra)])
+
+
+def test_out_replaces_only_what_edgekit_made(tmp_path):
+    """`--out .` in a project with its own desktop-x86/ folder: refused, nothing touched, --force needed."""
+    project = tmp_path / "project"
+    (project / "desktop-x86" / "src").mkdir(parents=True)
+    (project / "desktop-x86" / "src" / "main.c").write_text("int main(void) { return 0; }\n")
+    refused = _package_run(project)
+    one_line_error(refused, 2, "desktop-x86 exists and edgekit did not make it", "--force")
+    assert (project / "desktop-x86" / "src" / "main.c").read_text().startswith("int main")
+    assert sorted(p.name for p in project.iterdir()) == ["desktop-x86"]
+    # run B to X/desktop-x86, then run A to X: B's output is not A's to replace
+    x = tmp_path / "x"
+    assert _package_run(x / "desktop-x86").exit_code == 0
+    one_line_error(_package_run(x), 2, "edgekit did not make it")
+    assert (x / "desktop-x86" / "desktop-x86" / "manifest.json").is_file()
+    # a package edgekit made is replaced; an archive edgekit did not write is refused
+    assert _package_run(x / "desktop-x86").exit_code == 0
+    assert _package_run(tmp_path / "y", "--archive").exit_code == 0
+    assert _package_run(tmp_path / "y", "--archive").exit_code == 0  # its own archive, recorded in the ledger
+    (tmp_path / "y" / "desktop-x86.tar.gz").write_bytes(b"someone else's")
+    one_line_error(_package_run(tmp_path / "y", "--archive"), 2, "desktop-x86.tar.gz exists")
+    assert (tmp_path / "y" / "desktop-x86.tar.gz").read_bytes() == b"someone else's"
+    forced = _package_run(project, "--force")
+    assert forced.exit_code == 0, forced.output
+    assert (project / "desktop-x86" / "manifest.json").is_file()
+
+
+def test_colliding_output_names_are_a_usage_error(tmp_path):
+    profile = tmp_path / "x.tar.gz.toml"
+    profile.write_text('name = "x.tar.gz"\n')
+    other = tmp_path / "x.toml"
+    other.write_text('name = "x"\n')
+    one_line_error(_package_run(tmp_path / "o", "-t", other, "-t", profile, "--archive"), 2, "collide")
+
+
+def test_publish_is_all_or_none(tmp_path):
+    from edgekit import outdir
+    out = tmp_path / "out"
+    assert _package_run(out, "-t", "desktop-x86", "-t", "arm64-linux").exit_code == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with outdir.staging(out, ["desktop-x86", "arm64-linux"]) as stage:
+        (stage / "desktop-x86").mkdir()
+        (stage / "desktop-x86" / "new").write_text("new")
+        # arm64-linux never got built: the second rename fails, the first is rolled back
+        with pytest.raises(InputError, match="publishing failed"):
+            outdir.publish(stage, out, ["desktop-x86", "arm64-linux"])
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_signal_during_publish_completes_the_swap(tmp_path, monkeypatch):
+    """SIGTERM in the middle of the swap is held back: every target is swapped in, then the run says so."""
+    from edgekit import outdir
+    out = tmp_path / "out"
+    assert _package_run(out, "-t", "desktop-x86", "-t", "arm64-linux").exit_code == 0
+    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    real_rename = Path.rename
+    sent = []
+
+    def rename_and_signal(self, target):
+        if not sent:
+            sent.append(os.kill(os.getpid(), signal.SIGTERM))
+        return real_rename(self, target)
+
+    try:
+        with outdir.staging(out, ["desktop-x86", "arm64-linux"]) as stage:
+            for name in ("desktop-x86", "arm64-linux"):
+                (stage / name).mkdir()
+                (stage / name / "new").write_text(name)
+            monkeypatch.setattr(Path, "rename", rename_and_signal)
+            with pytest.raises(outdir.InterruptedAfterPublish):
+                outdir.publish(stage, out, ["desktop-x86", "arm64-linux"])
+            monkeypatch.setattr(Path, "rename", real_rename)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert sent and all((out / n / "new").read_text() == n for n in ("desktop-x86", "arm64-linux"))
+
+
+def test_dead_runs_stage_folders_are_cleaned_and_nothing_else(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = out / ".edgekit-stage-dead"
+    dead.mkdir()
+    (dead / ".edgekit-stage").touch()
+    lookalike = out / ".edgekit-stage-not-mine"
+    lookalike.mkdir()
+    assert _package_run(out).exit_code == 0
+    assert not dead.exists() and lookalike.is_dir()
+
+
+def test_out_on_its_own_filesystem(tmp_path):
+    """--out on its own mount point (a CI volume): the stage lives inside OUT, so no rename crosses devices."""
+    mount = tmp_path / "volume"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root (and mount permission in this container)")
+    try:
+        result = _package_run(mount)
+        assert result.exit_code == 0, result.output
+        assert (mount / "desktop-x86" / "manifest.json").is_file()
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

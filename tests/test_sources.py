@@ -1,7 +1,9 @@
 """Model sources beyond MODULE:FUNCTION: TorchScript and torch.export archives; fusion diagnostics."""
 import json
 
+import attacks
 import numpy as np
+import pytest
 import torch
 from click.testing import CliRunner
 from models import residual, small_cnn
@@ -19,7 +21,8 @@ def _export(*args):
 def test_torchscript_archive(tmp_path, cnn_data):
     path = tmp_path / "model.ts"
     torch.jit.trace(small_cnn().eval(), torch.zeros(1, 3, 16, 16)).save(str(path))
-    result = _export(path, "--input", "image:Nx3x16x16", "--calibration", cnn_data[0], "--out", tmp_path / "o")
+    result = _export(path, "--input", "image:Nx3x16x16", "--calibration", cnn_data[0], "--out", tmp_path / "o",
+                     "--trust-checkpoint")
     assert result.exit_code == 0, result.output
     m = json.loads(result.stdout)[0]
     assert m["parity"]["export"]["outputs"][0]["cosine"] > 0.99999
@@ -30,15 +33,34 @@ def test_torch_export_archive(tmp_path, cnn_data):
     torch.export.save(torch.export.export(small_cnn().eval(), (torch.zeros(2, 3, 16, 16),)), str(path))
     data = tmp_path / "pairs.npz"
     np.savez(data, image=np.random.default_rng(0).random((20, 2, 3, 16, 16), dtype=np.float32))
-    result = _export(path, "--input", "image:2x3x16x16", "--calibration", data, "--out", tmp_path / "o")
+    result = _export(path, "--input", "image:2x3x16x16", "--calibration", data, "--out", tmp_path / "o",
+                     "--trust-checkpoint")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)[0]["parity"]["export"]["outputs"][0]["cosine"] > 0.99999
+
+
+@pytest.mark.parametrize("craft,suffix,why", [
+    (attacks.torchscript_writing_on_load, "pt", "TorchScript archive is a program"),
+    (attacks.pt2_with_pickled_weight, "pt2", "unpickles entries"),
+])
+def test_model_files_that_carry_code_need_trust(tmp_path, cnn_data, craft, suffix, why):
+    """Nothing in the file runs without --trust-checkpoint; with it, the payload is real (it does run)."""
+    marker, model = tmp_path / "marker", tmp_path / f"evil.{suffix}"
+    craft(model, marker)
+    assert not marker.exists()
+    args = [model, "--input", "x:1x4", "--calibration", "random", "--out", tmp_path / "o", "--no-bench"]
+    refused = _export(*args)
+    assert refused.exit_code == 3 and not marker.exists() and not (tmp_path / "o").exists()
+    [line] = refused.stderr.strip().splitlines()
+    assert "can run code when loaded" in line and why in line and "--trust-checkpoint" in line
+    _export(*args, "--trust-checkpoint")
+    assert marker.exists()  # the attack is real: only the user's explicit trust lets it run
 
 
 def test_state_dict_as_model_is_refused_clearly(tmp_path, cnn_data):
     path = tmp_path / "weights.pt"
     torch.save(small_cnn().state_dict(), path)
-    result = _export(path, "--input", "image:Nx3x16x16", "--calibration", cnn_data[0])
+    result = _export(path, "--input", "image:Nx3x16x16", "--calibration", cnn_data[0], "--trust-checkpoint")
     assert result.exit_code == 3 and "not a TorchScript archive" in result.stderr
 
 

