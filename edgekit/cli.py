@@ -24,13 +24,19 @@ def _interrupt(signum, frame):
 
 
 def _handle_errors(fn):
-    """Expected failures: one line on stderr and their exit code; bugs: exit 5 (traceback with --debug)."""
+    """Expected failures: one line on stderr and their exit code; bugs: exit 5 (traceback with --debug).
+
+    Commands return their exit code instead of calling sys.exit, so a SystemExit seen here came from
+    user code (a model or data function calling sys.exit): bad input, never a silent pass.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         debug = click.get_current_context().find_root().params.get("debug", False)
         try:
-            return fn(*args, **kwargs)
+            code = fn(*args, **kwargs)
+        except SystemExit as e:
+            _fail(f"edgekit: error: user code called sys.exit({e.code!r}) during the run", ExitCode.BAD_INPUT, debug)
         except EdgekitError as e:
             _fail(f"edgekit: error: {e}", e.exit_code, debug)
         except KeyboardInterrupt as e:
@@ -44,6 +50,8 @@ def _handle_errors(fn):
         except Exception as e:
             _fail(f"edgekit: internal error: {type(e).__name__}: {first_line(e)}"
                   + ("" if debug else " (re-run with --debug for the traceback)"), ExitCode.INTERNAL, debug)
+        if code is not None:  # a group's callback returns None: its sub-command still has to run
+            sys.exit(int(code))
 
     return wrapper
 
@@ -125,17 +133,17 @@ def export(source, as_json, **flags):
     recipe = recipe_from(source, flags)
     targets = load_targets(recipe.targets)
     manifests = run(recipe, targets, progress=not as_json)
-    _finish(manifests, as_json)
+    return _finish(manifests, as_json)
 
 
-def _finish(manifests: list[dict], as_json: bool) -> None:
+def _finish(manifests: list[dict], as_json: bool) -> ExitCode:
     from .report import exit_code, table
 
     if as_json:
         click.echo(json.dumps(manifests, indent=2))
     else:
         click.echo(table(manifests))
-    sys.exit(int(exit_code(manifests)))
+    return exit_code(manifests)
 
 
 def _specs(inputs):
@@ -243,7 +251,7 @@ def check_cmd(path, junit_path, as_json):
             click.echo(f"{'PASS' if c.passed else 'FAIL'}  {c.target:16} {c.name}" + (f": {c.message}" if c.message else ""))
         failed = sum(not c.passed for c in cases)
         click.echo(f"{len(cases) - failed} passed, {failed} failed")
-    sys.exit(int(ExitCode.OK if all(c.passed for c in cases) else ExitCode.GATE_FAILED))
+    return ExitCode.OK if all(c.passed for c in cases) else ExitCode.GATE_FAILED
 
 
 @main.command("inspect")

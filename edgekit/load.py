@@ -40,11 +40,7 @@ def load_model(source: str, weights: str | None = None, trust_checkpoint: bool =
     if source.endswith((".pt", ".ts", ".torchscript")) and ":" not in path.name:
         module = _load_archive(path, torch, trust_checkpoint)
     else:
-        fn = resolve_callable(source, "model")
-        try:
-            module = fn()
-        except Exception as e:
-            raise InputError(f"model {source!r}: calling it failed: {type(e).__name__}: {e}") from e
+        module = resolve_callable(source, "model")()
         if not isinstance(module, torch.nn.Module):
             raise InputError(f"model {source!r} returned {type(module).__name__}, not a torch.nn.Module")
     if weights:

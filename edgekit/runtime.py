@@ -83,7 +83,7 @@ def run_torch(module, feeds: list[dict[str, np.ndarray]], input_names: list[str]
             args = [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in input_names]
             try:
                 out = module(*args)
-            except Exception as e:
+            except (Exception, SystemExit) as e:  # a forward calling sys.exit is bad input, not a verdict
                 shapes = ", ".join(f"{n}:{list(a.shape)}" for n, a in zip(input_names, args))
                 raise InputError(f"model does not run on inputs {shapes} (sample {i}): "
                                  f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e

@@ -1,9 +1,11 @@
 """Import user code named as `pkg.module:function` or `path/to/file.py:function`."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import os
 import re
 import sys
@@ -19,8 +21,40 @@ def is_function_spec(text: str) -> bool:
     return bool(MODULE_SPEC.match(text) and ".py:" not in text) or bool(re.search(r"\.py:[A-Za-z_]\w*$", text))
 
 
-def resolve_callable(spec: str, what: str):
-    """The function object; user code that fails to import is bad input, named with its error."""
+class UserFunction:
+    """A user's function: anything it raises (SystemExit included; Ctrl-C aside), while called or while its
+    generator is iterated, is bad input naming the function, never a crash or a silent exit."""
+
+    def __init__(self, fn, spec: str, what: str):
+        self.fn, self.spec, self.what = fn, spec, what
+
+    def __call__(self, *args, **kwargs):
+        with self._guard("calling it"):
+            result = self.fn(*args, **kwargs)
+        return self._iterate(result) if inspect.isgenerator(result) else result
+
+    def _iterate(self, generator):
+        while True:
+            with self._guard("iterating it"):
+                try:
+                    item = next(generator)
+                except StopIteration:
+                    return
+            yield item
+
+    @contextlib.contextmanager
+    def _guard(self, doing: str):
+        try:
+            yield
+        except (KeyboardInterrupt, InputError):
+            raise
+        except BaseException as e:
+            detail = f"sys.exit({e.code!r})" if isinstance(e, SystemExit) else f"{type(e).__name__}: {e}"
+            raise InputError(f"{self.what} {self.spec!r}: {doing} failed: {detail}") from e
+
+
+def resolve_callable(spec: str, what: str) -> UserFunction:
+    """The function, guarded; user code that fails to import is bad input, named with its error."""
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
         raise InputError(f"{what} {spec!r}: expected MODULE:FUNCTION or FILE.py:FUNCTION")
@@ -31,12 +65,14 @@ def resolve_callable(spec: str, what: str):
             sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(target)
-        except Exception as e:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:
             raise InputError(f"{what} {spec!r}: cannot import {target!r}: {type(e).__name__}: {e}") from e
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise InputError(f"{what} {spec!r}: {target!r} has no function {attr!r}")
-    return fn
+    return UserFunction(fn, spec, what)
 
 
 def _import_file(path: Path, spec: str, what: str):
@@ -55,7 +91,10 @@ def _import_file(path: Path, spec: str, what: str):
         sys.path.insert(0, folder)  # let the file import its neighbours
     try:
         module_spec.loader.exec_module(module)
-    except Exception as e:
+    except KeyboardInterrupt:
+        del sys.modules[name]
+        raise
+    except BaseException as e:
         del sys.modules[name]
         raise InputError(f"{what} {spec!r}: importing {path.name} failed: {type(e).__name__}: {e}") from e
     finally:

@@ -68,6 +68,27 @@ def broken():
     raise RuntimeError("boom in user code")
 
 
+def exits_zero():
+    import sys
+    sys.exit(0)
+
+
+class ExitsInForward(nn.Module):
+    def forward(self, x):
+        import sys
+        sys.exit(0)
+
+
+def exits_in_forward():
+    return ExitsInForward()
+
+
+def data_that_exits():
+    yield {"x": torch.zeros(1, 3).numpy()}
+    import sys
+    sys.exit(0)
+
+
 class Residual(nn.Module):
     """Conv outputs consumed twice (a residual add): where S8S8 QDQ groups stay unfused on x86."""
 

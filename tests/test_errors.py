@@ -164,6 +164,20 @@ def test_exception_leaves_previous_output_untouched(tmp_path, cnn_data):
     assert not [p for p in tmp_path.rglob("*") if ".edgekit" in p.name]
 
 
+@pytest.mark.parametrize("args,named", [
+    (["models:exits_zero", "--input", "x:1x3", "--calibration", "random"], "model 'models:exits_zero'"),
+    (["models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", "sys:exit"], "data 'sys:exit'"),
+    (["models:two_outputs", "--input", "x:Nx3", "--calibration", "models:data_that_exits"],
+     "data 'models:data_that_exits': iterating it failed"),
+    (["models:exits_in_forward", "--input", "x:1x3", "--calibration", "random"], "model does not run"),
+])
+def test_user_code_calling_sys_exit_is_bad_input(tmp_path, args, named):
+    """A model or data function ending the process with exit 0 must not pass a CI gate."""
+    result = run(*args, "--out", tmp_path / "o")
+    assert_clean_error(result, 3, named, "sys.exit" if "forward" not in args[0] else "SystemExit",
+                       out=tmp_path / "o")
+
+
 def test_debug_shows_traceback_and_keeps_the_exit_code(data):
     args = ["export", "models:nothing_here", "--input", "x:1x3", "--calibration", str(data)]
     plain = CliRunner().invoke(main, args)
