@@ -8,12 +8,12 @@ Sources: a single `.npz` (arrays named after the inputs, samples along the first
 from __future__ import annotations
 
 import logging
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import arrays
 from .config import InputSpec
 from .errors import InputError
 from .userfn import is_function_spec, resolve_callable
@@ -44,23 +44,34 @@ class Dataset:
                 Dataset(f"{self.origin} (held-out last {n_val})", self.feeds[cut:], labels[1], self.random))
 
 
-def load(source: str, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: int = 64) -> Dataset:
+def load(source: str, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: int = 64,
+         max_bytes: int = arrays.DEFAULT_MAX_BYTES) -> Dataset:
+    """`max_bytes` bounds what one source may declare (file headers, random inputs) before it is loaded."""
     if source == "random":
-        return random_dataset(specs, random_count, seed)
+        return random_dataset(specs, random_count, seed, max_bytes)
     path = Path(source)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in (".npz", ".npy"))
         if not files:
             raise InputError(f"{path}: no .npz or .npy files in this folder")
-        parts = [_read_file(p, specs) for p in files]
+        for f in files:
+            if f.is_symlink() and path.resolve() not in f.resolve().parents:
+                raise InputError(f"{f}: a link out of the data folder (to {f.resolve()}); copy the file in instead")
+        budget = max_bytes
+        parts = []
+        for f in files:
+            if budget <= 0:
+                raise InputError(f"{path}: its files hold more than {max_bytes} bytes (--max-data-bytes)")
+            parts.append(_read_file(f, specs, budget))
+            budget -= sum(a.nbytes for feed in parts[-1].feeds for a in feed.values())
         feeds = [f for part in parts for f in part.feeds]
         labelled = [p.labels is not None for p in parts]
         if any(labelled) and not all(labelled):
             raise InputError(f"{path}: some files have labels and some do not")
         labels = np.concatenate([p.labels for p in parts]) if all(labelled) else None
         return _nonempty(Dataset(str(path), feeds, labels))
-    if path.is_file():
-        return _nonempty(_read_file(path, specs))
+    if path.exists():
+        return _nonempty(_read_file(path, specs, max_bytes))
     if is_function_spec(source):
         return _nonempty(_from_function(source, specs))
     raise InputError(f"data {source!r}: no such file or folder (or MODULE:FUNCTION)")
@@ -72,22 +83,19 @@ def _nonempty(ds: Dataset) -> Dataset:
     return ds
 
 
-def _read_file(path: Path, specs) -> Dataset:
-    try:
-        if path.suffix == ".npy":
-            if len(specs) != 1:
-                raise InputError(f"{path}: a .npy file holds one array but the model has {len(specs)} inputs; use .npz")
-            arrays = {specs[0].name: np.load(path, allow_pickle=False)}
-        elif path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        else:
-            raise InputError(f"{path}: expected a .npz or .npy file")
-    except InputError:
-        raise
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise InputError(f"{path}: cannot read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
-    return _from_arrays(str(path), arrays, specs)
+def _read_file(path: Path, specs, max_bytes: int) -> Dataset:
+    names = {s.name for s in specs}
+    if path.suffix == ".npy":
+        if len(specs) != 1:
+            raise InputError(f"{path}: a .npy file holds one array but the model has {len(specs)} inputs; use .npz")
+        found = {specs[0].name: arrays.read_npy(path, max_bytes)}
+    elif path.suffix == ".npz":
+        found = arrays.read_npz(path, lambda n: n in names or n in LABEL_KEYS, max_bytes,
+                                lambda extra: f"input names do not match the model: unexpected {extra} "
+                                              f"(model takes {sorted(names)})")
+    else:
+        raise InputError(f"{path}: expected a .npz or .npy file")
+    return _from_arrays(str(path), found, specs)
 
 
 def _from_arrays(origin: str, arrays: dict[str, np.ndarray], specs) -> Dataset:
@@ -112,8 +120,21 @@ def _from_arrays(origin: str, arrays: dict[str, np.ndarray], specs) -> Dataset:
     n = counts.pop()
     if labels is not None and (labels.ndim == 0 or len(labels) != n):
         raise InputError(f"{origin}: {labels.size} labels for {n} samples (one per sample, or one per row)")
+    if labels is not None:
+        labels = class_ids(origin, labels)
     feeds = [{name: per_input[name][i] for name in per_input} for i in range(n)]
     return Dataset(origin, feeds, labels)
+
+
+def class_ids(origin: str, labels: np.ndarray) -> np.ndarray:
+    """Labels are class ids: finite, whole, non-negative numbers (strings, NaN or -1 would silently skew accuracy)."""
+    if labels.dtype.kind not in "iubf":
+        raise InputError(f"{origin}: labels are {labels.dtype} values; give integer class ids")
+    if labels.dtype.kind == "f" and not (np.isfinite(labels).all() and (labels == np.round(labels)).all()):
+        raise InputError(f"{origin}: labels must be whole class ids (found NaN, Inf or fractions)")
+    if labels.size and labels.min() < 0:
+        raise InputError(f"{origin}: labels must be class ids >= 0 (found {labels.min()})")
+    return labels.astype(np.int64)
 
 
 def _as_samples(origin: str, spec: InputSpec, array: np.ndarray) -> list[np.ndarray]:
@@ -171,7 +192,8 @@ def _from_function(source: str, specs) -> Dataset:
     has = [lb is not None for lb in labels]
     if any(has) and not all(has):
         raise InputError(f"data {source!r}: some items have a label and some do not")
-    return Dataset(f"data {source!r}", feeds, np.asarray([np.asarray(lb) for lb in labels]) if has and all(has)
+    return Dataset(f"data {source!r}", feeds,
+                   class_ids(f"data {source!r}", np.asarray([np.asarray(lb) for lb in labels])) if has and all(has)
                    else None)
 
 
@@ -179,15 +201,20 @@ def _spec(specs, name):
     return next((s for s in specs if s.name == name), None)
 
 
-def random_dataset(specs, count: int, seed: int) -> Dataset:
+def random_dataset(specs, count: int, seed: int, max_bytes: int = arrays.DEFAULT_MAX_BYTES) -> Dataset:
     """Random inputs, only when the user asked for them: the report flags it in capitals."""
     rng = np.random.default_rng(seed)
+    shapes = {s.name: tuple(1 if isinstance(d, str) and i == 0 else (16 if isinstance(d, str) else d)
+                            for i, d in enumerate(s.shape)) for s in specs}
+    need = count * sum(int(np.prod(shapes[s.name], dtype=object)) * np.dtype(s.dtype).itemsize for s in specs)
+    if need > max_bytes:
+        raise InputError(f"random inputs of shape {', '.join(f'{k}:{list(v)}' for k, v in shapes.items())} would take "
+                         f"{need} bytes for {count} samples, more than {max_bytes} (--max-data-bytes)")
     feeds = []
     for _ in range(count):
         feed = {}
         for s in specs:
-            shape = tuple(1 if isinstance(d, str) and i == 0 else (16 if isinstance(d, str) else d)
-                          for i, d in enumerate(s.shape))
+            shape = shapes[s.name]
             if np.issubdtype(np.dtype(s.dtype), np.floating):
                 feed[s.name] = rng.standard_normal(shape).astype(s.dtype)
             elif s.dtype == "bool":

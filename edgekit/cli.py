@@ -90,6 +90,8 @@ def main(debug: bool, verbose: bool) -> None:
 @click.option("--output-name", "output_names", multiple=True, help="Name for each model output, in order.")
 @click.option("--calibration", help="Calibration data: .npz, folder of .npz/.npy, MODULE:FUNCTION, or `random`.")
 @click.option("--validation", help="Held-out validation data (default: the last 25% of the calibration set).")
+@click.option("--max-data-bytes", type=int,
+              help="Most bytes one data source may declare before it is loaded (default 4 GiB; files are hostile).")
 @click.option("-t", "--target", "targets", multiple=True,
               help=f"Target profile name or .toml path. Repeatable. Default: the recipe's [export] targets, else "
                    f"{', '.join(DEFAULT_TARGETS)}; `edgekit targets` lists the bundled ones.")

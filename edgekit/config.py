@@ -23,6 +23,7 @@ def _targets_dir() -> Path:
 
 TARGETS_DIR = _targets_dir()
 DEFAULT_TARGETS = ("desktop-x86",)  # when neither the recipe nor --target names one
+DEFAULT_MAX_DATA_BYTES = 4 << 30  # files are hostile: what one data source may declare before it is loaded
 DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 _DIM = re.compile(r"^(\d+|[A-Za-z_][A-Za-z0-9_]*)$")
 
@@ -211,6 +212,7 @@ class Recipe:
     trust_checkpoint: bool = False  # torch.load(weights_only=False): only for files the user vouches for
     archive: bool = False  # also write OUT/<target>.tar.gz
     force: bool = False  # replace OUT/<target> (or its archive) even when edgekit did not make it
+    max_data_bytes: int = DEFAULT_MAX_DATA_BYTES  # what one data source may declare before it is loaded
     no_bench: bool = False  # skip latency: the manifest (and archive) then depend only on the inputs
 
 
@@ -242,7 +244,7 @@ RANGES = {"opset": (10, 23), "threads": (1, 256), "samples": (1, 1_000_000), "pe
           "ratio": (0.0, 0.99), "round_to": (0, 1024), "epochs": (1, 100_000), "temperature": (0.01, 100.0),
           "alpha": (0.0, 1.0), "lr": (0.0, 10.0), "batch_size": (1, 1 << 20), "patience": (0, 100_000),
           "max_trials": (1, 10_000), "time_budget": (1.0, 1e7), "max_excluded": (0, 100_000),
-          "max_latency_price": (1.0, 1000.0)}
+          "max_latency_price": (1.0, 1000.0), "max_data_bytes": (1, 1 << 50)}
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -359,8 +361,8 @@ def load_recipe(path: Path) -> Recipe:
     flat: dict = {}
     section_keys = {
         "model": {"source", "inputs", "weights", "exporter", "output_names", "task"},
-        "data": {"calibration", "validation"},
         "export": {"targets", "out", "seed", "archive", "no_bench"},
+        "data": {"calibration", "validation", "max_data_bytes"},
     }
     for section, keys in section_keys.items():
         body = table.get(section, {})

@@ -99,6 +99,9 @@ def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:
     if flat.size != preds.size:
         raise InputError(f"{flat.size} labels for {preds.size} predicted rows: give one label per row "
                          "(labels of shape (samples, rows) when a sample holds several rows)")
+    classes = max(o[0].reshape(o[0].shape[0], -1).shape[1] if o[0].ndim > 1 else o[0].size for o in outputs)
+    if flat.size and flat.max() >= classes:
+        raise InputError(f"label {int(flat.max())} is out of range: the model's first output scores {classes} classes")
     return float(np.mean(preds == flat.astype(np.int64)) * 100.0)
 
 

@@ -116,14 +116,14 @@ def _inputs(recipe: Recipe, loaded) -> tuple[InputSpec, ...]:
 def _data(recipe: Recipe, inputs) -> tuple[calib.Dataset, calib.Dataset]:
     if not recipe.calibration:
         raise UsageError("no calibration data: pass --calibration FILE|DIR|MODULE:FN (or `random`, flagged in the report)")
-    cal = calib.load(recipe.calibration, inputs, seed=recipe.seed)
+    cal = calib.load(recipe.calibration, inputs, seed=recipe.seed, max_bytes=recipe.max_data_bytes)
     if recipe.validation:
         if Path(recipe.validation).resolve() == Path(recipe.calibration).resolve() and recipe.validation != "random":
             raise UsageError("--validation is the calibration set: parity must be measured on held-out data "
                              "(leave --validation out to hold out the last 25% of the calibration set)")
-        return cal, calib.load(recipe.validation, inputs, seed=recipe.seed + 1)
+        return cal, calib.load(recipe.validation, inputs, seed=recipe.seed + 1, max_bytes=recipe.max_data_bytes)
     if cal.random:
-        return cal, calib.random_dataset(inputs, 16, recipe.seed + 1)
+        return cal, calib.random_dataset(inputs, 16, recipe.seed + 1, recipe.max_data_bytes)
     return cal.split(VALIDATION_FRACTION)
 
 

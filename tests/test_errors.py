@@ -331,3 +331,15 @@ def test_endless_generator_is_capped(tmp_path, cnn_data, monkeypatch):
         "        yield {'image': np.zeros((1, 3, 16, 16), np.float32)}\n")
     result = run(*CNN, "--calibration", f"{tmp_path / 'endless.py'}:samples", "--out", tmp_path / "o")
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("labels,msg", [
+    (np.array(["cat"] * 8), "labels are <U3 values"),
+    (np.array([0.0, 1.0, np.nan, 2, 3, 4, 0, 1]), "NaN, Inf or fractions"),
+    (np.array([0, 1, -1, 2, 3, 4, 0, 1]), "class ids >= 0"),
+    (np.array([0, 1, 2, 3, 4, 0, 1, 99]), "label 99 is out of range"),  # in the held-out part
+])
+def test_labels_are_checked(tmp_path, labels, msg):
+    data = tmp_path / "d.npz"
+    np.savez(data, image=np.random.default_rng(0).random((8, 3, 16, 16), dtype=np.float32), labels=labels)
+    assert_clean_error(run(*CNN, "--calibration", data, "--out", tmp_path / "o"), 3, msg, out=tmp_path / "o")

@@ -273,3 +273,85 @@ def test_out_on_its_own_filesystem(tmp_path):
         assert (mount / "desktop-x86" / "manifest.json").is_file()
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def _npz_with_member(path, name, declared_bytes, real=False):
+    """image.npy (valid) plus `name`, whose .npy header declares `declared_bytes`; its data is there only if `real`
+    (deflated zeros: a small file that inflates to the declared size)."""
+    import io
+    import zipfile
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        buf = io.BytesIO()
+        np.save(buf, np.random.default_rng(0).random((6, 3, 16, 16), dtype=np.float32))
+        z.writestr("image.npy", buf.getvalue())
+        with z.open(f"{name}.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
+                                                     "shape": (declared_bytes // 4,)})
+            left = declared_bytes if real else 0
+            while left:
+                f.write(bytes(min(left, 16 << 20)))
+                left -= min(left, 16 << 20)
+    return path
+
+
+def _peak_rss_mb(args, timeout=60):
+    """exit code, seconds, stderr and the child's peak RSS in MB for one `edgekit export` in a fresh process."""
+    code = ("import resource, sys, time, runpy; sys.argv = ['edgekit'] + sys.argv[1:]; t = time.time()\n"
+            "try:\n    runpy.run_module('edgekit', run_name='__main__')\n"
+            "except SystemExit as e:\n"
+            "    print(e.code, time.time() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, "
+            "file=sys.stdout)\n")
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}"}
+    run = subprocess.run([sys.executable, "-c", code, "export", *map(str, args)], capture_output=True, text=True,
+                         env=env, timeout=timeout)
+    rc, seconds, rss = run.stdout.split()
+    return int(rc), float(seconds), run.stderr, int(rss)
+
+
+def test_unused_huge_npz_member_is_refused_before_it_is_read(tmp_path):
+    """A 1 GiB (deflated to ~4 MB) member nobody asked for: refused by name, in seconds, without its RSS."""
+    bomb = _npz_with_member(tmp_path / "bomb.npz", "unused", 1 << 30, real=True)
+    small = _npz_with_member(tmp_path / "small.npz", "unused", 1 << 10, real=True)
+    results = {}
+    for name, data in (("bomb", bomb), ("small", small)):
+        rc, seconds, err, rss = _peak_rss_mb([*CNN, "--calibration", data, "--out", tmp_path / name])
+        assert rc == 3 and "unexpected ['unused']" in err and len(err.strip().splitlines()) == 1, err
+        results[name] = (seconds, rss)
+    assert results["bomb"][0] < 5.0
+    assert results["bomb"][1] - results["small"][1] < 200, results  # MB: the member was never inflated
+
+
+@pytest.mark.parametrize("declared,limit,msg", [
+    (10 ** 12 * 4, None, "declares 4000000000000 bytes but holds"),  # a tiny header claiming 10^12 elements
+    (1 << 20, "1000", "more than 1000 bytes (--max-data-bytes)"),
+])
+def test_npz_declared_sizes_are_checked_before_loading(tmp_path, declared, limit, msg):
+    data = _npz_with_member(tmp_path / "d.npz", "image2", declared, real=declared < (1 << 30))
+    import zipfile
+    with zipfile.ZipFile(data) as z:  # rename the member so that it is wanted: the second input
+        entries = {i.filename: z.read(i) for i in z.infolist()}
+    with zipfile.ZipFile(data, "w") as z:
+        z.writestr("image.npy", entries["image2.npy"])
+    extra = ["--max-data-bytes", limit] if limit else []
+    one_line_error(run(*CNN, "--calibration", data, "--out", tmp_path / "o", *extra), 3, msg)
+
+
+def test_fifo_and_links_out_of_a_data_folder_are_refused(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    np.savez(folder / "a.npz", image=np.zeros((4, 3, 16, 16), np.float32))
+    os.mkfifo(folder / "b.npy")
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}"}
+    fifo = subprocess.run([sys.executable, "-m", "edgekit", "export", *CNN, "--calibration", str(folder), "--out",
+                           str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=60)
+    assert fifo.returncode == 3 and "b.npy: not a regular file" in fifo.stderr, fifo.stderr
+    os.unlink(folder / "b.npy")
+    secret = tmp_path / "secret.npz"
+    np.savez(secret, image=np.ones((4, 3, 16, 16), np.float32))
+    (folder / "c.npz").symlink_to(secret)
+    one_line_error(run(*CNN, "--calibration", folder, "--out", tmp_path / "o"), 3, "a link out of the data folder")
+
+
+def test_random_inputs_are_capped(tmp_path):
+    one_line_error(run("models:small_cnn", "--input", "image:1x100000x100000", "--calibration", "random",
+                       "--out", tmp_path / "o"), 3, "random inputs", "--max-data-bytes")
