@@ -1,8 +1,11 @@
 """Reproducible .tar.gz archives of a target folder, and a reader that refuses anything unsafe."""
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
+import json
+import lzma
 import tarfile
 from pathlib import Path, PurePosixPath
 
@@ -11,6 +14,8 @@ from .errors import InputError
 MAX_MEMBERS = 10_000
 MAX_MEMBER_BYTES = 2 << 30  # the largest ONNX protobuf a single file can hold
 MAX_TOTAL_BYTES = 4 << 30
+MAX_HEADER_BYTES = 1 << 20  # a GNU long name or PAX header: real ones are a few hundred bytes
+MAX_MANIFEST_BYTES = 16 << 20
 
 
 def write(folder: Path, dest: Path) -> Path:
@@ -34,21 +39,19 @@ def _info(name: str, kind: bytes, size: int, mode: int) -> tarfile.TarInfo:
 
 def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBERS, MAX_MEMBER_BYTES,
                                                                       MAX_TOTAL_BYTES)) -> None:
-    """Unpack regular files and folders only, below `dest`; refuse links, devices, `..`, absolute paths
-    and oversized members before a byte of them is written."""
+    """Unpack a package archive below `dest`: regular files and folders only, and only the files its
+    manifest.json lists, no larger than it says. The raw tar headers are scanned first, so an oversized
+    long-name/PAX header, too many members or too many bytes are refused before tarfile parses them;
+    links, devices, `..` and absolute paths are refused before a byte is written."""
     max_members, max_member, max_total = limits
     try:
+        _scan_headers(archive, max_members, max_total)
         with tarfile.open(archive, "r:*") as tar:
             members = []
-            total = 0
             for member in tar:
                 members.append(member)
-                if len(members) > max_members:
-                    raise InputError(f"{archive}: more than {max_members} members")
                 _refuse_unsafe(archive, member, max_member)
-                total += member.size
-                if total > max_total:
-                    raise InputError(f"{archive}: members declare more than {max_total} bytes in total")
+            listed = _listed_files(archive, tar, members)
             for member in members:
                 parts = _parts(member.name)
                 if not parts:
@@ -57,14 +60,83 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                 if member.isdir():
                     target.mkdir(parents=True, exist_ok=True)
                     continue
+                if parts not in listed:
+                    raise InputError(f"{archive}: member {member.name!r} is not listed in its manifest.json")
+                if member.size > listed[parts]:
+                    raise InputError(f"{archive}: member {member.name!r} holds {member.size} bytes, its manifest "
+                                     f"says {listed[parts]}")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with tar.extractfile(member) as src, open(target, "xb") as out:
                     while chunk := src.read(1 << 20):
                         out.write(chunk)
     except InputError:
         raise
-    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile) as e:
+    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile, lzma.LZMAError, ValueError) as e:
         raise InputError(f"{archive}: not a readable archive ({type(e).__name__}: {e})") from e
+
+
+def _scan_headers(archive: Path, max_members: int, max_total: int) -> None:
+    """Walk the decompressed tar stream block by block, never holding more than a block: tarfile itself
+    reads a GNU long name or PAX header whole into memory (a 3 GiB one from a 469 KB archive)."""
+    with open(archive, "rb") as raw:
+        magic = raw.read(6)
+    opener = (gzip.open if magic[:2] == b"\x1f\x8b" else bz2.open if magic[:3] == b"BZh"
+              else lzma.open if magic == b"\xfd7zXZ\x00" else open)
+    members = total = 0
+    with opener(archive, "rb") as stream:
+        while True:
+            block = stream.read(512)
+            if len(block) < 512 or block == bytes(512):
+                return  # end of archive (or truncated: tarfile reports that)
+            size = _header_size(block)
+            kind = block[156:157]
+            if kind in (b"L", b"K", b"x", b"g") and size > MAX_HEADER_BYTES:
+                raise InputError(f"{archive}: an extended header declares {size} bytes (limit {MAX_HEADER_BYTES})")
+            members += kind not in (b"L", b"K", b"x", b"g")
+            total += size
+            if members > max_members:
+                raise InputError(f"{archive}: more than {max_members} members")
+            if total > max_total:
+                raise InputError(f"{archive}: members declare more than {max_total} bytes in total")
+            left = -(-size // 512) * 512
+            while left:
+                got = len(stream.read(min(left, 1 << 20)))
+                if not got:
+                    return
+                left -= got
+
+
+def _header_size(block: bytes) -> int:
+    field = block[124:136]
+    if field[0] & 0x80:  # GNU base-256
+        return int.from_bytes(field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip()
+    try:
+        return int(text, 8) if text else 0
+    except ValueError:
+        return 0  # not a size tarfile would accept either: it reports the archive as unreadable
+
+
+def _listed_files(archive: Path, tar: tarfile.TarFile, members: list) -> dict[tuple[str, ...], int]:
+    """{path parts: largest allowed size} for every file a manifest.json in the archive lists."""
+    listed: dict[tuple[str, ...], int] = {}
+    for member in members:
+        parts = _parts(member.name)
+        if not parts or parts[-1] != "manifest.json" or len(parts) > 2 or not member.isreg():
+            continue
+        if member.size > MAX_MANIFEST_BYTES:
+            raise InputError(f"{archive}: {member.name} declares {member.size} bytes (limit {MAX_MANIFEST_BYTES})")
+        try:
+            manifest = json.loads(tar.extractfile(member).read())
+            files, sizes = manifest["files"], manifest.get("sizes", {})
+            folder = parts[:-1]
+            listed.update({(*folder, name): int(sizes.get(name, MAX_MEMBER_BYTES)) for name in files})
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+            raise InputError(f"{archive}: {member.name} is not a valid manifest ({type(e).__name__})") from e
+        listed.update({(*folder, name): MAX_MANIFEST_BYTES for name in ("manifest.json", "report.md")})
+    if not listed:
+        raise InputError(f"{archive}: no manifest.json in it or in its top folders")
+    return listed
 
 
 def _parts(name: str) -> tuple[str, ...]:

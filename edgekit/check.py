@@ -15,11 +15,11 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from . import archive, package
+from . import archive, arrays, package
 from .errors import InputError, first_line
 from .runtime import int8_session
 
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
 
 
 @dataclass
@@ -50,7 +50,7 @@ def check(path: Path) -> list[Case]:
 
 
 def _target_folders(path: Path, shown: Path) -> list[Path]:
-    if (path / "manifest.json").is_file():
+    if (path / "manifest.json").exists():  # whatever it is: _manifest refuses what is not a regular file
         return [path]
     folders = sorted(p.parent for p in path.glob("*/manifest.json"))
     if not folders:
@@ -82,7 +82,10 @@ def _manifest(folder: Path, shown: str) -> dict:
         return isinstance(d, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in d.items())
 
     try:
-        manifest = json.loads((folder / "manifest.json").read_text())
+        path = arrays.regular_file(folder / "manifest.json", f"{shown}/manifest.json")  # a FIFO would hang
+        if path.stat().st_size > archive.MAX_MANIFEST_BYTES:
+            raise InputError(f"{shown}/manifest.json: larger than {archive.MAX_MANIFEST_BYTES} bytes")
+        manifest = json.loads(path.read_text())
         golden = manifest.get("golden") if isinstance(manifest, dict) else None
         ok = (isinstance(manifest, dict) and isinstance(manifest.get("target"), str)
               and is_str_dict(manifest.get("files")) and manifest["files"]
@@ -93,8 +96,8 @@ def _manifest(folder: Path, shown: str) -> dict:
                       for g in manifest["gates"])
               and (not manifest.get("ort_format") or (isinstance(manifest["ort_format"], dict)
                                                        and isinstance(manifest["ort_format"].get("file"), str))))
-    except (OSError, ValueError) as e:
-        raise InputError(f"{shown}/manifest.json: unreadable ({type(e).__name__}: {e})") from e
+    except (OSError, ValueError, RecursionError) as e:
+        raise InputError(f"{shown}/manifest.json: unreadable ({type(e).__name__}: {first_line(e, 120)})") from e
     if not ok:
         raise InputError(f"{shown}/manifest.json: missing or mistyped target, files, golden, gates, passed or "
                          "ort_format")

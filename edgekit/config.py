@@ -320,6 +320,8 @@ def read_toml(path: Path) -> dict:
         raise UsageError(f"{path}: cannot read ({e.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"{path}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise UsageError(f"{path}: nested too deeply to be a recipe or profile") from None
 
 
 def list_targets() -> list[str]:

@@ -2,6 +2,7 @@
 reader either accept input or raise edgekit's own error; they never crash or write outside their
 folder. A few hundred cases each."""
 import io
+import json
 import tarfile
 import tempfile
 from pathlib import Path
@@ -122,18 +123,15 @@ def test_archive_reader(members):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         path = tmp / "a.tar.gz"
+        # a manifest listing every member's file name, so the member checks themselves are exercised
+        manifest = json.dumps({"files": {Path(n).name: "" for n, *_ in members}}).encode()
         with tarfile.open(path, "w:gz") as tar:
-            for name, kind, data, link in members:
+            for name, kind, data, link in [("t/manifest.json", tarfile.REGTYPE, manifest, ""), *members]:
                 info = tarfile.TarInfo(name)
                 info.type, info.linkname = kind, link
                 info.size = len(data) if kind == tarfile.REGTYPE else 0
                 tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
-        dest = tmp / "dest"
-        dest.mkdir()
-        try:
-            archive.extract(path, dest)
-        except InputError:
-            pass
+        dest = _extract_into(tmp, path)
         outside = [p for p in tmp.rglob("*") if p != path and dest not in p.parents and p != dest]
         assert not outside, outside
         assert not [p for p in dest.rglob("*") if p.is_symlink()]
@@ -148,3 +146,58 @@ def test_garbage_archive_is_input_error(tmp_path):
         assert e.exit_code == 3
     else:
         raise AssertionError("garbage accepted")
+
+
+npy_member = st.tuples(st.sampled_from(["image", "labels", "other"]),
+                       st.lists(st.integers(0, 1 << 40), max_size=3).map(tuple),  # declared shape: lies welcome
+                       st.integers(0, 256),  # bytes of data really there
+                       st.sampled_from(["<f4", "<i8", "|u1", "|O"]))
+
+
+@FUZZ
+@given(st.lists(npy_member, max_size=3, unique_by=lambda m: m[0]))
+def test_npz_reader_with_declared_size_lies(members):
+    """Bounded or refused: never allocates what a header merely claims, never another exception."""
+    import zipfile
+
+    import numpy as np
+
+    from edgekit import arrays
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "d.npz"
+        with zipfile.ZipFile(path, "w") as z:
+            for name, shape, real, descr in members:
+                buf = io.BytesIO()
+                np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+                z.writestr(f"{name}.npy", buf.getvalue() + bytes(real))
+        try:
+            found = arrays.read_npz(path, lambda n: n != "other", max_bytes=1 << 12)
+        except InputError:
+            return
+        assert sum(a.nbytes for a in found.values()) <= 1 << 12
+        assert all(found[n].shape == shape for n, shape, _, _ in members)
+
+
+@FUZZ
+@given(st.integers(0, 1 << 36), st.integers(0, 2048), st.sampled_from([tarfile.REGTYPE, tarfile.GNUTYPE_LONGNAME,
+                                                                       tarfile.XHDTYPE]))
+def test_archive_reader_with_declared_size_lies(declared, real, kind):
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        info = tarfile.TarInfo("t/manifest.json")
+        info.type, info.size = kind, declared
+        path = tmp / "a.tar"
+        path.write_bytes(info.tobuf(format=tarfile.GNU_FORMAT) + b"{" * real + bytes(1024))
+        dest = _extract_into(tmp, path)
+        assert all(p.stat().st_size <= min(declared, real) for p in dest.rglob("*") if p.is_file())
+
+
+def _extract_into(tmp: Path, path: Path) -> Path:
+    """Extract `path` into tmp/dest; refusing (InputError) is an allowed outcome, nothing else is."""
+    dest = tmp / "dest"
+    dest.mkdir()
+    try:
+        archive.extract(path, dest)
+    except InputError:
+        pass
+    return dest

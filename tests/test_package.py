@@ -1,10 +1,14 @@
 """Packaging for mobile/embedded builds and the CI parity gate `edgekit check` (issue 3)."""
+import gzip
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import time
+import zipfile
 from xml.etree import ElementTree
 
 import numpy as np
@@ -439,3 +443,73 @@ def test_android_input_whose_shape_varies_stays_dynamic_and_the_gate_decides(tmp
     [gate] = [g for g in m["gates"] if g["name"] == "nnapi_coverage"]
     assert gate["value"] == nnapi["coverage"] and gate["passed"] is (nnapi["coverage"] >= 0.8)
     assert (result.exit_code == 0) is m["passed"]
+
+
+def _tar_with_long_name_header(path, declared):
+    """A tar whose first header is a GNU long name declaring `declared` bytes (the data is not there)."""
+    header = tarfile.TarInfo("././@LongLink")
+    header.type, header.size = tarfile.GNUTYPE_LONGNAME, declared
+    block = header.tobuf(format=tarfile.USTAR_FORMAT)
+    with gzip.open(path, "wb") as f:
+        f.write(block + b"a" * 512 + bytes(1024))
+
+
+def test_archive_headers_are_capped_before_tarfile_reads_them(tmp_path):
+    bomb = tmp_path / "bomb.tar.gz"
+    _tar_with_long_name_header(bomb, 3 << 30)
+    start = time.perf_counter()
+    result = check(bomb)
+    assert result.exit_code == 3 and "an extended header declares 3221225472 bytes" in result.stderr
+    assert time.perf_counter() - start < 5
+
+
+def test_archive_extraction_is_bounded_by_its_manifest(packaged, tmp_path):
+    """Members the manifest does not list, or larger than it says, are never written."""
+    folder = fresh_copy(packaged, tmp_path, "arm64-linux")
+    (folder / "extra.bin").write_bytes(bytes(4096))
+    evil = tmp_path / "evil.tar.xz"
+    with tarfile.open(evil, "w:xz") as tar:
+        tar.add(folder, arcname="arm64-linux")
+    result = check(evil)
+    assert result.exit_code == 3 and "extra.bin' is not listed in its manifest.json" in result.stderr
+    (folder / "extra.bin").unlink()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["sizes"]["model.onnx"] = 10
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with tarfile.open(evil, "w:xz") as tar:
+        tar.add(folder, arcname="arm64-linux")
+    result = check(evil)
+    assert result.exit_code == 3 and "its manifest says 10" in result.stderr
+
+
+def test_golden_zip_bomb_is_refused(packaged, tmp_path):
+    from edgekit.package import sha256
+    folder = fresh_copy(packaged, tmp_path)
+    with zipfile.ZipFile(folder / "golden.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("count.npy", _npy(np.array(1)))
+        with z.open("output.0.output.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (1 << 29,)})
+            for _ in range(128):
+                f.write(bytes(16 << 20))  # 2 GiB of zeros, deflated to a few MB
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["golden.npz"] = sha256(folder / "golden.npz")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    start = time.perf_counter()
+    result = check(folder)
+    assert result.exit_code == 3 and "more than 1073741824 bytes" in result.stderr, result.output
+    assert time.perf_counter() - start < 10
+
+
+def _npy(a):
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def test_manifest_fifo_is_refused_not_waited_on(packaged, tmp_path):
+    folder = fresh_copy(packaged, tmp_path)
+    (folder / "manifest.json").unlink()
+    os.mkfifo(folder / "manifest.json")
+    run = subprocess.run([sys.executable, "-m", "edgekit", "check", str(folder)], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 3 and "not a regular file" in run.stderr
