@@ -117,6 +117,8 @@ def main(debug: bool, verbose: bool) -> None:
 @click.option("--max-excluded", type=int, help="Bound on nodes --auto keeps in float (default 8).")
 @click.option("--max-latency-price", type=float, help="Stop --auto fallbacks past this int8 slowdown (default 2.0).")
 @click.option("--bench-runs", type=int, help="Timed runs per model.")
+@click.option("--step-timeout", type=float,
+              help="Seconds allowed for pre-processing (shape inference, folding) of the model, in a child (600).")
 @click.option("--no-bench", is_flag=True, default=None, help="Skip latency (the outputs then depend only on inputs).")
 @click.option("--archive", is_flag=True, default=None, help="Also write OUT/<target>.tar.gz.")
 @click.option("--force", is_flag=True, default=None,

@@ -213,6 +213,7 @@ class Recipe:
     archive: bool = False  # also write OUT/<target>.tar.gz
     force: bool = False  # replace OUT/<target> (or its archive) even when edgekit did not make it
     max_data_bytes: int = DEFAULT_MAX_DATA_BYTES  # what one data source may declare before it is loaded
+    step_timeout: float = 600.0  # seconds for a step that runs on the model file in a child (pre-processing)
     no_bench: bool = False  # skip latency: the manifest (and archive) then depend only on the inputs
 
 
@@ -244,7 +245,7 @@ RANGES = {"opset": (10, 23), "threads": (1, 256), "samples": (1, 1_000_000), "pe
           "ratio": (0.0, 0.99), "round_to": (0, 1024), "epochs": (1, 100_000), "temperature": (0.01, 100.0),
           "alpha": (0.0, 1.0), "lr": (0.0, 10.0), "batch_size": (1, 1 << 20), "patience": (0, 100_000),
           "max_trials": (1, 10_000), "time_budget": (1.0, 1e7), "max_excluded": (0, 100_000),
-          "max_latency_price": (1.0, 1000.0), "max_data_bytes": (1, 1 << 50)}
+          "max_latency_price": (1.0, 1000.0), "max_data_bytes": (1, 1 << 50), "step_timeout": (0.001, 1e6)}
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -363,7 +364,7 @@ def load_recipe(path: Path) -> Recipe:
     flat: dict = {}
     section_keys = {
         "model": {"source", "inputs", "weights", "exporter", "output_names", "task"},
-        "export": {"targets", "out", "seed", "archive", "no_bench"},
+        "export": {"targets", "out", "seed", "archive", "no_bench", "step_timeout"},
         "data": {"calibration", "validation", "max_data_bytes"},
     }
     for section, keys in section_keys.items():

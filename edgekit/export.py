@@ -201,27 +201,37 @@ def io_specs(path: Path) -> tuple[tuple[InputSpec, ...], tuple[InputSpec, ...]]:
     return inputs, outputs
 
 
-def preprocess(src: Path, dest: Path) -> Path:
+def preprocess(src: Path, dest: Path, timeout: float = 600.0) -> Path:
     """onnxruntime's quantization pre-processing: symbolic shapes, ORT basic optimisation, ONNX shapes.
 
-    Symbolic shape inference gives up on some transformer graphs; onnxruntime's own advice is to
-    retry without it, which we do and log.
+    Runs in a child process under a time and memory limit (`bounded`): shape inference and constant
+    folding on a hostile graph can take exponential time or huge allocations.
     """
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from . import bounded
 
     src, dest = Path(src).resolve(), Path(dest).resolve()
-    # symbolic shape inference dumps sym_shape_infer_temp.onnx (+ weights) into the cwd when it fails
-    with contextlib.chdir(dest.parent):
-        try:
-            quant_pre_process(str(src), str(dest), skip_symbolic_shape=False)
-        except Exception as first:
-            log.info("symbolic shape inference failed (%s); retrying without it", str(first).splitlines()[0][:120])
-            try:
-                quant_pre_process(str(src), str(dest), skip_symbolic_shape=True)
-            except Exception as e:
-                raise StageError("pre-processing", first_line(e)) from e
+    note = bounded.run("pre-processing", "edgekit.export:_quant_pre_process", str(src), str(dest), timeout=timeout)
+    if note:
+        log.info("%s", note)
     check(dest)
     return dest
+
+
+def _quant_pre_process(src: str, dest: str) -> str:
+    """Symbolic shape inference gives up on some transformer graphs; onnxruntime's own advice is to
+    retry without it, which we do and say."""
+    import onnxruntime
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    onnxruntime.set_default_logger_severity(4)  # this child's stderr is the user's: edgekit reports the cause
+    # symbolic shape inference dumps sym_shape_infer_temp.onnx (+ weights) into the cwd when it fails
+    with contextlib.chdir(Path(dest).parent):
+        try:
+            quant_pre_process(src, dest, skip_symbolic_shape=False)
+            return ""
+        except Exception as first:
+            quant_pre_process(src, dest, skip_symbolic_shape=True)
+            return f"symbolic shape inference failed ({first_line(first, 120)}); pre-processed without it"
 
 
 def fix_input_shapes(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:

@@ -171,7 +171,7 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
         recipe = shared.recipe
         raw = export.export_torch(loaded.program or loaded.module, shared.inputs, recipe.output_names, opset,
                                   work / "exported.onnx", "dynamo" if loaded.program else recipe.exporter)
-    fp32 = export.preprocess(raw, work / "model.onnx")
+    fp32 = export.preprocess(raw, work / "model.onnx", shared.recipe.step_timeout)
     _, outputs = export.io_specs(fp32)
     fp32_val = run_onnx(session(fp32)[0], shared.val.feeds)
     export_parity = None

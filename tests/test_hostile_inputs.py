@@ -355,3 +355,33 @@ def test_fifo_and_links_out_of_a_data_folder_are_refused(tmp_path):
 def test_random_inputs_are_capped(tmp_path):
     one_line_error(run("models:small_cnn", "--input", "image:1x100000x100000", "--calibration", "random",
                        "--out", tmp_path / "o"), 3, "random inputs", "--max-data-bytes")
+
+
+def _constant_of_shape_bomb(path):
+    """A few hundred bytes that declare a 40 GB tensor (ConstantOfShape [100000, 100000])."""
+    from onnx import numpy_helper
+    shape = numpy_helper.from_array(np.array([100000, 100000], np.int64), "shape")
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"],
+                              value=numpy_helper.from_array(np.array([1.0], np.float32))),
+             helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0), helper.make_node("Add", ["x", "s"], ["y"])]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4]) for n in ("x", "y")]
+    graph = helper.make_graph(nodes, "g", io[:1], io[1:], initializer=[shape])
+    import onnx
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_constant_of_shape_bomb_is_bounded(tmp_path, lin_data):
+    model = _constant_of_shape_bomb(tmp_path / "bomb.onnx")
+    rc, seconds, err, rss = _peak_rss_mb([model, "--calibration", lin_data, "--out", tmp_path / "o", "--no-bench"])
+    assert rc in (3, 4) and len(err.strip().splitlines()) == 1 and "[W:onnxruntime" not in err, err
+    assert seconds < 30 and rss < 2000, (seconds, rss)
+
+
+def test_pre_processing_runs_under_a_time_limit(tmp_path, lin_data):
+    """Shape inference on a hostile graph can take exponential time: the step is killed at the limit, exit 4."""
+    model = _linear_onnx(tmp_path / "m.onnx")
+    start = time.perf_counter()
+    one_line_error(run(model, "--calibration", lin_data, "--out", tmp_path / "o", "--step-timeout", "0.01"), 4,
+                   "pre-processing failed: took longer than 0.01 s", "--step-timeout")
+    assert time.perf_counter() - start < 30

@@ -1,0 +1,64 @@
+"""Run one toolchain step on a hostile file in a child process with a time and memory limit.
+
+onnxruntime's pre-processing (symbolic shape inference, constant folding) can take exponential time
+or allocate what a tiny file declares (nested sub-graphs, `ConstantOfShape` bombs). In a child
+process the step can be stopped: past the time limit it is killed, and its address space is capped
+so a huge allocation fails there instead of taking the machine. Either way the run ends with exit 4
+naming the step, never a hang.
+
+The child is a fresh `python -m edgekit.bounded`, not multiprocessing: spawn and forkserver re-import
+the parent's __main__ (pytest, a notebook, stdin), and fork would copy torch's and onnxruntime's threads.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+from .errors import StageError, first_line
+
+
+def run(stage: str, fn: str, *args: str, timeout: float) -> str:
+    """`fn` ("module:function", taking and returning strings) in a child process; its result, or StageError."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # no single step may reserve more
+    cmd = [sys.executable, "-m", "edgekit.bounded", str(memory), fn, *args]
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise StageError(stage, f"took longer than {timeout:g} s (the limit; raise it with --step-timeout)") from None
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    try:
+        result = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        why = err.strip().splitlines()[-1][:200] if err.strip() else "no output"
+        raise StageError(stage, f"its process died (exit code {child.returncode}: {why}); out of memory?") from None
+    if not result["ok"]:
+        raise StageError(stage, result["value"])
+    return result["value"]
+
+
+def _main(argv: list[str]) -> None:
+    import resource
+
+    memory, fn, args = int(argv[0]), argv[1], argv[2:]
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    # steps here are onnx/onnxruntime work; onnxruntime.tools imports torch when it can find it (1.2 s a child)
+    sys.modules["torch"] = None
+    module, _, name = fn.partition(":")
+    try:
+        result = {"ok": True, "value": getattr(importlib.import_module(module), name)(*args)}
+    except MemoryError:
+        result = {"ok": False, "value": "out of memory"}
+    except BaseException as e:  # everything goes back to the parent as one line
+        result = {"ok": False, "value": first_line(e)}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
