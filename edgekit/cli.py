@@ -13,7 +13,7 @@ import click
 
 from . import __version__
 from .config import DEFAULT_TARGETS
-from .errors import EdgekitError, ExitCode, first_line
+from .errors import EdgekitError, ExitCode, first_line, from_os_error
 
 
 def _interrupt(signum, frame):
@@ -47,6 +47,12 @@ def _handle_errors(fn):
             sys.exit(130)
         except (click.exceptions.Exit, click.ClickException):
             raise
+        except OSError as e:
+            user = from_os_error(e)
+            if user is None:
+                _fail(f"edgekit: internal error: OSError: {first_line(e)} (re-run with --debug for the traceback)",
+                      ExitCode.INTERNAL, debug)
+            _fail(f"edgekit: error: {user}", user.exit_code, debug)
         except Exception as e:
             _fail(f"edgekit: internal error: {type(e).__name__}: {first_line(e)}"
                   + ("" if debug else " (re-run with --debug for the traceback)"), ExitCode.INTERNAL, debug)

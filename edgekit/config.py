@@ -435,6 +435,10 @@ def recipe_from(source: str, flags: dict) -> Recipe:
     if given.get("seed", 0) < 0:
         raise UsageError("--seed must be >= 0")
     recipe = replace(recipe, quantize=quant, bench=bench, **given)
+    try:
+        recipe.out.encode("utf-8")  # torch, onnx and onnxruntime take paths as UTF-8 strings
+    except UnicodeEncodeError:
+        raise UsageError(f"--out {recipe.out.encode('utf-8', 'replace').decode()!r}: not a UTF-8 path") from None
     apply_quant_overrides(QuantSettings(), recipe.quantize, "command-line quantization flags")  # ranges
     return recipe
 

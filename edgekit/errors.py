@@ -1,6 +1,7 @@
 """Error types and exit codes: user mistakes are told apart from toolchain failures and bugs."""
 from __future__ import annotations
 
+import errno
 import re
 from enum import IntEnum
 
@@ -60,3 +61,16 @@ def ort_cause(text: str) -> str:
     locations and C++ signatures, which otherwise fill a one-line error before the cause is reached."""
     message = _ORT_STATUS.split(text)[-1]  # [before, CODE, message, CODE, message, ...]: the innermost
     return _CPP_SIGNATURE.sub("", _SOURCE_LOCATION.sub("", message)).strip() or text
+
+
+# The file system refusing a path the user gave (too long, read-only, full, not theirs): their input, not a bug.
+USER_ERRNOS = {errno.ENAMETOOLONG, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+               errno.ELOOP}
+
+
+def from_os_error(e: OSError) -> InputError | None:
+    if e.errno not in USER_ERRNOS:
+        return None
+    name = e.filename if isinstance(e.filename, str) and len(e.filename) <= 120 else \
+        f"{str(e.filename)[:60]}...{str(e.filename)[-40:]}"
+    return InputError(f"{name}: {e.strerror}")

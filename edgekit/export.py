@@ -130,8 +130,23 @@ def load_onnx_input(path: Path):
         onnx.checker.check_model(model, full_check=False)
     except Exception as e:
         raise InputError(f"model {str(path)!r} is not a valid ONNX model: {first_line(e)}") from e
+    if not model.graph.output:
+        raise InputError(f"model {str(path)!r} has no outputs")
+    _check_finite_weights(model, path)
     _check_runtime_kernels(path)
     return model
+
+
+def _check_finite_weights(model, path: Path) -> None:
+    """NaN/Inf weights make every parity figure meaningless (and onnxruntime's quantizer assert)."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    for tensor in _tensors(model.graph):
+        if tensor.data_type in (1, 10, 11, 16):  # float, float16, double, bfloat16
+            values = numpy_helper.to_array(tensor)
+            if not np.isfinite(values.astype(np.float32)).all():
+                raise InputError(f"model {str(path)!r}: weight {tensor.name!r} holds NaN or Inf values")
 
 
 def _check_external_data(model, path: Path) -> None:

@@ -46,7 +46,15 @@ def load_model(source: str, weights: str | None = None, trust_checkpoint: bool =
     if weights:
         load_weights(module, weights, torch, trust_checkpoint)
     module.eval()
+    _check_finite(module, source, torch)
     return LoadedModel(source, module=module)
+
+
+def _check_finite(module, source: str, torch) -> None:
+    """NaN/Inf weights make every parity figure meaningless (SQNR 200 dB of NaN vs NaN): bad input."""
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise InputError(f"model {source!r}: weight {name!r} holds NaN or Inf values")
 
 
 CODE_CARRIERS = {

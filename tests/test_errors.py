@@ -343,3 +343,33 @@ def test_labels_are_checked(tmp_path, labels, msg):
     data = tmp_path / "d.npz"
     np.savez(data, image=np.random.default_rng(0).random((8, 3, 16, 16), dtype=np.float32), labels=labels)
     assert_clean_error(run(*CNN, "--calibration", data, "--out", tmp_path / "o"), 3, msg, out=tmp_path / "o")
+
+
+@pytest.mark.parametrize("poison", [float("nan"), float("inf")])
+def test_non_finite_weights_are_bad_input(tmp_path, data, poison):
+    from models import small_cnn
+    state = small_cnn().state_dict()
+    state["body.0.weight"][0, 0, 0, 0] = poison
+    torch.save(state, tmp_path / "w.pt")
+    assert_clean_error(run(*CNN, "--weights", tmp_path / "w.pt", "--calibration", data, "--out", tmp_path / "o"), 3,
+                       "'body.0.weight' holds NaN or Inf", out=tmp_path / "o")
+    torch.onnx.export(_with(state), (torch.zeros(1, 3, 16, 16),),
+                      str(tmp_path / "m.onnx"), input_names=["image"], opset_version=17, dynamo=False)
+    assert_clean_error(run(tmp_path / "m.onnx", "--calibration", data, "--out", tmp_path / "o"), 3, "NaN or Inf")
+
+
+def _with(state):
+    from models import small_cnn
+    model = small_cnn()
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def test_onnx_without_outputs_and_non_utf8_out(tmp_path, data):
+    from onnx import TensorProto, helper
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 16, 16])
+    graph = helper.make_graph([helper.make_node("Relu", ["image"], ["r"])], "g", [x], [])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "none.onnx")
+    assert_clean_error(run(tmp_path / "none.onnx", "--calibration", data), 3, "has no outputs")
+    assert_clean_error(run(*CNN, "--calibration", data, "--out", str(tmp_path) + "/\udcff"), 2, "not a UTF-8 path")
+    assert_clean_error(run(*CNN, "--calibration", data, "--out", tmp_path / ("a" * 300)), 3, "File name too long")
