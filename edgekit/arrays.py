@@ -31,9 +31,10 @@ def regular_file(path: Path, what: str = "") -> Path:
 
 
 def read_npz(path: Path, wanted: Callable[[str], bool], max_bytes: int = DEFAULT_MAX_BYTES,
-             describe: Callable[[list[str]], str] | None = None) -> dict[str, np.ndarray]:
+             describe: Callable[[list[str]], str] | None = None, max_rows: int | None = None) -> dict[str, np.ndarray]:
     """The members `wanted` accepts, loaded after every header was checked; any other member is an error
-    (named by `describe`) before a byte of array data is read."""
+    (named by `describe`) before a byte of array data is read. `max_rows`: only the first rows along
+    the first axis are read (the samples a run will use)."""
     regular_file(path)
     try:
         with zipfile.ZipFile(path) as z:
@@ -46,16 +47,17 @@ def read_npz(path: Path, wanted: Callable[[str], bool], max_bytes: int = DEFAULT
             for name, info in members.items():
                 with z.open(info) as f:
                     headers[name] = _header(f, path, name)
-                declared = headers[name][0]
+                declared, shape, _, _ = headers[name]
                 if declared > info.file_size:
                     raise InputError(f"{path}: array {name!r} declares {declared} bytes but holds {info.file_size}")
-                budget -= declared
+                budget -= declared if not (max_rows and shape) else declared // max(shape[0], 1) * min(shape[0],
+                                                                                                           max_rows)
                 if budget < 0:
                     raise InputError(f"{path}: arrays declare more than {max_bytes} bytes (--max-data-bytes)")
             arrays = {}
             for name, info in members.items():
                 with z.open(info) as f:
-                    arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
+                    arrays[name] = _read_rows(f, _header(f, path, name), max_rows)
             return arrays
     except InputError:
         raise
@@ -63,31 +65,46 @@ def read_npz(path: Path, wanted: Callable[[str], bool], max_bytes: int = DEFAULT
         raise InputError(f"{path}: cannot read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
 
 
-def read_npy(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
+def read_npy(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_rows: int | None = None) -> np.ndarray:
     regular_file(path)
     try:
         with open(path, "rb") as f:
-            declared = _header(f, path, path.name)[0]
+            header = _header(f, path, path.name)
+            declared, shape = header[0], header[1]
             if declared > os.fstat(f.fileno()).st_size:
                 raise InputError(f"{path}: declares {declared} bytes but holds {os.fstat(f.fileno()).st_size}")
-            if declared > max_bytes:
+            needed = declared if not (max_rows and shape) else declared // max(shape[0], 1) * min(shape[0], max_rows)
+            if needed > max_bytes:
                 raise InputError(f"{path}: declares {declared} bytes, more than {max_bytes} (--max-data-bytes)")
-            f.seek(0)
-            return np.lib.format.read_array(f, allow_pickle=False)
+            return _read_rows(f, header, max_rows)
     except InputError:
         raise
     except (ValueError, OSError, EOFError) as e:
         raise InputError(f"{path}: cannot read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
 
 
-def _header(f, path: Path, name: str) -> tuple[int, tuple[int, ...], np.dtype]:
-    """(declared data bytes, shape, dtype) from an .npy header; object arrays are refused (they are pickles)."""
+def _header(f, path: Path, name: str) -> tuple[int, tuple[int, ...], bool, np.dtype]:
+    """(declared data bytes, shape, fortran order, dtype) from an .npy header, leaving `f` at the data;
+    object arrays are refused (they are pickles)."""
     try:
         version = np.lib.format.read_magic(f)
-        shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0(f))
+        shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                 else np.lib.format.read_array_header_2_0(f))
     except (ValueError, EOFError) as e:
         raise InputError(f"{path}: array {name!r} has no valid .npy header ({e})") from e
     if dtype.hasobject:
         raise InputError(f"{path}: array {name!r} holds Python objects (a pickle), not numbers")
-    return int(np.prod(shape, dtype=object)) * dtype.itemsize, shape, dtype
+    return int(np.prod(shape, dtype=object)) * dtype.itemsize, shape, fortran, dtype
+
+
+def _read_rows(f, header, max_rows: int | None) -> np.ndarray:
+    """The array data after its header: all of it, or only the first `max_rows` rows of a C-order array."""
+    declared, shape, fortran, dtype = header
+    if max_rows and shape and not fortran:
+        shape = (min(shape[0], max_rows), *shape[1:])
+    count = int(np.prod(shape, dtype=object))
+    data = f.read(count * dtype.itemsize)
+    if len(data) < count * dtype.itemsize:
+        raise InputError("array data ends before its declared size")
+    array = np.frombuffer(bytearray(data), dtype=dtype, count=count)
+    return array.reshape(shape[::-1]).T if fortran else array.reshape(shape)

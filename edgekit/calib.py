@@ -45,8 +45,9 @@ class Dataset:
 
 
 def load(source: str, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: int = 64,
-         max_bytes: int = arrays.DEFAULT_MAX_BYTES) -> Dataset:
-    """`max_bytes` bounds what one source may declare (file headers, random inputs) before it is loaded."""
+         max_bytes: int = arrays.DEFAULT_MAX_BYTES, max_samples: int | None = None) -> Dataset:
+    """`max_bytes` bounds what one source may declare (file headers, random inputs) before it is loaded;
+    `max_samples`: only the first samples of files are read (the rest of a file is never loaded)."""
     if source == "random":
         return random_dataset(specs, random_count, seed, max_bytes)
     path = Path(source)
@@ -60,9 +61,12 @@ def load(source: str, specs: tuple[InputSpec, ...], *, seed: int = 0, random_cou
         budget = max_bytes
         parts = []
         for f in files:
+            left = None if max_samples is None else max_samples - sum(len(p) for p in parts)
+            if left == 0:
+                break
             if budget <= 0:
                 raise InputError(f"{path}: its files hold more than {max_bytes} bytes (--max-data-bytes)")
-            parts.append(_read_file(f, specs, budget))
+            parts.append(_read_file(f, specs, budget, left))
             budget -= sum(a.nbytes for feed in parts[-1].feeds for a in feed.values())
         feeds = [f for part in parts for f in part.feeds]
         labelled = [p.labels is not None for p in parts]
@@ -71,7 +75,7 @@ def load(source: str, specs: tuple[InputSpec, ...], *, seed: int = 0, random_cou
         labels = np.concatenate([p.labels for p in parts]) if all(labelled) else None
         return _nonempty(Dataset(str(path), feeds, labels))
     if path.exists():
-        return _nonempty(_read_file(path, specs, max_bytes))
+        return _nonempty(_read_file(path, specs, max_bytes, max_samples))
     if is_function_spec(source):
         return _nonempty(_from_function(source, specs))
     raise InputError(f"data {source!r}: no such file or folder (or MODULE:FUNCTION)")
@@ -83,16 +87,16 @@ def _nonempty(ds: Dataset) -> Dataset:
     return ds
 
 
-def _read_file(path: Path, specs, max_bytes: int) -> Dataset:
+def _read_file(path: Path, specs, max_bytes: int, max_samples: int | None = None) -> Dataset:
     names = {s.name for s in specs}
     if path.suffix == ".npy":
         if len(specs) != 1:
             raise InputError(f"{path}: a .npy file holds one array but the model has {len(specs)} inputs; use .npz")
-        found = {specs[0].name: arrays.read_npy(path, max_bytes)}
+        found = {specs[0].name: arrays.read_npy(path, max_bytes, max_samples)}
     elif path.suffix == ".npz":
         found = arrays.read_npz(path, lambda n: n in names or n in LABEL_KEYS, max_bytes,
                                 lambda extra: f"input names do not match the model: unexpected {extra} "
-                                              f"(model takes {sorted(names)})")
+                                              f"(model takes {sorted(names)})", max_samples)
     else:
         raise InputError(f"{path}: expected a .npz or .npy file")
     return _from_arrays(str(path), found, specs)

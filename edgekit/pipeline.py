@@ -58,7 +58,7 @@ def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> list[di
     outdir.check_replaceable(out, names, recipe.force)  # before any work; again under OUT's lock
     loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
     inputs = _inputs(recipe, loaded)
-    cal, val = _data(recipe, inputs)
+    cal, val = _data(recipe, inputs, targets)
     compression = _compress(recipe, loaded, inputs, val, progress) if recipe.prune or recipe.distill else None
     published = False
     try:
@@ -113,10 +113,14 @@ def _inputs(recipe: Recipe, loaded) -> tuple[InputSpec, ...]:
     return found
 
 
-def _data(recipe: Recipe, inputs) -> tuple[calib.Dataset, calib.Dataset]:
+def _data(recipe: Recipe, inputs, targets: list[Target]) -> tuple[calib.Dataset, calib.Dataset]:
     if not recipe.calibration:
         raise UsageError("no calibration data: pass --calibration FILE|DIR|MODULE:FN (or `random`, flagged in the report)")
-    cal = calib.load(recipe.calibration, inputs, seed=recipe.seed, max_bytes=recipe.max_data_bytes)
+    # with held-out data of its own, calibration reads only the samples the targets will use
+    needed = max(apply_quant_overrides(t.quantize, recipe.quantize, f"quantize overrides for {t.name}").samples
+                 for t in targets) if recipe.validation else None
+    cal = calib.load(recipe.calibration, inputs, seed=recipe.seed, max_bytes=recipe.max_data_bytes,
+                     max_samples=needed)
     if recipe.validation:
         if Path(recipe.validation).resolve() == Path(recipe.calibration).resolve() and recipe.validation != "random":
             raise UsageError("--validation is the calibration set: parity must be measured on held-out data "

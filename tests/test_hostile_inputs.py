@@ -385,3 +385,37 @@ def test_pre_processing_runs_under_a_time_limit(tmp_path, lin_data):
     one_line_error(run(model, "--calibration", lin_data, "--out", tmp_path / "o", "--step-timeout", "0.01"), 4,
                    "pre-processing failed: took longer than 0.01 s", "--step-timeout")
     assert time.perf_counter() - start < 30
+
+
+def test_deeply_nested_recipe_is_a_usage_error(tmp_path):
+    recipe = tmp_path / "edgekit.toml"
+    recipe.write_text("[model]\nsource = " + "[" * 5000 + "]" * 5000 + "\n")
+    one_line_error(run(recipe), 2, "nested too deeply")
+
+
+def test_read_only_out_is_bad_input_and_untouched(tmp_path):
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root (and mount permission in this container)")
+    try:
+        assert _package_run(mount).exit_code == 0
+        before = {p: p.read_bytes() for p in mount.rglob("*") if p.is_file()}
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        one_line_error(_package_run(mount), 3, "Read-only file system")
+        assert {p: p.read_bytes() for p in mount.rglob("*") if p.is_file()} == before
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_only_the_calibration_samples_used_are_read(tmp_path, cnn_data):
+    """With --validation, a 600-sample calibration file is read up to the 16 samples used: rows past them
+    (NaN here) are never loaded, let alone checked."""
+    images = np.random.default_rng(0).random((600, 3, 16, 16), dtype=np.float32)
+    images[16:] = np.nan
+    np.savez(tmp_path / "cal.npz", image=images)
+    result = run(*CNN, "--calibration", tmp_path / "cal.npz", "--validation", cnn_data[1], "--calibration-samples",
+                 "16", "--out", tmp_path / "o", "--no-bench")
+    assert result.exit_code == 0, result.output
+    one_line_error(run(*CNN, "--calibration", tmp_path / "cal.npz", "--out", tmp_path / "p"), 3, "NaN or Inf")
