@@ -260,19 +260,23 @@ def test_dead_runs_stage_folders_are_cleaned_and_nothing_else(tmp_path):
     assert not dead.exists() and lookalike.is_dir()
 
 
-def test_out_on_its_own_filesystem(tmp_path):
-    """--out on its own mount point (a CI volume): the stage lives inside OUT, so no rename crosses devices."""
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A folder that is its own (tmpfs) mount point, as a CI volume is; skipped where mounting is not allowed."""
     mount = tmp_path / "volume"
     mount.mkdir()
     if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
                                            capture_output=True).returncode != 0:
         pytest.skip("mounting a tmpfs needs root (and mount permission in this container)")
-    try:
-        result = _package_run(mount)
-        assert result.exit_code == 0, result.output
-        assert (mount / "desktop-x86" / "manifest.json").is_file()
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_out_on_its_own_filesystem(tmpfs):
+    """--out on its own mount point (a CI volume): the stage lives inside OUT, so no rename crosses devices."""
+    result = _package_run(tmpfs)
+    assert result.exit_code == 0, result.output
+    assert (tmpfs / "desktop-x86" / "manifest.json").is_file()
 
 
 def _npz_with_member(path, name, declared_bytes, real=False):
@@ -393,20 +397,12 @@ def test_deeply_nested_recipe_is_a_usage_error(tmp_path):
     one_line_error(run(recipe), 2, "nested too deeply")
 
 
-def test_read_only_out_is_bad_input_and_untouched(tmp_path):
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("mounting a tmpfs needs root (and mount permission in this container)")
-    try:
-        assert _package_run(mount).exit_code == 0
-        before = {p: p.read_bytes() for p in mount.rglob("*") if p.is_file()}
-        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
-        one_line_error(_package_run(mount), 3, "Read-only file system")
-        assert {p: p.read_bytes() for p in mount.rglob("*") if p.is_file()} == before
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
+def test_read_only_out_is_bad_input_and_untouched(tmpfs):
+    assert _package_run(tmpfs).exit_code == 0
+    before = {p: p.read_bytes() for p in tmpfs.rglob("*") if p.is_file()}
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    one_line_error(_package_run(tmpfs), 3, "Read-only file system")
+    assert {p: p.read_bytes() for p in tmpfs.rglob("*") if p.is_file()} == before
 
 
 def test_only_the_calibration_samples_used_are_read(tmp_path, cnn_data):
