@@ -16,6 +16,7 @@ MAX_MEMBER_BYTES = 2 << 30  # the largest ONNX protobuf a single file can hold
 MAX_TOTAL_BYTES = 4 << 30
 MAX_HEADER_BYTES = 1 << 20  # a GNU long name or PAX header: real ones are a few hundred bytes
 MAX_MANIFEST_BYTES = 16 << 20
+LEDGER = ".edgekit-archives.json"  # outdir's record of the archives it wrote
 
 
 def write(folder: Path, dest: Path) -> Path:
@@ -60,6 +61,8 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                 if member.isdir():
                     target.mkdir(parents=True, exist_ok=True)
                     continue
+                if parts == (LEDGER,):
+                    continue  # edgekit's own bookkeeping in an OUT folder: not part of any package
                 if parts not in listed:
                     raise InputError(f"{archive}: member {member.name!r} is not listed in its manifest.json")
                 if member.size > listed[parts]:
@@ -92,6 +95,11 @@ def _scan_headers(archive: Path, max_members: int, max_total: int) -> None:
             kind = block[156:157]
             if kind in (b"L", b"K", b"x", b"g") and size > MAX_HEADER_BYTES:
                 raise InputError(f"{archive}: an extended header declares {size} bytes (limit {MAX_HEADER_BYTES})")
+            if kind in (b"x", b"g"):  # a PAX size record would make tarfile step differently from this scan
+                records = stream.read(-(-size // 512) * 512)
+                if b" size=" in records:
+                    raise InputError(f"{archive}: a PAX header overrides a member's size; edgekit archives never do")
+                size = 0  # its data is consumed
             members += kind not in (b"L", b"K", b"x", b"g")
             total += size
             if members > max_members:
@@ -131,7 +139,7 @@ def _listed_files(archive: Path, tar: tarfile.TarFile, members: list) -> dict[tu
             files, sizes = manifest["files"], manifest.get("sizes", {})
             folder = parts[:-1]
             listed.update({(*folder, name): int(sizes.get(name, MAX_MEMBER_BYTES)) for name in files})
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError) as e:
             raise InputError(f"{archive}: {member.name} is not a valid manifest ({type(e).__name__})") from e
         listed.update({(*folder, name): MAX_MANIFEST_BYTES for name in ("manifest.json", "report.md")})
     if not listed:

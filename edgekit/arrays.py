@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import stat
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +19,11 @@ import numpy as np
 
 from .config import DEFAULT_MAX_DATA_BYTES as DEFAULT_MAX_BYTES  # per data source; --max-data-bytes raises it
 from .errors import InputError
+
+
+# what a corrupt or crafted zip/.npy raises inside zipfile, zlib and numpy's header parser
+READ_ERRORS = (ValueError, OSError, zipfile.BadZipFile, EOFError, NotImplementedError, zlib.error, RuntimeError,
+               tokenize.TokenError, SyntaxError, OverflowError, MemoryError)
 
 
 def regular_file(path: Path, what: str = "") -> Path:
@@ -47,11 +54,10 @@ def read_npz(path: Path, wanted: Callable[[str], bool], max_bytes: int = DEFAULT
             for name, info in members.items():
                 with z.open(info) as f:
                     headers[name] = _header(f, path, name)
-                declared, shape, _, _ = headers[name]
+                declared = headers[name][0]
                 if declared > info.file_size:
                     raise InputError(f"{path}: array {name!r} declares {declared} bytes but holds {info.file_size}")
-                budget -= declared if not (max_rows and shape) else declared // max(shape[0], 1) * min(shape[0],
-                                                                                                           max_rows)
+                budget -= _row_bytes(headers[name], max_rows)
                 if budget < 0:
                     raise InputError(f"{path}: arrays declare more than {max_bytes} bytes (--max-data-bytes)")
             arrays = {}
@@ -61,7 +67,7 @@ def read_npz(path: Path, wanted: Callable[[str], bool], max_bytes: int = DEFAULT
             return arrays
     except InputError:
         raise
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, NotImplementedError) as e:
+    except READ_ERRORS as e:
         raise InputError(f"{path}: cannot read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
 
 
@@ -70,16 +76,15 @@ def read_npy(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_rows: int | Non
     try:
         with open(path, "rb") as f:
             header = _header(f, path, path.name)
-            declared, shape = header[0], header[1]
+            declared = header[0]
             if declared > os.fstat(f.fileno()).st_size:
                 raise InputError(f"{path}: declares {declared} bytes but holds {os.fstat(f.fileno()).st_size}")
-            needed = declared if not (max_rows and shape) else declared // max(shape[0], 1) * min(shape[0], max_rows)
-            if needed > max_bytes:
+            if _row_bytes(header, max_rows) > max_bytes:
                 raise InputError(f"{path}: declares {declared} bytes, more than {max_bytes} (--max-data-bytes)")
             return _read_rows(f, header, max_rows)
     except InputError:
         raise
-    except (ValueError, OSError, EOFError) as e:
+    except READ_ERRORS as e:
         raise InputError(f"{path}: cannot read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
 
 
@@ -94,7 +99,17 @@ def _header(f, path: Path, name: str) -> tuple[int, tuple[int, ...], bool, np.dt
         raise InputError(f"{path}: array {name!r} has no valid .npy header ({e})") from e
     if dtype.hasobject:
         raise InputError(f"{path}: array {name!r} holds Python objects (a pickle), not numbers")
+    if any(d < 0 for d in shape):
+        raise InputError(f"{path}: array {name!r} declares a negative dimension {list(shape)}")
     return int(np.prod(shape, dtype=object)) * dtype.itemsize, shape, fortran, dtype
+
+
+def _row_bytes(header, max_rows: int | None) -> int:
+    """What reading an array will hold: only the first rows of a C-order array, all of a Fortran one."""
+    declared, shape, fortran, _ = header
+    if not max_rows or not shape or fortran:
+        return declared
+    return declared // max(shape[0], 1) * min(shape[0], max_rows)
 
 
 def _read_rows(f, header, max_rows: int | None) -> np.ndarray:
@@ -107,4 +122,4 @@ def _read_rows(f, header, max_rows: int | None) -> np.ndarray:
     if len(data) < count * dtype.itemsize:
         raise InputError("array data ends before its declared size")
     array = np.frombuffer(bytearray(data), dtype=dtype, count=count)
-    return array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
+    return array.reshape(shape[::-1]).T[:max_rows or None] if fortran else array.reshape(shape)

@@ -47,7 +47,9 @@ def _main(argv: list[str]) -> None:
     import resource
 
     memory, fn, args = int(argv[0]), argv[1], argv[2:]
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]  # a user's `ulimit -v` stays the ceiling
+    memory = memory if hard == resource.RLIM_INFINITY else min(memory, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (memory, hard))
     # steps here are onnx/onnxruntime work; onnxruntime.tools imports torch when it can find it (1.2 s a child)
     sys.modules["torch"] = None
     module, _, name = fn.partition(":")

@@ -16,7 +16,7 @@ from xml.etree import ElementTree
 import numpy as np
 
 from . import archive, arrays, package
-from .errors import InputError, first_line
+from .errors import InputError, UsageError, first_line
 from .runtime import int8_session
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
@@ -71,6 +71,9 @@ def _check_target(folder: Path, shown: str) -> list[Case]:
                 raise InputError(f"{shown}: manifest.json does not hash {name}, so it cannot be trusted")
     cases = [_integrity(folder, shown, target, files), _gates(target, manifest)]
     for model, entry in golden.items():
+        if not cases[0].passed:  # files that are not what the manifest says are never run
+            cases.append(Case(target, f"parity {model}", False, "not run: the package failed its integrity check"))
+            continue
         inputs, expected, atol = package.read_golden(_existing(folder, shown, entry["file"]))
         cases.append(_parity(_existing(folder, shown, model), target, inputs, expected, atol))
     return cases
@@ -92,6 +95,7 @@ def _manifest(folder: Path, shown: str) -> dict:
               and isinstance(golden, dict) and isinstance(golden.get("models"), dict) and golden["models"]
               and all(isinstance(e, dict) and isinstance(e.get("file"), str) for e in golden["models"].values())
               and isinstance(manifest.get("passed"), bool) and isinstance(manifest.get("gates"), list)
+              and isinstance(manifest.get("verification", []), list)
               and all(isinstance(g, dict) and isinstance(g.get("name"), str) and isinstance(g.get("passed"), bool)
                       for g in manifest["gates"])
               and (not manifest.get("ort_format") or (isinstance(manifest["ort_format"], dict)
@@ -149,6 +153,8 @@ def _parity(model: Path, target: str, inputs, expected, atol) -> Case:
         sess, kernels = int8_session(model)
         outputs = [o.name for o in sess.get_outputs()]
         runs = [dict(zip(outputs, sess.run(None, feed))) for feed in inputs]
+    except UsageError:
+        raise  # e.g. a bad EDGEKIT_HOST_ISA: the user's setting, not the model
     except Exception as e:
         first = first_line(e, 200)
         return Case(target, name, False, f"{model.name} does not run the golden inputs: {first}",
@@ -159,7 +165,8 @@ def _parity(model: Path, target: str, inputs, expected, atol) -> Case:
             if out not in got or got[out].shape != ref.shape:
                 return Case(target, name, False, f"output {out!r} missing or of another shape in sample {i}",
                             kernels=kernels)
-            err = np.abs(got[out].astype(np.float64) - ref.astype(np.float64))
+            # NaN counts as the worst error there is (a NaN never compares as "greater")
+            err = np.nan_to_num(np.abs(got[out].astype(np.float64) - ref.astype(np.float64)), nan=np.inf)
             idx = np.unravel_index(int(np.argmax(err)), err.shape) if err.size else ()
             excess = float(err[idx]) - atol[out] if err.size else -1.0
             if worst is None or excess > worst[0]:

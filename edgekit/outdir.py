@@ -17,12 +17,13 @@ import tempfile
 import threading
 from pathlib import Path
 
+from . import archive, arrays
 from .errors import InputError, UsageError
 
 STAGE_PREFIX = ".edgekit-stage-"
 STAGE_MARK = ".edgekit-stage"  # inside every stage folder: only folders with it are ever cleaned up
 LOCK = ".edgekit.lock"
-LEDGER = ".edgekit-archives.json"  # sha256 of each archive edgekit published here
+LEDGER = archive.LEDGER  # sha256 of each archive edgekit published here
 SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
@@ -80,7 +81,16 @@ def _lock(path: Path, out: Path):
 
     while True:
         try:
-            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW, 0o644)
+            created = True
+        except FileExistsError:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)  # a dead run's lock; a link is refused
+                created = False
+            except FileNotFoundError:
+                continue  # the run holding it just removed it
+            except OSError as e:
+                raise InputError(f"--out {out}: {path.name} is not edgekit's lock file ({e.strerror})") from e
         except OSError as e:
             raise InputError(f"--out {out}: cannot write there ({e.strerror})") from e
         try:
@@ -97,8 +107,9 @@ def _lock(path: Path, out: Path):
     try:
         yield
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        if created:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         os.close(fd)
 
 
@@ -127,19 +138,30 @@ def _refuse_foreign(out: Path, names: list[str]) -> None:
 
 
 def _is_package(manifest: Path, name: str) -> bool:
+    """An edgekit target folder holding nothing but what its manifest lists (a file the user added there
+    would be lost with it)."""
     try:
-        if not manifest.is_file() or manifest.stat().st_size > 64 << 20:
+        if manifest.is_symlink() or not manifest.is_file() or manifest.stat().st_size > archive.MAX_MANIFEST_BYTES:
             return False
         data = json.loads(manifest.read_text())
-    except (OSError, ValueError):
+        if not (isinstance(data, dict) and "edgekit_version" in data and data.get("target") == name
+                and isinstance(data.get("files"), dict)):
+            return False
+        return {p.name for p in manifest.parent.iterdir()} <= {*data["files"], "manifest.json", "report.md"}
+    except (OSError, ValueError, RecursionError):
         return False
-    return isinstance(data, dict) and "edgekit_version" in data and data.get("target") == name
 
 
 def _read_ledger(out: Path) -> dict[str, str]:
+    path = out / LEDGER
     try:
-        data = json.loads((out / LEDGER).read_text())
-    except (OSError, ValueError):
+        if path.is_symlink() or not path.exists():
+            return {}
+        arrays.regular_file(path)  # a FIFO or a link to /dev/zero would hang or fill memory
+        if path.stat().st_size > 1 << 20:
+            return {}
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError, InputError):
         return {}
     return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(data, dict) else {}
 
@@ -185,7 +207,8 @@ def _signals_deferred():
         yield received
     finally:
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            # interrupted during the swap: the run is ending, and a second signal must not cut the clean-up short
+            signal.signal(s, signal.SIG_IGN if received else handler)
 
 
 def _roll_back(stage: Path, done: list[tuple[Path, Path | None]]) -> None:

@@ -83,6 +83,8 @@ def read_golden(path: Path) -> tuple[list[dict], list[dict], dict[str, float]]:
             index, _, name = rest.partition(".")
             if not index.isdigit() or int(index) >= count or not name:
                 raise bad(f"entry {key!r} does not name a sample below count {count}")
+            if kind == "output" and (value.dtype.kind not in "biuf" or not np.isfinite(value).all()):
+                raise bad(f"expected output {key!r} is not finite numbers")
             (inputs if kind == "input" else outputs)[int(index)][name] = value
         elif kind != "count":
             raise bad(f"unexpected entry {key!r}")

@@ -110,7 +110,8 @@ def plan(model_path: Path, settings: QuantSettings, explicit: set[str], arch: st
         if reduce:
             reasons.append(f"reduce_range: host ISA {int8_isa()} (from {isa_source()}) has no VNNI; u8s8 would "
                            "saturate int16 (onnxruntime#6004), so weights use 7 bits")
-        elif arch == "x86_64" and settings.weight_type == "int8" and settings.activation_type == "uint8":
+        elif (arch == "x86_64" and "vnni" in int8_isa() and settings.weight_type == "int8"
+              and settings.activation_type == "uint8"):
             reasons.append(f"reduce_range off: host ISA {int8_isa()} (from {isa_source()}) has VNNI, which does not "
                            "saturate; on an x86 CPU without VNNI (AVX2) this model's u8s8 sums can saturate: run it "
                            "there with session option session.x64quantprecision=1, or export with --reduce-range true")

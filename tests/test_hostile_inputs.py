@@ -415,3 +415,37 @@ def test_only_the_calibration_samples_used_are_read(tmp_path, cnn_data):
                  "16", "--out", tmp_path / "o", "--no-bench")
     assert result.exit_code == 0, result.output
     one_line_error(run(*CNN, "--calibration", tmp_path / "cal.npz", "--out", tmp_path / "p"), 3, "NaN or Inf")
+
+
+def test_npy_header_lies_found_in_review(tmp_path):
+    """A negative dimension, and a Fortran-order array read for its first rows: both bounded."""
+    import io
+    import zipfile
+
+    from edgekit import arrays
+    for name, header, data in (("neg", {"descr": "<f4", "fortran_order": False, "shape": (-1, 4)}, bytes(1 << 16)),
+                               ("fort", {"descr": "<f4", "fortran_order": True, "shape": (4096, 64)}, bytes(1 << 20))):
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, header)
+        with zipfile.ZipFile(tmp_path / f"{name}.npz", "w") as z:
+            z.writestr("image.npy", buf.getvalue() + data)
+        with pytest.raises(InputError, match="negative dimension|--max-data-bytes"):
+            arrays.read_npz(tmp_path / f"{name}.npz", lambda n: True, max_bytes=1 << 16, max_rows=16)
+
+
+def test_foreign_files_in_a_package_folder_lock_links_and_ledger_fifo(tmp_path):
+    out = tmp_path / "out"
+    assert _package_run(out).exit_code == 0
+    (out / "desktop-x86" / "NOTES.txt").write_text("mine")
+    one_line_error(_package_run(out), 2, "desktop-x86 exists and edgekit did not make it")
+    assert (out / "desktop-x86" / "NOTES.txt").read_text() == "mine"
+    (out / "desktop-x86" / "NOTES.txt").unlink()
+    (out / ".edgekit.lock").symlink_to(tmp_path / "elsewhere")
+    one_line_error(_package_run(out), 3, "not edgekit's lock file")
+    assert not (tmp_path / "elsewhere").exists()
+    (out / ".edgekit.lock").unlink()
+    os.mkfifo(out / ".edgekit-archives.json")
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}"}
+    done = subprocess.run([sys.executable, "-m", "edgekit", "export", *CNN, "--calibration", "random", "--out",
+                           str(out), "--no-bench"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr  # the FIFO is not read (nor waited on)

@@ -188,8 +188,9 @@ def test_changed_file_fails_integrity(packaged, tmp_path):
     (folder / "model.onnx").write_bytes(bytes(data))
     result = check(folder, "--json")
     assert result.exit_code == 1
-    [bad] = [c for c in json.loads(result.stdout) if not c["passed"]]
+    bad, *not_run = [c for c in json.loads(result.stdout) if not c["passed"]]
     assert bad["name"] == "integrity" and "model.onnx sha256" in bad["message"]
+    assert not_run and all("not run: the package failed its integrity check" in c["message"] for c in not_run)
 
 
 def test_missing_file_is_exit_3(packaged, tmp_path):
@@ -208,8 +209,9 @@ def test_junit_xml_counts_failures(packaged, tmp_path):
     assert result.exit_code == 1
     root = ElementTree.parse(junit).getroot()
     cases = root.findall(".//testcase")
-    assert len(cases) == 4 and root.get("failures") == "1"
-    assert [c.get("name") for c in cases if c.find("failure") is not None] == ["integrity"]
+    assert len(cases) == 4 and root.get("failures") == "3"  # tampered files are never run: parity fails too
+    assert [c.get("name") for c in cases if c.find("failure") is not None] == [
+        "integrity", "parity model.int8.onnx", "parity model.int8.ort"]
 
 
 def test_check_needs_no_torch(packaged):
@@ -318,7 +320,7 @@ def test_corrupt_deployed_model_fails_check_with_a_report(packaged, tmp_path):
     assert result.exit_code == 1, result.output
     failed = [c.get("name") for c in ElementTree.parse(junit).getroot().findall(".//testcase")
               if c.find("failure") is not None]
-    assert failed == ["integrity", "parity model.int8.onnx"]
+    assert failed == ["integrity", "parity model.int8.onnx", "parity model.int8.ort"]  # neither is run
 
 
 def test_unlisted_file_fails_integrity(packaged, tmp_path):
@@ -513,3 +515,34 @@ def test_manifest_fifo_is_refused_not_waited_on(packaged, tmp_path):
     run = subprocess.run([sys.executable, "-m", "edgekit", "check", str(folder)], capture_output=True, text=True,
                          timeout=60)
     assert run.returncode == 3 and "not a regular file" in run.stderr
+
+
+def test_check_findings_from_review(packaged, tmp_path):
+    """A PAX size override, an infinite manifest size, a corrupt or NaN golden file, a bad ISA setting:
+    each a one-line exit 2/3, never an internal error or a pass."""
+    folder = fresh_copy(packaged, tmp_path, "arm64-linux")
+    pax = tmp_path / "pax.tar"
+    with tarfile.open(pax, "w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("arm64-linux/manifest.json")
+        info.pax_headers = {"size": "512"}
+        tar.addfile(info, io.BytesIO(b""))
+    assert check(pax).exit_code == 3 and "PAX header overrides" in check(pax).stderr
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["sizes"]["model.onnx"] = float("inf")
+    inf_folder = tmp_path / "inf" / "arm64-linux"
+    shutil.copytree(folder, inf_folder)
+    (inf_folder / "manifest.json").write_text(json.dumps(manifest))
+    with tarfile.open(tmp_path / "inf.tar.gz", "w:gz") as tar:
+        tar.add(inf_folder, arcname="arm64-linux")
+    assert check(tmp_path / "inf.tar.gz").exit_code == 3
+    inputs, outputs, atol = read_golden(folder / "golden.npz")
+    outputs[1]["output"][:] = np.nan
+    _rewrite_golden(folder, inputs, outputs, atol)
+    nan = check(folder)
+    assert nan.exit_code == 3 and "is not finite numbers" in nan.stderr
+    data = bytearray((folder / "golden.npz").read_bytes())
+    data[60] ^= 0xFF
+    (folder / "golden.npz").write_bytes(bytes(data))
+    assert check(folder).exit_code in (1, 3)  # integrity fails first; never exit 5
+    bad_isa = CliRunner().invoke(main, ["check", str(packaged[0] / "ios-arm64")], env={"EDGEKIT_HOST_ISA": "avx9"})
+    assert bad_isa.exit_code == 2 and "EDGEKIT_HOST_ISA" in bad_isa.stderr
