@@ -15,7 +15,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from . import archive, arrays, package
+from . import archive, arrays, host, package
 from .errors import InputError, UsageError, first_line
 from .runtime import int8_session
 
@@ -70,13 +70,40 @@ def _check_target(folder: Path, shown: str) -> list[Case]:
             if name not in files:
                 raise InputError(f"{shown}: manifest.json does not hash {name}, so it cannot be trusted")
     cases = [_integrity(folder, shown, target, files), _gates(target, manifest)]
+    if not cases[0].passed:  # files that are not what the manifest says are never run
+        return cases + [Case(target, f"parity {m}", False, "not run: the package failed its integrity check")
+                        for m in golden]
+    pairs = []
     for model, entry in golden.items():
-        if not cases[0].passed:  # files that are not what the manifest says are never run
-            cases.append(Case(target, f"parity {model}", False, "not run: the package failed its integrity check"))
-            continue
-        inputs, expected, atol = package.read_golden(_existing(folder, shown, entry["file"]))
-        cases.append(_parity(_existing(folder, shown, model), target, inputs, expected, atol))
-    return cases
+        golden_path = _existing(folder, shown, entry["file"])
+        package.read_golden(golden_path)  # a malformed golden file is bad input (exit 3), told here
+        pairs.append((str(_existing(folder, shown, model)), str(golden_path)))
+    return cases + _parity_bounded(target, pairs)
+
+
+def _parity_bounded(target: str, pairs: list[tuple[str, str]]) -> list[Case]:
+    """The package's models run in a child process under a time and memory limit: a package is a file
+    from others, and a 200-byte model can ask onnxruntime for 40 GB."""
+    from . import bounded
+    from .config import DEFAULT_STEP_TIMEOUT
+    from .errors import StageError
+
+    host.int8_isa()  # a bad EDGEKIT_HOST_ISA is the user's usage error (exit 2), told before the child runs
+    try:
+        found = json.loads(bounded.run("check", "edgekit.check:parity_in_child", target, json.dumps(pairs),
+                                       timeout=DEFAULT_STEP_TIMEOUT))
+    except StageError as e:  # a model that exhausts time or memory fails its check (exit 1), with the reason
+        return [Case(target, f"parity {Path(m).name}", False, str(e)) for m, _ in pairs]
+    return [Case(**c) for c in found]
+
+
+def parity_in_child(target: str, pairs: str) -> str:
+    """Entry point of the bounded child: every (model, golden file) pair's parity case, as JSON."""
+    cases = []
+    for model, golden_path in json.loads(pairs):
+        inputs, expected, atol = package.read_golden(Path(golden_path))
+        cases.append(asdict(_parity(Path(model), target, inputs, expected, atol)))
+    return json.dumps(cases)
 
 
 def _manifest(folder: Path, shown: str) -> dict:

@@ -24,6 +24,7 @@ def _targets_dir() -> Path:
 TARGETS_DIR = _targets_dir()
 DEFAULT_TARGETS = ("desktop-x86",)  # when neither the recipe nor --target names one
 DEFAULT_MAX_DATA_BYTES = 4 << 30  # files are hostile: what one data source may declare before it is loaded
+DEFAULT_STEP_TIMEOUT = 600.0  # seconds for a step that runs a hostile model in a child process
 DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 _DIM = re.compile(r"^(\d+|[A-Za-z_][A-Za-z0-9_]*)$")
 
@@ -213,7 +214,7 @@ class Recipe:
     archive: bool = False  # also write OUT/<target>.tar.gz
     force: bool = False  # replace OUT/<target> (or its archive) even when edgekit did not make it
     max_data_bytes: int = DEFAULT_MAX_DATA_BYTES  # what one data source may declare before it is loaded
-    step_timeout: float = 600.0  # seconds for a step that runs on the model file in a child (pre-processing)
+    step_timeout: float = DEFAULT_STEP_TIMEOUT  # seconds for a step run on the model in a child (pre-processing)
     no_bench: bool = False  # skip latency: the manifest (and archive) then depend only on the inputs
 
 

@@ -546,3 +546,34 @@ def test_check_findings_from_review(packaged, tmp_path):
     assert check(folder).exit_code in (1, 3)  # integrity fails first; never exit 5
     bad_isa = CliRunner().invoke(main, ["check", str(packaged[0] / "ios-arm64")], env={"EDGEKIT_HOST_ISA": "avx9"})
     assert bad_isa.exit_code == 2 and "EDGEKIT_HOST_ISA" in bad_isa.stderr
+
+
+def test_check_runs_a_hostile_model_bounded(packaged, tmp_path):
+    """A consistent package (hashes match) whose model asks for 40 GB: the parity case fails with the reason,
+    in a child process, instead of taking the machine."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    import onnx
+    from edgekit.package import sha256
+    folder = fresh_copy(packaged, tmp_path, "arm64-linux")
+    shape = numpy_helper.from_array(np.array([100000, 100000], np.int64), "shape")
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"],
+                              value=numpy_helper.from_array(np.array([1.0], np.float32))),
+             helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
+             helper.make_node("Flatten", ["image"], ["flat"]),
+             helper.make_node("Slice", ["flat", "zero", "ten", "one"], ["ten_values"]),
+             helper.make_node("Add", ["ten_values", "s"], ["output"])]
+    consts = [numpy_helper.from_array(np.array([v], np.int64), n) for n, v in (("zero", 0), ("ten", 10), ("one", 1))]
+    graph = helper.make_graph(nodes, "bomb", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 10])],
+                              initializer=[shape, *consts])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), folder / "model.int8.onnx")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["model.int8.onnx"] = sha256(folder / "model.int8.onnx")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    start = time.perf_counter()
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    [bad] = [c for c in json.loads(result.stdout) if not c["passed"]]
+    assert bad["name"] == "parity model.int8.onnx" and ("allocate" in bad["message"] or "memory" in bad["message"])
+    assert time.perf_counter() - start < 60
