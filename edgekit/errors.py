@@ -71,6 +71,7 @@ USER_ERRNOS = {errno.ENAMETOOLONG, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errn
 def from_os_error(e: OSError) -> InputError | None:
     if e.errno not in USER_ERRNOS:
         return None
-    name = e.filename if isinstance(e.filename, str) and len(e.filename) <= 120 else \
-        f"{str(e.filename)[:60]}...{str(e.filename)[-40:]}"
+    name = str(e.filename) if e.filename is not None else "writing a file"
+    if len(name) > 120:
+        name = f"{name[:60]}...{name[-40:]}"
     return InputError(f"{name}: {e.strerror}")

@@ -4,6 +4,7 @@ Also covered elsewhere: bad data files (test_errors.py: wrong shape/dtype, NaN/I
 names, corrupt .npz, mixed folders), recipe/profile keys and types (test_errors.py), unsafe archives
 (test_package.py: absolute, `..`, symlink, hard link, device, oversized members).
 """
+import contextlib
 import os
 import signal
 import subprocess
@@ -260,16 +261,29 @@ def test_dead_runs_stage_folders_are_cleaned_and_nothing_else(tmp_path):
     assert not dead.exists() and lookalike.is_dir()
 
 
-@pytest.fixture
-def tmpfs(tmp_path):
+@contextlib.contextmanager
+def _mounted_tmpfs(mount, size):
     """A folder that is its own (tmpfs) mount point, as a CI volume is; skipped where mounting is not allowed."""
-    mount = tmp_path / "volume"
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
                                            capture_output=True).returncode != 0:
         pytest.skip("mounting a tmpfs needs root (and mount permission in this container)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    with _mounted_tmpfs(tmp_path / "volume", "64m") as mount:
+        yield mount
+
+
+def test_full_disk_is_bad_input_and_leaves_nothing(tmp_path):
+    with _mounted_tmpfs(tmp_path / "tiny", "32k") as mount:
+        one_line_error(_package_run(mount), 3, "No space left on device")
+        assert not list(mount.iterdir())
 
 
 def test_out_on_its_own_filesystem(tmpfs):
