@@ -71,7 +71,10 @@ def run_onnx(sess, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]
     try:
         return [sess.run(None, feed) for feed in feeds]
     except Exception as e:
-        raise StageError("onnxruntime run", first_line(e)) from e
+        cause = first_line(e)
+        if "Failed to allocate memory" in cause:  # a graph that asks for more than a machine has: the file's fault
+            raise InputError(f"the model asks for more memory than this machine allows when run: {cause}") from e
+        raise StageError("onnxruntime run", cause) from e
 
 
 def run_torch(module, feeds: list[dict[str, np.ndarray]], input_names: list[str]) -> list[list[np.ndarray]]:
