@@ -358,10 +358,9 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path,
         qplan = dataclasses.replace(qplan, settings=dataclasses.replace(
             settings, calibrate_method=chosen.calibrate_method, per_channel=chosen.per_channel,
             exclude_nodes=tuple(dict.fromkeys((*settings.exclude_nodes, *chosen.excluded)))))
-        base = trials[0].int8_p50_ms
         tuning = {"chosen": chosen.index, "passed": chosen.passed, "trials": [t.as_dict() for t in trials],
                   "excluded": [{"node": n, "why": next(t.why for t in trials if n in t.excluded)} for n in chosen.excluded],
-                  "latency_price": round(chosen.int8_p50_ms / base, 3) if base else None,
+                  "latency_price": round(chosen.price_over(trials[0]), 3),
                   "max_latency_price": settings.max_latency_price, "searched": list(settings.auto_search),
                   "advice": tune.keep_fp32(chosen, fp32.stat().st_size),
                   "seconds": round(sum(t.seconds for t in trials), 3)}

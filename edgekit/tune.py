@@ -37,6 +37,16 @@ class Trial:
     seconds: float
     path: str = ""
 
+    @property
+    def relative_time(self) -> float:
+        """int8 / fp32 p50, both timed in this trial's own interleaved loop: comparable across trials
+        even when the host's load drifts between them."""
+        return self.int8_p50_ms / self.fp32_p50_ms if self.fp32_p50_ms > 0 else float("inf")
+
+    def price_over(self, base: Trial) -> float:
+        """This trial's int8 latency as a multiple of `base`'s (the target defaults)."""
+        return self.relative_time / base.relative_time if base.relative_time > 0 else float("inf")
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["excluded"] = list(self.excluded)
@@ -80,11 +90,11 @@ def tune(ctx: Context, base: quantize.Plan, max_trials: int, time_budget: float,
         return trial
 
     def affordable(t: Trial) -> bool:  # within the latency price; the defaults always are
-        return t.index == 0 or t.int8_p50_ms <= max_latency_price * trials[0].int8_p50_ms
+        return t.index == 0 or t.price_over(trials[0]) <= max_latency_price
 
     def done():
         passing = [t for t in trials if t.passed and affordable(t)]
-        return min(passing, key=lambda t: t.int8_p50_ms) if passing else None
+        return min(passing, key=lambda t: t.relative_time) if passing else None
 
     def best_sqnr() -> Trial:
         return max((t for t in trials if affordable(t)), key=lambda t: t.sqnr_db)
