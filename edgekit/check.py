@@ -15,8 +15,9 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from . import archive, arrays, host, package
-from .errors import InputError, UsageError, first_line
+from . import archive, arrays, bounded, host, package
+from .config import DEFAULT_STEP_TIMEOUT
+from .errors import InputError, StageError, UsageError, first_line
 from .runtime import int8_session
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
@@ -84,10 +85,6 @@ def _check_target(folder: Path, shown: str) -> list[Case]:
 def _parity_bounded(target: str, pairs: list[tuple[str, str]]) -> list[Case]:
     """The package's models run in a child process under a time and memory limit: a package is a file
     from others, and a 200-byte model can ask onnxruntime for 40 GB."""
-    from . import bounded
-    from .config import DEFAULT_STEP_TIMEOUT
-    from .errors import StageError
-
     host.int8_isa()  # a bad EDGEKIT_HOST_ISA is the user's usage error (exit 2), told before the child runs
     try:
         found = json.loads(bounded.run("check", "edgekit.check:parity_in_child", target, json.dumps(pairs),

@@ -7,7 +7,7 @@ import re
 import warnings
 from pathlib import Path
 
-from .config import InputSpec
+from .config import DEFAULT_STEP_TIMEOUT, InputSpec
 from .errors import InputError, StageError, first_line
 
 log = logging.getLogger("edgekit")
@@ -216,7 +216,7 @@ def io_specs(path: Path) -> tuple[tuple[InputSpec, ...], tuple[InputSpec, ...]]:
     return inputs, outputs
 
 
-def preprocess(src: Path, dest: Path, timeout: float = 600.0) -> Path:
+def preprocess(src: Path, dest: Path, timeout: float = DEFAULT_STEP_TIMEOUT) -> Path:
     """onnxruntime's quantization pre-processing: symbolic shapes, ORT basic optimisation, ONNX shapes.
 
     Runs in a child process under a time and memory limit (`bounded`): shape inference and constant
@@ -225,16 +225,16 @@ def preprocess(src: Path, dest: Path, timeout: float = 600.0) -> Path:
     from . import bounded
 
     src, dest = Path(src).resolve(), Path(dest).resolve()
-    note = bounded.run("pre-processing", "edgekit.export:_quant_pre_process", str(src), str(dest), timeout=timeout)
+    note = bounded.run("pre-processing", "edgekit.export:preprocess_in_child", str(src), str(dest), timeout=timeout)
     if note:
         log.info("%s", note)
     check(dest)
     return dest
 
 
-def _quant_pre_process(src: str, dest: str) -> str:
-    """Symbolic shape inference gives up on some transformer graphs; onnxruntime's own advice is to
-    retry without it, which we do and say."""
+def preprocess_in_child(src: str, dest: str) -> str:
+    """Entry point of the bounded child. Symbolic shape inference gives up on some transformer graphs;
+    onnxruntime's own advice is to retry without it, which we do and say."""
     import onnxruntime
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

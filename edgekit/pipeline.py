@@ -296,18 +296,15 @@ def _package(shared: Shared, target: Target, tdir: Path, int8: Path, names: list
                              "optimization_style": spec.ort_optimization, "target_platform": platform,
                              "reproducible": written["reproducible"], "build": mobile.ORT_BUILDS[spec.ort_optimization]}
         shipped.append(written["ort"])
-    models = {}
+    models, outputs = {}, {}
     for model in shipped:
         golden_file = "golden.npz" if model == int8 else f"golden{model.suffix}.npz"
-        models[model.name] = _golden(model, tdir / golden_file, feeds, names, spec.golden_tolerance,
-                                     check_x86_defaults=model == int8 and target.runtime.arch != "x86_64")
+        models[model.name], outputs[model] = _golden(model, tdir / golden_file, feeds, names, spec.golden_tolerance,
+                                                     check_x86_defaults=model == int8 and target.runtime.arch != "x86_64")
     out["golden"] = {"samples": len(feeds), "tolerance": f"{spec.golden_tolerance} x each output's peak |value|",
                      "models": models}
     if spec.ort_format:  # what the .ort computes in the full build `check` runs, next to the .onnx
-        ort_golden, onnx_golden = (package.read_golden(tdir / models[m.name]["file"])[1] for m in shipped)
-        out["ort_format"]["max_abs_diff_from_onnx"] = {
-            n: max(float(np.max(np.abs(a[n].astype(np.float64) - b[n]))) for a, b in zip(ort_golden, onnx_golden))
-            for n in names}
+        out["ort_format"]["max_abs_diff_from_onnx"] = _max_abs_diff(outputs[shipped[1]], outputs[int8], names)
     if spec.c_header:
         written = mobile.c_header(int8, tdir)
         out["c_header"] = {"header": written["header"].name, "source": written["source"].name, "embeds": int8.name}
@@ -316,21 +313,27 @@ def _package(shared: Shared, target: Target, tdir: Path, int8: Path, names: list
     return out
 
 
-def _golden(model: Path, path: Path, feeds: list, names: list[str], tolerance: float, check_x86_defaults: bool) -> dict:
+def _golden(model: Path, path: Path, feeds: list, names: list[str], tolerance: float,
+            check_x86_defaults: bool) -> tuple[dict, list]:
     """Golden outputs of one shipped file, computed with exact int8 arithmetic: what every conforming
-    runtime computes (for an .ort, in the full onnxruntime build `edgekit check` runs)."""
+    runtime computes (for an .ort, in the full onnxruntime build `edgekit check` runs).
+    Returns (its manifest entry, the outputs)."""
     sess, kernels = int8_session(model)
     expected = run_onnx(sess, feeds)
     atol = package.write_golden(path, feeds, names, expected, tolerance)
     entry = {"file": path.name, "atol": atol, "kernels": kernels}
     if check_x86_defaults and host.x86_saturates():
         # what a user sees running an ARM package on this kind of host with onnxruntime's defaults
-        default = run_onnx(int8_session(model, exact=False)[0], feeds)
-        errors = {n: max(float(np.max(np.abs(d[k].astype(np.float64) - e[k]))) for d, e in zip(default, expected))
-                  for k, n in enumerate(names)}
+        errors = _max_abs_diff(run_onnx(int8_session(model, exact=False)[0], feeds), expected, names)
         entry["x86_default_kernels"] = {"isa": host.int8_isa(), "max_abs_error": errors,
                                         "within_tolerance": all(errors[n] <= atol[n] for n in names)}
-    return entry
+    return entry, expected
+
+
+def _max_abs_diff(a: list, b: list, names: list[str]) -> dict[str, float]:
+    """Per output, the largest |a - b| over all samples (runs as run_onnx returns them)."""
+    return {n: max(float(np.max(np.abs(x[k].astype(np.float64) - y[k]))) for x, y in zip(a, b))
+            for k, n in enumerate(names)}
 
 
 def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path, int8: Path, exact: bool):

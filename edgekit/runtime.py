@@ -51,13 +51,14 @@ def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int 
 def int8_session(path: Path | str, providers=("CPUExecutionProvider",), threads: int = 1, exact: bool = True):
     """A session for an int8 model; returns (session, which kernels ran it, for the manifest).
 
-    `exact`: compute int8 exactly, as an ARM device or a VNNI x86 host does. Only an x86 host without VNNI needs onnxruntime's exact-kernel option (its default u8s8 path
-    saturates); onnxruntime 1.32 refuses that option on some full-range u8s8 QDQ models, and then the
-    host's default kernels are used and `kernels` says so: a host ISA never decides whether a model loads.
+    `exact`: compute int8 exactly, as an ARM device or a VNNI x86 host does. Only an x86 host without
+    VNNI needs onnxruntime's exact-kernel option (its default u8s8 path saturates); onnxruntime 1.32
+    refuses that option on some full-range u8s8 QDQ models, and then the host's default kernels are used
+    and `kernels` says so: a host ISA never decides whether a model loads.
     """
-    isa = host.int8_isa()
-    if not exact or not host.x86_saturates():
-        return session(path, providers, threads)[0], f"{HOST_DEFAULT} ({isa}{'' if host.x86_saturates() else ': exact'})"
+    isa, saturates = host.int8_isa(), host.x86_saturates()
+    if not exact or not saturates:
+        return session(path, providers, threads)[0], f"{HOST_DEFAULT} ({isa}{'' if saturates else ': exact'})"
     try:
         return session(path, providers, threads, exact_int8=True)[0], \
             f"exact u8s8 (session.x64quantprecision=1; {isa} has no VNNI)"

@@ -37,8 +37,8 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads) -> lis
         for o in (block or {}).get("outputs", []):
             if o.get("reference_near_zero"):
                 said.append(f"{stage} parity: reference output {o['output']!r} is ~0 (max |value| "
-                                f"{o['reference_peak']:.3g} < {parity.NEAR_ZERO:g}) on the validation data: cosine and "
-                                "SQNR say nothing about a model that emits no signal; check the model and its inputs")
+                            f"{o['reference_peak']:.3g} < {parity.NEAR_ZERO:g}) on the validation data: cosine and "
+                            "SQNR say nothing about a model that emits no signal; check the model and its inputs")
     spreads = {k: latency[k]["p90_over_p50"] for k in ("fp32", "int8")} if latency else {}
     if any(v > bench.NOISY_SPREAD for v in spreads.values()):
         said.append(f"latency spread p90/p50 fp32 {spreads['fp32']:.2f}, int8 {spreads['int8']:.2f} "
@@ -74,8 +74,8 @@ def kernel_warnings(packaged: dict) -> list[str]:
         if on_x86 and not on_x86["within_tolerance"]:
             worst = max(on_x86["max_abs_error"], key=on_x86["max_abs_error"].get)
             said.append(f"on an x86 host without VNNI ({on_x86['isa']}) onnxruntime's default kernels give this "
-                            f"ARM package's {model} output {worst!r} an error up to "
-                            f"{on_x86['max_abs_error'][worst]:.3g} (tolerance {golden['atol'][worst]:.3g}; u8s8 "
-                            "saturation): run it there with session option session.x64quantprecision=1, as "
-                            "`edgekit check` does")
+                        f"ARM package's {model} output {worst!r} an error up to "
+                        f"{on_x86['max_abs_error'][worst]:.3g} (tolerance {golden['atol'][worst]:.3g}; u8s8 "
+                        "saturation): run it there with session option session.x64quantprecision=1, as "
+                        "`edgekit check` does")
     return said
