@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import io
 import json
 import lzma
@@ -39,11 +40,14 @@ def _info(name: str, kind: bytes, size: int, mode: int) -> tarfile.TarInfo:
 
 
 def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBERS, MAX_MEMBER_BYTES,
-                                                                      MAX_TOTAL_BYTES)) -> None:
+                                                                      MAX_TOTAL_BYTES)) -> dict[str, str]:
     """Unpack a package archive below `dest`: regular files and folders only, and only the files its
-    manifest.json lists, no larger than it says. The raw tar headers are scanned first, so an oversized
-    long-name/PAX header, too many members or too many bytes are refused before tarfile parses them;
-    links, devices, `..` and absolute paths are refused before a byte is written."""
+    manifest.json lists, no larger than it says and with the hash it says. The raw tar headers are scanned
+    first, so an oversized long-name/PAX header, too many members or too many bytes are refused before
+    tarfile parses them; links, devices, `..` and absolute paths are refused before a byte is written.
+
+    A member whose bytes do not match its manifest hash is hashed, never written (a manifest can list a
+    2 GiB member of zeros): returns {path below dest: actual sha256} of those, for the integrity check."""
     max_members, max_member, max_total = limits
     try:
         _scan_headers(archive, max_members, max_total)
@@ -53,6 +57,7 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                 members.append(member)
                 _refuse_unsafe(archive, member, max_member)
             listed = _listed_files(archive, tar, members)
+            mismatched = {}
             for member in members:
                 parts = _parts(member.name)
                 if not parts:
@@ -65,17 +70,34 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                     continue  # edgekit's own bookkeeping in an OUT folder: not part of any package
                 if parts not in listed:
                     raise InputError(f"{archive}: member {member.name!r} is not listed in its manifest.json")
-                if member.size > listed[parts]:
+                size, digest = listed[parts]
+                if member.size > size:
                     raise InputError(f"{archive}: member {member.name!r} holds {member.size} bytes, its manifest "
-                                     f"says {listed[parts]}")
+                                     f"says {size}")
+                if digest is not None and (actual := _copy(tar, member, None)) != digest:
+                    mismatched["/".join(parts)] = actual
+                    continue
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with tar.extractfile(member) as src, open(target, "xb") as out:
-                    while chunk := src.read(1 << 20):
-                        out.write(chunk)
+                with open(target, "xb") as out:
+                    written = _copy(tar, member, out)
+                if digest is not None and written != digest:
+                    raise InputError(f"{archive}: member {member.name!r} changed while being read")
+            return mismatched
     except InputError:
         raise
     except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile, lzma.LZMAError, ValueError) as e:
         raise InputError(f"{archive}: not a readable archive ({type(e).__name__}: {e})") from e
+
+
+def _copy(tar: tarfile.TarFile, member: tarfile.TarInfo, out) -> str:
+    """sha256 of a member's bytes, copying them to `out` on the way when given."""
+    h = hashlib.sha256()
+    with tar.extractfile(member) as src:
+        while chunk := src.read(1 << 20):
+            h.update(chunk)
+            if out is not None:
+                out.write(chunk)
+    return h.hexdigest()
 
 
 def _scan_headers(archive: Path, max_members: int, max_total: int) -> None:
@@ -125,9 +147,10 @@ def _header_size(block: bytes) -> int:
         return 0  # not a size tarfile would accept either: it reports the archive as unreadable
 
 
-def _listed_files(archive: Path, tar: tarfile.TarFile, members: list) -> dict[tuple[str, ...], int]:
-    """{path parts: largest allowed size} for every file a manifest.json in the archive lists."""
-    listed: dict[tuple[str, ...], int] = {}
+def _listed_files(archive: Path, tar: tarfile.TarFile, members: list) -> dict[tuple[str, ...], tuple[int, str | None]]:
+    """{path parts: (largest allowed size, sha256 or None for any)} for every file a manifest.json in the
+    archive lists, and the manifest and report themselves."""
+    listed: dict[tuple[str, ...], tuple[int, str | None]] = {}
     for member in members:
         parts = _parts(member.name)
         if not parts or parts[-1] != "manifest.json" or len(parts) > 2 or not member.isreg():
@@ -138,10 +161,11 @@ def _listed_files(archive: Path, tar: tarfile.TarFile, members: list) -> dict[tu
             manifest = json.loads(tar.extractfile(member).read())
             files, sizes = manifest["files"], manifest.get("sizes", {})
             folder = parts[:-1]
-            listed.update({(*folder, name): int(sizes.get(name, MAX_MEMBER_BYTES)) for name in files})
+            listed.update({(*folder, name): (int(sizes.get(name, MAX_MEMBER_BYTES)), str(digest))
+                           for name, digest in files.items()})
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError) as e:
             raise InputError(f"{archive}: {member.name} is not a valid manifest ({type(e).__name__})") from e
-        listed.update({(*folder, name): MAX_MANIFEST_BYTES for name in ("manifest.json", "report.md")})
+        listed.update({(*folder, name): (MAX_MANIFEST_BYTES, None) for name in ("manifest.json", "report.md")})
     if not listed:
         raise InputError(f"{archive}: no manifest.json in it or in its top folders")
     return listed

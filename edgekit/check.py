@@ -38,16 +38,16 @@ def check(path: Path) -> list[Case]:
     if not original.exists():
         raise InputError(f"{original}: no such file or folder")
     with contextlib.ExitStack() as stack:
-        root = original
+        root, mismatched = original, {}
         if original.is_file() and original.name.endswith(ARCHIVE_SUFFIXES):
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgekit-check-")))
-            archive.extract(original, root)
+            mismatched = {root / name: digest for name, digest in archive.extract(original, root).items()}
         elif original.is_file():
             raise InputError(f"{original}: expected a package folder or a .tar.gz archive")
         # messages name the folder as the user knows it (inside the archive), not the temporary copy
         return [case for folder in _target_folders(root, original)
                 for case in _check_target(folder, str(original if folder == root else
-                                                      original / folder.relative_to(root)))]
+                                                      original / folder.relative_to(root)), mismatched)]
 
 
 def _target_folders(path: Path, shown: Path) -> list[Path]:
@@ -59,7 +59,7 @@ def _target_folders(path: Path, shown: Path) -> list[Path]:
     return folders
 
 
-def _check_target(folder: Path, shown: str) -> list[Case]:
+def _check_target(folder: Path, shown: str, mismatched: dict[Path, str]) -> list[Case]:
     manifest = _manifest(folder, shown)
     target, files, golden = manifest["target"], manifest["files"], manifest["golden"]["models"]
     shipped = [manifest["ort_format"]["file"]] if manifest.get("ort_format") else []
@@ -70,7 +70,7 @@ def _check_target(folder: Path, shown: str) -> list[Case]:
         for name in (model, entry["file"]):
             if name not in files:
                 raise InputError(f"{shown}: manifest.json does not hash {name}, so it cannot be trusted")
-    cases = [_integrity(folder, shown, target, files), _gates(target, manifest)]
+    cases = [_integrity(folder, shown, target, files, mismatched), _gates(target, manifest)]
     if not cases[0].passed:  # files that are not what the manifest says are never run
         return cases + [Case(target, f"parity {m}", False, "not run: the package failed its integrity check")
                         for m in golden]
@@ -154,11 +154,12 @@ def _existing(folder: Path, shown: str, name: str) -> Path:
     return path
 
 
-def _integrity(folder: Path, shown: str, target: str, files: dict) -> Case:
-    """Every listed file matches its hash, and the folder holds nothing the manifest does not list."""
+def _integrity(folder: Path, shown: str, target: str, files: dict, mismatched: dict[Path, str]) -> Case:
+    """Every listed file matches its hash, and the folder holds nothing the manifest does not list.
+    `mismatched`: the actual hashes of archive members that were never written because they did not match."""
     bad = []
     for name, digest in sorted(files.items()):
-        actual = package.sha256(_existing(folder, shown, name))
+        actual = mismatched.get(folder / name) or package.sha256(_existing(folder, shown, name))
         if actual != digest:
             bad.append(f"{name} sha256 {actual[:12]}… != manifest {digest[:12]}…")
     unlisted = sorted(p.name for p in folder.iterdir() if p.name not in files and

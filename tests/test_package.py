@@ -484,6 +484,48 @@ def test_archive_extraction_is_bounded_by_its_manifest(packaged, tmp_path):
     assert result.exit_code == 3 and "its manifest says 10" in result.stderr
 
 
+class _Zeros(io.RawIOBase):
+    """`size` zero bytes, never held in memory at once."""
+    def __init__(self, size):
+        self.left = size
+
+    def readinto(self, buf):
+        n = min(len(buf), self.left)
+        buf[:n] = bytes(n)
+        self.left -= n
+        return n
+
+
+def test_archive_member_with_a_wrong_hash_is_never_written(packaged, tmp_path):
+    """The manifest lists a huge model.onnx (zeros, a few KB compressed) with a hash it does not have: the
+    member is hashed on the way and never written to disk; the integrity case fails naming it (exit 1)."""
+    folder = fresh_copy(packaged, tmp_path, "arm64-linux")
+    size = 512 << 20
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["sizes"]["model.onnx"] = size
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    bomb = tmp_path / "bomb.tar.gz"
+    with tarfile.open(bomb, "w:gz", compresslevel=1) as tar:
+        for path in sorted(folder.iterdir()):
+            info = tar.gettarinfo(path, arcname=f"arm64-linux/{path.name}")
+            if path.name == "model.onnx":
+                info.size = size
+                tar.addfile(info, _Zeros(size))
+            else:
+                tar.addfile(info, path.open("rb"))
+    assert bomb.stat().st_size < 4 << 20
+
+    def written():
+        return int(dict(line.split(": ") for line in open("/proc/self/io").read().splitlines())["wchar"])
+
+    before = written()
+    result = check(bomb, "--json")
+    assert written() - before < 64 << 20  # the package's other files and the report, not the zeros
+    assert result.exit_code == 1, result.output
+    bad = [c for c in json.loads(result.stdout) if not c["passed"]]
+    assert bad[0]["name"] == "integrity" and "model.onnx sha256" in bad[0]["message"]
+
+
 def test_golden_zip_bomb_is_refused(packaged, tmp_path):
     from edgekit.package import sha256
     folder = fresh_copy(packaged, tmp_path)
