@@ -62,7 +62,7 @@ def scheme(q: dict) -> str:
 def measure(name, recipe, target, tmp, runs, alternatives):
     out = Path(tmp) / name.split()[0]
     recipe = dataclasses.replace(recipe, targets=(target.name,), out=str(out), bench=BenchSpec(warmup=1, runs=1))
-    [m] = run(recipe, [target], progress=False)
+    m = run(recipe, [target], progress=False).targets[target.name].details
     fp32, int8 = out / target.name / "model.onnx", out / target.name / "model.int8.onnx"
     paths = {"fp32": str(fp32), f"edgekit: {scheme(m['quantization'])}": str(int8)}
     specs = tuple(InputSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in m["inputs"])

@@ -16,7 +16,7 @@ import numpy as np
 from . import arrays
 from .config import InputSpec
 from .errors import InputError
-from .userfn import is_function_spec, resolve_callable
+from .userfn import UserFunction, is_function_spec, resolve_callable
 
 log = logging.getLogger("edgekit")
 LABEL_KEYS = ("labels", "label")
@@ -44,10 +44,16 @@ class Dataset:
                 Dataset(f"{self.origin} (held-out last {n_val})", self.feeds[cut:], labels[1], self.random))
 
 
-def load(source: str, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: int = 64,
+def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: int = 64,
          max_bytes: int = arrays.DEFAULT_MAX_BYTES, max_samples: int | None = None) -> Dataset:
-    """`max_bytes` bounds what one source may declare (file headers, random inputs) before it is loaded;
-    `max_samples`: only the first samples of files are read (the rest of a file is never loaded)."""
+    """`source`: a path, `random`, MODULE:FUNCTION, or (from the Python API) an iterable of feed dicts or a
+    callable returning one. `max_bytes` bounds what one source may declare (file headers, random inputs)
+    before it is loaded; `max_samples`: only the first samples of files are read."""
+    if not isinstance(source, (str, Path)):
+        origin = getattr(source, "__qualname__", type(source).__name__)
+        fn = source if callable(source) else lambda: source
+        return _nonempty(_from_items(f"data {origin!r}", UserFunction(fn, origin, "data")(), specs))
+    source = str(source)
     if source == "random":
         return random_dataset(specs, random_count, seed, max_bytes)
     path = Path(source)
@@ -77,7 +83,7 @@ def load(source: str, specs: tuple[InputSpec, ...], *, seed: int = 0, random_cou
     if path.exists():
         return _nonempty(_read_file(path, specs, max_bytes, max_samples))
     if is_function_spec(source):
-        return _nonempty(_from_function(source, specs))
+        return _nonempty(_from_items(f"data {source!r}", resolve_callable(source, "data")(), specs))
     raise InputError(f"data {source!r}: no such file or folder (or MODULE:FUNCTION)")
 
 
@@ -170,16 +176,16 @@ def validate(origin: str, spec: InputSpec, sample: np.ndarray, check_finite: boo
         raise InputError(f"{origin}: input {spec.name!r} has NaN or Inf values")
 
 
-def _from_function(source: str, specs) -> Dataset:
-    fn = resolve_callable(source, "data")
+def _from_items(origin: str, items, specs) -> Dataset:
+    """Feed dicts (one sample, with or without its batch axis, each), an optional `labels` entry in each."""
     feeds, labels = [], []
     try:
-        for i, item in enumerate(fn()):
+        for i, item in enumerate(items):
             if i == MAX_FUNCTION_ITEMS:
-                log.info("data %s: read the first %d items", source, MAX_FUNCTION_ITEMS)
+                log.info("%s: read the first %d items", origin, MAX_FUNCTION_ITEMS)
                 break
             if not isinstance(item, dict):
-                raise InputError(f"data {source!r}: item {i} is a {type(item).__name__}, expected a dict of arrays")
+                raise InputError(f"{origin}: item {i} is a {type(item).__name__}, expected a dict of arrays")
             item = dict(item)
             label = next((item.pop(k) for k in LABEL_KEYS if k in item), None)
             labels.append(label)
@@ -187,18 +193,17 @@ def _from_function(source: str, specs) -> Dataset:
             # a yielded item is one sample: give it the leading sample axis the array reader expects
             stacked = {k: v[None] if (s := _spec(specs, k)) and v.ndim == len(s.shape) else v
                        for k, v in arrays.items()}
-            ds = _from_arrays(f"data {source!r} item {i}", stacked, specs)
+            ds = _from_arrays(f"{origin} item {i}", stacked, specs)
             feeds.extend(ds.feeds)
     except InputError:
         raise
     except Exception as e:
-        raise InputError(f"data {source!r} failed: {type(e).__name__}: {e}") from e
+        raise InputError(f"{origin} failed: {type(e).__name__}: {e}") from e
     has = [lb is not None for lb in labels]
     if any(has) and not all(has):
-        raise InputError(f"data {source!r}: some items have a label and some do not")
-    return Dataset(f"data {source!r}", feeds,
-                   class_ids(f"data {source!r}", np.asarray([np.asarray(lb) for lb in labels])) if has and all(has)
-                   else None)
+        raise InputError(f"{origin}: some items have a label and some do not")
+    return Dataset(origin, feeds,
+                   class_ids(origin, np.asarray([np.asarray(lb) for lb in labels])) if has and all(has) else None)
 
 
 def _spec(specs, name):

@@ -139,21 +139,12 @@ def export(source, as_json, **flags):
     """
     from .config import load_targets, recipe_from
     from .pipeline import run
+    from .report import table
 
     recipe = recipe_from(source, flags)
-    targets = load_targets(recipe.targets)
-    manifests = run(recipe, targets, progress=not as_json)
-    return _finish(manifests, as_json)
-
-
-def _finish(manifests: list[dict], as_json: bool) -> ExitCode:
-    from .report import exit_code, table
-
-    if as_json:
-        click.echo(json.dumps(manifests, indent=2))
-    else:
-        click.echo(table(manifests))
-    return exit_code(manifests)
+    report = run(recipe, load_targets(recipe.targets), progress=not as_json)
+    click.echo(json.dumps(report.to_json(), indent=2) if as_json else table(list(report.targets.values())))
+    return report.exit_code
 
 
 def _specs(inputs):
@@ -249,19 +240,20 @@ def distill(teacher, teacher_weights, student, student_weights, trust_checkpoint
 @_handle_errors
 def check_cmd(path, junit_path, as_json):
     """Re-run a package's golden vectors and verify its file hashes (folder, OUT folder or .tar.gz)."""
-    from .check import as_dicts, check, junit
+    from .api import check
+    from .package_check import junit
 
-    cases = check(Path(path))
+    report = check(path)
     if junit_path:
-        Path(junit_path).write_text(junit(cases))
+        Path(junit_path).write_text(junit(report.cases))
     if as_json:
-        click.echo(json.dumps(as_dicts(cases), indent=2))
+        click.echo(json.dumps(report.to_json(), indent=2))
     else:
-        for c in cases:
+        for c in report.cases:
             click.echo(f"{'PASS' if c.passed else 'FAIL'}  {c.target:16} {c.name}" + (f": {c.message}" if c.message else ""))
-        failed = sum(not c.passed for c in cases)
-        click.echo(f"{len(cases) - failed} passed, {failed} failed")
-    return ExitCode.OK if all(c.passed for c in cases) else ExitCode.GATE_FAILED
+        failed = sum(not c.passed for c in report.cases)
+        click.echo(f"{len(report.cases) - failed} passed, {failed} failed")
+    return report.exit_code
 
 
 @main.command("inspect")

@@ -20,7 +20,7 @@ def example_inputs(specs: tuple[InputSpec, ...]):
 
     import torch
 
-    from .export import example_inputs as make
+    from .onnx_export import example_inputs as make
 
     one = tuple(dataclasses.replace(s, shape=tuple(1 if i == 0 and isinstance(d, str) else d
                                                    for i, d in enumerate(s.shape))) for s in specs)

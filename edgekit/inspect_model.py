@@ -9,7 +9,7 @@ QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Mat
 
 
 def _existing_model(path: Path):
-    from . import export
+    from . import onnx_export as export
     from .errors import InputError
 
     if not path.is_file():
@@ -20,7 +20,7 @@ def _existing_model(path: Path):
 def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml")) -> dict:
     import onnx
 
-    from . import export, mobile
+    from . import mobile, onnx_export as export
 
     model = _existing_model(path)
     inputs, outputs = export.io_specs(path)
@@ -72,7 +72,7 @@ def text(info: dict) -> str:
 
 def layer_errors(fp32: Path, int8: Path, data: str) -> dict:
     """Per compute node: accumulated SQNR lost between its input and output; per tensor: SQNR."""
-    from . import calib, export, layers, tune
+    from . import calib, layers, onnx_export as export, tune
 
     _existing_model(fp32), _existing_model(int8)
     inputs, _ = export.io_specs(fp32)

@@ -24,7 +24,12 @@ class LoadedModel:
         return self.onnx_path is not None
 
 
-def load_model(source: str, weights: str | None = None, trust_checkpoint: bool = False) -> LoadedModel:
+def load_model(source, weights: str | None = None, trust_checkpoint: bool = False) -> LoadedModel:
+    """`source` is a string (see the module docstring), a path, or (from the Python API) an nn.Module,
+    which is copied: edgekit never changes the caller's module (eval mode, pruning)."""
+    if not isinstance(source, (str, Path)):
+        return _from_object(source, weights, trust_checkpoint)
+    source = str(source)
     path = Path(source)
     if source.endswith(".onnx"):
         if not path.is_file():
@@ -48,6 +53,22 @@ def load_model(source: str, weights: str | None = None, trust_checkpoint: bool =
     module.eval()
     _check_finite(module, source, torch)
     return LoadedModel(source, module=module)
+
+
+def _from_object(module, weights: str | None, trust_checkpoint: bool) -> LoadedModel:
+    import copy
+
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        raise UsageError(f"model: expected an nn.Module, a source string or a path, not {type(module).__name__}")
+    module = copy.deepcopy(module)
+    name = f"{type(module).__module__}.{type(module).__qualname__} (a Python object)"
+    if weights:
+        load_weights(module, weights, torch, trust_checkpoint)
+    module.eval()
+    _check_finite(module, name, torch)
+    return LoadedModel(name, module=module)
 
 
 def _check_finite(module, source: str, torch) -> None:

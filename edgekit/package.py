@@ -12,16 +12,14 @@ import numpy as np
 from . import arrays
 from .errors import InputError
 from .report import markdown
+from .reports import TargetReport
 
 FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def write_golden(path: Path, feeds: list[dict], names: list[str], outputs: list[list[np.ndarray]],
@@ -96,11 +94,10 @@ def read_golden(path: Path) -> tuple[list[dict], list[dict], dict[str, float]]:
     return inputs, outputs, atol
 
 
-def write(target_dir: Path, manifest: dict) -> dict:
-    """Hash every deliverable, then write manifest.json and report.md beside them."""
+def write(target_dir: Path, report: TargetReport) -> None:
+    """Hash every deliverable into the report, then write manifest.json and report.md beside them."""
     files = sorted(p for p in target_dir.iterdir() if p.is_file() and p.name not in ("manifest.json", "report.md"))
-    manifest["files"] = {p.name: sha256(p) for p in files}
-    manifest["sizes"] = {p.name: p.stat().st_size for p in files}
-    (target_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    (target_dir / "report.md").write_text(markdown(manifest))
-    return manifest
+    report.files = {p.name: sha256(p) for p in files}
+    report.sizes = {p.name: p.stat().st_size for p in files}
+    (target_dir / "manifest.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    (target_dir / "report.md").write_text(markdown(report))

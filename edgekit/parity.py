@@ -32,9 +32,61 @@ class OutputParity:
         return d
 
 
-def worst(outputs: list[dict], key: str, fn=min):
-    """The worst value of a metric over outputs, skipping outputs where it is undefined (None if all are)."""
-    values = [o[key] for o in outputs if o.get(key) is not None]
+@dataclass(frozen=True)
+class StageParity:
+    """One comparison (torch vs ONNX fp32, or fp32 vs int8) on a data set."""
+
+    data: str
+    samples: int
+    outputs: tuple[OutputParity, ...]
+    int8_kernels: str | None = None  # which int8 kernels computed the candidate (quantization only)
+
+    def worst(self, key: str, fn=min):
+        return worst(self.outputs, key, fn)
+
+    def as_dict(self) -> dict:
+        d = {"data": self.data, "samples": self.samples, "outputs": [o.as_dict() for o in self.outputs]}
+        return d if self.int8_kernels is None else {**d, "int8_kernels": self.int8_kernels}
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Top-1 accuracy in percent on the labelled validation samples."""
+
+    samples: int
+    fp32: float
+    int8: float
+    torch: float | None = None
+
+    @property
+    def drop(self) -> float:
+        return round(self.fp32 - self.int8, 4)
+
+    def as_dict(self) -> dict:
+        d = {"samples": self.samples, "fp32": self.fp32, "int8": self.int8, "drop": self.drop}
+        return d if self.torch is None else {**d, "torch": self.torch}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One pass/fail threshold. A skipped gate could not be evaluated: it neither passes nor fails."""
+
+    name: str
+    value: float | None
+    op: str  # ">=" | "<=" ("" when skipped)
+    limit: float | None
+    passed: bool
+    skipped: str | None = None  # why it could not be evaluated
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        return d if self.skipped else {k: v for k, v in d.items() if k != "skipped"}
+
+
+def worst(items, key: str, fn=min):
+    """The worst value of a metric over outputs (or timings), skipping those where it is undefined
+    (None if all are)."""
+    values = [v for o in items if (v := getattr(o, key)) is not None]
     return fn(values) if values else None
 
 
@@ -105,36 +157,43 @@ def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:
     return float(np.mean(preds == flat.astype(np.int64)) * 100.0)
 
 
-def gate(gates: list, name: str, value, op: str, limit) -> None:
+def gate(name: str, value, op: str, limit) -> Gate:
     passed = value is not None and (value >= limit if op == ">=" else value <= limit)
-    gates.append({"name": name, "value": value, "op": op, "limit": limit, "passed": bool(passed)})
+    return Gate(name, value, op, limit, bool(passed))
 
 
-def skipped(gates: list, name: str, why: str) -> None:
-    """A gate that could not be evaluated: it neither passes nor fails a model, and says why."""
-    gates.append({"name": name, "value": None, "op": "", "limit": None, "passed": True, "skipped": why})
+def skipped(name: str, why: str) -> Gate:
+    return Gate(name, None, "", None, True, why)
 
 
-def signal_gate(gates: list, name: str, outputs: list[dict]) -> None:
+def signal_gates(name: str, outputs) -> list[Gate]:
     """Fails when a reference output is ~0: parity against no signal proves nothing."""
-    if any(o.get("reference_near_zero") for o in outputs):
-        gate(gates, name, min(o["reference_peak"] for o in outputs), ">=", NEAR_ZERO)
+    if any(o.near_zero for o in outputs):
+        return [gate(name, min(o.reference_peak for o in outputs), ">=", NEAR_ZERO)]
+    return []
 
 
-def quantization_gates(outputs: list[dict], accuracy: dict | None, spec, classifier: bool) -> list[dict]:
-    """The target's fp32-vs-int8 thresholds (a ParitySpec) applied to per-output parity dicts."""
-    gates: list[dict] = []
-    signal_gate(gates, "quant_reference_signal", outputs)
-    gate(gates, "quant_cosine", worst(outputs, "cosine"), ">=", spec.quant_cosine_min)
-    gate(gates, "quant_sqnr_db", worst(outputs, "sqnr_db"), ">=", spec.quant_sqnr_min_db)
+def quantization_gates(outputs, accuracy_drop: float | None, spec, classifier: bool) -> list[Gate]:
+    """The target's fp32-vs-int8 thresholds (a ParitySpec) applied to per-output parity."""
+    gates = signal_gates("quant_reference_signal", outputs)
+    gates.append(gate("quant_cosine", worst(outputs, "cosine"), ">=", spec.quant_cosine_min))
+    gates.append(gate("quant_sqnr_db", worst(outputs, "sqnr_db"), ">=", spec.quant_sqnr_min_db))
     top1 = worst(outputs, "top1_agreement")
     if top1 is not None:
-        gate(gates, "top1_agreement", top1, ">=", spec.top1_agreement_min)
+        gates.append(gate("top1_agreement", top1, ">=", spec.top1_agreement_min))
     else:
-        skipped(gates, "top1_agreement", "no classifier score output (set task = \"classification\" if it is one)"
-                if not classifier else "no 2-D score output")
-    if accuracy:
-        gate(gates, "accuracy_drop", accuracy["drop"], "<=", spec.accuracy_drop_max)
+        gates.append(skipped("top1_agreement", "no classifier score output (set task = \"classification\" if it "
+                             "is one)" if not classifier else "no 2-D score output"))
+    if accuracy_drop is not None:
+        gates.append(gate("accuracy_drop", accuracy_drop, "<=", spec.accuracy_drop_max))
     else:
-        skipped(gates, "accuracy_drop", "no labels in the validation data")
+        gates.append(skipped("accuracy_drop", "no labels in the validation data"))
     return gates
+
+
+def export_gates(export: StageParity | None, spec) -> list[Gate]:
+    if export is None:  # an .onnx source: nothing was exported
+        return []
+    return [*signal_gates("export_reference_signal", export.outputs),
+            gate("export_cosine", export.worst("cosine_min"), ">=", spec.export_cosine_min),
+            gate("export_max_abs", export.worst("max_abs", max), "<=", spec.export_max_abs)]

@@ -6,6 +6,7 @@ then:        publish every target folder atomically
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import shutil
@@ -14,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (__version__, archive, bench, calib, check, export, host, layers, mobile, outdir, package, parity,
+from . import (__version__, archive, bench, calib, host, layers, mobile, onnx_export, outdir, package, package_check, parity,
                quantize, tune, verdict)
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
 from .errors import UsageError
 from .load import load_model
 from .progress import bar
+from .reports import ExportReport, LatencyReport, TargetReport
 from .runtime import int8_session, run_onnx, run_torch, session
 
 log = logging.getLogger("edgekit")
@@ -31,6 +33,7 @@ class Shared:
     """What every target of one run shares."""
 
     recipe: Recipe
+    source: str  # the model as the manifest names it
     inputs: tuple[InputSpec, ...]
     cal: calib.Dataset
     val: calib.Dataset
@@ -47,12 +50,16 @@ class Prepared:
     fp32: Path
     outputs: tuple[InputSpec, ...]
     fp32_val: list
-    export_parity: dict | None
+    export_parity: parity.StageParity | None
 
 
-def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> list[dict]:
+def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> ExportReport:
     _quiet_onnxruntime()
-    _seed(recipe.seed)
+    with _seeded(recipe.seed):
+        return _run(recipe, targets, progress)
+
+
+def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     out = Path(recipe.out)
     names = [t.name for t in targets] + ([f"{t.name}.tar.gz" for t in targets] if recipe.archive else [])
     outdir.check_replaceable(out, names, recipe.force)  # before any work; again under OUT's lock
@@ -65,21 +72,21 @@ def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> list[di
         with outdir.staging(out, names, recipe.force) as stage:
             torch_val = (run_torch(loaded.module, val.feeds, [s.name for s in inputs]) if loaded.module is not None
                          else None)
-            shared = Shared(recipe, inputs, cal, val, torch_val, stage, progress, compression)
+            shared = Shared(recipe, loaded.source, inputs, cal, val, torch_val, stage, progress, compression)
             prepared: dict[int, Prepared] = {}
-            manifests = []
+            reports = {}
             for target in targets:
                 opset = 0 if loaded.is_onnx else target.opset
                 if opset not in prepared:
                     prepared[opset] = _prepare(loaded, shared, opset)
-                manifests.append(_target(shared, target, prepared[opset]))
+                reports[target.name] = _target(shared, target, prepared[opset])
             outdir.publish(stage, out, names)
             published = True
     except KeyboardInterrupt:
         if published:  # a signal during the stage's clean-up: the new output is in place
             raise outdir.InterruptedAfterPublish() from None
         raise
-    return manifests
+    return ExportReport(reports, out)
 
 
 def _quiet_onnxruntime() -> None:
@@ -90,10 +97,22 @@ def _quiet_onnxruntime() -> None:
     onnxruntime.set_default_logger_severity(ort_log_level())  # edgekit reports what matters, in one line
 
 
-def _seed(seed: int) -> None:
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """User code (a model built without weights, a data function) sees the same global random state every
+    run; the caller's random state is restored afterwards."""
+    state = np.random.get_state()
     np.random.seed(seed)
-    if "torch" in sys.modules:  # an .onnx run never imports torch
-        sys.modules["torch"].manual_seed(seed)
+    torch = sys.modules.get("torch")  # an .onnx run never imports torch
+    torch_state = torch.random.get_rng_state() if torch else None
+    if torch:
+        torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+        if torch_state is not None:
+            torch.random.set_rng_state(torch_state)
 
 
 def _inputs(recipe: Recipe, loaded) -> tuple[InputSpec, ...]:
@@ -103,8 +122,8 @@ def _inputs(recipe: Recipe, loaded) -> tuple[InputSpec, ...]:
         return recipe.inputs
     if recipe.output_names:
         raise UsageError("--output-name does not apply to an .onnx source (its outputs are already named)")
-    export.load_onnx_input(loaded.onnx_path)
-    found, _ = export.io_specs(loaded.onnx_path)
+    onnx_export.load_onnx_input(loaded.onnx_path)
+    found, _ = onnx_export.io_specs(loaded.onnx_path)
     if recipe.inputs:
         given = [(s.name, len(s.shape), s.dtype) for s in recipe.inputs]
         if given != [(s.name, len(s.shape), s.dtype) for s in found]:
@@ -114,15 +133,18 @@ def _inputs(recipe: Recipe, loaded) -> tuple[InputSpec, ...]:
 
 
 def _data(recipe: Recipe, inputs, targets: list[Target]) -> tuple[calib.Dataset, calib.Dataset]:
-    if not recipe.calibration:
+    if recipe.calibration is None or recipe.calibration == "":
         raise UsageError("no calibration data: pass --calibration FILE|DIR|MODULE:FN (or `random`, flagged in the report)")
     # with held-out data of its own, calibration reads only the samples the targets will use
     needed = max(apply_quant_overrides(t.quantize, recipe.quantize, f"quantize overrides for {t.name}").samples
-                 for t in targets) if recipe.validation else None
+                 for t in targets) if recipe.validation is not None else None
     cal = calib.load(recipe.calibration, inputs, seed=recipe.seed, max_bytes=recipe.max_data_bytes,
                      max_samples=needed)
-    if recipe.validation:
-        if Path(recipe.validation).resolve() == Path(recipe.calibration).resolve() and recipe.validation != "random":
+    if recipe.validation is not None:
+        if recipe.validation is recipe.calibration or (
+                isinstance(recipe.validation, str) and isinstance(recipe.calibration, str)
+                and Path(recipe.validation).resolve() == Path(recipe.calibration).resolve()
+                and recipe.validation != "random"):
             raise UsageError("--validation is the calibration set: parity must be measured on held-out data "
                              "(leave --validation out to hold out the last 25% of the calibration set)")
         return cal, calib.load(recipe.validation, inputs, seed=recipe.seed + 1, max_bytes=recipe.max_data_bytes)
@@ -170,27 +192,22 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     work = shared.stage / ".work" / f"opset{opset}"
     work.mkdir(parents=True)
     if loaded.is_onnx:
-        raw = export.without_initializer_inputs(loaded.onnx_path, work / "input.onnx")
+        raw = onnx_export.without_initializer_inputs(loaded.onnx_path, work / "input.onnx")
     else:
         recipe = shared.recipe
-        raw = export.export_torch(loaded.program or loaded.module, shared.inputs, recipe.output_names, opset,
+        raw = onnx_export.export_torch(loaded.program or loaded.module, shared.inputs, recipe.output_names, opset,
                                   work / "exported.onnx", "dynamo" if loaded.program else recipe.exporter)
-    fp32 = export.preprocess(raw, work / "model.onnx", shared.recipe.step_timeout)
-    _, outputs = export.io_specs(fp32)
+    fp32 = onnx_export.preprocess(raw, work / "model.onnx", shared.recipe.step_timeout)
+    _, outputs = onnx_export.io_specs(fp32)
     fp32_val = run_onnx(session(fp32)[0], shared.val.feeds)
     export_parity = None
     if shared.torch_val is not None:
-        names = [o.name for o in outputs]
-        export_parity = _parity_block(parity.compare(names, shared.torch_val, fp32_val,
-                                                     _is_classifier(shared.recipe, shared.val)), shared.val)
+        export_parity = parity.StageParity(shared.val.origin, len(shared.val), tuple(parity.compare(
+            [o.name for o in outputs], shared.torch_val, fp32_val, _is_classifier(shared.recipe, shared.val))))
     return Prepared(fp32, outputs, fp32_val, export_parity)
 
 
-def _parity_block(results, data) -> dict:
-    return {"data": data.origin, "samples": len(data), "outputs": [r.as_dict() for r in results]}
-
-
-def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
+def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     log.info("target %s", target.name)
     tdir = shared.stage / target.name
     tdir.mkdir()
@@ -198,7 +215,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
     shutil.copyfile(prep.fp32, fp32)
     fixed, fixed_warnings = _fixed_shapes(shared) if target.package.fixed_shapes else ({}, [])
     if fixed:
-        export.fix_input_shapes(fp32, fixed)
+        onnx_export.fix_input_shapes(fp32, fixed)
     qplan = quantize.plan(fp32, apply_quant_overrides(target.quantize, shared.recipe.quantize,
                                                       f"quantize overrides for {target.name}"),
                           set(shared.recipe.quantize), target.runtime.arch)
@@ -209,22 +226,22 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
     qplan, n_cal, tuning = _quantize(shared, target, qplan, prep, fp32, int8, exact)
     int8_sess, kernels = int8_session(int8, providers, threads, exact)
     int8_val = run_onnx(int8_sess, shared.val.feeds)
-    quant_parity = _parity_block(parity.compare([o.name for o in prep.outputs], prep.fp32_val, int8_val,
-                                                _is_classifier(shared.recipe, shared.val)), shared.val)
-    quant_parity["int8_kernels"] = kernels
-    latency = None if shared.recipe.no_bench else _latency(shared, target, fp32, int8)
+    recipe, cal, val = shared.recipe, shared.cal, shared.val
+    classifier = _is_classifier(recipe, val)
+    quant_parity = parity.StageParity(val.origin, len(val), tuple(parity.compare(
+        [o.name for o in prep.outputs], prep.fp32_val, int8_val, classifier)), kernels)
+    latency = None if recipe.no_bench else _latency(shared, target, fp32, int8)
     props = {"edgekit_version": __version__, "edgekit_target": target.name,
              "edgekit_inputs": ";".join(map(str, shared.inputs)), "edgekit_preprocessing": "onnxruntime quant_pre_process"}
-    export.stamp_metadata(fp32, props)
-    export.stamp_metadata(int8, {**props, "edgekit_quantization": str(qplan.as_dict())})
+    onnx_export.stamp_metadata(fp32, props)
+    onnx_export.stamp_metadata(int8, {**props, "edgekit_quantization": str(qplan.as_dict())})
     packaged = _package(shared, target, tdir, int8, [o.name for o in prep.outputs])
-    recipe, cal, val = shared.recipe, shared.cal, shared.val
-    manifest = {
+    accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val)
+    details = {
         "edgekit_version": __version__,
-        "target": target.name,
         "target_profile": target.path,
-        "opset": export.opset_of(fp32),
-        "model": {"source": recipe.source, "weights": recipe.weights,
+        "opset": onnx_export.opset_of(fp32),
+        "model": {"source": shared.source, "weights": recipe.weights,
                   "exporter": None if shared.torch_val is None else recipe.exporter},
         "versions": _versions(),
         "host": host.label(threads, int8_sess.get_providers()),  # where the figures here were computed
@@ -234,28 +251,23 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> dict:
         "quantization": qplan.as_dict(),
         "calibration": {"data": cal.origin, "samples": n_cal, "random": cal.random},
         "validation": {"data": val.origin, "samples": len(val), "random": val.random},
-        "parity": {"export": prep.export_parity, "quantization": quant_parity},
         "layers": _layer_report(qplan, fp32, int8, val.feeds, tuning),
-        "tuning": tuning,
-        "accuracy": _accuracy(val, shared.torch_val, prep.fp32_val, int8_val),
-        "latency": latency,
         "compression": shared.compression,
         **packaged,
-        "warnings": (verdict.warnings(cal, val, {"export": prep.export_parity, "quantization": quant_parity}, latency,
-                                      int8, providers, threads) + verdict.kernel_warnings(packaged) + fixed_warnings),
     }
-    manifest["gates"] = verdict.gates(target, manifest, _is_classifier(recipe, val), int8.stat().st_size)
-    manifest["passed"] = all(g["passed"] for g in manifest["gates"])
-    manifest["warnings"] += verdict.gate_advice(manifest["gates"], qplan.settings, tuning)
-    package.write(tdir, manifest)
+    warnings = (verdict.warnings(cal, val, {"export": prep.export_parity, "quantization": quant_parity}, latency,
+                                 int8, providers, threads) + verdict.kernel_warnings(packaged) + fixed_warnings)
+    gates = verdict.gates(target, prep.export_parity, quant_parity, accuracy, latency, packaged.get("mobile_coverage"),
+                          int8.stat().st_size, classifier)
+    report = TargetReport(target.name, prep.export_parity, quant_parity, accuracy, latency, tuning, gates,
+                          warnings + verdict.gate_advice(gates, qplan.settings, tuning), details)
+    package.write(tdir, report)
     # the verdict is the gates AND exactly what `edgekit check` will say about the staged package
-    cases = check.check(tdir)
-    manifest["verification"] = [{k: v for k, v in c.items() if k != "seconds"} for c in check.as_dicts(cases)]
-    manifest["passed"] = manifest["passed"] and all(c.passed for c in cases)
-    package.write(tdir, manifest)
+    report.verification = package_check.check(tdir).cases
+    package.write(tdir, report)
     if recipe.archive:
         archive.write(tdir, shared.stage / f"{target.name}.tar.gz")
-    return manifest
+    return report
 
 
 def _fixed_shapes(shared: Shared) -> tuple[dict[str, tuple[int, ...]], list[str]]:
@@ -273,14 +285,12 @@ def _fixed_shapes(shared: Shared) -> tuple[dict[str, tuple[int, ...]], list[str]
     return shapes, warnings
 
 
-def _latency(shared: Shared, target: Target, fp32: Path, int8: Path) -> dict:
+def _latency(shared: Shared, target: Target, fp32: Path, int8: Path) -> LatencyReport:
     providers, threads = list(target.runtime.providers), target.runtime.threads
     with bar(f"benchmarking {target.name}", shared.recipe.bench.runs, shared.progress) as advance:
         lat = bench.measure_pair({"fp32": str(fp32), "int8": str(int8)}, shared.val.feeds[0], providers, threads,
                                  shared.recipe.bench.warmup, shared.recipe.bench.runs, advance)
-    speedup = lat["fp32"].p50_ms / lat["int8"].p50_ms if lat["int8"].p50_ms > 0 else 0.0
-    return {"fp32": lat["fp32"].as_dict(), "int8": lat["int8"].as_dict(), "speedup_p50": round(speedup, 3),
-            "where": host.describe(lat["int8"].host)}
+    return LatencyReport(lat["fp32"], lat["int8"], host.describe(lat["int8"].host))
 
 
 def _package(shared: Shared, target: Target, tdir: Path, int8: Path, names: list[str]) -> dict:
@@ -341,7 +351,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path,
     settings = qplan.settings
     if settings.mode == "dynamic":  # ranges come from each input at run time: nothing to calibrate
         quantize.quantize(fp32, int8, qplan, [])
-        export.check(int8)
+        onnx_export.check(int8)
         skipped = {"skipped": "dynamic quantization has no calibration or QDQ placement to search"}
         return qplan, 0, skipped if settings.auto else None
     n_cal = min(len(shared.cal), settings.samples)
@@ -370,7 +380,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path,
     else:
         with bar(f"calibrating {target.name}", n_cal, shared.progress) as advance:
             quantize.quantize(fp32, int8, qplan, shared.cal.feeds[:n_cal], advance)
-    export.check(int8)
+    onnx_export.check(int8)
     return qplan, n_cal, tuning
 
 
@@ -389,15 +399,11 @@ def _layer_report(qplan, fp32: Path, int8: Path, feeds, tuning, top: int = 10) -
     return [{k: r[k] for k in ("node", "op", "input_sqnr_db", "output_sqnr_db", "lost_db")} for r in rows[:top]]
 
 
-def _accuracy(val, torch_val, fp32_val, int8_val) -> dict | None:
+def _accuracy(val, torch_val, fp32_val, int8_val) -> parity.Accuracy | None:
     if val.labels is None:
         return None
-    acc = {"samples": len(val), "fp32": parity.accuracy(fp32_val, val.labels),
-           "int8": parity.accuracy(int8_val, val.labels)}
-    if torch_val is not None:
-        acc["torch"] = parity.accuracy(torch_val, val.labels)
-    acc["drop"] = round(acc["fp32"] - acc["int8"], 4)
-    return acc
+    return parity.Accuracy(len(val), parity.accuracy(fp32_val, val.labels), parity.accuracy(int8_val, val.labels),
+                           parity.accuracy(torch_val, val.labels) if torch_val is not None else None)
 
 
 def _is_classifier(recipe, val) -> bool:

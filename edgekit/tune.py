@@ -147,16 +147,16 @@ def _evaluate(ctx: Context, plan: quantize.Plan, index: int, why: str, excluded)
     key = s.calibrate_method + (f"-{s.percentile}" if s.calibrate_method == "percentile" else "")
     quantize.quantize(ctx.fp32, out, plan, ctx.cal_feeds, cache=ctx.work / f"calibration-{key}.json")
     int8_val = run_onnx(int8_session(out, ctx.providers, ctx.threads, ctx.exact_int8)[0], ctx.val_feeds)
-    results = [r.as_dict() for r in parity.compare(ctx.names, ctx.fp32_val, int8_val, ctx.classifier)]
-    accuracy = None
-    if ctx.labels is not None:
-        accuracy = {"drop": parity.accuracy(ctx.fp32_val, ctx.labels) - parity.accuracy(int8_val, ctx.labels)}
-    gates = parity.quantization_gates(results, accuracy, ctx.spec, ctx.classifier)
+    results = parity.compare(ctx.names, ctx.fp32_val, int8_val, ctx.classifier)
+    drop = (parity.accuracy(ctx.fp32_val, ctx.labels) - parity.accuracy(int8_val, ctx.labels)
+            if ctx.labels is not None else None)
+    gates = parity.quantization_gates(results, drop, ctx.spec, ctx.classifier)
     lat = bench.measure_pair({"fp32": str(ctx.fp32), "int8": str(out)}, ctx.val_feeds[0], ctx.providers, ctx.threads,
                              10, 30)
-    return Trial(index, why, s.calibrate_method, s.per_channel, excluded, parity.worst(results, "cosine") or 0.0,
-                 parity.worst(results, "sqnr_db") or -200.0, all(g["passed"] for g in gates),
-                 [g["name"] for g in gates if not g["passed"]], lat["int8"].p50_ms, lat["fp32"].p50_ms,
+    cosine, sqnr = parity.worst(results, "cosine"), parity.worst(results, "sqnr_db")  # None: reference ~0
+    return Trial(index, why, s.calibrate_method, s.per_channel, excluded, 0.0 if cosine is None else cosine,
+                 -200.0 if sqnr is None else sqnr, all(g.passed for g in gates),
+                 [g.name for g in gates if not g.passed], lat["int8"].p50_ms, lat["fp32"].p50_ms,
                  out.stat().st_size, round(time.perf_counter() - start, 3), str(out))
 
 

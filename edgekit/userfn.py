@@ -61,10 +61,9 @@ def resolve_callable(spec: str, what: str) -> UserFunction:
     if target.endswith(".py"):
         module = _import_file(Path(target), spec, what)
     else:
-        if os.getcwd() not in sys.path:  # as `python -m` does: modules beside the user's cwd import
-            sys.path.insert(0, os.getcwd())
         try:
-            module = importlib.import_module(target)
+            with _on_path(os.getcwd()):  # as `python -m` does: modules beside the user's cwd import
+                module = importlib.import_module(target)
         except KeyboardInterrupt:
             raise
         except BaseException as e:
@@ -85,19 +84,26 @@ def _import_file(path: Path, spec: str, what: str):
     module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # dataclasses and pickling look the module up while it executes
-    folder = str(path.parent)
-    added = folder not in sys.path
-    if added:
-        sys.path.insert(0, folder)  # let the file import its neighbours
     try:
-        module_spec.loader.exec_module(module)
+        with _on_path(str(path.parent)):  # let the file import its neighbours
+            module_spec.loader.exec_module(module)
     except KeyboardInterrupt:
         del sys.modules[name]
         raise
     except BaseException as e:
         del sys.modules[name]
         raise InputError(f"{what} {spec!r}: importing {path.name} failed: {type(e).__name__}: {e}") from e
-    finally:
-        if added:
-            sys.path.remove(folder)
     return module
+
+
+@contextlib.contextmanager
+def _on_path(folder: str):
+    """`folder` first on sys.path while user code imports; sys.path as it was afterwards."""
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)

@@ -3,29 +3,24 @@ from __future__ import annotations
 
 from . import bench, parity
 from .config import Target
+from .parity import Accuracy, Gate, StageParity
+from .reports import LatencyReport
 from .runtime import EXACT_REFUSED
 
 
-def gates(target: Target, m: dict, classifier: bool, int8_bytes: int) -> list[dict]:
-    p = target.parity
-    found: list[dict] = []
-    export_p = m["parity"]["export"]
-    if export_p:
-        parity.signal_gate(found, "export_reference_signal", export_p["outputs"])
-        parity.gate(found, "export_cosine", parity.worst(export_p["outputs"], "cosine_min"), ">=",
-                    p.export_cosine_min)
-        parity.gate(found, "export_max_abs", max(o["max_abs"] for o in export_p["outputs"]), "<=", p.export_max_abs)
-    found += parity.quantization_gates(m["parity"]["quantization"]["outputs"], m["accuracy"], p, classifier)
-    if target.budgets.latency_p50_ms_max and m["latency"]:
-        parity.gate(found, "latency_p50_ms", m["latency"]["int8"]["p50_ms"], "<=", target.budgets.latency_p50_ms_max)
-    elif target.budgets.latency_p50_ms_max:
-        parity.skipped(found, "latency_p50_ms", "latency not measured (--no-bench)")
-    if target.budgets.size_mb_max:
-        parity.gate(found, "size_mb", int8_bytes / 1e6, "<=", target.budgets.size_mb_max)
+def gates(target: Target, export: StageParity | None, quant: StageParity, accuracy: Accuracy | None,
+          latency: LatencyReport | None, coverage: dict | None, int8_bytes: int, classifier: bool) -> list[Gate]:
+    p, budgets = target.parity, target.budgets
+    found = parity.export_gates(export, p)
+    found += parity.quantization_gates(quant.outputs, accuracy.drop if accuracy else None, p, classifier)
+    if budgets.latency_p50_ms_max:
+        found.append(parity.gate("latency_p50_ms", latency.int8.p50_ms, "<=", budgets.latency_p50_ms_max) if latency
+                     else parity.skipped("latency_p50_ms", "latency not measured (--no-bench)"))
+    if budgets.size_mb_max:
+        found.append(parity.gate("size_mb", int8_bytes / 1e6, "<=", budgets.size_mb_max))
     if target.package.min_coverage and target.package.coverage:
         first = target.package.coverage[0]
-        parity.gate(found, f"{first}_coverage", m["mobile_coverage"][first]["coverage"], ">=",
-                    target.package.min_coverage)
+        found.append(parity.gate(f"{first}_coverage", coverage[first]["coverage"], ">=", target.package.min_coverage))
     return found
 
 
@@ -34,17 +29,17 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads) -> lis
     if cal.random or val.random:
         said.append("CALIBRATED AND VALIDATED ON RANDOM DATA: PARITY AND ACCURACY FIGURES DO NOT REFLECT REAL INPUTS")
     for stage, block in parities.items():
-        for o in (block or {}).get("outputs", []):
-            if o.get("reference_near_zero"):
-                said.append(f"{stage} parity: reference output {o['output']!r} is ~0 (max |value| "
-                            f"{o['reference_peak']:.3g} < {parity.NEAR_ZERO:g}) on the validation data: cosine and "
+        for o in block.outputs if block else ():
+            if o.near_zero:
+                said.append(f"{stage} parity: reference output {o.output!r} is ~0 (max |value| "
+                            f"{o.reference_peak:.3g} < {parity.NEAR_ZERO:g}) on the validation data: cosine and "
                             "SQNR say nothing about a model that emits no signal; check the model and its inputs")
-    spreads = {k: latency[k]["p90_over_p50"] for k in ("fp32", "int8")} if latency else {}
+    spreads = {"fp32": latency.fp32.p90_over_p50, "int8": latency.int8.p90_over_p50} if latency else {}
     if any(v > bench.NOISY_SPREAD for v in spreads.values()):
         said.append(f"latency spread p90/p50 fp32 {spreads['fp32']:.2f}, int8 {spreads['int8']:.2f} "
                     f"(> {bench.NOISY_SPREAD}): the host was noisy during the run; re-run or raise --bench-runs "
                     "before trusting the speed figures")
-    speedup = latency["speedup_p50"] if latency else 1.0
+    speedup = latency.speedup_p50 if latency else 1.0
     if speedup < 1.0:
         fusion = bench.unfused_qdq(str(int8), providers, threads)
         cause = (f"{fusion['unfused_compute_nodes']} compute node(s) stayed float behind DequantizeLinear "
@@ -55,10 +50,10 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads) -> lis
     return said
 
 
-def gate_advice(gates: list[dict], settings, tuning: dict | None) -> list[str]:
+def gate_advice(gates: list[Gate], settings, tuning: dict | None) -> list[str]:
     if tuning and tuning.get("advice"):
         return [tuning["advice"]]
-    failed = [g["name"] for g in gates if not g["passed"] and g["name"].startswith(("quant_", "top1", "accuracy"))]
+    failed = [g.name for g in gates if not g.passed and g.name.startswith(("quant_", "top1", "accuracy"))]
     if failed and not settings.auto and settings.mode == "static":
         return [f"quantization gates failed ({', '.join(failed)}): re-run with --auto to search "
                 f"{', '.join(settings.auto_search)} within this target's rules"]

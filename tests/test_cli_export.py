@@ -247,12 +247,13 @@ def test_reference_that_emits_no_signal_is_flagged_not_scored(tmp_path, cnn_data
 
 def test_latency_carries_its_spread_and_a_noisy_host_is_named():
     from edgekit import bench
+    from edgekit.reports import LatencyReport
     from edgekit.verdict import warnings as verdict_warnings
 
     class Data:
         random = False
 
-    lat = {k: {"p50_ms": 1.0, "p90_over_p50": s} for k, s in (("fp32", 1.1), ("int8", 2.4))} | {"speedup_p50": 1.0}
+    lat = LatencyReport(*(bench.Latency(1.0, s, 3.0, 1.0, 10, 1.0, 1, {}) for s in (1.1, 2.4)), "here")
     warnings = verdict_warnings(Data(), Data(), {}, lat, None, [], 1)
     assert len(warnings) == 1 and "latency spread p90/p50 fp32 1.10, int8 2.40" in warnings[0]
     assert bench.Latency(1.0, 1.6, 2.0, 1.2, 10, 1.0, 1, {}).as_dict()["p90_over_p50"] == 1.6

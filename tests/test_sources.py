@@ -11,7 +11,7 @@ from models import residual, small_cnn
 from edgekit import bench, quantize
 from edgekit.cli import main
 from edgekit.config import InputSpec, QuantSettings
-from edgekit.export import export_torch, preprocess
+from edgekit.onnx_export import export_torch, preprocess
 
 
 def _export(*args):

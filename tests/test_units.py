@@ -13,7 +13,7 @@ from edgekit import calib, config, parity, quantize
 from edgekit.cli import main
 from edgekit.config import InputSpec
 from edgekit.errors import InputError
-from edgekit.export import export_torch
+from edgekit.onnx_export import export_torch
 
 
 def test_input_spec_parse():

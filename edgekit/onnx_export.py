@@ -225,7 +225,7 @@ def preprocess(src: Path, dest: Path, timeout: float = DEFAULT_STEP_TIMEOUT) -> 
     from . import bounded
 
     src, dest = Path(src).resolve(), Path(dest).resolve()
-    note = bounded.run("pre-processing", "edgekit.export:preprocess_in_child", str(src), str(dest), timeout=timeout)
+    note = bounded.run("pre-processing", "edgekit.onnx_export:preprocess_in_child", str(src), str(dest), timeout=timeout)
     if note:
         log.info("%s", note)
     check(dest)

@@ -9,7 +9,7 @@ import contextlib
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -18,22 +18,14 @@ import numpy as np
 from . import archive, arrays, bounded, host, package
 from .config import DEFAULT_STEP_TIMEOUT
 from .errors import InputError, StageError, UsageError, first_line
+from .reports import Case, CheckReport
 from .runtime import int8_session
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
 
 
-@dataclass
-class Case:
-    target: str
-    name: str
-    passed: bool
-    message: str = ""
-    seconds: float = 0.0
-    kernels: str = ""  # which int8 kernels ran the model (parity cases)
-
-
-def check(path: Path) -> list[Case]:
+def check(path: Path) -> CheckReport:
+    """Re-run a package's golden vectors and verify its file hashes (folder, OUT folder or archive)."""
     original = Path(path)
     if not original.exists():
         raise InputError(f"{original}: no such file or folder")
@@ -45,9 +37,9 @@ def check(path: Path) -> list[Case]:
         elif original.is_file():
             raise InputError(f"{original}: expected a package folder or a .tar.gz archive")
         # messages name the folder as the user knows it (inside the archive), not the temporary copy
-        return [case for folder in _target_folders(root, original)
-                for case in _check_target(folder, str(original if folder == root else
-                                                      original / folder.relative_to(root)), mismatched)]
+        return CheckReport([case for folder in _target_folders(root, original)
+                            for case in _check_target(folder, str(original if folder == root else
+                                                                  original / folder.relative_to(root)), mismatched)])
 
 
 def _target_folders(path: Path, shown: Path) -> list[Path]:
@@ -87,7 +79,7 @@ def _parity_bounded(target: str, pairs: list[tuple[str, str]]) -> list[Case]:
     from others, and a 200-byte model can ask onnxruntime for 40 GB."""
     host.int8_isa()  # a bad EDGEKIT_HOST_ISA is the user's usage error (exit 2), told before the child runs
     try:
-        found = json.loads(bounded.run("check", "edgekit.check:parity_in_child", target, json.dumps(pairs),
+        found = json.loads(bounded.run("check", "edgekit.package_check:parity_in_child", target, json.dumps(pairs),
                                        timeout=DEFAULT_STEP_TIMEOUT))
     except StageError as e:  # a model that exhausts time or memory fails its check (exit 1), with the reason
         return [Case(target, f"parity {Path(m).name}", False, str(e)) for m, _ in pairs]
@@ -218,6 +210,3 @@ def junit(cases: list[Case]) -> str:
                 ElementTree.SubElement(case, "failure", message=c.message).text = c.message
     return ElementTree.tostring(root, encoding="unicode", xml_declaration=True)
 
-
-def as_dicts(cases: list[Case]) -> list[dict]:
-    return [asdict(c) for c in cases]

@@ -1,0 +1,114 @@
+"""What `export` and `check` found, as typed objects. A target's manifest.json is `TargetReport.to_json()`:
+written for others to re-check, never read back by the pipeline."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .bench import Latency
+from .errors import ExitCode
+from .parity import Accuracy, Gate, StageParity
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    fp32: Latency
+    int8: Latency
+    where: str  # host CPU, ISA, threads, providers, onnxruntime version
+
+    @property
+    def speedup_p50(self) -> float:
+        return round(self.fp32.p50_ms / self.int8.p50_ms, 3) if self.int8.p50_ms > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {"fp32": self.fp32.as_dict(), "int8": self.int8.as_dict(), "speedup_p50": self.speedup_p50,
+                "where": self.where}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One `edgekit check` finding: integrity, the recorded gates, or one shipped model's parity."""
+
+    target: str
+    name: str
+    passed: bool
+    message: str = ""
+    seconds: float = 0.0
+    kernels: str = ""  # which int8 kernels ran the model (parity cases)
+
+
+@dataclass
+class TargetReport:
+    """One target's figures and verdict."""
+
+    target: str
+    export_parity: StageParity | None  # torch vs ONNX fp32 (None for an .onnx source)
+    quant_parity: StageParity  # ONNX fp32 vs int8
+    accuracy: Accuracy | None  # None without labels
+    latency: LatencyReport | None  # None with --no-bench
+    tuning: dict | None  # the --auto search: trials, choice, advice
+    gates: list[Gate]
+    warnings: list[str]
+    details: dict  # what the manifest records besides: versions, host, inputs, quantization, golden files, ...
+    files: dict[str, str] = field(default_factory=dict)  # deliverable → sha256
+    sizes: dict[str, int] = field(default_factory=dict)  # deliverable → bytes
+    verification: list[Case] = field(default_factory=list)  # `edgekit check` on the staged package
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates) and all(c.passed for c in self.verification)
+
+    def failures(self) -> list[str]:
+        """Failed gates, then what `edgekit check` failed on besides the gates it re-reads."""
+        return ([g.name for g in self.gates if not g.passed]
+                + [f"check {c.name}" for c in self.verification if not c.passed and c.name != "gates"])
+
+    def to_json(self) -> dict:
+        d = self.details
+        return {"edgekit_version": d["edgekit_version"], "target": self.target,
+                **{k: v for k, v in d.items() if k != "edgekit_version"},
+                "parity": {"export": self.export_parity and self.export_parity.as_dict(),
+                           "quantization": self.quant_parity.as_dict()},
+                "accuracy": self.accuracy and self.accuracy.as_dict(),
+                "latency": self.latency and self.latency.as_dict(),
+                "tuning": self.tuning, "gates": [g.as_dict() for g in self.gates], "passed": self.passed,
+                "warnings": self.warnings,
+                "verification": [{k: v for k, v in asdict(c).items() if k != "seconds"} for c in self.verification],
+                "files": self.files, "sizes": self.sizes}
+
+
+@dataclass
+class ExportReport:
+    """Every target of one `edgekit.export` run; `passed` only if each target passed."""
+
+    targets: dict[str, TargetReport]
+    out: Path  # the published folder: OUT/<target> for each target
+
+    @property
+    def passed(self) -> bool:
+        return all(t.passed for t in self.targets.values())
+
+    @property
+    def exit_code(self) -> int:
+        return int(ExitCode.OK if self.passed else ExitCode.GATE_FAILED)
+
+    def to_json(self) -> list[dict]:
+        return [t.to_json() for t in self.targets.values()]
+
+
+@dataclass
+class CheckReport:
+    """`edgekit check` on a package folder, an OUT folder or an archive."""
+
+    cases: list[Case]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.cases)
+
+    @property
+    def exit_code(self) -> int:
+        return int(ExitCode.OK if self.passed else ExitCode.GATE_FAILED)
+
+    def to_json(self) -> list[dict]:
+        return [asdict(c) for c in self.cases]

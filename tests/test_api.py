@@ -1,0 +1,97 @@
+"""The Python API (`edgekit.export`, `edgekit.check`): typed reports, the CLI's packages, no side effects."""
+import sys
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import DIGITS
+
+import edgekit
+from edgekit.cli import main
+
+MODEL = f"{DIGITS / 'model.py'}:build"
+WEIGHTS = DIGITS / "digits_cnn.pt"
+
+
+def digits_module():
+    sys.path.insert(0, str(DIGITS))
+    try:
+        from model import DigitsCNN
+    finally:
+        sys.path.remove(str(DIGITS))
+    module = DigitsCNN()
+    module.load_state_dict(torch.load(WEIGHTS, weights_only=True))
+    return module
+
+
+def samples(name: str, count: int):
+    """One {input: array, labels: id} dict per image, as a user's data loader would yield them."""
+    data = np.load(DIGITS / "data" / f"{name}.npz")
+    for image, label in zip(data["image"][:count], data["labels"][:count]):
+        yield {"image": image[None], "labels": label}
+
+
+def test_export_a_module_from_generators_then_check_it(tmp_path):
+    module = digits_module()
+    module.train()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    import onnxruntime.quantization  # noqa: F401  its own import appends onnxruntime/transformers to sys.path, once
+    path, np_state, torch_state = list(sys.path), np.random.get_state()[1].copy(), torch.get_rng_state()
+    report = edgekit.export(module, inputs=["image:Nx1x8x8"], calibration=samples("calibration", 128),
+                            validation=samples("validation", 200), targets=["desktop-x86"], out=tmp_path / "out",
+                            no_bench=True, calibrate_method="minmax")
+    assert isinstance(report, edgekit.ExportReport) and report.passed and report.exit_code == 0
+    target = report.targets["desktop-x86"]
+    assert target.accuracy.samples == 200 and target.accuracy.drop <= 1.0
+    assert all(g.passed for g in target.gates) and {g.name for g in target.gates} >= {"export_cosine", "quant_cosine"}
+    assert target.quant_parity.worst("cosine") > 0.99 and target.latency is None
+    assert target.to_json()["model"]["source"].endswith("DigitsCNN (a Python object)")
+    checked = edgekit.check(report.out)
+    assert isinstance(checked, edgekit.CheckReport) and checked.passed and checked.exit_code == 0
+    # the caller's module, import path and random state are as they were
+    assert module.training and all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+    assert sys.path == path and np.array_equal(np.random.get_state()[1], np_state)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+
+
+def test_api_and_cli_write_byte_identical_packages(tmp_path):
+    data = DIGITS / "data"
+    api = edgekit.export(MODEL, inputs=["image:Nx1x8x8"], weights=str(WEIGHTS),
+                         calibration=data / "calibration.npz", validation=str(data / "validation.npz"),
+                         targets=("desktop-x86",), out=tmp_path / "api", no_bench=True, archive=True)
+    cli = CliRunner().invoke(main, ["export", MODEL, "--weights", str(WEIGHTS), "--input", "image:Nx1x8x8",
+                                    "--calibration", str(data / "calibration.npz"), "--validation",
+                                    str(data / "validation.npz"), "-t", "desktop-x86", "--out", str(tmp_path / "cli"),
+                                    "--no-bench", "--archive"])
+    assert cli.exit_code == 0, cli.output
+    assert api.passed
+    api_files = sorted(p.relative_to(tmp_path / "api") for p in (tmp_path / "api").rglob("*") if p.is_file())
+    cli_files = sorted(p.relative_to(tmp_path / "cli") for p in (tmp_path / "cli").rglob("*") if p.is_file())
+    assert api_files == cli_files and len(api_files) > 5
+    for name in api_files:
+        assert (tmp_path / "api" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes(), name
+
+
+def test_settings_are_checked_like_the_cli_checks_flags(tmp_path):
+    kwargs = dict(inputs=["image:Nx1x8x8"], calibration="random", out=tmp_path / "o")
+    with pytest.raises(TypeError, match="did you mean 'calibrate_method'"):
+        edgekit.export(MODEL, calibrate_methd="entropy", **kwargs)
+    with pytest.raises(edgekit.UsageError, match="calibrate_method = 'best' is not one of minmax"):
+        edgekit.export(MODEL, calibrate_method="best", **kwargs)
+    with pytest.raises(edgekit.UsageError, match="samples = 0 is out of range"):
+        edgekit.export(MODEL, samples=0, **kwargs)
+    with pytest.raises(edgekit.InputError) as bad:
+        edgekit.export(MODEL, inputs=["image:Nx1x8x8"], calibration=iter([{"pixels": np.zeros((1, 1, 8, 8))}]),
+                       out=tmp_path / "o")
+    assert bad.value.exit_code == 3 and "unexpected ['pixels']" in str(bad.value)
+    assert not (tmp_path / "o").exists()
+
+
+def test_import_edgekit_is_light():
+    """The API loads on first use: scripts that only need `edgekit.check` never import torch."""
+    import subprocess
+    code = ("import sys, edgekit; assert callable(edgekit.check) and callable(edgekit.export); "
+            "print('torch' in sys.modules, 'onnxruntime' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.split() == ["False", "False"], run.stderr
