@@ -10,9 +10,11 @@ import traceback
 from pathlib import Path
 
 import click
+import dataclasses
+import typing
 
 from . import __version__
-from .config import DEFAULT_TARGETS
+from .config import (DEFAULT_TARGETS, DistillSettings, PruneSpec, QuantSettings, Recipe, choices, flag_param)
 from .errors import EdgekitError, ExitCode, first_line, from_os_error
 
 
@@ -38,7 +40,8 @@ def _handle_errors(fn):
         except SystemExit as e:
             _fail(f"edgekit: error: user code called sys.exit({e.code!r}) during the run", ExitCode.BAD_INPUT, debug)
         except EdgekitError as e:
-            _fail(f"edgekit: error: {e}", e.exit_code, debug)
+            kind = "internal error" if e.exit_code == ExitCode.INTERNAL else "error"
+            _fail(f"edgekit: {kind}: {e}", e.exit_code, debug)
         except KeyboardInterrupt as e:
             from .outdir import InterruptedAfterPublish
 
@@ -68,6 +71,30 @@ def _fail(line: str, code: ExitCode, debug: bool) -> None:
         traceback.print_exc()
     click.echo(line, err=True)
     sys.exit(int(code))
+
+
+def _quant_options(fn):
+    """One `export` option per QuantSettings field that has a flag: type, choices and help from the field."""
+    hints = typing.get_type_hints(QuantSettings)
+    for f in reversed(dataclasses.fields(QuantSettings)):
+        flag, hint = f.metadata["flag"], hints[f.name]
+        if not flag:
+            continue
+        default = ",".join(f.default) or "none" if isinstance(f.default, tuple) else f.default
+        kwargs = {"default": None, "help": f"{f.metadata['help'][0].upper()}{f.metadata['help'][1:]} "
+                                           f"(default: the target's, else {default})."}
+        if hint is bool and "/" not in flag:
+            kwargs["is_flag"] = True
+        elif hint is bool:
+            pass  # --on/--off: click makes it a boolean flag
+        elif typing.get_origin(hint) is typing.Literal:
+            kwargs["type"] = click.Choice(typing.get_args(hint))
+        elif hint in (int, float):
+            kwargs["type"] = hint
+        else:
+            kwargs.update(type=str, metavar="A,B,...")
+        fn = click.option(flag, flag_param(flag), **kwargs)(fn)
+    return fn
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,25 +130,9 @@ def main(debug: bool, verbose: bool) -> None:
                    f"{', '.join(DEFAULT_TARGETS)}; `edgekit targets` lists the bundled ones.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default dist).")
 @click.option("--seed", type=int)
-@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]))
-@click.option("--task", type=click.Choice(["auto", "classification", "other"]))
-@click.option("--quant-mode", type=click.Choice(["static", "dynamic"]))
-@click.option("--format", "quant_format", type=click.Choice(["QDQ", "QOperator"]))
-@click.option("--activation-type", type=click.Choice(["uint8", "int8", "uint16", "int16"]))
-@click.option("--weight-type", type=click.Choice(["uint8", "int8", "uint16", "int16"]))
-@click.option("--per-channel/--per-tensor", default=None)
-@click.option("--reduce-range", type=click.Choice(["auto", "true", "false"]))
-@click.option("--calibrate-method", type=click.Choice(["minmax", "entropy", "percentile"]))
-@click.option("--calibration-samples", type=int, help="Samples used for calibration.")
-@click.option("--op-types", help="Comma-separated op types to quantize (default: all).")
-@click.option("--exclude-nodes", help="Comma-separated node names to keep in float.")
-@click.option("--transformer-scheme", type=click.Choice(["dynamic", "matmul-static", "off"]))
-@click.option("--auto", is_flag=True, default=None, help="When parity fails, search calibration methods, per-channel/"
-              "tensor, then keep the most sensitive nodes in float; pick the fastest passing trial.")
-@click.option("--max-trials", type=int, help="Bound on --auto trials (default 12).")
-@click.option("--time-budget", type=float, help="Bound on --auto search time in seconds (default 600).")
-@click.option("--max-excluded", type=int, help="Bound on nodes --auto keeps in float (default 8).")
-@click.option("--max-latency-price", type=float, help="Stop --auto fallbacks past this int8 slowdown (default 2.0).")
+@click.option("--exporter", type=click.Choice(choices(Recipe, "exporter")))
+@click.option("--task", type=click.Choice(choices(Recipe, "task")))
+@_quant_options
 @click.option("--bench-runs", type=int, help="Timed runs per model.")
 @click.option("--step-timeout", type=float,
               help="Seconds allowed for pre-processing (shape inference, folding) of the model, in a child (600).")
@@ -160,10 +171,11 @@ def _specs(inputs):
               help="Load files that can run code (full pickles, TorchScript, .pt2): trusted files only.")
 @click.option("--input", "inputs", multiple=True, required=True, metavar="NAME:SHAPE[:DTYPE]")
 @click.option("--ratio", type=float, required=True, help="Share of channels (structured) or weights to remove.")
-@click.option("--method", type=click.Choice(["structured", "unstructured"]), default="structured", show_default=True)
-@click.option("--importance", type=click.Choice(["l1", "l2", "taylor"]), default="l1", show_default=True)
+@click.option("--method", type=click.Choice(choices(PruneSpec, "method")), default=PruneSpec.method, show_default=True)
+@click.option("--importance", type=click.Choice(choices(PruneSpec, "importance")), default=PruneSpec.importance,
+              show_default=True)
 @click.option("--ignore", multiple=True, help="Layer name to keep whole (the output layer always is). Repeatable.")
-@click.option("--round-to", type=int, default=0, help="Keep channel counts multiples of this (e.g. 8).")
+@click.option("--round-to", type=int, default=PruneSpec.round_to, help="Keep channel counts multiples of this (e.g. 8).")
 @click.option("--data", help="Labelled data for --importance taylor (MODULE:FN yielding (inputs, labels), or .npz).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pruned model file (.pt).")
 @click.option("--json", "as_json", is_flag=True)
@@ -171,13 +183,15 @@ def _specs(inputs):
 def prune(source, weights, trust_checkpoint, inputs, ratio, method, importance, ignore, round_to, data, out, as_json):
     """Remove channels (or weights) from SOURCE; saves a state dict that `export --weights` reloads."""
     from .compress import load_batches, run_prune, save, verify_reload
-    from .config import PruneSpec
+    from .errors import UsageError
     from .load import load_model
+    from .userfn import is_function_spec
 
+    if not is_function_spec(source):  # told before a TorchScript/.pt2/.onnx file is loaded at all
+        raise UsageError(f"prune takes a MODULE:FUNCTION or FILE.py:FUNCTION model, not {source!r}: the pruned "
+                         "weights are saved as a state dict that rebuilds from that function")
     specs = _specs(inputs)
     loaded = load_model(source, weights, trust_checkpoint)
-    if loaded.module is None or loaded.program is not None:
-        raise click.UsageError("prune takes a MODULE:FUNCTION or FILE.py:FUNCTION model (a plain nn.Module)")
     batches = load_batches(data, specs, 32) if data else None
     result = run_prune(loaded.module, specs, PruneSpec(ratio, method, importance, tuple(ignore), round_to), batches)
     save(loaded.module, Path(out), {"edgekit_prune": result.as_dict(), "edgekit_source": source})
@@ -199,15 +213,17 @@ def prune(source, weights, trust_checkpoint, inputs, ratio, method, importance, 
               help="Load files that can run code (full pickles, TorchScript, .pt2): trusted files only.")
 @click.option("--data", required=True, help="MODULE:FN yielding (inputs, labels) batches, or labelled .npz data.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME:SHAPE[:DTYPE]", help="Needed for .npz data.")
-@click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--temperature", type=float, default=4.0, show_default=True)
-@click.option("--alpha", type=float, default=0.7, show_default=True, help="Soft-target weight; 1-alpha for labels.")
-@click.option("--lr", type=float, default=3e-3, show_default=True)
-@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--epochs", type=int, default=DistillSettings.epochs, show_default=True)
+@click.option("--temperature", type=float, default=DistillSettings.temperature, show_default=True)
+@click.option("--alpha", type=float, default=DistillSettings.alpha, show_default=True,
+              help="Soft-target weight; 1-alpha for labels.")
+@click.option("--lr", type=float, default=DistillSettings.lr, show_default=True)
+@click.option("--optimizer", type=click.Choice(choices(DistillSettings, "optimizer")),
+              default=DistillSettings.optimizer, show_default=True)
+@click.option("--batch-size", type=int, default=DistillSettings.batch_size, show_default=True)
 @click.option("--feature", "features", multiple=True, help="TEACHER_LAYER:STUDENT_LAYER to match (MSE). Repeatable.")
-@click.option("--patience", type=int, default=0, help="Stop after this many epochs without improvement.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--patience", type=int, default=DistillSettings.patience, help="Stop after this many epochs without improvement.")
+@click.option("--seed", type=int, default=DistillSettings.seed, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Best student (.pt), saved as it improves.")
 @click.option("--json", "as_json", is_flag=True)
 @_handle_errors

@@ -8,6 +8,7 @@ import tomllib
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Literal
 
 from .errors import UsageError
 from .userfn import is_function_spec
@@ -73,35 +74,57 @@ class InputSpec:
 
 
 AUTO_KNOBS = ("calibrate_method", "per_channel", "exclude_nodes")  # what --auto knows how to search
+# Allowed values: each Literal is the one source the recipe/profile checker, the CLI's choices and the
+# README's settings table are made from.
+Mode = Literal["static", "dynamic"]
+QuantFormat = Literal["QDQ", "QOperator"]
+IntType = Literal["uint8", "int8", "uint16", "int16"]
+ReduceRange = Literal["auto", "true", "false"]
+CalibrateMethod = Literal["minmax", "entropy", "percentile"]
+TransformerScheme = Literal["dynamic", "matmul-static", "off"]
+Exporter = Literal["torchscript", "dynamo"]
+Task = Literal["auto", "classification", "other"]
+Arch = Literal["x86_64", "arm64"]
+OrtOptimization = Literal["Runtime", "Fixed"]
+PruneMethod = Literal["structured", "unstructured"]
+Importance = Literal["l1", "l2", "taylor"]
+Optimizer = Literal["adamw", "sgd"]
+
+
+def _setting(default, help: str, flag: str | None = None):
+    """A quantization setting: its default, what it does, and its `edgekit export` flag (None: profile and
+    recipe only). The CLI options and the README table are generated from these."""
+    return field(default=default, metadata={"help": help, "flag": flag})
 
 
 @dataclass(frozen=True)
 class QuantSettings:
-    """What onnxruntime's quantizer is asked to do; every field can come from a profile or a flag."""
+    """What onnxruntime's quantizer is asked to do; every field can come from a profile, a recipe's
+    [quantize] table, a flag or an `edgekit.export()` keyword."""
 
-    mode: str = "static"  # static | dynamic
-    format: str = "QDQ"  # QDQ | QOperator
-    activation_type: str = "uint8"
-    weight_type: str = "int8"
-    per_channel: bool = True
-    reduce_range: str = "auto"  # auto (by host ISA) | true | false
-    calibrate_method: str = "minmax"  # minmax | entropy | percentile
-    percentile: float = 99.999
-    samples: int = 128
-    op_types: tuple[str, ...] = ()  # empty: every op onnxruntime can quantize
-    exclude_nodes: tuple[str, ...] = ()
-    # What to do with attention-style graphs, where full static QDQ wrecks the mask path.
-    transformer_scheme: str = "dynamic"  # dynamic | matmul-static | off
-    # Accuracy-aware search when the defaults fail parity: calibration methods, per-channel/tensor,
-    # then keeping the most sensitive nodes in float, within these bounds.
-    auto: bool = False
-    # What --auto may change: the target's hardware rules decide (android: NNAPI/XNNPACK take uint8
-    # weights only per-tensor, so per_channel is not searched there).
-    auto_search: tuple[str, ...] = AUTO_KNOBS
-    max_trials: int = 12
-    time_budget: float = 600.0  # seconds
-    max_excluded: int = 8  # nodes kept in float at most
-    max_latency_price: float = 2.0  # stop excluding once int8 p50 exceeds this multiple of the defaults' p50
+    mode: Mode = _setting("static", "static (calibrated) or dynamic (ranges at run time)", "--quant-mode")
+    format: QuantFormat = _setting("QDQ", "QDQ pairs around float ops, or QOperator integer ops", "--format")
+    activation_type: IntType = _setting("uint8", "activation integer type", "--activation-type")
+    weight_type: IntType = _setting("int8", "weight integer type", "--weight-type")
+    per_channel: bool = _setting(True, "weights per output channel (else per tensor)", "--per-channel/--per-tensor")
+    reduce_range: ReduceRange = _setting("auto", "7-bit weights; auto: only on x86 hosts without VNNI",
+                                         "--reduce-range")
+    calibrate_method: CalibrateMethod = _setting("minmax", "how activation ranges are calibrated",
+                                                 "--calibrate-method")
+    percentile: float = _setting(99.999, "the percentile for calibrate_method = percentile")
+    samples: int = _setting(128, "calibration samples used", "--calibration-samples")
+    op_types: tuple[str, ...] = _setting((), "op types to quantize (empty: all onnxruntime can)", "--op-types")
+    exclude_nodes: tuple[str, ...] = _setting((), "node names kept in float", "--exclude-nodes")
+    transformer_scheme: TransformerScheme = _setting(
+        "dynamic", "attention-style graphs, where full static QDQ wrecks the mask path", "--transformer-scheme")
+    auto: bool = _setting(False, "when parity fails, search calibration, per-channel/tensor, then float fallbacks",
+                          "--auto")
+    auto_search: tuple[str, ...] = _setting(AUTO_KNOBS, "what --auto may change (the target's hardware rules)")
+    max_trials: int = _setting(12, "bound on --auto trials", "--max-trials")
+    time_budget: float = _setting(600.0, "bound on --auto search time, seconds", "--time-budget")
+    max_excluded: int = _setting(8, "bound on nodes --auto keeps in float", "--max-excluded")
+    max_latency_price: float = _setting(2.0, "--auto stops excluding past this int8 slowdown over the defaults",
+                                        "--max-latency-price")
 
 
 @dataclass(frozen=True)
@@ -129,7 +152,7 @@ class PackageSpec:
     """What goes into the target's folder beyond the two ONNX models."""
 
     ort_format: bool = False  # model.int8.ort + required_operators.config for minimal mobile builds
-    ort_optimization: str = "Runtime"  # Runtime | Fixed (onnxruntime's optimization styles)
+    ort_optimization: OrtOptimization = "Runtime"  # onnxruntime's optimization styles
     c_header: bool = False  # model_data.h/.c embedding model.int8.onnx for firmware builds
     coverage: tuple[str, ...] = ()  # nnapi | coreml: usability-checker predictions in the manifest
     min_coverage: float = 0.0  # gate: share of nodes the first listed provider is predicted to take
@@ -144,7 +167,7 @@ class PackageSpec:
 class RuntimeSpec:
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     threads: int = 1
-    arch: str = "x86_64"  # the device's CPU: decides reduce_range=auto and how int8 parity is emulated
+    arch: Arch = "x86_64"  # the device's CPU: decides reduce_range=auto and how int8 parity is emulated
 
 
 @dataclass(frozen=True)
@@ -169,8 +192,8 @@ class BenchSpec:
 @dataclass(frozen=True)
 class PruneSpec:
     ratio: float = 0.5
-    method: str = "structured"  # structured | unstructured
-    importance: str = "l1"  # l1 | l2 | taylor
+    method: PruneMethod = "structured"
+    importance: Importance = "l1"
     ignore: tuple[str, ...] = ()
     round_to: int = 0
 
@@ -183,7 +206,7 @@ class DistillSettings:
     alpha: float = 0.7  # weight of the soft-target loss; 1 - alpha goes to the labels
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    optimizer: str = "adamw"  # adamw | sgd
+    optimizer: Optimizer = "adamw"
     batch_size: int = 64
     features: tuple[str, ...] = ()  # "teacher_layer:student_layer" pairs, matched with MSE
     feature_weight: float = 1.0
@@ -198,11 +221,11 @@ class Recipe:
     source: str
     inputs: tuple[InputSpec, ...] = ()
     weights: str | None = None
-    exporter: str = "torchscript"  # torchscript | dynamo
+    exporter: Exporter = "torchscript"
     output_names: tuple[str, ...] = ()
     calibration: str | None = None
     validation: str | None = None
-    task: str = "auto"  # auto | classification | other
+    task: Task = "auto"
     targets: tuple[str, ...] = DEFAULT_TARGETS
     out: str = "dist"
     seed: int = 0
@@ -218,22 +241,9 @@ class Recipe:
     no_bench: bool = False  # skip latency: the manifest (and archive) then depend only on the inputs
 
 
-CHOICES = {
-    "mode": ("static", "dynamic"),
-    "format": ("QDQ", "QOperator"),
-    "activation_type": ("uint8", "int8", "uint16", "int16"),
-    "weight_type": ("uint8", "int8", "uint16", "int16"),
-    "reduce_range": ("auto", "true", "false"),
-    "calibrate_method": ("minmax", "entropy", "percentile"),
-    "transformer_scheme": ("dynamic", "matmul-static", "off"),
-    "exporter": ("torchscript", "dynamo"),
-    "task": ("auto", "classification", "other"),
-    "arch": ("x86_64", "arm64"),
-    "ort_optimization": ("Runtime", "Fixed"),
-    "method": ("structured", "unstructured"),
-    "importance": ("l1", "l2", "taylor"),
-    "optimizer": ("adamw", "sgd"),
-}
+def choices(cls, name: str) -> tuple[str, ...]:
+    """The allowed values of a Literal-typed field."""
+    return typing.get_args(typing.get_type_hints(cls)[name])
 
 
 # Numeric settings outside these ranges are usage errors, not surprises three stages later.
@@ -266,8 +276,12 @@ def _coerce(value, hint, key: str, where: str):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
     elif hint is str:
+        ok = isinstance(value, str)
+    elif origin is Literal:
         if key == "reduce_range" and isinstance(value, bool):
             value = str(value).lower()
+        if isinstance(value, str) and value not in typing.get_args(hint):
+            raise UsageError(f"{where}: {key} = {value!r} is not one of {', '.join(typing.get_args(hint))}")
         ok = isinstance(value, str)
     elif origin is tuple:
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
@@ -281,14 +295,14 @@ def _coerce(value, hint, key: str, where: str):
         ok = True
     if not ok:
         raise UsageError(f"{where}: key {key!r} has the wrong type ({type(value).__name__}); expected {_type_name(hint)}")
-    if key in CHOICES and value not in CHOICES[key]:
-        raise UsageError(f"{where}: {key} = {value!r} is not one of {', '.join(CHOICES[key])}")
     if key in RANGES and not RANGES[key][0] <= value <= RANGES[key][1]:
         raise UsageError(f"{where}: {key} = {value!r} is out of range [{RANGES[key][0]}, {RANGES[key][1]}]")
     return value
 
 
 def _type_name(hint) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(typing.get_args(hint))
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
         hint, "a list of strings" if typing.get_origin(hint) is tuple else str(hint))
 
@@ -404,12 +418,27 @@ def load_recipe(path: Path) -> Recipe:
                    prune=prune, distill=distill)
 
 
-QUANT_FLAGS = {"quant_mode": "mode", "quant_format": "format", "activation_type": "activation_type",
-               "weight_type": "weight_type", "per_channel": "per_channel", "reduce_range": "reduce_range",
-               "calibrate_method": "calibrate_method", "calibration_samples": "samples", "op_types": "op_types",
-               "exclude_nodes": "exclude_nodes", "transformer_scheme": "transformer_scheme", "auto": "auto",
-               "max_trials": "max_trials", "time_budget": "time_budget", "max_excluded": "max_excluded",
-               "max_latency_price": "max_latency_price"}
+def flag_param(flag: str) -> str:
+    """The click parameter name of a flag: `--per-channel/--per-tensor` → per_channel."""
+    return flag.split("/")[0].lstrip("-").replace("-", "_")
+
+
+QUANT_FLAGS = {flag_param(f.metadata["flag"]): f.name for f in fields(QuantSettings) if f.metadata["flag"]}
+
+
+def settings_table() -> str:
+    """The README's quantization settings table, made from QuantSettings (a test keeps them equal)."""
+    rows = ["| setting (profile, `[quantize]`, `edgekit.export()`) | flag | values | default | what |",
+            "|---|---|---|---|---|"]
+    hints = typing.get_type_hints(QuantSettings)
+    for f in fields(QuantSettings):
+        hint, flag = hints[f.name], f.metadata["flag"]
+        values = " \\| ".join(typing.get_args(hint)) if typing.get_origin(hint) is Literal else _type_name(hint)
+        default = (", ".join(f.default) or "(none)" if isinstance(f.default, tuple)
+                   else str(f.default).lower() if isinstance(f.default, bool) else f.default)
+        rows.append(f"| `{f.name}` | {'`' + flag + '`' if flag else '-'} | {values} | {default} | "
+                    f"{f.metadata['help']} |")
+    return "\n".join(rows)
 
 
 def recipe_from(source: str, flags: dict) -> Recipe:

@@ -97,7 +97,7 @@ def _lock(path: Path, out: Path):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise InputError(f"--out {out}: another edgekit run is writing there; try again when it ends") from None
+            raise UsageError(f"--out {out}: another edgekit run is writing there; try again when it ends") from None
         try:
             if os.fstat(fd).st_ino == os.stat(path).st_ino:
                 break  # still the file at that path (not one a finishing run just unlinked)

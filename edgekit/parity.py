@@ -110,14 +110,15 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
     Top-1 agreement only for a classifier's 2-D score outputs (rows × classes): on an embedding it
     would be a meaningless number. A reference that is ~0 gets no cosine or SQNR, it is flagged.
     """
-    from .errors import InputError
+    from .errors import InternalError
 
     results = []
     for k, name in enumerate(names):
         ref = [np.asarray(r[k], dtype=np.float64) for r in reference]
         cand = [np.asarray(c[k], dtype=np.float64) for c in candidate]
         if any(a.shape != b.shape for a, b in zip(ref, cand)):
-            raise InputError(f"output {name!r}: reference and candidate shapes differ")
+            raise InternalError(f"output {name!r}: reference and candidate shapes differ "
+                                f"({ref[0].shape} vs {cand[0].shape} in the first sample)")
         if min(a.size for a in ref) >= 2:
             cos = [_cosine(a.ravel(), b.ravel()) for a, b in zip(ref, cand)]
         else:

@@ -10,6 +10,16 @@ DIGITS = ROOT / "examples" / "digits"
 sys.path.insert(0, str(TESTS))
 
 
+def cli(args, env=None):
+    """The edgekit CLI run in-process (click's runner): `cli(["export", model, "--json"])`. Callers assert
+    the exit code before they parse any output, so a failure shows the real error."""
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], env=env)
+
+
 @pytest.fixture
 def cnn_data(tmp_path):
     """Calibration and validation .npz for models:small_cnn (image:Nx3x16x16)."""

@@ -4,11 +4,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
-from conftest import DIGITS
+from conftest import DIGITS, cli
 
 import edgekit
-from edgekit.cli import main
 
 MODEL = f"{DIGITS / 'model.py'}:build"
 WEIGHTS = DIGITS / "digits_cnn.pt"
@@ -60,11 +58,10 @@ def test_api_and_cli_write_byte_identical_packages(tmp_path):
     api = edgekit.export(MODEL, inputs=["image:Nx1x8x8"], weights=str(WEIGHTS),
                          calibration=data / "calibration.npz", validation=str(data / "validation.npz"),
                          targets=("desktop-x86",), out=tmp_path / "api", no_bench=True, archive=True)
-    cli = CliRunner().invoke(main, ["export", MODEL, "--weights", str(WEIGHTS), "--input", "image:Nx1x8x8",
-                                    "--calibration", str(data / "calibration.npz"), "--validation",
-                                    str(data / "validation.npz"), "-t", "desktop-x86", "--out", str(tmp_path / "cli"),
-                                    "--no-bench", "--archive"])
-    assert cli.exit_code == 0, cli.output
+    run = cli(["export", MODEL, "--weights", WEIGHTS, "--input", "image:Nx1x8x8", "--calibration",
+               data / "calibration.npz", "--validation", data / "validation.npz", "-t", "desktop-x86", "--out",
+               tmp_path / "cli", "--no-bench", "--archive"])
+    assert run.exit_code == 0, run.output
     assert api.passed
     api_files = sorted(p.relative_to(tmp_path / "api") for p in (tmp_path / "api").rglob("*") if p.is_file())
     cli_files = sorted(p.relative_to(tmp_path / "cli") for p in (tmp_path / "cli").rglob("*") if p.is_file())

@@ -5,21 +5,21 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from click.testing import CliRunner
-from conftest import DIGITS, TESTS
+from conftest import DIGITS, TESTS, cli
 
-from edgekit.cli import main
 
 MANIFEST_KEYS = {"edgekit_version", "target", "inputs", "outputs", "quantization", "files", "parity", "latency",
                  "gates", "passed"}
 
 
 def export(*args, bench_runs=5, env=None):
-    result = CliRunner().invoke(main, ["export", *map(str, args), "--bench-runs", str(bench_runs), "--json"], env=env)
+    result = cli(["export", *map(str, args), "--bench-runs", str(bench_runs), "--json"], env=env)
     return result
 
 
-def manifests(result):
+def manifests(result, code=0):
+    """The manifests printed by --json, once the exit code is the expected one (else the real error shows)."""
+    assert result.exit_code == code, result.output
     return json.loads(result.stdout)
 
 
@@ -46,7 +46,7 @@ def test_digits_example_desktop_x86(tmp_path):
 
 
 def test_table_output_one_row_per_target(tmp_path):
-    result = CliRunner().invoke(main, ["export", str(DIGITS / "edgekit.toml"), "--target", "desktop-x86",
+    result = cli(["export", str(DIGITS / "edgekit.toml"), "--target", "desktop-x86",
                                        "--target", "android-arm64", "--out", str(tmp_path), "--bench-runs", "3"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -111,8 +111,7 @@ def test_failed_gate_exits_1_and_still_writes(tmp_path, cnn_data):
     profile.write_text('name = "strict"\n[parity]\nquant_sqnr_min_db = 150.0\n')
     result = export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cal, "--validation", val,
                     "--target", profile, "--out", tmp_path / "out")
-    assert result.exit_code == 1, result.output
-    [m] = manifests(result)
+    [m] = manifests(result, 1)
     assert m["passed"] is False
     assert [g["name"] for g in m["gates"] if not g["passed"]] == ["quant_sqnr_db"]
     assert (tmp_path / "out" / "strict" / "model.int8.onnx").exists()
@@ -225,7 +224,7 @@ def test_embedding_output_has_no_top1_and_skipped_gates_say_so(tmp_path, cnn_dat
     skipped = {g["name"]: g["skipped"] for g in m["gates"] if "skipped" in g}
     assert skipped.keys() == {"top1_agreement", "accuracy_drop"} and "no labels" in skipped["accuracy_drop"]
     assert "skipped: no labels" in (tmp_path / "desktop-x86" / "report.md").read_text()
-    table = CliRunner().invoke(main, ["export", "models:embedder", "--input", "image:Nx3x16x16", "--calibration",
+    table = cli(["export", "models:embedder", "--input", "image:Nx3x16x16", "--calibration",
                                       str(cal), "--out", str(tmp_path / "t"), "--bench-runs", "3"]).stdout
     row = table.splitlines()[2].split()
     assert row[5:7] == ["n/a", "n/a"]  # top1 and accuracy: not applicable, not a made-up number
@@ -235,8 +234,7 @@ def test_reference_that_emits_no_signal_is_flagged_not_scored(tmp_path, cnn_data
     cal, val = cnn_data
     result = export("models:silent", "--input", "image:Nx3x16x16", "--calibration", cal, "--validation", val,
                     "--out", tmp_path)
-    assert result.exit_code == 1, result.output
-    [m] = manifests(result)
+    [m] = manifests(result, 1)
     [q] = m["parity"]["quantization"]["outputs"]
     assert q["reference_near_zero"] and q["cosine"] is None and q["sqnr_db"] is None and q["reference_peak"] < 1e-6
     failed = {g["name"] for g in m["gates"] if not g["passed"]}

@@ -6,12 +6,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
-from conftest import DIGITS, ROOT
+from conftest import DIGITS, ROOT, cli
 from models import branchy
 
 from edgekit import distill, prune, structure
-from edgekit.cli import main
 from edgekit.compress import load_batches, split
 from edgekit.config import DistillSettings, InputSpec
 from edgekit.load import load_model
@@ -43,7 +41,7 @@ def test_structured_pruning_across_residual_concat_depthwise(tmp_path):
     torch.testing.assert_close(reloaded(*X), model(*X))
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", image=rng.random((24, 3, 16, 16), dtype=np.float32))
-    result = CliRunner().invoke(main, ["export", f"{tmp_path / 'm.py'}:build", "--weights", str(path), "--input",
+    result = cli(["export", f"{tmp_path / 'm.py'}:build", "--weights", str(path), "--input",
                                        "image:Nx3x16x16", "--calibration", str(tmp_path / "d.npz"), "--out",
                                        str(tmp_path / "o"), "--bench-runs", "2", "--json"])
     assert result.exit_code == 0, result.output
@@ -68,7 +66,7 @@ def test_unstructured_pruning_is_permanent_with_requested_sparsity():
 
 def test_pruned_file_loads_without_the_pruning_library(tmp_path):
     out = tmp_path / "p.pt"
-    result = CliRunner().invoke(main, ["prune", DIGITS_MODEL, "--weights", DIGITS_WEIGHTS, "--input", "image:Nx1x8x8",
+    result = cli(["prune", DIGITS_MODEL, "--weights", DIGITS_WEIGHTS, "--input", "image:Nx1x8x8",
                                        "--ratio", "0.5", "--out", str(out)])
     assert result.exit_code == 0, result.output
     code = (f"import sys; sys.modules['torch_pruning'] = None; from edgekit.load import load_model; import torch; "
@@ -134,7 +132,7 @@ def test_digits_prune_distill_export_keeps_accuracy(tmp_path):
                       .replace('weights = "digits_cnn.pt"', f'weights = "{DIGITS_WEIGHTS}"')
                       .replace('"data/', f'"{DIGITS}/data/') + f'\n[prune]\nratio = 0.5\n\n[distill]\ndata = "{TRAIN}"\n'
                                                                  "epochs = 12\n")
-    result = CliRunner().invoke(main, ["export", str(recipe), "-t", "desktop-x86", "--out", str(tmp_path / "o"),
+    result = cli(["export", str(recipe), "-t", "desktop-x86", "--out", str(tmp_path / "o"),
                                        "--bench-runs", "5", "--json"])
     assert result.exit_code == 0, result.output
     [m] = json.loads(result.stdout)
@@ -150,9 +148,9 @@ def test_taylor_importance_needs_labels_and_prunes_with_them(tmp_path):
     out = tmp_path / "t.pt"
     args = ["prune", DIGITS_MODEL, "--weights", DIGITS_WEIGHTS, "--input", "image:Nx1x8x8", "--ratio", "0.3",
             "--importance", "taylor", "--out", str(out), "--json"]
-    missing = CliRunner().invoke(main, args)
+    missing = cli(args)
     assert missing.exit_code == 2 and "needs labelled --data" in missing.stderr
-    result = CliRunner().invoke(main, args + ["--data", TRAIN])
+    result = cli(args + ["--data", TRAIN])
     assert result.exit_code == 0, result.output
     r = json.loads(result.stdout)
     assert r["importance"] == "taylor" and r["params_after"] < r["params_before"]
@@ -180,3 +178,21 @@ def test_distillation_without_labels_uses_soft_targets(tmp_path):
     train, val = split(load_batches(str(tmp_path / "unlabelled.npz"), SPEC, 32))
     result = distill.distill(teacher, student, train, val, DistillSettings(data="x", epochs=2))
     assert result.metric == "kd_loss" and result.best_epoch >= 1
+
+
+@pytest.mark.parametrize("suffix", ["ts", "onnx"])
+def test_prune_refuses_sources_it_cannot_rebuild_before_loading_them(tmp_path, suffix):
+    """A TorchScript or ONNX file cannot be pruned into weights a function rebuilds: exit 2, one line, and the
+    file is never loaded (a TorchScript archive is a program)."""
+    import attacks
+    marker, model = tmp_path / "marker", tmp_path / f"m.{suffix}"
+    if suffix == "ts":
+        attacks.torchscript_writing_on_load(model, marker)
+    else:
+        torch.onnx.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),), str(model), dynamo=False)
+    result = cli(["prune", model, "--trust-checkpoint", "--input", "x:Nx4", "--ratio", "0.5", "--out",
+                  tmp_path / "p.pt"])
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert "prune takes a MODULE:FUNCTION or FILE.py:FUNCTION model" in line
+    assert not marker.exists() and not (tmp_path / "p.pt").exists()

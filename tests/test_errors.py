@@ -6,16 +6,15 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from click.testing import CliRunner
 
 
-from edgekit.cli import main
+from conftest import cli
 
 CNN = ["models:small_cnn", "--input", "image:Nx3x16x16"]
 
 
 def run(*args):
-    return CliRunner().invoke(main, ["export", *map(str, args), "--bench-runs", "2"])
+    return cli(["export", *map(str, args), "--bench-runs", "2"])
 
 
 def assert_clean_error(result, code, *fragments, out=None):
@@ -180,8 +179,8 @@ def test_user_code_calling_sys_exit_is_bad_input(tmp_path, args, named):
 
 def test_debug_shows_traceback_and_keeps_the_exit_code(data):
     args = ["export", "models:nothing_here", "--input", "x:1x3", "--calibration", str(data)]
-    plain = CliRunner().invoke(main, args)
-    debug = CliRunner().invoke(main, ["--debug", *args])
+    plain = cli(args)
+    debug = cli(["--debug", *args])
     assert plain.exit_code == debug.exit_code == 3
     assert "Traceback" in debug.stderr and "Traceback" not in plain.stderr
     assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip()
@@ -300,7 +299,7 @@ def test_module_in_cwd_and_dataclass_user_file(tmp_path, cnn_data, monkeypatch):
 
 def test_dict_and_nested_outputs_are_flattened(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).standard_normal((12, 6)).astype(np.float32))
-    result = CliRunner().invoke(main, ["export", "models:dict_out", "--input", "x:Nx6", "--calibration",
+    result = cli(["export", "models:dict_out", "--input", "x:Nx6", "--calibration",
                                        str(tmp_path / "d.npz"), "--out", str(tmp_path / "o"), "--bench-runs", "2",
                                        "--json"])
     assert result.exit_code == 0, result.output

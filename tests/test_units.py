@@ -6,11 +6,9 @@ import time
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
-from conftest import ROOT
+from conftest import ROOT, cli
 
 from edgekit import calib, config, parity, quantize
-from edgekit.cli import main
 from edgekit.config import InputSpec
 from edgekit.errors import InputError
 from edgekit.onnx_export import export_torch
@@ -41,11 +39,11 @@ def test_android_profile_follows_nnapi_rules():
 
 
 def test_targets_cli_lists_and_shows():
-    r = CliRunner().invoke(main, ["targets"])
+    r = cli(["targets"])
     assert r.exit_code == 0 and "android-arm64" in r.output
-    r = CliRunner().invoke(main, ["targets", "show", "ios-arm64"])
+    r = cli(["targets", "show", "ios-arm64"])
     assert r.exit_code == 0 and 'name = "ios-arm64"' in r.output
-    r = CliRunner().invoke(main, ["targets", "show", "ios"])
+    r = cli(["targets", "show", "ios"])
     assert r.exit_code == 2 and "unknown target" in r.stderr
 
 
@@ -55,10 +53,8 @@ def test_help_is_fast_and_imports_no_heavy_modules():
             "heavy=[m for m in ('torch','onnxruntime','onnx','numpy') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-    from click.testing import CliRunner
-    from edgekit.cli import main
     from edgekit.config import Recipe
-    assert f"else {Recipe(source='x').targets[0]};" in " ".join(CliRunner().invoke(main, ["export", "--help"]).output.split())
+    assert f"else {Recipe(source='x').targets[0]};" in " ".join(cli(["export", "--help"]).output.split())
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "edgekit", "--help"], capture_output=True, check=True)
     assert time.perf_counter() - start < 2.0  # generous for a loaded CI box; the benchmark of record is < 0.5 s

@@ -1,0 +1,73 @@
+"""Settings have one source: QuantSettings' fields and Literal types make the CLI options, recipe keys and
+README table; these tests fail when any of them drifts."""
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+import typing
+
+import click
+import pytest
+from conftest import ROOT
+
+from edgekit import config
+from edgekit.cli import main
+from edgekit.config import QuantSettings, Recipe, apply_quant_overrides, choices, settings_table
+from edgekit.errors import UsageError
+
+README = (ROOT / "README.md").read_text()
+
+
+def _options(command: str) -> dict[str, click.Option]:
+    return {p.name: p for p in main.commands[command].params if isinstance(p, click.Option)}
+
+
+def test_every_quant_setting_has_a_flag_or_is_profile_only():
+    flagged = {f.name for f in dataclasses.fields(QuantSettings) if f.metadata["flag"]}
+    assert set(config.QUANT_FLAGS.values()) == flagged
+    assert {f.name for f in dataclasses.fields(QuantSettings)} - flagged == {"percentile", "auto_search"}
+    options = _options("export")
+    for param, name in config.QUANT_FLAGS.items():
+        hint = typing.get_type_hints(QuantSettings)[name]
+        option = options[param]
+        if typing.get_origin(hint) is typing.Literal:
+            assert tuple(option.type.choices) == typing.get_args(hint), name
+        assert option.default is None, f"--{param} must not hide the target's own {name}"
+
+
+def test_cli_choices_come_from_the_literal_types():
+    export, prune, distill = _options("export"), _options("prune"), _options("distill")
+    assert tuple(export["exporter"].type.choices) == choices(Recipe, "exporter")
+    assert tuple(export["task"].type.choices) == choices(Recipe, "task")
+    assert tuple(prune["method"].type.choices) == choices(config.PruneSpec, "method")
+    assert prune["importance"].default == config.PruneSpec.importance
+    assert distill["epochs"].default == config.DistillSettings.epochs
+    assert tuple(distill["optimizer"].type.choices) == choices(config.DistillSettings, "optimizer")
+
+
+@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(QuantSettings)])
+def test_every_quant_setting_is_a_recipe_key(field):
+    value = getattr(QuantSettings(), field)
+    merged = apply_quant_overrides(QuantSettings(), {field: list(value) if isinstance(value, tuple) else value}, "t")
+    assert getattr(merged, field) == value
+    hint = typing.get_type_hints(QuantSettings)[field]
+    if typing.get_origin(hint) is typing.Literal:
+        with pytest.raises(UsageError, match=f"{field} = 'nope' is not one of {', '.join(typing.get_args(hint))}"):
+            apply_quant_overrides(QuantSettings(), {field: "nope"}, "t")
+
+
+def test_readme_settings_table_is_the_generated_one():
+    assert settings_table() in README, ("README's settings table drifted from QuantSettings; paste the output of "
+                                        "python -c 'from edgekit.config import settings_table; print(settings_table())'")
+
+
+def test_readme_python_section_runs(tmp_path):
+    """The README's Python example, as written, from the repository root (its paths are relative to it)."""
+    [code] = re.findall(r"## Python API.*?```python\n(.*?)```", README, re.S)
+    code = code.replace('"dist/api"', repr(str(tmp_path / "api")))
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [["desktop-x86", "True"], ["android-arm64", "True"]]
