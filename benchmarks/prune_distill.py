@@ -21,7 +21,7 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 
 from arch import mobilenetv2_style  # noqa: E402
-from edgekit import bench, onnx_export as export, host, prune, quantize  # noqa: E402
+from edgekit import bench, onnx_export as export, host, pruning as prune, quantization as quantize  # noqa: E402
 from edgekit.config import InputSpec, load_target  # noqa: E402
 
 SPEC = (InputSpec.parse("image:1x3x224x224"),)

@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from edgekit import bench, calib, host, parity, quantize  # noqa: E402
+from edgekit import bench, calib, host, parity, quantization as quantize  # noqa: E402
 from edgekit.config import BenchSpec, InputSpec, QuantSettings, Recipe, load_target  # noqa: E402
 from edgekit.pipeline import run  # noqa: E402
 from edgekit.runtime import run_onnx, session  # noqa: E402

@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import numpy as np  # noqa: E402
 
-from edgekit import bench, onnx_export as export, host, parity, quantize, tune  # noqa: E402
+from edgekit import bench, onnx_export as export, host, parity, quantization as quantize, tune  # noqa: E402
 from edgekit.config import InputSpec, load_target  # noqa: E402
 from edgekit.runtime import run_onnx, session  # noqa: E402
 

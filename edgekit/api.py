@@ -1,10 +1,11 @@
-"""The Python API: `edgekit.export` and `edgekit.check`, the same runs as the CLI's, with typed reports.
+"""The Python API: `export`, `check`, `prune`, `distill`, `quantize`: the CLI's runs, with typed results.
 
 Errors are raised, never printed: `edgekit.UsageError` (a bad setting), `edgekit.InputError` (a bad model,
 data or package), `edgekit.StageError` (a toolchain step failed); each has the CLI's `exit_code`.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import tempfile
@@ -14,9 +15,11 @@ from typing import Any, Union
 
 import numpy as np
 
-from .config import (DEFAULT_TARGETS, BenchSpec, InputSpec, QuantSettings, Recipe, apply_quant_overrides, build,
-                     load_targets)
+from .config import (DEFAULT_TARGETS, BenchSpec, DistillSettings, InputSpec, PruneSpec, QuantSettings, Recipe,
+                     apply_quant_overrides, build, load_targets)
+from .errors import UsageError
 from .reports import CheckReport, ExportReport
+from .userfn import is_function_spec
 
 Feeds = Union[str, Path, Iterable[Mapping[str, np.ndarray]], Callable[[], Iterable[Mapping[str, np.ndarray]]]]
 # set by the call's own arguments, not by **settings
@@ -42,7 +45,13 @@ def export(model: Any, *, inputs: Iterable[str | InputSpec] = (), calibration: F
     from .pipeline import run
 
     recipe = _recipe(model, inputs, calibration, validation, targets, out, settings)
-    return run(recipe, load_targets(recipe.targets), progress=False)
+    try:
+        return run(recipe, load_targets(recipe.targets), progress=False)
+    except BaseException:
+        if out is None:  # the temporary folder made for this call: never left behind empty
+            with contextlib.suppress(OSError):
+                Path(recipe.out).rmdir()
+        raise
 
 
 def check(path: str | Path) -> CheckReport:
@@ -51,6 +60,87 @@ def check(path: str | Path) -> CheckReport:
     from . import package_check
 
     return package_check.check(Path(path))
+
+
+def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: str | Path | None = None,
+          weights: str | None = None, data: Feeds | None = None, trust_checkpoint: bool = False, **settings):
+    """Remove channels (structured) or weights (unstructured) from a torch model; the same run as
+    `edgekit prune`. `settings`: PruneSpec fields (`method`, `importance`, `ignore`, `round_to`); `data`:
+    labelled batches for `importance="taylor"`. With `out`, the pruned weights are saved there as a state
+    dict that `export(..., weights=out)` reloads (checked by rebuilding from a source string).
+    Returns (the pruned nn.Module, PruneResult)."""
+    from . import compress
+    from .load import load_model
+
+    if isinstance(model, (str, Path)) and not is_function_spec(str(model)):
+        raise UsageError(f"prune takes a MODULE:FUNCTION or FILE.py:FUNCTION model, not {str(model)!r}: the pruned "
+                         "weights are saved as a state dict that rebuilds from that function")
+    spec = build(PruneSpec, {"ratio": ratio, **{k: list(v) if isinstance(v, tuple) else v
+                                                for k, v in settings.items()}}, "edgekit.prune() settings")
+    specs = _specs(inputs)
+    module = load_model(model, weights, trust_checkpoint).module
+    batches = compress.load_batches(data, specs, 32) if data is not None else None
+    result = compress.run_prune(module, specs, spec, batches)
+    if out is not None:
+        source = str(model) if isinstance(model, (str, Path)) else type(model).__qualname__
+        compress.save(module, Path(out), {"edgekit_prune": result.as_dict(), "edgekit_source": source})
+        if isinstance(model, (str, Path)):
+            compress.verify_reload(str(model), Path(out), module, specs)
+    return module, result
+
+
+def distill(teacher: Any, student: Any, *, data: Feeds, out: str | Path | None = None,
+            inputs: Iterable[str | InputSpec] = (), teacher_weights: str | None = None,
+            student_weights: str | None = None, trust_checkpoint: bool = False, progress: bool = False, **settings):
+    """Train `student` to match `teacher` (soft targets, labels when given, optional feature pairs); the same
+    run as `edgekit distill`. `data`: MODULE:FN yielding (inputs, labels) batches, or labelled samples in
+    any calibration format (then `inputs` is needed). `settings`: DistillSettings fields. With `out`, the
+    best student is saved there as it improves. Returns (the best student, DistillResult)."""
+    import torch
+
+    from . import compress
+    from .load import load_model
+
+    where = "edgekit.distill() settings"
+    config = build(DistillSettings, {"data": data if isinstance(data, str) else "", **{
+        k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}, where)
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)  # a student built without weights gets a reproducible init
+        t = load_model(teacher, teacher_weights, trust_checkpoint).module
+        s = load_model(student, student_weights, trust_checkpoint).module
+        batches = compress.load_batches(data, _specs(inputs), config.batch_size)
+        result = compress.run_distill(t, s, batches, config, Path(out) if out is not None else None, progress)
+    return s, result
+
+
+def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = None, target: str = "desktop-x86",
+             **settings) -> Path:
+    """Statically (or dynamically) quantize an ONNX model with a target profile's settings, overridden by
+    `settings` (QuantSettings fields). No export, parity or packaging: `export` does those. Pre-processing
+    (shape inference, folding) runs first, as in `export`. Returns the int8 model's path."""
+    from . import calib, onnx_export
+    from . import quantization
+    from .config import DEFAULT_STEP_TIMEOUT, load_target
+
+    source = Path(model)
+    onnx_export.load_onnx_input(source)
+    quant = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+    profile = load_target(target)
+    qsettings = apply_quant_overrides(profile.quantize, quant, "edgekit.quantize() settings")
+    dest = Path(out) if out is not None else source.with_suffix(".int8.onnx")
+    with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
+        fp32 = onnx_export.preprocess(onnx_export.without_initializer_inputs(source, Path(tmp) / "input.onnx"),
+                                      Path(tmp) / "model.onnx", DEFAULT_STEP_TIMEOUT)
+        specs, _ = onnx_export.io_specs(fp32)
+        plan = quantization.plan(fp32, qsettings, set(quant), profile.runtime.arch)
+        feeds = [] if qsettings.mode == "dynamic" else calib.load(calibration, specs, max_samples=qsettings.samples).feeds
+        quantization.quantize(fp32, dest, plan, feeds[: qsettings.samples])
+    onnx_export.check(dest)
+    return dest
+
+
+def _specs(inputs) -> tuple[InputSpec, ...]:
+    return tuple(i if isinstance(i, InputSpec) else InputSpec.parse(i) for i in inputs)
 
 
 def _recipe(model, inputs, calibration, validation, targets, out, settings: dict) -> Recipe:
@@ -67,10 +157,11 @@ def _recipe(model, inputs, calibration, validation, targets, out, settings: dict
     quantize = {k: v for k, v in as_toml.items() if k in quant_keys}
     apply_quant_overrides(QuantSettings(), quantize, where)  # types, choices and ranges, told now
     recipe = build(Recipe, {"source": "", **{k: v for k, v in as_toml.items() if k in run_keys}}, where)
-    if out is None:
+    bench = build(BenchSpec, {k: v for k, v in as_toml.items() if k in bench_keys}, where)
+    specs = _specs(inputs)
+    if out is None:  # made last: nothing above can leave it behind
         out = tempfile.mkdtemp(prefix="edgekit-")
-    specs = tuple(i if isinstance(i, InputSpec) else InputSpec.parse(i) for i in inputs)
     return dataclasses.replace(
         recipe, source=model, inputs=specs, calibration=calibration, validation=validation,
         targets=(targets,) if isinstance(targets, str) else tuple(targets), out=str(out), quantize=quantize,
-        bench=build(BenchSpec, {k: v for k, v in as_toml.items() if k in bench_keys}, where))
+        bench=bench)

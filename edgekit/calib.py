@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from . import arrays
-from .config import InputSpec
-from .errors import InputError
+from .config import InputSpec, Recipe, Target, apply_quant_overrides
+from .errors import InputError, UsageError
 from .userfn import UserFunction, is_function_spec, resolve_callable
 
 log = logging.getLogger("edgekit")
 LABEL_KEYS = ("labels", "label")
-MAX_FUNCTION_ITEMS = 10_000  # a user generator may never end: read this many items at most
+MAX_FUNCTION_ITEMS = 10_000
+VALIDATION_FRACTION = 0.25  # held out of the calibration samples when no validation data is given  # a user generator may never end: read this many items at most
 
 
 @dataclass
@@ -232,3 +233,42 @@ def random_dataset(specs, count: int, seed: int, max_bytes: int = arrays.DEFAULT
                 feed[s.name] = rng.integers(0, 2, shape).astype(s.dtype)
         feeds.append(feed)
     return Dataset("random", feeds, None, random=True)
+
+
+def fixed_shapes(specs, datasets) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """Each input's shape as every calibration and validation sample has it (batch 1 for per-sample data);
+    an input whose shape varies across samples stays dynamic, with a warning (the coverage gate decides)."""
+    shapes, warnings = {}, []
+    for spec in specs:
+        seen = {tuple(f[spec.name].shape) for ds in datasets for f in ds.feeds}
+        if len(seen) == 1:
+            shapes[spec.name] = seen.pop()
+        else:
+            warnings.append(f"input {spec.name!r} kept dynamic: its shape varies across samples "
+                            f"({', '.join(map(str, sorted(seen)[:3]))}, ...); NNAPI leaves the nodes that depend on it "
+                            "to the CPU: pad the samples to one shape to fix it")
+    return shapes, warnings
+
+
+def for_run(recipe: Recipe, inputs, targets: list[Target]) -> tuple[Dataset, Dataset]:
+    """(calibration, validation) for one export: validation is the recipe's own held-out data, or the last
+    VALIDATION_FRACTION of the calibration samples; with held-out data, calibration files are read only as
+    far as the targets' sample counts need."""
+    if recipe.calibration is None or recipe.calibration == "":
+        raise UsageError("no calibration data: pass --calibration FILE|DIR|MODULE:FN (or `random`, flagged in the report)")
+    # with held-out data of its own, calibration reads only the samples the targets will use
+    needed = max(apply_quant_overrides(t.quantize, recipe.quantize, f"quantize overrides for {t.name}").samples
+                 for t in targets) if recipe.validation is not None else None
+    cal = load(recipe.calibration, inputs, seed=recipe.seed, max_bytes=recipe.max_data_bytes,
+                     max_samples=needed)
+    if recipe.validation is not None:
+        if recipe.validation is recipe.calibration or (
+                isinstance(recipe.validation, str) and isinstance(recipe.calibration, str)
+                and Path(recipe.validation).resolve() == Path(recipe.calibration).resolve()
+                and recipe.validation != "random"):
+            raise UsageError("--validation is the calibration set: parity must be measured on held-out data "
+                             "(leave --validation out to hold out the last 25% of the calibration set)")
+        return cal, load(recipe.validation, inputs, seed=recipe.seed + 1, max_bytes=recipe.max_data_bytes)
+    if cal.random:
+        return cal, random_dataset(inputs, 16, recipe.seed + 1, recipe.max_data_bytes)
+    return cal.split(VALIDATION_FRACTION)

@@ -158,12 +158,6 @@ def export(source, as_json, **flags):
     return report.exit_code
 
 
-def _specs(inputs):
-    from .config import InputSpec
-
-    return tuple(InputSpec.parse(i) for i in inputs)
-
-
 @main.command()
 @click.argument("source")
 @click.option("--weights", help="State dict or checkpoint (weights_only=True).")
@@ -182,20 +176,11 @@ def _specs(inputs):
 @_handle_errors
 def prune(source, weights, trust_checkpoint, inputs, ratio, method, importance, ignore, round_to, data, out, as_json):
     """Remove channels (or weights) from SOURCE; saves a state dict that `export --weights` reloads."""
-    from .compress import load_batches, run_prune, save, verify_reload
-    from .errors import UsageError
-    from .load import load_model
-    from .userfn import is_function_spec
+    from .api import prune
 
-    if not is_function_spec(source):  # told before a TorchScript/.pt2/.onnx file is loaded at all
-        raise UsageError(f"prune takes a MODULE:FUNCTION or FILE.py:FUNCTION model, not {source!r}: the pruned "
-                         "weights are saved as a state dict that rebuilds from that function")
-    specs = _specs(inputs)
-    loaded = load_model(source, weights, trust_checkpoint)
-    batches = load_batches(data, specs, 32) if data else None
-    result = run_prune(loaded.module, specs, PruneSpec(ratio, method, importance, tuple(ignore), round_to), batches)
-    save(loaded.module, Path(out), {"edgekit_prune": result.as_dict(), "edgekit_source": source})
-    verify_reload(source, Path(out), loaded.module, specs)
+    _, result = prune(source, inputs=inputs, ratio=ratio, out=out, weights=weights, data=data,
+                      trust_checkpoint=trust_checkpoint, method=method, importance=importance, ignore=ignore,
+                      round_to=round_to)
     r = result.as_dict()
     click.echo(json.dumps(r, indent=2) if as_json else
                f"{method} pruning at {ratio}: params {r['params_before']:,} → {r['params_after']:,}, "
@@ -230,18 +215,11 @@ def prune(source, weights, trust_checkpoint, inputs, ratio, method, importance, 
 def distill(teacher, teacher_weights, student, student_weights, trust_checkpoint, data, inputs, out, as_json,
             **settings):
     """Train STUDENT to match TEACHER (soft targets + labels), keeping the best epoch."""
-    from .compress import load_batches, run_distill
-    from .config import DistillSettings
-    from .load import load_model
+    from .api import distill
 
-    import torch
-
-    torch.manual_seed(settings["seed"])  # a student built without weights gets a reproducible init
-    t = load_model(teacher, teacher_weights, trust_checkpoint).module
-    s = load_model(student, student_weights, trust_checkpoint).module
-    batches = load_batches(data, _specs(inputs), settings["batch_size"])
-    settings["features"] = tuple(settings["features"])
-    result = run_distill(t, s, batches, DistillSettings(data=data, **settings), Path(out), progress=not as_json)
+    _, result = distill(teacher, student, data=data, out=out, inputs=inputs, teacher_weights=teacher_weights,
+                        student_weights=student_weights, trust_checkpoint=trust_checkpoint, progress=not as_json,
+                        **settings)
     r = result.as_dict()
     click.echo(json.dumps(r, indent=2) if as_json else
                "\n".join(f"epoch {h['epoch']:3}  train loss {h['train_loss']:.4f}  {result.metric} "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import calib, distill, prune, structure
+from . import calib, distillation, pruning, structure
 from .config import DistillSettings, InputSpec, PruneSpec
 from .errors import InputError, UsageError
 from .progress import bar
@@ -27,17 +27,17 @@ def example_inputs(specs: tuple[InputSpec, ...]):
     return make(one, torch)
 
 
-def load_batches(data: str, specs: tuple[InputSpec, ...], batch_size: int):
+def load_batches(data, specs: tuple[InputSpec, ...], batch_size: int):
     """Training batches from a `module:function` yielding (inputs, labels) batches, or labelled samples
-    in any calibration format (.npz, folder, `module:function` yielding dicts with a label)."""
-    if is_function_spec(data):
-        batches = distill.batches_from_function(data)
+    in any calibration format (.npz, folder, `module:function` or an iterable yielding dicts with a label)."""
+    if isinstance(data, str) and is_function_spec(data):
+        batches = distillation.batches_from_function(data)
         if batches is not None:
             return batches
     if not specs:
         raise UsageError("--input is needed to read sample-wise training data")
     ds = calib.load(data, specs)  # without labels, distillation uses the soft targets alone
-    return distill.batches_from_samples(ds.feeds, ds.labels, [s.name for s in specs], batch_size, shuffle_seed=0)
+    return distillation.batches_from_samples(ds.feeds, ds.labels, [s.name for s in specs], batch_size, shuffle_seed=0)
 
 
 def split(batches):
@@ -48,8 +48,8 @@ def split(batches):
     return batches[:-n_val], batches[-n_val:]
 
 
-def run_prune(module, specs, spec: PruneSpec, batches=None) -> prune.PruneResult:
-    return prune.prune(module, example_inputs(specs), ratio=spec.ratio, method=spec.method,
+def run_prune(module, specs, spec: PruneSpec, batches=None) -> pruning.PruneResult:
+    return pruning.prune(module, example_inputs(specs), ratio=spec.ratio, method=spec.method,
                        importance=spec.importance, ignore=spec.ignore, round_to=spec.round_to or None,
                        batches=batches)
 
@@ -63,7 +63,7 @@ def run_distill(teacher, student, batches, settings: DistillSettings, out: Path 
             save(model, out, {"edgekit_distill_epoch": row["epoch"]})
 
     with bar("distilling", settings.epochs, progress) as advance:
-        return distill.distill(teacher, student, train, val, settings, on_best=save_best, progress=lambda row: advance(
+        return distillation.distill(teacher, student, train, val, settings, on_best=save_best, progress=lambda row: advance(
             1, f"epoch {row['epoch']} loss {row['train_loss']:.4f} "
                + " ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "train_loss"))))
 

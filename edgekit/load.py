@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError, UsageError
+from .errors import InputError, UsageError, first_line
 from . import structure
 from .userfn import resolve_callable
 
@@ -125,8 +125,7 @@ def load_weights(module, weights: str, torch, trust_checkpoint: bool = False) ->
                    f"not a plain tensor checkpoint ({detail.group(1).strip()[:80] if detail else 'unreadable'})")
             raise InputError(f"weights {weights!r} refused by weights_only loading: {why}; "
                              "pass --trust-checkpoint only if you trust this file") from e
-        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
-        raise InputError(f"weights {weights!r} cannot be loaded: {first}") from e
+        raise InputError(f"weights {weights!r} cannot be loaded: {first_line(e)}") from e
     if structure.is_pruned_checkpoint(state):
         structure.resize(module, state["layers"], state["state_dict"])
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -134,18 +133,12 @@ def load_weights(module, weights: str, torch, trust_checkpoint: bool = False) ->
     if not isinstance(state, dict):
         raise InputError(f"weights {weights!r}: expected a state dict, found {type(state).__name__}")
     try:
-        module.load_state_dict(state, strict=True)
+        keys = module.load_state_dict(state, strict=False)  # shape mismatches still raise
     except RuntimeError as e:
-        missing, unexpected = _key_diff(module.state_dict().keys(), state.keys())
-        detail = f"missing {missing}, unexpected {unexpected}" if missing or unexpected else \
-            str(e).strip().splitlines()[-1].strip()
-        raise InputError(f"weights {weights!r} do not fit the model: {detail}") from e
-
-
-def _key_diff(expected, given) -> tuple[str, str]:
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-
-    def short(keys):
-        return "none" if not keys else ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
-    return (short(missing), short(unexpected)) if missing or unexpected else ("", "")
+        raise InputError(f"weights {weights!r} do not fit the model: {str(e).strip().splitlines()[-1].strip()}") from e
+    if keys.missing_keys or keys.unexpected_keys:
+        def short(names):
+            names = sorted(names)
+            return ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "") or "none"
+        raise InputError(f"weights {weights!r} do not fit the model: missing {short(keys.missing_keys)}, "
+                         f"unexpected {short(keys.unexpected_keys)}")

@@ -271,12 +271,7 @@ def stamp_metadata(path: Path, props: dict[str, str]) -> None:
     import onnx
 
     model = onnx.load(str(path))
-    existing = {p.key: p for p in model.metadata_props}
-    for key, value in props.items():
-        if key in existing:
-            existing[key].value = value
-        else:
-            model.metadata_props.add(key=key, value=value)
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, **props})
     onnx.save(model, str(path))
 
 

@@ -1,4 +1,4 @@
-"""Write one target's deliverables: golden vectors, manifest.json with hashes, report.md."""
+"""Write one target's deliverables: golden vectors, mobile/embedded files, manifest.json with hashes, report.md."""
 from __future__ import annotations
 
 import hashlib
@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import arrays
+from . import arrays, host, mobile
+from .config import Target
 from .errors import InputError
 from .report import markdown
+from .runtime import int8_session, run_onnx
 from .reports import TargetReport
 
 FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -101,3 +103,57 @@ def write(target_dir: Path, report: TargetReport) -> None:
     report.sizes = {p.name: p.stat().st_size for p in files}
     (target_dir / "manifest.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
     (target_dir / "report.md").write_text(markdown(report))
+
+
+def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], names: list[str]) -> dict:
+    """Golden vectors for every runtime file the target ships, and the mobile/embedded files it asks for.
+    Returns their manifest entries."""
+    spec = target.package
+    feeds = feeds[: spec.golden_samples]
+    out: dict = {}
+    shipped = [int8]
+    if spec.ort_format:
+        platform = "arm" if target.runtime.arch == "arm64" else "amd64"
+        written = mobile.to_ort(int8, tdir, spec.ort_optimization, platform)
+        out["ort_format"] = {"file": written["ort"].name, "config": written["config"].name,
+                             "optimization_style": spec.ort_optimization, "target_platform": platform,
+                             "reproducible": written["reproducible"], "build": mobile.ORT_BUILDS[spec.ort_optimization]}
+        shipped.append(written["ort"])
+    models, outputs = {}, {}
+    for model in shipped:
+        golden_file = "golden.npz" if model == int8 else f"golden{model.suffix}.npz"
+        models[model.name], outputs[model] = _golden(model, tdir / golden_file, feeds, names, spec.golden_tolerance,
+                                                     check_x86_defaults=model == int8 and target.runtime.arch != "x86_64")
+    out["golden"] = {"samples": len(feeds), "tolerance": f"{spec.golden_tolerance} x each output's peak |value|",
+                     "models": models}
+    if spec.ort_format:  # what the .ort computes in the full build `check` runs, next to the .onnx
+        out["ort_format"]["max_abs_diff_from_onnx"] = max_abs_diff(outputs[shipped[1]], outputs[int8], names)
+    if spec.c_header:
+        written = mobile.c_header(int8, tdir)
+        out["c_header"] = {"header": written["header"].name, "source": written["source"].name, "embeds": int8.name}
+    if spec.coverage:
+        out["mobile_coverage"] = mobile.coverage(int8, spec.coverage)
+    return out
+
+
+def _golden(model: Path, path: Path, feeds: list, names: list[str], tolerance: float,
+            check_x86_defaults: bool) -> tuple[dict, list]:
+    """Golden outputs of one shipped file, computed with exact int8 arithmetic: what every conforming
+    runtime computes (for an .ort, in the full onnxruntime build `edgekit check` runs).
+    Returns (its manifest entry, the outputs)."""
+    sess, kernels = int8_session(model)
+    expected = run_onnx(sess, feeds)
+    atol = write_golden(path, feeds, names, expected, tolerance)
+    entry = {"file": path.name, "atol": atol, "kernels": kernels}
+    if check_x86_defaults and host.x86_saturates():
+        # what a user sees running an ARM package on this kind of host with onnxruntime's defaults
+        errors = max_abs_diff(run_onnx(int8_session(model, exact=False)[0], feeds), expected, names)
+        entry["x86_default_kernels"] = {"isa": host.int8_isa(), "max_abs_error": errors,
+                                        "within_tolerance": all(errors[n] <= atol[n] for n in names)}
+    return entry, expected
+
+
+def max_abs_diff(a: list, b: list, names: list[str]) -> dict[str, float]:
+    """Per output, the largest |a - b| over all samples (runs as run_onnx returns them)."""
+    return {n: max(float(np.max(np.abs(x[k].astype(np.float64) - y[k]))) for x, y in zip(a, b))
+            for k, n in enumerate(names)}

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (__version__, archive, bench, calib, host, layers, mobile, onnx_export, outdir, package, package_check, parity,
-               quantize, tune, verdict)
+from . import (__version__, archive, bench, calib, host, layers, onnx_export, outdir, package, package_check, parity,
+               quantization, tune, verdict)
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
 from .errors import UsageError
 from .load import load_model
@@ -25,7 +25,6 @@ from .reports import ExportReport, LatencyReport, TargetReport
 from .runtime import int8_session, run_onnx, run_torch, session
 
 log = logging.getLogger("edgekit")
-VALIDATION_FRACTION = 0.25
 
 
 @dataclasses.dataclass
@@ -65,7 +64,7 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     outdir.check_replaceable(out, names, recipe.force)  # before any work; again under OUT's lock
     loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
     inputs = _inputs(recipe, loaded)
-    cal, val = _data(recipe, inputs, targets)
+    cal, val = calib.for_run(recipe, inputs, targets)
     compression = _compress(recipe, loaded, inputs, val, progress) if recipe.prune or recipe.distill else None
     published = False
     try:
@@ -132,27 +131,6 @@ def _inputs(recipe: Recipe, loaded) -> tuple[InputSpec, ...]:
     return found
 
 
-def _data(recipe: Recipe, inputs, targets: list[Target]) -> tuple[calib.Dataset, calib.Dataset]:
-    if recipe.calibration is None or recipe.calibration == "":
-        raise UsageError("no calibration data: pass --calibration FILE|DIR|MODULE:FN (or `random`, flagged in the report)")
-    # with held-out data of its own, calibration reads only the samples the targets will use
-    needed = max(apply_quant_overrides(t.quantize, recipe.quantize, f"quantize overrides for {t.name}").samples
-                 for t in targets) if recipe.validation is not None else None
-    cal = calib.load(recipe.calibration, inputs, seed=recipe.seed, max_bytes=recipe.max_data_bytes,
-                     max_samples=needed)
-    if recipe.validation is not None:
-        if recipe.validation is recipe.calibration or (
-                isinstance(recipe.validation, str) and isinstance(recipe.calibration, str)
-                and Path(recipe.validation).resolve() == Path(recipe.calibration).resolve()
-                and recipe.validation != "random"):
-            raise UsageError("--validation is the calibration set: parity must be measured on held-out data "
-                             "(leave --validation out to hold out the last 25% of the calibration set)")
-        return cal, calib.load(recipe.validation, inputs, seed=recipe.seed + 1, max_bytes=recipe.max_data_bytes)
-    if cal.random:
-        return cal, calib.random_dataset(inputs, 16, recipe.seed + 1, recipe.max_data_bytes)
-    return cal.split(VALIDATION_FRACTION)
-
-
 def _compress(recipe: Recipe, loaded, inputs, val, progress: bool) -> dict:
     """Prune and/or distill the torch model before export; record size and accuracy after each step."""
     import copy
@@ -165,7 +143,7 @@ def _compress(recipe: Recipe, loaded, inputs, val, progress: bool) -> dict:
     example = compress.example_inputs(inputs)
 
     def step(name, module, **extra):
-        from .prune import count
+        from .pruning import count
 
         params, macs = count(module, example)
         acc = parity.accuracy(run_torch(module, val.feeds, names), val.labels) if val.labels is not None else None
@@ -213,10 +191,11 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     tdir.mkdir()
     fp32, int8 = tdir / "model.onnx", tdir / "model.int8.onnx"
     shutil.copyfile(prep.fp32, fp32)
-    fixed, fixed_warnings = _fixed_shapes(shared) if target.package.fixed_shapes else ({}, [])
+    fixed, fixed_warnings = (calib.fixed_shapes(shared.inputs, (shared.cal, shared.val)) if target.package.fixed_shapes
+                             else ({}, []))
     if fixed:
         onnx_export.fix_input_shapes(fp32, fixed)
-    qplan = quantize.plan(fp32, apply_quant_overrides(target.quantize, shared.recipe.quantize,
+    qplan = quantization.plan(fp32, apply_quant_overrides(target.quantize, shared.recipe.quantize,
                                                       f"quantize overrides for {target.name}"),
                           set(shared.recipe.quantize), target.runtime.arch)
     providers, threads = list(target.runtime.providers), target.runtime.threads
@@ -235,7 +214,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
              "edgekit_inputs": ";".join(map(str, shared.inputs)), "edgekit_preprocessing": "onnxruntime quant_pre_process"}
     onnx_export.stamp_metadata(fp32, props)
     onnx_export.stamp_metadata(int8, {**props, "edgekit_quantization": str(qplan.as_dict())})
-    packaged = _package(shared, target, tdir, int8, [o.name for o in prep.outputs])
+    packaged = package.deliverables(target, tdir, int8, shared.val.feeds, [o.name for o in prep.outputs])
     accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val)
     details = {
         "edgekit_version": __version__,
@@ -270,21 +249,6 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     return report
 
 
-def _fixed_shapes(shared: Shared) -> tuple[dict[str, tuple[int, ...]], list[str]]:
-    """Each input's shape as every calibration and validation sample has it (batch 1 for per-sample data);
-    an input whose shape varies across samples stays dynamic, with a warning (the coverage gate decides)."""
-    shapes, warnings = {}, []
-    for spec in shared.inputs:
-        seen = {tuple(f[spec.name].shape) for ds in (shared.cal, shared.val) for f in ds.feeds}
-        if len(seen) == 1:
-            shapes[spec.name] = seen.pop()
-        else:
-            warnings.append(f"input {spec.name!r} kept dynamic: its shape varies across samples "
-                            f"({', '.join(map(str, sorted(seen)[:3]))}, ...); NNAPI leaves the nodes that depend on it "
-                            "to the CPU: pad the samples to one shape to fix it")
-    return shapes, warnings
-
-
 def _latency(shared: Shared, target: Target, fp32: Path, int8: Path) -> LatencyReport:
     providers, threads = list(target.runtime.providers), target.runtime.threads
     with bar(f"benchmarking {target.name}", shared.recipe.bench.runs, shared.progress) as advance:
@@ -293,64 +257,11 @@ def _latency(shared: Shared, target: Target, fp32: Path, int8: Path) -> LatencyR
     return LatencyReport(lat["fp32"], lat["int8"], host.describe(lat["int8"].host))
 
 
-def _package(shared: Shared, target: Target, tdir: Path, int8: Path, names: list[str]) -> dict:
-    """Golden vectors for every runtime file the target ships, and the mobile/embedded files it asks for."""
-    spec = target.package
-    feeds = shared.val.feeds[: spec.golden_samples]
-    out: dict = {}
-    shipped = [int8]
-    if spec.ort_format:
-        platform = "arm" if target.runtime.arch == "arm64" else "amd64"
-        written = mobile.to_ort(int8, tdir, spec.ort_optimization, platform)
-        out["ort_format"] = {"file": written["ort"].name, "config": written["config"].name,
-                             "optimization_style": spec.ort_optimization, "target_platform": platform,
-                             "reproducible": written["reproducible"], "build": mobile.ORT_BUILDS[spec.ort_optimization]}
-        shipped.append(written["ort"])
-    models, outputs = {}, {}
-    for model in shipped:
-        golden_file = "golden.npz" if model == int8 else f"golden{model.suffix}.npz"
-        models[model.name], outputs[model] = _golden(model, tdir / golden_file, feeds, names, spec.golden_tolerance,
-                                                     check_x86_defaults=model == int8 and target.runtime.arch != "x86_64")
-    out["golden"] = {"samples": len(feeds), "tolerance": f"{spec.golden_tolerance} x each output's peak |value|",
-                     "models": models}
-    if spec.ort_format:  # what the .ort computes in the full build `check` runs, next to the .onnx
-        out["ort_format"]["max_abs_diff_from_onnx"] = _max_abs_diff(outputs[shipped[1]], outputs[int8], names)
-    if spec.c_header:
-        written = mobile.c_header(int8, tdir)
-        out["c_header"] = {"header": written["header"].name, "source": written["source"].name, "embeds": int8.name}
-    if spec.coverage:
-        out["mobile_coverage"] = mobile.coverage(int8, spec.coverage)
-    return out
-
-
-def _golden(model: Path, path: Path, feeds: list, names: list[str], tolerance: float,
-            check_x86_defaults: bool) -> tuple[dict, list]:
-    """Golden outputs of one shipped file, computed with exact int8 arithmetic: what every conforming
-    runtime computes (for an .ort, in the full onnxruntime build `edgekit check` runs).
-    Returns (its manifest entry, the outputs)."""
-    sess, kernels = int8_session(model)
-    expected = run_onnx(sess, feeds)
-    atol = package.write_golden(path, feeds, names, expected, tolerance)
-    entry = {"file": path.name, "atol": atol, "kernels": kernels}
-    if check_x86_defaults and host.x86_saturates():
-        # what a user sees running an ARM package on this kind of host with onnxruntime's defaults
-        errors = _max_abs_diff(run_onnx(int8_session(model, exact=False)[0], feeds), expected, names)
-        entry["x86_default_kernels"] = {"isa": host.int8_isa(), "max_abs_error": errors,
-                                        "within_tolerance": all(errors[n] <= atol[n] for n in names)}
-    return entry, expected
-
-
-def _max_abs_diff(a: list, b: list, names: list[str]) -> dict[str, float]:
-    """Per output, the largest |a - b| over all samples (runs as run_onnx returns them)."""
-    return {n: max(float(np.max(np.abs(x[k].astype(np.float64) - y[k]))) for x, y in zip(a, b))
-            for k, n in enumerate(names)}
-
-
 def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path, int8: Path, exact: bool):
     """Quantize with the plan, or with `auto`, search for the fastest settings that pass parity."""
     settings = qplan.settings
     if settings.mode == "dynamic":  # ranges come from each input at run time: nothing to calibrate
-        quantize.quantize(fp32, int8, qplan, [])
+        quantization.quantize(fp32, int8, qplan, [])
         onnx_export.check(int8)
         skipped = {"skipped": "dynamic quantization has no calibration or QDQ placement to search"}
         return qplan, 0, skipped if settings.auto else None
@@ -379,7 +290,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path,
                   "seconds": round(sum(t.seconds for t in trials), 3)}
     else:
         with bar(f"calibrating {target.name}", n_cal, shared.progress) as advance:
-            quantize.quantize(fp32, int8, qplan, shared.cal.feeds[:n_cal], advance)
+            quantization.quantize(fp32, int8, qplan, shared.cal.feeds[:n_cal], advance)
     onnx_export.check(int8)
     return qplan, n_cal, tuning
 

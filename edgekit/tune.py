@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import bench, layers, parity, quantize
+from . import bench, layers, parity, quantization
 from .runtime import int8_session, run_onnx
 
 COMPUTE_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
@@ -70,7 +70,7 @@ class Context:
     exact_int8: bool  # judge int8 by exact arithmetic (an ARM device's), not this host's
 
 
-def tune(ctx: Context, base: quantize.Plan, max_trials: int, time_budget: float, max_excluded: int,
+def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: float, max_excluded: int,
          progress=None, max_latency_price: float = 2.0) -> tuple[Trial, list[Trial], list[dict]]:
     """Returns (chosen trial, every trial, per-node sensitivity of the last analysis)."""
     start = time.perf_counter()
@@ -140,12 +140,12 @@ def tune(ctx: Context, base: quantize.Plan, max_trials: int, time_budget: float,
     return done() or best_sqnr(), trials, sensitivity
 
 
-def _evaluate(ctx: Context, plan: quantize.Plan, index: int, why: str, excluded) -> Trial:
+def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, excluded) -> Trial:
     start = time.perf_counter()
     s = plan.settings
     out = ctx.work / f"trial{index}.onnx"
     key = s.calibrate_method + (f"-{s.percentile}" if s.calibrate_method == "percentile" else "")
-    quantize.quantize(ctx.fp32, out, plan, ctx.cal_feeds, cache=ctx.work / f"calibration-{key}.json")
+    quantization.quantize(ctx.fp32, out, plan, ctx.cal_feeds, cache=ctx.work / f"calibration-{key}.json")
     int8_val = run_onnx(int8_session(out, ctx.providers, ctx.threads, ctx.exact_int8)[0], ctx.val_feeds)
     results = parity.compare(ctx.names, ctx.fp32_val, int8_val, ctx.classifier)
     drop = (parity.accuracy(ctx.fp32_val, ctx.labels) - parity.accuracy(int8_val, ctx.labels)

@@ -92,3 +92,25 @@ def test_import_edgekit_is_light():
             "print('torch' in sys.modules, 'onnxruntime' in sys.modules)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and run.stdout.split() == ["False", "False"], run.stderr
+
+
+def test_prune_and_quantize_from_python(tmp_path):
+    pytest.importorskip("torch_pruning")
+    import onnx
+    import onnxruntime as ort
+    module = digits_module()
+    before = sum(p.numel() for p in module.parameters())
+    pruned, result = edgekit.prune(module, inputs=["image:Nx1x8x8"], ratio=0.5, round_to=4)
+    assert result.params_before == before and result.params_after < 0.6 * before
+    assert sum(p.numel() for p in module.parameters()) == before  # the caller's module is untouched
+    with pytest.raises(edgekit.UsageError, match="prune takes a MODULE:FUNCTION"):
+        edgekit.prune(tmp_path / "m.onnx", inputs=["image:Nx1x8x8"], ratio=0.5)
+    fp32 = tmp_path / "m.onnx"
+    torch.onnx.export(module.eval(), (torch.zeros(1, 1, 8, 8),), str(fp32), input_names=["image"],
+                      dynamic_axes={"image": {0: "N"}}, dynamo=False)
+    int8 = edgekit.quantize(fp32, samples("calibration", 64), out=tmp_path / "q.onnx", calibrate_method="entropy")
+    assert int8 == tmp_path / "q.onnx"
+    assert {n.op_type for n in onnx.load(int8).graph.node} >= {"QuantizeLinear", "DequantizeLinear"}
+    x = np.load(DIGITS / "data" / "validation.npz")["image"][:50]
+    a, b = (ort.InferenceSession(str(p)).run(None, {"image": x})[0] for p in (fp32, int8))
+    assert np.mean(a.argmax(1) == b.argmax(1)) > 0.95

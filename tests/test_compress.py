@@ -9,7 +9,7 @@ import torch
 from conftest import DIGITS, ROOT, cli
 from models import branchy
 
-from edgekit import distill, prune, structure
+from edgekit import distillation as distill, pruning as prune, structure
 from edgekit.compress import load_batches, split
 from edgekit.config import DistillSettings, InputSpec
 from edgekit.load import load_model
@@ -77,7 +77,7 @@ def test_pruned_file_loads_without_the_pruning_library(tmp_path):
 
 
 def test_core_imports_and_structured_pruning_errors_cleanly_without_torch_pruning(tmp_path):
-    code = ("import sys; sys.modules['torch_pruning'] = None; import edgekit.pipeline, edgekit.prune, edgekit.cli; "
+    code = ("import sys; sys.modules['torch_pruning'] = None; import edgekit.pipeline, edgekit.pruning, edgekit.cli; "
             f"edgekit.cli.main(['prune', {DIGITS_MODEL!r}, '--input', 'image:Nx1x8x8', '--ratio', '0.5', "
             f"'--out', {str(tmp_path / 'p.pt')!r}])")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -8,7 +8,7 @@ import torch
 from models import residual, small_cnn
 
 from conftest import cli
-from edgekit import bench, quantize
+from edgekit import bench, quantization as quantize
 from edgekit.config import InputSpec, QuantSettings
 from edgekit.onnx_export import export_torch, preprocess
 

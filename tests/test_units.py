@@ -8,7 +8,7 @@ import onnx
 import pytest
 from conftest import ROOT, cli
 
-from edgekit import calib, config, parity, quantize
+from edgekit import calib, config, parity, quantization as quantize
 from edgekit.config import InputSpec
 from edgekit.errors import InputError
 from edgekit.onnx_export import export_torch

@@ -28,35 +28,14 @@ class PruneResult:
         return d
 
 
-def _trace_compute(module, example_inputs, on_layer) -> None:
-    """One forward pass calling `on_layer(name, layer, inputs, output)` for each conv/linear as it runs."""
-    import torch
-
-    handles = [m.register_forward_hook(lambda layer, i, o, name=name: on_layer(name, layer, i, o))
-               for name, m in module.named_modules() if type(m).__name__ in COMPUTE]
-    try:
-        with torch.no_grad():
-            module(*example_inputs)
-    finally:
-        for h in handles:
-            h.remove()
-
-
 def count(module, example_inputs) -> tuple[int, int]:
-    """(parameters, multiply-accumulates of conv/linear layers) for one forward pass."""
-    macs = [0]
+    """(parameters, multiply-accumulates of convolutions and matrix products) for one forward pass."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
-    def add(name, layer, inputs, output):
-        kind = type(layer).__name__
-        if kind == "Linear":
-            macs[0] += output.numel() * layer.in_features
-        elif kind.startswith("ConvTranspose"):  # each input element scatters (out / groups) x kernel
-            macs[0] += inputs[0].numel() * layer.weight[0].numel()
-        else:  # conv: each output element costs (in / groups) x kernel
-            macs[0] += output.numel() * layer.weight[0].numel()
-
-    _trace_compute(module, example_inputs, add)
-    return sum(p.numel() for p in module.parameters()), macs[0]
+    with torch.no_grad(), FlopCounterMode(display=False) as flops:
+        module(*example_inputs)
+    return sum(p.numel() for p in module.parameters()), flops.get_total_flops() // 2  # 2 FLOPs per MAC
 
 
 def head_layers(module, example_inputs) -> list[str]:
