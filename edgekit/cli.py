@@ -9,13 +9,15 @@ import sys
 import traceback
 from pathlib import Path
 
-import click
 import dataclasses
 import typing
 
+import click
+
 from . import __version__
-from .config import (DEFAULT_TARGETS, DistillSettings, PruneSpec, QuantSettings, Recipe, choices, flag_param)
-from .errors import EdgekitError, ExitCode, first_line, from_os_error
+from .config import (DEFAULT_TARGETS, RANGES, DistillSettings, InputSpec, PruneSpec, QuantSettings, Recipe,
+                     apply_quant_overrides, choices, load_recipe)
+from .errors import EdgekitError, ExitCode, UsageError, first_line, from_os_error
 
 
 def _interrupt(signum, frame):
@@ -71,6 +73,47 @@ def _fail(line: str, code: ExitCode, debug: bool) -> None:
         traceback.print_exc()
     click.echo(line, err=True)
     sys.exit(int(code))
+
+
+def flag_param(flag: str) -> str:
+    """The click parameter name of a flag: `--per-channel/--per-tensor` → per_channel."""
+    return flag.split("/")[0].lstrip("-").replace("-", "_")
+
+
+QUANT_FLAGS = {flag_param(f.metadata["flag"]): f.name for f in dataclasses.fields(QuantSettings)
+               if f.metadata["flag"]}
+
+
+def recipe_from(source: str, flags: dict) -> Recipe:
+    """A recipe file or a bare model source, with command-line flags taking precedence."""
+    given = {k: v for k, v in flags.items() if v not in (None, ())}
+    if source.endswith(".toml"):
+        recipe = load_recipe(Path(source))
+    else:
+        recipe = Recipe(source=source)
+    quant = dict(recipe.quantize)
+    for flag, key in QUANT_FLAGS.items():
+        if flag in given:
+            value = given.pop(flag)
+            quant[key] = tuple(v.strip() for v in value.split(",") if v.strip()) if key in (
+                "op_types", "exclude_nodes") else value
+    bench = dataclasses.replace(recipe.bench, runs=given.pop("bench_runs")) if "bench_runs" in given else recipe.bench
+    if "inputs" in given:
+        given["inputs"] = tuple(InputSpec.parse(i) for i in given["inputs"])
+    for key in ("targets", "output_names"):
+        if key in given:
+            given[key] = tuple(given[key])
+    if not 1 <= bench.runs <= RANGES["runs"][1]:
+        raise UsageError("--bench-runs must be >= 1")
+    if not RANGES["seed"][0] <= given.get("seed", 0) <= RANGES["seed"][1]:
+        raise UsageError(f"--seed must be in [{RANGES['seed'][0]}, {RANGES['seed'][1]}]")
+    recipe = dataclasses.replace(recipe, quantize=quant, bench=bench, **given)
+    try:
+        recipe.out.encode("utf-8")  # torch, onnx and onnxruntime take paths as UTF-8 strings
+    except UnicodeEncodeError:
+        raise UsageError(f"--out {recipe.out.encode('utf-8', 'replace').decode()!r}: not a UTF-8 path") from None
+    apply_quant_overrides(QuantSettings(), recipe.quantize, "command-line quantization flags")  # ranges
+    return recipe
 
 
 def _quant_options(fn):
@@ -148,7 +191,7 @@ def export(source, as_json, **flags):
     SOURCE is a recipe (edgekit.toml), MODULE:FUNCTION, FILE.py:FUNCTION, a TorchScript or
     torch.export archive, or an .onnx model.
     """
-    from .config import load_targets, recipe_from
+    from .config import load_targets
     from .pipeline import run
     from .report import table
 

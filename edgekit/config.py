@@ -418,14 +418,6 @@ def load_recipe(path: Path) -> Recipe:
                    prune=prune, distill=distill)
 
 
-def flag_param(flag: str) -> str:
-    """The click parameter name of a flag: `--per-channel/--per-tensor` → per_channel."""
-    return flag.split("/")[0].lstrip("-").replace("-", "_")
-
-
-QUANT_FLAGS = {flag_param(f.metadata["flag"]): f.name for f in fields(QuantSettings) if f.metadata["flag"]}
-
-
 def settings_table() -> str:
     """The README's quantization settings table, made from QuantSettings (a test keeps them equal)."""
     rows = ["| setting (profile, `[quantize]`, `edgekit.export()`) | flag | values | default | what |",
@@ -439,38 +431,6 @@ def settings_table() -> str:
         rows.append(f"| `{f.name}` | {'`' + flag + '`' if flag else '-'} | {values} | {default} | "
                     f"{f.metadata['help']} |")
     return "\n".join(rows)
-
-
-def recipe_from(source: str, flags: dict) -> Recipe:
-    """A recipe file or a bare model source, with command-line flags taking precedence."""
-    given = {k: v for k, v in flags.items() if v not in (None, ())}
-    if source.endswith(".toml"):
-        recipe = load_recipe(Path(source))
-    else:
-        recipe = Recipe(source=source)
-    quant = dict(recipe.quantize)
-    for flag, key in QUANT_FLAGS.items():
-        if flag in given:
-            value = given.pop(flag)
-            quant[key] = tuple(v.strip() for v in value.split(",") if v.strip()) if key in (
-                "op_types", "exclude_nodes") else value
-    bench = replace(recipe.bench, runs=given.pop("bench_runs")) if "bench_runs" in given else recipe.bench
-    if "inputs" in given:
-        given["inputs"] = tuple(InputSpec.parse(i) for i in given["inputs"])
-    for key in ("targets", "output_names"):
-        if key in given:
-            given[key] = tuple(given[key])
-    if not 1 <= bench.runs <= RANGES["runs"][1]:
-        raise UsageError("--bench-runs must be >= 1")
-    if given.get("seed", 0) < 0:
-        raise UsageError("--seed must be >= 0")
-    recipe = replace(recipe, quantize=quant, bench=bench, **given)
-    try:
-        recipe.out.encode("utf-8")  # torch, onnx and onnxruntime take paths as UTF-8 strings
-    except UnicodeEncodeError:
-        raise UsageError(f"--out {recipe.out.encode('utf-8', 'replace').decode()!r}: not a UTF-8 path") from None
-    apply_quant_overrides(QuantSettings(), recipe.quantize, "command-line quantization flags")  # ranges
-    return recipe
 
 
 def load_targets(names: tuple[str, ...]) -> list[Target]:

@@ -11,7 +11,7 @@ import click
 import pytest
 from conftest import ROOT
 
-from edgekit import config
+from edgekit import cli, config
 from edgekit.cli import main
 from edgekit.config import QuantSettings, Recipe, apply_quant_overrides, choices, settings_table
 from edgekit.errors import UsageError
@@ -25,10 +25,10 @@ def _options(command: str) -> dict[str, click.Option]:
 
 def test_every_quant_setting_has_a_flag_or_is_profile_only():
     flagged = {f.name for f in dataclasses.fields(QuantSettings) if f.metadata["flag"]}
-    assert set(config.QUANT_FLAGS.values()) == flagged
+    assert set(cli.QUANT_FLAGS.values()) == flagged
     assert {f.name for f in dataclasses.fields(QuantSettings)} - flagged == {"percentile", "auto_search"}
     options = _options("export")
-    for param, name in config.QUANT_FLAGS.items():
+    for param, name in cli.QUANT_FLAGS.items():
         hint = typing.get_type_hints(QuantSettings)[name]
         option = options[param]
         if typing.get_origin(hint) is typing.Literal:

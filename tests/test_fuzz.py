@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgekit import archive, config
+from edgekit import archive, cli, config
 from edgekit.config import InputSpec
 from edgekit.errors import EdgekitError, InputError, UsageError
 
@@ -101,7 +101,7 @@ def test_recipe_loader(text):
         path = Path(tmp) / "edgekit.toml"
         path.write_text(text)
         try:
-            recipe = config.recipe_from(str(path), {})
+            recipe = cli.recipe_from(str(path), {})
         except UsageError as e:
             assert "edgekit.toml" in str(e) or "flags" in str(e)
             return

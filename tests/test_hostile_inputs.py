@@ -1,7 +1,7 @@
 """Hostile and broken input (issue 6): clear errors, nothing lost, nothing executed that should not be.
 
-Also covered elsewhere: bad data files (test_errors.py: wrong shape/dtype, NaN/Inf, zero samples,
-names, corrupt .npz, mixed folders), recipe/profile keys and types (test_errors.py), unsafe archives
+Also covered elsewhere: bad data files (test_cli.py: wrong shape/dtype, NaN/Inf, zero samples,
+names, corrupt .npz, mixed folders), recipe/profile keys and types (test_cli.py), unsafe archives
 (test_package.py: absolute, `..`, symlink, hard link, device, oversized members).
 """
 import contextlib
