@@ -36,7 +36,7 @@ def build(ratio: float, round_to: int, tmp: Path):
         prune.prune(model, (torch.zeros(1, 3, 224, 224),), ratio=ratio, round_to=round_to)
     params, macs = prune.count(model, (torch.zeros(1, 3, 224, 224),))
     raw = export.export_torch(model, SPEC, (), 17, tmp / f"r{ratio}.onnx")
-    fp32 = export.preprocess(raw, tmp / f"r{ratio}.fp32.onnx")
+    fp32, _ = export.preprocess(raw, tmp / f"r{ratio}.fp32.onnx")
     rng = np.random.default_rng(0)
     feeds = [{"image": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)} for _ in range(16)]
     target = load_target("desktop-x86")

@@ -36,7 +36,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         raw = export.export_torch(outlier(), (InputSpec.parse("image:Nx3x32x32"),), (), 17, tmp / "raw.onnx")
-        fp32 = export.preprocess(raw, tmp / "fp32.onnx")
+        fp32, _ = export.preprocess(raw, tmp / "fp32.onnx")
         plan = quantize.plan(fp32, target.quantize, set())
         start = time.perf_counter()
         quantize.quantize(fp32, tmp / "plain.int8.onnx", plan, cal)

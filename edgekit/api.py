@@ -129,7 +129,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     qsettings = apply_quant_overrides(profile.quantize, quant, "edgekit.quantize() settings")
     dest = Path(out) if out is not None else source.with_suffix(".int8.onnx")
     with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
-        fp32 = onnx_export.preprocess(onnx_export.without_initializer_inputs(source, Path(tmp) / "input.onnx"),
+        fp32, _ = onnx_export.preprocess(onnx_export.without_initializer_inputs(source, Path(tmp) / "input.onnx"),
                                       Path(tmp) / "model.onnx", DEFAULT_STEP_TIMEOUT)
         specs, _ = onnx_export.io_specs(fp32)
         plan = quantization.plan(fp32, qsettings, set(quant), profile.runtime.arch)

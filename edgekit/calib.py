@@ -151,8 +151,8 @@ def class_ids(origin: str, labels: np.ndarray) -> np.ndarray:
 def _as_samples(origin: str, spec: InputSpec, array: np.ndarray) -> list[np.ndarray]:
     """Samples along the first axis; each sample keeps a batch axis of 1 when the model has one."""
     rank = len(spec.shape)
-    if array.ndim == rank + 1:
-        samples = [array[i] for i in range(array.shape[0])]
+    if array.ndim == rank + 1:  # np.asarray: a rank-0 input's sample is a 0-d array, not a numpy scalar
+        samples = [np.asarray(array[i]) for i in range(array.shape[0])]
     elif array.ndim == rank and rank > 0 and (isinstance(spec.shape[0], str) or spec.shape[0] == 1):
         samples = [array[i:i + 1] for i in range(array.shape[0])]
     else:

@@ -100,6 +100,8 @@ def recipe_from(source: str, flags: dict) -> Recipe:
     bench = dataclasses.replace(recipe.bench, runs=given.pop("bench_runs")) if "bench_runs" in given else recipe.bench
     if "inputs" in given:
         given["inputs"] = tuple(InputSpec.parse(i) for i in given["inputs"])
+    if "constants" in given:
+        given["constants"] = {**recipe.constants, **dict(_constant(c) for c in given["constants"])}
     for key in ("targets", "output_names"):
         if key in given:
             given[key] = tuple(given[key])
@@ -114,6 +116,17 @@ def recipe_from(source: str, flags: dict) -> Recipe:
         raise UsageError(f"--out {recipe.out.encode('utf-8', 'replace').decode()!r}: not a UTF-8 path") from None
     apply_quant_overrides(QuantSettings(), recipe.quantize, "command-line quantization flags")  # ranges
     return recipe
+
+
+def _constant(text: str) -> tuple[str, object]:
+    """`NAME=VALUE` with VALUE a JSON number, boolean or list."""
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, json.loads(value)
+    except ValueError:
+        raise UsageError(f"--constant {text!r}: expected NAME=VALUE, e.g. sr=16000") from None
 
 
 def _quant_options(fn):
@@ -164,6 +177,8 @@ def main(debug: bool, verbose: bool) -> None:
 @click.option("--input", "inputs", multiple=True, metavar="NAME:SHAPE[:DTYPE]",
               help="Model input, e.g. image:Nx3x224x224 or input_ids:Nxseq:int64. Repeat for several.")
 @click.option("--output-name", "output_names", multiple=True, help="Name for each model output, in order.")
+@click.option("--constant", "constants", multiple=True, metavar="NAME=VALUE",
+              help="Pin an input that is configuration (e.g. sr=16000): the deployed model no longer takes it.")
 @click.option("--calibration", help="Calibration data: .npz, folder of .npz/.npy, MODULE:FUNCTION, or `random`.")
 @click.option("--validation", help="Held-out validation data (default: the last 25% of the calibration set).")
 @click.option("--max-data-bytes", type=int,

@@ -32,7 +32,7 @@ _DIM = re.compile(r"^(\d+|[A-Za-z_][A-Za-z0-9_]*)$")
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One model input: `name:1x3x224x224[:dtype]`; a named dim (N, seq) is dynamic."""
+    """One model input: `name:1x3x224x224[:dtype]`; a named dim (N, seq) is dynamic; `name::dtype` a scalar."""
 
     name: str
     shape: tuple[int | str, ...]
@@ -41,8 +41,9 @@ class InputSpec:
     @classmethod
     def parse(cls, text: str) -> InputSpec:
         parts = text.split(":")
-        if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
-            raise UsageError(f"input spec {text!r}: expected NAME:SHAPE[:DTYPE], e.g. image:Nx3x224x224")
+        if len(parts) not in (2, 3) or not parts[0] or not (parts[1] or len(parts) == 3):
+            raise UsageError(f"input spec {text!r}: expected NAME:SHAPE[:DTYPE], e.g. image:Nx3x224x224 "
+                             "(a scalar: NAME::DTYPE, e.g. sr::int64)")
         name, shape_text = parts[0], parts[1]
         dtype = parts[2] if len(parts) == 3 else "float32"
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_.\-]*$", name):
@@ -239,6 +240,9 @@ class Recipe:
     max_data_bytes: int = DEFAULT_MAX_DATA_BYTES  # what one data source may declare before it is loaded
     step_timeout: float = DEFAULT_STEP_TIMEOUT  # seconds for a step run on the model in a child (pre-processing)
     no_bench: bool = False  # skip latency: the manifest (and archive) then depend only on the inputs
+    # inputs that are configuration (a sample rate): pinned to this value in the deployed model, never fed
+    # by the data and never quantized; e.g. {"sr": 16000}
+    constants: dict = field(default_factory=dict)
 
 
 def choices(cls, name: str) -> tuple[str, ...]:
@@ -291,6 +295,8 @@ def _coerce(value, hint, key: str, where: str):
                              f"{sorted(set(value) - set(AUTO_KNOBS))}")
     elif hint == (str | None):
         ok = isinstance(value, str)
+    elif hint is dict and key == "constants":
+        ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
     else:
         ok = True
     if not ok:
@@ -378,7 +384,7 @@ def load_recipe(path: Path) -> Recipe:
             raise UsageError(f"{where}: unknown section or key {key!r}{_nearest(key, sections)}")
     flat: dict = {}
     section_keys = {
-        "model": {"source", "inputs", "weights", "exporter", "output_names", "task"},
+        "model": {"source", "inputs", "weights", "exporter", "output_names", "task", "constants"},
         "export": {"targets", "out", "seed", "archive", "no_bench", "step_timeout"},
         "data": {"calibration", "validation", "max_data_bytes"},
     }

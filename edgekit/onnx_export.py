@@ -216,8 +216,9 @@ def io_specs(path: Path) -> tuple[tuple[InputSpec, ...], tuple[InputSpec, ...]]:
     return inputs, outputs
 
 
-def preprocess(src: Path, dest: Path, timeout: float = DEFAULT_STEP_TIMEOUT) -> Path:
+def preprocess(src: Path, dest: Path, timeout: float = DEFAULT_STEP_TIMEOUT) -> tuple[Path, str]:
     """onnxruntime's quantization pre-processing: symbolic shapes, ORT basic optimisation, ONNX shapes.
+    Returns (the pre-processed model, what was skipped and why: "" when nothing was).
 
     Runs in a child process under a time and memory limit (`bounded`): shape inference and constant
     folding on a hostile graph can take exponential time or huge allocations.
@@ -229,24 +230,36 @@ def preprocess(src: Path, dest: Path, timeout: float = DEFAULT_STEP_TIMEOUT) -> 
     if note:
         log.info("%s", note)
     check(dest)
-    return dest
+    return dest, note
+
+
+# Each failure skips one more step, in onnxruntime's order, instead of failing the export: symbolic shape
+# inference gives up on some graphs (control flow, custom ops; onnxruntime's own advice is to retry
+# without it), and a graph the optimiser or ONNX shape inference cannot take still quantizes without them.
+PREPROCESS_STEPS = (("symbolic shape inference", "skip_symbolic_shape"), ("onnxruntime graph optimisation",
+                                                                          "skip_optimization"),
+                    ("ONNX shape inference", "skip_onnx_shape"))
 
 
 def preprocess_in_child(src: str, dest: str) -> str:
-    """Entry point of the bounded child. Symbolic shape inference gives up on some transformer graphs;
-    onnxruntime's own advice is to retry without it, which we do and say."""
+    """Entry point of the bounded child: pre-process, skipping steps that fail one by one; says which."""
     import onnxruntime
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     onnxruntime.set_default_logger_severity(4)  # this child's stderr is the user's: edgekit reports the cause
+    skipped: list[str] = []
     # symbolic shape inference dumps sym_shape_infer_temp.onnx (+ weights) into the cwd when it fails
     with contextlib.chdir(Path(dest).parent):
-        try:
-            quant_pre_process(src, dest, skip_symbolic_shape=False)
-            return ""
-        except Exception as first:
-            quant_pre_process(src, dest, skip_symbolic_shape=True)
-            return f"symbolic shape inference failed ({first_line(first, 120)}); pre-processed without it"
+        for done in range(len(PREPROCESS_STEPS) + 1):
+            try:
+                quant_pre_process(src, dest, **{flag: True for _, flag in PREPROCESS_STEPS[:done]})
+                return "; ".join(skipped) + ("; pre-processed without it" if len(skipped) == 1 else
+                                             "; pre-processed without them" if skipped else "")
+            except Exception as e:
+                if done == len(PREPROCESS_STEPS):
+                    raise RuntimeError("; ".join(skipped) + f"; saving the model failed: {first_line(e, 120)}") from e
+                skipped.append(f"{PREPROCESS_STEPS[done][0]} failed ({first_line(e, 120)})")
+    raise AssertionError("unreachable")
 
 
 def fix_input_shapes(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (__version__, archive, bench, calib, host, layers, onnx_export, outdir, package, package_check, parity,
+from . import (__version__, archive, bench, calib, constants, host, layers, onnx_export, outdir, package, package_check, parity,
                quantization, tune, verdict)
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
 from .errors import UsageError
@@ -33,7 +33,8 @@ class Shared:
 
     recipe: Recipe
     source: str  # the model as the manifest names it
-    inputs: tuple[InputSpec, ...]
+    inputs: tuple[InputSpec, ...]  # what the data feeds (pinned constants excluded)
+    pinned: dict  # input name → the value it is pinned to
     cal: calib.Dataset
     val: calib.Dataset
     torch_val: list | None  # torch outputs on the validation set (None for an .onnx source)
@@ -50,6 +51,7 @@ class Prepared:
     outputs: tuple[InputSpec, ...]
     fp32_val: list
     export_parity: parity.StageParity | None
+    preprocessing: str  # the pre-processing steps skipped and why ("" when none were)
 
 
 def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> ExportReport:
@@ -63,7 +65,7 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     names = [t.name for t in targets] + ([f"{t.name}.tar.gz" for t in targets] if recipe.archive else [])
     outdir.check_replaceable(out, names, recipe.force)  # before any work; again under OUT's lock
     loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
-    inputs = _inputs(recipe, loaded)
+    inputs, pinned = _inputs(recipe, loaded)
     cal, val = calib.for_run(recipe, inputs, targets)
     compression = _compress(recipe, loaded, inputs, val, progress) if recipe.prune or recipe.distill else None
     published = False
@@ -71,7 +73,7 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
         with outdir.staging(out, names, recipe.force) as stage:
             torch_val = (run_torch(loaded.module, val.feeds, [s.name for s in inputs]) if loaded.module is not None
                          else None)
-            shared = Shared(recipe, loaded.source, inputs, cal, val, torch_val, stage, progress, compression)
+            shared = Shared(recipe, loaded.source, inputs, pinned, cal, val, torch_val, stage, progress, compression)
             prepared: dict[int, Prepared] = {}
             reports = {}
             for target in targets:
@@ -114,7 +116,19 @@ def _seeded(seed: int):
             torch.random.set_rng_state(torch_state)
 
 
-def _inputs(recipe: Recipe, loaded) -> tuple[InputSpec, ...]:
+def _inputs(recipe: Recipe, loaded) -> tuple[tuple[InputSpec, ...], dict]:
+    """(the inputs the data feeds, the pinned constants); a torch module is wrapped to take only the former."""
+    specs = _model_inputs(recipe, loaded)
+    pinned = constants.resolve(recipe.constants, specs)
+    if pinned and loaded.program is not None:
+        raise UsageError("constants cannot be pinned in a torch.export (.pt2) program; export it from its "
+                         "MODULE:FUNCTION, or pin them in an .onnx")
+    if pinned and loaded.module is not None:
+        loaded.module = constants.pin_module(loaded.module, [s.name for s in specs], pinned)
+    return tuple(s for s in specs if s.name not in pinned), pinned
+
+
+def _model_inputs(recipe: Recipe, loaded) -> tuple[InputSpec, ...]:
     if not loaded.is_onnx:
         if not recipe.inputs:
             raise UsageError("a torch model needs its inputs: --input NAME:SHAPE[:DTYPE], e.g. image:Nx3x224x224")
@@ -171,18 +185,20 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     work.mkdir(parents=True)
     if loaded.is_onnx:
         raw = onnx_export.without_initializer_inputs(loaded.onnx_path, work / "input.onnx")
+        if shared.pinned:
+            raw = constants.pin_onnx(raw, work / "pinned.onnx", shared.pinned)
     else:
         recipe = shared.recipe
         raw = onnx_export.export_torch(loaded.program or loaded.module, shared.inputs, recipe.output_names, opset,
                                   work / "exported.onnx", "dynamo" if loaded.program else recipe.exporter)
-    fp32 = onnx_export.preprocess(raw, work / "model.onnx", shared.recipe.step_timeout)
+    fp32, preprocessing = onnx_export.preprocess(raw, work / "model.onnx", shared.recipe.step_timeout)
     _, outputs = onnx_export.io_specs(fp32)
     fp32_val = run_onnx(session(fp32)[0], shared.val.feeds)
     export_parity = None
     if shared.torch_val is not None:
         export_parity = parity.StageParity(shared.val.origin, len(shared.val), tuple(parity.compare(
             [o.name for o in outputs], shared.torch_val, fp32_val, _is_classifier(shared.recipe, shared.val))))
-    return Prepared(fp32, outputs, fp32_val, export_parity)
+    return Prepared(fp32, outputs, fp32_val, export_parity, preprocessing)
 
 
 def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
@@ -203,6 +219,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     # target by this host's own kernels.
     exact = target.runtime.arch != "x86_64"
     qplan, n_cal, tuning = _quantize(shared, target, qplan, prep, fp32, int8, exact)
+    float_subgraph = quantization.float_subgraph_nodes(int8)
     int8_sess, kernels = int8_session(int8, providers, threads, exact)
     int8_val = run_onnx(int8_sess, shared.val.feeds)
     recipe, cal, val = shared.recipe, shared.cal, shared.val
@@ -225,9 +242,13 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "versions": _versions(),
         "host": host.label(threads, int8_sess.get_providers()),  # where the figures here were computed
         "inputs": [s.as_dict() for s in shared.inputs],
+        "constants": {k: v.tolist() for k, v in shared.pinned.items()},
         "fixed_input_shapes": {k: list(v) for k, v in fixed.items()} if target.package.fixed_shapes else None,
         "outputs": [o.as_dict() for o in prep.outputs],
+        "preprocessing": {"steps": "onnxruntime quant_pre_process", "skipped": prep.preprocessing or None},
         "quantization": qplan.as_dict(),
+        "float_subgraph_nodes": ({"nodes": float_subgraph, "why": quantization.SUBGRAPH_WHY} if float_subgraph
+                                 else None),
         "calibration": {"data": cal.origin, "samples": n_cal, "random": cal.random},
         "validation": {"data": val.origin, "samples": len(val), "random": val.random},
         "layers": _layer_report(qplan, fp32, int8, val.feeds, tuning),
@@ -235,7 +256,9 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         **packaged,
     }
     warnings = (verdict.warnings(cal, val, {"export": prep.export_parity, "quantization": quant_parity}, latency,
-                                 int8, providers, threads) + verdict.kernel_warnings(packaged) + fixed_warnings)
+                                 int8, providers, threads) + verdict.kernel_warnings(packaged) + fixed_warnings
+                + ([f"{len(float_subgraph)} node(s) inside sub-graphs stay float: {quantization.SUBGRAPH_WHY}"]
+                   if float_subgraph else []))
     gates = verdict.gates(target, prep.export_parity, quant_parity, accuracy, latency, packaged.get("mobile_coverage"),
                           int8.stat().st_size, classifier)
     report = TargetReport(target.name, prep.export_parity, quant_parity, accuracy, latency, tuning, gates,

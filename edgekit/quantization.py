@@ -81,6 +81,25 @@ def has_attention(model) -> bool:
     return any(n.op_type == "Softmax" and reaches_qk(n.input[0], 0) for n in graph.node)
 
 
+SUBGRAPH_WHY = ("onnxruntime's static quantizer does not enter If/Loop/Scan sub-graphs; pin the input a branch "
+                "depends on ([model] constants) to fold the branch into the main graph")
+
+
+def float_subgraph_nodes(path: Path) -> list[str]:
+    """Names (or op types) of the nodes inside If/Loop/Scan sub-graphs of a quantized model: they run float."""
+    import onnx
+
+    def walk(graph) -> list[str]:
+        found = []
+        for node in graph.node:
+            for attr in node.attribute:
+                for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs:
+                    found += [n.name or n.op_type for n in sub.node] + walk(sub)
+        return found
+
+    return walk(onnx.load(str(path), load_external_data=False).graph)
+
+
 def plan(model_path: Path, settings: QuantSettings, explicit: set[str], arch: str = "x86_64") -> Plan:
     """Resolve `auto` choices: reduce_range by target arch and host ISA, transformer scheme for attention."""
     import onnx

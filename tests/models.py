@@ -265,3 +265,76 @@ class Embedder(nn.Module):
 def embedder():
     torch.manual_seed(0)
     return Embedder()
+
+
+class Gained(nn.Module):
+    """A conv classifier with a configuration input: a rank-0 gain applied to the image."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = SmallCNN()
+
+    def forward(self, image, gain):
+        return self.body(image * gain)
+
+
+def gained():
+    return Gained()
+
+
+def if_on_scalar_onnx(path, seed=0):
+    """A voice-activity-style ONNX graph: `If(sr == 16000)` picks one of two sub-graphs, each holding a Conv
+    (with its weights as sub-graph initializers), on a rank-0 int64 `sr` input."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+
+    def branch(name):
+        weight = numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), f"{name}_w")
+        nodes = [helper.make_node("Conv", ["x", f"{name}_w"], [f"{name}_c"], pads=[1, 1, 1, 1], name=f"{name}_conv"),
+                 helper.make_node("Relu", [f"{name}_c"], [f"{name}_out"], name=f"{name}_relu")]
+        return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(
+            f"{name}_out", TensorProto.FLOAT, ["N", 4, 16, 16])], initializer=[weight])
+
+    nodes = [helper.make_node("Equal", ["sr", "rate16k"], ["is16k"]),
+             helper.make_node("If", ["is16k"], ["features"], then_branch=branch("khz16"), else_branch=branch("khz8")),
+             helper.make_node("GlobalAveragePool", ["features"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["speech"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "vad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 16, 16]),
+                       helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("speech", TensorProto.FLOAT, ["N", 2])],
+        initializer=[numpy_helper.from_array(np.array(16000, np.int64), "rate16k"),
+                     numpy_helper.from_array(rng.standard_normal((2, 4)).astype(np.float32), "fc_w"),
+                     numpy_helper.from_array(np.zeros(2, np.float32), "fc_b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def gather_on_constant_onnx(path):
+    """`x * sizes[1]` as torch exports `self.sizes[1]` (Constant 1-D, Gather index 1): onnxruntime's symbolic
+    shape inference fails on it with an empty AssertionError (`_infer_Gather` accepts only index 0 or -1)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Constant", [], ["sizes"], value=numpy_helper.from_array(np.array([4, 8], np.int64))),
+             helper.make_node("Constant", [], ["one"], value=numpy_helper.from_array(np.array(1, np.int64))),
+             helper.make_node("Gather", ["sizes", "one"], ["size"], axis=0),
+             helper.make_node("Cast", ["size"], ["scale"], to=TensorProto.FLOAT),
+             helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("Mul", ["h", "scale"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+                              initializer=[numpy_helper.from_array(
+                                  np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path

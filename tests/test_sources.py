@@ -66,7 +66,7 @@ def test_state_dict_as_model_is_refused_clearly(tmp_path, cnn_data):
 def test_unfused_qdq_count_finds_the_slow_path(tmp_path):
     """S8S8 leaves convs whose input feeds a residual add as float behind DequantizeLinear; U8S8 fuses them."""
     spec = (InputSpec.parse("image:1x3x32x32"),)
-    fp32 = preprocess(export_torch(residual(), spec, (), 17, tmp_path / "r.onnx"), tmp_path / "r.pre.onnx")
+    fp32, _ = preprocess(export_torch(residual(), spec, (), 17, tmp_path / "r.onnx"), tmp_path / "r.pre.onnx")
     rng = np.random.default_rng(0)
     feeds = [{"image": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)} for _ in range(8)]
     counts = {}
