@@ -279,13 +279,14 @@ def fix_input_shapes(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
     check(path)
 
 
-def stamp_metadata(path: Path, props: dict[str, str]) -> None:
-    """Write metadata props (edgekit version, target, ...) into an ONNX file in place."""
+def stamp_metadata(path: Path, props: dict[str, str]):
+    """Write metadata props (edgekit version, target, ...) into an ONNX file in place; returns the model."""
     import onnx
 
     model = onnx.load(str(path))
     onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, **props})
     onnx.save(model, str(path))
+    return model
 
 
 def without_initializer_inputs(src: Path, dest: Path) -> Path:
@@ -301,10 +302,3 @@ def without_initializer_inputs(src: Path, dest: Path) -> Path:
         model.graph.input.remove(value)
     onnx.save(model, str(dest))
     return dest
-
-
-def opset_of(path: Path) -> int:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)

@@ -141,7 +141,7 @@ def _golden(model: Path, path: Path, feeds: list, names: list[str], tolerance: f
     """Golden outputs of one shipped file, computed with exact int8 arithmetic: what every conforming
     runtime computes (for an .ort, in the full onnxruntime build `edgekit check` runs).
     Returns (its manifest entry, the outputs)."""
-    sess, kernels = int8_session(model)
+    sess, kernels = int8_session(model, reuse=True)
     expected = run_onnx(sess, feeds)
     atol = write_golden(path, feeds, names, expected, tolerance)
     entry = {"file": path.name, "atol": atol, "kernels": kernels}

@@ -22,7 +22,7 @@ from .errors import UsageError
 from .load import load_model
 from .progress import bar
 from .reports import ExportReport, LatencyReport, TargetReport
-from .runtime import int8_session, run_onnx, run_torch, session
+from .runtime import forget_sessions, int8_session, run_onnx, run_torch, session
 
 log = logging.getLogger("edgekit")
 
@@ -56,8 +56,11 @@ class Prepared:
 
 def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> ExportReport:
     _quiet_onnxruntime()
-    with _seeded(recipe.seed):
-        return _run(recipe, targets, progress)
+    try:
+        with _seeded(recipe.seed):
+            return _run(recipe, targets, progress)
+    finally:
+        forget_sessions()
 
 
 def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
@@ -218,25 +221,25 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     # An ARM device's int8 arithmetic does not saturate: judge an ARM target by exact arithmetic; an x86
     # target by this host's own kernels.
     exact = target.runtime.arch != "x86_64"
-    qplan, n_cal, tuning = _quantize(shared, target, qplan, prep, fp32, int8, exact)
-    float_subgraph = quantization.float_subgraph_nodes(int8)
-    int8_sess, kernels = int8_session(int8, providers, threads, exact)
+    qplan, n_cal, tuning, chosen_rows = _quantize(shared, target, qplan, prep, fp32, int8, exact)
+    props = {"edgekit_version": __version__, "edgekit_target": target.name,
+             "edgekit_inputs": ";".join(map(str, shared.inputs)), "edgekit_preprocessing": "onnxruntime quant_pre_process"}
+    onnx_export.stamp_metadata(fp32, props)
+    float_subgraph = quantization.float_subgraph_nodes(onnx_export.stamp_metadata(
+        int8, {**props, "edgekit_quantization": str(qplan.as_dict())}))
+    int8_sess, kernels = int8_session(int8, providers, threads, exact, reuse=True)
     int8_val = run_onnx(int8_sess, shared.val.feeds)
     recipe, cal, val = shared.recipe, shared.cal, shared.val
     classifier = _is_classifier(recipe, val)
     quant_parity = parity.StageParity(val.origin, len(val), tuple(parity.compare(
         [o.name for o in prep.outputs], prep.fp32_val, int8_val, classifier)), kernels)
     latency = None if recipe.no_bench else _latency(shared, target, fp32, int8)
-    props = {"edgekit_version": __version__, "edgekit_target": target.name,
-             "edgekit_inputs": ";".join(map(str, shared.inputs)), "edgekit_preprocessing": "onnxruntime quant_pre_process"}
-    onnx_export.stamp_metadata(fp32, props)
-    onnx_export.stamp_metadata(int8, {**props, "edgekit_quantization": str(qplan.as_dict())})
     packaged = package.deliverables(target, tdir, int8, shared.val.feeds, [o.name for o in prep.outputs])
     accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val)
     details = {
         "edgekit_version": __version__,
         "target_profile": target.path,
-        "opset": onnx_export.opset_of(fp32),
+        "opset": qplan.opset,
         "model": {"source": shared.source, "weights": recipe.weights,
                   "exporter": None if shared.torch_val is None else recipe.exporter},
         "versions": _versions(),
@@ -251,7 +254,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                                  else None),
         "calibration": {"data": cal.origin, "samples": n_cal, "random": cal.random},
         "validation": {"data": val.origin, "samples": len(val), "random": val.random},
-        "layers": _layer_report(qplan, fp32, int8, val.feeds, tuning),
+        "layers": _layer_report(qplan, fp32, int8, val.feeds, chosen_rows),
         "compression": shared.compression,
         **packaged,
     }
@@ -281,15 +284,17 @@ def _latency(shared: Shared, target: Target, fp32: Path, int8: Path) -> LatencyR
 
 
 def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path, int8: Path, exact: bool):
-    """Quantize with the plan, or with `auto`, search for the fastest settings that pass parity."""
+    """Quantize with the plan, or with `auto`, search for the fastest settings that pass parity.
+    Returns (the plan used, calibration samples, the search's record, the chosen model's per-node
+    sensitivity when the search already measured it)."""
     settings = qplan.settings
     if settings.mode == "dynamic":  # ranges come from each input at run time: nothing to calibrate
         quantization.quantize(fp32, int8, qplan, [])
         onnx_export.check(int8)
         skipped = {"skipped": "dynamic quantization has no calibration or QDQ placement to search"}
-        return qplan, 0, skipped if settings.auto else None
+        return qplan, 0, skipped if settings.auto else None, None
     n_cal = min(len(shared.cal), settings.samples)
-    tuning = None
+    tuning = chosen_rows = None
     if settings.auto:
         work = shared.stage / ".work" / f"tune-{target.name}"
         work.mkdir(parents=True)
@@ -298,10 +303,11 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path,
                            _is_classifier(shared.recipe, shared.val), list(target.runtime.providers),
                            target.runtime.threads, exact)
         with bar(f"tuning {target.name}", settings.max_trials, shared.progress) as advance:
-            chosen, trials, sensitivity = tune.tune(ctx, qplan, settings.max_trials, settings.time_budget,
+            chosen, trials, analysed = tune.tune(ctx, qplan, settings.max_trials, settings.time_budget,
                                                     settings.max_excluded, lambda t: advance(1, _log_trial(t)),
                                                     settings.max_latency_price)
         shutil.copyfile(chosen.path, int8)
+        chosen_rows = analysed.get(chosen.index)
         qplan = dataclasses.replace(qplan, settings=dataclasses.replace(
             settings, calibrate_method=chosen.calibrate_method, per_channel=chosen.per_channel,
             exclude_nodes=tuple(dict.fromkeys((*settings.exclude_nodes, *chosen.excluded)))))
@@ -315,7 +321,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path,
         with bar(f"calibrating {target.name}", n_cal, shared.progress) as advance:
             quantization.quantize(fp32, int8, qplan, shared.cal.feeds[:n_cal], advance)
     onnx_export.check(int8)
-    return qplan, n_cal, tuning
+    return qplan, n_cal, tuning, chosen_rows
 
 
 def _log_trial(t) -> str:
@@ -325,11 +331,12 @@ def _log_trial(t) -> str:
     return row
 
 
-def _layer_report(qplan, fp32: Path, int8: Path, feeds, tuning, top: int = 10) -> list[dict] | None:
-    """Per-node SQNR lost, worst first, for static QDQ models (what `--auto` would exclude first)."""
+def _layer_report(qplan, fp32: Path, int8: Path, feeds, known: list[dict] | None, top: int = 10) -> list[dict] | None:
+    """Per-node SQNR lost, worst first, for static QDQ models (what `--auto` would exclude first);
+    `known`: the rows --auto already measured on this very model."""
     if qplan.settings.mode != "static" or qplan.settings.format != "QDQ":
         return None
-    rows = tune.node_sensitivity(fp32, layers.tensor_errors(fp32, int8, feeds, limit=4))
+    rows = known or tune.node_sensitivity(fp32, layers.tensor_errors(fp32, int8, feeds, limit=4))
     return [{k: r[k] for k in ("node", "op", "input_sqnr_db", "output_sqnr_db", "lost_db")} for r in rows[:top]]
 
 

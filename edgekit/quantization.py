@@ -50,6 +50,7 @@ class Plan:
     reduce_range: bool
     attention: bool
     reasons: tuple[str, ...]
+    opset: int  # of the float model (ai.onnx domain)
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self.settings)
@@ -85,8 +86,8 @@ SUBGRAPH_WHY = ("onnxruntime's static quantizer does not enter If/Loop/Scan sub-
                 "depends on ([model] constants) to fold the branch into the main graph")
 
 
-def float_subgraph_nodes(path: Path) -> list[str]:
-    """Names (or op types) of the nodes inside If/Loop/Scan sub-graphs of a quantized model: they run float."""
+def float_subgraph_nodes(model) -> list[str]:
+    """Names (or op types) of the nodes inside If/Loop/Scan sub-graphs of a quantized ModelProto: they run float."""
     import onnx
 
     def walk(graph) -> list[str]:
@@ -97,7 +98,7 @@ def float_subgraph_nodes(path: Path) -> list[str]:
                     found += [n.name or n.op_type for n in sub.node] + walk(sub)
         return found
 
-    return walk(onnx.load(str(path), load_external_data=False).graph)
+    return walk(model.graph)
 
 
 def plan(model_path: Path, settings: QuantSettings, explicit: set[str], arch: str = "x86_64") -> Plan:
@@ -136,7 +137,7 @@ def plan(model_path: Path, settings: QuantSettings, explicit: set[str], arch: st
                            "there with session option session.x64quantprecision=1, or export with --reduce-range true")
     else:
         reduce = settings.reduce_range == "true"
-    return Plan(settings, reduce, attention, tuple(reasons))
+    return Plan(settings, reduce, attention, tuple(reasons), opset)
 
 
 def quantize(src: Path, dest: Path, p: Plan, feeds: list, progress=None, cache: Path | None = None) -> Path:

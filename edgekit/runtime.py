@@ -19,17 +19,31 @@ def ort_log_level() -> int:
     return 2 if log.isEnabledFor(logging.DEBUG) else 4
 
 
+_REUSED: dict[tuple, tuple] = {}  # sessions of one run, by file (and its state) and options
+MAX_REUSED = 4
+
+
 def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int = 1, optimized_path: str = "",
-            level: str = "all", exact_int8: bool = False):
+            level: str = "all", exact_int8: bool = False, reuse: bool = False):
     """A session on the providers this host really has; returns (session, providers used).
 
     `exact_int8` asks x86 MLAS for its non-saturating u8s8 kernels (`session.x64quantprecision`).
+    `reuse`: the session already made for this file (unchanged since) with these options, if any; timing
+    callers never reuse, since load time is one of their figures. `forget_sessions()` drops them.
     """
     import onnxruntime as ort
 
     ort.set_default_logger_severity(ort_log_level())
     available = set(ort.get_available_providers())
     used = [p for p in providers if p in available] or ["CPUExecutionProvider"]
+    if reuse and not optimized_path:
+        stat = Path(path).stat()
+        key = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, tuple(used), threads, level, exact_int8)
+        if key not in _REUSED:
+            while len(_REUSED) >= MAX_REUSED:
+                _REUSED.pop(next(iter(_REUSED)))
+            _REUSED[key] = session(path, providers, threads, "", level, exact_int8)
+        return _REUSED[key]
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -48,7 +62,12 @@ def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int 
         raise StageError("onnxruntime load", f"{Path(path).name}: {first}") from e
 
 
-def int8_session(path: Path | str, providers=("CPUExecutionProvider",), threads: int = 1, exact: bool = True):
+def forget_sessions() -> None:
+    _REUSED.clear()
+
+
+def int8_session(path: Path | str, providers=("CPUExecutionProvider",), threads: int = 1, exact: bool = True,
+                 reuse: bool = False):
     """A session for an int8 model; returns (session, which kernels ran it, for the manifest).
 
     `exact`: compute int8 exactly, as an ARM device or a VNNI x86 host does. Only an x86 host without
@@ -58,13 +77,14 @@ def int8_session(path: Path | str, providers=("CPUExecutionProvider",), threads:
     """
     isa, saturates = host.int8_isa(), host.x86_saturates()
     if not exact or not saturates:
-        return session(path, providers, threads)[0], f"{HOST_DEFAULT} ({isa}{'' if saturates else ': exact'})"
+        return (session(path, providers, threads, reuse=reuse)[0],
+                f"{HOST_DEFAULT} ({isa}{'' if saturates else ': exact'})")
     try:
-        return session(path, providers, threads, exact_int8=True)[0], \
+        return session(path, providers, threads, exact_int8=True, reuse=reuse)[0], \
             f"exact u8s8 (session.x64quantprecision=1; {isa} has no VNNI)"
     except StageError as e:
         log.info("exact-kernel session refused, using the host's default kernels: %s", e)
-        return session(path, providers, threads)[0], \
+        return session(path, providers, threads, reuse=reuse)[0], \
             f"{HOST_DEFAULT} ({isa}, may saturate): {EXACT_REFUSED} ({e})"
 
 

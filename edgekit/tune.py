@@ -71,11 +71,11 @@ class Context:
 
 
 def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: float, max_excluded: int,
-         progress=None, max_latency_price: float = 2.0) -> tuple[Trial, list[Trial], list[dict]]:
-    """Returns (chosen trial, every trial, per-node sensitivity of the last analysis)."""
+         progress=None, max_latency_price: float = 2.0) -> tuple[Trial, list[Trial], dict[int, list[dict]]]:
+    """Returns (chosen trial, every trial, {trial index: its per-node sensitivity} for the trials analysed)."""
     start = time.perf_counter()
     trials: list[Trial] = []
-    sensitivity: list[dict] = []
+    sensitivity: dict[int, list[dict]] = {}
 
     def budget_left() -> bool:
         return len(trials) < max_trials and time.perf_counter() - start < time_budget
@@ -120,9 +120,10 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
     best_settings = dataclasses.replace(best_settings, per_channel=best.per_channel)
     excluded: tuple[str, ...] = ()
     while "exclude_nodes" in s.auto_search and budget_left() and len(excluded) < max_excluded:
-        sensitivity = node_sensitivity(ctx.fp32, layers.tensor_errors(ctx.fp32, Path(best.path), ctx.val_feeds))
+        sensitivity[best.index] = node_sensitivity(ctx.fp32, layers.tensor_errors(ctx.fp32, Path(best.path),
+                                                                                  ctx.val_feeds))
         round_trials = []
-        for cand in sensitivity[:CANDIDATES_PER_ROUND]:  # most SQNR lost first
+        for cand in sensitivity[best.index][:CANDIDATES_PER_ROUND]:  # most SQNR lost first
             new = tuple(n for n in cand["exclude"] if n not in excluded)
             if new and budget_left() and len(excluded) + len(new) <= max_excluded:  # bounded node count
                 round_trials.append(attempt(f"keep {', '.join(new)} in float (lost {cand['lost_db']:.1f} dB)",

@@ -63,6 +63,19 @@ def test_auto_is_bounded_by_max_trials(data, tmp_path):
     assert len(m["tuning"]["trials"]) == 2 and not m["tuning"]["passed"]
 
 
+def test_report_reuses_the_sensitivity_auto_measured(data, tmp_path, monkeypatch):
+    """The budget ends right after the search analysed its best trial, which is then chosen: the report's
+    per-layer table is that analysis, not a second one."""
+    from edgekit import layers
+    calls = []
+    original = layers.tensor_errors
+    monkeypatch.setattr(layers, "tensor_errors", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
+    result, m = export("models:outlier", data, tmp_path, "--auto", "--max-trials", "4")
+    assert result.exit_code == 1, result.output
+    assert len(m["tuning"]["trials"]) == 4 and len(calls) == 1
+    assert m["layers"][0]["node"] == "/c3/Conv"
+
+
 def test_trials_reuse_one_calibration_per_method(data, tmp_path, monkeypatch):
     from onnxruntime.quantization import calibrate
     calls = []
