@@ -55,7 +55,7 @@ def scheme(q: dict) -> str:
     kind = f"{q['format']} " if q["mode"] == "static" else "dynamic "
     short = {"uint8": "U8", "int8": "S8", "uint16": "U16", "int16": "S16"}
     types = f"{short[q['activation_type']]}{short[q['weight_type']]} " if q["mode"] == "static" else "S8 "
-    extra = (" reduce_range" if q["reduce_range"] else "") + (" MatMul/Gemm only" if q["op_types"] else "")
+    extra = (" reduce_range" if q["reduce_range"] else "") + (f" {'/'.join(q['op_types'])} only" if q["op_types"] else "")
     return f"{kind}{types}{'per-channel' if q['per_channel'] else 'per-tensor'}{extra}"
 
 
@@ -75,10 +75,11 @@ def measure(name, recipe, target, tmp, runs, alternatives):
             paths[label] = str(path)
     ref = run_onnx(session(fp32)[0], val.feeds)
     names = [o["name"] for o in m["outputs"]]
-    cosines = {k: min(p.cosine for p in parity.compare(names, ref, run_onnx(session(v)[0], val.feeds)))
+    cosines = {k: min(p.cosine_min for p in parity.compare(names, ref, run_onnx(session(v)[0], val.feeds)))
                for k, v in paths.items()}
     lat = bench.measure_pair(paths, val.feeds[0], ("CPUExecutionProvider",), 1, 5, runs)
-    return [(name if i == 0 else "", k, lat["fp32"].p50_ms / lat[k].p50_ms, cosines[k])
+    return [(name if i == 0 else "", k, lat["fp32"].p50_ms / lat[k].p50_ms, cosines[k],
+             Path(paths[k]).stat().st_size / 1e6, fp32.stat().st_size / 1e6)
             for i, k in enumerate(k for k in paths if k != "fp32")], lat["fp32"]
 
 
@@ -91,18 +92,18 @@ def main() -> int:
     target = load_target("desktop-x86")
     vnni = "vnni" in host.int8_isa()
     ok = True
-    print("model | scheme | int8 speed-up vs ORT fp32 | cosine vs fp32 | bar (set on a VNNI host)")
-    print("--- | --- | --- | --- | ---")
+    print("model | scheme | int8 speed-up vs ORT fp32 | worst cosine vs fp32 | int8 MB (fp32 MB) | bar (set on a VNNI host)")
+    print("--- | --- | --- | --- | --- | ---")
     with tempfile.TemporaryDirectory() as tmp:
         for name, recipe, cnn in cases(args.skip_minilm):
             rows, fp32 = measure(name, recipe, target, tmp, args.runs, cnn and not args.no_alternatives)
-            for model, label, speedup, cos in rows:
+            for model, label, speedup, cos, mb, fp32_mb in rows:
                 bar = ""
                 if label.startswith("edgekit"):
                     met = speedup >= BARS[name] and cos >= 0.99
                     ok &= met or not vnni
                     bar = f">= {BARS[name]}x: {'met' if met else 'missed'}{'' if vnni else ' (n/a: no VNNI)'}"
-                print(f"{model} | {label} | {speedup:.2f}x | {cos:.4f} | {bar}")
+                print(f"{model} | {label} | {speedup:.2f}x | {cos:.4f} | {mb:.1f} ({fp32_mb:.1f}) | {bar}")
     print(f"\nmeasured on {host.describe(fp32.host)}; {args.runs} round-robin runs per variant, batch 1")
     return 0 if ok else 1
 

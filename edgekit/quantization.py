@@ -119,11 +119,13 @@ def plan(model_path: Path, settings: QuantSettings, explicit: set[str], arch: st
     attention = has_attention(model)
     if attention and settings.transformer_scheme != "off" and not explicit & {"mode", "op_types"}:
         if settings.transformer_scheme == "dynamic":
-            settings = dataclasses.replace(settings, mode="dynamic", op_types=("MatMul", "Gemm"))
-            reasons.append("attention graph: dynamic int8 MatMul/Gemm (full static QDQ would quantize the mask path)")
+            settings = dataclasses.replace(settings, mode="dynamic", op_types=("MatMul", "Gemm", "Gather"))
+            reasons.append("attention graph: dynamic int8 MatMul/Gemm (full static QDQ would quantize the mask path); "
+                           "embedding tables (Gather) stored int8")
         else:
-            settings = dataclasses.replace(settings, mode="static", op_types=("MatMul", "Gemm"))
-            reasons.append("attention graph: static QDQ on MatMul/Gemm only (keeps the mask path float)")
+            settings = dataclasses.replace(settings, mode="static", op_types=("MatMul", "Gemm", "Gather"))
+            reasons.append("attention graph: static QDQ on MatMul/Gemm only (keeps the mask path float); "
+                           "embedding tables (Gather) stored int8")
     if settings.reduce_range == "auto":
         reduce = (arch == "x86_64" and x86_saturates() and settings.weight_type == "int8"
                   and settings.activation_type == "uint8")

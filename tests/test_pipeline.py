@@ -89,7 +89,7 @@ def test_multi_input_int64_encoder_gets_transformer_scheme(tmp_path, encoder_dat
     [m] = manifests(result)
     q = m["quantization"]
     assert q["attention_graph"] is True
-    assert q["mode"] == "dynamic" and q["op_types"] == ["MatMul", "Gemm"]
+    assert q["mode"] == "dynamic" and q["op_types"] == ["MatMul", "Gemm", "Gather"]
     assert m["parity"]["quantization"]["outputs"][0]["cosine"] >= 0.99
 
 
