@@ -84,7 +84,9 @@ ReduceRange = Literal["auto", "true", "false"]
 CalibrateMethod = Literal["minmax", "entropy", "percentile"]
 TransformerScheme = Literal["dynamic", "matmul-static", "off"]
 Exporter = Literal["torchscript", "dynamo"]
-Task = Literal["auto", "classification", "other"]
+# what the outputs are, which picks the parity metrics: top-1/top-5 agreement (classify), nearest-neighbour
+# agreement (embed), the generic ones for the rest; auto: classify when the data has labels, else other
+Task = Literal["auto", "classify", "embed", "detect", "regress", "other"]
 Arch = Literal["x86_64", "arm64"]
 OrtOptimization = Literal["Runtime", "Fixed"]
 PruneMethod = Literal["structured", "unstructured"]
@@ -137,6 +139,8 @@ class ParitySpec:
     quant_cosine_min: float = 0.99
     quant_sqnr_min_db: float = 15.0
     top1_agreement_min: float = 0.95
+    top5_agreement_min: float = 0.99  # fp32's top class within int8's top 5 (classify, more than 5 classes)
+    retrieval_at1_min: float = 0.95  # each sample's nearest neighbour the same in fp32 and int8 (embed)
     accuracy_drop_max: float = 1.0  # points
 
 
@@ -254,6 +258,7 @@ def choices(cls, name: str) -> tuple[str, ...]:
 RANGES = {"opset": (10, 23), "threads": (1, 256), "samples": (1, 1_000_000), "percentile": (50.0, 100.0),
           "seed": (0, 2**32 - 1), "warmup": (0, 100_000), "runs": (1, 1_000_000),
           "export_cosine_min": (-1.0, 1.0), "quant_cosine_min": (-1.0, 1.0), "top1_agreement_min": (0.0, 1.0),
+          "top5_agreement_min": (0.0, 1.0), "retrieval_at1_min": (0.0, 1.0),
           "export_max_abs": (0.0, float("inf")), "accuracy_drop_max": (0.0, 100.0),
           "latency_p50_ms_max": (0.0, float("inf")), "size_mb_max": (0.0, float("inf")),
           "min_coverage": (0.0, 1.0), "golden_samples": (1, 10_000), "golden_tolerance": (0.0, 1.0),

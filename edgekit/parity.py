@@ -18,8 +18,10 @@ class OutputParity:
     sqnr_db: float | None
     max_abs: float
     mean_abs: float
-    top1_agreement: float | None = None  # classifiers only
+    top1_agreement: float | None = None  # classify: the same top class
     reference_peak: float = 0.0  # max |reference|: below NEAR_ZERO cosine and SQNR say nothing
+    top5_agreement: float | None = None  # classify, more than 5 classes: the reference's top class in the top 5
+    retrieval_at1: float | None = None  # embed: each row's nearest other row the same in both (near-ties count)
 
     @property
     def near_zero(self) -> bool:
@@ -102,13 +104,13 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]],
-            classifier: bool = False) -> list[OutputParity]:
+            task: str = "other") -> list[OutputParity]:
     """Per output, sample by sample (samples may differ in shape, e.g. sequence length).
 
     Cosine is per sample (the whole output of one feed); when a sample holds fewer than two numbers
     (a scalar score) a per-sample cosine is always ±1, so one cosine over all samples is used instead.
-    Top-1 agreement only for a classifier's 2-D score outputs (rows × classes): on an embedding it
-    would be a meaningless number. A reference that is ~0 gets no cosine or SQNR, it is flagged.
+    The task picks the extra metrics: top-1/top-5 agreement for a classifier's 2-D score outputs (rows ×
+    classes; on an embedding they would be meaningless numbers), nearest-neighbour agreement for embeddings. A reference that is ~0 gets no cosine or SQNR, it is flagged.
     """
     from .errors import InternalError
 
@@ -130,16 +132,41 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
         # capped at ±200 dB so a bit-exact match stays a finite, JSON-safe number
         sqnr = 200.0 if noise == 0 else (max(-200.0, min(200.0, 10 * math.log10(signal / noise)))
                                          if signal > 0 else -200.0)
-        top1 = None
-        if classifier and ref[0].ndim == 2 and ref[0].shape[1] > 1:
+        top1 = top5 = retrieval = None
+        if task == "classify" and ref[0].ndim == 2 and ref[0].shape[1] > 1:
             top1 = float(np.mean(np.concatenate([a.argmax(1) == b.argmax(1) for a, b in zip(ref, cand)])))
+            if ref[0].shape[1] > 5:
+                top5 = float(np.mean(np.concatenate([(np.argsort(-b, axis=1)[:, :5] == a.argmax(1)[:, None]).any(1)
+                                                     for a, b in zip(ref, cand)])))
+        if task == "embed":
+            retrieval = _retrieval_at1(ref, cand)
         signal_ok = peak >= NEAR_ZERO
         results.append(OutputParity(name, float(np.mean(cos)) if signal_ok else None,
                                     float(np.min(cos)) if signal_ok else None, round(sqnr, 3) if signal_ok else None,
                                     max(float(np.max(np.abs(a - b))) for a, b in zip(ref, cand)),
                                     sum(float(np.sum(np.abs(a - b))) for a, b in zip(ref, cand)) /
-                                    sum(a.size for a in ref), top1, peak))
+                                    sum(a.size for a in ref), top1, peak, top5, retrieval))
     return results
+
+
+RETRIEVAL_TIE = 0.01  # cosine: neighbours this close under the reference are equally good answers
+
+
+def _retrieval_at1(ref: list[np.ndarray], cand: list[np.ndarray]) -> float | None:
+    """Share of rows (embeddings) whose nearest other row by cosine under the candidate is the reference's
+    nearest, or one the reference rates within RETRIEVAL_TIE of it (a near-tie is no retrieval error)."""
+    def rows(arrays):
+        e = np.concatenate([a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(1, -1) for a in arrays])
+        return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-30)
+
+    a, b = rows(ref), rows(cand)
+    if len(a) < 3 or a.shape != b.shape:
+        return None
+    sa, sb = a @ a.T, b @ b.T
+    np.fill_diagonal(sa, -np.inf)
+    np.fill_diagonal(sb, -np.inf)
+    rows = np.arange(len(a))
+    return float(np.mean(sa[rows, sb.argmax(1)] >= sa.max(1) - RETRIEVAL_TIE))
 
 
 def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:
@@ -174,17 +201,22 @@ def signal_gates(name: str, outputs) -> list[Gate]:
     return []
 
 
-def quantization_gates(outputs, accuracy_drop: float | None, spec, classifier: bool) -> list[Gate]:
-    """The target's fp32-vs-int8 thresholds (a ParitySpec) applied to per-output parity."""
+def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str) -> list[Gate]:
+    """The target's fp32-vs-int8 thresholds (a ParitySpec) applied to per-output parity, with the task's metrics."""
     gates = signal_gates("quant_reference_signal", outputs)
     gates.append(gate("quant_cosine", worst(outputs, "cosine"), ">=", spec.quant_cosine_min))
     gates.append(gate("quant_sqnr_db", worst(outputs, "sqnr_db"), ">=", spec.quant_sqnr_min_db))
-    top1 = worst(outputs, "top1_agreement")
-    if top1 is not None:
-        gates.append(gate("top1_agreement", top1, ">=", spec.top1_agreement_min))
-    else:
-        gates.append(skipped("top1_agreement", "no classifier score output (set task = \"classification\" if it "
-                             "is one)" if not classifier else "no 2-D score output"))
+    top1, top5, retrieval = (worst(outputs, k) for k in ("top1_agreement", "top5_agreement", "retrieval_at1"))
+    if task == "classify":
+        gates.append(gate("top1_agreement", top1, ">=", spec.top1_agreement_min) if top1 is not None
+                     else skipped("top1_agreement", "no 2-D score output"))
+        if top5 is not None:
+            gates.append(gate("top5_agreement", top5, ">=", spec.top5_agreement_min))
+    elif task == "embed":
+        gates.append(gate("retrieval_at1", retrieval, ">=", spec.retrieval_at1_min) if retrieval is not None
+                     else skipped("retrieval_at1", "fewer than 3 embeddings in the validation data"))
+    elif task == "other":
+        gates.append(skipped("top1_agreement", 'no classifier score output (set task = "classify" if it is one)'))
     if accuracy_drop is not None:
         gates.append(gate("accuracy_drop", accuracy_drop, "<=", spec.accuracy_drop_max))
     else:

@@ -200,7 +200,7 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     export_parity = None
     if shared.torch_val is not None:
         export_parity = parity.StageParity(shared.val.origin, len(shared.val), tuple(parity.compare(
-            [o.name for o in outputs], shared.torch_val, fp32_val, _is_classifier(shared.recipe, shared.val))))
+            [o.name for o in outputs], shared.torch_val, fp32_val, _task(shared.recipe, shared.val))))
     return Prepared(fp32, outputs, fp32_val, export_parity, preprocessing)
 
 
@@ -230,9 +230,9 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     int8_sess, kernels = int8_session(int8, providers, threads, exact, reuse=True)
     int8_val = run_onnx(int8_sess, shared.val.feeds)
     recipe, cal, val = shared.recipe, shared.cal, shared.val
-    classifier = _is_classifier(recipe, val)
+    task = _task(recipe, val)
     quant_parity = parity.StageParity(val.origin, len(val), tuple(parity.compare(
-        [o.name for o in prep.outputs], prep.fp32_val, int8_val, classifier)), kernels)
+        [o.name for o in prep.outputs], prep.fp32_val, int8_val, task)), kernels)
     latency = None if recipe.no_bench else _latency(shared, target, fp32, int8)
     packaged = package.deliverables(target, tdir, int8, shared.val.feeds, [o.name for o in prep.outputs])
     accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val)
@@ -248,6 +248,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "constants": {k: v.tolist() for k, v in shared.pinned.items()},
         "fixed_input_shapes": {k: list(v) for k, v in fixed.items()} if target.package.fixed_shapes else None,
         "outputs": [o.as_dict() for o in prep.outputs],
+        "task": task,
         "preprocessing": {"steps": "onnxruntime quant_pre_process", "skipped": prep.preprocessing or None},
         "quantization": qplan.as_dict(),
         "float_subgraph_nodes": ({"nodes": float_subgraph, "why": quantization.SUBGRAPH_WHY} if float_subgraph
@@ -263,7 +264,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                 + ([f"{len(float_subgraph)} node(s) inside sub-graphs stay float: {quantization.SUBGRAPH_WHY}"]
                    if float_subgraph else []))
     gates = verdict.gates(target, prep.export_parity, quant_parity, accuracy, latency, packaged.get("mobile_coverage"),
-                          int8.stat().st_size, classifier)
+                          int8.stat().st_size, task)
     report = TargetReport(target.name, prep.export_parity, quant_parity, accuracy, latency, tuning, gates,
                           warnings + verdict.gate_advice(gates, qplan.settings, tuning), details)
     package.write(tdir, report)
@@ -300,7 +301,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path,
         work.mkdir(parents=True)
         ctx = tune.Context(fp32, work, shared.cal.feeds[:n_cal], shared.val.feeds, prep.fp32_val,
                            [o.name for o in prep.outputs], shared.val.labels, target.parity,
-                           _is_classifier(shared.recipe, shared.val), list(target.runtime.providers),
+                           _task(shared.recipe, shared.val), list(target.runtime.providers),
                            target.runtime.threads, exact)
         with bar(f"tuning {target.name}", settings.max_trials, shared.progress) as advance:
             chosen, trials, analysed = tune.tune(ctx, qplan, settings.max_trials, settings.time_budget,
@@ -347,10 +348,11 @@ def _accuracy(val, torch_val, fp32_val, int8_val) -> parity.Accuracy | None:
                            parity.accuracy(torch_val, val.labels) if torch_val is not None else None)
 
 
-def _is_classifier(recipe, val) -> bool:
+def _task(recipe, val) -> str:
+    """The recipe's task; `auto`: classify when the validation data has labels, else other."""
     if recipe.task != "auto":
-        return recipe.task == "classification"
-    return val.labels is not None
+        return recipe.task
+    return "classify" if val.labels is not None else "other"
 
 
 def _versions() -> dict:

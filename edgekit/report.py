@@ -66,12 +66,13 @@ def markdown(r: TargetReport) -> str:
         if not p:
             continue
         out += [f"### {title} on {p.samples} samples of {p.data}", "",
-                "| output | cosine | min cosine | SQNR dB | max abs | mean abs | top-1 agreement |",
-                "|---|---|---|---|---|---|---|"]
+                "| output | cosine | min cosine | SQNR dB | max abs | mean abs | top-1 | top-5 | retrieval@1 |",
+                "|---|---|---|---|---|---|---|---|---|"]
         na = "n/a (reference ~0)"
         out += [f"| {o.output} | {_fmt(o.cosine, '.6f', na)} | {_fmt(o.cosine_min, '.6f', na)} | "
                 f"{_fmt(o.sqnr_db, '.2f', na)} | {o.max_abs:.3g} | {o.mean_abs:.3g} | "
-                f"{_fmt(o.top1_agreement, '.4f', 'n/a')} |" for o in p.outputs]
+                f"{_fmt(o.top1_agreement, '.4f', 'n/a')} | {_fmt(o.top5_agreement, '.4f', 'n/a')} | "
+                f"{_fmt(o.retrieval_at1, '.4f', 'n/a')} |" for o in p.outputs]
         out.append("")
     if r.accuracy:
         a = r.accuracy

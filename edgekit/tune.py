@@ -64,7 +64,7 @@ class Context:
     names: list[str]
     labels: object
     spec: object  # ParitySpec
-    classifier: bool
+    task: str  # classify | embed | ...: picks the parity metrics
     providers: list[str]
     threads: int
     exact_int8: bool  # judge int8 by exact arithmetic (an ARM device's), not this host's
@@ -148,10 +148,10 @@ def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, exclu
     key = s.calibrate_method + (f"-{s.percentile}" if s.calibrate_method == "percentile" else "")
     quantization.quantize(ctx.fp32, out, plan, ctx.cal_feeds, cache=ctx.work / f"calibration-{key}.json")
     int8_val = run_onnx(int8_session(out, ctx.providers, ctx.threads, ctx.exact_int8)[0], ctx.val_feeds)
-    results = parity.compare(ctx.names, ctx.fp32_val, int8_val, ctx.classifier)
+    results = parity.compare(ctx.names, ctx.fp32_val, int8_val, ctx.task)
     drop = (parity.accuracy(ctx.fp32_val, ctx.labels) - parity.accuracy(int8_val, ctx.labels)
             if ctx.labels is not None else None)
-    gates = parity.quantization_gates(results, drop, ctx.spec, ctx.classifier)
+    gates = parity.quantization_gates(results, drop, ctx.spec, ctx.task)
     lat = bench.measure_pair({"fp32": str(ctx.fp32), "int8": str(out)}, ctx.val_feeds[0], ctx.providers, ctx.threads,
                              10, 30)
     cosine, sqnr = parity.worst(results, "cosine"), parity.worst(results, "sqnr_db")  # None: reference ~0

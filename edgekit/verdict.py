@@ -9,10 +9,10 @@ from .runtime import EXACT_REFUSED
 
 
 def gates(target: Target, export: StageParity | None, quant: StageParity, accuracy: Accuracy | None,
-          latency: LatencyReport | None, coverage: dict | None, int8_bytes: int, classifier: bool) -> list[Gate]:
+          latency: LatencyReport | None, coverage: dict | None, int8_bytes: int, task: str) -> list[Gate]:
     p, budgets = target.parity, target.budgets
     found = parity.export_gates(export, p)
-    found += parity.quantization_gates(quant.outputs, accuracy.drop if accuracy else None, p, classifier)
+    found += parity.quantization_gates(quant.outputs, accuracy.drop if accuracy else None, p, task)
     if budgets.latency_p50_ms_max:
         found.append(parity.gate("latency_p50_ms", latency.int8.p50_ms, "<=", budgets.latency_p50_ms_max) if latency
                      else parity.skipped("latency_p50_ms", "latency not measured (--no-bench)"))

@@ -19,11 +19,49 @@ def test_gates_from_typed_parity():
     close = [[r[0] + 0.01] for r in ref]
     far = [[r[0][:, ::-1].copy()] for r in ref]  # the classes' scores reversed: top-1 disagrees everywhere
     spec = ParitySpec()
-    good = parity.quantization_gates(parity.compare(["y"], ref, close, classifier=True), 0.0, spec, True)
-    bad = parity.quantization_gates(parity.compare(["y"], ref, far, classifier=True), None, spec, True)
+    good = parity.quantization_gates(parity.compare(["y"], ref, close, task="classify"), 0.0, spec, "classify")
+    bad = parity.quantization_gates(parity.compare(["y"], ref, far, task="classify"), None, spec, "classify")
     assert all(g.passed for g in good) and {g.name for g in good} >= {"quant_cosine", "top1_agreement"}
     failed = {g.name for g in bad if not g.passed}
     assert {"quant_cosine", "top1_agreement"} <= failed
     [acc] = [g for g in bad if g.name == "accuracy_drop"]
     assert acc.skipped == "no labels in the validation data" and acc.passed and "skipped" in acc.as_dict()
     assert "skipped" not in good[0].as_dict()
+
+
+def test_top5_agreement_counts_the_reference_class_within_the_candidates_top5():
+    ref = [[np.eye(8)[[0, 1, 2, 3]] * 10]]  # 4 rows, reference classes 0..3
+    cand = ref[0][0].copy()
+    cand[1] = [0, 1, 9, 8, 7, 6, 5, 4]  # class 1 ranks 7th: outside the top 5
+    cand[2] = [0, 9, 1, 8, 7, 6, 0, 0]  # class 2 ranks 3rd: inside
+    [o] = parity.compare(["y"], ref, [[cand]], task="classify")
+    assert o.top1_agreement == 0.5 and o.top5_agreement == 0.75 and o.retrieval_at1 is None
+    [plain] = parity.compare(["y"], ref, [[cand]], task="other")
+    assert plain.top1_agreement is None and plain.top5_agreement is None
+
+
+def test_retrieval_at1_is_nearest_neighbour_agreement():
+    rng = np.random.default_rng(0)
+    ref = [[rng.standard_normal((1, 16))] for _ in range(10)]
+    noisy = [[r[0] + 1e-4 * rng.standard_normal((1, 16))] for r in ref]
+    scrambled = [[rng.standard_normal((1, 16))] for _ in range(10)]
+    [good] = parity.compare(["e"], ref, noisy, task="embed")
+    [bad] = parity.compare(["e"], ref, scrambled, task="embed")
+    assert good.retrieval_at1 == 1.0 and bad.retrieval_at1 < 0.5 and good.top1_agreement is None
+    gates = {g.name: g for g in parity.quantization_gates([bad], None, ParitySpec(), "embed")}
+    assert not gates["retrieval_at1"].passed and "top1_agreement" not in gates
+    [few] = parity.compare(["e"], ref[:2], noisy[:2], task="embed")
+    [skip] = [g for g in parity.quantization_gates([few], None, ParitySpec(), "embed") if g.name == "retrieval_at1"]
+    assert skip.skipped == "fewer than 3 embeddings in the validation data"
+
+
+def test_retrieval_near_ties_are_not_errors():
+    """Row 0's two nearest rows are almost equally near (cosine 0.995 vs 0.990): picking either is right."""
+    base = np.array([1.0, 0.0, 0.0])
+    near = np.array([0.995, np.sqrt(1 - 0.995 ** 2), 0.0])
+    nearer_too = np.array([0.990, 0.0, np.sqrt(1 - 0.990 ** 2)])
+    far = np.array([-1.0, 0.0, 0.0])
+    ref = [[v[None]] for v in (base, near, nearer_too, far)]
+    flipped = [[v[None]] for v in (base, np.array([0.98, 0.199, 0.0]), np.array([0.999, 0.0, 0.0447]), far)]
+    [o] = parity.compare(["e"], ref, flipped, task="embed")
+    assert o.retrieval_at1 == 1.0

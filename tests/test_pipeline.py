@@ -255,3 +255,23 @@ def test_latency_carries_its_spread_and_a_noisy_host_is_named():
     warnings = verdict_warnings(Data(), Data(), {}, lat, None, [], 1)
     assert len(warnings) == 1 and "latency spread p90/p50 fp32 1.10, int8 2.40" in warnings[0]
     assert bench.Latency(1.0, 1.6, 2.0, 1.2, 10, 1.0, 1, {}).as_dict()["p90_over_p50"] == 1.6
+
+
+def test_task_picks_the_metrics_and_gates(tmp_path, cnn_data):
+    """embed: nearest-neighbour agreement is measured and gated, top-1 is not; classify: top-1 and top-5."""
+    cal, val = cnn_data
+    result = export("models:embedder", "--input", "image:Nx3x16x16", "--calibration", cal, "--validation", val,
+                    "--task", "embed", "--out", tmp_path / "e")
+    # random images through random weights embed almost alike: their neighbours are fragile, so whether
+    # the gate passes is this toy's business; that it is measured and gated is the test's
+    assert result.exit_code in (0, 1), result.output
+    [embed] = json.loads(result.stdout)
+    [o] = embed["parity"]["quantization"]["outputs"]
+    assert embed["task"] == "embed" and 0.0 <= o["retrieval_at1"] <= 1.0 and "top1_agreement" not in o
+    gates = {g["name"]: g for g in embed["gates"]}
+    assert gates["retrieval_at1"]["value"] == o["retrieval_at1"] and "top1_agreement" not in gates
+    assert (result.exit_code == 0) == all(g["passed"] for g in gates.values())
+    cls = manifests(export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cal, "--validation",
+                           val, "--task", "classify", "--out", tmp_path / "c"))[0]
+    assert cls["task"] == "classify" and {"top1_agreement"} <= {g["name"] for g in cls["gates"]}
+    assert "retrieval_at1" not in cls["parity"]["quantization"]["outputs"][0]

@@ -127,15 +127,15 @@ def test_reduce_range_auto_follows_host_isa(tmp_path, monkeypatch):
 def test_parity_metrics():
     ref = [[np.array([[1.0, 2.0, 3.0]], np.float32)], [np.array([[3.0, 1.0, 0.0]], np.float32)]]
     assert parity.compare(["y"], ref, ref)[0].top1_agreement is None  # not a classifier: no top-1
-    same = parity.compare(["y"], ref, ref, classifier=True)[0]
+    same = parity.compare(["y"], ref, ref, task="classify")[0]
     assert same.cosine == pytest.approx(1.0) and same.sqnr_db == 200.0 and same.max_abs == 0 and same.top1_agreement == 1
     noisy = [[r[0] + np.array([[0.1, -0.1, 0.0]], np.float32)] for r in ref]
-    p = parity.compare(["y"], ref, noisy, classifier=True)[0]
+    p = parity.compare(["y"], ref, noisy, task="classify")[0]
     signal = 1 + 4 + 9 + 9 + 1
     assert p.sqnr_db == pytest.approx(10 * np.log10(signal / 0.04), abs=1e-3)
     assert p.max_abs == pytest.approx(0.1, abs=1e-6) and p.top1_agreement == 1.0
     flipped = [[np.array([[3.0, 2.0, 1.0]], np.float32)], [np.array([[3.0, 1.0, 0.0]], np.float32)]]
-    assert parity.compare(["y"], ref, flipped, classifier=True)[0].top1_agreement == 0.5
+    assert parity.compare(["y"], ref, flipped, task="classify")[0].top1_agreement == 0.5
     huge = [[np.array([[3e200, -1e200, 2e200]])]]  # a quantized mask path: no overflow, a real cosine
     big = parity.compare(["y"], huge, [[huge[0][0] * 0.5]])[0]
     assert big.cosine == pytest.approx(1.0) and big.sqnr_db == pytest.approx(10 * np.log10(4), abs=1e-3)
