@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (__version__, archive, bench, calib, constants, host, layers, onnx_export, outdir, package, package_check, parity,
+from . import (__version__, archive, bench, calib, constants, host, sizes, layers, onnx_export, outdir, package, package_check, parity,
                quantization, tune, verdict)
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
-from .errors import UsageError
+from .errors import EdgekitError, UsageError
 from .load import load_model
 from .progress import bar
 from .reports import ExportReport, LatencyReport, TargetReport
@@ -52,6 +52,7 @@ class Prepared:
     fp32_val: list
     export_parity: parity.StageParity | None
     preprocessing: str  # the pre-processing steps skipped and why ("" when none were)
+    size_checks: list[sizes.SizeCheck]  # the float model at sizes of its dynamic axes the data does not have
 
 
 def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> ExportReport:
@@ -201,7 +202,40 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     if shared.torch_val is not None:
         export_parity = parity.StageParity(shared.val.origin, len(shared.val), tuple(parity.compare(
             [o.name for o in outputs], shared.torch_val, fp32_val, _task(shared.recipe, shared.val))))
-    return Prepared(fp32, outputs, fp32_val, export_parity, preprocessing)
+    return Prepared(fp32, outputs, fp32_val, export_parity, preprocessing, _size_checks(loaded, shared, fp32, outputs))
+
+
+def _size_checks(loaded, shared: Shared, fp32: Path, outputs) -> list[sizes.SizeCheck]:
+    names, task = [o.name for o in outputs], _task(shared.recipe, shared.val)
+    checks = []
+    for other in sizes.other_sizes(shared.inputs, shared.val.feeds):
+        try:
+            reference = run_onnx(session(fp32, reuse=True)[0], other.feeds)
+            export = None
+            if shared.torch_val is not None:
+                torch_out = run_torch(loaded.module, other.feeds, [s.name for s in shared.inputs])
+                export = parity.StageParity(other.label(), len(other.feeds),
+                                            tuple(parity.compare(names, torch_out, reference, task)))
+            checks.append(sizes.SizeCheck(other, reference, export))
+        except EdgekitError as e:
+            checks.append(sizes.SizeCheck(other, None, error=f"{other.label()}: {e}"))
+    return checks
+
+
+def _int8_at_sizes(prep: Prepared, int8_sess, task: str, fixed: bool) -> list[sizes.SizeCheck]:
+    """Each size check with the int8 model's parity there (not for a target that ships fixed shapes)."""
+    found = []
+    for check in prep.size_checks:
+        if check.reference is None or fixed:
+            found.append(check)
+            continue
+        try:
+            found.append(dataclasses.replace(check, quantization=parity.StageParity(
+                check.other.label(), len(check.other.feeds), tuple(parity.compare(
+                    [o.name for o in prep.outputs], check.reference, run_onnx(int8_sess, check.other.feeds), task)))))
+        except EdgekitError as e:
+            found.append(dataclasses.replace(check, error=f"int8 at {check.other.label()}: {e}"))
+    return found
 
 
 def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
@@ -236,6 +270,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     latency = None if recipe.no_bench else _latency(shared, target, fp32, int8)
     packaged = package.deliverables(target, tdir, int8, shared.val.feeds, [o.name for o in prep.outputs])
     accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val)
+    size_checks = _int8_at_sizes(prep, int8_sess, task, bool(fixed))
     details = {
         "edgekit_version": __version__,
         "target_profile": target.path,
@@ -257,14 +292,17 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "validation": {"data": val.origin, "samples": len(val), "random": val.random},
         "layers": _layer_report(qplan, fp32, int8, val.feeds, chosen_rows),
         "compression": shared.compression,
+        "dynamic_sizes": [c.as_dict() for c in size_checks],
         **packaged,
     }
     warnings = (verdict.warnings(cal, val, {"export": prep.export_parity, "quantization": quant_parity}, latency,
                                  int8, providers, threads) + verdict.kernel_warnings(packaged) + fixed_warnings
                 + ([f"{len(float_subgraph)} node(s) inside sub-graphs stay float: {quantization.SUBGRAPH_WHY}"]
-                   if float_subgraph else []))
+                   if float_subgraph else [])
+                + [f"the model does not run at another size of a dynamic axis: {c.error}" for c in size_checks
+                   if c.error])
     gates = verdict.gates(target, prep.export_parity, quant_parity, accuracy, latency, packaged.get("mobile_coverage"),
-                          int8.stat().st_size, task)
+                          int8.stat().st_size, task) + verdict.size_gates(target, size_checks)
     report = TargetReport(target.name, prep.export_parity, quant_parity, accuracy, latency, tuning, gates,
                           warnings + verdict.gate_advice(gates, qplan.settings, tuning), details)
     package.write(tdir, report)

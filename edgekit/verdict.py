@@ -24,6 +24,23 @@ def gates(target: Target, export: StageParity | None, quant: StageParity, accura
     return found
 
 
+def size_gates(target: Target, checks) -> list[Gate]:
+    """The model runs at each other size of its dynamic axes, with export and int8 parity held there."""
+    found = []
+    for c in checks:
+        at = c.other.label()
+        if c.error:
+            found.append(Gate(f"runs_at_{at}", None, "", None, False))
+            continue
+        if c.export:
+            found.append(parity.gate(f"export_cosine_at_{at}", c.export.worst("cosine_min"), ">=",
+                                     target.parity.export_cosine_min))
+        if c.quantization:
+            found.append(parity.gate(f"quant_cosine_at_{at}", c.quantization.worst("cosine"), ">=",
+                                     target.parity.quant_cosine_min))
+    return found
+
+
 def warnings(cal, val, parities: dict, latency, int8, providers, threads) -> list[str]:
     said: list[str] = []
     if cal.random or val.random:

@@ -338,3 +338,22 @@ def gather_on_constant_onnx(path):
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
     return path
+
+
+class BakedBatch(nn.Module):
+    """Works at any batch in torch, but `int(x.shape[0])` is a constant to the tracer: the exported Reshape
+    holds the traced batch, so the ONNX model runs only at that size."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 16 * 16, 5)
+
+    def forward(self, image):
+        n = int(image.shape[0])
+        return self.fc(self.conv(image).reshape(n, -1))
+
+
+def baked_batch():
+    return BakedBatch()

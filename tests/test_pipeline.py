@@ -275,3 +275,25 @@ def test_task_picks_the_metrics_and_gates(tmp_path, cnn_data):
                            val, "--task", "classify", "--out", tmp_path / "c"))[0]
     assert cls["task"] == "classify" and {"top1_agreement"} <= {g["name"] for g in cls["gates"]}
     assert "retrieval_at1" not in cls["parity"]["quantization"]["outputs"][0]
+
+
+def test_dynamic_axes_are_validated_at_another_size(tmp_path, encoder_data):
+    """A batch baked into the export passes at the data's batch and is caught at another; a sequence
+    axis is validated at half the data's length."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "pairs.npz", image=rng.random((24, 2, 3, 16, 16), dtype=np.float32))  # batches of 2
+    result = export("models:baked_batch", "--input", "image:Nx3x16x16", "--calibration", tmp_path / "pairs.npz",
+                    "--out", tmp_path / "baked")
+    [m] = manifests(result, 1)
+    [size] = m["dynamic_sizes"]
+    assert size["dim"] == "N" and size["data_sizes"] == [2] and size["validated_size"] == 4 and size["error"]
+    assert [g["name"] for g in m["gates"] if not g["passed"]] == ["runs_at_N=4"]
+    assert any("does not run at another size" in w for w in m["warnings"])
+    cal, val = encoder_data
+    result = export("models:tiny_encoder", "--input", "input_ids:Nxseq:int64", "--input", "attention_mask:Nxseq:int64",
+                    "--calibration", cal, "--validation", val, "--out", tmp_path / "enc")
+    [m] = manifests(result)
+    checked = {(s["dim"], s["validated_size"]): s for s in m["dynamic_sizes"]}
+    assert set(checked) == {("N", 2), ("seq", 6)} and not any(s["error"] for s in checked.values())
+    assert checked[("seq", 6)]["export"]["outputs"][0]["cosine"] > 0.99999
+    assert {"export_cosine_at_seq=6", "quant_cosine_at_seq=6"} <= {g["name"] for g in m["gates"] if g["passed"]}
