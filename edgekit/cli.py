@@ -100,6 +100,11 @@ def recipe_from(source: str, flags: dict) -> Recipe:
     bench = dataclasses.replace(recipe.bench, runs=given.pop("bench_runs")) if "bench_runs" in given else recipe.bench
     if "inputs" in given:
         given["inputs"] = tuple(InputSpec.parse(i) for i in given["inputs"])
+    if "state" in given:
+        pairs = [pair.partition("=") for pair in given["state"]]
+        if any(not a or not sep or not b for a, sep, b in pairs):
+            raise UsageError(f"--state {given['state']!r}: expected INPUT=OUTPUT, e.g. state=stateN")
+        given["state"] = {**recipe.state, **{a: b for a, _, b in pairs}}
     if "constants" in given:
         given["constants"] = {**recipe.constants, **dict(_constant(c) for c in given["constants"])}
     for key in ("targets", "output_names"):
@@ -177,6 +182,8 @@ def main(debug: bool, verbose: bool) -> None:
 @click.option("--input", "inputs", multiple=True, metavar="NAME:SHAPE[:DTYPE]",
               help="Model input, e.g. image:Nx3x224x224 or input_ids:Nxseq:int64. Repeat for several.")
 @click.option("--output-name", "output_names", multiple=True, help="Name for each model output, in order.")
+@click.option("--state", "state", multiple=True, metavar="INPUT=OUTPUT",
+              help="A streaming model's state input and the output fed back to it (data then holds sequences).")
 @click.option("--constant", "constants", multiple=True, metavar="NAME=VALUE",
               help="Pin an input that is configuration (e.g. sr=16000): the deployed model no longer takes it.")
 @click.option("--calibration", help="Calibration data: .npz, folder of .npz/.npy, MODULE:FUNCTION, or `random`.")

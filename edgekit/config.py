@@ -120,6 +120,9 @@ class QuantSettings:
     exclude_nodes: tuple[str, ...] = _setting((), "node names kept in float", "--exclude-nodes")
     transformer_scheme: TransformerScheme = _setting(
         "dynamic", "attention-style graphs, where full static QDQ wrecks the mask path", "--transformer-scheme")
+    quantize_state: bool = _setting(False, "quantize the nodes that read or write a streaming model's state "
+                                    "(by default they stay float: state error accumulates over steps)",
+                                    "--quantize-state")
     auto: bool = _setting(False, "when parity fails, search calibration, per-channel/tensor, then float fallbacks",
                           "--auto")
     auto_search: tuple[str, ...] = _setting(AUTO_KNOBS, "what --auto may change (the target's hardware rules)")
@@ -247,6 +250,9 @@ class Recipe:
     # inputs that are configuration (a sample rate): pinned to this value in the deployed model, never fed
     # by the data and never quantized; e.g. {"sr": 16000}
     constants: dict = field(default_factory=dict)
+    # a streaming model's state inputs, each with the output fed back to it at the next step, e.g.
+    # {"state": "stateN"}: data then holds sequences and every model is run over them step by step
+    state: dict = field(default_factory=dict)
 
 
 def choices(cls, name: str) -> tuple[str, ...]:
@@ -302,6 +308,8 @@ def _coerce(value, hint, key: str, where: str):
         ok = isinstance(value, str)
     elif hint is dict and key == "constants":
         ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    elif hint is dict and key == "state":
+        ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
     else:
         ok = True
     if not ok:
@@ -389,7 +397,7 @@ def load_recipe(path: Path) -> Recipe:
             raise UsageError(f"{where}: unknown section or key {key!r}{_nearest(key, sections)}")
     flat: dict = {}
     section_keys = {
-        "model": {"source", "inputs", "weights", "exporter", "output_names", "task", "constants"},
+        "model": {"source", "inputs", "weights", "exporter", "output_names", "task", "constants", "state"},
         "export": {"targets", "out", "seed", "archive", "no_bench", "step_timeout"},
         "data": {"calibration", "validation", "max_data_bytes"},
     }

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (__version__, archive, bench, calib, constants, host, sizes, layers, onnx_export, outdir, package, package_check, parity,
+from . import (__version__, archive, bench, calib, constants, host, sequences, sizes, layers, onnx_export, outdir, package, package_check, parity,
                quantization, tune, verdict)
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
 from .errors import EdgekitError, UsageError
@@ -53,6 +53,9 @@ class Prepared:
     export_parity: parity.StageParity | None
     preprocessing: str  # the pre-processing steps skipped and why ("" when none were)
     size_checks: list[sizes.SizeCheck]  # the float model at sizes of its dynamic axes the data does not have
+    cal: calib.Dataset  # as the models are fed: for a streaming model, steps with the float model's state
+    val: calib.Dataset
+    rollout: sequences.Rollout | None  # the float model over the validation sequences (streaming models)
 
 
 def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> ExportReport:
@@ -70,13 +73,12 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     outdir.check_replaceable(out, names, recipe.force)  # before any work; again under OUT's lock
     loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
     inputs, pinned = _inputs(recipe, loaded)
-    cal, val = calib.for_run(recipe, inputs, targets)
+    cal, val = calib.for_run(recipe, sequences.data_specs(inputs, recipe.state) if recipe.state else inputs, targets)
     compression = _compress(recipe, loaded, inputs, val, progress) if recipe.prune or recipe.distill else None
     published = False
     try:
         with outdir.staging(out, names, recipe.force) as stage:
-            torch_val = (run_torch(loaded.module, val.feeds, [s.name for s in inputs]) if loaded.module is not None
-                         else None)
+            torch_val = _torch_outputs(recipe, loaded, inputs, val)
             shared = Shared(recipe, loaded.source, inputs, pinned, cal, val, torch_val, stage, progress, compression)
             prepared: dict[int, Prepared] = {}
             reports = {}
@@ -92,6 +94,20 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
             raise outdir.InterruptedAfterPublish() from None
         raise
     return ExportReport(reports, out)
+
+
+def _torch_outputs(recipe: Recipe, loaded, inputs, val) -> list | None:
+    """The torch model's outputs on the validation data (step by step over sequences for a streaming model)."""
+    if loaded.module is None:
+        return None
+    names = [s.name for s in inputs]
+    if not recipe.state:
+        return run_torch(loaded.module, val.feeds, names)
+    if not recipe.output_names:
+        raise UsageError("a streaming torch model needs --output-name for each output: --state names the one fed back")
+    sequences.check_outputs(recipe.state, list(recipe.output_names))
+    return sequences.rollout(lambda feed: run_torch(loaded.module, [feed], names)[0], val.feeds, inputs,
+                             list(recipe.output_names), recipe.state).outputs
 
 
 def _quiet_onnxruntime() -> None:
@@ -197,20 +213,38 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
                                   work / "exported.onnx", "dynamo" if loaded.program else recipe.exporter)
     fp32, preprocessing = onnx_export.preprocess(raw, work / "model.onnx", shared.recipe.step_timeout)
     _, outputs = onnx_export.io_specs(fp32)
-    fp32_val = run_onnx(session(fp32)[0], shared.val.feeds)
+    cal, val, fp32_val, fp32_rollout = _steps(shared, fp32, [o.name for o in outputs])
     export_parity = None
     if shared.torch_val is not None:
-        export_parity = parity.StageParity(shared.val.origin, len(shared.val), tuple(parity.compare(
-            [o.name for o in outputs], shared.torch_val, fp32_val, _task(shared.recipe, shared.val))))
-    return Prepared(fp32, outputs, fp32_val, export_parity, preprocessing, _size_checks(loaded, shared, fp32, outputs))
+        export_parity = parity.StageParity(val.origin, len(val), tuple(parity.compare(
+            [o.name for o in outputs], shared.torch_val, fp32_val, _task(shared.recipe, val))))
+    prep = Prepared(fp32, outputs, fp32_val, export_parity, preprocessing, [], cal, val, fp32_rollout)
+    return dataclasses.replace(prep, size_checks=_size_checks(loaded, shared, prep))
 
 
-def _size_checks(loaded, shared: Shared, fp32: Path, outputs) -> list[sizes.SizeCheck]:
-    names, task = [o.name for o in outputs], _task(shared.recipe, shared.val)
+def _steps(shared: Shared, fp32: Path, names: list[str]):
+    """(calibration, validation) as the models are fed, the float model's validation outputs, and its
+    rollout: for a streaming model every step of every sequence with the state the float model carried."""
+    sess = session(fp32, reuse=True)[0]
+    if not shared.recipe.state:
+        return shared.cal, shared.val, run_onnx(sess, shared.val.feeds), None
+    sequences.check_outputs(shared.recipe.state, names)
+
+    def run(feed):
+        return run_onnx(sess, [feed])[0]
+
+    cal = sequences.rollout(run, shared.cal.feeds, shared.inputs, names, shared.recipe.state)
+    val = sequences.rollout(run, shared.val.feeds, shared.inputs, names, shared.recipe.state)
+    return (calib.Dataset(f"{shared.cal.origin} (steps)", cal.feeds, None, shared.cal.random),
+            calib.Dataset(f"{shared.val.origin} (steps)", val.feeds, None, shared.val.random), val.outputs, val)
+
+
+def _size_checks(loaded, shared: Shared, prep: Prepared) -> list[sizes.SizeCheck]:
+    names, task = [o.name for o in prep.outputs], _task(shared.recipe, prep.val)
     checks = []
-    for other in sizes.other_sizes(shared.inputs, shared.val.feeds):
+    for other in sizes.other_sizes(shared.inputs, [] if shared.recipe.state else prep.val.feeds):
         try:
-            reference = run_onnx(session(fp32, reuse=True)[0], other.feeds)
+            reference = run_onnx(session(prep.fp32, reuse=True)[0], other.feeds)
             export = None
             if shared.torch_val is not None:
                 torch_out = run_torch(loaded.module, other.feeds, [s.name for s in shared.inputs])
@@ -220,6 +254,29 @@ def _size_checks(loaded, shared: Shared, fp32: Path, outputs) -> list[sizes.Size
         except EdgekitError as e:
             checks.append(sizes.SizeCheck(other, None, error=f"{other.label()}: {e}"))
     return checks
+
+
+def _state_stays_float(state: dict, qplan, fp32: Path):
+    """Unless asked to quantize it, the nodes reading a state input or writing a state output stay float:
+    a state's rounding error is fed back and grows step after step. Returns (plan, those nodes)."""
+    if not state or qplan.settings.quantize_state:
+        return qplan, ()
+    import onnx
+
+    graph = onnx.load(str(fp32), load_external_data=False).graph
+    nodes = tuple(n.name for n in graph.node if n.name and (set(n.input) & set(state) or set(n.output) & set(state.values())))
+    settings = dataclasses.replace(qplan.settings, exclude_nodes=tuple(dict.fromkeys((*qplan.settings.exclude_nodes,
+                                                                                      *nodes))))
+    why = f"state kept float: {len(nodes)} node(s) reading or writing {', '.join(state)} (--quantize-state to quantize)"
+    return dataclasses.replace(qplan, settings=settings, reasons=(*qplan.reasons, why)), nodes
+
+
+def _int8_outputs(shared: Shared, prep: Prepared, int8_sess) -> list:
+    """The int8 model's validation outputs; a streaming model runs over the sequences carrying its own state."""
+    if prep.rollout is None:
+        return run_onnx(int8_sess, prep.val.feeds)
+    return sequences.rollout(lambda feed: run_onnx(int8_sess, [feed])[0], shared.val.feeds, shared.inputs,
+                             [o.name for o in prep.outputs], shared.recipe.state).outputs
 
 
 def _int8_at_sizes(prep: Prepared, int8_sess, task: str, fixed: bool) -> list[sizes.SizeCheck]:
@@ -244,31 +301,34 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     tdir.mkdir()
     fp32, int8 = tdir / "model.onnx", tdir / "model.int8.onnx"
     shutil.copyfile(prep.fp32, fp32)
-    fixed, fixed_warnings = (calib.fixed_shapes(shared.inputs, (shared.cal, shared.val)) if target.package.fixed_shapes
+    fixed, fixed_warnings = (calib.fixed_shapes(shared.inputs, (prep.cal, prep.val)) if target.package.fixed_shapes
                              else ({}, []))
     if fixed:
         onnx_export.fix_input_shapes(fp32, fixed)
     qplan = quantization.plan(fp32, apply_quant_overrides(target.quantize, shared.recipe.quantize,
                                                       f"quantize overrides for {target.name}"),
                           set(shared.recipe.quantize), target.runtime.arch)
+    qplan, state_nodes = _state_stays_float(shared.recipe.state, qplan, fp32)
     providers, threads = list(target.runtime.providers), target.runtime.threads
     # An ARM device's int8 arithmetic does not saturate: judge an ARM target by exact arithmetic; an x86
     # target by this host's own kernels.
     exact = target.runtime.arch != "x86_64"
     qplan, n_cal, tuning, chosen_rows = _quantize(shared, target, qplan, prep, fp32, int8, exact)
+    if state_nodes:
+        quantization.float_outputs(int8, shared.recipe.state.values())
     props = {"edgekit_version": __version__, "edgekit_target": target.name,
              "edgekit_inputs": ";".join(map(str, shared.inputs)), "edgekit_preprocessing": "onnxruntime quant_pre_process"}
     onnx_export.stamp_metadata(fp32, props)
     float_subgraph = quantization.float_subgraph_nodes(onnx_export.stamp_metadata(
         int8, {**props, "edgekit_quantization": str(qplan.as_dict())}))
     int8_sess, kernels = int8_session(int8, providers, threads, exact, reuse=True)
-    int8_val = run_onnx(int8_sess, shared.val.feeds)
-    recipe, cal, val = shared.recipe, shared.cal, shared.val
+    recipe, cal, val = shared.recipe, prep.cal, prep.val
+    int8_val = _int8_outputs(shared, prep, int8_sess)
     task = _task(recipe, val)
     quant_parity = parity.StageParity(val.origin, len(val), tuple(parity.compare(
         [o.name for o in prep.outputs], prep.fp32_val, int8_val, task)), kernels)
-    latency = None if recipe.no_bench else _latency(shared, target, fp32, int8)
-    packaged = package.deliverables(target, tdir, int8, shared.val.feeds, [o.name for o in prep.outputs])
+    latency = None if recipe.no_bench else _latency(shared, prep, target, fp32, int8)
+    packaged = package.deliverables(target, tdir, int8, val.feeds, [o.name for o in prep.outputs])
     accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val)
     size_checks = _int8_at_sizes(prep, int8_sess, task, bool(fixed))
     details = {
@@ -292,6 +352,9 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "validation": {"data": val.origin, "samples": len(val), "random": val.random},
         "layers": _layer_report(qplan, fp32, int8, val.feeds, chosen_rows),
         "compression": shared.compression,
+        "state": {"pairs": recipe.state, "float_nodes": list(state_nodes),
+                  "sequence": sequences.per_step(prep.rollout, int8_val, [o.name for o in prep.outputs],
+                                                 parity.compare)} if recipe.state else None,
         "dynamic_sizes": [c.as_dict() for c in size_checks],
         **packaged,
     }
@@ -314,10 +377,10 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     return report
 
 
-def _latency(shared: Shared, target: Target, fp32: Path, int8: Path) -> LatencyReport:
+def _latency(shared: Shared, prep: Prepared, target: Target, fp32: Path, int8: Path) -> LatencyReport:
     providers, threads = list(target.runtime.providers), target.runtime.threads
     with bar(f"benchmarking {target.name}", shared.recipe.bench.runs, shared.progress) as advance:
-        lat = bench.measure_pair({"fp32": str(fp32), "int8": str(int8)}, shared.val.feeds[0], providers, threads,
+        lat = bench.measure_pair({"fp32": str(fp32), "int8": str(int8)}, prep.val.feeds[0], providers, threads,
                                  shared.recipe.bench.warmup, shared.recipe.bench.runs, advance)
     return LatencyReport(lat["fp32"], lat["int8"], host.describe(lat["int8"].host))
 
@@ -332,14 +395,14 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path,
         onnx_export.check(int8)
         skipped = {"skipped": "dynamic quantization has no calibration or QDQ placement to search"}
         return qplan, 0, skipped if settings.auto else None, None
-    n_cal = min(len(shared.cal), settings.samples)
+    n_cal = min(len(prep.cal), settings.samples)
     tuning = chosen_rows = None
     if settings.auto:
         work = shared.stage / ".work" / f"tune-{target.name}"
         work.mkdir(parents=True)
-        ctx = tune.Context(fp32, work, shared.cal.feeds[:n_cal], shared.val.feeds, prep.fp32_val,
-                           [o.name for o in prep.outputs], shared.val.labels, target.parity,
-                           _task(shared.recipe, shared.val), list(target.runtime.providers),
+        ctx = tune.Context(fp32, work, prep.cal.feeds[:n_cal], prep.val.feeds, prep.fp32_val,
+                           [o.name for o in prep.outputs], prep.val.labels, target.parity,
+                           _task(shared.recipe, prep.val), list(target.runtime.providers),
                            target.runtime.threads, exact)
         with bar(f"tuning {target.name}", settings.max_trials, shared.progress) as advance:
             chosen, trials, analysed = tune.tune(ctx, qplan, settings.max_trials, settings.time_budget,
@@ -358,7 +421,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path,
                   "seconds": round(sum(t.seconds for t in trials), 3)}
     else:
         with bar(f"calibrating {target.name}", n_cal, shared.progress) as advance:
-            quantization.quantize(fp32, int8, qplan, shared.cal.feeds[:n_cal], advance)
+            quantization.quantize(fp32, int8, qplan, prep.cal.feeds[:n_cal], advance)
     onnx_export.check(int8)
     return qplan, n_cal, tuning, chosen_rows
 

@@ -101,6 +101,30 @@ def float_subgraph_nodes(model) -> list[str]:
     return walk(model.graph)
 
 
+def float_outputs(path: Path, names) -> None:
+    """Make these graph outputs the float tensors again (in place): onnxruntime's QDQ quantizer hands a
+    graph output that a quantized node also reads through Quantize/DequantizeLinear, which rounds a
+    streaming model's state before it is fed back. The quantized node keeps reading the rounded copy."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    for name in names:
+        dq = producer.get(name)
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is None or q.op_type != "QuantizeLinear":
+            continue
+        rounded, exact = f"{name}_rounded", q.input[0]
+        for node in graph.node:  # readers of the rounded tensor
+            node.input[:] = [rounded if i == name else i for i in node.input]
+        dq.output[:] = [rounded]
+        for node in graph.node:  # the float tensor takes the output's name
+            node.input[:] = [name if i == exact else i for i in node.input]
+            node.output[:] = [name if o == exact else o for o in node.output]
+    onnx.save(model, str(path))
+
+
 def plan(model_path: Path, settings: QuantSettings, explicit: set[str], arch: str = "x86_64") -> Plan:
     """Resolve `auto` choices: reduce_range by target arch and host ISA, transformer scheme for attention."""
     import onnx

@@ -357,3 +357,22 @@ class BakedBatch(nn.Module):
 
 def baked_batch():
     return BakedBatch()
+
+
+class Streaming(nn.Module):
+    """One step of a streaming model: (x, state) → (score, new state). The state is a slowly decaying sum
+    of the inputs' features (a leaky integrator, as in voice-activity smoothing), so a rounding error in
+    it is fed back and accumulates over hundreds of steps."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.wx, self.head = nn.Linear(8, 16), nn.Linear(16, 2)
+
+    def forward(self, x, state):
+        h = state * 0.995 + 0.05 * torch.tanh(self.wx(x))
+        return self.head(torch.tanh(h)), h
+
+
+def streaming():
+    return Streaming()

@@ -1,0 +1,74 @@
+"""Stateful (streaming) models: the recipe pairs each state input with the output that feeds it back
+(`state = {state = "stateN"}`). Data holds sequences; every model is run over them step by step, each
+carrying its own state, so int8 is judged on the drift it really accumulates, not one step at a time."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import InputSpec
+from .errors import UsageError
+
+
+def data_specs(specs: tuple[InputSpec, ...], state: dict[str, str]) -> tuple[InputSpec, ...]:
+    """What the data holds: each non-state input with a leading step axis (sequences × steps × input)."""
+    unknown = set(state) - {s.name for s in specs}
+    if unknown:
+        raise UsageError(f"state: {sorted(unknown)} not model inputs (inputs: {', '.join(s.name for s in specs)})")
+    return tuple(InputSpec(s.name, ("steps", *s.shape), s.dtype) for s in specs if s.name not in state)
+
+
+def check_outputs(state: dict[str, str], outputs: list[str]) -> None:
+    unknown = set(state.values()) - set(outputs)
+    if unknown:
+        raise UsageError(f"state: {sorted(unknown)} not model outputs (outputs: {', '.join(outputs)})")
+
+
+def initial(spec: InputSpec, step: dict[str, np.ndarray], specs: tuple[InputSpec, ...]) -> np.ndarray:
+    """Zeros: a named dim takes the size a data input gives the same name (the batch), others 1."""
+    sizes = {d: step[s.name].shape[i] for s in specs if s.name in step for i, d in enumerate(s.shape)
+             if isinstance(d, str)}
+    return np.zeros([d if isinstance(d, int) else sizes.get(d, 1) for d in spec.shape], dtype=spec.dtype)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    feeds: list[dict]  # every step's feed, state inputs included: what the model saw
+    outputs: list[list[np.ndarray]]  # every step's outputs, in the model's output order
+    lengths: list[int]  # steps per sequence
+
+
+def rollout(run, sequences: list[dict], specs: tuple[InputSpec, ...], output_names: list[str],
+            state: dict[str, str]) -> Rollout:
+    """Run `run(feed) -> outputs` over each sequence from zero state, feeding each state output back."""
+    feeds, outputs, lengths = [], [], []
+    by_name = {s.name: s for s in specs}
+    for sequence in sequences:
+        steps = len(next(iter(sequence.values())))
+        current = None
+        for t in range(steps):
+            feed = {name: np.ascontiguousarray(value[t]) for name, value in sequence.items()}
+            current = current or {name: initial(by_name[name], feed, specs) for name in state}
+            feed.update(current)
+            out = run(feed)
+            feeds.append(feed)
+            outputs.append(out)
+            current = {name: out[output_names.index(back)] for name, back in state.items()}
+        lengths.append(steps)
+    return Rollout(feeds, outputs, lengths)
+
+
+def per_step(reference: Rollout, candidate: list[list[np.ndarray]], names: list[str], compare) -> dict:
+    """The worst output cosine at each step index over all sequences: where drift peaks, and where it ends."""
+    starts = np.cumsum([0, *reference.lengths[:-1]])
+    cosines = []
+    for t in range(max(reference.lengths)):
+        rows = [s + t for s, n in zip(starts, reference.lengths) if t < n]
+        found = [o.cosine for o in compare(names, [reference.outputs[r] for r in rows], [candidate[r] for r in rows])
+                 if o.cosine is not None]
+        cosines.append(min(found) if found else None)
+    known = [(c, t) for t, c in enumerate(cosines) if c is not None]
+    worst = min(known) if known else (None, None)
+    return {"sequences": len(reference.lengths), "steps": max(reference.lengths), "worst_step": worst[1],
+            "worst_step_cosine": worst[0], "last_step_cosine": cosines[-1] if cosines else None}

@@ -1,0 +1,64 @@
+"""Streaming models (sequences.py): data as sequences, every model run step by step carrying its own state,
+the state path kept float unless asked, drift reported per step."""
+import json
+
+import numpy as np
+import pytest
+from conftest import cli
+
+ARGS = ["models:streaming", "--input", "x:Nx8", "--input", "state:Nx16", "--output-name", "score", "--output-name",
+        "stateN", "--state", "state=stateN", "--no-bench", "--json"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same leaky-integrator model exported twice over 200-step sequences: state float (the default)
+    and state quantized. Its 2-class score is fragile to the head's rounding either way (exit 1); the
+    state path is what differs."""
+    tmp = tmp_path_factory.mktemp("seq")
+    rng = np.random.default_rng(0)
+    np.savez(tmp / "cal.npz", x=rng.standard_normal((8, 200, 1, 8)).astype(np.float32))  # sequences x steps x input
+    np.savez(tmp / "val.npz", x=rng.standard_normal((4, 200, 1, 8)).astype(np.float32))
+    found = {}
+    for name, extra in (("float", []), ("quantized", ["--quantize-state"])):
+        result = cli(["export", *ARGS, "--calibration", tmp / "cal.npz", "--validation", tmp / "val.npz",
+                      "--out", tmp / name, *extra])
+        assert result.exit_code in (0, 1), result.output
+        found[name] = json.loads(result.stdout)[0]
+    return tmp, found
+
+
+def _sqnr(m, output):
+    return next(o["sqnr_db"] for o in m["parity"]["quantization"]["outputs"] if o["output"] == output)
+
+
+def test_state_stays_float_and_drift_is_measured_over_the_sequence(runs):
+    tmp, found = runs
+    kept, rounded = found["float"], found["quantized"]
+    assert kept["state"]["pairs"] == {"state": "stateN"} and kept["state"]["float_nodes"] == ["/Mul", "/Add"]
+    assert rounded["state"]["float_nodes"] == []
+    seq = kept["state"]["sequence"]
+    assert seq["sequences"] == 4 and seq["steps"] == 200 and 0 <= seq["worst_step"] < 200
+    assert seq["worst_step_cosine"] <= seq["last_step_cosine"] <= 1.0
+    # the state fed back after 200 steps: float keeps it (SQNR > 40 dB); rounded each step, it drifts
+    assert _sqnr(kept, "stateN") > 40 > 20 > _sqnr(rounded, "stateN")
+    assert [i["name"] for i in kept["inputs"]] == ["x", "state"]
+    assert kept["validation"]["samples"] == 800  # 4 sequences x 200 steps
+
+
+def test_streaming_package_replays_in_check(runs):
+    tmp, found = runs
+    result = cli(["check", tmp / "float", "--json"])
+    cases = {c["name"]: c for c in json.loads(result.stdout)}
+    assert result.exit_code == (0 if found["float"]["passed"] else 1)
+    assert cases["integrity"]["passed"] and cases["parity model.int8.onnx"]["passed"]
+
+
+def test_state_names_are_checked(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 3, 1, 8), np.float32))
+    bad_in = cli(["export", *[a if a != "state=stateN" else "nope=stateN" for a in ARGS], "--calibration",
+                  tmp_path / "d.npz", "--out", tmp_path / "o"])
+    assert bad_in.exit_code == 2 and "not model inputs" in bad_in.stderr
+    bad_out = cli(["export", *[a if a != "state=stateN" else "state=nope" for a in ARGS], "--calibration",
+                   tmp_path / "d.npz", "--out", tmp_path / "o"])
+    assert bad_out.exit_code == 2 and "not model outputs" in bad_out.stderr
