@@ -376,3 +376,20 @@ class Streaming(nn.Module):
 
 def streaming():
     return Streaming()
+
+
+class StreamingGRU(nn.Module):
+    """A streaming nn.GRU step: (x [N, 1, 8], h [1, N, 16]) → (score [N, 2], new h)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.gru, self.head = nn.GRU(8, 16, batch_first=True), nn.Linear(16, 2)
+
+    def forward(self, x, h):
+        out, h_new = self.gru(x, h)
+        return self.head(out[:, -1]), h_new
+
+
+def streaming_gru():
+    return StreamingGRU()

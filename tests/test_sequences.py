@@ -62,3 +62,18 @@ def test_state_names_are_checked(tmp_path):
     bad_out = cli(["export", *[a if a != "state=stateN" else "state=nope" for a in ARGS], "--calibration",
                    tmp_path / "d.npz", "--out", tmp_path / "o"])
     assert bad_out.exit_code == 2 and "not model outputs" in bad_out.stderr
+
+
+def test_torch_gru_streaming_module(tmp_path):
+    """An nn.GRU step exported from PyTorch: torch and ONNX agree over whole sequences, state carried."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "cal.npz", x=rng.standard_normal((6, 40, 1, 1, 8)).astype(np.float32))
+    np.savez(tmp_path / "val.npz", x=rng.standard_normal((3, 40, 1, 1, 8)).astype(np.float32))
+    result = cli(["export", "models:streaming_gru", "--input", "x:Nx1x8", "--input", "h:1xNx16", "--output-name",
+                  "score", "--output-name", "hN", "--state", "h=hN", "--calibration", tmp_path / "cal.npz",
+                  "--validation", tmp_path / "val.npz", "--out", tmp_path / "o", "--no-bench", "--json"])
+    assert result.exit_code == 0, result.output
+    [m] = json.loads(result.stdout)
+    assert m["parity"]["export"]["samples"] == 120 and m["parity"]["export"]["outputs"][0]["cosine"] > 0.99999
+    assert m["state"]["float_nodes"] == ["/gru/GRU"] and m["state"]["sequence"]["steps"] == 40
+    assert cli(["check", tmp_path / "o"]).exit_code == 0
