@@ -140,6 +140,8 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
 
 
 def _specs(inputs) -> tuple[InputSpec, ...]:
+    if isinstance(inputs, (str, InputSpec)):
+        inputs = (inputs,)
     return tuple(i if isinstance(i, InputSpec) else InputSpec.parse(i) for i in inputs)
 
 

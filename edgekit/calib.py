@@ -20,8 +20,8 @@ from .userfn import UserFunction, is_function_spec, resolve_callable
 
 log = logging.getLogger("edgekit")
 LABEL_KEYS = ("labels", "label")
-MAX_FUNCTION_ITEMS = 10_000
-VALIDATION_FRACTION = 0.25  # held out of the calibration samples when no validation data is given  # a user generator may never end: read this many items at most
+MAX_FUNCTION_ITEMS = 10_000  # a user generator may never end: read this many items at most
+VALIDATION_FRACTION = 0.25  # held out of the calibration samples when no validation data is given
 
 
 @dataclass

@@ -454,6 +454,8 @@ def settings_table() -> str:
 
 def load_targets(names: tuple[str, ...]) -> list[Target]:
     """Profiles for one run; each becomes OUT/<name>, so names must be unique."""
+    if not names:
+        raise UsageError("no target: name at least one (e.g. desktop-x86)")
     targets = [load_target(n) for n in names]
     seen = set()
     for t in targets:

@@ -23,7 +23,9 @@ def resolve(constants: dict, specs: tuple[InputSpec, ...]) -> dict[str, np.ndarr
         try:
             raw = np.asarray(value)
             array = raw.astype(spec.dtype)
-            exact = raw.dtype.kind in "biuf" and np.array_equal(array, raw)
+            # a float input takes the nearest float (0.1); an integer or bool input only an exact value
+            exact = raw.dtype.kind in "biuf" and (np.isfinite(array).all() if array.dtype.kind == "f"
+                                                   else np.array_equal(array, raw))
         except (TypeError, ValueError, OverflowError):
             exact = False
         if not exact:

@@ -62,7 +62,11 @@ def _from_object(module, weights: str | None, trust_checkpoint: bool) -> LoadedM
 
     if not isinstance(module, torch.nn.Module):
         raise UsageError(f"model: expected an nn.Module, a source string or a path, not {type(module).__name__}")
-    module = copy.deepcopy(module)
+    try:
+        module = copy.deepcopy(module)
+    except Exception as e:  # e.g. weight_norm after a forward pass
+        raise UsageError(f"model: this {type(module).__name__} cannot be copied ({type(e).__name__}); pass its "
+                         "source instead (pkg.mod:fn or file.py:fn)") from e
     name = f"{type(module).__module__}.{type(module).__qualname__} (a Python object)"
     if weights:
         load_weights(module, weights, torch, trust_checkpoint)

@@ -23,6 +23,7 @@ from .load import load_model
 from .progress import bar
 from .reports import ExportReport, LatencyReport, TargetReport
 from .runtime import forget_sessions, int8_session, run_onnx, run_torch, session
+from .userfn import forget_paths
 
 log = logging.getLogger("edgekit")
 
@@ -65,6 +66,7 @@ def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> ExportR
             return _run(recipe, targets, progress)
     finally:
         forget_sessions()
+        forget_paths()
 
 
 def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
@@ -263,8 +265,13 @@ def _state_stays_float(state: dict, qplan, fp32: Path):
         return qplan, ()
     import onnx
 
-    graph = onnx.load(str(fp32), load_external_data=False).graph
-    nodes = tuple(n.name for n in graph.node if n.name and (set(n.input) & set(state) or set(n.output) & set(state.values())))
+    model = onnx.load(str(fp32))
+    graph = model.graph
+    if any(not n.name for n in graph.node):  # the quantizer excludes nodes by name
+        for i, node in enumerate(graph.node):
+            node.name = node.name or f"{node.op_type}_{i}"
+        onnx.save(model, str(fp32))
+    nodes = tuple(n.name for n in graph.node if set(n.input) & set(state) or set(n.output) & set(state.values()))
     settings = dataclasses.replace(qplan.settings, exclude_nodes=tuple(dict.fromkeys((*qplan.settings.exclude_nodes,
                                                                                       *nodes))))
     why = f"state kept float: {len(nodes)} node(s) reading or writing {', '.join(state)} (--quantize-state to quantize)"

@@ -44,8 +44,13 @@ def rollout(run, sequences: list[dict], specs: tuple[InputSpec, ...], output_nam
     """Run `run(feed) -> outputs` over each sequence from zero state, feeding each state output back."""
     feeds, outputs, lengths = [], [], []
     by_name = {s.name: s for s in specs}
-    for sequence in sequences:
-        steps = len(next(iter(sequence.values())))
+    from .errors import InputError
+
+    for i, sequence in enumerate(sequences):
+        counts = {name: len(value) for name, value in sequence.items()}
+        steps = min(counts.values())
+        if steps < 1 or len(set(counts.values())) > 1:
+            raise InputError(f"sequence {i}: every input needs the same number of steps, at least 1 (found {counts})")
         current = None
         for t in range(steps):
             feed = {name: np.ascontiguousarray(value[t]) for name, value in sequence.items()}

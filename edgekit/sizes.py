@@ -29,6 +29,8 @@ def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict]) -> list[OtherSi
     for dim in dict.fromkeys(d for s in specs for d in s.shape if isinstance(d, str)):
         axes = {s.name: s.shape.index(dim) for s in specs if dim in s.shape}
         seen = tuple(sorted({f[n].shape[a] for f in feeds for n, a in axes.items()}))
+        if not seen:
+            continue
         if set(axes.values()) == {0}:
             same = [f for f in feeds if all(f[n].shape[0] == seen[0] for n in axes)]
             if len(same) < 2:

@@ -96,14 +96,21 @@ def _import_file(path: Path, spec: str, what: str):
     return module
 
 
+_ADDED: list[str] = []  # folders edgekit put on sys.path for user code
+
+
 @contextlib.contextmanager
 def _on_path(folder: str):
-    """`folder` first on sys.path while user code imports; sys.path as it was afterwards."""
-    added = folder not in sys.path
-    if added:
+    """`folder` first on sys.path for user code: while it imports and while it runs (a function may import
+    its neighbours when called); `forget_paths()` takes it off at the end of a run."""
+    if folder not in sys.path:
         sys.path.insert(0, folder)
-    try:
-        yield
-    finally:
-        if added and folder in sys.path:
+        _ADDED.append(folder)
+    yield
+
+
+def forget_paths() -> None:
+    while _ADDED:
+        folder = _ADDED.pop()
+        if folder in sys.path:
             sys.path.remove(folder)

@@ -114,3 +114,23 @@ def test_prune_and_quantize_from_python(tmp_path):
     x = np.load(DIGITS / "data" / "validation.npz")["image"][:50]
     a, b = (ort.InferenceSession(str(p)).run(None, {"image": x})[0] for p in (fp32, int8))
     assert np.mean(a.argmax(1) == b.argmax(1)) > 0.95
+
+
+def test_api_argument_shapes(tmp_path):
+    with pytest.raises(edgekit.UsageError, match="no target"):
+        edgekit.export(MODEL, inputs="image:Nx1x8x8", calibration="random", targets=[], out=tmp_path / "o")
+    report = edgekit.export(MODEL, inputs="image:Nx1x8x8", weights=str(WEIGHTS), calibration="random",
+                            out=tmp_path / "one", no_bench=True)  # one input spec as a plain string
+    assert report.targets["desktop-x86"].to_json()["inputs"][0]["name"] == "image"
+
+
+def test_user_code_may_import_its_neighbours_when_called(tmp_path):
+    """The folder of a FILE.py:FUNCTION stays importable while the run uses the function, then leaves sys.path."""
+    (tmp_path / "helper.py").write_text("import torch\n\ndef make():\n"
+                                        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2))\n")
+    (tmp_path / "m.py").write_text("def build():\n    import helper\n    return helper.make()\n")
+    path = list(sys.path)
+    report = edgekit.export(f"{tmp_path / 'm.py'}:build", inputs=["x:Nx12"], calibration="random",
+                            out=tmp_path / "o", no_bench=True)
+    assert report.targets["desktop-x86"].export_parity.worst("cosine") > 0.9999
+    assert str(tmp_path) not in sys.path and sys.path == path

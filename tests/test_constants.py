@@ -106,3 +106,13 @@ def test_constants_in_a_recipe_and_from_python(vad):
     assert m["constants"] == {"sr": 16000} and m["float_subgraph_nodes"] is None
     report = edgekit.export(model, calibration=tmp / "x.npz", constants={"sr": 8000}, out=tmp / "api", no_bench=True)
     assert report.passed and report.targets["desktop-x86"].to_json()["constants"] == {"sr": 8000}
+
+
+def test_float_constants_take_the_nearest_float_and_ints_must_be_exact():
+    from edgekit import constants
+    from edgekit.config import InputSpec
+    from edgekit.errors import UsageError
+    [value] = constants.resolve({"t": 0.1}, (InputSpec.parse("t::float32"),)).values()
+    assert value.dtype == np.float32 and value == np.float32(0.1)
+    with pytest.raises(UsageError, match="is not a float32 value"):
+        constants.resolve({"t": float("inf")}, (InputSpec.parse("t::float32"),))

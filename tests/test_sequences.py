@@ -77,3 +77,14 @@ def test_torch_gru_streaming_module(tmp_path):
     assert m["parity"]["export"]["samples"] == 120 and m["parity"]["export"]["outputs"][0]["cosine"] > 0.99999
     assert m["state"]["float_nodes"] == ["/gru/GRU"] and m["state"]["sequence"]["steps"] == 40
     assert cli(["check", tmp_path / "o"]).exit_code == 0
+
+
+def test_sequences_must_agree_in_steps_and_axes_without_data_are_not_resized():
+    from edgekit import sequences, sizes
+    from edgekit.config import InputSpec
+    from edgekit.errors import InputError
+    specs = (InputSpec.parse("a:1x2"), InputSpec.parse("b:1x2"), InputSpec.parse("s:1x2"))
+    uneven = [{"a": np.zeros((3, 1, 2), np.float32), "b": np.zeros((2, 1, 2), np.float32)}]
+    with pytest.raises(InputError, match="same number of steps"):
+        sequences.rollout(lambda feed: [feed["s"]], uneven, specs, ["sN"], {"s": "sN"})
+    assert sizes.other_sizes((InputSpec.parse("x:1xT"),), []) == []
