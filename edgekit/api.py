@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Union
 import numpy as np
 
 from .config import (DEFAULT_TARGETS, BenchSpec, DistillSettings, InputSpec, PruneSpec, QuantSettings, Recipe,
-                     apply_quant_overrides, build, load_targets)
+                     apply_quant_overrides, build, load_targets, nearest)
 from .errors import UsageError
 from .reports import CheckReport, ExportReport
 from .userfn import is_function_spec
@@ -75,8 +74,7 @@ def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: s
     if isinstance(model, (str, Path)) and not is_function_spec(str(model)):
         raise UsageError(f"prune takes a MODULE:FUNCTION or FILE.py:FUNCTION model, not {str(model)!r}: the pruned "
                          "weights are saved as a state dict that rebuilds from that function")
-    spec = build(PruneSpec, {"ratio": ratio, **{k: list(v) if isinstance(v, tuple) else v
-                                                for k, v in settings.items()}}, "edgekit.prune() settings")
+    spec = build(PruneSpec, {"ratio": ratio, **settings}, "edgekit.prune() settings")
     specs = _specs(inputs)
     module = load_model(model, weights, trust_checkpoint).module
     batches = compress.load_batches(data, specs, 32) if data is not None else None
@@ -102,8 +100,7 @@ def distill(teacher: Any, student: Any, *, data: Feeds, out: str | Path | None =
     from .load import load_model
 
     where = "edgekit.distill() settings"
-    config = build(DistillSettings, {"data": data if isinstance(data, str) else "", **{
-        k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}, where)
+    config = build(DistillSettings, {"data": data if isinstance(data, str) else "", **settings}, where)
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)  # a student built without weights gets a reproducible init
         t = load_model(teacher, teacher_weights, trust_checkpoint).module
@@ -124,15 +121,14 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
 
     source = Path(model)
     onnx_export.load_onnx_input(source)
-    quant = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
     profile = load_target(target)
-    qsettings = apply_quant_overrides(profile.quantize, quant, "edgekit.quantize() settings")
+    qsettings = apply_quant_overrides(profile.quantize, settings, "edgekit.quantize() settings")
     dest = Path(out) if out is not None else source.with_suffix(".int8.onnx")
     with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
         fp32, _ = onnx_export.preprocess(onnx_export.without_initializer_inputs(source, Path(tmp) / "input.onnx"),
                                       Path(tmp) / "model.onnx", DEFAULT_STEP_TIMEOUT)
         specs, _ = onnx_export.io_specs(fp32)
-        plan = quantization.plan(fp32, qsettings, set(quant), profile.runtime.arch)
+        plan = quantization.plan(fp32, qsettings, set(settings), profile.runtime.arch)
         feeds = [] if qsettings.mode == "dynamic" else calib.load(calibration, specs, max_samples=qsettings.samples).feeds
         quantization.quantize(fp32, dest, plan, feeds[: qsettings.samples])
     onnx_export.check(dest)
@@ -149,17 +145,15 @@ def _recipe(model, inputs, calibration, validation, targets, out, settings: dict
     quant_keys = {f.name for f in dataclasses.fields(QuantSettings)}
     bench_keys = {f.name for f in dataclasses.fields(BenchSpec)}
     run_keys = {f.name for f in dataclasses.fields(Recipe)} - _OWN
+    known = quant_keys | bench_keys | run_keys
     for key in settings:
-        if key not in quant_keys | bench_keys | run_keys:
-            close = difflib.get_close_matches(key, quant_keys | bench_keys | run_keys, n=1)
-            raise TypeError(f"export() got an unexpected setting {key!r}" + (f" (did you mean {close[0]!r}?)"
-                                                                                if close else ""))
+        if key not in known:
+            raise TypeError(f"export() got an unexpected setting {key!r}{nearest(key, known)}")
     where = "edgekit.export() settings"
-    as_toml = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
-    quantize = {k: v for k, v in as_toml.items() if k in quant_keys}
+    quantize = {k: v for k, v in settings.items() if k in quant_keys}
     apply_quant_overrides(QuantSettings(), quantize, where)  # types, choices and ranges, told now
-    recipe = build(Recipe, {"source": "", **{k: v for k, v in as_toml.items() if k in run_keys}}, where)
-    bench = build(BenchSpec, {k: v for k, v in as_toml.items() if k in bench_keys}, where)
+    recipe = build(Recipe, {"source": "", **{k: v for k, v in settings.items() if k in run_keys}}, where)
+    bench = build(BenchSpec, {k: v for k, v in settings.items() if k in bench_keys}, where)
     specs = _specs(inputs)
     if out is None:  # made last: nothing above can leave it behind
         out = tempfile.mkdtemp(prefix="edgekit-")

@@ -101,12 +101,10 @@ def recipe_from(source: str, flags: dict) -> Recipe:
     if "inputs" in given:
         given["inputs"] = tuple(InputSpec.parse(i) for i in given["inputs"])
     if "state" in given:
-        pairs = [pair.partition("=") for pair in given["state"]]
-        if any(not a or not sep or not b for a, sep, b in pairs):
-            raise UsageError(f"--state {given['state']!r}: expected INPUT=OUTPUT, e.g. state=stateN")
-        given["state"] = {**recipe.state, **{a: b for a, _, b in pairs}}
+        given["state"] = {**recipe.state, **_pairs("--state", given["state"], "INPUT=OUTPUT, e.g. state=stateN")}
     if "constants" in given:
-        given["constants"] = {**recipe.constants, **dict(_constant(c) for c in given["constants"])}
+        given["constants"] = {**recipe.constants, **_pairs("--constant", given["constants"],
+                                                           "NAME=VALUE, e.g. sr=16000", json.loads)}
     for key in ("targets", "output_names"):
         if key in given:
             given[key] = tuple(given[key])
@@ -123,15 +121,18 @@ def recipe_from(source: str, flags: dict) -> Recipe:
     return recipe
 
 
-def _constant(text: str) -> tuple[str, object]:
-    """`NAME=VALUE` with VALUE a JSON number, boolean or list."""
-    name, sep, value = text.partition("=")
-    try:
-        if not sep or not name:
-            raise ValueError
-        return name, json.loads(value)
-    except ValueError:
-        raise UsageError(f"--constant {text!r}: expected NAME=VALUE, e.g. sr=16000") from None
+def _pairs(flag: str, texts, example: str, parse=str) -> dict:
+    """Repeated `NAME=VALUE` flags as {name: parse(value)}; anything else is a usage error."""
+    found = {}
+    for text in texts:
+        name, sep, value = text.partition("=")
+        try:
+            if not name or not sep or not value:
+                raise ValueError
+            found[name] = parse(value)
+        except ValueError:
+            raise UsageError(f"{flag} {text!r}: expected {example}") from None
+    return found
 
 
 def _quant_options(fn):

@@ -275,7 +275,7 @@ RANGES = {"opset": (10, 23), "threads": (1, 256), "samples": (1, 1_000_000), "pe
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-def _nearest(key: str, valid) -> str:
+def nearest(key: str, valid) -> str:
     close = difflib.get_close_matches(key, list(valid), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -299,7 +299,8 @@ def _coerce(value, hint, key: str, where: str):
             raise UsageError(f"{where}: {key} = {value!r} is not one of {', '.join(typing.get_args(hint))}")
         ok = isinstance(value, str)
     elif origin is tuple:
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        # a TOML array, or a tuple from Python (the API, a dataclass's own values)
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
         value = tuple(value) if ok else value
         if ok and key == "auto_search" and not set(value) <= set(AUTO_KNOBS):
             raise UsageError(f"{where}: auto_search takes {', '.join(AUTO_KNOBS)}, not "
@@ -333,7 +334,7 @@ def build(cls, table: dict, where: str, required: tuple[str, ...] = ()):
     kwargs = {}
     for key, value in table.items():
         if key not in names:
-            raise UsageError(f"{where}: unknown key {key!r}{_nearest(key, names)}")
+            raise UsageError(f"{where}: unknown key {key!r}{nearest(key, names)}")
         if dataclasses.is_dataclass(hints[key]):
             if not isinstance(value, dict):
                 raise UsageError(f"{where}: [{key}] must be a table")
@@ -369,7 +370,7 @@ def load_target(name_or_path: str) -> Target:
     if not (name_or_path.endswith(".toml") or path.is_file()):
         path = TARGETS_DIR / f"{name_or_path}.toml"
         if not path.exists():
-            raise UsageError(f"unknown target {name_or_path!r}{_nearest(name_or_path, list_targets())}; "
+            raise UsageError(f"unknown target {name_or_path!r}{nearest(name_or_path, list_targets())}; "
                              f"known: {', '.join(list_targets())} (or a path to a profile .toml)")
     target = build(Target, read_toml(path), str(path), required=("name",))
     if not TARGET_NAME.match(target.name):
@@ -384,7 +385,7 @@ def load_target(name_or_path: str) -> Target:
 
 def apply_quant_overrides(settings: QuantSettings, overrides: dict, where: str) -> QuantSettings:
     merged = {**dataclasses.asdict(settings), **overrides}
-    return build(QuantSettings, {k: list(v) if isinstance(v, tuple) else v for k, v in merged.items()}, where)
+    return build(QuantSettings, merged, where)
 
 
 def load_recipe(path: Path) -> Recipe:
@@ -394,7 +395,7 @@ def load_recipe(path: Path) -> Recipe:
     sections = {"model", "data", "export", "quantize", "bench", "prune", "distill"}
     for key in table:
         if key not in sections:
-            raise UsageError(f"{where}: unknown section or key {key!r}{_nearest(key, sections)}")
+            raise UsageError(f"{where}: unknown section or key {key!r}{nearest(key, sections)}")
     flat: dict = {}
     section_keys = {
         "model": {"source", "inputs", "weights", "exporter", "output_names", "task", "constants", "state"},
@@ -407,7 +408,7 @@ def load_recipe(path: Path) -> Recipe:
             raise UsageError(f"{where}: [{section}] must be a table")
         for key, value in body.items():
             if key not in keys:
-                raise UsageError(f"{where} [{section}]: unknown key {key!r}{_nearest(key, keys)}")
+                raise UsageError(f"{where} [{section}]: unknown key {key!r}{nearest(key, keys)}")
             flat[key] = value
     if "source" not in flat:
         raise UsageError(f"{where} [model]: missing required key 'source'")

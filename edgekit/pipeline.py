@@ -359,9 +359,9 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "validation": {"data": val.origin, "samples": len(val), "random": val.random},
         "layers": _layer_report(qplan, fp32, int8, val.feeds, chosen_rows),
         "compression": shared.compression,
-        "state": {"pairs": recipe.state, "float_nodes": list(state_nodes),
-                  "sequence": sequences.per_step(prep.rollout, int8_val, [o.name for o in prep.outputs],
-                                                 parity.compare)} if recipe.state else None,
+        "state": ({"pairs": recipe.state, "float_nodes": list(state_nodes),
+                   "sequence": sequences.per_step(prep.rollout, int8_val, [o.name for o in prep.outputs])}
+                  if recipe.state else None),
         "dynamic_sizes": [c.as_dict() for c in size_checks],
         **packaged,
     }

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import parity
 from .config import InputSpec
-from .errors import UsageError
+from .errors import InputError, UsageError
 
 
 def data_specs(specs: tuple[InputSpec, ...], state: dict[str, str]) -> tuple[InputSpec, ...]:
@@ -44,8 +45,6 @@ def rollout(run, sequences: list[dict], specs: tuple[InputSpec, ...], output_nam
     """Run `run(feed) -> outputs` over each sequence from zero state, feeding each state output back."""
     feeds, outputs, lengths = [], [], []
     by_name = {s.name: s for s in specs}
-    from .errors import InputError
-
     for i, sequence in enumerate(sequences):
         counts = {name: len(value) for name, value in sequence.items()}
         steps = min(counts.values())
@@ -64,13 +63,13 @@ def rollout(run, sequences: list[dict], specs: tuple[InputSpec, ...], output_nam
     return Rollout(feeds, outputs, lengths)
 
 
-def per_step(reference: Rollout, candidate: list[list[np.ndarray]], names: list[str], compare) -> dict:
+def per_step(reference: Rollout, candidate: list[list[np.ndarray]], names: list[str]) -> dict:
     """The worst output cosine at each step index over all sequences: where drift peaks, and where it ends."""
     starts = np.cumsum([0, *reference.lengths[:-1]])
     cosines = []
     for t in range(max(reference.lengths)):
         rows = [s + t for s, n in zip(starts, reference.lengths) if t < n]
-        found = [o.cosine for o in compare(names, [reference.outputs[r] for r in rows], [candidate[r] for r in rows])
+        found = [o.cosine for o in parity.compare(names, [reference.outputs[r] for r in rows], [candidate[r] for r in rows])
                  if o.cosine is not None]
         cosines.append(min(found) if found else None)
     known = [(c, t) for t, c in enumerate(cosines) if c is not None]
