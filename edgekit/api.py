@@ -127,8 +127,9 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
         fp32, _ = onnx_export.preprocess(onnx_export.without_initializer_inputs(source, Path(tmp) / "input.onnx"),
                                       Path(tmp) / "model.onnx", DEFAULT_STEP_TIMEOUT)
-        specs, _ = onnx_export.io_specs(fp32)
-        plan = quantization.plan(fp32, qsettings, set(settings), profile.runtime.arch)
+        parsed = onnx_export.parsed(fp32)
+        specs, _ = onnx_export.io_specs(parsed)
+        plan = quantization.plan(parsed, qsettings, set(settings), profile.runtime.arch)
         feeds = [] if qsettings.mode == "dynamic" else calib.load(calibration, specs, max_samples=qsettings.samples).feeds
         quantization.quantize(fp32, dest, plan, feeds[: qsettings.samples])
     onnx_export.check(dest)

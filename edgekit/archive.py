@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import lzma
+import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 
@@ -74,30 +75,22 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                 if member.size > size:
                     raise InputError(f"{archive}: member {member.name!r} holds {member.size} bytes, its manifest "
                                      f"says {size}")
-                if digest is not None and (actual := _copy(tar, member, None)) != digest:
+                if digest is not None and (actual := _sha256(tar.extractfile(member))) != digest:
                     mismatched["/".join(parts)] = actual
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with open(target, "xb") as out:
-                    written = _copy(tar, member, out)
-                if digest is not None and written != digest:
+                with tar.extractfile(member) as src, open(target, "xb") as out:
+                    shutil.copyfileobj(src, out)
+                if digest is not None and _sha256(open(target, "rb")) != digest:
                     raise InputError(f"{archive}: member {member.name!r} changed while being read")
             return mismatched
-    except InputError:
-        raise
     except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile, lzma.LZMAError, ValueError) as e:
         raise InputError(f"{archive}: not a readable archive ({type(e).__name__}: {e})") from e
 
 
-def _copy(tar: tarfile.TarFile, member: tarfile.TarInfo, out) -> str:
-    """sha256 of a member's bytes, copying them to `out` on the way when given."""
-    h = hashlib.sha256()
-    with tar.extractfile(member) as src:
-        while chunk := src.read(1 << 20):
-            h.update(chunk)
-            if out is not None:
-                out.write(chunk)
-    return h.hexdigest()
+def _sha256(f) -> str:
+    with f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _scan_headers(archive: Path, max_members: int, max_total: int) -> None:
@@ -128,12 +121,7 @@ def _scan_headers(archive: Path, max_members: int, max_total: int) -> None:
                 raise InputError(f"{archive}: more than {max_members} members")
             if total > max_total:
                 raise InputError(f"{archive}: members declare more than {max_total} bytes in total")
-            left = -(-size // 512) * 512
-            while left:
-                got = len(stream.read(min(left, 1 << 20)))
-                if not got:
-                    return
-                left -= got
+            stream.seek(-(-size // 512) * 512, io.SEEK_CUR)  # over its data (a truncated stream stops at its end)
 
 
 def _header_size(block: bytes) -> int:
@@ -177,16 +165,12 @@ def _parts(name: str) -> tuple[str, ...]:
 
 
 def _refuse_unsafe(archive: Path, member: tarfile.TarInfo, max_member: int) -> None:
-    name = member.name
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        raise InputError(f"{archive}: member {name!r} has an absolute path")
-    if not name or (not _parts(name) and not member.isdir()):
-        raise InputError(f"{archive}: member {name!r} has no name")
-    if ".." in _parts(name) or "\\" in name:
-        raise InputError(f"{archive}: member {name!r} leaves the archive's folder")
-    if member.issym() or member.islnk():
-        raise InputError(f"{archive}: member {name!r} is a link")
-    if not (member.isreg() or member.isdir()):
-        raise InputError(f"{archive}: member {name!r} is not a regular file or folder")
-    if member.size > max_member:
-        raise InputError(f"{archive}: member {name!r} declares {member.size} bytes (limit {max_member})")
+    name, parts = member.name, _parts(member.name)
+    why = ("has an absolute path" if name.startswith(("/", "\\")) or name[1:2] == ":"
+           else "has no name" if not name or (not parts and not member.isdir())
+           else "leaves the archive's folder" if ".." in parts or "\\" in name
+           else "is a link" if member.issym() or member.islnk()
+           else "is not a regular file or folder" if not (member.isreg() or member.isdir())
+           else f"declares {member.size} bytes (limit {max_member})" if member.size > max_member else None)
+    if why:
+        raise InputError(f"{archive}: member {name!r} {why}")

@@ -49,15 +49,13 @@ def read_npz(path: Path, wanted: Callable[[str], bool], max_bytes: int = DEFAULT
             unexpected = sorted(n for n in members if not wanted(n))
             if unexpected:
                 raise InputError(f"{path}: {describe(unexpected) if describe else f'unexpected arrays {unexpected}'}")
-            headers = {}
             budget = max_bytes
             for name, info in members.items():
                 with z.open(info) as f:
-                    headers[name] = _header(f, path, name)
-                declared = headers[name][0]
-                if declared > info.file_size:
-                    raise InputError(f"{path}: array {name!r} declares {declared} bytes but holds {info.file_size}")
-                budget -= _row_bytes(headers[name], max_rows)
+                    header = _header(f, path, name)
+                if header[0] > info.file_size:
+                    raise InputError(f"{path}: array {name!r} declares {header[0]} bytes but holds {info.file_size}")
+                budget -= _row_bytes(header, max_rows)
                 if budget < 0:
                     raise InputError(f"{path}: arrays declare more than {max_bytes} bytes (--max-data-bytes)")
             arrays = {}
@@ -65,8 +63,6 @@ def read_npz(path: Path, wanted: Callable[[str], bool], max_bytes: int = DEFAULT
                 with z.open(info) as f:
                     arrays[name] = _read_rows(f, _header(f, path, name), max_rows)
             return arrays
-    except InputError:
-        raise
     except READ_ERRORS as e:
         raise InputError(f"{path}: cannot read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
 
@@ -82,8 +78,6 @@ def read_npy(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_rows: int | Non
             if _row_bytes(header, max_rows) > max_bytes:
                 raise InputError(f"{path}: declares {declared} bytes, more than {max_bytes} (--max-data-bytes)")
             return _read_rows(f, header, max_rows)
-    except InputError:
-        raise
     except READ_ERRORS as e:
         raise InputError(f"{path}: cannot read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
 

@@ -11,9 +11,9 @@ the parent's __main__ (pytest, a notebook, stdin), and fork would copy torch's a
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
+import pkgutil
 import subprocess
 import sys
 
@@ -52,9 +52,8 @@ def _main(argv: list[str]) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory, hard))
     # steps here are onnx/onnxruntime work; onnxruntime.tools imports torch when it can find it (1.2 s a child)
     sys.modules["torch"] = None
-    module, _, name = fn.partition(":")
     try:
-        result = {"ok": True, "value": getattr(importlib.import_module(module), name)(*args)}
+        result = {"ok": True, "value": pkgutil.resolve_name(fn)(*args)}
     except MemoryError:
         result = {"ok": False, "value": "out of memory"}
     except BaseException as e:  # everything goes back to the parent as one line

@@ -120,12 +120,8 @@ def _from_arrays(origin: str, arrays: dict[str, np.ndarray], specs) -> Dataset:
     if missing or extra:
         raise InputError(f"{origin}: input names do not match the model: "
                          f"missing {missing or 'none'}, unexpected {extra or 'none'} (model takes {sorted(names)})")
-    counts = set()
-    per_input = {}
-    for spec in specs:
-        samples = _as_samples(origin, spec, arrays[spec.name])
-        per_input[spec.name] = samples
-        counts.add(len(samples))
+    per_input = {spec.name: _as_samples(origin, spec, arrays[spec.name]) for spec in specs}
+    counts = {len(samples) for samples in per_input.values()}
     if len(counts) != 1:
         raise InputError(f"{origin}: inputs have different sample counts {sorted(counts)}")
     n = counts.pop()
@@ -166,20 +162,21 @@ def _as_samples(origin: str, spec: InputSpec, array: np.ndarray) -> list[np.ndar
     return samples
 
 
-def validate(origin: str, spec: InputSpec, sample: np.ndarray, check_finite: bool = True) -> None:
+def validate(origin: str, spec: InputSpec, sample: np.ndarray) -> None:
     if sample.dtype != np.dtype(spec.dtype):
         raise InputError(f"{origin}: input {spec.name!r} has dtype {sample.dtype}, the model takes {spec.dtype}")
     if sample.ndim != len(spec.shape) or any(
             isinstance(d, int) and d != s for d, s in zip(spec.shape, sample.shape)):
         raise InputError(f"{origin}: input {spec.name!r} has shape {list(sample.shape)}, "
                          f"the model takes {list(spec.shape)}")
-    if check_finite and np.issubdtype(sample.dtype, np.floating) and not np.isfinite(sample).all():
+    if np.issubdtype(sample.dtype, np.floating) and not np.isfinite(sample).all():
         raise InputError(f"{origin}: input {spec.name!r} has NaN or Inf values")
 
 
 def _from_items(origin: str, items, specs) -> Dataset:
     """Feed dicts (one sample, with or without its batch axis, each), an optional `labels` entry in each."""
     feeds, labels = [], []
+    ranks = {s.name: len(s.shape) for s in specs}
     try:
         for i, item in enumerate(items):
             if i == MAX_FUNCTION_ITEMS:
@@ -188,14 +185,11 @@ def _from_items(origin: str, items, specs) -> Dataset:
             if not isinstance(item, dict):
                 raise InputError(f"{origin}: item {i} is a {type(item).__name__}, expected a dict of arrays")
             item = dict(item)
-            label = next((item.pop(k) for k in LABEL_KEYS if k in item), None)
-            labels.append(label)
+            labels.append(next((item.pop(k) for k in LABEL_KEYS if k in item), None))
             arrays = {k: np.asarray(v) for k, v in item.items()}
             # a yielded item is one sample: give it the leading sample axis the array reader expects
-            stacked = {k: v[None] if (s := _spec(specs, k)) and v.ndim == len(s.shape) else v
-                       for k, v in arrays.items()}
-            ds = _from_arrays(f"{origin} item {i}", stacked, specs)
-            feeds.extend(ds.feeds)
+            stacked = {k: v[None] if v.ndim == ranks.get(k) else v for k, v in arrays.items()}
+            feeds.extend(_from_arrays(f"{origin} item {i}", stacked, specs).feeds)
     except InputError:
         raise
     except Exception as e:
@@ -207,10 +201,6 @@ def _from_items(origin: str, items, specs) -> Dataset:
                    class_ids(origin, np.asarray([np.asarray(lb) for lb in labels])) if has and all(has) else None)
 
 
-def _spec(specs, name):
-    return next((s for s in specs if s.name == name), None)
-
-
 def random_dataset(specs, count: int, seed: int, max_bytes: int = arrays.DEFAULT_MAX_BYTES) -> Dataset:
     """Random inputs, only when the user asked for them: the report flags it in capitals."""
     rng = np.random.default_rng(seed)
@@ -220,19 +210,13 @@ def random_dataset(specs, count: int, seed: int, max_bytes: int = arrays.DEFAULT
     if need > max_bytes:
         raise InputError(f"random inputs of shape {', '.join(f'{k}:{list(v)}' for k, v in shapes.items())} would take "
                          f"{need} bytes for {count} samples, more than {max_bytes} (--max-data-bytes)")
-    feeds = []
-    for _ in range(count):
-        feed = {}
-        for s in specs:
-            shape = shapes[s.name]
-            if np.issubdtype(np.dtype(s.dtype), np.floating):
-                feed[s.name] = rng.standard_normal(shape).astype(s.dtype)
-            elif s.dtype == "bool":
-                feed[s.name] = np.ones(shape, dtype=bool)
-            else:
-                feed[s.name] = rng.integers(0, 2, shape).astype(s.dtype)
-        feeds.append(feed)
-    return Dataset("random", feeds, None, random=True)
+
+    def sample(s: InputSpec) -> np.ndarray:
+        shape = shapes[s.name]
+        if np.issubdtype(np.dtype(s.dtype), np.floating):
+            return rng.standard_normal(shape).astype(s.dtype)
+        return np.ones(shape, dtype=bool) if s.dtype == "bool" else rng.integers(0, 2, shape).astype(s.dtype)
+    return Dataset("random", [{s.name: sample(s) for s in specs} for _ in range(count)], None, random=True)
 
 
 def fixed_shapes(specs, datasets) -> tuple[dict[str, tuple[int, ...]], list[str]]:
@@ -259,8 +243,7 @@ def for_run(recipe: Recipe, inputs, targets: list[Target]) -> tuple[Dataset, Dat
     # with held-out data of its own, calibration reads only the samples the targets will use
     needed = max(apply_quant_overrides(t.quantize, recipe.quantize, f"quantize overrides for {t.name}").samples
                  for t in targets) if recipe.validation is not None else None
-    cal = load(recipe.calibration, inputs, seed=recipe.seed, max_bytes=recipe.max_data_bytes,
-                     max_samples=needed)
+    cal = load(recipe.calibration, inputs, seed=recipe.seed, max_bytes=recipe.max_data_bytes, max_samples=needed)
     if recipe.validation is not None:
         if recipe.validation is recipe.calibration or (
                 isinstance(recipe.validation, str) and isinstance(recipe.calibration, str)

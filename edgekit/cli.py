@@ -1,22 +1,21 @@
 """Command line: each command parses, calls one library function, prints, and exits with its code."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
 import signal
 import sys
 import traceback
-from pathlib import Path
-
-import dataclasses
 import typing
+from pathlib import Path
 
 import click
 
 from . import __version__
 from .config import (DEFAULT_TARGETS, RANGES, DistillSettings, InputSpec, PruneSpec, QuantSettings, Recipe,
-                     apply_quant_overrides, choices, load_recipe)
+                     apply_quant_overrides, choices, list_targets, load_recipe, load_target, load_targets)
 from .errors import EdgekitError, ExitCode, UsageError, first_line, from_os_error
 
 
@@ -87,10 +86,7 @@ QUANT_FLAGS = {flag_param(f.metadata["flag"]): f.name for f in dataclasses.field
 def recipe_from(source: str, flags: dict) -> Recipe:
     """A recipe file or a bare model source, with command-line flags taking precedence."""
     given = {k: v for k, v in flags.items() if v not in (None, ())}
-    if source.endswith(".toml"):
-        recipe = load_recipe(Path(source))
-    else:
-        recipe = Recipe(source=source)
+    recipe = load_recipe(Path(source)) if source.endswith(".toml") else Recipe(source=source)
     quant = dict(recipe.quantize)
     for flag, key in QUANT_FLAGS.items():
         if flag in given:
@@ -105,9 +101,6 @@ def recipe_from(source: str, flags: dict) -> Recipe:
     if "constants" in given:
         given["constants"] = {**recipe.constants, **_pairs("--constant", given["constants"],
                                                            "NAME=VALUE, e.g. sr=16000", json.loads)}
-    for key in ("targets", "output_names"):
-        if key in given:
-            given[key] = tuple(given[key])
     if not 1 <= bench.runs <= RANGES["runs"][1]:
         raise UsageError("--bench-runs must be >= 1")
     if not RANGES["seed"][0] <= given.get("seed", 0) <= RANGES["seed"][1]:
@@ -145,10 +138,8 @@ def _quant_options(fn):
         default = ",".join(f.default) or "none" if isinstance(f.default, tuple) else f.default
         kwargs = {"default": None, "help": f"{f.metadata['help'][0].upper()}{f.metadata['help'][1:]} "
                                            f"(default: the target's, else {default})."}
-        if hint is bool and "/" not in flag:
-            kwargs["is_flag"] = True
-        elif hint is bool:
-            pass  # --on/--off: click makes it a boolean flag
+        if hint is bool:
+            kwargs["is_flag"] = True  # a --on/--off pair too
         elif typing.get_origin(hint) is typing.Literal:
             kwargs["type"] = click.Choice(typing.get_args(hint))
         elif hint in (int, float):
@@ -214,7 +205,6 @@ def export(source, as_json, **flags):
     SOURCE is a recipe (edgekit.toml), MODULE:FUNCTION, FILE.py:FUNCTION, a TorchScript or
     torch.export archive, or an .onnx model.
     """
-    from .config import load_targets
     from .pipeline import run
     from .report import table
 
@@ -235,21 +225,19 @@ def export(source, as_json, **flags):
 @click.option("--importance", type=click.Choice(choices(PruneSpec, "importance")), default=PruneSpec.importance,
               show_default=True)
 @click.option("--ignore", multiple=True, help="Layer name to keep whole (the output layer always is). Repeatable.")
-@click.option("--round-to", type=int, default=PruneSpec.round_to, help="Keep channel counts multiples of this (e.g. 8).")
+@click.option("--round-to", default=PruneSpec.round_to, help="Keep channel counts multiples of this (e.g. 8).")
 @click.option("--data", help="Labelled data for --importance taylor (MODULE:FN yielding (inputs, labels), or .npz).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pruned model file (.pt).")
 @click.option("--json", "as_json", is_flag=True)
 @_handle_errors
-def prune(source, weights, trust_checkpoint, inputs, ratio, method, importance, ignore, round_to, data, out, as_json):
+def prune(source, ratio, out, as_json, **settings):
     """Remove channels (or weights) from SOURCE; saves a state dict that `export --weights` reloads."""
     from .api import prune
 
-    _, result = prune(source, inputs=inputs, ratio=ratio, out=out, weights=weights, data=data,
-                      trust_checkpoint=trust_checkpoint, method=method, importance=importance, ignore=ignore,
-                      round_to=round_to)
+    _, result = prune(source, ratio=ratio, out=out, **settings)
     r = result.as_dict()
     click.echo(json.dumps(r, indent=2) if as_json else
-               f"{method} pruning at {ratio}: params {r['params_before']:,} → {r['params_after']:,}, "
+               f"{settings['method']} pruning at {ratio}: params {r['params_before']:,} → {r['params_after']:,}, "
                f"MACs {r['macs_before']:,} → {r['macs_after']:,}"
                + (f", sparsity {r['sparsity']:.1%}" if r["sparsity"] is not None else "") + f"; wrote {out}\n"
                f"reload with: edgekit export {source} --weights {out} ...")
@@ -264,28 +252,25 @@ def prune(source, weights, trust_checkpoint, inputs, ratio, method, importance, 
               help="Load files that can run code (full pickles, TorchScript, .pt2): trusted files only.")
 @click.option("--data", required=True, help="MODULE:FN yielding (inputs, labels) batches, or labelled .npz data.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME:SHAPE[:DTYPE]", help="Needed for .npz data.")
-@click.option("--epochs", type=int, default=DistillSettings.epochs, show_default=True)
-@click.option("--temperature", type=float, default=DistillSettings.temperature, show_default=True)
-@click.option("--alpha", type=float, default=DistillSettings.alpha, show_default=True,
+@click.option("--epochs", default=DistillSettings.epochs, show_default=True)
+@click.option("--temperature", default=DistillSettings.temperature, show_default=True)
+@click.option("--alpha", default=DistillSettings.alpha, show_default=True,
               help="Soft-target weight; 1-alpha for labels.")
-@click.option("--lr", type=float, default=DistillSettings.lr, show_default=True)
+@click.option("--lr", default=DistillSettings.lr, show_default=True)
 @click.option("--optimizer", type=click.Choice(choices(DistillSettings, "optimizer")),
               default=DistillSettings.optimizer, show_default=True)
-@click.option("--batch-size", type=int, default=DistillSettings.batch_size, show_default=True)
+@click.option("--batch-size", default=DistillSettings.batch_size, show_default=True)
 @click.option("--feature", "features", multiple=True, help="TEACHER_LAYER:STUDENT_LAYER to match (MSE). Repeatable.")
-@click.option("--patience", type=int, default=DistillSettings.patience, help="Stop after this many epochs without improvement.")
-@click.option("--seed", type=int, default=DistillSettings.seed, show_default=True)
+@click.option("--patience", default=DistillSettings.patience, help="Stop after this many epochs without improvement.")
+@click.option("--seed", default=DistillSettings.seed, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Best student (.pt), saved as it improves.")
 @click.option("--json", "as_json", is_flag=True)
 @_handle_errors
-def distill(teacher, teacher_weights, student, student_weights, trust_checkpoint, data, inputs, out, as_json,
-            **settings):
+def distill(teacher, student, out, as_json, **settings):
     """Train STUDENT to match TEACHER (soft targets + labels), keeping the best epoch."""
     from .api import distill
 
-    _, result = distill(teacher, student, data=data, out=out, inputs=inputs, teacher_weights=teacher_weights,
-                        student_weights=student_weights, trust_checkpoint=trust_checkpoint, progress=not as_json,
-                        **settings)
+    _, result = distill(teacher, student, out=out, progress=not as_json, **settings)
     r = result.as_dict()
     click.echo(json.dumps(r, indent=2) if as_json else
                "\n".join(f"epoch {h['epoch']:3}  train loss {h['train_loss']:.4f}  {result.metric} "
@@ -326,7 +311,6 @@ def check_cmd(path, junit_path, as_json):
 def inspect_cmd(model, compare, data, as_json):
     """Opset, inputs/outputs, op histogram, parameters, size, quantization and NNAPI/CoreML coverage;
     with --compare FP32 INT8 --data D, the error each node adds, worst first."""
-    from .errors import UsageError
     from .inspect_model import compare_text, inspect, layer_errors, text
 
     if compare:
@@ -347,8 +331,6 @@ def inspect_cmd(model, compare, data, as_json):
 def targets(ctx) -> None:
     """List the bundled target profiles."""
     if ctx.invoked_subcommand is None:
-        from .config import list_targets, load_target
-
         for name in list_targets():
             click.echo(f"{name:16} {load_target(name).description}")
 
@@ -358,6 +340,4 @@ def targets(ctx) -> None:
 @_handle_errors
 def targets_show(name: str) -> None:
     """Print a profile file (copy it, edit it, pass its path to --target)."""
-    from .config import load_target
-
     click.echo(Path(load_target(name).path).read_text(), nl=False)

@@ -37,7 +37,7 @@ def load_batches(data, specs: tuple[InputSpec, ...], batch_size: int):
     if not specs:
         raise UsageError("--input is needed to read sample-wise training data")
     ds = calib.load(data, specs)  # without labels, distillation uses the soft targets alone
-    return distillation.batches_from_samples(ds.feeds, ds.labels, [s.name for s in specs], batch_size, shuffle_seed=0)
+    return distillation.batches_from_samples(ds.feeds, ds.labels, [s.name for s in specs], batch_size)
 
 
 def split(batches):
@@ -63,16 +63,16 @@ def run_distill(teacher, student, batches, settings: DistillSettings, out: Path 
             save(model, out, {"edgekit_distill_epoch": row["epoch"]})
 
     with bar("distilling", settings.epochs, progress) as advance:
-        return distillation.distill(teacher, student, train, val, settings, on_best=save_best, progress=lambda row: advance(
-            1, f"epoch {row['epoch']} loss {row['train_loss']:.4f} "
-               + " ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "train_loss"))))
+        return distillation.distill(
+            teacher, student, train, val, settings, on_best=save_best, progress=lambda row: advance(
+                1, f"epoch {row['epoch']} loss {row['train_loss']:.4f} "
+                   + " ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "train_loss"))))
 
 
 def save(module, out: Path, extra: dict | None = None) -> None:
     tmp = out.with_name(f".{out.name}.tmp")
     structure.save(module, tmp, extra)
     os.replace(tmp, out)
-
 
 
 def verify_reload(source: str, path: Path, pruned, specs) -> None:

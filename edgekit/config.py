@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import sys
 import tomllib
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -13,16 +14,10 @@ from typing import Literal
 from .errors import UsageError
 from .userfn import is_function_spec
 
-def _targets_dir() -> Path:
-    """The bundled profiles: `targets/` beside the package in a checkout (editable install), or where a
-    wheel install put them (`share/edgekit/targets` under the environment's prefix)."""
-    import sys
-
-    checkout = Path(__file__).resolve().parent.parent / "targets"
-    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "edgekit" / "targets"
-
-
-TARGETS_DIR = _targets_dir()
+# The bundled profiles: `targets/` beside the package in a checkout (editable install), or where a wheel install
+# put them (`share/edgekit/targets` under the environment's prefix).
+_CHECKOUT_TARGETS = Path(__file__).resolve().parent.parent / "targets"
+TARGETS_DIR = _CHECKOUT_TARGETS if _CHECKOUT_TARGETS.is_dir() else Path(sys.prefix) / "share" / "edgekit" / "targets"
 DEFAULT_TARGETS = ("desktop-x86",)  # when neither the recipe nor --target names one
 DEFAULT_MAX_DATA_BYTES = 4 << 30  # files are hostile: what one data source may declare before it is loaded
 DEFAULT_STEP_TIMEOUT = 600.0  # seconds for a step that runs a hostile model in a child process
@@ -44,8 +39,7 @@ class InputSpec:
         if len(parts) not in (2, 3) or not parts[0] or not (parts[1] or len(parts) == 3):
             raise UsageError(f"input spec {text!r}: expected NAME:SHAPE[:DTYPE], e.g. image:Nx3x224x224 "
                              "(a scalar: NAME::DTYPE, e.g. sr::int64)")
-        name, shape_text = parts[0], parts[1]
-        dtype = parts[2] if len(parts) == 3 else "float32"
+        name, shape_text, dtype = [*parts, "float32"][:3]
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_.\-]*$", name):
             raise UsageError(f"input spec {text!r}: bad input name {name!r}")
         dims: list[int | str] = []
@@ -283,15 +277,11 @@ def nearest(key: str, valid) -> str:
 def _coerce(value, hint, key: str, where: str):
     """Check one TOML value against a dataclass field type; say which key is wrong."""
     origin = typing.get_origin(hint)
-    if hint is bool:
-        ok = isinstance(value, bool)
-    elif hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif hint is str:
-        ok = isinstance(value, str)
+    if hint is bool or hint in (str, str | None):
+        ok = isinstance(value, bool if hint is bool else str)
+    elif hint in (int, float):
+        ok = isinstance(value, (int, hint)) and not isinstance(value, bool)  # a float setting takes an int too
+        value = float(value) if ok and hint is float else value
     elif origin is Literal:
         if key == "reduce_range" and isinstance(value, bool):
             value = str(value).lower()
@@ -305,12 +295,9 @@ def _coerce(value, hint, key: str, where: str):
         if ok and key == "auto_search" and not set(value) <= set(AUTO_KNOBS):
             raise UsageError(f"{where}: auto_search takes {', '.join(AUTO_KNOBS)}, not "
                              f"{sorted(set(value) - set(AUTO_KNOBS))}")
-    elif hint == (str | None):
-        ok = isinstance(value, str)
-    elif hint is dict and key == "constants":
-        ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
-    elif hint is dict and key == "state":
-        ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    elif hint is dict and key in ("constants", "state"):  # a state maps input names to output names
+        ok = isinstance(value, dict) and all(isinstance(k, str) and (key == "constants" or isinstance(v, str))
+                                             for k, v in value.items())
     else:
         ok = True
     if not ok:
@@ -375,8 +362,7 @@ def load_target(name_or_path: str) -> Target:
     target = build(Target, read_toml(path), str(path), required=("name",))
     if not TARGET_NAME.match(target.name):
         raise UsageError(f"{path}: name {target.name!r} must be a plain folder name (letters, digits, . _ -)")
-    unknown = set(target.package.coverage) - {"nnapi", "coreml"}
-    if unknown:
+    if unknown := set(target.package.coverage) - {"nnapi", "coreml"}:
         raise UsageError(f"{path}: [package] coverage takes nnapi and/or coreml, not {sorted(unknown)}")
     if target.quantize.per_channel and target.opset < 13:
         raise UsageError(f"{path}: per_channel quantization needs opset >= 13 (profile has {target.opset})")
@@ -384,8 +370,7 @@ def load_target(name_or_path: str) -> Target:
 
 
 def apply_quant_overrides(settings: QuantSettings, overrides: dict, where: str) -> QuantSettings:
-    merged = {**dataclasses.asdict(settings), **overrides}
-    return build(QuantSettings, merged, where)
+    return build(QuantSettings, {**dataclasses.asdict(settings), **overrides}, where)
 
 
 def load_recipe(path: Path) -> Recipe:
@@ -393,9 +378,11 @@ def load_recipe(path: Path) -> Recipe:
     table = read_toml(path)
     where = str(path)
     sections = {"model", "data", "export", "quantize", "bench", "prune", "distill"}
-    for key in table:
+    for key, body in table.items():
         if key not in sections:
             raise UsageError(f"{where}: unknown section or key {key!r}{nearest(key, sections)}")
+        if not isinstance(body, dict):
+            raise UsageError(f"{where}: [{key}] must be a table")
     flat: dict = {}
     section_keys = {
         "model": {"source", "inputs", "weights", "exporter", "output_names", "task", "constants", "state"},
@@ -403,10 +390,7 @@ def load_recipe(path: Path) -> Recipe:
         "data": {"calibration", "validation", "max_data_bytes"},
     }
     for section, keys in section_keys.items():
-        body = table.get(section, {})
-        if not isinstance(body, dict):
-            raise UsageError(f"{where}: [{section}] must be a table")
-        for key, value in body.items():
+        for key, value in table.get(section, {}).items():
             if key not in keys:
                 raise UsageError(f"{where} [{section}]: unknown key {key!r}{nearest(key, keys)}")
             flat[key] = value
@@ -429,11 +413,10 @@ def load_recipe(path: Path) -> Recipe:
     apply_quant_overrides(QuantSettings(), quantize, f"{where} [quantize]")  # validate now
     bench = build(BenchSpec, table.get("bench", {}), f"{where} [bench]")
     prune = build(PruneSpec, table["prune"], f"{where} [prune]") if "prune" in table else None
-    distill = None
-    if "distill" in table:
-        distill = build(DistillSettings, table["distill"], f"{where} [distill]", required=("data",))
-        if not is_function_spec(distill.data) or ".py:" in distill.data:
-            distill = replace(distill, data=str(base / distill.data))
+    distill = (build(DistillSettings, table["distill"], f"{where} [distill]", required=("data",))
+               if "distill" in table else None)
+    if distill and (not is_function_spec(distill.data) or ".py:" in distill.data):
+        distill = replace(distill, data=str(base / distill.data))
     return replace(recipe, inputs=tuple(InputSpec.parse(i) for i in inputs), quantize=quantize, bench=bench,
                    prune=prune, distill=distill)
 
@@ -458,9 +441,7 @@ def load_targets(names: tuple[str, ...]) -> list[Target]:
     if not names:
         raise UsageError("no target: name at least one (e.g. desktop-x86)")
     targets = [load_target(n) for n in names]
-    seen = set()
-    for t in targets:
-        if t.name in seen:
+    for i, t in enumerate(targets):
+        if any(t.name == earlier.name for earlier in targets[:i]):
             raise UsageError(f"target {t.name!r} is given twice (profile names become output folders)")
-        seen.add(t.name)
     return targets

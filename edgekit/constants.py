@@ -42,10 +42,11 @@ def pin_onnx(src: Path, dest: Path, pinned: dict[str, np.ndarray]) -> Path:
     from onnx import numpy_helper
 
     model = onnx.load(str(src))
-    for name, value in pinned.items():
-        [graph_input] = [i for i in model.graph.input if i.name == name]
-        model.graph.input.remove(graph_input)
-        model.graph.initializer.append(numpy_helper.from_array(value, name))
+    graph = model.graph
+    for name, value in pinned.items():  # an optional input's default initializer is replaced
+        for held in [*(i for i in graph.input if i.name == name), *(t for t in graph.initializer if t.name == name)]:
+            (graph.input if isinstance(held, onnx.ValueInfoProto) else graph.initializer).remove(held)
+        graph.initializer.append(numpy_helper.from_array(value, name))
     onnx.save(model, str(dest))
     return dest
 

@@ -26,13 +26,11 @@ class DistillResult:
         return asdict(self)
 
 
-def batches_from_samples(feeds: list[dict], labels, names: list[str], batch_size: int, shuffle_seed: int | None):
-    """Stack batch-1 samples into (inputs tuple, labels) batches of torch tensors."""
+def batches_from_samples(feeds: list[dict], labels, names: list[str], batch_size: int):
+    """Stack batch-1 samples, in a fixed shuffled order, into (inputs tuple, labels) batches of torch tensors."""
     import torch
 
-    order = np.arange(len(feeds))
-    if shuffle_seed is not None:
-        order = np.random.default_rng(shuffle_seed).permutation(len(feeds))
+    order = np.random.default_rng(0).permutation(len(feeds))
     out = []
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
@@ -121,8 +119,7 @@ def distill(teacher, student, train, val, settings: DistillSettings, progress=No
             with torch.no_grad():
                 t_out = teacher(*inputs)
             s_out = student(*inputs)
-            loss = settings.alpha * t * t * F.kl_div(F.log_softmax(s_out / t, 1), F.log_softmax(t_out / t, 1),
-                                                     reduction="batchmean", log_target=True)
+            loss = settings.alpha * t * t * _kd_loss(s_out, t_out, t)
             if labelled:
                 loss = loss + (1 - settings.alpha) * F.cross_entropy(s_out, labels)
             loss = loss + settings.feature_weight * feats.loss()
@@ -132,8 +129,8 @@ def distill(teacher, student, train, val, settings: DistillSettings, progress=No
             sched.step()
             total += float(loss.detach())
         score = _score(teacher, student, val or train, metric, t)
-        row = {"epoch": epoch, "train_loss": round(total / len(train), 5), metric: round(score if metric ==
-                                                                                          "accuracy" else -score, 5)}
+        shown = score if metric == "accuracy" else -score  # the KD loss is scored negated: higher is better
+        row = {"epoch": epoch, "train_loss": round(total / len(train), 5), metric: round(shown, 5)}
         result.history.append(row)
         result.epochs_run = epoch
         if progress:
@@ -156,17 +153,21 @@ def distill(teacher, student, train, val, settings: DistillSettings, progress=No
     return result
 
 
+def _kd_loss(s_out, t_out, t: float):
+    """KL divergence of the student's soft targets from the teacher's, both at temperature t."""
+    import torch.nn.functional as F
+
+    return F.kl_div(F.log_softmax(s_out / t, 1), F.log_softmax(t_out / t, 1), reduction="batchmean", log_target=True)
+
+
 def _score(teacher, student, batches, metric, t) -> float:
     import torch
-    import torch.nn.functional as F
 
     if metric == "accuracy":
         return evaluate(student, batches)["accuracy"]
     student.eval()
     with torch.no_grad():
-        losses = [float(F.kl_div(F.log_softmax(student(*x) / t, 1), F.log_softmax(teacher(*x) / t, 1),
-                                 reduction="batchmean", log_target=True)) for x, _ in batches]
-    return -float(np.mean(losses))
+        return -float(np.mean([float(_kd_loss(student(*x), teacher(*x), t)) for x, _ in batches]))
 
 
 class _FeatureMatch:
@@ -185,17 +186,18 @@ class _FeatureMatch:
             t_name, sep, s_name = pair.partition(":")
             if not sep or t_name not in t_named or s_name not in s_named:
                 raise UsageError(f"feature pair {pair!r}: expected TEACHER_LAYER:STUDENT_LAYER with existing names")
-            for key, module in ((("t", t_name), t_named[t_name]), (("s", s_name), s_named[s_name])):
-                self.handles.append(module.register_forward_hook(lambda m, i, o, key=key: self.store.__setitem__(key, o)))
-            self.pairs.append((("t", t_name), ("s", s_name)))
+            keys = (("t", t_name), ("s", s_name))
+            for key, module in zip(keys, (t_named[t_name], s_named[s_name])):
+                self.handles.append(module.register_forward_hook(lambda m, i, o, key=key: self.store.update({key: o})))
+            self.pairs.append(keys)
         with torch.no_grad():
             teacher.eval(), student.eval()
             teacher(*example_inputs), student(*example_inputs)
         for t_key, s_key in self.pairs:
             tc, sc = self.store[t_key].shape[1], self.store[s_key].shape[1]
             conv = self.store[s_key].dim() == 4
-            self.projections.append(torch.nn.Conv2d(sc, tc, 1, bias=False) if conv else torch.nn.Linear(sc, tc,
-                                                                                                        bias=False))
+            proj = torch.nn.Conv2d(sc, tc, 1, bias=False) if conv else torch.nn.Linear(sc, tc, bias=False)
+            self.projections.append(proj)
 
     def parameters(self):
         return self.projections.parameters()
@@ -203,10 +205,8 @@ class _FeatureMatch:
     def loss(self):
         import torch.nn.functional as F
 
-        total = 0.0
-        for (t_key, s_key), proj in zip(self.pairs, self.projections):
-            total = total + F.mse_loss(proj(self.store[s_key]), self.store[t_key].detach())
-        return total
+        return sum(F.mse_loss(proj(self.store[s_key]), self.store[t_key].detach())
+                   for (t_key, s_key), proj in zip(self.pairs, self.projections))
 
     def close(self):
         for h in self.handles:

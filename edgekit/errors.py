@@ -36,8 +36,6 @@ class InputError(EdgekitError):
 class InternalError(EdgekitError):
     """One of edgekit's own invariants broke (e.g. two models it made itself disagree in shape): a bug."""
 
-    exit_code = ExitCode.INTERNAL
-
 
 class StageError(EdgekitError):
     """A toolchain step (export, pre-processing, quantization, ...) failed on valid input."""

@@ -6,33 +6,32 @@ import os
 import platform
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
+def _cpuinfo(*keys: str) -> str | None:
+    """The value of the first /proc/cpuinfo line starting with one of `keys`; None without one."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return frozenset(line.split(":", 1)[1].split())
+            return next((line.split(":", 1)[1] for line in f if line.startswith(keys)), None)
     except OSError:
-        pass
-    return frozenset()
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    return frozenset((_cpuinfo("flags", "Features") or "").split())
 
 
 @functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    model = _cpuinfo("model name")
+    return model.strip() if model is not None else platform.processor() or platform.machine()
 
 
 ISA_ENV = "EDGEKIT_HOST_ISA"
 ISAS = ("avx512-vnni", "avx-vnni", "avx512", "avx2", "sse", "arm64-i8mm", "arm64-dotprod", "arm64")
 SATURATING_X86 = ("avx512", "avx2", "sse")
+# cpuinfo flag → int8 path, best first; a host with none of them gets the baseline (arm64, sse).
+X86_FLAGS = (("avx512_vnni", "avx512-vnni"), ("avx_vnni", "avx-vnni"), ("avx512bw", "avx512"), ("avx2", "avx2"))
+ARM_FLAGS = (("i8mm", "arm64-i8mm"), ("asimddp", "arm64-dotprod"))
 
 
 def int8_isa() -> str:
@@ -49,17 +48,8 @@ def int8_isa() -> str:
             raise UsageError(f"{ISA_ENV}={forced!r} is not one of {', '.join(ISAS)}")
         return forced
     flags = cpu_flags()
-    if platform.machine().lower() in ("aarch64", "arm64"):
-        return "arm64-i8mm" if "i8mm" in flags else "arm64-dotprod" if "asimddp" in flags else "arm64"
-    if "avx512_vnni" in flags:
-        return "avx512-vnni"
-    if "avx_vnni" in flags:
-        return "avx-vnni"
-    if "avx512bw" in flags:
-        return "avx512"
-    if "avx2" in flags:
-        return "avx2"
-    return "sse"
+    arm = platform.machine().lower() in ("aarch64", "arm64")
+    return next((isa for flag, isa in (ARM_FLAGS if arm else X86_FLAGS) if flag in flags), "arm64" if arm else "sse")
 
 
 def isa_source() -> str:
@@ -79,8 +69,8 @@ def x86_saturates() -> bool:
 def label(threads: int, providers: list[str]) -> dict:
     import onnxruntime
 
-    return {"cpu": cpu_model(), "isa": int8_isa(), "isa_source": isa_source(), "cores": os.cpu_count(), "threads": threads,
-            "providers": list(providers), "onnxruntime": onnxruntime.__version__,
+    return {"cpu": cpu_model(), "isa": int8_isa(), "isa_source": isa_source(), "cores": os.cpu_count(),
+            "threads": threads, "providers": list(providers), "onnxruntime": onnxruntime.__version__,
             "machine": platform.machine()}
 
 

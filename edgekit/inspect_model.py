@@ -1,6 +1,7 @@
 """`edgekit inspect`: what an ONNX model is: opset, IO, ops, parameters, size, quantization, mobile coverage."""
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml")) -> 
     model = _existing_model(path)
     inputs, outputs = export.io_specs(path)
     ops = Counter((n.domain + "::" if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in model.graph.node)
-    params = sum(int(_numel(t)) for t in model.graph.initializer)
+    params = sum(math.prod(t.dims) for t in model.graph.initializer)
     quant_nodes = sum(count for op, count in ops.items() if op.split("::")[-1] in QUANT_OPS)
     return {
         "model": str(path),
@@ -47,19 +48,12 @@ def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml")) -> 
     }
 
 
-def _numel(tensor) -> int:
-    n = 1
-    for d in tensor.dims:
-        n *= d
-    return n
-
-
 def text(info: dict) -> str:
+    kind = f"quantized ({info['quantization_nodes']} quantization nodes)" if info["quantized"] else "float"
     lines = [f"{info['model']}: {info['size_bytes'] / 1e6:.2f} MB, opset {info['opset'].get('ai.onnx')}, "
-             f"{info['nodes']} nodes, {info['parameters']:,} parameters, "
-             f"{'quantized (' + str(info['quantization_nodes']) + ' quantization nodes)' if info['quantized'] else 'float'}"]
-    lines += [f"  input  {s['name']}: {'x'.join(map(str, s['shape']))} {s['dtype']}" for s in info["inputs"]]
-    lines += [f"  output {s['name']}: {'x'.join(map(str, s['shape']))} {s['dtype']}" for s in info["outputs"]]
+             f"{info['nodes']} nodes, {info['parameters']:,} parameters, {kind}"]
+    lines += [f"  {io:6} {s['name']}: {'x'.join(map(str, s['shape']))} {s['dtype']}"
+              for io in ("input", "output") for s in info[io + "s"]]
     lines.append("  ops: " + ", ".join(f"{op} {n}" for op, n in info["ops"].items()))
     for c in info["mobile_coverage"].values():
         lines.append(f"  {c['provider']} (predicted): {c['supported_nodes']}/{c['nodes']} nodes, {c['partitions']} "

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import StageError
+from .errors import StageError, first_line
 
 
 def tensor_errors(fp32: Path, int8: Path, feeds: list[dict], limit: int = 8) -> list[dict]:
-    """[{tensor, producer, consumers, local_sqnr_db, accumulated_sqnr_db}], worst local SQNR first."""
-    import onnx
+    """[{tensor, local_sqnr_db, accumulated_sqnr_db}], worst local SQNR first."""
     from onnxruntime.quantization import qdq_loss_debug as dbg
 
     feeds = feeds[:limit]
@@ -35,18 +34,9 @@ def tensor_errors(fp32: Path, int8: Path, feeds: list[dict], limit: int = 8) -> 
         with np.errstate(over="ignore"):  # a quantized mask path (values near float max) overflows its norms
             errors = dbg.compute_activation_error(matched)
     except Exception as e:
-        raise StageError("per-layer error analysis", f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
-    graph = onnx.load(str(fp32), load_external_data=False).graph
-    producer = {o: n.name for n in graph.node for o in n.output}
-    consumers: dict[str, list[str]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n.name)
-    rows = []
-    for tensor, err in errors.items():
-        local = err.get("qdq_err")
-        rows.append({"tensor": tensor, "producer": producer.get(tensor), "consumers": consumers.get(tensor, []),
-                     "local_sqnr_db": _finite(local), "accumulated_sqnr_db": _finite(err.get("xmodel_err"))})
+        raise StageError("per-layer error analysis", f"{type(e).__name__}: {first_line(e, 200)}") from e
+    rows = [{"tensor": tensor, "local_sqnr_db": _finite(err.get("qdq_err")),
+             "accumulated_sqnr_db": _finite(err.get("xmodel_err"))} for tensor, err in errors.items()]
     return sorted(rows, key=lambda r: (r["local_sqnr_db"] if r["local_sqnr_db"] is not None else 1e9))
 
 

@@ -1,7 +1,7 @@
 """Turn a model source (`pkg.mod:fn`, `file.py:fn`, TorchScript, torch.export archive, .onnx) into a model."""
 from __future__ import annotations
 
-import re
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +48,7 @@ def load_model(source, weights: str | None = None, trust_checkpoint: bool = Fals
         module = resolve_callable(source, "model")()
         if not isinstance(module, torch.nn.Module):
             raise InputError(f"model {source!r} returned {type(module).__name__}, not a torch.nn.Module")
-    if weights:
-        load_weights(module, weights, torch, trust_checkpoint)
-    module.eval()
-    _check_finite(module, source, torch)
-    return LoadedModel(source, module=module)
+    return _ready(module, source, weights, torch, trust_checkpoint)
 
 
 def _from_object(module, weights: str | None, trust_checkpoint: bool) -> LoadedModel:
@@ -68,18 +64,19 @@ def _from_object(module, weights: str | None, trust_checkpoint: bool) -> LoadedM
         raise UsageError(f"model: this {type(module).__name__} cannot be copied ({type(e).__name__}); pass its "
                          "source instead (pkg.mod:fn or file.py:fn)") from e
     name = f"{type(module).__module__}.{type(module).__qualname__} (a Python object)"
+    return _ready(module, name, weights, torch, trust_checkpoint)
+
+
+def _ready(module, source: str, weights: str | None, torch, trust_checkpoint: bool) -> LoadedModel:
+    """Weights loaded, eval mode, finite: NaN/Inf weights make every parity figure meaningless (SQNR 200 dB
+    of NaN vs NaN), so they are bad input."""
     if weights:
         load_weights(module, weights, torch, trust_checkpoint)
     module.eval()
-    _check_finite(module, name, torch)
-    return LoadedModel(name, module=module)
-
-
-def _check_finite(module, source: str, torch) -> None:
-    """NaN/Inf weights make every parity figure meaningless (SQNR 200 dB of NaN vs NaN): bad input."""
     for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise InputError(f"model {source!r}: weight {name!r} holds NaN or Inf values")
+    return LoadedModel(source, module=module)
 
 
 CODE_CARRIERS = {
@@ -93,20 +90,17 @@ def _load_archive(path: Path, torch, trusted: bool):
     """TorchScript and torch.export archives carry code: loaded only when the user vouches for the file."""
     if not path.is_file():
         raise InputError(f"model {str(path)!r}: no such file")
+    exported = path.suffix == ".pt2"
     if not trusted:
-        why = CODE_CARRIERS[".pt2" if path.suffix == ".pt2" else ".pt"]
+        why = CODE_CARRIERS[".pt2" if exported else ".pt"]
         raise InputError(f"model {str(path)!r} can run code when loaded ({why}); pass --trust-checkpoint only if you "
                          "trust this file, or export from MODULE:FUNCTION with --weights (weights_only loading)")
-    if path.suffix == ".pt2":
-        try:
-            return torch.export.load(str(path))
-        except Exception as e:
-            raise InputError(f"model {str(path)!r}: not a torch.export archive ({type(e).__name__}: {e})") from e
     try:
-        return torch.jit.load(str(path), map_location="cpu")
+        return torch.export.load(str(path)) if exported else torch.jit.load(str(path), map_location="cpu")
     except Exception as e:
-        raise InputError(f"model {str(path)!r}: not a TorchScript archive ({type(e).__name__}); "
-                         "a state dict goes with --weights and a MODULE:FUNCTION source") from e
+        what = (f"torch.export archive ({type(e).__name__}: {e})" if exported else f"TorchScript archive "
+                f"({type(e).__name__}); a state dict goes with --weights and a MODULE:FUNCTION source")
+        raise InputError(f"model {str(path)!r}: not a {what}") from e
 
 
 def load_weights(module, weights: str, torch, trust_checkpoint: bool = False) -> None:
@@ -121,15 +115,16 @@ def load_weights(module, weights: str, torch, trust_checkpoint: bool = False) ->
     try:
         state = torch.load(weights, map_location="cpu", weights_only=not trust_checkpoint)
     except Exception as e:
-        text = str(e)
-        if not trust_checkpoint and "Weights only load failed" in text:
-            found = re.search(r"(?:[Uu]nsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
-            detail = re.search(r"WeightsUnpickler error: \s*(.+)", text)
-            why = (f"it references {found.group(1)}, which unpickling would run" if found else
-                   f"not a plain tensor checkpoint ({detail.group(1).strip()[:80] if detail else 'unreadable'})")
-            raise InputError(f"weights {weights!r} refused by weights_only loading: {why}; "
-                             "pass --trust-checkpoint only if you trust this file") from e
-        raise InputError(f"weights {weights!r} cannot be loaded: {first_line(e)}") from e
+        if trust_checkpoint or not isinstance(e, pickle.UnpicklingError):
+            raise InputError(f"weights {weights!r} cannot be loaded: {first_line(e)}") from e
+        try:  # a static scan of the pickle: names what unpickling would have called, runs nothing
+            unsafe = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(weights))
+        except Exception:  # not a torch.save zip archive (garbage, pre-1.6 format)
+            unsafe = []
+        why = (f"it references {', '.join(unsafe)}, which unpickling would run" if unsafe else
+               f"not a plain tensor checkpoint ({type(e).__name__})")
+        raise InputError(f"weights {weights!r} refused by weights_only loading: {why}; "
+                         "pass --trust-checkpoint only if you trust this file") from e
     if structure.is_pruned_checkpoint(state):
         structure.resize(module, state["layers"], state["state_dict"])
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):

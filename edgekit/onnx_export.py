@@ -7,6 +7,8 @@ import re
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from .config import DEFAULT_STEP_TIMEOUT, InputSpec
 from .errors import InputError, StageError, first_line
 
@@ -139,7 +141,6 @@ def load_onnx_input(path: Path):
 
 def _check_finite_weights(model, path: Path) -> None:
     """NaN/Inf weights make every parity figure meaningless (and onnxruntime's quantizer assert)."""
-    import numpy as np
     from onnx import numpy_helper
 
     for tensor in _tensors(model.graph):
@@ -192,28 +193,51 @@ def _check_runtime_kernels(path: Path) -> None:
         raise InputError(f"model {str(path)!r} does not load in onnxruntime: {first_line(e)}") from e
 
 
-def io_specs(path: Path) -> tuple[tuple[InputSpec, ...], tuple[InputSpec, ...]]:
-    """Inputs and outputs of an ONNX file as InputSpecs (dynamic dims keep their names)."""
+def parsed(model):
+    """`model` as a ModelProto: a path is parsed (weights included), a ModelProto passes through. A run
+    parses its float model once and hands the ModelProto to every stage that reads it."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    return model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+
+
+def io_specs(model, label: str = "") -> tuple[tuple[InputSpec, ...], tuple[InputSpec, ...]]:
+    """Inputs (optional ones excluded) and outputs of an ONNX model (path or ModelProto, named `label` in
+    errors) as InputSpecs (dynamic dims keep their names)."""
+    import onnx
+
+    if not label:
+        label = model.graph.name if isinstance(model, onnx.ModelProto) else str(model)
+    model = parsed(model)
     init = {i.name for i in model.graph.initializer}
-
-    def spec(v, i):
-        dims = []
-        for j, d in enumerate(v.type.tensor_type.shape.dim):
-            dims.append(d.dim_value if d.dim_value > 0 else (d.dim_param or f"d{i}_{j}"))
-        elem = v.type.tensor_type.elem_type
-        if elem not in ONNX_DTYPES:
-            raise InputError(f"model {str(path)!r}: {v.name!r} has ONNX element type {elem} "
-                             f"({onnx.TensorProto.DataType.Name(elem)}), which edgekit does not handle")
-        return InputSpec(v.name, tuple(dims), ONNX_DTYPES[elem])
-
-    inputs = tuple(spec(v, i) for i, v in enumerate(model.graph.input) if v.name not in init)
-    outputs = tuple(spec(v, i) for i, v in enumerate(model.graph.output))
+    inputs = tuple(_spec(v, i, label) for i, v in enumerate(model.graph.input) if v.name not in init)
+    outputs = tuple(_spec(v, i, label) for i, v in enumerate(model.graph.output))
     if not inputs:
-        raise InputError(f"model {str(path)!r} has no inputs")
+        raise InputError(f"model {label!r} has no inputs")
     return inputs, outputs
+
+
+def optional_inputs(model, label: str) -> dict[str, tuple[InputSpec, np.ndarray]]:
+    """Graph inputs backed by an initializer of the same name: optional, with that default. The deployed
+    model keeps the default (it no longer takes them) unless the recipe pins another value."""
+    from onnx import numpy_helper
+
+    init = {t.name: t for t in model.graph.initializer}
+    return {v.name: (_spec(v, i, label), numpy_helper.to_array(init[v.name]))
+            for i, v in enumerate(model.graph.input) if v.name in init}
+
+
+def _spec(v, i: int, label: str) -> InputSpec:
+    import onnx
+
+    dims = []
+    for j, d in enumerate(v.type.tensor_type.shape.dim):
+        dims.append(d.dim_value if d.dim_value > 0 else (d.dim_param or f"d{i}_{j}"))
+    elem = v.type.tensor_type.elem_type
+    if elem not in ONNX_DTYPES:
+        raise InputError(f"model {label!r}: {v.name!r} has ONNX element type {elem} "
+                         f"({onnx.TensorProto.DataType.Name(elem)}), which edgekit does not handle")
+    return InputSpec(v.name, tuple(dims), ONNX_DTYPES[elem])
 
 
 def preprocess(src: Path, dest: Path, timeout: float = DEFAULT_STEP_TIMEOUT) -> tuple[Path, str]:
@@ -262,30 +286,24 @@ def preprocess_in_child(src: str, dest: str) -> str:
     raise AssertionError("unreachable")
 
 
-def fix_input_shapes(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
-    """Make every input shape fixed in place (onnxruntime's make_dynamic_shape_fixed helpers), then the
-    output shapes where they follow: NNAPI and other compiling EPs take only fixed-shape nodes."""
-    import onnx
+def fix_input_shapes(model, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Make every input shape of a ModelProto fixed (onnxruntime's make_dynamic_shape_fixed helpers), then
+    the output shapes where they follow: NNAPI and other compiling EPs take only fixed-shape nodes."""
     from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_input_shape_fixed
 
-    model = onnx.load(str(path))
     try:
         for name, shape in shapes.items():
             make_input_shape_fixed(model.graph, name, list(shape))
         fix_output_shapes(model)
     except Exception as e:
         raise StageError("fixing input shapes", first_line(e)) from e
-    onnx.save(model, str(path))
-    check(path)
 
 
-def stamp_metadata(path: Path, props: dict[str, str]):
-    """Write metadata props (edgekit version, target, ...) into an ONNX file in place; returns the model."""
+def stamp(model, props: dict[str, str]):
+    """Add metadata props (edgekit version, target, ...) to a ModelProto; returns it."""
     import onnx
 
-    model = onnx.load(str(path))
     onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, **props})
-    onnx.save(model, str(path))
     return model
 
 

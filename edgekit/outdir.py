@@ -13,11 +13,12 @@ import json
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 from pathlib import Path
 
-from . import archive, arrays
+from . import archive
 from .errors import InputError, UsageError
 
 STAGE_PREFIX = ".edgekit-stage-"
@@ -155,13 +156,11 @@ def _is_package(manifest: Path, name: str) -> bool:
 def _read_ledger(out: Path) -> dict[str, str]:
     path = out / LEDGER
     try:
-        if path.is_symlink() or not path.exists():
-            return {}
-        arrays.regular_file(path)  # a FIFO or a link to /dev/zero would hang or fill memory
-        if path.stat().st_size > 1 << 20:
+        info = os.lstat(path)  # a FIFO, or a link to /dev/zero, would hang or fill memory
+        if not stat.S_ISREG(info.st_mode) or info.st_size > 1 << 20:
             return {}
         data = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError, InputError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(data, dict) else {}
 

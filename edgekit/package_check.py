@@ -54,10 +54,9 @@ def _target_folders(path: Path, shown: Path) -> list[Path]:
 def _check_target(folder: Path, shown: str, mismatched: dict[Path, str]) -> list[Case]:
     manifest = _manifest(folder, shown)
     target, files, golden = manifest["target"], manifest["files"], manifest["golden"]["models"]
-    shipped = [manifest["ort_format"]["file"]] if manifest.get("ort_format") else []
-    for model in shipped:
-        if model not in golden:
-            raise InputError(f"{shown}: manifest.json has no golden outputs for the shipped {model}")
+    ort = (manifest.get("ort_format") or {}).get("file")
+    if ort is not None and ort not in golden:
+        raise InputError(f"{shown}: manifest.json has no golden outputs for the shipped {ort}")
     for model, entry in golden.items():
         for name in (model, entry["file"]):
             if name not in files:
@@ -154,8 +153,7 @@ def _integrity(folder: Path, shown: str, target: str, files: dict, mismatched: d
         actual = mismatched.get(folder / name) or package.sha256(_existing(folder, shown, name))
         if actual != digest:
             bad.append(f"{name} sha256 {actual[:12]}… != manifest {digest[:12]}…")
-    unlisted = sorted(p.name for p in folder.iterdir() if p.name not in files and
-                      p.name not in ("manifest.json", "report.md"))
+    unlisted = sorted(p.name for p in folder.iterdir() if p.name not in files and p.name not in package.UNHASHED)
     if unlisted:
         bad.append(f"files not in the manifest: {', '.join(unlisted)}")
     return Case(target, "integrity", not bad, "; ".join(bad))

@@ -94,12 +94,10 @@ def worst(items, key: str, fn=min):
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     # scaled first: outputs near float max (a quantized mask path) would overflow the dot products
-    a, b = a / max(float(np.max(np.abs(a), initial=0.0)), 1e-300), b / max(float(np.max(np.abs(b), initial=0.0)), 1e-300)
+    a, b = (x / max(float(np.max(np.abs(x), initial=0.0)), 1e-300) for x in (a, b))
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 and nb == 0:
-        return 1.0
     if na == 0 or nb == 0:
-        return 0.0
+        return float(na == nb)  # both zero: the same; only one: nothing in common
     return float(np.dot(a, b) / (na * nb))
 
 
@@ -110,7 +108,8 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
     Cosine is per sample (the whole output of one feed); when a sample holds fewer than two numbers
     (a scalar score) a per-sample cosine is always ±1, so one cosine over all samples is used instead.
     The task picks the extra metrics: top-1/top-5 agreement for a classifier's 2-D score outputs (rows ×
-    classes; on an embedding they would be meaningless numbers), nearest-neighbour agreement for embeddings. A reference that is ~0 gets no cosine or SQNR, it is flagged.
+    classes; on an embedding they would be meaningless numbers), nearest-neighbour agreement for embeddings.
+    A reference that is ~0 gets no cosine or SQNR, it is flagged.
     """
     from .errors import InternalError
 
@@ -127,25 +126,23 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
             cos = [_cosine(np.concatenate([a.ravel() for a in ref]), np.concatenate([b.ravel() for b in cand]))]
         peak = max(float(np.max(np.abs(a), initial=0.0)) for a in ref)
         scale = peak or 1.0  # no overflow near float max
-        noise = sum(float(np.sum(((a - b) / scale) ** 2)) for a, b in zip(ref, cand))
+        diffs = [np.abs(a - b) for a, b in zip(ref, cand)]
+        noise = sum(float(np.sum((d / scale) ** 2)) for d in diffs)
         signal = sum(float(np.sum((a / scale) ** 2)) for a in ref)
         # capped at ±200 dB so a bit-exact match stays a finite, JSON-safe number
         sqnr = 200.0 if noise == 0 else (max(-200.0, min(200.0, 10 * math.log10(signal / noise)))
                                          if signal > 0 else -200.0)
-        top1 = top5 = retrieval = None
+        top1 = top5 = None
         if task == "classify" and ref[0].ndim == 2 and ref[0].shape[1] > 1:
             top1 = float(np.mean(np.concatenate([a.argmax(1) == b.argmax(1) for a, b in zip(ref, cand)])))
             if ref[0].shape[1] > 5:
                 top5 = float(np.mean(np.concatenate([(np.argsort(-b, axis=1)[:, :5] == a.argmax(1)[:, None]).any(1)
                                                      for a, b in zip(ref, cand)])))
-        if task == "embed":
-            retrieval = _retrieval_at1(ref, cand)
-        signal_ok = peak >= NEAR_ZERO
-        results.append(OutputParity(name, float(np.mean(cos)) if signal_ok else None,
-                                    float(np.min(cos)) if signal_ok else None, round(sqnr, 3) if signal_ok else None,
-                                    max(float(np.max(np.abs(a - b))) for a, b in zip(ref, cand)),
-                                    sum(float(np.sum(np.abs(a - b))) for a, b in zip(ref, cand)) /
-                                    sum(a.size for a in ref), top1, peak, top5, retrieval))
+        retrieval = _retrieval_at1(ref, cand) if task == "embed" else None
+        metrics = (float(np.mean(cos)), float(np.min(cos)), round(sqnr, 3)) if peak >= NEAR_ZERO else (None,) * 3
+        results.append(OutputParity(name, *metrics, max(float(np.max(d)) for d in diffs),
+                                    sum(float(np.sum(d)) for d in diffs) / sum(a.size for a in ref),
+                                    top1, peak, top5, retrieval))
     return results
 
 
@@ -155,37 +152,39 @@ RETRIEVAL_TIE = 0.01  # cosine: neighbours this close under the reference are eq
 def _retrieval_at1(ref: list[np.ndarray], cand: list[np.ndarray]) -> float | None:
     """Share of rows (embeddings) whose nearest other row by cosine under the candidate is the reference's
     nearest, or one the reference rates within RETRIEVAL_TIE of it (a near-tie is no retrieval error)."""
-    def rows(arrays):
+    def unit_rows(arrays):
         e = np.concatenate([a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(1, -1) for a in arrays])
         return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-30)
 
-    a, b = rows(ref), rows(cand)
+    a, b = unit_rows(ref), unit_rows(cand)
     if len(a) < 3 or a.shape != b.shape:
         return None
     sa, sb = a @ a.T, b @ b.T
     np.fill_diagonal(sa, -np.inf)
     np.fill_diagonal(sb, -np.inf)
-    rows = np.arange(len(a))
-    return float(np.mean(sa[rows, sb.argmax(1)] >= sa.max(1) - RETRIEVAL_TIE))
+    return float(np.mean(sa[np.arange(len(a)), sb.argmax(1)] >= sa.max(1) - RETRIEVAL_TIE))
 
 
 def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:
     """Top-1 accuracy in percent of the first output: one label per output row."""
     from .errors import InputError
 
-    preds = np.concatenate([o[0].reshape(o[0].shape[0], -1).argmax(axis=1) if o[0].ndim > 1
-                            else o[0].reshape(1, -1).argmax(axis=1) for o in outputs])
+    rows = [o[0].reshape(o[0].shape[0], -1) if o[0].ndim > 1 else o[0].reshape(1, -1) for o in outputs]
+    preds = np.concatenate([r.argmax(axis=1) for r in rows])
     flat = np.asarray(labels).reshape(-1)
     if flat.size != preds.size:
         raise InputError(f"{flat.size} labels for {preds.size} predicted rows: give one label per row "
                          "(labels of shape (samples, rows) when a sample holds several rows)")
-    classes = max(o[0].reshape(o[0].shape[0], -1).shape[1] if o[0].ndim > 1 else o[0].size for o in outputs)
+    classes = max(r.shape[1] for r in rows)
     if flat.size and flat.max() >= classes:
         raise InputError(f"label {int(flat.max())} is out of range: the model's first output scores {classes} classes")
     return float(np.mean(preds == flat.astype(np.int64)) * 100.0)
 
 
-def gate(name: str, value, op: str, limit) -> Gate:
+def gate(name: str, value, op: str, limit, unmeasured: str | None = None) -> Gate:
+    """`value` against `limit`; with `unmeasured` (why there is no value), a None value makes a skipped gate."""
+    if value is None and unmeasured:
+        return skipped(name, unmeasured)
     passed = value is not None and (value >= limit if op == ">=" else value <= limit)
     return Gate(name, value, op, limit, bool(passed))
 
@@ -203,24 +202,20 @@ def signal_gates(name: str, outputs) -> list[Gate]:
 
 def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str) -> list[Gate]:
     """The target's fp32-vs-int8 thresholds (a ParitySpec) applied to per-output parity, with the task's metrics."""
-    gates = signal_gates("quant_reference_signal", outputs)
-    gates.append(gate("quant_cosine", worst(outputs, "cosine"), ">=", spec.quant_cosine_min))
-    gates.append(gate("quant_sqnr_db", worst(outputs, "sqnr_db"), ">=", spec.quant_sqnr_min_db))
+    gates = [*signal_gates("quant_reference_signal", outputs),
+             gate("quant_cosine", worst(outputs, "cosine"), ">=", spec.quant_cosine_min),
+             gate("quant_sqnr_db", worst(outputs, "sqnr_db"), ">=", spec.quant_sqnr_min_db)]
     top1, top5, retrieval = (worst(outputs, k) for k in ("top1_agreement", "top5_agreement", "retrieval_at1"))
     if task == "classify":
-        gates.append(gate("top1_agreement", top1, ">=", spec.top1_agreement_min) if top1 is not None
-                     else skipped("top1_agreement", "no 2-D score output"))
+        gates.append(gate("top1_agreement", top1, ">=", spec.top1_agreement_min, "no 2-D score output"))
         if top5 is not None:
             gates.append(gate("top5_agreement", top5, ">=", spec.top5_agreement_min))
     elif task == "embed":
-        gates.append(gate("retrieval_at1", retrieval, ">=", spec.retrieval_at1_min) if retrieval is not None
-                     else skipped("retrieval_at1", "fewer than 3 embeddings in the validation data"))
+        gates.append(gate("retrieval_at1", retrieval, ">=", spec.retrieval_at1_min,
+                          "fewer than 3 embeddings in the validation data"))
     elif task == "other":
         gates.append(skipped("top1_agreement", 'no classifier score output (set task = "classify" if it is one)'))
-    if accuracy_drop is not None:
-        gates.append(gate("accuracy_drop", accuracy_drop, "<=", spec.accuracy_drop_max))
-    else:
-        gates.append(skipped("accuracy_drop", "no labels in the validation data"))
+    gates.append(gate("accuracy_drop", accuracy_drop, "<=", spec.accuracy_drop_max, "no labels in the validation data"))
     return gates
 
 

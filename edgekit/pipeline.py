@@ -7,6 +7,7 @@ then:        publish every target folder atomically
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import shutil
@@ -36,6 +37,7 @@ class Shared:
     source: str  # the model as the manifest names it
     inputs: tuple[InputSpec, ...]  # what the data feeds (pinned constants excluded)
     pinned: dict  # input name → the value it is pinned to
+    defaults: dict  # an .onnx's optional inputs left at their (small) default values, baked in
     cal: calib.Dataset
     val: calib.Dataset
     torch_val: list | None  # torch outputs on the validation set (None for an .onnx source)
@@ -49,6 +51,7 @@ class Prepared:
     """The fp32 ONNX model for one opset and its reference outputs."""
 
     fp32: Path
+    model: object  # fp32 parsed once (onnx.ModelProto, every node named): each target's copy starts from it
     outputs: tuple[InputSpec, ...]
     fp32_val: list
     export_parity: parity.StageParity | None
@@ -74,14 +77,14 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     names = [t.name for t in targets] + ([f"{t.name}.tar.gz" for t in targets] if recipe.archive else [])
     outdir.check_replaceable(out, names, recipe.force)  # before any work; again under OUT's lock
     loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
-    inputs, pinned = _inputs(recipe, loaded)
+    inputs, pinned, defaults = _inputs(recipe, loaded)
     cal, val = calib.for_run(recipe, sequences.data_specs(inputs, recipe.state) if recipe.state else inputs, targets)
     compression = _compress(recipe, loaded, inputs, val, progress) if recipe.prune or recipe.distill else None
     published = False
     try:
         with outdir.staging(out, names, recipe.force) as stage:
             torch_val = _torch_outputs(recipe, loaded, inputs, val)
-            shared = Shared(recipe, loaded.source, inputs, pinned, cal, val, torch_val, stage, progress, compression)
+            shared = Shared(recipe, loaded.source, inputs, pinned, defaults, cal, val, torch_val, stage, progress, compression)
             prepared: dict[int, Prepared] = {}
             reports = {}
             for target in targets:
@@ -138,39 +141,41 @@ def _seeded(seed: int):
             torch.random.set_rng_state(torch_state)
 
 
-def _inputs(recipe: Recipe, loaded) -> tuple[tuple[InputSpec, ...], dict]:
-    """(the inputs the data feeds, the pinned constants); a torch module is wrapped to take only the former."""
-    specs = _model_inputs(recipe, loaded)
-    pinned = constants.resolve(recipe.constants, specs)
+def _inputs(recipe: Recipe, loaded) -> tuple[tuple[InputSpec, ...], dict, dict]:
+    """(the inputs the data feeds, the pinned constants, the optional inputs kept at their defaults); a torch
+    module is wrapped to take only the first."""
+    specs, optional = _model_inputs(recipe, loaded)
+    pinned = constants.resolve(recipe.constants, specs + tuple(spec for spec, _ in optional.values()))
     if pinned and loaded.program is not None:
         raise UsageError("constants cannot be pinned in a torch.export (.pt2) program; export it from its "
                          "MODULE:FUNCTION, or pin them in an .onnx")
     if pinned and loaded.module is not None:
         loaded.module = constants.pin_module(loaded.module, [s.name for s in specs], pinned)
-    return tuple(s for s in specs if s.name not in pinned), pinned
+    # Old exporters list every weight as an optional input: only small defaults are configuration worth listing
+    defaults = {name: value for name, (_, value) in optional.items() if name not in pinned and value.size <= 16}
+    return tuple(s for s in specs if s.name not in pinned), pinned, defaults
 
 
-def _model_inputs(recipe: Recipe, loaded) -> tuple[InputSpec, ...]:
+def _model_inputs(recipe: Recipe, loaded) -> tuple[tuple[InputSpec, ...], dict]:
+    """(the inputs the data must feed, an .onnx's optional inputs: {name: (spec, default)})."""
     if not loaded.is_onnx:
         if not recipe.inputs:
             raise UsageError("a torch model needs its inputs: --input NAME:SHAPE[:DTYPE], e.g. image:Nx3x224x224")
-        return recipe.inputs
+        return recipe.inputs, {}
     if recipe.output_names:
         raise UsageError("--output-name does not apply to an .onnx source (its outputs are already named)")
-    onnx_export.load_onnx_input(loaded.onnx_path)
-    found, _ = onnx_export.io_specs(loaded.onnx_path)
+    model, label = onnx_export.load_onnx_input(loaded.onnx_path), str(loaded.onnx_path)
+    found, _ = onnx_export.io_specs(model, label)
     if recipe.inputs:
         given = [(s.name, len(s.shape), s.dtype) for s in recipe.inputs]
         if given != [(s.name, len(s.shape), s.dtype) for s in found]:
             raise UsageError(f"--input {', '.join(map(str, recipe.inputs))} does not match the model's inputs "
                              f"{', '.join(map(str, found))}")
-    return found
+    return found, onnx_export.optional_inputs(model, label)
 
 
 def _compress(recipe: Recipe, loaded, inputs, val, progress: bool) -> dict:
     """Prune and/or distill the torch model before export; record size and accuracy after each step."""
-    import copy
-
     from . import compress
 
     if loaded.module is None or loaded.program is not None:
@@ -214,13 +219,16 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
         raw = onnx_export.export_torch(loaded.program or loaded.module, shared.inputs, recipe.output_names, opset,
                                   work / "exported.onnx", "dynamo" if loaded.program else recipe.exporter)
     fp32, preprocessing = onnx_export.preprocess(raw, work / "model.onnx", shared.recipe.step_timeout)
-    _, outputs = onnx_export.io_specs(fp32)
+    model = onnx_export.parsed(fp32)
+    for i, node in enumerate(model.graph.node):  # the quantizer and --auto exclude nodes by name
+        node.name = node.name or f"{node.op_type}_{i}"
+    _, outputs = onnx_export.io_specs(model)
     cal, val, fp32_val, fp32_rollout = _steps(shared, fp32, [o.name for o in outputs])
     export_parity = None
     if shared.torch_val is not None:
         export_parity = parity.StageParity(val.origin, len(val), tuple(parity.compare(
             [o.name for o in outputs], shared.torch_val, fp32_val, _task(shared.recipe, val))))
-    prep = Prepared(fp32, outputs, fp32_val, export_parity, preprocessing, [], cal, val, fp32_rollout)
+    prep = Prepared(fp32, model, outputs, fp32_val, export_parity, preprocessing, [], cal, val, fp32_rollout)
     return dataclasses.replace(prep, size_checks=_size_checks(loaded, shared, prep))
 
 
@@ -238,7 +246,8 @@ def _steps(shared: Shared, fp32: Path, names: list[str]):
     cal = sequences.rollout(run, shared.cal.feeds, shared.inputs, names, shared.recipe.state)
     val = sequences.rollout(run, shared.val.feeds, shared.inputs, names, shared.recipe.state)
     return (calib.Dataset(f"{shared.cal.origin} (steps)", cal.feeds, None, shared.cal.random),
-            calib.Dataset(f"{shared.val.origin} (steps)", val.feeds, None, shared.val.random), val.outputs, val)
+            calib.Dataset(f"{shared.val.origin} (steps)", val.feeds, sequences.step_labels(shared.val, val.lengths),
+                          shared.val.random), val.outputs, val)
 
 
 def _size_checks(loaded, shared: Shared, prep: Prepared) -> list[sizes.SizeCheck]:
@@ -258,20 +267,12 @@ def _size_checks(loaded, shared: Shared, prep: Prepared) -> list[sizes.SizeCheck
     return checks
 
 
-def _state_stays_float(state: dict, qplan, fp32: Path):
+def _state_stays_float(state: dict, qplan, model):
     """Unless asked to quantize it, the nodes reading a state input or writing a state output stay float:
     a state's rounding error is fed back and grows step after step. Returns (plan, those nodes)."""
     if not state or qplan.settings.quantize_state:
         return qplan, ()
-    import onnx
-
-    model = onnx.load(str(fp32))
-    graph = model.graph
-    if any(not n.name for n in graph.node):  # the quantizer excludes nodes by name
-        for i, node in enumerate(graph.node):
-            node.name = node.name or f"{node.op_type}_{i}"
-        onnx.save(model, str(fp32))
-    nodes = tuple(n.name for n in graph.node if set(n.input) & set(state) or set(n.output) & set(state.values()))
+    nodes = tuple(n.name for n in model.graph.node if set(n.input) & set(state) or set(n.output) & set(state.values()))
     settings = dataclasses.replace(qplan.settings, exclude_nodes=tuple(dict.fromkeys((*qplan.settings.exclude_nodes,
                                                                                       *nodes))))
     why = f"state kept float: {len(nodes)} node(s) reading or writing {', '.join(state)} (--quantize-state to quantize)"
@@ -303,31 +304,36 @@ def _int8_at_sizes(prep: Prepared, int8_sess, task: str, fixed: bool) -> list[si
 
 
 def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
+    import onnx
+
     log.info("target %s", target.name)
     tdir = shared.stage / target.name
     tdir.mkdir()
     fp32, int8 = tdir / "model.onnx", tdir / "model.int8.onnx"
-    shutil.copyfile(prep.fp32, fp32)
     fixed, fixed_warnings = (calib.fixed_shapes(shared.inputs, (prep.cal, prep.val)) if target.package.fixed_shapes
                              else ({}, []))
+    props = {"edgekit_version": __version__, "edgekit_target": target.name,
+             "edgekit_inputs": ";".join(map(str, shared.inputs)), "edgekit_preprocessing": "onnxruntime quant_pre_process"}
+    model = onnx_export.stamp(copy.deepcopy(prep.model), props)
     if fixed:
-        onnx_export.fix_input_shapes(fp32, fixed)
-    qplan = quantization.plan(fp32, apply_quant_overrides(target.quantize, shared.recipe.quantize,
-                                                      f"quantize overrides for {target.name}"),
-                          set(shared.recipe.quantize), target.runtime.arch)
-    qplan, state_nodes = _state_stays_float(shared.recipe.state, qplan, fp32)
+        onnx_export.fix_input_shapes(model, fixed)
+    onnx.save(model, str(fp32))
+    if fixed:
+        onnx_export.check(fp32)
+    qplan = quantization.plan(model, apply_quant_overrides(target.quantize, shared.recipe.quantize,
+                                                       f"quantize overrides for {target.name}"),
+                              set(shared.recipe.quantize), target.runtime.arch)
+    qplan, state_nodes = _state_stays_float(shared.recipe.state, qplan, model)
     providers, threads = list(target.runtime.providers), target.runtime.threads
     # An ARM device's int8 arithmetic does not saturate: judge an ARM target by exact arithmetic; an x86
     # target by this host's own kernels.
     exact = target.runtime.arch != "x86_64"
-    qplan, n_cal, tuning, chosen_rows = _quantize(shared, target, qplan, prep, fp32, int8, exact)
+    qplan, n_cal, tuning, chosen_rows = _quantize(shared, target, qplan, prep, model, fp32, int8, exact)
+    quantized = onnx_export.stamp(onnx_export.parsed(int8), {**props, "edgekit_quantization": str(qplan.as_dict())})
     if state_nodes:
-        quantization.float_outputs(int8, shared.recipe.state.values())
-    props = {"edgekit_version": __version__, "edgekit_target": target.name,
-             "edgekit_inputs": ";".join(map(str, shared.inputs)), "edgekit_preprocessing": "onnxruntime quant_pre_process"}
-    onnx_export.stamp_metadata(fp32, props)
-    float_subgraph = quantization.float_subgraph_nodes(onnx_export.stamp_metadata(
-        int8, {**props, "edgekit_quantization": str(qplan.as_dict())}))
+        quantization.float_outputs(quantized, shared.recipe.state.values())
+    onnx.save(quantized, str(int8))
+    float_subgraph = quantization.float_subgraph_nodes(quantized)
     int8_sess, kernels = int8_session(int8, providers, threads, exact, reuse=True)
     recipe, cal, val = shared.recipe, prep.cal, prep.val
     int8_val = _int8_outputs(shared, prep, int8_sess)
@@ -348,6 +354,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "host": host.label(threads, int8_sess.get_providers()),  # where the figures here were computed
         "inputs": [s.as_dict() for s in shared.inputs],
         "constants": {k: v.tolist() for k, v in shared.pinned.items()},
+        "optional_inputs": {k: v.tolist() for k, v in shared.defaults.items()} or None,
         "fixed_input_shapes": {k: list(v) for k, v in fixed.items()} if target.package.fixed_shapes else None,
         "outputs": [o.as_dict() for o in prep.outputs],
         "task": task,
@@ -357,7 +364,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                                  else None),
         "calibration": {"data": cal.origin, "samples": n_cal, "random": cal.random},
         "validation": {"data": val.origin, "samples": len(val), "random": val.random},
-        "layers": _layer_report(qplan, fp32, int8, val.feeds, chosen_rows),
+        "layers": _layer_report(qplan, model, fp32, int8, val.feeds, chosen_rows),
         "compression": shared.compression,
         "state": ({"pairs": recipe.state, "float_nodes": list(state_nodes),
                    "sequence": sequences.per_step(prep.rollout, int8_val, [o.name for o in prep.outputs])}
@@ -392,7 +399,7 @@ def _latency(shared: Shared, prep: Prepared, target: Target, fp32: Path, int8: P
     return LatencyReport(lat["fp32"], lat["int8"], host.describe(lat["int8"].host))
 
 
-def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path, int8: Path, exact: bool):
+def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32: Path, int8: Path, exact: bool):
     """Quantize with the plan, or with `auto`, search for the fastest settings that pass parity.
     Returns (the plan used, calibration samples, the search's record, the chosen model's per-node
     sensitivity when the search already measured it)."""
@@ -402,12 +409,13 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path,
         onnx_export.check(int8)
         skipped = {"skipped": "dynamic quantization has no calibration or QDQ placement to search"}
         return qplan, 0, skipped if settings.auto else None, None
-    n_cal = min(len(prep.cal), settings.samples)
+    cal_feeds = _calibration_feeds(prep, settings.samples)
+    n_cal = len(cal_feeds)
     tuning = chosen_rows = None
     if settings.auto:
         work = shared.stage / ".work" / f"tune-{target.name}"
         work.mkdir(parents=True)
-        ctx = tune.Context(fp32, work, prep.cal.feeds[:n_cal], prep.val.feeds, prep.fp32_val,
+        ctx = tune.Context(fp32, model, work, cal_feeds, prep.val.feeds, prep.fp32_val,
                            [o.name for o in prep.outputs], prep.val.labels, target.parity,
                            _task(shared.recipe, prep.val), list(target.runtime.providers),
                            target.runtime.threads, exact)
@@ -428,9 +436,18 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, fp32: Path,
                   "seconds": round(sum(t.seconds for t in trials), 3)}
     else:
         with bar(f"calibrating {target.name}", n_cal, shared.progress) as advance:
-            quantization.quantize(fp32, int8, qplan, prep.cal.feeds[:n_cal], advance)
+            quantization.quantize(fp32, int8, qplan, cal_feeds, advance)
     onnx_export.check(int8)
     return qplan, n_cal, tuning, chosen_rows
+
+
+def _calibration_feeds(prep: Prepared, n: int) -> list:
+    """The first `n` calibration samples; for a streaming model `n` steps spread evenly over all the
+    sequences (the first `n` steps would see one sequence's start only)."""
+    feeds = prep.cal.feeds
+    if prep.rollout is None or len(feeds) <= n:
+        return feeds[:n]
+    return [feeds[i] for i in np.linspace(0, len(feeds) - 1, n).round().astype(int)]
 
 
 def _log_trial(t) -> str:
@@ -440,12 +457,13 @@ def _log_trial(t) -> str:
     return row
 
 
-def _layer_report(qplan, fp32: Path, int8: Path, feeds, known: list[dict] | None, top: int = 10) -> list[dict] | None:
+def _layer_report(qplan, model, fp32: Path, int8: Path, feeds, known: list[dict] | None,
+                  top: int = 10) -> list[dict] | None:
     """Per-node SQNR lost, worst first, for static QDQ models (what `--auto` would exclude first);
     `known`: the rows --auto already measured on this very model."""
     if qplan.settings.mode != "static" or qplan.settings.format != "QDQ":
         return None
-    rows = known or tune.node_sensitivity(fp32, layers.tensor_errors(fp32, int8, feeds, limit=4))
+    rows = known or tune.node_sensitivity(model, layers.tensor_errors(fp32, int8, feeds, limit=4))
     return [{k: r[k] for k in ("node", "op", "input_sqnr_db", "output_sqnr_db", "lost_db")} for r in rows[:top]]
 
 

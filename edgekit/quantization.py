@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .config import QuantSettings
 from .errors import StageError, first_line
+from .onnx_export import parsed
 
 log = logging.getLogger("edgekit")
 
@@ -101,13 +102,10 @@ def float_subgraph_nodes(model) -> list[str]:
     return walk(model.graph)
 
 
-def float_outputs(path: Path, names) -> None:
-    """Make these graph outputs the float tensors again (in place): onnxruntime's QDQ quantizer hands a
+def float_outputs(model, names) -> None:
+    """Make these graph outputs of a ModelProto the float tensors again: onnxruntime's QDQ quantizer hands a
     graph output that a quantized node also reads through Quantize/DequantizeLinear, which rounds a
     streaming model's state before it is fed back. The quantized node keeps reading the rounded copy."""
-    import onnx
-
-    model = onnx.load(str(path))
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output}
     for name in names:
@@ -122,19 +120,17 @@ def float_outputs(path: Path, names) -> None:
         for node in graph.node:  # the float tensor takes the output's name
             node.input[:] = [name if i == exact else i for i in node.input]
             node.output[:] = [name if o == exact else o for o in node.output]
-    onnx.save(model, str(path))
 
 
-def plan(model_path: Path, settings: QuantSettings, explicit: set[str], arch: str = "x86_64") -> Plan:
-    """Resolve `auto` choices: reduce_range by target arch and host ISA, transformer scheme for attention."""
-    import onnx
-
+def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64") -> Plan:
+    """Resolve `auto` choices for a model (path or ModelProto): reduce_range by target arch and host ISA,
+    transformer scheme for attention."""
     from .host import int8_isa, isa_source, x86_saturates
 
     from .errors import UsageError
 
     reasons = []
-    model = onnx.load(str(model_path), load_external_data=False)
+    model = parsed(model)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 10:
         raise UsageError(f"the model is opset {opset}; quantization needs opset >= 10")

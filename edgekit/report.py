@@ -9,6 +9,11 @@ def _fmt(x, spec=".4f", none="-"):
     return none if x is None else format(x, spec)
 
 
+def _md(head: str, rows) -> list[str]:
+    """A Markdown table: the header ("a | b"), its rule, one line per row."""
+    return [f"| {head} |", "|" + "---|" * (head.count("|") + 1)] + ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+
+
 def table(reports: list[TargetReport]) -> str:
     """One row per target: size, parity, latency, gates; then where latency was measured."""
     head = ["target", "int8 MB", "fp32 MB", "cos int8", "SQNR dB", "top1", "acc fp32→int8", "p50 fp32 ms",
@@ -28,72 +33,62 @@ def table(reports: list[TargetReport]) -> str:
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    hosts = {r.latency.where for r in reports if r.latency}
-    lines += [f"latency measured on: {h}" for h in sorted(hosts)]
-    for r in reports:
-        lines += [f"{r.target}: {w}" for w in r.warnings]
+    lines += [f"latency measured on: {h}" for h in sorted({r.latency.where for r in reports if r.latency})]
+    lines += [f"{r.target}: {w}" for r in reports for w in r.warnings]
     return "\n".join(lines)
 
 
 def markdown(r: TargetReport) -> str:
     """The human report written beside each target's models."""
     d = r.details
-    out = [f"# edgekit report: {d['model']['source']} → {r.target}", ""]
-    out.append(f"**{'PASSED' if r.passed else 'FAILED'}** · edgekit {d['edgekit_version']} · "
-               f"onnxruntime {d['versions']['onnxruntime']} · opset {d['opset']}")
-    out.append("")
-    out += [f"> **{w}**" for w in r.warnings]
-    out += ["", "## Gates", "", "| gate | value | limit | result |", "|---|---|---|---|"]
-    for g in r.gates:
-        out.append(f"| {g.name} | - | - | skipped: {g.skipped} |" if g.skipped else
-                   f"| {g.name} | {_fmt(g.value, '.6g')} | {g.op} {_fmt(g.limit, '.6g')} | "
-                   f"{'pass' if g.passed else '**FAIL**'} |")
+    out = [f"# edgekit report: {d['model']['source']} → {r.target}", "",
+           f"**{'PASSED' if r.passed else 'FAILED'}** · edgekit {d['edgekit_version']} · "
+           f"onnxruntime {d['versions']['onnxruntime']} · opset {d['opset']}", "", *(f"> **{w}**" for w in r.warnings)]
+    out += ["", "## Gates", ""] + _md("gate | value | limit | result", [
+        [g.name, "-", "-", f"skipped: {g.skipped}"] if g.skipped else
+        [g.name, _fmt(g.value, ".6g"), f"{g.op} {_fmt(g.limit, '.6g')}", "pass" if g.passed else "**FAIL**"]
+        for g in r.gates])
     if r.verification:
         out += ["", "## Verification (`edgekit check` on this folder)", ""]
         out += [f"- {'pass' if c.passed else '**FAIL**'}: {c.name}" + (f": {c.message}" if c.message else "")
                 for c in r.verification]
     golden = d["golden"]
     out += ["", "## Golden vectors", "", f"{golden['samples']} validation inputs; tolerance {golden['tolerance']}.",
-            "", "| model | golden file | computed with |", "|---|---|---|"]
-    out += [f"| {model} | {g['file']} | {g['kernels']} |" for model, g in golden["models"].items()]
+            ""] + _md("model | golden file | computed with",
+                      [(m, g["file"], g["kernels"]) for m, g in golden["models"].items()])
     if d.get("ort_format"):
         o = d["ort_format"]
         diff = ", ".join(f"{k} {v:.3g}" for k, v in o.get("max_abs_diff_from_onnx", {}).items())
         out += ["", f"`{o['file']}` ({o['optimization_style']} optimisation style, target platform "
                 f"{o['target_platform']}): {o['build']}. Max |difference| from the .onnx in this build: {diff}."]
     out += ["", "## Parity", ""]
+    na = "n/a (reference ~0)"
     for p, title in ((r.export_parity, "torch vs ONNX fp32 (export)"), (r.quant_parity, "ONNX fp32 vs int8")):
-        if not p:
-            continue
-        out += [f"### {title} on {p.samples} samples of {p.data}", "",
-                "| output | cosine | min cosine | SQNR dB | max abs | mean abs | top-1 | top-5 | retrieval@1 |",
-                "|---|---|---|---|---|---|---|---|---|"]
-        na = "n/a (reference ~0)"
-        out += [f"| {o.output} | {_fmt(o.cosine, '.6f', na)} | {_fmt(o.cosine_min, '.6f', na)} | "
-                f"{_fmt(o.sqnr_db, '.2f', na)} | {o.max_abs:.3g} | {o.mean_abs:.3g} | "
-                f"{_fmt(o.top1_agreement, '.4f', 'n/a')} | {_fmt(o.top5_agreement, '.4f', 'n/a')} | "
-                f"{_fmt(o.retrieval_at1, '.4f', 'n/a')} |" for o in p.outputs]
-        out.append("")
+        if p:
+            out += [f"### {title} on {p.samples} samples of {p.data}", ""] + _md(
+                "output | cosine | min cosine | SQNR dB | max abs | mean abs | top-1 | top-5 | retrieval@1",
+                [(o.output, _fmt(o.cosine, ".6f", na), _fmt(o.cosine_min, ".6f", na), _fmt(o.sqnr_db, ".2f", na),
+                  f"{o.max_abs:.3g}", f"{o.mean_abs:.3g}", _fmt(o.top1_agreement, ".4f", "n/a"),
+                  _fmt(o.top5_agreement, ".4f", "n/a"), _fmt(o.retrieval_at1, ".4f", "n/a")) for o in p.outputs]) + [""]
     if r.accuracy:
         a = r.accuracy
         out += [f"Accuracy on {a.samples} labelled samples: torch {_fmt(a.torch, '.2f')} · "
                 f"fp32 {a.fp32:.2f} · int8 {a.int8:.2f} (drop {a.drop:.2f} points)", ""]
     lat = r.latency
     if lat:
-        out += ["## Latency", "", f"Measured on {lat.where}; {lat.fp32.runs} runs after warm-up, "
-                "interleaved.", "", "| model | p50 ms | p90 ms | p99 ms | p90/p50 | load ms |", "|---|---|---|---|---|---|"]
-        out += [f"| {key} | {v.p50_ms:.4f} | {v.p90_ms:.4f} | {v.p99_ms:.4f} | {v.p90_over_p50:.2f} | {v.load_ms:.1f} |"
-                for key, v in (("fp32", lat.fp32), ("int8", lat.int8))]
+        out += ["## Latency", "", f"Measured on {lat.where}; {lat.fp32.runs} runs after warm-up, interleaved.", ""]
+        out += _md("model | p50 ms | p90 ms | p99 ms | p90/p50 | load ms",
+                   [(key, f"{v.p50_ms:.4f}", f"{v.p90_ms:.4f}", f"{v.p99_ms:.4f}", f"{v.p90_over_p50:.2f}",
+                     f"{v.load_ms:.1f}") for key, v in (("fp32", lat.fp32), ("int8", lat.int8))])
         out += ["", f"int8 speed-up (p50): {lat.speedup_p50:.2f}x", ""]
     else:
         out += ["## Latency", "", "Not measured (--no-bench).", ""]
-    for ep, c in (d.get("mobile_coverage") or {}).items():
-        out.append(f"- {c['provider']} (predicted): {c['supported_nodes']}/{c['nodes']} nodes in {c['partitions']} "
-                   f"partition(s); CPU fallback ops: {', '.join(c['cpu_fallback_ops']) or 'none'}; "
-                   f"{c['nodes_blocked_by_dynamic_shapes']} node(s) need fixed shapes "
-                   f"(coverage with fixed shapes {c['coverage_with_fixed_shapes']:.0%})")
-    if d.get("mobile_coverage"):
-        out.append("")
+    coverage = d.get("mobile_coverage") or {}
+    out += [f"- {c['provider']} (predicted): {c['supported_nodes']}/{c['nodes']} nodes in {c['partitions']} "
+            f"partition(s); CPU fallback ops: {', '.join(c['cpu_fallback_ops']) or 'none'}; "
+            f"{c['nodes_blocked_by_dynamic_shapes']} node(s) need fixed shapes "
+            f"(coverage with fixed shapes {c['coverage_with_fixed_shapes']:.0%})" for c in coverage.values()]
+    out += [""] if coverage else []
     t = r.tuning
     if t and "skipped" in t:
         out += ["## Accuracy-aware search (--auto)", "", f"Skipped: {t['skipped']}.", ""]
@@ -103,23 +98,20 @@ def markdown(r: TargetReport) -> str:
                 f"{len(t['trials'])} trial(s) in {t['seconds']:.1f} s; int8 latency price vs the target's defaults: "
                 f"{_fmt(t['latency_price'], '.2f')}x.", "",
                 f"Searched (the target's rules): {', '.join(t['searched'])}; latency price cap "
-                f"{t['max_latency_price']}x." + (f" **{t['advice']}.**" if t.get("advice") else ""), "",
-                "| # | why | calibration | per-channel | excluded | cosine | SQNR dB | fp32 p50 ms | int8 p50 ms | result |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
-        for row in t["trials"]:
-            out.append(f"| {row['index']} | {row['why']} | {row['calibrate_method']} | {row['per_channel']} | "
-                       f"{', '.join(row['excluded']) or '-'} | {row['cosine']:.4f} | {row['sqnr_db']:.1f} | "
-                       f"{row['fp32_p50_ms']:.3f} | {row['int8_p50_ms']:.3f} | "
-                       f"{'pass' if row['passed'] else 'fail: ' + ', '.join(row['failed_gates'])} |")
+                f"{t['max_latency_price']}x." + (f" **{t['advice']}.**" if t.get("advice") else ""), ""]
+        out += _md("# | why | calibration | per-channel | excluded | cosine | SQNR dB | fp32 p50 ms | int8 p50 ms | "
+                   "result",
+                   [(row["index"], row["why"], row["calibrate_method"], row["per_channel"],
+                     ", ".join(row["excluded"]) or "-", f"{row['cosine']:.4f}", f"{row['sqnr_db']:.1f}",
+                     f"{row['fp32_p50_ms']:.3f}", f"{row['int8_p50_ms']:.3f}",
+                     "pass" if row["passed"] else "fail: " + ", ".join(row["failed_gates"])) for row in t["trials"]])
         out += [""] + [f"- kept in float: `{e['node']}`: {e['why']}" for e in t["excluded"]] + [""]
     if d.get("layers"):
-        out += ["## Per-layer error (accumulated SQNR lost at each compute node, worst first)", "",
-                "| node | op | input dB | output dB | lost dB |", "|---|---|---|---|---|"]
-        out += [f"| {x['node']} | {x['op']} | {x['input_sqnr_db']:.1f} | {x['output_sqnr_db']:.1f} | {x['lost_db']:.1f} |"
-                for x in d["layers"]]
-        out.append("")
+        out += ["## Per-layer error (accumulated SQNR lost at each compute node, worst first)", ""]
+        out += _md("node | op | input dB | output dB | lost dB", [
+            (x["node"], x["op"], f"{x['input_sqnr_db']:.1f}", f"{x['output_sqnr_db']:.1f}", f"{x['lost_db']:.1f}")
+            for x in d["layers"]]) + [""]
     out += ["## Quantization", ""]
     out += [f"- {k}: {v}" for k, v in d["quantization"].items()]
-    out += ["", "## Files", "", "| file | bytes | sha256 |", "|---|---|---|"]
-    out += [f"| {name} | {r.sizes[name]} | `{digest}` |" for name, digest in r.files.items()]
+    out += ["", "## Files", ""] + _md("file | bytes | sha256", [(n, r.sizes[n], f"`{h}`") for n, h in r.files.items()])
     return "\n".join(out) + "\n"

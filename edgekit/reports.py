@@ -10,6 +10,12 @@ from .errors import ExitCode
 from .parity import Accuracy, Gate, StageParity
 
 
+class _Verdict:  # the exit code of a report that passed or did not
+    @property
+    def exit_code(self) -> int:
+        return int(ExitCode.OK if self.passed else ExitCode.GATE_FAILED)
+
+
 @dataclass(frozen=True)
 class LatencyReport:
     fp32: Latency
@@ -78,7 +84,7 @@ class TargetReport:
 
 
 @dataclass
-class ExportReport:
+class ExportReport(_Verdict):
     """Every target of one `edgekit.export` run; `passed` only if each target passed."""
 
     targets: dict[str, TargetReport]
@@ -88,16 +94,12 @@ class ExportReport:
     def passed(self) -> bool:
         return all(t.passed for t in self.targets.values())
 
-    @property
-    def exit_code(self) -> int:
-        return int(ExitCode.OK if self.passed else ExitCode.GATE_FAILED)
-
     def to_json(self) -> list[dict]:
         return [t.to_json() for t in self.targets.values()]
 
 
 @dataclass
-class CheckReport:
+class CheckReport(_Verdict):
     """`edgekit check` on a package folder, an OUT folder or an archive."""
 
     cases: list[Case]
@@ -105,10 +107,6 @@ class CheckReport:
     @property
     def passed(self) -> bool:
         return all(c.passed for c in self.cases)
-
-    @property
-    def exit_code(self) -> int:
-        return int(ExitCode.OK if self.passed else ExitCode.GATE_FAILED)
 
     def to_json(self) -> list[dict]:
         return [asdict(c) for c in self.cases]

@@ -24,7 +24,7 @@ MAX_REUSED = 4
 
 
 def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int = 1, optimized_path: str = "",
-            level: str = "all", exact_int8: bool = False, reuse: bool = False):
+            exact_int8: bool = False, reuse: bool = False):
     """A session on the providers this host really has; returns (session, providers used).
 
     `exact_int8` asks x86 MLAS for its non-saturating u8s8 kernels (`session.x64quantprecision`).
@@ -38,19 +38,18 @@ def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int 
     used = [p for p in providers if p in available] or ["CPUExecutionProvider"]
     if reuse and not optimized_path:
         stat = Path(path).stat()
-        key = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, tuple(used), threads, level, exact_int8)
+        key = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, tuple(used), threads, exact_int8)
         if key not in _REUSED:
             while len(_REUSED) >= MAX_REUSED:
                 _REUSED.pop(next(iter(_REUSED)))
-            _REUSED[key] = session(path, providers, threads, "", level, exact_int8)
+            _REUSED[key] = session(path, providers, threads, exact_int8=exact_int8)
         return _REUSED[key]
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = ort_log_level()
-    opts.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-                                     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}[level]
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if exact_int8:
         opts.add_session_config_entry("session.x64quantprecision", "1")
     if optimized_path:
@@ -58,8 +57,7 @@ def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int 
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=used), used
     except Exception as e:
-        first = first_line(e)
-        raise StageError("onnxruntime load", f"{Path(path).name}: {first}") from e
+        raise StageError("onnxruntime load", f"{Path(path).name}: {first_line(e)}") from e
 
 
 def forget_sessions() -> None:
@@ -76,16 +74,15 @@ def int8_session(path: Path | str, providers=("CPUExecutionProvider",), threads:
     and `kernels` says so: a host ISA never decides whether a model loads.
     """
     isa, saturates = host.int8_isa(), host.x86_saturates()
-    if not exact or not saturates:
-        return (session(path, providers, threads, reuse=reuse)[0],
-                f"{HOST_DEFAULT} ({isa}{'' if saturates else ': exact'})")
-    try:
-        return session(path, providers, threads, exact_int8=True, reuse=reuse)[0], \
-            f"exact u8s8 (session.x64quantprecision=1; {isa} has no VNNI)"
-    except StageError as e:
-        log.info("exact-kernel session refused, using the host's default kernels: %s", e)
-        return session(path, providers, threads, reuse=reuse)[0], \
-            f"{HOST_DEFAULT} ({isa}, may saturate): {EXACT_REFUSED} ({e})"
+    kernels = f"{HOST_DEFAULT} ({isa}{'' if saturates else ': exact'})"
+    if exact and saturates:
+        try:
+            return session(path, providers, threads, exact_int8=True, reuse=reuse)[0], \
+                f"exact u8s8 (session.x64quantprecision=1; {isa} has no VNNI)"
+        except StageError as e:
+            log.info("exact-kernel session refused, using the host's default kernels: %s", e)
+            kernels = f"{HOST_DEFAULT} ({isa}, may saturate): {EXACT_REFUSED} ({e})"
+    return session(path, providers, threads, reuse=reuse)[0], kernels
 
 
 def run_onnx(sess, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:

@@ -63,6 +63,16 @@ def rollout(run, sequences: list[dict], specs: tuple[InputSpec, ...], output_nam
     return Rollout(feeds, outputs, lengths)
 
 
+def step_labels(data, lengths: list[int]) -> np.ndarray | None:
+    """Labels of sequence data, one per step (`labels` of sequences x steps), in rollout order."""
+    if data.labels is None:
+        return None
+    if data.labels.ndim != 2:
+        raise InputError(f"{data.origin}: labels of sequences need one per step (sequences x steps), "
+                         f"found shape {list(data.labels.shape)}")
+    return np.concatenate([row[:n] for row, n in zip(data.labels, lengths)])
+
+
 def per_step(reference: Rollout, candidate: list[list[np.ndarray]], names: list[str]) -> dict:
     """The worst output cosine at each step index over all sequences: where drift peaks, and where it ends."""
     starts = np.cumsum([0, *reference.lengths[:-1]])

@@ -13,17 +13,10 @@ from __future__ import annotations
 FORMAT = "pruned-state-dict/1"
 # Attributes that describe a layer's size, per layer type (everything pruning may change).
 SIZE_ATTRS = {
-    "Conv1d": ("in_channels", "out_channels", "groups"),
-    "Conv2d": ("in_channels", "out_channels", "groups"),
-    "Conv3d": ("in_channels", "out_channels", "groups"),
-    "ConvTranspose2d": ("in_channels", "out_channels", "groups"),
+    **dict.fromkeys(("Conv1d", "Conv2d", "Conv3d", "ConvTranspose2d"), ("in_channels", "out_channels", "groups")),
+    **dict.fromkeys(("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d",
+                     "InstanceNorm3d"), ("num_features",)),
     "Linear": ("in_features", "out_features"),
-    "BatchNorm1d": ("num_features",),
-    "BatchNorm2d": ("num_features",),
-    "BatchNorm3d": ("num_features",),
-    "InstanceNorm1d": ("num_features",),
-    "InstanceNorm2d": ("num_features",),
-    "InstanceNorm3d": ("num_features",),
     "LayerNorm": ("normalized_shape",),
     "GroupNorm": ("num_groups", "num_channels"),
     "Embedding": ("num_embeddings", "embedding_dim"),
@@ -32,13 +25,9 @@ SIZE_ATTRS = {
 
 
 def layer_sizes(module) -> dict[str, dict]:
-    sizes = {}
-    for name, layer in module.named_modules():
-        attrs = SIZE_ATTRS.get(type(layer).__name__)
-        if attrs:
-            sizes[name] = {a: list(getattr(layer, a)) if isinstance(getattr(layer, a), tuple) else getattr(layer, a)
-                           for a in attrs}
-    return sizes
+    """Each sized layer's attributes, tuples (LayerNorm's shape) as lists: plain data for weights_only loading."""
+    return {name: {a: list(v) if isinstance(v := getattr(layer, a), tuple) else v for a in attrs}
+            for name, layer in module.named_modules() if (attrs := SIZE_ATTRS.get(type(layer).__name__))}
 
 
 def save(module, path, extra: dict | None = None) -> None:
@@ -66,11 +55,9 @@ def resize(module, layers: dict[str, dict], state_dict: dict) -> None:
             setattr(layer, attr, tuple(value) if isinstance(value, list) else value)
     for owner_name, owner in named.items():
         prefix = f"{owner_name}." if owner_name else ""
-        for pname, tensor in list(owner.named_parameters(recurse=False)):
-            saved = state_dict.get(prefix + pname)
+        for tname, tensor in [*owner.named_parameters(recurse=False), *owner.named_buffers(recurse=False)]:
+            saved = state_dict.get(prefix + tname)
             if saved is not None and saved.shape != tensor.shape:
-                setattr(owner, pname, torch.nn.Parameter(torch.empty_like(saved), requires_grad=tensor.requires_grad))
-        for bname, buf in list(owner.named_buffers(recurse=False)):
-            saved = state_dict.get(prefix + bname)
-            if buf is not None and saved is not None and saved.shape != buf.shape:
-                owner.register_buffer(bname, torch.empty_like(saved))
+                empty = torch.empty_like(saved)
+                is_param = isinstance(tensor, torch.nn.Parameter)
+                setattr(owner, tname, torch.nn.Parameter(empty, tensor.requires_grad) if is_param else empty)

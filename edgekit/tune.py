@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import bench, layers, parity, quantization
+from .onnx_export import parsed
 from .runtime import int8_session, run_onnx
 
 COMPUTE_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
@@ -57,6 +58,7 @@ class Trial:
 @dataclass
 class Context:
     fp32: Path
+    model: object  # the same float model parsed (onnx.ModelProto)
     work: Path
     cal_feeds: list
     val_feeds: list
@@ -120,7 +122,7 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
     best_settings = dataclasses.replace(best_settings, per_channel=best.per_channel)
     excluded: tuple[str, ...] = ()
     while "exclude_nodes" in s.auto_search and budget_left() and len(excluded) < max_excluded:
-        sensitivity[best.index] = node_sensitivity(ctx.fp32, layers.tensor_errors(ctx.fp32, Path(best.path),
+        sensitivity[best.index] = node_sensitivity(ctx.model, layers.tensor_errors(ctx.fp32, Path(best.path),
                                                                                   ctx.val_feeds))
         round_trials = []
         for cand in sensitivity[best.index][:CANDIDATES_PER_ROUND]:  # most SQNR lost first
@@ -170,17 +172,15 @@ def keep_fp32(chosen: Trial, fp32_bytes: int) -> str | None:
     return None
 
 
-def node_sensitivity(fp32: Path, tensor_rows: list[dict]) -> list[dict]:
+def node_sensitivity(fp32, tensor_rows: list[dict]) -> list[dict]:
     """Compute nodes ranked by the accumulated SQNR lost between their input and their output.
 
     Tensor-level SQNR is energy weighted: an outlier channel keeps a tensor's own SQNR high while
     every other channel is crushed, and the damage shows one node later. So each conv/matmul is
     judged by how much accumulated SQNR it loses, and the fix tried is to keep both it and the
-    compute node feeding it in float (the QDQ pair between them then disappears).
+    compute node feeding it in float (the QDQ pair between them then disappears). `fp32`: path or ModelProto.
     """
-    import onnx
-
-    graph = onnx.load(str(fp32), load_external_data=False).graph
+    graph = parsed(fp32).graph
     acc = {r["tensor"]: r["accumulated_sqnr_db"] for r in tensor_rows if r["accumulated_sqnr_db"] is not None}
     producer = {o: n for n in graph.node for o in n.output}
     consumers: dict[str, list] = {}

@@ -18,7 +18,7 @@ MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 def is_function_spec(text: str) -> bool:
     """`pkg.mod:fn` or `file.py:fn` (as opposed to a path to data or a model file)."""
-    return bool(MODULE_SPEC.match(text) and ".py:" not in text) or bool(re.search(r"\.py:[A-Za-z_]\w*$", text))
+    return bool(MODULE_SPEC.match(text) or re.search(r"\.py:[A-Za-z_]\w*$", text))
 
 
 class UserFunction:
@@ -62,8 +62,8 @@ def resolve_callable(spec: str, what: str) -> UserFunction:
         module = _import_file(Path(target), spec, what)
     else:
         try:
-            with _on_path(os.getcwd()):  # as `python -m` does: modules beside the user's cwd import
-                module = importlib.import_module(target)
+            _on_path(os.getcwd())  # as `python -m` does: modules beside the user's cwd import
+            module = importlib.import_module(target)
         except KeyboardInterrupt:
             raise
         except BaseException as e:
@@ -84,9 +84,9 @@ def _import_file(path: Path, spec: str, what: str):
     module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # dataclasses and pickling look the module up while it executes
+    _on_path(str(path.parent))  # let the file import its neighbours
     try:
-        with _on_path(str(path.parent)):  # let the file import its neighbours
-            module_spec.loader.exec_module(module)
+        module_spec.loader.exec_module(module)
     except KeyboardInterrupt:
         del sys.modules[name]
         raise
@@ -99,14 +99,12 @@ def _import_file(path: Path, spec: str, what: str):
 _ADDED: list[str] = []  # folders edgekit put on sys.path for user code
 
 
-@contextlib.contextmanager
-def _on_path(folder: str):
+def _on_path(folder: str) -> None:
     """`folder` first on sys.path for user code: while it imports and while it runs (a function may import
     its neighbours when called); `forget_paths()` takes it off at the end of a run."""
     if folder not in sys.path:
         sys.path.insert(0, folder)
         _ADDED.append(folder)
-    yield
 
 
 def forget_paths() -> None:

@@ -14,8 +14,8 @@ def gates(target: Target, export: StageParity | None, quant: StageParity, accura
     found = parity.export_gates(export, p)
     found += parity.quantization_gates(quant.outputs, accuracy.drop if accuracy else None, p, task)
     if budgets.latency_p50_ms_max:
-        found.append(parity.gate("latency_p50_ms", latency.int8.p50_ms, "<=", budgets.latency_p50_ms_max) if latency
-                     else parity.skipped("latency_p50_ms", "latency not measured (--no-bench)"))
+        found.append(parity.gate("latency_p50_ms", latency and latency.int8.p50_ms, "<=", budgets.latency_p50_ms_max,
+                                 "latency not measured (--no-bench)"))
     if budgets.size_mb_max:
         found.append(parity.gate("size_mb", int8_bytes / 1e6, "<=", budgets.size_mb_max))
     if target.package.min_coverage and target.package.coverage:
@@ -51,19 +51,17 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads) -> lis
                 said.append(f"{stage} parity: reference output {o.output!r} is ~0 (max |value| "
                             f"{o.reference_peak:.3g} < {parity.NEAR_ZERO:g}) on the validation data: cosine and "
                             "SQNR say nothing about a model that emits no signal; check the model and its inputs")
-    spreads = {"fp32": latency.fp32.p90_over_p50, "int8": latency.int8.p90_over_p50} if latency else {}
-    if any(v > bench.NOISY_SPREAD for v in spreads.values()):
-        said.append(f"latency spread p90/p50 fp32 {spreads['fp32']:.2f}, int8 {spreads['int8']:.2f} "
-                    f"(> {bench.NOISY_SPREAD}): the host was noisy during the run; re-run or raise --bench-runs "
-                    "before trusting the speed figures")
-    speedup = latency.speedup_p50 if latency else 1.0
-    if speedup < 1.0:
+    if latency and max(latency.fp32.p90_over_p50, latency.int8.p90_over_p50) > bench.NOISY_SPREAD:
+        said.append(f"latency spread p90/p50 fp32 {latency.fp32.p90_over_p50:.2f}, int8 "
+                    f"{latency.int8.p90_over_p50:.2f} (> {bench.NOISY_SPREAD}): the host was noisy during the run; "
+                    "re-run or raise --bench-runs before trusting the speed figures")
+    if latency and latency.speedup_p50 < 1.0:
         fusion = bench.unfused_qdq(str(int8), providers, threads)
         cause = (f"{fusion['unfused_compute_nodes']} compute node(s) stayed float behind DequantizeLinear "
                  f"(unfused QDQ groups, e.g. {', '.join(fusion['unfused_examples'])})"
                  if fusion["unfused_compute_nodes"] else
                  "all quantized groups fused; per-call overhead or float ops around them dominate this model")
-        said.append(f"int8 is slower than fp32 on this host ({speedup:.2f}x): {cause}")
+        said.append(f"int8 is slower than fp32 on this host ({latency.speedup_p50:.2f}x): {cause}")
     return said
 
 

@@ -360,14 +360,14 @@ def baked_batch():
 
 
 class Streaming(nn.Module):
-    """One step of a streaming model: (x, state) → (score, new state). The state is a slowly decaying sum
+    """One step of a streaming model: (x, state) → (8 scores, new state). The state is a slowly decaying sum
     of the inputs' features (a leaky integrator, as in voice-activity smoothing), so a rounding error in
     it is fed back and accumulates over hundreds of steps."""
 
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        self.wx, self.head = nn.Linear(8, 16), nn.Linear(16, 2)
+        self.wx, self.head = nn.Linear(8, 16), nn.Linear(16, 8)
 
     def forward(self, x, state):
         h = state * 0.995 + 0.05 * torch.tanh(self.wx(x))
@@ -393,3 +393,38 @@ class StreamingGRU(nn.Module):
 
 def streaming_gru():
     return StreamingGRU()
+
+
+def optional_gain_onnx(path):
+    """`(x @ w) * gain` where `gain` is an optional input: a graph input with a default initializer (2.0)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Mul", ["m", "gain"], ["y"])], "gained",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8]),
+         helper.make_tensor_value_info("gain", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        initializer=[w, numpy_helper.from_array(np.array(2.0, np.float32), "gain")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+class MixedDtypes(nn.Module):
+    """A float16 input and a bool mask: (x16, mask) → Linear(where(mask, x, 0))."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x, mask):
+        return self.fc(torch.where(mask, x.float(), torch.zeros((), dtype=torch.float32)))
+
+
+def mixed_dtypes():
+    return MixedDtypes()

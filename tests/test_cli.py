@@ -218,6 +218,8 @@ def test_onnxruntime_error_is_one_line_with_its_cause(tmp_path):
     ("[model]\nsource = 'm:f'\n[quantize]\nper_chanel = true\n", 2, "did you mean 'per_channel'"),
     ("[model]\nsource = 'm:f'\n[quantize]\ncalibrate_method = 'kl'\n", 2, "not one of"),
     ("[model\nsource=", 2, "not valid TOML"),
+    ("bench = 3\n[model]\nsource = 'm:f'\n", 2, "[bench] must be a table"),
+    ("model = 'm:f'\n", 2, "[model] must be a table"),
 ])
 def test_bad_recipe(tmp_path, body, code, msg):
     recipe = tmp_path / "edgekit.toml"

@@ -116,3 +116,38 @@ def test_float_constants_take_the_nearest_float_and_ints_must_be_exact():
     assert value.dtype == np.float32 and value == np.float32(0.1)
     with pytest.raises(UsageError, match="is not a float32 value"):
         constants.resolve({"t": float("inf")}, (InputSpec.parse("t::float32"),))
+
+
+def test_optional_input_keeps_its_default_or_takes_a_pinned_value(tmp_path):
+    """An .onnx input backed by an initializer is optional: the data need not hold it, its default is baked in
+    and listed; pinned, the deployed model computes with the pinned value instead."""
+    from models import optional_gain_onnx
+    model = optional_gain_onnx(tmp_path / "gained.onnx")
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(1).standard_normal((40, 8)).astype(np.float32))
+    x = np.ones((1, 8), np.float32)
+    reference = ort.InferenceSession(str(model)).run(None, {"x": x})[0]
+    for extra, gain in (([], 2.0), (["--constant", "gain=3"], 3.0)):
+        out = tmp_path / f"o{gain}"
+        m = manifest(export(model, "--calibration", tmp_path / "x.npz", "--out", out, *extra))
+        assert [i["name"] for i in m["inputs"]] == ["x"] and m["passed"]
+        assert (m["optional_inputs"], m["constants"]) == (({"gain": 2.0}, {}) if not extra else (None, {"gain": 3.0}))
+        deployed = ort.InferenceSession(str(out / "desktop-x86" / "model.onnx"))
+        assert [i.name for i in deployed.get_inputs()] == ["x"]
+        np.testing.assert_allclose(deployed.run(None, {"x": x})[0], reference * gain / 2.0, rtol=1e-5)
+
+
+def test_float16_and_bool_inputs(tmp_path):
+    """Inputs keep their dtypes through export and int8 (the app feeds float16 and bool); data of another
+    dtype is bad input (exit 3), named."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((40, 8)).astype(np.float16), mask=rng.random((40, 8)) > 0.3)
+    np.savez(tmp_path / "f32.npz", x=rng.standard_normal((40, 8)).astype(np.float32), mask=rng.random((40, 8)) > 0.3)
+    args = ["models:mixed_dtypes", "--input", "x:Nx8:float16", "--input", "mask:Nx8:bool"]
+    m = manifest(export(*args, "--calibration", tmp_path / "d.npz", "--out", tmp_path / "o"))
+    assert [i["dtype"] for i in m["inputs"]] == ["float16", "bool"] and m["passed"]
+    assert m["parity"]["export"]["outputs"][0]["cosine"] > 0.9999
+    int8 = ort.InferenceSession(str(tmp_path / "o" / "desktop-x86" / "model.int8.onnx"))
+    assert [i.type for i in int8.get_inputs()] == ["tensor(float16)", "tensor(bool)"]
+    assert cli(["check", tmp_path / "o"]).exit_code == 0
+    result = export(*args, "--calibration", tmp_path / "f32.npz", "--out", tmp_path / "bad")
+    assert result.exit_code == 3 and "input 'x' has dtype float32, the model takes float16" in result.output

@@ -297,3 +297,31 @@ def test_dynamic_axes_are_validated_at_another_size(tmp_path, encoder_data):
     assert set(checked) == {("N", 2), ("seq", 6)} and not any(s["error"] for s in checked.values())
     assert checked[("seq", 6)]["export"]["outputs"][0]["cosine"] > 0.99999
     assert {"export_cosine_at_seq=6", "quant_cosine_at_seq=6"} <= {g["name"] for g in m["gates"] if g["passed"]}
+
+
+def test_float_model_parsed_once_and_each_file_opened_once(tmp_path, cnn_data, monkeypatch):
+    """Work done once: edgekit parses the pre-processed float model once per run (every stage gets the
+    ModelProto) and opens one onnxruntime session per file and kernel choice. Spies wrap the real calls."""
+    from collections import Counter
+    from pathlib import Path
+
+    parses, sessions = Counter(), Counter()
+    real_load, real_init = onnx.load, ort.InferenceSession.__init__
+
+    def load(f, *a, **k):
+        parses[Path(str(f)).name if isinstance(f, (str, Path)) else "stream"] += 1
+        return real_load(f, *a, **k)
+
+    def init(self, path, *a, **k):
+        sessions[Path(str(path)).name if isinstance(path, (str, Path)) else "bytes"] += 1
+        return real_init(self, path, *a, **k)
+
+    monkeypatch.setattr(onnx, "load", load)
+    monkeypatch.setattr(ort.InferenceSession, "__init__", init)
+    cal, val = cnn_data
+    result = export(f"{TESTS / 'models.py'}:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cal,
+                    "--validation", val, "--target", "desktop-x86", "--out", tmp_path / "o", "--no-bench")
+    manifests(result)
+    assert parses["model.onnx"] == 1, parses
+    assert sessions["model.onnx"] == 1, sessions
+    assert sessions["model.int8.onnx"] <= 2, sessions  # a second only for exact kernels on a host without VNNI

@@ -12,19 +12,20 @@ ARGS = ["models:streaming", "--input", "x:Nx8", "--input", "state:Nx16", "--outp
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The same leaky-integrator model exported twice over 200-step sequences: state float (the default)
-    and state quantized. Its 2-class score is fragile to the head's rounding either way (exit 1); the
-    state path is what differs."""
+    """The same leaky-integrator model exported over 200-step sequences with its state path kept float (the
+    default) and quantized, from PyTorch and from the .onnx the first run wrote."""
     tmp = tmp_path_factory.mktemp("seq")
     rng = np.random.default_rng(0)
     np.savez(tmp / "cal.npz", x=rng.standard_normal((8, 200, 1, 8)).astype(np.float32))  # sequences x steps x input
     np.savez(tmp / "val.npz", x=rng.standard_normal((4, 200, 1, 8)).astype(np.float32))
     found = {}
-    for name, extra in (("float", []), ("quantized", ["--quantize-state"])):
-        result = cli(["export", *ARGS, "--calibration", tmp / "cal.npz", "--validation", tmp / "val.npz",
-                      "--out", tmp / name, *extra])
-        assert result.exit_code in (0, 1), result.output
-        found[name] = json.loads(result.stdout)[0]
+    for source in ("torch", "onnx"):
+        model = ARGS[:9] if source == "torch" else [tmp / "torch-float" / "desktop-x86" / "model.onnx"]
+        for name, extra in (("float", []), ("quantized", ["--quantize-state"])):
+            result = cli(["export", *model, *ARGS[9:], "--calibration", tmp / "cal.npz", "--validation",
+                          tmp / "val.npz", "--out", tmp / f"{source}-{name}", *extra])
+            assert result.exit_code in (0, 1), result.output
+            found[source, name] = (result.exit_code, json.loads(result.stdout)[0])
     return tmp, found
 
 
@@ -32,9 +33,10 @@ def _sqnr(m, output):
     return next(o["sqnr_db"] for o in m["parity"]["quantization"]["outputs"] if o["output"] == output)
 
 
-def test_state_stays_float_and_drift_is_measured_over_the_sequence(runs):
+@pytest.mark.parametrize("source", ["torch", "onnx"])
+def test_state_kept_float_passes_and_quantized_state_fails_over_the_sequence(runs, source):
     tmp, found = runs
-    kept, rounded = found["float"], found["quantized"]
+    (kept_code, kept), (rounded_code, rounded) = found[source, "float"], found[source, "quantized"]
     assert kept["state"]["pairs"] == {"state": "stateN"} and kept["state"]["float_nodes"] == ["/Mul", "/Add"]
     assert rounded["state"]["float_nodes"] == []
     seq = kept["state"]["sequence"]
@@ -42,15 +44,18 @@ def test_state_stays_float_and_drift_is_measured_over_the_sequence(runs):
     assert seq["worst_step_cosine"] <= seq["last_step_cosine"] <= 1.0
     # the state fed back after 200 steps: float keeps it (SQNR > 40 dB); rounded each step, it drifts
     assert _sqnr(kept, "stateN") > 40 > 20 > _sqnr(rounded, "stateN")
+    assert rounded["state"]["sequence"]["worst_step_cosine"] < seq["worst_step_cosine"]
+    assert (kept_code, kept["passed"]) == (0, True)
+    assert rounded_code == 1 and [g["name"] for g in rounded["gates"] if not g["passed"]] == ["quant_sqnr_db"]
     assert [i["name"] for i in kept["inputs"]] == ["x", "state"]
     assert kept["validation"]["samples"] == 800  # 4 sequences x 200 steps
 
 
 def test_streaming_package_replays_in_check(runs):
-    tmp, found = runs
-    result = cli(["check", tmp / "float", "--json"])
+    tmp, _ = runs
+    result = cli(["check", tmp / "torch-float", "--json"])
+    assert result.exit_code == 0, result.output
     cases = {c["name"]: c for c in json.loads(result.stdout)}
-    assert result.exit_code == (0 if found["float"]["passed"] else 1)
     assert cases["integrity"]["passed"] and cases["parity model.int8.onnx"]["passed"]
 
 
