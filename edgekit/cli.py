@@ -98,6 +98,9 @@ def recipe_from(source: str, flags: dict) -> Recipe:
         given["inputs"] = tuple(InputSpec.parse(i) for i in given["inputs"])
     if "state" in given:
         given["state"] = {**recipe.state, **_pairs("--state", given["state"], "INPUT=OUTPUT, e.g. state=stateN")}
+    if "state_init" in given:
+        given["state_init"] = {**recipe.state_init, **_pairs("--state-init", given["state_init"],
+                                                             "INPUT=FILE.npy, e.g. state=h0.npy")}
     if "constants" in given:
         given["constants"] = {**recipe.constants, **_pairs("--constant", given["constants"],
                                                            "NAME=VALUE, e.g. sr=16000", json.loads)}
@@ -176,6 +179,8 @@ def main(debug: bool, verbose: bool) -> None:
 @click.option("--output-name", "output_names", multiple=True, help="Name for each model output, in order.")
 @click.option("--state", "state", multiple=True, metavar="INPUT=OUTPUT",
               help="A streaming model's state input and the output fed back to it (data then holds sequences).")
+@click.option("--state-init", "state_init", multiple=True, metavar="INPUT=FILE.npy",
+              help="A state input's first value (default zeros).")
 @click.option("--constant", "constants", multiple=True, metavar="NAME=VALUE",
               help="Pin an input that is configuration (e.g. sr=16000): the deployed model no longer takes it.")
 @click.option("--calibration", help="Calibration data: .npz, folder of .npz/.npy, MODULE:FUNCTION, or `random`.")

@@ -247,6 +247,8 @@ class Recipe:
     # a streaming model's state inputs, each with the output fed back to it at the next step, e.g.
     # {"state": "stateN"}: data then holds sequences and every model is run over them step by step
     state: dict = field(default_factory=dict)
+    # a state input's first value, from an .npy file (zeros when not given), e.g. {"state": "h0.npy"}
+    state_init: dict = field(default_factory=dict)
 
 
 def choices(cls, name: str) -> tuple[str, ...]:
@@ -295,7 +297,7 @@ def _coerce(value, hint, key: str, where: str):
         if ok and key == "auto_search" and not set(value) <= set(AUTO_KNOBS):
             raise UsageError(f"{where}: auto_search takes {', '.join(AUTO_KNOBS)}, not "
                              f"{sorted(set(value) - set(AUTO_KNOBS))}")
-    elif hint is dict and key in ("constants", "state"):  # a state maps input names to output names
+    elif hint is dict and key in ("constants", "state", "state_init"):  # state: input names to output names
         ok = isinstance(value, dict) and all(isinstance(k, str) and (key == "constants" or isinstance(v, str))
                                              for k, v in value.items())
     else:
@@ -385,7 +387,8 @@ def load_recipe(path: Path) -> Recipe:
             raise UsageError(f"{where}: [{key}] must be a table")
     flat: dict = {}
     section_keys = {
-        "model": {"source", "inputs", "weights", "exporter", "output_names", "task", "constants", "state"},
+        "model": {"source", "inputs", "weights", "exporter", "output_names", "task", "constants", "state",
+                  "state_init"},
         "export": {"targets", "out", "seed", "archive", "no_bench", "step_timeout"},
         "data": {"calibration", "validation", "max_data_bytes"},
     }
@@ -405,6 +408,8 @@ def load_recipe(path: Path) -> Recipe:
     source = flat.get("source")
     if isinstance(source, str) and (".py:" in source or source.endswith((".onnx", ".pt", ".ts", ".pt2"))):
         flat["source"] = str(base / source)
+    if isinstance(flat.get("state_init"), dict):
+        flat["state_init"] = {k: str(base / v) if isinstance(v, str) else v for k, v in flat["state_init"].items()}
     inputs = flat.pop("inputs", [])
     if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
         raise UsageError(f"{where} [model]: 'inputs' must be a list of NAME:SHAPE[:DTYPE] strings")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import arrays, host, mobile
+from . import arrays, host, mobile, sequences
 from .config import Target
 from .errors import InputError
 from .report import markdown
@@ -106,11 +106,17 @@ def write(target_dir: Path, report: TargetReport) -> None:
     (target_dir / "report.md").write_text(markdown(report))
 
 
-def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], names: list[str]) -> dict:
+def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], names: list[str],
+                 stream: tuple | None = None) -> dict:
     """Golden vectors for every runtime file the target ships, and the mobile/embedded files it asks for.
+    `stream`: (a validation sequence, the input specs, the state pairs, initial values) for a streaming
+    model, whose golden vectors are then that sequence's first steps, each file carrying its own state as
+    `check` replays them.
     Returns their manifest entries."""
     spec = target.package
     feeds = feeds[: spec.golden_samples]
+    if stream is not None:
+        stream = ({k: v[: spec.golden_samples] for k, v in stream[0].items()}, *stream[1:])
     out: dict = {}
     shipped = [int8]
     if spec.ort_format:
@@ -124,8 +130,8 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
     for model in shipped:
         golden_file = "golden.npz" if model == int8 else f"golden{model.suffix}.npz"
         models[model.name], outputs[model] = _golden(model, tdir / golden_file, feeds, names, spec.golden_tolerance,
-                                                     check_x86_defaults=model == int8 and target.runtime.arch != "x86_64")
-    out["golden"] = {"samples": len(feeds), "tolerance": f"{spec.golden_tolerance} x each output's peak |value|",
+                                                     model == int8 and target.runtime.arch != "x86_64", stream)
+    out["golden"] = {"samples": len(next(iter(outputs.values()))), "tolerance": f"{spec.golden_tolerance} x each output's peak |value|",
                      "models": models}
     if spec.ort_format:  # what the .ort computes in the full build `check` runs, next to the .onnx
         out["ort_format"]["max_abs_diff_from_onnx"] = max_abs_diff(outputs[shipped[1]], outputs[int8], names)
@@ -138,12 +144,17 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
 
 
 def _golden(model: Path, path: Path, feeds: list, names: list[str], tolerance: float,
-            check_x86_defaults: bool) -> tuple[dict, list]:
+            check_x86_defaults: bool, stream: tuple | None) -> tuple[dict, list]:
     """Golden outputs of one shipped file, computed with exact int8 arithmetic: what every conforming
     runtime computes (for an .ort, in the full onnxruntime build `edgekit check` runs).
     Returns (its manifest entry, the outputs)."""
     sess, kernels = int8_session(model, reuse=True)
-    expected = run_onnx(sess, feeds)
+    if stream is None:
+        expected = run_onnx(sess, feeds)
+    else:
+        sequence, specs, state, init = stream
+        rolled = sequences.rollout(lambda feed: run_onnx(sess, [feed])[0], [sequence], specs, names, state, init)
+        feeds, expected = rolled.feeds, rolled.outputs
     atol = write_golden(path, feeds, names, expected, tolerance)
     entry = {"file": path.name, "atol": atol, "kernels": kernels}
     if check_x86_defaults and host.x86_saturates():

@@ -70,27 +70,27 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str]) -> list
         golden_path = _existing(folder, shown, entry["file"])
         package.read_golden(golden_path)  # a malformed golden file is bad input (exit 3), told here
         pairs.append((str(_existing(folder, shown, model)), str(golden_path)))
-    return cases + _parity_bounded(target, pairs)
+    return cases + _parity_bounded(target, pairs, (manifest.get("state") or {}).get("pairs") or {})
 
 
-def _parity_bounded(target: str, pairs: list[tuple[str, str]]) -> list[Case]:
+def _parity_bounded(target: str, pairs: list[tuple[str, str]], state: dict[str, str]) -> list[Case]:
     """The package's models run in a child process under a time and memory limit: a package is a file
     from others, and a 200-byte model can ask onnxruntime for 40 GB."""
     host.int8_isa()  # a bad EDGEKIT_HOST_ISA is the user's usage error (exit 2), told before the child runs
     try:
         found = json.loads(bounded.run("check", "edgekit.package_check:parity_in_child", target, json.dumps(pairs),
-                                       timeout=DEFAULT_STEP_TIMEOUT))
+                                       json.dumps(state), timeout=DEFAULT_STEP_TIMEOUT))
     except StageError as e:  # a model that exhausts time or memory fails its check (exit 1), with the reason
         return [Case(target, f"parity {Path(m).name}", False, str(e)) for m, _ in pairs]
     return [Case(**c) for c in found]
 
 
-def parity_in_child(target: str, pairs: str) -> str:
+def parity_in_child(target: str, pairs: str, state: str = "{}") -> str:
     """Entry point of the bounded child: every (model, golden file) pair's parity case, as JSON."""
     cases = []
     for model, golden_path in json.loads(pairs):
         inputs, expected, atol = package.read_golden(Path(golden_path))
-        cases.append(asdict(_parity(Path(model), target, inputs, expected, atol)))
+        cases.append(asdict(_parity(Path(model), target, inputs, expected, atol, json.loads(state))))
     return json.dumps(cases)
 
 
@@ -111,6 +111,8 @@ def _manifest(folder: Path, shown: str) -> dict:
               and all(isinstance(e, dict) and isinstance(e.get("file"), str) for e in golden["models"].values())
               and isinstance(manifest.get("passed"), bool) and isinstance(manifest.get("gates"), list)
               and isinstance(manifest.get("verification", []), list)
+              and (not manifest.get("state") or (isinstance(manifest["state"], dict)
+                                                 and is_str_dict(manifest["state"].get("pairs"))))
               and all(isinstance(g, dict) and isinstance(g.get("name"), str) and isinstance(g.get("passed"), bool)
                       for g in manifest["gates"])
               and (not manifest.get("ort_format") or (isinstance(manifest["ort_format"], dict)
@@ -118,8 +120,8 @@ def _manifest(folder: Path, shown: str) -> dict:
     except (OSError, ValueError, RecursionError) as e:
         raise InputError(f"{shown}/manifest.json: unreadable ({type(e).__name__}: {first_line(e, 120)})") from e
     if not ok:
-        raise InputError(f"{shown}/manifest.json: missing or mistyped target, files, golden, gates, passed or "
-                         "ort_format")
+        raise InputError(f"{shown}/manifest.json: missing or mistyped target, files, golden, gates, passed, "
+                         "ort_format or state")
     return manifest
 
 
@@ -159,15 +161,20 @@ def _integrity(folder: Path, shown: str, target: str, files: dict, mismatched: d
     return Case(target, "integrity", not bad, "; ".join(bad))
 
 
-def _parity(model: Path, target: str, inputs, expected, atol) -> Case:
-    """A model that will not load or run is a failed check (exit 1), not a crash: CI still gets its report."""
+def _parity(model: Path, target: str, inputs, expected, atol, state: dict[str, str]) -> Case:
+    """A model that will not load or run is a failed check (exit 1), not a crash: CI still gets its report.
+    A streaming model's golden inputs are one sequence: after the first step each state input is what the
+    model under check fed back (`state`: input → output), so its own drift is checked."""
     start = time.perf_counter()
     name = f"parity {model.name}"
     kernels = ""
     try:
         sess, kernels = int8_session(model)
         outputs = [o.name for o in sess.get_outputs()]
-        runs = [dict(zip(outputs, sess.run(None, feed))) for feed in inputs]
+        runs = []
+        for feed in inputs:
+            carried = {name: runs[-1][back] for name, back in state.items()} if runs else {}
+            runs.append(dict(zip(outputs, sess.run(None, {**feed, **carried}))))
     except UsageError:
         raise  # e.g. a bad EDGEKIT_HOST_ISA: the user's setting, not the model
     except Exception as e:

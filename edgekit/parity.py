@@ -102,14 +102,15 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]],
-            task: str = "other") -> list[OutputParity]:
+            task: str = "other", plain: tuple[str, ...] = ()) -> list[OutputParity]:
     """Per output, sample by sample (samples may differ in shape, e.g. sequence length).
 
     Cosine is per sample (the whole output of one feed); when a sample holds fewer than two numbers
     (a scalar score) a per-sample cosine is always ±1, so one cosine over all samples is used instead.
     The task picks the extra metrics: top-1/top-5 agreement for a classifier's 2-D score outputs (rows ×
     classes; on an embedding they would be meaningless numbers), nearest-neighbour agreement for embeddings.
-    A reference that is ~0 gets no cosine or SQNR, it is flagged.
+    A reference that is ~0 gets no cosine or SQNR, it is flagged. Outputs in `plain` (a streaming model's
+    state) are not the task's outputs: cosine and SQNR only.
     """
     from .errors import InternalError
 
@@ -133,12 +134,13 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
         sqnr = 200.0 if noise == 0 else (max(-200.0, min(200.0, 10 * math.log10(signal / noise)))
                                          if signal > 0 else -200.0)
         top1 = top5 = None
-        if task == "classify" and ref[0].ndim == 2 and ref[0].shape[1] > 1:
+        kind = "other" if name in plain else task
+        if kind == "classify" and ref[0].ndim == 2 and ref[0].shape[1] > 1:
             top1 = float(np.mean(np.concatenate([a.argmax(1) == b.argmax(1) for a, b in zip(ref, cand)])))
             if ref[0].shape[1] > 5:
                 top5 = float(np.mean(np.concatenate([(np.argsort(-b, axis=1)[:, :5] == a.argmax(1)[:, None]).any(1)
                                                      for a, b in zip(ref, cand)])))
-        retrieval = _retrieval_at1(ref, cand) if task == "embed" else None
+        retrieval = _retrieval_at1(ref, cand) if kind == "embed" else None
         metrics = (float(np.mean(cos)), float(np.min(cos)), round(sqnr, 3)) if peak >= NEAR_ZERO else (None,) * 3
         results.append(OutputParity(name, *metrics, max(float(np.max(d)) for d in diffs),
                                     sum(float(np.sum(d)) for d in diffs) / sum(a.size for a in ref),

@@ -38,6 +38,7 @@ class Shared:
     inputs: tuple[InputSpec, ...]  # what the data feeds (pinned constants excluded)
     pinned: dict  # input name → the value it is pinned to
     defaults: dict  # an .onnx's optional inputs left at their (small) default values, baked in
+    init: dict  # a streaming model's initial state values from state_init files (zeros for the others)
     cal: calib.Dataset
     val: calib.Dataset
     torch_val: list | None  # torch outputs on the validation set (None for an .onnx source)
@@ -79,12 +80,14 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
     inputs, pinned, defaults = _inputs(recipe, loaded)
     cal, val = calib.for_run(recipe, sequences.data_specs(inputs, recipe.state) if recipe.state else inputs, targets)
+    init = sequences.initial_values(recipe.state_init, inputs, recipe.state, recipe.max_data_bytes)
     compression = _compress(recipe, loaded, inputs, val, progress) if recipe.prune or recipe.distill else None
     published = False
     try:
         with outdir.staging(out, names, recipe.force) as stage:
-            torch_val = _torch_outputs(recipe, loaded, inputs, val)
-            shared = Shared(recipe, loaded.source, inputs, pinned, defaults, cal, val, torch_val, stage, progress, compression)
+            torch_val = _torch_outputs(recipe, loaded, inputs, val, init)
+            shared = Shared(recipe, loaded.source, inputs, pinned, defaults, init, cal, val, torch_val, stage, progress,
+                            compression)
             prepared: dict[int, Prepared] = {}
             reports = {}
             for target in targets:
@@ -101,7 +104,7 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     return ExportReport(reports, out)
 
 
-def _torch_outputs(recipe: Recipe, loaded, inputs, val) -> list | None:
+def _torch_outputs(recipe: Recipe, loaded, inputs, val, init: dict) -> list | None:
     """The torch model's outputs on the validation data (step by step over sequences for a streaming model)."""
     if loaded.module is None:
         return None
@@ -112,7 +115,7 @@ def _torch_outputs(recipe: Recipe, loaded, inputs, val) -> list | None:
         raise UsageError("a streaming torch model needs --output-name for each output: --state names the one fed back")
     sequences.check_outputs(recipe.state, list(recipe.output_names))
     return sequences.rollout(lambda feed: run_torch(loaded.module, [feed], names)[0], val.feeds, inputs,
-                             list(recipe.output_names), recipe.state).outputs
+                             list(recipe.output_names), recipe.state, init).outputs
 
 
 def _quiet_onnxruntime() -> None:
@@ -227,7 +230,8 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     export_parity = None
     if shared.torch_val is not None:
         export_parity = parity.StageParity(val.origin, len(val), tuple(parity.compare(
-            [o.name for o in outputs], shared.torch_val, fp32_val, _task(shared.recipe, val))))
+            [o.name for o in outputs], shared.torch_val, fp32_val, _task(shared.recipe, val),
+            tuple(shared.recipe.state.values()))))
     prep = Prepared(fp32, model, outputs, fp32_val, export_parity, preprocessing, [], cal, val, fp32_rollout)
     return dataclasses.replace(prep, size_checks=_size_checks(loaded, shared, prep))
 
@@ -243,8 +247,8 @@ def _steps(shared: Shared, fp32: Path, names: list[str]):
     def run(feed):
         return run_onnx(sess, [feed])[0]
 
-    cal = sequences.rollout(run, shared.cal.feeds, shared.inputs, names, shared.recipe.state)
-    val = sequences.rollout(run, shared.val.feeds, shared.inputs, names, shared.recipe.state)
+    cal = sequences.rollout(run, shared.cal.feeds, shared.inputs, names, shared.recipe.state, shared.init)
+    val = sequences.rollout(run, shared.val.feeds, shared.inputs, names, shared.recipe.state, shared.init)
     return (calib.Dataset(f"{shared.cal.origin} (steps)", cal.feeds, None, shared.cal.random),
             calib.Dataset(f"{shared.val.origin} (steps)", val.feeds, sequences.step_labels(shared.val, val.lengths),
                           shared.val.random), val.outputs, val)
@@ -284,7 +288,7 @@ def _int8_outputs(shared: Shared, prep: Prepared, int8_sess) -> list:
     if prep.rollout is None:
         return run_onnx(int8_sess, prep.val.feeds)
     return sequences.rollout(lambda feed: run_onnx(int8_sess, [feed])[0], shared.val.feeds, shared.inputs,
-                             [o.name for o in prep.outputs], shared.recipe.state).outputs
+                             [o.name for o in prep.outputs], shared.recipe.state, shared.init).outputs
 
 
 def _int8_at_sizes(prep: Prepared, int8_sess, task: str, fixed: bool) -> list[sizes.SizeCheck]:
@@ -339,9 +343,10 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     int8_val = _int8_outputs(shared, prep, int8_sess)
     task = _task(recipe, val)
     quant_parity = parity.StageParity(val.origin, len(val), tuple(parity.compare(
-        [o.name for o in prep.outputs], prep.fp32_val, int8_val, task)), kernels)
+        [o.name for o in prep.outputs], prep.fp32_val, int8_val, task, tuple(recipe.state.values()))), kernels)
     latency = None if recipe.no_bench else _latency(shared, prep, target, fp32, int8)
-    packaged = package.deliverables(target, tdir, int8, val.feeds, [o.name for o in prep.outputs])
+    stream = (shared.val.feeds[0], shared.inputs, recipe.state, shared.init) if recipe.state else None
+    packaged = package.deliverables(target, tdir, int8, val.feeds, [o.name for o in prep.outputs], stream)
     accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val)
     size_checks = _int8_at_sizes(prep, int8_sess, task, bool(fixed))
     details = {
@@ -367,6 +372,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "layers": _layer_report(qplan, model, fp32, int8, val.feeds, chosen_rows),
         "compression": shared.compression,
         "state": ({"pairs": recipe.state, "float_nodes": list(state_nodes),
+                   "initial": {name: recipe.state_init.get(name, "zeros") for name in recipe.state},
                    "sequence": sequences.per_step(prep.rollout, int8_val, [o.name for o in prep.outputs])}
                   if recipe.state else None),
         "dynamic_sizes": [c.as_dict() for c in size_checks],
@@ -417,7 +423,8 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
         work.mkdir(parents=True)
         ctx = tune.Context(fp32, model, work, cal_feeds, prep.val.feeds, prep.fp32_val,
                            [o.name for o in prep.outputs], prep.val.labels, target.parity,
-                           _task(shared.recipe, prep.val), list(target.runtime.providers),
+                           _task(shared.recipe, prep.val), tuple(shared.recipe.state.values()),
+                           list(target.runtime.providers),
                            target.runtime.threads, exact)
         with bar(f"tuning {target.name}", settings.max_trials, shared.progress) as advance:
             chosen, trials, analysed = tune.tune(ctx, qplan, settings.max_trials, settings.time_budget,

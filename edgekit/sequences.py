@@ -4,6 +4,7 @@ carrying its own state, so int8 is judged on the drift it really accumulates, no
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -26,11 +27,37 @@ def check_outputs(state: dict[str, str], outputs: list[str]) -> None:
         raise UsageError(f"state: {sorted(unknown)} not model outputs (outputs: {', '.join(outputs)})")
 
 
-def initial(spec: InputSpec, step: dict[str, np.ndarray], specs: tuple[InputSpec, ...]) -> np.ndarray:
-    """Zeros: a named dim takes the size a data input gives the same name (the batch), others 1."""
+def initial_values(files: dict[str, str], specs: tuple[InputSpec, ...], state: dict[str, str],
+                   max_bytes: int) -> dict[str, np.ndarray]:
+    """The recipe's `state_init` files (.npy, read bounded), each of its state input's dtype and rank."""
+    from .arrays import read_npy
+
+    by_name = {s.name: s for s in specs}
+    values = {}
+    for name, path in files.items():
+        if name not in state:
+            raise UsageError(f"state_init: {name!r} is not a state input (state inputs: {', '.join(state) or 'none'})")
+        value, spec = read_npy(Path(path), max_bytes), by_name[name]
+        if value.dtype != np.dtype(spec.dtype) or value.ndim != len(spec.shape):
+            raise InputError(f"{path}: a {value.dtype} array of shape {list(value.shape)}; state input {spec} "
+                             f"takes {spec.dtype} of rank {len(spec.shape)}")
+        values[name] = value
+    return values
+
+
+def initial(spec: InputSpec, step: dict[str, np.ndarray], specs: tuple[InputSpec, ...],
+            init: dict[str, np.ndarray]) -> np.ndarray:
+    """The state's first value: `init`'s, else zeros; a named dim takes the size a data input gives the same
+    name (the batch), others 1."""
     sizes = {d: step[s.name].shape[i] for s in specs if s.name in step for i, d in enumerate(s.shape)
              if isinstance(d, str)}
-    return np.zeros([d if isinstance(d, int) else sizes.get(d, 1) for d in spec.shape], dtype=spec.dtype)
+    shape = tuple(d if isinstance(d, int) else sizes.get(d, 1) for d in spec.shape)
+    if spec.name not in init:
+        return np.zeros(shape, dtype=spec.dtype)
+    if init[spec.name].shape != shape:
+        raise InputError(f"state_init: {spec.name} has shape {list(init[spec.name].shape)}; with this data the "
+                         f"state is {list(shape)}")
+    return init[spec.name]
 
 
 @dataclass(frozen=True)
@@ -41,8 +68,9 @@ class Rollout:
 
 
 def rollout(run, sequences: list[dict], specs: tuple[InputSpec, ...], output_names: list[str],
-            state: dict[str, str]) -> Rollout:
-    """Run `run(feed) -> outputs` over each sequence from zero state, feeding each state output back."""
+            state: dict[str, str], init: dict[str, np.ndarray] | None = None) -> Rollout:
+    """Run `run(feed) -> outputs` over each sequence from the initial state (`init`, else zeros), feeding each
+    state output back."""
     feeds, outputs, lengths = [], [], []
     by_name = {s.name: s for s in specs}
     for i, sequence in enumerate(sequences):
@@ -53,7 +81,7 @@ def rollout(run, sequences: list[dict], specs: tuple[InputSpec, ...], output_nam
         current = None
         for t in range(steps):
             feed = {name: np.ascontiguousarray(value[t]) for name, value in sequence.items()}
-            current = current or {name: initial(by_name[name], feed, specs) for name in state}
+            current = current or {name: initial(by_name[name], feed, specs, init or {}) for name in state}
             feed.update(current)
             out = run(feed)
             feeds.append(feed)

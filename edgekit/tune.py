@@ -67,6 +67,7 @@ class Context:
     labels: object
     spec: object  # ParitySpec
     task: str  # classify | embed | ...: picks the parity metrics
+    plain: tuple[str, ...]  # outputs judged by cosine and SQNR only (a streaming model's state)
     providers: list[str]
     threads: int
     exact_int8: bool  # judge int8 by exact arithmetic (an ARM device's), not this host's
@@ -150,7 +151,7 @@ def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, exclu
     key = s.calibrate_method + (f"-{s.percentile}" if s.calibrate_method == "percentile" else "")
     quantization.quantize(ctx.fp32, out, plan, ctx.cal_feeds, cache=ctx.work / f"calibration-{key}.json")
     int8_val = run_onnx(int8_session(out, ctx.providers, ctx.threads, ctx.exact_int8)[0], ctx.val_feeds)
-    results = parity.compare(ctx.names, ctx.fp32_val, int8_val, ctx.task)
+    results = parity.compare(ctx.names, ctx.fp32_val, int8_val, ctx.task, ctx.plain)
     drop = (parity.accuracy(ctx.fp32_val, ctx.labels) - parity.accuracy(int8_val, ctx.labels)
             if ctx.labels is not None else None)
     gates = parity.quantization_gates(results, drop, ctx.spec, ctx.task)

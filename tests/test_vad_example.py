@@ -23,11 +23,14 @@ def test_recipe_exports_a_streaming_package_that_checks(tmp_path):
     seq = m["state"]["sequence"]
     assert (seq["sequences"], seq["steps"]) == (8, 100) and 0 <= seq["worst_step"] < 100
     assert 0.9 < seq["worst_step_cosine"] <= seq["last_step_cosine"] <= 1.0
-    # every calibration step (16 sequences x 100) and every validation step (8 x 100), as the float model carried them
-    assert m["calibration"]["samples"] == 1600 and m["validation"]["samples"] == 800
+    # 128 calibration steps spread over the 16 sequences; every validation step (8 x 100), labelled per frame
+    assert m["calibration"]["samples"] == 128 and m["validation"]["samples"] == 800
     assert FRONT_END <= set(m["quantization"]["exclude_nodes"])  # the raw-audio filter bank stays float
-    sqnr = {o["output"]: o["sqnr_db"] for o in m["parity"]["quantization"]["outputs"]}
-    assert sqnr["speech"] > 30 and sqnr["stateN"] > 20
+    quant = {o["output"]: o for o in m["parity"]["quantization"]["outputs"]}
+    assert quant["speech"]["sqnr_db"] > 30 and quant["stateN"]["sqnr_db"] > 20
+    # classify: top-1 agreement on the speech logits only; the state is no class score
+    assert quant["speech"]["top1_agreement"] > 0.99 and "top1_agreement" not in quant["stateN"]
+    assert m["accuracy"]["int8"] > 95 and abs(m["accuracy"]["fp32"] - m["accuracy"]["int8"]) <= 1.0
     checked = cli(["check", tmp_path / "vad", "--json"])
     assert checked.exit_code == 0, checked.output
     cases = json.loads(checked.stdout)
