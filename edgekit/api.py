@@ -115,8 +115,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     """Statically (or dynamically) quantize an ONNX model with a target profile's settings, overridden by
     `settings` (QuantSettings fields). No export, parity or packaging: `export` does those. Pre-processing
     (shape inference, folding) runs first, as in `export`. Returns the int8 model's path."""
-    from . import calib, onnx_export
-    from . import quantization
+    from . import calib, onnx_export, quantization
     from .config import DEFAULT_STEP_TIMEOUT, load_target
 
     source = Path(model)

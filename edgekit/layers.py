@@ -41,7 +41,5 @@ def tensor_errors(fp32: Path, int8: Path, feeds: list[dict], limit: int = 8) -> 
 
 
 def _finite(x) -> float | None:
-    if x is None:
-        return None
-    x = float(np.asarray(x))
-    return round(max(-200.0, min(200.0, x)), 3) if np.isfinite(x) else (200.0 if x > 0 else -200.0)
+    """SQNR (dB) within ±200 (+inf: an exact tensor at 200; NaN at -200), or None when not measured."""
+    return None if x is None else round(float(np.clip(np.nan_to_num(float(np.asarray(x)), nan=-200.0), -200, 200)), 3)

@@ -52,8 +52,7 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
         raise InputError(f"model has {n_out} outputs but {len(names)} output names were given")
     dynamic_axes = {s.name: s.dynamic_axes for s in specs if s.dynamic_axes}
     if dynamic_axes and specs[0].dynamic_axes.get(0):
-        batch = specs[0].dynamic_axes[0]
-        dynamic_axes.update({n: {0: batch} for n in names})
+        dynamic_axes.update({n: {0: specs[0].dynamic_axes[0]} for n in names})
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -71,14 +70,10 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
 
 def _export_dynamo(torch, module, args, specs, names, opset, dest):
     dims = {}
-    shapes = []
-    for spec in specs:
-        shapes.append({axis: dims.setdefault(name, torch.export.Dim(name)) for axis, name in spec.dynamic_axes.items()}
-                      or None)
+    shapes = tuple({axis: dims.setdefault(name, torch.export.Dim(name)) for axis, name in s.dynamic_axes.items()}
+                   or None for s in specs)
     if isinstance(module, torch.export.ExportedProgram):
         shapes = None  # an exported program carries its own dynamic shapes
-    else:
-        shapes = tuple(shapes)
     program = torch.onnx.export(module, args, input_names=[s.name for s in specs], output_names=names,
                                 opset_version=opset, dynamo=True, dynamic_shapes=shapes, external_data=False,
                                 verbose=False)
@@ -86,12 +81,10 @@ def _export_dynamo(torch, module, args, specs, names, opset, dest):
 
 
 def _explain_export_error(e: Exception) -> str:
-    text = str(e)
-    op = re.search(r"(aten::[A-Za-z0-9_.]+|prim::[A-Za-z0-9_]+|[A-Za-z0-9_]+::[A-Za-z0-9_.]+)", text)
-    first = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__)
+    op = re.search(r"(aten::[A-Za-z0-9_.]+|prim::[A-Za-z0-9_]+|[A-Za-z0-9_]+::[A-Za-z0-9_.]+)", str(e))
     if op:
-        return f"op {op.group(1)} cannot be exported ({first[:200]})"
-    return f"{type(e).__name__}: {first[:300]}"
+        return f"op {op.group(1)} cannot be exported ({first_line(e, 200)})"
+    return f"{type(e).__name__}: {first_line(e)}"
 
 
 def check(path: Path) -> None:
@@ -123,10 +116,9 @@ def load_onnx_input(path: Path):
         raise InputError(f"model {str(path)!r} is not a valid ONNX model: {first_line(e)}") from e
     _check_external_data(model, path)
     for node in model.graph.node:
-        domain = node.domain or "ai.onnx"
-        if node.domain not in KNOWN_DOMAINS:
+        if node.domain not in KNOWN_DOMAINS:  # never "" here: the default domain is known
             raise InputError(f"model {str(path)!r}: node {node.name or node.op_type!r} uses op {node.op_type!r} from "
-                             f"domain {domain!r}, which onnxruntime does not implement")
+                             f"domain {node.domain!r}, which onnxruntime does not implement")
     try:
         onnx.load_external_data_for_model(model, str(path.parent))
         onnx.checker.check_model(model, full_check=False)
@@ -230,14 +222,13 @@ def optional_inputs(model, label: str) -> dict[str, tuple[InputSpec, np.ndarray]
 def _spec(v, i: int, label: str) -> InputSpec:
     import onnx
 
-    dims = []
-    for j, d in enumerate(v.type.tensor_type.shape.dim):
-        dims.append(d.dim_value if d.dim_value > 0 else (d.dim_param or f"d{i}_{j}"))
+    dims = tuple(d.dim_value if d.dim_value > 0 else (d.dim_param or f"d{i}_{j}")
+                 for j, d in enumerate(v.type.tensor_type.shape.dim))
     elem = v.type.tensor_type.elem_type
     if elem not in ONNX_DTYPES:
         raise InputError(f"model {label!r}: {v.name!r} has ONNX element type {elem} "
                          f"({onnx.TensorProto.DataType.Name(elem)}), which edgekit does not handle")
-    return InputSpec(v.name, tuple(dims), ONNX_DTYPES[elem])
+    return InputSpec(v.name, dims, ONNX_DTYPES[elem])
 
 
 def preprocess(src: Path, dest: Path, timeout: float = DEFAULT_STEP_TIMEOUT) -> tuple[Path, str]:
@@ -260,8 +251,8 @@ def preprocess(src: Path, dest: Path, timeout: float = DEFAULT_STEP_TIMEOUT) -> 
 # Each failure skips one more step, in onnxruntime's order, instead of failing the export: symbolic shape
 # inference gives up on some graphs (control flow, custom ops; onnxruntime's own advice is to retry
 # without it), and a graph the optimiser or ONNX shape inference cannot take still quantizes without them.
-PREPROCESS_STEPS = (("symbolic shape inference", "skip_symbolic_shape"), ("onnxruntime graph optimisation",
-                                                                          "skip_optimization"),
+PREPROCESS_STEPS = (("symbolic shape inference", "skip_symbolic_shape"),
+                    ("onnxruntime graph optimisation", "skip_optimization"),
                     ("ONNX shape inference", "skip_onnx_shape"))
 
 

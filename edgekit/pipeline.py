@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (__version__, archive, bench, calib, constants, host, sequences, sizes, layers, onnx_export, outdir, package, package_check, parity,
-               quantization, tune, verdict)
+from . import (__version__, archive, bench, calib, constants, host, layers, onnx_export, outdir, package, package_check,
+               parity, quantization, sequences, sizes, tune, verdict)
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
 from .errors import EdgekitError, UsageError
 from .load import load_model
 from .progress import bar
 from .reports import ExportReport, LatencyReport, TargetReport
-from .runtime import forget_sessions, int8_session, run_onnx, run_torch, session
+from .runtime import forget_sessions, int8_session, ort_log_level, run_onnx, run_torch, session
 from .userfn import forget_paths
 
 log = logging.getLogger("edgekit")
@@ -46,6 +46,19 @@ class Shared:
     progress: bool
     compression: dict | None  # params, MACs and accuracy before/after pruning and distillation
 
+    @property
+    def task(self) -> str:
+        """The recipe's task; `auto`: classify when the validation data has labels (a streaming model's steps
+        have them exactly when its sequences do), else other."""
+        task = self.recipe.task
+        return task if task != "auto" else "classify" if self.val.labels is not None else "other"
+
+    def compare(self, data: str, names: list[str], reference: list, candidate: list,
+                kernels: str | None = None) -> parity.StageParity:
+        """`candidate` against `reference` sample by sample; a state output is judged by cosine and SQNR only."""
+        return parity.StageParity(data, len(candidate), tuple(parity.compare(
+            names, reference, candidate, self.task, tuple(self.recipe.state.values()))), kernels)
+
 
 @dataclasses.dataclass
 class Prepared:
@@ -62,9 +75,15 @@ class Prepared:
     val: calib.Dataset
     rollout: sequences.Rollout | None  # the float model over the validation sequences (streaming models)
 
+    @property
+    def names(self) -> list[str]:
+        return [o.name for o in self.outputs]
+
 
 def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> ExportReport:
-    _quiet_onnxruntime()
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(ort_log_level())  # edgekit reports what matters, in one line
     try:
         with _seeded(recipe.seed):
             return _run(recipe, targets, progress)
@@ -116,14 +135,6 @@ def _torch_outputs(recipe: Recipe, loaded, inputs, val, init: dict) -> list | No
     sequences.check_outputs(recipe.state, list(recipe.output_names))
     return sequences.rollout(lambda feed: run_torch(loaded.module, [feed], names)[0], val.feeds, inputs,
                              list(recipe.output_names), recipe.state, init).outputs
-
-
-def _quiet_onnxruntime() -> None:
-    import onnxruntime
-
-    from .runtime import ort_log_level
-
-    onnxruntime.set_default_logger_severity(ort_log_level())  # edgekit reports what matters, in one line
 
 
 @contextlib.contextmanager
@@ -226,12 +237,9 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     for i, node in enumerate(model.graph.node):  # the quantizer and --auto exclude nodes by name
         node.name = node.name or f"{node.op_type}_{i}"
     _, outputs = onnx_export.io_specs(model)
-    cal, val, fp32_val, fp32_rollout = _steps(shared, fp32, [o.name for o in outputs])
-    export_parity = None
-    if shared.torch_val is not None:
-        export_parity = parity.StageParity(val.origin, len(val), tuple(parity.compare(
-            [o.name for o in outputs], shared.torch_val, fp32_val, _task(shared.recipe, val),
-            tuple(shared.recipe.state.values()))))
+    names = [o.name for o in outputs]
+    cal, val, fp32_val, fp32_rollout = _steps(shared, fp32, names)
+    export_parity = None if shared.torch_val is None else shared.compare(val.origin, names, shared.torch_val, fp32_val)
     prep = Prepared(fp32, model, outputs, fp32_val, export_parity, preprocessing, [], cal, val, fp32_rollout)
     return dataclasses.replace(prep, size_checks=_size_checks(loaded, shared, prep))
 
@@ -243,28 +251,21 @@ def _steps(shared: Shared, fp32: Path, names: list[str]):
     if not shared.recipe.state:
         return shared.cal, shared.val, run_onnx(sess, shared.val.feeds), None
     sequences.check_outputs(shared.recipe.state, names)
-
-    def run(feed):
-        return run_onnx(sess, [feed])[0]
-
-    cal = sequences.rollout(run, shared.cal.feeds, shared.inputs, names, shared.recipe.state, shared.init)
-    val = sequences.rollout(run, shared.val.feeds, shared.inputs, names, shared.recipe.state, shared.init)
+    cal, val = (sequences.rollout(lambda feed: run_onnx(sess, [feed])[0], data.feeds, shared.inputs, names,
+                                  shared.recipe.state, shared.init) for data in (shared.cal, shared.val))
     return (calib.Dataset(f"{shared.cal.origin} (steps)", cal.feeds, None, shared.cal.random),
             calib.Dataset(f"{shared.val.origin} (steps)", val.feeds, sequences.step_labels(shared.val, val.lengths),
                           shared.val.random), val.outputs, val)
 
 
 def _size_checks(loaded, shared: Shared, prep: Prepared) -> list[sizes.SizeCheck]:
-    names, task = [o.name for o in prep.outputs], _task(shared.recipe, prep.val)
     checks = []
     for other in sizes.other_sizes(shared.inputs, [] if shared.recipe.state else prep.val.feeds):
         try:
             reference = run_onnx(session(prep.fp32, reuse=True)[0], other.feeds)
-            export = None
-            if shared.torch_val is not None:
-                torch_out = run_torch(loaded.module, other.feeds, [s.name for s in shared.inputs])
-                export = parity.StageParity(other.label(), len(other.feeds),
-                                            tuple(parity.compare(names, torch_out, reference, task)))
+            # (no state to judge apart: a streaming model's data has no other sizes)
+            export = None if shared.torch_val is None else shared.compare(other.label(), prep.names, run_torch(
+                loaded.module, other.feeds, [s.name for s in shared.inputs]), reference)
             checks.append(sizes.SizeCheck(other, reference, export))
         except EdgekitError as e:
             checks.append(sizes.SizeCheck(other, None, error=f"{other.label()}: {e}"))
@@ -288,10 +289,10 @@ def _int8_outputs(shared: Shared, prep: Prepared, int8_sess) -> list:
     if prep.rollout is None:
         return run_onnx(int8_sess, prep.val.feeds)
     return sequences.rollout(lambda feed: run_onnx(int8_sess, [feed])[0], shared.val.feeds, shared.inputs,
-                             [o.name for o in prep.outputs], shared.recipe.state, shared.init).outputs
+                             prep.names, shared.recipe.state, shared.init).outputs
 
 
-def _int8_at_sizes(prep: Prepared, int8_sess, task: str, fixed: bool) -> list[sizes.SizeCheck]:
+def _int8_at_sizes(shared: Shared, prep: Prepared, int8_sess, fixed: bool) -> list[sizes.SizeCheck]:
     """Each size check with the int8 model's parity there (not for a target that ships fixed shapes)."""
     found = []
     for check in prep.size_checks:
@@ -299,9 +300,8 @@ def _int8_at_sizes(prep: Prepared, int8_sess, task: str, fixed: bool) -> list[si
             found.append(check)
             continue
         try:
-            found.append(dataclasses.replace(check, quantization=parity.StageParity(
-                check.other.label(), len(check.other.feeds), tuple(parity.compare(
-                    [o.name for o in prep.outputs], check.reference, run_onnx(int8_sess, check.other.feeds), task)))))
+            found.append(dataclasses.replace(check, quantization=shared.compare(
+                check.other.label(), prep.names, check.reference, run_onnx(int8_sess, check.other.feeds))))
         except EdgekitError as e:
             found.append(dataclasses.replace(check, error=f"int8 at {check.other.label()}: {e}"))
     return found
@@ -314,8 +314,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     tdir = shared.stage / target.name
     tdir.mkdir()
     fp32, int8 = tdir / "model.onnx", tdir / "model.int8.onnx"
-    fixed, fixed_warnings = (calib.fixed_shapes(shared.inputs, (prep.cal, prep.val)) if target.package.fixed_shapes
-                             else ({}, []))
+    recipe, cal, val = shared.recipe, prep.cal, prep.val
+    fixed, fixed_warnings = calib.fixed_shapes(shared.inputs, (cal, val)) if target.package.fixed_shapes else ({}, [])
     props = {"edgekit_version": __version__, "edgekit_target": target.name,
              "edgekit_inputs": ";".join(map(str, shared.inputs)), "edgekit_preprocessing": "onnxruntime quant_pre_process"}
     model = onnx_export.stamp(copy.deepcopy(prep.model), props)
@@ -324,10 +324,10 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     onnx.save(model, str(fp32))
     if fixed:
         onnx_export.check(fp32)
-    qplan = quantization.plan(model, apply_quant_overrides(target.quantize, shared.recipe.quantize,
+    qplan = quantization.plan(model, apply_quant_overrides(target.quantize, recipe.quantize,
                                                        f"quantize overrides for {target.name}"),
-                              set(shared.recipe.quantize), target.runtime.arch)
-    qplan, state_nodes = _state_stays_float(shared.recipe.state, qplan, model)
+                              set(recipe.quantize), target.runtime.arch)
+    qplan, state_nodes = _state_stays_float(recipe.state, qplan, model)
     providers, threads = list(target.runtime.providers), target.runtime.threads
     # An ARM device's int8 arithmetic does not saturate: judge an ARM target by exact arithmetic; an x86
     # target by this host's own kernels.
@@ -335,20 +335,17 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     qplan, n_cal, tuning, chosen_rows = _quantize(shared, target, qplan, prep, model, fp32, int8, exact)
     quantized = onnx_export.stamp(onnx_export.parsed(int8), {**props, "edgekit_quantization": str(qplan.as_dict())})
     if state_nodes:
-        quantization.float_outputs(quantized, shared.recipe.state.values())
+        quantization.float_outputs(quantized, recipe.state.values())
     onnx.save(quantized, str(int8))
     float_subgraph = quantization.float_subgraph_nodes(quantized)
     int8_sess, kernels = int8_session(int8, providers, threads, exact, reuse=True)
-    recipe, cal, val = shared.recipe, prep.cal, prep.val
     int8_val = _int8_outputs(shared, prep, int8_sess)
-    task = _task(recipe, val)
-    quant_parity = parity.StageParity(val.origin, len(val), tuple(parity.compare(
-        [o.name for o in prep.outputs], prep.fp32_val, int8_val, task, tuple(recipe.state.values()))), kernels)
+    quant_parity = shared.compare(val.origin, prep.names, prep.fp32_val, int8_val, kernels)
     latency = None if recipe.no_bench else _latency(shared, prep, target, fp32, int8)
     stream = (shared.val.feeds[0], shared.inputs, recipe.state, shared.init) if recipe.state else None
-    packaged = package.deliverables(target, tdir, int8, val.feeds, [o.name for o in prep.outputs], stream)
+    packaged = package.deliverables(target, tdir, int8, val.feeds, prep.names, stream)
     accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val)
-    size_checks = _int8_at_sizes(prep, int8_sess, task, bool(fixed))
+    size_checks = _int8_at_sizes(shared, prep, int8_sess, bool(fixed))
     details = {
         "edgekit_version": __version__,
         "target_profile": target.path,
@@ -362,18 +359,17 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "optional_inputs": {k: v.tolist() for k, v in shared.defaults.items()} or None,
         "fixed_input_shapes": {k: list(v) for k, v in fixed.items()} if target.package.fixed_shapes else None,
         "outputs": [o.as_dict() for o in prep.outputs],
-        "task": task,
+        "task": shared.task,
         "preprocessing": {"steps": "onnxruntime quant_pre_process", "skipped": prep.preprocessing or None},
         "quantization": qplan.as_dict(),
-        "float_subgraph_nodes": ({"nodes": float_subgraph, "why": quantization.SUBGRAPH_WHY} if float_subgraph
-                                 else None),
+        "float_subgraph_nodes": {"nodes": float_subgraph, "why": quantization.SUBGRAPH_WHY} if float_subgraph else None,
         "calibration": {"data": cal.origin, "samples": n_cal, "random": cal.random},
         "validation": {"data": val.origin, "samples": len(val), "random": val.random},
         "layers": _layer_report(qplan, model, fp32, int8, val.feeds, chosen_rows),
         "compression": shared.compression,
         "state": ({"pairs": recipe.state, "float_nodes": list(state_nodes),
                    "initial": {name: recipe.state_init.get(name, "zeros") for name in recipe.state},
-                   "sequence": sequences.per_step(prep.rollout, int8_val, [o.name for o in prep.outputs])}
+                   "sequence": sequences.per_step(prep.rollout, int8_val, prep.names)}
                   if recipe.state else None),
         "dynamic_sizes": [c.as_dict() for c in size_checks],
         **packaged,
@@ -385,7 +381,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                 + [f"the model does not run at another size of a dynamic axis: {c.error}" for c in size_checks
                    if c.error])
     gates = verdict.gates(target, prep.export_parity, quant_parity, accuracy, latency, packaged.get("mobile_coverage"),
-                          int8.stat().st_size, task) + verdict.size_gates(target, size_checks)
+                          int8.stat().st_size, shared.task) + verdict.size_gates(target, size_checks)
     report = TargetReport(target.name, prep.export_parity, quant_parity, accuracy, latency, tuning, gates,
                           warnings + verdict.gate_advice(gates, qplan.settings, tuning), details)
     package.write(tdir, report)
@@ -421,11 +417,9 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
     if settings.auto:
         work = shared.stage / ".work" / f"tune-{target.name}"
         work.mkdir(parents=True)
-        ctx = tune.Context(fp32, model, work, cal_feeds, prep.val.feeds, prep.fp32_val,
-                           [o.name for o in prep.outputs], prep.val.labels, target.parity,
-                           _task(shared.recipe, prep.val), tuple(shared.recipe.state.values()),
-                           list(target.runtime.providers),
-                           target.runtime.threads, exact)
+        ctx = tune.Context(fp32, model, work, cal_feeds, prep.val.feeds, prep.fp32_val, prep.names, prep.val.labels,
+                           target.parity, shared.task, tuple(shared.recipe.state.values()),
+                           list(target.runtime.providers), target.runtime.threads, exact)
         with bar(f"tuning {target.name}", settings.max_trials, shared.progress) as advance:
             chosen, trials, analysed = tune.tune(ctx, qplan, settings.max_trials, settings.time_budget,
                                                     settings.max_excluded, lambda t: advance(1, _log_trial(t)),
@@ -479,13 +473,6 @@ def _accuracy(val, torch_val, fp32_val, int8_val) -> parity.Accuracy | None:
         return None
     return parity.Accuracy(len(val), parity.accuracy(fp32_val, val.labels), parity.accuracy(int8_val, val.labels),
                            parity.accuracy(torch_val, val.labels) if torch_val is not None else None)
-
-
-def _task(recipe, val) -> str:
-    """The recipe's task; `auto`: classify when the validation data has labels, else other."""
-    if recipe.task != "auto":
-        return recipe.task
-    return "classify" if val.labels is not None else "other"
 
 
 def _versions() -> dict:

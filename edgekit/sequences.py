@@ -110,7 +110,6 @@ def per_step(reference: Rollout, candidate: list[list[np.ndarray]], names: list[
         found = [o.cosine for o in parity.compare(names, [reference.outputs[r] for r in rows], [candidate[r] for r in rows])
                  if o.cosine is not None]
         cosines.append(min(found) if found else None)
-    known = [(c, t) for t, c in enumerate(cosines) if c is not None]
-    worst = min(known) if known else (None, None)
+    worst = min(((c, t) for t, c in enumerate(cosines) if c is not None), default=(None, None))
     return {"sequences": len(reference.lengths), "steps": max(reference.lengths), "worst_step": worst[1],
             "worst_step_cosine": worst[0], "last_step_cosine": cosines[-1] if cosines else None}

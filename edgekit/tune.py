@@ -16,7 +16,6 @@ from . import bench, layers, parity, quantization
 from .onnx_export import parsed
 from .runtime import int8_session, run_onnx
 
-COMPUTE_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 SEARCH_PERCENTILE = 99.99
 CANDIDATES_PER_ROUND = 3
 
@@ -49,10 +48,7 @@ class Trial:
         return self.relative_time / base.relative_time if base.relative_time > 0 else float("inf")
 
     def as_dict(self) -> dict:
-        d = asdict(self)
-        d["excluded"] = list(self.excluded)
-        d.pop("path")
-        return d
+        return {k: list(v) if k == "excluded" else v for k, v in asdict(self).items() if k != "path"}
 
 
 @dataclass
@@ -197,7 +193,7 @@ def node_sensitivity(fp32, tensor_rows: list[dict]) -> list[dict]:
             tensor = next((i for i in node.input if i not in initializers), None)
             seen += 1
         node = producer.get(tensor)
-        while node is not None and node.op_type not in COMPUTE_OPS and seen < 16:
+        while node is not None and node.op_type not in bench.COMPUTE_OPS and seen < 16:
             prev = next((i for i in node.input if i not in initializers), None)
             node = producer.get(prev)
             seen += 1
@@ -212,7 +208,7 @@ def node_sensitivity(fp32, tensor_rows: list[dict]) -> list[dict]:
 
     rows = []
     for node in graph.node:
-        if node.op_type not in COMPUTE_OPS:
+        if node.op_type not in bench.COMPUTE_OPS:
             continue
         data_in = next((i for i in node.input if i not in initializers), None)
         in_db, feeder = back(data_in) if data_in else (None, None)

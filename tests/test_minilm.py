@@ -27,3 +27,21 @@ def test_minilm_desktop_x86_fits_a_phone_and_keeps_embeddings(tmp_path):
     assert [t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) for t in tables] == [True]
     assert m["parity"]["export"]["outputs"][0]["cosine"] > 0.99999
     assert [i["name"] for i in m["inputs"]] == ["input_ids", "attention_mask"]
+
+
+@pytest.mark.slow
+def test_minilm_android_arm64_static_int8_keeps_embeddings(tmp_path):
+    """NNAPI needs static U8U8 per-tensor QDQ; MiniLM's outlier channels (LayerNorm residual dims, GELU outlier
+    neurons) broke it (worst sentence 0.903): the scheme routes them through float side paths."""
+    result = cli(["export", str(ROOT / "examples" / "minilm" / "edgekit.toml"), "--target", "android-arm64",
+                  "--out", str(tmp_path), "--bench-runs", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    [m] = json.loads(result.stdout)
+    assert m["passed"] is True
+    q = m["quantization"]
+    assert (q["mode"], q["activation_type"], q["weight_type"], q["per_channel"]) == ("static", "uint8", "uint8", False)
+    assert any(d.startswith("outlier channels") and "float side paths" in d for d in q["decisions"])
+    [out] = m["parity"]["quantization"]["outputs"]
+    assert out["cosine_min"] >= 0.99  # every held-out sentence's embedding vs fp32
+    assert m["sizes"]["model.int8.onnx"] <= 25e6
+    assert m["mobile_coverage"]["nnapi"]["coverage"] >= 0.9
