@@ -273,14 +273,15 @@ def _size_checks(loaded, shared: Shared, prep: Prepared) -> list[sizes.SizeCheck
 
 
 def _state_stays_float(state: dict, qplan, model):
-    """Unless asked to quantize it, the nodes reading a state input or writing a state output stay float:
+    """Unless asked to quantize it, the nodes carrying a state from its input back to its output stay float:
     a state's rounding error is fed back and grows step after step. Returns (plan, those nodes)."""
     if not state or qplan.settings.quantize_state:
         return qplan, ()
-    nodes = tuple(n.name for n in model.graph.node if set(n.input) & set(state) or set(n.output) & set(state.values()))
+    nodes = sequences.carry_nodes(model.graph, state)
     settings = dataclasses.replace(qplan.settings, exclude_nodes=tuple(dict.fromkeys((*qplan.settings.exclude_nodes,
                                                                                       *nodes))))
-    why = f"state kept float: {len(nodes)} node(s) reading or writing {', '.join(state)} (--quantize-state to quantize)"
+    why = (f"state kept float: {len(nodes)} node(s) carrying {', '.join(state)} back to "
+           f"{', '.join(state.values())} (--quantize-state to quantize)")
     return dataclasses.replace(qplan, settings=settings, reasons=(*qplan.reasons, why)), nodes
 
 

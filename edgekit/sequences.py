@@ -91,6 +91,35 @@ def rollout(run, sequences: list[dict], specs: tuple[InputSpec, ...], output_nam
     return Rollout(feeds, outputs, lengths)
 
 
+def carry_nodes(graph, state: dict[str, str]) -> tuple[str, ...]:
+    """The nodes a state passes through on its way back: those reading a state input or writing a state
+    output, and every node on a path from one to the other that does not go through a weight multiplication
+    (a MatMul or Conv reading the state makes a new signal; a gate's Mul or an Add carries the state itself).
+    Their rounding would be fed back and grow step after step."""
+    from .bench import COMPUTE_OPS
+
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    producer = {o: n for n in graph.node for o in n.output}
+    forward, todo = set(), list(state)  # from the state inputs, not past a weight multiplication
+    while todo:
+        for n in consumers.get(todo.pop(), []):
+            if n.name not in forward:
+                forward.add(n.name)
+                todo += [] if n.op_type in COMPUTE_OPS else list(n.output)
+    backward, todo = set(), list(state.values())  # everything the state outputs are computed from
+    while todo:
+        n = producer.get(todo.pop())
+        if n is not None and n.name not in backward:
+            backward.add(n.name)
+            todo += list(n.input)
+    ends = {n.name for i in state for n in consumers.get(i, [])} | {producer[o].name for o in state.values()
+                                                                     if o in producer}
+    return tuple(n.name for n in graph.node if n.name in (forward & backward) | ends)
+
+
 def step_labels(data, lengths: list[int]) -> np.ndarray | None:
     """Labels of sequence data, one per step (`labels` of sequences x steps), in rollout order."""
     if data.labels is None:

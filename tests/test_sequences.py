@@ -133,3 +133,19 @@ def test_state_starts_from_a_file(runs, tmp_path):
     assert wrong.exit_code == 3 and "takes float32 of rank 2" in wrong.output
     other = cli(["export", *args, "--out", tmp_path / "x", "--state-init", f"x={tmp_path / 'h0.npy'}"])
     assert other.exit_code == 2 and "'x' is not a state input" in other.output
+
+
+@pytest.mark.parametrize("quantize_state", [False, True])
+def test_gru_cell_state_path_kept_float_passes_and_quantized_fails(runs, tmp_path, quantize_state):
+    """A GRU cell exported from PyTorch: its whole carry path stays float (the node reading h, h - n, the update
+    gate's Mul, the Add writing hN), not the gates' own weights; quantized, the long-memory state drifts."""
+    tmp, _ = runs
+    result = cli(["export", "models:streaming_gru_cell", "--input", "x:Nx8", "--input", "h:Nx16", "--output-name",
+                  "score", "--output-name", "hN", "--state", "h=hN", "--calibration", tmp / "cal.npz",
+                  "--validation", tmp / "val.npz", "--out", tmp_path, "--no-bench", "--json",
+                  *(["--quantize-state"] if quantize_state else [])])
+    assert result.exit_code == (1 if quantize_state else 0), result.output
+    [m] = json.loads(result.stdout)
+    assert m["state"]["float_nodes"] == ([] if quantize_state else
+                                         ["/cell/Gemm_1", "/cell/Sub", "/cell/Mul_1", "/cell/Add_3"])
+    assert (_sqnr(m, "hN") < 10) if quantize_state else (_sqnr(m, "hN") > 25)

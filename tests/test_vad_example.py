@@ -19,7 +19,7 @@ def test_recipe_exports_a_streaming_package_that_checks(tmp_path):
     [m] = json.loads(result.stdout)
     assert m["passed"] and [i["name"] for i in m["inputs"]] == ["frame", "state"]
     assert m["state"]["pairs"] == {"state": "stateN"}
-    assert m["state"]["float_nodes"] == ["/cell/Gemm_1", "/cell/Sub", "/cell/Add_3"]  # the GRU's state path
+    assert m["state"]["float_nodes"] == ["/cell/Gemm_1", "/cell/Sub", "/cell/Mul_1", "/cell/Add_3"]  # carry path
     seq = m["state"]["sequence"]
     assert (seq["sequences"], seq["steps"]) == (8, 100) and 0 <= seq["worst_step"] < 100
     assert 0.9 < seq["worst_step_cosine"] <= seq["last_step_cosine"] <= 1.0
