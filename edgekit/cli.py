@@ -98,6 +98,9 @@ def recipe_from(source: str, flags: dict) -> Recipe:
         given["inputs"] = tuple(InputSpec.parse(i) for i in given["inputs"])
     if "state" in given:
         given["state"] = {**recipe.state, **_pairs("--state", given["state"], "INPUT=OUTPUT, e.g. state=stateN")}
+    if "sizes" in given:
+        given["sizes"] = {**recipe.sizes, **_pairs("--size", given["sizes"], "DIM=N[,N...], e.g. seq=16,64",
+                                                   _sizes)}
     if "state_init" in given:
         given["state_init"] = {**recipe.state_init, **_pairs("--state-init", given["state_init"],
                                                              "INPUT=FILE.npy, e.g. state=h0.npy")}
@@ -115,6 +118,13 @@ def recipe_from(source: str, flags: dict) -> Recipe:
         raise UsageError(f"--out {recipe.out.encode('utf-8', 'replace').decode()!r}: not a UTF-8 path") from None
     apply_quant_overrides(QuantSettings(), recipe.quantize, "command-line quantization flags")  # ranges
     return recipe
+
+
+def _sizes(text: str) -> list[int]:
+    sizes = [int(n) for n in text.split(",")]
+    if not all(1 <= n <= 1_000_000 for n in sizes):
+        raise ValueError(text)
+    return sizes
 
 
 def _pairs(flag: str, texts, example: str, parse=str) -> dict:
@@ -179,6 +189,8 @@ def main(debug: bool, verbose: bool) -> None:
 @click.option("--output-name", "output_names", multiple=True, help="Name for each model output, in order.")
 @click.option("--state", "state", multiple=True, metavar="INPUT=OUTPUT",
               help="A streaming model's state input and the output fed back to it (data then holds sequences).")
+@click.option("--size", "sizes", multiple=True, metavar="DIM=N[,N...]",
+              help="Sizes to validate a named dynamic axis at (default: one the data does not have).")
 @click.option("--state-init", "state_init", multiple=True, metavar="INPUT=FILE.npy",
               help="A state input's first value (default zeros).")
 @click.option("--constant", "constants", multiple=True, metavar="NAME=VALUE",

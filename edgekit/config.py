@@ -249,6 +249,8 @@ class Recipe:
     state: dict = field(default_factory=dict)
     # a state input's first value, from an .npy file (zeros when not given), e.g. {"state": "h0.npy"}
     state_init: dict = field(default_factory=dict)
+    # the sizes each named dynamic axis is validated at, e.g. {"seq": [16, 64]} (default: one the data lacks)
+    sizes: dict = field(default_factory=dict)
 
 
 def choices(cls, name: str) -> tuple[str, ...]:
@@ -297,6 +299,9 @@ def _coerce(value, hint, key: str, where: str):
         if ok and key == "auto_search" and not set(value) <= set(AUTO_KNOBS):
             raise UsageError(f"{where}: auto_search takes {', '.join(AUTO_KNOBS)}, not "
                              f"{sorted(set(value) - set(AUTO_KNOBS))}")
+    elif hint is dict and key == "sizes":
+        ok = isinstance(value, dict) and all(isinstance(v, list) and v and all(
+            isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 1_000_000 for n in v) for v in value.values())
     elif hint is dict and key in ("constants", "state", "state_init"):  # state: input names to output names
         ok = isinstance(value, dict) and all(isinstance(k, str) and (key == "constants" or isinstance(v, str))
                                              for k, v in value.items())
@@ -388,7 +393,7 @@ def load_recipe(path: Path) -> Recipe:
     flat: dict = {}
     section_keys = {
         "model": {"source", "inputs", "weights", "exporter", "output_names", "task", "constants", "state",
-                  "state_init"},
+                  "state_init", "sizes"},
         "export": {"targets", "out", "seed", "archive", "no_bench", "step_timeout"},
         "data": {"calibration", "validation", "max_data_bytes"},
     }

@@ -260,7 +260,7 @@ def _steps(shared: Shared, fp32: Path, names: list[str]):
 
 def _size_checks(loaded, shared: Shared, prep: Prepared) -> list[sizes.SizeCheck]:
     checks = []
-    for other in sizes.other_sizes(shared.inputs, [] if shared.recipe.state else prep.val.feeds):
+    for other in sizes.other_sizes(shared.inputs, [] if shared.recipe.state else prep.val.feeds, shared.recipe.sizes):
         try:
             reference = run_onnx(session(prep.fp32, reuse=True)[0], other.feeds)
             # (no state to judge apart: a streaming model's data has no other sizes)

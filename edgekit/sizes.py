@@ -22,27 +22,31 @@ class OtherSize:
         return f"{self.dim}={self.size}"
 
 
-def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict]) -> list[OtherSize]:
-    """One other size per named dimension: a leading (batch) dimension doubled by joining two samples; any
-    other halved by keeping its first half. A dimension that cannot be resized that way is left out."""
+def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict], listed: dict | None = None) -> list[OtherSize]:
+    """The sizes each named dimension is validated at: those `listed` for it ({"seq": [16, 64]}), else one the
+    data does not have: a leading (batch) dimension doubled, any other halved. A batch is made by joining
+    samples; another dimension by cutting each sample or repeating it cyclically. A dimension that cannot be
+    resized that way is left out."""
     found = []
     for dim in dict.fromkeys(d for s in specs for d in s.shape if isinstance(d, str)):
         axes = {s.name: s.shape.index(dim) for s in specs if dim in s.shape}
         seen = tuple(sorted({f[n].shape[a] for f in feeds for n, a in axes.items()}))
         if not seen:
             continue
-        if set(axes.values()) == {0}:
-            same = [f for f in feeds if all(f[n].shape[0] == seen[0] for n in axes)]
-            if len(same) < 2:
-                continue
-            made = [{n: np.concatenate([a[n], b[n]]) if n in axes else a[n] for n in a}
-                    for a, b in zip(same[0::2], same[1::2])][:MAX_FEEDS]
-            found.append(OtherSize(dim, seen, 2 * seen[0], made))
-        elif 0 not in axes.values() and seen[0] > 1:
-            size = seen[0] // 2
-            made = [{n: np.take(v, range(size), axis=axes[n]) if n in axes else v for n, v in f.items()}
-                    for f in feeds[:MAX_FEEDS]]
-            found.append(OtherSize(dim, seen, size, made))
+        batch = set(axes.values()) == {0}
+        for size in (listed or {}).get(dim) or [2 * seen[0] if batch else seen[0] // 2]:
+            if batch:
+                same = [f for f in feeds if all(f[n].shape[0] == seen[0] for n in axes)]
+                if size % seen[0] or len(same) < size // seen[0]:
+                    continue
+                k = size // seen[0]
+                made = [{n: np.concatenate([g[n] for g in group]) if n in axes else group[0][n] for n in group[0]}
+                        for group in zip(*(same[i::k] for i in range(k)))][:MAX_FEEDS]
+                found.append(OtherSize(dim, seen, size, made))
+            elif 0 not in axes.values() and size >= 1:
+                made = [{n: np.take(v, np.arange(size) % v.shape[axes[n]], axis=axes[n]) if n in axes else v
+                         for n, v in f.items()} for f in feeds[:MAX_FEEDS]]
+                found.append(OtherSize(dim, seen, size, made))
     return found
 
 

@@ -325,3 +325,19 @@ def test_float_model_parsed_once_and_each_file_opened_once(tmp_path, cnn_data, m
     assert parses["model.onnx"] == 1, parses
     assert sessions["model.onnx"] == 1, sessions
     assert sessions["model.int8.onnx"] <= 2, sessions  # a second only for exact kernels on a host without VNNI
+
+
+def test_recipe_lists_the_sizes_a_dynamic_axis_is_validated_at(tmp_path, encoder_data):
+    """--size seq=4,20: the encoder validated at a shorter and a longer sequence than its data's (12,
+    repeated cyclically), and at a batch of 3; each listed size gated, bad lists refused."""
+    cal, val = encoder_data
+    args = ["models:tiny_encoder", "--input", "input_ids:Nxseq:int64", "--input", "attention_mask:Nxseq:int64",
+            "--calibration", cal, "--validation", val]
+    [m] = manifests(export(*args, "--out", tmp_path / "o", "--size", "seq=4,20", "--size", "N=3"))
+    checked = {(s["dim"], s["validated_size"]): s for s in m["dynamic_sizes"]}
+    assert set(checked) == {("N", 3), ("seq", 4), ("seq", 20)} and not any(s["error"] for s in checked.values())
+    assert {"export_cosine_at_seq=4", "export_cosine_at_seq=20", "quant_cosine_at_seq=20"} <= {
+        g["name"] for g in m["gates"] if g["passed"]}
+    for bad in ("seq=0", "seq=", "seq=a"):
+        result = export(*args, "--out", tmp_path / "bad", "--size", bad)
+        assert result.exit_code == 2 and "--size" in result.output
