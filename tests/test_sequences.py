@@ -135,17 +135,22 @@ def test_state_starts_from_a_file(runs, tmp_path):
     assert other.exit_code == 2 and "'x' is not a state input" in other.output
 
 
-@pytest.mark.parametrize("quantize_state", [False, True])
-def test_gru_cell_state_path_kept_float_passes_and_quantized_fails(runs, tmp_path, quantize_state):
-    """A GRU cell exported from PyTorch: its whole carry path stays float (the node reading h, h - n, the update
-    gate's Mul, the Add writing hN), not the gates' own weights; quantized, the long-memory state drifts."""
+def test_gru_cell_state_path_kept_float_passes_and_quantized_fails(runs, tmp_path):
+    """A GRU cell from PyTorch and from the .onnx that export wrote: its whole carry path stays float (the node
+    reading h, h - n, the update gate's Mul, the Add writing hN), not the gates' own weights; quantized, the
+    long-memory state drifts and the export fails."""
     tmp, _ = runs
-    result = cli(["export", "models:streaming_gru_cell", "--input", "x:Nx8", "--input", "h:Nx16", "--output-name",
-                  "score", "--output-name", "hN", "--state", "h=hN", "--calibration", tmp / "cal.npz",
-                  "--validation", tmp / "val.npz", "--out", tmp_path, "--no-bench", "--json",
-                  *(["--quantize-state"] if quantize_state else [])])
-    assert result.exit_code == (1 if quantize_state else 0), result.output
-    [m] = json.loads(result.stdout)
-    assert m["state"]["float_nodes"] == ([] if quantize_state else
-                                         ["/cell/Gemm_1", "/cell/Sub", "/cell/Mul_1", "/cell/Add_3"])
-    assert (_sqnr(m, "hN") < 10) if quantize_state else (_sqnr(m, "hN") > 25)
+    data = ["--calibration", tmp / "cal.npz", "--validation", tmp / "val.npz", "--no-bench", "--json"]
+    torch_source = ["models:streaming_gru_cell", "--input", "x:Nx8", "--input", "h:Nx16", "--output-name", "score",
+                    "--output-name", "hN"]
+    onnx_source = [tmp_path / "torch-float" / "desktop-x86" / "model.onnx"]
+    for source, model in (("torch", torch_source), ("onnx", onnx_source)):
+        for quantize_state in (False, True):
+            out = tmp_path / f"{source}-{'quantized' if quantize_state else 'float'}"
+            result = cli(["export", *model, "--state", "h=hN", *data, "--out", out,
+                          *(["--quantize-state"] if quantize_state else [])])
+            assert result.exit_code == (1 if quantize_state else 0), result.output
+            [m] = json.loads(result.stdout)
+            assert m["state"]["float_nodes"] == ([] if quantize_state else
+                                                 ["/cell/Gemm_1", "/cell/Sub", "/cell/Mul_1", "/cell/Add_3"])
+            assert (_sqnr(m, "hN") < 10) if quantize_state else (_sqnr(m, "hN") > 25)
