@@ -122,7 +122,7 @@ def recipe_from(source: str, flags: dict) -> Recipe:
 
 def _sizes(text: str) -> list[int]:
     sizes = [int(n) for n in text.split(",")]
-    if not all(1 <= n <= 1_000_000 for n in sizes):
+    if not all(RANGES["size"][0] <= n <= RANGES["size"][1] for n in sizes):
         raise ValueError(text)
     return sizes
 

@@ -259,8 +259,8 @@ def choices(cls, name: str) -> tuple[str, ...]:
 
 
 # Numeric settings outside these ranges are usage errors, not surprises three stages later.
-RANGES = {"opset": (10, 23), "threads": (1, 256), "samples": (1, 1_000_000), "percentile": (50.0, 100.0),
-          "seed": (0, 2**32 - 1), "warmup": (0, 100_000), "runs": (1, 1_000_000),
+RANGES = {"size": (1, 1_000_000), "opset": (10, 23), "threads": (1, 256), "samples": (1, 1_000_000),
+          "percentile": (50.0, 100.0), "seed": (0, 2**32 - 1), "warmup": (0, 100_000), "runs": (1, 1_000_000),
           "export_cosine_min": (-1.0, 1.0), "quant_cosine_min": (-1.0, 1.0), "top1_agreement_min": (0.0, 1.0),
           "top5_agreement_min": (0.0, 1.0), "retrieval_at1_min": (0.0, 1.0),
           "export_max_abs": (0.0, float("inf")), "accuracy_drop_max": (0.0, 100.0),
@@ -300,8 +300,9 @@ def _coerce(value, hint, key: str, where: str):
             raise UsageError(f"{where}: auto_search takes {', '.join(AUTO_KNOBS)}, not "
                              f"{sorted(set(value) - set(AUTO_KNOBS))}")
     elif hint is dict and key == "sizes":
+        low, high = RANGES["size"]
         ok = isinstance(value, dict) and all(isinstance(v, list) and v and all(
-            isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 1_000_000 for n in v) for v in value.values())
+            isinstance(n, int) and not isinstance(n, bool) and low <= n <= high for n in v) for v in value.values())
     elif hint is dict and key in ("constants", "state", "state_init"):  # state: input names to output names
         ok = isinstance(value, dict) and all(isinstance(k, str) and (key == "constants" or isinstance(v, str))
                                              for k, v in value.items())
