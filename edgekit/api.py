@@ -16,6 +16,7 @@ import numpy as np
 
 from .config import (DEFAULT_TARGETS, BenchSpec, DistillSettings, InputSpec, PruneSpec, QuantSettings, Recipe,
                      apply_quant_overrides, build, load_targets, nearest)
+from .device import Ssh
 from .errors import UsageError
 from .reports import CheckReport, ExportReport
 from .userfn import is_function_spec
@@ -53,12 +54,26 @@ def export(model: Any, *, inputs: Iterable[str | InputSpec] = (), calibration: F
         raise
 
 
-def check(path: str | Path) -> CheckReport:
+def check(path: str | Path, *, emulate: str | None = None, device: str | Ssh | None = None,
+          probe: bool = False) -> CheckReport:
     """Re-run a package's golden vectors and verify its hashes (a target folder, an OUT folder or an
-    archive); the same run as `edgekit check`. `report.passed` is the verdict."""
-    from . import package_check
+    archive); the same run as `edgekit check`. `report.passed` is the verdict.
+    `emulate="aarch64[:CPU]"` runs the models on real aarch64 onnxruntime kernels under qemu user mode, with
+    the onnxruntime and numpy versions the package's manifest records (built in the cache on first use);
+    `device="ssh://user@host[:port][/folder]"` (or an `Ssh` with a key, known_hosts, the device's python)
+    copies the package there and runs the golden check and the latency benchmark with the device's own
+    onnxruntime; `probe=True` then also names the first node whose quantized output differs from here."""
+    from . import emulator, package_check
 
-    return package_check.check(Path(path))
+    if emulate and device:
+        raise UsageError("give --emulate or --device, not both")
+    place = None
+    if emulate:
+        place = emulator.for_package(emulate)
+    elif device:
+        ssh = device if isinstance(device, Ssh) else Ssh(str(device))
+        place = lambda manifest: ssh  # noqa: E731  (one connection's copies serve every target)
+    return package_check.check(Path(path), place, probe)
 
 
 def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: str | Path | None = None,

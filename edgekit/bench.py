@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import host
+from . import host, runner
 from .runtime import session
 
 COMPUTE_OPS = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
@@ -43,23 +43,15 @@ def measure_pair(paths: dict[str, str], feed: dict[str, np.ndarray], providers, 
         start = time.perf_counter()
         sessions[key], used[key] = session(path, providers, threads)
         loads[key] = (time.perf_counter() - start) * 1e3
-    for _ in range(warmup):
-        for s in sessions.values():
-            s.run(None, feed)
-    times = {k: [] for k in sessions}
-    for _ in range(runs):
-        for key, s in sessions.items():
-            start = time.perf_counter()
-            s.run(None, feed)
-            times[key].append((time.perf_counter() - start) * 1e3)
-        if progress:
-            progress(1)
-    out = {}
-    for key, t in times.items():
-        a = np.asarray(t)
-        out[key] = Latency(*(round(float(np.percentile(a, q)), 4) for q in (50, 90, 99)), round(float(a.mean()), 4),
-                           runs, round(loads[key], 2), threads, host.label(threads, used[key]))
-    return out
+    times = runner.time_round_robin(sessions, feed, warmup, runs, progress)
+    return {key: summarize(t, loads[key], threads, host.label(threads, used[key])) for key, t in times.items()}
+
+
+def summarize(times_ms: list[float], load_ms: float, threads: int, where: dict) -> Latency:
+    """Percentiles of one model's run times, with where they were measured."""
+    a = np.asarray(times_ms)
+    return Latency(*(round(float(np.percentile(a, q)), 4) for q in (50, 90, 99)), round(float(a.mean()), 4),
+                   len(a), round(load_ms, 2), threads, where)
 
 
 def unfused_qdq(path: str, providers=("CPUExecutionProvider",), threads: int = 1) -> dict:

@@ -212,6 +212,8 @@ def main(debug: bool, verbose: bool) -> None:
               help="Seconds allowed for pre-processing (shape inference, folding) of the model, in a child (600).")
 @click.option("--no-bench", is_flag=True, default=None, help="Skip latency (the outputs then depend only on inputs).")
 @click.option("--archive", is_flag=True, default=None, help="Also write OUT/<target>.tar.gz.")
+@click.option("--emulate", metavar="aarch64[:CPU]",
+              help="ARM targets' int8 parity and golden outputs from real aarch64 kernels under qemu.")
 @click.option("--force", is_flag=True, default=None,
               help="Replace OUT/<target> and its archive even when edgekit did not make them (default: refuse).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON on stdout.")
@@ -299,23 +301,56 @@ def distill(teacher, student, out, as_json, **settings):
 @click.argument("path", type=click.Path())
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Write JUnit XML here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@click.option("--emulate", metavar="aarch64[:CPU]",
+              help="Run the models on real aarch64 onnxruntime kernels under qemu (CPU default neoverse-n1).")
+@click.option("--device", metavar="ssh://[USER@]HOST[:PORT][/FOLDER]",
+              help="Run the golden check and latency on a device over SSH, with its own onnxruntime.")
+@click.option("--identity", type=click.Path(dir_okay=False), help="SSH private key for --device (default: agent).")
+@click.option("--known-hosts", type=click.Path(dir_okay=False), help="known_hosts for --device (default: ssh's).")
+@click.option("--device-python", default="python3", show_default=True, help="Python with onnxruntime on the device.")
+@click.option("--probe", is_flag=True, help="With --emulate/--device: name the first node whose int8 output differs.")
 @_handle_errors
-def check_cmd(path, junit_path, as_json):
+def check_cmd(path, junit_path, as_json, emulate, device, identity, known_hosts, device_python, probe):
     """Re-run a package's golden vectors and verify its file hashes (folder, OUT folder or .tar.gz)."""
     from .api import check
     from .package_check import junit
 
-    report = check(path)
+    from .device import Ssh
+
+    ssh = Ssh(device, identity, known_hosts, device_python) if device else None
+    report = check(path, emulate=emulate, device=ssh, probe=probe)
     if junit_path:
         Path(junit_path).write_text(junit(report.cases))
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
         for c in report.cases:
-            click.echo(f"{'PASS' if c.passed else 'FAIL'}  {c.target:16} {c.name}" + (f": {c.message}" if c.message else ""))
+            where = f" [{c.where}]" if c.where else ""
+            click.echo(f"{'PASS' if c.passed else 'FAIL'}  {c.target:16} {c.name}{where}"
+                       + (f": {c.message}" if c.message else ""))
         failed = sum(not c.passed for c in report.cases)
         click.echo(f"{len(report.cases) - failed} passed, {failed} failed")
     return report.exit_code
+
+
+@main.group()
+def emulator() -> None:
+    """Real aarch64 onnxruntime kernels on this x86 host (qemu user mode; see `check --emulate`)."""
+
+
+@emulator.command("setup")
+@click.argument("spec", default="aarch64", metavar="aarch64[:CPU]")
+@click.option("--onnxruntime", "ort_version", metavar="VERSION", help="Default: this host's onnxruntime version.")
+@click.option("--numpy", "np_version", metavar="VERSION", help="Default: this host's numpy version.")
+@_handle_errors
+def emulator_setup(spec, ort_version, np_version):
+    """Build (once) the cached arm64 root and aarch64 wheels that `--emulate` runs on, and try them."""
+    from . import emulator as emu
+
+    found = emu.setup(spec, ort_version, np_version)
+    about = found.serve(found.site, {})["about"]
+    click.echo(f"{found.describe(about)} ready: numpy {about['numpy']}, Python {about['python']} "
+               f"(cache {emu.cache_dir() / 'emulator'})")
 
 
 @main.command("inspect")

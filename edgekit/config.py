@@ -163,6 +163,7 @@ class PackageSpec:
     fixed_shapes: bool = False
     golden_samples: int = 8  # validation inputs and expected outputs in golden.npz
     golden_tolerance: float = 0.02  # allowed |error| per element, as a fraction of each output's peak |value|
+    golden_tolerance_steps: int = 0  # > 0: a quantized output's allowed |error| in its quantization steps instead
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,8 @@ class Recipe:
     max_data_bytes: int = DEFAULT_MAX_DATA_BYTES  # what one data source may declare before it is loaded
     step_timeout: float = DEFAULT_STEP_TIMEOUT  # seconds for a step run on the model in a child (pre-processing)
     no_bench: bool = False  # skip latency: the manifest (and archive) then depend only on the inputs
+    # aarch64[:CPU]: ARM targets' int8 parity and golden outputs from real aarch64 kernels under qemu
+    emulate: str | None = None
     # inputs that are configuration (a sample rate): pinned to this value in the deployed model, never fed
     # by the data and never quantized; e.g. {"sr": 16000}
     constants: dict = field(default_factory=dict)
@@ -266,6 +269,7 @@ RANGES = {"size": (1, 1_000_000), "opset": (10, 23), "threads": (1, 256), "sampl
           "export_max_abs": (0.0, float("inf")), "accuracy_drop_max": (0.0, 100.0),
           "latency_p50_ms_max": (0.0, float("inf")), "size_mb_max": (0.0, float("inf")),
           "min_coverage": (0.0, 1.0), "golden_samples": (1, 10_000), "golden_tolerance": (0.0, 1.0),
+          "golden_tolerance_steps": (0, 255),
           "ratio": (0.0, 0.99), "round_to": (0, 1024), "epochs": (1, 100_000), "temperature": (0.01, 100.0),
           "alpha": (0.0, 1.0), "lr": (0.0, 10.0), "batch_size": (1, 1 << 20), "patience": (0, 100_000),
           "max_trials": (1, 10_000), "time_budget": (1.0, 1e7), "max_excluded": (0, 100_000),
@@ -395,7 +399,7 @@ def load_recipe(path: Path) -> Recipe:
     section_keys = {
         "model": {"source", "inputs", "weights", "exporter", "output_names", "task", "constants", "state",
                   "state_init", "sizes"},
-        "export": {"targets", "out", "seed", "archive", "no_bench", "step_timeout"},
+        "export": {"targets", "out", "seed", "archive", "no_bench", "step_timeout", "emulate"},
         "data": {"calibration", "validation", "max_data_bytes"},
     }
     for section, keys in section_keys.items():

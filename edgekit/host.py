@@ -66,6 +66,11 @@ def x86_saturates() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64") and int8_isa() in SATURATING_X86
 
 
+def where() -> str:
+    """This host, as a figure measured here names it."""
+    return f"host {platform.machine()} ({cpu_model()})"
+
+
 def label(threads: int, providers: list[str]) -> dict:
     import onnxruntime
 

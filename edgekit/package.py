@@ -26,13 +26,15 @@ def sha256(path: Path) -> str:
 
 
 def write_golden(path: Path, feeds: list[dict], names: list[str], outputs: list[list[np.ndarray]],
-                 tolerance: float) -> dict[str, float]:
+                 tolerance: float, in_steps: dict[str, float] | None = None) -> dict[str, float]:
     """golden.npz: inputs, the deployed model's outputs, and per-output absolute tolerances.
 
     Written entry by entry with fixed timestamps so the same run gives the same bytes.
-    Returns the tolerances: `tolerance` × the output's peak |value| over the golden samples.
+    Returns the tolerances: `tolerance` × the output's peak |value| over the golden samples, or for the
+    outputs in `in_steps`, that absolute tolerance.
     """
     atol = {n: max(float(tolerance * max(np.max(np.abs(o[k])) for o in outputs)), 1e-6) for k, n in enumerate(names)}
+    atol.update(in_steps or {})
     arrays = {"count": np.array(len(feeds))}
     for i, (feed, out) in enumerate(zip(feeds, outputs)):
         arrays.update({f"input.{i}.{name}": value for name, value in feed.items()})
@@ -107,11 +109,12 @@ def write(target_dir: Path, report: TargetReport) -> None:
 
 
 def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], names: list[str],
-                 stream: tuple | None = None) -> dict:
+                 stream: tuple | None = None, steps: dict[str, float] | None = None, emulated=None) -> dict:
     """Golden vectors for every runtime file the target ships, and the mobile/embedded files it asks for.
     `stream`: (a validation sequence, the input specs, the state pairs, initial values) for a streaming
     model, whose golden vectors are then that sequence's first steps, each file carrying its own state as
-    `check` replays them.
+    `check` replays them. `steps`: each quantized output's quantization step (see `output_steps`);
+    `emulated`: the Emulator whose real aarch64 kernels compute the golden outputs (else this host's exact ones).
     Returns their manifest entries."""
     spec = target.package
     feeds = feeds[: spec.golden_samples]
@@ -126,13 +129,20 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
                              "optimization_style": spec.ort_optimization, "target_platform": platform,
                              "reproducible": written["reproducible"], "build": mobile.ORT_BUILDS[spec.ort_optimization]}
         shipped.append(written["ort"])
-    models, outputs = {}, {}
+    models, outputs, steps = {}, {}, steps or {}
+    # N steps allow N steps, not N + float rounding: the tolerance sits half a step above
+    in_steps = ({n: (spec.golden_tolerance_steps + 0.5) * s for n, s in steps.items()}
+                if spec.golden_tolerance_steps else {})
     for model in shipped:
         golden_file = "golden.npz" if model == int8 else f"golden{model.suffix}.npz"
-        models[model.name], outputs[model] = _golden(model, tdir / golden_file, feeds, names, spec.golden_tolerance,
-                                                     model == int8 and target.runtime.arch != "x86_64", stream)
-    out["golden"] = {"samples": len(next(iter(outputs.values()))), "tolerance": f"{spec.golden_tolerance} x each output's peak |value|",
-                     "models": models}
+        models[model.name], outputs[model] = _golden(model, tdir / golden_file, feeds, names,
+                                                     (spec.golden_tolerance, in_steps),
+                                                     model == int8 and target.runtime.arch != "x86_64", stream,
+                                                     emulated)
+    tolerance = f"{spec.golden_tolerance} x each output's peak |value|" + (
+        f"; {spec.golden_tolerance_steps} quantization step(s) for {', '.join(in_steps)}" if in_steps else "")
+    out["golden"] = {"samples": len(next(iter(outputs.values()))), "tolerance": tolerance, "models": models,
+                     "steps": steps}
     if spec.ort_format:  # what the .ort computes in the full build `check` runs, next to the .onnx
         out["ort_format"]["max_abs_diff_from_onnx"] = max_abs_diff(outputs[shipped[1]], outputs[int8], names)
     if spec.c_header:
@@ -143,19 +153,21 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
     return out
 
 
-def _golden(model: Path, path: Path, feeds: list, names: list[str], tolerance: float,
-            check_x86_defaults: bool, stream: tuple | None) -> tuple[dict, list]:
-    """Golden outputs of one shipped file, computed with exact int8 arithmetic: what every conforming
-    runtime computes (for an .ort, in the full onnxruntime build `edgekit check` runs).
+def _golden(model: Path, path: Path, feeds: list, names: list[str], tolerance: tuple[float, dict],
+            check_x86_defaults: bool, stream: tuple | None, emulated) -> tuple[dict, list]:
+    """Golden outputs of one shipped file, computed with exact int8 arithmetic (for an .ort, in the full
+    onnxruntime build `edgekit check` runs), or on emulated ARM kernels (`emulated`, not for streaming).
     Returns (its manifest entry, the outputs)."""
     sess, kernels = int8_session(model, reuse=True)
-    if stream is None:
+    if emulated is not None:
+        expected, kernels = emulated.outputs(model, feeds, names), emulated.describe()
+    elif stream is None:
         expected = run_onnx(sess, feeds)
     else:
         sequence, specs, state, init = stream
         rolled = sequences.rollout(lambda feed: run_onnx(sess, [feed])[0], [sequence], specs, names, state, init)
         feeds, expected = rolled.feeds, rolled.outputs
-    atol = write_golden(path, feeds, names, expected, tolerance)
+    atol = write_golden(path, feeds, names, expected, *tolerance)
     entry = {"file": path.name, "atol": atol, "kernels": kernels}
     if check_x86_defaults and host.x86_saturates():
         # what a user sees running an ARM package on this kind of host with onnxruntime's defaults
@@ -169,3 +181,20 @@ def max_abs_diff(a: list, b: list, names: list[str]) -> dict[str, float]:
     """Per output, the largest |a - b| over all samples (runs as run_onnx returns them)."""
     return {n: max(float(np.max(np.abs(x[k].astype(np.float64) - y[k]))) for x, y in zip(a, b))
             for k, n in enumerate(names)}
+
+
+def output_steps(model) -> dict[str, float]:
+    """Each quantized graph output's quantization step: the scale of the per-tensor DequantizeLinear that
+    produces it. Differences between kernel sets come in these steps."""
+    from onnx import numpy_helper
+
+    scales = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    steps = {}
+    for out in model.graph.output:
+        node = producer.get(out.name)
+        if node is not None and node.op_type == "DequantizeLinear" and node.input[1] in scales:
+            scale = numpy_helper.to_array(scales[node.input[1]])
+            if scale.size == 1 and float(scale) > 0:
+                steps[out.name] = float(scale)
+    return steps

@@ -11,21 +11,27 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable, Protocol
 from xml.etree import ElementTree
 
 import numpy as np
 
-from . import archive, arrays, bounded, host, package
+from . import archive, arrays, bounded, host, package, runner
 from .config import DEFAULT_STEP_TIMEOUT
 from .errors import InputError, StageError, UsageError, first_line
+from .probe import probe as probe_model
 from .reports import Case, CheckReport
 from .runtime import int8_session
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
 
 
-def check(path: Path) -> CheckReport:
-    """Re-run a package's golden vectors and verify its file hashes (folder, OUT folder or archive)."""
+def check(path: Path, place: Callable[[dict], Place] | None = None, probe: bool = False) -> CheckReport:
+    """Re-run a package's golden vectors and verify its file hashes (folder, OUT folder or archive).
+    `place`: given a target's manifest, where its models run (default: this host, in a bounded child);
+    `probe`: also name the first node where `place`'s kernels and this host's part."""
+    if probe and place is None:
+        raise UsageError("--probe compares two kernel sets: give it --emulate or --device")
     original = Path(path)
     if not original.exists():
         raise InputError(f"{original}: no such file or folder")
@@ -39,7 +45,8 @@ def check(path: Path) -> CheckReport:
         # messages name the folder as the user knows it (inside the archive), not the temporary copy
         return CheckReport([case for folder in _target_folders(root, original)
                             for case in _check_target(folder, str(original if folder == root else
-                                                                  original / folder.relative_to(root)), mismatched)])
+                                                                  original / folder.relative_to(root)), mismatched,
+                                                         place, probe)])
 
 
 def _target_folders(path: Path, shown: Path) -> list[Path]:
@@ -51,7 +58,7 @@ def _target_folders(path: Path, shown: Path) -> list[Path]:
     return folders
 
 
-def _check_target(folder: Path, shown: str, mismatched: dict[Path, str]) -> list[Case]:
+def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, probe: bool) -> list[Case]:
     manifest = _manifest(folder, shown)
     target, files, golden = manifest["target"], manifest["files"], manifest["golden"]["models"]
     ort = (manifest.get("ort_format") or {}).get("file")
@@ -65,32 +72,94 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str]) -> list
     if not cases[0].passed:  # files that are not what the manifest says are never run
         return cases + [Case(target, f"parity {m}", False, "not run: the package failed its integrity check")
                         for m in golden]
-    pairs = []
+    pairs, state, steps = [], (manifest.get("state") or {}).get("pairs") or {}, manifest["golden"].get("steps") or {}
     for model, entry in golden.items():
         golden_path = _existing(folder, shown, entry["file"])
         package.read_golden(golden_path)  # a malformed golden file is bad input (exit 3), told here
         pairs.append((str(_existing(folder, shown, model)), str(golden_path)))
-    return cases + _parity_bounded(target, pairs, (manifest.get("state") or {}).get("pairs") or {})
+    if place is None:
+        return cases + _parity_bounded(target, pairs, state, steps)
+    at = place(manifest)
+    cases += _parity_at(at, folder, target, pairs, state, steps)
+    if getattr(at, "real", False):
+        cases.append(_latency_at(at, folder, target, manifest, Path(pairs[0][1]).name))
+    if probe:
+        int8, golden_path = next(p for p in pairs if p[0].endswith(".onnx"))  # an .ort has no graph to expose
+        found = probe_model(Path(int8), Path(golden_path), at, state)
+        cases.append(Case(target, f"probe {Path(int8).name}", True, found, where=f"{at.label} vs {host.where()}"))
+    return cases
 
 
-def _parity_bounded(target: str, pairs: list[tuple[str, str]], state: dict[str, str]) -> list[Case]:
+class Place(Protocol):
+    """Somewhere other than this host that runs `runner.serve` on a package folder's files."""
+
+    label: str
+
+    def serve(self, folder: Path, request: dict) -> dict: ...
+
+    def describe(self, about: dict) -> str: ...  # where a case ran, from what the runner found there
+
+
+def _parity_at(place: Place, folder: Path, target: str, pairs: list[tuple[str, str]], state: dict,
+               steps: dict) -> list[Case]:
+    """Each model's golden inputs run at `place`, compared here: one comparison wherever the kernels ran."""
+    request = {"replay": [{"model": Path(m).name, "inputs": Path(g).name, "state": state} for m, g in pairs]}
+    answer = place.serve(folder, request)
+    where = place.describe(answer["about"])
+    cases = []
+    for (model, golden_path), done in zip(pairs, answer["replay"]):
+        name = Path(model).name
+        if "error" in done:
+            cases.append(Case(target, f"parity {name}", False, f"{name} does not run the golden inputs: "
+                              f"{done['error']}", where=where))
+            continue
+        _, expected, atol = package.read_golden(Path(golden_path))
+        cases.append(compare(target, name, runner.decode(done["outputs"]), expected, atol, steps, done["seconds"],
+                             "onnxruntime default kernels", where))
+    return cases
+
+
+def _latency_at(place: Place, folder: Path, target: str, manifest: dict, golden: str, runs: int = 50) -> Case:
+    """fp32 and int8 timed round-robin on the device at the profile's threads; the export's latency budget,
+    if it set one, is judged here on the device's own figure."""
+    from .bench import summarize
+
+    threads = int((manifest.get("host") or {}).get("threads") or 1)
+    request = {"bench": {"models": {"fp32": "model.onnx", "int8": "model.int8.onnx"}, "inputs": golden,
+                         "threads": threads, "warmup": 5, "runs": runs}}
+    answer = place.serve(folder, request)
+    done, where = answer.get("bench") or {}, place.describe(answer["about"])
+    if "times" not in done:
+        return Case(target, "latency", False, f"the models do not run there: {done.get('error')}", where=where)
+    lat = {k: summarize(t, done["load_ms"][k], threads, {"where": where}) for k, t in done["times"].items()}
+    budget = next((g.get("limit") for g in manifest["gates"] if g["name"] == "latency_p50_ms"), None)
+    passed = budget is None or lat["int8"].p50_ms <= budget
+    message = (f"p50 fp32 {lat['fp32'].p50_ms:.3f} ms, int8 {lat['int8'].p50_ms:.3f} ms "
+               f"({lat['fp32'].p50_ms / lat['int8'].p50_ms:.2f}x), p90/p50 {lat['int8'].p90_over_p50:.2f}, "
+               f"{threads} thread(s), {runs} runs" + (f"; budget {budget:g} ms" if budget is not None else ""))
+    return Case(target, "latency", passed, message, sum(sum(t) for t in done["times"].values()) / 1e3,
+                where=where)
+
+
+def _parity_bounded(target: str, pairs: list[tuple[str, str]], state: dict[str, str], steps: dict) -> list[Case]:
     """The package's models run in a child process under a time and memory limit: a package is a file
     from others, and a 200-byte model can ask onnxruntime for 40 GB."""
     host.int8_isa()  # a bad EDGEKIT_HOST_ISA is the user's usage error (exit 2), told before the child runs
     try:
         found = json.loads(bounded.run("check", "edgekit.package_check:parity_in_child", target, json.dumps(pairs),
-                                       json.dumps(state), timeout=DEFAULT_STEP_TIMEOUT))
+                                       json.dumps(state), json.dumps(steps), timeout=DEFAULT_STEP_TIMEOUT))
     except StageError as e:  # a model that exhausts time or memory fails its check (exit 1), with the reason
         return [Case(target, f"parity {Path(m).name}", False, str(e)) for m, _ in pairs]
     return [Case(**c) for c in found]
 
 
-def parity_in_child(target: str, pairs: str, state: str = "{}") -> str:
+def parity_in_child(target: str, pairs: str, state: str = "{}", steps: str = "{}") -> str:
     """Entry point of the bounded child: every (model, golden file) pair's parity case, as JSON."""
     cases = []
     for model, golden_path in json.loads(pairs):
         inputs, expected, atol = package.read_golden(Path(golden_path))
-        cases.append(asdict(_parity(Path(model), target, inputs, expected, atol, json.loads(state))))
+        cases.append(asdict(_parity(Path(model), target, inputs, expected, atol, json.loads(state),
+                                    json.loads(steps))))
     return json.dumps(cases)
 
 
@@ -115,13 +184,15 @@ def _manifest(folder: Path, shown: str) -> dict:
                                                  and is_str_dict(manifest["state"].get("pairs"))))
               and all(isinstance(g, dict) and isinstance(g.get("name"), str) and isinstance(g.get("passed"), bool)
                       for g in manifest["gates"])
+              and isinstance(golden.get("steps", {}), dict)
+              and all(isinstance(v, (int, float)) and 0 < v < float("inf") for v in golden.get("steps", {}).values())
               and (not manifest.get("ort_format") or (isinstance(manifest["ort_format"], dict)
                                                        and isinstance(manifest["ort_format"].get("file"), str))))
     except (OSError, ValueError, RecursionError) as e:
         raise InputError(f"{shown}/manifest.json: unreadable ({type(e).__name__}: {first_line(e, 120)})") from e
     if not ok:
         raise InputError(f"{shown}/manifest.json: missing or mistyped target, files, golden, gates, passed, "
-                         "ort_format or state")
+                         "ort_format, state or steps")
     return manifest
 
 
@@ -161,34 +232,38 @@ def _integrity(folder: Path, shown: str, target: str, files: dict, mismatched: d
     return Case(target, "integrity", not bad, "; ".join(bad))
 
 
-def _parity(model: Path, target: str, inputs, expected, atol, state: dict[str, str]) -> Case:
-    """A model that will not load or run is a failed check (exit 1), not a crash: CI still gets its report.
-    A streaming model's golden inputs are one sequence: after the first step each state input is what the
-    model under check fed back (`state`: input → output), so its own drift is checked."""
+def _parity(model: Path, target: str, inputs, expected, atol, state: dict[str, str], steps: dict | None = None) -> Case:
+    """A model that will not load or run is a failed check (exit 1), not a crash: CI still gets its report."""
     start = time.perf_counter()
-    name = f"parity {model.name}"
     kernels = ""
     try:
         sess, kernels = int8_session(model)
-        outputs = [o.name for o in sess.get_outputs()]
-        runs = []
-        for feed in inputs:
-            carried = {name: runs[-1][back] for name, back in state.items()} if runs else {}
-            runs.append(dict(zip(outputs, sess.run(None, {**feed, **carried}))))
+        runs = runner.replay(sess, inputs, state)
     except UsageError:
         raise  # e.g. a bad EDGEKIT_HOST_ISA: the user's setting, not the model
     except Exception as e:
-        first = first_line(e, 200)
-        return Case(target, name, False, f"{model.name} does not run the golden inputs: {first}",
-                    time.perf_counter() - start, kernels)
+        return Case(target, f"parity {model.name}", False, f"{model.name} does not run the golden inputs: "
+                    f"{first_line(e, 200)}", time.perf_counter() - start, kernels, host.where())
+    return compare(target, model.name, runs, expected, atol, steps or {}, time.perf_counter() - start, kernels,
+                   host.where())
+
+
+def compare(target: str, model: str, runs: list[dict], expected: list[dict], atol: dict[str, float],
+            steps: dict[str, float], seconds: float, kernels: str, where: str) -> Case:
+    """Outputs against the golden ones: the worst element over its tolerance fails the case. Outputs with a
+    quantization step (`steps`: output → scale) also say how many values differ, and by how many steps."""
     worst = None  # (excess over tolerance, message)
+    differ, total, most = 0, 0, 0
     for i, (got, want) in enumerate(zip(runs, expected)):
         for out, ref in want.items():
             if out not in got or got[out].shape != ref.shape:
-                return Case(target, name, False, f"output {out!r} missing or of another shape in sample {i}",
-                            kernels=kernels)
+                return Case(target, f"parity {model}", False, f"output {out!r} missing or of another shape in "
+                            f"sample {i}", seconds, kernels, where)
             # NaN counts as the worst error there is (a NaN never compares as "greater")
             err = np.nan_to_num(np.abs(got[out].astype(np.float64) - ref.astype(np.float64)), nan=np.inf)
+            if out in steps:
+                differ, total = differ + int(np.count_nonzero(err)), total + err.size
+                most = max(most, int(np.round(np.max(err, initial=0) / steps[out])) if np.isfinite(err).all() else 0)
             idx = np.unravel_index(int(np.argmax(err)), err.shape) if err.size else ()
             excess = float(err[idx]) - atol[out] if err.size else -1.0
             if worst is None or excess > worst[0]:
@@ -196,8 +271,12 @@ def _parity(model: Path, target: str, inputs, expected, atol, state: dict[str, s
                                  f"expected {float(ref[idx]):.9g}, got {float(got[out][idx]):.9g}, "
                                  f"|error| {float(err[idx]):.3g} vs tolerance {atol[out]:.3g}")
     passed = worst is not None and worst[0] <= 0
-    return Case(target, name, passed, "" if passed else (worst or (0, "no outputs compared"))[1],
-                time.perf_counter() - start, kernels)
+    message = "" if passed else (worst or (0, "no outputs compared"))[1]
+    if total:
+        counted = f"{differ:,} of {total:,} quantized output values differ" + (f", by up to {most} step(s)"
+                                                                              if differ else "")
+        message = f"{message}; {counted}" if message else counted
+    return Case(target, f"parity {model}", passed, message, seconds, kernels, where)
 
 
 def junit(cases: list[Case]) -> str:
@@ -211,6 +290,11 @@ def junit(cases: list[Case]) -> str:
         for c in mine:
             case = ElementTree.SubElement(suite, "testcase", classname=f"edgekit.{target}", name=c.name,
                                           time=f"{c.seconds:.3f}")
+            if c.where or c.kernels:  # where the model ran: this host, an emulated CPU or a device
+                props = ElementTree.SubElement(case, "properties")
+                for key in ("where", "kernels"):
+                    if getattr(c, key):
+                        ElementTree.SubElement(props, "property", name=key, value=getattr(c, key))
             if not c.passed:
                 ElementTree.SubElement(case, "failure", message=c.message).text = c.message
     return ElementTree.tostring(root, encoding="unicode", xml_declaration=True)

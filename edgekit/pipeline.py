@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (__version__, archive, bench, calib, constants, host, layers, onnx_export, outdir, package, package_check,
-               parity, quantization, sequences, sizes, tune, verdict)
+from . import (__version__, archive, bench, calib, constants, emulator, host, layers, onnx_export, outdir, package,
+               package_check, parity, quantization, sequences, sizes, tune, verdict)
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
 from .errors import EdgekitError, UsageError
 from .load import load_model
@@ -45,6 +45,7 @@ class Shared:
     stage: Path
     progress: bool
     compression: dict | None  # params, MACs and accuracy before/after pruning and distillation
+    emulator: emulator.Emulator | None = None  # ARM targets' int8 outputs from real aarch64 kernels (--emulate)
 
     @property
     def task(self) -> str:
@@ -96,6 +97,7 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     out = Path(recipe.out)
     names = [t.name for t in targets] + ([f"{t.name}.tar.gz" for t in targets] if recipe.archive else [])
     outdir.check_replaceable(out, names, recipe.force)  # before any work; again under OUT's lock
+    emulated = _emulator(recipe, targets)
     loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
     inputs, pinned, defaults = _inputs(recipe, loaded)
     cal, val = calib.for_run(recipe, sequences.data_specs(inputs, recipe.state) if recipe.state else inputs, targets)
@@ -106,7 +108,7 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
         with outdir.staging(out, names, recipe.force) as stage:
             torch_val = _torch_outputs(recipe, loaded, inputs, val, init)
             shared = Shared(recipe, loaded.source, inputs, pinned, defaults, init, cal, val, torch_val, stage, progress,
-                            compression)
+                            compression, emulated)
             prepared: dict[int, Prepared] = {}
             reports = {}
             for target in targets:
@@ -244,6 +246,18 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     return dataclasses.replace(prep, size_checks=_size_checks(loaded, shared, prep))
 
 
+def _emulator(recipe: Recipe, targets: list[Target]) -> emulator.Emulator | None:
+    """The emulated ARM CPU for --emulate (built in the cache on first use), told before any work."""
+    if not recipe.emulate:
+        return None
+    if recipe.state:
+        raise UsageError("--emulate does not replay streaming models yet: check the package with "
+                         "`edgekit check --emulate` instead")
+    if not any(t.runtime.arch == "arm64" for t in targets):
+        raise UsageError("--emulate computes ARM targets' outputs; none of the targets is arm64")
+    return emulator.setup(recipe.emulate)
+
+
 def _steps(shared: Shared, fp32: Path, names: list[str]):
     """(calibration, validation) as the models are fed, the float model's validation outputs, and its
     rollout: for a streaming model every step of every sequence with the state the float model carried."""
@@ -340,11 +354,16 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     onnx.save(quantized, str(int8))
     float_subgraph = quantization.float_subgraph_nodes(quantized)
     int8_sess, kernels = int8_session(int8, providers, threads, exact, reuse=True)
-    int8_val = _int8_outputs(shared, prep, int8_sess)
+    emulated = shared.emulator if target.runtime.arch == "arm64" else None
+    if emulated is None:
+        int8_val = _int8_outputs(shared, prep, int8_sess)
+    else:
+        int8_val, kernels = emulated.outputs(int8, prep.val.feeds, prep.names), emulated.describe()
     quant_parity = shared.compare(val.origin, prep.names, prep.fp32_val, int8_val, kernels)
     latency = None if recipe.no_bench else _latency(shared, prep, target, fp32, int8)
     stream = (shared.val.feeds[0], shared.inputs, recipe.state, shared.init) if recipe.state else None
-    packaged = package.deliverables(target, tdir, int8, val.feeds, prep.names, stream)
+    packaged = package.deliverables(target, tdir, int8, val.feeds, prep.names, stream, package.output_steps(quantized),
+                                    emulated)
     accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val)
     size_checks = _int8_at_sizes(shared, prep, int8_sess, bool(fixed))
     details = {
@@ -355,6 +374,9 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                   "exporter": None if shared.torch_val is None else recipe.exporter},
         "versions": _versions(),
         "host": host.label(threads, int8_sess.get_providers()),  # where the figures here were computed
+        # which kernels an ARM target's int8 parity and golden outputs come from
+        "arm_kernels": (emulated.describe() if emulated else "x86 exact kernels (stand-in)")
+        if target.runtime.arch == "arm64" else None,
         "inputs": [s.as_dict() for s in shared.inputs],
         "constants": {k: v.tolist() for k, v in shared.pinned.items()},
         "optional_inputs": {k: v.tolist() for k, v in shared.defaults.items()} or None,
@@ -387,7 +409,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                           warnings + verdict.gate_advice(gates, qplan.settings, tuning), details)
     package.write(tdir, report)
     # the verdict is the gates AND exactly what `edgekit check` will say about the staged package
-    report.verification = package_check.check(tdir).cases
+    report.verification = package_check.check(tdir, emulated and (lambda manifest: emulated)).cases
     package.write(tdir, report)
     if recipe.archive:
         archive.write(tdir, shared.stage / f"{target.name}.tar.gz")

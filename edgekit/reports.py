@@ -41,6 +41,7 @@ class Case:
     message: str = ""
     seconds: float = 0.0
     kernels: str = ""  # which int8 kernels ran the model (parity cases)
+    where: str = ""  # the machine that ran it: this host, an emulated CPU or a device (parity cases)
 
 
 @dataclass

@@ -1,4 +1,5 @@
 """Tiny models built in code for the tests (importable as `models:NAME` with tests/ on sys.path)."""
+import numpy as np
 import torch
 from torch import nn
 
@@ -448,3 +449,32 @@ class StreamingGRUCell(nn.Module):
 
 def streaming_gru_cell():
     return StreamingGRUCell()
+
+
+class TiedResidual(nn.Module):
+    """A residual add whose operands share one quantization scale and whose sum's scale is exactly twice
+    it (see `tied_residual_images`): a third of its sums fall on a rounding tie, which onnxruntime's x86 and
+    aarch64 QLinearAdd kernels round differently (measured under emulation; the convs stay bit-exact)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 1)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, image):
+        x = torch.relu(self.a(image))
+        return self.head(x + torch.flip(x, dims=[3]))
+
+
+def tied_residual():
+    torch.manual_seed(0)
+    return TiedResidual()
+
+
+def tied_residual_images(n: int, seed: int, bright: bool) -> np.ndarray:
+    """Images in [0, 1); with `bright`, the first is a constant 4.0: through 1x1 convs it gives both the add's
+    operands their peak at once, so the calibrated sum range is exactly twice each operand's."""
+    images = np.random.default_rng(seed).random((n, 3, 16, 16), dtype=np.float32)
+    if bright:
+        images[0] = 4.0
+    return images

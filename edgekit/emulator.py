@@ -1,0 +1,208 @@
+"""Real aarch64 onnxruntime kernels on an x86 host: qemu user mode runs Debian's arm64 Python with the
+aarch64 wheels of the package's onnxruntime and numpy versions.
+
+No root, no binfmt registration, no chroot: mmdebstrap only unpacks the arm64 packages (it runs no arm64
+code) into edgekit's cache, once. qemu passes the x86 host's /proc/cpuinfo through, on which onnxruntime
+crashes; `-L` serves the prefix's files first, so each emulated CPU gets a small overlay holding an arm64
+cpuinfo (that core's MIDR and features) and links to the shared root.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import DEFAULT_STEP_TIMEOUT
+from .errors import StageError, UsageError
+
+ARCH = "aarch64"
+DEFAULT_CPU = "neoverse-n1"
+SUITE = "bookworm"  # its python3 is 3.11: the Python of the wheels below
+PACKAGES = "python3,libstdc++6,libgcc-s1"
+WHEEL_PLATFORM = "manylinux_2_28_aarch64"  # onnxruntime 1.32's only aarch64 wheel (manylinux2014 finds nothing)
+MIRROR_ENV = "EDGEKIT_DEBIAN_MIRROR"
+CACHE_ENV = "EDGEKIT_CACHE"
+TOOLS = {"qemu-aarch64-static": "qemu-user-static", "mmdebstrap": "mmdebstrap"}
+SETUP_TIMEOUT = 900.0
+_V8 = "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"
+_V82 = "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp ssbs"
+# qemu -cpu name → (MIDR implementer, part, /proc/cpuinfo Features) of the real core
+CPUS = {"cortex-a53": ("0x41", "0xd03", _V8), "cortex-a57": ("0x41", "0xd07", _V8),
+        "cortex-a72": ("0x41", "0xd08", _V8), "cortex-a76": ("0x41", "0xd0b", _V82),
+        "neoverse-n1": ("0x41", "0xd0c", _V82),
+        "max": ("0x00", "0x051", _V82 + " jscvt fcma sha3 sm3 sm4 sha512 sve asimdfhm dit uscat ilrcpc flagm sb "
+                                        "dcpodp sve2 flagm2 frint svei8mm svebf16 i8mm bf16 bti")}
+VERSION = re.compile(r"[0-9][0-9A-Za-z.+!-]{0,40}")  # a manifest is a file from others: no pip options in it
+
+
+@dataclass(frozen=True)
+class Emulator:
+    """One emulated CPU with one onnxruntime/numpy pair, ready to run `runner.py`."""
+
+    cpu: str
+    prefix: Path  # the CPU's overlay: its cpuinfo, links to the arm64 root
+    site: Path  # the aarch64 wheels
+    onnxruntime: str
+
+    @property
+    def label(self) -> str:
+        return f"{ARCH} (emulated, {self.cpu})"
+
+    def describe(self, about: dict | None = None) -> str:
+        return f"{self.label}, onnxruntime {(about or {}).get('onnxruntime', self.onnxruntime)}"
+
+    def serve(self, folder: Path, request: dict, timeout: float = DEFAULT_STEP_TIMEOUT) -> dict:
+        """`runner.serve(request)` on the emulated CPU, for files in `folder`; its answer."""
+        request = {**request, "folder": str(Path(folder).resolve())}
+        script = Path(__file__).with_name("runner.py")
+        cmd = ["qemu-aarch64-static", "-cpu", self.cpu, "-L", str(self.prefix), str(self.prefix / "usr/bin/python3"),
+               str(script), json.dumps(request)]
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(self.site), "PYTHONDONTWRITEBYTECODE": "1",
+               "PYTHONNOUSERSITE": "1", "LANG": "C.UTF-8", "HOME": str(self.prefix)}
+        return run_json(cmd, env, timeout, f"{self.label} run")
+
+
+    def outputs(self, model: Path, feeds: list[dict], names: list[str]) -> list[list]:
+        """`model`'s outputs (in `names` order) for each feed, computed on the emulated CPU."""
+        import numpy as np
+
+        from . import runner
+
+        with tempfile.TemporaryDirectory(prefix="edgekit-emulate-") as tmp:
+            inputs = Path(tmp) / "inputs.npz"
+            np.savez(inputs, count=np.array(len(feeds)),
+                     **{f"input.{i}.{k}": v for i, feed in enumerate(feeds) for k, v in feed.items()})
+            done = self.serve(model.parent, {"replay": [{"model": model.name, "inputs": str(inputs)}]})["replay"][0]
+        if "error" in done:
+            raise StageError(f"{self.label} run", f"{model.name}: {done['error']}")
+        return [[run[n] for n in names] for run in runner.decode(done["outputs"])]
+
+
+def run_json(cmd: list[str], env: dict | None, timeout: float, stage: str, stdin: bytes | None = None) -> dict:
+    """A command that prints one JSON line last; its value, or StageError naming `stage`."""
+    try:
+        done = subprocess.run(cmd, input=stdin, capture_output=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise StageError(stage, f"took longer than {timeout:g} s") from None
+    out = done.stdout.decode(errors="replace").strip().splitlines()
+    try:
+        return json.loads(out[-1])
+    except (ValueError, IndexError):
+        err = done.stderr.decode(errors="replace").strip().splitlines()
+        raise StageError(stage, f"exit code {done.returncode}: {err[-1][:300] if err else 'no output'}") from None
+
+
+def parse(spec: str) -> str:
+    """`aarch64[:CPU]` → the CPU (default neoverse-n1); anything else is a usage error."""
+    arch, _, cpu = spec.partition(":")
+    if arch != ARCH:
+        raise UsageError(f"--emulate {spec!r}: only {ARCH}[:CPU] is emulated")
+    cpu = cpu or DEFAULT_CPU
+    if cpu not in CPUS:
+        raise UsageError(f"--emulate {spec!r}: CPU {cpu!r} is not one of {', '.join(CPUS)}")
+    return cpu
+
+
+def cache_dir() -> Path:
+    """`EDGEKIT_CACHE`, else the user cache dir ($XDG_CACHE_HOME or ~/.cache) / edgekit."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgekit"
+
+
+def setup(spec: str = ARCH, onnxruntime: str | None = None, numpy: str | None = None, log=None) -> Emulator:
+    """The emulator for `spec`, built in the cache on first use (root ~30 s, wheels ~10 s); later calls
+    only find it. Versions default to this host's."""
+    import numpy as np
+    import onnxruntime as ort
+
+    cpu = parse(spec)
+    log = log or (lambda line: print(line, file=sys.stderr))
+    versions = {"onnxruntime": onnxruntime or ort.__version__, "numpy": numpy or np.__version__}
+    for name, version in versions.items():
+        if not VERSION.fullmatch(version):
+            raise UsageError(f"{name} version {version!r} is not a version number")
+    missing = [package for tool, package in TOOLS.items() if shutil.which(tool) is None]
+    if missing:
+        raise UsageError(f"emulating {ARCH} needs {', '.join(t for t in TOOLS if shutil.which(t) is None)}: "
+                         f"install Debian's {' '.join(missing)} (apt-get install {' '.join(missing)})")
+    home = cache_dir() / "emulator" / ARCH
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two first uses at once build it once
+        root = _built(home / "root", lambda tmp: _root(tmp), "the arm64 root", log)
+        site = _built(home / f"python-ort{versions['onnxruntime']}-numpy{versions['numpy']}",
+                      lambda tmp: _wheels(tmp, versions), "the aarch64 wheels", log)
+        prefix = _overlay(home / f"cpu-{cpu}", root, cpu)
+    return Emulator(cpu, prefix, site, versions["onnxruntime"])
+
+
+def _built(dest: Path, build, what: str, log) -> Path:
+    """`dest`, built into a sibling temporary folder first and renamed: never a half-built cache entry."""
+    if dest.is_dir():
+        return dest
+    log(f"building {what} in {dest} (once)")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        build(tmp)
+        # stdlib and wheels compiled once here: Python 3.11's bytecode is the same on every CPU
+        subprocess.run([sys.executable, "-m", "compileall", "-q", "-j0", str(tmp)], capture_output=True)
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _step(cmd: list[str], stage: str) -> None:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=SETUP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise StageError(stage, f"took longer than {SETUP_TIMEOUT:g} s") from None
+    if done.returncode != 0:
+        lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        raise StageError(stage, lines[-1][:300] if lines else f"exit code {done.returncode}")
+
+
+def _root(tmp: Path) -> None:
+    mirror = os.environ.get(MIRROR_ENV, "http://deb.debian.org/debian")
+    _step(["mmdebstrap", "--quiet", "--variant=extract", "--architectures=arm64", f"--include={PACKAGES}", SUITE,
+           str(tmp), mirror], "emulator setup (mmdebstrap)")
+
+
+def _wheels(tmp: Path, versions: dict[str, str]) -> None:
+    _step([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", str(tmp),
+           "--platform", WHEEL_PLATFORM, "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
+           *(f"{name}=={version}" for name, version in versions.items())], "emulator setup (pip download)")
+
+
+def _overlay(dest: Path, root: Path, cpu: str) -> Path:
+    """Links to the root's top-level entries and an arm64 /proc/cpuinfo of `cpu`, rewritten each time."""
+    (dest / "proc").mkdir(parents=True, exist_ok=True)
+    for entry in root.iterdir():
+        link = dest / entry.name
+        if entry.name != "proc" and not link.is_symlink():
+            link.symlink_to(entry)
+    implementer, part, features = CPUS[cpu]
+    (dest / "proc" / "cpuinfo").write_text(
+        "".join(f"processor\t: {i}\nBogoMIPS\t: 50.00\nFeatures\t: {features}\nCPU implementer\t: {implementer}\n"
+                f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part}\nCPU revision\t: 0\n\n"
+                for i in range(os.cpu_count() or 1)))
+    return dest
+
+
+
+def for_package(spec: str):
+    """What `check` calls with each target's manifest: the emulator with that package's versions."""
+    def place(manifest: dict) -> Emulator:
+        versions = manifest.get("versions") if isinstance(manifest.get("versions"), dict) else {}
+        return setup(spec, versions.get("onnxruntime"), versions.get("numpy"))
+
+    parse(spec)  # a bad spec is told before any package is read
+    return place

@@ -1,0 +1,154 @@
+"""Run a package's models where they are deployed: on this host, on real aarch64 kernels under qemu, or
+on a device over SSH.
+
+Needs only numpy and onnxruntime and imports nothing from edgekit: this same file is sent as-is to an
+emulator or a device (`python3 runner.py REQUEST_JSON`), and prints one JSON line. edgekit's own checks
+and benchmarks call the same functions, so a figure means the same wherever it was measured.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+ARM_PARTS = {"0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
+             "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
+             "0xd0c": "Neoverse-N1", "0xd0d": "Cortex-A77", "0xd40": "Neoverse-V1", "0xd41": "Cortex-A78",
+             "0xd44": "Cortex-X1", "0xd46": "Cortex-A510", "0xd47": "Cortex-A710", "0xd49": "Neoverse-N2"}
+
+
+def cpuinfo() -> dict[str, str]:
+    """The first processor's /proc/cpuinfo fields (empty where there is none)."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() not in fields:
+                    fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
+def about() -> dict:
+    """Where this runs: CPU model, cores, machine, runtime versions."""
+    import onnxruntime
+
+    info = cpuinfo()
+    part = ARM_PARTS.get(info.get("CPU part", ""), f"ARM part {info['CPU part']}" if "CPU part" in info else "")
+    cpu = info.get("model name") or info.get("Hardware") or part or platform.processor() or platform.machine()
+    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "features": info.get("Features", ""),
+            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def session(path: str, threads: int = 1, config: dict[str, str] | None = None):
+    """A CPU session as edgekit times and checks models: sequential, all graph optimisations."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    for key, value in (config or {}).items():
+        opts.add_session_config_entry(key, value)
+    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def replay(sess, feeds: list[dict], state: dict[str, str]) -> list[dict[str, np.ndarray]]:
+    """Each feed's outputs by name. A streaming model (`state`: input → output) gets, after the first
+    step, what it fed back itself, so its own drift is what is checked."""
+    names = [o.name for o in sess.get_outputs()]
+    runs: list[dict] = []
+    for feed in feeds:
+        carried = {i: runs[-1][o] for i, o in state.items()} if runs else {}
+        runs.append(dict(zip(names, sess.run(None, {**feed, **carried}))))
+    return runs
+
+
+def time_round_robin(sessions: dict, feed: dict, warmup: int, runs: int, progress=None) -> dict[str, list[float]]:
+    """Milliseconds per run of each session on one feed, interleaved so drift hits them all alike."""
+    for _ in range(warmup):
+        for s in sessions.values():
+            s.run(None, feed)
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for _ in range(runs):
+        for key, s in sessions.items():
+            start = time.perf_counter()
+            s.run(None, feed)
+            times[key].append((time.perf_counter() - start) * 1e3)
+        if progress:
+            progress(1)
+    return times
+
+
+def read_inputs(path: str) -> list[dict[str, np.ndarray]]:
+    """The `input.<i>.<name>` arrays of a golden (or feeds) .npz, one dict per sample."""
+    with np.load(path, allow_pickle=False) as data:
+        count = int(data["count"])
+        feeds: list[dict] = [{} for _ in range(count)]
+        for key in data.files:
+            kind, _, rest = key.partition(".")
+            if kind == "input":
+                index, _, name = rest.partition(".")
+                feeds[int(index)][name] = data[key]
+    return feeds
+
+
+def encode(runs: list[dict[str, np.ndarray]]) -> str:
+    """Outputs as a base64 .npz (`<i>.<name>`): arrays cross the JSON line bit for bit."""
+    buf = io.BytesIO()
+    np.savez(buf, **{f"{i}.{name}": value for i, run in enumerate(runs) for name, value in run.items()})
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def decode(text: str) -> list[dict[str, np.ndarray]]:
+    runs: dict[int, dict] = {}
+    with np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False) as data:
+        for key in data.files:
+            index, _, name = key.partition(".")
+            runs.setdefault(int(index), {})[name] = data[key]
+    return [runs[i] for i in sorted(runs)]
+
+
+def serve(request: dict, config: dict[str, str] | None = None) -> dict:
+    """Do what `request` asks: `replay` [{model, inputs, state}] and `bench` {models, inputs, threads,
+    warmup, runs}; file names are in the `folder` on this machine. A model that fails is reported, never
+    a crash."""
+    def at(name: str) -> str:
+        return os.path.join(request["folder"], name)
+
+    done: dict = {"about": about(), "replay": []}
+    for job in request.get("replay", []):
+        start = time.perf_counter()
+        try:
+            runs = replay(session(at(job["model"]), 1, config), read_inputs(at(job["inputs"])), job.get("state") or {})
+            done["replay"].append({"outputs": encode(runs), "seconds": time.perf_counter() - start})
+        except Exception as e:
+            done["replay"].append({"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"})
+    bench = request.get("bench")
+    if bench:
+        try:
+            sessions, loads = {}, {}
+            for key, path in bench["models"].items():
+                start = time.perf_counter()
+                sessions[key] = session(at(path), bench["threads"])
+                loads[key] = (time.perf_counter() - start) * 1e3
+            feed = read_inputs(at(bench["inputs"]))[0]
+            done["bench"] = {"times": time_round_robin(sessions, feed, bench["warmup"], bench["runs"]),
+                             "load_ms": loads}
+        except Exception as e:
+            done["bench"] = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"}
+    return done
+
+
+if __name__ == "__main__":
+    print(json.dumps(serve(json.loads(sys.argv[1]))))

@@ -1,0 +1,111 @@
+"""Checking on a device over SSH, against a real OpenSSH server the test starts on 127.0.0.1 (a generated
+host key and user key, a free port). The "device" is this machine, its Python the device's Python."""
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import DIGITS, cli
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+pytestmark = pytest.mark.skipif(not (os.access(SSHD, os.X_OK) and shutil.which("ssh") and shutil.which("ssh-keygen")),
+                                reason="needs OpenSSH's sshd, ssh and ssh-keygen (Debian: openssh-server)")
+
+
+def keygen(path):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path.with_suffix(".pub").read_text().split()[:2]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """(URL prefix ssh://user@127.0.0.1:PORT, identity, known_hosts, folder the device writes into)."""
+    tmp = tmp_path_factory.mktemp("sshd")
+    host_key, user_key = tmp / "host_key", tmp / "user_key"
+    host_pub = keygen(host_key)
+    (tmp / "authorized_keys").write_text(" ".join(keygen(user_key)) + "\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {tmp / 'authorized_keys'}\n"
+        f"PidFile {tmp / 'sshd.pid'}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nLogLevel ERROR\n")
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", exist_ok=True)  # its privilege-separation folder
+    server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(tmp / "sshd_config")], stderr=subprocess.PIPE)
+    for _ in range(50):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if server.poll() is not None:
+            pytest.skip(f"sshd did not start: {server.stderr.read().decode()[-300:]}")
+        time.sleep(0.1)
+    (tmp / "known_hosts").write_text(f"[127.0.0.1]:{port} {' '.join(host_pub)}\n")
+    (tmp / "device").mkdir()
+    yield f"ssh://{getpass.getuser()}@127.0.0.1:{port}", user_key, tmp / "known_hosts", tmp / "device"
+    server.terminate()
+    server.wait(10)
+
+
+@pytest.fixture(scope="module")
+def digits_arm(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dev") / "dist"
+    result = cli(["export", DIGITS / "edgekit.toml", "-t", "arm64-linux", "--out", out, "--no-bench"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def device_check(url, identity, known_hosts, *extra):
+    return cli(["check", *extra, "--device", url, "--identity", identity, "--known-hosts", known_hosts,
+                "--device-python", sys.executable, "--json"])
+
+
+def test_check_and_latency_on_the_device(sshd, digits_arm):
+    url, identity, known_hosts, device = sshd
+    result = device_check(f"{url}{device}/pkg", identity, known_hosts, digits_arm)
+    assert result.exit_code == 0, result.output
+    cases = {c["name"]: c for c in json.loads(result.stdout)}
+    parity, latency = cases["parity model.int8.onnx"], cases["latency"]
+    for case in parity, latency:
+        assert case["passed"] and case["where"].startswith(f"device {url[6:]}: "), case
+        assert f"{os.cpu_count()} cores" in case["where"] and "onnxruntime " in case["where"], case
+    assert parity["message"].startswith("0 of "), parity
+    assert "p50 fp32 " in latency["message"] and "1 thread(s)" in latency["message"], latency
+    # the device holds the named folder and nothing else edgekit made
+    assert [p.name for p in device.iterdir()] == ["pkg"]
+    assert sorted(p.name for p in (device / "pkg" / "arm64-linux").iterdir()) == sorted(
+        p.name for p in (digits_arm / "arm64-linux").iterdir())
+
+
+def test_a_wrong_host_key_is_refused(sshd, digits_arm, tmp_path):
+    url, identity, _, device = sshd
+    impostor = tmp_path / "impostor"
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"[127.0.0.1]:{url.rsplit(':', 1)[1]} {' '.join(keygen(impostor))}\n")
+    result = device_check(f"{url}{tmp_path}/never", identity, wrong, digits_arm)
+    assert result.exit_code == 4, result.output
+    assert "device copy failed" in result.output and "Host key verification failed" in result.output, result.output
+    assert not (tmp_path / "never").exists()
+    empty = tmp_path / "empty_known_hosts"  # an unknown key is never accepted silently either
+    empty.write_text("")
+    result = device_check(f"{url}{tmp_path}/never", identity, empty, digits_arm)
+    assert result.exit_code == 4 and "Host key verification failed" in result.output, result.output
+
+
+def test_unreachable_device_and_bad_urls(digits_arm, tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = cli(["check", digits_arm, "--device", f"ssh://127.0.0.1:{port}/x", "--known-hosts", tmp_path / "kh"])
+    assert result.exit_code == 4 and "device copy failed" in result.output, result.output
+    for url in ("http://host/x", "ssh://", "ssh://host:99999/x"):
+        result = cli(["check", digits_arm, "--device", url])
+        assert result.exit_code == 2 and "expected ssh://" in result.output, result.output
+    result = cli(["check", digits_arm, "--device", "ssh://h/x", "--emulate", "aarch64"])
+    assert result.exit_code == 2 and "not both" in result.output, result.output

@@ -1,0 +1,117 @@
+"""ARM truth without a device: packages checked on real aarch64 onnxruntime kernels under qemu user mode.
+
+Needs Debian's qemu-user-static and mmdebstrap (`.ci/run` installs them where it is root) and the package
+registries once, to build the cached arm64 root and wheels (~15 s); without the tools these tests skip.
+"""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import DIGITS, cli
+from models import tied_residual_images
+
+from edgekit import emulator
+
+needs_tools = pytest.mark.skipif(any(shutil.which(t) is None for t in emulator.TOOLS),
+                                 reason=f"needs {', '.join(emulator.TOOLS)} (Debian: qemu-user-static mmdebstrap)")
+
+
+@pytest.fixture(scope="module")
+def digits_arm(tmp_path_factory):
+    out = tmp_path_factory.mktemp("emu") / "dist"
+    result = cli(["export", DIGITS / "edgekit.toml", "-t", "arm64-linux", "-t", "android-arm64", "--out", out,
+                  "--no-bench"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def tied(tmp_path_factory):
+    """TiedResidual exported for arm64-linux, and its export arguments (for other profiles)."""
+    tmp = tmp_path_factory.mktemp("tied")
+    np.savez(tmp / "cal.npz", image=tied_residual_images(64, 0, bright=True))
+    np.savez(tmp / "val.npz", image=tied_residual_images(16, 1, bright=False))
+    args = ["export", "models:tied_residual", "--input", "image:Nx3x16x16", "--calibration", tmp / "cal.npz",
+            "--validation", tmp / "val.npz", "--no-bench"]
+    result = cli([*args, "-t", "arm64-linux", "--out", tmp / "dist"])
+    assert result.exit_code == 0, result.output
+    return tmp, args
+
+
+@needs_tools
+def test_digits_passes_on_emulated_arm_kernels(digits_arm, tmp_path):
+    junit = tmp_path / "parity.xml"
+    result = cli(["check", digits_arm, "--emulate", "aarch64", "--json", "--junit", junit])
+    assert result.exit_code == 0, result.output
+    parity = [c for c in json.loads(result.stdout) if c["name"].startswith("parity")]
+    assert len(parity) == 3  # arm64-linux's .onnx, android's .onnx and .ort
+    for case in parity:
+        assert case["passed"] and case["where"].startswith("aarch64 (emulated, neoverse-n1)"), case
+        assert case["message"].startswith("0 of ") and "quantized output values differ" in case["message"], case
+    assert "aarch64 (emulated, neoverse-n1)" in junit.read_text()
+    # another core; the digits outputs are bit-identical to the golden ones there too
+    result = cli(["check", digits_arm / "arm64-linux", "--emulate", "aarch64:cortex-a53"])
+    assert result.exit_code == 0 and "aarch64 (emulated, cortex-a53)" in result.output, result.output
+
+
+@needs_tools
+def test_tied_residual_add_differs_on_arm_and_probe_names_the_add(tied):
+    folder = tied[0] / "dist"
+    here = cli(["check", folder, "--json"])
+    assert here.exit_code == 0, here.output  # the x86 stand-in passes...
+    result = cli(["check", folder, "--emulate", "aarch64", "--probe", "--json"])
+    assert result.exit_code == 1, result.output  # ...the real ARM kernels do not
+    cases = {c["name"]: c for c in json.loads(result.stdout)}
+    parity = cases["parity model.int8.onnx"]
+    assert not parity["passed"] and "quantized output values differ, by up to" in parity["message"], parity
+    differ, total = (int(n.replace(",", "")) for n in parity["message"].split("; ")[1].split()[0:3:2])
+    assert 0.05 * total < differ < total, parity["message"]
+    probe = cases["probe model.int8.onnx"]
+    assert probe["message"].startswith("first difference at /Add (QLinearAdd): "), probe
+    assert "up to 1 step(s)" in probe["message"], probe
+
+
+@needs_tools
+def test_tolerance_in_steps_accepts_the_arm_rounding(tied, tmp_path):
+    profile = tmp_path / "arm-steps.toml"
+    profile.write_text('name = "arm-steps"\n[runtime]\narch = "arm64"\n[package]\ngolden_tolerance_steps = 2\n')
+    result = cli([*tied[1], "-t", profile, "--out", tmp_path / "dist", "--json"])
+    assert result.exit_code == 0, result.output
+    [m] = json.loads(result.stdout)
+    step = m["golden"]["steps"]["output"]
+    assert m["golden"]["models"]["model.int8.onnx"]["atol"]["output"] == pytest.approx(2.5 * step)  # 2 steps + half
+    assert "2 quantization step(s) for output" in m["golden"]["tolerance"]
+    result = cli(["check", tmp_path / "dist", "--emulate", "aarch64"])
+    assert result.exit_code == 0, result.output
+
+
+def test_emulate_usage_errors(digits_arm, tmp_path, monkeypatch):
+    for spec, why in (("riscv64", "only aarch64[:CPU] is emulated"), ("aarch64:cortex-m4", "is not one of")):
+        result = cli(["check", digits_arm, "--emulate", spec])
+        assert result.exit_code == 2 and why in result.output, result.output
+    result = cli(["check", digits_arm, "--probe"])
+    assert result.exit_code == 2 and "give it --emulate or --device" in result.output, result.output
+    monkeypatch.setenv("PATH", str(tmp_path))  # a host without the tools
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
+    result = cli(["check", digits_arm, "--emulate", "aarch64"])
+    assert result.exit_code == 2, result.output
+    assert "install Debian's qemu-user-static mmdebstrap" in result.output, result.output
+    assert not (tmp_path / "cache").exists()  # nothing built, nothing left behind
+
+
+@needs_tools
+def test_export_with_emulate_takes_golden_outputs_from_arm(tied, tmp_path):
+    stand_in = json.loads((tied[0] / "dist" / "arm64-linux" / "manifest.json").read_text())
+    assert stand_in["arm_kernels"] == "x86 exact kernels (stand-in)"
+    result = cli([*tied[1], "-t", "arm64-linux", "-t", "desktop-x86", "--emulate", "aarch64", "--out",
+                  tmp_path / "dist", "--json"])
+    assert result.exit_code == 0, result.output
+    arm, x86 = json.loads(result.stdout)
+    assert arm["arm_kernels"] == "aarch64 (emulated, neoverse-n1), onnxruntime " + arm["versions"]["onnxruntime"]
+    assert arm["golden"]["models"]["model.int8.onnx"]["kernels"] == arm["arm_kernels"]
+    assert x86["arm_kernels"] is None and "emulated" not in x86["golden"]["models"]["model.int8.onnx"]["kernels"]
+    # the ARM package's golden outputs are ARM's: the emulated check passes, this x86 host's kernels do not
+    assert cli(["check", tmp_path / "dist" / "arm64-linux", "--emulate", "aarch64"]).exit_code == 0
+    here = cli(["check", tmp_path / "dist" / "arm64-linux"])
+    assert here.exit_code == 1 and "quantized output values differ" in here.output, here.output
