@@ -5,8 +5,8 @@
 """
 
 __version__ = "0.1.0"
-__all__ = ["export", "check", "prune", "distill", "quantize", "ExportReport", "TargetReport", "CheckReport", "EdgekitError", "UsageError",
-           "InputError", "StageError"]
+__all__ = ["export", "check", "prune", "distill", "quantize", "ExportReport", "TargetReport", "CheckReport",
+           "DeviceSpec", "EdgekitError", "UsageError", "InputError", "StageError"]
 
 
 def __getattr__(name: str):
@@ -17,6 +17,9 @@ def __getattr__(name: str):
     if name in ("ExportReport", "TargetReport", "CheckReport"):
         from . import reports
         return getattr(reports, name)
+    if name == "DeviceSpec":
+        from . import config
+        return config.DeviceSpec
     if name in ("EdgekitError", "UsageError", "InputError", "StageError"):
         from . import errors
         return getattr(errors, name)

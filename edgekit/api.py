@@ -14,9 +14,8 @@ from typing import Any, Union
 
 import numpy as np
 
-from .config import (DEFAULT_TARGETS, BenchSpec, DistillSettings, InputSpec, PruneSpec, QuantSettings, Recipe,
-                     apply_quant_overrides, build, load_targets, nearest)
-from .device import Ssh
+from .config import (DEFAULT_TARGETS, BenchSpec, DeviceSpec, DistillSettings, InputSpec, PruneSpec, QuantSettings,
+                     Recipe, apply_quant_overrides, build, load_targets, nearest)
 from .errors import UsageError
 from .reports import CheckReport, ExportReport
 from .userfn import is_function_spec
@@ -39,7 +38,8 @@ def export(model: Any, *, inputs: Iterable[str | InputSpec] = (), calibration: F
       Without `validation` the last 25% of the calibration samples are held out.
     targets: profile names or .toml paths. out: the output folder (a new temporary folder when None).
     settings: any QuantSettings field (`calibrate_method="entropy"`, `auto=True`, ...), BenchSpec field
-      (`runs`, `warmup`) or run option (`seed`, `no_bench`, `archive`, `force`, `weights`, `task`, ...).
+      (`runs`, `warmup`) or run option (`seed`, `no_bench`, `archive`, `force`, `weights`, `task`, `emulate`,
+      `device` (an ssh:// URL or a DeviceSpec), ...).
     Returns the report; `report.passed` is the verdict, `report.exit_code` the CLI's exit code.
     """
     from .pipeline import run
@@ -54,16 +54,17 @@ def export(model: Any, *, inputs: Iterable[str | InputSpec] = (), calibration: F
         raise
 
 
-def check(path: str | Path, *, emulate: str | None = None, device: str | Ssh | None = None,
+def check(path: str | Path, *, emulate: str | None = None, device: str | DeviceSpec | None = None,
           probe: bool = False) -> CheckReport:
     """Re-run a package's golden vectors and verify its hashes (a target folder, an OUT folder or an
     archive); the same run as `edgekit check`. `report.passed` is the verdict.
     `emulate="aarch64[:CPU]"` runs the models on real aarch64 onnxruntime kernels under qemu user mode, with
     the onnxruntime and numpy versions the package's manifest records (built in the cache on first use);
-    `device="ssh://user@host[:port][/folder]"` (or an `Ssh` with a key, known_hosts, the device's python)
+    `device="ssh://user@host[:port][/folder]"` (or a DeviceSpec with a key, known_hosts, the device's python)
     copies the package there and runs the golden check and the latency benchmark with the device's own
     onnxruntime; `probe=True` then also names the first node whose quantized output differs from here."""
     from . import emulator, package_check
+    from .device import Device
 
     if emulate and device:
         raise UsageError("give --emulate or --device, not both")
@@ -71,8 +72,8 @@ def check(path: str | Path, *, emulate: str | None = None, device: str | Ssh | N
     if emulate:
         place = emulator.for_package(emulate)
     elif device:
-        ssh = device if isinstance(device, Ssh) else Ssh(str(device))
-        place = lambda manifest: ssh  # noqa: E731  (one connection's copies serve every target)
+        reached = Device(_device_spec(device))
+        place = lambda manifest: reached  # noqa: E731  (what it copied there serves every target)
     return package_check.check(Path(path), place, probe)
 
 
@@ -167,7 +168,7 @@ def _recipe(model, inputs, calibration, validation, targets, out, settings: dict
     where = "edgekit.export() settings"
     quantize = {k: v for k, v in settings.items() if k in quant_keys}
     apply_quant_overrides(QuantSettings(), quantize, where)  # types, choices and ranges, told now
-    recipe = build(Recipe, {"source": "", **{k: v for k, v in settings.items() if k in run_keys}}, where)
+    recipe = build(Recipe, {"source": "", **{k: v for k, v in settings.items() if k in run_keys - {"device"}}}, where)
     bench = build(BenchSpec, {k: v for k, v in settings.items() if k in bench_keys}, where)
     specs = _specs(inputs)
     if out is None:  # made last: nothing above can leave it behind
@@ -175,4 +176,8 @@ def _recipe(model, inputs, calibration, validation, targets, out, settings: dict
     return dataclasses.replace(
         recipe, source=model, inputs=specs, calibration=calibration, validation=validation,
         targets=(targets,) if isinstance(targets, str) else tuple(targets), out=str(out), quantize=quantize,
-        bench=bench)
+        bench=bench, device=_device_spec(settings.get("device")))
+
+
+def _device_spec(device: str | DeviceSpec | None) -> DeviceSpec | None:
+    return DeviceSpec(str(device)) if isinstance(device, (str, Path)) else device

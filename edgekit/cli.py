@@ -14,8 +14,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import (DEFAULT_TARGETS, RANGES, DistillSettings, InputSpec, PruneSpec, QuantSettings, Recipe,
-                     apply_quant_overrides, choices, list_targets, load_recipe, load_target, load_targets)
+from .config import (DEFAULT_TARGETS, RANGES, DeviceSpec, DistillSettings, InputSpec, PruneSpec, QuantSettings,
+                     Recipe, apply_quant_overrides, choices, list_targets, load_recipe, load_target, load_targets)
 from .errors import EdgekitError, ExitCode, UsageError, first_line, from_os_error
 
 
@@ -94,6 +94,13 @@ def recipe_from(source: str, flags: dict) -> Recipe:
             quant[key] = tuple(v.strip() for v in value.split(",") if v.strip()) if key in (
                 "op_types", "exclude_nodes") else value
     bench = dataclasses.replace(recipe.bench, runs=given.pop("bench_runs")) if "bench_runs" in given else recipe.bench
+    url, identity, known_hosts, python = (given.pop(k, None) for k in (
+        "device", "device_identity", "device_known_hosts", "device_python"))
+    if url or recipe.device is None:
+        given["device"] = _device_spec(url, identity, known_hosts, python)
+    else:  # the recipe's [device], with the flags given
+        given["device"] = dataclasses.replace(recipe.device, **{k: v for k, v in (
+            ("identity", identity), ("known_hosts", known_hosts), ("python", python)) if v})
     if "inputs" in given:
         given["inputs"] = tuple(InputSpec.parse(i) for i in given["inputs"])
     if "state" in given:
@@ -139,6 +146,29 @@ def _pairs(flag: str, texts, example: str, parse=str) -> dict:
         except ValueError:
             raise UsageError(f"{flag} {text!r}: expected {example}") from None
     return found
+
+
+def _device_options(fn):
+    """`--device` and how to reach it, for `check` and `export`."""
+    for option in reversed([
+            click.option("--device", metavar="ssh://[USER@]HOST[:PORT][/FOLDER]",
+                         help="A device over SSH: the golden check and latency there, with its own onnxruntime."),
+            click.option("--identity", "device_identity", type=click.Path(dir_okay=False),
+                         help="SSH private key for --device (default: the agent's keys)."),
+            click.option("--known-hosts", "device_known_hosts", type=click.Path(dir_okay=False),
+                         help="known_hosts for --device (default: ssh's own)."),
+            click.option("--device-python", help="The device's Python with onnxruntime (default python3).")]):
+        fn = option(fn)
+    return fn
+
+
+def _device_spec(url, identity, known_hosts, python) -> DeviceSpec | None:
+    """The --device flags as a DeviceSpec (None without --device; its other flags then have no use)."""
+    if not url:
+        if identity or known_hosts or python:
+            raise UsageError("--identity, --known-hosts and --device-python go with --device")
+        return None
+    return DeviceSpec(url, identity, known_hosts, python or DeviceSpec.python)
 
 
 def _quant_options(fn):
@@ -214,6 +244,7 @@ def main(debug: bool, verbose: bool) -> None:
 @click.option("--archive", is_flag=True, default=None, help="Also write OUT/<target>.tar.gz.")
 @click.option("--emulate", metavar="aarch64[:CPU]",
               help="ARM targets' int8 parity and golden outputs from real aarch64 kernels under qemu.")
+@_device_options
 @click.option("--force", is_flag=True, default=None,
               help="Replace OUT/<target> and its archive even when edgekit did not make them (default: refuse).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON on stdout.")
@@ -303,22 +334,16 @@ def distill(teacher, student, out, as_json, **settings):
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 @click.option("--emulate", metavar="aarch64[:CPU]",
               help="Run the models on real aarch64 onnxruntime kernels under qemu (CPU default neoverse-n1).")
-@click.option("--device", metavar="ssh://[USER@]HOST[:PORT][/FOLDER]",
-              help="Run the golden check and latency on a device over SSH, with its own onnxruntime.")
-@click.option("--identity", type=click.Path(dir_okay=False), help="SSH private key for --device (default: agent).")
-@click.option("--known-hosts", type=click.Path(dir_okay=False), help="known_hosts for --device (default: ssh's).")
-@click.option("--device-python", default="python3", show_default=True, help="Python with onnxruntime on the device.")
+@_device_options
 @click.option("--probe", is_flag=True, help="With --emulate/--device: name the first node whose int8 output differs.")
 @_handle_errors
-def check_cmd(path, junit_path, as_json, emulate, device, identity, known_hosts, device_python, probe):
+def check_cmd(path, junit_path, as_json, emulate, device, device_identity, device_known_hosts, device_python, probe):
     """Re-run a package's golden vectors and verify its file hashes (folder, OUT folder or .tar.gz)."""
     from .api import check
     from .package_check import junit
 
-    from .device import Ssh
-
-    ssh = Ssh(device, identity, known_hosts, device_python) if device else None
-    report = check(path, emulate=emulate, device=ssh, probe=probe)
+    spec = _device_spec(device, device_identity, device_known_hosts, device_python)
+    report = check(path, emulate=emulate, device=spec, probe=probe)
     if junit_path:
         Path(junit_path).write_text(junit(report.cases))
     if as_json:

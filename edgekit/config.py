@@ -167,6 +167,17 @@ class PackageSpec:
 
 
 @dataclass(frozen=True)
+class DeviceSpec:
+    """A real device over SSH (`[device]`, `--device`): where `check` and `export` run models and time them."""
+
+    url: str  # ssh://[user@]host[:port][/folder]: the package goes to /folder (/~/folder: in the login's home)
+    identity: str | None = None  # a private key file; default: the user's agent and ssh's own defaults
+    known_hosts: str | None = None  # default: ssh's own (~/.ssh/known_hosts)
+    python: str = "python3"  # the device's Python, with onnxruntime and numpy
+    timeout: float = 600.0  # seconds per step (copy, run)
+
+
+@dataclass(frozen=True)
 class RuntimeSpec:
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     threads: int = 1
@@ -244,6 +255,7 @@ class Recipe:
     no_bench: bool = False  # skip latency: the manifest (and archive) then depend only on the inputs
     # aarch64[:CPU]: ARM targets' int8 parity and golden outputs from real aarch64 kernels under qemu
     emulate: str | None = None
+    device: DeviceSpec | None = None  # targets of the device's kind: latency and `check` on the device
     # inputs that are configuration (a sample rate): pinned to this value in the deployed model, never fed
     # by the data and never quantized; e.g. {"sr": 16000}
     constants: dict = field(default_factory=dict)
@@ -389,7 +401,7 @@ def load_recipe(path: Path) -> Recipe:
     """Read an `edgekit.toml`; relative paths in it are relative to the recipe's folder."""
     table = read_toml(path)
     where = str(path)
-    sections = {"model", "data", "export", "quantize", "bench", "prune", "distill"}
+    sections = {"model", "data", "export", "quantize", "bench", "prune", "distill", "device"}
     for key, body in table.items():
         if key not in sections:
             raise UsageError(f"{where}: unknown section or key {key!r}{nearest(key, sections)}")
@@ -430,10 +442,11 @@ def load_recipe(path: Path) -> Recipe:
     prune = build(PruneSpec, table["prune"], f"{where} [prune]") if "prune" in table else None
     distill = (build(DistillSettings, table["distill"], f"{where} [distill]", required=("data",))
                if "distill" in table else None)
+    device = build(DeviceSpec, table["device"], f"{where} [device]", required=("url",)) if "device" in table else None
     if distill and (not is_function_spec(distill.data) or ".py:" in distill.data):
         distill = replace(distill, data=str(base / distill.data))
     return replace(recipe, inputs=tuple(InputSpec.parse(i) for i in inputs), quantize=quantize, bench=bench,
-                   prune=prune, distill=distill)
+                   prune=prune, distill=distill, device=device)
 
 
 def settings_table() -> str:

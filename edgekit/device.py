@@ -13,10 +13,12 @@ import shlex
 import shutil
 import subprocess
 import tarfile
-from dataclasses import dataclass, field
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from . import host
+from .config import DeviceSpec
 from .errors import StageError, UsageError
 
 DEFAULT_FOLDER = "edgekit-package"  # in the login's home folder when the URL names none
@@ -25,35 +27,28 @@ _RECEIVE = ("import sys, tarfile; t = tarfile.open(fileobj=sys.stdin.buffer, mod
             "t.extractall(sys.argv[1], **({'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}))")
 
 
-@dataclass
-class Ssh:
-    """`ssh://[user@]host[:port][/folder]` and how to reach it: the package goes to /folder (or /~/folder in
-    the login's home; default ~/edgekit-package)."""
+class Device:
+    """One device reached over SSH, as a `DeviceSpec` names it; remembers what it copied there."""
 
-    url: str
-    identity: str | None = None  # a private key file; default: the user's agent and ssh's own defaults
-    known_hosts: str | None = None  # default: ssh's (~/.ssh/known_hosts)
-    python: str = "python3"  # on the device, with onnxruntime and numpy
-    timeout: float = 600.0  # seconds per step (copy, run)
     real = True  # latency measured here is the device's
-    _copied: dict = field(default_factory=dict, repr=False)
 
-    def __post_init__(self):
-        parts = urlsplit(self.url)
+    def __init__(self, spec: DeviceSpec):
+        parts = urlsplit(spec.url)
         try:
             port = parts.port
         except ValueError:
             port = -1
         if parts.scheme != "ssh" or not parts.hostname or port == -1 or parts.query or parts.fragment:
-            raise UsageError(f"--device {self.url!r}: expected ssh://[user@]host[:port][/folder]")
-        self.destination = f"{parts.username}@{parts.hostname}" if parts.username else parts.hostname
-        self.port = port
-        path = parts.path  # /abs/folder, or /~/folder in the login's home (as git's ssh URLs)
-        self.folder = DEFAULT_FOLDER if path in ("", "/") else path[3:] if path.startswith("/~/") else path
-        if self.identity and not Path(self.identity).is_file():
-            raise UsageError(f"--identity {self.identity}: no such file")
+            raise UsageError(f"--device {spec.url!r}: expected ssh://[user@]host[:port][/folder]")
+        if spec.identity and not Path(spec.identity).is_file():
+            raise UsageError(f"--identity {spec.identity}: no such file")
         if shutil.which("ssh") is None:
             raise UsageError("--device needs OpenSSH's client: install Debian's openssh-client")
+        self.spec, self.port = spec, port
+        self.destination = f"{parts.username}@{parts.hostname}" if parts.username else parts.hostname
+        path = parts.path  # /abs/folder, or /~/folder in the login's home (as git's ssh URLs)
+        self.folder = DEFAULT_FOLDER if path in ("", "/") else path[3:] if path.startswith("/~/") else path
+        self._copied: dict[Path, str] = {}
 
     @property
     def label(self) -> str:
@@ -65,13 +60,48 @@ class Ssh:
 
     def serve(self, folder: Path, request: dict) -> dict:
         """`runner.serve(request)` on the device, for `folder`'s files (copied there once)."""
-        remote = self._copied.get(folder) or self._copy(folder)
+        return self._run({**request, "folder": self._copied.get(folder) or self._copy(folder)})
+
+    def _run(self, request: dict) -> dict:
         script = Path(__file__).with_name("runner.py").read_bytes()
-        out = self._ssh([self.python, "-", json.dumps({**request, "folder": remote})], script, "run")
+        out = self._ssh([self.spec.python, "-", json.dumps(request)], script, "run")
         try:
             return json.loads(out.decode(errors="replace").strip().splitlines()[-1])
         except (ValueError, IndexError):
             raise StageError("device run", f"{self.label} printed no result") from None
+
+    def about(self) -> dict:
+        """The device's CPU, cores, machine and runtime versions (nothing copied)."""
+        return self._run({"folder": "."})["about"]
+
+    def arch(self) -> str:
+        """The device's kind, as target profiles name it (`[runtime] arch`)."""
+        return "arm64" if self.about()["machine"].lower() in ("aarch64", "arm64") else "x86_64"
+
+    def latency(self, name: str, models: dict[str, Path], feed: dict, threads: int, warmup: int, runs: int) -> dict:
+        """Each model timed round-robin on the device on one feed: {key: Latency}, measured there. The files go
+        to the package's own folder there (`name`), under the names the package's files then replace."""
+        import numpy as np
+
+        from .bench import summarize
+
+        with tempfile.TemporaryDirectory(prefix="edgekit-device-") as tmp:
+            folder = Path(tmp) / name
+            folder.mkdir()
+            for model in models.values():
+                shutil.copyfile(model, folder / model.name)
+            np.savez(folder / "golden.npz", count=np.array(1), **{f"input.0.{k}": v for k, v in feed.items()})
+            answer = self.serve(folder, {"bench": {"models": {k: m.name for k, m in models.items()},
+                                                   "inputs": "golden.npz", "threads": threads, "warmup": warmup,
+                                                   "runs": runs}})
+            del self._copied[folder]  # the package's own files go there next
+        done = answer.get("bench") or {}
+        if "times" not in done:
+            raise StageError("device benchmark", f"{self.label}: {done.get('error', 'no result')}")
+        about = answer["about"]
+        where = {**about, "threads": threads, "providers": ["CPUExecutionProvider"], "device": self.describe(about),
+                 "isa": host.isa_of(set(about["features"].split()), about["machine"]), "isa_source": "device"}
+        return {k: summarize(t, done["load_ms"][k], threads, where) for k, t in done["times"].items()}
 
     def _copy(self, folder: Path) -> str:
         """The package folder as `<named folder>/<its name>` on the device: a tar stream, unpacked there."""
@@ -81,7 +111,7 @@ class Ssh:
             for path in sorted(folder.iterdir()):
                 if path.is_file() and not path.is_symlink():
                     tar.add(path, arcname=path.name)
-        self._ssh([self.python, "-c", _RECEIVE, remote], buf.getvalue(), "copy")
+        self._ssh([self.spec.python, "-c", _RECEIVE, remote], buf.getvalue(), "copy")
         self._copied[folder] = remote
         return remote
 
@@ -90,15 +120,15 @@ class Ssh:
                    "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"]
         if self.port:
             options += ["-p", str(self.port)]
-        if self.identity:
-            options += ["-i", self.identity, "-o", "IdentitiesOnly=yes"]
-        if self.known_hosts:
-            options += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
+        if self.spec.identity:
+            options += ["-i", self.spec.identity, "-o", "IdentitiesOnly=yes"]
+        if self.spec.known_hosts:
+            options += ["-o", f"UserKnownHostsFile={self.spec.known_hosts}"]
         cmd = ["ssh", *options, "--", self.destination, " ".join(shlex.quote(c) for c in command)]
         try:
-            done = subprocess.run(cmd, input=stdin, capture_output=True, timeout=self.timeout)
+            done = subprocess.run(cmd, input=stdin, capture_output=True, timeout=self.spec.timeout)
         except subprocess.TimeoutExpired:
-            raise StageError(f"device {step}", f"{self.label}: no answer within {self.timeout:g} s") from None
+            raise StageError(f"device {step}", f"{self.label}: no answer within {self.spec.timeout:g} s") from None
         if done.returncode != 0:
             err = [line for line in done.stderr.decode(errors="replace").splitlines() if line.strip()]
             why = err[-1].strip()[:300] if err else f"exit code {done.returncode}"

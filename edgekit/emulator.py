@@ -85,10 +85,17 @@ class Emulator:
         return [[run[n] for n in names] for run in runner.decode(done["outputs"])]
 
 
-def run_json(cmd: list[str], env: dict | None, timeout: float, stage: str, stdin: bytes | None = None) -> dict:
-    """A command that prints one JSON line last; its value, or StageError naming `stage`."""
+def run_json(cmd: list[str], env: dict, timeout: float, stage: str) -> dict:
+    """A command that prints one JSON line last, capped in time and memory; its value, or StageError."""
+    def capped() -> None:  # a package is a file from others: its models may not take more than the machine has
+        import resource
+
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        resource.setrlimit(resource.RLIMIT_AS, (memory if hard == resource.RLIM_INFINITY else min(memory, hard), hard))
+
     try:
-        done = subprocess.run(cmd, input=stdin, capture_output=True, env=env, timeout=timeout)
+        done = subprocess.run(cmd, capture_output=True, env=env, timeout=timeout, preexec_fn=capped)
     except subprocess.TimeoutExpired:
         raise StageError(stage, f"took longer than {timeout:g} s") from None
     out = done.stdout.decode(errors="replace").strip().splitlines()

@@ -47,8 +47,12 @@ def int8_isa() -> str:
 
             raise UsageError(f"{ISA_ENV}={forced!r} is not one of {', '.join(ISAS)}")
         return forced
-    flags = cpu_flags()
-    arm = platform.machine().lower() in ("aarch64", "arm64")
+    return isa_of(cpu_flags(), platform.machine())
+
+
+def isa_of(flags: frozenset[str] | set[str], machine: str) -> str:
+    """The int8 path of a CPU with these /proc/cpuinfo flags (this host's, or a device's)."""
+    arm = machine.lower() in ("aarch64", "arm64")
     return next((isa for flag, isa in (ARM_FLAGS if arm else X86_FLAGS) if flag in flags), "arm64" if arm else "sse")
 
 

@@ -26,10 +26,12 @@ from .runtime import int8_session
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
 
 
-def check(path: Path, place: Callable[[dict], Place] | None = None, probe: bool = False) -> CheckReport:
+def check(path: Path, place: Callable[[dict], Place] | None = None, probe: bool = False,
+          bench: bool = True) -> CheckReport:
     """Re-run a package's golden vectors and verify its file hashes (folder, OUT folder or archive).
     `place`: given a target's manifest, where its models run (default: this host, in a bounded child);
-    `probe`: also name the first node where `place`'s kernels and this host's part."""
+    `probe`: also name the first node where `place`'s kernels and this host's part; `bench`: time the
+    models on a real device `place`."""
     if probe and place is None:
         raise UsageError("--probe compares two kernel sets: give it --emulate or --device")
     original = Path(path)
@@ -46,7 +48,7 @@ def check(path: Path, place: Callable[[dict], Place] | None = None, probe: bool 
         return CheckReport([case for folder in _target_folders(root, original)
                             for case in _check_target(folder, str(original if folder == root else
                                                                   original / folder.relative_to(root)), mismatched,
-                                                         place, probe)])
+                                                         place, probe, bench)])
 
 
 def _target_folders(path: Path, shown: Path) -> list[Path]:
@@ -58,7 +60,8 @@ def _target_folders(path: Path, shown: Path) -> list[Path]:
     return folders
 
 
-def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, probe: bool) -> list[Case]:
+def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, probe: bool,
+                  bench: bool) -> list[Case]:
     manifest = _manifest(folder, shown)
     target, files, golden = manifest["target"], manifest["files"], manifest["golden"]["models"]
     ort = (manifest.get("ort_format") or {}).get("file")
@@ -81,7 +84,7 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
         return cases + _parity_bounded(target, pairs, state, steps)
     at = place(manifest)
     cases += _parity_at(at, folder, target, pairs, state, steps)
-    if getattr(at, "real", False):
+    if bench and getattr(at, "real", False):
         cases.append(_latency_at(at, folder, target, manifest, Path(pairs[0][1]).name))
     if probe:
         int8, golden_path = next(p for p in pairs if p[0].endswith(".onnx"))  # an .ort has no graph to expose

@@ -20,6 +20,7 @@ from . import (__version__, archive, bench, calib, constants, emulator, host, la
                package_check, parity, quantization, sequences, sizes, tune, verdict)
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
 from .errors import EdgekitError, UsageError
+from .device import Device
 from .load import load_model
 from .progress import bar
 from .reports import ExportReport, LatencyReport, TargetReport
@@ -46,6 +47,7 @@ class Shared:
     progress: bool
     compression: dict | None  # params, MACs and accuracy before/after pruning and distillation
     emulator: emulator.Emulator | None = None  # ARM targets' int8 outputs from real aarch64 kernels (--emulate)
+    device: tuple[Device, str] | None = None  # (a device over SSH, its arch): its kind of targets' latency and check
 
     @property
     def task(self) -> str:
@@ -98,6 +100,7 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     names = [t.name for t in targets] + ([f"{t.name}.tar.gz" for t in targets] if recipe.archive else [])
     outdir.check_replaceable(out, names, recipe.force)  # before any work; again under OUT's lock
     emulated = _emulator(recipe, targets)
+    device = _device(recipe, targets)
     loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
     inputs, pinned, defaults = _inputs(recipe, loaded)
     cal, val = calib.for_run(recipe, sequences.data_specs(inputs, recipe.state) if recipe.state else inputs, targets)
@@ -108,7 +111,7 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
         with outdir.staging(out, names, recipe.force) as stage:
             torch_val = _torch_outputs(recipe, loaded, inputs, val, init)
             shared = Shared(recipe, loaded.source, inputs, pinned, defaults, init, cal, val, torch_val, stage, progress,
-                            compression, emulated)
+                            compression, emulated, device)
             prepared: dict[int, Prepared] = {}
             reports = {}
             for target in targets:
@@ -256,6 +259,17 @@ def _emulator(recipe: Recipe, targets: list[Target]) -> emulator.Emulator | None
     if not any(t.runtime.arch == "arm64" for t in targets):
         raise UsageError("--emulate computes ARM targets' outputs; none of the targets is arm64")
     return emulator.setup(recipe.emulate)
+
+
+def _device(recipe: Recipe, targets: list[Target]) -> tuple[Device, str] | None:
+    """The device of --device and its kind, asked once before any work (a dead link fails now, exit 4)."""
+    if recipe.device is None:
+        return None
+    device = Device(recipe.device)
+    arch = device.arch()
+    if not any(t.runtime.arch == arch for t in targets):
+        raise UsageError(f"{device.label} is {arch}; none of the targets is ({', '.join(t.name for t in targets)})")
+    return device, arch
 
 
 def _steps(shared: Shared, fp32: Path, names: list[str]):
@@ -409,7 +423,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                           warnings + verdict.gate_advice(gates, qplan.settings, tuning), details)
     package.write(tdir, report)
     # the verdict is the gates AND exactly what `edgekit check` will say about the staged package
-    report.verification = package_check.check(tdir, emulated and (lambda manifest: emulated)).cases
+    place = _on_device(shared, target) or emulated  # latency was measured above: the check leaves it out
+    report.verification = package_check.check(tdir, place and (lambda manifest: place), bench=False).cases
     package.write(tdir, report)
     if recipe.archive:
         archive.write(tdir, shared.stage / f"{target.name}.tar.gz")
@@ -418,10 +433,20 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
 
 def _latency(shared: Shared, prep: Prepared, target: Target, fp32: Path, int8: Path) -> LatencyReport:
     providers, threads = list(target.runtime.providers), target.runtime.threads
+    device = _on_device(shared, target)
+    if device is not None:
+        lat = device.latency(target.name, {"fp32": fp32, "int8": int8}, prep.val.feeds[0], threads,
+                             shared.recipe.bench.warmup, shared.recipe.bench.runs)
+        return LatencyReport(lat["fp32"], lat["int8"], f"{lat['int8'].host['device']}, {threads} thread(s)")
     with bar(f"benchmarking {target.name}", shared.recipe.bench.runs, shared.progress) as advance:
         lat = bench.measure_pair({"fp32": str(fp32), "int8": str(int8)}, prep.val.feeds[0], providers, threads,
                                  shared.recipe.bench.warmup, shared.recipe.bench.runs, advance)
     return LatencyReport(lat["fp32"], lat["int8"], host.describe(lat["int8"].host))
+
+
+def _on_device(shared: Shared, target: Target) -> Device | None:
+    """The --device, for a target of its kind."""
+    return shared.device[0] if shared.device and shared.device[1] == target.runtime.arch else None
 
 
 def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32: Path, int8: Path, exact: bool):

@@ -71,3 +71,17 @@ def test_readme_python_section_runs(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [["desktop-x86", "True"], ["android-arm64", "True"]]
+
+
+def test_device_section_and_flags_make_one_device_spec(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[model]\nsource = "m.onnx"\n[device]\nurl = "ssh://pi@board/~/pkg"\nknown_hosts = "kh"\n')
+    loaded = cli.recipe_from(str(recipe), {})
+    assert loaded.device == config.DeviceSpec("ssh://pi@board/~/pkg", known_hosts="kh")
+    flagged = cli.recipe_from(str(recipe), {"device_python": "/opt/py/bin/python3"})
+    assert flagged.device == config.DeviceSpec("ssh://pi@board/~/pkg", known_hosts="kh", python="/opt/py/bin/python3")
+    replaced = cli.recipe_from(str(recipe), {"device": "ssh://other"})
+    assert replaced.device == config.DeviceSpec("ssh://other")
+    recipe.write_text('[model]\nsource = "m.onnx"\n[device]\nidentity = "k"\n')
+    with pytest.raises(UsageError, match=r"\[device\]: missing required key 'url'"):
+        cli.recipe_from(str(recipe), {})

@@ -109,3 +109,25 @@ def test_unreachable_device_and_bad_urls(digits_arm, tmp_path):
         assert result.exit_code == 2 and "expected ssh://" in result.output, result.output
     result = cli(["check", digits_arm, "--device", "ssh://h/x", "--emulate", "aarch64"])
     assert result.exit_code == 2 and "not both" in result.output, result.output
+    result = cli(["check", digits_arm, "--identity", tmp_path / "kh"])
+    assert result.exit_code == 2 and "go with --device" in result.output, result.output
+
+
+def test_export_times_and_checks_its_kind_of_target_on_the_device(sshd, tmp_path):
+    url, identity, known_hosts, device = sshd
+    flags = ["--device", f"{url}{device}/export", "--identity", identity, "--known-hosts", known_hosts,
+             "--device-python", sys.executable, "--bench-runs", "5"]
+    result = cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "-t", "arm64-linux", "--out",
+                  tmp_path / "dist", "--json", *flags])
+    assert result.exit_code == 0, result.output
+    x86, arm = json.loads(result.stdout)
+    assert x86["latency"]["where"].startswith(f"device {url[6:]}: "), x86["latency"]  # this "device" is x86_64
+    assert x86["latency"]["int8"]["host"]["isa_source"] == "device" and x86["latency"]["int8"]["runs"] == 5
+    [parity] = [c for c in x86["verification"] if c["name"] == "parity model.int8.onnx"]
+    assert parity["passed"] and parity["where"].startswith(f"device {url[6:]}: "), parity
+    assert not any(c["name"] == "latency" for c in x86["verification"])  # timed once, above
+    assert not arm["latency"]["where"].startswith("device")  # not the device's kind: timed on the host
+    assert [p.name for p in (device / "export").iterdir()] == ["desktop-x86"]
+    result = cli(["export", DIGITS / "edgekit.toml", "-t", "arm64-linux", "--out", tmp_path / "none", *flags])
+    assert result.exit_code == 2 and "none of the targets is" in result.output, result.output
+    assert not (tmp_path / "none").exists()
