@@ -76,7 +76,7 @@ class Device:
 
     def arch(self) -> str:
         """The device's kind, as target profiles name it (`[runtime] arch`)."""
-        return "arm64" if self.about()["machine"].lower() in ("aarch64", "arm64") else "x86_64"
+        return host.arch_of(self.about()["machine"])
 
     def latency(self, name: str, models: dict[str, Path], feed: dict, threads: int, warmup: int, runs: int) -> dict:
         """Each model timed round-robin on the device on one feed: {key: Latency}, measured there. The files go

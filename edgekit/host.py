@@ -70,6 +70,11 @@ def x86_saturates() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64") and int8_isa() in SATURATING_X86
 
 
+def arch_of(machine: str) -> str:
+    """A machine's kind as target profiles name it (`[runtime] arch`)."""
+    return "arm64" if machine.lower() in ("aarch64", "arm64") else "x86_64"
+
+
 def where() -> str:
     """This host, as a figure measured here names it."""
     return f"host {platform.machine()} ({cpu_model()})"

@@ -147,7 +147,7 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
         out["ort_format"]["max_abs_diff_from_onnx"] = max_abs_diff(outputs[shipped[1]], outputs[int8], names)
     if spec.c_header:
         written = mobile.c_header(int8, tdir)
-        out["c_header"] = {"header": written["header"].name, "source": written["source"].name, "embeds": int8.name}
+        out["c_header"] = {**{kind: path.name for kind, path in written.items()}, "embeds": int8.name}
     if spec.coverage:
         out["mobile_coverage"] = mobile.coverage(int8, spec.coverage)
     return out

@@ -441,7 +441,8 @@ def _latency(shared: Shared, prep: Prepared, target: Target, fp32: Path, int8: P
     with bar(f"benchmarking {target.name}", shared.recipe.bench.runs, shared.progress) as advance:
         lat = bench.measure_pair({"fp32": str(fp32), "int8": str(int8)}, prep.val.feeds[0], providers, threads,
                                  shared.recipe.bench.warmup, shared.recipe.bench.runs, advance)
-    return LatencyReport(lat["fp32"], lat["int8"], host.describe(lat["int8"].host))
+    return LatencyReport(lat["fp32"], lat["int8"], host.describe(lat["int8"].host),
+                         on_device=host.arch_of(lat["int8"].host["machine"]) == target.runtime.arch)
 
 
 def _on_device(shared: Shared, target: Target) -> Device | None:

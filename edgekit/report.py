@@ -26,7 +26,8 @@ def table(reports: list[TargetReport]) -> str:
                      _fmt(q.worst("cosine"), none="n/a"), _fmt(q.worst("sqnr_db"), ".1f", "n/a"),
                      _fmt(q.worst("top1_agreement"), ".3f", "n/a"),
                      f"{acc.fp32:.2f}→{acc.int8:.2f}" if acc else "n/a",
-                     _fmt(lat and lat.fp32.p50_ms, ".3f"), _fmt(lat and lat.int8.p50_ms, ".3f"),
+                     *(_fmt(lat and ms, ".3f") + ("*" if lat and not lat.on_device else "")
+                       for ms in (lat and lat.fp32.p50_ms, lat and lat.int8.p50_ms)),
                      _fmt(lat and worst([lat.fp32, lat.int8], "p90_over_p50", max), ".2f"),
                      f"{lat.speedup_p50:.2f}x" if lat else "-",
                      "pass" if not failed else "FAIL: " + ", ".join(failed)])
@@ -34,6 +35,11 @@ def table(reports: list[TargetReport]) -> str:
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines += [f"latency measured on: {h}" for h in sorted({r.latency.where for r in reports if r.latency})]
+    stand_ins = [r for r in reports if r.latency and not r.latency.on_device]
+    if stand_ins:
+        machines = " / ".join(sorted({r.latency.int8.host.get("machine", "?") for r in stand_ins}))
+        lines.append(f"* {', '.join(r.target for r in stand_ins)}: latency of host {machines}, not the device "
+                     "(measure there with --device ssh://...)")
     lines += [f"{r.target}: {w}" for r in reports for w in r.warnings]
     return "\n".join(lines)
 
@@ -76,7 +82,8 @@ def markdown(r: TargetReport) -> str:
                 f"fp32 {a.fp32:.2f} · int8 {a.int8:.2f} (drop {a.drop:.2f} points)", ""]
     lat = r.latency
     if lat:
-        out += ["## Latency", "", f"Measured on {lat.where}; {lat.fp32.runs} runs after warm-up, interleaved.", ""]
+        where = lat.where if lat.on_device else f"{lat.where}: the host standing in for the device, not the device"
+        out += ["## Latency", "", f"Measured on {where}; {lat.fp32.runs} runs after warm-up, interleaved.", ""]
         out += _md("model | p50 ms | p90 ms | p99 ms | p90/p50 | load ms",
                    [(key, f"{v.p50_ms:.4f}", f"{v.p90_ms:.4f}", f"{v.p99_ms:.4f}", f"{v.p90_over_p50:.2f}",
                      f"{v.load_ms:.1f}") for key, v in (("fp32", lat.fp32), ("int8", lat.int8))])

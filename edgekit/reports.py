@@ -21,6 +21,7 @@ class LatencyReport:
     fp32: Latency
     int8: Latency
     where: str  # host CPU, ISA, threads, providers, onnxruntime version
+    on_device: bool = True  # measured on a machine of the target's kind; False: this host stood in for it
 
     @property
     def speedup_p50(self) -> float:
@@ -28,7 +29,7 @@ class LatencyReport:
 
     def as_dict(self) -> dict:
         return {"fp32": self.fp32.as_dict(), "int8": self.int8.as_dict(), "speedup_p50": self.speedup_p50,
-                "where": self.where}
+                "where": self.where, "on_device": self.on_device}
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,8 @@ def test_export_times_and_checks_its_kind_of_target_on_the_device(sshd, tmp_path
     [parity] = [c for c in x86["verification"] if c["name"] == "parity model.int8.onnx"]
     assert parity["passed"] and parity["where"].startswith(f"device {url[6:]}: "), parity
     assert not any(c["name"] == "latency" for c in x86["verification"])  # timed once, above
-    assert not arm["latency"]["where"].startswith("device")  # not the device's kind: timed on the host
+    assert x86["latency"]["on_device"]
+    assert not arm["latency"]["where"].startswith("device") and not arm["latency"]["on_device"]  # the host stood in
     assert [p.name for p in (device / "export").iterdir()] == ["desktop-x86"]
     result = cli(["export", DIGITS / "edgekit.toml", "-t", "arm64-linux", "--out", tmp_path / "none", *flags])
     assert result.exit_code == 2 and "none of the targets is" in result.output, result.output

@@ -104,23 +104,28 @@ def test_min_coverage_gate(tmp_path):
     assert not gate["passed"] and gate["value"] < 0.9
 
 
-def test_c_header_compiles_and_embeds_the_model(packaged, tmp_path):
+@pytest.mark.parametrize("definition", ["model_data.c", "model_data.S"])
+def test_c_header_compiles_and_embeds_the_model(packaged, tmp_path, definition):
     folder = packaged[0] / "arm64-linux"
     header = (folder / "model_data.h").read_text()
     model = (folder / "model.int8.onnx").read_bytes()
-    assert f"EDGEKIT_MODEL_SIZE {len(model)}u" in header
-    assert packaged[1]["arm64-linux"]["files"]["model.int8.onnx"] in header  # sha256 of the embedded bytes
+    digest = packaged[1]["arm64-linux"]["files"]["model.int8.onnx"]  # sha256 of the embedded bytes
+    assert f"EDGEKIT_MODEL_SIZE {len(model)}u" in header and digest in header
+    assert packaged[1]["arm64-linux"]["c_header"]["assembly"] == "model_data.S"
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler")
     main_c = tmp_path / "main.c"
     main_c.write_text('#include <stdio.h>\n#include "model_data.h"\nint main(void) {\n'
-                      '    fwrite(edgekit_model_data, 1, edgekit_model_size, stdout);\n    return 0;\n}\n')
-    subprocess.run([cc, "-c", "-Wall", "-Werror", "-o", str(tmp_path / "model_data.o"), str(folder / "model_data.c")],
-                   check=True)
+                      '    fprintf(stderr, "%zu %s", edgekit_model_size, edgekit_model_sha256);\n'
+                      '    return fwrite(edgekit_model_data, 1, edgekit_model_size, stdout) != edgekit_model_size\n'
+                      '        || ((size_t)edgekit_model_data % 64) != 0;\n}\n')
+    subprocess.run([cc, "-c", "-Wall", "-Werror", "-I", str(folder), "-o", str(tmp_path / "model_data.o"),
+                    str(folder / definition)], check=True)
     subprocess.run([cc, "-Wall", "-Werror", "-I", str(folder), "-o", str(tmp_path / "dump"), str(main_c),
                     str(tmp_path / "model_data.o")], check=True)
-    assert subprocess.run([str(tmp_path / "dump")], capture_output=True, check=True).stdout == model
+    done = subprocess.run([str(tmp_path / "dump")], capture_output=True, check=True)
+    assert done.stdout == model and done.stderr.decode() == f"{len(model)} {digest}"
 
 
 def test_golden_vectors(packaged):
@@ -619,3 +624,24 @@ def test_check_runs_a_hostile_model_bounded(packaged, tmp_path):
     [bad] = [c for c in json.loads(result.stdout) if not c["passed"]]
     assert bad["name"] == "parity model.int8.onnx" and ("allocate" in bad["message"] or "memory" in bad["message"])
     assert time.perf_counter() - start < 60
+
+
+def test_rows_timed_on_a_stand_in_host_say_so(packaged, tmp_path):
+    """An ARM row timed on this x86 host is marked as the host's latency, never passed off as the device's."""
+    import platform
+
+    from edgekit import api, report
+
+    kind = "arm64" if platform.machine().lower() in ("aarch64", "arm64") else "x86_64"
+    for target, m in packaged[1].items():
+        assert m["latency"]["on_device"] == (kind == ("x86_64" if target == "desktop-x86" else "arm64")), target
+    exported = api.export(str(DIGITS / "model.py") + ":build", weights=str(DIGITS / "digits_cnn.pt"),
+                          inputs=["image:Nx1x8x8"], calibration=str(DIGITS / "data" / "calibration.npz"),
+                          targets=["desktop-x86", "android-arm64"], out=tmp_path / "o", runs=2)
+    table = report.table(list(exported.targets.values())).splitlines()
+    [x86_row] = [line for line in table if line.startswith("desktop-x86 ")]
+    [arm_row] = [line for line in table if line.startswith("android-arm64 ")]
+    stand_in = "android-arm64" if kind == "x86_64" else "desktop-x86"
+    assert ("*" in arm_row) == (stand_in == "android-arm64") and ("*" in x86_row) == (stand_in == "desktop-x86")
+    assert any(line.startswith(f"* {stand_in}: latency of host {platform.machine()}, not the device") for line in table)
+    assert "standing in for the device" in (tmp_path / "o" / stand_in / "report.md").read_text()
