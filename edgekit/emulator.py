@@ -68,7 +68,6 @@ class Emulator:
                "PYTHONNOUSERSITE": "1", "LANG": "C.UTF-8", "HOME": str(self.prefix)}
         return run_json(cmd, env, timeout, f"{self.label} run")
 
-
     def outputs(self, model: Path, feeds: list[dict], names: list[str]) -> list[list]:
         """`model`'s outputs (in `names` order) for each feed, computed on the emulated CPU."""
         import numpy as np
@@ -132,7 +131,7 @@ def setup(spec: str = ARCH, onnxruntime: str | None = None, numpy: str | None = 
 
     cpu = parse(spec)
     log = log or (lambda line: print(line, file=sys.stderr))
-    versions = {"onnxruntime": onnxruntime or ort.__version__, "numpy": numpy or np.__version__}
+    versions = {"onnxruntime": str(onnxruntime or ort.__version__), "numpy": str(numpy or np.__version__)}
     for name, version in versions.items():
         if not VERSION.fullmatch(version):
             raise UsageError(f"{name} version {version!r} is not a version number")
@@ -144,7 +143,7 @@ def setup(spec: str = ARCH, onnxruntime: str | None = None, numpy: str | None = 
     home.mkdir(parents=True, exist_ok=True)
     with open(home / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two first uses at once build it once
-        root = _built(home / "root", lambda tmp: _root(tmp), "the arm64 root", log)
+        root = _built(home / "root", _root, "the arm64 root", log)
         site = _built(home / f"python-ort{versions['onnxruntime']}-numpy{versions['numpy']}",
                       lambda tmp: _wheels(tmp, versions), "the aarch64 wheels", log)
         prefix = _overlay(home / f"cpu-{cpu}", root, cpu)
@@ -190,19 +189,21 @@ def _wheels(tmp: Path, versions: dict[str, str]) -> None:
 
 
 def _overlay(dest: Path, root: Path, cpu: str) -> Path:
-    """Links to the root's top-level entries and an arm64 /proc/cpuinfo of `cpu`, rewritten each time."""
+    """Links to the root's top-level entries and an arm64 /proc/cpuinfo of `cpu` (replaced whole each time, so
+    a run beside never reads half a file)."""
     (dest / "proc").mkdir(parents=True, exist_ok=True)
     for entry in root.iterdir():
         link = dest / entry.name
         if entry.name != "proc" and not link.is_symlink():
             link.symlink_to(entry)
     implementer, part, features = CPUS[cpu]
-    (dest / "proc" / "cpuinfo").write_text(
+    fresh = dest / "proc" / f".cpuinfo-{os.getpid()}"
+    fresh.write_text(
         "".join(f"processor\t: {i}\nBogoMIPS\t: 50.00\nFeatures\t: {features}\nCPU implementer\t: {implementer}\n"
                 f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part}\nCPU revision\t: 0\n\n"
                 for i in range(os.cpu_count() or 1)))
+    fresh.replace(dest / "proc" / "cpuinfo")
     return dest
-
 
 
 def for_package(spec: str):
