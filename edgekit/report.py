@@ -16,8 +16,11 @@ def _md(head: str, rows) -> list[str]:
 
 def table(reports: list[TargetReport]) -> str:
     """One row per target: size, parity, latency, gates; then where latency was measured."""
-    head = ["target", "int8 MB", "fp32 MB", "cos int8", "SQNR dB", "top1", "acc fp32→int8", "p50 fp32 ms",
+    head = ["target", "int8 MB", "fp32 MB", "cos int8", "SQNR dB", "top1", "acc fp32→int8", "thr", "p50 fp32 ms",
             "p50 int8 ms", "p90/p50", "speedup", "gates"]
+    one = any(r.latency_1_thread for r in reports)  # a profile with more threads: its 1-thread figure too
+    if one:
+        head.insert(10, "int8 1 thr ms")
     rows = []
     for r in reports:
         q, acc, lat = r.quant_parity, r.accuracy, r.latency
@@ -25,16 +28,20 @@ def table(reports: list[TargetReport]) -> str:
         rows.append([r.target, f"{r.sizes['model.int8.onnx'] / 1e6:.2f}", f"{r.sizes['model.onnx'] / 1e6:.2f}",
                      _fmt(q.worst("cosine"), none="n/a"), _fmt(q.worst("sqnr_db"), ".1f", "n/a"),
                      _fmt(q.worst("top1_agreement"), ".3f", "n/a"),
-                     f"{acc.fp32:.2f}→{acc.int8:.2f}" if acc else "n/a",
+                     f"{acc.fp32:.2f}→{acc.int8:.2f}" if acc else "n/a", lat.int8.threads if lat else "-",
                      *(_fmt(lat and ms, ".3f") + ("*" if lat and not lat.on_device else "")
                        for ms in (lat and lat.fp32.p50_ms, lat and lat.int8.p50_ms)),
                      _fmt(lat and worst([lat.fp32, lat.int8], "p90_over_p50", max), ".2f"),
                      f"{lat.speedup_p50:.2f}x" if lat else "-",
                      "pass" if not failed else "FAIL: " + ", ".join(failed)])
+        if one:
+            single = r.latency_1_thread or (lat if lat and lat.int8.threads == 1 else None)
+            rows[-1].insert(10, _fmt(single and single.int8.p50_ms, ".3f") + ("*" if lat and not lat.on_device else ""))
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines += [f"latency measured on: {h}" for h in sorted({r.latency.where for r in reports if r.latency})]
+    lines += [f"latency measured on: {h}" for h in sorted({lat.where for r in reports
+                                                            for lat in (r.latency, r.latency_1_thread) if lat})]
     stand_ins = [r for r in reports if r.latency and not r.latency.on_device]
     if stand_ins:
         machines = " / ".join(sorted({r.latency.int8.host.get("machine", "?") for r in stand_ins}))
@@ -88,6 +95,11 @@ def markdown(r: TargetReport) -> str:
                    [(key, f"{v.p50_ms:.4f}", f"{v.p90_ms:.4f}", f"{v.p99_ms:.4f}", f"{v.p90_over_p50:.2f}",
                      f"{v.load_ms:.1f}") for key, v in (("fp32", lat.fp32), ("int8", lat.int8))])
         out += ["", f"int8 speed-up (p50): {lat.speedup_p50:.2f}x", ""]
+        if r.latency_1_thread:
+            one = r.latency_1_thread
+            out += [f"At 1 thread ({one.where}): p50 fp32 {one.fp32.p50_ms:.4f} ms, int8 {one.int8.p50_ms:.4f} ms "
+                    f"(p90/p50 {one.int8.p90_over_p50:.2f}); the profile's threads gain "
+                    f"{one.int8.p50_ms / lat.int8.p50_ms:.2f}x on int8.", ""]
     else:
         out += ["## Latency", "", "Not measured (--no-bench).", ""]
     coverage = d.get("mobile_coverage") or {}

@@ -61,6 +61,7 @@ class TargetReport:
     files: dict[str, str] = field(default_factory=dict)  # deliverable → sha256
     sizes: dict[str, int] = field(default_factory=dict)  # deliverable → bytes
     verification: list[Case] = field(default_factory=list)  # `edgekit check` on the staged package
+    latency_1_thread: LatencyReport | None = None  # when `latency` is at the profile's threads and that is more
 
     @property
     def passed(self) -> bool:
@@ -79,6 +80,7 @@ class TargetReport:
                            "quantization": self.quant_parity.as_dict()},
                 "accuracy": self.accuracy and self.accuracy.as_dict(),
                 "latency": self.latency and self.latency.as_dict(),
+                "latency_1_thread": self.latency_1_thread and self.latency_1_thread.as_dict(),
                 "tuning": self.tuning, "gates": [g.as_dict() for g in self.gates], "passed": self.passed,
                 "warnings": self.warnings,
                 "verification": [{k: v for k, v in asdict(c).items() if k != "seconds"} for c in self.verification],

@@ -76,7 +76,7 @@ def test_check_and_latency_on_the_device(sshd, digits_arm):
         assert case["passed"] and case["where"].startswith(f"device {url[6:]}: "), case
         assert f"{os.cpu_count()} cores" in case["where"] and "onnxruntime " in case["where"], case
     assert parity["message"].startswith("0 of "), parity
-    assert "p50 fp32 " in latency["message"] and "1 thread(s)" in latency["message"], latency
+    assert latency["message"].startswith("4 thread(s): p50 fp32 ") and "; 1 thread(s): p50 fp32" in latency["message"]
     # the device holds the named folder and nothing else edgekit made
     assert [p.name for p in device.iterdir()] == ["pkg"]
     assert sorted(p.name for p in (device / "pkg" / "arm64-linux").iterdir()) == sorted(

@@ -638,6 +638,7 @@ def test_rows_timed_on_a_stand_in_host_say_so(packaged, tmp_path):
     exported = api.export(str(DIGITS / "model.py") + ":build", weights=str(DIGITS / "digits_cnn.pt"),
                           inputs=["image:Nx1x8x8"], calibration=str(DIGITS / "data" / "calibration.npz"),
                           targets=["desktop-x86", "android-arm64"], out=tmp_path / "o", runs=2)
+    assert exported.targets["desktop-x86"].latency_1_thread is None  # its profile runs 1 thread
     table = report.table(list(exported.targets.values())).splitlines()
     [x86_row] = [line for line in table if line.startswith("desktop-x86 ")]
     [arm_row] = [line for line in table if line.startswith("android-arm64 ")]
@@ -645,3 +646,17 @@ def test_rows_timed_on_a_stand_in_host_say_so(packaged, tmp_path):
     assert ("*" in arm_row) == (stand_in == "android-arm64") and ("*" in x86_row) == (stand_in == "desktop-x86")
     assert any(line.startswith(f"* {stand_in}: latency of host {platform.machine()}, not the device") for line in table)
     assert "standing in for the device" in (tmp_path / "o" / stand_in / "report.md").read_text()
+
+
+def test_latency_at_the_profiles_threads_and_at_one(packaged):
+    """Edge profiles run 2-4 threads: the gated figure is at that count (capped at this host's cores, and said
+    so), and the 1-thread figure sits beside it."""
+    cores = os.cpu_count()
+    for target, threads in (("arm64-linux", 4), ("android-arm64", 4), ("ios-arm64", 2)):
+        m = packaged[1][target]
+        assert m["host"]["threads"] == threads
+        assert m["latency"]["int8"]["threads"] == m["latency"]["fp32"]["threads"] == min(threads, cores), target
+        assert ("this host has" in m["latency"]["where"]) == (cores < threads), m["latency"]["where"]
+        one = m["latency_1_thread"]
+        assert one["int8"]["threads"] == 1 and one["int8"]["p90_over_p50"] >= 1.0 and "1 thread(s)" in one["where"]
+        assert "At 1 thread (" in (packaged[0] / target / "report.md").read_text()
