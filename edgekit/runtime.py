@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import host
+from . import host, runner
 from .errors import InputError, StageError, first_line
 
 log = logging.getLogger("edgekit")
@@ -44,14 +44,7 @@ def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int 
                 _REUSED.pop(next(iter(_REUSED)))
             _REUSED[key] = session(path, providers, threads, exact_int8=exact_int8)
         return _REUSED[key]
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = ort_log_level()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if exact_int8:
-        opts.add_session_config_entry("session.x64quantprecision", "1")
+    opts = runner.options(threads, {"session.x64quantprecision": "1"} if exact_int8 else {}, ort_log_level())
     if optimized_path:
         opts.optimized_model_filepath = optimized_path
     try:

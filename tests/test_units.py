@@ -185,3 +185,13 @@ def test_onnxruntime_messages_keep_their_cause_first():
            "graph.cc:4164 AddInitializedOrtValue Attempt to replace the existing tensor")
     assert first_line(RuntimeError(raw), 80) == "AddInitializedOrtValue Attempt to replace the existing tensor"
     assert first_line(RuntimeError("plain\nsecond")) == "plain" and first_line(ValueError()) == "ValueError"
+
+
+def test_multi_thread_sessions_do_not_spin_between_timed_runs():
+    """Timed round-robin, a session's spinning pool takes the cores from the next one's run (benchmarks/
+    quantize_speed.py's thread row: ResNet18-style int8 at 2 threads 3x slower interleaved than alone)."""
+    from edgekit import runner
+
+    assert runner.options(2).get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # one thread has no pool to spin
+        runner.options(1).get_session_config_entry("session.intra_op.allow_spinning")
