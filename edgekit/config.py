@@ -266,6 +266,8 @@ class Recipe:
     state_init: dict = field(default_factory=dict)
     # the sizes each named dynamic axis is validated at, e.g. {"seq": [16, 64]} (default: one the data lacks)
     sizes: dict = field(default_factory=dict)
+    # uint8 camera input: {"input": "image", "mean": [...], "std": [...]} folded into the model (see pixels.py)
+    image_uint8: dict = field(default_factory=dict)
 
 
 def choices(cls, name: str) -> tuple[str, ...]:
@@ -410,7 +412,7 @@ def load_recipe(path: Path) -> Recipe:
     flat: dict = {}
     section_keys = {
         "model": {"source", "inputs", "weights", "exporter", "output_names", "task", "constants", "state",
-                  "state_init", "sizes"},
+                  "state_init", "sizes", "image_uint8"},
         "export": {"targets", "out", "seed", "archive", "no_bench", "step_timeout", "emulate"},
         "data": {"calibration", "validation", "max_data_bytes"},
     }

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import (__version__, archive, bench, calib, constants, emulator, host, layers, onnx_export, outdir, package,
-               package_check, parity, quantization, sequences, sizes, tune, verdict)
+               package_check, parity, pixels, quantization, sequences, sizes, tune, verdict)
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
 from .errors import EdgekitError, UsageError
 from .device import Device
@@ -165,6 +165,8 @@ def _inputs(recipe: Recipe, loaded) -> tuple[tuple[InputSpec, ...], dict, dict]:
     """(the inputs the data feeds, the pinned constants, the optional inputs kept at their defaults); a torch
     module is wrapped to take only the first."""
     specs, optional = _model_inputs(recipe, loaded)
+    if recipe.image_uint8:
+        loaded.module = pixels.fold(recipe.image_uint8, loaded, specs)
     pinned = constants.resolve(recipe.constants, specs + tuple(spec for spec, _ in optional.values()))
     if pinned and loaded.program is not None:
         raise UsageError("constants cannot be pinned in a torch.export (.pt2) program; export it from its "
@@ -393,6 +395,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "arm_kernels": (emulated.describe() if emulated else "x86 exact kernels (stand-in)")
         if target.runtime.arch == "arm64" else None,
         "inputs": [s.as_dict() for s in shared.inputs],
+        "image_uint8": recipe.image_uint8 or None,  # an input taking raw pixels, normalised inside the model
         "constants": {k: v.tolist() for k, v in shared.pinned.items()},
         "optional_inputs": {k: v.tolist() for k, v in shared.defaults.items()} or None,
         "fixed_input_shapes": {k: list(v) for k, v in fixed.items()} if target.package.fixed_shapes else None,
