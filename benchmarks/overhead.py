@@ -1,0 +1,103 @@
+"""edgekit's wall time over the bare library calls it makes: one `edgekit.export` (desktop-x86, no latency
+benchmark) beside the same work done by hand, same model, same data, in one run.
+
+    python benchmarks/overhead.py [--model resnet18_style|mobilenetv2_style] [--calibration 128]
+
+By hand: torch.onnx.export, onnxruntime's quant_pre_process, quantize_static with the settings edgekit chose
+(read back from its manifest) on the same calibration samples, then the fp32 and int8 models run once over
+the validation samples. edgekit does more than that (torch reference outputs, parity and per-layer error,
+golden vectors, coverage, its own package check): the ratio is the price of those checks.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import numpy as np  # noqa: E402
+
+import edgekit  # noqa: E402
+from edgekit import host  # noqa: E402
+
+BAR = 1.5  # issue 14: export wall time <= 1.5x the bare calls
+
+
+def by_hand(model, cal: list[dict], val: list[dict], q: dict, tmp: Path) -> dict[str, float]:
+    """Seconds per bare step."""
+    import onnxruntime as ort
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter(cal)
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    steps, start = {}, time.perf_counter()
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice, as edgekit's default uses it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (torch.from_numpy(cal[0]["image"]),), str(tmp / "raw.onnx"), input_names=["image"],
+                          opset_version=17, dynamo=False)
+    steps["torch.onnx.export"], start = time.perf_counter() - start, time.perf_counter()
+    quant_pre_process(str(tmp / "raw.onnx"), str(tmp / "pre.onnx"))
+    steps["quant_pre_process"], start = time.perf_counter() - start, time.perf_counter()
+    types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    quantize_static(str(tmp / "pre.onnx"), str(tmp / "int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=types[q["activation_type"]], weight_type=types[q["weight_type"]],
+                    per_channel=q["per_channel"], reduce_range=bool(q["reduce_range"]))
+    steps["quantize_static"], start = time.perf_counter() - start, time.perf_counter()
+    for name in ("pre.onnx", "int8.onnx"):
+        sess = ort.InferenceSession(str(tmp / name), providers=["CPUExecutionProvider"])
+        for feed in val:
+            sess.run(None, feed)
+    steps["fp32 + int8 over the validation set"] = time.perf_counter() - start
+    return steps
+
+
+def main() -> int:
+    import arch
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="mobilenetv2_style", choices=("resnet18_style", "mobilenetv2_style"))
+    ap.add_argument("--calibration", type=int, default=128)
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    cal = [{"image": rng.random((1, 3, 224, 224), dtype=np.float32)} for _ in range(args.calibration)]
+    val = [{"image": rng.random((1, 3, 224, 224), dtype=np.float32)} for _ in range(32)]
+    model = getattr(arch, args.model)()
+    for module in ("onnxruntime.quantization", "torch.onnx"):  # imported before either clock starts
+        importlib.import_module(module)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        report = edgekit.export(model, inputs="image:1x3x224x224", calibration=cal, validation=val,
+                                targets="desktop-x86", out=Path(tmp) / "out", no_bench=True)
+        ours = time.perf_counter() - start
+        q = report.targets["desktop-x86"].to_json()["quantization"]
+        (Path(tmp) / "bare").mkdir()
+        steps = by_hand(model.eval(), cal, val, q, Path(tmp) / "bare")
+    bare = sum(steps.values())
+    print(f"{args.model}, {args.calibration} calibration + {len(val)} validation samples, desktop-x86, no latency")
+    for name, seconds in steps.items():
+        print(f"  by hand: {name:40} {seconds:7.2f} s")
+    print(f"  by hand, total                                    {bare:7.2f} s")
+    print(f"  edgekit export                                    {ours:7.2f} s")
+    print(f"edgekit / by hand: {ours / bare:.2f}x (bar <= {BAR}x: {'met' if ours / bare <= BAR else 'missed'})")
+    print(f"measured on {host.cpu_model()} [{host.int8_isa()}], {json.dumps(q['activation_type'])}/"
+          f"{json.dumps(q['weight_type'])} per_channel={q['per_channel']}, one run each")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
