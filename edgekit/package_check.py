@@ -40,7 +40,10 @@ def check(path: Path, place: Callable[[dict], Place] | None = None, probe: bool 
     with contextlib.ExitStack() as stack:
         root, mismatched = original, {}
         if original.is_file() and original.name.endswith(ARCHIVE_SUFFIXES):
-            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgekit-check-")))
+            # named as the archive (OUT/<target>.tar.gz → <target>): a device's copy is named after it too
+            stem = next(original.name[: -len(s)] for s in ARCHIVE_SUFFIXES if original.name.endswith(s))
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgekit-check-"))) / (stem or "package")
+            root.mkdir()
             mismatched = {root / name: digest for name, digest in archive.extract(original, root).items()}
         elif original.is_file():
             raise InputError(f"{original}: expected a package folder or a .tar.gz archive")

@@ -56,7 +56,7 @@ def sshd(tmp_path_factory):
 @pytest.fixture(scope="module")
 def digits_arm(tmp_path_factory):
     out = tmp_path_factory.mktemp("dev") / "dist"
-    result = cli(["export", DIGITS / "edgekit.toml", "-t", "arm64-linux", "--out", out, "--no-bench"])
+    result = cli(["export", DIGITS / "edgekit.toml", "-t", "arm64-linux", "--out", out, "--no-bench", "--archive"])
     assert result.exit_code == 0, result.output
     return out
 
@@ -81,6 +81,10 @@ def test_check_and_latency_on_the_device(sshd, digits_arm):
     assert [p.name for p in device.iterdir()] == ["pkg"]
     assert sorted(p.name for p in (device / "pkg" / "arm64-linux").iterdir()) == sorted(
         p.name for p in (digits_arm / "arm64-linux").iterdir())
+    # an archive's copy is named as the archive (OUT/<target>.tar.gz), not as the temporary extraction
+    result = device_check(f"{url}{device}/from-archive", identity, known_hosts, digits_arm / "arm64-linux.tar.gz")
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in (device / "from-archive").iterdir()] == ["arm64-linux"]
 
 
 def test_a_wrong_host_key_is_refused(sshd, digits_arm, tmp_path):
