@@ -97,7 +97,7 @@ def recipe_from(source: str, flags: dict) -> Recipe:
     url, identity, known_hosts, python = (given.pop(k, None) for k in (
         "device", "device_identity", "device_known_hosts", "device_python"))
     if url or recipe.device is None:
-        given["device"] = _device_spec(url, identity, known_hosts, python)
+        given["device"] = _device_from_flags(url, identity, known_hosts, python)
     else:  # the recipe's [device], with the flags given
         given["device"] = dataclasses.replace(recipe.device, **{k: v for k, v in (
             ("identity", identity), ("known_hosts", known_hosts), ("python", python)) if v})
@@ -162,7 +162,7 @@ def _device_options(fn):
     return fn
 
 
-def _device_spec(url, identity, known_hosts, python) -> DeviceSpec | None:
+def _device_from_flags(url, identity, known_hosts, python) -> DeviceSpec | None:
     """The --device flags as a DeviceSpec (None without --device; its other flags then have no use)."""
     if not url:
         if identity or known_hosts or python:
@@ -342,7 +342,7 @@ def check_cmd(path, junit_path, as_json, emulate, device, device_identity, devic
     from .api import check
     from .package_check import junit
 
-    spec = _device_spec(device, device_identity, device_known_hosts, device_python)
+    spec = _device_from_flags(device, device_identity, device_known_hosts, device_python)
     report = check(path, emulate=emulate, device=spec, probe=probe)
     if junit_path:
         Path(junit_path).write_text(junit(report.cases))

@@ -7,6 +7,7 @@ link is noticed by keep-alives. Every step is bounded in time; a failure is exit
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import shlex
@@ -17,7 +18,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import host
+from . import host, runner
 from .config import DeviceSpec
 from .errors import StageError, UsageError
 
@@ -74,34 +75,44 @@ class Device:
         """The device's CPU, cores, machine and runtime versions (nothing copied)."""
         return self._run({"folder": "."})["about"]
 
+    @functools.cached_property
     def arch(self) -> str:
-        """The device's kind, as target profiles name it (`[runtime] arch`)."""
+        """The device's kind, as target profiles name it (`[runtime] arch`): asked once."""
         return host.arch_of(self.about()["machine"])
 
-    def latency(self, name: str, models: dict[str, Path], feed: dict, threads: int, warmup: int, runs: int) -> dict:
-        """Each model timed round-robin on the device on one feed: {key: Latency}, measured there. The files go
-        to the package's own folder there (`name`), under the names the package's files then replace."""
-        import numpy as np
-
+    def bench(self, folder: Path, models: dict[str, str], inputs: str, counts: tuple[int, ...], warmup: int,
+              runs: int) -> list[dict]:
+        """`folder`'s models (key → file name) timed round-robin on the device on the first sample of
+        `inputs`, once per thread count: [{key: Latency}], each saying it was measured there."""
         from .bench import summarize
 
+        found = []
+        for threads in counts:
+            answer = self.serve(folder, {"bench": {"models": models, "inputs": inputs, "threads": threads,
+                                                   "warmup": warmup, "runs": runs}})
+            done, about = answer.get("bench") or {}, answer["about"]
+            if "times" not in done:
+                raise StageError("device benchmark", f"{self.label}: {done.get('error', 'no result')}")
+            where = {**about, "threads": threads, "providers": ["CPUExecutionProvider"],
+                     "device": self.describe(about), "isa_source": "device",
+                     "isa": host.isa_of(set(about["features"].split()), about["machine"])}
+            found.append({k: summarize(t, done["load_ms"][k], threads, where) for k, t in done["times"].items()})
+        return found
+
+    def latency(self, name: str, models: dict[str, Path], feed: dict, counts: tuple[int, ...], warmup: int,
+                runs: int) -> list[dict]:
+        """`bench` of model files from this host on one feed. They go to the package's own folder there
+        (`name`), under the names the package's files then replace."""
         with tempfile.TemporaryDirectory(prefix="edgekit-device-") as tmp:
             folder = Path(tmp) / name
             folder.mkdir()
             for model in models.values():
                 shutil.copyfile(model, folder / model.name)
-            np.savez(folder / "golden.npz", count=np.array(1), **{f"input.0.{k}": v for k, v in feed.items()})
-            answer = self.serve(folder, {"bench": {"models": {k: m.name for k, m in models.items()},
-                                                   "inputs": "golden.npz", "threads": threads, "warmup": warmup,
-                                                   "runs": runs}})
-            del self._copied[folder]  # the package's own files go there next
-        done = answer.get("bench") or {}
-        if "times" not in done:
-            raise StageError("device benchmark", f"{self.label}: {done.get('error', 'no result')}")
-        about = answer["about"]
-        where = {**about, "threads": threads, "providers": ["CPUExecutionProvider"], "device": self.describe(about),
-                 "isa": host.isa_of(set(about["features"].split()), about["machine"]), "isa_source": "device"}
-        return {k: summarize(t, done["load_ms"][k], threads, where) for k, t in done["times"].items()}
+            runner.write_inputs(folder / "golden.npz", [feed])
+            try:
+                return self.bench(folder, {k: m.name for k, m in models.items()}, "golden.npz", counts, warmup, runs)
+            finally:
+                self._copied.pop(folder, None)  # the package's own files go there next
 
     def _copy(self, folder: Path) -> str:
         """The package folder as `<named folder>/<its name>` on the device: a tar stream, unpacked there."""

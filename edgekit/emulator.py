@@ -70,14 +70,11 @@ class Emulator:
 
     def outputs(self, model: Path, feeds: list[dict], names: list[str]) -> list[list]:
         """`model`'s outputs (in `names` order) for each feed, computed on the emulated CPU."""
-        import numpy as np
-
         from . import runner
 
         with tempfile.TemporaryDirectory(prefix="edgekit-emulate-") as tmp:
             inputs = Path(tmp) / "inputs.npz"
-            np.savez(inputs, count=np.array(len(feeds)),
-                     **{f"input.{i}.{k}": v for i, feed in enumerate(feeds) for k, v in feed.items()})
+            runner.write_inputs(inputs, feeds)
             done = self.serve(model.parent, {"replay": [{"model": model.name, "inputs": str(inputs)}]})["replay"][0]
         if "error" in done:
             raise StageError(f"{self.label} run", f"{model.name}: {done['error']}")

@@ -5,25 +5,18 @@ import functools
 import os
 import platform
 
-
-def _cpuinfo(*keys: str) -> str | None:
-    """The value of the first /proc/cpuinfo line starting with one of `keys`; None without one."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1] for line in f if line.startswith(keys)), None)
-    except OSError:
-        return None
+from .runner import cpuinfo
 
 
 @functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
-    return frozenset((_cpuinfo("flags", "Features") or "").split())
+    info = cpuinfo()
+    return frozenset((info.get("flags") or info.get("Features") or "").split())
 
 
 @functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
-    model = _cpuinfo("model name")
-    return model.strip() if model is not None else platform.processor() or platform.machine()
+    return cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 ISA_ENV = "EDGEKIT_HOST_ISA"
@@ -52,7 +45,7 @@ def int8_isa() -> str:
 
 def isa_of(flags: frozenset[str] | set[str], machine: str) -> str:
     """The int8 path of a CPU with these /proc/cpuinfo flags (this host's, or a device's)."""
-    arm = machine.lower() in ("aarch64", "arm64")
+    arm = arch_of(machine) == "arm64"
     return next((isa for flag, isa in (ARM_FLAGS if arm else X86_FLAGS) if flag in flags), "arm64" if arm else "sse")
 
 

@@ -125,21 +125,17 @@ def _parity_at(place: Place, folder: Path, target: str, pairs: list[tuple[str, s
     return cases
 
 
-def _latency_at(place: Place, folder: Path, target: str, manifest: dict, golden: str, runs: int = 50) -> Case:
+def _latency_at(place, folder: Path, target: str, manifest: dict, golden: str, runs: int = 50) -> Case:
     """fp32 and int8 timed round-robin on the device at the profile's threads (and at 1 beside, when more);
     the export's latency budget, if it set one, is judged here on the device's own figure."""
-    from .bench import summarize
-
     threads = int((manifest.get("host") or {}).get("threads") or 1)
-    found, where = [], ""
-    for n in (threads, 1) if threads > 1 else (1,):
-        request = {"bench": {"models": {"fp32": "model.onnx", "int8": "model.int8.onnx"}, "inputs": golden,
-                             "threads": n, "warmup": 5, "runs": runs}}
-        answer = place.serve(folder, request)
-        done, where = answer.get("bench") or {}, place.describe(answer["about"])
-        if "times" not in done:
-            return Case(target, "latency", False, f"the models do not run there: {done.get('error')}", where=where)
-        found.append({k: summarize(t, done["load_ms"][k], n, {"where": where}) for k, t in done["times"].items()})
+    try:
+        found = place.bench(folder, {"fp32": "model.onnx", "int8": "model.int8.onnx"}, golden,
+                            (threads, 1) if threads > 1 else (1,), 5, runs)
+    except StageError as e:
+        if e.stage != "device benchmark":
+            raise  # no answer from the device: exit 4, naming the step
+        return Case(target, "latency", False, str(e), where=place.label)  # it answered; the models do not run
     budget = next((g.get("limit") for g in manifest["gates"] if g["name"] == "latency_p50_ms"), None)
     passed = budget is None or found[0]["int8"].p50_ms <= budget
     message = "; ".join(f"{lat['int8'].threads} thread(s): p50 fp32 {lat['fp32'].p50_ms:.3f} ms, int8 "
@@ -147,7 +143,7 @@ def _latency_at(place: Place, folder: Path, target: str, manifest: dict, golden:
                         f"{lat['int8'].p90_over_p50:.2f}" for lat in found)
     message += f"; {runs} runs" + (f"; budget {budget:g} ms at {threads} thread(s)" if budget is not None else "")
     seconds = sum(sum(lat.p50_ms * lat.runs for lat in pair.values()) for pair in found) / 1e3
-    return Case(target, "latency", passed, message, seconds, where=where)
+    return Case(target, "latency", passed, message, seconds, where=found[0]["int8"].host["device"])
 
 
 def _parity_bounded(target: str, pairs: list[tuple[str, str]], state: dict[str, str], steps: dict) -> list[Case]:

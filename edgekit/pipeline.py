@@ -48,7 +48,7 @@ class Shared:
     progress: bool
     compression: dict | None  # params, MACs and accuracy before/after pruning and distillation
     emulator: emulator.Emulator | None = None  # ARM targets' int8 outputs from real aarch64 kernels (--emulate)
-    device: tuple[Device, str] | None = None  # (a device over SSH, its arch): its kind of targets' latency and check
+    device: Device | None = None  # a device over SSH: its kind of targets' latency and check run there
 
     @property
     def task(self) -> str:
@@ -264,15 +264,15 @@ def _emulator(recipe: Recipe, targets: list[Target]) -> emulator.Emulator | None
     return emulator.setup(recipe.emulate)
 
 
-def _device(recipe: Recipe, targets: list[Target]) -> tuple[Device, str] | None:
-    """The device of --device and its kind, asked once before any work (a dead link fails now, exit 4)."""
+def _device(recipe: Recipe, targets: list[Target]) -> Device | None:
+    """The device of --device, asked its kind before any work (a dead link fails now, exit 4)."""
     if recipe.device is None:
         return None
     device = Device(recipe.device)
-    arch = device.arch()
-    if not any(t.runtime.arch == arch for t in targets):
-        raise UsageError(f"{device.label} is {arch}; none of the targets is ({', '.join(t.name for t in targets)})")
-    return device, arch
+    if not any(t.runtime.arch == device.arch for t in targets):
+        raise UsageError(f"{device.label} is {device.arch}; none of the targets is "
+                         f"({', '.join(t.name for t in targets)})")
+    return device
 
 
 def _steps(shared: Shared, fp32: Path, names: list[str]):
@@ -439,30 +439,30 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
 def _latency(shared: Shared, prep: Prepared, target: Target, fp32: Path, int8: Path) -> list[LatencyReport]:
     """At the profile's threads (what the app runs with, and what gates judge), then at 1 thread if that is
     not the same: edge CPUs have 4-8 cores, and a model's speed-up from them is part of its cost."""
-    counts = (target.runtime.threads, 1) if target.runtime.threads > 1 else (1,)
-    return [_latency_at(shared, prep, target, fp32, int8, n) for n in counts]
-
-
-def _latency_at(shared: Shared, prep: Prepared, target: Target, fp32: Path, int8: Path, threads: int) -> LatencyReport:
+    threads, bench_spec = target.runtime.threads, shared.recipe.bench
+    counts = (threads, 1) if threads > 1 else (1,)
     device = _on_device(shared, target)
     if device is not None:
-        lat = device.latency(target.name, {"fp32": fp32, "int8": int8}, prep.val.feeds[0], threads,
-                             shared.recipe.bench.warmup, shared.recipe.bench.runs)
-        return LatencyReport(lat["fp32"], lat["int8"], f"{lat['int8'].host['device']}, {threads} thread(s)")
+        found = device.latency(target.name, {"fp32": fp32, "int8": int8}, prep.val.feeds[0], counts,
+                               bench_spec.warmup, bench_spec.runs)
+        return [LatencyReport(lat["fp32"], lat["int8"], f"{lat['int8'].host['device']}, {n} thread(s)")
+                for n, lat in zip(counts, found)]
     cores = os.cpu_count() or 1
-    used = min(threads, cores)  # more threads than cores measures the host's contention, not the model
-    with bar(f"benchmarking {target.name} ({used} thread(s))", shared.recipe.bench.runs, shared.progress) as advance:
-        lat = bench.measure_pair({"fp32": str(fp32), "int8": str(int8)}, prep.val.feeds[0],
-                                 list(target.runtime.providers), used, shared.recipe.bench.warmup,
-                                 shared.recipe.bench.runs, advance)
-    capped = f" (the profile's {threads}; this host has {cores} cores)" if used < threads else ""
-    return LatencyReport(lat["fp32"], lat["int8"], host.describe(lat["int8"].host) + capped,
-                         on_device=host.arch_of(lat["int8"].host["machine"]) == target.runtime.arch)
+    reports = []
+    for n in counts:
+        used = min(n, cores)  # more threads than cores measures the host's contention, not the model
+        with bar(f"benchmarking {target.name} ({used} thread(s))", bench_spec.runs, shared.progress) as advance:
+            lat = bench.measure_pair({"fp32": str(fp32), "int8": str(int8)}, prep.val.feeds[0],
+                                     list(target.runtime.providers), used, bench_spec.warmup, bench_spec.runs, advance)
+        capped = f" (the profile's {n}; this host has {cores} cores)" if used < n else ""
+        reports.append(LatencyReport(lat["fp32"], lat["int8"], host.describe(lat["int8"].host) + capped,
+                                     on_device=host.arch_of(lat["int8"].host["machine"]) == target.runtime.arch))
+    return reports
 
 
 def _on_device(shared: Shared, target: Target) -> Device | None:
     """The --device, for a target of its kind."""
-    return shared.device[0] if shared.device and shared.device[1] == target.runtime.arch else None
+    return shared.device if shared.device and shared.device.arch == target.runtime.arch else None
 
 
 def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32: Path, int8: Path, exact: bool):

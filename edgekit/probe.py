@@ -18,9 +18,6 @@ PROBE_FILE = "probe.onnx"
 def probe(model: Path, golden: Path, place, state: dict[str, str] | None = None) -> str:
     """One line: the first node whose quantized output differs between this host and `place`, with how
     many values and by how many steps; or that every quantized activation agrees."""
-    import onnx
-
-    graph = onnx.load(str(model)).graph
     with tempfile.TemporaryDirectory(prefix="edgekit-probe-") as tmp:
         folder = Path(tmp)
         order = expose_activations(model, folder / PROBE_FILE)
@@ -29,55 +26,53 @@ def probe(model: Path, golden: Path, place, state: dict[str, str] | None = None)
         there = place.serve(folder, request)["replay"][0]
         if "error" in there:
             raise StageError("probe", f"{place.label}: {there['error']}")
-        here = json.loads(bounded.run("probe", "edgekit.probe:serve_in_child", str(folder), json.dumps(request),
-                                      timeout=DEFAULT_STEP_TIMEOUT))["replay"][0]
-        if "error" in here:
-            raise StageError("probe", f"this host: {here['error']}")
-        fused = fused_ops(folder / PROBE_FILE, folder / "optimized.onnx")
-    ours, theirs = runner.decode(here["outputs"]), runner.decode(there["outputs"])
-    producer = {o: n for n in graph.node for o in n.output}
-    for tensor, source in order:
+        here, fused = json.loads(bounded.run("probe", "edgekit.probe:serve_in_child", str(folder), json.dumps(request),
+                                             timeout=DEFAULT_STEP_TIMEOUT))
+        if "error" in here["replay"][0]:
+            raise StageError("probe", f"this host: {here['replay'][0]['error']}")
+    ours, theirs = runner.decode(here["replay"][0]["outputs"]), runner.decode(there["outputs"])
+    for tensor, name, op in order:
         a = np.concatenate([r[tensor].astype(np.int32).ravel() for r in ours])
         b = np.concatenate([r[tensor].astype(np.int32).ravel() for r in theirs])
         differ = int(np.count_nonzero(a != b))
         if differ:
-            node = producer.get(source)
-            name = node.name if node is not None else source
-            op = fused.get(name, node.op_type if node is not None else "input")
-            return (f"first difference at {name} ({op}): {differ:,} of {a.size:,} values, "
+            return (f"first difference at {name} ({fused.get(name, op)}): {differ:,} of {a.size:,} values, "
                     f"up to {int(np.max(np.abs(a - b)))} step(s)")
     return f"all {len(order)} quantized activations agree bit for bit"
 
 
-def expose_activations(model: Path, dest: Path) -> list[tuple[str, str]]:
+def expose_activations(model: Path, dest: Path) -> list[tuple[str, str, str]]:
     """A copy of `model` whose every QuantizeLinear output is also a graph output. Returns, in graph
-    order, (that quantized tensor, the float tensor it quantizes)."""
+    order, (that quantized tensor, the name and op of the node whose output it quantizes)."""
     import onnx
 
     m = onnx.load(str(model))
+    producer = {o: n for n in m.graph.node for o in n.output}
+    order = []
+    for n in m.graph.node:
+        if n.op_type == "QuantizeLinear":
+            source = producer.get(n.input[0])
+            order.append((n.output[0], source.name, source.op_type) if source is not None
+                         else (n.output[0], n.input[0], "input"))
     outputs = {o.name for o in m.graph.output}
-    order = [(n.output[0], n.input[0]) for n in m.graph.node if n.op_type == "QuantizeLinear"]
-    m.graph.output.extend(onnx.ValueInfoProto(name=q) for q, _ in order if q not in outputs)
+    m.graph.output.extend(onnx.ValueInfoProto(name=q) for q, _, _ in order if q not in outputs)
     onnx.save(m, str(dest))
     return order
 
 
-def fused_ops(model: Path, optimized: Path) -> dict[str, str]:
-    """Node name → the op onnxruntime runs it as here (e.g. Add → QLinearAdd): fused nodes keep their name."""
+def serve_in_child(folder: str, request: str) -> str:
+    """The bounded child's half: `runner.serve` on this host (with exact kernels where x86 saturates), and
+    node name → the op onnxruntime runs it as here (Add → QLinearAdd: fused nodes keep their name)."""
     import onnx
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    opts.optimized_model_filepath = str(optimized)
-    opts.log_severity_level = 4
-    ort.InferenceSession(str(model), sess_options=opts, providers=["CPUExecutionProvider"])
-    return {n.name: n.op_type for n in onnx.load(str(optimized)).graph.node if n.name}
-
-
-def serve_in_child(folder: str, request: str) -> str:
-    """The bounded child's half: `runner.serve` on this host (with exact kernels where x86 saturates)."""
     from . import host
 
     config = {"session.x64quantprecision": "1"} if host.x86_saturates() else {}
-    return json.dumps(runner.serve({**json.loads(request), "folder": folder}, config))
+    answer = runner.serve({**json.loads(request), "folder": folder}, config)
+    optimized = str(Path(folder) / "optimized.onnx")
+    opts = runner.options(1, config, log_level=4)
+    opts.optimized_model_filepath = optimized
+    ort.InferenceSession(str(Path(folder) / PROBE_FILE), sess_options=opts, providers=["CPUExecutionProvider"])
+    fused = {n.name: n.op_type for n in onnx.load(optimized).graph.node if n.name}
+    return json.dumps([answer, fused])

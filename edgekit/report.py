@@ -25,18 +25,18 @@ def table(reports: list[TargetReport]) -> str:
     for r in reports:
         q, acc, lat = r.quant_parity, r.accuracy, r.latency
         failed = r.failures()
+        mark = "*" if lat and not lat.on_device else ""  # the host's latency standing in for the device's
         rows.append([r.target, f"{r.sizes['model.int8.onnx'] / 1e6:.2f}", f"{r.sizes['model.onnx'] / 1e6:.2f}",
                      _fmt(q.worst("cosine"), none="n/a"), _fmt(q.worst("sqnr_db"), ".1f", "n/a"),
                      _fmt(q.worst("top1_agreement"), ".3f", "n/a"),
                      f"{acc.fp32:.2f}→{acc.int8:.2f}" if acc else "n/a", lat.int8.threads if lat else "-",
-                     *(_fmt(lat and ms, ".3f") + ("*" if lat and not lat.on_device else "")
-                       for ms in (lat and lat.fp32.p50_ms, lat and lat.int8.p50_ms)),
+                     *(_fmt(lat and ms, ".3f") + mark for ms in (lat and lat.fp32.p50_ms, lat and lat.int8.p50_ms)),
                      _fmt(lat and worst([lat.fp32, lat.int8], "p90_over_p50", max), ".2f"),
                      f"{lat.speedup_p50:.2f}x" if lat else "-",
                      "pass" if not failed else "FAIL: " + ", ".join(failed)])
         if one:
             single = r.latency_1_thread or (lat if lat and lat.int8.threads == 1 else None)
-            rows[-1].insert(10, _fmt(single and single.int8.p50_ms, ".3f") + ("*" if lat and not lat.on_device else ""))
+            rows[-1].insert(10, _fmt(single and single.int8.p50_ms, ".3f") + mark)
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

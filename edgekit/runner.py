@@ -116,6 +116,12 @@ def read_inputs(path: str) -> list[dict[str, np.ndarray]]:
     return feeds
 
 
+def write_inputs(path, feeds: list[dict]) -> None:
+    """What `read_inputs` reads: feeds as a golden file's `count` and `input.<i>.<name>` entries."""
+    np.savez(path, count=np.array(len(feeds)),
+             **{f"input.{i}.{k}": v for i, feed in enumerate(feeds) for k, v in feed.items()})
+
+
 def encode(runs: list[dict[str, np.ndarray]]) -> str:
     """Outputs as a base64 .npz (`<i>.<name>`): arrays cross the JSON line bit for bit."""
     buf = io.BytesIO()
