@@ -38,10 +38,11 @@ def regular_file(path: Path, what: str = "") -> Path:
 
 
 def read_npz(path: Path, wanted: Callable[[str], bool], max_bytes: int = DEFAULT_MAX_BYTES,
-             describe: Callable[[list[str]], str] | None = None, max_rows: int | None = None) -> dict[str, np.ndarray]:
+             describe: Callable[[list[str]], str] | None = None, max_rows: int | None = None,
+             lazy: bool = False) -> dict[str, np.ndarray | RowFile]:
     """The members `wanted` accepts, loaded after every header was checked; any other member is an error
     (named by `describe`) before a byte of array data is read. `max_rows`: only the first rows along
-    the first axis are read (the samples a run will use)."""
+    the first axis are read (the samples a run will use). `lazy`: C-order members come back as RowFiles."""
     regular_file(path)
     try:
         with zipfile.ZipFile(path) as z:
@@ -61,13 +62,16 @@ def read_npz(path: Path, wanted: Callable[[str], bool], max_bytes: int = DEFAULT
             arrays = {}
             for name, info in members.items():
                 with z.open(info) as f:
-                    arrays[name] = _read_rows(f, _header(f, path, name), max_rows)
+                    header = _header(f, path, name)
+                    arrays[name] = (RowFile(path, info.filename, header, max_rows) if lazy and _by_rows(header)
+                                    else _read_rows(f, header, max_rows))
             return arrays
     except READ_ERRORS as e:
         raise InputError(f"{path}: cannot read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
 
 
-def read_npy(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_rows: int | None = None) -> np.ndarray:
+def read_npy(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_rows: int | None = None,
+             lazy: bool = False) -> np.ndarray | RowFile:
     regular_file(path)
     try:
         with open(path, "rb") as f:
@@ -77,6 +81,8 @@ def read_npy(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_rows: int | Non
                 raise InputError(f"{path}: declares {declared} bytes but holds {os.fstat(f.fileno()).st_size}")
             if _row_bytes(header, max_rows) > max_bytes:
                 raise InputError(f"{path}: declares {declared} bytes, more than {max_bytes} (--max-data-bytes)")
+            if lazy and _by_rows(header):
+                return RowFile(path, None, header, max_rows)
             return _read_rows(f, header, max_rows)
     except READ_ERRORS as e:
         raise InputError(f"{path}: cannot read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
@@ -117,3 +123,65 @@ def _read_rows(f, header, max_rows: int | None) -> np.ndarray:
         raise InputError("array data ends before its declared size")
     array = np.frombuffer(bytearray(data), dtype=dtype, count=count)
     return array.reshape(shape[::-1]).T[:max_rows or None] if fortran else array.reshape(shape)
+
+
+def _by_rows(header) -> bool:
+    """Rows of a C-order array with a first axis lie one after another in the file: they can be read one at a time."""
+    return bool(header[1]) and not header[2]
+
+
+class RowFile:
+    """The rows (first axis) of a C-order array in an .npy file or an .npz member, read when asked for: a
+    calibration file of 4096 images costs the memory of the rows in use, not of the file. Rows read in order
+    cost one read each; in a compressed member an earlier row re-reads the member from its start."""
+
+    def __init__(self, path: Path, member: str | None, header, max_rows: int | None = None):
+        _, shape, _, self.dtype = header
+        self.path, self.member, self._header = path, member, header
+        self.shape = (min(shape[0], max_rows) if max_rows else shape[0], *shape[1:])
+        self.ndim = len(shape)
+        self._row_bytes = int(np.prod(shape[1:], dtype=object)) * self.dtype.itemsize
+        self._file = self._zip = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.rows(i, i + 1)[0]
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows start..stop-1 as a new array; a file changed or cut short since it was checked is an InputError."""
+        stop = min(stop, len(self))
+        where = f"{self.path}" + (f" member {self.member}" if self.member else "")
+        out = np.empty((stop - start, *self.shape[1:]), self.dtype)
+        try:
+            f = self._open(where)
+            f.seek(self._start + start * self._row_bytes)
+            got = f.readinto(memoryview(out.reshape(-1)).cast("B")) if out.size else 0
+        except READ_ERRORS as e:
+            raise InputError(f"{where}: cannot read ({type(e).__name__}: {e})") from e
+        if got < out.nbytes:
+            raise InputError(f"{where}: the file ends before row {stop - 1} (changed since it was checked?)")
+        return out
+
+    def _open(self, where: str):
+        if self._file is None:
+            if self.member is None:
+                f = open(self.path, "rb")
+            else:
+                self._zip = zipfile.ZipFile(self.path)
+                f = self._zip.open(self.member)
+            if _header(f, self.path, where) != self._header:
+                f.close()
+                raise InputError(f"{where}: changed since it was checked")
+            self._file, self._start = f, f.tell()
+        return self._file
+
+    def close(self) -> None:
+        """Close the file; the next read opens it again and checks its header again."""
+        for f in (self._file, self._zip):
+            if f is not None:
+                f.close()
+        self._file = self._zip = None
+
+    __del__ = close

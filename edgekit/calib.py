@@ -8,6 +8,7 @@ Sources: a single `.npz` (arrays named after the inputs, samples along the first
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from . import arrays
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
+from .arrays import RowFile
 from .errors import InputError, UsageError
 from .userfn import UserFunction, is_function_spec, resolve_callable
 
@@ -22,12 +24,49 @@ log = logging.getLogger("edgekit")
 LABEL_KEYS = ("labels", "label")
 MAX_FUNCTION_ITEMS = 10_000  # a user generator may never end: read this many items at most
 VALIDATION_FRACTION = 0.25  # held out of the calibration samples when no validation data is given
+BLOCK_BYTES = 4 << 20  # a file's samples are checked in blocks of this size, never all at once
+
+
+class Samples(Sequence):
+    """Feed dicts made when asked for, from columns indexed by row: arrays in memory, or arrays.RowFile reading
+    a file row by row. Calibrating on 4096 images then holds one image at a time, not the file."""
+
+    def __init__(self, parts: list[tuple[dict, dict[str, bool]]], index: list[tuple[int, int]] | None = None):
+        self._parts = parts  # [({input: column}, {input: the sample keeps a batch axis of 1})]
+        self._index = index if index is not None else [
+            (p, r) for p, (columns, _) in enumerate(parts) for r in range(len(next(iter(columns.values()))))]
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return Samples(self._parts, self._index[i])
+        part, row = self._index[i]
+        columns, batch_axis = self._parts[part]
+        return {name: column[row][None] if batch_axis[name] else np.asarray(column[row])
+                for name, column in columns.items()}
+
+    def __add__(self, other: Samples) -> Samples:
+        return Samples(self._parts + other._parts,
+                       self._index + [(p + len(self._parts), r) for p, r in other._index])
+
+    def nbytes(self) -> int:
+        """The samples' size in bytes, read or not."""
+        return sum(c.dtype.itemsize * int(np.prod(c.shape[1:]))
+                   for p, _ in self._index for c in self._parts[p][0].values())
+
+    def shapes(self, name: str) -> set[tuple[int, ...]]:
+        """Each sample's shape of one input, from the columns' shapes (no data read)."""
+        parts = {p for p, _ in self._index}
+        return {((1,) if batch_axis[name] else ()) + tuple(columns[name].shape[1:])
+                for p, (columns, batch_axis) in enumerate(self._parts) if p in parts}
 
 
 @dataclass
 class Dataset:
     origin: str
-    feeds: list[dict[str, np.ndarray]]
+    feeds: Sequence[dict[str, np.ndarray]]
     labels: np.ndarray | None = None  # one per sample, or (samples, rows) for samples holding several rows
     random: bool = False
 
@@ -74,8 +113,10 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
             if budget <= 0:
                 raise InputError(f"{path}: its files hold more than {max_bytes} bytes (--max-data-bytes)")
             parts.append(_read_file(f, specs, budget, left))
-            budget -= sum(a.nbytes for feed in parts[-1].feeds for a in feed.values())
-        feeds = [f for part in parts for f in part.feeds]
+            budget -= parts[-1].feeds.nbytes()
+        feeds = parts[0].feeds
+        for part in parts[1:]:
+            feeds = feeds + part.feeds
         labelled = [p.labels is not None for p in parts]
         if any(labelled) and not all(labelled):
             raise InputError(f"{path}: some files have labels and some do not")
@@ -99,29 +140,30 @@ def _read_file(path: Path, specs, max_bytes: int, max_samples: int | None = None
     if path.suffix == ".npy":
         if len(specs) != 1:
             raise InputError(f"{path}: a .npy file holds one array but the model has {len(specs)} inputs; use .npz")
-        found = {specs[0].name: arrays.read_npy(path, max_bytes, max_samples)}
+        found = {specs[0].name: arrays.read_npy(path, max_bytes, max_samples, lazy=True)}
     elif path.suffix == ".npz":
         found = arrays.read_npz(path, lambda n: n in names or n in LABEL_KEYS, max_bytes,
                                 lambda extra: f"input names do not match the model: unexpected {extra} "
-                                              f"(model takes {sorted(names)})", max_samples)
+                                              f"(model takes {sorted(names)})", max_samples, lazy=True)
     else:
         raise InputError(f"{path}: expected a .npz or .npy file")
     return _from_arrays(str(path), found, specs)
 
 
-def _from_arrays(origin: str, arrays: dict[str, np.ndarray], specs) -> Dataset:
+def _from_arrays(origin: str, arrays: dict[str, np.ndarray | RowFile], specs) -> Dataset:
     labels = None
     for key in LABEL_KEYS:
         if key in arrays:
-            labels = np.asarray(arrays.pop(key))
+            found = arrays.pop(key)
+            labels = found.rows(0, len(found)) if isinstance(found, RowFile) else np.asarray(found)
     names = {s.name for s in specs}
     missing = sorted(names - set(arrays))
     extra = sorted(set(arrays) - names)
     if missing or extra:
         raise InputError(f"{origin}: input names do not match the model: "
                          f"missing {missing or 'none'}, unexpected {extra or 'none'} (model takes {sorted(names)})")
-    per_input = {spec.name: _as_samples(origin, spec, arrays[spec.name]) for spec in specs}
-    counts = {len(samples) for samples in per_input.values()}
+    batch_axis = {spec.name: _batch_axis(origin, spec, arrays[spec.name]) for spec in specs}
+    counts = {len(arrays[name]) for name in names}
     if len(counts) != 1:
         raise InputError(f"{origin}: inputs have different sample counts {sorted(counts)}")
     n = counts.pop()
@@ -129,8 +171,7 @@ def _from_arrays(origin: str, arrays: dict[str, np.ndarray], specs) -> Dataset:
         raise InputError(f"{origin}: {labels.size} labels for {n} samples (one per sample, or one per row)")
     if labels is not None:
         labels = class_ids(origin, labels)
-    feeds = [{name: per_input[name][i] for name in per_input} for i in range(n)]
-    return Dataset(origin, feeds, labels)
+    return Dataset(origin, Samples([({name: arrays[name] for name in batch_axis}, batch_axis)]), labels)
 
 
 def class_ids(origin: str, labels: np.ndarray) -> np.ndarray:
@@ -144,22 +185,28 @@ def class_ids(origin: str, labels: np.ndarray) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def _as_samples(origin: str, spec: InputSpec, array: np.ndarray) -> list[np.ndarray]:
-    """Samples along the first axis; each sample keeps a batch axis of 1 when the model has one."""
+def _batch_axis(origin: str, spec: InputSpec, array: np.ndarray | RowFile) -> bool:
+    """Samples lie along the first axis; True when each keeps a batch axis of 1 (the model has one and the array
+    has no axis of its own for the samples). Checks the first sample's dtype and shape and that no value is NaN
+    or Inf, reading a file in blocks of rows."""
     rank = len(spec.shape)
-    if array.ndim == rank + 1:  # np.asarray: a rank-0 input's sample is a 0-d array, not a numpy scalar
-        samples = [np.asarray(array[i]) for i in range(array.shape[0])]
-    elif array.ndim == rank and rank > 0 and (isinstance(spec.shape[0], str) or spec.shape[0] == 1):
-        samples = [array[i:i + 1] for i in range(array.shape[0])]
-    else:
+    batch_axis = array.ndim == rank and rank > 0 and (isinstance(spec.shape[0], str) or spec.shape[0] == 1)
+    if array.ndim != rank + 1 and not batch_axis:
         raise InputError(f"{origin}: array {spec.name!r} has shape {list(array.shape)}, "
                          f"expected samples of {list(spec.shape)} along the first axis")
-    if samples:
-        validate(origin, spec, samples[0])  # samples of one array share dtype and shape
-        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-            bad = int(np.argwhere(~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1))[0][0])
-            raise InputError(f"{origin}: array {spec.name!r} has NaN or Inf values (first in sample {bad})")
-    return samples
+    if len(array):
+        validate(origin, spec, array[0][None] if batch_axis else np.asarray(array[0]))
+    if np.issubdtype(array.dtype, np.floating):
+        step = max(1, BLOCK_BYTES // max(1, array[0].nbytes)) if len(array) else 1
+        for start in range(0, len(array), step):
+            block = array.rows(start, start + step) if isinstance(array, RowFile) else array[start:start + step]
+            bad = ~np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+            if bad.any():
+                raise InputError(f"{origin}: array {spec.name!r} has NaN or Inf values "
+                                 f"(first in sample {start + int(np.argmax(bad))})")
+    if isinstance(array, RowFile):
+        array.close()  # a file changed after this check fails its header check when read again
+    return batch_axis
 
 
 def validate(origin: str, spec: InputSpec, sample: np.ndarray) -> None:
@@ -224,7 +271,8 @@ def fixed_shapes(specs, datasets) -> tuple[dict[str, tuple[int, ...]], list[str]
     an input whose shape varies across samples stays dynamic, with a warning (the coverage gate decides)."""
     shapes, warnings = {}, []
     for spec in specs:
-        seen = {tuple(f[spec.name].shape) for ds in datasets for f in ds.feeds}
+        seen = set().union(*(ds.feeds.shapes(spec.name) if isinstance(ds.feeds, Samples)
+                             else {tuple(f[spec.name].shape) for f in ds.feeds} for ds in datasets))
         if len(seen) == 1:
             shapes[spec.name] = seen.pop()
         else:

@@ -10,6 +10,7 @@ import dataclasses
 import io
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,26 +25,42 @@ METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Where", "Cast", "Reshape", "Transpose"}
 # A channel whose calibrated |max| is this many times the median channel's is an outlier (matmul-static scheme).
 OUTLIER_RATIO = 4.0
+# Samples whose intermediate tensors calibration holds at once (onnxruntime's own default keeps every sample's).
+STRIDE = 16
 
 
 class OrtReader:
-    """The one adapter to onnxruntime's CalibrationDataReader protocol."""
+    """The one adapter to onnxruntime's CalibrationDataReader protocol, with the length and ranges its
+    CalibStridedMinMax option reads the data by."""
 
-    def __init__(self, feeds: list, progress=None):
+    def __init__(self, feeds: Sequence, progress=None):
         self._feeds = feeds
-        self._i = 0
+        self._i, self._end = 0, len(feeds)
         self._progress = progress
 
+    def __len__(self) -> int:
+        return len(self._feeds)
+
     def get_next(self):
-        if self._i >= len(self._feeds):
+        if self._i >= self._end:
             return None
         self._i += 1
         if self._progress:
             self._progress(1)
         return self._feeds[self._i - 1]
 
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._i, self._end = start_index, min(end_index, len(self._feeds))
+
     def rewind(self):
-        self._i = 0
+        self._i, self._end = 0, len(self._feeds)
+
+
+def stride(samples: int, most: int = STRIDE) -> int:
+    """Samples per calibration step: the largest divisor of `samples` up to `most` (onnxruntime's strided
+    calibration wants equal steps). Each step's activations are reduced to ranges or histograms and dropped,
+    so memory holds `stride` samples' intermediate tensors, not all of them."""
+    return next((k for k in range(min(most, samples), 0, -1) if samples % k == 0), 1)
 
 
 @dataclass(frozen=True)
@@ -330,7 +347,7 @@ def _unpair(path) -> None:
     onnx.save(model, str(path))
 
 
-def quantize(src: Path, dest: Path, p: Plan, feeds: list, progress=None, cache: Path | None = None) -> Path:
+def quantize(src: Path, dest: Path, p: Plan, feeds: Sequence, progress=None, cache: Path | None = None) -> Path:
     """`cache`: onnxruntime's calibration cache; trials that share a calibration method reuse its ranges."""
     try:
         # onnxruntime's histogram calibrators print chatter on stdout, which belongs to --json
@@ -354,7 +371,7 @@ def quantize(src: Path, dest: Path, p: Plan, feeds: list, progress=None, cache: 
     return dest
 
 
-def _call(p: Plan, src: str, dest: str, feeds: list, progress, cache: Path | None) -> None:
+def _call(p: Plan, src: str, dest: str, feeds: Sequence, progress, cache: Path | None) -> None:
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
 
@@ -367,10 +384,11 @@ def _call(p: Plan, src: str, dest: str, feeds: list, progress, cache: Path | Non
                          reduce_range=p.reduce_range, weight_type=weight_type, nodes_to_exclude=excluded,
                          extra_options={"MatMulConstBOnly": True})
         return
-    # Not CalibMaxIntermediateOutputs: in onnxruntime 1.32 it discards the collected ranges at each
-    # flush instead of merging them (MinMaxCalibrater.clear_collected_data → "No data is collected"),
-    # and MinMax keeps only min/max pairs per tensor anyway.
-    extra = {}
+    # Streamed in steps of `stride` samples (CalibStridedMinMax: despite its name every calibrator merges
+    # its steps, MinMax ranges and Entropy/Percentile histograms alike); without it onnxruntime keeps every
+    # sample's intermediate tensors until the end. Not CalibMaxIntermediateOutputs: in onnxruntime 1.32 it
+    # discards the collected ranges at each flush instead of merging them.
+    extra = {"CalibStridedMinMax": stride(len(feeds))}
     if s.calibrate_method == "percentile":
         extra["CalibPercentile"] = s.percentile
     if s.activation_type in ("uint16", "int16") or s.weight_type in ("uint16", "int16"):

@@ -1,0 +1,133 @@
+"""Calibration data at scale: files read a row at a time, calibration streamed in steps, per-layer error one
+sample at a time. Memory is measured with tracemalloc (numpy's and onnxruntime's output arrays are traced)."""
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgekit import calib, layers, quantization as quantize
+from edgekit.config import InputSpec, load_target
+from edgekit.errors import InputError
+from edgekit.onnx_export import export_torch, preprocess
+
+IMAGE = (InputSpec.parse("image:Nx3x64x64"),)
+
+
+def _images(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((count, 3, 64, 64), dtype=np.float32)
+
+
+def _peak(fn) -> tuple[object, int]:
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz", "npz_compressed"])
+def test_a_data_file_is_read_a_row_at_a_time(tmp_path, kind):
+    images = _images(2048)  # 96 MiB
+    path = tmp_path / f"cal.{kind[:3]}"
+    if kind == "npy":
+        np.save(path, images)
+    else:
+        (np.savez_compressed if kind == "npz_compressed" else np.savez)(path, image=images, labels=np.arange(2048))
+
+    def read_all():
+        ds = calib.load(str(path), IMAGE)
+        return ds, sum(float(feed["image"][0, 0, 0, 0]) for feed in ds.feeds)
+
+    (ds, total), peak = _peak(read_all)
+    assert total == pytest.approx(float(images[:, 0, 0, 0].sum()), rel=1e-5)
+    assert ds.feeds[1000]["image"].shape == (1, 3, 64, 64) and np.array_equal(ds.feeds[1000]["image"][0], images[1000])
+    assert ds.feeds[3]["image"].tobytes() == images[3].tobytes()  # an earlier row after a later one
+    # 4 MiB blocks (a compressed member skips back by reading 16 MiB at a time)
+    assert peak < 24 << 20, f"reading 96 MiB of samples held {peak >> 20} MiB"
+    if kind != "npy":
+        assert list(ds.labels[:3]) == [0, 1, 2]
+
+
+def test_a_folder_of_files_reads_lazily_in_order(tmp_path):
+    images = _images(96)
+    np.save(tmp_path / "a.npy", images[:64])
+    np.save(tmp_path / "b.npy", images[64:])
+    ds = calib.load(str(tmp_path), IMAGE)
+    assert len(ds) == 96 and np.array_equal(ds.feeds[70]["image"][0], images[70])
+    first, rest = ds.split(0.25)
+    assert len(first) == 72 and np.array_equal(rest.feeds[0]["image"][0], images[72])
+    assert calib.fixed_shapes(IMAGE, [first, rest])[0] == {"image": (1, 3, 64, 64)}
+
+
+def test_a_nan_deep_in_a_file_is_found_before_any_stage_runs(tmp_path):
+    images = _images(600)
+    images[555, 1, 2, 3] = np.nan
+    np.save(tmp_path / "cal.npy", images)
+    with pytest.raises(InputError, match="NaN or Inf values \\(first in sample 555\\)"):
+        calib.load(str(tmp_path / "cal.npy"), IMAGE)
+
+
+def test_a_file_changed_after_it_was_checked_is_refused_when_read(tmp_path):
+    np.savez(tmp_path / "cal.npz", image=_images(8))
+    ds = calib.load(str(tmp_path / "cal.npz"), IMAGE)
+    with zipfile.ZipFile(tmp_path / "cal.npz", "w") as z:  # same name, other array
+        with z.open("image.npy", "w") as f:
+            np.lib.format.write_array(f, _images(4)[:, :, :32])
+    with pytest.raises(InputError, match="changed since it was checked"):
+        ds.feeds[0]
+
+
+class Wide(nn.Module):
+    """Large activations for a small model: what calibration holds per sample is mostly its intermediate tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1),
+                                  nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 4))
+
+    def forward(self, image):
+        return self.body(image)
+
+
+@pytest.fixture(scope="module")
+def wide_fp32(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wide")
+    torch.manual_seed(0)
+    raw = export_torch(Wide().eval(), IMAGE, (), 17, tmp / "raw.onnx")
+    return preprocess(raw, tmp / "fp32.onnx")[0]
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy"])
+def test_calibration_memory_does_not_grow_with_the_samples(wide_fp32, tmp_path, method):
+    settings = load_target("desktop-x86").quantize
+    import dataclasses
+    plan = quantize.plan(wide_fp32, dataclasses.replace(settings, calibrate_method=method), set())
+
+    def calibrate(n):
+        feeds = [{"image": image[None]} for image in _images(n)]  # in memory: the data itself is not measured
+        return _peak(lambda: quantize.quantize(wide_fp32, tmp_path / f"{method}{n}.onnx", plan, feeds))[1]
+
+    few, many = calibrate(16), calibrate(128)  # 128 samples' activations: ~130 MiB held at once without steps
+    assert many < 1.5 * few, f"{method}: 16 samples peaked at {few >> 20} MiB, 128 at {many >> 20} MiB"
+
+
+def test_per_layer_error_one_sample_at_a_time_matches_onnxruntimes_all_at_once(wide_fp32, tmp_path):
+    from onnxruntime.quantization import qdq_loss_debug as dbg
+
+    plan = quantize.plan(wide_fp32, load_target("desktop-x86").quantize, set())
+    feeds = [{"image": image[None]} for image in _images(24)]
+    int8 = quantize.quantize(wide_fp32, tmp_path / "int8.onnx", plan, feeds[:16])
+    rows = {r["tensor"]: r for r in layers.tensor_errors(wide_fp32, int8, feeds[16:], limit=4)}
+    dbg.modify_model_output_intermediate_tensors(str(wide_fp32), str(tmp_path / "f.onnx"))
+    dbg.modify_model_output_intermediate_tensors(str(int8), str(tmp_path / "q.onnx"))
+    expected = dbg.compute_activation_error(dbg.create_activation_matching(
+        dbg.collect_activations(str(tmp_path / "q.onnx"), feeds[16:20]),
+        dbg.collect_activations(str(tmp_path / "f.onnx"), feeds[16:20])))
+    assert set(rows) == set(expected) and len(rows) >= 4
+    for tensor, err in expected.items():  # edgekit reports within +-200 dB (an exact tensor at 200)
+        assert rows[tensor]["local_sqnr_db"] == pytest.approx(min(err["qdq_err"], 200), abs=2e-3)
+        assert rows[tensor]["accumulated_sqnr_db"] == pytest.approx(min(err["xmodel_err"], 200), abs=2e-3)
