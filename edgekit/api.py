@@ -15,7 +15,7 @@ from typing import Any, Union
 import numpy as np
 
 from .config import (DEFAULT_TARGETS, BenchSpec, DeviceSpec, DistillSettings, InputSpec, PruneSpec, QuantSettings,
-                     Recipe, apply_quant_overrides, build, load_targets, nearest)
+                     Recipe, apply_quant_overrides, build, load_target, load_targets, nearest)
 from .errors import UsageError
 from .reports import CheckReport, ExportReport
 from .userfn import is_function_spec
@@ -78,10 +78,12 @@ def check(path: str | Path, *, emulate: str | None = None, device: str | DeviceS
 
 
 def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: str | Path | None = None,
-          weights: str | None = None, data: Feeds | None = None, trust_checkpoint: bool = False, **settings):
+          weights: str | None = None, data: Feeds | None = None, trust_checkpoint: bool = False,
+          target: str = DEFAULT_TARGETS[0], **settings):
     """Remove channels (structured) or weights (unstructured) from a torch model; the same run as
-    `edgekit prune`. `settings`: PruneSpec fields (`method`, `importance`, `ignore`, `round_to`); `data`:
-    labelled batches for `importance="taylor"`. With `out`, the pruned weights are saved there as a state
+    `edgekit prune`. `settings`: PruneSpec fields (`method`, `importance`, `ignore`, `round_to`: a multiple, or
+    "auto" to time 8/16/32 with `target`'s int8 settings on this host); `data`: labelled batches for
+    `importance="taylor"`. With `out`, the pruned weights are saved there as a state
     dict that `export(..., weights=out)` reloads (checked by rebuilding from a source string).
     Returns (the pruned nn.Module, PruneResult)."""
     from . import compress
@@ -94,7 +96,7 @@ def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: s
     specs = _specs(inputs)
     module = load_model(model, weights, trust_checkpoint).module
     batches = compress.load_batches(data, specs, 32) if data is not None else None
-    result = compress.run_prune(module, specs, spec, batches)
+    result = compress.run_prune(module, specs, spec, batches, load_target(target))
     if out is not None:
         source = str(model) if isinstance(model, (str, Path)) else type(model).__qualname__
         compress.save(module, Path(out), {"edgekit_prune": result.as_dict(), "edgekit_source": source})
@@ -132,7 +134,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     `settings` (QuantSettings fields). No export, parity or packaging: `export` does those. Pre-processing
     (shape inference, folding) runs first, as in `export`. Returns the int8 model's path."""
     from . import calib, onnx_export, quantization
-    from .config import DEFAULT_STEP_TIMEOUT, load_target
+    from .config import DEFAULT_STEP_TIMEOUT
 
     source = Path(model)
     onnx_export.load_onnx_input(source)

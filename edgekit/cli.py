@@ -264,6 +264,9 @@ def export(source, as_json, **flags):
     return report.exit_code
 
 
+_ROUND_TO = click.IntRange(*RANGES["round_to"])
+
+
 @main.command()
 @click.argument("source")
 @click.option("--weights", help="State dict or checkpoint (weights_only=True).")
@@ -275,7 +278,12 @@ def export(source, as_json, **flags):
 @click.option("--importance", type=click.Choice(choices(PruneSpec, "importance")), default=PruneSpec.importance,
               show_default=True)
 @click.option("--ignore", multiple=True, help="Layer name to keep whole (the output layer always is). Repeatable.")
-@click.option("--round-to", default=PruneSpec.round_to, help="Keep channel counts multiples of this (e.g. 8).")
+@click.option("--round-to", default=str(PruneSpec.round_to), metavar="N|auto",
+              callback=lambda ctx, param, v: v if v == "auto" else _ROUND_TO.convert(v, param, ctx),
+              help="Keep channel counts multiples of N (e.g. 8); auto: time 8, 16 and 32 in int8 on this host with "
+                   "--target's settings and keep the fastest.")
+@click.option("-t", "--target", default=DEFAULT_TARGETS[0], show_default=True,
+              help="Profile whose int8 settings --round-to auto measures.")
 @click.option("--data", help="Labelled data for --importance taylor (MODULE:FN yielding (inputs, labels), or .npz).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pruned model file (.pt).")
 @click.option("--json", "as_json", is_flag=True)
@@ -289,7 +297,8 @@ def prune(source, ratio, out, as_json, **settings):
     click.echo(json.dumps(r, indent=2) if as_json else
                f"{settings['method']} pruning at {ratio}: params {r['params_before']:,} → {r['params_after']:,}, "
                f"MACs {r['macs_before']:,} → {r['macs_after']:,}"
-               + (f", sparsity {r['sparsity']:.1%}" if r["sparsity"] is not None else "") + f"; wrote {out}\n"
+               + (f", sparsity {r['sparsity']:.1%}" if r["sparsity"] is not None else "")
+               + (f", {result.rounding.describe()}" if result.rounding else "") + f"; wrote {out}\n"
                f"reload with: edgekit export {source} --weights {out} ...")
 
 

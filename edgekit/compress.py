@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from . import calib, distillation, pruning, structure
-from .config import DistillSettings, InputSpec, PruneSpec
+from .config import DEFAULT_TARGETS, DistillSettings, InputSpec, PruneSpec, Target, load_target
 from .errors import InputError, UsageError
 from .progress import bar
 from .userfn import is_function_spec
@@ -48,10 +48,22 @@ def split(batches):
     return batches[:-n_val], batches[-n_val:]
 
 
-def run_prune(module, specs, spec: PruneSpec, batches=None) -> pruning.PruneResult:
-    return pruning.prune(module, example_inputs(specs), ratio=spec.ratio, method=spec.method,
-                       importance=spec.importance, ignore=spec.ignore, round_to=spec.round_to or None,
-                       batches=batches)
+def run_prune(module, specs, spec: PruneSpec, batches=None, target: Target | None = None) -> pruning.PruneResult:
+    """`round_to = "auto"` first times each candidate multiple's int8 build for `target` (default desktop-x86)."""
+    import dataclasses
+
+    choice = None
+    if spec.round_to == "auto":
+        from . import rounding
+
+        if spec.method != "structured":
+            raise UsageError("round_to auto rounds channel counts: it needs structured pruning")
+        choice = rounding.choose(module, specs, spec, target or load_target(DEFAULT_TARGETS[0]), batches)
+        spec = dataclasses.replace(spec, round_to=choice.chosen)
+    result = pruning.prune(module, example_inputs(specs), ratio=spec.ratio, method=spec.method,
+                           importance=spec.importance, ignore=spec.ignore, round_to=spec.round_to or None,
+                           batches=batches)
+    return dataclasses.replace(result, rounding=choice)
 
 
 def run_distill(teacher, student, batches, settings: DistillSettings, out: Path | None, progress: bool):

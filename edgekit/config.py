@@ -6,6 +6,7 @@ import difflib
 import re
 import sys
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -209,7 +210,7 @@ class PruneSpec:
     method: PruneMethod = "structured"
     importance: Importance = "l1"
     ignore: tuple[str, ...] = ()
-    round_to: int = 0
+    round_to: int | Literal["auto"] = 0  # channel counts kept multiples of this; auto: measured (rounding.py)
 
 
 @dataclass(frozen=True)
@@ -301,6 +302,10 @@ def _coerce(value, hint, key: str, where: str):
     origin = typing.get_origin(hint)
     if hint is bool or hint in (str, str | None):
         ok = isinstance(value, bool if hint is bool else str)
+    elif key == "round_to":
+        ok = value == "auto" or isinstance(value, int) and not isinstance(value, bool)
+        if ok and value == "auto":
+            return value
     elif hint in (int, float):
         ok = isinstance(value, (int, hint)) and not isinstance(value, bool)  # a float setting takes an int too
         value = float(value) if ok and hint is float else value
@@ -336,6 +341,8 @@ def _coerce(value, hint, key: str, where: str):
 def _type_name(hint) -> str:
     if typing.get_origin(hint) is Literal:
         return "one of " + ", ".join(typing.get_args(hint))
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
         hint, "a list of strings" if typing.get_origin(hint) is tuple else str(hint))
 

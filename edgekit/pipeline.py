@@ -106,7 +106,8 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     inputs, pinned, defaults = _inputs(recipe, loaded)
     cal, val = calib.for_run(recipe, sequences.data_specs(inputs, recipe.state) if recipe.state else inputs, targets)
     init = sequences.initial_values(recipe.state_init, inputs, recipe.state, recipe.max_data_bytes)
-    compression = _compress(recipe, loaded, inputs, val, progress) if recipe.prune or recipe.distill else None
+    compression = (_compress(recipe, loaded, inputs, val, targets[0], progress)
+                   if recipe.prune or recipe.distill else None)
     published = False
     try:
         with outdir.staging(out, names, recipe.force) as stage:
@@ -196,8 +197,9 @@ def _model_inputs(recipe: Recipe, loaded) -> tuple[tuple[InputSpec, ...], dict]:
     return found, onnx_export.optional_inputs(model, label)
 
 
-def _compress(recipe: Recipe, loaded, inputs, val, progress: bool) -> dict:
-    """Prune and/or distill the torch model before export; record size and accuracy after each step."""
+def _compress(recipe: Recipe, loaded, inputs, val, target: Target, progress: bool) -> dict:
+    """Prune and/or distill the torch model before export; record size and accuracy after each step. `round_to =
+    "auto"` is measured for the first target's int8 settings."""
     from . import compress
 
     if loaded.module is None or loaded.program is not None:
@@ -218,7 +220,7 @@ def _compress(recipe: Recipe, loaded, inputs, val, progress: bool) -> dict:
     if recipe.prune:
         batches = (compress.load_batches(recipe.distill.data, inputs, 32)
                    if recipe.prune.importance == "taylor" and recipe.distill else None)
-        record["prune"] = compress.run_prune(loaded.module, inputs, recipe.prune, batches).as_dict()
+        record["prune"] = compress.run_prune(loaded.module, inputs, recipe.prune, batches, target).as_dict()
         steps.append(step("pruned", loaded.module))
     if recipe.distill:
         batches = compress.load_batches(recipe.distill.data, inputs, recipe.distill.batch_size)

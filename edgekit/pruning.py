@@ -4,8 +4,12 @@ unstructured (magnitude, made permanent: no masks left)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from .errors import InputError, StageError, UsageError
+
+if TYPE_CHECKING:
+    from .rounding import RoundingChoice
 
 COMPUTE = ("Conv1d", "Conv2d", "Conv3d", "Linear", "ConvTranspose2d")
 
@@ -21,10 +25,12 @@ class PruneResult:
     macs_after: int
     ignored: tuple[str, ...]
     sparsity: float | None = None  # unstructured: share of zero weights in the pruned layers
+    rounding: RoundingChoice | None = None  # round_to = "auto": what was measured and kept
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["ignored"] = list(self.ignored)
+        d["rounding"] = self.rounding.as_dict() if self.rounding else None
         return d
 
 

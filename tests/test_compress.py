@@ -144,6 +144,31 @@ def test_digits_prune_distill_export_keeps_accuracy(tmp_path):
     assert teacher - m["accuracy"]["int8"] <= 1.5, m["accuracy"]
 
 
+def test_round_to_auto_times_each_multiple_in_int8_and_keeps_the_fastest(tmp_path):
+    out = tmp_path / "p.pt"
+    result = cli(["prune", "models:branchy", "--input", "image:Nx3x16x16", "--ratio", "0.5", "--round-to", "auto",
+                  "-t", "android-arm64", "--out", out, "--json"])
+    assert result.exit_code == 0, result.output
+    rounding = json.loads(result.stdout)["rounding"]
+    timed = {int(k): ms for k, ms in rounding["int8_p50_ms"].items()}
+    assert set(timed) == {8, 16, 32} and all(ms > 0 for ms in timed.values())
+    assert rounding["chosen"] == min(timed, key=timed.get)
+    assert rounding["target"] == "android-arm64" and rounding["host"]["cpu"] and rounding["threads"] == 1
+    pruned = load_model("models:branchy", str(out)).module
+    assert pruned.stem[0].out_channels % rounding["chosen"] == 0
+    text = cli(["prune", "models:branchy", "--input", "image:Nx3x16x16", "--ratio", "0.5", "--round-to", "auto",
+                "--out", tmp_path / "q.pt"])
+    assert text.exit_code == 0, text.output
+    assert "channels multiples of" in text.output and "int8 p50 ms 8:" in text.output  # where: the host's CPU
+    for bad in ("fast", "-8"):
+        refused = cli(["prune", "models:branchy", "--input", "image:Nx3x16x16", "--ratio", "0.5", "--round-to", bad,
+                       "--out", tmp_path / "r.pt"])
+        assert refused.exit_code == 2 and "--round-to" in refused.output
+    unstructured = cli(["prune", "models:branchy", "--input", "image:Nx3x16x16", "--ratio", "0.5", "--round-to",
+                        "auto", "--method", "unstructured", "--out", tmp_path / "u.pt"])
+    assert unstructured.exit_code == 2 and "needs structured pruning" in unstructured.output
+
+
 def test_taylor_importance_needs_labels_and_prunes_with_them(tmp_path):
     out = tmp_path / "t.pt"
     args = ["prune", DIGITS_MODEL, "--weights", DIGITS_WEIGHTS, "--input", "image:Nx1x8x8", "--ratio", "0.3",

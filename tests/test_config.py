@@ -85,3 +85,12 @@ def test_device_section_and_flags_make_one_device_spec(tmp_path):
     recipe.write_text('[model]\nsource = "m.onnx"\n[device]\nidentity = "k"\n')
     with pytest.raises(UsageError, match=r"\[device\]: missing required key 'url'"):
         cli.recipe_from(str(recipe), {})
+
+
+def test_round_to_is_a_multiple_or_auto_in_a_recipe():
+    build = config.build
+    assert build(config.PruneSpec, {"round_to": "auto"}, "r [prune]").round_to == "auto"
+    assert build(config.PruneSpec, {"round_to": 16}, "r [prune]").round_to == 16
+    for bad, why in (("fast", "wrong type"), (True, "wrong type"), (2048, "out of range")):
+        with pytest.raises(UsageError, match=f"r \\[prune\\]: .*{why}"):
+            build(config.PruneSpec, {"round_to": bad}, "r [prune]")
