@@ -22,7 +22,7 @@ from .userfn import is_function_spec
 
 Feeds = Union[str, Path, Iterable[Mapping[str, np.ndarray]], Callable[[], Iterable[Mapping[str, np.ndarray]]]]
 # set by the call's own arguments, not by **settings
-_OWN = {"source", "inputs", "calibration", "validation", "targets", "out", "quantize", "bench", "prune", "distill"}
+_OWN = {"source", "inputs", "calibration", "validation", "targets", "out", "quantize", "bench"}
 
 
 def export(model: Any, *, inputs: Iterable[str | InputSpec] = (), calibration: Feeds,
@@ -39,7 +39,8 @@ def export(model: Any, *, inputs: Iterable[str | InputSpec] = (), calibration: F
     targets: profile names or .toml paths. out: the output folder (a new temporary folder when None).
     settings: any QuantSettings field (`calibrate_method="entropy"`, `auto=True`, ...), BenchSpec field
       (`runs`, `warmup`) or run option (`seed`, `no_bench`, `archive`, `force`, `weights`, `task`, `emulate`,
-      `device` (an ssh:// URL or a DeviceSpec), ...).
+      `device` (an ssh:// URL or a DeviceSpec), `prune` and `distill` (a PruneSpec / DistillSettings or a dict
+      of their fields, as a recipe's [prune] and [distill] tables: prune and distill before export), ...).
     Returns the report; `report.passed` is the verdict, `report.exit_code` the CLI's exit code.
     """
     from .pipeline import run
@@ -170,7 +171,13 @@ def _recipe(model, inputs, calibration, validation, targets, out, settings: dict
     where = "edgekit.export() settings"
     quantize = {k: v for k, v in settings.items() if k in quant_keys}
     apply_quant_overrides(QuantSettings(), quantize, where)  # types, choices and ranges, told now
-    recipe = build(Recipe, {"source": "", **{k: v for k, v in settings.items() if k in run_keys - {"device"}}}, where)
+    run = {k: v for k, v in settings.items() if k in run_keys - {"device"}}
+    for key, cls in (("prune", PruneSpec), ("distill", DistillSettings)):  # checked as a recipe's tables are
+        if run.get(key) is not None:
+            value = run[key]
+            run[key] = build(cls, dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value,
+                             f"{where} [{key}]")
+    recipe = build(Recipe, {"source": "", **run}, where)
     bench = build(BenchSpec, {k: v for k, v in settings.items() if k in bench_keys}, where)
     specs = _specs(inputs)
     if out is None:  # made last: nothing above can leave it behind

@@ -77,6 +77,7 @@ QuantFormat = Literal["QDQ", "QOperator"]
 IntType = Literal["uint8", "int8", "uint16", "int16"]
 ReduceRange = Literal["auto", "true", "false"]
 CalibrateMethod = Literal["minmax", "entropy", "percentile"]
+Precision = Literal["int8", "latency"]
 TransformerScheme = Literal["dynamic", "matmul-static", "off"]
 Exporter = Literal["torchscript", "dynamo"]
 # what the outputs are, which picks the parity metrics: top-1/top-5 agreement (classify), nearest-neighbour
@@ -126,6 +127,8 @@ class QuantSettings:
     max_excluded: int = _setting(8, "bound on nodes --auto keeps in float", "--max-excluded")
     max_latency_price: float = _setting(2.0, "--auto stops excluding past this int8 slowdown over the defaults",
                                         "--max-latency-price")
+    precision: Precision = _setting("int8", "int8: every node onnxruntime can quantize; latency: also try float "
+                                    "regions, each kept only where the whole model times faster", "--precision")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import (__version__, archive, bench, calib, constants, emulator, host, layers, onnx_export, outdir, package,
-               package_check, parity, pixels, quantization, sequences, sizes, tune, verdict)
+               package_check, parity, pixels, precision, quantization, sequences, sizes, tune, verdict)
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
 from .errors import EdgekitError, UsageError
 from .device import Device
@@ -480,9 +480,9 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
     cal_feeds = _calibration_feeds(prep, settings.samples)
     n_cal = len(cal_feeds)
     tuning = chosen_rows = None
+    work = shared.stage / ".work" / f"quantize-{target.name}"  # calibration cache and trials
+    work.mkdir(parents=True)
     if settings.auto:
-        work = shared.stage / ".work" / f"tune-{target.name}"
-        work.mkdir(parents=True)
         ctx = tune.Context(fp32, model, work, cal_feeds, prep.val.feeds, prep.fp32_val, prep.names, prep.val.labels,
                            target.parity, shared.task, tuple(shared.recipe.state.values()),
                            list(target.runtime.providers), target.runtime.threads, exact)
@@ -503,7 +503,15 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
                   "seconds": round(sum(t.seconds for t in trials), 3)}
     else:
         with bar(f"calibrating {target.name}", n_cal, shared.progress) as advance:
-            quantization.quantize(fp32, int8, qplan, cal_feeds, advance)
+            quantization.quantize(fp32, int8, qplan, cal_feeds, advance,
+                                  quantization.cache_path(work, settings) if settings.precision == "latency" else None)
+    if settings.precision == "latency":  # from the plan --auto chose, or the target's
+        threads = min(target.runtime.threads, os.cpu_count() or 1)
+        qplan, record = precision.search(fp32, int8, qplan, cal_feeds, prep.val.feeds[0],
+                                         list(target.runtime.providers), threads, work,
+                                         quantization.cache_path(work, qplan.settings), settings.max_trials,
+                                         settings.time_budget)
+        qplan = dataclasses.replace(qplan, precision_search=record.as_dict())
     onnx_export.check(int8)
     return qplan, n_cal, tuning, chosen_rows
 

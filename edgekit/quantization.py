@@ -74,6 +74,7 @@ class Plan:
     opset: int  # of the float model (ai.onnx domain)
     split_outliers: bool = False  # matmul-static: outlier channels of MatMul inputs/outputs handled in float
     applied: list = field(default_factory=list, compare=False, repr=False)  # what quantize() found, for decisions
+    precision_search: dict | None = field(default=None, compare=False)  # precision = latency: what was measured
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self.settings)
@@ -82,6 +83,7 @@ class Plan:
         d["exclude_nodes"] = list(d["exclude_nodes"])
         d["attention_graph"] = self.attention
         d["decisions"] = [*self.reasons, *self.applied]
+        d["precision_search"] = self.precision_search
         return d
 
 
@@ -345,6 +347,12 @@ def _unpair(path) -> None:
         n.input[:] = [renamed.get(t, t) for t in n.input]
         n.output[:] = [renamed.get(t, t) for t in n.output]
     onnx.save(model, str(path))
+
+
+def cache_path(folder: Path, s: QuantSettings) -> Path:
+    """onnxruntime's calibration cache for these settings' ranges: one per calibration method (and percentile)."""
+    key = s.calibrate_method + (f"-{s.percentile}" if s.calibrate_method == "percentile" else "")
+    return folder / f"calibration-{key}.json"
 
 
 def quantize(src: Path, dest: Path, p: Plan, feeds: Sequence, progress=None, cache: Path | None = None) -> Path:

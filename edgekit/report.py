@@ -125,12 +125,22 @@ def markdown(r: TargetReport) -> str:
                      f"{row['fp32_p50_ms']:.3f}", f"{row['int8_p50_ms']:.3f}",
                      "pass" if row["passed"] else "fail: " + ", ".join(row["failed_gates"])) for row in t["trials"]])
         out += [""] + [f"- kept in float: `{e['node']}`: {e['why']}" for e in t["excluded"]] + [""]
+    search = d["quantization"].get("precision_search")
+    if search:
+        out += ["## Float regions for speed (--precision latency)", "",
+                f"{len(search['float_nodes'])} node(s) kept in float for speed; all-int8 p50 "
+                f"{search['all_int8_p50_ms']:.4f} ms → {search['p50_ms']:.4f} ms, timed side by side on "
+                f"{search['where']}. A region is kept only when faster by {search['margin']:.0%} in two loops "
+                f"in a row ({search['seconds']:.1f} s).", ""]
+        out += _md("tried | nodes | p50 ms | best so far p50 ms | kept", [
+            (step["why"], ", ".join(step["nodes"]), f"{step['p50_ms']:.4f}", f"{step['best_p50_ms']:.4f}",
+             "yes" if step["kept"] else "no") for step in search["steps"]]) + [""]
     if d.get("layers"):
         out += ["## Per-layer error (accumulated SQNR lost at each compute node, worst first)", ""]
         out += _md("node | op | input dB | output dB | lost dB", [
             (x["node"], x["op"], f"{x['input_sqnr_db']:.1f}", f"{x['output_sqnr_db']:.1f}", f"{x['lost_db']:.1f}")
             for x in d["layers"]]) + [""]
     out += ["## Quantization", ""]
-    out += [f"- {k}: {v}" for k, v in d["quantization"].items()]
+    out += [f"- {k}: {v}" for k, v in d["quantization"].items() if k != "precision_search"]
     out += ["", "## Files", ""] + _md("file | bytes | sha256", [(n, r.sizes[n], f"`{h}`") for n, h in r.files.items()])
     return "\n".join(out) + "\n"

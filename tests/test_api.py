@@ -7,6 +7,7 @@ import torch
 from conftest import DIGITS, cli
 
 import edgekit
+from edgekit.config import DistillSettings
 
 MODEL = f"{DIGITS / 'model.py'}:build"
 WEIGHTS = DIGITS / "digits_cnn.pt"
@@ -78,6 +79,10 @@ def test_settings_are_checked_like_the_cli_checks_flags(tmp_path):
         edgekit.export(MODEL, calibrate_method="best", **kwargs)
     with pytest.raises(edgekit.UsageError, match="samples = 0 is out of range"):
         edgekit.export(MODEL, samples=0, **kwargs)
+    with pytest.raises(edgekit.UsageError, match=r"\[prune\]: unknown key 'round'"):
+        edgekit.export(MODEL, prune={"ratio": 0.5, "round": 8}, **kwargs)
+    with pytest.raises(edgekit.UsageError, match=r"\[distill\]: epochs = 0 is out of range"):
+        edgekit.export(MODEL, distill=DistillSettings(data="x.npz", epochs=0), **kwargs)
     with pytest.raises(edgekit.InputError) as bad:
         edgekit.export(MODEL, inputs=["image:Nx1x8x8"], calibration=iter([{"pixels": np.zeros((1, 1, 8, 8))}]),
                        out=tmp_path / "o")

@@ -1,0 +1,125 @@
+"""`precision = "latency"`: keep nodes or regions in float only where the whole model measures faster.
+
+An int8 kernel is not always faster than its float one (on the VNNI host of issue 14, MobileNetV2's depthwise
+convs were 1.72 -> 1.93 ms in int8), but every float island adds Q/DQ and layout work at its borders (0.4-0.7 ms
+each there): all 17 depthwise convs in float made the model 0.66x as fast, only the first 1.70x, only the last
+1.83x against 2.02x all-int8. So nothing is assumed: each candidate is quantized (calibration ranges reused) and
+timed round-robin against the best model so far on the target's providers and threads, and kept only when it
+is faster by more than the timing noise. Candidates cost the fewest borders first: regions at the start and the
+end of the graph (one border each), then each op kind that may run slower in int8 (depthwise convs) as a whole.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import bench, quantization
+from .onnx_export import parsed
+
+REGION_SIZES = (1, 2, 4)  # compute nodes kept in float at the graph's start, and at its end
+MARGIN = 0.03  # a candidate must be this much faster (p50) than the best so far: less is timing noise
+WARMUP, RUNS = 10, 40
+
+
+@dataclass(frozen=True)
+class Candidate:
+    why: str
+    nodes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One measured candidate: both p50s come from the same interleaved loop (the second when there were two)."""
+
+    why: str
+    nodes: tuple[str, ...]
+    p50_ms: float
+    best_p50_ms: float
+    kept: bool
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "nodes": list(self.nodes)}
+
+
+@dataclass(frozen=True)
+class PrecisionSearch:
+    float_nodes: tuple[str, ...]  # kept in float for speed, on top of the plan's own exclusions
+    steps: tuple[Step, ...]
+    all_int8_p50_ms: float  # the starting model and
+    p50_ms: float  # the model kept, timed in one interleaved loop
+    where: str
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return {"float_nodes": list(self.float_nodes), "steps": [s.as_dict() for s in self.steps],
+                "all_int8_p50_ms": self.all_int8_p50_ms, "p50_ms": self.p50_ms, "where": self.where,
+                "margin": MARGIN, "seconds": self.seconds}
+
+
+def candidates(fp32) -> list[Candidate]:
+    """Float regions to try, fewest borders first. `fp32`: path or ModelProto of the float model."""
+    graph = parsed(fp32).graph
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    compute = [n for n in graph.node if n.op_type in bench.COMPUTE_OPS and n.name]
+    found = []
+    for size in REGION_SIZES:
+        if size < len(compute):
+            found.append(Candidate(f"first {size} compute node(s) in float", tuple(n.name for n in compute[:size])))
+            found.append(Candidate(f"last {size} compute node(s) in float", tuple(n.name for n in compute[-size:])))
+
+    def depthwise(n) -> bool:
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        shape = weights.get(n.input[1]) if len(n.input) > 1 else None
+        return n.op_type == "Conv" and group > 1 and bool(shape) and shape[0] == group and shape[1] == 1
+
+    dw = tuple(n.name for n in compute if depthwise(n))
+    if dw:
+        found.append(Candidate(f"all {len(dw)} depthwise convs in float", dw))
+    return found
+
+
+def search(fp32: Path, int8: Path, plan: quantization.Plan, feeds, feed: dict, providers, threads: int,
+           work: Path, cache: Path, max_trials: int, time_budget: float) -> tuple[quantization.Plan, PrecisionSearch]:
+    """Greedy over `candidates`: each is quantized with the plan's exclusions plus the float nodes kept so far
+    plus its own, and kept when it times faster than the best model by MARGIN in two interleaved loops in a
+    row (one loop's p50 can be off by more than that on a busy host). `int8` ends as the model kept; returns
+    the plan that makes it and the record, whose start and end p50s come from one final loop."""
+    from .host import describe
+
+    start = time.perf_counter()
+    first, best, kept, steps = work / "precision-all-int8.onnx", work / "precision-best.onnx", (), []
+    shutil.copyfile(int8, first)
+    shutil.copyfile(int8, best)
+
+    def timed(paths: dict) -> dict:
+        return bench.measure_pair({k: str(v) for k, v in paths.items()}, feed, providers, threads, WARMUP, RUNS)
+
+    for i, cand in enumerate(candidates(fp32)[:max_trials]):
+        new = tuple(n for n in cand.nodes if n not in kept)
+        if not new or time.perf_counter() - start > time_budget:
+            continue
+        trial = quantization.quantize(fp32, work / f"precision{i}.onnx", _with_float(plan, (*kept, *new)), feeds,
+                                      cache=cache)
+        loops = []
+        while len(loops) < 2 and (not loops or loops[-1][0] < loops[-1][1] * (1 - MARGIN)):
+            lat = timed({"best": best, "trial": trial})
+            loops.append((lat["trial"].p50_ms, lat["best"].p50_ms))
+        faster = len(loops) == 2 and loops[-1][0] < loops[-1][1] * (1 - MARGIN)
+        steps.append(Step(cand.why, new, *loops[-1], faster))
+        if faster:
+            kept = (*kept, *new)
+            shutil.copyfile(trial, best)
+    shutil.copyfile(best, int8)
+    final = timed({"all-int8": first, "kept": best})
+    record = PrecisionSearch(kept, tuple(steps), final["all-int8"].p50_ms, final["kept"].p50_ms,
+                             describe(final["kept"].host), round(time.perf_counter() - start, 3))
+    return _with_float(plan, kept), record
+
+
+def _with_float(plan: quantization.Plan, nodes: tuple[str, ...]) -> quantization.Plan:
+    s = plan.settings
+    return dataclasses.replace(plan, settings=dataclasses.replace(
+        s, exclude_nodes=tuple(dict.fromkeys((*s.exclude_nodes, *nodes)))))
