@@ -5,13 +5,13 @@
 """
 
 __version__ = "0.1.0"
-__all__ = ["export", "check", "prune", "distill", "quantize", "ExportReport", "TargetReport", "CheckReport",
+__all__ = ["export", "check", "prune", "share", "distill", "quantize", "ExportReport", "TargetReport", "CheckReport",
            "DeviceSpec", "EdgekitError", "UsageError", "InputError", "StageError"]
 
 
 def __getattr__(name: str):
     """The API loads on first use: `import edgekit` alone stays light (no onnxruntime, no torch)."""
-    if name in ("export", "check", "prune", "distill", "quantize"):
+    if name in ("export", "check", "prune", "share", "distill", "quantize"):
         from . import api
         return getattr(api, name)
     if name in ("ExportReport", "TargetReport", "CheckReport"):

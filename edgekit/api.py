@@ -15,7 +15,7 @@ from typing import Any, Union
 import numpy as np
 
 from .config import (DEFAULT_TARGETS, BenchSpec, DeviceSpec, DistillSettings, InputSpec, PruneSpec, QuantSettings,
-                     Recipe, apply_quant_overrides, build, load_target, load_targets, nearest)
+                     Recipe, ShareSpec, apply_quant_overrides, build, load_target, load_targets, nearest)
 from .errors import UsageError
 from .reports import CheckReport, ExportReport
 from .userfn import is_function_spec
@@ -39,8 +39,8 @@ def export(model: Any, *, inputs: Iterable[str | InputSpec] = (), calibration: F
     targets: profile names or .toml paths. out: the output folder (a new temporary folder when None).
     settings: any QuantSettings field (`calibrate_method="entropy"`, `auto=True`, ...), BenchSpec field
       (`runs`, `warmup`) or run option (`seed`, `no_bench`, `archive`, `force`, `weights`, `task`, `emulate`,
-      `device` (an ssh:// URL or a DeviceSpec), `prune` and `distill` (a PruneSpec / DistillSettings or a dict
-      of their fields, as a recipe's [prune] and [distill] tables: prune and distill before export), ...).
+      `device` (an ssh:// URL or a DeviceSpec), `prune`, `share` and `distill` (a PruneSpec / ShareSpec /
+      DistillSettings or a dict of their fields, as a recipe's tables: compress before export), ...).
     Returns the report; `report.passed` is the verdict, `report.exit_code` the CLI's exit code.
     """
     from .pipeline import run
@@ -129,6 +129,41 @@ def distill(teacher: Any, student: Any, *, data: Feeds, out: str | Path | None =
     return s, result
 
 
+def share(model: Any, *, inputs: Iterable[str | InputSpec], clusters: int = ShareSpec.clusters,
+          data: Feeds | None = None, out: str | Path | None = None, weights: str | None = None,
+          trust_checkpoint: bool = False, ignore: Iterable[str] = (), progress: bool = False, **settings):
+    """Share weights: at most `clusters` values per conv/linear layer (k-means), then, with `data`, fine-tuned by
+    distillation from the unshared model with the clusters tied; the same run as `edgekit share`. `settings`:
+    DistillSettings fields for the fine-tuning (`epochs`, `lr`, ...). With `out`, saved there as `edgekit prune`
+    saves (a state dict `export(..., weights=out)` reloads). Returns (the shared nn.Module, ShareResult)."""
+    import copy
+
+    import torch
+
+    from . import compress, sharing
+    from .load import load_model
+
+    where = "edgekit.share() settings"
+    spec = build(ShareSpec, {"clusters": clusters, "ignore": tuple(ignore)}, where)
+    config = build(DistillSettings, {"data": data if isinstance(data, str) else "", **settings}, where)
+    specs = _specs(inputs)
+    module = load_model(model, weights, trust_checkpoint).module
+    teacher = copy.deepcopy(module)
+    tied = sharing.cluster(module, spec.clusters, spec.ignore)
+    if data is not None:
+        with torch.random.fork_rng():
+            batches = compress.load_batches(data, specs, config.batch_size)
+            compress.run_distill(teacher, module, batches, config, None, progress, tied)
+    module.eval()
+    result = sharing.result(module, spec.clusters, tied)
+    if out is not None:
+        source = str(model) if isinstance(model, (str, Path)) else type(model).__qualname__
+        compress.save(module, Path(out), {"edgekit_share": result.as_dict(), "edgekit_source": source})
+        if isinstance(model, (str, Path)) and is_function_spec(str(model)):
+            compress.verify_reload(str(model), Path(out), module, specs)
+    return module, result
+
+
 def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = None, target: str = "desktop-x86",
              **settings) -> Path:
     """Statically (or dynamically) quantize an ONNX model with a target profile's settings, overridden by
@@ -172,7 +207,7 @@ def _recipe(model, inputs, calibration, validation, targets, out, settings: dict
     quantize = {k: v for k, v in settings.items() if k in quant_keys}
     apply_quant_overrides(QuantSettings(), quantize, where)  # types, choices and ranges, told now
     run = {k: v for k, v in settings.items() if k in run_keys - {"device"}}
-    for key, cls in (("prune", PruneSpec), ("distill", DistillSettings)):  # checked as a recipe's tables are
+    for key, cls in (("prune", PruneSpec), ("share", ShareSpec), ("distill", DistillSettings)):  # as recipe tables
         if run.get(key) is not None:
             value = run[key]
             run[key] = build(cls, dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value,

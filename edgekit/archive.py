@@ -18,6 +18,7 @@ MAX_MEMBER_BYTES = 2 << 30  # the largest ONNX protobuf a single file can hold
 MAX_TOTAL_BYTES = 4 << 30
 MAX_HEADER_BYTES = 1 << 20  # a GNU long name or PAX header: real ones are a few hundred bytes
 MAX_MANIFEST_BYTES = 16 << 20
+UNHASHED = ("manifest.json", "report.md", "report.html")  # written after the other files' hashes, beside them
 LEDGER = ".edgekit-archives.json"  # outdir's record of the archives it wrote
 
 
@@ -153,7 +154,7 @@ def _listed_files(archive: Path, tar: tarfile.TarFile, members: list) -> dict[tu
                            for name, digest in files.items()})
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError) as e:
             raise InputError(f"{archive}: {member.name} is not a valid manifest ({type(e).__name__})") from e
-        listed.update({(*folder, name): (MAX_MANIFEST_BYTES, None) for name in ("manifest.json", "report.md")})
+        listed.update({(*folder, name): (MAX_MANIFEST_BYTES, None) for name in UNHASHED})
     if not listed:
         raise InputError(f"{archive}: no manifest.json in it or in its top folders")
     return listed

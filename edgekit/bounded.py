@@ -52,6 +52,9 @@ def _main(argv: list[str]) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory, hard))
     # steps here are onnx/onnxruntime work; onnxruntime.tools imports torch when it can find it (1.2 s a child)
     sys.modules["torch"] = None
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(4)  # this stderr is the user's: edgekit reports the cause
     try:
         result = {"ok": True, "value": pkgutil.resolve_name(fn)(*args)}
     except MemoryError:

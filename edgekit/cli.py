@@ -15,7 +15,8 @@ import click
 
 from . import __version__
 from .config import (DEFAULT_TARGETS, RANGES, DeviceSpec, DistillSettings, InputSpec, PruneSpec, QuantSettings,
-                     Recipe, apply_quant_overrides, choices, list_targets, load_recipe, load_target, load_targets)
+                     Recipe, ShareSpec, apply_quant_overrides, choices, list_targets, load_recipe, load_target,
+                     load_targets)
 from .errors import EdgekitError, ExitCode, UsageError, first_line, from_os_error
 
 
@@ -299,6 +300,32 @@ def prune(source, ratio, out, as_json, **settings):
                f"MACs {r['macs_before']:,} → {r['macs_after']:,}"
                + (f", sparsity {r['sparsity']:.1%}" if r["sparsity"] is not None else "")
                + (f", {result.rounding.describe()}" if result.rounding else "") + f"; wrote {out}\n"
+               f"reload with: edgekit export {source} --weights {out} ...")
+
+
+@main.command()
+@click.argument("source")
+@click.option("--weights", help="State dict or checkpoint (weights_only=True).")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="Load files that can run code (full pickles, TorchScript, .pt2): trusted files only.")
+@click.option("--input", "inputs", multiple=True, required=True, metavar="NAME:SHAPE[:DTYPE]")
+@click.option("--clusters", type=click.IntRange(*RANGES["clusters"]), default=ShareSpec.clusters, show_default=True,
+              help="Distinct weight values per conv/linear layer (k-means).")
+@click.option("--ignore", multiple=True, help="Layer name to leave unshared. Repeatable.")
+@click.option("--data", help="Training data to fine-tune on by distillation from the unshared model (as distill's).")
+@click.option("--epochs", default=DistillSettings.epochs, show_default=True)
+@click.option("--lr", default=DistillSettings.lr, show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Shared model file (.pt).")
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def share(source, out, as_json, **settings):
+    """Share SOURCE's weights in k clusters per layer (fine-tuned with --data); `export --weights` reloads it."""
+    from .api import share
+
+    _, result = share(source, out=out, progress=not as_json, **settings)
+    r = result.as_dict()
+    click.echo(json.dumps(r, indent=2) if as_json else
+               f"{len(r['layers'])} layers shared, at most {r['distinct_max']} values each; wrote {out}\n"
                f"reload with: edgekit export {source} --weights {out} ...")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import calib, distillation, pruning, structure
+from . import calib, distillation, pruning, sharing, structure
 from .config import DEFAULT_TARGETS, DistillSettings, InputSpec, PruneSpec, Target, load_target
 from .errors import InputError, UsageError
 from .progress import bar
@@ -66,8 +66,10 @@ def run_prune(module, specs, spec: PruneSpec, batches=None, target: Target | Non
     return dataclasses.replace(result, rounding=choice)
 
 
-def run_distill(teacher, student, batches, settings: DistillSettings, out: Path | None, progress: bool):
-    """Distill; with `out`, the best student so far is saved there (atomically) at each improvement."""
+def run_distill(teacher, student, batches, settings: DistillSettings, out: Path | None, progress: bool,
+                tied: dict | None = None):
+    """Distill; with `out`, the best student so far is saved there (atomically) at each improvement. `tied`:
+    a shared student's clusters (sharing.cluster), tied again after every step."""
     train, val = split(batches)
 
     def save_best(model, row):
@@ -76,7 +78,8 @@ def run_distill(teacher, student, batches, settings: DistillSettings, out: Path 
 
     with bar("distilling", settings.epochs, progress) as advance:
         return distillation.distill(
-            teacher, student, train, val, settings, on_best=save_best, progress=lambda row: advance(
+            teacher, student, train, val, settings, on_best=save_best,
+            after_step=(lambda: sharing.tie(student, tied)) if tied else None, progress=lambda row: advance(
                 1, f"epoch {row['epoch']} loss {row['train_loss']:.4f} "
                    + " ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "train_loss"))))
 

@@ -208,6 +208,12 @@ class BenchSpec:
 
 
 @dataclass(frozen=True)
+class ShareSpec:
+    clusters: int = 16  # distinct weight values per conv/linear layer (k-means); fine-tuned by [distill] if given
+    ignore: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class PruneSpec:
     ratio: float = 0.5
     method: PruneMethod = "structured"
@@ -250,6 +256,7 @@ class Recipe:
     quantize: dict = field(default_factory=dict)  # overrides applied on every target's settings
     bench: BenchSpec = BenchSpec()
     prune: PruneSpec | None = None  # prune (and usually distill) before export
+    share: ShareSpec | None = None  # weights shared in k clusters per layer (fine-tuned by [distill]) before export
     distill: DistillSettings | None = None
     trust_checkpoint: bool = False  # torch.load(weights_only=False): only for files the user vouches for
     archive: bool = False  # also write OUT/<target>.tar.gz
@@ -288,8 +295,9 @@ RANGES = {"size": (1, 1_000_000), "opset": (10, 23), "threads": (1, 256), "sampl
           "latency_p50_ms_max": (0.0, float("inf")), "size_mb_max": (0.0, float("inf")),
           "min_coverage": (0.0, 1.0), "golden_samples": (1, 10_000), "golden_tolerance": (0.0, 1.0),
           "golden_tolerance_steps": (0, 255),
-          "ratio": (0.0, 0.99), "round_to": (0, 1024), "epochs": (1, 100_000), "temperature": (0.01, 100.0),
-          "alpha": (0.0, 1.0), "lr": (0.0, 10.0), "batch_size": (1, 1 << 20), "patience": (0, 100_000),
+          "ratio": (0.0, 0.99), "round_to": (0, 1024), "clusters": (2, 256), "epochs": (1, 100_000),
+          "temperature": (0.01, 100.0), "alpha": (0.0, 1.0), "lr": (0.0, 10.0), "batch_size": (1, 1 << 20),
+          "patience": (0, 100_000),
           "max_trials": (1, 10_000), "time_budget": (1.0, 1e7), "max_excluded": (0, 100_000),
           "max_latency_price": (1.0, 1000.0), "max_data_bytes": (1, 1 << 50), "step_timeout": (0.001, 1e6)}
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -413,7 +421,7 @@ def load_recipe(path: Path) -> Recipe:
     """Read an `edgekit.toml`; relative paths in it are relative to the recipe's folder."""
     table = read_toml(path)
     where = str(path)
-    sections = {"model", "data", "export", "quantize", "bench", "prune", "distill", "device"}
+    sections = {"model", "data", "export", "quantize", "bench", "prune", "share", "distill", "device"}
     for key, body in table.items():
         if key not in sections:
             raise UsageError(f"{where}: unknown section or key {key!r}{nearest(key, sections)}")
@@ -452,13 +460,14 @@ def load_recipe(path: Path) -> Recipe:
     apply_quant_overrides(QuantSettings(), quantize, f"{where} [quantize]")  # validate now
     bench = build(BenchSpec, table.get("bench", {}), f"{where} [bench]")
     prune = build(PruneSpec, table["prune"], f"{where} [prune]") if "prune" in table else None
+    share = build(ShareSpec, table["share"], f"{where} [share]") if "share" in table else None
     distill = (build(DistillSettings, table["distill"], f"{where} [distill]", required=("data",))
                if "distill" in table else None)
     device = build(DeviceSpec, table["device"], f"{where} [device]", required=("url",)) if "device" in table else None
     if distill and (not is_function_spec(distill.data) or ".py:" in distill.data):
         distill = replace(distill, data=str(base / distill.data))
     return replace(recipe, inputs=tuple(InputSpec.parse(i) for i in inputs), quantize=quantize, bench=bench,
-                   prune=prune, distill=distill, device=device)
+                   prune=prune, share=share, distill=distill, device=device)
 
 
 def settings_table() -> str:

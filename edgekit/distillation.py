@@ -89,8 +89,10 @@ def evaluate(module, batches) -> dict:
     return {"accuracy": 100.0 * correct / total if total else None, "loss": loss / total if total else None}
 
 
-def distill(teacher, student, train, val, settings: DistillSettings, progress=None, on_best=None) -> DistillResult:
-    """Train `student` in place; it ends with the weights of its best validation epoch."""
+def distill(teacher, student, train, val, settings: DistillSettings, progress=None, on_best=None,
+            after_step=None) -> DistillResult:
+    """Train `student` in place; it ends with the weights of its best validation epoch. `after_step()` runs
+    after each optimizer step (weight sharing ties the clusters again there)."""
     import torch
     import torch.nn.functional as F
 
@@ -127,6 +129,8 @@ def distill(teacher, student, train, val, settings: DistillSettings, progress=No
             loss.backward()
             opt.step()
             sched.step()
+            if after_step:
+                after_step()
             total += float(loss.detach())
         score = _score(teacher, student, val or train, metric, t)
         shown = score if metric == "accuracy" else -score  # the KD loss is scored negated: higher is better

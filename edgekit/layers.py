@@ -18,6 +18,8 @@ import numpy as np
 
 from .errors import StageError, first_line
 
+CHUNK = 1 << 14  # elements per float32 partial sum of squares
+
 
 def tensor_errors(fp32: Path, int8: Path, feeds: Sequence[dict], limit: int = 8) -> list[dict]:
     """[{tensor, local_sqnr_db, accumulated_sqnr_db}], worst local SQNR first. One sample's intermediate tensors
@@ -29,24 +31,48 @@ def tensor_errors(fp32: Path, int8: Path, feeds: Sequence[dict], limit: int = 8)
     in_float: set[str] = set()  # tensors the float model also has
     try:
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-            aug_f, aug_q = Path(tmp) / "f.onnx", Path(tmp) / "q.onnx"
-            dbg.modify_model_output_intermediate_tensors(str(fp32), str(aug_f))
-            dbg.modify_model_output_intermediate_tensors(str(int8), str(aug_q))
+            float_run, int8_run = (_intermediates(m, Path(tmp) / f"{i}.onnx") for i, m in enumerate((fp32, int8)))
             for feed in feeds[:limit]:
-                matched = dbg.create_activation_matching(dbg.collect_activations(str(aug_q), [feed]),
-                                                         dbg.collect_activations(str(aug_f), [feed]))
-                for tensor, m in matched.items():
-                    pre, post = m["pre_qdq"][0].astype(np.float64), m["post_qdq"][0].astype(np.float64)
-                    ref = m["float"][0].astype(np.float64) if "float" in m else np.zeros_like(post)
+                for tensor, m in dbg.create_activation_matching(int8_run(feed), float_run(feed)).items():
+                    pre, post = m["pre_qdq"][0], m["post_qdq"][0]
+                    ref = m["float"][0] if "float" in m else np.zeros_like(post)
                     in_float |= {tensor} if "float" in m else set()
-                    energy[tensor] = energy.get(tensor, 0) + np.array([
-                        np.sum(pre ** 2), np.sum((pre - post) ** 2), np.sum(ref ** 2), np.sum((ref - post) ** 2)])
+                    energy[tensor] = energy.get(tensor, 0) + np.array(
+                        [_energy(pre), _energy(pre - post), _energy(ref), _energy(ref - post)])
     except Exception as e:
         raise StageError("per-layer error analysis", f"{type(e).__name__}: {first_line(e, 200)}") from e
     rows = [{"tensor": tensor, "local_sqnr_db": _finite(_sqnr(e[0], e[1])),
              "accumulated_sqnr_db": _finite(_sqnr(e[2], e[3])) if tensor in in_float else None}
             for tensor, e in energy.items()]
     return sorted(rows, key=lambda r: (r["local_sqnr_db"] if r["local_sqnr_db"] is not None else 1e9))
+
+
+def _intermediates(model: Path, augmented: Path):
+    """A function of one feed returning {tensor: [value]} for every float tensor of `model`, as onnxruntime's
+    collect_activations does (its augmented model, unoptimised), from one session made once."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import qdq_loss_debug as dbg
+
+    dbg.modify_model_output_intermediate_tensors(str(model), str(augmented))
+    graph = onnx.load(str(augmented), load_external_data=False).graph
+    saved = {}  # each saved copy -> its tensor: the Reshape nodes appended after the model's own, named as output
+    for node in reversed(graph.node):
+        if node.op_type != "Reshape" or node.name != node.output[0]:
+            break
+        saved[node.output[0]] = node.input[0]
+    names = [o.name for o in graph.output if o.name in saved]
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(str(augmented), options, providers=["CPUExecutionProvider"])
+    return lambda feed: {saved[n]: [v] for n, v in zip(names, sess.run(names, feed))}
+
+
+def _energy(x: np.ndarray) -> float:
+    """Sum of squares: float32 dot products over chunks, added in float64 (one float32 sum of a million squares
+    loses digits; converting every tensor to float64 first took a third of the analysis)."""
+    x = x.ravel() if x.dtype == np.float32 else x.ravel().astype(np.float64)
+    return sum(float(np.dot(x[i:i + CHUNK], x[i:i + CHUNK])) for i in range(0, x.size, CHUNK))
 
 
 def _sqnr(signal: float, noise: float) -> float:

@@ -148,7 +148,7 @@ def _is_package(manifest: Path, name: str) -> bool:
         if not (isinstance(data, dict) and "edgekit_version" in data and data.get("target") == name
                 and isinstance(data.get("files"), dict)):
             return False
-        return {p.name for p in manifest.parent.iterdir()} <= {*data["files"], "manifest.json", "report.md"}
+        return {p.name for p in manifest.parent.iterdir()} <= {*data["files"], *archive.UNHASHED}
     except (OSError, ValueError, RecursionError):
         return False
 

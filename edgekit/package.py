@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import arrays, host, mobile, sequences
+from . import arrays, host, mobile, report_html, sequences
+from .archive import UNHASHED
 from .config import Target
 from .errors import InputError
 from .report import markdown
@@ -17,7 +18,6 @@ from .runtime import int8_session, run_onnx
 from .reports import TargetReport
 
 FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
-UNHASHED = ("manifest.json", "report.md")  # written after the hashes of the other files, beside them
 
 
 def sha256(path: Path) -> str:
@@ -100,12 +100,13 @@ def read_golden(path: Path) -> tuple[list[dict], list[dict], dict[str, float]]:
 
 
 def write(target_dir: Path, report: TargetReport) -> None:
-    """Hash every deliverable into the report, then write manifest.json and report.md beside them."""
+    """Hash every deliverable into the report, then write manifest.json, report.md and report.html beside them."""
     files = sorted(p for p in target_dir.iterdir() if p.is_file() and p.name not in UNHASHED)
     report.files = {p.name: sha256(p) for p in files}
     report.sizes = {p.name: p.stat().st_size for p in files}
     (target_dir / "manifest.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
     (target_dir / "report.md").write_text(markdown(report))
+    (target_dir / "report.html").write_text(report_html.page(report))
 
 
 def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], names: list[str],

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import (__version__, archive, bench, calib, constants, emulator, host, layers, onnx_export, outdir, package,
-               package_check, parity, pixels, precision, quantization, sequences, sizes, tune, verdict)
+               package_check, parity, pixels, precision, quantization, sequences, sharing, sizes, tune, verdict)
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
 from .errors import EdgekitError, UsageError
 from .device import Device
@@ -107,7 +107,7 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     cal, val = calib.for_run(recipe, sequences.data_specs(inputs, recipe.state) if recipe.state else inputs, targets)
     init = sequences.initial_values(recipe.state_init, inputs, recipe.state, recipe.max_data_bytes)
     compression = (_compress(recipe, loaded, inputs, val, targets[0], progress)
-                   if recipe.prune or recipe.distill else None)
+                   if recipe.prune or recipe.share or recipe.distill else None)
     published = False
     try:
         with outdir.staging(out, names, recipe.force) as stage:
@@ -203,7 +203,7 @@ def _compress(recipe: Recipe, loaded, inputs, val, target: Target, progress: boo
     from . import compress
 
     if loaded.module is None or loaded.program is not None:
-        raise UsageError("[prune]/[distill] need a MODULE:FUNCTION or FILE.py:FUNCTION model")
+        raise UsageError("[prune]/[share]/[distill] need a MODULE:FUNCTION or FILE.py:FUNCTION model")
     names = [s.name for s in inputs]
     example = compress.example_inputs(inputs)
 
@@ -222,11 +222,17 @@ def _compress(recipe: Recipe, loaded, inputs, val, target: Target, progress: boo
                    if recipe.prune.importance == "taylor" and recipe.distill else None)
         record["prune"] = compress.run_prune(loaded.module, inputs, recipe.prune, batches, target).as_dict()
         steps.append(step("pruned", loaded.module))
+    tied = None
+    if recipe.share:
+        tied = sharing.cluster(loaded.module, recipe.share.clusters, recipe.share.ignore)
+        steps.append(step("shared", loaded.module))
     if recipe.distill:
         batches = compress.load_batches(recipe.distill.data, inputs, recipe.distill.batch_size)
-        record["distill"] = compress.run_distill(teacher, loaded.module, batches, recipe.distill, None,
-                                                 progress).as_dict()
+        record["distill"] = compress.run_distill(teacher, loaded.module, batches, recipe.distill, None, progress,
+                                                 tied).as_dict()
         steps.append(step("distilled", loaded.module))
+    if recipe.share:
+        record["share"] = sharing.result(loaded.module, recipe.share.clusters, tied).as_dict()
     loaded.module.eval()
     return {"steps": steps, **record, "accuracy_data": val.origin if val.labels is not None else None}
 
@@ -242,7 +248,8 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
         recipe = shared.recipe
         raw = onnx_export.export_torch(loaded.program or loaded.module, shared.inputs, recipe.output_names, opset,
                                   work / "exported.onnx", "dynamo" if loaded.program else recipe.exporter)
-    fp32, preprocessing = onnx_export.preprocess(raw, work / "model.onnx", shared.recipe.step_timeout)
+    fp32, preprocessing = onnx_export.preprocess(raw, work / "model.onnx", shared.recipe.step_timeout,
+                                                 exported=not loaded.is_onnx)
     model = onnx_export.parsed(fp32)
     for i, node in enumerate(model.graph.node):  # the quantizer and --auto exclude nodes by name
         node.name = node.name or f"{node.op_type}_{i}"

@@ -36,7 +36,8 @@ class RoundingChoice:
         from .host import describe
 
         times = ", ".join(f"{k}: {ms:.2f}" for k, ms in self.int8_p50_ms.items())
-        return f"channels multiples of {self.chosen} (int8 p50 ms {times}; {self.target} settings, {describe(self.host)})"
+        return (f"channels multiples of {self.chosen} (int8 p50 ms {times}; {self.target} settings, "
+                f"{describe(self.host)})")
 
 
 def choose(module, specs: tuple[InputSpec, ...], spec: PruneSpec, target: Target, batches=None,
@@ -53,7 +54,7 @@ def choose(module, specs: tuple[InputSpec, ...], spec: PruneSpec, target: Target
             pruned = copy.deepcopy(module)
             run_prune(pruned, specs, dataclasses.replace(spec, round_to=k), batches)
             raw = onnx_export.export_torch(pruned, specs, (), target.opset, Path(tmp) / f"{k}.onnx")
-            fp32, _ = onnx_export.preprocess(raw, Path(tmp) / f"{k}.fp32.onnx")
+            fp32, _ = onnx_export.preprocess(raw, Path(tmp) / f"{k}.fp32.onnx", exported=True)
             plan = quantization.plan(fp32, target.quantize, set(), target.runtime.arch)
             paths[k] = str(quantization.quantize(fp32, Path(tmp) / f"{k}.int8.onnx", plan, feeds))
         lat = bench.measure_pair(paths, feeds[0], ("CPUExecutionProvider",), 1, WARMUP, RUNS)

@@ -31,7 +31,7 @@ def test_digits_example_desktop_x86(tmp_path):
     assert MANIFEST_KEYS <= set(m)
     tdir = out / "desktop-x86"
     assert sorted(p.name for p in tdir.iterdir()) == ["golden.npz", "manifest.json", "model.int8.onnx", "model.onnx",
-                                                       "report.md"]
+                                                       "report.html", "report.md"]
     # the bar: int8 accuracy within 1 point of fp32 on held-out digits
     assert m["accuracy"]["fp32"] - m["accuracy"]["int8"] <= 1.0
     assert m["accuracy"]["fp32"] > 95

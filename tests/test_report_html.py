@@ -1,0 +1,77 @@
+"""report.html (issue 15 item 4): self-contained, escaped, and rendered by a real browser (Debian's Chromium,
+headless), not only parsed."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import DIGITS, cli
+
+import edgekit
+from edgekit import report_html
+
+
+@pytest.fixture(scope="module")
+def digits_package(tmp_path_factory):
+    out = tmp_path_factory.mktemp("html")
+    result = cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--out", out, "--bench-runs", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    return out / "desktop-x86", json.loads(result.stdout)[0]
+
+
+def test_report_html_is_self_contained_with_charts_and_beside_the_manifest(digits_package):
+    folder, manifest = digits_package
+    page = (folder / "report.html").read_text()
+    assert page.count("<svg") == 2  # latency and size; per-layer error
+    # nothing fetched from outside the file: no scripts, links, imports or references but in-page (#id) ones
+    assert "<script" not in page and "<link" not in page and "@import" not in page
+    assert re.findall(r'(?:src|href)\s*=\s*"(?!#)', page) == []
+    assert manifest["latency"]["where"] in page
+    assert "report.html" not in manifest["files"]  # written after the hashes, like report.md
+    assert edgekit.check(folder).passed  # and `edgekit check` takes the folder with it
+
+
+def test_strings_from_the_run_are_escaped(tmp_path):
+    hostile = tmp_path / "<img src=x onerror=alert(1)>"
+    hostile.mkdir()
+    model = hostile / "model.py"
+    shutil.copy(DIGITS / "model.py", model)
+    result = cli(["export", f"{model}:build", "--weights", DIGITS / "digits_cnn.pt", "--input", "image:Nx1x8x8",
+                  "--calibration", DIGITS / "data" / "calibration.npz", "--out", tmp_path / "o", "--no-bench"])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "o" / "desktop-x86" / "report.html").read_text()
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_without_matplotlib_the_page_says_how_to_get_charts(digits_package, monkeypatch):
+    from edgekit.reports import TargetReport
+
+    folder, manifest = digits_package
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as on an install without the plots extra
+    report = TargetReport(manifest["target"], None, None, None, None, None, [], [], manifest)
+    page = report_html.page(report)
+    assert report_html.PLOTS_HINT.replace("'", "&#x27;") in page and "<svg" not in page
+
+
+def test_chromium_renders_the_charts_without_console_errors(digits_package, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it where it runs as root)")
+    from PIL import Image
+
+    folder, _ = digits_package
+    shot = tmp_path / "shot.png"
+    run = subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                          "--window-size=1000,1400", f"--screenshot={shot}", "--enable-logging=stderr", "--v=0",
+                          (folder / "report.html").as_uri()], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and shot.exists(), run.stderr[-2000:]
+    assert "CONSOLE" not in run.stderr and "Uncaught" not in run.stderr, run.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
+    assert pixels.std() > 20  # not a blank page
+    # the charts' bar colours are on screen: int8 blue (#2a7ab0) and per-layer red (#c0504d)
+    for colour in ((0x2a, 0x7a, 0xb0), (0xc0, 0x50, 0x4d)):
+        close = (np.abs(pixels - np.array(colour)).sum(axis=2) < 12).sum()
+        assert close > 500, (colour, close)

@@ -1,0 +1,55 @@
+"""Parameter sharing (issue 15 item 3): k-means weight clusters per layer, fine-tuned with the clusters tied, kept
+through int8, and what an app update ships (the .tar.gz) measured against plain int8 on digits."""
+import json
+
+import numpy as np
+import onnx
+from conftest import DIGITS, ROOT, cli
+from onnx import numpy_helper
+
+from edgekit.load import load_model
+
+MODEL = f"{DIGITS / 'model.py'}:build"
+TRAIN = f"{ROOT / 'calibration' / 'readers.py'}:digits_train"
+
+
+def _recipe(tmp_path, name: str, extra: str = ""):
+    text = ((DIGITS / "edgekit.toml").read_text().replace('source = "model.py:build"', f'source = "{MODEL}"')
+            .replace('weights = "digits_cnn.pt"', f'weights = "{DIGITS / "digits_cnn.pt"}"')
+            .replace('"data/', f'"{DIGITS}/data/'))
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text + extra)
+    result = cli(["export", path, "-t", "desktop-x86", "--out", tmp_path / name, "--archive", "--no-bench", "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)[0], tmp_path / name / "desktop-x86.tar.gz"
+
+
+def test_shared_digits_ship_smaller_at_the_same_accuracy(tmp_path):
+    plain, plain_archive = _recipe(tmp_path, "plain")
+    shared, shared_archive = _recipe(tmp_path, "shared",
+                                     f'\n[share]\nclusters = 16\n\n[distill]\ndata = "{TRAIN}"\nepochs = 6\n')
+    ratio = plain_archive.stat().st_size / shared_archive.stat().st_size
+    assert ratio >= 1.8, ratio  # issue 15's bar
+    assert plain["accuracy"]["int8"] - shared["accuracy"]["int8"] <= 1.0, (plain["accuracy"], shared["accuracy"])
+    record = shared["compression"]["share"]
+    assert record["clusters"] == 16 and record["distinct_max"] <= 16 and len(record["layers"]) == 4
+    assert [s["step"] for s in shared["compression"]["steps"]] == ["original", "shared", "distilled"]
+    # through int8: each output channel of every quantized weight holds at most 16 codes
+    graph = onnx.load(tmp_path / "shared" / "desktop-x86" / "model.int8.onnx").graph
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    codes = [len(np.unique(weights[n.input[0]][c])) for n in graph.node if n.op_type == "DequantizeLinear"
+             and n.input[0] in weights and weights[n.input[0]].ndim >= 2 for c in range(weights[n.input[0]].shape[0])]
+    assert codes and max(codes) <= 16, max(codes)
+
+
+def test_share_command_writes_a_reloadable_model_with_k_values_per_layer(tmp_path):
+    out = tmp_path / "s.pt"
+    result = cli(["share", MODEL, "--weights", DIGITS / "digits_cnn.pt", "--input", "image:Nx1x8x8", "--clusters",
+                  "8", "--out", out, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["distinct_max"] <= 8
+    module = load_model(MODEL, str(out)).module
+    for layer in (module.features[0], module.features[3], module.classifier[1], module.classifier[3]):
+        assert len(layer.weight.detach().unique()) <= 8
+    refused = cli(["share", MODEL, "--input", "image:Nx1x8x8", "--clusters", "1", "--out", tmp_path / "t.pt"])
+    assert refused.exit_code == 2 and "--clusters" in refused.output
