@@ -18,6 +18,7 @@ from .config import (DEFAULT_TARGETS, RANGES, DeviceSpec, DistillSettings, Input
                      Recipe, ShareSpec, apply_quant_overrides, choices, list_targets, load_recipe, load_target,
                      load_targets)
 from .errors import EdgekitError, ExitCode, UsageError, first_line, from_os_error
+from .search import SAMPLERS
 
 
 def _interrupt(signum, frame):
@@ -248,9 +249,12 @@ def main(debug: bool, verbose: bool) -> None:
 @_device_options
 @click.option("--force", is_flag=True, default=None,
               help="Replace OUT/<target> and its archive even when edgekit did not make them (default: refuse).")
+@click.option("--from-trial", type=int, metavar="N", help="Export `edgekit search`'s trial N (with its --storage).")
+@click.option("--storage", help="The search's Optuna storage (default sqlite:///OUT/search.db).")
+@click.option("--study", default="edgekit", show_default=True, help="The search's study name.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON on stdout.")
 @_handle_errors
-def export(source, as_json, **flags):
+def export(source, as_json, from_trial, storage, study, **flags):
     """Export, quantize, validate and benchmark SOURCE for each target.
 
     SOURCE is a recipe (edgekit.toml), MODULE:FUNCTION, FILE.py:FUNCTION, a TorchScript or
@@ -260,9 +264,51 @@ def export(source, as_json, **flags):
     from .report import table
 
     recipe = recipe_from(source, flags)
+    if from_trial is not None:
+        from . import search
+
+        recipe = search.from_trial(recipe, storage or search.default_storage(Path(recipe.out)), study, from_trial)
     report = run(recipe, load_targets(recipe.targets), progress=not as_json)
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else table(list(report.targets.values())))
     return report.exit_code
+
+
+@main.command("search")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--budget", "budgets", multiple=True, metavar="latency_ms=N|size_mb=N",
+              help="A bound the exported model must meet on the target (latency measured on this host). Repeatable.")
+@click.option("--trials", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@click.option("--sampler", type=click.Choice(SAMPLERS), default=SAMPLERS[0], show_default=True)
+@click.option("--storage", help="Optuna storage: sqlite:///FILE (default OUT/search.db), an RDB URL such as "
+                                "postgresql://... (with its driver), or journal:FILE; other machines join with the "
+                                "same one and --study.")
+@click.option("--study", default="edgekit", show_default=True, help="Study name; an existing one is resumed.")
+@click.option("--time-budget", type=float, help="Seconds; no trial starts after it.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Processes on this machine sharing the storage.")
+@click.option("-t", "--target", help="Target profile (default: the recipe's first).")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: the recipe's).")
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def search_command(recipe, budgets, trials, sampler, storage, study, time_budget, workers, target, out, as_json):
+    """Search prune ratio, weight sharing, distillation and quantization for the most accurate model within the
+    budgets; writes OUT/pareto.json and exports the best point to OUT."""
+    from . import search
+
+    r = recipe_from(recipe, {"out": out, "targets": (target,) if target else None})
+    report = search.run(r, load_targets(r.targets)[0], search.parse_budgets(budgets), trials, sampler, storage,
+                        study, time_budget, workers, Path(r.out))
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        click.echo(f"{len(report.points)} trial(s) done, {len(report.failed)} failed, {report.seconds_per_trial:.1f} s "
+                   f"a trial; {report.metric}, latency on {report.where}")
+        click.echo("Pareto front (within the budgets and the target's gates):\ntrial | accuracy | p50 ms | MB | params")
+        for p in report.pareto:
+            click.echo(f"{p.trial} | {p.accuracy:.2f} | {p.latency_ms:.4f} | {p.size_mb:.3f} | {p.params}")
+        click.echo(f"best: trial {report.best.trial}, exported to {r.out}" if report.best else
+                   "no trial met the budgets and gates")
+    return 0 if report.best else 1
 
 
 _ROUND_TO = click.IntRange(*RANGES["round_to"])

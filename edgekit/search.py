@@ -1,0 +1,238 @@
+"""`edgekit search`: the most accurate model under a device budget, over edgekit's own knobs (prune ratio,
+weight sharing, distillation epochs, calibration method, per-channel weights), by Optuna.
+
+Optuna (the `search` extra) is the engine and its storage the state: an SQLite file by default (one machine),
+any RDB URL or journal storage for many; `--workers K` runs K processes on one storage, and another machine
+joins with the same `--storage` and study name. Each trial is a whole `edgekit export` of the first target into
+OUT/trials/<n>, so its accuracy, latency and size are the ones a package would have. A trial that fails is
+recorded with its reason and the search goes on; the Pareto front (accuracy x latency x size, within the
+budgets and the target's gates) goes to OUT/pareto.json and its most accurate point is exported to OUT.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import PruneSpec, Recipe, ShareSpec, Target
+from .errors import UsageError
+
+SAMPLERS = ("tpe", "random", "grid")
+BUDGETS = ("latency_ms", "size_mb")
+CHOICES = {"prune_ratio": [0.0, 0.3, 0.5, 0.6], "clusters": [0, 16, 32], "calibrate_method": ["minmax", "entropy"],
+           "per_channel": [True, False]}
+
+
+@dataclass(frozen=True)
+class Point:
+    trial: int
+    accuracy: float  # int8 accuracy (%), or 100 x the worst int8 cosine without labels
+    latency_ms: float  # int8 p50 at the target's threads, on this host
+    size_mb: float  # model.int8.onnx
+    feasible: bool  # within every budget and the target's gates
+    params: dict
+
+
+@dataclass(frozen=True)
+class SearchReport:
+    study: str
+    storage: str
+    metric: str
+    budgets: dict
+    points: tuple[Point, ...]  # every completed trial
+    failed: tuple[dict, ...]  # {trial, params, error}
+    pareto: tuple[Point, ...]
+    best: Point | None
+    seconds_per_trial: float
+    where: str
+
+    def to_json(self) -> dict:
+        return {**{k: v for k, v in dataclasses.asdict(self).items() if k not in ("points",)},
+                "trials": len(self.points) + len(self.failed)}
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise UsageError("edgekit search runs on Optuna: pip install 'edgekit[search]'") from None
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial's reason is recorded, not traced
+    return optuna
+
+
+def choices(recipe: Recipe) -> dict[str, list]:
+    """The searched values; distillation epochs only when the recipe has [distill] training data."""
+    found = dict(CHOICES)
+    if recipe.distill:
+        found["distill_epochs"] = sorted({0, max(1, recipe.distill.epochs // 2), recipe.distill.epochs})
+    return found
+
+
+def apply(recipe: Recipe, params: dict, out: Path) -> Recipe:
+    """The recipe one trial (or its re-export) runs: the recipe's own settings with the trial's values."""
+    ratio = params["prune_ratio"]
+    prune = dataclasses.replace(recipe.prune or PruneSpec(), ratio=ratio) if ratio else None
+    share = ShareSpec(clusters=params["clusters"]) if params["clusters"] else None
+    epochs = params.get("distill_epochs", 0)
+    distill = dataclasses.replace(recipe.distill, epochs=epochs) if recipe.distill and epochs else None
+    quantize = {**recipe.quantize, "calibrate_method": params["calibrate_method"], "per_channel": params["per_channel"]}
+    return dataclasses.replace(recipe, prune=prune, share=share, distill=distill, quantize=quantize, out=str(out),
+                               archive=False, no_bench=False)
+
+
+def parse_budgets(items) -> dict[str, float]:
+    budgets = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            budgets[key] = float(value)
+        except ValueError:
+            raise UsageError(f"--budget {item!r}: expected NAME=NUMBER") from None
+        if key not in BUDGETS or budgets[key] <= 0:
+            raise UsageError(f"--budget {item!r}: use {' or '.join(BUDGETS)} with a positive number")
+    return budgets
+
+
+def study(storage: str, name: str, sampler: str, recipe: Recipe, seed: int):
+    optuna = _optuna()
+    grid = choices(recipe)
+    made = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+            "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+            "grid": lambda: optuna.samplers.GridSampler(grid, seed=seed)}
+    if sampler not in made:
+        raise UsageError(f"--sampler {sampler!r}: use {', '.join(SAMPLERS)}")
+    return optuna.create_study(storage=_storage(storage), study_name=name, sampler=made[sampler](), load_if_exists=True,
+                               directions=["maximize", "minimize", "minimize"])
+
+
+def optimize(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str, storage: str, name: str,
+             time_budget: float | None, out: Path) -> None:
+    """Run `trials` trials in this process on the shared study (failures recorded, never fatal)."""
+    from . import pipeline
+
+    s = study(storage, name, sampler, recipe, recipe.seed)
+    grid = choices(recipe)
+
+    def objective(trial):
+        params = {key: trial.suggest_categorical(key, values) for key, values in grid.items()}
+        trial.set_user_attr("worker", os.getpid())
+        try:
+            report = pipeline.run(apply(recipe, params, out / "trials" / str(trial.number)), [target],
+                                  progress=False)
+        except Exception as e:  # recorded on the trial; Optuna marks it failed and the search goes on
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            raise
+        t = report.targets[target.name]
+        accuracy = t.accuracy.int8 if t.accuracy else 100 * (t.quant_parity.worst("cosine") or 0.0)
+        figures = {"latency_ms": t.latency.int8.p50_ms, "size_mb": t.sizes["model.int8.onnx"] / 1e6}
+        constraints = {key: figures[key] - budgets[key] if key in budgets else 0.0 for key in BUDGETS}
+        constraints["gates"] = 0.0 if t.passed else 1.0
+        for key, value in constraints.items():  # <= 0 is feasible; TPE samples around feasible trials
+            trial.set_constraint(key, value)
+        trial.set_user_attr("constraints", list(constraints.values()))
+        trial.set_user_attr("metric", "int8 accuracy %" if t.accuracy else "100 x worst int8 cosine")
+        trial.set_user_attr("where", t.latency.where)
+        return accuracy, figures["latency_ms"], figures["size_mb"]
+
+    s.optimize(objective, n_trials=trials, timeout=time_budget, catch=(Exception,))
+
+
+def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str, storage: str | None,
+        name: str, time_budget: float | None, workers: int, out: Path) -> SearchReport:
+    """The whole search: `workers` processes (this one and workers - 1 children) on one storage, then the Pareto
+    front, OUT/pareto.json, and its most accurate point exported to OUT as the run's package."""
+    from . import pipeline
+
+    out.mkdir(parents=True, exist_ok=True)
+    storage = storage or default_storage(out)
+    study(storage, name, sampler, recipe, recipe.seed)  # made once, before the workers race to make it
+    job = (recipe, target, budgets, sampler, storage, name, time_budget, out)
+    with tempfile.TemporaryDirectory(prefix="edgekit-search-") as tmp:
+        children = []
+        if workers > 1:
+            try:
+                (Path(tmp) / "job.pickle").write_bytes(pickle.dumps(job))  # read back only by our own children
+            except Exception as e:
+                raise UsageError(f"--workers > 1 runs other processes: the model and data must be paths or "
+                                 f"MODULE:FUNCTION, not Python objects ({type(e).__name__})") from None
+            children = [subprocess.Popen([sys.executable, "-m", "edgekit.search", str(Path(tmp) / "job.pickle"),
+                                          str(share_of(trials, workers, i))]) for i in range(1, workers)]
+        try:
+            optimize(recipe, target, budgets, share_of(trials, workers, 0), sampler, storage, name, time_budget, out)
+        finally:
+            for child in children:
+                child.wait()
+    report = summary(storage, name, budgets)
+    (out / "pareto.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    if report.best is not None:
+        pipeline.run(apply(recipe, report.best.params, out), [target], progress=False)
+    return report
+
+
+def summary(storage: str, name: str, budgets: dict) -> SearchReport:
+    """Every trial in the storage, the feasible Pareto front (accuracy up, latency and size down), the best."""
+    optuna = _optuna()
+    trials = optuna.load_study(study_name=name, storage=_storage(storage)).trials
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    points = tuple(Point(t.number, round(t.values[0], 4), round(t.values[1], 4), round(t.values[2], 4),
+                         all(c <= 0 for c in t.user_attrs.get("constraints", [1.0])), t.params) for t in done)
+    failed = tuple({"trial": t.number, "params": t.params, "error": t.user_attrs.get("error", str(t.state))}
+                   for t in trials if t.state == optuna.trial.TrialState.FAIL)
+    feasible = [p for p in points if p.feasible]
+
+    def dominated(p: Point) -> bool:
+        return any(q.accuracy >= p.accuracy and q.latency_ms <= p.latency_ms and q.size_mb <= p.size_mb
+                   and (q.accuracy, -q.latency_ms, -q.size_mb) != (p.accuracy, -p.latency_ms, -p.size_mb)
+                   for q in feasible)
+
+    pareto = tuple(sorted((p for p in feasible if not dominated(p)), key=lambda p: (-p.accuracy, p.latency_ms)))
+    seconds = [t.duration.total_seconds() for t in trials if t.duration is not None]
+    metric = next((t.user_attrs["metric"] for t in done), "")
+    where = next((t.user_attrs["where"] for t in done), "")
+    return SearchReport(name, storage, metric, budgets, points, failed, pareto, pareto[0] if pareto else None,
+                        round(sum(seconds) / len(seconds), 3) if seconds else 0.0, where)
+
+
+def from_trial(recipe: Recipe, storage: str, name: str, number: int) -> Recipe:
+    """The recipe with trial `number`'s values (`edgekit export RECIPE --from-trial N`)."""
+    optuna = _optuna()
+    try:
+        trial = next(t for t in optuna.load_study(study_name=name, storage=_storage(storage)).trials
+                     if t.number == number)
+    except KeyError:
+        raise UsageError(f"--storage {storage}: no study named {name!r}") from None
+    except StopIteration:
+        raise UsageError(f"study {name!r} has no trial {number}") from None
+    return apply(recipe, trial.params, Path(recipe.out))
+
+
+def _storage(url: str):
+    """An RDB URL as Optuna takes it (sqlite:///FILE, postgresql://..., with that database's driver installed), or
+    journal:FILE for Optuna's journal file storage (one file many processes append to, e.g. on a shared disk)."""
+    if url.startswith("journal:"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(url[len("journal:"):]))
+    return url
+
+
+def default_storage(out: Path) -> str:
+    """An SQLite file in the output folder: one machine's search, resumed by running it again."""
+    return f"sqlite:///{(out / 'search.db').resolve()}"
+
+
+def share_of(total: int, workers: int, index: int) -> int:
+    """Trials for worker `index` of `workers` (the first ones take the remainder)."""
+    return total // workers + (1 if index < total % workers else 0)
+
+
+if __name__ == "__main__":  # a --workers child: the parent's job, this worker's share of the trials
+    recipe, target, budgets, sampler, storage, name, time_budget, out = pickle.loads(Path(sys.argv[1]).read_bytes())
+    optimize(recipe, target, budgets, int(sys.argv[2]), sampler, storage, name, time_budget, out)

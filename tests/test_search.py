@@ -1,0 +1,57 @@
+"""`edgekit search` (issue 15 items 1-2): Optuna trials of whole exports on digits, two worker processes on one
+SQLite storage, the Pareto front, a trial re-exported, failures recorded without ending the search."""
+import json
+
+import optuna
+import pytest
+from conftest import DIGITS, ROOT, cli
+
+TRAIN = f"{ROOT / 'calibration' / 'readers.py'}:digits_train"
+
+
+def _recipe(tmp_path, extra: str = "") -> str:
+    text = ((DIGITS / "edgekit.toml").read_text().replace('source = "model.py:build"',
+                                                          f'source = "{DIGITS / "model.py"}:build"')
+            .replace('weights = "digits_cnn.pt"', f'weights = "{DIGITS / "digits_cnn.pt"}"')
+            .replace('"data/', f'"{DIGITS}/data/').replace("runs = 300", "runs = 20"))
+    path = tmp_path / "edgekit.toml"
+    path.write_text(text + f'\n[distill]\ndata = "{TRAIN}"\nepochs = 2\n' + extra)
+    return str(path)
+
+
+def test_two_workers_on_one_storage_find_a_front_and_a_trial_reexports(tmp_path):
+    out = tmp_path / "search"
+    result = cli(["search", _recipe(tmp_path), "-t", "desktop-x86", "--trials", "8", "--workers", "2",
+                  "--budget", "size_mb=1", "--out", out, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["trials"] == 8 and report["failed"] == []
+    trials = optuna.load_study(study_name="edgekit", storage=f"sqlite:///{out / 'search.db'}").trials
+    assert len(trials) == 8 and len({t.user_attrs["worker"] for t in trials}) == 2  # both processes ran trials
+    assert len(report["pareto"]) >= 2 and json.loads((out / "pareto.json").read_text())["pareto"] == report["pareto"]
+    best = report["best"]
+    assert best == report["pareto"][0] and best["feasible"] and best["size_mb"] <= 1
+    exported = json.loads((out / "desktop-x86" / "manifest.json").read_text())
+    assert exported["accuracy"]["int8"] == pytest.approx(best["accuracy"], abs=1e-3)
+    point = report["pareto"][-1]
+    again = cli(["export", _recipe(tmp_path), "-t", "desktop-x86", "--from-trial", point["trial"], "--storage",
+                 f"sqlite:///{out / 'search.db'}", "--out", tmp_path / "again", "--no-bench", "--json"])
+    assert again.exit_code == 0, again.output
+    [m] = json.loads(again.stdout)
+    assert m["quantization"]["calibrate_method"] == point["params"]["calibrate_method"]
+    assert (m["compression"].get("prune") or {}).get("ratio", 0.0) == point["params"]["prune_ratio"]
+    assert m["accuracy"]["int8"] == pytest.approx(point["accuracy"], abs=1e-3)  # the same model as the trial's
+
+
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path):
+    """Pruning with an --ignore layer the model lacks fails every pruned trial, with edgekit's own message."""
+    out = tmp_path / "search"
+    result = cli(["search", _recipe(tmp_path, '\n[prune]\nignore = ["no_such_layer"]\n'), "-t", "desktop-x86",
+                  "--trials", "5", "--sampler", "random", "--out", out, "--json"])
+    report = json.loads(result.stdout)
+    assert report["failed"] and all("no layer named no_such_layer" in f["error"] for f in report["failed"])
+    assert all(f["params"]["prune_ratio"] > 0 for f in report["failed"])
+    assert report["trials"] == 5 and len(report["failed"]) < 5
+    assert result.exit_code == (0 if report["best"] else 1)
+    again = cli(["search", _recipe(tmp_path), "-t", "desktop-x86", "--trials", "1", "--out", out, "--json"])
+    assert again.exit_code in (0, 1) and json.loads(again.stdout)["trials"] == 6  # resumed from its storage
