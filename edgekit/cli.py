@@ -263,12 +263,14 @@ def export(source, as_json, from_trial, storage, study, **flags):
     from .pipeline import run
     from .report import table
 
-    recipe = recipe_from(source, flags)
-    if from_trial is not None:
-        from . import search
+    from . import search
 
-        recipe = search.from_trial(recipe, storage or search.default_storage(Path(recipe.out)), study, from_trial)
-    report = run(recipe, load_targets(recipe.targets), progress=not as_json)
+    recipe, threads = recipe_from(source, flags), None
+    if from_trial is not None:
+        recipe, threads = search.from_trial(recipe, storage or search.default_storage(Path(recipe.out)), study,
+                                            from_trial)
+    with search.torch_threads(threads):
+        report = run(recipe, load_targets(recipe.targets), progress=not as_json)
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else table(list(report.targets.values())))
     return report.exit_code
 

@@ -10,6 +10,7 @@ budgets and the target's gates) goes to OUT/pareto.json and its most accurate po
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -112,8 +113,11 @@ def study(storage: str, name: str, sampler: str, recipe: Recipe, seed: int):
 
 
 def optimize(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str, storage: str, name: str,
-             time_budget: float | None, out: Path) -> None:
-    """Run `trials` trials in this process on the shared study (failures recorded, never fatal)."""
+             time_budget: float | None, out: Path, threads: int | None = None) -> None:
+    """Run `trials` trials in this process on the shared study (failures recorded, never fatal); `threads`:
+    torch's (distillation, reference outputs) while they run."""
+    import torch
+
     from . import pipeline
 
     s = study(storage, name, sampler, recipe, recipe.seed)
@@ -122,6 +126,7 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler
     def objective(trial):
         params = {key: trial.suggest_categorical(key, values) for key, values in grid.items()}
         trial.set_user_attr("worker", os.getpid())
+        trial.set_user_attr("torch_threads", torch.get_num_threads())
         try:
             report = pipeline.run(apply(recipe, params, out / "trials" / str(trial.number)), [target],
                                   progress=False)
@@ -140,7 +145,25 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler
         trial.set_user_attr("where", t.latency.where)
         return accuracy, figures["latency_ms"], figures["size_mb"]
 
-    s.optimize(objective, n_trials=trials, timeout=time_budget, catch=(Exception,))
+    with torch_threads(threads):  # workers share the cores: torch's own pools would oversubscribe them
+        s.optimize(objective, n_trials=trials, timeout=time_budget, catch=(Exception,))
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """torch's intra-op threads while a search (or a trial's re-export: distillation's numbers depend on them)
+    runs; None leaves them as they are."""
+    if threads is None:  # and torch stays unimported (an .onnx export needs none)
+        yield None
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)
 
 
 def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str, storage: str | None,
@@ -153,6 +176,7 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
     storage = storage or default_storage(out)
     study(storage, name, sampler, recipe, recipe.seed)  # made once, before the workers race to make it
     job = (recipe, target, budgets, sampler, storage, name, time_budget, out)
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     with tempfile.TemporaryDirectory(prefix="edgekit-search-") as tmp:
         children = []
         if workers > 1:
@@ -162,9 +186,10 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
                 raise UsageError(f"--workers > 1 runs other processes: the model and data must be paths or "
                                  f"MODULE:FUNCTION, not Python objects ({type(e).__name__})") from None
             children = [subprocess.Popen([sys.executable, "-m", "edgekit.search", str(Path(tmp) / "job.pickle"),
-                                          str(share_of(trials, workers, i))]) for i in range(1, workers)]
+                                          str(share_of(trials, workers, i)), str(threads)]) for i in range(1, workers)]
         try:
-            optimize(recipe, target, budgets, share_of(trials, workers, 0), sampler, storage, name, time_budget, out)
+            optimize(recipe, target, budgets, share_of(trials, workers, 0), sampler, storage, name, time_budget, out,
+                     threads)
         finally:
             for child in children:
                 child.wait()
@@ -199,8 +224,9 @@ def summary(storage: str, name: str, budgets: dict) -> SearchReport:
                         round(sum(seconds) / len(seconds), 3) if seconds else 0.0, where)
 
 
-def from_trial(recipe: Recipe, storage: str, name: str, number: int) -> Recipe:
-    """The recipe with trial `number`'s values (`edgekit export RECIPE --from-trial N`)."""
+def from_trial(recipe: Recipe, storage: str, name: str, number: int) -> tuple[Recipe, int | None]:
+    """The recipe with trial `number`'s values (`edgekit export RECIPE --from-trial N`), and the torch threads the
+    trial ran with: the same model again needs them (distillation's sums depend on them)."""
     optuna = _optuna()
     try:
         trial = next(t for t in optuna.load_study(study_name=name, storage=_storage(storage)).trials
@@ -209,7 +235,7 @@ def from_trial(recipe: Recipe, storage: str, name: str, number: int) -> Recipe:
         raise UsageError(f"--storage {storage}: no study named {name!r}") from None
     except StopIteration:
         raise UsageError(f"study {name!r} has no trial {number}") from None
-    return apply(recipe, trial.params, Path(recipe.out))
+    return apply(recipe, trial.params, Path(recipe.out)), trial.user_attrs.get("torch_threads")
 
 
 def _storage(url: str):
@@ -235,4 +261,4 @@ def share_of(total: int, workers: int, index: int) -> int:
 
 if __name__ == "__main__":  # a --workers child: the parent's job, this worker's share of the trials
     recipe, target, budgets, sampler, storage, name, time_budget, out = pickle.loads(Path(sys.argv[1]).read_bytes())
-    optimize(recipe, target, budgets, int(sys.argv[2]), sampler, storage, name, time_budget, out)
+    optimize(recipe, target, budgets, int(sys.argv[2]), sampler, storage, name, time_budget, out, int(sys.argv[3]))
