@@ -98,11 +98,7 @@ def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: s
     module = load_model(model, weights, trust_checkpoint).module
     batches = compress.load_batches(data, specs, 32) if data is not None else None
     result = compress.run_prune(module, specs, spec, batches, load_target(target))
-    if out is not None:
-        source = str(model) if isinstance(model, (str, Path)) else type(model).__qualname__
-        compress.save(module, Path(out), {"edgekit_prune": result.as_dict(), "edgekit_source": source})
-        if isinstance(model, (str, Path)):
-            compress.verify_reload(str(model), Path(out), module, specs)
+    _save_changed(model, module, out, {"edgekit_prune": result.as_dict()}, specs)
     return module, result
 
 
@@ -156,11 +152,7 @@ def share(model: Any, *, inputs: Iterable[str | InputSpec], clusters: int = Shar
             compress.run_distill(teacher, module, batches, config, None, progress, tied)
     module.eval()
     result = sharing.result(module, spec.clusters, tied)
-    if out is not None:
-        source = str(model) if isinstance(model, (str, Path)) else type(model).__qualname__
-        compress.save(module, Path(out), {"edgekit_share": result.as_dict(), "edgekit_source": source})
-        if isinstance(model, (str, Path)) and is_function_spec(str(model)):
-            compress.verify_reload(str(model), Path(out), module, specs)
+    _save_changed(model, module, out, {"edgekit_share": result.as_dict()}, specs)
     return module, result
 
 
@@ -187,6 +179,19 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
         quantization.quantize(fp32, dest, plan, feeds[: qsettings.samples])
     onnx_export.check(dest)
     return dest
+
+
+def _save_changed(model, module, out, record: dict, specs) -> None:
+    """A pruned or shared module saved to `out` (when given) as a state dict with its layer sizes; rebuilt from a
+    MODULE:FUNCTION source and compared, so a size the file cannot carry is found now, not at export."""
+    from . import compress
+
+    if out is None:
+        return
+    source = str(model) if isinstance(model, (str, Path)) else type(model).__qualname__
+    compress.save(module, Path(out), {**record, "edgekit_source": source})
+    if isinstance(model, (str, Path)) and is_function_spec(str(model)):
+        compress.verify_reload(str(model), Path(out), module, specs)
 
 
 def _specs(inputs) -> tuple[InputSpec, ...]:

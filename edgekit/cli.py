@@ -13,12 +13,11 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, search
 from .config import (DEFAULT_TARGETS, RANGES, DeviceSpec, DistillSettings, InputSpec, PruneSpec, QuantSettings,
                      Recipe, ShareSpec, apply_quant_overrides, choices, list_targets, load_recipe, load_target,
                      load_targets)
 from .errors import EdgekitError, ExitCode, UsageError, first_line, from_os_error
-from .search import SAMPLERS
 
 
 def _interrupt(signum, frame):
@@ -195,6 +194,18 @@ def _quant_options(fn):
     return fn
 
 
+def _torch_source_options(fn):
+    """SOURCE and how to load it, for the commands that change a torch model (prune, share)."""
+    for option in reversed((
+            click.argument("source"),
+            click.option("--weights", help="State dict or checkpoint (weights_only=True)."),
+            click.option("--trust-checkpoint", is_flag=True,
+                         help="Load files that can run code (full pickles, TorchScript, .pt2): trusted files only."),
+            click.option("--input", "inputs", multiple=True, required=True, metavar="NAME:SHAPE[:DTYPE]"))):
+        fn = option(fn)
+    return fn
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgekit")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
@@ -263,8 +274,6 @@ def export(source, as_json, from_trial, storage, study, **flags):
     from .pipeline import run
     from .report import table
 
-    from . import search
-
     recipe, threads = recipe_from(source, flags), None
     if from_trial is not None:
         recipe, threads = search.from_trial(recipe, storage or search.default_storage(Path(recipe.out)), study,
@@ -280,7 +289,7 @@ def export(source, as_json, from_trial, storage, study, **flags):
 @click.option("--budget", "budgets", multiple=True, metavar="latency_ms=N|size_mb=N",
               help="A bound the exported model must meet on the target (latency measured on this host). Repeatable.")
 @click.option("--trials", type=click.IntRange(1, 10_000), default=20, show_default=True)
-@click.option("--sampler", type=click.Choice(SAMPLERS), default=SAMPLERS[0], show_default=True)
+@click.option("--sampler", type=click.Choice(search.SAMPLERS), default=search.SAMPLERS[0], show_default=True)
 @click.option("--storage", help="Optuna storage: sqlite:///FILE (default OUT/search.db), an RDB URL such as "
                                 "postgresql://... (with its driver), or journal:FILE; other machines join with the "
                                 "same one and --study.")
@@ -295,8 +304,6 @@ def export(source, as_json, from_trial, storage, study, **flags):
 def search_command(recipe, budgets, trials, sampler, storage, study, time_budget, workers, target, out, as_json):
     """Search prune ratio, weight sharing, distillation and quantization for the most accurate model within the
     budgets; writes OUT/pareto.json and exports the best point to OUT."""
-    from . import search
-
     r = recipe_from(recipe, {"out": out, "targets": (target,) if target else None})
     report = search.run(r, load_targets(r.targets)[0], search.parse_budgets(budgets), trials, sampler, storage,
                         study, time_budget, workers, Path(r.out))
@@ -317,11 +324,7 @@ _ROUND_TO = click.IntRange(*RANGES["round_to"])
 
 
 @main.command()
-@click.argument("source")
-@click.option("--weights", help="State dict or checkpoint (weights_only=True).")
-@click.option("--trust-checkpoint", is_flag=True,
-              help="Load files that can run code (full pickles, TorchScript, .pt2): trusted files only.")
-@click.option("--input", "inputs", multiple=True, required=True, metavar="NAME:SHAPE[:DTYPE]")
+@_torch_source_options
 @click.option("--ratio", type=float, required=True, help="Share of channels (structured) or weights to remove.")
 @click.option("--method", type=click.Choice(choices(PruneSpec, "method")), default=PruneSpec.method, show_default=True)
 @click.option("--importance", type=click.Choice(choices(PruneSpec, "importance")), default=PruneSpec.importance,
@@ -352,11 +355,7 @@ def prune(source, ratio, out, as_json, **settings):
 
 
 @main.command()
-@click.argument("source")
-@click.option("--weights", help="State dict or checkpoint (weights_only=True).")
-@click.option("--trust-checkpoint", is_flag=True,
-              help="Load files that can run code (full pickles, TorchScript, .pt2): trusted files only.")
-@click.option("--input", "inputs", multiple=True, required=True, metavar="NAME:SHAPE[:DTYPE]")
+@_torch_source_options
 @click.option("--clusters", type=click.IntRange(*RANGES["clusters"]), default=ShareSpec.clusters, show_default=True,
               help="Distinct weight values per conv/linear layer (k-means).")
 @click.option("--ignore", multiple=True, help="Layer name to leave unshared. Repeatable.")

@@ -2,6 +2,7 @@
 `edgekit distill` and the `[prune]`/`[distill]` sections of a recipe."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -16,8 +17,6 @@ HOLDOUT = 0.15  # of the training data, for choosing the best distillation epoch
 
 def example_inputs(specs: tuple[InputSpec, ...]):
     """One example per input with batch 1, so MACs are per sample."""
-    import dataclasses
-
     import torch
 
     from .onnx_export import example_inputs as make
@@ -50,8 +49,6 @@ def split(batches):
 
 def run_prune(module, specs, spec: PruneSpec, batches=None, target: Target | None = None) -> pruning.PruneResult:
     """`round_to = "auto"` first times each candidate multiple's int8 build for `target` (default desktop-x86)."""
-    import dataclasses
-
     choice = None
     if spec.round_to == "auto":
         from . import rounding
