@@ -195,8 +195,10 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
                 child.wait()
     report = summary(storage, name, budgets)
     (out / "pareto.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
-    if report.best is not None:
-        pipeline.run(apply(recipe, report.best.params, out), [target], progress=False)
+    if report.best is not None:  # as `export --from-trial` re-exports it: the trial's values and torch threads
+        best, best_threads = from_trial(dataclasses.replace(recipe, out=str(out)), storage, name, report.best.trial)
+        with torch_threads(best_threads):
+            pipeline.run(best, [target], progress=False)
     return report
 
 
