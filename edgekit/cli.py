@@ -302,8 +302,8 @@ def export(source, as_json, from_trial, storage, study, **flags):
 @click.option("--json", "as_json", is_flag=True)
 @_handle_errors
 def search_command(recipe, budgets, trials, sampler, storage, study, time_budget, workers, target, out, as_json):
-    """Search prune ratio, weight sharing, distillation and quantization for the most accurate model within the
-    budgets; writes OUT/pareto.json and exports the best point to OUT."""
+    """Search pruning, weight sharing, distillation and quantization for the most accurate model within the
+    budgets; writes OUT/pareto.json and OUT/report.html and exports the best point to OUT."""
     r = recipe_from(recipe, {"out": out, "targets": (target,) if target else None})
     report = search.run(r, load_targets(r.targets)[0], search.parse_budgets(budgets), trials, sampler, storage,
                         study, time_budget, workers, Path(r.out))
@@ -315,8 +315,8 @@ def search_command(recipe, budgets, trials, sampler, storage, study, time_budget
         click.echo("Pareto front (within the budgets and the target's gates):\ntrial | accuracy | p50 ms | MB | params")
         for p in report.pareto:
             click.echo(f"{p.trial} | {p.accuracy:.2f} | {p.latency_ms:.4f} | {p.size_mb:.3f} | {p.params}")
-        click.echo(f"best: trial {report.best.trial}, exported to {r.out}" if report.best else
-                   "no trial met the budgets and gates")
+        click.echo((f"best: trial {report.best.trial}, exported to {r.out}" if report.best else
+                    "no trial met the budgets and gates") + f"; charts: {Path(r.out) / 'report.html'}")
     return 0 if report.best else 1
 
 
@@ -330,6 +330,8 @@ _ROUND_TO = click.IntRange(*RANGES["round_to"])
 @click.option("--importance", type=click.Choice(choices(PruneSpec, "importance")), default=PruneSpec.importance,
               show_default=True)
 @click.option("--ignore", multiple=True, help="Layer name to keep whole (the output layer always is). Repeatable.")
+@click.option("--stage", "stages", multiple=True, metavar="MODULE=RATIO",
+              help="The layers inside MODULE (e.g. features.3) pruned at RATIO instead. Repeatable.")
 @click.option("--round-to", default=str(PruneSpec.round_to), metavar="N|auto",
               callback=lambda ctx, param, v: v if v == "auto" else _ROUND_TO.convert(v, param, ctx),
               help="Keep channel counts multiples of N (e.g. 8); auto: time 8, 16 and 32 in int8 on this host with "
@@ -340,11 +342,12 @@ _ROUND_TO = click.IntRange(*RANGES["round_to"])
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pruned model file (.pt).")
 @click.option("--json", "as_json", is_flag=True)
 @_handle_errors
-def prune(source, ratio, out, as_json, **settings):
+def prune(source, ratio, out, as_json, stages, **settings):
     """Remove channels (or weights) from SOURCE; saves a state dict that `export --weights` reloads."""
     from .api import prune
 
-    _, result = prune(source, ratio=ratio, out=out, **settings)
+    stage_ratios = _pairs("--stage", stages, "MODULE=RATIO, e.g. features=0.3", float)
+    _, result = prune(source, ratio=ratio, out=out, stage_ratios=stage_ratios, **settings)
     r = result.as_dict()
     click.echo(json.dumps(r, indent=2) if as_json else
                f"{settings['method']} pruning at {ratio}: params {r['params_before']:,} → {r['params_after']:,}, "

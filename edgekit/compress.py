@@ -59,7 +59,7 @@ def run_prune(module, specs, spec: PruneSpec, batches=None, target: Target | Non
         spec = dataclasses.replace(spec, round_to=choice.chosen)
     result = pruning.prune(module, example_inputs(specs), ratio=spec.ratio, method=spec.method,
                            importance=spec.importance, ignore=spec.ignore, round_to=spec.round_to or None,
-                           batches=batches)
+                           batches=batches, stage_ratios=spec.stage_ratios)
     return dataclasses.replace(result, rounding=choice)
 
 

@@ -220,6 +220,8 @@ class PruneSpec:
     importance: Importance = "l1"
     ignore: tuple[str, ...] = ()
     round_to: int | Literal["auto"] = 0  # channel counts kept multiples of this; auto: measured (rounding.py)
+    stage_ratios: dict = field(default_factory=dict)  # {module name: ratio} for the layers inside it
+    data: str = ""  # labelled data for importance = "taylor" (default: [distill]'s)
 
 
 @dataclass(frozen=True)
@@ -337,6 +339,12 @@ def _coerce(value, hint, key: str, where: str):
         low, high = RANGES["size"]
         ok = isinstance(value, dict) and all(isinstance(v, list) and v and all(
             isinstance(n, int) and not isinstance(n, bool) and low <= n <= high for n in v) for v in value.values())
+    elif hint is dict and key == "stage_ratios":
+        ok = isinstance(value, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                             for v in value.values())
+        value = {str(k): float(v) for k, v in value.items()} if ok else value
+        if ok and (bad := {k: v for k, v in value.items() if not 0 <= v < 1}):
+            raise UsageError(f"{where}: stage_ratios {bad}: each ratio is in [0, 1)")
     elif hint is dict and key in ("constants", "state", "state_init"):  # state: input names to output names
         ok = isinstance(value, dict) and all(isinstance(k, str) and (key == "constants" or isinstance(v, str))
                                              for k, v in value.items())
@@ -354,7 +362,7 @@ def _type_name(hint) -> str:
         return "one of " + ", ".join(typing.get_args(hint))
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return " or ".join(_type_name(h) for h in typing.get_args(hint))
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string", dict: "a table"}.get(
         hint, "a list of strings" if typing.get_origin(hint) is tuple else str(hint))
 
 
@@ -464,8 +472,12 @@ def load_recipe(path: Path) -> Recipe:
     distill = (build(DistillSettings, table["distill"], f"{where} [distill]", required=("data",))
                if "distill" in table else None)
     device = build(DeviceSpec, table["device"], f"{where} [device]", required=("url",)) if "device" in table else None
-    if distill and (not is_function_spec(distill.data) or ".py:" in distill.data):
-        distill = replace(distill, data=str(base / distill.data))
+
+    def local(data: str) -> str:  # a file (or FILE.py:FN) relative to the recipe's folder; MODULE:FN as it is
+        return str(base / data) if data and (not is_function_spec(data) or ".py:" in data) else data
+
+    distill = replace(distill, data=local(distill.data)) if distill else None
+    prune = replace(prune, data=local(prune.data)) if prune else None
     return replace(recipe, inputs=tuple(InputSpec.parse(i) for i in inputs), quantize=quantize, bench=bench,
                    prune=prune, share=share, distill=distill, device=device)
 

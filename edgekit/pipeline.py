@@ -218,8 +218,8 @@ def _compress(recipe: Recipe, loaded, inputs, val, target: Target, progress: boo
     teacher = copy.deepcopy(loaded.module)
     record = {}
     if recipe.prune:
-        batches = (compress.load_batches(recipe.distill.data, inputs, 32)
-                   if recipe.prune.importance == "taylor" and recipe.distill else None)
+        data = recipe.prune.data or (recipe.distill.data if recipe.distill else "")
+        batches = compress.load_batches(data, inputs, 32) if recipe.prune.importance == "taylor" and data else None
         record["prune"] = compress.run_prune(loaded.module, inputs, recipe.prune, batches, target).as_dict()
         steps.append(step("pruned", loaded.module))
     tied = None

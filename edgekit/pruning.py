@@ -24,6 +24,7 @@ class PruneResult:
     macs_before: int
     macs_after: int
     ignored: tuple[str, ...]
+    stage_ratios: dict | None = None  # {module name: its own ratio}, over `ratio` for the layers inside it
     sparsity: float | None = None  # unstructured: share of zero weights in the pruned layers
     rounding: RoundingChoice | None = None  # round_to = "auto": what was measured and kept
 
@@ -71,30 +72,54 @@ def head_layers(module, example_inputs) -> list[str]:
 
 
 def prune(module, example_inputs, *, ratio: float, method: str = "structured", importance: str = "l1",
-          ignore: tuple[str, ...] = (), round_to: int | None = None, batches=None) -> PruneResult:
-    """Prune `module` in place. `batches` (iterable of (inputs tuple, labels)) feeds Taylor importance."""
+          ignore: tuple[str, ...] = (), round_to: int | None = None, batches=None,
+          stage_ratios: dict | None = None) -> PruneResult:
+    """Prune `module` in place. `batches` (iterable of (inputs tuple, labels)) feeds Taylor importance;
+    `stage_ratios` ({module name: ratio}) gives the layers inside a module (a stage) their own ratio."""
     if not 0.0 < ratio < 1.0:
         raise UsageError(f"--ratio must be between 0 and 1 (got {ratio})")
     named = dict(module.named_modules())
-    unknown = [n for n in ignore if n not in named]
-    if unknown:
-        raise UsageError(f"--ignore: no layer named {', '.join(unknown)} (layers: "
-                         f"{', '.join(n for n, m in named.items() if type(m).__name__ in COMPUTE)})")
+    stage_ratios = dict(stage_ratios or {})
+    for flag, names in (("--ignore", ignore), ("--stage", stage_ratios)):
+        if unknown := [n for n in names if n not in named]:
+            raise UsageError(f"{flag}: no layer named {', '.join(unknown)} (layers: "
+                             f"{', '.join(n for n, m in named.items() if type(m).__name__ in COMPUTE)})")
+    if stage_ratios and method != "structured":
+        raise UsageError("--stage ratios remove whole channels: --stage needs structured pruning")
     module.eval()
     params0, macs0 = count(module, example_inputs)
     ignored = tuple(dict.fromkeys([*ignore, *head_layers(module, example_inputs)]))
     sparsity = None
     if method == "structured":
-        _structured(module, example_inputs, ratio, importance, [named[n] for n in ignored], round_to, batches)
+        _structured(module, example_inputs, ratio, importance, [named[n] for n in ignored], round_to, batches,
+                    {named[n]: r for n, r in stage_ratios.items()})
     elif method == "unstructured":
         sparsity = _unstructured(module, ratio, importance, set(ignored))
     else:
         raise UsageError(f"--method {method!r}: use structured or unstructured")
     params1, macs1 = count(module, example_inputs)
-    return PruneResult(method, ratio, importance, params0, params1, macs0, macs1, ignored, sparsity)
+    return PruneResult(method, ratio, importance, params0, params1, macs0, macs1, ignored, stage_ratios or None,
+                       sparsity)
 
 
-def _structured(module, example_inputs, ratio, importance, ignored_layers, round_to, batches) -> None:
+def stages(module, most: int = 4) -> list[tuple[str, ...]]:
+    """The modules a model's conv/linear layers group into, for per-stage ratios: its children holding such
+    layers (looking through a container that holds all of them), consecutive ones merged into at most `most`
+    stages (a search grows with each)."""
+    prefix = ""
+    while True:
+        holding = [(prefix + name, child) for name, child in module.named_children()
+                   if any(type(m).__name__ in COMPUTE for m in child.modules())]
+        if len(holding) != 1 or type(holding[0][1]).__name__ in COMPUTE:
+            break
+        prefix, module = f"{holding[0][0]}.", holding[0][1]
+    names = [name for name, _ in holding]
+    size = -(-len(names) // most) if names else 1
+    return [tuple(names[i:i + size]) for i in range(0, len(names), size)]
+
+
+def _structured(module, example_inputs, ratio, importance, ignored_layers, round_to, batches,
+                ratio_dict) -> None:
     try:
         import torch_pruning as tp
     except ImportError:
@@ -109,7 +134,8 @@ def _structured(module, example_inputs, ratio, importance, ignored_layers, round
         raise UsageError(f"--importance {importance!r}: use l1, l2 or taylor")
     try:
         pruner = tp.pruner.MetaPruner(module, example_inputs, importance=imp, pruning_ratio=ratio,
-                                      ignored_layers=ignored_layers, round_to=round_to)
+                                      pruning_ratio_dict=ratio_dict or None, ignored_layers=ignored_layers,
+                                      round_to=round_to)
     except Exception as e:
         raise StageError("structured pruning", f"Torch-Pruning cannot trace this model: {type(e).__name__}: "
                                                f"{str(e).splitlines()[0][:200] if str(e) else ''}") from e

@@ -9,7 +9,12 @@ from __future__ import annotations
 import html
 import io
 
+from typing import TYPE_CHECKING
+
 from .reports import TargetReport
+
+if TYPE_CHECKING:
+    from .search import SearchReport
 
 PLOTS_HINT = "Charts need matplotlib: pip install 'edgekit[plots]'"
 MAX_LAYERS = 15  # worst compute nodes in the per-layer chart
@@ -23,22 +28,49 @@ def page(r: TargetReport) -> str:
     d = r.details
     e = html.escape
     verdict = '<span class="pass">PASSED</span>' if r.passed else '<span class="fail">FAILED</span>'
-    out = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>edgekit: {e(r.target)}</title>"
-           f"<style>{STYLE}</style></head><body>",
+    out = [_head(f"edgekit: {r.target}"),
            f"<h1>edgekit report: {e(str(d['model']['source']))} → {e(r.target)}</h1>",
            f"<p>{verdict} · edgekit {e(d['edgekit_version'])} · onnxruntime {e(d['versions']['onnxruntime'])}</p>"]
     out += [f"<p class=fail>{e(w)}</p>" for w in r.warnings]
     out += ["<h2>Gates</h2>", _table(("gate", "value", "limit", "result"), [
         (g.name, "-", "-", f"skipped: {g.skipped}") if g.skipped else
         (g.name, _number(g.value), f"{g.op} {_number(g.limit)}", "pass" if g.passed else "FAIL") for g in r.gates])]
-    charts = _charts(r)
-    if charts is None:
-        out.append(f"<p><em>{e(PLOTS_HINT)}</em></p>")
-    else:
-        out += [f"<h2>{e(title)}</h2><figure>{svg}<figcaption>{e(caption)}</figcaption></figure>"
-                for title, svg, caption in charts]
+    out += _figures(_charts(r))
     out.append("<p>Full figures: report.md and manifest.json in this folder.</p></body></html>")
     return "\n".join(out) + "\n"
+
+
+def search_page(r: SearchReport) -> str:
+    """The whole HTML document for an `edgekit search`: the Pareto scatter, the front, the failed trials."""
+    e = html.escape
+    budgets = ", ".join(f"{k} ≤ {v:g}" for k, v in r.budgets.items()) or "none"
+    out = [_head(f"edgekit search: {r.study}"), f"<h1>edgekit search: study {e(r.study)}</h1>",
+           f"<p>{len(r.points)} trial(s) done, {len(r.failed)} failed, {r.seconds_per_trial:.1f} s a trial; "
+           f"budgets: {e(budgets)}; {e(r.metric)}; latency measured on {e(r.where)}.</p>"]
+    out += _figures(_search_charts(r))
+    out += ["<h2>Pareto front (within the budgets and the target's gates)</h2>", _table(
+        ("trial", "accuracy", "p50 ms", "MB", "settings"),
+        [(p.trial, f"{p.accuracy:.2f}", f"{p.latency_ms:.4f}", f"{p.size_mb:.4f}",
+          ", ".join(f"{k}={v}" for k, v in p.params.items())) for p in r.pareto])]
+    out.append(f"<p>Best: trial {r.best.trial}, exported to this folder.</p>" if r.best else
+               "<p class=fail>No trial met the budgets and gates.</p>")
+    if r.failed:
+        out += ["<h2>Failed trials</h2>", _table(("trial", "error"), [(f["trial"], f["error"]) for f in r.failed])]
+    out.append("<p>Every trial's figures: pareto.json in this folder; re-export one with "
+               "<code>edgekit export RECIPE --from-trial N</code>.</p></body></html>")
+    return "\n".join(out) + "\n"
+
+
+def _head(title: str) -> str:
+    return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>")
+
+
+def _figures(charts: list[tuple[str, str, str]] | None) -> list[str]:
+    if charts is None:
+        return [f"<p><em>{html.escape(PLOTS_HINT)}</em></p>"]
+    return [f"<h2>{html.escape(title)}</h2><figure>{svg}<figcaption>{html.escape(caption)}</figcaption></figure>"
+            for title, svg, caption in charts]
 
 
 def _number(x) -> str:
@@ -51,23 +83,66 @@ def _table(head, rows) -> str:
             + "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in rows) + "</table>")
 
 
-def _charts(r: TargetReport) -> list[tuple[str, str, str]] | None:
-    """(title, inline SVG, caption) per chart this run has figures for; None without matplotlib."""
+def _figure_class():
+    """matplotlib's Figure (no pyplot: no global state, no display), or None without the `plots` extra."""
     try:
-        import matplotlib
         from matplotlib.figure import Figure
     except ImportError:
         return None
+    return Figure
+
+
+def svg(fig) -> str:
+    """The figure as inline SVG, the same bytes for the same figures (no dates, fixed ids)."""
+    import matplotlib
+
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": "edgekit"}):
+        fig.savefig(buf, format="svg", bbox_inches="tight",
+                    metadata=dict.fromkeys(("Creator", "Date", "Format", "Type")))
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _search_charts(r: SearchReport) -> list[tuple[str, str, str]] | None:
+    """Accuracy against latency and against size for every completed trial, the front joined up."""
+    Figure = _figure_class()
+    if Figure is None:
+        return None
+    if not r.points:
+        return []
+    front = {p.trial for p in r.pareto}
+
+    def kind_of(p) -> str:
+        return "front" if p.trial in front else "feasible" if p.feasible else "infeasible"
+
+    fig = Figure(figsize=(9, 3.4))
+    axes = zip(fig.subplots(1, 2), ("latency_ms", "size_mb"), ("int8 p50 latency, ms", "int8 model, MB"))
+    for ax, key, label in axes:
+        for kind, color, marker in (("infeasible", "#d08080", "x"), ("feasible", "#999", "o"),
+                                    ("front", "#2a7ab0", "o")):
+            chosen = [p for p in r.points if kind_of(p) == kind]
+            ax.scatter([getattr(p, key) for p in chosen], [p.accuracy for p in chosen], c=color, marker=marker,
+                       label=f"{kind} ({len(chosen)})")
+        for p in r.pareto:
+            ax.annotate(str(p.trial), (getattr(p, key), p.accuracy), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+        if key in r.budgets:
+            ax.axvline(r.budgets[key], color="#b00020", linestyle="--", linewidth=1, label="budget")
+        ax.set_xlabel(label)
+        ax.set_ylabel(r.metric or "accuracy")
+    fig.axes[0].legend(fontsize=7)
+    return [("Pareto scatter", svg(fig), f"Every completed trial; the numbered points are the front. Latency "
+                                         f"measured on {r.where}.")]
+
+
+def _charts(r: TargetReport) -> list[tuple[str, str, str]] | None:
+    """(title, inline SVG, caption) per chart this run has figures for; None without matplotlib."""
+    Figure = _figure_class()
+    if Figure is None:
+        return None
     d = r.details
     charts = []
-
-    def svg(fig) -> str:
-        buf = io.StringIO()
-        with matplotlib.rc_context({"svg.hashsalt": "edgekit"}):  # the same run writes the same bytes
-            fig.savefig(buf, format="svg", bbox_inches="tight",
-                        metadata=dict.fromkeys(("Creator", "Date", "Format", "Type")))
-        text = buf.getvalue()
-        return text[text.index("<svg"):]
 
     lat = r.latency
     sizes = {k: r.sizes[k] / 1e6 for k in ("model.onnx", "model.int8.onnx") if k in r.sizes}

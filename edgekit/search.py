@@ -1,12 +1,13 @@
-"""`edgekit search`: the most accurate model under a device budget, over edgekit's own knobs (prune ratio,
-weight sharing, distillation epochs, calibration method, per-channel weights), by Optuna.
+"""`edgekit search`: the most accurate model under a device budget, over edgekit's own knobs (`space`: pruning,
+weight sharing, distillation, quantization), by Optuna.
 
 Optuna (the `search` extra) is the engine and its storage the state: an SQLite file by default (one machine),
 any RDB URL or journal storage for many; `--workers K` runs K processes on one storage, and another machine
 joins with the same `--storage` and study name. Each trial is a whole `edgekit export` of the first target into
 OUT/trials/<n>, so its accuracy, latency and size are the ones a package would have. A trial that fails is
 recorded with its reason and the search goes on; the Pareto front (accuracy x latency x size, within the
-budgets and the target's gates) goes to OUT/pareto.json and its most accurate point is exported to OUT.
+budgets and the target's gates) goes to OUT/pareto.json (and its scatter to OUT/report.html) and its most accurate
+point is exported to OUT.
 """
 from __future__ import annotations
 
@@ -21,13 +22,18 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import pruning, report_html
 from .config import PruneSpec, Recipe, ShareSpec, Target
 from .errors import UsageError
 
 SAMPLERS = ("tpe", "random", "grid")
 BUDGETS = ("latency_ms", "size_mb")
-CHOICES = {"prune_ratio": [0.0, 0.3, 0.5, 0.6], "clusters": [0, 16, 32], "calibrate_method": ["minmax", "entropy"],
-           "per_channel": [True, False]}
+PRUNE_RATIOS = [0.0, 0.3, 0.5, 0.6]
+STAGE = "prune_stage:"  # + the stage's module names: its ratio is the trial's prune_ratio times this scale
+STAGE_SCALES = [0.5, 1.0, 1.5]
+MAX_RATIO = 0.8  # a stage's ratio at most (a ratio times its scale)
+CLUSTERS = [0, 16, 32]
+QUANTIZE = {"calibrate_method": ["minmax", "entropy"], "per_channel": [True, False], "float_fallback": [False, True]}
 
 
 @dataclass(frozen=True)
@@ -67,22 +73,62 @@ def _optuna():
     return optuna
 
 
-def choices(recipe: Recipe) -> dict[str, list]:
-    """The searched values; distillation epochs only when the recipe has [distill] training data."""
-    found = dict(CHOICES)
-    if recipe.distill:
-        found["distill_epochs"] = sorted({0, max(1, recipe.distill.epochs // 2), recipe.distill.epochs})
+def space(recipe: Recipe, budgets: dict) -> dict[str, list]:
+    """What the trials vary, each name with its values (fixed for a study, so the grid sampler can walk it).
+    Torch models: prune ratio and importance (Taylor with the [distill] data's labels), per-stage ratio scales
+    (x the ratio, for each of pruning.stages), weight sharing; with [distill]: epochs, temperature, learning
+    rate; always: calibration method, per-channel weights, float fallbacks for nodes that fail parity (`--auto`
+    limited to exclusions); with a latency budget: `--precision latency`."""
+    found = {}
+    module = _torch_module(recipe)
+    if module is not None:
+        found["prune_ratio"] = PRUNE_RATIOS
+        found["prune_importance"] = ["l1", "l2", *(["taylor"] if recipe.distill else [])]
+        stages = pruning.stages(module)
+        for stage in stages if len(stages) > 1 else ():
+            found[STAGE + ",".join(stage)] = STAGE_SCALES
+        found["clusters"] = CLUSTERS
+        if recipe.distill:
+            d = recipe.distill
+            found["distill_epochs"] = sorted({0, max(1, d.epochs // 2), d.epochs})
+            found["distill_temperature"] = sorted({2.0, d.temperature, 8.0})
+            found["distill_lr"] = sorted({round(d.lr / 3, 6), d.lr, round(d.lr * 3, 6)})
+    found.update(QUANTIZE)
+    if "latency_ms" in budgets:
+        found["precision"] = ["int8", "latency"]
     return found
+
+
+def _torch_module(recipe: Recipe):
+    """The recipe's nn.Module when it is one edgekit can prune, share and distill (else None: an .onnx, .pt2 or
+    TorchScript model is searched over quantization only)."""
+    from .load import load_model
+
+    loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
+    return loaded.module if loaded.module is not None and loaded.program is None else None
 
 
 def apply(recipe: Recipe, params: dict, out: Path) -> Recipe:
     """The recipe one trial (or its re-export) runs: the recipe's own settings with the trial's values."""
-    ratio = params["prune_ratio"]
-    prune = dataclasses.replace(recipe.prune or PruneSpec(), ratio=ratio) if ratio else None
-    share = ShareSpec(clusters=params["clusters"]) if params["clusters"] else None
+    ratio = params.get("prune_ratio", 0.0)
+    prune = None
+    if ratio:
+        base = recipe.prune or PruneSpec()
+        stages = {name: min(MAX_RATIO, round(ratio * scale, 4)) for key, scale in params.items()
+                  if key.startswith(STAGE) for name in key[len(STAGE):].split(",")}
+        importance = params.get("prune_importance", base.importance)
+        data = base.data or (recipe.distill.data if importance == "taylor" and recipe.distill else "")
+        prune = dataclasses.replace(base, ratio=ratio, importance=importance, data=data,
+                                    stage_ratios={**base.stage_ratios, **stages})
+    share = ShareSpec(clusters=params["clusters"]) if params.get("clusters") else None
     epochs = params.get("distill_epochs", 0)
-    distill = dataclasses.replace(recipe.distill, epochs=epochs) if recipe.distill and epochs else None
-    quantize = {**recipe.quantize, "calibrate_method": params["calibrate_method"], "per_channel": params["per_channel"]}
+    distill = None
+    if recipe.distill and epochs:
+        distill = dataclasses.replace(recipe.distill, epochs=epochs, **{
+            key: params[f"distill_{key}"] for key in ("temperature", "lr") if f"distill_{key}" in params})
+    quantize = {**recipe.quantize, **{key: params[key] for key in (*QUANTIZE, "precision") if key in params}}
+    if quantize.pop("float_fallback", False):
+        quantize.update(auto=True, auto_search=("exclude_nodes",))
     return dataclasses.replace(recipe, prune=prune, share=share, distill=distill, quantize=quantize, out=str(out),
                                archive=False, no_bench=False)
 
@@ -100,9 +146,8 @@ def parse_budgets(items) -> dict[str, float]:
     return budgets
 
 
-def study(storage: str, name: str, sampler: str, recipe: Recipe, seed: int):
+def study(storage: str, name: str, sampler: str, grid: dict[str, list], seed: int):
     optuna = _optuna()
-    grid = choices(recipe)
     made = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
             "random": lambda: optuna.samplers.RandomSampler(seed=seed),
             "grid": lambda: optuna.samplers.GridSampler(grid, seed=seed)}
@@ -112,16 +157,15 @@ def study(storage: str, name: str, sampler: str, recipe: Recipe, seed: int):
                                directions=["maximize", "minimize", "minimize"])
 
 
-def optimize(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str, storage: str, name: str,
-             time_budget: float | None, out: Path, threads: int | None = None) -> None:
+def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list], trials: int, sampler: str,
+             storage: str, name: str, time_budget: float | None, out: Path, threads: int | None = None) -> None:
     """Run `trials` trials in this process on the shared study (failures recorded, never fatal); `threads`:
     torch's (distillation, reference outputs) while they run."""
     import torch
 
     from . import pipeline
 
-    s = study(storage, name, sampler, recipe, recipe.seed)
-    grid = choices(recipe)
+    s = study(storage, name, sampler, grid, recipe.seed)
 
     def objective(trial):
         params = {key: trial.suggest_categorical(key, values) for key, values in grid.items()}
@@ -174,8 +218,9 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
 
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(out)
-    study(storage, name, sampler, recipe, recipe.seed)  # made once, before the workers race to make it
-    job = (recipe, target, budgets, sampler, storage, name, time_budget, out)
+    grid = space(recipe, budgets)
+    study(storage, name, sampler, grid, recipe.seed)  # made once, before the workers race to make it
+    job = (recipe, target, budgets, grid, sampler, storage, name, time_budget, out)
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     with tempfile.TemporaryDirectory(prefix="edgekit-search-") as tmp:
         children = []
@@ -188,13 +233,14 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
             children = [subprocess.Popen([sys.executable, "-m", "edgekit.search", str(Path(tmp) / "job.pickle"),
                                           str(share_of(trials, workers, i)), str(threads)]) for i in range(1, workers)]
         try:
-            optimize(recipe, target, budgets, share_of(trials, workers, 0), sampler, storage, name, time_budget, out,
-                     threads)
+            optimize(recipe, target, budgets, grid, share_of(trials, workers, 0), sampler, storage, name, time_budget,
+                     out, threads)
         finally:
             for child in children:
                 child.wait()
     report = summary(storage, name, budgets)
     (out / "pareto.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    (out / "report.html").write_text(report_html.search_page(report))
     if report.best is not None:  # as `export --from-trial` re-exports it: the trial's values and torch threads
         best, best_threads = from_trial(dataclasses.replace(recipe, out=str(out)), storage, name, report.best.trial)
         with torch_threads(best_threads):
@@ -262,5 +308,7 @@ def share_of(total: int, workers: int, index: int) -> int:
 
 
 if __name__ == "__main__":  # a --workers child: the parent's job, this worker's share of the trials
-    recipe, target, budgets, sampler, storage, name, time_budget, out = pickle.loads(Path(sys.argv[1]).read_bytes())
-    optimize(recipe, target, budgets, int(sys.argv[2]), sampler, storage, name, time_budget, out, int(sys.argv[3]))
+    recipe, target, budgets, grid, sampler, storage, name, time_budget, out = pickle.loads(
+        Path(sys.argv[1]).read_bytes())
+    optimize(recipe, target, budgets, grid, int(sys.argv[2]), sampler, storage, name, time_budget, out,
+             int(sys.argv[3]))

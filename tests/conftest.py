@@ -1,3 +1,5 @@
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,3 +50,24 @@ def encoder_data(tmp_path):
     np.savez(cal, input_ids=ids, attention_mask=mask)
     np.savez(val, input_ids=vids, attention_mask=vmask)
     return cal, val
+
+
+def chromium_pixels(page: Path, shot: Path) -> np.ndarray:
+    """`page` as Debian's Chromium (headless) draws it: the screenshot's RGB pixels. Fails on console errors;
+    skips, saying why, where chromium is not installed."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it where it runs as root)")
+    from PIL import Image
+
+    run = subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                          "--window-size=1000,1400", f"--screenshot={shot}", "--enable-logging=stderr", "--v=0",
+                          page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and shot.exists(), run.stderr[-2000:]
+    assert "CONSOLE" not in run.stderr and "Uncaught" not in run.stderr, run.stderr[-2000:]
+    return np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
+
+
+def colour_count(pixels: np.ndarray, colour: tuple[int, int, int]) -> int:
+    """How many pixels are (nearly) `colour`: a chart's marks are on screen."""
+    return int((np.abs(pixels - np.array(colour)).sum(axis=2) < 12).sum())

@@ -182,6 +182,37 @@ def test_taylor_importance_needs_labels_and_prunes_with_them(tmp_path):
     assert load_model(DIGITS_MODEL, str(out)).module(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
 
 
+def test_stage_ratios_prune_each_stage_at_its_own_ratio(tmp_path):
+    """Torch-Pruning's pruning_ratio_dict: the layers inside a named module take its ratio over --ratio."""
+    args = ["prune", DIGITS_MODEL, "--weights", DIGITS_WEIGHTS, "--input", "image:Nx1x8x8", "--ratio", "0.5"]
+    result = cli(args + ["--stage", "features=0.25", "--stage", "classifier=0.75", "--out", tmp_path / "s.pt",
+                         "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["stage_ratios"] == {"features": 0.25, "classifier": 0.75}
+    staged = load_model(DIGITS_MODEL, str(tmp_path / "s.pt")).module
+    assert [staged.features[0].out_channels, staged.features[3].out_channels] == [12, 24]
+    assert staged.classifier[1].out_features == 16 and staged.classifier[3].out_features == 10  # the head kept
+    plain = cli(args + ["--out", tmp_path / "p.pt"])
+    assert plain.exit_code == 0, plain.output
+    assert load_model(DIGITS_MODEL, str(tmp_path / "p.pt")).module.features[0].out_channels == 8
+    for stage, extra, message in (("nope=0.3", [], "no layer named nope"), ("features=1.5", [], "in [0, 1)"),
+                                  ("features", [], "expected MODULE=RATIO"),
+                                  ("features=0.3", ["--method", "unstructured"], "needs structured pruning")):
+        refused = cli(args + ["--stage", stage, *extra, "--out", tmp_path / "r.pt"])
+        assert refused.exit_code == 2 and message in refused.stderr, (stage, refused.output)
+    assert not (tmp_path / "r.pt").exists()
+
+
+def test_stages_group_a_models_layers_by_module():
+    from models import SmallCNN
+
+    assert prune.stages(load_model(DIGITS_MODEL).module) == [("features",), ("classifier",)]
+    assert prune.stages(branchy()) == [("stem", "res"), ("dw", "pw"), ("side", "head")]  # 6 children in 3 stages
+    assert prune.stages(branchy(), most=6) == [("stem",), ("res",), ("dw",), ("pw",), ("side",), ("head",)]
+    wrapped = torch.nn.Sequential(torch.nn.Sequential(SmallCNN()))  # containers holding every layer: looked into
+    assert prune.stages(wrapped) == [("0.0.body.0",), ("0.0.body.2",), ("0.0.body.6",)]
+
+
 def test_every_head_of_a_multi_output_model_keeps_its_size_and_the_file_reloads(tmp_path):
     from models import two_heads
     model = two_heads().eval()

@@ -94,3 +94,19 @@ def test_round_to_is_a_multiple_or_auto_in_a_recipe():
     for bad, why in (("fast", "wrong type"), (True, "wrong type"), (2048, "out of range")):
         with pytest.raises(UsageError, match=f"r \\[prune\\]: .*{why}"):
             build(config.PruneSpec, {"round_to": bad}, "r [prune]")
+
+
+def test_prune_stage_ratios_and_data_in_a_recipe(tmp_path):
+    build = config.build
+    assert build(config.PruneSpec, {"stage_ratios": {"features": 0, "classifier": 0.5}}, "r [prune]").stage_ratios == {
+        "features": 0.0, "classifier": 0.5}
+    for bad, why in (({"features": 1.0}, r"in \[0, 1\)"), ({"features": "half"}, "expected a table"),
+                     ([0.5], "expected a table")):
+        with pytest.raises(UsageError, match=f"r \\[prune\\]: .*{why}"):
+            build(config.PruneSpec, {"stage_ratios": bad}, "r [prune]")
+    recipe = tmp_path / "r" / "edgekit.toml"
+    recipe.parent.mkdir()
+    recipe.write_text('[model]\nsource = "m.py:build"\n[prune]\nimportance = "taylor"\ndata = "train.npz"\n'
+                      'stage_ratios = {features = 0.3}\n')
+    prune = config.load_recipe(recipe).prune
+    assert prune.data == str(tmp_path / "r" / "train.npz") and prune.stage_ratios == {"features": 0.3}

@@ -1,10 +1,15 @@
 """`edgekit search` (issue 15 items 1-2): Optuna trials of whole exports on digits, two worker processes on one
 SQLite storage, the Pareto front, a trial re-exported, failures recorded without ending the search."""
 import json
+from pathlib import Path
 
 import optuna
 import pytest
-from conftest import DIGITS, ROOT, cli
+from conftest import DIGITS, ROOT, chromium_pixels, cli, colour_count
+
+from edgekit import search
+from edgekit.config import load_recipe
+from edgekit.load import load_model
 
 TRAIN = f"{ROOT / 'calibration' / 'readers.py'}:digits_train"
 
@@ -33,6 +38,10 @@ def test_two_workers_on_one_storage_find_a_front_and_a_trial_reexports(tmp_path)
     assert best == report["pareto"][0] and best["feasible"] and best["size_mb"] <= 1
     exported = json.loads((out / "desktop-x86" / "manifest.json").read_text())
     assert exported["accuracy"]["int8"] == pytest.approx(best["accuracy"], abs=1e-3)
+    page = (out / "report.html").read_text()  # the Pareto scatter, drawn by a real browser
+    assert page.count("<svg") == 1 and "<script" not in page and all(f"<td>{p['trial']}</td>" in page
+                                                                    for p in report["pareto"])
+    assert colour_count(chromium_pixels(out / "report.html", tmp_path / "shot.png"), (0x2a, 0x7a, 0xb0)) > 150
     point = report["pareto"][-1]
     again = cli(["export", _recipe(tmp_path), "-t", "desktop-x86", "--from-trial", point["trial"], "--storage",
                  f"sqlite:///{out / 'search.db'}", "--out", tmp_path / "again", "--no-bench", "--json"])
@@ -55,3 +64,33 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path):
     assert result.exit_code == (0 if report["best"] else 1)
     again = cli(["search", _recipe(tmp_path), "-t", "desktop-x86", "--trials", "1", "--out", out, "--json"])
     assert again.exit_code in (0, 1) and json.loads(again.stdout)["trials"] == 6  # resumed from its storage
+
+
+def test_the_space_spans_stages_importance_training_and_quantization(tmp_path):
+    recipe = load_recipe(Path(_recipe(tmp_path)))
+    space = search.space(recipe, {"latency_ms": 1.0})
+    assert space["prune_importance"] == ["l1", "l2", "taylor"]  # taylor: [distill] has labels
+    assert space[search.STAGE + "features"] == space[search.STAGE + "classifier"] == search.STAGE_SCALES
+    assert space["distill_epochs"] == [0, 1, 2] and 4.0 in space["distill_temperature"] and 3e-3 in space["distill_lr"]
+    assert space["precision"] == ["int8", "latency"] and space["float_fallback"] == [False, True]
+    trial = {**{key: values[0] for key, values in space.items()}, "prune_ratio": 0.6, "prune_importance": "taylor",
+             search.STAGE + "features": 0.5, search.STAGE + "classifier": 1.5, "distill_epochs": 2,
+             "distill_temperature": 8.0, "float_fallback": True, "precision": "latency"}
+    r = search.apply(recipe, trial, tmp_path / "t")
+    assert r.prune.stage_ratios == {"features": 0.3, "classifier": search.MAX_RATIO}
+    assert r.prune.importance == "taylor" and r.prune.data == recipe.distill.data  # its gradients' labels
+    assert (r.distill.epochs, r.distill.temperature, r.distill.lr) == (2, 8.0, space["distill_lr"][0])
+    assert r.quantize == {"calibrate_method": "minmax", "per_channel": True, "precision": "latency", "auto": True,
+                          "auto_search": ("exclude_nodes",)}
+    assert "precision" not in search.space(recipe, {"size_mb": 1.0})  # only a latency budget asks for speed
+
+
+def test_an_onnx_model_is_searched_over_quantization_only(tmp_path):
+    from edgekit.config import InputSpec
+    from edgekit.onnx_export import export_torch
+
+    model = load_model(f"{DIGITS / 'model.py'}:build", str(DIGITS / "digits_cnn.pt")).module
+    export_torch(model, (InputSpec.parse("image:Nx1x8x8"),), (), 17, tmp_path / "digits.onnx")
+    recipe = tmp_path / "edgekit.toml"
+    recipe.write_text(f'[model]\nsource = "{tmp_path / "digits.onnx"}"\n')
+    assert search.space(load_recipe(recipe), {}) == search.QUANTIZE  # no torch knobs: every trial could run
