@@ -88,21 +88,64 @@ def run_onnx(sess, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]
         raise StageError("onnxruntime run", cause) from e
 
 
-def run_torch(module, feeds: list[dict[str, np.ndarray]], input_names: list[str]) -> list[list[np.ndarray]]:
+TORCH_BATCH = 64  # samples per torch call for a model that keeps samples apart on its batch axis
+
+
+def run_torch(module, feeds, input_names: list[str]) -> list[list[np.ndarray]]:
+    """The model's outputs for each feed. Feeds of one sample each (first dim 1 on every input) go through in
+    batches, as torch models are evaluated (one call a sample costs more than the model on small ones), when
+    the model keeps them apart: every output has the batch's size first and the first two samples' outputs
+    match their runs alone. Otherwise, and for any batch that does not run, one sample at a time."""
     import torch
 
-    results = []
+    def one(i: int) -> list[np.ndarray]:
+        return _run_torch_one(module, feeds[i], input_names, i)
+
     with torch.no_grad():
-        for i, feed in enumerate(feeds):
-            args = [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in input_names]
-            try:
-                out = module(*args)
-            except (Exception, SystemExit) as e:  # a forward calling sys.exit is bad input, not a verdict
-                shapes = ", ".join(f"{n}:{list(a.shape)}" for n, a in zip(input_names, args))
-                raise InputError(f"model does not run on inputs {shapes} (sample {i}): "
-                                 f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
-            results.append([o.detach().numpy() for o in flatten_outputs(out)])
-    return results
+        if not _batches_apart(module, feeds, input_names, one):
+            return [one(i) for i in range(len(feeds))]
+        results = []
+        for start in range(0, len(feeds), TORCH_BATCH):
+            rows = range(start, min(start + TORCH_BATCH, len(feeds)))
+            results += _run_torch_batch(module, [feeds[i] for i in rows], input_names) or [one(i) for i in rows]
+        return results
+
+
+def _batches_apart(module, feeds, input_names, one) -> bool:
+    if len(feeds) < 3 or any(np.shape(feeds[0][n])[:1] != (1,) for n in input_names):
+        return False
+    together = _run_torch_batch(module, [feeds[0], feeds[1]], input_names)
+    return together is not None and all(
+        a.shape == b.shape and np.allclose(a, b, rtol=1e-4, atol=1e-5)
+        for i in (0, 1) for a, b in zip(together[i], one(i), strict=True))
+
+
+def _run_torch_batch(module, feeds, input_names) -> list[list[np.ndarray]] | None:
+    """Per-sample outputs of one call on the feeds stacked on the batch axis; None when that does not run or
+    an output does not keep the batch axis (the caller then runs them one at a time, with their own errors)."""
+    import torch
+
+    try:
+        args = [torch.from_numpy(np.concatenate([np.asarray(f[n]) for f in feeds])) for n in input_names]
+        outputs = [o.detach().numpy() for o in flatten_outputs(module(*args))]
+    except (Exception, SystemExit):
+        return None
+    if not all(o.ndim and o.shape[0] == len(feeds) for o in outputs):
+        return None
+    return [[o[i:i + 1] for o in outputs] for i in range(len(feeds))]
+
+
+def _run_torch_one(module, feed, input_names, i: int) -> list[np.ndarray]:
+    import torch
+
+    args = [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in input_names]
+    try:
+        out = module(*args)
+    except (Exception, SystemExit) as e:  # a forward calling sys.exit is bad input, not a verdict
+        shapes = ", ".join(f"{n}:{list(a.shape)}" for n, a in zip(input_names, args))
+        raise InputError(f"model does not run on inputs {shapes} (sample {i}): "
+                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    return [o.detach().numpy() for o in flatten_outputs(out)]
 
 
 def flatten_outputs(out) -> list:

@@ -195,3 +195,39 @@ def test_multi_thread_sessions_do_not_spin_between_timed_runs():
     assert runner.options(2).get_session_config_entry("session.intra_op.allow_spinning") == "0"
     with pytest.raises(RuntimeError, match="does not have configuration"):  # one thread has no pool to spin
         runner.options(1).get_session_config_entry("session.intra_op.allow_spinning")
+
+
+def test_torch_reference_runs_batched_only_where_samples_stay_apart():
+    """run_torch stacks one-sample feeds into batches when the model keeps samples apart, and gives the same
+    outputs as one call a sample; a model that mixes samples across the batch, or drops the batch axis, is run
+    one sample at a time."""
+    import torch
+
+    from edgekit import runtime
+
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.random((1, 3, 8, 8), dtype=np.float32)} for _ in range(100)]
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 5)).eval()
+    calls = []
+    conv.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+
+    def alone(model) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [model(torch.from_numpy(f["x"])).numpy() for f in feeds]
+
+    batched = runtime.run_torch(conv, feeds, ["x"])
+    assert calls == [2, 1, 1, runtime.TORCH_BATCH, 100 - runtime.TORCH_BATCH]  # the probe, its check, the batches
+    assert [len(r) for r in batched] == [1] * 100 and all(r[0].shape == (1, 5) for r in batched)
+    assert all(np.allclose(b[0], s, rtol=1e-5, atol=1e-6) for b, s in zip(batched, alone(conv)))
+
+    class MixesSamples(torch.nn.Module):  # centred over the batch: a batch of one gives zeros, a batch of 2 does not
+        def forward(self, x):
+            return x.flatten(1) - x.flatten(1).mean(0)
+
+    class DropsBatchAxis(torch.nn.Module):
+        def forward(self, x):
+            return x.sum()
+
+    for model in (MixesSamples(), DropsBatchAxis()):
+        got, want = runtime.run_torch(model, feeds, ["x"]), alone(model)
+        assert all(np.array_equal(g[0], w) for g, w in zip(got, want)), type(model).__name__
