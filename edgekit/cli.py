@@ -150,7 +150,7 @@ def _pairs(flag: str, texts, example: str, parse=str) -> dict:
 
 
 def _device_options(fn):
-    """`--device` and how to reach it, for `check` and `export`."""
+    """`--device` and how to reach it, for `check`, `export` and `search`."""
     for option in reversed([
             click.option("--device", metavar="ssh://[USER@]HOST[:PORT][/FOLDER]",
                          help="A device over SSH: the golden check and latency there, with its own onnxruntime."),
@@ -287,7 +287,8 @@ def export(source, as_json, from_trial, storage, study, **flags):
 @main.command("search")
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--budget", "budgets", multiple=True, metavar="latency_ms=N|size_mb=N",
-              help="A bound the exported model must meet on the target (latency measured on this host). Repeatable.")
+              help="A bound the exported model must meet on the target (latency measured on this host, or on --device "
+                   "for a target of its kind). Repeatable.")
 @click.option("--trials", type=click.IntRange(1, 10_000), default=20, show_default=True)
 @click.option("--sampler", type=click.Choice(search.SAMPLERS), default=search.SAMPLERS[0], show_default=True)
 @click.option("--storage", help="Optuna storage: sqlite:///FILE (default OUT/search.db), an RDB URL such as "
@@ -299,19 +300,23 @@ def export(source, as_json, from_trial, storage, study, **flags):
               help="Processes on this machine sharing the storage.")
 @click.option("-t", "--target", help="Target profile (default: the recipe's first).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: the recipe's).")
+@click.option("--emulate", metavar="aarch64[:CPU]",
+              help="An arm64 target's int8 outputs (its accuracy) from real aarch64 kernels under qemu.")
+@_device_options
 @click.option("--json", "as_json", is_flag=True)
 @_handle_errors
-def search_command(recipe, budgets, trials, sampler, storage, study, time_budget, workers, target, out, as_json):
+def search_command(recipe, budgets, trials, sampler, storage, study, time_budget, workers, target, out, as_json,
+                   **where):
     """Search pruning, weight sharing, distillation and quantization for the most accurate model within the
     budgets; writes OUT/pareto.json and OUT/report.html and exports the best point to OUT."""
-    r = recipe_from(recipe, {"out": out, "targets": (target,) if target else None})
+    r = recipe_from(recipe, {"out": out, "targets": (target,) if target else None, **where})
     report = search.run(r, load_targets(r.targets)[0], search.parse_budgets(budgets), trials, sampler, storage,
                         study, time_budget, workers, Path(r.out))
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
         click.echo(f"{len(report.points)} trial(s) done, {len(report.failed)} failed, {report.seconds_per_trial:.1f} s "
-                   f"a trial; {report.metric}, latency on {report.where}")
+                   f"a trial; {report.metric} from {report.kernels}; latency on {report.where}")
         click.echo("Pareto front (within the budgets and the target's gates):\ntrial | accuracy | p50 ms | MB | params")
         for p in report.pareto:
             click.echo(f"{p.trial} | {p.accuracy:.2f} | {p.latency_ms:.4f} | {p.size_mb:.3f} | {p.params}")

@@ -100,8 +100,8 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     out = Path(recipe.out)
     names = [t.name for t in targets] + ([f"{t.name}.tar.gz" for t in targets] if recipe.archive else [])
     outdir.check_replaceable(out, names, recipe.force)  # before any work; again under OUT's lock
-    emulated = _emulator(recipe, targets)
-    device = _device(recipe, targets)
+    emulated = emulator_for(recipe, targets)
+    device = device_for(recipe, targets)
     loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
     inputs, pinned, defaults = _inputs(recipe, loaded)
     cal, val = calib.for_run(recipe, sequences.data_specs(inputs, recipe.state) if recipe.state else inputs, targets)
@@ -261,7 +261,7 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     return dataclasses.replace(prep, size_checks=_size_checks(loaded, shared, prep))
 
 
-def _emulator(recipe: Recipe, targets: list[Target]) -> emulator.Emulator | None:
+def emulator_for(recipe: Recipe, targets: list[Target]) -> emulator.Emulator | None:
     """The emulated ARM CPU for --emulate (built in the cache on first use), told before any work."""
     if not recipe.emulate:
         return None
@@ -273,7 +273,7 @@ def _emulator(recipe: Recipe, targets: list[Target]) -> emulator.Emulator | None
     return emulator.setup(recipe.emulate)
 
 
-def _device(recipe: Recipe, targets: list[Target]) -> Device | None:
+def device_for(recipe: Recipe, targets: list[Target]) -> Device | None:
     """The device of --device, asked its kind before any work (a dead link fails now, exit 4)."""
     if recipe.device is None:
         return None

@@ -46,7 +46,7 @@ def search_page(r: SearchReport) -> str:
     budgets = ", ".join(f"{k} ≤ {v:g}" for k, v in r.budgets.items()) or "none"
     out = [_head(f"edgekit search: {r.study}"), f"<h1>edgekit search: study {e(r.study)}</h1>",
            f"<p>{len(r.points)} trial(s) done, {len(r.failed)} failed, {r.seconds_per_trial:.1f} s a trial; "
-           f"budgets: {e(budgets)}; {e(r.metric)}; latency measured on {e(r.where)}.</p>"]
+           f"budgets: {e(budgets)}; {e(r.metric)} from {e(r.kernels)}; latency measured on {e(r.where)}.</p>"]
     out += _figures(_search_charts(r))
     out += ["<h2>Pareto front (within the budgets and the target's gates)</h2>", _table(
         ("trial", "accuracy", "p50 ms", "MB", "settings"),

@@ -22,7 +22,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import pruning, report_html
 from .config import PruneSpec, Recipe, ShareSpec, Target
 from .errors import UsageError
 
@@ -57,7 +56,8 @@ class SearchReport:
     pareto: tuple[Point, ...]
     best: Point | None
     seconds_per_trial: float
-    where: str
+    where: str  # where latency was measured: this host, or the device
+    kernels: str  # whose int8 kernels computed the outputs the metric is on: this host's, or emulated aarch64
 
     def to_json(self) -> dict:
         return {**{k: v for k, v in dataclasses.asdict(self).items() if k not in ("points",)},
@@ -79,6 +79,8 @@ def space(recipe: Recipe, budgets: dict) -> dict[str, list]:
     (x the ratio, for each of pruning.stages), weight sharing; with [distill]: epochs, temperature, learning
     rate; always: calibration method, per-channel weights, float fallbacks for nodes that fail parity (`--auto`
     limited to exclusions); with a latency budget: `--precision latency`."""
+    from . import pruning
+
     found = {}
     module = _torch_module(recipe)
     if module is not None:
@@ -187,6 +189,7 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
         trial.set_user_attr("constraints", list(constraints.values()))
         trial.set_user_attr("metric", "int8 accuracy %" if t.accuracy else "100 x worst int8 cosine")
         trial.set_user_attr("where", t.latency.where)
+        trial.set_user_attr("kernels", t.details.get("arm_kernels") or "this host's onnxruntime kernels")
         return accuracy, figures["latency_ms"], figures["size_mb"]
 
     with torch_threads(threads):  # workers share the cores: torch's own pools would oversubscribe them
@@ -214,8 +217,12 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
         name: str, time_budget: float | None, workers: int, out: Path) -> SearchReport:
     """The whole search: `workers` processes (this one and workers - 1 children) on one storage, then the Pareto
     front, OUT/pareto.json, and its most accurate point exported to OUT as the run's package."""
-    from . import pipeline
+    from . import pipeline, report_html
 
+    if recipe.device and workers > 1:
+        raise UsageError("--device runs one trial at a time: two would share its cores (and its folder)")
+    pipeline.emulator_for(recipe, [target])  # a wrong --emulate or a dead --device fails now, not in every trial
+    pipeline.device_for(recipe, [target])
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(out)
     grid = space(recipe, budgets)
@@ -267,9 +274,9 @@ def summary(storage: str, name: str, budgets: dict) -> SearchReport:
     pareto = tuple(sorted((p for p in feasible if not dominated(p)), key=lambda p: (-p.accuracy, p.latency_ms)))
     seconds = [t.duration.total_seconds() for t in trials if t.duration is not None]
     metric = next((t.user_attrs["metric"] for t in done), "")
-    where = next((t.user_attrs["where"] for t in done), "")
+    where, kernels = (next((t.user_attrs.get(key, "") for t in done), "") for key in ("where", "kernels"))
     return SearchReport(name, storage, metric, budgets, points, failed, pareto, pareto[0] if pareto else None,
-                        round(sum(seconds) / len(seconds), 3) if seconds else 0.0, where)
+                        round(sum(seconds) / len(seconds), 3) if seconds else 0.0, where, kernels)
 
 
 def from_trial(recipe: Recipe, storage: str, name: str, number: int) -> tuple[Recipe, int | None]:

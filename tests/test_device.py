@@ -136,3 +136,22 @@ def test_export_times_and_checks_its_kind_of_target_on_the_device(sshd, tmp_path
     result = cli(["export", DIGITS / "edgekit.toml", "-t", "arm64-linux", "--out", tmp_path / "none", *flags])
     assert result.exit_code == 2 and "none of the targets is" in result.output, result.output
     assert not (tmp_path / "none").exists()
+
+
+def test_search_budgets_latency_on_the_device(sshd, tmp_path):
+    """`search --device`: every trial timed on the device, one at a time."""
+    url, identity, known_hosts, device = sshd
+    recipe = tmp_path / "edgekit.toml"
+    recipe.write_text(f'[model]\nsource = "{DIGITS / "model.py"}:build"\nweights = "{DIGITS / "digits_cnn.pt"}"\n'
+                      f'inputs = ["image:Nx1x8x8"]\n[data]\ncalibration = "{DIGITS / "data" / "calibration.npz"}"\n'
+                      f'validation = "{DIGITS / "data" / "validation.npz"}"\n[bench]\nruns = 5\n')
+    flags = ["--device", f"{url}{device}/search", "--identity", identity, "--known-hosts", known_hosts,
+             "--device-python", sys.executable, "-t", "desktop-x86", "--budget", "latency_ms=100"]
+    result = cli(["search", recipe, *flags, "--trials", "2", "--sampler", "random", "--out", tmp_path / "s", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["failed"] == [] and report["where"].startswith(f"device {url[6:]}: "), report
+    two = cli(["search", recipe, *flags, "--workers", "2", "--out", tmp_path / "two"])
+    assert two.exit_code == 2 and "one trial at a time" in two.output and not (tmp_path / "two").exists()
+    arm = cli(["search", recipe, *flags[:-4], "-t", "arm64-linux", "--out", tmp_path / "arm"])
+    assert arm.exit_code == 2 and "none of the targets is" in arm.output and not (tmp_path / "arm").exists()

@@ -115,3 +115,18 @@ def test_export_with_emulate_takes_golden_outputs_from_arm(tied, tmp_path):
     assert cli(["check", tmp_path / "dist" / "arm64-linux", "--emulate", "aarch64"]).exit_code == 0
     here = cli(["check", tmp_path / "dist" / "arm64-linux"])
     assert here.exit_code == 1 and "quantized output values differ" in here.output, here.output
+
+
+@needs_tools
+def test_search_scores_an_arm_target_on_emulated_kernels(tied, tmp_path):
+    tmp, _ = tied
+    recipe = tmp_path / "edgekit.toml"
+    recipe.write_text(f'[model]\nsource = "models:tied_residual"\ninputs = ["image:Nx3x16x16"]\n[data]\n'
+                      f'calibration = "{tmp / "cal.npz"}"\nvalidation = "{tmp / "val.npz"}"\n[bench]\nruns = 5\n')
+    args = ["search", recipe, "--trials", "2", "--sampler", "random", "--json"]
+    result = cli([*args, "-t", "arm64-linux", "--emulate", "aarch64", "--out", tmp_path / "s"])
+    assert result.exit_code in (0, 1), result.output  # 1: no trial passed the target's gates
+    report = json.loads(result.stdout)
+    assert report["kernels"].startswith("aarch64 (emulated, neoverse-n1)") and report["trials"] == 2, report
+    x86 = cli([*args, "-t", "desktop-x86", "--emulate", "aarch64", "--out", tmp_path / "x86"])
+    assert x86.exit_code == 2 and "none of the targets is arm64" in x86.output and not (tmp_path / "x86").exists()

@@ -14,13 +14,13 @@ from edgekit.load import load_model
 TRAIN = f"{ROOT / 'calibration' / 'readers.py'}:digits_train"
 
 
-def _recipe(tmp_path, extra: str = "") -> str:
+def _recipe(tmp_path, extra: str = "", distill: bool = True) -> str:
     text = ((DIGITS / "edgekit.toml").read_text().replace('source = "model.py:build"',
                                                           f'source = "{DIGITS / "model.py"}:build"')
             .replace('weights = "digits_cnn.pt"', f'weights = "{DIGITS / "digits_cnn.pt"}"')
             .replace('"data/', f'"{DIGITS}/data/').replace("runs = 300", "runs = 20"))
     path = tmp_path / "edgekit.toml"
-    path.write_text(text + f'\n[distill]\ndata = "{TRAIN}"\nepochs = 2\n' + extra)
+    path.write_text(text + (f'\n[distill]\ndata = "{TRAIN}"\nepochs = 2\n' if distill else "") + extra)
     return str(path)
 
 
@@ -94,3 +94,19 @@ def test_an_onnx_model_is_searched_over_quantization_only(tmp_path):
     recipe = tmp_path / "edgekit.toml"
     recipe.write_text(f'[model]\nsource = "{tmp_path / "digits.onnx"}"\n')
     assert search.space(load_recipe(recipe), {}) == search.QUANTIZE  # no torch knobs: every trial could run
+
+
+def test_another_machine_joins_through_a_journal_file(tmp_path):
+    """Optuna's journal storage on a shared disk: a second machine (here a second run, with its own OUT) adds
+    its trials to the same study, and each run's front is drawn from all of them."""
+    storage = f"journal:{tmp_path / 'shared' / 'study.log'}"
+    (tmp_path / "shared").mkdir()
+    args = ["search", _recipe(tmp_path, distill=False), "-t", "desktop-x86", "--trials", "2", "--storage", storage,
+            "--study", "phone", "--sampler", "random", "--json"]
+    first = cli([*args, "--out", tmp_path / "a"])
+    assert first.exit_code in (0, 1), first.output
+    second = cli([*args, "--out", tmp_path / "b"])
+    assert second.exit_code in (0, 1), second.output
+    report = json.loads(second.stdout)
+    assert report["trials"] == 4 and report["storage"] == storage and report["study"] == "phone"
+    assert not (tmp_path / "b" / "search.db").exists()  # the journal is the state, not a local SQLite file
