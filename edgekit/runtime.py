@@ -88,32 +88,40 @@ def run_onnx(sess, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]
         raise StageError("onnxruntime run", cause) from e
 
 
-TORCH_BATCH = 64  # samples per torch call for a model that keeps samples apart on its batch axis
+TORCH_BATCH = 64  # samples per torch call at most, for a model that keeps samples apart on its batch axis
+TORCH_BATCH_BYTES = 2 << 20  # input bytes per call at most: bigger batches of big inputs run slower (memory-bound)
 
 
 def run_torch(module, feeds, input_names: list[str]) -> list[list[np.ndarray]]:
     """The model's outputs for each feed. Feeds of one sample each (first dim 1 on every input) go through in
-    batches, as torch models are evaluated (one call a sample costs more than the model on small ones), when
-    the model keeps them apart: every output has the batch's size first and the first two samples' outputs
+    batches of up to TORCH_BATCH_BYTES, as torch models are evaluated (one call a sample costs more than the
+    model on small ones), when the model keeps them apart: every output has the batch's size first and the first two samples' outputs
     match their runs alone. Otherwise, and for any batch that does not run, one sample at a time."""
     import torch
 
     def one(i: int) -> list[np.ndarray]:
         return _run_torch_one(module, feeds[i], input_names, i)
 
+    size = _batch_size(feeds, input_names)
     with torch.no_grad():
-        if not _batches_apart(module, feeds, input_names, one):
+        if size < 2 or not _batches_apart(module, feeds, input_names, one):
             return [one(i) for i in range(len(feeds))]
         results = []
-        for start in range(0, len(feeds), TORCH_BATCH):
-            rows = range(start, min(start + TORCH_BATCH, len(feeds)))
+        for start in range(0, len(feeds), size):
+            rows = range(start, min(start + size, len(feeds)))
             results += _run_torch_batch(module, [feeds[i] for i in rows], input_names) or [one(i) for i in rows]
         return results
 
 
-def _batches_apart(module, feeds, input_names, one) -> bool:
+def _batch_size(feeds, input_names) -> int:
+    """Samples per call: 1 (no batching) unless there are several feeds of one sample each."""
     if len(feeds) < 3 or any(np.shape(feeds[0][n])[:1] != (1,) for n in input_names):
-        return False
+        return 1
+    sample = sum(np.asarray(feeds[0][n]).nbytes for n in input_names)
+    return max(1, min(TORCH_BATCH, len(feeds), TORCH_BATCH_BYTES // max(1, sample)))
+
+
+def _batches_apart(module, feeds, input_names, one) -> bool:
     together = _run_torch_batch(module, [feeds[0], feeds[1]], input_names)
     return together is not None and all(
         a.shape == b.shape and np.allclose(a, b, rtol=1e-4, atol=1e-5)
