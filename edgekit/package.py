@@ -99,12 +99,15 @@ def read_golden(path: Path) -> tuple[list[dict], list[dict], dict[str, float]]:
     return inputs, outputs, atol
 
 
-def write(target_dir: Path, report: TargetReport) -> None:
-    """Hash every deliverable into the report, then write manifest.json, report.md and report.html beside them."""
+def write(target_dir: Path, report: TargetReport, pages: bool = True) -> None:
+    """Hash every deliverable into the report, then write manifest.json, report.md and report.html beside them
+    (`pages=False`: the manifest alone, for the package check that comes before the final write)."""
     files = sorted(p for p in target_dir.iterdir() if p.is_file() and p.name not in UNHASHED)
     report.files = {p.name: sha256(p) for p in files}
     report.sizes = {p.name: p.stat().st_size for p in files}
     (target_dir / "manifest.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    if not pages:
+        return
     (target_dir / "report.md").write_text(markdown(report))
     (target_dir / "report.html").write_text(report_html.page(report))
 

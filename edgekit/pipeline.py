@@ -435,7 +435,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     report = TargetReport(target.name, prep.export_parity, quant_parity, accuracy, latency, tuning, gates,
                           warnings + verdict.gate_advice(gates, qplan.settings, tuning), details,
                           latency_1_thread=one_thread[0] if one_thread else None)
-    package.write(tdir, report)
+    package.write(tdir, report, pages=False)
     # the verdict is the gates AND exactly what `edgekit check` will say about the staged package
     place = _on_device(shared, target) or emulated  # latency was measured above: the check leaves it out
     report.verification = package_check.check(tdir, place and (lambda manifest: place), bench=False).cases
