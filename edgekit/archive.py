@@ -19,7 +19,7 @@ MAX_TOTAL_BYTES = 4 << 30
 MAX_HEADER_BYTES = 1 << 20  # a GNU long name or PAX header: real ones are a few hundred bytes
 MAX_MANIFEST_BYTES = 16 << 20
 UNHASHED = ("manifest.json", "report.md", "report.html")  # written after the other files' hashes, beside them
-LEDGER = ".edgekit-archives.json"  # outdir's record of the archives it wrote
+LEDGER = ".edgekit-archives.json"  # outdir's record of the files it wrote (archives first, hence the name)
 
 
 def write(folder: Path, dest: Path) -> Path:

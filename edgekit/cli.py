@@ -303,6 +303,8 @@ def export(source, as_json, from_trial, storage, study, **flags):
 @click.option("--emulate", metavar="aarch64[:CPU]",
               help="An arm64 target's int8 outputs (its accuracy) from real aarch64 kernels under qemu.")
 @_device_options
+@click.option("--force", is_flag=True, default=None,
+              help="Replace OUT's pareto.json, report.html and OUT/<target> even when edgekit did not make them.")
 @click.option("--json", "as_json", is_flag=True)
 @_handle_errors
 def search_command(recipe, budgets, trials, sampler, storage, study, time_budget, workers, target, out, as_json,

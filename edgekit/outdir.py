@@ -3,8 +3,8 @@
 Everything is built in a stage folder inside OUT (so the final renames never cross a filesystem, even
 when OUT is its own mount point) and swapped in at the end, all targets or none, with SIGINT/SIGTERM
 held back during the swap. A folder at OUT/<target> is replaced only when it holds an edgekit
-manifest, an archive only when edgekit's ledger in OUT records its hash; anything else needs
-`--force`. A failed or interrupted run leaves the previous output as it was.
+manifest, a file (an archive, a search's pareto.json) only when edgekit's ledger in OUT records its hash;
+anything else needs `--force`. A failed or interrupted run leaves the previous output as it was.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from .errors import InputError, UsageError
 STAGE_PREFIX = ".edgekit-stage-"
 STAGE_MARK = ".edgekit-stage"  # inside every stage folder: only folders with it are ever cleaned up
 LOCK = ".edgekit.lock"
-LEDGER = archive.LEDGER  # sha256 of each archive edgekit published here
+LEDGER = archive.LEDGER  # sha256 of each file (archives, a search's reports) edgekit published here
 SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
@@ -127,12 +127,12 @@ def _refuse_foreign(out: Path, names: list[str]) -> None:
         path = out / name
         if not os.path.lexists(path):
             continue
-        if name.endswith(".tar.gz"):
+        if path.is_dir() and not path.is_symlink():
+            mine = _is_package(path / "manifest.json", name)
+        else:  # a file (an archive, a search's pareto.json): one whose hash edgekit's ledger here records
             from .package import sha256
 
             mine = path.is_file() and not path.is_symlink() and ledger.get(name) == sha256(path)
-        else:
-            mine = path.is_dir() and not path.is_symlink() and _is_package(path / "manifest.json", name)
         if not mine:
             raise UsageError(f"--out {out}: {name} exists and edgekit did not make it; move it away or pass --force "
                              "to replace it")
@@ -170,10 +170,10 @@ def publish(stage: Path, out: Path, names: list[str]) -> None:
     from .package import sha256
 
     out = out.resolve()
-    archives = [n for n in names if n.endswith(".tar.gz")]
+    files = [n for n in names if (stage / n).is_file()]
     moves = list(names)
-    if archives:  # swapped in with them, so the ledger never names an archive that is not there
-        ledger = _read_ledger(out) | {n: sha256(stage / n) for n in archives}
+    if files:  # swapped in with them, so the ledger never names a file that is not there
+        ledger = _read_ledger(out) | {n: sha256(stage / n) for n in files}
         (stage / LEDGER).write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
         moves.append(LEDGER)
     done: list[tuple[Path, Path | None]] = []  # (final, where its old version went)

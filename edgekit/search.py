@@ -27,6 +27,8 @@ from .errors import UsageError
 
 SAMPLERS = ("tpe", "random", "grid")
 BUDGETS = ("latency_ms", "size_mb")
+FILES = ("pareto.json", "report.html")  # a search's own files in OUT, beside the best point's package
+DB = "search.db"  # the default storage, in OUT
 PRUNE_RATIOS = [0.0, 0.3, 0.5, 0.6]
 STAGE = "prune_stage:"  # + the stage's module names: its ratio is the trial's prune_ratio times this scale
 STAGE_SCALES = [0.5, 1.0, 1.5]
@@ -217,12 +219,15 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
         name: str, time_budget: float | None, workers: int, out: Path) -> SearchReport:
     """The whole search: `workers` processes (this one and workers - 1 children) on one storage, then the Pareto
     front, OUT/pareto.json, and its most accurate point exported to OUT as the run's package."""
-    from . import pipeline, report_html
+    from . import outdir, pipeline, report_html
 
     if recipe.device and workers > 1:
         raise UsageError("--device runs one trial at a time: two would share its cores (and its folder)")
     pipeline.emulator_for(recipe, [target])  # a wrong --emulate or a dead --device fails now, not in every trial
     pipeline.device_for(recipe, [target])
+    outdir.check_replaceable(out, [target.name, *FILES], recipe.force)  # now, not after the trials
+    if storage is None:
+        _refuse_foreign_db(out / DB)
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(out)
     grid = space(recipe, budgets)
@@ -246,8 +251,10 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
             for child in children:
                 child.wait()
     report = summary(storage, name, budgets)
-    (out / "pareto.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
-    (out / "report.html").write_text(report_html.search_page(report))
+    with outdir.staging(out, list(FILES), recipe.force) as stage:  # replacing only a search's own files
+        (stage / "pareto.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        (stage / "report.html").write_text(report_html.search_page(report))
+        outdir.publish(stage, out, list(FILES))
     if report.best is not None:  # as `export --from-trial` re-exports it: the trial's values and torch threads
         best, best_threads = from_trial(dataclasses.replace(recipe, out=str(out)), storage, name, report.best.trial)
         with torch_threads(best_threads):
@@ -306,7 +313,23 @@ def _storage(url: str):
 
 def default_storage(out: Path) -> str:
     """An SQLite file in the output folder: one machine's search, resumed by running it again."""
-    return f"sqlite:///{(out / 'search.db').resolve()}"
+    return f"sqlite:///{(out / DB).resolve()}"
+
+
+def _refuse_foreign_db(path: Path) -> None:
+    """OUT/search.db is resumed only when it is an Optuna study (Optuna would add its tables to any database)."""
+    import sqlite3
+
+    if not os.path.lexists(path):
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except (sqlite3.Error, OSError, ValueError):
+        tables = set()
+    if path.is_symlink() or "studies" not in tables:
+        raise UsageError(f"--out {path.parent}: {DB} exists and is not an Optuna study; move it away or pass "
+                         "--storage")
 
 
 def share_of(total: int, workers: int, index: int) -> int:

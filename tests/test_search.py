@@ -110,3 +110,22 @@ def test_another_machine_joins_through_a_journal_file(tmp_path):
     report = json.loads(second.stdout)
     assert report["trials"] == 4 and report["storage"] == storage and report["study"] == "phone"
     assert not (tmp_path / "b" / "search.db").exists()  # the journal is the state, not a local SQLite file
+
+
+def test_a_search_replaces_only_what_edgekit_made_in_out(tmp_path):
+    """OUT's pareto.json, report.html, <target> and search.db are checked before any trial runs."""
+    import sqlite3
+
+    recipe = _recipe(tmp_path, distill=False)
+    for name, make in (("report.html", lambda p: p.write_text("my notes")),
+                       ("desktop-x86", lambda p: p.mkdir()),
+                       ("search.db", lambda p: sqlite3.connect(p).execute("CREATE TABLE mine (x)").connection.commit()),
+                       ("search.db", lambda p: p.write_text("not a database"))):
+        out = tmp_path / f"out-{len(list(tmp_path.iterdir()))}"
+        out.mkdir()
+        make(out / name)
+        before = sorted(p.name for p in out.iterdir())
+        result = cli(["search", recipe, "-t", "desktop-x86", "--trials", "1", "--out", out])
+        why = "is not an Optuna study" if name == "search.db" else "edgekit did not make it"
+        assert result.exit_code == 2 and name in result.stderr and why in result.stderr, (name, result.output)
+        assert sorted(p.name for p in out.iterdir()) == before, name  # no trial ran, nothing written
