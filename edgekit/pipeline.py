@@ -325,6 +325,17 @@ def _state_stays_float(state: dict, qplan, model):
     return dataclasses.replace(qplan, settings=settings, reasons=(*qplan.reasons, why)), nodes
 
 
+def _pixels_stay_float(setting: dict, qplan, model):
+    """A uint8 image input's folded normalisation stays float, and where its output can be quantized back to the
+    raw pixels exactly, its quantization is pinned to that (then `pixels.raw_feed`). Returns (plan, Normalisation)."""
+    if not setting:
+        return qplan, None
+    norm = pixels.normalisation(model, setting, qplan.settings.activation_type)
+    settings = dataclasses.replace(qplan.settings, exclude_nodes=tuple(dict.fromkeys((*qplan.settings.exclude_nodes,
+                                                                                      *norm.nodes))))
+    return dataclasses.replace(qplan, settings=settings, tensor_overrides=norm.overrides()), norm
+
+
 def _int8_outputs(shared: Shared, prep: Prepared, int8_sess) -> list:
     """The int8 model's validation outputs; a streaming model runs over the sequences carrying its own state."""
     if prep.rollout is None:
@@ -369,6 +380,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                                                        f"quantize overrides for {target.name}"),
                               set(recipe.quantize), target.runtime.arch)
     qplan, state_nodes = _state_stays_float(recipe.state, qplan, model)
+    qplan, norm = _pixels_stay_float(recipe.image_uint8, qplan, model)
     providers, threads = list(target.runtime.providers), target.runtime.threads
     # An ARM device's int8 arithmetic does not saturate: judge an ARM target by exact arithmetic; an x86
     # target by this host's own kernels.
@@ -377,7 +389,10 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     quantized = onnx_export.stamp(onnx_export.parsed(int8), {**props, "edgekit_quantization": str(qplan.as_dict())})
     if state_nodes:
         quantization.float_outputs(quantized, recipe.state.values())
+    raw_pixels = norm is not None and pixels.raw_feed(quantized, norm)
     onnx.save(quantized, str(int8))
+    if raw_pixels:
+        onnx_export.check(int8)
     float_subgraph = quantization.float_subgraph_nodes(quantized)
     int8_sess, kernels = int8_session(int8, providers, threads, exact, reuse=True)
     emulated = shared.emulator if target.runtime.arch == "arm64" else None
@@ -404,7 +419,10 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "arm_kernels": (emulated.describe() if emulated else "x86 exact kernels (stand-in)")
         if target.runtime.arch == "arm64" else None,
         "inputs": [s.as_dict() for s in shared.inputs],
-        "image_uint8": recipe.image_uint8 or None,  # an input taking raw pixels, normalised inside the model
+        # an input taking raw pixels, normalised inside the model; what the int8 model does with them
+        "image_uint8": {**recipe.image_uint8, "int8": norm.why if raw_pixels or norm.scale is None else
+                        "kept the input QuantizeLinear: its scale or zero point is not the pinned one"}
+        if norm else None,
         "constants": {k: v.tolist() for k, v in shared.pinned.items()},
         "optional_inputs": {k: v.tolist() for k, v in shared.defaults.items()} or None,
         "fixed_input_shapes": {k: list(v) for k, v in fixed.items()} if target.package.fixed_shapes else None,

@@ -4,14 +4,21 @@ pixels its camera gives (no float pre-processing there), and parity is measured 
 `[model] image_uint8 = {input = "image", mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225]}`:
 the input is declared uint8 (`image:Nx3x224x224:uint8`, what the data holds), channels on axis 1, and
 mean/std are in the 0-1 units torchvision uses: the model sees (pixel / 255 - mean) / std.
+
+The normalisation stays float in the int8 model (quantizing it only adds error). Where one scale and an
+integer zero point quantize the normalised pixels back to exactly themselves (one mean and std for all
+channels, 255 x mean an integer: x / 255, or (x - 128) / 128), the int8 model also drops the normalisation and
+its input QuantizeLinear: the raw pixels feed the first DequantizeLinear (`raw_feed`), bit for bit the same
+model.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import InternalError, UsageError
 
 
 def fold(setting: dict, loaded, specs) -> object:
@@ -57,3 +64,102 @@ def fold(setting: dict, loaded, specs) -> object:
             return self.inner(*args)
 
     return Pixels(loaded.module).eval()
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Where the folded normalisation sits in the float graph, and whether raw pixels can replace it."""
+    input: str
+    nodes: tuple[str, ...]  # Cast, Sub, Mul: kept float
+    tensor: str  # the normalised pixels, as the first quantized op reads them
+    scale: float | None  # (scale, zero point) that quantize `tensor` back to the raw pixels, when there is one
+    zero_point: int | None
+    why: str
+
+    def overrides(self) -> dict:
+        """onnxruntime's TensorQuantOverrides pinning the normalised tensor's quantization to the pixels'."""
+        if self.scale is None:
+            return {}
+        return {self.tensor: [{"scale": np.array(self.scale, np.float32),
+                               "zero_point": np.array(self.zero_point, np.uint8)}]}
+
+
+def normalisation(model, setting: dict, activation_type: str) -> Normalisation:
+    """Find the Cast -> Sub -> Mul that `fold` exported after `setting["input"]` in the float ModelProto, and
+    check whether a QuantizeLinear of its output can be exactly the identity on every pixel value 0-255."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for t in n.input:
+            consumers.setdefault(t, []).append(n)
+    nodes, tensor = [], setting["input"]
+    for op in ("Cast", "Sub", "Mul"):
+        after = consumers.get(tensor, [])
+        if len(after) != 1 or after[0].op_type != op:
+            raise InternalError(f"the folded normalisation of {setting['input']} is not Cast -> Sub -> Mul in the "
+                                f"exported graph (found {[n.op_type for n in after]} after {tensor})")
+        nodes.append(after[0])
+        tensor = after[0].output[0]
+    constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    offset, scale = (constants.get(n.input[1]) for n in nodes[1:])
+    names = tuple(n.name for n in nodes)
+    if offset is None or scale is None:
+        raise InternalError("the folded normalisation's mean and std are not constants in the exported graph")
+    if activation_type != "uint8":
+        return Normalisation(setting["input"], names, tensor, None, None, f"activations are {activation_type}, not "
+                             "uint8: the raw pixels cannot be the first quantized tensor")
+    if np.ptp(offset) > 0 or np.ptp(scale) > 0:
+        return Normalisation(setting["input"], names, tensor, None, None, "mean or std differ between channels: one "
+                             "scale cannot quantize the normalised pixels back to themselves")
+    q_scale, q_zero = np.float32(scale.flat[0]), int(np.rint(offset.flat[0]))
+    pixels = np.arange(256, dtype=np.float32)
+    normalised = (pixels - offset.flat[0].astype(np.float32)) * scale.flat[0].astype(np.float32)
+    exact = 0 <= q_zero <= 255 and all(np.abs(steps - (pixels - q_zero)).max() < 0.25 for steps in (
+        normalised / q_scale, normalised * (np.float32(1) / q_scale)))  # as a kernel divides or multiplies
+    if not exact:
+        return Normalisation(setting["input"], names, tensor, None, None, f"255 x mean = {float(offset.flat[0]):g} "
+                             "is not an integer zero point: the raw pixels do not quantize the normalised ones")
+    return Normalisation(setting["input"], names, tensor, float(q_scale), q_zero,
+                         f"the raw pixels feed the first DequantizeLinear (scale {float(q_scale):.6g}, zero point "
+                         f"{q_zero}): the normalisation and the input QuantizeLinear are gone")
+
+
+def raw_feed(model, norm: Normalisation) -> bool:
+    """Let the raw uint8 input replace the QuantizeLinear of the normalised pixels in an int8 ModelProto (and
+    drop the normalisation when nothing else reads it). Only when that QuantizeLinear has exactly the pinned
+    scale and zero point, so every pixel value maps to itself; returns whether it was done."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    constants = {i.name: i for i in graph.initializer}
+    quantize = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == norm.tensor]
+    if norm.scale is None or len(quantize) != 1 or len(quantize[0].input) < 3:
+        return False
+    q = quantize[0]
+    scale, zero = (constants.get(t) for t in q.input[1:3])
+    if (scale is None or zero is None or numpy_helper.to_array(scale).shape != ()
+            or np.float32(numpy_helper.to_array(scale)) != np.float32(norm.scale)
+            or numpy_helper.to_array(zero).dtype != np.uint8 or int(numpy_helper.to_array(zero)) != norm.zero_point):
+        return False
+    for n in graph.node:
+        n.input[:] = [norm.input if t == q.output[0] else t for t in n.input]
+    graph.node.remove(q)
+    _drop_unused(graph)
+    return True
+
+
+def _drop_unused(graph) -> None:
+    """Nodes whose outputs nothing reads (the normalisation, once bypassed) and initializers no node reads."""
+    outputs = {o.name for o in graph.output}
+    while True:
+        read = {t for n in graph.node for t in n.input} | outputs
+        dead = [n for n in graph.node if not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    read = {t for n in graph.node for t in n.input}
+    for init in [i for i in graph.initializer if i.name not in read]:
+        graph.initializer.remove(init)

@@ -75,6 +75,7 @@ class Plan:
     split_outliers: bool = False  # matmul-static: outlier channels of MatMul inputs/outputs handled in float
     applied: list = field(default_factory=list, compare=False, repr=False)  # what quantize() found, for decisions
     precision_search: dict | None = field(default=None, compare=False)  # precision = latency: what was measured
+    tensor_overrides: dict = field(default_factory=dict, compare=False, repr=False)  # onnxruntime's, e.g. pixels'
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self.settings)
@@ -396,7 +397,7 @@ def _call(p: Plan, src: str, dest: str, feeds: Sequence, progress, cache: Path |
     # its steps, MinMax ranges and Entropy/Percentile histograms alike); without it onnxruntime keeps every
     # sample's intermediate tensors until the end. Not CalibMaxIntermediateOutputs: in onnxruntime 1.32 it
     # discards the collected ranges at each flush instead of merging them.
-    extra = {"CalibStridedMinMax": stride(len(feeds))}
+    extra = {"CalibStridedMinMax": stride(len(feeds)), "TensorQuantOverrides": p.tensor_overrides}
     if s.calibrate_method == "percentile":
         extra["CalibPercentile"] = s.percentile
     if s.activation_type in ("uint16", "int16") or s.weight_type in ("uint16", "int16"):

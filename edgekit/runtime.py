@@ -95,8 +95,9 @@ TORCH_BATCH_BYTES = 2 << 20  # input bytes per call at most: bigger batches of b
 def run_torch(module, feeds, input_names: list[str]) -> list[list[np.ndarray]]:
     """The model's outputs for each feed. Feeds of one sample each (first dim 1 on every input) go through in
     batches of up to TORCH_BATCH_BYTES, as torch models are evaluated (one call a sample costs more than the
-    model on small ones), when the model keeps them apart: every output has the batch's size first and the first two samples' outputs
-    match their runs alone. Otherwise, and for any batch that does not run, one sample at a time."""
+    model on small ones), when the model keeps them apart: every output has the batch's size first and the
+    first two samples' outputs match their runs alone. Otherwise, and for any batch that does not run, one
+    sample at a time."""
     import torch
 
     def one(i: int) -> list[np.ndarray]:

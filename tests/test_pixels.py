@@ -25,7 +25,8 @@ def test_the_deployable_takes_raw_pixels_and_normalises_them_itself(tmp_path):
     assert report.passed, report.targets["desktop-x86"].failures()
     target = report.targets["desktop-x86"]
     assert target.export_parity.worst("cosine") > 0.99999  # torch (normalising) vs ONNX, on the same pixels
-    assert target.to_json()["image_uint8"] == {"input": "image", "mean": MEAN, "std": STD}
+    assert target.to_json()["image_uint8"] == {"input": "image", "mean": MEAN, "std": STD, "int8": (
+        "mean or std differ between channels: one scale cannot quantize the normalised pixels back to themselves")}
     folder = tmp_path / "out" / "desktop-x86"
     for name in ("model.onnx", "model.int8.onnx"):
         [image] = onnx.load(str(folder / name)).graph.input
@@ -55,3 +56,60 @@ def test_bad_image_uint8_settings_are_usage_errors(tmp_path, dtype, setting, why
     result = cli(["export", recipe, "--out", tmp_path / "o", "--no-bench"])
     assert result.exit_code == 2 and why in result.output, result.output
     assert not (tmp_path / "o").exists()
+
+
+def _graph_after(model, tensor: str) -> list[str]:
+    return [n.op_type for n in model.graph.node if tensor in n.input]
+
+
+def test_the_normalisation_stays_float_and_raw_pixels_feed_the_first_dequantize_where_exact(tmp_path):
+    """(x - 128) / 128: the normalised pixels quantized with scale 1/128 and zero point 128 are the pixels
+    themselves, so the int8 model drops the normalisation and its input QuantizeLinear; per-channel ImageNet
+    statistics keep both (float Cast/Sub/Mul, then a QuantizeLinear)."""
+    np.savez(tmp_path / "cal.npz", image=pixels(40, 0))
+    np.savez(tmp_path / "val.npz", image=pixels(12, 1))
+    args = dict(inputs=["image:Nx3x16x16:uint8"], calibration=tmp_path / "cal.npz", validation=tmp_path / "val.npz",
+                targets=["desktop-x86"], no_bench=True)
+    half = 128 / 255
+    report = edgekit.export("models:small_cnn", out=tmp_path / "raw", image_uint8={"input": "image", "mean": half,
+                                                                                  "std": half}, **args)
+    assert report.passed, report.targets["desktop-x86"].failures()
+    assert report.targets["desktop-x86"].to_json()["image_uint8"]["int8"].startswith("the raw pixels feed")
+    raw = onnx.load(str(tmp_path / "raw" / "desktop-x86" / "model.int8.onnx"))
+    assert _graph_after(raw, "image") == ["DequantizeLinear"]
+    assert not {"Cast", "Sub", "Mul"} & {n.op_type for n in raw.graph.node}
+    kept = edgekit.export("models:small_cnn", out=tmp_path / "kept", image_uint8={"input": "image", "mean": MEAN,
+                                                                                 "std": STD}, **args)
+    assert kept.passed
+    model = onnx.load(str(tmp_path / "kept" / "desktop-x86" / "model.int8.onnx"))
+    cast = next(n for n in model.graph.node if n.op_type == "Cast")
+    sub = next(n for n in model.graph.node if n.input[0] == cast.output[0])
+    mul = next(n for n in model.graph.node if n.input[0] == sub.output[0])
+    assert (sub.op_type, mul.op_type, _graph_after(model, mul.output[0])) == ("Sub", "Mul", ["QuantizeLinear"])
+
+
+def test_raw_feed_is_bit_for_bit_the_quantized_normalisation(tmp_path):
+    """The rewrite on its own: the same int8 model before and after it, on images holding every pixel value."""
+    from edgekit import pixels as px, quantization
+    from edgekit.config import InputSpec, QuantSettings
+    from edgekit.load import load_model
+    from edgekit.onnx_export import export_torch
+
+    spec = (InputSpec.parse("image:Nx3x16x16:uint8"),)
+    half = 128 / 255
+    for mean, std, expect in ((half, half, True), (0.0, 1.0, True), (0.5, 0.5, False)):  # x/255 too; not 127.5
+        setting = {"input": "image", "mean": mean, "std": std}
+        module = px.fold(setting, load_model("models:small_cnn"), spec)
+        fp32 = export_torch(module, spec, (), 17, tmp_path / "fp32.onnx")
+        norm = px.normalisation(onnx.load(str(fp32)), setting, "uint8")
+        assert (norm.scale is not None) == expect, (mean, std, norm.why)
+        plan = quantization.plan(onnx.load(str(fp32)), QuantSettings(exclude_nodes=norm.nodes), set(), "x86_64")
+        plan = type(plan)(**{**plan.__dict__, "tensor_overrides": norm.overrides()})
+        int8 = quantization.quantize(fp32, tmp_path / "int8.onnx", plan, [{"image": pixels(1, i)} for i in range(16)])
+        after = onnx.load(str(int8))
+        assert px.raw_feed(after, norm) == expect
+        onnx.save(after, str(tmp_path / "raw.onnx"))
+        every = (np.arange(3 * 16 * 16) % 256).astype(np.uint8).reshape(1, 3, 16, 16)  # every pixel value
+        feeds = [{"image": every}, {"image": pixels(1, 99)}]
+        outs = [run_onnx(session(path)[0], feeds) for path in (int8, tmp_path / "raw.onnx")]
+        assert all(np.array_equal(a, b) for x, y in zip(*outs) for a, b in zip(x, y)), (mean, std)
