@@ -88,11 +88,12 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
          max_bytes: int = arrays.DEFAULT_MAX_BYTES, max_samples: int | None = None) -> Dataset:
     """`source`: a path, `random`, MODULE:FUNCTION, or (from the Python API) an iterable of feed dicts or a
     callable returning one. `max_bytes` bounds what one source may declare (file headers, random inputs)
-    before it is loaded; `max_samples`: only the first samples of files are read."""
+    before it is loaded (a function's items, as they come); `max_samples`: only the first samples are read."""
     if not isinstance(source, (str, Path)):
         origin = getattr(source, "__qualname__", type(source).__name__)
         fn = source if callable(source) else lambda: source
-        return _nonempty(_from_items(f"data {origin!r}", UserFunction(fn, origin, "data")(), specs))
+        return _nonempty(_from_items(f"data {origin!r}", UserFunction(fn, origin, "data")(), specs, max_bytes,
+                                     max_samples))
     source = str(source)
     if source == "random":
         return random_dataset(specs, random_count, seed, max_bytes)
@@ -125,7 +126,8 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
     if path.exists():
         return _nonempty(_read_file(path, specs, max_bytes, max_samples))
     if is_function_spec(source):
-        return _nonempty(_from_items(f"data {source!r}", resolve_callable(source, "data")(), specs))
+        return _nonempty(_from_items(f"data {source!r}", resolve_callable(source, "data")(), specs, max_bytes,
+                                     max_samples))
     raise InputError(f"data {source!r}: no such file or folder (or MODULE:FUNCTION)")
 
 
@@ -220,14 +222,17 @@ def validate(origin: str, spec: InputSpec, sample: np.ndarray) -> None:
         raise InputError(f"{origin}: input {spec.name!r} has NaN or Inf values")
 
 
-def _from_items(origin: str, items, specs) -> Dataset:
-    """Feed dicts (one sample, with or without its batch axis, each), an optional `labels` entry in each."""
-    feeds, labels = [], []
+def _from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BYTES,
+                max_samples: int | None = None) -> Dataset:
+    """Feed dicts (one sample, with or without its batch axis, each), an optional `labels` entry in each. Items
+    are held in memory, so only the first `max_samples` are taken, and at most `max_bytes` of them."""
+    feeds, labels, held = [], [], 0
     ranks = {s.name: len(s.shape) for s in specs}
+    last = min(MAX_FUNCTION_ITEMS, max_samples or MAX_FUNCTION_ITEMS)
     try:
         for i, item in enumerate(items):
-            if i == MAX_FUNCTION_ITEMS:
-                log.info("%s: read the first %d items", origin, MAX_FUNCTION_ITEMS)
+            if i == last:
+                log.info("%s: read the first %d items", origin, last)
                 break
             if not isinstance(item, dict):
                 raise InputError(f"{origin}: item {i} is a {type(item).__name__}, expected a dict of arrays")
@@ -236,6 +241,10 @@ def _from_items(origin: str, items, specs) -> Dataset:
             arrays = {k: np.asarray(v) for k, v in item.items()}
             # a yielded item is one sample: give it the leading sample axis the array reader expects
             stacked = {k: v[None] if v.ndim == ranks.get(k) else v for k, v in arrays.items()}
+            held += sum(v.nbytes for v in stacked.values())
+            if held > max_bytes:
+                raise InputError(f"{origin}: its first {i + 1} items hold more than {max_bytes} bytes "
+                                 "(--max-data-bytes)")
             feeds.extend(_from_arrays(f"{origin} item {i}", stacked, specs).feeds)
     except InputError:
         raise

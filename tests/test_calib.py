@@ -131,3 +131,21 @@ def test_per_layer_error_one_sample_at_a_time_matches_onnxruntimes_all_at_once(w
     for tensor, err in expected.items():  # edgekit reports within +-200 dB (an exact tensor at 200)
         assert rows[tensor]["local_sqnr_db"] == pytest.approx(min(err["qdq_err"], 200), abs=2e-3)
         assert rows[tensor]["accumulated_sqnr_db"] == pytest.approx(min(err["xmodel_err"], 200), abs=2e-3)
+
+
+def test_a_data_function_is_read_only_as_far_as_needed_and_within_the_byte_bound():
+    """A generator may never end: only the samples used are taken (and held), and no more bytes than allowed."""
+    taken = []
+
+    def endless():
+        rng = np.random.default_rng(0)
+        while True:
+            taken.append(1)
+            yield {"image": rng.random((1, 3, 64, 64), dtype=np.float32)}
+
+    data = calib.load(endless, IMAGE, max_samples=5)
+    assert len(data) == 5 and len(taken) == 6 and data.feeds[4]["image"].shape == (1, 3, 64, 64)
+    (_, peak) = _peak(lambda: calib.load(endless, IMAGE, max_samples=20))
+    assert peak < 30 * 3 * 64 * 64 * 4  # 20 samples of 48 KB, not the 10,000-item cap's 480 MB
+    with pytest.raises(InputError, match=r"first 11 items hold more than 500000 bytes \(--max-data-bytes\)"):
+        calib.load(endless, IMAGE, max_bytes=500_000)
