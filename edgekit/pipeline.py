@@ -103,10 +103,11 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     emulated = emulator_for(recipe, targets)
     device = device_for(recipe, targets)
     loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
+    own = loaded.module  # the user's module, before _inputs wraps it (uint8 pixels, pinned constants)
     inputs, pinned, defaults = _inputs(recipe, loaded)
     cal, val = calib.for_run(recipe, sequences.data_specs(inputs, recipe.state) if recipe.state else inputs, targets)
     init = sequences.initial_values(recipe.state_init, inputs, recipe.state, recipe.max_data_bytes)
-    compression = (_compress(recipe, loaded, inputs, val, targets[0], progress)
+    compression = (_compress(recipe, loaded, own, inputs, val, targets[0], progress)
                    if recipe.prune or recipe.share or recipe.distill else None)
     published = False
     try:
@@ -197,13 +198,18 @@ def _model_inputs(recipe: Recipe, loaded) -> tuple[tuple[InputSpec, ...], dict]:
     return found, onnx_export.optional_inputs(model, label)
 
 
-def _compress(recipe: Recipe, loaded, inputs, val, target: Target, progress: bool) -> dict:
+def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress: bool) -> dict:
     """Prune and/or distill the torch model before export; record size and accuracy after each step. `round_to =
-    "auto"` is measured for the first target's int8 settings."""
+    "auto"` is measured for the first target's int8 settings. Layer names in [prune]/[share] are `own` module's,
+    the user's, even when it runs wrapped (raw pixels in, constants pinned)."""
     from . import compress
 
     if loaded.module is None or loaded.program is not None:
         raise UsageError("[prune]/[share]/[distill] need a MODULE:FUNCTION or FILE.py:FUNCTION model")
+    prefix = next((f"{name}." for name, m in loaded.module.named_modules() if m is own and name), "")
+    prune = recipe.prune and dataclasses.replace(
+        recipe.prune, ignore=tuple(prefix + n for n in recipe.prune.ignore),
+        stage_ratios={prefix + k: v for k, v in recipe.prune.stage_ratios.items()})
     names = [s.name for s in inputs]
     example = compress.example_inputs(inputs)
 
@@ -217,14 +223,16 @@ def _compress(recipe: Recipe, loaded, inputs, val, target: Target, progress: boo
     steps = [step("original", loaded.module)]
     teacher = copy.deepcopy(loaded.module)
     record = {}
-    if recipe.prune:
-        data = recipe.prune.data or (recipe.distill.data if recipe.distill else "")
-        batches = compress.load_batches(data, inputs, 32) if recipe.prune.importance == "taylor" and data else None
-        record["prune"] = compress.run_prune(loaded.module, inputs, recipe.prune, batches, target).as_dict()
+    if prune:
+        data = prune.data or (recipe.distill.data if recipe.distill else "")
+        batches = compress.load_batches(data, inputs, 32) if prune.importance == "taylor" and data else None
+        result = compress.run_prune(loaded.module, inputs, prune, batches, target)
+        record["prune"] = dataclasses.replace(result, ignored=tuple(n.removeprefix(prefix) for n in result.ignored),
+                                              stage_ratios=recipe.prune.stage_ratios or None).as_dict()
         steps.append(step("pruned", loaded.module))
     tied = None
     if recipe.share:
-        tied = sharing.cluster(loaded.module, recipe.share.clusters, recipe.share.ignore)
+        tied = sharing.cluster(loaded.module, recipe.share.clusters, tuple(prefix + n for n in recipe.share.ignore))
         steps.append(step("shared", loaded.module))
     if recipe.distill:
         batches = compress.load_batches(recipe.distill.data, inputs, recipe.distill.batch_size)
@@ -389,9 +397,9 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     quantized = onnx_export.stamp(onnx_export.parsed(int8), {**props, "edgekit_quantization": str(qplan.as_dict())})
     if state_nodes:
         quantization.float_outputs(quantized, recipe.state.values())
-    raw_pixels = norm is not None and pixels.raw_feed(quantized, norm)
+    kept_pixels = pixels.raw_feed(quantized, norm) if norm else None  # None: raw pixels feed the model
     onnx.save(quantized, str(int8))
-    if raw_pixels:
+    if norm and kept_pixels is None:
         onnx_export.check(int8)
     float_subgraph = quantization.float_subgraph_nodes(quantized)
     int8_sess, kernels = int8_session(int8, providers, threads, exact, reuse=True)
@@ -420,9 +428,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         if target.runtime.arch == "arm64" else None,
         "inputs": [s.as_dict() for s in shared.inputs],
         # an input taking raw pixels, normalised inside the model; what the int8 model does with them
-        "image_uint8": {**recipe.image_uint8, "int8": norm.why if raw_pixels or norm.scale is None else
-                        "kept the input QuantizeLinear: its scale or zero point is not the pinned one"}
-        if norm else None,
+        "image_uint8": {**recipe.image_uint8, "int8": kept_pixels or norm.why} if norm else None,
         "constants": {k: v.tolist() for k, v in shared.pinned.items()},
         "optional_inputs": {k: v.tolist() for k, v in shared.defaults.items()} or None,
         "fixed_input_shapes": {k: list(v) for k, v in fixed.items()} if target.package.fixed_shapes else None,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InternalError, UsageError
+from .errors import UsageError
 
 
 def fold(setting: dict, loaded, specs) -> object:
@@ -85,81 +85,91 @@ class Normalisation:
 
 
 def normalisation(model, setting: dict, activation_type: str) -> Normalisation:
-    """Find the Cast -> Sub -> Mul that `fold` exported after `setting["input"]` in the float ModelProto, and
-    check whether a QuantizeLinear of its output can be exactly the identity on every pixel value 0-255."""
+    """Find the Cast -> Sub -> Mul that `fold` exported after `setting["input"]` in the float ModelProto (the
+    optimiser drops a Sub of 0 or a Mul of 1), and check whether a QuantizeLinear of its output can be exactly
+    the identity on every pixel value 0-255."""
     from onnx import numpy_helper
 
     graph = model.graph
+    constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     consumers: dict[str, list] = {}
     for n in graph.node:
         for t in n.input:
             consumers.setdefault(t, []).append(n)
-    nodes, tensor = [], setting["input"]
+    nodes, tensor, found = [], setting["input"], {"Sub": np.float32(0), "Mul": np.float32(1)}
     for op in ("Cast", "Sub", "Mul"):
         after = consumers.get(tensor, [])
-        if len(after) != 1 or after[0].op_type != op:
-            raise InternalError(f"the folded normalisation of {setting['input']} is not Cast -> Sub -> Mul in the "
-                                f"exported graph (found {[n.op_type for n in after]} after {tensor})")
-        nodes.append(after[0])
-        tensor = after[0].output[0]
-    constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    offset, scale = (constants.get(n.input[1]) for n in nodes[1:])
+        if len(after) == 1 and after[0].op_type == op and (op == "Cast" or after[0].input[1] in constants):
+            nodes.append(after[0])
+            tensor = after[0].output[0]
+            if op != "Cast":
+                found[op] = constants[after[0].input[1]].astype(np.float32)
+        elif op == "Cast":
+            return Normalisation(setting["input"], (), "", None, None, "the normalisation is not a Cast -> Sub -> "
+                                 "Mul of constants in the exported graph: the input QuantizeLinear stays")
     names = tuple(n.name for n in nodes)
-    if offset is None or scale is None:
-        raise InternalError("the folded normalisation's mean and std are not constants in the exported graph")
+    offset, scale = found["Sub"], found["Mul"]
+
+    def kept(why: str) -> Normalisation:
+        return Normalisation(setting["input"], names, tensor, None, None, f"{why}: the input QuantizeLinear stays")
+
     if activation_type != "uint8":
-        return Normalisation(setting["input"], names, tensor, None, None, f"activations are {activation_type}, not "
-                             "uint8: the raw pixels cannot be the first quantized tensor")
+        return kept(f"activations are {activation_type}, not uint8, so raw pixels cannot be the first quantized tensor")
     if np.ptp(offset) > 0 or np.ptp(scale) > 0:
-        return Normalisation(setting["input"], names, tensor, None, None, "mean or std differ between channels: one "
-                             "scale cannot quantize the normalised pixels back to themselves")
+        return kept("mean or std differ between channels, so one scale cannot quantize the normalised pixels back "
+                    "to themselves")
     q_scale, q_zero = np.float32(scale.flat[0]), int(np.rint(offset.flat[0]))
     pixels = np.arange(256, dtype=np.float32)
-    normalised = (pixels - offset.flat[0].astype(np.float32)) * scale.flat[0].astype(np.float32)
+    normalised = (pixels - offset.flat[0]) * scale.flat[0]
     exact = 0 <= q_zero <= 255 and all(np.abs(steps - (pixels - q_zero)).max() < 0.25 for steps in (
         normalised / q_scale, normalised * (np.float32(1) / q_scale)))  # as a kernel divides or multiplies
     if not exact:
-        return Normalisation(setting["input"], names, tensor, None, None, f"255 x mean = {float(offset.flat[0]):g} "
-                             "is not an integer zero point: the raw pixels do not quantize the normalised ones")
+        return kept(f"255 x mean = {float(offset.flat[0]):g} is not an integer zero point in 0-255, so the raw "
+                    "pixels do not quantize the normalised ones")
     return Normalisation(setting["input"], names, tensor, float(q_scale), q_zero,
                          f"the raw pixels feed the first DequantizeLinear (scale {float(q_scale):.6g}, zero point "
                          f"{q_zero}): the normalisation and the input QuantizeLinear are gone")
 
 
-def raw_feed(model, norm: Normalisation) -> bool:
-    """Let the raw uint8 input replace the QuantizeLinear of the normalised pixels in an int8 ModelProto (and
-    drop the normalisation when nothing else reads it). Only when that QuantizeLinear has exactly the pinned
-    scale and zero point, so every pixel value maps to itself; returns whether it was done."""
+def raw_feed(model, norm: Normalisation) -> str | None:
+    """Let the raw uint8 input replace the QuantizeLinear of the normalised pixels in an int8 ModelProto, and
+    drop the normalisation's nodes that nothing reads any more. Only when that QuantizeLinear has exactly the
+    pinned scale and zero point, so every pixel value maps to itself. Returns None when done, else why not."""
     from onnx import numpy_helper
 
+    if norm.scale is None:
+        return norm.why
     graph = model.graph
     constants = {i.name: i for i in graph.initializer}
     quantize = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == norm.tensor]
-    if norm.scale is None or len(quantize) != 1 or len(quantize[0].input) < 3:
-        return False
+    if len(quantize) != 1 or len(quantize[0].input) < 3:
+        return (f"{len(quantize)} QuantizeLinear nodes read the normalised pixels (e.g. dynamic quantization "
+                "has none): the normalisation stays")
     q = quantize[0]
     scale, zero = (constants.get(t) for t in q.input[1:3])
     if (scale is None or zero is None or numpy_helper.to_array(scale).shape != ()
             or np.float32(numpy_helper.to_array(scale)) != np.float32(norm.scale)
             or numpy_helper.to_array(zero).dtype != np.uint8 or int(numpy_helper.to_array(zero)) != norm.zero_point):
-        return False
-    for n in graph.node:
+        return "the input QuantizeLinear's scale or zero point is not the pinned one: it stays"
+    for n in _all_nodes(graph):
         n.input[:] = [norm.input if t == q.output[0] else t for t in n.input]
-    graph.node.remove(q)
-    _drop_unused(graph)
-    return True
+    removed = []
+    for node in [q, *reversed([n for n in graph.node if n.name in norm.nodes])]:  # Q, Mul, Sub, Cast
+        read = {t for n in _all_nodes(graph) for t in n.input} | {o.name for o in graph.output}
+        if node is q or not any(o in read for o in node.output):
+            graph.node.remove(node)
+            removed.append(node)
+    read = {t for n in _all_nodes(graph) for t in n.input}
+    for name in {t for n in removed for t in n.input} - read:
+        if name in constants:
+            graph.initializer.remove(constants[name])
+    return None
 
 
-def _drop_unused(graph) -> None:
-    """Nodes whose outputs nothing reads (the normalisation, once bypassed) and initializers no node reads."""
-    outputs = {o.name for o in graph.output}
-    while True:
-        read = {t for n in graph.node for t in n.input} | outputs
-        dead = [n for n in graph.node if not any(o in read for o in n.output)]
-        if not dead:
-            break
-        for n in dead:
-            graph.node.remove(n)
-    read = {t for n in graph.node for t in n.input}
-    for init in [i for i in graph.initializer if i.name not in read]:
-        graph.initializer.remove(init)
+def _all_nodes(graph):
+    """Every node, inside If/Loop/Scan bodies too: a tensor read only there is still read."""
+    for n in graph.node:
+        yield n
+        for attr in n.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                yield from _all_nodes(sub)

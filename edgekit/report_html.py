@@ -40,8 +40,9 @@ def page(r: TargetReport) -> str:
     return "\n".join(out) + "\n"
 
 
-def search_page(r: SearchReport) -> str:
-    """The whole HTML document for an `edgekit search`: the Pareto scatter, the front, the failed trials."""
+def search_page(r: SearchReport, exported: str | None) -> str:
+    """The whole HTML document for an `edgekit search`: the Pareto scatter, the front, the failed trials;
+    `exported`: the folder here the best point was exported to (None: its export did not finish)."""
     e = html.escape
     budgets = ", ".join(f"{k} ≤ {v:g}" for k, v in r.budgets.items()) or "none"
     out = [_head(f"edgekit search: {r.study}"), f"<h1>edgekit search: study {e(r.study)}</h1>",
@@ -52,8 +53,13 @@ def search_page(r: SearchReport) -> str:
         ("trial", "accuracy", "p50 ms", "MB", "settings"),
         [(p.trial, f"{p.accuracy:.2f}", f"{p.latency_ms:.4f}", f"{p.size_mb:.4f}",
           ", ".join(f"{k}={v}" for k, v in p.params.items())) for p in r.pareto])]
-    out.append(f"<p>Best: trial {r.best.trial}, exported to this folder.</p>" if r.best else
-               "<p class=fail>No trial met the budgets and gates.</p>")
+    if r.best is None:
+        out.append("<p class=fail>No trial met the budgets and gates.</p>")
+    elif exported:
+        out.append(f"<p>Best: trial {r.best.trial}, exported to {e(exported)}/ in this folder.</p>")
+    else:
+        out.append(f"<p class=fail>Best: trial {r.best.trial}; its export did not finish (<code>edgekit export "
+                   f"RECIPE --from-trial {r.best.trial}</code> runs it again and says why).</p>")
     if r.failed:
         out += ["<h2>Failed trials</h2>", _table(("trial", "error"), [(f["trial"], f["error"]) for f in r.failed])]
     out.append("<p>Every trial's figures: pareto.json in this folder; re-export one with "

@@ -22,13 +22,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import PruneSpec, Recipe, ShareSpec, Target
+from .config import RANGES, PruneSpec, Recipe, ShareSpec, Target
 from .errors import UsageError
 
 SAMPLERS = ("tpe", "random", "grid")
 BUDGETS = ("latency_ms", "size_mb")
 FILES = ("pareto.json", "report.html")  # a search's own files in OUT, beside the best point's package
 DB = "search.db"  # the default storage, in OUT
+OPTUNA_TABLES = {"studies", "trials", "trial_params", "trial_values", "version_info"}  # an Optuna RDB has them
 PRUNE_RATIOS = [0.0, 0.3, 0.5, 0.6]
 STAGE = "prune_stage:"  # + the stage's module names: its ratio is the trial's prune_ratio times this scale
 STAGE_SCALES = [0.5, 1.0, 1.5]
@@ -80,24 +81,28 @@ def space(recipe: Recipe, budgets: dict) -> dict[str, list]:
     Torch models: prune ratio and importance (Taylor with the [distill] data's labels), per-stage ratio scales
     (x the ratio, for each of pruning.stages), weight sharing; with [distill]: epochs, temperature, learning
     rate; always: calibration method, per-channel weights, float fallbacks for nodes that fail parity (`--auto`
-    limited to exclusions); with a latency budget: `--precision latency`."""
+    limited to exclusions, unless the recipe turns `auto` on itself); with a latency budget: `--precision
+    latency`. Stages and importance only for structured pruning."""
     from . import pruning
 
     found = {}
     module = _torch_module(recipe)
     if module is not None:
+        base = recipe.prune or PruneSpec()
         found["prune_ratio"] = PRUNE_RATIOS
-        found["prune_importance"] = ["l1", "l2", *(["taylor"] if recipe.distill else [])]
-        stages = pruning.stages(module)
-        for stage in stages if len(stages) > 1 else ():
-            found[STAGE + ",".join(stage)] = STAGE_SCALES
+        if base.method == "structured":  # unstructured pruning ranks single weights by magnitude, model-wide
+            labelled = bool(base.data or recipe.distill)
+            found["prune_importance"] = ["l1", "l2", *(["taylor"] if labelled else [])]
+            stages = pruning.stages(module)
+            for stage in stages if len(stages) > 1 else ():
+                found[STAGE + ",".join(stage)] = STAGE_SCALES
         found["clusters"] = CLUSTERS
         if recipe.distill:
             d = recipe.distill
             found["distill_epochs"] = sorted({0, max(1, d.epochs // 2), d.epochs})
             found["distill_temperature"] = sorted({2.0, d.temperature, 8.0})
-            found["distill_lr"] = sorted({round(d.lr / 3, 6), d.lr, round(d.lr * 3, 6)})
-    found.update(QUANTIZE)
+            found["distill_lr"] = sorted({min(RANGES["lr"][1], float(f"{lr:.3g}")) for lr in (d.lr / 3, d.lr, d.lr * 3)})
+    found.update({k: v for k, v in QUANTIZE.items() if k != "float_fallback" or not recipe.quantize.get("auto")})
     if "latency_ms" in budgets:
         found["precision"] = ["int8", "latency"]
     return found
@@ -251,14 +256,18 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
             for child in children:
                 child.wait()
     report = summary(storage, name, budgets)
-    with outdir.staging(out, list(FILES), recipe.force) as stage:  # replacing only a search's own files
-        (stage / "pareto.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
-        (stage / "report.html").write_text(report_html.search_page(report))
-        outdir.publish(stage, out, list(FILES))
-    if report.best is not None:  # as `export --from-trial` re-exports it: the trial's values and torch threads
-        best, best_threads = from_trial(dataclasses.replace(recipe, out=str(out)), storage, name, report.best.trial)
-        with torch_threads(best_threads):
-            pipeline.run(best, [target], progress=False)
+    exported = None
+    try:
+        if report.best is not None:  # as `export --from-trial` re-exports it: the trial's values and torch threads
+            best, threads = from_trial(dataclasses.replace(recipe, out=str(out)), storage, name, report.best.trial)
+            with torch_threads(threads):
+                pipeline.run(best, [target], progress=False)
+            exported = target.name
+    finally:  # the front is worth having even when its best point's export failed
+        with outdir.staging(out, list(FILES), recipe.force) as stage:  # replacing only a search's own files
+            (stage / "pareto.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+            (stage / "report.html").write_text(report_html.search_page(report, exported))
+            outdir.publish(stage, out, list(FILES))
     return report
 
 
@@ -327,7 +336,7 @@ def _refuse_foreign_db(path: Path) -> None:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except (sqlite3.Error, OSError, ValueError):
         tables = set()
-    if path.is_symlink() or "studies" not in tables:
+    if path.is_symlink() or not OPTUNA_TABLES <= tables:
         raise UsageError(f"--out {path.parent}: {DB} exists and is not an Optuna study; move it away or pass "
                          "--storage")
 

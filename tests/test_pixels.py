@@ -26,7 +26,8 @@ def test_the_deployable_takes_raw_pixels_and_normalises_them_itself(tmp_path):
     target = report.targets["desktop-x86"]
     assert target.export_parity.worst("cosine") > 0.99999  # torch (normalising) vs ONNX, on the same pixels
     assert target.to_json()["image_uint8"] == {"input": "image", "mean": MEAN, "std": STD, "int8": (
-        "mean or std differ between channels: one scale cannot quantize the normalised pixels back to themselves")}
+        "mean or std differ between channels, so one scale cannot quantize the normalised pixels back to themselves: "
+        "the input QuantizeLinear stays")}
     folder = tmp_path / "out" / "desktop-x86"
     for name in ("model.onnx", "model.int8.onnx"):
         [image] = onnx.load(str(folder / name)).graph.input
@@ -62,17 +63,19 @@ def _graph_after(model, tensor: str) -> list[str]:
     return [n.op_type for n in model.graph.node if tensor in n.input]
 
 
-def test_the_normalisation_stays_float_and_raw_pixels_feed_the_first_dequantize_where_exact(tmp_path):
+@pytest.mark.parametrize("mean_std", [(128 / 255, 128 / 255), (0.0, 1.0)])  # (x - 128) / 128; x / 255
+def test_the_normalisation_stays_float_and_raw_pixels_feed_the_first_dequantize_where_exact(tmp_path, mean_std):
     """(x - 128) / 128: the normalised pixels quantized with scale 1/128 and zero point 128 are the pixels
-    themselves, so the int8 model drops the normalisation and its input QuantizeLinear; per-channel ImageNet
-    statistics keep both (float Cast/Sub/Mul, then a QuantizeLinear)."""
+    themselves, so the int8 model drops the normalisation and its input QuantizeLinear (x / 255 likewise, with
+    zero point 0; its Sub of 0 is gone from the pre-processed graph); per-channel ImageNet statistics keep both
+    (float Cast/Sub/Mul, then a QuantizeLinear)."""
     np.savez(tmp_path / "cal.npz", image=pixels(40, 0))
     np.savez(tmp_path / "val.npz", image=pixels(12, 1))
     args = dict(inputs=["image:Nx3x16x16:uint8"], calibration=tmp_path / "cal.npz", validation=tmp_path / "val.npz",
                 targets=["desktop-x86"], no_bench=True)
-    half = 128 / 255
-    report = edgekit.export("models:small_cnn", out=tmp_path / "raw", image_uint8={"input": "image", "mean": half,
-                                                                                  "std": half}, **args)
+    mean, std = mean_std
+    report = edgekit.export("models:small_cnn", out=tmp_path / "raw", image_uint8={"input": "image", "mean": mean,
+                                                                                  "std": std}, **args)
     assert report.passed, report.targets["desktop-x86"].failures()
     assert report.targets["desktop-x86"].to_json()["image_uint8"]["int8"].startswith("the raw pixels feed")
     raw = onnx.load(str(tmp_path / "raw" / "desktop-x86" / "model.int8.onnx"))
@@ -107,9 +110,28 @@ def test_raw_feed_is_bit_for_bit_the_quantized_normalisation(tmp_path):
         plan = type(plan)(**{**plan.__dict__, "tensor_overrides": norm.overrides()})
         int8 = quantization.quantize(fp32, tmp_path / "int8.onnx", plan, [{"image": pixels(1, i)} for i in range(16)])
         after = onnx.load(str(int8))
-        assert px.raw_feed(after, norm) == expect
+        assert (px.raw_feed(after, norm) is None) == expect
         onnx.save(after, str(tmp_path / "raw.onnx"))
         every = (np.arange(3 * 16 * 16) % 256).astype(np.uint8).reshape(1, 3, 16, 16)  # every pixel value
         feeds = [{"image": every}, {"image": pixels(1, 99)}]
         outs = [run_onnx(session(path)[0], feeds) for path in (int8, tmp_path / "raw.onnx")]
         assert all(np.array_equal(a, b) for x, y in zip(*outs) for a, b in zip(x, y)), (mean, std)
+
+
+def test_prune_and_share_take_the_users_layer_names_under_the_pixel_wrapper(tmp_path):
+    """The module runs wrapped (uint8 pixels in, normalised inside), but [prune] and [share] name its layers as the
+    user's module does."""
+    np.savez(tmp_path / "cal.npz", image=pixels(40, 0))
+    report = edgekit.export("models:small_cnn", inputs=["image:Nx3x16x16:uint8"], calibration=tmp_path / "cal.npz",
+                            targets=["desktop-x86"], out=tmp_path / "out", no_bench=True,
+                            image_uint8={"input": "image", "mean": MEAN, "std": STD},
+                            prune={"ratio": 0.5, "stage_ratios": {"body.0": 0.25}, "ignore": ["body.2"]},
+                            share={"clusters": 4, "ignore": ["body.0"]})
+    assert report.passed, report.targets["desktop-x86"].failures()
+    pruned = report.targets["desktop-x86"].to_json()["compression"]["prune"]
+    assert pruned["stage_ratios"] == {"body.0": 0.25} and "body.2" in pruned["ignored"]
+    model = onnx.load(str(tmp_path / "out" / "desktop-x86" / "model.onnx"))
+    weights = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    convs = [weights[n.input[1]] for n in model.graph.node if n.op_type == "Conv"]
+    assert [c.shape[0] for c in convs] == [6, 8]  # body.0 at 0.25 of 8 channels; body.2 ignored
+    assert len(np.unique(convs[1])) <= 4 < len(np.unique(convs[0]))  # body.2 shared in 4 values, body.0 ignored

@@ -1,5 +1,6 @@
 """`edgekit search` (issue 15 items 1-2): Optuna trials of whole exports on digits, two worker processes on one
 SQLite storage, the Pareto front, a trial re-exported, failures recorded without ending the search."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -120,6 +121,7 @@ def test_a_search_replaces_only_what_edgekit_made_in_out(tmp_path):
     for name, make in (("report.html", lambda p: p.write_text("my notes")),
                        ("desktop-x86", lambda p: p.mkdir()),
                        ("search.db", lambda p: sqlite3.connect(p).execute("CREATE TABLE mine (x)").connection.commit()),
+                       ("search.db", lambda p: sqlite3.connect(p).execute("CREATE TABLE studies (x)").connection.commit()),
                        ("search.db", lambda p: p.write_text("not a database"))):
         out = tmp_path / f"out-{len(list(tmp_path.iterdir()))}"
         out.mkdir()
@@ -129,3 +131,22 @@ def test_a_search_replaces_only_what_edgekit_made_in_out(tmp_path):
         why = "is not an Optuna study" if name == "search.db" else "edgekit did not make it"
         assert result.exit_code == 2 and name in result.stderr and why in result.stderr, (name, result.output)
         assert sorted(p.name for p in out.iterdir()) == before, name  # no trial ran, nothing written
+    forced = cli(["search", recipe, "-t", "desktop-x86", "--trials", "1", "--out", out, "--force"])
+    assert forced.exit_code == 2 and "--storage" in forced.stderr  # --force replaces files, never opens a foreign db
+    again = tmp_path / "out-0"
+    forced = cli(["search", recipe, "-t", "desktop-x86", "--trials", "1", "--out", again, "--force", "--json"])
+    assert forced.exit_code == 0, forced.output
+    assert "edgekit search" in (again / "report.html").read_text() and (again / "desktop-x86" / "manifest.json").exists()
+
+
+def test_float_fallback_and_stages_are_searched_only_where_they_apply(tmp_path):
+    """A recipe's own `auto` is not narrowed to exclusions; unstructured pruning gets no stages or Taylor; a tiny
+    learning rate does not round to 0; `[prune] data` alone offers Taylor."""
+    recipe = load_recipe(Path(_recipe(tmp_path, '\n[quantize]\nauto = true\n[prune]\nmethod = "unstructured"\n')))
+    space = search.space(recipe, {})
+    assert "float_fallback" not in space and "prune_importance" not in space
+    assert not any(key.startswith(search.STAGE) for key in space)
+    tiny = dataclasses.replace(recipe, distill=dataclasses.replace(recipe.distill, lr=1e-7))
+    assert search.space(tiny, {})["distill_lr"] == [3.33e-08, 1e-07, 3e-07]
+    labelled = load_recipe(Path(_recipe(tmp_path, f'\n[prune]\ndata = "{TRAIN}"\n', distill=False)))
+    assert search.space(labelled, {})["prune_importance"] == ["l1", "l2", "taylor"]

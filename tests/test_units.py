@@ -220,6 +220,9 @@ def test_torch_reference_runs_batched_only_where_samples_stay_apart():
     assert [len(r) for r in batched] == [1] * 100 and all(r[0].shape == (1, 5) for r in batched)
     assert all(np.allclose(b[0], s, rtol=1e-5, atol=1e-6) for b, s in zip(batched, alone(conv)))
 
+    big = [{"x": np.zeros((1, 3, 224, 224), np.float32)}] * 10  # 602 KB a sample: 3 to a 2 MiB batch
+    assert runtime._batch_size(big, ["x"]) == runtime.TORCH_BATCH_BYTES // big[0]["x"].nbytes == 3
+
     class MixesSamples(torch.nn.Module):  # centred over the batch: a batch of one gives zeros, a batch of 2 does not
         def forward(self, x):
             return x.flatten(1) - x.flatten(1).mean(0)
