@@ -101,7 +101,8 @@ def space(recipe: Recipe, budgets: dict) -> dict[str, list]:
             d = recipe.distill
             found["distill_epochs"] = sorted({0, max(1, d.epochs // 2), d.epochs})
             found["distill_temperature"] = sorted({2.0, d.temperature, 8.0})
-            found["distill_lr"] = sorted({min(RANGES["lr"][1], float(f"{lr:.3g}")) for lr in (d.lr / 3, d.lr, d.lr * 3)})
+            found["distill_lr"] = sorted({min(RANGES["lr"][1], float(f"{lr:.3g}"))
+                                          for lr in (d.lr / 3, d.lr, d.lr * 3)})
     found.update({k: v for k, v in QUANTIZE.items() if k != "float_fallback" or not recipe.quantize.get("auto")})
     if "latency_ms" in budgets:
         found["precision"] = ["int8", "latency"]
@@ -177,15 +178,30 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
     s = study(storage, name, sampler, grid, recipe.seed)
 
     def objective(trial):
+        try:
+            return run_trial(trial)
+        except Exception as e:  # recorded on the trial; Optuna marks it failed and the search goes on
+            if "error" not in trial.user_attrs:
+                trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            raise
+
+    def run_trial(trial):
         params = {key: trial.suggest_categorical(key, values) for key, values in grid.items()}
         trial.set_user_attr("worker", os.getpid())
         trial.set_user_attr("torch_threads", torch.get_num_threads())
-        try:
-            report = pipeline.run(apply(recipe, params, out / "trials" / str(trial.number)), [target],
-                                  progress=False)
-        except Exception as e:  # recorded on the trial; Optuna marks it failed and the search goes on
-            trial.set_user_attr("error", f"{type(e).__name__}: {e}")
-            raise
+        key = json.dumps(effective(params), sort_keys=True)
+        trial.set_user_attr("effective", key)
+        if (same := _done_before(s, trial.number, key)) is not None:  # the same model: its figures, not a new run
+            trial.set_user_attr("same_as", same.number)
+            for key in ("constraints", "metric", "where", "kernels", "error"):
+                if key in same.user_attrs:
+                    trial.set_user_attr(key, same.user_attrs[key])
+            if same.values is None:
+                raise RuntimeError(same.user_attrs.get("error", f"as trial {same.number}"))
+            for key, value in zip((*BUDGETS, "gates"), same.user_attrs["constraints"]):
+                trial.set_constraint(key, value)
+            return tuple(same.values)
+        report = pipeline.run(apply(recipe, params, out / "trials" / str(trial.number)), [target], progress=False)
         t = report.targets[target.name]
         accuracy = t.accuracy.int8 if t.accuracy else 100 * (t.quant_parity.worst("cosine") or 0.0)
         figures = {"latency_ms": t.latency.int8.p50_ms, "size_mb": t.sizes["model.int8.onnx"] / 1e6}
@@ -201,6 +217,26 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
 
     with torch_threads(threads):  # workers share the cores: torch's own pools would oversubscribe them
         s.optimize(objective, n_trials=trials, timeout=time_budget, catch=(Exception,))
+
+
+def effective(params: dict) -> dict:
+    """The values that make the model: a ratio of 0 prunes nothing (importance and stage scales do not matter),
+    0 distillation epochs train nothing (temperature and learning rate do not)."""
+    found = dict(params)
+    if not found.get("prune_ratio"):
+        found = {k: v for k, v in found.items() if k == "prune_ratio" or not k.startswith("prune_")}
+    if not found.get("distill_epochs"):
+        found = {k: v for k, v in found.items() if k not in ("distill_temperature", "distill_lr")}
+    return found
+
+
+def _done_before(study, number: int, key: str):
+    """An earlier finished (or failed) trial of the same effective values, if any."""
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    return next((t for t in study.get_trials(deepcopy=False, states=states)
+                 if t.number != number and t.user_attrs.get("effective") == key), None)
 
 
 @contextlib.contextmanager
@@ -288,7 +324,8 @@ def summary(storage: str, name: str, budgets: dict) -> SearchReport:
                    for q in feasible)
 
     pareto = tuple(sorted((p for p in feasible if not dominated(p)), key=lambda p: (-p.accuracy, p.latency_ms)))
-    seconds = [t.duration.total_seconds() for t in trials if t.duration is not None]
+    seconds = [t.duration.total_seconds() for t in trials  # a trial reusing another's figures took no time
+               if t.duration is not None and "same_as" not in t.user_attrs]
     metric = next((t.user_attrs["metric"] for t in done), "")
     where, kernels = (next((t.user_attrs.get(key, "") for t in done), "") for key in ("where", "kernels"))
     return SearchReport(name, storage, metric, budgets, points, failed, pareto, pareto[0] if pareto else None,

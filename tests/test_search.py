@@ -150,3 +150,23 @@ def test_float_fallback_and_stages_are_searched_only_where_they_apply(tmp_path):
     assert search.space(tiny, {})["distill_lr"] == [3.33e-08, 1e-07, 3e-07]
     labelled = load_recipe(Path(_recipe(tmp_path, f'\n[prune]\ndata = "{TRAIN}"\n', distill=False)))
     assert search.space(labelled, {})["prune_importance"] == ["l1", "l2", "taylor"]
+
+
+def test_a_trial_of_a_model_already_made_takes_its_figures_without_a_run(tmp_path):
+    """Pruning at ratio 0 with another importance (or stage scales) is the same model: the second trial copies the
+    first's figures and makes no package."""
+    recipe = _recipe(tmp_path, distill=False)
+    space = search.space(load_recipe(Path(recipe)), {})
+    first = {key: values[0] for key, values in space.items()}
+    assert first["prune_ratio"] == 0.0
+    same = {**first, "prune_importance": "l2", search.STAGE + "classifier": 1.5}
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=storage, study_name="edgekit", directions=["maximize", "minimize", "minimize"])
+    study.enqueue_trial(first)
+    study.enqueue_trial(same)
+    result = cli(["search", recipe, "-t", "desktop-x86", "--trials", "2", "--storage", storage, "--out",
+                  tmp_path / "s", "--json"])
+    assert result.exit_code == 0, result.output
+    a, b = optuna.load_study(study_name="edgekit", storage=storage).trials
+    assert b.params["prune_importance"] == "l2" and b.user_attrs["same_as"] == a.number and b.values == a.values
+    assert (tmp_path / "s" / "trials" / "0").is_dir() and not (tmp_path / "s" / "trials" / "1").exists()
