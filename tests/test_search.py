@@ -1,7 +1,13 @@
 """`edgekit search` (issue 15 items 1-2): Optuna trials of whole exports on digits, two worker processes on one
 SQLite storage, the Pareto front, a trial re-exported, failures recorded without ending the search."""
 import dataclasses
+import glob
 import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import optuna
@@ -170,3 +176,45 @@ def test_a_trial_of_a_model_already_made_takes_its_figures_without_a_run(tmp_pat
     a, b = optuna.load_study(study_name="edgekit", storage=storage).trials
     assert b.params["prune_importance"] == "l2" and b.user_attrs["same_as"] == a.number and b.values == a.values
     assert (tmp_path / "s" / "trials" / "0").is_dir() and not (tmp_path / "s" / "trials" / "1").exists()
+
+
+@pytest.fixture
+def postgresql(tmp_path):
+    """A throw-away PostgreSQL server (Debian's postgresql; .ci/run installs it as root) on a free local port:
+    yields its URL. Run as the `postgres` user when the tests run as root (initdb refuses root)."""
+    pytest.importorskip("psycopg2", reason="PostgreSQL needs its driver: pip install psycopg2-binary (test extra)")
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        pytest.skip("Debian's postgresql is not installed (.ci/run installs it where it runs as root)")
+    bin_dir = Path(found[-1]).parent
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    home = Path(tempfile.mkdtemp(prefix="edgekit-pg-"))  # not under pytest's 0700 folder: postgres must reach it
+    if as_user:
+        shutil.chown(home, "postgres")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data = home / "data"
+    try:
+        subprocess.run([*as_user, bin_dir / "initdb", "-D", data, "-A", "trust", "-U", "edgekit"], check=True,
+                       capture_output=True, timeout=120)
+        subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", data, "-l", home / "log", "-w", "-o",
+                        f"-p {port} -k {home} -c listen_addresses=127.0.0.1", "start"], check=True,
+                       capture_output=True, timeout=120)
+        yield f"postgresql+psycopg2://edgekit@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True,
+                       timeout=120)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_two_workers_share_a_postgresql_study(tmp_path, postgresql):
+    """Optuna's RDB storage on a real PostgreSQL server: what machines on a network share."""
+    result = cli(["search", _recipe(tmp_path, distill=False), "-t", "desktop-x86", "--trials", "4", "--workers", "2",
+                  "--storage", postgresql, "--study", "lab", "--out", tmp_path / "s", "--json"])
+    assert result.exit_code in (0, 1), result.output
+    report = json.loads(result.stdout)
+    assert report["trials"] == 4 and report["storage"] == postgresql and report["failed"] == []
+    trials = optuna.load_study(study_name="lab", storage=postgresql).trials
+    assert len(trials) == 4 and len({t.user_attrs["worker"] for t in trials}) == 2
+    assert not (tmp_path / "s" / "search.db").exists()
