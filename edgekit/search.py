@@ -78,7 +78,7 @@ def _optuna():
 
 def space(recipe: Recipe, budgets: dict) -> dict[str, list]:
     """What the trials vary, each name with its values (fixed for a study, so the grid sampler can walk it).
-    Torch models: prune ratio and importance (Taylor with the [distill] data's labels), per-stage ratio scales
+    Torch models: prune ratio and importance (Taylor with [prune] data's or [distill]'s labels), per-stage ratio scales
     (x the ratio, for each of pruning.stages), weight sharing; with [distill]: epochs, temperature, learning
     rate; always: calibration method, per-channel weights, float fallbacks for nodes that fail parity (`--auto`
     limited to exclusions, unless the recipe turns `auto` on itself); with a latency budget: `--precision
