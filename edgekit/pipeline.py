@@ -240,7 +240,9 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
                                                  tied).as_dict()
         steps.append(step("distilled", loaded.module))
     if recipe.share:
-        record["share"] = sharing.result(loaded.module, recipe.share.clusters, tied).as_dict()
+        clustered = sharing.result(loaded.module, recipe.share.clusters, tied)
+        record["share"] = dataclasses.replace(clustered, layers=tuple(n.removeprefix(prefix) for n in clustered.layers)
+                                              ).as_dict()
     loaded.module.eval()
     return {"steps": steps, **record, "accuracy_data": val.origin if val.labels is not None else None}
 

@@ -130,6 +130,7 @@ def test_prune_and_share_take_the_users_layer_names_under_the_pixel_wrapper(tmp_
     assert report.passed, report.targets["desktop-x86"].failures()
     pruned = report.targets["desktop-x86"].to_json()["compression"]["prune"]
     assert pruned["stage_ratios"] == {"body.0": 0.25} and "body.2" in pruned["ignored"]
+    assert report.targets["desktop-x86"].to_json()["compression"]["share"]["layers"] == ["body.2", "body.6"]
     model = onnx.load(str(tmp_path / "out" / "desktop-x86" / "model.onnx"))
     weights = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     convs = [weights[n.input[1]] for n in model.graph.node if n.op_type == "Conv"]
