@@ -223,6 +223,10 @@ class PruneSpec:
     stage_ratios: dict = field(default_factory=dict)  # {module name: ratio} for the layers inside it
     data: str = ""  # labelled data for importance = "taylor" (default: [distill]'s)
 
+    def taylor_data(self, distill: DistillSettings | None) -> str:
+        """Where Taylor importance takes its labelled batches: `data`, else [distill]'s ("" if neither)."""
+        return self.data or (distill.data if distill else "")
+
 
 @dataclass(frozen=True)
 class DistillSettings:

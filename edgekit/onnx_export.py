@@ -193,6 +193,15 @@ def parsed(model):
     return model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
 
 
+def consumers(graph) -> dict[str, list]:
+    """{tensor name: the nodes of `graph` reading it} (its sub-graphs' nodes not included)."""
+    found: dict[str, list] = {}
+    for n in graph.node:
+        for t in n.input:
+            found.setdefault(t, []).append(n)
+    return found
+
+
 def io_specs(model, label: str = "") -> tuple[tuple[InputSpec, ...], tuple[InputSpec, ...]]:
     """Inputs (optional ones excluded) and outputs of an ONNX model (path or ModelProto, named `label` in
     errors) as InputSpecs (dynamic dims keep their names)."""

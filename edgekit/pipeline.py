@@ -224,7 +224,7 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
     teacher = copy.deepcopy(loaded.module)
     record = {}
     if prune:
-        data = prune.data or (recipe.distill.data if recipe.distill else "")
+        data = prune.taylor_data(recipe.distill)
         batches = compress.load_batches(data, inputs, 32) if prune.importance == "taylor" and data else None
         result = compress.run_prune(loaded.module, inputs, prune, batches, target)
         record["prune"] = dataclasses.replace(result, ignored=tuple(n.removeprefix(prefix) for n in result.ignored),

@@ -90,12 +90,11 @@ def normalisation(model, setting: dict, activation_type: str) -> Normalisation:
     the identity on every pixel value 0-255."""
     from onnx import numpy_helper
 
+    from . import onnx_export
+
     graph = model.graph
     constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    consumers: dict[str, list] = {}
-    for n in graph.node:
-        for t in n.input:
-            consumers.setdefault(t, []).append(n)
+    consumers = onnx_export.consumers(graph)
     nodes, tensor, found = [], setting["input"], {"Sub": np.float32(0), "Mul": np.float32(1)}
     for op in ("Cast", "Sub", "Mul"):
         after = consumers.get(tensor, [])

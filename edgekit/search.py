@@ -91,8 +91,7 @@ def space(recipe: Recipe, budgets: dict) -> dict[str, list]:
         base = recipe.prune or PruneSpec()
         found["prune_ratio"] = PRUNE_RATIOS
         if base.method == "structured":  # unstructured pruning ranks single weights by magnitude, model-wide
-            labelled = bool(base.data or recipe.distill)
-            found["prune_importance"] = ["l1", "l2", *(["taylor"] if labelled else [])]
+            found["prune_importance"] = ["l1", "l2", *(["taylor"] if base.taylor_data(recipe.distill) else [])]
             stages = pruning.stages(module)
             for stage in stages if len(stages) > 1 else ():
                 found[STAGE + ",".join(stage)] = STAGE_SCALES
@@ -127,8 +126,8 @@ def apply(recipe: Recipe, params: dict, out: Path) -> Recipe:
         stages = {name: min(MAX_RATIO, round(ratio * scale, 4)) for key, scale in params.items()
                   if key.startswith(STAGE) for name in key[len(STAGE):].split(",")}
         importance = params.get("prune_importance", base.importance)
-        data = base.data or (recipe.distill.data if importance == "taylor" and recipe.distill else "")
-        prune = dataclasses.replace(base, ratio=ratio, importance=importance, data=data,
+        # the trial may drop [distill] (0 epochs): Taylor keeps its labelled data
+        prune = dataclasses.replace(base, ratio=ratio, importance=importance, data=base.taylor_data(recipe.distill),
                                     stage_ratios={**base.stage_ratios, **stages})
     share = ShareSpec(clusters=params["clusters"]) if params.get("clusters") else None
     epochs = params.get("distill_epochs", 0)

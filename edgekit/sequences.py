@@ -96,12 +96,10 @@ def carry_nodes(graph, state: dict[str, str]) -> tuple[str, ...]:
     output, and every node on a path from one to the other that does not go through a weight multiplication
     (a MatMul or Conv reading the state makes a new signal; a gate's Mul or an Add carries the state itself).
     Their rounding would be fed back and grow step after step."""
+    from . import onnx_export
     from .bench import COMPUTE_OPS
 
-    consumers: dict[str, list] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consumers = onnx_export.consumers(graph)
     producer = {o: n for n in graph.node for o in n.output}
     forward, todo = set(), list(state)  # from the state inputs, not past a weight multiplication
     while todo:

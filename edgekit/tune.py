@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import bench, layers, parity, quantization
+from . import bench, layers, onnx_export, parity, quantization
 from .onnx_export import parsed
 from .runtime import int8_session, run_onnx
 
@@ -179,10 +179,7 @@ def node_sensitivity(fp32, tensor_rows: list[dict]) -> list[dict]:
     graph = parsed(fp32).graph
     acc = {r["tensor"]: r["accumulated_sqnr_db"] for r in tensor_rows if r["accumulated_sqnr_db"] is not None}
     producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consumers = onnx_export.consumers(graph)
     initializers = {t.name for t in graph.initializer}
 
     def back(tensor):  # nearest tracked tensor upstream, and the compute node that made it
