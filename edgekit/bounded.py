@@ -16,6 +16,7 @@ import os
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 from .errors import StageError, first_line
 
@@ -23,8 +24,9 @@ from .errors import StageError, first_line
 def run(stage: str, fn: str, *args: str, timeout: float) -> str:
     """`fn` ("module:function", taking and returning strings) in a child process; its result, or StageError."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # no single step may reserve more
-    cmd = [sys.executable, "-m", "edgekit.bounded", str(memory), fn, *args]
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # -P: nothing is imported from the working folder, which may hold the very files being checked
+    cmd = [sys.executable, "-P", "-m", "edgekit.bounded", str(memory), fn, *args]
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
     try:
         out, err = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -41,6 +43,13 @@ def run(stage: str, fn: str, *args: str, timeout: float) -> str:
     if not result["ok"]:
         raise StageError(stage, result["value"])
     return result["value"]
+
+
+def child_env() -> dict[str, str]:
+    """This environment, with which a child `python -m edgekit...` imports this same edgekit, also when the
+    parent found it on sys.path (a checkout used by a benchmark or a notebook) rather than installed."""
+    here = str(Path(__file__).resolve().parent.parent)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (here, os.environ.get("PYTHONPATH"))))}
 
 
 def _main(argv: list[str]) -> None:

@@ -49,6 +49,23 @@ def isa_of(flags: frozenset[str] | set[str], machine: str) -> str:
     return next((isa for flag, isa in (ARM_FLAGS if arm else X86_FLAGS) if flag in flags), "arm64" if arm else "sse")
 
 
+WORK_THREADS_ENV = "EDGEKIT_WORK_THREADS"
+
+
+def work_threads() -> int:
+    """Threads for runs whose outputs edgekit wants, not their timing (parity, golden vectors, per-layer error):
+    the cores this process may use. onnxruntime's CPU kernels split work by output element, so outputs are the
+    same bit for bit at any count (tests/test_units.py checks it); `EDGEKIT_WORK_THREADS` sets the count."""
+    forced = os.environ.get(WORK_THREADS_ENV, "").strip()
+    if forced:
+        if not forced.isdigit() or int(forced) < 1:
+            from .errors import UsageError
+
+            raise UsageError(f"{WORK_THREADS_ENV}={forced!r} is not a positive whole number")
+        return int(forced)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def isa_source() -> str:
     return ISA_ENV if os.environ.get(ISA_ENV, "").strip() else "cpuinfo"
 
@@ -77,7 +94,8 @@ def label(threads: int, providers: list[str]) -> dict:
     import onnxruntime
 
     return {"cpu": cpu_model(), "isa": int8_isa(), "isa_source": isa_source(), "cores": os.cpu_count(),
-            "threads": threads, "providers": list(providers), "onnxruntime": onnxruntime.__version__,
+            "threads": threads, "work_threads": work_threads(), "providers": list(providers),
+            "onnxruntime": onnxruntime.__version__,
             "machine": platform.machine()}
 
 

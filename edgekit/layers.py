@@ -1,7 +1,7 @@
 """Per-tensor quantization error: which layer breaks parity.
 
-Uses onnxruntime's `qdq_loss_debug`: both models are re-saved with every intermediate tensor as an
-output, run on validation inputs, and each quantized activation is compared (SQNR, dB) in two ways:
+Both models are re-saved with the activation tensors onnxruntime's `qdq_loss_debug` pairs up (each one before
+and after its QDQ pair) as outputs, run on validation inputs, and each is compared (SQNR, dB) in two ways:
 `local` (the tensor before vs after its own QuantizeLinear/DequantizeLinear pair: the error this
 tensor's quantization adds) and `accumulated` (the float model's tensor vs the int8 model's: all
 error up to that point). Sorted worst local first: the top rows are the tensors to keep in float.
@@ -31,7 +31,8 @@ def tensor_errors(fp32: Path, int8: Path, feeds: Sequence[dict], limit: int = 8)
     in_float: set[str] = set()  # tensors the float model also has
     try:
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-            float_run, int8_run = (_intermediates(m, Path(tmp) / f"{i}.onnx") for i, m in enumerate((fp32, int8)))
+            int8_run, pairs = _intermediates(int8, Path(tmp) / "int8.onnx", None)
+            float_run, _ = _intermediates(fp32, Path(tmp) / "float.onnx", set(pairs))
             for feed in feeds[:limit]:
                 for tensor, m in dbg.create_activation_matching(int8_run(feed), float_run(feed)).items():
                     pre, post = m["pre_qdq"][0], m["post_qdq"][0]
@@ -44,28 +45,36 @@ def tensor_errors(fp32: Path, int8: Path, feeds: Sequence[dict], limit: int = 8)
     rows = [{"tensor": tensor, "local_sqnr_db": _finite(_sqnr(e[0], e[1])),
              "accumulated_sqnr_db": _finite(_sqnr(e[2], e[3])) if tensor in in_float else None}
             for tensor, e in energy.items()]
-    return sorted(rows, key=lambda r: (r["local_sqnr_db"] if r["local_sqnr_db"] is not None else 1e9))
+    return sorted(rows, key=lambda r: (r["local_sqnr_db"] if r["local_sqnr_db"] is not None else 1e9, r["tensor"]))
 
 
-def _intermediates(model: Path, augmented: Path):
-    """A function of one feed returning {tensor: [value]} for every float tensor of `model`, as onnxruntime's
-    collect_activations does (its augmented model, unoptimised), from one session made once."""
+def _intermediates(model: Path, augmented: Path, keep: set[str] | None):
+    """(a function of one feed returning {tensor: [value]}, the pairs onnxruntime's create_activation_matching
+    makes of the model's tensors {activation: (pre-QDQ tensor, post-QDQ tensor)}), from one unoptimised session
+    made once over `model` with those tensors (or the ones in `keep`) as outputs. Only these: Q outputs, the
+    weights' DequantizeLinear and the rest would be copied out of every run for nothing."""
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import qdq_loss_debug as dbg
 
-    dbg.modify_model_output_intermediate_tensors(str(model), str(augmented))
-    graph = onnx.load(str(augmented), load_external_data=False).graph
-    saved = {}  # each saved copy -> its tensor: the Reshape nodes appended after the model's own, named as output
-    for node in reversed(graph.node):
-        if node.op_type != "Reshape" or node.name != node.output[0]:
-            break
-        saved[node.output[0]] = node.input[0]
-    names = [o.name for o in graph.output if o.name in saved]
+    proto = onnx.load(str(model))
+    graph = proto.graph
+    inputs = {i.name for i in graph.input}  # taken from the feed
+    tensors = inputs | {o for n in graph.node for o in n.output if o}
+    pairs = {name: (m["pre_qdq"][0], m["post_qdq"][0])
+             for name, m in dbg.create_activation_matching({t: [t] for t in tensors}).items()}
+    wanted = tensors & keep if keep is not None else {t for pair in pairs.values() for t in pair}
+    names = sorted(wanted - inputs)
+    graph.output.extend(onnx.ValueInfoProto(name=t) for t in set(names) - {o.name for o in graph.output})
+    onnx.save(proto, str(augmented))
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(str(augmented), options, providers=["CPUExecutionProvider"])
-    return lambda feed: {saved[n]: [v] for n, v in zip(names, sess.run(names, feed))}
+
+    def run(feed: dict) -> dict[str, list]:
+        return {**{n: [feed[n]] for n in wanted & inputs}, **{n: [v] for n, v in zip(names, sess.run(names, feed))}}
+
+    return run, pairs
 
 
 def _energy(x: np.ndarray) -> float:

@@ -27,11 +27,12 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
 
 
 def check(path: Path, place: Callable[[dict], Place] | None = None, probe: bool = False,
-          bench: bool = True) -> CheckReport:
+          bench: bool = True, own: bool = False) -> CheckReport:
     """Re-run a package's golden vectors and verify its file hashes (folder, OUT folder or archive).
     `place`: given a target's manifest, where its models run (default: this host, in a bounded child);
     `probe`: also name the first node where `place`'s kernels and this host's part; `bench`: time the
-    models on a real device `place`."""
+    models on a real device `place`; `own`: this process has just written the package, so its models run
+    here, not in a bounded child (the same comparisons, without a child's start-up and imports)."""
     if probe and place is None:
         raise UsageError("--probe compares two kernel sets: give it --emulate or --device")
     original = Path(path)
@@ -51,7 +52,7 @@ def check(path: Path, place: Callable[[dict], Place] | None = None, probe: bool 
         return CheckReport([case for folder in _target_folders(root, original)
                             for case in _check_target(folder, str(original if folder == root else
                                                                   original / folder.relative_to(root)), mismatched,
-                                                         place, probe, bench)])
+                                                         place, probe, bench, own)])
 
 
 def _target_folders(path: Path, shown: Path) -> list[Path]:
@@ -64,7 +65,7 @@ def _target_folders(path: Path, shown: Path) -> list[Path]:
 
 
 def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, probe: bool,
-                  bench: bool) -> list[Case]:
+                  bench: bool, own: bool = False) -> list[Case]:
     manifest = _manifest(folder, shown)
     target, files, golden = manifest["target"], manifest["files"], manifest["golden"]["models"]
     ort = (manifest.get("ort_format") or {}).get("file")
@@ -84,7 +85,8 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
         package.read_golden(golden_path)  # a malformed golden file is bad input (exit 3), told here
         pairs.append((str(_existing(folder, shown, model)), str(golden_path)))
     if place is None:
-        return cases + _parity_bounded(target, pairs, state, steps)
+        run = _parity_here if own else _parity_bounded
+        return cases + run(target, pairs, state, steps)
     at = place(manifest)
     cases += _parity_at(at, folder, target, pairs, state, steps)
     if bench and getattr(at, "real", False):
@@ -160,12 +162,16 @@ def _parity_bounded(target: str, pairs: list[tuple[str, str]], state: dict[str, 
 
 def parity_in_child(target: str, pairs: str, state: str = "{}", steps: str = "{}") -> str:
     """Entry point of the bounded child: every (model, golden file) pair's parity case, as JSON."""
+    return json.dumps([asdict(c) for c in _parity_here(target, json.loads(pairs), json.loads(state),
+                                                        json.loads(steps))])
+
+
+def _parity_here(target: str, pairs: list, state: dict[str, str], steps: dict) -> list[Case]:
     cases = []
-    for model, golden_path in json.loads(pairs):
+    for model, golden_path in pairs:
         inputs, expected, atol = package.read_golden(Path(golden_path))
-        cases.append(asdict(_parity(Path(model), target, inputs, expected, atol, json.loads(state),
-                                    json.loads(steps))))
-    return json.dumps(cases)
+        cases.append(_parity(Path(model), target, inputs, expected, atol, state, steps))
+    return cases
 
 
 def _manifest(folder: Path, shown: str) -> dict:

@@ -404,7 +404,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     if norm and kept_pixels is None:
         onnx_export.check(int8)
     float_subgraph = quantization.float_subgraph_nodes(quantized)
-    int8_sess, kernels = int8_session(int8, providers, threads, exact, reuse=True)
+    int8_sess, kernels = int8_session(int8, providers, exact=exact, reuse=True)
     emulated = shared.emulator if target.runtime.arch == "arm64" else None
     if emulated is None:
         int8_val = _int8_outputs(shared, prep, int8_sess)
@@ -464,7 +464,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     package.write(tdir, report, pages=False)
     # the verdict is the gates AND exactly what `edgekit check` will say about the staged package
     place = _on_device(shared, target) or emulated  # latency was measured above: the check leaves it out
-    report.verification = package_check.check(tdir, place and (lambda manifest: place), bench=False).cases
+    report.verification = package_check.check(tdir, place and (lambda manifest: place), bench=False,
+                                               own=True).cases
     package.write(tdir, report)
     if recipe.archive:
         archive.write(tdir, shared.stage / f"{target.name}.tar.gz")

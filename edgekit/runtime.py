@@ -23,9 +23,11 @@ _REUSED: dict[tuple, tuple] = {}  # sessions of one run, by file (and its state)
 MAX_REUSED = 4
 
 
-def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int = 1, optimized_path: str = "",
-            exact_int8: bool = False, reuse: bool = False):
+def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int | None = None,
+            optimized_path: str = "", exact_int8: bool = False, reuse: bool = False):
     """A session on the providers this host really has; returns (session, providers used).
+
+    `threads`: what a timing measures at; by default `host.work_threads()`, for runs whose outputs are wanted.
 
     `exact_int8` asks x86 MLAS for its non-saturating u8s8 kernels (`session.x64quantprecision`).
     `reuse`: the session already made for this file (unchanged since) with these options, if any; timing
@@ -34,6 +36,7 @@ def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int 
     import onnxruntime as ort
 
     ort.set_default_logger_severity(ort_log_level())
+    threads = threads or host.work_threads()
     available = set(ort.get_available_providers())
     used = [p for p in providers if p in available] or ["CPUExecutionProvider"]
     if reuse and not optimized_path:
@@ -57,8 +60,8 @@ def forget_sessions() -> None:
     _REUSED.clear()
 
 
-def int8_session(path: Path | str, providers=("CPUExecutionProvider",), threads: int = 1, exact: bool = True,
-                 reuse: bool = False):
+def int8_session(path: Path | str, providers=("CPUExecutionProvider",), threads: int | None = None,
+                 exact: bool = True, reuse: bool = False):
     """A session for an int8 model; returns (session, which kernels ran it, for the manifest).
 
     `exact`: compute int8 exactly, as an ARM device or a VNNI x86 host does. Only an x86 host without

@@ -259,7 +259,7 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
         name: str, time_budget: float | None, workers: int, out: Path) -> SearchReport:
     """The whole search: `workers` processes (this one and workers - 1 children) on one storage, then the Pareto
     front, OUT/pareto.json, and its most accurate point exported to OUT as the run's package."""
-    from . import outdir, pipeline, report_html
+    from . import bounded, outdir, pipeline, report_html
 
     if recipe.device and workers > 1:
         raise UsageError("--device runs one trial at a time: two would share its cores (and its folder)")
@@ -283,7 +283,8 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
                 raise UsageError(f"--workers > 1 runs other processes: the model and data must be paths or "
                                  f"MODULE:FUNCTION, not Python objects ({type(e).__name__})") from None
             children = [subprocess.Popen([sys.executable, "-m", "edgekit.search", str(Path(tmp) / "job.pickle"),
-                                          str(share_of(trials, workers, i)), str(threads)]) for i in range(1, workers)]
+                                          str(share_of(trials, workers, i)), str(threads)], env=bounded.child_env())
+                        for i in range(1, workers)]
         try:
             optimize(recipe, target, budgets, grid, share_of(trials, workers, 0), sampler, storage, name, time_budget,
                      out, threads)

@@ -145,7 +145,7 @@ def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, exclu
     s = plan.settings
     out = ctx.work / f"trial{index}.onnx"
     quantization.quantize(ctx.fp32, out, plan, ctx.cal_feeds, cache=quantization.cache_path(ctx.work, s))
-    int8_val = run_onnx(int8_session(out, ctx.providers, ctx.threads, ctx.exact_int8)[0], ctx.val_feeds)
+    int8_val = run_onnx(int8_session(out, ctx.providers, exact=ctx.exact_int8)[0], ctx.val_feeds)
     results = parity.compare(ctx.names, ctx.fp32_val, int8_val, ctx.task, ctx.plain)
     drop = (parity.accuracy(ctx.fp32_val, ctx.labels) - parity.accuracy(int8_val, ctx.labels)
             if ctx.labels is not None else None)

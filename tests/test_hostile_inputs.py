@@ -7,6 +7,7 @@ names, corrupt .npz, mixed folders), recipe/profile keys and types (test_cli.py)
 import contextlib
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -490,3 +491,29 @@ def test_foreign_files_in_a_package_folder_lock_links_and_ledger_fifo(tmp_path):
     done = subprocess.run([sys.executable, "-m", "edgekit", "export", *CNN, "--calibration", "random", "--out",
                            str(out), "--no-bench"], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr  # the FIFO is not read (nor waited on)
+
+
+
+def _bounded_run_from(cwd: Path, path: Path, fn: str, *args: str) -> subprocess.CompletedProcess:
+    """`bounded.run(fn, *args)` called by a fresh interpreter in `cwd` that found edgekit at `path`."""
+    script = (f"import sys; sys.path.insert(0, {str(path)!r}); from edgekit import bounded; "
+              f"print(bounded.run('probe', *{(fn, *args)!r}, timeout=60))")
+    return subprocess.run([sys.executable, "-P", "-c", script], capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def test_the_bounded_child_imports_the_parents_edgekit(tmp_path):
+    """A checkout used from sys.path (a benchmark, a notebook), not installed: the child step imports that same
+    edgekit. The copy holds a module the installed one lacks, so only the copy's child can answer."""
+    copy = tmp_path / "checkout"
+    shutil.copytree(ROOT / "edgekit", copy / "edgekit", ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "edgekit" / "only_in_copy.py").write_text("def where() -> str:\n    return __file__\n")
+    done = _bounded_run_from(tmp_path, copy, "edgekit.only_in_copy:where")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(copy / "edgekit" / "only_in_copy.py")
+
+
+def test_the_bounded_child_imports_nothing_from_the_working_folder(tmp_path):
+    """`edgekit check` run inside a downloaded package's folder: an `onnxruntime.py` there is not imported."""
+    (tmp_path / "onnxruntime.py").write_text("raise SystemExit('imported from the working folder')\n")
+    done = _bounded_run_from(tmp_path, ROOT, "os.path:basename", "a/b")
+    assert done.returncode == 0 and done.stdout.strip() == "b", done.stderr

@@ -124,6 +124,52 @@ def test_reduce_range_auto_follows_host_isa(tmp_path, monkeypatch):
     assert not quantize.plan(path, config.QuantSettings(reduce_range="false"), set()).reduce_range
 
 
+@pytest.mark.parametrize("name", ["convnext", "encoder"])
+def test_outputs_are_the_same_bit_for_bit_at_any_work_thread_count(tmp_path, monkeypatch, name):
+    """Why parity, golden vectors and per-layer error may run at all cores (host.work_threads): onnxruntime splits
+    a kernel's work by output element, float and int8 alike. Sizes big enough that 2-3 threads do split it."""
+    from models import ConvNeXtStyle, TinyEncoder
+
+    from edgekit import host, runtime
+    from edgekit.onnx_export import preprocess
+
+    rng = np.random.default_rng(0)
+    if name == "convnext":
+        module = ConvNeXtStyle(dim=64)
+        specs = (InputSpec.parse("image:1x3x128x128"),)
+        feeds = [{"image": rng.standard_normal((1, 3, 128, 128)).astype(np.float32)} for _ in range(3)]
+    else:
+        module = TinyEncoder(dim=128)
+        specs = (InputSpec.parse("input_ids:1x128:int64"), InputSpec.parse("attention_mask:1x128:int64"))
+        feeds = [{"input_ids": rng.integers(1, 64, (1, 128)), "attention_mask": np.ones((1, 128), np.int64)}
+                 for _ in range(3)]
+    fp32, _ = preprocess(export_torch(module.eval(), specs, (), 17, tmp_path / "raw.onnx"), tmp_path / "fp32.onnx")
+    models = [fp32]
+    for target in ("desktop-x86", "arm64-linux"):
+        t = config.load_target(target)
+        models.append(quantize.quantize(fp32, tmp_path / f"{target}.onnx",
+                                        quantize.plan(fp32, t.quantize, set(), t.runtime.arch), feeds))
+    for model in models:
+        outputs = {}
+        for threads in ("1", "2", "3"):
+            monkeypatch.setenv(host.WORK_THREADS_ENV, threads)
+            outputs[threads] = runtime.run_onnx(runtime.session(model)[0], feeds)
+        for threads in ("2", "3"):
+            assert all(np.array_equal(a, b) for one, other in zip(outputs["1"], outputs[threads])
+                       for a, b in zip(one, other, strict=True)), (model.name, threads)
+
+
+def test_work_threads_refuses_what_is_not_a_count(monkeypatch):
+    from edgekit import host
+    from edgekit.errors import UsageError
+
+    monkeypatch.setenv(host.WORK_THREADS_ENV, "all")
+    with pytest.raises(UsageError, match="EDGEKIT_WORK_THREADS='all' is not a positive whole number"):
+        host.work_threads()
+    monkeypatch.delenv(host.WORK_THREADS_ENV)
+    assert host.work_threads() >= 1
+
+
 def test_parity_metrics():
     ref = [[np.array([[1.0, 2.0, 3.0]], np.float32)], [np.array([[3.0, 1.0, 0.0]], np.float32)]]
     assert parity.compare(["y"], ref, ref)[0].top1_agreement is None  # not a classifier: no top-1
