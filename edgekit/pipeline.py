@@ -297,7 +297,7 @@ def device_for(recipe: Recipe, targets: list[Target]) -> Device | None:
 def _steps(shared: Shared, fp32: Path, names: list[str]):
     """(calibration, validation) as the models are fed, the float model's validation outputs, and its
     rollout: for a streaming model every step of every sequence with the state the float model carried."""
-    sess = session(fp32, reuse=True)[0]
+    sess = session(fp32, threads=host.work_threads(), reuse=True)[0]
     if not shared.recipe.state:
         return shared.cal, shared.val, run_onnx(sess, shared.val.feeds), None
     sequences.check_outputs(shared.recipe.state, names)
@@ -312,7 +312,7 @@ def _size_checks(loaded, shared: Shared, prep: Prepared) -> list[sizes.SizeCheck
     checks = []
     for other in sizes.other_sizes(shared.inputs, [] if shared.recipe.state else prep.val.feeds, shared.recipe.sizes):
         try:
-            reference = run_onnx(session(prep.fp32, reuse=True)[0], other.feeds)
+            reference = run_onnx(session(prep.fp32, threads=host.work_threads(), reuse=True)[0], other.feeds)
             # (no state to judge apart: a streaming model's data has no other sizes)
             export = None if shared.torch_val is None else shared.compare(other.label(), prep.names, run_torch(
                 loaded.module, other.feeds, [s.name for s in shared.inputs]), reference)
@@ -404,7 +404,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     if norm and kept_pixels is None:
         onnx_export.check(int8)
     float_subgraph = quantization.float_subgraph_nodes(quantized)
-    int8_sess, kernels = int8_session(int8, providers, exact=exact, reuse=True)
+    int8_sess, kernels = int8_session(int8, providers, threads, exact, reuse=True)
     emulated = shared.emulator if target.runtime.arch == "arm64" else None
     if emulated is None:
         int8_val = _int8_outputs(shared, prep, int8_sess)
@@ -572,7 +572,7 @@ def _layer_report(qplan, model, fp32: Path, int8: Path, feeds, known: list[dict]
     `known`: the rows --auto already measured on this very model."""
     if qplan.settings.mode != "static" or qplan.settings.format != "QDQ":
         return None
-    rows = known or tune.node_sensitivity(model, layers.tensor_errors(fp32, int8, feeds, limit=4))
+    rows = known or tune.node_sensitivity(model, layers.tensor_errors(model, int8, feeds, limit=4))
     return [{k: r[k] for k in ("node", "op", "input_sqnr_db", "output_sqnr_db", "lost_db")} for r in rows[:top]]
 
 

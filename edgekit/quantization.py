@@ -150,7 +150,7 @@ def float_outputs(model, names) -> None:
 def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64") -> Plan:
     """Resolve `auto` choices for a model (path or ModelProto): reduce_range by target arch and host ISA,
     transformer scheme for attention."""
-    from .host import int8_isa, isa_source, x86_saturates
+    from .host import EXACT_X86, int8_isa, isa_source, x86_saturates
 
     from .errors import UsageError
 
@@ -188,7 +188,7 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
         if reduce:
             reasons.append(f"reduce_range: host ISA {int8_isa()} (from {isa_source()}) has no VNNI; u8s8 would "
                            "saturate int16 (onnxruntime#6004), so weights use 7 bits")
-        elif (arch == "x86_64" and "vnni" in int8_isa() and settings.weight_type == "int8"
+        elif (arch == "x86_64" and int8_isa() in EXACT_X86 and settings.weight_type == "int8"
               and settings.activation_type == "uint8"):
             reasons.append(f"reduce_range off: host ISA {int8_isa()} (from {isa_source()}) has VNNI, which does not "
                            "saturate; on an x86 CPU without VNNI (AVX2) this model's u8s8 sums can saturate: run it "
@@ -203,6 +203,7 @@ def _channel_max(model, tensors: list[str], feeds: list, tmp: Path) -> dict:
     import numpy as np
     import onnx
 
+    from .host import work_threads
     from .runtime import session
 
     augmented = onnx.ModelProto()
@@ -210,7 +211,7 @@ def _channel_max(model, tensors: list[str], feeds: list, tmp: Path) -> dict:
     augmented.graph.output.extend(onnx.ValueInfoProto(name=t) for t in tensors)
     path = tmp / "channel_max.onnx"
     onnx.save(augmented, str(path))
-    sess = session(path)[0]
+    sess = session(path, threads=work_threads())[0]
     found: dict = {}
     for feed in feeds:
         for t, v in zip(tensors, sess.run(tensors, feed)):

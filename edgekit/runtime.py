@@ -23,11 +23,11 @@ _REUSED: dict[tuple, tuple] = {}  # sessions of one run, by file (and its state)
 MAX_REUSED = 4
 
 
-def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int | None = None,
-            optimized_path: str = "", exact_int8: bool = False, reuse: bool = False):
+def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int = 1, optimized_path: str = "",
+            exact_int8: bool = False, reuse: bool = False):
     """A session on the providers this host really has; returns (session, providers used).
 
-    `threads`: what a timing measures at; by default `host.work_threads()`, for runs whose outputs are wanted.
+    `threads`: 1 unless a timing asks for more, or `host.work_threads()` for a float model's outputs within a run.
 
     `exact_int8` asks x86 MLAS for its non-saturating u8s8 kernels (`session.x64quantprecision`).
     `reuse`: the session already made for this file (unchanged since) with these options, if any; timing
@@ -36,7 +36,6 @@ def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int 
     import onnxruntime as ort
 
     ort.set_default_logger_severity(ort_log_level())
-    threads = threads or host.work_threads()
     available = set(ort.get_available_providers())
     used = [p for p in providers if p in available] or ["CPUExecutionProvider"]
     if reuse and not optimized_path:
@@ -60,8 +59,8 @@ def forget_sessions() -> None:
     _REUSED.clear()
 
 
-def int8_session(path: Path | str, providers=("CPUExecutionProvider",), threads: int | None = None,
-                 exact: bool = True, reuse: bool = False):
+def int8_session(path: Path | str, providers=("CPUExecutionProvider",), threads: int = 1, exact: bool = True,
+                 reuse: bool = False):
     """A session for an int8 model; returns (session, which kernels ran it, for the manifest).
 
     `exact`: compute int8 exactly, as an ARM device or a VNNI x86 host does. Only an x86 host without
@@ -108,10 +107,14 @@ def run_torch(module, feeds, input_names: list[str]) -> list[list[np.ndarray]]:
 
     size = _batch_size(feeds, input_names)
     with torch.no_grad():
-        if size < 2 or not _batches_apart(module, feeds, input_names, one):
+        if size < 2:
             return [one(i) for i in range(len(feeds))]
-        results = []
-        for start in range(0, len(feeds), size):
+        alone = [one(0), one(1)]
+        results = _run_torch_batch(module, feeds[:size], input_names)
+        if results is None or not all(a.shape == b.shape and np.allclose(a, b, rtol=1e-4, atol=1e-5)
+                                      for i in (0, 1) for a, b in zip(results[i], alone[i], strict=True)):
+            return alone + [one(i) for i in range(2, len(feeds))]
+        for start in range(size, len(feeds), size):
             rows = range(start, min(start + size, len(feeds)))
             results += _run_torch_batch(module, [feeds[i] for i in rows], input_names) or [one(i) for i in rows]
         return results
@@ -123,13 +126,6 @@ def _batch_size(feeds, input_names) -> int:
         return 1
     sample = sum(np.asarray(feeds[0][n]).nbytes for n in input_names)
     return max(1, min(TORCH_BATCH, len(feeds), TORCH_BATCH_BYTES // max(1, sample)))
-
-
-def _batches_apart(module, feeds, input_names, one) -> bool:
-    together = _run_torch_batch(module, [feeds[0], feeds[1]], input_names)
-    return together is not None and all(
-        a.shape == b.shape and np.allclose(a, b, rtol=1e-4, atol=1e-5)
-        for i in (0, 1) for a, b in zip(together[i], one(i), strict=True))
 
 
 def _run_torch_batch(module, feeds, input_names) -> list[list[np.ndarray]] | None:

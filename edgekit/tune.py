@@ -119,7 +119,7 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
     best_settings = dataclasses.replace(best_settings, per_channel=best.per_channel)
     excluded: tuple[str, ...] = ()
     while "exclude_nodes" in s.auto_search and budget_left() and len(excluded) < max_excluded:
-        sensitivity[best.index] = node_sensitivity(ctx.model, layers.tensor_errors(ctx.fp32, Path(best.path),
+        sensitivity[best.index] = node_sensitivity(ctx.model, layers.tensor_errors(ctx.model, Path(best.path),
                                                                                   ctx.val_feeds))
         round_trials = []
         for cand in sensitivity[best.index][:CANDIDATES_PER_ROUND]:  # most SQNR lost first
@@ -145,7 +145,7 @@ def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, exclu
     s = plan.settings
     out = ctx.work / f"trial{index}.onnx"
     quantization.quantize(ctx.fp32, out, plan, ctx.cal_feeds, cache=quantization.cache_path(ctx.work, s))
-    int8_val = run_onnx(int8_session(out, ctx.providers, exact=ctx.exact_int8)[0], ctx.val_feeds)
+    int8_val = run_onnx(int8_session(out, ctx.providers, ctx.threads, ctx.exact_int8)[0], ctx.val_feeds)
     results = parity.compare(ctx.names, ctx.fp32_val, int8_val, ctx.task, ctx.plain)
     drop = (parity.accuracy(ctx.fp32_val, ctx.labels) - parity.accuracy(int8_val, ctx.labels)
             if ctx.labels is not None else None)
