@@ -154,7 +154,8 @@ def main() -> int:
             rows, fp32 = measure(name, recipe, target, tmp, args.runs, cnn and not args.no_alternatives)
             if name.startswith("MiniLM"):
                 rows = rows + [None]  # the android rows follow the desktop ones
-            best = max((row for row in rows if row and row[1] in ALTERNATIVES), key=lambda row: row[2], default=None)
+            usable = [row for row in rows if row and row[1] in ALTERNATIVES and row[3] >= 0.99]  # the cosine bar
+            best = max(usable, key=lambda row: row[2], default=None)
             for row in rows:
                 if row is None:
                     ok &= android_minilm(recipe, tmp, args.runs)

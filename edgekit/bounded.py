@@ -46,10 +46,21 @@ def run(stage: str, fn: str, *args: str, timeout: float) -> str:
 
 
 def child_env() -> dict[str, str]:
-    """This environment, with which a child `python -m edgekit...` imports this same edgekit, also when the
-    parent found it on sys.path (a checkout used by a benchmark or a notebook) rather than installed."""
-    here = str(Path(__file__).resolve().parent.parent)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (here, os.environ.get("PYTHONPATH"))))}
+    """This environment for a child `python -P -m edgekit...`. Its PYTHONPATH loses entries naming the working
+    folder (`-P` keeps that folder off sys.path; an empty entry would put it back), and gains this edgekit's folder
+    first when that is not where the child finds packages anyway: a checkout used from sys.path (a benchmark, a
+    notebook) is imported by its children too, while an installed edgekit stays behind the standard library."""
+    import site
+
+    here = os.path.realpath(Path(__file__).parent.parent)
+    try:
+        cwd = os.path.realpath(os.getcwd())
+    except OSError:  # a working folder deleted under us: nothing of it to keep out
+        cwd = None
+    kept = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+            if p and (cwd is None or os.path.realpath(os.path.join(cwd, p)) != cwd)]
+    installed = {os.path.realpath(d) for d in (*site.getsitepackages(), site.getusersitepackages())}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(kept if here in installed else [here, *kept])}
 
 
 def _main(argv: list[str]) -> None:

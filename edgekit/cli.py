@@ -278,7 +278,7 @@ def export(source, as_json, from_trial, storage, study, **flags):
     if from_trial is not None:
         recipe, threads = search.from_trial(recipe, storage or search.default_storage(Path(recipe.out)), study,
                                             from_trial)
-    with search.torch_threads(threads):
+    with search.worker_threads(threads):
         report = run(recipe, load_targets(recipe.targets), progress=not as_json)
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else table(list(report.targets.values())))
     return report.exit_code

@@ -57,16 +57,16 @@ WORK_THREADS_ENV = "EDGEKIT_WORK_THREADS"
 
 
 def work_threads() -> int:
-    """Threads for a float model's outputs within one run (its validation outputs, calibration statistics): the
-    cores this process may use. They are compared within the run only, and came out the same bit for bit at 1-3
-    threads on the models tests/test_units.py tries. Int8 files and golden vectors stay at 1 thread: float kernels
-    can round differently by thread count (an .ort file's unfused Conv: 3.6e-3 apart at 1 and 2 threads on
-    ResNet18-style at 32x32), and golden vectors must come out the same on every machine.
-    `EDGEKIT_WORK_THREADS` sets the count.
+    """Threads for a float model's outputs within one run (its validation outputs; the channel ranges that split
+    outliers): the cores this process may use, or a search worker's share. They are compared within the run only,
+    and came out the same bit for bit at 1-3 threads on the models tests/test_units.py tries. Golden vectors and
+    `check` stay at 1 thread, int8 parity at the profile's threads: float kernels can round differently by thread
+    count (an .ort file's unfused Conv: 3.6e-3 apart at 1 and 2 threads on ResNet18-style at 32x32), and golden
+    vectors must come out the same on every machine. `EDGEKIT_WORK_THREADS` sets the count.
     """
     forced = os.environ.get(WORK_THREADS_ENV, "").strip()
     if forced:
-        if not forced.isdigit() or int(forced) < 1:
+        if not (forced.isascii() and forced.isdigit()) or int(forced) < 1:
             from .errors import UsageError
 
             raise UsageError(f"{WORK_THREADS_ENV}={forced!r} is not a positive whole number")

@@ -163,14 +163,15 @@ def _parity_bounded(target: str, pairs: list[tuple[str, str]], state: dict[str, 
 def parity_in_child(target: str, pairs: str, state: str = "{}", steps: str = "{}") -> str:
     """Entry point of the bounded child: every (model, golden file) pair's parity case, as JSON."""
     return json.dumps([asdict(c) for c in _parity_here(target, json.loads(pairs), json.loads(state),
-                                                        json.loads(steps))])
+                                                        json.loads(steps), reuse=False)])
 
 
-def _parity_here(target: str, pairs: list, state: dict[str, str], steps: dict) -> list[Case]:
+def _parity_here(target: str, pairs: list, state: dict[str, str], steps: dict, reuse: bool = True) -> list[Case]:
+    """`reuse`: the session this run made for the file, if any (the bounded child has none to reuse)."""
     cases = []
     for model, golden_path in pairs:
         inputs, expected, atol = package.read_golden(Path(golden_path))
-        cases.append(_parity(Path(model), target, inputs, expected, atol, state, steps))
+        cases.append(_parity(Path(model), target, inputs, expected, atol, state, steps, reuse))
     return cases
 
 
@@ -243,12 +244,13 @@ def _integrity(folder: Path, shown: str, target: str, files: dict, mismatched: d
     return Case(target, "integrity", not bad, "; ".join(bad))
 
 
-def _parity(model: Path, target: str, inputs, expected, atol, state: dict[str, str], steps: dict | None = None) -> Case:
+def _parity(model: Path, target: str, inputs, expected, atol, state: dict[str, str], steps: dict | None = None,
+            reuse: bool = False) -> Case:
     """A model that will not load or run is a failed check (exit 1), not a crash: CI still gets its report."""
     start = time.perf_counter()
     kernels = ""
     try:
-        sess, kernels = int8_session(model)
+        sess, kernels = int8_session(model, reuse=reuse)
         runs = runner.replay(sess, inputs, state)
     except UsageError:
         raise  # e.g. a bad EDGEKIT_HOST_ISA: the user's setting, not the model

@@ -462,7 +462,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                           warnings + verdict.gate_advice(gates, qplan.settings, tuning), details,
                           latency_1_thread=one_thread[0] if one_thread else None)
     package.write(tdir, report, pages=False)
-    # the verdict is the gates AND exactly what `edgekit check` will say about the staged package
+    # the verdict is the gates AND the comparisons `edgekit check` makes on the staged package (run here, not in a
+    # bounded child: the files are the ones this run just wrote)
     place = _on_device(shared, target) or emulated  # latency was measured above: the check leaves it out
     report.verification = package_check.check(tdir, place and (lambda manifest: place), bench=False,
                                                own=True).cases

@@ -214,7 +214,7 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
         trial.set_user_attr("kernels", t.details.get("arm_kernels") or "this host's onnxruntime kernels")
         return accuracy, figures["latency_ms"], figures["size_mb"]
 
-    with torch_threads(threads):  # workers share the cores: torch's own pools would oversubscribe them
+    with worker_threads(threads):  # workers share the cores: torch's own pools would oversubscribe them
         s.optimize(objective, n_trials=trials, timeout=time_budget, catch=(Exception,))
 
 
@@ -239,20 +239,27 @@ def _done_before(study, number: int, key: str):
 
 
 @contextlib.contextmanager
-def torch_threads(threads: int | None):
-    """torch's intra-op threads while a search (or a trial's re-export: distillation's numbers depend on them)
-    runs; None leaves them as they are."""
+def worker_threads(threads: int | None):
+    """torch's intra-op threads, and edgekit's work threads (host.work_threads), while a search worker (or a
+    trial's re-export: distillation's numbers depend on torch's) runs; None leaves them as they are."""
     if threads is None:  # and torch stays unimported (an .onnx export needs none)
         yield None
         return
     import torch
 
-    before = torch.get_num_threads()
+    from . import host
+
+    before, work = torch.get_num_threads(), os.environ.get(host.WORK_THREADS_ENV)
     torch.set_num_threads(threads)
+    os.environ[host.WORK_THREADS_ENV] = str(threads)
     try:
         yield threads
     finally:
         torch.set_num_threads(before)
+        if work is None:
+            os.environ.pop(host.WORK_THREADS_ENV, None)
+        else:
+            os.environ[host.WORK_THREADS_ENV] = work
 
 
 def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str, storage: str | None,
@@ -296,7 +303,7 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
     try:
         if report.best is not None:  # as `export --from-trial` re-exports it: the trial's values and torch threads
             best, threads = from_trial(dataclasses.replace(recipe, out=str(out)), storage, name, report.best.trial)
-            with torch_threads(threads):
+            with worker_threads(threads):
                 pipeline.run(best, [target], progress=False)
             exported = target.name
     finally:  # the front is worth having even when its best point's export failed

@@ -494,11 +494,14 @@ def test_foreign_files_in_a_package_folder_lock_links_and_ledger_fifo(tmp_path):
 
 
 
-def _bounded_run_from(cwd: Path, path: Path, fn: str, *args: str) -> subprocess.CompletedProcess:
+def _bounded_run_from(cwd: Path, path: Path, fn: str, *args: str, pythonpath: str = "") -> subprocess.CompletedProcess:
     """`bounded.run(fn, *args)` called by a fresh interpreter in `cwd` that found edgekit at `path`."""
     script = (f"import sys; sys.path.insert(0, {str(path)!r}); from edgekit import bounded; "
               f"print(bounded.run('probe', *{(fn, *args)!r}, timeout=60))")
-    return subprocess.run([sys.executable, "-P", "-c", script], capture_output=True, text=True, timeout=120, cwd=cwd)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update({"PYTHONPATH": pythonpath} if pythonpath else {})
+    return subprocess.run([sys.executable, "-P", "-c", script], capture_output=True, text=True, timeout=120, cwd=cwd,
+                          env=env)
 
 
 def test_the_bounded_child_imports_the_parents_edgekit(tmp_path):
@@ -515,5 +518,20 @@ def test_the_bounded_child_imports_the_parents_edgekit(tmp_path):
 def test_the_bounded_child_imports_nothing_from_the_working_folder(tmp_path):
     """`edgekit check` run inside a downloaded package's folder: an `onnxruntime.py` there is not imported."""
     (tmp_path / "onnxruntime.py").write_text("raise SystemExit('imported from the working folder')\n")
-    done = _bounded_run_from(tmp_path, ROOT, "os.path:basename", "a/b")
-    assert done.returncode == 0 and done.stdout.strip() == "b", done.stderr
+    # nor through a PYTHONPATH naming that folder: empty entries (`export PYTHONPATH=$PYTHONPATH:/x`), `.`
+    for pythonpath in ("", ":", f".{os.pathsep}{tmp_path}"):
+        done = _bounded_run_from(tmp_path, ROOT, "os.path:basename", "a/b", pythonpath=pythonpath)
+        assert done.returncode == 0 and done.stdout.strip() == "b", (pythonpath, done.stderr)
+
+
+def test_an_installed_edgekit_stays_behind_the_standard_library(monkeypatch):
+    """Installed, edgekit's folder is site-packages: its children find it there, after the standard library (a
+    backport such as enum34 in site-packages must not shadow `enum`). Only a checkout is put first."""
+    import site
+
+    from edgekit import bounded
+
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    assert bounded.child_env()["PYTHONPATH"] == str(ROOT.resolve())  # this checkout, used from where it is
+    monkeypatch.setattr(site, "getsitepackages", lambda: [str(ROOT)])  # as if edgekit were installed there
+    assert bounded.child_env()["PYTHONPATH"] == ""

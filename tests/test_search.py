@@ -218,3 +218,17 @@ def test_two_workers_share_a_postgresql_study(tmp_path, postgresql):
     trials = optuna.load_study(study_name="lab", storage=postgresql).trials
     assert len(trials) == 4 and len({t.user_attrs["worker"] for t in trials}) == 2
     assert not (tmp_path / "s" / "search.db").exists()
+
+
+def test_a_search_worker_keeps_to_its_share_of_the_cores(monkeypatch):
+    """K workers on N cores: each runs torch and its float sessions at N/K threads, not N each; restored after."""
+    import torch
+
+    from edgekit import host
+
+    monkeypatch.delenv(host.WORK_THREADS_ENV, raising=False)
+    before, everything = torch.get_num_threads(), host.work_threads()
+    with search.worker_threads(1):
+        assert torch.get_num_threads() == 1 and host.work_threads() == 1
+    assert torch.get_num_threads() == before and host.work_threads() == everything
+    assert host.WORK_THREADS_ENV not in os.environ

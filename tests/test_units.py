@@ -159,11 +159,32 @@ def test_work_threads_refuses_what_is_not_a_count(monkeypatch):
     from edgekit import host
     from edgekit.errors import UsageError
 
-    monkeypatch.setenv(host.WORK_THREADS_ENV, "all")
-    with pytest.raises(UsageError, match="EDGEKIT_WORK_THREADS='all' is not a positive whole number"):
-        host.work_threads()
+    for bad in ("all", "0", "²"):
+        monkeypatch.setenv(host.WORK_THREADS_ENV, bad)
+        with pytest.raises(UsageError, match=f"EDGEKIT_WORK_THREADS='{bad}' is not a positive whole number"):
+            host.work_threads()
     monkeypatch.delenv(host.WORK_THREADS_ENV)
     assert host.work_threads() >= 1
+
+
+def test_per_layer_error_leaves_the_callers_model_as_it_was(tmp_path):
+    """The run hands its parsed float model to the per-layer analysis, which adds outputs to a copy of it."""
+    from models import small_cnn
+
+    from edgekit import layers
+    from edgekit.onnx_export import preprocess
+
+    fp32, _ = preprocess(export_torch(small_cnn(), (InputSpec.parse("image:Nx3x16x16"),), (), 17,
+                                      tmp_path / "raw.onnx"), tmp_path / "fp32.onnx")
+    rng = np.random.default_rng(0)
+    feeds = [{"image": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(4)]
+    int8 = quantize.quantize(fp32, tmp_path / "int8.onnx", quantize.plan(fp32, config.QuantSettings(), set()), feeds)
+    model = onnx.load(str(fp32))
+    before = model.SerializeToString()
+    rows = layers.tensor_errors(model, int8, feeds)
+    assert model.SerializeToString() == before
+    assert rows == layers.tensor_errors(fp32, int8, feeds) and len(rows) >= 3
+    assert all(r["accumulated_sqnr_db"] is not None for r in rows)  # every paired tensor found in the float model
 
 
 def test_int8_path_from_cpu_flags():
