@@ -61,8 +61,9 @@ def _convert_without_aslr(src: Path, out: Path, style: str, platform_: str) -> b
     setarch = shutil.which("setarch")
     if not setarch or sys.platform != "linux":
         return False
-    cmd = [setarch, platform.machine(), "-R", sys.executable, "-P", "-m", "onnxruntime.tools.convert_onnx_models_to_ort",
-           str(src), "--output_dir", str(out), "--optimization_style", style, "--target_platform", platform_]
+    cmd = [setarch, platform.machine(), "-R", sys.executable, "-P", "-m",
+           "onnxruntime.tools.convert_onnx_models_to_ort", str(src), "--output_dir", str(out),
+           "--optimization_style", style, "--target_platform", platform_]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         log.info("setarch -R conversion failed (%s); converting in-process", result.stderr.strip()[-200:])
