@@ -185,13 +185,7 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
     if settings.reduce_range == "auto":
         reduce = (arch == "x86_64" and x86_saturates() and settings.weight_type == "int8"
                   and settings.activation_type == "uint8")
-        if reduce and settings.mode == "dynamic" and "weight_type" not in explicit:
-            settings, reduce = dataclasses.replace(settings, weight_type="uint8"), False
-            reasons.append(f"weights uint8: host ISA {int8_isa()} (from {isa_source()}) has no VNNI, where u8s8 "
-                           "sums can saturate int16 (onnxruntime#6004) and u8u8 ones cannot; 7-bit int8 weights "
-                           "instead cost dynamic MatMuls more (all-MiniLM-L6-v2 worst sentence cosine 0.9866 vs "
-                           "0.9901)")
-        elif reduce:
+        if reduce:
             reasons.append(f"reduce_range: host ISA {int8_isa()} (from {isa_source()}) has no VNNI; u8s8 would "
                            "saturate int16 (onnxruntime#6004), so weights use 7 bits")
         elif (arch == "x86_64" and int8_isa() in EXACT_X86 and settings.weight_type == "int8"

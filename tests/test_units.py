@@ -187,25 +187,6 @@ def test_per_layer_error_leaves_the_callers_model_as_it_was(tmp_path):
     assert all(r["accumulated_sqnr_db"] is not None for r in rows)  # every paired tensor found in the float model
 
 
-def test_dynamic_matmuls_on_a_host_without_vnni_get_uint8_weights_not_7_bits(tmp_path, monkeypatch):
-    """u8u8 sums cannot saturate where u8s8 ones can (AVX2), and 7-bit weights cost MiniLM its 0.99 worst cosine;
-    a weight type the user set is kept, with 7 bits."""
-    from models import tiny_encoder
-
-    enc = _export(tmp_path, tiny_encoder(), (InputSpec.parse("input_ids:Nx12:int64"),
-                                             InputSpec.parse("attention_mask:Nx12:int64")))
-    settings = config.load_target("desktop-x86").quantize
-    monkeypatch.setenv("EDGEKIT_HOST_ISA", "avx2")
-    plan = quantize.plan(enc, settings, set())
-    assert plan.settings.mode == "dynamic" and plan.settings.weight_type == "uint8" and not plan.reduce_range
-    assert any(r.startswith("weights uint8: host ISA avx2") for r in plan.reasons)
-    kept = quantize.plan(enc, settings, {"weight_type"})
-    assert kept.settings.weight_type == "int8" and kept.reduce_range
-    monkeypatch.setenv("EDGEKIT_HOST_ISA", "avx512-vnni")
-    plan = quantize.plan(enc, settings, set())
-    assert plan.settings.weight_type == "int8" and not plan.reduce_range
-
-
 def test_int8_path_from_cpu_flags():
     """AMX hosts (Sapphire Rapids) run int8 GEMMs on their tiles, so figures measured there name AMX, not VNNI."""
     from edgekit import host
