@@ -168,8 +168,8 @@ def _tensors(graph):
             if attr.HasField("t"):
                 yield attr.t
             yield from attr.tensors
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _tensors(sub)
+        for sub in subgraphs(node):
+            yield from _tensors(sub)
 
 
 def _check_runtime_kernels(path: Path) -> None:
@@ -200,6 +200,20 @@ def consumers(graph) -> dict[str, list]:
         for t in n.input:
             found.setdefault(t, []).append(n)
     return found
+
+
+def subgraphs(node):
+    """The If/Loop/Scan bodies a node holds."""
+    for attr in node.attribute:
+        yield from [attr.g] if attr.HasField("g") else attr.graphs
+
+
+def all_nodes(graph):
+    """Every node of `graph`, and after each one the nodes of its sub-graphs, depth first."""
+    for n in graph.node:
+        yield n
+        for sub in subgraphs(n):
+            yield from all_nodes(sub)
 
 
 def io_specs(model, label: str = "") -> tuple[tuple[InputSpec, ...], tuple[InputSpec, ...]]:

@@ -132,9 +132,12 @@ def normalisation(model, setting: dict, activation_type: str) -> Normalisation:
 
 def raw_feed(model, norm: Normalisation) -> str | None:
     """Let the raw uint8 input replace the QuantizeLinear of the normalised pixels in an int8 ModelProto, and
-    drop the normalisation's nodes that nothing reads any more. Only when that QuantizeLinear has exactly the
-    pinned scale and zero point, so every pixel value maps to itself. Returns None when done, else why not."""
+    drop the normalisation's nodes that nothing reads any more (reads inside If/Loop bodies count). Only when that
+    QuantizeLinear has exactly the pinned scale and zero point, so every pixel value maps to itself. Returns None
+    when done, else why not."""
     from onnx import numpy_helper
+
+    from . import onnx_export
 
     if norm.scale is None:
         return norm.why
@@ -150,25 +153,17 @@ def raw_feed(model, norm: Normalisation) -> str | None:
             or np.float32(numpy_helper.to_array(scale)) != np.float32(norm.scale)
             or numpy_helper.to_array(zero).dtype != np.uint8 or int(numpy_helper.to_array(zero)) != norm.zero_point):
         return "the input QuantizeLinear's scale or zero point is not the pinned one: it stays"
-    for n in _all_nodes(graph):
+    for n in onnx_export.all_nodes(graph):
         n.input[:] = [norm.input if t == q.output[0] else t for t in n.input]
     removed = []
     for node in [q, *reversed([n for n in graph.node if n.name in norm.nodes])]:  # Q, Mul, Sub, Cast
-        read = {t for n in _all_nodes(graph) for t in n.input} | {o.name for o in graph.output}
+        read = {t for n in onnx_export.all_nodes(graph) for t in n.input} | {o.name for o in graph.output}
         if node is q or not any(o in read for o in node.output):
             graph.node.remove(node)
             removed.append(node)
-    read = {t for n in _all_nodes(graph) for t in n.input}
+    read = {t for n in onnx_export.all_nodes(graph) for t in n.input}
     for name in {t for n in removed for t in n.input} - read:
         if name in constants:
             graph.initializer.remove(constants[name])
     return None
 
-
-def _all_nodes(graph):
-    """Every node, inside If/Loop/Scan bodies too: a tensor read only there is still read."""
-    for n in graph.node:
-        yield n
-        for attr in n.attribute:
-            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                yield from _all_nodes(sub)

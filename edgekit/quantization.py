@@ -114,17 +114,9 @@ SUBGRAPH_WHY = ("onnxruntime's static quantizer does not enter If/Loop/Scan sub-
 
 def float_subgraph_nodes(model) -> list[str]:
     """Names (or op types) of the nodes inside If/Loop/Scan sub-graphs of a quantized ModelProto: they run float."""
-    import onnx
+    from .onnx_export import all_nodes, subgraphs
 
-    def walk(graph) -> list[str]:
-        found = []
-        for node in graph.node:
-            for attr in node.attribute:
-                for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs:
-                    found += [n.name or n.op_type for n in sub.node] + walk(sub)
-        return found
-
-    return walk(model.graph)
+    return [n.name or n.op_type for top in model.graph.node for sub in subgraphs(top) for n in all_nodes(sub)]
 
 
 def float_outputs(model, names) -> None:
