@@ -1,8 +1,10 @@
 """report.html beside report.md: the same run for people who would rather look than read. One self-contained
 file (inline SVG, no scripts, no network), so it opens from a CI artifact or an e-mail as it is.
 
-Charts come from matplotlib's SVG backend (the `plots` extra); without it the page keeps its tables and says
-how to get the charts. Every string from the run (model paths, node names) is escaped: they are the user's.
+An export's bar charts are drawn here as SVG rects: no plotting library, so every install gets them and a run
+does not pay matplotlib's import (0.47 s). `edgekit search`'s scatter, with its axes and ticks, comes from
+matplotlib's SVG backend (the `plots` extra); without it that page keeps its tables and says how to get it.
+Every string from the run (model paths, node names) is escaped: they are the user's.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from .reports import TargetReport
 if TYPE_CHECKING:
     from .search import SearchReport
 
-PLOTS_HINT = "Charts need matplotlib: pip install 'edgekit[plots]'"
+PLOTS_HINT = "The Pareto scatter needs matplotlib: pip install 'edgekit[plots]'"
 MAX_LAYERS = 15  # worst compute nodes in the per-layer chart
 STYLE = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
          "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}"
@@ -142,50 +144,64 @@ def _search_charts(r: SearchReport) -> list[tuple[str, str, str]] | None:
                                          f"measured on {r.where}.")]
 
 
-def _charts(r: TargetReport) -> list[tuple[str, str, str]] | None:
-    """(title, inline SVG, caption) per chart this run has figures for; None without matplotlib."""
-    Figure = _figure_class()
-    if Figure is None:
-        return None
+def _charts(r: TargetReport) -> list[tuple[str, str, str]]:
+    """(title, inline SVG, caption) per chart this run has figures for."""
     d = r.details
     charts = []
-
     lat = r.latency
     sizes = {k: r.sizes[k] / 1e6 for k in ("model.onnx", "model.int8.onnx") if k in r.sizes}
-    if lat or sizes:
-        fig = Figure(figsize=(8, 2.4))
-        axes = fig.subplots(1, 2 if lat and sizes else 1, squeeze=False)[0]
-        if lat:
-            axes[0].barh(["int8", "fp32"], [lat.int8.p50_ms, lat.fp32.p50_ms], color=["#2a7ab0", "#999"])
-            axes[0].set_xlabel("p50 latency, ms")
-        if sizes:
-            ax = axes[-1]
-            ax.barh(["int8", "fp32"], [sizes.get("model.int8.onnx", 0), sizes.get("model.onnx", 0)],
-                    color=["#2a7ab0", "#999"])
-            ax.set_xlabel("model size, MB")
+    panels = []
+    if lat:
+        panels.append(("p50 latency, ms", [("int8", lat.int8.p50_ms, INT8), ("fp32", lat.fp32.p50_ms, FP32)]))
+    if sizes:
+        panels.append(("model size, MB", [("int8", sizes.get("model.int8.onnx", 0), INT8),
+                                          ("fp32", sizes.get("model.onnx", 0), FP32)]))
+    if panels:
         where = (lat.where + ("" if lat.on_device else "; this host standing in for the device")) if lat else ""
-        charts.append(("Latency and size", svg(fig),
+        charts.append(("Latency and size", bars(panels),
                        f"int8 p50 speed-up over fp32: {lat.speedup_p50:.2f}x, measured on {where}." if lat else
                        "Latency not measured (--no-bench)."))
     layers = (d.get("layers") or [])[:MAX_LAYERS]
     if layers:
-        fig = Figure(figsize=(8, 0.3 * len(layers) + 1))
-        ax = fig.subplots()
-        ax.barh([x["node"] for x in layers][::-1], [x["lost_db"] for x in layers][::-1], color="#c0504d")
-        ax.set_xlabel("accumulated SQNR lost at the node, dB (worst first)")
-        ax.tick_params(axis="y", labelsize=7)
-        charts.append(("Per-layer error", svg(fig), f"The {len(layers)} compute nodes that lose the most SQNR "
-                                                    "between their input and their output in int8."))
+        rows = [(x["node"], x["lost_db"], LOST) for x in layers]
+        charts.append(("Per-layer error", bars([("accumulated SQNR lost at the node, dB (worst first)", rows)]),
+                       f"The {len(layers)} compute nodes that lose the most SQNR between their input and their "
+                       "output in int8."))
     steps = [s for s in ((d.get("compression") or {}).get("steps") or []) if s.get("accuracy") is not None]
     if steps and r.accuracy:
         steps.append({"step": "int8", "accuracy": r.accuracy.int8})
     if steps:
-        fig = Figure(figsize=(8, 2.4))
-        ax = fig.subplots()
-        ax.bar([s["step"] + (f"\n{s['params'] / 1e3:.1f} k params" if "params" in s else "") for s in steps],
-               [s["accuracy"] for s in steps], color="#6a9f3b")
-        ax.set_ylabel("accuracy, %")
-        ax.set_ylim(min(s["accuracy"] for s in steps) - 5, 100)
-        charts.append(("Accuracy after each compression step", svg(fig),
+        rows = [(s["step"] + (f", {s['params'] / 1e3:.1f} k params" if "params" in s else ""), s["accuracy"], ACCURACY)
+                for s in steps]
+        floor = max(0.0, min(s["accuracy"] for s in steps) - 5)  # differences of a point stay visible
+        charts.append(("Accuracy after each compression step", bars([("accuracy, %", rows)], start=floor),
                        f"On {d['compression'].get('accuracy_data')}."))
     return charts
+
+
+INT8, FP32, LOST, ACCURACY = "#2a7ab0", "#999", "#c0504d", "#6a9f3b"
+WIDTH, LABELS, ROW = 720, 260, 20  # px: the chart, its label column, one bar's row
+
+
+def bars(panels: list[tuple[str, list[tuple[str, float, str]]]], start: float = 0.0) -> str:
+    """Horizontal bar charts as one inline SVG, drawn here (a few rects and texts need no plotting library):
+    per panel, its heading, then a row a bar: (label, value, colour), the value printed at the bar's end.
+    Bars grow from `start`; same figures, same bytes."""
+    e = html.escape
+    plot = WIDTH - LABELS - 80  # room for the value printed after the longest bar
+    y, parts = 0, []
+    for heading, rows in panels:
+        top = max((v for _, v, _ in rows), default=0.0)
+        scale = plot / (top - start) if top > start else 0.0
+        parts.append(f'<text x="{LABELS}" y="{y + 14}" font-weight="bold">{e(heading)}</text>')
+        y += ROW
+        for label, value, colour in rows:
+            width = max(0.0, (value - start) * scale)
+            short = label if len(label) <= 36 else label[:35] + "…"
+            parts.append(f'<text x="{LABELS - 6}" y="{y + 14}" text-anchor="end"><title>{e(label)}</title>'
+                         f'{e(short)}</text><rect x="{LABELS}" y="{y + 3}" width="{width:.1f}" height="{ROW - 6}" '
+                         f'fill="{colour}"/><text x="{LABELS + width + 4:.1f}" y="{y + 14}">{value:.4g}</text>')
+            y += ROW
+        y += ROW // 2
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{y}" viewBox="0 0 {WIDTH} {y}" '
+            f'font-family="sans-serif" font-size="12" role="img">' + "".join(parts) + "</svg>")

@@ -140,6 +140,18 @@ def test_golden_vectors(packaged):
     assert inputs[0]["image"].shape == (1, 1, 8, 8) and outputs[0]["output"].shape == (1, 10)
 
 
+def test_golden_entries_deflate_only_where_it_pays(tmp_path):
+    from edgekit.package import write_golden
+
+    pixels = {"image": np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)}  # noise: stored
+    digits = {"image": np.repeat(np.arange(16, dtype=np.float32), 1024).reshape(1, 1, 128, 128)}  # deflates
+    write_golden(tmp_path / "g.npz", [pixels, digits], ["y"], [[np.ones((1, 10), np.float32)]] * 2, 0.01)
+    kinds = {i.filename: i.compress_type for i in zipfile.ZipFile(tmp_path / "g.npz").infolist()}
+    assert kinds["input.0.image.npy"] == zipfile.ZIP_STORED and kinds["input.1.image.npy"] == zipfile.ZIP_DEFLATED
+    inputs, outputs, _ = read_golden(tmp_path / "g.npz")
+    assert np.array_equal(inputs[0]["image"], pixels["image"]) and np.array_equal(inputs[1]["image"], digits["image"])
+
+
 def test_check_passes_on_folder_out_dir_and_archive(packaged):
     out, _ = packaged
     for path in (out, out / "android-arm64", out / "android-arm64.tar.gz"):

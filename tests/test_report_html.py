@@ -44,15 +44,32 @@ def test_strings_from_the_run_are_escaped(tmp_path):
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
 
 
-def test_without_matplotlib_the_page_says_how_to_get_charts(digits_package, monkeypatch):
+def test_charts_need_no_plotting_library_and_the_search_page_says_how_to_get_its_scatter(digits_package,
+                                                                                          monkeypatch):
     from edgekit.reports import TargetReport
+    from edgekit.search import Point, SearchReport
 
     folder, manifest = digits_package
     for name in ("matplotlib", "matplotlib.figure"):  # as on an install without the plots extra
         monkeypatch.setitem(sys.modules, name, None)
     report = TargetReport(manifest["target"], None, None, None, None, None, [], [], manifest)
     page = report_html.page(report)
+    assert page.count("<svg") == 1  # the per-layer chart (a report rebuilt this way has no latency or sizes)
+    assert all(f"<title>{row['node']}</title>" in page for row in manifest["layers"])
+    point = Point(0, 99.0, 0.1, 0.2, True, {"prune_ratio": 0.0})
+    search = SearchReport("s", "sqlite:///x", "accuracy", {}, (point,), (), (point,), point, 1.0, "here", "host")
+    page = report_html.search_page(search, "desktop-x86")
     assert report_html.PLOTS_HINT.replace("'", "&#x27;") in page and "<svg" not in page
+
+
+def test_bars_are_drawn_to_scale_from_their_start():
+    svg = report_html.bars([("ms", [("int8", 1.0, "#111"), ("fp32", 4.0, "#222")])])
+    widths = [float(w) for w in re.findall(r'<rect [^>]*width="([0-9.]+)"', svg)]
+    assert widths[1] == pytest.approx(4 * widths[0], rel=1e-3) and widths[1] > 0
+    svg = report_html.bars([("%", [("a", 90.0, "#111"), ("b", 95.0, "#222")])], start=85.0)
+    assert [float(w) for w in re.findall(r'<rect [^>]*width="([0-9.]+)"', svg)][1] == pytest.approx(
+        2 * float(re.findall(r'<rect [^>]*width="([0-9.]+)"', svg)[0]), rel=1e-3)
+    assert report_html.bars([("x", [("a", 1.0, "#111")])]) == report_html.bars([("x", [("a", 1.0, "#111")])])
 
 
 def test_chromium_renders_the_charts_without_console_errors(digits_package, tmp_path):
