@@ -289,6 +289,23 @@ def test_archive_layout_is_stable(packaged):
     assert all(m.mtime == 0 and m.uid == 0 and m.uname == "" for m in members)
 
 
+def test_ort_conversion_child_never_imports_torch(packaged, tmp_path, monkeypatch):
+    """onnxruntime.tools imports torch where it is installed; the converting child hides it (0.85 s of its 2 s).
+    A torch that cannot be imported, first on the child's path, proves it: were it imported, the child would
+    fail and the conversion fall back to in-process, not reproducible."""
+    from edgekit import mobile
+
+    if shutil.which("setarch") is None:
+        pytest.skip("util-linux's setarch is not installed: the conversion runs in-process")
+    (tmp_path / "poison" / "torch").mkdir(parents=True)
+    (tmp_path / "poison" / "torch" / "__init__.py").write_text("raise ImportError('torch was imported')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "poison"))
+    (tmp_path / "out").mkdir()
+    written = mobile.to_ort(packaged[0] / "android-arm64" / "model.int8.onnx", tmp_path / "out", "Runtime", "arm")
+    assert written["reproducible"] is True
+    assert ort.InferenceSession(str(written["ort"]), providers=["CPUExecutionProvider"]).get_inputs()
+
+
 def test_same_inputs_give_byte_identical_artifacts(tmp_path):
     """Documented: with latency measured, manifest.json and report.md differ run to run (timings);
     with --no-bench every file and the archive are byte-identical."""
