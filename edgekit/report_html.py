@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import io
+import math
 
 from typing import TYPE_CHECKING
 
@@ -180,27 +181,32 @@ def _charts(r: TargetReport) -> list[tuple[str, str, str]]:
 
 
 INT8, FP32, LOST, ACCURACY = "#2a7ab0", "#999", "#c0504d", "#6a9f3b"
-WIDTH, LABELS, ROW = 720, 260, 20  # px: the chart, its label column, one bar's row
+WIDTH, LABELS, ROW, VALUE = 720, 260, 20, 60  # px: the chart, its label column, one bar's row, a printed value
 
 
 def bars(panels: list[tuple[str, list[tuple[str, float, str]]]], start: float = 0.0) -> str:
     """Horizontal bar charts as one inline SVG, drawn here (a few rects and texts need no plotting library):
     per panel, its heading, then a row a bar: (label, value, colour), the value printed at the bar's end.
-    Bars grow from `start`; same figures, same bytes."""
+    Bars grow from `start`, leftwards for values below it (SQNR can rise past a node: a negative loss); a value
+    that is not finite is printed with no bar. A long label keeps its end, where node names differ (the full
+    name is its tooltip). Same figures, same bytes."""
     e = html.escape
-    plot = WIDTH - LABELS - 80  # room for the value printed after the longest bar
     y, parts = 0, []
     for heading, rows in panels:
-        top = max((v for _, v, _ in rows), default=0.0)
-        scale = plot / (top - start) if top > start else 0.0
+        finite = [v for _, v, _ in rows if math.isfinite(v)]
+        lo, hi = min([start, *finite]), max([start, *finite])
+        left = LABELS + (VALUE if lo < start else 0)  # room for a value printed left of a bar going left
+        scale = (WIDTH - VALUE - left) / (hi - lo) if hi > lo else 0.0
+        base = left + (start - lo) * scale  # where `start` is
         parts.append(f'<text x="{LABELS}" y="{y + 14}" font-weight="bold">{e(heading)}</text>')
         y += ROW
         for label, value, colour in rows:
-            width = max(0.0, (value - start) * scale)
-            short = label if len(label) <= 36 else label[:35] + "…"
+            end = base + (value - start) * scale if math.isfinite(value) else base
+            short = label if len(label) <= 36 else "…" + label[-35:]
+            value_at = f'x="{end + 4:.1f}"' if end >= base else f'x="{end - 4:.1f}" text-anchor="end"'
             parts.append(f'<text x="{LABELS - 6}" y="{y + 14}" text-anchor="end"><title>{e(label)}</title>'
-                         f'{e(short)}</text><rect x="{LABELS}" y="{y + 3}" width="{width:.1f}" height="{ROW - 6}" '
-                         f'fill="{colour}"/><text x="{LABELS + width + 4:.1f}" y="{y + 14}">{value:.4g}</text>')
+                         f'{e(short)}</text><rect x="{min(base, end):.1f}" y="{y + 3}" width="{abs(end - base):.1f}" '
+                         f'height="{ROW - 6}" fill="{colour}"/><text {value_at} y="{y + 14}">{value:.4g}</text>')
             y += ROW
         y += ROW // 2
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{y}" viewBox="0 0 {WIDTH} {y}" '

@@ -62,14 +62,28 @@ def test_charts_need_no_plotting_library_and_the_search_page_says_how_to_get_its
     assert report_html.PLOTS_HINT.replace("'", "&#x27;") in page and "<svg" not in page
 
 
+def _rects(svg: str) -> list[tuple[float, float]]:
+    return [(float(x), float(w)) for x, w in re.findall(r'<rect x="([0-9.]+)" [^>]*width="([0-9.]+)"', svg)]
+
+
 def test_bars_are_drawn_to_scale_from_their_start():
-    svg = report_html.bars([("ms", [("int8", 1.0, "#111"), ("fp32", 4.0, "#222")])])
-    widths = [float(w) for w in re.findall(r'<rect [^>]*width="([0-9.]+)"', svg)]
-    assert widths[1] == pytest.approx(4 * widths[0], rel=1e-3) and widths[1] > 0
-    svg = report_html.bars([("%", [("a", 90.0, "#111"), ("b", 95.0, "#222")])], start=85.0)
-    assert [float(w) for w in re.findall(r'<rect [^>]*width="([0-9.]+)"', svg)][1] == pytest.approx(
-        2 * float(re.findall(r'<rect [^>]*width="([0-9.]+)"', svg)[0]), rel=1e-3)
-    assert report_html.bars([("x", [("a", 1.0, "#111")])]) == report_html.bars([("x", [("a", 1.0, "#111")])])
+    [(x0, w1), (x1, w4)] = _rects(report_html.bars([("ms", [("int8", 1.0, "#111"), ("fp32", 4.0, "#222")])]))
+    assert x0 == x1 and w4 == pytest.approx(4 * w1, rel=1e-3) and w1 > 0
+    [(_, w90), (_, w95)] = _rects(report_html.bars([("%", [("a", 90.0, "#1"), ("b", 95.0, "#2")])], start=85.0))
+    assert w95 == pytest.approx(2 * w90, rel=1e-3)
+    # a negative loss goes left of zero, at its scale; a value that is not finite is printed without a bar
+    svg = report_html.bars([("dB", [("gain", -6.0, "#1"), ("loss", 12.0, "#2"), ("odd", float("nan"), "#3")])])
+    [(xn, wn), (xp, wp), (_, wnan)] = _rects(svg)
+    assert xn + wn == pytest.approx(xp) and wp == pytest.approx(2 * wn, rel=1e-3) and wnan == 0 and ">nan<" in svg
+    assert report_html.bars([("x", [("a", 1.0, "#1")])]) == report_html.bars([("x", [("a", 1.0, "#1")])])
+
+
+def test_long_labels_keep_their_distinct_ends():
+    names = [f"/encoder/encoder/layer.0/attention/self/{n}/MatMul" for n in ("query", "key", "value")]
+    svg = report_html.bars([("dB", [(n, 1.0, "#1") for n in names])])
+    shown = re.findall(r"</title>([^<]*)</text>", svg)
+    assert len(set(shown)) == 3 and all(len(t) <= 36 for t in shown)
+    assert all(f"<title>{n}</title>" in svg for n in names)
 
 
 def test_chromium_renders_the_charts_without_console_errors(digits_package, tmp_path):
