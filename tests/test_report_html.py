@@ -44,22 +44,33 @@ def test_strings_from_the_run_are_escaped(tmp_path):
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
 
 
-def test_charts_need_no_plotting_library_and_the_search_page_says_how_to_get_its_scatter(digits_package,
-                                                                                          monkeypatch):
+def test_charts_need_no_plotting_library(digits_package, monkeypatch):
     from edgekit.reports import TargetReport
     from edgekit.search import Point, SearchReport
 
     folder, manifest = digits_package
-    for name in ("matplotlib", "matplotlib.figure"):  # as on an install without the plots extra
+    for name in ("matplotlib", "matplotlib.figure"):  # as where it is not installed
         monkeypatch.setitem(sys.modules, name, None)
     report = TargetReport(manifest["target"], None, None, None, None, None, [], [], manifest)
     page = report_html.page(report)
     assert page.count("<svg") == 1  # the per-layer chart (a report rebuilt this way has no latency or sizes)
     assert all(f"<title>{row['node']}</title>" in page for row in manifest["layers"])
-    point = Point(0, 99.0, 0.1, 0.2, True, {"prune_ratio": 0.0})
-    search = SearchReport("s", "sqlite:///x", "accuracy", {}, (point,), (), (point,), point, 1.0, "here", "host")
+    points = (Point(0, 99.0, 0.1, 0.2, True, {}), Point(1, 97.0, 0.05, 0.1, True, {}),
+              Point(2, 98.0, 0.2, 0.3, False, {}))
+    search = SearchReport("s", "sqlite:///x", "accuracy", {"latency_ms": 0.15}, points, (), points[:2], points[0],
+                          1.0, "here", "host")
     page = report_html.search_page(search, "desktop-x86")
-    assert report_html.PLOTS_HINT.replace("'", "&#x27;") in page and "<svg" not in page
+    # both panels: three trials each, the two front ones numbered; the legend's three marks; the budget's line
+    assert page.count("<svg") == 1 and page.count("<circle") == 2 * 3 + 3 and page.count("<line") == 1
+    assert ">infeasible (1)<" in page and ">front (2)<" in page
+
+
+@pytest.mark.parametrize("values, expected", [([0.0, 1.0], [0, 0.2, 0.4, 0.6, 0.8, 1.0]),
+                                              ([97.3, 99.1], [97.0, 97.5, 98.0, 98.5, 99.0, 99.5]),
+                                              ([0.05, 0.2, 0.15], [0.05, 0.1, 0.15, 0.2]),
+                                              ([5.0], [4.7, 4.8, 4.9, 5.0, 5.1, 5.2, 5.3])])
+def test_scatter_ticks_are_round_and_cover_the_values(values, expected):
+    assert report_html._ticks(values) == pytest.approx(expected)
 
 
 def _rects(svg: str) -> list[tuple[float, float]]:
