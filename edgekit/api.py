@@ -80,13 +80,13 @@ def check(path: str | Path, *, emulate: str | None = None, device: str | DeviceS
 
 def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: str | Path | None = None,
           weights: str | None = None, data: Feeds | None = None, trust_checkpoint: bool = False,
-          target: str = DEFAULT_TARGETS[0], **settings):
+          target: str = DEFAULT_TARGETS[0], force: bool = False, **settings):
     """Remove channels (structured) or weights (unstructured) from a torch model; the same run as
     `edgekit prune`. `settings`: PruneSpec fields (`method`, `importance`, `ignore`, `round_to`: a multiple, or
     "auto" to time 8/16/32 with `target`'s int8 settings on this host); `data`: labelled batches for
     `importance="taylor"`. With `out`, the pruned weights are saved there as a state
-    dict that `export(..., weights=out)` reloads (checked by rebuilding from a source string).
-    Returns (the pruned nn.Module, PruneResult)."""
+    dict that `export(..., weights=out)` reloads (checked by rebuilding from a source string); a file already
+    there is replaced only with `force`. Returns (the pruned nn.Module, PruneResult)."""
     from . import compress
     from .load import load_model
 
@@ -94,6 +94,7 @@ def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: s
         raise UsageError(f"prune takes a MODULE:FUNCTION or FILE.py:FUNCTION model, not {str(model)!r}: the pruned "
                          "weights are saved as a state dict that rebuilds from that function")
     spec = build(PruneSpec, {"ratio": ratio, **settings}, "edgekit.prune() settings")
+    compress.check_out(out, force)
     specs = _specs(inputs)
     module = load_model(model, weights, trust_checkpoint).module
     batches = compress.load_batches(data, specs, 32) if data is not None else None
@@ -104,11 +105,13 @@ def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: s
 
 def distill(teacher: Any, student: Any, *, data: Feeds, out: str | Path | None = None,
             inputs: Iterable[str | InputSpec] = (), teacher_weights: str | None = None,
-            student_weights: str | None = None, trust_checkpoint: bool = False, progress: bool = False, **settings):
+            student_weights: str | None = None, trust_checkpoint: bool = False, progress: bool = False,
+            force: bool = False, **settings):
     """Train `student` to match `teacher` (soft targets, labels when given, optional feature pairs); the same
     run as `edgekit distill`. `data`: MODULE:FN yielding (inputs, labels) batches, or labelled samples in
     any calibration format (then `inputs` is needed). `settings`: DistillSettings fields. With `out`, the
-    best student is saved there as it improves. Returns (the best student, DistillResult)."""
+    best student is saved there as it improves (a file already there is replaced only with `force`).
+    Returns (the best student, DistillResult)."""
     import torch
 
     from . import compress
@@ -116,22 +119,25 @@ def distill(teacher: Any, student: Any, *, data: Feeds, out: str | Path | None =
 
     where = "edgekit.distill() settings"
     config = build(DistillSettings, {"data": data if isinstance(data, str) else "", **settings}, where)
+    out = compress.check_out(out, force)
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)  # a student built without weights gets a reproducible init
         t = load_model(teacher, teacher_weights, trust_checkpoint).module
         s = load_model(student, student_weights, trust_checkpoint).module
         batches = compress.load_batches(data, _specs(inputs), config.batch_size)
-        result = compress.run_distill(t, s, batches, config, Path(out) if out is not None else None, progress)
+        result = compress.run_distill(t, s, batches, config, out, progress)
     return s, result
 
 
 def share(model: Any, *, inputs: Iterable[str | InputSpec], clusters: int = ShareSpec.clusters,
           data: Feeds | None = None, out: str | Path | None = None, weights: str | None = None,
-          trust_checkpoint: bool = False, ignore: Iterable[str] = (), progress: bool = False, **settings):
+          trust_checkpoint: bool = False, ignore: Iterable[str] = (), progress: bool = False, force: bool = False,
+          **settings):
     """Share weights: at most `clusters` values per conv/linear layer (k-means), then, with `data`, fine-tuned by
     distillation from the unshared model with the clusters tied; the same run as `edgekit share`. `settings`:
     DistillSettings fields for the fine-tuning (`epochs`, `lr`, ...). With `out`, saved there as `edgekit prune`
-    saves (a state dict `export(..., weights=out)` reloads). Returns (the shared nn.Module, ShareResult)."""
+    saves (a state dict `export(..., weights=out)` reloads; a file already there is replaced only with `force`).
+    Returns (the shared nn.Module, ShareResult)."""
     import copy
 
     import torch
@@ -142,6 +148,7 @@ def share(model: Any, *, inputs: Iterable[str | InputSpec], clusters: int = Shar
     where = "edgekit.share() settings"
     spec = build(ShareSpec, {"clusters": clusters, "ignore": tuple(ignore)}, where)
     config = build(DistillSettings, {"data": data if isinstance(data, str) else "", **settings}, where)
+    compress.check_out(out, force)
     specs = _specs(inputs)
     module = load_model(model, weights, trust_checkpoint).module
     teacher = copy.deepcopy(module)

@@ -11,7 +11,7 @@ import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from .errors import InputError
+from .errors import InputError, first_line
 
 MAX_MEMBERS = 10_000
 MAX_MEMBER_BYTES = 2 << 30  # the largest ONNX protobuf a single file can hold
@@ -86,7 +86,7 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                     raise InputError(f"{archive}: member {member.name!r} changed while being read")
             return mismatched
     except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile, lzma.LZMAError, ValueError) as e:
-        raise InputError(f"{archive}: not a readable archive ({type(e).__name__}: {e})") from e
+        raise InputError(f"{archive}: not a readable archive ({type(e).__name__}: {first_line(e)})") from e
 
 
 def _sha256(f) -> str:
@@ -105,8 +105,12 @@ def _scan_headers(archive: Path, max_members: int, max_total: int) -> None:
     with opener(archive, "rb") as stream:
         while True:
             block = stream.read(512)
+            if len(block) < 512 and not members:
+                raise InputError(f"{archive}: not a tar archive (shorter than one tar header)")
             if len(block) < 512 or block == bytes(512):
                 return  # end of archive (or truncated: tarfile reports that)
+            if not _checksum_ok(block):  # random bytes would read as sizes: say what the file is not
+                raise InputError(f"{archive}: not a tar archive (member {members + 1}'s header checksum is wrong)")
             size = _header_size(block)
             kind = block[156:157]
             if kind in (b"L", b"K", b"x", b"g") and size > MAX_HEADER_BYTES:
@@ -123,6 +127,15 @@ def _scan_headers(archive: Path, max_members: int, max_total: int) -> None:
             if total > max_total:
                 raise InputError(f"{archive}: members declare more than {max_total} bytes in total")
             stream.seek(-(-size // 512) * 512, io.SEEK_CUR)  # over its data (a truncated stream stops at its end)
+
+
+def _checksum_ok(block: bytes) -> bool:
+    """A tar header's stored checksum against its bytes (tarfile's own two ways of summing them)."""
+    try:
+        stored = int(block[148:156].replace(b"\0", b" ").strip() or b"x", 8)
+    except ValueError:
+        return False
+    return stored in tarfile.calc_chksums(block)
 
 
 def _header_size(block: bytes) -> int:

@@ -68,10 +68,11 @@ def _handle_errors(fn):
 
 
 def _fail(line: str, code: ExitCode, debug: bool) -> None:
-    """The one-line error last (after the traceback with --debug), and the same exit code either way."""
+    """The one-line error last (after the traceback with --debug), and the same exit code either way; a message
+    of several lines (a user function's exception) is joined into one."""
     if debug:
         traceback.print_exc()
-    click.echo(line, err=True)
+    click.echo("; ".join(part.strip() for part in line.splitlines() if part.strip()), err=True)
     sys.exit(int(code))
 
 
@@ -347,6 +348,7 @@ _ROUND_TO = click.IntRange(*RANGES["round_to"])
               help="Profile whose int8 settings --round-to auto measures.")
 @click.option("--data", help="Labelled data for --importance taylor (MODULE:FN yielding (inputs, labels), or .npz).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pruned model file (.pt).")
+@click.option("--force", is_flag=True, help="Replace the --out file if there is one.")
 @click.option("--json", "as_json", is_flag=True)
 @_handle_errors
 def prune(source, ratio, out, as_json, stages, **settings):
@@ -373,6 +375,7 @@ def prune(source, ratio, out, as_json, stages, **settings):
 @click.option("--epochs", default=DistillSettings.epochs, show_default=True)
 @click.option("--lr", default=DistillSettings.lr, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Shared model file (.pt).")
+@click.option("--force", is_flag=True, help="Replace the --out file if there is one.")
 @click.option("--json", "as_json", is_flag=True)
 @_handle_errors
 def share(source, out, as_json, **settings):
@@ -407,6 +410,7 @@ def share(source, out, as_json, **settings):
 @click.option("--patience", default=DistillSettings.patience, help="Stop after this many epochs without improvement.")
 @click.option("--seed", default=DistillSettings.seed, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Best student (.pt), saved as it improves.")
+@click.option("--force", is_flag=True, help="Replace the --out file if there is one.")
 @click.option("--json", "as_json", is_flag=True)
 @_handle_errors
 def distill(teacher, student, out, as_json, **settings):
@@ -436,9 +440,14 @@ def check_cmd(path, junit_path, as_json, emulate, device, device_identity, devic
     from .package_check import junit
 
     spec = _device_from_flags(device, device_identity, device_known_hosts, device_python)
+    if junit_path and not Path(junit_path).absolute().parent.is_dir():  # told now, not after the check ran
+        raise UsageError(f"--junit {junit_path}: its folder does not exist")
     report = check(path, emulate=emulate, device=spec, probe=probe)
     if junit_path:
-        Path(junit_path).write_text(junit(report.cases))
+        try:
+            Path(junit_path).write_text(junit(report.cases))
+        except OSError as e:
+            raise UsageError(f"--junit {junit_path}: cannot be written ({e.strerror})") from None
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

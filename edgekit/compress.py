@@ -81,6 +81,20 @@ def run_distill(teacher, student, batches, settings: DistillSettings, out: Path 
                    + " ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "train_loss"))))
 
 
+def check_out(out: str | Path | None, force: bool) -> Path | None:
+    """`out` as a Path, refused before any work when something is already there and `force` is not set: prune,
+    distill and share write a new file, and replacing one (the user's notes, the very weights being pruned) must
+    be asked for."""
+    if out is None:
+        return None
+    path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"--out {path}: is a folder; give the file to write (.pt)")
+    if (path.exists() or path.is_symlink()) and not force:
+        raise UsageError(f"--out {path} already exists: edgekit writes a new file (--force replaces it)")
+    return path
+
+
 def save(module, out: Path, extra: dict | None = None) -> None:
     tmp = out.with_name(f".{out.name}.tmp")
     structure.save(module, tmp, extra)

@@ -40,8 +40,31 @@ def check_replaceable(out: Path, names: list[str], force: bool) -> None:
         raise UsageError(f"output names collide: {', '.join(dup)} (a target named like another target's archive?)")
     if os.path.lexists(out) and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder")
+    if out.is_dir():
+        _refuse_if_locked(out / LOCK, out)
     if out.is_dir() and not force:
         _refuse_foreign(out, names)
+
+
+BUSY = "another edgekit run is writing there; try again when it ends"
+
+
+def _refuse_if_locked(path: Path, out: Path) -> None:
+    """Another run writing OUT is told before any work (the lock itself is taken when the stage is made)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return  # no lock file, or not edgekit's (_lock says so)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UsageError(f"--out {out}: {BUSY}") from None
+    except OSError:
+        return
+    finally:
+        os.close(fd)  # and with it this probe's lock
 
 
 @contextlib.contextmanager
@@ -98,7 +121,7 @@ def _lock(path: Path, out: Path):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise UsageError(f"--out {out}: another edgekit run is writing there; try again when it ends") from None
+            raise UsageError(f"--out {out}: {BUSY}") from None
         try:
             if os.fstat(fd).st_ino == os.stat(path).st_ino:
                 break  # still the file at that path (not one a finishing run just unlinked)
@@ -123,6 +146,9 @@ def _clean_dead_stages(out: Path) -> None:
 
 def _refuse_foreign(out: Path, names: list[str]) -> None:
     ledger = _read_ledger(out)
+    if ledger is None:  # a publish replaces the ledger: a user's file or folder of that name would be lost
+        raise UsageError(f"--out {out}: {LEDGER} exists and is not edgekit's record of its files; move it away or "
+                         "pass --force to replace it")
     for name in names:
         path = out / name
         if not os.path.lexists(path):
@@ -153,16 +179,25 @@ def _is_package(manifest: Path, name: str) -> bool:
         return False
 
 
-def _read_ledger(out: Path) -> dict[str, str]:
+def _read_ledger(out: Path) -> dict[str, str] | None:
+    """The sha256 of each file edgekit published in OUT; {} when there is no ledger, None when something else
+    has its name (not a small regular file of JSON names and hashes)."""
     path = out / LEDGER
     try:
         info = os.lstat(path)  # a FIFO, or a link to /dev/zero, would hang or fill memory
+    except FileNotFoundError:
+        return {}
+    except OSError:
+        return None
+    try:
         if not stat.S_ISREG(info.st_mode) or info.st_size > 1 << 20:
-            return {}
+            return None
         data = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(data, dict) else {}
+        return None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        return None
+    return data
 
 
 def publish(stage: Path, out: Path, names: list[str]) -> None:
@@ -173,7 +208,7 @@ def publish(stage: Path, out: Path, names: list[str]) -> None:
     files = [n for n in names if (stage / n).is_file()]
     moves = list(names)
     if files:  # swapped in with them, so the ledger never names a file that is not there
-        ledger = _read_ledger(out) | {n: sha256(stage / n) for n in files}
+        ledger = (_read_ledger(out) or {}) | {n: sha256(stage / n) for n in files}
         (stage / LEDGER).write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
         moves.append(LEDGER)
     done: list[tuple[Path, Path | None]] = []  # (final, where its old version went)

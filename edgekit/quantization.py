@@ -153,6 +153,7 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
         raise UsageError(f"the model is opset {opset}; quantization needs opset >= 10")
     if settings.per_channel and opset < 13 and settings.mode == "static":
         raise UsageError(f"the model is opset {opset}; per-channel quantization needs opset >= 13 (use --per-tensor)")
+    _check_named(model, settings, explicit)
     attention = has_attention(model)
     split = False
     if attention and settings.transformer_scheme != "off" and not explicit & {"mode", "op_types"}:
@@ -188,6 +189,37 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
     else:
         reduce = settings.reduce_range == "true"
     return Plan(settings, reduce, attention, tuple(reasons), opset, split)
+
+
+def _check_named(model, settings: QuantSettings, explicit: set[str]) -> None:
+    """The op types and nodes the user named exist: a typo (`conv` for `Conv`) would otherwise quantize nothing,
+    or exclude nothing, and pass as int8. An ONNX op type this model lacks is allowed (a recipe may serve
+    several models), as long as one of them is there."""
+    import difflib
+
+    import onnx
+
+    from .errors import UsageError
+    from .onnx_export import all_nodes
+
+    def refuse(key: str, what: str, name: str, known: set[str]) -> UsageError:
+        near = difflib.get_close_matches(name, sorted(known), 1, 0.5) or [k for k in sorted(known)
+                                                                            if k.lower() == name.lower()]
+        return UsageError(f"{key}: the model has no {what} {name!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+
+    if "op_types" in explicit:
+        ops = {n.op_type for n in model.graph.node}
+        for op in settings.op_types:
+            if op not in ops and not onnx.defs.has(op):
+                raise refuse("op_types", "op type", op, ops)
+        if settings.op_types and not ops & set(settings.op_types):
+            raise UsageError(f"op_types: none of {', '.join(settings.op_types)} is in the model, so nothing would "
+                             f"be quantized (its op types: {', '.join(sorted(ops))})")
+    if "exclude_nodes" in explicit:
+        names = {n.name for n in all_nodes(model.graph)}
+        for name in settings.exclude_nodes:
+            if name not in names:
+                raise refuse("exclude_nodes", "node", name, names)
 
 
 def _channel_max(model, tensors: list[str], feeds: list, tmp: Path) -> dict:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import RANGES, PruneSpec, Recipe, ShareSpec, Target
-from .errors import UsageError
+from .errors import UsageError, first_line
 
 SAMPLERS = ("tpe", "random", "grid")
 BUDGETS = ("latency_ms", "size_mb")
@@ -273,12 +273,13 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
     pipeline.emulator_for(recipe, [target])  # a wrong --emulate or a dead --device fails now, not in every trial
     pipeline.device_for(recipe, [target])
     outdir.check_replaceable(out, [target.name, *FILES], recipe.force)  # now, not after the trials
+    grid = space(recipe, budgets)
     if storage is None:
         _refuse_foreign_db(out / DB)
-    out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(out)
-    grid = space(recipe, budgets)
-    study(storage, name, sampler, grid, recipe.seed)  # made once, before the workers race to make it
+    study(storage, name, sampler, grid, recipe.seed)  # made once, before the workers race to make it; and
+    out.mkdir(parents=True, exist_ok=True)  # a --storage that cannot be opened fails before OUT is made
     job = (recipe, target, budgets, grid, sampler, storage, name, time_budget, out)
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     with tempfile.TemporaryDirectory(prefix="edgekit-search-") as tmp:
@@ -355,13 +356,18 @@ def from_trial(recipe: Recipe, storage: str, name: str, number: int) -> tuple[Re
 
 def _storage(url: str):
     """An RDB URL as Optuna takes it (sqlite:///FILE, postgresql://..., with that database's driver installed), or
-    journal:FILE for Optuna's journal file storage (one file many processes append to, e.g. on a shared disk)."""
-    if url.startswith("journal:"):
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
+    journal:FILE for Optuna's journal file storage (one file many processes append to, e.g. on a shared disk).
+    Opened here, so a storage that cannot be used (no driver, not a database, a bad URL) is the user's error."""
+    _optuna()
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
 
-        return JournalStorage(JournalFileBackend(url[len("journal:"):]))
-    return url
+    try:
+        if url.startswith("journal:"):
+            return JournalStorage(JournalFileBackend(url[len("journal:"):]))
+        return RDBStorage(url)
+    except Exception as e:  # sqlalchemy's errors, the driver's ImportError, ValueError: this storage cannot be used
+        raise UsageError(f"--storage {url}: cannot be opened ({type(e).__name__}: {first_line(e, 160)})") from None
 
 
 def default_storage(out: Path) -> str:

@@ -76,6 +76,26 @@ def test_pruned_file_loads_without_the_pruning_library(tmp_path):
     assert "torch.Size([2, 10])" in run.stdout
 
 
+@pytest.mark.parametrize("command", ["prune", "share", "distill"])
+def test_out_that_exists_is_replaced_only_with_force(tmp_path, command):
+    """prune/share/distill write a new file: the user's notes, or the very weights being pruned, are not
+    replaced unless asked (exit 2 before any work, one line); with --force they are."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    args = {"prune": ["prune", DIGITS_MODEL, "--weights", DIGITS_WEIGHTS, "--input", "image:Nx1x8x8", "--ratio",
+                      "0.5"],
+            "share": ["share", DIGITS_MODEL, "--weights", DIGITS_WEIGHTS, "--input", "image:Nx1x8x8"],
+            "distill": ["distill", "--teacher", DIGITS_MODEL, "--teacher-weights", DIGITS_WEIGHTS, "--student",
+                        DIGITS_MODEL, "--data", TRAIN, "--input", "image:Nx1x8x8", "--epochs", "1"]}[command]
+    result = cli([*args, "--out", notes])
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert "already exists" in line and "--force" in line and notes.read_text() == "my notes\n"
+    result = cli([*args, "--out", notes, "--force"])
+    assert result.exit_code == 0, result.output
+    assert notes.read_bytes()[:2] == b"PK"  # a torch file now, as asked
+
+
 def test_core_imports_and_structured_pruning_errors_cleanly_without_torch_pruning(tmp_path):
     code = ("import sys; sys.modules['torch_pruning'] = None; import edgekit.pipeline, edgekit.pruning, edgekit.cli; "
             f"edgekit.cli.main(['prune', {DIGITS_MODEL!r}, '--input', 'image:Nx1x8x8', '--ratio', '0.5', "

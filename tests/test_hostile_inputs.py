@@ -167,6 +167,22 @@ def test_concurrent_runs_to_the_same_out_do_not_interleave(tmp_path):
     assert "another edgekit run is writing" in second.stderr and "Traceback" not in second.stderr
 
 
+def test_a_run_to_an_out_being_written_stops_before_any_work(tmp_path):
+    """It used to find out when it made its stage, after loading the model and data and the torch reference."""
+    import fcntl
+
+    out = tmp_path / "dist"
+    out.mkdir()
+    (tmp_path / "marked.py").write_text(f"import models\n\ndef build():\n    open({str(tmp_path / 'built')!r}, 'w')"
+                                       "\n    return models.small_cnn()\n")
+    with open(out / ".edgekit.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a running export holds it
+        result = cli(["export", f"{tmp_path / 'marked.py'}:build", "--input", "image:Nx3x16x16", "--calibration",
+                      "random", "--out", out, "--no-bench"])
+    one_line_error(result, 2, "another edgekit run is writing there")
+    assert not (tmp_path / "built").exists()  # the user's code never ran
+
+
 def _package_run(out, *extra):
     return cli(["export", *CNN, "--calibration", "random", "--out", str(out), "--no-bench",
                                      *map(str, extra)])
@@ -490,7 +506,13 @@ def test_foreign_files_in_a_package_folder_lock_links_and_ledger_fifo(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}"}
     done = subprocess.run([sys.executable, "-m", "edgekit", "export", *CNN, "--calibration", "random", "--out",
                            str(out), "--no-bench"], capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 0, done.stderr  # the FIFO is not read (nor waited on)
+    assert done.returncode == 2, done.stderr  # the FIFO is not read (nor waited on): not edgekit's, refused
+    assert "is not edgekit's record of its files" in done.stderr
+    os.unlink(out / ".edgekit-archives.json")
+    (out / ".edgekit-archives.json").mkdir()  # a publish replaces the ledger: this folder would have been deleted
+    (out / ".edgekit-archives.json" / "keep.txt").write_text("mine")
+    one_line_error(_package_run(out, "--archive"), 2, ".edgekit-archives.json exists and is not edgekit's record")
+    assert (out / ".edgekit-archives.json" / "keep.txt").read_text() == "mine"
 
 
 

@@ -216,6 +216,13 @@ def test_missing_file_is_exit_3(packaged, tmp_path):
     assert check(tmp_path / "nothing-here").exit_code == 3
 
 
+def test_junit_path_that_cannot_be_written_is_a_usage_error(packaged, tmp_path):
+    result = cli(["check", packaged[0], "--junit", tmp_path / "no-such-folder" / "report.xml"])
+    assert result.exit_code == 2, result.output  # was exit 5, "internal error", after the whole check
+    [line] = result.stderr.strip().splitlines()
+    assert "--junit" in line and "its folder does not exist" in line
+
+
 def test_junit_xml_counts_failures(packaged, tmp_path):
     folder = fresh_copy(packaged, tmp_path)
     (folder / "required_operators.config").write_text("tampered\n")
@@ -279,6 +286,29 @@ def test_huge_declared_size_is_refused_before_reading(tmp_path):
     with pytest.raises(InputError, match="declares 4096 bytes"):
         extract(path, tmp_path / "x", limits=(10, 1024, 1 << 20))
     assert not (tmp_path / "x" / "t" / "big.bin").exists()
+
+
+@pytest.mark.parametrize("content, msg", [
+    (os.urandom(3000), "not a tar archive (member 1's header checksum is wrong)"),  # read as sizes, it said
+    (b"", "not a tar archive (shorter than one tar header)"),                          # "members declare more"
+    (gzip.compress(b"hello\n"), "not a tar archive (shorter than one tar header)")])  # five lines of tarfile's
+def test_what_is_not_an_archive_is_said_in_one_line(tmp_path, content, msg):
+    (tmp_path / "p.tar.gz").write_bytes(content)
+    result = check(tmp_path / "p.tar.gz")
+    assert result.exit_code == 3, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert msg in line
+
+
+def test_a_user_functions_error_of_several_lines_is_one_line(tmp_path):
+    (tmp_path / "data.py").write_text("def cal():\n    raise ValueError('boom\\nsecond line\\nthird line')\n"
+                                      "    yield {}\n")
+    result = cli(["export", str(DIGITS / "model.py") + ":build", "--weights", DIGITS / "digits_cnn.pt", "--input",
+                  "image:Nx1x8x8", "--calibration", f"{tmp_path / 'data.py'}:cal", "--out", tmp_path / "o",
+                  "--no-bench"])
+    assert result.exit_code == 3, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert "boom" in line
 
 
 def test_archive_layout_is_stable(packaged):

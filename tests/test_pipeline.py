@@ -152,6 +152,21 @@ def test_quant_overrides_from_flags(tmp_path, cnn_data):
     assert producers.get(first.input[1]) != "DequantizeLinear"  # excluded: weights stay float
 
 
+@pytest.mark.parametrize("flags, message", [
+    (("--op-types", "conv"), "op_types: the model has no op type 'conv' (did you mean 'Conv'?)"),
+    (("--op-types", "LSTM"), "op_types: none of LSTM is in the model, so nothing would be quantized"),
+    (("--exclude-nodes", "/body/body.0/Conf"),
+     "exclude_nodes: the model has no node '/body/body.0/Conf' (did you mean '/body/body.0/Conv'?)")])
+def test_a_typo_in_op_types_or_excluded_nodes_is_refused(tmp_path, cnn_data, flags, message):
+    """Such a typo used to quantize nothing (a float "int8" model that passed) or exclude nothing."""
+    cal, _ = cnn_data
+    result = export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cal, *flags,
+                    "--out", tmp_path / "o")
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert message in line and not (tmp_path / "o").exists()
+
+
 def test_two_outputs_named(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.standard_normal((20, 6)).astype(np.float32))

@@ -119,6 +119,21 @@ def test_another_machine_joins_through_a_journal_file(tmp_path):
     assert not (tmp_path / "b" / "search.db").exists()  # the journal is the state, not a local SQLite file
 
 
+@pytest.mark.parametrize("storage", ["sqlite:///{tmp}/notes.txt", "mysql://nobody/x"])
+def test_a_storage_that_cannot_be_opened_is_a_usage_error(tmp_path, storage):
+    """Not a database, or no driver for it: exit 2 in one line (was exit 5, internal error), and no OUT made."""
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    url = storage.format(tmp=tmp_path)
+    result = cli(["search", _recipe(tmp_path), "-t", "desktop-x86", "--trials", "1", "--storage", url,
+                  "--out", tmp_path / "out"])
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert f"--storage {url}: cannot be opened" in line and not (tmp_path / "out").exists()
+    again = cli(["export", _recipe(tmp_path), "--from-trial", "0", "--storage", url, "--out", tmp_path / "again"])
+    assert again.exit_code == 2 and "cannot be opened" in again.stderr and not (tmp_path / "again").exists()
+    assert (tmp_path / "notes.txt").read_text() == "my notes\n"
+
+
 def test_a_search_replaces_only_what_edgekit_made_in_out(tmp_path):
     """OUT's pareto.json, report.html, <target> and search.db are checked before any trial runs."""
     import sqlite3
