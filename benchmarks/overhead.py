@@ -6,9 +6,10 @@ benchmark) beside the same work done by hand, same model, same data, round by ro
 By hand: torch.onnx.export, onnxruntime's quant_pre_process, quantize_static with the settings edgekit chose
 (read back from its manifest) on the same calibration samples, then the fp32 and int8 models run once over
 the validation samples. edgekit does more than that (torch reference outputs, parity and per-layer error,
-golden vectors, coverage, its own package check): the ratio is the price of those checks. Both sides run once untimed first, then each round runs both; the verdict
-is on the median round's ratio (one round's ratio moved by 0.1-0.2 between runs on this 2-core host). What only
-a process's first export pays, edgekit's own imports, is timed and printed on its own.
+golden vectors, coverage, its own package check): the ratio is the price of those checks. Both sides run once
+untimed first, then each round runs both; the verdict is on the median round's ratio (one round's ratio moved by
+0.1-0.2 between runs on this 2-core host). What only a process's first export pays, edgekit's own imports, is
+timed and printed on its own.
 """
 from __future__ import annotations
 

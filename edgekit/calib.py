@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,9 @@ log = logging.getLogger("edgekit")
 LABEL_KEYS = ("labels", "label")
 MAX_FUNCTION_ITEMS = 10_000  # a user generator may never end: read this many items at most
 VALIDATION_FRACTION = 0.25  # held out of the calibration samples when no validation data is given
+# samples read from one data source at most: a few MB of 8x8 samples can declare millions, and each costs memory
+# (its index, three sets of outputs) and runs whatever the bytes (13 M of them: 15.7 GB and 10 minutes, unfinished)
+MAX_SAMPLES = 100_000
 BLOCK_BYTES = 4 << 20  # a file's samples are checked in blocks of this size, never all at once
 
 
@@ -299,8 +302,9 @@ def for_run(recipe: Recipe, inputs, targets: list[Target]) -> tuple[Dataset, Dat
         raise UsageError("no calibration data: pass --calibration FILE|DIR|MODULE:FN (or `random`, flagged in the report)")
     # with held-out data of its own, calibration reads only the samples the targets will use
     needed = max(apply_quant_overrides(t.quantize, recipe.quantize, f"quantize overrides for {t.name}").samples
-                 for t in targets) if recipe.validation is not None else None
-    cal = load(recipe.calibration, inputs, seed=recipe.seed, max_bytes=recipe.max_data_bytes, max_samples=needed)
+                 for t in targets) if recipe.validation is not None else MAX_SAMPLES
+    cal = _capped(load(recipe.calibration, inputs, seed=recipe.seed, max_bytes=recipe.max_data_bytes,
+                       max_samples=min(needed, MAX_SAMPLES)))
     if recipe.validation is not None:
         if recipe.validation is recipe.calibration or (
                 isinstance(recipe.validation, str) and isinstance(recipe.calibration, str)
@@ -308,7 +312,15 @@ def for_run(recipe: Recipe, inputs, targets: list[Target]) -> tuple[Dataset, Dat
                 and recipe.validation != "random"):
             raise UsageError("--validation is the calibration set: parity must be measured on held-out data "
                              "(leave --validation out to hold out the last 25% of the calibration set)")
-        return cal, load(recipe.validation, inputs, seed=recipe.seed + 1, max_bytes=recipe.max_data_bytes)
+        return cal, _capped(load(recipe.validation, inputs, seed=recipe.seed + 1, max_bytes=recipe.max_data_bytes,
+                                 max_samples=MAX_SAMPLES))
     if cal.random:
         return cal, random_dataset(inputs, 16, recipe.seed + 1, recipe.max_data_bytes)
     return cal.split(VALIDATION_FRACTION)
+
+
+def _capped(ds: Dataset) -> Dataset:
+    """A source read up to MAX_SAMPLES says so: its figures cover those samples only."""
+    if len(ds) < MAX_SAMPLES:
+        return ds
+    return replace(ds, origin=f"{ds.origin} (its first {MAX_SAMPLES} samples: edgekit reads no more)")

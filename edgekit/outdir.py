@@ -200,20 +200,29 @@ def _read_ledger(out: Path) -> dict[str, str] | None:
     return data
 
 
-def publish(stage: Path, out: Path, names: list[str]) -> None:
-    """Swap every finished `stage/NAME` in for `OUT/NAME`: all or none, with signals held back meanwhile."""
+def publish(stage: Path, out: Path, names: list[str], stale: list[str] = ()) -> None:
+    """Swap every finished `stage/NAME` in for `OUT/NAME`: all or none, with signals held back meanwhile.
+    `stale`: files this run makes out of date (a target's archive, re-exported without --archive), taken away
+    with the swap when edgekit's ledger shows it made them; anything else of that name is left alone."""
     from .package import sha256
 
     out = out.resolve()
     files = [n for n in names if (stage / n).is_file()]
+    ledger = _read_ledger(out) or {}
+    gone = [n for n in stale if n not in names and (out / n).is_file() and not (out / n).is_symlink()
+            and ledger.get(n) == sha256(out / n)]
     moves = list(names)
-    if files:  # swapped in with them, so the ledger never names a file that is not there
-        ledger = (_read_ledger(out) or {}) | {n: sha256(stage / n) for n in files}
+    if files or gone:  # swapped in with them, so the ledger never names a file that is not there
+        ledger = {n: h for n, h in ledger.items() if n not in gone} | {n: sha256(stage / n) for n in files}
         (stage / LEDGER).write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
         moves.append(LEDGER)
     done: list[tuple[Path, Path | None]] = []  # (final, where its old version went)
     with _signals_deferred() as received:
         try:
+            for name in gone:
+                final, old = out / name, stage / f".old-{name}"
+                final.rename(old)
+                done.append((final, old))
             for name in moves:
                 final, old = out / name, stage / f".old-{name}"
                 had = os.path.lexists(final)

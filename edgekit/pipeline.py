@@ -122,7 +122,7 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
                 if opset not in prepared:
                     prepared[opset] = _prepare(loaded, shared, opset)
                 reports[target.name] = _target(shared, target, prepared[opset])
-            outdir.publish(stage, out, names)
+            outdir.publish(stage, out, names, stale=[] if recipe.archive else [f"{t.name}.tar.gz" for t in targets])
             published = True
     except KeyboardInterrupt:
         if published:  # a signal during the stage's clean-up: the new output is in place

@@ -205,7 +205,8 @@ def _check_named(model, settings: QuantSettings, explicit: set[str]) -> None:
     def refuse(key: str, what: str, name: str, known: set[str]) -> UsageError:
         near = difflib.get_close_matches(name, sorted(known), 1, 0.5) or [k for k in sorted(known)
                                                                             if k.lower() == name.lower()]
-        return UsageError(f"{key}: the model has no {what} {name!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        return UsageError(f"{key}: the model has no {what} {name!r}{hint}")
 
     if "op_types" in explicit:
         ops = {n.op_type for n in model.graph.node}

@@ -5,6 +5,7 @@ names, corrupt .npz, mixed folders), recipe/profile keys and types (test_cli.py)
 (test_package.py: absolute, `..`, symlink, hard link, device, oversized members).
 """
 import contextlib
+import json
 import os
 import signal
 import shutil
@@ -489,6 +490,19 @@ def test_npy_header_lies_found_in_review(tmp_path):
             z.writestr("image.npy", buf.getvalue() + data)
         with pytest.raises(InputError, match="negative dimension|--max-data-bytes"):
             arrays.read_npz(tmp_path / f"{name}.npz", lambda n: True, max_bytes=1 << 16, max_rows=16)
+
+
+def test_a_run_without_archive_takes_away_the_archive_it_made_stale(tmp_path):
+    """The re-exported folder no longer matched the archive beside it; edgekit's archive goes with the swap, a
+    user's file of that name stays."""
+    out = tmp_path / "out"
+    assert _package_run(out, "--archive").exit_code == 0
+    assert _package_run(out, "--seed", "1").exit_code == 0
+    assert not (out / "desktop-x86.tar.gz").exists() and (out / "desktop-x86" / "manifest.json").exists()
+    assert "desktop-x86.tar.gz" not in json.loads((out / ".edgekit-archives.json").read_text())
+    (out / "desktop-x86.tar.gz").write_text("my own")  # not in the ledger: not edgekit's
+    assert _package_run(out, "--seed", "2").exit_code == 0
+    assert (out / "desktop-x86.tar.gz").read_text() == "my own"
 
 
 def test_foreign_files_in_a_package_folder_lock_links_and_ledger_fifo(tmp_path):

@@ -135,6 +135,24 @@ def test_held_out_split_when_no_validation(tmp_path, cnn_data):
     assert "held-out" in m["validation"]["data"]
 
 
+def test_samples_read_from_a_source_are_capped_and_the_report_says_so(tmp_path, cnn_data, monkeypatch):
+    """A few MB of tiny samples can declare millions (13 M: 15.7 GB and 10 minutes, unfinished): each source is
+    read up to calib.MAX_SAMPLES (lowered here), held-out split included, and the manifest names the cut."""
+    from edgekit import calib
+
+    monkeypatch.setattr(calib, "MAX_SAMPLES", 24)
+    cal, val = cnn_data  # 40 and 12 samples
+    [m] = manifests(export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cal, "--out",
+                           tmp_path / "a", "--no-bench"))
+    assert (m["calibration"]["samples"], m["validation"]["samples"]) == (18, 6)  # 24 read: 3/4 and 1/4
+    assert "its first 24 samples" in m["validation"]["data"]
+    np.savez(tmp_path / "big-val.npz", image=np.random.default_rng(1).random((30, 3, 16, 16), dtype=np.float32))
+    [m] = manifests(export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cal, "--validation",
+                           tmp_path / "big-val.npz", "--out", tmp_path / "b", "--no-bench"))
+    assert m["validation"]["samples"] == 24 and "its first 24 samples" in m["validation"]["data"]
+    assert m["calibration"]["samples"] == 24  # the profile's 128, within the cap
+
+
 def test_quant_overrides_from_flags(tmp_path, cnn_data):
     cal, val = cnn_data
     result = export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cal, "--validation", val,
