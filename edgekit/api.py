@@ -204,7 +204,7 @@ def _save_changed(model, module, out, record: dict, specs) -> None:
 def _specs(inputs) -> tuple[InputSpec, ...]:
     if isinstance(inputs, (str, InputSpec)):
         inputs = (inputs,)
-    return tuple(i if isinstance(i, InputSpec) else InputSpec.parse(i) for i in inputs)
+    return InputSpec.parse_all(inputs)
 
 
 def _recipe(model, inputs, calibration, validation, targets, out, settings: dict) -> Recipe:

@@ -104,7 +104,7 @@ def recipe_from(source: str, flags: dict) -> Recipe:
         given["device"] = dataclasses.replace(recipe.device, **{k: v for k, v in (
             ("identity", identity), ("known_hosts", known_hosts), ("python", python)) if v})
     if "inputs" in given:
-        given["inputs"] = tuple(InputSpec.parse(i) for i in given["inputs"])
+        given["inputs"] = InputSpec.parse_all(given["inputs"])
     if "state" in given:
         given["state"] = {**recipe.state, **_pairs("--state", given["state"], "INPUT=OUTPUT, e.g. state=stateN")}
     if "sizes" in given:
@@ -207,7 +207,28 @@ def _torch_source_options(fn):
     return fn
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """click's usage errors in edgekit's one-line form (`edgekit: error: ...`, exit 2), not its four-line block."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # a bare `edgekit`: the help it asked for (click >= 8.2)
+                e.show()
+                sys.exit(e.exit_code)
+            hint = f" (`{e.ctx.command_path} -h` for help)" if isinstance(e, click.UsageError) and e.ctx else ""
+            click.echo(f"edgekit: error: {e.format_message()}{hint}", err=True)
+            sys.exit(e.exit_code)
+        except click.exceptions.Abort:
+            click.echo("edgekit: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgekit")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.option("-v", "--verbose", is_flag=True, help="Log each step on stderr.")
@@ -241,7 +262,7 @@ def main(debug: bool, verbose: bool) -> None:
               help="Pin an input that is configuration (e.g. sr=16000): the deployed model no longer takes it.")
 @click.option("--calibration", help="Calibration data: .npz, folder of .npz/.npy, MODULE:FUNCTION, or `random`.")
 @click.option("--validation", help="Held-out validation data (default: the last 25% of the calibration set).")
-@click.option("--max-data-bytes", type=int,
+@click.option("--max-data-bytes", type=click.IntRange(*RANGES["max_data_bytes"]),
               help="Most bytes one data source may declare before it is loaded (default 4 GiB; files are hostile).")
 @click.option("-t", "--target", "targets", multiple=True,
               help=f"Target profile name or .toml path. Repeatable. Default: the recipe's [export] targets, else "
@@ -252,7 +273,7 @@ def main(debug: bool, verbose: bool) -> None:
 @click.option("--task", type=click.Choice(choices(Recipe, "task")))
 @_quant_options
 @click.option("--bench-runs", type=int, help="Timed runs per model.")
-@click.option("--step-timeout", type=float,
+@click.option("--step-timeout", type=click.FloatRange(*RANGES["step_timeout"]),
               help="Seconds allowed for pre-processing (shape inference, folding) of the model, in a child (600).")
 @click.option("--no-bench", is_flag=True, default=None, help="Skip latency (the outputs then depend only on inputs).")
 @click.option("--archive", is_flag=True, default=None, help="Also write OUT/<target>.tar.gz.")

@@ -35,6 +35,15 @@ class InputSpec:
     dtype: str = "float32"
 
     @classmethod
+    def parse_all(cls, items) -> tuple[InputSpec, ...]:
+        """NAME:SHAPE[:DTYPE] strings (or specs) as specs; an input named twice is refused, not fed twice."""
+        specs = tuple(i if isinstance(i, InputSpec) else cls.parse(i) for i in items)
+        names = [s.name for s in specs]
+        if twice := next((n for n in names if names.count(n) > 1), None):
+            raise UsageError(f"input {twice!r} is given twice")
+        return specs
+
+    @classmethod
     def parse(cls, text: str) -> InputSpec:
         parts = text.split(":")
         if len(parts) not in (2, 3) or not parts[0] or not (parts[1] or len(parts) == 3):
@@ -482,7 +491,7 @@ def load_recipe(path: Path) -> Recipe:
 
     distill = replace(distill, data=local(distill.data)) if distill else None
     prune = replace(prune, data=local(prune.data)) if prune else None
-    return replace(recipe, inputs=tuple(InputSpec.parse(i) for i in inputs), quantize=quantize, bench=bench,
+    return replace(recipe, inputs=InputSpec.parse_all(inputs), quantize=quantize, bench=bench,
                    prune=prune, share=share, distill=distill, device=device)
 
 

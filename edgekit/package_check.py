@@ -213,9 +213,10 @@ def _gates(target: str, manifest: dict) -> Case:
     failed = [g for g in manifest["gates"] if not g["passed"]]
     why = [f"{g['name']} = {_number(g.get('value'))} (needs {g.get('op', '')} {_number(g.get('limit'))})" for g in failed]
     if not manifest["passed"] and not failed:
-        why.append("the export's own check failed: "
-                   + ", ".join(c.get("name", "?") for c in manifest.get("verification", [])
-                               if isinstance(c, dict) and not c.get("passed")))
+        cases = [c.get("name", "?") for c in manifest.get("verification", []) if isinstance(c, dict)
+                 and not c.get("passed")]
+        why.append(f"the export's own check failed: {', '.join(cases)}" if cases else
+                   "the manifest says it failed, naming no gate or check (edited after the export?)")
     return Case(target, "gates", not why, f"failed at export: {'; '.join(why)}" if why else "")
 
 

@@ -110,3 +110,32 @@ def test_prune_stage_ratios_and_data_in_a_recipe(tmp_path):
                       'stage_ratios = {features = 0.3}\n')
     prune = config.load_recipe(recipe).prune
     assert prune.data == str(tmp_path / "r" / "train.npz") and prune.stage_ratios == {"features": 0.3}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--input", "image:Nx1x8x8", "--input", "image:Nx1x8x8"), "input 'image' is given twice"),
+    (("--input", "image:Nx1x8x8", "--max-data-bytes", "-1"), "--max-data-bytes"),
+    (("--input", "image:Nx1x8x8", "--step-timeout", "0"), "--step-timeout")])
+def test_flags_out_of_their_range_are_usage_errors_before_any_work(tmp_path, flags, message):
+    """Each was accepted: an input named twice failed in the model (exit 3), -1 bytes refused the data (exit 3),
+    a 0 s step timeout passed unnoticed."""
+    from conftest import DIGITS, cli as run_cli
+
+    result = run_cli(["export", f"{DIGITS / 'model.py'}:build", "--weights", DIGITS / "digits_cnn.pt", *flags,
+                      "--calibration", "random", "--out", tmp_path / "o", "--no-bench"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and not (tmp_path / "o").exists()
+    with pytest.raises(config.UsageError, match="given twice"):
+        config.InputSpec.parse_all(["x:Nx4", config.InputSpec.parse("x:Nx4")])
+
+
+@pytest.mark.parametrize("args", [["export", "--nope"], ["targets", "bogus"], ["export"],
+                                  ["export", "x.toml", "--max-data-bytes", "-1"]])
+def test_click_usage_errors_are_one_line_like_edgekits_own(args):
+    """click printed a four-line Usage/Try/Error block; the exit code (2) was already right."""
+    from conftest import cli as run_cli
+
+    result = run_cli(args)
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("edgekit: error: ") and "-h` for help" in line

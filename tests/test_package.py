@@ -208,6 +208,16 @@ def test_changed_file_fails_integrity(packaged, tmp_path):
     assert not_run and all("not run: the package failed its integrity check" in c["message"] for c in not_run)
 
 
+def test_a_manifest_marked_failed_with_no_reason_says_so(packaged, tmp_path):
+    folder = fresh_copy(packaged, tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "passed": False}))
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    [gates] = [c for c in json.loads(result.stdout) if c["name"] == "gates"]
+    assert "naming no gate or check" in gates["message"]  # was "the export's own check failed: " and nothing
+
+
 def test_missing_file_is_exit_3(packaged, tmp_path):
     folder = fresh_copy(packaged, tmp_path)
     (folder / "golden.npz").unlink()
