@@ -302,9 +302,9 @@ def for_run(recipe: Recipe, inputs, targets: list[Target]) -> tuple[Dataset, Dat
         raise UsageError("no calibration data: pass --calibration FILE|DIR|MODULE:FN (or `random`, flagged in the report)")
     # with held-out data of its own, calibration reads only the samples the targets will use
     needed = max(apply_quant_overrides(t.quantize, recipe.quantize, f"quantize overrides for {t.name}").samples
-                 for t in targets) if recipe.validation is not None else MAX_SAMPLES
+                 for t in targets) if recipe.validation is not None else MAX_SAMPLES + 1
     cal = _capped(load(recipe.calibration, inputs, seed=recipe.seed, max_bytes=recipe.max_data_bytes,
-                       max_samples=min(needed, MAX_SAMPLES)))
+                       max_samples=min(needed, MAX_SAMPLES + 1)))
     if recipe.validation is not None:
         if recipe.validation is recipe.calibration or (
                 isinstance(recipe.validation, str) and isinstance(recipe.calibration, str)
@@ -313,14 +313,15 @@ def for_run(recipe: Recipe, inputs, targets: list[Target]) -> tuple[Dataset, Dat
             raise UsageError("--validation is the calibration set: parity must be measured on held-out data "
                              "(leave --validation out to hold out the last 25% of the calibration set)")
         return cal, _capped(load(recipe.validation, inputs, seed=recipe.seed + 1, max_bytes=recipe.max_data_bytes,
-                                 max_samples=MAX_SAMPLES))
+                                 max_samples=MAX_SAMPLES + 1))
     if cal.random:
         return cal, random_dataset(inputs, 16, recipe.seed + 1, recipe.max_data_bytes)
     return cal.split(VALIDATION_FRACTION)
 
 
 def _capped(ds: Dataset) -> Dataset:
-    """A source read up to MAX_SAMPLES says so: its figures cover those samples only."""
-    if len(ds) < MAX_SAMPLES:
+    """A source read to one sample past MAX_SAMPLES is cut there, and says so: its figures cover those only."""
+    if len(ds) <= MAX_SAMPLES:
         return ds
-    return replace(ds, origin=f"{ds.origin} (its first {MAX_SAMPLES} samples: edgekit reads no more)")
+    return replace(ds, origin=f"{ds.origin} (its first {MAX_SAMPLES} samples: edgekit reads no more)",
+                   feeds=ds.feeds[:MAX_SAMPLES], labels=None if ds.labels is None else ds.labels[:MAX_SAMPLES])

@@ -193,31 +193,38 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
 
 def _check_named(model, settings: QuantSettings, explicit: set[str]) -> None:
     """The op types and nodes the user named exist: a typo (`conv` for `Conv`) would otherwise quantize nothing,
-    or exclude nothing, and pass as int8. An ONNX op type this model lacks is allowed (a recipe may serve
-    several models), as long as one of them is there."""
+    or exclude nothing, and pass as int8. An op type this model lacks is allowed when ONNX or onnxruntime's
+    quantizer knows it (a recipe may serve several models), as long as one of those listed is there."""
     import difflib
 
     import onnx
+    from onnxruntime.quantization import registry
 
     from .errors import UsageError
     from .onnx_export import all_nodes
 
     def refuse(key: str, what: str, name: str, known: set[str]) -> UsageError:
-        near = difflib.get_close_matches(name, sorted(known), 1, 0.5) or [k for k in sorted(known)
-                                                                            if k.lower() == name.lower()]
+        near = ([k for k in sorted(known) if name in k]  # a node onnxruntime's pre-processing fused and renamed
+                or difflib.get_close_matches(name, sorted(known), 1, 0.8)
+                or [k for k in sorted(known) if k.lower() == name.lower()])
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        return UsageError(f"{key}: the model has no {what} {name!r}{hint}")
+        return UsageError(f"{key}: the model has no {what} {name!r}{hint}" + (
+            "; names are those after onnxruntime's pre-processing: `edgekit inspect` lists them in "
+            "OUT/<target>/model.onnx" if what == "node" else ""))
 
+    nodes = list(all_nodes(model.graph))
     if "op_types" in explicit:
-        ops = {n.op_type for n in model.graph.node}
+        ops = {n.op_type for n in nodes}
+        quantizable = {*registry.CommonOpsRegistry, *registry.IntegerOpsRegistry, *registry.QLinearOpsRegistry,
+                       *registry.QDQRegistry}
         for op in settings.op_types:
-            if op not in ops and not onnx.defs.has(op):
+            if op not in ops and op not in quantizable and not onnx.defs.has(op):
                 raise refuse("op_types", "op type", op, ops)
         if settings.op_types and not ops & set(settings.op_types):
             raise UsageError(f"op_types: none of {', '.join(settings.op_types)} is in the model, so nothing would "
                              f"be quantized (its op types: {', '.join(sorted(ops))})")
     if "exclude_nodes" in explicit:
-        names = {n.name for n in all_nodes(model.graph)}
+        names = {n.name for n in nodes}
         for name in settings.exclude_nodes:
             if name not in names:
                 raise refuse("exclude_nodes", "node", name, names)

@@ -273,13 +273,19 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
     pipeline.emulator_for(recipe, [target])  # a wrong --emulate or a dead --device fails now, not in every trial
     pipeline.device_for(recipe, [target])
     outdir.check_replaceable(out, [target.name, *FILES], recipe.force)  # now, not after the trials
-    grid = space(recipe, budgets)
     if storage is None:
         _refuse_foreign_db(out / DB)
-        out.mkdir(parents=True, exist_ok=True)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)  # before the study: a --storage may name a file inside OUT
     storage = storage or default_storage(out)
-    study(storage, name, sampler, grid, recipe.seed)  # made once, before the workers race to make it; and
-    out.mkdir(parents=True, exist_ok=True)  # a --storage that cannot be opened fails before OUT is made
+    grid = space(recipe, budgets)
+    try:
+        study(storage, name, sampler, grid, recipe.seed)  # made once, before the workers race to make it
+    except UsageError:
+        if created:  # a --storage that cannot be opened leaves no OUT behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
     job = (recipe, target, budgets, grid, sampler, storage, name, time_budget, out)
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     with tempfile.TemporaryDirectory(prefix="edgekit-search-") as tmp:
@@ -351,7 +357,9 @@ def from_trial(recipe: Recipe, storage: str, name: str, number: int) -> tuple[Re
         raise UsageError(f"--storage {storage}: no study named {name!r}") from None
     except StopIteration:
         raise UsageError(f"study {name!r} has no trial {number}") from None
-    return apply(recipe, trial.params, Path(recipe.out)), trial.user_attrs.get("torch_threads")
+    # the trial's settings, with the re-export's own --archive (else the archive beside OUT would go stale)
+    return (dataclasses.replace(apply(recipe, trial.params, Path(recipe.out)), archive=recipe.archive),
+            trial.user_attrs.get("torch_threads"))
 
 
 def _storage(url: str):

@@ -151,6 +151,10 @@ def test_samples_read_from_a_source_are_capped_and_the_report_says_so(tmp_path, 
                            tmp_path / "big-val.npz", "--out", tmp_path / "b", "--no-bench"))
     assert m["validation"]["samples"] == 24 and "its first 24 samples" in m["validation"]["data"]
     assert m["calibration"]["samples"] == 24  # the profile's 128, within the cap
+    monkeypatch.setattr(calib, "MAX_SAMPLES", 40)  # exactly the file's 40: nothing was cut, nothing said
+    [m] = manifests(export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cal, "--out",
+                           tmp_path / "c", "--no-bench"))
+    assert m["validation"]["samples"] == 10 and "its first" not in m["validation"]["data"]
 
 
 def test_quant_overrides_from_flags(tmp_path, cnn_data):
@@ -183,6 +187,26 @@ def test_a_typo_in_op_types_or_excluded_nodes_is_refused(tmp_path, cnn_data, fla
     assert result.exit_code == 2, result.output
     [line] = result.stderr.strip().splitlines()
     assert message in line and not (tmp_path / "o").exists()
+
+
+def test_named_op_types_may_be_contrib_ops_or_inside_sub_graphs():
+    """Found in review: onnxruntime's contrib ops (a shared BERT recipe's EmbedLayerNormalization) and MatMuls
+    inside an If were refused as unknown."""
+    from onnx import TensorProto, helper
+
+    from edgekit.config import QuantSettings
+    from edgekit.quantization import _check_named
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    branch = helper.make_graph([helper.make_node("MatMul", ["x", "x"], ["y"], name="inner")], "b", [], [y])
+    cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch, name="if")], "g", [cond, x], [y]))
+    _check_named(model, QuantSettings(op_types=("MatMul", "EmbedLayerNormalization"), exclude_nodes=("inner",)),
+                 {"op_types", "exclude_nodes"})
+    with pytest.raises(Exception, match="no op type 'Matmul'"):
+        _check_named(model, QuantSettings(op_types=("Matmul",)), {"op_types"})
 
 
 def test_two_outputs_named(tmp_path):

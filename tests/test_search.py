@@ -134,6 +134,21 @@ def test_a_storage_that_cannot_be_opened_is_a_usage_error(tmp_path, storage):
     assert (tmp_path / "notes.txt").read_text() == "my notes\n"
 
 
+def test_a_storage_inside_a_new_out_and_a_re_export_with_its_archive(tmp_path):
+    """Found in review: a --storage naming a file inside OUT (made by the run) was refused, and `export
+    --from-trial N --archive` dropped --archive and so took away the archive already beside OUT."""
+    out = tmp_path / "out"
+    result = cli(["search", _recipe(tmp_path, distill=False), "-t", "desktop-x86", "--trials", "1", "--storage",
+                  f"sqlite:///{out / 'mine.db'}", "--out", out])
+    assert result.exit_code == 0, result.output
+    again = tmp_path / "again"
+    for extra in ((), ("--from-trial", "0", "--storage", f"sqlite:///{out / 'mine.db'}")):
+        done = cli(["export", _recipe(tmp_path, distill=False), "-t", "desktop-x86", "--archive", "--no-bench",
+                    "--out", again, *extra])
+        assert done.exit_code == 0, done.output
+        assert (again / "desktop-x86.tar.gz").exists()
+
+
 def test_a_search_replaces_only_what_edgekit_made_in_out(tmp_path):
     """OUT's pareto.json, report.html, <target> and search.db are checked before any trial runs."""
     import sqlite3
