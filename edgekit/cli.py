@@ -47,8 +47,10 @@ def _handle_errors(fn):
         except KeyboardInterrupt as e:
             from .outdir import InterruptedAfterPublish
 
+            writes = click.get_current_context().info_name in ("export", "search")  # the commands with an OUT folder
             click.echo("edgekit: interrupted after the new output was published" if isinstance(e, InterruptedAfterPublish)
-                       else "edgekit: interrupted; previous output left as it was", err=True)
+                       else "edgekit: interrupted; previous output left as it was" if writes else "edgekit: interrupted",
+                       err=True)
             sys.exit(130)
         except (click.exceptions.Exit, click.ClickException):
             raise

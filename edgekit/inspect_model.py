@@ -13,6 +13,8 @@ def _existing_model(path: Path):
     from . import onnx_export as export
     from .errors import InputError
 
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; inspect takes a model file (.onnx), e.g. {path}/model.int8.onnx")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     return export.load_onnx_input(path)

@@ -362,6 +362,13 @@ def test_same_inputs_give_byte_identical_artifacts(tmp_path):
     assert (a / "android-arm64.tar.gz").read_bytes() == (b / "android-arm64.tar.gz").read_bytes()
 
 
+def test_inspect_of_a_folder_says_it_takes_a_model_file(packaged):
+    result = cli(["inspect", packaged[0] / "android-arm64"])
+    assert result.exit_code == 3, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert "is a folder; inspect takes a model file" in line  # it said "no such file"
+
+
 def test_inspect(packaged):
     folder = packaged[0] / "android-arm64"
     result = cli(["inspect", str(folder / "model.int8.onnx"), "--json"])
