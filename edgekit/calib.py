@@ -300,11 +300,14 @@ def for_run(recipe: Recipe, inputs, targets: list[Target]) -> tuple[Dataset, Dat
     far as the targets' sample counts need."""
     if recipe.calibration is None or recipe.calibration == "":
         raise UsageError("no calibration data: pass --calibration FILE|DIR|MODULE:FN (or `random`, flagged in the report)")
-    # with held-out data of its own, calibration reads only the samples the targets will use
-    needed = max(apply_quant_overrides(t.quantize, recipe.quantize, f"quantize overrides for {t.name}").samples
-                 for t in targets) if recipe.validation is not None else MAX_SAMPLES + 1
+    # one sample past the cap tells _capped a source was cut; with held-out data of its own, calibration reads
+    # only the samples the targets will use
+    read = MAX_SAMPLES + 1
+    if recipe.validation is not None:
+        read = min(read, max(apply_quant_overrides(t.quantize, recipe.quantize, f"quantize overrides for {t.name}")
+                             .samples for t in targets))
     cal = _capped(load(recipe.calibration, inputs, seed=recipe.seed, max_bytes=recipe.max_data_bytes,
-                       max_samples=min(needed, MAX_SAMPLES + 1)))
+                       max_samples=read))
     if recipe.validation is not None:
         if recipe.validation is recipe.calibration or (
                 isinstance(recipe.validation, str) and isinstance(recipe.calibration, str)

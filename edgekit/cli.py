@@ -69,7 +69,7 @@ def _handle_errors(fn):
     return wrapper
 
 
-def _fail(line: str, code: ExitCode, debug: bool) -> None:
+def _fail(line: str, code: ExitCode | int, debug: bool) -> None:
     """The one-line error last (after the traceback with --debug), and the same exit code either way; a message
     of several lines (a user function's exception) is joined into one."""
     if debug:
@@ -222,8 +222,7 @@ class _OneLineErrors(click.Group):
                 e.show()
                 sys.exit(e.exit_code)
             hint = f" (`{e.ctx.command_path} -h` for help)" if isinstance(e, click.UsageError) and e.ctx else ""
-            click.echo(f"edgekit: error: {e.format_message()}{hint}", err=True)
-            sys.exit(e.exit_code)
+            _fail(f"edgekit: error: {e.format_message()}{hint}", e.exit_code, debug=False)
         except click.exceptions.Abort:
             click.echo("edgekit: interrupted", err=True)
             sys.exit(130)
