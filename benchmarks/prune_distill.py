@@ -2,10 +2,11 @@
 fp32/int8 p50 latency before and after, every model timed round-robin in one run at 1 thread; then the whole
 prune (round_to auto) -> distill -> int8 path through `edgekit.export`.
 
-    python benchmarks/prune_distill.py [--runs 40] [--no-end-to-end]
+    python benchmarks/prune_distill.py [--runs 40] [--no-end-to-end] [--stages]
 
 Ratio 0.5 is built at each channel multiple `round_to = "auto"` chooses from (8, 16, 32); `*` marks auto's
-choice (its own timing, edgekit/rounding.py). Random weights and data: this measures size and speed, not
+choice (its own timing, edgekit/rounding.py); `--stages` adds ratio 0.5 with per-stage ratios (blocks grouped by
+resolution, `STAGE_PLANS`). Random weights and data: this measures size and speed, not
 accuracy (tests/test_compress.py covers accuracy recovery by distillation on digits). Bars: at ratio 0.5 fp32
 at least 1.6x faster than unpruned (issue 4); int8 at least 4.0x faster than unpruned fp32 on an AVX512-VNNI
 host, and the pruned model's int8/fp32 gain no worse than the unpruned one's on any host (issue 14).
@@ -31,22 +32,27 @@ from edgekit.config import InputSpec, PruneSpec, load_target  # noqa: E402
 SPEC = (InputSpec.parse("image:1x3x224x224"),)
 FP32_BAR, INT8_BAR = 1.6, 4.0
 TARGET = "desktop-x86"
+# MobileNetV2-style's blocks by resolution (112, 56, 28, 14, 7) and per-stage ratios tried over ratio 0.5
+RESOLUTIONS = (range(0, 2), range(2, 4), range(4, 7), range(7, 14), range(14, 19))
+STAGE_PLANS = {"early": (0.75, 0.7, 0.5, 0.4, 0.35), "late": (0.3, 0.4, 0.5, 0.6, 0.6), "middle": (0.5, 0.6, 0.6, 0.5, 0.4)}
 
 
-def build(ratio: float, round_to: int, tmp: Path):
+def build(tmp: Path, ratio: float, round_to: int, stages: str = ""):
     import torch
 
     model = mobilenetv2_style().eval()
+    stage_ratios = {f"features.{i}": r for block, r in zip(RESOLUTIONS, STAGE_PLANS.get(stages, ())) for i in block}
     if ratio:
-        prune.prune(model, (torch.zeros(1, 3, 224, 224),), ratio=ratio, round_to=round_to)
+        prune.prune(model, (torch.zeros(1, 3, 224, 224),), ratio=ratio, round_to=round_to, stage_ratios=stage_ratios)
     params, macs = prune.count(model, (torch.zeros(1, 3, 224, 224),))
-    raw = export.export_torch(model, SPEC, (), 17, tmp / f"r{ratio}-{round_to}.onnx")
-    fp32, _ = export.preprocess(raw, tmp / f"r{ratio}-{round_to}.fp32.onnx")
+    name = f"r{ratio}-{round_to}{stages}"
+    raw = export.export_torch(model, SPEC, (), 17, tmp / f"{name}.onnx")
+    fp32, _ = export.preprocess(raw, tmp / f"{name}.fp32.onnx")
     rng = np.random.default_rng(0)
     feeds = [{"image": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)} for _ in range(16)]
     target = load_target(TARGET)
     plan = quantize.plan(fp32, target.quantize, set())
-    int8 = quantize.quantize(fp32, tmp / f"r{ratio}-{round_to}.int8.onnx", plan, feeds)
+    int8 = quantize.quantize(fp32, tmp / f"{name}.int8.onnx", plan, feeds)
     return params, macs, fp32, int8
 
 
@@ -80,11 +86,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--no-end-to-end", action="store_true", help="skip the edgekit.export prune->distill->int8 run")
+    ap.add_argument("--stages", action="store_true", help="add ratio 0.5 rows with per-stage ratios (STAGE_PLANS)")
     args = ap.parse_args()
     auto = rounding.choose(mobilenetv2_style().eval(), SPEC, PruneSpec(ratio=0.5), load_target(TARGET))
     rows = [(0.0, 0), (0.3, auto.chosen)] + [(0.5, k) for k in rounding.CANDIDATES]
+    rows += [(0.5, auto.chosen, plan) for plan in STAGE_PLANS] if args.stages else []
     with tempfile.TemporaryDirectory() as tmp:
-        built = {row: build(*row, Path(tmp)) for row in rows}
+        built = {row: build(Path(tmp), *row) for row in rows}
         paths = {f"{row}/{kind}": str(p) for row, (_, _, fp32, int8) in built.items()
                  for kind, p in (("fp32", fp32), ("int8", int8))}
         feed = {"image": np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)}
@@ -96,9 +104,9 @@ def main() -> int:
         for row in rows:
             params, macs = built[row][:2]
             f, i = lat[f"{row}/fp32"].p50_ms, lat[f"{row}/int8"].p50_ms
-            mark = "*" if row[0] and row[1] == auto.chosen else ""
-            print(f"{row[0]} | {row[1] or '-'}{mark} | {params / 1e6:.2f} M | {macs / 1e6:.0f} M | {f:.2f} | {i:.2f} | "
-                  f"{f / i:.2f}x | {base / f:.2f}x | {base / i:.2f}x")
+            mark = "*" if row[0] and row[1] == auto.chosen and len(row) == 2 else ""
+            print(f"{' '.join(map(str, row[::2]))} | {row[1] or '-'}{mark} | {params / 1e6:.2f} M | "
+                  f"{macs / 1e6:.0f} M | {f:.2f} | {i:.2f} | {f / i:.2f}x | {base / f:.2f}x | {base / i:.2f}x")
         chosen = (0.5, auto.chosen)
         fp32_speedup = base / lat[f"{chosen}/fp32"].p50_ms
         int8_speedup = base / lat[f"{chosen}/int8"].p50_ms

@@ -355,7 +355,7 @@ _ROUND_TO = click.IntRange(*RANGES["round_to"])
 
 @main.command()
 @_torch_source_options
-@click.option("--ratio", type=float, required=True, help="Share of channels (structured) or weights to remove.")
+@click.option("--ratio", type=click.FloatRange(*RANGES["ratio"]), required=True, help="Share of channels (structured) or weights to remove.")
 @click.option("--method", type=click.Choice(choices(PruneSpec, "method")), default=PruneSpec.method, show_default=True)
 @click.option("--importance", type=click.Choice(choices(PruneSpec, "importance")), default=PruneSpec.importance,
               show_default=True)

@@ -429,6 +429,12 @@ def load_target(name_or_path: str) -> Target:
         raise UsageError(f"{path}: name {target.name!r} must be a plain folder name (letters, digits, . _ -)")
     if unknown := set(target.package.coverage) - {"nnapi", "coreml"}:
         raise UsageError(f"{path}: [package] coverage takes nnapi and/or coreml, not {sorted(unknown)}")
+    import onnxruntime  # the provider names any onnxruntime build knows, available here or not
+
+    known = onnxruntime.get_all_providers()
+    if unknown := [p for p in target.runtime.providers if p not in known]:
+        raise UsageError(f"{path}: [runtime] providers: {unknown[0]!r} is not an onnxruntime execution provider"
+                         f"{nearest(unknown[0], known)}")
     if target.quantize.per_channel and target.opset < 13:
         raise UsageError(f"{path}: per_channel quantization needs opset >= 13 (profile has {target.opset})")
     return replace(target, path=str(path))

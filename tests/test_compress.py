@@ -184,6 +184,8 @@ def test_round_to_auto_times_each_multiple_in_int8_and_keeps_the_fastest(tmp_pat
         refused = cli(["prune", "models:branchy", "--input", "image:Nx3x16x16", "--ratio", "0.5", "--round-to", bad,
                        "--out", tmp_path / "r.pt"])
         assert refused.exit_code == 2 and "--round-to" in refused.output
+    out_of_range = cli(["prune", "models:branchy", "--input", "image:Nx3x16x16", "--ratio", "1.5", "--out", out])
+    assert out_of_range.exit_code == 2 and "'--ratio': 1.5 is not in the range" in out_of_range.output
     unstructured = cli(["prune", "models:branchy", "--input", "image:Nx3x16x16", "--ratio", "0.5", "--round-to",
                         "auto", "--method", "unstructured", "--out", tmp_path / "u.pt"])
     assert unstructured.exit_code == 2 and "needs structured pruning" in unstructured.output

@@ -139,3 +139,14 @@ def test_click_usage_errors_are_one_line_like_edgekits_own(args):
     assert result.exit_code == 2, result.output
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("edgekit: error: ") and "-h` for help" in line
+
+
+def test_a_misspelled_provider_in_a_profile_is_refused_with_the_nearest_name(tmp_path):
+    """It was accepted, and the session quietly fell back to the CPU provider."""
+    profile = tmp_path / "mine.toml"
+    text = (ROOT / "targets" / "desktop-x86.toml").read_text()
+    profile.write_text(text.replace('"CPUExecutionProvider"', '"CPUExecutionProvidr"'))
+    with pytest.raises(UsageError, match=r"providers: 'CPUExecutionProvidr' is not .* 'CPUExecutionProvider'"):
+        config.load_target(str(profile))
+    profile.write_text(text.replace('"CPUExecutionProvider"', '"NnapiExecutionProvider", "CPUExecutionProvider"'))
+    assert config.load_target(str(profile)).runtime.providers[0] == "NnapiExecutionProvider"  # known, not here
