@@ -17,7 +17,8 @@ MAX_MEMBERS = 10_000
 MAX_MEMBER_BYTES = 2 << 30  # the largest ONNX protobuf a single file can hold
 MAX_TOTAL_BYTES = 4 << 30
 MAX_HEADER_BYTES = 1 << 20  # a GNU long name or PAX header: real ones are a few hundred bytes
-MAX_MANIFEST_BYTES = 16 << 20
+MAX_MANIFEST_BYTES = 4 << 20  # a real one is a few KB; a listed name costs ~140 bytes of memory per byte
+MAX_EXTENDED_IN_A_ROW = 4  # long name, long link name, PAX: at most three precede a real member
 UNHASHED = ("manifest.json", "report.md", "report.html")  # written after the other files' hashes, beside them
 LEDGER = ".edgekit-archives.json"  # outdir's record of the files it wrote (archives first, hence the name)
 
@@ -46,47 +47,70 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
     """Unpack a package archive below `dest`: regular files and folders only, and only the files its
     manifest.json lists, no larger than it says and with the hash it says. The raw tar headers are scanned
     first, so an oversized long-name/PAX header, too many members or too many bytes are refused before
-    tarfile parses them; links, devices, `..` and absolute paths are refused before a byte is written.
+    tarfile parses them; links, devices, sparse files, `..` and absolute paths are refused before a byte is
+    written.
 
-    A member whose bytes do not match its manifest hash is hashed, never written (a manifest can list a
-    2 GiB member of zeros): returns {path below dest: actual sha256} of those, for the integrity check."""
+    The archive is read front to back (a compressed stream read backwards restarts at its first byte): once to
+    check every header and hash every file, once to write the files whose hash matched. A member whose bytes do
+    not match its manifest hash is never written (a manifest can list a 2 GiB member of zeros): returns
+    {path below dest: actual sha256} of those, for the integrity check."""
     max_members, max_member, max_total = limits
     try:
         _scan_headers(archive, max_members, max_total)
-        with tarfile.open(archive, "r:*") as tar:
-            members = []
+        hashes, manifests = {}, {}
+        with tarfile.open(archive, "r|*") as tar:
             for member in tar:
-                members.append(member)
                 _refuse_unsafe(archive, member, max_member)
-            listed = _listed_files(archive, tar, members)
-            mismatched = {}
-            for member in members:
                 parts = _parts(member.name)
-                if not parts:
-                    continue  # the archive's own "." folder (tar czf x.tar.gz -C dir .)
+                if member.isreg() and parts[-1] == "manifest.json" and len(parts) <= 2:
+                    manifests[member.name] = (parts, tar.extractfile(member).read(_manifest_budget(
+                        archive, member, manifests)))
+                elif member.isreg():
+                    hashes[parts] = (member.name, member.size, _sha256(tar.extractfile(member)))
+        listed = _listed_files(archive, manifests)
+        mismatched = {}
+        for parts, (name, size, actual) in hashes.items():
+            if parts == (LEDGER,):
+                continue  # edgekit's own bookkeeping in an OUT folder: not part of any package
+            if parts not in listed:
+                raise InputError(f"{archive}: member {name!r} is not listed in its manifest.json")
+            if size > listed[parts][0]:
+                raise InputError(f"{archive}: member {name!r} holds {size} bytes, its manifest says {listed[parts][0]}")
+            if listed[parts][1] not in (None, actual):
+                mismatched["/".join(parts)] = actual
+        with tarfile.open(archive, "r|*") as tar:
+            for member in tar:
+                parts = _parts(member.name)
                 target = dest.joinpath(*parts)
                 if member.isdir():
                     target.mkdir(parents=True, exist_ok=True)
                     continue
-                if parts == (LEDGER,):
-                    continue  # edgekit's own bookkeeping in an OUT folder: not part of any package
-                if parts not in listed:
-                    raise InputError(f"{archive}: member {member.name!r} is not listed in its manifest.json")
-                size, digest = listed[parts]
-                if member.size > size:
-                    raise InputError(f"{archive}: member {member.name!r} holds {member.size} bytes, its manifest "
-                                     f"says {size}")
-                if digest is not None and (actual := _sha256(tar.extractfile(member))) != digest:
-                    mismatched["/".join(parts)] = actual
-                    continue
+                if not parts or parts == (LEDGER,) or "/".join(parts) in mismatched:
+                    continue  # the archive's own "." folder (tar czf x.tar.gz -C dir .), edgekit's ledger
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with tar.extractfile(member) as src, open(target, "xb") as out:
-                    shutil.copyfileobj(src, out)
-                if digest is not None and _sha256(open(target, "rb")) != digest:
+                    digest = _copy_hashing(src, out)
+                if listed[parts][1] not in (None, digest):
                     raise InputError(f"{archive}: member {member.name!r} changed while being read")
             return mismatched
-    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile, lzma.LZMAError, ValueError) as e:
+    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile, lzma.LZMAError, ValueError, RecursionError) as e:
         raise InputError(f"{archive}: not a readable archive ({type(e).__name__}: {first_line(e)})") from e
+
+
+def _manifest_budget(archive: Path, member: tarfile.TarInfo, manifests: dict) -> int:
+    """A manifest's bytes, if all the archive's manifests together stay within MAX_MANIFEST_BYTES (a listed name
+    costs ~140 bytes of memory per byte of JSON)."""
+    if member.size + sum(len(data) for _, data in manifests.values()) > MAX_MANIFEST_BYTES:
+        raise InputError(f"{archive}: its manifest.json files declare more than {MAX_MANIFEST_BYTES} bytes")
+    return member.size
+
+
+def _copy_hashing(src, out) -> str:
+    digest = hashlib.sha256()
+    while chunk := src.read(1 << 20):
+        digest.update(chunk)
+        out.write(chunk)
+    return digest.hexdigest()
 
 
 def _sha256(f) -> str:
@@ -101,7 +125,7 @@ def _scan_headers(archive: Path, max_members: int, max_total: int) -> None:
         magic = raw.read(6)
     opener = (gzip.open if magic[:2] == b"\x1f\x8b" else bz2.open if magic[:3] == b"BZh"
               else lzma.open if magic == b"\xfd7zXZ\x00" else open)
-    members = total = 0
+    members = total = extended = 0
     with opener(archive, "rb") as stream:
         while True:
             block = stream.read(512)
@@ -115,13 +139,18 @@ def _scan_headers(archive: Path, max_members: int, max_total: int) -> None:
             kind = block[156:157]
             if kind in (b"L", b"K", b"x", b"g") and size > MAX_HEADER_BYTES:
                 raise InputError(f"{archive}: an extended header declares {size} bytes (limit {MAX_HEADER_BYTES})")
+            if kind == b"S":  # its header gives the bytes stored, tarfile then the (larger) size written
+                raise InputError(f"{archive}: member {members + 1} is a sparse file; edgekit archives hold none")
+            extended = extended + 1 if kind in (b"L", b"K", b"x", b"g") else 0
+            if extended > MAX_EXTENDED_IN_A_ROW:  # tarfile reads each one by calling itself again
+                raise InputError(f"{archive}: more than {MAX_EXTENDED_IN_A_ROW} extended headers in a row")
+            total += size
             if kind in (b"x", b"g"):  # a PAX size record would make tarfile step differently from this scan
                 records = stream.read(-(-size // 512) * 512)
-                if b" size=" in records:
+                if b" size=" in records or b"GNU.sparse" in records:
                     raise InputError(f"{archive}: a PAX header overrides a member's size; edgekit archives never do")
                 size = 0  # its data is consumed
-            members += kind not in (b"L", b"K", b"x", b"g")
-            total += size
+            members += not extended
             if members > max_members:
                 raise InputError(f"{archive}: more than {max_members} members")
             if total > max_total:
@@ -149,25 +178,20 @@ def _header_size(block: bytes) -> int:
         return 0  # not a size tarfile would accept either: it reports the archive as unreadable
 
 
-def _listed_files(archive: Path, tar: tarfile.TarFile, members: list) -> dict[tuple[str, ...], tuple[int, str | None]]:
+def _listed_files(archive: Path, manifests: dict) -> dict[tuple[str, ...], tuple[int, str | None]]:
     """{path parts: (largest allowed size, sha256 or None for any)} for every file a manifest.json in the
-    archive lists, and the manifest and report themselves."""
+    archive lists ({member name: (path parts, bytes)}), and the manifest and report themselves."""
     listed: dict[tuple[str, ...], tuple[int, str | None]] = {}
-    for member in members:
-        parts = _parts(member.name)
-        if not parts or parts[-1] != "manifest.json" or len(parts) > 2 or not member.isreg():
-            continue
-        if member.size > MAX_MANIFEST_BYTES:
-            raise InputError(f"{archive}: {member.name} declares {member.size} bytes (limit {MAX_MANIFEST_BYTES})")
+    for name, (parts, data) in manifests.items():
+        folder = parts[:-1]
         try:
-            manifest = json.loads(tar.extractfile(member).read())
+            manifest = json.loads(data)
             files, sizes = manifest["files"], manifest.get("sizes", {})
-            folder = parts[:-1]
-            listed.update({(*folder, name): (int(sizes.get(name, MAX_MEMBER_BYTES)), str(digest))
-                           for name, digest in files.items()})
+            listed.update({(*folder, file): (int(sizes.get(file, MAX_MEMBER_BYTES)), str(digest))
+                           for file, digest in files.items()})
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError) as e:
-            raise InputError(f"{archive}: {member.name} is not a valid manifest ({type(e).__name__})") from e
-        listed.update({(*folder, name): (MAX_MANIFEST_BYTES, None) for name in UNHASHED})
+            raise InputError(f"{archive}: {name} is not a valid manifest ({type(e).__name__})") from e
+        listed.update({(*folder, file): (MAX_MANIFEST_BYTES, None) for file in UNHASHED})
     if not listed:
         raise InputError(f"{archive}: no manifest.json in it or in its top folders")
     return listed
@@ -184,6 +208,7 @@ def _refuse_unsafe(archive: Path, member: tarfile.TarInfo, max_member: int) -> N
            else "has no name" if not name or (not parts and not member.isdir())
            else "leaves the archive's folder" if ".." in parts or "\\" in name
            else "is a link" if member.issym() or member.islnk()
+           else "is a sparse file" if member.issparse()
            else "is not a regular file or folder" if not (member.isreg() or member.isdir())
            else f"declares {member.size} bytes (limit {max_member})" if member.size > max_member else None)
     if why:

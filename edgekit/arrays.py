@@ -7,6 +7,7 @@ fits both the caller's byte budget and what the file really holds.
 """
 from __future__ import annotations
 
+import io
 import os
 import stat
 import tokenize
@@ -24,6 +25,7 @@ from .errors import InputError
 # what a corrupt or crafted zip/.npy raises inside zipfile, zlib and numpy's header parser
 READ_ERRORS = (ValueError, OSError, zipfile.BadZipFile, EOFError, NotImplementedError, zlib.error, RuntimeError,
                tokenize.TokenError, SyntaxError, OverflowError, MemoryError)
+MAX_HEADER_BYTES = 1 << 16  # an .npy header is ~128 bytes; numpy itself refuses more than 10,000 after reading it
 
 
 def regular_file(path: Path, what: str = "") -> Path:
@@ -93,8 +95,15 @@ def _header(f, path: Path, name: str) -> tuple[int, tuple[int, ...], bool, np.dt
     object arrays are refused (they are pickles)."""
     try:
         version = np.lib.format.read_magic(f)
-        shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
-                                 else np.lib.format.read_array_header_2_0(f))
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:  # numpy reads a 2.0 header's declared length (up to 4 GiB) before it checks it
+            length = f.read(4)
+            declared = int.from_bytes(length, "little")
+            if declared > MAX_HEADER_BYTES:
+                raise InputError(f"{path}: array {name!r} declares a {declared}-byte .npy header "
+                                 f"(limit {MAX_HEADER_BYTES})")
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(io.BytesIO(length + f.read(declared)))
     except (ValueError, EOFError) as e:
         raise InputError(f"{path}: array {name!r} has no valid .npy header ({e})") from e
     if dtype.hasobject:

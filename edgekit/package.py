@@ -86,18 +86,16 @@ def read_golden(path: Path) -> tuple[list[dict], list[dict], dict[str, float]]:
     for key, value in data.items():
         kind, _, rest = key.partition(".")
         if kind == "atol":
-            if value.size != 1 or not np.isfinite(value).all() or float(value) < 0:
+            if value.size != 1 or value.dtype.kind not in "iuf" or not np.isfinite(value).all() or float(value) < 0:
                 raise bad(f"tolerance {key!r} is not one finite number >= 0")
             atol[rest] = float(value)
         elif kind in ("input", "output"):
             index, _, name = rest.partition(".")
-            if not index.isdigit() or int(index) >= count or not name:
+            if not (index.isascii() and index.isdigit()) or int(index) >= count or not name:
                 raise bad(f"entry {key!r} does not name a sample below count {count}")
             if kind == "output" and (value.dtype.kind not in "biuf" or not np.isfinite(value).all()):
                 raise bad(f"expected output {key!r} is not finite numbers")
             (inputs if kind == "input" else outputs)[int(index)][name] = value
-        elif kind != "count":
-            raise bad(f"unexpected entry {key!r}")
     if any(not i for i in inputs) or any(not o for o in outputs):
         raise bad("every sample needs inputs and expected outputs")
     missing = {n for o in outputs for n in o} - set(atol)

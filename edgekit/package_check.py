@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import tempfile
 import time
 from dataclasses import asdict
@@ -17,13 +18,15 @@ from xml.etree import ElementTree
 import numpy as np
 
 from . import archive, arrays, bounded, host, package, runner
-from .config import DEFAULT_STEP_TIMEOUT
+from .config import DEFAULT_STEP_TIMEOUT, TARGET_NAME
 from .errors import InputError, StageError, UsageError, first_line
 from .probe import probe as probe_model
 from .reports import Case, CheckReport
 from .runtime import int8_session
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
+FP32 = "model.onnx"  # the float reference: the one model a package ships without golden outputs of its own
+NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # what XML 1.0 cannot hold
 
 
 def check(path: Path, place: Callable[[dict], Place] | None = None, probe: bool = False,
@@ -43,7 +46,8 @@ def check(path: Path, place: Callable[[dict], Place] | None = None, probe: bool 
         if original.is_file() and original.name.endswith(ARCHIVE_SUFFIXES):
             # named as the archive (OUT/<target>.tar.gz → <target>): a device's copy is named after it too
             stem = next(original.name[: -len(s)] for s in ARCHIVE_SUFFIXES if original.name.endswith(s))
-            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgekit-check-"))) / (stem or "package")
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgekit-check-"))) / (
+                stem if stem.strip(".") else "package")
             root.mkdir()
             mismatched = {root / name: digest for name, digest in archive.extract(original, root).items()}
         elif original.is_file():
@@ -61,6 +65,9 @@ def _target_folders(path: Path, shown: Path) -> list[Path]:
     folders = sorted(p.parent for p in path.glob("*/manifest.json"))
     if not folders:
         raise InputError(f"{shown}: no manifest.json in it or in its sub-folders")
+    if lost := sorted(p.parent.name for pattern in ("*/*.onnx", "*/*.ort", "*/golden.npz") for p in path.glob(pattern)
+                      if p.parent not in folders):  # a CI glob that dropped *.json must not check green
+        raise InputError(f"{shown}/{lost[0]}: holds a package's files but no manifest.json")
     return folders
 
 
@@ -75,6 +82,8 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
         for name in (model, entry["file"]):
             if name not in files:
                 raise InputError(f"{shown}: manifest.json does not hash {name}, so it cannot be trusted")
+    if unchecked := [n for n in files if n.endswith((".onnx", ".ort")) and n != FP32 and n not in golden]:
+        raise InputError(f"{shown}: manifest.json ships {unchecked[0]} with no golden outputs to check it by")
     cases = [_integrity(folder, shown, target, files, mismatched), _gates(target, manifest)]
     if not cases[0].passed:  # files that are not what the manifest says are never run
         return cases + [Case(target, f"parity {m}", False, "not run: the package failed its integrity check")
@@ -182,11 +191,14 @@ def _manifest(folder: Path, shown: str) -> dict:
 
     try:
         path = arrays.regular_file(folder / "manifest.json", f"{shown}/manifest.json")  # a FIFO would hang
+        if path.is_symlink():
+            raise InputError(f"{shown}/manifest.json: a link, not a file of the package")
         if path.stat().st_size > archive.MAX_MANIFEST_BYTES:
             raise InputError(f"{shown}/manifest.json: larger than {archive.MAX_MANIFEST_BYTES} bytes")
         manifest = json.loads(path.read_text())
         golden = manifest.get("golden") if isinstance(manifest, dict) else None
         ok = (isinstance(manifest, dict) and isinstance(manifest.get("target"), str)
+              and TARGET_NAME.match(manifest["target"]) is not None
               and is_str_dict(manifest.get("files")) and manifest["files"]
               and isinstance(golden, dict) and isinstance(golden.get("models"), dict) and golden["models"]
               and all(isinstance(e, dict) and isinstance(e.get("file"), str) for e in golden["models"].values())
@@ -213,7 +225,7 @@ def _gates(target: str, manifest: dict) -> Case:
     failed = [g for g in manifest["gates"] if not g["passed"]]
     why = [f"{g['name']} = {_number(g.get('value'))} (needs {g.get('op', '')} {_number(g.get('limit'))})" for g in failed]
     if not manifest["passed"] and not failed:
-        cases = [c.get("name", "?") for c in manifest.get("verification", []) if isinstance(c, dict)
+        cases = [str(c.get("name", "?")) for c in manifest.get("verification", []) if isinstance(c, dict)
                  and not c.get("passed")]
         why.append(f"the export's own check failed: {', '.join(cases)}" if cases else
                    "the manifest says it failed, naming no gate or check (edited after the export?)")
@@ -273,13 +285,16 @@ def compare(target: str, model: str, runs: list[dict], expected: list[dict], ato
             if out not in got or got[out].shape != ref.shape:
                 return Case(target, f"parity {model}", False, f"output {out!r} missing or of another shape in "
                             f"sample {i}", seconds, kernels, where)
+            if not ref.size:  # nothing to differ: an empty output matches
+                worst = worst or (-1.0, "")
+                continue
             # NaN counts as the worst error there is (a NaN never compares as "greater")
             err = np.nan_to_num(np.abs(got[out].astype(np.float64) - ref.astype(np.float64)), nan=np.inf)
             if out in steps:
                 differ, total = differ + int(np.count_nonzero(err)), total + err.size
                 most = max(most, int(np.round(np.max(err, initial=0) / steps[out])) if np.isfinite(err).all() else 0)
-            idx = np.unravel_index(int(np.argmax(err)), err.shape) if err.size else ()
-            excess = float(err[idx]) - atol[out] if err.size else -1.0
+            idx = np.unravel_index(int(np.argmax(err)), err.shape)
+            excess = float(err[idx]) - atol[out]
             if worst is None or excess > worst[0]:
                 worst = (excess, f"output {out!r} sample {i} element {list(map(int, idx))}: "
                                  f"expected {float(ref[idx]):.9g}, got {float(got[out][idx]):.9g}, "
@@ -311,5 +326,8 @@ def junit(cases: list[Case]) -> str:
                         ElementTree.SubElement(props, "property", name=key, value=getattr(c, key))
             if not c.passed:
                 ElementTree.SubElement(case, "failure", message=c.message).text = c.message
+    for element in root.iter():  # a file or output name from the package may hold control characters
+        element.attrib.update({k: NOT_XML.sub("?", v) for k, v in element.attrib.items()})
+        element.text = element.text and NOT_XML.sub("?", element.text)
     return ElementTree.tostring(root, encoding="unicode", xml_declaration=True)
 

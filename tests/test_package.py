@@ -736,3 +736,139 @@ def test_latency_at_the_profiles_threads_and_at_one(packaged):
         one = m["latency_1_thread"]
         assert one["int8"]["threads"] == 1 and one["int8"]["p90_over_p50"] >= 1.0 and "1 thread(s)" in one["where"]
         assert "At 1 thread (" in (packaged[0] / target / "report.md").read_text()
+
+
+def _rehash(folder, **edits):
+    """Re-hash a tampered folder's files into its manifest, as anyone sending a package can."""
+    from edgekit.package import sha256
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(edits)
+    manifest["files"] = {name: sha256(folder / name) for name in manifest["files"] if (folder / name).exists()}
+    manifest["sizes"] = {name: (folder / name).stat().st_size for name in manifest["files"]}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def test_hostile_archives_are_refused_before_tarfile_walks_them(packaged, tmp_path):
+    """A GNU sparse member passed the 4 GiB cap (its header gives only the bytes stored: 193 KB wrote 6 GiB);
+    a run of 1,100 PAX or long-name headers ended in RecursionError (exit 5), each uncounted by the caps."""
+    folder = fresh_copy(packaged, tmp_path, "arm64-linux")
+    (folder / "holes.bin").write_bytes(b"")
+    os.truncate(folder / "holes.bin", 1 << 30)
+    _rehash(folder)
+    sparse = tmp_path / "sparse.tar.gz"
+    subprocess.run(["tar", "--format=gnu", "-S", "-czf", sparse, "-C", tmp_path, "arm64-linux"], check=True)
+    result = check(sparse)
+    assert result.exit_code == 3 and "is a sparse file" in result.stderr, result.output
+    for kind, header in (("pax", {"comment": "x"}), ("long", None)):
+        chain = tmp_path / f"{kind}.tar.gz"
+        with gzip.open(chain, "wb") as f:
+            for i in range(1100):
+                f.write(_extended_only(tarfile.TarInfo(f"f{i}" if header else "n" * 120), header))
+            f.write(bytes(1024))
+        result = check(chain)
+        assert result.exit_code == 3 and "extended headers in a row" in result.stderr, result.output
+
+
+def _extended_only(info, pax):
+    """The extended header blocks tarfile writes before a member, without the member itself."""
+    if pax:
+        info.pax_headers = pax
+        blocks = info.tobuf(tarfile.PAX_FORMAT)
+    else:
+        blocks = info.tobuf(tarfile.GNU_FORMAT)  # a name over 100 bytes: a GNU long-name header first
+    return blocks[:-512]
+
+
+def test_archive_members_are_read_front_to_back(packaged, tmp_path):
+    """Each member was read from the start of the compressed stream again (twice): 200 listed members of
+    1 MiB took 17 s, time growing with the square of the count. Now two passes in order: well under 10 s."""
+    import hashlib
+
+    data = bytes(1 << 20)
+    names = {f"f{i:04d}.bin": hashlib.sha256(data).hexdigest() for i in range(300)}
+    manifest = json.loads((packaged[0] / "arm64-linux" / "manifest.json").read_text())
+    manifest["files"] = {**manifest["files"], **names}
+    many = tmp_path / "many.tar.gz"
+    with tarfile.open(many, "w:gz", compresslevel=1) as tar:
+        for name, content in (("manifest.json", json.dumps(manifest).encode()), *((n, data) for n in names)):
+            info = tarfile.TarInfo(f"arm64-linux/{name}")
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    from edgekit.archive import extract
+
+    start = time.perf_counter()
+    extract(many, tmp_path / "x")
+    assert time.perf_counter() - start < 10
+    assert len(list((tmp_path / "x" / "arm64-linux").iterdir())) == 301
+
+
+def test_crafted_golden_and_manifest_entries_are_bad_input_not_crashes(packaged, tmp_path):
+    """A 1 MB golden.npz declaring a 1 GiB .npy header took 2.1 GB before numpy refused it; a string
+    tolerance and a sample index '²' (isdigit, not int) were exit 5; non-string verification names exit 5."""
+    from edgekit.package import write_arrays
+
+    folder = fresh_copy(packaged, tmp_path, "arm64-linux")
+    golden = dict(np.load(folder / "golden.npz"))
+    cases = {"atol.output": np.array("0.1"), f"input.\u00b2.{next(iter(golden)).split('.', 2)[-1]}": np.zeros(1)}
+    for key, value in cases.items():
+        write_arrays(folder / "golden.npz", {**golden, key: value})
+        _rehash(folder)
+        result = check(folder)
+        assert result.exit_code == 3 and "not a valid golden file" in result.stderr, (key, result.output)
+    with zipfile.ZipFile(folder / "golden.npz", "w") as z:
+        z.writestr("count.npy", _npy(np.array(8)))
+        z.writestr("atol.x.npy", b"\x93NUMPY\x02\x00" + (1 << 30).to_bytes(4, "little") + b" " * 4096)
+    _rehash(folder)
+    result = check(folder)
+    assert result.exit_code == 3 and "declares a 1073741824-byte .npy header" in result.stderr, result.output
+    write_arrays(folder / "golden.npz", golden)
+    _rehash(folder, passed=False, verification=[{"name": 7, "passed": False}])
+    result = check(folder)
+    assert result.exit_code == 1 and "the export's own check failed: 7" in result.stdout, result.output
+
+
+def test_a_manifest_cannot_take_the_deployable_out_of_the_check(packaged, tmp_path):
+    """A manifest-only edit (golden outputs for model.onnx alone) passed without running model.int8.onnx; a
+    linked manifest.json, a target name with control characters, and an OUT sub-folder that lost its manifest
+    (a CI glob without *.json) all passed too."""
+    folder = fresh_copy(packaged, tmp_path, "arm64-linux")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    only_fp32 = dict(manifest, golden=dict(manifest["golden"], models={"model.onnx": manifest["golden"]["models"][
+        "model.int8.onnx"]}))
+    (folder / "manifest.json").write_text(json.dumps(only_fp32))
+    result = check(folder)
+    assert result.exit_code == 3 and "ships model.int8.onnx with no golden outputs" in result.stderr, result.output
+    (tmp_path / "elsewhere.json").write_text(json.dumps(manifest))
+    (folder / "manifest.json").unlink()
+    (folder / "manifest.json").symlink_to(tmp_path / "elsewhere.json")
+    assert check(folder).exit_code == 3 and "a link" in check(folder).stderr
+    (folder / "manifest.json").unlink()
+    (folder / "manifest.json").write_text(json.dumps(dict(manifest, target="evil\u0001\u001b[31m")))
+    assert check(folder).exit_code == 3
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "out"
+    shutil.copytree(folder, out / "arm64-linux")
+    shutil.copytree(folder, out / "android-arm64")
+    (out / "android-arm64" / "manifest.json").unlink()
+    result = check(out)
+    assert result.exit_code == 3 and "android-arm64: holds a package's files but no manifest.json" in result.stderr
+
+
+def test_junit_holds_only_what_xml_can_and_odd_archive_names_check(packaged, tmp_path):
+    """A file name with an escape character wrote JUnit XML no reader parses; `..tar.gz` was exit 5; empty
+    outputs that match exactly failed parity."""
+    folder = fresh_copy(packaged, tmp_path, "arm64-linux")
+    (folder / "notes\x1b.txt").write_text("x")
+    result = check(folder, "--junit", tmp_path / "j.xml")
+    assert result.exit_code == 1 and "notes" in result.stdout
+    ElementTree.parse(tmp_path / "j.xml")  # parses
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    shutil.copy(packaged[0] / "arm64-linux.tar.gz", odd / "..tar.gz")
+    assert check(odd / "..tar.gz").exit_code == 0
+    from edgekit.package_check import compare
+
+    empty = {"out": np.zeros((0, 10), np.float32)}
+    assert compare("t", "m", [empty], [empty], {"out": 0.1}, {}, 0.0, "", "here").passed
