@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 
 from .config import (DEFAULT_TARGETS, BenchSpec, DeviceSpec, DistillSettings, InputSpec, PruneSpec, QuantSettings,
                      Recipe, ShareSpec, apply_quant_overrides, build, load_target, load_targets, nearest)
-from .errors import UsageError
+from .errors import InputError, UsageError
 from .reports import CheckReport, ExportReport
 from .userfn import is_function_spec
 
@@ -164,27 +165,38 @@ def share(model: Any, *, inputs: Iterable[str | InputSpec], clusters: int = Shar
 
 
 def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = None, target: str = "desktop-x86",
-             **settings) -> Path:
+             force: bool = False, **settings) -> Path:
     """Statically (or dynamically) quantize an ONNX model with a target profile's settings, overridden by
     `settings` (QuantSettings fields). No export, parity or packaging: `export` does those. Pre-processing
-    (shape inference, folding) runs first, as in `export`. Returns the int8 model's path."""
-    from . import calib, onnx_export, quantization
+    (shape inference, folding) runs first, as in `export`. `out` (default MODEL.int8.onnx) is a new file, written
+    whole or not at all: one already there is replaced only with `force`, the source never. Returns its path."""
+    from . import calib, compress, inspect_model, onnx_export, quantization
     from .config import DEFAULT_STEP_TIMEOUT
 
     source = Path(model)
+    dest = compress.check_out(Path(out) if out is not None else source.with_suffix(".int8.onnx"), force)
+    if dest.resolve() == source.resolve():
+        raise UsageError(f"out {dest}: is the model being quantized; give a new file")
     onnx_export.load_onnx_input(source)
-    profile = load_target(target)
+    profile = load_target(str(target))
     qsettings = apply_quant_overrides(profile.quantize, settings, "edgekit.quantize() settings")
-    dest = Path(out) if out is not None else source.with_suffix(".int8.onnx")
     with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
         fp32, _ = onnx_export.preprocess(onnx_export.without_initializer_inputs(source, Path(tmp) / "input.onnx"),
                                       Path(tmp) / "model.onnx", DEFAULT_STEP_TIMEOUT)
         parsed = onnx_export.parsed(fp32)
+        if done := sorted({n.op_type for n in parsed.graph.node} & inspect_model.QUANT_OPS):
+            raise InputError(f"{source}: already quantized ({', '.join(done)}); give the float model")
         specs, _ = onnx_export.io_specs(parsed)
         plan = quantization.plan(parsed, qsettings, set(settings), profile.runtime.arch)
         feeds = [] if qsettings.mode == "dynamic" else calib.load(calibration, specs, max_samples=qsettings.samples).feeds
-        quantization.quantize(fp32, dest, plan, feeds[: qsettings.samples])
-    onnx_export.check(dest)
+        written = quantization.quantize(fp32, Path(tmp) / "model.int8.onnx", plan, feeds[: qsettings.samples])
+        onnx_export.check(written)
+        partial = dest.with_name(f".{dest.name}.partial")  # beside dest: the rename below is then atomic
+        try:
+            shutil.copyfile(written, partial)
+            partial.replace(dest)
+        finally:
+            partial.unlink(missing_ok=True)
     return dest
 
 
@@ -223,7 +235,7 @@ def _recipe(model, inputs, calibration, validation, targets, out, settings: dict
         if run.get(key) is not None:
             value = run[key]
             run[key] = build(cls, dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value,
-                             f"{where} [{key}]")
+                             f"{where} [{key}]", required=("data",) if key == "distill" else ())
     recipe = build(Recipe, {"source": "", **run}, where)
     bench = build(BenchSpec, {k: v for k, v in settings.items() if k in bench_keys}, where)
     specs = _specs(inputs)

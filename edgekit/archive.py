@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import lzma
-import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 

@@ -72,6 +72,7 @@ class Dataset:
     feeds: Sequence[dict[str, np.ndarray]]
     labels: np.ndarray | None = None  # one per sample, or (samples, rows) for samples holding several rows
     random: bool = False
+    joined: bool = False  # labels of items of different lengths, one per row and joined: not split by sample
 
     def __len__(self) -> int:
         return len(self.feeds)
@@ -82,6 +83,9 @@ class Dataset:
         if len(self) < 2:
             raise InputError(f"{self.origin}: need at least 2 samples to hold some out for validation")
         cut = len(self) - n_val
+        if self.joined:
+            raise InputError(f"{self.origin}: its items' labels differ in length, so the last items cannot be held "
+                             "out for validation with their labels: give --validation data")
         labels = (self.labels[:cut], self.labels[cut:]) if self.labels is not None else (None, None)
         return (Dataset(self.origin, self.feeds[:cut], labels[0], self.random),
                 Dataset(f"{self.origin} (held-out last {n_val})", self.feeds[cut:], labels[1], self.random))
@@ -256,8 +260,13 @@ def _from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_B
     has = [lb is not None for lb in labels]
     if any(has) and not all(has):
         raise InputError(f"{origin}: some items have a label and some do not")
-    return Dataset(origin, feeds,
-                   class_ids(origin, np.asarray([np.asarray(lb) for lb in labels])) if has and all(has) else None)
+    if not (has and all(has)):
+        return Dataset(origin, feeds, None)
+    if len({np.shape(lb) for lb in labels}) == 1:
+        return Dataset(origin, feeds, class_ids(origin, np.asarray([np.asarray(lb) for lb in labels])))
+    # items of different lengths (a short last batch, sequences): one label per row, joined; never split by item
+    return Dataset(origin, feeds, class_ids(origin, np.concatenate([np.asarray(lb).reshape(-1) for lb in labels])),
+                   joined=True)
 
 
 def random_dataset(specs, count: int, seed: int, max_bytes: int = arrays.DEFAULT_MAX_BYTES) -> Dataset:

@@ -69,6 +69,17 @@ def _handle_errors(fn):
     return wrapper
 
 
+
+class Within(click.FloatRange):
+    """click's FloatRange, which lets NaN through (every comparison with it is False)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if number != number:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number
+
+
 def _fail(line: str, code: ExitCode | int, debug: bool) -> None:
     """The one-line error last (after the traceback with --debug), and the same exit code either way; a message
     of several lines (a user function's exception) is joined into one."""
@@ -274,7 +285,7 @@ def main(debug: bool, verbose: bool) -> None:
 @click.option("--task", type=click.Choice(choices(Recipe, "task")))
 @_quant_options
 @click.option("--bench-runs", type=int, help="Timed runs per model.")
-@click.option("--step-timeout", type=click.FloatRange(*RANGES["step_timeout"]),
+@click.option("--step-timeout", type=Within(*RANGES["step_timeout"]),
               help="Seconds allowed for pre-processing (shape inference, folding) of the model, in a child (600).")
 @click.option("--no-bench", is_flag=True, default=None, help="Skip latency (the outputs then depend only on inputs).")
 @click.option("--archive", is_flag=True, default=None, help="Also write OUT/<target>.tar.gz.")
@@ -318,7 +329,7 @@ def export(source, as_json, from_trial, storage, study, **flags):
                                 "postgresql://... (with its driver), or journal:FILE; other machines join with the "
                                 "same one and --study.")
 @click.option("--study", default="edgekit", show_default=True, help="Study name; an existing one is resumed.")
-@click.option("--time-budget", type=float, help="Seconds; no trial starts after it.")
+@click.option("--time-budget", type=Within(*RANGES["time_budget"]), help="Seconds; no trial starts after it.")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Processes on this machine sharing the storage.")
 @click.option("-t", "--target", help="Target profile (default: the recipe's first).")
@@ -355,7 +366,8 @@ _ROUND_TO = click.IntRange(*RANGES["round_to"])
 
 @main.command()
 @_torch_source_options
-@click.option("--ratio", type=click.FloatRange(*RANGES["ratio"]), required=True, help="Share of channels (structured) or weights to remove.")
+@click.option("--ratio", type=Within(*RANGES["ratio"]), required=True,
+              help="Share of channels (structured) or weights to remove.")
 @click.option("--method", type=click.Choice(choices(PruneSpec, "method")), default=PruneSpec.method, show_default=True)
 @click.option("--importance", type=click.Choice(choices(PruneSpec, "importance")), default=PruneSpec.importance,
               show_default=True)

@@ -314,7 +314,9 @@ RANGES = {"size": (1, 1_000_000), "opset": (10, 23), "threads": (1, 256), "sampl
           "temperature": (0.01, 100.0), "alpha": (0.0, 1.0), "lr": (0.0, 10.0), "batch_size": (1, 1 << 20),
           "patience": (0, 100_000),
           "max_trials": (1, 10_000), "time_budget": (1.0, 1e7), "max_excluded": (0, 100_000),
-          "max_latency_price": (1.0, 1000.0), "max_data_bytes": (1, 1 << 50), "step_timeout": (0.001, 1e6)}
+          "max_latency_price": (1.0, 1000.0), "max_data_bytes": (1, 1 << 50), "step_timeout": (0.001, 1e6),
+          "weight_decay": (0.0, 10.0), "feature_weight": (0.0, 1e6), "quant_sqnr_min_db": (-100.0, 300.0),
+          "timeout": (0.001, 1e7)}  # NaN is outside every range
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -358,6 +360,8 @@ def _coerce(value, hint, key: str, where: str):
         value = {str(k): float(v) for k, v in value.items()} if ok else value
         if ok and (bad := {k: v for k, v in value.items() if not 0 <= v < 1}):
             raise UsageError(f"{where}: stage_ratios {bad}: each ratio is in [0, 1)")
+    elif hint is dict and key == "image_uint8":
+        ok = isinstance(value, dict)
     elif hint is dict and key in ("constants", "state", "state_init"):  # state: input names to output names
         ok = isinstance(value, dict) and all(isinstance(k, str) and (key == "constants" or isinstance(v, str))
                                              for k, v in value.items())
@@ -435,6 +439,9 @@ def load_target(name_or_path: str) -> Target:
     if unknown := [p for p in target.runtime.providers if p not in known]:
         raise UsageError(f"{path}: [runtime] providers: {unknown[0]!r} is not an onnxruntime execution provider"
                          f"{nearest(unknown[0], known)}")
+    if target.package.min_coverage and not target.package.coverage:
+        raise UsageError(f"{path}: [package] min_coverage gates the coverage of the providers listed in `coverage`; "
+                         "list them (nnapi, coreml)")
     if target.quantize.per_channel and target.opset < 13:
         raise UsageError(f"{path}: per_channel quantization needs opset >= 13 (profile has {target.opset})")
     return replace(target, path=str(path))
@@ -477,6 +484,8 @@ def load_recipe(path: Path) -> Recipe:
     source = flat.get("source")
     if isinstance(source, str) and (".py:" in source or source.endswith((".onnx", ".pt", ".ts", ".pt2"))):
         flat["source"] = str(base / source)
+    if isinstance(flat.get("targets"), list):  # a profile file beside the recipe, as its other paths
+        flat["targets"] = [str(base / t) if isinstance(t, str) and t.endswith(".toml") else t for t in flat["targets"]]
     if isinstance(flat.get("state_init"), dict):
         flat["state_init"] = {k: str(base / v) if isinstance(v, str) else v for k, v in flat["state_init"].items()}
     inputs = flat.pop("inputs", [])

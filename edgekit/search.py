@@ -146,12 +146,14 @@ def parse_budgets(items) -> dict[str, float]:
     budgets = {}
     for item in items:
         key, _, value = item.partition("=")
+        if key in budgets:
+            raise UsageError(f"--budget {key} is given twice")
         try:
             budgets[key] = float(value)
         except ValueError:
             raise UsageError(f"--budget {item!r}: expected NAME=NUMBER") from None
-        if key not in BUDGETS or budgets[key] <= 0:
-            raise UsageError(f"--budget {item!r}: use {' or '.join(BUDGETS)} with a positive number")
+        if key not in BUDGETS or not 0 < budgets[key] < float("inf"):  # NaN fails it too
+            raise UsageError(f"--budget {item!r}: use {' or '.join(BUDGETS)} with a positive, finite number")
     return budgets
 
 

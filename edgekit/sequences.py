@@ -41,6 +41,8 @@ def initial_values(files: dict[str, str], specs: tuple[InputSpec, ...], state: d
         if value.dtype != np.dtype(spec.dtype) or value.ndim != len(spec.shape):
             raise InputError(f"{path}: a {value.dtype} array of shape {list(value.shape)}; state input {spec} "
                              f"takes {spec.dtype} of rank {len(spec.shape)}")
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise InputError(f"{path}: state {name!r}'s first value has NaN or Inf values")
         values[name] = value
     return values
 
@@ -122,6 +124,8 @@ def step_labels(data, lengths: list[int]) -> np.ndarray | None:
     """Labels of sequence data, one per step (`labels` of sequences x steps), in rollout order."""
     if data.labels is None:
         return None
+    if data.labels.ndim == 1 and data.labels.size == sum(lengths):  # one per step, sequences joined
+        return data.labels
     if data.labels.ndim != 2:
         raise InputError(f"{data.origin}: labels of sequences need one per step (sequences x steps), "
                          f"found shape {list(data.labels.shape)}")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import InputSpec
+from .errors import UsageError
 
 MAX_FEEDS = 4  # validation feeds made at the other size
 
@@ -28,7 +29,11 @@ def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict], listed: dict | 
     samples; another dimension by cutting each sample or repeating it cyclically. A dimension that cannot be
     resized that way is left out."""
     found = []
-    for dim in dict.fromkeys(d for s in specs for d in s.shape if isinstance(d, str)):
+    dims = dict.fromkeys(d for s in specs for d in s.shape if isinstance(d, str))
+    if unknown := set(listed or {}) - set(dims):
+        raise UsageError(f"--size {sorted(unknown)[0]}: not a named axis of the model's inputs (named: "
+                         f"{', '.join(dims) or 'none'})")
+    for dim in dims:
         axes = {s.name: s.shape.index(dim) for s in specs if dim in s.shape}
         seen = tuple(sorted({f[n].shape[a] for f in feeds for n, a in axes.items()}))
         if not seen:
@@ -38,6 +43,9 @@ def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict], listed: dict | 
             if batch:
                 same = [f for f in feeds if all(f[n].shape[0] == seen[0] for n in axes)]
                 if size % seen[0] or len(same) < size // seen[0]:
+                    if dim in (listed or {}):
+                        raise UsageError(f"--size {dim}={size}: made by joining samples of {dim} {seen[0]}, and "
+                                         f"{len(same)} of them make at most {len(same) * seen[0]}")
                     continue
                 k = size // seen[0]
                 made = [{n: np.concatenate([g[n] for g in group]) if n in axes else group[0][n] for n in group[0]}

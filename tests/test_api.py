@@ -119,6 +119,20 @@ def test_prune_and_quantize_from_python(tmp_path):
     x = np.load(DIGITS / "data" / "validation.npz")["image"][:50]
     a, b = (ort.InferenceSession(str(p)).run(None, {"image": x})[0] for p in (fp32, int8))
     assert np.mean(a.argmax(1) == b.argmax(1)) > 0.95
+    # it replaced any file at out, the source itself too, and left a broken file when it failed
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    for out, why in ((notes, "already exists"), (fp32, "already exists"), (None, "already exists")):
+        with pytest.raises(edgekit.UsageError, match=why):
+            edgekit.quantize(fp32, samples("calibration", 64), out=out if out else tmp_path / "q.onnx")
+    with pytest.raises(edgekit.UsageError, match="is the model being quantized"):
+        edgekit.quantize(fp32, samples("calibration", 64), out=fp32, force=True)
+    assert notes.read_text() == "mine"
+    with pytest.raises(edgekit.InputError, match="already quantized"):
+        edgekit.quantize(int8, samples("calibration", 64), out=tmp_path / "twice.onnx")
+    assert not (tmp_path / "twice.onnx").exists() and not list(tmp_path.glob(".*partial"))
+    assert edgekit.quantize(fp32, samples("calibration", 64), out=notes, force=True) == notes
+    assert onnx.load(notes).graph.node
 
 
 def test_api_argument_shapes(tmp_path):
@@ -139,3 +153,12 @@ def test_user_code_may_import_its_neighbours_when_called(tmp_path):
                             out=tmp_path / "o", no_bench=True)
     assert report.targets["desktop-x86"].export_parity.worst("cosine") > 0.9999
     assert str(tmp_path) not in sys.path and sys.path == path
+
+
+def test_distill_from_python_needs_its_data(tmp_path, monkeypatch):
+    """Without `data` it trained on every .npz in the working folder, the validation set among them."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(edgekit.UsageError, match=r"\[distill\]: missing required key 'data'"):
+        edgekit.export(MODEL, inputs="image:Nx1x8x8", weights=str(WEIGHTS), calibration="random", out="o",
+                       no_bench=True, distill={"epochs": 1})
+    assert not (tmp_path / "o").exists()

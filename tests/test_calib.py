@@ -149,3 +149,26 @@ def test_a_data_function_is_read_only_as_far_as_needed_and_within_the_byte_bound
     assert peak < 30 * 3 * 64 * 64 * 4  # 20 samples of 48 KB, not the 10,000-item cap's 480 MB
     with pytest.raises(InputError, match=r"first 11 items hold more than 500000 bytes \(--max-data-bytes\)"):
         calib.load(endless, IMAGE, max_bytes=500_000)
+
+
+def test_items_of_different_lengths_keep_one_label_per_row(tmp_path):
+    """A short last batch (or sequences of different lengths) ended in numpy's ValueError, exit 5."""
+    rng = np.random.default_rng(0)
+    spec = (InputSpec.parse("image:Nx1x8x8"),)
+    items = [{"image": rng.random((n, 1, 8, 8), dtype=np.float32), "labels": np.arange(n) % 10} for n in (4, 4, 2)]
+    data = calib.load(items, spec)
+    assert len(data) == 3 and data.labels.tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    with pytest.raises(InputError, match="give --validation data"):
+        data.split(0.25)  # the last item's rows cannot be told apart from the others' by position
+    even = calib.load(items[:2], spec)
+    assert even.labels.shape == (2, 4) and even.split(0.5)[1].labels.shape == (1, 4)  # as before
+
+
+def test_a_nan_first_state_is_bad_input(tmp_path):
+    """It reached calibration and failed there as 'scale issue' (exit 4)."""
+    from edgekit.sequences import initial_values
+
+    np.save(tmp_path / "h0.npy", np.full((1, 4), np.nan, np.float32))
+    specs = (InputSpec.parse("x:Nx3"), InputSpec.parse("state:1x4"))
+    with pytest.raises(InputError, match="h0.npy: state 'state'.s first value has NaN"):
+        initial_values({"state": str(tmp_path / "h0.npy")}, specs, {"state": "state_out"}, 1 << 20)

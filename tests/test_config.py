@@ -130,7 +130,9 @@ def test_flags_out_of_their_range_are_usage_errors_before_any_work(tmp_path, fla
 
 
 @pytest.mark.parametrize("args", [["export", "--nope"], ["targets", "bogus"], ["export"],
-                                  ["export", "x.toml", "--max-data-bytes", "-1"]])
+                                  ["export", "x.toml", "--max-data-bytes", "-1"],
+                                  ["export", "x.toml", "--step-timeout", "nan"],  # click's FloatRange takes NaN
+                                  ["search", "x.toml", "--time-budget", "-5"], ["prune", "m.py:f", "--ratio", "nan"]])
 def test_click_usage_errors_are_one_line_like_edgekits_own(args):
     """click printed a four-line Usage/Try/Error block; the exit code (2) was already right."""
     from conftest import cli as run_cli
@@ -150,3 +152,46 @@ def test_a_misspelled_provider_in_a_profile_is_refused_with_the_nearest_name(tmp
         config.load_target(str(profile))
     profile.write_text(text.replace('"CPUExecutionProvider"', '"NnapiExecutionProvider", "CPUExecutionProvider"'))
     assert config.load_target(str(profile)).runtime.providers[0] == "NnapiExecutionProvider"  # known, not here
+
+
+def test_a_recipes_profile_path_is_beside_the_recipe(tmp_path, monkeypatch):
+    """It was read from the working folder: another profile of the same name there was used instead."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "edgekit.toml").write_text('[model]\nsource = "m.onnx"\n[export]\ntargets = ["mine.toml", '
+                                                 '"desktop-x86"]\n')
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.toml").write_text('name = "wrong"\n')
+    recipe = config.load_recipe(tmp_path / "r" / "edgekit.toml")
+    assert recipe.targets == (str(tmp_path / "r" / "mine.toml"), "desktop-x86")
+
+
+@pytest.mark.parametrize("cls, table, message", [
+    (config.DistillSettings, {"data": "d.npz", "weight_decay": -5.0}, "weight_decay = -5.0 is out of range"),
+    (config.DistillSettings, {"data": "d.npz", "feature_weight": float("nan")}, "feature_weight = nan is out of range"),
+    (config.ParitySpec, {"quant_sqnr_min_db": float("nan")}, "quant_sqnr_min_db = nan is out of range"),
+    (config.DeviceSpec, {"url": "ssh://h", "timeout": -1.0}, "timeout = -1.0 is out of range"),
+    (config.Recipe, {"source": "m.py:f", "image_uint8": 5}, "'image_uint8' has the wrong type"),
+])
+def test_settings_without_a_range_failed_late_with_the_wrong_exit_code(cls, table, message):
+    """Each loaded, then failed deep in the run: exit 5 (torch's ValueError), exit 4 (NaN scales) or a gate."""
+    with pytest.raises(UsageError, match=re.escape(message)):
+        config.build(cls, table, "r")
+
+
+def test_min_coverage_needs_the_providers_it_gates(tmp_path):
+    profile = tmp_path / "p.toml"
+    profile.write_text('name = "p"\n[package]\nmin_coverage = 0.9\n')
+    with pytest.raises(UsageError, match="min_coverage gates the coverage"):
+        config.load_target(str(profile))
+
+
+def test_search_budgets_are_positive_finite_and_given_once():
+    """inf drew the report's axis into an OverflowError after trials were published (exit 5); NaN ran trials that
+    could not meet it; a budget given twice kept one silently."""
+    from edgekit.search import parse_budgets
+
+    assert parse_budgets(["latency_ms=5", "size_mb=2"]) == {"latency_ms": 5.0, "size_mb": 2.0}
+    for bad, why in ((["latency_ms=inf"], "finite"), (["latency_ms=nan"], "finite"),
+                     (["latency_ms=5", "latency_ms=10"], "given twice")):
+        with pytest.raises(UsageError, match=why):
+            parse_budgets(bad)

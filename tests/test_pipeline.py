@@ -398,3 +398,9 @@ def test_recipe_lists_the_sizes_a_dynamic_axis_is_validated_at(tmp_path, encoder
     for bad in ("seq=0", "seq=", "seq=a"):
         result = export(*args, "--out", tmp_path / "bad", "--size", bad)
         assert result.exit_code == 2 and "--size" in result.output
+    # an axis the model lacks (a typo) and a batch the data cannot make were dropped without a word
+    for bad, why in (("Seq=4", "not a named axis of the model's inputs (named: N, seq)"),
+                     ("N=100000", "make at most")):
+        result = export(*args, "--out", tmp_path / "bad", "--size", bad, "--no-bench")
+        assert result.exit_code == 2 and why in result.output, result.output
+        assert not (tmp_path / "bad").exists()
