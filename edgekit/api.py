@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -76,6 +77,8 @@ def check(path: str | Path, *, emulate: str | None = None, device: str | DeviceS
     elif device:
         reached = Device(_device_spec(device))
         place = lambda manifest: reached  # noqa: E731  (what it copied there serves every target)
+    if not isinstance(path, (str, os.PathLike)):
+        raise UsageError(f"check takes a package folder or archive path, not a {type(path).__name__}")
     return package_check.check(Path(path), place, probe)
 
 
@@ -97,9 +100,9 @@ def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: s
     spec = build(PruneSpec, {"ratio": ratio, **settings}, "edgekit.prune() settings")
     compress.check_out(out, force)
     specs = _specs(inputs)
-    module = load_model(model, weights, trust_checkpoint).module
+    module = load_model(model, _path(weights), trust_checkpoint).module
     batches = compress.load_batches(data, specs, 32) if data is not None else None
-    result = compress.run_prune(module, specs, spec, batches, load_target(target))
+    result = compress.run_prune(module, specs, spec, batches, load_target(os.fspath(target)))
     _save_changed(model, module, out, {"edgekit_prune": result.as_dict()}, specs)
     return module, result
 
@@ -178,7 +181,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     if dest.resolve() == source.resolve():
         raise UsageError(f"out {dest}: is the model being quantized; give a new file")
     onnx_export.load_onnx_input(source)
-    profile = load_target(str(target))
+    profile = load_target(os.fspath(target))
     qsettings = apply_quant_overrides(profile.quantize, settings, "edgekit.quantize() settings")
     with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
         fp32, _ = onnx_export.preprocess(onnx_export.without_initializer_inputs(source, Path(tmp) / "input.onnx"),
@@ -216,7 +219,14 @@ def _save_changed(model, module, out, record: dict, specs) -> None:
 def _specs(inputs) -> tuple[InputSpec, ...]:
     if isinstance(inputs, (str, InputSpec)):
         inputs = (inputs,)
+    if not isinstance(inputs, Iterable):
+        raise UsageError(f"inputs: give NAME:SHAPE[:DTYPE] strings or InputSpecs, not a {type(inputs).__name__}")
     return InputSpec.parse_all(inputs)
+
+
+def _path(value):
+    """A path setting as the recipe's string (os.PathLike included); anything else as it is, for build() to judge."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 def _recipe(model, inputs, calibration, validation, targets, out, settings: dict) -> Recipe:
@@ -228,12 +238,15 @@ def _recipe(model, inputs, calibration, validation, targets, out, settings: dict
         if key not in known:
             raise TypeError(f"export() got an unexpected setting {key!r}{nearest(key, known)}")
     where = "edgekit.export() settings"
+    settings = {k: _path(v) for k, v in settings.items()}
     quantize = {k: v for k, v in settings.items() if k in quant_keys}
     apply_quant_overrides(QuantSettings(), quantize, where)  # types, choices and ranges, told now
     run = {k: v for k, v in settings.items() if k in run_keys - {"device"}}
     for key, cls in (("prune", PruneSpec), ("share", ShareSpec), ("distill", DistillSettings)):  # as recipe tables
         if run.get(key) is not None:
             value = run[key]
+            if not (isinstance(value, dict) or dataclasses.is_dataclass(value)):
+                raise UsageError(f"{where}: {key} takes a {cls.__name__} or a dict of its fields, not {value!r}")
             run[key] = build(cls, dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value,
                              f"{where} [{key}]", required=("data",) if key == "distill" else ())
     recipe = build(Recipe, {"source": "", **run}, where)
@@ -243,9 +256,12 @@ def _recipe(model, inputs, calibration, validation, targets, out, settings: dict
         out = tempfile.mkdtemp(prefix="edgekit-")
     return dataclasses.replace(
         recipe, source=model, inputs=specs, calibration=calibration, validation=validation,
-        targets=(targets,) if isinstance(targets, str) else tuple(targets), out=str(out), quantize=quantize,
+        targets=tuple(map(_path, (targets,) if isinstance(targets, (str, os.PathLike)) else targets)), out=str(out),
+        quantize=quantize,
         bench=bench, device=_device_spec(settings.get("device")))
 
 
 def _device_spec(device: str | DeviceSpec | None) -> DeviceSpec | None:
-    return DeviceSpec(str(device)) if isinstance(device, (str, Path)) else device
+    if device is not None and not isinstance(device, (str, os.PathLike, DeviceSpec)):
+        raise UsageError(f"device takes an ssh:// URL or a DeviceSpec, not a {type(device).__name__}")
+    return DeviceSpec(str(device)) if isinstance(device, (str, os.PathLike)) else device

@@ -317,7 +317,7 @@ RANGES = {"size": (1, 1_000_000), "opset": (10, 23), "threads": (1, 256), "sampl
           "max_latency_price": (1.0, 1000.0), "max_data_bytes": (1, 1 << 50), "step_timeout": (0.001, 1e6),
           "weight_decay": (0.0, 10.0), "feature_weight": (0.0, 1e6), "quant_sqnr_min_db": (-100.0, 300.0),
           "timeout": (0.001, 1e7)}  # NaN is outside every range
-TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a folder and an archive member's first part
 
 
 def nearest(key: str, valid) -> str:
@@ -430,7 +430,7 @@ def load_target(name_or_path: str) -> Target:
                              f"known: {', '.join(list_targets())} (or a path to a profile .toml)")
     target = build(Target, read_toml(path), str(path), required=("name",))
     if not TARGET_NAME.match(target.name):
-        raise UsageError(f"{path}: name {target.name!r} must be a plain folder name (letters, digits, . _ -)")
+        raise UsageError(f"{path}: name {target.name!r} must be a plain folder name (letters, digits, . _ -; at most 64)")
     if unknown := set(target.package.coverage) - {"nnapi", "coreml"}:
         raise UsageError(f"{path}: [package] coverage takes nnapi and/or coreml, not {sorted(unknown)}")
     import onnxruntime  # the provider names any onnxruntime build knows, available here or not
@@ -529,6 +529,8 @@ def load_targets(names: tuple[str, ...]) -> list[Target]:
     """Profiles for one run; each becomes OUT/<name>, so names must be unique."""
     if not names:
         raise UsageError("no target: name at least one (e.g. desktop-x86)")
+    if odd := [n for n in names if not isinstance(n, str)]:
+        raise UsageError(f"targets: {odd[0]!r} is not a profile name or .toml path")
     targets = [load_target(n) for n in names]
     for i, t in enumerate(targets):
         if any(t.name == earlier.name for earlier in targets[:i]):

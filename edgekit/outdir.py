@@ -73,7 +73,7 @@ def staging(out: Path, names: list[str], force: bool = False):
     whatever happens."""
     out = out.resolve()
     check_replaceable(out, names, True)
-    created = not out.exists()
+    created = [p for p in (out, *out.parents) if not p.exists()]  # OUT and the parents this run makes
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -93,9 +93,9 @@ def staging(out: Path, names: list[str], force: bool = False):
             finally:
                 shutil.rmtree(stage, ignore_errors=True)
     finally:
-        if created:
-            with contextlib.suppress(OSError):
-                out.rmdir()  # only if empty: a successful run has published into it
+        with contextlib.suppress(OSError):
+            for folder in created:
+                folder.rmdir()  # only if empty: a successful run has published into it
 
 
 @contextlib.contextmanager

@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import DIGITS, cli
+from conftest import DIGITS, ROOT, cli
 
 import edgekit
 from edgekit.config import DistillSettings
@@ -162,3 +162,21 @@ def test_distill_from_python_needs_its_data(tmp_path, monkeypatch):
         edgekit.export(MODEL, inputs="image:Nx1x8x8", weights=str(WEIGHTS), calibration="random", out="o",
                        no_bench=True, distill={"epochs": 1})
     assert not (tmp_path / "o").exists()
+
+
+def test_paths_are_accepted_where_paths_are_documented_and_odd_types_are_usage_errors(tmp_path):
+    """Path targets and weights raised AttributeError; prune=True, device=5, inputs=None, check(5) raised
+    AttributeError or TypeError: none of them an EdgekitError with an exit code."""
+    profile = tmp_path / "mine.toml"
+    profile.write_text((ROOT / "targets" / "desktop-x86.toml").read_text().replace('"desktop-x86"', '"mine"'))
+    report = edgekit.export(MODEL, inputs="image:Nx1x8x8", weights=WEIGHTS, calibration="random", targets=[profile],
+                            out=tmp_path / "o", no_bench=True)
+    assert set(report.targets) == {"mine"}
+    for odd, why in (({"prune": True}, "prune takes a PruneSpec"), ({"device": 5}, "device takes"),
+                     ({"inputs": None}, "inputs: give"), ({"targets": [5]}, "not a profile name")):
+        args = {"inputs": "image:Nx1x8x8", "calibration": "random", "out": tmp_path / "bad", **odd}
+        with pytest.raises(edgekit.UsageError, match=why):
+            edgekit.export(MODEL, **args)
+        assert not (tmp_path / "bad").exists()
+    with pytest.raises(edgekit.UsageError, match="check takes a package"):
+        edgekit.check(5)

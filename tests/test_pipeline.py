@@ -404,3 +404,25 @@ def test_recipe_lists_the_sizes_a_dynamic_axis_is_validated_at(tmp_path, encoder
         result = export(*args, "--out", tmp_path / "bad", "--size", bad, "--no-bench")
         assert result.exit_code == 2 and why in result.output, result.output
         assert not (tmp_path / "bad").exists()
+
+
+def test_a_failed_run_leaves_no_folder_it_made(tmp_path):
+    """OUT was removed but the parents made for it (`--out nest/a/b/out`) stayed behind."""
+    from edgekit import outdir
+
+    (tmp_path / "mine").mkdir()
+    for out, kept in ((tmp_path / "nest" / "a" / "b" / "out", tmp_path), (tmp_path / "mine" / "x" / "out",
+                                                                          tmp_path / "mine")):
+        with pytest.raises(RuntimeError), outdir.staging(out, ["desktop-x86"]):
+            raise RuntimeError("a stage failed")
+        assert kept.exists() and [p for p in kept.iterdir() if p.name not in ("mine",)] == []
+
+
+def test_a_profile_name_fits_an_archive_member(tmp_path):
+    """160 characters were accepted, and --archive then failed inside tarfile (exit 5)."""
+    from edgekit import config
+
+    profile = tmp_path / "long.toml"
+    profile.write_text(f'name = "{"a" * 160}"\n')
+    with pytest.raises(config.UsageError, match="at most 64"):
+        config.load_target(str(profile))
