@@ -8,7 +8,7 @@ Sources: a single `.npz` (arrays named after the inputs, samples along the first
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -93,9 +93,12 @@ class Dataset:
 
 def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: int = 64,
          max_bytes: int = arrays.DEFAULT_MAX_BYTES, max_samples: int | None = None) -> Dataset:
-    """`source`: a path, `random`, MODULE:FUNCTION, or (from the Python API) an iterable of feed dicts or a
-    callable returning one. `max_bytes` bounds what one source may declare (file headers, random inputs)
+    """`source`: a path, `random`, MODULE:FUNCTION, or (from the Python API) {input name: samples} as an .npz
+    holds them, an iterable of feed dicts or a callable returning one. `max_bytes` bounds what one source may declare (file headers, random inputs)
     before it is loaded (a function's items, as they come); `max_samples`: only the first samples are read."""
+    if isinstance(source, Mapping):  # {input name: samples}, as an .npz holds them (np.load's own result too)
+        return _nonempty(_from_arrays(f"data {type(source).__name__!r}", {k: np.asarray(v) for k, v in source.items()},
+                                      specs))
     if not isinstance(source, (str, Path)):
         origin = getattr(source, "__qualname__", type(source).__name__)
         fn = source if callable(source) else lambda: source

@@ -310,6 +310,9 @@ def export(source, as_json, from_trial, storage, study, **flags):
 
     recipe, threads = recipe_from(source, flags), None
     if from_trial is not None:
+        if storage is None and not (Path(recipe.out) / search.DB).is_file():
+            raise UsageError(f"--from-trial: no search in {recipe.out} ({search.DB} is not there; run `edgekit search` "
+                             "to this --out first, or give its --storage)")
         recipe, threads = search.from_trial(recipe, storage or search.default_storage(Path(recipe.out)), study,
                                             from_trial)
     with search.worker_threads(threads):
@@ -526,6 +529,10 @@ def inspect_cmd(model, compare, data, as_json):
     with --compare FP32 INT8 --data D, the error each node adds, worst first."""
     from .inspect_model import compare_text, inspect, layer_errors, text
 
+    if model and compare:
+        raise UsageError("give a MODEL to inspect, or --compare FP32 INT8, not both")
+    if data and not compare:
+        raise UsageError("--data is for --compare FP32 INT8 (inspect MODEL reads no data)")
     if compare:
         if not data:
             raise UsageError("--compare needs --data (validation inputs)")

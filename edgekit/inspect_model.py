@@ -5,13 +5,14 @@ import math
 from collections import Counter
 from pathlib import Path
 
+from .errors import InputError
+
 QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
              "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm"}
 
 
 def _existing_model(path: Path):
     from . import onnx_export as export
-    from .errors import InputError
 
     if path.is_dir():
         raise InputError(f"{path}: is a folder; inspect takes a model file (.onnx), e.g. {path}/model.int8.onnx")
@@ -70,17 +71,28 @@ def layer_errors(fp32: Path, int8: Path, data: str) -> dict:
     """Per compute node: accumulated SQNR lost between its input and output; per tensor: SQNR."""
     from . import calib, layers, onnx_export as export, tune
 
+    from . import host
+
     _existing_model(fp32), _existing_model(int8)
     inputs, _ = export.io_specs(fp32)
-    feeds = calib.load(data, inputs).feeds
-    tensors = layers.tensor_errors(fp32, int8, feeds)
+    theirs, _ = export.io_specs(int8)
+    if [s.name for s in inputs] != [s.name for s in theirs]:
+        raise InputError(f"{fp32} and {int8} take different inputs ({', '.join(s.name for s in inputs)} against "
+                         f"{', '.join(s.name for s in theirs)}): compare a float model with its own int8 build")
+    if not {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in export.parsed(int8).graph.node}:
+        raise InputError(f"{int8}: no QuantizeLinear/DequantizeLinear pairs to measure (give the float model first, "
+                         "then its static QDQ int8 build)")
+    data_set = calib.load(data, inputs)
+    tensors = layers.tensor_errors(fp32, int8, data_set.feeds)
     nodes = tune.node_sensitivity(fp32, tensors)
     return {"nodes": [{k: v for k, v in r.items() if k != "exclude"} for r in nodes], "tensors": tensors,
-            "samples": min(len(feeds), 8)}
+            "samples": min(len(data_set), 8), "data": data_set.origin, "random": data_set.random,
+            "where": f"{host.where()}, onnxruntime's reference Q/DQ arithmetic"}
 
 
 def compare_text(rows: dict) -> str:
-    lines = [f"SQNR lost per compute node ({rows['samples']} samples), worst first:",
+    lines = ["RANDOM DATA: SQNR FIGURES DO NOT REFLECT REAL INPUTS"] if rows["random"] else []
+    lines += [f"SQNR lost per compute node ({rows['samples']} samples of {rows['data']}; {rows['where']}), worst first:",
              f"  {'node':40} {'op':8} {'in dB':>8} {'out dB':>8} {'lost dB':>8}"]
     lines += [f"  {r['node'][:40]:40} {r['op']:8} {r['input_sqnr_db']:8.1f} {r['output_sqnr_db']:8.1f} "
               f"{r['lost_db']:8.1f}" for r in rows["nodes"]]

@@ -154,29 +154,31 @@ def _refuse_foreign(out: Path, names: list[str]) -> None:
         if not os.path.lexists(path):
             continue
         if path.is_dir() and not path.is_symlink():
-            mine = _is_package(path / "manifest.json", name)
+            why = _not_a_package(path / "manifest.json", name)
         else:  # a file (an archive, a search's pareto.json): one whose hash edgekit's ledger here records
             from .package import sha256
 
             mine = path.is_file() and not path.is_symlink() and ledger.get(name) == sha256(path)
-        if not mine:
-            raise UsageError(f"--out {out}: {name} exists and edgekit did not make it; move it away or pass --force "
-                             "to replace it")
+            why = None if mine else "exists and edgekit did not make it"
+        if why:
+            raise UsageError(f"--out {out}: {name} {why}; move it away or pass --force to replace it")
 
 
-def _is_package(manifest: Path, name: str) -> bool:
-    """An edgekit target folder holding nothing but what its manifest lists (a file the user added there
-    would be lost with it)."""
+def _not_a_package(manifest: Path, name: str) -> str | None:
+    """Why a folder is not an edgekit target folder holding nothing but what its manifest lists (a file the user
+    added there would be lost with it); None when it is one."""
+    foreign = "exists and edgekit did not make it"
     try:
         if manifest.is_symlink() or not manifest.is_file() or manifest.stat().st_size > archive.MAX_MANIFEST_BYTES:
-            return False
+            return foreign
         data = json.loads(manifest.read_text())
         if not (isinstance(data, dict) and "edgekit_version" in data and data.get("target") == name
                 and isinstance(data.get("files"), dict)):
-            return False
-        return {p.name for p in manifest.parent.iterdir()} <= {*data["files"], *archive.UNHASHED}
+            return foreign
+        added = sorted({p.name for p in manifest.parent.iterdir()} - {*data["files"], *archive.UNHASHED})
+        return f"holds files edgekit did not write there ({', '.join(added[:3])})" if added else None
     except (OSError, ValueError, RecursionError):
-        return False
+        return foreign
 
 
 def _read_ledger(out: Path) -> dict[str, str] | None:

@@ -34,6 +34,10 @@ def write_golden(path: Path, feeds: list[dict], names: list[str], outputs: list[
     Returns the tolerances: `tolerance` × the output's peak |value| over the golden samples, or for the
     outputs in `in_steps`, that absolute tolerance.
     """
+    for i, out in enumerate(outputs):  # a golden file holds finite numbers: say it is the model's output
+        if bad := [n for n, o in zip(names, out) if o.dtype.kind == "f" and not np.isfinite(o).all()]:
+            raise InputError(f"{path.parent.name}: the int8 model's output {bad[0]!r} is NaN or Inf on validation "
+                             f"sample {i}: no golden output can hold it")
     atol = {n: max(float(tolerance * max(np.max(np.abs(o[k])) for o in outputs)), 1e-6) for k, n in enumerate(names)}
     atol.update(in_steps or {})
     arrays = {"count": np.array(len(feeds))}

@@ -359,6 +359,9 @@ def from_trial(recipe: Recipe, storage: str, name: str, number: int) -> tuple[Re
         raise UsageError(f"--storage {storage}: no study named {name!r}") from None
     except StopIteration:
         raise UsageError(f"study {name!r} has no trial {number}") from None
+    if trial.state != optuna.trial.TrialState.COMPLETE:
+        raise UsageError(f"trial {number} of study {name!r} did not complete ({trial.state.name}): export a "
+                         "completed one (OUT/pareto.json lists them)")
     # the trial's settings, with the re-export's own --archive (else the archive beside OUT would go stale)
     return (dataclasses.replace(apply(recipe, trial.params, Path(recipe.out)), archive=recipe.archive),
             trial.user_attrs.get("torch_threads"))

@@ -172,3 +172,14 @@ def test_a_nan_first_state_is_bad_input(tmp_path):
     specs = (InputSpec.parse("x:Nx3"), InputSpec.parse("state:1x4"))
     with pytest.raises(InputError, match="h0.npy: state 'state'.s first value has NaN"):
         initial_values({"state": str(tmp_path / "h0.npy")}, specs, {"state": "state_out"}, 1 << 20)
+
+
+def test_a_dict_of_sample_arrays_is_data_as_an_npz_holds_it():
+    """`calibration=np.load(...)` or {"image": array}: it said 'item 0 is a str, expected a dict of arrays'."""
+    from conftest import DIGITS
+
+    d = np.load(DIGITS / "data" / "validation.npz")
+    spec = (InputSpec.parse("image:Nx1x8x8"),)
+    data = calib.load(d, spec)
+    assert len(data) == len(d["image"]) and data.labels.tolist() == d["labels"].tolist()
+    assert len(calib.load({"image": d["image"][:10]}, spec)) == 10

@@ -509,7 +509,8 @@ def test_foreign_files_in_a_package_folder_lock_links_and_ledger_fifo(tmp_path):
     out = tmp_path / "out"
     assert _package_run(out).exit_code == 0
     (out / "desktop-x86" / "NOTES.txt").write_text("mine")
-    one_line_error(_package_run(out), 2, "desktop-x86 exists and edgekit did not make it")
+    # it said "exists and edgekit did not make it" of the folder edgekit had made: the added file is named
+    one_line_error(_package_run(out), 2, "desktop-x86 holds files edgekit did not write there (NOTES.txt)")
     assert (out / "desktop-x86" / "NOTES.txt").read_text() == "mine"
     (out / "desktop-x86" / "NOTES.txt").unlink()
     (out / ".edgekit.lock").symlink_to(tmp_path / "elsewhere")
@@ -571,3 +572,15 @@ def test_an_installed_edgekit_stays_behind_the_standard_library(monkeypatch):
     assert bounded.child_env()["PYTHONPATH"] == str(ROOT.resolve())  # this checkout, used from where it is
     monkeypatch.setattr(site, "getsitepackages", lambda: [str(ROOT)])  # as if edgekit were installed there
     assert bounded.child_env()["PYTHONPATH"] == ""
+
+
+def test_a_model_whose_outputs_are_nan_is_named_not_its_golden_file(tmp_path):
+    """It said 'golden.npz: not a valid golden file', blaming a file edgekit writes itself."""
+    (tmp_path / "nan.py").write_text("import torch\n\nclass M(torch.nn.Module):\n    def __init__(self):\n"
+                                     "        super().__init__()\n        self.fc = torch.nn.Linear(4, 3)\n\n"
+                                     "    def forward(self, x):\n        return torch.sqrt(self.fc(x))\n\n\n"
+                                     "def build():\n    torch.manual_seed(0)\n    return M()\n")
+    result = cli(["export", f"{tmp_path / 'nan.py'}:build", "--input", "x:Nx4", "--calibration", "random",
+                  "--no-bench", "--out", tmp_path / "o"])
+    one_line_error(result, 3, "the int8 model's output 'output' is NaN or Inf on validation sample")
+    assert not (tmp_path / "o").exists()

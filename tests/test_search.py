@@ -147,6 +147,9 @@ def test_a_storage_inside_a_new_out_and_a_re_export_with_its_archive(tmp_path):
                     "--out", again, *extra])
         assert done.exit_code == 0, done.output
         assert (again / "desktop-x86.tar.gz").exists()
+    # no search there: it said the default storage 'cannot be opened (OperationalError ...)'
+    nowhere = cli(["export", _recipe(tmp_path, distill=False), "--from-trial", "0", "--out", tmp_path / "none"])
+    assert nowhere.exit_code == 2 and "--from-trial: no search in" in nowhere.stderr, nowhere.output
 
 
 def test_a_search_replaces_only_what_edgekit_made_in_out(tmp_path):
@@ -262,3 +265,12 @@ def test_a_search_worker_keeps_to_its_share_of_the_cores(monkeypatch):
         assert torch.get_num_threads() == 1 and host.work_threads() == 1
     assert torch.get_num_threads() == before and host.work_threads() == everything
     assert host.WORK_THREADS_ENV not in os.environ
+
+
+def test_a_failed_trial_is_not_exported(tmp_path):
+    """`--from-trial N` of a trial that failed exported its settings with exit 0."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="edgekit", storage=url)
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    with pytest.raises(search.UsageError, match="trial 0 of study 'edgekit' did not complete \\(FAIL\\)"):
+        search.from_trial(load_recipe(Path(_recipe(tmp_path))), url, "edgekit", 0)

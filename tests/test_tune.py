@@ -4,6 +4,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+import torch
 from conftest import DIGITS, cli
 
 
@@ -105,6 +106,18 @@ def test_inspect_compare(data, tmp_path):
     missing = cli(["inspect", "--compare", str(folder / "model.onnx"), str(folder / "x.onnx"),
                                         "--data", str(data / "val.npz")])
     assert missing.exit_code == 3
+    text = cli(["inspect", "--compare", folder / "model.onnx", folder / "model.int8.onnx", "--data", "random"])
+    assert text.exit_code == 0 and text.output.startswith("RANDOM DATA") and "host " in text.output
+    # swapped models printed two empty tables (exit 0); another model's int8 build was exit 4 with ORT's words
+    swapped = cli(["inspect", "--compare", folder / "model.int8.onnx", folder / "model.onnx", "--data", data / "val.npz"])
+    assert swapped.exit_code == 3 and "no QuantizeLinear/DequantizeLinear pairs" in swapped.output
+    other = tmp_path / "other.onnx"
+    torch.onnx.export(torch.nn.Linear(3, 2), (torch.zeros(1, 3),), other, input_names=["v"], dynamo=False)
+    mismatched = cli(["inspect", "--compare", other, folder / "model.int8.onnx", "--data", data / "val.npz"])
+    assert mismatched.exit_code == 3 and "take different inputs" in mismatched.output
+    for args in (["inspect", folder / "model.onnx", "--compare", folder / "model.onnx", folder / "model.int8.onnx",
+                  "--data", data / "val.npz"], ["inspect", folder / "model.onnx", "--data", data / "val.npz"]):
+        assert cli(args).exit_code == 2  # the model or the data was ignored without a word
 
 
 def test_auto_on_a_dynamic_quantized_model_says_it_skipped(tmp_path, encoder_data):
