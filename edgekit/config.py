@@ -353,7 +353,9 @@ def _coerce(value, hint, key: str, where: str):
     elif hint is dict and key == "sizes":
         low, high = RANGES["size"]
         ok = isinstance(value, dict) and all(isinstance(v, list) and v and all(
-            isinstance(n, int) and not isinstance(n, bool) and low <= n <= high for n in v) for v in value.values())
+            isinstance(n, int) and not isinstance(n, bool) for n in v) for v in value.values())
+        if ok and (bad := [n for v in value.values() for n in v if not low <= n <= high]):
+            raise UsageError(f"{where}: sizes: {bad[0]} is out of range [{low}, {high}]")
     elif hint is dict and key == "stage_ratios":
         ok = isinstance(value, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                              for v in value.values())

@@ -101,7 +101,10 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
     if bench and getattr(at, "real", False):
         cases.append(_latency_at(at, folder, target, manifest, Path(pairs[0][1]).name))
     if probe:
-        int8, golden_path = next(p for p in pairs if p[0].endswith(".onnx"))  # an .ort has no graph to expose
+        onnx_pairs = [p for p in pairs if p[0].endswith(".onnx")]  # an .ort has no graph to expose
+        if not onnx_pairs:
+            raise InputError(f"{shown}: --probe needs an .onnx model with golden outputs; the package has none")
+        int8, golden_path = onnx_pairs[0]
         found = probe_model(Path(int8), Path(golden_path), at, state)
         cases.append(Case(target, f"probe {Path(int8).name}", True, found, where=f"{at.label} vs {host.where()}"))
     return cases
@@ -139,7 +142,7 @@ def _parity_at(place: Place, folder: Path, target: str, pairs: list[tuple[str, s
 def _latency_at(place, folder: Path, target: str, manifest: dict, golden: str, runs: int = 50) -> Case:
     """fp32 and int8 timed round-robin on the device at the profile's threads (and at 1 beside, when more);
     the export's latency budget, if it set one, is judged here on the device's own figure."""
-    threads = int((manifest.get("host") or {}).get("threads") or 1)
+    threads = (manifest.get("host") or {}).get("threads") or 1  # _manifest checked its type and range
     try:
         found = place.bench(folder, {"fp32": "model.onnx", "int8": "model.int8.onnx"}, golden,
                             (threads, 1) if threads > 1 else (1,), 5, runs)
@@ -147,7 +150,8 @@ def _latency_at(place, folder: Path, target: str, manifest: dict, golden: str, r
         if e.stage != "device benchmark":
             raise  # no answer from the device: exit 4, naming the step
         return Case(target, "latency", False, str(e), where=place.label)  # it answered; the models do not run
-    budget = next((g.get("limit") for g in manifest["gates"] if g["name"] == "latency_p50_ms"), None)
+    budget = next((g.get("limit") for g in manifest["gates"] if g["name"] == "latency_p50_ms"
+                   and _number(g.get("limit")) != "n/a"), None)
     passed = budget is None or found[0]["int8"].p50_ms <= budget
     message = "; ".join(f"{lat['int8'].threads} thread(s): p50 fp32 {lat['fp32'].p50_ms:.3f} ms, int8 "
                         f"{lat['int8'].p50_ms:.3f} ms ({lat['fp32'].p50_ms / lat['int8'].p50_ms:.2f}x), p90/p50 "
@@ -204,6 +208,8 @@ def _manifest(folder: Path, shown: str) -> dict:
               and all(isinstance(e, dict) and isinstance(e.get("file"), str) for e in golden["models"].values())
               and isinstance(manifest.get("passed"), bool) and isinstance(manifest.get("gates"), list)
               and isinstance(manifest.get("verification", []), list)
+              and isinstance(manifest.get("host") or {}, dict)
+              and (manifest.get("host") or {}).get("threads", 1) in range(1, 257)
               and (not manifest.get("state") or (isinstance(manifest["state"], dict)
                                                  and is_str_dict(manifest["state"].get("pairs"))))
               and all(isinstance(g, dict) and isinstance(g.get("name"), str) and isinstance(g.get("passed"), bool)

@@ -827,6 +827,9 @@ def test_crafted_golden_and_manifest_entries_are_bad_input_not_crashes(packaged,
     _rehash(folder, passed=False, verification=[{"name": 7, "passed": False}])
     result = check(folder)
     assert result.exit_code == 1 and "the export's own check failed: 7" in result.stdout, result.output
+    for host in (["x"], {"threads": "4"}, {"threads": 10**9}):  # read by --device's benchmark: a traceback there
+        _rehash(folder, passed=True, verification=[], host=host)
+        assert check(folder).exit_code == 3, host
 
 
 def test_a_manifest_cannot_take_the_deployable_out_of_the_check(packaged, tmp_path):
