@@ -140,6 +140,7 @@ def _scatter(points: list[tuple[float, float, str, str]], xlabel: str, ylabel: s
 
 def _ticks(values: list[float], count: int = 5) -> list[float]:
     """About `count` round-numbered ticks (1, 2 or 5 times a power of ten apart) covering the values."""
+    values = [v for v in values if math.isfinite(v)]  # a budget or figure of inf drew an OverflowError (exit 5)
     lo, hi = min(values, default=0.0), max(values, default=1.0)
     if hi <= lo:  # one value: a span around it
         lo, hi = lo - (abs(lo) * 0.05 or 0.5), hi + (abs(hi) * 0.05 or 0.5)

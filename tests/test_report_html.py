@@ -68,7 +68,8 @@ def test_charts_need_no_plotting_library(digits_package, monkeypatch):
 @pytest.mark.parametrize("values, expected", [([0.0, 1.0], [0, 0.2, 0.4, 0.6, 0.8, 1.0]),
                                               ([97.3, 99.1], [97.0, 97.5, 98.0, 98.5, 99.0, 99.5]),
                                               ([0.05, 0.2, 0.15], [0.05, 0.1, 0.15, 0.2]),
-                                              ([5.0], [4.7, 4.8, 4.9, 5.0, 5.1, 5.2, 5.3])])
+                                              ([5.0], [4.7, 4.8, 4.9, 5.0, 5.1, 5.2, 5.3]),
+                                              ([5.0, float("inf")], [4.7, 4.8, 4.9, 5.0, 5.1, 5.2, 5.3])])  # exit 5
 def test_scatter_ticks_are_round_and_cover_the_values(values, expected):
     assert report_html._ticks(values) == pytest.approx(expected)
 
