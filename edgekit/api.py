@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -69,6 +68,8 @@ def check(path: str | Path, *, emulate: str | None = None, device: str | DeviceS
     from . import emulator, package_check
     from .device import Device
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise UsageError(f"check takes a package folder or archive path, not a {type(path).__name__}")
     if emulate and device:
         raise UsageError("give --emulate or --device, not both")
     place = None
@@ -77,8 +78,6 @@ def check(path: str | Path, *, emulate: str | None = None, device: str | DeviceS
     elif device:
         reached = Device(_device_spec(device))
         place = lambda manifest: reached  # noqa: E731  (what it copied there serves every target)
-    if not isinstance(path, (str, os.PathLike)):
-        raise UsageError(f"check takes a package folder or archive path, not a {type(path).__name__}")
     return package_check.check(Path(path), place, probe)
 
 
@@ -102,7 +101,7 @@ def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: s
     specs = _specs(inputs)
     module = load_model(model, _path(weights), trust_checkpoint).module
     batches = compress.load_batches(data, specs, 32) if data is not None else None
-    result = compress.run_prune(module, specs, spec, batches, load_target(os.fspath(target)))
+    result = compress.run_prune(module, specs, spec, batches, load_target(_path(target)))
     _save_changed(model, module, out, {"edgekit_prune": result.as_dict()}, specs)
     return module, result
 
@@ -181,7 +180,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     if dest.resolve() == source.resolve():
         raise UsageError(f"out {dest}: is the model being quantized; give a new file")
     onnx_export.load_onnx_input(source)
-    profile = load_target(os.fspath(target))
+    profile = load_target(_path(target))
     qsettings = apply_quant_overrides(profile.quantize, settings, "edgekit.quantize() settings")
     with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
         fp32, _ = onnx_export.preprocess(onnx_export.without_initializer_inputs(source, Path(tmp) / "input.onnx"),
@@ -192,11 +191,9 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
         specs, _ = onnx_export.io_specs(parsed)
         plan = quantization.plan(parsed, qsettings, set(settings), profile.runtime.arch)
         feeds = [] if qsettings.mode == "dynamic" else calib.load(calibration, specs, max_samples=qsettings.samples).feeds
-        written = quantization.quantize(fp32, Path(tmp) / "model.int8.onnx", plan, feeds[: qsettings.samples])
-        onnx_export.check(written)
         partial = dest.with_name(f".{dest.name}.partial")  # beside dest: the rename below is then atomic
         try:
-            shutil.copyfile(written, partial)
+            onnx_export.check(quantization.quantize(fp32, partial, plan, feeds[: qsettings.samples]))
             partial.replace(dest)
         finally:
             partial.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import hashlib
 import io
@@ -55,43 +56,51 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
     {path below dest: actual sha256} of those, for the integrity check."""
     max_members, max_member, max_total = limits
     try:
-        _scan_headers(archive, max_members, max_total)
-        hashes, manifests = {}, {}
-        with tarfile.open(archive, "r|*") as tar:
-            for member in tar:
-                _refuse_unsafe(archive, member, max_member)
-                parts = _parts(member.name)
-                if member.isreg() and parts[-1] == "manifest.json" and len(parts) <= 2:
-                    manifests[member.name] = (parts, tar.extractfile(member).read(_manifest_budget(
-                        archive, member, manifests)))
-                elif member.isreg():
-                    hashes[parts] = (member.name, member.size, _sha256(tar.extractfile(member)))
-        listed = _listed_files(archive, manifests)
-        mismatched = {}
-        for parts, (name, size, actual) in hashes.items():
-            if parts == (LEDGER,):
-                continue  # edgekit's own bookkeeping in an OUT folder: not part of any package
-            if parts not in listed:
-                raise InputError(f"{archive}: member {name!r} is not listed in its manifest.json")
-            if size > listed[parts][0]:
-                raise InputError(f"{archive}: member {name!r} holds {size} bytes, its manifest says {listed[parts][0]}")
-            if listed[parts][1] not in (None, actual):
-                mismatched["/".join(parts)] = actual
-        with tarfile.open(archive, "r|*") as tar:
-            for member in tar:
-                parts = _parts(member.name)
-                target = dest.joinpath(*parts)
-                if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                if not parts or parts == (LEDGER,) or "/".join(parts) in mismatched:
-                    continue  # the archive's own "." folder (tar czf x.tar.gz -C dir .), edgekit's ledger
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with tar.extractfile(member) as src, open(target, "xb") as out:
-                    digest = _copy_hashing(src, out)
-                if listed[parts][1] not in (None, digest):
-                    raise InputError(f"{archive}: member {member.name!r} changed while being read")
-            return mismatched
+        with open(archive, "rb") as raw:  # one file for every pass: what the later passes read is what was checked
+            _scan_headers(archive, raw, max_members, max_total)
+            raw.seek(0)
+            seen, hashes, manifests = [], {}, {}
+            with tarfile.open(fileobj=raw, mode="r|*") as tar:
+                for member in tar:
+                    _refuse_unsafe(archive, member, max_member)
+                    parts = _parts(member.name)
+                    seen.append((member.name, member.size, member.type))
+                    if member.isreg() and (parts in hashes or parts in manifests):
+                        raise InputError(f"{archive}: member {member.name!r} is in it twice")
+                    if member.isreg() and parts[-1] == "manifest.json" and len(parts) <= 2:
+                        manifests[parts] = tar.extractfile(member).read(_manifest_budget(archive, member, manifests))
+                    elif member.isreg():
+                        hashes[parts] = (member.name, member.size, _sha256(tar.extractfile(member)))
+            listed = _listed_files(archive, manifests)
+            mismatched = {}
+            for parts, (name, size, actual) in hashes.items():
+                if parts == (LEDGER,):
+                    continue  # edgekit's own bookkeeping in an OUT folder: not part of any package
+                if parts not in listed:
+                    raise InputError(f"{archive}: member {name!r} is not listed in its manifest.json")
+                if size > listed[parts][0]:
+                    raise InputError(f"{archive}: member {name!r} holds {size} bytes, its manifest says "
+                                     f"{listed[parts][0]}")
+                if listed[parts][1] not in (None, actual):
+                    mismatched[parts] = actual
+            raw.seek(0)
+            with tarfile.open(fileobj=raw, mode="r|*") as tar:
+                for i, member in enumerate(tar):
+                    if i >= len(seen) or (member.name, member.size, member.type) != seen[i]:
+                        raise InputError(f"{archive}: changed while being read")
+                    parts = _parts(member.name)
+                    target = dest.joinpath(*parts)
+                    if member.isdir():
+                        target.mkdir(parents=True, exist_ok=True)
+                        continue
+                    if not parts or parts == (LEDGER,) or parts in mismatched:
+                        continue  # the archive's own "." folder (tar czf x.tar.gz -C dir .), edgekit's ledger
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with tar.extractfile(member) as src, open(target, "xb") as out:
+                        digest = _copy_hashing(src, out)
+                    if listed[parts][1] not in (None, digest):
+                        raise InputError(f"{archive}: member {member.name!r} changed while being read")
+            return {"/".join(parts): actual for parts, actual in mismatched.items()}
     except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile, lzma.LZMAError, ValueError, RecursionError) as e:
         raise InputError(f"{archive}: not a readable archive ({type(e).__name__}: {first_line(e)})") from e
 
@@ -99,7 +108,7 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
 def _manifest_budget(archive: Path, member: tarfile.TarInfo, manifests: dict) -> int:
     """A manifest's bytes, if all the archive's manifests together stay within MAX_MANIFEST_BYTES (a listed name
     costs ~140 bytes of memory per byte of JSON)."""
-    if member.size + sum(len(data) for _, data in manifests.values()) > MAX_MANIFEST_BYTES:
+    if member.size + sum(len(data) for data in manifests.values()) > MAX_MANIFEST_BYTES:
         raise InputError(f"{archive}: its manifest.json files declare more than {MAX_MANIFEST_BYTES} bytes")
     return member.size
 
@@ -117,15 +126,15 @@ def _sha256(f) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _scan_headers(archive: Path, max_members: int, max_total: int) -> None:
-    """Walk the decompressed tar stream block by block, never holding more than a block: tarfile itself
-    reads a GNU long name or PAX header whole into memory (a 3 GiB one from a 469 KB archive)."""
-    with open(archive, "rb") as raw:
-        magic = raw.read(6)
-    opener = (gzip.open if magic[:2] == b"\x1f\x8b" else bz2.open if magic[:3] == b"BZh"
-              else lzma.open if magic == b"\xfd7zXZ\x00" else open)
+def _scan_headers(archive: Path, raw, max_members: int, max_total: int) -> None:
+    """Walk the decompressed tar stream of `raw` (the archive's open file) block by block, never holding more
+    than a block: tarfile itself reads a GNU long name or PAX header whole into memory (a 3 GiB one from a 469 KB
+    archive)."""
+    magic = raw.read(6)
+    raw.seek(0)
+    wrappers = {b"\x1f\x8b": lambda f: gzip.GzipFile(fileobj=f), b"BZh": bz2.BZ2File, b"\xfd7zXZ\x00": lzma.LZMAFile}
     members = total = extended = 0
-    with opener(archive, "rb") as stream:
+    with next((w for m, w in wrappers.items() if magic.startswith(m)), contextlib.nullcontext)(raw) as stream:
         while True:
             block = stream.read(512)
             if len(block) < 512 and not members:
@@ -179,10 +188,10 @@ def _header_size(block: bytes) -> int:
 
 def _listed_files(archive: Path, manifests: dict) -> dict[tuple[str, ...], tuple[int, str | None]]:
     """{path parts: (largest allowed size, sha256 or None for any)} for every file a manifest.json in the
-    archive lists ({member name: (path parts, bytes)}), and the manifest and report themselves."""
+    archive lists ({its path parts: its bytes}), and the manifest and report themselves."""
     listed: dict[tuple[str, ...], tuple[int, str | None]] = {}
-    for name, (parts, data) in manifests.items():
-        folder = parts[:-1]
+    for parts, data in manifests.items():
+        folder, name = parts[:-1], "/".join(parts)
         try:
             manifest = json.loads(data)
             files, sizes = manifest["files"], manifest.get("sizes", {})

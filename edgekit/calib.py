@@ -97,8 +97,11 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
     holds them, an iterable of feed dicts or a callable returning one. `max_bytes` bounds what one source may declare (file headers, random inputs)
     before it is loaded (a function's items, as they come); `max_samples`: only the first samples are read."""
     if isinstance(source, Mapping):  # {input name: samples}, as an .npz holds them (np.load's own result too)
-        return _nonempty(_from_arrays(f"data {type(source).__name__!r}", {k: np.asarray(v) for k, v in source.items()},
-                                      specs))
+        origin = f"data {type(source).__name__!r}"
+        found = {k: np.asarray(source[k])[:max_samples] for k in source}
+        if sum(a.nbytes for a in found.values()) > max_bytes:
+            raise InputError(f"{origin}: its arrays hold more than {max_bytes} bytes (--max-data-bytes)")
+        return _nonempty(_from_arrays(origin, found, specs))
     if not isinstance(source, (str, Path)):
         origin = getattr(source, "__qualname__", type(source).__name__)
         fn = source if callable(source) else lambda: source

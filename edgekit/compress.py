@@ -36,6 +36,9 @@ def load_batches(data, specs: tuple[InputSpec, ...], batch_size: int):
     if not specs:
         raise UsageError("--input is needed to read sample-wise training data")
     ds = calib.load(data, specs)  # without labels, distillation uses the soft targets alone
+    if ds.joined:
+        raise InputError(f"{ds.origin}: training items differ in length (batches with a short last one?): give "
+                         "one sample per item, or batches of one size")
     return distillation.batches_from_samples(ds.feeds, ds.labels, [s.name for s in specs], batch_size)
 
 
@@ -92,6 +95,8 @@ def check_out(out: str | Path | None, force: bool) -> Path | None:
         raise UsageError(f"--out {path}: is a folder; give the file to write (.pt)")
     if (path.exists() or path.is_symlink()) and not force:
         raise UsageError(f"--out {path} already exists: edgekit writes a new file (--force replaces it)")
+    if not path.parent.is_dir():
+        raise UsageError(f"--out {path}: no folder {path.parent} to write it in")
     return path
 
 

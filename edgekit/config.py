@@ -317,7 +317,8 @@ RANGES = {"size": (1, 1_000_000), "opset": (10, 23), "threads": (1, 256), "sampl
           "max_latency_price": (1.0, 1000.0), "max_data_bytes": (1, 1 << 50), "step_timeout": (0.001, 1e6),
           "weight_decay": (0.0, 10.0), "feature_weight": (0.0, 1e6), "quant_sqnr_min_db": (-100.0, 300.0),
           "timeout": (0.001, 1e7)}  # NaN is outside every range
-TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a folder and an archive member's first part
+TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a folder name (fullmatch: no newline after it)
+MAX_TARGET_NAME = 64  # an archive member's first part: tar's USTAR format holds 100 + 155 bytes of path
 
 
 def nearest(key: str, valid) -> str:
@@ -400,7 +401,7 @@ def build(cls, table: dict, where: str, required: tuple[str, ...] = ()):
         else:
             kwargs[key] = _coerce(value, hints[key], key, where)
     for key in required:
-        if key not in kwargs:
+        if kwargs.get(key) in (None, ""):
             raise UsageError(f"{where}: missing required key {key!r}")
     return cls(**kwargs)
 
@@ -431,8 +432,8 @@ def load_target(name_or_path: str) -> Target:
             raise UsageError(f"unknown target {name_or_path!r}{nearest(name_or_path, list_targets())}; "
                              f"known: {', '.join(list_targets())} (or a path to a profile .toml)")
     target = build(Target, read_toml(path), str(path), required=("name",))
-    if not TARGET_NAME.match(target.name):
-        raise UsageError(f"{path}: name {target.name!r} must be a plain folder name (letters, digits, . _ -; at most 64)")
+    if not TARGET_NAME.fullmatch(target.name) or len(target.name) > MAX_TARGET_NAME:
+        raise UsageError(f"{path}: name {target.name!r} must be a plain folder name (letters, digits, . _ -; at most {MAX_TARGET_NAME})")
     if unknown := set(target.package.coverage) - {"nnapi", "coreml"}:
         raise UsageError(f"{path}: [package] coverage takes nnapi and/or coreml, not {sorted(unknown)}")
     import onnxruntime  # the provider names any onnxruntime build knows, available here or not
@@ -486,8 +487,8 @@ def load_recipe(path: Path) -> Recipe:
     source = flat.get("source")
     if isinstance(source, str) and (".py:" in source or source.endswith((".onnx", ".pt", ".ts", ".pt2"))):
         flat["source"] = str(base / source)
-    if isinstance(flat.get("targets"), list):  # a profile file beside the recipe, as its other paths
-        flat["targets"] = [str(base / t) if isinstance(t, str) and t.endswith(".toml") else t for t in flat["targets"]]
+    if isinstance(flat.get("targets"), list):  # a profile file beside the recipe, as its other paths (else as given)
+        flat["targets"] = [str(base / t) if isinstance(t, str) and (base / t).is_file() else t for t in flat["targets"]]
     if isinstance(flat.get("state_init"), dict):
         flat["state_init"] = {k: str(base / v) if isinstance(v, str) else v for k, v in flat["state_init"].items()}
     inputs = flat.pop("inputs", [])

@@ -69,9 +69,7 @@ def text(info: dict) -> str:
 
 def layer_errors(fp32: Path, int8: Path, data: str) -> dict:
     """Per compute node: accumulated SQNR lost between its input and output; per tensor: SQNR."""
-    from . import calib, layers, onnx_export as export, tune
-
-    from . import host
+    from . import calib, host, layers, onnx_export as export, tune
 
     _existing_model(fp32), _existing_model(int8)
     inputs, _ = export.io_specs(fp32)

@@ -26,6 +26,7 @@ STAGE_MARK = ".edgekit-stage"  # inside every stage folder: only folders with it
 LOCK = ".edgekit.lock"
 LEDGER = archive.LEDGER  # sha256 of each file (archives, a search's reports) edgekit published here
 SIGNALS = {signal.SIGINT, signal.SIGTERM}
+FOREIGN = "exists and edgekit did not make it"
 
 
 class InterruptedAfterPublish(KeyboardInterrupt):
@@ -159,7 +160,7 @@ def _refuse_foreign(out: Path, names: list[str]) -> None:
             from .package import sha256
 
             mine = path.is_file() and not path.is_symlink() and ledger.get(name) == sha256(path)
-            why = None if mine else "exists and edgekit did not make it"
+            why = None if mine else FOREIGN
         if why:
             raise UsageError(f"--out {out}: {name} {why}; move it away or pass --force to replace it")
 
@@ -167,18 +168,17 @@ def _refuse_foreign(out: Path, names: list[str]) -> None:
 def _not_a_package(manifest: Path, name: str) -> str | None:
     """Why a folder is not an edgekit target folder holding nothing but what its manifest lists (a file the user
     added there would be lost with it); None when it is one."""
-    foreign = "exists and edgekit did not make it"
     try:
         if manifest.is_symlink() or not manifest.is_file() or manifest.stat().st_size > archive.MAX_MANIFEST_BYTES:
-            return foreign
+            return FOREIGN
         data = json.loads(manifest.read_text())
         if not (isinstance(data, dict) and "edgekit_version" in data and data.get("target") == name
                 and isinstance(data.get("files"), dict)):
-            return foreign
+            return FOREIGN
         added = sorted({p.name for p in manifest.parent.iterdir()} - {*data["files"], *archive.UNHASHED})
         return f"holds files edgekit did not write there ({', '.join(added[:3])})" if added else None
     except (OSError, ValueError, RecursionError):
-        return foreign
+        return FOREIGN
 
 
 def _read_ledger(out: Path) -> dict[str, str] | None:

@@ -151,7 +151,7 @@ def _latency_at(place, folder: Path, target: str, manifest: dict, golden: str, r
             raise  # no answer from the device: exit 4, naming the step
         return Case(target, "latency", False, str(e), where=place.label)  # it answered; the models do not run
     budget = next((g.get("limit") for g in manifest["gates"] if g["name"] == "latency_p50_ms"
-                   and _number(g.get("limit")) != "n/a"), None)
+                   and isinstance(g.get("limit"), (int, float))), None)
     passed = budget is None or found[0]["int8"].p50_ms <= budget
     message = "; ".join(f"{lat['int8'].threads} thread(s): p50 fp32 {lat['fp32'].p50_ms:.3f} ms, int8 "
                         f"{lat['int8'].p50_ms:.3f} ms ({lat['fp32'].p50_ms / lat['int8'].p50_ms:.2f}x), p90/p50 "
@@ -202,7 +202,7 @@ def _manifest(folder: Path, shown: str) -> dict:
         manifest = json.loads(path.read_text())
         golden = manifest.get("golden") if isinstance(manifest, dict) else None
         ok = (isinstance(manifest, dict) and isinstance(manifest.get("target"), str)
-              and TARGET_NAME.match(manifest["target"]) is not None
+              and TARGET_NAME.fullmatch(manifest["target"]) is not None
               and is_str_dict(manifest.get("files")) and manifest["files"]
               and isinstance(golden, dict) and isinstance(golden.get("models"), dict) and golden["models"]
               and all(isinstance(e, dict) and isinstance(e.get("file"), str) for e in golden["models"].values())

@@ -29,8 +29,9 @@ def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict], listed: dict | 
     samples; another dimension by cutting each sample or repeating it cyclically. A dimension that cannot be
     resized that way is left out."""
     found = []
+    listed = listed or {}
     dims = dict.fromkeys(d for s in specs for d in s.shape if isinstance(d, str))
-    if unknown := set(listed or {}) - set(dims):
+    if unknown := set(listed) - set(dims):
         raise UsageError(f"--size {sorted(unknown)[0]}: not a named axis of the model's inputs (named: "
                          f"{', '.join(dims) or 'none'})")
     for dim in dims:
@@ -39,13 +40,14 @@ def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict], listed: dict | 
         if not seen:
             continue
         batch = set(axes.values()) == {0}
-        for size in (listed or {}).get(dim) or [2 * seen[0] if batch else seen[0] // 2]:
+        for size in listed.get(dim) or [2 * seen[0] if batch else seen[0] // 2]:
             if batch:
                 same = [f for f in feeds if all(f[n].shape[0] == seen[0] for n in axes)]
                 if size % seen[0] or len(same) < size // seen[0]:
-                    if dim in (listed or {}):
-                        raise UsageError(f"--size {dim}={size}: made by joining samples of {dim} {seen[0]}, and "
-                                         f"{len(same)} of them make at most {len(same) * seen[0]}")
+                    if dim in listed:
+                        raise UsageError(f"--size {dim}={size}: made by joining the samples whose {dim} is "
+                                         f"{seen[0]} (the smallest in the data), a multiple of it up to "
+                                         f"{len(same) * seen[0]}")
                     continue
                 k = size // seen[0]
                 made = [{n: np.concatenate([g[n] for g in group]) if n in axes else group[0][n] for n in group[0]}

@@ -131,6 +131,8 @@ def test_prune_and_quantize_from_python(tmp_path):
     with pytest.raises(edgekit.InputError, match="already quantized"):
         edgekit.quantize(int8, samples("calibration", 64), out=tmp_path / "twice.onnx")
     assert not (tmp_path / "twice.onnx").exists() and not list(tmp_path.glob(".*partial"))
+    with pytest.raises(edgekit.UsageError, match="no folder"):  # FileNotFoundError after all the work, before
+        edgekit.quantize(fp32, samples("calibration", 64), out=tmp_path / "nope" / "q.onnx")
     assert edgekit.quantize(fp32, samples("calibration", 64), out=notes, force=True) == notes
     assert onnx.load(notes).graph.node
 
@@ -157,10 +159,13 @@ def test_user_code_may_import_its_neighbours_when_called(tmp_path):
 
 def test_distill_from_python_needs_its_data(tmp_path, monkeypatch):
     """Without `data` it trained on every .npz in the working folder, the validation set among them."""
+    from edgekit.config import DistillSettings
+
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(edgekit.UsageError, match=r"\[distill\]: missing required key 'data'"):
-        edgekit.export(MODEL, inputs="image:Nx1x8x8", weights=str(WEIGHTS), calibration="random", out="o",
-                       no_bench=True, distill={"epochs": 1})
+    for distill in ({"epochs": 1}, DistillSettings(epochs=1), {"data": "", "epochs": 1}):
+        with pytest.raises(edgekit.UsageError, match=r"\[distill\]: missing required key 'data'"):
+            edgekit.export(MODEL, inputs="image:Nx1x8x8", weights=str(WEIGHTS), calibration="random", out="o",
+                           no_bench=True, distill=distill)
     assert not (tmp_path / "o").exists()
 
 

@@ -160,6 +160,10 @@ def test_items_of_different_lengths_keep_one_label_per_row(tmp_path):
     assert len(data) == 3 and data.labels.tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
     with pytest.raises(InputError, match="give --validation data"):
         data.split(0.25)  # the last item's rows cannot be told apart from the others' by position
+    from edgekit import compress
+
+    with pytest.raises(InputError, match="training items differ in length"):  # labels one per row: not per item
+        compress.load_batches(items, spec, 4)
     even = calib.load(items[:2], spec)
     assert even.labels.shape == (2, 4) and even.split(0.5)[1].labels.shape == (1, 4)  # as before
 
@@ -183,3 +187,6 @@ def test_a_dict_of_sample_arrays_is_data_as_an_npz_holds_it():
     data = calib.load(d, spec)
     assert len(data) == len(d["image"]) and data.labels.tolist() == d["labels"].tolist()
     assert len(calib.load({"image": d["image"][:10]}, spec)) == 10
+    assert len(calib.load(d, spec, max_samples=10)) == 10  # the caps hold for arrays in memory too
+    with pytest.raises(InputError, match="more than 1000 bytes"):
+        calib.load(d, spec, max_bytes=1000)

@@ -161,6 +161,8 @@ def test_a_recipes_profile_path_is_beside_the_recipe(tmp_path, monkeypatch):
                                                  '"desktop-x86"]\n')
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mine.toml").write_text('name = "wrong"\n')
+    assert config.load_recipe(tmp_path / "r" / "edgekit.toml").targets == ("mine.toml", "desktop-x86")  # as before
+    (tmp_path / "r" / "mine.toml").write_text('name = "mine"\n')
     recipe = config.load_recipe(tmp_path / "r" / "edgekit.toml")
     assert recipe.targets == (str(tmp_path / "r" / "mine.toml"), "desktop-x86")
 

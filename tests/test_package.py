@@ -848,8 +848,9 @@ def test_a_manifest_cannot_take_the_deployable_out_of_the_check(packaged, tmp_pa
     (folder / "manifest.json").symlink_to(tmp_path / "elsewhere.json")
     assert check(folder).exit_code == 3 and "a link" in check(folder).stderr
     (folder / "manifest.json").unlink()
-    (folder / "manifest.json").write_text(json.dumps(dict(manifest, target="evil\u0001\u001b[31m")))
-    assert check(folder).exit_code == 3
+    for target, code in (("evil\u0001\u001b[31m", 3), ("arm64-linux\n", 3), ("a" * 72, 0)):  # 72: made before 64
+        (folder / "manifest.json").write_text(json.dumps(dict(manifest, target=target)))
+        assert check(folder).exit_code == code, target
     (folder / "manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "out"
     shutil.copytree(folder, out / "arm64-linux")
@@ -875,3 +876,33 @@ def test_junit_holds_only_what_xml_can_and_odd_archive_names_check(packaged, tmp
 
     empty = {"out": np.zeros((0, 10), np.float32)}
     assert compare("t", "m", [empty], [empty], {"out": 0.1}, {}, 0.0, "", "here").passed
+
+
+def test_an_archive_is_written_only_as_it_was_checked(packaged, tmp_path, monkeypatch):
+    """A member appended twice (a tampered golden.npz, then the original: `tar rf`) read as 'changed while being
+    read'; an archive rewritten between the checking and the writing pass wrote an unlisted member, then
+    raised KeyError (exit 5)."""
+    from edgekit import archive
+
+    folder = fresh_copy(packaged, tmp_path, "arm64-linux")
+    twice = tmp_path / "twice.tar"
+    with tarfile.open(twice, "w") as tar:
+        tar.add(folder, arcname="arm64-linux")
+        tar.add(folder / "golden.npz", arcname="arm64-linux/golden.npz")
+    result = check(twice)
+    assert result.exit_code == 3 and "member 'arm64-linux/golden.npz' is in it twice" in result.stderr
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        tar.addfile(*_file("arm64-linux/not-listed.bin", bytes(4096)))
+    package = tmp_path / "p.tar"
+    shutil.copy(packaged[0] / "arm64-linux.tar.gz", package)
+    listed = archive._listed_files
+
+    def rewritten_meanwhile(*args):  # someone writes over the archive once its members were checked
+        shutil.copyfile(evil, package)
+        return listed(*args)
+
+    monkeypatch.setattr(archive, "_listed_files", rewritten_meanwhile)
+    with pytest.raises(archive.InputError, match="changed while being read"):
+        archive.extract(package, tmp_path / "x")
+    assert not (tmp_path / "x" / "arm64-linux" / "not-listed.bin").exists()

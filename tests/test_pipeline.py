@@ -400,7 +400,7 @@ def test_recipe_lists_the_sizes_a_dynamic_axis_is_validated_at(tmp_path, encoder
         assert result.exit_code == 2 and "--size" in result.output
     # an axis the model lacks (a typo) and a batch the data cannot make were dropped without a word
     for bad, why in (("Seq=4", "not a named axis of the model's inputs (named: N, seq)"),
-                     ("N=100000", "make at most")):
+                     ("N=100000", "a multiple of it up to")):
         result = export(*args, "--out", tmp_path / "bad", "--size", bad, "--no-bench")
         assert result.exit_code == 2 and why in result.output, result.output
         assert not (tmp_path / "bad").exists()
@@ -425,4 +425,7 @@ def test_a_profile_name_fits_an_archive_member(tmp_path):
     profile = tmp_path / "long.toml"
     profile.write_text(f'name = "{"a" * 160}"\n')
     with pytest.raises(config.UsageError, match="at most 64"):
+        config.load_target(str(profile))
+    profile.write_text('name = "desktop-x86\\n"\n')  # `$` matched before a final newline
+    with pytest.raises(config.UsageError, match="plain folder name"):
         config.load_target(str(profile))
