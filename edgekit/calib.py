@@ -98,7 +98,8 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
     before it is loaded (a function's items, as they come); `max_samples`: only the first samples are read."""
     if isinstance(source, Mapping):  # {input name: samples}, as an .npz holds them (np.load's own result too)
         origin = f"data {type(source).__name__!r}"
-        found = {k: np.asarray(source[k])[:max_samples] for k in source}
+        found = {k: np.asarray(source[k]) for k in source}
+        found = {k: a[:max_samples] if a.ndim else a for k, a in found.items()}  # a 0-d one: _from_arrays says why
         if sum(a.nbytes for a in found.values()) > max_bytes:
             raise InputError(f"{origin}: its arrays hold more than {max_bytes} bytes (--max-data-bytes)")
         return _nonempty(_from_arrays(origin, found, specs))

@@ -906,3 +906,11 @@ def test_an_archive_is_written_only_as_it_was_checked(packaged, tmp_path, monkey
     with pytest.raises(archive.InputError, match="changed while being read"):
         archive.extract(package, tmp_path / "x")
     assert not (tmp_path / "x" / "arm64-linux" / "not-listed.bin").exists()
+
+
+@pytest.mark.parametrize("limit, budget", [(5, 5), (2.5, 2.5), (True, None), ("5", None), (None, None)])
+def test_only_a_number_is_a_latency_budget(limit, budget):
+    """A hand-edited `true` limit was read as a 1 ms budget on the device."""
+    from edgekit.package_check import latency_budget
+
+    assert latency_budget({"gates": [{"name": "latency_p50_ms", "passed": True, "limit": limit}]}) == budget
