@@ -34,7 +34,8 @@ FP32_BAR, INT8_BAR = 1.6, 4.0
 TARGET = "desktop-x86"
 # MobileNetV2-style's blocks by resolution (112, 56, 28, 14, 7) and per-stage ratios tried over ratio 0.5
 RESOLUTIONS = (range(0, 2), range(2, 4), range(4, 7), range(7, 14), range(14, 19))
-STAGE_PLANS = {"early": (0.75, 0.7, 0.5, 0.4, 0.35), "late": (0.3, 0.4, 0.5, 0.6, 0.6), "middle": (0.5, 0.6, 0.6, 0.5, 0.4)}
+STAGE_PLANS = {"early": (0.75, 0.7, 0.5, 0.4, 0.35), "late": (0.3, 0.4, 0.5, 0.6, 0.6),
+               "middle": (0.5, 0.6, 0.6, 0.5, 0.4)}
 
 
 def build(tmp: Path, ratio: float, round_to: int, stages: str = ""):

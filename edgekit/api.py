@@ -253,9 +253,8 @@ def _recipe(model, inputs, calibration, validation, targets, out, settings: dict
         out = tempfile.mkdtemp(prefix="edgekit-")
     return dataclasses.replace(
         recipe, source=model, inputs=specs, calibration=calibration, validation=validation,
-        targets=tuple(map(_path, (targets,) if isinstance(targets, (str, os.PathLike)) else targets)), out=str(out),
-        quantize=quantize,
-        bench=bench, device=_device_spec(settings.get("device")))
+        targets=tuple(map(_path, (targets,) if isinstance(targets, (str, os.PathLike)) else targets)),
+        out=str(out), quantize=quantize, bench=bench, device=_device_spec(settings.get("device")))
 
 
 def _device_spec(device: str | DeviceSpec | None) -> DeviceSpec | None:

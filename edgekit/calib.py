@@ -94,8 +94,9 @@ class Dataset:
 def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: int = 64,
          max_bytes: int = arrays.DEFAULT_MAX_BYTES, max_samples: int | None = None) -> Dataset:
     """`source`: a path, `random`, MODULE:FUNCTION, or (from the Python API) {input name: samples} as an .npz
-    holds them, an iterable of feed dicts or a callable returning one. `max_bytes` bounds what one source may declare (file headers, random inputs)
-    before it is loaded (a function's items, as they come); `max_samples`: only the first samples are read."""
+    holds them, an iterable of feed dicts or a callable returning one. `max_bytes` bounds what one source may
+    declare (file headers, random inputs) before it is loaded (a function's items, as they come); `max_samples`:
+    only the first samples are read."""
     if isinstance(source, Mapping):  # {input name: samples}, as an .npz holds them (np.load's own result too)
         origin = f"data {type(source).__name__!r}"
         found = {k: np.asarray(source[k]) for k in source}

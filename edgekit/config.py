@@ -433,7 +433,8 @@ def load_target(name_or_path: str) -> Target:
                              f"known: {', '.join(list_targets())} (or a path to a profile .toml)")
     target = build(Target, read_toml(path), str(path), required=("name",))
     if not TARGET_NAME.fullmatch(target.name) or len(target.name) > MAX_TARGET_NAME:
-        raise UsageError(f"{path}: name {target.name!r} must be a plain folder name (letters, digits, . _ -; at most {MAX_TARGET_NAME})")
+        raise UsageError(f"{path}: name {target.name!r} must be a plain folder name (letters, digits, . _ -; "
+                         f"at most {MAX_TARGET_NAME})")
     if unknown := set(target.package.coverage) - {"nnapi", "coreml"}:
         raise UsageError(f"{path}: [package] coverage takes nnapi and/or coreml, not {sorted(unknown)}")
     import onnxruntime  # the provider names any onnxruntime build knows, available here or not

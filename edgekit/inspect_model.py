@@ -90,7 +90,8 @@ def layer_errors(fp32: Path, int8: Path, data: str) -> dict:
 
 def compare_text(rows: dict) -> str:
     lines = ["RANDOM DATA: SQNR FIGURES DO NOT REFLECT REAL INPUTS"] if rows["random"] else []
-    lines += [f"SQNR lost per compute node ({rows['samples']} samples of {rows['data']}; {rows['where']}), worst first:",
+    lines += [f"SQNR lost per compute node ({rows['samples']} samples of {rows['data']}; {rows['where']}), "
+              "worst first:",
              f"  {'node':40} {'op':8} {'in dB':>8} {'out dB':>8} {'lost dB':>8}"]
     lines += [f"  {r['node'][:40]:40} {r['op']:8} {r['input_sqnr_db']:8.1f} {r['output_sqnr_db']:8.1f} "
               f"{r['lost_db']:8.1f}" for r in rows["nodes"]]

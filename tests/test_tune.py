@@ -109,7 +109,8 @@ def test_inspect_compare(data, tmp_path):
     text = cli(["inspect", "--compare", folder / "model.onnx", folder / "model.int8.onnx", "--data", "random"])
     assert text.exit_code == 0 and text.output.startswith("RANDOM DATA") and "host " in text.output
     # swapped models printed two empty tables (exit 0); another model's int8 build was exit 4 with ORT's words
-    swapped = cli(["inspect", "--compare", folder / "model.int8.onnx", folder / "model.onnx", "--data", data / "val.npz"])
+    swapped = cli(["inspect", "--compare", folder / "model.int8.onnx", folder / "model.onnx", "--data",
+                   data / "val.npz"])
     assert swapped.exit_code == 3 and "no QuantizeLinear/DequantizeLinear pairs" in swapped.output
     other = tmp_path / "other.onnx"
     torch.onnx.export(torch.nn.Linear(3, 2), (torch.zeros(1, 3),), other, input_names=["v"], dynamo=False)
