@@ -69,7 +69,6 @@ def _handle_errors(fn):
     return wrapper
 
 
-
 class Within(click.FloatRange):
     """click's FloatRange, which lets NaN through (every comparison with it is False)."""
 

@@ -27,6 +27,7 @@ LOCK = ".edgekit.lock"
 LEDGER = archive.LEDGER  # sha256 of each file (archives, a search's reports) edgekit published here
 SIGNALS = {signal.SIGINT, signal.SIGTERM}
 FOREIGN = "exists and edgekit did not make it"
+BUSY = "another edgekit run is writing there; try again when it ends"
 
 
 class InterruptedAfterPublish(KeyboardInterrupt):
@@ -45,9 +46,6 @@ def check_replaceable(out: Path, names: list[str], force: bool) -> None:
         _refuse_if_locked(out / LOCK, out)
     if out.is_dir() and not force:
         _refuse_foreign(out, names)
-
-
-BUSY = "another edgekit run is writing there; try again when it ends"
 
 
 def _refuse_if_locked(path: Path, out: Path) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import QuantSettings
-from .errors import StageError, first_line
+from .errors import StageError, UsageError, first_line
 from .onnx_export import parsed
 
 log = logging.getLogger("edgekit")
@@ -144,8 +144,6 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
     transformer scheme for attention."""
     from .host import EXACT_X86, int8_isa, isa_source, x86_saturates
 
-    from .errors import UsageError
-
     reasons = []
     model = parsed(model)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -202,7 +200,6 @@ def _check_named(model, settings: QuantSettings, explicit: set[str]) -> None:
     import onnx
     from onnxruntime.quantization import registry
 
-    from .errors import UsageError
     from .onnx_export import all_nodes
 
     def refuse(key: str, what: str, name: str, known: set[str]) -> UsageError:
