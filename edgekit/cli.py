@@ -5,6 +5,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -54,6 +55,9 @@ def _handle_errors(fn):
             sys.exit(130)
         except (click.exceptions.Exit, click.ClickException):
             raise
+        except BrokenPipeError:  # the reader went away (`edgekit targets | head -1`): nothing to tell it
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's own flush would fail too
+            sys.exit(141)  # 128 + SIGPIPE, as a shell reports a tool the pipe stopped
         except OSError as e:
             user = from_os_error(e)
             if user is None:

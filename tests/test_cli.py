@@ -375,3 +375,14 @@ def test_onnx_without_outputs_and_non_utf8_out(tmp_path, data):
     assert_clean_error(run(tmp_path / "none.onnx", "--calibration", data), 3, "has no outputs")
     assert_clean_error(run(*CNN, "--calibration", data, "--out", str(tmp_path) + "/\udcff"), 2, "not a UTF-8 path")
     assert_clean_error(run(*CNN, "--calibration", data, "--out", tmp_path / ("a" * 300)), 3, "File name too long")
+
+
+def test_a_reader_that_goes_away_is_not_an_internal_error():
+    """`edgekit targets | head -1` said 'internal error: OSError: [Errno 32] Broken pipe' (exit 5)."""
+    import subprocess
+    import sys
+
+    run = subprocess.Popen([sys.executable, "-m", "edgekit", "targets"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run.stdout.close()  # before edgekit writes: its first write finds no reader
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 141 and err == b"", err
