@@ -18,6 +18,7 @@ import numpy as np
 from .config import (DEFAULT_TARGETS, BenchSpec, DeviceSpec, DistillSettings, InputSpec, PruneSpec, QuantSettings,
                      Recipe, ShareSpec, apply_quant_overrides, build, load_target, load_targets, nearest)
 from .errors import InputError, UsageError
+from .outdir import whole_file
 from .reports import CheckReport, ExportReport
 from .userfn import is_function_spec
 
@@ -191,12 +192,8 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
         specs, _ = onnx_export.io_specs(parsed)
         plan = quantization.plan(parsed, qsettings, set(settings), profile.runtime.arch)
         feeds = [] if qsettings.mode == "dynamic" else calib.load(calibration, specs, max_samples=qsettings.samples).feeds
-        partial = dest.with_name(f".{dest.name}.partial")  # beside dest: the rename below is then atomic
-        try:
+        with whole_file(dest) as partial:
             onnx_export.check(quantization.quantize(fp32, partial, plan, feeds[: qsettings.samples]))
-            partial.replace(dest)
-        finally:
-            partial.unlink(missing_ok=True)
     return dest
 
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .errors import StageError, first_line
+from .errors import FULL_ERRNOS, StageError, disk_full, first_line
 
 
 def run(stage: str, fn: str, *args: str, timeout: float) -> str:
@@ -40,6 +40,8 @@ def run(stage: str, fn: str, *args: str, timeout: float) -> str:
     except (ValueError, IndexError):
         why = err.strip().splitlines()[-1][:200] if err.strip() else "no output"
         raise StageError(stage, f"its process died (exit code {child.returncode}: {why}); out of memory?") from None
+    if result.get("errno") in FULL_ERRNOS:
+        raise OSError(result["errno"], os.strerror(result["errno"]))  # the user's disk, not the step, failed
     if not result["ok"]:
         raise StageError(stage, result["value"])
     return result["value"]
@@ -80,7 +82,8 @@ def _main(argv: list[str]) -> None:
     except MemoryError:
         result = {"ok": False, "value": "out of memory"}
     except BaseException as e:  # everything goes back to the parent as one line
-        result = {"ok": False, "value": first_line(e)}
+        full = disk_full(e)
+        result = {"ok": False, "value": first_line(e), **({"errno": full.errno} if full else {})}
     print(json.dumps(result))
 
 

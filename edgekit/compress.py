@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 from . import calib, distillation, pruning, sharing, structure
 from .config import DEFAULT_TARGETS, DistillSettings, InputSpec, PruneSpec, Target, load_target
 from .errors import InputError, UsageError
+from .outdir import whole_file
 from .progress import bar
 from .userfn import is_function_spec
 
@@ -101,9 +101,8 @@ def check_out(out: str | Path | None, force: bool) -> Path | None:
 
 
 def save(module, out: Path, extra: dict | None = None) -> None:
-    tmp = out.with_name(f".{out.name}.tmp")
-    structure.save(module, tmp, extra)
-    os.replace(tmp, out)
+    with whole_file(out) as partial:
+        structure.save(module, partial, extra)
 
 
 def verify_reload(source: str, path: Path, pruned, specs) -> None:

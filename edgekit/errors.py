@@ -72,6 +72,21 @@ USER_ERRNOS = {errno.ENAMETOOLONG, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errn
                errno.ELOOP}
 
 
+FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def disk_full(e: BaseException) -> OSError | None:
+    """The full disk (or file-size limit) behind `e`, however deep a library wrapped it: no step can succeed
+    by retrying or skipping then, and the user must be told which folder filled up, not which step noticed."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno in FULL_ERRNOS:
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def from_os_error(e: OSError) -> InputError | None:
     if e.errno not in USER_ERRNOS:
         return None

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import DEFAULT_STEP_TIMEOUT, InputSpec
-from .errors import InputError, StageError, first_line
+from .errors import InputError, StageError, disk_full, first_line
 
 log = logging.getLogger("edgekit")
 
@@ -298,6 +298,8 @@ def preprocess_in_child(src: str, dest: str) -> str:
                 return "; ".join(skipped) + ("; pre-processed without it" if len(skipped) == 1 else
                                              "; pre-processed without them" if skipped else "")
             except Exception as e:
+                if disk_full(e):
+                    raise  # no step skipped makes room
                 if done == len(PREPROCESS_STEPS):
                     raise RuntimeError("; ".join(skipped) + f"; saving the model failed: {first_line(e, 120)}") from e
                 skipped.append(f"{PREPROCESS_STEPS[done][0]} failed ({first_line(e, 120)})")

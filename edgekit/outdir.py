@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 from . import archive
-from .errors import InputError, UsageError
+from .errors import InputError, UsageError, disk_full, first_line
 
 STAGE_PREFIX = ".edgekit-stage-"
 STAGE_MARK = ".edgekit-stage"  # inside every stage folder: only folders with it are ever cleaned up
@@ -86,15 +86,57 @@ def staging(out: Path, names: list[str], force: bool = False):
                 stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
             except OSError as e:
                 raise InputError(f"--out {out}: cannot write there ({e.strerror})") from e
-            (stage / STAGE_MARK).touch()
             try:
+                (stage / STAGE_MARK).touch()
                 yield stage
+            except Exception as e:
+                if full := full_disk(e, stage, f"--out {out}"):
+                    raise full from e
+                raise
             finally:
                 shutil.rmtree(stage, ignore_errors=True)
     finally:
         with contextlib.suppress(OSError):
             for folder in created:
                 folder.rmdir()  # only if empty: a successful run has published into it
+
+
+@contextlib.contextmanager
+def whole_file(dest: Path):
+    """Yields a hidden path beside `dest` to write; it becomes `dest` only when the block succeeds and is removed
+    otherwise (the rename is atomic there), so no reader ever sees half a file."""
+    partial = dest.with_name(f".{dest.name}.partial")
+    try:
+        yield partial
+        partial.replace(dest)
+    except Exception as e:
+        if full := full_disk(e, dest.parent, str(dest)):
+            raise full from e
+        raise
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+# Some writers ignore or garble a failed write (onnx's C++ shape inference leaves a truncated file the next step
+# cannot parse; torch.save asserts on its own file position). A step failing with less than this left was the disk.
+NEARLY_FULL = 64 * 1024
+
+
+def full_disk(e: Exception, folder: Path, what: str) -> InputError | None:
+    """The user's error to raise when `e` came from the disk under `folder` filling up, else None."""
+    if isinstance(e, InputError) or not (disk_full(e) or _space_left(folder) < NEARLY_FULL):
+        return None
+    seen = "" if disk_full(e) else f" ({first_line(e, 160)}: a file cut short)"
+    return InputError(f"{what}: no space left on device{seen}; nothing was written there: free space or choose "
+                      "another place")
+
+
+def _space_left(folder: Path) -> int:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return NEARLY_FULL
+    return st.f_frsize * (st.f_bfree if os.geteuid() == 0 else st.f_bavail)  # root may write the reserve
 
 
 @contextlib.contextmanager

@@ -55,7 +55,7 @@ class StageParity:
 class Accuracy:
     """Top-1 accuracy in percent on the labelled validation samples."""
 
-    samples: int
+    samples: int  # labelled rows scored (an item holding a batch of 8 counts 8)
     fp32: float
     int8: float
     torch: float | None = None

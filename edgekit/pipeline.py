@@ -580,7 +580,8 @@ def _layer_report(qplan, model, fp32: Path, int8: Path, feeds, known: list[dict]
 def _accuracy(val, torch_val, fp32_val, int8_val) -> parity.Accuracy | None:
     if val.labels is None:
         return None
-    return parity.Accuracy(len(val), parity.accuracy(fp32_val, val.labels), parity.accuracy(int8_val, val.labels),
+    rows = int(np.asarray(val.labels).size)  # one label per scored row, however the rows are batched into items
+    return parity.Accuracy(rows, parity.accuracy(fp32_val, val.labels), parity.accuracy(int8_val, val.labels),
                            parity.accuracy(torch_val, val.labels) if torch_val is not None else None)
 
 

@@ -31,6 +31,13 @@ def samples(name: str, count: int):
         yield {"image": image[None], "labels": label}
 
 
+def batches(name: str, count: int, size: int):
+    """One {input: batch, labels: ids} dict per `size` images, as a batching data loader would yield them."""
+    data = np.load(DIGITS / "data" / f"{name}.npz")
+    for start in range(0, count, size):
+        yield {"image": data["image"][start:start + size], "labels": data["labels"][start:start + size]}
+
+
 def test_export_a_module_from_generators_then_check_it(tmp_path):
     module = digits_module()
     module.train()
@@ -38,7 +45,7 @@ def test_export_a_module_from_generators_then_check_it(tmp_path):
     import onnxruntime.quantization  # noqa: F401  its own import appends onnxruntime/transformers to sys.path, once
     path, np_state, torch_state = list(sys.path), np.random.get_state()[1].copy(), torch.get_rng_state()
     report = edgekit.export(module, inputs=["image:Nx1x8x8"], calibration=samples("calibration", 128),
-                            validation=samples("validation", 200), targets=["desktop-x86"], out=tmp_path / "out",
+                            validation=batches("validation", 200, 8), targets=["desktop-x86"], out=tmp_path / "out",
                             no_bench=True, calibrate_method="minmax")
     assert isinstance(report, edgekit.ExportReport) and report.passed and report.exit_code == 0
     target = report.targets["desktop-x86"]

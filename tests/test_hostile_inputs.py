@@ -297,9 +297,35 @@ def tmpfs(tmp_path):
 
 
 def test_full_disk_is_bad_input_and_leaves_nothing(tmp_path):
-    with _mounted_tmpfs(tmp_path / "tiny", "32k") as mount:
-        one_line_error(_package_run(mount), 3, "No space left on device")
-        assert not list(mount.iterdir())
+    """The disk filling up at each step in turn (export, pre-processing, quantization, packaging) is named as
+    such: it once surfaced as exit 5 from pre-processing's retries, and as a parse error from a file onnx's
+    shape inference cut short without saying so."""
+    with _mounted_tmpfs(tmp_path / "tiny", "8k") as mount:
+        for kib in range(8, 40, 4):
+            subprocess.run(["mount", "-o", f"remount,size={kib}k", str(mount)], check=True)
+            one_line_error(_package_run(mount), 3, f"--out {mount}: no space left on device", "nothing was written there")
+            assert not list(mount.iterdir())
+
+
+def test_full_disk_under_a_single_file_output(tmp_path):
+    """prune's state dict (torch.save asserts on its own file position) and quantize's model: the file is
+    named, exit 3, and no half-written file is left beside it."""
+    import edgekit
+
+    model = tmp_path / "m.onnx"
+    assert cli(["export", *CNN, "--calibration", "random", "--out", tmp_path / "o", "--no-bench"]).exit_code == 0
+    shutil.copy(tmp_path / "o" / "desktop-x86" / "model.onnx", model)
+    with _mounted_tmpfs(tmp_path / "tiny", "64k") as mount:
+        with open(mount / "filler", "wb", buffering=0) as filler:  # the disk full but for one 4 KiB page
+            with contextlib.suppress(OSError):
+                while True:
+                    filler.write(b"x" * 4096)
+            filler.truncate(filler.tell() - 4096)
+        pruned = cli(["prune", *CNN, "--ratio", "0.5", "--out", mount / "p.pt"])
+        one_line_error(pruned, 3, f"{mount / 'p.pt'}: no space left on device")
+        with pytest.raises(InputError, match="q.onnx: no space left on device"):
+            edgekit.quantize(model, "random", out=mount / "q.onnx")
+        assert [p.name for p in mount.iterdir()] == ["filler"]
 
 
 def test_out_on_its_own_filesystem(tmpfs):
