@@ -73,13 +73,12 @@ def check(path: str | Path, *, emulate: str | None = None, device: str | DeviceS
         raise UsageError(f"check takes a package folder or archive path, not a {type(path).__name__}")
     if emulate and device:
         raise UsageError("give --emulate or --device, not both")
-    place = None
     if emulate:
-        place = emulator.for_package(emulate)
-    elif device:
-        reached = Device(_device_spec(device))
-        place = lambda manifest: reached  # noqa: E731  (what it copied there serves every target)
-    return package_check.check(Path(path), place, probe)
+        return package_check.check(Path(path), emulator.for_package(emulate), probe)
+    if device:
+        with Device(_device_spec(device)) as reached:  # what it copied there serves every target
+            return package_check.check(Path(path), lambda manifest: reached, probe)
+    return package_check.check(Path(path), None, probe)
 
 
 def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: str | Path | None = None,

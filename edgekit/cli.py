@@ -114,7 +114,7 @@ def recipe_from(source: str, flags: dict) -> Recipe:
     bench = dataclasses.replace(recipe.bench, runs=given.pop("bench_runs")) if "bench_runs" in given else recipe.bench
     url, identity, known_hosts, python = (given.pop(k, None) for k in (
         "device", "device_identity", "device_known_hosts", "device_python"))
-    if url or recipe.device is None:
+    if url is not None or recipe.device is None:
         given["device"] = _device_from_flags(url, identity, known_hosts, python)
     else:  # the recipe's [device], with the flags given
         given["device"] = dataclasses.replace(recipe.device, **{k: v for k, v in (
@@ -182,6 +182,8 @@ def _device_options(fn):
 
 def _device_from_flags(url, identity, known_hosts, python) -> DeviceSpec | None:
     """The --device flags as a DeviceSpec (None without --device; its other flags then have no use)."""
+    if url is not None and not url.strip():  # an unset $DEVICE in CI: checking on this host instead would hide it
+        raise UsageError("--device is empty: give ssh://[user@]host[:port][/folder], or leave the flag out")
     if not url:
         if identity or known_hosts or python:
             raise UsageError("--identity, --known-hosts and --device-python go with --device")

@@ -92,7 +92,7 @@ def check_out(out: str | Path | None, force: bool) -> Path | None:
         return None
     path = Path(out)
     if path.is_dir():
-        raise UsageError(f"--out {path}: is a folder; give the file to write (.pt)")
+        raise UsageError(f"--out {path}: is a folder; give the file to write")
     if (path.exists() or path.is_symlink()) and not force:
         raise UsageError(f"--out {path} already exists: edgekit writes a new file (--force replaces it)")
     if not path.parent.is_dir():

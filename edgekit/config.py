@@ -183,7 +183,7 @@ class PackageSpec:
 class DeviceSpec:
     """A real device over SSH (`[device]`, `--device`): where `check` and `export` run models and time them."""
 
-    url: str  # ssh://[user@]host[:port][/folder]: the package goes to /folder (/~/folder: in the login's home)
+    url: str  # ssh://[user@]host[:port][/folder]: a run folder of its own goes in /folder (/~/folder: in the home)
     identity: str | None = None  # a private key file; default: the user's agent and ssh's own defaults
     known_hosts: str | None = None  # default: ssh's own (~/.ssh/known_hosts)
     python: str = "python3"  # the device's Python, with onnxruntime and numpy
@@ -510,6 +510,9 @@ def load_recipe(path: Path) -> Recipe:
 
     distill = replace(distill, data=local(distill.data)) if distill else None
     prune = replace(prune, data=local(prune.data)) if prune else None
+    if device:  # its key and known_hosts are files here, beside the recipe (`~` is the user's home)
+        device = replace(device, **{k: str(base / Path(v).expanduser()) for k in ("identity", "known_hosts")
+                                    if (v := getattr(device, k))})
     return replace(recipe, inputs=InputSpec.parse_all(inputs), quantize=quantize, bench=bench,
                    prune=prune, share=share, distill=distill, device=device)
 

@@ -1,15 +1,19 @@
-"""A real device over SSH: the package is copied into the folder the user named, and `runner.py` runs
-there with the device's own onnxruntime and numpy (nothing else is installed or left behind).
+"""A real device over SSH: the package is copied into a fresh folder of this run's own inside the folder the user
+named, and `runner.py` runs there with the device's own onnxruntime and numpy. The run's folder (and any folder it
+had to make for the named one) is removed at the end: nothing is installed or left behind, and two runs on one
+device never share, or overwrite, each other's or the user's files.
 
 OpenSSH's client does the transport: keys come from the user's agent or `identity`, host keys are checked
 against known_hosts and never accepted silently (StrictHostKeyChecking=yes, BatchMode=yes), and a dead
-link is noticed by keep-alives. Every step is bounded in time; a failure is exit 4 naming the step.
+link is noticed by keep-alives. Every step is bounded in time and in what it reads back; the device's answer is
+checked before anything uses it. A failure is exit 4 naming the step.
 """
 from __future__ import annotations
 
 import functools
 import io
 import json
+import logging
 import shlex
 import shutil
 import subprocess
@@ -22,10 +26,20 @@ from . import host, runner
 from .config import DeviceSpec
 from .errors import StageError, UsageError
 
-DEFAULT_FOLDER = "edgekit-package"  # in the login's home folder when the URL names none
-# Unpacks the tar stream on stdin into argv[1]; the 'data' filter where the device's Python has it.
+HOME = "."  # the login's home folder: where the run's folder goes when the URL names none
+# Makes the folder argv[1] (and its missing parents) and a fresh run folder inside it; prints both as JSON.
+_MAKE = ("import json, os, sys, tempfile; base = os.path.abspath(sys.argv[1]); made = []; p = base\n"
+         "while not os.path.lexists(p): made.append(p); p = os.path.dirname(p)\n"
+         "os.makedirs(base, exist_ok=True)\n"
+         "print(json.dumps({'run': tempfile.mkdtemp(prefix='edgekit-run-', dir=base), 'made': made}))")
+# Unpacks the tar stream on stdin into argv[1], inside this run's folder; the 'data' filter where Python has it.
 _RECEIVE = ("import sys, tarfile; t = tarfile.open(fileobj=sys.stdin.buffer, mode='r|'); "
             "t.extractall(sys.argv[1], **({'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}))")
+# Removes the run folder argv[1], then the folders in argv[2:] (made for the named one) if they are empty.
+_REMOVE = ("import os, shutil, sys; shutil.rmtree(sys.argv[1])\n"
+           "for p in sys.argv[2:]:\n    try: os.rmdir(p)\n    except OSError: break")
+MAX_ANSWER_BYTES = 256 << 20  # what a device may print back: golden outputs of edge models, base64, fit well within
+MAX_ERROR_BYTES = 64 << 10  # its stderr: only the last line is shown
 
 
 class Device:
@@ -39,17 +53,37 @@ class Device:
             port = parts.port
         except ValueError:
             port = -1
-        if parts.scheme != "ssh" or not parts.hostname or port == -1 or parts.query or parts.fragment:
+        if (parts.scheme != "ssh" or not parts.hostname or port in (-1, 0) or parts.query or parts.fragment
+                or parts.netloc.endswith(":") or not spec.url.isprintable()):
             raise UsageError(f"--device {spec.url!r}: expected ssh://[user@]host[:port][/folder]")
-        if spec.identity and not Path(spec.identity).is_file():
-            raise UsageError(f"--identity {spec.identity}: no such file")
+        if parts.password is not None:
+            raise UsageError("--device: a password in the URL is never used (BatchMode); give a key with --identity")
+        for name, path in (("identity", spec.identity), ("known_hosts", spec.known_hosts)):
+            if path and not Path(path).is_file():
+                raise UsageError(f"device {name} {path}: no such file")
         if shutil.which("ssh") is None:
             raise UsageError("--device needs OpenSSH's client: install Debian's openssh-client")
         self.spec, self.port = spec, port
         self.destination = f"{parts.username}@{parts.hostname}" if parts.username else parts.hostname
         path = parts.path  # /abs/folder, or /~/folder in the login's home (as git's ssh URLs)
-        self.folder = DEFAULT_FOLDER if path in ("", "/") else path[3:] if path.startswith("/~/") else path
+        self.folder = (HOME if path in ("", "/", "/~", "/~/") else path[3:] if path.startswith("/~/") else path)
         self._copied: dict[Path, str] = {}
+        self._run_folder: dict = {}  # {"run": its path there, "made": folders made for the named one}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Removes what this run made on the device (its run folder; a named folder it had to make, if empty)."""
+        made, self._run_folder, self._copied = self._run_folder, {}, {}
+        if made:
+            try:
+                self._ssh([self.spec.python, "-c", _REMOVE, made["run"], *made["made"]], b"", "clean-up")
+            except StageError as e:  # said, not raised: it must not hide why the run ended (a timeout, Ctrl-C)
+                logging.getLogger("edgekit").warning("%s; %s is left there", e, made["run"])
 
     @property
     def label(self) -> str:
@@ -65,11 +99,20 @@ class Device:
 
     def _run(self, request: dict) -> dict:
         script = Path(__file__).with_name("runner.py").read_bytes()
+        request = {**request, "timeout": self.spec.timeout}  # the runner ends itself then, or when ssh is gone
         out = self._ssh([self.spec.python, "-", json.dumps(request)], script, "run")
         try:
-            return json.loads(out.decode(errors="replace").strip().splitlines()[-1])
-        except (ValueError, IndexError):
+            answer = json.loads(out.decode(errors="replace").strip().splitlines()[-1])
+        except (ValueError, IndexError, RecursionError):
             raise StageError("device run", f"{self.label} printed no result") from None
+        if not well_formed(request, answer):
+            raise StageError("device run", f"{self.label} answered with something that is not the runner's result")
+        about = answer["about"]
+        about.update({k: printable(about[k], 4096 if k == "features" else 300) for k in ABOUT_TEXT})
+        for done in [*answer["replay"], answer.get("bench") or {}]:
+            if "error" in done:
+                done["error"] = printable(done["error"])
+        return answer
 
     def about(self) -> dict:
         """The device's CPU, cores, machine and runtime versions (nothing copied)."""
@@ -88,16 +131,22 @@ class Device:
 
         found = []
         for threads in counts:
-            answer = self.serve(folder, {"bench": {"models": models, "inputs": inputs, "threads": threads,
+            used = min(threads, self.cores)  # more threads than cores measures contention, not the model
+            answer = self.serve(folder, {"bench": {"models": models, "inputs": inputs, "threads": used,
                                                    "warmup": warmup, "runs": runs}})
-            done, about = answer.get("bench") or {}, answer["about"]
+            done, about = answer["bench"], answer["about"]
             if "times" not in done:
-                raise StageError("device benchmark", f"{self.label}: {done.get('error', 'no result')}")
-            where = {**about, "threads": threads, "providers": ["CPUExecutionProvider"],
-                     "device": self.describe(about), "isa_source": "device",
+                raise StageError("device benchmark", f"{self.label}: {done['error']}")
+            capped = f" (the profile's {threads} threads; it has {about['cores']} cores)" if used < threads else ""
+            where = {**about, "threads": used, "providers": ["CPUExecutionProvider"],
+                     "device": self.describe(about) + capped, "isa_source": "device",
                      "isa": host.isa_of(set(about["features"].split()), about["machine"])}
-            found.append({k: summarize(t, done["load_ms"][k], threads, where) for k, t in done["times"].items()})
+            found.append({k: summarize(t, done["load_ms"][k], used, where) for k, t in done["times"].items()})
         return found
+
+    @functools.cached_property
+    def cores(self) -> int:
+        return self.about()["cores"]
 
     def latency(self, name: str, models: dict[str, Path], feed: dict, counts: tuple[int, ...], warmup: int,
                 runs: int) -> list[dict]:
@@ -115,8 +164,15 @@ class Device:
                 self._copied.pop(folder, None)  # the package's own files go there next
 
     def _copy(self, folder: Path) -> str:
-        """The package folder as `<named folder>/<its name>` on the device: a tar stream, unpacked there."""
-        remote = f"{self.folder.rstrip('/')}/{folder.name}"
+        """The package folder as `<this run's folder>/<its name>` on the device: a tar stream, unpacked there."""
+        if not self._run_folder:
+            made = self._ssh([self.spec.python, "-c", _MAKE, self.folder], b"", "copy")
+            try:
+                self._run_folder = json.loads(made.decode(errors="replace").strip().splitlines()[-1])
+                assert isinstance(self._run_folder["run"], str) and isinstance(self._run_folder["made"], list)
+            except (ValueError, IndexError, KeyError, TypeError, AssertionError):
+                raise StageError("device copy", f"{self.label} did not say which folder it made") from None
+        remote = f"{self._run_folder['run']}/{folder.name}"
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
             for path in sorted(folder.iterdir()):
@@ -135,16 +191,71 @@ class Device:
             options += ["-i", self.spec.identity, "-o", "IdentitiesOnly=yes"]
         if self.spec.known_hosts:
             options += ["-o", f"UserKnownHostsFile={self.spec.known_hosts}"]
-        cmd = ["ssh", *options, "--", self.destination, " ".join(shlex.quote(c) for c in command)]
-        try:
-            done = subprocess.run(cmd, input=stdin, capture_output=True, timeout=self.spec.timeout)
-        except subprocess.TimeoutExpired:
-            raise StageError(f"device {step}", f"{self.label}: no answer within {self.spec.timeout:g} s") from None
+        # exec: the command replaces the login shell, so the runner's parent is the SSH session it watches
+        cmd = ["ssh", *options, "--", self.destination, "exec " + " ".join(shlex.quote(c) for c in command)]
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            try:  # ssh may write no more than the cap into either file: what the device prints is bounded
+                done = subprocess.run(cmd, input=stdin, stdout=out, stderr=err, timeout=self.spec.timeout,
+                                      preexec_fn=_cap_file_size)
+            except subprocess.TimeoutExpired:
+                raise StageError(f"device {step}", f"{self.label}: no answer within {self.spec.timeout:g} s") from None
+            size = out.seek(0, io.SEEK_END)
+            if size >= MAX_ANSWER_BYTES:
+                raise StageError(f"device {step}", f"{self.label} printed more than {MAX_ANSWER_BYTES >> 20} MiB")
+            out.seek(0)
+            err.seek(max(0, err.seek(0, io.SEEK_END) - MAX_ERROR_BYTES))
+            output, errors = out.read(), err.read()
         if done.returncode != 0:
-            err = [line for line in done.stderr.decode(errors="replace").splitlines() if line.strip()]
-            why = err[-1].strip()[:300] if err else f"exit code {done.returncode}"
-            if "Host key verification failed" in why or "REMOTE HOST IDENTIFICATION HAS CHANGED" in "\n".join(err):
+            lines = [line for line in errors.decode(errors="replace").splitlines() if line.strip()]
+            why = printable(lines[-1].strip()) if lines else f"exit code {done.returncode}"
+            if "Host key verification failed" in why or "REMOTE HOST IDENTIFICATION HAS CHANGED" in "\n".join(lines):
                 why += (" edgekit never accepts an unknown or changed host key: check the device's fingerprint, "
                         "then add it to known_hosts")
             raise StageError(f"device {step}", f"{self.label}: {why}")
-        return done.stdout
+        return output
+
+
+def _cap_file_size() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_ANSWER_BYTES, MAX_ANSWER_BYTES))
+
+
+ABOUT_TEXT = ("cpu", "machine", "features", "onnxruntime")
+
+
+def printable(text: str, limit: int = 300) -> str:
+    """A device's words as one line of plain text: no control characters or terminal escapes."""
+    return "".join(c if c.isprintable() else " " for c in text[:limit])
+
+
+def well_formed(request: dict, answer) -> bool:
+    """`answer` is what runner.serve returns for `request`: an entry per replay asked, and timings that are
+    positive finite numbers, one per run; a device's answer is data from elsewhere, checked like a manifest."""
+    def number(x, low: float) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and low <= x < float("inf")
+
+    def text(x) -> bool:
+        return isinstance(x, str)
+
+    if not isinstance(answer, dict) or not isinstance(about := answer.get("about"), dict):
+        return False
+    if not (all(text(about.get(k)) for k in ABOUT_TEXT) and isinstance(about.get("cores"), int)
+            and not isinstance(about["cores"], bool) and about["cores"] >= 1):
+        return False
+    def replayed(r) -> bool:
+        return isinstance(r, dict) and (text(r.get("error")) or text(r.get("outputs")) and number(r.get("seconds"), 0))
+
+    replay = answer.get("replay")
+    if not (isinstance(replay, list) and len(replay) == len(request.get("replay", [])) and all(map(replayed, replay))):
+        return False
+    if "bench" not in request:
+        return True
+    bench, keys = answer.get("bench"), set(request["bench"]["models"])
+    if isinstance(bench, dict) and text(bench.get("error")):
+        return True
+    return (isinstance(bench, dict) and isinstance(times := bench.get("times"), dict) and set(times) == keys
+            and isinstance(loads := bench.get("load_ms"), dict) and set(loads) == keys
+            and all(number(loads[k], 0) for k in keys)
+            and all(isinstance(t, list) and len(t) == request["bench"]["runs"] and all(number(x, 1e-9) for x in t)
+                    for t in times.values()))

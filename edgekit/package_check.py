@@ -127,7 +127,7 @@ def _parity_at(place: Place, folder: Path, target: str, pairs: list[tuple[str, s
     answer = place.serve(folder, request)
     where = place.describe(answer["about"])
     cases = []
-    for (model, golden_path), done in zip(pairs, answer["replay"]):
+    for (model, golden_path), done in zip(pairs, answer["replay"], strict=True):
         name = Path(model).name
         if "error" in done:
             cases.append(Case(target, f"parity {name}", False, f"{name} does not run the golden inputs: "

@@ -128,6 +128,9 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
         if published:  # a signal during the stage's clean-up: the new output is in place
             raise outdir.InterruptedAfterPublish() from None
         raise
+    finally:
+        if device is not None:
+            device.close()
     return ExportReport(reports, out)
 
 
@@ -482,8 +485,8 @@ def _latency(shared: Shared, prep: Prepared, target: Target, fp32: Path, int8: P
     if device is not None:
         found = device.latency(target.name, {"fp32": fp32, "int8": int8}, prep.val.feeds[0], counts,
                                bench_spec.warmup, bench_spec.runs)
-        return [LatencyReport(lat["fp32"], lat["int8"], f"{lat['int8'].host['device']}, {n} thread(s)")
-                for n, lat in zip(counts, found)]
+        return [LatencyReport(fp32, int8, f"{int8.host['device']}, {int8.threads} thread(s)")
+                for fp32, int8 in ((lat["fp32"], lat["int8"]) for lat in found)]
     cores = os.cpu_count() or 1
     reports = []
     for n in counts:

@@ -169,5 +169,18 @@ def serve(request: dict, config: dict[str, str] | None = None) -> dict:
     return done
 
 
+def watch(parent: int, seconds: float) -> None:
+    """Ends this process when whoever started it is gone (an SSH session dropped, edgekit interrupted or timed out)
+    or its time is up: a runner left behind would take the device's cores from every later timing."""
+    deadline = time.monotonic() + seconds
+    while os.getppid() == parent and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os._exit(3)
+
+
 if __name__ == "__main__":
-    print(json.dumps(serve(json.loads(sys.argv[1]))))
+    import threading
+
+    asked = json.loads(sys.argv[1])
+    threading.Thread(target=watch, args=(os.getppid(), float(asked.get("timeout", 3600))), daemon=True).start()
+    print(json.dumps(serve(asked)))

@@ -51,9 +51,10 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads) -> lis
                 said.append(f"{stage} parity: reference output {o.output!r} is ~0 (max |value| "
                             f"{o.reference_peak:.3g} < {parity.NEAR_ZERO:g}) on the validation data: cosine and "
                             "SQNR say nothing about a model that emits no signal; check the model and its inputs")
+    place = "the device" if latency and "device" in latency.int8.host else "this host"
     if latency and max(latency.fp32.p90_over_p50, latency.int8.p90_over_p50) > bench.NOISY_SPREAD:
         said.append(f"latency spread p90/p50 fp32 {latency.fp32.p90_over_p50:.2f}, int8 "
-                    f"{latency.int8.p90_over_p50:.2f} (> {bench.NOISY_SPREAD}): the host was noisy during the run; "
+                    f"{latency.int8.p90_over_p50:.2f} (> {bench.NOISY_SPREAD}): {place} was noisy during the run; "
                     "re-run or raise --bench-runs before trusting the speed figures")
     if latency and latency.speedup_p50 < 1.0:
         fusion = bench.unfused_qdq(str(int8), providers, threads)
@@ -61,7 +62,9 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads) -> lis
                  f"(unfused QDQ groups, e.g. {', '.join(fusion['unfused_examples'])})"
                  if fusion["unfused_compute_nodes"] else
                  "all quantized groups fused; per-call overhead or float ops around them dominate this model")
-        said.append(f"int8 is slower than fp32 on this host ({latency.speedup_p50:.2f}x): {cause}")
+        if place != "this host":
+            cause += " (as this host's onnxruntime optimises the graph)"
+        said.append(f"int8 is slower than fp32 on {place} ({latency.speedup_p50:.2f}x): {cause}")
     return said
 
 

@@ -75,11 +75,13 @@ def test_readme_python_section_runs(tmp_path):
 
 def test_device_section_and_flags_make_one_device_spec(tmp_path):
     recipe = tmp_path / "r.toml"
-    recipe.write_text('[model]\nsource = "m.onnx"\n[device]\nurl = "ssh://pi@board/~/pkg"\nknown_hosts = "kh"\n')
+    recipe.write_text('[model]\nsource = "m.onnx"\n[device]\nurl = "ssh://pi@board/~/pkg"\nknown_hosts = "kh"\n'
+                      'identity = "~/.ssh/id_board"\n')
+    kh, key = str(tmp_path / "kh"), os.path.expanduser("~/.ssh/id_board")  # beside the recipe, wherever it runs
     loaded = cli.recipe_from(str(recipe), {})
-    assert loaded.device == config.DeviceSpec("ssh://pi@board/~/pkg", known_hosts="kh")
+    assert loaded.device == config.DeviceSpec("ssh://pi@board/~/pkg", known_hosts=kh, identity=key)
     flagged = cli.recipe_from(str(recipe), {"device_python": "/opt/py/bin/python3"})
-    assert flagged.device == config.DeviceSpec("ssh://pi@board/~/pkg", known_hosts="kh", python="/opt/py/bin/python3")
+    assert flagged.device == config.DeviceSpec("ssh://pi@board/~/pkg", key, kh, python="/opt/py/bin/python3")
     replaced = cli.recipe_from(str(recipe), {"device": "ssh://other"})
     assert replaced.device == config.DeviceSpec("ssh://other")
     recipe.write_text('[model]\nsource = "m.onnx"\n[device]\nidentity = "k"\n')

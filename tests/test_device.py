@@ -76,15 +76,77 @@ def test_check_and_latency_on_the_device(sshd, digits_arm):
         assert case["passed"] and case["where"].startswith(f"device {url[6:]}: "), case
         assert f"{os.cpu_count()} cores" in case["where"] and "onnxruntime " in case["where"], case
     assert parity["message"].startswith("0 of "), parity
-    assert latency["message"].startswith("4 thread(s): p50 fp32 ") and "; 1 thread(s): p50 fp32" in latency["message"]
-    # the device holds the named folder and nothing else edgekit made
-    assert [p.name for p in device.iterdir()] == ["pkg"]
-    assert sorted(p.name for p in (device / "pkg" / "arm64-linux").iterdir()) == sorted(
-        p.name for p in (digits_arm / "arm64-linux").iterdir())
-    # an archive's copy is named as the archive (OUT/<target>.tar.gz), not as the temporary extraction
-    result = device_check(f"{url}{device}/from-archive", identity, known_hosts, digits_arm / "arm64-linux.tar.gz")
+    threads = min(4, os.cpu_count())  # the profile's 4, at most the device's cores (and said so)
+    assert latency["message"].startswith(f"{threads} thread(s): p50 fp32 ") and "; 1 thread(s)" in latency["message"]
+    assert ("(the profile's 4 threads; it has" in latency["where"]) == (threads < 4), latency
+    # the run's own folder went at the end, and so did the folder it had to make for the one named
+    assert list(device.iterdir()) == []
+    # a folder of the user's with a package's name in it: never written into, and kept
+    mine = device / "mine" / "arm64-linux"
+    mine.mkdir(parents=True)
+    (mine / "model.onnx").write_text("the user's")
+    result = device_check(f"{url}{device}/mine", identity, known_hosts, digits_arm / "arm64-linux.tar.gz")
     assert result.exit_code == 0, result.output
-    assert [p.name for p in (device / "from-archive").iterdir()] == ["arm64-linux"]
+    assert [p.name for p in (device / "mine").iterdir()] == ["arm64-linux"]
+    assert [p.name for p in mine.iterdir()] == ["model.onnx"] and (mine / "model.onnx").read_text() == "the user's"
+    shutil.rmtree(device / "mine")
+
+
+def fake_python(tmp_path, change: str):
+    """A device Python whose runner answers, then has its answer changed by `change` (Python on `answer`)."""
+    path = tmp_path / "python"
+    path.write_text(f"#!{sys.executable}\nimport json, os, sys\nif sys.argv[1] != '-':\n"
+                    f"    os.execv({sys.executable!r}, [{sys.executable!r}, *sys.argv[1:]])\n"
+                    "runner = {'__name__': 'runner'}\nexec(sys.stdin.read(), runner)\n"
+                    f"answer = runner['serve'](json.loads(sys.argv[2]))\n{change}\nprint(json.dumps(answer))\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.parametrize("change", [
+    "answer['replay'] = []",  # a model's result missing: it once dropped out of the check, which passed
+    "answer.pop('about')",
+    "if answer.get('bench'): answer['bench']['times']['fp32'][0] = float('nan')",
+    "if answer.get('bench'): answer['bench']['times']['int8'][0] = -5.0",
+    "answer.get('bench') and answer['bench']['times'].update(int8=[])",
+])
+def test_an_answer_that_is_not_the_runners_fails_the_step(sshd, digits_arm, tmp_path, change):
+    url, identity, known_hosts, device = sshd
+    result = cli(["check", digits_arm, "--device", f"{url}{device}/bad", "--identity", identity, "--known-hosts",
+                  known_hosts, "--device-python", fake_python(tmp_path, change)])
+    assert result.exit_code == 4, result.output
+    assert "device run failed" in result.output and "not the runner's result" in result.output, result.output
+    assert list(device.iterdir()) == []
+
+
+def test_what_a_device_prints_back_is_bounded(sshd, digits_arm, tmp_path):
+    url, identity, known_hosts, device = sshd
+    loud = fake_python(tmp_path, "sys.stdout.buffer.write(b'x' * (300 << 20))")  # 300 MiB, then the answer
+    result = cli(["check", digits_arm, "--device", f"{url}{device}/loud", "--identity", identity, "--known-hosts",
+                  known_hosts, "--device-python", loud])
+    assert result.exit_code == 4 and "printed more than 256 MiB" in result.output, result.output
+    assert list(device.iterdir()) == []
+
+
+def test_a_stuck_runner_ends_itself_when_edgekit_stops_waiting(sshd, digits_arm, tmp_path):
+    """A runner left behind on a timeout (or a dropped link, or Ctrl-C) would take the device's cores from every
+    later timing: it watches its SSH session and its time, and goes."""
+    import edgekit
+
+    url, identity, known_hosts, device = sshd
+    stuck = tmp_path / "stuck-python"  # the runner as sent, its own __main__ included, stuck where it would answer
+    stuck.write_text(f"#!{sys.executable}\nimport os, sys\nif sys.argv[1] != '-':\n"
+                     f"    os.execv({sys.executable!r}, [{sys.executable!r}, *sys.argv[1:]])\n"
+                     "sys.argv = sys.argv[1:]\nexec(sys.stdin.read().replace('print(json.dumps(serve(asked)))', "
+                     "'time.sleep(60)'), {'__name__': '__main__'})\n")
+    stuck.chmod(0o755)
+    spec = edgekit.DeviceSpec(f"{url}{device}/stuck", str(identity), str(known_hosts), str(stuck), timeout=3)
+    with pytest.raises(edgekit.StageError, match="no answer within 3 s"):
+        edgekit.check(digits_arm / "arm64-linux", device=spec)
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-f", str(stuck)], capture_output=True, text=True).stdout.split()
+    assert left == [], left
+    assert list(device.iterdir()) == []
 
 
 def test_a_wrong_host_key_is_refused(sshd, digits_arm, tmp_path):
@@ -106,11 +168,16 @@ def test_unreachable_device_and_bad_urls(digits_arm, tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    (tmp_path / "kh").write_text("")
     result = cli(["check", digits_arm, "--device", f"ssh://127.0.0.1:{port}/x", "--known-hosts", tmp_path / "kh"])
     assert result.exit_code == 4 and "device copy failed" in result.output, result.output
-    for url in ("http://host/x", "ssh://", "ssh://host:99999/x"):
+    for url in ("http://host/x", "ssh://", "ssh://host:99999/x", "ssh://host:0/x", "ssh://host:/x", "ssh://h/a\nb"):
         result = cli(["check", digits_arm, "--device", url])
         assert result.exit_code == 2 and "expected ssh://" in result.output, result.output
+    for url, why in (("ssh://u:pw@h/x", "a password in the URL is never used"), ("", "--device is empty"),
+                     ("ssh://h/x", "known_hosts /nowhere: no such file")):
+        result = cli(["check", digits_arm, "--device", url, "--known-hosts", "/nowhere"])
+        assert result.exit_code == 2 and why in result.output, result.output
     result = cli(["check", digits_arm, "--device", "ssh://h/x", "--emulate", "aarch64"])
     assert result.exit_code == 2 and "not both" in result.output, result.output
     result = cli(["check", digits_arm, "--identity", tmp_path / "kh"])
@@ -131,8 +198,9 @@ def test_export_times_and_checks_its_kind_of_target_on_the_device(sshd, tmp_path
     assert parity["passed"] and parity["where"].startswith(f"device {url[6:]}: "), parity
     assert not any(c["name"] == "latency" for c in x86["verification"])  # timed once, above
     assert x86["latency"]["on_device"]
+    assert not any("on this host" in w for w in x86["warnings"]), x86["warnings"]  # the figures are the device's
     assert not arm["latency"]["where"].startswith("device") and not arm["latency"]["on_device"]  # the host stood in
-    assert [p.name for p in (device / "export").iterdir()] == ["desktop-x86"]
+    assert list(device.iterdir()) == []
     result = cli(["export", DIGITS / "edgekit.toml", "-t", "arm64-linux", "--out", tmp_path / "none", *flags])
     assert result.exit_code == 2 and "none of the targets is" in result.output, result.output
     assert not (tmp_path / "none").exists()

@@ -303,7 +303,7 @@ def test_full_disk_is_bad_input_and_leaves_nothing(tmp_path):
     with _mounted_tmpfs(tmp_path / "tiny", "8k") as mount:
         for kib in range(8, 40, 4):
             subprocess.run(["mount", "-o", f"remount,size={kib}k", str(mount)], check=True)
-            one_line_error(_package_run(mount), 3, f"--out {mount}: no space left on device", "nothing was written there")
+            one_line_error(_package_run(mount), 3, f"--out {mount}: no space left on device", "nothing was written")
             assert not list(mount.iterdir())
 
 
