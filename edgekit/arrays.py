@@ -13,13 +13,14 @@ import stat
 import tokenize
 import zipfile
 import zlib
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from .config import DEFAULT_MAX_DATA_BYTES as DEFAULT_MAX_BYTES  # per data source; --max-data-bytes raises it
-from .errors import InputError
+from .errors import InputError, few
 
 
 # what a corrupt or crafted zip/.npy raises inside zipfile, zlib and numpy's header parser
@@ -51,7 +52,7 @@ def read_npz(path: Path, wanted: Callable[[str], bool], max_bytes: int = DEFAULT
             members = {i.filename[:-4] if i.filename.endswith(".npy") else i.filename: i for i in z.infolist()}
             unexpected = sorted(n for n in members if not wanted(n))
             if unexpected:
-                raise InputError(f"{path}: {describe(unexpected) if describe else f'unexpected arrays {unexpected}'}")
+                raise InputError(f"{path}: {describe(unexpected) if describe else f'unexpected arrays {few(unexpected)}'}")
             budget = max_bytes
             for name, info in members.items():
                 with z.open(info) as f:
@@ -126,17 +127,21 @@ def _read_rows(f, header, max_rows: int | None) -> np.ndarray:
     declared, shape, fortran, dtype = header
     if max_rows and shape and not fortran:
         shape = (min(shape[0], max_rows), *shape[1:])
-    count = int(np.prod(shape, dtype=object))
-    data = f.read(count * dtype.itemsize)
-    if len(data) < count * dtype.itemsize:
+    array = np.empty(int(np.prod(shape, dtype=object)), dtype)
+    if (f.readinto(memoryview(array).cast("B")) if array.size else 0) < array.nbytes:  # read once, in place
         raise InputError("array data ends before its declared size")
-    array = np.frombuffer(bytearray(data), dtype=dtype, count=count)
-    return array.reshape(shape[::-1]).T[:max_rows or None] if fortran else array.reshape(shape)
+    if fortran:  # a Fortran-order array's rows are spread over the whole file: read whole, keep the rows asked for
+        whole = array.reshape(shape[::-1]).T
+        return np.ascontiguousarray(whole[:max_rows]) if max_rows and max_rows < shape[0] else whole
+    return array.reshape(shape)
 
 
 def _by_rows(header) -> bool:
     """Rows of a C-order array with a first axis lie one after another in the file: they can be read one at a time."""
     return bool(header[1]) and not header[2]
+
+
+MAX_OPEN = 64  # RowFiles with a file open at once; the least recently read is closed first
 
 
 class RowFile:
@@ -165,6 +170,10 @@ class RowFile:
         out = np.empty((stop - start, *self.shape[1:]), self.dtype)
         try:
             f = self._open(where)
+            _OPEN[id(self)] = self
+            _OPEN.move_to_end(id(self))
+            while len(_OPEN) > MAX_OPEN:  # a folder of thousands of one-sample files must not exhaust the fds
+                _OPEN.popitem(last=False)[1].close()
             f.seek(self._start + start * self._row_bytes)
             got = f.readinto(memoryview(out.reshape(-1)).cast("B")) if out.size else 0
         except READ_ERRORS as e:
@@ -188,9 +197,14 @@ class RowFile:
 
     def close(self) -> None:
         """Close the file; the next read opens it again and checks its header again."""
+        _OPEN.pop(id(self), None)
+        self.__del__()
+
+    def __del__(self) -> None:  # only once out of _OPEN, which holds the open ones
         for f in (self._file, self._zip):
             if f is not None:
                 f.close()
         self._file = self._zip = None
 
-    __del__ = close
+
+_OPEN: OrderedDict[int, RowFile] = OrderedDict()

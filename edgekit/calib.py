@@ -17,7 +17,7 @@ import numpy as np
 from . import arrays
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
 from .arrays import RowFile
-from .errors import InputError, UsageError
+from .errors import InputError, UsageError, few, first_line
 from .userfn import UserFunction, is_function_spec, resolve_callable
 
 log = logging.getLogger("edgekit")
@@ -118,8 +118,12 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
         if not files:
             raise InputError(f"{path}: no .npz or .npy files in this folder")
         for f in files:
-            if f.is_symlink() and path.resolve() not in f.resolve().parents:
-                raise InputError(f"{f}: a link out of the data folder (to {f.resolve()}); copy the file in instead")
+            try:
+                target = f.resolve(strict=f.is_symlink())
+            except (OSError, RuntimeError) as e:  # a dangling link, or one in a loop (RuntimeError before 3.13)
+                raise InputError(f"{f}: a link that leads to no file ({first_line(e)})") from None
+            if f.is_symlink() and path.resolve() not in target.parents:
+                raise InputError(f"{f}: a link out of the data folder (to {target}); copy the file in instead")
         budget = max_bytes
         parts = []
         for f in files:
@@ -160,7 +164,7 @@ def _read_file(path: Path, specs, max_bytes: int, max_samples: int | None = None
         found = {specs[0].name: arrays.read_npy(path, max_bytes, max_samples, lazy=True)}
     elif path.suffix == ".npz":
         found = arrays.read_npz(path, lambda n: n in names or n in LABEL_KEYS, max_bytes,
-                                lambda extra: f"input names do not match the model: unexpected {extra} "
+                                lambda extra: f"input names do not match the model: unexpected {few(extra)} "
                                               f"(model takes {sorted(names)})", max_samples, lazy=True)
     else:
         raise InputError(f"{path}: expected a .npz or .npy file")
@@ -178,7 +182,8 @@ def _from_arrays(origin: str, arrays: dict[str, np.ndarray | RowFile], specs) ->
     extra = sorted(set(arrays) - names)
     if missing or extra:
         raise InputError(f"{origin}: input names do not match the model: "
-                         f"missing {missing or 'none'}, unexpected {extra or 'none'} (model takes {sorted(names)})")
+                         f"missing {few(missing) if missing else 'none'}, unexpected {few(extra) if extra else 'none'} "
+                         f"(model takes {few(sorted(names))})")
     batch_axis = {spec.name: _batch_axis(origin, spec, arrays[spec.name]) for spec in specs}
     counts = {len(arrays[name]) for name in names}
     if len(counts) != 1:
@@ -199,6 +204,8 @@ def class_ids(origin: str, labels: np.ndarray) -> np.ndarray:
         raise InputError(f"{origin}: labels must be whole class ids (found NaN, Inf or fractions)")
     if labels.size and labels.min() < 0:
         raise InputError(f"{origin}: labels must be class ids >= 0 (found {labels.min()})")
+    if labels.size and labels.max() > np.iinfo(np.int64).max:  # would wrap to a negative id below
+        raise InputError(f"{origin}: labels must be class ids (found {labels.max()})")
     return labels.astype(np.int64)
 
 
@@ -291,7 +298,10 @@ def random_dataset(specs, count: int, seed: int, max_bytes: int = arrays.DEFAULT
         shape = shapes[s.name]
         if np.issubdtype(np.dtype(s.dtype), np.floating):
             return rng.standard_normal(shape).astype(s.dtype)
-        return np.ones(shape, dtype=bool) if s.dtype == "bool" else rng.integers(0, 2, shape).astype(s.dtype)
+        if s.dtype == "bool":
+            return np.ones(shape, dtype=bool)
+        # uint8 is pixels (the whole range); other integers are ids or masks, where 0 and 1 are valid for any table
+        return rng.integers(0, 256 if s.dtype == "uint8" else 2, shape).astype(s.dtype)
     return Dataset("random", [{s.name: sample(s) for s in specs} for _ in range(count)], None, random=True)
 
 

@@ -365,6 +365,8 @@ def _coerce(value, hint, key: str, where: str):
             raise UsageError(f"{where}: stage_ratios {bad}: each ratio is in [0, 1)")
     elif hint is dict and key == "image_uint8":
         ok = isinstance(value, dict)
+        if value == {}:
+            raise UsageError(f"{where}: image_uint8 is empty: give {{input = NAME, mean = [...], std = [...]}}")
     elif hint is dict and key in ("constants", "state", "state_init"):  # state: input names to output names
         ok = isinstance(value, dict) and all(isinstance(k, str) and (key == "constants" or isinstance(v, str))
                                              for k, v in value.items())

@@ -47,6 +47,12 @@ class StageError(EdgekitError):
         self.stage = stage
 
 
+def few(names, most: int = 8) -> str:
+    """A list of names for a one-line message: a file from others may hold thousands."""
+    names = list(names)
+    return str(names) if len(names) <= most else f"{names[:most]} and {len(names) - most} more"
+
+
 def first_line(e: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (its type when empty): what a one-line error can show."""
     text = str(e).strip()

@@ -93,6 +93,11 @@ def arch_of(machine: str) -> str:
     return "arm64" if machine.lower() in ("aarch64", "arm64") else "x86_64"
 
 
+def arch() -> str:
+    """This host's kind, as target profiles name it."""
+    return arch_of(platform.machine())
+
+
 def where() -> str:
     """This host, as a figure measured here names it."""
     return f"host {platform.machine()} ({cpu_model()})"

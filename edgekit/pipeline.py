@@ -514,6 +514,8 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
         quantization.quantize(fp32, int8, qplan, [])
         onnx_export.check(int8)
         skipped = {"skipped": "dynamic quantization has no calibration or QDQ placement to search"}
+        if settings.precision == "latency":
+            qplan = dataclasses.replace(qplan, precision_search=skipped)
         return qplan, 0, skipped if settings.auto else None, None
     cal_feeds = _calibration_feeds(prep, settings.samples)
     n_cal = len(cal_feeds)
@@ -544,14 +546,31 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
             quantization.quantize(fp32, int8, qplan, cal_feeds, advance,
                                   quantization.cache_path(work, settings) if settings.precision == "latency" else None)
     if settings.precision == "latency":  # from the plan --auto chose, or the target's
-        threads = min(target.runtime.threads, os.cpu_count() or 1)
-        qplan, record = precision.search(fp32, int8, qplan, cal_feeds, prep.val.feeds[0],
-                                         list(target.runtime.providers), threads, work,
-                                         quantization.cache_path(work, qplan.settings), settings.max_trials,
-                                         settings.time_budget)
-        qplan = dataclasses.replace(qplan, precision_search=record.as_dict())
+        timed = _precision_timer(shared, target, prep.val.feeds[0])
+        if isinstance(timed, str):
+            qplan = dataclasses.replace(qplan, precision_search={"skipped": timed})
+        else:
+            qplan, record = precision.search(fp32, int8, qplan, cal_feeds, timed, work,
+                                             quantization.cache_path(work, qplan.settings), settings.max_trials,
+                                             settings.time_budget)
+            qplan = dataclasses.replace(qplan, precision_search=record.as_dict())
     onnx_export.check(int8)
     return qplan, n_cal, tuning, chosen_rows
+
+
+def _precision_timer(shared: Shared, target: Target, feed: dict):
+    """How `precision.search` times models where `target` runs: on its kind of --device, or on this host when
+    it is of the target's kind; else why the search is skipped (x86 timings would pick an ARM model's floats)."""
+    device = _on_device(shared, target)
+    threads = target.runtime.threads
+    if device is not None:
+        return lambda paths: device.latency(target.name, paths, feed, (threads,), precision.WARMUP, precision.RUNS)[0]
+    if host.arch() != target.runtime.arch:
+        return (f"an {target.runtime.arch} target, timed on {host.where()}: a float region faster here says nothing "
+                "of the device's kernels (give --device to search there)")
+    used = min(threads, os.cpu_count() or 1)
+    return lambda paths: bench.measure_pair({k: str(v) for k, v in paths.items()}, feed, list(target.runtime.providers),
+                                            used, precision.WARMUP, precision.RUNS)
 
 
 def _calibration_feeds(prep: Prepared, n: int) -> list:

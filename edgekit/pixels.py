@@ -46,10 +46,15 @@ def fold(setting: dict, loaded, specs) -> object:
         values = value if isinstance(value, list) else [value]
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
         if not values or not numbers or len(values) not in (1, channels):
-            raise UsageError(f"{where}: {key} must be one number or one per channel, got {value!r}")
+            raise UsageError(f"{where}: {key} must be one number or one per channel (axis 1 of {spec}: "
+                             f"{channels}), got {value!r}")
         stats[key] = np.asarray(values, dtype=np.float32).reshape(1, -1, 1, 1)
-    if (stats["std"] <= 0).any():
-        raise UsageError(f"{where}: std must be > 0")
+    # In 0-1 units (pixel / 255), as torchvision writes them: 0-255 units (mmcv's 123.675, 58.395) would fold a
+    # model that sees every image as nearly the same constant, and parity between two copies of it cannot tell.
+    for key, low, high in (("mean", 0.0, 1.0), ("std", 1e-3, 1.0)):
+        if not (low <= stats[key]).all() or not (stats[key] <= high).all():
+            raise UsageError(f"{where}: {key} {setting[key]!r} is outside [{low:g}, {high:g}]: mean and std "
+                             "are in 0-1 units (pixel / 255; for 0-255 values such as 123.675, divide by 255)")
 
     class Pixels(torch.nn.Module):
         def __init__(self, inner):

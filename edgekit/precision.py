@@ -15,8 +15,10 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from . import bench, quantization
+from .host import describe
 from .onnx_export import parsed
 
 REGION_SIZES = (1, 2, 4)  # compute nodes kept in float at the graph's start, and at its end
@@ -52,11 +54,14 @@ class PrecisionSearch:
     p50_ms: float  # the model kept, timed in one interleaved loop
     where: str
     seconds: float
+    untried: tuple[str, ...] = ()  # candidates left out by max_trials or the time budget
+    reverted: str = ""  # why the steps' float nodes were given up after all
 
     def as_dict(self) -> dict:
         return {"float_nodes": list(self.float_nodes), "steps": [s.as_dict() for s in self.steps],
                 "all_int8_p50_ms": self.all_int8_p50_ms, "p50_ms": self.p50_ms, "where": self.where,
-                "margin": MARGIN, "seconds": self.seconds}
+                "margin": MARGIN, "seconds": self.seconds, "untried": list(self.untried),
+                "reverted": self.reverted or None}
 
 
 def candidates(fp32) -> list[Candidate]:
@@ -81,25 +86,26 @@ def candidates(fp32) -> list[Candidate]:
     return found
 
 
-def search(fp32: Path, int8: Path, plan: quantization.Plan, feeds, feed: dict, providers, threads: int,
-           work: Path, cache: Path, max_trials: int, time_budget: float) -> tuple[quantization.Plan, PrecisionSearch]:
+def search(fp32: Path, int8: Path, plan: quantization.Plan, feeds, timed: Callable[[dict], dict], work: Path,
+           cache: Path, max_trials: int, time_budget: float) -> tuple[quantization.Plan, PrecisionSearch]:
     """Greedy over `candidates`: each is quantized with the plan's exclusions plus the float nodes kept so far
     plus its own, and kept when it times faster than the best model by MARGIN in two interleaved loops in a
-    row (one loop's p50 can be off by more than that on a busy host). `int8` ends as the model kept; returns
-    the plan that makes it and the record, whose start and end p50s come from one final loop."""
-    from .host import describe
-
+    row (one loop's p50 can be off by more than that on a busy host). `timed({key: path})` times models round-robin
+    where the target runs ({key: bench.Latency}). `int8` ends as the model kept; returns the plan that makes it and
+    the record, whose start and end p50s come from one final loop: when that loop does not confirm the kept model
+    faster by MARGIN, the all-int8 model is kept instead."""
     start = time.perf_counter()
     first, best, kept, steps = work / "precision-all-int8.onnx", work / "precision-best.onnx", (), []
     shutil.copyfile(int8, first)
     shutil.copyfile(int8, best)
-
-    def timed(paths: dict) -> dict:
-        return bench.measure_pair({k: str(v) for k, v in paths.items()}, feed, providers, threads, WARMUP, RUNS)
-
-    for i, cand in enumerate(candidates(fp32)[:max_trials]):
-        new = tuple(n for n in cand.nodes if n not in kept)
-        if not new or time.perf_counter() - start > time_budget:
+    found = candidates(fp32)
+    untried = [c.why for c in found[max_trials:]]
+    for i, cand in enumerate(found[:max_trials]):
+        new = tuple(n for n in cand.nodes if n not in kept and n not in plan.settings.exclude_nodes)
+        if not new:
+            continue
+        if time.perf_counter() - start > time_budget:
+            untried.append(cand.why)
             continue
         trial = quantization.quantize(fp32, work / f"precision{i}.onnx", _with_float(plan, (*kept, *new)), feeds,
                                       cache=cache)
@@ -112,10 +118,16 @@ def search(fp32: Path, int8: Path, plan: quantization.Plan, feeds, feed: dict, p
         if faster:
             kept = (*kept, *new)
             shutil.copyfile(trial, best)
-    shutil.copyfile(best, int8)
     final = timed({"all-int8": first, "kept": best})
-    record = PrecisionSearch(kept, tuple(steps), final["all-int8"].p50_ms, final["kept"].p50_ms,
-                             describe(final["kept"].host), round(time.perf_counter() - start, 3))
+    reverted = ""
+    if kept and not final["kept"].p50_ms < final["all-int8"].p50_ms * (1 - MARGIN):
+        reverted = (f"the final loop timed the kept model at {final['kept'].p50_ms:.4g} ms against all-int8's "
+                    f"{final['all-int8'].p50_ms:.4g} ms: not faster by {MARGIN:.0%}, so all-int8 is kept")
+        kept, best = (), first
+    shutil.copyfile(best, int8)
+    where = final["kept"].host.get("device") or describe(final["kept"].host)
+    record = PrecisionSearch(kept, tuple(steps), final["all-int8"].p50_ms, final["all-int8" if reverted else "kept"].p50_ms, where,
+                             round(time.perf_counter() - start, 3), tuple(untried), reverted)
     return _with_float(plan, kept), record
 
 

@@ -126,7 +126,9 @@ def markdown(r: TargetReport) -> str:
                      "pass" if row["passed"] else "fail: " + ", ".join(row["failed_gates"])) for row in t["trials"]])
         out += [""] + [f"- kept in float: `{e['node']}`: {e['why']}" for e in t["excluded"]] + [""]
     search = d["quantization"].get("precision_search")
-    if search:
+    if search and search.get("skipped"):
+        out += ["## Float regions for speed (--precision latency)", "", f"Not searched: {search['skipped']}.", ""]
+    elif search:
         out += ["## Float regions for speed (--precision latency)", "",
                 f"{len(search['float_nodes'])} node(s) kept in float for speed; all-int8 p50 "
                 f"{search['all_int8_p50_ms']:.4f} ms → {search['p50_ms']:.4f} ms, timed side by side on "
@@ -135,6 +137,8 @@ def markdown(r: TargetReport) -> str:
         out += _md("tried | nodes | p50 ms | best so far p50 ms | kept", [
             (step["why"], ", ".join(step["nodes"]), f"{step['p50_ms']:.4f}", f"{step['best_p50_ms']:.4f}",
              "yes" if step["kept"] else "no") for step in search["steps"]]) + [""]
+        notes = (("Reverted", search["reverted"]), ("Not tried (max_trials, time budget)", ", ".join(search["untried"])))
+        out += [line for k, v in notes if v for line in (f"{k}: {v}.", "")]
     if d.get("layers"):
         out += ["## Per-layer error (accumulated SQNR lost at each compute node, worst first)", ""]
         out += _md("node | op | input dB | output dB | lost dB", [

@@ -2,6 +2,7 @@
 size into a Reshape passes at the traced size and breaks at any other."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,14 +43,15 @@ def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict], listed: dict | 
         batch = set(axes.values()) == {0}
         for size in listed.get(dim) or [2 * seen[0] if batch else seen[0] // 2]:
             if batch:
-                same = [f for f in feeds if all(f[n].shape[0] == seen[0] for n in axes)]
-                if size % seen[0] or len(same) < size // seen[0]:
+                k = size // seen[0]  # samples joined per made one; no more are kept than MAX_FEEDS need
+                same = list(itertools.islice((f for f in feeds if all(f[n].shape[0] == seen[0] for n in axes)),
+                                             max(k, 1) * MAX_FEEDS))
+                if size % seen[0] or len(same) < k:
                     if dim in listed:
                         raise UsageError(f"--size {dim}={size}: made by joining the samples whose {dim} is "
                                          f"{seen[0]} (the smallest in the data), a multiple of it up to "
                                          f"{len(same) * seen[0]}")
                     continue
-                k = size // seen[0]
                 made = [{n: np.concatenate([g[n] for g in group]) if n in axes else group[0][n] for n in group[0]}
                         for group in zip(*(same[i::k] for i in range(k)))][:MAX_FEEDS]
                 found.append(OtherSize(dim, seen, size, made))

@@ -63,6 +63,48 @@ def test_a_folder_of_files_reads_lazily_in_order(tmp_path):
     assert calib.fixed_shapes(IMAGE, [first, rest])[0] == {"image": (1, 3, 64, 64)}
 
 
+def test_a_folder_of_more_files_than_open_file_slots(tmp_path):
+    """Each one-sample file once stayed open after its first read: 1,000 of them exhausted a 1,024 fd limit."""
+    import resource
+
+    small = (InputSpec.parse("image:Nx1x4x4"),)
+    for i in range(300):
+        np.save(tmp_path / f"s{i:04d}.npy", np.full((1, 1, 4, 4), i, np.float32))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (200, hard))
+    try:
+        ds = calib.load(str(tmp_path), small)
+        assert [int(feed["image"][0, 0, 0, 0]) for feed in ds.feeds] == list(range(300))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_batch_size_check_holds_only_the_samples_it_joins():
+    """Validating at batch 2 kept every validation sample in memory (1 GB more for 512 images of 224 x 224)."""
+    from edgekit import sizes
+
+    class Lazy:  # samples made when read, as a data file's are
+        def __len__(self):
+            return 512
+
+        def __getitem__(self, i):
+            if i >= 512:
+                raise IndexError(i)
+            return {"image": np.full((1, 3, 64, 64), i, np.float32)}  # 48 KiB; 24 MiB for all
+
+    (found,), peak = _peak(lambda: sizes.other_sizes(IMAGE, Lazy()))
+    assert found.size == 2 and len(found.feeds) == sizes.MAX_FEEDS and found.feeds[1]["image"].shape[0] == 2
+    assert [float(f["image"][1, 0, 0, 0]) for f in found.feeds] == [1.0, 3.0, 5.0, 7.0][: sizes.MAX_FEEDS]
+    assert peak < 4 << 20, f"{peak >> 20} MiB held"
+
+
+def test_a_file_of_thousands_of_wrong_names_is_a_short_error(tmp_path):
+    np.savez(tmp_path / "wide.npz", **{f"x{i}": np.zeros(2) for i in range(5000)})  # was one 59 KB line
+    with pytest.raises(InputError, match=r"unexpected \['x0', .* and 4992 more") as e:
+        calib.load(str(tmp_path / "wide.npz"), IMAGE)
+    assert len(str(e.value)) < 300
+
+
 def test_a_nan_deep_in_a_file_is_found_before_any_stage_runs(tmp_path):
     images = _images(600)
     images[555, 1, 2, 3] = np.nan

@@ -44,9 +44,14 @@ def test_the_deployable_takes_raw_pixels_and_normalises_them_itself(tmp_path):
 
 @pytest.mark.parametrize("dtype,setting,why", [
     ("uint8", {"input": "image", "mean": MEAN}, "expected {input = NAME, mean = [...], std = [...]}"),
+    ("uint8", {}, "image_uint8 is empty"),  # was taken as no setting: then torch's dtype error
     ("uint8", {"input": "pixels", "mean": MEAN, "std": STD}, "'pixels' is not a model input"),
     ("uint8", {"input": "image", "mean": [0.5, 0.5], "std": STD}, "mean must be one number or one per channel"),
-    ("uint8", {"input": "image", "mean": MEAN, "std": [0.2, 0.0, 0.2]}, "std must be > 0"),
+    ("uint8", {"input": "image", "mean": MEAN, "std": [0.2, 0.0, 0.2]}, "std [0.2, 0.0, 0.2] is outside [0.001, 1]"),
+    # 0-255 units (mmcv's): every image became nearly one constant, and the export passed
+    ("uint8", {"input": "image", "mean": [123.675, 116.28, 103.53], "std": STD}, "divide by 255"),
+    ("uint8", {"input": "image", "mean": MEAN, "std": 1e30}, "std 1e+30 is outside [0.001, 1]"),
+    ("uint8", {"input": "image", "mean": 1e38, "std": STD}, "mean 1e+38 is outside [0, 1]"),  # was exit 5
     ("float32", {"input": "image", "mean": MEAN, "std": STD}, "declare image as the uint8 NCHW pixels"),
 ])
 def test_bad_image_uint8_settings_are_usage_errors(tmp_path, dtype, setting, why):

@@ -1,12 +1,15 @@
 """`--precision latency`: float regions kept only where the whole model times faster (issue 14 item 3)."""
+import dataclasses
 import json
 
+import numpy as np
 import onnx
+import pytest
 from conftest import DIGITS, cli
 from models import branchy
 
-from edgekit import precision
-from edgekit.config import InputSpec
+from edgekit import bench, precision, quantization
+from edgekit.config import InputSpec, QuantSettings
 from edgekit.onnx_export import export_torch, preprocess
 
 
@@ -33,7 +36,7 @@ def test_latency_search_keeps_only_what_timed_faster_and_the_model_has_it_in_flo
     for step in search["steps"]:  # each verdict follows from the figures recorded beside it
         assert step["kept"] == (step["p50_ms"] < step["best_p50_ms"] * (1 - search["margin"])), step
         kept += step["nodes"] if step["kept"] else []
-    assert search["float_nodes"] == kept
+    assert search["float_nodes"] == ([] if search["reverted"] else kept)
     assert set(kept) <= set(m["quantization"]["exclude_nodes"])
     graph = onnx.load(tmp_path / "desktop-x86" / "model.int8.onnx").graph
     made_by = {o: n.op_type for n in graph.node for o in n.output}
@@ -44,3 +47,53 @@ def test_latency_search_keeps_only_what_timed_faster_and_the_model_has_it_in_flo
             assert made_by.get(node.input[1]) == "DequantizeLinear", node.name
     report = (tmp_path / "desktop-x86" / "report.md").read_text()
     assert f"{len(kept)} node(s) kept in float for speed" in report and search["where"] in report
+
+
+@pytest.fixture
+def branchy_fp32(tmp_path):
+    raw = export_torch(branchy().eval(), (InputSpec.parse("image:Nx3x16x16"),), (), 17, tmp_path / "b.onnx")
+    return preprocess(raw, tmp_path / "b.fp32.onnx")[0]
+
+
+def _timer(trial_ms, final_kept_ms):
+    """Times as a host would report them: every trial 20% faster than the best so far (`trial_ms`), then the
+    final loop's figure for the kept model against all-int8's 1.0 ms."""
+    def timed(paths: dict) -> dict:
+        where = {"cpu": "test", "isa": "avx2", "threads": 1, "providers": ["CPUExecutionProvider"],
+                 "onnxruntime": "x"}
+        ms = {"best": 1.0, "trial": trial_ms} if "trial" in paths else {"all-int8": 1.0, "kept": final_kept_ms}
+        return {k: bench.summarize([ms[k]] * 5, 1.0, 1, where) for k in paths}
+    return timed
+
+
+@pytest.mark.parametrize("final_kept_ms,kept", [(0.8, True), (0.99, False)])
+def test_the_final_loop_must_confirm_the_kept_model_faster(branchy_fp32, tmp_path, final_kept_ms, kept):
+    """One run in eight shipped float nodes that its own final loop timed slower than all-int8."""
+    feeds = [{"image": np.random.default_rng(i).standard_normal((1, 3, 16, 16)).astype(np.float32)} for i in range(4)]
+    plan = quantization.plan(branchy_fp32, QuantSettings(), set())
+    first = [c.nodes[0] for c in precision.candidates(branchy_fp32)][0]
+    plan = dataclasses.replace(plan, settings=dataclasses.replace(plan.settings, exclude_nodes=(first,)))
+    int8 = quantization.quantize(branchy_fp32, tmp_path / "q.onnx", plan, feeds)
+    all_int8 = int8.read_bytes()
+    work = tmp_path / "work"
+    work.mkdir()
+    chosen, record = precision.search(branchy_fp32, int8, plan, feeds, _timer(0.8, final_kept_ms), work,
+                                      work / "cache.json", max_trials=3, time_budget=600)
+    assert record.steps and all(s.kept for s in record.steps)
+    assert first not in [n for s in record.steps for n in s.nodes]  # excluded by the plan: not credited to speed
+    assert len(record.untried) == len(precision.candidates(branchy_fp32)) - 3
+    assert bool(record.float_nodes) == kept and (int8.read_bytes() != all_int8) == kept
+    assert bool(record.reverted) != kept and record.p50_ms == (final_kept_ms if kept else 1.0)
+    assert set(chosen.settings.exclude_nodes) == {first, *record.float_nodes}
+
+
+@pytest.mark.parametrize("flags,why", [
+    (["-t", "arm64-linux"], "an arm64 target, timed on host x86_64"),  # x86 timings would pick an ARM model's floats
+    (["-t", "desktop-x86", "--quant-mode", "dynamic"], "dynamic quantization has no calibration"),  # was silent
+])
+def test_the_latency_search_says_why_it_did_not_run(tmp_path, flags, why):
+    result = cli(["export", DIGITS / "edgekit.toml", *flags, "--precision", "latency", "--out", tmp_path, "--no-bench",
+                  "--json"])
+    assert result.exit_code in (0, 1), result.output
+    [m] = json.loads(result.stdout)
+    assert why in m["quantization"]["precision_search"]["skipped"], m["quantization"]["precision_search"]
