@@ -55,7 +55,7 @@ def _refuse_if_locked(path: Path, out: Path) -> None:
     try:
         fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
-        return  # no lock file, or not edgekit's (_lock says so)
+        return  # no lock file, or not edgekit's (lock says so)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -78,7 +78,7 @@ def staging(out: Path, names: list[str], force: bool = False):
     except OSError as e:
         raise InputError(f"--out {out}: cannot create it ({e.strerror})") from e
     try:
-        with _lock(out / LOCK, out):
+        with lock(out / LOCK, out):
             _clean_dead_stages(out)
             if not force:
                 _refuse_foreign(out, names)
@@ -140,7 +140,7 @@ def _space_left(folder: Path) -> int:
 
 
 @contextlib.contextmanager
-def _lock(path: Path, out: Path):
+def lock(path: Path, out: Path):
     """One writer per OUT: a second run fails at once instead of interleaving its files."""
     import fcntl
 

@@ -55,6 +55,9 @@ def search_page(r: SearchReport, exported: str | None) -> str:
           ", ".join(f"{k}={v}" for k, v in p.params.items())) for p in r.pareto])]
     if r.best is None:
         out.append("<p class=fail>No trial met the budgets and gates.</p>")
+    elif exported and r.export_failed:
+        out.append(f"<p class=fail>Best: trial {r.best.trial}, exported to {e(exported)}/ in this folder; timed "
+                   f"again there, it misses a budget: {e(r.export_failed)}.</p>")
     elif exported:
         out.append(f"<p>Best: trial {r.best.trial}, exported to {e(exported)}/ in this folder.</p>")
     else:

@@ -16,19 +16,28 @@ import dataclasses
 import json
 import os
 import pickle
+import stat
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from .config import RANGES, PruneSpec, Recipe, ShareSpec, Target
-from .errors import UsageError, first_line
+from .errors import EdgekitError, ExitCode, InputError, StageError, UsageError, disk_full, first_line
 
 SAMPLERS = ("tpe", "random", "grid")
+DIRECTIONS = ["maximize", "minimize", "minimize"]  # accuracy, latency, size
 BUDGETS = ("latency_ms", "size_mb")
 FILES = ("pareto.json", "report.html")  # a search's own files in OUT, beside the best point's package
 DB = "search.db"  # the default storage, in OUT
+CONNECT_TIMEOUT = 20  # seconds for a database server to answer
+MAX_THREADS = 256
+SEED_STRIDE = 7919  # between workers' sampler seeds
+MAX_STUDY_NAME = 200
+LOCK = ".edgekit-search.lock"  # in OUT, held for the whole search
+BUDGET_FIELDS = {"latency_ms": "latency_p50_ms_max", "size_mb": "size_mb_max"}  # the target profile's, for export  # Optuna's column holds 512; a longer name failed deep in the storage
 OPTUNA_TABLES = {"studies", "trials", "trial_params", "trial_values", "version_info"}  # an Optuna RDB has them
 PRUNE_RATIOS = [0.0, 0.3, 0.5, 0.6]
 STAGE = "prune_stage:"  # + the stage's module names: its ratio is the trial's prune_ratio times this scale
@@ -46,6 +55,7 @@ class Point:
     size_mb: float  # model.int8.onnx
     feasible: bool  # within every budget and the target's gates
     params: dict
+    where: str = ""  # where its latency was measured
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,7 @@ class SearchReport:
     seconds_per_trial: float
     where: str  # where latency was measured: this host, or the device
     kernels: str  # whose int8 kernels computed the outputs the metric is on: this host's, or emulated aarch64
+    export_failed: str = ""  # the budgets the best point's package missed when exported again ("" when within)
 
     def to_json(self) -> dict:
         return {**{k: v for k, v in dataclasses.asdict(self).items() if k not in ("points",)},
@@ -157,19 +168,31 @@ def parse_budgets(items) -> dict[str, float]:
     return budgets
 
 
-def study(storage: str, name: str, sampler: str, grid: dict[str, list], seed: int):
+def sampler_of(kind: str, grid: dict[str, list], seed: int):
     optuna = _optuna()
     made = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
             "random": lambda: optuna.samplers.RandomSampler(seed=seed),
             "grid": lambda: optuna.samplers.GridSampler(grid, seed=seed)}
-    if sampler not in made:
-        raise UsageError(f"--sampler {sampler!r}: use {', '.join(SAMPLERS)}")
-    return optuna.create_study(storage=_storage(storage), study_name=name, sampler=made[sampler](), load_if_exists=True,
-                               directions=["maximize", "minimize", "minimize"])
+    if kind not in made:
+        raise UsageError(f"--sampler {kind!r}: use {', '.join(SAMPLERS)}")
+    return made[kind]()
+
+
+def study(storage: str, name: str, sampler: str, grid: dict[str, list], seed: int):
+    optuna = _optuna()
+    if not name or len(name) > MAX_STUDY_NAME or not name.isprintable():
+        raise UsageError(f"--study: a name of 1 to {MAX_STUDY_NAME} printable characters")
+    found = optuna.create_study(storage=_storage(storage), study_name=name, sampler=sampler_of(sampler, grid, seed),
+                                load_if_exists=True, directions=DIRECTIONS)
+    if [d.name.lower() for d in found.directions] != DIRECTIONS:
+        raise UsageError(f"--study {name!r}: a study of other objectives is stored under that name; give another "
+                         "--study")
+    return found
 
 
 def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list], trials: int, sampler: str,
-             storage: str, name: str, time_budget: float | None, out: Path, threads: int | None = None) -> None:
+             storage: str, name: str, time_budget: float | None, out: Path, threads: int | None = None,
+             worker: int = 0) -> None:
     """Run `trials` trials in this process on the shared study (failures recorded, never fatal); `threads`:
     torch's (distillation, reference outputs) while they run."""
     import torch
@@ -177,6 +200,9 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
     from . import pipeline
 
     s = study(storage, name, sampler, grid, recipe.seed)
+    # the recipe's seed for a new search's first worker (reproducible); other workers, and a resumed study, draw
+    # anew: with one seed every worker and every resume proposed the same trials
+    s.sampler = sampler_of(sampler, grid, recipe.seed + SEED_STRIDE * worker + len(s.trials))
 
     def objective(trial):
         try:
@@ -184,6 +210,9 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
         except Exception as e:  # recorded on the trial; Optuna marks it failed and the search goes on
             if "error" not in trial.user_attrs:
                 trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+                # edgekit's verdict on these values is final; a full disk (or an interrupt: no attrs) is retried
+                trial.set_user_attr("final", isinstance(e, EdgekitError) and not disk_full(e))
+                trial.set_user_attr("exit_code", int(getattr(e, "exit_code", ExitCode.INTERNAL)))
             raise
 
     def run_trial(trial):
@@ -194,7 +223,7 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
         trial.set_user_attr("effective", key)
         if (same := _done_before(s, trial.number, key)) is not None:  # the same model: its figures, not a new run
             trial.set_user_attr("same_as", same.number)
-            for key in ("constraints", "metric", "where", "kernels", "error"):
+            for key in ("constraints", "metric", "where", "kernels", "error", "final", "exit_code"):
                 if key in same.user_attrs:
                     trial.set_user_attr(key, same.user_attrs[key])
             if same.values is None:
@@ -202,7 +231,9 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
             for key, value in zip((*BUDGETS, "gates"), same.user_attrs["constraints"]):
                 trial.set_constraint(key, value)
             return tuple(same.values)
-        report = pipeline.run(apply(recipe, params, out / "trials" / str(trial.number)), [target], progress=False)
+        # never --force: a trial's folder holding what edgekit did not write there stays, and the trial fails
+        trial_recipe = dataclasses.replace(apply(recipe, params, out / "trials" / str(trial.number)), force=False)
+        report = pipeline.run(trial_recipe, [target], progress=False)
         t = report.targets[target.name]
         accuracy = t.accuracy.int8 if t.accuracy else 100 * (t.quant_parity.worst("cosine") or 0.0)
         figures = {"latency_ms": t.latency.int8.p50_ms, "size_mb": t.sizes["model.int8.onnx"] / 1e6}
@@ -232,12 +263,14 @@ def effective(params: dict) -> dict:
 
 
 def _done_before(study, number: int, key: str):
-    """An earlier finished (or failed) trial of the same effective values, if any."""
+    """An earlier finished trial of the same effective values, or one edgekit failed for those values (not one
+    interrupted, or stopped by a full disk: those values are tried again), if any."""
     import optuna
 
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
     return next((t for t in study.get_trials(deepcopy=False, states=states)
-                 if t.number != number and t.user_attrs.get("effective") == key), None)
+                 if t.number != number and t.user_attrs.get("effective") == key
+                 and (t.state == optuna.trial.TrialState.COMPLETE or t.user_attrs.get("final") is True)), None)
 
 
 @contextlib.contextmanager
@@ -268,26 +301,38 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
         name: str, time_budget: float | None, workers: int, out: Path) -> SearchReport:
     """The whole search: `workers` processes (this one and workers - 1 children) on one storage, then the Pareto
     front, OUT/pareto.json, and its most accurate point exported to OUT as the run's package."""
-    from . import bounded, outdir, pipeline, report_html
+    from . import outdir, pipeline
 
     if recipe.device and workers > 1:
-        raise UsageError("--device runs one trial at a time: two would share its cores (and its folder)")
+        raise UsageError("--device runs one trial at a time: two would share its cores")
     pipeline.emulator_for(recipe, [target])  # a wrong --emulate or a dead --device fails now, not in every trial
     pipeline.device_for(recipe, [target])
     outdir.check_replaceable(out, [target.name, *FILES], recipe.force)  # now, not after the trials
+    if os.path.lexists(out / "trials") and not (out / "trials").is_dir():
+        raise UsageError(f"--out {out}: trials exists and is not a folder (a search writes its trials there)")
     if storage is None:
         _refuse_foreign_db(out / DB)
-    created = not out.exists()
+    elif storage.startswith("sqlite:///"):  # a search resumes an Optuna file; it adds no tables to another's
+        _refuse_foreign_db(Path(storage[len("sqlite:///"):]), storage)
+    created = [p for p in (out, *out.resolve().parents) if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)  # before the study: a --storage may name a file inside OUT
-    storage = storage or default_storage(out)
-    grid = space(recipe, budgets)
     try:
-        study(storage, name, sampler, grid, recipe.seed)  # made once, before the workers race to make it
-    except UsageError:
-        if created:  # a --storage that cannot be opened leaves no OUT behind
+        with outdir.lock(out / LOCK, out):  # one search per OUT: a second one is told at once, not after its trials
+            return _search(recipe, target, budgets, trials, sampler, storage or default_storage(out), name,
+                           time_budget, workers, out)
+    except BaseException:
+        for folder in created:  # a search that never started leaves no OUT (or parents) behind
             with contextlib.suppress(OSError):
-                out.rmdir()
+                folder.rmdir()
         raise
+
+
+def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str, storage: str, name: str,
+            time_budget: float | None, workers: int, out: Path) -> SearchReport:
+    from . import bounded, outdir, pipeline, report_html
+
+    grid = space(recipe, budgets)
+    study(storage, name, sampler, grid, recipe.seed)  # made once, before the workers race to make it
     job = (recipe, target, budgets, grid, sampler, storage, name, time_budget, out)
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     with tempfile.TemporaryDirectory(prefix="edgekit-search-") as tmp:
@@ -299,22 +344,40 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
                 raise UsageError(f"--workers > 1 runs other processes: the model and data must be paths or "
                                  f"MODULE:FUNCTION, not Python objects ({type(e).__name__})") from None
             children = [subprocess.Popen([sys.executable, "-m", "edgekit.search", str(Path(tmp) / "job.pickle"),
-                                          str(share_of(trials, workers, i)), str(threads)], env=bounded.child_env())
+                                          str(share_of(trials, workers, i)), str(threads), str(i)],
+                                         env=bounded.child_env())
                         for i in range(1, workers)]
         try:
-            optimize(recipe, target, budgets, grid, share_of(trials, workers, 0), sampler, storage, name, time_budget,
-                     out, threads)
+            with _storage_errors(storage):
+                optimize(recipe, target, budgets, grid, share_of(trials, workers, 0), sampler, storage, name,
+                         time_budget, out, threads)
+        except BaseException:
+            for child in children:  # a signal or a failure here ends the other workers too
+                child.terminate()
+            raise
         finally:
             for child in children:
                 child.wait()
-    report = summary(storage, name, budgets)
+    with _storage_errors(storage):
+        report = summary(storage, name, budgets)
+    if not report.points and report.failed and len({f["exit_code"] for f in report.failed}) == 1:
+        code = report.failed[0]["exit_code"]  # every trial failed alike on bad input: that, not "no trial met"
+        if code in (ExitCode.USAGE, ExitCode.BAD_INPUT):
+            raise (UsageError if code == ExitCode.USAGE else InputError)(
+                f"every trial failed: {first_line(Exception(report.failed[0]['error']))}")
     exported = None
     try:
         if report.best is not None:  # as `export --from-trial` re-exports it: the trial's values and torch threads
             best, threads = from_trial(dataclasses.replace(recipe, out=str(out)), storage, name, report.best.trial)
+            # its package's own gates hold the budgets: timed again, it may miss one the trial met
+            bounded_target = dataclasses.replace(target, budgets=dataclasses.replace(
+                target.budgets, **{BUDGET_FIELDS[k]: v for k, v in budgets.items()}))
             with worker_threads(threads):
-                pipeline.run(best, [target], progress=False)
+                package = pipeline.run(best, [bounded_target], progress=False).targets[target.name]
             exported = target.name
+            report = dataclasses.replace(report, export_failed=", ".join(
+                f"{g.name} {g.value} > {g.limit}" for g in package.gates if not g.passed
+                and g.name in ("latency_p50_ms", "size_mb")))
     finally:  # the front is worth having even when its best point's export failed
         with outdir.staging(out, list(FILES), recipe.force) as stage:  # replacing only a search's own files
             (stage / "pareto.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
@@ -323,14 +386,28 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
     return report
 
 
+@contextlib.contextmanager
+def _storage_errors(storage: str):
+    """The storage failing under a running search (a database server stopped, a disk gone) is a failed step."""
+    try:
+        yield
+    except Exception as e:
+        if isinstance(e, EdgekitError) or not type(e).__module__.startswith(("optuna", "sqlalchemy")):
+            raise
+        raise StageError("search storage", f"{shown(storage)}: {type(e).__name__}: "
+                         f"{first_line(e, 160).replace(storage, shown(storage))}") from e
+
+
 def summary(storage: str, name: str, budgets: dict) -> SearchReport:
     """Every trial in the storage, the feasible Pareto front (accuracy up, latency and size down), the best."""
     optuna = _optuna()
     trials = optuna.load_study(study_name=name, storage=_storage(storage)).trials
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    done = [t for t in done if t.values is not None and len(t.values) == 3]  # a hostile study's other objectives
     points = tuple(Point(t.number, round(t.values[0], 4), round(t.values[1], 4), round(t.values[2], 4),
-                         all(c <= 0 for c in t.user_attrs.get("constraints", [1.0])), t.params) for t in done)
-    failed = tuple({"trial": t.number, "params": t.params, "error": t.user_attrs.get("error", str(t.state))}
+                         _feasible(t, budgets), t.params, str(t.user_attrs.get("where", ""))) for t in done)
+    failed = tuple({"trial": t.number, "params": t.params, "error": str(t.user_attrs.get("error", "interrupted")),
+                    "exit_code": t.user_attrs.get("exit_code", int(ExitCode.INTERNAL))}
                    for t in trials if t.state == optuna.trial.TrialState.FAIL)
     feasible = [p for p in points if p.feasible]
 
@@ -342,29 +419,55 @@ def summary(storage: str, name: str, budgets: dict) -> SearchReport:
     pareto = tuple(sorted((p for p in feasible if not dominated(p)), key=lambda p: (-p.accuracy, p.latency_ms)))
     seconds = [t.duration.total_seconds() for t in trials  # a trial reusing another's figures took no time
                if t.duration is not None and "same_as" not in t.user_attrs]
-    metric = next((t.user_attrs["metric"] for t in done), "")
-    where, kernels = (next((t.user_attrs.get(key, "") for t in done), "") for key in ("where", "kernels"))
-    return SearchReport(name, storage, metric, budgets, points, failed, pareto, pareto[0] if pareto else None,
+    metric = next((str(t.user_attrs.get("metric", "")) for t in done), "")
+    kernels = next((str(t.user_attrs.get("kernels", "")) for t in done), "")
+    places = list(dict.fromkeys(p.where for p in points))  # a study other hosts joined mixes their figures
+    where = ("several places (each point's own 'where'): " + "; ".join(places) if len(places) > 1 else
+             places[0] if places else "")
+    return SearchReport(name, shown(storage), metric, budgets, points, failed, pareto, pareto[0] if pareto else None,
                         round(sum(seconds) / len(seconds), 3) if seconds else 0.0, where, kernels)
+
+
+def _feasible(trial, budgets: dict) -> bool:
+    """Within this run's budgets (a resumed study's earlier trials too: figures are recorded, verdicts are not) and
+    the target's gates (the last of the constraints a trial recorded)."""
+    constraints = trial.user_attrs.get("constraints")
+    gates = constraints[-1] if isinstance(constraints, list) and constraints else 1.0
+    figures = dict(zip(BUDGETS, trial.values[1:]))
+    return gates == 0.0 and all(figures[k] <= limit for k, limit in budgets.items())
 
 
 def from_trial(recipe: Recipe, storage: str, name: str, number: int) -> tuple[Recipe, int | None]:
     """The recipe with trial `number`'s values (`edgekit export RECIPE --from-trial N`), and the torch threads the
     trial ran with: the same model again needs them (distillation's sums depend on them)."""
     optuna = _optuna()
+    # reading a search must not write one: Optuna would make the tables (or the file) a typo or another's names
+    if storage.startswith("sqlite:///"):
+        db = Path(storage[len("sqlite:///"):])
+        if not db.exists():
+            raise UsageError(f"--storage {shown(storage)}: no such database file")
+        _refuse_foreign_db(db, storage if storage != default_storage(Path(recipe.out)) else "")
+    elif storage.startswith("journal:") and not Path(storage[len("journal:"):]).is_file():
+        raise UsageError(f"--storage {storage}: no such journal file")
     try:
         trial = next(t for t in optuna.load_study(study_name=name, storage=_storage(storage)).trials
                      if t.number == number)
     except KeyError:
-        raise UsageError(f"--storage {storage}: no study named {name!r}") from None
+        raise UsageError(f"--storage {shown(storage)}: no study named {name!r}") from None
     except StopIteration:
         raise UsageError(f"study {name!r} has no trial {number}") from None
     if trial.state != optuna.trial.TrialState.COMPLETE:
         raise UsageError(f"trial {number} of study {name!r} did not complete ({trial.state.name}): export a "
                          "completed one (OUT/pareto.json lists them)")
     # the trial's settings, with the re-export's own --archive (else the archive beside OUT would go stale)
-    return (dataclasses.replace(apply(recipe, trial.params, Path(recipe.out)), archive=recipe.archive),
-            trial.user_attrs.get("torch_threads"))
+    grid = space(recipe, {"latency_ms": 1.0})  # every knob a search of this recipe can turn
+    if any(k not in grid or v not in grid[k] for k, v in trial.params.items()):
+        raise UsageError(f"trial {number} of study {name!r} was made for another recipe: its values {trial.params} "
+                         "are not among this recipe's search space")
+    threads = trial.user_attrs.get("torch_threads")
+    if not (isinstance(threads, int) and not isinstance(threads, bool) and 1 <= threads <= MAX_THREADS):
+        threads = None  # a study edited by hand (10**6 threads crashed torch): torch's own default
+    return dataclasses.replace(apply(recipe, trial.params, Path(recipe.out)), archive=recipe.archive), threads
 
 
 def _storage(url: str):
@@ -375,12 +478,27 @@ def _storage(url: str):
     from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
 
+    if url in ("sqlite://", "sqlite:///:memory:"):
+        raise UsageError(f"--storage {url}: an in-memory database is gone when the search ends and no other process "
+                         "sees it: give sqlite:///FILE")
+    # a server that does not answer would hang the search (a blocked driver call ignores SIGTERM and Ctrl-C)
+    bounded = {} if url.startswith("sqlite") else {"connect_args": {"connect_timeout": CONNECT_TIMEOUT},
+                                                    "pool_timeout": CONNECT_TIMEOUT}
     try:
         if url.startswith("journal:"):
             return JournalStorage(JournalFileBackend(url[len("journal:"):]))
-        return RDBStorage(url)
+        return RDBStorage(url, engine_kwargs=bounded)
     except Exception as e:  # sqlalchemy's errors, the driver's ImportError, ValueError: this storage cannot be used
-        raise UsageError(f"--storage {url}: cannot be opened ({type(e).__name__}: {first_line(e, 160)})") from None
+        raise UsageError(f"--storage {shown(url)}: cannot be opened ({type(e).__name__}: "
+                         f"{first_line(e, 160).replace(url, shown(url))})") from None
+
+
+def shown(url: str) -> str:
+    """A storage URL as edgekit prints and records it: without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
 
 
 def default_storage(out: Path) -> str:
@@ -388,20 +506,24 @@ def default_storage(out: Path) -> str:
     return f"sqlite:///{(out / DB).resolve()}"
 
 
-def _refuse_foreign_db(path: Path) -> None:
-    """OUT/search.db is resumed only when it is an Optuna study (Optuna would add its tables to any database)."""
+def _refuse_foreign_db(path: Path, given: str = "") -> None:
+    """OUT/search.db (or the SQLite file of a --storage URL `given`) is used only when it is an Optuna study:
+    Optuna would add its tables to any database."""
     import sqlite3
 
     if not os.path.lexists(path):
         return
+    where = f"--storage {shown(given)}" if given else f"--out {path.parent}: {DB}"
+    # a FIFO would hang sqlite's open; a link in OUT is someone else's file (one named by --storage is the user's)
+    if not stat.S_ISREG((os.stat if given else os.lstat)(path).st_mode):
+        raise UsageError(f"{where} is not a regular file" + ("" if given else "; move it away or pass --storage"))
     try:
         with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)) as db:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except (sqlite3.Error, OSError, ValueError):
         tables = set()
-    if path.is_symlink() or not OPTUNA_TABLES <= tables:
-        raise UsageError(f"--out {path.parent}: {DB} exists and is not an Optuna study; move it away or pass "
-                         "--storage")
+    if not OPTUNA_TABLES <= tables:
+        raise UsageError(f"{where} is not an Optuna study" + ("" if given else "; move it away or pass --storage"))
 
 
 def share_of(total: int, workers: int, index: int) -> int:
@@ -409,8 +531,33 @@ def share_of(total: int, workers: int, index: int) -> int:
     return total // workers + (1 if index < total % workers else 0)
 
 
-if __name__ == "__main__":  # a --workers child: the parent's job, this worker's share of the trials
-    recipe, target, budgets, grid, sampler, storage, name, time_budget, out = pickle.loads(
-        Path(sys.argv[1]).read_bytes())
-    optimize(recipe, target, budgets, grid, int(sys.argv[2]), sampler, storage, name, time_budget, out,
-             int(sys.argv[3]))
+def _worker(argv: list[str]) -> None:
+    """A --workers child: the parent's job, this worker's share of the trials. It stops (quietly: the parent
+    reports) on the parent's SIGTERM, on Ctrl-C to the terminal's process group, or when the parent is gone."""
+    import signal
+    import threading
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    def orphaned(parent: int) -> None:
+        while os.getppid() == parent:
+            threading.Event().wait(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    threading.Thread(target=orphaned, args=(os.getppid(),), daemon=True).start()
+    recipe, target, budgets, grid, sampler, storage, name, time_budget, out = pickle.loads(Path(argv[0]).read_bytes())
+    try:
+        with _storage_errors(storage):
+            optimize(recipe, target, budgets, grid, int(argv[1]), sampler, storage, name, time_budget, out,
+                     int(argv[2]), int(argv[3]))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except EdgekitError as e:
+        print(f"edgekit: search worker: {e}", file=sys.stderr)
+        sys.exit(int(e.exit_code))
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1:])

@@ -1,13 +1,17 @@
 """`edgekit search` (issue 15 items 1-2): Optuna trials of whole exports on digits, two worker processes on one
 SQLite storage, the Pareto front, a trial re-exported, failures recorded without ending the search."""
+import contextlib
 import dataclasses
 import glob
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import optuna
@@ -40,6 +44,10 @@ def test_two_workers_on_one_storage_find_a_front_and_a_trial_reexports(tmp_path)
     assert report["trials"] == 8 and report["failed"] == []
     trials = optuna.load_study(study_name="edgekit", storage=f"sqlite:///{out / 'search.db'}").trials
     assert len(trials) == 8 and len({t.user_attrs["worker"] for t in trials}) == 2  # both processes ran trials
+    firsts = {}
+    for t in trials:
+        firsts.setdefault(t.user_attrs["worker"], t.params)
+    assert len({json.dumps(p, sort_keys=True) for p in firsts.values()}) == 2  # one seed made both propose the same
     assert len(report["pareto"]) >= 2 and json.loads((out / "pareto.json").read_text())["pareto"] == report["pareto"]
     best = report["best"]
     assert best == report["pareto"][0] and best["feasible"] and best["size_mb"] <= 1
@@ -119,19 +127,29 @@ def test_another_machine_joins_through_a_journal_file(tmp_path):
     assert not (tmp_path / "b" / "search.db").exists()  # the journal is the state, not a local SQLite file
 
 
-@pytest.mark.parametrize("storage", ["sqlite:///{tmp}/notes.txt", "mysql://nobody/x"])
-def test_a_storage_that_cannot_be_opened_is_a_usage_error(tmp_path, storage):
+@pytest.mark.parametrize("storage,why", [
+    ("sqlite:///{tmp}/notes.txt", "is not an Optuna study"), ("mysql://nobody/x", "cannot be opened"),
+    ("sqlite:///{tmp}/notes.db", "is not an Optuna study"),  # Optuna once added its tables to the user's database
+    ("postgresql://edgekit:s3cret@127.0.0.1:1/x", "cannot be opened"),  # the password once appeared in the message
+    ("sqlite://", "an in-memory database")])
+def test_a_storage_that_cannot_be_opened_is_a_usage_error(tmp_path, storage, why):
     """Not a database, or no driver for it: exit 2 in one line (was exit 5, internal error), and no OUT made."""
+    import sqlite3
+
     (tmp_path / "notes.txt").write_text("my notes\n")
+    with contextlib.closing(sqlite3.connect(tmp_path / "notes.db")) as db:
+        db.execute("CREATE TABLE notes (text)")
+    before = (tmp_path / "notes.db").read_bytes()
     url = storage.format(tmp=tmp_path)
     result = cli(["search", _recipe(tmp_path), "-t", "desktop-x86", "--trials", "1", "--storage", url,
-                  "--out", tmp_path / "out"])
+                  "--out", tmp_path / "out" / "deeper"])
     assert result.exit_code == 2, result.output
     [line] = result.stderr.strip().splitlines()
-    assert f"--storage {url}: cannot be opened" in line and not (tmp_path / "out").exists()
+    assert f"--storage {url.replace('s3cret', '***')}" in line and why in line and "s3cret" not in line, line
+    assert not (tmp_path / "out").exists()  # nor the parent it made
     again = cli(["export", _recipe(tmp_path), "--from-trial", "0", "--storage", url, "--out", tmp_path / "again"])
-    assert again.exit_code == 2 and "cannot be opened" in again.stderr and not (tmp_path / "again").exists()
-    assert (tmp_path / "notes.txt").read_text() == "my notes\n"
+    assert again.exit_code == 2 and "s3cret" not in again.stderr and not (tmp_path / "again").exists(), again.stderr
+    assert (tmp_path / "notes.txt").read_text() == "my notes\n" and (tmp_path / "notes.db").read_bytes() == before
 
 
 def test_a_storage_inside_a_new_out_and_a_re_export_with_its_archive(tmp_path):
@@ -274,3 +292,119 @@ def test_a_failed_trial_is_not_exported(tmp_path):
     study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
     with pytest.raises(search.UsageError, match="trial 0 of study 'edgekit' did not complete \\(FAIL\\)"):
         search.from_trial(load_recipe(Path(_recipe(tmp_path))), url, "edgekit", 0)
+
+
+def test_a_resumed_search_judges_every_trial_by_this_runs_budgets(tmp_path):
+    """A trial's verdict was recorded with the budgets of its run: resumed with tighter ones, the old trials were
+    still 'feasible' and the best broke the new budget."""
+    out = tmp_path / "search"
+    first = cli(["search", _recipe(tmp_path, distill=False), "-t", "desktop-x86", "--trials", "2", "--budget",
+                 "size_mb=1", "--out", out, "--json"])
+    assert first.exit_code == 0, first.output
+    assert all(p["feasible"] for p in json.loads(first.stdout)["pareto"])
+    exported = json.loads((out / "desktop-x86" / "manifest.json").read_text())
+    [size] = [g for g in exported["gates"] if g["name"] == "size_mb"]  # the package's own gates hold the budget
+    assert size["limit"] == 1 and size["passed"]
+    tight = cli(["search", _recipe(tmp_path, distill=False), "-t", "desktop-x86", "--trials", "1", "--budget",
+                 "size_mb=0.000001", "--out", out, "--json"])
+    assert tight.exit_code == 1, tight.output
+    report = json.loads(tight.stdout)
+    assert report["trials"] == 3 and report["best"] is None and not any(p["feasible"] for p in report["pareto"])
+
+
+def test_force_never_reaches_into_a_trials_folder_and_one_search_holds_out(tmp_path):
+    out = tmp_path / "search"
+    mine = out / "trials" / "0" / "desktop-x86"
+    mine.mkdir(parents=True)
+    (mine / "precious.txt").write_text("mine")
+    result = cli(["search", _recipe(tmp_path, distill=False), "-t", "desktop-x86", "--trials", "1", "--force",
+                  "--out", out])
+    assert result.exit_code == 2 and "every trial failed" in result.output, result.output  # not "no trial met"
+    assert "edgekit did not make it" in result.output and (mine / "precious.txt").read_text() == "mine"
+    from edgekit import outdir
+
+    with outdir.lock(out / search.LOCK, out):  # another search running there
+        busy = cli(["search", _recipe(tmp_path, distill=False), "-t", "desktop-x86", "--trials", "1", "--out", out])
+    assert busy.exit_code == 2 and "another edgekit run" in busy.output, busy.output
+
+
+def test_a_study_edgekit_did_not_write_is_refused_or_read_with_care(tmp_path):
+    recipe = _recipe(tmp_path, distill=False)
+    out = tmp_path / "o"
+    out.mkdir()
+    url = f"sqlite:///{out / 'search.db'}"
+    optuna.create_study(storage=url, study_name="edgekit", direction="maximize")  # one objective: once exit 5
+    result = cli(["search", recipe, "-t", "desktop-x86", "--trials", "1", "--out", out])
+    assert result.exit_code == 2 and "a study of other objectives" in result.output, result.output
+    other = optuna.create_study(storage=url, study_name="other", directions=search.DIRECTIONS)
+    for params in ({"width": 64}, {"prune_ratio": 0.0, "calibrate_method": "minmax"}):
+        other.add_trial(optuna.trial.create_trial(
+            params=params, distributions={k: optuna.distributions.CategoricalDistribution([v]) for k, v in
+                                          params.items()}, values=[90.0, 1.0, 1.0],
+            user_attrs={"torch_threads": 10 ** 6}))  # torch crashed (rc 139) on that many threads
+    again = cli(["export", recipe, "--from-trial", "0", "--study", "other", "--out", out])
+    assert again.exit_code == 2 and "made for another recipe" in again.output, again.output
+    _, threads = search.from_trial(load_recipe(Path(recipe)), url, "other", 1)
+    assert threads is None
+    typo = cli(["export", recipe, "--from-trial", "0", "--storage", f"sqlite:///{tmp_path / 'typo.db'}", "--out",
+                tmp_path / "t"])
+    assert typo.exit_code == 2 and "no such database file" in typo.output and not (tmp_path / "typo.db").exists()
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / "search.db")  # sqlite's open of it hung, deaf to signals
+    result = cli(["search", recipe, "-t", "desktop-x86", "--trials", "1", "--out", fifo])
+    assert result.exit_code == 2 and "is not a regular file" in result.output, result.output
+
+
+def test_a_database_server_that_does_not_answer_is_given_up_on(tmp_path):
+    """A port that accepts but never speaks hung `search` for good (libpq ignores SIGTERM while it waits)."""
+    pytest.importorskip("psycopg2", reason="PostgreSQL needs its driver: pip install psycopg2-binary (test extra)")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"postgresql+psycopg2://u:pw@127.0.0.1:{silent.getsockname()[1]}/db"
+        code = f"from edgekit import search\nsearch.CONNECT_TIMEOUT = 2\nsearch._storage({url!r})"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "timeout expired" in done.stderr and "u:pw@" not in done.stderr, done.stderr
+
+
+def test_stopping_a_search_stops_its_workers(tmp_path):
+    """SIGTERM (CI's cancel) once left the other workers running their whole share, printing tracebacks."""
+    out = tmp_path / "search"
+    run = subprocess.Popen([sys.executable, "-m", "edgekit", "search", _recipe(tmp_path, distill=False), "-t",
+                            "desktop-x86", "--trials", "40", "--workers", "2", "--out", out], cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = f"sqlite:///{out / 'search.db'}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # both workers under way
+        time.sleep(1)
+        with contextlib.suppress(Exception):
+            if len({t.user_attrs.get("worker") for t in optuna.load_study(study_name="edgekit", storage=db).trials
+                    if t.user_attrs.get("worker")}) == 2:
+                break
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130 and "Traceback" not in err, err
+    left = subprocess.run(["pgrep", "-f", f"edgekit.search .*{tmp_path.name}"], capture_output=True, text=True)
+    assert left.stdout == "", left.stdout
+    trials = optuna.load_study(study_name="edgekit", storage=db).trials
+    assert len(trials) < 20, len(trials)  # not every worker's whole share
+
+
+def test_only_edgekits_verdict_on_a_model_is_reused_not_an_interruption_or_a_full_disk(tmp_path):
+    """A trial stopped by Ctrl-C, SIGTERM or a full disk blocked its values for good: every later trial of them
+    'failed' as it without a run."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=storage, study_name="s", directions=search.DIRECTIONS)
+    params = {"prune_ratio": 0.0}
+    key = json.dumps(search.effective(params), sort_keys=True)
+    for attrs in ({"effective": key},  # interrupted: no verdict recorded
+                  {"effective": key, "error": "InputError: --out x: no space left on device", "final": False}):
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={"prune_ratio": optuna.distributions.CategoricalDistribution([0.0])},
+            state=optuna.trial.TrialState.FAIL, user_attrs=attrs))
+    assert search._done_before(study, 99, key) is None
+    study.add_trial(optuna.trial.create_trial(
+        params=params, distributions={"prune_ratio": optuna.distributions.CategoricalDistribution([0.0])},
+        state=optuna.trial.TrialState.FAIL, user_attrs={"effective": key, "error": "StageError: x", "final": True}))
+    assert search._done_before(study, 99, key).number == 2
