@@ -392,7 +392,11 @@ def _storage_errors(storage: str):
     try:
         yield
     except Exception as e:
-        if isinstance(e, EdgekitError) or not type(e).__module__.startswith(("optuna", "sqlalchemy")):
+        import traceback
+
+        # raised in Optuna's or SQLAlchemy's code (a stopped server surfaced as Optuna's UnboundLocalError)
+        where = traceback.extract_tb(e.__traceback__)[-1].filename if e.__traceback__ else ""
+        if isinstance(e, EdgekitError) or not any(f"{os.sep}{m}{os.sep}" in where for m in ("optuna", "sqlalchemy")):
             raise
         raise StageError("search storage", f"{shown(storage)}: {type(e).__name__}: "
                          f"{first_line(e, 160).replace(storage, shown(storage))}") from e

@@ -252,7 +252,8 @@ def postgresql(tmp_path):
         subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", data, "-l", home / "log", "-w", "-o",
                         f"-p {port} -k {home} -c listen_addresses=127.0.0.1", "start"], check=True,
                        capture_output=True, timeout=120)
-        yield f"postgresql+psycopg2://edgekit@127.0.0.1:{port}/postgres"
+        yield f"postgresql+psycopg2://edgekit@127.0.0.1:{port}/postgres", lambda: subprocess.run(
+            [*as_user, bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True, timeout=120)
     finally:
         subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True,
                        timeout=120)
@@ -260,7 +261,9 @@ def postgresql(tmp_path):
 
 
 def test_two_workers_share_a_postgresql_study(tmp_path, postgresql):
-    """Optuna's RDB storage on a real PostgreSQL server: what machines on a network share."""
+    """Optuna's RDB storage on a real PostgreSQL server: what machines on a network share. Then the server stops
+    under a running search: once exit 5 (Optuna's UnboundLocalError), now the step that failed."""
+    postgresql, stop = postgresql
     result = cli(["search", _recipe(tmp_path, distill=False), "-t", "desktop-x86", "--trials", "4", "--workers", "2",
                   "--storage", postgresql, "--study", "lab", "--out", tmp_path / "s", "--json"])
     assert result.exit_code in (0, 1), result.output
@@ -269,6 +272,15 @@ def test_two_workers_share_a_postgresql_study(tmp_path, postgresql):
     trials = optuna.load_study(study_name="lab", storage=postgresql).trials
     assert len(trials) == 4 and len({t.user_attrs["worker"] for t in trials}) == 2
     assert not (tmp_path / "s" / "search.db").exists()
+    run = subprocess.Popen([sys.executable, "-m", "edgekit", "search", _recipe(tmp_path, distill=False), "-t",
+                            "desktop-x86", "--trials", "200", "--storage", postgresql, "--study", "lab", "--out",
+                            tmp_path / "s"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(optuna.load_study(study_name="lab", storage=postgresql).trials) < 6 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    stop()
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 4 and "search storage failed" in err and "Traceback" not in err, err
 
 
 def test_a_search_worker_keeps_to_its_share_of_the_cores(monkeypatch):
