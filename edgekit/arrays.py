@@ -12,6 +12,7 @@ import os
 import stat
 import tokenize
 import zipfile
+import weakref
 import zlib
 from collections import OrderedDict
 from pathlib import Path
@@ -52,7 +53,8 @@ def read_npz(path: Path, wanted: Callable[[str], bool], max_bytes: int = DEFAULT
             members = {i.filename[:-4] if i.filename.endswith(".npy") else i.filename: i for i in z.infolist()}
             unexpected = sorted(n for n in members if not wanted(n))
             if unexpected:
-                raise InputError(f"{path}: {describe(unexpected) if describe else f'unexpected arrays {few(unexpected)}'}")
+                why = describe(unexpected) if describe else f"unexpected arrays {few(unexpected)}"
+                raise InputError(f"{path}: {why}")
             budget = max_bytes
             for name, info in members.items():
                 with z.open(info) as f:
@@ -170,10 +172,11 @@ class RowFile:
         out = np.empty((stop - start, *self.shape[1:]), self.dtype)
         try:
             f = self._open(where)
-            _OPEN[id(self)] = self
+            _OPEN[id(self)] = weakref.ref(self)  # weak: a RowFile no one holds closes its file when it goes
             _OPEN.move_to_end(id(self))
             while len(_OPEN) > MAX_OPEN:  # a folder of thousands of one-sample files must not exhaust the fds
-                _OPEN.popitem(last=False)[1].close()
+                if (oldest := _OPEN.popitem(last=False)[1]()) is not None:
+                    oldest.close()
             f.seek(self._start + start * self._row_bytes)
             got = f.readinto(memoryview(out.reshape(-1)).cast("B")) if out.size else 0
         except READ_ERRORS as e:
@@ -197,14 +200,14 @@ class RowFile:
 
     def close(self) -> None:
         """Close the file; the next read opens it again and checks its header again."""
-        _OPEN.pop(id(self), None)
-        self.__del__()
-
-    def __del__(self) -> None:  # only once out of _OPEN, which holds the open ones
+        if _OPEN is not None:  # None only while the interpreter shuts down
+            _OPEN.pop(id(self), None)
         for f in (self._file, self._zip):
             if f is not None:
                 f.close()
         self._file = self._zip = None
 
+    __del__ = close
 
-_OPEN: OrderedDict[int, RowFile] = OrderedDict()
+
+_OPEN: OrderedDict[int, weakref.ref] = OrderedDict()  # RowFiles with a file open, least recently read first

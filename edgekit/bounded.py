@@ -40,8 +40,8 @@ def run(stage: str, fn: str, *args: str, timeout: float) -> str:
     except (ValueError, IndexError):
         why = err.strip().splitlines()[-1][:200] if err.strip() else "no output"
         raise StageError(stage, f"its process died (exit code {child.returncode}: {why}); out of memory?") from None
-    if result.get("errno") in FULL_ERRNOS:
-        raise OSError(result["errno"], os.strerror(result["errno"]))  # the user's disk, not the step, failed
+    if result.get("errno") in FULL_ERRNOS:  # the user's disk, not the step, failed
+        raise OSError(result["errno"], os.strerror(result["errno"]), result.get("filename"))
     if not result["ok"]:
         raise StageError(stage, result["value"])
     return result["value"]
@@ -83,7 +83,8 @@ def _main(argv: list[str]) -> None:
         result = {"ok": False, "value": "out of memory"}
     except BaseException as e:  # everything goes back to the parent as one line
         full = disk_full(e)
-        result = {"ok": False, "value": first_line(e), **({"errno": full.errno} if full else {})}
+        result = {"ok": False, "value": first_line(e),
+                  **({"errno": full.errno, "filename": full.filename} if isinstance(full, OSError) else {})}
     print(json.dumps(result))
 
 

@@ -360,7 +360,8 @@ def search_command(recipe, budgets, trials, sampler, storage, study, time_budget
         click.echo(json.dumps(report.to_json(), indent=2))
     elif not report.points:
         click.echo(f"no trial completed; {len(report.failed)} failed"
-                   + (f", e.g. trial {report.failed[0]['trial']}: {report.failed[0]['error']}" if report.failed else ""))
+                   + (f", e.g. trial {report.failed[0]['trial']}: {first_line(Exception(report.failed[0]['error']))}"
+                      if report.failed else ""))
     else:
         click.echo(f"{len(report.points)} trial(s) done, {len(report.failed)} failed, {report.seconds_per_trial:.1f} s "
                    f"a trial; {report.metric} from {report.kernels}; latency on {report.where}")

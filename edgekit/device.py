@@ -27,17 +27,17 @@ from .config import DeviceSpec
 from .errors import StageError, UsageError
 
 HOME = "."  # the login's home folder: where the run's folder goes when the URL names none
-# Makes the folder argv[1] (and its missing parents) and a fresh run folder inside it; prints both as JSON.
-_MAKE = ("import json, os, sys, tempfile; base = os.path.abspath(sys.argv[1]); made = []; p = base\n"
-         "while not os.path.lexists(p): made.append(p); p = os.path.dirname(p)\n"
-         "os.makedirs(base, exist_ok=True)\n"
-         "print(json.dumps({'run': tempfile.mkdtemp(prefix='edgekit-run-', dir=base), 'made': made}))")
+# Makes the folder argv[1] (and its missing parents) and a fresh run folder inside it; prints both as JSON. Each
+# script is one line: a csh login shell refuses a newline inside quotes.
+_MAKE = ("import json, os, pathlib, sys, tempfile; base = pathlib.Path(sys.argv[1]).absolute(); "
+         "made = [str(p) for p in (base, *base.parents) if not os.path.lexists(p)]; base.mkdir(parents=True, "
+         "exist_ok=True); print(json.dumps({'run': tempfile.mkdtemp(prefix='edgekit-run-', dir=base), 'made': made}))")
 # Unpacks the tar stream on stdin into argv[1], inside this run's folder; the 'data' filter where Python has it.
 _RECEIVE = ("import sys, tarfile; t = tarfile.open(fileobj=sys.stdin.buffer, mode='r|'); "
             "t.extractall(sys.argv[1], **({'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}))")
 # Removes the run folder argv[1], then the folders in argv[2:] (made for the named one) if they are empty.
-_REMOVE = ("import os, shutil, sys; shutil.rmtree(sys.argv[1])\n"
-           "for p in sys.argv[2:]:\n    try: os.rmdir(p)\n    except OSError: break")
+_REMOVE = ("import os, shutil, sys; shutil.rmtree(sys.argv[1]); "
+           "[os.rmdir(p) for p in sys.argv[2:] if os.path.isdir(p) and not os.listdir(p)]")
 MAX_ANSWER_BYTES = 256 << 20  # what a device may print back: golden outputs of edge models, base64, fit well within
 MAX_ERROR_BYTES = 64 << 10  # its stderr: only the last line is shown
 
@@ -132,6 +132,8 @@ class Device:
         found = []
         for threads in counts:
             used = min(threads, self.cores)  # more threads than cores measures contention, not the model
+            if found and found[-1][next(iter(models))].threads == used:
+                continue  # a 1-core device: the profile's count is already its 1
             answer = self.serve(folder, {"bench": {"models": models, "inputs": inputs, "threads": used,
                                                    "warmup": warmup, "runs": runs}})
             done, about = answer["bench"], answer["about"]

@@ -33,6 +33,10 @@ class InputError(EdgekitError):
     exit_code = ExitCode.BAD_INPUT
 
 
+class DiskFullError(InputError):
+    """The disk where the output goes filled up (said or inferred): the user's to free, and no verdict on a model."""
+
+
 class InternalError(EdgekitError):
     """One of edgekit's own invariants broke (e.g. two models it made itself disagree in shape): a bug."""
 
@@ -81,12 +85,12 @@ USER_ERRNOS = {errno.ENAMETOOLONG, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errn
 FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
-def disk_full(e: BaseException) -> OSError | None:
+def disk_full(e: BaseException) -> OSError | DiskFullError | None:
     """The full disk (or file-size limit) behind `e`, however deep a library wrapped it: no step can succeed
     by retrying or skipping then, and the user must be told which folder filled up, not which step noticed."""
     seen: set[int] = set()
     while e is not None and id(e) not in seen:
-        if isinstance(e, OSError) and e.errno in FULL_ERRNOS:
+        if isinstance(e, DiskFullError) or isinstance(e, OSError) and e.errno in FULL_ERRNOS:
             return e
         seen.add(id(e))
         e = e.__cause__ or e.__context__

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 from . import archive
-from .errors import InputError, UsageError, disk_full, first_line
+from .errors import DiskFullError, InputError, UsageError, disk_full, first_line
 
 STAGE_PREFIX = ".edgekit-stage-"
 STAGE_MARK = ".edgekit-stage"  # inside every stage folder: only folders with it are ever cleaned up
@@ -122,13 +122,18 @@ def whole_file(dest: Path):
 NEARLY_FULL = 64 * 1024
 
 
-def full_disk(e: Exception, folder: Path, what: str) -> InputError | None:
-    """The user's error to raise when `e` came from the disk under `folder` filling up, else None."""
-    if isinstance(e, InputError) or not (disk_full(e) or _space_left(folder) < NEARLY_FULL):
+def full_disk(e: Exception, folder: Path, what: str) -> DiskFullError | None:
+    """The user's error to raise when `e` came from a disk filling up (the one under `folder` unless the error names
+    a file elsewhere, e.g. a temporary one), else None."""
+    said = disk_full(e)
+    if isinstance(e, (InputError, UsageError)) or not (said or _space_left(folder) < NEARLY_FULL):
         return None
-    seen = "" if disk_full(e) else f" ({first_line(e, 160)}: a file cut short)"
-    return InputError(f"{what}: no space left on device{seen}; nothing was written there: free space or choose "
-                      "another place")
+    name = getattr(said, "filename", None)
+    if name and not Path(name).resolve().is_relative_to(folder.resolve()):
+        what = f"{name} (a temporary file)"
+    seen = "" if said else f" ({first_line(e, 160)}: a file cut short)"
+    return DiskFullError(f"{what}: no space left on device{seen}; nothing was written there: free space or choose "
+                         "another place")
 
 
 def _space_left(folder: Path) -> int:

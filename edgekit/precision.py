@@ -126,7 +126,8 @@ def search(fp32: Path, int8: Path, plan: quantization.Plan, feeds, timed: Callab
         kept, best = (), first
     shutil.copyfile(best, int8)
     where = final["kept"].host.get("device") or describe(final["kept"].host)
-    record = PrecisionSearch(kept, tuple(steps), final["all-int8"].p50_ms, final["all-int8" if reverted else "kept"].p50_ms, where,
+    p50 = final["all-int8" if reverted else "kept"].p50_ms
+    record = PrecisionSearch(kept, tuple(steps), final["all-int8"].p50_ms, p50, where,
                              round(time.perf_counter() - start, 3), tuple(untried), reverted)
     return _with_float(plan, kept), record
 

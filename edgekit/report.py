@@ -137,7 +137,8 @@ def markdown(r: TargetReport) -> str:
         out += _md("tried | nodes | p50 ms | best so far p50 ms | kept", [
             (step["why"], ", ".join(step["nodes"]), f"{step['p50_ms']:.4f}", f"{step['best_p50_ms']:.4f}",
              "yes" if step["kept"] else "no") for step in search["steps"]]) + [""]
-        notes = (("Reverted", search["reverted"]), ("Not tried (max_trials, time budget)", ", ".join(search["untried"])))
+        notes = (("Reverted", search["reverted"]),
+                 ("Not tried (max_trials, time budget)", ", ".join(search["untried"])))
         out += [line for k, v in notes if v for line in (f"{k}: {v}.", "")]
     if d.get("layers"):
         out += ["## Per-layer error (accumulated SQNR lost at each compute node, worst first)", ""]

@@ -22,10 +22,9 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from .config import RANGES, PruneSpec, Recipe, ShareSpec, Target
-from .errors import EdgekitError, ExitCode, InputError, StageError, UsageError, disk_full, first_line
+from .errors import EdgekitError, ExitCode, InputError, StageError, UsageError, disk_full, few, first_line
 
 SAMPLERS = ("tpe", "random", "grid")
 DIRECTIONS = ["maximize", "minimize", "minimize"]  # accuracy, latency, size
@@ -33,11 +32,13 @@ BUDGETS = ("latency_ms", "size_mb")
 FILES = ("pareto.json", "report.html")  # a search's own files in OUT, beside the best point's package
 DB = "search.db"  # the default storage, in OUT
 CONNECT_TIMEOUT = 20  # seconds for a database server to answer
+CONNECT_TIMEOUT_ARGS = {"psycopg2": "connect_timeout", "psycopg": "connect_timeout", "pymysql": "connect_timeout",
+                        "mysqldb": "connect_timeout", "pg8000": "timeout"}  # each driver's name for it
 MAX_THREADS = 256
 SEED_STRIDE = 7919  # between workers' sampler seeds
-MAX_STUDY_NAME = 200
+MAX_STUDY_NAME = 200  # Optuna's column holds 512; a longer name failed deep in the storage
 LOCK = ".edgekit-search.lock"  # in OUT, held for the whole search
-BUDGET_FIELDS = {"latency_ms": "latency_p50_ms_max", "size_mb": "size_mb_max"}  # the target profile's, for export  # Optuna's column holds 512; a longer name failed deep in the storage
+BUDGET_FIELDS = {"latency_ms": "latency_p50_ms_max", "size_mb": "size_mb_max"}  # as a target profile names them
 OPTUNA_TABLES = {"studies", "trials", "trial_params", "trial_values", "version_info"}  # an Optuna RDB has them
 PRUNE_RATIOS = [0.0, 0.3, 0.5, 0.6]
 STAGE = "prune_stage:"  # + the stage's module names: its ratio is the trial's prune_ratio times this scale
@@ -210,8 +211,10 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
         except Exception as e:  # recorded on the trial; Optuna marks it failed and the search goes on
             if "error" not in trial.user_attrs:
                 trial.set_user_attr("error", f"{type(e).__name__}: {e}")
-                # edgekit's verdict on these values is final; a full disk (or an interrupt: no attrs) is retried
-                trial.set_user_attr("final", isinstance(e, EdgekitError) and not disk_full(e))
+                # edgekit's verdict on these values is final; a full disk, a trial folder in the way (usage) or an
+                # interrupt (no attrs at all) is not, and those values are tried again
+                trial.set_user_attr("final", isinstance(e, EdgekitError) and not isinstance(e, UsageError)
+                                    and not disk_full(e))
                 trial.set_user_attr("exit_code", int(getattr(e, "exit_code", ExitCode.INTERNAL)))
             raise
 
@@ -303,6 +306,7 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
     front, OUT/pareto.json, and its most accurate point exported to OUT as the run's package."""
     from . import outdir, pipeline
 
+    _optuna()  # the search extra, before anything reads a storage URL
     if recipe.device and workers > 1:
         raise UsageError("--device runs one trial at a time: two would share its cores")
     pipeline.emulator_for(recipe, [target])  # a wrong --emulate or a dead --device fails now, not in every trial
@@ -312,8 +316,8 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
         raise UsageError(f"--out {out}: trials exists and is not a folder (a search writes its trials there)")
     if storage is None:
         _refuse_foreign_db(out / DB)
-    elif storage.startswith("sqlite:///"):  # a search resumes an Optuna file; it adds no tables to another's
-        _refuse_foreign_db(Path(storage[len("sqlite:///"):]), storage)
+    elif db := sqlite_file(storage):  # a search resumes an Optuna file; it adds no tables to another's
+        _refuse_foreign_db(db, storage)
     created = [p for p in (out, *out.resolve().parents) if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)  # before the study: a --storage may name a file inside OUT
     try:
@@ -360,18 +364,14 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
                 child.wait()
     with _storage_errors(storage):
         report = summary(storage, name, budgets)
-    if not report.points and report.failed and len({f["exit_code"] for f in report.failed}) == 1:
-        code = report.failed[0]["exit_code"]  # every trial failed alike on bad input: that, not "no trial met"
-        if code in (ExitCode.USAGE, ExitCode.BAD_INPUT):
-            raise (UsageError if code == ExitCode.USAGE else InputError)(
-                f"every trial failed: {first_line(Exception(report.failed[0]['error']))}")
     exported = None
     try:
         if report.best is not None:  # as `export --from-trial` re-exports it: the trial's values and torch threads
             best, threads = from_trial(dataclasses.replace(recipe, out=str(out)), storage, name, report.best.trial)
             # its package's own gates hold the budgets: timed again, it may miss one the trial met
-            bounded_target = dataclasses.replace(target, budgets=dataclasses.replace(
-                target.budgets, **{BUDGET_FIELDS[k]: v for k, v in budgets.items()}))
+            bounded_target = dataclasses.replace(target, budgets=dataclasses.replace(target.budgets, **{
+                field: min(v, getattr(target.budgets, field) or v)  # the profile's own, where tighter
+                for k, v in budgets.items() for field in [BUDGET_FIELDS[k]]}))
             with worker_threads(threads):
                 package = pipeline.run(best, [bounded_target], progress=False).targets[target.name]
             exported = target.name
@@ -383,6 +383,11 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
             (stage / "pareto.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
             (stage / "report.html").write_text(report_html.search_page(report, exported))
             outdir.publish(stage, out, list(FILES))
+    if not report.points and report.failed and len({f["exit_code"] for f in report.failed}) == 1:
+        code = report.failed[0]["exit_code"]  # every trial failed alike on bad input: that, not "no trial met"
+        if code in (ExitCode.USAGE, ExitCode.BAD_INPUT):
+            raise (UsageError if code == ExitCode.USAGE else InputError)(
+                f"every trial failed: {first_line(Exception(report.failed[0]['error']))}")
     return report
 
 
@@ -446,15 +451,14 @@ def from_trial(recipe: Recipe, storage: str, name: str, number: int) -> tuple[Re
     trial ran with: the same model again needs them (distillation's sums depend on them)."""
     optuna = _optuna()
     # reading a search must not write one: Optuna would make the tables (or the file) a typo or another's names
-    if storage.startswith("sqlite:///"):
-        db = Path(storage[len("sqlite:///"):])
+    if db := sqlite_file(storage):
         if not db.exists():
             raise UsageError(f"--storage {shown(storage)}: no such database file")
         _refuse_foreign_db(db, storage if storage != default_storage(Path(recipe.out)) else "")
     elif storage.startswith("journal:") and not Path(storage[len("journal:"):]).is_file():
         raise UsageError(f"--storage {storage}: no such journal file")
     try:
-        trial = next(t for t in optuna.load_study(study_name=name, storage=_storage(storage)).trials
+        trial = next(t for t in optuna.load_study(study_name=name, storage=_storage(storage, create=False)).trials
                      if t.number == number)
     except KeyError:
         raise UsageError(f"--storage {shown(storage)}: no study named {name!r}") from None
@@ -464,45 +468,72 @@ def from_trial(recipe: Recipe, storage: str, name: str, number: int) -> tuple[Re
         raise UsageError(f"trial {number} of study {name!r} did not complete ({trial.state.name}): export a "
                          "completed one (OUT/pareto.json lists them)")
     # the trial's settings, with the re-export's own --archive (else the archive beside OUT would go stale)
-    grid = space(recipe, {"latency_ms": 1.0})  # every knob a search of this recipe can turn
-    if any(k not in grid or v not in grid[k] for k, v in trial.params.items()):
-        raise UsageError(f"trial {number} of study {name!r} was made for another recipe: its values {trial.params} "
-                         "are not among this recipe's search space")
+    # every knob a search of this recipe can turn (float fallbacks too: the recipe here may turn `auto` on)
+    grid = {**space(recipe, {"latency_ms": 1.0}), "float_fallback": QUANTIZE["float_fallback"]}
+    if strange := [f"{k}={v!r}" for k, v in trial.params.items() if k not in grid or v not in grid[k]]:
+        raise UsageError(f"trial {number} of study {name!r} was made for another recipe: {few(strange, 4)} are not "
+                         "in this recipe's search space")
     threads = trial.user_attrs.get("torch_threads")
     if not (isinstance(threads, int) and not isinstance(threads, bool) and 1 <= threads <= MAX_THREADS):
         threads = None  # a study edited by hand (10**6 threads crashed torch): torch's own default
     return dataclasses.replace(apply(recipe, trial.params, Path(recipe.out)), archive=recipe.archive), threads
 
 
-def _storage(url: str):
+def _storage(url: str, create: bool = True):
     """An RDB URL as Optuna takes it (sqlite:///FILE, postgresql://..., with that database's driver installed), or
     journal:FILE for Optuna's journal file storage (one file many processes append to, e.g. on a shared disk).
-    Opened here, so a storage that cannot be used (no driver, not a database, a bad URL) is the user's error."""
+    Opened here, so a storage that cannot be used (no driver, not a database, a bad URL) is the user's error.
+    `create=False`: Optuna's tables are not made where they are missing."""
     _optuna()
     from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
 
-    if url in ("sqlite://", "sqlite:///:memory:"):
-        raise UsageError(f"--storage {url}: an in-memory database is gone when the search ends and no other process "
-                         "sees it: give sqlite:///FILE")
-    # a server that does not answer would hang the search (a blocked driver call ignores SIGTERM and Ctrl-C)
-    bounded = {} if url.startswith("sqlite") else {"connect_args": {"connect_timeout": CONNECT_TIMEOUT},
-                                                    "pool_timeout": CONNECT_TIMEOUT}
+    sqlite_file(url)  # an in-memory one is refused
     try:
         if url.startswith("journal:"):
             return JournalStorage(JournalFileBackend(url[len("journal:"):]))
-        return RDBStorage(url, engine_kwargs=bounded)
+        # a server that does not answer would hang the search (a blocked driver call ignores SIGTERM and Ctrl-C)
+        arg = CONNECT_TIMEOUT_ARGS.get(_parsed(url).get_driver_name())
+        bounded = {"connect_args": {arg: CONNECT_TIMEOUT}, "pool_timeout": CONNECT_TIMEOUT} if arg else {}
+        return RDBStorage(url, engine_kwargs=bounded, skip_table_creation=not create)
     except Exception as e:  # sqlalchemy's errors, the driver's ImportError, ValueError: this storage cannot be used
         raise UsageError(f"--storage {shown(url)}: cannot be opened ({type(e).__name__}: "
                          f"{first_line(e, 160).replace(url, shown(url))})") from None
 
 
+def _parsed(url: str):
+    """An RDB URL as SQLAlchemy reads it."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url)
+    except Exception as e:
+        raise UsageError(f"--storage: not a database URL ({type(e).__name__}); expected sqlite:///FILE, an RDB URL "
+                         "such as postgresql://... or journal:FILE") from None
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of an SQLite URL (however written: sqlite+pysqlite:///f.db?timeout=20); None for other storages."""
+    if url.startswith("journal:"):
+        return None
+    parsed = _parsed(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    if parsed.database in (None, "", ":memory:") or parsed.database.startswith("file::memory:"):
+        raise UsageError(f"--storage {url}: an in-memory database is gone when the search ends and no other process "
+                         "sees it: give sqlite:///FILE")
+    return Path(parsed.database)
+
+
 def shown(url: str) -> str:
-    """A storage URL as edgekit prints and records it: without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """A storage URL as edgekit prints and records it: without its password (SQLAlchemy reads one with any
+    character in it, so SQLAlchemy finds it)."""
+    if url.startswith("journal:"):
         return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+    try:
+        return _parsed(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split(":", 1)[0] + ":..."
 
 
 def default_storage(out: Path) -> str:

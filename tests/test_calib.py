@@ -1,5 +1,7 @@
 """Calibration data at scale: files read a row at a time, calibration streamed in steps, per-layer error one
 sample at a time. Memory is measured with tracemalloc (numpy's and onnxruntime's output arrays are traced)."""
+import gc
+import os
 import tracemalloc
 import zipfile
 
@@ -77,6 +79,11 @@ def test_a_folder_of_more_files_than_open_file_slots(tmp_path):
         assert [int(feed["image"][0, 0, 0, 0]) for feed in ds.feeds] == list(range(300))
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    del ds
+    gc.collect()  # a dataset no one holds keeps no file open (a search worker loads data every trial)
+    fds = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if fd.isdigit()
+           and os.path.exists(f"/proc/self/fd/{fd}")]
+    assert not [f for f in fds if f.startswith(str(tmp_path))]
 
 
 def test_the_batch_size_check_holds_only_the_samples_it_joins():

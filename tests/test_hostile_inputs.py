@@ -307,6 +307,19 @@ def test_full_disk_is_bad_input_and_leaves_nothing(tmp_path):
             assert not list(mount.iterdir())
 
 
+def test_a_full_temporary_folder_is_named_not_out(tmp_path):
+    """quantization's and the benchmark's scratch files live in the system's temporary folder: that one filled."""
+    import errno
+
+    from edgekit import outdir
+    from edgekit.errors import disk_full
+
+    with pytest.raises(InputError, match=r"^/tmp/scratch/aug.onnx \(a temporary file\): no space left") as e:
+        with outdir.staging(tmp_path / "o", ["t"]):
+            raise OSError(errno.ENOSPC, "No space left on device", "/tmp/scratch/aug.onnx")
+    assert disk_full(e.value) and not (tmp_path / "o").exists()  # a search retries such a trial
+
+
 def test_full_disk_under_a_single_file_output(tmp_path):
     """prune's state dict (torch.save asserts on its own file position) and quantize's model: the file is
     named, exit 3, and no half-written file is left beside it."""

@@ -8,7 +8,7 @@ import pytest
 from conftest import DIGITS, cli
 from models import branchy
 
-from edgekit import bench, precision, quantization
+from edgekit import bench, host, precision, quantization
 from edgekit.config import InputSpec, QuantSettings
 from edgekit.onnx_export import export_torch, preprocess
 
@@ -88,8 +88,11 @@ def test_the_final_loop_must_confirm_the_kept_model_faster(branchy_fp32, tmp_pat
     assert set(chosen.settings.exclude_nodes) == {first, *record.float_nodes}
 
 
+OTHER_KIND = ("arm64-linux", "an arm64 target") if host.arch() == "x86_64" else ("desktop-x86", "an x86_64 target")
+
+
 @pytest.mark.parametrize("flags,why", [
-    (["-t", "arm64-linux"], "an arm64 target, timed on host x86_64"),  # x86 timings would pick an ARM model's floats
+    (["-t", OTHER_KIND[0]], f"{OTHER_KIND[1]}, timed on {host.where()}"),  # this host's timings for another kind
     (["-t", "desktop-x86", "--quant-mode", "dynamic"], "dynamic quantization has no calibration"),  # was silent
 ])
 def test_the_latency_search_says_why_it_did_not_run(tmp_path, flags, why):
