@@ -92,6 +92,21 @@ def test_check_and_latency_on_the_device(sshd, digits_arm):
     shutil.rmtree(device / "mine")
 
 
+def test_an_arm_packages_budget_is_not_judged_on_another_kind_of_device(sshd, digits_arm, tmp_path):
+    """This x86_64 "device" checking an arm64 package: its figures are shown, its budget (set here) left unjudged."""
+    url, identity, known_hosts, device = sshd
+    package = tmp_path / "arm64-linux"
+    shutil.copytree(digits_arm / "arm64-linux", package)
+    manifest = json.loads((package / "manifest.json").read_text())
+    manifest["gates"].append({"name": "latency_p50_ms", "value": 1e-9, "op": "<=", "limit": 1e-9, "passed": True})
+    (package / "manifest.json").write_text(json.dumps(manifest))
+    result = device_check(f"{url}{device}/budget", identity, known_hosts, package)
+    assert result.exit_code == 0, result.output
+    [latency] = [c for c in json.loads(result.stdout) if c["name"] == "latency"]
+    assert latency["passed"] and "budget 1e-09 ms not judged: an x86_64 device timed an arm64 package" in latency[
+        "message"], latency
+
+
 def fake_python(tmp_path, change: str):
     """A device Python whose runner answers, then has its answer changed by `change` (Python on `answer`)."""
     path = tmp_path / "python"
