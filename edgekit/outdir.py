@@ -79,7 +79,7 @@ def staging(out: Path, names: list[str], force: bool = False):
         raise InputError(f"--out {out}: cannot create it ({e.strerror})") from e
     try:
         with lock(out / LOCK, out):
-            _clean_dead_stages(out)
+            clean_dead_stages(out)
             if not force:
                 _refuse_foreign(out, names)
             try:
@@ -183,7 +183,7 @@ def lock(path: Path, out: Path):
         os.close(fd)
 
 
-def _clean_dead_stages(out: Path) -> None:
+def clean_dead_stages(out: Path) -> None:
     """With OUT's lock held no other run is writing here: marked stage folders left are from dead runs."""
     for p in out.glob(f"{STAGE_PREFIX}*"):
         if p.is_dir() and not p.is_symlink() and (p / STAGE_MARK).is_file():

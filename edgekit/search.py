@@ -337,6 +337,9 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
 
     grid = space(recipe, budgets)
     study(storage, name, sampler, grid, recipe.seed)  # made once, before the workers race to make it
+    for folder in (out / "trials").glob("*"):  # with OUT held, a stage left in a trial's folder is a killed trial's
+        if folder.is_dir() and not folder.is_symlink():
+            outdir.clean_dead_stages(folder)
     job = (recipe, target, budgets, grid, sampler, storage, name, time_budget, out)
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     with tempfile.TemporaryDirectory(prefix="edgekit-search-") as tmp:

@@ -329,14 +329,19 @@ def test_force_never_reaches_into_a_trials_folder_and_one_search_holds_out(tmp_p
     mine = out / "trials" / "0" / "desktop-x86"
     mine.mkdir(parents=True)
     (mine / "precious.txt").write_text("mine")
+    from edgekit import outdir
+
+    killed = out / "trials" / "7" / f"{outdir.STAGE_PREFIX}dead"  # a trial SIGKILLed mid-export left its stage
+    killed.mkdir(parents=True)
+    (killed / outdir.STAGE_MARK).touch()
     result = cli(["search", _recipe(tmp_path, distill=False), "-t", "desktop-x86", "--trials", "1", "--force",
                   "--out", out])
+    assert not killed.exists()
     assert result.exit_code == 2 and "every trial failed" in result.output, result.output  # not "no trial met"
     assert "edgekit did not make it" in result.output and (mine / "precious.txt").read_text() == "mine"
     assert json.loads((out / "pareto.json").read_text())["failed"]  # the search's pages list the failures
     [trial] = optuna.load_study(study_name="edgekit", storage=f"sqlite:///{out / 'search.db'}").trials
     assert trial.user_attrs["final"] is False  # a folder in the way is no verdict on the model: tried again
-    from edgekit import outdir
 
     with outdir.lock(out / search.LOCK, out):  # another search running there
         busy = cli(["search", _recipe(tmp_path, distill=False), "-t", "desktop-x86", "--trials", "1", "--out", out])
