@@ -161,7 +161,7 @@ def parse_budgets(items) -> dict[str, float]:
         if key in budgets:
             raise UsageError(f"--budget {key} is given twice")
         try:
-            budgets[key] = float(value)
+            budgets[key] = float(value if "_" not in value else "?")  # Python reads 1_0 as 10: a typo, not a number
         except ValueError:
             raise UsageError(f"--budget {item!r}: expected NAME=NUMBER") from None
         if key not in BUDGETS or not 0 < budgets[key] < float("inf"):  # NaN fails it too

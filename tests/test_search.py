@@ -428,3 +428,11 @@ def test_only_edgekits_verdict_on_a_model_is_reused_not_an_interruption_or_a_ful
         params=params, distributions={"prune_ratio": optuna.distributions.CategoricalDistribution([0.0])},
         state=optuna.trial.TrialState.FAIL, user_attrs={"effective": key, "error": "StageError: x", "final": True}))
     assert search._done_before(study, 99, key).number == 2
+
+
+@pytest.mark.parametrize("items", [["latency_ms=abc"], ["latency_ms=1_0"], ["latency_ms=nan"], ["size_mb=-1"],
+                                   ["speed=1"], ["latency_ms=1", "latency_ms=2"], ["latency_ms=inf"]])
+def test_a_budget_is_a_known_name_and_a_plain_positive_number(items):
+    with pytest.raises(search.UsageError, match="--budget"):
+        search.parse_budgets(items)
+    assert search.parse_budgets(["latency_ms=5", "size_mb=0.5e1"]) == {"latency_ms": 5.0, "size_mb": 5.0}
