@@ -61,12 +61,12 @@ def _handle_errors(fn):
         except OSError as e:
             user = from_os_error(e)
             if user is None:
-                _fail(f"edgekit: internal error: OSError: {first_line(e)} (re-run with --debug for the traceback)",
+                _fail(f"edgekit: internal error: OSError: {first_line(e)} (re-run as `edgekit --debug ...` for the traceback)",
                       ExitCode.INTERNAL, debug)
             _fail(f"edgekit: error: {user}", user.exit_code, debug)
         except Exception as e:
             _fail(f"edgekit: internal error: {type(e).__name__}: {first_line(e)}"
-                  + ("" if debug else " (re-run with --debug for the traceback)"), ExitCode.INTERNAL, debug)
+                  + ("" if debug else " (re-run as `edgekit --debug ...` for the traceback)"), ExitCode.INTERNAL, debug)
         if code is not None:  # a group's callback returns None: its sub-command still has to run
             sys.exit(int(code))
 

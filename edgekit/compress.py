@@ -34,7 +34,8 @@ def load_batches(data, specs: tuple[InputSpec, ...], batch_size: int):
         if batches is not None:
             return batches
     if not specs:
-        raise UsageError("--input is needed to read sample-wise training data")
+        raise UsageError("the model's inputs (--input, or inputs= in Python) are needed to read sample-wise training "
+                         "data")
     ds = calib.load(data, specs)  # without labels, distillation uses the soft targets alone
     if ds.joined:
         raise InputError(f"{ds.origin}: training items differ in length (batches with a short last one?): give "

@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import RANGES, PruneSpec, Recipe, ShareSpec, Target
+from .config import AUTO_KNOBS, RANGES, PruneSpec, Recipe, ShareSpec, Target
 from .errors import EdgekitError, ExitCode, InputError, StageError, UsageError, disk_full, few, first_line
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -46,6 +46,7 @@ STAGE_SCALES = [0.5, 1.0, 1.5]
 MAX_RATIO = 0.8  # a stage's ratio at most (a ratio times its scale)
 CLUSTERS = [0, 16, 32]
 QUANTIZE = {"calibrate_method": ["minmax", "entropy"], "per_channel": [True, False], "float_fallback": [False, True]}
+AUTO_KNOB = {"calibrate_method": "calibrate_method", "per_channel": "per_channel", "float_fallback": "exclude_nodes"}
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,7 @@ class SearchReport:
     export_failed: str = ""  # the budgets the best point's package missed when exported again ("" when within)
 
     def to_json(self) -> dict:
-        return {**{k: v for k, v in dataclasses.asdict(self).items() if k not in ("points",)},
-                "trials": len(self.points) + len(self.failed)}
+        return {**dataclasses.asdict(self), "trials": len(self.points) + len(self.failed)}
 
 
 def _optuna():
@@ -88,13 +88,14 @@ def _optuna():
     return optuna
 
 
-def space(recipe: Recipe, budgets: dict) -> dict[str, list]:
+def space(recipe: Recipe, budgets: dict, target: Target | None = None) -> dict[str, list]:
     """What the trials vary, each name with its values (fixed for a study, so the grid sampler can walk it).
     Torch models: prune ratio and importance (Taylor with [prune] data's or [distill]'s labels), per-stage ratio scales
     (x the ratio, for each of pruning.stages), weight sharing; with [distill]: epochs, temperature, learning
     rate; always: calibration method, per-channel weights, float fallbacks for nodes that fail parity (`--auto`
     limited to exclusions, unless the recipe turns `auto` on itself); with a latency budget: `--precision
-    latency`. Stages and importance only for structured pruning."""
+    latency`. Stages and importance only for structured pruning; quantization knobs only those the `target`'s rules
+    let --auto turn (android-arm64 takes no per-channel weights)."""
     from . import pruning
 
     found = {}
@@ -114,7 +115,9 @@ def space(recipe: Recipe, budgets: dict) -> dict[str, list]:
             found["distill_temperature"] = sorted({2.0, d.temperature, 8.0})
             found["distill_lr"] = sorted({min(RANGES["lr"][1], float(f"{lr:.3g}"))
                                           for lr in (d.lr / 3, d.lr, d.lr * 3)})
-    found.update({k: v for k, v in QUANTIZE.items() if k != "float_fallback" or not recipe.quantize.get("auto")})
+    rules = recipe.quantize.get("auto_search", target.quantize.auto_search) if target else AUTO_KNOBS
+    found.update({k: v for k, v in QUANTIZE.items() if AUTO_KNOB[k] in rules
+                  and (k != "float_fallback" or not recipe.quantize.get("auto"))})
     if "latency_ms" in budgets:
         found["precision"] = ["int8", "latency"]
     return found
@@ -335,7 +338,7 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
             time_budget: float | None, workers: int, out: Path) -> SearchReport:
     from . import bounded, outdir, pipeline, report_html
 
-    grid = space(recipe, budgets)
+    grid = space(recipe, budgets, target)
     study(storage, name, sampler, grid, recipe.seed)  # made once, before the workers race to make it
     for folder in (out / "trials").glob("*"):  # with OUT held, a stage left in a trial's folder is a killed trial's
         if folder.is_dir() and not folder.is_symlink():
@@ -370,7 +373,8 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
     exported = None
     try:
         if report.best is not None:  # as `export --from-trial` re-exports it: the trial's values and torch threads
-            best, threads = from_trial(dataclasses.replace(recipe, out=str(out)), storage, name, report.best.trial)
+            best, threads = from_trial(dataclasses.replace(recipe, out=str(out), no_bench=False), storage, name,
+                                       report.best.trial)
             # its package's own gates hold the budgets: timed again, it may miss one the trial met
             bounded_target = dataclasses.replace(target, budgets=dataclasses.replace(target.budgets, **{
                 field: min(v, getattr(target.budgets, field) or v)  # the profile's own, where tighter
@@ -479,7 +483,8 @@ def from_trial(recipe: Recipe, storage: str, name: str, number: int) -> tuple[Re
     threads = trial.user_attrs.get("torch_threads")
     if not (isinstance(threads, int) and not isinstance(threads, bool) and 1 <= threads <= MAX_THREADS):
         threads = None  # a study edited by hand (10**6 threads crashed torch): torch's own default
-    return dataclasses.replace(apply(recipe, trial.params, Path(recipe.out)), archive=recipe.archive), threads
+    return (dataclasses.replace(apply(recipe, trial.params, Path(recipe.out)), archive=recipe.archive,
+                                no_bench=recipe.no_bench), threads)
 
 
 def _storage(url: str, create: bool = True):

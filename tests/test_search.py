@@ -19,7 +19,7 @@ import pytest
 from conftest import DIGITS, ROOT, chromium_pixels, cli, colour_count
 
 from edgekit import search
-from edgekit.config import load_recipe
+from edgekit.config import load_recipe, load_target
 from edgekit.load import load_model
 
 TRAIN = f"{ROOT / 'calibration' / 'readers.py'}:digits_train"
@@ -49,6 +49,7 @@ def test_two_workers_on_one_storage_find_a_front_and_a_trial_reexports(tmp_path)
         firsts.setdefault(t.user_attrs["worker"], t.params)
     assert len({json.dumps(p, sort_keys=True) for p in firsts.values()}) == 2  # one seed made both propose the same
     assert len(report["pareto"]) >= 2 and json.loads((out / "pareto.json").read_text())["pareto"] == report["pareto"]
+    assert sorted(p["trial"] for p in report["points"]) == list(range(8))  # every trial's figures, front or not
     best = report["best"]
     assert best == report["pareto"][0] and best["feasible"] and best["size_mb"] <= 1
     exported = json.loads((out / "desktop-x86" / "manifest.json").read_text())
@@ -98,6 +99,9 @@ def test_the_space_spans_stages_importance_training_and_quantization(tmp_path):
     assert r.quantize == {"calibrate_method": "minmax", "per_channel": True, "precision": "latency", "auto": True,
                           "auto_search": ("exclude_nodes",)}
     assert "precision" not in search.space(recipe, {"size_mb": 1.0})  # only a latency budget asks for speed
+    # the target's rules: android's uint8 weights go per-tensor (NNAPI, XNNPACK); a search once tried per-channel
+    phone = search.space(recipe, {}, load_target("android-arm64"))
+    assert "per_channel" not in phone and phone["calibrate_method"] == ["minmax", "entropy"] and "float_fallback" in phone
 
 
 def test_an_onnx_model_is_searched_over_quantization_only(tmp_path):
