@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -20,13 +21,42 @@ from .config import (DEFAULT_TARGETS, BenchSpec, DeviceSpec, DistillSettings, In
 from .errors import InputError, UsageError
 from .outdir import whole_file
 from .reports import CheckReport, ExportReport
-from .userfn import is_function_spec
+from .userfn import forget_paths, is_function_spec
 
 Feeds = Union[str, Path, Iterable[Mapping[str, np.ndarray]], Callable[[], Iterable[Mapping[str, np.ndarray]]]]
 # set by the call's own arguments, not by **settings
 _OWN = {"source", "inputs", "calibration", "validation", "targets", "out", "quantize", "bench"}
 
 
+def _leaves_no_trace(fn):
+    """An API call leaves the caller's process as it found it: the import path (a FILE.py:FUNCTION model's folder),
+    numpy's and torch's global random state, and the root logger. onnxruntime's quantizer logs through
+    `logging.warning`, which gives a root logger without handlers one for good (and a notebook's own
+    `logging.basicConfig` is then ignored): a stand-in handler is there while edgekit runs."""
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        import logging
+        import sys
+
+        np_state, torch = np.random.get_state(), sys.modules.get("torch")
+        torch_state = torch.random.get_rng_state() if torch else None
+        root = logging.getLogger()
+        stand_in = None if root.handlers else logging.NullHandler()
+        if stand_in:
+            root.addHandler(stand_in)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            forget_paths()
+            np.random.set_state(np_state)
+            if torch_state is not None:
+                torch.random.set_rng_state(torch_state)
+            if stand_in:
+                root.removeHandler(stand_in)
+    return call
+
+
+@_leaves_no_trace
 def export(model: Any, *, inputs: Iterable[str | InputSpec] = (), calibration: Feeds,
            validation: Feeds | None = None, targets: Iterable[str] = DEFAULT_TARGETS,
            out: str | Path | None = None, **settings) -> ExportReport:
@@ -57,6 +87,7 @@ def export(model: Any, *, inputs: Iterable[str | InputSpec] = (), calibration: F
         raise
 
 
+@_leaves_no_trace
 def check(path: str | Path, *, emulate: str | None = None, device: str | DeviceSpec | None = None,
           probe: bool = False) -> CheckReport:
     """Re-run a package's golden vectors and verify its hashes (a target folder, an OUT folder or an
@@ -71,16 +102,17 @@ def check(path: str | Path, *, emulate: str | None = None, device: str | DeviceS
 
     if not isinstance(path, (str, os.PathLike)):
         raise UsageError(f"check takes a package folder or archive path, not a {type(path).__name__}")
-    if emulate and device:
+    if emulate is not None and device is not None:
         raise UsageError("give --emulate or --device, not both")
-    if emulate:
+    if emulate is not None:  # "" (an unset $EMU in CI) is refused, not taken for this host
         return package_check.check(Path(path), emulator.for_package(emulate), probe)
-    if device:
+    if device is not None:
         with Device(_device_spec(device)) as reached:  # what it copied there serves every target
             return package_check.check(Path(path), lambda manifest: reached, probe)
     return package_check.check(Path(path), None, probe)
 
 
+@_leaves_no_trace
 def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: str | Path | None = None,
           weights: str | None = None, data: Feeds | None = None, trust_checkpoint: bool = False,
           target: str = DEFAULT_TARGETS[0], force: bool = False, **settings):
@@ -106,6 +138,7 @@ def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: s
     return module, result
 
 
+@_leaves_no_trace
 def distill(teacher: Any, student: Any, *, data: Feeds, out: str | Path | None = None,
             inputs: Iterable[str | InputSpec] = (), teacher_weights: str | None = None,
             student_weights: str | None = None, trust_checkpoint: bool = False, progress: bool = False,
@@ -132,6 +165,7 @@ def distill(teacher: Any, student: Any, *, data: Feeds, out: str | Path | None =
     return s, result
 
 
+@_leaves_no_trace
 def share(model: Any, *, inputs: Iterable[str | InputSpec], clusters: int = ShareSpec.clusters,
           data: Feeds | None = None, out: str | Path | None = None, weights: str | None = None,
           trust_checkpoint: bool = False, ignore: Iterable[str] = (), progress: bool = False, force: bool = False,
@@ -166,6 +200,7 @@ def share(model: Any, *, inputs: Iterable[str | InputSpec], clusters: int = Shar
     return module, result
 
 
+@_leaves_no_trace
 def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = None, target: str = "desktop-x86",
              force: bool = False, **settings) -> Path:
     """Statically (or dynamically) quantize an ONNX model with a target profile's settings, overridden by

@@ -8,6 +8,7 @@ cpuinfo (that core's MIDR and features) and links to the shared root.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -26,7 +27,9 @@ ARCH = "aarch64"
 DEFAULT_CPU = "neoverse-n1"
 SUITE = "bookworm"  # its python3 is 3.11: the Python of the wheels below
 PACKAGES = "python3,libstdc++6,libgcc-s1"
-WHEEL_PLATFORM = "manylinux_2_28_aarch64"  # onnxruntime 1.32's only aarch64 wheel (manylinux2014 finds nothing)
+# onnxruntime 1.32's only aarch64 wheel is manylinux_2_28; older numpy releases are manylinux2014 (= 2_17): pip does
+# not widen one exact tag, so each is asked for (the root is Debian 12, glibc 2.36, which runs all of them)
+WHEEL_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
 MIRROR_ENV = "EDGEKIT_DEBIAN_MIRROR"
 CACHE_ENV = "EDGEKIT_CACHE"
 TOOLS = {"qemu-aarch64-static": "qemu-user-static", "mmdebstrap": "mmdebstrap"}
@@ -82,23 +85,32 @@ class Emulator:
 
 
 def run_json(cmd: list[str], env: dict, timeout: float, stage: str) -> dict:
-    """A command that prints one JSON line last, capped in time and memory; its value, or StageError."""
+    """A command that prints one JSON line last, capped in time, memory and what it prints (as a device's answer
+    is); its value, or StageError."""
+    from .device import MAX_ANSWER_BYTES, MAX_ERROR_BYTES
+
     def capped() -> None:  # a package is a file from others: its models may not take more than the machine has
         import resource
 
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         hard = resource.getrlimit(resource.RLIMIT_AS)[1]
         resource.setrlimit(resource.RLIMIT_AS, (memory if hard == resource.RLIM_INFINITY else min(memory, hard), hard))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_ANSWER_BYTES, MAX_ANSWER_BYTES))
 
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            done = subprocess.run(cmd, stdout=out, stderr=err, env=env, timeout=timeout, preexec_fn=capped)
+        except subprocess.TimeoutExpired:
+            raise StageError(stage, f"took longer than {timeout:g} s") from None
+        if out.seek(0, os.SEEK_END) >= MAX_ANSWER_BYTES:
+            raise StageError(stage, f"printed more than {MAX_ANSWER_BYTES >> 20} MiB (outputs that large?)")
+        out.seek(0)
+        err.seek(max(0, err.seek(0, os.SEEK_END) - MAX_ERROR_BYTES))
+        lines, errors = out.read().decode(errors="replace").strip().splitlines(), err.read()
     try:
-        done = subprocess.run(cmd, capture_output=True, env=env, timeout=timeout, preexec_fn=capped)
-    except subprocess.TimeoutExpired:
-        raise StageError(stage, f"took longer than {timeout:g} s") from None
-    out = done.stdout.decode(errors="replace").strip().splitlines()
-    try:
-        return json.loads(out[-1])
-    except (ValueError, IndexError):
-        err = done.stderr.decode(errors="replace").strip().splitlines()
+        return json.loads(lines[-1])
+    except (ValueError, IndexError, RecursionError):
+        err = errors.decode(errors="replace").strip().splitlines()
         raise StageError(stage, f"exit code {done.returncode}: {err[-1][:300] if err else 'no output'}") from None
 
 
@@ -116,7 +128,7 @@ def parse(spec: str) -> str:
 def cache_dir() -> Path:
     """`EDGEKIT_CACHE`, else the user cache dir ($XDG_CACHE_HOME or ~/.cache) / edgekit."""
     if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
+        return Path(os.environ[CACHE_ENV]).absolute()  # a relative one made links that led nowhere
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgekit"
 
 
@@ -181,7 +193,8 @@ def _root(tmp: Path) -> None:
 
 def _wheels(tmp: Path, versions: dict[str, str]) -> None:
     _step([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", str(tmp),
-           "--platform", WHEEL_PLATFORM, "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
+           *(arg for tag in WHEEL_PLATFORMS for arg in ("--platform", tag)), "--only-binary=:all:", "--python-version",
+           "3.11", "--implementation", "cp",
            *(f"{name}=={version}" for name, version in versions.items())], "emulator setup (pip download)")
 
 
@@ -191,8 +204,11 @@ def _overlay(dest: Path, root: Path, cpu: str) -> Path:
     (dest / "proc").mkdir(parents=True, exist_ok=True)
     for entry in root.iterdir():
         link = dest / entry.name
-        if entry.name != "proc" and not link.is_symlink():
-            link.symlink_to(entry)
+        if entry.name != "proc" and not link.exists():  # missing, or leading nowhere (a cache moved or restored)
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()
+            with contextlib.suppress(FileExistsError):  # a run beside made it first
+                link.symlink_to(os.path.relpath(entry, dest))  # relative: the cache may be moved whole
     implementer, part, features = CPUS[cpu]
     fresh = dest / "proc" / f".cpuinfo-{os.getpid()}"
     fresh.write_text(

@@ -276,8 +276,9 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
 
 def emulator_for(recipe: Recipe, targets: list[Target]) -> emulator.Emulator | None:
     """The emulated ARM CPU for --emulate (built in the cache on first use), told before any work."""
-    if not recipe.emulate:
+    if recipe.emulate is None:  # "" (an unset $EMU in CI) is refused below, not taken for no emulation
         return None
+    emulator.parse(recipe.emulate)
     if recipe.state:
         raise UsageError("--emulate does not replay streaming models yet: check the package with "
                          "`edgekit check --emulate` instead")

@@ -41,19 +41,26 @@ def probe(model: Path, golden: Path, place, state: dict[str, str] | None = None)
     return f"all {len(order)} quantized activations agree bit for bit"
 
 
+# Nodes whose first output is an integer activation: QDQ's QuantizeLinear, and QOperator's or dynamic
+# quantization's integer ops themselves (only QuantizeLinear was exposed: a QOperator model's differences went unseen)
+INTEGER_OUT = ("QuantizeLinear", "DynamicQuantizeLinear", "QGemm", "MatMulInteger", "ConvInteger")
+
+
 def expose_activations(model: Path, dest: Path) -> list[tuple[str, str, str]]:
-    """A copy of `model` whose every QuantizeLinear output is also a graph output. Returns, in graph
-    order, (that quantized tensor, the name and op of the node whose output it quantizes)."""
+    """A copy of `model` whose every integer activation is also a graph output. Returns, in graph order, (that
+    tensor, the name and op of the node whose output it is: for a QuantizeLinear, the node it quantizes)."""
     import onnx
 
     m = onnx.load(str(model))
     producer = {o: n for n in m.graph.node for o in n.output}
     order = []
     for n in m.graph.node:
-        if n.op_type == "QuantizeLinear":
+        if n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear"):
             source = producer.get(n.input[0])
             order.append((n.output[0], source.name, source.op_type) if source is not None
                          else (n.output[0], n.input[0], "input"))
+        elif n.op_type.startswith("QLinear") or n.op_type in INTEGER_OUT:
+            order.append((n.output[0], n.name, n.op_type))
     outputs = {o.name for o in m.graph.output}
     m.graph.output.extend(onnx.ValueInfoProto(name=q) for q, _, _ in order if q not in outputs)
     onnx.save(m, str(dest))

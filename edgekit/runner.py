@@ -76,14 +76,14 @@ def session(path: str, threads: int = 1, config: dict[str, str] | None = None):
     return ort.InferenceSession(path, sess_options=options(threads, config), providers=["CPUExecutionProvider"])
 
 
-def replay(sess, feeds: list[dict], state: dict[str, str]) -> list[dict[str, np.ndarray]]:
-    """Each feed's outputs by name. A streaming model (`state`: input → output) gets, after the first
-    step, what it fed back itself, so its own drift is what is checked."""
-    names = [o.name for o in sess.get_outputs()]
+def replay(sess, feeds: list[dict], state: dict[str, str], outputs: list[str] | None = None) -> list[dict]:
+    """Each feed's outputs by name (`outputs`, with the state's, or all). A streaming model (`state`: input →
+    output) gets, after the first step, what it fed back itself, so its own drift is what is checked."""
+    names = [o.name for o in sess.get_outputs() if outputs is None or o.name in outputs or o.name in state.values()]
     runs: list[dict] = []
     for feed in feeds:
         carried = {i: runs[-1][o] for i, o in state.items()} if runs else {}
-        runs.append(dict(zip(names, sess.run(None, {**feed, **carried}))))
+        runs.append(dict(zip(names, sess.run(names, {**feed, **carried}))))
     return runs
 
 
@@ -149,7 +149,8 @@ def serve(request: dict, config: dict[str, str] | None = None) -> dict:
     for job in request.get("replay", []):
         start = time.perf_counter()
         try:
-            runs = replay(session(at(job["model"]), 1, config), read_inputs(at(job["inputs"])), job.get("state") or {})
+            runs = replay(session(at(job["model"]), 1, config), read_inputs(at(job["inputs"])), job.get("state") or {},
+                          job.get("outputs"))
             done["replay"].append({"outputs": encode(runs), "seconds": time.perf_counter() - start})
         except Exception as e:
             done["replay"].append({"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"})

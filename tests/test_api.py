@@ -1,4 +1,5 @@
 """The Python API (`edgekit.export`, `edgekit.check`): typed reports, the CLI's packages, no side effects."""
+import subprocess
 import sys
 
 import numpy as np
@@ -192,3 +193,29 @@ def test_paths_are_accepted_where_paths_are_documented_and_odd_types_are_usage_e
         assert not (tmp_path / "bad").exists()
     with pytest.raises(edgekit.UsageError, match="check takes a package"):
         edgekit.check(5)
+
+
+def test_api_calls_leave_the_root_logger_import_path_and_random_state_as_they_were(tmp_path):
+    """In a fresh process (pytest gives the root logger handlers of its own): onnxruntime's quantizer warned through
+    `logging.warning`, which left a root handler for good; prune left the model's folder on sys.path and moved
+    torch's global random state."""
+    script = tmp_path / "notebook.py"
+    script.write_text(f"""import logging, sys, torch, edgekit
+import onnxruntime.quantization  # its own import appends onnxruntime/transformers to sys.path, once
+from torch import nn
+class BN(nn.Module):  # a BatchNorm on the input stays a Mul/Add with 1-D weights: the quantizer warns about them
+    def __init__(self):
+        super().__init__()
+        self.bn, self.fc = nn.BatchNorm2d(1), nn.Linear(64, 10)
+    def forward(self, x):
+        return self.fc(self.bn(x).flatten(1))
+path = list(sys.path)
+edgekit.export(BN().eval(), inputs=["x:Nx1x8x8"], calibration="random", out={str(tmp_path / 'o')!r}, no_bench=True)
+state = torch.get_rng_state()
+edgekit.prune({MODEL!r}, inputs=["image:Nx1x8x8"], ratio=0.5, weights={str(WEIGHTS)!r})
+assert logging.getLogger().handlers == [], logging.getLogger().handlers
+assert sys.path == path, set(sys.path) ^ set(path)
+assert torch.equal(torch.get_rng_state(), state), "torch's random state moved"
+""")
+    done = subprocess.run([sys.executable, "-P", str(script)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]

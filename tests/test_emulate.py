@@ -3,6 +3,7 @@
 Needs Debian's qemu-user-static and mmdebstrap (`.ci/run` installs them where it is root) and the package
 registries once, to build the cached arm64 root and wheels (~15 s); without the tools these tests skip.
 """
+import hashlib
 import json
 import shutil
 
@@ -87,7 +88,8 @@ def test_tolerance_in_steps_accepts_the_arm_rounding(tied, tmp_path):
 
 
 def test_emulate_usage_errors(digits_arm, tmp_path, monkeypatch):
-    for spec, why in (("riscv64", "only aarch64[:CPU] is emulated"), ("aarch64:cortex-m4", "is not one of")):
+    for spec, why in (("riscv64", "only aarch64[:CPU] is emulated"), ("aarch64:cortex-m4", "is not one of"),
+                      ("", "only aarch64[:CPU] is emulated")):  # "" (an unset $EMU) once checked on this host
         result = cli(["check", digits_arm, "--emulate", spec])
         assert result.exit_code == 2 and why in result.output, result.output
     result = cli(["check", digits_arm, "--probe"])
@@ -130,3 +132,54 @@ def test_search_scores_an_arm_target_on_emulated_kernels(tied, tmp_path):
     assert report["kernels"].startswith("aarch64 (emulated, neoverse-n1)") and report["trials"] == 2, report
     x86 = cli([*args, "-t", "desktop-x86", "--emulate", "aarch64", "--out", tmp_path / "x86"])
     assert x86.exit_code == 2 and "none of the targets is arm64" in x86.output and not (tmp_path / "x86").exists()
+
+
+@needs_tools
+def test_probe_sees_qoperator_ops_and_an_unreadable_model_is_a_failed_case(tied, tmp_path):
+    """The probe exposed QuantizeLinear outputs only: a QOperator model that differs on ARM 'agreed bit for bit'.
+    A model onnx cannot read was exit 5, with no JUnit written."""
+    result = cli([*tied[1], "-t", "arm64-linux", "--format", "QOperator", "--out", tmp_path / "q"])
+    assert result.exit_code == 0, result.output
+    result = cli(["check", tmp_path / "q", "--emulate", "aarch64", "--probe", "--json"])
+    cases = {c["name"]: c for c in json.loads(result.stdout)}
+    differ = int(cases["parity model.int8.onnx"]["message"].split(" of ")[0].split()[-1].replace(",", ""))
+    probe = cases["probe model.int8.onnx"]["message"]
+    assert probe.startswith("first difference at ") if differ else probe.startswith("all "), cases
+    broken = tmp_path / "broken"
+    shutil.copytree(tied[0] / "dist" / "arm64-linux", broken)
+    (broken / "model.int8.onnx").write_bytes(b"not a model")
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["files"]["model.int8.onnx"] = hashlib.sha256(b"not a model").hexdigest()
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    junit = tmp_path / "j.xml"
+    result = cli(["check", broken, "--emulate", "aarch64", "--probe", "--junit", junit, "--json"])
+    assert result.exit_code == 1, result.output
+    cases = {c["name"]: c for c in json.loads(result.stdout)}
+    assert not cases["probe model.int8.onnx"]["passed"] and "cannot be probed" in cases["probe model.int8.onnx"][
+        "message"], cases
+    assert junit.is_file()
+
+
+def test_what_an_emulated_run_prints_back_is_bounded_and_only_the_outputs_asked_for():
+    """A package's model can add a huge output golden does not hold: 256 MB of one took 8 GB here once."""
+    import sys
+
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from edgekit import runner
+    from edgekit.errors import StageError
+
+    with pytest.raises(StageError, match="printed more than 256 MiB"):
+        emulator.run_json([sys.executable, "-c", "import sys; sys.stdout.write('x' * (300 << 20))"], {}, 120, "t")
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["small"]), helper.make_node("Tile", ["x", "r"],
+                                                                                               ["big"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("small", TensorProto.FLOAT, [1, 4]),
+                               helper.make_tensor_value_info("big", TensorProto.FLOAT, None)],
+                              [helper.make_tensor("r", TensorProto.INT64, [2], [1, 1000])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    sess = ort.InferenceSession(model.SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    [run] = runner.replay(sess, [{"x": np.ones((1, 4), np.float32)}], {}, ["small"])
+    assert list(run) == ["small"]
