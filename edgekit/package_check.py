@@ -77,6 +77,8 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
                   bench: bool, own: bool = False) -> list[Case]:
     manifest = _manifest(folder, shown)
     target, files, golden = manifest["target"], manifest["files"], manifest["golden"]["models"]
+    if folder.name != target:  # two folders of one target (desktop-x86, desktop-x86-prev) must be told apart
+        target = f"{target} ({folder.name})"
     ort = (manifest.get("ort_format") or {}).get("file")
     if ort is not None and ort not in golden:
         raise InputError(f"{shown}: manifest.json has no golden outputs for the shipped {ort}")

@@ -208,6 +208,22 @@ def test_changed_file_fails_integrity(packaged, tmp_path):
     assert not_run and all("not run: the package failed its integrity check" in c["message"] for c in not_run)
 
 
+def test_two_folders_of_one_target_are_told_apart(packaged, tmp_path):
+    """A kept previous package beside the new one: its failure was reported under the same name, and JUnit merged
+    both folders into one suite of duplicate test names."""
+    out = tmp_path / "out"
+    shutil.copytree(packaged[0] / "arm64-linux", out / "arm64-linux")
+    shutil.copytree(packaged[0] / "arm64-linux", out / "arm64-linux-prev")
+    with open(out / "arm64-linux-prev" / "golden.npz", "ab") as f:
+        f.write(b"x")
+    result = check(out, "--junit", tmp_path / "j.xml", "--json")
+    assert result.exit_code == 1, result.output
+    failed = {c["target"] for c in json.loads(result.stdout) if not c["passed"]}
+    assert failed == {"arm64-linux (arm64-linux-prev)"}, failed
+    suites = ElementTree.parse(tmp_path / "j.xml").getroot().findall("testsuite")
+    assert sorted(s.get("name") for s in suites) == ["arm64-linux", "arm64-linux (arm64-linux-prev)"]
+
+
 def test_a_manifest_marked_failed_with_no_reason_says_so(packaged, tmp_path):
     folder = fresh_copy(packaged, tmp_path)
     manifest = json.loads((folder / "manifest.json").read_text())
