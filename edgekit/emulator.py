@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import DEFAULT_STEP_TIMEOUT
-from .errors import StageError, UsageError
+from .errors import InputError, StageError, UsageError
 
 ARCH = "aarch64"
 DEFAULT_CPU = "neoverse-n1"
@@ -149,13 +149,20 @@ def setup(spec: str = ARCH, onnxruntime: str | None = None, numpy: str | None = 
         raise UsageError(f"emulating {ARCH} needs {', '.join(t for t in TOOLS if shutil.which(t) is None)}: "
                          f"install Debian's {' '.join(missing)} (apt-get install {' '.join(missing)})")
     home = cache_dir() / "emulator" / ARCH
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two first uses at once build it once
-        root = _built(home / "root", _root, "the arm64 root", log)
-        site = _built(home / f"python-ort{versions['onnxruntime']}-numpy{versions['numpy']}",
-                      lambda tmp: _wheels(tmp, versions), "the aarch64 wheels", log)
+    root, site = home / "root", home / f"python-ort{versions['onnxruntime']}-numpy{versions['numpy']}"
+    try:
+        if not (root.is_dir() and site.is_dir()):  # a run that finds them built waits for no one's build
+            home.mkdir(parents=True, exist_ok=True)
+            with open(home / ".lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # two first uses at once build it once
+                for dead in home.glob(".*-*"):  # with the lock held, a build's temporary folder is a killed one's
+                    shutil.rmtree(dead, ignore_errors=True)
+                _built(root, _root, "the arm64 root", log)
+                _built(site, lambda tmp: _wheels(tmp, versions), "the aarch64 wheels", log)
         prefix = _overlay(home / f"cpu-{cpu}", root, cpu)
+    except OSError as e:  # a read-only or full cache: the user's to fix, and named
+        raise InputError(f"{home}: the emulator's cache cannot be written ({e.strerror}); set {CACHE_ENV} to a "
+                         "writable folder") from e
     return Emulator(cpu, prefix, site, versions["onnxruntime"])
 
 
@@ -199,8 +206,8 @@ def _wheels(tmp: Path, versions: dict[str, str]) -> None:
 
 
 def _overlay(dest: Path, root: Path, cpu: str) -> Path:
-    """Links to the root's top-level entries and an arm64 /proc/cpuinfo of `cpu` (replaced whole each time, so
-    a run beside never reads half a file)."""
+    """Links to the root's top-level entries and an arm64 /proc/cpuinfo of `cpu` (replaced whole when it differs,
+    so a run beside never reads half a file)."""
     (dest / "proc").mkdir(parents=True, exist_ok=True)
     for entry in root.iterdir():
         link = dest / entry.name
@@ -210,11 +217,14 @@ def _overlay(dest: Path, root: Path, cpu: str) -> Path:
             with contextlib.suppress(FileExistsError):  # a run beside made it first
                 link.symlink_to(os.path.relpath(entry, dest))  # relative: the cache may be moved whole
     implementer, part, features = CPUS[cpu]
+    text = "".join(f"processor\t: {i}\nBogoMIPS\t: 50.00\nFeatures\t: {features}\nCPU implementer\t: {implementer}\n"
+                   f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part}\nCPU revision\t: 0\n\n"
+                   for i in range(os.cpu_count() or 1))
+    with contextlib.suppress(OSError):
+        if (dest / "proc" / "cpuinfo").read_text() == text:
+            return dest  # as it should be: nothing written (a read-only cache works once built)
     fresh = dest / "proc" / f".cpuinfo-{os.getpid()}"
-    fresh.write_text(
-        "".join(f"processor\t: {i}\nBogoMIPS\t: 50.00\nFeatures\t: {features}\nCPU implementer\t: {implementer}\n"
-                f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part}\nCPU revision\t: 0\n\n"
-                for i in range(os.cpu_count() or 1)))
+    fresh.write_text(text)
     fresh.replace(dest / "proc" / "cpuinfo")
     return dest
 

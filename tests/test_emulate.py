@@ -183,3 +183,28 @@ def test_what_an_emulated_run_prints_back_is_bounded_and_only_the_outputs_asked_
                                 providers=["CPUExecutionProvider"])
     [run] = runner.replay(sess, [{"x": np.ones((1, 4), np.float32)}], {}, ["small"])
     assert list(run) == ["small"]
+
+
+@needs_tools
+def test_a_built_cache_on_a_read_only_mount_is_used(digits_arm, tmp_path, monkeypatch):
+    """A CI image bakes the cache in read-only: every run rewrote the cpuinfo overlay and took the build lock
+    (exit 3, `.lock: Read-only file system`), even with everything built."""
+    import os
+    import subprocess
+
+    assert cli(["check", digits_arm / "arm64-linux", "--emulate", "aarch64"]).exit_code == 0  # built, overlay made
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "--bind", "-o", "ro", str(emulator.cache_dir()), str(ro)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("a read-only bind mount needs root (and mount permission in this container)")
+    try:
+        monkeypatch.setenv("EDGEKIT_CACHE", str(ro))
+        result = cli(["check", digits_arm / "arm64-linux", "--emulate", "aarch64"])
+        assert result.exit_code == 0, result.output
+        home = ro / "emulator" / "aarch64"
+        if cpu := next((c for c in emulator.CPUS if not (home / f"cpu-{c}").exists()), None):  # an overlay not made
+            other = cli(["check", digits_arm / "arm64-linux", "--emulate", f"aarch64:{cpu}"])
+            assert other.exit_code == 3 and "cannot be written" in other.output and "EDGEKIT_CACHE" in other.output
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)
