@@ -47,6 +47,37 @@ def run(stage: str, fn: str, *args: str, timeout: float) -> str:
     return result["value"]
 
 
+MAX_OUTPUT_BYTES = 256 << 20  # what another machine (a device, an emulated CPU) may print back to a step
+MAX_ERROR_BYTES = 64 << 10  # of its stderr: the tail, where the reason is
+
+
+def capped_run(cmd: list[str], stdin: bytes, timeout: float, stage: str, limits=None,
+               env: dict | None = None) -> tuple[int, bytes, str]:
+    """`cmd` with its output going to files it may not grow past MAX_OUTPUT_BYTES (RLIMIT_FSIZE, set with `limits`,
+    a further preexec_fn, in the child): (exit code, stdout, the tail of stderr), or StageError past the time or the
+    size. What a device or an emulator prints is data from elsewhere, read within bounds."""
+    import io
+    import resource
+    import tempfile
+
+    def capped() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_OUTPUT_BYTES, MAX_OUTPUT_BYTES))
+        if limits:
+            limits()
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            done = subprocess.run(cmd, input=stdin, stdout=out, stderr=err, timeout=timeout, preexec_fn=capped,
+                                  env=env)
+        except subprocess.TimeoutExpired:
+            raise StageError(stage, f"no answer within {timeout:g} s") from None
+        if out.seek(0, io.SEEK_END) >= MAX_OUTPUT_BYTES:
+            raise StageError(stage, f"printed more than {MAX_OUTPUT_BYTES >> 20} MiB")
+        out.seek(0)
+        err.seek(max(0, err.seek(0, io.SEEK_END) - MAX_ERROR_BYTES))
+        return done.returncode, out.read(), err.read().decode(errors="replace")
+
+
 def child_env() -> dict[str, str]:
     """This environment for a child `python -P -m edgekit...`. Its PYTHONPATH loses entries naming the working
     folder (`-P` keeps that folder off sys.path; an empty entry would put it back), and gains this edgekit's folder

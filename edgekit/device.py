@@ -16,13 +16,12 @@ import json
 import logging
 import shlex
 import shutil
-import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import host, runner
+from . import bounded, host, runner
 from .config import DeviceSpec
 from .errors import StageError, UsageError
 
@@ -38,8 +37,6 @@ _RECEIVE = ("import sys, tarfile; t = tarfile.open(fileobj=sys.stdin.buffer, mod
 # Removes the run folder argv[1], then the folders in argv[2:] (made for the named one) if they are empty.
 _REMOVE = ("import os, shutil, sys; shutil.rmtree(sys.argv[1]); "
            "[os.rmdir(p) for p in sys.argv[2:] if os.path.isdir(p) and not os.listdir(p)]")
-MAX_ANSWER_BYTES = 256 << 20  # what a device may print back: golden outputs of edge models, base64, fit well within
-MAX_ERROR_BYTES = 64 << 10  # its stderr: only the last line is shown
 
 
 class Device:
@@ -195,32 +192,18 @@ class Device:
             options += ["-o", f"UserKnownHostsFile={self.spec.known_hosts}"]
         # exec: the command replaces the login shell, so the runner's parent is the SSH session it watches
         cmd = ["ssh", *options, "--", self.destination, "exec " + " ".join(shlex.quote(c) for c in command)]
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            try:  # ssh may write no more than the cap into either file: what the device prints is bounded
-                done = subprocess.run(cmd, input=stdin, stdout=out, stderr=err, timeout=self.spec.timeout,
-                                      preexec_fn=_cap_file_size)
-            except subprocess.TimeoutExpired:
-                raise StageError(f"device {step}", f"{self.label}: no answer within {self.spec.timeout:g} s") from None
-            size = out.seek(0, io.SEEK_END)
-            if size >= MAX_ANSWER_BYTES:
-                raise StageError(f"device {step}", f"{self.label} printed more than {MAX_ANSWER_BYTES >> 20} MiB")
-            out.seek(0)
-            err.seek(max(0, err.seek(0, io.SEEK_END) - MAX_ERROR_BYTES))
-            output, errors = out.read(), err.read()
-        if done.returncode != 0:
-            lines = [line for line in errors.decode(errors="replace").splitlines() if line.strip()]
-            why = printable(lines[-1].strip()) if lines else f"exit code {done.returncode}"
+        try:
+            code, output, errors = bounded.capped_run(cmd, stdin, self.spec.timeout, f"device {step}")
+        except StageError as e:
+            raise StageError(e.stage, f"{self.label}: {str(e).split(': ', 1)[1]}") from None
+        if code != 0:
+            lines = [line for line in errors.splitlines() if line.strip()]
+            why = printable(lines[-1].strip()) if lines else f"exit code {code}"
             if "Host key verification failed" in why or "REMOTE HOST IDENTIFICATION HAS CHANGED" in "\n".join(lines):
                 why += (" edgekit never accepts an unknown or changed host key: check the device's fingerprint, "
                         "then add it to known_hosts")
             raise StageError(f"device {step}", f"{self.label}: {why}")
         return output
-
-
-def _cap_file_size() -> None:
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_ANSWER_BYTES, MAX_ANSWER_BYTES))
 
 
 ABOUT_TEXT = ("cpu", "machine", "features", "onnxruntime")

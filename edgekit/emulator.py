@@ -87,31 +87,22 @@ class Emulator:
 def run_json(cmd: list[str], env: dict, timeout: float, stage: str) -> dict:
     """A command that prints one JSON line last, capped in time, memory and what it prints (as a device's answer
     is); its value, or StageError."""
-    from .device import MAX_ANSWER_BYTES, MAX_ERROR_BYTES
+    from .bounded import capped_run
 
-    def capped() -> None:  # a package is a file from others: its models may not take more than the machine has
+    def memory() -> None:  # a package is a file from others: its models may not take more than the machine has
         import resource
 
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         hard = resource.getrlimit(resource.RLIMIT_AS)[1]
-        resource.setrlimit(resource.RLIMIT_AS, (memory if hard == resource.RLIM_INFINITY else min(memory, hard), hard))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_ANSWER_BYTES, MAX_ANSWER_BYTES))
+        resource.setrlimit(resource.RLIMIT_AS, (physical if hard == resource.RLIM_INFINITY else min(physical, hard),
+                                                hard))
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        try:
-            done = subprocess.run(cmd, stdout=out, stderr=err, env=env, timeout=timeout, preexec_fn=capped)
-        except subprocess.TimeoutExpired:
-            raise StageError(stage, f"took longer than {timeout:g} s") from None
-        if out.seek(0, os.SEEK_END) >= MAX_ANSWER_BYTES:
-            raise StageError(stage, f"printed more than {MAX_ANSWER_BYTES >> 20} MiB (outputs that large?)")
-        out.seek(0)
-        err.seek(max(0, err.seek(0, os.SEEK_END) - MAX_ERROR_BYTES))
-        lines, errors = out.read().decode(errors="replace").strip().splitlines(), err.read()
+    code, output, errors = capped_run(cmd, b"", timeout, stage, memory, env)
     try:
-        return json.loads(lines[-1])
+        return json.loads(output.decode(errors="replace").strip().splitlines()[-1])
     except (ValueError, IndexError, RecursionError):
-        err = errors.decode(errors="replace").strip().splitlines()
-        raise StageError(stage, f"exit code {done.returncode}: {err[-1][:300] if err else 'no output'}") from None
+        err = errors.strip().splitlines()
+        raise StageError(stage, f"exit code {code}: {err[-1][:300] if err else 'no output'}") from None
 
 
 def parse(spec: str) -> str:
