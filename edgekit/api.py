@@ -16,8 +16,9 @@ from typing import Any, Union
 
 import numpy as np
 
-from .config import (DEFAULT_TARGETS, BenchSpec, DeviceSpec, DistillSettings, InputSpec, PruneSpec, QuantSettings,
-                     Recipe, ShareSpec, apply_quant_overrides, build, load_target, load_targets, nearest)
+from .config import (DEFAULT_MAX_DATA_BYTES, DEFAULT_TARGETS, BenchSpec, DeviceSpec, DistillSettings, InputSpec,
+                     PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides, build, coerce, load_target,
+                     load_targets, nearest)
 from .errors import InputError, UsageError
 from .outdir import whole_file
 from .reports import CheckReport, ExportReport
@@ -115,13 +116,14 @@ def check(path: str | Path, *, emulate: str | None = None, device: str | DeviceS
 @_leaves_no_trace
 def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: str | Path | None = None,
           weights: str | None = None, data: Feeds | None = None, trust_checkpoint: bool = False,
-          target: str = DEFAULT_TARGETS[0], force: bool = False, **settings):
+          target: str = DEFAULT_TARGETS[0], force: bool = False, max_data_bytes: int = DEFAULT_MAX_DATA_BYTES,
+          **settings):
     """Remove channels (structured) or weights (unstructured) from a torch model; the same run as
     `edgekit prune`. `settings`: PruneSpec fields (`method`, `importance`, `ignore`, `round_to`: a multiple, or
     "auto" to time 8/16/32 with `target`'s int8 settings on this host); `data`: labelled batches for
-    `importance="taylor"`. With `out`, the pruned weights are saved there as a state
-    dict that `export(..., weights=out)` reloads (checked by rebuilding from a source string); a file already
-    there is replaced only with `force`. Returns (the pruned nn.Module, PruneResult)."""
+    `importance="taylor"`, at most `max_data_bytes` of it. With `out`, the pruned weights are saved there as a
+    state dict that `export(..., weights=out)` reloads (checked by rebuilding from a source string); a file
+    already there is replaced only with `force`. Returns (the pruned nn.Module, PruneResult)."""
     from . import compress
     from .load import load_model
 
@@ -132,9 +134,10 @@ def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: s
     compress.check_out(out, force)
     specs = _specs(inputs)
     module = load_model(model, _path(weights), trust_checkpoint).module
-    batches = compress.load_batches(data, specs, 32) if data is not None else None
+    batches = (compress.load_batches(data, specs, 32, {"model": module}, _cap(max_data_bytes, "edgekit.prune()"))
+               if data is not None else None)
     result = compress.run_prune(module, specs, spec, batches, load_target(_path(target)))
-    _save_changed(model, module, out, {"edgekit_prune": result.as_dict()}, specs)
+    _save_changed(model, module, out, {"edgekit_prune": result.as_dict()}, specs, "pruned")
     return module, result
 
 
@@ -142,12 +145,12 @@ def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: s
 def distill(teacher: Any, student: Any, *, data: Feeds, out: str | Path | None = None,
             inputs: Iterable[str | InputSpec] = (), teacher_weights: str | None = None,
             student_weights: str | None = None, trust_checkpoint: bool = False, progress: bool = False,
-            force: bool = False, **settings):
+            force: bool = False, max_data_bytes: int = DEFAULT_MAX_DATA_BYTES, **settings):
     """Train `student` to match `teacher` (soft targets, labels when given, optional feature pairs); the same
     run as `edgekit distill`. `data`: MODULE:FN yielding (inputs, labels) batches, or labelled samples in
-    any calibration format (then `inputs` is needed). `settings`: DistillSettings fields. With `out`, the
-    best student is saved there as it improves (a file already there is replaced only with `force`).
-    Returns (the best student, DistillResult)."""
+    any calibration format (then `inputs` is needed), at most `max_data_bytes` of it. `settings`:
+    DistillSettings fields. With `out`, the best student is saved there as it improves (a file already there is
+    replaced only with `force`). Returns (the best student, DistillResult)."""
     import torch
 
     from . import compress
@@ -160,7 +163,8 @@ def distill(teacher: Any, student: Any, *, data: Feeds, out: str | Path | None =
         torch.manual_seed(config.seed)  # a student built without weights gets a reproducible init
         t = load_model(teacher, teacher_weights, trust_checkpoint).module
         s = load_model(student, student_weights, trust_checkpoint).module
-        batches = compress.load_batches(data, _specs(inputs), config.batch_size)
+        batches = compress.load_batches(data, _specs(inputs), config.batch_size, {"teacher": t, "student": s},
+                                        _cap(max_data_bytes, "edgekit.distill()"))
         result = compress.run_distill(t, s, batches, config, out, progress)
     return s, result
 
@@ -169,12 +173,12 @@ def distill(teacher: Any, student: Any, *, data: Feeds, out: str | Path | None =
 def share(model: Any, *, inputs: Iterable[str | InputSpec], clusters: int = ShareSpec.clusters,
           data: Feeds | None = None, out: str | Path | None = None, weights: str | None = None,
           trust_checkpoint: bool = False, ignore: Iterable[str] = (), progress: bool = False, force: bool = False,
-          **settings):
+          max_data_bytes: int = DEFAULT_MAX_DATA_BYTES, **settings):
     """Share weights: at most `clusters` values per conv/linear layer (k-means), then, with `data`, fine-tuned by
-    distillation from the unshared model with the clusters tied; the same run as `edgekit share`. `settings`:
-    DistillSettings fields for the fine-tuning (`epochs`, `lr`, ...). With `out`, saved there as `edgekit prune`
-    saves (a state dict `export(..., weights=out)` reloads; a file already there is replaced only with `force`).
-    Returns (the shared nn.Module, ShareResult)."""
+    distillation from the unshared model with the clusters tied (at most `max_data_bytes` of it); the same run as
+    `edgekit share`. `settings`: DistillSettings fields for the fine-tuning (`epochs`, `lr`, ...). With `out`,
+    saved there as `edgekit prune` saves (a state dict `export(..., weights=out)` reloads; a file already there is
+    replaced only with `force`). Returns (the shared nn.Module, ShareResult)."""
     import copy
 
     import torch
@@ -192,11 +196,12 @@ def share(model: Any, *, inputs: Iterable[str | InputSpec], clusters: int = Shar
     tied = sharing.cluster(module, spec.clusters, spec.ignore)
     if data is not None:
         with torch.random.fork_rng():
-            batches = compress.load_batches(data, specs, config.batch_size)
+            batches = compress.load_batches(data, specs, config.batch_size, {"model": module},
+                                            _cap(max_data_bytes, "edgekit.share()"))
             compress.run_distill(teacher, module, batches, config, None, progress, tied)
     module.eval()
     result = sharing.result(module, spec.clusters, tied)
-    _save_changed(model, module, out, {"edgekit_share": result.as_dict()}, specs)
+    _save_changed(model, module, out, {"edgekit_share": result.as_dict()}, specs, "shared")
     return module, result
 
 
@@ -231,17 +236,23 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     return dest
 
 
-def _save_changed(model, module, out, record: dict, specs) -> None:
+def _save_changed(model, module, out, record: dict, specs, what: str) -> None:
     """A pruned or shared module saved to `out` (when given) as a state dict with its layer sizes; rebuilt from a
-    MODULE:FUNCTION source and compared, so a size the file cannot carry is found now, not at export."""
+    MODULE:FUNCTION source and compared before it becomes `out`, so a size the file cannot carry is found now, not
+    at export, and never left there."""
     from . import compress
 
     if out is None:
         return
     source = str(model) if isinstance(model, (str, Path)) else type(model).__qualname__
-    compress.save(module, Path(out), {**record, "edgekit_source": source})
-    if isinstance(model, (str, Path)) and is_function_spec(str(model)):
-        compress.verify_reload(str(model), Path(out), module, specs)
+    rebuilds = isinstance(model, (str, Path)) and is_function_spec(str(model))
+    check = (lambda partial: compress.verify_reload(str(model), partial, module, specs, what)) if rebuilds else None
+    compress.save(module, Path(out), {**record, "edgekit_source": source}, check)
+
+
+def _cap(max_data_bytes, where: str) -> int:
+    """The most bytes the training data may hold (the CLI passes None when --max-data-bytes is not given)."""
+    return DEFAULT_MAX_DATA_BYTES if max_data_bytes is None else coerce(max_data_bytes, int, "max_data_bytes", where)
 
 
 def _specs(inputs) -> tuple[InputSpec, ...]:

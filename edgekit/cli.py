@@ -1,6 +1,7 @@
 """Command line: each command parses, calls one library function, prints, and exits with its code."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -28,6 +29,15 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+_RESULT = "edgekit.result"  # where a command's result goes: stdout as it was when the command started
+
+
+def _emit(text: str) -> None:
+    """A command's result on stdout. With --json, what user code prints meanwhile (a model's or data function's
+    `print`) goes to stderr instead, so the JSON on stdout stays whole."""
+    click.echo(text, file=click.get_current_context().meta.get(_RESULT))
+
+
 def _handle_errors(fn):
     """Expected failures: one line on stderr and their exit code; bugs: exit 5 (traceback with --debug).
 
@@ -37,9 +47,12 @@ def _handle_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        debug = click.get_current_context().find_root().params.get("debug", False)
+        ctx = click.get_current_context()
+        debug = ctx.find_root().params.get("debug", False)
+        ctx.meta[_RESULT] = sys.stdout
         try:
-            code = fn(*args, **kwargs)
+            with contextlib.redirect_stdout(sys.stderr) if kwargs.get("as_json") else contextlib.nullcontext():
+                code = fn(*args, **kwargs)
         except SystemExit as e:
             _fail(f"edgekit: error: user code called sys.exit({e.code!r}) during the run", ExitCode.BAD_INPUT, debug)
         except EdgekitError as e:
@@ -166,6 +179,11 @@ def _pairs(flag: str, texts, example: str, parse=str) -> dict:
     return found
 
 
+_max_data_bytes = click.option(
+    "--max-data-bytes", type=click.IntRange(*RANGES["max_data_bytes"]),
+    help="Most bytes one data source may declare before it is loaded (default 4 GiB; files are hostile).")
+
+
 def _device_options(fn):
     """`--device` and how to reach it, for `check`, `export` and `search`."""
     for option in reversed([
@@ -279,8 +297,7 @@ def main(debug: bool, verbose: bool) -> None:
               help="Pin an input that is configuration (e.g. sr=16000): the deployed model no longer takes it.")
 @click.option("--calibration", help="Calibration data: .npz, folder of .npz/.npy, MODULE:FUNCTION, or `random`.")
 @click.option("--validation", help="Held-out validation data (default: the last 25% of the calibration set).")
-@click.option("--max-data-bytes", type=click.IntRange(*RANGES["max_data_bytes"]),
-              help="Most bytes one data source may declare before it is loaded (default 4 GiB; files are hostile).")
+@_max_data_bytes
 @click.option("-t", "--target", "targets", multiple=True,
               help=f"Target profile name or .toml path. Repeatable. Default: the recipe's [export] targets, else "
                    f"{', '.join(DEFAULT_TARGETS)}; `edgekit targets` lists the bundled ones.")
@@ -322,7 +339,7 @@ def export(source, as_json, from_trial, storage, study, **flags):
                                             from_trial)
     with search.worker_threads(threads):
         report = run(recipe, load_targets(recipe.targets), progress=not as_json)
-    click.echo(json.dumps(report.to_json(), indent=2) if as_json else table(list(report.targets.values())))
+    _emit(json.dumps(report.to_json(), indent=2) if as_json else table(list(report.targets.values())))
     return report.exit_code
 
 
@@ -357,7 +374,7 @@ def search_command(recipe, budgets, trials, sampler, storage, study, time_budget
     report = search.run(r, load_targets(r.targets)[0], search.parse_budgets(budgets), trials, sampler, storage,
                         study, time_budget, workers, Path(r.out))
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
+        _emit(json.dumps(report.to_json(), indent=2))
     elif not report.points:
         click.echo(f"no trial completed; {len(report.failed)} failed"
                    + (f", e.g. trial {report.failed[0]['trial']}: {first_line(Exception(report.failed[0]['error']))}"
@@ -395,6 +412,7 @@ _ROUND_TO = click.IntRange(*RANGES["round_to"])
 @click.option("-t", "--target", default=DEFAULT_TARGETS[0], show_default=True,
               help="Profile whose int8 settings --round-to auto measures.")
 @click.option("--data", help="Labelled data for --importance taylor (MODULE:FN yielding (inputs, labels), or .npz).")
+@_max_data_bytes
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pruned model file (.pt).")
 @click.option("--force", is_flag=True, help="Replace the --out file if there is one.")
 @click.option("--json", "as_json", is_flag=True)
@@ -406,12 +424,12 @@ def prune(source, ratio, out, as_json, stages, **settings):
     stage_ratios = _pairs("--stage", stages, "MODULE=RATIO, e.g. features=0.3", float)
     _, result = prune(source, ratio=ratio, out=out, stage_ratios=stage_ratios, **settings)
     r = result.as_dict()
-    click.echo(json.dumps(r, indent=2) if as_json else
-               f"{settings['method']} pruning at {ratio}: params {r['params_before']:,} → {r['params_after']:,}, "
-               f"MACs {r['macs_before']:,} → {r['macs_after']:,}"
-               + (f", sparsity {r['sparsity']:.1%}" if r["sparsity"] is not None else "")
-               + (f", {result.rounding.describe()}" if result.rounding else "") + f"; wrote {out}\n"
-               f"reload with: edgekit export {source} --weights {out} ...")
+    _emit(json.dumps(r, indent=2) if as_json else
+         f"{settings['method']} pruning at {ratio}: params {r['params_before']:,} → {r['params_after']:,}, "
+         f"MACs {r['macs_before']:,} → {r['macs_after']:,}"
+         + (f", sparsity {r['sparsity']:.1%}" if r["sparsity"] is not None else "")
+         + (f", {result.rounding.describe()}" if result.rounding else "") + f"; wrote {out}\n"
+         f"reload with: edgekit export {source} --weights {out} ...")
 
 
 @main.command()
@@ -420,6 +438,7 @@ def prune(source, ratio, out, as_json, stages, **settings):
               help="Distinct weight values per conv/linear layer (k-means).")
 @click.option("--ignore", multiple=True, help="Layer name to leave unshared. Repeatable.")
 @click.option("--data", help="Training data to fine-tune on by distillation from the unshared model (as distill's).")
+@_max_data_bytes
 @click.option("--epochs", default=DistillSettings.epochs, show_default=True)
 @click.option("--lr", default=DistillSettings.lr, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Shared model file (.pt).")
@@ -432,9 +451,9 @@ def share(source, out, as_json, **settings):
 
     _, result = share(source, out=out, progress=not as_json, **settings)
     r = result.as_dict()
-    click.echo(json.dumps(r, indent=2) if as_json else
-               f"{len(r['layers'])} layers shared, at most {r['distinct_max']} values each; wrote {out}\n"
-               f"reload with: edgekit export {source} --weights {out} ...")
+    _emit(json.dumps(r, indent=2) if as_json else
+         f"{len(r['layers'])} layers shared, at most {r['distinct_max']} values each; wrote {out}\n"
+         f"reload with: edgekit export {source} --weights {out} ...")
 
 
 @main.command()
@@ -445,6 +464,7 @@ def share(source, out, as_json, **settings):
 @click.option("--trust-checkpoint", is_flag=True,
               help="Load files that can run code (full pickles, TorchScript, .pt2): trusted files only.")
 @click.option("--data", required=True, help="MODULE:FN yielding (inputs, labels) batches, or labelled .npz data.")
+@_max_data_bytes
 @click.option("--input", "inputs", multiple=True, metavar="NAME:SHAPE[:DTYPE]", help="Needed for .npz data.")
 @click.option("--epochs", default=DistillSettings.epochs, show_default=True)
 @click.option("--temperature", default=DistillSettings.temperature, show_default=True)
@@ -467,10 +487,10 @@ def distill(teacher, student, out, as_json, **settings):
 
     _, result = distill(teacher, student, out=out, progress=not as_json, **settings)
     r = result.as_dict()
-    click.echo(json.dumps(r, indent=2) if as_json else
-               "\n".join(f"epoch {h['epoch']:3}  train loss {h['train_loss']:.4f}  {result.metric} "
-                         f"{h[result.metric]:.4f}" for h in r["history"])
-               + f"\nbest epoch {r['best_epoch']} ({result.metric} {r['best']:.4f}); wrote {out}")
+    _emit(json.dumps(r, indent=2) if as_json else
+         "\n".join(f"epoch {h['epoch']:3}  train loss {h['train_loss']:.4f}  {result.metric} "
+                   f"{h[result.metric]:.4f}" for h in r["history"])
+         + f"\nbest epoch {r['best_epoch']} ({result.metric} {r['best']:.4f}); wrote {out}")
 
 
 @main.command("check")
@@ -497,7 +517,7 @@ def check_cmd(path, junit_path, as_json, emulate, device, device_identity, devic
         except OSError as e:
             raise UsageError(f"--junit {junit_path}: cannot be written ({e.strerror})") from None
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
+        _emit(json.dumps(report.to_json(), indent=2))
     else:
         for c in report.cases:
             where = f" [{c.where}]" if c.where else ""
@@ -548,12 +568,12 @@ def inspect_cmd(model, compare, data, as_json):
         if not data:
             raise UsageError("--compare needs --data (validation inputs)")
         rows = layer_errors(Path(compare[0]), Path(compare[1]), data)
-        click.echo(json.dumps(rows, indent=2) if as_json else compare_text(rows))
+        _emit(json.dumps(rows, indent=2) if as_json else compare_text(rows))
         return
     if not model:
         raise UsageError("give a MODEL.onnx (or --compare FP32 INT8 --data D)")
     info = inspect(Path(model))
-    click.echo(json.dumps(info, indent=2) if as_json else text(info))
+    _emit(json.dumps(info, indent=2) if as_json else text(info))
 
 
 @main.group(invoke_without_command=True)

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from . import calib, distillation, pruning, sharing, structure
-from .config import DEFAULT_TARGETS, DistillSettings, InputSpec, PruneSpec, Target, load_target
+from .config import DEFAULT_MAX_DATA_BYTES, DEFAULT_TARGETS, DistillSettings, InputSpec, PruneSpec, Target, load_target
 from .errors import InputError, UsageError
 from .outdir import whole_file
 from .progress import bar
@@ -26,21 +26,26 @@ def example_inputs(specs: tuple[InputSpec, ...]):
     return make(one, torch)
 
 
-def load_batches(data, specs: tuple[InputSpec, ...], batch_size: int):
+def load_batches(data, specs: tuple[InputSpec, ...], batch_size: int, models: dict,
+                 max_bytes: int = DEFAULT_MAX_DATA_BYTES):
     """Training batches from a `module:function` yielding (inputs, labels) batches, or labelled samples
-    in any calibration format (.npz, folder, `module:function` or an iterable yielding dicts with a label)."""
+    in any calibration format (.npz, folder, `module:function` or an iterable yielding dicts with a label),
+    checked to fit `models` ({"teacher": module, ...}) before any training starts."""
+    batches = None
     if isinstance(data, str) and is_function_spec(data):
-        batches = distillation.batches_from_function(data)
-        if batches is not None:
-            return batches
-    if not specs:
-        raise UsageError("the model's inputs (--input, or inputs= in Python) are needed to read sample-wise training "
-                         "data")
-    ds = calib.load(data, specs)  # without labels, distillation uses the soft targets alone
-    if ds.joined:
-        raise InputError(f"{ds.origin}: training items differ in length (batches with a short last one?): give "
-                         "one sample per item, or batches of one size")
-    return distillation.batches_from_samples(ds.feeds, ds.labels, [s.name for s in specs], batch_size)
+        batches, origin = distillation.batches_from_function(data, specs, max_bytes), f"data {data!r}"
+    if batches is None:
+        if not specs:
+            raise UsageError("the model's inputs (--input, or inputs= in Python) are needed to read sample-wise "
+                             "training data")
+        ds = calib.load(data, specs, max_bytes=max_bytes)  # without labels, distillation uses the soft targets alone
+        if ds.joined:
+            raise InputError(f"{ds.origin}: training items differ in length (batches with a short last one?): give "
+                             "one sample per item, or batches of one size")
+        batches, origin = distillation.batches_from_samples(ds.feeds, ds.labels, [s.name for s in specs],
+                                                            batch_size), ds.origin
+    distillation.check_fits(origin, models, batches)
+    return batches
 
 
 def split(batches):
@@ -101,14 +106,17 @@ def check_out(out: str | Path | None, force: bool) -> Path | None:
     return path
 
 
-def save(module, out: Path, extra: dict | None = None) -> None:
+def save(module, out: Path, extra: dict | None = None, check=None) -> None:
+    """Written whole or not at all; `check(path)` (when given) judges the written file before it becomes `out`."""
     with whole_file(out) as partial:
         structure.save(module, partial, extra)
+        if check:
+            check(partial)
 
 
-def verify_reload(source: str, path: Path, pruned, specs) -> None:
+def verify_reload(source: str, path: Path, changed, specs, what: str) -> None:
     """Reload the saved file into a freshly built model and compare outputs: a layer whose sizes the
-    file cannot carry is found now, not at export time."""
+    file cannot carry is found now, not at export time. `what`: how the model was changed (pruned, shared)."""
     import torch
 
     from .errors import StageError
@@ -120,8 +128,10 @@ def verify_reload(source: str, path: Path, pruned, specs) -> None:
         fresh = load_model(source, str(path)).module
         with torch.no_grad():
             same = all(torch.allclose(a, b, atol=1e-5) for a, b in
-                       zip(flatten_outputs(fresh(*example)), flatten_outputs(pruned(*example))))
+                       zip(flatten_outputs(fresh(*example)), flatten_outputs(changed(*example))))
     except InputError as e:
-        raise StageError("pruned model reload", str(e)) from e
+        raise StageError(f"{what} model reload", str(e)) from e
     if not same:
-        raise StageError("pruned model reload", f"{path} reloads with different outputs")
+        raise StageError(f"{what} model reload", f"{source} rebuilt with the saved file gives different outputs (does "
+                                                 "it build values the state dict does not hold, e.g. an unseeded "
+                                                 "non-persistent buffer?)")

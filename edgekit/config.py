@@ -326,7 +326,7 @@ def nearest(key: str, valid) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _coerce(value, hint, key: str, where: str):
+def coerce(value, hint, key: str, where: str):
     """Check one TOML value against a dataclass field type; say which key is wrong."""
     origin = typing.get_origin(hint)
     if hint is bool or hint in (str, str | None):
@@ -401,7 +401,7 @@ def build(cls, table: dict, where: str, required: tuple[str, ...] = ()):
                 raise UsageError(f"{where}: [{key}] must be a table")
             kwargs[key] = build(hints[key], value, f"{where} [{key}]")
         else:
-            kwargs[key] = _coerce(value, hints[key], key, where)
+            kwargs[key] = coerce(value, hints[key], key, where)
     for key in required:
         if kwargs.get(key) in (None, ""):
             raise UsageError(f"{where}: missing required key {key!r}")

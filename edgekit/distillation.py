@@ -6,12 +6,15 @@ import copy
 import math
 from dataclasses import asdict, dataclass, field
 
+import logging
+
 import numpy as np
 
-from .config import DistillSettings
-from .errors import InputError, UsageError
+from .config import DEFAULT_MAX_DATA_BYTES, DistillSettings, InputSpec
+from .errors import InputError, StageError, UsageError, first_line
 
 MAX_BATCHES = 100_000
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,8 +43,10 @@ def batches_from_samples(feeds: list[dict], labels, names: list[str], batch_size
     return out
 
 
-def batches_from_function(fn_spec: str):
-    """A user function returning an iterable of (inputs, labels); inputs a tensor/array or a tuple of them.
+def batches_from_function(fn_spec: str, specs: tuple[InputSpec, ...] = (), max_bytes: int = DEFAULT_MAX_DATA_BYTES):
+    """A user function returning an iterable of (inputs, labels); inputs a tensor/array or a tuple of them, labels
+    None or one class id per sample. Each batch is checked as calibration samples are (inputs against `specs` when
+    given, finite, one size), since NaN inputs or labels out of range train a broken model without a word.
 
     None when it yields dicts instead: those are samples in the calibration format, read by `calib`.
     """
@@ -50,26 +55,93 @@ def batches_from_function(fn_spec: str):
     from .userfn import resolve_callable
 
     fn = resolve_callable(fn_spec, "data")
-    batches = []
+    origin = f"data {fn_spec!r}"
+    batches, held = [], 0
     try:
         for i, item in enumerate(fn()):
             if i == 0 and isinstance(item, dict):
                 return None
             if i == MAX_BATCHES:  # a generator may never end
+                log.info("%s: read the first %d batches", origin, MAX_BATCHES)
                 break
             if not (isinstance(item, (tuple, list)) and len(item) == 2):
-                raise InputError(f"data {fn_spec!r}: item {i} must be (inputs, labels)")
-            inputs, labels = item
-            inputs = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
-            batches.append((tuple(torch.as_tensor(np.asarray(x)) for x in inputs),
-                            None if labels is None else torch.as_tensor(np.asarray(labels)).long().reshape(-1)))
+                raise InputError(f"{origin}: item {i} must be (inputs, labels)")
+            inputs, labels = _checked_batch(f"{origin} batch {i}", *item, specs, batches[0] if batches else None)
+            held += sum(x.nbytes for x in inputs)
+            if held > max_bytes:
+                raise InputError(f"{origin}: its first {i + 1} batches hold more than {max_bytes} bytes "
+                                 "(--max-data-bytes)")
+            batches.append((tuple(torch.from_numpy(x) for x in inputs),
+                            None if labels is None else torch.from_numpy(labels)))
     except InputError:
         raise
     except Exception as e:
-        raise InputError(f"data {fn_spec!r} failed: {type(e).__name__}: {e}") from e
+        raise InputError(f"{origin} failed: {type(e).__name__}: {e}") from e
     if not batches:
-        raise InputError(f"data {fn_spec!r}: yielded no batches")
+        raise InputError(f"{origin}: yielded no batches")
     return batches
+
+
+def _checked_batch(origin: str, inputs, labels, specs: tuple[InputSpec, ...], first):
+    """One batch's arrays: numeric, non-empty, one sample count, as `specs` say (or as the first batch when the
+    inputs were not given); labels one class id per sample."""
+    from .calib import class_ids, validate
+
+    inputs = tuple(np.array(x) for x in (inputs if isinstance(inputs, (tuple, list)) else (inputs,)))
+    if specs and len(inputs) != len(specs):
+        raise InputError(f"{origin}: {len(inputs)} inputs, the model takes {len(specs)} ({[s.name for s in specs]})")
+    for k, x in enumerate(inputs):
+        if x.dtype.kind not in "biuf" or x.ndim == 0 or not len(x):
+            what = "empty" if x.ndim and not len(x) else f"a {x.dtype} array of shape {list(x.shape)}"
+            raise InputError(f"{origin}: input {k} is {what}; give numeric arrays, samples along the first axis")
+        if specs:
+            validate(origin, specs[k], x)
+        elif x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise InputError(f"{origin}: input {k} has NaN or Inf values")
+        if first is not None and (x.dtype, x.shape[1:]) != (first[0][k].numpy().dtype, tuple(first[0][k].shape[1:])):
+            raise InputError(f"{origin}: input {k} is {x.dtype} {list(x.shape)}, the first batch's was "
+                             f"{first[0][k].numpy().dtype} {list(first[0][k].shape)}")
+    if len({len(x) for x in inputs}) != 1:
+        raise InputError(f"{origin}: inputs have different sample counts {[len(x) for x in inputs]}")
+    if first is not None and (labels is None) != (first[1] is None):
+        raise InputError(f"{origin}: some batches have labels and some do not")
+    if labels is None:
+        return inputs, None
+    labels = np.asarray(labels)
+    if labels.shape != (len(inputs[0]),):
+        raise InputError(f"{origin}: labels of shape {list(labels.shape)} for {len(inputs[0])} samples: give one "
+                         "class id per sample" + (" (not one-hot rows)" if labels.ndim == 2 else ""))
+    return inputs, class_ids(origin, labels)
+
+
+def check_fits(origin: str, models: dict, batches) -> None:
+    """Each model runs on the first batch, they agree in output shape, and every label names one of their classes:
+    told as bad data now, not as a crash (or a silently skewed loss) mid-training."""
+    import torch
+
+    inputs, _ = batches[0]
+    shapes = {}
+    for name, module in models.items():
+        module.eval()
+        try:
+            with torch.no_grad():
+                out = module(*inputs)
+        except Exception as e:
+            raise InputError(f"{origin}: the {name} fails on the first batch: {type(e).__name__}: "
+                             f"{first_line(e)}") from e
+        shapes[name] = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if len({str(v) for v in shapes.values()}) > 1:
+        raise InputError(f"{origin}: the models' outputs differ on the first batch: "
+                         + ", ".join(f"{name} {shape}" for name, shape in shapes.items()))
+    top = max((int(y.max()) for _, y in batches if y is not None), default=None)
+    if top is None or not shapes:
+        return
+    shape = next(iter(shapes.values()))
+    if not (isinstance(shape, list) and len(shape) == 2 and shape[0] == len(inputs[0])):
+        raise InputError(f"{origin}: labelled data needs a model that returns one row of class scores per sample "
+                         f"(this one returns {shape})")
+    if top >= shape[1]:
+        raise InputError(f"{origin}: labels go up to {top} but the model has {shape[1]} classes (0 to {shape[1] - 1})")
 
 
 def evaluate(module, batches) -> dict:
@@ -113,48 +185,61 @@ def distill(teacher, student, train, val, settings: DistillSettings, progress=No
     result = DistillResult(0, 0, metric, -math.inf)
     best_state, stale = None, 0
     gen = torch.Generator().manual_seed(settings.seed)
-    for epoch in range(1, settings.epochs + 1):
-        student.train()
-        total = 0.0
-        for b in torch.randperm(len(train), generator=gen).tolist():
-            inputs, labels = train[b]
-            with torch.no_grad():
-                t_out = teacher(*inputs)
-            s_out = student(*inputs)
-            loss = settings.alpha * t * t * _kd_loss(s_out, t_out, t)
-            if labelled:
-                loss = loss + (1 - settings.alpha) * F.cross_entropy(s_out, labels)
-            loss = loss + settings.feature_weight * feats.loss()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            if after_step:
-                after_step()
-            total += float(loss.detach())
-        score = _score(teacher, student, val or train, metric, t)
-        shown = score if metric == "accuracy" else -score  # the KD loss is scored negated: higher is better
-        row = {"epoch": epoch, "train_loss": round(total / len(train), 5), metric: round(shown, 5)}
-        result.history.append(row)
-        result.epochs_run = epoch
-        if progress:
-            progress(row)
-        if score > result.best:
-            result.best, result.best_epoch, stale = score, epoch, 0
-            best_state = copy.deepcopy(student.state_dict())
-            if on_best:
-                on_best(student, row)
-        else:
-            stale += 1
-            if settings.patience and stale >= settings.patience:
-                break
-    feats.close()
-    if best_state is not None:
-        student.load_state_dict(best_state)
+    try:  # the hooks come off the caller's models however training ends
+        for epoch in range(1, settings.epochs + 1):
+            student.train()
+            total = 0.0
+            for b in torch.randperm(len(train), generator=gen).tolist():
+                inputs, labels = train[b]
+                with torch.no_grad():
+                    t_out = teacher(*inputs)
+                s_out = student(*inputs)
+                loss = settings.alpha * t * t * _kd_loss(s_out, t_out, t)
+                if labelled:
+                    loss = loss + (1 - settings.alpha) * F.cross_entropy(s_out, labels)
+                loss = loss + settings.feature_weight * feats.loss()
+                if not torch.isfinite(loss):  # the inputs were checked finite: the training diverged
+                    raise _diverged(f"the loss became {float(loss)}", epoch, settings.lr)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                if after_step:
+                    after_step()
+                total += float(loss.detach())
+            if broken := next((n for n, v in student.state_dict().items() if v.is_floating_point()
+                               and not bool(torch.isfinite(v).all())), None):  # e.g. BatchNorm's running_var
+                raise _diverged(f"the student's {broken} holds NaN or Inf values", epoch, settings.lr)
+            score = _score(teacher, student, val or train, metric, t)
+            shown = score if metric == "accuracy" else -score  # the KD loss is scored negated: higher is better
+            row = {"epoch": epoch, "train_loss": round(total / len(train), 5), metric: round(shown, 5)}
+            result.history.append(row)
+            result.epochs_run = epoch
+            if progress:
+                progress(row)
+            if score > result.best:
+                result.best, result.best_epoch, stale = score, epoch, 0
+                best_state = copy.deepcopy(student.state_dict())
+                if on_best:
+                    on_best(student, row)
+            else:
+                stale += 1
+                if settings.patience and stale >= settings.patience:
+                    break
+    finally:
+        feats.close()
+    if best_state is None:
+        raise StageError("distillation", f"no epoch scored a finite {metric} on the held-out batches")
+    student.load_state_dict(best_state)
     if metric == "kd_loss":
         result.best = -result.best
     student.eval()
     return result
+
+
+def _diverged(what: str, epoch: int, lr: float) -> StageError:
+    return StageError("distillation", f"{what} in epoch {epoch}: inputs far out of scale, or too high a learning "
+                                      f"rate (lr {lr})")
 
 
 def _kd_loss(s_out, t_out, t: float):

@@ -16,8 +16,10 @@ def _existing_model(path: Path):
 
     if path.is_dir():
         raise InputError(f"{path}: is a folder; inspect takes a model file (.onnx), e.g. {path}/model.int8.onnx")
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file (a pipe or device cannot be inspected)")
     return export.load_onnx_input(path)
 
 

@@ -228,7 +228,8 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
     record = {}
     if prune:
         data = prune.taylor_data(recipe.distill)
-        batches = compress.load_batches(data, inputs, 32) if prune.importance == "taylor" and data else None
+        batches = (compress.load_batches(data, inputs, 32, {"model": loaded.module}, recipe.max_data_bytes)
+                   if prune.importance == "taylor" and data else None)
         result = compress.run_prune(loaded.module, inputs, prune, batches, target)
         record["prune"] = dataclasses.replace(result, ignored=tuple(n.removeprefix(prefix) for n in result.ignored),
                                               stage_ratios=recipe.prune.stage_ratios or None).as_dict()
@@ -238,7 +239,8 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
         tied = sharing.cluster(loaded.module, recipe.share.clusters, tuple(prefix + n for n in recipe.share.ignore))
         steps.append(step("shared", loaded.module))
     if recipe.distill:
-        batches = compress.load_batches(recipe.distill.data, inputs, recipe.distill.batch_size)
+        batches = compress.load_batches(recipe.distill.data, inputs, recipe.distill.batch_size,
+                                        {"teacher": teacher, "student": loaded.module}, recipe.max_data_bytes)
         record["distill"] = compress.run_distill(teacher, loaded.module, batches, recipe.distill, None, progress,
                                                  tied).as_dict()
         steps.append(step("distilled", loaded.module))

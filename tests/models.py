@@ -478,3 +478,36 @@ def tied_residual_images(n: int, seed: int, bright: bool) -> np.ndarray:
     if bright:
         images[0] = 4.0
     return images
+
+
+class UnsavedShift(nn.Module):
+    """Adds a random buffer that its state dict does not hold: rebuilt from the function, it gives other outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = _pooled_conv(5)
+        self.register_buffer("shift", torch.randn(5), persistent=False)
+
+    def forward(self, image):
+        return self.body(image) + self.shift
+
+
+def unsaved_shift():
+    return UnsavedShift()  # unseeded on purpose
+
+
+class Chatty(nn.Module):
+    """Prints on every call, as a model being debugged does."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = _pooled_conv(5)
+
+    def forward(self, image):
+        print("Chatty.forward called")
+        return self.body(image)
+
+
+def chatty():
+    torch.manual_seed(0)
+    return Chatty()

@@ -212,7 +212,7 @@ def test_items_of_different_lengths_keep_one_label_per_row(tmp_path):
     from edgekit import compress
 
     with pytest.raises(InputError, match="training items differ in length"):  # labels one per row: not per item
-        compress.load_batches(items, spec, 4)
+        compress.load_batches(items, spec, 4, {})
     even = calib.load(items[:2], spec)
     assert even.labels.shape == (2, 4) and even.split(0.5)[1].labels.shape == (1, 4)  # as before
 

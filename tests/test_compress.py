@@ -105,7 +105,7 @@ def test_core_imports_and_structured_pruning_errors_cleanly_without_torch_prunin
 
 
 def _digits_batches():
-    train, val = split(load_batches(TRAIN, SPEC, 64))
+    train, val = split(load_batches(TRAIN, SPEC, 64, {}))
     return train, val
 
 
@@ -253,7 +253,7 @@ def test_distillation_without_labels_uses_soft_targets(tmp_path):
     teacher = load_model(DIGITS_MODEL, DIGITS_WEIGHTS).module
     student = load_model(DIGITS_MODEL, DIGITS_WEIGHTS).module
     prune.prune(student, (torch.zeros(1, 1, 8, 8),), ratio=0.5)
-    train, val = split(load_batches(str(tmp_path / "unlabelled.npz"), SPEC, 32))
+    train, val = split(load_batches(str(tmp_path / "unlabelled.npz"), SPEC, 32, {"teacher": teacher}))
     result = distill.distill(teacher, student, train, val, DistillSettings(data="x", epochs=2))
     assert result.metric == "kd_loss" and result.best_epoch >= 1
 
@@ -274,3 +274,95 @@ def test_prune_refuses_sources_it_cannot_rebuild_before_loading_them(tmp_path, s
     [line] = result.stderr.strip().splitlines()
     assert "prune takes a MODULE:FUNCTION or FILE.py:FUNCTION model" in line
     assert not marker.exists() and not (tmp_path / "p.pt").exists()
+
+
+def _batches_file(tmp_path, inputs: str, labels: str) -> str:
+    """MODULE:FN yielding 8 (inputs, labels) batches of 16 digits-shaped samples, `inputs`/`labels` as written."""
+    (tmp_path / "batches.py").write_text(
+        "import numpy as np\n\n\ndef batches():\n    rng = np.random.default_rng(0)\n    for i in range(8):\n"
+        "        x = rng.random((16, 1, 8, 8), dtype=np.float32)\n"
+        f"        yield {inputs}, {labels}\n")
+    return f"{tmp_path / 'batches.py'}:batches"
+
+
+@pytest.mark.parametrize("inputs, labels, flags, said", [
+    ("np.where(i == 3, np.nan, x).astype(np.float32)", "rng.integers(0, 10, 16)", ["--input", "image:Nx1x8x8"],
+     "batch 3: input 'image' has NaN or Inf values"),
+    ("np.where(i == 3, np.inf, x).astype(np.float32)", "rng.integers(0, 10, 16)", [], "batch 3: input 0 has NaN or Inf"),
+    ("x", "np.full(16, 99)", [], "labels go up to 99 but the model has 10 classes"),
+    ("x", "np.full(16, -1)", [], "batch 0: labels must be class ids >= 0"),
+    ("x", "np.zeros(5, int)", [], "labels of shape [5] for 16 samples"),
+    ("x", "np.eye(10)[rng.integers(0, 10, 16)]", [], "labels of shape [16, 10] for 16 samples: give one class id per "
+                                                     "sample (not one-hot rows)"),
+    ("x", "rng.random(16) * 9", [], "labels must be whole class ids"),
+    ("x", "3", [], "labels of shape [] for 16 samples"),
+    ("x", "None if i else rng.integers(0, 10, 16)", [], "batch 1: some batches have labels and some do not"),
+    ("x[:0]", "np.zeros(0, int)", [], "batch 0: input 0 is empty"),
+    ("x.astype(np.float64)", "rng.integers(0, 10, 16)", ["--input", "image:Nx1x8x8"],
+     "input 'image' has dtype float64, the model takes float32"),
+    ("x.astype(np.uint8)", "rng.integers(0, 10, 16)", [], "the teacher fails on the first batch: RuntimeError"),
+    ("x if i < 2 else x[..., :4]", "rng.integers(0, 10, 16)", [], "batch 2: input 0 is float32 [16, 1, 8, 4], the "
+                                                                  "first batch's was float32 [16, 1, 8, 8]"),
+])
+def test_training_batches_are_checked_before_training(tmp_path, inputs, labels, flags, said):
+    """A data function's (inputs, labels) batches are judged as calibration data is: NaN inputs used to train (and
+    save) an all-NaN student with exit 0, bad labels and dtypes crashed mid-training as exit 5."""
+    out = tmp_path / "s.pt"
+    result = cli(["distill", "--teacher", DIGITS_MODEL, "--teacher-weights", DIGITS_WEIGHTS, "--student",
+                  DIGITS_MODEL, "--data", _batches_file(tmp_path, inputs, labels), "--epochs", "1", "--out", out,
+                  *flags])
+    assert result.exit_code == 3, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert "batches.py:batches'" in line and said in line, line
+    assert not out.exists()
+
+
+def test_taylor_pruning_and_the_data_bound_check_training_data_too(tmp_path):
+    nan = _batches_file(tmp_path, "np.where(i == 5, np.nan, x).astype(np.float32)", "rng.integers(0, 10, 16)")
+    args = ["prune", DIGITS_MODEL, "--weights", DIGITS_WEIGHTS, "--input", "image:Nx1x8x8", "--ratio", "0.3",
+            "--importance", "taylor", "--out", tmp_path / "t.pt"]
+    taylor = cli(args + ["--data", nan])
+    assert taylor.exit_code == 3 and "batch 5: input 'image' has NaN or Inf values" in taylor.stderr, taylor.output
+    over = cli(args + ["--data", TRAIN, "--max-data-bytes", "10000"])  # samples as dicts
+    assert over.exit_code == 3 and "(--max-data-bytes)" in over.stderr, over.output
+    over = cli(["distill", "--teacher", DIGITS_MODEL, "--student", DIGITS_MODEL, "--out", tmp_path / "s.pt",
+                "--data", _batches_file(tmp_path, "x", "rng.integers(0, 10, 16)"), "--max-data-bytes", "10000"])
+    assert over.exit_code == 3 and "its first 3 batches hold more than 10000 bytes" in over.stderr, over.output
+    assert not (tmp_path / "t.pt").exists() and not (tmp_path / "s.pt").exists()
+
+
+def test_a_diverging_distillation_is_a_failed_step_and_saves_nothing(tmp_path):
+    """Inputs 1e36 (finite, unnormalised) overflowed BatchNorm's running_var to Inf: the student was saved, exit 0."""
+    out = tmp_path / "s.pt"
+    result = cli(["distill", "--teacher", DIGITS_MODEL, "--teacher-weights", DIGITS_WEIGHTS, "--student",
+                  DIGITS_MODEL, "--data", _batches_file(tmp_path, "x * np.float32(1e36)", "rng.integers(0, 10, 16)"),
+                  "--epochs", "2", "--out", out])
+    assert result.exit_code == 4, result.output
+    assert "distillation failed: the student's features.1.running_var holds NaN or Inf values in epoch 1" in \
+        result.stderr
+    assert not out.exists()
+
+
+def test_what_user_code_prints_keeps_json_output_whole(tmp_path):
+    """A model's print() went to stdout between --json's lines: the output no longer parsed."""
+    data = tmp_path / "d.npz"
+    np.savez(data, image=np.random.default_rng(0).random((64, 3, 16, 16), dtype=np.float32),
+             labels=np.arange(64) % 5)
+    result = cli(["distill", "--teacher", "models:chatty", "--student", "models:chatty", "--input",
+                  "image:Nx3x16x16", "--data", data, "--batch-size", "16", "--epochs", "1", "--out", tmp_path / "s.pt",
+                  "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["epochs_run"] == 1
+    assert "Chatty.forward called" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["prune", "--ratio", "0.5"], ["share", "--clusters", "4"]])
+def test_a_file_that_reloads_differently_is_never_left_at_out(tmp_path, command):
+    """It was saved first and checked after: a failed reload left the bad file at --out (and share said pruned)."""
+    out = tmp_path / "p.pt"
+    result = cli([command[0], "models:unsaved_shift", "--input", "image:Nx3x16x16", *command[1:], "--out", out])
+    assert result.exit_code == 4, result.output
+    what = "pruned" if command[0] == "prune" else "shared"
+    assert f"{what} model reload failed: models:unsaved_shift rebuilt with the saved file gives different" \
+           in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []

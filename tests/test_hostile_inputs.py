@@ -410,6 +410,13 @@ def test_npz_declared_sizes_are_checked_before_loading(tmp_path, declared, limit
     one_line_error(run(*CNN, "--calibration", data, "--out", tmp_path / "o", *extra), 3, msg)
 
 
+def test_inspect_names_a_pipe_as_not_a_regular_file(tmp_path):
+    """It said "no such file" of a FIFO that is there."""
+    os.mkfifo(tmp_path / "m.onnx")
+    one_line_error(cli(["inspect", tmp_path / "m.onnx"]), 3, "m.onnx: not a regular file")
+    one_line_error(cli(["inspect", tmp_path / "gone.onnx"]), 3, "gone.onnx: no such file")
+
+
 def test_fifo_and_links_out_of_a_data_folder_are_refused(tmp_path):
     folder = tmp_path / "data"
     folder.mkdir()
