@@ -505,17 +505,19 @@ def distill(teacher, student, out, as_json, **settings):
 def check_cmd(path, junit_path, as_json, emulate, device, device_identity, device_known_hosts, device_python, probe):
     """Re-run a package's golden vectors and verify its file hashes (folder, OUT folder or .tar.gz)."""
     from .api import check
-    from .package_check import junit
+    from .reports import Case
 
-    spec = _device_from_flags(device, device_identity, device_known_hosts, device_python)
     if junit_path and not Path(junit_path).absolute().parent.is_dir():  # told now, not after the check ran
         raise UsageError(f"--junit {junit_path}: its folder does not exist")
-    report = check(path, emulate=emulate, device=spec, probe=probe)
+    try:
+        spec = _device_from_flags(device, device_identity, device_known_hosts, device_python)
+        report = check(path, emulate=emulate, device=spec, probe=probe)
+    except EdgekitError as e:  # a CI job's reader must find this failure there, not the last run's passes
+        if junit_path:
+            _write_junit(junit_path, [Case(str(path), "edgekit check", False, str(e))])
+        raise
     if junit_path:
-        try:
-            Path(junit_path).write_text(junit(report.cases))
-        except OSError as e:
-            raise UsageError(f"--junit {junit_path}: cannot be written ({e.strerror})") from None
+        _write_junit(junit_path, report.cases)
     if as_json:
         _emit(json.dumps(report.to_json(), indent=2))
     else:
@@ -526,6 +528,15 @@ def check_cmd(path, junit_path, as_json, emulate, device, device_identity, devic
         failed = sum(not c.passed for c in report.cases)
         click.echo(f"{len(report.cases) - failed} passed, {failed} failed")
     return report.exit_code
+
+
+def _write_junit(path: str, cases) -> None:
+    from .package_check import junit
+
+    try:
+        Path(path).write_text(junit(cases))
+    except OSError as e:
+        raise UsageError(f"--junit {path}: cannot be written ({e.strerror})") from None
 
 
 @main.group()

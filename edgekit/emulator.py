@@ -224,6 +224,10 @@ def for_package(spec: str):
     """What `check` calls with each target's manifest: the emulator with that package's versions."""
     def place(manifest: dict) -> Emulator:
         versions = manifest.get("versions") if isinstance(manifest.get("versions"), dict) else {}
+        for name in ("onnxruntime", "numpy"):  # the package's, not the user's: bad input, never a usage error
+            if versions.get(name) is not None and not VERSION.fullmatch(str(versions[name])):
+                raise InputError(f"the package's manifest records {name} version {str(versions[name])[:60]!r}, "
+                                 "not a version number")
         return setup(spec, versions.get("onnxruntime"), versions.get("numpy"))
 
     parse(spec)  # a bad spec is told before any package is read

@@ -24,7 +24,7 @@ from .errors import EdgekitError, UsageError
 from .device import Device
 from .load import load_model
 from .progress import bar
-from .reports import ExportReport, LatencyReport, TargetReport
+from .reports import ARM_STAND_IN, ExportReport, LatencyReport, TargetReport
 from .runtime import forget_sessions, int8_session, ort_log_level, run_onnx, run_torch, session
 from .userfn import forget_paths
 
@@ -432,7 +432,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "versions": _versions(),
         "host": host.label(threads, int8_sess.get_providers()),  # where the figures here were computed
         # which kernels an ARM target's int8 parity and golden outputs come from
-        "arm_kernels": (emulated.describe() if emulated else "x86 exact kernels (stand-in)")
+        "arm_kernels": (emulated.describe() if emulated else ARM_STAND_IN)
         if target.runtime.arch == "arm64" else None,
         "inputs": [s.as_dict() for s in shared.inputs],
         # an input taking raw pixels, normalised inside the model; what the int8 model does with them

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .parity import worst
-from .reports import TargetReport
+from .reports import ARM_STAND_IN, TargetReport
 
 
 def _fmt(x, spec=".4f", none="-"):
@@ -47,6 +47,10 @@ def table(reports: list[TargetReport]) -> str:
         machines = " / ".join(sorted({r.latency.int8.host.get("machine", "?") for r in stand_ins}))
         lines.append(f"* {', '.join(r.target for r in stand_ins)}: latency of host {machines}, not the device "
                      "(measure there with --device ssh://...)")
+    for kernels in dict.fromkeys(r.details.get("arm_kernels") for r in reports if r.details.get("arm_kernels")):
+        arm = [r.target for r in reports if r.details.get("arm_kernels") == kernels]
+        lines.append(f"{', '.join(arm)}: int8 parity and accuracy from {kernels}"
+                     + (" (--emulate aarch64 runs real aarch64 kernels)" if kernels == ARM_STAND_IN else ""))
     lines += [f"{r.target}: {w}" for r in reports for w in r.warnings]
     return "\n".join(lines)
 

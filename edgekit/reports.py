@@ -16,6 +16,8 @@ class _Verdict:  # the exit code of a report that passed or did not
         return int(ExitCode.OK if self.passed else ExitCode.GATE_FAILED)
 
 
+ARM_STAND_IN = "x86 exact kernels (stand-in)"  # an ARM target's int8 figures when no aarch64 kernels ran them
+
 @dataclass(frozen=True)
 class LatencyReport:
     fp32: Latency

@@ -13,6 +13,7 @@ from conftest import DIGITS, cli
 from models import tied_residual_images
 
 from edgekit import emulator
+from edgekit.errors import InputError
 
 needs_tools = pytest.mark.skipif(any(shutil.which(t) is None for t in emulator.TOOLS),
                                  reason=f"needs {', '.join(emulator.TOOLS)} (Debian: qemu-user-static mmdebstrap)")
@@ -100,6 +101,14 @@ def test_emulate_usage_errors(digits_arm, tmp_path, monkeypatch):
     assert result.exit_code == 2, result.output
     assert "install Debian's qemu-user-static mmdebstrap" in result.output, result.output
     assert not (tmp_path / "cache").exists()  # nothing built, nothing left behind
+
+
+def test_a_manifests_versions_that_are_not_numbers_are_bad_input():
+    """They were exit 2, a usage error, as if the user had typed them; none reaches pip."""
+    place = emulator.for_package("aarch64")
+    for versions in ({"onnxruntime": "abc"}, {"numpy": "1.26; --index-url http://x"}, {"onnxruntime": {"x": 1}}):
+        with pytest.raises(InputError, match="the package's manifest records .* version .*, not a version number"):
+            place({"versions": versions})
 
 
 @needs_tools

@@ -262,6 +262,20 @@ def test_junit_xml_counts_failures(packaged, tmp_path):
         "integrity", "parity model.int8.onnx", "parity model.int8.ort"]
 
 
+def test_a_check_that_cannot_run_replaces_the_last_junit_with_its_error(packaged, tmp_path):
+    """A missing or unreadable package was exit 3 and left the last run's passing JUnit file for CI to report."""
+    junit = tmp_path / "report.xml"
+    assert check(packaged[0], "--junit", junit).exit_code == 0
+    result = check(tmp_path / "nothing-here", "--junit", junit)
+    assert result.exit_code == 3, result.output
+    root = ElementTree.parse(junit).getroot()
+    [case] = root.findall(".//testcase")
+    assert root.get("failures") == "1" and case.get("name") == "edgekit check"
+    assert "nothing-here" in case.find("failure").get("message")
+    assert check(packaged[0], "--emulate", "", "--junit", junit).exit_code == 2
+    assert "--emulate" in ElementTree.parse(junit).getroot().find(".//failure").get("message")
+
+
 def test_check_needs_no_torch(packaged):
     code = ("import sys; sys.modules['torch'] = None; from edgekit.cli import main; "
             f"main(['check', {str(packaged[0] / 'android-arm64.tar.gz')!r}])")
@@ -738,6 +752,9 @@ def test_rows_timed_on_a_stand_in_host_say_so(packaged, tmp_path):
     assert ("*" in arm_row) == (stand_in == "android-arm64") and ("*" in x86_row) == (stand_in == "desktop-x86")
     assert any(line.startswith(f"* {stand_in}: latency of host {platform.machine()}, not the device") for line in table)
     assert "standing in for the device" in (tmp_path / "o" / stand_in / "report.md").read_text()
+    # and its int8 parity: from this host's kernels unless emulated (an ARM device rounds some int8 ops otherwise)
+    assert "android-arm64: int8 parity and accuracy from x86 exact kernels (stand-in) (--emulate aarch64 runs real " \
+           "aarch64 kernels)" in table and not any(line.startswith("desktop-x86: int8 parity") for line in table)
 
 
 def test_latency_at_the_profiles_threads_and_at_one(packaged):
