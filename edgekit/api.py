@@ -22,7 +22,7 @@ from .config import (DEFAULT_MAX_DATA_BYTES, DEFAULT_TARGETS, BenchSpec, DeviceS
 from .errors import InputError, UsageError
 from .outdir import whole_file
 from .reports import CheckReport, ExportReport
-from .userfn import forget_paths, is_function_spec
+from .userfn import is_function_spec, user_code_scope
 
 Feeds = Union[str, Path, Iterable[Mapping[str, np.ndarray]], Callable[[], Iterable[Mapping[str, np.ndarray]]]]
 # set by the call's own arguments, not by **settings
@@ -30,10 +30,11 @@ _OWN = {"source", "inputs", "calibration", "validation", "targets", "out", "quan
 
 
 def _leaves_no_trace(fn):
-    """An API call leaves the caller's process as it found it: the import path (a FILE.py:FUNCTION model's folder),
-    numpy's and torch's global random state, and the root logger. onnxruntime's quantizer logs through
-    `logging.warning`, which gives a root logger without handlers one for good (and a notebook's own
-    `logging.basicConfig` is then ignored): a stand-in handler is there while edgekit runs."""
+    """An API call leaves the caller's process as it found it: the import path (a FILE.py:FUNCTION model's folder)
+    and modules (the file is read afresh by the next call), numpy's and torch's global random state, and the root
+    logger. onnxruntime's quantizer logs through `logging.warning`, which gives a root logger without handlers one
+    for good (and a notebook's own `logging.basicConfig` is then ignored): a stand-in handler is there while edgekit
+    runs."""
     @functools.wraps(fn)
     def call(*args, **kwargs):
         import logging
@@ -46,9 +47,9 @@ def _leaves_no_trace(fn):
         if stand_in:
             root.addHandler(stand_in)
         try:
-            return fn(*args, **kwargs)
+            with user_code_scope():
+                return fn(*args, **kwargs)
         finally:
-            forget_paths()
             np.random.set_state(np_state)
             if torch_state is not None:
                 torch.random.set_rng_state(torch_state)
@@ -127,13 +128,12 @@ def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: s
     from . import compress
     from .load import load_model
 
-    if isinstance(model, (str, Path)) and not is_function_spec(str(model)):
-        raise UsageError(f"prune takes a MODULE:FUNCTION or FILE.py:FUNCTION model, not {str(model)!r}: the pruned "
-                         "weights are saved as a state dict that rebuilds from that function")
+    _rebuildable(model, "prune")
     spec = build(PruneSpec, {"ratio": ratio, **settings}, "edgekit.prune() settings")
     compress.check_out(out, force)
     specs = _specs(inputs)
     module = load_model(model, _path(weights), trust_checkpoint).module
+    compress.runs_on(module, specs)
     batches = (compress.load_batches(data, specs, 32, {"model": module}, _cap(max_data_bytes, "edgekit.prune()"))
                if data is not None else None)
     result = compress.run_prune(module, specs, spec, batches, load_target(_path(target)))
@@ -157,11 +157,15 @@ def distill(teacher: Any, student: Any, *, data: Feeds, out: str | Path | None =
     from .load import load_model
 
     where = "edgekit.distill() settings"
+    _rebuildable(student, "distill --student")
     config = build(DistillSettings, {"data": data if isinstance(data, str) else "", **settings}, where)
     out = compress.check_out(out, force)
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)  # a student built without weights gets a reproducible init
         t = load_model(teacher, teacher_weights, trust_checkpoint).module
+        if t is None:
+            raise UsageError(f"distill --teacher {str(teacher)!r}: an ONNX model cannot teach; give a torch source "
+                             "(MODULE:FUNCTION, FILE.py:FUNCTION, .pt or .pt2)")
         s = load_model(student, student_weights, trust_checkpoint).module
         batches = compress.load_batches(data, _specs(inputs), config.batch_size, {"teacher": t, "student": s},
                                         _cap(max_data_bytes, "edgekit.distill()"))
@@ -187,11 +191,13 @@ def share(model: Any, *, inputs: Iterable[str | InputSpec], clusters: int = Shar
     from .load import load_model
 
     where = "edgekit.share() settings"
+    _rebuildable(model, "share")
     spec = build(ShareSpec, {"clusters": clusters, "ignore": tuple(ignore)}, where)
     config = build(DistillSettings, {"data": data if isinstance(data, str) else "", **settings}, where)
     compress.check_out(out, force)
     specs = _specs(inputs)
     module = load_model(model, weights, trust_checkpoint).module
+    compress.runs_on(module, specs)
     teacher = copy.deepcopy(module)
     tied = sharing.cluster(module, spec.clusters, spec.ignore)
     if data is not None:
@@ -248,6 +254,14 @@ def _save_changed(model, module, out, record: dict, specs, what: str) -> None:
     rebuilds = isinstance(model, (str, Path)) and is_function_spec(str(model))
     check = (lambda partial: compress.verify_reload(str(model), partial, module, specs, what)) if rebuilds else None
     compress.save(module, Path(out), {**record, "edgekit_source": source}, check)
+
+
+def _rebuildable(model, command: str) -> None:
+    """What prune, share and distill save is a state dict with layer sizes: only a function can rebuild it (a
+    TorchScript or ONNX file is refused before it is loaded; a TorchScript archive is a program)."""
+    if isinstance(model, (str, Path)) and not is_function_spec(str(model)):
+        raise UsageError(f"{command} takes a MODULE:FUNCTION or FILE.py:FUNCTION model, not {str(model)!r}: the "
+                         "weights it saves are a state dict that rebuilds from that function")
 
 
 def _cap(max_data_bytes, where: str) -> int:

@@ -107,7 +107,7 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
     if not isinstance(source, (str, Path)):
         origin = getattr(source, "__qualname__", type(source).__name__)
         fn = source if callable(source) else lambda: source
-        return _nonempty(_from_items(f"data {origin!r}", UserFunction(fn, origin, "data")(), specs, max_bytes,
+        return _nonempty(from_items(f"data {origin!r}", UserFunction(fn, origin, "data")(), specs, max_bytes,
                                      max_samples))
     source = str(source)
     if source == "random":
@@ -145,7 +145,7 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
     if path.exists():
         return _nonempty(_read_file(path, specs, max_bytes, max_samples))
     if is_function_spec(source):
-        return _nonempty(_from_items(f"data {source!r}", resolve_callable(source, "data")(), specs, max_bytes,
+        return _nonempty(from_items(f"data {source!r}", resolve_callable(source, "data")(), specs, max_bytes,
                                      max_samples))
     raise InputError(f"data {source!r}: no such file or folder (or MODULE:FUNCTION)")
 
@@ -244,7 +244,7 @@ def validate(origin: str, spec: InputSpec, sample: np.ndarray) -> None:
         raise InputError(f"{origin}: input {spec.name!r} has NaN or Inf values")
 
 
-def _from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BYTES,
+def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BYTES,
                 max_samples: int | None = None) -> Dataset:
     """Feed dicts (one sample, with or without its batch axis, each), an optional `labels` entry in each. Items
     are held in memory, so only the first `max_samples` are taken, and at most `max_bytes` of them."""

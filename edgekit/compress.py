@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 from pathlib import Path
 
 from . import calib, distillation, pruning, sharing, structure
 from .config import DEFAULT_MAX_DATA_BYTES, DEFAULT_TARGETS, DistillSettings, InputSpec, PruneSpec, Target, load_target
-from .errors import InputError, UsageError
+from .errors import InputError, StageError, UsageError
 from .outdir import whole_file
 from .progress import bar
 from .userfn import is_function_spec
 
+log = logging.getLogger("edgekit")
 HOLDOUT = 0.15  # of the training data, for choosing the best distillation epoch
 
 
@@ -26,22 +29,34 @@ def example_inputs(specs: tuple[InputSpec, ...]):
     return make(one, torch)
 
 
+def runs_on(module, specs: tuple[InputSpec, ...]) -> None:
+    """Told before any pruning, clustering or training: a model that fails on its declared inputs is bad input."""
+    from .onnx_export import run_example
+
+    run_example(module, specs, example_inputs(specs))
+
+
 def load_batches(data, specs: tuple[InputSpec, ...], batch_size: int, models: dict,
                  max_bytes: int = DEFAULT_MAX_DATA_BYTES):
     """Training batches from a `module:function` yielding (inputs, labels) batches, or labelled samples
     in any calibration format (.npz, folder, `module:function` or an iterable yielding dicts with a label),
     checked to fit `models` ({"teacher": module, ...}) before any training starts."""
-    batches = None
+    batches = samples = None
     if isinstance(data, str) and is_function_spec(data):
-        batches, origin = distillation.batches_from_function(data, specs, max_bytes), f"data {data!r}"
+        batches, samples = distillation.batches_from_function(data, specs, max_bytes)
+        origin = f"data {data!r}"
     if batches is None:
         if not specs:
             raise UsageError("the model's inputs (--input, or inputs= in Python) are needed to read sample-wise "
                              "training data")
-        ds = calib.load(data, specs, max_bytes=max_bytes)  # without labels, distillation uses the soft targets alone
+        # without labels, distillation uses the soft targets alone
+        ds = (calib.from_items(origin, samples, specs, max_bytes) if samples is not None else
+              calib.load(data, specs, max_bytes=max_bytes))
         if ds.joined:
             raise InputError(f"{ds.origin}: training items differ in length (batches with a short last one?): give "
                              "one sample per item, or batches of one size")
+        if isinstance(data, str) and data == "random":
+            log.warning("training on random inputs (--data random): the student learns the teacher on noise only")
         batches, origin = distillation.batches_from_samples(ds.feeds, ds.labels, [s.name for s in specs],
                                                             batch_size), ds.origin
     distillation.check_fits(origin, models, batches)
@@ -77,17 +92,25 @@ def run_distill(teacher, student, batches, settings: DistillSettings, out: Path 
     """Distill; with `out`, the best student so far is saved there (atomically) at each improvement. `tied`:
     a shared student's clusters (sharing.cluster), tied again after every step."""
     train, val = split(batches)
+    saved = []
 
     def save_best(model, row):
         if out is not None:
             save(model, out, {"edgekit_distill_epoch": row["epoch"]})
+            saved.append(row["epoch"])
 
     with bar("distilling", settings.epochs, progress) as advance:
-        return distillation.distill(
-            teacher, student, train, val, settings, on_best=save_best,
-            after_step=(lambda: sharing.tie(student, tied)) if tied else None, progress=lambda row: advance(
-                1, f"epoch {row['epoch']} loss {row['train_loss']:.4f} "
-                   + " ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "train_loss"))))
+        try:
+            return distillation.distill(
+                teacher, student, train, val, settings, on_best=save_best,
+                after_step=(lambda: sharing.tie(student, tied)) if tied else None, progress=lambda row: advance(
+                    1, f"epoch {row['epoch']} loss {row['train_loss']:.4f} "
+                       + " ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "train_loss"))))
+        except StageError as e:  # a later epoch diverged: what is at `out` is whole, and the best before it
+            if saved:
+                raise StageError(e.stage, f"{e.message}; {out} holds the best student before it (epoch "
+                                          f"{saved[-1]})") from e
+            raise
 
 
 def check_out(out: str | Path | None, force: bool) -> Path | None:
@@ -103,6 +126,8 @@ def check_out(out: str | Path | None, force: bool) -> Path | None:
         raise UsageError(f"--out {path} already exists: edgekit writes a new file (--force replaces it)")
     if not path.parent.is_dir():
         raise UsageError(f"--out {path}: no folder {path.parent} to write it in")
+    if not os.access(path.parent, os.W_OK | os.X_OK):  # told now, not after the pruning or training
+        raise InputError(f"--out {path}: its folder {path.parent} cannot be written")
     return path
 
 
@@ -119,7 +144,6 @@ def verify_reload(source: str, path: Path, changed, specs, what: str) -> None:
     file cannot carry is found now, not at export time. `what`: how the model was changed (pruned, shared)."""
     import torch
 
-    from .errors import StageError
     from .load import load_model
     from .runtime import flatten_outputs
 

@@ -48,19 +48,22 @@ def batches_from_function(fn_spec: str, specs: tuple[InputSpec, ...] = (), max_b
     None or one class id per sample. Each batch is checked as calibration samples are (inputs against `specs` when
     given, finite, one size), since NaN inputs or labels out of range train a broken model without a word.
 
-    None when it yields dicts instead: those are samples in the calibration format, read by `calib`.
+    Returns (batches, None), or (None, the stream) when it yields dicts instead: those are samples in the
+    calibration format, for `calib.from_items` (the function is called once: a stream may not come again).
     """
+    import itertools
+
     import torch
 
     from .userfn import resolve_callable
 
-    fn = resolve_callable(fn_spec, "data")
     origin = f"data {fn_spec!r}"
+    stream = iter(resolve_callable(fn_spec, "data")())
     batches, held = [], 0
     try:
-        for i, item in enumerate(fn()):
+        for i, item in enumerate(stream):
             if i == 0 and isinstance(item, dict):
-                return None
+                return None, itertools.chain([item], stream)
             if i == MAX_BATCHES:  # a generator may never end
                 log.info("%s: read the first %d batches", origin, MAX_BATCHES)
                 break
@@ -79,7 +82,7 @@ def batches_from_function(fn_spec: str, specs: tuple[InputSpec, ...] = (), max_b
         raise InputError(f"{origin} failed: {type(e).__name__}: {e}") from e
     if not batches:
         raise InputError(f"{origin}: yielded no batches")
-    return batches
+    return batches, None
 
 
 def _checked_batch(origin: str, inputs, labels, specs: tuple[InputSpec, ...], first):
@@ -115,11 +118,13 @@ def _checked_batch(origin: str, inputs, labels, specs: tuple[InputSpec, ...], fi
 
 
 def check_fits(origin: str, models: dict, batches) -> None:
-    """Each model runs on the first batch, they agree in output shape, and every label names one of their classes:
-    told as bad data now, not as a crash (or a silently skewed loss) mid-training."""
+    """Each model runs on the first batch and returns one tensor of scores per sample ([N, C, ...]: soft targets are
+    taken over C), they agree in shape, and every label names one of their classes: told as bad data now, not as a
+    crash (or a silently skewed loss) mid-training."""
     import torch
 
     inputs, _ = batches[0]
+    top = max((int(y.max()) for _, y in batches if y is not None), default=None)
     shapes = {}
     for name, module in models.items():
         module.eval()
@@ -129,19 +134,29 @@ def check_fits(origin: str, models: dict, batches) -> None:
         except Exception as e:
             raise InputError(f"{origin}: the {name} fails on the first batch: {type(e).__name__}: "
                              f"{first_line(e)}") from e
-        shapes[name] = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        rank = 2 if top is not None else None  # labels: one row of class scores per sample
+        if not (isinstance(out, torch.Tensor) and out.ndim >= 2 and out.ndim == (rank or out.ndim)
+                and out.shape[0] == len(inputs[0]) and out.is_floating_point()):
+            shown = f"{out.dtype} {list(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+            raise InputError(f"{origin}: training needs a model that returns one tensor of class scores per sample, "
+                             f"[{len(inputs[0])}, classes{'' if rank else ', ...'}]; the {name} returns {shown}")
+        shapes[name] = list(out.shape)
     if len({str(v) for v in shapes.values()}) > 1:
         raise InputError(f"{origin}: the models' outputs differ on the first batch: "
                          + ", ".join(f"{name} {shape}" for name, shape in shapes.items()))
-    top = max((int(y.max()) for _, y in batches if y is not None), default=None)
-    if top is None or not shapes:
-        return
-    shape = next(iter(shapes.values()))
-    if not (isinstance(shape, list) and len(shape) == 2 and shape[0] == len(inputs[0])):
-        raise InputError(f"{origin}: labelled data needs a model that returns one row of class scores per sample "
-                         f"(this one returns {shape})")
-    if top >= shape[1]:
-        raise InputError(f"{origin}: labels go up to {top} but the model has {shape[1]} classes (0 to {shape[1] - 1})")
+    classes = next(iter(shapes.values()))[1] if shapes else None
+    if top is not None and classes is not None and top >= classes:
+        raise InputError(f"{origin}: labels go up to {top} but the model has {classes} classes (0 to {classes - 1})")
+
+
+def on_batch(model, inputs, name: str):
+    """`model`'s output on one batch: one the first batch did not foretell (a token id past the vocabulary, a size
+    the model cannot take) is bad data, named by its shapes, not a crash mid-training."""
+    try:
+        return model(*inputs)
+    except Exception as e:
+        raise InputError(f"a training batch of shape {', '.join(str(list(x.shape)) for x in inputs)} fails in the "
+                         f"{name}: {type(e).__name__}: {first_line(e)}") from e
 
 
 def evaluate(module, batches) -> dict:
@@ -153,7 +168,7 @@ def evaluate(module, batches) -> dict:
     loss = 0.0
     with torch.no_grad():
         for inputs, labels in batches:
-            out = module(*inputs)
+            out = on_batch(module, inputs, "model")
             if labels is not None:
                 correct += int((out.argmax(1) == labels).sum())
                 total += len(labels)
@@ -192,14 +207,14 @@ def distill(teacher, student, train, val, settings: DistillSettings, progress=No
             for b in torch.randperm(len(train), generator=gen).tolist():
                 inputs, labels = train[b]
                 with torch.no_grad():
-                    t_out = teacher(*inputs)
-                s_out = student(*inputs)
+                    t_out = on_batch(teacher, inputs, "teacher")
+                s_out = on_batch(student, inputs, "student")
                 loss = settings.alpha * t * t * _kd_loss(s_out, t_out, t)
                 if labelled:
                     loss = loss + (1 - settings.alpha) * F.cross_entropy(s_out, labels)
                 loss = loss + settings.feature_weight * feats.loss()
                 if not torch.isfinite(loss):  # the inputs were checked finite: the training diverged
-                    raise _diverged(f"the loss became {float(loss)}", epoch, settings.lr)
+                    raise _diverged(f"the loss became {float(loss.detach())}", epoch, settings.lr)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -256,7 +271,8 @@ def _score(teacher, student, batches, metric, t) -> float:
         return evaluate(student, batches)["accuracy"]
     student.eval()
     with torch.no_grad():
-        return -float(np.mean([float(_kd_loss(student(*x), teacher(*x), t)) for x, _ in batches]))
+        return -float(np.mean([float(_kd_loss(on_batch(student, x, "student"), on_batch(teacher, x, "teacher"), t))
+                               for x, _ in batches]))
 
 
 class _FeatureMatch:
@@ -279,14 +295,32 @@ class _FeatureMatch:
             for key, module in zip(keys, (t_named[t_name], s_named[s_name])):
                 self.handles.append(module.register_forward_hook(lambda m, i, o, key=key: self.store.update({key: o})))
             self.pairs.append(keys)
-        with torch.no_grad():
-            teacher.eval(), student.eval()
-            teacher(*example_inputs), student(*example_inputs)
-        for t_key, s_key in self.pairs:
-            tc, sc = self.store[t_key].shape[1], self.store[s_key].shape[1]
-            conv = self.store[s_key].dim() == 4
-            proj = torch.nn.Conv2d(sc, tc, 1, bias=False) if conv else torch.nn.Linear(sc, tc, bias=False)
-            self.projections.append(proj)
+        try:
+            with torch.no_grad():
+                teacher.eval(), student.eval()
+                teacher(*example_inputs), student(*example_inputs)
+            for pair, (t_key, s_key) in zip(pairs, self.pairs):
+                self.projections.append(self._projection(pair, self.store.get(t_key), self.store.get(s_key)))
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _projection(pair: str, t_out, s_out):
+        """A 1x1 map from the student layer's channels (axis 1) to the teacher's; the two must be [N, C] or
+        [N, C, ...] with the same other sizes."""
+        import torch
+
+        shapes = [list(o.shape) if isinstance(o, torch.Tensor) else o and type(o).__name__ for o in (t_out, s_out)]
+        if None in shapes:
+            raise UsageError(f"feature pair {pair!r}: a layer the model's forward never calls")
+        if not all(isinstance(o, list) and 2 <= len(o) <= 4 for o in shapes) or \
+                shapes[0][:1] + shapes[0][2:] != shapes[1][:1] + shapes[1][2:]:
+            raise UsageError(f"feature pair {pair!r}: outputs {shapes[0]} and {shapes[1]} cannot be matched (give "
+                             "layers whose outputs are [N, C] or [N, C, ...] tensors of the same other sizes)")
+        tc, sc, rank = shapes[0][1], shapes[1][1], len(shapes[0])
+        return (torch.nn.Linear(sc, tc, bias=False) if rank == 2 else
+                (torch.nn.Conv1d if rank == 3 else torch.nn.Conv2d)(sc, tc, 1, bias=False))
 
     def parameters(self):
         return self.projections.parameters()

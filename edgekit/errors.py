@@ -48,7 +48,7 @@ class StageError(EdgekitError):
 
     def __init__(self, stage: str, message: str):
         super().__init__(f"{stage} failed: {message}")
-        self.stage = stage
+        self.stage, self.message = stage, message
 
 
 def few(names, most: int = 8) -> str:

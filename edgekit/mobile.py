@@ -102,11 +102,17 @@ def coverage(model_path: Path, eps: tuple[str, ...]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         # the graph the runtime partitions is the basic-optimised one, as onnxruntime's own checker assumes
         optimized = Path(tmp) / model_path.name
+        failed, hook = None, sys.unraisablehook
+        sys.unraisablehook = lambda _: None  # a failed ModelProtoWithShapeInfo's __del__ raises too
         try:
             optimize_model(Path(model_path), optimized, log_level=4, use_external_initializers=True)
+            model = ModelProtoWithShapeInfo(optimized).model_with_shape_info  # strict: a contrary value_info fails
         except Exception as e:
-            raise StageError("mobile coverage", first_line(e)) from e
-        model = ModelProtoWithShapeInfo(optimized).model_with_shape_info
+            failed = first_line(e)
+        finally:
+            sys.unraisablehook = hook
+        if failed:
+            raise StageError("mobile coverage", failed)
     out = {}
     for ep in eps:
         # as the model is (nodes with dynamic shapes unsupported), then as if its shapes were fixed
@@ -123,7 +129,7 @@ def coverage(model_path: Path, eps: tuple[str, ...]) -> dict:
             "nodes_blocked_by_dynamic_shapes": info.nodes_unsupported_due_to_dynamic_input,
             "coverage_with_fixed_shapes": round(fixed.num_supported_nodes / fixed.num_nodes, 4) if fixed.num_nodes
             else 0.0,
-            "verdict": info.suitability().name.lower(),
+            "verdict": info.suitability().name.lower() if info.num_nodes else "n/a (no nodes)",
             "note": "prediction from onnxruntime's usability checker on the basic-optimised graph, not a device "
                     "measurement",
         }

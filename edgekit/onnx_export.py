@@ -32,6 +32,18 @@ def example_inputs(specs: tuple[InputSpec, ...], torch):
     return tuple(out)
 
 
+def run_example(module, specs: tuple[InputSpec, ...], args: tuple):
+    """The model's outputs on example inputs `args` made for `specs`: a model that fails on them is bad input."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            return module(*args)
+    except Exception as e:
+        raise InputError(f"model does not run on inputs {', '.join(map(str, specs))}: {type(e).__name__}: "
+                         f"{first_line(e)}") from e
+
+
 def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, ...], opset: int,
                  dest: Path, exporter: str = "torchscript") -> Path:
     """Export to one self-contained .onnx file with named IO and dynamic axes."""
@@ -39,11 +51,7 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
 
     args = example_inputs(specs, torch)
     runnable = module.module() if isinstance(module, torch.export.ExportedProgram) else module
-    try:
-        with torch.no_grad():
-            outputs = runnable(*args)
-    except Exception as e:
-        raise InputError(f"model does not run on inputs {', '.join(map(str, specs))}: {type(e).__name__}: {e}") from e
+    outputs = run_example(runnable, specs, args)
     from .runtime import flatten_outputs
 
     n_out = len(flatten_outputs(outputs))

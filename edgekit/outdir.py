@@ -9,6 +9,7 @@ anything else needs `--force`. A failed or interrupted run leaves the previous o
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -105,7 +106,10 @@ def staging(out: Path, names: list[str], force: bool = False):
 def whole_file(dest: Path):
     """Yields a hidden path beside `dest` to write; it becomes `dest` only when the block succeeds and is removed
     otherwise (the rename is atomic there), so no reader ever sees half a file."""
-    partial = dest.with_name(f".{dest.name}.partial")
+    name = f".{dest.name}.partial"
+    if len(name.encode()) > 255:  # a name the file system takes for `dest` may be too long with the affixes
+        name = f".{hashlib.sha256(dest.name.encode()).hexdigest()[:16]}.partial"
+    partial = dest.with_name(name)
     try:
         yield partial
         partial.replace(dest)

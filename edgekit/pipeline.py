@@ -26,7 +26,7 @@ from .load import load_model
 from .progress import bar
 from .reports import ARM_STAND_IN, ExportReport, LatencyReport, TargetReport
 from .runtime import forget_sessions, int8_session, ort_log_level, run_onnx, run_torch, session
-from .userfn import forget_paths
+from .userfn import user_code_scope
 
 log = logging.getLogger("edgekit")
 
@@ -89,11 +89,10 @@ def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> ExportR
 
     onnxruntime.set_default_logger_severity(ort_log_level())  # edgekit reports what matters, in one line
     try:
-        with _seeded(recipe.seed):
+        with _seeded(recipe.seed), user_code_scope():
             return _run(recipe, targets, progress)
     finally:
         forget_sessions()
-        forget_paths()
 
 
 def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
@@ -214,6 +213,7 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
         recipe.prune, ignore=tuple(prefix + n for n in recipe.prune.ignore),
         stage_ratios={prefix + k: v for k, v in recipe.prune.stage_ratios.items()})
     names = [s.name for s in inputs]
+    compress.runs_on(loaded.module, inputs)
     example = compress.example_inputs(inputs)
 
     def step(name, module, **extra):

@@ -77,7 +77,8 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
     """Prune `module` in place. `batches` (iterable of (inputs tuple, labels)) feeds Taylor importance;
     `stage_ratios` ({module name: ratio}) gives the layers inside a module (a stage) their own ratio."""
     if not 0.0 < ratio < 1.0:
-        raise UsageError(f"--ratio must be between 0 and 1 (got {ratio})")
+        raise UsageError(f"--ratio {ratio} removes {'nothing' if ratio <= 0 else 'everything'}: give a ratio above 0 "
+                         "and below 1")
     named = dict(module.named_modules())
     stage_ratios = dict(stage_ratios or {})
     for flag, names in (("--ignore", ignore), ("--stage", stage_ratios)):
@@ -140,13 +141,15 @@ def _structured(module, example_inputs, ratio, importance, ignored_layers, round
         raise StageError("structured pruning", f"Torch-Pruning cannot trace this model: {type(e).__name__}: "
                                                f"{str(e).splitlines()[0][:200] if str(e) else ''}") from e
     if importance == "taylor":
+        from .distillation import on_batch
+
         if not batches:
             raise UsageError("--importance taylor needs labelled --data to compute gradients")
         module.zero_grad()
         for inputs, labels in batches:
             if labels is None:
                 raise InputError("--importance taylor needs labels in --data")
-            torch.nn.functional.cross_entropy(module(*inputs), labels).backward()
+            torch.nn.functional.cross_entropy(on_batch(module, inputs, "model"), labels).backward()
     try:
         pruner.step()
     except Exception as e:

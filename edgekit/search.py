@@ -588,7 +588,14 @@ def _worker(argv: list[str]) -> None:
             threading.Event().wait(0.5)
         os.kill(os.getpid(), signal.SIGTERM)
 
+    def swallowed(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):  # the stop landed in a callback (a weakref's, a
+            os.kill(os.getpid(), signal.SIGTERM)  # __del__), which ignores it with a traceback: deliver it again
+        else:
+            sys.__unraisablehook__(unraisable)
+
     signal.signal(signal.SIGTERM, stop)
+    sys.unraisablehook = swallowed
     threading.Thread(target=orphaned, args=(os.getppid(),), daemon=True).start()
     recipe, target, budgets, grid, sampler, storage, name, time_budget, out = pickle.loads(Path(argv[0]).read_bytes())
     try:

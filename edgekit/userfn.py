@@ -84,6 +84,7 @@ def _import_file(path: Path, spec: str, what: str):
     module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # dataclasses and pickling look the module up while it executes
+    _IMPORTED.append(name)
     _on_path(str(path.parent))  # let the file import its neighbours
     try:
         module_spec.loader.exec_module(module)
@@ -97,18 +98,29 @@ def _import_file(path: Path, spec: str, what: str):
 
 
 _ADDED: list[str] = []  # folders edgekit put on sys.path for user code
+_IMPORTED: list[str] = []  # FILE.py modules edgekit imported, by their sys.modules names
 
 
 def _on_path(folder: str) -> None:
     """`folder` first on sys.path for user code: while it imports and while it runs (a function may import
-    its neighbours when called); `forget_paths()` takes it off at the end of a run."""
+    its neighbours when called); `user_code_scope()` takes it off at the end of a run."""
     if folder not in sys.path:
         sys.path.insert(0, folder)
         _ADDED.append(folder)
 
 
-def forget_paths() -> None:
-    while _ADDED:
-        folder = _ADDED.pop()
-        if folder in sys.path:
-            sys.path.remove(folder)
+@contextlib.contextmanager
+def user_code_scope():
+    """What edgekit adds for user code inside the block, folders on sys.path and FILE.py modules in sys.modules, is
+    taken out after it (what came before stays), so the next run in this process (a notebook's, a search trial's)
+    imports the file as it is then."""
+    paths, modules = len(_ADDED), len(_IMPORTED)
+    try:
+        yield
+    finally:
+        while len(_ADDED) > paths:
+            folder = _ADDED.pop()
+            if folder in sys.path:
+                sys.path.remove(folder)
+        while len(_IMPORTED) > modules:
+            sys.modules.pop(_IMPORTED.pop(), None)

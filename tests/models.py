@@ -511,3 +511,22 @@ class Chatty(nn.Module):
 def chatty():
     torch.manual_seed(0)
     return Chatty()
+
+
+class LateNaN(nn.Module):
+    """Digits-shaped scores that turn NaN after 10 forward calls in training mode: a blow-up past the first epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        self.calls = 0
+
+    def forward(self, image):
+        self.calls += self.training
+        out = self.body(image)
+        return out * float("nan") if self.calls > 10 else out
+
+
+def late_nan():
+    torch.manual_seed(0)
+    return LateNaN()

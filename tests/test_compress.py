@@ -288,7 +288,8 @@ def _batches_file(tmp_path, inputs: str, labels: str) -> str:
 @pytest.mark.parametrize("inputs, labels, flags, said", [
     ("np.where(i == 3, np.nan, x).astype(np.float32)", "rng.integers(0, 10, 16)", ["--input", "image:Nx1x8x8"],
      "batch 3: input 'image' has NaN or Inf values"),
-    ("np.where(i == 3, np.inf, x).astype(np.float32)", "rng.integers(0, 10, 16)", [], "batch 3: input 0 has NaN or Inf"),
+    ("np.where(i == 3, np.inf, x).astype(np.float32)", "rng.integers(0, 10, 16)", [],
+     "batch 3: input 0 has NaN or Inf"),
     ("x", "np.full(16, 99)", [], "labels go up to 99 but the model has 10 classes"),
     ("x", "np.full(16, -1)", [], "batch 0: labels must be class ids >= 0"),
     ("x", "np.zeros(5, int)", [], "labels of shape [5] for 16 samples"),
@@ -366,3 +367,87 @@ def test_a_file_that_reloads_differently_is_never_left_at_out(tmp_path, command)
     assert f"{what} model reload failed: models:unsaved_shift rebuilt with the saved file gives different" \
            in result.stderr, result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_later_divergence_says_what_out_holds(tmp_path):
+    """The best epoch before it was saved (at --out) and the error did not say so; float(loss) warned on 3 lines."""
+    out = tmp_path / "notes.pt"
+    out.write_text("the user's notes\n")
+    result = cli(["distill", "--teacher", "models:late_nan", "--student", "models:late_nan", "--data",
+                  _batches_file(tmp_path, "x", "rng.integers(0, 10, 16)"), "--epochs", "3", "--out", out, "--force"])
+    assert result.exit_code == 4, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert f"the loss became nan in epoch 2: inputs far out of scale, or too high a learning rate (lr 0.003); {out} " \
+           "holds the best student before it (epoch 1)" in line, line
+    assert all(torch.isfinite(v).all() for v in load_model("models:late_nan", str(out)).module.state_dict().values())
+
+
+@pytest.mark.parametrize("args, code, said", [
+    (["--teacher", "models:two_outputs", "--student", "models:two_outputs"], 3,
+     "training needs a model that returns one tensor of class scores per sample, [16, classes, ...]; the teacher "
+     "returns tuple"),
+    (["--teacher", DIGITS_MODEL, "--student", DIGITS_MODEL, "--feature", "features.0:features.6"], 2,
+     "feature pair 'features.0:features.6': outputs [16, 16, 8, 8] and [16, 32, 4, 4] cannot be matched"),
+    (["--teacher", "models:tiny_encoder", "--student", "models:tiny_encoder"], 3,
+     "a training batch of shape [16, 12], [16, 12] fails in the "),
+    (["--teacher", "{tmp}/m.onnx", "--student", DIGITS_MODEL], 2, "an ONNX model cannot teach"),
+    (["--teacher", DIGITS_MODEL, "--student", "{tmp}/m.onnx"], 2, "distill --student takes a MODULE:FUNCTION"),
+])
+def test_models_that_cannot_train_on_the_data_are_told_before_or_as_it_happens(tmp_path, args, code, said):
+    """Each was exit 5: a tuple output, a feature pair of other sizes, a token id past the vocabulary in a later
+    batch, an ONNX teacher or student."""
+    torch.onnx.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),), str(tmp_path / "m.onnx"), dynamo=False)
+    kind = args[1].split(":")[-1]
+    inputs = {"two_outputs": "x[:, 0, 0, :6]", "tiny_encoder": "(rng.integers(0, 64 if i < 5 else 99, (16, 12)), "
+                                                               "np.ones((16, 12), np.int64))"}.get(kind, "x")
+    result = cli(["distill", *(a.format(tmp=tmp_path) for a in args), "--data", _batches_file(tmp_path, inputs, "None"),
+                  "--epochs", "1", "--out", tmp_path / "s.pt"])
+    assert result.exit_code == code, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert said in line, line
+    assert not (tmp_path / "s.pt").exists()
+
+
+def test_prune_and_share_check_the_model_runs_and_the_out_name(tmp_path):
+    for command in (["prune", "--ratio", "0.5"], ["share"]):  # was exit 5
+        result = cli([command[0], "models:small_cnn", "--input", "image:Nx3x16", *command[1:], "--out",
+                      tmp_path / "p.pt"])
+        assert result.exit_code == 3 and "model does not run on inputs image:Nx3x16" in result.stderr, result.output
+    zero = cli(["prune", "models:small_cnn", "--input", "image:Nx3x16x16", "--ratio", "0", "--out", tmp_path / "p.pt"])
+    assert zero.exit_code == 2 and "--ratio 0.0 removes nothing" in zero.stderr, zero.output
+    ts = tmp_path / "m.ts"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(4, 2)), str(ts))
+    result = cli(["share", ts, "--trust-checkpoint", "--input", "x:Nx4", "--out", tmp_path / "p.pt"])  # was exit 0
+    assert result.exit_code == 2 and "share takes a MODULE:FUNCTION" in result.stderr, result.output
+    long = tmp_path / ("p" * 250 + ".pt")  # a name the file system takes; with the .partial affixes it did not
+    result = cli(["prune", "models:small_cnn", "--input", "image:Nx3x16x16", "--ratio", "0.5", "--out", long])
+    assert result.exit_code == 0 and long.is_file(), result.output
+
+
+def test_a_sample_wise_data_function_is_called_once(tmp_path):
+    """It was called twice (once to see what it yields), so a one-shot stream lost its first sample."""
+    calls = tmp_path / "calls"
+    (tmp_path / "once.py").write_text(
+        "import numpy as np\n\n\ndef samples():\n"
+        f"    with open({str(calls)!r}, 'a') as f:\n        f.write('x')\n"
+        "    rng = np.random.default_rng(0)\n    for i in range(64):\n"
+        "        yield {'image': rng.random((1, 1, 8, 8), dtype=np.float32), 'label': i % 10}\n")
+    result = cli(["distill", "--teacher", DIGITS_MODEL, "--student", DIGITS_MODEL, "--input", "image:Nx1x8x8",
+                  "--data", f"{tmp_path / 'once.py'}:samples", "--batch-size", "16", "--epochs", "1", "--out",
+                  tmp_path / "s.pt"])
+    assert result.exit_code == 0, result.output
+    assert calls.read_text() == "x"
+
+
+def test_an_edited_model_file_is_read_afresh_by_the_next_api_call(tmp_path):
+    """A notebook edits model.py between two calls: the second one used the first import (edgekit_user_* stayed)."""
+    import edgekit
+
+    source = tmp_path / "net.py"
+    params = []
+    for width in (8, 32):
+        source.write_text(f"import torch\n\n\ndef build():\n    return torch.nn.Sequential("
+                          f"torch.nn.Linear(4, {width}), torch.nn.ReLU(), torch.nn.Linear({width}, 2))\n")
+        params.append(edgekit.prune(f"{source}:build", inputs=["x:Nx4"], ratio=0.5)[1].params_before)
+    assert params == [8 * 4 + 8 + 8 * 2 + 2, 32 * 4 + 32 + 32 * 2 + 2]
+    assert not any(getattr(m, "__file__", None) == str(source) for m in list(sys.modules.values()))
