@@ -19,7 +19,7 @@ from . import __version__, search
 from .config import (DEFAULT_TARGETS, RANGES, DeviceSpec, DistillSettings, InputSpec, PruneSpec, QuantSettings,
                      Recipe, ShareSpec, apply_quant_overrides, choices, list_targets, load_recipe, load_target,
                      load_targets)
-from .errors import EdgekitError, ExitCode, UsageError, first_line, from_os_error
+from .errors import EdgekitError, ExitCode, InputError, UsageError, first_line, from_os_error
 
 
 def _interrupt(signum, frame):
@@ -507,8 +507,14 @@ def check_cmd(path, junit_path, as_json, emulate, device, device_identity, devic
     from .api import check
     from .reports import Case
 
-    if junit_path and not Path(junit_path).absolute().parent.is_dir():  # told now, not after the check ran
-        raise UsageError(f"--junit {junit_path}: its folder does not exist")
+    if not path:
+        raise UsageError("check takes a package folder or archive, not an empty path")
+    if junit_path is not None:  # told now, not after the check ran
+        junit_file = Path(junit_path).absolute()
+        if not junit_path or junit_file.is_dir() or os.path.lexists(junit_file) and not junit_file.is_file():
+            raise UsageError(f"--junit {junit_path!r}: give the path of a file to write")
+        if not junit_file.parent.is_dir():
+            raise UsageError(f"--junit {junit_path}: its folder does not exist")
     try:
         spec = _device_from_flags(device, device_identity, device_known_hosts, device_python)
         report = check(path, emulate=emulate, device=spec, probe=probe)
@@ -531,12 +537,15 @@ def check_cmd(path, junit_path, as_json, emulate, device, device_identity, devic
 
 
 def _write_junit(path: str, cases) -> None:
+    """Whole or not at all (a CI reader of half a file fails on its XML, not on the check)."""
+    from .outdir import whole_file
     from .package_check import junit
 
     try:
-        Path(path).write_text(junit(cases))
+        with whole_file(Path(path)) as partial:
+            partial.write_text(junit(cases))
     except OSError as e:
-        raise UsageError(f"--junit {path}: cannot be written ({e.strerror})") from None
+        raise from_os_error(e) or InputError(f"--junit {path}: cannot be written ({e.strerror})") from None
 
 
 @main.group()

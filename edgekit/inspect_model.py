@@ -76,15 +76,23 @@ def layer_errors(fp32: Path, int8: Path, data: str) -> dict:
     _existing_model(fp32), _existing_model(int8)
     inputs, _ = export.io_specs(fp32)
     theirs, _ = export.io_specs(int8)
-    if [s.name for s in inputs] != [s.name for s in theirs]:
-        raise InputError(f"{fp32} and {int8} take different inputs ({', '.join(s.name for s in inputs)} against "
-                         f"{', '.join(s.name for s in theirs)}): compare a float model with its own int8 build")
+    def differ(a, b) -> bool:
+        return (a.name, a.dtype, len(a.shape)) != (b.name, b.dtype, len(b.shape)) or any(
+            isinstance(x, int) and isinstance(y, int) and x != y for x, y in zip(a.shape, b.shape))
+
+    if len(inputs) != len(theirs) or any(differ(a, b) for a, b in zip(inputs, theirs)):
+        raise InputError(f"{fp32} and {int8} take different inputs ({', '.join(map(str, inputs))} against "
+                         f"{', '.join(map(str, theirs))}): compare a float model with its own int8 build")
     if not {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in export.parsed(int8).graph.node}:
         raise InputError(f"{int8}: no QuantizeLinear/DequantizeLinear pairs to measure (give the float model first, "
                          "then its static QDQ int8 build)")
     data_set = calib.load(data, inputs)
     tensors = layers.tensor_errors(fp32, int8, data_set.feeds)
     nodes = tune.node_sensitivity(fp32, tensors)
+    if not nodes:  # onnxruntime pairs activations by its own Q/DQ tensor names (NAME_QuantizeLinear_Output)
+        raise InputError(f"{int8}: none of its quantized activations pairs with one of {fp32.name}'s (its Q/DQ tensors "
+                         "are not named as onnxruntime's quantizer names them): compare a float model with the int8 "
+                         "build edgekit or onnxruntime made of it")
     return {"nodes": [{k: v for k, v in r.items() if k != "exclude"} for r in nodes], "tensors": tensors,
             "samples": min(len(data_set), 8), "data": data_set.origin, "random": data_set.random,
             "where": f"{host.where()}, onnxruntime's reference Q/DQ arithmetic"}

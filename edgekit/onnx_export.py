@@ -187,8 +187,12 @@ def _check_runtime_kernels(path: Path) -> None:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    from .runtime import ort_path
+
     try:
-        ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(ort_path(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except InputError:
+        raise
     except Exception as e:
         raise InputError(f"model {str(path)!r} does not load in onnxruntime: {first_line(e)}") from e
 

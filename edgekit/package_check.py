@@ -49,7 +49,8 @@ def check(path: Path, place: Callable[[dict], Place] | None = None, probe: bool 
             # named as the archive (OUT/<target>.tar.gz → <target>): a device's copy is named after it too
             stem = next(original.name[: -len(s)] for s in ARCHIVE_SUFFIXES if original.name.endswith(s))
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgekit-check-"))) / (
-                stem if stem.strip(".") else "package")
+                stem if stem.strip(".") and stem.isprintable() and stem == stem.encode("utf-8", "replace").decode()
+                else "package")
             root.mkdir()
             mismatched = {root / name: digest for name, digest in archive.extract(original, root).items()}
         elif original.is_file():
@@ -62,9 +63,15 @@ def check(path: Path, place: Callable[[dict], Place] | None = None, probe: bool 
 
 
 def _target_folders(path: Path, shown: Path) -> list[Path]:
+    """The package folders under `path`, each with a name onnxruntime can open (UTF-8)."""
+    from .runtime import ort_path
+
     if (path / "manifest.json").exists():  # whatever it is: _manifest refuses what is not a regular file
+        ort_path(path, shown)
         return [path]
     folders = sorted(p.parent for p in path.glob("*/manifest.json"))
+    for folder in folders:
+        ort_path(folder, shown / folder.relative_to(path))
     if not folders:
         raise InputError(f"{shown}: no manifest.json in it or in its sub-folders")
     if lost := sorted(p.parent.name for pattern in ("*/*.onnx", "*/*.ort", "*/golden.npz") for p in path.glob(pattern)

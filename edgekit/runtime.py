@@ -51,9 +51,25 @@ def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int 
     if optimized_path:
         opts.optimized_model_filepath = optimized_path
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=used), used
+        return ort.InferenceSession(ort_path(path), sess_options=opts, providers=used), used
+    except InputError:
+        raise
     except Exception as e:
         raise StageError("onnxruntime load", f"{Path(path).name}: {first_line(e)}") from e
+
+
+def ort_path(path, shown=None) -> str:
+    """`path` as onnxruntime takes it: a str it can encode as UTF-8 (a name with other bytes, from an archive or a
+    folder from elsewhere, fails inside its constructor with a message about argument types). `shown`: the name
+    the user knows it by (inside an archive), for the message."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        name = str(shown or path).encode("utf-8", "replace").decode()
+        raise InputError(f"{name!r}: not a UTF-8 path; onnxruntime cannot open it (rename the file or "
+                         "folder)") from None
+    return text
 
 
 def forget_sessions() -> None:

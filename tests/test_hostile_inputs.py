@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from conftest import ROOT, TESTS, cli
@@ -321,8 +322,8 @@ def test_a_full_temporary_folder_is_named_not_out(tmp_path):
 
 
 def test_full_disk_under_a_single_file_output(tmp_path):
-    """prune's state dict (torch.save asserts on its own file position) and quantize's model: the file is
-    named, exit 3, and no half-written file is left beside it."""
+    """prune's state dict (torch.save asserts on its own file position), quantize's model and check's JUnit file:
+    the file is named, exit 3, and no half-written file is left beside it."""
     import edgekit
 
     model = tmp_path / "m.onnx"
@@ -333,6 +334,8 @@ def test_full_disk_under_a_single_file_output(tmp_path):
             with contextlib.suppress(OSError):
                 while True:
                     filler.write(b"x" * 4096)
+            junit = cli(["check", tmp_path / "o", "--junit", mount / "r.xml"])  # was half a file and exit 2
+            one_line_error(junit, 3, f"{mount / 'r.xml'}: no space left on device")
             filler.truncate(filler.tell() - 4096)
         pruned = cli(["prune", *CNN, "--ratio", "0.5", "--out", mount / "p.pt"])
         one_line_error(pruned, 3, f"{mount / 'p.pt'}: no space left on device")
@@ -408,6 +411,27 @@ def test_npz_declared_sizes_are_checked_before_loading(tmp_path, declared, limit
         z.writestr("image.npy", entries["image2.npy"])
     extra = ["--max-data-bytes", limit] if limit else []
     one_line_error(run(*CNN, "--calibration", data, "--out", tmp_path / "o", *extra), 3, msg)
+
+
+def test_inspect_coverage_of_a_graph_without_nodes_or_with_a_contrary_declared_shape(tmp_path):
+    """Both were exit 5: a division by zero nodes in onnxruntime's checker, and its strict shape inference failing
+    outside any guard (with a traceback from its __del__)."""
+    def save(name, nodes, out_shape, value_info=()):
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                                  [helper.make_tensor_value_info(nodes[-1].output[0] if nodes else "x",
+                                                                 TensorProto.FLOAT, out_shape)], value_info=value_info)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        onnx.save(model, tmp_path / name)
+        return tmp_path / name
+
+    empty = cli(["inspect", save("empty.onnx", [], [1, 4]), "--json"])
+    assert empty.exit_code == 0, empty.output
+    assert json.loads(empty.stdout)["mobile_coverage"]["nnapi"]["verdict"] == "n/a (no nodes)"
+    relus = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["y"])]
+    contrary = cli(["inspect", save("contrary.onnx", relus, [None], [  # rank 1 and 3, where Relu gives rank 2
+        helper.make_tensor_value_info("a", TensorProto.FLOAT, [7, 7, 7])])])
+    one_line_error(contrary, 4, "mobile coverage failed:", "differ in rank")
+    assert "Traceback" not in contrary.stderr
 
 
 def test_inspect_names_a_pipe_as_not_a_regular_file(tmp_path):

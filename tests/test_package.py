@@ -274,6 +274,29 @@ def test_a_check_that_cannot_run_replaces_the_last_junit_with_its_error(packaged
     assert "nothing-here" in case.find("failure").get("message")
     assert check(packaged[0], "--emulate", "", "--junit", junit).exit_code == 2
     assert "--emulate" in ElementTree.parse(junit).getroot().find(".//failure").get("message")
+    for path, bad in (("", junit), (packaged[0], ""), (packaged[0], "/dev/null")):
+        result = check(path, "--junit", bad)  # "" checked the working folder; /dev/null became a file
+        assert result.exit_code == 2 and ("give the path of a file" in result.stderr or "empty path" in
+                                          result.stderr), result.output
+    assert not os.path.isfile("/dev/null")
+
+
+def test_a_package_under_a_name_that_is_not_utf8(packaged, tmp_path):
+    """onnxruntime takes UTF-8 paths: a valid package there failed parity ("incompatible constructor arguments")."""
+    latin = tmp_path / os.fsdecode(b"lat\xff")
+    latin.mkdir()
+    shutil.copytree(packaged[0] / "arm64-linux", latin / "arm64-linux")
+    for path in (latin, latin / "arm64-linux"):
+        result = check(path)
+        assert result.exit_code == 3 and "not a UTF-8 path; onnxruntime cannot open it" in result.stderr, result.output
+    with tarfile.open(tmp_path / "member.tar.gz", "w:gz") as tar:  # a folder from an archive: data from others
+        tar.add(latin / "arm64-linux", arcname=os.fsdecode(b"d\xff"))
+    result = check(tmp_path / "member.tar.gz")
+    assert result.exit_code == 3 and "not a UTF-8 path" in result.stderr, result.output
+    named = tmp_path / os.fsdecode(b"b\xff.tar.gz")  # the archive's own name is the user's: its copy is edgekit's
+    shutil.copy(packaged[0] / "arm64-linux.tar.gz", named)
+    assert check(named).exit_code == 0
+    assert cli(["inspect", latin / "arm64-linux" / "model.int8.onnx"]).exit_code == 3
 
 
 def test_check_needs_no_torch(packaged):

@@ -116,6 +116,21 @@ def test_inspect_compare(data, tmp_path):
     torch.onnx.export(torch.nn.Linear(3, 2), (torch.zeros(1, 3),), other, input_names=["v"], dynamo=False)
     mismatched = cli(["inspect", "--compare", other, folder / "model.int8.onnx", "--data", data / "val.npz"])
     assert mismatched.exit_code == 3 and "take different inputs" in mismatched.output
+    import onnx
+    for edit, said in (("dim", "take different inputs"), ("names", "none of its quantized activations pairs")):
+        model = onnx.load(folder / "model.int8.onnx")
+        if edit == "dim":  # was exit 4, onnxruntime's words cut before the index
+            model.graph.input[0].type.tensor_type.shape.dim[2].dim_value += 1
+        else:  # Q/DQ tensors named as another quantizer names them: printed empty tables, exit 0
+            renamed = {o: f"t{i}" for i, o in enumerate(o for n in model.graph.node for o in n.output
+                                                         if o.endswith(("_QuantizeLinear_Output",
+                                                                        "_DequantizeLinear_Output")))}
+            for n in model.graph.node:
+                n.input[:], n.output[:] = ([renamed.get(x, x) for x in n.input], [renamed.get(x, x) for x in n.output])
+        onnx.save(model, tmp_path / "edited.onnx")
+        edited = cli(["inspect", "--compare", folder / "model.onnx", tmp_path / "edited.onnx", "--data",
+                      data / "val.npz"])
+        assert edited.exit_code == 3 and said in edited.stderr, (edit, edited.output)
     for args in (["inspect", folder / "model.onnx", "--compare", folder / "model.onnx", folder / "model.int8.onnx",
                   "--data", data / "val.npz"], ["inspect", folder / "model.onnx", "--data", data / "val.npz"]):
         assert cli(args).exit_code == 2  # the model or the data was ignored without a word
