@@ -30,12 +30,43 @@ def _interrupt(signum, frame):
 
 
 _RESULT = "edgekit.result"  # where a command's result goes: stdout as it was when the command started
+_RESTORE = "edgekit.restore-stdout"
+
+
+@contextlib.contextmanager
+def _only_the_result_on_stdout(ctx):
+    """With --json, stdout holds only the JSON: what user code writes meanwhile (a model's `print`, a C library's or
+    a child process's write to fd 1) goes to stderr until the command emits its result."""
+    ctx.meta[_RESULT] = sys.stdout
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (click's test runner): Python's own prints only
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(fd)
+    os.dup2(sys.stderr.fileno(), fd)
+
+    def restore() -> None:
+        if ctx.meta.pop(_RESTORE, None):
+            sys.stdout.flush()  # what was printed before goes where fd 1 pointed then
+            os.dup2(saved, fd)
+            os.close(saved)
+
+    ctx.meta[_RESTORE] = restore
+    try:
+        yield
+    finally:
+        restore()
 
 
 def _emit(text: str) -> None:
-    """A command's result on stdout. With --json, what user code prints meanwhile (a model's or data function's
-    `print`) goes to stderr instead, so the JSON on stdout stays whole."""
-    click.echo(text, file=click.get_current_context().meta.get(_RESULT))
+    """A command's result on stdout (with --json, the only thing there)."""
+    meta = click.get_current_context().meta
+    if restore := meta.get(_RESTORE):
+        restore()
+    click.echo(text, file=meta.get(_RESULT))
 
 
 def _handle_errors(fn):
@@ -51,7 +82,7 @@ def _handle_errors(fn):
         debug = ctx.find_root().params.get("debug", False)
         ctx.meta[_RESULT] = sys.stdout
         try:
-            with contextlib.redirect_stdout(sys.stderr) if kwargs.get("as_json") else contextlib.nullcontext():
+            with _only_the_result_on_stdout(ctx) if kwargs.get("as_json") else contextlib.nullcontext():
                 code = fn(*args, **kwargs)
         except SystemExit as e:
             _fail(f"edgekit: error: user code called sys.exit({e.code!r}) during the run", ExitCode.BAD_INPUT, debug)
@@ -505,6 +536,7 @@ def distill(teacher, student, out, as_json, **settings):
 def check_cmd(path, junit_path, as_json, emulate, device, device_identity, device_known_hosts, device_python, probe):
     """Re-run a package's golden vectors and verify its file hashes (folder, OUT folder or .tar.gz)."""
     from .api import check
+    from .report import printable
     from .reports import Case
 
     if not path:
@@ -529,8 +561,8 @@ def check_cmd(path, junit_path, as_json, emulate, device, device_identity, devic
     else:
         for c in report.cases:
             where = f" [{c.where}]" if c.where else ""
-            click.echo(f"{'PASS' if c.passed else 'FAIL'}  {c.target:16} {c.name}{where}"
-                       + (f": {c.message}" if c.message else ""))
+            click.echo(printable(f"{'PASS' if c.passed else 'FAIL'}  {c.target:16} {c.name}{where}"
+                                 + (f": {c.message}" if c.message else "")))
         failed = sum(not c.passed for c in report.cases)
         click.echo(f"{len(report.cases) - failed} passed, {failed} failed")
     return report.exit_code

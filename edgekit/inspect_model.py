@@ -1,12 +1,18 @@
 """`edgekit inspect`: what an ONNX model is: opset, IO, ops, parameters, size, quantization, mobile coverage."""
 from __future__ import annotations
 
+import json
 import math
+import tempfile
 from collections import Counter
 from pathlib import Path
 
-from .errors import InputError
+import numpy as np
 
+from .errors import InputError
+from .report import printable
+
+COMPARED_SAMPLES = 8  # per-layer error over the first samples of --data (every intermediate tensor, each)
 QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
              "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm"}
 
@@ -66,12 +72,13 @@ def text(info: dict) -> str:
                      + (f", {c['nodes_blocked_by_dynamic_shapes']} need fixed shapes "
                         f"({c['coverage_with_fixed_shapes']:.0%} with fixed shapes)"
                         if c["nodes_blocked_by_dynamic_shapes"] else ""))
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))  # names from the file: one line each
 
 
 def layer_errors(fp32: Path, int8: Path, data: str) -> dict:
     """Per compute node: accumulated SQNR lost between its input and output; per tensor: SQNR."""
-    from . import calib, host, layers, onnx_export as export, tune
+    from . import bounded, calib, host, onnx_export as export, tune
+    from .config import DEFAULT_STEP_TIMEOUT
 
     _existing_model(fp32), _existing_model(int8)
     inputs, _ = export.io_specs(fp32)
@@ -87,15 +94,33 @@ def layer_errors(fp32: Path, int8: Path, data: str) -> dict:
         raise InputError(f"{int8}: no QuantizeLinear/DequantizeLinear pairs to measure (give the float model first, "
                          "then its static QDQ int8 build)")
     data_set = calib.load(data, inputs)
-    tensors = layers.tensor_errors(fp32, int8, data_set.feeds)
+    with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:  # two files from others run in a bounded child
+        feeds = Path(tmp) / "feeds.npz"
+        samples = list(data_set.feeds[:COMPARED_SAMPLES])
+        np.savez(feeds, **{f"{i}_{j}": sample[s.name] for i, sample in enumerate(samples)
+                           for j, s in enumerate(inputs)})
+        tensors = json.loads(bounded.run("inspect --compare", "edgekit.inspect_model:tensor_errors_in_child",
+                                         str(fp32), str(int8), str(feeds), str(len(samples)),
+                                         timeout=DEFAULT_STEP_TIMEOUT))
     nodes = tune.node_sensitivity(fp32, tensors)
     if not nodes:  # onnxruntime pairs activations by its own Q/DQ tensor names (NAME_QuantizeLinear_Output)
         raise InputError(f"{int8}: none of its quantized activations pairs with one of {fp32.name}'s (its Q/DQ tensors "
                          "are not named as onnxruntime's quantizer names them): compare a float model with the int8 "
                          "build edgekit or onnxruntime made of it")
     return {"nodes": [{k: v for k, v in r.items() if k != "exclude"} for r in nodes], "tensors": tensors,
-            "samples": min(len(data_set), 8), "data": data_set.origin, "random": data_set.random,
+            "samples": len(samples), "data": data_set.origin, "random": data_set.random,
             "where": f"{host.where()}, onnxruntime's reference Q/DQ arithmetic"}
+
+
+def tensor_errors_in_child(fp32: str, int8: str, feeds: str, count: str) -> str:
+    """layers.tensor_errors in a `bounded` child: its address space and time are capped, so a model that asks for
+    40 GB or never ends fails as a step, not the machine."""
+    from . import layers, onnx_export as export
+
+    inputs, _ = export.io_specs(Path(fp32))
+    with np.load(feeds) as z:
+        samples = [{s.name: z[f"{i}_{j}"] for j, s in enumerate(inputs)} for i in range(int(count))]
+    return json.dumps(layers.tensor_errors(Path(fp32), Path(int8), samples, limit=len(samples)))
 
 
 def compare_text(rows: dict) -> str:
@@ -109,4 +134,4 @@ def compare_text(rows: dict) -> str:
     lines += [f"  {r['tensor'][:50]:50} {r['accumulated_sqnr_db']:8.1f}" for r in
               sorted(rows["tensors"], key=lambda r: r["accumulated_sqnr_db"] if r["accumulated_sqnr_db"] is not None
                      else 1e9)]
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))  # names from the file: one line each

@@ -1,6 +1,9 @@
 """Target reports → the summary table and the per-target markdown report."""
 from __future__ import annotations
 
+import html
+import re
+
 from .parity import worst
 from .reports import ARM_STAND_IN, TargetReport
 
@@ -9,9 +12,24 @@ def _fmt(x, spec=".4f", none="-"):
     return none if x is None else format(x, spec)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text) -> str:
+    """A name from a model or a package (`a\nPASS ...`, an escape sequence) as one line a terminal shows as it is."""
+    return _CONTROL.sub("?", str(text))
+
+
+def _safe(text) -> str:
+    """A name from a model or a package as Markdown text: one line, no HTML or code span of its own (a report.md
+    posted as a CI job summary or a review comment renders what it holds)."""
+    return html.escape(printable(text), quote=False).replace("`", "'")
+
+
 def _md(head: str, rows) -> list[str]:
-    """A Markdown table: the header ("a | b"), its rule, one line per row."""
-    return [f"| {head} |", "|" + "---|" * (head.count("|") + 1)] + ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    """A Markdown table: the header ("a | b"), its rule, one line per row (each cell one line of text)."""
+    return [f"| {head} |", "|" + "---|" * (head.count("|") + 1)] + [
+        "| " + " | ".join(_safe(c).replace("|", "\\|") for c in r) + " |" for r in rows]
 
 
 def table(reports: list[TargetReport]) -> str:
@@ -51,23 +69,25 @@ def table(reports: list[TargetReport]) -> str:
         arm = [r.target for r in reports if r.details.get("arm_kernels") == kernels]
         lines.append(f"{', '.join(arm)}: int8 parity and accuracy from {kernels}"
                      + (" (--emulate aarch64 runs real aarch64 kernels)" if kernels == ARM_STAND_IN else ""))
-    lines += [f"{r.target}: {w}" for r in reports for w in r.warnings]
+    lines += [f"{r.target}: {printable(w)}" for r in reports for w in r.warnings]
     return "\n".join(lines)
 
 
 def markdown(r: TargetReport) -> str:
     """The human report written beside each target's models."""
     d = r.details
-    out = [f"# edgekit report: {d['model']['source']} → {r.target}", "",
+    out = [f"# edgekit report: {_safe(d['model']['source'])} → {r.target}", "",
            f"**{'PASSED' if r.passed else 'FAILED'}** · edgekit {d['edgekit_version']} · "
-           f"onnxruntime {d['versions']['onnxruntime']} · opset {d['opset']}", "", *(f"> **{w}**" for w in r.warnings)]
+           f"onnxruntime {d['versions']['onnxruntime']} · opset {d['opset']}", "",
+           *(f"> **{_safe(w)}**" for w in r.warnings)]
     out += ["", "## Gates", ""] + _md("gate | value | limit | result", [
         [g.name, "-", "-", f"skipped: {g.skipped}"] if g.skipped else
         [g.name, _fmt(g.value, ".6g"), f"{g.op} {_fmt(g.limit, '.6g')}", "pass" if g.passed else "**FAIL**"]
         for g in r.gates])
     if r.verification:
         out += ["", "## Verification (`edgekit check` on this folder)", ""]
-        out += [f"- {'pass' if c.passed else '**FAIL**'}: {c.name}" + (f": {c.message}" if c.message else "")
+        out += [f"- {'pass' if c.passed else '**FAIL**'}: {_safe(c.name)}"
+                + (f": {_safe(c.message)}" if c.message else "")
                 for c in r.verification]
     golden = d["golden"]
     out += ["", "## Golden vectors", "", f"{golden['samples']} validation inputs; tolerance {golden['tolerance']}.",
@@ -82,7 +102,7 @@ def markdown(r: TargetReport) -> str:
     na = "n/a (reference ~0)"
     for p, title in ((r.export_parity, "torch vs ONNX fp32 (export)"), (r.quant_parity, "ONNX fp32 vs int8")):
         if p:
-            out += [f"### {title} on {p.samples} samples of {p.data}", ""] + _md(
+            out += [f"### {title} on {p.samples} samples of {_safe(p.data)}", ""] + _md(
                 "output | cosine | min cosine | SQNR dB | max abs | mean abs | top-1 | top-5 | retrieval@1",
                 [(o.output, _fmt(o.cosine, ".6f", na), _fmt(o.cosine_min, ".6f", na), _fmt(o.sqnr_db, ".2f", na),
                   f"{o.max_abs:.3g}", f"{o.mean_abs:.3g}", _fmt(o.top1_agreement, ".4f", "n/a"),
@@ -128,7 +148,7 @@ def markdown(r: TargetReport) -> str:
                      ", ".join(row["excluded"]) or "-", f"{row['cosine']:.4f}", f"{row['sqnr_db']:.1f}",
                      f"{row['fp32_p50_ms']:.3f}", f"{row['int8_p50_ms']:.3f}",
                      "pass" if row["passed"] else "fail: " + ", ".join(row["failed_gates"])) for row in t["trials"]])
-        out += [""] + [f"- kept in float: `{e['node']}`: {e['why']}" for e in t["excluded"]] + [""]
+        out += [""] + [f"- kept in float: `{_safe(e['node'])}`: {_safe(e['why'])}" for e in t["excluded"]] + [""]
     search = d["quantization"].get("precision_search")
     if search and search.get("skipped"):
         out += ["## Float regions for speed (--precision latency)", "", f"Not searched: {search['skipped']}.", ""]
@@ -143,13 +163,13 @@ def markdown(r: TargetReport) -> str:
              "yes" if step["kept"] else "no") for step in search["steps"]]) + [""]
         notes = (("Reverted", search["reverted"]),
                  ("Not tried (max_trials, time budget)", ", ".join(search["untried"])))
-        out += [line for k, v in notes if v for line in (f"{k}: {v}.", "")]
+        out += [line for k, v in notes if v for line in (f"{k}: {_safe(v)}.", "")]
     if d.get("layers"):
         out += ["## Per-layer error (accumulated SQNR lost at each compute node, worst first)", ""]
         out += _md("node | op | input dB | output dB | lost dB", [
             (x["node"], x["op"], f"{x['input_sqnr_db']:.1f}", f"{x['output_sqnr_db']:.1f}", f"{x['lost_db']:.1f}")
             for x in d["layers"]]) + [""]
     out += ["## Quantization", ""]
-    out += [f"- {k}: {v}" for k, v in d["quantization"].items() if k != "precision_search"]
-    out += ["", "## Files", ""] + _md("file | bytes | sha256", [(n, r.sizes[n], f"`{h}`") for n, h in r.files.items()])
+    out += [f"- {k}: {_safe(v)}" for k, v in d["quantization"].items() if k != "precision_search"]
+    out += ["", "## Files", ""] + _md("file | bytes | sha256", [(n, r.sizes[n], h) for n, h in r.files.items()])
     return "\n".join(out) + "\n"

@@ -1,12 +1,13 @@
 """Structured/unstructured pruning and distillation (issue 4), on models built in code and on digits."""
 import json
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import DIGITS, ROOT, cli
+from conftest import DIGITS, ROOT, TESTS, cli
 from models import branchy
 
 from edgekit import distillation as distill, pruning as prune, structure
@@ -345,16 +346,25 @@ def test_a_diverging_distillation_is_a_failed_step_and_saves_nothing(tmp_path):
 
 
 def test_what_user_code_prints_keeps_json_output_whole(tmp_path):
-    """A model's print() went to stdout between --json's lines: the output no longer parsed."""
-    data = tmp_path / "d.npz"
-    np.savez(data, image=np.random.default_rng(0).random((64, 3, 16, 16), dtype=np.float32),
-             labels=np.arange(64) % 5)
-    result = cli(["distill", "--teacher", "models:chatty", "--student", "models:chatty", "--input",
-                  "image:Nx3x16x16", "--data", data, "--batch-size", "16", "--epochs", "1", "--out", tmp_path / "s.pt",
-                  "--json"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["epochs_run"] == 1
-    assert "Chatty.forward called" in result.stderr
+    """A model's print() went to stdout between --json's lines, and so did a data function's write to fd 1 and a
+    child process's output: the output no longer parsed."""
+    data = _batches_file(tmp_path, "x", "rng.integers(0, 10, 16)")
+    (tmp_path / "noisy.py").write_text("import os\nimport sys\n\nfrom batches import batches\n\n\ndef noisy():\n"
+                                       "    os.write(1, b'fd 1\\n')\n    sys.__stdout__.write('__stdout__\\n')\n"
+                                       "    os.system('echo child')\n    yield from batches()\n")
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}{os.pathsep}{tmp_path}"}
+    for teacher, data in (("models:chatty", None), (DIGITS_MODEL, "noisy:noisy")):
+        args = ["--input", "image:Nx3x16x16", "--data", tmp_path / "d.npz"] if data is None else ["--data", data]
+        if data is None:
+            np.savez(tmp_path / "d.npz", image=np.random.default_rng(0).random((64, 3, 16, 16), dtype=np.float32),
+                     labels=np.arange(64) % 5)
+        run = subprocess.run([sys.executable, "-m", "edgekit", "distill", "--teacher", teacher, "--student", teacher,
+                              *map(str, args), "--batch-size", "16", "--epochs", "1", "--out", str(tmp_path / "s.pt"),
+                              "--force", "--json"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["epochs_run"] == 1
+        said = ["Chatty.forward called"] if data is None else ["fd 1", "__stdout__", "child"]
+        assert all(line in run.stderr.splitlines() for line in said), run.stderr
 
 
 @pytest.mark.parametrize("command", [["prune", "--ratio", "0.5"], ["share", "--clusters", "4"]])

@@ -116,7 +116,6 @@ def test_inspect_compare(data, tmp_path):
     torch.onnx.export(torch.nn.Linear(3, 2), (torch.zeros(1, 3),), other, input_names=["v"], dynamo=False)
     mismatched = cli(["inspect", "--compare", other, folder / "model.int8.onnx", "--data", data / "val.npz"])
     assert mismatched.exit_code == 3 and "take different inputs" in mismatched.output
-    import onnx
     for edit, said in (("dim", "take different inputs"), ("names", "none of its quantized activations pairs")):
         model = onnx.load(folder / "model.int8.onnx")
         if edit == "dim":  # was exit 4, onnxruntime's words cut before the index
@@ -131,6 +130,16 @@ def test_inspect_compare(data, tmp_path):
         edited = cli(["inspect", "--compare", folder / "model.onnx", tmp_path / "edited.onnx", "--data",
                       data / "val.npz"])
         assert edited.exit_code == 3 and said in edited.stderr, (edit, edited.output)
+    # a 5 KB int8 file asking for 40 GB: it ran in this process (2.7 GB peak at 25000^2; the OOM killer past RAM)
+    bomb = onnx.load(folder / "model.int8.onnx")
+    bomb.graph.initializer.extend([onnx.numpy_helper.from_array(np.array([100000, 100000], np.int64), "shape"),
+                                   onnx.numpy_helper.from_array(np.array(1.0, np.float32), "one")])
+    bomb.graph.node.extend([onnx.helper.make_node("Expand", ["one", "shape"], ["big"]),
+                            onnx.helper.make_node("ReduceSum", ["big"], ["total"], keepdims=0)])
+    bomb.graph.output.append(onnx.helper.make_tensor_value_info("total", onnx.TensorProto.FLOAT, []))
+    onnx.save(bomb, tmp_path / "bomb.onnx")
+    refused = cli(["inspect", "--compare", folder / "model.onnx", tmp_path / "bomb.onnx", "--data", data / "val.npz"])
+    assert refused.exit_code == 4 and "inspect --compare failed" in refused.stderr, refused.output
     for args in (["inspect", folder / "model.onnx", "--compare", folder / "model.onnx", folder / "model.int8.onnx",
                   "--data", data / "val.npz"], ["inspect", folder / "model.onnx", "--data", data / "val.npz"]):
         assert cli(args).exit_code == 2  # the model or the data was ignored without a word
