@@ -30,8 +30,8 @@ _OWN = {"source", "inputs", "calibration", "validation", "targets", "out", "quan
 
 
 def _leaves_no_trace(fn):
-    """An API call leaves the caller's process as it found it: the import path (a FILE.py:FUNCTION model's folder)
-    and modules (the file is read afresh by the next call), numpy's and torch's global random state, and the root
+    """An API call leaves the caller's process as it found it: the import path (a FILE.py:FUNCTION model's folder;
+    the file itself is imported again once edited), numpy's and torch's global random state, and the root
     logger. onnxruntime's quantizer logs through `logging.warning`, which gives a root logger without handlers one
     for good (and a notebook's own `logging.basicConfig` is then ignored): a stand-in handler is there while edgekit
     runs."""
@@ -147,8 +147,8 @@ def distill(teacher: Any, student: Any, *, data: Feeds, out: str | Path | None =
             student_weights: str | None = None, trust_checkpoint: bool = False, progress: bool = False,
             force: bool = False, max_data_bytes: int = DEFAULT_MAX_DATA_BYTES, **settings):
     """Train `student` to match `teacher` (soft targets, labels when given, optional feature pairs); the same
-    run as `edgekit distill`. `data`: MODULE:FN yielding (inputs, labels) batches, or labelled samples in
-    any calibration format (then `inputs` is needed), at most `max_data_bytes` of it. `settings`:
+    run as `edgekit distill`. `data`: (inputs, labels) batches that MODULE:FN, an iterable or a callable yields,
+    or labelled samples in any calibration format (then `inputs` is needed), at most `max_data_bytes` of it. `settings`:
     DistillSettings fields. With `out`, the best student is saved there as it improves (a file already there is
     replaced only with `force`). Returns (the best student, DistillResult)."""
     import torch

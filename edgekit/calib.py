@@ -8,7 +8,7 @@ Sources: a single `.npz` (arrays named after the inputs, samples along the first
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -104,11 +104,8 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
         if sum(a.nbytes for a in found.values()) > max_bytes:
             raise InputError(f"{origin}: its arrays hold more than {max_bytes} bytes (--max-data-bytes)")
         return _nonempty(_from_arrays(origin, found, specs))
-    if not isinstance(source, (str, Path)):
-        origin = getattr(source, "__qualname__", type(source).__name__)
-        fn = source if callable(source) else lambda: source
-        return _nonempty(from_items(f"data {origin!r}", UserFunction(fn, origin, "data")(), specs, max_bytes,
-                                     max_samples))
+    if stream := user_stream(source):
+        return _nonempty(from_items(*stream, specs, max_bytes, max_samples))
     source = str(source)
     if source == "random":
         return random_dataset(specs, random_count, seed, max_bytes)
@@ -144,10 +141,26 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
         return _nonempty(Dataset(str(path), feeds, labels))
     if path.exists():
         return _nonempty(_read_file(path, specs, max_bytes, max_samples))
-    if is_function_spec(source):
-        return _nonempty(from_items(f"data {source!r}", resolve_callable(source, "data")(), specs, max_bytes,
-                                     max_samples))
     raise InputError(f"data {source!r}: no such file or folder (or MODULE:FUNCTION)")
+
+
+def user_stream(source) -> tuple[str, Iterator] | None:
+    """Data that user code yields: a MODULE:FUNCTION string, or (from the Python API) an iterable or a callable
+    returning one. (Its name for messages, its items, each guarded as user code), else None (files, `random`, a
+    mapping of arrays). The function is called once: a stream may not come again."""
+    if isinstance(source, Mapping):
+        return None
+    if not isinstance(source, (str, Path)):
+        name = getattr(source, "__qualname__", type(source).__name__)
+        origin, items = f"data {name!r}", UserFunction(source if callable(source) else lambda: source, name, "data")()
+    elif is_function_spec(str(source)) and not Path(source).exists():
+        origin, items = f"data {str(source)!r}", resolve_callable(str(source), "data")()
+    else:
+        return None
+    try:
+        return origin, iter(items)
+    except TypeError:
+        raise InputError(f"{origin}: gave a {type(items).__name__}, not an iterable of samples or batches") from None
 
 
 def _nonempty(ds: Dataset) -> Dataset:

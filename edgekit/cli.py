@@ -39,14 +39,13 @@ def _only_the_result_on_stdout(ctx):
     a child process's write to fd 1) goes to stderr until the command emits its result."""
     ctx.meta[_RESULT] = sys.stdout
     try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # not a file (click's test runner): Python's own prints only
+        fd, err = sys.stdout.fileno(), sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # not files (click's test runner): Python's own prints only
         with contextlib.redirect_stdout(sys.stderr):
             yield
         return
     sys.stdout.flush()
     saved = os.dup(fd)
-    os.dup2(sys.stderr.fileno(), fd)
 
     def restore() -> None:
         if ctx.meta.pop(_RESTORE, None):
@@ -56,6 +55,7 @@ def _only_the_result_on_stdout(ctx):
 
     ctx.meta[_RESTORE] = restore
     try:
+        os.dup2(err, fd)
         yield
     finally:
         restore()
@@ -80,7 +80,6 @@ def _handle_errors(fn):
     def wrapper(*args, **kwargs):
         ctx = click.get_current_context()
         debug = ctx.find_root().params.get("debug", False)
-        ctx.meta[_RESULT] = sys.stdout
         try:
             with _only_the_result_on_stdout(ctx) if kwargs.get("as_json") else contextlib.nullcontext():
                 code = fn(*args, **kwargs)
@@ -472,6 +471,7 @@ def prune(source, ratio, out, as_json, stages, **settings):
 @_max_data_bytes
 @click.option("--epochs", default=DistillSettings.epochs, show_default=True)
 @click.option("--lr", default=DistillSettings.lr, show_default=True)
+@click.option("--batch-size", default=DistillSettings.batch_size, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Shared model file (.pt).")
 @click.option("--force", is_flag=True, help="Replace the --out file if there is one.")
 @click.option("--json", "as_json", is_flag=True)
@@ -547,12 +547,17 @@ def check_cmd(path, junit_path, as_json, emulate, device, device_identity, devic
             raise UsageError(f"--junit {junit_path!r}: give the path of a file to write")
         if not junit_file.parent.is_dir():
             raise UsageError(f"--junit {junit_path}: its folder does not exist")
+        if (junit_file.parent / "manifest.json").exists():  # it would replace a file of the package, or add one
+            raise UsageError(f"--junit {junit_path}: is inside a package folder; write it beside the package")
     try:
         spec = _device_from_flags(device, device_identity, device_known_hosts, device_python)
         report = check(path, emulate=emulate, device=spec, probe=probe)
-    except EdgekitError as e:  # a CI job's reader must find this failure there, not the last run's passes
+    except Exception as e:  # a CI job's reader must find this failure there, not the last run's passes
         if junit_path:
-            _write_junit(junit_path, [Case(str(path), "edgekit check", False, str(e))])
+            user = e if isinstance(e, EdgekitError) else from_os_error(e) if isinstance(e, OSError) else None
+            why = str(user) if user else f"{type(e).__name__}: {first_line(e)}"
+            with contextlib.suppress(EdgekitError):  # the check's own error is the one to tell
+                _write_junit(junit_path, [Case(str(path), "edgekit check", False, why)])
         raise
     if junit_path:
         _write_junit(junit_path, report.cases)

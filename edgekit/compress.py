@@ -12,7 +12,6 @@ from .config import DEFAULT_MAX_DATA_BYTES, DEFAULT_TARGETS, DistillSettings, In
 from .errors import InputError, StageError, UsageError
 from .outdir import whole_file
 from .progress import bar
-from .userfn import is_function_spec
 
 log = logging.getLogger("edgekit")
 HOLDOUT = 0.15  # of the training data, for choosing the best distillation epoch
@@ -38,13 +37,13 @@ def runs_on(module, specs: tuple[InputSpec, ...]) -> None:
 
 def load_batches(data, specs: tuple[InputSpec, ...], batch_size: int, models: dict,
                  max_bytes: int = DEFAULT_MAX_DATA_BYTES):
-    """Training batches from a `module:function` yielding (inputs, labels) batches, or labelled samples
-    in any calibration format (.npz, folder, `module:function` or an iterable yielding dicts with a label),
-    checked to fit `models` ({"teacher": module, ...}) before any training starts."""
+    """Training batches: (inputs, labels) batches that a `module:function` (or, from Python, an iterable or a
+    callable returning one) yields, or labelled samples in any calibration format (.npz, folder, or dicts so
+    yielded), checked to fit `models` ({"teacher": module, ...}) before any training starts."""
     batches = samples = None
-    if isinstance(data, str) and is_function_spec(data):
-        batches, samples = distillation.batches_from_function(data, specs, max_bytes)
-        origin = f"data {data!r}"
+    if stream := calib.user_stream(data):
+        origin, items = stream
+        batches, samples = distillation.batches_from_items(origin, items, specs, max_bytes)
     if batches is None:
         if not specs:
             raise UsageError("the model's inputs (--input, or inputs= in Python) are needed to read sample-wise "
@@ -127,7 +126,7 @@ def check_out(out: str | Path | None, force: bool) -> Path | None:
     if not path.parent.is_dir():
         raise UsageError(f"--out {path}: no folder {path.parent} to write it in")
     if not os.access(path.parent, os.W_OK | os.X_OK):  # told now, not after the pruning or training
-        raise InputError(f"--out {path}: its folder {path.parent} cannot be written")
+        raise UsageError(f"--out {path}: its folder {path.parent} cannot be written")
     return path
 
 

@@ -3,10 +3,11 @@ loss when labels exist, optional feature matching between named layers; recovers
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import asdict, dataclass, field
-
+import dataclasses
 import logging
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -43,32 +44,27 @@ def batches_from_samples(feeds: list[dict], labels, names: list[str], batch_size
     return out
 
 
-def batches_from_function(fn_spec: str, specs: tuple[InputSpec, ...] = (), max_bytes: int = DEFAULT_MAX_DATA_BYTES):
-    """A user function returning an iterable of (inputs, labels); inputs a tensor/array or a tuple of them, labels
-    None or one class id per sample. Each batch is checked as calibration samples are (inputs against `specs` when
-    given, finite, one size), since NaN inputs or labels out of range train a broken model without a word.
-
-    Returns (batches, None), or (None, the stream) when it yields dicts instead: those are samples in the
-    calibration format, for `calib.from_items` (the function is called once: a stream may not come again).
-    """
+def batches_from_items(origin: str, items: Iterator, specs: tuple[InputSpec, ...] = (),
+                       max_bytes: int = DEFAULT_MAX_DATA_BYTES):
+    """(inputs, labels) batches from what user code yields (see calib.user_stream): inputs a tensor/array or a tuple
+    of them, labels None or one class id per sample. Each batch is checked as calibration samples are (inputs against
+    `specs` when given, finite, one size), since NaN inputs or labels out of range train a broken model without a
+    word. Returns (batches, None), or (None, the items) when they are dicts: samples in the calibration format,
+    for `calib.from_items`."""
     import itertools
 
     import torch
 
-    from .userfn import resolve_callable
-
-    origin = f"data {fn_spec!r}"
-    stream = iter(resolve_callable(fn_spec, "data")())
     batches, held = [], 0
     try:
-        for i, item in enumerate(stream):
+        for i, item in enumerate(items):
             if i == 0 and isinstance(item, dict):
-                return None, itertools.chain([item], stream)
+                return None, itertools.chain([item], items)
             if i == MAX_BATCHES:  # a generator may never end
                 log.info("%s: read the first %d batches", origin, MAX_BATCHES)
                 break
             if not (isinstance(item, (tuple, list)) and len(item) == 2):
-                raise InputError(f"{origin}: item {i} must be (inputs, labels)")
+                raise InputError(f"{origin}: item {i} must be (inputs, labels), or a dict of one sample's inputs")
             inputs, labels = _checked_batch(f"{origin} batch {i}", *item, specs, batches[0] if batches else None)
             held += sum(x.nbytes for x in inputs)
             if held > max_bytes:
@@ -97,8 +93,8 @@ def _checked_batch(origin: str, inputs, labels, specs: tuple[InputSpec, ...], fi
         if x.dtype.kind not in "biuf" or x.ndim == 0 or not len(x):
             what = "empty" if x.ndim and not len(x) else f"a {x.dtype} array of shape {list(x.shape)}"
             raise InputError(f"{origin}: input {k} is {what}; give numeric arrays, samples along the first axis")
-        if specs:
-            validate(origin, specs[k], x)
+        if specs:  # any batch size: a model declared with batch 1 trains on batches of 16
+            validate(origin, dataclasses.replace(specs[k], shape=("N", *specs[k].shape[1:])), x)
         elif x.dtype.kind == "f" and not np.isfinite(x).all():
             raise InputError(f"{origin}: input {k} has NaN or Inf values")
         if first is not None and (x.dtype, x.shape[1:]) != (first[0][k].numpy().dtype, tuple(first[0][k].shape[1:])):
@@ -186,21 +182,20 @@ def distill(teacher, student, train, val, settings: DistillSettings, progress=No
     torch.manual_seed(settings.seed)
     teacher.eval()
     labelled = all(y is not None for _, y in train)
-    feats = _FeatureMatch(teacher, student, settings.features, train[0][0])
-    params = list(student.parameters()) + list(feats.parameters())
-    if settings.optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    elif settings.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True)
-    else:
-        raise UsageError(f"optimizer {settings.optimizer!r}: use adamw or sgd")
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, settings.epochs * len(train))
+    params = list(student.parameters())
     t = settings.temperature
     metric = "accuracy" if val and all(y is not None for _, y in val) else "kd_loss"
     result = DistillResult(0, 0, metric, -math.inf)
     best_state, stale = None, 0
     gen = torch.Generator().manual_seed(settings.seed)
+    feats = _FeatureMatch(teacher, student, settings.features, train[0][0])
     try:  # the hooks come off the caller's models however training ends
+        params += list(feats.parameters())
+        opt = (torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+               if settings.optimizer == "adamw" else  # a checked Literal: adamw or sgd
+               torch.optim.SGD(params, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay,
+                               nesterov=True))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, settings.epochs * len(train))
         for epoch in range(1, settings.epochs + 1):
             student.train()
             total = 0.0
@@ -287,15 +282,17 @@ class _FeatureMatch:
         self.handles = []
         self.projections = torch.nn.ModuleList()
         t_named, s_named = dict(teacher.named_modules()), dict(student.named_modules())
-        for pair in pairs:
-            t_name, sep, s_name = pair.partition(":")
-            if not sep or t_name not in t_named or s_name not in s_named:
-                raise UsageError(f"feature pair {pair!r}: expected TEACHER_LAYER:STUDENT_LAYER with existing names")
-            keys = (("t", t_name), ("s", s_name))
-            for key, module in zip(keys, (t_named[t_name], s_named[s_name])):
-                self.handles.append(module.register_forward_hook(lambda m, i, o, key=key: self.store.update({key: o})))
-            self.pairs.append(keys)
-        try:
+        try:  # the hooks come off the caller's models if a pair is refused
+            for pair in pairs:
+                t_name, sep, s_name = pair.partition(":")
+                if not sep or t_name not in t_named or s_name not in s_named:
+                    raise UsageError(f"feature pair {pair!r}: expected TEACHER_LAYER:STUDENT_LAYER with existing "
+                                     "names")
+                keys = (("t", t_name), ("s", s_name))
+                for key, module in zip(keys, (t_named[t_name], s_named[s_name])):
+                    self.handles.append(module.register_forward_hook(
+                        lambda m, i, o, key=key: self.store.update({key: o})))
+                self.pairs.append(keys)
             with torch.no_grad():
                 teacher.eval(), student.eval()
                 teacher(*example_inputs), student(*example_inputs)

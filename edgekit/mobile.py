@@ -103,7 +103,8 @@ def coverage(model_path: Path, eps: tuple[str, ...]) -> dict:
         # the graph the runtime partitions is the basic-optimised one, as onnxruntime's own checker assumes
         optimized = Path(tmp) / model_path.name
         failed, hook = None, sys.unraisablehook
-        sys.unraisablehook = lambda _: None  # a failed ModelProtoWithShapeInfo's __del__ raises too
+        # a failed ModelProtoWithShapeInfo's __del__ raises too (on the attribute its __init__ never set)
+        sys.unraisablehook = lambda u: None if "_tmp_model_path" in str(u.exc_value) else hook(u)
         try:
             optimize_model(Path(model_path), optimized, log_level=4, use_external_initializers=True)
             model = ModelProtoWithShapeInfo(optimized).model_with_shape_info  # strict: a contrary value_info fails

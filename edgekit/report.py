@@ -1,7 +1,6 @@
 """Target reports → the summary table and the per-target markdown report."""
 from __future__ import annotations
 
-import html
 import re
 
 from .parity import worst
@@ -20,10 +19,18 @@ def printable(text) -> str:
     return _CONTROL.sub("?", str(text))
 
 
+_TAG = re.compile(r"<(?=[A-Za-z/!?])")  # what a Markdown renderer would take for the start of HTML
+
+
 def _safe(text) -> str:
     """A name from a model or a package as Markdown text: one line, no HTML or code span of its own (a report.md
-    posted as a CI job summary or a review comment renders what it holds)."""
-    return html.escape(printable(text), quote=False).replace("`", "'")
+    posted as a CI job summary or a review comment renders what it holds); edgekit's own `<= 50` stays as it is."""
+    return _TAG.sub("&lt;", _code(text))
+
+
+def _code(text) -> str:
+    """A name inside a code span: one line, and no backtick to end the span early."""
+    return printable(text).replace("`", "'")
 
 
 def _md(head: str, rows) -> list[str]:
@@ -148,7 +155,7 @@ def markdown(r: TargetReport) -> str:
                      ", ".join(row["excluded"]) or "-", f"{row['cosine']:.4f}", f"{row['sqnr_db']:.1f}",
                      f"{row['fp32_p50_ms']:.3f}", f"{row['int8_p50_ms']:.3f}",
                      "pass" if row["passed"] else "fail: " + ", ".join(row["failed_gates"])) for row in t["trials"]])
-        out += [""] + [f"- kept in float: `{_safe(e['node'])}`: {_safe(e['why'])}" for e in t["excluded"]] + [""]
+        out += [""] + [f"- kept in float: `{_code(e['node'])}`: {_safe(e['why'])}" for e in t["excluded"]] + [""]
     search = d["quantization"].get("precision_search")
     if search and search.get("skipped"):
         out += ["## Float regions for speed (--precision latency)", "", f"Not searched: {search['skipped']}.", ""]

@@ -18,6 +18,7 @@ class _Verdict:  # the exit code of a report that passed or did not
 
 ARM_STAND_IN = "x86 exact kernels (stand-in)"  # an ARM target's int8 figures when no aarch64 kernels ran them
 
+
 @dataclass(frozen=True)
 class LatencyReport:
     fp32: Latency

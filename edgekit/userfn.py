@@ -78,13 +78,13 @@ def _import_file(path: Path, spec: str, what: str):
     if not path.is_file():
         raise InputError(f"{what} {spec!r}: no such file {path}")
     path = path.resolve()
-    name = "edgekit_user_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    stat = path.stat()  # an edited file (a notebook's next call) is imported afresh; an unchanged one is reused
+    name = "edgekit_user_" + hashlib.sha1(f"{path}:{stat.st_mtime_ns}:{stat.st_size}".encode()).hexdigest()[:12]
     if name in sys.modules:
         return sys.modules[name]
     module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module  # dataclasses and pickling look the module up while it executes
-    _IMPORTED.append(name)
+    sys.modules[name] = module  # dataclasses and pickling look the module up (a returned model is pickled later)
     _on_path(str(path.parent))  # let the file import its neighbours
     try:
         module_spec.loader.exec_module(module)
@@ -98,7 +98,6 @@ def _import_file(path: Path, spec: str, what: str):
 
 
 _ADDED: list[str] = []  # folders edgekit put on sys.path for user code
-_IMPORTED: list[str] = []  # FILE.py modules edgekit imported, by their sys.modules names
 
 
 def _on_path(folder: str) -> None:
@@ -111,10 +110,9 @@ def _on_path(folder: str) -> None:
 
 @contextlib.contextmanager
 def user_code_scope():
-    """What edgekit adds for user code inside the block, folders on sys.path and FILE.py modules in sys.modules, is
-    taken out after it (what came before stays), so the next run in this process (a notebook's, a search trial's)
-    imports the file as it is then."""
-    paths, modules = len(_ADDED), len(_IMPORTED)
+    """The folders edgekit puts on sys.path for user code inside the block are taken off after it (what came
+    before stays)."""
+    paths = len(_ADDED)
     try:
         yield
     finally:
@@ -122,5 +120,3 @@ def user_code_scope():
             folder = _ADDED.pop()
             if folder in sys.path:
                 sys.path.remove(folder)
-        while len(_IMPORTED) > modules:
-            sys.modules.pop(_IMPORTED.pop(), None)

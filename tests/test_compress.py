@@ -1,6 +1,7 @@
 """Structured/unstructured pruning and distillation (issue 4), on models built in code and on digits."""
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -456,8 +457,49 @@ def test_an_edited_model_file_is_read_afresh_by_the_next_api_call(tmp_path):
     source = tmp_path / "net.py"
     params = []
     for width in (8, 32):
-        source.write_text(f"import torch\n\n\ndef build():\n    return torch.nn.Sequential("
-                          f"torch.nn.Linear(4, {width}), torch.nn.ReLU(), torch.nn.Linear({width}, 2))\n")
-        params.append(edgekit.prune(f"{source}:build", inputs=["x:Nx4"], ratio=0.5)[1].params_before)
+        source.write_text(f"import torch\n\n\nclass Net(torch.nn.Sequential):\n    pass\n\n\ndef build():\n"
+                          f"    return Net(torch.nn.Linear(4, {width}), torch.nn.ReLU(),\n"
+                          f"               torch.nn.Linear({width}, 2))\n")
+        pruned, result = edgekit.prune(f"{source}:build", inputs=["x:Nx4"], ratio=0.5)
+        params.append(result.params_before)
+        assert pickle.loads(pickle.dumps(pruned))[0].out_features == pruned[0].out_features  # torch.save(model) works
     assert params == [8 * 4 + 8 + 8 * 2 + 2, 32 * 4 + 32 + 32 * 2 + 2]
-    assert not any(getattr(m, "__file__", None) == str(source) for m in list(sys.modules.values()))
+
+
+def test_the_api_takes_training_batches_from_python_iterables_and_checks_them():
+    """A list or generator of (inputs, labels) batches was refused ("item 0 is a tuple, expected a dict") though a
+    MODULE:FN yielding the same worked; they are checked the same way."""
+    import edgekit
+
+    rng = np.random.default_rng(0)
+    good = [(rng.random((16, 1, 8, 8), dtype=np.float32), rng.integers(0, 10, 16)) for _ in range(6)]
+    for data in (good, lambda: iter(good)):
+        student, result = edgekit.distill(DIGITS_MODEL, DIGITS_MODEL, teacher_weights=DIGITS_WEIGHTS, data=data,
+                                          epochs=1)
+        assert result.epochs_run == 1 and result.metric == "accuracy"
+    bad = good[:3] + [(np.full((16, 1, 8, 8), np.nan, np.float32), good[0][1])]
+    with pytest.raises(edgekit.InputError, match="data 'list' batch 3: input 0 has NaN or Inf values"):
+        edgekit.distill(DIGITS_MODEL, DIGITS_MODEL, data=bad, epochs=1)
+
+
+def test_training_data_edges_a_model_declared_with_batch_1_and_a_function_giving_none(tmp_path):
+    """--input image:1x1x8x8 (an edge model's fixed batch) refused batches of 16; a function returning None was
+    exit 5."""
+    args = ["distill", "--teacher", DIGITS_MODEL, "--student", DIGITS_MODEL, "--epochs", "1", "--out",
+            tmp_path / "s.pt"]
+    fixed = cli([*args, "--input", "image:1x1x8x8", "--data", _batches_file(tmp_path, "x", "rng.integers(0, 10, 16)")])
+    assert fixed.exit_code == 0, fixed.output
+    (tmp_path / "none.py").write_text("def nothing():\n    return None\n")
+    nothing = cli([*args, "--force", "--data", f"{tmp_path / 'none.py'}:nothing"])
+    assert nothing.exit_code == 3 and "gave a NoneType, not an iterable of samples or batches" in nothing.stderr, \
+        nothing.output
+
+
+def test_a_refused_feature_pair_leaves_no_hooks_on_the_models():
+    """The first pair's hooks stayed on both models when a later pair was refused."""
+    teacher, student = (load_model(DIGITS_MODEL, DIGITS_WEIGHTS).module for _ in range(2))
+    train, val = _digits_batches()
+    for features in (("features.0:features.0", "features.0:features.6"), ("features.0:features.0", "nope:x")):
+        with pytest.raises(Exception, match="feature pair"):
+            distill.distill(teacher, student, train[:2], val, DistillSettings(data=TRAIN, epochs=1, features=features))
+        assert not any(m._forward_hooks for model in (teacher, student) for m in model.modules())

@@ -274,11 +274,20 @@ def test_a_check_that_cannot_run_replaces_the_last_junit_with_its_error(packaged
     assert "nothing-here" in case.find("failure").get("message")
     assert check(packaged[0], "--emulate", "", "--junit", junit).exit_code == 2
     assert "--emulate" in ElementTree.parse(junit).getroot().find(".//failure").get("message")
-    for path, bad in (("", junit), (packaged[0], ""), (packaged[0], "/dev/null")):
-        result = check(path, "--junit", bad)  # "" checked the working folder; /dev/null became a file
-        assert result.exit_code == 2 and ("give the path of a file" in result.stderr or "empty path" in
-                                          result.stderr), result.output
-    assert not os.path.isfile("/dev/null")
+    os.mkfifo(tmp_path / "pipe")
+    for path, bad, said in (("", junit, "not an empty path"), (packaged[0], "", "give the path of a file"),
+                            (packaged[0], tmp_path / "pipe", "give the path of a file")):
+        result = check(path, "--junit", bad)  # "" checked the working folder; a pipe was replaced by a file
+        assert result.exit_code == 2 and said in result.stderr, result.output
+    assert not (tmp_path / "pipe").is_file()
+    assert check(packaged[0], "--junit", junit).exit_code == 0
+    result = check(tmp_path / ("x" * 300), "--junit", junit)  # an OSError (name too long) left the passing file
+    assert result.exit_code == 3 and "File name too long" in ElementTree.parse(junit).getroot().find(
+        ".//failure").get("message"), result.output
+    inside = packaged[0] / "arm64-linux" / "model.onnx"  # was overwritten with XML after a passing check
+    before = inside.read_bytes()
+    result = check(packaged[0], "--junit", inside)
+    assert result.exit_code == 2 and "inside a package folder" in result.stderr and inside.read_bytes() == before
 
 
 def test_a_package_under_a_name_that_is_not_utf8(packaged, tmp_path):
