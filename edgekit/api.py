@@ -31,16 +31,21 @@ _OWN = {"source", "inputs", "calibration", "validation", "targets", "out", "quan
 
 def _leaves_no_trace(fn):
     """An API call leaves the caller's process as it found it: the import path (a FILE.py:FUNCTION model's folder;
-    the file itself is imported again once edited), numpy's and torch's global random state, and the root
-    logger. onnxruntime's quantizer logs through `logging.warning`, which gives a root logger without handlers one
-    for good (and a notebook's own `logging.basicConfig` is then ignored): a stand-in handler is there while edgekit
-    runs."""
+    the file itself is imported again once edited), Python's, numpy's and torch's global random state, the
+    SIGINT/SIGTERM handlers, and the root logger. onnxruntime's quantizer logs through `logging.warning`, which
+    gives a root logger without handlers one for good (and a notebook's own `logging.basicConfig` is then
+    ignored): a stand-in handler is there while edgekit runs."""
     @functools.wraps(fn)
     def call(*args, **kwargs):
         import logging
+        import random
+        import signal
         import sys
+        import threading
 
-        np_state, torch = np.random.get_state(), sys.modules.get("torch")
+        py_state, np_state, torch = random.getstate(), np.random.get_state(), sys.modules.get("torch")
+        main = threading.current_thread() is threading.main_thread()
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
         torch_state = torch.random.get_rng_state() if torch else None
         root = logging.getLogger()
         stand_in = None if root.handlers else logging.NullHandler()
@@ -50,6 +55,9 @@ def _leaves_no_trace(fn):
             with user_code_scope():
                 return fn(*args, **kwargs)
         finally:
+            for s, handler in handlers.items():  # interrupted while publishing: the swap ignores a second signal
+                signal.signal(s, handler)
+            random.setstate(py_state)
             np.random.set_state(np_state)
             if torch_state is not None:
                 torch.random.set_rng_state(torch_state)

@@ -202,8 +202,11 @@ def _from_arrays(origin: str, arrays: dict[str, np.ndarray | RowFile], specs) ->
     if len(counts) != 1:
         raise InputError(f"{origin}: inputs have different sample counts {sorted(counts)}")
     n = counts.pop()
-    if labels is not None and (labels.ndim == 0 or len(labels) != n):
-        raise InputError(f"{origin}: {labels.size} labels for {n} samples (one per sample, or one per row)")
+    first = specs[0].name if specs else None
+    rows = 1 if first is None or batch_axis[first] or arrays[first].ndim < 2 else arrays[first].shape[1]
+    if labels is not None and (labels.ndim == 0 or len(labels) != n or labels.size != n * rows):
+        raise InputError(f"{origin}: {labels.size} labels (shape {list(labels.shape)}) for {n} samples of {rows} "
+                         "row(s) each: give one class id per row (not one-hot rows)")
     if labels is not None:
         labels = class_ids(origin, labels)
     return Dataset(origin, Samples([({name: arrays[name] for name in batch_axis}, batch_axis)]), labels)
@@ -338,7 +341,7 @@ def for_run(recipe: Recipe, inputs, targets: list[Target]) -> tuple[Dataset, Dat
     """(calibration, validation) for one export: validation is the recipe's own held-out data, or the last
     VALIDATION_FRACTION of the calibration samples; with held-out data, calibration files are read only as
     far as the targets' sample counts need."""
-    if recipe.calibration is None or recipe.calibration == "":
+    if recipe.calibration is None or isinstance(recipe.calibration, str) and not recipe.calibration:
         raise UsageError("no calibration data: pass --calibration FILE|DIR|MODULE:FN (or `random`, flagged in the report)")
     # one sample past the cap tells _capped a source was cut; with held-out data of its own, calibration reads
     # only the samples the targets will use

@@ -120,6 +120,10 @@ def check_fits(origin: str, models: dict, batches) -> None:
     import torch
 
     inputs, _ = batches[0]
+    for i, (x, y) in enumerate(batches):
+        if y is not None and tuple(y.shape) != (len(x[0]),):  # one-hot rows, two labels a sample
+            raise InputError(f"{origin}: training batch {i} has {y.numel()} labels for {len(x[0])} samples: give one "
+                             "class id per sample (not one-hot rows)")
     top = max((int(y.max()) for _, y in batches if y is not None), default=None)
     shapes = {}
     for name, module in models.items():
@@ -180,9 +184,12 @@ def distill(teacher, student, train, val, settings: DistillSettings, progress=No
     import torch.nn.functional as F
 
     torch.manual_seed(settings.seed)
+    if not any(p.requires_grad for p in student.parameters()):
+        raise InputError("the student has no parameters to train (none, or all frozen with requires_grad=False)")
     teacher.eval()
     labelled = all(y is not None for _, y in train)
     params = list(student.parameters())
+    sparse = _zero_masks(student)
     t = settings.temperature
     metric = "accuracy" if val and all(y is not None for _, y in val) else "kd_loss"
     result = DistillResult(0, 0, metric, -math.inf)
@@ -214,6 +221,9 @@ def distill(teacher, student, train, val, settings: DistillSettings, progress=No
                 loss.backward()
                 opt.step()
                 sched.step()
+                with torch.no_grad():
+                    for weight, keep in sparse:
+                        weight.mul_(keep)
                 if after_step:
                     after_step()
                 total += float(loss.detach())
@@ -245,6 +255,15 @@ def distill(teacher, student, train, val, settings: DistillSettings, progress=No
         result.best = -result.best
     student.eval()
     return result
+
+
+def _zero_masks(student) -> list:
+    """(weight, where it is not zero) of each conv/linear layer with zero weights: an unstructured-pruned student
+    keeps its sparsity through training (its zeroed weights would grow back, and the manifest's sparsity lie)."""
+    from .pruning import COMPUTE
+
+    weights = [m.weight for m in student.modules() if type(m).__name__ in COMPUTE]
+    return [(w, w != 0) for w in weights if not bool((w != 0).all())]
 
 
 def _diverged(what: str, epoch: int, lr: float) -> StageError:

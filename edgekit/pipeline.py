@@ -151,7 +151,10 @@ def _torch_outputs(recipe: Recipe, loaded, inputs, val, init: dict) -> list | No
 def _seeded(seed: int):
     """User code (a model built without weights, a data function) sees the same global random state every
     run; the caller's random state is restored afterwards."""
-    state = np.random.get_state()
+    import random
+
+    py_state, state = random.getstate(), np.random.get_state()
+    random.seed(seed)  # a data function shuffling with `random` gives the same calibration set every run
     np.random.seed(seed)
     torch = sys.modules.get("torch")  # an .onnx run never imports torch
     torch_state = torch.random.get_rng_state() if torch else None
@@ -160,6 +163,7 @@ def _seeded(seed: int):
     try:
         yield
     finally:
+        random.setstate(py_state)
         np.random.set_state(state)
         if torch_state is not None:
             torch.random.set_rng_state(torch_state)
@@ -206,7 +210,9 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
     the user's, even when it runs wrapped (raw pixels in, constants pinned)."""
     from . import compress
 
-    if loaded.module is None or loaded.program is not None:
+    import torch
+
+    if loaded.module is None or loaded.program is not None or isinstance(loaded.module, torch.jit.ScriptModule):
         raise UsageError("[prune]/[share]/[distill] need a MODULE:FUNCTION or FILE.py:FUNCTION model")
     prefix = next((f"{name}." for name, m in loaded.module.named_modules() if m is own and name), "")
     prune = recipe.prune and dataclasses.replace(
@@ -239,9 +245,11 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
         tied = sharing.cluster(loaded.module, recipe.share.clusters, tuple(prefix + n for n in recipe.share.ignore))
         steps.append(step("shared", loaded.module))
     if recipe.distill:
+        settings = dataclasses.replace(recipe.distill, features=tuple(  # layer names are the user's, as above
+            ":".join(prefix + name for name in pair.split(":", 1)) for pair in recipe.distill.features))
         batches = compress.load_batches(recipe.distill.data, inputs, recipe.distill.batch_size,
                                         {"teacher": teacher, "student": loaded.module}, recipe.max_data_bytes)
-        record["distill"] = compress.run_distill(teacher, loaded.module, batches, recipe.distill, None, progress,
+        record["distill"] = compress.run_distill(teacher, loaded.module, batches, settings, None, progress,
                                                  tied).as_dict()
         steps.append(step("distilled", loaded.module))
     if recipe.share:

@@ -54,8 +54,15 @@ def head_layers(module, example_inputs) -> list[str]:
 
     owner = {id(p): name for name, m in module.named_modules() if type(m).__name__ in COMPUTE
              for p in m.parameters(recurse=False)}
-    with torch.enable_grad():
-        outputs = flatten_outputs(module(*example_inputs))
+    frozen = [p for p in module.parameters() if not p.requires_grad]
+    try:  # a frozen parameter has no place in the autograd graph the walk below follows
+        for p in frozen:
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            outputs = flatten_outputs(module(*example_inputs))
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
     heads, seen = [], set()
     stack = [o.grad_fn for o in outputs if o.grad_fn is not None]
     while stack:
@@ -89,7 +96,11 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
         raise UsageError("--stage ratios remove whole channels: --stage needs structured pruning")
     module.eval()
     params0, macs0 = count(module, example_inputs)
-    ignored = tuple(dict.fromkeys([*ignore, *head_layers(module, example_inputs)]))
+    heads = head_layers(module, example_inputs)
+    if not heads and method == "structured":  # pruning would resize the outputs themselves
+        raise StageError("structured pruning", "cannot trace which layers give the model's outputs (does forward "
+                                               "run under torch.no_grad()?)")
+    ignored = tuple(dict.fromkeys([*ignore, *heads]))
     sparsity = None
     if method == "structured":
         _structured(module, example_inputs, ratio, importance, [named[n] for n in ignored], round_to, batches,
@@ -145,6 +156,9 @@ def _structured(module, example_inputs, ratio, importance, ignored_layers, round
 
         if not batches:
             raise UsageError("--importance taylor needs labelled --data to compute gradients")
+        if not any(p.requires_grad for p in module.parameters()):
+            raise InputError("--importance taylor needs gradients: the model's parameters are all frozen "
+                             "(requires_grad=False)")
         module.zero_grad()
         for inputs, labels in batches:
             if labels is None:

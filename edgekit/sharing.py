@@ -35,6 +35,10 @@ def cluster(module, clusters: int, ignore: tuple[str, ...] = ()) -> dict:
 
     if not 2 <= clusters <= 256:
         raise UsageError(f"--clusters must be between 2 and 256 (got {clusters})")
+    named = dict(module.named_modules())
+    if unknown := [n for n in ignore if n not in named]:  # a typo would share the layer it meant to keep
+        raise UsageError(f"--ignore: no layer named {', '.join(unknown)} (layers: "
+                         f"{', '.join(n for n, m in named.items() if type(m).__name__ in COMPUTE)})")
     assignments = {}
     with torch.no_grad():
         for name, layer in module.named_modules():

@@ -219,3 +219,42 @@ assert torch.equal(torch.get_rng_state(), state), "torch's random state moved"
 """)
     done = subprocess.run([sys.executable, "-P", str(script)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_recipe_compression_edges_python_random_and_array_data(tmp_path):
+    """A TorchScript source with prune pruned nothing (exit 0); [distill] features named the user's layers but a
+    uint8-input model is wrapped, so they were refused; a calibration function shuffling with `random` gave another
+    int8 model each run; a numpy array as calibration was a raw ValueError."""
+    import random
+
+    scripted = tmp_path / "m.ts"
+    torch.jit.save(torch.jit.script(digits_module()), str(scripted))
+    common = dict(inputs=["image:Nx1x8x8"], targets=["desktop-x86"], no_bench=True)
+    with pytest.raises(edgekit.UsageError, match=r"\[prune\]/\[share\]/\[distill\] need a MODULE:FUNCTION"):
+        edgekit.export(str(scripted), calibration="random", trust_checkpoint=True, prune={"ratio": 0.5},
+                       out=tmp_path / "ts", **common)
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 1, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "train.npz", image=pixels, labels=np.arange(64) % 10)
+    report = edgekit.export(MODEL, weights=str(WEIGHTS), calibration={"image": pixels}, out=tmp_path / "u8",
+                            inputs=["image:Nx1x8x8:uint8"], targets=["desktop-x86"], no_bench=True,
+                            image_uint8={"input": "image", "mean": [0.0], "std": [1.0]},
+                            distill={"data": str(tmp_path / "train.npz"), "epochs": 1, "batch_size": 16,
+                                     "features": ["features.3:features.3"]})
+    assert report.exit_code in (0, 1) and report.targets["desktop-x86"].details["compression"]["distill"]
+
+    def shuffled():
+        data = np.load(DIGITS / "data" / "calibration.npz")["image"]
+        order = list(range(len(data)))
+        random.shuffle(order)
+        for i in order[:32]:
+            yield {"image": data[i][None]}
+
+    state = random.getstate()
+    made = [edgekit.export(MODEL, weights=str(WEIGHTS), calibration=shuffled, out=tmp_path / f"r{i}", **common)
+            for i in range(2)]
+    assert all(r.passed for r in made) and random.getstate() == state
+    assert (tmp_path / "r0" / "desktop-x86" / "model.int8.onnx").read_bytes() == \
+        (tmp_path / "r1" / "desktop-x86" / "model.int8.onnx").read_bytes()
+    with pytest.raises(edgekit.InputError, match="expected a dict of arrays"):
+        edgekit.export(MODEL, weights=str(WEIGHTS), calibration=np.zeros((8, 1, 8, 8), np.float32),
+                       out=tmp_path / "a", **common)

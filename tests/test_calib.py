@@ -237,7 +237,7 @@ def test_a_dict_of_sample_arrays_is_data_as_an_npz_holds_it():
     assert len(data) == len(d["image"]) and data.labels.tolist() == d["labels"].tolist()
     assert len(calib.load({"image": d["image"][:10]}, spec)) == 10
     assert len(calib.load(d, spec, max_samples=10)) == 10  # the caps hold for arrays in memory too
-    with pytest.raises(InputError, match="1 labels for"):  # a 0-d entry: IndexError from the cap's slice
+    with pytest.raises(InputError, match=r"1 labels \(shape \[\]\) for"):  # 0-d: IndexError from the cap's slice
         calib.load({**d, "labels": np.array(3)}, spec, max_samples=10)
     with pytest.raises(InputError, match="more than 1000 bytes"):
         calib.load(d, spec, max_bytes=1000)

@@ -503,3 +503,41 @@ def test_a_refused_feature_pair_leaves_no_hooks_on_the_models():
         with pytest.raises(Exception, match="feature pair"):
             distill.distill(teacher, student, train[:2], val, DistillSettings(data=TRAIN, epochs=1, features=features))
         assert not any(m._forward_hooks for model in (teacher, student) for m in model.modules())
+
+
+def test_frozen_models_one_hot_labels_and_sparsity_through_distillation(tmp_path):
+    """A frozen model's output layer was pruned (no autograd leaves to find it by: exit 0, 5 classes of 10);
+    one-hot .npz labels and a frozen student were exit 5; distillation regrew an unstructured-pruned student's
+    zeroed weights while the manifest kept its sparsity."""
+    (tmp_path / "frozen.py").write_text(
+        f"import importlib.util\n\nimport torch\n\nspec = importlib.util.spec_from_file_location('d', "
+        f"{str(DIGITS / 'model.py')!r})\ndigits = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(digits)\n\n\ndef build():\n    return digits.build().requires_grad_(False)\n")
+    frozen = f"{tmp_path / 'frozen.py'}:build"
+    pruned = cli(["prune", frozen, "--weights", DIGITS_WEIGHTS, "--input", "image:Nx1x8x8", "--ratio", "0.5", "--out",
+                  tmp_path / "p.pt"])
+    assert pruned.exit_code == 0, pruned.output
+    assert load_model(DIGITS_MODEL, str(tmp_path / "p.pt")).module(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+    d = np.load(DIGITS / "data" / "calibration.npz")
+    np.savez(tmp_path / "onehot.npz", image=d["image"], labels=np.eye(10)[d["labels"]])
+    train = ["--teacher", DIGITS_MODEL, "--teacher-weights", DIGITS_WEIGHTS, "--epochs", "1", "--out",
+             tmp_path / "s.pt"]
+    onehot = cli(["distill", *train, "--student", DIGITS_MODEL, "--data", tmp_path / "onehot.npz", "--input",
+                  "image:Nx1x8x8"])
+    assert onehot.exit_code == 3 and "labels (shape [256, 10]) for 256 samples" in onehot.stderr, onehot.output
+    still = cli(["distill", *train, "--student", frozen, "--data", TRAIN, "--input", "image:Nx1x8x8"])
+    assert still.exit_code == 3 and "the student has no parameters to train" in still.stderr, still.output
+    sparse = cli(["prune", DIGITS_MODEL, "--weights", DIGITS_WEIGHTS, "--input", "image:Nx1x8x8", "--ratio", "0.7",
+                  "--method", "unstructured", "--out", tmp_path / "u.pt"])
+    assert sparse.exit_code == 0, sparse.output
+    kept = cli(["distill", *train, "--student", DIGITS_MODEL, "--student-weights", tmp_path / "u.pt", "--data",
+                _batches_file(tmp_path, "x", "rng.integers(0, 10, 16)")])
+    assert kept.exit_code == 0, kept.output
+    before, after = (load_model(DIGITS_MODEL, str(tmp_path / f)).module for f in ("u.pt", "s.pt"))
+    for (name, w0), w1 in zip(before.named_parameters(), after.parameters()):
+        if name.endswith("weight") and w0.dim() > 1:
+            assert torch.equal(w0 == 0, w1 == 0), name
+    assert (after.classifier[1].weight == 0).float().mean() > 0.5
+    ignored = cli(["share", DIGITS_MODEL, "--input", "image:Nx1x8x8", "--ignore", "featurs.0", "--out",
+                   tmp_path / "sh.pt"])  # a typo shared the layer it meant to keep, exit 0
+    assert ignored.exit_code == 2 and "--ignore: no layer named featurs.0" in ignored.stderr, ignored.output
