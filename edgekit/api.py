@@ -308,8 +308,9 @@ def _recipe(model, inputs, calibration, validation, targets, out, settings: dict
             value = run[key]
             if not (isinstance(value, dict) or dataclasses.is_dataclass(value)):
                 raise UsageError(f"{where}: {key} takes a {cls.__name__} or a dict of its fields, not {value!r}")
-            run[key] = build(cls, dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value,
-                             f"{where} [{key}]", required=("data",) if key == "distill" else ())
+            table = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+            run[key] = build(cls, {k: _path(v) for k, v in table.items()}, f"{where} [{key}]",
+                             required=("data",) if key == "distill" else ())
     recipe = build(Recipe, {"source": "", **run}, where)
     bench = build(BenchSpec, {k: v for k, v in settings.items() if k in bench_keys}, where)
     specs = _specs(inputs)

@@ -3,10 +3,13 @@ Torch-Pruning's dependency graph across residual adds, concats, depthwise convs 
 unstructured (magnitude, made permanent: no masks left)."""
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from .errors import InputError, StageError, UsageError
+from .errors import InputError, StageError, UsageError, few
+
+log = logging.getLogger("edgekit")
 
 if TYPE_CHECKING:
     from .rounding import RoundingChoice
@@ -110,6 +113,9 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
     else:
         raise UsageError(f"--method {method!r}: use structured or unstructured")
     params1, macs1 = count(module, example_inputs)
+    if params1 == params0 and method == "structured":  # said, not passed off as a pruned model
+        log.warning("structured pruning at ratio %s removed no channel (round_to %s, ignored %s)", ratio, round_to,
+                    few(ignored))
     return PruneResult(method, ratio, importance, params0, params1, macs0, macs1, ignored, stage_ratios or None,
                        sparsity)
 

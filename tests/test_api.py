@@ -238,7 +238,7 @@ def test_recipe_compression_edges_python_random_and_array_data(tmp_path):
     report = edgekit.export(MODEL, weights=str(WEIGHTS), calibration={"image": pixels}, out=tmp_path / "u8",
                             inputs=["image:Nx1x8x8:uint8"], targets=["desktop-x86"], no_bench=True,
                             image_uint8={"input": "image", "mean": [0.0], "std": [1.0]},
-                            distill={"data": str(tmp_path / "train.npz"), "epochs": 1, "batch_size": 16,
+                            distill={"data": tmp_path / "train.npz", "epochs": 1, "batch_size": 16,  # a Path too
                                      "features": ["features.3:features.3"]})
     assert report.exit_code in (0, 1) and report.targets["desktop-x86"].details["compression"]["distill"]
 

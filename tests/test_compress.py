@@ -505,7 +505,7 @@ def test_a_refused_feature_pair_leaves_no_hooks_on_the_models():
         assert not any(m._forward_hooks for model in (teacher, student) for m in model.modules())
 
 
-def test_frozen_models_one_hot_labels_and_sparsity_through_distillation(tmp_path):
+def test_frozen_models_one_hot_labels_and_sparsity_through_distillation(tmp_path, caplog):
     """A frozen model's output layer was pruned (no autograd leaves to find it by: exit 0, 5 classes of 10);
     one-hot .npz labels and a frozen student were exit 5; distillation regrew an unstructured-pruned student's
     zeroed weights while the manifest kept its sparsity."""
@@ -541,3 +541,6 @@ def test_frozen_models_one_hot_labels_and_sparsity_through_distillation(tmp_path
     ignored = cli(["share", DIGITS_MODEL, "--input", "image:Nx1x8x8", "--ignore", "featurs.0", "--out",
                    tmp_path / "sh.pt"])  # a typo shared the layer it meant to keep, exit 0
     assert ignored.exit_code == 2 and "--ignore: no layer named featurs.0" in ignored.stderr, ignored.output
+    nothing = cli(["prune", DIGITS_MODEL, "--input", "image:Nx1x8x8", "--ratio", "0.5", "--round-to", "1000", "--out",
+                   tmp_path / "n.pt"])  # rounding up to more channels than any layer has: it said nothing
+    assert nothing.exit_code == 0 and "removed no channel (round_to 1000" in caplog.text, nothing.output
