@@ -263,7 +263,8 @@ def _zero_masks(student) -> list:
     from .pruning import COMPUTE
 
     weights = [m.weight for m in student.modules() if type(m).__name__ in COMPUTE]
-    return [(w, w != 0) for w in weights if not bool((w != 0).all())]
+    # some zeros, not all: a zero-initialised layer (an adapter, a ReZero branch) must still learn
+    return [(w, w != 0) for w in weights if 0 < int((w != 0).sum()) < w.numel()]
 
 
 def _diverged(what: str, epoch: int, lr: float) -> StageError:
