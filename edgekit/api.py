@@ -20,7 +20,7 @@ from .config import (DEFAULT_MAX_DATA_BYTES, DEFAULT_TARGETS, BenchSpec, DeviceS
                      PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides, build, coerce, load_target,
                      load_targets, nearest)
 from .errors import InputError, UsageError
-from .outdir import whole_file
+from .outdir import SIGNALS, whole_file
 from .reports import CheckReport, ExportReport
 from .userfn import is_function_spec, user_code_scope
 
@@ -32,7 +32,7 @@ _OWN = {"source", "inputs", "calibration", "validation", "targets", "out", "quan
 def _leaves_no_trace(fn):
     """An API call leaves the caller's process as it found it: the import path (a FILE.py:FUNCTION model's folder;
     the file itself is imported again once edited), Python's, numpy's and torch's global random state, the
-    SIGINT/SIGTERM handlers, and the root logger. onnxruntime's quantizer logs through `logging.warning`, which
+    SIGINT/SIGTERM/SIGHUP handlers, and the root logger. onnxruntime's quantizer logs through `logging.warning`, which
     gives a root logger without handlers one for good (and a notebook's own `logging.basicConfig` is then
     ignored): a stand-in handler is there while edgekit runs."""
     @functools.wraps(fn)
@@ -45,7 +45,7 @@ def _leaves_no_trace(fn):
 
         py_state, np_state, torch = random.getstate(), np.random.get_state(), sys.modules.get("torch")
         main = threading.current_thread() is threading.main_thread()
-        handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+        handlers = {s: signal.getsignal(s) for s in SIGNALS} if main else {}
         torch_state = torch.random.get_rng_state() if torch else None
         root = logging.getLogger()
         stand_in = None if root.handlers else logging.NullHandler()

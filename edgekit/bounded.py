@@ -21,8 +21,9 @@ from pathlib import Path
 from .errors import FULL_ERRNOS, StageError, disk_full, first_line
 
 
-def run(stage: str, fn: str, *args: str, timeout: float) -> str:
-    """`fn` ("module:function", taking and returning strings) in a child process; its result, or StageError."""
+def run(stage: str, fn: str, *args: str, timeout: float, raised_by: str = "") -> str:
+    """`fn` ("module:function", taking and returning strings) in a child process; its result, or StageError.
+    `raised_by` names the option that raises the time limit, where the command has one."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # no single step may reserve more
     # -P: nothing is imported from the working folder, which may hold the very files being checked
     cmd = [sys.executable, "-P", "-m", "edgekit.bounded", str(memory), fn, *args]
@@ -30,7 +31,8 @@ def run(stage: str, fn: str, *args: str, timeout: float) -> str:
     try:
         out, err = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise StageError(stage, f"took longer than {timeout:g} s (the limit; raise it with --step-timeout)") from None
+        how = f"; raise it with {raised_by}" if raised_by else ""
+        raise StageError(stage, f"took longer than {timeout:g} s (the limit{how})") from None
     finally:
         if child.poll() is None:
             child.kill()

@@ -15,18 +15,25 @@ from pathlib import Path
 
 import click
 
-from . import __version__, search
+from . import __version__, outdir, search
 from .config import (DEFAULT_TARGETS, RANGES, DeviceSpec, DistillSettings, InputSpec, PruneSpec, QuantSettings,
                      Recipe, ShareSpec, apply_quant_overrides, choices, list_targets, load_recipe, load_target,
                      load_targets)
 from .errors import EdgekitError, ExitCode, InputError, UsageError, first_line, from_os_error
 
 
+_SIGNALLED: list[int] = []  # signals received: what fails after one (a C extension's half-run init) is the interrupt
+
+
 def _interrupt(signum, frame):
-    # a second signal while cleaning up must not interrupt the clean-up (or print a traceback)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _SIGNALLED.append(signum)
+    _ignore_signals()  # a second signal while cleaning up must not interrupt the clean-up (or print a traceback)
     raise KeyboardInterrupt
+
+
+def _ignore_signals() -> None:
+    for s in outdir.SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
 
 
 _RESULT = "edgekit.result"  # where a command's result goes: stdout as it was when the command started
@@ -89,13 +96,7 @@ def _handle_errors(fn):
             kind = "internal error" if e.exit_code == ExitCode.INTERNAL else "error"
             _fail(f"edgekit: {kind}: {e}", e.exit_code, debug)
         except KeyboardInterrupt as e:
-            from .outdir import InterruptedAfterPublish
-
-            writes = click.get_current_context().info_name in ("export", "search")  # the commands with an OUT folder
-            click.echo("edgekit: interrupted after the new output was published" if isinstance(e, InterruptedAfterPublish)
-                       else "edgekit: interrupted; previous output left as it was" if writes else "edgekit: interrupted",
-                       err=True)
-            sys.exit(130)
+            _interrupted(isinstance(e, outdir.InterruptedAfterPublish))
         except (click.exceptions.Exit, click.ClickException):
             raise
         except BrokenPipeError:  # the reader went away (`edgekit targets | head -1`): nothing to tell it
@@ -108,6 +109,8 @@ def _handle_errors(fn):
                       ExitCode.INTERNAL, debug)
             _fail(f"edgekit: error: {user}", user.exit_code, debug)
         except Exception as e:
+            if _SIGNALLED:  # e.g. "ImportError: initialization failed": an import cut short by the signal
+                _interrupted(False)
             _fail(f"edgekit: internal error: {type(e).__name__}: {first_line(e)}"
                   + ("" if debug else " (re-run as `edgekit --debug ...` for the traceback)"), ExitCode.INTERNAL, debug)
         if code is not None:  # a group's callback returns None: its sub-command still has to run
@@ -124,6 +127,20 @@ class Within(click.FloatRange):
         if number != number:
             self.fail(f"{value!r} is not a number", param, ctx)
         return number
+
+
+def json_text(data) -> str:
+    from .reports import json_text as strict  # numpy comes with it: not at `--help`
+
+    return strict(data)
+
+
+def _interrupted(published: bool) -> None:
+    writes = click.get_current_context().info_name in ("export", "search")  # the commands with an OUT folder
+    click.echo("edgekit: interrupted after the new output was published" if published
+               else "edgekit: interrupted; previous output left as it was" if writes else "edgekit: interrupted",
+               err=True)
+    sys.exit(130)
 
 
 def _fail(line: str, code: ExitCode | int, debug: bool) -> None:
@@ -175,10 +192,6 @@ def recipe_from(source: str, flags: dict) -> Recipe:
     if "constants" in given:
         given["constants"] = {**recipe.constants, **_pairs("--constant", given["constants"],
                                                            "NAME=VALUE, e.g. sr=16000", json.loads)}
-    if not 1 <= bench.runs <= RANGES["runs"][1]:
-        raise UsageError("--bench-runs must be >= 1")
-    if not RANGES["seed"][0] <= given.get("seed", 0) <= RANGES["seed"][1]:
-        raise UsageError(f"--seed must be in [{RANGES['seed'][0]}, {RANGES['seed'][1]}]")
     recipe = dataclasses.replace(recipe, quantize=quant, bench=bench, **given)
     try:
         recipe.out.encode("utf-8")  # torch, onnx and onnxruntime take paths as UTF-8 strings
@@ -281,6 +294,9 @@ class _OneLineErrors(click.Group):
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
+        except KeyboardInterrupt:  # before a command's own handling (click parsing the arguments)
+            click.echo("edgekit: interrupted", err=True)
+            sys.exit(130)
         except click.ClickException as e:
             if type(e).__name__ == "NoArgsIsHelpError":  # a bare `edgekit`: the help it asked for (click >= 8.2)
                 e.show()
@@ -290,6 +306,9 @@ class _OneLineErrors(click.Group):
         except click.exceptions.Abort:
             click.echo("edgekit: interrupted", err=True)
             sys.exit(130)
+        finally:
+            if kwargs.get("args") is None:  # the program itself (not a test's runner): the outcome is decided, and
+                _ignore_signals()  # a signal during shutdown would turn its exit code into death by that signal
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -299,8 +318,9 @@ class _OneLineErrors(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="Log each step on stderr.")
 def main(debug: bool, verbose: bool) -> None:
     """PyTorch models → validated int8 ONNX deployables per edge target."""
-    signal.signal(signal.SIGTERM, _interrupt)  # CI cancels with SIGTERM: clean up as for Ctrl-C
-    signal.signal(signal.SIGINT, _interrupt)
+    _SIGNALLED.clear()  # of an earlier command in this process (a test's runner)
+    for s in outdir.SIGNALS:  # CI cancels with SIGTERM, a closed terminal sends SIGHUP: clean up as for Ctrl-C
+        signal.signal(s, _interrupt)
     # our own log lines at the asked level; libraries' warnings (onnxruntime's shape inference retries,
     # transformers) only with --debug, since edgekit reports what matters in its own words
     logging.basicConfig(level=logging.DEBUG if debug else logging.ERROR, format="%(name)s: %(message)s",
@@ -332,11 +352,11 @@ def main(debug: bool, verbose: bool) -> None:
               help=f"Target profile name or .toml path. Repeatable. Default: the recipe's [export] targets, else "
                    f"{', '.join(DEFAULT_TARGETS)}; `edgekit targets` lists the bundled ones.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default dist).")
-@click.option("--seed", type=int)
+@click.option("--seed", type=click.IntRange(*RANGES["seed"]))
 @click.option("--exporter", type=click.Choice(choices(Recipe, "exporter")))
 @click.option("--task", type=click.Choice(choices(Recipe, "task")))
 @_quant_options
-@click.option("--bench-runs", type=int, help="Timed runs per model.")
+@click.option("--bench-runs", type=click.IntRange(*RANGES["runs"]), help="Timed runs per model.")
 @click.option("--step-timeout", type=Within(*RANGES["step_timeout"]),
               help="Seconds allowed for pre-processing (shape inference, folding) of the model, in a child (600).")
 @click.option("--no-bench", is_flag=True, default=None, help="Skip latency (the outputs then depend only on inputs).")
@@ -369,7 +389,10 @@ def export(source, as_json, from_trial, storage, study, **flags):
                                             from_trial)
     with search.worker_threads(threads):
         report = run(recipe, load_targets(recipe.targets), progress=not as_json)
-    _emit(json.dumps(report.to_json(), indent=2) if as_json else table(list(report.targets.values())))
+    try:
+        _emit(json_text(report.to_json()) if as_json else table(list(report.targets.values())))
+    except KeyboardInterrupt:  # the new output is in place: not "previous output left as it was"
+        raise outdir.InterruptedAfterPublish() from None
     return report.exit_code
 
 
@@ -404,7 +427,7 @@ def search_command(recipe, budgets, trials, sampler, storage, study, time_budget
     report = search.run(r, load_targets(r.targets)[0], search.parse_budgets(budgets), trials, sampler, storage,
                         study, time_budget, workers, Path(r.out))
     if as_json:
-        _emit(json.dumps(report.to_json(), indent=2))
+        _emit(json_text(report.to_json()))
     elif not report.points:
         click.echo(f"no trial completed; {len(report.failed)} failed"
                    + (f", e.g. trial {report.failed[0]['trial']}: {first_line(Exception(report.failed[0]['error']))}"
@@ -454,7 +477,7 @@ def prune(source, ratio, out, as_json, stages, **settings):
     stage_ratios = _pairs("--stage", stages, "MODULE=RATIO, e.g. features=0.3", float)
     _, result = prune(source, ratio=ratio, out=out, stage_ratios=stage_ratios, **settings)
     r = result.as_dict()
-    _emit(json.dumps(r, indent=2) if as_json else
+    _emit(json_text(r) if as_json else
          f"{settings['method']} pruning at {ratio}: params {r['params_before']:,} → {r['params_after']:,}, "
          f"MACs {r['macs_before']:,} → {r['macs_after']:,}"
          + (f", sparsity {r['sparsity']:.1%}" if r["sparsity"] is not None else "")
@@ -482,7 +505,7 @@ def share(source, out, as_json, **settings):
 
     _, result = share(source, out=out, progress=not as_json, **settings)
     r = result.as_dict()
-    _emit(json.dumps(r, indent=2) if as_json else
+    _emit(json_text(r) if as_json else
          f"{len(r['layers'])} layers shared, at most {r['distinct_max']} values each; wrote {out}\n"
          f"reload with: edgekit export {source} --weights {out} ...")
 
@@ -507,7 +530,7 @@ def share(source, out, as_json, **settings):
 @click.option("--batch-size", default=DistillSettings.batch_size, show_default=True)
 @click.option("--feature", "features", multiple=True, help="TEACHER_LAYER:STUDENT_LAYER to match (MSE). Repeatable.")
 @click.option("--patience", default=DistillSettings.patience, help="Stop after this many epochs without improvement.")
-@click.option("--seed", default=DistillSettings.seed, show_default=True)
+@click.option("--seed", type=click.IntRange(*RANGES["seed"]), default=DistillSettings.seed, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Best student (.pt), saved as it improves.")
 @click.option("--force", is_flag=True, help="Replace the --out file if there is one.")
 @click.option("--json", "as_json", is_flag=True)
@@ -518,7 +541,7 @@ def distill(teacher, student, out, as_json, **settings):
 
     _, result = distill(teacher, student, out=out, progress=not as_json, **settings)
     r = result.as_dict()
-    _emit(json.dumps(r, indent=2) if as_json else
+    _emit(json_text(r) if as_json else
          "\n".join(f"epoch {h['epoch']:3}  train loss {h['train_loss']:.4f}  {result.metric} "
                    f"{h[result.metric]:.4f}" for h in r["history"])
          + f"\nbest epoch {r['best_epoch']} ({result.metric} {r['best']:.4f}); wrote {out}")
@@ -562,7 +585,7 @@ def check_cmd(path, junit_path, as_json, emulate, device, device_identity, devic
     if junit_path:
         _write_junit(junit_path, report.cases)
     if as_json:
-        _emit(json.dumps(report.to_json(), indent=2))
+        _emit(json_text(report.to_json()))
     else:
         for c in report.cases:
             where = f" [{c.where}]" if c.where else ""
@@ -625,12 +648,12 @@ def inspect_cmd(model, compare, data, as_json):
         if not data:
             raise UsageError("--compare needs --data (validation inputs)")
         rows = layer_errors(Path(compare[0]), Path(compare[1]), data)
-        _emit(json.dumps(rows, indent=2) if as_json else compare_text(rows))
+        _emit(json_text(rows) if as_json else compare_text(rows))
         return
     if not model:
         raise UsageError("give a MODEL.onnx (or --compare FP32 INT8 --data D)")
     info = inspect(Path(model))
-    _emit(json.dumps(info, indent=2) if as_json else text(info))
+    _emit(json_text(info) if as_json else text(info))
 
 
 @main.group(invoke_without_command=True)

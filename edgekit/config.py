@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import stat
 import sys
 import tomllib
 import types
@@ -306,8 +307,8 @@ RANGES = {"size": (1, 1_000_000), "opset": (10, 23), "threads": (1, 256), "sampl
           "percentile": (50.0, 100.0), "seed": (0, 2**32 - 1), "warmup": (0, 100_000), "runs": (1, 1_000_000),
           "export_cosine_min": (-1.0, 1.0), "quant_cosine_min": (-1.0, 1.0), "top1_agreement_min": (0.0, 1.0),
           "top5_agreement_min": (0.0, 1.0), "retrieval_at1_min": (0.0, 1.0),
-          "export_max_abs": (0.0, float("inf")), "accuracy_drop_max": (0.0, 100.0),
-          "latency_p50_ms_max": (0.0, float("inf")), "size_mb_max": (0.0, float("inf")),
+          "export_max_abs": (0.0, 1e30), "accuracy_drop_max": (0.0, 100.0),  # finite: limits are written as JSON
+          "latency_p50_ms_max": (0.0, 1e30), "size_mb_max": (0.0, 1e30),
           "min_coverage": (0.0, 1.0), "golden_samples": (1, 10_000), "golden_tolerance": (0.0, 1.0),
           "golden_tolerance_steps": (0, 255),
           "ratio": (0.0, 0.99), "round_to": (0, 1024), "clusters": (2, 256), "epochs": (1, 100_000),
@@ -408,9 +409,18 @@ def build(cls, table: dict, where: str, required: tuple[str, ...] = ()):
     return cls(**kwargs)
 
 
+MAX_TOML_BYTES = 1 << 20  # a recipe or profile is a page of settings; /dev/zero or a FIFO is not one
+
+
 def read_toml(path: Path) -> dict:
     try:
-        return tomllib.loads(path.read_text())
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"{path}: not a regular file")
+        if info.st_size > MAX_TOML_BYTES:
+            raise UsageError(f"{path}: larger than {MAX_TOML_BYTES >> 20} MiB, too large for a recipe or profile")
+        with open(path, "rb") as f:
+            return tomllib.loads(f.read(MAX_TOML_BYTES + 1).decode())
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except OSError as e:
@@ -425,14 +435,19 @@ def list_targets() -> list[str]:
     return sorted(p.stem for p in TARGETS_DIR.glob("*.toml"))
 
 
+def bundled(name: str) -> Path | None:
+    """The bundled profile a bare name (no folder, no .toml) names: a file of that name in the working folder
+    does not shadow it."""
+    path = TARGETS_DIR / f"{name}.toml"
+    return path if TARGET_NAME.fullmatch(name) and not name.endswith(".toml") and path.is_file() else None
+
+
 def load_target(name_or_path: str) -> Target:
     """A bundled profile by name, or the user's own profile file by path."""
-    path = Path(name_or_path)
-    if not (name_or_path.endswith(".toml") or path.is_file()):
-        path = TARGETS_DIR / f"{name_or_path}.toml"
-        if not path.exists():
-            raise UsageError(f"unknown target {name_or_path!r}{nearest(name_or_path, list_targets())}; "
-                             f"known: {', '.join(list_targets())} (or a path to a profile .toml)")
+    path = bundled(name_or_path) or Path(name_or_path)
+    if not (path.suffix == ".toml" or path.is_file()):
+        raise UsageError(f"unknown target {name_or_path!r}{nearest(name_or_path, list_targets())}; "
+                         f"known: {', '.join(list_targets())} (or a path to a profile .toml)")
     target = build(Target, read_toml(path), str(path), required=("name",))
     if not TARGET_NAME.fullmatch(target.name) or len(target.name) > MAX_TARGET_NAME:
         raise UsageError(f"{path}: name {target.name!r} must be a plain folder name (letters, digits, . _ -; "
@@ -490,8 +505,8 @@ def load_recipe(path: Path) -> Recipe:
     source = flat.get("source")
     if isinstance(source, str) and (".py:" in source or source.endswith((".onnx", ".pt", ".ts", ".pt2"))):
         flat["source"] = str(base / source)
-    if isinstance(flat.get("targets"), list):  # a profile file beside the recipe, as its other paths (else as given)
-        flat["targets"] = [str(base / t) if isinstance(t, str) and (base / t).is_file() else t for t in flat["targets"]]
+    if isinstance(flat.get("targets"), list):  # a bundled name, else a profile file beside the recipe
+        flat["targets"] = [t if not isinstance(t, str) or bundled(t) else str(base / t) for t in flat["targets"]]
     if isinstance(flat.get("state_init"), dict):
         flat["state_init"] = {k: str(base / v) if isinstance(v, str) else v for k, v in flat["state_init"].items()}
     inputs = flat.pop("inputs", [])

@@ -99,8 +99,12 @@ def arch() -> str:
 
 
 def where() -> str:
-    """This host, as a figure measured here names it."""
-    return f"host {platform.machine()} ({cpu_model()})"
+    """This host, as a figure measured here names it: the int8 path too, which EDGEKIT_HOST_ISA may have set."""
+    return f"host {platform.machine()} ({cpu_model()}) [{_isa_shown()}]"
+
+
+def _isa_shown() -> str:
+    return int8_isa() + (f" set by {ISA_ENV}" if isa_source() != "cpuinfo" else "")
 
 
 def label(threads: int, providers: list[str]) -> dict:

@@ -267,7 +267,7 @@ def _spec(v, i: int, label: str) -> InputSpec:
 
 
 def preprocess(src: Path, dest: Path, timeout: float = DEFAULT_STEP_TIMEOUT,
-               exported: bool = False) -> tuple[Path, str]:
+               exported: bool = False, raised_by: str = "") -> tuple[Path, str]:
     """onnxruntime's quantization pre-processing: symbolic shapes, ORT basic optimisation, ONNX shapes.
     Returns (the pre-processed model, what was skipped and why: "" when nothing was).
 
@@ -281,7 +281,7 @@ def preprocess(src: Path, dest: Path, timeout: float = DEFAULT_STEP_TIMEOUT,
     src, dest = Path(src).resolve(), Path(dest).resolve()
     note = (preprocess_in_child(str(src), str(dest)) if exported else
             bounded.run("pre-processing", "edgekit.onnx_export:preprocess_in_child", str(src), str(dest),
-                        timeout=timeout))
+                        timeout=timeout, raised_by=raised_by))
     if note:
         log.info("%s", note)
     check(dest)

@@ -26,7 +26,7 @@ STAGE_PREFIX = ".edgekit-stage-"
 STAGE_MARK = ".edgekit-stage"  # inside every stage folder: only folders with it are ever cleaned up
 LOCK = ".edgekit.lock"
 LEDGER = archive.LEDGER  # sha256 of each file (archives, a search's reports) edgekit published here
-SIGNALS = {signal.SIGINT, signal.SIGTERM}
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each ends a run as Ctrl-C does
 FOREIGN = "exists and edgekit did not make it"
 BUSY = "another edgekit run is writing there; try again when it ends"
 
@@ -70,36 +70,56 @@ def _refuse_if_locked(path: Path, out: Path) -> None:
 @contextlib.contextmanager
 def staging(out: Path, names: list[str], force: bool = False):
     """Yields a stage folder inside OUT, holding OUT's lock; the stage (and an OUT this run created) go
-    whatever happens."""
+    whatever happens. Setting up and tearing down hold signals back until done: cut short, they left a lock
+    file, an unmarked stage no later run removes, or the previous output in the stage after a publish."""
     out = out.resolve()
     check_replaceable(out, names, True)
     created = [p for p in (out, *out.parents) if not p.exists()]  # OUT and the parents this run makes
+    teardown = contextlib.ExitStack()
+    teardown.callback(_remove_empty, created)
+    try:
+        with _signals_deferred() as received:
+            stage = _set_up(out, names, force, teardown)
+        if received:
+            raise KeyboardInterrupt
+        try:
+            yield stage
+        except Exception as e:
+            if full := full_disk(e, stage, f"--out {out}"):
+                raise full from e
+            raise
+    except BaseException:
+        with _signals_deferred():  # the run is ending already: a second signal changes nothing
+            teardown.close()
+        raise
+    with _signals_deferred() as received:
+        teardown.close()
+    if received:
+        raise KeyboardInterrupt
+
+
+def _set_up(out: Path, names: list[str], force: bool, teardown: contextlib.ExitStack) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"--out {out}: cannot create it ({e.strerror})") from e
+    teardown.enter_context(lock(out / LOCK, out))
+    clean_dead_stages(out)
+    if not force:
+        _refuse_foreign(out, names)
     try:
-        with lock(out / LOCK, out):
-            clean_dead_stages(out)
-            if not force:
-                _refuse_foreign(out, names)
-            try:
-                stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
-            except OSError as e:
-                raise InputError(f"--out {out}: cannot write there ({e.strerror})") from e
-            try:
-                (stage / STAGE_MARK).touch()
-                yield stage
-            except Exception as e:
-                if full := full_disk(e, stage, f"--out {out}"):
-                    raise full from e
-                raise
-            finally:
-                shutil.rmtree(stage, ignore_errors=True)
-    finally:
-        with contextlib.suppress(OSError):
-            for folder in created:
-                folder.rmdir()  # only if empty: a successful run has published into it
+        stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
+    except OSError as e:
+        raise InputError(f"--out {out}: cannot write there ({e.strerror})") from e
+    teardown.callback(shutil.rmtree, stage, ignore_errors=True)
+    (stage / STAGE_MARK).touch()
+    return stage
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    with contextlib.suppress(OSError):
+        for folder in folders:
+            folder.rmdir()  # only if empty: a successful run has published into it
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import zipfile
 import zlib
 from pathlib import Path
@@ -16,7 +15,7 @@ from .config import Target
 from .errors import InputError
 from .report import markdown
 from .runtime import int8_session, run_onnx
-from .reports import TargetReport
+from .reports import TargetReport, json_text
 
 FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -114,7 +113,7 @@ def write(target_dir: Path, report: TargetReport, pages: bool = True) -> None:
     files = sorted(p for p in target_dir.iterdir() if p.is_file() and p.name not in UNHASHED)
     report.files = {p.name: sha256(p) for p in files}
     report.sizes = {p.name: p.stat().st_size for p in files}
-    (target_dir / "manifest.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    (target_dir / "manifest.json").write_text(json_text(report.to_json()) + "\n")
     if not pages:
         return
     (target_dir / "report.md").write_text(markdown(report))

@@ -70,6 +70,8 @@ def _target_folders(path: Path, shown: Path) -> list[Path]:
         ort_path(path, shown)
         return [path]
     folders = sorted(p.parent for p in path.glob("*/manifest.json"))
+    if links := [f.name for f in folders if f.is_symlink()]:  # it would check a package elsewhere as this one
+        raise InputError(f"{shown}/{links[0]}: a link, not a package folder inside {shown}")
     for folder in folders:
         ort_path(folder, shown / folder.relative_to(path))
     if not folders:
@@ -259,15 +261,26 @@ def _manifest(folder: Path, shown: str) -> dict:
 
 
 def _gates(target: str, manifest: dict) -> Case:
-    """The export's recorded verdict: a package edgekit marked failed never passes a CI gate."""
-    failed = [g for g in manifest["gates"] if not g["passed"]]
-    why = [f"{g['name']} = {_number(g.get('value'))} (needs {g.get('op', '')} {_number(g.get('limit'))})" for g in failed]
-    if not manifest["passed"] and not failed:
-        cases = [str(c.get("name", "?")) for c in manifest.get("verification", []) if isinstance(c, dict)
-                 and not c.get("passed")]
-        why.append(f"the export's own check failed: {', '.join(cases)}" if cases else
-                   "the manifest says it failed, naming no gate or check (edited after the export?)")
+    """The export's recorded verdict: a package edgekit marked failed never passes a CI gate, nor does one whose
+    figures contradict it (a `passed` edited to true over a value that misses its own limit)."""
+    why = [f"{g['name']} = {_number(g.get('value'))} (needs {g.get('op', '')} {_number(g.get('limit'))})"
+           for g in manifest["gates"] if not _holds(g)]
+    if cases := [str(c.get("name", "?")) for c in manifest.get("verification", []) if isinstance(c, dict)
+                 and not c.get("passed") and not (why and c.get("name") == "gates")]:  # named above
+        why.append(f"the export's own check failed: {', '.join(cases)}")
+    if not manifest["passed"] and not why:
+        why.append("the manifest says it failed, naming no gate or check (edited after the export?)")
     return Case(target, "gates", not why, f"failed at export: {'; '.join(why)}" if why else "")
+
+
+def _holds(gate: dict) -> bool:
+    """A gate passes when it says so and, unless it was skipped (nothing measured), its value meets its limit."""
+    if not gate["passed"] or gate.get("skipped"):
+        return gate["passed"]
+    value, op, limit = gate.get("value"), gate.get("op"), gate.get("limit")
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (value, limit)):
+        return False
+    return value >= limit if op == ">=" else value <= limit if op == "<=" else False
 
 
 def _number(x) -> str:
@@ -292,6 +305,10 @@ def _integrity(folder: Path, shown: str, target: str, files: dict, mismatched: d
     unlisted = sorted(p.name for p in folder.iterdir() if p.name not in files and p.name not in package.UNHASHED)
     if unlisted:
         bad.append(f"files not in the manifest: {', '.join(unlisted)}")
+    # the reports are not hashed: they may be absent, but not a folder or a link that would carry other content
+    if odd := [n for n in package.UNHASHED if (folder / n).is_symlink() or (folder / n).exists()
+               and not (folder / n).is_file()]:
+        bad.append(f"not plain files: {', '.join(odd)}")
     return Case(target, "integrity", not bad, "; ".join(bad))
 
 

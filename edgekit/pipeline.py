@@ -272,7 +272,7 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
         raw = onnx_export.export_torch(loaded.program or loaded.module, shared.inputs, recipe.output_names, opset,
                                   work / "exported.onnx", "dynamo" if loaded.program else recipe.exporter)
     fp32, preprocessing = onnx_export.preprocess(raw, work / "model.onnx", shared.recipe.step_timeout,
-                                                 exported=not loaded.is_onnx)
+                                                 exported=not loaded.is_onnx, raised_by="--step-timeout")
     model = onnx_export.parsed(fp32)
     for i, node in enumerate(model.graph.node):  # the quantizer and --auto exclude nodes by name
         node.name = node.name or f"{node.op_type}_{i}"
@@ -466,6 +466,10 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     }
     warnings = (verdict.warnings(cal, val, {"export": prep.export_parity, "quantization": quant_parity}, latency,
                                  int8, providers, threads) + verdict.kernel_warnings(packaged) + fixed_warnings
+                + verdict.provider_warnings(target, int8_sess.get_providers())
+                + ([f"the models are opset {qplan.opset}, not the profile's {target.opset} (raised by the exporter or "
+                    "onnxruntime's pre-processing)"] if shared.torch_val is not None and qplan.opset != target.opset
+                   else [])
                 + ([f"{len(float_subgraph)} node(s) inside sub-graphs stay float: {quantization.SUBGRAPH_WHY}"]
                    if float_subgraph else [])
                 + [f"the model does not run at another size of a dynamic axis: {c.error}" for c in size_checks

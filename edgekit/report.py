@@ -65,8 +65,12 @@ def table(reports: list[TargetReport]) -> str:
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines += [f"latency measured on: {h}" for h in sorted({lat.where for r in reports
-                                                            for lat in (r.latency, r.latency_1_thread) if lat})]
+    measured: dict[str, list[str]] = {}  # where → the targets timed there
+    for r in reports:
+        for lat in (r.latency, r.latency_1_thread):
+            if lat and r.target not in measured.setdefault(lat.where, []):
+                measured[lat.where].append(r.target)
+    lines += [f"latency of {', '.join(names)} measured on: {where}" for where, names in sorted(measured.items())]
     stand_ins = [r for r in reports if r.latency and not r.latency.on_device]
     if stand_ins:
         machines = " / ".join(sorted({r.latency.int8.host.get("machine", "?") for r in stand_ins}))

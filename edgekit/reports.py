@@ -2,12 +2,26 @@
 written for others to re-check, never read back by the pipeline."""
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .bench import Latency
 from .errors import ExitCode
 from .parity import Accuracy, Gate, StageParity
+
+
+def json_text(data) -> str:
+    """Strict JSON (RFC 8259) for manifests and --json: a non-finite float is null, as JavaScript writes it.
+    Python's default `Infinity`/`NaN` tokens break other readers (CI tools, browsers)."""
+    def finite(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: finite(v) for k, v in x.items()}
+        return [finite(v) for v in x] if isinstance(x, (list, tuple)) else x
+    return json.dumps(finite(data), indent=2, allow_nan=False)
 
 
 class _Verdict:  # the exit code of a report that passed or did not

@@ -336,7 +336,7 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
 
 def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str, storage: str, name: str,
             time_budget: float | None, workers: int, out: Path) -> SearchReport:
-    from . import bounded, outdir, pipeline, report_html
+    from . import bounded, outdir, pipeline, report_html, reports
 
     grid = space(recipe, budgets, target)
     study(storage, name, sampler, grid, recipe.seed)  # made once, before the workers race to make it
@@ -387,7 +387,7 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
                 and g.name in ("latency_p50_ms", "size_mb")))
     finally:  # the front is worth having even when its best point's export failed
         with outdir.staging(out, list(FILES), recipe.force) as stage:  # replacing only a search's own files
-            (stage / "pareto.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+            (stage / "pareto.json").write_text(reports.json_text(report.to_json()) + "\n")
             (stage / "report.html").write_text(report_html.search_page(report, exported))
             outdir.publish(stage, out, list(FILES))
     if not report.points and report.failed and len({f["exit_code"] for f in report.failed}) == 1:
@@ -580,7 +580,12 @@ def _worker(argv: list[str]) -> None:
     import signal
     import threading
 
+    stopped: list[bool] = []
+
     def stop(*_):
+        stopped.append(True)
+        for s in (signal.SIGINT, signal.SIGTERM):  # a second one (Ctrl-C to the group, then the parent's SIGTERM)
+            signal.signal(s, signal.SIG_IGN)  # cut Optuna's recording of the failed trial short: it stayed RUNNING
         raise KeyboardInterrupt
 
     def orphaned(parent: int) -> None:
@@ -590,11 +595,13 @@ def _worker(argv: list[str]) -> None:
 
     def swallowed(unraisable) -> None:
         if isinstance(unraisable.exc_value, KeyboardInterrupt):  # the stop landed in a callback (a weakref's, a
-            os.kill(os.getpid(), signal.SIGTERM)  # __del__), which ignores it with a traceback: deliver it again
+            signal.signal(signal.SIGTERM, stop)  # __del__), which ignores it with a traceback: deliver it again
+            os.kill(os.getpid(), signal.SIGTERM)
         else:
             sys.__unraisablehook__(unraisable)
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     sys.unraisablehook = swallowed
     threading.Thread(target=orphaned, args=(os.getppid(),), daemon=True).start()
     recipe, target, budgets, grid, sampler, storage, name, time_budget, out = pickle.loads(Path(argv[0]).read_bytes())
@@ -605,6 +612,8 @@ def _worker(argv: list[str]) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except EdgekitError as e:
+        if stopped:  # what failed after the stop (a storage call it cut short) is the stop: the parent says so
+            sys.exit(130)
         print(f"edgekit: search worker: {e}", file=sys.stderr)
         sys.exit(int(e.exit_code))
 

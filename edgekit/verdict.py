@@ -1,7 +1,7 @@
 """One target's verdict: its gates from the measured figures and profile, and the warnings that explain them."""
 from __future__ import annotations
 
-from . import bench, parity
+from . import bench, host, parity
 from .config import Target
 from .parity import Accuracy, Gate, StageParity
 from .reports import LatencyReport
@@ -66,6 +66,16 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads) -> lis
             cause += " (as this host's onnxruntime optimises the graph)"
         said.append(f"int8 is slower than fp32 on {place} ({latency.speedup_p50:.2f}x): {cause}")
     return said
+
+
+def provider_warnings(target: Target, used: list[str]) -> list[str]:
+    """A profile's providers this onnxruntime lacks, for a target of this host's kind (its figures stand for the
+    target's own): the run fell back to the others. ARM targets on an x86 host are stand-ins anyway, said apart."""
+    missing = [p for p in target.runtime.providers if p not in used]
+    if not missing or target.runtime.arch != host.arch():
+        return []
+    return [f"{', '.join(missing)} (the profile's) is not in this host's onnxruntime: parity and latency were "
+            f"measured with {', '.join(used)}"]
 
 
 def gate_advice(gates: list[Gate], settings, tuning: dict | None) -> list[str]:

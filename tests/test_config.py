@@ -134,7 +134,9 @@ def test_flags_out_of_their_range_are_usage_errors_before_any_work(tmp_path, fla
 @pytest.mark.parametrize("args", [["export", "--nope"], ["targets", "bogus"], ["export"],
                                   ["export", "x.toml", "--max-data-bytes", "-1"],
                                   ["export", "x.toml", "--step-timeout", "nan"],  # click's FloatRange takes NaN
-                                  ["search", "x.toml", "--time-budget", "-5"], ["prune", "m.py:f", "--ratio", "nan"]])
+                                  ["search", "x.toml", "--time-budget", "-5"], ["prune", "m.py:f", "--ratio", "nan"],
+                                  ["export", "x.toml", "--bench-runs", "2000000"],  # said "must be >= 1"
+                                  ["distill", "t.py:f", "s.py:f", "--data", "d.npz", "--seed", "-1"]])
 def test_click_usage_errors_are_one_line_like_edgekits_own(args):
     """click printed a four-line Usage/Try/Error block; the exit code (2) was already right."""
     from conftest import cli as run_cli
@@ -163,10 +165,27 @@ def test_a_recipes_profile_path_is_beside_the_recipe(tmp_path, monkeypatch):
                                                  '"desktop-x86"]\n')
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mine.toml").write_text('name = "wrong"\n')
-    assert config.load_recipe(tmp_path / "r" / "edgekit.toml").targets == ("mine.toml", "desktop-x86")  # as before
-    (tmp_path / "r" / "mine.toml").write_text('name = "mine"\n')
+    (tmp_path / "desktop-x86").write_text("not a profile")  # nor does a bundled name mean a file here
     recipe = config.load_recipe(tmp_path / "r" / "edgekit.toml")
-    assert recipe.targets == (str(tmp_path / "r" / "mine.toml"), "desktop-x86")
+    assert recipe.targets == (str(tmp_path / "r" / "mine.toml"), "desktop-x86")  # no falling back to the cwd
+    with pytest.raises(UsageError, match="mine.toml: no such file"):
+        config.load_targets(recipe.targets)
+    (tmp_path / "r" / "mine.toml").write_text('name = "mine"\n')
+    assert [t.name for t in config.load_targets(recipe.targets)] == ["mine", "desktop-x86"]
+    assert config.load_target("desktop-x86").path == str(config.TARGETS_DIR / "desktop-x86.toml")
+
+
+def test_a_recipe_or_profile_that_is_not_a_small_regular_file_is_refused(tmp_path):
+    """A FIFO hung `export -t` and `targets show`; /dev/zero grew until memory ran out (exit 5 under a ulimit)."""
+    os.mkfifo(tmp_path / "fifo.toml")
+    (tmp_path / "zero.toml").symlink_to("/dev/zero")
+    (tmp_path / "big.toml").write_text("# padding\n" * 200_000)
+    for name, why in (("fifo.toml", "not a regular file"), ("zero.toml", "not a regular file"),
+                      ("big.toml", "too large for a recipe or profile")):
+        with pytest.raises(UsageError, match=why):
+            config.load_target(str(tmp_path / name))
+        with pytest.raises(UsageError, match=why):
+            config.load_recipe(tmp_path / name)
 
 
 @pytest.mark.parametrize("cls, table, message", [
@@ -180,6 +199,23 @@ def test_settings_without_a_range_failed_late_with_the_wrong_exit_code(cls, tabl
     """Each loaded, then failed deep in the run: exit 5 (torch's ValueError), exit 4 (NaN scales) or a gate."""
     with pytest.raises(UsageError, match=re.escape(message)):
         config.build(cls, table, "r")
+
+
+def test_limits_are_finite_and_json_is_strict(tmp_path):
+    """`size_mb_max = inf` was taken and written into manifest.json as `Infinity`, which JSON.parse refuses."""
+    import json
+    import math
+
+    from edgekit.reports import json_text
+
+    profile = tmp_path / "p.toml"
+    for key in ("size_mb_max", "latency_p50_ms_max"):
+        profile.write_text(f'name = "p"\n[budgets]\n{key} = inf\n')
+        with pytest.raises(UsageError, match=f"{key} = inf is out of range"):
+            config.load_target(str(profile))
+    text = json_text({"a": [math.inf, -math.inf, math.nan, 1.5], "b": (2, {"c": math.nan})})
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON token {c}")) == {
+        "a": [None, None, None, 1.5], "b": [2, {"c": None}]}
 
 
 def test_min_coverage_needs_the_providers_it_gates(tmp_path):

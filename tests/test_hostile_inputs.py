@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import ROOT, TESTS, cli
+from conftest import DIGITS, ROOT, TESTS, cli
 from onnx import TensorProto, helper
 
 from edgekit.errors import InputError
@@ -155,6 +155,84 @@ def test_interrupted_run_leaves_previous_output_and_no_temp_dirs(tmp_path, sig):
     assert err.strip() == "edgekit: interrupted; previous output left as it was"
     assert {p.name: p.read_bytes() for p in (out / "desktop-x86").iterdir()} == before
     assert sorted(p.name for p in out.iterdir()) == ["desktop-x86"]  # no stage folder, no lock left
+
+
+def _signal_to_self(real, when: str):
+    """`real`, with SIGINT sent to this process before or after it runs: a Ctrl-C landing at that very moment."""
+    def call(*args, **kwargs):
+        if when == "before":
+            os.kill(os.getpid(), signal.SIGINT)
+        result = real(*args, **kwargs)
+        if when == "after":
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+    return call
+
+
+def test_a_signal_while_the_stage_is_made_or_removed_leaves_nothing_behind(tmp_path, monkeypatch):
+    """A Ctrl-C just after the swap interrupted the stage's removal: the previous output stayed in OUT, hidden in a
+    stage folder. One just after the stage was made left it without the mark that lets a later run remove it."""
+    import tempfile
+
+    from edgekit import outdir
+
+    handler = signal.getsignal(signal.SIGINT)
+    out = tmp_path / "o"
+    (out / "t").mkdir(parents=True)
+    (out / "t" / "f").write_text("old")
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(shutil, "rmtree", _signal_to_self(shutil.rmtree, "before"))
+            with pytest.raises(KeyboardInterrupt):
+                with outdir.staging(out, ["t"], force=True) as stage:
+                    (stage / "t").mkdir()
+                    (stage / "t" / "f").write_text("new")
+                    outdir.publish(stage, out, ["t"])
+        assert sorted(p.name for p in out.iterdir()) == ["t"] and (out / "t" / "f").read_text() == "new"
+        signal.signal(signal.SIGINT, handler)
+        new = tmp_path / "new" / "o"
+        with monkeypatch.context() as patch:
+            patch.setattr(tempfile, "mkdtemp", _signal_to_self(tempfile.mkdtemp, "after"))
+            with pytest.raises(KeyboardInterrupt):
+                with outdir.staging(new, ["t"]):
+                    pytest.fail("the run went on after the signal")
+        assert not (tmp_path / "new").exists()  # nor the folders the run made for OUT
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
+def test_an_interrupt_after_the_publish_says_so(tmp_path, monkeypatch):
+    """A Ctrl-C while the table was printed said "previous output left as it was" with the new output in place; an
+    error that a signal caused (an import cut short: ImportError) was exit 5, "internal error"."""
+    from edgekit import report
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "o"
+    args = ["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--out", out, "--no-bench"]
+    monkeypatch.setattr(report, "table", interrupted)
+    result = cli(args)
+    assert result.exit_code == 130 and result.stderr.strip() == "edgekit: interrupted after the new output was published"
+    assert (out / "desktop-x86" / "manifest.json").is_file()
+    monkeypatch.undo()
+
+    def import_cut_short(*_, **__):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # edgekit's handler raises KeyboardInterrupt here
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed") from None
+
+    from edgekit import pipeline
+    monkeypatch.setattr(pipeline, "load_model", import_cut_short)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        result = cli([*args, "--force"])
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    assert result.exit_code == 130, result.output
+    assert result.stderr.strip() == "edgekit: interrupted; previous output left as it was"
 
 
 def test_concurrent_runs_to_the_same_out_do_not_interleave(tmp_path):
@@ -536,6 +614,18 @@ def test_nested_if_bomb_stops_at_the_step_time_limit(tmp_path, lin_data):
     assert "pre-processing failed: took longer than 8 s" in err and "--step-timeout" in err
     assert seconds < 40 and rss < 3000, (seconds, rss)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_the_time_limit_message_names_an_option_only_where_there_is_one():
+    """`inspect --compare` and `check` have no --step-timeout: their limit message must not send the user to it."""
+    from edgekit import bounded
+    from edgekit.errors import StageError
+
+    for raised_by in ("", "--step-timeout"):
+        with pytest.raises(StageError) as caught:
+            bounded.run("check", "subprocess:getoutput", "sleep 3", timeout=1, raised_by=raised_by)
+        assert "took longer than 1 s (the limit" in str(caught.value)
+        assert ("--step-timeout" in str(caught.value)) == bool(raised_by), caught.value
 
 
 def test_deeply_nested_recipe_is_a_usage_error(tmp_path):

@@ -234,6 +234,52 @@ def test_a_manifest_marked_failed_with_no_reason_says_so(packaged, tmp_path):
     assert "naming no gate or check" in gates["message"]  # was "the export's own check failed: " and nothing
 
 
+@pytest.mark.parametrize("edit", [
+    lambda g: g.update(value=0.1 * g["limit"] if g["op"] == ">=" else 10 * g["limit"] + 1),  # misses its limit
+    lambda g: g.update(value=None),
+    lambda g: g.update(op="=="),
+])
+def test_a_gate_whose_figures_miss_its_limit_fails_check_whatever_it_says(packaged, tmp_path, edit):
+    """A failed export's manifest with `passed` edited to true (the gate's and the package's) passed check."""
+    folder = fresh_copy(packaged, tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    gate = next(g for g in manifest["gates"] if g["name"] == "quant_cosine")
+    assert gate["passed"] and gate["op"] == ">=" and gate["limit"] > 0
+    edit(gate)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    [gates] = [c for c in json.loads(result.stdout) if c["name"] == "gates"]
+    assert not gates["passed"] and "quant_cosine = " in gates["message"], gates
+
+
+def test_a_report_that_is_a_folder_or_a_link_fails_integrity(packaged, tmp_path):
+    """report.md/report.html/manifest.json are not hashed: a folder or a link in their place carried unlisted
+    content (or a file from outside) through a passing check."""
+    folder = fresh_copy(packaged, tmp_path)
+    (folder / "report.md").unlink()
+    (folder / "report.md").mkdir()
+    (folder / "report.md" / "evil.sh").write_text("payload")
+    (folder / "report.html").unlink()
+    (folder / "report.html").symlink_to("/etc/passwd")
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    [integrity] = [c for c in json.loads(result.stdout) if c["name"] == "integrity"]
+    assert "not plain files: report.md, report.html" in integrity["message"], integrity
+    for name in ("report.md", "report.html"):  # absent is fine: they are reports, not the package
+        shutil.rmtree(folder / name) if (folder / name).is_dir() else (folder / name).unlink()
+    assert check(folder).exit_code == 0
+
+
+def test_a_linked_package_folder_is_not_checked_as_part_of_the_folder_given(packaged, tmp_path):
+    elsewhere = fresh_copy(packaged, tmp_path)
+    outer = tmp_path / "outer"
+    outer.mkdir()
+    (outer / "linked").symlink_to(elsewhere)
+    result = check(outer)
+    assert result.exit_code == 3 and "linked: a link, not a package folder" in result.stderr, result.output
+
+
 def test_missing_file_is_exit_3(packaged, tmp_path):
     folder = fresh_copy(packaged, tmp_path)
     (folder / "golden.npz").unlink()

@@ -52,7 +52,10 @@ def test_table_output_one_row_per_target(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0].split()[0] == "target"
     assert [ln.split()[0] for ln in lines[2:4]] == ["desktop-x86", "android-arm64"]
-    assert "latency measured on:" in result.stdout and "thread" in result.stdout
+    measured = [ln for ln in lines if " measured on: " in ln and "thread" in ln]
+    # each line names the targets it times: a capped thread count was read as every target's
+    for name in ("desktop-x86", "android-arm64"):
+        assert any(ln.startswith("latency of ") and name in ln.split(" measured on: ")[0] for ln in measured), lines
 
 
 def test_module_function_source_with_dynamic_batch(tmp_path, cnn_data):
@@ -429,3 +432,18 @@ def test_a_profile_name_fits_an_archive_member(tmp_path):
     profile.write_text('name = "desktop-x86\\n"\n')  # `$` matched before a final newline
     with pytest.raises(config.UsageError, match="plain folder name"):
         config.load_target(str(profile))
+
+
+def test_a_profiles_opset_and_providers_not_honoured_are_said(tmp_path):
+    """opset 10 came out as opset 11 (onnxruntime's pre-processing raises it) and a CUDA profile ran on the CPU,
+    neither said anywhere."""
+    text = (TESTS.parent / "targets" / "desktop-x86.toml").read_text()
+    profile = tmp_path / "old.toml"
+    profile.write_text(text.replace('name = "desktop-x86"', 'name = "old"').replace("opset = 17", "opset = 10")
+                       .replace("per_channel = true", "per_channel = false")
+                       .replace('providers = ["CPUExecutionProvider"]',
+                                'providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]'))
+    [m] = manifests(export(DIGITS / "edgekit.toml", "-t", profile, "--out", tmp_path / "o", "--no-bench"))
+    assert m["opset"] == 11 and m["host"]["providers"] == ["CPUExecutionProvider"]
+    assert any(w.startswith("the models are opset 11, not the profile's 10") for w in m["warnings"]), m["warnings"]
+    assert any(w.startswith("CUDAExecutionProvider (the profile's) is not in this host's") for w in m["warnings"])
