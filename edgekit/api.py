@@ -19,7 +19,7 @@ import numpy as np
 from .config import (DEFAULT_MAX_DATA_BYTES, DEFAULT_TARGETS, BenchSpec, DeviceSpec, DistillSettings, InputSpec,
                      PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides, build, coerce, load_target,
                      load_targets, nearest)
-from .errors import InputError, UsageError
+from .errors import UsageError
 from .outdir import SIGNALS, whole_file
 from .reports import CheckReport, ExportReport
 from .userfn import is_function_spec, user_code_scope
@@ -229,6 +229,9 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     from . import calib, compress, inspect_model, onnx_export, quantization
     from .config import DEFAULT_STEP_TIMEOUT
 
+    for name, value in (("model", model), ("target", target), *((("out", out),) if out is not None else ())):
+        if not isinstance(value, (str, os.PathLike)):
+            raise UsageError(f"edgekit.quantize() {name}: a path or name, not {type(value).__name__}")
     source = Path(model)
     dest = compress.check_out(Path(out) if out is not None else source.with_suffix(".int8.onnx"), force)
     if dest.resolve() == source.resolve():
@@ -240,11 +243,12 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
         fp32, _ = onnx_export.preprocess(onnx_export.without_initializer_inputs(source, Path(tmp) / "input.onnx"),
                                       Path(tmp) / "model.onnx", DEFAULT_STEP_TIMEOUT)
         parsed = onnx_export.parsed(fp32)
-        if done := sorted({n.op_type for n in parsed.graph.node} & inspect_model.QUANT_OPS):
-            raise InputError(f"{source}: already quantized ({', '.join(done)}); give the float model")
-        specs, _ = onnx_export.io_specs(parsed)
+        inspect_model.check_quantizable(parsed, str(source))
+        specs, _ = onnx_export.io_specs(parsed, str(source))
         plan = quantization.plan(parsed, qsettings, set(settings), profile.runtime.arch)
         feeds = [] if qsettings.mode == "dynamic" else calib.load(calibration, specs, max_samples=qsettings.samples).feeds
+        if feeds:  # calibration runs the model in-process, where a hostile graph's run cannot be stopped
+            onnx_export.first_run(fp32, feeds[0], DEFAULT_STEP_TIMEOUT)
         with whole_file(dest) as partial:
             onnx_export.check(quantization.quantize(fp32, partial, plan, feeds[: qsettings.samples]))
     return dest

@@ -469,7 +469,11 @@ def load_target(name_or_path: str) -> Target:
 
 
 def apply_quant_overrides(settings: QuantSettings, overrides: dict, where: str) -> QuantSettings:
-    return build(QuantSettings, {**dataclasses.asdict(settings), **overrides}, where)
+    found = build(QuantSettings, {**dataclasses.asdict(settings), **overrides}, where)
+    if found.format == "QOperator" and {found.activation_type, found.weight_type} & {"uint16", "int16"}:
+        raise UsageError(f"{where}: 16-bit activation or weight types need format QDQ (onnxruntime's QOperator "
+                         "format has no 16-bit operators)")
+    return found
 
 
 def load_recipe(path: Path) -> Recipe:

@@ -9,12 +9,25 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, StageError
 from .report import printable
 
 COMPARED_SAMPLES = 8  # per-layer error over the first samples of --data (every intermediate tensor, each)
 QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
              "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm"}
+
+
+def check_quantizable(model, label: str) -> None:
+    """A float model edgekit can quantize and compare: quantizing a quantized one stacks Q/DQ on Q/DQ, and its
+    "fp32 vs int8" parity compares int8 with int8; onnxruntime's quantizer refuses an output that is an input
+    passed through ("Graph is not a DAG"); no data fits a dimension of size 0."""
+    if done := sorted({n.op_type for n in model.graph.node} & QUANT_OPS):
+        raise InputError(f"{label}: already quantized ({', '.join(done)}); give the float model")
+    if same := sorted({v.name for v in model.graph.input} & {v.name for v in model.graph.output}):
+        raise InputError(f"{label}: output {same[0]!r} is an input passed through, not computed")
+    for v in (*model.graph.input, *model.graph.output):
+        if any(d.HasField("dim_value") and d.dim_value <= 0 for d in v.type.tensor_type.shape.dim):
+            raise InputError(f"{label}: {v.name!r} has a dimension of size 0: no data fits it")
 
 
 def _existing_model(path: Path):
@@ -39,6 +52,10 @@ def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml")) -> 
     ops = Counter((n.domain + "::" if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in model.graph.node)
     params = sum(math.prod(t.dims) for t in model.graph.initializer)
     quant_nodes = sum(count for op, count in ops.items() if op.split("::")[-1] in QUANT_OPS)
+    try:
+        coverage, not_predicted = (mobile.coverage(path, coverage_eps) if coverage_eps else {}), None
+    except StageError as e:  # the rest of what inspect tells still holds
+        coverage, not_predicted = {}, e.message
     return {
         "model": str(path),
         "size_bytes": path.stat().st_size,
@@ -55,7 +72,8 @@ def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml")) -> 
         "int8_initializers": sum(t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
                                  for t in model.graph.initializer),
         "metadata": {p.key: p.value for p in model.metadata_props},
-        "mobile_coverage": mobile.coverage(path, coverage_eps) if coverage_eps else {},
+        "mobile_coverage": coverage,
+        "mobile_coverage_error": not_predicted,
     }
 
 
@@ -72,6 +90,8 @@ def text(info: dict) -> str:
                      + (f", {c['nodes_blocked_by_dynamic_shapes']} need fixed shapes "
                         f"({c['coverage_with_fixed_shapes']:.0%} with fixed shapes)"
                         if c["nodes_blocked_by_dynamic_shapes"] else ""))
+    if info["mobile_coverage_error"]:
+        lines.append(f"  mobile coverage not predicted: {info['mobile_coverage_error']}")
     return "\n".join(map(printable, lines))  # names from the file: one line each
 
 

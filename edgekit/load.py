@@ -32,8 +32,9 @@ def load_model(source, weights: str | None = None, trust_checkpoint: bool = Fals
     source = str(source)
     path = Path(source)
     if source.endswith(".onnx"):
-        if not path.is_file():
-            raise InputError(f"model {source!r}: no such file")
+        from .arrays import regular_file
+
+        regular_file(path, f"model {source!r}")  # a FIFO was "no such file"
         if weights:
             raise UsageError("--weights does not apply to an .onnx model")
         return LoadedModel(source, onnx_path=path)

@@ -117,9 +117,12 @@ def coverage(model_path: Path, eps: tuple[str, ...]) -> dict:
     out = {}
     for ep in eps:
         # as the model is (nodes with dynamic shapes unsupported), then as if its shapes were fixed
-        info, fixed = (uc.check_nnapi_partitions(model, require_fixed) if ep == "nnapi" else
-                       uc.check_coreml_partitions(model, require_fixed, "coreml_supported_mlprogram_ops.md")
-                       for require_fixed in (True, False))
+        try:
+            info, fixed = (uc.check_nnapi_partitions(model, require_fixed) if ep == "nnapi" else
+                           uc.check_coreml_partitions(model, require_fixed, "coreml_supported_mlprogram_ops.md")
+                           for require_fixed in (True, False))
+        except Exception as e:  # e.g. a com.microsoft op ONNX's shape inference cannot type: no shape to read
+            raise StageError("mobile coverage", f"onnxruntime's usability checker: {first_line(e)}") from e
         out[ep] = {
             "provider": COVERAGE_EPS[ep],
             "nodes": info.num_nodes,

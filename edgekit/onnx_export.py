@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 import warnings
@@ -111,13 +112,21 @@ def check(path: Path) -> None:
 KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 
 
+MAX_ONNX_BYTES = 2 << 30
+
+
 def load_onnx_input(path: Path):
     """Read and validate a user-given .onnx; anything wrong with it is bad input (exit 3), found before
     onnxruntime touches it: unreadable bytes, external data outside the model's folder, ops or domains
     no runtime here implements, an invalid graph."""
     import onnx
 
+    from .arrays import regular_file
+
     path = Path(path)
+    if regular_file(path, f"model {str(path)!r}").stat().st_size > MAX_ONNX_BYTES:
+        raise InputError(f"model {str(path)!r}: larger than 2 GiB, which no .onnx file can be (protobuf's limit; "
+                         "larger models keep their weights in external data files)")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:
@@ -257,7 +266,8 @@ def optional_inputs(model, label: str) -> dict[str, tuple[InputSpec, np.ndarray]
 def _spec(v, i: int, label: str) -> InputSpec:
     import onnx
 
-    dims = tuple(d.dim_value if d.dim_value > 0 else (d.dim_param or f"d{i}_{j}")
+    # a fixed size of 0 is not a dynamic axis (dim_value's default): HasField tells them apart
+    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or f"d{i}_{j}")
                  for j, d in enumerate(v.type.tensor_type.shape.dim))
     elem = v.type.tensor_type.elem_type
     if elem not in ONNX_DTYPES:
@@ -316,6 +326,36 @@ def preprocess_in_child(src: str, dest: str) -> str:
                     raise RuntimeError("; ".join(skipped) + f"; saving the model failed: {first_line(e, 120)}") from e
                 skipped.append(f"{PREPROCESS_STEPS[done][0]} failed ({first_line(e, 120)})")
     raise AssertionError("unreachable")
+
+
+def first_run(model: Path, feed: dict[str, np.ndarray], timeout: float, raised_by: str = "") -> None:
+    """The model of a file from others run once, on one sample, in a child under the time and memory limit
+    (`bounded`), before edgekit runs it in-process on every sample: a Loop of 10^13 steps or a ConstantOfShape
+    sized by an input would hang there for good, past Ctrl-C (onnxruntime's run holds the main thread)."""
+    from . import bounded
+
+    feed_file = Path(model).with_name("first_run.npz")
+    np.savez(feed_file, *feed.values())  # by position: input names from a file need not be member names
+    try:
+        bounded.run("a first run of the model", "edgekit.onnx_export:first_run_in_child", str(model), str(feed_file),
+                    json.dumps(list(feed)), timeout=timeout, raised_by=raised_by)
+    except StageError as e:
+        from .runtime import run_error
+
+        raise run_error(e.message, e.stage) from e
+    finally:
+        feed_file.unlink(missing_ok=True)
+
+
+def first_run_in_child(model: str, feed_file: str, names: str) -> str:
+    import onnxruntime as ort
+
+    from .runner import options
+
+    with np.load(feed_file, allow_pickle=False) as data:
+        feed = {name: data[f"arr_{i}"] for i, name in enumerate(json.loads(names))}
+    ort.InferenceSession(model, sess_options=options(1, {}, 4), providers=["CPUExecutionProvider"]).run(None, feed)
+    return ""
 
 
 def fix_input_shapes(model, shapes: dict[str, tuple[int, ...]]) -> None:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (__version__, archive, bench, calib, constants, emulator, host, layers, onnx_export, outdir, package,
-               package_check, parity, pixels, precision, quantization, sequences, sharing, sizes, tune, verdict)
+from . import (__version__, archive, bench, calib, constants, emulator, host, inspect_model, layers, onnx_export,
+               outdir, package, package_check, parity, pixels, precision, quantization, sequences, sharing, sizes, tune,
+               verdict)
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
 from .errors import EdgekitError, UsageError
 from .device import Device
@@ -99,6 +100,8 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     out = Path(recipe.out)
     names = [t.name for t in targets] + ([f"{t.name}.tar.gz" for t in targets] if recipe.archive else [])
     outdir.check_replaceable(out, names, recipe.force)  # before any work; again under OUT's lock
+    for target in targets:  # a combination of settings onnxruntime refuses, told now, not after calibration
+        apply_quant_overrides(target.quantize, recipe.quantize, f"quantize overrides for {target.name}")
     emulated = emulator_for(recipe, targets)
     device = device_for(recipe, targets)
     loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
@@ -195,6 +198,7 @@ def _model_inputs(recipe: Recipe, loaded) -> tuple[tuple[InputSpec, ...], dict]:
     if recipe.output_names:
         raise UsageError("--output-name does not apply to an .onnx source (its outputs are already named)")
     model, label = onnx_export.load_onnx_input(loaded.onnx_path), str(loaded.onnx_path)
+    inspect_model.check_quantizable(model, label)
     found, _ = onnx_export.io_specs(model, label)
     if recipe.inputs:
         given = [(s.name, len(s.shape), s.dtype) for s in recipe.inputs]
@@ -273,6 +277,8 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
                                   work / "exported.onnx", "dynamo" if loaded.program else recipe.exporter)
     fp32, preprocessing = onnx_export.preprocess(raw, work / "model.onnx", shared.recipe.step_timeout,
                                                  exported=not loaded.is_onnx, raised_by="--step-timeout")
+    if loaded.is_onnx and not shared.recipe.state:  # a file from others (a streaming model's feeds need its state)
+        onnx_export.first_run(fp32, shared.val.feeds[0], shared.recipe.step_timeout, raised_by="--step-timeout")
     model = onnx_export.parsed(fp32)
     for i, node in enumerate(model.graph.node):  # the quantizer and --auto exclude nodes by name
         node.name = node.name or f"{node.op_type}_{i}"

@@ -101,10 +101,14 @@ def run_onnx(sess, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]
     try:
         return [sess.run(None, feed) for feed in feeds]
     except Exception as e:
-        cause = first_line(e)
-        if "Failed to allocate memory" in cause:  # a graph that asks for more than a machine has: the file's fault
-            raise InputError(f"the model asks for more memory than this machine allows when run: {cause}") from e
-        raise StageError("onnxruntime run", cause) from e
+        raise run_error(first_line(e)) from e
+
+
+def run_error(cause: str, step: str = "onnxruntime run") -> InputError | StageError:
+    """A model's failed run: a graph that asks for more memory than a machine has is the file's fault."""
+    if "Failed to allocate memory" in cause:
+        return InputError(f"the model asks for more memory than this machine allows when run: {cause}")
+    return StageError(step, cause)
 
 
 TORCH_BATCH = 64  # samples per torch call at most, for a model that keeps samples apart on its batch axis

@@ -193,6 +193,11 @@ def test_paths_are_accepted_where_paths_are_documented_and_odd_types_are_usage_e
         assert not (tmp_path / "bad").exists()
     with pytest.raises(edgekit.UsageError, match="check takes a package"):
         edgekit.check(5)
+    onnx_model = tmp_path / "o" / "mine" / "model.onnx"
+    for odd in ({"model": None}, {"model": b"m.onnx"}, {"target": None}, {"target": ["desktop-x86"]}, {"out": 3}):
+        args = {"model": onnx_model, "out": tmp_path / "q.onnx", **odd}  # each was a bare TypeError
+        with pytest.raises(edgekit.UsageError, match=f"quantize\\(\\) {next(iter(odd))}: a path or name, not"):
+            edgekit.quantize(args.pop("model"), "random", **args)
 
 
 def test_api_calls_leave_the_root_logger_import_path_and_random_state_as_they_were(tmp_path):

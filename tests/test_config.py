@@ -218,6 +218,20 @@ def test_limits_are_finite_and_json_is_strict(tmp_path):
         "a": [None, None, None, 1.5], "b": [2, {"c": None}]}
 
 
+def test_qoperator_with_16_bit_types_is_a_usage_error_before_any_work(tmp_path):
+    """It was exit 4 from onnxruntime ("Only QuantFormat.QDQ supports 16-bit"), after export and calibration."""
+    with pytest.raises(UsageError, match="16-bit activation or weight types need format QDQ"):
+        apply_quant_overrides(QuantSettings(), {"format": "QOperator", "weight_type": "int16"}, "r")
+    profile = tmp_path / "qop.toml"
+    profile.write_text('name = "qop"\n[quantize]\nformat = "QOperator"\nper_channel = false\n')
+    from conftest import DIGITS, cli as run_cli
+
+    result = run_cli(["export", DIGITS / "edgekit.toml", "-t", profile, "--activation-type", "uint16", "--out",
+                      tmp_path / "o", "--no-bench"])
+    assert result.exit_code == 2 and "quantize overrides for qop: 16-bit" in result.stderr, result.output
+    assert not (tmp_path / "o").exists()
+
+
 def test_min_coverage_needs_the_providers_it_gates(tmp_path):
     profile = tmp_path / "p.toml"
     profile.write_text('name = "p"\n[package]\nmin_coverage = 0.9\n')

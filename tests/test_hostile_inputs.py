@@ -89,6 +89,39 @@ def lin_data(tmp_path):
     return tmp_path / "x.npz"
 
 
+def test_a_quantized_model_or_a_model_that_is_not_a_file_is_refused_by_export_and_quantize(tmp_path, lin_data):
+    """export took an int8 model as the float one: "fp32 vs int8" parity compared int8 with int8 and passed, with
+    Q/DQ stacked on Q/DQ; edgekit.quantize() hung on a FIFO and read /dev/zero until memory ran out."""
+    import edgekit
+
+    model = tmp_path / "m.onnx"
+    assert edgekit.quantize(_linear_onnx(model), lin_data, out=tmp_path / "m.int8.onnx").is_file()
+    one_line_error(run(tmp_path / "m.int8.onnx", "--calibration", lin_data, "--out", tmp_path / "o"), 3,
+                   "already quantized (DequantizeLinear, QuantizeLinear); give the float model")
+    os.mkfifo(tmp_path / "fifo.onnx")
+    (tmp_path / "zero.onnx").symlink_to("/dev/zero")
+    for name in ("fifo.onnx", "zero.onnx"):
+        with pytest.raises(InputError, match="not a regular file"):
+            edgekit.quantize(tmp_path / name, lin_data, out=tmp_path / "q.onnx")
+        one_line_error(run(tmp_path / name, "--calibration", lin_data, "--out", tmp_path / "o"), 3,
+                       "not a regular file")
+    # valid ONNX edgekit cannot quantize: exit 4 from onnxruntime ("Graph is not a DAG"; an input of size 0 was
+    # taken for a dynamic axis and fed 1 row)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 2], np.ones(8, np.float32))
+    for name, x, outputs, why in (
+            ("through.onnx", ["N", 4], {"y": ["N", 2], "x": ["N", 4]}, "output 'x' is an input passed through"),
+            ("empty.onnx", [0, 4], {"y": [0, 2]}, "'x' has a dimension of size 0: no data fits it")):
+        graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, x)],
+                                  [helper.make_tensor_value_info(o, TensorProto.FLOAT, d) for o, d in outputs.items()],
+                                  [w])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / name)
+        one_line_error(run(tmp_path / name, "--calibration", "random", "--out", tmp_path / "o"), 3, why)
+        with pytest.raises(InputError, match=why):
+            edgekit.quantize(tmp_path / name, "random", out=tmp_path / "q.onnx")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "q.onnx").exists()
+
+
 def test_valid_handmade_onnx_works(tmp_path, lin_data):
     result = run(_linear_onnx(tmp_path / "ok.onnx"), "--calibration", lin_data, "--out", tmp_path / "o")
     assert result.exit_code == 0, result.output
@@ -493,7 +526,8 @@ def test_npz_declared_sizes_are_checked_before_loading(tmp_path, declared, limit
 
 def test_inspect_coverage_of_a_graph_without_nodes_or_with_a_contrary_declared_shape(tmp_path):
     """Both were exit 5: a division by zero nodes in onnxruntime's checker, and its strict shape inference failing
-    outside any guard (with a traceback from its __del__)."""
+    outside any guard (with a traceback from its __del__). So was a valid com.microsoft op whose output ONNX's shape
+    inference cannot type. inspect tells the rest, and why it has no coverage prediction."""
     def save(name, nodes, out_shape, value_info=()):
         graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
                                   [helper.make_tensor_value_info(nodes[-1].output[0] if nodes else "x",
@@ -508,8 +542,20 @@ def test_inspect_coverage_of_a_graph_without_nodes_or_with_a_contrary_declared_s
     relus = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["y"])]
     contrary = cli(["inspect", save("contrary.onnx", relus, [None], [  # rank 1 and 3, where Relu gives rank 2
         helper.make_tensor_value_info("a", TensorProto.FLOAT, [7, 7, 7])])])
-    one_line_error(contrary, 4, "mobile coverage failed:", "differ in rank")
-    assert "Traceback" not in contrary.stderr
+    assert contrary.exit_code == 0 and "Traceback" not in contrary.output, contrary.output
+    assert "mobile coverage not predicted: " in contrary.stdout and "differ in rank" in contrary.stdout
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 4], np.ones(16, np.float32).tobytes(), raw=True)
+    graph = helper.make_graph([helper.make_node("Gelu", ["x"], ["g"], domain="com.microsoft"),
+                               helper.make_node("MatMul", ["g", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                      helper.make_opsetid("com.microsoft", 1)]), tmp_path / "ms.onnx")
+    gelu = cli(["inspect", tmp_path / "ms.onnx", "--json"])
+    assert gelu.exit_code == 0, gelu.output
+    info = json.loads(gelu.stdout)
+    assert info["ops"] == {"MatMul": 1, "com.microsoft::Gelu": 1} and info["mobile_coverage"] == {}
+    assert "usability checker" in info["mobile_coverage_error"]
 
 
 def test_names_from_a_model_cannot_forge_report_lines_or_markup(tmp_path):
@@ -626,6 +672,48 @@ def test_the_time_limit_message_names_an_option_only_where_there_is_one():
             bounded.run("check", "subprocess:getoutput", "sleep 3", timeout=1, raised_by=raised_by)
         assert "took longer than 1 s (the limit" in str(caught.value)
         assert ("--step-timeout" in str(caught.value)) == bool(raised_by), caught.value
+
+
+def _loop_bomb(path: Path) -> Path:
+    """A Loop of 10^13 steps (each adds 1e-9) before a MatMul: valid ONNX, a few hundred bytes, a run that never
+    ends."""
+    body = helper.make_graph(
+        [helper.make_node("Add", ["acc_in", "eps"], ["acc_out"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor("eps", TensorProto.FLOAT, [], [1e-9])])
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["trips", "cond", "x"], ["looped"], body=body),
+         helper.make_node("MatMul", ["looped", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor("trips", TensorProto.INT64, [], [10**13]),
+         helper.make_tensor("cond", TensorProto.BOOL, [], [True]),
+         helper.make_tensor("w", TensorProto.FLOAT, [4, 2], np.ones(8, np.float32))])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_model_whose_run_never_ends_stops_at_the_step_time_limit(tmp_path, lin_data, monkeypatch):
+    """It ran in-process on the validation data for good, deaf to Ctrl-C and SIGTERM (onnxruntime's run holds the
+    main thread): only kill -9 stopped it. Its first run is now a bounded child's."""
+    import edgekit
+
+    model = _loop_bomb(tmp_path / "loop.onnx")
+    start = time.monotonic()
+    one_line_error(run(model, "--calibration", lin_data, "--out", tmp_path / "o", "--step-timeout", "5"), 4,
+                   "a first run of the model failed: took longer than 5 s", "--step-timeout")
+    assert time.monotonic() - start < 60 and not (tmp_path / "o").exists()
+    from edgekit import config
+
+    monkeypatch.setattr(config, "DEFAULT_STEP_TIMEOUT", 5.0)  # edgekit.quantize() has the default limit only
+    with pytest.raises(edgekit.StageError, match="a first run of the model failed: took longer than 5 s"):
+        edgekit.quantize(model, lin_data, out=tmp_path / "q.onnx")
+    assert not (tmp_path / "q.onnx").exists()
 
 
 def test_deeply_nested_recipe_is_a_usage_error(tmp_path):

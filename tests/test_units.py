@@ -218,6 +218,19 @@ def test_parity_metrics():
         parity.accuracy(ref, np.array([2, 0, 1]))
 
 
+def test_an_all_zero_sample_of_a_relu_head_does_not_sink_the_cosine():
+    """One all-zero reference row with one step of int8 noise counted as cosine 0: 15 identical samples and that
+    one gave cosine 0.9375 at 57.8 dB, a quant_cosine FAIL of a near-perfect model."""
+    rng = np.random.default_rng(0)
+    ref = [[rng.random((1, 4)) + 0.5] for _ in range(15)] + [[np.zeros((1, 4))]]
+    cand = [[r[0].copy()] for r in ref[:15]] + [[np.array([[0.0, 0.01, 0.0, 0.0]])]]
+    p = parity.compare(["y"], ref, cand)[0]
+    assert p.cosine == pytest.approx(1.0) and p.cosine_min == pytest.approx(1.0)
+    assert p.max_abs == pytest.approx(0.01) and p.sqnr_db < 200  # the noise still counts
+    ref[-1][0][0, 0] = 0.5  # well above one 8-bit step of the output's peak: a sample with a direction of its own
+    assert parity.compare(["y"], ref, cand)[0].cosine_min == pytest.approx(0.0)
+
+
 def test_parity_with_varying_lengths_and_scalar_outputs():
     ref = [[np.ones((1, 5, 3))], [np.ones((1, 9, 3))]]
     assert parity.compare(["h"], ref, ref)[0].cosine == pytest.approx(1.0)
