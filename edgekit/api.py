@@ -32,9 +32,9 @@ _OWN = {"source", "inputs", "calibration", "validation", "targets", "out", "quan
 def _leaves_no_trace(fn):
     """An API call leaves the caller's process as it found it: the import path (a FILE.py:FUNCTION model's folder;
     the file itself is imported again once edited), Python's, numpy's and torch's global random state, the
-    SIGINT/SIGTERM/SIGHUP handlers, and the root logger. onnxruntime's quantizer logs through `logging.warning`, which
-    gives a root logger without handlers one for good (and a notebook's own `logging.basicConfig` is then
-    ignored): a stand-in handler is there while edgekit runs."""
+    SIGINT/SIGTERM/SIGHUP handlers, the root logger, and (after a Ctrl-C) packages importable again.
+    onnxruntime's quantizer logs through `logging.warning`, which gives a root logger without handlers one for good
+    (and a notebook's own `logging.basicConfig` is then ignored): a stand-in handler is there while edgekit runs."""
     @functools.wraps(fn)
     def call(*args, **kwargs):
         import logging
@@ -51,9 +51,13 @@ def _leaves_no_trace(fn):
         stand_in = None if root.handlers else logging.NullHandler()
         if stand_in:
             root.addHandler(stand_in)
+        modules = set(sys.modules)
         try:
             with user_code_scope():
                 return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            _forget_half_imports(modules)
+            raise
         finally:
             for s, handler in handlers.items():  # interrupted while publishing: the swap ignores a second signal
                 signal.signal(s, handler)
@@ -64,6 +68,17 @@ def _leaves_no_trace(fn):
             if stand_in:
                 root.removeHandler(stand_in)
     return call
+
+
+def _forget_half_imports(before: set[str]) -> None:
+    """A Ctrl-C during a package's first import (onnx, a user's model package): Python forgets the package but keeps
+    the submodules it had loaded, so importing it again binds none of them ("module 'onnx' has no attribute
+    'external_data_helper'" in every later call). Those orphans are forgotten too, and load again whole."""
+    import sys
+
+    for name in sorted(set(sys.modules) - before, key=len):  # a parent before its submodules
+        if "." in name and name.rpartition(".")[0] not in sys.modules:
+            del sys.modules[name]
 
 
 @_leaves_no_trace

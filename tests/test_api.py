@@ -263,3 +263,24 @@ def test_recipe_compression_edges_python_random_and_array_data(tmp_path):
     with pytest.raises(edgekit.InputError, match="expected a dict of arrays"):
         edgekit.export(MODEL, weights=str(WEIGHTS), calibration=np.zeros((8, 1, 8, 8), np.float32),
                        out=tmp_path / "a", **common)
+
+
+def test_a_ctrl_c_during_a_first_import_leaves_the_package_importable_again(tmp_path, monkeypatch):
+    """Interrupted while importing onnx, a notebook's next export failed for good: "module 'onnx' has no attribute
+    'external_data_helper'" (Python forgot the package, not the submodules it had loaded)."""
+    package = tmp_path / "halfway_pkg"
+    package.mkdir()
+    (package / "layers.py").write_text("from torch import nn\n\ndef build():\n"
+                                       "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))\n")
+    (package / "__init__.py").write_text(
+        "import pathlib\nimport halfway_pkg.layers\n\n"
+        "marker = pathlib.Path(__file__).with_name('interrupt')\n"
+        "if marker.exists():  # the first import: Ctrl-C lands after the submodule loaded\n"
+        "    marker.unlink()\n    raise KeyboardInterrupt\n\n"
+        "def build():\n    return halfway_pkg.layers.build()\n")
+    (package / "interrupt").touch()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = dict(inputs=["image:Nx1x8x8"], calibration="random", targets=["desktop-x86"], no_bench=True)
+    with pytest.raises(KeyboardInterrupt):
+        edgekit.export("halfway_pkg:build", out=tmp_path / "a", **args)
+    assert edgekit.export("halfway_pkg:build", out=tmp_path / "b", **args).passed
