@@ -20,7 +20,8 @@ from .config import (DEFAULT_MAX_DATA_BYTES, DEFAULT_TARGETS, BenchSpec, DeviceS
                      PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides, build, coerce, load_target,
                      load_targets, nearest)
 from .errors import UsageError
-from .outdir import SIGNALS, whole_file
+from .outdir import whole_file
+from .signals import SIGNALS, import_whole
 from .reports import CheckReport, ExportReport
 from .userfn import is_function_spec, user_code_scope
 
@@ -53,6 +54,7 @@ def _leaves_no_trace(fn):
             root.addHandler(stand_in)
         modules = set(sys.modules)
         try:
+            import_whole("onnx", "onnxruntime")
             with user_code_scope():
                 return fn(*args, **kwargs)
         except KeyboardInterrupt:

@@ -16,6 +16,7 @@ import os
 import pkgutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from .errors import FULL_ERRNOS, StageError, disk_full, first_line
@@ -27,16 +28,19 @@ def run(stage: str, fn: str, *args: str, timeout: float, raised_by: str = "") ->
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # no single step may reserve more
     # -P: nothing is imported from the working folder, which may hold the very files being checked
     cmd = [sys.executable, "-P", "-m", "edgekit.bounded", str(memory), fn, *args]
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
-    try:
-        out, err = child.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        how = f"; raise it with {raised_by}" if raised_by else ""
-        raise StageError(stage, f"took longer than {timeout:g} s (the limit{how})") from None
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate()
+    # its temporary files (onnxruntime's pre-processing makes some) go where they are removed even if it is killed
+    with tempfile.TemporaryDirectory(prefix="edgekit-step-") as tmp:
+        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env={**child_env(), "TMPDIR": tmp})
+        try:
+            out, err = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            how = f"; raise it with {raised_by}" if raised_by else ""
+            raise StageError(stage, f"took longer than {timeout:g} s (the limit{how})") from None
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
     try:
         result = json.loads(out.strip().splitlines()[-1])
     except (ValueError, IndexError):

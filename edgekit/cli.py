@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, outdir, search
+from . import __version__, search, signals
 from .config import (DEFAULT_TARGETS, RANGES, DeviceSpec, DistillSettings, InputSpec, PruneSpec, QuantSettings,
                      Recipe, ShareSpec, apply_quant_overrides, choices, list_targets, load_recipe, load_target,
                      load_targets)
@@ -23,6 +23,11 @@ from .errors import EdgekitError, ExitCode, InputError, UsageError, first_line, 
 
 
 _SIGNALLED: list[int] = []  # signals received: what fails after one (a C extension's half-run init) is the interrupt
+_PROGRAM: list[bool] = []  # set when this process is the `edgekit` program itself, not a caller of main()
+# what a command needs imported before it starts, with signals held back (signals.import_whole)
+_IMPORTS = {"targets": (), "emulator": (), "prune": ("onnx", "onnxruntime", "torch"),
+            "distill": ("onnx", "onnxruntime", "torch"), "share": ("onnx", "onnxruntime", "torch"),
+            "search": ("onnx", "onnxruntime", "torch")}
 
 
 def _interrupt(signum, frame):
@@ -32,7 +37,7 @@ def _interrupt(signum, frame):
 
 
 def _ignore_signals() -> None:
-    for s in outdir.SIGNALS:
+    for s in signals.SIGNALS:
         signal.signal(s, signal.SIG_IGN)
 
 
@@ -69,7 +74,10 @@ def _only_the_result_on_stdout(ctx):
 
 
 def _emit(text: str) -> None:
-    """A command's result on stdout (with --json, the only thing there)."""
+    """A command's result on stdout (with --json, the only thing there). Once it is decided, a signal no longer
+    changes the exit code (the program's own process only)."""
+    if _PROGRAM:
+        _ignore_signals()
     meta = click.get_current_context().meta
     if restore := meta.get(_RESTORE):
         restore()
@@ -87,7 +95,9 @@ def _handle_errors(fn):
     def wrapper(*args, **kwargs):
         ctx = click.get_current_context()
         debug = ctx.find_root().params.get("debug", False)
+        published = signals.publishes()
         try:
+            signals.import_whole(*_IMPORTS.get(ctx.info_name, ("onnx", "onnxruntime")))
             with _only_the_result_on_stdout(ctx) if kwargs.get("as_json") else contextlib.nullcontext():
                 code = fn(*args, **kwargs)
         except SystemExit as e:
@@ -95,8 +105,9 @@ def _handle_errors(fn):
         except EdgekitError as e:
             kind = "internal error" if e.exit_code == ExitCode.INTERNAL else "error"
             _fail(f"edgekit: {kind}: {e}", e.exit_code, debug)
-        except KeyboardInterrupt as e:
-            _interrupted(isinstance(e, outdir.InterruptedAfterPublish))
+        except KeyboardInterrupt as e:  # a search's trials publish in its OUT, its own output comes last
+            _interrupted(isinstance(e, signals.InterruptedAfterPublish)
+                         or (ctx.info_name != "search" and signals.publishes() > published))
         except (click.exceptions.Exit, click.ClickException):
             raise
         except BrokenPipeError:  # the reader went away (`edgekit targets | head -1`): nothing to tell it
@@ -140,7 +151,18 @@ def _interrupted(published: bool) -> None:
     click.echo("edgekit: interrupted after the new output was published" if published
                else "edgekit: interrupted; previous output left as it was" if writes else "edgekit: interrupted",
                err=True)
-    sys.exit(130)
+    _exit(130)
+
+
+def _exit(code: int) -> None:
+    """The program's exit with this code. A KeyboardInterrupt raised inside exec'd code (dataclasses' during an
+    import) makes CPython kill itself with SIGINT at exit, whatever code sys.exit gave: the program leaves at once
+    (its clean-up has run)."""
+    if not _PROGRAM:
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _fail(line: str, code: ExitCode | int, debug: bool) -> None:
@@ -292,11 +314,13 @@ class _OneLineErrors(click.Group):
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
+        if not args and kwargs.get("args") is None:  # the arguments are sys.argv's: this is the program
+            _PROGRAM.append(True)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
         except KeyboardInterrupt:  # before a command's own handling (click parsing the arguments)
             click.echo("edgekit: interrupted", err=True)
-            sys.exit(130)
+            _exit(130)
         except click.ClickException as e:
             if type(e).__name__ == "NoArgsIsHelpError":  # a bare `edgekit`: the help it asked for (click >= 8.2)
                 e.show()
@@ -305,10 +329,10 @@ class _OneLineErrors(click.Group):
             _fail(f"edgekit: error: {e.format_message()}{hint}", e.exit_code, debug=False)
         except click.exceptions.Abort:
             click.echo("edgekit: interrupted", err=True)
-            sys.exit(130)
+            _exit(130)
         finally:
-            if kwargs.get("args") is None:  # the program itself (not a test's runner): the outcome is decided, and
-                _ignore_signals()  # a signal during shutdown would turn its exit code into death by that signal
+            if _PROGRAM:  # the outcome is decided: a signal during shutdown would turn its exit code into death by it
+                _ignore_signals()
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -319,8 +343,9 @@ class _OneLineErrors(click.Group):
 def main(debug: bool, verbose: bool) -> None:
     """PyTorch models → validated int8 ONNX deployables per edge target."""
     _SIGNALLED.clear()  # of an earlier command in this process (a test's runner)
-    for s in outdir.SIGNALS:  # CI cancels with SIGTERM, a closed terminal sends SIGHUP: clean up as for Ctrl-C
-        signal.signal(s, _interrupt)
+    for s in signals.SIGNALS:  # CI cancels with SIGTERM, a closed terminal sends SIGHUP: clean up as for Ctrl-C
+        if not (s == signal.SIGHUP and signal.getsignal(s) is signal.SIG_IGN):  # `nohup edgekit ...` runs on
+            signal.signal(s, _interrupt)
     # our own log lines at the asked level; libraries' warnings (onnxruntime's shape inference retries,
     # transformers) only with --debug, since edgekit reports what matters in its own words
     logging.basicConfig(level=logging.DEBUG if debug else logging.ERROR, format="%(name)s: %(message)s",
@@ -389,10 +414,7 @@ def export(source, as_json, from_trial, storage, study, **flags):
                                             from_trial)
     with search.worker_threads(threads):
         report = run(recipe, load_targets(recipe.targets), progress=not as_json)
-    try:
-        _emit(json_text(report.to_json()) if as_json else table(list(report.targets.values())))
-    except KeyboardInterrupt:  # the new output is in place: not "previous output left as it was"
-        raise outdir.InterruptedAfterPublish() from None
+    _emit(json_text(report.to_json()) if as_json else table(list(report.targets.values())))
     return report.exit_code
 
 

@@ -476,6 +476,16 @@ def apply_quant_overrides(settings: QuantSettings, overrides: dict, where: str) 
     return found
 
 
+def _recipe_target(name, base: Path, where: str):
+    """A recipe's target: a bundled profile's name, else a profile file beside the recipe."""
+    if not isinstance(name, str) or bundled(name):
+        return name
+    if not name.endswith(".toml") and "/" not in name and not (base / name).exists():  # a misspelt bundled name
+        raise UsageError(f"{where} [export] targets: unknown target {name!r}{nearest(name, list_targets())}; known: "
+                         f"{', '.join(list_targets())} (or a profile .toml beside the recipe)")
+    return str(base / name)
+
+
 def load_recipe(path: Path) -> Recipe:
     """Read an `edgekit.toml`; relative paths in it are relative to the recipe's folder."""
     table = read_toml(path)
@@ -510,7 +520,7 @@ def load_recipe(path: Path) -> Recipe:
     if isinstance(source, str) and (".py:" in source or source.endswith((".onnx", ".pt", ".ts", ".pt2"))):
         flat["source"] = str(base / source)
     if isinstance(flat.get("targets"), list):  # a bundled name, else a profile file beside the recipe
-        flat["targets"] = [t if not isinstance(t, str) or bundled(t) else str(base / t) for t in flat["targets"]]
+        flat["targets"] = [_recipe_target(t, base, where) for t in flat["targets"]]
     if isinstance(flat.get("state_init"), dict):
         flat["state_init"] = {k: str(base / v) if isinstance(v, str) else v for k, v in flat["state_init"].items()}
     inputs = flat.pop("inputs", [])

@@ -23,10 +23,11 @@ def check_quantizable(model, label: str) -> None:
     passed through ("Graph is not a DAG"); no data fits a dimension of size 0."""
     if done := sorted({n.op_type for n in model.graph.node} & QUANT_OPS):
         raise InputError(f"{label}: already quantized ({', '.join(done)}); give the float model")
-    if same := sorted({v.name for v in model.graph.input} & {v.name for v in model.graph.output}):
+    defaults = {t.name for t in model.graph.initializer}  # an optional input's default may well be an output
+    if same := sorted(({v.name for v in model.graph.input} - defaults) & {v.name for v in model.graph.output}):
         raise InputError(f"{label}: output {same[0]!r} is an input passed through, not computed")
     for v in (*model.graph.input, *model.graph.output):
-        if any(d.HasField("dim_value") and d.dim_value <= 0 for d in v.type.tensor_type.shape.dim):
+        if any(d.HasField("dim_value") and d.dim_value == 0 for d in v.type.tensor_type.shape.dim):
             raise InputError(f"{label}: {v.name!r} has a dimension of size 0: no data fits it")
 
 

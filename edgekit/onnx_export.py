@@ -266,8 +266,8 @@ def optional_inputs(model, label: str) -> dict[str, tuple[InputSpec, np.ndarray]
 def _spec(v, i: int, label: str) -> InputSpec:
     import onnx
 
-    # a fixed size of 0 is not a dynamic axis (dim_value's default): HasField tells them apart
-    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or f"d{i}_{j}")
+    # a fixed size of 0 is not a dynamic axis (dim_value's default): HasField tells them apart; -1 marks one
+    dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or f"d{i}_{j}")
                  for j, d in enumerate(v.type.tensor_type.shape.dim))
     elem = v.type.tensor_type.elem_type
     if elem not in ONNX_DTYPES:

@@ -13,26 +13,22 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import stat
 import tempfile
-import threading
 from pathlib import Path
 
-from . import archive
+from . import archive, signals
 from .errors import DiskFullError, InputError, UsageError, disk_full, first_line
 
 STAGE_PREFIX = ".edgekit-stage-"
 STAGE_MARK = ".edgekit-stage"  # inside every stage folder: only folders with it are ever cleaned up
 LOCK = ".edgekit.lock"
 LEDGER = archive.LEDGER  # sha256 of each file (archives, a search's reports) edgekit published here
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each ends a run as Ctrl-C does
 FOREIGN = "exists and edgekit did not make it"
 BUSY = "another edgekit run is writing there; try again when it ends"
 
 
-class InterruptedAfterPublish(KeyboardInterrupt):
-    """A signal arrived while the new output was being swapped in; the swap completed."""
+InterruptedAfterPublish = signals.InterruptedAfterPublish
 
 
 def check_replaceable(out: Path, names: list[str], force: bool) -> None:
@@ -77,8 +73,9 @@ def staging(out: Path, names: list[str], force: bool = False):
     created = [p for p in (out, *out.parents) if not p.exists()]  # OUT and the parents this run makes
     teardown = contextlib.ExitStack()
     teardown.callback(_remove_empty, created)
+    received: list[int] = []
     try:
-        with _signals_deferred() as received:
+        with signals.deferred() as received:
             stage = _set_up(out, names, force, teardown)
         if received:
             raise KeyboardInterrupt
@@ -88,11 +85,13 @@ def staging(out: Path, names: list[str], force: bool = False):
             if full := full_disk(e, stage, f"--out {out}"):
                 raise full from e
             raise
-    except BaseException:
-        with _signals_deferred():  # the run is ending already: a second signal changes nothing
+    except BaseException as e:
+        with signals.deferred() as late:
             teardown.close()
+        if (received or late) and not isinstance(e, KeyboardInterrupt):  # the signal ends the run, not the error
+            raise KeyboardInterrupt from e
         raise
-    with _signals_deferred() as received:
+    with signals.deferred() as received:
         teardown.close()
     if received:
         raise KeyboardInterrupt
@@ -112,7 +111,10 @@ def _set_up(out: Path, names: list[str], force: bool, teardown: contextlib.ExitS
     except OSError as e:
         raise InputError(f"--out {out}: cannot write there ({e.strerror})") from e
     teardown.callback(shutil.rmtree, stage, ignore_errors=True)
-    (stage / STAGE_MARK).touch()
+    try:
+        (stage / STAGE_MARK).touch()
+    except OSError as e:
+        raise full_disk(e, out, f"--out {out}") or InputError(f"--out {out}: cannot write there ({e.strerror})") from e
     return stage
 
 
@@ -132,7 +134,11 @@ def whole_file(dest: Path):
     partial = dest.with_name(name)
     try:
         yield partial
-        partial.replace(dest)
+        with signals.deferred() as received:
+            partial.replace(dest)
+            signals.published()
+        if received:
+            raise InterruptedAfterPublish()
     except Exception as e:
         if full := full_disk(e, dest.parent, str(dest)):
             raise full from e
@@ -288,7 +294,7 @@ def publish(stage: Path, out: Path, names: list[str], stale: list[str] = ()) -> 
         (stage / LEDGER).write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
         moves.append(LEDGER)
     done: list[tuple[Path, Path | None]] = []  # (final, where its old version went)
-    with _signals_deferred() as received:
+    with signals.deferred() as received:
         try:
             for name in gone:
                 final, old = out / name, stage / f".old-{name}"
@@ -304,25 +310,9 @@ def publish(stage: Path, out: Path, names: list[str], stale: list[str] = ()) -> 
         except OSError as e:
             _roll_back(stage, done)
             raise InputError(f"--out {out}: publishing failed ({e.strerror}); previous output left as it was") from e
+        signals.published()
     if received:
         raise InterruptedAfterPublish()
-
-
-@contextlib.contextmanager
-def _signals_deferred():
-    """SIGINT/SIGTERM during the block are recorded, not raised. (A signal mask would not do: onnxruntime's
-    and torch's threads can take a process-directed signal, and Python then runs the handler anyway.)"""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received  # only the main thread can set handlers; a library caller in a thread keeps its own
-        return
-    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in SIGNALS}
-    try:
-        yield received
-    finally:
-        for s, handler in previous.items():
-            # interrupted during the swap: the run is ending, and a second signal must not cut the clean-up short
-            signal.signal(s, signal.SIG_IGN if received else handler)
 
 
 def _roll_back(stage: Path, done: list[tuple[Path, Path | None]]) -> None:

@@ -8,7 +8,6 @@ import numpy as np
 
 
 NEAR_ZERO = 1e-6  # a reference output whose peak |value| is below this carries no signal to compare
-QUIET_SAMPLE = 1 / 256  # of an output's peak: a sample's reference below one 8-bit step has no direction to compare
 
 
 @dataclass(frozen=True)
@@ -110,10 +109,10 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
     (a scalar score) a per-sample cosine is always ±1, so one cosine over all samples is used instead.
     The task picks the extra metrics: top-1/top-5 agreement for a classifier's 2-D score outputs (rows ×
     classes; on an embedding they would be meaningless numbers), nearest-neighbour agreement for embeddings.
-    A reference that is ~0 gets no cosine or SQNR, it is flagged; a sample whose reference is below one 8-bit step
-    of the output's peak (a ReLU head's all-zero row) gets no cosine of its own, its direction being quantization
-    noise (one step of noise on zeros is cosine 0), while SQNR and max_abs count it. Outputs in `plain` (a
-    streaming model's state) are not the task's outputs: cosine and SQNR only.
+    A reference that is ~0 gets no cosine or SQNR, it is flagged; so does a sample whose reference is ~0 (a ReLU
+    head's all-zero row: one step of int8 noise on it is cosine 0) get no cosine of its own, while SQNR and max_abs
+    count it. A small but real sample keeps its cosine: an outlier setting the scale must not hide its loss.
+    Outputs in `plain` (a streaming model's state) are not the task's outputs: cosine and SQNR only.
     """
     from .errors import InternalError
 
@@ -127,7 +126,7 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
         peak = max(float(np.max(np.abs(a), initial=0.0)) for a in ref)
         if min(a.size for a in ref) >= 2:
             cos = [_cosine(a.ravel(), b.ravel()) for a, b in zip(ref, cand)
-                   if float(np.max(np.abs(a), initial=0.0)) >= peak * QUIET_SAMPLE]  # the peak's own is kept
+                   if float(np.max(np.abs(a), initial=0.0)) >= NEAR_ZERO or peak < NEAR_ZERO]
         else:
             cos = [_cosine(np.concatenate([a.ravel() for a in ref]), np.concatenate([b.ravel() for b in cand]))]
         scale = peak or 1.0  # no overflow near float max

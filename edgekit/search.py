@@ -580,12 +580,14 @@ def _worker(argv: list[str]) -> None:
     import signal
     import threading
 
+    from . import signals
+
     stopped: list[bool] = []
 
     def stop(*_):
         stopped.append(True)
-        for s in (signal.SIGINT, signal.SIGTERM):  # a second one (Ctrl-C to the group, then the parent's SIGTERM)
-            signal.signal(s, signal.SIG_IGN)  # cut Optuna's recording of the failed trial short: it stayed RUNNING
+        for s in signals.SIGNALS:  # a second one (Ctrl-C to the group, then the parent's SIGTERM) cut
+            signal.signal(s, signal.SIG_IGN)  # Optuna's recording of the failed trial short: it stayed RUNNING
         raise KeyboardInterrupt
 
     def orphaned(parent: int) -> None:
@@ -600,8 +602,8 @@ def _worker(argv: list[str]) -> None:
         else:
             sys.__unraisablehook__(unraisable)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    for s in signals.SIGNALS:
+        signal.signal(s, stop)
     sys.unraisablehook = swallowed
     threading.Thread(target=orphaned, args=(os.getppid(),), daemon=True).start()
     recipe, target, budgets, grid, sampler, storage, name, time_budget, out = pickle.loads(Path(argv[0]).read_bytes())

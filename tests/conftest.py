@@ -1,4 +1,5 @@
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,16 @@ def cli(args, env=None):
     from edgekit.cli import main
 
     return CliRunner().invoke(main, [str(a) for a in args], env=env)
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_restored():
+    """The CLI run in-process installs its handlers, and a signal held back leaves SIG_IGN: a later test (and CI's
+    SIGTERM to pytest) must find them as they were."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
 
 
 @pytest.fixture

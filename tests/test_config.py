@@ -173,6 +173,9 @@ def test_a_recipes_profile_path_is_beside_the_recipe(tmp_path, monkeypatch):
     (tmp_path / "r" / "mine.toml").write_text('name = "mine"\n')
     assert [t.name for t in config.load_targets(recipe.targets)] == ["mine", "desktop-x86"]
     assert config.load_target("desktop-x86").path == str(config.TARGETS_DIR / "desktop-x86.toml")
+    (tmp_path / "r" / "edgekit.toml").write_text('[model]\nsource = "m.onnx"\n[export]\ntargets = ["desktop-x68"]\n')
+    with pytest.raises(UsageError, match="unknown target 'desktop-x68' \\(did you mean 'desktop-x86'\\?\\)"):
+        config.load_recipe(tmp_path / "r" / "edgekit.toml")
 
 
 def test_a_recipe_or_profile_that_is_not_a_small_regular_file_is_refused(tmp_path):

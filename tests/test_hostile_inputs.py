@@ -120,6 +120,16 @@ def test_a_quantized_model_or_a_model_that_is_not_a_file_is_refused_by_export_an
         with pytest.raises(InputError, match=why):
             edgekit.quantize(tmp_path / name, "random", out=tmp_path / "q.onnx")
     assert not (tmp_path / "o").exists() and not (tmp_path / "q.onnx").exists()
+    # and not what is fine: -1 for a dynamic axis, an optional input's default that is also an output
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 4]),
+                               helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 2]),
+                               helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 2])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "fine.onnx")
+    assert edgekit.quantize(tmp_path / "fine.onnx", lin_data, out=tmp_path / "q.onnx").is_file()
+    result = run(tmp_path / "fine.onnx", "--calibration", lin_data, "--out", tmp_path / "o", "--no-bench")
+    assert result.exit_code == 0, result.output
 
 
 def test_valid_handmade_onnx_works(tmp_path, lin_data):
@@ -266,6 +276,60 @@ def test_an_interrupt_after_the_publish_says_so(tmp_path, monkeypatch):
         signal.signal(signal.SIGINT, handler)
     assert result.exit_code == 130, result.output
     assert result.stderr.strip() == "edgekit: interrupted; previous output left as it was"
+
+
+def test_an_error_during_an_interrupted_teardown_is_the_interrupt(tmp_path, monkeypatch):
+    """A signal while a failed run removed its stage was lost, and every signal after it ignored: a search worker
+    went on with its whole share, deaf to SIGTERM."""
+    from edgekit import outdir
+
+    monkeypatch.setattr(shutil, "rmtree", _signal_to_self(shutil.rmtree, "before"))
+    with pytest.raises(KeyboardInterrupt):
+        with outdir.staging(tmp_path / "o", ["t"]):
+            raise InputError("bad data")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_package_import_is_whole_before_a_signal_is_raised(tmp_path, monkeypatch):
+    """A Ctrl-C inside onnx's C extension start-up crashed Python (SIGSEGV) or left onnx half-made."""
+    from edgekit import signals
+
+    (tmp_path / "slow_start.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGINT)\n"
+                                            "READY = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        signals.import_whole("slow_start")
+    import slow_start
+
+    assert slow_start.READY
+
+
+def test_an_interrupt_in_user_code_run_by_exec_is_exit_130_not_death_by_sigint(tmp_path):
+    """A KeyboardInterrupt out of exec'd code (dataclasses' during an import, here the user's) made CPython kill
+    itself with SIGINT at exit: "interrupted" on stderr, and return code -2 for the caller."""
+    (tmp_path / "m.py").write_text('def build():\n'
+                                   '    exec("import os, signal, time; os.kill(os.getpid(), signal.SIGINT); '
+                                   'time.sleep(5)")\n')
+    done = subprocess.run([sys.executable, "-m", "edgekit", "export", "m.py:build", "--input", "x:Nx4",
+                           "--calibration", "random", "--out", "o"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert done.returncode == 130 and done.stderr.strip() == "edgekit: interrupted; previous output left as it was"
+
+
+def test_an_interrupt_after_prune_wrote_its_output_says_so(tmp_path, monkeypatch):
+    """prune, distill, share and check --junit said "interrupted" with --out already replaced."""
+    from edgekit import cli as cli_module
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    (tmp_path / "p.pt").write_text("the user's")
+    monkeypatch.setattr(cli_module, "_emit", interrupted)
+    result = cli(["prune", f"{DIGITS / 'model.py'}:build", "--weights", DIGITS / "digits_cnn.pt", "--input",
+                  "image:Nx1x8x8", "--ratio", "0.5", "--out", tmp_path / "p.pt", "--force"])
+    assert result.exit_code == 130, result.output
+    assert result.stderr.strip() == "edgekit: interrupted after the new output was published"
+    assert (tmp_path / "p.pt").read_bytes() != b"the user's"
 
 
 def test_concurrent_runs_to_the_same_out_do_not_interleave(tmp_path):

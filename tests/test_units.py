@@ -227,8 +227,12 @@ def test_an_all_zero_sample_of_a_relu_head_does_not_sink_the_cosine():
     p = parity.compare(["y"], ref, cand)[0]
     assert p.cosine == pytest.approx(1.0) and p.cosine_min == pytest.approx(1.0)
     assert p.max_abs == pytest.approx(0.01) and p.sqnr_db < 200  # the noise still counts
-    ref[-1][0][0, 0] = 0.5  # well above one 8-bit step of the output's peak: a sample with a direction of its own
+    ref[-1][0][0, 0] = 0.5  # a sample with a direction of its own
     assert parity.compare(["y"], ref, cand)[0].cosine_min == pytest.approx(0.0)
+    # small samples wrong in int8 beside one that sets the scale: their loss must show
+    small = [[np.full((1, 4), 0.001)] for _ in range(15)] + [[np.ones((1, 4))]]
+    flipped = [[-r[0]] for r in small[:15]] + [small[-1]]
+    assert parity.compare(["y"], small, flipped)[0].cosine_min == pytest.approx(-1.0)
 
 
 def test_parity_with_varying_lengths_and_scalar_outputs():
