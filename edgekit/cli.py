@@ -24,10 +24,7 @@ from .errors import EdgekitError, ExitCode, InputError, UsageError, first_line, 
 
 _SIGNALLED: list[int] = []  # signals received: what fails after one (a C extension's half-run init) is the interrupt
 _PROGRAM: list[bool] = []  # set when this process is the `edgekit` program itself, not a caller of main()
-# what a command needs imported before it starts, with signals held back (signals.import_whole)
-_IMPORTS = {"targets": (), "emulator": (), "prune": ("onnx", "onnxruntime", "torch"),
-            "distill": ("onnx", "onnxruntime", "torch"), "share": ("onnx", "onnxruntime", "torch"),
-            "search": ("onnx", "onnxruntime", "torch")}
+_TORCH_COMMANDS = {"prune", "distill", "share", "search"}  # the rest need only onnx and onnxruntime, if anything
 
 
 def _interrupt(signum, frame):
@@ -97,7 +94,8 @@ def _handle_errors(fn):
         debug = ctx.find_root().params.get("debug", False)
         published = signals.publishes()
         try:
-            signals.import_whole(*_IMPORTS.get(ctx.info_name, ("onnx", "onnxruntime")))
+            if ctx.info_name not in ("targets", "emulator"):  # imported with signals held back, before any work
+                signals.import_whole("onnx", "onnxruntime", *(("torch",) if ctx.info_name in _TORCH_COMMANDS else ()))
             with _only_the_result_on_stdout(ctx) if kwargs.get("as_json") else contextlib.nullcontext():
                 code = fn(*args, **kwargs)
         except SystemExit as e:

@@ -100,11 +100,11 @@ def arch() -> str:
 
 def where() -> str:
     """This host, as a figure measured here names it: the int8 path too, which EDGEKIT_HOST_ISA may have set."""
-    return f"host {platform.machine()} ({cpu_model()}) [{_isa_shown()}]"
+    return f"host {platform.machine()} ({cpu_model()}) [{_isa_shown(int8_isa(), isa_source())}]"
 
 
-def _isa_shown() -> str:
-    return int8_isa() + (f" set by {ISA_ENV}" if isa_source() != "cpuinfo" else "")
+def _isa_shown(isa: str, source: str) -> str:
+    return isa + (f" set by {ISA_ENV}" if source != "cpuinfo" else "")
 
 
 def label(threads: int, providers: list[str]) -> dict:
@@ -117,5 +117,4 @@ def label(threads: int, providers: list[str]) -> dict:
 
 
 def describe(h: dict) -> str:
-    isa = h["isa"] + (f" set by {ISA_ENV}" if h.get("isa_source", "cpuinfo") != "cpuinfo" else "")
-    return f"{h['cpu']} [{isa}], {h['threads']} thread(s), {'+'.join(h['providers'])}, ORT {h['onnxruntime']}"
+    return f"{h['cpu']} [{_isa_shown(h['isa'], h.get('isa_source', 'cpuinfo'))}], {h['threads']} thread(s), {'+'.join(h['providers'])}, ORT {h['onnxruntime']}"

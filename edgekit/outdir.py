@@ -28,7 +28,6 @@ FOREIGN = "exists and edgekit did not make it"
 BUSY = "another edgekit run is writing there; try again when it ends"
 
 
-InterruptedAfterPublish = signals.InterruptedAfterPublish
 
 
 def check_replaceable(out: Path, names: list[str], force: bool) -> None:
@@ -138,7 +137,7 @@ def whole_file(dest: Path):
             partial.replace(dest)
             signals.published()
         if received:
-            raise InterruptedAfterPublish()
+            raise signals.InterruptedAfterPublish()
     except Exception as e:
         if full := full_disk(e, dest.parent, str(dest)):
             raise full from e
@@ -312,7 +311,7 @@ def publish(stage: Path, out: Path, names: list[str], stale: list[str] = ()) -> 
             raise InputError(f"--out {out}: publishing failed ({e.strerror}); previous output left as it was") from e
         signals.published()
     if received:
-        raise InterruptedAfterPublish()
+        raise signals.InterruptedAfterPublish()
 
 
 def _roll_back(stage: Path, done: list[tuple[Path, Path | None]]) -> None:

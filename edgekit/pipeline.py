@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from . import (__version__, archive, bench, calib, constants, emulator, host, inspect_model, layers, onnx_export,
-               outdir, package, package_check, parity, pixels, precision, quantization, sequences, sharing, sizes, tune,
-               verdict)
+               outdir, package, package_check, parity, pixels, precision, quantization, sequences, sharing, signals,
+               sizes, tune, verdict)
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
 from .errors import EdgekitError, UsageError
 from .device import Device
@@ -128,7 +128,7 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
             published = True
     except KeyboardInterrupt:
         if published:  # a signal during the stage's clean-up: the new output is in place
-            raise outdir.InterruptedAfterPublish() from None
+            raise signals.InterruptedAfterPublish() from None
         raise
     finally:
         if device is not None:

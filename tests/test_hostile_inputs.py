@@ -415,7 +415,7 @@ def test_publish_is_all_or_none(tmp_path):
 
 def test_signal_during_publish_completes_the_swap(tmp_path, monkeypatch):
     """SIGTERM in the middle of the swap is held back: every target is swapped in, then the run says so."""
-    from edgekit import outdir
+    from edgekit import outdir, signals
     out = tmp_path / "out"
     assert _package_run(out, "-t", "desktop-x86", "-t", "arm64-linux").exit_code == 0
     previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -433,7 +433,7 @@ def test_signal_during_publish_completes_the_swap(tmp_path, monkeypatch):
                 (stage / name).mkdir()
                 (stage / name / "new").write_text(name)
             monkeypatch.setattr(Path, "rename", rename_and_signal)
-            with pytest.raises(outdir.InterruptedAfterPublish):
+            with pytest.raises(signals.InterruptedAfterPublish):
                 outdir.publish(stage, out, ["desktop-x86", "arm64-linux"])
             monkeypatch.setattr(Path, "rename", real_rename)
     finally:
