@@ -29,13 +29,8 @@ _TORCH_COMMANDS = {"prune", "distill", "share", "search"}  # the rest need only 
 
 def _interrupt(signum, frame):
     _SIGNALLED.append(signum)
-    _ignore_signals()  # a second signal while cleaning up must not interrupt the clean-up (or print a traceback)
+    signals.ignore()
     raise KeyboardInterrupt
-
-
-def _ignore_signals() -> None:
-    for s in signals.SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
 
 
 _RESULT = "edgekit.result"  # where a command's result goes: stdout as it was when the command started
@@ -74,7 +69,7 @@ def _emit(text: str) -> None:
     """A command's result on stdout (with --json, the only thing there). Once it is decided, a signal no longer
     changes the exit code (the program's own process only)."""
     if _PROGRAM:
-        _ignore_signals()
+        signals.ignore()
     meta = click.get_current_context().meta
     if restore := meta.get(_RESTORE):
         restore()
@@ -93,6 +88,11 @@ def _handle_errors(fn):
         ctx = click.get_current_context()
         debug = ctx.find_root().params.get("debug", False)
         published = signals.publishes()
+
+        def interrupted(e: BaseException) -> None:  # a search's trials publish in its OUT, its own output comes last
+            _interrupted(isinstance(e, signals.InterruptedAfterPublish)
+                         or (ctx.info_name != "search" and signals.publishes() > published))
+
         try:
             if ctx.info_name not in ("targets", "emulator"):  # imported with signals held back, before any work
                 signals.import_whole("onnx", "onnxruntime", *(("torch",) if ctx.info_name in _TORCH_COMMANDS else ()))
@@ -100,32 +100,34 @@ def _handle_errors(fn):
                 code = fn(*args, **kwargs)
         except SystemExit as e:
             _fail(f"edgekit: error: user code called sys.exit({e.code!r}) during the run", ExitCode.BAD_INPUT, debug)
-        except EdgekitError as e:
-            kind = "internal error" if e.exit_code == ExitCode.INTERNAL else "error"
-            _fail(f"edgekit: {kind}: {e}", e.exit_code, debug)
-        except KeyboardInterrupt as e:  # a search's trials publish in its OUT, its own output comes last
-            _interrupted(isinstance(e, signals.InterruptedAfterPublish)
-                         or (ctx.info_name != "search" and signals.publishes() > published))
+        except KeyboardInterrupt as e:
+            interrupted(e)
         except (click.exceptions.Exit, click.ClickException):
             raise
-        except BrokenPipeError:  # the reader went away (`edgekit targets | head -1`): nothing to tell it
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's own flush would fail too
-            sys.exit(141)  # 128 + SIGPIPE, as a shell reports a tool the pipe stopped
-        except OSError as e:
-            user = from_os_error(e)
-            if user is None:
-                _fail(f"edgekit: internal error: OSError: {first_line(e)} (re-run as `edgekit --debug ...` for the traceback)",
-                      ExitCode.INTERNAL, debug)
-            _fail(f"edgekit: error: {user}", user.exit_code, debug)
         except Exception as e:
-            if _SIGNALLED:  # e.g. "ImportError: initialization failed": an import cut short by the signal
-                _interrupted(False)
-            _fail(f"edgekit: internal error: {type(e).__name__}: {first_line(e)}"
-                  + ("" if debug else " (re-run as `edgekit --debug ...` for the traceback)"), ExitCode.INTERNAL, debug)
+            if _SIGNALLED:  # what fails after a signal (an import or a storage call it cut short) is the interrupt
+                interrupted(e)
+            _failed(e, debug)
         if code is not None:  # a group's callback returns None: its sub-command still has to run
             sys.exit(int(code))
 
     return wrapper
+
+
+def _failed(e: Exception, debug: bool) -> None:
+    """An error's one line and exit code: edgekit's own, the OS's (a full disk is the user's to fix), or a bug."""
+    if isinstance(e, EdgekitError):
+        kind = "internal error" if e.exit_code == ExitCode.INTERNAL else "error"
+        _fail(f"edgekit: {kind}: {e}", e.exit_code, debug)
+    if isinstance(e, BrokenPipeError):  # the reader went away (`edgekit targets | head -1`): nothing to tell it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's own flush would fail too
+        sys.exit(141)  # 128 + SIGPIPE, as a shell reports a tool the pipe stopped
+    user = from_os_error(e) if isinstance(e, OSError) else None
+    if user is not None:
+        _fail(f"edgekit: error: {user}", user.exit_code, debug)
+    name = type(e).__name__
+    _fail(f"edgekit: internal error: {name}: {first_line(e)}"
+          + ("" if debug else " (re-run as `edgekit --debug ...` for the traceback)"), ExitCode.INTERNAL, debug)
 
 
 class Within(click.FloatRange):
@@ -329,8 +331,9 @@ class _OneLineErrors(click.Group):
             click.echo("edgekit: interrupted", err=True)
             _exit(130)
         finally:
-            if _PROGRAM:  # the outcome is decided: a signal during shutdown would turn its exit code into death by it
-                _ignore_signals()
+            if _PROGRAM:  # the outcome is decided: a signal during shutdown (where Python's handlers are gone)
+                for s in signals.SIGNALS:  # would turn its exit code into death by it
+                    signal.signal(s, signal.SIG_IGN)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -344,6 +347,8 @@ def main(debug: bool, verbose: bool) -> None:
     for s in signals.SIGNALS:  # CI cancels with SIGTERM, a closed terminal sends SIGHUP: clean up as for Ctrl-C
         if not (s == signal.SIGHUP and signal.getsignal(s) is signal.SIG_IGN):  # `nohup edgekit ...` runs on
             signal.signal(s, _interrupt)
+    if _PROGRAM:
+        signals.never_swallowed(_interrupt)
     # our own log lines at the asked level; libraries' warnings (onnxruntime's shape inference retries,
     # transformers) only with --debug, since edgekit reports what matters in its own words
     logging.basicConfig(level=logging.DEBUG if debug else logging.ERROR, format="%(name)s: %(message)s",

@@ -586,25 +586,17 @@ def _worker(argv: list[str]) -> None:
 
     def stop(*_):
         stopped.append(True)
-        for s in signals.SIGNALS:  # a second one (Ctrl-C to the group, then the parent's SIGTERM) cut
-            signal.signal(s, signal.SIG_IGN)  # Optuna's recording of the failed trial short: it stayed RUNNING
-        raise KeyboardInterrupt
+        signals.ignore()  # a second one (Ctrl-C to the group, then the parent's SIGTERM) cut Optuna's recording of
+        raise KeyboardInterrupt  # the failed trial short: it stayed RUNNING
 
     def orphaned(parent: int) -> None:
         while os.getppid() == parent:
             threading.Event().wait(0.5)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    def swallowed(unraisable) -> None:
-        if isinstance(unraisable.exc_value, KeyboardInterrupt):  # the stop landed in a callback (a weakref's, a
-            signal.signal(signal.SIGTERM, stop)  # __del__), which ignores it with a traceback: deliver it again
-            os.kill(os.getpid(), signal.SIGTERM)
-        else:
-            sys.__unraisablehook__(unraisable)
-
     for s in signals.SIGNALS:
         signal.signal(s, stop)
-    sys.unraisablehook = swallowed
+    signals.never_swallowed(stop)
     threading.Thread(target=orphaned, args=(os.getppid(),), daemon=True).start()
     recipe, target, budgets, grid, sampler, storage, name, time_budget, out = pickle.loads(Path(argv[0]).read_bytes())
     try:

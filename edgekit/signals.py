@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -29,6 +30,19 @@ def publishes() -> int:
     return _publishes
 
 
+def _ignored(signum, frame) -> None:
+    """SIG_IGN without its race: a signal that arrives while SIG_IGN is being set is still run, and Python prints
+    "Signal 15 ignored due to race condition" (the parent's SIGTERM to a search worker Ctrl-C had stopped)."""
+
+
+def ignore() -> None:
+    """The run is ending: a second signal must not cut its clean-up short (or print a traceback). SIGHUP under
+    nohup stays SIG_IGN."""
+    for s in SIGNALS:
+        if signal.getsignal(s) is not signal.SIG_IGN:
+            signal.signal(s, _ignored)
+
+
 @contextlib.contextmanager
 def deferred():
     """Yields the list of signals received during the block. A signal that was ignored when the block began (SIGHUP
@@ -40,13 +54,13 @@ def deferred():
         return
     previous = {s: signal.getsignal(s) for s in SIGNALS}
     for s, handler in previous.items():
-        if handler is not signal.SIG_IGN:
+        if handler not in (signal.SIG_IGN, _ignored):
             signal.signal(s, lambda signum, frame: received.append(signum))
     try:
         yield received
     finally:
         for s, handler in previous.items():
-            signal.signal(s, signal.SIG_IGN if received else handler)
+            signal.signal(s, _ignored if received and handler is not signal.SIG_IGN else handler)
 
 
 def import_whole(*names: str) -> None:
@@ -59,3 +73,27 @@ def import_whole(*names: str) -> None:
             importlib.import_module(name)
     if received:
         raise KeyboardInterrupt
+
+
+def never_swallowed(handler) -> None:
+    """Python prints and drops what a __del__ or a weakref callback raises, and the garbage collector runs them
+    anywhere: `handler`'s KeyboardInterrupt landing in one was lost (a search exited 0 after SIGTERM). Such an
+    interrupt is delivered again, as SIGTERM through `handler`, once the code around it runs. For a process's own
+    program only: this replaces sys.unraisablehook and SIGALRM's handler."""
+    previous = sys.unraisablehook
+
+    def again(*_) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            previous(unraisable)
+            return
+        try:
+            signal.signal(signal.SIGTERM, handler)  # the first delivery left every signal ignored
+            signal.signal(signal.SIGALRM, again)  # raised at once (os.kill, interrupt_main), it is dropped here too
+            signal.setitimer(signal.ITIMER_REAL, 0.01)
+        except KeyboardInterrupt:  # the timer came before this hook was left
+            hook(unraisable)
+
+    sys.unraisablehook = hook

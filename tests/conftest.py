@@ -25,7 +25,7 @@ def cli(args, env=None):
 
 @pytest.fixture(autouse=True)
 def signal_handlers_restored():
-    """The CLI run in-process installs its handlers, and a signal held back leaves SIG_IGN: a later test (and CI's
+    """The CLI run in-process installs its handlers, and a signal held back leaves them ignored: a later test (and CI's
     SIGTERM to pytest) must find them as they were."""
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     yield

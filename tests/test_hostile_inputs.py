@@ -246,7 +246,8 @@ def test_a_signal_while_the_stage_is_made_or_removed_leaves_nothing_behind(tmp_p
 
 def test_an_interrupt_after_the_publish_says_so(tmp_path, monkeypatch):
     """A Ctrl-C while the table was printed said "previous output left as it was" with the new output in place; an
-    error that a signal caused (an import cut short: ImportError) was exit 5, "internal error"."""
+    error that a signal caused had its own exit code: exit 5 for an import cut short (ImportError), exit 4 for a
+    search's storage call."""
     from edgekit import report
 
     def interrupted(*_):
@@ -260,22 +261,25 @@ def test_an_interrupt_after_the_publish_says_so(tmp_path, monkeypatch):
     assert (out / "desktop-x86" / "manifest.json").is_file()
     monkeypatch.undo()
 
-    def import_cut_short(*_, **__):
-        try:
-            os.kill(os.getpid(), signal.SIGINT)  # edgekit's handler raises KeyboardInterrupt here
-            time.sleep(5)
-        except KeyboardInterrupt:
-            raise ImportError("initialization failed") from None
-
     from edgekit import pipeline
-    monkeypatch.setattr(pipeline, "load_model", import_cut_short)
+
     handler = signal.getsignal(signal.SIGINT)
-    try:
-        result = cli([*args, "--force"])
-    finally:
-        signal.signal(signal.SIGINT, handler)
-    assert result.exit_code == 130, result.output
-    assert result.stderr.strip() == "edgekit: interrupted; previous output left as it was"
+    # after a signal: an import cut short, a storage call cut short (a search's Optuna: exit 4, "storage failed")
+    for error in (ImportError("initialization failed"), InputError("search storage failed: UnboundLocalError")):
+        def cut_short(*_, **__):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)  # edgekit's handler raises KeyboardInterrupt here
+                time.sleep(5)
+            except KeyboardInterrupt:
+                raise error from None
+
+        monkeypatch.setattr(pipeline, "load_model", cut_short)
+        try:
+            result = cli([*args, "--force"])
+        finally:
+            signal.signal(signal.SIGINT, handler)
+        assert result.exit_code == 130, result.output
+        assert result.stderr.strip() == "edgekit: interrupted; previous output left as it was"
 
 
 def test_an_error_during_an_interrupted_teardown_is_the_interrupt(tmp_path, monkeypatch):
@@ -314,6 +318,27 @@ def test_an_interrupt_in_user_code_run_by_exec_is_exit_130_not_death_by_sigint(t
                            "--calibration", "random", "--out", "o"], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert done.returncode == 130 and done.stderr.strip() == "edgekit: interrupted; previous output left as it was"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_that_lands_in_a_finalizer_still_ends_the_run(tmp_path, sig):
+    """Python ignores what a __del__ or a weakref callback raises (the garbage collector runs them anywhere): a
+    SIGTERM that landed in SQLAlchemy's callback printed "Exception ignored", and the search went on to exit 0."""
+    (tmp_path / "m.py").write_text(
+        "import os, signal, time, torch\n"
+        "class Finalized:\n"
+        "    def __del__(self):\n"
+        f"        os.kill(os.getpid(), {int(sig)})\n"
+        "        time.sleep(1)\n"
+        "def build():\n"
+        "    Finalized()\n"
+        "    return torch.nn.Linear(4, 2)\n")
+    done = subprocess.run([sys.executable, "-m", "edgekit", "export", "m.py:build", "--input", "x:Nx4",
+                           "--calibration", "random", "--out", "o", "--no-bench"], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == "edgekit: interrupted; previous output left as it was"
+    assert not (tmp_path / "o").exists()
 
 
 def test_an_interrupt_after_prune_wrote_its_output_says_so(tmp_path, monkeypatch):
