@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import signals
 from .config import AUTO_KNOBS, RANGES, PruneSpec, Recipe, ShareSpec, Target
 from .errors import EdgekitError, ExitCode, InputError, StageError, UsageError, disk_full, few, first_line
 
@@ -37,6 +38,9 @@ CONNECT_TIMEOUT_ARGS = {"psycopg2": "connect_timeout", "psycopg": "connect_timeo
 MAX_THREADS = 256
 SEED_STRIDE = 7919  # between workers' sampler seeds
 MAX_STUDY_NAME = 200  # Optuna's column holds 512; a longer name failed deep in the storage
+INTERRUPTED = 130  # a trial's exit code when it was stopped (Ctrl-C, SIGTERM) or its search died
+INPUTS = "edgekit.measured_on"  # the study's record of what its trials were measured on (measured_on)
+UNMEASURED = ("out", "force", "archive", "no_bench", "targets", "max_data_bytes", "step_timeout")  # change no figure
 LOCK = ".edgekit-search.lock"  # in OUT, held for the whole search
 BUDGET_FIELDS = {"latency_ms": "latency_p50_ms_max", "size_mb": "size_mb_max"}  # as a target profile names them
 OPTUNA_TABLES = {"studies", "trials", "trial_params", "trial_values", "version_info"}  # an Optuna RDB has them
@@ -144,7 +148,8 @@ def apply(recipe: Recipe, params: dict, out: Path) -> Recipe:
         # the trial may drop [distill] (0 epochs): Taylor keeps its labelled data
         prune = dataclasses.replace(base, ratio=ratio, importance=importance, data=base.taylor_data(recipe.distill),
                                     stage_ratios={**base.stage_ratios, **stages})
-    share = ShareSpec(clusters=params["clusters"]) if params.get("clusters") else None
+    share = dataclasses.replace(recipe.share or ShareSpec(), clusters=params["clusters"]) \
+        if params.get("clusters") else None
     epochs = params.get("distill_epochs", 0)
     distill = None
     if recipe.distill and epochs:
@@ -257,6 +262,72 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
         s.optimize(objective, n_trials=trials, timeout=time_budget, catch=(Exception,))
 
 
+def measured_on(recipe: Recipe, target: Target) -> dict:
+    """What a study's figures were measured on: the recipe's settings, with each file it names (model, weights, data)
+    by its content (moved, it is the same; replaced, it is not), and the target profile. A study resumed with other
+    weights ranked their 13% with its 99%, and one resumed for another target exported a per-channel trial of
+    desktop-x86 as android-arm64's package."""
+    files: dict[str, str] = {}
+
+    def content(value, where: str):
+        if isinstance(value, dict):
+            return {k: content(v, f"{where}.{k}") for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [content(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, str) and (digest := _digest(value.rsplit(":", 1)[0] if ".py:" in value else value)):
+            files[where] = digest
+            return "<file>"
+        return value
+
+    settings = {k: v for k, v in dataclasses.asdict(recipe).items() if k not in UNMEASURED}
+    if recipe.device:  # which device, not the key and known hosts that reach it
+        settings["device"] = recipe.device.url
+    settings = content(settings, "recipe")
+    profile = {k: v for k, v in dataclasses.asdict(target).items() if k not in ("path", "description")}
+    return {"target": target.name, "profile": _hash(profile), "settings": _hash(settings), "files": files}
+
+
+def _hash(data) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def _digest(name: str) -> str | None:
+    """A regular file's sha256, or a folder's (its regular files' names and digests); None for anything else."""
+    import hashlib
+
+    try:
+        path = Path(name)
+        if path.is_dir():
+            return _hash({p.name: _digest(str(p)) for p in sorted(path.iterdir()) if stat.S_ISREG(p.stat().st_mode)})
+        if not stat.S_ISREG(path.stat().st_mode):
+            return None
+        with path.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except (OSError, ValueError):  # no such file (a setting, a module name), a name no file can have
+        return None
+
+
+def _same_inputs(study, inputs: dict, name: str) -> None:
+    """The first search of a study records `inputs` (measured_on); a resumed one must have the same."""
+    recorded = study.user_attrs.get(INPUTS)
+    if recorded is None:
+        study.set_user_attr(INPUTS, inputs)
+        return
+    if recorded == inputs:
+        return
+    changed = [f"target {recorded.get('target')!r}, not {inputs['target']!r}"
+               if recorded.get("target") != inputs["target"] else "the target profile"
+               if recorded.get("profile") != inputs["profile"] else ""]
+    changed += ["the recipe's settings" if recorded.get("settings") != inputs["settings"] else ""]
+    old = recorded.get("files") if isinstance(recorded.get("files"), dict) else {}
+    changed += [f"the {where.removeprefix('recipe.')} file" for where in sorted({*old, *inputs["files"]})
+                if old.get(where) != inputs["files"].get(where)]
+    raise UsageError(f"study {name!r} holds trials of other inputs ({', '.join([c for c in changed if c][:4])} "
+                     "changed): a new --out, or --study with a new name, starts a search of these")
+
+
 def effective(params: dict) -> dict:
     """The values that make the model: a ratio of 0 prunes nothing (importance and stage scales do not matter),
     0 distillation epochs train nothing (temperature and learning rate do not)."""
@@ -310,6 +381,7 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
     from . import outdir, pipeline
 
     _optuna()  # the search extra, before anything reads a storage URL
+    workers = min(workers, trials)  # a worker without a trial only costs a start-up (64 took 2:48 for 4 trials)
     if recipe.device and workers > 1:
         raise UsageError("--device runs one trial at a time: two would share its cores")
     pipeline.emulator_for(recipe, [target])  # a wrong --emulate or a dead --device fails now, not in every trial
@@ -321,6 +393,7 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
         _refuse_foreign_db(out / DB)
     elif db := sqlite_file(storage):  # a search resumes an Optuna file; it adds no tables to another's
         _refuse_foreign_db(db, storage)
+    _refuse_storage_in_output(storage, out, target)
     created = [p for p in (out, *out.resolve().parents) if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)  # before the study: a --storage may name a file inside OUT
     try:
@@ -334,12 +407,30 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
         raise
 
 
+def _refuse_storage_in_output(storage: str | None, out: Path, target: Target) -> None:
+    """A --storage file where the search puts its output (the best point's package, a trial's, its pages) would be
+    replaced by it: with --force, the study's history was deleted."""
+    file = storage and (storage[len("journal:"):] if storage.startswith("journal:") else sqlite_file(storage))
+    if not file:  # the default, or a database server's
+        return
+    where = Path(file).resolve()
+    for replaced in (out / target.name, out / "trials", *(out / f for f in FILES)):
+        if where == replaced.resolve() or where.is_relative_to(replaced.resolve()):
+            raise UsageError(f"--storage {shown(storage)} is inside {replaced}, which the search replaces: keep the "
+                             "study elsewhere (the default is OUT/search.db)")
+
+
 def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str, storage: str, name: str,
             time_budget: float | None, workers: int, out: Path) -> SearchReport:
-    from . import bounded, outdir, pipeline, report_html, reports
+    from . import bounded, outdir
 
     grid = space(recipe, budgets, target)
-    study(storage, name, sampler, grid, recipe.seed)  # made once, before the workers race to make it
+    made = study(storage, name, sampler, grid, recipe.seed)  # made once, before the workers race to make it
+    with _storage_errors(storage):
+        _same_inputs(made, measured_on(recipe, target), name)
+        if storage == default_storage(out):  # OUT is locked: a trial still RUNNING in its study died with its search
+            for trial in made.get_trials(deepcopy=False, states=(_optuna().trial.TrialState.RUNNING,)):
+                made.tell(trial.number, state=_optuna().trial.TrialState.FAIL)  # "interrupted", tried again
     for folder in (out / "trials").glob("*"):  # with OUT held, a stage left in a trial's folder is a killed trial's
         if folder.is_dir() and not folder.is_symlink():
             outdir.clean_dead_stages(folder)
@@ -370,6 +461,21 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
                 child.wait()
     with _storage_errors(storage):
         report = summary(storage, name, budgets)
+    published = signals.publishes()
+    try:
+        return _export_best(recipe, target, budgets, storage, name, out, report)
+    except KeyboardInterrupt:  # the trials publish in OUT/trials: only the search's own output counts here
+        if signals.publishes() > published:
+            raise signals.InterruptedAfterPublish from None
+        raise
+
+
+def _export_best(recipe: Recipe, target: Target, budgets: dict, storage: str, name: str, out: Path,
+                 report: SearchReport) -> SearchReport:
+    """The best point exported to OUT, and the pages of the front beside it (also when its export failed, not when
+    it was interrupted)."""
+    from . import pipeline
+
     exported = None
     try:
         if report.best is not None:  # as `export --from-trial` re-exports it: the trial's values and torch threads
@@ -385,17 +491,27 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
             report = dataclasses.replace(report, export_failed=", ".join(
                 f"{g.name} {g.value} > {g.limit}" for g in package.gates if not g.passed
                 and g.name in ("latency_p50_ms", "size_mb")))
-    finally:  # the front is worth having even when its best point's export failed
-        with outdir.staging(out, list(FILES), recipe.force) as stage:  # replacing only a search's own files
-            (stage / "pareto.json").write_text(reports.json_text(report.to_json()) + "\n")
-            (stage / "report.html").write_text(report_html.search_page(report, exported))
-            outdir.publish(stage, out, list(FILES))
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # the front is worth having even when its best point's export failed
+        _publish_pages(out, report, exported, recipe.force)
+        raise
+    _publish_pages(out, report, exported, recipe.force)
     if not report.points and report.failed and len({f["exit_code"] for f in report.failed}) == 1:
         code = report.failed[0]["exit_code"]  # every trial failed alike on bad input: that, not "no trial met"
         if code in (ExitCode.USAGE, ExitCode.BAD_INPUT):
             raise (UsageError if code == ExitCode.USAGE else InputError)(
                 f"every trial failed: {first_line(Exception(report.failed[0]['error']))}")
     return report
+
+
+def _publish_pages(out: Path, report: SearchReport, exported: str | None, force: bool) -> None:
+    from . import outdir, report_html, reports
+
+    with outdir.staging(out, list(FILES), force) as stage:  # replacing only a search's own files
+        (stage / "pareto.json").write_text(reports.json_text(report.to_json()) + "\n")
+        (stage / "report.html").write_text(report_html.search_page(report, exported))
+        outdir.publish(stage, out, list(FILES))
 
 
 @contextlib.contextmanager
@@ -422,8 +538,9 @@ def summary(storage: str, name: str, budgets: dict) -> SearchReport:
     done = [t for t in done if t.values is not None and len(t.values) == 3]  # a hostile study's other objectives
     points = tuple(Point(t.number, round(t.values[0], 4), round(t.values[1], 4), round(t.values[2], 4),
                          _feasible(t, budgets), t.params, str(t.user_attrs.get("where", ""))) for t in done)
-    failed = tuple({"trial": t.number, "params": t.params, "error": str(t.user_attrs.get("error", "interrupted")),
-                    "exit_code": t.user_attrs.get("exit_code", int(ExitCode.INTERNAL))}
+    failed = tuple({"trial": t.number, "params": t.params, "error": str(t.user_attrs["error"]),
+                    "exit_code": t.user_attrs.get("exit_code", int(ExitCode.INTERNAL))} if "error" in t.user_attrs
+                   else {"trial": t.number, "params": t.params, "error": "interrupted", "exit_code": INTERRUPTED}
                    for t in trials if t.state == optuna.trial.TrialState.FAIL)
     feasible = [p for p in points if p.feasible]
 

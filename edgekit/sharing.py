@@ -10,11 +10,13 @@ k = 16: the desktop-x86 .tar.gz 2.55x smaller, int8 accuracy unchanged).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 
 from .errors import UsageError
 from .pruning import COMPUTE
 
+log = logging.getLogger(__name__)
 ITERATIONS = 30  # Lloyd steps; 1-D k-means settles in a few
 
 
@@ -35,15 +37,22 @@ def cluster(module, clusters: int, ignore: tuple[str, ...] = ()) -> dict:
 
     if not 2 <= clusters <= 256:
         raise UsageError(f"--clusters must be between 2 and 256 (got {clusters})")
-    named = dict(module.named_modules())
+    named = dict(module.named_modules(remove_duplicate=False))  # a layer registered twice answers to both names
     if unknown := [n for n in ignore if n not in named]:  # a typo would share the layer it meant to keep
         raise UsageError(f"--ignore: no layer named {', '.join(unknown)} (layers: "
                          f"{', '.join(n for n, m in named.items() if type(m).__name__ in COMPUTE)})")
+    kept = {id(named[n]) for n in ignore}
+    shared = [(name, layer) for name, layer in module.named_modules() if type(layer).__name__ in COMPUTE
+              and id(layer) not in kept and layer.weight.numel() > clusters]
+    if tied := [n for n in ignore if type(named[n]).__name__ in COMPUTE
+                and any(layer.weight is named[n].weight for _, layer in shared)]:  # sharing one shares the other
+        raise UsageError(f"--ignore {', '.join(tied)}: its weight is another layer's too (tied); ignore both")
+    if not shared:
+        log.warning("sharing in %d clusters shared no layer: none is a conv/linear layer with more than %d weights "
+                    "that --ignore keeps out", clusters, clusters)
     assignments = {}
     with torch.no_grad():
-        for name, layer in module.named_modules():
-            if type(layer).__name__ not in COMPUTE or name in ignore or layer.weight.numel() <= clusters:
-                continue
+        for name, layer in shared:
             flat = layer.weight.detach().view(-1)
             centroids = torch.linspace(float(flat.min()), float(flat.max()), clusters, dtype=flat.dtype)
             for _ in range(ITERATIONS):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from conftest import DIGITS, ROOT, chromium_pixels, cli, colour_count
 
 from edgekit import search
@@ -72,14 +73,15 @@ def test_two_workers_on_one_storage_find_a_front_and_a_trial_reexports(tmp_path)
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path):
     """Pruning with an --ignore layer the model lacks fails every pruned trial, with edgekit's own message."""
     out = tmp_path / "search"
-    result = cli(["search", _recipe(tmp_path, '\n[prune]\nignore = ["no_such_layer"]\n'), "-t", "desktop-x86",
-                  "--trials", "5", "--sampler", "random", "--out", out, "--json"])
+    recipe = _recipe(tmp_path, '\n[prune]\nignore = ["no_such_layer"]\n')
+    result = cli(["search", recipe, "-t", "desktop-x86", "--trials", "5", "--sampler", "random", "--out", out,
+                  "--json"])
     report = json.loads(result.stdout)
     assert report["failed"] and all("no layer named no_such_layer" in f["error"] for f in report["failed"])
     assert all(f["params"]["prune_ratio"] > 0 for f in report["failed"])
     assert report["trials"] == 5 and len(report["failed"]) < 5
     assert result.exit_code == (0 if report["best"] else 1)
-    again = cli(["search", _recipe(tmp_path), "-t", "desktop-x86", "--trials", "1", "--out", out, "--json"])
+    again = cli(["search", recipe, "-t", "desktop-x86", "--trials", "1", "--out", out, "--json"])
     assert again.exit_code in (0, 1) and json.loads(again.stdout)["trials"] == 6  # resumed from its storage
 
 
@@ -100,6 +102,8 @@ def test_the_space_spans_stages_importance_training_and_quantization(tmp_path):
     assert r.quantize == {"calibrate_method": "minmax", "per_channel": True, "precision": "latency", "auto": True,
                           "auto_search": ("exclude_nodes",)}
     assert "precision" not in search.space(recipe, {"size_mb": 1.0})  # only a latency budget asks for speed
+    kept = dataclasses.replace(recipe, share=search.ShareSpec(clusters=8, ignore=("classifier.3",)))
+    assert search.apply(kept, {"clusters": 16}, tmp_path / "t").share.ignore == ("classifier.3",)  # was dropped
     # the target's rules: android's uint8 weights go per-tensor (NNAPI, XNNPACK); a search once tried per-channel
     phone = search.space(recipe, {}, load_target("android-arm64"))
     assert "per_channel" not in phone and phone["calibrate_method"] == ["minmax", "entropy"] and "float_fallback" in phone
@@ -447,3 +451,48 @@ def test_a_budget_is_a_known_name_and_a_plain_positive_number(items):
     with pytest.raises(search.UsageError, match="--budget"):
         search.parse_budgets(items)
     assert search.parse_budgets(["latency_ms=5", "size_mb=0.5e1"]) == {"latency_ms": 5.0, "size_mb": 5.0}
+
+
+def test_a_resumed_search_is_of_the_same_inputs_and_ends_what_its_killed_run_left(tmp_path, monkeypatch):
+    """Resumed for another target, or with other weights in the same file, a study ranked the old trials with the
+    new (a desktop-x86 per-channel trial exported as android-arm64's package, exit 0); a trial left RUNNING by a
+    killed search stayed so, counted nowhere; 64 workers started for 4 trials; a --storage inside OUT/<target> was
+    deleted by --force; a Ctrl-C after the search's pages were published said the previous output was there."""
+    weights = tmp_path / "w.pt"
+    shutil.copy(DIGITS / "digits_cnn.pt", weights)
+    recipe = Path(_recipe(tmp_path, distill=False))
+    recipe.write_text(recipe.read_text().replace(str(DIGITS / "digits_cnn.pt"), str(weights)))
+    out = tmp_path / "search"
+    first = cli(["search", recipe, "-t", "desktop-x86", "--trials", "1", "--out", out])
+    assert first.exit_code == 0, first.output
+    other = cli(["search", recipe, "-t", "android-arm64", "--trials", "1", "--out", out])
+    assert other.exit_code == 2, other.output
+    assert "holds trials of other inputs (target 'desktop-x86', not 'android-arm64' changed)" in other.stderr
+    state = torch.load(weights)
+    state[next(iter(state))].zero_()
+    torch.save(state, weights)
+    retrained = cli(["search", recipe, "-t", "desktop-x86", "--trials", "1", "--out", out])
+    assert retrained.exit_code == 2 and "(the weights file changed)" in retrained.stderr, retrained.output
+    inside = cli(["search", recipe, "-t", "desktop-x86", "--trials", "1", "--out", tmp_path / "o2", "--force",
+                  "--storage", f"sqlite:///{tmp_path / 'o2' / 'desktop-x86' / 'study.db'}"])
+    assert inside.exit_code == 2 and "which the search replaces" in inside.stderr, inside.output
+
+    shutil.copy(DIGITS / "digits_cnn.pt", weights)  # the weights the study was made with
+    study = optuna.load_study(study_name="edgekit", storage=f"sqlite:///{out / 'search.db'}")
+    study.ask()  # the trial a SIGKILLed search was running
+    started = []
+    monkeypatch.setattr(search.subprocess, "Popen", lambda *a, **k: started.append(a))
+    real = search._publish_pages
+
+    def published_then_interrupted(*args):
+        real(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(search, "_publish_pages", published_then_interrupted)
+    resumed = cli(["search", recipe, "-t", "desktop-x86", "--trials", "1", "--workers", "4", "--out", out])
+    assert resumed.exit_code == 130, resumed.output
+    assert resumed.stderr.strip() == "edgekit: interrupted after the new output was published"
+    assert started == []  # one trial: one worker, this process
+    report = json.loads((out / "pareto.json").read_text())
+    assert report["trials"] == 3 and report["failed"] == [
+        {"trial": 1, "params": {}, "error": "interrupted", "exit_code": 130}]

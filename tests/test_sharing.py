@@ -1,12 +1,17 @@
 """Parameter sharing (issue 15 item 3): k-means weight clusters per layer, fine-tuned with the clusters tied, kept
 through int8, and what an app update ships (the .tar.gz) measured against plain int8 on digits."""
 import json
+import logging
 
 import numpy as np
 import onnx
+import pytest
+import torch
 from conftest import DIGITS, ROOT, cli
 from onnx import numpy_helper
 
+from edgekit import sharing
+from edgekit.errors import UsageError
 from edgekit.load import load_model
 
 MODEL = f"{DIGITS / 'model.py'}:build"
@@ -53,3 +58,31 @@ def test_share_command_writes_a_reloadable_model_with_k_values_per_layer(tmp_pat
         assert len(layer.weight.detach().unique()) <= 8
     refused = cli(["share", MODEL, "--input", "image:Nx1x8x8", "--clusters", "1", "--out", tmp_path / "t.pt"])
     assert refused.exit_code == 2 and "--clusters" in refused.output
+
+
+class _Tied(torch.nn.Module):
+    """`b` uses `a`'s weight; `c` is registered twice (as `c` and `alias`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = torch.nn.Linear(16, 16), torch.nn.Linear(16, 16), torch.nn.Linear(16, 4)
+        self.b.weight = self.a.weight
+        self.alias = self.c
+
+    def forward(self, x):
+        return self.c(self.b(self.a(x)))
+
+
+def test_ignore_keeps_a_tied_or_twice_named_layer_as_it_was(caplog):
+    """`--ignore b` with b tied to a exited 0 with b's weight in 4 values; `--ignore alias` (a second name of c) was
+    'no layer named alias'; a model with nothing to share said nothing."""
+    with pytest.raises(UsageError, match="--ignore b: its weight is another layer's too"):
+        sharing.cluster(_Tied(), 4, ("b",))
+    assert list(sharing.cluster(_Tied(), 4, ("a", "b"))) == ["c"]
+    model = _Tied()
+    before = model.c.weight.detach().clone()
+    assert list(sharing.cluster(model, 4, ("alias",))) == ["a", "b"]
+    assert torch.equal(model.c.weight, before) and len(model.a.weight.unique()) <= 4
+    with caplog.at_level(logging.WARNING, logger="edgekit"):
+        assert sharing.cluster(torch.nn.Sequential(torch.nn.ReLU()), 4) == {}
+    assert "shared no layer" in caplog.text
