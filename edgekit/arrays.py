@@ -41,21 +41,27 @@ def regular_file(path: Path, what: str = "") -> Path:
     return path
 
 
+class TooLarge(InputError):
+    """Data that declares more bytes than the budget it was read with (--max-data-bytes)."""
+
+
 def read_npz(path: Path, wanted: Callable[[str], bool], max_bytes: int = DEFAULT_MAX_BYTES,
-             describe: Callable[[list[str]], str] | None = None, max_rows: int | None = None,
-             lazy: bool = False) -> dict[str, np.ndarray | RowFile]:
+             describe: Callable[[list[str], list[str]], str] | None = None, max_rows: int | None = None,
+             lazy: bool = False, same_rows: bool = False) -> dict[str, np.ndarray | RowFile]:
     """The members `wanted` accepts, loaded after every header was checked; any other member is an error
-    (named by `describe`) before a byte of array data is read. `max_rows`: only the first rows along
-    the first axis are read (the samples a run will use). `lazy`: C-order members come back as RowFiles."""
+    (named by `describe`, given those and the members there) before a byte of array data is read. `max_rows`: only
+    the first rows along the first axis are read (the samples a run will use). `lazy`: C-order members come back
+    as RowFiles. `same_rows`: every member declares as many rows (samples and their labels: a count read only up to
+    `max_rows` hid a mismatch, and every label after a missing one was another sample's)."""
     regular_file(path)
     try:
         with zipfile.ZipFile(path) as z:
             members = {i.filename[:-4] if i.filename.endswith(".npy") else i.filename: i for i in z.infolist()}
             unexpected = sorted(n for n in members if not wanted(n))
             if unexpected:
-                why = describe(unexpected) if describe else f"unexpected arrays {few(unexpected)}"
+                why = describe(unexpected, sorted(members)) if describe else f"unexpected arrays {few(unexpected)}"
                 raise InputError(f"{path}: {why}")
-            budget = max_bytes
+            budget, rows = max_bytes, {}
             for name, info in members.items():
                 with z.open(info) as f:
                     header = _header(f, path, name)
@@ -63,7 +69,11 @@ def read_npz(path: Path, wanted: Callable[[str], bool], max_bytes: int = DEFAULT
                     raise InputError(f"{path}: array {name!r} declares {header[0]} bytes but holds {info.file_size}")
                 budget -= _row_bytes(header, max_rows)
                 if budget < 0:
-                    raise InputError(f"{path}: arrays declare more than {max_bytes} bytes (--max-data-bytes)")
+                    raise TooLarge(f"{path}: arrays declare more than {max_bytes} bytes (--max-data-bytes)")
+                rows[name] = header[1][0] if header[1] else None
+            if same_rows and len(set(rows.values())) > 1:
+                raise InputError(f"{path}: its arrays hold different numbers of samples "
+                                 f"({', '.join(f'{n} {r}' for n, r in rows.items())})")
             arrays = {}
             for name, info in members.items():
                 with z.open(info) as f:
@@ -81,11 +91,11 @@ def read_npy(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_rows: int | Non
     try:
         with open(path, "rb") as f:
             header = _header(f, path, path.name)
-            declared = header[0]
-            if declared > os.fstat(f.fileno()).st_size:
-                raise InputError(f"{path}: declares {declared} bytes but holds {os.fstat(f.fileno()).st_size}")
+            declared, held = header[0], os.fstat(f.fileno()).st_size - f.tell()  # after the header
+            if declared > held:
+                raise InputError(f"{path}: declares {declared} bytes of data but holds {held}")
             if _row_bytes(header, max_rows) > max_bytes:
-                raise InputError(f"{path}: declares {declared} bytes, more than {max_bytes} (--max-data-bytes)")
+                raise TooLarge(f"{path}: declares {declared} bytes, more than {max_bytes} (--max-data-bytes)")
             if lazy and _by_rows(header):
                 return RowFile(path, None, header, max_rows)
             return _read_rows(f, header, max_rows)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,7 @@ class Dataset:
     labels: np.ndarray | None = None  # one per sample, or (samples, rows) for samples holding several rows
     random: bool = False
     joined: bool = False  # labels of items of different lengths, one per row and joined: not split by sample
+    files: dict = field(default_factory=dict)  # {(device, inode): path} of the files it was read from
 
     def __len__(self) -> int:
         return len(self.feeds)
@@ -99,7 +100,10 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
     only the first samples are read."""
     if isinstance(source, Mapping):  # {input name: samples}, as an .npz holds them (np.load's own result too)
         origin = f"data {type(source).__name__!r}"
-        found = {k: np.asarray(source[k]) for k in source}
+        try:
+            found = {k: np.asarray(source[k]) for k in source}
+        except (ValueError, TypeError, OSError) as e:  # ragged lists; np.load's pickled member
+            raise InputError(f"{origin}: cannot be read as arrays ({type(e).__name__}: {first_line(e)})") from None
         found = {k: a[:max_samples] if a.ndim else a for k, a in found.items()}  # a 0-d one: _from_arrays says why
         if sum(a.nbytes for a in found.values()) > max_bytes:
             raise InputError(f"{origin}: its arrays hold more than {max_bytes} bytes (--max-data-bytes)")
@@ -114,6 +118,9 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
         files = sorted(p for p in path.iterdir() if p.suffix in (".npz", ".npy"))
         if not files:
             raise InputError(f"{path}: no .npz or .npy files in this folder")
+        if labelled := [f.name for f in files if f.suffix == ".npy" and f.stem in LABEL_KEYS]:
+            raise InputError(f"{path / labelled[0]}: a folder's .npy files are samples, and labels here would be "
+                             "read as inputs: put each file's samples and labels in one .npz")
         for f in files:
             try:
                 target = f.resolve(strict=f.is_symlink())
@@ -127,9 +134,12 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
             left = None if max_samples is None else max_samples - sum(len(p) for p in parts)
             if left == 0:
                 break
-            if budget <= 0:
-                raise InputError(f"{path}: its files hold more than {max_bytes} bytes (--max-data-bytes)")
-            parts.append(_read_file(f, specs, budget, left))
+            try:
+                if budget <= 0:
+                    raise arrays.TooLarge("")
+                parts.append(_read_file(f, specs, budget, left))
+            except arrays.TooLarge:  # what this file had left of the folder's budget is no figure to show
+                raise InputError(f"{path}: its files hold more than {max_bytes} bytes (--max-data-bytes)") from None
             budget -= parts[-1].feeds.nbytes()
         feeds = parts[0].feeds
         for part in parts[1:]:
@@ -138,7 +148,7 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
         if any(labelled) and not all(labelled):
             raise InputError(f"{path}: some files have labels and some do not")
         labels = np.concatenate([p.labels for p in parts]) if all(labelled) else None
-        return _nonempty(Dataset(str(path), feeds, labels))
+        return _nonempty(Dataset(str(path), feeds, labels, files={k: v for p in parts for k, v in p.files.items()}))
     if path.exists():
         return _nonempty(_read_file(path, specs, max_bytes, max_samples))
     raise InputError(f"data {source!r}: no such file or folder (or MODULE:FUNCTION)")
@@ -177,19 +187,21 @@ def _read_file(path: Path, specs, max_bytes: int, max_samples: int | None = None
         found = {specs[0].name: arrays.read_npy(path, max_bytes, max_samples, lazy=True)}
     elif path.suffix == ".npz":
         found = arrays.read_npz(path, lambda n: n in names or n in LABEL_KEYS, max_bytes,
-                                lambda extra: f"input names do not match the model: unexpected {few(extra)} "
-                                              f"(model takes {sorted(names)})", max_samples, lazy=True)
+                                lambda extra, there: f"input names do not match the model: unexpected {few(extra)}, "
+                                                     f"missing {few(sorted(names - set(there))) or 'none'} "
+                                                     f"(model takes {sorted(names)})",
+                                max_samples, lazy=True, same_rows=True)
     else:
         raise InputError(f"{path}: expected a .npz or .npy file")
-    return _from_arrays(str(path), found, specs)
+    st = path.stat()
+    return replace(_from_arrays(str(path), found, specs), files={(st.st_dev, st.st_ino): str(path)})
 
 
 def _from_arrays(origin: str, arrays: dict[str, np.ndarray | RowFile], specs) -> Dataset:
     labels = None
-    for key in LABEL_KEYS:
-        if key in arrays:
-            found = arrays.pop(key)
-            labels = found.rows(0, len(found)) if isinstance(found, RowFile) else np.asarray(found)
+    if key := _label_key(origin, arrays):
+        found = arrays.pop(key)
+        labels = found.rows(0, len(found)) if isinstance(found, RowFile) else np.asarray(found)
     names = {s.name for s in specs}
     missing = sorted(names - set(arrays))
     extra = sorted(set(arrays) - names)
@@ -198,6 +210,8 @@ def _from_arrays(origin: str, arrays: dict[str, np.ndarray | RowFile], specs) ->
                          f"missing {few(missing) if missing else 'none'}, unexpected {few(extra) if extra else 'none'} "
                          f"(model takes {few(sorted(names))})")
     batch_axis = {spec.name: _batch_axis(origin, spec, arrays[spec.name]) for spec in specs}
+    _same_named_dims(origin, specs, {s.name: ((1,) if batch_axis[s.name] else ()) + tuple(arrays[s.name].shape[1:])
+                                     for s in specs})
     counts = {len(arrays[name]) for name in names}
     if len(counts) != 1:
         raise InputError(f"{origin}: inputs have different sample counts {sorted(counts)}")
@@ -210,6 +224,28 @@ def _from_arrays(origin: str, arrays: dict[str, np.ndarray | RowFile], specs) ->
     if labels is not None:
         labels = class_ids(origin, labels)
     return Dataset(origin, Samples([({name: arrays[name] for name in batch_axis}, batch_axis)]), labels)
+
+
+def _label_key(origin: str, keys) -> str | None:
+    """Which of LABEL_KEYS holds the labels: one with both had `label` silently win."""
+    found = [k for k in LABEL_KEYS if k in keys]
+    if len(found) > 1:
+        raise InputError(f"{origin}: has both {' and '.join(map(repr, found))}: keep the one that holds the labels")
+    return found[0] if found else None
+
+
+def _same_named_dims(origin: str, specs, shapes: dict[str, tuple[int, ...]]) -> None:
+    """A dimension named in several inputs (N in a:Nx4 and b:Nx4) has one size per sample: onnxruntime broadcast
+    5 rows against 1 until a later stage failed ("Shape mismatch attempting to re-use buffer")."""
+    sizes: dict[str, dict[str, int]] = {}
+    for spec in specs:
+        for dim, size in zip(spec.shape, shapes[spec.name]):
+            if isinstance(dim, str):
+                sizes.setdefault(dim, {})[spec.name] = size
+    for dim, by_input in sizes.items():
+        if len(set(by_input.values())) > 1:
+            raise InputError(f"{origin}: dimension {dim!r} differs between inputs in one sample "
+                             f"({', '.join(f'{n} {v}' for n, v in by_input.items())})")
 
 
 def class_ids(origin: str, labels: np.ndarray) -> np.ndarray:
@@ -262,7 +298,8 @@ def validate(origin: str, spec: InputSpec, sample: np.ndarray) -> None:
 
 def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BYTES,
                 max_samples: int | None = None) -> Dataset:
-    """Feed dicts (one sample, with or without its batch axis, each), an optional `labels` entry in each. Items
+    """Feed dicts (one sample, with or without its batch axis, or a stack of samples along a first axis of their
+    own), an optional `labels` entry in each (one per sample of a stack). Items
     are held in memory, so only the first `max_samples` are taken, and at most `max_bytes` of them."""
     feeds, labels, held = [], [], 0
     ranks = {s.name: len(s.shape) for s in specs}
@@ -275,18 +312,27 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
             if not isinstance(item, dict):
                 raise InputError(f"{origin}: item {i} is a {type(item).__name__}, expected a dict of arrays")
             item = dict(item)
-            labels.append(next((item.pop(k) for k in LABEL_KEYS if k in item), None))
+            key = _label_key(f"{origin} item {i}", item)
+            label = item.pop(key) if key else None
             arrays = {k: np.asarray(v) for k, v in item.items()}
-            # a yielded item is one sample: give it the leading sample axis the array reader expects
-            stacked = {k: v[None] if v.ndim == ranks.get(k) else v for k, v in arrays.items()}
+            # an item is one sample, or a stack of them along a first axis the model's inputs lack
+            one = all(v.ndim == ranks.get(k) for k, v in arrays.items())
+            stacked = {k: v[None] if one else v for k, v in arrays.items()}
             held += sum(v.nbytes for v in stacked.values())
             if held > max_bytes:
                 raise InputError(f"{origin}: its first {i + 1} items hold more than {max_bytes} bytes "
                                  "(--max-data-bytes)")
-            feeds.extend(_from_arrays(f"{origin} item {i}", stacked, specs).feeds)
+            if key and not one:  # a stack's labels: one per sample (or per row of each), checked with it
+                stacked["labels"] = np.asarray(label)
+            read = _from_arrays(f"{origin} item {i}", stacked, specs)
+            feeds.extend(read.feeds)
+            if one:
+                labels.append(label)
+            else:
+                labels.extend(read.labels if read.labels is not None else [None] * len(read.feeds))
     except InputError:
         raise
-    except Exception as e:
+    except (Exception, GeneratorExit) as e:  # GeneratorExit: an iterator (not a generator) raising it
         raise InputError(f"{origin} failed: {type(e).__name__}: {e}") from e
     has = [lb is not None for lb in labels]
     if any(has) and not all(has):
@@ -351,6 +397,9 @@ def for_run(recipe: Recipe, inputs, targets: list[Target]) -> tuple[Dataset, Dat
                              .samples for t in targets))
     cal = _capped(load(recipe.calibration, inputs, seed=recipe.seed, max_bytes=recipe.max_data_bytes,
                        max_samples=read))
+    if isinstance(recipe.validation, str) and not recipe.validation:
+        raise UsageError("--validation is empty: give FILE|DIR|MODULE:FN, or leave it out to hold out the last 25% "
+                         "of the calibration set")
     if recipe.validation is not None:
         if recipe.validation is recipe.calibration or (
                 isinstance(recipe.validation, str) and isinstance(recipe.calibration, str)
@@ -358,8 +407,12 @@ def for_run(recipe: Recipe, inputs, targets: list[Target]) -> tuple[Dataset, Dat
                 and recipe.validation != "random"):
             raise UsageError("--validation is the calibration set: parity must be measured on held-out data "
                              "(leave --validation out to hold out the last 25% of the calibration set)")
-        return cal, _capped(load(recipe.validation, inputs, seed=recipe.seed + 1, max_bytes=recipe.max_data_bytes,
-                                 max_samples=MAX_SAMPLES + 1))
+        val = _capped(load(recipe.validation, inputs, seed=recipe.seed + 1, max_bytes=recipe.max_data_bytes,
+                           max_samples=MAX_SAMPLES + 1))
+        if both := sorted(val.files[k] for k in val.files.keys() & cal.files.keys()):  # a folder holding the other
+            raise UsageError(f"--validation holds calibration data ({', '.join(both[:3])}, read by both): parity "
+                             "must be measured on held-out data")
+        return cal, val
     if cal.random:
         return cal, random_dataset(inputs, 16, recipe.seed + 1, recipe.max_data_bytes)
     return cal.split(VALIDATION_FRACTION)

@@ -513,6 +513,8 @@ def load_recipe(path: Path) -> Recipe:
     base = path.resolve().parent
     for key in ("weights", "calibration", "validation", "out"):
         value = flat.get(key)
+        if value == "":  # joined to the recipe's folder, it read every .npz there as data (or wrote OUT there)
+            raise UsageError(f"{where}: {key} = \"\" names nothing; leave the key out instead")
         if isinstance(value, str) and value != "random" and not (key in ("calibration", "validation")
                                                                  and is_function_spec(value) and ".py:" not in value):
             flat[key] = str(base / value)
@@ -522,7 +524,8 @@ def load_recipe(path: Path) -> Recipe:
     if isinstance(flat.get("targets"), list):  # a bundled name, else a profile file beside the recipe
         flat["targets"] = [_recipe_target(t, base, where) for t in flat["targets"]]
     if isinstance(flat.get("state_init"), dict):
-        flat["state_init"] = {k: str(base / v) if isinstance(v, str) else v for k, v in flat["state_init"].items()}
+        flat["state_init"] = {k: str(base / v) if isinstance(v, str) and v else v
+                              for k, v in flat["state_init"].items()}
     inputs = flat.pop("inputs", [])
     if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
         raise UsageError(f"{where} [model]: 'inputs' must be a list of NAME:SHAPE[:DTYPE] strings")

@@ -317,15 +317,16 @@ def _same_inputs(study, inputs: dict, name: str) -> None:
         return
     if recorded == inputs:
         return
-    changed = [f"target {recorded.get('target')!r}, not {inputs['target']!r}"
-               if recorded.get("target") != inputs["target"] else "the target profile"
-               if recorded.get("profile") != inputs["profile"] else ""]
-    changed += ["the recipe's settings" if recorded.get("settings") != inputs["settings"] else ""]
-    old = recorded.get("files") if isinstance(recorded.get("files"), dict) else {}
-    changed += [f"the {where.removeprefix('recipe.')} file" for where in sorted({*old, *inputs["files"]})
-                if old.get(where) != inputs["files"].get(where)]
-    raise UsageError(f"study {name!r} holds trials of other inputs ({', '.join([c for c in changed if c][:4])} "
-                     "changed): a new --out, or --study with a new name, starts a search of these")
+    was = recorded if isinstance(recorded, dict) else {}  # a study edited by hand holds anything
+    files = was.get("files") if isinstance(was.get("files"), dict) else {}
+    changed = [f"target {was.get('target')!r}, not {inputs['target']!r}" if was.get("target") != inputs["target"]
+               else "the target profile" if was.get("profile") != inputs["profile"] else "",
+               "the recipe's settings" if was.get("settings") != inputs["settings"] else "",
+               *(f"the {where.removeprefix('recipe.')} file" for where in sorted({*files, *inputs["files"]})
+                 if files.get(where) != inputs["files"].get(where))]
+    raise UsageError(f"study {name!r} holds trials of other inputs "
+                     f"({', '.join([c for c in changed if c][:4]) or 'its record of them'} changed): a new --out, "
+                     "or --study with a new name, starts a search of these")
 
 
 def effective(params: dict) -> dict:

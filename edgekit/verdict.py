@@ -44,7 +44,9 @@ def size_gates(target: Target, checks) -> list[Gate]:
 def warnings(cal, val, parities: dict, latency, int8, providers, threads) -> list[str]:
     said: list[str] = []
     if cal.random or val.random:
-        said.append("CALIBRATED AND VALIDATED ON RANDOM DATA: PARITY AND ACCURACY FIGURES DO NOT REFLECT REAL INPUTS")
+        said.append(f"{' AND '.join(w for w, r in (('CALIBRATED', cal.random), ('VALIDATED', val.random)) if r)} ON "
+                    "RANDOM DATA: " + ("PARITY AND ACCURACY FIGURES" if val.random else "THE INT8 RANGES")
+                    + " DO NOT REFLECT REAL INPUTS")
     for stage, block in parities.items():
         for o in block.outputs if block else ():
             if o.near_zero:

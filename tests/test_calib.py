@@ -12,7 +12,7 @@ from torch import nn
 
 from edgekit import calib, layers, quantization as quantize
 from edgekit.config import InputSpec, load_target
-from edgekit.errors import InputError
+from edgekit.errors import InputError, UsageError
 from edgekit.onnx_export import export_torch, preprocess
 
 IMAGE = (InputSpec.parse("image:Nx3x64x64"),)
@@ -241,3 +241,105 @@ def test_a_dict_of_sample_arrays_is_data_as_an_npz_holds_it():
         calib.load({**d, "labels": np.array(3)}, spec, max_samples=10)
     with pytest.raises(InputError, match="more than 1000 bytes"):
         calib.load(d, spec, max_bytes=1000)
+
+
+def _save(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+VECTOR = (InputSpec.parse("x:Nx4"),)
+
+
+def test_validation_never_shares_a_file_with_calibration(tmp_path):
+    """A folder holding the validation file (or a file inside the calibration folder) calibrated on the samples
+    parity was then measured on, exit 0; an empty string read the whole recipe folder as data."""
+    from edgekit.config import Recipe, load_recipe
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "data").mkdir()
+    cal = _save(tmp_path / "data" / "cal.npz", x=rng.standard_normal((40, 4)).astype("f4"))
+    val = _save(tmp_path / "data" / "val.npz", x=rng.standard_normal((20, 4)).astype("f4"))
+    os.link(val, tmp_path / "linked.npz")
+    targets = [load_target("desktop-x86")]
+    for calibration, validation in ((tmp_path / "data", val), (cal, tmp_path / "data"),
+                                    (tmp_path / "data", tmp_path / "linked.npz")):
+        recipe = Recipe("m.py:build", VECTOR, calibration=str(calibration), validation=str(validation))
+        with pytest.raises(UsageError, match=r"holds calibration data .*(val|cal|linked)\.npz, read by both"):
+            calib.for_run(recipe, VECTOR, targets)
+    held_out = calib.for_run(Recipe("m.py:build", VECTOR, calibration=cal, validation=val), VECTOR, targets)
+    assert [len(d) for d in held_out] == [40, 20]
+    with pytest.raises(UsageError, match="--validation is empty"):
+        calib.for_run(Recipe("m.py:build", VECTOR, calibration=cal, validation=""), VECTOR, targets)
+    (tmp_path / "edgekit.toml").write_text('[model]\nsource = "m.py:build"\n[data]\ncalibration = ""\n')
+    with pytest.raises(UsageError, match='calibration = "" names nothing'):
+        load_recipe(tmp_path / "edgekit.toml")
+
+
+def test_labels_are_each_samples_own(tmp_path):
+    """Both `labels` and `label` had `label` win; labels missing past the samples read were not seen (every
+    later label another sample's); a folder's labels.npy was read as samples; a stack of samples yielded with
+    its labels failed the held-out split after the whole export."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((30, 4)).astype("f4")
+    both = _save(tmp_path / "both.npz", x=x, labels=np.zeros(30, int), label=np.ones(30, int))
+    with pytest.raises(InputError, match="has both 'labels' and 'label'"):
+        calib.load(both, VECTOR)
+    with pytest.raises(InputError, match="has both 'labels' and 'label'"):
+        calib.load([{"x": x[0], "labels": 1, "label": 2}], VECTOR)
+    short = _save(tmp_path / "short.npz", x=x, labels=np.zeros(29, int))
+    with pytest.raises(InputError, match="different numbers of samples .*x 30, labels 29"):
+        calib.load(short, VECTOR, max_samples=10)
+    (tmp_path / "folder").mkdir()
+    np.save(tmp_path / "folder" / "ids.npy", x)
+    np.save(tmp_path / "folder" / "labels.npy", np.zeros(30, int))
+    with pytest.raises(InputError, match="labels.npy: a folder's .npy files are samples"):
+        calib.load(tmp_path / "folder", VECTOR)
+    stacks = [{"x": x[i:i + 5, None], "labels": np.arange(i, i + 5) % 3} for i in range(0, 30, 5)]
+    data = calib.load(stacks, VECTOR)
+    assert len(data) == 30 and data.labels.tolist() == [i % 3 for i in range(30)]
+    calibrated, held = data.split(0.25)
+    assert held.labels.tolist() == [i % 3 for i in range(22, 30)] and len(held) == 8
+    with pytest.raises(InputError, match=r"item 0: 4 labels \(shape \[4\]\) for 5 samples"):
+        calib.load([{"x": x[:5, None], "labels": np.zeros(4, int)}], VECTOR)
+
+
+def test_data_that_cannot_be_fed_is_told_by_name(tmp_path):
+    """Two inputs sized N differently per sample failed at the per-layer stage (exit 4); an iterator raising
+    GeneratorExit gave a traceback, rc 1; ragged lists from the API a raw ValueError; the folder's byte limit
+    was shown as what one file had left; a missing input as only an unexpected one; a cut .npy as 'changed'."""
+    rng = np.random.default_rng(0)
+    pair = (InputSpec.parse("a:Nx4"), InputSpec.parse("b:Nx4"))
+    with pytest.raises(InputError, match="dimension 'N' differs between inputs in one sample \\(a 5, b 1\\)"):
+        calib.load({"a": rng.standard_normal((8, 5, 4)).astype("f4"), "b": rng.standard_normal((8, 4)).astype("f4")},
+                   pair)
+
+    def closing(i):
+        raise GeneratorExit
+
+    with pytest.raises(InputError, match="failed: GeneratorExit"):
+        calib.load(map(closing, range(3)), VECTOR)
+    with pytest.raises(InputError, match="cannot be read as arrays"):
+        calib.load({"x": [[1.0, 2.0], [1.0]]}, VECTOR)
+    (tmp_path / "big").mkdir()
+    for i in range(3):
+        np.save(tmp_path / "big" / f"{i}.npy", rng.standard_normal((4, 4)).astype("f4"))
+    with pytest.raises(InputError, match="big: its files hold more than 100 bytes"):
+        calib.load(tmp_path / "big", VECTOR, max_bytes=100)
+    with pytest.raises(InputError, match=r"unexpected \['y'\], missing \['x'\]"):
+        calib.load(_save(tmp_path / "y.npz", y=rng.standard_normal((4, 4)).astype("f4")), VECTOR)
+    np.save(tmp_path / "cut.npy", rng.standard_normal((40, 4)).astype("f4"))
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "cut.npy").read_bytes()[:-10])
+    with pytest.raises(InputError, match="declares 640 bytes of data but holds 630"):
+        calib.load(tmp_path / "cut.npy", VECTOR)
+
+
+def test_the_random_data_warning_says_which_data_was_random():
+    from edgekit import verdict
+
+    real, random = calib.Dataset("a.npz", []), calib.Dataset("random", [], random=True)
+    said = {(c.random, v.random): verdict.warnings(c, v, {}, None, None, None, 1)[0]
+            for c, v in ((random, real), (real, random), (random, random))}
+    assert said[True, False].startswith("CALIBRATED ON RANDOM DATA: THE INT8 RANGES")
+    assert said[False, True].startswith("VALIDATED ON RANDOM DATA: PARITY AND ACCURACY FIGURES")
+    assert said[True, True].startswith("CALIBRATED AND VALIDATED ON RANDOM DATA")
