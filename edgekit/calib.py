@@ -322,14 +322,11 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
             if held > max_bytes:
                 raise InputError(f"{origin}: its first {i + 1} items hold more than {max_bytes} bytes "
                                  "(--max-data-bytes)")
-            if key and not one:  # a stack's labels: one per sample (or per row of each), checked with it
-                stacked["labels"] = np.asarray(label)
+            if key:  # one per sample (or per row of each), checked with the item: one-hot rows failed after export
+                stacked["labels"] = np.asarray(label)[None] if one else np.asarray(label)
             read = _from_arrays(f"{origin} item {i}", stacked, specs)
             feeds.extend(read.feeds)
-            if one:
-                labels.append(label)
-            else:
-                labels.extend(read.labels if read.labels is not None else [None] * len(read.feeds))
+            labels.extend(read.labels if read.labels is not None else [None] * len(read.feeds))
     except InputError:
         raise
     except (Exception, GeneratorExit) as e:  # GeneratorExit: an iterator (not a generator) raising it

@@ -279,7 +279,7 @@ def test_validation_never_shares_a_file_with_calibration(tmp_path):
 def test_labels_are_each_samples_own(tmp_path):
     """Both `labels` and `label` had `label` win; labels missing past the samples read were not seen (every
     later label another sample's); a folder's labels.npy was read as samples; a stack of samples yielded with
-    its labels failed the held-out split after the whole export."""
+    its labels failed the held-out split after the whole export, and a one-hot label accuracy after it."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((30, 4)).astype("f4")
     both = _save(tmp_path / "both.npz", x=x, labels=np.zeros(30, int), label=np.ones(30, int))
@@ -302,6 +302,8 @@ def test_labels_are_each_samples_own(tmp_path):
     assert held.labels.tolist() == [i % 3 for i in range(22, 30)] and len(held) == 8
     with pytest.raises(InputError, match=r"item 0: 4 labels \(shape \[4\]\) for 5 samples"):
         calib.load([{"x": x[:5, None], "labels": np.zeros(4, int)}], VECTOR)
+    with pytest.raises(InputError, match=r"item 0: 3 labels .* not one-hot rows"):  # was found after the export
+        calib.load([{"x": x[0], "labels": np.eye(3)[0]}], VECTOR)
 
 
 def test_data_that_cannot_be_fed_is_told_by_name(tmp_path):
