@@ -68,6 +68,7 @@ def capped_run(cmd: list[str], stdin: bytes, timeout: float, stage: str, limits=
 
     def capped() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_OUTPUT_BYTES, MAX_OUTPUT_BYTES))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash left 220 MB core files in the working folder
         if limits:
             limits()
 
@@ -109,6 +110,7 @@ def _main(argv: list[str]) -> None:
     hard = resource.getrlimit(resource.RLIMIT_AS)[1]  # a user's `ulimit -v` stays the ceiling
     memory = memory if hard == resource.RLIM_INFINITY else min(memory, hard)
     resource.setrlimit(resource.RLIMIT_AS, (memory, hard))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a hostile model's crash: no core file of its memory
     # steps here are onnx/onnxruntime work; onnxruntime.tools imports torch when it can find it (1.2 s a child)
     sys.modules["torch"] = None
     import onnxruntime

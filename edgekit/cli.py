@@ -267,6 +267,8 @@ def _device_from_flags(url, identity, known_hosts, python) -> DeviceSpec | None:
     """The --device flags as a DeviceSpec (None without --device; its other flags then have no use)."""
     if url is not None and not url.strip():  # an unset $DEVICE in CI: checking on this host instead would hide it
         raise UsageError("--device is empty: give ssh://[user@]host[:port][/folder], or leave the flag out")
+    if python is not None and not python.strip():
+        raise UsageError("--device-python is empty: give the device's Python (default python3), or leave it out")
     if not url:
         if identity or known_hosts or python:
             raise UsageError("--identity, --known-hosts and --device-python go with --device")

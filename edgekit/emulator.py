@@ -164,6 +164,7 @@ def _built(dest: Path, build, what: str, log) -> Path:
     log(f"building {what} in {dest} (once)")
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp's 0700: a cache built as root was unreadable to the CI user it was built for
         build(tmp)
         # stdlib and wheels compiled once here: Python 3.11's bytecode is the same on every CPU
         subprocess.run([sys.executable, "-m", "compileall", "-q", "-j0", str(tmp)], capture_output=True)

@@ -49,7 +49,10 @@ def int8_isa() -> str:
 
 def isa_of(flags: frozenset[str] | set[str], machine: str) -> str:
     """The int8 path of a CPU with these /proc/cpuinfo flags (this host's, or a device's)."""
-    arm = arch_of(machine) == "arm64"
+    kind = arch_of(machine)
+    if kind not in ("arm64", "x86_64"):
+        return kind  # no int8 path edgekit knows
+    arm = kind == "arm64"
     return next((isa for flag, isa in (ARM_FLAGS if arm else X86_FLAGS) if flag in flags), "arm64" if arm else "sse")
 
 
@@ -89,8 +92,10 @@ def x86_saturates() -> bool:
 
 
 def arch_of(machine: str) -> str:
-    """A machine's kind as target profiles name it (`[runtime] arch`)."""
-    return "arm64" if machine.lower() in ("aarch64", "arm64") else "x86_64"
+    """A machine's kind as target profiles name it (`[runtime] arch`); another (armv7l, riscv64) is its own kind,
+    which no profile targets: it was taken for x86_64, and a 32-bit ARM device timed desktop-x86's package."""
+    kind = machine.lower()
+    return "arm64" if kind in ("aarch64", "arm64") else "x86_64" if kind in ("x86_64", "amd64") else kind
 
 
 def arch() -> str:

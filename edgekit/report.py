@@ -20,12 +20,14 @@ def printable(text) -> str:
 
 
 _TAG = re.compile(r"<(?=[A-Za-z/!?])")  # what a Markdown renderer would take for the start of HTML
+_MARKUP = re.compile(r"([\\\[\]*~])")  # links and images ([t](url), ![t](url)), emphasis, strikethrough
 
 
 def _safe(text) -> str:
-    """A name from a model or a package as Markdown text: one line, no HTML or code span of its own (a report.md
-    posted as a CI job summary or a review comment renders what it holds); edgekit's own `<= 50` stays as it is."""
-    return _TAG.sub("&lt;", _code(text))
+    """A name from a model or a package as Markdown text: one line, no HTML, code span, link, image or emphasis of
+    its own (a report.md posted as a CI job summary or a review comment renders what it holds: a node named
+    `![t](https://...)` was a tracking pixel, `**all gates PASSED**` a verdict); edgekit's own `<= 50` stays."""
+    return _MARKUP.sub(r"\\\1", _TAG.sub("&lt;", _code(text)))
 
 
 def _code(text) -> str:
@@ -33,10 +35,15 @@ def _code(text) -> str:
     return printable(text).replace("`", "'")
 
 
+class _Own(str):
+    """edgekit's own Markdown in a table cell (a bold FAIL), not escaped as names are."""
+
+
 def _md(head: str, rows) -> list[str]:
     """A Markdown table: the header ("a | b"), its rule, one line per row (each cell one line of text)."""
     return [f"| {head} |", "|" + "---|" * (head.count("|") + 1)] + [
-        "| " + " | ".join(_safe(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+        "| " + " | ".join(c if isinstance(c, _Own) else _safe(c).replace("|", "\\|") for c in r) + " |"
+        for r in rows]
 
 
 def table(reports: list[TargetReport]) -> str:
@@ -93,7 +100,7 @@ def markdown(r: TargetReport) -> str:
            *(f"> **{_safe(w)}**" for w in r.warnings)]
     out += ["", "## Gates", ""] + _md("gate | value | limit | result", [
         [g.name, "-", "-", f"skipped: {g.skipped}"] if g.skipped else
-        [g.name, _fmt(g.value, ".6g"), f"{g.op} {_fmt(g.limit, '.6g')}", "pass" if g.passed else "**FAIL**"]
+        [g.name, _fmt(g.value, ".6g"), f"{g.op} {_fmt(g.limit, '.6g')}", "pass" if g.passed else _Own("**FAIL**")]
         for g in r.gates])
     if r.verification:
         out += ["", "## Verification (`edgekit check` on this folder)", ""]
@@ -125,14 +132,15 @@ def markdown(r: TargetReport) -> str:
     lat = r.latency
     if lat:
         where = lat.where if lat.on_device else f"{lat.where}: the host standing in for the device, not the device"
-        out += ["## Latency", "", f"Measured on {where}; {lat.fp32.runs} runs after warm-up, interleaved.", ""]
+        out += ["## Latency", "", f"Measured on {_safe(where)}; {lat.fp32.runs} runs after warm-up, interleaved.",
+                ""]
         out += _md("model | p50 ms | p90 ms | p99 ms | p90/p50 | load ms",
                    [(key, f"{v.p50_ms:.4f}", f"{v.p90_ms:.4f}", f"{v.p99_ms:.4f}", f"{v.p90_over_p50:.2f}",
                      f"{v.load_ms:.1f}") for key, v in (("fp32", lat.fp32), ("int8", lat.int8))])
         out += ["", f"int8 speed-up (p50): {lat.speedup_p50:.2f}x", ""]
         if r.latency_1_thread:
             one = r.latency_1_thread
-            out += [f"At 1 thread ({one.where}): p50 fp32 {one.fp32.p50_ms:.4f} ms, int8 {one.int8.p50_ms:.4f} ms "
+            out += [f"At 1 thread ({_safe(one.where)}): p50 fp32 {one.fp32.p50_ms:.4f} ms, int8 {one.int8.p50_ms:.4f} ms "
                     f"(p90/p50 {one.int8.p90_over_p50:.2f}); the profile's threads gain "
                     f"{one.int8.p50_ms / lat.int8.p50_ms:.2f}x on int8.", ""]
     else:
@@ -167,7 +175,7 @@ def markdown(r: TargetReport) -> str:
         out += ["## Float regions for speed (--precision latency)", "",
                 f"{len(search['float_nodes'])} node(s) kept in float for speed; all-int8 p50 "
                 f"{search['all_int8_p50_ms']:.4f} ms → {search['p50_ms']:.4f} ms, timed side by side on "
-                f"{search['where']}. A region is kept only when faster by {search['margin']:.0%} in two loops "
+                f"{_safe(search['where'])}. A region is kept only when faster by {search['margin']:.0%} in two loops "
                 f"in a row ({search['seconds']:.1f} s).", ""]
         out += _md("tried | nodes | p50 ms | best so far p50 ms | kept", [
             (step["why"], ", ".join(step["nodes"]), f"{step['p50_ms']:.4f}", f"{step['best_p50_ms']:.4f}",

@@ -12,6 +12,7 @@ import math
 
 from typing import TYPE_CHECKING
 
+from .report import printable
 from .reports import TargetReport
 
 if TYPE_CHECKING:
@@ -23,10 +24,16 @@ STYLE = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}
          ".pass{color:#176f2c}.fail{color:#b00020;font-weight:bold}figure{margin:1em 0}")
 
 
+def _escape(text) -> str:
+    """Text from a model or a package as HTML: escaped, on one line, without control characters (an escape
+    sequence in a node name cleared the terminal of whoever ran `cat report.html`)."""
+    return html.escape(printable(text))
+
+
 def page(r: TargetReport) -> str:
     """The whole HTML document for one target's report."""
     d = r.details
-    e = html.escape
+    e = _escape
     verdict = '<span class="pass">PASSED</span>' if r.passed else '<span class="fail">FAILED</span>'
     out = [_head(f"edgekit: {r.target}"),
            f"<h1>edgekit report: {e(str(d['model']['source']))} → {e(r.target)}</h1>",
@@ -43,7 +50,7 @@ def page(r: TargetReport) -> str:
 def search_page(r: SearchReport, exported: str | None) -> str:
     """The whole HTML document for an `edgekit search`: the Pareto scatter, the front, the failed trials;
     `exported`: the folder here the best point was exported to (None: its export did not finish)."""
-    e = html.escape
+    e = _escape
     budgets = ", ".join(f"{k} ≤ {v:g}" for k, v in r.budgets.items()) or "none"
     out = [_head(f"edgekit search: {r.study}"), f"<h1>edgekit search: study {e(r.study)}</h1>",
            f"<p>{len(r.points)} trial(s) done, {len(r.failed)} failed, {r.seconds_per_trial:.1f} s a trial; "
@@ -85,7 +92,7 @@ def _number(x) -> str:
 
 
 def _table(head, rows) -> str:
-    e = html.escape
+    e = _escape
     return ("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"
             + "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in rows) + "</table>")
 
@@ -117,7 +124,7 @@ PLOT, AXIS = 300, 50  # px: a scatter's plot square, the room for its axis' tick
 def _scatter(points: list[tuple[float, float, str, str]], xlabel: str, ylabel: str, budget: float | None) -> str:
     """One scatter as SVG elements: (x, y, colour, label) points (points that are not finite are left out)
     in a box with round-numbered ticks, and a dashed vertical line at `budget`."""
-    e = html.escape
+    e = _escape
     points = [p for p in points if math.isfinite(p[0]) and math.isfinite(p[1])]
     xt = _ticks([x for x, *_ in points] + ([budget] if budget is not None else []))
     yt = _ticks([y for _, y, *_ in points])
@@ -199,7 +206,7 @@ def bars(panels: list[tuple[str, list[tuple[str, float, str]]]], start: float = 
     Bars grow from `start`, leftwards for values below it (SQNR can rise past a node: a negative loss); a value
     that is not finite is printed with no bar. A long label keeps its end, where node names differ (the full
     name is its tooltip). Same figures, same bytes."""
-    e = html.escape
+    e = _escape
     y, parts = 0, []
     for heading, rows in panels:
         finite = [v for _, v, _ in rows if math.isfinite(v)]

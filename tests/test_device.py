@@ -197,6 +197,8 @@ def test_unreachable_device_and_bad_urls(digits_arm, tmp_path):
     assert result.exit_code == 2 and "not both" in result.output, result.output
     result = cli(["check", digits_arm, "--identity", tmp_path / "kh"])
     assert result.exit_code == 2 and "go with --device" in result.output, result.output
+    result = cli(["check", digits_arm, "--device", "ssh://h/x", "--device-python", ""])  # was python3, silently
+    assert result.exit_code == 2 and "--device-python is empty" in result.output, result.output
 
 
 def test_export_times_and_checks_its_kind_of_target_on_the_device(sshd, tmp_path):

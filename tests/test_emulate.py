@@ -217,3 +217,9 @@ def test_a_built_cache_on_a_read_only_mount_is_used(digits_arm, tmp_path, monkey
             assert other.exit_code == 3 and "cannot be written" in other.output and "EDGEKIT_CACHE" in other.output
     finally:
         subprocess.run(["umount", str(ro)], check=False)
+
+
+def test_a_cache_entry_is_readable_by_others(tmp_path):
+    """Built as root for a CI image, the wheels folder kept mkdtemp's 0700: the CI user's runs found no numpy."""
+    built = emulator._built(tmp_path / "wheels", lambda tmp: (tmp / "numpy").mkdir(), "wheels", lambda _: None)
+    assert built.stat().st_mode & 0o777 == 0o755 and (built / "numpy").is_dir()

@@ -198,6 +198,26 @@ def test_int8_path_from_cpu_flags():
     assert set(host.EXACT_X86).isdisjoint(host.SATURATING_X86) and set(host.EXACT_X86) < set(host.ISAS)
 
 
+def test_a_machine_of_another_kind_is_its_own():
+    """A 32-bit ARM (or RISC-V) device was taken for x86_64: `export --device` timed desktop-x86's package there
+    and said it was measured on its device; and an x86 device's ISA was read from ARM's Features line only."""
+    from edgekit import host, runner
+
+    assert host.arch_of("armv7l") == "armv7l" and host.arch_of("AMD64") == "x86_64" and host.arch_of("arm64") == "arm64"
+    assert host.isa_of({"neon"}, "armv7l") == "armv7l"
+    assert set(runner.about()["features"].split()) == host.cpu_flags()  # x86's flags line, ARM's Features
+    assert runner.about()["features"]
+
+
+def test_a_bounded_child_leaves_no_core_file():
+    """An emulated run that crashed dropped 220 MB core files in the working folder."""
+    from edgekit import bounded
+
+    code, out, _ = bounded.capped_run([sys.executable, "-c", "import resource; print(resource.getrlimit("
+                                       "resource.RLIMIT_CORE))"], b"", 60, "core limit")
+    assert code == 0 and out.decode().strip() == "(0, 0)"
+
+
 def test_parity_metrics():
     ref = [[np.array([[1.0, 2.0, 3.0]], np.float32)], [np.array([[3.0, 1.0, 0.0]], np.float32)]]
     assert parity.compare(["y"], ref, ref)[0].top1_agreement is None  # not a classifier: no top-1
