@@ -107,6 +107,9 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
     own = loaded.module  # the user's module, before _inputs wraps it (uint8 pixels, pinned constants)
     inputs, pinned, defaults = _inputs(recipe, loaded)
+    if recipe.state and recipe.sizes:  # taken, and never validated: its data has no other size to make
+        raise UsageError("--size/sizes: a streaming model (state) is validated step by step over its sequences, "
+                         "not at other sizes of an axis: leave it out")
     cal, val = calib.for_run(recipe, sequences.data_specs(inputs, recipe.state) if recipe.state else inputs, targets)
     init = sequences.initial_values(recipe.state_init, inputs, recipe.state, recipe.max_data_bytes)
     compression = (_compress(recipe, loaded, own, inputs, val, targets[0], progress)

@@ -67,6 +67,8 @@ def test_state_names_are_checked(tmp_path):
     bad_out = cli(["export", *[a if a != "state=stateN" else "state=nope" for a in ARGS], "--calibration",
                    tmp_path / "d.npz", "--out", tmp_path / "o"])
     assert bad_out.exit_code == 2 and "not model outputs" in bad_out.stderr
+    sized = cli(["export", *ARGS, "--size", "N=3", "--calibration", tmp_path / "d.npz", "--out", tmp_path / "o"])
+    assert sized.exit_code == 2 and "a streaming model (state) is validated step by step" in sized.stderr  # was 0
 
 
 def test_torch_gru_streaming_module(tmp_path):
