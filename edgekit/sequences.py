@@ -89,6 +89,11 @@ def rollout(run, sequences: list[dict], specs: tuple[InputSpec, ...], output_nam
             feeds.append(feed)
             outputs.append(out)
             current = {name: out[output_names.index(back)] for name, back in state.items()}
+            for name, value in current.items():  # else onnxruntime's "Got invalid dimensions" at the next step
+                if value.shape != feed[name].shape or value.dtype != feed[name].dtype:
+                    raise InputError(f"state {name}={state[name]}: the model returns {state[name]} as "
+                                     f"{value.dtype} {list(value.shape)}, but {name} takes {feed[name].dtype} "
+                                     f"{list(feed[name].shape)}: the output fed back must be the state itself")
         lengths.append(steps)
     return Rollout(feeds, outputs, lengths)
 

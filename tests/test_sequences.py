@@ -156,3 +156,25 @@ def test_gru_cell_state_path_kept_float_passes_and_quantized_fails(runs, tmp_pat
             assert m["state"]["float_nodes"] == ([] if quantize_state else
                                                  ["/cell/Gemm_1", "/cell/Sub", "/cell/Mul_1", "/cell/Add_3"])
             assert (_sqnr(m, "hN") < 10) if quantize_state else (_sqnr(m, "hN") > 25)
+
+
+def test_a_state_output_not_shaped_as_its_input_is_told(tmp_path):
+    """h:Nx1 fed back from an output of [N, 16] (torch broadcast it) was exit 4, onnxruntime's "Got invalid
+    dimensions for input: h" at the second step."""
+    (tmp_path / "m.py").write_text(
+        "import torch\n"
+        "class Wide(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.lin = torch.nn.Linear(8, 16)\n"
+        "    def forward(self, x, h):\n"
+        "        h2 = torch.tanh(self.lin(x) + h)\n"
+        "        return h2.sum(1, keepdim=True), h2\n"
+        "def build():\n"
+        "    return Wide()\n")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).standard_normal((4, 5, 1, 8)).astype(np.float32))
+    result = cli(["export", f"{tmp_path / 'm.py'}:build", "--input", "x:Nx8", "--input", "h:Nx1", "--output-name", "y",
+                  "--output-name", "hN", "--state", "h=hN", "--calibration", tmp_path / "d.npz", "--no-bench",
+                  "--out", tmp_path / "o"])
+    assert result.exit_code == 3, result.output
+    assert "state h=hN: the model returns hN as float32 [1, 16], but h takes float32 [1, 1]" in result.stderr
