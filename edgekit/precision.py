@@ -56,12 +56,14 @@ class PrecisionSearch:
     seconds: float
     untried: tuple[str, ...] = ()  # candidates left out by max_trials or the time budget
     reverted: str = ""  # why the steps' float nodes were given up after all
+    fp32_p50_ms: float | None = None  # model.onnx, in the same final loop
+    advice: str = ""  # "keep fp32" when the model kept is no faster than model.onnx
 
     def as_dict(self) -> dict:
         return {"float_nodes": list(self.float_nodes), "steps": [s.as_dict() for s in self.steps],
-                "all_int8_p50_ms": self.all_int8_p50_ms, "p50_ms": self.p50_ms, "where": self.where,
-                "margin": MARGIN, "seconds": self.seconds, "untried": list(self.untried),
-                "reverted": self.reverted or None}
+                "all_int8_p50_ms": self.all_int8_p50_ms, "p50_ms": self.p50_ms, "fp32_p50_ms": self.fp32_p50_ms,
+                "where": self.where, "margin": MARGIN, "seconds": self.seconds, "untried": list(self.untried),
+                "reverted": self.reverted or None, "advice": self.advice or None}
 
 
 def candidates(fp32) -> list[Candidate]:
@@ -118,7 +120,7 @@ def search(fp32: Path, int8: Path, plan: quantization.Plan, feeds, timed: Callab
         if faster:
             kept = (*kept, *new)
             shutil.copyfile(trial, best)
-    final = timed({"all-int8": first, "kept": best})
+    final = timed({"all-int8": first, "kept": best, "fp32": fp32})  # fp32 too: floats kept may make int8 pointless
     reverted = ""
     if kept and not final["kept"].p50_ms < final["all-int8"].p50_ms * (1 - MARGIN):
         reverted = (f"the final loop timed the kept model at {final['kept'].p50_ms:.4g} ms against all-int8's "
@@ -126,9 +128,11 @@ def search(fp32: Path, int8: Path, plan: quantization.Plan, feeds, timed: Callab
         kept, best = (), first
     shutil.copyfile(best, int8)
     where = final["kept"].host.get("device") or describe(final["kept"].host)
-    p50 = final["all-int8" if reverted else "kept"].p50_ms
+    p50, fp32_p50 = final["all-int8" if reverted else "kept"].p50_ms, final["fp32"].p50_ms
+    advice = (f"keep fp32: the int8 model kept ({len(kept)} node(s) in float for speed) is no faster than "
+              f"model.onnx ({p50:.4g} vs {fp32_p50:.4g} ms p50, one loop)" if p50 >= fp32_p50 else "")
     record = PrecisionSearch(kept, tuple(steps), final["all-int8"].p50_ms, p50, where,
-                             round(time.perf_counter() - start, 3), tuple(untried), reverted)
+                             round(time.perf_counter() - start, 3), tuple(untried), reverted, fp32_p50, advice)
     return _with_float(plan, kept), record
 
 

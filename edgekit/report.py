@@ -91,6 +91,17 @@ def table(reports: list[TargetReport]) -> str:
     return "\n".join(lines)
 
 
+def computed_on(r: TargetReport, int8: bool = True) -> str:
+    """Where a target's parity figures were computed: the host, and whose int8 kernels (an ARM target's are this
+    host's standing in for the device's, or emulated aarch64 ones)."""
+    from .host import describe
+
+    arm = r.details.get("arm_kernels") if int8 else None
+    kernels = r.quant_parity.int8_kernels if r.quant_parity and int8 else None
+    return describe(r.details["host"]) + (f"; int8 outputs from {kernels}" if kernels else "") + (
+        f" ({arm})" if arm else "")
+
+
 def markdown(r: TargetReport) -> str:
     """The human report written beside each target's models."""
     d = r.details
@@ -117,10 +128,12 @@ def markdown(r: TargetReport) -> str:
         out += ["", f"`{o['file']}` ({o['optimization_style']} optimisation style, target platform "
                 f"{o['target_platform']}): {o['build']}. Max |difference| from the .onnx in this build: {diff}."]
     out += ["", "## Parity", ""]
-    na = "n/a (reference ~0)"
+    na = _Own("n/a (reference ~0)")
     for p, title in ((r.export_parity, "torch vs ONNX fp32 (export)"), (r.quant_parity, "ONNX fp32 vs int8")):
         if p:
-            out += [f"### {title} on {p.samples} samples of {_safe(p.data)}", ""] + _md(
+            out += [f"### {title} on {p.samples} samples of {_safe(p.data)}", ""]
+            out += [f"Computed on {_safe(computed_on(r, p is r.quant_parity))}.", ""]
+            out += _md(
                 "output | cosine | min cosine | SQNR dB | max abs | mean abs | top-1 | top-5 | retrieval@1",
                 [(o.output, _fmt(o.cosine, ".6f", na), _fmt(o.cosine_min, ".6f", na), _fmt(o.sqnr_db, ".2f", na),
                   f"{o.max_abs:.3g}", f"{o.mean_abs:.3g}", _fmt(o.top1_agreement, ".4f", "n/a"),
@@ -180,7 +193,7 @@ def markdown(r: TargetReport) -> str:
         out += _md("tried | nodes | p50 ms | best so far p50 ms | kept", [
             (step["why"], ", ".join(step["nodes"]), f"{step['p50_ms']:.4f}", f"{step['best_p50_ms']:.4f}",
              "yes" if step["kept"] else "no") for step in search["steps"]]) + [""]
-        notes = (("Reverted", search["reverted"]),
+        notes = (("Reverted", search["reverted"]), ("Advice", search.get("advice")),
                  ("Not tried (max_trials, time budget)", ", ".join(search["untried"])))
         out += [line for k, v in notes if v for line in (f"{k}: {_safe(v)}.", "")]
     if d.get("layers"):

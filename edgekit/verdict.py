@@ -60,7 +60,9 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads) -> lis
                     "re-run or raise --bench-runs before trusting the speed figures")
     if latency and latency.speedup_p50 < 1.0:
         fusion = bench.unfused_qdq(str(int8), providers, threads)
-        cause = (f"{fusion['unfused_compute_nodes']} compute node(s) stayed float behind DequantizeLinear "
+        cause = ("no compute node runs in int8 (each kept in float, or left unquantized): this is model.onnx with "
+                 "Q/DQ around other ops; ship model.onnx" if not fusion["integer_nodes"] else
+                 f"{fusion['unfused_compute_nodes']} compute node(s) stayed float behind DequantizeLinear "
                  f"(unfused QDQ groups, e.g. {', '.join(fusion['unfused_examples'])})"
                  if fusion["unfused_compute_nodes"] else
                  "all quantized groups fused; per-call overhead or float ops around them dominate this model")

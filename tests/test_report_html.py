@@ -9,7 +9,7 @@ import pytest
 from conftest import DIGITS, chromium_pixels, cli, colour_count
 
 import edgekit
-from edgekit import report_html
+from edgekit import host, report_html
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +105,15 @@ def test_chromium_renders_the_charts_without_console_errors(digits_package, tmp_
     # the charts' bar colours are on screen: int8 blue (#2a7ab0) and per-layer red (#c0504d)
     for colour in ((0x2a, 0x7a, 0xb0), (0xc0, 0x50, 0x4d)):
         assert colour_count(pixels, colour) > 500, colour
+
+
+def test_every_parity_figure_says_where_and_by_whose_kernels(tmp_path):
+    """An ARM target's parity came from this host's x86 kernels standing in for the device's: only stdout said so,
+    not report.md's parity tables nor report.html's gates."""
+    result = cli(["export", DIGITS / "edgekit.toml", "-t", "arm64-linux", "--out", tmp_path, "--no-bench"])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "arm64-linux"
+    kernels = json.loads((folder / "manifest.json").read_text())["parity"]["quantization"]["int8_kernels"]
+    md, page = (folder / "report.md").read_text(), (folder / "report.html").read_text()
+    assert md.count("Computed on ") == 2 and f"int8 outputs from {kernels} (x86 exact kernels (stand-in))" in md
+    assert f"Parity computed on {host.cpu_model()}" in page and "(x86 exact kernels (stand-in))" in page
