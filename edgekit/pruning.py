@@ -116,8 +116,18 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
     if params1 == params0 and method == "structured":  # said, not passed off as a pruned model
         log.warning("structured pruning at ratio %s removed no channel (round_to %s, ignored %s)", ratio, round_to,
                     few(ignored))
+    elif round_to and method == "structured" and (off := _off_multiple(module, round_to, set(ignored))):
+        # Torch-Pruning rounds a layer's kept channels down to the multiple and leaves one it would empty whole
+        log.warning("round_to %s: %s kept channel counts that are not multiples of it (a layer is left whole when "
+                    "its kept channels would round down to 0)", round_to, few(off, 4))
     return PruneResult(method, ratio, importance, params0, params1, macs0, macs1, ignored, stage_ratios or None,
                        sparsity)
+
+
+def _off_multiple(module, round_to: int, ignored: set[str]) -> list[str]:
+    """The prunable conv/linear layers whose output channels are not a multiple of `round_to`, with their count."""
+    return [f"{name} ({n})" for name, layer in module.named_modules() if type(layer).__name__ in COMPUTE
+            and name not in ignored and (n := layer.weight.shape[0]) % round_to]
 
 
 def stages(module, most: int = 4) -> list[tuple[str, ...]]:

@@ -7,8 +7,10 @@ each candidate, exported, quantized with the target's settings and timed round-r
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,35 +30,65 @@ class RoundingChoice:
     target: str
     threads: int
     host: dict
+    params: dict[int, int] = dataclasses.field(default_factory=dict)  # each candidate's size: rounding moves it
+    unpruned: tuple[int, ...] = ()  # multiples at which pruning removed no channel: not timed
 
     def as_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "int8_p50_ms": {str(k): v for k, v in self.int8_p50_ms.items()}}
+        return {**dataclasses.asdict(self), "int8_p50_ms": {str(k): v for k, v in self.int8_p50_ms.items()},
+                "params": {str(k): v for k, v in self.params.items()}, "unpruned": list(self.unpruned)}
 
     def describe(self) -> str:
         from .host import describe
 
-        times = ", ".join(f"{k}: {ms:.2f}" for k, ms in self.int8_p50_ms.items())
-        return (f"channels multiples of {self.chosen} (int8 p50 ms {times}; {self.target} settings, "
+        times = ", ".join(f"{k}: {ms:.2f} ms, {self.params[k]:,} params" for k, ms in self.int8_p50_ms.items())
+        skipped = f"; {', '.join(map(str, self.unpruned))} removed no channel" if self.unpruned else ""
+        return (f"channels multiples of {self.chosen} (int8 p50 {times}{skipped}; {self.target} settings, "
                 f"{describe(self.host)})")
+
+
+@contextlib.contextmanager
+def _quiet():
+    log = logging.getLogger("edgekit")
+    below_error = logging.Filter()
+    below_error.filter = lambda record: record.levelno >= logging.ERROR
+    log.addFilter(below_error)
+    try:
+        yield
+    finally:
+        log.removeFilter(below_error)
 
 
 def choose(module, specs: tuple[InputSpec, ...], spec: PruneSpec, target: Target, batches=None,
            candidates: tuple[int, ...] = CANDIDATES) -> RoundingChoice:
     """Prune copies of `module` (unchanged) at each multiple and time their int8 builds at 1 thread on this host
     (kernel choice is per core; random calibration data: ranges do not change which kernel runs)."""
-    from . import bench, calib, onnx_export, quantization
+    from . import bench, calib, host, onnx_export, quantization
     from .compress import run_prune
+    from .errors import UsageError
 
+    if host.arch() != target.runtime.arch:  # x86 kernels' lane widths say nothing of an ARM device's
+        raise UsageError(f"round_to auto times int8 kernels on this host ({host.arch()}), not {target.name}'s "
+                         f"({target.runtime.arch}): give round_to 8, 16 or 32")
     feeds = calib.random_dataset(specs, 4, seed=0).feeds
-    paths = {}
+    paths, params, unpruned = {}, {}, []
     with tempfile.TemporaryDirectory(prefix="edgekit-round-to-") as tmp:
         for k in candidates:
             pruned = copy.deepcopy(module)
-            run_prune(pruned, specs, dataclasses.replace(spec, round_to=k), batches)
+            with _quiet():  # a candidate's warnings are not the run's: what it did is in the choice
+                result = run_prune(pruned, specs, dataclasses.replace(spec, round_to=k), batches)
+            if result.params_after == result.params_before:  # not a pruned model: nothing to compare
+                unpruned.append(k)
+                continue
+            params[k] = result.params_after
             raw = onnx_export.export_torch(pruned, specs, (), target.opset, Path(tmp) / f"{k}.onnx")
             fp32, _ = onnx_export.preprocess(raw, Path(tmp) / f"{k}.fp32.onnx", exported=True)
             plan = quantization.plan(fp32, target.quantize, set(), target.runtime.arch)
             paths[k] = str(quantization.quantize(fp32, Path(tmp) / f"{k}.int8.onnx", plan, feeds))
+        if not paths:
+            raise UsageError(f"round_to auto: pruning at ratio {spec.ratio} removes no channel at any of "
+                             f"{', '.join(map(str, candidates))} (a layer's kept channels round down to 0): raise the "
+                             "ratio or give round_to")
         lat = bench.measure_pair(paths, feeds[0], ("CPUExecutionProvider",), 1, WARMUP, RUNS)
-    p50 = {k: lat[k].p50_ms for k in candidates}
-    return RoundingChoice(min(candidates, key=p50.get), p50, target.name, 1, lat[candidates[0]].host)
+    p50 = {k: lat[k].p50_ms for k in paths}
+    return RoundingChoice(min(paths, key=p50.get), p50, target.name, 1, lat[next(iter(paths))].host, params,
+                          tuple(unpruned))

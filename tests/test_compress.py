@@ -1,5 +1,6 @@
 """Structured/unstructured pruning and distillation (issue 4), on models built in code and on digits."""
 import json
+import logging
 import os
 import pickle
 import subprocess
@@ -167,21 +168,27 @@ def test_digits_prune_distill_export_keeps_accuracy(tmp_path):
 
 
 def test_round_to_auto_times_each_multiple_in_int8_and_keeps_the_fastest(tmp_path):
+    from edgekit import host
+
+    here, other = ("desktop-x86", "android-arm64") if host.arch() == "x86_64" else ("arm64-linux", "desktop-x86")
     out = tmp_path / "p.pt"
     result = cli(["prune", "models:branchy", "--input", "image:Nx3x16x16", "--ratio", "0.5", "--round-to", "auto",
-                  "-t", "android-arm64", "--out", out, "--json"])
+                  "-t", here, "--out", out, "--json"])
     assert result.exit_code == 0, result.output
     rounding = json.loads(result.stdout)["rounding"]
     timed = {int(k): ms for k, ms in rounding["int8_p50_ms"].items()}
-    assert set(timed) == {8, 16, 32} and all(ms > 0 for ms in timed.values())
-    assert rounding["chosen"] == min(timed, key=timed.get)
-    assert rounding["target"] == "android-arm64" and rounding["host"]["cpu"] and rounding["threads"] == 1
+    assert set(timed) | set(rounding["unpruned"]) == {8, 16, 32} and all(ms > 0 for ms in timed.values())
+    assert rounding["chosen"] == min(timed, key=timed.get) and set(rounding["params"]) == set(rounding["int8_p50_ms"])
+    assert rounding["target"] == here and rounding["host"]["cpu"] and rounding["threads"] == 1
+    elsewhere = cli(["prune", "models:branchy", "--input", "image:Nx3x16x16", "--ratio", "0.5", "--round-to", "auto",
+                     "-t", other, "--out", tmp_path / "o.pt"])  # this host's lanes chose an ARM model's channels
+    assert elsewhere.exit_code == 2 and "round_to auto times int8 kernels on this host" in elsewhere.stderr
     pruned = load_model("models:branchy", str(out)).module
     assert pruned.stem[0].out_channels % rounding["chosen"] == 0
     text = cli(["prune", "models:branchy", "--input", "image:Nx3x16x16", "--ratio", "0.5", "--round-to", "auto",
                 "--out", tmp_path / "q.pt"])
     assert text.exit_code == 0, text.output
-    assert "channels multiples of" in text.output and "int8 p50 ms 8:" in text.output  # where: the host's CPU
+    assert "channels multiples of" in text.output and "int8 p50 8:" in text.output  # where: the host's CPU
     for bad in ("fast", "-8"):
         refused = cli(["prune", "models:branchy", "--input", "image:Nx3x16x16", "--ratio", "0.5", "--round-to", bad,
                        "--out", tmp_path / "r.pt"])
@@ -544,3 +551,27 @@ def test_frozen_models_one_hot_labels_and_sparsity_through_distillation(tmp_path
     nothing = cli(["prune", DIGITS_MODEL, "--input", "image:Nx1x8x8", "--ratio", "0.5", "--round-to", "1000", "--out",
                    tmp_path / "n.pt"])  # rounding up to more channels than any layer has: it said nothing
     assert nothing.exit_code == 0 and "removed no channel (round_to 1000" in caplog.text, nothing.output
+
+
+def test_round_to_says_which_layers_it_could_not_round(tmp_path, caplog):
+    """Widths 20/40/24 at ratio 0.3: round_to 16 left a conv at 20 channels without a word, and auto timed a
+    32 'candidate' that pruned nothing against pruned ones (its warning printed as if it were the result)."""
+    (tmp_path / "w.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "def build():\n"
+        "    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Conv2d(3, 20, 3, padding=1), nn.ReLU(), nn.Conv2d(20, 40, 3, padding=1),\n"
+        "                         nn.ReLU(), nn.Conv2d(40, 24, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),\n"
+        "                         nn.Flatten(), nn.Linear(24, 10))\n")
+    args = ["prune", f"{tmp_path / 'w.py'}:build", "--input", "x:Nx3x16x16", "--ratio", "0.3"]
+    with caplog.at_level(logging.WARNING, logger="edgekit"):
+        sixteen = cli([*args, "--round-to", "16", "--out", tmp_path / "16.pt"])
+    assert sixteen.exit_code == 0, sixteen.output
+    assert "round_to 16: ['0 (20)'] kept channel counts that are not multiples of it" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgekit"):
+        auto = cli([*args, "--round-to", "auto", "--out", tmp_path / "auto.pt", "--json"])
+    assert auto.exit_code == 0, auto.output
+    rounding = json.loads(auto.stdout)["rounding"]
+    assert rounding["unpruned"] == [32] and set(rounding["int8_p50_ms"]) == {"8", "16"}
+    assert "removed no channel" not in caplog.text
