@@ -230,6 +230,13 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+def _ratio(text: str) -> float:
+    ratio = float(text)
+    if not 0 < ratio < 1:
+        raise ValueError(text)
+    return ratio
+
+
 def _pairs(flag: str, texts, example: str, parse=str) -> dict:
     """Repeated `NAME=VALUE` flags as {name: parse(value)}; anything else is a usage error."""
     found = {}
@@ -238,6 +245,8 @@ def _pairs(flag: str, texts, example: str, parse=str) -> dict:
         try:
             if not name or not sep or not value:
                 raise ValueError
+            if name in found:  # the last one silently won
+                raise UsageError(f"{flag} {name} is given twice")
             found[name] = parse(value)
         except ValueError:
             raise UsageError(f"{flag} {text!r}: expected {example}") from None
@@ -501,7 +510,7 @@ def prune(source, ratio, out, as_json, stages, **settings):
     """Remove channels (or weights) from SOURCE; saves a state dict that `export --weights` reloads."""
     from .api import prune
 
-    stage_ratios = _pairs("--stage", stages, "MODULE=RATIO, e.g. features=0.3", float)
+    stage_ratios = _pairs("--stage", stages, "MODULE=RATIO with 0 < RATIO < 1, e.g. features=0.3", _ratio)
     _, result = prune(source, ratio=ratio, out=out, stage_ratios=stage_ratios, **settings)
     r = result.as_dict()
     _emit(json_text(r) if as_json else

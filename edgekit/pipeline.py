@@ -21,7 +21,7 @@ from . import (__version__, archive, bench, calib, constants, emulator, host, in
                outdir, package, package_check, parity, pixels, precision, quantization, sequences, sharing, signals,
                sizes, tune, verdict)
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
-from .errors import EdgekitError, UsageError
+from .errors import EdgekitError, InputError, UsageError
 from .device import Device
 from .load import load_model
 from .progress import bar
@@ -288,6 +288,11 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     _, outputs = onnx_export.io_specs(model)
     names = [o.name for o in outputs]
     cal, val, fp32_val, fp32_rollout = _steps(shared, fp32, names)
+    for i, out in enumerate(fp32_val):  # else the int8 model's golden outputs took the blame for the model's own
+        if bad := [n for n, o in zip(names, out) if o.dtype.kind == "f" and not np.isfinite(o).all()]:
+            raise InputError(f"the float model's output {bad[0]!r} is NaN or Inf on validation "
+                             f"{'step' if shared.recipe.state else 'sample'} {i} (before any quantization): the model "
+                             "diverges on this data")
     export_parity = None if shared.torch_val is None else shared.compare(val.origin, names, shared.torch_val, fp32_val)
     prep = Prepared(fp32, model, outputs, fp32_val, export_parity, preprocessing, [], cal, val, fp32_rollout)
     return dataclasses.replace(prep, size_checks=_size_checks(loaded, shared, prep))

@@ -101,6 +101,7 @@ def space(recipe: Recipe, budgets: dict, target: Target | None = None) -> dict[s
     latency`. Stages and importance only for structured pruning; quantization knobs only those the `target`'s rules
     let --auto turn (android-arm64 takes no per-channel weights)."""
     from . import pruning
+    from .compress import example_inputs
 
     found = {}
     module = _torch_module(recipe)
@@ -109,7 +110,7 @@ def space(recipe: Recipe, budgets: dict, target: Target | None = None) -> dict[s
         found["prune_ratio"] = PRUNE_RATIOS
         if base.method == "structured":  # unstructured pruning ranks single weights by magnitude, model-wide
             found["prune_importance"] = ["l1", "l2", *(["taylor"] if base.taylor_data(recipe.distill) else [])]
-            stages = pruning.stages(module)
+            stages = pruning.stages(module, heads=tuple(pruning.head_layers(module, example_inputs(recipe.inputs))))
             for stage in stages if len(stages) > 1 else ():
                 found[STAGE + ",".join(stage)] = STAGE_SCALES
         found["clusters"] = CLUSTERS

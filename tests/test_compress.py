@@ -226,9 +226,14 @@ def test_stage_ratios_prune_each_stage_at_its_own_ratio(tmp_path):
     plain = cli(args + ["--out", tmp_path / "p.pt"])
     assert plain.exit_code == 0, plain.output
     assert load_model(DIGITS_MODEL, str(tmp_path / "p.pt")).module.features[0].out_channels == 8
-    for stage, extra, message in (("nope=0.3", [], "no layer named nope"), ("features=1.5", [], "in [0, 1)"),
+    # a ratio for the output layer or a BatchNorm, or a stage given twice (the last won), had no effect, exit 0
+    for stage, extra, message in (("nope=0.3", [], "no layer named nope"),
+                                  ("features=1.5", [], "expected MODULE=RATIO with 0 < RATIO < 1"),
                                   ("features", [], "expected MODULE=RATIO"),
-                                  ("features=0.3", ["--method", "unstructured"], "needs structured pruning")):
+                                  ("features=0.3", ["--method", "unstructured"], "needs structured pruning"),
+                                  ("classifier.3=0.5", [], "--stage classifier.3: holds no layer pruning resizes"),
+                                  ("features.1=0.5", [], "--stage features.1: holds no layer pruning resizes"),
+                                  ("features=0.5", ["--stage", "features=0.2"], "--stage features is given twice")):
         refused = cli(args + ["--stage", stage, *extra, "--out", tmp_path / "r.pt"])
         assert refused.exit_code == 2 and message in refused.stderr, (stage, refused.output)
     assert not (tmp_path / "r.pt").exists()
@@ -575,3 +580,16 @@ def test_round_to_says_which_layers_it_could_not_round(tmp_path, caplog):
     rounding = json.loads(auto.stdout)["rounding"]
     assert rounding["unpruned"] == [32] and set(rounding["int8_p50_ms"]) == {"8", "16"}
     assert "removed no channel" not in caplog.text
+
+
+def test_a_stage_of_output_layers_alone_is_no_stage():
+    """A search's stage holding only the output layer (which keeps its size) got a ratio that --stage refuses."""
+    from torch import nn
+
+    model = nn.Sequential()
+    model.add_module("body", nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
+                                           nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+    model.add_module("fc", nn.Linear(8, 4))
+    heads = tuple(prune.head_layers(model, (torch.zeros(1, 3, 16, 16),)))
+    assert heads == ("fc",) and prune.stages(model) == [("body",), ("fc",)]
+    assert prune.stages(model, heads=heads) == [("body.0",), ("body.2",)]
