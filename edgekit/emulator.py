@@ -69,7 +69,13 @@ class Emulator:
                str(script), json.dumps(request)]
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(self.site), "PYTHONDONTWRITEBYTECODE": "1",
                "PYTHONNOUSERSITE": "1", "LANG": "C.UTF-8", "HOME": str(self.prefix)}
-        return run_json(cmd, env, timeout, f"{self.label} run")
+        try:
+            return run_json(cmd, env, timeout, f"{self.label} run")
+        except StageError as e:  # a truncated library (Bus error), a wheel gone: the cache, not the model
+            if "exit code -" in str(e) or "No module named" in str(e):
+                raise StageError(f"{self.label} run", f"{e.message}; if the emulator's cache is damaged, remove "
+                                 f"{self.prefix.parent} and the next run rebuilds it") from e
+            raise
 
     def outputs(self, model: Path, feeds: list[dict], names: list[str]) -> list[list]:
         """`model`'s outputs (in `names` order) for each feed, computed on the emulated CPU."""

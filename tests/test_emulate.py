@@ -223,3 +223,20 @@ def test_a_cache_entry_is_readable_by_others(tmp_path):
     """Built as root for a CI image, the wheels folder kept mkdtemp's 0700: the CI user's runs found no numpy."""
     built = emulator._built(tmp_path / "wheels", lambda tmp: (tmp / "numpy").mkdir(), "wheels", lambda _: None)
     assert built.stat().st_mode & 0o777 == 0o755 and (built / "numpy").is_dir()
+
+
+@needs_tools
+def test_a_damaged_cache_is_named_as_the_likely_cause(digits_arm, tmp_path, monkeypatch):
+    """A truncated library (qemu's Bus error) or a wheels folder emptied was "run failed: exit code -7: no output"
+    or "No module named 'numpy'", with nothing to say the cache was at fault or how to rebuild it."""
+    assert cli(["check", digits_arm / "arm64-linux", "--emulate", "aarch64"]).exit_code == 0  # the real cache built
+    built = emulator.cache_dir() / "emulator" / "aarch64"
+    home = tmp_path / "cache" / "emulator" / "aarch64"
+    home.mkdir(parents=True)
+    (home / "root").symlink_to(built / "root")
+    for wheels in built.glob("python-ort*"):
+        (home / wheels.name).mkdir()  # the wheels gone
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
+    result = cli(["check", digits_arm / "arm64-linux", "--emulate", "aarch64"])
+    assert result.exit_code != 0 and f"if the emulator's cache is damaged, remove {home}" in result.output, \
+        result.output
