@@ -84,7 +84,9 @@ class Device:
 
     @property
     def label(self) -> str:
-        return f"device {self.destination}" + (f":{self.port}" if self.port else "")
+        user, at, host = self.destination.rpartition("@")
+        host = f"[{host}]" if ":" in host else host  # an IPv6 address: ::1:2222 read as one
+        return f"device {user}{at}{host}" + (f":{self.port}" if self.port else "")
 
     def describe(self, about: dict) -> str:
         return (f"{self.label}: {about['cpu']}, {about['cores']} cores, {about['machine']}, "

@@ -199,6 +199,10 @@ def test_unreachable_device_and_bad_urls(digits_arm, tmp_path):
     assert result.exit_code == 2 and "go with --device" in result.output, result.output
     result = cli(["check", digits_arm, "--device", "ssh://h/x", "--device-python", ""])  # was python3, silently
     assert result.exit_code == 2 and "--device-python is empty" in result.output, result.output
+    from edgekit.config import DeviceSpec
+    from edgekit.device import Device
+
+    assert Device(DeviceSpec("ssh://u@[::1]:2222/x")).label == "device u@[::1]:2222"  # was ::1:2222
 
 
 def test_export_times_and_checks_its_kind_of_target_on_the_device(sshd, tmp_path):
