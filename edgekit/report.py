@@ -11,12 +11,10 @@ def _fmt(x, spec=".4f", none="-"):
     return none if x is None else format(x, spec)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 def printable(text) -> str:
-    """A name from a model or a package (`a\nPASS ...`, an escape sequence) as one line a terminal shows as it is."""
-    return _CONTROL.sub("?", str(text))
+    """A name from a model or a package (`a\nPASS ...`, an escape sequence, a right-to-left override that shows
+    text other than the bytes) as one line a terminal shows as it is."""
+    return "".join(c if c.isprintable() else "?" for c in str(text))
 
 
 _TAG = re.compile(r"<(?=[A-Za-z/!?])")  # what a Markdown renderer would take for the start of HTML
