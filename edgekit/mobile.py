@@ -178,6 +178,10 @@ def c_header(model: Path, dest_dir: Path) -> dict[str, Path]:
         "    .section .rodata.edgekit_model, \"a\"\n"
         "    .balign 64\n    .global edgekit_model_data\n    .type edgekit_model_data, %object\n"
         f"edgekit_model_data:\n    .incbin \"{model.name}\"\nedgekit_model_data_end:\n"
+        # as looks in the working folder before -I: another target's model of that name was embedded silently
+        f"    .if edgekit_model_data_end - edgekit_model_data - {len(data)}\n"
+        f"    .error \"{model.name} is not the {len(data)}-byte model of this header: assemble with -I its folder, "
+        "from another folder\"\n    .endif\n"
         "    .size edgekit_model_data, edgekit_model_data_end - edgekit_model_data\n\n"
         "    .balign 8\n    .global edgekit_model_size\n    .type edgekit_model_size, %object\n"
         "edgekit_model_size:\n    .quad edgekit_model_data_end - edgekit_model_data\n"

@@ -56,10 +56,34 @@ def check(path: Path, place: Callable[[dict], Place] | None = None, probe: bool 
         elif original.is_file():
             raise InputError(f"{original}: expected a package folder or a .tar.gz archive")
         # messages name the folder as the user knows it (inside the archive), not the temporary copy
-        return CheckReport([case for folder in _target_folders(root, original)
+        folders = _target_folders(root, original)
+        return CheckReport([case for folder in folders
                             for case in _check_target(folder, str(original if folder == root else
                                                                   original / folder.relative_to(root)), mismatched,
-                                                         place, probe, bench, own)])
+                                                         place, probe, bench, own)]
+                           + ([] if root != original or folders == [root] else _archives_beside(original, folders)))
+
+
+def _archives_beside(out: Path, folders: list[Path]) -> list[Case]:
+    """OUT/<target>.tar.gz, what build engineers ship, is the package checked in OUT/<target>: every member
+    matches the hash its manifest gives, and that manifest is the folder's (an archive of garbage passed)."""
+    cases = []
+    for folder in folders:
+        for path in (out / f"{folder.name}{suffix}" for suffix in ARCHIVE_SUFFIXES):
+            if not path.is_file():
+                continue
+            with tempfile.TemporaryDirectory(prefix="edgekit-check-") as tmp:
+                try:
+                    changed = archive.extract(path, Path(tmp))
+                    inside = [*Path(tmp).glob("manifest.json"), *Path(tmp).glob("*/manifest.json")]
+                    own = (folder / "manifest.json").read_bytes()
+                    same = not changed and len(inside) == 1 and inside[0].read_bytes() == own
+                    why = "" if same else (f"members differ from their manifest: {', '.join(sorted(changed))}"
+                                           if changed else f"its manifest.json is not {folder.name}/manifest.json")
+                except InputError as e:
+                    same, why = False, str(e)
+            cases.append(Case(folder.name, f"archive {path.name}", same, why))
+    return cases
 
 
 def _target_folders(path: Path, shown: Path) -> list[Path]:
@@ -97,7 +121,7 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
                 raise InputError(f"{shown}: manifest.json does not hash {name}, so it cannot be trusted")
     if unchecked := [n for n in files if n.endswith((".onnx", ".ort")) and n != FP32 and n not in golden]:
         raise InputError(f"{shown}: manifest.json ships {unchecked[0]} with no golden outputs to check it by")
-    cases = [_integrity(folder, shown, target, files, mismatched), _gates(target, manifest)]
+    cases = [_integrity(folder, shown, target, manifest, mismatched), _gates(target, manifest)]
     if not cases[0].passed:  # files that are not what the manifest says are never run
         return cases + [Case(target, f"parity {m}", False, "not run: the package failed its integrity check")
                         for m in golden]
@@ -274,8 +298,9 @@ def _gates(target: str, manifest: dict) -> Case:
 
 
 def _holds(gate: dict) -> bool:
-    """A gate passes when it says so and, unless it was skipped (nothing measured), its value meets its limit."""
-    if not gate["passed"] or gate.get("skipped"):
+    """A gate passes when it says so and, unless it was skipped (nothing measured), its value meets its limit. A
+    skipped gate with a value was measured: marking a failed one skipped passed it."""
+    if not gate["passed"] or gate.get("skipped") and gate.get("value") is None and gate.get("limit") is None:
         return gate["passed"]
     value, op, limit = gate.get("value"), gate.get("op"), gate.get("limit")
     if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (value, limit)):
@@ -294,10 +319,18 @@ def _existing(folder: Path, shown: str, name: str) -> Path:
     return path
 
 
-def _integrity(folder: Path, shown: str, target: str, files: dict, mismatched: dict[Path, str]) -> Case:
+def _named(manifest: dict) -> set[str]:
+    """The package files a manifest names besides its `files` list: the C header's, the ORT build's."""
+    header = manifest.get("c_header") if isinstance(manifest.get("c_header"), dict) else {}
+    ort = manifest.get("ort_format") if isinstance(manifest.get("ort_format"), dict) else {}
+    return {v for k, v in header.items() if isinstance(v, str)} | {
+        ort[k] for k in ("file", "config") if isinstance(ort.get(k), str)}
+
+
+def _integrity(folder: Path, shown: str, target: str, manifest: dict, mismatched: dict[Path, str]) -> Case:
     """Every listed file matches its hash, and the folder holds nothing the manifest does not list.
     `mismatched`: the actual hashes of archive members that were never written because they did not match."""
-    bad = []
+    files, bad = manifest["files"], []
     for name, digest in sorted(files.items()):
         actual = mismatched.get(folder / name) or package.sha256(_existing(folder, shown, name))
         if actual != digest:
@@ -305,6 +338,8 @@ def _integrity(folder: Path, shown: str, target: str, files: dict, mismatched: d
     unlisted = sorted(p.name for p in folder.iterdir() if p.name not in files and p.name not in package.UNHASHED)
     if unlisted:
         bad.append(f"files not in the manifest: {', '.join(unlisted)}")
+    if unshipped := sorted(n for n in _named(manifest) if n not in files):  # a C header, an .ort its manifest names
+        bad.append(f"files the manifest names but does not ship: {', '.join(unshipped)}")
     # the reports are not hashed: they may be absent, but not a folder or a link that would carry other content
     if odd := [n for n in package.UNHASHED if (folder / n).is_symlink() or (folder / n).exists()
                and not (folder / n).is_file()]:

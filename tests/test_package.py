@@ -126,6 +126,11 @@ def test_c_header_compiles_and_embeds_the_model(packaged, tmp_path, definition):
                     str(tmp_path / "model_data.o")], check=True)
     done = subprocess.run([str(tmp_path / "dump")], capture_output=True, check=True)
     assert done.stdout == model and done.stderr.decode() == f"{len(model)} {digest}"
+    if definition == "model_data.S":  # as reads the working folder's model.int8.onnx first: another one went in
+        (tmp_path / "model.int8.onnx").write_bytes(model + b"x")
+        other = subprocess.run([cc, "-c", "-I", str(folder), "-o", str(tmp_path / "other.o"), str(folder / definition)],
+                               cwd=tmp_path, capture_output=True, text=True)
+        assert other.returncode != 0 and "is not the" in other.stderr, other.stderr
 
 
 def test_golden_vectors(packaged):
@@ -238,6 +243,7 @@ def test_a_manifest_marked_failed_with_no_reason_says_so(packaged, tmp_path):
     lambda g: g.update(value=0.1 * g["limit"] if g["op"] == ">=" else 10 * g["limit"] + 1),  # misses its limit
     lambda g: g.update(value=None),
     lambda g: g.update(op="=="),
+    lambda g: g.update(value=0.1 * g["limit"], skipped="n/a"),  # "skipped" with the value it measured: passed
 ])
 def test_a_gate_whose_figures_miss_its_limit_fails_check_whatever_it_says(packaged, tmp_path, edit):
     """A failed export's manifest with `passed` edited to true (the gate's and the package's) passed check."""
@@ -251,6 +257,30 @@ def test_a_gate_whose_figures_miss_its_limit_fails_check_whatever_it_says(packag
     assert result.exit_code == 1, result.output
     [gates] = [c for c in json.loads(result.stdout) if c["name"] == "gates"]
     assert not gates["passed"] and "quant_cosine = " in gates["message"], gates
+
+
+def test_what_the_manifest_names_ships_as_it_says_and_the_archives_are_the_folders(packaged, tmp_path):
+    """A package whose manifest names an .ort build config (or a C header) it does not ship passed `check`; `check
+    OUT` passed with OUT/<target>.tar.gz garbage."""
+    folder = fresh_copy(packaged, tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    config = manifest["ort_format"]["config"]
+    (folder / config).unlink()
+    del manifest["files"][config]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    [integrity] = [c for c in json.loads(result.stdout) if c["name"] == "integrity"]
+    assert f"names but does not ship: {config}" in integrity["message"]
+    out = tmp_path / "out"
+    shutil.copytree(packaged[0], out)
+    (out / "arm64-linux.tar.gz").write_bytes(b"garbage")
+    shutil.copy(out / "ios-arm64.tar.gz", out / "android-arm64.tar.gz")  # a whole package, another one's
+    result = check(out, "--json")
+    assert result.exit_code == 1, result.output
+    failed = {c["name"]: c["message"] for c in json.loads(result.stdout) if not c["passed"]}
+    assert set(failed) == {"archive arm64-linux.tar.gz", "archive android-arm64.tar.gz"}, failed
+    assert "its manifest.json is not android-arm64/manifest.json" in failed["archive android-arm64.tar.gz"]
 
 
 def test_a_report_that_is_a_folder_or_a_link_fails_integrity(packaged, tmp_path):
