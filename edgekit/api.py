@@ -142,7 +142,7 @@ def check(path: str | Path, *, emulate: str | None = None, device: str | DeviceS
 @_leaves_no_trace
 def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: str | Path | None = None,
           weights: str | None = None, data: Feeds | None = None, trust_checkpoint: bool = False,
-          target: str = DEFAULT_TARGETS[0], force: bool = False, max_data_bytes: int = DEFAULT_MAX_DATA_BYTES,
+          target: str | None = None, force: bool = False, max_data_bytes: int = DEFAULT_MAX_DATA_BYTES,
           **settings):
     """Remove channels (structured) or weights (unstructured) from a torch model; the same run as
     `edgekit prune`. `settings`: PruneSpec fields (`method`, `importance`, `ignore`, `round_to`: a multiple, or
@@ -161,7 +161,7 @@ def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: s
     compress.runs_on(module, specs)
     batches = (compress.load_batches(data, specs, 32, {"model": module}, _cap(max_data_bytes, "edgekit.prune()"))
                if data is not None else None)
-    result = compress.run_prune(module, specs, spec, batches, load_target(_path(target)))
+    result = compress.run_prune(module, specs, spec, batches, load_target(_path(target)) if target else None)
     _save_changed(model, module, out, {"edgekit_prune": result.as_dict()}, specs, "pruned")
     return module, result
 

@@ -22,13 +22,12 @@ from .config import (DEFAULT_TARGETS, RANGES, DeviceSpec, DistillSettings, Input
 from .errors import EdgekitError, ExitCode, InputError, UsageError, first_line, from_os_error
 
 
-_SIGNALLED: list[int] = []  # signals received: what fails after one (a C extension's half-run init) is the interrupt
 _PROGRAM: list[bool] = []  # set when this process is the `edgekit` program itself, not a caller of main()
 _TORCH_COMMANDS = {"prune", "distill", "share", "search"}  # the rest need only onnx and onnxruntime, if anything
 
 
 def _interrupt(signum, frame):
-    _SIGNALLED.append(signum)
+    signals.RECEIVED.append(signum)
     signals.ignore()
     raise KeyboardInterrupt
 
@@ -105,7 +104,7 @@ def _handle_errors(fn):
         except (click.exceptions.Exit, click.ClickException):
             raise
         except Exception as e:
-            if _SIGNALLED:  # what fails after a signal (an import or a storage call it cut short) is the interrupt
+            if signals.RECEIVED:  # what fails after a signal (an import, a storage call it cut short) is the signal
                 interrupted(e)
             _failed(e, debug)
         if code is not None:  # a group's callback returns None: its sub-command still has to run
@@ -343,8 +342,7 @@ class _OneLineErrors(click.Group):
             _exit(130)
         finally:
             if _PROGRAM:  # the outcome is decided: a signal during shutdown (where Python's handlers are gone)
-                for s in signals.SIGNALS:  # would turn its exit code into death by it
-                    signal.signal(s, signal.SIG_IGN)
+                signals.final()  # would turn its exit code into death by it
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -354,7 +352,7 @@ class _OneLineErrors(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="Log each step on stderr.")
 def main(debug: bool, verbose: bool) -> None:
     """PyTorch models → validated int8 ONNX deployables per edge target."""
-    _SIGNALLED.clear()  # of an earlier command in this process (a test's runner)
+    signals.RECEIVED.clear()  # of an earlier command in this process (a test's runner)
     for s in signals.SIGNALS:  # CI cancels with SIGTERM, a closed terminal sends SIGHUP: clean up as for Ctrl-C
         if not (s == signal.SIGHUP and signal.getsignal(s) is signal.SIG_IGN):  # `nohup edgekit ...` runs on
             signal.signal(s, _interrupt)
@@ -498,8 +496,8 @@ _ROUND_TO = click.IntRange(*RANGES["round_to"])
               callback=lambda ctx, param, v: v if v == "auto" else _ROUND_TO.convert(v, param, ctx),
               help="Keep channel counts multiples of N (e.g. 8); auto: time 8, 16 and 32 in int8 on this host with "
                    "--target's settings and keep the fastest.")
-@click.option("-t", "--target", default=DEFAULT_TARGETS[0], show_default=True,
-              help="Profile whose int8 settings --round-to auto measures.")
+@click.option("-t", "--target", help="Profile whose int8 settings --round-to auto measures, on this host: one of its "
+                                     "kind (default: desktop-x86 on x86, arm64-linux on arm64).")
 @click.option("--data", help="Labelled data for --importance taylor (MODULE:FN yielding (inputs, labels), or .npz).")
 @_max_data_bytes
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pruned model file (.pt).")

@@ -7,8 +7,8 @@ import logging
 import os
 from pathlib import Path
 
-from . import calib, distillation, pruning, sharing, structure
-from .config import DEFAULT_MAX_DATA_BYTES, DEFAULT_TARGETS, DistillSettings, InputSpec, PruneSpec, Target, load_target
+from . import calib, distillation, host, pruning, sharing, structure
+from .config import DEFAULT_MAX_DATA_BYTES, DistillSettings, InputSpec, PruneSpec, Target, load_target
 from .errors import InputError, StageError, UsageError
 from .outdir import whole_file
 from .progress import bar
@@ -71,14 +71,16 @@ def split(batches):
 
 
 def run_prune(module, specs, spec: PruneSpec, batches=None, target: Target | None = None) -> pruning.PruneResult:
-    """`round_to = "auto"` first times each candidate multiple's int8 build for `target` (default desktop-x86)."""
+    """`round_to = "auto"` first times each candidate multiple's int8 build for `target` (default: this host's kind's
+    bundled profile, desktop-x86 or arm64-linux)."""
     choice = None
     if spec.round_to == "auto":
         from . import rounding
 
         if spec.method != "structured":
             raise UsageError("round_to auto rounds channel counts: it needs structured pruning")
-        choice = rounding.choose(module, specs, spec, target or load_target(DEFAULT_TARGETS[0]), batches)
+        here = rounding.HERE.get(host.arch(), "desktop-x86")
+        choice = rounding.choose(module, specs, spec, target or load_target(here), batches)
         spec = dataclasses.replace(spec, round_to=choice.chosen)
     result = pruning.prune(module, example_inputs(specs), ratio=spec.ratio, method=spec.method,
                            importance=spec.importance, ignore=spec.ignore, round_to=spec.round_to or None,

@@ -199,7 +199,8 @@ def _latency_at(place, folder: Path, target: str, manifest: dict, golden: str, r
     kind = host.arch_of(found[0]["int8"].host["machine"])
     made_for = "arm64" if manifest.get("arm_kernels") else "x86_64"
     if budget is not None and kind != made_for:  # the figures stand, but they are not the target's kind of CPU
-        unjudged, budget = f"; budget {budget:g} ms not judged: an {kind} device timed an {made_for} package", None
+        unjudged = f"; budget {budget:g} ms not judged: a device of kind {kind} timed a package for {made_for}"
+        budget = None
     else:
         unjudged = ""
     passed = budget is None or found[0]["int8"].p50_ms <= budget

@@ -112,7 +112,8 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
                          "not at other sizes of an axis: leave it out")
     cal, val = calib.for_run(recipe, sequences.data_specs(inputs, recipe.state) if recipe.state else inputs, targets)
     init = sequences.initial_values(recipe.state_init, inputs, recipe.state, recipe.max_data_bytes)
-    compression = (_compress(recipe, loaded, own, inputs, val, targets[0], progress)
+    timed_here = next((t for t in targets if t.runtime.arch == host.arch()), targets[0])  # round_to auto's
+    compression = (_compress(recipe, loaded, own, inputs, val, timed_here, progress)
                    if recipe.prune or recipe.share or recipe.distill else None)
     published = False
     try:
@@ -213,8 +214,8 @@ def _model_inputs(recipe: Recipe, loaded) -> tuple[tuple[InputSpec, ...], dict]:
 
 def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress: bool) -> dict:
     """Prune and/or distill the torch model before export; record size and accuracy after each step. `round_to =
-    "auto"` is measured for the first target's int8 settings. Layer names in [prune]/[share] are `own` module's,
-    the user's, even when it runs wrapped (raw pixels in, constants pinned)."""
+    "auto"` is measured for `target`'s int8 settings (the first of this host's kind). Layer names in [prune]/[share]
+    are `own` module's, the user's, even when it runs wrapped (raw pixels in, constants pinned)."""
     from . import compress
 
     import torch

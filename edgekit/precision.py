@@ -129,8 +129,9 @@ def search(fp32: Path, int8: Path, plan: quantization.Plan, feeds, timed: Callab
     shutil.copyfile(best, int8)
     where = final["kept"].host.get("device") or describe(final["kept"].host)
     p50, fp32_p50 = final["all-int8" if reverted else "kept"].p50_ms, final["fp32"].p50_ms
-    advice = (f"keep fp32: the int8 model kept ({len(kept)} node(s) in float for speed) is no faster than "
-              f"model.onnx ({p50:.4g} vs {fp32_p50:.4g} ms p50, one loop)" if p50 >= fp32_p50 else "")
+    kept_float = f" ({len(kept)} node(s) in float for speed)" if kept else ""
+    advice = (f"keep fp32: the int8 model kept{kept_float} is no faster than model.onnx ({p50:.4g} vs "
+              f"{fp32_p50:.4g} ms p50, one loop)" if p50 >= fp32_p50 else "")
     record = PrecisionSearch(kept, tuple(steps), final["all-int8"].p50_ms, p50, where,
                              round(time.perf_counter() - start, 3), tuple(untried), reverted, fp32_p50, advice)
     return _with_float(plan, kept), record

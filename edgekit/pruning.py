@@ -104,11 +104,11 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
         raise StageError("structured pruning", "cannot trace which layers give the model's outputs (does forward "
                                                "run under torch.no_grad()?)")
     ignored = tuple(dict.fromkeys([*ignore, *heads]))
-    for name in stage_ratios:  # a ratio for a module with nothing to prune in it was taken and had no effect
-        if not any(type(m).__name__ in COMPUTE and f"{name}.{n}".rstrip(".") not in ignored
-                   for n, m in named[name].named_modules()):
-            raise UsageError(f"--stage {name}: holds no layer pruning resizes (a conv/linear layer that is not an "
-                             f"output layer or --ignore'd; output layers: {few(heads, 4)})")
+    if idle := [name for name in stage_ratios if not any(  # taken without a word, and without an effect
+            type(m).__name__ in COMPUTE and f"{name}.{n}".rstrip(".") not in ignored
+            for n, m in named[name].named_modules())]:  # (a search's stage may be the output layer alone)
+        log.warning("--stage %s: holds no layer pruning resizes (a conv/linear layer that is not an output layer or "
+                    "ignored; output layers: %s): its ratio has no effect", ", ".join(idle), few(heads, 4))
     sparsity = None
     if method == "structured":
         _structured(module, example_inputs, ratio, importance, [named[n] for n in ignored], round_to, batches,
@@ -135,15 +135,14 @@ def _off_multiple(module, round_to: int, ignored: set[str]) -> list[str]:
             and name not in ignored and (n := layer.weight.shape[0]) % round_to]
 
 
-def stages(module, most: int = 4, heads: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+def stages(module, most: int = 4) -> list[tuple[str, ...]]:
     """The modules a model's conv/linear layers group into, for per-stage ratios: its children holding such
-    layers other than the output layers (`heads`, which keep their size), looking through a container that holds
-    all of them, consecutive ones merged into at most `most` stages (a search grows with each)."""
+    layers (looking through a container that holds all of them), consecutive ones merged into at most `most`
+    stages (a search grows with each)."""
     prefix = ""
     while True:
         holding = [(prefix + name, child) for name, child in module.named_children()
-                   if any(type(m).__name__ in COMPUTE and f"{prefix}{name}.{n}".rstrip(".") not in heads
-                          for n, m in child.named_modules())]
+                   if any(type(m).__name__ in COMPUTE for m in child.modules())]
         if len(holding) != 1 or type(holding[0][1]).__name__ in COMPUTE:
             break
         prefix, module = f"{holding[0][0]}.", holding[0][1]

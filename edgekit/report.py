@@ -18,7 +18,8 @@ def printable(text) -> str:
 
 
 _TAG = re.compile(r"<(?=[A-Za-z/!?])")  # what a Markdown renderer would take for the start of HTML
-_MARKUP = re.compile(r"([\\\[\]*~])")  # links and images ([t](url), ![t](url)), emphasis, strikethrough
+# links and images ([t](url), ![t](url)), emphasis (*, and _ where a word does not hold it), strikethrough
+_MARKUP = re.compile(r"([\\\[\]*~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 
 
 def _safe(text) -> str:
@@ -151,7 +152,8 @@ def markdown(r: TargetReport) -> str:
         out += ["", f"int8 speed-up (p50): {lat.speedup_p50:.2f}x", ""]
         if r.latency_1_thread:
             one = r.latency_1_thread
-            out += [f"At 1 thread ({_safe(one.where)}): p50 fp32 {one.fp32.p50_ms:.4f} ms, int8 {one.int8.p50_ms:.4f} ms "
+            out += [f"At 1 thread ({_safe(one.where)}): p50 fp32 {one.fp32.p50_ms:.4f} ms, "
+                    f"int8 {one.int8.p50_ms:.4f} ms "
                     f"(p90/p50 {one.int8.p90_over_p50:.2f}); the profile's threads gain "
                     f"{one.int8.p50_ms / lat.int8.p50_ms:.2f}x on int8.", ""]
     else:

@@ -39,7 +39,8 @@ def page(r: TargetReport) -> str:
            f"<h1>edgekit report: {e(str(d['model']['source']))} → {e(r.target)}</h1>",
            f"<p>{verdict} · edgekit {e(d['edgekit_version'])} · onnxruntime {e(d['versions']['onnxruntime'])}</p>"]
     out += [f"<p class=fail>{e(w)}</p>" for w in r.warnings]
-    out += ["<h2>Gates</h2>", f"<p>Parity computed on {e(computed_on(r))}.</p>", _table(("gate", "value", "limit", "result"), [
+    out += ["<h2>Gates</h2>", f"<p>Parity computed on {e(computed_on(r))}.</p>",
+            _table(("gate", "value", "limit", "result"), [
         (g.name, "-", "-", f"skipped: {g.skipped}") if g.skipped else
         (g.name, _number(g.value), f"{g.op} {_number(g.limit)}", "pass" if g.passed else "FAIL") for g in r.gates])]
     out += _figures(_charts(r))

@@ -18,6 +18,7 @@ from pathlib import Path
 from .config import InputSpec, PruneSpec, Target
 
 CANDIDATES = (8, 16, 32)
+HERE = {"x86_64": "desktop-x86", "arm64": "arm64-linux"}  # the bundled profile auto times for, by host kind
 RUNS, WARMUP = 30, 5  # round-robin runs per candidate: enough to separate kernels, cheap next to distillation
 
 

@@ -44,7 +44,8 @@ def about() -> dict:
     info = cpuinfo()
     part = ARM_PARTS.get(info.get("CPU part", ""), f"ARM part {info['CPU part']}" if "CPU part" in info else "")
     cpu = info.get("model name") or info.get("Hardware") or part or platform.processor() or platform.machine()
-    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "features": info.get("flags") or info.get("Features", ""),
+    features = info.get("flags") or info.get("Features", "")  # x86's name for them, ARM's
+    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "features": features,
             "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 

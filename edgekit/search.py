@@ -101,7 +101,6 @@ def space(recipe: Recipe, budgets: dict, target: Target | None = None) -> dict[s
     latency`. Stages and importance only for structured pruning; quantization knobs only those the `target`'s rules
     let --auto turn (android-arm64 takes no per-channel weights)."""
     from . import pruning
-    from .compress import example_inputs
 
     found = {}
     module = _torch_module(recipe)
@@ -110,7 +109,7 @@ def space(recipe: Recipe, budgets: dict, target: Target | None = None) -> dict[s
         found["prune_ratio"] = PRUNE_RATIOS
         if base.method == "structured":  # unstructured pruning ranks single weights by magnitude, model-wide
             found["prune_importance"] = ["l1", "l2", *(["taylor"] if base.taylor_data(recipe.distill) else [])]
-            stages = pruning.stages(module, heads=tuple(pruning.head_layers(module, example_inputs(recipe.inputs))))
+            stages = pruning.stages(module)
             for stage in stages if len(stages) > 1 else ():
                 found[STAGE + ",".join(stage)] = STAGE_SCALES
         found["clusters"] = CLUSTERS
@@ -264,28 +263,37 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
 
 
 def measured_on(recipe: Recipe, target: Target) -> dict:
-    """What a study's figures were measured on: the recipe's settings, with each file it names (model, weights, data)
-    by its content (moved, it is the same; replaced, it is not), and the target profile. A study resumed with other
+    """What a study's figures were measured on: the recipe's settings, the content of each file it names (model,
+    weights, data: moved, it is the same; replaced, it is not), and the target profile. A study resumed with other
     weights ranked their 13% with its 99%, and one resumed for another target exported a per-channel trial of
     desktop-x86 as android-arm64's package."""
-    files: dict[str, str] = {}
-
-    def content(value, where: str):
-        if isinstance(value, dict):
-            return {k: content(v, f"{where}.{k}") for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [content(v, f"{where}[{i}]") for i, v in enumerate(value)]
-        if isinstance(value, str) and (digest := _digest(value.rsplit(":", 1)[0] if ".py:" in value else value)):
-            files[where] = digest
-            return "<file>"
-        return value
-
     settings = {k: v for k, v in dataclasses.asdict(recipe).items() if k not in UNMEASURED}
     if recipe.device:  # which device, not the key and known hosts that reach it
         settings["device"] = recipe.device.url
-    settings = content(settings, "recipe")
+    named = {"source": recipe.source, "weights": recipe.weights, "calibration": recipe.calibration,
+             "validation": recipe.validation, "prune.data": recipe.prune.data if recipe.prune else None,
+             "distill.data": recipe.distill.data if recipe.distill else None,
+             **{f"state_init.{k}": v for k, v in recipe.state_init.items()}}
+    files = {}
+    for where, value in named.items():
+        if isinstance(value, str) and value:  # a FILE.py:FN names its file here, and its function in settings
+            digest = _digest(value.rsplit(":", 1)[0] if ".py:" in value else value)
+            if digest is not None:
+                files[where] = digest
+                settings = _without_path(settings, where)
     profile = {k: v for k, v in dataclasses.asdict(target).items() if k not in ("path", "description")}
     return {"target": target.name, "profile": _hash(profile), "settings": _hash(settings), "files": files}
+
+
+def _without_path(settings: dict, where: str) -> dict:
+    """`settings` with the path at `where` (a.b) reduced to what follows it (a FILE.py:FN's FN): the file's place is
+    not what was measured, its content is."""
+    head, _, rest = where.partition(".")
+    if rest:
+        return {**settings, head: _without_path(settings[head], rest)} if isinstance(settings.get(head), dict) \
+            else settings
+    value = settings.get(head)
+    return {**settings, head: value.rsplit(":", 1)[1] if isinstance(value, str) and ".py:" in value else "<file>"}
 
 
 def _hash(data) -> str:
@@ -295,18 +303,20 @@ def _hash(data) -> str:
 
 
 def _digest(name: str) -> str | None:
-    """A regular file's sha256, or a folder's (its regular files' names and digests); None for anything else."""
+    """A regular file's sha256, or a data folder's (its .npz/.npy files' names and digests, which is what is
+    read of it); None for anything else."""
     import hashlib
 
     try:
         path = Path(name)
         if path.is_dir():
-            return _hash({p.name: _digest(str(p)) for p in sorted(path.iterdir()) if stat.S_ISREG(p.stat().st_mode)})
+            return _hash({p.name: _digest(str(p)) for p in sorted(path.iterdir())
+                          if p.suffix in (".npz", ".npy") and stat.S_ISREG(p.stat().st_mode)})
         if not stat.S_ISREG(path.stat().st_mode):
             return None
         with path.open("rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
-    except (OSError, ValueError):  # no such file (a setting, a module name), a name no file can have
+    except (OSError, ValueError):  # no such file (a module name), a name no file can have
         return None
 
 
@@ -466,9 +476,9 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
     published = signals.publishes()
     try:
         return _export_best(recipe, target, budgets, storage, name, out, report)
-    except KeyboardInterrupt:  # the trials publish in OUT/trials: only the search's own output counts here
-        if signals.publishes() > published:
-            raise signals.InterruptedAfterPublish from None
+    except BaseException as e:  # the trials publish in OUT/trials: only the search's own output counts here
+        if (isinstance(e, KeyboardInterrupt) or signals.RECEIVED) and signals.publishes() > published:
+            raise signals.InterruptedAfterPublish from e
         raise
 
 
@@ -493,10 +503,9 @@ def _export_best(recipe: Recipe, target: Target, budgets: dict, storage: str, na
             report = dataclasses.replace(report, export_failed=", ".join(
                 f"{g.name} {g.value} > {g.limit}" for g in package.gates if not g.passed
                 and g.name in ("latency_p50_ms", "size_mb")))
-    except KeyboardInterrupt:
-        raise
-    except BaseException:  # the front is worth having even when its best point's export failed
-        _publish_pages(out, report, exported, recipe.force)
+    except BaseException as e:  # the front is worth having when its best point's export failed, not when stopped
+        if not isinstance(e, KeyboardInterrupt) and not signals.RECEIVED:
+            _publish_pages(out, report, exported, recipe.force)
         raise
     _publish_pages(out, report, exported, recipe.force)
     if not report.points and report.failed and len({f["exit_code"] for f in report.failed}) == 1:
@@ -729,6 +738,8 @@ def _worker(argv: list[str]) -> None:
             sys.exit(130)
         print(f"edgekit: search worker: {e}", file=sys.stderr)
         sys.exit(int(e.exit_code))
+    finally:
+        signals.final()
 
 
 if __name__ == "__main__":

@@ -90,10 +90,12 @@ def rollout(run, sequences: list[dict], specs: tuple[InputSpec, ...], output_nam
             outputs.append(out)
             current = {name: out[output_names.index(back)] for name, back in state.items()}
             for name, value in current.items():  # else onnxruntime's "Got invalid dimensions" at the next step
-                if value.shape != feed[name].shape or value.dtype != feed[name].dtype:
+                spec = by_name[name]  # a named dimension may grow (a cache); a fixed one may not change
+                if value.dtype != np.dtype(spec.dtype) or value.ndim != len(spec.shape) or any(
+                        isinstance(d, int) and d != n for d, n in zip(spec.shape, value.shape)):
                     raise InputError(f"state {name}={state[name]}: the model returns {state[name]} as "
-                                     f"{value.dtype} {list(value.shape)}, but {name} takes {feed[name].dtype} "
-                                     f"{list(feed[name].shape)}: the output fed back must be the state itself")
+                                     f"{value.dtype} {list(value.shape)}, but {name} takes {spec}: the output fed "
+                                     "back must be the state itself")
         lengths.append(steps)
     return Rollout(feeds, outputs, lengths)
 

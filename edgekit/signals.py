@@ -14,6 +14,7 @@ import sys
 import threading
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+RECEIVED: list[int] = []  # by the program's handler: what fails after one (an import, a storage call) is the signal
 _publishes = 0  # outputs put in place in this process: an interrupt after one must not say the old output is there
 
 
@@ -33,6 +34,14 @@ def publishes() -> int:
 def _ignored(signum, frame) -> None:
     """SIG_IGN without its race: a signal that arrives while SIG_IGN is being set is still run, and Python prints
     "Signal 15 ignored due to race condition" (the parent's SIGTERM to a search worker Ctrl-C had stopped)."""
+
+
+def final() -> None:
+    """The program's outcome is decided: from here to its exit, no signal (nor never_swallowed's timer) may end it.
+    SIG_IGN, not _ignored: Python resets its own handlers to the default during shutdown."""
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    for s in (*SIGNALS, signal.SIGALRM):
+        signal.signal(s, signal.SIG_IGN)
 
 
 def ignore() -> None:

@@ -213,7 +213,7 @@ def test_taylor_importance_needs_labels_and_prunes_with_them(tmp_path):
     assert load_model(DIGITS_MODEL, str(out)).module(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
 
 
-def test_stage_ratios_prune_each_stage_at_its_own_ratio(tmp_path):
+def test_stage_ratios_prune_each_stage_at_its_own_ratio(tmp_path, caplog):
     """Torch-Pruning's pruning_ratio_dict: the layers inside a named module take its ratio over --ratio."""
     args = ["prune", DIGITS_MODEL, "--weights", DIGITS_WEIGHTS, "--input", "image:Nx1x8x8", "--ratio", "0.5"]
     result = cli(args + ["--stage", "features=0.25", "--stage", "classifier=0.75", "--out", tmp_path / "s.pt",
@@ -226,17 +226,19 @@ def test_stage_ratios_prune_each_stage_at_its_own_ratio(tmp_path):
     plain = cli(args + ["--out", tmp_path / "p.pt"])
     assert plain.exit_code == 0, plain.output
     assert load_model(DIGITS_MODEL, str(tmp_path / "p.pt")).module.features[0].out_channels == 8
-    # a ratio for the output layer or a BatchNorm, or a stage given twice (the last won), had no effect, exit 0
     for stage, extra, message in (("nope=0.3", [], "no layer named nope"),
                                   ("features=1.5", [], "expected MODULE=RATIO with 0 < RATIO < 1"),
                                   ("features", [], "expected MODULE=RATIO"),
                                   ("features=0.3", ["--method", "unstructured"], "needs structured pruning"),
-                                  ("classifier.3=0.5", [], "--stage classifier.3: holds no layer pruning resizes"),
-                                  ("features.1=0.5", [], "--stage features.1: holds no layer pruning resizes"),
                                   ("features=0.5", ["--stage", "features=0.2"], "--stage features is given twice")):
         refused = cli(args + ["--stage", stage, *extra, "--out", tmp_path / "r.pt"])
         assert refused.exit_code == 2 and message in refused.stderr, (stage, refused.output)
     assert not (tmp_path / "r.pt").exists()
+    # a ratio for the output layer or a BatchNorm, or a stage given twice (the last won), had no effect, unsaid
+    with caplog.at_level(logging.WARNING, logger="edgekit"):
+        idle = cli(args + ["--stage", "classifier.3=0.5", "--stage", "features.1=0.5", "--out", tmp_path / "i.pt"])
+    assert idle.exit_code == 0, idle.output
+    assert "--stage classifier.3, features.1: holds no layer pruning resizes" in caplog.text
 
 
 def test_stages_group_a_models_layers_by_module():
@@ -582,14 +584,22 @@ def test_round_to_says_which_layers_it_could_not_round(tmp_path, caplog):
     assert "removed no channel" not in caplog.text
 
 
-def test_a_stage_of_output_layers_alone_is_no_stage():
-    """A search's stage holding only the output layer (which keeps its size) got a ratio that --stage refuses."""
-    from torch import nn
+def test_round_to_auto_in_a_recipe_times_for_a_target_of_this_hosts_kind(tmp_path):
+    """A recipe whose first target is an ARM profile was refused on x86 although it lists one of this host's kind;
+    `prune --round-to auto` without -t timed desktop-x86 on an arm64 host (now refused)."""
+    from edgekit import host
 
-    model = nn.Sequential()
-    model.add_module("body", nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
-                                           nn.AdaptiveAvgPool2d(1), nn.Flatten()))
-    model.add_module("fc", nn.Linear(8, 4))
-    heads = tuple(prune.head_layers(model, (torch.zeros(1, 3, 16, 16),)))
-    assert heads == ("fc",) and prune.stages(model) == [("body",), ("fc",)]
-    assert prune.stages(model, heads=heads) == [("body.0",), ("body.2",)]
+    here = "desktop-x86" if host.arch() == "x86_64" else "arm64-linux"
+    other = "android-arm64" if host.arch() == "x86_64" else "desktop-x86"
+    recipe = tmp_path / "edgekit.toml"
+    recipe.write_text((DIGITS / "edgekit.toml").read_text().replace('source = "model.py:build"',
+                                                                    f'source = "{DIGITS / "model.py"}:build"')
+                      .replace('weights = "digits_cnn.pt"', f'weights = "{DIGITS / "digits_cnn.pt"}"')
+                      .replace('"data/', f'"{DIGITS}/data/') + '\n[prune]\nratio = 0.5\nround_to = "auto"\n')
+    result = cli(["export", recipe, "-t", other, "-t", here, "--out", tmp_path / "o", "--no-bench", "--json"])
+    assert result.exit_code in (0, 1), result.output
+    rounding = json.loads(result.stdout)[0]["compression"]["prune"]["rounding"]
+    assert rounding["target"] == here
+    plain = cli(["prune", DIGITS_MODEL, "--weights", DIGITS_WEIGHTS, "--input", "image:Nx1x8x8", "--ratio", "0.5",
+                 "--round-to", "auto", "--out", tmp_path / "p.pt", "--json"])
+    assert plain.exit_code == 0 and json.loads(plain.stdout)["rounding"]["target"] == here, plain.output

@@ -343,6 +343,18 @@ def test_an_interrupt_that_lands_in_a_finalizer_still_ends_the_run(tmp_path, sig
     assert not (tmp_path / "o").exists()
 
 
+def test_a_redelivery_still_pending_at_the_end_does_not_kill_the_program(tmp_path):
+    """An interrupt swallowed just before the result was printed left never_swallowed's timer armed: at shutdown,
+    Python's handlers are gone, and the program died of SIGALRM (exit 142) after printing its result."""
+    done = subprocess.run([sys.executable, "-c", "import sys, onnxruntime, torch\nfrom edgekit import signals\n"
+                           "def stop(*_):\n    raise KeyboardInterrupt\n"
+                           "signals.never_swallowed(stop)\n"
+                           "class Late:\n    def __del__(self):\n        raise KeyboardInterrupt\n"
+                           "Late()\nsignals.final()\nprint('result')\nsys.exit(0)\n"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert (done.returncode, done.stdout) == (0, "result\n"), done
+
+
 def test_an_interrupt_after_prune_wrote_its_output_says_so(tmp_path, monkeypatch):
     """prune, distill, share and check --junit said "interrupted" with --out already replaced."""
     from edgekit import cli as cli_module
@@ -935,12 +947,14 @@ def test_an_installed_edgekit_stays_behind_the_standard_library(monkeypatch):
 
 
 def test_a_model_whose_outputs_are_nan_is_named_not_its_golden_file(tmp_path):
-    """It said 'golden.npz: not a valid golden file', blaming a file edgekit writes itself."""
+    """It said 'golden.npz: not a valid golden file', blaming a file edgekit writes itself; then "the int8 model's
+    output is NaN", blaming the int8 model for the float model's own."""
     (tmp_path / "nan.py").write_text("import torch\n\nclass M(torch.nn.Module):\n    def __init__(self):\n"
                                      "        super().__init__()\n        self.fc = torch.nn.Linear(4, 3)\n\n"
                                      "    def forward(self, x):\n        return torch.sqrt(self.fc(x))\n\n\n"
                                      "def build():\n    torch.manual_seed(0)\n    return M()\n")
     result = cli(["export", f"{tmp_path / 'nan.py'}:build", "--input", "x:Nx4", "--calibration", "random",
                   "--no-bench", "--out", tmp_path / "o"])
-    one_line_error(result, 3, "the int8 model's output 'output' is NaN or Inf on validation sample")
+    one_line_error(result, 3, "the float model's output 'output' is NaN or Inf on validation sample 0 (before any "
+                              "quantization)")
     assert not (tmp_path / "o").exists()

@@ -177,4 +177,4 @@ def test_a_state_output_not_shaped_as_its_input_is_told(tmp_path):
                   "--output-name", "hN", "--state", "h=hN", "--calibration", tmp_path / "d.npz", "--no-bench",
                   "--out", tmp_path / "o"])
     assert result.exit_code == 3, result.output
-    assert "state h=hN: the model returns hN as float32 [1, 16], but h takes float32 [1, 1]" in result.stderr
+    assert "state h=hN: the model returns hN as float32 [1, 16], but h takes h:Nx1:float32" in result.stderr
