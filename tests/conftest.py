@@ -27,10 +27,14 @@ def cli(args, env=None):
 def signal_handlers_restored():
     """The CLI run in-process installs its handlers, and a signal held back leaves them ignored: a later test (and CI's
     SIGTERM to pytest) must find them as they were."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    from edgekit import signals
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM)}
     yield
     for s, handler in saved.items():
         signal.signal(s, handler)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signals.RECEIVED.clear()  # what the program's handler recorded in a test's in-process run
 
 
 @pytest.fixture

@@ -496,3 +496,39 @@ def test_a_resumed_search_is_of_the_same_inputs_and_ends_what_its_killed_run_lef
     report = json.loads((out / "pareto.json").read_text())
     assert report["trials"] == 3 and report["failed"] == [
         {"trial": 1, "params": {}, "error": "interrupted", "exit_code": 130}]
+
+
+def test_a_study_records_the_files_a_recipe_names_not_the_folder_it_runs_in(tmp_path, monkeypatch):
+    """An empty [prune] data digested the working folder (a new notes.txt refused the resume); FILE.py:FN lost FN
+    (another model class in the same file was accepted)."""
+    recipe = load_recipe(Path(_recipe(tmp_path, "\n[prune]\nratio = 0.3\n", distill=False)))
+    target = load_target("desktop-x86")
+    first = search.measured_on(recipe, target)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "notes.txt").write_text("the user's")
+    monkeypatch.chdir(elsewhere)
+    assert search.measured_on(recipe, target) == first
+    assert sorted(first["files"]) == ["calibration", "source", "validation", "weights"]
+    other = dataclasses.replace(recipe, source=recipe.source.replace(":build", ":other"))
+    assert search.measured_on(other, target)["settings"] != first["settings"]
+
+
+def test_a_signal_that_cut_the_best_points_export_short_publishes_no_pages(tmp_path, monkeypatch):
+    """The front's pages were published on a failure a signal caused, and the search then said the previous output
+    was left as it was."""
+    from edgekit import signals
+
+    out = tmp_path / "search"
+    recipe = _recipe(tmp_path, distill=False)
+    assert cli(["search", recipe, "-t", "desktop-x86", "--trials", "1", "--out", out]).exit_code == 0
+    before = (out / "pareto.json").read_bytes()
+
+    def cut_short(*_, **__):
+        signals.RECEIVED.append(signal.SIGTERM)  # as the program's handler records it
+        raise search.StageError("search storage", "UnboundLocalError")
+
+    monkeypatch.setattr(search, "from_trial", cut_short)
+    result = cli(["search", recipe, "-t", "desktop-x86", "--trials", "1", "--out", out])
+    assert result.exit_code == 130 and result.stderr.strip() == "edgekit: interrupted; previous output left as it was"
+    assert (out / "pareto.json").read_bytes() == before

@@ -178,3 +178,15 @@ def test_a_state_output_not_shaped_as_its_input_is_told(tmp_path):
                   "--out", tmp_path / "o"])
     assert result.exit_code == 3, result.output
     assert "state h=hN: the model returns hN as float32 [1, 16], but h takes h:Nx1:float32" in result.stderr
+
+
+def test_a_state_that_grows_along_a_named_axis_is_carried():
+    """The shape check refused a cache growing by a row each step (onnxruntime takes it: the axis is named)."""
+    from edgekit.config import InputSpec
+    from edgekit.sequences import rollout
+
+    specs = (InputSpec.parse("x:1x4"), InputSpec.parse("cache:Tx4"))
+    init = {"cache": np.zeros((1, 4), np.float32)}
+    steps = rollout(lambda feed: [feed["x"].sum(keepdims=True), np.concatenate([feed["cache"], feed["x"]])],
+                    [{"x": np.ones((3, 1, 4), np.float32)}], specs, ["y", "cacheN"], {"cache": "cacheN"}, init)
+    assert [f["cache"].shape for f in steps.feeds] == [(1, 4), (2, 4), (3, 4)]
