@@ -124,8 +124,7 @@ def _failed(e: Exception, debug: bool) -> None:
     user = from_os_error(e) if isinstance(e, OSError) else None
     if user is not None:
         _fail(f"edgekit: error: {user}", user.exit_code, debug)
-    name = type(e).__name__
-    _fail(f"edgekit: internal error: {name}: {first_line(e)}"
+    _fail(f"edgekit: internal error: {type(e).__name__}: {first_line(e)}"
           + ("" if debug else " (re-run as `edgekit --debug ...` for the traceback)"), ExitCode.INTERNAL, debug)
 
 
