@@ -20,6 +20,7 @@ MAX_HEADER_BYTES = 1 << 20  # a GNU long name or PAX header: real ones are a few
 MAX_MANIFEST_BYTES = 4 << 20  # a real one is a few KB; a listed name costs ~140 bytes of memory per byte
 MAX_EXTENDED_IN_A_ROW = 4  # long name, long link name, PAX: at most three precede a real member
 UNHASHED = ("manifest.json", "report.md", "report.html")  # written after the other files' hashes, beside them
+MAX_TRAILING_BYTES = 1 << 20  # zeros after the end marker (tar pads to a 10 KiB record), at most
 LEDGER = ".edgekit-archives.json"  # outdir's record of the files it wrote (archives first, hence the name)
 
 
@@ -139,8 +140,11 @@ def _scan_headers(archive: Path, raw, max_members: int, max_total: int) -> None:
             block = stream.read(512)
             if len(block) < 512 and not members:
                 raise InputError(f"{archive}: not a tar archive (shorter than one tar header)")
-            if len(block) < 512 or block == bytes(512):
-                return  # end of archive (or truncated: tarfile reports that)
+            if len(block) < 512 or block == bytes(512):  # end of archive (or truncated: tarfile reports that)
+                rest = stream.read(MAX_TRAILING_BYTES + 1) if len(block) == 512 else b""
+                if len(rest) > MAX_TRAILING_BYTES or rest.strip(b"\0"):  # `tar -i` reads on past the end
+                    raise InputError(f"{archive}: holds data after the end of its archive (another one appended?)")
+                return
             if not _checksum_ok(block):  # random bytes would read as sizes: say what the file is not
                 raise InputError(f"{archive}: not a tar archive (member {members + 1}'s header checksum is wrong)")
             size = _header_size(block)

@@ -38,10 +38,25 @@ def check_replaceable(out: Path, names: list[str], force: bool) -> None:
         raise UsageError(f"output names collide: {', '.join(dup)} (a target named like another target's archive?)")
     if os.path.lexists(out) and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder")
+    if package := next((p for p in (out, *out.parents) if _is_package(p)), None):
+        raise UsageError(f"--out {out}: inside the package folder {package}, which would then fail its check: "
+                         "give a folder of its own")
     if out.is_dir():
         _refuse_if_locked(out / LOCK, out)
     if out.is_dir() and not force:
         _refuse_foreign(out, names)
+
+
+def _is_package(folder: Path) -> bool:
+    """An edgekit package folder (its manifest.json names edgekit's version and files; a web app's does not)."""
+    path = folder / "manifest.json"
+    try:
+        if not path.is_file() or path.stat().st_size > archive.MAX_MANIFEST_BYTES:
+            return False
+        found = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(found, dict) and "edgekit_version" in found and isinstance(found.get("files"), dict)
 
 
 def _refuse_if_locked(path: Path, out: Path) -> None:

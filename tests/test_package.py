@@ -1055,3 +1055,21 @@ def test_only_a_number_is_a_latency_budget(limit, budget):
     from edgekit.package_check import latency_budget
 
     assert latency_budget({"gates": [{"name": "latency_p50_ms", "passed": True, "limit": limit}]}) == budget
+
+
+def test_an_archive_with_data_after_its_end_and_an_out_inside_a_package_are_refused(packaged, tmp_path):
+    """A second gzip member appended to an archive passed check (`tar -i` would extract its files); `export --out`
+    inside a package folder wrote a target there, and that package then failed its check."""
+    import gzip
+
+    appended = tmp_path / "appended.tar.gz"
+    appended.write_bytes((packaged[0] / "android-arm64.tar.gz").read_bytes() + gzip.compress(b"model" * 200))
+    result = check(appended)
+    assert result.exit_code == 3 and "holds data after the end of its archive" in result.stderr, result.output
+    inside = cli(["export", str(DIGITS / "edgekit.toml"), "-t", "desktop-x86", "--no-bench", "--out",
+                  str(packaged[0] / "android-arm64" / "more")])
+    assert inside.exit_code == 2 and "inside the package folder" in inside.stderr, inside.output
+    (tmp_path / "manifest.json").write_text('{"name": "a web app", "files": {}}')  # not an edgekit package
+    beside = cli(["export", str(DIGITS / "edgekit.toml"), "-t", "desktop-x86", "--no-bench", "--out",
+                  str(tmp_path / "dist")])
+    assert beside.exit_code == 0, beside.output
