@@ -422,7 +422,8 @@ def test_stopping_a_search_stops_its_workers(tmp_path, how):
     left = subprocess.run(["pgrep", "-f", f"edgekit.search .*{tmp_path.name}"], capture_output=True, text=True)
     assert left.stdout == "", left.stdout
     trials = optuna.load_study(study_name="edgekit", storage=db).trials
-    assert len(trials) < 20, len(trials)  # not every worker's whole share
+    # the other worker did not run its whole share (the parent may have run its own before that worker started)
+    assert len([t for t in trials if t.user_attrs.get("worker") != run.pid]) < 20, len(trials)
     assert not [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
 
 
