@@ -305,7 +305,7 @@ def _hash(data) -> str:
 def _digest(name: str) -> str | None:
     """A regular file's sha256, or a data folder's (its .npz/.npy files' names and digests, which is what is
     read of it); None for anything else."""
-    import hashlib
+    from .package import sha256
 
     try:
         path = Path(name)
@@ -314,8 +314,7 @@ def _digest(name: str) -> str | None:
                           if p.suffix in (".npz", ".npy") and stat.S_ISREG(p.stat().st_mode)})
         if not stat.S_ISREG(path.stat().st_mode):
             return None
-        with path.open("rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+        return sha256(path)
     except (OSError, ValueError):  # no such file (a module name), a name no file can have
         return None
 
