@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Union
@@ -19,7 +20,7 @@ import numpy as np
 from .config import (DEFAULT_MAX_DATA_BYTES, DEFAULT_TARGETS, BenchSpec, DeviceSpec, DistillSettings, InputSpec,
                      PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides, build, coerce, load_target,
                      load_targets, nearest)
-from .errors import UsageError
+from .errors import InputError, UsageError
 from .outdir import whole_file
 from .signals import SIGNALS, import_whole
 from .reports import CheckReport, ExportReport
@@ -30,6 +31,12 @@ Feeds = Union[str, Path, Iterable[Mapping[str, np.ndarray]], Callable[[], Iterab
 _OWN = {"source", "inputs", "calibration", "validation", "targets", "out", "quantize", "bench"}
 
 
+# torch's ONNX exporter keeps global state (two exports at once: "GLOBALS.in_onnx_export must be False"), and a call
+# swaps process-wide things (signal handlers, sys.stdout around onnxruntime's chatter): calls from several threads
+# run one after another
+_ONE_CALL_AT_A_TIME = threading.RLock()
+
+
 def _leaves_no_trace(fn):
     """An API call leaves the caller's process as it found it: the import path (a FILE.py:FUNCTION model's folder;
     the file itself is imported again once edited), Python's, numpy's and torch's global random state, the
@@ -38,38 +45,44 @@ def _leaves_no_trace(fn):
     (and a notebook's own `logging.basicConfig` is then ignored): a stand-in handler is there while edgekit runs."""
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        import logging
-        import random
-        import signal
-        import sys
-        import threading
-
-        py_state, np_state, torch = random.getstate(), np.random.get_state(), sys.modules.get("torch")
-        main = threading.current_thread() is threading.main_thread()
-        handlers = {s: signal.getsignal(s) for s in SIGNALS} if main else {}
-        torch_state = torch.random.get_rng_state() if torch else None
-        root = logging.getLogger()
-        stand_in = None if root.handlers else logging.NullHandler()
-        if stand_in:
-            root.addHandler(stand_in)
-        modules = set(sys.modules)
-        try:
-            import_whole("onnx", "onnxruntime")
-            with user_code_scope():
-                return fn(*args, **kwargs)
-        except KeyboardInterrupt:
-            _forget_half_imports(modules)
-            raise
-        finally:
-            for s, handler in handlers.items():  # interrupted while publishing: the swap ignores a second signal
-                signal.signal(s, handler)
-            random.setstate(py_state)
-            np.random.set_state(np_state)
-            if torch_state is not None:
-                torch.random.set_rng_state(torch_state)
-            if stand_in:
-                root.removeHandler(stand_in)
+        with _ONE_CALL_AT_A_TIME:
+            return _as_found(fn, args, kwargs)
     return call
+
+
+def _as_found(fn, args, kwargs):
+    import logging
+    import random
+    import signal
+    import sys
+
+    py_state, np_state, torch = random.getstate(), np.random.get_state(), sys.modules.get("torch")
+    main = threading.current_thread() is threading.main_thread()
+    handlers = {s: signal.getsignal(s) for s in SIGNALS} if main else {}
+    torch_state = torch.random.get_rng_state() if torch else None
+    root = logging.getLogger()
+    stand_in = None if root.handlers else logging.NullHandler()
+    if stand_in:
+        root.addHandler(stand_in)
+    modules = set(sys.modules)
+    try:
+        import_whole("onnx", "onnxruntime")
+        with user_code_scope():
+            return fn(*args, **kwargs)
+    except KeyboardInterrupt:
+        _forget_half_imports(modules)
+        raise
+    except SystemExit as e:  # from the user's code (a model's forward, a data function): never a silent exit 0
+        raise InputError(f"user code called sys.exit({e.code!r}) during the run") from e
+    finally:
+        for s, handler in handlers.items():  # interrupted while publishing: the swap ignores a second signal
+            signal.signal(s, handler)
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        if torch_state is not None:
+            torch.random.set_rng_state(torch_state)
+        if stand_in:
+            root.removeHandler(stand_in)
 
 
 def _forget_half_imports(before: set[str]) -> None:
@@ -318,7 +331,7 @@ def _recipe(model, inputs, calibration, validation, targets, out, settings: dict
     known = quant_keys | bench_keys | run_keys
     for key in settings:
         if key not in known:
-            raise TypeError(f"export() got an unexpected setting {key!r}{nearest(key, known)}")
+            raise UsageError(f"export() got an unexpected setting {key!r}{nearest(key, known)}")
     where = "edgekit.export() settings"
     settings = {k: _path(v) for k, v in settings.items()}
     quantize = {k: v for k, v in settings.items() if k in quant_keys}

@@ -307,7 +307,9 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
     try:
         for i, item in enumerate(items):
             if i == last:
-                log.info("%s: read the first %d items", origin, last)
+                if last == MAX_FUNCTION_ITEMS:  # not what the run asked for: its figures cover these items only
+                    origin = f"{origin} (its first {last} items: edgekit reads no more)"
+                    log.warning("%s", origin)
                 break
             if not isinstance(item, dict):
                 raise InputError(f"{origin}: item {i} is a {type(item).__name__}, expected a dict of arrays")

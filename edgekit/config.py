@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import numbers
 import re
 import stat
 import sys
@@ -333,12 +334,13 @@ def coerce(value, hint, key: str, where: str):
     if hint is bool or hint in (str, str | None):
         ok = isinstance(value, bool if hint is bool else str)
     elif key == "round_to":
-        ok = value == "auto" or isinstance(value, int) and not isinstance(value, bool)
-        if ok and value == "auto":
+        if isinstance(value, str) and value == "auto":
             return value
-    elif hint in (int, float):
-        ok = isinstance(value, (int, hint)) and not isinstance(value, bool)  # a float setting takes an int too
-        value = float(value) if ok and hint is float else value
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        value = int(value) if ok else value
+    elif hint in (int, float):  # numpy's numbers too (`runs=np.int64(3)`); a float setting takes an int
+        ok = isinstance(value, numbers.Integral if hint is int else numbers.Real) and not isinstance(value, bool)
+        value = hint(value) if ok else value
     elif origin is Literal:
         if key == "reduce_range" and isinstance(value, bool):
             value = str(value).lower()

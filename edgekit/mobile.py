@@ -80,13 +80,24 @@ def _convert_without_aslr(src: Path, out: Path, style: str, platform_: str) -> b
 def _convert_in_process(src: Path, out: Path, style: str, platform_: str) -> None:
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
-    logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)  # it logs each config it writes
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the converter prints progress
+    try:  # the converter prints progress, and logs each config it writes
+        with contextlib.redirect_stdout(io.StringIO()), _quieter("ort_format_model.utils", logging.WARNING):
             convert_onnx_models_to_ort(src, output_dir=out, optimization_styles=[OptimizationStyle[style]],
                                        target_platform=platform_)
     except Exception as e:
         raise StageError("ORT format conversion", first_line(e)) from e
+
+
+@contextlib.contextmanager
+def _quieter(name: str, level: int):
+    """An onnxruntime tool's chatty logger at `level` while edgekit calls the tool, then as the caller had it."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 def coverage(model_path: Path, eps: tuple[str, ...]) -> dict:
@@ -95,10 +106,14 @@ def coverage(model_path: Path, eps: tuple[str, ...]) -> dict:
     It reads op support tables; QDQ node-unit partitioning on a device can still differ
     (onnxruntime#19590), so this is reported as a prediction, not a guarantee.
     """
+    with _quieter("usability_checker", logging.ERROR):
+        return _coverage(model_path, eps)
+
+
+def _coverage(model_path: Path, eps: tuple[str, ...]) -> dict:
     from onnxruntime.tools.mobile_helpers import usability_checker as uc
     from onnxruntime.tools.onnx_model_utils import ModelProtoWithShapeInfo, optimize_model
 
-    logging.getLogger("usability_checker").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
         # the graph the runtime partitions is the basic-optimised one, as onnxruntime's own checker assumes
         optimized = Path(tmp) / model_path.name

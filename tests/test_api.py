@@ -8,7 +8,7 @@ import torch
 from conftest import DIGITS, ROOT, cli
 
 import edgekit
-from edgekit.config import DistillSettings
+from edgekit.config import BenchSpec, DistillSettings, QuantSettings, apply_quant_overrides, build
 
 MODEL = f"{DIGITS / 'model.py'}:build"
 WEIGHTS = DIGITS / "digits_cnn.pt"
@@ -81,8 +81,14 @@ def test_api_and_cli_write_byte_identical_packages(tmp_path):
 
 def test_settings_are_checked_like_the_cli_checks_flags(tmp_path):
     kwargs = dict(inputs=["image:Nx1x8x8"], calibration="random", out=tmp_path / "o")
-    with pytest.raises(TypeError, match="did you mean 'calibrate_method'"):
+    with pytest.raises(edgekit.UsageError, match="did you mean 'calibrate_method'"):  # was a bare TypeError
         edgekit.export(MODEL, calibrate_methd="entropy", **kwargs)
+    # numpy's numbers are numbers: "key 'runs' has the wrong type (int64); expected an integer"
+    assert build(BenchSpec, {"runs": np.int64(3)}, "w").runs == 3
+    settings = apply_quant_overrides(QuantSettings(), {"samples": np.int32(64), "percentile": np.float32(99.5)}, "w")
+    assert (settings.samples, settings.percentile) == (64, 99.5) and type(settings.samples) is int
+    with pytest.raises(edgekit.UsageError, match="wrong type"):
+        build(BenchSpec, {"runs": np.bool_(True)}, "w")
     with pytest.raises(edgekit.UsageError, match="calibrate_method = 'best' is not one of minmax"):
         edgekit.export(MODEL, calibrate_method="best", **kwargs)
     with pytest.raises(edgekit.UsageError, match="samples = 0 is out of range"):
@@ -203,7 +209,7 @@ def test_paths_are_accepted_where_paths_are_documented_and_odd_types_are_usage_e
 def test_api_calls_leave_the_root_logger_import_path_and_random_state_as_they_were(tmp_path):
     """In a fresh process (pytest gives the root logger handlers of its own): onnxruntime's quantizer warned through
     `logging.warning`, which left a root handler for good; prune left the model's folder on sys.path and moved
-    torch's global random state."""
+    torch's global random state; an android export left onnxruntime's usability checker's logger at ERROR."""
     script = tmp_path / "notebook.py"
     script.write_text(f"""import logging, sys, torch, edgekit
 import onnxruntime.quantization  # its own import appends onnxruntime/transformers to sys.path, once
@@ -215,7 +221,10 @@ class BN(nn.Module):  # a BatchNorm on the input stays a Mul/Add with 1-D weight
     def forward(self, x):
         return self.fc(self.bn(x).flatten(1))
 path = list(sys.path)
-edgekit.export(BN().eval(), inputs=["x:Nx1x8x8"], calibration="random", out={str(tmp_path / 'o')!r}, no_bench=True)
+tools = ("usability_checker", "ort_format_model.utils")  # onnxruntime's tools' loggers: their levels stay the user's
+edgekit.export(BN().eval(), inputs=["x:Nx1x8x8"], calibration="random", out={str(tmp_path / 'o')!r}, no_bench=True,
+               targets=["desktop-x86", "android-arm64"])
+assert [logging.getLogger(name).level for name in tools] == [0, 0]
 state = torch.get_rng_state()
 edgekit.prune({MODEL!r}, inputs=["image:Nx1x8x8"], ratio=0.5, weights={str(WEIGHTS)!r})
 assert logging.getLogger().handlers == [], logging.getLogger().handlers
@@ -284,3 +293,44 @@ def test_a_ctrl_c_during_a_first_import_leaves_the_package_importable_again(tmp_
     with pytest.raises(KeyboardInterrupt):
         edgekit.export("halfway_pkg:build", out=tmp_path / "a", **args)
     assert edgekit.export("halfway_pkg:build", out=tmp_path / "b", **args).passed
+
+
+class ExitsOnPairs(torch.nn.Module):
+    """A guard in user code: sys.exit when the batch has two samples (the API's calls run it with several)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(12, 3)
+
+    def forward(self, x):
+        if x.shape[0] == 2:
+            sys.exit(0)
+        return self.fc(x)
+
+
+def test_two_threads_export_at_once_and_user_code_exiting_is_bad_input(tmp_path):
+    """Two exports in two threads (a web service): one failed with torch's "GLOBALS.in_onnx_export must be False",
+    a StageError on valid input. A model's forward calling sys.exit(0) escaped export() as SystemExit: a training
+    script ended with status 0."""
+    import threading
+
+    rng = np.random.default_rng(0)
+    data = [{"x": rng.standard_normal((1, 12), dtype=np.float32)} for _ in range(24)]
+    results = {}
+
+    def job(i):
+        try:
+            results[i] = edgekit.export(torch.nn.Sequential(torch.nn.Linear(12, 8), torch.nn.ReLU()), inputs="x:Nx12",
+                                        calibration=data, out=tmp_path / f"o{i}", no_bench=True).passed
+        except Exception as e:  # noqa: BLE001 (the test's verdict)
+            results[i] = f"{type(e).__name__}: {e}"
+
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {0: True, 1: True}
+    with pytest.raises(edgekit.InputError, match=r"user code called sys.exit\(0\) during the run"):
+        edgekit.export(ExitsOnPairs(), inputs="x:Nx12", calibration=data, out=tmp_path / "exits", no_bench=True)
+    assert not (tmp_path / "exits").exists()

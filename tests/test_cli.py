@@ -1,4 +1,5 @@
 """Every user mistake gets one line on stderr, its own exit code, no traceback, and no output written."""
+import json
 import subprocess
 import sys
 
@@ -333,6 +334,9 @@ def test_endless_generator_is_capped(tmp_path, cnn_data, monkeypatch):
         "        yield {'image': np.zeros((1, 3, 16, 16), np.float32)}\n")
     result = run(*CNN, "--calibration", f"{tmp_path / 'endless.py'}:samples", "--out", tmp_path / "o")
     assert result.exit_code == 0, result.output
+    # the cut is said where the figures are: held out were the last of the items read, not of the user's data
+    manifest = json.loads((tmp_path / "o" / "desktop-x86" / "manifest.json").read_text())
+    assert "(its first 50 items: edgekit reads no more) (held-out last 12)" in manifest["validation"]["data"]
 
 
 @pytest.mark.parametrize("labels,msg", [
