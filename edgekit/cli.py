@@ -294,7 +294,7 @@ def _quant_options(fn):
         kwargs = {"default": None, "help": f"{f.metadata['help'][0].upper()}{f.metadata['help'][1:]} "
                                            f"(default: the target's, else {default})."}
         if hint is bool:
-            kwargs["is_flag"] = True  # a --on/--off pair too
+            kwargs["is_flag"] = True  # each a --on/--off pair: a flag overrides a recipe or profile either way
         elif typing.get_origin(hint) is typing.Literal:
             kwargs["type"] = click.Choice(typing.get_args(hint))
         elif hint in (int, float):
@@ -387,7 +387,8 @@ def main(debug: bool, verbose: bool) -> None:
 @click.option("-t", "--target", "targets", multiple=True,
               help=f"Target profile name or .toml path. Repeatable. Default: the recipe's [export] targets, else "
                    f"{', '.join(DEFAULT_TARGETS)}; `edgekit targets` lists the bundled ones.")
-@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default dist).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Output folder (default: the recipe's [export] out, else dist in the working folder).")
 @click.option("--seed", type=click.IntRange(*RANGES["seed"]))
 @click.option("--exporter", type=click.Choice(choices(Recipe, "exporter")))
 @click.option("--task", type=click.Choice(choices(Recipe, "task")))
@@ -418,15 +419,23 @@ def export(source, as_json, from_trial, storage, study, **flags):
 
     recipe, threads = recipe_from(source, flags), None
     if from_trial is not None:
-        if storage is None and not os.path.lexists(Path(recipe.out) / search.DB):
-            raise UsageError(f"--from-trial: no search in {recipe.out} ({search.DB} is not there; run `edgekit search` "
-                             "to this --out first, or give its --storage)")
-        recipe, threads = search.from_trial(recipe, storage or search.default_storage(Path(recipe.out)), study,
+        recipe, threads = search.from_trial(recipe, storage or _search_storage(source, flags, recipe), study,
                                             from_trial)
     with search.worker_threads(threads):
         report = run(recipe, load_targets(recipe.targets), progress=not as_json)
     _emit(json_text(report.to_json()) if as_json else table(list(report.targets.values())))
     return report.exit_code
+
+
+def _search_storage(source: str, flags: dict, recipe: Recipe) -> str:
+    """--from-trial's storage when none is given: OUT's search, else the one `edgekit search RECIPE` made in the
+    recipe's own OUT (--out then says only where the package goes)."""
+    outs = list(dict.fromkeys((Path(recipe.out), Path(recipe_from(source, {**flags, "out": None}).out))))
+    for out in outs:
+        if os.path.lexists(out / search.DB):
+            return search.default_storage(out)
+    raise UsageError(f"--from-trial: no search in {' or '.join(map(str, outs))} ({search.DB} is not there; run "
+                     "`edgekit search` first, or give its --storage)")
 
 
 @main.command("search")
@@ -494,7 +503,7 @@ _ROUND_TO = click.IntRange(*RANGES["round_to"])
 @click.option("--round-to", default=str(PruneSpec.round_to), metavar="N|auto",
               callback=lambda ctx, param, v: v if v == "auto" else _ROUND_TO.convert(v, param, ctx),
               help="Keep channel counts multiples of N (e.g. 8); auto: time 8, 16 and 32 in int8 on this host with "
-                   "--target's settings and keep the fastest.")
+                   "--target's settings and keep the fastest. Default 0: any count.")
 @click.option("-t", "--target", help="Profile whose int8 settings --round-to auto measures, on this host: one of its "
                                      "kind (default: desktop-x86 on x86, arm64-linux on arm64).")
 @click.option("--data", help="Labelled data for --importance taylor (MODULE:FN yielding (inputs, labels), or .npz).")
@@ -562,7 +571,8 @@ def share(source, out, as_json, **settings):
               default=DistillSettings.optimizer, show_default=True)
 @click.option("--batch-size", default=DistillSettings.batch_size, show_default=True)
 @click.option("--feature", "features", multiple=True, help="TEACHER_LAYER:STUDENT_LAYER to match (MSE). Repeatable.")
-@click.option("--patience", default=DistillSettings.patience, help="Stop after this many epochs without improvement.")
+@click.option("--patience", default=DistillSettings.patience, show_default=True,
+              help="Stop after this many epochs without improvement (0: never stop early).")
 @click.option("--seed", type=click.IntRange(*RANGES["seed"]), default=DistillSettings.seed, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Best student (.pt), saved as it improves.")
 @click.option("--force", is_flag=True, help="Replace the --out file if there is one.")
@@ -666,9 +676,10 @@ def emulator_setup(spec, ort_version, np_version):
 @click.option("--compare", nargs=2, type=click.Path(), metavar="FP32 INT8",
               help="Per-layer quantization error between a float model and its int8 version.")
 @click.option("--data", help="Inputs for --compare (.npz, folder, MODULE:FN).")
+@click.option("--nodes", is_flag=True, help="Also list every node's name and op (the names --exclude-nodes takes).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @_handle_errors
-def inspect_cmd(model, compare, data, as_json):
+def inspect_cmd(model, compare, data, nodes, as_json):
     """Opset, inputs/outputs, op histogram, parameters, size, quantization and NNAPI/CoreML coverage;
     with --compare FP32 INT8 --data D, the error each node adds, worst first."""
     from .inspect_model import compare_text, inspect, layer_errors, text
@@ -677,6 +688,8 @@ def inspect_cmd(model, compare, data, as_json):
         raise UsageError("give a MODEL to inspect, or --compare FP32 INT8, not both")
     if data and not compare:
         raise UsageError("--data is for --compare FP32 INT8 (inspect MODEL reads no data)")
+    if nodes and compare:
+        raise UsageError("--nodes is for inspect MODEL (--compare lists its nodes already)")
     if compare:
         if not data:
             raise UsageError("--compare needs --data (validation inputs)")
@@ -685,7 +698,7 @@ def inspect_cmd(model, compare, data, as_json):
         return
     if not model:
         raise UsageError("give a MODEL.onnx (or --compare FP32 INT8 --data D)")
-    info = inspect(Path(model))
+    info = inspect(Path(model), nodes=nodes)
     _emit(json_text(info) if as_json else text(info))
 
 

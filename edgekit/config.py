@@ -129,9 +129,9 @@ class QuantSettings:
         "dynamic", "attention-style graphs, where full static QDQ wrecks the mask path", "--transformer-scheme")
     quantize_state: bool = _setting(False, "quantize the nodes that read or write a streaming model's state "
                                     "(by default they stay float: state error accumulates over steps)",
-                                    "--quantize-state")
+                                    "--quantize-state/--no-quantize-state")
     auto: bool = _setting(False, "when parity fails, search calibration, per-channel/tensor, then float fallbacks",
-                          "--auto")
+                          "--auto/--no-auto")
     auto_search: tuple[str, ...] = _setting(AUTO_KNOBS, "what --auto may change (the target's hardware rules)")
     max_trials: int = _setting(12, "bound on --auto trials", "--max-trials")
     time_budget: float = _setting(600.0, "bound on --auto search time, seconds", "--time-budget")
@@ -488,6 +488,15 @@ def _recipe_target(name, base: Path, where: str):
     return str(base / name)
 
 
+# the recipe sections flattened into Recipe's own fields (the README names each: a test keeps them equal)
+RECIPE_KEYS = {
+    "model": ("source", "weights", "inputs", "output_names", "exporter", "task", "constants", "state", "state_init",
+              "sizes", "image_uint8"),
+    "data": ("calibration", "validation", "max_data_bytes"),
+    "export": ("targets", "out", "seed", "archive", "no_bench", "step_timeout", "emulate"),
+}
+
+
 def load_recipe(path: Path) -> Recipe:
     """Read an `edgekit.toml`; relative paths in it are relative to the recipe's folder."""
     table = read_toml(path)
@@ -499,13 +508,7 @@ def load_recipe(path: Path) -> Recipe:
         if not isinstance(body, dict):
             raise UsageError(f"{where}: [{key}] must be a table")
     flat: dict = {}
-    section_keys = {
-        "model": {"source", "inputs", "weights", "exporter", "output_names", "task", "constants", "state",
-                  "state_init", "sizes", "image_uint8"},
-        "export": {"targets", "out", "seed", "archive", "no_bench", "step_timeout", "emulate"},
-        "data": {"calibration", "validation", "max_data_bytes"},
-    }
-    for section, keys in section_keys.items():
+    for section, keys in RECIPE_KEYS.items():
         for key, value in table.get(section, {}).items():
             if key not in keys:
                 raise UsageError(f"{where} [{section}]: unknown key {key!r}{nearest(key, keys)}")

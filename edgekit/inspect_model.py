@@ -43,7 +43,8 @@ def _existing_model(path: Path):
     return export.load_onnx_input(path)
 
 
-def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml")) -> dict:
+def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml"), nodes: bool = False) -> dict:
+    """What a model is; with `nodes`, every node's name and op (sub-graphs' too): the names `exclude_nodes` takes."""
     import onnx
 
     from . import mobile, onnx_export as export
@@ -75,6 +76,7 @@ def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml")) -> 
         "metadata": {p.key: p.value for p in model.metadata_props},
         "mobile_coverage": coverage,
         "mobile_coverage_error": not_predicted,
+        **({"node_list": [{"name": n.name, "op": n.op_type} for n in export.all_nodes(model.graph)]} if nodes else {}),
     }
 
 
@@ -93,6 +95,7 @@ def text(info: dict) -> str:
                         if c["nodes_blocked_by_dynamic_shapes"] else ""))
     if info["mobile_coverage_error"]:
         lines.append(f"  mobile coverage not predicted: {info['mobile_coverage_error']}")
+    lines += [f"  node {n['name'] or '(no name)'}: {n['op']}" for n in info.get("node_list", ())]
     return "\n".join(map(printable, lines))  # names from the file: one line each
 
 

@@ -208,8 +208,8 @@ def _check_named(model, settings: QuantSettings, explicit: set[str]) -> None:
                 or [k for k in sorted(known) if k.lower() == name.lower()])
         hint = f" (did you mean {near[0]!r}?)" if near else ""
         return UsageError(f"{key}: the model has no {what} {name!r}{hint}" + (
-            "; names are those after onnxruntime's pre-processing: `edgekit inspect` lists them in "
-            "OUT/<target>/model.onnx" if what == "node" else ""))
+            "; names are those after onnxruntime's pre-processing: `edgekit inspect --nodes "
+            "OUT/<target>/model.onnx` lists them" if what == "node" else ""))
 
     nodes = list(all_nodes(model.graph))
     if "op_types" in explicit:

@@ -34,6 +34,16 @@ def test_every_quant_setting_has_a_flag_or_is_profile_only():
         if typing.get_origin(hint) is typing.Literal:
             assert tuple(option.type.choices) == typing.get_args(hint), name
         assert option.default is None, f"--{param} must not hide the target's own {name}"
+        if hint is bool:  # a recipe's `auto = true` could not be turned off: there was no --no-auto
+            assert option.secondary_opts, f"--{param} has no --off flag"
+
+
+def test_an_off_flag_overrides_the_recipes_on(tmp_path):
+    recipe = tmp_path / "edgekit.toml"
+    recipe.write_text('[model]\nsource = "m.onnx"\n[quantize]\nauto = true\nquantize_state = true\n')
+    result = main.commands["export"].make_context("export", [str(recipe), "--no-auto", "--no-quantize-state"])
+    flags = {k: v for k, v in result.params.items() if k in cli.QUANT_FLAGS}
+    assert cli.recipe_from(str(recipe), flags).quantize == {"auto": False, "quantize_state": False}
 
 
 def test_cli_choices_come_from_the_literal_types():
@@ -55,6 +65,12 @@ def test_every_quant_setting_is_a_recipe_key(field):
     if typing.get_origin(hint) is typing.Literal:
         with pytest.raises(UsageError, match=f"{field} = 'nope' is not one of {', '.join(typing.get_args(hint))}"):
             apply_quant_overrides(QuantSettings(), {field: "nope"}, "t")
+
+
+def test_readme_names_every_recipe_key():
+    """[data] max_data_bytes and [export] archive, no_bench, step_timeout, emulate worked but were not named."""
+    for section, keys in config.RECIPE_KEYS.items():
+        assert f"`[{section}]` ({', '.join(keys)}" in " ".join(README.split()), section
 
 
 def test_readme_settings_table_is_the_generated_one():

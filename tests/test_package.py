@@ -523,11 +523,23 @@ def test_inspect(packaged):
     assert "NNAPI (predicted)" in text.output and "opset 17" in text.output
 
 
-def test_example_ci_package_checks_with_this_runtime():
+def test_example_ci_package_checks_with_this_runtime_and_is_what_export_writes_today(tmp_path):
+    """The example archive, made by an older edgekit, lacked report.html and 12 of the manifest's fields."""
+    import tarfile
+
     from conftest import ROOT
-    result = check(ROOT / "examples" / "ci" / "digits-desktop-x86.tar.gz")
+    archive = ROOT / "examples" / "ci" / "digits-desktop-x86.tar.gz"
+    result = check(archive)
     assert result.exit_code == 0, result.output
     assert "3 passed, 0 failed" in result.output
+    with tarfile.open(archive) as tar:
+        names = sorted(m.name for m in tar.getmembers() if m.isfile())
+        manifest = json.load(tar.extractfile("desktop-x86/manifest.json"))
+    made = cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--no-bench", "--out", tmp_path])
+    assert made.exit_code == 0, made.output
+    today = tmp_path / "desktop-x86"
+    assert names == sorted(f"desktop-x86/{p.name}" for p in today.iterdir()), "regenerate examples/ci (its README)"
+    assert set(manifest) == set(json.loads((today / "manifest.json").read_text())), "regenerate examples/ci"
 
 
 def test_corrupt_deployed_model_fails_check_with_a_report(packaged, tmp_path):

@@ -181,7 +181,8 @@ def test_quant_overrides_from_flags(tmp_path, cnn_data):
     (("--op-types", "conv"), "op_types: the model has no op type 'conv' (did you mean 'Conv'?)"),
     (("--op-types", "LSTM"), "op_types: none of LSTM is in the model, so nothing would be quantized"),
     (("--exclude-nodes", "/body/body.0/Conf"),
-     "exclude_nodes: the model has no node '/body/body.0/Conf' (did you mean '/body/body.0/Conv'?)")])
+     "exclude_nodes: the model has no node '/body/body.0/Conf' (did you mean '/body/body.0/Conv'?); names are "
+     "those after onnxruntime's pre-processing: `edgekit inspect --nodes OUT/<target>/model.onnx` lists them")])
 def test_a_typo_in_op_types_or_excluded_nodes_is_refused(tmp_path, cnn_data, flags, message):
     """Such a typo used to quantize nothing (a float "int8" model that passed) or exclude nothing."""
     cal, _ = cnn_data

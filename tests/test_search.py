@@ -178,6 +178,18 @@ def test_a_storage_inside_a_new_out_and_a_re_export_with_its_archive(tmp_path):
     assert nowhere.exit_code == 2 and "--from-trial: no search in" in nowhere.stderr, nowhere.output
 
 
+def test_a_trial_re_exports_to_another_out_from_the_recipes_search(tmp_path):
+    """The README's `export RECIPE --from-trial N --out NEW` ("give --out to keep both") looked for the search in
+    NEW and stopped with exit 2."""
+    recipe = Path(_recipe(tmp_path, distill=False))
+    recipe.write_text(recipe.read_text().replace('out = "../../dist/digits"', 'out = "searched"'))
+    assert cli(["search", recipe, "-t", "desktop-x86", "--trials", "1"]).exit_code == 0
+    again = cli(["export", recipe, "-t", "desktop-x86", "--from-trial", "0", "--no-bench", "--out", tmp_path / "new"])
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "new" / "desktop-x86" / "manifest.json").exists()
+    assert (tmp_path / "searched" / "desktop-x86" / "manifest.json").exists()  # the search's own package stays
+
+
 def test_a_search_replaces_only_what_edgekit_made_in_out(tmp_path):
     """OUT's pareto.json, report.html, <target> and search.db are checked before any trial runs."""
 

@@ -102,6 +102,12 @@ def test_inspect_compare(data, tmp_path):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert rows["nodes"][0]["node"] == "/c3/Conv"
+    # the node names --exclude-nodes takes, where its error points (inspect printed only op counts)
+    listed = cli(["inspect", folder / "model.onnx", "--nodes"])
+    assert listed.exit_code == 0 and "  node /c3/Conv: Conv" in listed.stdout.splitlines(), listed.output
+    names = json.loads(cli(["inspect", folder / "model.onnx", "--nodes", "--json"]).stdout)["node_list"]
+    assert {"name": "/c3/Conv", "op": "Conv"} in names
+    assert "node_list" not in json.loads(cli(["inspect", folder / "model.onnx", "--json"]).stdout)
     assert {"tensor", "local_sqnr_db", "accumulated_sqnr_db"} <= set(rows["tensors"][0])
     missing = cli(["inspect", "--compare", str(folder / "model.onnx"), str(folder / "x.onnx"),
                                         "--data", str(data / "val.npz")])
