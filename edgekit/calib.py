@@ -88,8 +88,13 @@ class Dataset:
             raise InputError(f"{self.origin}: its items' labels differ in length, so the last items cannot be held "
                              "out for validation with their labels: give --validation data")
         labels = (self.labels[:cut], self.labels[cut:]) if self.labels is not None else (None, None)
-        return (Dataset(self.origin, self.feeds[:cut], labels[0], self.random),
-                Dataset(f"{self.origin} (held-out last {n_val})", self.feeds[cut:], labels[1], self.random))
+        return (Dataset(self.origin, self.feeds[:cut], labels[0], self.random, files=self.files),
+                Dataset(f"{self.origin} (held-out last {n_val})", self.feeds[cut:], labels[1], self.random,
+                        files=self.files))
+
+    def read_by(self, files: dict) -> list[str]:
+        """What this data was read from that `files` (another Dataset's) names too."""
+        return sorted(self.files[k] for k in self.files.keys() & files.keys())
 
 
 def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: int = 64,
@@ -109,7 +114,7 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
             raise InputError(f"{origin}: its arrays hold more than {max_bytes} bytes (--max-data-bytes)")
         return _nonempty(_from_arrays(origin, found, specs))
     if stream := user_stream(source):
-        return _nonempty(from_items(*stream, specs, max_bytes, max_samples))
+        return replace(_nonempty(from_items(*stream, specs, max_bytes, max_samples)), files=function_key(source))
     source = str(source)
     if source == "random":
         return random_dataset(specs, random_count, seed, max_bytes)
@@ -171,6 +176,11 @@ def user_stream(source) -> tuple[str, Iterator] | None:
         return origin, iter(items)
     except TypeError:
         raise InputError(f"{origin}: gave a {type(items).__name__}, not an iterable of samples or batches") from None
+
+
+def function_key(source) -> dict:
+    """A MODULE:FUNCTION's entry in Dataset.files: the same function read twice is the same data."""
+    return {("function", source): source} if isinstance(source, str) else {}
 
 
 def _nonempty(ds: Dataset) -> Dataset:
@@ -408,7 +418,7 @@ def for_run(recipe: Recipe, inputs, targets: list[Target]) -> tuple[Dataset, Dat
                              "(leave --validation out to hold out the last 25% of the calibration set)")
         val = _capped(load(recipe.validation, inputs, seed=recipe.seed + 1, max_bytes=recipe.max_data_bytes,
                            max_samples=MAX_SAMPLES + 1))
-        if both := sorted(val.files[k] for k in val.files.keys() & cal.files.keys()):  # a folder holding the other
+        if both := val.read_by(cal.files):  # a folder holding the other
             raise UsageError(f"--validation holds calibration data ({', '.join(both[:3])}, read by both): parity "
                              "must be measured on held-out data")
         return cal, val

@@ -587,7 +587,8 @@ def distill(teacher, student, out, as_json, **settings):
     _emit(json_text(r) if as_json else
          "\n".join(f"epoch {h['epoch']:3}  train loss {h['train_loss']:.4f}  {result.metric} "
                    f"{h[result.metric]:.4f}" for h in r["history"])
-         + f"\nbest epoch {r['best_epoch']} ({result.metric} {r['best']:.4f}); wrote {out}")
+         + f"\nbest epoch {r['best_epoch']} ({result.metric} {r['best']:.4f} on {r['held_out_samples']} held-out "
+           f"training samples); wrote {out}")
 
 
 @main.command("check")

@@ -36,10 +36,17 @@ def runs_on(module, specs: tuple[InputSpec, ...]) -> None:
 
 
 def load_batches(data, specs: tuple[InputSpec, ...], batch_size: int, models: dict,
-                 max_bytes: int = DEFAULT_MAX_DATA_BYTES):
+                 max_bytes: int = DEFAULT_MAX_DATA_BYTES, held_out: calib.Dataset | None = None):
     """Training batches: (inputs, labels) batches that a `module:function` (or, from Python, an iterable or a
     callable returning one) yields, or labelled samples in any calibration format (.npz, folder, or dicts so
-    yielded), checked to fit `models` ({"teacher": module, ...}) before any training starts."""
+    yielded), checked to fit `models` ({"teacher": module, ...}) before any training starts. None of it may be read
+    from `held_out` (the run's validation data), whose accuracy figures would then be on trained samples."""
+    def apart(files: dict) -> None:
+        if held_out is not None and (both := held_out.read_by(files)):
+            raise UsageError(f"training data {', '.join(both[:3])} is also the validation data: accuracy must be "
+                             "measured on samples the model was not trained on")
+
+    apart(calib.function_key(data))
     batches = samples = None
     if stream := calib.user_stream(data):
         origin, items = stream
@@ -51,22 +58,28 @@ def load_batches(data, specs: tuple[InputSpec, ...], batch_size: int, models: di
         # without labels, distillation uses the soft targets alone
         ds = (calib.from_items(origin, samples, specs, max_bytes) if samples is not None else
               calib.load(data, specs, max_bytes=max_bytes))
+        apart(ds.files)
         if ds.joined:
             raise InputError(f"{ds.origin}: training items differ in length (batches with a short last one?): give "
                              "one sample per item, or batches of one size")
         if isinstance(data, str) and data == "random":
             log.warning("training on random inputs (--data random): the student learns the teacher on noise only")
         batches, origin = distillation.batches_from_samples(ds.feeds, ds.labels, [s.name for s in specs],
-                                                            batch_size), ds.origin
+                                                            batch_size, HOLDOUT), ds.origin
     distillation.check_fits(origin, models, batches)
     return batches
 
 
 def split(batches):
-    """Hold out the last batches for model selection (never the final held-out evaluation set)."""
-    n_val = max(1, round(len(batches) * HOLDOUT))
+    """Hold out the last batches holding HOLDOUT of the samples, for model selection (never the final held-out
+    evaluation set)."""
     if len(batches) < 2:
         raise InputError("training data needs at least 2 batches (one is held out to pick the best epoch)")
+    sizes = [len(inputs[0]) for inputs, _ in batches]
+    want, held, n_val = max(1, round(sum(sizes) * HOLDOUT)), 0, 0
+    while held < want and n_val < len(batches) - 1:
+        n_val += 1
+        held += sizes[-n_val]
     return batches[:-n_val], batches[-n_val:]
 
 

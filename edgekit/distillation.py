@@ -25,19 +25,23 @@ class DistillResult:
     metric: str
     best: float
     history: list[dict] = field(default_factory=list)
+    held_out_samples: int = 0  # what `metric` was measured on: training samples kept out of training
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def batches_from_samples(feeds: list[dict], labels, names: list[str], batch_size: int):
-    """Stack batch-1 samples, in a fixed shuffled order, into (inputs tuple, labels) batches of torch tensors."""
+def batches_from_samples(feeds: list[dict], labels, names: list[str], batch_size: int, held_out: float = 0.0):
+    """Stack batch-1 samples, in a fixed shuffled order, into (inputs tuple, labels) batches of torch tensors; the
+    last `held_out` of the samples in batches of their own (compress.split holds them out: 15% of the batches was
+    one sample of 77 at batch size 38, a short last batch)."""
     import torch
 
     order = np.random.default_rng(0).permutation(len(feeds))
+    cut = len(order) - round(len(order) * held_out)
     out = []
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    for start in [*range(0, cut, batch_size), *range(cut, len(order), batch_size)]:
+        idx = order[start:min(start + batch_size, cut if start < cut else len(order))]
         inputs = tuple(torch.from_numpy(np.concatenate([feeds[i][n] for i in idx])) for n in names)
         y = torch.from_numpy(np.asarray(labels)[idx].reshape(-1).astype(np.int64)) if labels is not None else None
         out.append((inputs, y))
@@ -192,7 +196,7 @@ def distill(teacher, student, train, val, settings: DistillSettings, progress=No
     sparse = _zero_masks(student)
     t = settings.temperature
     metric = "accuracy" if val and all(y is not None for _, y in val) else "kd_loss"
-    result = DistillResult(0, 0, metric, -math.inf)
+    result = DistillResult(0, 0, metric, -math.inf, held_out_samples=sum(len(x[0]) for x, _ in val or train))
     best_state, stale = None, 0
     gen = torch.Generator().manual_seed(settings.seed)
     feats = _FeatureMatch(teacher, student, settings.features, train[0][0])
@@ -260,9 +264,9 @@ def distill(teacher, student, train, val, settings: DistillSettings, progress=No
 def _zero_masks(student) -> list:
     """(weight, where it is not zero) of each conv/linear layer with zero weights: an unstructured-pruned student
     keeps its sparsity through training (its zeroed weights would grow back, and the manifest's sparsity lie)."""
-    from .pruning import COMPUTE
+    from .pruning import is_compute
 
-    weights = [m.weight for m in student.modules() if type(m).__name__ in COMPUTE]
+    weights = [m.weight for m in student.modules() if is_compute(m)]
     # some zeros, not all: a zero-initialised layer (an adapter, a ReZero branch) must still learn
     return [(w, w != 0) for w in weights if 0 < int((w != 0).sum()) < w.numel()]
 

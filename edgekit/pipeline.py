@@ -242,7 +242,7 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
     record = {}
     if prune:
         data = prune.taylor_data(recipe.distill)
-        batches = (compress.load_batches(data, inputs, 32, {"model": loaded.module}, recipe.max_data_bytes)
+        batches = (compress.load_batches(data, inputs, 32, {"model": loaded.module}, recipe.max_data_bytes, val)
                    if prune.importance == "taylor" and data else None)
         result = compress.run_prune(loaded.module, inputs, prune, batches, target)
         record["prune"] = dataclasses.replace(result, ignored=tuple(n.removeprefix(prefix) for n in result.ignored),
@@ -256,7 +256,7 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
         settings = dataclasses.replace(recipe.distill, features=tuple(  # layer names are the user's, as above
             ":".join(prefix + name for name in pair.split(":", 1)) for pair in recipe.distill.features))
         batches = compress.load_batches(recipe.distill.data, inputs, recipe.distill.batch_size,
-                                        {"teacher": teacher, "student": loaded.module}, recipe.max_data_bytes)
+                                        {"teacher": teacher, "student": loaded.module}, recipe.max_data_bytes, val)
         record["distill"] = compress.run_distill(teacher, loaded.module, batches, settings, None, progress,
                                                  tied).as_dict()
         steps.append(step("distilled", loaded.module))

@@ -7,14 +7,19 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from .errors import InputError, StageError, UsageError, few
+from .errors import InputError, StageError, UsageError, few, first_line
 
 log = logging.getLogger("edgekit")
 
 if TYPE_CHECKING:
     from .rounding import RoundingChoice
 
-COMPUTE = ("Conv1d", "Conv2d", "Conv3d", "Linear", "ConvTranspose2d")
+def is_compute(layer) -> bool:
+    """A layer pruning resizes and sharing clusters: a convolution (transposed too: a decoder's ConvTranspose1d
+    output layer was missed, and pruned) or a linear layer, a user's subclass of one included."""
+    import torch
+
+    return isinstance(layer, (torch.nn.modules.conv._ConvNd, torch.nn.Linear))
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ def head_layers(module, example_inputs) -> list[str]:
 
     from .runtime import flatten_outputs
 
-    owner = {id(p): name for name, m in module.named_modules() if type(m).__name__ in COMPUTE
+    owner = {id(p): name for name, m in module.named_modules() if is_compute(m)
              for p in m.parameters(recurse=False)}
     frozen = [p for p in module.parameters() if not p.requires_grad]
     try:  # a frozen parameter has no place in the autograd graph the walk below follows
@@ -94,18 +99,19 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
     for flag, names in (("--ignore", ignore), ("--stage", stage_ratios)):
         if unknown := [n for n in names if n not in named]:
             raise UsageError(f"{flag}: no layer named {', '.join(unknown)} (layers: "
-                             f"{', '.join(n for n, m in named.items() if type(m).__name__ in COMPUTE)})")
+                             f"{', '.join(n for n, m in named.items() if is_compute(m))})")
     if stage_ratios and method != "structured":
         raise UsageError("--stage ratios remove whole channels: --stage needs structured pruning")
     module.eval()
     params0, macs0 = count(module, example_inputs)
+    shapes0 = output_shapes(module, example_inputs)
     heads = head_layers(module, example_inputs)
     if not heads and method == "structured":  # pruning would resize the outputs themselves
         raise StageError("structured pruning", "cannot trace which layers give the model's outputs (does forward "
                                                "run under torch.no_grad()?)")
     ignored = tuple(dict.fromkeys([*ignore, *heads]))
     if idle := [name for name in stage_ratios if not any(  # taken without a word, and without an effect
-            type(m).__name__ in COMPUTE and f"{name}.{n}".rstrip(".") not in ignored
+            is_compute(m) and f"{name}.{n}".rstrip(".") not in ignored
             for n, m in named[name].named_modules())]:  # (a search's stage may be the output layer alone)
         log.warning("--stage %s: holds no layer pruning resizes (a conv/linear layer that is not an output layer or "
                     "ignored; output layers: %s): its ratio has no effect", ", ".join(idle), few(heads, 4))
@@ -117,6 +123,7 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
         sparsity = _unstructured(module, ratio, importance, set(ignored))
     else:
         raise UsageError(f"--method {method!r}: use structured or unstructured")
+    _still_the_same_model(module, example_inputs, shapes0, heads)
     params1, macs1 = count(module, example_inputs)
     if params1 == params0 and method == "structured":  # said, not passed off as a pruned model
         log.warning("structured pruning at ratio %s removed no channel (round_to %s, ignored %s)", ratio, round_to,
@@ -129,9 +136,34 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
                        sparsity)
 
 
+def output_shapes(module, example_inputs) -> list[tuple[int, ...]]:
+    import torch
+
+    from .runtime import flatten_outputs
+
+    with torch.no_grad():
+        return [tuple(o.shape) for o in flatten_outputs(module(*example_inputs))]
+
+
+def _still_the_same_model(module, example_inputs, shapes: list, heads: list[str]) -> None:
+    """The pruned model runs on the same inputs and gives outputs of the same shapes, or pruning failed: a forward
+    that hard-codes a size (`x.view(n, 1024)`) broke as exit 5, and an output layer the walk missed was resized with
+    exit 0."""
+    try:
+        after = output_shapes(module, example_inputs)
+    except Exception as e:
+        raise StageError("structured pruning", f"the pruned model no longer runs ({type(e).__name__}: "
+                                               f"{first_line(e)[:200]}): does its forward hard-code a size? --ignore "
+                                               "the layer whose output it reshapes") from e
+    if after != shapes:
+        raise StageError("structured pruning", f"it changed the model's output shapes from {shapes} to {after} "
+                                               f"(output layers found: {few(heads, 4)}); --ignore the layer that gives "
+                                               "them")
+
+
 def _off_multiple(module, round_to: int, ignored: set[str]) -> list[str]:
     """The prunable conv/linear layers whose output channels are not a multiple of `round_to`, with their count."""
-    return [f"{name} ({n})" for name, layer in module.named_modules() if type(layer).__name__ in COMPUTE
+    return [f"{name} ({n})" for name, layer in module.named_modules() if is_compute(layer)
             and name not in ignored and (n := layer.weight.shape[0]) % round_to]
 
 
@@ -142,8 +174,8 @@ def stages(module, most: int = 4) -> list[tuple[str, ...]]:
     prefix = ""
     while True:
         holding = [(prefix + name, child) for name, child in module.named_children()
-                   if any(type(m).__name__ in COMPUTE for m in child.modules())]
-        if len(holding) != 1 or type(holding[0][1]).__name__ in COMPUTE:
+                   if any(is_compute(m) for m in child.modules())]
+        if len(holding) != 1 or is_compute(holding[0][1]):
             break
         prefix, module = f"{holding[0][0]}.", holding[0][1]
     names = [name for name, _ in holding]
@@ -199,7 +231,10 @@ def _unstructured(module, ratio, importance, ignored) -> float:
     if importance not in ("l1", "l2"):
         raise UsageError("unstructured pruning ranks single weights by magnitude: --importance l1 or l2")
     targets = [(m, "weight") for name, m in module.named_modules()
-               if type(m).__name__ in COMPUTE and name not in ignored]
+               if is_compute(m) and name not in ignored]
+    if not targets:
+        raise UsageError(f"unstructured pruning has nothing to prune: every conv/linear layer is an output layer or "
+                         f"ignored ({few(sorted(ignored), 4)})")
     tprune.global_unstructured(targets, pruning_method=tprune.L1Unstructured, amount=ratio)
     for m, name in targets:
         tprune.remove(m, name)  # fold the mask into the weight: a plain module again

@@ -14,7 +14,7 @@ import logging
 from dataclasses import asdict, dataclass
 
 from .errors import UsageError
-from .pruning import COMPUTE
+from .pruning import is_compute
 
 log = logging.getLogger(__name__)
 ITERATIONS = 30  # Lloyd steps; 1-D k-means settles in a few
@@ -40,11 +40,11 @@ def cluster(module, clusters: int, ignore: tuple[str, ...] = ()) -> dict:
     named = dict(module.named_modules(remove_duplicate=False))  # a layer registered twice answers to both names
     if unknown := [n for n in ignore if n not in named]:  # a typo would share the layer it meant to keep
         raise UsageError(f"--ignore: no layer named {', '.join(unknown)} (layers: "
-                         f"{', '.join(n for n, m in named.items() if type(m).__name__ in COMPUTE)})")
+                         f"{', '.join(n for n, m in named.items() if is_compute(m))})")
     kept = {id(named[n]) for n in ignore}
-    shared = [(name, layer) for name, layer in module.named_modules() if type(layer).__name__ in COMPUTE
+    shared = [(name, layer) for name, layer in module.named_modules() if is_compute(layer)
               and id(layer) not in kept and layer.weight.numel() > clusters]
-    if tied := [n for n in ignore if type(named[n]).__name__ in COMPUTE
+    if tied := [n for n in ignore if is_compute(named[n])
                 and any(layer.weight is named[n].weight for _, layer in shared)]:  # sharing one shares the other
         raise UsageError(f"--ignore {', '.join(tied)}: its weight is another layer's too (tied); ignore both")
     if not shared:
@@ -53,7 +53,7 @@ def cluster(module, clusters: int, ignore: tuple[str, ...] = ()) -> dict:
     assignments = {}
     with torch.no_grad():
         for name, layer in shared:
-            flat = layer.weight.detach().view(-1)
+            flat = layer.weight.detach().reshape(-1)  # a channels-last weight has no flat view
             centroids = torch.linspace(float(flat.min()), float(flat.max()), clusters, dtype=flat.dtype)
             for _ in range(ITERATIONS):
                 index = _nearest(flat, centroids)
@@ -70,8 +70,10 @@ def tie(module, assignments: dict) -> None:
     layers = dict(module.named_modules())
     with torch.no_grad():
         for name, index in assignments.items():
-            flat = layers[name].weight.view(-1)
-            flat.copy_(_means(flat, index, torch.zeros(int(index.max()) + 1, dtype=flat.dtype))[index])
+            weight = layers[name].weight
+            flat = weight.reshape(-1)
+            weight.copy_(_means(flat, index, torch.zeros(int(index.max()) + 1, dtype=flat.dtype))[index]
+                         .reshape(weight.shape))
 
 
 def result(module, clusters: int, assignments: dict) -> ShareResult:

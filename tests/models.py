@@ -530,3 +530,63 @@ class LateNaN(nn.Module):
 def late_nan():
     torch.manual_seed(0)
     return LateNaN()
+
+
+class Decoder1d(nn.Module):
+    """Conv1d, Conv1d, then a ConvTranspose1d output layer: pruning took the middle conv for the head and halved
+    the output channels (exit 0, the export passing)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Conv1d(4, 32, 3, padding=1)
+        self.mid = nn.Conv1d(32, 32, 3, padding=1)
+        self.dec = nn.ConvTranspose1d(32, 4, 2, stride=2)
+
+    def forward(self, x):
+        return self.dec(torch.relu(self.mid(torch.relu(self.enc(x)))))
+
+
+def decoder_1d():
+    torch.manual_seed(0)
+    return Decoder1d()
+
+
+class HardCodedView(nn.Module):
+    """A forward that flattens to a size it states: pruned, it no longer runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 16, 3, padding=1)
+        self.fc = nn.Linear(16 * 8 * 8, 10)
+
+    def forward(self, image):
+        return self.fc(torch.relu(self.conv(image)).view(image.shape[0], 16 * 8 * 8))
+
+
+def hard_coded_view():
+    torch.manual_seed(0)
+    return HardCodedView()
+
+
+class DetachedFeatures(nn.Module):
+    """Scores and a detached feature map as outputs: no gradient leads from the features to the conv that makes
+    them, so only the scores' layer is found as an output layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, image):
+        features = torch.relu(self.conv(image))
+        return self.fc(features.mean((2, 3))), features.detach()
+
+
+def detached_features():
+    torch.manual_seed(0)
+    return DetachedFeatures()
+
+
+def channels_last():
+    """small_cnn with its weights in channels-last memory: no flat view of them."""
+    return small_cnn().to(memory_format=torch.channels_last)

@@ -603,3 +603,68 @@ def test_round_to_auto_in_a_recipe_times_for_a_target_of_this_hosts_kind(tmp_pat
     plain = cli(["prune", DIGITS_MODEL, "--weights", DIGITS_WEIGHTS, "--input", "image:Nx1x8x8", "--ratio", "0.5",
                  "--round-to", "auto", "--out", tmp_path / "p.pt", "--json"])
     assert plain.exit_code == 0 and json.loads(plain.stdout)["rounding"]["target"] == here, plain.output
+
+
+@pytest.mark.parametrize("count, batch, held", [(77, 38, 12), (200, 64, 30), (10, 64, 2)])
+def test_the_best_epoch_is_picked_on_15_percent_of_the_samples(tmp_path, count, batch, held):
+    """15% of the batches was held out, the last ones: 1 sample of 77 at batch size 38 (the short remainder), 8
+    of 200 at 64; 10 samples at 64 were one batch, refused."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    np.savez(tmp_path / "d.npz", image=(d.images[:count, None] / 16).astype(np.float32), labels=d.target[:count])
+    train, val = split(load_batches(str(tmp_path / "d.npz"), SPEC, batch, {}))
+    sizes = [len(x[0]) for x, _ in val]
+    assert sum(sizes) == held and sum(len(x[0]) for x, _ in train) == count - held, sizes
+    assert max(len(x[0]) for x, _ in train) == min(batch, count - held)
+
+
+def test_pruning_keeps_every_output_shape_or_fails_saying_why(tmp_path):
+    """A ConvTranspose1d output layer was not taken for one: pruning resized the model's output, exit 0. A forward
+    that hard-codes a size, pruned, failed as exit 5; unstructured pruning with every layer ignored too; sharing a
+    channels-last model too."""
+    decoded = cli(["prune", "models:decoder_1d", "--input", "x:Nx4x16", "--ratio", "0.5", "--out", tmp_path / "d.pt"])
+    assert decoded.exit_code == 0, decoded.output
+    pruned = load_model("models:decoder_1d", str(tmp_path / "d.pt")).module
+    assert pruned(torch.zeros(3, 4, 16)).shape == (3, 4, 32) and pruned.mid.out_channels < 32
+    hard = cli(["prune", "models:hard_coded_view", "--input", "image:Nx1x8x8", "--ratio", "0.5", "--out",
+                tmp_path / "h.pt"])
+    assert hard.exit_code == 4 and "the pruned model no longer runs" in hard.stderr, hard.output
+    detached = cli(["prune", "models:detached_features", "--input", "image:Nx1x8x8", "--ratio", "0.5", "--out",
+                    tmp_path / "f.pt"])
+    assert detached.exit_code == 4 and "changed the model's output shapes" in detached.stderr, detached.output
+    assert "--ignore" in detached.stderr
+    kept = cli(["prune", "models:detached_features", "--input", "image:Nx1x8x8", "--ratio", "0.5", "--ignore",
+                "conv", "--out", tmp_path / "f.pt"])
+    assert kept.exit_code == 0, kept.output
+    nothing = cli(["prune", "models:small_cnn", "--input", "image:Nx3x16x16", "--ratio", "0.5", "--method",
+                   "unstructured", *[a for n in ("body.0", "body.2") for a in ("--ignore", n)], "--out",
+                   tmp_path / "u.pt"])
+    assert nothing.exit_code == 2 and "nothing to prune" in nothing.stderr, nothing.output
+    assert not [p.name for p in tmp_path.iterdir() if p.name in ("h.pt", "u.pt")]
+    shared = cli(["share", "models:channels_last", "--input", "image:Nx3x16x16", "--clusters", "4", "--out",
+                  tmp_path / "c.pt"])
+    assert shared.exit_code == 0, shared.output
+
+
+@pytest.mark.parametrize("section, data, validation", [
+    ("[distill]\nepochs = 1\n", "{DIGITS}/data/validation.npz", None),  # the validation file itself
+    ("[distill]\nepochs = 1\n", "{DIGITS}/data", None),  # a folder holding it
+    ("[distill]\nepochs = 1\n", "{DIGITS}/data/calibration.npz", ""),  # validation held out of this file
+    ("[prune]\nratio = 0.5\nimportance = \"taylor\"\n", "{TRAIN}", "{TRAIN}"),  # the same function
+])
+def test_training_data_is_never_the_validation_data(tmp_path, section, data, validation):
+    """[distill] data = the validation file ran, and reported 63.67% "distilled" accuracy measured on the samples
+    the student was trained on (58.33% with other training data)."""
+    text = ((DIGITS / "edgekit.toml").read_text()
+            .replace('source = "model.py:build"', f'source = "{DIGITS / "model.py"}:build"')
+            .replace('weights = "digits_cnn.pt"', f'weights = "{DIGITS_WEIGHTS}"').replace('"data/', f'"{DIGITS}/data/'))
+    if validation is not None:
+        text = text.replace(f'validation = "{DIGITS}/data/validation.npz"',
+                            f'validation = "{validation.format(TRAIN=TRAIN)}"' if validation else "")
+    table = section.split("\n", 1)
+    recipe = tmp_path / "edgekit.toml"
+    recipe.write_text(f'{text}\n{table[0]}\ndata = "{data.format(DIGITS=DIGITS, TRAIN=TRAIN)}"\n{table[1]}')
+    result = cli(["export", recipe, "-t", "desktop-x86", "--no-bench", "--out", tmp_path / "o"])
+    assert result.exit_code == 2 and "is also the validation data" in result.stderr, result.output
+    assert not (tmp_path / "o").exists()
