@@ -214,9 +214,13 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
     s.sampler = sampler_of(sampler, grid, recipe.seed + SEED_STRIDE * worker + len(s.trials))
 
     def objective(trial):
+        if signals.RECEIVED:  # a stop swallowed inside the last trial (converted, suppressed): no further trial
+            raise KeyboardInterrupt
         try:
             return run_trial(trial)
         except Exception as e:  # recorded on the trial; Optuna marks it failed and the search goes on
+            if signals.RECEIVED:  # what fails after a stop (an import it cut short: "initialization failed") is it
+                raise KeyboardInterrupt from e
             if "error" not in trial.user_attrs:
                 trial.set_user_attr("error", f"{type(e).__name__}: {e}")
                 # edgekit's verdict on these values is final; a full disk, a trial folder in the way (usage) or an
@@ -431,6 +435,13 @@ def _refuse_storage_in_output(storage: str | None, out: Path, target: Target) ->
                              "study elsewhere (the default is OUT/search.db)")
 
 
+def _end_running(made, ours) -> None:
+    """Trials left RUNNING that `ours(trial)` claims are marked failed with no error: "interrupted", tried again."""
+    for trial in made.get_trials(deepcopy=False, states=(_optuna().trial.TrialState.RUNNING,)):
+        if ours(trial):
+            made.tell(trial.number, state=_optuna().trial.TrialState.FAIL)
+
+
 def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str, storage: str, name: str,
             time_budget: float | None, workers: int, out: Path) -> SearchReport:
     from . import bounded, outdir
@@ -440,8 +451,7 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
     with _storage_errors(storage):
         _same_inputs(made, measured_on(recipe, target), name)
         if storage == default_storage(out):  # OUT is locked: a trial still RUNNING in its study died with its search
-            for trial in made.get_trials(deepcopy=False, states=(_optuna().trial.TrialState.RUNNING,)):
-                made.tell(trial.number, state=_optuna().trial.TrialState.FAIL)  # "interrupted", tried again
+            _end_running(made, lambda trial: True)
     for folder in (out / "trials").glob("*"):  # with OUT held, a stage left in a trial's folder is a killed trial's
         if folder.is_dir() and not folder.is_symlink():
             outdir.clean_dead_stages(folder)
@@ -466,6 +476,13 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
         except BaseException:
             for child in children:  # a signal or a failure here ends the other workers too
                 child.terminate()
+            for child in children:
+                child.wait()
+            # a signal inside Optuna's recording of a trial's end (after its run) left it RUNNING: ours are ended
+            mine = {os.getpid(), *(child.pid for child in children)}
+            with contextlib.suppress(Exception):  # a storage this broken is ended on resume (the default one)
+                _end_running(made, lambda trial: storage == default_storage(out)
+                             or trial.user_attrs.get("worker") in mine)
             raise
         finally:
             for child in children:
@@ -709,10 +726,8 @@ def _worker(argv: list[str]) -> None:
 
     from . import signals
 
-    stopped: list[bool] = []
-
-    def stop(*_):
-        stopped.append(True)
+    def stop(signum, _):
+        signals.RECEIVED.append(signum)  # optimize's trials: what fails from here on is this stop
         signals.ignore()  # a second one (Ctrl-C to the group, then the parent's SIGTERM) cut Optuna's recording of
         raise KeyboardInterrupt  # the failed trial short: it stayed RUNNING
 
@@ -733,7 +748,7 @@ def _worker(argv: list[str]) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except EdgekitError as e:
-        if stopped:  # what failed after the stop (a storage call it cut short) is the stop: the parent says so
+        if signals.RECEIVED:  # what failed after the stop (a storage call it cut short) is the stop: the parent says so
             sys.exit(130)
         print(f"edgekit: search worker: {e}", file=sys.stderr)
         sys.exit(int(e.exit_code))

@@ -545,3 +545,40 @@ def test_a_signal_that_cut_the_best_points_export_short_publishes_no_pages(tmp_p
     result = cli(["search", recipe, "-t", "desktop-x86", "--trials", "1", "--out", out])
     assert result.exit_code == 130 and result.stderr.strip() == "edgekit: interrupted; previous output left as it was"
     assert (out / "pareto.json").read_bytes() == before
+
+
+def test_a_stop_ends_the_search_however_the_trial_under_way_failed_and_leaves_no_trial_running(tmp_path,
+                                                                                                  monkeypatch):
+    """Seen in test_stopping_a_search_stops_its_workers: Ctrl-C inside an import made it "ImportError: initialization
+    failed", recorded as that trial's error, and the worker ran its 19 other trials; a SIGTERM inside Optuna's
+    recording of a finished trial left it RUNNING."""
+    from edgekit import pipeline, signals
+
+    out = tmp_path / "search"
+    recipe = _recipe(tmp_path, distill=False)
+
+    def import_cut_short(*_, **__):
+        signals.RECEIVED.append(signal.SIGINT)  # as the program's handler records it
+        raise ImportError("initialization failed")
+
+    monkeypatch.setattr(pipeline, "run", import_cut_short)
+    result = cli(["search", recipe, "-t", "desktop-x86", "--trials", "5", "--out", out])
+    assert result.exit_code == 130, result.output
+    db = f"sqlite:///{out / 'search.db'}"
+    [trial] = optuna.load_study(study_name="edgekit", storage=db).trials
+    assert trial.state == optuna.trial.TrialState.FAIL and "error" not in trial.user_attrs  # interrupted, not judged
+    monkeypatch.undo()
+    signals.RECEIVED.clear()
+
+    def recording_cut_short(*args, **kwargs):  # the trial ran; the signal came while Optuna wrote its end
+        s = search.study(args[6], args[7], args[5], args[3], 0)
+        s.ask().set_user_attr("worker", os.getpid())
+        signals.RECEIVED.append(signal.SIGTERM)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(search, "optimize", recording_cut_short)
+    stopped = cli(["search", recipe, "-t", "desktop-x86", "--trials", "5", "--out", tmp_path / "other",
+                   "--storage", f"sqlite:///{tmp_path / 'shared.db'}"])
+    assert stopped.exit_code == 130, stopped.output
+    trials = optuna.load_study(study_name="edgekit", storage=f"sqlite:///{tmp_path / 'shared.db'}").trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL]
