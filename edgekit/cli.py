@@ -534,9 +534,10 @@ def prune(source, ratio, out, as_json, stages, **settings):
 @click.option("--ignore", multiple=True, help="Layer name to leave unshared. Repeatable.")
 @click.option("--data", help="Training data to fine-tune on by distillation from the unshared model (as distill's).")
 @_max_data_bytes
-@click.option("--epochs", default=DistillSettings.epochs, show_default=True)
-@click.option("--lr", default=DistillSettings.lr, show_default=True)
-@click.option("--batch-size", default=DistillSettings.batch_size, show_default=True)
+@click.option("--epochs", type=int, help=f"Fine-tuning epochs, with --data (default {DistillSettings.epochs}).")
+@click.option("--lr", type=float, help=f"Fine-tuning learning rate, with --data (default {DistillSettings.lr}).")
+@click.option("--batch-size", type=int,
+              help=f"Fine-tuning batch size, with --data (default {DistillSettings.batch_size}).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Shared model file (.pt).")
 @click.option("--force", is_flag=True, help="Replace the --out file if there is one.")
 @click.option("--json", "as_json", is_flag=True)
@@ -545,7 +546,7 @@ def share(source, out, as_json, **settings):
     """Share SOURCE's weights in k clusters per layer (fine-tuned with --data); `export --weights` reloads it."""
     from .api import share
 
-    _, result = share(source, out=out, progress=not as_json, **settings)
+    _, result = share(source, out=out, progress=not as_json, **{k: v for k, v in settings.items() if v is not None})
     r = result.as_dict()
     _emit(json_text(r) if as_json else
          f"{len(r['layers'])} layers shared, at most {r['distinct_max']} values each; wrote {out}\n"

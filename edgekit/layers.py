@@ -8,13 +8,12 @@ error up to that point). Sorted worst local first: the top rows are the tensors 
 """
 from __future__ import annotations
 
-import contextlib
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from . import progress
 from .errors import StageError, first_line
 
 CHUNK = 1 << 14  # elements per float32 partial sum of squares
@@ -30,7 +29,7 @@ def tensor_errors(fp32, int8: Path, feeds: Sequence[dict], limit: int = 8) -> li
     energy: dict[str, np.ndarray] = {}  # tensor -> [signal, local noise, float signal, accumulated noise]
     in_float: set[str] = set()  # tensors the float model also has
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with progress.quiet():
             int8_run, pairs = _intermediates(int8, None)
             float_run, _ = _intermediates(fp32, set(pairs))
             for feed in feeds[:limit]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import logging
 import platform
 import shutil
@@ -13,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from . import progress
 from .errors import StageError, first_line
 
 log = logging.getLogger("edgekit")
@@ -81,7 +81,7 @@ def _convert_in_process(src: Path, out: Path, style: str, platform_: str) -> Non
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
     try:  # the converter prints progress, and logs each config it writes
-        with contextlib.redirect_stdout(io.StringIO()), _quieter("ort_format_model.utils", logging.WARNING):
+        with progress.quiet(), _quieter("ort_format_model.utils", logging.WARNING):
             convert_onnx_models_to_ort(src, output_dir=out, optimization_styles=[OptimizationStyle[style]],
                                        target_platform=platform_)
     except Exception as e:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import sys
+import threading
 
 
 @contextlib.contextmanager
@@ -16,3 +18,27 @@ def bar(label: str, total: int, enabled: bool = True):
 
     with click.progressbar(length=total, label=label, file=sys.stderr, item_show_func=lambda s: s) as b:
         yield lambda n=1, status=None: b.update(n, status)
+
+
+class _OtherThreads(io.TextIOBase):
+    """sys.stdout while a library's chatter is dropped: the calling thread's writes go nowhere, every other thread's
+    to the stream as before (contextlib.redirect_stdout dropped a library user's other threads' output too)."""
+
+    def __init__(self, stream):
+        self.stream, self.thread = stream, threading.get_ident()
+
+    def write(self, text: str) -> int:
+        return len(text) if threading.get_ident() == self.thread else self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name):  # encoding, fileno, isatty ...: the stream's
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def quiet():
+    """onnxruntime's tools print progress on stdout, which belongs to --json and to the caller of the Python API."""
+    with contextlib.redirect_stdout(_OtherThreads(sys.stdout)):
+        yield

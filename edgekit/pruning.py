@@ -105,6 +105,7 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
     module.eval()
     params0, macs0 = count(module, example_inputs)
     shapes0 = output_shapes(module, example_inputs)
+    tied = _tied(module)
     heads = head_layers(module, example_inputs)
     if not heads and method == "structured":  # pruning would resize the outputs themselves
         raise StageError("structured pruning", "cannot trace which layers give the model's outputs (does forward "
@@ -124,6 +125,10 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
     else:
         raise UsageError(f"--method {method!r}: use structured or unstructured")
     _still_the_same_model(module, example_inputs, shapes0, heads)
+    named = dict(module.named_modules(remove_duplicate=False))
+    if apart := [group for group in tied if len({id(named[n].weight) for n in group}) > 1]:
+        raise StageError("structured pruning", f"layers {', '.join(apart[0])} share one weight (tied), and pruning "
+                                               "resized it for one of them: --ignore them, and the layers before them")
     params1, macs1 = count(module, example_inputs)
     if params1 == params0 and method == "structured":  # said, not passed off as a pruned model
         log.warning("structured pruning at ratio %s removed no channel (round_to %s, ignored %s)", ratio, round_to,
@@ -134,6 +139,15 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
                     "its kept channels would round down to 0)", round_to, few(off, 4))
     return PruneResult(method, ratio, importance, params0, params1, macs0, macs1, ignored, stage_ratios or None,
                        sparsity)
+
+
+def _tied(module) -> list[tuple[str, ...]]:
+    """Conv/linear layers sharing one weight tensor (tied), as groups of their names."""
+    groups: dict[int, list[str]] = {}
+    for name, layer in module.named_modules(remove_duplicate=False):
+        if is_compute(layer) and name not in groups.get(id(layer.weight), []):
+            groups.setdefault(id(layer.weight), []).append(name)
+    return [tuple(names) for names in groups.values() if len(names) > 1]
 
 
 def output_shapes(module, example_inputs) -> list[tuple[int, ...]]:
@@ -153,8 +167,8 @@ def _still_the_same_model(module, example_inputs, shapes: list, heads: list[str]
         after = output_shapes(module, example_inputs)
     except Exception as e:
         raise StageError("structured pruning", f"the pruned model no longer runs ({type(e).__name__}: "
-                                               f"{first_line(e)[:200]}): does its forward hard-code a size? --ignore "
-                                               "the layer whose output it reshapes") from e
+                                               f"{first_line(e)[:200]}): a size its forward states, or a layer it "
+                                               "applies twice, no longer fits; --ignore the layers involved") from e
     if after != shapes:
         raise StageError("structured pruning", f"it changed the model's output shapes from {shapes} to {after} "
                                                f"(output layers found: {few(heads, 4)}); --ignore the layer that gives "

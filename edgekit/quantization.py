@@ -5,9 +5,7 @@ full static QDQ, which quantizes the additive mask path (activation scales ~1e36
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -15,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import QuantSettings
+from .progress import quiet
 from .errors import StageError, UsageError, first_line
 from .onnx_export import parsed
 
@@ -392,7 +391,7 @@ def quantize(src: Path, dest: Path, p: Plan, feeds: Sequence, progress=None, cac
     """`cache`: onnxruntime's calibration cache; trials that share a calibration method reuse its ranges."""
     try:
         # onnxruntime's histogram calibrators print chatter on stdout, which belongs to --json
-        with contextlib.redirect_stdout(io.StringIO()), tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
+        with quiet(), tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
             if p.split_outliers and feeds and p.settings.mode == "static":
                 import onnx
 

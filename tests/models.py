@@ -590,3 +590,20 @@ def detached_features():
 def channels_last():
     """small_cnn with its weights in channels-last memory: no flat view of them."""
     return small_cnn().to(memory_format=torch.channels_last)
+
+
+class Tied(nn.Module):
+    """Two linear layers sharing one weight: pruning gave them two (a 32x32 and a 16x32), exit 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(32, 32), nn.Linear(32, 32), nn.Linear(32, 4)
+        self.b.weight = self.a.weight
+
+    def forward(self, x):
+        return self.head(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+def tied():
+    torch.manual_seed(0)
+    return Tied()

@@ -334,3 +334,19 @@ def test_two_threads_export_at_once_and_user_code_exiting_is_bad_input(tmp_path)
     with pytest.raises(edgekit.InputError, match=r"user code called sys.exit\(0\) during the run"):
         edgekit.export(ExitsOnPairs(), inputs="x:Nx12", calibration=data, out=tmp_path / "exits", no_bench=True)
     assert not (tmp_path / "exits").exists()
+
+
+def test_onnxruntimes_chatter_is_dropped_for_edgekits_thread_only(capsys):
+    """contextlib.redirect_stdout swaps sys.stdout for the whole process: a library user's other threads lost what
+    they printed while edgekit quantized, converted to .ort or compared layers (16 of 1,747 lines in one run)."""
+    import threading
+
+    from edgekit import progress
+
+    with progress.quiet():
+        print("chatter")
+        other = threading.Thread(target=print, args=("the user's",))
+        other.start()
+        other.join()
+    print("after")
+    assert capsys.readouterr().out == "the user's\nafter\n"

@@ -622,7 +622,7 @@ def test_the_best_epoch_is_picked_on_15_percent_of_the_samples(tmp_path, count, 
 def test_pruning_keeps_every_output_shape_or_fails_saying_why(tmp_path):
     """A ConvTranspose1d output layer was not taken for one: pruning resized the model's output, exit 0. A forward
     that hard-codes a size, pruned, failed as exit 5; unstructured pruning with every layer ignored too; sharing a
-    channels-last model too."""
+    channels-last model too. `share --epochs 5` without data fine-tuned nothing, exit 0. Tied layers were untied."""
     decoded = cli(["prune", "models:decoder_1d", "--input", "x:Nx4x16", "--ratio", "0.5", "--out", tmp_path / "d.pt"])
     assert decoded.exit_code == 0, decoded.output
     pruned = load_model("models:decoder_1d", str(tmp_path / "d.pt")).module
@@ -634,6 +634,8 @@ def test_pruning_keeps_every_output_shape_or_fails_saying_why(tmp_path):
                     tmp_path / "f.pt"])
     assert detached.exit_code == 4 and "changed the model's output shapes" in detached.stderr, detached.output
     assert "--ignore" in detached.stderr
+    tied = cli(["prune", "models:tied", "--input", "x:Nx32", "--ratio", "0.5", "--out", tmp_path / "t.pt"])
+    assert tied.exit_code == 4 and "layers a, b share one weight (tied)" in tied.stderr, tied.output
     kept = cli(["prune", "models:detached_features", "--input", "image:Nx1x8x8", "--ratio", "0.5", "--ignore",
                 "conv", "--out", tmp_path / "f.pt"])
     assert kept.exit_code == 0, kept.output
@@ -641,10 +643,12 @@ def test_pruning_keeps_every_output_shape_or_fails_saying_why(tmp_path):
                    "unstructured", *[a for n in ("body.0", "body.2") for a in ("--ignore", n)], "--out",
                    tmp_path / "u.pt"])
     assert nothing.exit_code == 2 and "nothing to prune" in nothing.stderr, nothing.output
-    assert not [p.name for p in tmp_path.iterdir() if p.name in ("h.pt", "u.pt")]
+    assert not [p.name for p in tmp_path.iterdir() if p.name in ("h.pt", "u.pt", "t.pt")]
     shared = cli(["share", "models:channels_last", "--input", "image:Nx3x16x16", "--clusters", "4", "--out",
                   tmp_path / "c.pt"])
     assert shared.exit_code == 0, shared.output
+    untuned = cli(["share", "models:small_cnn", "--input", "image:Nx3x16x16", "--epochs", "5", "--out", tmp_path / "e.pt"])
+    assert untuned.exit_code == 2 and "give the data too" in untuned.stderr, untuned.output  # was ignored, exit 0
 
 
 @pytest.mark.parametrize("section, data, validation", [
