@@ -98,14 +98,29 @@ def arch_of(machine: str) -> str:
     return "arm64" if kind in ("aarch64", "arm64") else "x86_64" if kind in ("x86_64", "amd64") else kind
 
 
+ARCH_ENV = "EDGEKIT_HOST_ARCH"
+ARCHS = ("x86_64", "arm64")
+
+
 def arch() -> str:
-    """This host's kind, as target profiles name it."""
+    """This host's kind, as target profiles name it. It decides which targets' figures stand for their devices
+    (round_to auto's default target, `--precision latency`, the profile's providers being here);
+    `EDGEKIT_HOST_ARCH` overrides it so each kind's branch can be exercised on any machine."""
+    forced = os.environ.get(ARCH_ENV, "").strip()
+    if forced:
+        if forced not in ARCHS:
+            from .errors import UsageError
+
+            raise UsageError(f"{ARCH_ENV}={forced!r} is not one of {', '.join(ARCHS)}")
+        return forced
     return arch_of(platform.machine())
 
 
 def where() -> str:
-    """This host, as a figure measured here names it: the int8 path too, which EDGEKIT_HOST_ISA may have set."""
-    return f"host {platform.machine()} ({cpu_model()}) [{_isa_shown(int8_isa(), isa_source())}]"
+    """This host, as a figure measured here names it: the int8 path too, which EDGEKIT_HOST_ISA may have set, and
+    the kind EDGEKIT_HOST_ARCH may have."""
+    forced = f", taken for {arch()} by {ARCH_ENV}" if os.environ.get(ARCH_ENV, "").strip() else ""
+    return f"host {platform.machine()}{forced} ({cpu_model()}) [{_isa_shown(int8_isa(), isa_source())}]"
 
 
 def _isa_shown(isa: str, source: str) -> str:
@@ -118,8 +133,11 @@ def label(threads: int, providers: list[str]) -> dict:
     return {"cpu": cpu_model(), "isa": int8_isa(), "isa_source": isa_source(), "cores": os.cpu_count(),
             "threads": threads, "work_threads": work_threads(), "providers": list(providers),
             "onnxruntime": onnxruntime.__version__,
-            "machine": platform.machine()}
+            "machine": platform.machine(), "arch": arch(),
+            "arch_source": ARCH_ENV if os.environ.get(ARCH_ENV, "").strip() else "platform"}
 
 
 def describe(h: dict) -> str:
-    return f"{h['cpu']} [{_isa_shown(h['isa'], h.get('isa_source', 'cpuinfo'))}], {h['threads']} thread(s), {'+'.join(h['providers'])}, ORT {h['onnxruntime']}"
+    forced = f" taken for {h['arch']} by {ARCH_ENV}" if h.get("arch_source") == ARCH_ENV else ""
+    return (f"{h['cpu']}{forced} [{_isa_shown(h['isa'], h.get('isa_source', 'cpuinfo'))}], {h['threads']} thread(s), "
+            f"{'+'.join(h['providers'])}, ORT {h['onnxruntime']}")

@@ -672,3 +672,22 @@ def test_training_data_is_never_the_validation_data(tmp_path, section, data, val
     result = cli(["export", recipe, "-t", "desktop-x86", "--no-bench", "--out", tmp_path / "o"])
     assert result.exit_code == 2 and "is also the validation data" in result.stderr, result.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("kind, target, other", [("arm64", "arm64-linux", "desktop-x86"),
+                                                 ("x86_64", "desktop-x86", "arm64-linux")])
+def test_round_to_auto_times_the_profile_of_the_hosts_kind(tmp_path, monkeypatch, kind, target, other):
+    """Each kind's branch, on any machine (EDGEKIT_HOST_ARCH): an ARM host's default target was never exercised
+    here, and what it picked was recorded without saying the host's kind was set."""
+    monkeypatch.setenv("EDGEKIT_HOST_ARCH", kind)
+    args = ["prune", "models:branchy", "--input", "image:Nx3x16x16", "--ratio", "0.5", "--round-to", "auto"]
+    result = cli([*args, "--out", tmp_path / "p.pt", "--json"])
+    assert result.exit_code == 0, result.output
+    rounding = json.loads(result.stdout)["rounding"]
+    assert rounding["target"] == target and rounding["host"]["arch"] == kind
+    assert rounding["host"]["arch_source"] == "EDGEKIT_HOST_ARCH"
+    refused = cli([*args, "-t", other, "--out", tmp_path / "o.pt"])
+    assert refused.exit_code == 2 and f"this host ({kind})" in refused.stderr, refused.output
+    monkeypatch.setenv("EDGEKIT_HOST_ARCH", "riscv")
+    unknown = cli([*args, "--out", tmp_path / "u.pt"])
+    assert unknown.exit_code == 2 and "EDGEKIT_HOST_ARCH='riscv' is not one of x86_64, arm64" in unknown.stderr
