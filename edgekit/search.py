@@ -271,6 +271,12 @@ def measured_on(recipe: Recipe, target: Target) -> dict:
     weights, data: moved, it is the same; replaced, it is not), and the target profile. A study resumed with other
     weights ranked their 13% with its 99%, and one resumed for another target exported a per-channel trial of
     desktop-x86 as android-arm64's package."""
+    profile = {k: v for k, v in dataclasses.asdict(target).items() if k not in ("path", "description")}
+    return {"target": target.name, "profile": _hash(profile), **_recipe_inputs(recipe)}
+
+
+def _recipe_inputs(recipe: Recipe) -> dict:
+    """measured_on's part that is the recipe's: its settings' hash, and the digest of each file it names."""
     settings = {k: v for k, v in dataclasses.asdict(recipe).items() if k not in UNMEASURED}
     if recipe.device:  # which device, not the key and known hosts that reach it
         settings["device"] = recipe.device.url
@@ -285,8 +291,7 @@ def measured_on(recipe: Recipe, target: Target) -> dict:
             if digest is not None:
                 files[where] = digest
                 settings = _without_path(settings, where)
-    profile = {k: v for k, v in dataclasses.asdict(target).items() if k not in ("path", "description")}
-    return {"target": target.name, "profile": _hash(profile), "settings": _hash(settings), "files": files}
+    return {"settings": _hash(settings), "files": files}
 
 
 def _without_path(settings: dict, where: str) -> dict:
@@ -329,18 +334,24 @@ def _same_inputs(study, inputs: dict, name: str) -> None:
     if recorded is None:
         study.set_user_attr(INPUTS, inputs)
         return
-    if recorded == inputs:
-        return
+    if changed := _changes(recorded, inputs):
+        raise UsageError(f"study {name!r} holds trials of other inputs ({changed} changed): a new --out, or --study "
+                         "with a new name, starts a search of these")
+
+
+def _changes(recorded, inputs: dict) -> str:
+    """What differs between a study's record of its inputs and `inputs` (its target only when `inputs` has one)."""
+    if recorded == inputs or isinstance(recorded, dict) and {k: recorded.get(k) for k in inputs} == inputs:
+        return ""
     was = recorded if isinstance(recorded, dict) else {}  # a study edited by hand holds anything
     files = was.get("files") if isinstance(was.get("files"), dict) else {}
-    changed = [f"target {was.get('target')!r}, not {inputs['target']!r}" if was.get("target") != inputs["target"]
-               else "the target profile" if was.get("profile") != inputs["profile"] else "",
+    changed = [("" if "target" not in inputs else f"target {was.get('target')!r}, not {inputs['target']!r}"
+                if was.get("target") != inputs["target"] else "the target profile"
+                if was.get("profile") != inputs["profile"] else ""),
                "the recipe's settings" if was.get("settings") != inputs["settings"] else "",
                *(f"the {where.removeprefix('recipe.')} file" for where in sorted({*files, *inputs["files"]})
                  if files.get(where) != inputs["files"].get(where))]
-    raise UsageError(f"study {name!r} holds trials of other inputs "
-                     f"({', '.join([c for c in changed if c][:4]) or 'its record of them'} changed): a new --out, "
-                     "or --study with a new name, starts a search of these")
+    return ", ".join([c for c in changed if c][:4]) or "its record of them"
 
 
 def effective(params: dict) -> dict:
@@ -609,12 +620,15 @@ def from_trial(recipe: Recipe, storage: str, name: str, number: int) -> tuple[Re
     elif storage.startswith("journal:") and not Path(storage[len("journal:"):]).is_file():
         raise UsageError(f"--storage {storage}: no such journal file")
     try:
-        trial = next(t for t in optuna.load_study(study_name=name, storage=_storage(storage, create=False)).trials
-                     if t.number == number)
+        found = optuna.load_study(study_name=name, storage=_storage(storage, create=False))
+        trial = next(t for t in found.trials if t.number == number)
     except KeyError:
         raise UsageError(f"--storage {shown(storage)}: no study named {name!r}") from None
     except StopIteration:
         raise UsageError(f"study {name!r} has no trial {number}") from None
+    if INPUTS in found.user_attrs and (changed := _changes(found.user_attrs[INPUTS], _recipe_inputs(recipe))):
+        raise UsageError(f"trial {number} of study {name!r} was measured on other inputs ({changed} changed): "
+                         "exported with these, it would not be that trial's model")
     if trial.state != optuna.trial.TrialState.COMPLETE:
         raise UsageError(f"trial {number} of study {name!r} did not complete ({trial.state.name}): export a "
                          "completed one (OUT/pareto.json lists them)")

@@ -486,6 +486,11 @@ def test_a_resumed_search_is_of_the_same_inputs_and_ends_what_its_killed_run_lef
     torch.save(state, weights)
     retrained = cli(["search", recipe, "-t", "desktop-x86", "--trials", "1", "--out", out])
     assert retrained.exit_code == 2 and "(the weights file changed)" in retrained.stderr, retrained.output
+    # re-exported with other weights, trial 0 was another model, published as it with exit 0
+    again = cli(["export", recipe, "-t", "android-arm64", "--from-trial", "0", "--no-bench", "--out", tmp_path / "re",
+                 "--storage", f"sqlite:///{out / 'search.db'}"])
+    assert again.exit_code == 2, again.output
+    assert "trial 0 of study 'edgekit' was measured on other inputs (the weights file changed)" in again.stderr
     inside = cli(["search", recipe, "-t", "desktop-x86", "--trials", "1", "--out", tmp_path / "o2", "--force",
                   "--storage", f"sqlite:///{tmp_path / 'o2' / 'desktop-x86' / 'study.db'}"])
     assert inside.exit_code == 2 and "which the search replaces" in inside.stderr, inside.output
