@@ -20,7 +20,7 @@ import numpy as np
 from .config import (DEFAULT_MAX_DATA_BYTES, DEFAULT_TARGETS, BenchSpec, DeviceSpec, DistillSettings, InputSpec,
                      PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides, build, coerce, load_target,
                      load_targets, nearest)
-from .errors import InputError, UsageError
+from .errors import UsageError
 from .outdir import whole_file
 from .signals import SIGNALS, import_whole
 from .reports import CheckReport, ExportReport
@@ -72,8 +72,6 @@ def _as_found(fn, args, kwargs):
     except KeyboardInterrupt:
         _forget_half_imports(modules)
         raise
-    except SystemExit as e:  # from the user's code (a model's forward, a data function): never a silent exit 0
-        raise InputError(f"user code called sys.exit({e.code!r}) during the run") from e
     finally:
         for s, handler in handlers.items():  # interrupted while publishing: the swap ignores a second signal
             signal.signal(s, handler)

@@ -317,7 +317,7 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
     try:
         for i, item in enumerate(items):
             if i == last:
-                if last == MAX_FUNCTION_ITEMS:  # not what the run asked for: its figures cover these items only
+                if last < (max_samples or last + 1):  # not what the run asked for: its figures cover these only
                     origin = f"{origin} (its first {last} items: edgekit reads no more)"
                     log.warning("%s", origin)
                 break

@@ -420,7 +420,7 @@ def export(source, as_json, from_trial, storage, study, **flags):
     recipe, threads = recipe_from(source, flags), None
     if from_trial is not None:
         recipe, threads = search.from_trial(recipe, storage or _search_storage(source, flags, recipe), study,
-                                            from_trial)
+                                            from_trial, given=storage is not None)
     with search.worker_threads(threads):
         report = run(recipe, load_targets(recipe.targets), progress=not as_json)
     _emit(json_text(report.to_json()) if as_json else table(list(report.targets.values())))
@@ -430,7 +430,8 @@ def export(source, as_json, from_trial, storage, study, **flags):
 def _search_storage(source: str, flags: dict, recipe: Recipe) -> str:
     """--from-trial's storage when none is given: OUT's search, else the one `edgekit search RECIPE` made in the
     recipe's own OUT (--out then says only where the package goes)."""
-    outs = list(dict.fromkeys((Path(recipe.out), Path(recipe_from(source, {**flags, "out": None}).out))))
+    own = [Path(recipe_from(source, {**flags, "out": None}).out)] if source.endswith(".toml") else []
+    outs = list(dict.fromkeys((Path(recipe.out), *own)))
     for out in outs:
         if os.path.lexists(out / search.DB):
             return search.default_storage(out)

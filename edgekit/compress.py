@@ -44,7 +44,8 @@ def load_batches(data, specs: tuple[InputSpec, ...], batch_size: int, models: di
     def apart(files: dict) -> None:
         if held_out is not None and (both := held_out.read_by(files)):
             raise UsageError(f"training data {', '.join(both[:3])} is also the validation data: accuracy must be "
-                             "measured on samples the model was not trained on")
+                             "measured on samples no step of the run learned from (pruning's Taylor importance "
+                             "included)")
 
     apart(calib.function_key(data))
     batches = samples = None

@@ -40,9 +40,9 @@ def run_example(module, specs: tuple[InputSpec, ...], args: tuple):
     try:
         with torch.no_grad():
             return module(*args)
-    except Exception as e:
-        raise InputError(f"model does not run on inputs {', '.join(map(str, specs))}: {type(e).__name__}: "
-                         f"{first_line(e)}") from e
+    except (Exception, SystemExit) as e:  # a forward calling sys.exit is bad input: from the API it exited 0
+        why = f"sys.exit({e.code!r})" if isinstance(e, SystemExit) else f"{type(e).__name__}: {first_line(e)}"
+        raise InputError(f"model does not run on inputs {', '.join(map(str, specs))}: {why}") from e
 
 
 def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, ...], opset: int,

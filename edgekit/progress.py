@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import sys
 import threading
 
@@ -20,9 +19,10 @@ def bar(label: str, total: int, enabled: bool = True):
         yield lambda n=1, status=None: b.update(n, status)
 
 
-class _OtherThreads(io.TextIOBase):
+class _OtherThreads:
     """sys.stdout while a library's chatter is dropped: the calling thread's writes go nowhere, every other thread's
-    to the stream as before (contextlib.redirect_stdout dropped a library user's other threads' output too)."""
+    to the stream as before (contextlib.redirect_stdout dropped a library user's other threads' output too). Not an
+    io.TextIOBase: its own encoding, fileno and isatty would hide the stream's."""
 
     def __init__(self, stream):
         self.stream, self.thread = stream, threading.get_ident()

@@ -124,11 +124,11 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
         sparsity = _unstructured(module, ratio, importance, set(ignored))
     else:
         raise UsageError(f"--method {method!r}: use structured or unstructured")
-    _still_the_same_model(module, example_inputs, shapes0, heads)
+    _still_the_same_model(module, example_inputs, shapes0, heads, f"{method} pruning")
     named = dict(module.named_modules(remove_duplicate=False))
     if apart := [group for group in tied if len({id(named[n].weight) for n in group}) > 1]:
-        raise StageError("structured pruning", f"layers {', '.join(apart[0])} share one weight (tied), and pruning "
-                                               "resized it for one of them: --ignore them, and the layers before them")
+        raise StageError(f"{method} pruning", f"layers {', '.join(apart[0])} share one weight (tied), and pruning "
+                                              "resized it for one of them: --ignore them, and the layers before them")
     params1, macs1 = count(module, example_inputs)
     if params1 == params0 and method == "structured":  # said, not passed off as a pruned model
         log.warning("structured pruning at ratio %s removed no channel (round_to %s, ignored %s)", ratio, round_to,
@@ -145,7 +145,7 @@ def _tied(module) -> list[tuple[str, ...]]:
     """Conv/linear layers sharing one weight tensor (tied), as groups of their names."""
     groups: dict[int, list[str]] = {}
     for name, layer in module.named_modules(remove_duplicate=False):
-        if is_compute(layer) and name not in groups.get(id(layer.weight), []):
+        if is_compute(layer):
             groups.setdefault(id(layer.weight), []).append(name)
     return [tuple(names) for names in groups.values() if len(names) > 1]
 
@@ -159,26 +159,25 @@ def output_shapes(module, example_inputs) -> list[tuple[int, ...]]:
         return [tuple(o.shape) for o in flatten_outputs(module(*example_inputs))]
 
 
-def _still_the_same_model(module, example_inputs, shapes: list, heads: list[str]) -> None:
-    """The pruned model runs on the same inputs and gives outputs of the same shapes, or pruning failed: a forward
-    that hard-codes a size (`x.view(n, 1024)`) broke as exit 5, and an output layer the walk missed was resized with
-    exit 0."""
+def _still_the_same_model(module, example_inputs, shapes: list, heads: list[str], step: str) -> None:
+    """The pruned model runs on the same inputs and gives outputs of the same ranks and sizes past the first axis
+    (a detector's box count may follow its scores), or pruning failed: a forward that hard-codes a size
+    (`x.view(n, 1024)`) broke as exit 5, and an output layer the walk missed was resized with exit 0."""
     try:
         after = output_shapes(module, example_inputs)
     except Exception as e:
-        raise StageError("structured pruning", f"the pruned model no longer runs ({type(e).__name__}: "
-                                               f"{first_line(e)[:200]}): a size its forward states, or a layer it "
-                                               "applies twice, no longer fits; --ignore the layers involved") from e
-    if after != shapes:
-        raise StageError("structured pruning", f"it changed the model's output shapes from {shapes} to {after} "
-                                               f"(output layers found: {few(heads, 4)}); --ignore the layer that gives "
-                                               "them")
+        raise StageError(step, f"the pruned model no longer runs ({type(e).__name__}: {first_line(e)[:200]}): a size "
+                               "its forward states, or a layer it applies twice, no longer fits; --ignore the layers "
+                               "involved") from e
+    if [s[1:] for s in after] != [s[1:] for s in shapes] or len(after) != len(shapes):
+        raise StageError(step, f"it changed the model's output shapes from {shapes} to {after} (output layers "
+                               f"found: {few(heads, 4)}); --ignore the layer that gives them")
 
 
 def _off_multiple(module, round_to: int, ignored: set[str]) -> list[str]:
     """The prunable conv/linear layers whose output channels are not a multiple of `round_to`, with their count."""
     return [f"{name} ({n})" for name, layer in module.named_modules() if is_compute(layer)
-            and name not in ignored and (n := layer.weight.shape[0]) % round_to]
+            and name not in ignored and (n := getattr(layer, "out_channels", None) or layer.out_features) % round_to]
 
 
 def stages(module, most: int = 4) -> list[tuple[str, ...]]:

@@ -20,6 +20,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,9 +202,9 @@ def study(storage: str, name: str, sampler: str, grid: dict[str, list], seed: in
 
 def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list], trials: int, sampler: str,
              storage: str, name: str, time_budget: float | None, out: Path, threads: int | None = None,
-             worker: int = 0) -> None:
+             worker: int = 0, run_id: str = "") -> None:
     """Run `trials` trials in this process on the shared study (failures recorded, never fatal); `threads`:
-    torch's (distillation, reference outputs) while they run."""
+    torch's (distillation, reference outputs) while they run; `run_id`: the search's, on each of its trials."""
     import torch
 
     from . import pipeline
@@ -231,6 +232,7 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
             raise
 
     def run_trial(trial):
+        trial.set_user_attr("run", run_id)  # process ids are not unique across the machines sharing a storage
         params = {key: trial.suggest_categorical(key, values) for key, values in grid.items()}
         trial.set_user_attr("worker", os.getpid())
         trial.set_user_attr("torch_threads", torch.get_num_threads())
@@ -466,7 +468,8 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
     for folder in (out / "trials").glob("*"):  # with OUT held, a stage left in a trial's folder is a killed trial's
         if folder.is_dir() and not folder.is_symlink():
             outdir.clean_dead_stages(folder)
-    job = (recipe, target, budgets, grid, sampler, storage, name, time_budget, out)
+    run_id = uuid.uuid4().hex
+    job = (recipe, target, budgets, grid, sampler, storage, name, time_budget, out, run_id)
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     with tempfile.TemporaryDirectory(prefix="edgekit-search-") as tmp:
         children = []
@@ -483,17 +486,16 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
         try:
             with _storage_errors(storage):
                 optimize(recipe, target, budgets, grid, share_of(trials, workers, 0), sampler, storage, name,
-                         time_budget, out, threads)
+                         time_budget, out, threads, run_id=run_id)
         except BaseException:
             for child in children:  # a signal or a failure here ends the other workers too
                 child.terminate()
             for child in children:
                 child.wait()
             # a signal inside Optuna's recording of a trial's end (after its run) left it RUNNING: ours are ended
-            mine = {os.getpid(), *(child.pid for child in children)}
             with contextlib.suppress(Exception):  # a storage this broken is ended on resume (the default one)
                 _end_running(made, lambda trial: storage == default_storage(out)
-                             or trial.user_attrs.get("worker") in mine)
+                             or trial.user_attrs.get("run") == run_id)
             raise
         finally:
             for child in children:
@@ -608,15 +610,16 @@ def _feasible(trial, budgets: dict) -> bool:
     return gates == 0.0 and all(figures[k] <= limit for k, limit in budgets.items())
 
 
-def from_trial(recipe: Recipe, storage: str, name: str, number: int) -> tuple[Recipe, int | None]:
+def from_trial(recipe: Recipe, storage: str, name: str, number: int, given: bool = True) -> tuple[Recipe, int | None]:
     """The recipe with trial `number`'s values (`edgekit export RECIPE --from-trial N`), and the torch threads the
-    trial ran with: the same model again needs them (distillation's sums depend on them)."""
+    trial ran with: the same model again needs them (distillation's sums depend on them). `given`: the user named
+    `storage` (else it is a search's own OUT/search.db, as edgekit made it)."""
     optuna = _optuna()
     # reading a search must not write one: Optuna would make the tables (or the file) a typo or another's names
     if db := sqlite_file(storage):
         if not db.exists():
             raise UsageError(f"--storage {shown(storage)}: no such database file")
-        _refuse_foreign_db(db, storage if storage != default_storage(Path(recipe.out)) else "")
+        _refuse_foreign_db(db, storage if given and storage != default_storage(Path(recipe.out)) else "")
     elif storage.startswith("journal:") and not Path(storage[len("journal:"):]).is_file():
         raise UsageError(f"--storage {storage}: no such journal file")
     try:
@@ -754,11 +757,12 @@ def _worker(argv: list[str]) -> None:
         signal.signal(s, stop)
     signals.never_swallowed(stop)
     threading.Thread(target=orphaned, args=(os.getppid(),), daemon=True).start()
-    recipe, target, budgets, grid, sampler, storage, name, time_budget, out = pickle.loads(Path(argv[0]).read_bytes())
+    *job, run_id = pickle.loads(Path(argv[0]).read_bytes())
+    recipe, target, budgets, grid, sampler, storage, name, time_budget, out = job
     try:
         with _storage_errors(storage):
             optimize(recipe, target, budgets, grid, int(argv[1]), sampler, storage, name, time_budget, out,
-                     int(argv[2]), int(argv[3]))
+                     int(argv[2]), int(argv[3]), run_id)
     except KeyboardInterrupt:
         sys.exit(130)
     except EdgekitError as e:

@@ -647,7 +647,8 @@ def test_pruning_keeps_every_output_shape_or_fails_saying_why(tmp_path):
     shared = cli(["share", "models:channels_last", "--input", "image:Nx3x16x16", "--clusters", "4", "--out",
                   tmp_path / "c.pt"])
     assert shared.exit_code == 0, shared.output
-    untuned = cli(["share", "models:small_cnn", "--input", "image:Nx3x16x16", "--epochs", "5", "--out", tmp_path / "e.pt"])
+    untuned = cli(["share", "models:small_cnn", "--input", "image:Nx3x16x16", "--epochs", "5", "--out",
+                   tmp_path / "e.pt"])
     assert untuned.exit_code == 2 and "give the data too" in untuned.stderr, untuned.output  # was ignored, exit 0
 
 
@@ -662,7 +663,8 @@ def test_training_data_is_never_the_validation_data(tmp_path, section, data, val
     the student was trained on (58.33% with other training data)."""
     text = ((DIGITS / "edgekit.toml").read_text()
             .replace('source = "model.py:build"', f'source = "{DIGITS / "model.py"}:build"')
-            .replace('weights = "digits_cnn.pt"', f'weights = "{DIGITS_WEIGHTS}"').replace('"data/', f'"{DIGITS}/data/'))
+            .replace('weights = "digits_cnn.pt"', f'weights = "{DIGITS_WEIGHTS}"')
+            .replace('"data/', f'"{DIGITS}/data/'))
     if validation is not None:
         text = text.replace(f'validation = "{DIGITS}/data/validation.npz"',
                             f'validation = "{validation.format(TRAIN=TRAIN)}"' if validation else "")
@@ -691,3 +693,13 @@ def test_round_to_auto_times_the_profile_of_the_hosts_kind(tmp_path, monkeypatch
     monkeypatch.setenv("EDGEKIT_HOST_ARCH", "riscv")
     unknown = cli([*args, "--out", tmp_path / "u.pt"])
     assert unknown.exit_code == 2 and "EDGEKIT_HOST_ARCH='riscv' is not one of x86_64, arm64" in unknown.stderr
+
+
+def test_training_data_apart_from_the_validation_data_is_taken():
+    """The other side of test_training_data_is_never_the_validation_data."""
+    from edgekit import calib
+
+    spec = (InputSpec.parse("image:Nx1x8x8"),)
+    validation = calib.load(str(DIGITS / "data" / "validation.npz"), spec)
+    for held_out in (calib.load("random", spec), validation):  # random validation reads no file
+        assert load_batches(str(DIGITS / "data" / "calibration.npz"), spec, 64, {}, held_out=held_out)

@@ -575,9 +575,12 @@ def test_a_stop_ends_the_search_however_the_trial_under_way_failed_and_leaves_no
     monkeypatch.undo()
     signals.RECEIVED.clear()
 
-    def recording_cut_short(*args, **kwargs):  # the trial ran; the signal came while Optuna wrote its end
+    def recording_cut_short(*args, run_id, **kwargs):  # the trial ran; the signal came while Optuna wrote its end
         s = search.study(args[6], args[7], args[5], args[3], 0)
-        s.ask().set_user_attr("worker", os.getpid())
+        theirs = s.ask()  # another machine's search on the same storage, its worker's pid the same as ours
+        theirs.set_user_attr("run", "another search")
+        theirs.set_user_attr("worker", os.getpid())
+        s.ask().set_user_attr("run", run_id)
         signals.RECEIVED.append(signal.SIGTERM)
         raise KeyboardInterrupt
 
@@ -586,4 +589,4 @@ def test_a_stop_ends_the_search_however_the_trial_under_way_failed_and_leaves_no
                    "--storage", f"sqlite:///{tmp_path / 'shared.db'}"])
     assert stopped.exit_code == 130, stopped.output
     trials = optuna.load_study(study_name="edgekit", storage=f"sqlite:///{tmp_path / 'shared.db'}").trials
-    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL]
+    assert [t.state for t in trials] == [optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL]
