@@ -189,8 +189,8 @@ def recipe_from(source: str, flags: dict) -> Recipe:
     for flag, key in QUANT_FLAGS.items():
         if flag in given:
             value = given.pop(flag)
-            quant[key] = tuple(v.strip() for v in value.split(",") if v.strip()) if key in (
-                "op_types", "exclude_nodes") else value
+            quant[key] = tuple(v.strip() for part in ((value,) if isinstance(value, str) else value)
+                               for v in part.split(",") if v.strip()) if key in ("op_types", "exclude_nodes") else value
     bench = dataclasses.replace(recipe.bench, runs=given.pop("bench_runs")) if "bench_runs" in given else recipe.bench
     url, identity, known_hosts, python = (given.pop(k, None) for k in (
         "device", "device_identity", "device_known_hosts", "device_python"))
@@ -299,8 +299,8 @@ def _quant_options(fn):
             kwargs["type"] = click.Choice(typing.get_args(hint))
         elif hint in (int, float):
             kwargs["type"] = hint
-        else:
-            kwargs.update(type=str, metavar="A,B,...")
+        else:  # repeated, or comma-separated: either way all of them (repeated, the last one alone was kept)
+            kwargs.update(type=str, metavar="A,B,...", multiple=True)
         fn = click.option(flag, flag_param(flag), **kwargs)(fn)
     return fn
 

@@ -475,6 +475,12 @@ def apply_quant_overrides(settings: QuantSettings, overrides: dict, where: str) 
     if found.format == "QOperator" and {found.activation_type, found.weight_type} & {"uint16", "int16"}:
         raise UsageError(f"{where}: 16-bit activation or weight types need format QDQ (onnxruntime's QOperator "
                          "format has no 16-bit operators)")
+    if found.mode == "dynamic" and (found.activation_type != "uint8" or found.weight_type not in ("int8", "uint8")):
+        raise UsageError(f"{where}: dynamic quantization computes uint8 activations at run time (DynamicQuantizeLinear)"
+                         " against int8 or uint8 weights: activation_type uint8, weight_type int8 or uint8")
+    if (found.activation_type, found.weight_type) == ("int8", "uint8"):  # onnxruntime refused it, as exit 4
+        raise UsageError(f"{where}: int8 activations with uint8 weights is not a combination onnxruntime quantizes "
+                         "(uint8 or int8 weights with uint8 activations, int8 weights with int8 activations)")
     return found
 
 

@@ -394,5 +394,6 @@ def without_initializer_inputs(src: Path, dest: Path) -> Path:
         return src  # nothing to strip (or weights live beside the original: keep its folder)
     for value in extra:
         model.graph.input.remove(value)
+    model.ir_version = max(model.ir_version, 4)  # IR 3 requires every initializer to be a graph input too
     onnx.save(model, str(dest))
     return dest

@@ -150,7 +150,7 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
         raise UsageError(f"the model is opset {opset}; quantization needs opset >= 10")
     if settings.per_channel and opset < 13 and settings.mode == "static":
         raise UsageError(f"the model is opset {opset}; per-channel quantization needs opset >= 13 (use --per-tensor)")
-    _check_named(model, settings, explicit)
+    _check_named(model, settings)
     attention = has_attention(model)
     split = False
     if attention and settings.transformer_scheme != "off" and not explicit & {"mode", "op_types"}:
@@ -188,11 +188,12 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
     return Plan(settings, reduce, attention, tuple(reasons), opset, split)
 
 
-def _check_named(model, settings: QuantSettings, explicit: set[str]) -> None:
+def _check_named(model, settings: QuantSettings) -> None:
     """The op types and nodes the user named exist: a typo (`conv` for `Conv`) would otherwise quantize nothing,
     or exclude nothing, and pass as int8. An op type this model lacks is allowed when ONNX or onnxruntime's
-    quantizer knows it (a recipe may serve several models), as long as one of those listed is there."""
-    if not explicit & {"op_types", "exclude_nodes"}:
+    quantizer knows it (a recipe may serve several models), as long as one of those listed is there. A profile's
+    own lists too: one naming `conv` quantized nothing, and its manifest said op_types ['conv']."""
+    if not (settings.op_types or settings.exclude_nodes):
         return
     import difflib
 
@@ -211,17 +212,17 @@ def _check_named(model, settings: QuantSettings, explicit: set[str]) -> None:
             "OUT/<target>/model.onnx` lists them" if what == "node" else ""))
 
     nodes = list(all_nodes(model.graph))
-    if "op_types" in explicit:
+    if settings.op_types:
         ops = {n.op_type for n in nodes}
         quantizable = {*registry.CommonOpsRegistry, *registry.IntegerOpsRegistry, *registry.QLinearOpsRegistry,
                        *registry.QDQRegistry}
         for op in settings.op_types:
             if op not in ops and op not in quantizable and not onnx.defs.has(op):
                 raise refuse("op_types", "op type", op, ops)
-        if settings.op_types and not ops & set(settings.op_types):
+        if not ops & set(settings.op_types):
             raise UsageError(f"op_types: none of {', '.join(settings.op_types)} is in the model, so nothing would "
                              f"be quantized (its op types: {', '.join(sorted(ops))})")
-    if "exclude_nodes" in explicit:
+    if settings.exclude_nodes:
         names = {n.name for n in nodes}
         for name in settings.exclude_nodes:
             if name not in names:

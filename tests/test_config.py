@@ -44,6 +44,12 @@ def test_an_off_flag_overrides_the_recipes_on(tmp_path):
     result = main.commands["export"].make_context("export", [str(recipe), "--no-auto", "--no-quantize-state"])
     flags = {k: v for k, v in result.params.items() if k in cli.QUANT_FLAGS}
     assert cli.recipe_from(str(recipe), flags).quantize == {"auto": False, "quantize_state": False}
+    # a repeated list flag kept its last value alone
+    repeated = main.commands["export"].make_context("export", [
+        str(recipe), "--exclude-nodes", "/0/Conv", "--exclude-nodes", "/2/Conv,/6/Gemm", "--op-types", "Conv"])
+    flags = {k: v for k, v in repeated.params.items() if k in cli.QUANT_FLAGS}
+    assert cli.recipe_from(str(recipe), flags).quantize == {
+        "auto": True, "quantize_state": True, "exclude_nodes": ("/0/Conv", "/2/Conv", "/6/Gemm"), "op_types": ("Conv",)}
 
 
 def test_cli_choices_come_from_the_literal_types():
@@ -268,3 +274,15 @@ def test_search_budgets_are_positive_finite_and_given_once():
                      (["latency_ms=5", "latency_ms=10"], "given twice")):
         with pytest.raises(UsageError, match=why):
             parse_budgets(bad)
+
+
+@pytest.mark.parametrize("overrides, said", [
+    ({"mode": "dynamic", "activation_type": "int8"}, "dynamic quantization computes uint8 activations"),
+    ({"mode": "dynamic", "weight_type": "int16"}, "dynamic quantization computes uint8 activations"),
+    ({"activation_type": "int8", "weight_type": "uint8"}, "not a combination onnxruntime quantizes")])
+def test_type_combinations_onnxruntime_cannot_do_are_usage_errors(overrides, said):
+    """Dynamic int8 activations were recorded in the manifest while onnxruntime made uint8 ones; dynamic int16
+    weights and int8 activations with uint8 weights failed as exit 4 in onnxruntime's words."""
+    with pytest.raises(UsageError, match=said):
+        apply_quant_overrides(QuantSettings(), overrides, "t")
+    assert apply_quant_overrides(QuantSettings(), {"mode": "dynamic", "weight_type": "uint8"}, "t").mode == "dynamic"

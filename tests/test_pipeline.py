@@ -193,6 +193,22 @@ def test_a_typo_in_op_types_or_excluded_nodes_is_refused(tmp_path, cnn_data, fla
     assert message in line and not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("line, message", [('op_types = ["conv"]', "no op type 'conv' (did you mean 'Conv'?)"),
+                                           ('exclude_nodes = ["/0/conv"]', "the model has no node '/0/conv'")])
+def test_a_profiles_own_op_types_and_excluded_nodes_are_checked_too(tmp_path, cnn_data, line, message):
+    """Only the recipe's and the flags' names were checked: a profile's `op_types = ["conv"]` quantized nothing,
+    exit 0, its manifest saying op_types ['conv']."""
+    from conftest import ROOT
+
+    profile = tmp_path / "mine.toml"
+    text = (ROOT / "targets" / "desktop-x86.toml").read_text().replace('"desktop-x86"', '"mine"')
+    assert "\n[quantize]\n" in text
+    profile.write_text(text.replace("\n[quantize]\n", f"\n[quantize]\n{line}\n"))
+    result = export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cnn_data[0], "-t", profile,
+                    "--out", tmp_path / "o")
+    assert result.exit_code == 2 and message in result.stderr, result.output
+
+
 def test_named_op_types_may_be_contrib_ops_or_inside_sub_graphs():
     """Found in review: onnxruntime's contrib ops (a shared BERT recipe's EmbedLayerNormalization) and MatMuls
     inside an If were refused as unknown."""
@@ -207,10 +223,9 @@ def test_named_op_types_may_be_contrib_ops_or_inside_sub_graphs():
     cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
     model = helper.make_model(helper.make_graph(
         [helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch, name="if")], "g", [cond, x], [y]))
-    _check_named(model, QuantSettings(op_types=("MatMul", "EmbedLayerNormalization"), exclude_nodes=("inner",)),
-                 {"op_types", "exclude_nodes"})
+    _check_named(model, QuantSettings(op_types=("MatMul", "EmbedLayerNormalization"), exclude_nodes=("inner",)))
     with pytest.raises(Exception, match="no op type 'Matmul'"):
-        _check_named(model, QuantSettings(op_types=("Matmul",)), {"op_types"})
+        _check_named(model, QuantSettings(op_types=("Matmul",)))
 
 
 def test_two_outputs_named(tmp_path):
