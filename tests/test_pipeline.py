@@ -177,6 +177,20 @@ def test_quant_overrides_from_flags(tmp_path, cnn_data):
     assert producers.get(first.input[1]) != "DequantizeLinear"  # excluded: weights stay float
 
 
+def test_op_types_onnxruntime_never_quantizes_are_said_to_quantize_nothing(tmp_path, cnn_data):
+    """`--op-types Relu` (in the model, never quantized by onnxruntime) shipped the float model as int8, pass,
+    without a word."""
+    cal, _ = cnn_data
+    result = export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cal, "--op-types", "Relu",
+                    "--no-bench", "--out", tmp_path / "o", "--json")
+    assert result.exit_code == 0, result.output
+    [m] = json.loads(result.stdout)
+    assert [w for w in m["warnings"] if w.startswith("model.int8.onnx quantizes nothing")], m["warnings"]
+    default = export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cal, "--no-bench", "--out",
+                     tmp_path / "d", "--json")
+    assert not [w for w in json.loads(default.stdout)[0]["warnings"] if "quantizes nothing" in w]
+
+
 @pytest.mark.parametrize("flags, message", [
     (("--op-types", "conv"), "op_types: the model has no op type 'conv' (did you mean 'Conv'?)"),
     (("--op-types", "LSTM"), "op_types: none of LSTM is in the model, so nothing would be quantized"),
