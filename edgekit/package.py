@@ -30,14 +30,15 @@ def write_golden(path: Path, feeds: list[dict], names: list[str], outputs: list[
     """golden.npz: inputs, the deployed model's outputs, and per-output absolute tolerances.
 
     Written entry by entry with fixed timestamps so the same run gives the same bytes.
-    Returns the tolerances: `tolerance` × the output's peak |value| over the golden samples, or for the
-    outputs in `in_steps`, that absolute tolerance.
+    Returns the tolerances: `tolerance` × the output's peak |value| over the golden samples (0 for integer
+    outputs), or for the outputs in `in_steps`, that absolute tolerance.
     """
     for i, out in enumerate(outputs):  # a golden file holds finite numbers: say it is the model's output
         if bad := [n for n, o in zip(names, out) if o.dtype.kind == "f" and not np.isfinite(o).all()]:
             raise InputError(f"{path.parent.name}: the int8 model's output {bad[0]!r} is NaN or Inf on validation "
                              f"sample {i}: no golden output can hold it")
-    atol = {n: max(float(tolerance * max(np.max(np.abs(o[k])) for o in outputs)), 1e-6) for k, n in enumerate(names)}
+    atol = {n: 0.0 if outputs[0][k].dtype.kind in "biu" else  # class ids, masks: exact
+            max(float(tolerance * max(np.max(np.abs(o[k])) for o in outputs)), 1e-6) for k, n in enumerate(names)}
     atol.update(in_steps or {})
     arrays = {"count": np.array(len(feeds))}
     for i, (feed, out) in enumerate(zip(feeds, outputs)):
@@ -151,7 +152,7 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
                                                      (spec.golden_tolerance, in_steps),
                                                      model == int8 and target.runtime.arch != "x86_64", stream,
                                                      emulated)
-    tolerance = f"{spec.golden_tolerance} x each output's peak |value|" + (
+    tolerance = f"{spec.golden_tolerance} x each output's peak |value| (integer outputs exact)" + (
         f"; {spec.golden_tolerance_steps} quantization step(s) for {', '.join(in_steps)}" if in_steps else "")
     out["golden"] = {"samples": len(next(iter(outputs.values()))), "tolerance": tolerance, "models": models,
                      "steps": steps}

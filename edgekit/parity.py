@@ -22,6 +22,7 @@ class OutputParity:
     reference_peak: float = 0.0  # max |reference|: below NEAR_ZERO cosine and SQNR say nothing
     top5_agreement: float | None = None  # classify, more than 5 classes: the reference's top class in the top 5
     retrieval_at1: float | None = None  # embed: each row's nearest other row the same in both (near-ties count)
+    exact_agreement: float | None = None  # integer or bool outputs (class ids, masks): share of values equal
 
     @property
     def near_zero(self) -> bool:
@@ -118,6 +119,10 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
 
     results = []
     for k, name in enumerate(names):
+        # class ids from an ArgMax: 0.999 cosine while a third of them differed, so they are compared exactly
+        exact = (float(np.mean(np.concatenate([(np.asarray(r[k]) == np.asarray(c[k])).ravel()
+                                               for r, c in zip(reference, candidate)])))
+                 if np.asarray(reference[0][k]).dtype.kind in "biu" else None)
         ref = [np.asarray(r[k], dtype=np.float64) for r in reference]
         cand = [np.asarray(c[k], dtype=np.float64) for c in candidate]
         if any(a.shape != b.shape for a, b in zip(ref, cand)):
@@ -147,7 +152,7 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
         metrics = (float(np.mean(cos)), float(np.min(cos)), round(sqnr, 3)) if peak >= NEAR_ZERO else (None,) * 3
         results.append(OutputParity(name, *metrics, max(float(np.max(d)) for d in diffs),
                                     sum(float(np.sum(d)) for d in diffs) / sum(a.size for a in ref),
-                                    top1, peak, top5, retrieval))
+                                    top1, peak, top5, retrieval, exact))
     return results
 
 
@@ -220,6 +225,8 @@ def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str) ->
                           "fewer than 3 embeddings in the validation data"))
     elif task == "other":
         gates.append(skipped("top1_agreement", 'no classifier score output (set task = "classify" if it is one)'))
+    if (exact := worst(outputs, "exact_agreement")) is not None:  # held to what a classifier's top-1 is
+        gates.append(gate("integer_output_agreement", exact, ">=", spec.top1_agreement_min))
     gates.append(gate("accuracy_drop", accuracy_drop, "<=", spec.accuracy_drop_max, "no labels in the validation data"))
     return gates
 
