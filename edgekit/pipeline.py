@@ -564,6 +564,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
         chosen_rows = analysed.get(chosen.index)
         qplan = dataclasses.replace(qplan, settings=dataclasses.replace(
             settings, calibrate_method=chosen.calibrate_method, per_channel=chosen.per_channel,
+            percentile=chosen.percentile or settings.percentile,
             exclude_nodes=tuple(dict.fromkeys((*settings.exclude_nodes, *chosen.excluded)))))
         tuning = {"chosen": chosen.index, "passed": chosen.passed, "trials": [t.as_dict() for t in trials],
                   "excluded": [{"node": n, "why": next(t.why for t in trials if n in t.excluded)} for n in chosen.excluded],

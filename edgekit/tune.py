@@ -36,6 +36,7 @@ class Trial:
     int8_bytes: int
     seconds: float
     path: str = ""
+    percentile: float | None = None  # calibrate_method percentile: at which (the user's, or the search's own)
 
     @property
     def relative_time(self) -> float:
@@ -109,7 +110,9 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
     if done():
         return done(), trials, sensitivity
     best = best_sqnr()
-    best_settings = dataclasses.replace(s, calibrate_method=best.calibrate_method, percentile=SEARCH_PERCENTILE)
+    # the user's own percentile where the best is their method (it ran at 99.99 while labelled theirs)
+    best_settings = dataclasses.replace(s, calibrate_method=best.calibrate_method, percentile=best.percentile or
+                                        s.percentile)
     if "per_channel" in s.auto_search and budget_left():
         attempt(f"{'per-tensor' if s.per_channel else 'per-channel'} ({best.calibrate_method})",
                 dataclasses.replace(best_settings, per_channel=not s.per_channel))
@@ -156,7 +159,8 @@ def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, exclu
     return Trial(index, why, s.calibrate_method, s.per_channel, excluded, 0.0 if cosine is None else cosine,
                  -200.0 if sqnr is None else sqnr, all(g.passed for g in gates),
                  [g.name for g in gates if not g.passed], lat["int8"].p50_ms, lat["fp32"].p50_ms,
-                 out.stat().st_size, round(time.perf_counter() - start, 3), str(out))
+                 out.stat().st_size, round(time.perf_counter() - start, 3), str(out),
+                 s.percentile if s.calibrate_method == "percentile" else None)
 
 
 def keep_fp32(chosen: Trial, fp32_bytes: int) -> str | None:

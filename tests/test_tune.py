@@ -192,3 +192,19 @@ def test_failed_gate_suggests_auto_and_useless_int8_says_keep_fp32(data, tmp_pat
     slow = Trial(0, "target defaults", "minmax", True, (), 0.999, 40.0, True, [], 2.0, 1.0, 2000, 0.1)
     assert keep_fp32(slow, fp32_bytes=1000).startswith("keep fp32: the best passing int8 trial is no faster")
     assert keep_fp32(Trial(0, "", "minmax", True, (), 0.999, 40.0, True, [], 2.0, 1.0, 500, 0.1), 1000) is None
+
+
+def test_auto_keeps_the_users_percentile_and_records_each_trials(data, tmp_path):
+    """The user's percentile 99.9 was dropped after the first trial: the per-tensor and exclusion trials ran at the
+    search's 99.99 while recorded as "percentile", and the manifest would have said 99.9."""
+    import edgekit
+
+    report = edgekit.export("models:outlier", inputs=SPEC[1:], calibration=str(data / "cal.npz"),
+                            validation=str(data / "val.npz"), out=tmp_path / "o", calibrate_method="percentile",
+                            percentile=99.9, auto=True, runs=5)
+    m = report.targets["desktop-x86"].to_json()
+    trials = m["tuning"]["trials"]
+    assert {t["percentile"] for t in trials if t["calibrate_method"] == "percentile"} == {99.9}, trials
+    assert {t["percentile"] for t in trials if t["calibrate_method"] != "percentile"} == {None}
+    chosen = trials[m["tuning"]["chosen"]]
+    assert m["quantization"]["percentile"] == (chosen["percentile"] or 99.9)
