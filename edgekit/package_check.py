@@ -19,7 +19,7 @@ import numpy as np
 
 from . import archive, arrays, bounded, host, package, runner
 from .config import DEFAULT_STEP_TIMEOUT, TARGET_NAME
-from .errors import InputError, StageError, UsageError, first_line
+from .errors import InputError, StageError, UsageError, few, first_line
 from .probe import probe as probe_model
 from .reports import Case, CheckReport
 from .runtime import int8_session
@@ -128,8 +128,11 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
     pairs, state, steps = [], (manifest.get("state") or {}).get("pairs") or {}, manifest["golden"].get("steps") or {}
     for model, entry in golden.items():
         golden_path = _existing(folder, shown, entry["file"])
-        package.read_golden(golden_path)  # a malformed golden file is bad input (exit 3), told here
+        inputs, outputs, _ = package.read_golden(golden_path)  # a malformed golden file is bad input (exit 3)
         pairs.append((str(_existing(folder, shown, model)), str(golden_path)))
+        if untrue := _io_claims(manifest, inputs[0], outputs[0]):  # what the model took and gave, parity checks
+            return [Case(target, "integrity", False, f"manifest.json says of {model}: {untrue}"), cases[1]] + [
+                Case(target, f"parity {m}", False, "not run: the package failed its integrity check") for m in golden]
     if place is None:
         run = _parity_here if own else _parity_bounded
         return cases + run(target, pairs, state, steps)
@@ -150,6 +153,29 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
             found, passed = f"{Path(int8).name} cannot be probed: {type(e).__name__}: {first_line(e, 200)}", False
         cases.append(Case(target, f"probe {Path(int8).name}", passed, found, where=f"{at.label} vs {host.where()}"))
     return cases
+
+
+def _io_claims(manifest: dict, inputs: dict, outputs: dict) -> str:
+    """What manifest.json says of the inputs and outputs that a golden sample (the model's own, which parity
+    checks) contradicts: names, output order, dtypes, ranks and fixed sizes (reversed outputs passed)."""
+    bad = []
+    for what, seen in (("inputs", inputs), ("outputs", outputs)):
+        claimed = manifest.get(what)
+        if not (isinstance(claimed, list) and all(isinstance(c, dict) and isinstance(c.get("name"), str)
+                                                  for c in claimed)):
+            bad.append(f"its {what} are not a list of named tensors")
+            continue
+        names = [c["name"] for c in claimed]
+        if (names != list(seen)) if what == "outputs" else not set(seen) <= set(names):
+            bad.append(f"{what} {few(names, 4)}, the golden sample's {few(list(seen), 4)}")
+            continue
+        for c in (c for c in claimed if c["name"] in seen):
+            array, shape = seen[c["name"]], c.get("shape")
+            if c.get("dtype") != str(array.dtype) or not isinstance(shape, list) or len(shape) != array.ndim or any(
+                    isinstance(d, int) and not isinstance(d, bool) and d != n for d, n in zip(shape, array.shape)):
+                bad.append(f"{what[:-1]} {c['name']!r} is {c.get('dtype')!r} {shape!r}, the golden sample's "
+                           f"{array.dtype} {list(array.shape)}")
+    return "; ".join(bad)
 
 
 class Place(Protocol):

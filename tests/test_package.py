@@ -1085,3 +1085,23 @@ def test_an_archive_with_data_after_its_end_and_an_out_inside_a_package_are_refu
     beside = cli(["export", str(DIGITS / "edgekit.toml"), "-t", "desktop-x86", "--no-bench", "--out",
                   str(tmp_path / "dist")])
     assert beside.exit_code == 0, beside.output
+
+
+def test_check_holds_the_manifests_inputs_and_outputs_to_the_model(tmp_path):
+    """manifest.json's outputs reversed (its first output then claimed [N, 3] of the other one) passed `check`."""
+    out = tmp_path / "o"
+    made = cli(["export", "models:two_outputs", "--input", "x:Nx6", "--calibration", "random", "--no-bench", "--out",
+                out])
+    assert made.exit_code == 0, made.output
+    assert check(out).exit_code == 0
+    manifest_path = out / "desktop-x86" / "manifest.json"
+    honest = json.loads(manifest_path.read_text())
+    for edit, said in ((lambda m: m["outputs"].reverse(), "outputs ['output_1', 'output_0'], the golden sample's"),
+                       (lambda m: m["outputs"][0].update(dtype="int64"), "output 'output_0' is 'int64'"),
+                       (lambda m: m["inputs"][0]["shape"].__setitem__(1, 7), "input 'x' is 'float32' ['N', 7]")):
+        manifest = json.loads(json.dumps(honest))
+        edit(manifest)
+        manifest_path.write_text(json.dumps(manifest))
+        result = check(out)
+        assert result.exit_code == 1 and "manifest.json says of model.int8.onnx: " in result.output, result.output
+        assert said in result.output, result.output
