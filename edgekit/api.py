@@ -40,7 +40,7 @@ _ONE_CALL_AT_A_TIME = threading.RLock()
 def _leaves_no_trace(fn):
     """An API call leaves the caller's process as it found it: the import path (a FILE.py:FUNCTION model's folder;
     the file itself is imported again once edited), Python's, numpy's and torch's global random state, the
-    SIGINT/SIGTERM/SIGHUP handlers, the root logger, and (after a Ctrl-C) packages importable again.
+    SIGINT/SIGTERM/SIGHUP handlers, the root logger, os.environ, and (after a Ctrl-C) packages importable again.
     onnxruntime's quantizer logs through `logging.warning`, which gives a root logger without handlers one for good
     (and a notebook's own `logging.basicConfig` is then ignored): a stand-in handler is there while edgekit runs."""
     @functools.wraps(fn)
@@ -57,6 +57,7 @@ def _as_found(fn, args, kwargs):
     import sys
 
     py_state, np_state, torch = random.getstate(), np.random.get_state(), sys.modules.get("torch")
+    environ = dict(os.environ)  # torch's inductor, first imported by pruning, sets TORCHINDUCTOR_CACHE_DIR for good
     main = threading.current_thread() is threading.main_thread()
     handlers = {s: signal.getsignal(s) for s in SIGNALS} if main else {}
     torch_state = torch.random.get_rng_state() if torch else None
@@ -81,6 +82,9 @@ def _as_found(fn, args, kwargs):
             torch.random.set_rng_state(torch_state)
         if stand_in:
             root.removeHandler(stand_in)
+        if os.environ != environ:
+            os.environ.clear()
+            os.environ.update(environ)
 
 
 def _forget_half_imports(before: set[str]) -> None:

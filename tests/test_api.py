@@ -211,7 +211,7 @@ def test_api_calls_leave_the_root_logger_import_path_and_random_state_as_they_we
     `logging.warning`, which left a root handler for good; prune left the model's folder on sys.path and moved
     torch's global random state; an android export left onnxruntime's usability checker's logger at ERROR."""
     script = tmp_path / "notebook.py"
-    script.write_text(f"""import logging, sys, torch, edgekit
+    script.write_text(f"""import logging, os, sys, torch, edgekit
 import onnxruntime.quantization  # its own import appends onnxruntime/transformers to sys.path, once
 from torch import nn
 class BN(nn.Module):  # a BatchNorm on the input stays a Mul/Add with 1-D weights: the quantizer warns about them
@@ -220,7 +220,7 @@ class BN(nn.Module):  # a BatchNorm on the input stays a Mul/Add with 1-D weight
         self.bn, self.fc = nn.BatchNorm2d(1), nn.Linear(64, 10)
     def forward(self, x):
         return self.fc(self.bn(x).flatten(1))
-path = list(sys.path)
+path, env = list(sys.path), dict(os.environ)
 tools = ("usability_checker", "ort_format_model.utils")  # onnxruntime's tools' loggers: their levels stay the user's
 edgekit.export(BN().eval(), inputs=["x:Nx1x8x8"], calibration="random", out={str(tmp_path / 'o')!r}, no_bench=True,
                targets=["desktop-x86", "android-arm64"])
@@ -230,6 +230,7 @@ edgekit.prune({MODEL!r}, inputs=["image:Nx1x8x8"], ratio=0.5, weights={str(WEIGH
 assert logging.getLogger().handlers == [], logging.getLogger().handlers
 assert sys.path == path, set(sys.path) ^ set(path)
 assert torch.equal(torch.get_rng_state(), state), "torch's random state moved"
+assert dict(os.environ) == env, set(os.environ.items()) ^ set(env.items())
 """)
     done = subprocess.run([sys.executable, "-P", str(script)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
