@@ -488,7 +488,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                 + ([f"{len(float_subgraph)} node(s) inside sub-graphs stay float: {quantization.SUBGRAPH_WHY}"]
                    if float_subgraph else [])
                 + [f"the model does not run at another size of a dynamic axis: {c.error}" for c in size_checks
-                   if c.error])
+                   if c.error]
+                + [advice for advice in [(qplan.precision_search or {}).get("advice")] if advice])  # report.md had it
     gates = verdict.gates(target, prep.export_parity, quant_parity, accuracy, latency, packaged.get("mobile_coverage"),
                           int8.stat().st_size, shared.task) + verdict.size_gates(target, size_checks)
     report = TargetReport(target.name, prep.export_parity, quant_parity, accuracy, latency, tuning, gates,

@@ -32,6 +32,9 @@ def test_latency_search_keeps_only_what_timed_faster_and_the_model_has_it_in_flo
     search = m["quantization"]["precision_search"]
     assert search["steps"] and search["all_int8_p50_ms"] > 0 and search["p50_ms"] > 0
     assert "thread(s)" in search["where"]  # where it was timed
+    # its "keep fp32" advice, when given, is printed with the run's warnings (it was in report.md alone)
+    assert (search.get("advice") in m["warnings"]) if search.get("advice") else not [
+        w for w in m["warnings"] if w.startswith("keep fp32: the int8 model kept")]
     kept = []
     for step in search["steps"]:  # each verdict follows from the figures recorded beside it
         assert step["kept"] == (step["p50_ms"] < step["best_p50_ms"] * (1 - search["margin"])), step
