@@ -35,12 +35,14 @@ _OWN = {"source", "inputs", "calibration", "validation", "targets", "out", "quan
 # swaps process-wide things (signal handlers, sys.stdout around onnxruntime's chatter): calls from several threads
 # run one after another
 _ONE_CALL_AT_A_TIME = threading.RLock()
+_SET_BY_IMPORTS = ("TORCHINDUCTOR_CACHE_DIR",)  # torch's inductor, first imported by pruning, sets it for good
 
 
 def _leaves_no_trace(fn):
     """An API call leaves the caller's process as it found it: the import path (a FILE.py:FUNCTION model's folder;
     the file itself is imported again once edited), Python's, numpy's and torch's global random state, the
-    SIGINT/SIGTERM/SIGHUP handlers, the root logger, os.environ, and (after a Ctrl-C) packages importable again.
+    SIGINT/SIGTERM/SIGHUP handlers, the root logger, os.environ (torch's own additions), and (after a Ctrl-C)
+    packages importable again.
     onnxruntime's quantizer logs through `logging.warning`, which gives a root logger without handlers one for good
     (and a notebook's own `logging.basicConfig` is then ignored): a stand-in handler is there while edgekit runs."""
     @functools.wraps(fn)
@@ -57,7 +59,7 @@ def _as_found(fn, args, kwargs):
     import sys
 
     py_state, np_state, torch = random.getstate(), np.random.get_state(), sys.modules.get("torch")
-    environ = dict(os.environ)  # torch's inductor, first imported by pruning, sets TORCHINDUCTOR_CACHE_DIR for good
+    environ = {k: os.environ.get(k) for k in _SET_BY_IMPORTS}
     main = threading.current_thread() is threading.main_thread()
     handlers = {s: signal.getsignal(s) for s in SIGNALS} if main else {}
     torch_state = torch.random.get_rng_state() if torch else None
@@ -82,9 +84,9 @@ def _as_found(fn, args, kwargs):
             torch.random.set_rng_state(torch_state)
         if stand_in:
             root.removeHandler(stand_in)
-        if os.environ != environ:
-            os.environ.clear()
-            os.environ.update(environ)
+        for key, value in environ.items():  # only these: the user's own code may set others during the call
+            if value is None:
+                os.environ.pop(key, None)
 
 
 def _forget_half_imports(before: set[str]) -> None:

@@ -119,15 +119,14 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
 
     results = []
     for k, name in enumerate(names):
-        # class ids from an ArgMax: 0.999 cosine while a third of them differed, so they are compared exactly
-        exact = (float(np.mean(np.concatenate([(np.asarray(r[k]) == np.asarray(c[k])).ravel()
-                                               for r, c in zip(reference, candidate)])))
-                 if np.asarray(reference[0][k]).dtype.kind in "biu" else None)
         ref = [np.asarray(r[k], dtype=np.float64) for r in reference]
         cand = [np.asarray(c[k], dtype=np.float64) for c in candidate]
         if any(a.shape != b.shape for a, b in zip(ref, cand)):
             raise InternalError(f"output {name!r}: reference and candidate shapes differ "
                                 f"({ref[0].shape} vs {cand[0].shape} in the first sample)")
+        # class ids from an ArgMax: 0.999 cosine while a third of them differed, so they are compared exactly
+        exact = (float(np.mean(np.concatenate([(a == b).ravel() for a, b in zip(ref, cand)])))
+                 if np.asarray(reference[0][k]).dtype.kind in "biu" else None)
         peak = max(float(np.max(np.abs(a), initial=0.0)) for a in ref)
         if min(a.size for a in ref) >= 2:
             cos = [_cosine(a.ravel(), b.ravel()) for a, b in zip(ref, cand)

@@ -169,7 +169,7 @@ def _still_the_same_model(module, example_inputs, shapes: list, heads: list[str]
         raise StageError(step, f"the pruned model no longer runs ({type(e).__name__}: {first_line(e)[:200]}): a size "
                                "its forward states, or a layer it applies twice, no longer fits; --ignore the layers "
                                "involved") from e
-    if [s[1:] for s in after] != [s[1:] for s in shapes] or len(after) != len(shapes):
+    if [s[1:] or s for s in after] != [s[1:] or s for s in shapes] or len(after) != len(shapes):
         raise StageError(step, f"it changed the model's output shapes from {shapes} to {after} (output layers "
                                f"found: {few(heads, 4)}); --ignore the layer that gives them")
 

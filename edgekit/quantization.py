@@ -155,6 +155,10 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
     split = False
     if attention and settings.transformer_scheme != "off" and not explicit & {"mode", "op_types"}:
         if settings.transformer_scheme == "dynamic":
+            if settings.activation_type != "uint8" or settings.weight_type not in ("int8", "uint8"):
+                raise UsageError(f"attention graph: transformer_scheme dynamic quantizes with uint8 activations and "
+                                 f"int8/uint8 weights, not {settings.activation_type}/{settings.weight_type}: give "
+                                 "--transformer-scheme matmul-static (or off) for these types")
             settings = dataclasses.replace(settings, mode="dynamic", op_types=("MatMul", "Gemm", "Gather"))
             reasons.append("attention graph: dynamic int8 MatMul/Gemm (full static QDQ would quantize the mask path); "
                            "embedding tables (Gather) stored int8")

@@ -77,12 +77,18 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads) -> lis
 
 
 def _quantizes(path) -> bool:
+    """Any quantization node or integer operator (onnxruntime's DynamicQuantizeLSTM quantizes its own input), or
+    8/16-bit integer weights."""
     import onnx
 
     from .inspect_model import QUANT_OPS
     from .onnx_export import all_nodes
 
-    return any(n.op_type in QUANT_OPS for n in all_nodes(onnx.load(str(path), load_external_data=False).graph))
+    graph = onnx.load(str(path), load_external_data=False).graph
+    small = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16}
+    return any(n.op_type in QUANT_OPS or n.op_type.startswith(("DynamicQuantize", "QLinear", "QGemm", "QAttention",
+                                                                "QEmbed")) for n in all_nodes(graph)) or any(
+        t.data_type in small for t in graph.initializer)
 
 
 def provider_warnings(target: Target, used: list[str]) -> list[str]:

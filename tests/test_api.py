@@ -1,4 +1,5 @@
 """The Python API (`edgekit.export`, `edgekit.check`): typed reports, the CLI's packages, no side effects."""
+import os
 import subprocess
 import sys
 
@@ -332,6 +333,14 @@ def test_two_threads_export_at_once_and_user_code_exiting_is_bad_input(tmp_path)
     for t in threads:
         t.join()
     assert results == {0: True, 1: True}
+
+    def data_setting_the_environment():  # the user's own change during the call stays theirs
+        os.environ["EDGEKIT_TEST_USERS_OWN"] = "1"
+        return data
+
+    edgekit.export(torch.nn.Linear(12, 3), inputs="x:Nx12", calibration=data_setting_the_environment,
+                   out=tmp_path / "env", no_bench=True)
+    assert os.environ.pop("EDGEKIT_TEST_USERS_OWN") == "1"
     with pytest.raises(edgekit.InputError, match=r"model does not run on inputs x:Nx12:float32: sys.exit\(0\)"):
         edgekit.export(ExitsOnPairs(), inputs="x:Nx12", calibration=data, out=tmp_path / "exits", no_bench=True)
     assert not (tmp_path / "exits").exists()

@@ -94,6 +94,28 @@ def test_multi_input_int64_encoder_gets_transformer_scheme(tmp_path, encoder_dat
     assert q["attention_graph"] is True
     assert q["mode"] == "dynamic" and q["op_types"] == ["MatMul", "Gemm", "Gather"]
     assert m["parity"]["quantization"]["outputs"][0]["cosine"] >= 0.99
+    # the scheme's dynamic quantization makes uint8 activations: int8 ones were recorded while not made
+    int8 = export("models:tiny_encoder", "--input", "input_ids:Nx12:int64", "--input", "attention_mask:Nx12:int64",
+                  "--calibration", cal, "--validation", val, "--activation-type", "int8", "--out", tmp_path / "i8")
+    assert int8.exit_code == 2 and "transformer_scheme dynamic quantizes with uint8 activations" in int8.stderr
+
+
+def test_dynamic_lstm_is_a_quantized_model():
+    """onnxruntime's dynamic LSTM is one DynamicQuantizeLSTM node with int8 weights: no (Dynamic)QuantizeLinear."""
+    import tempfile
+
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from edgekit import verdict
+
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.onnx.export(torch.nn.LSTM(8, 16), (torch.zeros(5, 1, 8),), f"{tmp}/lstm.onnx", dynamo=False,
+                          opset_version=17)
+        quantize_dynamic(f"{tmp}/lstm.onnx", f"{tmp}/q.onnx", op_types_to_quantize=["LSTM"],
+                         weight_type=QuantType.QInt8)
+        assert "DynamicQuantizeLSTM" in {n.op_type for n in onnx.load(f"{tmp}/q.onnx").graph.node}
+        assert verdict._quantizes(f"{tmp}/q.onnx") and not verdict._quantizes(f"{tmp}/lstm.onnx")
 
 
 def test_full_static_on_encoder_is_what_the_scheme_avoids(tmp_path, encoder_data):
