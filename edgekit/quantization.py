@@ -150,7 +150,6 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
         raise UsageError(f"the model is opset {opset}; quantization needs opset >= 10")
     if settings.per_channel and opset < 13 and settings.mode == "static":
         raise UsageError(f"the model is opset {opset}; per-channel quantization needs opset >= 13 (use --per-tensor)")
-    _check_named(model, settings)
     attention = has_attention(model)
     split = False
     if attention and settings.transformer_scheme != "off" and not explicit & {"mode", "op_types"}:
@@ -176,6 +175,7 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
                     "and back up by a float Mul. Exact in float, every MatMul stays int8 (QDQ, the profile's types); "
                     "all-MiniLM-L6-v2 on android-arm64: worst sentence cosine 0.903 -> 0.994, 22.9 -> 23.3 MB, "
                     "int8 p50 1.04-1.06x the plain scheme's, NNAPI coverage 95% -> 96%")
+    _check_named(model, settings)  # the names the run will use: the attention scheme's op types replace a profile's
     if settings.reduce_range == "auto":
         reduce = (arch == "x86_64" and x86_saturates() and settings.weight_type == "int8"
                   and settings.activation_type == "uint8")

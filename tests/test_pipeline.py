@@ -98,6 +98,14 @@ def test_multi_input_int64_encoder_gets_transformer_scheme(tmp_path, encoder_dat
     int8 = export("models:tiny_encoder", "--input", "input_ids:Nx12:int64", "--input", "attention_mask:Nx12:int64",
                   "--calibration", cal, "--validation", val, "--activation-type", "int8", "--out", tmp_path / "i8")
     assert int8.exit_code == 2 and "transformer_scheme dynamic quantizes with uint8 activations" in int8.stderr
+    # a profile's own op types, which the attention scheme replaces, are not held against this model
+    from conftest import ROOT
+    profile = tmp_path / "convs.toml"
+    text = (ROOT / "targets" / "desktop-x86.toml").read_text().replace('"desktop-x86"', '"convs"')
+    profile.write_text(text.replace("\n[quantize]\n", '\n[quantize]\nop_types = ["Conv"]\n'))
+    convs = export("models:tiny_encoder", "--input", "input_ids:Nx12:int64", "--input", "attention_mask:Nx12:int64",
+                   "--calibration", cal, "--validation", val, "-t", profile, "--no-bench", "--out", tmp_path / "c")
+    assert convs.exit_code == 0, convs.output
 
 
 def test_dynamic_lstm_is_a_quantized_model():
