@@ -572,6 +572,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
                   "latency_price": round(chosen.price_over(trials[0]), 3),
                   "max_latency_price": settings.max_latency_price, "searched": list(settings.auto_search),
                   "advice": tune.keep_fp32(chosen, fp32.stat().st_size),
+                  "exclusions_skipped": tune.exclusions_skipped(settings),
                   "seconds": round(sum(t.seconds for t in trials), 3)}
     else:
         with bar(f"calibrating {target.name}", n_cal, shared.progress) as advance:

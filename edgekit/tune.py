@@ -121,7 +121,8 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
     best = best_sqnr()
     best_settings = dataclasses.replace(best_settings, per_channel=best.per_channel)
     excluded: tuple[str, ...] = ()
-    while "exclude_nodes" in s.auto_search and budget_left() and len(excluded) < max_excluded:
+    while ("exclude_nodes" in s.auto_search and not exclusions_skipped(s) and budget_left()
+           and len(excluded) < max_excluded):
         sensitivity[best.index] = node_sensitivity(ctx.model, layers.tensor_errors(ctx.model, Path(best.path),
                                                                                   ctx.val_feeds))
         round_trials = []
@@ -169,6 +170,14 @@ def keep_fp32(chosen: Trial, fp32_bytes: int) -> str | None:
         return (f"keep fp32: the best passing int8 trial is no faster ({chosen.int8_p50_ms:.3f} vs "
                 f"{chosen.fp32_p50_ms:.3f} ms p50) and no smaller ({chosen.int8_bytes / 1e6:.2f} vs "
                 f"{fp32_bytes / 1e6:.2f} MB) than model.onnx")
+    return None
+
+
+def exclusions_skipped(settings) -> str | None:
+    """Why --auto cannot try keeping nodes in float for these settings, if it cannot."""
+    if "exclude_nodes" in settings.auto_search and settings.format != "QDQ":
+        return ("float exclusions not tried: the per-layer error that ranks nodes pairs QDQ's QuantizeLinear/"
+                "DequantizeLinear tensors, which format QOperator has not (give --format QDQ)")
     return None
 
 

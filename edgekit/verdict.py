@@ -105,6 +105,8 @@ def gate_advice(gates: list[Gate], settings, tuning: dict | None) -> list[str]:
     if tuning and tuning.get("advice"):
         return [tuning["advice"]]
     failed = [g.name for g in gates if not g.passed and g.name.startswith(("quant_", "top1", "accuracy"))]
+    if failed and tuning and tuning.get("exclusions_skipped"):  # the search stopped short without saying why
+        return [tuning["exclusions_skipped"]]
     if failed and not settings.auto and settings.mode == "static":
         return [f"quantization gates failed ({', '.join(failed)}): re-run with --auto to search "
                 f"{', '.join(settings.auto_search)} within this target's rules"]

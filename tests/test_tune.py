@@ -208,3 +208,15 @@ def test_auto_keeps_the_users_percentile_and_records_each_trials(data, tmp_path)
     assert {t["percentile"] for t in trials if t["calibrate_method"] != "percentile"} == {None}
     chosen = trials[m["tuning"]["chosen"]]
     assert m["quantization"]["percentile"] == (chosen["percentile"] or 99.9)
+
+
+def test_auto_on_qoperator_says_it_cannot_keep_nodes_in_float(data, tmp_path):
+    """--auto --format QOperator stopped after its calibration and per-channel trials, failing, without a word on
+    why it never tried keeping the culprit in float."""
+    result, m = export("models:outlier", data, tmp_path, "--auto", "--format", "QOperator")
+    assert result.exit_code == 1, result.output
+    why = m["tuning"]["exclusions_skipped"]
+    assert why.startswith("float exclusions not tried") and why in m["warnings"]
+    assert not any(t["excluded"] for t in m["tuning"]["trials"])
+    _, qdq = export("models:outlier", data, tmp_path / "qdq", "--auto")
+    assert qdq["tuning"]["exclusions_skipped"] is None
