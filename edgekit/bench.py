@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import host, runner
+from .quantization import INTEGER_OPS
 from .runtime import session
 
 COMPUTE_OPS = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
@@ -70,8 +71,6 @@ def unfused_qdq(path: str, providers=("CPUExecutionProvider",), threads: int = 1
     producer = {o: n.op_type for n in graph.node for o in n.output}
     unfused = [n for n in graph.node if n.op_type in COMPUTE_OPS and n.domain in ("", "ai.onnx")
                and any(producer.get(i) == "DequantizeLinear" for i in n.input)]
-    integer = [n for n in graph.node if n.op_type.startswith(("QLinear", "QGemm", "MatMulInteger", "ConvInteger",
-                                                             "DynamicQuantize", "MatMulIntegerToFloat",
-                                                             "QAttention", "NhwcQLinear"))]
+    integer = [n for n in graph.node if n.op_type.startswith(INTEGER_OPS[2:])]  # kernels, not Q/DQ themselves
     return {"unfused_compute_nodes": len(unfused), "integer_nodes": len(integer),
             "unfused_examples": [n.name or n.op_type for n in unfused[:5]]}

@@ -470,12 +470,17 @@ def load_target(name_or_path: str) -> Target:
     return replace(target, path=str(path))
 
 
+def dynamic_types(settings: QuantSettings) -> bool:
+    """The types dynamic quantization makes: uint8 activations (DynamicQuantizeLinear), int8 or uint8 weights."""
+    return settings.activation_type == "uint8" and settings.weight_type in ("int8", "uint8")
+
+
 def apply_quant_overrides(settings: QuantSettings, overrides: dict, where: str) -> QuantSettings:
     found = build(QuantSettings, {**dataclasses.asdict(settings), **overrides}, where)
     if found.format == "QOperator" and {found.activation_type, found.weight_type} & {"uint16", "int16"}:
         raise UsageError(f"{where}: 16-bit activation or weight types need format QDQ (onnxruntime's QOperator "
                          "format has no 16-bit operators)")
-    if found.mode == "dynamic" and (found.activation_type != "uint8" or found.weight_type not in ("int8", "uint8")):
+    if found.mode == "dynamic" and not dynamic_types(found):
         raise UsageError(f"{where}: dynamic quantization computes uint8 activations at run time (DynamicQuantizeLinear)"
                          " against int8 or uint8 weights: activation_type uint8, weight_type int8 or uint8")
     if (found.activation_type, found.weight_type) == ("int8", "uint8"):  # onnxruntime refused it, as exit 4

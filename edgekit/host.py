@@ -20,6 +20,8 @@ def cpu_model() -> str:
 
 
 ISA_ENV = "EDGEKIT_HOST_ISA"
+ARCH_ENV = "EDGEKIT_HOST_ARCH"
+ARCHS = ("x86_64", "arm64")
 ISAS = ("amx-int8", "avx512-vnni", "avx-vnni", "avx512", "avx2", "sse", "arm64-i8mm", "arm64-dotprod", "arm64")
 SATURATING_X86 = ("avx512", "avx2", "sse")
 EXACT_X86 = ("amx-int8", "avx512-vnni", "avx-vnni")  # int32 dot products: u8×s8 sums never saturate
@@ -77,6 +79,10 @@ def work_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def arch_source() -> str:
+    return ARCH_ENV if os.environ.get(ARCH_ENV, "").strip() else "platform"
+
+
 def isa_source() -> str:
     return ISA_ENV if os.environ.get(ISA_ENV, "").strip() else "cpuinfo"
 
@@ -98,16 +104,12 @@ def arch_of(machine: str) -> str:
     return "arm64" if kind in ("aarch64", "arm64") else "x86_64" if kind in ("x86_64", "amd64") else kind
 
 
-ARCH_ENV = "EDGEKIT_HOST_ARCH"
-ARCHS = ("x86_64", "arm64")
-
-
 def arch() -> str:
     """This host's kind, as target profiles name it. It decides which targets' figures stand for their devices
     (round_to auto's default target, `--precision latency`, the profile's providers being here);
     `EDGEKIT_HOST_ARCH` overrides it so each kind's branch can be exercised on any machine."""
-    forced = os.environ.get(ARCH_ENV, "").strip()
-    if forced:
+    if arch_source() == ARCH_ENV:
+        forced = os.environ[ARCH_ENV].strip()
         if forced not in ARCHS:
             from .errors import UsageError
 
@@ -119,7 +121,7 @@ def arch() -> str:
 def where() -> str:
     """This host, as a figure measured here names it: the int8 path too, which EDGEKIT_HOST_ISA may have set, and
     the kind EDGEKIT_HOST_ARCH may have."""
-    forced = f", taken for {arch()} by {ARCH_ENV}" if os.environ.get(ARCH_ENV, "").strip() else ""
+    forced = f", taken for {arch()} by {ARCH_ENV}" if arch_source() == ARCH_ENV else ""
     return f"host {platform.machine()}{forced} ({cpu_model()}) [{_isa_shown(int8_isa(), isa_source())}]"
 
 
@@ -134,7 +136,7 @@ def label(threads: int, providers: list[str]) -> dict:
             "threads": threads, "work_threads": work_threads(), "providers": list(providers),
             "onnxruntime": onnxruntime.__version__,
             "machine": platform.machine(), "arch": arch(),
-            "arch_source": ARCH_ENV if os.environ.get(ARCH_ENV, "").strip() else "platform"}
+            "arch_source": arch_source()}
 
 
 def describe(h: dict) -> str:

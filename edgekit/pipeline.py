@@ -487,6 +487,10 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                    else [])
                 + ([f"{len(float_subgraph)} node(s) inside sub-graphs stay float: {quantization.SUBGRAPH_WHY}"]
                    if float_subgraph else [])
+                + ([] if quantization.quantizes_anything(quantized) else [
+                    "model.int8.onnx quantizes nothing (no QuantizeLinear, DequantizeLinear or integer op: the op "
+                    "types named, exclusions or a search kept every node float): it is the float model, not an int8 "
+                    "build"])
                 + [f"the model does not run at another size of a dynamic axis: {c.error}" for c in size_checks
                    if c.error]
                 + [advice for advice in [(qplan.precision_search or {}).get("advice")] if advice])  # report.md had it

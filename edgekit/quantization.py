@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import QuantSettings
+from .config import QuantSettings, dynamic_types
 from .progress import quiet
 from .errors import StageError, UsageError, first_line
 from .onnx_export import parsed
@@ -111,6 +111,23 @@ SUBGRAPH_WHY = ("onnxruntime's static quantizer does not enter If/Loop/Scan sub-
                 "depends on ([model] constants) to fold the branch into the main graph")
 
 
+# onnxruntime's integer operators, as prefixes (QLinearConv, MatMulIntegerToFloat, DynamicQuantizeLSTM, NhwcQLinear...)
+INTEGER_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinear", "QGemm", "MatMulInteger", "ConvInteger",
+               "DynamicQuantize", "QAttention", "QEmbed", "NhwcQLinear")
+
+
+def quantizes_anything(model) -> bool:
+    """Any quantization node or integer operator in a ModelProto (sub-graphs too), or 8/16-bit integer weights:
+    a model.int8.onnx with none is the float model (every node kept float, or nothing quantizable named)."""
+    import onnx
+
+    from .onnx_export import all_nodes
+
+    small = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16}
+    return (any(n.op_type.startswith(INTEGER_OPS) for n in all_nodes(model.graph))
+            or any(t.data_type in small for t in model.graph.initializer))
+
+
 def float_subgraph_nodes(model) -> list[str]:
     """Names (or op types) of the nodes inside If/Loop/Scan sub-graphs of a quantized ModelProto: they run float."""
     from .onnx_export import all_nodes, subgraphs
@@ -154,7 +171,7 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
     split = False
     if attention and settings.transformer_scheme != "off" and not explicit & {"mode", "op_types"}:
         if settings.transformer_scheme == "dynamic":
-            if settings.activation_type != "uint8" or settings.weight_type not in ("int8", "uint8"):
+            if not dynamic_types(settings):
                 raise UsageError(f"attention graph: transformer_scheme dynamic quantizes with uint8 activations and "
                                  f"int8/uint8 weights, not {settings.activation_type}/{settings.weight_type}: give "
                                  "--transformer-scheme matmul-static (or off) for these types")

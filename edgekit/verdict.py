@@ -58,10 +58,6 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads) -> lis
         said.append(f"latency spread p90/p50 fp32 {latency.fp32.p90_over_p50:.2f}, int8 "
                     f"{latency.int8.p90_over_p50:.2f} (> {bench.NOISY_SPREAD}): {place} was noisy during the run; "
                     "re-run or raise --bench-runs before trusting the speed figures")
-    if int8 is not None and not _quantizes(int8):
-        said.append("model.int8.onnx quantizes nothing (no QuantizeLinear, DequantizeLinear or integer op: the op "
-                    "types named, exclusions or a search kept every node float): it is the float model, not an int8 "
-                    "build")
     if latency and latency.speedup_p50 < 1.0:
         fusion = bench.unfused_qdq(str(int8), providers, threads)
         cause = ("no compute node runs in int8 (each kept in float, or left unquantized): this is model.onnx with "
@@ -74,21 +70,6 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads) -> lis
             cause += " (as this host's onnxruntime optimises the graph)"
         said.append(f"int8 is slower than fp32 on {place} ({latency.speedup_p50:.2f}x): {cause}")
     return said
-
-
-def _quantizes(path) -> bool:
-    """Any quantization node or integer operator (onnxruntime's DynamicQuantizeLSTM quantizes its own input), or
-    8/16-bit integer weights."""
-    import onnx
-
-    from .inspect_model import QUANT_OPS
-    from .onnx_export import all_nodes
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    small = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16}
-    return any(n.op_type in QUANT_OPS or n.op_type.startswith(("DynamicQuantize", "QLinear", "QGemm", "QAttention",
-                                                                "QEmbed")) for n in all_nodes(graph)) or any(
-        t.data_type in small for t in graph.initializer)
 
 
 def provider_warnings(target: Target, used: list[str]) -> list[str]:
