@@ -190,6 +190,13 @@ def _header_size(block: bytes) -> int:
         return 0  # not a size tarfile would accept either: it reports the archive as unreadable
 
 
+def file_sizes(manifest: dict) -> dict[str, int] | None:
+    """A manifest's `sizes` (file → bytes; absent: none claimed), or None when it is not such a table."""
+    sizes = manifest.get("sizes", {})
+    ok = isinstance(sizes, dict) and all(isinstance(k, str) and type(v) is int and v >= 0 for k, v in sizes.items())
+    return sizes if ok else None
+
+
 def _listed_files(archive: Path, manifests: dict) -> dict[tuple[str, ...], tuple[int, str | None]]:
     """{path parts: (largest allowed size, sha256 or None for any)} for every file a manifest.json in the
     archive lists ({its path parts: its bytes}), and the manifest and report themselves."""
@@ -198,8 +205,10 @@ def _listed_files(archive: Path, manifests: dict) -> dict[tuple[str, ...], tuple
         folder, name = parts[:-1], "/".join(parts)
         try:
             manifest = json.loads(data)
-            files, sizes = manifest["files"], manifest.get("sizes", {})
-            listed.update({(*folder, file): (int(sizes.get(file, MAX_MEMBER_BYTES)), str(digest))
+            files, sizes = manifest["files"], file_sizes(manifest)
+            if sizes is None:
+                raise InputError(f"{archive}: {name}'s sizes are not a table of file sizes in bytes")
+            listed.update({(*folder, file): (sizes.get(file, MAX_MEMBER_BYTES), str(digest))
                            for file, digest in files.items()})
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError) as e:
             raise InputError(f"{archive}: {name} is not a valid manifest ({type(e).__name__})") from e

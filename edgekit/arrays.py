@@ -85,6 +85,37 @@ def read_npz(path: Path, wanted: Callable[[str], bool], max_bytes: int = DEFAULT
         raise InputError(f"{path}: cannot read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
 
 
+def runs_from(text: str, count: int | None) -> list[dict[str, np.ndarray]]:
+    """Outputs a runner sent back (`runner.encode`: base64 .npz of `<i>.<name>`) from a device or an emulator,
+    read as a file from others: no pickles, exactly `count` runs (None: runs 0..n-1), and no more array bytes than
+    the answer's own size (the runner never compresses: 2 MB of deflated zeros declared 2 GiB and took it)."""
+    import base64
+    import binascii
+    import re
+    import tempfile
+
+    try:
+        blob = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise InputError(f"its outputs are not base64 ({e})") from None
+    key = re.compile(r"(0|[1-9][0-9]{0,8})\.(.+)", re.S)
+    with tempfile.TemporaryDirectory(prefix="edgekit-answer-") as tmp:
+        path = Path(tmp) / "outputs.npz"
+        path.write_bytes(blob)
+        try:
+            found = read_npz(path, lambda n: key.fullmatch(n) is not None, len(blob),
+                             lambda extra, _: f"an entry {extra[0][:80]!r} is not <run>.<output>")
+        except InputError as e:
+            raise InputError(f"its outputs: {str(e).replace(f'{path}: ', '')}") from None
+    runs: dict[int, dict] = {}
+    for name, value in found.items():
+        index, output = key.fullmatch(name).groups()
+        runs.setdefault(int(index), {})[output] = value
+    if sorted(runs) != list(range(len(runs) if count is None else count)):
+        raise InputError(f"its outputs are for runs {few(sorted(runs), 4)}, not the {count or 'contiguous'} asked")
+    return [runs[i] for i in sorted(runs)]
+
+
 def read_npy(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_rows: int | None = None,
              lazy: bool = False) -> np.ndarray | RowFile:
     regular_file(path)

@@ -79,7 +79,7 @@ class Emulator:
 
     def outputs(self, model: Path, feeds: list[dict], names: list[str]) -> list[list]:
         """`model`'s outputs (in `names` order) for each feed, computed on the emulated CPU."""
-        from . import runner
+        from . import arrays, runner
 
         with tempfile.TemporaryDirectory(prefix="edgekit-emulate-") as tmp:
             inputs = Path(tmp) / "inputs.npz"
@@ -87,7 +87,11 @@ class Emulator:
             done = self.serve(model.parent, {"replay": [{"model": model.name, "inputs": str(inputs)}]})["replay"][0]
         if "error" in done:
             raise StageError(f"{self.label} run", f"{model.name}: {done['error']}")
-        return [[run[n] for n in names] for run in runner.decode(done["outputs"])]
+        try:
+            runs = arrays.runs_from(done["outputs"], len(feeds))
+        except InputError as e:
+            raise StageError(f"{self.label} run", f"{model.name}: not the runner's result: {e}") from None
+        return [[run[n] for n in names] for run in runs]
 
 
 def run_json(cmd: list[str], env: dict, timeout: float, stage: str) -> dict:

@@ -79,6 +79,12 @@ def work_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def check_overrides() -> None:
+    """Each EDGEKIT_HOST_* / EDGEKIT_WORK_THREADS override valid, told before any work: read where a figure
+    needs it, a bad one was reported as the package's failed parity check (in `check`'s child)."""
+    int8_isa(), arch(), work_threads()
+
+
 def arch_source() -> str:
     return ARCH_ENV if os.environ.get(ARCH_ENV, "").strip() else "platform"
 

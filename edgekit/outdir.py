@@ -23,6 +23,8 @@ from .errors import DiskFullError, InputError, UsageError, disk_full, first_line
 STAGE_PREFIX = ".edgekit-stage-"
 STAGE_MARK = ".edgekit-stage"  # inside every stage folder: only folders with it are ever cleaned up
 LOCK = ".edgekit.lock"
+SEARCH_LOCK = ".edgekit-search.lock"  # held for a whole search: its final export writes OUT, and no other run may
+_HELD: set[tuple[int, int]] = set()  # (device, inode) of the locks this process holds: its own are no other run's
 LEDGER = archive.LEDGER  # sha256 of each file (archives, a search's reports) edgekit published here
 FOREIGN = "exists and edgekit did not make it"
 BUSY = "another edgekit run is writing there; try again when it ends"
@@ -42,7 +44,7 @@ def check_replaceable(out: Path, names: list[str], force: bool) -> None:
         raise UsageError(f"--out {out}: inside the package folder {package}, which would then fail its check: "
                          "give a folder of its own")
     if out.is_dir():
-        _refuse_if_locked(out / LOCK, out)
+        _refuse_if_locked(out, LOCK, SEARCH_LOCK)
     if out.is_dir() and not force:
         _refuse_foreign(out, names)
 
@@ -59,22 +61,26 @@ def _is_package(folder: Path) -> bool:
     return isinstance(found, dict) and "edgekit_version" in found and isinstance(found.get("files"), dict)
 
 
-def _refuse_if_locked(path: Path, out: Path) -> None:
-    """Another run writing OUT is told before any work (the lock itself is taken when the stage is made)."""
+def _refuse_if_locked(out: Path, *names: str) -> None:
+    """Another run writing OUT (or searching there) is told before any work (the lock itself is taken when the
+    stage is made); a lock this process holds (a search exporting its best point) is its own."""
     import fcntl
 
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return  # no lock file, or not edgekit's (lock says so)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise UsageError(f"--out {out}: {BUSY}") from None
-    except OSError:
-        return
-    finally:
-        os.close(fd)  # and with it this probe's lock
+    for name in names:
+        try:
+            fd = os.open(out / name, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue  # no lock file, or not edgekit's (lock says so)
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) not in _HELD:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"--out {out}: {BUSY}") from None
+        except OSError:
+            continue
+        finally:
+            os.close(fd)  # and with it this probe's lock
 
 
 @contextlib.contextmanager
@@ -117,6 +123,7 @@ def _set_up(out: Path, names: list[str], force: bool, teardown: contextlib.ExitS
     except OSError as e:
         raise InputError(f"--out {out}: cannot create it ({e.strerror})") from e
     teardown.enter_context(lock(out / LOCK, out))
+    _refuse_if_locked(out, SEARCH_LOCK)  # a search started since check_replaceable looked
     clean_dead_stages(out)
     if not force:
         _refuse_foreign(out, names)
@@ -218,9 +225,12 @@ def lock(path: Path, out: Path):
         except FileNotFoundError:
             pass
         os.close(fd)
+    held = (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
+    _HELD.add(held)
     try:
         yield
     finally:
+        _HELD.discard(held)
         if created:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)

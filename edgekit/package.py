@@ -68,14 +68,15 @@ MAX_GOLDEN_SAMPLES = 10_000
 MAX_GOLDEN_BYTES = 1 << 30  # inputs and outputs of at most MAX_GOLDEN_SAMPLES samples: a zip bomb stops here
 
 
-def read_golden(path: Path) -> tuple[list[dict], list[dict], dict[str, float]]:
-    """(inputs per sample, expected outputs per sample, tolerances); anything malformed is bad input."""
+def read_golden(path: Path, shown: str | None = None) -> tuple[list[dict], list[dict], dict[str, float]]:
+    """(inputs per sample, expected outputs per sample, tolerances); anything malformed is bad input, named
+    `shown` (the package's path as the user gave it; default: the file's name)."""
     def bad(why: str) -> InputError:
-        return InputError(f"{path.name}: not a valid golden file ({why})")
+        return InputError(f"{shown or path.name}: not a valid golden file ({why})")
 
     try:
         data = arrays.read_npz(path, lambda n: n == "count" or n.startswith(("input.", "output.", "atol.")),
-                               MAX_GOLDEN_BYTES, lambda extra: f"unexpected entry {extra[0]!r}")
+                               MAX_GOLDEN_BYTES, lambda extra, _: f"unexpected entry {extra[0]!r}")
     except InputError as e:  # named as the package shows it, not by a temporary path
         raise bad(str(e).replace(f"{path}: ", "")) from e
     try:

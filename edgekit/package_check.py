@@ -47,7 +47,7 @@ def check(path: Path, place: Callable[[dict], Place] | None = None, probe: bool 
         root, mismatched = original, {}
         if original.is_file() and original.name.endswith(ARCHIVE_SUFFIXES):
             # named as the archive (OUT/<target>.tar.gz → <target>): a device's copy is named after it too
-            stem = next(original.name[: -len(s)] for s in ARCHIVE_SUFFIXES if original.name.endswith(s))
+            stem = _archive_stem(original.name)
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgekit-check-"))) / (
                 stem if stem.strip(".") and stem.isprintable() and stem == stem.encode("utf-8", "replace").decode()
                 else "package")
@@ -64,10 +64,20 @@ def check(path: Path, place: Callable[[dict], Place] | None = None, probe: bool 
                            + ([] if root != original or folders == [root] else _archives_beside(original, folders)))
 
 
+def _archive_stem(name: str) -> str | None:
+    """`x` of x.tar.gz (or .tgz, ...); None for a name that is not an archive's."""
+    return next((name[: -len(s)] for s in ARCHIVE_SUFFIXES if name.endswith(s)), None)
+
+
 def _archives_beside(out: Path, folders: list[Path]) -> list[Case]:
     """OUT/<target>.tar.gz, what build engineers ship, is the package checked in OUT/<target>: every member
     matches the hash its manifest gives, and that manifest is the folder's (an archive of garbage passed)."""
-    cases = []
+    names = {folder.name for folder in folders}
+    # one with no folder of its name was never checked, yet a CI job uploading OUT/*.tar.gz ships it
+    cases = [Case(stem, f"archive {path.name}", False, f"no package folder {stem} beside it in {out}: check it on "
+                  "its own (edgekit check ARCHIVE) or move it away")
+             for path in sorted(out.iterdir()) if path.is_file() and (stem := _archive_stem(path.name)) is not None
+             and stem not in names]
     for folder in folders:
         for path in (out / f"{folder.name}{suffix}" for suffix in ARCHIVE_SUFFIXES):
             if not path.is_file():
@@ -128,9 +138,11 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
     pairs, state, steps = [], (manifest.get("state") or {}).get("pairs") or {}, manifest["golden"].get("steps") or {}
     for model, entry in golden.items():
         golden_path = _existing(folder, shown, entry["file"])
-        inputs, outputs, _ = package.read_golden(golden_path)  # a malformed golden file is bad input (exit 3)
+        # a malformed golden file is bad input (exit 3), named in the package the user gave
+        inputs, outputs, _ = package.read_golden(golden_path, f"{shown}/{entry['file']}")
         pairs.append((str(_existing(folder, shown, model)), str(golden_path)))
-        if untrue := _io_claims(manifest, inputs[0], outputs[0]):  # what the model took and gave, parity checks
+        if untrue := "; ".join(filter(None, (_io_claims(manifest, inputs[0], outputs[0]),  # what parity checks
+                                             _state_claims(state, inputs, outputs)))):
             return [Case(target, "integrity", False, f"manifest.json says of {model}: {untrue}"), cases[1]] + [
                 Case(target, f"parity {m}", False, "not run: the package failed its integrity check") for m in golden]
     if place is None:
@@ -178,6 +190,18 @@ def _io_claims(manifest: dict, inputs: dict, outputs: dict) -> str:
     return "; ".join(bad)
 
 
+def _state_claims(pairs: dict[str, str], inputs: list[dict], outputs: list[dict]) -> str:
+    """The state pairs the golden steps carry (each step's input the step before's output) against the manifest's:
+    without them `check` replays single steps, and a device whose state drifts passed."""
+    carried = {i: o for i in inputs[0] for o in outputs[0] if len(inputs) > 1
+               and any(not np.array_equal(step[i], inputs[0][i]) for step in inputs[1:])  # a state that changes
+               and all(inputs[k][i].shape == outputs[k - 1][o].shape and np.array_equal(inputs[k][i], outputs[k - 1][o])
+                       for k in range(1, len(inputs)))}
+    if carried == pairs:
+        return ""
+    return f"its state pairs are {pairs or 'none'}, the golden steps carry {carried or 'none'}"
+
+
 class Place(Protocol):
     """Somewhere other than this host that runs `runner.serve` on a package folder's files."""
 
@@ -205,7 +229,12 @@ def _parity_at(place: Place, folder: Path, target: str, pairs: list[tuple[str, s
             cases.append(Case(target, f"parity {name}", False, f"{name} does not run the golden inputs: "
                               f"{done['error']}", where=where))
             continue
-        cases.append(compare(target, name, runner.decode(done["outputs"]), expected, atol, steps, done["seconds"],
+        try:
+            runs = arrays.runs_from(done["outputs"], len(expected))
+        except InputError as e:  # a device's answer is data from elsewhere: not a result, and never a crash
+            raise StageError("device run" if getattr(place, "real", False) else f"{place.label} run",
+                             f"{place.label} answered with something that is not the runner's result: {e}") from None
+        cases.append(compare(target, name, runs, expected, atol, steps, done["seconds"],
                              "onnxruntime default kernels", where))
     return cases
 
@@ -247,7 +276,7 @@ def latency_budget(manifest: dict) -> float | None:
 def _parity_bounded(target: str, pairs: list[tuple[str, str]], state: dict[str, str], steps: dict) -> list[Case]:
     """The package's models run in a child process under a time and memory limit: a package is a file
     from others, and a 200-byte model can ask onnxruntime for 40 GB."""
-    host.int8_isa()  # a bad EDGEKIT_HOST_ISA is the user's usage error (exit 2), told before the child runs
+    host.check_overrides()  # a bad one is the user's usage error (exit 2), told before the child runs (the API)
     try:
         found = json.loads(bounded.run("check", "edgekit.package_check:parity_in_child", target, json.dumps(pairs),
                                        json.dumps(state), json.dumps(steps), timeout=DEFAULT_STEP_TIMEOUT))
@@ -291,7 +320,7 @@ def _manifest(folder: Path, shown: str) -> dict:
               and isinstance(golden, dict) and isinstance(golden.get("models"), dict) and golden["models"]
               and all(isinstance(e, dict) and isinstance(e.get("file"), str) for e in golden["models"].values())
               and isinstance(manifest.get("passed"), bool) and isinstance(manifest.get("gates"), list)
-              and isinstance(manifest.get("verification", []), list)
+              and isinstance(manifest.get("verification", []), list) and archive.file_sizes(manifest) is not None
               and isinstance(manifest.get("host") or {}, dict)
               and (manifest.get("host") or {}).get("threads", 1) in range(1, 257)
               and (not manifest.get("state") or (isinstance(manifest["state"], dict)
@@ -307,7 +336,7 @@ def _manifest(folder: Path, shown: str) -> dict:
         raise InputError(f"{shown}/manifest.json: unreadable ({type(e).__name__}: {first_line(e, 120)})") from e
     if not ok:
         raise InputError(f"{shown}/manifest.json: missing or mistyped target, files, golden, gates, passed, "
-                         "ort_format, state or steps")
+                         "ort_format, state, steps or sizes")
     return manifest
 
 
@@ -357,11 +386,14 @@ def _named(manifest: dict) -> set[str]:
 def _integrity(folder: Path, shown: str, target: str, manifest: dict, mismatched: dict[Path, str]) -> Case:
     """Every listed file matches its hash, and the folder holds nothing the manifest does not list.
     `mismatched`: the actual hashes of archive members that were never written because they did not match."""
-    files, bad = manifest["files"], []
+    files, sizes, bad = manifest["files"], archive.file_sizes(manifest), []
     for name, digest in sorted(files.items()):
-        actual = mismatched.get(folder / name) or package.sha256(_existing(folder, shown, name))
+        path = None if folder / name in mismatched else _existing(folder, shown, name)  # that one never written
+        actual = mismatched.get(folder / name) or package.sha256(path)
         if actual != digest:
             bad.append(f"{name} sha256 {actual[:12]}… != manifest {digest[:12]}…")
+        elif name in sizes and sizes[name] != path.stat().st_size:  # an archive refuses it: a folder the same
+            bad.append(f"{name} holds {path.stat().st_size} bytes, its manifest says {sizes[name]}")
     unlisted = sorted(p.name for p in folder.iterdir() if p.name not in files and p.name not in package.UNHASHED)
     if unlisted:
         bad.append(f"files not in the manifest: {', '.join(unlisted)}")
@@ -397,7 +429,7 @@ def compare(target: str, model: str, runs: list[dict], expected: list[dict], ato
     quantization step (`steps`: output → scale) also say how many values differ, and by how many steps."""
     worst = None  # (excess over tolerance, message)
     differ, total, most = 0, 0, 0
-    for i, (got, want) in enumerate(zip(runs, expected)):
+    for i, (got, want) in enumerate(zip(runs, expected, strict=True)):  # a device's are counted before
         for out, ref in want.items():
             if out not in got or got[out].shape != ref.shape:
                 return Case(target, f"parity {model}", False, f"output {out!r} missing or of another shape in "

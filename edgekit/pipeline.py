@@ -25,7 +25,7 @@ from .errors import EdgekitError, InputError, UsageError
 from .device import Device
 from .load import load_model
 from .progress import bar
-from .reports import ARM_STAND_IN, ExportReport, LatencyReport, TargetReport
+from .reports import ARM_STAND_IN, ExportReport, LatencyReport, TargetReport, shipped_model
 from .runtime import forget_sessions, int8_session, ort_log_level, run_onnx, run_torch, session
 from .userfn import user_code_scope
 
@@ -491,11 +491,15 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                     "model.int8.onnx quantizes nothing (no QuantizeLinear, DequantizeLinear or integer op: the op "
                     "types named, exclusions or a search kept every node float): it is the float model, not an int8 "
                     "build"])
+                + ([f"model.int8.onnx is not smaller than model.onnx ({int8.stat().st_size:,} vs "
+                    f"{fp32.stat().st_size:,} bytes): the quantization nodes and the scales outweigh what int8 "
+                    "weights save (few weights, or many kept float)"] if int8.stat().st_size >= fp32.stat().st_size
+                   else [])
                 + [f"the model does not run at another size of a dynamic axis: {c.error}" for c in size_checks
                    if c.error]
                 + [advice for advice in [(qplan.precision_search or {}).get("advice")] if advice])  # report.md had it
     gates = verdict.gates(target, prep.export_parity, quant_parity, accuracy, latency, packaged.get("mobile_coverage"),
-                          int8.stat().st_size, shared.task) + verdict.size_gates(target, size_checks)
+                          (tdir / shipped_model(packaged)).stat().st_size, shared.task) + verdict.size_gates(target, size_checks)
     report = TargetReport(target.name, prep.export_parity, quant_parity, accuracy, latency, tuning, gates,
                           warnings + verdict.gate_advice(gates, qplan.settings, tuning), details,
                           latency_1_thread=one_thread[0] if one_thread else None)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bounded, runner
+from . import arrays, bounded, runner
 from .config import DEFAULT_STEP_TIMEOUT
-from .errors import StageError
+from .errors import InputError, StageError
 
 PROBE_FILE = "probe.onnx"
 
@@ -30,7 +30,13 @@ def probe(model: Path, golden: Path, place, state: dict[str, str] | None = None)
                                              timeout=DEFAULT_STEP_TIMEOUT))
         if "error" in here["replay"][0]:
             raise StageError("probe", f"this host: {here['replay'][0]['error']}")
-    ours, theirs = runner.decode(here["replay"][0]["outputs"]), runner.decode(there["outputs"])
+    try:
+        ours, theirs = (arrays.runs_from(done["outputs"], None) for done in (here["replay"][0], there))
+        if len(ours) != len(theirs):
+            raise InputError(f"its outputs are for {len(theirs)} run(s), this host's for {len(ours)}")
+    except InputError as e:
+        raise StageError("probe", f"{place.label} answered with something that is not the runner's result: {e}") \
+            from None
     for tensor, name, op in order:
         a = np.concatenate([r[tensor].astype(np.int32).ravel() for r in ours])
         b = np.concatenate([r[tensor].astype(np.int32).ravel() for r in theirs])

@@ -62,6 +62,9 @@ def stride(samples: int, most: int = STRIDE) -> int:
     return next((k for k in range(min(most, samples), 0, -1) if samples % k == 0), 1)
 
 
+NOT_IN_DYNAMIC = ("format", "calibrate_method", "percentile", "samples")  # static-only quantization settings
+
+
 @dataclass(frozen=True)
 class Plan:
     """The settings actually used, with the reasons for anything edgekit decided itself."""
@@ -77,12 +80,20 @@ class Plan:
     tensor_overrides: dict = field(default_factory=dict, compare=False, repr=False)  # onnxruntime's, e.g. pixels'
 
     def as_dict(self) -> dict:
+        """The settings as used: those the chosen mode ignores are None, so the manifest claims nothing untrue."""
         d = dataclasses.asdict(self.settings)
         d["reduce_range"] = self.reduce_range
         d["op_types"] = list(d["op_types"])
         d["exclude_nodes"] = list(d["exclude_nodes"])
         d["attention_graph"] = self.attention
-        d["decisions"] = [*self.reasons, *self.applied]
+        if self.settings.calibrate_method != "percentile":
+            d["percentile"] = None
+        unused = []
+        if self.settings.mode == "dynamic":
+            unused = [f"dynamic: ranges are computed at run time and integer operators written (onnxruntime's "
+                      f"quantize_dynamic), so {', '.join(NOT_IN_DYNAMIC)} do not apply"]
+            d.update(dict.fromkeys(NOT_IN_DYNAMIC))
+        d["decisions"] = [*self.reasons, *unused, *self.applied]
         d["precision_search"] = self.precision_search
         return d
 

@@ -62,6 +62,12 @@ class Case:
     where: str = ""  # the machine that ran it: this host, an emulated CPU or a device (parity cases)
 
 
+def shipped_model(details: dict) -> str:
+    """The int8 file a target's runtime loads, whose bytes a size budget is about: the .ort where the profile
+    ships onnxruntime's mobile format (29% larger than model.int8.onnx on digits), else model.int8.onnx."""
+    return (details.get("ort_format") or {}).get("file") or "model.int8.onnx"
+
+
 @dataclass
 class TargetReport:
     """One target's figures and verdict."""

@@ -130,15 +130,6 @@ def encode(runs: list[dict[str, np.ndarray]]) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def decode(text: str) -> list[dict[str, np.ndarray]]:
-    runs: dict[int, dict] = {}
-    with np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False) as data:
-        for key in data.files:
-            index, _, name = key.partition(".")
-            runs.setdefault(int(index), {})[name] = data[key]
-    return [runs[i] for i in sorted(runs)]
-
-
 def serve(request: dict, config: dict[str, str] | None = None) -> dict:
     """Do what `request` asks: `replay` [{model, inputs, state}] and `bench` {models, inputs, threads,
     warmup, runs}; file names are in the `folder` on this machine. A model that fails is reported, never

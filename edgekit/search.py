@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import signals
+from . import outdir, signals
 from .config import AUTO_KNOBS, RANGES, PruneSpec, Recipe, ShareSpec, Target
 from .errors import EdgekitError, ExitCode, InputError, StageError, UsageError, disk_full, few, first_line
 
@@ -42,7 +42,7 @@ MAX_STUDY_NAME = 200  # Optuna's column holds 512; a longer name failed deep in 
 INTERRUPTED = 130  # a trial's exit code when it was stopped (Ctrl-C, SIGTERM) or its search died
 INPUTS = "edgekit.measured_on"  # the study's record of what its trials were measured on (measured_on)
 UNMEASURED = ("out", "force", "archive", "no_bench", "targets", "max_data_bytes", "step_timeout")  # change no figure
-LOCK = ".edgekit-search.lock"  # in OUT, held for the whole search
+LOCK = outdir.SEARCH_LOCK  # in OUT, held for the whole search
 BUDGET_FIELDS = {"latency_ms": "latency_p50_ms_max", "size_mb": "size_mb_max"}  # as a target profile names them
 OPTUNA_TABLES = {"studies", "trials", "trial_params", "trial_values", "version_info"}  # an Optuna RDB has them
 PRUNE_RATIOS = [0.0, 0.3, 0.5, 0.6]
@@ -59,7 +59,7 @@ class Point:
     trial: int
     accuracy: float  # int8 accuracy (%), or 100 x the worst int8 cosine without labels
     latency_ms: float  # int8 p50 at the target's threads, on this host
-    size_mb: float  # model.int8.onnx
+    size_mb: float  # the int8 file the target ships (reports.shipped_model)
     feasible: bool  # within every budget and the target's gates
     params: dict
     where: str = ""  # where its latency was measured
@@ -208,6 +208,7 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
     import torch
 
     from . import pipeline
+    from .reports import shipped_model
 
     s = study(storage, name, sampler, grid, recipe.seed)
     # the recipe's seed for a new search's first worker (reproducible); other workers, and a resumed study, draw
@@ -253,7 +254,7 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
         report = pipeline.run(trial_recipe, [target], progress=False)
         t = report.targets[target.name]
         accuracy = t.accuracy.int8 if t.accuracy else 100 * (t.quant_parity.worst("cosine") or 0.0)
-        figures = {"latency_ms": t.latency.int8.p50_ms, "size_mb": t.sizes["model.int8.onnx"] / 1e6}
+        figures = {"latency_ms": t.latency.int8.p50_ms, "size_mb": t.sizes[shipped_model(t.details)] / 1e6}
         constraints = {key: figures[key] - budgets[key] if key in budgets else 0.0 for key in BUDGETS}
         constraints["gates"] = 0.0 if t.passed else 1.0
         for key, value in constraints.items():  # <= 0 is feasible; TPE samples around feasible trials
@@ -406,7 +407,7 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
         name: str, time_budget: float | None, workers: int, out: Path) -> SearchReport:
     """The whole search: `workers` processes (this one and workers - 1 children) on one storage, then the Pareto
     front, OUT/pareto.json, and its most accurate point exported to OUT as the run's package."""
-    from . import outdir, pipeline
+    from . import pipeline
 
     _optuna()  # the search extra, before anything reads a storage URL
     workers = min(workers, trials)  # a worker without a trial only costs a start-up (64 took 2:48 for 4 trials)
@@ -457,7 +458,7 @@ def _end_running(made, ours) -> None:
 
 def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str, storage: str, name: str,
             time_budget: float | None, workers: int, out: Path) -> SearchReport:
-    from . import bounded, outdir
+    from . import bounded
 
     grid = space(recipe, budgets, target)
     made = study(storage, name, sampler, grid, recipe.seed)  # made once, before the workers race to make it
@@ -546,7 +547,7 @@ def _export_best(recipe: Recipe, target: Target, budgets: dict, storage: str, na
 
 
 def _publish_pages(out: Path, report: SearchReport, exported: str | None, force: bool) -> None:
-    from . import outdir, report_html, reports
+    from . import report_html, reports
 
     with outdir.staging(out, list(FILES), force) as stage:  # replacing only a search's own files
         (stage / "pareto.json").write_text(reports.json_text(report.to_json()) + "\n")
@@ -641,7 +642,11 @@ def from_trial(recipe: Recipe, storage: str, name: str, number: int, given: bool
     if strange := [f"{k}={v!r}" for k, v in trial.params.items() if k not in grid or v not in grid[k]]:
         raise UsageError(f"trial {number} of study {name!r} was made for another recipe: {few(strange, 4)} are not "
                          "in this recipe's search space")
-    threads = trial.user_attrs.get("torch_threads")
+    # a trial that took an earlier one's figures (same_as) ran nothing: that one's model, made at its threads,
+    # is what its figures measured (with its own threads, distillation made another model)
+    same = trial.user_attrs.get("same_as")
+    measured = next((t for t in found.trials if t.number == same and t is not trial), trial)
+    threads = measured.user_attrs.get("torch_threads")
     if not (isinstance(threads, int) and not isinstance(threads, bool) and 1 <= threads <= MAX_THREADS):
         threads = None  # a study edited by hand (10**6 threads crashed torch): torch's own default
     return (dataclasses.replace(apply(recipe, trial.params, Path(recipe.out)), archive=recipe.archive,

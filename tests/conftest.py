@@ -23,6 +23,19 @@ def cli(args, env=None):
     return CliRunner().invoke(main, [str(a) for a in args], env=env)
 
 
+def rehash(folder, *names):
+    """Package files changed on purpose: their sha256 and size in manifest.json made to match, so `check` reads
+    them (instead of failing integrity first)."""
+    import hashlib
+    import json
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name in names:
+        manifest["files"][name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        manifest["sizes"][name] = (folder / name).stat().st_size
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
 @pytest.fixture(autouse=True)
 def signal_handlers_restored():
     """The CLI run in-process installs its handlers, and a signal held back leaves them ignored: a later test (and CI's

@@ -3,13 +3,12 @@
 Needs Debian's qemu-user-static and mmdebstrap (`.ci/run` installs them where it is root) and the package
 registries once, to build the cached arm64 root and wheels (~15 s); without the tools these tests skip.
 """
-import hashlib
 import json
 import shutil
 
 import numpy as np
 import pytest
-from conftest import DIGITS, cli
+from conftest import DIGITS, cli, rehash
 from models import tied_residual_images
 
 from edgekit import emulator
@@ -157,9 +156,7 @@ def test_probe_sees_qoperator_ops_and_an_unreadable_model_is_a_failed_case(tied,
     broken = tmp_path / "broken"
     shutil.copytree(tied[0] / "dist" / "arm64-linux", broken)
     (broken / "model.int8.onnx").write_bytes(b"not a model")
-    manifest = json.loads((broken / "manifest.json").read_text())
-    manifest["files"]["model.int8.onnx"] = hashlib.sha256(b"not a model").hexdigest()
-    (broken / "manifest.json").write_text(json.dumps(manifest))
+    rehash(broken, "model.int8.onnx")
     junit = tmp_path / "j.xml"
     result = cli(["check", broken, "--emulate", "aarch64", "--probe", "--junit", junit, "--json"])
     assert result.exit_code == 1, result.output

@@ -14,7 +14,7 @@ from xml.etree import ElementTree
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import DIGITS, cli
+from conftest import DIGITS, cli, rehash
 
 from edgekit.package import read_golden
 
@@ -91,6 +91,16 @@ def test_mobile_coverage_recorded(packaged):
     assert nnapi["nodes"] > 0 and 0 <= nnapi["supported_nodes"] <= nnapi["nodes"] and "prediction" in nnapi["note"]
     coreml = manifests["ios-arm64"]["mobile_coverage"]["coreml"]
     assert "DequantizeLinear" in coreml["cpu_fallback_ops"]  # CoreML has no QDQ builders
+
+
+def test_the_size_budget_is_of_the_file_the_target_ships(packaged):
+    """android/ios ship model.int8.ort, 29% larger than the model.int8.onnx the size_mb gate measured."""
+    _, manifests = packaged
+    for target, shipped in (("android-arm64", "model.int8.ort"), ("arm64-linux", "model.int8.onnx")):
+        m = manifests[target]
+        [size] = [g for g in m["gates"] if g["name"] == "size_mb"]
+        assert size["value"] == m["sizes"][shipped] / 1e6
+    assert manifests["android-arm64"]["sizes"]["model.int8.ort"] != manifests["android-arm64"]["sizes"]["model.int8.onnx"]
 
 
 def test_min_coverage_gate(tmp_path):
@@ -189,16 +199,14 @@ def test_golden_output_one_ulp_beyond_tolerance_fails(packaged, tmp_path):
 
 
 def _rewrite_golden(folder, inputs, outputs, atol):
-    from edgekit.package import sha256, write_arrays
+    from edgekit.package import write_arrays
     arrays = {"count": np.array(len(inputs))}
     for i, (feed, out) in enumerate(zip(inputs, outputs)):
         arrays.update({f"input.{i}.{k}": v for k, v in feed.items()})
         arrays.update({f"output.{i}.{k}": v for k, v in out.items()})
     arrays.update({f"atol.{k}": np.array(v) for k, v in atol.items()})
     write_arrays(folder / "golden.npz", arrays)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["files"]["golden.npz"] = sha256(folder / "golden.npz")
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    rehash(folder, "golden.npz")
 
 
 def test_changed_file_fails_integrity(packaged, tmp_path):
@@ -276,10 +284,12 @@ def test_what_the_manifest_names_ships_as_it_says_and_the_archives_are_the_folde
     shutil.copytree(packaged[0], out)
     (out / "arm64-linux.tar.gz").write_bytes(b"garbage")
     shutil.copy(out / "ios-arm64.tar.gz", out / "android-arm64.tar.gz")  # a whole package, another one's
+    (out / "desktop-x86.tgz").write_bytes(b"garbage")  # no folder of its name: it was never looked at
     result = check(out, "--json")
     assert result.exit_code == 1, result.output
     failed = {c["name"]: c["message"] for c in json.loads(result.stdout) if not c["passed"]}
-    assert set(failed) == {"archive arm64-linux.tar.gz", "archive android-arm64.tar.gz"}, failed
+    assert set(failed) == {"archive arm64-linux.tar.gz", "archive android-arm64.tar.gz", "archive desktop-x86.tgz"}
+    assert "no package folder desktop-x86 beside it" in failed["archive desktop-x86.tgz"]
     assert "its manifest.json is not android-arm64/manifest.json" in failed["archive android-arm64.tar.gz"]
 
 
@@ -505,6 +515,8 @@ def test_inspect_of_a_folder_says_it_takes_a_model_file(packaged):
     assert result.exit_code == 3, result.output
     [line] = result.stderr.strip().splitlines()
     assert "is a folder; inspect takes a model file" in line  # it said "no such file"
+    ort = cli(["inspect", packaged[0] / "android-arm64" / "model.int8.ort"])  # it said "Wire format was corrupt"
+    assert ort.exit_code == 3 and "an ORT-format model" in ort.stderr, ort.output
 
 
 def test_inspect(packaged):
@@ -587,17 +599,15 @@ def test_malformed_manifest_is_exit_3(packaged, tmp_path, edit, msg):
     ({"count": np.array(1), "input.0.image": np.zeros((1, 1, 8, 8), np.float32),
       "output.0.output": np.zeros((1, 10), np.float32)}, "no tolerance"),
     ({"count": np.array(1), "input.0.image": np.zeros((1, 1, 8, 8), np.float32)}, "needs inputs and expected"),
+    ({"count": np.array(1), "note": np.zeros(1)}, "unexpected entry 'note'"),  # was exit 5, a TypeError
 ])
 def test_malformed_golden_is_exit_3(packaged, tmp_path, arrays, msg):
-    from edgekit.package import sha256
     folder = fresh_copy(packaged, tmp_path)
     np.savez(folder / "golden.npz", **arrays)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["files"]["golden.npz"] = sha256(folder / "golden.npz")
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    rehash(folder, "golden.npz")
     result = check(folder)
     assert result.exit_code == 3, result.output
-    assert msg in result.stderr
+    assert msg in result.stderr and f"{folder}/golden.npz: not a valid golden file" in result.stderr  # which package
 
 
 def test_plain_tar_of_a_package_folder_checks(packaged, tmp_path):
@@ -713,6 +723,17 @@ def test_archive_extraction_is_bounded_by_its_manifest(packaged, tmp_path):
         tar.add(folder, arcname="arm64-linux")
     result = check(evil)
     assert result.exit_code == 3 and "its manifest says 10" in result.stderr
+    result = check(folder, "--json")  # the folder passed: only the archive's reader looked at sizes
+    assert result.exit_code == 1, result.output
+    [integrity] = [c for c in json.loads(result.stdout) if c["name"] == "integrity"]
+    assert "model.onnx holds" in integrity["message"] and "its manifest says 10" in integrity["message"]
+    manifest["sizes"] = {"model.onnx": "abc"}  # was exit 0 as a folder, "(AttributeError)" as an archive
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with tarfile.open(evil, "w:xz") as tar:
+        tar.add(folder, arcname="arm64-linux")
+    for path, msg in ((folder, "mistyped target, files"), (evil, "sizes are not a table of file sizes")):
+        result = check(path)
+        assert result.exit_code == 3 and msg in result.stderr, result.output
 
 
 class _Zeros(io.RawIOBase):
@@ -758,7 +779,6 @@ def test_archive_member_with_a_wrong_hash_is_never_written(packaged, tmp_path):
 
 
 def test_golden_zip_bomb_is_refused(packaged, tmp_path):
-    from edgekit.package import sha256
     folder = fresh_copy(packaged, tmp_path)
     with zipfile.ZipFile(folder / "golden.npz", "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("count.npy", _npy(np.array(1)))
@@ -766,9 +786,7 @@ def test_golden_zip_bomb_is_refused(packaged, tmp_path):
             np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (1 << 29,)})
             for _ in range(128):
                 f.write(bytes(16 << 20))  # 2 GiB of zeros, deflated to a few MB
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["files"]["golden.npz"] = sha256(folder / "golden.npz")
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    rehash(folder, "golden.npz")
     start = time.perf_counter()
     result = check(folder)
     assert result.exit_code == 3 and "more than 1073741824 bytes" in result.stderr, result.output
@@ -819,6 +837,9 @@ def test_check_findings_from_review(packaged, tmp_path):
     assert check(folder).exit_code in (1, 3)  # integrity fails first; never exit 5
     bad_isa = cli(["check", str(packaged[0] / "ios-arm64")], env={"EDGEKIT_HOST_ISA": "avx9"})
     assert bad_isa.exit_code == 2 and "EDGEKIT_HOST_ISA" in bad_isa.stderr
+    for name, value in (("EDGEKIT_HOST_ARCH", "riscv"), ("EDGEKIT_WORK_THREADS", "0")):  # was exit 1: failed parity
+        bad = cli(["check", str(packaged[0] / "ios-arm64")], env={name: value})
+        assert bad.exit_code == 2 and f"{name}={value!r}" in bad.stderr, bad.output
 
 
 def test_check_runs_a_hostile_model_bounded(packaged, tmp_path):
@@ -827,7 +848,6 @@ def test_check_runs_a_hostile_model_bounded(packaged, tmp_path):
     from onnx import TensorProto, helper, numpy_helper
 
     import onnx
-    from edgekit.package import sha256
     folder = fresh_copy(packaged, tmp_path, "arm64-linux")
     shape = numpy_helper.from_array(np.array([100000, 100000], np.int64), "shape")
     nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"],
@@ -841,9 +861,7 @@ def test_check_runs_a_hostile_model_bounded(packaged, tmp_path):
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 10])],
                               initializer=[shape, *consts])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), folder / "model.int8.onnx")
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["files"]["model.int8.onnx"] = sha256(folder / "model.int8.onnx")
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    rehash(folder, "model.int8.onnx")
     start = time.perf_counter()
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output

@@ -36,6 +36,7 @@ def test_digits_example_desktop_x86(tmp_path):
     assert m["accuracy"]["fp32"] - m["accuracy"]["int8"] <= 1.0
     assert m["accuracy"]["fp32"] > 95
     assert m["parity"]["export"]["outputs"][0]["cosine"] > 0.99999
+    assert m["quantization"]["calibrate_method"] == "minmax" and m["quantization"]["percentile"] is None  # unused
     assert {"p50_ms", "p90_ms", "p99_ms", "threads", "host"} <= set(m["latency"]["int8"])
     assert m["latency"]["int8"]["host"]["cpu"]
     props = {p.key: p.value for p in onnx.load(tdir / "model.int8.onnx").metadata_props}
@@ -93,6 +94,9 @@ def test_multi_input_int64_encoder_gets_transformer_scheme(tmp_path, encoder_dat
     q = m["quantization"]
     assert q["attention_graph"] is True
     assert q["mode"] == "dynamic" and q["op_types"] == ["MatMul", "Gemm", "Gather"]
+    # no calibration, no QDQ: the static settings (the profile's QDQ, minmax, 128 samples) were recorded as used
+    assert [q[k] for k in ("format", "calibrate_method", "percentile", "samples")] == [None] * 4
+    assert any("do not apply" in d for d in q["decisions"])
     assert m["parity"]["quantization"]["outputs"][0]["cosine"] >= 0.99
     # the scheme's dynamic quantization makes uint8 activations: int8 ones were recorded while not made
     int8 = export("models:tiny_encoder", "--input", "input_ids:Nx12:int64", "--input", "attention_mask:Nx12:int64",
@@ -200,6 +204,7 @@ def test_quant_overrides_from_flags(tmp_path, cnn_data):
     q = manifests(result)[0]["quantization"]
     assert (q["per_channel"], q["activation_type"], q["calibrate_method"], q["reduce_range"]) == \
         (False, "int8", "percentile", False)
+    assert q["percentile"] == 99.999 and q["format"] == "QDQ" and q["samples"] == 128
     graph = onnx.load(tmp_path / "desktop-x86" / "model.int8.onnx").graph
     conv = [n for n in graph.node if n.op_type == "Conv"]
     assert len(conv) == 2

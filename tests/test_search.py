@@ -365,6 +365,14 @@ def test_force_never_reaches_into_a_trials_folder_and_one_search_holds_out(tmp_p
     with outdir.lock(out / search.LOCK, out):  # another search running there
         busy = cli(["search", _recipe(tmp_path, distill=False), "-t", "desktop-x86", "--trials", "1", "--out", out])
     assert busy.exit_code == 2 and "another edgekit run" in busy.output, busy.output
+    import fcntl
+    fd = os.open(out / search.LOCK, os.O_CREAT | os.O_RDWR)  # held as another process holds it (not in _HELD)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # an export there mid-search was taken: the search then lost its result
+        busy = cli(["export", _recipe(tmp_path, distill=False), "-t", "desktop-x86", "--out", out, "--no-bench"])
+    finally:
+        os.close(fd)
+    assert busy.exit_code == 2 and "another edgekit run" in busy.output, busy.output
 
 
 def test_a_study_edgekit_did_not_write_is_refused_or_read_with_care(tmp_path):
@@ -385,6 +393,12 @@ def test_a_study_edgekit_did_not_write_is_refused_or_read_with_care(tmp_path):
     assert again.exit_code == 2 and "made for another recipe" in again.output, again.output
     _, threads = search.from_trial(load_recipe(Path(recipe)), url, "other", 1)
     assert threads is None
+    # a trial whose figures are trial 2's (same_as, resumed with other --workers): trial 2's model, at its threads
+    for attrs in ({"torch_threads": 2}, {"torch_threads": 1, "same_as": 2}):
+        other.add_trial(optuna.trial.create_trial(
+            params={"prune_ratio": 0.0}, distributions={"prune_ratio": optuna.distributions.CategoricalDistribution(
+                [0.0])}, values=[90.0, 1.0, 1.0], user_attrs=attrs))
+    assert search.from_trial(load_recipe(Path(recipe)), url, "other", 3)[1] == 2  # was 1: another model, exit 0
     typo = cli(["export", recipe, "--from-trial", "0", "--storage", f"sqlite:///{tmp_path / 'typo.db'}", "--out",
                 tmp_path / "t"])
     assert typo.exit_code == 2 and "no such database file" in typo.output and not (tmp_path / "typo.db").exists()

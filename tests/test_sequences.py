@@ -114,6 +114,22 @@ def test_golden_vectors_are_one_sequence_that_check_replays_with_its_own_state(r
     assert not stepwise.passed
 
 
+@pytest.mark.parametrize("state", [None, {"pairs": {}}])
+def test_a_manifest_that_drops_its_state_fails_check(runs, tmp_path, state):
+    """manifest.json is not hashed: without its state pairs `check` replayed single steps, and a device whose
+    state drifted passed. The golden steps show the pairs (each state input the step before's output)."""
+    import shutil
+    folder = tmp_path / "desktop-x86"
+    shutil.copytree(runs[0] / "torch-float" / "desktop-x86", folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["state"] = state
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = cli(["check", folder, "--json"])
+    assert result.exit_code == 1, result.output
+    [integrity] = [c for c in json.loads(result.stdout) if c["name"] == "integrity"]
+    assert "its state pairs are none, the golden steps carry {'state': 'stateN'}" in integrity["message"]
+
+
 def test_state_starts_from_a_file(runs, tmp_path):
     """`--state-init state=h0.npy`: every model starts each sequence from that value (recorded), the golden
     sequence too; a file of the wrong rank or naming no state input is refused."""
