@@ -7,6 +7,7 @@ Sources: a single `.npz` (arrays named after the inputs, samples along the first
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -93,8 +94,12 @@ class Dataset:
                         files=self.files))
 
     def read_by(self, files: dict) -> list[str]:
-        """What this data was read from that `files` (another Dataset's) names too."""
-        return sorted(self.files[k] for k in self.files.keys() & files.keys())
+        """What this data was read from that `files` (another Dataset's) names too, or holds a copy of (a copy of
+        the validation file was taken as calibration data)."""
+        same = {self.files[k] for k in self.files.keys() & files.keys()}
+        ours = {k: v for k, v in self.files.items() if k[0] != "function" and k not in files}
+        theirs = [v for k, v in files.items() if k[0] != "function" and k not in self.files]
+        return sorted(same | {a for a in ours.values() for b in theirs if _same_bytes(Path(a), Path(b))})
 
 
 def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: int = 64,
@@ -152,6 +157,9 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
         labelled = [p.labels is not None for p in parts]
         if any(labelled) and not all(labelled):
             raise InputError(f"{path}: some files have labels and some do not")
+        if all(labelled) and len({p.labels.shape[1:] for p in parts}) > 1:  # np.concatenate's ValueError: exit 5
+            raise InputError(f"{path}: its files' labels differ in shape ("
+                             f"{few(sorted({str(list(p.labels.shape[1:])) for p in parts}), 4)} per sample)")
         labels = np.concatenate([p.labels for p in parts]) if all(labelled) else None
         return _nonempty(Dataset(str(path), feeds, labels, files={k: v for p in parts for k, v in p.files.items()}))
     if path.exists():
@@ -176,6 +184,17 @@ def user_stream(source) -> tuple[str, Iterator] | None:
         return origin, iter(items)
     except TypeError:
         raise InputError(f"{origin}: gave a {type(items).__name__}, not an iterable of samples or batches") from None
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    """Two files of one content (compared only when of one size: hashing reads them whole)."""
+    try:
+        if a.stat().st_size != b.stat().st_size:
+            return False
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            return hashlib.file_digest(fa, "sha256").digest() == hashlib.file_digest(fb, "sha256").digest()
+    except OSError:
+        return False
 
 
 def function_key(source) -> dict:
@@ -419,8 +438,8 @@ def for_run(recipe: Recipe, inputs, targets: list[Target]) -> tuple[Dataset, Dat
         val = _capped(load(recipe.validation, inputs, seed=recipe.seed + 1, max_bytes=recipe.max_data_bytes,
                            max_samples=MAX_SAMPLES + 1))
         if both := val.read_by(cal.files):  # a folder holding the other
-            raise UsageError(f"--validation holds calibration data ({', '.join(both[:3])}, read by both): parity "
-                             "must be measured on held-out data")
+            raise UsageError(f"--validation holds calibration data ({', '.join(both[:3])}, read by both, or the "
+                             "same bytes): parity must be measured on held-out data")
         return cal, val
     if cal.random:
         return cal, random_dataset(inputs, 16, recipe.seed + 1, recipe.max_data_bytes)

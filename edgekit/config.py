@@ -296,6 +296,9 @@ class Recipe:
     sizes: dict = field(default_factory=dict)
     # uint8 camera input: {"input": "image", "mean": [...], "std": [...]} folded into the model (see pixels.py)
     image_uint8: dict = field(default_factory=dict)
+    # the search trial this run makes again ({"study", "storage", "trial"}: `export --from-trial`, a search's best
+    # point): the manifest's `search`, so a package can be traced to the figures it was chosen by
+    from_trial: dict | None = None
 
 
 def choices(cls, name: str) -> tuple[str, ...]:

@@ -472,6 +472,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "validation": {"data": val.origin, "samples": len(val), "random": val.random},
         "layers": _layer_report(qplan, model, fp32, int8, val.feeds, chosen_rows),
         "compression": shared.compression,
+        "search": recipe.from_trial,
         "state": ({"pairs": recipe.state, "float_nodes": list(state_nodes),
                    "initial": {name: recipe.state_init.get(name, "zeros") for name in recipe.state},
                    "sequence": sequences.per_step(prep.rollout, int8_val, prep.names)}
@@ -558,6 +559,10 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
         return qplan, 0, skipped if settings.auto else None, None
     cal_feeds = _calibration_feeds(prep, settings.samples)
     n_cal = len(cal_feeds)
+    if n_cal < settings.samples:  # the record is of what was used (it said 128 of a 10-sample file)
+        why = f"samples {n_cal}: the calibration data holds {n_cal} of the {settings.samples} asked"
+        settings = dataclasses.replace(settings, samples=n_cal)
+        qplan = dataclasses.replace(qplan, settings=settings, reasons=(*qplan.reasons, why))
     tuning = chosen_rows = None
     work = shared.stage / ".work" / f"quantize-{target.name}"  # calibration cache and trials
     work.mkdir(parents=True)

@@ -101,6 +101,18 @@ def computed_on(r: TargetReport, int8: bool = True) -> str:
         f" ({arm})" if arm else "")
 
 
+def accuracy_line(a) -> str:
+    return (f"Accuracy on {a.samples} labelled samples: torch {_fmt(a.torch, '.2f')} · fp32 {a.fp32:.2f} · int8 "
+            f"{a.int8:.2f} (drop {a.drop:.2f} points)")
+
+
+def ort_format_line(o: dict) -> str:
+    """What the shipped .ort needs to run as measured, and how far the full build `check` runs is from the .onnx."""
+    diff = ", ".join(f"{k} {v:.3g}" for k, v in o.get("max_abs_diff_from_onnx", {}).items())
+    return (f"`{o['file']}` ({o['optimization_style']} optimisation style, target platform {o['target_platform']}): "
+            f"{o['build']}. Max |difference| from the .onnx in this build: {diff}.")
+
+
 def markdown(r: TargetReport) -> str:
     """The human report written beside each target's models."""
     d = r.details
@@ -122,10 +134,7 @@ def markdown(r: TargetReport) -> str:
             ""] + _md("model | golden file | computed with",
                       [(m, g["file"], g["kernels"]) for m, g in golden["models"].items()])
     if d.get("ort_format"):
-        o = d["ort_format"]
-        diff = ", ".join(f"{k} {v:.3g}" for k, v in o.get("max_abs_diff_from_onnx", {}).items())
-        out += ["", f"`{o['file']}` ({o['optimization_style']} optimisation style, target platform "
-                f"{o['target_platform']}): {o['build']}. Max |difference| from the .onnx in this build: {diff}."]
+        out += ["", ort_format_line(d["ort_format"])]
     out += ["", "## Parity", ""]
     na = _Own("n/a (reference ~0)")
     for p, title in ((r.export_parity, "torch vs ONNX fp32 (export)"), (r.quant_parity, "ONNX fp32 vs int8")):
@@ -138,9 +147,7 @@ def markdown(r: TargetReport) -> str:
                   f"{o.max_abs:.3g}", f"{o.mean_abs:.3g}", _fmt(o.top1_agreement, ".4f", "n/a"),
                   _fmt(o.top5_agreement, ".4f", "n/a"), _fmt(o.retrieval_at1, ".4f", "n/a")) for o in p.outputs]) + [""]
     if r.accuracy:
-        a = r.accuracy
-        out += [f"Accuracy on {a.samples} labelled samples: torch {_fmt(a.torch, '.2f')} · "
-                f"fp32 {a.fp32:.2f} · int8 {a.int8:.2f} (drop {a.drop:.2f} points)", ""]
+        out += [accuracy_line(r.accuracy), ""]
     lat = r.latency
     if lat:
         where = lat.where if lat.on_device else f"{lat.where}: the host standing in for the device, not the device"

@@ -12,7 +12,7 @@ import math
 
 from typing import TYPE_CHECKING
 
-from .report import computed_on, printable
+from .report import accuracy_line, computed_on, ort_format_line, printable
 from .reports import TargetReport
 
 if TYPE_CHECKING:
@@ -43,6 +43,10 @@ def page(r: TargetReport) -> str:
             _table(("gate", "value", "limit", "result"), [
         (g.name, "-", "-", f"skipped: {g.skipped}") if g.skipped else
         (g.name, _number(g.value), f"{g.op} {_number(g.limit)}", "pass" if g.passed else "FAIL") for g in r.gates])]
+    if r.accuracy:  # the page showed the drop gate only
+        out.append(f"<p>{e(accuracy_line(r.accuracy))}.</p>")
+    if d.get("ort_format"):  # which onnxruntime build the shipped .ort needs: report.md said it, this page did not
+        out.append(f"<p>{e(ort_format_line(d['ort_format']).replace('`', ''))}</p>")
     out += _figures(_charts(r))
     out.append("<p>Full figures: report.md and manifest.json in this folder.</p></body></html>")
     return "\n".join(out) + "\n"
@@ -54,7 +58,9 @@ def search_page(r: SearchReport, exported: str | None) -> str:
     e = _escape
     budgets = ", ".join(f"{k} ≤ {v:g}" for k, v in r.budgets.items()) or "none"
     out = [_head(f"edgekit search: {r.study}"), f"<h1>edgekit search: study {e(r.study)}</h1>",
-           f"<p>{len(r.points)} trial(s) done, {len(r.failed)} failed, {r.seconds_per_trial:.1f} s a trial; "
+           f"<p>{len(r.points)} trial(s) done, {len(r.failed)} failed"
+           + (f", {len(r.running)} still running (another search's, or a killed one's: reclaimed once its heartbeat "
+              f"stops)" if r.running else "") + f", {r.seconds_per_trial:.1f} s a trial; "
            f"budgets: {e(budgets)}; {e(r.metric)} from {e(r.kernels)}; latency measured on {e(r.where)}.</p>"]
     out += _figures(_search_charts(r))
     out += ["<h2>Pareto front (within the budgets and the target's gates)</h2>", _table(
@@ -62,7 +68,8 @@ def search_page(r: SearchReport, exported: str | None) -> str:
         [(p.trial, f"{p.accuracy:.2f}", f"{p.latency_ms:.4f}", f"{p.size_mb:.4f}",
           ", ".join(f"{k}={v}" for k, v in p.params.items())) for p in r.pareto])]
     if r.best is None:
-        out.append("<p class=fail>No trial met the budgets and gates.</p>")
+        out.append("<p class=fail>No trial met the budgets and gates: nothing was exported (a package folder beside "
+                   "this page is an earlier run's; its manifest's <code>search</code> names its trial).</p>")
     elif exported and r.export_failed:
         out.append(f"<p class=fail>Best: trial {r.best.trial}, exported to {e(exported)}/ in this folder; timed "
                    f"again there, it misses a budget: {e(r.export_failed)}.</p>")

@@ -15,6 +15,8 @@ import platform
 import sys
 import time
 
+STARTED_BY = os.getppid()  # before numpy's import (seconds on a device): a stop meanwhile must end this runner too
+
 import numpy as np
 
 ARM_PARTS = {"0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
@@ -175,5 +177,5 @@ if __name__ == "__main__":
     import threading
 
     asked = json.loads(sys.argv[1])
-    threading.Thread(target=watch, args=(os.getppid(), float(asked.get("timeout", 3600))), daemon=True).start()
+    threading.Thread(target=watch, args=(STARTED_BY, float(asked.get("timeout", 3600))), daemon=True).start()
     print(json.dumps(serve(asked)))

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +41,12 @@ MAX_THREADS = 256
 SEED_STRIDE = 7919  # between workers' sampler seeds
 MAX_STUDY_NAME = 200  # Optuna's column holds 512; a longer name failed deep in the storage
 INTERRUPTED = 130  # a trial's exit code when it was stopped (Ctrl-C, SIGTERM) or its search died
+# An RDB storage's running trials beat (Optuna's heartbeat); one silent for the grace period died with its search and
+# is failed by the next trial any search of the study starts (a shared storage's RUNNING trials may be live elsewhere)
+HEARTBEAT_S, GRACE_S = 60, 180
 INPUTS = "edgekit.measured_on"  # the study's record of what its trials were measured on (measured_on)
-UNMEASURED = ("out", "force", "archive", "no_bench", "targets", "max_data_bytes", "step_timeout")  # change no figure
+UNMEASURED = ("out", "force", "archive", "no_bench", "targets", "max_data_bytes", "step_timeout",  # change no figure
+              "from_trial")
 LOCK = outdir.SEARCH_LOCK  # in OUT, held for the whole search
 BUDGET_FIELDS = {"latency_ms": "latency_p50_ms_max", "size_mb": "size_mb_max"}  # as a target profile names them
 OPTUNA_TABLES = {"studies", "trials", "trial_params", "trial_values", "version_info"}  # an Optuna RDB has them
@@ -79,9 +84,10 @@ class SearchReport:
     where: str  # where latency was measured: this host, or the device
     kernels: str  # whose int8 kernels computed the outputs the metric is on: this host's, or emulated aarch64
     export_failed: str = ""  # the budgets the best point's package missed when exported again ("" when within)
+    running: tuple[int, ...] = ()  # trials still RUNNING: another search's, or a killed one's not yet reclaimed
 
     def to_json(self) -> dict:
-        return {**dataclasses.asdict(self), "trials": len(self.points) + len(self.failed)}
+        return {**dataclasses.asdict(self), "trials": len(self.points) + len(self.failed) + len(self.running)}
 
 
 def _optuna():
@@ -598,8 +604,9 @@ def summary(storage: str, name: str, budgets: dict) -> SearchReport:
     places = list(dict.fromkeys(p.where for p in points))  # a study other hosts joined mixes their figures
     where = ("several places (each point's own 'where'): " + "; ".join(places) if len(places) > 1 else
              places[0] if places else "")
+    running = tuple(t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING)
     return SearchReport(name, shown(storage), metric, budgets, points, failed, pareto, pareto[0] if pareto else None,
-                        round(sum(seconds) / len(seconds), 3) if seconds else 0.0, where, kernels)
+                        round(sum(seconds) / len(seconds), 3) if seconds else 0.0, where, kernels, running=running)
 
 
 def _feasible(trial, budgets: dict) -> bool:
@@ -649,8 +656,10 @@ def from_trial(recipe: Recipe, storage: str, name: str, number: int, given: bool
     threads = measured.user_attrs.get("torch_threads")
     if not (isinstance(threads, int) and not isinstance(threads, bool) and 1 <= threads <= MAX_THREADS):
         threads = None  # a study edited by hand (10**6 threads crashed torch): torch's own default
+    made = {"study": name, "storage": shown(storage), "trial": number,
+            **({"same_as": measured.number} if measured is not trial else {})}
     return (dataclasses.replace(apply(recipe, trial.params, Path(recipe.out)), archive=recipe.archive,
-                                no_bench=recipe.no_bench), threads)
+                                no_bench=recipe.no_bench, from_trial=made), threads)
 
 
 def _storage(url: str, create: bool = True):
@@ -669,7 +678,10 @@ def _storage(url: str, create: bool = True):
         # a server that does not answer would hang the search (a blocked driver call ignores SIGTERM and Ctrl-C)
         arg = CONNECT_TIMEOUT_ARGS.get(_parsed(url).get_driver_name())
         bounded = {"connect_args": {arg: CONNECT_TIMEOUT}, "pool_timeout": CONNECT_TIMEOUT} if arg else {}
-        return RDBStorage(url, engine_kwargs=bounded, skip_table_creation=not create)
+        with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna 5.1: no news to a user
+            warnings.simplefilter("ignore", _optuna().exceptions.ExperimentalWarning)
+            return RDBStorage(url, engine_kwargs=bounded, skip_table_creation=not create,
+                              heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
     except Exception as e:  # sqlalchemy's errors, the driver's ImportError, ValueError: this storage cannot be used
         raise UsageError(f"--storage {shown(url)}: cannot be opened ({type(e).__name__}: "
                          f"{first_line(e, 160).replace(url, shown(url))})") from None

@@ -44,8 +44,10 @@ def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict], listed: dict | 
         for size in listed.get(dim) or [2 * seen[0] if batch else seen[0] // 2]:
             if batch:
                 k = size // seen[0]  # samples joined per made one; no more are kept than MAX_FEEDS need
-                same = list(itertools.islice((f for f in feeds if all(f[n].shape[0] == seen[0] for n in axes)),
-                                             max(k, 1) * MAX_FEEDS))
+                # only samples of one shape join (a sequence length that varies by sample stopped the export)
+                first = next((f for f in feeds if all(f[n].shape[0] == seen[0] for n in axes)), {})
+                same = list(itertools.islice((f for f in feeds if first and all(
+                    f[n].shape == v.shape for n, v in first.items())), max(k, 1) * MAX_FEEDS))
                 if size % seen[0] or len(same) < k:
                     if dim in listed:
                         raise UsageError(f"--size {dim}={size}: made by joining the samples whose {dim} is "

@@ -4,6 +4,7 @@ import gc
 import os
 import tracemalloc
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,6 +64,15 @@ def test_a_folder_of_files_reads_lazily_in_order(tmp_path):
     first, rest = ds.split(0.25)
     assert len(first) == 72 and np.array_equal(rest.feeds[0]["image"][0], images[72])
     assert calib.fixed_shapes(IMAGE, [first, rest])[0] == {"image": (1, 3, 64, 64)}
+
+
+def test_a_folder_whose_files_label_differently_is_bad_input(tmp_path):
+    """One label per sample in a.npz, one per row of stacked samples in b.npz: np.concatenate's ValueError, exit 5."""
+    images = _images(12)
+    np.savez(tmp_path / "a.npz", image=images[:4], labels=np.arange(4))
+    np.savez(tmp_path / "b.npz", image=images[4:].reshape(4, 2, 3, 64, 64), labels=np.zeros((4, 2), np.int64))
+    with pytest.raises(InputError, match="its files' labels differ in shape"):
+        calib.load(str(tmp_path), IMAGE)
 
 
 def test_a_folder_of_more_files_than_open_file_slots(tmp_path):
@@ -261,11 +271,12 @@ def test_validation_never_shares_a_file_with_calibration(tmp_path):
     cal = _save(tmp_path / "data" / "cal.npz", x=rng.standard_normal((40, 4)).astype("f4"))
     val = _save(tmp_path / "data" / "val.npz", x=rng.standard_normal((20, 4)).astype("f4"))
     os.link(val, tmp_path / "linked.npz")
+    (tmp_path / "copy.npz").write_bytes(Path(val).read_bytes())  # a copy, not a link: taken, exit 0
     targets = [load_target("desktop-x86")]
     for calibration, validation in ((tmp_path / "data", val), (cal, tmp_path / "data"),
-                                    (tmp_path / "data", tmp_path / "linked.npz")):
+                                    (tmp_path / "data", tmp_path / "linked.npz"), (tmp_path / "copy.npz", val)):
         recipe = Recipe("m.py:build", VECTOR, calibration=str(calibration), validation=str(validation))
-        with pytest.raises(UsageError, match=r"holds calibration data .*(val|cal|linked)\.npz, read by both"):
+        with pytest.raises(UsageError, match=r"holds calibration data .*(val|cal|linked)\.npz, read by both, or the same bytes"):
             calib.for_run(recipe, VECTOR, targets)
     held_out = calib.for_run(Recipe("m.py:build", VECTOR, calibration=cal, validation=val), VECTOR, targets)
     assert [len(d) for d in held_out] == [40, 20]

@@ -52,6 +52,8 @@ def test_ort_format_loads_and_matches_its_onnx(packaged):
     a = ort.InferenceSession(str(folder / "model.int8.ort")).run(None, {"image": x})[0]
     b = ort.InferenceSession(str(folder / "model.int8.onnx")).run(None, {"image": x})[0]
     np.testing.assert_allclose(a, b, atol=1e-5)
+    build = manifests["android-arm64"]["ort_format"]["build"]  # which build it needs: report.md said so, not the page
+    assert build in (folder / "report.md").read_text() and build in (folder / "report.html").read_text()
 
 
 def test_android_ships_fixed_shapes_so_nnapi_takes_the_graph(packaged):

@@ -189,6 +189,8 @@ def test_samples_read_from_a_source_are_capped_and_the_report_says_so(tmp_path, 
                            tmp_path / "big-val.npz", "--out", tmp_path / "b", "--no-bench"))
     assert m["validation"]["samples"] == 24 and "its first 24 samples" in m["validation"]["data"]
     assert m["calibration"]["samples"] == 24  # the profile's 128, within the cap
+    q = m["quantization"]  # said 128, the setting, of a 24-sample calibration
+    assert q["samples"] == 24 and "samples 24: the calibration data holds 24 of the 128 asked" in q["decisions"]
     monkeypatch.setattr(calib, "MAX_SAMPLES", 40)  # exactly the file's 40: nothing was cut, nothing said
     [m] = manifests(export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cal, "--out",
                            tmp_path / "c", "--no-bench"))
@@ -204,7 +206,7 @@ def test_quant_overrides_from_flags(tmp_path, cnn_data):
     q = manifests(result)[0]["quantization"]
     assert (q["per_channel"], q["activation_type"], q["calibrate_method"], q["reduce_range"]) == \
         (False, "int8", "percentile", False)
-    assert q["percentile"] == 99.999 and q["format"] == "QDQ" and q["samples"] == 128
+    assert q["percentile"] == 99.999 and q["format"] == "QDQ" and q["samples"] == 40  # the data's 40 of 128
     graph = onnx.load(tmp_path / "desktop-x86" / "model.int8.onnx").graph
     conv = [n for n in graph.node if n.op_type == "Conv"]
     assert len(conv) == 2

@@ -56,6 +56,7 @@ def test_two_workers_on_one_storage_find_a_front_and_a_trial_reexports(tmp_path)
     assert best == report["pareto"][0] and best["feasible"] and best["size_mb"] <= 1
     exported = json.loads((out / "desktop-x86" / "manifest.json").read_text())
     assert exported["accuracy"]["int8"] == pytest.approx(best["accuracy"], abs=1e-3)
+    assert {k: exported["search"][k] for k in ("study", "trial")} == {"study": "edgekit", "trial": best["trial"]}
     page = (out / "report.html").read_text()  # the Pareto scatter, drawn by a real browser
     assert page.count("<svg") == 1 and "<script" not in page and all(f"<td>{p['trial']}</td>" in page
                                                                     for p in report["pareto"])
@@ -65,6 +66,7 @@ def test_two_workers_on_one_storage_find_a_front_and_a_trial_reexports(tmp_path)
                  f"sqlite:///{out / 'search.db'}", "--out", tmp_path / "again", "--no-bench", "--json"])
     assert again.exit_code == 0, again.output
     [m] = json.loads(again.stdout)
+    assert (m["search"]["trial"], m["search"]["storage"]) == (point["trial"], f"sqlite:///{out / 'search.db'}")
     assert m["quantization"]["calibrate_method"] == point["params"]["calibrate_method"]
     assert (m["compression"].get("prune") or {}).get("ratio", 0.0) == point["params"]["prune_ratio"]
     assert m["accuracy"]["int8"] == pytest.approx(point["accuracy"], abs=1e-3)  # the same model as the trial's
@@ -604,3 +606,24 @@ def test_a_stop_ends_the_search_however_the_trial_under_way_failed_and_leaves_no
     assert stopped.exit_code == 130, stopped.output
     trials = optuna.load_study(study_name="edgekit", storage=f"sqlite:///{tmp_path / 'shared.db'}").trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL]
+
+
+def test_a_killed_searchs_trial_on_its_own_storage_is_reclaimed_once_its_heartbeat_stops(tmp_path, monkeypatch):
+    """With --storage, a trial a killed search left RUNNING stayed so for ever, uncounted in pareto.json (only the
+    default OUT/search.db, locked with OUT, was cleaned): Optuna's heartbeat now tells a dead trial from one live on
+    another machine, and the next search marks it interrupted. One still beating is listed as running."""
+    monkeypatch.setattr(search, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(search, "GRACE_S", 1)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    made = optuna.create_study(storage=search._storage(url), study_name="edgekit", directions=search.DIRECTIONS)
+    dead = made.ask()
+    made._storage.record_heartbeat(dead._trial_id)  # its search beat once, then was killed
+    time.sleep(2.5)
+    result = cli(["search", _recipe(tmp_path, distill=False), "-t", "desktop-x86", "--trials", "1", "--storage", url,
+                  "--out", tmp_path / "o", "--json"])
+    assert result.exit_code in (0, 1), result.output
+    report = json.loads(result.stdout)
+    assert {"trial": 0, "params": {}, "error": "interrupted", "exit_code": 130} in report["failed"]
+    assert report["running"] == [] and report["trials"] == 2
+    live = made.ask()  # another machine's trial, beating: not ours to end, but counted
+    assert search.summary(url, "edgekit", {}).running == (live.number,)

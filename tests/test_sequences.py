@@ -97,6 +97,18 @@ def test_sequences_must_agree_in_steps_and_axes_without_data_are_not_resized():
     assert sizes.other_sizes((InputSpec.parse("x:1xT"),), []) == []
 
 
+def test_samples_of_varying_length_are_joined_only_with_their_own_length():
+    """A batch of 2 was made by joining samples of sequence lengths 8 and 9: exit 5, a ValueError."""
+    from edgekit import sizes
+    from edgekit.config import InputSpec
+    rng = np.random.default_rng(0)
+    feeds = [{"ids": rng.integers(0, 50, (1, 8 + i % 3))} for i in range(12)]
+    batch, seq = sizes.other_sizes((InputSpec.parse("ids:Nxseq:int64"),), feeds)
+    assert (batch.dim, batch.size, seq.dim, seq.size) == ("N", 2, "seq", 4) and len(batch.feeds) == 2
+    assert all(f["ids"].shape == (2, 8) for f in batch.feeds)
+    np.testing.assert_array_equal(batch.feeds[0]["ids"], np.concatenate([feeds[0]["ids"], feeds[3]["ids"]]))
+
+
 def test_golden_vectors_are_one_sequence_that_check_replays_with_its_own_state(runs):
     """golden.npz holds the first steps of one validation sequence, each step's state input being the int8
     model's own previous state output; `check` feeds the state back itself (only step 0's zeros are read)."""

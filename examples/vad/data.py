@@ -15,7 +15,8 @@ def _sequences(seed: int, count: int, labelled: bool = False):
 
 
 def calibration():
-    """16 sequences x 100 steps = 1600 calibration steps (the recipe's [quantize] samples uses them all)."""
+    """16 sequences x 100 steps = 1600 calibration steps, of which the profile's 128 (`[quantize] samples`) are used,
+    spread evenly over the sequences."""
     yield from _sequences(seed=1, count=16)
 
 
