@@ -27,8 +27,8 @@ from .reports import CheckReport, ExportReport
 from .userfn import is_function_spec, user_code_scope
 
 Feeds = Union[str, Path, Iterable[Mapping[str, np.ndarray]], Callable[[], Iterable[Mapping[str, np.ndarray]]]]
-# set by the call's own arguments, not by **settings
-_OWN = {"source", "inputs", "calibration", "validation", "targets", "out", "quantize", "bench"}
+# set by the call's own arguments (or, from_trial, by edgekit's search), not by **settings
+_OWN = {"source", "inputs", "calibration", "validation", "targets", "out", "quantize", "bench", "from_trial"}
 
 
 # torch's ONNX exporter keeps global state (two exports at once: "GLOBALS.in_onnx_export must be False"), and a call

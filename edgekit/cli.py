@@ -93,11 +93,11 @@ def _handle_errors(fn):
                          or (ctx.info_name != "search" and signals.publishes() > published))
 
         try:
+            if ctx.info_name not in ("targets", "emulator"):  # imported with signals held back, before any work
+                signals.import_whole("onnx", "onnxruntime", *(("torch",) if ctx.info_name in _TORCH_COMMANDS else ()))
             from . import host  # not at the top: `--help` imports no numpy
 
             host.check_overrides()
-            if ctx.info_name not in ("targets", "emulator"):  # imported with signals held back, before any work
-                signals.import_whole("onnx", "onnxruntime", *(("torch",) if ctx.info_name in _TORCH_COMMANDS else ()))
             with _only_the_result_on_stdout(ctx) if kwargs.get("as_json") else contextlib.nullcontext():
                 code = fn(*args, **kwargs)
         except SystemExit as e:

@@ -473,6 +473,21 @@ def load_target(name_or_path: str) -> Target:
     return replace(target, path=str(path))
 
 
+def loosened(target: Target) -> list[str]:
+    """The gates a user's profile loosens against the bundled profile whose name it takes (every gate could be
+    made to pass under the name desktop-x86, and nothing said so): `field value (bundled value)`."""
+    own = bundled(target.name)
+    if own is None or Path(target.path).resolve() == own.resolve():
+        return []
+    base = load_target(target.name)
+    limits = [(f"parity.{f.name}", getattr(target.parity, f.name), getattr(base.parity, f.name),
+               f.name.endswith("_min")) for f in fields(ParitySpec)]
+    limits += [(f"package.{k}", getattr(target.package, k), getattr(base.package, k), k == "min_coverage")
+               for k in ("golden_tolerance", "golden_tolerance_steps", "min_coverage")]
+    return [f"{name} {mine:g} ({theirs:g})" for name, mine, theirs, at_least in limits
+            if (mine < theirs if at_least else mine > theirs)]
+
+
 def dynamic_types(settings: QuantSettings) -> bool:
     """The types dynamic quantization makes: uint8 activations (DynamicQuantizeLinear), int8 or uint8 weights."""
     return settings.activation_type == "uint8" and settings.weight_type in ("int8", "uint8")

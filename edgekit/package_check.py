@@ -193,15 +193,20 @@ def _io_claims(manifest: dict, inputs: dict, outputs: dict) -> str:
 
 
 def _state_claims(pairs: dict[str, str], inputs: list[dict], outputs: list[dict]) -> str:
-    """The state pairs the golden steps carry (each step's input the step before's output) against the manifest's:
-    without them `check` replays single steps, and a device whose state drifts passed."""
-    carried = {i: o for i in inputs[0] for o in outputs[0] if len(inputs) > 1
-               and any(not np.array_equal(step[i], inputs[0][i]) for step in inputs[1:])  # a state that changes
-               and all(inputs[k][i].shape == outputs[k - 1][o].shape and np.array_equal(inputs[k][i], outputs[k - 1][o])
-                       for k in range(1, len(inputs)))}
-    if carried == pairs:
+    """The manifest's state pairs against the golden steps (each step's state input is the step before's output):
+    without them `check` replays single steps, and a device whose state drifted passed."""
+    def carries(i: str, o: str) -> bool:
+        return all(i in inputs[k] and o in outputs[k - 1] and inputs[k][i].shape == outputs[k - 1][o].shape
+                   and np.array_equal(inputs[k][i], outputs[k - 1][o]) for k in range(1, len(inputs)))
+
+    if len(inputs) < 2:
         return ""
-    return f"its state pairs are {pairs or 'none'}, the golden steps carry {carried or 'none'}"
+    if wrong := {i: o for i, o in pairs.items() if not carries(i, o)}:
+        return f"its state pairs {wrong} are not what the golden steps carry"
+    # a state that changes from step to step, fed from some output (a model may return its state twice)
+    undeclared = sorted(i for i in inputs[0] if i not in pairs and any(i in s and not np.array_equal(
+        s[i], inputs[0][i]) for s in inputs[1:]) and any(carries(i, o) for o in outputs[0]))
+    return f"the golden steps carry state {undeclared} that its state pairs do not name" if undeclared else ""
 
 
 class Place(Protocol):
@@ -358,7 +363,7 @@ def _gates(target: str, manifest: dict) -> Case:
 def _holds(gate: dict) -> bool:
     """A gate passes when it says so and, unless it was skipped (nothing measured), its value meets its limit. A
     skipped gate with a value was measured: marking a failed one skipped passed it."""
-    if not gate["passed"] or gate.get("skipped") and gate.get("value") is None and gate.get("limit") is None:
+    if not gate["passed"] or gate.get("skipped") and gate.get("value") is None:
         return gate["passed"]
     value, op, limit = gate.get("value"), gate.get("op"), gate.get("limit")
     if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (value, limit)):
@@ -390,9 +395,11 @@ def _integrity(folder: Path, shown: str, target: str, manifest: dict, mismatched
     `mismatched`: the actual hashes of archive members that were never written because they did not match."""
     files, sizes, bad = manifest["files"], archive.file_sizes(manifest), []
     for name, digest in sorted(files.items()):
-        path = None if folder / name in mismatched else _existing(folder, shown, name)  # that one never written
-        actual = mismatched.get(folder / name) or package.sha256(path)
-        if actual != digest:
+        if folder / name in mismatched:  # an archive member that did not match was never written
+            bad.append(f"{name} sha256 {mismatched[folder / name][:12]}… != manifest {digest[:12]}…")
+            continue
+        path = _existing(folder, shown, name)
+        if (actual := package.sha256(path)) != digest:
             bad.append(f"{name} sha256 {actual[:12]}… != manifest {digest[:12]}…")
         elif name in sizes and sizes[name] != path.stat().st_size:  # an archive refuses it: a folder the same
             bad.append(f"{name} holds {path.stat().st_size} bytes, its manifest says {sizes[name]}")

@@ -13,7 +13,7 @@ NEAR_ZERO = 1e-6  # a reference output whose peak |value| is below this carries 
 @dataclass(frozen=True)
 class OutputParity:
     output: str
-    cosine: float | None  # mean over samples of per-sample cosine similarity; None: reference ~0
+    cosine: float | None  # mean over samples of per-sample cosine similarity; None: reference ~0, or integer
     cosine_min: float | None
     sqnr_db: float | None
     max_abs: float
@@ -26,7 +26,8 @@ class OutputParity:
 
     @property
     def near_zero(self) -> bool:
-        return self.reference_peak < NEAR_ZERO
+        """No signal for cosine and SQNR to measure (class ids all 0 are a signal, compared exactly)."""
+        return self.reference_peak < NEAR_ZERO and self.exact_agreement is None
 
     def as_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if v is not None or k in ("cosine", "cosine_min", "sqnr_db")}
@@ -72,7 +73,8 @@ class Accuracy:
 
 @dataclass(frozen=True)
 class Gate:
-    """One pass/fail threshold. A skipped gate could not be evaluated: it neither passes nor fails."""
+    """One pass/fail threshold. A skipped gate could not be evaluated (its limit, if it has one, kept): it neither
+    passes nor fails."""
 
     name: str
     value: float | None
@@ -148,7 +150,9 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
                 top5 = float(np.mean(np.concatenate([(np.argsort(-b, axis=1)[:, :5] == a.argmax(1)[:, None]).any(1)
                                                      for a, b in zip(ref, cand)])))
         retrieval = _retrieval_at1(ref, cand) if kind == "embed" else None
-        metrics = (float(np.mean(cos)), float(np.min(cos)), round(sqnr, 3)) if peak >= NEAR_ZERO else (None,) * 3
+        # an integer output's cosine and SQNR fed the gates and the table (a TopK's indices): it is held exactly
+        metrics = ((float(np.mean(cos)), float(np.min(cos)), round(sqnr, 3)) if peak >= NEAR_ZERO and exact is None
+                   else (None,) * 3)
         results.append(OutputParity(name, *metrics, max(float(np.max(d)) for d in diffs),
                                     sum(float(np.sum(d)) for d in diffs) / sum(a.size for a in ref),
                                     top1, peak, top5, retrieval, exact))
@@ -192,8 +196,8 @@ def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:
 
 def gate(name: str, value, op: str, limit, unmeasured: str | None = None) -> Gate:
     """`value` against `limit`; with `unmeasured` (why there is no value), a None value makes a skipped gate."""
-    if value is None and unmeasured:
-        return skipped(name, unmeasured)
+    if value is None and unmeasured:  # the limit kept: a consumer sees a budget was set and not judged
+        return Gate(name, None, op, limit, True, unmeasured)
     passed = value is not None and (value >= limit if op == ">=" else value <= limit)
     return Gate(name, value, op, limit, bool(passed))
 
@@ -209,11 +213,17 @@ def signal_gates(name: str, outputs) -> list[Gate]:
     return []
 
 
+def _exact_only(outputs) -> str | None:
+    """Why cosine and SQNR gates are not measured: every output is integer (class ids, masks), held exactly."""
+    return None if any(o.exact_agreement is None for o in outputs) else "integer outputs only: compared exactly"
+
+
 def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str) -> list[Gate]:
     """The target's fp32-vs-int8 thresholds (a ParitySpec) applied to per-output parity, with the task's metrics."""
+    exact_only = _exact_only(outputs)
     gates = [*signal_gates("quant_reference_signal", outputs),
-             gate("quant_cosine", worst(outputs, "cosine"), ">=", spec.quant_cosine_min),
-             gate("quant_sqnr_db", worst(outputs, "sqnr_db"), ">=", spec.quant_sqnr_min_db)]
+             gate("quant_cosine", worst(outputs, "cosine"), ">=", spec.quant_cosine_min, exact_only),
+             gate("quant_sqnr_db", worst(outputs, "sqnr_db"), ">=", spec.quant_sqnr_min_db, exact_only)]
     top1, top5, retrieval = (worst(outputs, k) for k in ("top1_agreement", "top5_agreement", "retrieval_at1"))
     if task == "classify":
         gates.append(gate("top1_agreement", top1, ">=", spec.top1_agreement_min, "no 2-D score output"))
@@ -234,5 +244,6 @@ def export_gates(export: StageParity | None, spec) -> list[Gate]:
     if export is None:  # an .onnx source: nothing was exported
         return []
     return [*signal_gates("export_reference_signal", export.outputs),
-            gate("export_cosine", export.worst("cosine_min"), ">=", spec.export_cosine_min),
+            gate("export_cosine", export.worst("cosine_min"), ">=", spec.export_cosine_min,
+                 _exact_only(export.outputs)),
             gate("export_max_abs", export.worst("max_abs", max), "<=", spec.export_max_abs)]

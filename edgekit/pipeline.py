@@ -13,13 +13,14 @@ import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
-from . import (__version__, archive, bench, calib, constants, emulator, host, inspect_model, layers, onnx_export,
-               outdir, package, package_check, parity, pixels, precision, quantization, sequences, sharing, signals,
-               sizes, tune, verdict)
+from . import (__version__, archive, bench, calib, config, constants, emulator, host, inspect_model, layers,
+               onnx_export, outdir, package, package_check, parity, pixels, precision, quantization, sequences,
+               sharing, signals, sizes, tune, verdict)
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
 from .errors import EdgekitError, InputError, UsageError
 from .device import Device
@@ -425,7 +426,10 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     # target by this host's own kernels.
     exact = target.runtime.arch != "x86_64"
     qplan, n_cal, tuning, chosen_rows = _quantize(shared, target, qplan, prep, model, fp32, int8, exact)
-    quantized = onnx_export.stamp(onnx_export.parsed(int8), {**props, "edgekit_quantization": str(qplan.as_dict())})
+    quantized = onnx_export.parsed(int8)
+    qplan.applied.extend(f"output {out!r} passes input {given!r} through: kept exact (it was rounded to 8 bits)"
+                         for out, given in quantization.exact_passthroughs(quantized))
+    quantized = onnx_export.stamp(quantized, {**props, "edgekit_quantization": str(qplan.as_dict())})
     if state_nodes:
         quantization.float_outputs(quantized, recipe.state.values())
     kept_pixels = pixels.raw_feed(quantized, norm) if norm else None  # None: raw pixels feed the model
@@ -448,7 +452,9 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     size_checks = _int8_at_sizes(shared, prep, int8_sess, bool(fixed))
     details = {
         "edgekit_version": __version__,
-        "target_profile": target.path,
+        # where it was and what it held: a relative path meant nothing elsewhere, and a profile can loosen every gate
+        "target_profile": str(Path(target.path).resolve()),
+        "target_profile_sha256": package.sha256(Path(target.path)),
         "opset": qplan.opset,
         "model": {"source": shared.source, "weights": recipe.weights,
                   "exporter": None if shared.torch_val is None else recipe.exporter},
@@ -473,6 +479,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "layers": _layer_report(qplan, model, fp32, int8, val.feeds, chosen_rows),
         "compression": shared.compression,
         "search": recipe.from_trial,
+        "seed": recipe.seed,  # random data and training depend on it: the same inputs and seed, the same bytes
         "state": ({"pairs": recipe.state, "float_nodes": list(state_nodes),
                    "initial": {name: recipe.state_init.get(name, "zeros") for name in recipe.state},
                    "sequence": sequences.per_step(prep.rollout, int8_val, prep.names)}
@@ -481,8 +488,11 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         **packaged,
     }
     warnings = (verdict.warnings(cal, val, {"export": prep.export_parity, "quantization": quant_parity}, latency,
-                                 int8, providers, threads) + verdict.kernel_warnings(packaged) + fixed_warnings
-                + verdict.provider_warnings(target, int8_sess.get_providers())
+                                 int8, providers, threads, dynamic=qplan.settings.mode == "dynamic")
+                + verdict.kernel_warnings(packaged) + fixed_warnings
+                + verdict.provider_warnings(target, int8_sess.get_providers()) + list(qplan.warnings)
+                + ([f"profile {target.path} takes the bundled name {target.name} but loosens its gates: "
+                    f"{', '.join(weaker)}"] if (weaker := config.loosened(target)) else [])
                 + ([f"the models are opset {qplan.opset}, not the profile's {target.opset} (raised by the exporter or "
                     "onnxruntime's pre-processing)"] if shared.torch_val is not None and qplan.opset != target.opset
                    else [])
@@ -536,7 +546,7 @@ def _latency(shared: Shared, prep: Prepared, target: Target, fp32: Path, int8: P
                                      list(target.runtime.providers), used, bench_spec.warmup, bench_spec.runs, advance)
         capped = f" (the profile's {n}; this host has {cores} cores)" if used < n else ""
         reports.append(LatencyReport(lat["fp32"], lat["int8"], host.describe(lat["int8"].host) + capped,
-                                     on_device=host.arch_of(lat["int8"].host["machine"]) == target.runtime.arch))
+                                     on_device=host.arch() == target.runtime.arch))  # this host, as taken
     return reports
 
 
@@ -567,9 +577,11 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
     work = shared.stage / ".work" / f"quantize-{target.name}"  # calibration cache and trials
     work.mkdir(parents=True)
     if settings.auto:
+        threads = min(target.runtime.threads, os.cpu_count() or 1)  # as the latency table caps them
         ctx = tune.Context(fp32, model, work, cal_feeds, prep.val.feeds, prep.fp32_val, prep.names, prep.val.labels,
                            target.parity, shared.task, tuple(shared.recipe.state.values()),
-                           list(target.runtime.providers), target.runtime.threads, exact)
+                           list(target.runtime.providers), threads, exact)
+        started = time.perf_counter()
         with bar(f"tuning {target.name}", settings.max_trials, shared.progress) as advance:
             chosen, trials, analysed = tune.tune(ctx, qplan, settings.max_trials, settings.time_budget,
                                                     settings.max_excluded, lambda t: advance(1, _log_trial(t)),
@@ -586,7 +598,11 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
                   "max_latency_price": settings.max_latency_price, "searched": list(settings.auto_search),
                   "advice": tune.keep_fp32(chosen, fp32.stat().st_size),
                   "exclusions_skipped": tune.exclusions_skipped(settings),
-                  "seconds": round(sum(t.seconds for t in trials), 3)}
+                  "stopped_short": tune.stopped_short(chosen, trials, settings, time.perf_counter() - started),
+                  # the trials' latency (the price cap, the fastest pick): this host's, at these threads
+                  "timed_on": f"{host.where()}, {threads} thread(s)" + ("" if host.arch() == target.runtime.arch
+                                                                       else f", standing in for {target.runtime.arch}"),
+                  "seconds": round(time.perf_counter() - started, 3)}  # the sensitivity analyses too
     else:
         with bar(f"calibrating {target.name}", n_cal, shared.progress) as advance:
             quantization.quantize(fp32, int8, qplan, cal_feeds, advance,
@@ -642,7 +658,9 @@ def _layer_report(qplan, model, fp32: Path, int8: Path, feeds, known: list[dict]
     if qplan.settings.mode != "static" or qplan.settings.format != "QDQ":
         return None
     rows = known or tune.node_sensitivity(model, layers.tensor_errors(model, int8, feeds, limit=4))
-    return [{k: r[k] for k in ("node", "op", "input_sqnr_db", "output_sqnr_db", "lost_db")} for r in rows[:top]]
+    kept = set(qplan.settings.exclude_nodes)  # float in this model: listed as lossy int8 layers, they misled
+    return [{k: r[k] for k in ("node", "op", "input_sqnr_db", "output_sqnr_db", "lost_db")}
+            for r in rows if r["node"] not in kept][:top]
 
 
 def _accuracy(val, torch_val, fp32_val, int8_val) -> parity.Accuracy | None:

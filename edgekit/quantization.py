@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,7 @@ def stride(samples: int, most: int = STRIDE) -> int:
     return next((k for k in range(min(most, samples), 0, -1) if samples % k == 0), 1)
 
 
+RNN_OPS = ("LSTM", "GRU", "RNN")  # float in static mode, whatever op_types say
 NOT_IN_DYNAMIC = ("format", "calibrate_method", "percentile", "samples")  # static-only quantization settings
 
 
@@ -78,6 +80,7 @@ class Plan:
     applied: list = field(default_factory=list, compare=False, repr=False)  # what quantize() found, for decisions
     precision_search: dict | None = field(default=None, compare=False)  # precision = latency: what was measured
     tensor_overrides: dict = field(default_factory=dict, compare=False, repr=False)  # onnxruntime's, e.g. pixels'
+    warnings: tuple[str, ...] = ()  # what the user must hear of the plan (among the run's warnings)
 
     def as_dict(self) -> dict:
         """The settings as used: those the chosen mode ignores are None, so the manifest claims nothing untrue."""
@@ -166,6 +169,23 @@ def float_outputs(model, names) -> None:
             node.output[:] = [name if o == exact else o for o in node.output]
 
 
+def exact_passthroughs(model) -> list[tuple[str, str]]:
+    """Graph outputs that copy a graph input (Identity), which the QDQ quantizer fed through Quantize/
+    DequantizeLinear: rewired to the input itself in this ModelProto. Returns the (output, input) pairs."""
+    graph = model.graph
+    inputs = {i.name for i in graph.input}
+    producer = {o: n for n in graph.node for o in n.output}
+    found = []
+    for out in graph.output:
+        node = producer.get(out.name)
+        dq = producer.get(node.input[0]) if node is not None and node.op_type == "Identity" else None
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in inputs:
+            node.input[0] = q.input[0]
+            found.append((out.name, q.input[0]))
+    return found
+
+
 def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64") -> Plan:
     """Resolve `auto` choices for a model (path or ModelProto): reduce_range by target arch and host ISA,
     transformer scheme for attention."""
@@ -179,8 +199,12 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
     if settings.per_channel and opset < 13 and settings.mode == "static":
         raise UsageError(f"the model is opset {opset}; per-channel quantization needs opset >= 13 (use --per-tensor)")
     attention = has_attention(model)
-    split = False
-    if attention and settings.transformer_scheme != "off" and not explicit & {"mode", "op_types"}:
+    split, warnings = False, []
+    if attention and settings.transformer_scheme != "off" and (taken := sorted(explicit & {"mode", "op_types"})):
+        warnings.append(f"attention graph: transformer_scheme {settings.transformer_scheme} not applied, "
+                        f"{' and '.join(taken)} given (even as the default): full static QDQ quantizes the mask path "
+                        "(all-MiniLM-L6-v2: cosine 0.40); leave them out, or give --transformer-scheme off")
+    elif attention and settings.transformer_scheme != "off":
         if settings.transformer_scheme == "dynamic":
             if not dynamic_types(settings):
                 raise UsageError(f"attention graph: transformer_scheme dynamic quantizes with uint8 activations and "
@@ -204,6 +228,10 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
                     "all-MiniLM-L6-v2 on android-arm64: worst sentence cosine 0.903 -> 0.994, 22.9 -> 23.3 MB, "
                     "int8 p50 1.04-1.06x the plain scheme's, NNAPI coverage 95% -> 96%")
     _check_named(model, settings)  # the names the run will use: the attention scheme's op types replace a profile's
+    if settings.mode == "static" and (rnns := Counter(n.op_type for n in model.graph.node if n.op_type in RNN_OPS)):
+        warnings.append(f"{', '.join(f'{c} {op}' for op, c in sorted(rnns.items()))} node(s) stay float: onnxruntime's "
+                        "static quantizer has no int8 recurrent op (its dynamic mode quantizes LSTM weights: "
+                        "--quant-mode dynamic)")
     if settings.reduce_range == "auto":
         reduce = (arch == "x86_64" and x86_saturates() and settings.weight_type == "int8"
                   and settings.activation_type == "uint8")
@@ -217,7 +245,7 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
                            "there with session option session.x64quantprecision=1, or export with --reduce-range true")
     else:
         reduce = settings.reduce_range == "true"
-    return Plan(settings, reduce, attention, tuple(reasons), opset, split)
+    return Plan(settings, reduce, attention, tuple(reasons), opset, split, warnings=tuple(warnings))
 
 
 def _check_named(model, settings: QuantSettings) -> None:

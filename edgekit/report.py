@@ -143,7 +143,9 @@ def markdown(r: TargetReport) -> str:
             out += [f"Computed on {_safe(computed_on(r, p is r.quant_parity))}.", ""]
             out += _md(
                 "output | cosine | min cosine | SQNR dB | max abs | mean abs | top-1 | top-5 | retrieval@1",
-                [(o.output, _fmt(o.cosine, ".6f", na), _fmt(o.cosine_min, ".6f", na), _fmt(o.sqnr_db, ".2f", na),
+                [(o.output, *(_fmt(v, f, na if o.exact_agreement is None else _Own(
+                    f"n/a (integer: {o.exact_agreement:.4f} equal)")) for v, f in ((o.cosine, ".6f"),
+                                                                       (o.cosine_min, ".6f"), (o.sqnr_db, ".2f"))),
                   f"{o.max_abs:.3g}", f"{o.mean_abs:.3g}", _fmt(o.top1_agreement, ".4f", "n/a"),
                   _fmt(o.top5_agreement, ".4f", "n/a"), _fmt(o.retrieval_at1, ".4f", "n/a")) for o in p.outputs]) + [""]
     if r.accuracy:
@@ -176,11 +178,13 @@ def markdown(r: TargetReport) -> str:
         out += ["## Accuracy-aware search (--auto)", "", f"Skipped: {t['skipped']}.", ""]
     elif t:
         out += ["## Accuracy-aware search (--auto)", "",
-                f"Chose trial {t['chosen']} ({'passes' if t['passed'] else 'NO TRIAL PASSED; best SQNR kept'}) after "
+                f"Chose trial {t['chosen']} ({'passes' if t['passed'] else 'FAILS; best SQNR kept'}) after "
                 f"{len(t['trials'])} trial(s) in {t['seconds']:.1f} s; int8 latency price vs the target's defaults: "
                 f"{_fmt(t['latency_price'], '.2f')}x.", "",
+                f"Trials timed on {_safe(t.get('timed_on', 'this host'))}.", "",
                 f"Searched (the target's rules): {', '.join(t['searched'])}; latency price cap "
-                f"{t['max_latency_price']}x." + (f" **{t['advice']}.**" if t.get("advice") else ""), ""]
+                f"{t['max_latency_price']}x." + "".join(f" **{_safe(t[k])}.**" for k in ("advice", "stopped_short")
+                                                     if t.get(k)), ""]
         out += _md("# | why | calibration | per-channel | excluded | cosine | SQNR dB | fp32 p50 ms | int8 p50 ms | "
                    "result",
                    [(row["index"], row["why"], row["calibrate_method"], row["per_channel"],
@@ -204,7 +208,9 @@ def markdown(r: TargetReport) -> str:
                  ("Not tried (max_trials, time budget)", ", ".join(search["untried"])))
         out += [line for k, v in notes if v for line in (f"{k}: {_safe(v)}.", "")]
     if d.get("layers"):
-        out += ["## Per-layer error (accumulated SQNR lost at each compute node, worst first)", ""]
+        out += ["## Per-layer error (accumulated SQNR lost at each compute node, worst first)", "",
+                "On the first validation samples (4; 8 where --auto measured them), through the QDQ graph unfused "
+                "(onnxruntime's reference kernels, not the int8 ones); the nodes kept in float are not listed.", ""]
         out += _md("node | op | input dB | output dB | lost dB", [
             (x["node"], x["op"], f"{x['input_sqnr_db']:.1f}", f"{x['output_sqnr_db']:.1f}", f"{x['lost_db']:.1f}")
             for x in d["layers"]]) + [""]

@@ -113,7 +113,7 @@ def _search_charts(r: SearchReport) -> list[tuple[str, str, str]]:
     kinds = [("front" if p.trial in front else "feasible" if p.feasible else "infeasible") for p in r.points]
     panels = [_scatter([(getattr(p, key), p.accuracy, KIND_COLOURS[k], str(p.trial) if k == "front" else "")
                         for p, k in zip(r.points, kinds)], label, r.metric or "accuracy", r.budgets.get(key))
-              for key, label in (("latency_ms", "int8 p50 latency, ms"), ("size_mb", "int8 model, MB"))]
+              for key, label in (("latency_ms", "int8 p50 latency, ms"), ("size_mb", "shipped int8 file, MB"))]
     legend = "".join(f'<circle cx="{60 + 130 * i}" cy="{PLOT + 62}" r="5" fill="{KIND_COLOURS[k]}"/>'
                      f'<text x="{68 + 130 * i}" y="{PLOT + 66}">{k} ({kinds.count(k)})</text>'
                      for i, k in enumerate(KIND_COLOURS))

@@ -194,12 +194,13 @@ def sampler_of(kind: str, grid: dict[str, list], seed: int):
     return made[kind]()
 
 
-def study(storage: str, name: str, sampler: str, grid: dict[str, list], seed: int):
+def study(storage: str, name: str, sampler: str, grid: dict[str, list], seed: int, beat: bool = False):
+    """`beat`: its trials record Optuna's heartbeat (a search on a storage other searches may share)."""
     optuna = _optuna()
     if not name or len(name) > MAX_STUDY_NAME or not name.isprintable():
         raise UsageError(f"--study: a name of 1 to {MAX_STUDY_NAME} printable characters")
-    found = optuna.create_study(storage=_storage(storage), study_name=name, sampler=sampler_of(sampler, grid, seed),
-                                load_if_exists=True, directions=DIRECTIONS)
+    found = optuna.create_study(storage=_storage(storage, beat=beat), study_name=name,
+                                sampler=sampler_of(sampler, grid, seed), load_if_exists=True, directions=DIRECTIONS)
     if [d.name.lower() for d in found.directions] != DIRECTIONS:
         raise UsageError(f"--study {name!r}: a study of other objectives is stored under that name; give another "
                          "--study")
@@ -216,7 +217,8 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
     from . import pipeline
     from .reports import shipped_model
 
-    s = study(storage, name, sampler, grid, recipe.seed)
+    # the default OUT/search.db is OUT's, locked with it: its RUNNING trials are ended at once, without heartbeats
+    s = study(storage, name, sampler, grid, recipe.seed, beat=storage != default_storage(out))
     # the recipe's seed for a new search's first worker (reproducible); other workers, and a resumed study, draw
     # anew: with one seed every worker and every resume proposed the same trials
     s.sampler = sampler_of(sampler, grid, recipe.seed + SEED_STRIDE * worker + len(s.trials))
@@ -281,7 +283,8 @@ def measured_on(recipe: Recipe, target: Target) -> dict:
     weights ranked their 13% with its 99%, and one resumed for another target exported a per-channel trial of
     desktop-x86 as android-arm64's package."""
     profile = {k: v for k, v in dataclasses.asdict(target).items() if k not in ("path", "description")}
-    return {"target": target.name, "profile": _hash(profile), **_recipe_inputs(recipe)}
+    # sizes are the shipped file's (an .ort on mobile targets; model.int8.onnx before): not comparable across
+    return {"target": target.name, "profile": _hash(profile), "size_of": "shipped file", **_recipe_inputs(recipe)}
 
 
 def _recipe_inputs(recipe: Recipe) -> dict:
@@ -662,11 +665,11 @@ def from_trial(recipe: Recipe, storage: str, name: str, number: int, given: bool
                                 no_bench=recipe.no_bench, from_trial=made), threads)
 
 
-def _storage(url: str, create: bool = True):
+def _storage(url: str, create: bool = True, beat: bool = False):
     """An RDB URL as Optuna takes it (sqlite:///FILE, postgresql://..., with that database's driver installed), or
     journal:FILE for Optuna's journal file storage (one file many processes append to, e.g. on a shared disk).
     Opened here, so a storage that cannot be used (no driver, not a database, a bad URL) is the user's error.
-    `create=False`: Optuna's tables are not made where they are missing."""
+    `create=False`: Optuna's tables are not made where they are missing; `beat`: with Optuna's heartbeat (RDB)."""
     _optuna()
     from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
@@ -678,10 +681,10 @@ def _storage(url: str, create: bool = True):
         # a server that does not answer would hang the search (a blocked driver call ignores SIGTERM and Ctrl-C)
         arg = CONNECT_TIMEOUT_ARGS.get(_parsed(url).get_driver_name())
         bounded = {"connect_args": {arg: CONNECT_TIMEOUT}, "pool_timeout": CONNECT_TIMEOUT} if arg else {}
+        beating = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S} if beat else {}
         with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna 5.1: no news to a user
             warnings.simplefilter("ignore", _optuna().exceptions.ExperimentalWarning)
-            return RDBStorage(url, engine_kwargs=bounded, skip_table_creation=not create,
-                              heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+            return RDBStorage(url, engine_kwargs=bounded, skip_table_creation=not create, **beating)
     except Exception as e:  # sqlalchemy's errors, the driver's ImportError, ValueError: this storage cannot be used
         raise UsageError(f"--storage {shown(url)}: cannot be opened ({type(e).__name__}: "
                          f"{first_line(e, 160).replace(url, shown(url))})") from None

@@ -50,7 +50,7 @@ def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict], listed: dict | 
                     f[n].shape == v.shape for n, v in first.items())), max(k, 1) * MAX_FEEDS))
                 if size % seen[0] or len(same) < k:
                     if dim in listed:
-                        raise UsageError(f"--size {dim}={size}: made by joining the samples whose {dim} is "
+                        raise UsageError(f"--size {dim}={size}: made by joining samples of one shape whose {dim} is "
                                          f"{seen[0]} (the smallest in the data), a multiple of it up to "
                                          f"{len(same) * seen[0]}")
                     continue

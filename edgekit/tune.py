@@ -164,6 +164,23 @@ def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, exclu
                  s.percentile if s.calibrate_method == "percentile" else None)
 
 
+def stopped_short(chosen: Trial, trials: list[Trial], settings, seconds: float) -> str | None:
+    """Why --auto shipped a failing trial: one passed over the latency price (it said "no trial passed"), or a
+    bound ended the search; None when the chosen one passes or the search ran out of things to try."""
+    if chosen.passed:
+        return None
+    if passing := [t for t in trials if t.passed]:
+        t = min(passing, key=lambda t: t.price_over(trials[0]))
+        return (f"--auto: trial {t.index} ({t.why}) passes at {t.price_over(trials[0]):.2f}x the defaults' int8 "
+                f"latency, over --max-latency-price {settings.max_latency_price:g}: raise it to take that trial")
+    bound = next((f"{flag} ({value:g})" for flag, value, hit in (
+        ("--max-trials", settings.max_trials, len(trials) >= settings.max_trials),
+        ("--time-budget", settings.time_budget, seconds >= settings.time_budget),
+        ("--max-excluded", settings.max_excluded, max(len(t.excluded) for t in trials) >= settings.max_excluded))
+        if hit), None)
+    return f"--auto: no trial passed before {bound} ended the search: raise it to search further" if bound else None
+
+
 def keep_fp32(chosen: Trial, fp32_bytes: int) -> str | None:
     """Plain advice when int8 buys nothing: the best passing trial is no faster and no smaller than fp32."""
     if chosen.passed and chosen.int8_p50_ms >= chosen.fp32_p50_ms and chosen.int8_bytes >= fp32_bytes:

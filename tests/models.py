@@ -379,6 +379,18 @@ def streaming():
     return Streaming()
 
 
+class StreamingTwice(Streaming):
+    """Streaming, its new state returned twice (as a GRU's output and its new hidden state are)."""
+
+    def forward(self, x, state):
+        score, new = super().forward(x, state)
+        return score, new, new.clone()
+
+
+def streaming_twice():
+    return StreamingTwice()
+
+
 class StreamingGRU(nn.Module):
     """A streaming nn.GRU step: (x [N, 1, 8], h [1, N, 16]) → (score [N, 2], new h)."""
 

@@ -271,15 +271,21 @@ def test_validation_never_shares_a_file_with_calibration(tmp_path):
     cal = _save(tmp_path / "data" / "cal.npz", x=rng.standard_normal((40, 4)).astype("f4"))
     val = _save(tmp_path / "data" / "val.npz", x=rng.standard_normal((20, 4)).astype("f4"))
     os.link(val, tmp_path / "linked.npz")
-    (tmp_path / "copy.npz").write_bytes(Path(val).read_bytes())  # a copy, not a link: taken, exit 0
+    (tmp_path / "copy.npz").write_bytes(Path(val).read_bytes())  # a copy, not a link: it was taken (exit 0)
     targets = [load_target("desktop-x86")]
     for calibration, validation in ((tmp_path / "data", val), (cal, tmp_path / "data"),
                                     (tmp_path / "data", tmp_path / "linked.npz"), (tmp_path / "copy.npz", val)):
         recipe = Recipe("m.py:build", VECTOR, calibration=str(calibration), validation=str(validation))
-        with pytest.raises(UsageError, match=r"holds calibration data .*(val|cal|linked)\.npz, read by both, or the same bytes"):
+        with pytest.raises(UsageError, match=r"calibration data .*(val|cal|linked)\.npz, read by both, or the same"):
             calib.for_run(recipe, VECTOR, targets)
     held_out = calib.for_run(Recipe("m.py:build", VECTOR, calibration=cal, validation=val), VECTOR, targets)
     assert [len(d) for d in held_out] == [40, 20]
+    for name in ("a", "b"):  # folders of per-sample files sharing one repeated (blank) sample: no copy of the other
+        (tmp_path / name).mkdir()
+        _save(tmp_path / name / "blank.npz", x=np.zeros((1, 4), "f4"))
+        _save(tmp_path / name / "other.npz", x=rng.standard_normal((3, 4)).astype("f4"))
+    assert [len(d) for d in calib.for_run(Recipe("m.py:build", VECTOR, calibration=str(tmp_path / "a"),
+                                                 validation=str(tmp_path / "b")), VECTOR, targets)] == [4, 4]
     with pytest.raises(UsageError, match="--validation is empty"):
         calib.for_run(Recipe("m.py:build", VECTOR, calibration=cal, validation=""), VECTOR, targets)
     (tmp_path / "edgekit.toml").write_text('[model]\nsource = "m.py:build"\n[data]\ncalibration = ""\n')

@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import DIGITS, TESTS, cli
+from conftest import DIGITS, ROOT, TESTS, cli
 
 
 MANIFEST_KEYS = {"edgekit_version", "target", "inputs", "outputs", "quantization", "files", "parity", "latency",
@@ -28,7 +28,7 @@ def test_digits_example_desktop_x86(tmp_path):
     result = export(DIGITS / "edgekit.toml", "--target", "desktop-x86", "--out", out, bench_runs=20)
     assert result.exit_code == 0, result.output
     [m] = manifests(result)
-    assert MANIFEST_KEYS <= set(m)
+    assert MANIFEST_KEYS <= set(m) and m["seed"] == 0  # the recipe's, which the bytes depend on (was unrecorded)
     tdir = out / "desktop-x86"
     assert sorted(p.name for p in tdir.iterdir()) == ["golden.npz", "manifest.json", "model.int8.onnx", "model.onnx",
                                                        "report.html", "report.md"]
@@ -102,8 +102,15 @@ def test_multi_input_int64_encoder_gets_transformer_scheme(tmp_path, encoder_dat
     int8 = export("models:tiny_encoder", "--input", "input_ids:Nx12:int64", "--input", "attention_mask:Nx12:int64",
                   "--calibration", cal, "--validation", val, "--activation-type", "int8", "--out", tmp_path / "i8")
     assert int8.exit_code == 2 and "transformer_scheme dynamic quantizes with uint8 activations" in int8.stderr
+    # --quant-mode static, the default's own value, turned the scheme off without a word (mask path quantized)
+    result = export("models:tiny_encoder", "--input", "input_ids:Nx12:int64", "--input", "attention_mask:Nx12:int64",
+                    "--calibration", cal, "--validation", val, "--quant-mode", "static", "--out", tmp_path / "static",
+                    "--no-bench")
+    assert result.exit_code in (0, 1), result.output
+    [static] = json.loads(result.stdout)
+    assert static["quantization"]["mode"] == "static" and any(
+        w.startswith("attention graph: transformer_scheme dynamic not applied, mode given") for w in static["warnings"])
     # a profile's own op types, which the attention scheme replaces, are not held against this model
-    from conftest import ROOT
     profile = tmp_path / "convs.toml"
     text = (ROOT / "targets" / "desktop-x86.toml").read_text().replace('"desktop-x86"', '"convs"')
     profile.write_text(text.replace("\n[quantize]\n", '\n[quantize]\nop_types = ["Conv"]\n'))
@@ -545,3 +552,89 @@ def test_integer_outputs_are_compared_exactly(tmp_path):
     assert not agreement["passed"] and agreement["value"] < 0.95, agreement
     golden = np.load(tmp_path / "o" / "desktop-x86" / "golden.npz")
     assert float(golden["atol.cls"]) == 0.0
+    # the ids' cosine and SQNR fed the cosine/SQNR gates and the table: with ids only, those are not measured
+    [cls] = m["parity"]["quantization"]["outputs"]
+    assert cls["cosine"] is None and cls["sqnr_db"] is None and "reference_near_zero" not in cls
+    skipped = {g["name"]: g.get("skipped") for g in m["gates"] if g["name"] in ("quant_cosine", "quant_sqnr_db")}
+    assert set(skipped.values()) == {"integer outputs only: compared exactly"}
+    report = (tmp_path / "o" / "desktop-x86" / "report.md").read_text()
+    assert f"n/a (integer: {agreement['value']:.4f} equal)" in report
+
+
+@pytest.mark.parametrize("kind", ["x86_64", "arm64"])
+def test_an_arm_targets_latency_budget_is_judged_only_on_its_kind(tmp_path, kind):
+    """An arm64 profile's latency budget was passed or failed on this x86 host's timing; now it is left unjudged,
+    its limit kept, unless the host is (taken for) arm64. A budget under --no-bench keeps its limit too."""
+    profile = tmp_path / "arm-budget.toml"
+    profile.write_text((ROOT / "targets" / "arm64-linux.toml").read_text().replace(
+        'name = "arm64-linux"', 'name = "arm-budget"').replace("latency_p50_ms_max = 0", "latency_p50_ms_max = 1e-6"))
+    result = export(DIGITS / "edgekit.toml", "-t", profile, "--out", tmp_path / kind, env={"EDGEKIT_HOST_ARCH": kind})
+    [m] = manifests(result, 0 if kind == "x86_64" else 1)
+    [budget] = [g for g in m["gates"] if g["name"] == "latency_p50_ms"]
+    assert budget["limit"] == 1e-6
+    if kind == "x86_64":
+        assert budget["value"] is None and "not an arm64 device" in budget["skipped"] and budget["passed"]
+        assert cli(["check", tmp_path / kind]).exit_code == 0  # a skipped gate with its limit is no failure
+    else:
+        assert budget["value"] > 1e-6 and not budget["passed"] and "skipped" not in budget
+    unbenched = manifests(cli(["export", DIGITS / "edgekit.toml", "-t", profile, "--no-bench", "--json", "--out",
+                               tmp_path / f"{kind}-nb"], env={"EDGEKIT_HOST_ARCH": kind}))[0]
+    [budget] = [g for g in unbenched["gates"] if g["name"] == "latency_p50_ms"]
+    assert budget["limit"] == 1e-6 and budget["skipped"] == "latency not measured (--no-bench)"
+
+
+def test_a_profile_under_a_bundled_name_that_loosens_its_gates_says_so(tmp_path, monkeypatch):
+    """weak.toml, named desktop-x86, passed every gate at cosine -1 and recorded only its relative path."""
+    from edgekit.package import sha256
+    weak = tmp_path / "weak.toml"
+    weak.write_text((ROOT / "targets" / "desktop-x86.toml").read_text().replace(
+        "quant_cosine_min = 0.99", "quant_cosine_min = -1").replace("golden_tolerance = 0.02",
+                                                                    "golden_tolerance = 1.0"))
+    monkeypatch.chdir(tmp_path)
+    [m] = manifests(export(DIGITS / "edgekit.toml", "-t", "weak.toml", "--no-bench", "--out", tmp_path / "o"))
+    assert m["target"] == "desktop-x86" and m["target_profile"] == str(weak)
+    assert m["target_profile_sha256"] == sha256(weak)
+    assert "profile weak.toml takes the bundled name desktop-x86 but loosens its gates: parity.quant_cosine_min -1 " \
+           "(0.99), package.golden_tolerance 1 (0.02)" in m["warnings"]
+    [m] = manifests(export(DIGITS / "edgekit.toml", "-t", "desktop-x86", "--no-bench", "--out", tmp_path / "b"))
+    assert not any("loosens" in w for w in m["warnings"])
+
+
+def test_dynamic_mode_says_why_its_int8_is_slower(tmp_path):
+    """Dynamic digits ran at 0.26x fp32 and the cause given was "all quantized groups fused" (no QDQ group there)."""
+    from edgekit import verdict
+    from edgekit.bench import Latency
+    from edgekit.calib import Dataset
+    from edgekit.reports import LatencyReport
+
+    [m] = manifests(export(DIGITS / "edgekit.toml", "-t", "desktop-x86", "--quant-mode", "dynamic", "--no-bench",
+                           "--out", tmp_path))
+    assert m["quantization"]["mode"] == "dynamic"
+    slow = LatencyReport(*(Latency(ms, ms, ms, ms, 20, 1.0, 1, {}) for ms in (1.0, 4.0)), "this host")
+    data = Dataset("d", [])
+    said = verdict.warnings(data, data, {}, slow, tmp_path / "desktop-x86" / "model.int8.onnx",
+                            ["CPUExecutionProvider"], 1, dynamic=True)
+    assert any(w.startswith("int8 is slower than fp32 on this host (0.25x): dynamic quantization") for w in said), said
+
+
+def test_an_output_that_passes_an_input_through_stays_exact(tmp_path):
+    """Identity(x) as a second output was read through the input's Quantize/DequantizeLinear: 42 dB, not exact."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm"), helper.make_node("Identity", ["x"], ["xout"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4]),
+         helper.make_tensor_value_info("xout", TensorProto.FLOAT, ["N", 16])],
+        [numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "W")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    np.savez(tmp_path / "x.npz", x=rng.standard_normal((64, 16)).astype(np.float32))
+    [m] = manifests(export(tmp_path / "m.onnx", "--calibration", tmp_path / "x.npz", "--no-bench", "--out",
+                           tmp_path / "o"))
+    assert "output 'xout' passes input 'x' through: kept exact (it was rounded to 8 bits)" in \
+        m["quantization"]["decisions"]
+    x = rng.standard_normal((3, 16)).astype(np.float32)
+    y, xout = ort.InferenceSession(str(tmp_path / "o" / "desktop-x86" / "model.int8.onnx")).run(None, {"x": x})
+    np.testing.assert_array_equal(xout, x)
+    assert [q["sqnr_db"] for q in m["parity"]["quantization"]["outputs"] if q["output"] == "xout"] == [200.0]

@@ -625,5 +625,5 @@ def test_a_killed_searchs_trial_on_its_own_storage_is_reclaimed_once_its_heartbe
     report = json.loads(result.stdout)
     assert {"trial": 0, "params": {}, "error": "interrupted", "exit_code": 130} in report["failed"]
     assert report["running"] == [] and report["trials"] == 2
-    live = made.ask()  # another machine's trial, beating: not ours to end, but counted
+    live = made.ask()  # RUNNING (another machine's, live): not ended, but counted
     assert search.summary(url, "edgekit", {}).running == (live.number,)

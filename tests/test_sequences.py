@@ -83,6 +83,7 @@ def test_torch_gru_streaming_module(tmp_path):
     [m] = json.loads(result.stdout)
     assert m["parity"]["export"]["samples"] == 120 and m["parity"]["export"]["outputs"][0]["cosine"] > 0.99999
     assert m["state"]["float_nodes"] == ["/gru/GRU"] and m["state"]["sequence"]["steps"] == 40
+    assert "1 GRU node(s) stay float: onnxruntime's static quantizer has no int8 recurrent op" in m["warnings"][0]
     assert cli(["check", tmp_path / "o"]).exit_code == 0
 
 
@@ -139,7 +140,24 @@ def test_a_manifest_that_drops_its_state_fails_check(runs, tmp_path, state):
     result = cli(["check", folder, "--json"])
     assert result.exit_code == 1, result.output
     [integrity] = [c for c in json.loads(result.stdout) if c["name"] == "integrity"]
-    assert "its state pairs are none, the golden steps carry {'state': 'stateN'}" in integrity["message"]
+    assert "the golden steps carry state ['state'] that its state pairs do not name" in integrity["message"]
+
+
+def test_a_state_returned_twice_checks_and_a_wrong_pair_fails(tmp_path, runs):
+    """A model that returns its new state twice: the golden steps carry the state from both outputs (the first
+    version of the state-pairs check named the other one, and failed the export's own check)."""
+    tmp, _ = runs
+    result = cli(["export", "models:streaming_twice", *ARGS[1:7], "--output-name", "stateN", "--output-name", "copy",
+                  *ARGS[9:], "--calibration", tmp / "cal.npz", "--validation", tmp / "val.npz", "--out", tmp_path])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "desktop-x86"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["state"]["pairs"] = {"state": "score"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    wrong = cli(["check", folder, "--json"])
+    assert wrong.exit_code == 1, wrong.output
+    [integrity] = [c for c in json.loads(wrong.stdout) if c["name"] == "integrity"]
+    assert "its state pairs {'state': 'score'} are not what the golden steps carry" in integrity["message"]
 
 
 def test_state_starts_from_a_file(runs, tmp_path):

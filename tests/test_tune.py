@@ -1,5 +1,6 @@
 """Accuracy-aware quantization (issue 5): per-layer error, `--auto` fallback search, bounded cost."""
 import json
+import os
 
 import numpy as np
 import onnx
@@ -48,6 +49,7 @@ def test_outlier_layer_fails_defaults_and_auto_fixes_it(data, tmp_path):
     quantized, total = quantized_convs(tmp_path / "auto" / "desktop-x86" / "model.int8.onnx")
     assert quantized == total - 2  # the rest of the model stays int8
     assert auto["parity"]["quantization"]["outputs"][0]["sqnr_db"] >= 15
+    assert not {"/c2/Conv", "/c3/Conv"} & {r["node"] for r in auto["layers"]}  # float now: listed as lossy int8
     report = (tmp_path / "auto" / "desktop-x86" / "report.md").read_text()
     assert "Accuracy-aware search" in report and "kept in float: `/c3/Conv`" in report
 
@@ -62,6 +64,8 @@ def test_auto_is_bounded_by_max_trials(data, tmp_path):
     result, m = export("models:outlier", data, tmp_path, "--auto", "--max-trials", "2")
     assert result.exit_code == 1  # the fix was beyond the budget: the best trial is kept, marked failed
     assert len(m["tuning"]["trials"]) == 2 and not m["tuning"]["passed"]
+    stopped = "--auto: no trial passed before --max-trials (2) ended the search: raise it to search further"
+    assert m["tuning"]["stopped_short"] == stopped and stopped in m["warnings"]  # it failed without a word why
 
 
 def test_report_reuses_the_sensitivity_auto_measured(data, tmp_path, monkeypatch):
@@ -176,6 +180,12 @@ def test_auto_keeps_the_targets_rules(data, tmp_path):
     assert t["chosen"] == 0 or price <= 1.0
     assert t["latency_price"] == pytest.approx(price, abs=1e-3)
     assert all(r["fp32_p50_ms"] > 0 for r in t["trials"])  # each trial timed beside fp32
+    # timed here, unlabelled, at the profile's 4 threads on this host's fewer cores
+    threads = min(4, os.cpu_count())
+    assert t["timed_on"].endswith(f", {threads} thread(s), standing in for arm64") and "host x86_64" in t["timed_on"]
+    over = [r for r in t["trials"] if r["passed"] and r["index"] != t["chosen"]]
+    if over and not t["passed"]:  # a passing trial over the price was hidden behind "no trial passed"
+        assert "passes at" in t["stopped_short"] and "over --max-latency-price 1" in t["stopped_short"]
 
 
 def test_auto_search_rejects_unknown_knobs(tmp_path, data):
@@ -220,3 +230,24 @@ def test_auto_on_qoperator_says_it_cannot_keep_nodes_in_float(data, tmp_path):
     assert not any(t["excluded"] for t in m["tuning"]["trials"])
     _, qdq = export("models:outlier", data, tmp_path / "qdq", "--auto")
     assert qdq["tuning"]["exclusions_skipped"] is None
+
+
+def test_a_failing_choice_says_what_stopped_the_search():
+    """A trial that passed over the latency price was hidden behind "NO TRIAL PASSED"; a bound that ended the
+    search was not named."""
+    from edgekit.config import QuantSettings
+    from edgekit.tune import Trial, stopped_short
+
+    def trial(index, passed, int8_ms, excluded=()):
+        return Trial(index, f"t{index}", "minmax", True, excluded, 0.9, 10.0, passed, [], int8_ms, 1.0, 100, 0.1)
+
+    settings = QuantSettings(max_latency_price=1.1, max_trials=12, time_budget=600.0, max_excluded=2)
+    base, slow = trial(0, False, 0.5), trial(1, True, 0.68, ("a", "b"))
+    assert stopped_short(slow, [base, slow], settings, 1.0) is None  # it passes
+    said = stopped_short(base, [base, slow], settings, 1.0)
+    assert said == "--auto: trial 1 (t1) passes at 1.36x the defaults' int8 latency, over --max-latency-price 1.1: " \
+                   "raise it to take that trial"
+    failing = [base, trial(1, False, 0.5, ("a", "b"))]
+    assert "before --max-excluded (2) ended" in stopped_short(base, failing, settings, 1.0)
+    assert "before --time-budget (600) ended" in stopped_short(base, failing[:1], settings, 700.0)
+    assert stopped_short(base, failing[:1], settings, 1.0) is None  # nothing left to try: no bound to raise
