@@ -57,14 +57,18 @@ def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml"), nod
     inputs, outputs = export.io_specs(path)
     ops = Counter((n.domain + "::" if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in model.graph.node)
     params = sum(math.prod(t.dims) for t in model.graph.initializer)
-    quant_nodes = sum(count for op, count in ops.items() if op.split("::")[-1] in QUANT_OPS)
+    # sub-graphs' too: a model quantized inside an If branch only was called float
+    quant_nodes = sum(n.op_type in QUANT_OPS for n in export.all_nodes(model.graph))
+    # its external data files too (named by the file as written; `model` holds their data): "0.00 MB" for 16 MB
+    external = {d.value for t in onnx.load(str(path), load_external_data=False).graph.initializer
+                if onnx.external_data_helper.uses_external_data(t) for d in t.external_data if d.key == "location"}
     try:
         coverage, not_predicted = (mobile.coverage(path, coverage_eps) if coverage_eps else {}), None
     except StageError as e:  # the rest of what inspect tells still holds
         coverage, not_predicted = {}, e.message
     return {
         "model": str(path),
-        "size_bytes": path.stat().st_size,
+        "size_bytes": path.stat().st_size + sum((path.parent / name).stat().st_size for name in external),
         "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
         "ir_version": model.ir_version,
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
@@ -88,7 +92,7 @@ def text(info: dict) -> str:
     kind = f"quantized ({info['quantization_nodes']} quantization nodes)" if info["quantized"] else "float"
     lines = [f"{info['model']}: {info['size_bytes'] / 1e6:.2f} MB, opset {info['opset'].get('ai.onnx')}, "
              f"{info['nodes']} nodes, {info['parameters']:,} parameters, {kind}"]
-    lines += [f"  {io:6} {s['name']}: {'x'.join(map(str, s['shape']))} {s['dtype']}"
+    lines += [f"  {io:6} {s['name']}: {'x'.join(map(str, s['shape'])) or 'scalar'} {s['dtype']}"
               for io in ("input", "output") for s in info[io + "s"]]
     lines.append("  ops: " + ", ".join(f"{op} {n}" for op, n in info["ops"].items()))
     for c in info["mobile_coverage"].values():

@@ -416,9 +416,11 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     onnx.save(model, str(fp32))
     if fixed:
         onnx_export.check(fp32)
-    qplan = quantization.plan(model, apply_quant_overrides(target.quantize, recipe.quantize,
-                                                       f"quantize overrides for {target.name}"),
-                              set(recipe.quantize), target.runtime.arch)
+    given = apply_quant_overrides(target.quantize, recipe.quantize, f"quantize overrides for {target.name}")
+    qplan = quantization.plan(model, given, set(recipe.quantize), target.runtime.arch)
+    # which of the profile's settings (its hardware rules among them) the recipe, a flag or the API replaced
+    overridden = {k: {"profile": _plain(getattr(target.quantize, k)), "given": _plain(getattr(given, k))}
+                  for k in recipe.quantize if getattr(given, k) != getattr(target.quantize, k)}
     qplan, state_nodes = _state_stays_float(recipe.state, qplan, model)
     qplan, norm = _pixels_stay_float(recipe.image_uint8, qplan, model)
     providers, threads = list(target.runtime.providers), target.runtime.threads
@@ -472,7 +474,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "outputs": [o.as_dict() for o in prep.outputs],
         "task": shared.task,
         "preprocessing": {"steps": "onnxruntime quant_pre_process", "skipped": prep.preprocessing or None},
-        "quantization": qplan.as_dict(),
+        "quantization": {**qplan.as_dict(), "overrides_profile": overridden},
         "float_subgraph_nodes": {"nodes": float_subgraph, "why": quantization.SUBGRAPH_WHY} if float_subgraph else None,
         "calibration": {"data": cal.origin, "samples": n_cal, "random": cal.random},
         "validation": {"data": val.origin, "samples": len(val), "random": val.random},
@@ -649,6 +651,11 @@ def _log_trial(t) -> str:
            f"{'pass' if t.passed else 'fail'}, int8 p50 {t.int8_p50_ms:.3f} ms")
     log.info("%s", row)  # -v prints the trial table as it grows; a terminal also shows it on the bar
     return row
+
+
+def _plain(value):
+    """A setting as JSON holds it (tuples as lists)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _layer_report(qplan, model, fp32: Path, int8: Path, feeds, known: list[dict] | None,

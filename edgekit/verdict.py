@@ -95,7 +95,8 @@ def gate_advice(gates: list[Gate], settings, tuning: dict | None) -> list[str]:
     failed = [g.name for g in gates if not g.passed and g.name.startswith(("quant_", "top1", "accuracy"))]
     if failed and tuning and (why := tuning.get("stopped_short") or tuning.get("exclusions_skipped")):
         return [why]  # the search stopped short without saying why
-    if failed and not settings.auto and settings.mode == "static":
+    no_signal = any(g.name.endswith("reference_signal") and not g.passed for g in gates)  # no setting helps that
+    if failed and not settings.auto and settings.mode == "static" and not no_signal:
         return [f"quantization gates failed ({', '.join(failed)}): re-run with --auto to search "
                 f"{', '.join(settings.auto_search)} within this target's rules"]
     return []

@@ -537,6 +537,32 @@ def test_inspect(packaged):
     assert "NNAPI (predicted)" in text.output and "opset 17" in text.output
 
 
+def test_inspect_counts_external_data_and_sub_graphs(tmp_path):
+    """Weights in an external file were "0.00 MB"; QuantizeLinear inside an If branch only was "float"."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((256, 256), np.float32), "W")
+    scale, zero = numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.uint8(0), "z")
+    branch = helper.make_graph([helper.make_node("QuantizeLinear", ["y", "s", "z"], ["q"]),
+                                helper.make_node("DequantizeLinear", ["q", "s", "z"], ["b"])], "branch", [],
+                               [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 256])])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"]),
+         helper.make_node("If", ["c"], ["out"], then_branch=branch, else_branch=branch)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256]),
+         helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 256])], [weight, scale, zero])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, tmp_path / "m.onnx", save_as_external_data=True, location="m.data", size_threshold=1024)
+    result = cli(["inspect", tmp_path / "m.onnx", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["size_bytes"] == sum(p.stat().st_size for p in (tmp_path / "m.onnx", tmp_path / "m.data"))
+    assert info["quantized"] and info["quantization_nodes"] == 4
+    assert "input  c: scalar bool" in cli(["inspect", tmp_path / "m.onnx"]).output
+
+
 def test_example_ci_package_checks_with_this_runtime_and_is_what_export_writes_today(tmp_path):
     """The example archive, made by an older edgekit, lacked report.html and 12 of the manifest's fields."""
     import tarfile

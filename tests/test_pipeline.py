@@ -375,6 +375,7 @@ def test_reference_that_emits_no_signal_is_flagged_not_scored(tmp_path, cnn_data
     failed = {g["name"] for g in m["gates"] if not g["passed"]}
     assert {"export_reference_signal", "quant_reference_signal"} <= failed
     assert any("emits no signal" in w for w in m["warnings"])
+    assert not any("--auto" in w for w in m["warnings"])  # no quantization setting gives a silent model a signal
     assert "n/a (reference ~0)" in (tmp_path / "desktop-x86" / "report.md").read_text()
 
 
@@ -638,3 +639,12 @@ def test_an_output_that_passes_an_input_through_stays_exact(tmp_path):
     y, xout = ort.InferenceSession(str(tmp_path / "o" / "desktop-x86" / "model.int8.onnx")).run(None, {"x": x})
     np.testing.assert_array_equal(xout, x)
     assert [q["sqnr_db"] for q in m["parity"]["quantization"]["outputs"] if q["output"] == "xout"] == [200.0]
+
+
+def test_the_manifest_names_the_profile_settings_a_run_replaced(tmp_path):
+    """--activation-type int8 on android-arm64 (whose profile says NNAPI then sends every node to the CPU) left no
+    trace of which settings were the profile's."""
+    [m] = manifests(export(DIGITS / "edgekit.toml", "-t", "android-arm64", "--activation-type", "int8",
+                           "--weight-type", "int8", "--per-tensor", "--no-bench", "--out", tmp_path))
+    assert m["quantization"]["overrides_profile"] == {  # per-tensor is the profile's own: no override
+        "activation_type": {"profile": "uint8", "given": "int8"}, "weight_type": {"profile": "uint8", "given": "int8"}}
