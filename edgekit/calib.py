@@ -94,15 +94,14 @@ class Dataset:
                         files=self.files))
 
     def read_by(self, files: dict) -> list[str]:
-        """What this data was read from that `files` (another Dataset's) names too; or, each read from one file,
-        that file's copy (a copy of the validation file was taken as calibration data; in folders of per-sample
-        files one repeated sample is no such copy)."""
-        same = sorted(self.files[k] for k in self.files.keys() & files.keys())
+        """What this data was read from that `files` (another Dataset's) names too, or a copy of one side's only
+        file (the validation file copied as calibration data, or into the calibration folder); two folders of
+        per-sample files sharing one repeated sample are no such copy."""
+        same = {self.files[k] for k in self.files.keys() & files.keys()}
         ours, theirs = ([v for k, v in f.items() if k[0] != "function"] for f in (self.files, files))
-        if not same and len(self.files) == len(files) == len(ours) == len(theirs) == 1 and _same_bytes(
-                Path(ours[0]), Path(theirs[0])):
-            return ours
-        return same
+        if len(ours) == 1 or len(theirs) == 1:
+            same |= {a for a in ours for b in theirs if a != b and _same_bytes(Path(a), Path(b))}
+        return sorted(same)
 
 
 def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: int = 64,

@@ -41,6 +41,8 @@ def load_model(source, weights: str | None = None, trust_checkpoint: bool = Fals
     import torch
 
     if source.endswith(".pt2") and ":" not in path.name:
+        if weights:  # it carries its own: --weights was ignored, recorded as used
+            raise UsageError("--weights does not apply to a torch.export (.pt2) program, which carries its weights")
         program = _load_archive(path, torch, trust_checkpoint)
         return LoadedModel(source, module=program.module(), program=program)
     if source.endswith((".pt", ".ts", ".torchscript")) and ":" not in path.name:

@@ -213,17 +213,17 @@ def signal_gates(name: str, outputs) -> list[Gate]:
     return []
 
 
-def _exact_only(outputs) -> str | None:
+def exact_only(outputs) -> str | None:
     """Why cosine and SQNR gates are not measured: every output is integer (class ids, masks), held exactly."""
     return None if any(o.exact_agreement is None for o in outputs) else "integer outputs only: compared exactly"
 
 
 def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str) -> list[Gate]:
     """The target's fp32-vs-int8 thresholds (a ParitySpec) applied to per-output parity, with the task's metrics."""
-    exact_only = _exact_only(outputs)
+    unmeasured = exact_only(outputs)
     gates = [*signal_gates("quant_reference_signal", outputs),
-             gate("quant_cosine", worst(outputs, "cosine"), ">=", spec.quant_cosine_min, exact_only),
-             gate("quant_sqnr_db", worst(outputs, "sqnr_db"), ">=", spec.quant_sqnr_min_db, exact_only)]
+             gate("quant_cosine", worst(outputs, "cosine"), ">=", spec.quant_cosine_min, unmeasured),
+             gate("quant_sqnr_db", worst(outputs, "sqnr_db"), ">=", spec.quant_sqnr_min_db, unmeasured)]
     top1, top5, retrieval = (worst(outputs, k) for k in ("top1_agreement", "top5_agreement", "retrieval_at1"))
     if task == "classify":
         gates.append(gate("top1_agreement", top1, ">=", spec.top1_agreement_min, "no 2-D score output"))
@@ -245,5 +245,5 @@ def export_gates(export: StageParity | None, spec) -> list[Gate]:
         return []
     return [*signal_gates("export_reference_signal", export.outputs),
             gate("export_cosine", export.worst("cosine_min"), ">=", spec.export_cosine_min,
-                 _exact_only(export.outputs)),
+                 exact_only(export.outputs)),
             gate("export_max_abs", export.worst("max_abs", max), "<=", spec.export_max_abs)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import importlib
 import logging
 import os
 import shutil
@@ -80,6 +81,7 @@ class Prepared:
     cal: calib.Dataset  # as the models are fed: for a streaming model, steps with the float model's state
     val: calib.Dataset
     rollout: sequences.Rollout | None  # the float model over the validation sequences (streaming models)
+    exporter: str | None = None  # the one that made it (None: an .onnx source; dynamo for a .pt2 program)
 
     @property
     def names(self) -> list[str]:
@@ -91,7 +93,7 @@ def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> ExportR
 
     onnxruntime.set_default_logger_severity(ort_log_level())  # edgekit reports what matters, in one line
     try:
-        with _seeded(recipe.seed), user_code_scope():
+        with _seeded(recipe.seed, torch_too=not str(recipe.source).endswith(".onnx")), user_code_scope():
             return _run(recipe, targets, progress)
     finally:
         forget_sessions()
@@ -156,15 +158,17 @@ def _torch_outputs(recipe: Recipe, loaded, inputs, val, init: dict) -> list | No
 
 
 @contextlib.contextmanager
-def _seeded(seed: int):
+def _seeded(seed: int, torch_too: bool):
     """User code (a model built without weights, a data function) sees the same global random state every
-    run; the caller's random state is restored afterwards."""
+    run; the caller's random state is restored afterwards. `torch_too`: torch seeded even when not yet imported
+    (the CLI imports it later: a model built without weights had other weights each run)."""
     import random
 
     py_state, state = random.getstate(), np.random.get_state()
     random.seed(seed)  # a data function shuffling with `random` gives the same calibration set every run
     np.random.seed(seed)
-    torch = sys.modules.get("torch")  # an .onnx run never imports torch
+    # an .onnx run never imports torch
+    torch = importlib.import_module("torch") if torch_too else sys.modules.get("torch")
     torch_state = torch.random.get_rng_state() if torch else None
     if torch:
         torch.manual_seed(seed)
@@ -199,6 +203,12 @@ def _model_inputs(recipe: Recipe, loaded) -> tuple[tuple[InputSpec, ...], dict]:
     if not loaded.is_onnx:
         if not recipe.inputs:
             raise UsageError("a torch model needs its inputs: --input NAME:SHAPE[:DTYPE], e.g. image:Nx3x224x224")
+        # the exporter renamed these without a word (a.1, "5") or failed late (an input's name)
+        names, taken = list(recipe.output_names), {s.name for s in recipe.inputs}
+        if (bad := next((n for i, n in enumerate(names) if not n.strip() or n in names[:i] or n in taken), None)) \
+                is not None:
+            raise UsageError(f"--output-name {bad!r}: " + ("empty" if not bad.strip() else "given twice"
+                                                           if names.count(bad) > 1 else "is an input's name"))
         return recipe.inputs, {}
     if recipe.output_names:
         raise UsageError("--output-name does not apply to an .onnx source (its outputs are already named)")
@@ -272,6 +282,7 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
 def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     work = shared.stage / ".work" / f"opset{opset}"
     work.mkdir(parents=True)
+    exporter = None if loaded.is_onnx else "dynamo" if loaded.program else shared.recipe.exporter
     if loaded.is_onnx:
         raw = onnx_export.without_initializer_inputs(loaded.onnx_path, work / "input.onnx")
         if shared.pinned:
@@ -279,7 +290,7 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     else:
         recipe = shared.recipe
         raw = onnx_export.export_torch(loaded.program or loaded.module, shared.inputs, recipe.output_names, opset,
-                                  work / "exported.onnx", "dynamo" if loaded.program else recipe.exporter)
+                                       work / "exported.onnx", exporter)
     fp32, preprocessing = onnx_export.preprocess(raw, work / "model.onnx", shared.recipe.step_timeout,
                                                  exported=not loaded.is_onnx, raised_by="--step-timeout")
     if loaded.is_onnx and not shared.recipe.state:  # a file from others (a streaming model's feeds need its state)
@@ -296,7 +307,8 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
                              f"{'step' if shared.recipe.state else 'sample'} {i} (before any quantization): the model "
                              "diverges on this data")
     export_parity = None if shared.torch_val is None else shared.compare(val.origin, names, shared.torch_val, fp32_val)
-    prep = Prepared(fp32, model, outputs, fp32_val, export_parity, preprocessing, [], cal, val, fp32_rollout)
+    prep = Prepared(fp32, model, outputs, fp32_val, export_parity, preprocessing, [], cal, val, fp32_rollout,
+                    exporter)
     return dataclasses.replace(prep, size_checks=_size_checks(loaded, shared, prep))
 
 
@@ -459,7 +471,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "target_profile_sha256": package.sha256(Path(target.path)),
         "opset": qplan.opset,
         "model": {"source": shared.source, "weights": recipe.weights,
-                  "exporter": None if shared.torch_val is None else recipe.exporter},
+                  "exporter": prep.exporter},  # a .pt2 program's is dynamo, whatever the recipe says
         "versions": _versions(),
         "host": host.label(threads, int8_sess.get_providers()),  # where the figures here were computed
         # which kernels an ARM target's int8 parity and golden outputs come from

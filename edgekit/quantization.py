@@ -202,8 +202,10 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
     split, warnings = False, []
     if attention and settings.transformer_scheme != "off" and (taken := sorted(explicit & {"mode", "op_types"})):
         warnings.append(f"attention graph: transformer_scheme {settings.transformer_scheme} not applied, "
-                        f"{' and '.join(taken)} given (even as the default): full static QDQ quantizes the mask path "
-                        "(all-MiniLM-L6-v2: cosine 0.40); leave them out, or give --transformer-scheme off")
+                        f"{' and '.join(taken)} given (even as the default): the mode and op types are yours"
+                        + ("; static QDQ of every op quantizes the mask path (all-MiniLM-L6-v2: cosine 0.40)"
+                           if settings.mode == "static" and not settings.op_types else "")
+                        + "; leave them out, or give --transformer-scheme off")
     elif attention and settings.transformer_scheme != "off":
         if settings.transformer_scheme == "dynamic":
             if not dynamic_types(settings):

@@ -41,7 +41,8 @@ def page(r: TargetReport) -> str:
     out += [f"<p class=fail>{e(w)}</p>" for w in r.warnings]
     out += ["<h2>Gates</h2>", f"<p>Parity computed on {e(computed_on(r))}.</p>",
             _table(("gate", "value", "limit", "result"), [
-        (g.name, "-", "-", f"skipped: {g.skipped}") if g.skipped else
+        (g.name, "-", f"{g.op} {_number(g.limit)}" if g.limit is not None else "-", f"skipped: {g.skipped}")
+        if g.skipped else
         (g.name, _number(g.value), f"{g.op} {_number(g.limit)}", "pass" if g.passed else "FAIL") for g in r.gates])]
     if r.accuracy:  # the page showed the drop gate only
         out.append(f"<p>{e(accuracy_line(r.accuracy))}.</p>")

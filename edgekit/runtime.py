@@ -167,7 +167,9 @@ def _run_torch_batch(module, feeds, input_names) -> list[list[np.ndarray]] | Non
 def _run_torch_one(module, feed, input_names, i: int) -> list[np.ndarray]:
     import torch
 
-    args = [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in input_names]
+    # copies: from_numpy shares the array, and a forward writing its input in place (x.mul_(2)) changed the
+    # validation data the ONNX models then ran on, and an API caller's own arrays
+    args = [torch.from_numpy(np.array(feed[n], order="C", copy=True)) for n in input_names]
     try:
         out = module(*args)
     except (Exception, SystemExit) as e:  # a forward calling sys.exit is bad input, not a verdict

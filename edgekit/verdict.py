@@ -14,7 +14,7 @@ def gates(target: Target, export: StageParity | None, quant: StageParity, accura
     found = parity.export_gates(export, p)
     found += parity.quantization_gates(quant.outputs, accuracy.drop if accuracy else None, p, task)
     if budgets.latency_p50_ms_max:
-        # an arm64 target's budget is the device's: this x86 host's timing passed (or failed) it for the device
+        # the budget is a device's: timed on another kind of CPU (an arm64 target's on x86) it is not judged here
         elsewhere = latency is not None and not latency.on_device
         found.append(parity.gate("latency_p50_ms", None if elsewhere else latency and latency.int8.p50_ms, "<=",
                                  budgets.latency_p50_ms_max, f"latency measured on this {host.arch()} host, not an "
@@ -38,10 +38,10 @@ def size_gates(target: Target, checks) -> list[Gate]:
             continue
         if c.export:
             found.append(parity.gate(f"export_cosine_at_{at}", c.export.worst("cosine_min"), ">=",
-                                     target.parity.export_cosine_min))
+                                     target.parity.export_cosine_min, parity.exact_only(c.export.outputs)))
         if c.quantization:
             found.append(parity.gate(f"quant_cosine_at_{at}", c.quantization.worst("cosine"), ">=",
-                                     target.parity.quant_cosine_min))
+                                     target.parity.quant_cosine_min, parity.exact_only(c.quantization.outputs)))
     return found
 
 

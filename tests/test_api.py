@@ -361,3 +361,12 @@ def test_onnxruntimes_chatter_is_dropped_for_edgekits_thread_only(capsys):
         other.join()
     print("after")
     assert capsys.readouterr().out == "the user's\nafter\n"
+
+
+def test_quantize_warns_what_an_export_would(tmp_path):
+    """edgekit.quantize() dropped the plan's warnings: an LSTM kept float in static mode said nothing."""
+    lstm = torch.nn.LSTM(4, 8, batch_first=True)
+    torch.onnx.export(lstm.eval(), (torch.zeros(1, 5, 4),), str(tmp_path / "l.onnx"), input_names=["x"],
+                      output_names=["y", "h", "c"], dynamo=False)
+    with pytest.warns(UserWarning, match="1 LSTM node.s. stay float"):
+        edgekit.quantize(tmp_path / "l.onnx", "random", out=tmp_path / "q.onnx")

@@ -272,11 +272,15 @@ def test_validation_never_shares_a_file_with_calibration(tmp_path):
     val = _save(tmp_path / "data" / "val.npz", x=rng.standard_normal((20, 4)).astype("f4"))
     os.link(val, tmp_path / "linked.npz")
     (tmp_path / "copy.npz").write_bytes(Path(val).read_bytes())  # a copy, not a link: it was taken (exit 0)
+    (tmp_path / "with-copy").mkdir()  # and a copy inside the calibration folder
+    (tmp_path / "with-copy" / "v.npz").write_bytes(Path(val).read_bytes())
+    _save(tmp_path / "with-copy" / "c.npz", x=rng.standard_normal((40, 4)).astype("f4"))
     targets = [load_target("desktop-x86")]
     for calibration, validation in ((tmp_path / "data", val), (cal, tmp_path / "data"),
-                                    (tmp_path / "data", tmp_path / "linked.npz"), (tmp_path / "copy.npz", val)):
+                                    (tmp_path / "data", tmp_path / "linked.npz"), (tmp_path / "copy.npz", val),
+                                    (tmp_path / "with-copy", val)):
         recipe = Recipe("m.py:build", VECTOR, calibration=str(calibration), validation=str(validation))
-        with pytest.raises(UsageError, match=r"calibration data .*(val|cal|linked)\.npz, read by both, or the same"):
+        with pytest.raises(UsageError, match=r"calibration data .*(val|cal|linked|v)\.npz, read by both, or the same"):
             calib.for_run(recipe, VECTOR, targets)
     held_out = calib.for_run(Recipe("m.py:build", VECTOR, calibration=cal, validation=val), VECTOR, targets)
     assert [len(d) for d in held_out] == [40, 20]

@@ -109,7 +109,8 @@ def test_multi_input_int64_encoder_gets_transformer_scheme(tmp_path, encoder_dat
     assert result.exit_code in (0, 1), result.output
     [static] = json.loads(result.stdout)
     assert static["quantization"]["mode"] == "static" and any(
-        w.startswith("attention graph: transformer_scheme dynamic not applied, mode given") for w in static["warnings"])
+        w.startswith("attention graph: transformer_scheme dynamic not applied, mode given") and "mask path" in w
+        for w in static["warnings"])
     # a profile's own op types, which the attention scheme replaces, are not held against this model
     profile = tmp_path / "convs.toml"
     text = (ROOT / "targets" / "desktop-x86.toml").read_text().replace('"desktop-x86"', '"convs"')
@@ -558,6 +559,8 @@ def test_integer_outputs_are_compared_exactly(tmp_path):
     assert cls["cosine"] is None and cls["sqnr_db"] is None and "reference_near_zero" not in cls
     skipped = {g["name"]: g.get("skipped") for g in m["gates"] if g["name"] in ("quant_cosine", "quant_sqnr_db")}
     assert set(skipped.values()) == {"integer outputs only: compared exactly"}
+    [at] = [g for g in m["gates"] if g["name"].startswith("quant_cosine_at_")]  # the other batch size's too
+    assert at["passed"] and at["skipped"] == "integer outputs only: compared exactly", at
     report = (tmp_path / "o" / "desktop-x86" / "report.md").read_text()
     assert f"n/a (integer: {agreement['value']:.4f} equal)" in report
 
@@ -576,6 +579,8 @@ def test_an_arm_targets_latency_budget_is_judged_only_on_its_kind(tmp_path, kind
     if kind == "x86_64":
         assert budget["value"] is None and "not an arm64 device" in budget["skipped"] and budget["passed"]
         assert cli(["check", tmp_path / kind]).exit_code == 0  # a skipped gate with its limit is no failure
+        report = (tmp_path / kind / "arm-budget" / "report.md").read_text()
+        assert "latency_p50_ms | - | <= 1e-06 | skipped: latency measured on this x86_64 host" in report
     else:
         assert budget["value"] > 1e-6 and not budget["passed"] and "skipped" not in budget
     unbenched = manifests(cli(["export", DIGITS / "edgekit.toml", "-t", profile, "--no-bench", "--json", "--out",

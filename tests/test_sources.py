@@ -35,7 +35,13 @@ def test_torch_export_archive(tmp_path, cnn_data):
     result = _export(path, "--input", "image:2x3x16x16", "--calibration", data, "--out", tmp_path / "o",
                      "--trust-checkpoint")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)[0]["parity"]["export"]["outputs"][0]["cosine"] > 0.99999
+    m = json.loads(result.stdout)[0]
+    assert m["parity"]["export"]["outputs"][0]["cosine"] > 0.99999
+    assert m["model"]["exporter"] == "dynamo"  # it said torchscript, the recipe's default, for a .pt2 program
+    torch.save({"garbage": torch.zeros(1)}, tmp_path / "w.pt")  # ignored, recorded as used, exit 0
+    weights = _export(path, "--input", "image:2x3x16x16", "--calibration", data, "--out", tmp_path / "w",
+                      "--trust-checkpoint", "--weights", tmp_path / "w.pt")
+    assert weights.exit_code == 2 and "--weights does not apply to a torch.export (.pt2) program" in weights.stderr
 
 
 @pytest.mark.parametrize("craft,suffix,why", [
@@ -77,3 +83,47 @@ def test_unfused_qdq_count_finds_the_slow_path(tmp_path):
         counts[name] = bench.unfused_qdq(str(out))
     assert counts["u8s8"]["unfused_compute_nodes"] == 0 and counts["u8s8"]["integer_nodes"] >= 3
     assert counts["s8s8"]["unfused_compute_nodes"] >= 1
+
+
+def test_a_forward_that_writes_its_input_in_place_changes_no_data(tmp_path):
+    """x.mul_(2) in forward doubled the validation data the ONNX models then ran on (export parity failed for a
+    correct export), and the API caller's own arrays."""
+    import edgekit
+
+    class Doubles(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(x.mul_(2))
+
+    torch.manual_seed(0)
+    batches = [{"x": np.random.default_rng(i).standard_normal((1, 8)).astype(np.float32)} for i in range(24)]
+    kept = [b["x"].copy() for b in batches]
+    report = edgekit.export(Doubles(), inputs=["x:Nx8"], calibration=batches, out=tmp_path / "o", no_bench=True)
+    target = report.targets["desktop-x86"]
+    assert target.export_parity.worst("max_abs", max) < 1e-5, target.export_parity
+    assert all(np.array_equal(b["x"], k) for b, k in zip(batches, kept))
+
+
+def test_output_names_are_distinct_not_empty_and_not_an_inputs(tmp_path, cnn_data):
+    """Duplicated or empty names were renamed by the exporter (a.1, "5") with exit 0; an input's name was exit 4."""
+    for names, why in ((["a", "a"], "given twice"), ([""], "empty"), (["image"], "is an input's name")):
+        result = _export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cnn_data[0], "--out",
+                         tmp_path / "o", *[arg for n in names for arg in ("--output-name", n)])
+        assert result.exit_code == 2 and why in result.stderr, result.output
+
+
+def test_a_model_built_without_weights_is_the_same_every_run(tmp_path):
+    """The CLI imported torch after seeding (torch was seeded only when already imported): other weights each run."""
+    import subprocess
+    import sys
+
+    (tmp_path / "m.py").write_text("import torch\n\ndef build():\n    return torch.nn.Linear(8, 4)\n")
+    outs = []
+    for name in ("a", "b"):
+        subprocess.run([sys.executable, "-m", "edgekit", "export", "m.py:build", "--input", "x:Nx8", "--calibration",
+                        "random", "--no-bench", "--out", name], cwd=tmp_path, check=True, capture_output=True)
+        outs.append((tmp_path / name / "desktop-x86" / "model.onnx").read_bytes())
+    assert outs[0] == outs[1]

@@ -183,9 +183,6 @@ def test_auto_keeps_the_targets_rules(data, tmp_path):
     # timed here, unlabelled, at the profile's 4 threads on this host's fewer cores
     threads = min(4, os.cpu_count())
     assert t["timed_on"].endswith(f", {threads} thread(s), standing in for arm64") and "host x86_64" in t["timed_on"]
-    over = [r for r in t["trials"] if r["passed"] and r["index"] != t["chosen"]]
-    if over and not t["passed"]:  # a passing trial over the price was hidden behind "no trial passed"
-        assert "passes at" in t["stopped_short"] and "over --max-latency-price 1" in t["stopped_short"]
 
 
 def test_auto_search_rejects_unknown_knobs(tmp_path, data):
