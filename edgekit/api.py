@@ -285,7 +285,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
         specs, _ = onnx_export.io_specs(parsed, str(source))
         plan = quantization.plan(parsed, qsettings, set(settings), profile.runtime.arch)
         for said in plan.warnings:  # an export puts them among its warnings; this returns a path only
-            warnings.warn(said, stacklevel=2)
+            warnings.warn(said, stacklevel=4)  # the caller's line, past the two wrappers
         feeds = [] if qsettings.mode == "dynamic" else calib.load(calibration, specs, max_samples=qsettings.samples).feeds
         if feeds:  # calibration runs the model in-process, where a hostile graph's run cannot be stopped
             onnx_export.first_run(fp32, feeds[0], DEFAULT_STEP_TIMEOUT)

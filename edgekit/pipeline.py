@@ -93,7 +93,8 @@ def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> ExportR
 
     onnxruntime.set_default_logger_severity(ort_log_level())  # edgekit reports what matters, in one line
     try:
-        with _seeded(recipe.seed, torch_too=not str(recipe.source).endswith(".onnx")), user_code_scope():
+        onnx_source = isinstance(recipe.source, (str, Path)) and str(recipe.source).endswith(".onnx")
+        with _seeded(recipe.seed, torch_too=not onnx_source), user_code_scope():
             return _run(recipe, targets, progress)
     finally:
         forget_sessions()

@@ -262,8 +262,9 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
         report = pipeline.run(trial_recipe, [target], progress=False)
         t = report.targets[target.name]
         # unlabelled: the worst cosine; for integer outputs only (class ids), the worst exact agreement
-        accuracy = t.accuracy.int8 if t.accuracy else 100 * (t.quant_parity.worst("cosine")
-                                                             or t.quant_parity.worst("exact_agreement") or 0.0)
+        cosine = t.quant_parity.worst("cosine")  # 0.0 is a collapsed output's, not a missing one
+        accuracy = t.accuracy.int8 if t.accuracy else 100 * (
+            cosine if cosine is not None else t.quant_parity.worst("exact_agreement") or 0.0)
         figures = {"latency_ms": t.latency.int8.p50_ms, "size_mb": t.sizes[shipped_model(t.details)] / 1e6}
         constraints = {key: figures[key] - budgets[key] if key in budgets else 0.0 for key in BUDGETS}
         constraints["gates"] = 0.0 if t.passed else 1.0
@@ -271,7 +272,7 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
             trial.set_constraint(key, value)
         trial.set_user_attr("constraints", list(constraints.values()))
         trial.set_user_attr("metric", "int8 accuracy %" if t.accuracy else "100 x worst int8 cosine"
-                            if t.quant_parity.worst("cosine") is not None else "100 x worst int8 exact agreement")
+                            if cosine is not None else "100 x worst int8 exact agreement")
         trial.set_user_attr("where", t.latency.where)
         trial.set_user_attr("kernels", t.details.get("arm_kernels") or "this host's onnxruntime kernels")
         return accuracy, figures["latency_ms"], figures["size_mb"]

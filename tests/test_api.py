@@ -368,5 +368,6 @@ def test_quantize_warns_what_an_export_would(tmp_path):
     lstm = torch.nn.LSTM(4, 8, batch_first=True)
     torch.onnx.export(lstm.eval(), (torch.zeros(1, 5, 4),), str(tmp_path / "l.onnx"), input_names=["x"],
                       output_names=["y", "h", "c"], dynamo=False)
-    with pytest.warns(UserWarning, match="1 LSTM node.s. stay float"):
+    with pytest.warns(UserWarning, match="1 LSTM node.s. stay float") as said:
         edgekit.quantize(tmp_path / "l.onnx", "random", out=tmp_path / "q.onnx")
+    assert [w.filename for w in said if "LSTM" in str(w.message)] == [__file__]  # the caller's line

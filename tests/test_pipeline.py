@@ -561,8 +561,25 @@ def test_integer_outputs_are_compared_exactly(tmp_path):
     assert set(skipped.values()) == {"integer outputs only: compared exactly"}
     [at] = [g for g in m["gates"] if g["name"].startswith("quant_cosine_at_")]  # the other batch size's too
     assert at["passed"] and at["skipped"] == "integer outputs only: compared exactly", at
+    assert [g["name"] for g in m["gates"] if g["name"].startswith("integer_output_agreement_at_")] == \
+        ["integer_output_agreement_at_N=2"]  # and held exactly there
     report = (tmp_path / "o" / "desktop-x86" / "report.md").read_text()
     assert f"n/a (integer: {agreement['value']:.4f} equal)" in report
+
+
+def test_class_ids_wrong_at_another_batch_size_fail(tmp_path):
+    """A batch size baked into class ids: every id wrong at N=4, and both gates there skipped, exit 0."""
+    (tmp_path / "m.py").write_text(
+        "import torch\n\nclass M(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(8, 4)\n\n    def forward(self, x):\n"
+        "        return self.fc(x).argmax(-1) + int(x.shape[0])\n\ndef build():\n    torch.manual_seed(0)\n"
+        "    return M()\n")
+    np.savez(tmp_path / "pairs.npz", x=np.random.default_rng(0).standard_normal((32, 2, 8)).astype(np.float32))
+    result = export(f"{tmp_path / 'm.py'}:build", "--input", "x:Nx8", "--calibration", tmp_path / "pairs.npz",
+                    "--no-bench", "--out", tmp_path / "o")
+    [m] = manifests(result, 1)
+    failed = {g["name"] for g in m["gates"] if not g["passed"]}
+    assert {"export_integer_max_abs_at_N=4", "integer_output_agreement_at_N=4"} & failed, failed
 
 
 @pytest.mark.parametrize("kind", ["x86_64", "arm64"])
