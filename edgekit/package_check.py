@@ -72,27 +72,25 @@ def _archive_stem(name: str) -> str | None:
 def _archives_beside(out: Path, folders: list[Path]) -> list[Case]:
     """OUT/<target>.tar.gz, what build engineers ship, is the package checked in OUT/<target>: every member
     matches the hash its manifest gives, and that manifest is the folder's (an archive of garbage passed)."""
-    names = {folder.name for folder in folders}
-    # one with no folder of its name was never checked, yet a CI job uploading OUT/*.tar.gz ships it
-    cases = [Case(stem, f"archive {path.name}", False, f"no package folder {stem} beside it in {out}: check it on "
-                  "its own (edgekit check ARCHIVE) or move it away")
-             for path in sorted(out.iterdir()) if path.is_file() and (stem := _archive_stem(path.name)) is not None
-             and stem not in names]
-    for folder in folders:
-        for path in (out / f"{folder.name}{suffix}" for suffix in ARCHIVE_SUFFIXES):
-            if not path.is_file():
-                continue
-            with tempfile.TemporaryDirectory(prefix="edgekit-check-") as tmp:
-                try:
-                    changed = archive.extract(path, Path(tmp))
-                    inside = [*Path(tmp).glob("manifest.json"), *Path(tmp).glob("*/manifest.json")]
-                    own = (folder / "manifest.json").read_bytes()
-                    same = not changed and len(inside) == 1 and inside[0].read_bytes() == own
-                    why = "" if same else (f"members differ from their manifest: {', '.join(sorted(changed))}"
-                                           if changed else f"its manifest.json is not {folder.name}/manifest.json")
-                except InputError as e:
-                    same, why = False, str(e)
-            cases.append(Case(folder.name, f"archive {path.name}", same, why))
+    by_name, cases = {folder.name: folder for folder in folders}, []
+    for path in sorted(out.iterdir()):
+        if not path.is_file() or (stem := _archive_stem(path.name)) is None:
+            continue
+        if (folder := by_name.get(stem)) is None:  # never checked, yet a CI job uploading OUT/*.tar.gz ships it
+            cases.append(Case(stem, f"archive {path.name}", False, f"no package folder {stem} beside it in {out}: "
+                              "check it on its own (edgekit check ARCHIVE) or move it away"))
+            continue
+        with tempfile.TemporaryDirectory(prefix="edgekit-check-") as tmp:
+            try:
+                changed = archive.extract(path, Path(tmp))
+                inside = [*Path(tmp).glob("manifest.json"), *Path(tmp).glob("*/manifest.json")]
+                own = (folder / "manifest.json").read_bytes()
+                same = not changed and len(inside) == 1 and inside[0].read_bytes() == own
+                why = "" if same else (f"members differ from their manifest: {', '.join(sorted(changed))}"
+                                       if changed else f"its manifest.json is not {folder.name}/manifest.json")
+            except InputError as e:
+                same, why = False, str(e)
+        cases.append(Case(folder.name, f"archive {path.name}", same, why))
     return cases
 
 
@@ -401,8 +399,8 @@ def _integrity(folder: Path, shown: str, target: str, manifest: dict, mismatched
         path = _existing(folder, shown, name)
         if (actual := package.sha256(path)) != digest:
             bad.append(f"{name} sha256 {actual[:12]}… != manifest {digest[:12]}…")
-        elif name in sizes and sizes[name] != path.stat().st_size:  # an archive refuses it: a folder the same
-            bad.append(f"{name} holds {path.stat().st_size} bytes, its manifest says {sizes[name]}")
+        elif name in sizes and sizes[name] != (held := path.stat().st_size):  # an archive refuses it; a folder too
+            bad.append(f"{name} holds {held} bytes, its manifest says {sizes[name]}")
     unlisted = sorted(p.name for p in folder.iterdir() if p.name not in files and p.name not in package.UNHASHED)
     if unlisted:
         bad.append(f"files not in the manifest: {', '.join(unlisted)}")

@@ -502,6 +502,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "dynamic_sizes": [c.as_dict() for c in size_checks],
         **packaged,
     }
+    int8_bytes, fp32_bytes = int8.stat().st_size, fp32.stat().st_size
     warnings = (verdict.warnings(cal, val, {"export": prep.export_parity, "quantization": quant_parity}, latency,
                                  int8, providers, threads, dynamic=qplan.settings.mode == "dynamic")
                 + verdict.kernel_warnings(packaged) + fixed_warnings
@@ -517,15 +518,15 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                     "model.int8.onnx quantizes nothing (no QuantizeLinear, DequantizeLinear or integer op: the op "
                     "types named, exclusions or a search kept every node float): it is the float model, not an int8 "
                     "build"])
-                + ([f"model.int8.onnx is not smaller than model.onnx ({int8.stat().st_size:,} vs "
-                    f"{fp32.stat().st_size:,} bytes): the quantization nodes and the scales outweigh what int8 "
-                    "weights save (few weights, or many kept float)"] if int8.stat().st_size >= fp32.stat().st_size
-                   else [])
+                + ([f"model.int8.onnx is not smaller than model.onnx ({int8_bytes:,} vs {fp32_bytes:,} bytes): the "
+                    "quantization nodes and the scales outweigh what int8 weights save (few weights, or many kept "
+                    "float)"] if int8_bytes >= fp32_bytes else [])
                 + [f"the model does not run at another size of a dynamic axis: {c.error}" for c in size_checks
                    if c.error]
                 + [advice for advice in [(qplan.precision_search or {}).get("advice")] if advice])  # report.md had it
     gates = verdict.gates(target, prep.export_parity, quant_parity, accuracy, latency, packaged.get("mobile_coverage"),
-                          (tdir / shipped_model(packaged)).stat().st_size, shared.task) + verdict.size_gates(target, size_checks)
+                          (tdir / shipped_model(packaged)).stat().st_size, shared.task)
+    gates += verdict.size_gates(target, size_checks)
     report = TargetReport(target.name, prep.export_parity, quant_parity, accuracy, latency, tuning, gates,
                           warnings + verdict.gate_advice(gates, qplan.settings, tuning), details,
                           latency_1_thread=one_thread[0] if one_thread else None)
@@ -601,6 +602,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
             chosen, trials, analysed = tune.tune(ctx, qplan, settings.max_trials, settings.time_budget,
                                                     settings.max_excluded, lambda t: advance(1, _log_trial(t)),
                                                     settings.max_latency_price)
+        seconds = time.perf_counter() - started  # the sensitivity analyses too
         shutil.copyfile(chosen.path, int8)
         chosen_rows = analysed.get(chosen.index)
         qplan = dataclasses.replace(qplan, settings=dataclasses.replace(
@@ -613,11 +615,11 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
                   "max_latency_price": settings.max_latency_price, "searched": list(settings.auto_search),
                   "advice": tune.keep_fp32(chosen, fp32.stat().st_size),
                   "exclusions_skipped": tune.exclusions_skipped(settings),
-                  "stopped_short": tune.stopped_short(chosen, trials, settings, time.perf_counter() - started),
+                  "stopped_short": tune.stopped_short(chosen, trials, settings, seconds),
                   # the trials' latency (the price cap, the fastest pick): this host's, at these threads
                   "timed_on": f"{host.where()}, {threads} thread(s)" + ("" if host.arch() == target.runtime.arch
                                                                        else f", standing in for {target.runtime.arch}"),
-                  "seconds": round(time.perf_counter() - started, 3)}  # the sensitivity analyses too
+                  "seconds": round(seconds, 3)}
     else:
         with bar(f"calibrating {target.name}", n_cal, shared.progress) as advance:
             quantization.quantize(fp32, int8, qplan, cal_feeds, advance,

@@ -127,6 +127,17 @@ def test_golden_vectors_are_one_sequence_that_check_replays_with_its_own_state(r
     assert not stepwise.passed
 
 
+def _integrity_after(folder, edit) -> str:
+    """`check`'s integrity message once `edit` changed the package's manifest (it must fail, exit 1)."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = cli(["check", folder, "--json"])
+    assert result.exit_code == 1, result.output
+    [integrity] = [c for c in json.loads(result.stdout) if c["name"] == "integrity"]
+    return integrity["message"]
+
+
 @pytest.mark.parametrize("state", [None, {"pairs": {}}])
 def test_a_manifest_that_drops_its_state_fails_check(runs, tmp_path, state):
     """manifest.json is not hashed: without its state pairs `check` replayed single steps, and a device whose
@@ -134,13 +145,8 @@ def test_a_manifest_that_drops_its_state_fails_check(runs, tmp_path, state):
     import shutil
     folder = tmp_path / "desktop-x86"
     shutil.copytree(runs[0] / "torch-float" / "desktop-x86", folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["state"] = state
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    result = cli(["check", folder, "--json"])
-    assert result.exit_code == 1, result.output
-    [integrity] = [c for c in json.loads(result.stdout) if c["name"] == "integrity"]
-    assert "the golden steps carry state ['state'] that its state pairs do not name" in integrity["message"]
+    message = _integrity_after(folder, lambda m: m.update(state=state))
+    assert "the golden steps carry state ['state'] that its state pairs do not name" in message
 
 
 def test_a_state_returned_twice_checks_and_a_wrong_pair_fails(tmp_path, runs):
@@ -150,14 +156,8 @@ def test_a_state_returned_twice_checks_and_a_wrong_pair_fails(tmp_path, runs):
     result = cli(["export", "models:streaming_twice", *ARGS[1:7], "--output-name", "stateN", "--output-name", "copy",
                   *ARGS[9:], "--calibration", tmp / "cal.npz", "--validation", tmp / "val.npz", "--out", tmp_path])
     assert result.exit_code == 0, result.output
-    folder = tmp_path / "desktop-x86"
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["state"]["pairs"] = {"state": "score"}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    wrong = cli(["check", folder, "--json"])
-    assert wrong.exit_code == 1, wrong.output
-    [integrity] = [c for c in json.loads(wrong.stdout) if c["name"] == "integrity"]
-    assert "its state pairs {'state': 'score'} are not what the golden steps carry" in integrity["message"]
+    message = _integrity_after(tmp_path / "desktop-x86", lambda m: m["state"].update(pairs={"state": "score"}))
+    assert "its state pairs {'state': 'score'} are not what the golden steps carry" in message
 
 
 def test_state_starts_from_a_file(runs, tmp_path):
