@@ -8,6 +8,8 @@ import pytest
 import torch
 from conftest import DIGITS, cli
 
+from edgekit import host
+
 
 SPEC = ["--input", "image:Nx3x32x32"]
 
@@ -182,7 +184,8 @@ def test_auto_keeps_the_targets_rules(data, tmp_path):
     assert all(r["fp32_p50_ms"] > 0 for r in t["trials"])  # each trial timed beside fp32
     # timed here, unlabelled, at the profile's 4 threads on this host's fewer cores
     threads = min(4, os.cpu_count())
-    assert t["timed_on"].endswith(f", {threads} thread(s), standing in for arm64") and "host x86_64" in t["timed_on"]
+    stand_in = "" if host.arch() == "arm64" else ", standing in for arm64"  # either kind of host (EDGEKIT_HOST_ARCH)
+    assert t["timed_on"] == f"{host.where()}, {threads} thread(s){stand_in}"
 
 
 def test_auto_search_rejects_unknown_knobs(tmp_path, data):
