@@ -20,6 +20,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import traceback
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -469,6 +470,19 @@ def _end_running(made, ours) -> None:
             made.tell(trial.number, state=_optuna().trial.TrialState.FAIL)
 
 
+def _let_go(error: BaseException) -> None:
+    """Drop what the calls `error` cut short still hold: a signal that came during a storage read left its SQLite
+    cursor in their frames, holding the database's lock, and the clean-up's write then failed "database is locked"
+    (the trial stayed RUNNING). The traceback keeps its lines; only the frames' locals go."""
+    errors, seen = [error], set()
+    while errors:
+        e = errors.pop()
+        if e is not None and id(e) not in seen:
+            seen.add(id(e))
+            traceback.clear_frames(e.__traceback__)  # frames still running are left as they are
+            errors += [e.__cause__, e.__context__]
+
+
 def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str, storage: str, name: str,
             time_budget: float | None, workers: int, out: Path) -> SearchReport:
     from . import bounded
@@ -501,11 +515,12 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
             with _storage_errors(storage):
                 optimize(recipe, target, budgets, grid, share_of(trials, workers, 0), sampler, storage, name,
                          time_budget, out, threads, run_id=run_id)
-        except BaseException:
+        except BaseException as e:
             for child in children:  # a signal or a failure here ends the other workers too
                 child.terminate()
             for child in children:
                 child.wait()
+            _let_go(e)
             # a signal inside Optuna's recording of a trial's end (after its run) left it RUNNING: ours are ended
             with contextlib.suppress(Exception):  # a storage this broken is ended on resume (the default one)
                 _end_running(made, lambda trial: storage == default_storage(out)

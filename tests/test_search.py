@@ -431,7 +431,8 @@ def test_stopping_a_search_stops_its_workers(tmp_path, how):
     out = tmp_path / "search"
     run = subprocess.Popen([sys.executable, "-m", "edgekit", "search", _recipe(tmp_path, distill=False), "-t",
                             "desktop-x86", "--trials", "40", "--workers", "2", "--out", out], cwd=tmp_path,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                           env={**os.environ, "TMPDIR": str(tmp_path)})  # the workers' job file: their command line
     db = f"sqlite:///{out / 'search.db'}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # both workers under way (read-only: Optuna's own load_study would create
@@ -447,7 +448,7 @@ def test_stopping_a_search_stops_its_workers(tmp_path, how):
         os.killpg(run.pid, signal.SIGINT)
     _, err = run.communicate(timeout=120)
     assert run.returncode == 130 and err.strip() == "edgekit: interrupted; previous output left as it was", err
-    left = subprocess.run(["pgrep", "-f", f"edgekit.search .*{tmp_path.name}"], capture_output=True, text=True)
+    left = subprocess.run(["pgrep", "-f", f"edgekit.search {tmp_path}/"], capture_output=True, text=True)
     assert left.stdout == "", left.stdout
     trials = optuna.load_study(study_name="edgekit", storage=db).trials
     # the other worker did not run its whole share (the parent may have run its own before that worker started)
@@ -606,6 +607,42 @@ def test_a_stop_ends_the_search_however_the_trial_under_way_failed_and_leaves_no
     assert stopped.exit_code == 130, stopped.output
     trials = optuna.load_study(study_name="edgekit", storage=f"sqlite:///{tmp_path / 'shared.db'}").trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL]
+
+
+def test_a_stop_during_a_storage_read_leaves_no_trial_running(tmp_path, monkeypatch):
+    """1 run in 20 of test_stopping_a_search_stops_its_workers: SIGTERM came as Optuna read back the trial it had
+    run; that read's SQLite cursor, kept alive in the traceback's frames, held the database's lock, the clean-up's
+    write failed "database is locked" 5 s later, and the trial stayed RUNNING."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from edgekit import signals
+
+    armed = []
+
+    def stop(conn, cursor, statement, *_):  # the program's handler, run as the read's execute returns
+        if armed and statement.lstrip().upper().startswith("SELECT"):
+            armed.clear()
+            signals.RECEIVED.append(signal.SIGTERM)
+            raise KeyboardInterrupt
+
+    def read_cut_short(*args, run_id, **kwargs):
+        s = search.study(args[6], args[7], args[5], args[3], 0)
+        s.ask().set_user_attr("run", run_id)
+        armed.append(True)
+        s.trials  # a read from the storage
+
+    monkeypatch.setattr(search, "optimize", read_cut_short)
+    out = tmp_path / "search"
+    event.listen(Engine, "after_cursor_execute", stop)
+    try:
+        started = time.monotonic()
+        result = cli(["search", _recipe(tmp_path, distill=False), "-t", "desktop-x86", "--out", out])
+    finally:
+        event.remove(Engine, "after_cursor_execute", stop)
+    assert result.exit_code == 130 and not armed, result.output
+    [trial] = optuna.load_study(study_name="edgekit", storage=f"sqlite:///{out / 'search.db'}").trials
+    assert trial.state == optuna.trial.TrialState.FAIL and time.monotonic() - started < 5  # SQLite's busy timeout
 
 
 def test_a_killed_searchs_trial_on_its_own_storage_is_reclaimed_once_its_heartbeat_stops(tmp_path, monkeypatch):
