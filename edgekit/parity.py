@@ -179,17 +179,19 @@ def _retrieval_at1(ref: list[np.ndarray], cand: list[np.ndarray]) -> float | Non
 
 
 def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:
-    """Top-1 accuracy in percent of the first output: one label per output row."""
+    """Top-1 accuracy in percent of the first output: one label per output row (of scores), or per class id (an
+    integer output: a model that ends in its ArgMax)."""
     from .errors import InputError
 
+    ids = np.issubdtype(outputs[0][0].dtype, np.integer) if outputs else False
     rows = [o[0].reshape(o[0].shape[0], -1) if o[0].ndim > 1 else o[0].reshape(1, -1) for o in outputs]
-    preds = np.concatenate([r.argmax(axis=1) for r in rows])
+    preds = np.concatenate([o[0].reshape(-1) for o in outputs] if ids else [r.argmax(axis=1) for r in rows])
     flat = np.asarray(labels).reshape(-1)
     if flat.size != preds.size:
-        raise InputError(f"{flat.size} labels for {preds.size} predicted rows: give one label per row "
-                         "(labels of shape (samples, rows) when a sample holds several rows)")
+        raise InputError(f"{flat.size} labels for {preds.size} predicted {'class ids' if ids else 'rows'}: give one "
+                         "label per row (labels of shape (samples, rows) when a sample holds several rows)")
     classes = max(r.shape[1] for r in rows)
-    if flat.size and flat.max() >= classes:
+    if flat.size and flat.max() >= classes and not ids:
         raise InputError(f"label {int(flat.max())} is out of range: the model's first output scores {classes} classes")
     return float(np.mean(preds == flat.astype(np.int64)) * 100.0)
 

@@ -662,7 +662,10 @@ def _calibration_feeds(prep: Prepared, n: int) -> list:
 
 
 def _log_trial(t) -> str:
-    row = (f"trial {t.index} {t.why[:48]}: cosine {t.cosine:.4f}, SQNR {t.sqnr_db:.1f} dB, "
+    measured = t.cosine is not None and t.sqnr_db is not None
+    figures = [f"cosine {t.cosine:.4f}, SQNR {t.sqnr_db:.1f} dB" if measured else "",
+               f"integer outputs {t.exact_agreement:.4f} equal" if t.exact_agreement is not None else ""]
+    row = (f"trial {t.index} {t.why[:48]}: {', '.join(f for f in figures if f) or 'no signal to compare'}, "
            f"{'pass' if t.passed else 'fail'}, int8 p50 {t.int8_p50_ms:.3f} ms")
     log.info("%s", row)  # -v prints the trial table as it grows; a terminal also shows it on the bar
     return row

@@ -179,17 +179,19 @@ def markdown(r: TargetReport) -> str:
         out += ["## Accuracy-aware search (--auto)", "", f"Skipped: {t['skipped']}.", ""]
     elif t:
         out += ["## Accuracy-aware search (--auto)", "",
-                f"Chose trial {t['chosen']} ({'passes' if t['passed'] else 'FAILS; best SQNR kept'}) after "
+                f"Chose trial {t['chosen']} ({'passes' if t['passed'] else 'FAILS; the closest to fp32 kept'}) after "
                 f"{len(t['trials'])} trial(s) in {t['seconds']:.1f} s; int8 latency price vs the target's defaults: "
                 f"{_fmt(t['latency_price'], '.2f')}x.", "",
                 f"Trials timed on {_safe(t.get('timed_on', 'this host'))}.", "",
                 f"Searched (the target's rules): {', '.join(t['searched'])}; latency price cap "
                 f"{t['max_latency_price']}x." + "".join(f" **{_safe(t[k])}.**" for k in ("advice", "stopped_short")
                                                      if t.get(k)), ""]
-        out += _md("# | why | calibration | per-channel | excluded | cosine | SQNR dB | fp32 p50 ms | int8 p50 ms | "
-                   "result",
+        exact = any(row.get("exact_agreement") is not None for row in t["trials"])  # class ids: held exactly
+        out += _md("# | why | calibration | per-channel | excluded | cosine | SQNR dB | " + "integer equal | " * exact
+                   + "fp32 p50 ms | int8 p50 ms | result",
                    [(row["index"], row["why"], row["calibrate_method"], row["per_channel"],
-                     ", ".join(row["excluded"]) or "-", f"{row['cosine']:.4f}", f"{row['sqnr_db']:.1f}",
+                     ", ".join(row["excluded"]) or "-", _fmt(row["cosine"], ".4f", "n/a"),
+                     _fmt(row["sqnr_db"], ".1f", "n/a"), *[_fmt(row.get("exact_agreement"), ".4f")] * exact,
                      f"{row['fp32_p50_ms']:.3f}", f"{row['int8_p50_ms']:.3f}",
                      "pass" if row["passed"] else "fail: " + ", ".join(row["failed_gates"])) for row in t["trials"]])
         out += [""] + [f"- kept in float: `{_code(e['node'])}`: {_safe(e['why'])}" for e in t["excluded"]] + [""]

@@ -27,8 +27,8 @@ class Trial:
     calibrate_method: str
     per_channel: bool
     excluded: tuple[str, ...]
-    cosine: float
-    sqnr_db: float
+    cosine: float | None  # worst over float outputs (None: no float output carries a signal)
+    sqnr_db: float | None
     passed: bool
     failed_gates: list[str]
     int8_p50_ms: float
@@ -37,6 +37,14 @@ class Trial:
     seconds: float
     path: str = ""
     percentile: float | None = None  # calibrate_method percentile: at which (the user's, or the search's own)
+    exact_agreement: float | None = None  # worst over integer outputs (class ids), held exactly
+
+    @property
+    def quality(self) -> tuple[float, float]:
+        """What trials are ranked by: integer outputs' exact agreement first, then SQNR. With class ids only,
+        SQNR was a placeholder (-200 for every trial), and --auto kept its first trial whatever it measured."""
+        return (1.0 if self.exact_agreement is None else self.exact_agreement,
+                -200.0 if self.sqnr_db is None else self.sqnr_db)
 
     @property
     def relative_time(self) -> float:
@@ -96,8 +104,8 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
         passing = [t for t in trials if t.passed and affordable(t)]
         return min(passing, key=lambda t: t.relative_time) if passing else None
 
-    def best_sqnr() -> Trial:
-        return max((t for t in trials if affordable(t)), key=lambda t: t.sqnr_db)
+    def best_quality() -> Trial:
+        return max((t for t in trials if affordable(t)), key=lambda t: t.quality)
 
     s = base.settings
     attempt("target defaults", s)
@@ -109,7 +117,7 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
                                                                percentile=SEARCH_PERCENTILE))
     if done():
         return done(), trials, sensitivity
-    best = best_sqnr()
+    best = best_quality()
     # the user's own percentile where the best is their method (it ran at 99.99 while labelled theirs)
     best_settings = dataclasses.replace(s, calibrate_method=best.calibrate_method, percentile=best.percentile or
                                         s.percentile)
@@ -118,7 +126,7 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
                 dataclasses.replace(best_settings, per_channel=not s.per_channel))
     if done():
         return done(), trials, sensitivity
-    best = best_sqnr()
+    best = best_quality()
     best_settings = dataclasses.replace(best_settings, per_channel=best.per_channel)
     excluded: tuple[str, ...] = ()
     while ("exclude_nodes" in s.auto_search and not exclusions_skipped(s) and budget_left()
@@ -135,13 +143,13 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
                     return done(), trials, sensitivity
         if not round_trials:
             break
-        step = max(round_trials, key=lambda t: t.sqnr_db)
-        if step.sqnr_db <= best.sqnr_db:
+        step = max(round_trials, key=lambda t: t.quality)
+        if step.quality <= best.quality:
             break  # no measured gain: more exclusions would only cost speed
         if not affordable(step):
             break  # float fallbacks already cost more latency than allowed
         best, excluded = step, step.excluded
-    return done() or best_sqnr(), trials, sensitivity
+    return done() or best_quality(), trials, sensitivity
 
 
 def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, excluded) -> Trial:
@@ -156,12 +164,12 @@ def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, exclu
     gates = parity.quantization_gates(results, drop, ctx.spec, ctx.task)
     lat = bench.measure_pair({"fp32": str(ctx.fp32), "int8": str(out)}, ctx.val_feeds[0], ctx.providers, ctx.threads,
                              10, 30)
-    cosine, sqnr = parity.worst(results, "cosine"), parity.worst(results, "sqnr_db")  # None: reference ~0
-    return Trial(index, why, s.calibrate_method, s.per_channel, excluded, 0.0 if cosine is None else cosine,
-                 -200.0 if sqnr is None else sqnr, all(g.passed for g in gates),
+    return Trial(index, why, s.calibrate_method, s.per_channel, excluded, parity.worst(results, "cosine"),
+                 parity.worst(results, "sqnr_db"), all(g.passed for g in gates),
                  [g.name for g in gates if not g.passed], lat["int8"].p50_ms, lat["fp32"].p50_ms,
                  out.stat().st_size, round(time.perf_counter() - start, 3), str(out),
-                 s.percentile if s.calibrate_method == "percentile" else None)
+                 s.percentile if s.calibrate_method == "percentile" else None,
+                 parity.worst(results, "exact_agreement"))
 
 
 def stopped_short(chosen: Trial, trials: list[Trial], settings, seconds: float) -> str | None:

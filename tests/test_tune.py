@@ -251,3 +251,31 @@ def test_a_failing_choice_says_what_stopped_the_search():
     assert "before --max-excluded (2) ended" in stopped_short(base, failing, settings, 1.0)
     assert "before --time-budget (600) ended" in stopped_short(base, failing[:1], settings, 700.0)
     assert stopped_short(base, failing[:1], settings, 1.0) is None  # nothing left to try: no bound to raise
+
+
+def test_auto_on_a_model_that_ends_in_its_class_ids(tmp_path):
+    """A classifier that returns its ArgMax: labels were read as scores ("label 9 is out of range: the model's first
+    output scores 1 classes", exit 3), and --auto ranked its trials on placeholders (cosine 0.0, SQNR -200 dB for
+    every trial, shown in its table as figures). Two outlier channels, scaled back after their ReLU: the ids are
+    right in float and ruined by per-tensor int8 until both pairs of layers are kept in float."""
+    (tmp_path / "ids.py").write_text(
+        f"import sys\nimport torch\nsys.path.insert(0, {str(DIGITS)!r})\nfrom model import DigitsCNN\n\n\n"
+        "class Ids(DigitsCNN):\n    def forward(self, image):\n        return super().forward(image).argmax(-1)\n\n\n"
+        "def build():\n    m = Ids()\n"
+        f"    m.load_state_dict(torch.load({str(DIGITS / 'digits_cnn.pt')!r}, weights_only=True))\n"
+        "    bn, fc1, fc2 = m.features[4], m.classifier[1], m.classifier[3]\n    with torch.no_grad():\n"
+        "        bn.weight[0] *= 3000\n        bn.bias[0] *= 3000\n        fc1.weight[:, :16] /= 3000\n"
+        "        fc1.weight[0] *= 3000\n        fc1.bias[0] *= 3000\n        fc2.weight[:, 0] /= 3000\n"
+        "    return m\n")
+    data = DIGITS / "data"
+    result = cli(["export", f"{tmp_path / 'ids.py'}:build", "--input", "image:Nx1x8x8", "--calibration",
+                  data / "calibration.npz", "--validation", data / "validation.npz", "--no-bench", "--auto",
+                  "--out", tmp_path / "o", "--json"])
+    assert result.exit_code == 0, result.output
+    [m] = json.loads(result.stdout)
+    assert m["accuracy"]["fp32"] > 99 and m["accuracy"]["int8"] > 99  # the ids against the labels
+    trials = m["tuning"]["trials"]
+    assert trials[0]["exact_agreement"] < 0.5 and trials[m["tuning"]["chosen"]]["exact_agreement"] > 0.99
+    assert {(t["cosine"], t["sqnr_db"]) for t in trials} == {(None, None)}  # nothing measured them
+    report = (tmp_path / "o" / "desktop-x86" / "report.md").read_text()
+    assert "| integer equal |" in report and "| n/a | n/a | " in report and "-200" not in report
