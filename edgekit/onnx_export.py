@@ -63,7 +63,7 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
     if dynamic_axes and specs[0].dynamic_axes.get(0):
         dynamic_axes.update({n: {0: specs[0].dynamic_axes[0]} for n in names})
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet("torch.onnx"):
             warnings.simplefilter("ignore")
             if exporter == "dynamo":
                 _export_dynamo(torch, module, args, specs, names, opset, dest)
@@ -75,6 +75,19 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
         raise StageError("export", _explain_export_error(e)) from e
     check(dest)
     return dest
+
+
+@contextlib.contextmanager
+def _quiet(name: str):
+    """Only the errors of logger `name`: the dynamo exporter logs its steps as warnings on stderr (each torchvision
+    op it skips, the opset it picked instead: the manifest records the one the file has)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _export_dynamo(torch, module, args, specs, names, opset, dest):

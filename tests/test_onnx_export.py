@@ -1,10 +1,12 @@
 """ONNX pre-processing (onnx_export.py): a failing step is skipped and recorded, never a crash."""
 import json
+import subprocess
+import sys
 
 import numpy as np
 import onnx
 import pytest
-from conftest import cli
+from conftest import DIGITS, cli
 from models import gather_on_constant_onnx
 
 
@@ -21,3 +23,13 @@ def test_symbolic_shape_inference_failure_falls_back_and_is_recorded(tmp_path):
     assert m["preprocessing"]["skipped"] == ("symbolic shape inference failed (AssertionError); "
                                              "pre-processed without it")
     assert m["passed"] and m["parity"]["quantization"]["outputs"][0]["cosine"] > 0.99
+
+
+def test_the_dynamo_exporter_says_nothing_on_a_model_it_exports(tmp_path):
+    """Its steps came out as warnings on stderr: the opset it picked (and converted back), and each torchvision op it
+    skipped, on every export of a model that uses neither."""
+    done = subprocess.run([sys.executable, "-m", "edgekit", "export", str(DIGITS / "edgekit.toml"), "-t", "desktop-x86",
+                           "--exporter", "dynamo", "--no-bench", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert json.loads((tmp_path / "o" / "desktop-x86" / "manifest.json").read_text())["model"]["exporter"] == "dynamo"
