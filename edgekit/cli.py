@@ -365,6 +365,8 @@ def main(debug: bool, verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.ERROR, format="%(name)s: %(message)s",
                         stream=sys.stderr)
     logging.getLogger("edgekit").setLevel(logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING)
+    if not debug:  # a search's storage failures are reported by edgekit, not as the pool's tracebacks
+        logging.getLogger(search.STORAGE_POOL_LOG).setLevel(logging.CRITICAL)
 
 
 @main.command()

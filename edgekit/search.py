@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import pickle
 import stat
@@ -45,6 +46,7 @@ INTERRUPTED = 130  # a trial's exit code when it was stopped (Ctrl-C, SIGTERM) o
 # An RDB storage's running trials beat (Optuna's heartbeat); one silent for the grace period died with its search and
 # is failed by the next trial any search of the study starts (a shared storage's RUNNING trials may be live elsewhere)
 HEARTBEAT_S, GRACE_S = 60, 180
+STORAGE_POOL_LOG = "sqlalchemy.pool"  # logs a connection it could not close (one a stop cut short) with a traceback
 INPUTS = "edgekit.measured_on"  # the study's record of what its trials were measured on (measured_on)
 UNMEASURED = ("out", "force", "archive", "no_bench", "targets", "max_data_bytes", "step_timeout",  # change no figure
               "from_trial")
@@ -229,8 +231,12 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
             raise KeyboardInterrupt
         try:
             return run_trial(trial)
+        except KeyboardInterrupt as e:  # Optuna holds it while it records the trial's end: let go of what it cut
+            _let_go(e)
+            raise
         except Exception as e:  # recorded on the trial; Optuna marks it failed and the search goes on
             if signals.RECEIVED:  # what fails after a stop (an import it cut short: "initialization failed") is it
+                _let_go(e)
                 raise KeyboardInterrupt from e
             if "error" not in trial.user_attrs:
                 trial.set_user_attr("error", f"{type(e).__name__}: {e}")
@@ -516,11 +522,11 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
                 optimize(recipe, target, budgets, grid, share_of(trials, workers, 0), sampler, storage, name,
                          time_budget, out, threads, run_id=run_id)
         except BaseException as e:
+            _let_go(e)  # first: the workers' own clean-up writes wait on a lock it holds
             for child in children:  # a signal or a failure here ends the other workers too
                 child.terminate()
             for child in children:
                 child.wait()
-            _let_go(e)
             # a signal inside Optuna's recording of a trial's end (after its run) left it RUNNING: ours are ended
             with contextlib.suppress(Exception):  # a storage this broken is ended on resume (the default one)
                 _end_running(made, lambda trial: storage == default_storage(out)
@@ -801,6 +807,7 @@ def _worker(argv: list[str]) -> None:
     for s in signals.SIGNALS:
         signal.signal(s, stop)
     signals.never_swallowed(stop)
+    logging.getLogger(STORAGE_POOL_LOG).setLevel(logging.CRITICAL)  # the parent reports the storage's failures
     threading.Thread(target=orphaned, args=(os.getppid(),), daemon=True).start()
     *job, run_id = pickle.loads(Path(argv[0]).read_bytes())
     recipe, target, budgets, grid, sampler, storage, name, time_budget, out = job

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import logging
 import os
 import signal
 import sys
@@ -47,9 +46,7 @@ def final() -> None:
 
 def ignore() -> None:
     """The run is ending: a second signal must not cut its clean-up short (or print a traceback). SIGHUP under
-    nohup stays SIG_IGN. SQLAlchemy's log of the connections the stop cut short ("Error closing cursor" and a
-    traceback, from a search's storage) is no news to the user either."""
-    logging.getLogger("sqlalchemy").setLevel(logging.CRITICAL)
+    nohup stays SIG_IGN."""
     for s in SIGNALS:
         if signal.getsignal(s) is not signal.SIG_IGN:
             signal.signal(s, _ignored)

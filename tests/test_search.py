@@ -609,20 +609,23 @@ def test_a_stop_ends_the_search_however_the_trial_under_way_failed_and_leaves_no
     assert [t.state for t in trials] == [optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL]
 
 
-def test_a_stop_during_a_storage_read_leaves_no_trial_running(tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["after the trial", "inside the trial"])
+def test_a_stop_during_a_storage_read_leaves_no_trial_running(tmp_path, monkeypatch, where):
     """1 run in 20 of test_stopping_a_search_stops_its_workers: SIGTERM came as Optuna read back the trial it had
     run; that read's SQLite cursor, kept alive in the traceback's frames, held the database's lock, the clean-up's
-    write failed "database is locked" 5 s later, and the trial stayed RUNNING."""
+    write failed "database is locked" 5 s later, and the trial stayed RUNNING. Inside the trial (its look for an
+    earlier run of the same values), Optuna's own write of the trial's end waited 5 s on that lock, and failed."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
     from edgekit import signals
 
-    armed = []
+    armed, stopped = [], []
 
     def stop(conn, cursor, statement, *_):  # the program's handler, run as the read's execute returns
         if armed and statement.lstrip().upper().startswith("SELECT"):
             armed.clear()
+            stopped.append(time.monotonic())
             signals.RECEIVED.append(signal.SIGTERM)
             raise KeyboardInterrupt
 
@@ -632,17 +635,25 @@ def test_a_stop_during_a_storage_read_leaves_no_trial_running(tmp_path, monkeypa
         armed.append(True)
         s.trials  # a read from the storage
 
-    monkeypatch.setattr(search, "optimize", read_cut_short)
+    def done_before(*args):
+        armed.append(True)
+        return done_before_itself(*args)
+
+    done_before_itself = search._done_before
+    if where == "after the trial":
+        monkeypatch.setattr(search, "optimize", read_cut_short)
+    else:
+        monkeypatch.setattr(search, "_done_before", done_before)
     out = tmp_path / "search"
     event.listen(Engine, "after_cursor_execute", stop)
     try:
-        started = time.monotonic()
         result = cli(["search", _recipe(tmp_path, distill=False), "-t", "desktop-x86", "--out", out])
     finally:
         event.remove(Engine, "after_cursor_execute", stop)
-    assert result.exit_code == 130 and not armed, result.output
+    assert result.exit_code == 130 and len(stopped) == 1, result.output
+    assert time.monotonic() - stopped[0] < 5  # SQLite's busy timeout: the clean-up did not wait on its lock
     [trial] = optuna.load_study(study_name="edgekit", storage=f"sqlite:///{out / 'search.db'}").trials
-    assert trial.state == optuna.trial.TrialState.FAIL and time.monotonic() - started < 5  # SQLite's busy timeout
+    assert trial.state == optuna.trial.TrialState.FAIL
 
 
 def test_a_killed_searchs_trial_on_its_own_storage_is_reclaimed_once_its_heartbeat_stops(tmp_path, monkeypatch):
