@@ -17,11 +17,11 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from . import archive, arrays, bounded, host, package, runner
-from .config import DEFAULT_STEP_TIMEOUT, TARGET_NAME
+from . import archive, arrays, bounded, host, package, parity, runner
+from .config import DEFAULT_STEP_TIMEOUT, TARGET_NAME, Target, bundled, list_targets, load_target
 from .errors import InputError, StageError, UsageError, few, first_line
 from .probe import probe as probe_model
-from .reports import Case, CheckReport
+from .reports import Case, CheckReport, shipped_model
 from .runtime import int8_session
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
@@ -137,10 +137,11 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
     for model, entry in golden.items():
         golden_path = _existing(folder, shown, entry["file"])
         # a malformed golden file is bad input (exit 3), named in the package the user gave
-        inputs, outputs, _ = package.read_golden(golden_path, f"{shown}/{entry['file']}")
+        inputs, outputs, atol = package.read_golden(golden_path, f"{shown}/{entry['file']}")
         pairs.append((str(_existing(folder, shown, model)), str(golden_path)))
         if untrue := "; ".join(filter(None, (_io_claims(manifest, inputs[0], outputs[0]),  # what parity checks
-                                             _state_claims(state, inputs, outputs)))):
+                                             _state_claims(state, inputs, outputs),
+                                             _golden_claims(entry, manifest["golden"], atol, len(inputs))))):
             return [Case(target, "integrity", False, f"manifest.json says of {model}: {untrue}"), cases[1]] + [
                 Case(target, f"parity {m}", False, "not run: the package failed its integrity check") for m in golden]
     if place is None:
@@ -178,13 +179,13 @@ def _io_claims(manifest: dict, inputs: dict, outputs: dict) -> str:
             bad.append(f"its {what} are not a list of named tensors")
             continue
         names = [c["name"] for c in claimed]
-        if (names != list(seen)) if what == "outputs" else not set(seen) <= set(names):
+        if (names != list(seen)) if what == "outputs" else set(seen) != set(names):
             bad.append(f"{what} {few(names, 4)}, the golden sample's {few(list(seen), 4)}")
             continue
         for c in (c for c in claimed if c["name"] in seen):
             array, shape = seen[c["name"]], c.get("shape")
             if c.get("dtype") != str(array.dtype) or not isinstance(shape, list) or len(shape) != array.ndim or any(
-                    isinstance(d, int) and not isinstance(d, bool) and d != n for d, n in zip(shape, array.shape)):
+                    not isinstance(d, str) and (type(d) is not int or d != n) for d, n in zip(shape, array.shape)):
                 bad.append(f"{what[:-1]} {c['name']!r} is {c.get('dtype')!r} {shape!r}, the golden sample's "
                            f"{array.dtype} {list(array.shape)}")
     return "; ".join(bad)
@@ -205,6 +206,19 @@ def _state_claims(pairs: dict[str, str], inputs: list[dict], outputs: list[dict]
     undeclared = sorted(i for i in inputs[0] if i not in pairs and any(i in s and not np.array_equal(
         s[i], inputs[0][i]) for s in inputs[1:]) and any(carries(i, o) for o in outputs[0]))
     return f"the golden steps carry state {undeclared} that its state pairs do not name" if undeclared else ""
+
+
+def _golden_claims(entry: dict, golden: dict, atol: dict[str, float], samples: int) -> str:
+    """The golden file's tolerances and sample count against the manifest's: a tolerance loosened in golden.npz
+    alone (1e6) passed a model that returns its input pixels, and one sample of eight passed as the eight."""
+    claimed, bad = entry.get("atol"), []
+    if not (isinstance(claimed, dict) and set(claimed) == set(atol) and all(
+            isinstance(claimed[k], (int, float)) and np.isclose(atol[k], claimed[k], rtol=1e-6, atol=0) for k in atol)):
+        bad.append(f"{entry['file']} holds tolerances {', '.join(f'{k} {v:.4g}' for k, v in list(atol.items())[:4])}"
+                   ", not the manifest's")
+    if golden.get("samples") != samples:
+        bad.append(f"{entry['file']} holds {samples} golden sample(s), the manifest says {golden.get('samples')!r}")
+    return "; ".join(bad)
 
 
 class Place(Protocol):
@@ -317,7 +331,7 @@ def _manifest(folder: Path, shown: str) -> dict:
             raise InputError(f"{shown}/manifest.json: a link, not a file of the package")
         if path.stat().st_size > archive.MAX_MANIFEST_BYTES:
             raise InputError(f"{shown}/manifest.json: larger than {archive.MAX_MANIFEST_BYTES} bytes")
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(), object_pairs_hook=_unique_keys, parse_constant=_no_constant)
         golden = manifest.get("golden") if isinstance(manifest, dict) else None
         ok = (isinstance(manifest, dict) and isinstance(manifest.get("target"), str)
               and TARGET_NAME.fullmatch(manifest["target"]) is not None
@@ -345,17 +359,76 @@ def _manifest(folder: Path, shown: str) -> dict:
     return manifest
 
 
+def _unique_keys(pairs: list) -> dict:
+    """A JSON object whose keys are unique: with two `passed` or `gates`, a reader keeping the first saw a failure
+    that check (keeping the last) passed."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise ValueError(f"duplicate key {next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i]))!r}")
+    return found
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON (edgekit writes finite numbers only)")
+
+
 def _gates(target: str, manifest: dict) -> Case:
     """The export's recorded verdict: a package edgekit marked failed never passes a CI gate, nor does one whose
-    figures contradict it (a `passed` edited to true over a value that misses its own limit)."""
+    figures contradict it (a `passed` edited to true over a value that misses its own limit), nor one whose gates
+    contradict the package (see _gate_claims)."""
     why = [f"{g['name']} = {_number(g.get('value'))} (needs {g.get('op', '')} {_number(g.get('limit'))})"
-           for g in manifest["gates"] if not _holds(g)]
+           for g in manifest["gates"] if not _holds(g)] + _gate_claims(manifest)
     if cases := [str(c.get("name", "?")) for c in manifest.get("verification", []) if isinstance(c, dict)
                  and not c.get("passed") and not (why and c.get("name") == "gates")]:  # named above
         why.append(f"the export's own check failed: {', '.join(cases)}")
     if not manifest["passed"] and not why:
         why.append("the manifest says it failed, naming no gate or check (edited after the export?)")
     return Case(target, "gates", not why, f"failed at export: {'; '.join(why)}" if why else "")
+
+
+def _gate_claims(manifest: dict) -> list[str]:
+    """What the gates say that the rest of the package contradicts: a parity gate removed, compared the wrong way
+    or skipped where its figure exists (a float output), a size that is not the shipped file's, or a limit or
+    target other than those of the bundled profile whose digest the manifest records (a desktop-x86 package
+    relabelled android-arm64, gates emptied or loosened, all passed)."""
+    gates, bad = {g["name"]: g for g in manifest["gates"]}, []
+    exported = (manifest.get("model") or {}).get("exporter") if isinstance(manifest.get("model"), dict) else None
+    required = {"quant_cosine", "quant_sqnr_db", "accuracy_drop"} | ({"export_cosine", "export_max_abs"}
+                                                                     if exported else set())
+    if missing := sorted(required - set(gates)):
+        bad.append(f"gates {', '.join(missing)} are missing")
+    outputs = manifest.get("outputs") if isinstance(manifest.get("outputs"), list) else []
+    integer_only = bool(outputs) and all(isinstance(o, dict) and str(o.get("dtype")).startswith(("int", "uint",
+                                                                                                 "bool"))
+                                         for o in outputs)
+    profile = _bundled_profile(manifest.get("target_profile_sha256"))
+    if profile is not None and profile.name != manifest["target"]:
+        bad.append(f"target {manifest['target']} is made with the bundled {profile.name} profile (its sha256)")
+    for name, g in gates.items():
+        if (rule := parity.PARITY_LIMITS.get(name.split("_at_")[0])) is None:
+            continue
+        unmeasured = g.get("skipped") and g.get("value") is None
+        if g.get("op") != rule[0] and not (unmeasured and g.get("op") == "" and g.get("limit") is None):
+            bad.append(f"{name} is compared {g.get('op')!r}, not {rule[0]!r}")
+        elif profile is not None and g.get("limit") is not None and g["limit"] != getattr(profile.parity, rule[1]):
+            bad.append(f"{name}'s limit {_number(g['limit'])} is not the {profile.name} profile's "
+                       f"{_number(getattr(profile.parity, rule[1]))}")
+        if unmeasured and name.split("_at_")[0] in ("quant_cosine", "quant_sqnr_db", "export_cosine") \
+                and not integer_only:
+            bad.append(f"{name} is skipped, but the model has float outputs to measure it on")
+    size, sizes, shipped = gates.get("size_mb"), archive.file_sizes(manifest), shipped_model(manifest)
+    if size and shipped in sizes and (not isinstance(size.get("value"), (int, float))
+                                      or abs(size["value"] - sizes[shipped] / 1e6) > 1e-6):
+        bad.append(f"size_mb {_number(size.get('value'))} is not {shipped}'s {sizes[shipped] / 1e6:.6f}")
+    return bad
+
+
+def _bundled_profile(digest) -> Target | None:
+    """The bundled profile with this sha256, if any (a user's profile, or another version's, has none)."""
+    if not isinstance(digest, str):
+        return None
+    return next((load_target(name) for name in list_targets()
+                 if package.sha256(bundled(name)) == digest), None)
 
 
 def _holds(gate: dict) -> bool:
@@ -397,10 +470,12 @@ def _integrity(folder: Path, shown: str, target: str, manifest: dict, mismatched
             bad.append(f"{name} sha256 {mismatched[folder / name][:12]}… != manifest {digest[:12]}…")
             continue
         path = _existing(folder, shown, name)
-        if (actual := package.sha256(path)) != digest:
-            bad.append(f"{name} sha256 {actual[:12]}… != manifest {digest[:12]}…")
-        elif name in sizes and sizes[name] != (held := path.stat().st_size):  # an archive refuses it; a folder too
+        if name not in sizes:  # the size is compared before the bytes are read: a 20 GB file was hashed (83 s)
+            bad.append(f"{name} has no size in the manifest")
+        elif sizes[name] != (held := path.stat().st_size):
             bad.append(f"{name} holds {held} bytes, its manifest says {sizes[name]}")
+        elif (actual := package.sha256(path)) != digest:
+            bad.append(f"{name} sha256 {actual[:12]}… != manifest {digest[:12]}…")
     unlisted = sorted(p.name for p in folder.iterdir() if p.name not in files and p.name not in package.UNHASHED)
     if unlisted:
         bad.append(f"files not in the manifest: {', '.join(unlisted)}")

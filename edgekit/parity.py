@@ -204,6 +204,20 @@ def gate(name: str, value, op: str, limit, unmeasured: str | None = None) -> Gat
     return Gate(name, value, op, limit, bool(passed))
 
 
+# each parity gate (also at another batch size: NAME_at_N=4) and the profile's ParitySpec field it is held to
+PARITY_LIMITS = {"export_cosine": (">=", "export_cosine_min"), "export_max_abs": ("<=", "export_max_abs"),
+                 "export_integer_max_abs": ("<=", "export_max_abs"), "quant_cosine": (">=", "quant_cosine_min"),
+                 "quant_sqnr_db": (">=", "quant_sqnr_min_db"), "top1_agreement": (">=", "top1_agreement_min"),
+                 "top5_agreement": (">=", "top5_agreement_min"), "retrieval_at1": (">=", "retrieval_at1_min"),
+                 "integer_output_agreement": (">=", "top1_agreement_min"), "accuracy_drop": ("<=", "accuracy_drop_max")}
+
+
+def held(name: str, value, spec, unmeasured: str | None = None) -> Gate:
+    """A parity gate at the limit the profile's ParitySpec sets for it."""
+    op, field = PARITY_LIMITS[name.split("_at_")[0]]
+    return gate(name, value, op, getattr(spec, field), unmeasured)
+
+
 def skipped(name: str, why: str) -> Gate:
     return Gate(name, None, "", None, True, why)
 
@@ -224,21 +238,20 @@ def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str) ->
     """The target's fp32-vs-int8 thresholds (a ParitySpec) applied to per-output parity, with the task's metrics."""
     unmeasured = exact_only(outputs)
     gates = [*signal_gates("quant_reference_signal", outputs),
-             gate("quant_cosine", worst(outputs, "cosine"), ">=", spec.quant_cosine_min, unmeasured),
-             gate("quant_sqnr_db", worst(outputs, "sqnr_db"), ">=", spec.quant_sqnr_min_db, unmeasured)]
+             held("quant_cosine", worst(outputs, "cosine"), spec, unmeasured),
+             held("quant_sqnr_db", worst(outputs, "sqnr_db"), spec, unmeasured)]
     top1, top5, retrieval = (worst(outputs, k) for k in ("top1_agreement", "top5_agreement", "retrieval_at1"))
     if task == "classify":
-        gates.append(gate("top1_agreement", top1, ">=", spec.top1_agreement_min, "no 2-D score output"))
+        gates.append(held("top1_agreement", top1, spec, "no 2-D score output"))
         if top5 is not None:
-            gates.append(gate("top5_agreement", top5, ">=", spec.top5_agreement_min))
+            gates.append(held("top5_agreement", top5, spec))
     elif task == "embed":
-        gates.append(gate("retrieval_at1", retrieval, ">=", spec.retrieval_at1_min,
-                          "fewer than 3 embeddings in the validation data"))
+        gates.append(held("retrieval_at1", retrieval, spec, "fewer than 3 embeddings in the validation data"))
     elif task == "other":
         gates.append(skipped("top1_agreement", 'no classifier score output (set task = "classify" if it is one)'))
     if (exact := worst(outputs, "exact_agreement")) is not None:  # held to what a classifier's top-1 is
-        gates.append(gate("integer_output_agreement", exact, ">=", spec.top1_agreement_min))
-    gates.append(gate("accuracy_drop", accuracy_drop, "<=", spec.accuracy_drop_max, "no labels in the validation data"))
+        gates.append(held("integer_output_agreement", exact, spec))
+    gates.append(held("accuracy_drop", accuracy_drop, spec, "no labels in the validation data"))
     return gates
 
 
@@ -246,6 +259,5 @@ def export_gates(export: StageParity | None, spec) -> list[Gate]:
     if export is None:  # an .onnx source: nothing was exported
         return []
     return [*signal_gates("export_reference_signal", export.outputs),
-            gate("export_cosine", export.worst("cosine_min"), ">=", spec.export_cosine_min,
-                 exact_only(export.outputs)),
-            gate("export_max_abs", export.worst("max_abs", max), "<=", spec.export_max_abs)]
+            held("export_cosine", export.worst("cosine_min"), spec, exact_only(export.outputs)),
+            held("export_max_abs", export.worst("max_abs", max), spec)]

@@ -37,17 +37,16 @@ def size_gates(target: Target, checks) -> list[Gate]:
             found.append(Gate(f"runs_at_{at}", None, "", None, False))
             continue
         if c.export:
-            found.append(parity.gate(f"export_cosine_at_{at}", c.export.worst("cosine_min"), ">=",
-                                     target.parity.export_cosine_min, parity.exact_only(c.export.outputs)))
+            found.append(parity.held(f"export_cosine_at_{at}", c.export.worst("cosine_min"), target.parity,
+                                     parity.exact_only(c.export.outputs)))
             if ids := [o for o in c.export.outputs if o.exact_agreement is not None]:  # held exactly, as at the
-                found.append(parity.gate(f"export_integer_max_abs_at_{at}", max(o.max_abs for o in ids), "<=",
-                                         target.parity.export_max_abs))  # data's size by export_max_abs
+                found.append(parity.held(f"export_integer_max_abs_at_{at}", max(o.max_abs for o in ids),
+                                         target.parity))  # data's size by export_max_abs
         if c.quantization:
-            found.append(parity.gate(f"quant_cosine_at_{at}", c.quantization.worst("cosine"), ">=",
-                                     target.parity.quant_cosine_min, parity.exact_only(c.quantization.outputs)))
+            found.append(parity.held(f"quant_cosine_at_{at}", c.quantization.worst("cosine"), target.parity,
+                                     parity.exact_only(c.quantization.outputs)))
             if (exact := c.quantization.worst("exact_agreement")) is not None:
-                found.append(parity.gate(f"integer_output_agreement_at_{at}", exact, ">=",
-                                         target.parity.top1_agreement_min))
+                found.append(parity.held(f"integer_output_agreement_at_{at}", exact, target.parity))
     return found
 
 

@@ -894,8 +894,10 @@ def test_check_runs_a_hostile_model_bounded(packaged, tmp_path):
     start = time.perf_counter()
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
-    [bad] = [c for c in json.loads(result.stdout) if not c["passed"]]
-    assert bad["name"] == "parity model.int8.onnx" and ("allocate" in bad["message"] or "memory" in bad["message"])
+    failed = {c["name"]: c["message"] for c in json.loads(result.stdout) if not c["passed"]}
+    bad = failed.pop("parity model.int8.onnx")
+    assert "allocate" in bad or "memory" in bad
+    assert list(failed) == ["gates"] and "size_mb" in failed["gates"]  # not the size of the model it shipped
     assert time.perf_counter() - start < 60
 
 
@@ -1049,7 +1051,8 @@ def test_a_manifest_cannot_take_the_deployable_out_of_the_check(packaged, tmp_pa
     assert check(folder).exit_code == 3 and "a link" in check(folder).stderr
     (folder / "manifest.json").unlink()
     for target, code in (("evil\u0001\u001b[31m", 3), ("arm64-linux\n", 3), ("a" * 72, 0)):  # 72: made before 64
-        (folder / "manifest.json").write_text(json.dumps(dict(manifest, target=target)))
+        # made with a profile of the user's (of another digest than the bundled arm64-linux's)
+        (folder / "manifest.json").write_text(json.dumps(dict(manifest, target=target, target_profile_sha256="0")))
         assert check(folder).exit_code == code, target
     (folder / "manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "out"
@@ -1152,3 +1155,77 @@ def test_check_holds_the_manifests_inputs_and_outputs_to_the_model(tmp_path):
         result = check(out)
         assert result.exit_code == 1 and "manifest.json says of model.int8.onnx: " in result.output, result.output
         assert said in result.output, result.output
+
+
+def _gate(manifest, name):
+    return next(g for g in manifest["gates"] if g["name"] == name)
+
+
+@pytest.mark.parametrize("edit,said", [
+    (lambda m: m.update(target="android-arm64"), "target android-arm64 is made with the bundled arm64-linux profile"),
+    (lambda m: m.update(gates=[]), "gates accuracy_drop, export_cosine, export_max_abs, quant_cosine, quant_sqnr_db"),
+    (lambda m: _gate(m, "quant_cosine").update(value=None, skipped="bogus"), "quant_cosine is skipped, but"),
+    (lambda m: _gate(m, "quant_cosine").update(value=0.2, limit=0.1), "quant_cosine's limit 0.1 is not the "
+                                                                       "arm64-linux profile's 0.99"),
+    (lambda m: _gate(m, "quant_cosine").update(value=0.1, op="<="), "quant_cosine is compared '<=', not '>='"),
+    (lambda m: _gate(m, "size_mb").update(value=0.001), "size_mb 0.001 is not model.int8.onnx's"),
+])
+def test_gates_that_contradict_the_package_or_its_profile_fail_check(packaged, tmp_path, edit, said):
+    """Manifest edits that passed check (rc 0): a desktop or arm64 package relabelled as another target, its gates
+    emptied, a cosine skipped on a float model, its limit loosened below the profile's its digest names, compared
+    the other way, a size that is not the shipped file's."""
+    folder = fresh_copy(packaged, tmp_path, "arm64-linux")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    [gates] = [c for c in json.loads(result.stdout) if not c["passed"]]
+    assert gates["name"] == "gates" and said in gates["message"], gates
+
+
+def test_a_golden_file_or_an_interface_that_contradicts_the_manifest_fails_check(packaged, tmp_path):
+    """A tolerance loosened in golden.npz alone passed a model that returns its input pixels; one golden sample
+    passed as eight; an input the model does not have, or a dimension that is not a size or a name, passed."""
+    folder = fresh_copy(packaged, tmp_path, "arm64-linux")
+    inputs, outputs, atol = read_golden(folder / "golden.npz")
+    _rewrite_golden(folder, inputs, outputs, {k: 1e6 for k in atol})
+    loose = check(folder, "--json")
+    assert loose.exit_code == 1 and "holds tolerances output 1e+06, not the manifest's" in loose.stdout, loose.output
+    _rewrite_golden(folder, inputs[:1], outputs[:1], atol)
+    fewer = check(folder, "--json")
+    assert fewer.exit_code == 1 and "holds 1 golden sample(s), the manifest says 8" in fewer.stdout, fewer.output
+    _rewrite_golden(folder, inputs, outputs, atol)
+    assert check(folder).exit_code == 0
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for edit in (lambda m: m["inputs"].append({"name": "mask", "shape": ["N", 8], "dtype": "bool"}),
+                 lambda m: m["inputs"][0].update(shape=[[1], 1, 8, 8])):
+        edited = json.loads(json.dumps(manifest))
+        edit(edited)
+        (folder / "manifest.json").write_text(json.dumps(edited))
+        result = check(folder, "--json")
+        assert result.exit_code == 1 and "manifest.json says of model.int8.onnx: input" in result.stdout, result.output
+
+
+@pytest.mark.parametrize("text,said", [
+    ('{"passed": false, "passed": true}', "duplicate key 'passed'"),
+    ('{"gates": [{"name": "x", "value": NaN}]}', "NaN is not JSON"),
+])
+def test_a_manifest_two_readers_would_read_differently_is_refused(packaged, tmp_path, text, said):
+    """Duplicate keys (check kept the last, a dashboard the first) and NaN or Infinity, which edgekit never writes."""
+    folder = fresh_copy(packaged, tmp_path, "arm64-linux")
+    manifest = (folder / "manifest.json").read_text()
+    (folder / "manifest.json").write_text(text[:-1] + ", " + manifest.strip()[1:])
+    result = check(folder)
+    assert result.exit_code == 3 and said in result.stderr, result.output
+
+
+def test_a_file_of_another_size_is_not_read(packaged, tmp_path):
+    """A 20 GB sparse model.int8.onnx was hashed before its size was compared: 83 s for a one-line failure."""
+    folder = fresh_copy(packaged, tmp_path, "arm64-linux")
+    with open(folder / "model.int8.onnx", "r+b") as f:
+        f.truncate(20 << 30)
+    start = time.perf_counter()
+    result = check(folder, "--json")
+    assert result.exit_code == 1 and f"model.int8.onnx holds {20 << 30} bytes, its manifest says" in result.stdout
+    assert time.perf_counter() - start < 20
