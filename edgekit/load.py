@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,7 @@ def _ready(module, source: str, weights: str | None, torch, trust_checkpoint: bo
     return LoadedModel(source, module=module)
 
 
+MAX_WEIGHTS_BYTES = 8 << 30  # a 2 GiB model (the largest one .onnx file holds) with Adam's two moments
 CODE_CARRIERS = {
     ".pt2": "a torch.export archive: loading it unpickles entries (use_pickle weights, sample inputs, custom objects) "
             "and evaluates expressions and guards stored in it",
@@ -106,6 +108,35 @@ def _load_archive(path: Path, torch, trusted: bool):
         raise InputError(f"model {str(path)!r}: not a {what}") from e
 
 
+def _bounded_checkpoint(weights: str) -> None:
+    """torch.save's zip archive unpacks to at most MAX_WEIGHTS_BYTES: a 3 MB re-zipped (deflated) file took
+    3.2 GB of memory before its contents were refused."""
+    if not zipfile.is_zipfile(weights):
+        return  # the legacy format: read as the bytes it holds
+    try:
+        with zipfile.ZipFile(weights) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise InputError(f"weights {weights!r} cannot be loaded: {first_line(e)}") from e
+    if unpacked > MAX_WEIGHTS_BYTES:
+        raise InputError(f"weights {weights!r}: unpacks to {unpacked:,} bytes, over edgekit's {MAX_WEIGHTS_BYTES:,} "
+                         "(a 2 GiB model's training checkpoint)")
+
+
+def _sparse_tensors(state, torch, depth: int = 0):
+    """Names of tensors whose values outnumber their storage's (expanded views): weights_only loads them, and a
+    157 KB file then took 15.5 GB once a layer was resized to it."""
+    if depth > 8:
+        return
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else ()
+    for key, value in items:
+        if isinstance(value, torch.Tensor):
+            if value.numel() * value.element_size() > value.untyped_storage().nbytes():
+                yield str(key)
+        else:
+            yield from (f"{key}.{name}" for name in _sparse_tensors(value, torch, depth + 1))
+
+
 def load_weights(module, weights: str, torch, trust_checkpoint: bool = False) -> None:
     """Load a state dict (or a checkpoint dict with `state_dict`) without running pickled code.
 
@@ -115,6 +146,7 @@ def load_weights(module, weights: str, torch, trust_checkpoint: bool = False) ->
     """
     if not Path(weights).is_file():
         raise InputError(f"weights {weights!r}: no such file")
+    _bounded_checkpoint(weights)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=not trust_checkpoint)
     except Exception as e:
@@ -128,8 +160,14 @@ def load_weights(module, weights: str, torch, trust_checkpoint: bool = False) ->
                f"not a plain tensor checkpoint ({type(e).__name__})")
         raise InputError(f"weights {weights!r} refused by weights_only loading: {why}; "
                          "pass --trust-checkpoint only if you trust this file") from e
+    if undeclared := next(_sparse_tensors(state, torch), None):
+        raise InputError(f"weights {weights!r}: tensor {undeclared} declares more values than the file stores "
+                         "(a stride-0 view): filling it would take memory the file never held")
     if structure.is_pruned_checkpoint(state):
-        structure.resize(module, state["layers"], state["state_dict"])
+        try:
+            structure.resize(module, state["layers"], state["state_dict"])
+        except (ValueError, TypeError, AttributeError) as e:
+            raise InputError(f"weights {weights!r}: {first_line(e)}") from e
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

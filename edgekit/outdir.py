@@ -34,7 +34,10 @@ BUSY = "another edgekit run is writing there; try again when it ends"
 
 def check_replaceable(out: Path, names: list[str], force: bool) -> None:
     """Usage errors before any work: colliding output names, OUT not a folder, foreign files in the way."""
-    out = out.resolve()
+    try:
+        out = out.resolve()
+    except RuntimeError:  # Python's "Symlink loop": exit 5, "internal error"
+        raise UsageError(f"--out {out}: a link that leads back to itself") from None
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise UsageError(f"output names collide: {', '.join(dup)} (a target named like another target's archive?)")

@@ -37,6 +37,12 @@ def save(module, path, extra: dict | None = None) -> None:
                 **(extra or {})}, path)
 
 
+def _size(value) -> bool:
+    """A positive int, or a list of them (LayerNorm's shape)."""
+    values = value if isinstance(value, list) and value else [value]
+    return all(type(v) is int and v > 0 for v in values)
+
+
 def is_pruned_checkpoint(state) -> bool:
     return isinstance(state, dict) and state.get("edgekit_format") == FORMAT
 
@@ -51,7 +57,10 @@ def resize(module, layers: dict[str, dict], state_dict: dict) -> None:
         layer = named.get(name)
         if layer is None:
             continue  # load_state_dict will name what does not fit
-        for attr, value in attrs.items():
+        for attr, value in attrs.items():  # a file from others: its sizes only (it set `__dict__`, `forward`, -5)
+            if attr not in SIZE_ATTRS.get(type(layer).__name__, ()) or not _size(value):
+                raise ValueError(f"layer {name!r}: {attr!r} = {str(value)[:40]} is not a size of a "
+                                 f"{type(layer).__name__}")
             setattr(layer, attr, tuple(value) if isinstance(value, list) else value)
     for owner_name, owner in named.items():
         prefix = f"{owner_name}." if owner_name else ""

@@ -56,6 +56,44 @@ def test_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path, cn
     assert not marker.exists() and not (tmp_path / "o").exists()
 
 
+def _weights_that(tmp_path, how: str) -> Path:
+    """A small weights file for the digits model that would take the machine's memory, or write on the model."""
+    import zipfile
+    state = torch.load(DIGITS / "digits_cnn.pt", weights_only=True)
+    path = tmp_path / f"{how}.pt"
+    if how == "expanded":  # one stored value, 2 M x 64 declared, filled once a layer was resized to it
+        rows = 2_000_000
+        state = {**state, "classifier.3.weight": torch.zeros(1).expand(rows, 64),
+                 "classifier.3.bias": torch.zeros(1).expand(rows)}
+        torch.save({"edgekit_format": "pruned-state-dict/1", "state_dict": state,
+                    "layers": {"classifier.3": {"out_features": rows}}}, path)
+    elif how == "deflated":  # a tensor of zeros that unpacks past the cap, re-zipped small
+        plain = tmp_path / "plain.pt"
+        torch.save({**state, "junk": torch.zeros(1 << 20)}, plain)
+        with zipfile.ZipFile(plain) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+            for info in src.infolist():
+                dst.writestr(info.filename, src.read(info))
+    else:  # a layer attribute that is not a size
+        torch.save({"edgekit_format": "pruned-state-dict/1", "state_dict": state,
+                    "layers": {"features.0": {"__dict__": {}}}}, path)
+    return path
+
+
+@pytest.mark.parametrize("how,said", [("expanded", "declares more values than the file stores"),
+                                      ("deflated", "unpacks to"),
+                                      ("attribute", "'__dict__' = {} is not a size of a Conv2d")])
+def test_a_weights_file_cannot_take_the_memory_or_write_on_the_model(tmp_path, monkeypatch, how, said):
+    """--weights was the one read not bounded: a 157 KB file took 15.5 GB and 3 min (a stride-0 tensor a resized
+    layer was filled to), a 3 MB re-zipped one 3.2 GB; the pruned layout's layer table set any attribute (exit 5).
+    The cap is lowered here to what a 4 MB tensor of zeros (a few KB deflated) unpacks past."""
+    from edgekit import load
+    monkeypatch.setattr(load, "MAX_WEIGHTS_BYTES", 1 << 20, raising=False)
+    one_line_error(cli(["export", f"{DIGITS / 'model.py'}:build", "--weights", str(_weights_that(tmp_path, how)),
+                        "--input", "image:Nx1x8x8", "--calibration", "random", "--no-bench", "--out",
+                        str(tmp_path / "o")]), 3, said)
+    assert not (tmp_path / "o").exists()
+
+
 def test_trust_checkpoint_loads_a_full_pickle(tmp_path, cnn_data):
     from models import small_cnn
     ckpt = tmp_path / "full.pt"
@@ -402,6 +440,15 @@ def test_a_run_to_an_out_being_written_stops_before_any_work(tmp_path):
 def _package_run(out, *extra):
     return cli(["export", *CNN, "--calibration", "random", "--out", str(out), "--no-bench",
                                      *map(str, extra)])
+
+
+def test_an_out_that_is_a_link_to_itself_is_a_usage_error(tmp_path):
+    """`ln -s loop loop; edgekit export ... --out loop` was exit 5, "internal error: Symlink loop"."""
+    (tmp_path / "loop").symlink_to("loop")
+    for args in (["export", str(DIGITS / "edgekit.toml"), "-t", "desktop-x86", "--no-bench"],
+                 ["search", str(DIGITS / "edgekit.toml"), "-t", "desktop-x86", "--trials", "1"]):
+        for out in (tmp_path / "loop", tmp_path / "loop" / "x"):
+            one_line_error(cli([*args, "--out", str(out)]), 2, "a link that leads back to itself")
 
 
 def test_out_replaces_only_what_edgekit_made(tmp_path):
