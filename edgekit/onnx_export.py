@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import DEFAULT_STEP_TIMEOUT, InputSpec
-from .errors import InputError, StageError, disk_full, first_line
+from .errors import InputError, StageError, UsageError, disk_full, first_line
 
 log = logging.getLogger("edgekit")
 
@@ -56,9 +56,19 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
     from .runtime import flatten_outputs
 
     n_out = len(flatten_outputs(outputs))
-    names = list(output_names) or (["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)])
+    keys = _dict_keys(outputs)
+    names = list(output_names) or keys or (["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)])
     if len(names) != n_out:
         raise InputError(f"model has {n_out} outputs but {len(names)} output names were given")
+    if not output_names and keys and (odd := next((k for k in keys if not k.strip() or k in {s.name for s in specs}),
+                                                  None)) is not None:
+        why = "empty" if not odd.strip() else "an input has that name"
+        raise UsageError(f"the model's output key {odd!r} cannot name an output ({why}): name the outputs with "
+                         "--output-name")
+    if keys and (moved := [n for i, n in enumerate(names) if n in keys and keys[i] != n]):
+        raise UsageError(f"output name {moved[0]!r} is the model's dict key for output {keys.index(moved[0])}, not "
+                         f"{names.index(moved[0])}: the outputs come in the dict's order {keys} (give the names "
+                         "in that order, or none)")
     dynamic_axes = {s.name: s.dynamic_axes for s in specs if s.dynamic_axes}
     if dynamic_axes and specs[0].dynamic_axes.get(0):
         dynamic_axes.update({n: {0: specs[0].dynamic_axes[0]} for n in names})
@@ -88,6 +98,17 @@ def _quiet(name: str):
         yield
     finally:
         logger.setLevel(level)
+
+
+def _dict_keys(outputs) -> list[str] | None:
+    """The names a model's dict of tensors gives its outputs, in the order they are exported (they were dropped:
+    output_0, output_1)."""
+    import torch
+
+    if isinstance(outputs, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                         for k, v in outputs.items()):
+        return list(outputs)
+    return None
 
 
 def _export_dynamo(torch, module, args, specs, names, opset, dest):

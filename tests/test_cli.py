@@ -311,6 +311,28 @@ def test_dict_and_nested_outputs_are_flattened(tmp_path):
     assert len(json.loads(result.stdout)[0]["outputs"]) == 3
 
 
+def test_a_dict_of_outputs_names_them_and_its_names_are_not_swapped(tmp_path):
+    """The keys were dropped (output_0, output_1), and names given in another order than the dict's were taken by
+    position: the deployed "logits" was the softmax, with no word."""
+    import onnx
+    (tmp_path / "m.py").write_text(
+        "import torch\n\nclass M(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(6, 4)\n\n    def forward(self, x):\n        y = self.fc(x)\n"
+        "        return {'probs': y.softmax(-1), 'logits': y}\n\ndef build():\n    torch.manual_seed(0)\n"
+        "    return M()\n")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).standard_normal((12, 6)).astype(np.float32))
+    args = ["export", f"{tmp_path / 'm.py'}:build", "--input", "x:Nx6", "--calibration", str(tmp_path / "d.npz"),
+            "--no-bench"]
+    result = cli([*args, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    model = onnx.load(tmp_path / "o" / "desktop-x86" / "model.int8.onnx")
+    assert [o.name for o in model.graph.output] == ["probs", "logits"]
+    swapped = cli([*args, "--out", str(tmp_path / "s"), "--output-name", "logits", "--output-name", "probs"])
+    assert swapped.exit_code == 2 and "'logits' is the model's dict key for output 1, not 0" in swapped.stderr
+    renamed = cli([*args, "--out", str(tmp_path / "r"), "--output-name", "p", "--output-name", "l"])
+    assert renamed.exit_code == 0, renamed.output
+
+
 @pytest.mark.parametrize("ir_version", [None, 3])
 def test_onnx_with_weights_listed_as_inputs_ships_without_them(tmp_path, cnn_data, ir_version):
     """IR version 3 (old exporters) requires every initializer to be a graph input: stripped of them, edgekit's own
