@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import re
@@ -46,8 +47,9 @@ def run_example(module, specs: tuple[InputSpec, ...], args: tuple):
 
 
 def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, ...], opset: int,
-                 dest: Path, exporter: str = "torchscript") -> Path:
-    """Export to one self-contained .onnx file with named IO and dynamic axes."""
+                 dest: Path, exporter: str = "torchscript", notes: list[str] | None = None) -> Path:
+    """Export to one self-contained .onnx file with named IO and dynamic axes. `notes` gets what the tracer
+    warned of: a branch or a size it froze (`if x.max() > 1.5:` traced on noise failed parity with no word)."""
     import torch
 
     args = example_inputs(specs, torch)
@@ -73,8 +75,9 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
     if dynamic_axes and specs[0].dynamic_axes.get(0):
         dynamic_axes.update({n: {0: specs[0].dynamic_axes[0]} for n in names})
     try:
-        with warnings.catch_warnings(), _quiet("torch.onnx"):
+        with warnings.catch_warnings(record=True) as caught, _quiet("torch"):
             warnings.simplefilter("ignore")
+            warnings.simplefilter("always", torch.jit.TracerWarning)
             if exporter == "dynamo":
                 _export_dynamo(torch, module, args, specs, names, opset, dest)
             else:
@@ -83,6 +86,10 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
                                   do_constant_folding=True)
     except Exception as e:
         raise StageError("export", _explain_export_error(e)) from e
+    if notes is not None:
+        said = list(dict.fromkeys(first_line(w.message, 300).split(". ")[0] for w in caught))
+        notes += [f"the tracer warned: {m} (the exported graph keeps only what the trace took on edgekit's random "
+                  "example inputs; torch.where or torch.cond keeps both branches)" for m in said[:3]]
     check(dest)
     return dest
 
@@ -117,13 +124,22 @@ def _export_dynamo(torch, module, args, specs, names, opset, dest):
                    or None for s in specs)
     if isinstance(module, torch.export.ExportedProgram):
         shapes = None  # an exported program carries its own dynamic shapes
-    program = torch.onnx.export(module, args, input_names=[s.name for s in specs], output_names=names,
-                                opset_version=opset, dynamo=True, dynamic_shapes=shapes, external_data=False,
-                                verbose=False)
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):  # a failed torch.export prints its partial graph (35 lines)
+            program = torch.onnx.export(module, args, input_names=[s.name for s in specs], output_names=names,
+                                        opset_version=opset, dynamo=True, dynamic_shapes=shapes,
+                                        external_data=False, verbose=False)
+    finally:
+        if printed.getvalue():
+            log.debug("torch.export printed:\n%s", printed.getvalue())
     program.save(str(dest), external_data=False)
 
 
 def _explain_export_error(e: Exception) -> str:
+    if "data-dependent" in str(e):  # torch.export's: its first line only said "Failed to export ... Next steps:"
+        return ("torch.export cannot follow a branch or size taken from a tensor's values (`if x.max() > 1.5:`): "
+                "torch.cond or torch.where in the model, or --exporter torchscript (which keeps the branch traced)")
     op = re.search(r"(aten::[A-Za-z0-9_.]+|prim::[A-Za-z0-9_]+|[A-Za-z0-9_]+::[A-Za-z0-9_.]+)", str(e))
     if op:
         return f"op {op.group(1)} cannot be exported ({first_line(e, 200)})"

@@ -23,7 +23,7 @@ from . import (__version__, archive, bench, calib, config, constants, emulator, 
                onnx_export, outdir, package, package_check, parity, pixels, precision, quantization, sequences,
                sharing, signals, sizes, tune, verdict)
 from .config import InputSpec, Recipe, Target, apply_quant_overrides
-from .errors import EdgekitError, InputError, UsageError
+from .errors import EdgekitError, InputError, StageError, UsageError
 from .device import Device
 from .load import load_model
 from .progress import bar
@@ -82,6 +82,7 @@ class Prepared:
     val: calib.Dataset
     rollout: sequences.Rollout | None  # the float model over the validation sequences (streaming models)
     exporter: str | None = None  # the one that made it (None: an .onnx source; dynamo for a .pt2 program)
+    traced: tuple[str, ...] = ()  # what the tracer warned of
 
     @property
     def names(self) -> list[str]:
@@ -280,10 +281,15 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
     return {"steps": steps, **record, "accuracy_data": val.origin if val.labels is not None else None}
 
 
+BAKED_SIZE = ("the export traced the model at size 2 on each dynamic axis and kept a size as a constant "
+              "(int(x.shape[i]), .item(), a Python loop over a size): --exporter dynamo, or fixed sizes in --input")
+
+
 def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     work = shared.stage / ".work" / f"opset{opset}"
     work.mkdir(parents=True)
     exporter = None if loaded.is_onnx else "dynamo" if loaded.program else shared.recipe.exporter
+    traced: list[str] = []
     if loaded.is_onnx:
         raw = onnx_export.without_initializer_inputs(loaded.onnx_path, work / "input.onnx")
         if shared.pinned:
@@ -291,7 +297,7 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     else:
         recipe = shared.recipe
         raw = onnx_export.export_torch(loaded.program or loaded.module, shared.inputs, recipe.output_names, opset,
-                                       work / "exported.onnx", exporter)
+                                       work / "exported.onnx", exporter, traced)
     fp32, preprocessing = onnx_export.preprocess(raw, work / "model.onnx", shared.recipe.step_timeout,
                                                  exported=not loaded.is_onnx, raised_by="--step-timeout")
     if loaded.is_onnx and not shared.recipe.state:  # a file from others (a streaming model's feeds need its state)
@@ -301,15 +307,23 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
         node.name = node.name or f"{node.op_type}_{i}"
     _, outputs = onnx_export.io_specs(model)
     names = [o.name for o in outputs]
-    cal, val, fp32_val, fp32_rollout = _steps(shared, fp32, names)
+    try:
+        cal, val, fp32_val, fp32_rollout = _steps(shared, fp32, names)
+    except StageError as e:  # an exported model that runs only at the sizes it was traced at
+        raise e if loaded.is_onnx else StageError("export", f"model.onnx does not run the data: {e.message}; "
+                                                            f"{BAKED_SIZE}") from e
     for i, out in enumerate(fp32_val):  # else the int8 model's golden outputs took the blame for the model's own
         if bad := [n for n, o in zip(names, out) if o.dtype.kind == "f" and not np.isfinite(o).all()]:
             raise InputError(f"the float model's output {bad[0]!r} is NaN or Inf on validation "
                              f"{'step' if shared.recipe.state else 'sample'} {i} (before any quantization): the model "
                              "diverges on this data")
+    if shared.torch_val is not None and (moved := next(((n, r.shape, c.shape) for t, f in zip(
+            shared.torch_val, fp32_val) for n, r, c in zip(names, t, f) if r.shape != c.shape), None)):
+        raise StageError("export", f"output {moved[0]!r} is {list(moved[2])} in model.onnx where torch gives "
+                                   f"{list(moved[1])}; {BAKED_SIZE}")
     export_parity = None if shared.torch_val is None else shared.compare(val.origin, names, shared.torch_val, fp32_val)
     prep = Prepared(fp32, model, outputs, fp32_val, export_parity, preprocessing, [], cal, val, fp32_rollout,
-                    exporter)
+                    exporter, tuple(traced))
     return dataclasses.replace(prep, size_checks=_size_checks(loaded, shared, prep))
 
 
@@ -505,7 +519,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     int8_bytes, fp32_bytes = int8.stat().st_size, fp32.stat().st_size
     warnings = (verdict.warnings(cal, val, {"export": prep.export_parity, "quantization": quant_parity}, latency,
                                  int8, providers, threads, dynamic=qplan.settings.mode == "dynamic")
-                + verdict.kernel_warnings(packaged) + fixed_warnings
+                + list(prep.traced) + verdict.kernel_warnings(packaged) + fixed_warnings
                 + verdict.provider_warnings(target, int8_sess.get_providers()) + list(qplan.warnings)
                 + ([f"profile {target.path} takes the bundled name {target.name} but loosens its gates: "
                     f"{', '.join(weaker)}"] if (weaker := config.loosened(target)) else [])

@@ -33,3 +33,24 @@ def test_the_dynamo_exporter_says_nothing_on_a_model_it_exports(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert json.loads((tmp_path / "o" / "desktop-x86" / "manifest.json").read_text())["model"]["exporter"] == "dynamo"
+
+
+def test_a_branch_on_a_tensors_value_is_said_by_either_exporter(tmp_path):
+    """The tracer froze `if image.max() > 1.5` on its noise and export parity failed without a word of why (its
+    TracerWarning was silenced); torch.export refused it with "Failed to export ... Next steps:" and 35 lines of
+    graph on stderr."""
+    (tmp_path / "branch.py").write_text(
+        "import torch\n\nclass M(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(64, 10)\n\n    def forward(self, image):\n        if image.max() > 1.5:\n"
+        "            image = image / 16\n        return self.fc(image.flatten(1))\n\ndef build():\n"
+        "    torch.manual_seed(0)\n    return M()\n")
+    args = ["export", f"{tmp_path / 'branch.py'}:build", "--input", "image:Nx1x8x8", "--calibration",
+            str(DIGITS / "data" / "calibration.npz"), "--no-bench"]
+    traced = cli([*args, "--out", str(tmp_path / "t"), "--json"])
+    assert traced.exit_code == 1, traced.output
+    said = [w for w in json.loads(traced.stdout)[0]["warnings"] if w.startswith("the tracer warned: ")]
+    assert said and "Python boolean" in said[0], said
+    done = subprocess.run([sys.executable, "-m", "edgekit", *args, "--out", str(tmp_path / "d"), "--exporter",
+                           "dynamo"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 4 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert "cannot follow a branch or size taken from a tensor's values" in done.stderr

@@ -436,6 +436,24 @@ def test_dynamic_axes_are_validated_at_another_size(tmp_path, encoder_data):
     assert {"export_cosine_at_seq=6", "quant_cosine_at_seq=6"} <= {g["name"] for g in m["gates"] if g["passed"]}
 
 
+def test_a_size_baked_in_at_tracing_that_breaks_the_data_says_how_to_export(tmp_path):
+    """At the data's own sizes: a batch of 1 against the traced 2 was exit 4 with onnxruntime's "GEMM: Dimension
+    mismatch" alone, and a sequence length baked into a reshape was exit 5, "internal error"."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "one.npz", image=rng.random((12, 3, 16, 16), dtype=np.float32))
+    batch = export("models:baked_batch", "--input", "image:Nx3x16x16", "--calibration", tmp_path / "one.npz",
+                   "--no-bench", "--out", tmp_path / "b")
+    (tmp_path / "seq.py").write_text(
+        "import torch\n\nclass M(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(8, 4)\n\n    def forward(self, x):\n"
+        "        return self.fc(x).reshape(-1, int(x.shape[1]) * 4)\n\ndef build():\n    return M()\n")
+    np.savez(tmp_path / "seq.npz", x=rng.random((12, 10, 8), dtype=np.float32))
+    seq = export(f"{tmp_path / 'seq.py'}:build", "--input", "x:Nxseqx8", "--calibration", tmp_path / "seq.npz",
+                 "--no-bench", "--out", tmp_path / "s")
+    for result, said in ((batch, "model.onnx does not run the data"), (seq, "in model.onnx where torch gives [1, ")):
+        assert result.exit_code == 4 and said in result.stderr and "--exporter dynamo" in result.stderr, result.output
+
+
 def test_float_model_parsed_once_and_each_file_opened_once(tmp_path, cnn_data, monkeypatch):
     """Work done once: edgekit parses the pre-processed float model once per run (every stage gets the
     ModelProto) and opens one onnxruntime session per file and kernel choice. Spies wrap the real calls."""
