@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -87,7 +88,11 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
     except Exception as e:
         raise StageError("export", _explain_export_error(e)) from e
     if notes is not None:
-        said = list(dict.fromkeys(first_line(w.message, 300).split(". ")[0] for w in caught))
+        # torch's own layers check their inputs in Python (nn.GRU's: a TracerWarning on every export), as
+        # transformers' do: warnings from the model's own code only
+        libraries = [Path(m.__file__).parent for name in ("torch", "transformers") if (m := sys.modules.get(name))]
+        said = list(dict.fromkeys(first_line(w.message, 300).split(". ")[0] for w in caught
+                                  if not any(Path(w.filename).is_relative_to(d) for d in libraries)))
         notes += [f"the tracer warned: {m} (the exported graph keeps only what the trace took on edgekit's random "
                   "example inputs; torch.where or torch.cond keeps both branches)" for m in said[:3]]
     check(dest)
