@@ -324,9 +324,10 @@ def _cap(max_data_bytes, where: str) -> int:
 def _specs(inputs) -> tuple[InputSpec, ...]:
     if isinstance(inputs, (str, InputSpec)):
         inputs = (inputs,)
-    if not isinstance(inputs, Iterable):
-        raise UsageError(f"inputs: give NAME:SHAPE[:DTYPE] strings or InputSpecs, not a {type(inputs).__name__}")
-    return InputSpec.parse_all(inputs)
+    given = list(inputs) if isinstance(inputs, Iterable) else [inputs]
+    if odd := [i for i in given if not isinstance(i, (str, InputSpec))]:  # a tuple was an AttributeError
+        raise UsageError(f"inputs: give NAME:SHAPE[:DTYPE] strings or InputSpecs, not a {type(odd[0]).__name__}")
+    return InputSpec.parse_all(given)
 
 
 def _path(value):

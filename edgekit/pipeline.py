@@ -534,7 +534,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                     "build"])
                 + ([f"model.int8.onnx is not smaller than model.onnx ({int8_bytes:,} vs {fp32_bytes:,} bytes): the "
                     "quantization nodes and the scales outweigh what int8 weights save (few weights, or many kept "
-                    "float)"] if int8_bytes >= fp32_bytes else [])
+                    "float)"] if int8_bytes >= fp32_bytes and quantization.quantizes_anything(quantized) else [])
                 + [f"the model does not run at another size of a dynamic axis: {c.error}" for c in size_checks
                    if c.error]
                 + [advice for advice in [(qplan.precision_search or {}).get("advice")] if advice])  # report.md had it

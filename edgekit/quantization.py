@@ -230,10 +230,13 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
                     "all-MiniLM-L6-v2 on android-arm64: worst sentence cosine 0.903 -> 0.994, 22.9 -> 23.3 MB, "
                     "int8 p50 1.04-1.06x the plain scheme's, NNAPI coverage 95% -> 96%")
     _check_named(model, settings)  # the names the run will use: the attention scheme's op types replace a profile's
-    if settings.mode == "static" and (rnns := Counter(n.op_type for n in model.graph.node if n.op_type in RNN_OPS)):
+    # onnxruntime's dynamic mode quantizes LSTM weights only: a GRU's warning sent users to a mode that kept it float
+    floating = RNN_OPS if settings.mode == "static" else set(RNN_OPS) - {"LSTM"}
+    if rnns := Counter(n.op_type for n in model.graph.node if n.op_type in floating):
         warnings.append(f"{', '.join(f'{c} {op}' for op, c in sorted(rnns.items()))} node(s) stay float: onnxruntime's "
-                        "static quantizer has no int8 recurrent op (its dynamic mode quantizes LSTM weights: "
-                        "--quant-mode dynamic)")
+                        f"{settings.mode} quantizer has no int8 op for them"
+                        + (" (its dynamic mode quantizes LSTM weights: --quant-mode dynamic)"
+                           if settings.mode == "static" and "LSTM" in rnns else ""))
     if settings.reduce_range == "auto":
         reduce = (arch == "x86_64" and x86_saturates() and settings.weight_type == "int8"
                   and settings.activation_type == "uint8")

@@ -177,6 +177,9 @@ def test_prune_and_quantize_from_python(tmp_path):
 def test_api_argument_shapes(tmp_path):
     with pytest.raises(edgekit.UsageError, match="no target"):
         edgekit.export(MODEL, inputs="image:Nx1x8x8", calibration="random", targets=[], out=tmp_path / "o")
+    for odd, kind in (([("image", (None, 1, 8, 8))], "tuple"), (5, "int")):  # the tuple was an AttributeError
+        with pytest.raises(edgekit.UsageError, match=f"strings or InputSpecs, not a {kind}"):
+            edgekit.export(MODEL, inputs=odd, calibration="random", out=tmp_path / "o")
     report = edgekit.export(MODEL, inputs="image:Nx1x8x8", weights=str(WEIGHTS), calibration="random",
                             out=tmp_path / "one", no_bench=True)  # one input spec as a plain string
     assert report.targets["desktop-x86"].to_json()["inputs"][0]["name"] == "image"
@@ -393,3 +396,12 @@ def test_quantize_warns_what_an_export_would(tmp_path):
     with pytest.warns(UserWarning, match="1 LSTM node.s. stay float") as said:
         edgekit.quantize(tmp_path / "l.onnx", "random", out=tmp_path / "q.onnx")
     assert [w.filename for w in said if "LSTM" in str(w.message)] == [__file__]  # the caller's line
+    assert "--quant-mode dynamic" in str(said[0].message)  # which quantizes LSTM weights
+    # a GRU was sent to dynamic mode too, which keeps it float, without a word there
+    gru = torch.nn.GRU(4, 8, batch_first=True)
+    torch.onnx.export(gru.eval(), (torch.zeros(1, 5, 4),), str(tmp_path / "g.onnx"), input_names=["x"],
+                      output_names=["y", "h"], dynamo=False)
+    for mode in ("static", "dynamic"):
+        with pytest.warns(UserWarning, match=f"1 GRU node.s. stay float: onnxruntime's {mode} quantizer") as said:
+            edgekit.quantize(tmp_path / "g.onnx", "random", out=tmp_path / f"{mode}.onnx", mode=mode)
+        assert not [w for w in said if "--quant-mode dynamic" in str(w.message)]
