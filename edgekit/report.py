@@ -59,7 +59,8 @@ def table(reports: list[TargetReport]) -> str:
         mark = "*" if lat and not lat.on_device else ""  # the host's latency standing in for the device's
         rows.append([r.target, f"{r.sizes['model.int8.onnx'] / 1e6:.2f}", f"{r.sizes['model.onnx'] / 1e6:.2f}",
                      _fmt(q.worst("cosine"), none="n/a"), _fmt(q.worst("sqnr_db"), ".1f", "n/a"),
-                     _fmt(q.worst("top1_agreement"), ".3f", "n/a"),
+                     _fmt(next((v for v in (q.worst("top1_agreement"), q.worst("exact_agreement"))  # class ids'
+                                if v is not None), None), ".3f", "n/a"),
                      f"{acc.fp32:.2f}→{acc.int8:.2f}" if acc else "n/a", lat.int8.threads if lat else "-",
                      *(_fmt(lat and ms, ".3f") + mark for ms in (lat and lat.fp32.p50_ms, lat and lat.int8.p50_ms)),
                      _fmt(lat and worst([lat.fp32, lat.int8], "p90_over_p50", max), ".2f"),

@@ -97,7 +97,8 @@ def provider_warnings(target: Target, used: list[str]) -> list[str]:
 def gate_advice(gates: list[Gate], settings, tuning: dict | None) -> list[str]:
     if tuning and tuning.get("advice"):
         return [tuning["advice"]]
-    failed = [g.name for g in gates if not g.passed and g.name.startswith(("quant_", "top1", "accuracy"))]
+    failed = [g.name for g in gates if not g.passed and g.name.startswith(("quant_", "top1", "accuracy",
+                                                                            "integer_output_agreement"))]
     if failed and tuning and (why := tuning.get("stopped_short") or tuning.get("exclusions_skipped")):
         return [why]  # the search stopped short without saying why
     no_signal = any(g.name.endswith("reference_signal") and not g.passed for g in gates)  # no setting helps that

@@ -585,6 +585,12 @@ def test_integer_outputs_are_compared_exactly(tmp_path):
         ["integer_output_agreement_at_N=2"]  # and held exactly there
     report = (tmp_path / "o" / "desktop-x86" / "report.md").read_text()
     assert f"n/a (integer: {agreement['value']:.4f} equal)" in report
+    assert any("re-run with --auto" in w for w in m["warnings"]), m["warnings"]  # as a float model's failure is
+    table = cli(["export", str(tmp_path / "m.onnx"), "--calibration", str(tmp_path / "x.npz"), "--no-bench", "--out",
+                 str(tmp_path / "t")])
+    assert table.exit_code == 1, table.output
+    [row] = [line.split() for line in table.stdout.splitlines() if line.startswith("desktop-x86 ")]
+    assert row[3:6] == ["n/a", "n/a", f"{agreement['value']:.3f}"], row  # the top1 column: the ids' agreement
 
 
 def test_class_ids_wrong_at_another_batch_size_fail(tmp_path):
