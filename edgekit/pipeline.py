@@ -142,7 +142,7 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     finally:
         if device is not None:
             device.close()
-    return ExportReport(reports, out)
+    return ExportReport(reports, out.absolute())  # a caller that changes folder still finds it
 
 
 def _torch_outputs(recipe: Recipe, loaded, inputs, val, init: dict) -> list | None:

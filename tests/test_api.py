@@ -174,15 +174,17 @@ def test_prune_and_quantize_from_python(tmp_path):
     assert onnx.load(notes).graph.node
 
 
-def test_api_argument_shapes(tmp_path):
+def test_api_argument_shapes(tmp_path, monkeypatch):
     with pytest.raises(edgekit.UsageError, match="no target"):
         edgekit.export(MODEL, inputs="image:Nx1x8x8", calibration="random", targets=[], out=tmp_path / "o")
     for odd, kind in (([("image", (None, 1, 8, 8))], "tuple"), (5, "int")):  # the tuple was an AttributeError
         with pytest.raises(edgekit.UsageError, match=f"strings or InputSpecs, not a {kind}"):
             edgekit.export(MODEL, inputs=odd, calibration="random", out=tmp_path / "o")
+    monkeypatch.chdir(tmp_path)
     report = edgekit.export(MODEL, inputs="image:Nx1x8x8", weights=str(WEIGHTS), calibration="random",
-                            out=tmp_path / "one", no_bench=True)  # one input spec as a plain string
+                            out="one", no_bench=True)  # one input spec as a plain string
     assert report.targets["desktop-x86"].to_json()["inputs"][0]["name"] == "image"
+    assert report.out == tmp_path / "one"  # absolute: a caller that changes folder still finds it
 
 
 def test_user_code_may_import_its_neighbours_when_called(tmp_path):
