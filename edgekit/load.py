@@ -130,8 +130,9 @@ def _sparse_tensors(state, torch, depth: int = 0):
         return
     items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else ()
     for key, value in items:
-        if isinstance(value, torch.Tensor):
-            if value.numel() * value.element_size() > value.untyped_storage().nbytes():
+        if isinstance(value, torch.Tensor):  # a sparse one has no storage of its own to compare (exit 5)
+            if value.layout == torch.strided and (value.numel() * value.element_size()
+                                                  > value.untyped_storage().nbytes()):
                 yield str(key)
         else:
             yield from (f"{key}.{name}" for name in _sparse_tensors(value, torch, depth + 1))

@@ -144,7 +144,8 @@ def _export_dynamo(torch, module, args, specs, names, opset, dest):
 def _explain_export_error(e: Exception) -> str:
     if "data-dependent" in str(e):  # torch.export's: its first line only said "Failed to export ... Next steps:"
         return ("torch.export cannot follow a branch or size taken from a tensor's values (`if x.max() > 1.5:`): "
-                "torch.cond or torch.where in the model, or --exporter torchscript (which keeps the branch traced)")
+                "torch.cond or torch.where in the model, or, for a Python source, --exporter torchscript (which "
+                "keeps the branch it traced)")
     op = re.search(r"(aten::[A-Za-z0-9_.]+|prim::[A-Za-z0-9_]+|[A-Za-z0-9_]+::[A-Za-z0-9_.]+)", str(e))
     if op:
         return f"op {op.group(1)} cannot be exported ({first_line(e, 200)})"

@@ -36,7 +36,7 @@ def check_replaceable(out: Path, names: list[str], force: bool) -> None:
     """Usage errors before any work: colliding output names, OUT not a folder, foreign files in the way."""
     try:
         out = out.resolve()
-    except RuntimeError:  # Python's "Symlink loop": exit 5, "internal error"
+    except (RuntimeError, OSError):  # Python's "Symlink loop" (an OSError ELOOP in later Pythons): exit 5 before
         raise UsageError(f"--out {out}: a link that leads back to itself") from None
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})

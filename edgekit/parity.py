@@ -212,9 +212,14 @@ PARITY_LIMITS = {"export_cosine": (">=", "export_cosine_min"), "export_max_abs":
                  "integer_output_agreement": (">=", "top1_agreement_min"), "accuracy_drop": ("<=", "accuracy_drop_max")}
 
 
+def limit_of(name: str) -> tuple[str, str] | None:
+    """(op, ParitySpec field) of a parity gate, also at another size (quant_cosine_at_N=4); None for others."""
+    return PARITY_LIMITS.get(name.split("_at_")[0])
+
+
 def held(name: str, value, spec, unmeasured: str | None = None) -> Gate:
     """A parity gate at the limit the profile's ParitySpec sets for it."""
-    op, field = PARITY_LIMITS[name.split("_at_")[0]]
+    op, field = limit_of(name)
     return gate(name, value, op, getattr(spec, field), unmeasured)
 
 

@@ -454,6 +454,15 @@ def test_a_size_baked_in_at_tracing_that_breaks_the_data_says_how_to_export(tmp_
                  "--no-bench", "--out", tmp_path / "s")
     for result, said in ((batch, "model.onnx does not run the data"), (seq, "in model.onnx where torch gives [1, ")):
         assert result.exit_code == 4 and said in result.stderr and "--exporter dynamo" in result.stderr, result.output
+    # a model onnxruntime cannot run for another reason (Erf on float64: no kernel) is not given that cause
+    (tmp_path / "erf.py").write_text(
+        "import torch\n\nclass M(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(8, 4)\n\n    def forward(self, x):\n"
+        "        return torch.nn.functional.gelu(self.fc(x).double()).float()\n\ndef build():\n    return M()\n")
+    np.savez(tmp_path / "x.npz", x=rng.random((12, 8), dtype=np.float32))
+    erf = export(f"{tmp_path / 'erf.py'}:build", "--input", "x:Nx8", "--calibration", tmp_path / "x.npz",
+                 "--no-bench", "--out", tmp_path / "e")
+    assert erf.exit_code == 4 and "Erf" in erf.stderr and "traced the model" not in erf.stderr, erf.output
 
 
 def test_float_model_parsed_once_and_each_file_opened_once(tmp_path, cnn_data, monkeypatch):
