@@ -135,14 +135,16 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
         return cases + [Case(target, f"parity {m}", False, "not run: the package failed its integrity check")
                         for m in golden]
     pairs, state, steps = [], (manifest.get("state") or {}).get("pairs") or {}, manifest["golden"].get("steps") or {}
+    read = {}
     for model, entry in golden.items():
         golden_path = _existing(folder, shown, entry["file"])
         # a malformed golden file is bad input (exit 3), named in the package the user gave
-        inputs, outputs, atol = package.read_golden(golden_path, f"{shown}/{entry['file']}")
+        inputs, outputs, atol = read[model] = package.read_golden(golden_path, f"{shown}/{entry['file']}")
         pairs.append((str(_existing(folder, shown, model)), str(golden_path)))
         if untrue := "; ".join(filter(None, (_io_claims(manifest, inputs[0], outputs[0]),  # what parity checks
                                              _state_claims(state, inputs, outputs),
-                                             _golden_claims(entry, manifest["golden"], atol, len(inputs))))):
+                                             _golden_claims(entry, manifest["golden"], atol, len(inputs)),
+                                             _ort_claims(manifest, read) if model == ort else ""))):
             return [Case(target, "integrity", False, f"manifest.json says of {model}: {untrue}"), cases[1]] + [
                 Case(target, f"parity {m}", False, "not run: the package failed its integrity check") for m in golden]
     if place is None:
@@ -207,6 +209,27 @@ def _state_claims(pairs: dict[str, str], inputs: list[dict], outputs: list[dict]
     undeclared = sorted(i for i in inputs[0] if i not in pairs and any(i in s and not np.array_equal(
         s[i], inputs[0][i]) for s in inputs[1:]) and any(carries(i, o) for o in outputs[0]))
     return f"the golden steps carry state {undeclared} that its state pairs do not name" if undeclared else ""
+
+
+def _ort_claims(manifest: dict, read: dict) -> str:
+    """The shipped .ort's golden outputs against model.int8.onnx's, on the same inputs, within the difference the
+    manifest records between the two: an .ort swapped for a model that returns zeros, with golden outputs of its
+    own, passed (the .ort is what a phone runs)."""
+    ort, claimed = manifest["ort_format"]["file"], manifest["ort_format"].get("max_abs_diff_from_onnx")
+    if "model.int8.onnx" not in read or not isinstance(claimed, dict):
+        return ""
+    (ort_in, ort_out, _), (onnx_in, onnx_out, _) = read[ort], read["model.int8.onnx"]
+    if len(ort_in) != len(onnx_in) or any(a.keys() != b.keys() or any(not np.array_equal(a[k], b[k]) for k in a)
+                                          for a, b in zip(ort_in, onnx_in)):
+        return f"the golden inputs of {ort} are not model.int8.onnx's"
+    for name in onnx_out[0]:
+        most = max((float(np.max(np.abs(a[name].astype(np.float64) - b[name].astype(np.float64)), initial=0))
+                    for a, b in zip(ort_out, onnx_out) if name in a and a[name].shape == b[name].shape),
+                   default=np.inf)
+        if not most <= float(claimed.get(name, 0) if isinstance(claimed.get(name, 0), (int, float)) else -1) + 1e-6:
+            return (f"{ort}'s golden output {name!r} differs from model.int8.onnx's by {most:.3g}, the manifest "
+                    f"says {claimed.get(name)!r}")
+    return ""
 
 
 def _golden_claims(entry: dict, golden: dict, atol: dict[str, float], samples: int) -> str:
@@ -402,12 +425,18 @@ def _gate_claims(manifest: dict) -> list[str]:
     exported = (manifest.get("model") or {}).get("exporter") if isinstance(manifest.get("model"), dict) else None
     required = {"quant_cosine", "quant_sqnr_db", "accuracy_drop"} | ({"export_cosine", "export_max_abs"}
                                                                      if exported else set())
+    outputs = manifest.get("outputs") if isinstance(manifest.get("outputs"), list) else []
+    kinds = [str(o.get("dtype")).startswith(("int", "uint", "bool")) for o in outputs if isinstance(o, dict)]
+    required |= {"top1_agreement"} if manifest.get("task") == "classify" else set()
+    required |= {"retrieval_at1"} if manifest.get("task") == "embed" else set()
+    required |= {"integer_output_agreement"} if any(kinds) else set()  # with ids only, the one int8 gate left
     if missing := sorted(required - set(gates)):
         bad.append(f"gates {', '.join(missing)} are missing")
-    outputs = manifest.get("outputs") if isinstance(manifest.get("outputs"), list) else []
-    integer_only = bool(outputs) and all(isinstance(o, dict) and str(o.get("dtype")).startswith(("int", "uint",
-                                                                                                 "bool"))
-                                         for o in outputs)
+    if odd := [n for n in gates if not parity.GATE_NAME.fullmatch(n)]:
+        bad.append(f"gates {few(odd, 4)} are none that edgekit writes")
+    if ran := [n for n, g in gates.items() if n.startswith("runs_at_") and g.get("passed")]:
+        bad.append(f"{ran[0]} passed: edgekit writes it only when the model does not run at that size")
+    integer_only = bool(kinds) and all(kinds)
     profile = _bundled_profile(manifest.get("target_profile_sha256"))
     if profile is not None and profile.name != manifest["target"]:
         bad.append(f"target {manifest['target']} is made with the bundled {profile.name} profile (its sha256)")

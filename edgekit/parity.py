@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -210,6 +211,12 @@ PARITY_LIMITS = {"export_cosine": (">=", "export_cosine_min"), "export_max_abs":
                  "quant_sqnr_db": (">=", "quant_sqnr_min_db"), "top1_agreement": (">=", "top1_agreement_min"),
                  "top5_agreement": (">=", "top5_agreement_min"), "retrieval_at1": (">=", "retrieval_at1_min"),
                  "integer_output_agreement": (">=", "top1_agreement_min"), "accuracy_drop": ("<=", "accuracy_drop_max")}
+
+
+# every gate name edgekit writes (here and in verdict.py): NAME, or NAME_at_DIM=SIZE for another size of an axis
+GATE_NAME = re.compile(r"(?:%s|quant_reference_signal|export_reference_signal|latency_p50_ms|size_mb|[a-z]+_coverage)"
+                       r"|(?:export_cosine|quant_cosine|export_integer_max_abs|integer_output_agreement|runs)_at_.+"
+                       % "|".join(PARITY_LIMITS))
 
 
 def limit_of(name: str) -> tuple[str, str] | None:

@@ -1169,6 +1169,12 @@ def _gate(manifest, name):
                                                                        "arm64-linux profile's 0.99"),
     (lambda m: _gate(m, "quant_cosine").update(value=0.1, op="<="), "quant_cosine is compared '<=', not '>='"),
     (lambda m: _gate(m, "size_mb").update(value=0.001), "size_mb 0.001 is not model.int8.onnx's"),
+    (lambda m: m.update(gates=[g for g in m["gates"] if g["name"] != "top1_agreement"]),  # a classifier's
+     "gates top1_agreement are missing"),
+    (lambda m: _gate(m, "export_cosine_at_N=2").update(name="export_cosine_atN=2", value=0.1, limit=0.0),
+     "gates ['export_cosine_atN=2'] are none that edgekit writes"),
+    (lambda m: m["gates"].append({"name": "runs_at_N=4", "value": None, "op": "", "limit": None, "passed": True,
+                                  "skipped": True}), "runs_at_N=4 passed: edgekit writes it only when"),
 ])
 def test_gates_that_contradict_the_package_or_its_profile_fail_check(packaged, tmp_path, edit, said):
     """Manifest edits that passed check (rc 0): a desktop or arm64 package relabelled as another target, its gates
@@ -1182,6 +1188,23 @@ def test_gates_that_contradict_the_package_or_its_profile_fail_check(packaged, t
     assert result.exit_code == 1, result.output
     [gates] = [c for c in json.loads(result.stdout) if not c["passed"]]
     assert gates["name"] == "gates" and said in gates["message"], gates
+
+
+def test_an_ort_whose_golden_outputs_are_not_its_onnxs_fails(packaged, tmp_path):
+    """An .ort swapped for a model that returns zeros, with golden outputs of its own and hashes to match, passed:
+    the .ort's golden outputs are held to model.int8.onnx's on the same inputs, within the recorded difference."""
+    folder = fresh_copy(packaged, tmp_path, "android-arm64")
+    inputs, outputs, atol = read_golden(folder / "golden.ort.npz")
+    from edgekit.package import write_arrays
+    arrays = {"count": np.array(len(inputs)), **{f"atol.{k}": np.array(v) for k, v in atol.items()}}
+    for i, (feed, out) in enumerate(zip(inputs, outputs)):
+        arrays.update({f"input.{i}.{k}": v for k, v in feed.items()})
+        arrays.update({f"output.{i}.{k}": np.zeros_like(v) for k, v in out.items()})
+    write_arrays(folder / "golden.ort.npz", arrays)
+    rehash(folder, "golden.ort.npz")
+    result = check(folder, "--json")
+    assert result.exit_code == 1 and "model.int8.ort's golden output 'output' differs from model.int8.onnx's" \
+        in result.stdout, result.output
 
 
 def test_a_package_made_before_the_size_gate_measured_the_ort_still_checks(packaged, tmp_path):
