@@ -123,7 +123,7 @@ def _bounded_checkpoint(weights: str) -> None:
                          "(a 2 GiB model's training checkpoint)")
 
 
-def _sparse_tensors(state, torch, depth: int = 0):
+def _expanded_tensors(state, torch, depth: int = 0):
     """Names of tensors whose values outnumber their storage's (expanded views): weights_only loads them, and a
     157 KB file then took 15.5 GB once a layer was resized to it."""
     if depth > 8:
@@ -135,7 +135,7 @@ def _sparse_tensors(state, torch, depth: int = 0):
                                                   > value.untyped_storage().nbytes()):
                 yield str(key)
         else:
-            yield from (f"{key}.{name}" for name in _sparse_tensors(value, torch, depth + 1))
+            yield from (f"{key}.{name}" for name in _expanded_tensors(value, torch, depth + 1))
 
 
 def load_weights(module, weights: str, torch, trust_checkpoint: bool = False) -> None:
@@ -161,7 +161,7 @@ def load_weights(module, weights: str, torch, trust_checkpoint: bool = False) ->
                f"not a plain tensor checkpoint ({type(e).__name__})")
         raise InputError(f"weights {weights!r} refused by weights_only loading: {why}; "
                          "pass --trust-checkpoint only if you trust this file") from e
-    if undeclared := next(_sparse_tensors(state, torch), None):
+    if undeclared := next(_expanded_tensors(state, torch), None):
         raise InputError(f"weights {weights!r}: tensor {undeclared} declares more values than the file stores "
                          "(a stride-0 view): filling it would take memory the file never held")
     if structure.is_pruned_checkpoint(state):
