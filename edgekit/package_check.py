@@ -423,14 +423,14 @@ def _gate_claims(manifest: dict) -> list[str]:
     relabelled android-arm64, gates emptied or loosened, all passed). A manifest without that digest, or with one of
     a user's profile, is held to its own limits only."""
     gates, bad = {g["name"]: g for g in manifest["gates"]}, []
-    exported = (manifest.get("model") or {}).get("exporter") if isinstance(manifest.get("model"), dict) else None
-    required = {"quant_cosine", "quant_sqnr_db", "accuracy_drop"} | ({"export_cosine", "export_max_abs"}
-                                                                     if exported else set())
-    outputs = manifest.get("outputs") if isinstance(manifest.get("outputs"), list) else []
-    kinds = [str(o.get("dtype")).startswith(("int", "uint", "bool")) for o in outputs if isinstance(o, dict)]
-    required |= {"top1_agreement"} if manifest.get("task") == "classify" else set()
-    required |= {"retrieval_at1"} if manifest.get("task") == "embed" else set()
-    required |= {"integer_output_agreement"} if any(kinds) else set()  # with ids only, the one int8 gate left
+    model, outputs = manifest.get("model"), manifest.get("outputs")
+    kinds = [str(o.get("dtype")).startswith(("int", "uint", "bool")) for o in outputs if isinstance(o, dict)] \
+        if isinstance(outputs, list) else []
+    required = {"quant_cosine", "quant_sqnr_db", "accuracy_drop",
+                *(("export_cosine", "export_max_abs") if isinstance(model, dict) and model.get("exporter") else ()),
+                *(("top1_agreement",) if manifest.get("task") == "classify" else ()),
+                *(("retrieval_at1",) if manifest.get("task") == "embed" else ()),
+                *(("integer_output_agreement",) if any(kinds) else ())}  # with ids only, the one int8 gate left
     if missing := sorted(required - set(gates)):
         bad.append(f"gates {', '.join(missing)} are missing")
     if odd := [n for n in gates if not parity.GATE_NAME.fullmatch(n)]:

@@ -284,6 +284,11 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
 
 BAKED_SIZE = ("the export traced the model at size 2 on each dynamic axis and kept a size as a constant "
               "(int(x.shape[i]), .item(), a Python loop over a size)")
+
+
+def _baked_size(exporter: str | None) -> str:
+    """Why an exported model breaks at the data's sizes, and what to do (dynamo is no remedy to a dynamo export)."""
+    return BAKED_SIZE + ("" if exporter == "dynamo" else ": --exporter dynamo, or fixed sizes in --input")
 BAKED_SIZE_SIGNS = re.compile(r"(?i)dimension|shape|reshape|broadcast")  # onnxruntime's words for a size that differs
 
 
@@ -314,8 +319,7 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     except StageError as e:  # an exported model that runs only at the sizes it was traced at
         if loaded.is_onnx or e.stage != "onnxruntime run" or not BAKED_SIZE_SIGNS.search(e.message):
             raise
-        raise StageError("export", f"model.onnx does not run the data: {e.message}; {BAKED_SIZE}"
-                         + ("" if exporter == "dynamo" else ": --exporter dynamo, or fixed sizes in --input")) from e
+        raise StageError("export", f"model.onnx does not run the data: {e.message}; {_baked_size(exporter)}") from e
     for i, out in enumerate(fp32_val):  # else the int8 model's golden outputs took the blame for the model's own
         if bad := [n for n, o in zip(names, out) if o.dtype.kind == "f" and not np.isfinite(o).all()]:
             raise InputError(f"the float model's output {bad[0]!r} is NaN or Inf on validation "
@@ -324,8 +328,7 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     if shared.torch_val is not None and (moved := next(((n, r.shape, c.shape) for t, f in zip(
             shared.torch_val, fp32_val) for n, r, c in zip(names, t, f) if r.shape != c.shape), None)):
         raise StageError("export", f"output {moved[0]!r} is {list(moved[2])} in model.onnx where torch gives "
-                                   f"{list(moved[1])}; {BAKED_SIZE}"
-                         + ("" if exporter == "dynamo" else ": --exporter dynamo, or fixed sizes in --input"))
+                                   f"{list(moved[1])}; {_baked_size(exporter)}")
     export_parity = None if shared.torch_val is None else shared.compare(val.origin, names, shared.torch_val, fp32_val)
     prep = Prepared(fp32, model, outputs, fp32_val, export_parity, preprocessing, [], cal, val, fp32_rollout,
                     exporter, tuple(traced))
