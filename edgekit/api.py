@@ -19,8 +19,8 @@ from typing import Any, Union
 import numpy as np
 
 from .config import (DEFAULT_MAX_DATA_BYTES, DEFAULT_TARGETS, BenchSpec, DeviceSpec, DistillSettings, InputSpec,
-                     PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides, build, coerce, load_target,
-                     load_targets, nearest)
+                     PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides, build, coerce,
+                     load_target, load_targets, nearest, target_settings)
 from .errors import UsageError
 from .outdir import whole_file
 from .signals import SIGNALS, import_whole
@@ -133,10 +133,10 @@ def export(model: Any, *, inputs: Iterable[str | InputSpec] = (), calibration: F
 
 
 @_leaves_no_trace
-def check(path: str | Path, *, emulate: str | None = None, device: str | DeviceSpec | None = None,
+def check(path: str | Path | ExportReport, *, emulate: str | None = None, device: str | DeviceSpec | None = None,
           probe: bool = False) -> CheckReport:
-    """Re-run a package's golden vectors and verify its hashes (a target folder, an OUT folder or an
-    archive); the same run as `edgekit check`. `report.passed` is the verdict.
+    """Re-run a package's golden vectors and verify its hashes (a target folder, an OUT folder, an archive, or
+    the ExportReport of the export that made it); the same run as `edgekit check`. `report.passed` is the verdict.
     `emulate="aarch64[:CPU]"` runs the models on real aarch64 onnxruntime kernels under qemu user mode, with
     the onnxruntime and numpy versions the package's manifest records (built in the cache on first use);
     `device="ssh://user@host[:port][/folder]"` (or a DeviceSpec with a key, known_hosts, the device's python)
@@ -145,8 +145,10 @@ def check(path: str | Path, *, emulate: str | None = None, device: str | DeviceS
     from . import emulator, package_check
     from .device import Device
 
+    if isinstance(path, ExportReport):  # the package an export() just made
+        path = path.out
     if not isinstance(path, (str, os.PathLike)):
-        raise UsageError(f"check takes a package folder or archive path, not a {type(path).__name__}")
+        raise UsageError(f"check takes a package folder, an archive path or an ExportReport, not {type(path).__name__}")
     if emulate is not None and device is not None:
         raise UsageError("give --emulate or --device, not both")
     if emulate is not None:  # "" (an unset $EMU in CI) is refused, not taken for this host
@@ -276,7 +278,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
         raise UsageError(f"out {dest}: is the model being quantized; give a new file")
     onnx_export.load_onnx_input(source)
     profile = load_target(_path(target))
-    qsettings = apply_quant_overrides(profile.quantize, settings, "edgekit.quantize() settings")
+    qsettings = target_settings(profile, settings, "edgekit.quantize() settings")
     with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
         fp32, _ = onnx_export.preprocess(onnx_export.without_initializer_inputs(source, Path(tmp) / "input.onnx"),
                                       Path(tmp) / "model.onnx", DEFAULT_STEP_TIMEOUT)

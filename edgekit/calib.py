@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import arrays
-from .config import InputSpec, Recipe, Target, apply_quant_overrides
+from .config import InputSpec, Recipe, Target, target_settings
 from .arrays import RowFile
 from .errors import InputError, UsageError, few, first_line
 from .userfn import UserFunction, is_function_spec, resolve_callable
@@ -315,11 +315,16 @@ def _batch_axis(origin: str, spec: InputSpec, array: np.ndarray | RowFile) -> bo
 
 def validate(origin: str, spec: InputSpec, sample: np.ndarray) -> None:
     if sample.dtype != np.dtype(spec.dtype):
-        raise InputError(f"{origin}: input {spec.name!r} has dtype {sample.dtype}, the model takes {spec.dtype}")
-    if sample.ndim != len(spec.shape) or any(
-            isinstance(d, int) and d != s for d, s in zip(spec.shape, sample.shape)):
+        raise InputError(f"{origin}: input {spec.name!r} has dtype {sample.dtype}, the model takes {spec.dtype} "
+                         f"(cast it: array.astype(np.{spec.dtype}))")
+    differ = [i for i, (d, s) in enumerate(zip(spec.shape, sample.shape)) if isinstance(d, int) and d != s]
+    if sample.ndim != len(spec.shape) or differ:
+        short = differ == [0] and sample.ndim == len(spec.shape) and sample.shape[0] < spec.shape[0]
         raise InputError(f"{origin}: input {spec.name!r} has shape {list(sample.shape)}, "
-                         f"the model takes {list(spec.shape)}")
+                         f"the model takes {list(spec.shape)}" + (
+                             f" (a short last batch? name the batch axis, as in {spec.name}:N"
+                             f"{''.join(f'x{d}' for d in spec.shape[1:])}, or drop it: DataLoader(drop_last=True))"
+                             if short else ""))
     if np.issubdtype(sample.dtype, np.floating) and not np.isfinite(sample).all():
         raise InputError(f"{origin}: input {spec.name!r} has NaN or Inf values")
 
@@ -421,8 +426,7 @@ def for_run(recipe: Recipe, inputs, targets: list[Target]) -> tuple[Dataset, Dat
     # only the samples the targets will use
     read = MAX_SAMPLES + 1
     if recipe.validation is not None:
-        read = min(read, max(apply_quant_overrides(t.quantize, recipe.quantize, f"quantize overrides for {t.name}")
-                             .samples for t in targets))
+        read = min(read, max(target_settings(t, recipe.quantize).samples for t in targets))
     cal = _capped(load(recipe.calibration, inputs, seed=recipe.seed, max_bytes=recipe.max_data_bytes,
                        max_samples=read))
     if isinstance(recipe.validation, str) and not recipe.validation:

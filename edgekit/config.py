@@ -507,6 +507,17 @@ def apply_quant_overrides(settings: QuantSettings, overrides: dict, where: str) 
     return found
 
 
+def target_settings(target: Target, overrides: dict, where: str = "") -> QuantSettings:
+    """A target's quantization settings with the recipe's, a flag's or the API's overrides; a percentile given
+    for a method that does not use it is refused, not ignored."""
+    where = where or f"quantize overrides for {target.name}"
+    found = apply_quant_overrides(target.quantize, overrides, where)
+    if "percentile" in overrides and found.mode == "static" and found.calibrate_method != "percentile":
+        raise UsageError(f"{where}: percentile {overrides['percentile']} applies only to calibrate_method "
+                         f"percentile; this target calibrates with {found.calibrate_method} (set both, or drop it)")
+    return found
+
+
 def _recipe_target(name, base: Path, where: str):
     """A recipe's target: a bundled profile's name, else a profile file beside the recipe."""
     if not isinstance(name, str) or bundled(name):

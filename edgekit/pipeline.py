@@ -23,7 +23,7 @@ import numpy as np
 from . import (__version__, archive, bench, calib, config, constants, emulator, host, inspect_model, layers,
                onnx_export, outdir, package, package_check, parity, pixels, precision, quantization, sequences,
                sharing, signals, sizes, tune, verdict)
-from .config import InputSpec, Recipe, Target, apply_quant_overrides
+from .config import InputSpec, Recipe, Target, target_settings
 from .errors import EdgekitError, InputError, StageError, UsageError
 from .device import Device
 from .load import load_model
@@ -107,7 +107,7 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     names = [t.name for t in targets] + ([f"{t.name}.tar.gz" for t in targets] if recipe.archive else [])
     outdir.check_replaceable(out, names, recipe.force)  # before any work; again under OUT's lock
     for target in targets:  # a combination of settings onnxruntime refuses, told now, not after calibration
-        apply_quant_overrides(target.quantize, recipe.quantize, f"quantize overrides for {target.name}")
+        target_settings(target, recipe.quantize)
     emulated = emulator_for(recipe, targets)
     device = device_for(recipe, targets)
     loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
@@ -451,7 +451,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     onnx.save(model, str(fp32))
     if fixed:
         onnx_export.check(fp32)
-    given = apply_quant_overrides(target.quantize, recipe.quantize, f"quantize overrides for {target.name}")
+    given = target_settings(target, recipe.quantize)
     qplan = quantization.plan(model, given, set(recipe.quantize), target.runtime.arch)
     # which of the profile's settings (its hardware rules among them) the recipe, a flag or the API replaced
     overridden = {k: {"profile": _plain(getattr(target.quantize, k)), "given": _plain(getattr(given, k))}

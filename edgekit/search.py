@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import outdir, signals
-from .config import AUTO_KNOBS, RANGES, PruneSpec, Recipe, ShareSpec, Target
+from .config import AUTO_KNOBS, RANGES, PruneSpec, Recipe, ShareSpec, Target, target_settings
 from .errors import EdgekitError, ExitCode, InputError, StageError, UsageError, disk_full, few, first_line
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -166,6 +166,8 @@ def apply(recipe: Recipe, params: dict, out: Path) -> Recipe:
         distill = dataclasses.replace(recipe.distill, epochs=epochs, **{
             key: params[f"distill_{key}"] for key in ("temperature", "lr") if f"distill_{key}" in params})
     quantize = {**recipe.quantize, **{key: params[key] for key in (*QUANTIZE, "precision") if key in params}}
+    if params.get("calibrate_method", "percentile") != "percentile":
+        quantize.pop("percentile", None)  # the recipe's percentile is for its own method, not the trial's
     if quantize.pop("float_fallback", False):
         quantize.update(auto=True, auto_search=("exclude_nodes",))
     return dataclasses.replace(recipe, prune=prune, share=share, distill=distill, quantize=quantize, out=str(out),
@@ -433,6 +435,7 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
     workers = min(workers, trials)  # a worker without a trial only costs a start-up (64 took 2:48 for 4 trials)
     if recipe.device and workers > 1:
         raise UsageError("--device runs one trial at a time: two would share its cores")
+    target_settings(target, recipe.quantize)  # told now, not in every trial
     pipeline.emulator_for(recipe, [target])  # a wrong --emulate or a dead --device fails now, not in every trial
     pipeline.device_for(recipe, [target])
     outdir.check_replaceable(out, [target.name, *FILES], recipe.force)  # now, not after the trials

@@ -57,6 +57,8 @@ def test_export_a_module_from_generators_then_check_it(tmp_path):
     assert target.to_json()["model"]["source"].endswith("DigitsCNN (a Python object)")
     checked = edgekit.check(report.out)
     assert isinstance(checked, edgekit.CheckReport) and checked.passed and checked.exit_code == 0
+    again = edgekit.check(report)  # the report names its package
+    assert [(c.name, c.message) for c in again.cases] == [(c.name, c.message) for c in checked.cases]
     # the caller's module, import path and random state are as they were
     assert module.training and all(torch.equal(before[k], v) for k, v in module.state_dict().items())
     assert sys.path == path and np.array_equal(np.random.get_state()[1], np_state)
@@ -120,6 +122,11 @@ def test_settings_are_checked_like_the_cli_checks_flags(tmp_path):
         edgekit.export(MODEL, prune={"ratio": 0.5, "round": 8}, **kwargs)
     with pytest.raises(edgekit.UsageError, match=r"\[distill\]: epochs = 0 is out of range"):
         edgekit.export(MODEL, distill=DistillSettings(data="x.npz", epochs=0), **kwargs)
+    with pytest.raises(edgekit.UsageError, match="percentile 99.0 applies only to calibrate_method percentile; "
+                       "this target calibrates with minmax"):  # was ignored, exit 0
+        edgekit.export(MODEL, percentile=99.0, **kwargs)
+    with pytest.raises(edgekit.UsageError, match="percentile 99.0 applies only"):
+        edgekit.export(MODEL, percentile=99.0, calibrate_method="entropy", **kwargs)
     with pytest.raises(edgekit.InputError) as bad:
         edgekit.export(MODEL, inputs=["image:Nx1x8x8"], calibration=iter([{"pixels": np.zeros((1, 1, 8, 8))}]),
                        out=tmp_path / "o")

@@ -357,6 +357,23 @@ def test_data_that_cannot_be_fed_is_told_by_name(tmp_path):
         calib.load(tmp_path / "cut.npy", VECTOR)
 
 
+def test_a_data_loaders_usual_mismatches_say_the_fix():
+    """float64 arrays (numpy's default) and a DataLoader's short last batch on a fixed batch axis were refused
+    without a word of what to do."""
+    rng = np.random.default_rng(0)
+    with pytest.raises(InputError, match=r"has dtype float64, the model takes float32 \(cast it: array.astype"):
+        calib.load(iter([{"x": rng.standard_normal((1, 4))}]), VECTOR)
+    fixed = (InputSpec.parse("x:16x4"),)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(20, 4)), batch_size=16)
+    with pytest.raises(InputError, match=r"has shape \[4, 4\], the model takes \[16, 4\] \(a short last batch\? "
+                                         r"name the batch axis, as in x:Nx4, or drop it: DataLoader\(drop_last=True\)"):
+        calib.load(({"x": b.numpy()} for b, in loader), fixed)
+    with pytest.raises(InputError, match=r"the model takes \[16, 4\]$"):  # not a short batch: no such hint
+        calib.load(iter([{"x": np.ones((16, 5), "f4")}]), fixed)
+    feeds = calib.load(({"x": b.numpy()} for b, in loader), VECTOR).feeds  # as the hint says
+    assert [f["x"].shape for f in feeds] == [(16, 4), (4, 4)]
+
+
 def test_the_random_data_warning_says_which_data_was_random():
     from edgekit import verdict
 
