@@ -104,7 +104,8 @@ def test_the_space_spans_stages_importance_training_and_quantization(tmp_path):
     assert r.quantize == {"calibrate_method": "minmax", "per_channel": True, "precision": "latency", "auto": True,
                           "auto_search": ("exclude_nodes",)}
     own = dataclasses.replace(recipe, quantize={"calibrate_method": "percentile", "percentile": 99.9})
-    assert search.apply(own, {"calibrate_method": "entropy"}, tmp_path / "t").quantize == {"calibrate_method": "entropy"}
+    entropy = search.apply(own, {"calibrate_method": "entropy"}, tmp_path / "t")
+    assert entropy.quantize == {"calibrate_method": "entropy"}
     assert search.apply(own, {}, tmp_path / "t").quantize == own.quantize  # the percentile goes with its method
     assert "precision" not in search.space(recipe, {"size_mb": 1.0})  # only a latency budget asks for speed
     kept = dataclasses.replace(recipe, share=search.ShareSpec(clusters=8, ignore=("classifier.3",)))
