@@ -86,6 +86,7 @@ def _handle_errors(fn):
     def wrapper(*args, **kwargs):
         ctx = click.get_current_context()
         debug = ctx.find_root().params.get("debug", False)
+        as_json = bool(kwargs.get("as_json"))
         published = signals.publishes()
 
         def interrupted(e: BaseException) -> None:  # a search's trials publish in its OUT, its own output comes last
@@ -101,7 +102,8 @@ def _handle_errors(fn):
             with _only_the_result_on_stdout(ctx) if kwargs.get("as_json") else contextlib.nullcontext():
                 code = fn(*args, **kwargs)
         except SystemExit as e:
-            _fail(f"edgekit: error: user code called sys.exit({e.code!r}) during the run", ExitCode.BAD_INPUT, debug)
+            _fail(f"edgekit: error: user code called sys.exit({e.code!r}) during the run", ExitCode.BAD_INPUT, debug,
+                  as_json)
         except KeyboardInterrupt as e:
             interrupted(e)
         except (click.exceptions.Exit, click.ClickException):
@@ -109,26 +111,26 @@ def _handle_errors(fn):
         except Exception as e:
             if signals.RECEIVED:  # what fails after a signal (an import, a storage call it cut short) is the signal
                 interrupted(e)
-            _failed(e, debug)
+            _failed(e, debug, as_json)
         if code is not None:  # a group's callback returns None: its sub-command still has to run
             sys.exit(int(code))
 
     return wrapper
 
 
-def _failed(e: Exception, debug: bool) -> None:
+def _failed(e: Exception, debug: bool, as_json: bool = False) -> None:
     """An error's one line and exit code: edgekit's own, the OS's (a full disk is the user's to fix), or a bug."""
     if isinstance(e, EdgekitError):
         kind = "internal error" if e.exit_code == ExitCode.INTERNAL else "error"
-        _fail(f"edgekit: {kind}: {e}", e.exit_code, debug)
+        _fail(f"edgekit: {kind}: {e}", e.exit_code, debug, as_json)
     if isinstance(e, BrokenPipeError):  # the reader went away (`edgekit targets | head -1`): nothing to tell it
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's own flush would fail too
         sys.exit(141)  # 128 + SIGPIPE, as a shell reports a tool the pipe stopped
     user = from_os_error(e) if isinstance(e, OSError) else None
     if user is not None:
-        _fail(f"edgekit: error: {user}", user.exit_code, debug)
+        _fail(f"edgekit: error: {user}", user.exit_code, debug, as_json)
     _fail(f"edgekit: internal error: {type(e).__name__}: {first_line(e)}"
-          + ("" if debug else " (re-run as `edgekit --debug ...` for the traceback)"), ExitCode.INTERNAL, debug)
+          + ("" if debug else " (re-run as `edgekit --debug ...` for the traceback)"), ExitCode.INTERNAL, debug, as_json)
 
 
 class Within(click.FloatRange):
@@ -166,12 +168,16 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
-def _fail(line: str, code: ExitCode | int, debug: bool) -> None:
+def _fail(line: str, code: ExitCode | int, debug: bool, as_json: bool = False) -> None:
     """The one-line error last (after the traceback with --debug), and the same exit code either way; a message
-    of several lines (a user function's exception) is joined into one."""
+    of several lines (a user function's exception) is joined into one. With --json, stdout gets it as JSON too:
+    a CI step parsing the output reads the error, not an empty document."""
     if debug:
         traceback.print_exc()
-    click.echo("; ".join(part.strip() for part in line.splitlines() if part.strip()), err=True)
+    line = "; ".join(part.strip() for part in line.splitlines() if part.strip())
+    click.echo(line, err=True)
+    if as_json:
+        click.echo(json.dumps({"error": line.split(": ", 2)[-1], "exit_code": int(code)}))  # "edgekit: <kind>: "
     sys.exit(int(code))
 
 
@@ -623,6 +629,8 @@ def check_cmd(path, junit_path, as_json, emulate, device, device_identity, devic
             raise UsageError(f"--junit {junit_path}: its folder does not exist")
         if (junit_file.parent / "manifest.json").exists():  # it would replace a file of the package, or add one
             raise UsageError(f"--junit {junit_path}: is inside a package folder; write it beside the package")
+        if junit_file.is_file() and not _is_junit(junit_file):  # a mistyped path: never replaced
+            raise UsageError(f"--junit {junit_path}: exists and is not a JUnit report; give a new file or remove it")
     try:
         spec = _device_from_flags(device, device_identity, device_known_hosts, device_python)
         report = check(path, emulate=emulate, device=spec, probe=probe)
@@ -645,6 +653,17 @@ def check_cmd(path, junit_path, as_json, emulate, device, device_identity, devic
         failed = sum(not c.passed for c in report.cases)
         click.echo(f"{len(report.cases) - failed} passed, {failed} failed")
     return report.exit_code
+
+
+def _is_junit(path: Path) -> bool:
+    """An earlier run's report (a CI job's fixed path, this or another tool's) or an empty file (`mktemp`'s),
+    which --junit may replace."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return not head.strip() or head.lstrip().startswith(b"<") and b"<testsuite" in head
 
 
 def _write_junit(path: str, cases) -> None:

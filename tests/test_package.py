@@ -338,6 +338,28 @@ def test_junit_path_that_cannot_be_written_is_a_usage_error(packaged, tmp_path):
     assert "--junit" in line and "its folder does not exist" in line
 
 
+def test_a_failed_check_says_why_in_json_and_junit_replaces_only_a_report(packaged, tmp_path):
+    """--json printed nothing on exit 3 (a CI step parsing stdout failed on an empty document, not on the cause);
+    --junit replaced whatever file its path named (a mistyped `--junit notes.txt` lost the notes)."""
+    result = check(tmp_path / "nothing-here", "--json")
+    assert result.exit_code == 3, result.output
+    assert json.loads(result.stdout) == {"error": f"{tmp_path / 'nothing-here'}: no such file or folder",
+                                         "exit_code": 3}
+    exported = cli(["export", tmp_path / "nothing.py:build", "--input", "x:1x4", "--json"])
+    assert exported.exit_code == 3 and json.loads(exported.stdout)["exit_code"] == 3, exported.output
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    result = check(packaged[0], "--junit", notes)
+    assert result.exit_code == 2 and "exists and is not a JUnit report" in result.stderr, result.output
+    assert notes.read_text() == "mine\n"
+    empty = tmp_path / "empty.xml"  # `mktemp`'s, or an earlier run's: replaced
+    empty.touch()
+    assert check(packaged[0], "--junit", empty).exit_code == 0
+    assert ElementTree.parse(empty).getroot().get("failures") == "0"
+    empty.write_text('<?xml version="1.0"?>\n<testsuites name="pytest"><testsuite name="x"/></testsuites>')
+    assert check(packaged[0], "--junit", empty).exit_code == 0
+
+
 def test_junit_xml_counts_failures(packaged, tmp_path):
     folder = fresh_copy(packaged, tmp_path)
     (folder / "required_operators.config").write_text("tampered\n")
