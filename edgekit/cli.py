@@ -129,8 +129,8 @@ def _failed(e: Exception, debug: bool, as_json: bool = False) -> None:
     user = from_os_error(e) if isinstance(e, OSError) else None
     if user is not None:
         _fail(f"edgekit: error: {user}", user.exit_code, debug, as_json)
-    _fail(f"edgekit: internal error: {type(e).__name__}: {first_line(e)}"
-          + ("" if debug else " (re-run as `edgekit --debug ...` for the traceback)"), ExitCode.INTERNAL, debug, as_json)
+    hint = "" if debug else " (re-run as `edgekit --debug ...` for the traceback)"
+    _fail(f"edgekit: internal error: {type(e).__name__}: {first_line(e)}{hint}", ExitCode.INTERNAL, debug, as_json)
 
 
 class Within(click.FloatRange):
