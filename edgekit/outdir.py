@@ -52,6 +52,16 @@ def check_replaceable(out: Path, names: list[str], force: bool) -> None:
         _refuse_foreign(out, names)
 
 
+def earlier_packages(out: Path, names: list[str]) -> list[str]:
+    """Package folders in OUT that this run did not write (an earlier run's other targets): left alone, and told,
+    since `edgekit check OUT` checks them too."""
+    try:
+        return sorted(p.name for p in out.iterdir() if p.name not in names and p.is_dir() and not p.is_symlink()
+                      and _is_package(p))
+    except OSError:
+        return []
+
+
 def _is_package(folder: Path) -> bool:
     """An edgekit package folder (its manifest.json names edgekit's version and files; a web app's does not)."""
     path = folder / "manifest.json"

@@ -136,6 +136,9 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
                 reports[target.name] = _target(shared, target, prepared[opset])
             outdir.publish(stage, out, names, stale=[] if recipe.archive else [f"{t.name}.tar.gz" for t in targets])
             published = True
+        if earlier := outdir.earlier_packages(out, names):
+            log.warning("%s also holds %s, which this run did not make (`edgekit check` of the folder checks it "
+                        "too): remove what is out of date", out, ", ".join(earlier))
     except KeyboardInterrupt:
         if published:  # a signal during the stage's clean-up: the new output is in place
             raise signals.InterruptedAfterPublish() from None

@@ -927,6 +927,22 @@ def test_a_run_without_archive_takes_away_the_archive_it_made_stale(tmp_path):
     assert (out / "desktop-x86.tar.gz").read_text() == "my own"
 
 
+def test_a_run_tells_of_the_packages_an_earlier_run_left_in_out(tmp_path, caplog):
+    """A re-run for fewer targets left the others' folders as they were, without a word, and `check OUT` passed
+    them with this run's: the folder shipped packages of two models. They are kept (edgekit made them for another
+    run) and named."""
+    out = tmp_path / "out"
+    assert _package_run(out, "-t", "desktop-x86", "-t", "arm64-linux").exit_code == 0
+    caplog.clear()
+    assert _package_run(out, "-t", "desktop-x86", "--seed", "1").exit_code == 0
+    [said] = [r.getMessage() for r in caplog.records if "which this run did not make" in r.getMessage()]
+    assert f"{out} also holds arm64-linux, which this run did not make" in said
+    assert (out / "arm64-linux" / "manifest.json").is_file()
+    caplog.clear()
+    assert _package_run(out, "-t", "desktop-x86", "-t", "arm64-linux").exit_code == 0
+    assert not [r for r in caplog.records if "which this run did not make" in r.getMessage()]
+
+
 def test_foreign_files_in_a_package_folder_lock_links_and_ledger_fifo(tmp_path):
     out = tmp_path / "out"
     assert _package_run(out).exit_code == 0
