@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import re
 import tempfile
@@ -135,18 +136,20 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
         return cases + [Case(target, f"parity {m}", False, "not run: the package failed its integrity check")
                         for m in golden]
     pairs, state, steps = [], (manifest.get("state") or {}).get("pairs") or {}, manifest["golden"].get("steps") or {}
-    read = {}
+    read, profile = {}, _bundled_profile(manifest.get("target_profile_sha256"))
+    untrue = {"model_data": _c_array_claims(folder, manifest)}
     for model, entry in golden.items():
         golden_path = _existing(folder, shown, entry["file"])
         # a malformed golden file is bad input (exit 3), named in the package the user gave
         inputs, outputs, atol = read[model] = package.read_golden(golden_path, f"{shown}/{entry['file']}")
         pairs.append((str(_existing(folder, shown, model)), str(golden_path)))
-        if untrue := "; ".join(filter(None, (_io_claims(manifest, inputs[0], outputs[0]),  # what parity checks
-                                             _state_claims(state, inputs, outputs),
-                                             _golden_claims(entry, manifest["golden"], atol, len(inputs)),
-                                             _ort_claims(manifest, read) if model == ort else ""))):
-            return [Case(target, "integrity", False, f"manifest.json says of {model}: {untrue}"), cases[1]] + [
-                Case(target, f"parity {m}", False, "not run: the package failed its integrity check") for m in golden]
+        untrue[model] = "; ".join(filter(None, (_io_claims(manifest, inputs[0], outputs[0]),  # what parity checks
+                                                _state_claims(state, inputs, outputs),
+                                                _golden_claims(entry, manifest["golden"], atol, outputs, profile),
+                                                _ort_claims(manifest, read) if model == ort else "")))
+    if said := [f"manifest.json says of {name}: {why}" for name, why in untrue.items() if why]:
+        return [Case(target, "integrity", False, "; ".join(said)), cases[1]] + [
+            Case(target, f"parity {m}", False, "not run: the package failed its integrity check") for m in golden]
     if place is None:
         run = _parity_here if own else _parity_bounded
         return cases + run(target, pairs, state, steps)
@@ -233,16 +236,58 @@ def _ort_claims(manifest: dict, read: dict) -> str:
     return ""
 
 
-def _golden_claims(entry: dict, golden: dict, atol: dict[str, float], samples: int) -> str:
+def _c_array_claims(folder: Path, manifest: dict) -> str:
+    """model_data.c/.h/.S against the model they say they embed: a C array of another model (hashes made to
+    match) passed, and a firmware build links the array, not the .onnx beside it."""
+    c = manifest.get("c_header")
+    if c is None:
+        return ""
+    files = manifest["files"]
+    if not (isinstance(c, dict) and all(isinstance(c.get(k), str) and c[k] in files
+                                        for k in ("embeds", "header", "source", *(("assembly",) if "assembly" in c
+                                                                                  else ())))):
+        return "c_header does not name shipped files for what it embeds, its header and its source"
+    data = (folder / c["embeds"]).read_bytes()
+    source = (folder / c["source"]).read_text(errors="replace")
+    start, end = source.find("= {"), source.find("};")
+    try:
+        array = bytes.fromhex(source[start + 3:end].replace("0x", "").replace(",", " ")) if 0 <= start < end else None
+    except ValueError:
+        array = None
+    header = (folder / c["header"]).read_text(errors="replace")
+    if array != data:
+        return f"{c['source']}'s array is not {c['embeds']}'s bytes"
+    if (f"#define EDGEKIT_MODEL_SIZE {len(data)}u" not in header
+            or f'#define EDGEKIT_MODEL_SHA256 "{hashlib.sha256(data).hexdigest()}"' not in header):
+        return f"{c['header']} does not give {c['embeds']}'s size and sha256"
+    if "assembly" in c and f'.incbin "{c["embeds"]}"\n' not in (folder / c["assembly"]).read_text(errors="replace"):
+        return f"{c['assembly']} does not include {c['embeds']}"  # (made before 11-24, a package has no .S)
+    return ""
+
+
+def _golden_claims(entry: dict, golden: dict, atol: dict[str, float], outputs: list[dict],
+                   profile: Target | None) -> str:
     """The golden file's tolerances and sample count against the manifest's: a tolerance loosened in golden.npz
-    alone (1e6) passed a model that returns its input pixels, and one sample of eight passed as the eight."""
-    claimed, bad = entry.get("atol"), []
+    alone (1e6) passed a model that returns its input pixels, and one sample of eight passed as the eight. Made
+    with a bundled profile, the tolerances are also its golden_tolerance x each output's peak (raised in both
+    files alike, they passed)."""
+    claimed, bad, samples = entry.get("atol"), [], len(outputs)
     if not (isinstance(claimed, dict) and set(claimed) == set(atol) and all(
             isinstance(claimed[k], (int, float)) and np.isclose(atol[k], claimed[k], rtol=1e-6, atol=0) for k in atol)):
         bad.append(f"{entry['file']} holds tolerances {', '.join(f'{k} {v:.4g}' for k, v in list(atol.items())[:4])}"
                    ", not the manifest's")
     if golden.get("samples") != samples:
         bad.append(f"{entry['file']} holds {samples} golden sample(s), the manifest says {golden.get('samples')!r}")
+    spec = profile.package if profile is not None else None
+    if spec is not None and not spec.golden_tolerance_steps:  # as package.write_golden sets them
+        for name, value in atol.items():
+            peaks = [np.max(np.abs(o[name])) for o in outputs if name in o and o[name].size]
+            integer = bool(peaks) and outputs[0][name].dtype.kind in "biu"
+            due = 0.0 if integer else max(float(spec.golden_tolerance * max(peaks)), 1e-6) if peaks else None
+            if due is not None and not np.isclose(value, due, rtol=1e-6, atol=0):
+                bad.append(f"{entry['file']}'s tolerance for {name!r} is {value:.4g}, not the {profile.name} "
+                           f"profile's {spec.golden_tolerance} x its peak |value| ({due:.4g})")
+                break
     return "; ".join(bad)
 
 
@@ -452,11 +497,42 @@ def _gate_claims(manifest: dict) -> list[str]:
                        f"{_number(getattr(profile.parity, rule[1]))}")
         if unmeasured and name.startswith(("quant_cosine", "quant_sqnr_db", "export_cosine")) and not integer_only:
             bad.append(f"{name} is skipped, but the model has float outputs to measure it on")
+    bad += _profile_claims(manifest, gates, profile)
     # the shipped file's; model.int8.onnx's in packages made before 12-04 that ship an .ort
     size, sizes, shipped = gates.get("size_mb"), archive.file_sizes(manifest), shipped_model(manifest)
     if size and shipped in sizes and (not isinstance(size.get("value"), (int, float)) or all(
             abs(size["value"] - sizes[f] / 1e6) > 1e-6 for f in {shipped, "model.int8.onnx"} if f in sizes)):
         bad.append(f"size_mb {_number(size.get('value'))} is not {shipped}'s {sizes[shipped] / 1e6:.6f}")
+    return bad
+
+
+BUDGET_OPS = {"size_mb": "<=", "latency_p50_ms": "<="}  # and every "<provider>_coverage": ">="
+
+
+def _profile_claims(manifest: dict, gates: dict, profile: Target | None) -> list[str]:
+    """The budget and coverage gates compared the wrong way (a size 100 MB "passed" `>=` a 50 MB budget); with a
+    bundled profile, each of its budgets kept (a search's may be tighter, never looser), its coverage gate at its
+    limit and on the coverage the manifest records, and the .ort and C array it asks for shipped."""
+    bad = [f"{n} is compared {g.get('op')!r}, not {BUDGET_OPS.get(n, '>=')!r}" for n, g in gates.items()
+           if (n in BUDGET_OPS or n.endswith("_coverage")) and g.get("op") != BUDGET_OPS.get(n, ">=")]
+    if profile is None:
+        return bad
+    for name, field in (("size_mb", "size_mb_max"), ("latency_p50_ms", "latency_p50_ms_max")):
+        most, limit = getattr(profile.budgets, field), (gates.get(name) or {}).get("limit")
+        if most and not (isinstance(limit, (int, float)) and limit <= most):
+            bad.append(f"{name}'s limit {_number(limit)} is not within the {profile.name} profile's {_number(most)}")
+    spec = profile.package
+    if spec.min_coverage and spec.coverage:
+        name, found = f"{spec.coverage[0]}_coverage", (manifest.get("mobile_coverage") or {}).get(spec.coverage[0])
+        g = gates.get(name) or {}
+        if g.get("limit") != spec.min_coverage:
+            bad.append(f"{name}'s limit {_number(g.get('limit'))} is not the {profile.name} profile's "
+                       f"{_number(spec.min_coverage)}")
+        elif not isinstance(found, dict) or g.get("value") != found.get("coverage"):
+            bad.append(f"{name} {_number(g.get('value'))} is not the coverage the manifest records")
+    for wanted, key in ((spec.ort_format, "ort_format"), (spec.c_header, "c_header")):
+        if wanted and not isinstance(manifest.get(key), dict):
+            bad.append(f"the {profile.name} profile ships {key}, and the manifest has none")
     return bad
 
 

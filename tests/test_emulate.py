@@ -157,7 +157,9 @@ def test_probe_sees_qoperator_ops_and_an_unreadable_model_is_a_failed_case(tied,
     broken = tmp_path / "broken"
     shutil.copytree(tied[0] / "dist" / "arm64-linux", broken)
     (broken / "model.int8.onnx").write_bytes(b"not a model")
-    rehash(broken, "model.int8.onnx")
+    from edgekit import mobile
+    made = mobile.c_header(broken / "model.int8.onnx", broken)  # its C array too: a package that agrees with itself
+    rehash(broken, "model.int8.onnx", *(p.name for p in made.values()))
     junit = tmp_path / "j.xml"
     result = cli(["check", broken, "--emulate", "aarch64", "--probe", "--junit", junit, "--json"])
     assert result.exit_code == 1, result.output

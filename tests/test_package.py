@@ -912,7 +912,9 @@ def test_check_runs_a_hostile_model_bounded(packaged, tmp_path):
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 10])],
                               initializer=[shape, *consts])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), folder / "model.int8.onnx")
-    rehash(folder, "model.int8.onnx")
+    from edgekit import mobile
+    made = mobile.c_header(folder / "model.int8.onnx", folder)  # its C array too: a package that agrees with itself
+    rehash(folder, "model.int8.onnx", *(p.name for p in made.values()))
     start = time.perf_counter()
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
@@ -1197,6 +1199,12 @@ def _gate(manifest, name):
      "gates ['export_cosine_atN=2'] are none that edgekit writes"),
     (lambda m: m["gates"].append({"name": "runs_at_N=4", "value": None, "op": "", "limit": None, "passed": True,
                                   "skipped": True}), "runs_at_N=4 passed: edgekit writes it only when"),
+    (lambda m: _gate(m, "size_mb").update(value=m["sizes"]["model.int8.onnx"] / 1e6, limit=0.0, op=">="),
+     "size_mb is compared '>=', not '<='"),
+    (lambda m: _gate(m, "size_mb").update(limit=1e9), "size_mb's limit 1e+09 is not within the arm64-linux "
+                                                      "profile's 200"),
+    (lambda m: m.update(gates=[g for g in m["gates"] if g["name"] != "size_mb"]), "size_mb's limit n/a is not within"),
+    (lambda m: m.pop("c_header"), "the arm64-linux profile ships c_header, and the manifest has none"),
 ])
 def test_gates_that_contradict_the_package_or_its_profile_fail_check(packaged, tmp_path, edit, said):
     """Manifest edits that passed check (rc 0): a desktop or arm64 package relabelled as another target, its gates
@@ -1210,6 +1218,57 @@ def test_gates_that_contradict_the_package_or_its_profile_fail_check(packaged, t
     assert result.exit_code == 1, result.output
     [gates] = [c for c in json.loads(result.stdout) if not c["passed"]]
     assert gates["name"] == "gates" and said in gates["message"], gates
+
+
+@pytest.mark.parametrize("edit,said", [
+    (lambda m: _gate(m, "nnapi_coverage").update(limit=0.0), "nnapi_coverage's limit 0 is not the android-arm64 "
+                                                              "profile's 0.8"),
+    (lambda m: _gate(m, "nnapi_coverage").update(value=0.9) or m["mobile_coverage"]["nnapi"].update(coverage=0.5),
+     "nnapi_coverage 0.9 is not the coverage the manifest records"),
+    (lambda m: m.update(gates=[g for g in m["gates"] if g["name"] != "nnapi_coverage"]), "nnapi_coverage's limit n/a"),
+    (lambda m: m.pop("ort_format"), "the android-arm64 profile ships ort_format, and the manifest has none"),
+])
+def test_a_phone_packages_coverage_and_ort_are_held_to_its_profile(packaged, tmp_path, edit, said):
+    """An android package whose NNAPI coverage gate was loosened, fed another figure or removed, or whose
+    manifest dropped the .ort its profile ships, passed check."""
+    folder = fresh_copy(packaged, tmp_path, "android-arm64")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    assert said in next(c for c in json.loads(result.stdout) if c["name"] == "gates")["message"], result.output
+
+
+def test_golden_tolerances_and_the_c_array_are_held_to_what_they_claim(packaged, tmp_path):
+    """A golden tolerance raised 10x in golden.npz and the manifest alike passed, as did a model_data.c (or
+    model_data.h) of another model with hashes made to match: firmware links the array, not the .onnx."""
+    from edgekit import mobile
+    folder = fresh_copy(packaged, tmp_path, "arm64-linux")
+    inputs, outputs, atol = read_golden(folder / "golden.npz")
+    _rewrite_golden(folder, inputs, outputs, {k: 10 * v for k, v in atol.items()})
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["golden"]["models"]["model.int8.onnx"]["atol"] = {k: 10 * v for k, v in atol.items()}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    assert "golden.npz's tolerance for 'output' is" in result.stdout and "not the arm64-linux profile's 0.02 x its " \
+        "peak |value|" in result.stdout, result.output
+    manifest["target_profile_sha256"] = "0" * 64  # a profile of the user's own: its tolerance is the manifest's
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert check(folder).exit_code == 0
+    folder = fresh_copy(packaged, tmp_path / "c", "arm64-linux")
+    other = mobile.c_header(folder / "model.onnx", tmp_path)  # the fp32 model's array and header
+    for kind, said in (("source", "model_data.c's array is not model.int8.onnx's bytes"),
+                       ("header", "model_data.h does not give model.int8.onnx's size and sha256")):
+        kept = (folder / other[kind].name).read_bytes()
+        shutil.copy(other[kind], folder / other[kind].name)
+        rehash(folder, other[kind].name)
+        result = check(folder, "--json")
+        assert result.exit_code == 1 and said in result.stdout, result.output
+        (folder / other[kind].name).write_bytes(kept)
+        rehash(folder, other[kind].name)
+    assert check(folder).exit_code == 0
 
 
 def test_an_ort_whose_golden_outputs_are_not_its_onnxs_fails(packaged, tmp_path):
