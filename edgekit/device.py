@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from . import bounded, host, runner
 from .config import DeviceSpec
-from .errors import StageError, UsageError
+from .errors import DeviceError, StageError, UsageError
 
 HOME = "."  # the login's home folder: where the run's folder goes when the URL names none
 # Makes the folder argv[1] (and its missing parents) and a fresh run folder inside it; prints both as JSON. Each
@@ -103,9 +103,9 @@ class Device:
         try:
             answer = json.loads(out.decode(errors="replace").strip().splitlines()[-1])
         except (ValueError, IndexError, RecursionError):
-            raise StageError("device run", f"{self.label} printed no result") from None
+            raise DeviceError("device run", f"{self.label} printed no result") from None
         if not well_formed(request, answer):
-            raise StageError("device run", f"{self.label} answered with something that is not the runner's result")
+            raise DeviceError("device run", f"{self.label} answered with something that is not the runner's result")
         about = answer["about"]
         about.update({k: printable(about[k], 4096 if k == "features" else 300) for k in ABOUT_TEXT})
         for done in [*answer["replay"], answer.get("bench") or {}]:
@@ -137,7 +137,7 @@ class Device:
                                                    "warmup": warmup, "runs": runs}})
             done, about = answer["bench"], answer["about"]
             if "times" not in done:
-                raise StageError("device benchmark", f"{self.label}: {done['error']}")
+                raise DeviceError("device benchmark", f"{self.label}: {done['error']}")
             capped = f" (the profile's {threads} threads; it has {about['cores']} cores)" if used < threads else ""
             where = {**about, "threads": used, "providers": ["CPUExecutionProvider"],
                      "device": self.describe(about) + capped, "isa_source": "device",
@@ -164,15 +164,21 @@ class Device:
             finally:
                 self._copied.pop(folder, None)  # the package's own files go there next
 
+    def make_run_folder(self) -> None:
+        """This run's folder in the URL's folder on the device (made once; `close` takes it away): asked before any
+        work, a folder that cannot be made fails the run at once, not each search trial after its export."""
+        if self._run_folder:
+            return
+        made = self._ssh([self.spec.python, "-c", _MAKE, self.folder], b"", "folder")
+        try:
+            self._run_folder = json.loads(made.decode(errors="replace").strip().splitlines()[-1])
+            assert isinstance(self._run_folder["run"], str) and isinstance(self._run_folder["made"], list)
+        except (ValueError, IndexError, KeyError, TypeError, AssertionError):
+            raise DeviceError("device folder", f"{self.label} did not say which folder it made") from None
+
     def _copy(self, folder: Path) -> str:
         """The package folder as `<this run's folder>/<its name>` on the device: a tar stream, unpacked there."""
-        if not self._run_folder:
-            made = self._ssh([self.spec.python, "-c", _MAKE, self.folder], b"", "copy")
-            try:
-                self._run_folder = json.loads(made.decode(errors="replace").strip().splitlines()[-1])
-                assert isinstance(self._run_folder["run"], str) and isinstance(self._run_folder["made"], list)
-            except (ValueError, IndexError, KeyError, TypeError, AssertionError):
-                raise StageError("device copy", f"{self.label} did not say which folder it made") from None
+        self.make_run_folder()
         remote = f"{self._run_folder['run']}/{folder.name}"
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -197,14 +203,14 @@ class Device:
         try:
             code, output, errors = bounded.capped_run(cmd, stdin, self.spec.timeout, f"device {step}")
         except StageError as e:
-            raise StageError(e.stage, f"{self.label}: {str(e).split(': ', 1)[1]}") from None
+            raise DeviceError(e.stage, f"{self.label}: {str(e).split(': ', 1)[1]}") from None
         if code != 0:
             lines = [line for line in errors.splitlines() if line.strip()]
             why = printable(lines[-1].strip()) if lines else f"exit code {code}"
             if "Host key verification failed" in why or "REMOTE HOST IDENTIFICATION HAS CHANGED" in "\n".join(lines):
                 why += (" edgekit never accepts an unknown or changed host key: check the device's fingerprint, "
                         "then add it to known_hosts")
-            raise StageError(f"device {step}", f"{self.label}: {why}")
+            raise DeviceError(f"device {step}", f"{self.label}: {why}")
         return output
 
 

@@ -51,6 +51,11 @@ class StageError(EdgekitError):
         self.stage, self.message = stage, message
 
 
+class DeviceError(StageError):
+    """A step on a device over SSH failed (the link, its folder, its runner): the device's state, not a verdict
+    on the model, so a search tries those values again."""
+
+
 def few(names, most: int = 8) -> str:
     """A list of names for a one-line message: a file from others may hold thousands."""
     names = list(names)

@@ -352,13 +352,16 @@ def emulator_for(recipe: Recipe, targets: list[Target]) -> emulator.Emulator | N
 
 
 def device_for(recipe: Recipe, targets: list[Target]) -> Device | None:
-    """The device of --device, asked its kind before any work (a dead link fails now, exit 4)."""
+    """The device of --device, asked its kind and whether it can make this run's folder before any work (a dead
+    link or a folder that cannot be made fails now, exit 4)."""
     if recipe.device is None:
         return None
     device = Device(recipe.device)
     if not any(t.runtime.arch == device.arch for t in targets):
         raise UsageError(f"{device.label} is {device.arch}; none of the targets is "
                          f"({', '.join(t.name for t in targets)})")
+    device.make_run_folder()  # a folder that cannot be made fails now, not after the export (or every search trial)
+    device.close()  # taken away again (the run may stop before its try): made anew for the first copy
     return device
 
 

@@ -26,10 +26,11 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from . import outdir, signals
 from .config import AUTO_KNOBS, RANGES, PruneSpec, Recipe, ShareSpec, Target, target_settings
-from .errors import EdgekitError, ExitCode, InputError, StageError, UsageError, disk_full, few, first_line
+from .errors import DeviceError, EdgekitError, ExitCode, InputError, StageError, UsageError, disk_full, few, first_line
 
 SAMPLERS = ("tpe", "random", "grid")
 DIRECTIONS = ["maximize", "minimize", "minimize"]  # accuracy, latency, size
@@ -242,9 +243,9 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
                 raise KeyboardInterrupt from e
             if "error" not in trial.user_attrs:
                 trial.set_user_attr("error", f"{type(e).__name__}: {e}")
-                # edgekit's verdict on these values is final; a full disk, a trial folder in the way (usage) or an
-                # interrupt (no attrs at all) is not, and those values are tried again
-                trial.set_user_attr("final", isinstance(e, EdgekitError) and not isinstance(e, UsageError)
+                # edgekit's verdict on these values is final; a full disk, a trial folder in the way (usage), a
+                # device's link or folder, or an interrupt (no attrs at all) is not, and those values are tried again
+                trial.set_user_attr("final", isinstance(e, EdgekitError) and not isinstance(e, (UsageError, DeviceError))
                                     and not disk_full(e))
                 trial.set_user_attr("exit_code", int(getattr(e, "exit_code", ExitCode.INTERNAL)))
             raise
@@ -303,8 +304,8 @@ def measured_on(recipe: Recipe, target: Target) -> dict:
 def _recipe_inputs(recipe: Recipe) -> dict:
     """measured_on's part that is the recipe's: its settings' hash, and the digest of each file it names."""
     settings = {k: v for k, v in dataclasses.asdict(recipe).items() if k not in UNMEASURED}
-    if recipe.device:  # which device, not the key and known hosts that reach it
-        settings["device"] = recipe.device.url
+    if recipe.device:  # which device, not the key and known hosts that reach it, nor the folder it works in
+        settings["device"] = urlsplit(recipe.device.url)._replace(path="").geturl()
     named = {"source": recipe.source, "weights": recipe.weights, "calibration": recipe.calibration,
              "validation": recipe.validation, "prune.data": recipe.prune.data if recipe.prune else None,
              "distill.data": recipe.distill.data if recipe.distill else None,
@@ -445,9 +446,14 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
         _refuse_foreign_db(out / DB)
     elif db := sqlite_file(storage):  # a search resumes an Optuna file; it adds no tables to another's
         _refuse_foreign_db(db, storage)
+    elif storage.startswith("journal:"):
+        _refuse_foreign_journal(storage)
     _refuse_storage_in_output(storage, out, target)
     created = [p for p in (out, *out.resolve().parents) if not p.exists()]
-    out.mkdir(parents=True, exist_ok=True)  # before the study: a --storage may name a file inside OUT
+    try:
+        out.mkdir(parents=True, exist_ok=True)  # before the study: a --storage may name a file inside OUT
+    except OSError as e:  # under a file, or in /proc: as export tells it
+        raise InputError(f"--out {out}: cannot create it ({e.strerror})") from e
     try:
         with outdir.lock(out / LOCK, out):  # one search per OUT: a second one is told at once, not after its trials
             return _search(recipe, target, budgets, trials, sampler, storage or default_storage(out), name,
@@ -665,8 +671,10 @@ def from_trial(recipe: Recipe, storage: str, name: str, number: int, given: bool
         if not db.exists():
             raise UsageError(f"--storage {shown(storage)}: no such database file")
         _refuse_foreign_db(db, storage if given and storage != default_storage(Path(recipe.out)) else "")
-    elif storage.startswith("journal:") and not Path(storage[len("journal:"):]).is_file():
-        raise UsageError(f"--storage {storage}: no such journal file")
+    elif storage.startswith("journal:"):
+        if not os.path.exists(storage[len("journal:"):]):
+            raise UsageError(f"--storage {storage}: no such journal file")
+        _refuse_foreign_journal(storage)
     try:
         found = optuna.load_study(study_name=name, storage=_storage(storage, create=False))
         trial = next(t for t in found.trials if t.number == number)
@@ -742,7 +750,8 @@ def sqlite_file(url: str) -> Path | None:
     parsed = _parsed(url)
     if parsed.get_backend_name() != "sqlite":
         return None
-    if parsed.database in (None, "", ":memory:") or parsed.database.startswith("file::memory:"):
+    if parsed.database in (None, "", ":memory:") or parsed.database.startswith("file::memory:") or \
+            parsed.query.get("mode") == "memory":  # sqlite:///file:x.db?mode=memory&uri=true
         raise UsageError(f"--storage {url}: an in-memory database is gone when the search ends and no other process "
                          "sees it: give sqlite:///FILE")
     return Path(parsed.database)
@@ -782,6 +791,24 @@ def _refuse_foreign_db(path: Path, given: str = "") -> None:
         tables = set()
     if not OPTUNA_TABLES <= tables:
         raise UsageError(f"{where} is not an Optuna study" + ("" if given else "; move it away or pass --storage"))
+
+
+def _refuse_foreign_journal(storage: str) -> None:
+    """A journal:FILE is used only when it is new or Optuna's journal (JSON lines): a FIFO hung the search, and
+    /dev/null or another file's bytes were exit 5 from inside Optuna."""
+    path = Path(storage[len("journal:"):])
+    if not os.path.exists(path):
+        return
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise UsageError(f"--storage {storage}: is not a regular file")
+    with open(path, "rb") as f:
+        first = f.readline(1 << 20)
+    try:
+        record = json.loads(first) if first else {"op_code": 0}
+    except ValueError:
+        record = None
+    if not (isinstance(record, dict) and "op_code" in record):
+        raise UsageError(f"--storage {storage}: is not an Optuna journal")
 
 
 def share_of(total: int, workers: int, index: int) -> int:

@@ -182,7 +182,7 @@ def test_a_wrong_host_key_is_refused(sshd, digits_arm, tmp_path):
     wrong.write_text(f"[127.0.0.1]:{url.rsplit(':', 1)[1]} {' '.join(keygen(impostor))}\n")
     result = device_check(f"{url}{tmp_path}/never", identity, wrong, digits_arm)
     assert result.exit_code == 4, result.output
-    assert "device copy failed" in result.output and "Host key verification failed" in result.output, result.output
+    assert "device folder failed" in result.output and "Host key verification failed" in result.output, result.output
     assert not (tmp_path / "never").exists()
     empty = tmp_path / "empty_known_hosts"  # an unknown key is never accepted silently either
     empty.write_text("")
@@ -196,7 +196,7 @@ def test_unreachable_device_and_bad_urls(digits_arm, tmp_path):
         port = s.getsockname()[1]
     (tmp_path / "kh").write_text("")
     result = cli(["check", digits_arm, "--device", f"ssh://127.0.0.1:{port}/x", "--known-hosts", tmp_path / "kh"])
-    assert result.exit_code == 4 and "device copy failed" in result.output, result.output
+    assert result.exit_code == 4 and "device folder failed" in result.output, result.output
     for url in ("http://host/x", "ssh://", "ssh://host:99999/x", "ssh://host:0/x", "ssh://host:/x", "ssh://h/a\nb"):
         result = cli(["check", digits_arm, "--device", url])
         assert result.exit_code == 2 and "expected ssh://" in result.output, result.output
@@ -255,3 +255,45 @@ def test_search_budgets_latency_on_the_device(sshd, tmp_path):
     assert two.exit_code == 2 and "one trial at a time" in two.output and not (tmp_path / "two").exists()
     arm = cli(["search", recipe, *flags[:-4], "-t", "arm64-linux", "--out", tmp_path / "arm"])
     assert arm.exit_code == 2 and "none of the targets is" in arm.output and not (tmp_path / "arm").exists()
+
+
+def test_a_device_that_fails_a_search_is_no_verdict_on_its_trials(sshd, tmp_path):
+    """A device folder that cannot be made failed every trial after its export, exit 1; a copy that failed in one
+    trial was stored as that trial's final verdict (a search resumed after the device was fixed copied the failure
+    to the same values); the device's folder counted as a measured setting (`--from-trial` with another folder was
+    "measured on other inputs")."""
+    import optuna
+
+    url, identity, known_hosts, device = sshd
+    recipe = tmp_path / "edgekit.toml"
+    recipe.write_text(f'[model]\nsource = "{DIGITS / "model.py"}:build"\nweights = "{DIGITS / "digits_cnn.pt"}"\n'
+                      f'inputs = ["image:Nx1x8x8"]\n[data]\ncalibration = "{DIGITS / "data" / "calibration.npz"}"\n'
+                      f'validation = "{DIGITS / "data" / "validation.npz"}"\n[bench]\nruns = 3\n')
+    (device / "blocker").write_text("a file")
+    python = tmp_path / "python"  # the device's Python, failing the package copy (not the folder) while told to
+    python.write_text(f'#!/bin/sh\ncase "$*" in *tarfile*) [ -e {tmp_path}/broken ] && exit 7;; esac\n'
+                      f'exec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+
+    def search(folder, out, *extra):
+        return cli(["search", recipe, "--device", f"{url}{device}/{folder}", "--identity", identity, "--known-hosts",
+                    known_hosts, "--device-python", python, "-t", "desktop-x86", "--trials", "1", "--sampler",
+                    "random", "--out", tmp_path / out, *extra])
+
+    blocked = search("blocker/sub", "blocked")
+    assert blocked.exit_code == 4 and "device folder failed" in blocked.stderr, blocked.output
+    assert not (tmp_path / "blocked").exists()
+    (tmp_path / "broken").touch()
+    failed = search("runs", "s")
+    assert failed.exit_code != 0 and "device copy failed" in failed.output, failed.output
+    [trial] = optuna.load_study(study_name="edgekit", storage=f"sqlite:///{tmp_path / 's' / 'search.db'}").trials
+    assert trial.user_attrs["final"] is False, trial.user_attrs  # tried again, not taken as the model's verdict
+    (tmp_path / "broken").unlink()
+    assert search("runs", "s", "--trials", "2").exit_code in (0, 1)
+    done = [t.number for t in optuna.load_study(study_name="edgekit", storage=f"sqlite:///{tmp_path / 's' / 'search.db'}")
+            .trials if t.state == optuna.trial.TrialState.COMPLETE]
+    again = cli(["export", recipe, "--from-trial", done[0], "--storage", f"sqlite:///{tmp_path / 's' / 'search.db'}",
+                 "--device", f"{url}{device}/elsewhere", "--identity", identity, "--known-hosts", known_hosts,
+                 "--device-python", python, "-t", "desktop-x86", "--out", tmp_path / "again"])
+    assert again.exit_code in (0, 1) and "measured on other inputs" not in again.output, again.output
+    assert not [p for p in device.rglob("edgekit-run-*")], "a run folder was left on the device"

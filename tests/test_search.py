@@ -146,11 +146,15 @@ def test_another_machine_joins_through_a_journal_file(tmp_path):
     ("sqlite:///{tmp}/notes.txt", "is not an Optuna study"), ("mysql://nobody/x", "cannot be opened"),
     ("sqlite:///{tmp}/notes.db", "is not an Optuna study"),  # Optuna once added its tables to the user's database
     ("postgresql://edgekit:s3#cret@127.0.0.1:1/x", "cannot be opened"),  # the password once appeared in the message
-    ("sqlite://", "an in-memory database")])
+    ("sqlite://", "an in-memory database"),
+    ("sqlite:///file:{tmp}/x.db?mode=memory&uri=true", "an in-memory database"),  # 79 lines of Optuna's traceback
+    ("journal:{tmp}/notes.txt", "is not an Optuna journal"), ("journal:/dev/null", "is not a regular file"),  # exit 5
+    ("journal:{tmp}/fifo", "is not a regular file")])  # hung
 def test_a_storage_that_cannot_be_opened_is_a_usage_error(tmp_path, storage, why):
     """Not a database, or no driver for it: exit 2 in one line (was exit 5, internal error), and no OUT made."""
 
     (tmp_path / "notes.txt").write_text("my notes\n")
+    os.mkfifo(tmp_path / "fifo")
     with contextlib.closing(sqlite3.connect(tmp_path / "notes.db")) as db:
         db.execute("CREATE TABLE notes (text)")
     before = (tmp_path / "notes.db").read_bytes()
@@ -164,6 +168,9 @@ def test_a_storage_that_cannot_be_opened_is_a_usage_error(tmp_path, storage, why
     again = cli(["export", _recipe(tmp_path), "--from-trial", "0", "--storage", url, "--out", tmp_path / "again"])
     assert again.exit_code == 2 and "cret" not in again.stderr and not (tmp_path / "again").exists(), again.stderr
     assert (tmp_path / "notes.txt").read_text() == "my notes\n" and (tmp_path / "notes.db").read_bytes() == before
+    if storage == "sqlite://":  # an OUT that cannot be made, as export tells it (was exit 5)
+        result = cli(["search", _recipe(tmp_path), "--trials", "1", "--out", tmp_path / "notes.txt" / "out"])
+        assert result.exit_code == 3 and "cannot create it (Not a directory)" in result.stderr, result.output
 
 
 def test_a_storage_inside_a_new_out_and_a_re_export_with_its_archive(tmp_path):
