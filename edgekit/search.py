@@ -245,8 +245,8 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
                 trial.set_user_attr("error", f"{type(e).__name__}: {e}")
                 # edgekit's verdict on these values is final; a full disk, a trial folder in the way (usage), a
                 # device's link or folder, or an interrupt (no attrs at all) is not, and those values are tried again
-                trial.set_user_attr("final", isinstance(e, EdgekitError) and not isinstance(e, (UsageError, DeviceError))
-                                    and not disk_full(e))
+                trial.set_user_attr("final", isinstance(e, EdgekitError) and not disk_full(e)
+                                    and not isinstance(e, (UsageError, DeviceError)))
                 trial.set_user_attr("exit_code", int(getattr(e, "exit_code", ExitCode.INTERNAL)))
             raise
 

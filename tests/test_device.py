@@ -290,9 +290,10 @@ def test_a_device_that_fails_a_search_is_no_verdict_on_its_trials(sshd, tmp_path
     assert trial.user_attrs["final"] is False, trial.user_attrs  # tried again, not taken as the model's verdict
     (tmp_path / "broken").unlink()
     assert search("runs", "s", "--trials", "2").exit_code in (0, 1)
-    done = [t.number for t in optuna.load_study(study_name="edgekit", storage=f"sqlite:///{tmp_path / 's' / 'search.db'}")
-            .trials if t.state == optuna.trial.TrialState.COMPLETE]
-    again = cli(["export", recipe, "--from-trial", done[0], "--storage", f"sqlite:///{tmp_path / 's' / 'search.db'}",
+    storage = f"sqlite:///{tmp_path / 's' / 'search.db'}"
+    done = [t.number for t in optuna.load_study(study_name="edgekit", storage=storage).trials
+            if t.state == optuna.trial.TrialState.COMPLETE]
+    again = cli(["export", recipe, "--from-trial", done[0], "--storage", storage,
                  "--device", f"{url}{device}/elsewhere", "--identity", identity, "--known-hosts", known_hosts,
                  "--device-python", python, "-t", "desktop-x86", "--out", tmp_path / "again"])
     assert again.exit_code in (0, 1) and "measured on other inputs" not in again.output, again.output
