@@ -277,6 +277,10 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     if dest.resolve() == source.resolve():
         raise UsageError(f"out {dest}: is the model being quantized; give a new file")
     onnx_export.load_onnx_input(source)
+    data = {Path(calibration).resolve()} if isinstance(calibration, (str, os.PathLike)) else set()
+    if dest.resolve() in onnx_export.external_files(source) | data:  # with force, it was written over: inf outputs
+        raise UsageError(f"out {dest}: is a file this call reads (the model's external data or the calibration "
+                         "data); give a new file")
     profile = load_target(_path(target))
     qsettings = target_settings(profile, settings, "edgekit.quantize() settings")
     with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
@@ -293,6 +297,8 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
             onnx_export.first_run(fp32, feeds[0], DEFAULT_STEP_TIMEOUT)
         with whole_file(dest) as partial:
             onnx_export.check(quantization.quantize(fp32, partial, plan, feeds[: qsettings.samples]))
+            if not quantization.quantizes_anything(onnx_export.parsed(partial)):  # as an export's warning says
+                warnings.warn(f"{dest.name} {quantization.NOTHING_QUANTIZED}", stacklevel=4)
     return dest
 
 

@@ -534,7 +534,8 @@ def prune(source, ratio, out, as_json, stages, **settings):
     _emit(json_text(r) if as_json else
          f"{settings['method']} pruning at {ratio}: params {r['params_before']:,} → {r['params_after']:,}, "
          f"MACs {r['macs_before']:,} → {r['macs_after']:,}"
-         + (f", sparsity {r['sparsity']:.1%}" if r["sparsity"] is not None else "")
+         + (f", sparsity {r['sparsity']:.1%} of the pruned layers ({r['model_sparsity']:.1%} of all conv/linear "
+            f"weights; kept whole: {', '.join(r['ignored'])})" if r["sparsity"] is not None else "")
          + (f", {result.rounding.describe()}" if result.rounding else "") + f"; wrote {out}\n"
          f"reload with: edgekit export {source} --weights {out} ...")
 
@@ -546,9 +547,11 @@ def prune(source, ratio, out, as_json, stages, **settings):
 @click.option("--ignore", multiple=True, help="Layer name to leave unshared. Repeatable.")
 @click.option("--data", help="Training data to fine-tune on by distillation from the unshared model (as distill's).")
 @_max_data_bytes
-@click.option("--epochs", type=int, help=f"Fine-tuning epochs, with --data (default {DistillSettings.epochs}).")
-@click.option("--lr", type=float, help=f"Fine-tuning learning rate, with --data (default {DistillSettings.lr}).")
-@click.option("--batch-size", type=int,
+@click.option("--epochs", type=click.IntRange(*RANGES["epochs"]),
+              help=f"Fine-tuning epochs, with --data (default {DistillSettings.epochs}).")
+@click.option("--lr", type=Within(*RANGES["lr"]),
+              help=f"Fine-tuning learning rate, with --data (default {DistillSettings.lr}).")
+@click.option("--batch-size", type=click.IntRange(*RANGES["batch_size"]),
               help=f"Fine-tuning batch size, with --data (default {DistillSettings.batch_size}).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Shared model file (.pt).")
 @click.option("--force", is_flag=True, help="Replace the --out file if there is one.")
@@ -575,16 +578,19 @@ def share(source, out, as_json, **settings):
 @click.option("--data", required=True, help="MODULE:FN yielding (inputs, labels) batches, or labelled .npz data.")
 @_max_data_bytes
 @click.option("--input", "inputs", multiple=True, metavar="NAME:SHAPE[:DTYPE]", help="Needed for .npz data.")
-@click.option("--epochs", default=DistillSettings.epochs, show_default=True)
-@click.option("--temperature", default=DistillSettings.temperature, show_default=True)
-@click.option("--alpha", default=DistillSettings.alpha, show_default=True,
+@click.option("--epochs", type=click.IntRange(*RANGES["epochs"]), default=DistillSettings.epochs, show_default=True)
+@click.option("--temperature", type=Within(*RANGES["temperature"]), default=DistillSettings.temperature,
+              show_default=True)
+@click.option("--alpha", type=Within(*RANGES["alpha"]), default=DistillSettings.alpha, show_default=True,
               help="Soft-target weight; 1-alpha for labels.")
-@click.option("--lr", default=DistillSettings.lr, show_default=True)
+@click.option("--lr", type=Within(*RANGES["lr"]), default=DistillSettings.lr, show_default=True)
 @click.option("--optimizer", type=click.Choice(choices(DistillSettings, "optimizer")),
               default=DistillSettings.optimizer, show_default=True)
-@click.option("--batch-size", default=DistillSettings.batch_size, show_default=True)
+@click.option("--batch-size", type=click.IntRange(*RANGES["batch_size"]), default=DistillSettings.batch_size,
+              show_default=True)
 @click.option("--feature", "features", multiple=True, help="TEACHER_LAYER:STUDENT_LAYER to match (MSE). Repeatable.")
-@click.option("--patience", default=DistillSettings.patience, show_default=True,
+@click.option("--patience", type=click.IntRange(*RANGES["patience"]), default=DistillSettings.patience,
+              show_default=True,
               help="Stop after this many epochs without improvement (0: never stop early).")
 @click.option("--seed", type=click.IntRange(*RANGES["seed"]), default=DistillSettings.seed, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Best student (.pt), saved as it improves.")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import calib, distillation, host, pruning, sharing, structure
 from .config import DEFAULT_MAX_DATA_BYTES, DistillSettings, InputSpec, PruneSpec, Target, load_target
-from .errors import InputError, StageError, UsageError
+from .errors import InputError, StageError, UsageError, first_line
 from .outdir import whole_file
 from .progress import bar
 
@@ -170,6 +170,11 @@ def verify_reload(source: str, path: Path, changed, specs, what: str) -> None:
                        zip(flatten_outputs(fresh(*example)), flatten_outputs(changed(*example))))
     except InputError as e:
         raise StageError(f"{what} model reload", str(e)) from e
+    except Exception as e:  # the rebuilt model does not run with the saved sizes
+        fixed = [n for n, m in changed.named_modules() if isinstance(m, torch.nn.MultiheadAttention)]
+        raise StageError(f"{what} model reload", f"{source} rebuilt with the saved file fails ({type(e).__name__}: "
+                         f"{first_line(e)}): a layer whose sizes its constructor fixes cannot be rebuilt "
+                         + (f"{what}: --ignore {' '.join(fixed)}" if fixed else f"{what}; --ignore it")) from None
     if not same:
         raise StageError(f"{what} model reload", f"{source} rebuilt with the saved file gives different outputs (does "
                                                  "it build values the state dict does not hold, e.g. an unseeded "

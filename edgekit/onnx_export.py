@@ -219,16 +219,28 @@ def _check_finite_weights(model, path: Path) -> None:
                 raise InputError(f"model {str(path)!r}: weight {tensor.name!r} holds NaN or Inf values")
 
 
-def _check_external_data(model, path: Path) -> None:
-    """External tensor files must sit inside the model's folder: no absolute paths, no `..`, no links out."""
+def _external_data(model, path: Path):
+    """(tensor, location, the file it resolves to) of each tensor whose data a model keeps in another file."""
     import onnx
 
     folder = path.resolve().parent
     for tensor in _tensors(model.graph):
-        if not onnx.external_data_helper.uses_external_data(tensor):
-            continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        target = (folder / location).resolve()
+        if onnx.external_data_helper.uses_external_data(tensor):
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            yield tensor, location, (folder / location).resolve()
+
+
+def external_files(path: Path) -> set[Path]:
+    """The files a (checked) .onnx reads its weights from: written over, the model changes."""
+    import onnx
+
+    return {target for _, _, target in _external_data(onnx.load(str(path), load_external_data=False), path)}
+
+
+def _check_external_data(model, path: Path) -> None:
+    """External tensor files must sit inside the model's folder: no absolute paths, no `..`, no links out."""
+    folder = path.resolve().parent
+    for tensor, location, target in _external_data(model, path):
         if not location or Path(location).is_absolute() or ".." in Path(location).parts or \
                 not target.is_relative_to(folder):
             raise InputError(f"model {str(path)!r}: tensor {tensor.name!r} points at external data {location!r} "

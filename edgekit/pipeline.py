@@ -543,9 +543,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                 + ([f"{len(float_subgraph)} node(s) inside sub-graphs stay float: {quantization.SUBGRAPH_WHY}"]
                    if float_subgraph else [])
                 + ([] if quantization.quantizes_anything(quantized) else [
-                    "model.int8.onnx quantizes nothing (no QuantizeLinear, DequantizeLinear or integer op: the op "
-                    "types named, exclusions or a search kept every node float): it is the float model, not an int8 "
-                    "build"])
+                    f"model.int8.onnx {quantization.NOTHING_QUANTIZED}"])
                 + ([f"model.int8.onnx is not smaller than model.onnx ({int8_bytes:,} vs {fp32_bytes:,} bytes): the "
                     "quantization nodes and the scales outweigh what int8 weights save (few weights, or many kept "
                     "float)"] if int8_bytes >= fp32_bytes and quantization.quantizes_anything(quantized) else [])

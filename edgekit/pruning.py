@@ -34,6 +34,7 @@ class PruneResult:
     ignored: tuple[str, ...]
     stage_ratios: dict | None = None  # {module name: its own ratio}, over `ratio` for the layers inside it
     sparsity: float | None = None  # unstructured: share of zero weights in the pruned layers
+    model_sparsity: float | None = None  # unstructured: in all conv/linear layers (output layers are kept whole)
     rounding: RoundingChoice | None = None  # round_to = "auto": what was measured and kept
 
     def as_dict(self) -> dict:
@@ -92,7 +93,7 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
     """Prune `module` in place. `batches` (iterable of (inputs tuple, labels)) feeds Taylor importance;
     `stage_ratios` ({module name: ratio}) gives the layers inside a module (a stage) their own ratio."""
     if not 0.0 < ratio < 1.0:
-        raise UsageError(f"--ratio {ratio} removes {'nothing' if ratio <= 0 else 'everything'}: give a ratio above 0 "
+        raise UsageError(f"ratio {ratio} removes {'nothing' if ratio <= 0 else 'everything'}: give a ratio above 0 "
                          "and below 1")
     named = dict(module.named_modules())
     stage_ratios = dict(stage_ratios or {})
@@ -116,12 +117,13 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
             for n, m in named[name].named_modules())]:  # (a search's stage may be the output layer alone)
         log.warning("--stage %s: holds no layer pruning resizes (a conv/linear layer that is not an output layer or "
                     "ignored; output layers: %s): its ratio has no effect", ", ".join(idle), few(heads, 4))
-    sparsity = None
+    sparsity = model_sparsity = None
     if method == "structured":
         _structured(module, example_inputs, ratio, importance, [named[n] for n in ignored], round_to, batches,
                     {named[n]: r for n, r in stage_ratios.items()})
     elif method == "unstructured":
         sparsity = _unstructured(module, ratio, importance, set(ignored))
+        model_sparsity = _zero_share([m for m in module.modules() if is_compute(m)])
     else:
         raise UsageError(f"--method {method!r}: use structured or unstructured")
     _still_the_same_model(module, example_inputs, shapes0, heads, f"{method} pruning")
@@ -138,7 +140,7 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
         log.warning("round_to %s: %s kept channel counts that are not multiples of it (a layer is left whole when "
                     "its kept channels would round down to 0)", round_to, few(off, 4))
     return PruneResult(method, ratio, importance, params0, params1, macs0, macs1, ignored, stage_ratios or None,
-                       sparsity)
+                       sparsity, model_sparsity)
 
 
 def _tied(module) -> list[tuple[str, ...]]:
@@ -251,6 +253,10 @@ def _unstructured(module, ratio, importance, ignored) -> float:
     tprune.global_unstructured(targets, pruning_method=tprune.L1Unstructured, amount=ratio)
     for m, name in targets:
         tprune.remove(m, name)  # fold the mask into the weight: a plain module again
-    zeros = sum(int((m.weight == 0).sum()) for m, _ in targets)
-    total = sum(m.weight.numel() for m, _ in targets)
-    return zeros / total if total else 0.0
+    return _zero_share([m for m, _ in targets])
+
+
+def _zero_share(layers) -> float:
+    """The share of zero weights in these layers."""
+    total = sum(m.weight.numel() for m in layers)
+    return sum(int((m.weight == 0).sum()) for m in layers) / total if total else 0.0

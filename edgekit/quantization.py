@@ -130,6 +130,10 @@ INTEGER_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinear", "QGemm", "MatMul
                "DynamicQuantize", "QAttention", "QEmbed", "NhwcQLinear")
 
 
+NOTHING_QUANTIZED = ("quantizes nothing (no QuantizeLinear, DequantizeLinear or integer op: the op types named, "
+                     "exclusions or a search kept every node float): it is the float model, not an int8 build")
+
+
 def quantizes_anything(model) -> bool:
     """Any quantization node or integer operator in a ModelProto (sub-graphs too), or 8/16-bit integer weights:
     a model.int8.onnx with none is the float model (every node kept float, or nothing quantizable named)."""
@@ -197,7 +201,8 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
     if opset < 10:
         raise UsageError(f"the model is opset {opset}; quantization needs opset >= 10")
     if settings.per_channel and opset < 13 and settings.mode == "static":
-        raise UsageError(f"the model is opset {opset}; per-channel quantization needs opset >= 13 (use --per-tensor)")
+        raise UsageError(f"the model is opset {opset}; per-channel quantization needs opset >= 13 "
+                         "(per_channel = false: --per-tensor)")
     attention = has_attention(model)
     split, warnings = False, []
     if attention and settings.transformer_scheme != "off" and (taken := sorted(explicit & {"mode", "op_types"})):

@@ -619,3 +619,31 @@ class Tied(nn.Module):
 def tied():
     torch.manual_seed(0)
     return Tied()
+
+
+class AttentionBlock(nn.Module):
+    """Linear -> LayerNorm -> MultiheadAttention (residual) -> FFN -> head: attention's size is fixed when built."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(8, 32)
+        self.norm = nn.LayerNorm(32)
+        self.att = nn.MultiheadAttention(32, 4, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 32))
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x):
+        h = self.norm(self.inp(x))
+        h = h + self.att(h, h, h, need_weights=False)[0]
+        return self.head((h + self.ffn(h)).mean(1))
+
+
+def attention_block():
+    torch.manual_seed(0)
+    return AttentionBlock().eval()
+
+
+def wide_head():
+    """Most of the weights in the output layer."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(1024, 10)).eval()

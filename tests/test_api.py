@@ -414,3 +414,23 @@ def test_quantize_warns_what_an_export_would(tmp_path):
         with pytest.warns(UserWarning, match=f"1 GRU node.s. stay float: onnxruntime's {mode} quantizer") as said:
             edgekit.quantize(tmp_path / "g.onnx", "random", out=tmp_path / f"{mode}.onnx", mode=mode)
         assert not [w for w in said if "--quant-mode dynamic" in str(w.message)]
+
+
+def test_quantize_never_writes_over_what_it_reads_and_says_when_it_quantized_nothing(tmp_path):
+    """With force, out= a model's external data file was written over (the float model then gave inf), and out= the
+    calibration file replaced it; a result with every node kept float was returned as the int8 model, silently."""
+    import onnx
+    linear = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU()).eval()
+    torch.onnx.export(linear, (torch.zeros(1, 16),), str(tmp_path / "tmp.onnx"), input_names=["x"],
+                      output_names=["y"], dynamo=False)
+    onnx.save(onnx.load(tmp_path / "tmp.onnx"), tmp_path / "m.onnx", save_as_external_data=True, location="m.data",
+              size_threshold=0)
+    np.save(tmp_path / "cal.npy", np.random.default_rng(0).standard_normal((8, 1, 16)).astype(np.float32))
+    before = {f: (tmp_path / f).read_bytes() for f in ("m.data", "cal.npy")}
+    for out in ("m.data", "cal.npy"):
+        with pytest.raises(edgekit.UsageError, match="is a file this call reads"):
+            edgekit.quantize(tmp_path / "m.onnx", str(tmp_path / "cal.npy"), out=tmp_path / out, force=True)
+    assert {f: (tmp_path / f).read_bytes() for f in before} == before
+    with pytest.warns(UserWarning, match="q.onnx quantizes nothing") as said:
+        edgekit.quantize(tmp_path / "m.onnx", str(tmp_path / "cal.npy"), out=tmp_path / "q.onnx", op_types=["Relu"])
+    assert [w.filename for w in said if "nothing" in str(w.message)] == [__file__]

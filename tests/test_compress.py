@@ -439,7 +439,7 @@ def test_prune_and_share_check_the_model_runs_and_the_out_name(tmp_path):
                       tmp_path / "p.pt"])
         assert result.exit_code == 3 and "model does not run on inputs image:Nx3x16" in result.stderr, result.output
     zero = cli(["prune", "models:small_cnn", "--input", "image:Nx3x16x16", "--ratio", "0", "--out", tmp_path / "p.pt"])
-    assert zero.exit_code == 2 and "--ratio 0.0 removes nothing" in zero.stderr, zero.output
+    assert zero.exit_code == 2 and "ratio 0.0 removes nothing" in zero.stderr, zero.output
     ts = tmp_path / "m.ts"
     torch.jit.save(torch.jit.script(torch.nn.Linear(4, 2)), str(ts))
     result = cli(["share", ts, "--trust-checkpoint", "--input", "x:Nx4", "--out", tmp_path / "p.pt"])  # was exit 0
@@ -703,3 +703,30 @@ def test_training_data_apart_from_the_validation_data_is_taken():
     validation = calib.load(str(DIGITS / "data" / "validation.npz"), spec)
     for held_out in (calib.load("random", spec), validation):  # random validation reads no file
         assert load_batches(str(DIGITS / "data" / "calibration.npz"), spec, 64, {}, held_out=held_out)
+
+
+def test_a_layer_sized_by_its_constructor_and_an_unstructured_share_are_told_as_they_are(tmp_path):
+    """Pruning around nn.MultiheadAttention (its embed_dim fixed when built) failed the reload check as exit 5,
+    "internal error"; unstructured pruning's "sparsity 90%" was of the pruned layers only, the output layer (98%
+    of the weights) kept whole; distill's --epochs 0 was told as "edgekit.distill() settings"."""
+    attn = cli(["prune", "models:attention_block", "--input", "x:Nx6x8", "--ratio", "0.5", "--out", tmp_path / "a.pt"])
+    assert attn.exit_code == 4 and "cannot be rebuilt pruned: --ignore att" in attn.stderr, attn.output
+    assert not (tmp_path / "a.pt").exists()
+    kept = cli(["prune", "models:attention_block", "--input", "x:Nx6x8", "--ratio", "0.5", "--ignore", "att",
+                "--out", tmp_path / "a.pt"])
+    assert kept.exit_code == 0, kept.output
+    flat = cli(["prune", "models:wide_head", "--input", "x:Nx1x8x8", "--ratio", "0.9", "--method", "unstructured",
+                "--out", tmp_path / "u.pt", "--json"])
+    assert flat.exit_code == 0, flat.output
+    r = json.loads(flat.stdout)
+    saved = torch.load(tmp_path / "u.pt", weights_only=True)["state_dict"]
+    weights = [v for k, v in saved.items() if k.endswith("weight")]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert abs(r["sparsity"] - 0.9) < 0.01 and r["model_sparsity"] == pytest.approx(zeros) and zeros < 0.05, r
+    said = cli(["prune", "models:wide_head", "--input", "x:Nx1x8x8", "--ratio", "0.9", "--method", "unstructured",
+                "--out", tmp_path / "u.pt", "--force"])
+    assert f"% of the pruned layers ({zeros:.1%} of all conv/linear weights" in said.stdout, said.output
+    assert "kept whole: 3" in said.stdout, said.output
+    epochs = cli(["distill", "--teacher", "models:small_cnn", "--student", "models:small_cnn", "--data", "x.npz",
+                  "--epochs", "0", "--out", tmp_path / "s.pt"])
+    assert epochs.exit_code == 2 and "Invalid value for '--epochs'" in epochs.stderr, epochs.output
