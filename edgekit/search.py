@@ -446,6 +446,11 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
         _refuse_foreign_db(out / DB)
     elif db := sqlite_file(storage):  # a search resumes an Optuna file; it adds no tables to another's
         _refuse_foreign_db(db, storage)
+        if db.name == DB and db.resolve().parent != out.resolve() and any(
+                os.path.lexists(db.parent / f) for f in ("pareto.json", LOCK, "trials")):
+            # that search, resumed, would end this one's running trials as its own dead ones
+            raise UsageError(f"--storage {shown(storage)}: is the search in {db.parent}'s own file: resume it with "
+                             f"--out {db.parent}, or give this search a file of its own")
     elif storage.startswith("journal:"):
         _refuse_foreign_journal(storage)
     _refuse_storage_in_output(storage, out, target)

@@ -201,6 +201,11 @@ def test_a_trial_re_exports_to_another_out_from_the_recipes_search(tmp_path):
     assert again.exit_code == 0, again.output
     assert (tmp_path / "new" / "desktop-x86" / "manifest.json").exists()
     assert (tmp_path / "searched" / "desktop-x86" / "manifest.json").exists()  # the search's own package stays
+    # another search on that search's own file: resumed, it would end this one's running trials as dead ones
+    shared = cli(["search", recipe, "-t", "desktop-x86", "--trials", "1", "--storage",
+                  f"sqlite:///{tmp_path / 'searched' / 'search.db'}", "--out", tmp_path / "other"])
+    assert shared.exit_code == 2 and "is the search in" in shared.stderr, shared.output
+    assert not (tmp_path / "other").exists()
 
 
 def test_a_search_replaces_only_what_edgekit_made_in_out(tmp_path):
