@@ -730,3 +730,13 @@ def test_a_layer_sized_by_its_constructor_and_an_unstructured_share_are_told_as_
     epochs = cli(["distill", "--teacher", "models:small_cnn", "--student", "models:small_cnn", "--data", "x.npz",
                   "--epochs", "0", "--out", tmp_path / "s.pt"])
     assert epochs.exit_code == 2 and "Invalid value for '--epochs'" in epochs.stderr, epochs.output
+
+
+def test_training_tensors_that_require_grad_are_taken(tmp_path):
+    """Batches of tensors that require grad (data made with autograd on) were exit 3: "Can't call numpy() on Tensor
+    that requires grad"."""
+    data = _batches_file(tmp_path, "__import__('torch').from_numpy(x).requires_grad_()",
+                         "__import__('torch').from_numpy(rng.integers(0, 10, 16))")
+    result = cli(["distill", "--teacher", DIGITS_MODEL, "--teacher-weights", DIGITS_WEIGHTS, "--student", DIGITS_MODEL,
+                  "--data", data, "--epochs", "1", "--out", tmp_path / "s.pt"])
+    assert result.exit_code == 0 and (tmp_path / "s.pt").is_file(), result.output
