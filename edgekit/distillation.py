@@ -65,7 +65,7 @@ def batches_from_items(origin: str, items: Iterator, specs: tuple[InputSpec, ...
             if i == 0 and isinstance(item, dict):
                 return None, itertools.chain([item], items)
             if i == MAX_BATCHES:  # a generator may never end
-                log.info("%s: read the first %d batches", origin, MAX_BATCHES)
+                log.warning("%s: trained on its first %d batches (edgekit reads no more)", origin, MAX_BATCHES)
                 break
             if not (isinstance(item, (tuple, list)) and len(item) == 2):
                 raise InputError(f"{origin}: item {i} must be (inputs, labels), or a dict of one sample's inputs")
