@@ -87,8 +87,8 @@ def choose(module, specs: tuple[InputSpec, ...], spec: PruneSpec, target: Target
             paths[k] = str(quantization.quantize(fp32, Path(tmp) / f"{k}.int8.onnx", plan, feeds))
         if not paths:
             raise UsageError(f"round_to auto: pruning at ratio {spec.ratio} removes no channel at any of "
-                             f"{', '.join(map(str, candidates))} (a layer's kept channels round down to 0): raise the "
-                             "ratio or give round_to")
+                             f"{', '.join(map(str, candidates))} (a layer's kept channels, or a grouped conv's per "
+                             "group, round down to 0): raise the ratio or give a smaller round_to")
         lat = bench.measure_pair(paths, feeds[0], ("CPUExecutionProvider",), 1, WARMUP, RUNS)
     p50 = {k: lat[k].p50_ms for k in paths}
     return RoundingChoice(min(paths, key=p50.get), p50, target.name, 1, lat[next(iter(paths))].host, params,

@@ -752,3 +752,14 @@ def test_an_endless_training_generator_is_cut_with_a_warning(monkeypatch, caplog
     batches, _ = distill.batches_from_items("data 'endless'", endless)
     assert len(batches) == 4
     assert "data 'endless': trained on its first 4 batches" in caplog.text
+
+
+def test_round_to_auto_that_prunes_nothing_names_grouped_convs(tmp_path):
+    """A grouped conv's channels round per group: auto's 8, 16 and 32 removed nothing and the message blamed
+    the layers' kept channels alone; a smaller multiple prunes."""
+    args = ["prune", "models:grouped", "--input", "x:Nx3x16x16", "--ratio", "0.5", "--out", tmp_path / "g.pt"]
+    auto = cli([*args, "--round-to", "auto"])
+    assert auto.exit_code == 2 and "or a grouped conv's per group, round down to 0" in auto.stderr, auto.output
+    four = cli([*args, "--round-to", "4", "--json"])
+    assert four.exit_code == 0, four.output
+    assert json.loads(four.stdout)["params_after"] < json.loads(four.stdout)["params_before"]
