@@ -170,10 +170,28 @@ def _still_the_same_model(module, example_inputs, shapes: list, heads: list[str]
     except Exception as e:
         raise StageError(step, f"the pruned model no longer runs ({type(e).__name__}: {first_line(e)[:200]}): a size "
                                "its forward states, or a layer it applies twice, no longer fits; --ignore the layers "
-                               "involved") from e
+                               f"involved{_where_it_fails(module, example_inputs)}") from e
     if [s[1:] or s for s in after] != [s[1:] or s for s in shapes] or len(after) != len(shapes):
         raise StageError(step, f"it changed the model's output shapes from {shapes} to {after} (output layers "
                                f"found: {few(heads, 4)}); --ignore the layer that gives them")
+
+
+def _where_it_fails(module, example_inputs) -> str:
+    """Where a forward fails: inside the innermost layer still running, else after the last layer that finished
+    (a size the forward's own code states)."""
+    running, finished, hooks = [], [], []
+    for name, m in module.named_modules():
+        if name:
+            hooks.append(m.register_forward_pre_hook(lambda m, a, n=name: running.append(n)))
+            hooks.append(m.register_forward_hook(lambda m, a, o: finished.append(running.pop())))
+    try:
+        output_shapes(module, example_inputs)
+    except Exception:
+        pass
+    finally:
+        for h in hooks:
+            h.remove()
+    return f" (it fails in {running[-1]})" if running else f" (it fails after {finished[-1]})" if finished else ""
 
 
 def _off_multiple(module, round_to: int, ignored: set[str]) -> list[str]:

@@ -654,3 +654,21 @@ def grouped():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1, groups=4),
                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
+
+
+class ScaledByBuffer(nn.Module):
+    """Its forward multiplies by a 32-long buffer: pruning the conv before it breaks the product."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 32, 3, padding=1)
+        self.register_buffer("scale", torch.linspace(0.5, 1.5, 32).view(1, 32, 1, 1))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.head(self.conv(x) * self.scale)
+
+
+def scaled_by_buffer():
+    torch.manual_seed(0)
+    return ScaledByBuffer().eval()

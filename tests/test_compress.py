@@ -763,3 +763,12 @@ def test_round_to_auto_that_prunes_nothing_names_grouped_convs(tmp_path):
     four = cli([*args, "--round-to", "2", "--json"])  # 2 of each group of 4
     assert four.exit_code == 0, four.output
     assert json.loads(four.stdout)["params_after"] < json.loads(four.stdout)["params_before"]
+
+
+def test_a_pruned_forward_that_fails_names_where(tmp_path):
+    """"--ignore the layers involved" named none: the failure is placed after the last layer that finished."""
+    args = ["prune", "models:scaled_by_buffer", "--input", "x:Nx3x16x16", "--ratio", "0.5", "--out", tmp_path / "b.pt"]
+    failed = cli(args)
+    assert failed.exit_code == 4, failed.output
+    assert "--ignore the layers involved (it fails after conv)" in failed.stderr, failed.output
+    assert cli([*args, "--ignore", "conv"]).exit_code == 0
