@@ -488,7 +488,8 @@ def search_command(recipe, budgets, trials, sampler, storage, study, time_budget
                       if report.failed else ""))
     else:
         click.echo(f"{len(report.points)} trial(s) done, {len(report.failed)} failed, {report.seconds_per_trial:.1f} s "
-                   f"a trial; {report.metric} from {report.kernels}; latency on {report.where}")
+                   f"a trial; {report.metric} from {report.kernels}; latency on {report.where}"
+                   + (f"; the grid's {report.grid_done} combinations are all tried" if report.grid_done else ""))
         click.echo("Pareto front (within the budgets and the target's gates):\ntrial | accuracy | p50 ms | MB | params")
         for p in report.pareto:
             click.echo(f"{p.trial} | {p.accuracy:.2f} | {p.latency_ms:.4f} | {p.size_mb:.3f} | {p.params}")

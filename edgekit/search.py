@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import pickle
 import stat
@@ -89,6 +90,7 @@ class SearchReport:
     kernels: str  # whose int8 kernels computed the outputs the metric is on: this host's, or emulated aarch64
     export_failed: str = ""  # the budgets the best point's package missed when exported again ("" when within)
     running: tuple[int, ...] = ()  # trials still RUNNING: another search's, or a killed one's not yet reclaimed
+    grid_done: int = 0  # --sampler grid: every one of its combinations tried (it ran fewer trials than asked)
 
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "trials": len(self.points) + len(self.failed) + len(self.running)}
@@ -551,6 +553,9 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
                 child.wait()
     with _storage_errors(storage):
         report = summary(storage, name, budgets)
+    combinations = math.prod(len(values) for values in grid.values())
+    if sampler == "grid" and len(report.points) + len(report.failed) >= combinations:  # Optuna stops the study
+        report = dataclasses.replace(report, grid_done=combinations)
     published = signals.publishes()
     try:
         return _export_best(recipe, target, budgets, storage, name, out, report)

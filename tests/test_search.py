@@ -691,3 +691,25 @@ def test_a_killed_searchs_trial_on_its_own_storage_is_reclaimed_once_its_heartbe
     assert report["running"] == [] and report["trials"] == 2
     live = made.ask()  # RUNNING (another machine's, live): not ended, but counted
     assert search.summary(url, "edgekit", {}).running == (live.number,)
+
+
+def test_a_grid_search_that_runs_out_of_combinations_says_so(tmp_path):
+    """`--sampler grid --trials 9` on an .onnx model (2 x 2 x 2 quantization knobs) ran 8 trials and said only
+    "8 trial(s) done"."""
+    sys.path.insert(0, str(DIGITS))
+    try:
+        from model import build
+    finally:
+        sys.path.remove(str(DIGITS))
+    torch.onnx.export(build().eval(), (torch.zeros(1, 1, 8, 8),), str(tmp_path / "m.onnx"), input_names=["image"],
+                      dynamic_axes={"image": {0: "N"}}, dynamo=False)
+    recipe = tmp_path / "edgekit.toml"
+    recipe.write_text(f'[model]\nsource = "{tmp_path / "m.onnx"}"\n[data]\ncalibration = '
+                      f'"{DIGITS / "data" / "calibration.npz"}"\nvalidation = "{DIGITS / "data" / "validation.npz"}"\n'
+                      '[bench]\nruns = 3\n')
+    args = ["search", recipe, "-t", "desktop-x86", "--trials", "9", "--sampler", "grid", "--out", tmp_path / "o"]
+    result = cli(args)
+    assert result.exit_code in (0, 1), result.output
+    assert "8 trial(s) done, 0 failed" in result.stdout and "the grid's 8 combinations are all tried" in result.stdout
+    again = cli([*args, "--json"])  # resumed: nothing left to try
+    assert again.exit_code in (0, 1) and json.loads(again.stdout)["grid_done"] == 8, again.output
