@@ -246,7 +246,8 @@ def _check_external_data(model, path: Path) -> None:
             raise InputError(f"model {str(path)!r}: tensor {tensor.name!r} points at external data {location!r} "
                              "outside the model's folder")
         if not target.is_file():
-            raise InputError(f"model {str(path)!r}: external data file {location!r} of tensor {tensor.name!r} is missing")
+            raise InputError(f"model {str(path)!r}: external data file {location!r} of tensor {tensor.name!r} is "
+                             + ("not a regular file" if target.exists() else "missing"))
 
 
 def _tensors(graph):
