@@ -670,7 +670,8 @@ def _is_junit(path: Path) -> bool:
             head = f.read(4096)
     except OSError:
         return False
-    return not head.strip() or head.lstrip().startswith(b"<") and b"<testsuite" in head
+    head = head.removeprefix(b"\xef\xbb\xbf").lstrip()  # a byte-order mark, as some tools write
+    return not head or head.startswith(b"<") and b"<testsuite" in head
 
 
 def _write_junit(path: str, cases) -> None:

@@ -172,9 +172,10 @@ def verify_reload(source: str, path: Path, changed, specs, what: str) -> None:
         raise StageError(f"{what} model reload", str(e)) from e
     except Exception as e:  # the rebuilt model does not run with the saved sizes
         fixed = [n for n, m in changed.named_modules() if isinstance(m, torch.nn.MultiheadAttention)]
+        hint = (f": attention's sizes are fixed when it is built, so it cannot be rebuilt {what} "
+                f"({' '.join(f'--ignore {n}' for n in fixed)})" if fixed and what == "pruned" else "")
         raise StageError(f"{what} model reload", f"{source} rebuilt with the saved file fails ({type(e).__name__}: "
-                         f"{first_line(e)}): a layer whose sizes its constructor fixes cannot be rebuilt "
-                         + (f"{what}: --ignore {' '.join(fixed)}" if fixed else f"{what}; --ignore it")) from None
+                         f"{first_line(e)}){hint}") from None
     if not same:
         raise StageError(f"{what} model reload", f"{source} rebuilt with the saved file gives different outputs (does "
                                                  "it build values the state dict does not hold, e.g. an unseeded "

@@ -137,7 +137,7 @@ class Device:
                                                    "warmup": warmup, "runs": runs}})
             done, about = answer["bench"], answer["about"]
             if "times" not in done:
-                raise DeviceError("device benchmark", f"{self.label}: {done['error']}")
+                raise StageError("device benchmark", f"{self.label}: {done['error']}")
             capped = f" (the profile's {threads} threads; it has {about['cores']} cores)" if used < threads else ""
             where = {**about, "threads": used, "providers": ["CPUExecutionProvider"],
                      "device": self.describe(about) + capped, "isa_source": "device",

@@ -37,8 +37,7 @@ def write_golden(path: Path, feeds: list[dict], names: list[str], outputs: list[
         if bad := [n for n, o in zip(names, out) if o.dtype.kind == "f" and not np.isfinite(o).all()]:
             raise InputError(f"{path.parent.name}: the int8 model's output {bad[0]!r} is NaN or Inf on validation "
                              f"sample {i}: no golden output can hold it")
-    atol = {n: 0.0 if outputs[0][k].dtype.kind in "biu" else  # class ids, masks: exact
-            max(float(tolerance * max(np.max(np.abs(o[k])) for o in outputs)), 1e-6) for k, n in enumerate(names)}
+    atol = golden_tolerances({n: [o[k] for o in outputs] for k, n in enumerate(names)}, tolerance)
     atol.update(in_steps or {})
     arrays = {"count": np.array(len(feeds))}
     for i, (feed, out) in enumerate(zip(feeds, outputs)):
@@ -47,6 +46,13 @@ def write_golden(path: Path, feeds: list[dict], names: list[str], outputs: list[
     arrays.update({f"atol.{name}": np.array(value) for name, value in atol.items()})
     write_arrays(path, arrays)
     return atol
+
+
+def golden_tolerances(values: dict[str, list[np.ndarray]], tolerance: float) -> dict[str, float]:
+    """Each output's allowed |error| (its arrays over the golden samples): `tolerance` x its peak |value|, at least
+    1e-6; 0 for integer outputs (class ids, masks: exact). `check` holds a bundled profile's packages to it."""
+    return {n: 0.0 if arrays[0].dtype.kind in "biu" else max(float(tolerance * max(np.max(np.abs(a)) for a in arrays)),
+                                                             1e-6) for n, arrays in values.items()}
 
 
 def write_arrays(path: Path, arrays: dict) -> None:

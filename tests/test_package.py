@@ -356,8 +356,8 @@ def test_a_failed_check_says_why_in_json_and_junit_replaces_only_a_report(packag
     empty.touch()
     assert check(packaged[0], "--junit", empty).exit_code == 0
     assert ElementTree.parse(empty).getroot().get("failures") == "0"
-    empty.write_text('<?xml version="1.0"?>\n<testsuites name="pytest"><testsuite name="x"/></testsuites>')
-    assert check(packaged[0], "--junit", empty).exit_code == 0
+    empty.write_text('\ufeff<?xml version="1.0"?>\n<testsuites name="pytest"><testsuite name="x"/></testsuites>')
+    assert check(packaged[0], "--junit", empty).exit_code == 0  # another tool's, with a byte-order mark
 
 
 def test_junit_xml_counts_failures(packaged, tmp_path):
@@ -1227,6 +1227,7 @@ def test_gates_that_contradict_the_package_or_its_profile_fail_check(packaged, t
      "nnapi_coverage 0.9 is not the coverage the manifest records"),
     (lambda m: m.update(gates=[g for g in m["gates"] if g["name"] != "nnapi_coverage"]), "nnapi_coverage's limit n/a"),
     (lambda m: m.pop("ort_format"), "the android-arm64 profile ships ort_format, and the manifest has none"),
+    (lambda m: m.update(mobile_coverage=[1]), "nnapi_coverage 1 is not the coverage the manifest records"),  # exit 5
 ])
 def test_a_phone_packages_coverage_and_ort_are_held_to_its_profile(packaged, tmp_path, edit, said):
     """An android package whose NNAPI coverage gate was loosened, fed another figure or removed, or whose
@@ -1346,3 +1347,25 @@ def test_a_file_of_another_size_is_not_read(packaged, tmp_path):
     result = check(folder, "--json")
     assert result.exit_code == 1 and f"model.int8.onnx holds {20 << 30} bytes, its manifest says" in result.stdout
     assert time.perf_counter() - start < 20
+
+
+def test_a_c_array_is_read_a_block_at_a_time_and_an_output_in_later_samples_only_is_told(packaged, tmp_path):
+    """Review: model_data.c was read whole (a 100 MB model's array took 1.7 GB), and a golden file giving an output
+    in later samples only was exit 5 (KeyError) where it had been a failed parity case."""
+    from edgekit import mobile, package_check
+    data = np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes()
+    (tmp_path / "m.bin").write_bytes(data)
+    source = mobile.c_header(tmp_path / "m.bin", tmp_path)["source"]
+    for block in (3, 7, 64, 1 << 20):  # each boundary: inside "= {", a byte, "};"; and the whole file at once
+        assert package_check._c_array_is(source, data, block)
+        assert not package_check._c_array_is(source, data[:-1] + b"x", block)
+        assert not package_check._c_array_is(source, data + b"x", block)
+    folder = fresh_copy(packaged, tmp_path, "ios-arm64")
+    inputs, outputs, atol = read_golden(folder / "golden.npz")
+    outputs[1]["zz"] = outputs[1]["output"]
+    _rewrite_golden(folder, inputs, outputs, {**atol, "zz": 1.0})
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["golden"]["models"]["model.int8.onnx"]["atol"]["zz"] = 1.0
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
