@@ -96,10 +96,10 @@ class Device:
         """`runner.serve(request)` on the device, for `folder`'s files (copied there once)."""
         return self._run({**request, "folder": self._copied.get(folder) or self._copy(folder)})
 
-    def _run(self, request: dict) -> dict:
+    def _run(self, request: dict, step: str = "run") -> dict:
         script = Path(__file__).with_name("runner.py").read_bytes()
         request = {**request, "timeout": self.spec.timeout}  # the runner ends itself then, or when ssh is gone
-        out = self._ssh([self.spec.python, "-", json.dumps(request)], script, "run")
+        out = self._ssh([self.spec.python, "-", json.dumps(request)], script, step)
         try:
             answer = json.loads(out.decode(errors="replace").strip().splitlines()[-1])
         except (ValueError, IndexError, RecursionError):
@@ -115,7 +115,7 @@ class Device:
 
     def about(self) -> dict:
         """The device's CPU, cores, machine and runtime versions (nothing copied)."""
-        return self._run({"folder": "."})["about"]
+        return self._run({"folder": "."}, "connect")["about"]  # the first step: a link that fails, fails here
 
     @functools.cached_property
     def arch(self) -> str:

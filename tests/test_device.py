@@ -197,6 +197,10 @@ def test_unreachable_device_and_bad_urls(digits_arm, tmp_path):
     (tmp_path / "kh").write_text("")
     result = cli(["check", digits_arm, "--device", f"ssh://127.0.0.1:{port}/x", "--known-hosts", tmp_path / "kh"])
     assert result.exit_code == 4 and "device folder failed" in result.output, result.output
+    export = cli(["export", DIGITS / "edgekit.toml", "-t", "arm64-linux", "--device", f"ssh://127.0.0.1:{port}/x",
+                  "--known-hosts", tmp_path / "kh", "--out", tmp_path / "o"])  # was "device run failed"
+    assert export.exit_code == 4 and "device connect failed" in export.output, export.output
+    assert not (tmp_path / "o").exists()
     for url in ("http://host/x", "ssh://", "ssh://host:99999/x", "ssh://host:0/x", "ssh://host:/x", "ssh://h/a\nb"):
         result = cli(["check", digits_arm, "--device", url])
         assert result.exit_code == 2 and "expected ssh://" in result.output, result.output
