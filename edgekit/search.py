@@ -649,7 +649,9 @@ def summary(storage: str, name: str, budgets: dict) -> SearchReport:
                    and (q.accuracy, -q.latency_ms, -q.size_mb) != (p.accuracy, -p.latency_ms, -p.size_mb)
                    for q in feasible)
 
-    pareto = tuple(sorted((p for p in feasible if not dominated(p)), key=lambda p: (-p.accuracy, p.latency_ms)))
+    copies = {t.number for t in done if "same_as" in t.user_attrs}  # the same model as an earlier trial: one point
+    pareto = tuple(sorted((p for p in feasible if p.trial not in copies and not dominated(p)),
+                          key=lambda p: (-p.accuracy, p.latency_ms)))
     seconds = [t.duration.total_seconds() for t in trials  # a trial reusing another's figures took no time
                if t.duration is not None and "same_as" not in t.user_attrs]
     metric = next((str(t.user_attrs.get("metric", "")) for t in done), "")

@@ -264,6 +264,8 @@ def test_a_trial_of_a_model_already_made_takes_its_figures_without_a_run(tmp_pat
     a, b = optuna.load_study(study_name="edgekit", storage=storage).trials
     assert b.params["prune_importance"] == "l2" and b.user_attrs["same_as"] == a.number and b.values == a.values
     assert (tmp_path / "s" / "trials" / "0").is_dir() and not (tmp_path / "s" / "trials" / "1").exists()
+    front = [p["trial"] for p in json.loads(result.stdout)["pareto"]]
+    assert front == [a.number], front  # one model, one point (the copy was a second, identical row)
 
 
 @pytest.fixture
