@@ -139,6 +139,29 @@ def _export_dynamo(torch, module, args, specs, names, opset, dest):
         if printed.getvalue():
             log.debug("torch.export printed:\n%s", printed.getvalue())
     program.save(str(dest), external_data=False)
+    _split_for_opset(dest, opset)
+
+
+def _split_for_opset(path: Path, opset: int) -> None:
+    """torch's dynamo exporter writes opset 18 and converts down, leaving Split-18's `num_outputs` attribute in an
+    opset 13-17 graph (torch 2.13, onnxscript 0.7: onnx's checker refuses it; every chunk() model failed). Without
+    its `split` input, Split-13 splits equally into its outputs, as num_outputs does when the size divides; one that
+    does not divide fails the checker, as before."""
+    import onnx
+
+    if opset >= 18:
+        return
+    model = onnx.load(str(path))
+    fixed = 0
+    for node in all_nodes(model.graph):
+        if node.op_type == "Split" and node.domain in ("", "ai.onnx") and len(node.input) == 1:
+            kept = [a for a in node.attribute if a.name != "num_outputs"]
+            if len(kept) != len(node.attribute):
+                del node.attribute[:]
+                node.attribute.extend(kept)
+                fixed += 1
+    if fixed:
+        onnx.save(model, str(path))
 
 
 def _explain_export_error(e: Exception) -> str:

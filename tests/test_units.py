@@ -272,6 +272,26 @@ def test_dynamo_exporter_also_works(tmp_path):
     assert out.shape == (3, 5)
 
 
+def test_the_dynamo_exporter_splits_at_the_profiles_opset(tmp_path):
+    """At opset 17 (every bundled profile's) a chunk() was Split with opset 18's num_outputs, which onnx's checker
+    refused: `--exporter dynamo` failed on any model that splits a tensor (examples/vad's GRU cell among them)."""
+    import torch
+
+    from edgekit.onnx_export import check
+
+    class Halves(torch.nn.Module):
+        def forward(self, x):
+            a, b = x.chunk(2, dim=1)
+            return a * b
+
+    x = np.arange(16, dtype=np.float32).reshape(2, 8)
+    path = export_torch(Halves(), (InputSpec.parse("x:Nx8"),), (), 17, tmp_path / "h.onnx", "dynamo")
+    check(path)
+    import onnxruntime as ort
+    out = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(out, x[:, :4] * x[:, 4:])
+
+
 def test_bundled_digits_reader(tmp_path):
     ds = calib.load(f"{ROOT / 'calibration' / 'readers.py'}:digits_train", (InputSpec.parse("image:Nx1x8x8"),))
     assert len(ds) == 1197 and ds.labels is not None and ds.feeds[0]["image"].shape == (1, 1, 8, 8)
