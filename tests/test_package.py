@@ -1210,14 +1210,19 @@ def test_gates_that_contradict_the_package_or_its_profile_fail_check(packaged, t
     """Manifest edits that passed check (rc 0): a desktop or arm64 package relabelled as another target, its gates
     emptied, a cosine skipped on a float model, its limit loosened below the profile's its digest names, compared
     the other way, a size that is not the shipped file's."""
-    folder = fresh_copy(packaged, tmp_path, "arm64-linux")
+    [gates] = _failed_after(packaged, tmp_path, "arm64-linux", edit)
+    assert gates["name"] == "gates" and said in gates["message"], gates
+
+
+def _failed_after(packaged, tmp_path, target: str, edit) -> list[dict]:
+    """The cases check fails on a copy of the target's package whose manifest.json `edit` changed."""
+    folder = fresh_copy(packaged, tmp_path, target)
     manifest = json.loads((folder / "manifest.json").read_text())
     edit(manifest)
     (folder / "manifest.json").write_text(json.dumps(manifest))
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
-    [gates] = [c for c in json.loads(result.stdout) if not c["passed"]]
-    assert gates["name"] == "gates" and said in gates["message"], gates
+    return [c for c in json.loads(result.stdout) if not c["passed"]]
 
 
 @pytest.mark.parametrize("edit,said", [
@@ -1232,13 +1237,8 @@ def test_gates_that_contradict_the_package_or_its_profile_fail_check(packaged, t
 def test_a_phone_packages_coverage_and_ort_are_held_to_its_profile(packaged, tmp_path, edit, said):
     """An android package whose NNAPI coverage gate was loosened, fed another figure or removed, or whose
     manifest dropped the .ort its profile ships, passed check."""
-    folder = fresh_copy(packaged, tmp_path, "android-arm64")
-    manifest = json.loads((folder / "manifest.json").read_text())
-    edit(manifest)
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    result = check(folder, "--json")
-    assert result.exit_code == 1, result.output
-    assert said in next(c for c in json.loads(result.stdout) if c["name"] == "gates")["message"], result.output
+    failed = _failed_after(packaged, tmp_path, "android-arm64", edit)
+    assert said in next(c for c in failed if c["name"] == "gates")["message"], failed
 
 
 def test_golden_tolerances_and_the_c_array_are_held_to_what_they_claim(packaged, tmp_path):
