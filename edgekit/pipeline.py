@@ -116,6 +116,10 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     if recipe.state and recipe.sizes:  # taken, and never validated: its data has no other size to make
         raise UsageError("--size/sizes: a streaming model (state) is validated step by step over its sequences, "
                          "not at other sizes of an axis: leave it out")
+    if recipe.state and (recipe.prune or recipe.share or recipe.distill):  # its data are sequences: was exit 5
+        raise UsageError("[prune], [share] and [distill] do not step a streaming model (state) through its "
+                         "sequences: compress it with `edgekit prune`/`share`/`distill` on single steps, then export "
+                         "with --weights")
     cal, val = calib.for_run(recipe, sequences.data_specs(inputs, recipe.state) if recipe.state else inputs, targets)
     init = sequences.initial_values(recipe.state_init, inputs, recipe.state, recipe.max_data_bytes)
     timed_here = next((t for t in targets if t.runtime.arch == host.arch()), targets[0])  # round_to auto's

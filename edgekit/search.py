@@ -116,7 +116,7 @@ def space(recipe: Recipe, budgets: dict, target: Target | None = None) -> dict[s
     from . import pruning
 
     found = {}
-    module = _torch_module(recipe)
+    module = None if recipe.state else _torch_module(recipe)  # a streaming model is compressed by hand (see pipeline)
     if module is not None:
         base = recipe.prune or PruneSpec()
         found["prune_ratio"] = PRUNE_RATIOS

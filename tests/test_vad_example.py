@@ -78,3 +78,20 @@ def test_committed_weights_detect_speech(vad_train):
     model = vad_train.build()
     model.load_state_dict(torch.load(VAD / "vad.pt", weights_only=True))
     assert vad_train.frame_accuracy(model, *vad_train.synth.batch(vad_train.HELD_OUT_SEED, 32, 200)) > 95.0
+
+
+def test_a_streaming_model_is_not_compressed_by_the_recipe_and_a_search_turns_quantization_only(tmp_path):
+    """[prune] on the VAD recipe was exit 5 (KeyError 'state': its data are sequences, and compression ran the model
+    on them as single steps), and every `edgekit search` trial of it failed so."""
+    from edgekit import search
+    from edgekit.config import load_recipe
+
+    recipe = tmp_path / "edgekit.toml"
+    recipe.write_text((VAD / "edgekit.toml").read_text() + '\n[prune]\nratio = 0.3\n')
+    for name in ("model.py", "data.py", "synth.py", "vad.pt"):
+        (tmp_path / name).write_bytes((VAD / name).read_bytes())
+    result = cli(["export", recipe, "-t", "desktop-x86", "--no-bench", "--out", tmp_path / "o"])
+    assert result.exit_code == 2 and "do not step a streaming model" in result.stderr, result.output
+    assert not (tmp_path / "o").exists()
+    space = search.space(load_recipe(VAD / "edgekit.toml"), {})
+    assert space and not [k for k in space if k.startswith(("prune", "clusters", "distill"))], space
