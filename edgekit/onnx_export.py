@@ -138,30 +138,25 @@ def _export_dynamo(torch, module, args, specs, names, opset, dest):
     finally:
         if printed.getvalue():
             log.debug("torch.export printed:\n%s", printed.getvalue())
-    program.save(str(dest), external_data=False)
-    _split_for_opset(dest, opset)
+    if opset < 18:  # repaired before it is written, not written, read and written again
+        import onnx
+
+        onnx.save(_split_for_opset(program.model_proto), str(dest))
+    else:
+        program.save(str(dest), external_data=False)
 
 
-def _split_for_opset(path: Path, opset: int) -> None:
+def _split_for_opset(model):
     """torch's dynamo exporter writes opset 18 and converts down, leaving Split-18's `num_outputs` attribute in an
     opset 13-17 graph (torch 2.13, onnxscript 0.7: onnx's checker refuses it; every chunk() model failed). Without
     its `split` input, Split-13 splits equally into its outputs, as num_outputs does when the size divides; one that
-    does not divide fails the checker, as before."""
-    import onnx
-
-    if opset >= 18:
-        return
-    model = onnx.load(str(path))
-    fixed = 0
+    does not divide fails the checker, as before. Returns `model`, changed in place."""
     for node in all_nodes(model.graph):
         if node.op_type == "Split" and node.domain in ("", "ai.onnx") and len(node.input) == 1:
             kept = [a for a in node.attribute if a.name != "num_outputs"]
-            if len(kept) != len(node.attribute):
-                del node.attribute[:]
-                node.attribute.extend(kept)
-                fixed += 1
-    if fixed:
-        onnx.save(model, str(path))
+            del node.attribute[:]
+            node.attribute.extend(kept)
+    return model
 
 
 def _explain_export_error(e: Exception) -> str:

@@ -540,18 +540,18 @@ def _gate_claims(manifest: dict) -> list[str]:
     return bad
 
 
-BUDGET_OPS = {"size_mb": "<=", "latency_p50_ms": "<="}  # and every "<provider>_coverage": ">="
+BUDGETS = {"size_mb": "size_mb_max", "latency_p50_ms": "latency_p50_ms_max"}  # gate: its Budgets field, both "<="
 
 
 def _profile_claims(manifest: dict, gates: dict, profile: Target | None) -> list[str]:
     """The budget and coverage gates compared the wrong way (a size 100 MB "passed" `>=` a 50 MB budget); with a
     bundled profile, each of its budgets kept (a search's may be tighter, never looser), its coverage gate at its
     limit and on the coverage the manifest records, and the .ort and C array it asks for shipped."""
-    bad = [f"{n} is compared {g.get('op')!r}, not {BUDGET_OPS.get(n, '>=')!r}" for n, g in gates.items()
-           if (n in BUDGET_OPS or n.endswith("_coverage")) and g.get("op") != BUDGET_OPS.get(n, ">=")]
+    bad = [f"{n} is compared {g.get('op')!r}, not {op!r}" for n, g in gates.items()  # every coverage gate ">="
+           if (op := "<=" if n in BUDGETS else ">=" if n.endswith("_coverage") else None) and g.get("op") != op]
     if profile is None:
         return bad
-    for name, field in (("size_mb", "size_mb_max"), ("latency_p50_ms", "latency_p50_ms_max")):
+    for name, field in BUDGETS.items():
         most, limit = getattr(profile.budgets, field), (gates.get(name) or {}).get("limit")
         if most and not (isinstance(limit, (int, float)) and limit <= most):
             bad.append(f"{name}'s limit {_number(limit)} is not within the {profile.name} profile's {_number(most)}")
