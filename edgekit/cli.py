@@ -326,6 +326,13 @@ def _torch_source_options(fn):
     return fn
 
 
+def _asks_json(args) -> bool:
+    """Whether the command line has --json (before a `--`): click refused it before the flag was read, and a CI
+    step parsing stdout should still get the error object."""
+    args = list(sys.argv[1:] if args is None else args)
+    return "--json" in args[:args.index("--")] if "--" in args else "--json" in args
+
+
 class _OneLineErrors(click.Group):
     """click's usage errors in edgekit's one-line form (`edgekit: error: ...`, exit 2), not its four-line block."""
 
@@ -344,7 +351,8 @@ class _OneLineErrors(click.Group):
                 e.show()
                 sys.exit(e.exit_code)
             hint = f" (`{e.ctx.command_path} -h` for help)" if isinstance(e, click.UsageError) and e.ctx else ""
-            _fail(f"edgekit: error: {e.format_message()}{hint}", e.exit_code, debug=False)
+            _fail(f"edgekit: error: {e.format_message()}{hint}", e.exit_code, debug=False,
+                  as_json=_asks_json(args[0] if args else kwargs.get("args")))
         except click.exceptions.Abort:
             click.echo("edgekit: interrupted", err=True)
             _exit(130)

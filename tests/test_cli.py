@@ -258,6 +258,18 @@ def test_out_of_range_flags(cnn_data, flag, value, msg):
     assert_clean_error(run(*CNN, "--calibration", cnn_data[0], flag, value), 2, msg)
 
 
+@pytest.mark.parametrize("args", [["check", "--json", "--jnuit", "x.xml", "pkg"],
+                                  ["export", "m.py:f", "--json", "--seed", "-1"],
+                                  ["export", "m.py:f", "--calib-method", "minmax", "--json"]])
+def test_an_option_click_refuses_is_an_error_object_with_json(args):
+    """A mistyped option under --json printed nothing on stdout: the CI step parsing it failed on an empty document."""
+    result = cli(args)
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stdout)
+    assert error["exit_code"] == 2 and ("No such option" in error["error"] or "--seed" in error["error"])
+    assert not cli([a for a in args if a != "--json"]).stdout
+
+
 def test_validation_equal_to_calibration_is_refused(cnn_data):
     assert_clean_error(run(*CNN, "--calibration", cnn_data[0], "--validation", cnn_data[0]), 2, "held-out")
 
