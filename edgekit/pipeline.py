@@ -102,17 +102,9 @@ def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> ExportR
         forget_sessions()
 
 
-def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
-    out = Path(recipe.out)
-    names = [t.name for t in targets] + ([f"{t.name}.tar.gz" for t in targets] if recipe.archive else [])
-    outdir.check_replaceable(out, names, recipe.force)  # before any work; again under OUT's lock
-    for target in targets:  # a combination of settings onnxruntime refuses, told now, not after calibration
-        target_settings(target, recipe.quantize)
-    emulated = emulator_for(recipe, targets)
-    device = device_for(recipe, targets)
-    loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
-    own = loaded.module  # the user's module, before _inputs wraps it (uint8 pixels, pinned constants)
-    inputs, pinned, defaults = _inputs(recipe, loaded)
+def refuse_for_streaming(recipe: Recipe) -> None:
+    """What a streaming model's recipe cannot ask, told before any work (export, and a search before its trials,
+    which dropped [distill] silently)."""
     if recipe.state and recipe.sizes:  # taken, and never validated: its data has no other size to make
         raise UsageError("--size/sizes: a streaming model (state) is validated step by step over its sequences, "
                          "not at other sizes of an axis: leave it out")
@@ -120,6 +112,20 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
         raise UsageError("[prune], [share] and [distill] do not step a streaming model (state) through its "
                          "sequences: compress it with `edgekit prune`/`share`/`distill` on single steps, then export "
                          "with --weights")
+
+
+def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
+    out = Path(recipe.out)
+    names = [t.name for t in targets] + ([f"{t.name}.tar.gz" for t in targets] if recipe.archive else [])
+    outdir.check_replaceable(out, names, recipe.force)  # before any work; again under OUT's lock
+    for target in targets:  # a combination of settings onnxruntime refuses, told now, not after calibration
+        target_settings(target, recipe.quantize)
+    refuse_for_streaming(recipe)
+    emulated = emulator_for(recipe, targets)
+    device = device_for(recipe, targets)
+    loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
+    own = loaded.module  # the user's module, before _inputs wraps it (uint8 pixels, pinned constants)
+    inputs, pinned, defaults = _inputs(recipe, loaded)
     cal, val = calib.for_run(recipe, sequences.data_specs(inputs, recipe.state) if recipe.state else inputs, targets)
     init = sequences.initial_values(recipe.state_init, inputs, recipe.state, recipe.max_data_bytes)
     timed_here = next((t for t in targets if t.runtime.arch == host.arch()), targets[0])  # round_to auto's

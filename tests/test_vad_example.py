@@ -93,5 +93,8 @@ def test_a_streaming_model_is_not_compressed_by_the_recipe_and_a_search_turns_qu
     result = cli(["export", recipe, "-t", "desktop-x86", "--no-bench", "--out", tmp_path / "o"])
     assert result.exit_code == 2 and "do not step a streaming model" in result.stderr, result.output
     assert not (tmp_path / "o").exists()
+    result = cli(["search", recipe, "-t", "desktop-x86", "--trials", "1", "--out", tmp_path / "s"])
+    assert result.exit_code == 2 and "do not step a streaming model" in result.stderr, result.output  # it dropped
+    assert not (tmp_path / "s").exists()  # [prune]/[distill] silently, and ran every trial without them
     space = search.space(load_recipe(VAD / "edgekit.toml"), {})
     assert space and not [k for k in space if k.startswith(("prune", "clusters", "distill"))], space
