@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .config import QuantSettings, dynamic_types
 from .progress import quiet
-from .errors import StageError, UsageError, first_line
+from .errors import UsageError, first_line
 from .onnx_export import parsed
 
 log = logging.getLogger("edgekit")
@@ -477,8 +477,9 @@ def quantize(src: Path, dest: Path, p: Plan, feeds: Sequence, progress=None, cac
             if p.applied:
                 _unpair(dest)
     except Exception as e:
-        first = first_line(e)
-        raise StageError("quantization", f"{type(e).__name__}: {first}") from e
+        from .runtime import run_error
+
+        raise run_error(f"{type(e).__name__}: {first_line(e)}", "quantization", "the calibration data") from e
     return dest
 
 

@@ -104,10 +104,13 @@ def run_onnx(sess, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]
         raise run_error(first_line(e)) from e
 
 
-def run_error(cause: str, step: str = "onnxruntime run") -> InputError | StageError:
-    """A model's failed run: a graph that asks for more memory than a machine has is the file's fault."""
+def run_error(cause: str, step: str = "onnxruntime run", data: str = "the data") -> InputError | StageError:
+    """A model's failed run: a graph that asks for more memory than a machine has is the file's fault, an index
+    past an embedding's rows the data's."""
     if "Failed to allocate memory" in cause:
         return InputError(f"the model asks for more memory than this machine allows when run: {cause}")
+    if "out of data bounds" in cause:  # Gather's words: token ids past a vocabulary, say
+        return InputError(f"{data} holds an index out of the model's range: {cause}")
     return StageError(step, cause)
 
 

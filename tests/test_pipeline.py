@@ -85,6 +85,19 @@ def test_file_py_source_and_onnx_source(tmp_path, cnn_data):
     assert m["inputs"][0]["name"] == "image"
 
 
+def test_token_ids_past_the_vocabulary_are_bad_data(tmp_path, encoder_data):
+    """Calibration ids past the embedding's 64 rows were exit 4 "quantization failed" (a toolchain step), though the
+    same ids in the validation data were exit 3 (torch refuses them first)."""
+    cal, val = encoder_data
+    with np.load(cal) as f:
+        np.savez(cal, input_ids=f["input_ids"] + 64, attention_mask=f["attention_mask"])
+    result = export("models:tiny_encoder", "--input", "input_ids:Nx12:int64", "--input", "attention_mask:Nx12:int64",
+                    "--calibration", cal, "--validation", val, "--quant-mode", "static", "--out", tmp_path / "o")
+    assert result.exit_code == 3, result.output
+    assert "the calibration data holds an index out of the model's range" in result.stderr and "Gather" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_multi_input_int64_encoder_gets_transformer_scheme(tmp_path, encoder_data):
     cal, val = encoder_data
     result = export("models:tiny_encoder", "--input", "input_ids:Nx12:int64", "--input", "attention_mask:Nx12:int64",
