@@ -190,6 +190,20 @@ def exact_passthroughs(model) -> list[tuple[str, str]]:
     return found
 
 
+def clipped_outputs(model, settings: QuantSettings) -> list[str]:
+    """The Relu/Clip nodes whose only input is also a graph output, which static quantization would quantize:
+    onnxruntime (adjust_tensor_ranges) gives that input the node's output range, so the graph output loses its
+    negative values (cosine 0.70 on a Linear whose output is returned and fed to a Relu)."""
+    if settings.mode != "static":
+        return []
+    outputs = {o.name for o in model.graph.output}
+    readers = Counter(i for n in model.graph.node for i in n.input)
+    return [n.name for n in model.graph.node
+            if n.op_type in ("Relu", "Clip") and n.name and n.name not in settings.exclude_nodes
+            and (not settings.op_types or n.op_type in settings.op_types)
+            and n.input[0] in outputs and readers[n.input[0]] == 1]
+
+
 def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64") -> Plan:
     """Resolve `auto` choices for a model (path or ModelProto): reduce_range by target arch and host ISA,
     transformer scheme for attention."""
@@ -235,6 +249,10 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
                     "all-MiniLM-L6-v2 on android-arm64: worst sentence cosine 0.903 -> 0.994, 22.9 -> 23.3 MB, "
                     "int8 p50 1.04-1.06x the plain scheme's, NNAPI coverage 95% -> 96%")
     _check_named(model, settings)  # the names the run will use: the attention scheme's op types replace a profile's
+    if clipping := clipped_outputs(model, settings):
+        settings = dataclasses.replace(settings, exclude_nodes=(*settings.exclude_nodes, *clipping))
+        reasons.append(f"kept float: {', '.join(clipping)}, whose input is also a graph output: onnxruntime's "
+                       "quantizer gives a Relu/Clip's only input the Relu/Clip's range, which clipped that output")
     # onnxruntime's dynamic mode quantizes LSTM weights only: a GRU's warning sent users to a mode that kept it float
     floating = RNN_OPS if settings.mode == "static" else set(RNN_OPS) - {"LSTM"}
     if rnns := Counter(n.op_type for n in model.graph.node if n.op_type in floating):
