@@ -122,7 +122,14 @@ def layer_errors(fp32: Path, int8: Path, data: str) -> dict:
     if len(inputs) != len(theirs) or any(differ(a, b) for a, b in zip(inputs, theirs)):
         raise InputError(f"{fp32} and {int8} take different inputs ({', '.join(map(str, inputs))} against "
                          f"{', '.join(map(str, theirs))}): compare a float model with its own int8 build")
-    if not {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in export.parsed(int8).graph.node}:
+    if done := sorted({n.op_type for n in export.parsed(fp32).graph.node} & QUANT_OPS):
+        raise InputError(f"{fp32}: already quantized ({', '.join(done)}): give the float model first, then its "
+                         "int8 build")
+    ops = {n.op_type for n in export.parsed(int8).graph.node}
+    if integer := sorted(op for op in ops & QUANT_OPS if op not in ("QuantizeLinear", "DequantizeLinear")):
+        raise InputError(f"{int8}: integer operators ({', '.join(integer)}), not QDQ: the comparison measures "
+                         "each Quantize/DequantizeLinear pair, so give the static QDQ build (--format QDQ)")
+    if not {"QuantizeLinear", "DequantizeLinear"} <= ops:
         raise InputError(f"{int8}: no QuantizeLinear/DequantizeLinear pairs to measure (give the float model first, "
                          "then its static QDQ int8 build)")
     data_set = calib.load(data, inputs)
@@ -134,6 +141,10 @@ def layer_errors(fp32: Path, int8: Path, data: str) -> dict:
         tensors = json.loads(bounded.run("inspect --compare", "edgekit.inspect_model:tensor_errors_in_child",
                                          str(fp32), str(int8), str(feeds), str(len(samples)),
                                          timeout=DEFAULT_STEP_TIMEOUT))
+    foreign = [t["tensor"] for t in tensors if t["accumulated_sqnr_db"] is None]
+    if len(foreign) * 2 > len(tensors):  # a build of another model pairs at its inputs and outputs only
+        raise InputError(f"{int8}: {len(foreign)} of its {len(tensors)} quantized tensors are not in {fp32.name} "
+                         f"(e.g. {foreign[0]!r}): compare a float model with its own int8 build")
     nodes = tune.node_sensitivity(fp32, tensors)
     if not nodes:  # onnxruntime pairs activations by its own Q/DQ tensor names (NAME_QuantizeLinear_Output)
         raise InputError(f"{int8}: none of its quantized activations pairs with one of {fp32.name}'s (its Q/DQ tensors "
@@ -163,7 +174,8 @@ def compare_text(rows: dict) -> str:
     lines += [f"  {r['node'][:40]:40} {r['op']:8} {r['input_sqnr_db']:8.1f} {r['output_sqnr_db']:8.1f} "
               f"{r['lost_db']:8.1f}" for r in rows["nodes"]]
     lines += ["SQNR per quantized tensor (accumulated: float model vs int8 model), worst first:"]
-    lines += [f"  {r['tensor'][:50]:50} {r['accumulated_sqnr_db']:8.1f}" for r in
+    lines += [f"  {r['tensor'][:50]:50} " + (f"{r['accumulated_sqnr_db']:8.1f}" if r["accumulated_sqnr_db"] is not None
+                                             else "     n/a (not in the float model)") for r in
               sorted(rows["tensors"], key=lambda r: r["accumulated_sqnr_db"] if r["accumulated_sqnr_db"] is not None
                      else 1e9)]
     return "\n".join(map(printable, lines))  # names from the file: one line each

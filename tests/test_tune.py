@@ -123,7 +123,24 @@ def test_inspect_compare(data, tmp_path):
     # swapped models printed two empty tables (exit 0); another model's int8 build was exit 4 with ORT's words
     swapped = cli(["inspect", "--compare", folder / "model.int8.onnx", folder / "model.onnx", "--data",
                    data / "val.npz"])
-    assert swapped.exit_code == 3 and "no QuantizeLinear/DequantizeLinear pairs" in swapped.output
+    assert swapped.exit_code == 3 and "already quantized" in swapped.output
+    twice = cli(["inspect", "--compare", folder / "model.int8.onnx", folder / "model.int8.onnx", "--data",
+                 data / "val.npz"])  # exit 0, with "lost -196.8 dB"
+    assert twice.exit_code == 3 and "model.int8.onnx: already quantized" in twice.stderr, twice.output
+    # the int8 build of another model taking the same input: exit 5 in text, figures of its inputs only in JSON
+    from models import SmallCNN
+    torch.onnx.export(SmallCNN().eval(), (torch.zeros(1, 3, 32, 32),), tmp_path / "cnn.onnx", input_names=["image"],
+                      dynamic_axes={"image": {0: "N"}}, dynamo=False)
+    import edgekit
+    edgekit.quantize(tmp_path / "cnn.onnx", str(data / "cal.npz"), out=tmp_path / "cnn.int8.onnx")
+    for json_flag in ([], ["--json"]):
+        foreign = cli(["inspect", "--compare", folder / "model.onnx", tmp_path / "cnn.int8.onnx", "--data",
+                       data / "val.npz", *json_flag])
+        assert foreign.exit_code == 3 and "compare a float model with its own int8 build" in foreign.stderr, \
+            foreign.output
+    qop = edgekit.quantize(tmp_path / "cnn.onnx", str(data / "cal.npz"), out=tmp_path / "qop.onnx", format="QOperator")
+    qop_said = cli(["inspect", "--compare", tmp_path / "cnn.onnx", qop, "--data", data / "val.npz"])
+    assert qop_said.exit_code == 3 and "QLinearConv" in qop_said.stderr and "QDQ" in qop_said.stderr, qop_said.output
     other = tmp_path / "other.onnx"
     torch.onnx.export(torch.nn.Linear(3, 2), (torch.zeros(1, 3),), other, input_names=["v"], dynamo=False)
     mismatched = cli(["inspect", "--compare", other, folder / "model.int8.onnx", "--data", data / "val.npz"])
