@@ -240,7 +240,7 @@ def share(model: Any, *, inputs: Iterable[str | InputSpec], clusters: int = Shar
     if settings and data is None:  # taken without a word, and no fine-tuning done
         raise UsageError(f"share: {', '.join(sorted(settings))} set how to fine-tune on data: give the data too "
                          "(--data)")
-    spec = build(ShareSpec, {"clusters": clusters, "ignore": tuple(ignore)}, where)
+    spec = build(ShareSpec, {"clusters": clusters, "ignore": ignore}, where)
     config = build(DistillSettings, {"data": data if isinstance(data, str) else "", **settings}, where)
     compress.check_out(out, force)
     specs = _specs(inputs)

@@ -105,8 +105,11 @@ def run_prune(module, specs, spec: PruneSpec, batches=None, target: Target | Non
 def run_distill(teacher, student, batches, settings: DistillSettings, out: Path | None, progress: bool,
                 tied: dict | None = None):
     """Distill; with `out`, the best student so far is saved there (atomically) at each improvement. `tied`:
-    a shared student's clusters (sharing.cluster), tied again after every step."""
+    a shared student's clusters (sharing.cluster; found in the student when not given), tied again after every
+    step."""
     train, val = split(batches)
+    if tied is None and (tied := sharing.clusters_of(student)):
+        log.info("distilling a shared student: %d layer(s) keep their shared values", len(tied))
     saved = []
 
     def save_best(model, row):

@@ -334,6 +334,8 @@ def nearest(key: str, valid) -> str:
 def coerce(value, hint, key: str, where: str):
     """Check one TOML value against a dataclass field type; say which key is wrong."""
     origin = typing.get_origin(hint)
+    if hint is bool and getattr(value, "dtype", None) == "bool" and getattr(value, "ndim", 1) == 0:
+        value = bool(value)  # numpy's (`per_channel=np.bool_(False)` from a sweep), as its numbers are taken
     if hint is bool or hint in (str, str | None):
         ok = isinstance(value, bool if hint is bool else str)
     elif key == "round_to":
@@ -351,7 +353,8 @@ def coerce(value, hint, key: str, where: str):
             raise UsageError(f"{where}: {key} = {value!r} is not one of {', '.join(typing.get_args(hint))}")
         ok = isinstance(value, str)
     elif origin is tuple:
-        # a TOML array, or a tuple from Python (the API, a dataclass's own values)
+        # a TOML array, or a tuple from Python (the API, a dataclass's own values); one name alone is one name
+        value = (value,) if isinstance(value, str) else value
         ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
         value = tuple(value) if ok else value
         if ok and key == "auto_search" and not set(value) <= set(AUTO_KNOBS):

@@ -38,15 +38,23 @@ def cluster(module, clusters: int, ignore: tuple[str, ...] = ()) -> dict:
     if not 2 <= clusters <= 256:
         raise UsageError(f"--clusters must be between 2 and 256 (got {clusters})")
     named = dict(module.named_modules(remove_duplicate=False))  # a layer registered twice answers to both names
+    layers = ", ".join(n for n, m in named.items() if is_compute(m))
     if unknown := [n for n in ignore if n not in named]:  # a typo would share the layer it meant to keep
-        raise UsageError(f"--ignore: no layer named {', '.join(unknown)} (layers: "
-                         f"{', '.join(n for n, m in named.items() if is_compute(m))})")
-    kept = {id(named[n]) for n in ignore}
+        raise UsageError(f"--ignore: no layer named {', '.join(unknown)} (layers: {layers})")
+    if "" in ignore:
+        raise UsageError("--ignore '' names the whole model: nothing would be shared")
+    # a name keeps every conv/linear layer under it (a block), as prune's --ignore does; one with none kept nothing
+    if empty := [n for n in ignore if not any(map(is_compute, named[n].modules()))]:
+        raise UsageError(f"--ignore {', '.join(empty)}: holds no conv/linear layer to keep unshared (layers: {layers})")
+    kept = {id(m) for n in ignore for m in named[n].modules()}
     shared = [(name, layer) for name, layer in module.named_modules() if is_compute(layer)
               and id(layer) not in kept and layer.weight.numel() > clusters]
-    if tied := [n for n in ignore if is_compute(named[n])
-                and any(layer.weight is named[n].weight for _, layer in shared)]:  # sharing one shares the other
+    if tied := [n for n, m in named.items() if id(m) in kept and is_compute(m)
+                and any(layer.weight is m.weight for _, layer in shared)]:  # sharing one shares the other
         raise UsageError(f"--ignore {', '.join(tied)}: its weight is another layer's too (tied); ignore both")
+    if computed := [name for name, layer in shared if not isinstance(layer.weight, torch.nn.Parameter)]:
+        raise UsageError(f"{', '.join(computed)}: its weight is computed (weight_norm or another parametrization), "
+                         "so shared values would not stay: remove the parametrization first, or --ignore it")
     if not shared:
         log.warning("sharing in %d clusters shared no layer: none is a conv/linear layer with more than %d weights "
                     "that --ignore keeps out", clusters, clusters)
@@ -74,6 +82,21 @@ def tie(module, assignments: dict) -> None:
             flat = weight.reshape(-1)
             weight.copy_(_means(flat, index, torch.zeros(int(index.max()) + 1, dtype=flat.dtype))[index]
                          .reshape(weight.shape))
+
+
+def clusters_of(module) -> dict:
+    """The clusters of a student shared before (`edgekit share`'s file): the layers whose weights take at most 256
+    values, each held by 4 weights or more on average, which a trained layer never has. `tie` keeps them through
+    distillation, which otherwise spread the digits CNN's 4 shared values to 17,243."""
+    import torch
+
+    found = {}
+    for name, layer in module.named_modules():
+        if is_compute(layer) and isinstance(layer.weight, torch.nn.Parameter):
+            values, index = torch.unique(layer.weight.detach(), return_inverse=True)
+            if 2 <= len(values) <= 256 and 4 * len(values) <= layer.weight.numel():
+                found[name] = index.reshape(-1)
+    return found
 
 
 def result(module, clusters: int, assignments: dict) -> ShareResult:

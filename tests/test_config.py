@@ -286,3 +286,17 @@ def test_type_combinations_onnxruntime_cannot_do_are_usage_errors(overrides, sai
     with pytest.raises(UsageError, match=said):
         apply_quant_overrides(QuantSettings(), overrides, "t")
     assert apply_quant_overrides(QuantSettings(), {"mode": "dynamic", "weight_type": "uint8"}, "t").mode == "dynamic"
+
+
+def test_numpy_bools_and_one_name_alone_are_taken_from_python():
+    """`per_channel=np.bool_(False)` from a numpy sweep was "wrong type (bool); expected true/false", though numpy's
+    integers and floats were taken; one name for a list setting is that name, not its letters."""
+    import numpy as np
+
+    from edgekit.config import PruneSpec, build
+
+    settings = apply_quant_overrides(QuantSettings(), {"per_channel": np.bool_(False), "exclude_nodes": "/c/Conv"}, "")
+    assert settings.per_channel is False and settings.exclude_nodes == ("/c/Conv",)
+    assert build(PruneSpec, {"ignore": "head"}, "").ignore == ("head",)
+    with pytest.raises(UsageError, match="wrong type"):
+        apply_quant_overrides(QuantSettings(), {"per_channel": np.array([True, False])}, "")

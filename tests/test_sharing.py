@@ -86,3 +86,38 @@ def test_ignore_keeps_a_tied_or_twice_named_layer_as_it_was(caplog):
     with caplog.at_level(logging.WARNING, logger="edgekit"):
         assert sharing.cluster(torch.nn.Sequential(torch.nn.ReLU()), 4) == {}
     assert "shared no layer" in caplog.text
+
+
+def test_ignore_takes_a_block_and_refuses_a_name_that_keeps_nothing():
+    """`--ignore features` (a block) and `--ignore features.1` (a BatchNorm) kept nothing and exited 0; a weight
+    that weight_norm computes was counted shared with 128 values left; edgekit.share(ignore="head") read h, e, a, d."""
+    import edgekit
+    model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.BatchNorm1d(64),
+                                torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Linear(32, 4)))
+    assert list(sharing.cluster(model, 4, ("2",))) == ["0"]
+    with pytest.raises(UsageError, match="--ignore 1: holds no conv/linear layer"):
+        sharing.cluster(model, 4, ("1",))
+    with pytest.raises(UsageError, match="names the whole model"):
+        sharing.cluster(model, 4, ("",))
+    torch.nn.utils.parametrizations.weight_norm(model[0])
+    with pytest.raises(UsageError, match="0: its weight is computed"):
+        sharing.cluster(model, 4)
+    _, result = edgekit.share(f"{ROOT / 'tests' / 'models.py'}:tiny_encoder", inputs=["input_ids:Nx12:int64",
+                              "attention_mask:Nx12:int64"], clusters=4, ignore="ff")
+    assert result.layers == ("q", "k", "v", "o")
+
+
+def test_distilling_a_shared_student_keeps_its_shared_values(tmp_path):
+    """distill --student-weights SHARED.pt spread the digits CNN's 4 shared values to 17,243."""
+    shared = tmp_path / "s.pt"
+    assert cli(["share", MODEL, "--weights", DIGITS / "digits_cnn.pt", "--input", "image:Nx1x8x8", "--clusters", "4",
+                "--out", shared]).exit_code == 0
+    result = cli(["distill", "--teacher", MODEL, "--teacher-weights", DIGITS / "digits_cnn.pt", "--student", MODEL,
+                  "--student-weights", shared, "--data", TRAIN, "--input", "image:Nx1x8x8", "--epochs", "1",
+                  "--out", tmp_path / "d.pt"])
+    assert result.exit_code == 0, result.output
+    module = load_model(MODEL, str(tmp_path / "d.pt")).module
+    before = load_model(MODEL, str(shared)).module
+    for name in ("features.0", "features.3", "classifier.1", "classifier.3"):
+        layer, was = module.get_submodule(name), before.get_submodule(name)
+        assert len(layer.weight.detach().unique()) <= 4 and not torch.equal(layer.weight, was.weight), name
