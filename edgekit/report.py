@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from .parity import worst
-from .reports import ARM_STAND_IN, TargetReport
+from .reports import ARM_STAND_IN, TargetReport, shipped_model
 
 
 def _fmt(x, spec=".4f", none="-"):
@@ -57,7 +57,7 @@ def table(reports: list[TargetReport]) -> str:
         q, acc, lat = r.quant_parity, r.accuracy, r.latency
         failed = r.failures()
         mark = "*" if lat and not lat.on_device else ""  # the host's latency standing in for the device's
-        rows.append([r.target, f"{r.sizes['model.int8.onnx'] / 1e6:.2f}", f"{r.sizes['model.onnx'] / 1e6:.2f}",
+        rows.append([r.target, f"{r.sizes[shipped_model(r.details)] / 1e6:.2f}", f"{r.sizes['model.onnx'] / 1e6:.2f}",
                      _fmt(q.worst("cosine"), none="n/a"), _fmt(q.worst("sqnr_db"), ".1f", "n/a"),
                      _fmt(next((v for v in (q.worst("top1_agreement"), q.worst("exact_agreement"))  # class ids'
                                 if v is not None), None), ".3f", "n/a"),
@@ -78,6 +78,8 @@ def table(reports: list[TargetReport]) -> str:
             if lat and r.target not in measured.setdefault(lat.where, []):
                 measured[lat.where].append(r.target)
     lines += [f"latency of {', '.join(names)} measured on: {where}" for where, names in sorted(measured.items())]
+    if ort := [r.target for r in reports if shipped_model(r.details) != "model.int8.onnx"]:
+        lines.append(f"{', '.join(ort)}: int8 MB is of the .ort the runtime loads (the size budget's file)")
     stand_ins = [r for r in reports if r.latency and not r.latency.on_device]
     if stand_ins:
         machines = " / ".join(sorted({r.latency.int8.host.get("machine", "?") for r in stand_ins}))
@@ -98,8 +100,9 @@ def computed_on(r: TargetReport, int8: bool = True) -> str:
 
     arm = r.details.get("arm_kernels") if int8 else None
     kernels = r.quant_parity.int8_kernels if r.quant_parity and int8 else None
-    return describe(r.details["host"]) + (f"; int8 outputs from {kernels}" if kernels else "") + (
-        f" ({arm})" if arm else "")
+    h = r.details["host"]  # its threads are the int8 session's; the float outputs run at edgekit's work threads
+    return describe(h if int8 else {**h, "threads": h.get("work_threads", h["threads"])}) + (
+        f"; int8 outputs from {kernels}" if kernels else "") + (f" ({arm})" if arm and arm != kernels else "")
 
 
 def accuracy_line(a) -> str:

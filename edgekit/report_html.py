@@ -13,7 +13,7 @@ import math
 from typing import TYPE_CHECKING
 
 from .report import accuracy_line, computed_on, ort_format_line, printable
-from .reports import TargetReport
+from .reports import TargetReport, shipped_model
 
 if TYPE_CHECKING:
     from .search import SearchReport
@@ -175,12 +175,14 @@ def _charts(r: TargetReport) -> list[tuple[str, str, str]]:
     d = r.details
     charts = []
     lat = r.latency
-    sizes = {k: r.sizes[k] / 1e6 for k in ("model.onnx", "model.int8.onnx") if k in r.sizes}
+    shipped = shipped_model(d)  # the .ort where the target ships one: the size budget's file
+    sizes = {k: r.sizes[k] / 1e6 for k in ("model.onnx", shipped) if k in r.sizes}
     panels = []
     if lat:
         panels.append(("p50 latency, ms", [("int8", lat.int8.p50_ms, INT8), ("fp32", lat.fp32.p50_ms, FP32)]))
     if sizes:
-        panels.append(("model size, MB", [("int8", sizes.get("model.int8.onnx", 0), INT8),
+        panels.append(("model size, MB", [("int8" + (" .ort" if shipped.endswith(".ort") else ""),
+                                           sizes.get(shipped, 0), INT8),
                                           ("fp32", sizes.get("model.onnx", 0), FP32)]))
     if panels:
         where = (lat.where + ("" if lat.on_device else "; this host standing in for the device")) if lat else ""

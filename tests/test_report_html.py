@@ -112,10 +112,22 @@ def test_chromium_renders_the_charts_without_console_errors(digits_package, tmp_
 def test_every_parity_figure_says_where_and_by_whose_kernels(tmp_path):
     """An ARM target's parity came from this host's x86 kernels standing in for the device's: only stdout said so,
     not report.md's parity tables nor report.html's gates."""
-    result = cli(["export", DIGITS / "edgekit.toml", "-t", "arm64-linux", "--out", tmp_path, "--no-bench"])
+    result = cli(["export", DIGITS / "edgekit.toml", "-t", "arm64-linux", "-t", "android-arm64", "--out", tmp_path,
+                  "--no-bench"])
     assert result.exit_code == 0, result.output
     folder = tmp_path / "arm64-linux"
-    kernels = json.loads((folder / "manifest.json").read_text())["parity"]["quantization"]["int8_kernels"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    kernels = manifest["parity"]["quantization"]["int8_kernels"]
     md, page = (folder / "report.md").read_text(), (folder / "report.html").read_text()
     assert md.count("Computed on ") == 2 and f"int8 outputs from {kernels} (x86 exact kernels (stand-in))" in md
+    # the float outputs said the int8 session's threads (the profile's 4), not the work threads they ran at
+    fp32_line, int8_line = [line for line in md.splitlines() if line.startswith("Computed on ")]
+    assert f" {host.work_threads()} thread(s)" in fp32_line and f" {manifest['host']['threads']} thread(s)" in int8_line
+    # android-arm64's size column and chart showed model.int8.onnx; its budget and runtime take the .ort
+    android = json.loads((tmp_path / "android-arm64" / "manifest.json").read_text())
+    row = next(line.split() for line in result.stdout.splitlines() if line.startswith("android-arm64 "))
+    ort, onnx_mb = (f"{android['sizes'][f'model.int8.{kind}'] / 1e6:.2f}" for kind in ("ort", "onnx"))
+    assert row[1] == ort != onnx_mb
+    assert "android-arm64: int8 MB is of the .ort the runtime loads" in result.stdout
+    assert "int8 .ort" in (tmp_path / "android-arm64" / "report.html").read_text()
     assert f"Parity computed on {host.cpu_model()}" in page and "(x86 exact kernels (stand-in))" in page
