@@ -325,7 +325,10 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     model = onnx_export.parsed(fp32)
     for i, node in enumerate(model.graph.node):  # the quantizer and --auto exclude nodes by name
         node.name = node.name or f"{node.op_type}_{i}"
-    _, outputs = onnx_export.io_specs(model)
+    kept, outputs = onnx_export.io_specs(model)
+    if dropped := [s.name for s in shared.inputs if s.name not in {k.name for k in kept}]:  # onnxruntime refused it
+        raise UsageError(f"input {dropped[0]!r} is not used by the model, and torch's exporter left it out of the "
+                         "ONNX graph: leave it out of --input (and the data), or --exporter dynamo, which keeps it")
     names = [o.name for o in outputs]
     try:
         cal, val, fp32_val, fp32_rollout = _steps(shared, fp32, names)

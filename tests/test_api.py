@@ -459,3 +459,24 @@ def test_an_output_that_a_relu_reads_keeps_its_negative_values(tmp_path):
     [fp32_y, _], [int8_y, _] = (ort.InferenceSession(str(m)).run(None, {"x": x[32:]}) for m in (tmp_path / "m.onnx",
                                                                                                    int8))
     assert (fp32_y < -0.1).any() and np.abs(int8_y - fp32_y).max() < 0.05 * np.abs(fp32_y).max()
+
+
+class _IgnoresItsMask(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+
+    def forward(self, x, mask):  # kept for a caller's signature
+        return self.linear(x)
+
+
+def test_an_input_the_model_ignores_is_named_with_the_way_round():
+    """torch's exporter leaves an unused input out of the graph: the data still held it, and the export was exit 4
+    "onnxruntime run failed: Invalid input name: mask"."""
+    rng = np.random.default_rng(0)
+    data = [{"x": rng.random((1, 4), np.float32), "mask": np.ones((1, 4), np.float32)} for _ in range(8)]
+    with pytest.raises(edgekit.UsageError, match="input 'mask' is not used by the model.*--exporter dynamo"):
+        edgekit.export(_IgnoresItsMask(), inputs=["x:Nx4", "mask:Nx4"], calibration=data, no_bench=True)
+    report = edgekit.export(_IgnoresItsMask(), inputs=["x:Nx4", "mask:Nx4"], calibration=data, no_bench=True,
+                            exporter="dynamo")
+    assert report.passed and [i["name"] for i in report.targets["desktop-x86"].details["inputs"]] == ["x", "mask"]
