@@ -352,6 +352,10 @@ def _recipe(model, inputs, calibration, validation, targets, out, settings: dict
         if key not in known:
             raise UsageError(f"export() got an unexpected setting {key!r}{nearest(key, known)}")
     where = "edgekit.export() settings"
+    if out is not None and not isinstance(out, (str, os.PathLike)):  # out=5 wrote ./5
+        raise UsageError(f"edgekit.export() out: a folder path, not {type(out).__name__}")
+    if not isinstance(targets, (str, os.PathLike, Iterable)):  # None was Python's TypeError
+        raise UsageError(f"edgekit.export() targets: profile names or .toml paths, not {type(targets).__name__}")
     settings = {k: _path(v) for k, v in settings.items()}
     quantize = {k: v for k, v in settings.items() if k in quant_keys}
     apply_quant_overrides(QuantSettings(), quantize, where)  # types, choices and ranges, told now

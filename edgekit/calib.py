@@ -7,8 +7,10 @@ Sources: a single `.npz` (arrays named after the inputs, samples along the first
 """
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -427,8 +429,9 @@ def for_run(recipe: Recipe, inputs, targets: list[Target]) -> tuple[Dataset, Dat
     read = MAX_SAMPLES + 1
     if recipe.validation is not None:
         read = min(read, max(target_settings(t, recipe.quantize).samples for t in targets))
-    cal = _capped(load(recipe.calibration, inputs, seed=recipe.seed, max_bytes=recipe.max_data_bytes,
-                       max_samples=read))
+    with _named("calibration", recipe.calibration):
+        cal = _capped(load(recipe.calibration, inputs, seed=recipe.seed, max_bytes=recipe.max_data_bytes,
+                           max_samples=read))
     if isinstance(recipe.validation, str) and not recipe.validation:
         raise UsageError("--validation is empty: give FILE|DIR|MODULE:FN, or leave it out to hold out the last 25% "
                          "of the calibration set")
@@ -439,8 +442,9 @@ def for_run(recipe: Recipe, inputs, targets: list[Target]) -> tuple[Dataset, Dat
                 and recipe.validation != "random"):
             raise UsageError("--validation is the calibration set: parity must be measured on held-out data "
                              "(leave --validation out to hold out the last 25% of the calibration set)")
-        val = _capped(load(recipe.validation, inputs, seed=recipe.seed + 1, max_bytes=recipe.max_data_bytes,
-                           max_samples=MAX_SAMPLES + 1))
+        with _named("validation", recipe.validation):
+            val = _capped(load(recipe.validation, inputs, seed=recipe.seed + 1, max_bytes=recipe.max_data_bytes,
+                               max_samples=MAX_SAMPLES + 1))
         if both := val.read_by(cal.files):  # a folder holding the other
             raise UsageError(f"--validation holds calibration data ({', '.join(both[:3])}, read by both, or the "
                              "same bytes): parity must be measured on held-out data")
@@ -448,6 +452,18 @@ def for_run(recipe: Recipe, inputs, targets: list[Target]) -> tuple[Dataset, Dat
     if cal.random:
         return cal, random_dataset(inputs, 16, recipe.seed + 1, recipe.max_data_bytes)
     return cal.split(VALIDATION_FRACTION)
+
+
+@contextlib.contextmanager
+def _named(role: str, source):
+    """A Python object's data errors say which argument holds it: both a calibration and a validation list were
+    "data 'list' item 3: ..." (a path or MODULE:FUNCTION names itself)."""
+    try:
+        yield
+    except InputError as e:
+        if not isinstance(source, (str, os.PathLike)):
+            e.args = (f"{role} {e}",)  # its own class and exit code kept
+        raise
 
 
 def _capped(ds: Dataset) -> Dataset:

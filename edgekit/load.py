@@ -78,6 +78,12 @@ def _ready(module, source: str, weights: str | None, torch, trust_checkpoint: bo
         load_weights(module, weights, torch, trust_checkpoint)
     module.eval()
     for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        if isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin):  # a Lazy layer never run
+            raise InputError(f"model {source!r}: {name!r} is not initialised yet (a Lazy layer): run the model once "
+                             "on an example input before exporting it")
+        if tensor.is_meta:
+            raise InputError(f"model {source!r}: {name!r} is on the meta device (no values): load or materialise "
+                             "its weights first (module.to_empty(device='cpu') and a state dict)")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise InputError(f"model {source!r}: weight {name!r} holds NaN or Inf values")
     return LoadedModel(source, module=module)

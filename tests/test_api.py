@@ -480,3 +480,21 @@ def test_an_input_the_model_ignores_is_named_with_the_way_round():
     report = edgekit.export(_IgnoresItsMask(), inputs=["x:Nx4", "mask:Nx4"], calibration=data, no_bench=True,
                             exporter="dynamo")
     assert report.passed and [i["name"] for i in report.targets["desktop-x86"].details["inputs"]] == ["x", "mask"]
+
+
+def test_odd_arguments_and_unready_models_are_edgekit_errors():
+    """targets=None was Python's TypeError and out=5 wrote ./5; meta-device and Lazy layers were torch's own
+    errors; NaN in a validation list read as if it were in the calibration list."""
+    rng = np.random.default_rng(0)
+    good = [{"x": rng.random((1, 4), np.float32)} for _ in range(8)]
+    bad = [{"x": np.full((1, 4), np.nan, np.float32)} for _ in range(8)]
+    for kwargs, said in ((dict(targets=None), "targets: profile names"), (dict(out=5), "out: a folder path, not int"),
+                         (dict(validation=bad), "validation data 'list' item 0: input 'x' has NaN")):
+        with pytest.raises(edgekit.UsageError if "NaN" not in said else edgekit.InputError, match=said):
+            edgekit.export(torch.nn.Linear(4, 3), inputs=["x:Nx4"], calibration=good, no_bench=True, **kwargs)
+    with pytest.raises(edgekit.InputError, match="calibration data 'list' item 0"):
+        edgekit.export(torch.nn.Linear(4, 3), inputs=["x:Nx4"], calibration=bad, validation=good, no_bench=True)
+    for model, said in ((torch.nn.Linear(4, 3, device="meta"), "'weight' is on the meta device"),
+                        (torch.nn.LazyLinear(3), "'weight' is not initialised yet")):
+        with pytest.raises(edgekit.InputError, match=said):
+            edgekit.export(model, inputs=["x:Nx4"], calibration=good, no_bench=True)
