@@ -29,6 +29,7 @@ from .runtime import int8_session
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
 MAX_NAME = 256  # a state input's or output's name (one of 200,000 characters overflowed the child's command line)
 MIN_STEP = 1e-45  # a quantization step, at least float32's smallest (a model that emits ~0 has one near it)
+INT8 = "model.int8.onnx"
 FP32 = "model.onnx"  # the float reference: the one model a package ships without golden outputs of its own
 NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # what XML 1.0 cannot hold
 
@@ -122,6 +123,9 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
     target, files, golden = manifest["target"], manifest["files"], manifest["golden"]["models"]
     if folder.name != target:  # two folders of one target (desktop-x86, desktop-x86-prev) must be told apart
         target = f"{target} ({folder.name})"
+    if FP32 not in files or INT8 not in golden:  # every package ships both; one removed with its entries passed
+        raise InputError(f"{shown}: manifest.json lists no {FP32 if FP32 not in files else INT8}, which every "
+                         "package ships")
     ort = (manifest.get("ort_format") or {}).get("file")
     if ort is not None and ort not in golden:
         raise InputError(f"{shown}: manifest.json has no golden outputs for the shipped {ort}")
@@ -218,9 +222,9 @@ def _ort_claims(manifest: dict, read: dict) -> str:
     manifest records between the two: an .ort swapped for a model that returns zeros, with golden outputs of its
     own, passed (the .ort is what a phone runs)."""
     ort, claimed = manifest["ort_format"]["file"], manifest["ort_format"].get("max_abs_diff_from_onnx")
-    if "model.int8.onnx" not in read or not isinstance(claimed, dict):
+    if INT8 not in read or not isinstance(claimed, dict):
         return ""
-    (ort_in, ort_out, _), (onnx_in, onnx_out, _) = read[ort], read["model.int8.onnx"]
+    (ort_in, ort_out, _), (onnx_in, onnx_out, _) = read[ort], read[INT8]
     carried = set((manifest.get("state") or {}).get("pairs") or {})  # each model's own state, step to step
     if len(ort_in) != len(onnx_in) or any(a.keys() != b.keys() or any(
             not np.array_equal(a[k], b[k]) for k in a if k not in carried) for a, b in zip(ort_in, onnx_in)):
@@ -367,7 +371,7 @@ def _latency_at(place, folder: Path, target: str, manifest: dict, golden: str, r
     the export's latency budget, if it set one, is judged here on the device's own figure."""
     threads = (manifest.get("host") or {}).get("threads") or 1  # _manifest checked its type and range
     try:
-        found = place.bench(folder, {"fp32": "model.onnx", "int8": "model.int8.onnx"}, golden,
+        found = place.bench(folder, {"fp32": FP32, "int8": INT8}, golden,
                             (threads, 1) if threads > 1 else (1,), 5, runs)
     except StageError as e:
         if e.stage != "device benchmark":
@@ -535,7 +539,7 @@ def _gate_claims(manifest: dict) -> list[str]:
     # the shipped file's; model.int8.onnx's in packages made before 12-04 that ship an .ort
     size, sizes, shipped = gates.get("size_mb"), archive.file_sizes(manifest), shipped_model(manifest)
     if size and shipped in sizes and (not isinstance(size.get("value"), (int, float)) or all(
-            abs(size["value"] - sizes[f] / 1e6) > 1e-6 for f in {shipped, "model.int8.onnx"} if f in sizes)):
+            abs(size["value"] - sizes[f] / 1e6) > 1e-6 for f in {shipped, INT8} if f in sizes)):
         bad.append(f"size_mb {_number(size.get('value'))} is not {shipped}'s {sizes[shipped] / 1e6:.6f}")
     return bad
 

@@ -632,6 +632,8 @@ def test_unlisted_file_fails_integrity(packaged, tmp_path):
     (lambda m: m["golden"]["models"]["model.int8.onnx"].update(file="../../etc/passwd"), "does not hash"),
     (lambda m: m["golden"]["models"].pop("model.int8.ort"), "no golden outputs for the shipped model.int8.ort"),
     (lambda m: m.pop("gates"), "mistyped"),
+    (lambda m: [m[k].pop("model.onnx") for k in ("files", "sizes")], "lists no model.onnx, which every package"),
+    (lambda m: m["golden"]["models"].pop("model.int8.onnx"), "lists no model.int8.onnx"),
 ])
 def test_malformed_manifest_is_exit_3(packaged, tmp_path, edit, msg):
     folder = fresh_copy(packaged, tmp_path)
