@@ -124,8 +124,8 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
     if folder.name != target:  # two folders of one target (desktop-x86, desktop-x86-prev) must be told apart
         target = f"{target} ({folder.name})"
     if FP32 not in files or INT8 not in golden:  # every package ships both; one removed with its entries passed
-        raise InputError(f"{shown}: manifest.json lists no {FP32 if FP32 not in files else INT8}, which every "
-                         "package ships")
+        lacks = f"does not hash {FP32}" if FP32 not in files else f"has no golden outputs for {INT8}"
+        raise InputError(f"{shown}: manifest.json {lacks}, which every package ships")
     ort = (manifest.get("ort_format") or {}).get("file")
     if ort is not None and ort not in golden:
         raise InputError(f"{shown}: manifest.json has no golden outputs for the shipped {ort}")
