@@ -193,7 +193,8 @@ def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:
                          "label per row (labels of shape (samples, rows) when a sample holds several rows)")
     classes = max(r.shape[1] for r in rows)
     if flat.size and flat.max() >= classes and not ids:
-        raise InputError(f"label {int(flat.max())} is out of range: the model's first output scores {classes} classes")
+        raise InputError(f"label {int(flat.max())} (row {int(flat.argmax())}) is out of range: the model's first "
+                         f"output scores {classes} classes")
     return float(np.mean(preds == flat.astype(np.int64)) * 100.0)
 
 

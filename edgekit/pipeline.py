@@ -562,6 +562,10 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                     "float)"] if int8_bytes >= fp32_bytes and quantization.quantizes_anything(quantized) else [])
                 + [f"the model does not run at another size of a dynamic axis: {c.error}" for c in size_checks
                    if c.error]
+                + ([] if fixed or recipe.state else [  # a check skipped without a word was taken as passed
+                    f"dynamic axis {dim} is not validated at another size: the validation data cannot be joined "
+                    "or cut to one (too few samples of one shape)"
+                    for dim in sizes.unvalidated(shared.inputs, size_checks)])
                 + [advice for advice in [(qplan.precision_search or {}).get("advice")] if advice])  # report.md had it
     gates = verdict.gates(target, prep.export_parity, quant_parity, accuracy, latency, packaged.get("mobile_coverage"),
                           (tdir / shipped_model(packaged)).stat().st_size, shared.task)
@@ -731,8 +735,12 @@ def _accuracy(val, torch_val, fp32_val, int8_val) -> parity.Accuracy | None:
     if val.labels is None:
         return None
     rows = int(np.asarray(val.labels).size)  # one label per scored row, however the rows are batched into items
-    return parity.Accuracy(rows, parity.accuracy(fp32_val, val.labels), parity.accuracy(int8_val, val.labels),
-                           parity.accuracy(torch_val, val.labels) if torch_val is not None else None)
+    try:
+        return parity.Accuracy(rows, parity.accuracy(fp32_val, val.labels), parity.accuracy(int8_val, val.labels),
+                               parity.accuracy(torch_val, val.labels) if torch_val is not None else None)
+    except InputError as e:  # which data's labels (a label -1 named its file; a label past the classes did not)
+        e.args = (f"{val.origin}: {e}",)
+        raise
 
 
 def _versions() -> dict:

@@ -64,6 +64,12 @@ def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict], listed: dict | 
     return found
 
 
+def unvalidated(specs: tuple[InputSpec, ...], checks: list) -> list[str]:
+    """The named dimensions of the inputs that no size check covers (other_sizes found no way to make one)."""
+    done = {c.other.dim for c in checks}
+    return [d for d in dict.fromkeys(d for s in specs for d in s.shape if isinstance(d, str)) if d not in done]
+
+
 @dataclass(frozen=True)
 class SizeCheck:
     """The float model at another size: its outputs (the int8 model's reference there), export parity

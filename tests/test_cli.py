@@ -384,7 +384,7 @@ def test_endless_generator_is_capped(tmp_path, cnn_data, monkeypatch):
     (np.array(["cat"] * 8), "labels are <U3 values"),
     (np.array([0.0, 1.0, np.nan, 2, 3, 4, 0, 1]), "NaN, Inf or fractions"),
     (np.array([0, 1, -1, 2, 3, 4, 0, 1]), "class ids >= 0"),
-    (np.array([0, 1, 2, 3, 4, 0, 1, 99]), "label 99 is out of range"),  # in the held-out part
+    (np.array([0, 1, 2, 3, 4, 0, 1, 99]), "d.npz (held-out last 2): label 99 (row 1) is out of range"),  # no file
 ])
 def test_labels_are_checked(tmp_path, labels, msg):
     data = tmp_path / "d.npz"

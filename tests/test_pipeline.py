@@ -70,6 +70,15 @@ def test_module_function_source_with_dynamic_batch(tmp_path, cnn_data):
     for batch in (1, 5):
         out = sess.run(None, {"image": np.zeros((batch, 3, 16, 16), np.float32)})[0]
         assert out.shape == (batch, 5)
+    assert m["dynamic_sizes"] and not [w for w in m["warnings"] if "dynamic axis" in w]
+    # one validation sample: the batch axis had no size to check at, and the manifest said nothing of it
+    with np.load(val) as f:
+        np.savez(tmp_path / "one.npz", image=f["image"][:1])
+    result = export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cal, "--validation",
+                    tmp_path / "one.npz", "--out", tmp_path / "one", "--no-bench")
+    assert result.exit_code == 0, result.output
+    [m] = manifests(result)
+    assert m["dynamic_sizes"] == [] and "dynamic axis N is not validated at another size" in " ".join(m["warnings"])
 
 
 def test_file_py_source_and_onnx_source(tmp_path, cnn_data):
