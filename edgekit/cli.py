@@ -17,8 +17,8 @@ import click
 
 from . import __version__, search, signals
 from .config import (DEFAULT_TARGETS, RANGES, DeviceSpec, DistillSettings, InputSpec, PruneSpec, QuantSettings,
-                     Recipe, ShareSpec, apply_quant_overrides, choices, list_targets, load_recipe, load_target,
-                     load_targets)
+                     Recipe, ShareSpec, apply_quant_overrides, choices, dim_name, list_targets, load_recipe,
+                     load_target, load_targets)
 from .errors import EdgekitError, ExitCode, InputError, UsageError, first_line, from_os_error
 
 
@@ -213,8 +213,8 @@ def recipe_from(source: str, flags: dict) -> Recipe:
     if "state" in given:
         given["state"] = {**recipe.state, **_pairs("--state", given["state"], "INPUT=OUTPUT, e.g. state=stateN")}
     if "sizes" in given:
-        given["sizes"] = {**recipe.sizes, **_pairs("--size", given["sizes"], "DIM=N[,N...], e.g. seq=16,64",
-                                                   _sizes)}
+        given["sizes"] = {**recipe.sizes, **{dim_name(k): v for k, v in _pairs(
+            "--size", given["sizes"], "DIM=N[,N...], e.g. seq=16,64", _sizes).items()}}
     if "state_init" in given:
         given["state_init"] = {**recipe.state_init, **_pairs("--state-init", given["state_init"],
                                                              "INPUT=FILE.npy, e.g. state=h0.npy")}

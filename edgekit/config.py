@@ -28,6 +28,12 @@ DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 _DIM = re.compile(r"^(\d+|[A-Za-z_][A-Za-z0-9_]*)$")
 
 
+def dim_name(text: str) -> str:
+    """A named dimension as specs hold it: `n` and `N` are one axis, `Seq` is `seq`."""
+    text = text.lower()
+    return text.upper() if len(text) == 1 else text
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """One model input: `name:1x3x224x224[:dtype]`; a named dim (N, seq) is dynamic; `name::dtype` a scalar."""
@@ -58,7 +64,7 @@ class InputSpec:
         for d in shape_text.lower().replace("×", "x").split("x") if shape_text else []:
             if not _DIM.match(d):
                 raise UsageError(f"input spec {text!r}: bad dimension {d!r} (use a number or a name like N)")
-            dims.append(int(d) if d.isdigit() else d.upper() if len(d) == 1 else d)
+            dims.append(int(d) if d.isdigit() else dim_name(d))
         if any(d == 0 for d in dims):
             raise UsageError(f"input spec {text!r}: dimensions must be positive")
         if dtype not in DTYPES:
@@ -362,10 +368,13 @@ def coerce(value, hint, key: str, where: str):
                              f"{sorted(set(value) - set(AUTO_KNOBS))}")
     elif hint is dict and key == "sizes":
         low, high = RANGES["size"]
-        ok = isinstance(value, dict) and all(isinstance(v, list) and v and all(
-            isinstance(n, int) and not isinstance(n, bool) for n in v) for v in value.values())
+        ok = isinstance(value, dict)
+        if ok and (odd := next((k for k, v in value.items() if not (isinstance(v, list) and v and all(
+                isinstance(n, int) and not isinstance(n, bool) for n in v))), None)) is not None:
+            raise UsageError(f"{where}: sizes: {odd} = {value[odd]!r}: give a list of sizes, e.g. {{{odd} = [16, 64]}}")
         if ok and (bad := [n for v in value.values() for n in v if not low <= n <= high]):
             raise UsageError(f"{where}: sizes: {bad[0]} is out of range [{low}, {high}]")
+        value = {dim_name(k): v for k, v in value.items()} if ok else value
     elif hint is dict and key == "stage_ratios":
         ok = isinstance(value, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                              for v in value.values())

@@ -300,3 +300,12 @@ def test_numpy_bools_and_one_name_alone_are_taken_from_python():
     assert build(PruneSpec, {"ignore": "head"}, "").ignore == ("head",)
     with pytest.raises(UsageError, match="wrong type"):
         apply_quant_overrides(QuantSettings(), {"per_channel": np.array([True, False])}, "")
+
+
+def test_a_recipes_sizes_say_which_axis_is_wrong():
+    """`sizes = {N = 3}` was "key 'sizes' has the wrong type (dict); expected a table"."""
+    for sizes in ({"N": 3}, {"N": [3.5]}, {"N": []}):
+        with pytest.raises(UsageError, match=r"sizes: N = .*: give a list of sizes"):
+            config.build(Recipe, {"source": "m.py:f", "sizes": sizes}, "r.toml")
+    assert config.build(Recipe, {"source": "m.py:f", "sizes": {"n": [3], "Seq": [4]}}, "r.toml").sizes == {
+        "N": [3], "seq": [4]}

@@ -521,7 +521,8 @@ def test_recipe_lists_the_sizes_a_dynamic_axis_is_validated_at(tmp_path, encoder
     cal, val = encoder_data
     args = ["models:tiny_encoder", "--input", "input_ids:Nxseq:int64", "--input", "attention_mask:Nxseq:int64",
             "--calibration", cal, "--validation", val]
-    [m] = manifests(export(*args, "--out", tmp_path / "o", "--size", "seq=4,20", "--size", "N=3"))
+    # named as the inputs name them: `n` is N and `Seq` is seq there (--size n was "not a named axis")
+    [m] = manifests(export(*args, "--out", tmp_path / "o", "--size", "Seq=4,20", "--size", "n=3"))
     checked = {(s["dim"], s["validated_size"]): s for s in m["dynamic_sizes"]}
     assert set(checked) == {("N", 3), ("seq", 4), ("seq", 20)} and not any(s["error"] for s in checked.values())
     assert {"export_cosine_at_seq=4", "export_cosine_at_seq=20", "quant_cosine_at_seq=20"} <= {
@@ -530,7 +531,7 @@ def test_recipe_lists_the_sizes_a_dynamic_axis_is_validated_at(tmp_path, encoder
         result = export(*args, "--out", tmp_path / "bad", "--size", bad)
         assert result.exit_code == 2 and "--size" in result.output
     # an axis the model lacks (a typo) and a batch the data cannot make were dropped without a word
-    for bad, why in (("Seq=4", "not a named axis of the model's inputs (named: N, seq)"),
+    for bad, why in (("sq=4", "not a named axis of the model's inputs (named: N, seq)"),
                      ("N=100000", "a multiple of it up to")):
         result = export(*args, "--out", tmp_path / "bad", "--size", bad, "--no-bench")
         assert result.exit_code == 2 and why in result.output, result.output
