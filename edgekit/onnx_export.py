@@ -82,9 +82,10 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
             if exporter == "dynamo":
                 _export_dynamo(torch, module, args, specs, names, opset, dest)
             else:
-                torch.onnx.export(module, args, str(dest), input_names=[s.name for s in specs], output_names=names,
-                                  opset_version=opset, dynamic_axes=dynamic_axes or None, dynamo=False,
-                                  do_constant_folding=True)
+                with _given_arguments_only(module, len(args)):
+                    torch.onnx.export(module, args, str(dest), input_names=[s.name for s in specs],
+                                      output_names=names, opset_version=opset, dynamic_axes=dynamic_axes or None,
+                                      dynamo=False, do_constant_folding=True)
     except Exception as e:
         raise StageError("export", _explain_export_error(e)) from e
     if notes is not None:
@@ -97,6 +98,34 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
                   "example inputs; torch.where or torch.cond keeps both branches)" for m in said[:3]]
     check(dest)
     return dest
+
+
+@contextlib.contextmanager
+def _given_arguments_only(module, given: int):
+    """torch's TorchScript exporter appends the defaults of `forward`'s other parameters to the inputs
+    (`forward(x, scale=2.0)` exported a float64 input `onnx::Cast_1`): a forward taking the given arguments only
+    keeps them the defaults they are, and the module (its names too) as it is."""
+    import inspect
+
+    import torch
+
+    try:
+        params = [] if isinstance(module, torch.jit.ScriptModule) else list(  # a ScriptModule: torch's own way
+            inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError, AttributeError):
+        params = []
+    if len(params) <= given or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params[:given]):
+        yield
+        return
+    bound, own = module.forward, module.__dict__.get("forward")
+    module.forward = lambda *args: bound(*args)
+    try:
+        yield
+    finally:
+        if own is None:
+            del module.forward
+        else:
+            module.forward = own
 
 
 @contextlib.contextmanager

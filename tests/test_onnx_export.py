@@ -54,3 +54,30 @@ def test_a_branch_on_a_tensors_value_is_said_by_either_exporter(tmp_path):
                            "dynamo"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 4 and len(done.stderr.splitlines()) == 1, done.stderr
     assert "cannot follow a branch or size taken from a tensor's values" in done.stderr
+
+
+def test_forward_parameters_with_defaults_stay_defaults(tmp_path):
+    """torch's TorchScript exporter appended `forward`'s other parameters' defaults as inputs: `scale=2.0` became
+    a float64 input `onnx::Cast_1` (exit 3, "element type 11 (DOUBLE)")."""
+    import onnxruntime as ort
+    import torch
+
+    from edgekit.config import InputSpec
+    from edgekit.onnx_export import export_torch
+
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 3)
+
+        def forward(self, x, scale=2.0, features=False):
+            y = self.linear(x) * scale
+            return (y, x) if features else y
+
+    model = Scaled().eval()
+    path = export_torch(model, (InputSpec.parse("x:Nx4"),), (), 17, tmp_path / "m.onnx")
+    assert [i.name for i in onnx.load(path).graph.input] == ["x"]
+    assert [n.op_type for n in onnx.load(path).graph.node if n.op_type == "Gemm"] and "forward" not in vars(model)
+    x = np.random.default_rng(0).random((2, 4), np.float32)
+    [y] = ort.InferenceSession(str(path)).run(None, {"x": x})
+    np.testing.assert_allclose(y, model(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
