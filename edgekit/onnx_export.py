@@ -59,6 +59,9 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
     from .runtime import flatten_outputs
 
     n_out = len(flatten_outputs(outputs))
+    if isinstance(outputs, dict) and (odd := next((k for k in outputs if not isinstance(k, str)), None)) is not None:
+        raise InputError(f"the model returns a dict with the key {odd!r}: ONNX names its outputs, so the keys must "
+                         "be strings")
     keys = _dict_keys(outputs)
     names = list(output_names) or keys or (["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)])
     if len(names) != n_out:

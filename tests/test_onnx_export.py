@@ -81,3 +81,19 @@ def test_forward_parameters_with_defaults_stay_defaults(tmp_path):
     x = np.random.default_rng(0).random((2, 4), np.float32)
     [y] = ort.InferenceSession(str(path)).run(None, {"x": x})
     np.testing.assert_allclose(y, model(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_dict_output_with_keys_that_are_not_strings_says_so(tmp_path):
+    """`return {0: y, 1: y + 1}` was exit 4 "export failed: RuntimeError: output 1 (0": torch's words cut."""
+    import torch
+
+    from edgekit.config import InputSpec
+    from edgekit.errors import InputError
+    from edgekit.onnx_export import export_torch
+
+    class Numbered(torch.nn.Module):
+        def forward(self, x):
+            return {0: x * 2, 1: x + 1}
+
+    with pytest.raises(InputError, match="a dict with the key 0: ONNX names its outputs, so the keys must be strings"):
+        export_torch(Numbered(), (InputSpec.parse("x:Nx4"),), (), 17, tmp_path / "m.onnx")
