@@ -544,7 +544,7 @@ def test_inspect_of_a_folder_says_it_takes_a_model_file(packaged):
     assert ort.exit_code == 3 and "an ORT-format model" in ort.stderr, ort.output
 
 
-def test_inspect(packaged):
+def test_inspect(packaged, tmp_path):
     folder = packaged[0] / "android-arm64"
     result = cli(["inspect", str(folder / "model.int8.onnx"), "--json"])
     assert result.exit_code == 0, result.output
@@ -556,6 +556,18 @@ def test_inspect(packaged):
     assert plain.exit_code == 0, plain.output
     fp32 = json.loads(plain.stdout)
     assert not fp32["quantized"]
+    # the int8 model counted its scales and zero points too (498 more than its float model)
+    assert info["parameters"] == fp32["parameters"] == 38_282  # 38,378 in torch: BatchNorm folded into the convs
+    # weights in Constant nodes (another exporter's way) counted 0
+    import onnx
+    model = onnx.load(folder / "model.onnx")
+    nodes = [onnx.helper.make_node("Constant", [], [t.name], value=t) for t in model.graph.initializer]
+    nodes += list(model.graph.node)
+    del model.graph.initializer[:], model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save(model, tmp_path / "constants.onnx")
+    constants = cli(["inspect", tmp_path / "constants.onnx", "--json"])
+    assert constants.exit_code == 0 and json.loads(constants.stdout)["parameters"] == fp32["parameters"]
     text = cli(["inspect", str(folder / "model.int8.onnx")])
     assert "NNAPI (predicted)" in text.output and "opset 17" in text.output
 
