@@ -248,13 +248,14 @@ def share(model: Any, *, inputs: Iterable[str | InputSpec], clusters: int = Shar
     compress.runs_on(module, specs)
     teacher = copy.deepcopy(module)
     tied = sharing.cluster(module, spec.clusters, spec.ignore)
+    tuned = None
     if data is not None:
         with torch.random.fork_rng():
             batches = compress.load_batches(data, specs, config.batch_size, {"model": module},
                                             _cap(max_data_bytes, "edgekit.share()"))
-            compress.run_distill(teacher, module, batches, config, None, progress, tied)
+            tuned = compress.run_distill(teacher, module, batches, config, None, progress, tied).as_dict()
     module.eval()
-    result = sharing.result(module, spec.clusters, tied)
+    result = dataclasses.replace(sharing.result(module, spec.clusters, tied), fine_tuning=tuned)
     _save_changed(model, module, out, {"edgekit_share": result.as_dict()}, specs, "shared")
     return module, result
 

@@ -571,10 +571,12 @@ def share(source, out, as_json, **settings):
     from .api import share
 
     _, result = share(source, out=out, progress=not as_json, **{k: v for k, v in settings.items() if v is not None})
-    r = result.as_dict()
+    r, tuned = result.as_dict(), result.fine_tuning
     _emit(json_text(r) if as_json else
          f"{len(r['layers'])} layers shared, at most {r['distinct_max']} values each; wrote {out}\n"
-         f"reload with: edgekit export {source} --weights {out} ...")
+         + (f"fine-tuned: best epoch {tuned['best_epoch']} of {len(tuned['history'])} ({tuned['metric']} "
+            f"{tuned['best']:.4f} on {tuned['held_out_samples']} held-out training samples)\n" if tuned else "")
+         + f"reload with: edgekit export {source} --weights {out} ...")
 
 
 @main.command()

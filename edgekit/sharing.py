@@ -25,6 +25,7 @@ class ShareResult:
     clusters: int
     layers: tuple[str, ...]  # the layers whose weights are shared
     distinct_max: int  # most distinct weight values left in any of them
+    fine_tuning: dict | None = None  # `edgekit share --data`'s distillation (DistillResult.as_dict)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "layers": list(self.layers)}

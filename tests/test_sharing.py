@@ -110,8 +110,10 @@ def test_ignore_takes_a_block_and_refuses_a_name_that_keeps_nothing():
 def test_distilling_a_shared_student_keeps_its_shared_values(tmp_path):
     """distill --student-weights SHARED.pt spread the digits CNN's 4 shared values to 17,243."""
     shared = tmp_path / "s.pt"
-    assert cli(["share", MODEL, "--weights", DIGITS / "digits_cnn.pt", "--input", "image:Nx1x8x8", "--clusters", "4",
-                "--out", shared]).exit_code == 0
+    made = cli(["share", MODEL, "--weights", DIGITS / "digits_cnn.pt", "--input", "image:Nx1x8x8", "--clusters", "4",
+                "--data", TRAIN, "--epochs", "1", "--out", shared])
+    assert made.exit_code == 0, made.output  # and it says how the fine-tuning went (it said nothing of it)
+    assert "fine-tuned: best epoch 1 of 1 (accuracy " in made.stdout and "held-out training samples" in made.stdout
     result = cli(["distill", "--teacher", MODEL, "--teacher-weights", DIGITS / "digits_cnn.pt", "--student", MODEL,
                   "--student-weights", shared, "--data", TRAIN, "--input", "image:Nx1x8x8", "--epochs", "1",
                   "--out", tmp_path / "d.pt"])
