@@ -26,7 +26,17 @@ def _safe(text) -> str:
     """A name from a model or a package as Markdown text: one line, no HTML, code span, link, image or emphasis of
     its own (a report.md posted as a CI job summary or a review comment renders what it holds: a node named
     `![t](https://...)` was a tracking pixel, `**all gates PASSED**` a verdict); edgekit's own `<= 50` stays."""
-    return _MARKUP.sub(r"\\\1", _TAG.sub("&lt;", _code(text)))
+    return _MARKUP.sub(r"\\\1", _TAG.sub("&lt;", _code(text).replace("&", "&amp;")))  # `&amp;` shown as it is
+
+
+def _setting(value) -> str:
+    """A setting as the manifest's JSON writes it (`per_channel: True`, `auto_search: ('calibrate_method', ...)`
+    were Python's reprs)."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "-"}[value]
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) or "(none)"
+    return str(value)
 
 
 def _code(text) -> str:
@@ -222,6 +232,6 @@ def markdown(r: TargetReport) -> str:
             (x["node"], x["op"], f"{x['input_sqnr_db']:.1f}", f"{x['output_sqnr_db']:.1f}", f"{x['lost_db']:.1f}")
             for x in d["layers"]]) + [""]
     out += ["## Quantization", ""]
-    out += [f"- {k}: {_safe(v)}" for k, v in d["quantization"].items() if k != "precision_search"]
+    out += [f"- {k}: {_safe(_setting(v))}" for k, v in d["quantization"].items() if k != "precision_search"]
     out += ["", "## Files", ""] + _md("file | bytes | sha256", [(n, r.sizes[n], h) for n, h in r.files.items()])
     return "\n".join(out) + "\n"

@@ -716,21 +716,22 @@ def test_names_from_a_model_cannot_forge_report_lines_or_markup(tmp_path):
     """An output named with a pipe, HTML, an escape sequence and a newline went raw into report.md's tables (a job
     summary renders them) and into inspect's text (a terminal runs the escape, a newline forges a line); a link,
     an image (a tracking pixel) and bold text (a forged verdict) rendered as such."""
-    name = "sc|<script>x</script>\x1b[31m\nPASS ![t](https://e.example/t.png) **ok**\u202e"
+    name = "sc&amp;|<script>x</script>\x1b[31m\nPASS ![t](https://e.example/t.png) **ok**\u202e"
     result = cli(["export", *CNN, "--calibration", "random", "--output-name", name, "--no-bench", "--out",
                   tmp_path / "o"])
     assert result.exit_code == 0, result.output
     report = (tmp_path / "o" / "desktop-x86" / "report.md").read_text()
     rows = [line for line in report.splitlines() if "script" in line]
-    shown_in_md = "sc\\|&lt;script>x&lt;/script>?\\[31m?PASS !\\[t\\](https://e.example/t.png) \\*\\*ok\\*\\*?"
+    shown_in_md = "sc&amp;amp;\\|&lt;script>x&lt;/script>?\\[31m?PASS !\\[t\\](https://e.example/t.png) \\*\\*ok\\*\\*?"
     assert rows and all(line.startswith(f"| {shown_in_md} | ") and line.count(" | ") == 8 for line in rows), rows
     assert "<script>" not in report and "\x1b" not in report and "\nPASS" not in report
+    assert "\n- per_channel: true\n" in report and "\n- auto_search: calibrate_method, " in report  # not True, ('...
     page = (tmp_path / "o" / "desktop-x86" / "report.html").read_text()
     assert "<script>" not in page and "\x1b" not in page  # `cat report.html` ran the escape
     shown = cli(["inspect", tmp_path / "o" / "desktop-x86" / "model.int8.onnx"])
     assert shown.exit_code == 0 and "\x1b" not in shown.output
     assert [line for line in shown.output.splitlines() if "script" in line] == [
-        "  output sc|<script>x</script>?[31m?PASS ![t](https://e.example/t.png) **ok**?: Nx5 float32"]
+        "  output sc&amp;|<script>x</script>?[31m?PASS ![t](https://e.example/t.png) **ok**?: Nx5 float32"]
 
 
 def test_inspect_names_a_pipe_as_not_a_regular_file(tmp_path):
