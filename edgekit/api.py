@@ -211,10 +211,11 @@ def distill(teacher: Any, student: Any, *, data: Feeds, out: str | Path | None =
         if t is None:
             raise UsageError(f"distill --teacher {str(teacher)!r}: an ONNX model cannot teach; give a torch source "
                              "(MODULE:FUNCTION, FILE.py:FUNCTION, .pt or .pt2)")
-        s = load_model(student, student_weights, trust_checkpoint).module
+        loaded = load_model(student, student_weights, trust_checkpoint)
+        s = loaded.module
         batches = compress.load_batches(data, _specs(inputs), config.batch_size, {"teacher": t, "student": s},
                                         _cap(max_data_bytes, "edgekit.distill()"))
-        result = compress.run_distill(t, s, batches, config, out, progress)
+        result = compress.run_distill(t, s, batches, config, out, progress, shared=loaded.shared)
     return s, result
 
 
@@ -240,7 +241,8 @@ def share(model: Any, *, inputs: Iterable[str | InputSpec], clusters: int = Shar
     if settings and data is None:  # taken without a word, and no fine-tuning done
         raise UsageError(f"share: {', '.join(sorted(settings))} set how to fine-tune on data: give the data too "
                          "(--data)")
-    spec = build(ShareSpec, {"clusters": clusters, "ignore": ignore}, where)
+    spec = build(ShareSpec, {"clusters": clusters, "ignore": ignore if isinstance(ignore, str) else tuple(ignore)},
+                 where)
     config = build(DistillSettings, {"data": data if isinstance(data, str) else "", **settings}, where)
     compress.check_out(out, force)
     specs = _specs(inputs)

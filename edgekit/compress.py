@@ -103,18 +103,19 @@ def run_prune(module, specs, spec: PruneSpec, batches=None, target: Target | Non
 
 
 def run_distill(teacher, student, batches, settings: DistillSettings, out: Path | None, progress: bool,
-                tied: dict | None = None):
+                tied: dict | None = None, shared: tuple[str, ...] = ()):
     """Distill; with `out`, the best student so far is saved there (atomically) at each improvement. `tied`:
-    a shared student's clusters (sharing.cluster; found in the student when not given), tied again after every
-    step."""
+    a shared student's clusters (sharing.cluster), or those of the `shared` layers its file names, tied again
+    after every step; `out` names them in turn."""
     train, val = split(batches)
-    if tied is None and (tied := sharing.clusters_of(student)):
+    if tied is None and (tied := sharing.clusters_of(student, shared)):
         log.info("distilling a shared student: %d layer(s) keep their shared values", len(tied))
     saved = []
 
     def save_best(model, row):
         if out is not None:
-            save(model, out, {"edgekit_distill_epoch": row["epoch"]})
+            save(model, out, {"edgekit_distill_epoch": row["epoch"],
+                              **({"edgekit_share": {"layers": list(tied)}} if tied else {})})
             saved.append(row["epoch"])
 
     with bar("distilling", settings.epochs, progress) as advance:

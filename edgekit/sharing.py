@@ -85,18 +85,18 @@ def tie(module, assignments: dict) -> None:
                          .reshape(weight.shape))
 
 
-def clusters_of(module) -> dict:
-    """The clusters of a student shared before (`edgekit share`'s file): the layers whose weights take at most 256
-    values, each held by 4 weights or more on average, which a trained layer never has. `tie` keeps them through
-    distillation, which otherwise spread the digits CNN's 4 shared values to 17,243."""
+def clusters_of(module, layers: tuple[str, ...]) -> dict:
+    """The clusters of the layers an `edgekit share` file says it shared (LoadedModel.shared): `tie` keeps them
+    through distillation, which otherwise spread the digits CNN's 4 shared values to 17,243. Each distinct value
+    is a cluster."""
     import torch
 
     found = {}
-    for name, layer in module.named_modules():
+    named = dict(module.named_modules())
+    for name in layers:
+        layer = named.get(name)
         if is_compute(layer) and isinstance(layer.weight, torch.nn.Parameter):
-            values, index = torch.unique(layer.weight.detach(), return_inverse=True)
-            if 2 <= len(values) <= 256 and 4 * len(values) <= layer.weight.numel():
-                found[name] = index.reshape(-1)
+            found[name] = torch.unique(layer.weight.detach(), return_inverse=True)[1].reshape(-1)
     return found
 
 

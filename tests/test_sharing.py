@@ -105,6 +105,9 @@ def test_ignore_takes_a_block_and_refuses_a_name_that_keeps_nothing():
     _, result = edgekit.share(f"{ROOT / 'tests' / 'models.py'}:tiny_encoder", inputs=["input_ids:Nx12:int64",
                               "attention_mask:Nx12:int64"], clusters=4, ignore="ff")
     assert result.layers == ("q", "k", "v", "o")
+    _, again = edgekit.share(f"{ROOT / 'tests' / 'models.py'}:tiny_encoder", inputs=["input_ids:Nx12:int64",
+                             "attention_mask:Nx12:int64"], clusters=4, ignore={"ff"})  # any iterable of names
+    assert again.layers == result.layers
 
 
 def test_distilling_a_shared_student_keeps_its_shared_values(tmp_path):
@@ -118,8 +121,14 @@ def test_distilling_a_shared_student_keeps_its_shared_values(tmp_path):
                   "--student-weights", shared, "--data", TRAIN, "--input", "image:Nx1x8x8", "--epochs", "1",
                   "--out", tmp_path / "d.pt"])
     assert result.exit_code == 0, result.output
-    module = load_model(MODEL, str(tmp_path / "d.pt")).module
-    before = load_model(MODEL, str(shared)).module
+    distilled = load_model(MODEL, str(tmp_path / "d.pt"))
+    module, before = distilled.module, load_model(MODEL, str(shared)).module
+    assert distilled.shared == ("features.0", "features.3", "classifier.1", "classifier.3")  # distilled again: tied
+    # a layer with few values that no share file names (an identity init, a dequantized int8 weight) trains freely
+    identity = torch.nn.Linear(8, 8)
+    torch.nn.init.eye_(identity.weight)
+    assert sharing.clusters_of(identity, ()) == {} and list(sharing.clusters_of(torch.nn.Sequential(identity),
+                                                                                ("0",))) == ["0"]
     for name in ("features.0", "features.3", "classifier.1", "classifier.3"):
         layer, was = module.get_submodule(name), before.get_submodule(name)
         assert len(layer.weight.detach().unique()) <= 4 and not torch.equal(layer.weight, was.weight), name
