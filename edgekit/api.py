@@ -290,6 +290,9 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
         fp32, _ = onnx_export.preprocess(onnx_export.without_initializer_inputs(source, Path(tmp) / "input.onnx"),
                                       Path(tmp) / "model.onnx", DEFAULT_STEP_TIMEOUT)
         parsed = onnx_export.parsed(fp32)
+        if onnx_export.name_nodes(parsed):  # as an export's are: exclusions go by name
+            import onnx
+            onnx.save(parsed, str(fp32))
         inspect_model.check_quantizable(parsed, str(source))
         specs, _ = onnx_export.io_specs(parsed, str(source))
         plan = quantization.plan(parsed, qsettings, set(settings), profile.runtime.arch)

@@ -329,6 +329,15 @@ def _check_runtime_kernels(path: Path) -> None:
         raise InputError(f"model {str(path)!r} does not load in onnxruntime: {first_line(e)}") from e
 
 
+def name_nodes(model) -> bool:
+    """Give each unnamed node of a ModelProto a name (`Relu_3`): the quantizer and --auto keep nodes float by name,
+    and an unnamed Relu that clips a graph output could not be. Returns whether any was unnamed."""
+    unnamed = [(i, n) for i, n in enumerate(model.graph.node) if not n.name]
+    for i, node in unnamed:
+        node.name = f"{node.op_type}_{i}"
+    return bool(unnamed)
+
+
 def parsed(model):
     """`model` as a ModelProto: a path is parsed (weights included), a ModelProto passes through. A run
     parses its float model once and hands the ModelProto to every stage that reads it."""

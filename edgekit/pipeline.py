@@ -323,8 +323,7 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     if loaded.is_onnx and not shared.recipe.state:  # a file from others (a streaming model's feeds need its state)
         onnx_export.first_run(fp32, shared.val.feeds[0], shared.recipe.step_timeout, raised_by="--step-timeout")
     model = onnx_export.parsed(fp32)
-    for i, node in enumerate(model.graph.node):  # the quantizer and --auto exclude nodes by name
-        node.name = node.name or f"{node.op_type}_{i}"
+    onnx_export.name_nodes(model)
     kept, outputs = onnx_export.io_specs(model)
     if dropped := [s.name for s in shared.inputs if s.name not in {k.name for k in kept}]:  # onnxruntime refused it
         raise UsageError(f"input {dropped[0]!r} is not used by the model, and torch's exporter left it out of the "
