@@ -140,8 +140,10 @@ def layer_errors(fp32: Path, int8: Path, data: str) -> dict:
                          "int8 build")
     ops = {n.op_type for n in export.parsed(int8).graph.node}
     if integer := sorted(op for op in ops & QUANT_OPS if op not in ("QuantizeLinear", "DequantizeLinear")):
+        how = ("--quant-mode static; for an attention graph, --transformer-scheme matmul-static"
+               if "DynamicQuantizeLinear" in integer else "--format QDQ")
         raise InputError(f"{int8}: integer operators ({', '.join(integer)}), not QDQ: the comparison measures "
-                         "each Quantize/DequantizeLinear pair, so give the static QDQ build (--format QDQ)")
+                         f"each Quantize/DequantizeLinear pair, so give the static QDQ build ({how})")
     if not {"QuantizeLinear", "DequantizeLinear"} <= ops:
         raise InputError(f"{int8}: no QuantizeLinear/DequantizeLinear pairs to measure (give the float model first, "
                          "then its static QDQ int8 build)")

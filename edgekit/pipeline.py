@@ -562,8 +562,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                 + [f"the model does not run at another size of a dynamic axis: {c.error}" for c in size_checks
                    if c.error]
                 + ([] if fixed or recipe.state else [  # a check skipped without a word was taken as passed
-                    f"dynamic axis {dim} is not validated at another size: the validation data cannot be joined "
-                    "or cut to one (too few samples of one shape)"
+                    f"dynamic axis {dim} is not validated at another size: none could be made from the validation "
+                    f"data (a batch joins samples of one shape, another axis cuts them); --size {dim}=K names one"
                     for dim in sizes.unvalidated(shared.inputs, size_checks)])
                 + [advice for advice in [(qplan.precision_search or {}).get("advice")] if advice])  # report.md had it
     gates = verdict.gates(target, prep.export_parity, quant_parity, accuracy, latency, packaged.get("mobile_coverage"),

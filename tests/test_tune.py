@@ -141,6 +141,9 @@ def test_inspect_compare(data, tmp_path):
     qop = edgekit.quantize(tmp_path / "cnn.onnx", str(data / "cal.npz"), out=tmp_path / "qop.onnx", format="QOperator")
     qop_said = cli(["inspect", "--compare", tmp_path / "cnn.onnx", qop, "--data", data / "val.npz"])
     assert qop_said.exit_code == 3 and "QLinearConv" in qop_said.stderr and "QDQ" in qop_said.stderr, qop_said.output
+    dynamic = edgekit.quantize(tmp_path / "cnn.onnx", str(data / "cal.npz"), out=tmp_path / "dyn.onnx", mode="dynamic")
+    dynamic_said = cli(["inspect", "--compare", tmp_path / "cnn.onnx", dynamic, "--data", data / "val.npz"])
+    assert dynamic_said.exit_code == 3 and "--quant-mode static" in dynamic_said.stderr, dynamic_said.output
     other = tmp_path / "other.onnx"
     torch.onnx.export(torch.nn.Linear(3, 2), (torch.zeros(1, 3),), other, input_names=["v"], dynamo=False)
     mismatched = cli(["inspect", "--compare", other, folder / "model.int8.onnx", "--data", data / "val.npz"])
