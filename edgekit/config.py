@@ -462,7 +462,7 @@ def bundled(name: str) -> Path | None:
 def load_target(name_or_path: str) -> Target:
     """A bundled profile by name, or the user's own profile file by path."""
     path = bundled(name_or_path) or Path(name_or_path)
-    if not (path.suffix == ".toml" or path.is_file()):
+    if not (path.suffix == ".toml" or path.exists() and not path.is_dir()):  # a device or a FIFO: read_toml says
         raise UsageError(f"unknown target {name_or_path!r}{nearest(name_or_path, list_targets())}; "
                          f"known: {', '.join(list_targets())} (or a path to a profile .toml)")
     target = build(Target, read_toml(path), str(path), required=("name",))

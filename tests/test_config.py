@@ -211,6 +211,8 @@ def test_a_recipe_or_profile_that_is_not_a_small_regular_file_is_refused(tmp_pat
             config.load_target(str(tmp_path / name))
         with pytest.raises(UsageError, match=why):
             config.load_recipe(tmp_path / name)
+    with pytest.raises(UsageError, match="/dev/zero: not a regular file"):  # was "unknown target '/dev/zero'"
+        config.load_target("/dev/zero")
 
 
 @pytest.mark.parametrize("cls, table, message", [
