@@ -305,7 +305,28 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
             onnx_export.check(quantization.quantize(fp32, partial, plan, feeds[: qsettings.samples]))
             if not quantization.quantizes_anything(onnx_export.parsed(partial)):  # as an export's warning says
                 warnings.warn(f"{dest.name} {quantization.NOTHING_QUANTIZED}", stacklevel=4)
+            for said in _far_from_float(fp32, partial, feeds[:PARITY_SAMPLES], profile):
+                warnings.warn(f"{dest.name}: {said}", stacklevel=4)
     return dest
+
+
+PARITY_SAMPLES = 8  # calibration samples edgekit.quantize() runs both models on, as a sanity check
+
+
+def _far_from_float(fp32: Path, int8: Path, feeds: list, profile) -> list[str]:
+    """The outputs whose int8 values stray from the float model's past the profile's cosine limit, on a few
+    calibration samples: quantize() measures no parity, and an output it wrecked was returned without a word."""
+    from . import onnx_export, parity
+    from .runtime import run_onnx, session
+
+    if not feeds:  # dynamic mode reads no data
+        return []
+    names = [o.name for o in onnx_export.io_specs(fp32)[1]]
+    found = parity.compare(names, run_onnx(session(fp32)[0], feeds), run_onnx(session(int8)[0], feeds))
+    limit = profile.parity.quant_cosine_min
+    return [f"output {o.output!r} has cosine {o.cosine:.4f} to the float model's on {len(feeds)} calibration samples "
+            f"(the {profile.name} profile asks {limit}): edgekit.export() measures parity on held-out data, and its "
+            "auto=True searches for settings that pass" for o in found if o.cosine is not None and o.cosine < limit]
 
 
 def _save_changed(model, module, out, record: dict, specs, what: str) -> None:
