@@ -211,11 +211,10 @@ def distill(teacher: Any, student: Any, *, data: Feeds, out: str | Path | None =
         if t is None:
             raise UsageError(f"distill --teacher {str(teacher)!r}: an ONNX model cannot teach; give a torch source "
                              "(MODULE:FUNCTION, FILE.py:FUNCTION, .pt or .pt2)")
-        loaded = load_model(student, student_weights, trust_checkpoint)
-        s = loaded.module
+        s = load_model(student, student_weights, trust_checkpoint).module
         batches = compress.load_batches(data, _specs(inputs), config.batch_size, {"teacher": t, "student": s},
                                         _cap(max_data_bytes, "edgekit.distill()"))
-        result = compress.run_distill(t, s, batches, config, out, progress, shared=loaded.shared)
+        result = compress.run_distill(t, s, batches, config, out, progress)
     return s, result
 
 
@@ -284,6 +283,9 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     if dest.resolve() in onnx_export.external_files(source) | data:  # with force, it was written over: inf outputs
         raise UsageError(f"out {dest}: is a file this call reads (the model's external data or the calibration "
                          "data); give a new file")
+    if settings.get("auto") or settings.get("precision") == "latency":  # taken, and nothing searched
+        raise UsageError("edgekit.quantize(): auto and precision='latency' search by measuring parity and latency, "
+                         "which edgekit.export() does; quantize() quantizes once with the settings given")
     profile = load_target(_path(target))
     qsettings = target_settings(profile, settings, "edgekit.quantize() settings")
     with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
@@ -327,8 +329,8 @@ def _far_from_float(fp32: Path, int8: Path, feeds: list, profile) -> list[str]:
                            run_onnx(int8_session(int8, exact=exact)[0], feeds))
     limit = profile.parity.quant_cosine_min
     return [f"output {o.output!r} has cosine {o.cosine:.4f} to the float model's on {len(feeds)} calibration samples "
-            f"(the {profile.name} profile asks {limit}): edgekit.export() measures parity on held-out data, and its "
-            "auto=True searches for settings that pass" for o in found if o.cosine is not None and o.cosine < limit]
+            f"(the {profile.name} profile asks {limit}): edgekit.export(..., auto=True) measures parity on held-out "
+            "data and searches for settings that pass" for o in found if o.cosine is not None and o.cosine < limit]
 
 
 def _save_changed(model, module, out, record: dict, specs, what: str) -> None:

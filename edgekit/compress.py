@@ -103,19 +103,18 @@ def run_prune(module, specs, spec: PruneSpec, batches=None, target: Target | Non
 
 
 def run_distill(teacher, student, batches, settings: DistillSettings, out: Path | None, progress: bool,
-                tied: dict | None = None, shared: tuple[str, ...] = ()):
+                tied: dict | None = None):
     """Distill; with `out`, the best student so far is saved there (atomically) at each improvement. `tied`:
-    a shared student's clusters (sharing.cluster), or those of the `shared` layers its file names, tied again
-    after every step; `out` names them in turn."""
+    a shared student's clusters (sharing.cluster; else those of the layers marked shared, as a share file's
+    are), tied again after every step; `out` names them in turn."""
     train, val = split(batches)
-    if tied is None and (tied := sharing.clusters_of(student, shared)):
+    if tied is None and (tied := sharing.clusters_of(student)):
         log.info("distilling a shared student: %d layer(s) keep their shared values", len(tied))
     saved = []
 
     def save_best(model, row):
         if out is not None:
-            save(model, out, {"edgekit_distill_epoch": row["epoch"],
-                              **({"edgekit_share": {"layers": list(tied)}} if tied else {})})
+            save(model, out, {"edgekit_distill_epoch": row["epoch"]})
             saved.append(row["epoch"])
 
     with bar("distilling", settings.epochs, progress) as advance:
@@ -151,7 +150,10 @@ def check_out(out: str | Path | None, force: bool) -> Path | None:
 
 
 def save(module, out: Path, extra: dict | None = None, check=None) -> None:
-    """Written whole or not at all; `check(path)` (when given) judges the written file before it becomes `out`."""
+    """Written whole or not at all; `check(path)` (when given) judges the written file before it becomes `out`.
+    A module with shared layers names them (`edgekit_share`), so a later distill or export keeps them tied."""
+    if layers := sharing.marked(module):
+        extra = {"edgekit_share": {"layers": list(layers)}, **(extra or {})}
     with whole_file(out) as partial:
         structure.save(module, partial, extra)
         if check:

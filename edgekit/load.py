@@ -19,7 +19,6 @@ class LoadedModel:
     module: object = None  # torch.nn.Module in eval mode
     onnx_path: Path | None = None
     program: object = None  # torch.export.ExportedProgram: exported as is, with the dynamo exporter
-    shared: tuple[str, ...] = ()  # layers whose weights `edgekit share` clustered (its file says which)
 
     @property
     def is_onnx(self) -> bool:
@@ -75,7 +74,8 @@ def _from_object(module, weights: str | None, trust_checkpoint: bool) -> LoadedM
 def _ready(module, source: str, weights: str | None, torch, trust_checkpoint: bool) -> LoadedModel:
     """Weights loaded, eval mode, finite: NaN/Inf weights make every parity figure meaningless (SQNR 200 dB
     of NaN vs NaN), so they are bad input."""
-    shared = load_weights(module, weights, torch, trust_checkpoint) if weights else ()
+    if weights:
+        load_weights(module, weights, torch, trust_checkpoint)
     module.eval()
     for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
         if isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin):  # a Lazy layer never run
@@ -86,7 +86,7 @@ def _ready(module, source: str, weights: str | None, torch, trust_checkpoint: bo
                              "its weights first (module.to_empty(device='cpu') and a state dict)")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise InputError(f"model {source!r}: weight {name!r} holds NaN or Inf values")
-    return LoadedModel(source, module=module, shared=shared)
+    return LoadedModel(source, module=module)
 
 
 MAX_WEIGHTS_BYTES = 8 << 30  # a 2 GiB model (the largest one .onnx file holds) with Adam's two moments
@@ -144,9 +144,9 @@ def _expanded_tensors(state, torch, depth: int = 0):
             yield from (f"{key}.{name}" for name in _expanded_tensors(value, torch, depth + 1))
 
 
-def load_weights(module, weights: str, torch, trust_checkpoint: bool = False) -> tuple[str, ...]:
-    """Load a state dict (or a checkpoint dict with `state_dict`) without running pickled code; returns the
-    layers an `edgekit share` file says it shared.
+def load_weights(module, weights: str, torch, trust_checkpoint: bool = False) -> None:
+    """Load a state dict (or a checkpoint dict with `state_dict`) without running pickled code; the layers an
+    `edgekit share` file says it shared are marked so (sharing.mark).
 
     `torch.load(weights_only=True)` unpickles only tensors and plain containers; anything else is
     refused before it runs. `trust_checkpoint` (the --trust-checkpoint flag) lifts that for files the
@@ -192,4 +192,7 @@ def load_weights(module, weights: str, torch, trust_checkpoint: bool = False) ->
             return ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "") or "none"
         raise InputError(f"weights {weights!r} do not fit the model: missing {short(keys.missing_keys)}, "
                          f"unexpected {short(keys.unexpected_keys)}")
-    return shared
+    if shared:
+        from .sharing import mark
+
+        mark(module, shared)

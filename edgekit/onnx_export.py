@@ -121,7 +121,7 @@ def _given_arguments_only(module, given: int):
         yield
         return
     bound, own = module.forward, module.__dict__.get("forward")
-    module.forward = lambda *args: bound(*args)
+    module.forward = lambda *args, **kwargs: bound(*args, **kwargs)  # a pre-hook's keyword arguments too
     try:
         yield
     finally:
@@ -333,8 +333,13 @@ def name_nodes(model) -> bool:
     """Give each unnamed node of a ModelProto a name (`Relu_3`): the quantizer and --auto keep nodes float by name,
     and an unnamed Relu that clips a graph output could not be. Returns whether any was unnamed."""
     unnamed = [(i, n) for i, n in enumerate(model.graph.node) if not n.name]
+    taken = {n.name for n in model.graph.node}
     for i, node in unnamed:
-        node.name = f"{node.op_type}_{i}"
+        name = f"{node.op_type}_{i}"
+        while name in taken:  # an exporter's own `MatMul_2` elsewhere: two nodes of one name is an invalid graph
+            name += "_"
+        node.name = name
+        taken.add(name)
     return bool(unnamed)
 
 

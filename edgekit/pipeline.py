@@ -285,7 +285,7 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
         batches = compress.load_batches(recipe.distill.data, inputs, recipe.distill.batch_size,
                                         {"teacher": teacher, "student": loaded.module}, recipe.max_data_bytes, val)
         record["distill"] = compress.run_distill(teacher, loaded.module, batches, settings, None, progress,
-                                                 tied, tuple(prefix + n for n in loaded.shared)).as_dict()
+                                                 tied).as_dict()
         steps.append(step("distilled", loaded.module))
     if recipe.share:
         clustered = sharing.result(loaded.module, recipe.share.clusters, tied)

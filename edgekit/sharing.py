@@ -18,6 +18,7 @@ from .pruning import is_compute
 
 log = logging.getLogger(__name__)
 ITERATIONS = 30  # Lloyd steps; 1-D k-means settles in a few
+SHARED = "_edgekit_shared_layers"  # the attribute `mark` sets on a module
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ def cluster(module, clusters: int, ignore: tuple[str, ...] = ()) -> dict:
                 centroids = _means(flat, index, centroids)
             assignments[name] = _nearest(flat, centroids)
     tie(module, assignments)
+    mark(module, assignments)
     return assignments
 
 
@@ -85,15 +87,26 @@ def tie(module, assignments: dict) -> None:
                          .reshape(weight.shape))
 
 
-def clusters_of(module, layers: tuple[str, ...]) -> dict:
-    """The clusters of the layers an `edgekit share` file says it shared (LoadedModel.shared): `tie` keeps them
-    through distillation, which otherwise spread the digits CNN's 4 shared values to 17,243. Each distinct value
-    is a cluster."""
+def mark(module, layers) -> None:
+    """Note on `module` which of its layers hold shared weights (what `share` clustered, or a share file names):
+    distillation ties them, and a saved file names them in turn."""
+    setattr(module, SHARED, tuple(layers))
+
+
+def marked(module) -> tuple[str, ...]:
+    """The shared layers noted on `module` or its sub-modules (a wrapper's inner model), by name from `module`."""
+    return tuple(f"{name}.{layer}" if name else layer for name, m in module.named_modules()
+                 for layer in getattr(m, SHARED, ()))
+
+
+def clusters_of(module) -> dict:
+    """The clusters of the layers marked shared: `tie` keeps them through distillation, which otherwise spread the
+    digits CNN's 4 shared values to 17,243. Each distinct value is a cluster."""
     import torch
 
     found = {}
     named = dict(module.named_modules())
-    for name in layers:
+    for name in marked(module):
         layer = named.get(name)
         if is_compute(layer) and isinstance(layer.weight, torch.nn.Parameter):
             found[name] = torch.unique(layer.weight.detach(), return_inverse=True)[1].reshape(-1)

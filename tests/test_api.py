@@ -486,6 +486,16 @@ def test_quantize_warns_of_an_output_far_from_the_float_models(tmp_path):
     far = [str(w.message) for w in said if "cosine" in str(w.message)]
     assert far and all("to the float model's on 8 calibration samples (the desktop-x86 profile asks 0.99)" in m
                        for m in far), far
+    for searched in ({"auto": True}, {"precision": "latency"}):  # taken, and nothing searched
+        with pytest.raises(edgekit.UsageError, match="which edgekit.export.. does"):
+            edgekit.quantize(tmp_path / "m.onnx", str(tmp_path / "cal.npy"), out=tmp_path / "a.onnx", **searched)
+    # an unnamed node whose name-to-be an exporter's own node already has: two nodes of one name, refused
+    import onnx
+    model = onnx.load(tmp_path / "m.onnx")
+    gemms = [n for n in model.graph.node if n.op_type == "Gemm"]
+    gemms[0].name, gemms[1].name = "", f"Gemm_{list(model.graph.node).index(gemms[0])}"
+    onnx.save(model, tmp_path / "clash.onnx")
+    edgekit.quantize(tmp_path / "clash.onnx", str(tmp_path / "cal.npy"), out=tmp_path / "clash.int8.onnx")
 
 
 class _IgnoresItsMask(torch.nn.Module):

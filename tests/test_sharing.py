@@ -121,14 +121,19 @@ def test_distilling_a_shared_student_keeps_its_shared_values(tmp_path):
                   "--student-weights", shared, "--data", TRAIN, "--input", "image:Nx1x8x8", "--epochs", "1",
                   "--out", tmp_path / "d.pt"])
     assert result.exit_code == 0, result.output
-    distilled = load_model(MODEL, str(tmp_path / "d.pt"))
-    module, before = distilled.module, load_model(MODEL, str(shared)).module
-    assert distilled.shared == ("features.0", "features.3", "classifier.1", "classifier.3")  # distilled again: tied
-    # a layer with few values that no share file names (an identity init, a dequantized int8 weight) trains freely
-    identity = torch.nn.Linear(8, 8)
-    torch.nn.init.eye_(identity.weight)
-    assert sharing.clusters_of(identity, ()) == {} and list(sharing.clusters_of(torch.nn.Sequential(identity),
-                                                                                ("0",))) == ["0"]
-    for name in ("features.0", "features.3", "classifier.1", "classifier.3"):
+    module, before = (load_model(MODEL, str(f)).module for f in (tmp_path / "d.pt", shared))
+    layers = ("features.0", "features.3", "classifier.1", "classifier.3")
+    assert sharing.marked(module) == layers  # the distilled file names them too: distilled again, still tied
+    for name in layers:
         layer, was = module.get_submodule(name), before.get_submodule(name)
         assert len(layer.weight.detach().unique()) <= 4 and not torch.equal(layer.weight, was.weight), name
+    # the Python API's shared module (no file), distilled as it is, kept 4 values too
+    import edgekit
+    in_memory, _ = edgekit.share(MODEL, weights=str(DIGITS / "digits_cnn.pt"), inputs=["image:Nx1x8x8"], clusters=4)
+    student, _ = edgekit.distill(MODEL, in_memory, teacher_weights=str(DIGITS / "digits_cnn.pt"), data=TRAIN,
+                                 epochs=1, inputs=["image:Nx1x8x8"])
+    assert max(len(student.get_submodule(n).weight.detach().unique()) for n in layers) <= 4
+    # a layer with few values that nothing marks shared (an identity init, a dequantized int8 weight) trains freely
+    identity = torch.nn.Linear(8, 8)
+    torch.nn.init.eye_(identity.weight)
+    assert sharing.clusters_of(identity) == {}
