@@ -296,7 +296,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
             import onnx
             onnx.save(parsed, str(fp32))
         inspect_model.check_quantizable(parsed, str(source))
-        specs, _ = onnx_export.io_specs(parsed, str(source))
+        specs, outputs = onnx_export.io_specs(parsed, str(source))
         plan = quantization.plan(parsed, qsettings, set(settings), profile.runtime.arch)
         for said in plan.warnings:  # an export puts them among its warnings; this returns a path only
             warnings.warn(said, stacklevel=4)  # the caller's line, past the two wrappers
@@ -307,7 +307,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
             onnx_export.check(quantization.quantize(fp32, partial, plan, feeds[: qsettings.samples]))
             if not quantization.quantizes_anything(onnx_export.parsed(partial)):  # as an export's warning says
                 warnings.warn(f"{dest.name} {quantization.NOTHING_QUANTIZED}", stacklevel=4)
-            for said in _far_from_float(fp32, partial, feeds[:PARITY_SAMPLES], profile):
+            for said in _far_from_float(fp32, partial, [o.name for o in outputs], feeds[:PARITY_SAMPLES], profile):
                 warnings.warn(f"{dest.name}: {said}", stacklevel=4)
     return dest
 
@@ -315,15 +315,14 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
 PARITY_SAMPLES = 8  # calibration samples edgekit.quantize() runs both models on, as a sanity check
 
 
-def _far_from_float(fp32: Path, int8: Path, feeds: list, profile) -> list[str]:
+def _far_from_float(fp32: Path, int8: Path, names: list[str], feeds: list, profile) -> list[str]:
     """The outputs whose int8 values stray from the float model's past the profile's cosine limit, on a few
     calibration samples: quantize() measures no parity, and an output it wrecked was returned without a word."""
-    from . import onnx_export, parity
+    from . import parity
     from .runtime import int8_session, run_onnx, session
 
     if not feeds:  # dynamic mode reads no data
         return []
-    names = [o.name for o in onnx_export.io_specs(fp32)[1]]
     exact = profile.runtime.arch != "x86_64"  # an ARM device's arithmetic, as an export judges it
     found = parity.compare(names, run_onnx(session(fp32)[0], feeds),
                            run_onnx(int8_session(int8, exact=exact)[0], feeds))

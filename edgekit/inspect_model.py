@@ -17,11 +17,16 @@ QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Mat
              "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm"}
 
 
+def quantization_ops(model) -> list[str]:
+    """The quantization op types a ModelProto's graph holds, sorted (none: a float model)."""
+    return sorted({n.op_type for n in model.graph.node} & QUANT_OPS)
+
+
 def check_quantizable(model, label: str) -> None:
     """A float model edgekit can quantize and compare: quantizing a quantized one stacks Q/DQ on Q/DQ, and its
     "fp32 vs int8" parity compares int8 with int8; onnxruntime's quantizer refuses an output that is an input
     passed through ("Graph is not a DAG"); no data fits a dimension of size 0."""
-    if done := sorted({n.op_type for n in model.graph.node} & QUANT_OPS):
+    if done := quantization_ops(model):
         raise InputError(f"{label}: already quantized ({', '.join(done)}); give the float model")
     defaults = {t.name for t in model.graph.initializer}  # an optional input's default may well be an output
     if same := sorted(({v.name for v in model.graph.input} - defaults) & {v.name for v in model.graph.output}):
@@ -125,9 +130,9 @@ def layer_errors(fp32: Path, int8: Path, data: str) -> dict:
     from . import bounded, calib, host, onnx_export as export, tune
     from .config import DEFAULT_STEP_TIMEOUT
 
-    _existing_model(fp32), _existing_model(int8)
-    inputs, _ = export.io_specs(fp32)
-    theirs, _ = export.io_specs(int8)
+    fp32_model, int8_model = _existing_model(fp32), _existing_model(int8)  # each parsed once, here
+    inputs, _ = export.io_specs(fp32_model, str(fp32))
+    theirs, _ = export.io_specs(int8_model, str(int8))
     def differ(a, b) -> bool:
         return (a.name, a.dtype, len(a.shape)) != (b.name, b.dtype, len(b.shape)) or any(
             isinstance(x, int) and isinstance(y, int) and x != y for x, y in zip(a.shape, b.shape))
@@ -135,16 +140,16 @@ def layer_errors(fp32: Path, int8: Path, data: str) -> dict:
     if len(inputs) != len(theirs) or any(differ(a, b) for a, b in zip(inputs, theirs)):
         raise InputError(f"{fp32} and {int8} take different inputs ({', '.join(map(str, inputs))} against "
                          f"{', '.join(map(str, theirs))}): compare a float model with its own int8 build")
-    if done := sorted({n.op_type for n in export.parsed(fp32).graph.node} & QUANT_OPS):
+    if done := quantization_ops(fp32_model):
         raise InputError(f"{fp32}: already quantized ({', '.join(done)}): give the float model first, then its "
                          "int8 build")
-    ops = {n.op_type for n in export.parsed(int8).graph.node}
-    if integer := sorted(op for op in ops & QUANT_OPS if op not in ("QuantizeLinear", "DequantizeLinear")):
+    ops = quantization_ops(int8_model)
+    if integer := [op for op in ops if op not in ("QuantizeLinear", "DequantizeLinear")]:
         how = ("--quant-mode static; for an attention graph, --transformer-scheme matmul-static"
                if "DynamicQuantizeLinear" in integer else "--format QDQ")
         raise InputError(f"{int8}: integer operators ({', '.join(integer)}), not QDQ: the comparison measures "
                          f"each Quantize/DequantizeLinear pair, so give the static QDQ build ({how})")
-    if not {"QuantizeLinear", "DequantizeLinear"} <= ops:
+    if not {"QuantizeLinear", "DequantizeLinear"} <= set(ops):
         raise InputError(f"{int8}: no QuantizeLinear/DequantizeLinear pairs to measure (give the float model first, "
                          "then its static QDQ int8 build)")
     data_set = calib.load(data, inputs)

@@ -31,7 +31,7 @@ def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict], listed: dict | 
     resized that way is left out."""
     found = []
     listed = listed or {}
-    dims = dict.fromkeys(d for s in specs for d in s.shape if isinstance(d, str))
+    dims = named_dims(specs)
     if unknown := set(listed) - set(dims):
         raise UsageError(f"--size {sorted(unknown)[0]}: not a named axis of the model's inputs (named: "
                          f"{', '.join(dims) or 'none'})")
@@ -64,10 +64,15 @@ def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict], listed: dict | 
     return found
 
 
+def named_dims(specs: tuple[InputSpec, ...]) -> list[str]:
+    """The inputs' named (dynamic) dimensions, each once, in order."""
+    return list(dict.fromkeys(d for s in specs for d in s.shape if isinstance(d, str)))
+
+
 def unvalidated(specs: tuple[InputSpec, ...], checks: list) -> list[str]:
     """The named dimensions of the inputs that no size check covers (other_sizes found no way to make one)."""
     done = {c.other.dim for c in checks}
-    return [d for d in dict.fromkeys(d for s in specs for d in s.shape if isinstance(d, str)) if d not in done]
+    return [d for d in named_dims(specs) if d not in done]
 
 
 @dataclass(frozen=True)
