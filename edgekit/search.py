@@ -33,6 +33,7 @@ from . import outdir, signals
 from .config import AUTO_KNOBS, RANGES, PruneSpec, Recipe, ShareSpec, Target, target_settings
 from .errors import DeviceError, EdgekitError, ExitCode, InputError, StageError, UsageError, disk_full, few, first_line
 
+log = logging.getLogger("edgekit")
 SAMPLERS = ("tpe", "random", "grid")
 DIRECTIONS = ["maximize", "minimize", "minimize"]  # accuracy, latency, size
 BUDGETS = ("latency_ms", "size_mb")
@@ -289,8 +290,21 @@ def optimize(recipe: Recipe, target: Target, budgets: dict, grid: dict[str, list
         trial.set_user_attr("kernels", t.details.get("arm_kernels") or "this host's onnxruntime kernels")
         return accuracy, figures["latency_ms"], figures["size_mb"]
 
-    with worker_threads(threads):  # workers share the cores: torch's own pools would oversubscribe them
-        s.optimize(objective, n_trials=trials, timeout=time_budget, catch=(Exception,))
+    try:
+        with worker_threads(threads):  # workers share the cores: torch's own pools would oversubscribe them
+            s.optimize(objective, n_trials=trials, timeout=time_budget, catch=(Exception,))
+    finally:
+        _release(s)
+
+
+def _release(s) -> None:
+    """Close `s`'s database session and connections. A signal inside the session's close (Optuna's storage call
+    ending) left it open in its registry, holding SQLite's lock: the clean-up's write then failed "database is
+    locked" and the trial stayed RUNNING."""
+    storage = getattr(s._storage, "_backend", s._storage)  # Optuna wraps an RDBStorage in its cache
+    if isinstance(storage, _optuna().storages.RDBStorage):
+        storage.remove_session()
+        storage.engine.dispose()
 
 
 def measured_on(recipe: Recipe, target: Target) -> dict:
@@ -545,9 +559,12 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
             for child in children:
                 child.wait()
             # a signal inside Optuna's recording of a trial's end (after its run) left it RUNNING: ours are ended
-            with contextlib.suppress(Exception):  # a storage this broken is ended on resume (the default one)
+            try:
                 _end_running(made, lambda trial: storage == default_storage(out)
                              or trial.user_attrs.get("run") == run_id)
+            except Exception as failed:  # a storage this broken
+                log.warning("trials left RUNNING in %s could not be marked failed (%s); the next search of the "
+                            "study ends them", shown(storage), first_line(failed.__cause__ or failed, 160))
             raise
         finally:
             for child in children:

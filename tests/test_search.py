@@ -715,3 +715,20 @@ def test_a_grid_search_that_runs_out_of_combinations_says_so(tmp_path):
     assert "8 trial(s) done, 0 failed" in result.stdout and "the grid's 8 combinations are all tried" in result.stdout
     again = cli([*args, "--json"])  # resumed: nothing left to try
     assert again.exit_code in (0, 1) and json.loads(again.stdout)["grid_done"] == 8, again.output
+
+
+def test_a_session_a_signal_left_open_is_released_before_the_clean_up(tmp_path):
+    """Ctrl-C inside Optuna's session close left the session open in its registry, in a write holding SQLite's lock:
+    the clean-up's write failed "database is locked" (after 5 s) and the trial stayed RUNNING."""
+    url = f"sqlite:///{tmp_path / 'study.db'}?timeout=1"
+    ours = search.study(url, "s", "random", {"prune_ratio": [0.0]}, 0)
+    ours.ask()
+    clean_up = search.study(url, "s", "random", {"prune_ratio": [0.0]}, 0)
+    left_open = ours._storage._backend.scoped_session()  # what the cut-short close leaves: a write under way
+    left_open.connection().exec_driver_sql("UPDATE trials SET state = state")
+    with pytest.raises(Exception) as locked:
+        search._end_running(clean_up, lambda trial: True)
+    assert "database is locked" in str(locked.value.__cause__), locked.value
+    search._release(ours)
+    search._end_running(clean_up, lambda trial: True)
+    assert [t.state for t in clean_up.trials] == [optuna.trial.TrialState.FAIL]
