@@ -201,6 +201,20 @@ def test_golden_output_one_ulp_beyond_tolerance_fails(packaged, tmp_path):
     assert check(folder).exit_code == 0
 
 
+def test_golden_vectors_emptied_to_batch_0_fail(packaged, tmp_path):
+    """Every golden input and output cut to batch 0 (the count kept, the file rehashed) passed check, for a model
+    returning zeros too: nothing was compared."""
+    folder = fresh_copy(packaged, tmp_path, "arm64-linux")  # its batch axis is dynamic: batch 0 runs
+    inputs, outputs, atol = read_golden(folder / "golden.npz")
+    _rewrite_golden(folder, [{k: v[:0] for k, v in x.items()} for x in inputs],
+                    [{k: v[:0] for k, v in y.items()} for y in outputs], atol)
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    failed = [c for c in json.loads(result.stdout) if not c["passed"]]
+    assert [(c["name"], c["message"]) for c in failed] == [
+        ("parity model.int8.onnx", "no output values compared: the golden outputs are empty")]
+
+
 def _rewrite_golden(folder, inputs, outputs, atol):
     from edgekit.package import write_arrays
     arrays = {"count": np.array(len(inputs))}
