@@ -291,12 +291,17 @@ def class_ids(origin: str, labels: np.ndarray) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+def own_batch_axis(spec: InputSpec, ndim: int) -> bool:
+    """Samples of `ndim` dimensions lie along the input's own first axis (named, N, or 1), each taking batch 1."""
+    return ndim == len(spec.shape) > 0 and (isinstance(spec.shape[0], str) or spec.shape[0] == 1)
+
+
 def _batch_axis(origin: str, spec: InputSpec, array: np.ndarray | RowFile) -> bool:
     """Samples lie along the first axis; True when each keeps a batch axis of 1 (the model has one and the array
     has no axis of its own for the samples). Checks the first sample's dtype and shape and that no value is NaN
     or Inf, reading a file in blocks of rows."""
     rank = len(spec.shape)
-    batch_axis = array.ndim == rank and rank > 0 and (isinstance(spec.shape[0], str) or spec.shape[0] == 1)
+    batch_axis = own_batch_axis(spec, array.ndim)
     if array.ndim != rank + 1 and not batch_axis:
         raise InputError(f"{origin}: array {spec.name!r} has shape {list(array.shape)}, "
                          f"expected samples of {list(spec.shape)} along the first axis")
@@ -333,11 +338,11 @@ def validate(origin: str, spec: InputSpec, sample: np.ndarray) -> None:
 
 def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BYTES,
                 max_samples: int | None = None) -> Dataset:
-    """Feed dicts (one sample, with or without its batch axis, or a stack of samples along a first axis of their
-    own), an optional `labels` entry in each (one per sample of a stack). Items
-    are held in memory, so only the first `max_samples` are taken, and at most `max_bytes` of them."""
+    """Feed dicts (one sample, or a stack of samples along a first axis of their own or along the inputs' batch
+    axis), an optional `labels` entry in each (one per sample of a stack). Items are held in memory, so only the
+    items holding the first `max_samples` samples are taken, and at most `max_bytes` of them."""
     feeds, labels, held = [], [], 0
-    ranks = {s.name: len(s.shape) for s in specs}
+    ranks, specs_by = {s.name: len(s.shape) for s in specs}, {s.name: s for s in specs}
     last = min(MAX_FUNCTION_ITEMS, max_samples or MAX_FUNCTION_ITEMS)
     try:
         for i, item in enumerate(items):
@@ -353,18 +358,24 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
             label = item.pop(key) if key else None
             # copies: a generator that refills one buffer made every sample its last (accuracy 11%, passed)
             arrays = {k: np.asarray(v).copy() for k, v in item.items()}
-            # an item is one sample, or a stack of them along a first axis the model's inputs lack
+            # an item is a stack of samples along a first axis the model's inputs lack, or along the model's own
+            # batch axis (N or 1), split into batch-1 samples as a file's are: a DataLoader's batches of 8 fixed an
+            # Android model's batch at 8 (or, beside batch-1 files, left it dynamic); else it is one sample
             one = all(v.ndim == ranks.get(k) for k, v in arrays.items())
+            one = one and not all(own_batch_axis(specs_by[k], v.ndim) for k, v in arrays.items())
             stacked = {k: v[None] if one else v for k, v in arrays.items()}
             held += sum(v.nbytes for v in stacked.values())
             if held > max_bytes:
                 raise InputError(f"{origin}: its first {i + 1} items hold more than {max_bytes} bytes "
                                  "(--max-data-bytes)")
             if key:  # one per sample (or per row of each), checked with the item: one-hot rows failed after export
-                stacked["labels"] = np.asarray(label).copy()[None] if one else np.asarray(label).copy()
+                label = np.asarray(label).copy()
+                stacked["labels"] = label[None] if one or not label.ndim else label
             read = _from_arrays(f"{origin} item {i}", stacked, specs)
             feeds.extend(read.feeds)
             labels.extend(read.labels if read.labels is not None else [None] * len(read.feeds))
+            if max_samples is not None and len(feeds) >= max_samples:  # samples, however many each item held
+                break
     except InputError:
         raise
     except (Exception, GeneratorExit) as e:  # GeneratorExit: an iterator (not a generator) raising it

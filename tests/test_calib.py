@@ -203,7 +203,7 @@ def test_a_data_function_is_read_only_as_far_as_needed_and_within_the_byte_bound
             yield {"image": rng.random((1, 3, 64, 64), dtype=np.float32)}
 
     data = calib.load(endless, IMAGE, max_samples=5)
-    assert len(data) == 5 and len(taken) == 6 and data.feeds[4]["image"].shape == (1, 3, 64, 64)
+    assert len(data) == 5 and len(taken) == 5 and data.feeds[4]["image"].shape == (1, 3, 64, 64)
     (_, peak) = _peak(lambda: calib.load(endless, IMAGE, max_samples=20))
     assert peak < 30 * 3 * 64 * 64 * 4  # 20 samples of 48 KB, not the 10,000-item cap's 480 MB
     with pytest.raises(InputError, match=r"first 11 items hold more than 500000 bytes \(--max-data-bytes\)"):
@@ -215,16 +215,19 @@ def test_items_of_different_lengths_keep_one_label_per_row(tmp_path):
     rng = np.random.default_rng(0)
     spec = (InputSpec.parse("image:Nx1x8x8"),)
     items = [{"image": rng.random((n, 1, 8, 8), dtype=np.float32), "labels": np.arange(n) % 10} for n in (4, 4, 2)]
-    data = calib.load(items, spec)
-    assert len(data) == 3 and data.labels.tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
-    with pytest.raises(InputError, match="give --validation data"):
-        data.split(0.25)  # the last item's rows cannot be told apart from the others' by position
+    data = calib.load(items, spec)  # split along the batch axis, as a file's rows are: a sample and label each
+    assert len(data) == 10 and data.labels.tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1] and not data.joined
+    assert {f["image"].shape for f in data.feeds} == {(1, 1, 8, 8)} and data.split(0.25)[1].labels.tolist() == [0, 1]
     from edgekit import compress
 
+    assert sum(len(labels) for _, labels in compress.load_batches(items, spec, 4, {})) == 10  # a short last batch
+    batches = [{"image": item["image"][None], "labels": item["labels"][None]} for item in items]
+    joined = calib.load(batches, spec)  # each a stack of one batch (of 4, 4, 2 rows): one label per row, joined
+    assert len(joined) == 3 and joined.labels.tolist() == data.labels.tolist()
+    with pytest.raises(InputError, match="give --validation data"):
+        joined.split(0.25)  # the last item's rows cannot be told apart from the others' by position
     with pytest.raises(InputError, match="training items differ in length"):  # labels one per row: not per item
-        compress.load_batches(items, spec, 4, {})
-    even = calib.load(items[:2], spec)
-    assert even.labels.shape == (2, 4) and even.split(0.5)[1].labels.shape == (1, 4)  # as before
+        compress.load_batches(batches, spec, 4, {})
 
 
 def test_a_nan_first_state_is_bad_input(tmp_path):
@@ -370,8 +373,8 @@ def test_a_data_loaders_usual_mismatches_say_the_fix():
         calib.load(({"x": b.numpy()} for b, in loader), fixed)
     with pytest.raises(InputError, match=r"the model takes \[16, 4\]$"):  # not a short batch: no such hint
         calib.load(iter([{"x": np.ones((16, 5), "f4")}]), fixed)
-    feeds = calib.load(({"x": b.numpy()} for b, in loader), VECTOR).feeds  # as the hint says
-    assert [f["x"].shape for f in feeds] == [(16, 4), (4, 4)]
+    feeds = calib.load(({"x": b.numpy()} for b, in loader), VECTOR).feeds  # as the hint says: batch-1 samples
+    assert [f["x"].shape for f in feeds] == [(1, 4)] * 20
 
 
 def test_the_random_data_warning_says_which_data_was_random():
