@@ -102,6 +102,9 @@ def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> ExportR
         forget_sessions()
 
 
+COMPRESSION_NEEDS_TORCH = "[prune]/[share]/[distill] need a MODULE:FUNCTION or FILE.py:FUNCTION model"
+
+
 def refuse_for_streaming(recipe: Recipe) -> None:
     """What a streaming model's recipe cannot ask, told before any work (export, and a search before its trials,
     which dropped [distill] silently)."""
@@ -248,7 +251,7 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
     import torch
 
     if loaded.module is None or loaded.program is not None or isinstance(loaded.module, torch.jit.ScriptModule):
-        raise UsageError("[prune]/[share]/[distill] need a MODULE:FUNCTION or FILE.py:FUNCTION model")
+        raise UsageError(COMPRESSION_NEEDS_TORCH)
     prefix = next((f"{name}." for name, m in loaded.module.named_modules() if m is own and name), "")
     prune = recipe.prune and dataclasses.replace(
         recipe.prune, ignore=tuple(prefix + n for n in recipe.prune.ignore),

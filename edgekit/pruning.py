@@ -22,6 +22,19 @@ def is_compute(layer) -> bool:
     return isinstance(layer, (torch.nn.modules.conv._ConvNd, torch.nn.Linear))
 
 
+def check_ignored(ignore, named: dict, action: str) -> None:
+    """`--ignore` names: each a layer or block (`named`: the model's modules by name) holding a conv/linear layer
+    to keep from `action`: a typo or a name holding none (a ReLU) kept nothing, and the run said it kept it."""
+    layers = ", ".join(n for n, m in named.items() if is_compute(m))
+    if unknown := [n for n in ignore if n not in named]:
+        raise UsageError(f"--ignore: no layer named {', '.join(unknown)} (layers: {layers})")
+    if "" in ignore:
+        raise UsageError(f"--ignore '' names the whole model: nothing would be {action}")
+    if empty := [n for n in ignore if not any(map(is_compute, named[n].modules()))]:
+        raise UsageError(f"--ignore {', '.join(empty)}: holds no conv/linear layer to keep from being {action} "
+                         f"(layers: {layers})")
+
+
 @dataclass(frozen=True)
 class PruneResult:
     method: str
@@ -97,12 +110,14 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
                          "and below 1")
     named = dict(module.named_modules())
     stage_ratios = dict(stage_ratios or {})
-    for flag, names in (("--ignore", ignore), ("--stage", stage_ratios)):
-        if unknown := [n for n in names if n not in named]:
-            raise UsageError(f"{flag}: no layer named {', '.join(unknown)} (layers: "
-                             f"{', '.join(n for n, m in named.items() if is_compute(m))})")
+    check_ignored(ignore, named, "pruned")
+    if unknown := [n for n in stage_ratios if n not in named]:
+        raise UsageError(f"--stage: no layer named {', '.join(unknown)} (layers: "
+                         f"{', '.join(n for n, m in named.items() if is_compute(m))})")
     if stage_ratios and method != "structured":
         raise UsageError("--stage ratios remove whole channels: --stage needs structured pruning")
+    if round_to and method != "structured":  # taken, and nothing rounded
+        raise UsageError(f"--round-to {round_to} rounds channel counts: it needs structured pruning")
     module.eval()
     params0, macs0 = count(module, example_inputs)
     shapes0 = output_shapes(module, example_inputs)

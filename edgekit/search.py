@@ -118,6 +118,10 @@ def space(recipe: Recipe, budgets: dict, target: Target | None = None) -> dict[s
 
     found = {}
     module = None if recipe.state else _torch_module(recipe)  # a streaming model is compressed by hand (see pipeline)
+    if module is None and (recipe.prune or recipe.share or recipe.distill):  # dropped without a word; export refuses
+        from .pipeline import COMPRESSION_NEEDS_TORCH
+
+        raise UsageError(COMPRESSION_NEEDS_TORCH)
     if module is not None:
         base = recipe.prune or PruneSpec()
         found["prune_ratio"] = PRUNE_RATIOS

@@ -14,7 +14,7 @@ import logging
 from dataclasses import asdict, dataclass
 
 from .errors import UsageError
-from .pruning import is_compute
+from .pruning import check_ignored, is_compute
 
 log = logging.getLogger(__name__)
 ITERATIONS = 30  # Lloyd steps; 1-D k-means settles in a few
@@ -40,14 +40,7 @@ def cluster(module, clusters: int, ignore: tuple[str, ...] = ()) -> dict:
     if not 2 <= clusters <= 256:
         raise UsageError(f"--clusters must be between 2 and 256 (got {clusters})")
     named = dict(module.named_modules(remove_duplicate=False))  # a layer registered twice answers to both names
-    layers = ", ".join(n for n, m in named.items() if is_compute(m))
-    if unknown := [n for n in ignore if n not in named]:  # a typo would share the layer it meant to keep
-        raise UsageError(f"--ignore: no layer named {', '.join(unknown)} (layers: {layers})")
-    if "" in ignore:
-        raise UsageError("--ignore '' names the whole model: nothing would be shared")
-    # a name keeps every conv/linear layer under it (a block), as prune's --ignore does; one with none kept nothing
-    if empty := [n for n in ignore if not any(map(is_compute, named[n].modules()))]:
-        raise UsageError(f"--ignore {', '.join(empty)}: holds no conv/linear layer to keep unshared (layers: {layers})")
+    check_ignored(ignore, named, "shared")  # a name keeps every conv/linear layer under it (a block)
     kept = {id(m) for n in ignore for m in named[n].modules()}
     shared = [(name, layer) for name, layer in module.named_modules() if is_compute(layer)
               and id(layer) not in kept and layer.weight.numel() > clusters]

@@ -555,6 +555,13 @@ def test_frozen_models_one_hot_labels_and_sparsity_through_distillation(tmp_path
     ignored = cli(["share", DIGITS_MODEL, "--input", "image:Nx1x8x8", "--ignore", "featurs.0", "--out",
                    tmp_path / "sh.pt"])  # a typo shared the layer it meant to keep, exit 0
     assert ignored.exit_code == 2 and "--ignore: no layer named featurs.0" in ignored.stderr, ignored.output
+    relu = cli(["prune", DIGITS_MODEL, "--input", "image:Nx1x8x8", "--ratio", "0.5", "--ignore", "features.2", "--out",
+                tmp_path / "r.pt"])  # a ReLU: everything was pruned, and the JSON said features.2 was kept
+    assert relu.exit_code == 2 and "--ignore features.2: holds no conv/linear layer to keep from being pruned" \
+        in relu.stderr, relu.output
+    rounded = cli(["prune", DIGITS_MODEL, "--input", "image:Nx1x8x8", "--ratio", "0.5", "--method", "unstructured",
+                   "--round-to", "8", "--out", tmp_path / "u8.pt"])  # taken, exit 0, and nothing rounded
+    assert rounded.exit_code == 2 and "--round-to 8 rounds channel counts: it needs structured" in rounded.stderr
     nothing = cli(["prune", DIGITS_MODEL, "--input", "image:Nx1x8x8", "--ratio", "0.5", "--round-to", "1000", "--out",
                    tmp_path / "n.pt"])  # rounding up to more channels than any layer has: it said nothing
     assert nothing.exit_code == 0 and "removed no channel (round_to 1000" in caplog.text, nothing.output

@@ -124,6 +124,9 @@ def test_an_onnx_model_is_searched_over_quantization_only(tmp_path):
     recipe = tmp_path / "edgekit.toml"
     recipe.write_text(f'[model]\nsource = "{tmp_path / "digits.onnx"}"\n')
     assert search.space(load_recipe(recipe), {}) == search.QUANTIZE  # no torch knobs: every trial could run
+    recipe.write_text(f'[model]\nsource = "{tmp_path / "digits.onnx"}"\n[prune]\nratio = 0.3\n')
+    with pytest.raises(search.UsageError, match=r"\[prune\]/\[share\]/\[distill\] need a MODULE:FUNCTION"):
+        search.space(load_recipe(recipe), {})  # dropped without a word, where export refuses it
 
 
 def test_another_machine_joins_through_a_journal_file(tmp_path):
