@@ -167,6 +167,10 @@ def whole_file(dest: Path):
         name = f".{hashlib.sha256(dest.name.encode()).hexdigest()[:16]}.partial"
     partial = dest.with_name(name)
     try:
+        partial.touch()  # a place no file can be made (/proc, a read-only folder) is told here, not in a library
+    except OSError as e:
+        raise full_disk(e, dest.parent, str(dest)) or InputError(f"{dest}: cannot write there ({e.strerror})") from e
+    try:
         yield partial
         with signals.deferred() as received:
             partial.replace(dest)
@@ -205,6 +209,8 @@ def _space_left(folder: Path) -> int:
         st = os.statvfs(folder)
     except OSError:
         return NEARLY_FULL
+    if not st.f_blocks:  # /proc, /sys: no disk at all, not a full one (a write refused there said "no space left")
+        return NEARLY_FULL + 1
     return st.f_frsize * (st.f_bfree if os.geteuid() == 0 else st.f_bavail)  # root may write the reserve
 
 

@@ -547,7 +547,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     }
     int8_bytes, fp32_bytes = int8.stat().st_size, fp32.stat().st_size
     warnings = (verdict.warnings(cal, val, {"export": prep.export_parity, "quantization": quant_parity}, latency,
-                                 int8, providers, threads, dynamic=qplan.settings.mode == "dynamic")
+                                 int8, providers, threads, qplan.settings)
                 + list(prep.traced) + verdict.kernel_warnings(packaged) + fixed_warnings
                 + verdict.provider_warnings(target, int8_sess.get_providers()) + list(qplan.warnings)
                 + ([f"profile {target.path} takes the bundled name {target.name} but loosens its gates: "
@@ -627,6 +627,11 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
         skipped = {"skipped": "dynamic quantization has no calibration or QDQ placement to search"}
         if settings.precision == "latency":
             qplan = dataclasses.replace(qplan, precision_search=skipped)
+        if asked := [flag for flag, on in (("--auto", settings.auto), ("--precision latency",
+                                                                       settings.precision == "latency")) if on]:
+            # said in report.md alone, while the gates failed on the terminal
+            qplan = dataclasses.replace(qplan, warnings=(*qplan.warnings, f"{' and '.join(asked)} skipped: "
+                                                                          f"{skipped['skipped']}"))
         return qplan, 0, skipped if settings.auto else None, None
     cal_feeds = _calibration_feeds(prep, settings.samples)
     n_cal = len(cal_feeds)

@@ -39,6 +39,7 @@ DIRECTIONS = ["maximize", "minimize", "minimize"]  # accuracy, latency, size
 BUDGETS = ("latency_ms", "size_mb")
 FILES = ("pareto.json", "report.html")  # a search's own files in OUT, beside the best point's package
 DB = "search.db"  # the default storage, in OUT
+TRIALS_OF = "study.json"  # in OUT/trials: the study whose trials its numbered folders are
 CONNECT_TIMEOUT = 20  # seconds for a database server to answer
 CONNECT_TIMEOUT_ARGS = {"psycopg2": "connect_timeout", "psycopg": "connect_timeout", "pymysql": "connect_timeout",
                         "mysqldb": "connect_timeout", "pg8000": "timeout"}  # each driver's name for it
@@ -529,6 +530,7 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
     from . import bounded
 
     grid = space(recipe, budgets, target)
+    owner = _trials_owner(out, storage, name)
     made = study(storage, name, sampler, grid, recipe.seed)  # made once, before the workers race to make it
     with _storage_errors(storage):
         _same_inputs(made, measured_on(recipe, target), name)
@@ -537,6 +539,9 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
     for folder in (out / "trials").glob("*"):  # with OUT held, a stage left in a trial's folder is a killed trial's
         if folder.is_dir() and not folder.is_symlink():
             outdir.clean_dead_stages(folder)
+    if not os.path.lexists(marker := out / "trials" / TRIALS_OF):  # the study opened: OUT/trials is its
+        marker.parent.mkdir(exist_ok=True)
+        marker.write_text(json.dumps(owner) + "\n")
     run_id = uuid.uuid4().hex
     job = (recipe, target, budgets, grid, sampler, storage, name, time_budget, out, run_id)
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
@@ -585,6 +590,25 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
         if (isinstance(e, KeyboardInterrupt) or signals.RECEIVED) and signals.publishes() > published:
             raise signals.InterruptedAfterPublish from e
         raise
+
+
+def _trials_owner(out: Path, storage: str, name: str) -> dict:
+    """The study OUT/trials is for (OUT/trials/study.json says whose): each study numbers its trials from 0, so a
+    second one (a new --study, or another --storage) in the same OUT replaced the first one's trial packages."""
+    file = sqlite_file(storage) or (Path(storage[len("journal:"):]) if storage.startswith("journal:") else None)
+    where = DB if storage == default_storage(out) else str(file.resolve()) if file else shown(storage)
+    owner, marker = {"study": name, "storage": where}, out / "trials" / TRIALS_OF
+    if os.path.lexists(marker):
+        try:
+            found = json.loads(marker.read_bytes()[:1 << 16]) if marker.is_file() else None
+        except (OSError, ValueError):
+            found = None
+        if found != owner:
+            whose = (f"study {found.get('study')!r} in {found.get('storage')}" if isinstance(found, dict)
+                     else f"another study's ({marker} cannot be read)")
+            raise UsageError(f"--out {out}: its trials are {whose}; each study numbers its trials from 0, so a new "
+                             "one needs its own --out")
+    return owner
 
 
 def _export_best(recipe: Recipe, target: Target, budgets: dict, storage: str, name: str, out: Path,

@@ -50,7 +50,8 @@ def size_gates(target: Target, checks) -> list[Gate]:
     return found
 
 
-def warnings(cal, val, parities: dict, latency, int8, providers, threads, dynamic: bool = False) -> list[str]:
+def warnings(cal, val, parities: dict, latency, int8, providers, threads, settings=None) -> list[str]:
+    """`settings`: the int8 model's QuantSettings, which say why int8 is slower where its graph cannot."""
     said: list[str] = []
     if cal.random or val.random:
         said.append(f"{' AND '.join(w for w, r in (('CALIBRATED', cal.random), ('VALIDATED', val.random)) if r)} ON "
@@ -69,9 +70,13 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads, dynami
                     "re-run or raise --bench-runs before trusting the speed figures")
     if latency and latency.speedup_p50 < 1.0:
         fusion = bench.unfused_qdq(str(int8), providers, threads)
+        dynamic = settings is not None and settings.mode == "dynamic"
+        s8s8_ops = settings is not None and settings.format == "QOperator" and settings.activation_type == "int8"
         cause = ("dynamic quantization: each integer op's input is quantized at run time (DynamicQuantizeLinear) and "
                  "its output converted back (Cast, Mul), which can cost more than the int8 arithmetic saves"
                  if dynamic and fusion["integer_nodes"] else
+                 "int8 activations (S8S8) in the QOperator format run onnxruntime's slow x86 kernels: use the QDQ "
+                 "format or uint8 activations (TARGETS.md)" if s8s8_ops and host.arch() == "x86_64" else
                  "no compute node runs in int8 (each kept in float, or left unquantized): this is model.onnx with "
                  "Q/DQ around other ops; ship model.onnx" if not fusion["integer_nodes"] else
                  f"{fusion['unfused_compute_nodes']} compute node(s) stayed float behind DequantizeLinear "

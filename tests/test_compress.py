@@ -562,6 +562,9 @@ def test_frozen_models_one_hot_labels_and_sparsity_through_distillation(tmp_path
     rounded = cli(["prune", DIGITS_MODEL, "--input", "image:Nx1x8x8", "--ratio", "0.5", "--method", "unstructured",
                    "--round-to", "8", "--out", tmp_path / "u8.pt"])  # taken, exit 0, and nothing rounded
     assert rounded.exit_code == 2 and "--round-to 8 rounds channel counts: it needs structured" in rounded.stderr
+    for nowhere in ("/proc/x.pt", "/sys/x.pt"):  # no disk at all: "no space left on device", or exit 5 past it
+        unwritable = cli(["prune", DIGITS_MODEL, "--input", "image:Nx1x8x8", "--ratio", "0.5", "--out", nowhere])
+        assert unwritable.exit_code == 3 and f"{nowhere}: cannot write there (" in unwritable.stderr, unwritable.output
     nothing = cli(["prune", DIGITS_MODEL, "--input", "image:Nx1x8x8", "--ratio", "0.5", "--round-to", "1000", "--out",
                    tmp_path / "n.pt"])  # rounding up to more channels than any layer has: it said nothing
     assert nothing.exit_code == 0 and "removed no channel (round_to 1000" in caplog.text, nothing.output

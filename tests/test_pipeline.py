@@ -681,11 +681,12 @@ def test_a_profile_under_a_bundled_name_that_loosens_its_gates_says_so(tmp_path,
     assert not any("loosens" in w for w in m["warnings"])
 
 
-def test_dynamic_mode_says_why_its_int8_is_slower(tmp_path):
+def test_dynamic_and_s8s8_qoperator_builds_say_why_their_int8_is_slower(tmp_path):
     """Dynamic digits ran at 0.26x fp32 and the cause given was "all quantized groups fused" (no QDQ group there)."""
-    from edgekit import verdict
+    from edgekit import host, verdict
     from edgekit.bench import Latency
     from edgekit.calib import Dataset
+    from edgekit.config import QuantSettings
     from edgekit.reports import LatencyReport
 
     [m] = manifests(export(DIGITS / "edgekit.toml", "-t", "desktop-x86", "--quant-mode", "dynamic", "--no-bench",
@@ -694,8 +695,16 @@ def test_dynamic_mode_says_why_its_int8_is_slower(tmp_path):
     slow = LatencyReport(*(Latency(ms, ms, ms, ms, 20, 1.0, 1, {}) for ms in (1.0, 4.0)), "this host")
     data = Dataset("d", [])
     said = verdict.warnings(data, data, {}, slow, tmp_path / "desktop-x86" / "model.int8.onnx",
-                            ["CPUExecutionProvider"], 1, dynamic=True)
+                            ["CPUExecutionProvider"], 1, QuantSettings(mode="dynamic"))
     assert any(w.startswith("int8 is slower than fp32 on this host (0.25x): dynamic quantization") for w in said), said
+    # S8S8 QOperator (0.22x on a small CNN) was "all quantized groups fused" too: it has no QDQ group to fuse
+    ops = QuantSettings(format="QOperator", activation_type="int8", weight_type="int8")
+    [m] = manifests(export(DIGITS / "edgekit.toml", "-t", "desktop-x86", "--format", "QOperator", "--activation-type",
+                           "int8", "--weight-type", "int8", "--no-bench", "--out", tmp_path / "ops"))
+    said = verdict.warnings(data, data, {}, slow, tmp_path / "ops" / "desktop-x86" / "model.int8.onnx",
+                            ["CPUExecutionProvider"], 1, ops)
+    on_x86 = "int8 activations (S8S8) in the QOperator format run onnxruntime's slow x86 kernels"
+    assert any(on_x86 in w for w in said) == (host.arch() == "x86_64"), said
 
 
 def test_an_output_that_passes_an_input_through_stays_exact(tmp_path):

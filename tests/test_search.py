@@ -735,3 +735,20 @@ def test_a_session_a_signal_left_open_is_released_before_the_clean_up(tmp_path):
     search._release(ours)
     search._end_running(clean_up, lambda trial: True)
     assert [t.state for t in clean_up.trials] == [optuna.trial.TrialState.FAIL]
+
+
+def test_a_second_study_in_one_out_is_refused_before_it_replaces_the_first_ones_trials(tmp_path):
+    """Each study numbers its trials from 0: a new --study (the README's advice for changed inputs) in the same OUT
+    replaced the first study's OUT/trials/0 package, exit 0, with nothing saying whose it was."""
+    out, recipe = tmp_path / "search", _recipe(tmp_path, distill=False)
+    args = ["search", recipe, "-t", "desktop-x86", "--trials", "1", "--sampler", "random", "--out", out]
+    first = cli(args)
+    assert first.exit_code in (0, 1), first.output
+    package = (out / "trials" / "0" / "desktop-x86" / "model.int8.onnx").read_bytes()
+    second = cli([*args, "--study", "s2"])
+    assert second.exit_code == 2, second.output
+    assert f"--out {out}: its trials are study 'edgekit' in search.db; each study numbers" in second.stderr
+    assert (out / "trials" / "0" / "desktop-x86" / "model.int8.onnx").read_bytes() == package
+    assert "s2" not in optuna.get_all_study_names(f"sqlite:///{out / 'search.db'}")
+    again = cli(args)  # the first study resumes
+    assert again.exit_code in (0, 1) and (out / "trials" / "1").is_dir(), again.output
