@@ -19,7 +19,9 @@ QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Mat
 
 def quantization_ops(model) -> list[str]:
     """The quantization op types a ModelProto's graph holds, sorted (none: a float model)."""
-    return sorted({n.op_type for n in model.graph.node} & QUANT_OPS)
+    from .onnx_export import all_nodes
+
+    return sorted({n.op_type for n in all_nodes(model.graph)} & QUANT_OPS)
 
 
 def check_quantizable(model, label: str) -> None:
@@ -60,10 +62,12 @@ def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml"), nod
 
     model = _existing_model(path)
     inputs, outputs = export.io_specs(path)
-    ops = Counter((n.domain + "::" if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in model.graph.node)
+    # sub-graphs' (If/Loop bodies) too: an If holding a 256x256 MatMul was "1 nodes, 0 parameters"
+    every = list(export.all_nodes(model.graph))
+    ops = Counter((n.domain + "::" if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in every)
     params = parameter_count(model.graph)
     # sub-graphs' too: a model quantized inside an If branch only was called float
-    quant_nodes = sum(n.op_type in QUANT_OPS for n in export.all_nodes(model.graph))
+    quant_nodes = sum(n.op_type in QUANT_OPS for n in every)
     # its external data files too (named by the file as written; `model` holds their data): "0.00 MB" for 16 MB
     external = {d.value for t in onnx.load(str(path), load_external_data=False).graph.initializer
                 if onnx.external_data_helper.uses_external_data(t) for d in t.external_data if d.key == "location"}
@@ -79,30 +83,32 @@ def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml"), nod
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "inputs": [s.as_dict() for s in inputs],
         "outputs": [s.as_dict() for s in outputs],
-        "nodes": len(model.graph.node),
+        "nodes": len(every),
         "ops": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
         "parameters": params,
         "quantized": quant_nodes > 0,
         "quantization_nodes": quant_nodes,
         "int8_initializers": sum(t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
-                                 for t in model.graph.initializer),
+                                 for g in export.all_graphs(model.graph) for t in g.initializer),
         "metadata": {p.key: p.value for p in model.metadata_props},
         "mobile_coverage": coverage,
         "mobile_coverage_error": not_predicted,
-        **({"node_list": [{"name": n.name, "op": n.op_type} for n in export.all_nodes(model.graph)]} if nodes else {}),
+        **({"node_list": [{"name": n.name, "op": n.op_type} for n in every]} if nodes else {}),
     }
 
 
 def parameter_count(graph) -> int:
-    """The weights' elements: initializers and Constant nodes' tensors, without
+    """The weights' elements, sub-graphs' too: initializers and Constant nodes' tensors, without
     quantization scales and zero points (an int8 model had 498 more than its float one) or int64 shapes and
     indices; weights folded into Constant nodes counted 0."""
     import onnx
 
-    qdq = {i for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") for i in n.input[1:]}
-    tensors = [*((t.name, t) for t in graph.initializer), *((n.output[0], a.t) for n in graph.node
-                                                           if n.op_type == "Constant" for a in n.attribute
-                                                           if a.name == "value")]
+    from .onnx_export import all_graphs, all_nodes
+
+    every = list(all_nodes(graph))
+    qdq = {i for n in every if n.op_type in ("QuantizeLinear", "DequantizeLinear") for i in n.input[1:]}
+    tensors = [*((t.name, t) for g in all_graphs(graph) for t in g.initializer),
+               *((n.output[0], a.t) for n in every if n.op_type == "Constant" for a in n.attribute if a.name == "value")]
     return sum(math.prod(t.dims) for name, t in tensors if name not in qdq and t.data_type != onnx.TensorProto.INT64)
 
 

@@ -366,6 +366,14 @@ def subgraphs(node):
         yield from [attr.g] if attr.HasField("g") else attr.graphs
 
 
+def all_graphs(graph):
+    """`graph` and every sub-graph its nodes hold, depth first."""
+    yield graph
+    for n in graph.node:
+        for sub in subgraphs(n):
+            yield from all_graphs(sub)
+
+
 def all_nodes(graph):
     """Every node of `graph`, and after each one the nodes of its sub-graphs, depth first."""
     for n in graph.node:

@@ -382,8 +382,8 @@ def _same_inputs(study, inputs: dict, name: str) -> None:
         study.set_user_attr(INPUTS, inputs)
         return
     if changed := _changes(recorded, inputs):
-        raise UsageError(f"study {name!r} holds trials of other inputs ({changed} changed): a new --out, or --study "
-                         "with a new name, starts a search of these")
+        raise UsageError(f"study {name!r} holds trials of other inputs ({changed}): a new --out (with a new --study "
+                         "on a shared --storage) starts a search of these")
 
 
 def _changes(recorded, inputs: dict) -> str:
@@ -392,13 +392,13 @@ def _changes(recorded, inputs: dict) -> str:
         return ""
     was = recorded if isinstance(recorded, dict) else {}  # a study edited by hand holds anything
     files = was.get("files") if isinstance(was.get("files"), dict) else {}
-    changed = [("" if "target" not in inputs else f"target {was.get('target')!r}, not {inputs['target']!r}"
-                if was.get("target") != inputs["target"] else "the target profile"
+    changed = [("" if "target" not in inputs else f"target {was.get('target')!r} changed to {inputs['target']!r}"
+                if was.get("target") != inputs["target"] else "the target profile changed"
                 if was.get("profile") != inputs["profile"] else ""),
-               "the recipe's settings" if was.get("settings") != inputs["settings"] else "",
-               *(f"the {where.removeprefix('recipe.')} file" for where in sorted({*files, *inputs["files"]})
+               "the recipe's settings changed" if was.get("settings") != inputs["settings"] else "",
+               *(f"the {where.removeprefix('recipe.')} file changed" for where in sorted({*files, *inputs["files"]})
                  if files.get(where) != inputs["files"].get(where))]
-    return ", ".join([c for c in changed if c][:4]) or "its record of them"
+    return ", ".join([c for c in changed if c][:4]) or "its record of them changed"
 
 
 def effective(params: dict) -> dict:
@@ -741,7 +741,7 @@ def from_trial(recipe: Recipe, storage: str, name: str, number: int, given: bool
     except StopIteration:
         raise UsageError(f"study {name!r} has no trial {number}") from None
     if INPUTS in found.user_attrs and (changed := _changes(found.user_attrs[INPUTS], _recipe_inputs(recipe))):
-        raise UsageError(f"trial {number} of study {name!r} was measured on other inputs ({changed} changed): "
+        raise UsageError(f"trial {number} of study {name!r} was measured on other inputs ({changed}): "
                          "exported with these, it would not be that trial's model")
     if trial.state != optuna.trial.TrialState.COMPLETE:
         raise UsageError(f"trial {number} of study {name!r} did not complete ({trial.state.name}): export a "

@@ -50,6 +50,9 @@ def size_gates(target: Target, checks) -> list[Gate]:
     return found
 
 
+FEW_SAMPLES = 8  # calibration or validation data smaller than this is warned of
+
+
 def warnings(cal, val, parities: dict, latency, int8, providers, threads, settings=None) -> list[str]:
     """`settings`: the int8 model's QuantSettings, which say why int8 is slower where its graph cannot."""
     said: list[str] = []
@@ -63,6 +66,12 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads, settin
                 said.append(f"{stage} parity: reference output {o.output!r} is ~0 (max |value| "
                             f"{o.reference_peak:.3g} < {parity.NEAR_ZERO:g}) on the validation data: cosine and "
                             "SQNR say nothing about a model that emits no signal; check the model and its inputs")
+    dynamic = settings is not None and settings.mode == "dynamic"  # calibrates nothing
+    for role, data, what in (("calibration", None if dynamic else cal, "int8 ranges"),
+                             ("validation", val, "parity figures and gates")):
+        if data is not None and not data.random and len(data) < FEW_SAMPLES:  # a 2-sample file passed every gate without a word
+            said.append(f"{role} data has {len(data)} sample(s): {what} from so few do not stand for real inputs "
+                        f"(give at least {FEW_SAMPLES})")
     place = "the device" if latency and "device" in latency.int8.host else "this host"
     if latency and max(latency.fp32.p90_over_p50, latency.int8.p90_over_p50) > bench.NOISY_SPREAD:
         said.append(f"latency spread p90/p50 fp32 {latency.fp32.p90_over_p50:.2f}, int8 "
@@ -70,7 +79,6 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads, settin
                     "re-run or raise --bench-runs before trusting the speed figures")
     if latency and latency.speedup_p50 < 1.0:
         fusion = bench.unfused_qdq(str(int8), providers, threads)
-        dynamic = settings is not None and settings.mode == "dynamic"
         s8s8_ops = settings is not None and settings.format == "QOperator" and settings.activation_type == "int8"
         cause = ("dynamic quantization: each integer op's input is quantized at run time (DynamicQuantizeLinear) and "
                  "its output converted back (Cast, Mul), which can cost more than the int8 arithmetic saves"

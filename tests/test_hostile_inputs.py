@@ -19,7 +19,7 @@ import onnx
 import pytest
 import torch
 from conftest import DIGITS, ROOT, TESTS, cli
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.errors import InputError
 
@@ -1026,3 +1026,23 @@ def test_a_model_whose_outputs_are_nan_is_named_not_its_golden_file(tmp_path):
     one_line_error(result, 3, "the float model's output 'output' is NaN or Inf on validation sample 0 (before any "
                               "quantization)")
     assert not (tmp_path / "o").exists()
+
+
+def test_inspect_counts_what_if_branches_hold(tmp_path):
+    """An If whose branch held a 256x256 MatMul was "1 nodes, 0 parameters", beside coverage lines of 2/3 nodes."""
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((256, 256)).astype(np.float32), "W")
+    then = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["t"])], "then", [],
+                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 256])], [weight])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, [1, 256])])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)], "g",
+        [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "if.onnx")
+    result = cli(["inspect", tmp_path / "if.onnx", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert (info["nodes"], info["parameters"], info["ops"]) == (3, 256 * 256, {"Identity": 1, "If": 1, "MatMul": 1})

@@ -737,3 +737,14 @@ def test_the_manifest_names_the_profile_settings_a_run_replaced(tmp_path):
                            "--weight-type", "int8", "--per-tensor", "--no-bench", "--out", tmp_path))
     assert m["quantization"]["overrides_profile"] == {  # per-tensor is the profile's own: no override
         "activation_type": {"profile": "uint8", "given": "int8"}, "weight_type": {"profile": "uint8", "given": "int8"}}
+
+
+def test_data_too_few_to_judge_by_is_warned_of(tmp_path):
+    """A 2-sample file (1 to calibrate, 1 to validate) passed every gate with no word of it."""
+    np.save(tmp_path / "two.npy", np.load(DIGITS / "data" / "calibration.npz")["image"][:2])
+    [m] = manifests(export(f"{DIGITS / 'model.py'}:build", "--weights", DIGITS / "digits_cnn.pt", "--input",
+                           "image:Nx1x8x8", "--calibration", tmp_path / "two.npy", "--no-bench", "--out", tmp_path / "o"))
+    assert "calibration data has 1 sample(s): int8 ranges from so few" in "\n".join(m["warnings"]), m["warnings"]
+    assert "validation data has 1 sample(s): parity figures and gates" in "\n".join(m["warnings"]), m["warnings"]
+    [m] = manifests(export(DIGITS / "edgekit.toml", "-t", "desktop-x86", "--no-bench", "--out", tmp_path / "d"))
+    assert not any("sample(s):" in w for w in m["warnings"]), m["warnings"]
