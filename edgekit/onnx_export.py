@@ -145,14 +145,20 @@ def _quiet(name: str):
 
 
 def _dict_keys(outputs) -> list[str] | None:
-    """The names a model's dict of tensors gives its outputs, in the order they are exported (they were dropped:
-    output_0, output_1)."""
-    import torch
+    """The names a model's dict of outputs gives them, in the order they are exported, a nested one by its path
+    (`extra.0`, `extra.1`: they were dropped, output_0, output_1...); None if two paths read alike."""
+    if not isinstance(outputs, dict):
+        return None
 
-    if isinstance(outputs, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                         for k, v in outputs.items()):
-        return list(outputs)
-    return None
+    def paths(value, at: str) -> list[str]:
+        if isinstance(value, dict):
+            return [p for k, v in value.items() for p in paths(v, f"{at}.{k}" if at else str(k))]
+        if isinstance(value, (tuple, list)):
+            return [p for i, v in enumerate(value) for p in paths(v, f"{at}.{i}")]
+        return [at]
+
+    names = paths(outputs, "")
+    return names if len(set(names)) == len(names) else None
 
 
 def _export_dynamo(torch, module, args, specs, names, opset, dest):

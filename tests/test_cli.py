@@ -320,7 +320,8 @@ def test_dict_and_nested_outputs_are_flattened(tmp_path):
                                        "--json"])
     assert result.exit_code == 0, result.output
     import json
-    assert len(json.loads(result.stdout)[0]["outputs"]) == 3
+    # named by their paths in the dict: they were output_0, output_1, output_2
+    assert [o["name"] for o in json.loads(result.stdout)[0]["outputs"]] == ["scores", "extra.0", "extra.1"]
 
 
 def test_a_dict_of_outputs_names_them_and_its_names_are_not_swapped(tmp_path):
