@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import numbers
+import os
 import re
 import stat
 import sys
@@ -537,6 +538,8 @@ def _recipe_target(name, base: Path, where: str):
     if not name.endswith(".toml") and "/" not in name and not (base / name).exists():  # a misspelt bundled name
         raise UsageError(f"{where} [export] targets: unknown target {name!r}{nearest(name, list_targets())}; known: "
                          f"{', '.join(list_targets())} (or a profile .toml beside the recipe)")
+    if not os.path.lexists(base / name):
+        raise UsageError(f"{where} [export] targets: {base / name}: no such file (a profile path is beside the recipe)")
     return str(base / name)
 
 
@@ -578,6 +581,8 @@ def load_recipe(path: Path) -> Recipe:
     source = flat.get("source")
     if isinstance(source, str) and (".py:" in source or source.endswith((".onnx", ".pt", ".ts", ".pt2"))):
         flat["source"] = str(base / source)
+    if isinstance(flat.get("targets"), str):  # one name alone, as a list: it was looked up in the working folder
+        flat["targets"] = [flat["targets"]]
     if isinstance(flat.get("targets"), list):  # a bundled name, else a profile file beside the recipe
         flat["targets"] = [_recipe_target(t, base, where) for t in flat["targets"]]
     if isinstance(flat.get("state_init"), dict):

@@ -550,6 +550,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                                  int8, providers, threads, qplan.settings)
                 + list(prep.traced) + verdict.kernel_warnings(packaged) + fixed_warnings
                 + verdict.provider_warnings(target, int8_sess.get_providers()) + list(qplan.warnings)
+                + verdict.override_warnings(target, overridden)
                 + ([f"profile {target.path} takes the bundled name {target.name} but loosens its gates: "
                     f"{', '.join(weaker)}"] if (weaker := config.loosened(target)) else [])
                 + ([f"the models are opset {qplan.opset}, not the profile's {target.opset} (raised by the exporter or "

@@ -97,6 +97,20 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads, settin
     return said
 
 
+HARDWARE_RULES = ("mode", "format", "activation_type", "weight_type", "per_channel")  # what an accelerator takes
+
+
+def override_warnings(target: Target, overridden: dict) -> list[str]:
+    """The profile's hardware rules a recipe, flag or the API replaced, on a target whose accelerator coverage is
+    gated: int8 activations on android-arm64 send every node to the CPU, and the coverage gate (a prediction from op
+    types) passed them at 100%."""
+    if not (target.package.coverage and (rules := [k for k in HARDWARE_RULES if k in overridden])):
+        return []
+    given = ", ".join(f"{k} {overridden[k]['given']} (the profile's: {overridden[k]['profile']})" for k in rules)
+    return [f"{given} override {target.name}'s rules for {', '.join(target.package.coverage)}: its coverage figure, "
+            "predicted from op types, does not judge them; see the profile's comments before shipping"]
+
+
 def provider_warnings(target: Target, used: list[str]) -> list[str]:
     """A profile's providers this onnxruntime lacks, for a target of this host's kind (its figures stand for the
     target's own): the run fell back to the others. ARM targets on an x86 host are stand-ins anyway, said apart."""

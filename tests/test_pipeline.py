@@ -748,3 +748,16 @@ def test_data_too_few_to_judge_by_is_warned_of(tmp_path):
     assert "validation data has 1 sample(s): parity figures and gates" in "\n".join(m["warnings"]), m["warnings"]
     [m] = manifests(export(DIGITS / "edgekit.toml", "-t", "desktop-x86", "--no-bench", "--out", tmp_path / "d"))
     assert not any("sample(s):" in w for w in m["warnings"]), m["warnings"]
+
+
+def test_overriding_a_mobile_targets_hardware_rules_is_warned_of(tmp_path):
+    """int8 activations on android-arm64 (NNAPI runs them on the CPU, its profile says) passed the coverage gate at
+    100% with no warning; overriding the calibration method is no hardware rule and says nothing."""
+    [m] = manifests(export(DIGITS / "edgekit.toml", "-t", "android-arm64", "--activation-type", "int8",
+                           "--weight-type", "int8", "--no-bench", "--out", tmp_path / "a"))
+    said = "\n".join(m["warnings"])
+    assert ("activation_type int8 (the profile's: uint8), weight_type int8 (the profile's: uint8) override "
+            "android-arm64's rules for nnapi") in said, said
+    [m] = manifests(export(DIGITS / "edgekit.toml", "-t", "android-arm64", "--calibrate-method", "entropy",
+                           "--no-bench", "--out", tmp_path / "b"))
+    assert m["quantization"]["overrides_profile"] and not any("override" in w for w in m["warnings"]), m["warnings"]
