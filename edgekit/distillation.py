@@ -95,6 +95,11 @@ def _checked_batch(origin: str, inputs, labels, specs: tuple[InputSpec, ...], fi
     inputs were not given); labels one class id per sample."""
     from .calib import class_ids, validate
 
+    if isinstance(inputs, dict):  # inputs by name, as a calibration item's: it was "a object array of shape []"
+        if not specs or set(inputs) != {s.name for s in specs}:
+            raise InputError(f"{origin}: inputs named {sorted(map(str, inputs))}, the model takes "
+                             f"{[s.name for s in specs] if specs else 'inputs not named (give --input)'}")
+        inputs = [inputs[s.name] for s in specs]
     inputs = tuple(_own_array(x) for x in (inputs if isinstance(inputs, (tuple, list)) else (inputs,)))
     if specs and len(inputs) != len(specs):
         raise InputError(f"{origin}: {len(inputs)} inputs, the model takes {len(specs)} ({[s.name for s in specs]})")

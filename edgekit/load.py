@@ -152,14 +152,16 @@ def load_weights(module, weights: str, torch, trust_checkpoint: bool = False) ->
     refused before it runs. `trust_checkpoint` (the --trust-checkpoint flag) lifts that for files the
     user vouches for.
     """
-    if not Path(weights).is_file():
-        raise InputError(f"weights {weights!r}: no such file")
+    from .arrays import regular_file
+
+    regular_file(Path(weights), f"weights {weights!r}")  # a folder was "no such file"
     _bounded_checkpoint(weights)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=not trust_checkpoint)
     except Exception as e:
-        if trust_checkpoint or not isinstance(e, pickle.UnpicklingError):
-            raise InputError(f"weights {weights!r} cannot be loaded: {first_line(e)}") from e
+        if trust_checkpoint or not isinstance(e, pickle.UnpicklingError):  # a text file said only "101"
+            raise InputError(f"weights {weights!r} cannot be loaded as a torch.save file "
+                             f"({type(e).__name__}: {first_line(e)})") from e
         try:  # a static scan of the pickle: names what unpickling would have called, runs nothing
             unsafe = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(weights))
         except Exception:  # not a torch.save zip archive (garbage, pre-1.6 format)

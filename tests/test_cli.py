@@ -40,6 +40,16 @@ def test_bad_model_path(tmp_path, data):
                        3, "no such file", out=tmp_path / "o")
 
 
+@pytest.mark.parametrize("make,msg", [
+    (lambda p: p.mkdir(), "w.pt': not a regular file"),  # was "no such file"
+    (lambda p: p.write_text("hello weights"), "cannot be loaded as a torch.save file (KeyError: 101)"),  # was "101"
+])
+def test_weights_that_are_no_checkpoint_say_what_they_are(tmp_path, data, make, msg):
+    make(tmp_path / "w.pt")
+    assert_clean_error(run(*CNN, "--weights", tmp_path / "w.pt", "--calibration", data, "--out", tmp_path / "o"), 3,
+                       msg, out=tmp_path / "o")
+
+
 def test_missing_function(tmp_path, data):
     assert_clean_error(run("models:nothing_here", "--input", "x:1x3", "--calibration", data), 3, "has no function")
 

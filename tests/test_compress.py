@@ -494,6 +494,13 @@ def test_the_api_takes_training_batches_from_python_iterables_and_checks_them():
     bad = good[:3] + [(np.full((16, 1, 8, 8), np.nan, np.float32), good[0][1])]
     with pytest.raises(edgekit.InputError, match="data 'list' batch 3: input 0 has NaN or Inf values"):
         edgekit.distill(DIGITS_MODEL, DIGITS_MODEL, data=bad, epochs=1)
+    named = [({"image": x}, y) for x, y in good]  # inputs by name: "input 0 is a object array of shape []"
+    _, result = edgekit.distill(DIGITS_MODEL, DIGITS_MODEL, teacher_weights=DIGITS_WEIGHTS, data=named, epochs=1,
+                                inputs=["image:Nx1x8x8"])
+    assert result.epochs_run == 1
+    with pytest.raises(edgekit.InputError, match=r"batch 0: inputs named \['x'\], the model takes \['image'\]"):
+        edgekit.distill(DIGITS_MODEL, DIGITS_MODEL, data=[({"x": x}, y) for x, y in good], epochs=1,
+                        inputs=["image:Nx1x8x8"])
 
 
 def test_training_data_edges_a_model_declared_with_batch_1_and_a_function_giving_none(tmp_path):
