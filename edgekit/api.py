@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 import os
 import tempfile
 import threading
@@ -54,7 +55,6 @@ def _leaves_no_trace(fn):
 
 
 def _as_found(fn, args, kwargs):
-    import logging
     import random
     import signal
     import sys
@@ -65,7 +65,7 @@ def _as_found(fn, args, kwargs):
     handlers = {s: signal.getsignal(s) for s in SIGNALS} if main else {}
     torch_state = torch.random.get_rng_state() if torch else None
     root = logging.getLogger()
-    stand_in = None if root.handlers else logging.NullHandler()
+    stand_in = None if root.handlers else _OwnWarnings()
     if stand_in:
         root.addHandler(stand_in)
     modules = set(sys.modules)
@@ -88,6 +88,19 @@ def _as_found(fn, args, kwargs):
         for key, value in environ.items():  # only these: the user's own code may set others during the call
             if value is None:
                 os.environ.pop(key, None)
+
+
+class _OwnWarnings(logging.Handler):
+    """The root's stand-in while edgekit runs: edgekit's own warnings reach stderr as Python's last resort would
+    print them (a NullHandler dropped them: a prune that removed no channel said nothing); others' records, as
+    onnxruntime's quantizer's, are dropped."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+
+    def emit(self, record) -> None:
+        if record.name.partition(".")[0] == "edgekit" and not logging.getLogger("edgekit").handlers:
+            logging.lastResort.handle(record)
 
 
 def _forget_half_imports(before: set[str]) -> None:
@@ -136,7 +149,8 @@ def export(model: Any, *, inputs: Iterable[str | InputSpec] = (), calibration: F
 def check(path: str | Path | ExportReport, *, emulate: str | None = None, device: str | DeviceSpec | None = None,
           probe: bool = False) -> CheckReport:
     """Re-run a package's golden vectors and verify its hashes (a target folder, an OUT folder, an archive, or
-    the ExportReport of the export that made it); the same run as `edgekit check`. `report.passed` is the verdict.
+    the ExportReport of the export that made it: its targets alone); the same run as `edgekit check`.
+    `report.passed` is the verdict.
     `emulate="aarch64[:CPU]"` runs the models on real aarch64 onnxruntime kernels under qemu user mode, with
     the onnxruntime and numpy versions the package's manifest records (built in the cache on first use);
     `device="ssh://user@host[:port][/folder]"` (or a DeviceSpec with a key, known_hosts, the device's python)
@@ -145,18 +159,19 @@ def check(path: str | Path | ExportReport, *, emulate: str | None = None, device
     from . import emulator, package_check
     from .device import Device
 
-    if isinstance(path, ExportReport):  # the package an export() just made
-        path = path.out
+    only = None
+    if isinstance(path, ExportReport):  # the package an export() just made: its targets, not older ones beside them
+        path, only = path.out, set(path.targets)
     if not isinstance(path, (str, os.PathLike)):
         raise UsageError(f"check takes a package folder, an archive path or an ExportReport, not {type(path).__name__}")
     if emulate is not None and device is not None:
         raise UsageError("give --emulate or --device, not both")
     if emulate is not None:  # "" (an unset $EMU in CI) is refused, not taken for this host
-        return package_check.check(Path(path), emulator.for_package(emulate), probe)
+        return package_check.check(Path(path), emulator.for_package(emulate), probe, only=only)
     if device is not None:
         with Device(_device_spec(device)) as reached:  # what it copied there serves every target
-            return package_check.check(Path(path), lambda manifest: reached, probe)
-    return package_check.check(Path(path), None, probe)
+            return package_check.check(Path(path), lambda manifest: reached, probe, only=only)
+    return package_check.check(Path(path), None, probe, only=only)
 
 
 @_leaves_no_trace

@@ -35,12 +35,13 @@ NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  
 
 
 def check(path: Path, place: Callable[[dict], Place] | None = None, probe: bool = False,
-          bench: bool = True, own: bool = False) -> CheckReport:
+          bench: bool = True, own: bool = False, only: set[str] | None = None) -> CheckReport:
     """Re-run a package's golden vectors and verify its file hashes (folder, OUT folder or archive).
     `place`: given a target's manifest, where its models run (default: this host, in a bounded child);
     `probe`: also name the first node where `place`'s kernels and this host's part; `bench`: time the
     models on a real device `place`; `own`: this process has just written the package, so its models run
-    here, not in a bounded child (the same comparisons, without a child's start-up and imports)."""
+    here, not in a bounded child (the same comparisons, without a child's start-up and imports); `only`: in an OUT
+    folder, these targets' folders and archives alone (an export's, beside older ones)."""
     if probe and place is None:
         raise UsageError("--probe compares two kernel sets: give it --emulate or --device")
     original = Path(path)
@@ -60,11 +61,14 @@ def check(path: Path, place: Callable[[dict], Place] | None = None, probe: bool 
             raise InputError(f"{original}: expected a package folder or a .tar.gz archive")
         # messages name the folder as the user knows it (inside the archive), not the temporary copy
         folders = _target_folders(root, original)
+        if only is not None and folders != [root]:
+            folders = [f for f in folders if f.name in only]
         return CheckReport([case for folder in folders
                             for case in _check_target(folder, str(original if folder == root else
                                                                   original / folder.relative_to(root)), mismatched,
                                                          place, probe, bench, own)]
-                           + ([] if root != original or folders == [root] else _archives_beside(original, folders)))
+                           + ([] if root != original or folders == [root] else _archives_beside(original, folders,
+                                                                                                 only)))
 
 
 def _archive_stem(name: str) -> str | None:
@@ -72,12 +76,12 @@ def _archive_stem(name: str) -> str | None:
     return next((name[: -len(s)] for s in ARCHIVE_SUFFIXES if name.endswith(s)), None)
 
 
-def _archives_beside(out: Path, folders: list[Path]) -> list[Case]:
+def _archives_beside(out: Path, folders: list[Path], only: set[str] | None = None) -> list[Case]:
     """OUT/<target>.tar.gz, what build engineers ship, is the package checked in OUT/<target>: every member
     matches the hash its manifest gives, and that manifest is the folder's (an archive of garbage passed)."""
     by_name, cases = {folder.name: folder for folder in folders}, []
     for path in sorted(out.iterdir()):
-        if not path.is_file() or (stem := _archive_stem(path.name)) is None:
+        if not path.is_file() or (stem := _archive_stem(path.name)) is None or only is not None and stem not in only:
             continue
         if (folder := by_name.get(stem)) is None:  # never checked, yet a CI job uploading OUT/*.tar.gz ships it
             cases.append(Case(stem, f"archive {path.name}", False, f"no package folder {stem} beside it in {out}: "

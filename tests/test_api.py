@@ -68,6 +68,14 @@ def test_export_a_module_from_generators_then_check_it(tmp_path):
     assert module.training and all(torch.equal(before[k], v) for k, v in module.state_dict().items())
     assert sys.path == path and np.array_equal(np.random.get_state()[1], np_state)
     assert torch.equal(torch.get_rng_state(), torch_state)
+    # a later export of one target into the same OUT: check(report) is of its package, not an older one beside it
+    later = edgekit.export(module, inputs=["image:Nx1x8x8"], calibration=samples("calibration", 128),
+                           targets=["desktop-x86"], out=tmp_path / "out", no_bench=True)
+    with open(tmp_path / "out" / "android-arm64" / "model.int8.onnx", "ab") as f:
+        f.write(b"x")
+    assert not edgekit.check(later.out).passed  # the whole folder, as the CLI checks it
+    mine = edgekit.check(later)
+    assert mine.passed and {c.target for c in mine.cases} == {"desktop-x86"}, mine.cases
 
 
 def refilled(name: str, count: int, buffer):
@@ -274,6 +282,20 @@ assert dict(os.environ) == env, set(os.environ.items()) ^ set(env.items())
 """)
     done = subprocess.run([sys.executable, "-P", str(script)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_edgekits_own_warnings_reach_a_script_that_configured_no_logging(tmp_path):
+    """The stand-in for the root logger's handler dropped them: a prune that removed no channel said nothing, and
+    the model was saved unchanged. No handler is left behind."""
+    script = tmp_path / "script.py"
+    script.write_text(f"""import logging, edgekit
+edgekit.prune({MODEL!r}, inputs=["image:Nx1x8x8"], ratio=0.5, ignore=["features", "classifier"])
+assert logging.getLogger().handlers == [], logging.getLogger().handlers
+""")
+    done = subprocess.run([sys.executable, "-P", str(script)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.strip() == "structured pruning at ratio 0.5 removed no channel (round_to None, ignored " \
+        "['features', 'classifier', 'classifier.3'])", done.stderr
 
 
 def test_recipe_compression_edges_python_random_and_array_data(tmp_path):
