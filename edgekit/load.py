@@ -62,6 +62,8 @@ def _from_object(module, weights: str | None, trust_checkpoint: bool) -> LoadedM
 
     if not isinstance(module, torch.nn.Module):
         raise UsageError(f"model: expected an nn.Module, a source string or a path, not {type(module).__name__}")
+    # torch.compile's wrapper computes its module's function: exported, it failed in torch's tracer (exit 4)
+    module = getattr(module, "_orig_mod", module) if type(module).__name__ == "OptimizedModule" else module
     try:
         module = copy.deepcopy(module)
     except Exception as e:  # e.g. weight_norm after a forward pass

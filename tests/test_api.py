@@ -561,3 +561,13 @@ def test_odd_arguments_and_unready_models_are_edgekit_errors():
                         (torch.nn.LazyLinear(3), "'weight' is not initialised yet")):
         with pytest.raises(edgekit.InputError, match=said):
             edgekit.export(model, inputs=["x:Nx4"], calibration=good, no_bench=True)
+
+
+def test_a_torch_compiled_module_exports_as_its_module(tmp_path):
+    """torch.compile's wrapper failed in torch's tracer, exit 4 ("Detected that you are using FX to torch.jit.trace
+    a dynamo-optimized function"): the toolchain blamed for the caller's wrapper."""
+    module = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3)).eval()
+    report = edgekit.export(torch.compile(module), inputs=["x:Nx6"], calibration="random", out=tmp_path / "o",
+                            no_bench=True)
+    assert report.passed and report.targets["desktop-x86"].to_json()["model"]["source"].startswith(
+        "torch.nn.modules.container.Sequential")
