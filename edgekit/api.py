@@ -191,7 +191,7 @@ def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: s
     _rebuildable(model, "prune")
     spec = build(PruneSpec, {"ratio": ratio, **settings}, "edgekit.prune() settings")
     compress.check_out(out, force)
-    specs = _specs(inputs)
+    specs = _specs(inputs, "edgekit.prune")
     module = load_model(model, _path(weights), trust_checkpoint).module
     compress.runs_on(module, specs)
     batches = (compress.load_batches(data, specs, 32, {"model": module}, _cap(max_data_bytes, "edgekit.prune()"))
@@ -259,7 +259,7 @@ def share(model: Any, *, inputs: Iterable[str | InputSpec], clusters: int = Shar
                  where)
     config = build(DistillSettings, {"data": data if isinstance(data, str) else "", **settings}, where)
     compress.check_out(out, force)
-    specs = _specs(inputs)
+    specs = _specs(inputs, "edgekit.share")
     module = load_model(model, weights, trust_checkpoint).module
     compress.runs_on(module, specs)
     teacher = copy.deepcopy(module)
@@ -374,7 +374,11 @@ def _cap(max_data_bytes, where: str) -> int:
     return DEFAULT_MAX_DATA_BYTES if max_data_bytes is None else coerce(max_data_bytes, int, "max_data_bytes", where)
 
 
-def _specs(inputs) -> tuple[InputSpec, ...]:
+def _specs(inputs, needed_by: str = "") -> tuple[InputSpec, ...]:
+    """`needed_by`: the call that runs the model on them (prune, share), where none is the CLI's missing --input
+    (it was exit 3, "model does not run on inputs : TypeError...")."""
+    if needed_by and not inputs:
+        raise UsageError(f"{needed_by}() needs inputs=['NAME:SHAPE[:DTYPE]', ...], the model's inputs")
     if isinstance(inputs, (str, InputSpec)):
         inputs = (inputs,)
     given = list(inputs) if isinstance(inputs, Iterable) else [inputs]

@@ -494,6 +494,9 @@ def test_the_api_takes_training_batches_from_python_iterables_and_checks_them():
     bad = good[:3] + [(np.full((16, 1, 8, 8), np.nan, np.float32), good[0][1])]
     with pytest.raises(edgekit.InputError, match="data 'list' batch 3: input 0 has NaN or Inf values"):
         edgekit.distill(DIGITS_MODEL, DIGITS_MODEL, data=bad, epochs=1)
+    for call in (edgekit.prune, edgekit.share):  # was exit 3, "model does not run on inputs : TypeError..."
+        with pytest.raises(edgekit.UsageError, match=r"\(\) needs inputs=\['NAME:SHAPE\[:DTYPE\]', ...\]"):
+            call(DIGITS_MODEL, inputs=(), **({"ratio": 0.5} if call is edgekit.prune else {}))
     named = [({"image": x}, y) for x, y in good]  # inputs by name: "input 0 is a object array of shape []"
     _, result = edgekit.distill(DIGITS_MODEL, DIGITS_MODEL, teacher_weights=DIGITS_WEIGHTS, data=named, epochs=1,
                                 inputs=["image:Nx1x8x8"])
