@@ -27,6 +27,7 @@ log = logging.getLogger("edgekit")
 LABEL_KEYS = ("labels", "label")
 MAX_FUNCTION_ITEMS = 10_000  # a user generator may never end: read this many items at most
 VALIDATION_FRACTION = 0.25  # held out of the calibration samples when no validation data is given
+BATCH_NAMES = ("n", "b", "batch", "batch_size", "bs")  # a named first axis that is a batch: items split along it
 # samples read from one data source at most: a few MB of 8x8 samples can declare millions, and each costs memory
 # (its index, three sets of outputs) and runs whatever the bytes (13 M of them: 15.7 GB and 10 minutes, unfinished)
 MAX_SAMPLES = 100_000
@@ -291,9 +292,12 @@ def class_ids(origin: str, labels: np.ndarray) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def own_batch_axis(spec: InputSpec, ndim: int) -> bool:
-    """Samples of `ndim` dimensions lie along the input's own first axis (named, N, or 1), each taking batch 1."""
-    return ndim == len(spec.shape) > 0 and (isinstance(spec.shape[0], str) or spec.shape[0] == 1)
+def _item_batch_axis(spec: InputSpec, ndim: int) -> bool:
+    """An item of `ndim` dimensions stacks samples along the input's own first axis: one of 1, or named as a
+    batch is (N, batch); another name (T, seq) is the sample's own axis, and the item one sample (an utterance of
+    T frames was cut into T samples, and an Android model fixed at T=1)."""
+    first = spec.shape[0] if spec.shape else None
+    return ndim == len(spec.shape) > 0 and (first == 1 or isinstance(first, str) and first.lower() in BATCH_NAMES)
 
 
 def _batch_axis(origin: str, spec: InputSpec, array: np.ndarray | RowFile) -> bool:
@@ -301,7 +305,7 @@ def _batch_axis(origin: str, spec: InputSpec, array: np.ndarray | RowFile) -> bo
     has no axis of its own for the samples). Checks the first sample's dtype and shape and that no value is NaN
     or Inf, reading a file in blocks of rows."""
     rank = len(spec.shape)
-    batch_axis = own_batch_axis(spec, array.ndim)
+    batch_axis = array.ndim == rank and rank > 0 and (isinstance(spec.shape[0], str) or spec.shape[0] == 1)
     if array.ndim != rank + 1 and not batch_axis:
         raise InputError(f"{origin}: array {spec.name!r} has shape {list(array.shape)}, "
                          f"expected samples of {list(spec.shape)} along the first axis")
@@ -359,10 +363,10 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
             # copies: a generator that refills one buffer made every sample its last (accuracy 11%, passed)
             arrays = {k: np.asarray(v).copy() for k, v in item.items()}
             # an item is a stack of samples along a first axis the model's inputs lack, or along the model's own
-            # batch axis (N or 1), split into batch-1 samples as a file's are: a DataLoader's batches of 8 fixed an
+            # batch axis (1, N), split into batch-1 samples as a file's are: a DataLoader's batches of 8 fixed an
             # Android model's batch at 8 (or, beside batch-1 files, left it dynamic); else it is one sample
             one = all(v.ndim == ranks.get(k) for k, v in arrays.items())
-            one = one and not all(own_batch_axis(specs_by[k], v.ndim) for k, v in arrays.items())
+            one = one and not all(_item_batch_axis(specs_by[k], v.ndim) for k, v in arrays.items())
             stacked = {k: v[None] if one else v for k, v in arrays.items()}
             held += sum(v.nbytes for v in stacked.values())
             if held > max_bytes:
@@ -380,6 +384,7 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
         raise
     except (Exception, GeneratorExit) as e:  # GeneratorExit: an iterator (not a generator) raising it
         raise InputError(f"{origin} failed: {type(e).__name__}: {e}") from e
+    feeds, labels = feeds[:max_samples], labels[:max_samples]  # a last item's stack may hold more than asked
     has = [lb is not None for lb in labels]
     if any(has) and not all(has):
         raise InputError(f"{origin}: some items have a label and some do not")

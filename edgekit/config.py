@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import numbers
-import os
 import re
 import stat
 import sys
@@ -538,8 +537,6 @@ def _recipe_target(name, base: Path, where: str):
     if not name.endswith(".toml") and "/" not in name and not (base / name).exists():  # a misspelt bundled name
         raise UsageError(f"{where} [export] targets: unknown target {name!r}{nearest(name, list_targets())}; known: "
                          f"{', '.join(list_targets())} (or a profile .toml beside the recipe)")
-    if not os.path.lexists(base / name):
-        raise UsageError(f"{where} [export] targets: {base / name}: no such file (a profile path is beside the recipe)")
     return str(base / name)
 
 

@@ -22,16 +22,18 @@ def is_compute(layer) -> bool:
     return isinstance(layer, (torch.nn.modules.conv._ConvNd, torch.nn.Linear))
 
 
-def check_ignored(ignore, named: dict, action: str) -> None:
-    """`--ignore` names: each a layer or block (`named`: the model's modules by name) holding a conv/linear layer
-    to keep from `action`: a typo or a name holding none (a ReLU) kept nothing, and the run said it kept it."""
+def check_ignored(ignore, named: dict, action: str, keeps=None, kind: str = "layer with weights") -> None:
+    """`--ignore` names: each a layer or block (`named`: the model's modules by name) holding a `kind` of layer,
+    `keeps` (default: any with weights, a BatchNorm keeping its conv's channels), from being `action`: a typo or a
+    name holding none (a ReLU) kept nothing, and the run said it kept it."""
+    keeps = keeps or (lambda m: any(True for _ in m.parameters(recurse=False)))
     layers = ", ".join(n for n, m in named.items() if is_compute(m))
     if unknown := [n for n in ignore if n not in named]:
         raise UsageError(f"--ignore: no layer named {', '.join(unknown)} (layers: {layers})")
     if "" in ignore:
         raise UsageError(f"--ignore '' names the whole model: nothing would be {action}")
-    if empty := [n for n in ignore if not any(map(is_compute, named[n].modules()))]:
-        raise UsageError(f"--ignore {', '.join(empty)}: holds no conv/linear layer to keep from being {action} "
+    if empty := [n for n in ignore if not any(map(keeps, named[n].modules()))]:
+        raise UsageError(f"--ignore {', '.join(empty)}: holds no {kind} to keep from being {action} "
                          f"(layers: {layers})")
 
 

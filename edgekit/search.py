@@ -495,10 +495,10 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
 def _refuse_storage_in_output(storage: str | None, out: Path, target: Target) -> None:
     """A --storage file where the search puts its output (the best point's package, a trial's, its pages) would be
     replaced by it: with --force, the study's history was deleted."""
-    file = storage and (storage[len("journal:"):] if storage.startswith("journal:") else sqlite_file(storage))
+    file = storage and storage_file(storage)
     if not file:  # the default, or a database server's
         return
-    where = Path(file).resolve()
+    where = file.resolve()
     for replaced in (out / target.name, out / "trials", *(out / f for f in FILES)):
         if where == replaced.resolve() or where.is_relative_to(replaced.resolve()):
             raise UsageError(f"--storage {shown(storage)} is inside {replaced}, which the search replaces: keep the "
@@ -595,8 +595,8 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
 def _trials_owner(out: Path, storage: str, name: str) -> dict:
     """The study OUT/trials is for (OUT/trials/study.json says whose): each study numbers its trials from 0, so a
     second one (a new --study, or another --storage) in the same OUT replaced the first one's trial packages."""
-    file = sqlite_file(storage) or (Path(storage[len("journal:"):]) if storage.startswith("journal:") else None)
-    where = DB if storage == default_storage(out) else str(file.resolve()) if file else shown(storage)
+    file = storage_file(storage)  # however the URL spells it; OUT's own file as OUT names it (moved with OUT)
+    where = (DB if file.resolve() == (out / DB).resolve() else str(file.resolve())) if file else shown(storage)
     owner, marker = {"study": name, "storage": where}, out / "trials" / TRIALS_OF
     if os.path.lexists(marker):
         try:
@@ -799,6 +799,11 @@ def _parsed(url: str):
     except Exception as e:
         raise UsageError(f"--storage: not a database URL ({type(e).__name__}); expected sqlite:///FILE, an RDB URL "
                          "such as postgresql://... or journal:FILE") from None
+
+
+def storage_file(url: str) -> Path | None:
+    """The file an SQLite or journal storage keeps its study in; None for a database server's."""
+    return Path(url[len("journal:"):]) if url.startswith("journal:") else sqlite_file(url)
 
 
 def sqlite_file(url: str) -> Path | None:

@@ -40,7 +40,7 @@ def cluster(module, clusters: int, ignore: tuple[str, ...] = ()) -> dict:
     if not 2 <= clusters <= 256:
         raise UsageError(f"--clusters must be between 2 and 256 (got {clusters})")
     named = dict(module.named_modules(remove_duplicate=False))  # a layer registered twice answers to both names
-    check_ignored(ignore, named, "shared")  # a name keeps every conv/linear layer under it (a block)
+    check_ignored(ignore, named, "shared", is_compute, "conv/linear layer")  # a block keeps every one under it
     kept = {id(m) for n in ignore for m in named[n].modules()}
     shared = [(name, layer) for name, layer in module.named_modules() if is_compute(layer)
               and id(layer) not in kept and layer.weight.numel() > clusters]

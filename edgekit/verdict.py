@@ -104,7 +104,10 @@ def override_warnings(target: Target, overridden: dict) -> list[str]:
     """The profile's hardware rules a recipe, flag or the API replaced, on a target whose accelerator coverage is
     gated: int8 activations on android-arm64 send every node to the CPU, and the coverage gate (a prediction from op
     types) passed them at 100%."""
-    if not (target.package.coverage and (rules := [k for k in HARDWARE_RULES if k in overridden])):
+    # what the profile's auto_search lets --auto (and a search's trials) turn is no rule of its hardware
+    allowed = target.quantize.auto_search
+    if not (target.package.coverage and (rules := [k for k in HARDWARE_RULES if k in overridden
+                                                   and k not in allowed])):
         return []
     given = ", ".join(f"{k} {overridden[k]['given']} (the profile's: {overridden[k]['profile']})" for k in rules)
     return [f"{given} override {target.name}'s rules for {', '.join(target.package.coverage)}: its coverage figure, "

@@ -360,6 +360,22 @@ def test_data_that_cannot_be_fed_is_told_by_name(tmp_path):
         calib.load(tmp_path / "cut.npy", VECTOR)
 
 
+def test_an_item_is_split_along_a_batch_axis_only():
+    """Items split along any named first axis: an utterance of `x:Tx80` became T one-frame samples (an Android
+    model was fixed at T=1 and passed), and `ids:Nxseq` beside `pos:seq` was refused."""
+    rng = np.random.default_rng(0)
+    utterances = [{"x": rng.standard_normal((t, 80)).astype("f4")} for t in (50, 70, 90)]
+    data = calib.load(utterances, (InputSpec.parse("x:Tx80"),))
+    assert [f["x"].shape for f in data.feeds] == [(50, 80), (70, 80), (90, 80)]
+    pair = (InputSpec.parse("ids:Nxseq:int64"), InputSpec.parse("pos:seq:int64"))
+    items = [{"ids": np.ones((2, n), np.int64), "pos": np.arange(n)} for n in (5, 7)]
+    assert [f["ids"].shape for f in calib.load(items, pair).feeds] == [(2, 5), (2, 7)]
+    batches = [{"x": rng.standard_normal((8, 4)).astype("f4")} for _ in range(2)]
+    for name in ("N", "batch", "1"):  # 1 is a batch of one, split as N is
+        spec = (InputSpec.parse(f"x:{name}x4"),)
+        assert [f["x"].shape for f in calib.load(batches, spec, max_samples=12).feeds] == [(1, 4)] * 12
+
+
 def test_a_data_loaders_usual_mismatches_say_the_fix():
     """float64 arrays (numpy's default) and a DataLoader's short last batch on a fixed batch axis were refused
     without a word of what to do."""

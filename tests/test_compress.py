@@ -567,8 +567,13 @@ def test_frozen_models_one_hot_labels_and_sparsity_through_distillation(tmp_path
     assert ignored.exit_code == 2 and "--ignore: no layer named featurs.0" in ignored.stderr, ignored.output
     relu = cli(["prune", DIGITS_MODEL, "--input", "image:Nx1x8x8", "--ratio", "0.5", "--ignore", "features.2", "--out",
                 tmp_path / "r.pt"])  # a ReLU: everything was pruned, and the JSON said features.2 was kept
-    assert relu.exit_code == 2 and "--ignore features.2: holds no conv/linear layer to keep from being pruned" \
+    assert relu.exit_code == 2 and "--ignore features.2: holds no layer with weights to keep from being pruned" \
         in relu.stderr, relu.output
+    norm = cli(["prune", DIGITS_MODEL, "--input", "image:Nx1x8x8", "--ratio", "0.5", "--ignore", "features.1", "--out",
+                tmp_path / "bn.pt"])  # a BatchNorm keeps its conv's channels (Torch-Pruning skips that group)
+    assert norm.exit_code == 0, norm.output
+    assert load_model(DIGITS_MODEL, str(tmp_path / "bn.pt")).module.features[0].out_channels == \
+        load_model(DIGITS_MODEL).module.features[0].out_channels
     rounded = cli(["prune", DIGITS_MODEL, "--input", "image:Nx1x8x8", "--ratio", "0.5", "--method", "unstructured",
                    "--round-to", "8", "--out", tmp_path / "u8.pt"])  # taken, exit 0, and nothing rounded
     assert rounded.exit_code == 2 and "--round-to 8 rounds channel counts: it needs structured" in rounded.stderr

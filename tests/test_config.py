@@ -188,11 +188,11 @@ def test_a_recipes_profile_path_is_beside_the_recipe(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mine.toml").write_text('name = "wrong"\n')
     (tmp_path / "desktop-x86").write_text("not a profile")  # nor does a bundled name mean a file here
-    with pytest.raises(UsageError, match=f"edgekit.toml \\[export\\] targets: {tmp_path}/r/mine.toml: no such file"):
-        config.load_recipe(tmp_path / "r" / "edgekit.toml")  # no falling back to the cwd
-    (tmp_path / "r" / "mine.toml").write_text('name = "mine"\n')
     recipe = config.load_recipe(tmp_path / "r" / "edgekit.toml")
-    assert recipe.targets == (str(tmp_path / "r" / "mine.toml"), "desktop-x86")
+    assert recipe.targets == (str(tmp_path / "r" / "mine.toml"), "desktop-x86")  # no falling back to the cwd
+    with pytest.raises(UsageError, match=f"{tmp_path}/r/mine.toml: no such file"):
+        config.load_targets(recipe.targets)  # when used: `-t desktop-x86` overrides a profile not made yet
+    (tmp_path / "r" / "mine.toml").write_text('name = "mine"\n')
     assert [t.name for t in config.load_targets(recipe.targets)] == ["mine", "desktop-x86"]
     (tmp_path / "r" / "edgekit.toml").write_text('[model]\nsource = "m.onnx"\n[export]\ntargets = "mine.toml"\n')
     assert config.load_recipe(tmp_path / "r" / "edgekit.toml").targets == (str(tmp_path / "r" / "mine.toml"),)

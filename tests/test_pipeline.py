@@ -406,14 +406,13 @@ def test_reference_that_emits_no_signal_is_flagged_not_scored(tmp_path, cnn_data
 
 def test_latency_carries_its_spread_and_a_noisy_host_is_named():
     from edgekit import bench
+    from edgekit.calib import Dataset
     from edgekit.reports import LatencyReport
     from edgekit.verdict import warnings as verdict_warnings
 
-    class Data:
-        random = False
-
+    data = Dataset("d", [{"x": np.zeros((1, 4), np.float32)}] * 8)
     lat = LatencyReport(*(bench.Latency(1.0, s, 3.0, 1.0, 10, 1.0, 1, {}) for s in (1.1, 2.4)), "here")
-    warnings = verdict_warnings(Data(), Data(), {}, lat, None, [], 1)
+    warnings = verdict_warnings(data, data, {}, lat, None, [], 1)
     assert len(warnings) == 1 and "latency spread p90/p50 fp32 1.10, int8 2.40" in warnings[0]
     assert bench.Latency(1.0, 1.6, 2.0, 1.2, 10, 1.0, 1, {}).as_dict()["p90_over_p50"] == 1.6
 
@@ -761,3 +760,9 @@ def test_overriding_a_mobile_targets_hardware_rules_is_warned_of(tmp_path):
     [m] = manifests(export(DIGITS / "edgekit.toml", "-t", "android-arm64", "--calibrate-method", "entropy",
                            "--no-bench", "--out", tmp_path / "b"))
     assert m["quantization"]["overrides_profile"] and not any("override" in w for w in m["warnings"]), m["warnings"]
+    from edgekit import verdict
+    from edgekit.config import load_target
+
+    flip = {"per_channel": {"profile": True, "given": False}}  # what ios-arm64's auto_search (a search) may turn
+    assert verdict.override_warnings(load_target("ios-arm64"), flip) == []
+    assert verdict.override_warnings(load_target("android-arm64"), flip)  # its auto_search keeps it

@@ -750,5 +750,5 @@ def test_a_second_study_in_one_out_is_refused_before_it_replaces_the_first_ones_
     assert f"--out {out}: its trials are study 'edgekit' in search.db; each study numbers" in second.stderr
     assert (out / "trials" / "0" / "desktop-x86" / "model.int8.onnx").read_bytes() == package
     assert "s2" not in optuna.get_all_study_names(f"sqlite:///{out / 'search.db'}")
-    again = cli(args)  # the first study resumes
+    again = cli([*args, "--storage", f"sqlite:///{out}/./search.db?timeout=30"])  # the first study, spelt anew
     assert again.exit_code in (0, 1) and (out / "trials" / "1").is_dir(), again.output
