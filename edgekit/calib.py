@@ -293,9 +293,9 @@ def class_ids(origin: str, labels: np.ndarray) -> np.ndarray:
 
 
 def _item_batch_axis(spec: InputSpec, ndim: int) -> bool:
-    """An item of `ndim` dimensions stacks samples along the input's own first axis: one of 1, or named as a
-    batch is (N, batch); another name (T, seq) is the sample's own axis, and the item one sample (an utterance of
-    T frames was cut into T samples, and an Android model fixed at T=1)."""
+    """An item of `ndim` dimensions stacks samples along the input's own first axis when that axis is 1 or is
+    named as a batch is (N, batch); another name (T, seq) is the sample's own axis, and the item one sample (an
+    utterance of T frames was cut into T samples, and an Android model fixed at T=1)."""
     first = spec.shape[0] if spec.shape else None
     return ndim == len(spec.shape) > 0 and (first == 1 or isinstance(first, str) and first.lower() in BATCH_NAMES)
 

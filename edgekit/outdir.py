@@ -9,6 +9,7 @@ anything else needs `--force`. A failed or interrupted run leaves the previous o
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -167,8 +168,13 @@ def whole_file(dest: Path):
         name = f".{hashlib.sha256(dest.name.encode()).hexdigest()[:16]}.partial"
     partial = dest.with_name(name)
     try:
-        partial.touch()  # a place no file can be made (/proc, a read-only folder) is told here, not in a library
+        # a place no file can be made (/proc, a read-only folder) is told here, not in a library; a link planted
+        # under this name is not followed
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise InputError(f"{dest}: {partial.name} beside it is a link, which edgekit does not write through: "
+                             "move it away") from e
         raise full_disk(e, dest.parent, str(dest)) or InputError(f"{dest}: cannot write there ({e.strerror})") from e
     try:
         yield partial

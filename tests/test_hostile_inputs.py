@@ -1046,3 +1046,17 @@ def test_inspect_counts_what_if_branches_hold(tmp_path):
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert (info["nodes"], info["parameters"], info["ops"]) == (3, 256 * 256, {"Identity": 1, "If": 1, "MatMul": 1})
+
+
+def test_a_link_planted_at_a_files_partial_name_is_not_written_through(tmp_path):
+    """A link at `.m.pt.partial` (the name a file is written under before it is put in place) was followed: the
+    file it pointed at was overwritten with the model."""
+    from edgekit.outdir import whole_file
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    (tmp_path / ".m.pt.partial").symlink_to(victim)
+    with pytest.raises(InputError, match=r"m.pt: \.m\.pt\.partial beside it is a link"):
+        with whole_file(tmp_path / "m.pt") as partial:
+            partial.write_text("model")
+    assert victim.read_text() == "keep" and not (tmp_path / "m.pt").exists()
