@@ -2,7 +2,6 @@
 size into a Reshape passes at the traced size and breaks at any other."""
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,15 +43,22 @@ def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict], listed: dict | 
         for size in listed.get(dim) or [2 * seen[0] if batch else seen[0] // 2]:
             if batch:
                 k = size // seen[0]  # samples joined per made one; no more are kept than MAX_FEEDS need
-                # only samples of one shape join (a sequence length that varies by sample stopped the export)
-                first = next((f for f in feeds if all(f[n].shape[0] == seen[0] for n in axes)), {})
-                same = list(itertools.islice((f for f in feeds if first and all(
-                    f[n].shape == v.shape for n, v in first.items())), max(k, 1) * MAX_FEEDS))
+                # only samples of one shape join (a sequence length that varies by sample stopped the export): the
+                # largest set of them (the first sample's alone, of a length no other had, made none)
+                shapes: dict[tuple, list] = {}
+                for f in feeds:
+                    if all(f[n].shape[0] == seen[0] for n in axes):
+                        group = shapes.setdefault(tuple((n, v.shape) for n, v in f.items()), [])
+                        group.append(f)
+                        if len(group) == max(k, 1) * MAX_FEEDS:  # all it joins: no sample more is held
+                            break
+                same = max(shapes.values(), key=len, default=[])
                 if size % seen[0] or len(same) < k:
                     if dim in listed:
                         raise UsageError(f"--size {dim}={size}: made by joining samples of one shape whose {dim} is "
-                                         f"{seen[0]} (the smallest in the data), a multiple of it up to "
-                                         f"{len(same) * seen[0]}")
+                                         f"{seen[0]} (the smallest in the data): a multiple of {seen[0]}, and at most "
+                                         f"{len(same) * seen[0]}, as the data's largest set of samples of one shape "
+                                         f"holds {len(same)}")
                     continue
                 made = [{n: np.concatenate([g[n] for g in group]) if n in axes else group[0][n] for n in group[0]}
                         for group in zip(*(same[i::k] for i in range(k)))][:MAX_FEEDS]

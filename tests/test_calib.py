@@ -115,6 +115,19 @@ def test_the_batch_size_check_holds_only_the_samples_it_joins():
     assert peak < 4 << 20, f"{peak >> 20} MiB held"
 
 
+def test_a_batch_is_joined_from_the_largest_set_of_samples_of_one_shape():
+    """Only samples shaped as the first one were joined: a first sentence of a length no other had made no batch,
+    and `--size N=2` was refused as "a multiple of it up to 1"."""
+    from edgekit import sizes
+
+    specs = (InputSpec.parse("ids:Nxseq:int64"),)
+    feeds = [{"ids": np.full((1, n), n, np.int64)} for n in (30, 7, 9, 7, 9, 7)]
+    (batch, _) = sizes.other_sizes(specs, feeds)
+    assert (batch.dim, batch.size) == ("N", 2) and batch.feeds[0]["ids"].tolist() == [[7] * 7] * 2
+    with pytest.raises(UsageError, match="at most 3, as the data's largest set of samples of one shape holds 3"):
+        sizes.other_sizes(specs, feeds, {"N": [4]})
+
+
 def test_a_file_of_thousands_of_wrong_names_is_a_short_error(tmp_path):
     np.savez(tmp_path / "wide.npz", **{f"x{i}": np.zeros(2) for i in range(5000)})  # was one 59 KB line
     with pytest.raises(InputError, match=r"unexpected \['x0', .* and 4992 more") as e:

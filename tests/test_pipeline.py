@@ -531,7 +531,7 @@ def test_recipe_lists_the_sizes_a_dynamic_axis_is_validated_at(tmp_path, encoder
         assert result.exit_code == 2 and "--size" in result.output
     # an axis the model lacks (a typo) and a batch the data cannot make were dropped without a word
     for bad, why in (("sq=4", "not a named axis of the model's inputs (named: N, seq)"),
-                     ("N=100000", "a multiple of it up to")):
+                     ("N=100000", "as the data's largest set of samples of one shape holds")):
         result = export(*args, "--out", tmp_path / "bad", "--size", bad, "--no-bench")
         assert result.exit_code == 2 and why in result.output, result.output
         assert not (tmp_path / "bad").exists()
