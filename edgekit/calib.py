@@ -27,7 +27,8 @@ log = logging.getLogger("edgekit")
 LABEL_KEYS = ("labels", "label")
 MAX_FUNCTION_ITEMS = 10_000  # a user generator may never end: read this many items at most
 VALIDATION_FRACTION = 0.25  # held out of the calibration samples when no validation data is given
-BATCH_NAMES = ("n", "b", "batch", "batch_size", "bs")  # a first axis so named is a batch: items split along it (not `steps`)
+# a first axis so named is a batch: items split along it (not sequences.py's `steps`)
+BATCH_NAMES = ("n", "b", "batch", "batch_size", "bs")
 # samples read from one data source at most: a few MB of 8x8 samples can declare millions, and each costs memory
 # (its index, three sets of outputs) and runs whatever the bytes (13 M of them: 15.7 GB and 10 minutes, unfinished)
 MAX_SAMPLES = 100_000

@@ -108,7 +108,8 @@ def parameter_count(graph) -> int:
     every = list(all_nodes(graph))
     qdq = {i for n in every if n.op_type in ("QuantizeLinear", "DequantizeLinear") for i in n.input[1:]}
     tensors = [*((t.name, t) for g in all_graphs(graph) for t in g.initializer),
-               *((n.output[0], a.t) for n in every if n.op_type == "Constant" for a in n.attribute if a.name == "value")]
+               *((n.output[0], a.t) for n in every if n.op_type == "Constant"
+                 for a in n.attribute if a.name == "value")]
     return sum(math.prod(t.dims) for name, t in tensors if name not in qdq and t.data_type != onnx.TensorProto.INT64)
 
 

@@ -69,7 +69,8 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads, settin
     dynamic = settings is not None and settings.mode == "dynamic"  # calibrates nothing
     for role, data, what in (("calibration", None if dynamic else cal, "int8 ranges"),
                              ("validation", val, "parity figures and gates")):
-        if data is not None and not data.random and len(data) < FEW_SAMPLES:  # a 2-sample file passed every gate without a word
+        # a 2-sample file passed every gate without a word
+        if data is not None and not data.random and len(data) < FEW_SAMPLES:
             said.append(f"{role} data has {len(data)} sample(s): {what} from so few do not stand for real inputs "
                         f"(give at least {FEW_SAMPLES})")
     place = "the device" if latency and "device" in latency.int8.host else "this host"

@@ -742,7 +742,8 @@ def test_data_too_few_to_judge_by_is_warned_of(tmp_path):
     """A 2-sample file (1 to calibrate, 1 to validate) passed every gate with no word of it."""
     np.save(tmp_path / "two.npy", np.load(DIGITS / "data" / "calibration.npz")["image"][:2])
     [m] = manifests(export(f"{DIGITS / 'model.py'}:build", "--weights", DIGITS / "digits_cnn.pt", "--input",
-                           "image:Nx1x8x8", "--calibration", tmp_path / "two.npy", "--no-bench", "--out", tmp_path / "o"))
+                           "image:Nx1x8x8", "--calibration", tmp_path / "two.npy", "--no-bench", "--out",
+                           tmp_path / "o"))
     assert "calibration data has 1 sample(s): int8 ranges from so few" in "\n".join(m["warnings"]), m["warnings"]
     assert "validation data has 1 sample(s): parity figures and gates" in "\n".join(m["warnings"]), m["warnings"]
     from edgekit import verdict
