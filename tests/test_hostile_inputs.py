@@ -208,6 +208,26 @@ def test_external_data_link_out_of_the_folder_is_refused(tmp_path, lin_data):
                    "outside the model's folder")
 
 
+def test_external_data_read_again_and_again_is_refused_before_it_is_read(tmp_path, lin_data):
+    """Tensors all reading one sparse file (8 KB on disk, 1 GiB long) took 5.3 GB of memory before the model was
+    refused; one tensor past the file's end is onnx's own refusal."""
+    from onnx import TensorProto, helper
+
+    with open(tmp_path / "w.bin", "wb") as f:
+        f.truncate(1 << 30)
+    big = [TensorProto(name=f"big{i}", data_type=TensorProto.FLOAT, dims=[4, 1 << 26]) for i in range(4)]
+    for t in big:
+        t.data_location = TensorProto.EXTERNAL
+        t.external_data.add(key="location", value="w.bin")
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], big)
+    (tmp_path / "m.onnx").write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+                                      .SerializeToString())
+    one_line_error(run(tmp_path / "m.onnx", "--calibration", lin_data, "--out", tmp_path / "o"), 3,
+                   f"declare {4 << 30:,} bytes of external data, more than the {1 << 30:,} its files hold")
+
+
 def _export_cmd(out, extra=()):
     return [sys.executable, "-m", "edgekit", "export", *CNN, "--calibration", "random", "--out", str(out),
             "--bench-runs", "1000000", *extra]
