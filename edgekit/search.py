@@ -900,6 +900,7 @@ def _worker(argv: list[str]) -> None:
     for s in signals.SIGNALS:
         signal.signal(s, stop)
     signals.never_swallowed(stop)
+    signals.stopped_even_inside_c("")  # quietly: the parent reports
     logging.getLogger(STORAGE_POOL_LOG).setLevel(logging.CRITICAL)  # the parent reports the storage's failures
     threading.Thread(target=orphaned, args=(os.getppid(),), daemon=True).start()
     *job, run_id = pickle.loads(Path(argv[0]).read_bytes())

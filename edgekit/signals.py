@@ -84,6 +84,36 @@ def import_whole(*names: str) -> None:
         raise KeyboardInterrupt
 
 
+GRACE_ENV = "EDGEKIT_STOP_GRACE_S"  # seconds a stopped program has to end before it is ended without clean-up
+GRACE_S = 15.0
+
+
+def stopped_even_inside_c(said: str) -> None:
+    """Python runs a signal's handler between bytecodes only: a signal that came while onnxruntime ran a hostile
+    model's endless Loop (after a first run that behaved) was never handled, and SIGTERM and Ctrl-C were ignored for
+    good. Python's wakeup fd tells a thread of each signal at once; a program that has not ended GRACE_S after one
+    is ended as `kill -9` would end it (its lock goes with the process; the next run clears its stage), saying
+    `said`, if anything (or that its new output was in place). For a process's own program only: this takes the
+    wakeup fd."""
+    import time
+
+    grace = float(os.environ.get(GRACE_ENV) or GRACE_S)
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while os.read(read, 1)[0] not in SIGNALS:  # SIGALRM (never_swallowed's timer) is no stop
+            pass
+        time.sleep(grace)
+        if said:
+            os.write(2, (f"{'edgekit: interrupted after the new output was published' if _publishes else said} "
+                         f"(a run did not stop within {grace:g} s: ended without its clean-up)\n").encode())
+        os._exit(130)
+
+    threading.Thread(target=watch, daemon=True, name="edgekit-stop").start()
+
+
 def never_swallowed(handler) -> None:
     """Python prints and drops what a __del__ or a weakref callback raises, and the garbage collector runs them
     anywhere: `handler`'s KeyboardInterrupt landing in one was lost (a search exited 0 after SIGTERM). Such an

@@ -894,6 +894,51 @@ def test_a_model_whose_run_never_ends_stops_at_the_step_time_limit(tmp_path, lin
     assert not (tmp_path / "q.onnx").exists()
 
 
+def test_a_model_that_hangs_after_a_first_run_that_behaved_still_stops_on_sigterm(tmp_path, lin_data):
+    """A Loop of (N - 1) x 10^13 steps runs none at batch 1 (its bounded first run) and never ends at batch 2 (the
+    other-size check, in-process): SIGTERM and Ctrl-C went unhandled for good, as Python runs handlers between
+    bytecodes only. The program now ends a grace period after the signal."""
+    trips = [helper.make_node("Shape", ["x"], ["shape"]), helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0),
+             helper.make_node("Sub", ["n", "one"], ["n1"]), helper.make_node("Mul", ["n1", "many"], ["trips"])]
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Identity", ["v_in"], ["v_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("v_in", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, ["N", 4])])
+    graph = helper.make_graph(
+        [*trips, helper.make_node("Loop", ["trips", "", "x"], ["looped"], body=body),
+         helper.make_node("Relu", ["looped"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor(name, TensorProto.INT64, [], [v]) for name, v in (("zero", 0), ("one", 1),
+                                                                                 ("many", 10**13))])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    out = tmp_path / "o"
+    run = subprocess.Popen([sys.executable, "-m", "edgekit", "export", str(tmp_path / "m.onnx"), "--calibration",
+                            str(lin_data), "--no-bench", "--out", str(out)], cwd=tmp_path, stderr=subprocess.PIPE,
+                           stdout=subprocess.DEVNULL, text=True, env={**os.environ, "EDGEKIT_STOP_GRACE_S": "2"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and run.poll() is None and not (  # pre-processed, its first run's child gone
+            list(out.glob(".edgekit-stage-*/.work/opset0/model.onnx"))
+            and not subprocess.run(["pgrep", "-P", str(run.pid)], capture_output=True).stdout):
+        time.sleep(0.2)
+    time.sleep(2)
+    assert run.poll() is None, run.stderr.read()  # under way: the other-size check never ends
+    run.send_signal(signal.SIGTERM)
+    try:
+        _, err = run.communicate(timeout=60)
+    finally:
+        run.kill()  # deaf to SIGTERM, it would spin on after the test
+    assert run.returncode == 130 and err.strip().endswith(
+        "edgekit: interrupted; previous output left as it was (a run did not stop within 2 s: ended without its "
+        "clean-up)"), err
+    again = cli(["export", str(tmp_path / "m.onnx"), "--calibration", str(lin_data), "--no-bench", "--out", str(out),
+                 "--size", "N=1"])  # what it left is cleared: the lock went with it, the stage is cleared
+    assert again.exit_code in (0, 1) and not list(out.glob(".edgekit-stage-*")), again.output
+
+
 def test_deeply_nested_recipe_is_a_usage_error(tmp_path):
     recipe = tmp_path / "edgekit.toml"
     recipe.write_text("[model]\nsource = " + "[" * 5000 + "]" * 5000 + "\n")
