@@ -33,13 +33,12 @@ def _interrupt(signum, frame):
 
 
 _RESULT = "edgekit.result"  # where a command's result goes: stdout as it was when the command started
-_RESTORE = "edgekit.restore-stdout"
 
 
 @contextlib.contextmanager
 def _only_the_result_on_stdout(ctx):
     """With --json, stdout holds only the JSON: what user code writes meanwhile (a model's `print`, a C library's or
-    a child process's write to fd 1) goes to stderr until the command emits its result."""
+    a child process's write to fd 1) goes to stderr, and once the program has emitted its result, for good."""
     ctx.meta[_RESULT] = sys.stdout
     try:
         fd, err = sys.stdout.fileno(), sys.stderr.fileno()
@@ -50,18 +49,21 @@ def _only_the_result_on_stdout(ctx):
     sys.stdout.flush()
     saved = os.dup(fd)
 
-    def restore() -> None:
-        if ctx.meta.pop(_RESTORE, None):
-            sys.stdout.flush()  # what was printed before goes where fd 1 pointed then
-            os.dup2(saved, fd)
-            os.close(saved)
+    def result(text: str) -> None:  # to stdout as it was, fd 1 left on stderr: a user's thread still writing to
+        sys.stdout.flush()  # it put its lines after the JSON
+        with os.fdopen(os.dup(saved), "w") as out:
+            out.write(text + "\n")
 
-    ctx.meta[_RESTORE] = restore
+    ctx.meta[_RESULT] = result  # an error's JSON too (_fail)
     try:
         os.dup2(err, fd)
         yield
     finally:
-        restore()
+        if not _PROGRAM:  # a caller of main() gets its stdout back; the program ends with fd 1 on stderr
+            sys.stdout.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            ctx.meta[_RESULT] = sys.stdout
 
 
 def _emit(text: str) -> None:
@@ -70,9 +72,10 @@ def _emit(text: str) -> None:
     if _PROGRAM:
         signals.ignore()
     meta = click.get_current_context().meta
-    if restore := meta.get(_RESTORE):
-        restore()
-    click.echo(text, file=meta.get(_RESULT))
+    if callable(result := meta.get(_RESULT)):
+        result(text)
+    else:
+        click.echo(text, file=result)
 
 
 def _handle_errors(fn):
@@ -177,7 +180,12 @@ def _fail(line: str, code: ExitCode | int, debug: bool, as_json: bool = False) -
     line = "; ".join(part.strip() for part in line.splitlines() if part.strip())
     click.echo(line, err=True)
     if as_json:
-        click.echo(json.dumps({"error": line.split(": ", 2)[-1], "exit_code": int(code)}))  # "edgekit: <kind>: "
+        ctx = click.get_current_context(silent=True)
+        text = json.dumps({"error": line.split(": ", 2)[-1], "exit_code": int(code)})  # "edgekit: <kind>: "
+        if ctx is not None and callable(result := ctx.meta.get(_RESULT)):
+            result(text)
+        else:
+            click.echo(text)
     sys.exit(int(code))
 
 

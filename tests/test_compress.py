@@ -362,9 +362,13 @@ def test_a_diverging_distillation_is_a_failed_step_and_saves_nothing(tmp_path):
 
 def test_what_user_code_prints_keeps_json_output_whole(tmp_path):
     """A model's print() went to stdout between --json's lines, and so did a data function's write to fd 1 and a
-    child process's output: the output no longer parsed."""
+    child process's output: the output no longer parsed. A thread of its own writing to fd 1 till the end put its
+    lines after the JSON."""
     data = _batches_file(tmp_path, "x", "rng.integers(0, 10, 16)")
-    (tmp_path / "noisy.py").write_text("import os\nimport sys\n\nfrom batches import batches\n\n\ndef noisy():\n"
+    (tmp_path / "noisy.py").write_text("import os\nimport sys\nimport threading\nimport time\n\n"
+                                       "from batches import batches\n\n\ndef spam():\n    while True:\n"
+                                       "        os.write(1, b'thread\\n')\n        time.sleep(0.001)\n\n\n"
+                                       "def noisy():\n    threading.Thread(target=spam, daemon=True).start()\n"
                                        "    os.write(1, b'fd 1\\n')\n    sys.__stdout__.write('__stdout__\\n')\n"
                                        "    os.system('echo child')\n    yield from batches()\n")
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}{os.pathsep}{tmp_path}"}
