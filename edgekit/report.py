@@ -165,6 +165,14 @@ def markdown(r: TargetReport) -> str:
                   _fmt(o.top5_agreement, ".4f", "n/a"), _fmt(o.retrieval_at1, ".4f", "n/a")) for o in p.outputs]) + [""]
     if r.accuracy:
         out += [accuracy_line(r.accuracy), ""]
+    if state := d.get("state"):  # the drift a streaming model's int8 state accumulates (was in the manifest alone)
+        seq = state["sequence"]
+        out += ["### State carried over the validation sequences", "",
+                f"Pairs {_safe(', '.join(f'{i} <- {o}' for i, o in state['pairs'].items()))}; initial "
+                f"{_safe(', '.join(f'{k} {v}' for k, v in state['initial'].items()))}; kept float: "
+                f"{_safe(', '.join(state['float_nodes']) or 'none')}. {seq['sequences']} sequences of up to "
+                f"{seq['steps']} steps: worst int8 output cosine {_fmt(seq['worst_step_cosine'], '.6f')} at step "
+                f"{seq['worst_step']}, {_fmt(seq['last_step_cosine'], '.6f')} at the last.", ""]
     lat = r.latency
     if lat:
         where = lat.where if lat.on_device else f"{lat.where}: the host standing in for the device, not the device"

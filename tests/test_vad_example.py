@@ -24,6 +24,9 @@ def test_recipe_exports_a_streaming_package_that_checks(tmp_path):
     seq = m["state"]["sequence"]
     assert (seq["sequences"], seq["steps"]) == (8, 100) and 0 <= seq["worst_step"] < 100
     assert 0.9 < seq["worst_step_cosine"] <= seq["last_step_cosine"] <= 1.0
+    report = (tmp_path / "vad" / "desktop-x86" / "report.md").read_text()  # the drift was the manifest's alone
+    assert f"8 sequences of up to 100 steps: worst int8 output cosine {seq['worst_step_cosine']:.6f} at step " \
+           f"{seq['worst_step']}" in report and "Pairs state <- stateN; initial state zeros" in report
     # 128 calibration steps spread over the 16 sequences; every validation step (8 x 100), labelled per frame
     assert m["calibration"]["samples"] == 128 and m["validation"]["samples"] == 800
     assert FRONT_END <= set(m["quantization"]["exclude_nodes"])  # the raw-audio filter bank stays float
