@@ -115,7 +115,8 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
     declare (file headers, random inputs) before it is loaded (a function's items, as they come); `max_samples`:
     only the first samples are read."""
     if isinstance(source, Mapping):  # {input name: samples}, as an .npz holds them (np.load's own result too)
-        origin = f"data {type(source).__name__!r}"
+        file = getattr(getattr(source, "zip", None), "filename", None)  # np.load's: named by its file, not 'NpzFile'
+        origin = f"data {file or type(source).__name__!r}"
         try:
             found = {k: np.asarray(source[k]) for k in source}
         except (ValueError, TypeError, OSError) as e:  # ragged lists; np.load's pickled member

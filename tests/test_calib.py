@@ -115,6 +115,13 @@ def test_the_batch_size_check_holds_only_the_samples_it_joins():
     assert peak < 4 << 20, f"{peak >> 20} MiB held"
 
 
+def test_np_loads_result_is_named_by_its_file(tmp_path):
+    """Its errors said "data 'NpzFile'"."""
+    np.savez(tmp_path / "v.npz", x=np.zeros((4, 4)))  # float64
+    with pytest.raises(InputError, match=f"data '{tmp_path / 'v.npz'}': input 'x' has dtype float64"):
+        calib.load(np.load(tmp_path / "v.npz"), VECTOR)
+
+
 def test_a_batch_is_joined_from_the_largest_set_of_samples_of_one_shape():
     """Only samples shaped as the first one were joined: a first sentence of a length no other had made no batch,
     and `--size N=2` was refused as "a multiple of it up to 1"."""
