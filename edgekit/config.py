@@ -390,11 +390,20 @@ def coerce(value, hint, key: str, where: str):
                                              for k, v in value.items())
     else:
         ok = True
-    if not ok:
-        raise UsageError(f"{where}: key {key!r} has the wrong type ({type(value).__name__}); expected {_type_name(hint)}")
+    if not ok:  # a table or list of the wrong things says what it holds: "(dict); expected a table" read as no fault
+        held = ({type(v).__name__ for v in value.values()} if isinstance(value, dict) else
+                {type(v).__name__ for v in value} if isinstance(value, (list, tuple)) else set())
+        got = f"{'a table' if isinstance(value, dict) else 'a list'} of {', '.join(sorted(held))}" if held else \
+            type(value).__name__
+        raise UsageError(f"{where}: key {key!r} has the wrong type ({got}); expected "
+                         f"{TABLES.get(key, _type_name(hint)) if hint is dict else _type_name(hint)}")
     if key in RANGES and not RANGES[key][0] <= value <= RANGES[key][1]:
         raise UsageError(f"{where}: {key} = {value!r} is out of range [{RANGES[key][0]}, {RANGES[key][1]}]")
     return value
+
+
+TABLES = {"stage_ratios": "a table of numbers", "state": "a table of strings", "state_init": "a table of strings",
+          "constants": "a table keyed by input names"}  # what each table setting holds
 
 
 def _type_name(hint) -> str:

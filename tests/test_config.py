@@ -313,3 +313,13 @@ def test_a_recipes_sizes_say_which_axis_is_wrong():
             config.build(Recipe, {"source": "m.py:f", "sizes": sizes}, "r.toml")
     assert config.build(Recipe, {"source": "m.py:f", "sizes": {"n": [3], "Seq": [4]}}, "r.toml").sizes == {
         "N": [3], "seq": [4]}
+
+
+def test_a_table_or_list_of_the_wrong_things_says_what_it_holds():
+    """`stage_ratios = {features = "x"}` was "wrong type (dict); expected a table", and `exclude_nodes = ["a", 1]`
+    "wrong type (list); expected a list of strings": both read as no fault at all."""
+    with pytest.raises(UsageError, match=r"'stage_ratios' has the wrong type \(a table of str\); expected a table of "
+                                         r"numbers"):
+        config.build(config.PruneSpec, {"ratio": 0.5, "stage_ratios": {"features": "x"}}, "r.toml [prune]")
+    with pytest.raises(UsageError, match=r"'exclude_nodes' has the wrong type \(a list of int, str\); expected a list"):
+        config.apply_quant_overrides(QuantSettings(), {"exclude_nodes": ["a", 1]}, "r.toml [quantize]")
