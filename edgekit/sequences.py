@@ -50,15 +50,16 @@ def initial_values(files: dict[str, str], specs: tuple[InputSpec, ...], state: d
 def initial(spec: InputSpec, step: dict[str, np.ndarray], specs: tuple[InputSpec, ...],
             init: dict[str, np.ndarray]) -> np.ndarray:
     """The state's first value: `init`'s, else zeros; a named dim takes the size a data input gives the same
-    name (the batch), others 1."""
+    name (the batch), others 1 for zeros, or `init`'s own size (a cache's length: a file of 4 past frames was
+    refused for not holding 1)."""
     sizes = {d: step[s.name].shape[i] for s in specs if s.name in step for i, d in enumerate(s.shape)
              if isinstance(d, str)}
-    shape = tuple(d if isinstance(d, int) else sizes.get(d, 1) for d in spec.shape)
     if spec.name not in init:
-        return np.zeros(shape, dtype=spec.dtype)
-    if init[spec.name].shape != shape:
+        return np.zeros(tuple(d if isinstance(d, int) else sizes.get(d, 1) for d in spec.shape), dtype=spec.dtype)
+    due = [d if isinstance(d, int) else sizes.get(d, d) for d in spec.shape]  # a name left: any size
+    if any(isinstance(d, int) and d != n for d, n in zip(due, init[spec.name].shape)):
         raise InputError(f"state_init: {spec.name} has shape {list(init[spec.name].shape)}; with this data the "
-                         f"state is {list(shape)}")
+                         f"state is {due}")
     return init[spec.name]
 
 

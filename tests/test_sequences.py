@@ -236,3 +236,21 @@ def test_a_state_that_grows_along_a_named_axis_is_carried():
     steps = rollout(lambda feed: [feed["x"].sum(keepdims=True), np.concatenate([feed["cache"], feed["x"]])],
                     [{"x": np.ones((3, 1, 4), np.float32)}], specs, ["y", "cacheN"], {"cache": "cacheN"}, init)
     assert [f["cache"].shape for f in steps.feeds] == [(1, 4), (2, 4), (3, 4)]
+
+
+def test_a_growing_caches_first_value_may_hold_any_length():
+    """A cache (`cache:NxTx8`, its output the cache with the new frame) could start only from one frame of zeros:
+    a state_init of 4 past frames (or of none) was "with this data the state is [1, 1, 8]"."""
+    from edgekit.config import InputSpec
+    from edgekit.errors import InputError
+    from edgekit.sequences import initial
+
+    specs = (InputSpec.parse("x:Nx8"), InputSpec.parse("cache:NxTx8"))
+    step = {"x": np.zeros((1, 8), np.float32)}
+    for frames in (0, 4):
+        past = np.ones((1, frames, 8), np.float32)
+        assert initial(specs[1], step, specs, {"cache": past}) is past
+    assert initial(specs[1], step, specs, {}).shape == (1, 1, 8)  # zeros: one frame, as before
+    for wrong in ((2, 4, 8), (1, 4, 7)):  # another batch than the data's, another width than the model's
+        with pytest.raises(InputError, match=r"cache has shape .*; with this data the state is \[1, 'T', 8\]"):
+            initial(specs[1], step, specs, {"cache": np.ones(wrong, np.float32)})
