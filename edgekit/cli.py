@@ -382,9 +382,11 @@ def main(debug: bool, verbose: bool) -> None:
             signal.signal(s, _interrupt)
     if _PROGRAM:
         signals.never_swallowed(_interrupt)
-        writes = click.get_current_context().invoked_subcommand in ("export", "search")  # as _interrupted says
-        signals.stopped_even_inside_c("edgekit: interrupted; previous output left as it was" if writes
-                                      else "edgekit: interrupted")
+        command = click.get_current_context().invoked_subcommand  # told as _interrupted tells it
+        signals.stopped_even_inside_c(
+            "edgekit: interrupted; previous output left as it was" if command in ("export", "search")
+            else "edgekit: interrupted",
+            "" if command == "search" else "edgekit: interrupted after the new output was published")
     # our own log lines at the asked level; libraries' warnings (onnxruntime's shape inference retries,
     # transformers) only with --debug, since edgekit reports what matters in its own words
     logging.basicConfig(level=logging.DEBUG if debug else logging.ERROR, format="%(name)s: %(message)s",

@@ -80,9 +80,11 @@ def work_threads() -> int:
 
 
 def check_overrides() -> None:
-    """Each EDGEKIT_HOST_* / EDGEKIT_WORK_THREADS override valid, told before any work: read where a figure
-    needs it, a bad one was reported as the package's failed parity check (in `check`'s child)."""
-    int8_isa(), arch(), work_threads()
+    """Each EDGEKIT_HOST_* / EDGEKIT_WORK_THREADS / EDGEKIT_STOP_GRACE_S override valid, told before any work:
+    read where a figure needs it, a bad one was reported as the package's failed parity check (in `check`'s child)."""
+    from .signals import grace
+
+    int8_isa(), arch(), work_threads(), grace(strict=True)
 
 
 def arch_source() -> str:

@@ -569,9 +569,6 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                     f"dynamic axis {dim} is not validated at another size: none could be made from the validation "
                     f"data (a batch joins samples of one shape, another axis cuts them); --size {dim}=K names one"
                     for dim in sizes.unvalidated(shared.inputs, size_checks)])
-                + ([f"dynamic axis {', '.join(dims)} of a streaming model is validated at the data's sizes only (its "
-                    "sequences are stepped as given): a model that fixed it while tracing fails at another"]
-                   if recipe.state and not fixed and (dims := sizes.named_dims(shared.inputs)) else [])
                 + (["every validation sequence has 1 step: the state is never fed back, so the drift figures are one "
                     "step's from the initial state (give each item its steps along a first axis)"]
                    if recipe.state and max(prep.rollout.lengths, default=0) == 1 else [])

@@ -64,7 +64,7 @@ def deferred():
     previous = {s: signal.getsignal(s) for s in SIGNALS}
     for s, handler in previous.items():
         if handler not in (signal.SIG_IGN, _ignored):
-            signal.signal(s, lambda signum, frame: received.append(signum))
+            signal.signal(s, lambda signum, frame: (received.append(signum), _HELD.append(signum)))
     try:
         yield received
     finally:
@@ -86,18 +86,38 @@ def import_whole(*names: str) -> None:
 
 GRACE_ENV = "EDGEKIT_STOP_GRACE_S"  # seconds a stopped program has to end before it is ended without clean-up
 GRACE_S = 15.0
+_HELD: list[int] = []  # signals deferred() held back: the main thread took them, in Python
 
 
-def stopped_even_inside_c(said: str) -> None:
+def grace(strict: bool = False) -> float:
+    """GRACE_ENV's seconds, else GRACE_S; a bad value is GRACE_S, or with `strict` (host.check_overrides, before
+    any work) a UsageError: "abc" was a traceback, and 0 or -1 ended every Ctrl-C at once or never."""
+    given = os.environ.get(GRACE_ENV, "").strip()
+    try:
+        found = float(given or GRACE_S)
+    except ValueError:
+        found = -1.0
+    if 0 < found < float("inf"):
+        return found
+    if strict:
+        from .errors import UsageError
+
+        raise UsageError(f"{GRACE_ENV}={given!r} is not a positive number of seconds")
+    return GRACE_S
+
+
+def stopped_even_inside_c(said: str, after_publish: str = "") -> None:
     """Python runs a signal's handler between bytecodes only: a signal that came while onnxruntime ran a hostile
     model's endless Loop (after a first run that behaved) was never handled, and SIGTERM and Ctrl-C were ignored for
-    good. Python's wakeup fd tells a thread of each signal at once; a program that has not ended GRACE_S after one
-    is ended as `kill -9` would end it (its lock goes with the process; the next run clears its stage), saying
-    `said`, if anything (or that its new output was in place). For a process's own program only: this takes the
-    wakeup fd."""
+    good. Python's wakeup fd tells a thread of each signal at once; when the main thread has not taken it (no
+    handler ran: RECEIVED and _HELD empty) grace() seconds later, the program is ended as `kill -9` would end it
+    (its lock goes with the process; the next run clears its stage), saying `said` (`after_publish` once its new
+    output was in place), if anything. A program whose handler ran is cleaning up, in Python: it is left to it (a
+    search waiting for its workers). For a process's own program only: this takes the wakeup fd. It cannot help
+    while C code holds the GIL (onnxruntime's runs release it)."""
     import time
 
-    grace = float(os.environ.get(GRACE_ENV) or GRACE_S)
+    seconds = grace()
     read, write = os.pipe()
     os.set_blocking(write, False)
     signal.set_wakeup_fd(write, warn_on_full_buffer=False)
@@ -105,10 +125,11 @@ def stopped_even_inside_c(said: str) -> None:
     def watch() -> None:
         while os.read(read, 1)[0] not in SIGNALS:  # SIGALRM (never_swallowed's timer) is no stop
             pass
-        time.sleep(grace)
-        if said:
-            os.write(2, (f"{'edgekit: interrupted after the new output was published' if _publishes else said} "
-                         f"(a run did not stop within {grace:g} s: ended without its clean-up)\n").encode())
+        time.sleep(seconds)
+        if RECEIVED or _HELD:
+            return
+        if line := after_publish if _publishes and after_publish else said:
+            os.write(2, f"{line} (a run did not stop within {seconds:g} s: ended without its clean-up)\n".encode())
         os._exit(130)
 
     threading.Thread(target=watch, daemon=True, name="edgekit-stop").start()

@@ -225,7 +225,20 @@ def test_external_data_read_again_and_again_is_refused_before_it_is_read(tmp_pat
     (tmp_path / "m.onnx").write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
                                       .SerializeToString())
     one_line_error(run(tmp_path / "m.onnx", "--calibration", lin_data, "--out", tmp_path / "o"), 3,
-                   f"declare {4 << 30:,} bytes of external data, more than the {1 << 30:,} its files hold")
+                   f"declare {4 << 30:,} bytes of external data, more than twice the {1 << 30:,} its files hold")
+    from edgekit.onnx_export import load_onnx_input
+
+    (tmp_path / "w.bin").write_bytes(np.ones(4, np.float32).tobytes())  # tied weights: two tensors, one range
+    tied = [TensorProto(name=f"w{i}", data_type=TensorProto.FLOAT, dims=[4]) for i in range(2)]
+    for t in tied:
+        t.data_location = TensorProto.EXTERNAL
+        t.external_data.add(key="location", value="w.bin")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w0"], ["a"]),
+                               helper.make_node("Add", ["a", "w1"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], tied)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "tied.onnx")
+    assert len(load_onnx_input(tmp_path / "tied.onnx").graph.initializer) == 2
 
 
 def _export_cmd(out, extra=()):
@@ -1125,3 +1138,15 @@ def test_a_link_planted_at_a_files_partial_name_is_not_written_through(tmp_path)
         with whole_file(tmp_path / "m.pt") as partial:
             partial.write_text("model")
     assert victim.read_text() == "keep" and not (tmp_path / "m.pt").exists()
+
+
+def test_a_program_whose_handler_ran_is_left_to_its_clean_up(tmp_path):
+    """The stop timer ended a search waiting for its workers to stop (its handler had run; its clean-up, marking
+    trials failed, never did). It ends only a program whose main thread never took the signal."""
+    code = ("import os, signal, time\nfrom edgekit import signals\n"
+            "signal.signal(signal.SIGTERM, lambda s, f: signals.RECEIVED.append(s))\n"
+            "signals.stopped_even_inside_c('ended')\nos.kill(os.getpid(), signal.SIGTERM)\n"
+            "time.sleep(3)\nprint('cleaned up')\n")  # a clean-up in Python, longer than the grace
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "EDGEKIT_STOP_GRACE_S": "0.5"})
+    assert done.returncode == 0 and done.stdout == "cleaned up\n" and "ended" not in done.stderr, done.stderr
