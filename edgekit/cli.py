@@ -39,7 +39,7 @@ _RESULT = "edgekit.result"  # where a command's result goes: stdout as it was wh
 def _only_the_result_on_stdout(ctx):
     """With --json, stdout holds only the JSON: what user code writes meanwhile (a model's `print`, a C library's or
     a child process's write to fd 1) goes to stderr, and once the program has emitted its result, for good."""
-    ctx.meta[_RESULT] = sys.stdout
+    ctx.meta[_RESULT] = functools.partial(click.echo, file=sys.stdout)
     try:
         fd, err = sys.stdout.fileno(), sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # not files (click's test runner): Python's own prints only
@@ -63,7 +63,7 @@ def _only_the_result_on_stdout(ctx):
             sys.stdout.flush()
             os.dup2(saved, fd)
             os.close(saved)
-            ctx.meta[_RESULT] = sys.stdout
+            ctx.meta.pop(_RESULT)
 
 
 def _emit(text: str) -> None:
@@ -71,11 +71,13 @@ def _emit(text: str) -> None:
     changes the exit code (the program's own process only)."""
     if _PROGRAM:
         signals.ignore()
-    meta = click.get_current_context().meta
-    if callable(result := meta.get(_RESULT)):
-        result(text)
-    else:
-        click.echo(text, file=result)
+    _result(text)
+
+
+def _result(text: str) -> None:
+    """`text` on stdout as it was when the command started (see _only_the_result_on_stdout)."""
+    ctx = click.get_current_context(silent=True)
+    (ctx and ctx.meta.get(_RESULT) or click.echo)(text)
 
 
 def _handle_errors(fn):
@@ -180,12 +182,7 @@ def _fail(line: str, code: ExitCode | int, debug: bool, as_json: bool = False) -
     line = "; ".join(part.strip() for part in line.splitlines() if part.strip())
     click.echo(line, err=True)
     if as_json:
-        ctx = click.get_current_context(silent=True)
-        text = json.dumps({"error": line.split(": ", 2)[-1], "exit_code": int(code)})  # "edgekit: <kind>: "
-        if ctx is not None and callable(result := ctx.meta.get(_RESULT)):
-            result(text)
-        else:
-            click.echo(text)
+        _result(json.dumps({"error": line.split(": ", 2)[-1], "exit_code": int(code)}))  # "edgekit: <kind>: "
     sys.exit(int(code))
 
 
