@@ -19,9 +19,9 @@ from typing import Any, Union
 
 import numpy as np
 
-from .config import (DEFAULT_MAX_DATA_BYTES, DEFAULT_TARGETS, BenchSpec, DeviceSpec, DistillSettings, InputSpec,
-                     PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides, build, coerce,
-                     load_target, load_targets, nearest, target_settings)
+from .config import (DEFAULT_MAX_DATA_BYTES, DEFAULT_STEP_TIMEOUT, DEFAULT_TARGETS, BenchSpec, DeviceSpec,
+                     DistillSettings, InputSpec, PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides,
+                     build, coerce, load_target, load_targets, nearest, target_settings)
 from .errors import UsageError
 from .outdir import whole_file
 from .signals import SIGNALS, import_whole
@@ -278,13 +278,14 @@ def share(model: Any, *, inputs: Iterable[str | InputSpec], clusters: int = Shar
 
 @_leaves_no_trace
 def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = None, target: str = "desktop-x86",
-             force: bool = False, **settings) -> Path:
+             force: bool = False, step_timeout: float = DEFAULT_STEP_TIMEOUT, **settings) -> Path:
     """Statically (or dynamically) quantize an ONNX model with a target profile's settings, overridden by
     `settings` (QuantSettings fields). No export, parity or packaging: `export` does those. Pre-processing
     (shape inference, folding) runs first, as in `export`. `out` (default MODEL.int8.onnx) is a new file, written
-    whole or not at all: one already there is replaced only with `force`, the source never. Returns its path."""
+    whole or not at all: one already there is replaced only with `force`, the source never. `step_timeout`:
+    seconds each step on the model (pre-processing, a run) may take. Returns its path."""
     from . import calib, compress, inspect_model, onnx_export, quantization
-    from .config import DEFAULT_STEP_TIMEOUT
+    from .runtime import runs_limited
 
     for name, value in (("model", model), ("target", target), *((("out", out),) if out is not None else ())):
         if not isinstance(value, (str, os.PathLike)):
@@ -303,9 +304,10 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
                          "which edgekit.export() does; quantize() quantizes once with the settings given")
     profile = load_target(_path(target))
     qsettings = target_settings(profile, settings, "edgekit.quantize() settings")
-    with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
+    limit = coerce(step_timeout, float, "step_timeout", "edgekit.quantize()")
+    with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp, runs_limited(limit, "step_timeout"):
         fp32, _ = onnx_export.preprocess(onnx_export.without_initializer_inputs(source, Path(tmp) / "input.onnx"),
-                                      Path(tmp) / "model.onnx", DEFAULT_STEP_TIMEOUT)
+                                      Path(tmp) / "model.onnx", limit, raised_by="step_timeout")
         parsed = onnx_export.parsed(fp32)
         if onnx_export.name_nodes(parsed):  # as an export's are: exclusions go by name
             import onnx
@@ -317,7 +319,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
             warnings.warn(said, stacklevel=4)  # the caller's line, past the two wrappers
         feeds = [] if qsettings.mode == "dynamic" else calib.load(calibration, specs, max_samples=qsettings.samples).feeds
         if feeds:  # calibration runs the model in-process, where a hostile graph's run cannot be stopped
-            onnx_export.first_run(fp32, feeds[0], DEFAULT_STEP_TIMEOUT)
+            onnx_export.first_run(fp32, feeds[0], limit, raised_by="step_timeout")
         with whole_file(dest) as partial:
             onnx_export.check(quantization.quantize(fp32, partial, plan, feeds[: qsettings.samples]))
             if not quantization.quantizes_anything(onnx_export.parsed(partial)):  # as an export's warning says

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import FULL_ERRNOS, StageError, disk_full, first_line
+from .errors import FULL_ERRNOS, StageError, disk_full, first_line, too_long
 
 
 def run(stage: str, fn: str, *args: str, timeout: float, raised_by: str = "") -> str:
@@ -35,8 +35,7 @@ def run(stage: str, fn: str, *args: str, timeout: float, raised_by: str = "") ->
         try:
             out, err = child.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            how = f"; raise it with {raised_by}" if raised_by else ""
-            raise StageError(stage, f"took longer than {timeout:g} s (the limit{how})") from None
+            raise StageError(stage, too_long(timeout, raised_by)) from None
         finally:
             if child.poll() is None:
                 child.kill()

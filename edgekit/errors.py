@@ -62,6 +62,11 @@ def few(names, most: int = 8) -> str:
     return str(names) if len(names) <= most else f"{names[:most]} and {len(names) - most} more"
 
 
+def too_long(seconds: float, raised_by: str = "") -> str:
+    """A step's time limit, said as every step says it; `raised_by`: the setting that raises it, if any."""
+    return f"took longer than {seconds:g} s (the limit{f'; raise it with {raised_by}' if raised_by else ''})"
+
+
 def first_line(e: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (its type when empty): what a one-line error can show."""
     text = str(e).strip()

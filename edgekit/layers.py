@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import progress
+from . import progress, runtime
 from .errors import StageError, first_line
 
 CHUNK = 1 << 14  # elements per float32 partial sum of squares
@@ -76,7 +76,8 @@ def _intermediates(model, keep: set[str] | None):
     sess = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
     def run(feed: dict) -> dict[str, list]:
-        return {**{n: [feed[n]] for n in wanted & inputs}, **{n: [v] for n, v in zip(names, sess.run(names, feed))}}
+        outputs = runtime.run(sess, names, feed)
+        return {**{n: [feed[n]] for n in wanted & inputs}, **{n: [v] for n, v in zip(names, outputs)}}
 
     return run, pairs
 

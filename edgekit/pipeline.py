@@ -29,7 +29,7 @@ from .device import Device
 from .load import load_model
 from .progress import bar
 from .reports import ARM_STAND_IN, ExportReport, LatencyReport, TargetReport, shipped_model
-from .runtime import forget_sessions, int8_session, ort_log_level, run_onnx, run_torch, session
+from .runtime import forget_sessions, int8_session, ort_log_level, run_onnx, run_torch, runs_limited, session
 from .userfn import user_code_scope
 
 log = logging.getLogger("edgekit")
@@ -96,7 +96,8 @@ def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> ExportR
     onnxruntime.set_default_logger_severity(ort_log_level())  # edgekit reports what matters, in one line
     try:
         onnx_source = isinstance(recipe.source, (str, Path)) and str(recipe.source).endswith(".onnx")
-        with _seeded(recipe.seed, torch_too=not onnx_source), user_code_scope():
+        with _seeded(recipe.seed, torch_too=not onnx_source), user_code_scope(), \
+                runs_limited(recipe.step_timeout, "--step-timeout"):
             return _run(recipe, targets, progress)
     finally:
         forget_sessions()

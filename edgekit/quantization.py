@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import deadlines
 from .config import QuantSettings, dynamic_types
 from .progress import quiet
-from .errors import UsageError, first_line
+from .errors import ExitCode, UsageError, first_line, too_long
 from .onnx_export import parsed
+from .runtime import run_limit
 
 log = logging.getLogger("edgekit")
 
@@ -31,23 +33,44 @@ STRIDE = 16
 
 class OrtReader:
     """The one adapter to onnxruntime's CalibrationDataReader protocol, with the length and ranges its
-    CalibStridedMinMax option reads the data by."""
+    CalibStridedMinMax option reads the data by.
+
+    Each sample it hands out starts the run limit (runtime.run_limit) of the calibrator's run on it, which
+    edgekit cannot end (onnxruntime's calibrator makes its own runs): past it, edgekit's own program ends
+    (signals.end_program), and a library caller is warned. `close()` stops the last one."""
 
     def __init__(self, feeds: Sequence, progress=None):
         self._feeds = feeds
         self._i, self._end = 0, len(feeds)
         self._progress = progress
+        self._clock: int | None = None
 
     def __len__(self) -> int:
         return len(self._feeds)
 
     def get_next(self):
+        self.close()
         if self._i >= self._end:
             return None
         self._i += 1
         if self._progress:
             self._progress(1)
+        seconds, raised_by = run_limit()  # here: the watching thread has no part in the run's context
+        self._clock = deadlines.start(seconds, lambda: self._too_long(seconds, raised_by))
         return self._feeds[self._i - 1]
+
+    def close(self) -> None:
+        if self._clock is not None:
+            deadlines.cancel(self._clock)
+            self._clock = None
+
+    @staticmethod
+    def _too_long(seconds: float, raised_by: str) -> None:
+        from . import signals
+
+        line = f"a calibration run of the model {too_long(seconds, raised_by)}"
+        if not signals.end_program(f"edgekit: error: quantization failed: {line}", ExitCode.STAGE_FAILED):
+            log.warning("%s; onnxruntime's calibrator cannot be stopped from within this process", line)
 
     def set_range(self, start_index: int, end_index: int) -> None:
         self._i, self._end = start_index, min(end_index, len(self._feeds))
@@ -323,7 +346,7 @@ def _channel_max(model, tensors: list[str], feeds: list, tmp: Path) -> dict:
     import onnx
 
     from .host import work_threads
-    from .runtime import session
+    from .runtime import run, session
 
     augmented = onnx.ModelProto()
     augmented.CopyFrom(model)
@@ -333,7 +356,7 @@ def _channel_max(model, tensors: list[str], feeds: list, tmp: Path) -> dict:
     sess = session(path, threads=work_threads())[0]
     found: dict = {}
     for feed in feeds:
-        for t, v in zip(tensors, sess.run(tensors, feed)):
+        for t, v in zip(tensors, run(sess, tensors, feed)):
             a = np.abs(v).reshape(-1, v.shape[-1]).max(axis=0)
             found[t] = np.maximum(found[t], a) if t in found else a
     return found
@@ -523,8 +546,13 @@ def _call(p: Plan, src: str, dest: str, feeds: Sequence, progress, cache: Path |
         extra["CalibPercentile"] = s.percentile
     if s.activation_type in ("uint16", "int16") or s.weight_type in ("uint16", "int16"):
         extra["UseQDQContribOps"] = True
-    quantize_static(src, dest, OrtReader(feeds, progress), quant_format=getattr(QuantFormat, s.format),
-                    op_types_to_quantize=op_types, per_channel=s.per_channel, reduce_range=p.reduce_range,
-                    activation_type=getattr(QuantType, QUANT_TYPES[s.activation_type]), weight_type=weight_type,
-                    nodes_to_exclude=excluded, calibrate_method=getattr(CalibrationMethod, METHODS[s.calibrate_method]),
-                    extra_options=extra, calibration_cache_path=str(cache) if cache else None)
+    reader = OrtReader(feeds, progress)
+    try:
+        quantize_static(src, dest, reader, quant_format=getattr(QuantFormat, s.format),
+                        op_types_to_quantize=op_types, per_channel=s.per_channel, reduce_range=p.reduce_range,
+                        activation_type=getattr(QuantType, QUANT_TYPES[s.activation_type]),
+                        weight_type=weight_type, nodes_to_exclude=excluded,
+                        calibrate_method=getattr(CalibrationMethod, METHODS[s.calibrate_method]), extra_options=extra,
+                        calibration_cache_path=str(cache) if cache else None)
+    finally:
+        reader.close()

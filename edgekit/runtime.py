@@ -1,13 +1,15 @@
 """Running models: onnxruntime sessions with a target's providers and threads, and the torch reference."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from . import host, runner
-from .errors import InputError, StageError, first_line
+from .errors import InputError, StageError, first_line, too_long
 
 log = logging.getLogger("edgekit")
 HOST_DEFAULT = "host default"
@@ -97,9 +99,52 @@ def int8_session(path: Path | str, providers=("CPUExecutionProvider",), threads:
     return session(path, providers, threads, reuse=reuse)[0], kernels
 
 
+_RUN_LIMIT: contextvars.ContextVar[tuple[float, str] | None] = contextvars.ContextVar("edgekit_run_limit",
+                                                                                     default=None)
+
+
+@contextlib.contextmanager
+def runs_limited(seconds: float, raised_by: str = ""):
+    """Each run of a model in the block (`run`) may take `seconds`; `raised_by` names the setting that raises it.
+    Elsewhere the limit is config.DEFAULT_STEP_TIMEOUT."""
+    token = _RUN_LIMIT.set((seconds, raised_by))
+    try:
+        yield
+    finally:
+        _RUN_LIMIT.reset(token)
+
+
+def run_limit() -> tuple[float, str]:
+    """The seconds a run may take here, and the setting that raises them ("" if none)."""
+    from . import config
+
+    return _RUN_LIMIT.get() or (config.DEFAULT_STEP_TIMEOUT, "")
+
+
+def run(sess, names: list[str] | None, feed: dict) -> list[np.ndarray]:
+    """`sess.run`, ended by onnxruntime once it has taken longer than `run_limit()`: a model from others may
+    behave on its first run (a bounded child's) and never end on another sample or batch size, and onnxruntime's
+    run holds the main thread, deaf to Ctrl-C."""
+    import onnxruntime as ort
+
+    from . import deadlines
+
+    seconds, raised_by = run_limit()
+    options = ort.RunOptions()
+    with deadlines.within(seconds, lambda: setattr(options, "terminate", True)):
+        try:
+            return sess.run(names, feed, options)
+        except Exception as e:
+            if options.terminate:
+                raise StageError("onnxruntime run", f"a run of the model {too_long(seconds, raised_by)}") from None
+            raise
+
+
 def run_onnx(sess, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
     try:
-        return [sess.run(None, feed) for feed in feeds]
+        return [run(sess, None, feed) for feed in feeds]
+    except StageError:
+        raise
     except Exception as e:
         raise run_error(first_line(e)) from e
 

@@ -899,20 +899,18 @@ def test_a_model_whose_run_never_ends_stops_at_the_step_time_limit(tmp_path, lin
     one_line_error(run(model, "--calibration", lin_data, "--out", tmp_path / "o", "--step-timeout", "5"), 4,
                    "a first run of the model failed: took longer than 5 s", "--step-timeout")
     assert time.monotonic() - start < 60 and not (tmp_path / "o").exists()
-    from edgekit import config
-
-    monkeypatch.setattr(config, "DEFAULT_STEP_TIMEOUT", 5.0)  # edgekit.quantize() has the default limit only
-    with pytest.raises(edgekit.StageError, match="a first run of the model failed: took longer than 5 s"):
-        edgekit.quantize(model, lin_data, out=tmp_path / "q.onnx")
+    with pytest.raises(edgekit.StageError, match=r"a first run of the model failed: took longer than 5 s \(the limit; "
+                                                 r"raise it with step_timeout\)"):
+        edgekit.quantize(model, lin_data, out=tmp_path / "q.onnx", step_timeout=5)
     assert not (tmp_path / "q.onnx").exists()
 
 
-def test_a_model_that_hangs_after_a_first_run_that_behaved_still_stops_on_sigterm(tmp_path, lin_data):
-    """A Loop of (N - 1) x 10^13 steps runs none at batch 1 (its bounded first run) and never ends at batch 2 (the
-    other-size check, in-process): SIGTERM and Ctrl-C went unhandled for good, as Python runs handlers between
-    bytecodes only. The program now ends a grace period after the signal."""
-    trips = [helper.make_node("Shape", ["x"], ["shape"]), helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0),
-             helper.make_node("Sub", ["n", "one"], ["n1"]), helper.make_node("Mul", ["n1", "many"], ["trips"])]
+def _hangs_past_batch_1(path, trips_of=None):
+    """A Loop of (N - 1) x 10^13 steps: none at batch 1 (its bounded first run), for good at batch 2 (the other-size
+    check, in-process). `trips_of`: nodes making `trips` from x instead (a loop sized by the data's values)."""
+    trips = trips_of or [
+        helper.make_node("Shape", ["x"], ["shape"]), helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0),
+        helper.make_node("Sub", ["n", "one"], ["n1"]), helper.make_node("Mul", ["n1", "many"], ["trips"])]
     body = helper.make_graph(
         [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Identity", ["v_in"], ["v_out"])],
         "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
@@ -927,7 +925,71 @@ def test_a_model_that_hangs_after_a_first_run_that_behaved_still_stops_on_sigter
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor(name, TensorProto.INT64, [], [v]) for name, v in (("zero", 0), ("one", 1),
                                                                                  ("many", 10**13))])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_model_that_hangs_after_a_first_run_that_behaved_stops_at_the_step_time_limit(tmp_path, lin_data):
+    """Its first run (batch 1, a bounded child's) behaved; the other-size check's run at batch 2, in-process, spun
+    for good: only a signal ended it. Each run in-process now ends at the limit too: a model that does not run at
+    another size within it fails that gate."""
+    model = _hangs_past_batch_1(tmp_path / "m.onnx")
+    start = time.monotonic()
+    result = run(model, "--calibration", lin_data, "--out", tmp_path / "o", "--step-timeout", "5")
+    assert result.exit_code == 1 and time.monotonic() - start < 60, result.output
+    assert "the model does not run at another size of a dynamic axis: N=2: onnxruntime run failed: a run of the " \
+           "model took longer than 5 s (the limit; raise it with --step-timeout)" in result.output
+
+
+def _sized_by_values(path, trips: int):
+    """A Loop of max(int(x)) x `trips` steps: none on zeros (its first run), ~1 s a million steps on ones."""
+    nodes = [helper.make_node("Cast", ["x"], ["xi"], to=TensorProto.INT64),
+             helper.make_node("ReduceMax", ["xi"], ["m"], keepdims=0), helper.make_node("Mul", ["m", "many"], ["trips"])]
+    model = onnx.load(_hangs_past_batch_1(path, nodes))
+    next(i for i in model.graph.initializer if i.name == "many").CopyFrom(
+        helper.make_tensor("many", TensorProto.INT64, [], [trips]))
+    onnx.save(model, path)
+    return path
+
+
+def test_a_calibration_run_that_never_ends_ends_the_program_at_the_step_time_limit(tmp_path):
+    """onnxruntime's calibrator makes its own runs, which edgekit cannot end: a model whose loop is sized by the
+    data's values spun for good on the calibration data after its first run (a validation sample) behaved."""
+    model = _sized_by_values(tmp_path / "m.onnx", 10**13)
+    np.savez(tmp_path / "cal.npz", x=np.ones((8, 4), np.float32))
+    np.savez(tmp_path / "val.npz", x=np.zeros((8, 4), np.float32))
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "edgekit", "export", str(model), "--calibration",
+                           str(tmp_path / "cal.npz"), "--validation", str(tmp_path / "val.npz"), "--no-bench",
+                           "--out", str(tmp_path / "o"), "--step-timeout", "5"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 4 and done.stderr.strip().splitlines()[-1] == (
+        "edgekit: error: quantization failed: a calibration run of the model took longer than 5 s (the limit; raise "
+        "it with --step-timeout); ended without its clean-up"), done.stderr
+    assert time.monotonic() - start < 60 and not list((tmp_path / "o").glob("desktop-x86*"))
+
+
+def test_the_api_warns_of_a_calibration_run_past_the_limit_and_ends_its_own_run_there(tmp_path, caplog):
+    """A library caller's process is not edgekit's to end: the calibrator's run past the limit is warned of (it
+    cannot be stopped), and the sanity check's run of the same sample, edgekit's own, ends at the limit."""
+    import edgekit
+
+    model = _sized_by_values(tmp_path / "m.onnx", 10**7)  # ~9 s on ones here
+    x = np.zeros((8, 4), np.float32)
+    x[1] = 1  # not the first run's sample
+    with pytest.raises(edgekit.StageError, match=r"a run of the model took longer than 3 s \(the limit; raise it with "
+                                                 r"step_timeout\)"):
+        edgekit.quantize(model, [{"x": x[i:i + 1]} for i in range(8)], out=tmp_path / "q.onnx", step_timeout=3)
+    assert "a calibration run of the model took longer than 3 s (the limit; raise it with step_timeout); " \
+           "onnxruntime's calibrator cannot be stopped from within this process" in caplog.text
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_a_model_that_hangs_after_a_first_run_that_behaved_still_stops_on_sigterm(tmp_path, lin_data):
+    """A Loop of (N - 1) x 10^13 steps runs none at batch 1 (its bounded first run) and never ends at batch 2 (the
+    other-size check, in-process): SIGTERM and Ctrl-C went unhandled for good, as Python runs handlers between
+    bytecodes only. The program now ends a grace period after the signal."""
+    _hangs_past_batch_1(tmp_path / "m.onnx")
     out = tmp_path / "o"
     run = subprocess.Popen([sys.executable, "-m", "edgekit", "export", str(tmp_path / "m.onnx"), "--calibration",
                             str(lin_data), "--no-bench", "--out", str(out)], cwd=tmp_path, stderr=subprocess.PIPE,

@@ -1,0 +1,56 @@
+"""Time limits on work the main thread cannot cut short itself (onnxruntime's runs): one thread calls each
+limit's function once its time is up, while the work goes on."""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+import time
+from collections.abc import Callable
+
+_cond = threading.Condition()
+_due: dict[int, tuple[float, Callable[[], None]]] = {}
+_keys = itertools.count()
+_watcher: threading.Thread | None = None
+_wakes_at = float("inf")  # when the watcher will look next: a later limit needs no wake-up (one a run costs 15 us)
+
+
+def _watch() -> None:
+    global _wakes_at
+    with _cond:
+        while True:
+            now = time.monotonic()
+            for key, (at, expired) in list(_due.items()):
+                if at <= now:
+                    del _due[key]
+                    expired()
+            _wakes_at = min((at for at, _ in _due.values()), default=float("inf"))
+            _cond.wait(None if _wakes_at == float("inf") else _wakes_at - now)
+
+
+def start(seconds: float, expired: Callable[[], None]) -> int:
+    """`expired` is called (on the watching thread) `seconds` from now, unless `cancel`ed first."""
+    global _watcher
+    with _cond:
+        if _watcher is None or not _watcher.is_alive():
+            _watcher = threading.Thread(target=_watch, daemon=True, name="edgekit-deadlines")
+            _watcher.start()
+        key, at = next(_keys), time.monotonic() + seconds
+        if at < _wakes_at:
+            _cond.notify()
+        _due[key] = (at, expired)
+    return key
+
+
+def cancel(key: int) -> None:
+    with _cond:
+        _due.pop(key, None)
+
+
+@contextlib.contextmanager
+def within(seconds: float, expired: Callable[[], None]):
+    key = start(seconds, expired)
+    try:
+        yield
+    finally:
+        cancel(key)
