@@ -134,7 +134,7 @@ def run(sess, names: list[str] | None, feed: dict) -> list[np.ndarray]:
     with deadlines.within(seconds, lambda: setattr(options, "terminate", True)):
         try:
             return sess.run(names, feed, options)
-        except Exception as e:
+        except Exception:
             if options.terminate:
                 raise StageError("onnxruntime run", f"a run of the model {too_long(seconds, raised_by)}") from None
             raise

@@ -944,7 +944,8 @@ def test_a_model_that_hangs_after_a_first_run_that_behaved_stops_at_the_step_tim
 def _sized_by_values(path, trips: int):
     """A Loop of max(int(x)) x `trips` steps: none on zeros (its first run), ~1 s a million steps on ones."""
     nodes = [helper.make_node("Cast", ["x"], ["xi"], to=TensorProto.INT64),
-             helper.make_node("ReduceMax", ["xi"], ["m"], keepdims=0), helper.make_node("Mul", ["m", "many"], ["trips"])]
+             helper.make_node("ReduceMax", ["xi"], ["m"], keepdims=0),
+             helper.make_node("Mul", ["m", "many"], ["trips"])]
     model = onnx.load(_hangs_past_batch_1(path, nodes))
     next(i for i in model.graph.initializer if i.name == "many").CopyFrom(
         helper.make_tensor("many", TensorProto.INT64, [], [trips]))
