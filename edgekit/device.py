@@ -171,10 +171,14 @@ class Device:
             return
         made = self._ssh([self.spec.python, "-c", _MAKE, self.folder], b"", "folder")
         try:
-            self._run_folder = json.loads(made.decode(errors="replace").strip().splitlines()[-1])
-            assert isinstance(self._run_folder["run"], str) and isinstance(self._run_folder["made"], list)
-        except (ValueError, IndexError, KeyError, TypeError, AssertionError):
-            raise DeviceError("device folder", f"{self.label} did not say which folder it made") from None
+            answer = json.loads(made.decode(errors="replace").strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            answer = None
+        # kept only once it is what _MAKE prints: close() removes what it names (a KeyError there hid this error)
+        if not (isinstance(answer, dict) and isinstance(answer.get("run"), str) and isinstance(answer.get("made"), list)
+                and all(isinstance(m, str) for m in answer["made"])):
+            raise DeviceError("device folder", f"{self.label} did not say which folder it made")
+        self._run_folder = answer
 
     def _copy(self, folder: Path) -> str:
         """The package folder as `<this run's folder>/<its name>` on the device: a tar stream, unpacked there."""

@@ -12,7 +12,7 @@ import json
 import re
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Protocol
 from xml.etree import ElementTree
@@ -23,7 +23,7 @@ from . import archive, arrays, bounded, host, package, parity, runner
 from .config import DEFAULT_STEP_TIMEOUT, TARGET_NAME, Target, bundled, list_targets, load_target
 from .errors import InputError, StageError, UsageError, few, first_line
 from .probe import probe as probe_model
-from .reports import Case, CheckReport, shipped_model
+from .reports import ARM_STAND_IN, Case, CheckReport, shipped_model
 from .runtime import int8_session
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
@@ -34,10 +34,10 @@ FP32 = "model.onnx"  # the float reference: the one model a package ships withou
 NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # what XML 1.0 cannot hold
 
 
-def check(path: Path, place: Callable[[dict], Place] | None = None, probe: bool = False,
+def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe: bool = False,
           bench: bool = True, own: bool = False, only: set[str] | None = None) -> CheckReport:
     """Re-run a package's golden vectors and verify its file hashes (folder, OUT folder or archive).
-    `place`: given a target's manifest, where its models run (default: this host, in a bounded child);
+    `place`: given a target's manifest, where its models run (default, or None for it: this host, in a bounded child);
     `probe`: also name the first node where `place`'s kernels and this host's part; `bench`: time the
     models on a real device `place`; `own`: this process has just written the package, so its models run
     here, not in a bounded child (the same comparisons, without a child's start-up and imports); `only`: in an OUT
@@ -158,10 +158,17 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
                                                 _ort_claims(manifest, read) if model == ort else "")))
     if said := [f"manifest.json says of {name}: {why}" for name, why in untrue.items() if why]:
         return [Case(target, "integrity", False, "; ".join(said)), cases[1]] + not_run
-    if place is None:
+    at = place(manifest) if place is not None else None
+    if at is None:  # no place given, or none of the package's kind (the emulator's aarch64 for an x86_64 package)
         run = _parity_here if own else _parity_bounded
-        return cases + run(target, pairs, state, steps)
-    at = place(manifest)
+        found = run(target, pairs, state, steps)
+        if place is not None:
+            found = [replace(c, where=f"{c.where} (not emulated: a package for x86_64, whose golden outputs are "
+                                      "this kind of CPU's)") for c in found]
+        elif (made := manifest.get("arm_kernels")) and made != ARM_STAND_IN and not all(c.passed for c in found):
+            found = [c if c.passed else replace(c, message=f"{c.message} (its golden outputs come from {made}: check "
+                                                                "it there, with --emulate or --device)") for c in found]
+        return cases + found
     cases += _parity_at(at, folder, target, pairs, state, steps)
     if bench and getattr(at, "real", False):
         cases.append(_latency_at(at, folder, target, manifest, Path(pairs[0][1]).name))

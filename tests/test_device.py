@@ -145,6 +145,21 @@ def test_an_answer_that_is_not_the_runners_fails_the_step(sshd, digits_arm, tmp_
     assert "Traceback" not in result.output and list(device.iterdir()) == []
 
 
+@pytest.mark.parametrize("answer", ['{"about": {}, "replay": []}', '{"run": 5, "made": []}',
+                                    '{"run": "/tmp/x", "made": [null]}'])
+def test_a_folder_step_answered_with_something_else_fails_the_step(sshd, digits_arm, tmp_path, answer):
+    """It was kept before it was checked: the clean-up then read it, and its KeyError (exit 5, an internal error)
+    hid the step's own error."""
+    url, identity, known_hosts, device = sshd
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\necho '{answer}'\n")
+    python.chmod(0o755)
+    result = cli(["check", digits_arm, "--device", f"{url}{device}/bad", "--identity", identity, "--known-hosts",
+                  known_hosts, "--device-python", python])
+    assert result.exit_code == 4 and "device folder failed" in result.output and \
+        "did not say which folder it made" in result.output and "Traceback" not in result.output, result.output
+
+
 def test_what_a_device_prints_back_is_bounded(sshd, digits_arm, tmp_path):
     url, identity, known_hosts, device = sshd
     loud = fake_python(tmp_path, "sys.stdout.buffer.write(b'x' * (300 << 20))")  # 300 MiB, then the answer

@@ -4,6 +4,7 @@ Needs Debian's qemu-user-static and mmdebstrap (`.ci/run` installs them where it
 registries once, to build the cached arm64 root and wheels (~15 s); without the tools these tests skip.
 """
 import json
+import os
 import shutil
 
 import numpy as np
@@ -108,7 +109,7 @@ def test_a_manifests_versions_that_are_not_numbers_are_bad_input():
     place = emulator.for_package("aarch64")
     for versions in ({"onnxruntime": "abc"}, {"numpy": "1.26; --index-url http://x"}, {"onnxruntime": {"x": 1}}):
         with pytest.raises(InputError, match="the package's manifest records .* version .*, not a version number"):
-            place({"versions": versions})
+            place({"arm_kernels": "aarch64", "versions": versions})
 
 
 @needs_tools
@@ -122,10 +123,16 @@ def test_export_with_emulate_takes_golden_outputs_from_arm(tied, tmp_path):
     assert arm["arm_kernels"] == "aarch64 (emulated, neoverse-n1), onnxruntime " + arm["versions"]["onnxruntime"]
     assert arm["golden"]["models"]["model.int8.onnx"]["kernels"] == arm["arm_kernels"]
     assert x86["arm_kernels"] is None and "emulated" not in x86["golden"]["models"]["model.int8.onnx"]["kernels"]
-    # the ARM package's golden outputs are ARM's: the emulated check passes, this x86 host's kernels do not
-    assert cli(["check", tmp_path / "dist" / "arm64-linux", "--emulate", "aarch64"]).exit_code == 0
+    # the ARM package's golden outputs are ARM's: the emulated check passes, this x86 host's kernels do not, and
+    # say where the golden outputs came from; the x86 package is checked here, not on aarch64 (it failed there)
+    emulated = cli(["check", tmp_path / "dist", "--emulate", "aarch64", "--json"])
+    assert emulated.exit_code == 0, emulated.output
+    where = {c["target"]: c["where"] for c in json.loads(emulated.stdout) if c["name"].startswith("parity")}
+    assert where["arm64-linux"].startswith("aarch64 (emulated") and "not emulated: a package for x86_64" in \
+        where["desktop-x86"] and "aarch64" not in where["desktop-x86"], where
     here = cli(["check", tmp_path / "dist" / "arm64-linux"])
-    assert here.exit_code == 1 and "quantized output values differ" in here.output, here.output
+    assert here.exit_code == 1 and "quantized output values differ" in here.output and \
+        "its golden outputs come from aarch64 (emulated, neoverse-n1)" in here.output, here.output
 
 
 @needs_tools
@@ -198,7 +205,6 @@ def test_what_an_emulated_run_prints_back_is_bounded_and_only_the_outputs_asked_
 def test_a_built_cache_on_a_read_only_mount_is_used(digits_arm, tmp_path, monkeypatch):
     """A CI image bakes the cache in read-only: every run rewrote the cpuinfo overlay and took the build lock
     (exit 3, `.lock: Read-only file system`), even with everything built."""
-    import os
     import subprocess
 
     assert cli(["check", digits_arm / "arm64-linux", "--emulate", "aarch64"]).exit_code == 0  # built, overlay made
@@ -240,3 +246,17 @@ def test_a_damaged_cache_is_named_as_the_likely_cause(digits_arm, tmp_path, monk
     result = cli(["check", digits_arm / "arm64-linux", "--emulate", "aarch64"])
     assert result.exit_code != 0 and f"if the emulator's cache is damaged, remove {home}" in result.output, \
         result.output
+
+
+@needs_tools
+def test_the_qemu_found_on_path_is_the_one_that_runs(digits_arm, tmp_path, monkeypatch):
+    """Found on the user's PATH, qemu was then run by name with PATH=/usr/bin:/bin: one installed elsewhere (built
+    from source, a CI cache) was exit 5, FileNotFoundError, and a wrapper first on PATH was never called."""
+    real = shutil.which("qemu-aarch64-static")
+    wrapper = tmp_path / "bin" / "qemu-aarch64-static"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho called >> "{tmp_path / "log"}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    result = cli(["check", digits_arm / "arm64-linux", "--emulate", "aarch64"])
+    assert result.exit_code == 0 and (tmp_path / "log").read_text().startswith("called"), result.output
