@@ -681,8 +681,9 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
                                   quantization.cache_path(work, settings) if settings.precision == "latency" else None)
     if settings.precision == "latency":  # from the plan --auto chose, or the target's
         timed = _precision_timer(shared, target, prep.val.feeds[0])
-        if isinstance(timed, str):
-            qplan = dataclasses.replace(qplan, precision_search={"skipped": timed})
+        if isinstance(timed, str):  # said in report.md alone, and CI took the flag as applied
+            qplan = dataclasses.replace(qplan, precision_search={"skipped": timed},
+                                        warnings=(*qplan.warnings, f"--precision latency skipped: {timed}"))
         else:
             qplan, record = precision.search(fp32, int8, qplan, cal_feeds, timed, work,
                                              quantization.cache_path(work, qplan.settings), settings.max_trials,

@@ -50,7 +50,8 @@ class Step:
 class PrecisionSearch:
     float_nodes: tuple[str, ...]  # kept in float for speed, on top of the plan's own exclusions
     steps: tuple[Step, ...]
-    all_int8_p50_ms: float  # the starting model and
+    start: str  # the model the search started from: all-int8, or the plan's own float nodes (--auto's, yours)
+    start_p50_ms: float  # it and
     p50_ms: float  # the model kept, timed in one interleaved loop
     where: str
     seconds: float
@@ -61,7 +62,8 @@ class PrecisionSearch:
 
     def as_dict(self) -> dict:
         return {"float_nodes": list(self.float_nodes), "steps": [s.as_dict() for s in self.steps],
-                "all_int8_p50_ms": self.all_int8_p50_ms, "p50_ms": self.p50_ms, "fp32_p50_ms": self.fp32_p50_ms,
+                "start": self.start, "start_p50_ms": self.start_p50_ms, "p50_ms": self.p50_ms,
+                "fp32_p50_ms": self.fp32_p50_ms,
                 "where": self.where, "margin": MARGIN, "seconds": self.seconds, "untried": list(self.untried),
                 "reverted": self.reverted or None, "advice": self.advice or None}
 
@@ -95,9 +97,11 @@ def search(fp32: Path, int8: Path, plan: quantization.Plan, feeds, timed: Callab
     row (one loop's p50 can be off by more than that on a busy host). `timed({key: path})` times models round-robin
     where the target runs ({key: bench.Latency}). `int8` ends as the model kept; returns the plan that makes it and
     the record, whose start and end p50s come from one final loop: when that loop does not confirm the kept model
-    faster by MARGIN, the all-int8 model is kept instead."""
+    faster by MARGIN, the starting model is kept instead."""
     start = time.perf_counter()
-    first, best, kept, steps = work / "precision-all-int8.onnx", work / "precision-best.onnx", (), []
+    first, best, kept, steps = work / "precision-start.onnx", work / "precision-best.onnx", (), []
+    already = len(plan.settings.exclude_nodes)  # --auto's choice or yours: the model it starts from is not all-int8
+    origin = f"the plan's model ({already} node(s) float already)" if already else "all-int8"
     shutil.copyfile(int8, first)
     shutil.copyfile(int8, best)
     found = candidates(fp32)
@@ -120,19 +124,19 @@ def search(fp32: Path, int8: Path, plan: quantization.Plan, feeds, timed: Callab
         if faster:
             kept = (*kept, *new)
             shutil.copyfile(trial, best)
-    final = timed({"all-int8": first, "kept": best, "fp32": fp32})  # fp32 too: floats kept may make int8 pointless
+    final = timed({"start": first, "kept": best, "fp32": fp32})  # fp32 too: floats kept may make int8 pointless
     reverted = ""
-    if kept and not final["kept"].p50_ms < final["all-int8"].p50_ms * (1 - MARGIN):
-        reverted = (f"the final loop timed the kept model at {final['kept'].p50_ms:.4g} ms against all-int8's "
-                    f"{final['all-int8'].p50_ms:.4g} ms: not faster by {MARGIN:.0%}, so all-int8 is kept")
+    if kept and not final["kept"].p50_ms < final["start"].p50_ms * (1 - MARGIN):
+        reverted = (f"the final loop timed the kept model at {final['kept'].p50_ms:.4g} ms against {origin}'s "
+                    f"{final['start'].p50_ms:.4g} ms: not faster by {MARGIN:.0%}, so {origin} is kept")
         kept, best = (), first
     shutil.copyfile(best, int8)
     where = final["kept"].host.get("device") or describe(final["kept"].host)
-    p50, fp32_p50 = final["all-int8" if reverted else "kept"].p50_ms, final["fp32"].p50_ms
+    p50, fp32_p50 = final["start" if reverted else "kept"].p50_ms, final["fp32"].p50_ms
     kept_float = f" ({len(kept)} node(s) in float for speed)" if kept else ""
     advice = (f"keep fp32: the int8 model kept{kept_float} is no faster than model.onnx ({p50:.4g} vs "
               f"{fp32_p50:.4g} ms p50, one loop)" if p50 >= fp32_p50 else "")
-    record = PrecisionSearch(kept, tuple(steps), final["all-int8"].p50_ms, p50, where,
+    record = PrecisionSearch(kept, tuple(steps), origin, final["start"].p50_ms, p50, where,
                              round(time.perf_counter() - start, 3), tuple(untried), reverted, fp32_p50, advice)
     return _with_float(plan, kept), record
 

@@ -249,19 +249,21 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
                            if settings.mode == "static" and not settings.op_types else "")
                         + "; leave them out, or give --transformer-scheme off")
     elif attention and settings.transformer_scheme != "off":
+        weights = {i.name for i in model.graph.initializer}  # a Gather of a Shape's output is no embedding table
+        tables = "; embedding tables (Gather) stored int8" if any(
+            n.op_type == "Gather" and n.input[0] in weights for n in model.graph.node) else ""
         if settings.transformer_scheme == "dynamic":
             if not dynamic_types(settings):
                 raise UsageError(f"attention graph: transformer_scheme dynamic quantizes with uint8 activations and "
                                  f"int8/uint8 weights, not {settings.activation_type}/{settings.weight_type}: give "
                                  "--transformer-scheme matmul-static (or off) for these types")
             settings = dataclasses.replace(settings, mode="dynamic", op_types=("MatMul", "Gemm", "Gather"))
-            reasons.append("attention graph: dynamic int8 MatMul/Gemm (full static QDQ would quantize the mask path); "
-                           "embedding tables (Gather) stored int8")
+            reasons.append("attention graph: dynamic int8 MatMul/Gemm (full static QDQ would quantize the mask path)"
+                           + tables)
         else:
             settings = dataclasses.replace(settings, mode="static", op_types=("MatMul", "Gemm", "Gather"))
             split = settings.format == "QDQ"
-            reasons.append("attention graph: static QDQ on MatMul/Gemm only (keeps the mask path float); "
-                           "embedding tables (Gather) stored int8")
+            reasons.append("attention graph: static QDQ on MatMul/Gemm only (keeps the mask path float)" + tables)
             if split:
                 reasons.append(
                     f"attention graph, static per-tensor: activation channels over {OUTLIER_RATIO:g}x the median "

@@ -222,8 +222,8 @@ def markdown(r: TargetReport) -> str:
         out += ["## Float regions for speed (--precision latency)", "", f"Not searched: {search['skipped']}.", ""]
     elif search:
         out += ["## Float regions for speed (--precision latency)", "",
-                f"{len(search['float_nodes'])} node(s) kept in float for speed; all-int8 p50 "
-                f"{search['all_int8_p50_ms']:.4f} ms → {search['p50_ms']:.4f} ms, timed side by side on "
+                f"{len(search['float_nodes'])} node(s) kept in float for speed; {_safe(search['start'])} p50 "
+                f"{search['start_p50_ms']:.4f} ms → {search['p50_ms']:.4f} ms, timed side by side on "
                 f"{_safe(search['where'])}. A region is kept only when faster by {search['margin']:.0%} in two loops "
                 f"in a row ({search['seconds']:.1f} s).", ""]
         out += _md("tried | nodes | p50 ms | best so far p50 ms | kept", [

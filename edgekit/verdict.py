@@ -91,11 +91,20 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads, settin
                  f"{fusion['unfused_compute_nodes']} compute node(s) stayed float behind DequantizeLinear "
                  f"(unfused QDQ groups, e.g. {', '.join(fusion['unfused_examples'])})"
                  if fusion["unfused_compute_nodes"] else
-                 "all quantized groups fused; per-call overhead or float ops around them dominate this model")
+                 f"{_types(settings)} have no fast x86 kernel in onnxruntime (uint8 activations with int8 weights "
+                 "do: README, quantize_speed.py); a profile for an ARM device picks its types for that device"
+                 if settings is not None and not dynamic and _types(settings) != "U8S8" and host.arch() == "x86_64"
+                 else "all quantized groups fused; per-call overhead or float ops around them dominate this model")
         if place != "this host":
             cause += " (as this host's onnxruntime optimises the graph)"
         said.append(f"int8 is slower than fp32 on {place} ({latency.speedup_p50:.2f}x): {cause}")
     return said
+
+
+def _types(settings) -> str:
+    """Activation and weight types as onnxruntime's kernels are named: U8S8, U8U8, S8S8, U16S8, ..."""
+    return "".join(("S" if t.startswith("int") else "U") + t.lstrip("uint") for t in (settings.activation_type,
+                                                                                       settings.weight_type))
 
 
 HARDWARE_RULES = ("mode", "format", "activation_type", "weight_type", "per_channel")  # what an accelerator takes

@@ -704,6 +704,17 @@ def test_dynamic_and_s8s8_qoperator_builds_say_why_their_int8_is_slower(tmp_path
                             ["CPUExecutionProvider"], 1, ops)
     on_x86 = "int8 activations (S8S8) in the QOperator format run onnxruntime's slow x86 kernels"
     assert any(on_x86 in w for w in said) == (host.arch() == "x86_64"), said
+    # uint8 weights (android-arm64's, timed on x86 as its stand-in) were "per-call overhead ... dominate this model"
+    u8u8 = QuantSettings(weight_type="uint8")
+    [m] = manifests(export(DIGITS / "edgekit.toml", "-t", "desktop-x86", "--weight-type", "uint8", "--no-bench",
+                           "--out", tmp_path / "u8u8"))
+    said = verdict.warnings(data, data, {}, slow, tmp_path / "u8u8" / "desktop-x86" / "model.int8.onnx",
+                            ["CPUExecutionProvider"], 1, u8u8)
+    slow_kernels = "U8U8 have no fast x86 kernel in onnxruntime"
+    assert any(slow_kernels in w for w in said) == (host.arch() == "x86_64"), said
+    assert not any(slow_kernels in w for w in verdict.warnings(
+        data, data, {}, slow, tmp_path / "u8u8" / "desktop-x86" / "model.int8.onnx", ["CPUExecutionProvider"], 1,
+        QuantSettings()))
 
 
 def test_an_output_that_passes_an_input_through_stays_exact(tmp_path):

@@ -111,6 +111,31 @@ def test_attention_detection(tmp_path):
     assert not quantize.has_attention(onnx.load(cnn))
 
 
+def test_an_attention_plan_claims_embedding_tables_only_where_there_are_some(tmp_path):
+    """A block on float inputs (no embedding) was told "embedding tables (Gather) stored int8": its Gathers read
+    Shape outputs."""
+    from models import tiny_encoder
+
+    enc = _export(tmp_path, tiny_encoder(), (InputSpec.parse("input_ids:Nx12:int64"),
+                                             InputSpec.parse("attention_mask:Nx12:int64")))
+    import torch
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = torch.nn.MultiheadAttention(32, 4, batch_first=True)
+
+        def forward(self, x):
+            return self.attention(x, x, x)[0]
+
+    floats = export_torch(Block(), (InputSpec.parse("x:Nx8x32"),), (), 17, tmp_path / "b.onnx")
+    for scheme in ("dynamic", "matmul-static"):
+        settings = config.QuantSettings(transformer_scheme=scheme)
+        assert any("embedding tables (Gather) stored int8" in r for r in quantize.plan(enc, settings, set()).reasons)
+        said = quantize.plan(floats, settings, set()).reasons
+        assert any(r.startswith("attention graph") for r in said) and not any("embedding" in r for r in said), said
+
+
 def test_reduce_range_auto_follows_host_isa(tmp_path, monkeypatch):
     from models import small_cnn
     path = export_torch(small_cnn(), (InputSpec.parse("image:Nx3x16x16"),), (), 17, tmp_path / "c.onnx")
