@@ -10,19 +10,21 @@ import dataclasses
 import functools
 import logging
 import os
+import re
 import tempfile
 import threading
+import typing
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import numpy as np
 
 from .config import (DEFAULT_MAX_DATA_BYTES, DEFAULT_STEP_TIMEOUT, DEFAULT_TARGETS, BenchSpec, DeviceSpec,
                      DistillSettings, InputSpec, PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides,
                      build, coerce, load_target, load_targets, nearest, target_settings)
-from .errors import UsageError
+from .errors import EdgekitError, StageError, UsageError, said_for_the_cli
 from .outdir import whole_file
 from .signals import SIGNALS, import_whole
 from .reports import CheckReport, ExportReport
@@ -76,6 +78,12 @@ def _as_found(fn, args, kwargs):
     except KeyboardInterrupt:
         _forget_half_imports(modules)
         raise
+    except EdgekitError as e:
+        if not said_for_the_cli():
+            e.args = (in_python_terms(str(e)),)
+            if isinstance(e, StageError):
+                e.message = in_python_terms(e.message)
+        raise
     finally:
         for s, handler in handlers.items():  # interrupted while publishing: the swap ignores a second signal
             signal.signal(s, handler)
@@ -88,6 +96,42 @@ def _as_found(fn, args, kwargs):
         for key, value in environ.items():  # only these: the user's own code may set others during the call
             if value is None:
                 os.environ.pop(key, None)
+
+
+# a command quoted whole (`edgekit check --emulate`) stays one; a flag takes the word after it that is its value
+_FLAG = re.compile(r"`[^`]*`|(--[a-z][a-z0-9-]*)(?: ([\w.:/+-]+))?")
+
+
+def in_python_terms(text: str) -> str:
+    """A message with the API's keywords for the CLI's flags ("--per-tensor" -> "per_channel=False", "--out x.onnx"
+    -> "out=x.onnx"): an error a Python caller gets names what they pass, not a flag they never typed."""
+    names = _python_names()
+
+    def said(m) -> str:
+        if m.group(1) not in names:
+            return m.group(0)
+        keyword, choices, word = *names[m.group(1)], m.group(2)
+        if word is None:
+            return keyword
+        value = word in choices or word[0].isdigit() or word.isupper() or any(c in word for c in "./:")
+        return f"{keyword}{word}" if value and keyword.endswith("=") else f"{keyword} {word}"
+    return _FLAG.sub(said, text)
+
+
+@functools.cache
+def _python_names() -> dict[str, tuple[str, tuple]]:
+    names = {"--input": ("inputs=", ()), "--target": ("targets=", ()), "--output-name": ("output_names=", ()),
+             "--size": ("sizes=", ()), "--bench-runs": ("runs=", ()), "--probe": ("probe=True", ()),
+             "--teacher": ("teacher", ()), "--student": ("student", ())}
+    for cls in (Recipe, QuantSettings, BenchSpec, PruneSpec, ShareSpec, DistillSettings):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            on, _, off = (f.metadata.get("flag") or f"--{f.name.replace('_', '-')}").partition("/")
+            choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is Literal else ()
+            names.setdefault(on, (f"{f.name}=True" if hints[f.name] is bool else f"{f.name}=", choices))
+            if off:
+                names.setdefault(off, (f"{f.name}=False", ()))
+    return names
 
 
 class _OwnWarnings(logging.Handler):
@@ -285,7 +329,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     whole or not at all: one already there is replaced only with `force`, the source never. `step_timeout`:
     seconds each step on the model (pre-processing, a run) may take. Returns its path."""
     from . import calib, compress, inspect_model, onnx_export, quantization
-    from .runtime import runs_limited
+    from .runtime import run_onnx, runs_limited, session
 
     for name, value in (("model", model), ("target", target), *((("out", out),) if out is not None else ())):
         if not isinstance(value, (str, os.PathLike)):
@@ -316,10 +360,12 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
         specs, outputs = onnx_export.io_specs(parsed, str(source))
         plan = quantization.plan(parsed, qsettings, set(settings), profile.runtime.arch)
         for said in plan.warnings:  # an export puts them among its warnings; this returns a path only
-            warnings.warn(said, stacklevel=4)  # the caller's line, past the two wrappers
+            # the caller's line, past the two wrappers
+            warnings.warn(said if said_for_the_cli() else in_python_terms(said), stacklevel=4)
         feeds = [] if qsettings.mode == "dynamic" else calib.load(calibration, specs, max_samples=qsettings.samples).feeds
         if feeds:  # calibration runs the model in-process, where a hostile graph's run cannot be stopped
             onnx_export.first_run(fp32, feeds[0], limit, raised_by="step_timeout")
+            run_onnx(session(fp32)[0], feeds[1:qsettings.samples])  # bounded, as onnxruntime's calibrator is not
         with whole_file(dest) as partial:
             onnx_export.check(quantization.quantize(fp32, partial, plan, feeds[: qsettings.samples]))
             if not quantization.quantizes_anything(onnx_export.parsed(partial)):  # as an export's warning says

@@ -19,7 +19,7 @@ from . import __version__, search, signals
 from .config import (DEFAULT_TARGETS, RANGES, DeviceSpec, DistillSettings, InputSpec, PruneSpec, QuantSettings,
                      Recipe, ShareSpec, apply_quant_overrides, choices, dim_name, list_targets, load_recipe,
                      load_target, load_targets)
-from .errors import EdgekitError, ExitCode, InputError, UsageError, first_line, from_os_error
+from .errors import EdgekitError, ExitCode, InputError, UsageError, first_line, for_the_cli, from_os_error
 
 
 _PROGRAM: list[bool] = []  # set when this process is the `edgekit` program itself, not a caller of main()
@@ -104,7 +104,8 @@ def _handle_errors(fn):
             from . import host  # not at the top: `--help` imports no numpy
 
             host.check_overrides()
-            with _only_the_result_on_stdout(ctx) if kwargs.get("as_json") else contextlib.nullcontext():
+            with _only_the_result_on_stdout(ctx) if kwargs.get("as_json") else contextlib.nullcontext(), \
+                    for_the_cli():
                 code = fn(*args, **kwargs)
         except SystemExit as e:
             _fail(f"edgekit: error: user code called sys.exit({e.code!r}) during the run", ExitCode.BAD_INPUT, debug,
@@ -424,7 +425,8 @@ def main(debug: bool, verbose: bool) -> None:
 @_quant_options
 @click.option("--bench-runs", type=click.IntRange(*RANGES["runs"]), help="Timed runs per model.")
 @click.option("--step-timeout", type=Within(*RANGES["step_timeout"]),
-              help="Seconds allowed for pre-processing (shape inference, folding) of the model, in a child (600).")
+              help="Seconds a step on the model may take: pre-processing and its first run (in a child), and each "
+                   "later run of it (600).")
 @click.option("--no-bench", is_flag=True, default=None, help="Skip latency (the outputs then depend only on inputs).")
 @click.option("--archive", is_flag=True, default=None, help="Also write OUT/<target>.tar.gz.")
 @click.option("--emulate", metavar="aarch64[:CPU]",

@@ -285,7 +285,7 @@ class Recipe:
     archive: bool = False  # also write OUT/<target>.tar.gz
     force: bool = False  # replace OUT/<target> (or its archive) even when edgekit did not make it
     max_data_bytes: int = DEFAULT_MAX_DATA_BYTES  # what one data source may declare before it is loaded
-    step_timeout: float = DEFAULT_STEP_TIMEOUT  # seconds for a step run on the model in a child (pre-processing)
+    step_timeout: float = DEFAULT_STEP_TIMEOUT  # seconds for a step on the model: pre-processing, a run of it
     no_bench: bool = False  # skip latency: the manifest (and archive) then depend only on the inputs
     # aarch64[:CPU]: ARM targets' int8 parity and golden outputs from real aarch64 kernels under qemu
     emulate: str | None = None

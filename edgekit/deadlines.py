@@ -17,15 +17,18 @@ _wakes_at = float("inf")  # when the watcher will look next: a later limit needs
 
 def _watch() -> None:
     global _wakes_at
-    with _cond:
-        while True:
+    while True:
+        with _cond:
             now = time.monotonic()
-            for key, (at, expired) in list(_due.items()):
-                if at <= now:
-                    del _due[key]
-                    expired()
-            _wakes_at = min((at for at, _ in _due.values()), default=float("inf"))
-            _cond.wait(None if _wakes_at == float("inf") else _wakes_at - now)
+            ended = [_due.pop(key)[1] for key, (at, _) in list(_due.items()) if at <= now]
+            if not ended:
+                _wakes_at = min((at for at, _ in _due.values()), default=float("inf"))
+                _cond.wait(None if _wakes_at == float("inf") else _wakes_at - now)
+        for expired in ended:  # outside the lock, and one that fails ends neither the others nor this thread
+            try:
+                expired()
+            except Exception:
+                pass
 
 
 def start(seconds: float, expired: Callable[[], None]) -> int:

@@ -18,7 +18,7 @@ import shlex
 import shutil
 import tarfile
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from . import bounded, host, runner
@@ -174,9 +174,12 @@ class Device:
             answer = json.loads(made.decode(errors="replace").strip().splitlines()[-1])
         except (ValueError, IndexError):
             answer = None
-        # kept only once it is what _MAKE prints: close() removes what it names (a KeyError there hid this error)
+        # kept only once it is what _MAKE prints: close() removes what it names (a KeyError there hid this error, and
+        # {"run": "/home/pi"} would have had that removed)
         if not (isinstance(answer, dict) and isinstance(answer.get("run"), str) and isinstance(answer.get("made"), list)
-                and all(isinstance(m, str) for m in answer["made"])):
+                and all(isinstance(m, str) for m in answer["made"])
+                and (run := PurePosixPath(answer["run"])).is_absolute() and run.name.startswith("edgekit-run-")
+                and all(PurePosixPath(m) in run.parents for m in answer["made"])):
             raise DeviceError("device folder", f"{self.label} did not say which folder it made")
         self._run_folder = answer
 

@@ -1,6 +1,8 @@
 """Error types and exit codes: user mistakes are told apart from toolchain failures and bugs."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import errno
 import re
 from enum import IntEnum
@@ -54,6 +56,23 @@ class StageError(EdgekitError):
 class DeviceError(StageError):
     """A step on a device over SSH failed (the link, its folder, its runner): the device's state, not a verdict
     on the model, so a search tries those values again."""
+
+
+_FOR_THE_CLI = contextvars.ContextVar("edgekit_errors_for_the_cli", default=False)
+
+
+@contextlib.contextmanager
+def for_the_cli():
+    """Errors in the block keep the CLI's flags (--force); the API gives a Python caller its keywords (force=True)."""
+    token = _FOR_THE_CLI.set(True)
+    try:
+        yield
+    finally:
+        _FOR_THE_CLI.reset(token)
+
+
+def said_for_the_cli() -> bool:
+    return _FOR_THE_CLI.get()
 
 
 def few(names, most: int = 8) -> str:

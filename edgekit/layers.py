@@ -39,6 +39,8 @@ def tensor_errors(fp32, int8: Path, feeds: Sequence[dict], limit: int = 8) -> li
                     in_float |= {tensor} if "float" in m else set()
                     energy[tensor] = energy.get(tensor, 0) + np.array(
                         [_energy(pre), _energy(pre - post), _energy(ref), _energy(ref - post)])
+    except StageError as e:  # a run past the limit: said once, not as "StageError: onnxruntime run failed: ..."
+        raise StageError("per-layer error analysis", e.message) from None
     except Exception as e:
         raise StageError("per-layer error analysis", f"{type(e).__name__}: {first_line(e, 200)}") from e
     rows = [{"tensor": tensor, "local_sqnr_db": _finite(_sqnr(e[0], e[1])),

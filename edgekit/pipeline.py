@@ -84,6 +84,7 @@ class Prepared:
     rollout: sequences.Rollout | None  # the float model over the validation sequences (streaming models)
     exporter: str | None = None  # the one that made it (None: an .onnx source; dynamo for a .pt2 program)
     traced: tuple[str, ...] = ()  # what the tracer warned of
+    calibration_ran: int = 0  # the leading calibration samples run under the run limit (_bounded_calibration)
 
     @property
     def names(self) -> list[str]:
@@ -640,6 +641,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
         return qplan, 0, skipped if settings.auto else None, None
     cal_feeds = _calibration_feeds(prep, settings.samples)
     n_cal = len(cal_feeds)
+    _bounded_calibration(prep, cal_feeds)
     if n_cal < settings.samples:  # the record is of what was used (it said 128 of a 10-sample file)
         why = f"samples {n_cal}: the calibration data holds {n_cal} of the {settings.samples} asked"
         settings = dataclasses.replace(settings, samples=n_cal)
@@ -706,6 +708,19 @@ def _precision_timer(shared: Shared, target: Target, feed: dict):
     used = min(threads, os.cpu_count() or 1)
     return lambda paths: bench.measure_pair({k: str(v) for k, v in paths.items()}, feed, list(target.runtime.providers),
                                             used, precision.WARMUP, precision.RUNS)
+
+
+def _bounded_calibration(prep: Prepared, feeds: list) -> None:
+    """The float model run on each calibration sample under the run limit, once, before onnxruntime's calibrator
+    runs it (its runs take no RunOptions, so none of them can be ended): a Loop sized by a sample's values hung
+    there for good. A streaming model's steps were run already, by the rollout that made them."""
+    if prep.rollout is not None or len(feeds) <= prep.calibration_ran:
+        return
+    try:
+        run_onnx(session(prep.fp32, threads=host.work_threads(), reuse=True)[0], feeds[prep.calibration_ran:])
+    except StageError as e:
+        raise StageError("calibration", e.message) from None
+    prep.calibration_ran = len(feeds)
 
 
 def _calibration_feeds(prep: Prepared, n: int) -> list:

@@ -13,12 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import deadlines
 from .config import QuantSettings, dynamic_types
 from .progress import quiet
-from .errors import ExitCode, UsageError, first_line, too_long
+from .errors import StageError, UsageError, first_line
 from .onnx_export import parsed
-from .runtime import run_limit
 
 log = logging.getLogger("edgekit")
 
@@ -33,44 +31,23 @@ STRIDE = 16
 
 class OrtReader:
     """The one adapter to onnxruntime's CalibrationDataReader protocol, with the length and ranges its
-    CalibStridedMinMax option reads the data by.
-
-    Each sample it hands out starts the run limit (runtime.run_limit) of the calibrator's run on it, which
-    edgekit cannot end (onnxruntime's calibrator makes its own runs): past it, edgekit's own program ends
-    (signals.end_program), and a library caller is warned. `close()` stops the last one."""
+    CalibStridedMinMax option reads the data by."""
 
     def __init__(self, feeds: Sequence, progress=None):
         self._feeds = feeds
         self._i, self._end = 0, len(feeds)
         self._progress = progress
-        self._clock: int | None = None
 
     def __len__(self) -> int:
         return len(self._feeds)
 
     def get_next(self):
-        self.close()
         if self._i >= self._end:
             return None
         self._i += 1
         if self._progress:
             self._progress(1)
-        seconds, raised_by = run_limit()  # here: the watching thread has no part in the run's context
-        self._clock = deadlines.start(seconds, lambda: self._too_long(seconds, raised_by))
         return self._feeds[self._i - 1]
-
-    def close(self) -> None:
-        if self._clock is not None:
-            deadlines.cancel(self._clock)
-            self._clock = None
-
-    @staticmethod
-    def _too_long(seconds: float, raised_by: str) -> None:
-        from . import signals
-
-        line = f"a calibration run of the model {too_long(seconds, raised_by)}"
-        if not signals.end_program(f"edgekit: error: quantization failed: {line}", ExitCode.STAGE_FAILED):
-            log.warning("%s; onnxruntime's calibrator cannot be stopped from within this process", line)
 
     def set_range(self, start_index: int, end_index: int) -> None:
         self._i, self._end = start_index, min(end_index, len(self._feeds))
@@ -519,6 +496,8 @@ def quantize(src: Path, dest: Path, p: Plan, feeds: Sequence, progress=None, cac
             _call(p, str(src), str(dest), feeds, progress, cache)
             if p.applied:
                 _unpair(dest)
+    except StageError:
+        raise  # edgekit's own run of the model (split_outliers'), already told as such
     except Exception as e:
         from .runtime import run_error
 
@@ -548,13 +527,8 @@ def _call(p: Plan, src: str, dest: str, feeds: Sequence, progress, cache: Path |
         extra["CalibPercentile"] = s.percentile
     if s.activation_type in ("uint16", "int16") or s.weight_type in ("uint16", "int16"):
         extra["UseQDQContribOps"] = True
-    reader = OrtReader(feeds, progress)
-    try:
-        quantize_static(src, dest, reader, quant_format=getattr(QuantFormat, s.format),
-                        op_types_to_quantize=op_types, per_channel=s.per_channel, reduce_range=p.reduce_range,
-                        activation_type=getattr(QuantType, QUANT_TYPES[s.activation_type]),
-                        weight_type=weight_type, nodes_to_exclude=excluded,
-                        calibrate_method=getattr(CalibrationMethod, METHODS[s.calibrate_method]), extra_options=extra,
-                        calibration_cache_path=str(cache) if cache else None)
-    finally:
-        reader.close()
+    quantize_static(src, dest, OrtReader(feeds, progress), quant_format=getattr(QuantFormat, s.format),
+                    op_types_to_quantize=op_types, per_channel=s.per_channel, reduce_range=p.reduce_range,
+                    activation_type=getattr(QuantType, QUANT_TYPES[s.activation_type]), weight_type=weight_type,
+                    nodes_to_exclude=excluded, calibrate_method=getattr(CalibrationMethod, METHODS[s.calibrate_method]),
+                    extra_options=extra, calibration_cache_path=str(cache) if cache else None)

@@ -87,7 +87,6 @@ def import_whole(*names: str) -> None:
 GRACE_ENV = "EDGEKIT_STOP_GRACE_S"  # seconds a stopped program has to end before it is ended without clean-up
 GRACE_S = 15.0
 _HELD: list[int] = []  # signals deferred() held back: the main thread took them, in Python
-_own_program = False  # this process is edgekit's own program (stopped_even_inside_c), which end_program may end
 
 
 def grace(strict: bool = False) -> float:
@@ -118,8 +117,6 @@ def stopped_even_inside_c(said: str, after_publish: str = "") -> None:
     while C code holds the GIL (onnxruntime's runs release it)."""
     import time
 
-    global _own_program
-    _own_program = True
     seconds = grace()
     read, write = os.pipe()
     os.set_blocking(write, False)
@@ -136,16 +133,6 @@ def stopped_even_inside_c(said: str, after_publish: str = "") -> None:
         os._exit(130)
 
     threading.Thread(target=watch, daemon=True, name="edgekit-stop").start()
-
-
-def end_program(line: str, code: int) -> bool:
-    """Ends this process at once, saying `line`, as a stop that the main thread could not take ends it
-    (stopped_even_inside_c): for a run edgekit cannot cut short otherwise. False, and nothing done, in a library
-    caller's process, which is not edgekit's to end."""
-    if not _own_program:
-        return False
-    os.write(2, f"{line}; ended without its clean-up\n".encode())
-    os._exit(code)
 
 
 def never_swallowed(handler) -> None:

@@ -81,11 +81,13 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads, settin
     if latency and latency.speedup_p50 < 1.0:
         fusion = bench.unfused_qdq(str(int8), providers, threads)
         s8s8_ops = settings is not None and settings.format == "QOperator" and settings.activation_type == "int8"
+        timed = latency.int8.host  # this host's label, or a device's runner's: x86 kernels only where it is x86
+        on_x86 = (timed.get("arch") or host.arch_of(str(timed.get("machine", "")))) == "x86_64"
         cause = ("dynamic quantization: each integer op's input is quantized at run time (DynamicQuantizeLinear) and "
                  "its output converted back (Cast, Mul), which can cost more than the int8 arithmetic saves"
                  if dynamic and fusion["integer_nodes"] else
                  "int8 activations (S8S8) in the QOperator format run onnxruntime's slow x86 kernels: use the QDQ "
-                 "format or uint8 activations (TARGETS.md)" if s8s8_ops and host.arch() == "x86_64" else
+                 "format or uint8 activations (TARGETS.md)" if s8s8_ops and on_x86 else
                  "no compute node runs in int8 (each kept in float, or left unquantized): this is model.onnx with "
                  "Q/DQ around other ops; ship model.onnx" if not fusion["integer_nodes"] else
                  f"{fusion['unfused_compute_nodes']} compute node(s) stayed float behind DequantizeLinear "
@@ -93,7 +95,7 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads, settin
                  if fusion["unfused_compute_nodes"] else
                  f"{_types(settings)} have no fast x86 kernel in onnxruntime (uint8 activations with int8 weights "
                  "do: README, quantize_speed.py); a profile for an ARM device picks its types for that device"
-                 if settings is not None and not dynamic and _types(settings) != "U8S8" and host.arch() == "x86_64"
+                 if settings is not None and not dynamic and _types(settings) != "U8S8" and on_x86
                  else "all quantized groups fused; per-call overhead or float ops around them dominate this model")
         if place != "this host":
             cause += " (as this host's onnxruntime optimises the graph)"

@@ -194,6 +194,32 @@ def test_prune_and_quantize_from_python(tmp_path):
     assert onnx.load(notes).graph.node
 
 
+def test_api_errors_name_the_arguments_not_cli_flags(tmp_path):
+    """A Python caller was told "--force replaces it", "give --emulate or --device", "--weights does not apply":
+    flags they never typed, for arguments named otherwise."""
+    from edgekit.api import in_python_terms
+
+    fp32 = tmp_path / "m.onnx"
+    torch.onnx.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),), str(fp32), input_names=["x"], dynamo=False)
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32))
+    (tmp_path / "q.onnx").write_bytes(b"mine")
+    with pytest.raises(edgekit.UsageError) as e:
+        edgekit.quantize(fp32, tmp_path / "x.npz", out=tmp_path / "q.onnx")
+    assert "force=True" in str(e.value) and "--" not in str(e.value), e.value
+    with pytest.raises(edgekit.UsageError) as e:
+        edgekit.export(fp32, calibration=tmp_path / "x.npz", weights=tmp_path / "x.npz", out=tmp_path / "o")
+    assert str(e.value).startswith("weights= does not apply") and "--" not in str(e.value), e.value
+    with pytest.raises(edgekit.UsageError, match=r"give emulate= or device=, not both"):
+        edgekit.check(tmp_path, emulate="aarch64", device="ssh://a@b/x")
+    assert in_python_terms("--out m.onnx exists; --per-tensor, --quant-mode dynamic, --precision latency, "
+                           "`edgekit check --emulate` --json") == \
+        "out=m.onnx exists; per_channel=False, mode=dynamic, precision=latency, `edgekit check --emulate` --json"
+    # the CLI's own wording is unchanged
+    result = cli(["export", fp32, "--calibration", tmp_path / "x.npz", "--weights",
+                  tmp_path / "x.npz", "--out", tmp_path / "o"])
+    assert result.exit_code == 2 and "--weights does not apply" in result.output, result.output
+
+
 def test_api_argument_shapes(tmp_path, monkeypatch):
     with pytest.raises(edgekit.UsageError, match="no target"):
         edgekit.export(MODEL, inputs="image:Nx1x8x8", calibration="random", targets=[], out=tmp_path / "o")
@@ -432,7 +458,7 @@ def test_quantize_warns_what_an_export_would(tmp_path):
     with pytest.warns(UserWarning, match="1 LSTM node.s. stay float") as said:
         edgekit.quantize(tmp_path / "l.onnx", "random", out=tmp_path / "q.onnx")
     assert [w.filename for w in said if "LSTM" in str(w.message)] == [__file__]  # the caller's line
-    assert "--quant-mode dynamic" in str(said[0].message)  # which quantizes LSTM weights
+    assert "mode=dynamic" in str(said[0].message)  # which quantizes LSTM weights
     # a GRU was sent to dynamic mode too, which keeps it float, without a word there
     gru = torch.nn.GRU(4, 8, batch_first=True)
     torch.onnx.export(gru.eval(), (torch.zeros(1, 5, 4),), str(tmp_path / "g.onnx"), input_names=["x"],
@@ -440,7 +466,7 @@ def test_quantize_warns_what_an_export_would(tmp_path):
     for mode in ("static", "dynamic"):
         with pytest.warns(UserWarning, match=f"1 GRU node.s. stay float: onnxruntime's {mode} quantizer") as said:
             edgekit.quantize(tmp_path / "g.onnx", "random", out=tmp_path / f"{mode}.onnx", mode=mode)
-        assert not [w for w in said if "--quant-mode dynamic" in str(w.message)]
+        assert not [w for w in said if "mode=dynamic" in str(w.message)]
 
 
 def test_quantize_never_writes_over_what_it_reads_and_says_when_it_quantized_nothing(tmp_path):
@@ -538,7 +564,7 @@ def test_an_input_the_model_ignores_is_named_with_the_way_round():
     "onnxruntime run failed: Invalid input name: mask"."""
     rng = np.random.default_rng(0)
     data = [{"x": rng.random((1, 4), np.float32), "mask": np.ones((1, 4), np.float32)} for _ in range(8)]
-    with pytest.raises(edgekit.UsageError, match="input 'mask' is not used by the model.*--exporter dynamo"):
+    with pytest.raises(edgekit.UsageError, match="input .mask. is not used by the model.*exporter=dynamo"):
         edgekit.export(_IgnoresItsMask(), inputs=["x:Nx4", "mask:Nx4"], calibration=data, no_bench=True)
     report = edgekit.export(_IgnoresItsMask(), inputs=["x:Nx4", "mask:Nx4"], calibration=data, no_bench=True,
                             exporter="dynamo")

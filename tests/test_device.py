@@ -146,10 +146,11 @@ def test_an_answer_that_is_not_the_runners_fails_the_step(sshd, digits_arm, tmp_
 
 
 @pytest.mark.parametrize("answer", ['{"about": {}, "replay": []}', '{"run": 5, "made": []}',
-                                    '{"run": "/tmp/x", "made": [null]}'])
+                                    '{"run": "/tmp/edgekit-run-x", "made": [null]}', '{"run": "/root", "made": []}',
+                                    '{"run": "/tmp/edgekit-run-x", "made": ["/etc"]}'])
 def test_a_folder_step_answered_with_something_else_fails_the_step(sshd, digits_arm, tmp_path, answer):
     """It was kept before it was checked: the clean-up then read it, and its KeyError (exit 5, an internal error)
-    hid the step's own error."""
+    hid the step's own error; a folder it did not make (/root) would have been removed."""
     url, identity, known_hosts, device = sshd
     python = tmp_path / "python"
     python.write_text(f"#!/bin/sh\necho '{answer}'\n")

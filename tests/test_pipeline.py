@@ -691,7 +691,8 @@ def test_dynamic_and_s8s8_qoperator_builds_say_why_their_int8_is_slower(tmp_path
     [m] = manifests(export(DIGITS / "edgekit.toml", "-t", "desktop-x86", "--quant-mode", "dynamic", "--no-bench",
                            "--out", tmp_path))
     assert m["quantization"]["mode"] == "dynamic"
-    slow = LatencyReport(*(Latency(ms, ms, ms, ms, 20, 1.0, 1, {}) for ms in (1.0, 4.0)), "this host")
+    here = host.label(1, ["CPUExecutionProvider"])
+    slow = LatencyReport(*(Latency(ms, ms, ms, ms, 20, 1.0, 1, here) for ms in (1.0, 4.0)), "this host")
     data = Dataset("d", [])
     said = verdict.warnings(data, data, {}, slow, tmp_path / "desktop-x86" / "model.int8.onnx",
                             ["CPUExecutionProvider"], 1, QuantSettings(mode="dynamic"))
@@ -715,6 +716,11 @@ def test_dynamic_and_s8s8_qoperator_builds_say_why_their_int8_is_slower(tmp_path
     assert not any(slow_kernels in w for w in verdict.warnings(
         data, data, {}, slow, tmp_path / "u8u8" / "desktop-x86" / "model.int8.onnx", ["CPUExecutionProvider"], 1,
         QuantSettings()))
+    arm_device = {"machine": "aarch64", "device": "ssh://pi", "cpu": "Cortex-A72"}  # x86 kernels are not its cause
+    on_device = LatencyReport(*(Latency(ms, ms, ms, ms, 20, 1.0, 1, arm_device) for ms in (1.0, 4.0)), "the device")
+    said = verdict.warnings(data, data, {}, on_device, tmp_path / "u8u8" / "desktop-x86" / "model.int8.onnx",
+                            ["CPUExecutionProvider"], 1, u8u8)
+    assert any("slower than fp32 on the device" in w for w in said) and not any(slow_kernels in w for w in said), said
 
 
 def test_an_output_that_passes_an_input_through_stays_exact(tmp_path):
