@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import pickle
+import signal
 import stat
 import subprocess
 import sys
@@ -531,8 +532,8 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
 
     grid = space(recipe, budgets, target)
     owner = _trials_owner(out, storage, name)
-    made = study(storage, name, sampler, grid, recipe.seed)  # made once, before the workers race to make it
     with _storage_errors(storage):
+        made = study(storage, name, sampler, grid, recipe.seed)  # made once, before the workers race to make it
         _same_inputs(made, measured_on(recipe, target), name)
         if storage == default_storage(out):  # OUT is locked: a trial still RUNNING in its study died with its search
             _end_running(made, lambda trial: True)
@@ -578,6 +579,14 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
         finally:
             for child in children:
                 child.wait()
+    if died := [(i, child.returncode) for i, child in enumerate(children, 1) if child.returncode != 0]:
+        # a worker killed (the OOM killer) or failed: its share was not run, and its trial was left RUNNING
+        with _storage_errors(storage):
+            _end_running(made, lambda trial: trial.user_attrs.get("run") == run_id)
+        raise StageError("search", "; ".join(f"worker {i} was ended by {_exit_said(code)}" if code < 0 else
+                                             f"worker {i} ended with {_exit_said(code)}" for i, code in died)
+                         + ": its running trial was marked failed, and the study is short of the trials asked (the "
+                         "same search again runs them)")
     with _storage_errors(storage):
         report = summary(storage, name, budgets)
     combinations = math.prod(len(values) for values in grid.values())
@@ -590,6 +599,17 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
         if (isinstance(e, KeyboardInterrupt) or signals.RECEIVED) and signals.publishes() > published:
             raise signals.InterruptedAfterPublish from e
         raise
+
+
+def _exit_said(code: int) -> str:
+    """A child's return code as a person reads it: a signal by name (SIGKILL is most often the OOM killer's)."""
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    return f"{name}{' (out of memory?)' if -code == signal.SIGKILL else ''}"
 
 
 def _trials_owner(out: Path, storage: str, name: str) -> dict:
@@ -672,8 +692,11 @@ def _storage_errors(storage: str):
         where = traceback.extract_tb(e.__traceback__)[-1].filename if e.__traceback__ else ""
         if isinstance(e, EdgekitError) or not any(f"{os.sep}{m}{os.sep}" in where for m in ("optuna", "sqlalchemy")):
             raise
-        raise StageError("search storage", f"{shown(storage)}: {type(e).__name__}: "
-                         f"{first_line(e, 160).replace(storage, shown(storage))}") from e
+        cause = e  # the database's own words (malformed, read-only), not Optuna's guess ("exceeding max length")
+        while cause.__cause__ is not None or (cause.__context__ is not None and not cause.__suppress_context__):
+            cause = cause.__cause__ or cause.__context__
+        raise StageError("search storage", f"{shown(storage)}: {type(cause).__name__}: "
+                         f"{first_line(cause, 160).replace(storage, shown(storage))}") from e
 
 
 def summary(storage: str, name: str, budgets: dict) -> SearchReport:
@@ -733,13 +756,14 @@ def from_trial(recipe: Recipe, storage: str, name: str, number: int, given: bool
         if not os.path.exists(storage[len("journal:"):]):
             raise UsageError(f"--storage {storage}: no such journal file")
         _refuse_foreign_journal(storage)
-    try:
-        found = optuna.load_study(study_name=name, storage=_storage(storage, create=False))
-        trial = next(t for t in found.trials if t.number == number)
-    except KeyError:
-        raise UsageError(f"--storage {shown(storage)}: no study named {name!r}") from None
-    except StopIteration:
-        raise UsageError(f"study {name!r} has no trial {number}") from None
+    with _storage_errors(storage):  # a damaged or locked database says so (it was exit 5, in Optuna's words)
+        try:
+            found = optuna.load_study(study_name=name, storage=_storage(storage, create=False))
+        except KeyError:
+            raise UsageError(f"--storage {shown(storage)}: no study named {name!r}") from None
+        trial = next((t for t in found.trials if t.number == number), None)
+    if trial is None:
+        raise UsageError(f"study {name!r} has no trial {number}")
     if INPUTS in found.user_attrs and (changed := _changes(found.user_attrs[INPUTS], _recipe_inputs(recipe))):
         raise UsageError(f"trial {number} of study {name!r} was measured on other inputs ({changed}): "
                          "exported with these, it would not be that trial's model")
@@ -850,7 +874,12 @@ def _refuse_foreign_db(path: Path, given: str = "") -> None:
     try:
         with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)) as db:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except (sqlite3.Error, OSError, ValueError):
+    except sqlite3.Error as e:
+        if "not a database" not in str(e):  # locked by a program holding it, damaged: a study, maybe, not another's
+            raise InputError(f"{where} cannot be read: {e}" + ("; a program holds it locked: try again once it lets "
+                                                               "go" if "locked" in str(e) else "")) from None
+        tables = set()
+    except (OSError, ValueError):
         tables = set()
     if not OPTUNA_TABLES <= tables:
         raise UsageError(f"{where} is not an Optuna study" + ("" if given else "; move it away or pass --storage"))
@@ -882,10 +911,7 @@ def share_of(total: int, workers: int, index: int) -> int:
 def _worker(argv: list[str]) -> None:
     """A --workers child: the parent's job, this worker's share of the trials. It stops (quietly: the parent
     reports) on the parent's SIGTERM, on Ctrl-C to the terminal's process group, or when the parent is gone."""
-    import signal
     import threading
-
-    from . import signals
 
     def stop(signum, _):
         signals.RECEIVED.append(signum)  # optimize's trials: what fails from here on is this stop

@@ -477,6 +477,51 @@ def test_stopping_a_search_stops_its_workers(tmp_path, how):
     assert not [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
 
 
+def test_a_worker_killed_mid_search_is_told_and_its_trial_is_not_left_running(tmp_path):
+    """The OOM killer's SIGKILL to a worker went unnoticed: exit 0, "4 trial(s) done" of 8 asked, its trial RUNNING
+    in the study for good."""
+    out = tmp_path / "search"
+    run = subprocess.Popen([sys.executable, "-m", "edgekit", "search", _recipe(tmp_path, distill=False), "-t",
+                            "desktop-x86", "--trials", "12", "--workers", "2", "--out", out], cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "TMPDIR": str(tmp_path)})  # the worker's job file: its command line
+    deadline, worker = time.monotonic() + 120, ""
+    while time.monotonic() < deadline and not worker:
+        time.sleep(0.5)
+        worker = subprocess.run(["pgrep", "-P", str(run.pid), "-f", r"edgekit\.search"], capture_output=True,
+                                text=True).stdout.strip()
+    time.sleep(4)  # under way, most likely in a trial (the assertions hold either way)
+    os.kill(int(worker.split()[0]), signal.SIGKILL)
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 4 and err.strip().splitlines()[-1].startswith(
+        "edgekit: error: search failed: worker 1 was ended by SIGKILL (out of memory?): its running trial was marked "
+        "failed"), err
+    trials = optuna.load_study(study_name="edgekit", storage=f"sqlite:///{out / 'search.db'}").trials
+    assert not [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+def test_a_locked_or_damaged_study_says_so(tmp_path):
+    """A study another program held locked was "not an Optuna study; move it away" (all its trials); a damaged one
+    was exit 5 in Optuna's words ("exceeding max length"), its database's own ("malformed") left out."""
+    db = tmp_path / "study.db"
+    url = f"sqlite:///{db}"
+    made = optuna.create_study(storage=url, study_name="edgekit", directions=["maximize", "minimize", "minimize"])
+    made.add_trial(optuna.trial.create_trial(params={}, distributions={}, values=[0.9, 1.0, 1.0]))
+    del made
+    args = ["export", _recipe(tmp_path, distill=False), "--from-trial", "0", "--storage", url, "--out", tmp_path / "o"]
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as holder:
+        holder.execute("BEGIN EXCLUSIVE")
+        locked = cli(args)
+    assert locked.exit_code == 3 and "cannot be read: database is locked; a program holds it locked" in \
+        locked.output and "not an Optuna study" not in locked.output, locked.output
+    with open(db, "r+b") as f:  # the first page (the schema) whole, the tables' pages scribbled over
+        f.seek(4096)
+        f.write(b"\xff" * 8192)
+    damaged = cli(args)
+    assert damaged.exit_code in (3, 4) and "malformed" in damaged.output and "internal" not in damaged.output, \
+        damaged.output
+
+
 def test_only_edgekits_verdict_on_a_model_is_reused_not_an_interruption_or_a_full_disk(tmp_path):
     """A trial stopped by Ctrl-C, SIGTERM or a full disk blocked its values for good: every later trial of them
     'failed' as it without a run."""
