@@ -23,7 +23,7 @@ import numpy as np
 
 from .config import (DEFAULT_MAX_DATA_BYTES, DEFAULT_STEP_TIMEOUT, DEFAULT_TARGETS, BenchSpec, DeviceSpec,
                      DistillSettings, InputSpec, PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides,
-                     build, coerce, load_target, load_targets, nearest, target_settings)
+                     build, coerce, load_target, load_targets, nearest, overrides, target_settings)
 from .errors import EdgekitError, StageError, UsageError, said_for_the_cli
 from .outdir import whole_file
 from .signals import SIGNALS, import_whole
@@ -328,7 +328,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     (shape inference, folding) runs first, as in `export`. `out` (default MODEL.int8.onnx) is a new file, written
     whole or not at all: one already there is replaced only with `force`, the source never. `step_timeout`:
     seconds each step on the model (pre-processing, a run) may take. Returns its path."""
-    from . import calib, compress, inspect_model, onnx_export, quantization
+    from . import calib, compress, inspect_model, onnx_export, quantization, verdict
     from .runtime import run_onnx, runs_limited, session
 
     for name, value in (("model", model), ("target", target), *((("out", out),) if out is not None else ())):
@@ -348,6 +348,11 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
                          "which edgekit.export() does; quantize() quantizes once with the settings given")
     profile = load_target(_path(target))
     qsettings = target_settings(profile, settings, "edgekit.quantize() settings")
+    told = verdict.override_warnings(profile, overrides(profile, qsettings, settings))
+    if qsettings.mode == "static" and isinstance(calibration, str) and calibration == "random":
+        told.append(verdict.random_data(True, False))
+    for said in told:  # what an export's manifest warns of: quantize() writes none
+        warnings.warn(said, stacklevel=4)
     limit = coerce(step_timeout, float, "step_timeout", "edgekit.quantize()")
     with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp, runs_limited(limit, "step_timeout"):
         fp32, _ = onnx_export.preprocess(onnx_export.without_initializer_inputs(source, Path(tmp) / "input.onnx"),

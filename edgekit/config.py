@@ -496,7 +496,8 @@ def load_target(name_or_path: str) -> Target:
 
 def loosened(target: Target) -> list[str]:
     """The gates a user's profile loosens against the bundled profile whose name it takes (every gate could be
-    made to pass under the name desktop-x86, and nothing said so): `field value (bundled value)`."""
+    made to pass under the name desktop-x86, and nothing said so), or judges otherwise (another arch):
+    `field value (bundled value)`."""
     own = bundled(target.name)
     if own is None or Path(target.path).resolve() == own.resolve():
         return []
@@ -505,8 +506,14 @@ def loosened(target: Target) -> list[str]:
                f.name.endswith("_min")) for f in fields(ParitySpec)]
     limits += [(f"package.{k}", getattr(target.package, k), getattr(base.package, k), k == "min_coverage")
                for k in ("golden_tolerance", "golden_tolerance_steps", "min_coverage")]
-    return [f"{name} {mine:g} ({theirs:g})" for name, mine, theirs, at_least in limits
-            if (mine < theirs if at_least else mine > theirs)]
+    weaker = [f"{name} {mine:g} ({theirs:g})" for name, mine, theirs, at_least in limits
+              if (mine < theirs if at_least else mine > theirs)]
+    # another kind of CPU turns the latency gate off on a host of the bundled one's (and the kernels judged); a
+    # coverage check dropped is a gate less
+    weaker += [f"runtime.arch {target.runtime.arch} ({base.runtime.arch})"] * (target.runtime.arch != base.runtime.arch)
+    weaker += [f"package.coverage {list(target.package.coverage)} ({list(base.package.coverage)})"] * (
+        not set(base.package.coverage) <= set(target.package.coverage))
+    return weaker
 
 
 def dynamic_types(settings: QuantSettings) -> bool:
@@ -537,6 +544,15 @@ def target_settings(target: Target, overrides: dict, where: str = "") -> QuantSe
         raise UsageError(f"{where}: percentile {overrides['percentile']} applies only to calibrate_method "
                          f"percentile; this target calibrates with {found.calibrate_method} (set both, or drop it)")
     return found
+
+
+def overrides(target: Target, given: QuantSettings, keys) -> dict:
+    """Which of the profile's settings (its hardware rules among them) `keys` (a recipe's, flags', the API's)
+    replaced in `given`: {key: {"profile": ..., "given": ...}}, as JSON holds them."""
+    def plain(value):
+        return list(value) if isinstance(value, tuple) else value
+    return {k: {"profile": plain(getattr(target.quantize, k)), "given": plain(getattr(given, k))}
+            for k in keys if getattr(given, k) != getattr(target.quantize, k)}
 
 
 def _recipe_target(name, base: Path, where: str):

@@ -23,7 +23,7 @@ import numpy as np
 from . import (__version__, archive, bench, calib, config, constants, emulator, host, inspect_model, layers,
                onnx_export, outdir, package, package_check, parity, pixels, precision, quantization, sequences,
                sharing, signals, sizes, tune, verdict)
-from .config import InputSpec, Recipe, Target, target_settings
+from .config import InputSpec, Recipe, Target, overrides, target_settings
 from .errors import EdgekitError, InputError, StageError, UsageError
 from .device import Device
 from .load import load_model
@@ -476,9 +476,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         onnx_export.check(fp32)
     given = target_settings(target, recipe.quantize)
     qplan = quantization.plan(model, given, set(recipe.quantize), target.runtime.arch)
-    # which of the profile's settings (its hardware rules among them) the recipe, a flag or the API replaced
-    overridden = {k: {"profile": _plain(getattr(target.quantize, k)), "given": _plain(getattr(given, k))}
-                  for k in recipe.quantize if getattr(given, k) != getattr(target.quantize, k)}
+    overridden = overrides(target, given, recipe.quantize)
     qplan, state_nodes = _state_stays_float(recipe.state, qplan, model)
     qplan, norm = _pixels_stay_float(recipe.image_uint8, qplan, model)
     providers, threads = list(target.runtime.providers), target.runtime.threads
@@ -740,11 +738,6 @@ def _log_trial(t) -> str:
            f"{'pass' if t.passed else 'fail'}, int8 p50 {t.int8_p50_ms:.3f} ms")
     log.info("%s", row)  # -v prints the trial table as it grows; a terminal also shows it on the bar
     return row
-
-
-def _plain(value):
-    """A setting as JSON holds it (tuples as lists)."""
-    return list(value) if isinstance(value, tuple) else value
 
 
 def _layer_report(qplan, model, fp32: Path, int8: Path, feeds, known: list[dict] | None,

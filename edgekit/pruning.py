@@ -14,6 +14,10 @@ log = logging.getLogger("edgekit")
 if TYPE_CHECKING:
     from .rounding import RoundingChoice
 
+# why Torch-Pruning leaves a layer whole at a ratio
+ROUNDED = "a layer's channels at this ratio round to none removed or none kept, and it is left whole"
+
+
 def is_compute(layer) -> bool:
     """A layer pruning resizes and sharing clusters: a convolution (transposed too: a decoder's ConvTranspose1d
     output layer was missed, and pruned) or a linear layer, a user's subclass of one included."""
@@ -136,8 +140,14 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
                     "ignored; output layers: %s): its ratio has no effect", ", ".join(idle), few(heads, 4))
     sparsity = model_sparsity = None
     if method == "structured":
+        widths = {n: _width(m) for n, m in named.items()  # the layers it may resize (not inside an ignored one)
+                  if is_compute(m) and not any(n == i or n.startswith(f"{i}.") for i in ignored)}
         _structured(module, example_inputs, ratio, importance, [named[n] for n in ignored], round_to, batches,
                     {named[n]: r for n, r in stage_ratios.items()})
+        whole = [n for n, m in named.items() if n in widths and _width(m) == widths[n]]
+        if len(whole) < len(widths) and whole:  # ratio 0.95 left a 16-channel layer whole, silently
+            log.warning("ratio %s left %s whole (%s): another ratio, or --stage ratios, prunes them", ratio,
+                        few(whole, 4), ROUNDED)
     elif method == "unstructured":
         sparsity = _unstructured(module, ratio, importance, set(ignored))
         model_sparsity = _zero_share([m for m in module.modules() if is_compute(m)])
@@ -150,14 +160,22 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
                                               "resized it for one of them: --ignore them, and the layers before them")
     params1, macs1 = count(module, example_inputs)
     if params1 == params0 and method == "structured":  # said, not passed off as a pruned model
-        log.warning("structured pruning at ratio %s removed no channel (round_to %s, ignored %s)", ratio, round_to,
-                    few(ignored))
+        why = (ROUNDED + (f", kept channels a multiple of {round_to}" if round_to else "") if widths else
+               "every layer is ignored or gives an output")
+        log.warning("structured pruning at ratio %s removed no channel (%s; ignored: %s)", ratio, why,
+                    ", ".join(ignored))
     elif round_to and method == "structured" and (off := _off_multiple(module, round_to, set(ignored))):
         # Torch-Pruning rounds a layer's kept channels down to the multiple and leaves one it would empty whole
         log.warning("round_to %s: %s kept channel counts that are not multiples of it (a layer is left whole when "
                     "its kept channels would round down to 0)", round_to, few(off, 4))
     return PruneResult(method, ratio, importance, params0, params1, macs0, macs1, ignored, stage_ratios or None,
                        sparsity, model_sparsity)
+
+
+def _width(layer) -> int:
+    """A conv/linear layer's output channels (features)."""
+    shape = layer.weight.shape  # a transposed conv's is [in, out / groups, ...]
+    return shape[1] * layer.groups if getattr(layer, "transposed", False) else shape[0]
 
 
 def _tied(module) -> list[tuple[str, ...]]:

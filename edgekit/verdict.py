@@ -53,13 +53,14 @@ def size_gates(target: Target, checks) -> list[Gate]:
 FEW_SAMPLES = 8  # calibration or validation data smaller than this is warned of
 
 
+def random_data(calibrated: bool, validated: bool) -> str:
+    return (f"{' AND '.join(w for w, r in (('CALIBRATED', calibrated), ('VALIDATED', validated)) if r)} ON RANDOM "
+            f"DATA: {'PARITY AND ACCURACY FIGURES' if validated else 'THE INT8 RANGES'} DO NOT REFLECT REAL INPUTS")
+
+
 def warnings(cal, val, parities: dict, latency, int8, providers, threads, settings=None) -> list[str]:
     """`settings`: the int8 model's QuantSettings, which say why int8 is slower where its graph cannot."""
-    said: list[str] = []
-    if cal.random or val.random:
-        said.append(f"{' AND '.join(w for w, r in (('CALIBRATED', cal.random), ('VALIDATED', val.random)) if r)} ON "
-                    "RANDOM DATA: " + ("PARITY AND ACCURACY FIGURES" if val.random else "THE INT8 RANGES")
-                    + " DO NOT REFLECT REAL INPUTS")
+    said: list[str] = [random_data(cal.random, val.random)] if cal.random or val.random else []
     for stage, block in parities.items():
         for o in block.outputs if block else ():
             if o.near_zero:

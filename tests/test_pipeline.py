@@ -1,5 +1,6 @@
 """`edgekit export` end to end through the CLI, on tiny models built in code and on the digits example."""
 import json
+import re
 
 import numpy as np
 import onnx
@@ -678,6 +679,16 @@ def test_a_profile_under_a_bundled_name_that_loosens_its_gates_says_so(tmp_path,
            "(0.99), package.golden_tolerance 1 (0.02)" in m["warnings"]
     [m] = manifests(export(DIGITS / "edgekit.toml", "-t", "desktop-x86", "--no-bench", "--out", tmp_path / "b"))
     assert not any("loosens" in w for w in m["warnings"])
+    # android-arm64 made x86_64 (an x86 .ort shipped as its deliverable, timed as on the device) and without its
+    # NNAPI coverage check: said nothing
+    from edgekit import config
+    text = (ROOT / "targets" / "android-arm64.toml").read_text()
+    assert 'arch = "arm64"' in text and "coverage = [" in text
+    other = tmp_path / "other.toml"
+    other.write_text(re.sub(r"\ncoverage = \[[^]]*\]", '\ncoverage = ["coreml"]',
+                            text.replace('arch = "arm64"', 'arch = "x86_64"')))
+    assert config.loosened(config.load_target(str(other))) == ["runtime.arch x86_64 (arm64)",
+                                                               "package.coverage ['coreml'] (['nnapi'])"]
 
 
 def test_dynamic_and_s8s8_qoperator_builds_say_why_their_int8_is_slower(tmp_path):
