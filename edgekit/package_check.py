@@ -679,7 +679,7 @@ def compare(target: str, model: str, runs: list[dict], expected: list[dict], ato
     """Outputs against the golden ones: the worst element over its tolerance fails the case. Outputs with a
     quantization step (`steps`: output → scale) also say how many values differ, and by how many steps."""
     worst = None  # (excess over tolerance, message)
-    differ, total, most = 0, 0, 0
+    differ, total, most, unreal = 0, 0, 0, 0  # unreal: NaN or infinite values, which no step count measures
     for i, (got, want) in enumerate(zip(runs, expected, strict=True)):  # a device's are counted before
         for out, ref in want.items():
             if out not in got or got[out].shape != ref.shape:
@@ -691,9 +691,11 @@ def compare(target: str, model: str, runs: list[dict], expected: list[dict], ato
             # NaN counts as the worst error there is (a NaN never compares as "greater")
             err = np.nan_to_num(np.abs(got[out].astype(np.float64) - ref.astype(np.float64)), nan=np.inf)
             if out in steps:
+                finite = np.isfinite(err)
                 differ, total = differ + int(np.count_nonzero(err)), total + err.size
+                unreal += err.size - int(np.count_nonzero(finite))
                 with np.errstate(over="ignore"):
-                    ratio = float(np.max(err, initial=0) / steps[out]) if np.isfinite(err).all() else 0.0
+                    ratio = float(np.max(err[finite], initial=0) / steps[out])
                 most = max(most, int(round(min(ratio, 2.0 ** 31))))
             idx = np.unravel_index(int(np.argmax(err)), err.shape)
             excess = float(err[idx]) - atol[out]
@@ -704,8 +706,9 @@ def compare(target: str, model: str, runs: list[dict], expected: list[dict], ato
     passed = worst is not None and worst[0] <= 0
     message = "" if passed else (worst or (0, "no outputs compared"))[1]
     if total:
-        counted = f"{differ:,} of {total:,} quantized output values differ" + (f", by up to {most} step(s)"
-                                                                              if differ else "")
+        counted = (f"{differ:,} of {total:,} quantized output values differ"
+                   + (f", by up to {most} step(s)" if differ > unreal else "")
+                   + (f" ({unreal:,} NaN or infinite)" if unreal else ""))
         message = f"{message}; {counted}" if message else counted
     return Case(target, f"parity {model}", passed, message, seconds, kernels, where)
 

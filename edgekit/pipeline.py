@@ -665,7 +665,11 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
             percentile=chosen.percentile or settings.percentile,
             exclude_nodes=tuple(dict.fromkeys((*settings.exclude_nodes, *chosen.excluded)))))
         tuning = {"chosen": chosen.index, "passed": chosen.passed, "trials": [t.as_dict() for t in trials],
-                  "excluded": [{"node": n, "why": next(t.why for t in trials if n in t.excluded)} for n in chosen.excluded],
+                  # each node's reason: the trial on the chosen one's way that kept it float (not a failed one's)
+                  "excluded": [{"node": n, "why": next(t.why for t in trials if n in t.excluded
+                                                       and set(t.excluded) <= set(chosen.excluded))}
+                               for n in chosen.excluded],
+                  "given": list(settings.exclude_nodes),  # float in every trial: exclude_nodes, not the search's
                   "latency_price": round(chosen.price_over(trials[0]), 3),
                   "max_latency_price": settings.max_latency_price, "searched": list(settings.auto_search),
                   "advice": tune.keep_fp32(chosen, fp32.stat().st_size),

@@ -216,7 +216,9 @@ def markdown(r: TargetReport) -> str:
                      _fmt(row["sqnr_db"], ".1f", "n/a"), *[_fmt(row.get("exact_agreement"), ".4f")] * exact,
                      f"{row['fp32_p50_ms']:.3f}", f"{row['int8_p50_ms']:.3f}",
                      "pass" if row["passed"] else "fail: " + ", ".join(row["failed_gates"])) for row in t["trials"]])
-        out += [""] + [f"- kept in float: `{_code(e['node'])}`: {_safe(e['why'])}" for e in t["excluded"]] + [""]
+        out += [""] + [f"- kept in float: `{_code(e['node'])}`: {_safe(e['why'])}" for e in t["excluded"]]
+        out += [f"- kept in float in every trial (exclude_nodes, not counted by max_excluded): `{_code(n)}`"
+                for n in t.get("given", [])] + [""]
     search = d["quantization"].get("precision_search")
     if search and search.get("skipped"):
         out += ["## Float regions for speed (--precision latency)", "", f"Not searched: {search['skipped']}.", ""]

@@ -48,9 +48,21 @@ def page(r: TargetReport) -> str:
         out.append(f"<p>{e(accuracy_line(r.accuracy))}.</p>")
     if d.get("ort_format"):  # which onnxruntime build the shipped .ort needs: report.md said it, this page did not
         out.append(f"<p>{e(ort_format_line(d['ort_format']).replace('`', ''))}</p>")
+    if kept := _kept_float(r):  # the page said "PASSED" and its per-layer chart, and none of these
+        out += ["<h2>Kept in float</h2>", _table(("node", "why"), kept)]
     out += _figures(_charts(r))
     out.append("<p>Full figures: report.md and manifest.json in this folder.</p></body></html>")
     return "\n".join(out) + "\n"
+
+
+def _kept_float(r: TargetReport) -> list[tuple[str, str]]:
+    """The nodes the int8 model keeps in float, each with who decided it."""
+    q, tuning = r.details["quantization"], r.tuning or {}
+    why = {n: "exclude_nodes (yours)" for n in tuning.get("given", [])}
+    why |= {e["node"]: f"--auto: {e['why']}" for e in tuning.get("excluded", [])}
+    why |= {n: "--precision latency: faster so, measured" for n in (q.get("precision_search") or {}).get(
+        "float_nodes", [])}
+    return [(n, why.get(n, "the quantization plan (report.md's decisions)")) for n in q.get("exclude_nodes", [])]
 
 
 def search_page(r: SearchReport, exported: str | None) -> str:
@@ -194,7 +206,8 @@ def _charts(r: TargetReport) -> list[tuple[str, str, str]]:
         rows = [(x["node"], x["lost_db"], LOST) for x in layers]
         charts.append(("Per-layer error", bars([("accumulated SQNR lost at the node, dB (worst first)", rows)]),
                        f"The {len(layers)} compute nodes that lose the most SQNR between their input and their "
-                       "output in int8."))
+                       "output in int8" + ("; the nodes kept in float are not listed." if d["quantization"].get(
+                           "exclude_nodes") else ".")))
     steps = [s for s in ((d.get("compression") or {}).get("steps") or []) if s.get("accuracy") is not None]
     if steps and r.accuracy:
         steps.append({"step": "int8", "accuracy": r.accuracy.int8})

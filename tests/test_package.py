@@ -1133,6 +1133,19 @@ def test_junit_holds_only_what_xml_can_and_odd_archive_names_check(packaged, tmp
     assert compare("t", "m", [empty], [empty], {"out": 0.1}, {}, 0.0, "", "here").passed
 
 
+def test_nan_outputs_are_counted_as_such_not_as_zero_steps():
+    """A device returning NaN failed, rightly, "80 of 80 quantized output values differ, by up to 0 step(s)"."""
+    from edgekit.package_check import compare
+
+    want = {"out": np.linspace(0, 1, 8, dtype=np.float32)[None]}
+    nan = {"out": np.full((1, 8), np.nan, np.float32)}
+    case = compare("t", "m", [nan], [want], {"out": 0.01}, {"out": 0.1}, 0.0, "", "here")
+    assert not case.passed and case.message.endswith("8 of 8 quantized output values differ (8 NaN or infinite)")
+    half = {"out": np.where(np.arange(8) < 4, np.nan, want["out"] + 0.3).astype(np.float32)}
+    case = compare("t", "m", [half], [want], {"out": 0.01}, {"out": 0.1}, 0.0, "", "here")
+    assert case.message.endswith("8 of 8 quantized output values differ, by up to 3 step(s) (4 NaN or infinite)")
+
+
 def test_an_archive_is_written_only_as_it_was_checked(packaged, tmp_path, monkeypatch):
     """A member appended twice (a tampered golden.npz, then the original: `tar rf`) read as 'changed while being
     read'; an archive rewritten between the checking and the writing pass wrote an unlisted member, then

@@ -48,12 +48,17 @@ def test_outlier_layer_fails_defaults_and_auto_fixes_it(data, tmp_path):
     assert t["passed"] and len(t["trials"]) > 1
     assert set(auto["quantization"]["exclude_nodes"]) == {"/c2/Conv", "/c3/Conv"}
     assert [e["node"] for e in t["excluded"]] == ["/c2/Conv", "/c3/Conv"] and "lost" in t["excluded"][0]["why"]
+    chosen = set(t["trials"][t["chosen"]]["excluded"])  # each reason from a trial on the chosen one's way
+    assert all(any(row["why"] == e["why"] and set(row["excluded"]) <= chosen for row in t["trials"])
+               for e in t["excluded"]) and t["given"] == []
     quantized, total = quantized_convs(tmp_path / "auto" / "desktop-x86" / "model.int8.onnx")
     assert quantized == total - 2  # the rest of the model stays int8
     assert auto["parity"]["quantization"]["outputs"][0]["sqnr_db"] >= 15
     assert not {"/c2/Conv", "/c3/Conv"} & {r["node"] for r in auto["layers"]}  # float now: listed as lossy int8
     report = (tmp_path / "auto" / "desktop-x86" / "report.md").read_text()
     assert "Accuracy-aware search" in report and "kept in float: `/c3/Conv`" in report
+    page = (tmp_path / "auto" / "desktop-x86" / "report.html").read_text()  # it said "PASSED", and nothing of these
+    assert "<h2>Kept in float</h2>" in page and "<td>/c3/Conv</td><td>--auto: " in page, page
 
 
 def test_auto_keeps_defaults_when_they_pass(data, tmp_path):
