@@ -89,8 +89,9 @@ def search_page(r: SearchReport, exported: str | None) -> str:
     elif exported:
         out.append(f"<p>Best: trial {r.best.trial}, exported to {e(exported)}/ in this folder.</p>")
     else:
-        out.append(f"<p class=fail>Best: trial {r.best.trial}; its export did not finish (<code>edgekit export "
-                   f"RECIPE --from-trial {r.best.trial}</code> runs it again and says why).</p>")
+        out.append(f"<p class=fail>Best: trial {r.best.trial}; its export did not finish"
+                   + (f": {e(r.export_error)}" if r.export_error else "") + f" (<code>edgekit export RECIPE "
+                   f"--from-trial {r.best.trial}</code> runs it again).</p>")
     if r.failed:
         out += ["<h2>Failed trials</h2>", _table(("trial", "error"), [(f["trial"], f["error"]) for f in r.failed])]
     out.append("<p>Every trial's figures: pareto.json in this folder; re-export one with "

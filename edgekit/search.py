@@ -92,6 +92,7 @@ class SearchReport:
     where: str  # where latency was measured: this host, or the device
     kernels: str  # whose int8 kernels computed the outputs the metric is on: this host's, or emulated aarch64
     export_failed: str = ""  # the budgets the best point's package missed when exported again ("" when within)
+    export_error: str = ""  # why the best point's export did not finish ("" when it did, or there was none)
     running: tuple[int, ...] = ()  # trials still RUNNING: another search's, or a killed one's not yet reclaimed
     grid_done: int = 0  # --sampler grid: every one of its combinations tried (it ran fewer trials than asked)
 
@@ -659,8 +660,8 @@ def _export_best(recipe: Recipe, target: Target, budgets: dict, storage: str, na
                 missed.append(f"latency_p50_ms {here} > {budgets['latency_ms']} (this host's timing, as the trials')")
             report = dataclasses.replace(report, export_failed=", ".join(missed))
     except BaseException as e:  # the front is worth having when its best point's export failed, not when stopped
-        if not isinstance(e, KeyboardInterrupt) and not signals.RECEIVED:
-            _publish_pages(out, report, exported, recipe.force)
+        if not isinstance(e, KeyboardInterrupt) and not signals.RECEIVED:  # saying so: pareto.json read as exported
+            _publish_pages(out, dataclasses.replace(report, export_error=first_line(e)), exported, recipe.force)
         raise
     _publish_pages(out, report, exported, recipe.force)
     if not report.points and report.failed and len({f["exit_code"] for f in report.failed}) == 1:

@@ -522,6 +522,28 @@ def test_a_locked_or_damaged_study_says_so(tmp_path):
         damaged.output
 
 
+def test_pareto_json_says_when_the_best_points_export_did_not_finish(tmp_path, monkeypatch):
+    """A full disk failed the export of the best point: the page said so, and pareto.json named the best trial with
+    export_failed "", read as exported."""
+    from edgekit import pipeline
+    from edgekit.errors import InputError
+
+    real = pipeline.run
+
+    def run(recipe, targets, progress=True):  # the trials run; the best point's export (from_trial) meets a full disk
+        if recipe.from_trial:
+            raise InputError("--out x: no space left on device")
+        return real(recipe, targets, progress)
+
+    monkeypatch.setattr(pipeline, "run", run)
+    out = tmp_path / "search"
+    result = cli(["search", _recipe(tmp_path, distill=False), "-t", "desktop-x86", "--trials", "1", "--out", out])
+    assert result.exit_code == 3 and "no space left on device" in result.stderr, result.output
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert pareto["best"] is not None and pareto["export_error"] == "--out x: no space left on device", pareto
+    assert "its export did not finish: --out x: no space left on device" in (out / "report.html").read_text()
+
+
 def test_only_edgekits_verdict_on_a_model_is_reused_not_an_interruption_or_a_full_disk(tmp_path):
     """A trial stopped by Ctrl-C, SIGTERM or a full disk blocked its values for good: every later trial of them
     'failed' as it without a run."""
