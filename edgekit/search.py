@@ -722,8 +722,9 @@ def summary(storage: str, name: str, budgets: dict) -> SearchReport:
     copies = {t.number for t in done if "same_as" in t.user_attrs}  # the same model as an earlier trial: one point
     pareto = tuple(sorted((p for p in feasible if p.trial not in copies and not dominated(p)),
                           key=lambda p: (-p.accuracy, p.latency_ms)))
-    seconds = [t.duration.total_seconds() for t in trials  # a trial reusing another's figures took no time
-               if t.duration is not None and "same_as" not in t.user_attrs]
+    seconds = [t.duration.total_seconds() for t in trials  # a trial reusing another's figures took no time, and
+               if t.duration is not None and "same_as" not in t.user_attrs  # an interrupted one ran until the next
+               and not (t.state == optuna.trial.TrialState.FAIL and "error" not in t.user_attrs)]  # search ended it
     metric = next((str(t.user_attrs.get("metric", "")) for t in done), "")
     kernels = next((str(t.user_attrs.get("kernels", "")) for t in done), "")
     places = list(dict.fromkeys(p.where for p in points))  # a study other hosts joined mixes their figures

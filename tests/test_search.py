@@ -544,6 +544,24 @@ def test_pareto_json_says_when_the_best_points_export_did_not_finish(tmp_path, m
     assert "its export did not finish: --out x: no space left on device" in (out / "report.html").read_text()
 
 
+def test_an_interrupted_trial_is_not_counted_in_the_seconds_a_trial(tmp_path):
+    """A trial a killed search left RUNNING ran, by its record, until the next search ended it (5 minutes, or a
+    day): "67.0 s a trial" of trials taking 1-5 s."""
+    import datetime
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize", "minimize"])
+    start = datetime.datetime(2026, 1, 1)
+    for state, seconds, attrs in ((optuna.trial.TrialState.COMPLETE, 2, {}), (optuna.trial.TrialState.FAIL, 4,
+                                                                             {"error": "StageError: x"}),
+                                  (optuna.trial.TrialState.FAIL, 86400, {})):  # interrupted: no verdict
+        trial = optuna.trial.create_trial(params={}, distributions={}, state=state, user_attrs=attrs,
+                                          values=[0.9, 1.0, 1.0] if state.name == "COMPLETE" else None)
+        trial.datetime_start, trial.datetime_complete = start, start + datetime.timedelta(seconds=seconds)
+        study.add_trial(trial)
+    assert search.summary(storage, "s", {}).seconds_per_trial == 3.0
+
+
 def test_only_edgekits_verdict_on_a_model_is_reused_not_an_interruption_or_a_full_disk(tmp_path):
     """A trial stopped by Ctrl-C, SIGTERM or a full disk blocked its values for good: every later trial of them
     'failed' as it without a run."""
