@@ -99,7 +99,7 @@ def _as_found(fn, args, kwargs):
 
 
 # a command quoted whole (`edgekit check --emulate`) stays one; a flag takes the word after it that is its value
-_FLAG = re.compile(r"`[^`]*`|(--[a-z][a-z0-9-]*)(?: ([\w.:/+-]+))?")
+_FLAG = re.compile(r"`[^`]*`|(?<![\w/.-])(--[a-z][a-z0-9-]*)(?![\w-])(?: ([\w.:/+-]+))?")
 
 
 def in_python_terms(text: str) -> str:
@@ -122,7 +122,9 @@ def in_python_terms(text: str) -> str:
 def _python_names() -> dict[str, tuple[str, tuple]]:
     names = {"--input": ("inputs=", ()), "--target": ("targets=", ()), "--output-name": ("output_names=", ()),
              "--size": ("sizes=", ()), "--bench-runs": ("runs=", ()), "--probe": ("probe=True", ()),
-             "--teacher": ("teacher", ()), "--student": ("student", ())}
+             "--teacher": ("teacher", ()), "--student": ("student", ()), "--stage": ("stage_ratios=", ()),
+             "--identity": ("identity=", ()), "--known-hosts": ("known_hosts=", ()),
+             "--device-python": ("python=", ())}  # the last three: DeviceSpec's
     for cls in (Recipe, QuantSettings, BenchSpec, PruneSpec, ShareSpec, DistillSettings):
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
@@ -328,7 +330,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     (shape inference, folding) runs first, as in `export`. `out` (default MODEL.int8.onnx) is a new file, written
     whole or not at all: one already there is replaced only with `force`, the source never. `step_timeout`:
     seconds each step on the model (pre-processing, a run) may take. Returns its path."""
-    from . import calib, compress, inspect_model, onnx_export, quantization, verdict
+    from . import calib, compress, host, inspect_model, onnx_export, quantization, verdict
     from .runtime import run_onnx, runs_limited, session
 
     for name, value in (("model", model), ("target", target), *((("out", out),) if out is not None else ())):
@@ -370,7 +372,10 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
         feeds = [] if qsettings.mode == "dynamic" else calib.load(calibration, specs, max_samples=qsettings.samples).feeds
         if feeds:  # calibration runs the model in-process, where a hostile graph's run cannot be stopped
             onnx_export.first_run(fp32, feeds[0], limit, raised_by="step_timeout")
-            run_onnx(session(fp32)[0], feeds[1:qsettings.samples])  # bounded, as onnxruntime's calibrator is not
+            try:  # bounded, as onnxruntime's calibrator's runs are not
+                run_onnx(session(fp32, threads=host.work_threads())[0], feeds[1:qsettings.samples])
+            except StageError as e:
+                raise StageError("calibration", e.message) from None
         with whole_file(dest) as partial:
             onnx_export.check(quantization.quantize(fp32, partial, plan, feeds[: qsettings.samples]))
             if not quantization.quantizes_anything(onnx_export.parsed(partial)):  # as an export's warning says

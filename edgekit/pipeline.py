@@ -669,7 +669,8 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
                   "excluded": [{"node": n, "why": next(t.why for t in trials if n in t.excluded
                                                        and set(t.excluded) <= set(chosen.excluded))}
                                for n in chosen.excluded],
-                  "given": list(settings.exclude_nodes),  # float in every trial: exclude_nodes, not the search's
+                  # float in every trial: the user's exclude_nodes (not the plan's own additions, nor the search's)
+                  "given": list(target_settings(target, shared.recipe.quantize).exclude_nodes),
                   "latency_price": round(chosen.price_over(trials[0]), 3),
                   "max_latency_price": settings.max_latency_price, "searched": list(settings.auto_search),
                   "advice": tune.keep_fp32(chosen, fp32.stat().st_size),
@@ -713,10 +714,11 @@ def _precision_timer(shared: Shared, target: Target, feed: dict):
 
 
 def _bounded_calibration(prep: Prepared, feeds: list) -> None:
-    """The float model run on each calibration sample under the run limit, once, before onnxruntime's calibrator
-    runs it (its runs take no RunOptions, so none of them can be ended): a Loop sized by a sample's values hung
-    there for good. A streaming model's steps were run already, by the rollout that made them."""
-    if prep.rollout is not None or len(feeds) <= prep.calibration_ran:
+    """The float model of an .onnx from others run on each calibration sample under the run limit, once, before
+    onnxruntime's calibrator runs it (its runs take no RunOptions, so none of them can be ended): a Loop sized by a
+    sample's values hung there for good. A model edgekit exported from the user's code is trusted, as for its first
+    run; a streaming model's steps were run already, by the rollout that made them."""
+    if prep.exporter is not None or prep.rollout is not None or len(feeds) <= prep.calibration_ran:
         return
     try:
         run_onnx(session(prep.fp32, threads=host.work_threads(), reuse=True)[0], feeds[prep.calibration_ran:])

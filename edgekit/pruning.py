@@ -140,14 +140,15 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
                     "ignored; output layers: %s): its ratio has no effect", ", ".join(idle), few(heads, 4))
     sparsity = model_sparsity = None
     if method == "structured":
-        widths = {n: _width(m) for n, m in named.items()  # the layers it may resize (not inside an ignored one)
-                  if is_compute(m) and not any(n == i or n.startswith(f"{i}.") for i in ignored)}
+        kept = [*ignored, *(n for n, r in stage_ratios.items() if r == 0)]  # what the user asked kept whole
+        widths = {n: _width(m) for n, m in named.items()  # the layers it may resize
+                  if is_compute(m) and not any(n == k or n.startswith(f"{k}.") for k in kept)}
         _structured(module, example_inputs, ratio, importance, [named[n] for n in ignored], round_to, batches,
                     {named[n]: r for n, r in stage_ratios.items()})
         whole = [n for n, m in named.items() if n in widths and _width(m) == widths[n]]
         if len(whole) < len(widths) and whole:  # ratio 0.95 left a 16-channel layer whole, silently
-            log.warning("ratio %s left %s whole (%s): another ratio, or --stage ratios, prunes them", ratio,
-                        few(whole, 4), ROUNDED)
+            log.warning("ratio %s left %s whole (%s%s): another ratio, or --stage ratios, prunes them", ratio,
+                        few(whole, 4), ROUNDED, f", kept channels a multiple of {round_to}" if round_to else "")
     elif method == "unstructured":
         sparsity = _unstructured(module, ratio, importance, set(ignored))
         model_sparsity = _zero_share([m for m in module.modules() if is_compute(m)])

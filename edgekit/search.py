@@ -580,19 +580,22 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
         finally:
             for child in children:
                 child.wait()
-    if died := [(i, child.returncode) for i, child in enumerate(children, 1) if child.returncode != 0]:
-        # a worker killed (the OOM killer) or failed: its share was not run, and its trial was left RUNNING
-        with _storage_errors(storage):
+    died = [(i, child.returncode) for i, child in enumerate(children, 1) if child.returncode != 0]
+    if died and not signals.RECEIVED:  # a worker killed (the OOM killer) or failed: its share was not run
+        with _storage_errors(storage):  # and its trial was left RUNNING
             _end_running(made, lambda trial: trial.user_attrs.get("run") == run_id)
-        raise StageError("search", "; ".join(f"worker {i} was ended by {_exit_said(code)}" if code < 0 else
-                                             f"worker {i} ended with {_exit_said(code)}" for i, code in died)
-                         + ": its running trial was marked failed, and the study is short of the trials asked (the "
-                         "same search again runs them)")
     with _storage_errors(storage):
         report = summary(storage, name, budgets)
     combinations = math.prod(len(values) for values in grid.values())
     if sampler == "grid" and len(report.points) + len(report.failed) >= combinations:  # Optuna stops the study
         report = dataclasses.replace(report, grid_done=combinations)
+    if died and not signals.RECEIVED:  # the front of the trials done is worth having; nothing is exported
+        said = ("; ".join(f"worker {i} was ended by {_exit_said(code)}" if code < 0 else
+                          f"worker {i} ended with {_exit_said(code)}" for i, code in died)
+                + ": its running trial was marked failed, and the study is short of the trials asked (the same "
+                "search again runs them)")
+        _publish_pages(out, dataclasses.replace(report, export_error=f"not exported: {said}"), None, recipe.force)
+        raise StageError("search", said)
     published = signals.publishes()
     try:
         return _export_best(recipe, target, budgets, storage, name, out, report)

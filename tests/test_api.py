@@ -214,6 +214,8 @@ def test_api_errors_name_the_arguments_not_cli_flags(tmp_path):
     assert in_python_terms("--out m.onnx exists; --per-tensor, --quant-mode dynamic, --precision latency, "
                            "`edgekit check --emulate` --json") == \
         "out=m.onnx exists; per_channel=False, mode=dynamic, precision=latency, `edgekit check --emulate` --json"
+    for untouched in ("/data/run--out/x.npz", "--target_platform", "a--force"):  # a path, another tool's flag
+        assert in_python_terms(untouched) == untouched
     # the CLI's own wording is unchanged
     result = cli(["export", fp32, "--calibration", tmp_path / "x.npz", "--weights",
                   tmp_path / "x.npz", "--out", tmp_path / "o"])
@@ -527,6 +529,13 @@ def test_an_output_that_a_relu_reads_keeps_its_negative_values(tmp_path):
     int8 = edgekit.quantize(tmp_path / "unnamed.onnx", str(tmp_path / "cal.npy"), out=tmp_path / "uq.onnx")
     [int8_y, _] = ort.InferenceSession(str(int8)).run(None, {"x": x[32:]})
     assert np.abs(int8_y - fp32_y).max() < 0.05 * np.abs(fp32_y).max()
+    # with --auto, the report called that Relu "exclude_nodes (yours)": the plan's own float node is not the user's
+    report = edgekit.export(tmp_path / "m.onnx", calibration=str(tmp_path / "cal.npy"), auto=True, no_bench=True,
+                            out=tmp_path / "auto")
+    [relu] = report.targets["desktop-x86"].details["quantization"]["exclude_nodes"]
+    assert report.targets["desktop-x86"].tuning["given"] == []
+    page = (tmp_path / "auto" / "desktop-x86" / "report.html").read_text()
+    assert f"<td>{relu}</td><td>the quantization plan" in page, page
 
 
 def test_quantize_warns_of_an_output_far_from_the_float_models(tmp_path):

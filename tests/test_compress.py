@@ -592,6 +592,10 @@ def test_frozen_models_one_hot_labels_and_sparsity_through_distillation(tmp_path
     high = cli(["prune", DIGITS_MODEL, "--input", "image:Nx1x8x8", "--ratio", "0.95", "--out", tmp_path / "h.pt"])
     assert high.exit_code == 0 and "ratio 0.95 left ['features.0'] whole (a layer's channels at this ratio round to " \
         "none removed or none kept" in caplog.text, high.output
+    caplog.clear()  # a stage kept whole on purpose (ratio 0) is no such surprise
+    asked = cli(["prune", DIGITS_MODEL, "--input", "image:Nx1x8x8", "--ratio", "0.5", "--stage", "features=0",
+                 "--out", tmp_path / "s.pt"])
+    assert asked.exit_code == 0 and "whole" not in caplog.text, asked.output + caplog.text
 
 
 def test_round_to_says_which_layers_it_could_not_round(tmp_path, caplog):

@@ -498,6 +498,9 @@ def test_a_worker_killed_mid_search_is_told_and_its_trial_is_not_left_running(tm
         "failed"), err
     trials = optuna.load_study(study_name="edgekit", storage=f"sqlite:///{out / 'search.db'}").trials
     assert not [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    pareto = json.loads((out / "pareto.json").read_text())  # the front of the trials done, nothing exported
+    assert pareto["export_error"].startswith("not exported: worker 1 was ended by SIGKILL") and pareto["points"]
+    assert not (out / "desktop-x86").exists()
 
 
 def test_a_locked_or_damaged_study_says_so(tmp_path):
