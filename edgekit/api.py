@@ -373,7 +373,8 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
         if feeds:  # calibration runs the model in-process, where a hostile graph's run cannot be stopped
             onnx_export.first_run(fp32, feeds[0], limit, raised_by="step_timeout")
             try:  # bounded, as onnxruntime's calibrator's runs are not
-                run_onnx(session(fp32, threads=host.work_threads())[0], feeds[1:qsettings.samples])
+                run_onnx(session(fp32, threads=host.work_threads())[0], feeds[1:qsettings.samples],
+                         "the calibration data")
             except StageError as e:
                 raise StageError("calibration", e.message) from None
         with whole_file(dest) as partial:

@@ -721,7 +721,8 @@ def _bounded_calibration(prep: Prepared, feeds: list) -> None:
     if prep.exporter is not None or prep.rollout is not None or len(feeds) <= prep.calibration_ran:
         return
     try:
-        run_onnx(session(prep.fp32, threads=host.work_threads(), reuse=True)[0], feeds[prep.calibration_ran:])
+        run_onnx(session(prep.fp32, threads=host.work_threads(), reuse=True)[0], feeds[prep.calibration_ran:],
+                 "the calibration data")
     except StageError as e:
         raise StageError("calibration", e.message) from None
     prep.calibration_ran = len(feeds)

@@ -140,13 +140,14 @@ def run(sess, names: list[str] | None, feed: dict) -> list[np.ndarray]:
             raise
 
 
-def run_onnx(sess, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+def run_onnx(sess, feeds: list[dict[str, np.ndarray]], data: str = "the data") -> list[list[np.ndarray]]:
+    """Each feed's outputs; `data`: what the feeds are, for an index past a model's range."""
     try:
         return [run(sess, None, feed) for feed in feeds]
     except StageError:
         raise
     except Exception as e:
-        raise run_error(first_line(e)) from e
+        raise run_error(first_line(e), data=data) from e
 
 
 def run_error(cause: str, step: str = "onnxruntime run", data: str = "the data") -> InputError | StageError:
