@@ -108,6 +108,12 @@ class Dataset:
         return sorted(same)
 
 
+def own_array(x) -> np.ndarray:
+    """An item's tensor (one that requires grad too: numpy refused it, exit 3) or array, copied: a loader may refill
+    it."""
+    return x.detach().cpu().numpy().copy() if hasattr(x, "detach") else np.array(x)
+
+
 def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: int = 64,
          max_bytes: int = arrays.DEFAULT_MAX_BYTES, max_samples: int | None = None) -> Dataset:
     """`source`: a path, `random`, MODULE:FUNCTION, or (from the Python API) {input name: samples} as an .npz
@@ -363,7 +369,7 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
             key = _label_key(f"{origin} item {i}", item)
             label = item.pop(key) if key else None
             # copies: a generator that refills one buffer made every sample its last (accuracy 11%, passed)
-            arrays = {k: np.asarray(v).copy() for k, v in item.items()}
+            arrays = {k: own_array(v) for k, v in item.items()}
             # an item is a stack of samples along a first axis the model's inputs lack, or along the model's own
             # batch axis (1, N), split into batch-1 samples as a file's are: a DataLoader's batches of 8 fixed an
             # Android model's batch at 8 (or, beside batch-1 files, left it dynamic); else it is one sample
@@ -375,7 +381,7 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
                 raise InputError(f"{origin}: its first {i + 1} items hold more than {max_bytes} bytes "
                                  "(--max-data-bytes)")
             if key:  # one per sample (or per row of each), checked with the item: one-hot rows failed after export
-                label = np.asarray(label).copy()
+                label = own_array(label)
                 stacked["labels"] = label[None] if one or not label.ndim else label
             read = _from_arrays(f"{origin} item {i}", stacked, specs)
             feeds.extend(read.feeds)

@@ -85,22 +85,17 @@ def batches_from_items(origin: str, items: Iterator, specs: tuple[InputSpec, ...
     return batches, None
 
 
-def _own_array(x) -> np.ndarray:
-    """A batch's tensor (one that requires grad too: numpy refused it) or array, copied: a loader may refill it."""
-    return x.detach().cpu().numpy().copy() if hasattr(x, "detach") else np.array(x)
-
-
 def _checked_batch(origin: str, inputs, labels, specs: tuple[InputSpec, ...], first):
     """One batch's arrays: numeric, non-empty, one sample count, as `specs` say (or as the first batch when the
     inputs were not given); labels one class id per sample."""
-    from .calib import class_ids, validate
+    from .calib import class_ids, own_array, validate
 
     if isinstance(inputs, dict):  # inputs by name, as a calibration item's: it was "a object array of shape []"
         if not specs or set(inputs) != {s.name for s in specs}:
             raise InputError(f"{origin}: inputs named {sorted(map(str, inputs))}, the model takes "
                              f"{[s.name for s in specs] if specs else 'inputs not named (give --input)'}")
         inputs = [inputs[s.name] for s in specs]
-    inputs = tuple(_own_array(x) for x in (inputs if isinstance(inputs, (tuple, list)) else (inputs,)))
+    inputs = tuple(own_array(x) for x in (inputs if isinstance(inputs, (tuple, list)) else (inputs,)))
     if specs and len(inputs) != len(specs):
         raise InputError(f"{origin}: {len(inputs)} inputs, the model takes {len(specs)} ({[s.name for s in specs]})")
     for k, x in enumerate(inputs):
@@ -120,7 +115,7 @@ def _checked_batch(origin: str, inputs, labels, specs: tuple[InputSpec, ...], fi
         raise InputError(f"{origin}: some batches have labels and some do not")
     if labels is None:
         return inputs, None
-    labels = _own_array(labels)
+    labels = own_array(labels)
     if labels.shape != (len(inputs[0]),):
         raise InputError(f"{origin}: labels of shape {list(labels.shape)} for {len(inputs[0])} samples: give one "
                          "class id per sample" + (" (not one-hot rows)" if labels.ndim == 2 else ""))

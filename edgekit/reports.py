@@ -12,6 +12,13 @@ from .errors import ExitCode
 from .parity import Accuracy, Gate, StageParity
 
 
+def _lists(data):
+    """Tuples as lists, all the way down: what json.load gives back."""
+    if isinstance(data, dict):
+        return {k: _lists(v) for k, v in data.items()}
+    return [_lists(v) for v in data] if isinstance(data, (list, tuple)) else data
+
+
 def json_text(data) -> str:
     """Strict JSON (RFC 8259) for manifests and --json: a non-finite float is null, as JavaScript writes it.
     Python's default `Infinity`/`NaN` tokens break other readers (CI tools, browsers)."""
@@ -96,18 +103,20 @@ class TargetReport:
                 + [f"check {c.name}" for c in self.verification if not c.passed and c.name != "gates"])
 
     def to_json(self) -> dict:
+        """manifest.json's content (as json.load gives it back: lists, not tuples)."""
         d = self.details
-        return {"edgekit_version": d["edgekit_version"], "target": self.target,
-                **{k: v for k, v in d.items() if k != "edgekit_version"},
-                "parity": {"export": self.export_parity and self.export_parity.as_dict(),
-                           "quantization": self.quant_parity.as_dict()},
-                "accuracy": self.accuracy and self.accuracy.as_dict(),
-                "latency": self.latency and self.latency.as_dict(),
-                "latency_1_thread": self.latency_1_thread and self.latency_1_thread.as_dict(),
-                "tuning": self.tuning, "gates": [g.as_dict() for g in self.gates], "passed": self.passed,
-                "warnings": self.warnings,
-                "verification": [{k: v for k, v in asdict(c).items() if k != "seconds"} for c in self.verification],
-                "files": self.files, "sizes": self.sizes}
+        return _lists({
+            "edgekit_version": d["edgekit_version"], "target": self.target,
+            **{k: v for k, v in d.items() if k != "edgekit_version"},
+            "parity": {"export": self.export_parity and self.export_parity.as_dict(),
+                       "quantization": self.quant_parity.as_dict()},
+            "accuracy": self.accuracy and self.accuracy.as_dict(),
+            "latency": self.latency and self.latency.as_dict(),
+            "latency_1_thread": self.latency_1_thread and self.latency_1_thread.as_dict(),
+            "tuning": self.tuning, "gates": [g.as_dict() for g in self.gates], "passed": self.passed,
+            "warnings": self.warnings,
+            "verification": [{k: v for k, v in asdict(c).items() if k != "seconds"} for c in self.verification],
+            "files": self.files, "sizes": self.sizes})
 
 
 @dataclass

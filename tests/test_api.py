@@ -60,6 +60,8 @@ def test_export_a_module_from_generators_then_check_it(tmp_path):
     assert all(g.passed for g in target.gates) and {g.name for g in target.gates} >= {"export_cosine", "quant_cosine"}
     assert target.quant_parity.worst("cosine") > 0.99 and target.latency is None
     assert target.to_json()["model"]["source"].endswith("DigitsCNN (a Python object)")
+    import json  # the manifest is to_json(), as json.load gives it back (auto_search was a tuple there)
+    assert target.to_json() == json.loads((tmp_path / "out" / "desktop-x86" / "manifest.json").read_text())
     checked = edgekit.check(report.out)
     assert isinstance(checked, edgekit.CheckReport) and checked.passed and checked.exit_code == 0
     again = edgekit.check(report)  # the report names its package
@@ -220,6 +222,14 @@ def test_api_errors_name_the_arguments_not_cli_flags(tmp_path):
     result = cli(["export", fp32, "--calibration", tmp_path / "x.npz", "--weights",
                   tmp_path / "x.npz", "--out", tmp_path / "o"])
     assert result.exit_code == 2 and "--weights does not apply" in result.output, result.output
+
+
+def test_calibration_tensors_that_require_grad_are_taken(tmp_path):
+    """Items made with autograd on were exit 3: "Can't call numpy() on Tensor that requires grad"."""
+    data = [{"x": torch.randn(1, 4, requires_grad=True)} for _ in range(16)]
+    report = edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration=data, no_bench=True,
+                            out=tmp_path / "o")
+    assert report.exit_code == 0 and report.passed
 
 
 def test_api_argument_shapes(tmp_path, monkeypatch):
