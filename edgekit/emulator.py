@@ -73,7 +73,8 @@ class Emulator:
         try:
             return run_json(cmd, env, timeout, f"{self.label} run")
         except StageError as e:  # a truncated library (Bus error), a wheel gone: the cache, not the model
-            if "exit code -" in str(e) or "No module named" in str(e):
+            # "no output": its python did not start (a root with its python3.11 gone, an empty one)
+            if "exit code -" in str(e) or "No module named" in str(e) or str(e).endswith("no output"):
                 raise StageError(f"{self.label} run", f"{e.message}; if the emulator's cache is damaged, remove "
                                  f"{self.prefix.parent} and the next run rebuilds it") from e
             raise
@@ -198,8 +199,12 @@ def _step(cmd: list[str], stage: str) -> None:
 
 def _root(tmp: Path) -> None:
     mirror = os.environ.get(MIRROR_ENV, "http://deb.debian.org/debian")
-    _step(["mmdebstrap", "--quiet", "--variant=extract", "--architectures=arm64", f"--include={PACKAGES}", SUITE,
-           str(tmp), mirror], "emulator setup (mmdebstrap)")
+    try:
+        _step(["mmdebstrap", "--quiet", "--variant=extract", "--architectures=arm64", f"--include={PACKAGES}", SUITE,
+               str(tmp), mirror], "emulator setup (mmdebstrap)")
+    except StageError as e:  # "E: mmdebstrap failed to run" alone: most often the mirror not reached
+        raise StageError(e.stage, f"{e.message} (it downloads Debian's arm64 packages from {mirror}: is it "
+                                  f"reachable? {MIRROR_ENV} names another)") from None
 
 
 def _wheels(tmp: Path, versions: dict[str, str]) -> None:

@@ -246,6 +246,14 @@ def test_a_damaged_cache_is_named_as_the_likely_cause(digits_arm, tmp_path, monk
     result = cli(["check", digits_arm / "arm64-linux", "--emulate", "aarch64"])
     assert result.exit_code != 0 and f"if the emulator's cache is damaged, remove {home}" in result.output, \
         result.output
+    (home / "root").unlink()  # an empty root: its python3 gone ("exit code 1: no output", no hint)
+    (home / "root").mkdir()
+    for wheels in built.glob("python-ort*"):
+        (home / wheels.name).rmdir()
+        (home / wheels.name).symlink_to(wheels)
+    result = cli(["check", digits_arm / "arm64-linux", "--emulate", "aarch64"])
+    assert result.exit_code != 0 and f"if the emulator's cache is damaged, remove {home}" in result.output, \
+        result.output
 
 
 @needs_tools
