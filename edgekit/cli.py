@@ -158,7 +158,7 @@ def json_text(data) -> str:
 def _interrupted(published: bool) -> None:
     writes = click.get_current_context().info_name in ("export", "search")  # the commands with an OUT folder
     click.echo("edgekit: interrupted after the new output was published" if published
-               else "edgekit: interrupted; previous output left as it was" if writes else "edgekit: interrupted",
+               else "edgekit: interrupted; any earlier output left as it was" if writes else "edgekit: interrupted",
                err=True)
     _exit(130)
 
@@ -382,7 +382,7 @@ def main(debug: bool, verbose: bool) -> None:
         signals.never_swallowed(_interrupt)
         command = click.get_current_context().invoked_subcommand  # told as _interrupted tells it
         signals.stopped_even_inside_c(
-            "edgekit: interrupted; previous output left as it was" if command in ("export", "search")
+            "edgekit: interrupted; any earlier output left as it was" if command in ("export", "search")
             else "edgekit: interrupted",
             "" if command == "search" else "edgekit: interrupted after the new output was published")
     # our own log lines at the asked level; libraries' warnings (onnxruntime's shape inference retries,

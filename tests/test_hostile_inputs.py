@@ -272,7 +272,7 @@ def test_interrupted_run_leaves_previous_output_and_no_temp_dirs(tmp_path, sig):
     proc.send_signal(sig)  # a second signal during the clean-up stays silent
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err and "Exception ignored" not in err
-    assert err.strip() == "edgekit: interrupted; previous output left as it was"
+    assert err.strip() == "edgekit: interrupted; any earlier output left as it was"
     assert {p.name: p.read_bytes() for p in (out / "desktop-x86").iterdir()} == before
     assert sorted(p.name for p in out.iterdir()) == ["desktop-x86"]  # no stage folder, no lock left
 
@@ -356,7 +356,7 @@ def test_an_interrupt_after_the_publish_says_so(tmp_path, monkeypatch):
         finally:
             signal.signal(signal.SIGINT, handler)
         assert result.exit_code == 130, result.output
-        assert result.stderr.strip() == "edgekit: interrupted; previous output left as it was"
+        assert result.stderr.strip() == "edgekit: interrupted; any earlier output left as it was"
 
 
 def test_an_error_during_an_interrupted_teardown_is_the_interrupt(tmp_path, monkeypatch):
@@ -394,7 +394,7 @@ def test_an_interrupt_in_user_code_run_by_exec_is_exit_130_not_death_by_sigint(t
     done = subprocess.run([sys.executable, "-m", "edgekit", "export", "m.py:build", "--input", "x:Nx4",
                            "--calibration", "random", "--out", "o"], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
-    assert done.returncode == 130 and done.stderr.strip() == "edgekit: interrupted; previous output left as it was"
+    assert done.returncode == 130 and done.stderr.strip() == "edgekit: interrupted; any earlier output left as it was"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -414,7 +414,7 @@ def test_an_interrupt_that_lands_in_a_finalizer_still_ends_the_run(tmp_path, sig
                            "--calibration", "random", "--out", "o", "--no-bench"], cwd=tmp_path, capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert done.returncode == 130, done.stderr
-    assert done.stderr.strip() == "edgekit: interrupted; previous output left as it was"
+    assert done.stderr.strip() == "edgekit: interrupted; any earlier output left as it was"
     assert not (tmp_path / "o").exists()
 
 
@@ -998,7 +998,7 @@ def test_a_model_that_hangs_after_a_first_run_that_behaved_still_stops_on_sigter
     finally:
         run.kill()  # deaf to SIGTERM, it would spin on after the test
     assert run.returncode == 130 and err.strip().endswith(
-        "edgekit: interrupted; previous output left as it was (a run did not stop within 2 s: ended without its "
+        "edgekit: interrupted; any earlier output left as it was (a run did not stop within 2 s: ended without its "
         "clean-up)"), err
     again = cli(["export", str(tmp_path / "m.onnx"), "--calibration", str(lin_data), "--no-bench", "--out", str(out),
                  "--size", "N=1"])  # what it left is cleared: the lock went with it, the stage is cleared

@@ -468,7 +468,7 @@ def test_stopping_a_search_stops_its_workers(tmp_path, how):
     else:
         os.killpg(run.pid, signal.SIGINT)
     _, err = run.communicate(timeout=120)
-    assert run.returncode == 130 and err.strip() == "edgekit: interrupted; previous output left as it was", err
+    assert run.returncode == 130 and err.strip() == "edgekit: interrupted; any earlier output left as it was", err
     left = subprocess.run(["pgrep", "-f", f"edgekit.search {tmp_path}/"], capture_output=True, text=True)
     assert left.stdout == "", left.stdout
     trials = optuna.load_study(study_name="edgekit", storage=db).trials
@@ -674,7 +674,8 @@ def test_a_signal_that_cut_the_best_points_export_short_publishes_no_pages(tmp_p
 
     monkeypatch.setattr(search, "from_trial", cut_short)
     result = cli(["search", recipe, "-t", "desktop-x86", "--trials", "1", "--out", out])
-    assert result.exit_code == 130 and result.stderr.strip() == "edgekit: interrupted; previous output left as it was"
+    assert result.exit_code == 130 and \
+        result.stderr.strip() == "edgekit: interrupted; any earlier output left as it was"
     assert (out / "pareto.json").read_bytes() == before
 
 
