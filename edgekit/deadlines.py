@@ -31,8 +31,9 @@ def _watch() -> None:
                 pass
 
 
-def start(seconds: float, expired: Callable[[], None]) -> int:
-    """`expired` is called (on the watching thread) `seconds` from now, unless `cancel`ed first."""
+@contextlib.contextmanager
+def within(seconds: float, expired: Callable[[], None]):
+    """`expired` is called (on the watching thread) `seconds` from now, unless the block has ended first."""
     global _watcher
     with _cond:
         if _watcher is None or not _watcher.is_alive():
@@ -42,18 +43,8 @@ def start(seconds: float, expired: Callable[[], None]) -> int:
         if at < _wakes_at:
             _cond.notify()
         _due[key] = (at, expired)
-    return key
-
-
-def cancel(key: int) -> None:
-    with _cond:
-        _due.pop(key, None)
-
-
-@contextlib.contextmanager
-def within(seconds: float, expired: Callable[[], None]):
-    key = start(seconds, expired)
     try:
         yield
     finally:
-        cancel(key)
+        with _cond:
+            _due.pop(key, None)

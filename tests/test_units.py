@@ -391,3 +391,16 @@ def test_torch_reference_runs_batched_only_where_samples_stay_apart():
     for model in (MixesSamples(), DropsBatchAxis()):
         got, want = runtime.run_torch(model, feeds, ["x"]), alone(model)
         assert all(np.array_equal(g[0], w) for g, w in zip(got, want)), type(model).__name__
+
+
+def test_a_time_limit_fires_on_time_after_a_longer_one_and_survives_one_that_fails():
+    """One watching thread serves every run's limit: a limit set while it waits for a later one must wake it, and
+    an expiry that raises must not end it (every later run would then be unbounded)."""
+    from edgekit import deadlines
+
+    fired = []
+    with deadlines.within(60, lambda: fired.append("late")), deadlines.within(0.05, lambda: 1 / 0):
+        start = time.monotonic()
+        with deadlines.within(0.2, lambda: fired.append(time.monotonic() - start)):
+            time.sleep(1.0)
+    assert len(fired) == 1 and 0.15 < fired[0] < 0.9, fired
