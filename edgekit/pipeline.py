@@ -665,7 +665,8 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
             percentile=chosen.percentile or settings.percentile,
             exclude_nodes=tuple(dict.fromkeys((*settings.exclude_nodes, *chosen.excluded)))))
         tuning = {"chosen": chosen.index, "passed": chosen.passed, "trials": [t.as_dict() for t in trials],
-                  # each node's reason: the trial on the chosen one's way that kept it float (not a failed one's)
+                  # each node's reason: the first trial on the chosen one's way that kept it float (a failed trial off
+                  # that way gave its text)
                   "excluded": [{"node": n, "why": next(t.why for t in trials if n in t.excluded
                                                        and set(t.excluded) <= set(chosen.excluded))}
                                for n in chosen.excluded],
