@@ -124,9 +124,14 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
     for k, name in enumerate(names):
         ref = [np.asarray(r[k], dtype=np.float64) for r in reference]
         cand = [np.asarray(c[k], dtype=np.float64) for c in candidate]
-        if any(a.shape != b.shape for a, b in zip(ref, cand)):
-            raise InternalError(f"output {name!r}: reference and candidate shapes differ "
-                                f"({ref[0].shape} vs {cand[0].shape} in the first sample)")
+        if (i := next((i for i, (a, b) in enumerate(zip(ref, cand)) if a.shape != b.shape), None)) is not None:
+            shapes = f"{ref[i].shape} vs {cand[i].shape} in sample {i}"
+            if len({a.shape for a in ref}) > 1:  # y[y > 0]: its length follows the values, and int8 moves them
+                from .errors import InputError
+                raise InputError(f"output {name!r} has a shape that follows the input's values ({shapes}; the "
+                                 "reference's own differ from sample to sample): parity compares outputs element by "
+                                 "element, so return one of a fixed shape (a mask, or padded) for edgekit to judge")
+            raise InternalError(f"output {name!r}: reference and candidate shapes differ ({shapes})")
         # class ids from an ArgMax: 0.999 cosine while a third of them differed, so they are compared exactly
         exact = (float(np.mean(np.concatenate([(a == b).ravel() for a, b in zip(ref, cand)])))
                  if np.asarray(reference[0][k]).dtype.kind in "biu" else None)

@@ -478,6 +478,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     qplan = quantization.plan(model, given, set(recipe.quantize), target.runtime.arch)
     overridden = overrides(target, given, recipe.quantize)
     qplan, state_nodes = _state_stays_float(recipe.state, qplan, model)
+    qplan = dataclasses.replace(qplan, warnings=(*qplan.warnings, *sequences.not_carried(model.graph, recipe.state)))
     qplan, norm = _pixels_stay_float(recipe.image_uint8, qplan, model)
     providers, threads = list(target.runtime.providers), target.runtime.threads
     # An ARM device's int8 arithmetic does not saturate: judge an ARM target by exact arithmetic; an x86

@@ -101,6 +101,27 @@ def rollout(run, sequences: list[dict], specs: tuple[InputSpec, ...], output_nam
     return Rollout(feeds, outputs, lengths)
 
 
+def not_carried(graph, state: dict[str, str]) -> list[str]:
+    """Warnings for the state pairs whose output is not computed from their input (`h=z`, with `z` from x alone and
+    the real state `hN` unpaired): every step feeds back a value the model never carries, and the drift figures are
+    of a loop the device never runs. A node holding sub-graphs reads what its bodies read."""
+    from . import onnx_export
+
+    reads = [(n, set(n.input) | {t for g in onnx_export.subgraphs(n) for m in onnx_export.all_nodes(g)
+                                 for t in m.input}) for n in graph.node]
+    said = []
+    for i, o in state.items():
+        reached, grew = {i}, True
+        while grew:  # nodes are in graph order as a rule: a few passes reach everything downstream
+            before = len(reached)
+            reached |= {t for n, names in reads if names & reached for t in n.output}
+            grew = len(reached) > before
+        if o not in reached:
+            said.append(f"state {i}={o}: output {o!r} is not computed from input {i!r}, so what is fed back is not "
+                        "the state the model carries; pair the input with the output that is")
+    return said
+
+
 def carry_nodes(graph, state: dict[str, str]) -> tuple[str, ...]:
     """The nodes a state passes through on its way back: those reading a state input or writing a state
     output, and every node on a path from one to the other that does not go through a weight multiplication

@@ -35,11 +35,12 @@ def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict], listed: dict | 
         raise UsageError(f"--size {sorted(unknown)[0]}: not a named axis of the model's inputs (named: "
                          f"{', '.join(dims) or 'none'})")
     for dim in dims:
-        axes = {s.name: s.shape.index(dim) for s in specs if dim in s.shape}
-        seen = tuple(sorted({f[n].shape[a] for f in feeds for n, a in axes.items()}))
+        # every axis of the name: a square mask (mask:Nxseqxseq) cut along its first alone was (1, 8, 16)
+        axes = {s.name: tuple(i for i, d in enumerate(s.shape) if d == dim) for s in specs if dim in s.shape}
+        seen = tuple(sorted({f[n].shape[a] for f in feeds for n, each in axes.items() for a in each}))
         if not seen:
             continue
-        batch = set(axes.values()) == {0}
+        batch = set(axes.values()) == {(0,)}
         for size in listed.get(dim) or [2 * seen[0] if batch else seen[0] // 2]:
             if batch:
                 k = size // seen[0]  # samples joined per made one; no more are kept than MAX_FEEDS need
@@ -63,11 +64,17 @@ def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict], listed: dict | 
                 made = [{n: np.concatenate([g[n] for g in group]) if n in axes else group[0][n] for n in group[0]}
                         for group in zip(*(same[i::k] for i in range(k)))][:MAX_FEEDS]
                 found.append(OtherSize(dim, seen, size, made))
-            elif 0 not in axes.values() and size >= 1:
-                made = [{n: np.take(v, np.arange(size) % v.shape[axes[n]], axis=axes[n]) if n in axes else v
-                         for n, v in f.items()} for f in feeds[:MAX_FEEDS]]
+            elif not any(0 in each for each in axes.values()) and size >= 1:
+                made = [{n: _resized(v, axes.get(n, ()), size) for n, v in f.items()} for f in feeds[:MAX_FEEDS]]
                 found.append(OtherSize(dim, seen, size, made))
     return found
+
+
+def _resized(value: np.ndarray, axes: tuple[int, ...], size: int) -> np.ndarray:
+    """`value` cut to `size`, or repeated cyclically up to it, along each of `axes`."""
+    for axis in axes:
+        value = np.take(value, np.arange(size) % value.shape[axis], axis=axis)
+    return value
 
 
 def named_dims(specs: tuple[InputSpec, ...]) -> list[str]:

@@ -135,6 +135,17 @@ def test_a_batch_is_joined_from_the_largest_set_of_samples_of_one_shape():
         sizes.other_sizes(specs, feeds, {"N": [4]})
 
 
+def test_an_axis_named_twice_in_one_input_is_resized_along_both():
+    """A square attention mask (mask:Nxseqxseq) was cut along its first seq axis alone, (1, 8, 16): the model
+    failed its other-size gate, though it runs at 8."""
+    from edgekit import sizes
+
+    specs = (InputSpec.parse("ids:Nxseq:int64"), InputSpec.parse("mask:Nxseqxseq"))
+    feeds = [{"ids": np.zeros((1, 16), np.int64), "mask": np.ones((1, 16, 16), np.float32)} for _ in range(2)]
+    seq = next(c for c in sizes.other_sizes(specs, feeds) if c.dim == "seq")
+    assert seq.size == 8 and seq.feeds[0]["ids"].shape == (1, 8) and seq.feeds[0]["mask"].shape == (1, 8, 8)
+
+
 def test_a_file_of_thousands_of_wrong_names_is_a_short_error(tmp_path):
     np.savez(tmp_path / "wide.npz", **{f"x{i}": np.zeros(2) for i in range(5000)})  # was one 59 KB line
     with pytest.raises(InputError, match=r"unexpected \['x0', .* and 4992 more") as e:

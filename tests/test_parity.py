@@ -14,6 +14,17 @@ def test_shape_disagreement_between_edgekit_models_is_an_internal_error():
     assert InternalError.exit_code == ExitCode.INTERNAL == 5
 
 
+def test_an_output_whose_shape_follows_the_values_is_bad_input_naming_the_sample():
+    """y[y > 0]: int8 moved a value across 0 in sample 1, and the export was exit 5, "shapes differ ((5,) vs (5,)
+    in the first sample)", a crash of edgekit's by its words, naming a sample that agreed."""
+    from edgekit.errors import InputError
+
+    ref = [[np.ones(5)], [np.ones(3)]]
+    with pytest.raises(InputError, match=r"output 'y' has a shape that follows the input's values \(\(3,\) vs "
+                                         r"\(4,\) in sample 1"):
+        parity.compare(["y"], ref, [[np.ones(5)], [np.ones(4)]])
+
+
 def test_gates_from_typed_parity():
     ref = [[np.array([[1.0, 2.0, 3.0]])], [np.array([[3.0, 1.0, 0.5]])]]
     close = [[r[0] + 0.01] for r in ref]

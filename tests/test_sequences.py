@@ -254,3 +254,19 @@ def test_a_growing_caches_first_value_may_hold_any_length():
     for wrong in ((2, 4, 8), (1, 4, 7)):  # another batch than the data's, another width than the model's
         with pytest.raises(InputError, match=r"cache has shape .*; with this data the state is \[1, 'T', 8\]"):
             initial(specs[1], step, specs, {"cache": np.ones(wrong, np.float32)})
+
+
+def test_a_state_paired_with_an_output_not_computed_from_it_is_warned_of():
+    """`--state h=z`, z made from x alone (the real state hN left unpaired), passed with no word: every drift
+    figure was of a loop the device never runs."""
+    from onnx import TensorProto, helper
+
+    from edgekit import sequences
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["h", "x"], ["hN"]), helper.make_node("Relu", ["x"], ["z"])], "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "h")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("hN", "z")])
+    assert sequences.not_carried(graph, {"h": "hN"}) == []
+    [said] = sequences.not_carried(graph, {"h": "z"})
+    assert said.startswith("state h=z: output 'z' is not computed from input 'h'")
