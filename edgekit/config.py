@@ -78,9 +78,10 @@ class InputSpec:
     def dynamic_axes(self) -> dict[int, str]:
         return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
 
-    def example_shape(self) -> tuple[int, ...]:
-        """A concrete shape for tracing: dynamic dims get 2 so they are not specialised to 1."""
-        return tuple(2 if isinstance(d, str) else d for d in self.shape)
+    def example_shape(self, sizes: dict[str, int] | None = None) -> tuple[int, ...]:
+        """A concrete shape for tracing: dynamic dims get their `sizes` (the data's), else 2, so they are not
+        specialised to 1."""
+        return tuple((sizes or {}).get(d, 2) if isinstance(d, str) else d for d in self.shape)
 
     def as_dict(self) -> dict:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}

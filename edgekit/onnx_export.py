@@ -21,19 +21,32 @@ log = logging.getLogger("edgekit")
 ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16"}
 
 
-def example_inputs(specs: tuple[InputSpec, ...], torch):
-    """Tracing inputs: small non-negative integers for integer inputs (ids, masks), noise for floats."""
+def example_inputs(specs: tuple[InputSpec, ...], torch, sizes: dict[str, int] | None = None):
+    """Tracing inputs: small non-negative integers for integer inputs (ids, masks), noise for floats; `sizes`:
+    the named axes' (trace_sizes), else 2."""
     gen = torch.Generator().manual_seed(0)
     out = []
     for spec in specs:
-        dtype = getattr(torch, spec.dtype)
+        dtype, shape = getattr(torch, spec.dtype), spec.example_shape(sizes)
         if dtype.is_floating_point:
-            out.append(torch.randn(spec.example_shape(), generator=gen).to(dtype))
+            out.append(torch.randn(shape, generator=gen).to(dtype))
         elif dtype == torch.bool:
-            out.append(torch.ones(spec.example_shape(), dtype=dtype))
+            out.append(torch.ones(shape, dtype=dtype))
         else:
-            out.append(torch.randint(0, 2, spec.example_shape(), generator=gen).to(dtype))
+            out.append(torch.randint(0, 2, shape, generator=gen).to(dtype))
     return tuple(out)
+
+
+def trace_sizes(specs: tuple[InputSpec, ...], feed: dict) -> dict[str, int]:
+    """The named axes' sizes in a sample of the data, 2 where it has 1 (a size of 1 is specialised away): traced at
+    2 throughout, a Conv1d of kernel 5 over a dynamic time axis could not be exported at all."""
+    sizes: dict[str, int] = {}
+    for spec in specs:
+        if spec.name in feed and len(feed[spec.name].shape) == len(spec.shape):
+            for d, n in zip(spec.shape, feed[spec.name].shape):
+                if isinstance(d, str):
+                    sizes.setdefault(d, max(2, int(n)))
+    return sizes
 
 
 def run_example(module, specs: tuple[InputSpec, ...], args: tuple):
@@ -49,12 +62,13 @@ def run_example(module, specs: tuple[InputSpec, ...], args: tuple):
 
 
 def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, ...], opset: int,
-                 dest: Path, exporter: str = "torchscript", notes: list[str] | None = None) -> Path:
+                 dest: Path, exporter: str = "torchscript", notes: list[str] | None = None,
+                 sizes: dict[str, int] | None = None) -> Path:
     """Export to one self-contained .onnx file with named IO and dynamic axes. `notes` gets what the tracer
     warned of: a branch or a size it froze (`if x.max() > 1.5:` traced on noise failed parity with no word)."""
     import torch
 
-    args = example_inputs(specs, torch)
+    args = example_inputs(specs, torch, sizes)
     runnable = module.module() if isinstance(module, torch.export.ExportedProgram) else module
     outputs = run_example(runnable, specs, args)
     from .runtime import flatten_outputs

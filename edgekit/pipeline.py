@@ -321,8 +321,9 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
             raw = constants.pin_onnx(raw, work / "pinned.onnx", shared.pinned)
     else:
         recipe = shared.recipe
+        sizes = None if recipe.state else onnx_export.trace_sizes(shared.inputs, shared.val.feeds[0])
         raw = onnx_export.export_torch(loaded.program or loaded.module, shared.inputs, recipe.output_names, opset,
-                                       work / "exported.onnx", exporter, traced)
+                                       work / "exported.onnx", exporter, traced, sizes)
     fp32, preprocessing = onnx_export.preprocess(raw, work / "model.onnx", shared.recipe.step_timeout,
                                                  exported=not loaded.is_onnx, raised_by="--step-timeout")
     if loaded.is_onnx and not shared.recipe.state:  # a file from others (a streaming model's feeds need its state)
@@ -564,8 +565,9 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                 + ([f"model.int8.onnx is not smaller than model.onnx ({int8_bytes:,} vs {fp32_bytes:,} bytes): the "
                     "quantization nodes and the scales outweigh what int8 weights save (few weights, or many kept "
                     "float)"] if int8_bytes >= fp32_bytes and quantization.quantizes_anything(quantized) else [])
-                + [f"the model does not run at another size of a dynamic axis: {c.error}" for c in size_checks
-                   if c.error]
+                + [f"the model does not run at another size of a dynamic axis: {c.error}" + (
+                    " (a size the tracer took as a constant? --exporter dynamo keeps it symbolic)"
+                    if prep.exporter == "torchscript" else "") for c in size_checks if c.error]
                 + ([] if fixed or recipe.state else [  # a check skipped without a word was taken as passed
                     f"dynamic axis {dim} is not validated at another size: none could be made from the validation "
                     f"data (a batch joins samples of one shape, another axis cuts them); --size {dim}=K names one"

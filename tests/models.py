@@ -672,3 +672,15 @@ class ScaledByBuffer(nn.Module):
 def scaled_by_buffer():
     torch.manual_seed(0)
     return ScaledByBuffer().eval()
+
+
+def conv_over_time():
+    """Two Conv1d of kernel 5 over a dynamic time axis, then a mean: it runs at T >= 9 only."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv1d(8, 16, 5), nn.ReLU(), nn.Conv1d(16, 16, 5), nn.ReLU(),
+                         Mean(), nn.Linear(16, 4)).eval()
+
+
+class Mean(nn.Module):
+    def forward(self, x):
+        return x.mean(-1)

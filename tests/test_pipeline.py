@@ -474,8 +474,12 @@ def test_a_size_baked_in_at_tracing_that_breaks_the_data_says_how_to_export(tmp_
     np.savez(tmp_path / "seq.npz", x=rng.random((12, 10, 8), dtype=np.float32))
     seq = export(f"{tmp_path / 'seq.py'}:build", "--input", "x:Nxseqx8", "--calibration", tmp_path / "seq.npz",
                  "--no-bench", "--out", tmp_path / "s")
-    for result, said in ((batch, "model.onnx does not run the data"), (seq, "in model.onnx where torch gives [1, ")):
-        assert result.exit_code == 4 and said in result.stderr and "--exporter dynamo" in result.stderr, result.output
+    assert batch.exit_code == 4 and "model.onnx does not run the data" in batch.stderr and "--exporter dynamo" in \
+        batch.stderr, batch.output
+    # traced at the data's own length now, the reshape runs on the data and fails at another length, saying why
+    said = "\n".join(manifests(seq, 1)[0]["warnings"])
+    assert "the model does not run at another size of a dynamic axis: seq=5" in said and \
+        "--exporter dynamo keeps it symbolic" in said, said
     # a model onnxruntime cannot run for another reason (Erf on float64: no kernel) is not given that cause
     (tmp_path / "erf.py").write_text(
         "import torch\n\nclass M(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
@@ -797,3 +801,16 @@ def test_overriding_a_mobile_targets_hardware_rules_is_warned_of(tmp_path):
     flip = {"per_channel": {"profile": True, "given": False}}  # what ios-arm64's auto_search (a search) may turn
     assert verdict.override_warnings(load_target("ios-arm64"), flip) == []
     assert verdict.override_warnings(load_target("android-arm64"), flip)  # its auto_search keeps it
+
+
+def test_a_model_over_a_dynamic_time_axis_is_traced_at_the_datas_length(tmp_path):
+    """Every named axis was traced at 2: two Conv1d of kernel 5 over x:Nx8xT could not be exported at all (exit 3,
+    "model does not run on inputs"), though they run on every sample of the data."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "x.npz", x=rng.standard_normal((64, 8, 20)).astype(np.float32))
+    result = export("models:conv_over_time", "--input", "x:Nx8xT", "--calibration", tmp_path / "x.npz", "--no-bench",
+                    "--out", tmp_path / "o")
+    [m] = manifests(result, result.exit_code if result.exit_code in (0, 1) else 0)  # random weights: int8 may fail
+    assert m["inputs"][0]["shape"] == ["N", 8, "T"] and m["gates"][0]["name"] == "export_cosine" and \
+        m["gates"][0]["passed"]  # exported, dynamic in T, and the same model as torch's (int8 at T=10 is judged too)
+    assert any(g["name"] == "quant_cosine_at_T=10" for g in m["gates"])
