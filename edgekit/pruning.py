@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from .rounding import RoundingChoice
 
 # why Torch-Pruning leaves a layer whole at a ratio
-ROUNDED = "a layer's channels at this ratio round to none removed or none kept, and it is left whole"
+ROUNDED = ("Torch-Pruning leaves a layer whole when its channels at this ratio round to none removed or none kept, "
+           "or when it is coupled to one kept whole: ignored, or an output")
 
 
 def is_compute(layer) -> bool:
@@ -147,8 +148,8 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
                     {named[n]: r for n, r in stage_ratios.items()})
         whole = [n for n, m in named.items() if n in widths and _width(m) == widths[n]]
         if len(whole) < len(widths) and whole:  # ratio 0.95 left a 16-channel layer whole, silently
-            log.warning("ratio %s left %s whole (%s%s): another ratio, or --stage ratios, prunes them", ratio,
-                        few(whole, 4), ROUNDED, f", kept channels a multiple of {round_to}" if round_to else "")
+            log.warning("ratio %s left %s whole (%s%s)", ratio, few(whole, 4), ROUNDED,
+                        f"; kept channels a multiple of {round_to}" if round_to else "")
     elif method == "unstructured":
         sparsity = _unstructured(module, ratio, importance, set(ignored))
         model_sparsity = _zero_share([m for m in module.modules() if is_compute(m)])
@@ -161,7 +162,7 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
                                               "resized it for one of them: --ignore them, and the layers before them")
     params1, macs1 = count(module, example_inputs)
     if params1 == params0 and method == "structured":  # said, not passed off as a pruned model
-        why = (ROUNDED + (f", kept channels a multiple of {round_to}" if round_to else "") if widths else
+        why = (ROUNDED + (f"; kept channels a multiple of {round_to}" if round_to else "") if widths else
                "every layer is ignored or gives an output")
         log.warning("structured pruning at ratio %s removed no channel (%s; ignored: %s)", ratio, why,
                     ", ".join(ignored))
