@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import host, runner
+from .errors import StageError, too_long
 from .quantization import INTEGER_OPS
-from .runtime import session
+from .runtime import run_limit, session
 
 COMPUTE_OPS = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
 NOISY_SPREAD = 1.5  # p90/p50 above this: other work on the host disturbed the timing
@@ -44,7 +45,11 @@ def measure_pair(paths: dict[str, str], feed: dict[str, np.ndarray], providers, 
         start = time.perf_counter()
         sessions[key], used[key] = session(path, providers, threads)
         loads[key] = (time.perf_counter() - start) * 1e3
-    times = runner.time_round_robin(sessions, feed, warmup, runs, progress)
+    seconds, raised_by = run_limit()
+    try:
+        times = runner.time_round_robin(sessions, feed, warmup, runs, progress, seconds)
+    except TimeoutError:
+        raise StageError("latency", f"a run of the model {too_long(seconds, raised_by)}") from None
     return {key: summarize(t, loads[key], threads, host.label(threads, used[key])) for key, t in times.items()}
 
 

@@ -242,6 +242,9 @@ KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 MAX_ONNX_BYTES = 2 << 30
 
 
+RANDOM_OPS = {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Multinomial", "Bernoulli"}
+
+
 def load_onnx_input(path: Path):
     """Read and validate a user-given .onnx; anything wrong with it is bad input (exit 3), found before
     onnxruntime touches it: unreadable bytes, external data outside the model's folder, ops or domains
@@ -263,6 +266,11 @@ def load_onnx_input(path: Path):
         if node.domain not in KNOWN_DOMAINS:  # never "" here: the default domain is known
             raise InputError(f"model {str(path)!r}: node {node.name or node.op_type!r} uses op {node.op_type!r} from "
                              f"domain {node.domain!r}, which onnxruntime does not implement")
+    if random := next((n for n in all_nodes(model.graph) if n.op_type in RANDOM_OPS and n.domain in ("", "ai.onnx")),
+                      None):  # a seeded one draws anew at each run of a session: a Loop sized by it hung a benchmark
+        raise InputError(f"model {str(path)!r}: node {random.name or random.op_type!r} is {random.op_type}, whose "
+                         "values change from run to run, so neither parity nor golden outputs can hold: export the "
+                         "model without sampling")
     try:
         onnx.load_external_data_for_model(model, str(path.parent))
         onnx.checker.check_model(model, full_check=False)

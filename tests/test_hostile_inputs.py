@@ -976,6 +976,23 @@ def test_a_calibration_sample_whose_run_never_ends_stops_at_the_step_time_limit(
     assert time.monotonic() - start < 90 and not (tmp_path / "q.onnx").exists()
 
 
+def test_a_model_that_draws_random_values_is_refused(tmp_path, lin_data):
+    """A seeded RandomUniform draws anew at each run of a session: a Loop sized by it behaved on every sample's
+    bounded run and hung the benchmark's 84th run for good (and onnxruntime's calibrator's, from the API)."""
+    import edgekit
+
+    graph = helper.make_graph(
+        [helper.make_node("RandomUniform", [], ["r"], shape=[1, 4], seed=7.0, name="draw"),
+         helper.make_node("Add", ["x", "r"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "r.onnx")
+    said = "node 'draw' is RandomUniform, whose values change from run to run"
+    one_line_error(run(tmp_path / "r.onnx", "--calibration", lin_data, "--out", tmp_path / "o"), 3, said)
+    with pytest.raises(edgekit.InputError, match=said):
+        edgekit.quantize(tmp_path / "r.onnx", lin_data, out=tmp_path / "q.onnx")
+
+
 def test_a_model_that_hangs_after_a_first_run_that_behaved_still_stops_on_sigterm(tmp_path, lin_data):
     """A Loop of (N - 1) x 10^13 steps runs none at batch 1 (its bounded first run) and never ends at batch 2 (the
     other-size check, in-process): SIGTERM and Ctrl-C went unhandled for good, as Python runs handlers between

@@ -404,3 +404,30 @@ def test_a_time_limit_fires_on_time_after_a_longer_one_and_survives_one_that_fai
         with deadlines.within(0.2, lambda: fired.append(time.monotonic() - start)):
             time.sleep(1.0)
     assert len(fired) == 1 and 0.15 < fired[0] < 0.9, fired
+
+
+def test_a_timed_run_past_the_run_limit_is_ended(tmp_path):
+    """The benchmark's runs had no limit: a model whose run time changes from run to run hung its 84th for good."""
+    from onnx import TensorProto, helper
+
+    from edgekit import bench, runtime
+    from edgekit.errors import StageError
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["c"], ["c_out"]), helper.make_node("Identity", ["v"], ["v_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info(
+            "c", TensorProto.BOOL, []), helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []), helper.make_tensor_value_info(
+            "v_out", TensorProto.FLOAT, [1, 4])])
+    graph = helper.make_graph([helper.make_node("Loop", ["trips", "", "x"], ["y"], body=body)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor("trips", TensorProto.INT64, [], [10**13])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    start = time.monotonic()
+    with runtime.runs_limited(1.0, "--step-timeout"), pytest.raises(
+            StageError, match=r"latency failed: a run of the model took longer than 1 s \(the limit; raise it with "
+                              r"--step-timeout\)"):
+        bench.measure_pair({"m": str(tmp_path / "m.onnx")}, {"x": np.zeros((1, 4), np.float32)},
+                           ["CPUExecutionProvider"], 1, 1, 1)
+    assert time.monotonic() - start < 10
