@@ -193,7 +193,7 @@ def export(model: Any, *, inputs: Iterable[str | InputSpec] = (), calibration: F
 
 @_leaves_no_trace
 def check(path: str | Path | ExportReport, *, emulate: str | None = None, device: str | DeviceSpec | None = None,
-          probe: bool = False) -> CheckReport:
+          probe: bool = False, step_timeout: float = DEFAULT_STEP_TIMEOUT) -> CheckReport:
     """Re-run a package's golden vectors and verify its hashes (a target folder, an OUT folder, an archive, or
     the ExportReport of the export that made it: its targets alone); the same run as `edgekit check`.
     `report.passed` is the verdict.
@@ -201,7 +201,16 @@ def check(path: str | Path | ExportReport, *, emulate: str | None = None, device
     the onnxruntime and numpy versions the package's manifest records (built in the cache on first use);
     `device="ssh://user@host[:port][/folder]"` (or a DeviceSpec with a key, known_hosts, the device's python)
     copies the package there and runs the golden check and the latency benchmark with the device's own
-    onnxruntime; `probe=True` then also names the first node whose quantized output differs from here."""
+    onnxruntime; `probe=True` then also names the first node whose quantized output differs from here.
+    `step_timeout`: seconds a target's models may take over its golden inputs here (a package is a file from
+    others: a tampered golden batch hung a check for the default 600 s a target)."""
+    from .runtime import runs_limited
+
+    with runs_limited(coerce(step_timeout, float, "step_timeout", "edgekit.check()"), "--step-timeout"):
+        return _check(path, emulate, device, probe)
+
+
+def _check(path, emulate, device, probe) -> CheckReport:
     from . import emulator, package_check
     from .device import Device
 
@@ -356,9 +365,9 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     for said in told:  # what an export's manifest warns of: quantize() writes none
         warnings.warn(said, stacklevel=4)
     limit = coerce(step_timeout, float, "step_timeout", "edgekit.quantize()")
-    with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp, runs_limited(limit, "step_timeout"):
+    with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp, runs_limited(limit, "--step-timeout"):
         fp32, _ = onnx_export.preprocess(onnx_export.without_initializer_inputs(source, Path(tmp) / "input.onnx"),
-                                      Path(tmp) / "model.onnx", limit, raised_by="step_timeout")
+                                      Path(tmp) / "model.onnx", limit, raised_by="--step-timeout")
         parsed = onnx_export.parsed(fp32)
         if onnx_export.name_nodes(parsed):  # as an export's are: exclusions go by name
             import onnx
@@ -371,7 +380,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
             warnings.warn(said if said_for_the_cli() else in_python_terms(said), stacklevel=4)
         feeds = [] if qsettings.mode == "dynamic" else calib.load(calibration, specs, max_samples=qsettings.samples).feeds
         if feeds:  # calibration runs the model in-process, where a hostile graph's run cannot be stopped
-            onnx_export.first_run(fp32, feeds[0], limit, raised_by="step_timeout")
+            onnx_export.first_run(fp32, feeds[0], limit, raised_by="--step-timeout")
             try:  # bounded, as onnxruntime's calibrator's runs are not
                 run_onnx(session(fp32, threads=host.work_threads())[0], feeds[1:qsettings.samples],
                          "the calibration data")

@@ -16,9 +16,9 @@ from pathlib import Path
 import click
 
 from . import __version__, search, signals
-from .config import (DEFAULT_TARGETS, RANGES, DeviceSpec, DistillSettings, InputSpec, PruneSpec, QuantSettings,
-                     Recipe, ShareSpec, apply_quant_overrides, choices, dim_name, list_targets, load_recipe,
-                     load_target, load_targets)
+from .config import (DEFAULT_STEP_TIMEOUT, DEFAULT_TARGETS, RANGES, DeviceSpec, DistillSettings, InputSpec,
+                     PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides, choices, dim_name,
+                     list_targets, load_recipe, load_target, load_targets)
 from .errors import EdgekitError, ExitCode, InputError, UsageError, first_line, for_the_cli, from_os_error
 
 
@@ -641,8 +641,11 @@ def distill(teacher, student, out, as_json, **settings):
               help="Run the models on real aarch64 onnxruntime kernels under qemu (CPU default neoverse-n1).")
 @_device_options
 @click.option("--probe", is_flag=True, help="With --emulate/--device: name the first node whose int8 output differs.")
+@click.option("--step-timeout", type=Within(*RANGES["step_timeout"]), default=DEFAULT_STEP_TIMEOUT,
+              show_default=True, help="Seconds a target's models may take over its golden inputs here.")
 @_handle_errors
-def check_cmd(path, junit_path, as_json, emulate, device, device_identity, device_known_hosts, device_python, probe):
+def check_cmd(path, junit_path, as_json, emulate, device, device_identity, device_known_hosts, device_python, probe,
+              step_timeout):
     """Re-run a package's golden vectors and verify its file hashes (folder, OUT folder or .tar.gz)."""
     from .api import check
     from .report import printable
@@ -662,7 +665,7 @@ def check_cmd(path, junit_path, as_json, emulate, device, device_identity, devic
             raise UsageError(f"--junit {junit_path}: exists and is not a JUnit report; give a new file or remove it")
     try:
         spec = _device_from_flags(device, device_identity, device_known_hosts, device_python)
-        report = check(path, emulate=emulate, device=spec, probe=probe)
+        report = check(path, emulate=emulate, device=spec, probe=probe, step_timeout=step_timeout)
     except Exception as e:  # a CI job's reader must find this failure there, not the last run's passes
         if junit_path:
             user = e if isinstance(e, EdgekitError) else from_os_error(e) if isinstance(e, OSError) else None

@@ -20,11 +20,11 @@ from xml.etree import ElementTree
 import numpy as np
 
 from . import archive, arrays, bounded, host, package, parity, runner
-from .config import DEFAULT_STEP_TIMEOUT, TARGET_NAME, Target, bundled, list_targets, load_target
+from .config import TARGET_NAME, Target, bundled, list_targets, load_target
 from .errors import InputError, StageError, UsageError, few, first_line
 from .probe import probe as probe_model
 from .reports import ARM_STAND_IN, Case, CheckReport, shipped_model
-from .runtime import int8_session
+from .runtime import int8_session, run_limit
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
 MAX_NAME = 256  # a state input's or output's name (one of 200,000 characters overflowed the child's command line)
@@ -419,9 +419,10 @@ def _parity_bounded(target: str, pairs: list[tuple[str, str]], state: dict[str, 
     """The package's models run in a child process under a time and memory limit: a package is a file
     from others, and a 200-byte model can ask onnxruntime for 40 GB."""
     host.check_overrides()  # a bad one is the user's usage error (exit 2), told before the child runs (the API)
+    seconds, raised_by = run_limit()  # check's --step-timeout
     try:
         found = json.loads(bounded.run("check", "edgekit.package_check:parity_in_child", target, json.dumps(pairs),
-                                       json.dumps(state), json.dumps(steps), timeout=DEFAULT_STEP_TIMEOUT))
+                                       json.dumps(state), json.dumps(steps), timeout=seconds, raised_by=raised_by))
     except StageError as e:  # a model that exhausts time or memory fails its check (exit 1), with the reason
         return [Case(target, f"parity {Path(m).name}", False, str(e)) for m, _ in pairs]
     return [Case(**c) for c in found]

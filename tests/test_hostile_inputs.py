@@ -900,7 +900,7 @@ def test_a_model_whose_run_never_ends_stops_at_the_step_time_limit(tmp_path, lin
                    "a first run of the model failed: took longer than 5 s", "--step-timeout")
     assert time.monotonic() - start < 60 and not (tmp_path / "o").exists()
     with pytest.raises(edgekit.StageError, match=r"a first run of the model failed: took longer than 5 s \(the limit; "
-                                                 r"raise it with step_timeout\)"):
+                                                 r"raise it with step_timeout=\)"):
         edgekit.quantize(model, lin_data, out=tmp_path / "q.onnx", step_timeout=5)
     assert not (tmp_path / "q.onnx").exists()
 
@@ -971,7 +971,7 @@ def test_a_calibration_sample_whose_run_never_ends_stops_at_the_step_time_limit(
     x = np.zeros((8, 4), np.float32)
     x[1] = 1  # not the first run's sample, which a bounded child runs
     with pytest.raises(edgekit.StageError, match=r"a run of the model took longer than 3 s \(the limit; raise it with "
-                                                 r"step_timeout\)"):
+                                                 r"step_timeout=\)"):
         edgekit.quantize(model, [{"x": x[i:i + 1]} for i in range(8)], out=tmp_path / "q.onnx", step_timeout=3)
     assert time.monotonic() - start < 90 and not (tmp_path / "q.onnx").exists()
 

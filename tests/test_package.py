@@ -1133,6 +1133,23 @@ def test_junit_holds_only_what_xml_can_and_odd_archive_names_check(packaged, tmp
     assert compare("t", "m", [empty], [empty], {"out": 0.1}, {}, 0.0, "", "here").passed
 
 
+def test_check_takes_a_step_time_limit(packaged):
+    """A tampered golden batch made a package's int8 model hang: check waited 600 s a target, with no way to say
+    less (CI paid it for every target folder)."""
+    import edgekit
+
+    folder = packaged[0] / "arm64-linux"
+    quick = check(folder, "--step-timeout", "0.001", "--json")  # too short for the child to start: each case fails
+    assert quick.exit_code == 1, quick.output
+    cases = [c for c in json.loads(quick.stdout) if c["name"].startswith("parity")]
+    assert cases and all("took longer than 0.001 s (the limit; raise it with --step-timeout)" in c["message"]
+                         for c in cases), cases
+    report = edgekit.check(folder, step_timeout=0.001)
+    assert not report.passed and "took longer than 0.001 s" in next(
+        c.message for c in report.cases if c.name.startswith("parity"))
+    assert check(folder).exit_code == 0  # the default, 600 s
+
+
 def test_nan_outputs_are_counted_as_such_not_as_zero_steps():
     """A device returning NaN failed, rightly, "80 of 80 quantized output values differ, by up to 0 step(s)"."""
     from edgekit.package_check import compare
