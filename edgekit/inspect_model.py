@@ -51,7 +51,7 @@ def _existing_model(path: Path):
         if f.read(8)[4:] == b"ORTM":  # a flatbuffer's file identifier: onnx read it as "Wire format was corrupt"
             raise InputError(f"{path}: an ORT-format model (onnxruntime's mobile format), which inspect does not "
                              "read; inspect the .onnx it was converted from (a package's model.int8.onnx)")
-    return export.load_onnx_input(path)
+    return export.load_onnx_input(path, runs=False)
 
 
 def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml"), nodes: bool = False) -> dict:

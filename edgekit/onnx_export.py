@@ -245,10 +245,10 @@ MAX_ONNX_BYTES = 2 << 30
 RANDOM_OPS = {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Multinomial", "Bernoulli"}
 
 
-def load_onnx_input(path: Path):
+def load_onnx_input(path: Path, runs: bool = True):
     """Read and validate a user-given .onnx; anything wrong with it is bad input (exit 3), found before
     onnxruntime touches it: unreadable bytes, external data outside the model's folder, ops or domains
-    no runtime here implements, an invalid graph."""
+    no runtime here implements, an invalid graph; with `runs` (export, quantize: not inspect), random ops."""
     import onnx
 
     from .arrays import regular_file
@@ -266,8 +266,8 @@ def load_onnx_input(path: Path):
         if node.domain not in KNOWN_DOMAINS:  # never "" here: the default domain is known
             raise InputError(f"model {str(path)!r}: node {node.name or node.op_type!r} uses op {node.op_type!r} from "
                              f"domain {node.domain!r}, which onnxruntime does not implement")
-    if random := next((n for n in all_nodes(model.graph) if n.op_type in RANDOM_OPS and n.domain in ("", "ai.onnx")),
-                      None):  # a seeded one draws anew at each run of a session: a Loop sized by it hung a benchmark
+    if runs and (random := next((n for n in all_nodes(model.graph)  # a seeded one draws anew at each run of a
+                                 if n.op_type in RANDOM_OPS and n.domain in ("", "ai.onnx")), None)):  # session
         raise InputError(f"model {str(path)!r}: node {random.name or random.op_type!r} is {random.op_type}, whose "
                          "values change from run to run, so neither parity nor golden outputs can hold: export the "
                          "model without sampling")

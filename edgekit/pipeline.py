@@ -300,8 +300,8 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
     return {"steps": steps, **record, "accuracy_data": val.origin if val.labels is not None else None}
 
 
-BAKED_SIZE = ("the export traced the model at size 2 on each dynamic axis and kept a size as a constant "
-              "(int(x.shape[i]), .item(), a Python loop over a size)")
+BAKED_SIZE = ("the export traced the model at the first sample's size of each dynamic axis (2 for a size of 1) and "
+              "kept a size as a constant (int(x.shape[i]), .item(), a Python loop over a size)")
 
 
 def _baked_size(exporter: str | None) -> str:

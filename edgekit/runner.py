@@ -115,6 +115,8 @@ def time_round_robin(sessions: dict, feed: dict, warmup: int, runs: int, progres
             if options.terminate:
                 raise TimeoutError(f"a run of the model took longer than {limit:g} s") from None
             raise
+        finally:
+            started[0] = 0.0  # ended: the watcher must not take this start for the next run's
         return (time.perf_counter() - start) * 1e3
 
     if limit:

@@ -107,15 +107,18 @@ def not_carried(graph, state: dict[str, str]) -> list[str]:
     of a loop the device never runs. A node holding sub-graphs reads what its bodies read."""
     from . import onnx_export
 
-    reads = [(n, set(n.input) | {t for g in onnx_export.subgraphs(n) for m in onnx_export.all_nodes(g)
-                                 for t in m.input}) for n in graph.node]
+    readers: dict[str, list] = {}
+    for n in graph.node:
+        inner = {t for g in onnx_export.subgraphs(n) for m in onnx_export.all_nodes(g) for t in m.input}
+        for t in set(n.input) | inner:
+            readers.setdefault(t, []).append(n)
     said = []
     for i, o in state.items():
-        reached, grew = {i}, True
-        while grew:  # nodes are in graph order as a rule: a few passes reach everything downstream
-            before = len(reached)
-            reached |= {t for n, names in reads if names & reached for t in n.output}
-            grew = len(reached) > before
+        reached, todo = {i}, [i]
+        while todo and o not in reached:  # breadth first, once per pair, stopping at the output
+            for n in readers.get(todo.pop(), []):
+                todo += [t for t in n.output if t not in reached]
+                reached.update(n.output)
         if o not in reached:
             said.append(f"state {i}={o}: output {o!r} is not computed from input {i!r}, so what is fed back is not "
                         "the state the model carries; pair the input with the output that is")

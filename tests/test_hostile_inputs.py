@@ -991,6 +991,8 @@ def test_a_model_that_draws_random_values_is_refused(tmp_path, lin_data):
     one_line_error(run(tmp_path / "r.onnx", "--calibration", lin_data, "--out", tmp_path / "o"), 3, said)
     with pytest.raises(edgekit.InputError, match=said):
         edgekit.quantize(tmp_path / "r.onnx", lin_data, out=tmp_path / "q.onnx")
+    looked = cli(["inspect", tmp_path / "r.onnx"])  # inspect runs nothing: it tells what the file holds
+    assert looked.exit_code == 0 and "RandomUniform" in looked.output, looked.output
 
 
 def test_a_model_that_hangs_after_a_first_run_that_behaved_still_stops_on_sigterm(tmp_path, lin_data):
