@@ -418,11 +418,13 @@ def test_two_threads_export_at_once_and_user_code_exiting_is_bad_input(tmp_path)
     rng = np.random.default_rng(0)
     data = [{"x": rng.standard_normal((1, 12), dtype=np.float32)} for _ in range(24)]
     results = {}
+    torch.manual_seed(0)  # made here: drawn in a thread, a module's weights came from whatever stream another
+    models = [torch.nn.Sequential(torch.nn.Linear(12, 8), torch.nn.ReLU()) for _ in range(2)]  # call had seeded
 
     def job(i):
         try:
-            results[i] = edgekit.export(torch.nn.Sequential(torch.nn.Linear(12, 8), torch.nn.ReLU()), inputs="x:Nx12",
-                                        calibration=data, out=tmp_path / f"o{i}", no_bench=True).passed
+            results[i] = edgekit.export(models[i], inputs="x:Nx12", calibration=data, out=tmp_path / f"o{i}",
+                                        no_bench=True).passed
         except Exception as e:  # noqa: BLE001 (the test's verdict)
             results[i] = f"{type(e).__name__}: {e}"
 
