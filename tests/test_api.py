@@ -226,10 +226,11 @@ def test_api_errors_name_the_arguments_not_cli_flags(tmp_path):
 
 def test_calibration_tensors_that_require_grad_are_taken(tmp_path):
     """Items made with autograd on were exit 3: "Can't call numpy() on Tensor that requires grad"."""
+    torch.manual_seed(0)
     data = [{"x": torch.randn(1, 4, requires_grad=True)} for _ in range(16)]
     report = edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration=data, no_bench=True,
-                            out=tmp_path / "o")
-    assert report.exit_code == 0 and report.passed
+                            out=tmp_path / "o")  # read as data: the gates' verdict on random weights is beside it
+    assert report.exit_code in (0, 1) and report.targets["desktop-x86"].quant_parity.worst("cosine") is not None
 
 
 def test_api_argument_shapes(tmp_path, monkeypatch):
