@@ -79,10 +79,9 @@ def _as_found(fn, args, kwargs):
         _forget_half_imports(modules)
         raise
     except EdgekitError as e:
-        if not said_for_the_cli():
-            e.args = (in_python_terms(str(e)),)
-            if isinstance(e, StageError):
-                e.message = in_python_terms(e.message)
+        e.args = (in_python_terms(str(e)),)
+        if isinstance(e, StageError):
+            e.message = in_python_terms(e.message)
         raise
     finally:
         for s, handler in handlers.items():  # interrupted while publishing: the swap ignores a second signal
@@ -104,7 +103,10 @@ _FLAG = re.compile(r"`[^`]*`|(?<![\w/.-])(--[a-z][a-z0-9-]*)(?![\w-])(?: ([\w.:/
 
 def in_python_terms(text: str) -> str:
     """A message with the API's keywords for the CLI's flags ("--per-tensor" -> "per_channel=False", "--out x.onnx"
-    -> "out=x.onnx"): an error a Python caller gets names what they pass, not a flag they never typed."""
+    -> "out=x.onnx"): an error a Python caller gets names what they pass, not a flag they never typed. Unchanged
+    for the CLI (errors.for_the_cli)."""
+    if said_for_the_cli():
+        return text
     names = _python_names()
 
     def said(m) -> str:
@@ -339,8 +341,8 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     (shape inference, folding) runs first, as in `export`. `out` (default MODEL.int8.onnx) is a new file, written
     whole or not at all: one already there is replaced only with `force`, the source never. `step_timeout`:
     seconds each step on the model (pre-processing, a run) may take. Returns its path."""
-    from . import calib, compress, host, inspect_model, onnx_export, quantization, verdict
-    from .runtime import run_onnx, runs_limited, session
+    from . import calib, compress, inspect_model, onnx_export, quantization, verdict
+    from .runtime import run_calibration, runs_limited
 
     for name, value in (("model", model), ("target", target), *((("out", out),) if out is not None else ())):
         if not isinstance(value, (str, os.PathLike)):
@@ -377,15 +379,11 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
         plan = quantization.plan(parsed, qsettings, set(settings), profile.runtime.arch)
         for said in plan.warnings:  # an export puts them among its warnings; this returns a path only
             # the caller's line, past the two wrappers
-            warnings.warn(said if said_for_the_cli() else in_python_terms(said), stacklevel=4)
+            warnings.warn(in_python_terms(said), stacklevel=4)
         feeds = [] if qsettings.mode == "dynamic" else calib.load(calibration, specs, max_samples=qsettings.samples).feeds
         if feeds:  # calibration runs the model in-process, where a hostile graph's run cannot be stopped
             onnx_export.first_run(fp32, feeds[0], limit, raised_by="--step-timeout")
-            try:  # bounded, as onnxruntime's calibrator's runs are not
-                run_onnx(session(fp32, threads=host.work_threads())[0], feeds[1:qsettings.samples],
-                         "the calibration data")
-            except StageError as e:
-                raise StageError("calibration", e.message) from None
+            run_calibration(fp32, feeds[1:qsettings.samples])
         with whole_file(dest) as partial:
             onnx_export.check(quantization.quantize(fp32, partial, plan, feeds[: qsettings.samples]))
             if not quantization.quantizes_anything(onnx_export.parsed(partial)):  # as an export's warning says

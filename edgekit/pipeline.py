@@ -29,7 +29,8 @@ from .device import Device
 from .load import load_model
 from .progress import bar
 from .reports import ARM_STAND_IN, ExportReport, LatencyReport, TargetReport, shipped_model
-from .runtime import forget_sessions, int8_session, ort_log_level, run_onnx, run_torch, runs_limited, session
+from .runtime import (forget_sessions, int8_session, ort_log_level, run_calibration, run_onnx, run_torch,
+                      runs_limited, session)
 from .userfn import user_code_scope
 
 log = logging.getLogger("edgekit")
@@ -718,17 +719,11 @@ def _precision_timer(shared: Shared, target: Target, feed: dict):
 
 
 def _bounded_calibration(prep: Prepared, feeds: list) -> None:
-    """The float model of an .onnx from others run on each calibration sample under the run limit, once, before
-    onnxruntime's calibrator runs it (its runs take no RunOptions, so none of them can be ended): a Loop sized by a
-    sample's values hung there for good. A model edgekit exported from the user's code is trusted, as for its first
-    run; a streaming model's steps were run already, by the rollout that made them."""
+    """runtime.run_calibration, once, for an .onnx from others: a model edgekit exported from the user's code is
+    trusted, as for its first run; a streaming model's steps were run already, by the rollout that made them."""
     if prep.exporter is not None or prep.rollout is not None or len(feeds) <= prep.calibration_ran:
         return
-    try:
-        run_onnx(session(prep.fp32, threads=host.work_threads(), reuse=True)[0], feeds[prep.calibration_ran:],
-                 "the calibration data")
-    except StageError as e:
-        raise StageError("calibration", e.message) from None
+    run_calibration(prep.fp32, feeds[prep.calibration_ran:], reuse=True)
     prep.calibration_ran = len(feeds)
 
 

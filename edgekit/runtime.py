@@ -150,6 +150,15 @@ def run_onnx(sess, feeds: list[dict[str, np.ndarray]], data: str = "the data") -
         raise run_error(first_line(e), data=data) from e
 
 
+def run_calibration(path, feeds: list[dict[str, np.ndarray]], reuse: bool = False) -> None:
+    """Each calibration sample run under the run limit before onnxruntime's calibrator runs it: its runs take no
+    RunOptions, so none of them can be ended (a Loop sized by a sample's values hung there for good)."""
+    try:
+        run_onnx(session(path, threads=host.work_threads(), reuse=reuse)[0], feeds, "the calibration data")
+    except StageError as e:
+        raise StageError("calibration", e.message) from None
+
+
 def run_error(cause: str, step: str = "onnxruntime run", data: str = "the data") -> InputError | StageError:
     """A model's failed run: a graph that asks for more memory than a machine has is the file's fault, an index
     past an embedding's rows the data's."""
