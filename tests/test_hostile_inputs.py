@@ -692,7 +692,7 @@ def test_unused_huge_npz_member_is_refused_before_it_is_read(tmp_path):
         rc, seconds, err, rss = _peak_rss_mb([*CNN, "--calibration", data, "--out", tmp_path / name])
         assert rc == 3 and "unexpected ['unused']" in err and len(err.strip().splitlines()) == 1, err
         results[name] = (seconds, rss)
-    assert results["bomb"][0] < 5.0
+    assert results["bomb"][0] < 1.3 * results["small"][0], results  # inflating the member alone takes 1.5 s here
     assert results["bomb"][1] - results["small"][1] < 200, results  # MB: the member was never inflated
 
 
@@ -970,9 +970,9 @@ def test_a_calibration_sample_whose_run_never_ends_stops_at_the_step_time_limit(
     assert time.monotonic() - start < 60 and not (tmp_path / "o").exists()
     x = np.zeros((8, 4), np.float32)
     x[1] = 1  # not the first run's sample, which a bounded child runs
-    with pytest.raises(edgekit.StageError, match=r"a run of the model took longer than 3 s \(the limit; raise it with "
+    with pytest.raises(edgekit.StageError, match=r"a run of the model took longer than 5 s \(the limit; raise it with "
                                                  r"step_timeout=\)"):
-        edgekit.quantize(model, [{"x": x[i:i + 1]} for i in range(8)], out=tmp_path / "q.onnx", step_timeout=3)
+        edgekit.quantize(model, [{"x": x[i:i + 1]} for i in range(8)], out=tmp_path / "q.onnx", step_timeout=5)
     assert time.monotonic() - start < 90 and not (tmp_path / "q.onnx").exists()
 
 
