@@ -23,7 +23,8 @@ import numpy as np
 
 from .config import (DEFAULT_MAX_DATA_BYTES, DEFAULT_STEP_TIMEOUT, DEFAULT_TARGETS, BenchSpec, DeviceSpec,
                      DistillSettings, InputSpec, PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides,
-                     build, coerce, load_target, load_targets, nearest, overrides, target_settings)
+                     build, coerce, load_target, load_targets, nearest, overrides, target_settings,
+                     writable_name)
 from .errors import EdgekitError, StageError, UsageError, said_for_the_cli
 from .outdir import whole_file
 from .signals import SIGNALS, import_whole
@@ -98,7 +99,7 @@ def _as_found(fn, args, kwargs):
 
 
 # a command quoted whole (`edgekit check --emulate`) stays one; a flag takes the word after it that is its value
-_FLAG = re.compile(r"`[^`]*`|(?<![\w/.-])(--[a-z][a-z0-9-]*)(?![\w-])(?: ([\w.:/+-]+))?")
+_FLAG = re.compile(r"`[^`]*`|(?<![\w/.-])(--[a-z][a-z0-9-]*)(?![\w-])(?: ('[^']*'|[\w.:/+-]+))?")
 
 
 def in_python_terms(text: str) -> str:
@@ -115,7 +116,7 @@ def in_python_terms(text: str) -> str:
         keyword, choices, word = *names[m.group(1)], m.group(2)
         if word is None:
             return keyword
-        value = word in choices or word[0].isdigit() or word.isupper() or any(c in word for c in "./:")
+        value = word in choices or word[0].isdigit() or word.isupper() or any(c in word for c in "./:'")
         return f"{keyword}{word}" if value and keyword.endswith("=") else f"{keyword} {word}"
     return _FLAG.sub(said, text)
 
@@ -250,11 +251,12 @@ def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: s
     compress.check_out(out, force)
     specs = _specs(inputs, "edgekit.prune")
     module = load_model(model, _path(weights), trust_checkpoint).module
-    compress.runs_on(module, specs)
     batches = (compress.load_batches(data, specs, 32, {"model": module}, _cap(max_data_bytes, "edgekit.prune()"))
                if data is not None else None)
-    result = compress.run_prune(module, specs, spec, batches, load_target(_path(target)) if target else None)
-    _save_changed(model, module, out, {"edgekit_prune": result.as_dict()}, specs, "pruned")
+    sizes = compress.batch_sizes(specs, batches)
+    compress.runs_on(module, specs, sizes)
+    result = compress.run_prune(module, specs, spec, batches, load_target(_path(target)) if target else None, sizes)
+    _save_changed(model, module, out, {"edgekit_prune": result.as_dict()}, specs, "pruned", sizes)
     return module, result
 
 
@@ -318,18 +320,18 @@ def share(model: Any, *, inputs: Iterable[str | InputSpec], clusters: int = Shar
     compress.check_out(out, force)
     specs = _specs(inputs, "edgekit.share")
     module = load_model(model, weights, trust_checkpoint).module
-    compress.runs_on(module, specs)
-    teacher = copy.deepcopy(module)
-    tied = sharing.cluster(module, spec.clusters, spec.ignore)
-    tuned = None
-    if data is not None:
-        with torch.random.fork_rng():
-            batches = compress.load_batches(data, specs, config.batch_size, {"model": module},
-                                            _cap(max_data_bytes, "edgekit.share()"))
-            tuned = compress.run_distill(teacher, module, batches, config, None, progress, tied).as_dict()
+    with torch.random.fork_rng():  # the data's function and the fine-tuning may draw from torch's generator
+        batches = (compress.load_batches(data, specs, config.batch_size, {"model": module},
+                                         _cap(max_data_bytes, "edgekit.share()")) if data is not None else None)
+        sizes = compress.batch_sizes(specs, batches)
+        compress.runs_on(module, specs, sizes)
+        teacher = copy.deepcopy(module)
+        tied = sharing.cluster(module, spec.clusters, spec.ignore)
+        tuned = (compress.run_distill(teacher, module, batches, config, None, progress, tied).as_dict()
+                 if batches is not None else None)
     module.eval()
     result = dataclasses.replace(sharing.result(module, spec.clusters, tied), fine_tuning=tuned)
-    _save_changed(model, module, out, {"edgekit_share": result.as_dict()}, specs, "shared")
+    _save_changed(model, module, out, {"edgekit_share": result.as_dict()}, specs, "shared", sizes)
     return module, result
 
 
@@ -413,7 +415,7 @@ def _far_from_float(fp32: Path, int8: Path, names: list[str], feeds: list, profi
             "data and searches for settings that pass" for o in found if o.cosine is not None and o.cosine < limit]
 
 
-def _save_changed(model, module, out, record: dict, specs, what: str) -> None:
+def _save_changed(model, module, out, record: dict, specs, what: str, sizes: dict[str, int]) -> None:
     """A pruned or shared module saved to `out` (when given) as a state dict with its layer sizes; rebuilt from a
     MODULE:FUNCTION source and compared before it becomes `out`, so a size the file cannot carry is found now, not
     at export, and never left there."""
@@ -423,7 +425,8 @@ def _save_changed(model, module, out, record: dict, specs, what: str) -> None:
         return
     source = str(model) if isinstance(model, (str, Path)) else type(model).__qualname__
     rebuilds = isinstance(model, (str, Path)) and is_function_spec(str(model))
-    check = (lambda partial: compress.verify_reload(str(model), partial, module, specs, what)) if rebuilds else None
+    check = ((lambda partial: compress.verify_reload(str(model), partial, module, specs, what, sizes)) if rebuilds
+             else None)
     compress.save(module, Path(out), {**record, "edgekit_source": source}, check)
 
 
@@ -488,6 +491,7 @@ def _recipe(model, inputs, calibration, validation, targets, out, settings: dict
     specs = _specs(inputs)
     if out is None:  # made last: nothing above can leave it behind
         out = tempfile.mkdtemp(prefix="edgekit-")
+    writable_name(str(out))
     return dataclasses.replace(
         recipe, source=model, inputs=specs, calibration=calibration, validation=validation,
         targets=tuple(map(_path, (targets,) if isinstance(targets, (str, os.PathLike)) else targets)),

@@ -47,7 +47,8 @@ class TooLarge(InputError):
 
 def read_npz(path: Path, wanted: Callable[[str], bool], max_bytes: int = DEFAULT_MAX_BYTES,
              describe: Callable[[list[str], list[str]], str] | None = None, max_rows: int | None = None,
-             lazy: bool = False, same_rows: bool = False) -> dict[str, np.ndarray | RowFile]:
+             lazy: bool = False, same_rows: bool = False,
+             limit: str = "--max-data-bytes") -> dict[str, np.ndarray | RowFile]:
     """The members `wanted` accepts, loaded after every header was checked; any other member is an error
     (named by `describe`, given those and the members there) before a byte of array data is read. `max_rows`: only
     the first rows along the first axis are read (the samples a run will use). `lazy`: C-order members come back
@@ -69,7 +70,7 @@ def read_npz(path: Path, wanted: Callable[[str], bool], max_bytes: int = DEFAULT
                     raise InputError(f"{path}: array {name!r} declares {header[0]} bytes but holds {info.file_size}")
                 budget -= _row_bytes(header, max_rows)
                 if budget < 0:
-                    raise TooLarge(f"{path}: arrays declare more than {max_bytes} bytes (--max-data-bytes)")
+                    raise TooLarge(f"{path}: arrays declare more than {max_bytes} bytes ({limit})")
                 rows[name] = header[1][0] if header[1] else None
             if same_rows and len(set(rows.values())) > 1:
                 raise InputError(f"{path}: its arrays hold different numbers of samples "

@@ -405,10 +405,13 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
                    joined=True)
 
 
-def random_dataset(specs, count: int, seed: int, max_bytes: int = arrays.DEFAULT_MAX_BYTES) -> Dataset:
-    """Random inputs, only when the user asked for them: the report flags it in capitals."""
+def random_dataset(specs, count: int, seed: int, max_bytes: int = arrays.DEFAULT_MAX_BYTES,
+                   sizes: dict[str, int] | None = None) -> Dataset:
+    """Random inputs, only when the user asked for them (the report flags it in capitals) or for timing kernels;
+    named axes but the batch at `sizes`, else 16."""
     rng = np.random.default_rng(seed)
-    shapes = {s.name: tuple(1 if isinstance(d, str) and i == 0 else (16 if isinstance(d, str) else d)
+    sizes = sizes or {}
+    shapes = {s.name: tuple(1 if isinstance(d, str) and i == 0 else (sizes.get(d, 16) if isinstance(d, str) else d)
                             for i, d in enumerate(s.shape)) for s in specs}
     need = count * sum(int(np.prod(shapes[s.name], dtype=object)) * np.dtype(s.dtype).itemsize for s in specs)
     if need > max_bytes:

@@ -18,7 +18,7 @@ import click
 from . import __version__, search, signals
 from .config import (DEFAULT_STEP_TIMEOUT, DEFAULT_TARGETS, RANGES, DeviceSpec, DistillSettings, InputSpec,
                      PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides, choices, dim_name,
-                     list_targets, load_recipe, load_target, load_targets)
+                     list_targets, load_recipe, load_target, load_targets, writable_name)
 from .errors import EdgekitError, ExitCode, InputError, UsageError, first_line, for_the_cli, from_os_error
 
 
@@ -228,10 +228,7 @@ def recipe_from(source: str, flags: dict) -> Recipe:
         given["constants"] = {**recipe.constants, **_pairs("--constant", given["constants"],
                                                            "NAME=VALUE, e.g. sr=16000", json.loads)}
     recipe = dataclasses.replace(recipe, quantize=quant, bench=bench, **given)
-    try:
-        recipe.out.encode("utf-8")  # torch, onnx and onnxruntime take paths as UTF-8 strings
-    except UnicodeEncodeError:
-        raise UsageError(f"--out {recipe.out.encode('utf-8', 'replace').decode()!r}: not a UTF-8 path") from None
+    writable_name(recipe.out)
     apply_quant_overrides(QuantSettings(), recipe.quantize, "command-line quantization flags")  # ranges
     return recipe
 
@@ -539,7 +536,8 @@ _ROUND_TO = click.IntRange(*RANGES["round_to"])
                    "--target's settings and keep the fastest. Default 0: any count.")
 @click.option("-t", "--target", help="Profile whose int8 settings --round-to auto measures, on this host: one of its "
                                      "kind (default: desktop-x86 on x86, arm64-linux on arm64).")
-@click.option("--data", help="Labelled data for --importance taylor (MODULE:FN yielding (inputs, labels), or .npz).")
+@click.option("--data", help="Data (MODULE:FN yielding (inputs, labels), or .npz): its sizes of the named axes are "
+                             "what pruning traces and MACs count at; labelled, --importance taylor's gradients.")
 @_max_data_bytes
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pruned model file (.pt).")
 @click.option("--force", is_flag=True, help="Replace the --out file if there is one.")
@@ -555,6 +553,7 @@ def prune(source, ratio, out, as_json, stages, **settings):
     _emit(json_text(r) if as_json else
          f"{settings['method']} pruning at {ratio}: params {r['params_before']:,} → {r['params_after']:,}, "
          f"MACs {r['macs_before']:,} → {r['macs_after']:,}"
+         + (f" (a sample at {', '.join(f'{d}={n}' for d, n in r['sizes'].items())})" if r["sizes"] else "")
          + (f", sparsity {r['sparsity']:.1%} of the pruned layers ({r['model_sparsity']:.1%} of all conv/linear "
             f"weights; kept whole: {', '.join(r['ignored'])})" if r["sparsity"] is not None else "")
          + (f", {result.rounding.describe()}" if result.rounding else "") + f"; wrote {out}\n"

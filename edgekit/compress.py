@@ -17,22 +17,49 @@ log = logging.getLogger("edgekit")
 HOLDOUT = 0.15  # of the training data, for choosing the best distillation epoch
 
 
-def example_inputs(specs: tuple[InputSpec, ...]):
-    """One example per input with batch 1, so MACs are per sample."""
+def example_inputs(specs: tuple[InputSpec, ...], sizes: dict[str, int] | None = None):
+    """One example per input with batch 1, so MACs are per sample; its other named axes at `sizes` (the data's,
+    `data_sizes`), else 2."""
     import torch
 
     from .onnx_export import example_inputs as make
 
     one = tuple(dataclasses.replace(s, shape=tuple(1 if i == 0 and isinstance(d, str) else d
                                                    for i, d in enumerate(s.shape))) for s in specs)
-    return make(one, torch)
+    return make(one, torch, sizes)
 
 
-def runs_on(module, specs: tuple[InputSpec, ...]) -> None:
-    """Told before any pruning, clustering or training: a model that fails on its declared inputs is bad input."""
+def data_sizes(specs: tuple[InputSpec, ...], feed: dict | None) -> dict[str, int]:
+    """The named axes' sizes but the batch's in `feed` (a sample or a batch of the data, by input name; none: {}):
+    pruned, shared or measured at 2, a Conv1d of kernel 5 over a time axis was refused, a GRU hung Torch-Pruning
+    and MACs were 10x too few."""
+    from .onnx_export import trace_sizes
+
+    batch = {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], str)}
+    return {d: n for d, n in trace_sizes(specs, feed or {}).items() if d not in batch}
+
+
+def batch_sizes(specs: tuple[InputSpec, ...], batches) -> dict[str, int]:
+    """`data_sizes` of the first of (inputs, labels) `batches`, if any."""
+    if not batches:
+        return {}
+    inputs = batches[0][0] if isinstance(batches[0][0], (tuple, list)) else (batches[0][0],)
+    return data_sizes(specs, {s.name: t for s, t in zip(specs, inputs)})
+
+
+def runs_on(module, specs: tuple[InputSpec, ...], sizes: dict[str, int] | None = None) -> None:
+    """Told before any pruning, clustering or training: a model that fails on its declared inputs is bad input.
+    Without the data's `sizes`, each named axis but the batch is 2, which the message says."""
     from .onnx_export import run_example
 
-    run_example(module, specs, example_inputs(specs))
+    try:
+        run_example(module, specs, example_inputs(specs, sizes))
+    except InputError as e:
+        made_up = sorted({d for s in specs for d in s.shape[1:] if isinstance(d, str)} - set(sizes or {}))
+        if not made_up:
+            raise
+        raise InputError(f"{e} (run at {', '.join(f'{d}=2' for d in made_up)}, as no data gave their sizes: if that "
+                         "is the cause, give data (--data) or fixed sizes in --input)") from e
 
 
 def load_batches(data, specs: tuple[InputSpec, ...], batch_size: int, models: dict,
@@ -84,9 +111,10 @@ def split(batches):
     return batches[:-n_val], batches[-n_val:]
 
 
-def run_prune(module, specs, spec: PruneSpec, batches=None, target: Target | None = None) -> pruning.PruneResult:
+def run_prune(module, specs, spec: PruneSpec, batches=None, target: Target | None = None,
+              sizes: dict[str, int] | None = None) -> pruning.PruneResult:
     """`round_to = "auto"` first times each candidate multiple's int8 build for `target` (default: this host's kind's
-    bundled profile, desktop-x86 or arm64-linux)."""
+    bundled profile, desktop-x86 or arm64-linux). `sizes`: the named axes' (the data's) to trace and count at."""
     choice = None
     if spec.round_to == "auto":
         from . import rounding
@@ -94,12 +122,12 @@ def run_prune(module, specs, spec: PruneSpec, batches=None, target: Target | Non
         if spec.method != "structured":
             raise UsageError("round_to auto rounds channel counts: it needs structured pruning")
         here = rounding.HERE.get(host.arch(), "desktop-x86")
-        choice = rounding.choose(module, specs, spec, target or load_target(here), batches)
+        choice = rounding.choose(module, specs, spec, target or load_target(here), batches, sizes=sizes)
         spec = dataclasses.replace(spec, round_to=choice.chosen)
-    result = pruning.prune(module, example_inputs(specs), ratio=spec.ratio, method=spec.method,
+    result = pruning.prune(module, example_inputs(specs, sizes), ratio=spec.ratio, method=spec.method,
                            importance=spec.importance, ignore=spec.ignore, round_to=spec.round_to or None,
                            batches=batches, stage_ratios=spec.stage_ratios)
-    return dataclasses.replace(result, rounding=choice)
+    return dataclasses.replace(result, rounding=choice, sizes=sizes or None)
 
 
 def run_distill(teacher, student, batches, settings: DistillSettings, out: Path | None, progress: bool,
@@ -160,7 +188,7 @@ def save(module, out: Path, extra: dict | None = None, check=None) -> None:
             check(partial)
 
 
-def verify_reload(source: str, path: Path, changed, specs, what: str) -> None:
+def verify_reload(source: str, path: Path, changed, specs, what: str, sizes: dict[str, int] | None = None) -> None:
     """Reload the saved file into a freshly built model and compare outputs: a layer whose sizes the
     file cannot carry is found now, not at export time. `what`: how the model was changed (pruned, shared)."""
     import torch
@@ -168,7 +196,7 @@ def verify_reload(source: str, path: Path, changed, specs, what: str) -> None:
     from .load import load_model
     from .runtime import flatten_outputs
 
-    example = example_inputs(specs)
+    example = example_inputs(specs, sizes)
     try:
         fresh = load_model(source, str(path)).module
         with torch.no_grad():

@@ -651,6 +651,16 @@ def settings_table() -> str:
     return "\n".join(rows)
 
 
+def writable_name(out: str) -> str:
+    """`out` as torch, onnx and onnxruntime take paths (UTF-8 strings): a name with other bytes (os.listdir's
+    surrogate escapes) failed deep inside the export, blamed on the model's ops."""
+    try:
+        out.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"--out {out.encode('utf-8', 'replace').decode()!r}: not a UTF-8 path") from None
+    return out
+
+
 def load_targets(names: tuple[str, ...]) -> list[Target]:
     """Profiles for one run; each becomes OUT/<name>, so names must be unique."""
     if not names:

@@ -101,7 +101,11 @@ CODE_CARRIERS = {
 
 def _load_archive(path: Path, torch, trusted: bool):
     """TorchScript and torch.export archives carry code: loaded only when the user vouches for the file."""
-    if not path.is_file():
+    from .arrays import regular_file
+
+    if path.exists():
+        regular_file(path, f"model {str(path)!r}")  # a FIFO or a folder was "no such file"
+    else:
         raise InputError(f"model {str(path)!r}: no such file")
     exported = path.suffix == ".pt2"
     if not trusted:
@@ -161,6 +165,11 @@ def load_weights(module, weights: str, torch, trust_checkpoint: bool = False) ->
     try:
         state = torch.load(weights, map_location="cpu", weights_only=not trust_checkpoint)
     except Exception as e:
+        with open(weights, "rb") as f:  # torch.save writes a zip archive, or (before 1.6) a pickle: b"\x80" first
+            saved = zipfile.is_zipfile(f) or f.seek(0) == 0 and f.read(1) == b"\x80"
+        if not saved:  # garbage was told to pass --trust-checkpoint, and torch's words say weights_only=False
+            raise InputError(f"weights {weights!r} cannot be loaded: not a torch.save file (neither a zip archive "
+                             "nor a pickle)") from e
         if trust_checkpoint or not isinstance(e, pickle.UnpicklingError):  # a text file said only "101"
             raise InputError(f"weights {weights!r} cannot be loaded as a torch.save file "
                              f"({type(e).__name__}: {first_line(e)})") from e

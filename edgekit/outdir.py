@@ -205,9 +205,19 @@ def full_disk(e: Exception, folder: Path, what: str) -> DiskFullError | None:
     name = getattr(said, "filename", None)
     if name and not Path(name).resolve().is_relative_to(folder.resolve()):
         what = f"{name} (a temporary file)"
+    elif not name and _space_left(folder) >= NEARLY_FULL and _other_disk(Path(tempfile.gettempdir()), folder):
+        # onnx.save names no file: a full TMPDIR was told as a full --out with 40 GB free
+        what = f"{what} or the temporary folder {tempfile.gettempdir()} (TMPDIR; the failed write named no file)"
     seen = "" if said else f" ({first_line(e, 160)}: a file cut short)"
     return DiskFullError(f"{what}: no space left on device{seen}; nothing was written there: free space or choose "
                          "another place")
+
+
+def _other_disk(one: Path, other: Path) -> bool:
+    try:
+        return os.stat(one).st_dev != os.stat(other).st_dev
+    except OSError:
+        return False
 
 
 def _space_left(folder: Path) -> int:

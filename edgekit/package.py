@@ -74,6 +74,31 @@ MAX_GOLDEN_SAMPLES = 10_000
 MAX_GOLDEN_BYTES = 1 << 30  # inputs and outputs of at most MAX_GOLDEN_SAMPLES samples: a zip bomb stops here
 
 
+def fitting(feeds: list[dict], outputs: list[list[np.ndarray]], where: str) -> int:
+    """How many samples, from the first, a golden file holds with their outputs (which can dwarf the inputs:
+    segmentation scores). Over MAX_GOLDEN_BYTES, `check` would refuse the package's own file."""
+    total = 8 + 8 * len(outputs[0]) if outputs else 0  # the count, and a tolerance per output
+    for k, (feed, out) in enumerate(zip(feeds, outputs)):
+        total += sum(np.asarray(v).nbytes for v in feed.values()) + sum(np.asarray(o).nbytes for o in out)
+        if total > MAX_GOLDEN_BYTES:
+            if k == 0:
+                raise InputError(f"{where}: the model's outputs for one validation sample take {total:,} bytes with "
+                                 f"its inputs, over the {MAX_GOLDEN_BYTES:,} a package's golden file may hold")
+            return k
+    return len(outputs)
+
+
+def golden_count(feeds: list[dict], wanted: int) -> int:
+    """How many of `feeds` a golden file holds (at most `wanted`): their inputs may take half of MAX_GOLDEN_BYTES,
+    the outputs the rest. A sample of more is bad input, told before any work: 1 GiB samples were exported for
+    7 minutes, then `check` refused the package's own golden file."""
+    each = max(1, sum(np.asarray(v).nbytes for v in feeds[0].values())) if feeds else 1
+    if each > MAX_GOLDEN_BYTES // 2:
+        raise InputError(f"a validation sample holds {each:,} bytes: a package's golden file keeps samples' inputs "
+                         f"and outputs in at most {MAX_GOLDEN_BYTES:,} bytes (smaller samples, please)")
+    return max(1, min(wanted, MAX_GOLDEN_BYTES // 2 // each))
+
+
 def read_golden(path: Path, shown: str | None = None) -> tuple[list[dict], list[dict], dict[str, float]]:
     """(inputs per sample, expected outputs per sample, tolerances); anything malformed is bad input, named
     `shown` (the package's path as the user gave it; default: the file's name)."""
@@ -82,7 +107,8 @@ def read_golden(path: Path, shown: str | None = None) -> tuple[list[dict], list[
 
     try:
         data = arrays.read_npz(path, lambda n: n == "count" or n.startswith(("input.", "output.", "atol.")),
-                               MAX_GOLDEN_BYTES, lambda extra, _: f"unexpected entry {extra[0]!r}")
+                               MAX_GOLDEN_BYTES, lambda extra, _: f"unexpected entry {extra[0]!r}",
+                               limit="edgekit's limit for a golden file")
     except InputError as e:  # named as the package shows it, not by a temporary path
         raise bad(str(e).replace(f"{path}: ", "")) from e
     try:
@@ -137,7 +163,7 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
     `emulated`: the Emulator whose real aarch64 kernels compute the golden outputs (else this host's exact ones).
     Returns their manifest entries."""
     spec = target.package
-    feeds = feeds[: spec.golden_samples]
+    feeds = feeds[: golden_count(feeds, spec.golden_samples)]
     if stream is not None:
         stream = ({k: v[: spec.golden_samples] for k, v in stream[0].items()}, *stream[1:])
     out: dict = {}
@@ -187,6 +213,8 @@ def _golden(model: Path, path: Path, feeds: list, names: list[str], tolerance: t
         sequence, specs, state, init = stream
         rolled = sequences.rollout(lambda feed: run_onnx(sess, [feed])[0], [sequence], specs, names, state, init)
         feeds, expected = rolled.feeds, rolled.outputs
+    keep = fitting(feeds, expected, path.parent.name)
+    feeds, expected = feeds[:keep], expected[:keep]
     atol = write_golden(path, feeds, names, expected, *tolerance)
     entry = {"file": path.name, "atol": atol, "kernels": kernels}
     if check_x86_defaults and host.x86_saturates():

@@ -133,6 +133,7 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     own = loaded.module  # the user's module, before _inputs wraps it (uint8 pixels, pinned constants)
     inputs, pinned, defaults = _inputs(recipe, loaded)
     cal, val = calib.for_run(recipe, sequences.data_specs(inputs, recipe.state) if recipe.state else inputs, targets)
+    package.golden_count(val.feeds, 1)  # a sample no golden file can hold: told before any work
     init = sequences.initial_values(recipe.state_init, inputs, recipe.state, recipe.max_data_bytes)
     timed_here = next((t for t in targets if t.runtime.arch == host.arch()), targets[0])  # round_to auto's
     compression = (_compress(recipe, loaded, own, inputs, val, timed_here, progress)
@@ -260,8 +261,9 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
         recipe.prune, ignore=tuple(prefix + n for n in recipe.prune.ignore),
         stage_ratios={prefix + k: v for k, v in recipe.prune.stage_ratios.items()})
     names = [s.name for s in inputs]
-    compress.runs_on(loaded.module, inputs)
-    example = compress.example_inputs(inputs)
+    sizes = compress.data_sizes(inputs, val.feeds[0])
+    compress.runs_on(loaded.module, inputs, sizes)
+    example = compress.example_inputs(inputs, sizes)
 
     def step(name, module, **extra):
         from .pruning import count
@@ -277,7 +279,7 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
         data = prune.taylor_data(recipe.distill)
         batches = (compress.load_batches(data, inputs, 32, {"model": loaded.module}, recipe.max_data_bytes, val)
                    if prune.importance == "taylor" and data else None)
-        result = compress.run_prune(loaded.module, inputs, prune, batches, target)
+        result = compress.run_prune(loaded.module, inputs, prune, batches, target, sizes)
         record["prune"] = dataclasses.replace(result, ignored=tuple(n.removeprefix(prefix) for n in result.ignored),
                                               stage_ratios=recipe.prune.stage_ratios or None).as_dict()
         steps.append(step("pruned", loaded.module))
@@ -298,7 +300,8 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
         record["share"] = dataclasses.replace(clustered, layers=tuple(n.removeprefix(prefix) for n in clustered.layers)
                                               ).as_dict()
     loaded.module.eval()
-    return {"steps": steps, **record, "accuracy_data": val.origin if val.labels is not None else None}
+    return {"steps": steps, **record, "accuracy_data": val.origin if val.labels is not None else None,
+            "sizes": sizes or None}  # the named axes' sizes of the sample the steps' MACs count
 
 
 BAKED_SIZE = ("the export traced the model at the first sample's size of each dynamic axis (2 for a size of 1) and "

@@ -4,6 +4,7 @@ unstructured (magnitude, made permanent: no masks left)."""
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,7 @@ class PruneResult:
     sparsity: float | None = None  # unstructured: share of zero weights in the pruned layers
     model_sparsity: float | None = None  # unstructured: in all conv/linear layers (output layers are kept whole)
     rounding: RoundingChoice | None = None  # round_to = "auto": what was measured and kept
+    sizes: dict[str, int] | None = None  # the named axes' sizes (the data's) of the sample MACs are counted for
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -144,8 +146,13 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
         kept = [*ignored, *(n for n, r in stage_ratios.items() if r == 0)]  # what the user asked kept whole
         widths = {n: _width(m) for n, m in named.items()  # the layers it may resize
                   if is_compute(m) and not any(n == k or n.startswith(f"{k}.") for k in kept)}
-        _structured(module, example_inputs, ratio, importance, [named[n] for n in ignored], round_to, batches,
-                    {named[n]: r for n, r in stage_ratios.items()})
+        with warnings.catch_warnings(record=True) as said:  # Torch-Pruning's, on stderr, broke the one-line errors
+            try:
+                _structured(module, example_inputs, ratio, importance, [named[n] for n in ignored], round_to,
+                            batches, {named[n]: r for n, r in stage_ratios.items()})
+            finally:
+                for w in said:
+                    log.info("warned while pruning: %s", first_line(w.message))
         whole = [n for n, m in named.items() if n in widths and _width(m) == widths[n]]
         if len(whole) < len(widths) and whole:  # ratio 0.95 left a 16-channel layer whole, silently
             log.warning("ratio %s left %s whole (%s%s)", ratio, few(whole, 4), ROUNDED,
@@ -267,6 +274,14 @@ def _structured(module, example_inputs, ratio, importance, ignored_layers, round
         imp = tp.importance.MagnitudeImportance(p=1 if importance == "l1" else 2)
     else:
         raise UsageError(f"--importance {importance!r}: use l1, l2 or taylor")
+    skipped = {id(m) for m in ignored_layers}
+    recurrent = {n: type(m).__name__ for n, m in module.named_modules()
+                 if isinstance(m, torch.nn.RNNBase) and id(m) not in skipped}
+    if untraceable := [f"{n} ({kind})" for n, kind in recurrent.items() if kind != "LSTM"]:
+        raise StageError("structured pruning", f"Torch-Pruning cannot prune GRU or plain RNN layers (it fails on "
+                                               f"them, or never ends tracing them): {', '.join(untraceable)}; "
+                                               f"{KEEP_RECURRENT}, or unstructured pruning (it zeroes weights: the "
+                                               "parameter count stays)")
     try:
         pruner = tp.pruner.MetaPruner(module, example_inputs, importance=imp, pruning_ratio=ratio,
                                       pruning_ratio_dict=ratio_dict or None, ignored_layers=ignored_layers,
@@ -290,9 +305,14 @@ def _structured(module, example_inputs, ratio, importance, ignored_layers, round
     try:
         pruner.step()
     except Exception as e:
+        hint = (f"Torch-Pruning's LSTM support is experimental: {', '.join(recurrent)}: {KEEP_RECURRENT}"
+                if recurrent else "try --ignore on the layer it names")
         raise StageError("structured pruning", f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-                                               " (try --ignore on the layer it names)") from e
+                                               f" ({hint})") from e
     module.zero_grad(set_to_none=True)
+
+
+KEEP_RECURRENT = "keep it and the layer feeding it whole (--ignore; in a recipe, [prune] ignore)"
 
 
 def _unstructured(module, ratio, importance, ignored) -> float:

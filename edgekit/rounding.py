@@ -60,9 +60,10 @@ def _quiet():
 
 
 def choose(module, specs: tuple[InputSpec, ...], spec: PruneSpec, target: Target, batches=None,
-           candidates: tuple[int, ...] = CANDIDATES) -> RoundingChoice:
+           candidates: tuple[int, ...] = CANDIDATES, sizes: dict[str, int] | None = None) -> RoundingChoice:
     """Prune copies of `module` (unchanged) at each multiple and time their int8 builds at 1 thread on this host
-    (kernel choice is per core; random calibration data: ranges do not change which kernel runs)."""
+    (kernel choice is per core; random calibration data: ranges do not change which kernel runs), at the named
+    axes' `sizes` (the data's)."""
     from . import bench, calib, host, onnx_export, quantization
     from .compress import run_prune
     from .errors import UsageError
@@ -70,18 +71,18 @@ def choose(module, specs: tuple[InputSpec, ...], spec: PruneSpec, target: Target
     if host.arch() != target.runtime.arch:  # x86 kernels' lane widths say nothing of an ARM device's
         raise UsageError(f"round_to auto times int8 kernels on this host ({host.arch()}), not {target.name}'s "
                          f"({target.runtime.arch}): give round_to 8, 16 or 32")
-    feeds = calib.random_dataset(specs, 4, seed=0).feeds
+    feeds = calib.random_dataset(specs, 4, seed=0, sizes=sizes).feeds
     paths, params, unpruned = {}, {}, []
     with tempfile.TemporaryDirectory(prefix="edgekit-round-to-") as tmp:
         for k in candidates:
             pruned = copy.deepcopy(module)
             with _quiet():  # a candidate's warnings are not the run's: what it did is in the choice
-                result = run_prune(pruned, specs, dataclasses.replace(spec, round_to=k), batches)
+                result = run_prune(pruned, specs, dataclasses.replace(spec, round_to=k), batches, sizes=sizes)
             if result.params_after == result.params_before:  # not a pruned model: nothing to compare
                 unpruned.append(k)
                 continue
             params[k] = result.params_after
-            raw = onnx_export.export_torch(pruned, specs, (), target.opset, Path(tmp) / f"{k}.onnx")
+            raw = onnx_export.export_torch(pruned, specs, (), target.opset, Path(tmp) / f"{k}.onnx", sizes=sizes)
             fp32, _ = onnx_export.preprocess(raw, Path(tmp) / f"{k}.fp32.onnx", exported=True)
             plan = quantization.plan(fp32, target.quantize, set(), target.runtime.arch)
             paths[k] = str(quantization.quantize(fp32, Path(tmp) / f"{k}.int8.onnx", plan, feeds))

@@ -75,9 +75,18 @@ def resolve_callable(spec: str, what: str) -> UserFunction:
 
 
 def _import_file(path: Path, spec: str, what: str):
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{what} {spec!r}: no such file {path}")
+    from .arrays import regular_file
+
+    regular_file(path, f"{what} {spec!r}")  # a FIFO or a folder was "no such file"
     path = path.resolve()
+    try:  # torch's exporter records the code's file names as UTF-8 ("error unpacking string"); here it was exit 5
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = str(path).encode("utf-8", "replace").decode()
+        raise InputError(f"{what} {shown!r}: not a UTF-8 path, which torch's exporter needs of the code it traces "
+                         "(rename the file or folder)") from None
     stat = path.stat()  # an edited file (a notebook's next call) is imported afresh; an unchanged one is reused
     name = "edgekit_user_" + hashlib.sha1(f"{path}:{stat.st_mtime_ns}:{stat.st_size}".encode()).hexdigest()[:12]
     if name in sys.modules:

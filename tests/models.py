@@ -684,3 +684,39 @@ def conv_over_time():
 class Mean(nn.Module):
     def forward(self, x):
         return x.mean(-1)
+
+
+class GRUClassifier(nn.Module):
+    """Linear, Linear, GRU, Linear over x [N, T, 8]: Torch-Pruning traced it for good at T=2 and failed on it at
+    T=40; with the GRU and the layer feeding it kept whole, it prunes the first layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.pre = nn.Linear(8, 32), nn.Linear(32, 32)
+        self.gru, self.head = nn.GRU(32, 48, batch_first=True), nn.Linear(48, 4)
+
+    def forward(self, x):
+        return self.head(self.gru(torch.relu(self.pre(torch.relu(self.first(x)))))[0][:, -1])
+
+
+def gru_classifier():
+    torch.manual_seed(0)
+    return GRUClassifier()
+
+
+class LearnedPositions(nn.Module):
+    """Learned positions for up to 12 steps added to x [N, seq, 16]: a parameter outside any layer (Torch-Pruning
+    warns of it), and a model that runs only at seq <= 12."""
+
+    def __init__(self):
+        super().__init__()
+        self.pos = nn.Parameter(torch.randn(1, 12, 16))
+        self.a, self.b, self.head = nn.Linear(16, 64), nn.Linear(64, 64), nn.Linear(64, 4)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.b(torch.relu(self.a(x + self.pos[:, :x.shape[1]])))).mean(1))
+
+
+def learned_positions():
+    torch.manual_seed(0)
+    return LearnedPositions()

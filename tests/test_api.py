@@ -279,11 +279,13 @@ def test_paths_are_accepted_where_paths_are_documented_and_odd_types_are_usage_e
                             out=tmp_path / "o", no_bench=True)
     assert set(report.targets) == {"mine"}
     for odd, why in (({"prune": True}, "prune takes a PruneSpec"), ({"device": 5}, "device takes"),
-                     ({"inputs": None}, "inputs: give"), ({"targets": [5]}, "not a profile name")):
+                     ({"inputs": None}, "inputs: give"), ({"targets": [5]}, "not a profile name"),
+                     ({"out": f"{tmp_path}/o_\udcff"}, r"out='.*/o_\?': not a UTF-8 path")):  # os.listdir's escapes:
+        # "op torch::jit cannot be exported", exit 4
         args = {"inputs": "image:Nx1x8x8", "calibration": "random", "out": tmp_path / "bad", **odd}
         with pytest.raises(edgekit.UsageError, match=why):
             edgekit.export(MODEL, **args)
-        assert not (tmp_path / "bad").exists()
+        assert not (tmp_path / "bad").exists() and not list(tmp_path.glob("o_*"))
     with pytest.raises(edgekit.UsageError, match="check takes a package"):
         edgekit.check(5)
     onnx_model = tmp_path / "o" / "mine" / "model.onnx"

@@ -1,5 +1,6 @@
 """Every user mistake gets one line on stderr, its own exit code, no traceback, and no output written."""
 import json
+import os
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 
-from conftest import cli
+from conftest import TESTS, cli
 
 CNN = ["models:small_cnn", "--input", "image:Nx3x16x16"]
 
@@ -42,12 +43,25 @@ def test_bad_model_path(tmp_path, data):
 
 @pytest.mark.parametrize("make,msg", [
     (lambda p: p.mkdir(), "w.pt': not a regular file"),  # was "no such file"
-    (lambda p: p.write_text("hello weights"), "cannot be loaded as a torch.save file (KeyError: 101)"),  # was "101"
+    (lambda p: p.write_text("hello weights"),  # was "101", then "pass --trust-checkpoint only if you trust this file"
+     "cannot be loaded: not a torch.save file (neither a zip archive nor a pickle)"),
 ])
 def test_weights_that_are_no_checkpoint_say_what_they_are(tmp_path, data, make, msg):
     make(tmp_path / "w.pt")
     assert_clean_error(run(*CNN, "--weights", tmp_path / "w.pt", "--calibration", data, "--out", tmp_path / "o"), 3,
                        msg, out=tmp_path / "o")
+
+
+@pytest.mark.parametrize("make,source,msg", [
+    (os.mkfifo, "m.py:build", "m.py:build': not a regular file"),  # was "no such file"
+    (os.mkdir, "m.pt", "m.pt': not a regular file"),
+    (lambda p: (p.mkdir(), (p / "m.py").write_text((TESTS / "models.py").read_text())),
+     "bad\udcff/m.py:small_cnn", "not a UTF-8 path, which torch's exporter needs"),  # was exit 5
+])
+def test_model_sources_that_cannot_be_read_say_why(tmp_path, data, make, source, msg):
+    make(tmp_path / source.split("/")[0].split(":")[0])
+    assert_clean_error(run(tmp_path / source, "--input", "image:Nx3x16x16", "--calibration", data,
+                           "--trust-checkpoint", "--out", tmp_path / "o"), 3, msg, out=tmp_path / "o")
 
 
 def test_missing_function(tmp_path, data):
@@ -76,8 +90,9 @@ def test_weights_that_do_not_fit(tmp_path, data):
 def test_weights_garbage_file(tmp_path, data):
     w = tmp_path / "w.pt"
     w.write_bytes(b"not a checkpoint at all")
-    assert_clean_error(run(*CNN, "--weights", w, "--calibration", data), 3, "not a plain tensor checkpoint",
-                       "--trust-checkpoint")
+    result = run(*CNN, "--weights", w, "--calibration", data)  # it said: pass --trust-checkpoint
+    assert_clean_error(result, 3, "not a torch.save file (neither a zip archive nor a pickle)")
+    assert "trust" not in result.stderr
 
 
 def test_weights_checkpoint_dict_with_state_dict(tmp_path, cnn_data):

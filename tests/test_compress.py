@@ -807,3 +807,55 @@ def test_a_pruned_forward_that_fails_names_where(tmp_path):
     assert failed.exit_code == 4, failed.output
     assert "--ignore the layers involved (it fails after conv)" in failed.stderr, failed.output
     assert cli([*args, "--ignore", "conv"]).exit_code == 0
+
+
+def test_pruning_and_sharing_trace_and_count_at_the_datas_sizes(tmp_path):
+    """The compression steps traced every named axis at 2: two Conv1d of kernel 5 over x:Nx8xT were refused by
+    prune, share and a recipe's [prune] (exit 3) though they run on every sample, and MACs were counted at T=2."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "x.npz", x=rng.standard_normal((64, 8, 20)).astype(np.float32),
+             labels=rng.integers(0, 4, 64))
+    args = ["models:conv_over_time", "--input", "x:Nx8xT"]
+    blind = cli(["prune", *args, "--ratio", "0.5", "--out", tmp_path / "p.pt"])
+    assert blind.exit_code == 3 and "(run at T=2, as no data gave their sizes: if that is the cause, give data " \
+                                    "(--data) or fixed sizes in --input)" in blind.stderr, blind.output
+    pruned = cli(["prune", *args, "--ratio", "0.5", "--data", tmp_path / "x.npz", "--out", tmp_path / "p.pt"])
+    assert pruned.exit_code == 0 and "(a sample at T=20)" in pruned.stdout, pruned.output
+    t1, t2 = 20 - 4, 20 - 8  # each conv of kernel 5 shortens T by 4
+    macs = 8 * 16 * 5 * t1 + 16 * 16 * 5 * t2 + 16 * 4
+    assert f"MACs {macs:,} →" in pruned.stdout, pruned.output
+    shared = cli(["share", *args, "--data", tmp_path / "x.npz", "--epochs", "1", "--out", tmp_path / "s.pt"])
+    assert shared.exit_code == 0, shared.output
+    (tmp_path / "r.toml").write_text(f'[model]\nsource = "models:conv_over_time"\ninputs = ["x:Nx8xT"]\n'
+                                     f'[data]\ncalibration = "{tmp_path / "x.npz"}"\n[prune]\nratio = 0.5\n')
+    result = cli(["export", tmp_path / "r.toml", "--out", tmp_path / "o", "--no-bench", "-t", "desktop-x86"])
+    assert result.exit_code in (0, 1), result.output  # random weights: the int8 gates may fail
+    compression = json.loads((tmp_path / "o" / "desktop-x86" / "manifest.json").read_text())["compression"]
+    assert compression["sizes"] == {"T": 20} and compression["steps"][0]["macs"] == macs, compression
+
+
+def test_recurrent_layers_are_refused_by_structured_pruning_at_once(tmp_path):
+    """Torch-Pruning traced a GRU for good at T=2 (killed after 10 minutes) and failed on it at T=40, with
+    --ignore on it too; plain RNNs alike. Unstructured pruning takes the layers around it."""
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).standard_normal((64, 6, 8)).astype(np.float32))
+    args = ["models:gru_classifier", "--input", "x:NxTx8", "--ratio", "0.5", "--out", tmp_path / "p.pt"]
+    for extra in ([], ["--data", tmp_path / "x.npz"]):
+        refused = cli(["prune", *args, *extra])
+        assert refused.exit_code == 4 and "cannot prune GRU or plain RNN layers" in refused.stderr \
+            and "gru (GRU); keep it and the layer feeding it whole (--ignore" in refused.stderr, refused.output
+    kept = cli(["prune", *args, "--ignore", "gru", "--ignore", "pre", "--json"])  # as the message says: the rest
+    assert kept.exit_code == 0, kept.output
+    result = json.loads(kept.stdout)
+    assert result["params_after"] < result["params_before"], result
+    assert cli(["prune", *args, "--method", "unstructured", "--force"]).exit_code == 0
+
+
+def test_round_to_auto_times_at_the_datas_sizes_and_torch_prunings_warnings_stay_off_stderr(tmp_path):
+    """round_to auto timed random inputs of 16 steps: a model with 12 learned positions failed there (exit 4,
+    onnxruntime's coloured error line first), though it runs on the data; Torch-Pruning's UserWarning about the
+    positions' parameter went to stderr."""
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).standard_normal((64, 12, 16)).astype(np.float32))
+    result = cli(["prune", "models:learned_positions", "--input", "x:Nxseqx16", "--ratio", "0.5", "--round-to",
+                  "auto", "--data", tmp_path / "x.npz", "--out", tmp_path / "p.pt"])
+    assert result.exit_code == 0 and "channels multiples of" in result.stdout, result.output
+    assert "Warning" not in result.stderr and "onnxruntime" not in result.stderr, result.stderr

@@ -619,6 +619,19 @@ def test_a_full_temporary_folder_is_named_not_out(tmp_path):
     assert disk_full(e.value) and not (tmp_path / "o").exists()  # a search retries such a trial
 
 
+def test_a_full_temporary_folder_behind_a_write_that_names_no_file_is_named_too(tmp_path, monkeypatch):
+    """onnx.save into onnxruntime's pre-processing scratch file says only "no space left on device": a full TMPDIR
+    was told as a full --out, on a disk with 40 GB free."""
+    import tempfile
+
+    with _mounted_tmpfs(tmp_path / "tmp", "100k") as mount:
+        monkeypatch.setattr(tempfile, "tempdir", str(mount))
+        result = cli(["export", DIGITS / "edgekit.toml", "-t", "android-arm64", "--no-bench", "--out", tmp_path / "o"])
+        one_line_error(result, 3, f"--out {tmp_path / 'o'} or the temporary folder {mount} (TMPDIR; the failed write "
+                                  "named no file): no space left on device")
+    assert not (tmp_path / "o").exists()
+
+
 def test_full_disk_under_a_single_file_output(tmp_path):
     """prune's state dict (torch.save asserts on its own file position), quantize's model and check's JUnit file:
     the file is named, exit 3, and no half-written file is left beside it."""
@@ -681,6 +694,33 @@ def _peak_rss_mb(args, timeout=60):
                          env=env, timeout=timeout)
     rc, seconds, rss = run.stdout.split()
     return int(rc), float(seconds), run.stderr, int(rss)
+
+
+def test_the_golden_file_holds_what_check_reads_back(tmp_path, monkeypatch):
+    """Samples of 1 GiB were exported for 7 minutes, then `check` refused the package's own golden file (over its
+    1 GiB limit, which it called --max-data-bytes). Here the limit is scaled down to the small CNN's samples
+    (3 KiB of input each): fewer golden samples where they do not all fit, a sample that cannot fit told at once."""
+    from edgekit import package
+
+    monkeypatch.setattr(package, "MAX_GOLDEN_BYTES", 16 << 10)
+    result = cli(["export", *CNN, "--calibration", "random", "--out", tmp_path / "o", "--no-bench"])
+    assert result.exit_code in (0, 1), result.output  # random weights: the int8 gates may fail
+    manifest = json.loads((tmp_path / "o" / "desktop-x86" / "manifest.json").read_text())
+    assert manifest["golden"]["samples"] == (8 << 10) // (3 * 16 * 16 * 4)  # its inputs in half the file
+    assert cli(["check", tmp_path / "o"]).exit_code == result.exit_code
+    monkeypatch.setattr(package, "MAX_GOLDEN_BYTES", 4 << 10)
+    one_line_error(cli(["export", *CNN, "--calibration", "random", "--out", tmp_path / "p", "--no-bench"]), 3,
+                   "a validation sample holds 3,072 bytes: a package's golden file keeps samples' inputs and outputs "
+                   "in at most 4,096 bytes")
+    with pytest.raises(InputError, match=r"more than 4096 bytes \(edgekit's limit for a golden file\)"):
+        package.read_golden(tmp_path / "o" / "desktop-x86" / "golden.npz")
+    monkeypatch.setattr(package, "MAX_GOLDEN_BYTES", 2000)  # outputs twice the inputs' size (256 bytes): 3 samples'
+    rng = np.random.default_rng(0)  # inputs fit in half the file, the outputs with them in 2 samples' worth only
+    np.savez(tmp_path / "x.npz", x=rng.standard_normal((16, 4, 16)).astype(np.float32))
+    result = cli(["export", "models:decoder_1d", "--input", "x:Nx4x16", "--calibration", tmp_path / "x.npz",
+                  "--out", tmp_path / "r", "--no-bench"])
+    manifest = json.loads((tmp_path / "r" / "desktop-x86" / "manifest.json").read_text())
+    assert manifest["golden"]["samples"] == 2 and cli(["check", tmp_path / "r"]).exit_code == result.exit_code
 
 
 def test_unused_huge_npz_member_is_refused_before_it_is_read(tmp_path):
