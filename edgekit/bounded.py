@@ -106,8 +106,8 @@ def _main(argv: list[str]) -> None:
     import resource
 
     memory, fn, args = int(argv[0]), argv[1], argv[2:]
-    hard = resource.getrlimit(resource.RLIMIT_AS)[1]  # a user's `ulimit -v` stays the ceiling
-    memory = memory if hard == resource.RLIM_INFINITY else min(memory, hard)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)  # a user's `ulimit -v` (-S too) stays the ceiling
+    memory = min([memory] + [limit for limit in (soft, hard) if limit != resource.RLIM_INFINITY])
     resource.setrlimit(resource.RLIMIT_AS, (memory, hard))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a hostile model's crash: no core file of its memory
     # steps here are onnx/onnxruntime work; onnxruntime.tools imports torch when it can find it (1.2 s a child)

@@ -79,12 +79,41 @@ def work_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+RUN_MEMORY_ENV = "EDGEKIT_RUN_MEMORY_MB"
+RUN_MEMORY_MOST = 4 << 30  # no edge device gives one model more
+
+
+def physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def run_memory() -> int:
+    """Bytes one run of a model (validation, calibration, golden and parity runs; not timings) may allocate: a
+    400-byte model sized a 3 GB tensor by a calibration value, and a larger value would have taken the machine.
+    Half the physical memory (the rest is the machine's), at most RUN_MEMORY_MOST; `EDGEKIT_RUN_MEMORY_MB` sets it."""
+    forced = os.environ.get(RUN_MEMORY_ENV, "").strip()
+    if forced:
+        if not (forced.isascii() and forced.isdigit()) or int(forced) < 1:
+            from .errors import UsageError
+
+            raise UsageError(f"{RUN_MEMORY_ENV}={forced!r} is not a positive whole number of MB")
+        return int(forced) << 20
+    return min(physical_memory() // 2, RUN_MEMORY_MOST)
+
+
+def run_memory_source() -> str:
+    if os.environ.get(RUN_MEMORY_ENV, "").strip():
+        return RUN_MEMORY_ENV
+    return "half the physical memory" if physical_memory() // 2 < RUN_MEMORY_MOST else "4 GiB at most"
+
+
 def check_overrides() -> None:
-    """Each EDGEKIT_HOST_* / EDGEKIT_WORK_THREADS / EDGEKIT_STOP_GRACE_S override valid, told before any work:
-    read where a figure needs it, a bad one was reported as the package's failed parity check (in `check`'s child)."""
+    """Each EDGEKIT_HOST_* / EDGEKIT_WORK_THREADS / EDGEKIT_RUN_MEMORY_MB / EDGEKIT_STOP_GRACE_S override valid,
+    told before any work: read where a figure needs it, a bad one was reported as the package's failed parity check
+    (in `check`'s child)."""
     from .signals import grace
 
-    int8_isa(), arch(), work_threads(), grace(strict=True)
+    int8_isa(), arch(), work_threads(), run_memory(), grace(strict=True)
 
 
 def arch_source() -> str:
@@ -144,7 +173,8 @@ def label(threads: int, providers: list[str]) -> dict:
             "threads": threads, "work_threads": work_threads(), "providers": list(providers),
             "onnxruntime": onnxruntime.__version__,
             "machine": platform.machine(), "arch": arch(),
-            "arch_source": arch_source()}
+            "arch_source": arch_source(), "run_memory_mb": run_memory() >> 20,
+            "run_memory_source": run_memory_source()}
 
 
 def describe(h: dict) -> str:

@@ -165,9 +165,14 @@ def layer_errors(fp32: Path, int8: Path, data: str) -> dict:
         samples = list(data_set.feeds[:COMPARED_SAMPLES])
         np.savez(feeds, **{f"{i}_{j}": sample[s.name] for i, sample in enumerate(samples)
                            for j, s in enumerate(inputs)})
-        tensors = json.loads(bounded.run("inspect --compare", "edgekit.inspect_model:tensor_errors_in_child",
-                                         str(fp32), str(int8), str(feeds), str(len(samples)),
-                                         timeout=DEFAULT_STEP_TIMEOUT))
+        try:
+            tensors = json.loads(bounded.run("inspect --compare", "edgekit.inspect_model:tensor_errors_in_child",
+                                             str(fp32), str(int8), str(feeds), str(len(samples)),
+                                             timeout=DEFAULT_STEP_TIMEOUT))
+        except StageError as e:  # a run past the memory a run may use is the files' fault (exit 3)
+            from .runtime import run_error
+
+            raise run_error(e.message, e.stage) from e
     foreign = [t["tensor"] for t in tensors if t["accumulated_sqnr_db"] is None]
     if len(foreign) * 2 > len(tensors):  # a build of another model pairs at its inputs and outputs only
         raise InputError(f"{int8}: {len(foreign)} of its {len(tensors)} quantized tensors are not in {fp32.name} "

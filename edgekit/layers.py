@@ -41,8 +41,8 @@ def tensor_errors(fp32, int8: Path, feeds: Sequence[dict], limit: int = 8) -> li
                         [_energy(pre), _energy(pre - post), _energy(ref), _energy(ref - post)])
     except StageError as e:  # a run past the limit: said once, not as "StageError: onnxruntime run failed: ..."
         raise StageError("per-layer error analysis", e.message) from None
-    except Exception as e:
-        raise StageError("per-layer error analysis", f"{type(e).__name__}: {first_line(e, 200)}") from e
+    except Exception as e:  # past the memory a run may use: the model's fault (exit 3)
+        raise runtime.run_error(f"{type(e).__name__}: {first_line(e)}", "per-layer error analysis") from e
     rows = [{"tensor": tensor, "local_sqnr_db": _finite(_sqnr(e[0], e[1])),
              "accumulated_sqnr_db": _finite(_sqnr(e[2], e[3])) if tensor in in_float else None}
             for tensor, e in energy.items()]
@@ -75,6 +75,8 @@ def _intermediates(model, keep: set[str] | None):
     graph.output.extend(onnx.ValueInfoProto(name=t) for t in set(names) - {o.name for o in graph.output})
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    for key, value in runtime.memory_capped().items():
+        options.add_session_config_entry(key, value)
     sess = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
     def run(feed: dict) -> dict[str, list]:

@@ -547,10 +547,12 @@ def first_run_in_child(model: str, feed_file: str, names: str) -> str:
     import onnxruntime as ort
 
     from .runner import options
+    from .runtime import memory_capped
 
     with np.load(feed_file, allow_pickle=False) as data:
         feed = {name: data[f"arr_{i}"] for i, name in enumerate(json.loads(names))}
-    ort.InferenceSession(model, sess_options=options(1, {}, 4), providers=["CPUExecutionProvider"]).run(None, feed)
+    ort.InferenceSession(model, sess_options=options(1, memory_capped(), 4),
+                         providers=["CPUExecutionProvider"]).run(None, feed)
     return ""
 
 

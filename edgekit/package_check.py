@@ -24,7 +24,7 @@ from .config import TARGET_NAME, Target, bundled, list_targets, load_target
 from .errors import InputError, StageError, UsageError, few, first_line
 from .probe import probe as probe_model
 from .reports import ARM_STAND_IN, Case, CheckReport, shipped_model
-from .runtime import int8_session, run_limit
+from .runtime import int8_session, run_error, run_limit
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
 MAX_NAME = 256  # a state input's or output's name (one of 200,000 characters overflowed the child's command line)
@@ -668,9 +668,10 @@ def _parity(model: Path, target: str, inputs, expected, atol, state: dict[str, s
         runs = runner.replay(sess, inputs, state)
     except UsageError:
         raise  # e.g. a bad EDGEKIT_HOST_ISA: the user's setting, not the model
-    except Exception as e:
-        return Case(target, f"parity {model.name}", False, f"{model.name} does not run the golden inputs: "
-                    f"{first_line(e, 200)}", time.perf_counter() - start, kernels, host.where())
+    except Exception as e:  # past the memory a run may use: said in plain words
+        said = str(why) if isinstance(why := run_error(first_line(e)), InputError) else first_line(e, 200)
+        return Case(target, f"parity {model.name}", False, f"{model.name} does not run the golden inputs: {said}",
+                    time.perf_counter() - start, kernels, host.where())
     return compare(target, model.name, runs, expected, atol, steps or {}, time.perf_counter() - start, kernels,
                    host.where())
 

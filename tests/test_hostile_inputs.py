@@ -7,6 +7,7 @@ names, corrupt .npz, mixed folders), recipe/profile keys and types (test_cli.py)
 import contextlib
 import json
 import os
+import re
 import signal
 import shutil
 import subprocess
@@ -681,18 +682,20 @@ def _npz_with_member(path, name, declared_bytes, real=False):
     return path
 
 
-def _peak_rss_mb(args, timeout=60):
+def _peak_rss_mb(args, timeout=60, env=None):
     """exit code, seconds, stderr and peak RSS in MB (of edgekit or any child of it) for one `edgekit export`
-    in a fresh process."""
+    in a fresh process (`env`: variables added to its environment). Its own peak is VmHWM: ru_maxrss keeps the peak
+    of the process it was exec'd from, here pytest's (437 MB for a process that held 236)."""
     code = ("import resource, sys, time, runpy; sys.argv = ['edgekit'] + sys.argv[1:]; t = time.time()\n"
             "try:\n    runpy.run_module('edgekit', run_name='__main__')\n"
             "except SystemExit as e:\n"
-            "    print(e.code, time.time() - t, max(resource.getrusage(who).ru_maxrss for who in "
-            "(resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) // 1024, file=sys.stdout)\n")
-    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}"}
+            "    own = next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM'))\n"
+            "    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+            "    print(e.code, time.time() - t, max(own, children) // 1024, file=sys.stdout)\n")
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}", **(env or {})}
     run = subprocess.run([sys.executable, "-c", code, "export", *map(str, args)], capture_output=True, text=True,
                          env=env, timeout=timeout)
-    rc, seconds, rss = run.stdout.split()
+    rc, seconds, rss = run.stdout.split()[-3:]  # the last line: what a run that passed printed comes first
     return int(rc), float(seconds), run.stderr, int(rss)
 
 
@@ -853,8 +856,79 @@ def test_constant_of_shape_bomb_is_bounded(tmp_path, lin_data):
     model = _constant_of_shape_bomb(tmp_path / "bomb.onnx")
     rc, seconds, err, rss = _peak_rss_mb([model, "--calibration", lin_data, "--out", tmp_path / "o", "--no-bench"])
     assert rc == 3 and len(err.strip().splitlines()) == 1 and "[W:onnxruntime" not in err, err
-    assert "asks for more memory than this machine allows" in err
+    assert "of memory a run may use here (EDGEKIT_RUN_MEMORY_MB raises it): it asked for 37.3 GB at once" in err
     assert seconds < 30 and rss < 2000, (seconds, rss)
+
+
+def _filled_by_value(path):
+    """340 bytes: a ConstantOfShape of [max(x), 2^20] floats (4 MB per unit of the data's largest value), summed
+    into the output. Its first run, a bounded child's, sees a sample of zeros; 5000 would fill 20 GB in-process."""
+    nodes = [helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+             helper.make_node("Cast", ["m"], ["mi"], to=TensorProto.INT64),
+             helper.make_node("Reshape", ["mi", "one"], ["v"]),
+             helper.make_node("Concat", ["v", "wide"], ["shape"], axis=0),
+             helper.make_node("ConstantOfShape", ["shape"], ["big"],
+                              value=numpy_helper.from_array(np.array([1.0], np.float32))),
+             helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0), helper.make_node("Add", ["x", "s"], ["y"])]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4]) for n in ("x", "y")]
+    consts = [numpy_helper.from_array(np.array([v], np.int64), n) for n, v in (("one", 1), ("wide", 1 << 20))]
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", io[:1], io[1:], consts),
+                                opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_run_in_process_is_capped_in_memory(tmp_path, lin_data, monkeypatch):
+    """A model sized by its data's values filled 3.3 GB per sample in-process (only the first sample's run was a
+    bounded child's): runs share an arena of EDGEKIT_RUN_MEMORY_MB (default: half the memory, 4 GiB at most), and
+    a run that asks for more is exit 3 in plain words, quickly, holding nothing. A model that fits passes under it."""
+    import edgekit
+
+    model = _filled_by_value(tmp_path / "m.onnx")
+    x = np.full((8, 4), 100, np.float32)  # 400 MB a sample
+    x[0] = 0
+    np.savez(tmp_path / "cal.npz", x=x)
+    said = ("a run of the model (its ConstantOfShape node) needs more than the 64 MB of memory a run may use here "
+            "(EDGEKIT_RUN_MEMORY_MB raises it): it asked for 400 MB at once")
+    rc, seconds, err, rss = _peak_rss_mb([model, "--calibration", tmp_path / "cal.npz", "--out", tmp_path / "o",
+                                          "--no-bench"], env={"EDGEKIT_RUN_MEMORY_MB": "64"})
+    assert rc == 3 and err.strip() == f"edgekit: error: {said}", err
+    assert seconds < 30 and not (tmp_path / "o").exists(), seconds
+    fine_rc, _, err, fine_rss = _peak_rss_mb([_linear_onnx(tmp_path / "ok.onnx"), "--calibration", lin_data, "--out",
+                                              tmp_path / "ok", "--no-bench", "-t", "desktop-x86"],
+                                             env={"EDGEKIT_RUN_MEMORY_MB": "64"})
+    assert fine_rc == 0 and rss - fine_rss < 150, (err, rss, fine_rss)  # MB: none of the 400 MB was filled
+    host = json.loads((tmp_path / "ok" / "desktop-x86" / "manifest.json").read_text())["host"]
+    assert (host["run_memory_mb"], host["run_memory_source"]) == (64, "EDGEKIT_RUN_MEMORY_MB")
+    monkeypatch.setenv("EDGEKIT_RUN_MEMORY_MB", "64")
+    with pytest.raises(InputError, match=re.escape(said)):
+        edgekit.quantize(model, tmp_path / "cal.npz", out=tmp_path / "q.onnx")
+    with pytest.raises(InputError, match=re.escape(said)):
+        edgekit.export(model, calibration=tmp_path / "cal.npz", out=tmp_path / "o", targets=["desktop-x86"])
+    assert not (tmp_path / "q.onnx").exists() and not (tmp_path / "o").exists()
+    from edgekit import runtime
+
+    # 40 MB a run, more than half the cap: the outputs kept from one run must not pin its memory for the next
+    held = runtime.run_onnx(runtime.session(model)[0], [{"x": np.full((1, 4), 10, np.float32)}] * 3)
+    assert [float(y[0].max()) for y in held] == [10 + 10 * (1 << 20)] * 3
+    for value in ("0", "1.5", "lots"):
+        monkeypatch.setenv("EDGEKIT_RUN_MEMORY_MB", value)
+        one_line_error(run(_linear_onnx(tmp_path / "ok.onnx"), "--calibration", lin_data, "--out", tmp_path / "b"),
+                       2, f"EDGEKIT_RUN_MEMORY_MB={value!r} is not a positive whole number of MB")
+
+
+def test_the_bounded_child_keeps_a_lower_soft_address_space_limit(tmp_path):
+    """`ulimit -S -v 2000000; edgekit check pkg` still reached 3 GB: the child raised its soft limit to the physical
+    memory, keeping only the hard one."""
+    import resource
+
+    soft = 3 << 30
+    code = ("from edgekit import bounded\n"
+            "print(bounded.run('x', 'subprocess:getoutput', 'ulimit -S -v', timeout=60))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=lambda: resource.setrlimit(
+                              resource.RLIMIT_AS, (soft, resource.getrlimit(resource.RLIMIT_AS)[1])))
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.strip()) * 1024 == min(soft, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def _nested_if_bomb(path, depth):
