@@ -93,10 +93,10 @@ def run_memory() -> int:
     Half the physical memory (the rest is the machine's), at most RUN_MEMORY_MOST; `EDGEKIT_RUN_MEMORY_MB` sets it."""
     forced = os.environ.get(RUN_MEMORY_ENV, "").strip()
     if forced:
-        if not (forced.isascii() and forced.isdigit()) or int(forced) < 1:
-            from .errors import UsageError
+        if not (forced.isascii() and forced.isdigit()) or not 1 <= int(forced) <= 1 << 30:  # 2^50 bytes: more
+            from .errors import UsageError  # than onnxruntime's size_t took (exit 5)
 
-            raise UsageError(f"{RUN_MEMORY_ENV}={forced!r} is not a positive whole number of MB")
+            raise UsageError(f"{RUN_MEMORY_ENV}={forced!r} is not a whole number of MB from 1 to {1 << 30}")
         return int(forced) << 20
     return min(physical_memory() // 2, RUN_MEMORY_MOST)
 

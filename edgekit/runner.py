@@ -81,12 +81,13 @@ def session(path: str, threads: int = 1, config: dict[str, str] | None = None):
 
 def replay(sess, feeds: list[dict], state: dict[str, str], outputs: list[str] | None = None) -> list[dict]:
     """Each feed's outputs by name (`outputs`, with the state's, or all). A streaming model (`state`: input →
-    output) gets, after the first step, what it fed back itself, so its own drift is what is checked."""
+    output) gets, after the first step, what it fed back itself, so its own drift is what is checked. Outputs are
+    copied: onnxruntime's lie in its arena, and kept, they filled a memory-capped one (runtime.memory_capped)."""
     names = [o.name for o in sess.get_outputs() if outputs is None or o.name in outputs or o.name in state.values()]
     runs: list[dict] = []
     for feed in feeds:
         carried = {i: runs[-1][o] for i, o in state.items()} if runs else {}
-        runs.append(dict(zip(names, sess.run(names, {**feed, **carried}))))
+        runs.append({n: np.array(o, copy=True) for n, o in zip(names, sess.run(names, {**feed, **carried}))})
     return runs
 
 

@@ -146,23 +146,25 @@ def run_limit() -> tuple[float, str]:
     return _RUN_LIMIT.get() or (config.DEFAULT_STEP_TIMEOUT, "")
 
 
-def run(sess, names: list[str] | None, feed: dict) -> list[np.ndarray]:
+def run(sess, names: list[str] | None, feed: dict, give_back: bool = True) -> list[np.ndarray]:
     """`sess.run`, ended by onnxruntime once it has taken longer than `run_limit()`: a model from others may
     behave on its first run (a bounded child's) and never end on another sample or batch size, and onnxruntime's
-    run holds the main thread, deaf to Ctrl-C. The shared arena gives back what the run took (it kept a hostile
-    run's 3 GB for the process's life), after every run: shrunk after a series' last run only, an output the caller
-    kept sat in an earlier run's 3 GB region and pinned it, and the next run was refused under 4 GiB. The cost:
-    memory faulted in again, 17 us a run on a small model, 0.8 ms (3.9 -> 4.7) on ConvNeXt-style at 224x224."""
+    run holds the main thread, deaf to Ctrl-C. Its outputs are copies: onnxruntime's own arrays lie in the shared
+    memory-capped arena (memory_capped), and kept (every validation sample's are), they held its blocks until 48
+    samples of a segmentation model's outputs filled it. `give_back`: the arena returns what the run took to the
+    system (it kept a hostile run's 3 GB for the process's life); a series of runs gives back after its last only:
+    faulting the memory in again cost 0.8 ms a run on ConvNeXt-style at 224x224 (3.9 -> 4.7 ms)."""
     import onnxruntime as ort
 
     from . import deadlines
 
     seconds, raised_by = run_limit()
     options = ort.RunOptions()
-    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    if give_back:
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
     with deadlines.within(seconds, lambda: setattr(options, "terminate", True)):
         try:
-            return sess.run(names, feed, options)
+            return [np.array(o, copy=True) for o in sess.run(names, feed, options)]
         except Exception:
             if options.terminate:
                 raise StageError("onnxruntime run", f"a run of the model {too_long(seconds, raised_by)}") from None
@@ -172,7 +174,7 @@ def run(sess, names: list[str] | None, feed: dict) -> list[np.ndarray]:
 def run_onnx(sess, feeds: list[dict[str, np.ndarray]], data: str = "the data") -> list[list[np.ndarray]]:
     """Each feed's outputs; `data`: what the feeds are, for an index past a model's range."""
     try:
-        return [run(sess, None, feed) for feed in feeds]
+        return [run(sess, None, feed, give_back=i == len(feeds) - 1) for i, feed in enumerate(feeds)]
     except StageError:
         raise
     except Exception as e:
@@ -188,7 +190,7 @@ def run_calibration(path, feeds: list[dict[str, np.ndarray]], reuse: bool = Fals
         raise StageError("calibration", e.message) from None
 
 
-_ARENA_REFUSED = re.compile(r"Available memory of \d+ is smaller than requested bytes of (\d+)")
+_ARENA_REFUSED = re.compile(r"Available memory of (\d+) is smaller than requested bytes of (\d+)")
 _RUNNING = re.compile(r"while running (\w+) node")
 
 
@@ -196,9 +198,11 @@ def run_error(cause: str, step: str = "onnxruntime run", data: str = "the data")
     """A model's failed run: a graph that asks for more memory than a machine has or a run may use is the file's
     fault, an index past an embedding's rows the data's."""
     if refused := _ARENA_REFUSED.search(cause):
-        node, asked = f" (its {op.group(1)} node)" if (op := _RUNNING.search(cause)) else "", int(refused.group(1))
-        return InputError(f"a run of the model{node} needs more than the {gb(host.run_memory())} of memory a run may "
-                          f"use here ({host.RUN_MEMORY_ENV} raises it): it asked for {gb(asked)} at once")
+        node = f" (its {op.group(1)} node)" if (op := _RUNNING.search(cause)) else ""
+        left, asked, limit = int(refused.group(1)), int(refused.group(2)), host.run_memory()
+        taken = f" with {gb(limit - left)} of it taken by the run's tensors" if limit - left > left else ""
+        return InputError(f"a run of the model{node} asked for {gb(asked)} at once, past the {gb(limit)} of memory a "
+                          f"run may use here{taken} ({host.RUN_MEMORY_ENV} raises it)")
     if "Failed to allocate memory" in cause:
         return InputError(f"the model asks for more memory than this machine allows when run: {cause}")
     if "out of data bounds" in cause:  # Gather's words: token ids past a vocabulary, say
