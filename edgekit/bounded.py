@@ -25,7 +25,10 @@ from .errors import FULL_ERRNOS, StageError, disk_full, first_line, too_long
 def run(stage: str, fn: str, *args: str, timeout: float, raised_by: str = "") -> str:
     """`fn` ("module:function", taking and returning strings) in a child process; its result, or StageError.
     `raised_by` names the option that raises the time limit, where the command has one."""
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # no single step may reserve more
+    from .host import physical_memory, run_memory
+
+    memory = physical_memory()  # no single step may reserve more
+    run_memory()  # a bad EDGEKIT_RUN_MEMORY_MB is the caller's UsageError, not the child's failed step
     # -P: nothing is imported from the working folder, which may hold the very files being checked
     cmd = [sys.executable, "-P", "-m", "edgekit.bounded", str(memory), fn, *args]
     # its temporary files (onnxruntime's pre-processing makes some) go where they are removed even if it is killed

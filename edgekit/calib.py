@@ -249,7 +249,7 @@ def _from_arrays(origin: str, arrays: dict[str, np.ndarray | RowFile], specs) ->
                          f"missing {few(missing) if missing else 'none'}, unexpected {few(extra) if extra else 'none'} "
                          f"(model takes {few(sorted(names))})")
     batch_axis = {spec.name: _batch_axis(origin, spec, arrays[spec.name]) for spec in specs}
-    _same_named_dims(origin, specs, {s.name: ((1,) if batch_axis[s.name] else ()) + tuple(arrays[s.name].shape[1:])
+    same_named_dims(origin, specs, {s.name: ((1,) if batch_axis[s.name] else ()) + tuple(arrays[s.name].shape[1:])
                                      for s in specs})
     counts = {len(arrays[name]) for name in names}
     if len(counts) != 1:
@@ -273,7 +273,7 @@ def _label_key(origin: str, keys) -> str | None:
     return found[0] if found else None
 
 
-def _same_named_dims(origin: str, specs, shapes: dict[str, tuple[int, ...]]) -> None:
+def same_named_dims(origin: str, specs, shapes: dict[str, tuple[int, ...]]) -> None:
     """A dimension named in several inputs (N in a:Nx4 and b:Nx4) has one size per sample: onnxruntime broadcast
     5 rows against 1 until a later stage failed ("Shape mismatch attempting to re-use buffer")."""
     sizes: dict[str, dict[str, int]] = {}

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .config import DEFAULT_STEP_TIMEOUT
 from .errors import InputError, StageError, UsageError
+from .host import physical_memory
 
 ARCH = "aarch64"
 DEFAULT_CPU = "neoverse-n1"
@@ -104,7 +105,7 @@ def run_json(cmd: list[str], env: dict, timeout: float, stage: str) -> dict:
     def memory() -> None:  # a package is a file from others: its models may not take more than the machine has
         import resource
 
-        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        physical = physical_memory()
         hard = resource.getrlimit(resource.RLIMIT_AS)[1]
         resource.setrlimit(resource.RLIMIT_AS, (physical if hard == resource.RLIM_INFINITY else min(physical, hard),
                                                 hard))

@@ -169,7 +169,7 @@ def layer_errors(fp32: Path, int8: Path, data: str) -> dict:
             tensors = json.loads(bounded.run("inspect --compare", "edgekit.inspect_model:tensor_errors_in_child",
                                              str(fp32), str(int8), str(feeds), str(len(samples)),
                                              timeout=DEFAULT_STEP_TIMEOUT))
-        except StageError as e:  # a run past the memory a run may use is the files' fault (exit 3)
+        except StageError as e:  # a run past the memory the child may use is the files' fault (exit 3)
             from .runtime import run_error
 
             raise run_error(e.message, e.stage) from e

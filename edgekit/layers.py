@@ -41,7 +41,7 @@ def tensor_errors(fp32, int8: Path, feeds: Sequence[dict], limit: int = 8) -> li
                         [_energy(pre), _energy(pre - post), _energy(ref), _energy(ref - post)])
     except StageError as e:  # a run past the limit: said once, not as "StageError: onnxruntime run failed: ..."
         raise StageError("per-layer error analysis", e.message) from None
-    except Exception as e:  # past the memory a run may use: the model's fault (exit 3)
+    except Exception as e:  # more memory than the machine gives: the model's fault (exit 3)
         raise runtime.run_error(f"{type(e).__name__}: {first_line(e)}", "per-layer error analysis") from e
     rows = [{"tensor": tensor, "local_sqnr_db": _finite(_sqnr(e[0], e[1])),
              "accumulated_sqnr_db": _finite(_sqnr(e[2], e[3])) if tensor in in_float else None}
@@ -79,7 +79,7 @@ def _intermediates(model, keep: set[str] | None):
     sess = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
     def run(feed: dict) -> dict[str, list]:
-        outputs = runtime.run(sess, names, feed)
+        outputs = runtime.run(sess, names, feed, copy=False)  # an uncapped session's own arrays
         return {**{n: [feed[n]] for n in wanted & inputs}, **{n: [v] for n, v in zip(names, outputs)}}
 
     return run, pairs

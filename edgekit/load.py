@@ -166,7 +166,7 @@ def load_weights(module, weights: str, torch, trust_checkpoint: bool = False) ->
         state = torch.load(weights, map_location="cpu", weights_only=not trust_checkpoint)
     except Exception as e:
         with open(weights, "rb") as f:  # torch.save writes a zip archive, or (before 1.6) a pickle: b"\x80" first
-            saved = zipfile.is_zipfile(f) or f.seek(0) == 0 and f.read(1) == b"\x80"
+            saved = f.read(4) in (b"PK\x03\x04", b"PK\x05\x06") or f.seek(0) == 0 and f.read(1) == b"\x80"
         if not saved:  # garbage was told to pass --trust-checkpoint, and torch's words say weights_only=False
             raise InputError(f"weights {weights!r} cannot be loaded: not a torch.save file (neither a zip archive "
                              "nor a pickle)") from e

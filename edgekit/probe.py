@@ -80,9 +80,10 @@ def serve_in_child(folder: str, request: str) -> str:
     import onnxruntime as ort
 
     from . import host
-    from .runtime import memory_capped
 
-    config = {**({"session.x64quantprecision": "1"} if host.x86_saturates() else {}), **memory_capped()}
+    # not memory-capped: every integer activation is an output, kept at once (as the per-layer analysis's are);
+    # the child's address space is capped
+    config = {"session.x64quantprecision": "1"} if host.x86_saturates() else {}
     answer = runner.serve({**json.loads(request), "folder": folder}, config)
     optimized = str(Path(folder) / "optimized.onnx")
     opts = runner.options(1, config, log_level=4)

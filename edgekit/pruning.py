@@ -280,8 +280,8 @@ def _structured(module, example_inputs, ratio, importance, ignored_layers, round
     if untraceable := [f"{n} ({kind})" for n, kind in recurrent.items() if kind != "LSTM"]:
         raise StageError("structured pruning", f"Torch-Pruning cannot prune GRU or plain RNN layers (it fails on "
                                                f"them, or never ends tracing them): {', '.join(untraceable)}; "
-                                               f"{KEEP_RECURRENT}, or unstructured pruning (it zeroes weights: the "
-                                               "parameter count stays)")
+                                               f"{KEEP_RECURRENT}, or prune unstructured (--method unstructured: it "
+                                               "zeroes weights, the parameter count stays)")
     try:
         pruner = tp.pruner.MetaPruner(module, example_inputs, importance=imp, pruning_ratio=ratio,
                                       pruning_ratio_dict=ratio_dict or None, ignored_layers=ignored_layers,
@@ -312,7 +312,7 @@ def _structured(module, example_inputs, ratio, importance, ignored_layers, round
     module.zero_grad(set_to_none=True)
 
 
-KEEP_RECURRENT = "keep it and the layer feeding it whole (--ignore; in a recipe, [prune] ignore)"
+KEEP_RECURRENT = "keep each and the layer feeding it whole (--ignore; in a recipe, [prune] ignore)"
 
 
 def _unstructured(module, ratio, importance, ignored) -> float:

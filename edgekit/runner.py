@@ -79,15 +79,24 @@ def session(path: str, threads: int = 1, config: dict[str, str] | None = None):
     return ort.InferenceSession(path, sess_options=options(threads, config), providers=["CPUExecutionProvider"])
 
 
+GIVE_BACK = ("memory.enable_memory_arena_shrinkage", "cpu:0")  # a run's arena memory back to the system after it
+
+
 def replay(sess, feeds: list[dict], state: dict[str, str], outputs: list[str] | None = None) -> list[dict]:
     """Each feed's outputs by name (`outputs`, with the state's, or all). A streaming model (`state`: input →
     output) gets, after the first step, what it fed back itself, so its own drift is what is checked. Outputs are
-    copied: onnxruntime's lie in its arena, and kept, they filled a memory-capped one (runtime.memory_capped)."""
+    copies, and the last run gives the arena's free memory back (GIVE_BACK): onnxruntime's arrays lie in its arena,
+    and kept, they filled a memory-capped one (runtime.memory_capped)."""
+    import onnxruntime as ort
+
     names = [o.name for o in sess.get_outputs() if outputs is None or o.name in outputs or o.name in state.values()]
+    last = ort.RunOptions()
+    last.add_run_config_entry(*GIVE_BACK)
     runs: list[dict] = []
-    for feed in feeds:
+    for k, feed in enumerate(feeds):
         carried = {i: runs[-1][o] for i, o in state.items()} if runs else {}
-        runs.append({n: np.array(o, copy=True) for n, o in zip(names, sess.run(names, {**feed, **carried}))})
+        outputs = sess.run(names, {**feed, **carried}, last if k == len(feeds) - 1 else None)
+        runs.append({n: np.array(o, copy=True) for n, o in zip(names, outputs)})
     return runs
 
 

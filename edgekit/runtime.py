@@ -47,6 +47,8 @@ def memory_capped() -> dict[str, str]:
     return dict(ENV_ALLOCATORS)
 
 
+
+
 def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int = 1, optimized_path: str = "",
             exact_int8: bool = False, reuse: bool = False, capped: bool = True):
     """A session on the providers this host really has; returns (session, providers used).
@@ -146,14 +148,16 @@ def run_limit() -> tuple[float, str]:
     return _RUN_LIMIT.get() or (config.DEFAULT_STEP_TIMEOUT, "")
 
 
-def run(sess, names: list[str] | None, feed: dict, give_back: bool = True) -> list[np.ndarray]:
+def run(sess, names: list[str] | None, feed: dict, copy: bool = True, give_back: bool = True) -> list[np.ndarray]:
     """`sess.run`, ended by onnxruntime once it has taken longer than `run_limit()`: a model from others may
     behave on its first run (a bounded child's) and never end on another sample or batch size, and onnxruntime's
-    run holds the main thread, deaf to Ctrl-C. Its outputs are copies: onnxruntime's own arrays lie in the shared
-    memory-capped arena (memory_capped), and kept (every validation sample's are), they held its blocks until 48
-    samples of a segmentation model's outputs filled it. `give_back`: the arena returns what the run took to the
-    system (it kept a hostile run's 3 GB for the process's life); a series of runs gives back after its last only:
-    faulting the memory in again cost 0.8 ms a run on ConvNeXt-style at 224x224 (3.9 -> 4.7 ms)."""
+    run holds the main thread, deaf to Ctrl-C. Its outputs are copies (`copy`; an uncapped session's need none):
+    onnxruntime's own arrays lie in the shared memory-capped arena (memory_capped), and kept (every validation
+    sample's are), they held its blocks until 48 samples of a segmentation model's outputs filled it. `give_back`:
+    the arena returns its free memory to the system after the run (GIVE_BACK; a hostile run's 3 GB stayed for the
+    process's life); a series gives back after its last run: within it, freed blocks serve the next runs (samples of
+    40, 16, 20 then 24 MB under a 64 MB cap failed when each run gave back: onnxruntime keeps what a session's first
+    run took, and split the rest), and faulting memory in again cost 0.8 ms a run on ConvNeXt-style at 224x224."""
     import onnxruntime as ort
 
     from . import deadlines
@@ -161,10 +165,11 @@ def run(sess, names: list[str] | None, feed: dict, give_back: bool = True) -> li
     seconds, raised_by = run_limit()
     options = ort.RunOptions()
     if give_back:
-        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        options.add_run_config_entry(*runner.GIVE_BACK)
     with deadlines.within(seconds, lambda: setattr(options, "terminate", True)):
         try:
-            return [np.array(o, copy=True) for o in sess.run(names, feed, options)]
+            outputs = sess.run(names, feed, options)
+            return [np.array(o, copy=True) for o in outputs] if copy else outputs
         except Exception:
             if options.terminate:
                 raise StageError("onnxruntime run", f"a run of the model {too_long(seconds, raised_by)}") from None
@@ -200,7 +205,7 @@ def run_error(cause: str, step: str = "onnxruntime run", data: str = "the data")
     if refused := _ARENA_REFUSED.search(cause):
         node = f" (its {op.group(1)} node)" if (op := _RUNNING.search(cause)) else ""
         left, asked, limit = int(refused.group(1)), int(refused.group(2)), host.run_memory()
-        taken = f" with {gb(limit - left)} of it taken by the run's tensors" if limit - left > left else ""
+        taken = f" with {gb(limit - left)} of it in use" if limit - left > left else ""
         return InputError(f"a run of the model{node} asked for {gb(asked)} at once, past the {gb(limit)} of memory a "
                           f"run may use here{taken} ({host.RUN_MEMORY_ENV} raises it)")
     if "Failed to allocate memory" in cause:

@@ -45,6 +45,8 @@ def test_bad_model_path(tmp_path, data):
     (lambda p: p.mkdir(), "w.pt': not a regular file"),  # was "no such file"
     (lambda p: p.write_text("hello weights"),  # was "101", then "pass --trust-checkpoint only if you trust this file"
      "cannot be loaded: not a torch.save file (neither a zip archive nor a pickle)"),
+    (lambda p: (torch.save({"w": torch.zeros(1000)}, p), p.write_bytes(p.read_bytes()[:500])),  # cut short
+     "cannot be loaded as a torch.save file (RuntimeError: PytorchStreamReader failed"),
 ])
 def test_weights_that_are_no_checkpoint_say_what_they_are(tmp_path, data, make, msg):
     make(tmp_path / "w.pt")

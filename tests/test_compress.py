@@ -842,7 +842,7 @@ def test_recurrent_layers_are_refused_by_structured_pruning_at_once(tmp_path):
     for extra in ([], ["--data", tmp_path / "x.npz"]):
         refused = cli(["prune", *args, *extra])
         assert refused.exit_code == 4 and "cannot prune GRU or plain RNN layers" in refused.stderr \
-            and "gru (GRU); keep it and the layer feeding it whole (--ignore" in refused.stderr, refused.output
+            and "gru (GRU); keep each and the layer feeding it whole (--ignore" in refused.stderr, refused.output
     kept = cli(["prune", *args, "--ignore", "gru", "--ignore", "pre", "--json"])  # as the message says: the rest
     assert kept.exit_code == 0, kept.output
     result = json.loads(kept.stdout)

@@ -727,7 +727,7 @@ def test_the_golden_file_holds_what_check_reads_back(tmp_path, monkeypatch):
 
 
 def test_unused_huge_npz_member_is_refused_before_it_is_read(tmp_path):
-    """A 1 GiB (deflated to ~4 MB) member nobody asked for: refused by name, in seconds, without its RSS."""
+    """A 1 GiB (deflated to ~4 MB) member nobody asked for: refused by name, without its RSS."""
     bomb = _npz_with_member(tmp_path / "bomb.npz", "unused", 1 << 30, real=True)
     small = _npz_with_member(tmp_path / "small.npz", "unused", 1 << 10, real=True)
     results = {}
@@ -735,7 +735,6 @@ def test_unused_huge_npz_member_is_refused_before_it_is_read(tmp_path):
         rc, seconds, err, rss = _peak_rss_mb([*CNN, "--calibration", data, "--out", tmp_path / name])
         assert rc == 3 and "unexpected ['unused']" in err and len(err.strip().splitlines()) == 1, err
         results[name] = (seconds, rss)
-    assert results["bomb"][0] < 1.3 * results["small"][0], results  # inflating the member alone takes 1.5 s here
     assert results["bomb"][1] - results["small"][1] < 200, results  # MB: the member was never inflated
 
 
@@ -910,10 +909,18 @@ def test_a_run_in_process_is_capped_in_memory(tmp_path, lin_data, monkeypatch):
     # 40 MB a run, more than half the cap: the outputs kept from one run must not pin its memory for the next
     held = runtime.run_onnx(runtime.session(model)[0], [{"x": np.full((1, 4), 10, np.float32)}] * 3)
     assert [float(y[0].max()) for y in held] == [10 + 10 * (1 << 20)] * 3
+    # 40, 16, 20, 24 and 20 MB: giving back after each run, the fourth found 24 of the 64 MB free (onnxruntime keeps
+    # what a session's first run took, and had split the rest)
+    sizes = (10, 4, 5, 6, 5)
+    varied = runtime.run_onnx(runtime.session(model)[0], [{"x": np.full((1, 4), v, np.float32)} for v in sizes])
+    assert [float(y[0].max()) for y in varied] == [v + v * (1 << 20) for v in sizes]
     for value in ("0", "1.5", "lots"):
         monkeypatch.setenv("EDGEKIT_RUN_MEMORY_MB", value)
+        said = f"EDGEKIT_RUN_MEMORY_MB={value!r} is not a whole number of MB from 1 to"
         one_line_error(run(_linear_onnx(tmp_path / "ok.onnx"), "--calibration", lin_data, "--out", tmp_path / "b"),
-                       2, f"EDGEKIT_RUN_MEMORY_MB={value!r} is not a whole number of MB from 1 to")
+                       2, said)
+        with pytest.raises(edgekit.UsageError, match=re.escape(said)):  # was the bounded child's failed first run
+            edgekit.quantize(_linear_onnx(tmp_path / "ok.onnx"), lin_data, out=tmp_path / "b.onnx")
 
 
 def test_the_bounded_child_keeps_a_lower_soft_address_space_limit(tmp_path):
