@@ -199,6 +199,9 @@ _ARENA_REFUSED = re.compile(r"Available memory of (\d+) is smaller than requeste
 _RUNNING = re.compile(r"while running (\w+) node")
 
 
+TOO_BIG = "the model asks for more memory than this machine allows when run"
+
+
 def run_error(cause: str, step: str = "onnxruntime run", data: str = "the data") -> InputError | StageError:
     """A model's failed run: a graph that asks for more memory than a machine has or a run may use is the file's
     fault, an index past an embedding's rows the data's."""
@@ -208,8 +211,8 @@ def run_error(cause: str, step: str = "onnxruntime run", data: str = "the data")
         taken = f" with {gb(limit - left)} of it in use" if limit - left > left else ""
         return InputError(f"a run of the model{node} asked for {gb(asked)} at once, past the {gb(limit)} of memory a "
                           f"run may use here{taken} ({host.RUN_MEMORY_ENV} raises it)")
-    if "Failed to allocate memory" in cause:
-        return InputError(f"the model asks for more memory than this machine allows when run: {cause}")
+    if "Failed to allocate memory" in cause:  # said once, though a bounded child already said it
+        return InputError(cause if cause.startswith(TOO_BIG) else f"{TOO_BIG}: {cause}")
     if "out of data bounds" in cause:  # Gather's words: token ids past a vocabulary, say
         return InputError(f"{data} holds an index out of the model's range: {cause}")
     return StageError(step, cause)
