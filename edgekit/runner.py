@@ -95,8 +95,9 @@ def replay(sess, feeds: list[dict], state: dict[str, str], outputs: list[str] | 
     runs: list[dict] = []
     for k, feed in enumerate(feeds):
         carried = {i: runs[-1][o] for i, o in state.items()} if runs else {}
-        outputs = sess.run(names, {**feed, **carried}, last if k == len(feeds) - 1 else None)
-        runs.append({n: np.array(o, copy=True) for n, o in zip(names, outputs)})
+        runs.append({n: np.array(o, copy=True)  # onnxruntime's arrays dropped before the next run: held over it,
+                     for n, o in zip(names, sess.run(names, {**feed, **carried},  # a 16-byte output split its
+                                                     last if k == len(feeds) - 1 else None))})  # run's 40 MB block
     return runs
 
 

@@ -923,6 +923,24 @@ def test_a_run_in_process_is_capped_in_memory(tmp_path, lin_data, monkeypatch):
             edgekit.quantize(_linear_onnx(tmp_path / "ok.onnx"), lin_data, out=tmp_path / "b.onnx")
 
 
+def test_check_under_a_lower_memory_cap_than_the_exports_says_so(tmp_path, monkeypatch):
+    """A package whose runs need 40 MB, exported under a 64 MB cap and checked under 16 MB (a smaller machine's
+    half): its parity fails, and says the export ran under more, so the machine is not taken for tampering. Under
+    the export's own cap it passes: check's replay held each run's outputs over the next run, and a 16-byte output
+    split its run's 40 MB block, so the second sample found 24 MB."""
+    np.savez(tmp_path / "cal.npz", x=np.full((8, 4), 10, np.float32))
+    monkeypatch.setenv("EDGEKIT_RUN_MEMORY_MB", "64")
+    exported = cli(["export", _filled_by_value(tmp_path / "m.onnx"), "--calibration", tmp_path / "cal.npz", "--out",
+                    tmp_path / "o", "--no-bench", "-t", "desktop-x86"])
+    assert exported.exit_code in (0, 1) and cli(["check", tmp_path / "o"]).exit_code == exported.exit_code
+    monkeypatch.setenv("EDGEKIT_RUN_MEMORY_MB", "16")
+    checked = cli(["check", tmp_path / "o", "--json"])
+    assert checked.exit_code == 1, checked.output
+    [case] = [c for c in json.loads(checked.stdout) if c["name"] == "parity model.int8.onnx"]
+    assert "past the 16 MB of memory a run may use here" in case["message"] and \
+        case["message"].endswith("; the export ran under 64 MB"), case
+
+
 def test_the_bounded_child_keeps_a_lower_soft_address_space_limit(tmp_path):
     """`ulimit -S -v 2000000; edgekit check pkg` still reached 3 GB: the child raised its soft limit to the physical
     memory, keeping only the hard one."""
