@@ -79,7 +79,7 @@ def _intermediates(model, keep: set[str] | None):
     sess = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
     def run(feed: dict) -> dict[str, list]:
-        outputs = runtime.run(sess, names, feed, copy=False)  # an uncapped session's own arrays
+        outputs = runtime.run(sess, names, feed, copy=False, give_back=False)  # an uncapped session's arena
         return {**{n: [feed[n]] for n in wanted & inputs}, **{n: [v] for n, v in zip(names, outputs)}}
 
     return run, pairs

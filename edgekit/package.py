@@ -14,7 +14,7 @@ from .archive import UNHASHED
 from .config import Target
 from .errors import InputError
 from .report import markdown
-from .runtime import int8_session, run_onnx
+from .runtime import int8_session, run_onnx, stepper
 from .reports import TargetReport, json_text
 
 FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -211,7 +211,7 @@ def _golden(model: Path, path: Path, feeds: list, names: list[str], tolerance: t
         expected = run_onnx(sess, feeds)
     else:
         sequence, specs, state, init = stream
-        rolled = sequences.rollout(lambda feed: run_onnx(sess, [feed])[0], [sequence], specs, names, state, init)
+        rolled = sequences.rollout(stepper(sess), [sequence], specs, names, state, init)
         feeds, expected = rolled.feeds, rolled.outputs
     keep = fitting(feeds, expected, path.parent.name)
     feeds, expected = feeds[:keep], expected[:keep]

@@ -675,7 +675,7 @@ def _parity(model: Path, target: str, inputs, expected, atol, state: dict[str, s
     kernels = ""
     try:
         sess, kernels = int8_session(model, reuse=reuse)
-        runs = runner.replay(sess, inputs, state)
+        runs = runner.replay(sess, inputs, state, give_back=True)
     except UsageError:
         raise  # e.g. a bad EDGEKIT_HOST_ISA: the user's setting, not the model
     except Exception as e:  # past the memory a run may use: said in plain words

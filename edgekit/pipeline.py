@@ -29,8 +29,8 @@ from .device import Device
 from .load import load_model
 from .progress import bar
 from .reports import ARM_STAND_IN, ExportReport, LatencyReport, TargetReport, shipped_model
-from .runtime import (forget_sessions, int8_session, ort_log_level, run_calibration, run_onnx, run_torch,
-                      runs_limited, session)
+from .runtime import (forget_sessions, int8_session, ort_log_level, run_calibration, run_onnx, run_torch, runs_limited,
+                      session, stepper)
 from .userfn import user_code_scope
 
 log = logging.getLogger("edgekit")
@@ -394,7 +394,7 @@ def _steps(shared: Shared, fp32: Path, names: list[str]):
     if not shared.recipe.state:
         return shared.cal, shared.val, run_onnx(sess, shared.val.feeds), None
     sequences.check_outputs(shared.recipe.state, names)
-    cal, val = (sequences.rollout(lambda feed: run_onnx(sess, [feed])[0], data.feeds, shared.inputs, names,
+    cal, val = (sequences.rollout(stepper(sess), data.feeds, shared.inputs, names,
                                   shared.recipe.state, shared.init) for data in (shared.cal, shared.val))
     return (calib.Dataset(f"{shared.cal.origin} (steps)", cal.feeds, None, shared.cal.random),
             calib.Dataset(f"{shared.val.origin} (steps)", val.feeds, sequences.step_labels(shared.val, val.lengths),
@@ -443,7 +443,7 @@ def _int8_outputs(shared: Shared, prep: Prepared, int8_sess) -> list:
     """The int8 model's validation outputs; a streaming model runs over the sequences carrying its own state."""
     if prep.rollout is None:
         return run_onnx(int8_sess, prep.val.feeds)
-    return sequences.rollout(lambda feed: run_onnx(int8_sess, [feed])[0], shared.val.feeds, shared.inputs,
+    return sequences.rollout(stepper(int8_sess), shared.val.feeds, shared.inputs,
                              prep.names, shared.recipe.state, shared.init).outputs
 
 

@@ -82,16 +82,19 @@ def session(path: str, threads: int = 1, config: dict[str, str] | None = None):
 GIVE_BACK = ("memory.enable_memory_arena_shrinkage", "cpu:0")  # a run's arena memory back to the system after it
 
 
-def replay(sess, feeds: list[dict], state: dict[str, str], outputs: list[str] | None = None) -> list[dict]:
+def replay(sess, feeds: list[dict], state: dict[str, str], outputs: list[str] | None = None,
+           give_back: bool = False) -> list[dict]:
     """Each feed's outputs by name (`outputs`, with the state's, or all). A streaming model (`state`: input →
     output) gets, after the first step, what it fed back itself, so its own drift is what is checked. Outputs are
-    copies, and the last run gives the arena's free memory back (GIVE_BACK): onnxruntime's arrays lie in its arena,
-    and kept, they filled a memory-capped one (runtime.memory_capped)."""
+    copies: onnxruntime's arrays lie in its arena, and kept, they filled a memory-capped one (runtime.memory_capped),
+    whose free memory the last run gives back with `give_back` (GIVE_BACK: only there, as a device's onnxruntime may
+    be older than the option, or built without an arena, and then fails the run)."""
     import onnxruntime as ort
 
     names = [o.name for o in sess.get_outputs() if outputs is None or o.name in outputs or o.name in state.values()]
-    last = ort.RunOptions()
-    last.add_run_config_entry(*GIVE_BACK)
+    last = ort.RunOptions() if give_back else None
+    if last is not None:
+        last.add_run_config_entry(*GIVE_BACK)
     runs: list[dict] = []
     for k, feed in enumerate(feeds):
         carried = {i: runs[-1][o] for i, o in state.items()} if runs else {}

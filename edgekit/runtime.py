@@ -176,14 +176,21 @@ def run(sess, names: list[str] | None, feed: dict, copy: bool = True, give_back:
             raise
 
 
-def run_onnx(sess, feeds: list[dict[str, np.ndarray]], data: str = "the data") -> list[list[np.ndarray]]:
-    """Each feed's outputs; `data`: what the feeds are, for an index past a model's range."""
+def run_onnx(sess, feeds: list[dict[str, np.ndarray]], data: str = "the data",
+             give_back: bool = True) -> list[list[np.ndarray]]:
+    """Each feed's outputs, the memory given back after the last (`give_back`: a rollout's steps are a series of
+    their own); `data`: what the feeds are, for an index past a model's range."""
     try:
-        return [run(sess, None, feed, give_back=i == len(feeds) - 1) for i, feed in enumerate(feeds)]
+        return [run(sess, None, feed, give_back=give_back and i == len(feeds) - 1) for i, feed in enumerate(feeds)]
     except StageError:
         raise
     except Exception as e:
         raise run_error(first_line(e), data=data) from e
+
+
+def stepper(sess):
+    """A rollout's step (sequences.rollout): one run's outputs, the steps one series that gives no memory back."""
+    return lambda feed: run_onnx(sess, [feed], give_back=False)[0]
 
 
 def run_calibration(path, feeds: list[dict[str, np.ndarray]], reuse: bool = False) -> None:
@@ -208,7 +215,8 @@ def run_error(cause: str, step: str = "onnxruntime run", data: str = "the data")
     if refused := _ARENA_REFUSED.search(cause):
         node = f" (its {op.group(1)} node)" if (op := _RUNNING.search(cause)) else ""
         left, asked, limit = int(refused.group(1)), int(refused.group(2)), host.run_memory()
-        taken = f" with {gb(limit - left)} of it in use" if limit - left > left else ""
+        taken = (f" with {gb(limit - left)} of it held (onnxruntime keeps what a session's first run took)"
+                 if limit - left > left else "")
         return InputError(f"a run of the model{node} asked for {gb(asked)} at once, past the {gb(limit)} of memory a "
                           f"run may use here{taken} ({host.RUN_MEMORY_ENV} raises it)")
     if "Failed to allocate memory" in cause:  # said once, though a bounded child already said it

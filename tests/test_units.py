@@ -223,7 +223,14 @@ def test_runs_share_a_memory_cap_that_timings_do_not(tmp_path, monkeypatch):
     sess = runtime.session(tmp_path / "relu.onnx", reuse=True)[0]
     # 10 runs' 4 MB outputs kept (validation, golden and parity runs keep every sample's): onnxruntime's own arrays
     # held their arena blocks, and 48 samples of a segmentation model's outputs filled the cap
-    assert len(runtime.run_onnx(sess, [feed] * 10)) == len(runner.replay(sess, [feed] * 10, {})) == 10
+    assert len(runtime.run_onnx(sess, [feed] * 10)) == len(runner.replay(sess, [feed] * 10, {}, give_back=True)) == 10
+    # a device's onnxruntime may have no CPU arena (or predate the give-back option): replay asks for none there
+    import onnxruntime as ort
+
+    no_arena = runner.options(1)
+    no_arena.enable_cpu_mem_arena = False
+    bare = ort.InferenceSession(str(tmp_path / "relu.onnx"), no_arena, providers=["CPUExecutionProvider"])
+    assert len(runner.replay(bare, [feed] * 3, {})) == 3
 
 
 def test_per_layer_error_leaves_the_callers_model_as_it_was(tmp_path):
