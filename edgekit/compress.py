@@ -35,10 +35,11 @@ def data_sizes(specs: tuple[InputSpec, ...], feed: dict | None) -> dict[str, int
     and MACs were 10x too few."""
     from .onnx_export import trace_sizes
 
-    shapes = {s.name: tuple(feed[s.name].shape) for s in specs if s.name in (feed or {})}
+    feed = feed or {}
+    shapes = {s.name: tuple(feed[s.name].shape) for s in specs if s.name in feed}
     calib.same_named_dims("the data", [s for s in specs if s.name in shapes], shapes)  # T=40 and T=30: MACs at 40
     batch = {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], str)}
-    return {d: n for d, n in trace_sizes(specs, feed or {}).items() if d not in batch}
+    return {d: n for d, n in trace_sizes(specs, feed).items() if d not in batch}
 
 
 def batch_sizes(specs: tuple[InputSpec, ...], batches) -> dict[str, int]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
-from .errors import UsageError
+from .errors import UsageError, not_utf8
 from .userfn import is_function_spec
 
 # The bundled profiles: `targets/` beside the package in a checkout (editable install), or where a wheel install
@@ -652,12 +652,10 @@ def settings_table() -> str:
 
 
 def writable_name(out: str) -> str:
-    """`out` as torch, onnx and onnxruntime take paths (UTF-8 strings): a name with other bytes (os.listdir's
-    surrogate escapes) failed deep inside the export, blamed on the model's ops."""
-    try:
-        out.encode("utf-8")
-    except UnicodeEncodeError:
-        raise UsageError(f"--out {out.encode('utf-8', 'replace').decode()!r}: not a UTF-8 path") from None
+    """`out`, refused when torch, onnx and onnxruntime cannot take it (errors.not_utf8): failing deep inside the
+    export, it was blamed on the model's ops."""
+    if shown := not_utf8(out):
+        raise UsageError(f"--out {shown!r}: not a UTF-8 path")
     return out
 
 

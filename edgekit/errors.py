@@ -86,6 +86,16 @@ def too_long(seconds: float, raised_by: str = "") -> str:
     return f"took longer than {seconds:g} s (the limit{f'; raise it with {raised_by}' if raised_by else ''})"
 
 
+def not_utf8(text: str) -> str | None:
+    """`text` with its bytes that are not UTF-8 shown as '?' (os.listdir's surrogate escapes), when it has any: torch,
+    onnx and onnxruntime take paths as UTF-8 strings, and failed deep inside on other names."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode()
+    return None
+
+
 def first_line(e: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (its type when empty): what a one-line error can show."""
     text = str(e).strip()

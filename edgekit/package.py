@@ -79,7 +79,7 @@ def fitting(feeds: list[dict], outputs: list[list[np.ndarray]], where: str) -> i
     segmentation scores). Over MAX_GOLDEN_BYTES, `check` would refuse the package's own file."""
     total = 8 + 8 * len(outputs[0]) if outputs else 0  # the count, and a tolerance per output
     for k, (feed, out) in enumerate(zip(feeds, outputs)):
-        total += sum(np.asarray(v).nbytes for v in feed.values()) + sum(np.asarray(o).nbytes for o in out)
+        total += _nbytes(feed.values()) + _nbytes(out)
         if total > MAX_GOLDEN_BYTES:
             if k == 0:
                 raise InputError(f"{where}: the model's outputs for one validation sample take {total:,} bytes with "
@@ -88,11 +88,15 @@ def fitting(feeds: list[dict], outputs: list[list[np.ndarray]], where: str) -> i
     return len(outputs)
 
 
+def _nbytes(values) -> int:
+    return sum(np.asarray(v).nbytes for v in values)
+
+
 def golden_count(feeds: list[dict], wanted: int) -> int:
     """How many of `feeds` a golden file holds (at most `wanted`): their inputs may take half of MAX_GOLDEN_BYTES,
     the outputs the rest. A sample of more is bad input, told before any work: 1 GiB samples were exported for
     7 minutes, then `check` refused the package's own golden file."""
-    each = max(1, sum(np.asarray(v).nbytes for v in feeds[0].values())) if feeds else 1
+    each = max(1, _nbytes(feeds[0].values())) if feeds else 1
     if each > MAX_GOLDEN_BYTES // 2:
         raise InputError(f"a validation sample holds {each:,} bytes: a package's golden file keeps samples' inputs "
                          f"and outputs in at most {MAX_GOLDEN_BYTES:,} bytes (smaller samples, please)")

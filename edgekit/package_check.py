@@ -24,7 +24,7 @@ from .config import TARGET_NAME, Target, bundled, list_targets, load_target
 from .errors import InputError, StageError, UsageError, few, first_line
 from .probe import probe as probe_model
 from .reports import ARM_STAND_IN, Case, CheckReport, shipped_model
-from .runtime import int8_session, run_error, run_limit
+from .runtime import CAPPED, int8_session, run_error, run_limit
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
 MAX_NAME = 256  # a state input's or output's name (one of 200,000 characters overflowed the child's command line)
@@ -360,7 +360,7 @@ def _under_less_memory(cases: list[Case], manifest: dict) -> list[Case]:
     exported = (manifest.get("host") or {}).get("run_memory_mb")
     if not isinstance(exported, int) or exported <= host.run_memory() >> 20:
         return cases
-    return [c if c.passed or "of memory a run may use here" not in c.message else
+    return [c if c.passed or CAPPED not in c.message else
             replace(c, message=f"{c.message}; the export ran under {exported} MB") for c in cases]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import host, runner
-from .errors import InputError, StageError, first_line, too_long
+from .errors import InputError, StageError, first_line, not_utf8, too_long
 
 log = logging.getLogger("edgekit")
 HOST_DEFAULT = "host default"
@@ -92,12 +92,9 @@ def ort_path(path, shown=None) -> str:
     folder from elsewhere, fails inside its constructor with a message about argument types). `shown`: the name
     the user knows it by (inside an archive), for the message."""
     text = str(path)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        name = str(shown or path).encode("utf-8", "replace").decode()
-        raise InputError(f"{name!r}: not a UTF-8 path; onnxruntime cannot open it (rename the file or "
-                         "folder)") from None
+    if not_utf8(text):
+        raise InputError(f"{not_utf8(str(shown or path))!r}: not a UTF-8 path; onnxruntime cannot open it (rename the "
+                         "file or folder)")
     return text
 
 
@@ -207,6 +204,7 @@ _RUNNING = re.compile(r"while running (\w+) node")
 
 
 TOO_BIG = "the model asks for more memory than this machine allows when run"
+CAPPED = "of memory a run may use here"  # the words of a run refused by the cap (package_check looks for them)
 
 
 def run_error(cause: str, step: str = "onnxruntime run", data: str = "the data") -> InputError | StageError:
@@ -217,8 +215,8 @@ def run_error(cause: str, step: str = "onnxruntime run", data: str = "the data")
         left, asked, limit = int(refused.group(1)), int(refused.group(2)), host.run_memory()
         taken = (f" with {gb(limit - left)} of it held (onnxruntime keeps what a session's first run took)"
                  if limit - left > left else "")
-        return InputError(f"a run of the model{node} asked for {gb(asked)} at once, past the {gb(limit)} of memory a "
-                          f"run may use here{taken} ({host.RUN_MEMORY_ENV} raises it)")
+        return InputError(f"a run of the model{node} asked for {gb(asked)} at once, past the {gb(limit)} {CAPPED}"
+                          f"{taken} ({host.RUN_MEMORY_ENV} raises it)")
     if "Failed to allocate memory" in cause:  # said once, though a bounded child already said it
         return InputError(cause if cause.startswith(TOO_BIG) else f"{TOO_BIG}: {cause}")
     if "out of data bounds" in cause:  # Gather's words: token ids past a vocabulary, say

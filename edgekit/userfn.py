@@ -11,7 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, not_utf8
 
 MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -81,12 +81,9 @@ def _import_file(path: Path, spec: str, what: str):
 
     regular_file(path, f"{what} {spec!r}")  # a FIFO or a folder was "no such file"
     path = path.resolve()
-    try:  # torch's exporter records the code's file names as UTF-8 ("error unpacking string"); here it was exit 5
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
-        shown = str(path).encode("utf-8", "replace").decode()
+    if shown := not_utf8(str(path)):  # torch's exporter records the code's file names as UTF-8: it was exit 5
         raise InputError(f"{what} {shown!r}: not a UTF-8 path, which torch's exporter needs of the code it traces "
-                         "(rename the file or folder)") from None
+                         "(rename the file or folder)")
     stat = path.stat()  # an edited file (a notebook's next call) is imported afresh; an unchanged one is reused
     name = "edgekit_user_" + hashlib.sha1(f"{path}:{stat.st_mtime_ns}:{stat.st_size}".encode()).hexdigest()[:12]
     if name in sys.modules:
