@@ -140,16 +140,31 @@ def _python_names() -> dict[str, tuple[str, tuple]]:
 
 
 class _OwnWarnings(logging.Handler):
-    """The root's stand-in while edgekit runs: edgekit's own warnings reach stderr as Python's last resort would
-    print them (a NullHandler dropped them: a prune that removed no channel said nothing); others' records, as
-    onnxruntime's quantizer's, are dropped."""
+    """The root's stand-in while edgekit runs: warnings reach stderr as Python's last resort would print them (a
+    NullHandler dropped edgekit's: a prune that removed no channel said nothing; dropping all but edgekit's lost the
+    user's own, from their data or model), except those logged by the libraries edgekit drives, as onnxruntime's
+    quantizer's advice to run pre-processing that edgekit has already run."""
 
     def __init__(self):
         super().__init__(logging.WARNING)
+        self.libraries = tuple(_package_folder(name) for name in _QUIET_LIBRARIES)
 
     def emit(self, record) -> None:
-        if record.name.partition(".")[0] == "edgekit" and not logging.getLogger("edgekit").handlers:
+        if record.name.partition(".")[0] == "edgekit" and logging.getLogger("edgekit").handlers:
+            return  # edgekit's own handler has it
+        if not record.pathname.startswith(self.libraries):
             logging.lastResort.handle(record)
+
+
+_QUIET_LIBRARIES = ("onnxruntime", "onnx", "torch", "torch_pruning")
+
+
+def _package_folder(name: str) -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    origin = spec.origin if spec and spec.origin else f"<{name}>"  # not installed: no record comes from it
+    return os.path.dirname(origin) + os.sep
 
 
 def _forget_half_imports(before: set[str]) -> None:

@@ -495,14 +495,21 @@ def load_target(name_or_path: str) -> Target:
     return replace(target, path=str(path))
 
 
+def bundled_like(name: str) -> str | None:
+    """The bundled profile's name that `name` is on a case-insensitive file system (macOS, Windows: `Desktop-x86`,
+    and on Windows `desktop-x86.`, is the desktop-x86 folder), or None."""
+    return next((n for n in list_targets() if n.casefold() == name.rstrip(".").casefold()), None)
+
+
 def loosened(target: Target) -> list[str]:
     """The gates a user's profile loosens against the bundled profile whose name it takes (every gate could be
     made to pass under the name desktop-x86, and nothing said so), or judges otherwise (another arch):
     `field value (bundled value)`."""
-    own = bundled(target.name)
+    name = bundled_like(target.name)
+    own = bundled(name) if name else None
     if own is None or Path(target.path).resolve() == own.resolve():
         return []
-    base = load_target(target.name)
+    base = load_target(name)
     limits = [(f"parity.{f.name}", getattr(target.parity, f.name), getattr(base.parity, f.name),
                f.name.endswith("_min")) for f in fields(ParitySpec)]
     limits += [(f"package.{k}", getattr(target.package, k), getattr(base.package, k), k == "min_coverage")

@@ -17,6 +17,9 @@ from .errors import StageError, first_line
 
 log = logging.getLogger("edgekit")
 COVERAGE_EPS = {"nnapi": "NNAPI", "coreml": "CoreML MLProgram"}
+# The model a package's build would give each provider: CoreML has no QuantizeLinear/DequantizeLinear builders,
+# so a CoreML build ships the fp32 model (TARGETS.md); its prediction on the int8 graph was 0/28 nodes
+SHIPS_FP32_TO = {"coreml"}
 # Which onnxruntime build runs an .ort file as intended, per optimization style (onnxruntime's ORT format docs).
 ORT_BUILDS = {
     "Runtime": "a minimal build with --minimal_build extended replays its saved runtime optimisations (fused "

@@ -199,7 +199,8 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
         written = mobile.c_header(int8, tdir)
         out["c_header"] = {**{kind: path.name for kind, path in written.items()}, "embeds": int8.name}
     if spec.coverage:
-        out["mobile_coverage"] = mobile.coverage(int8, spec.coverage)
+        out["mobile_coverage"] = {ep: {**mobile.coverage(model, (ep,))[ep], "model": model.name} for ep in spec.coverage
+                                  for model in [tdir / "model.onnx" if ep in mobile.SHIPS_FP32_TO else int8]}
     return out
 
 

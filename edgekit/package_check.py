@@ -627,10 +627,14 @@ def _number(x) -> str:
 
 
 def _existing(folder: Path, shown: str, name: str) -> Path:
-    path = folder / name
-    if Path(name).name != name or name in (".", "..") or not path.is_file() or path.is_symlink():
+    if not _plain_file(folder, name):
         raise InputError(f"{shown}: {name} is missing (or not a plain file in the package folder)")
-    return path
+    return folder / name
+
+
+def _plain_file(folder: Path, name: str) -> bool:
+    path = folder / name
+    return Path(name).name == name and name not in (".", "..") and path.is_file() and not path.is_symlink()
 
 
 def _named(manifest: dict) -> set[str]:
@@ -649,8 +653,10 @@ def _integrity(folder: Path, shown: str, target: str, manifest: dict, mismatched
         if folder / name in mismatched:  # an archive member that did not match was never written
             bad.append(f"{name} sha256 {mismatched[folder / name][:12]}… != manifest {digest[:12]}…")
             continue
-        path = _existing(folder, shown, name)
-        if name not in sizes:  # the size is compared before the bytes are read: a 20 GB file was hashed (83 s)
+        path = folder / name
+        if not _plain_file(folder, name):  # deleted, renamed or a link: tampered with, as an edited file is (exit 1)
+            bad.append(f"{name} is missing (or not a plain file in the package folder)")
+        elif name not in sizes:  # the size is compared before the bytes are read: a 20 GB file was hashed (83 s)
             bad.append(f"{name} has no size in the manifest")
         elif sizes[name] != (held := path.stat().st_size):
             bad.append(f"{name} holds {held} bytes, its manifest says {sizes[name]}")

@@ -471,11 +471,15 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     fp32, int8 = tdir / "model.onnx", tdir / "model.int8.onnx"
     recipe, cal, val = shared.recipe, prep.cal, prep.val
     fixed, fixed_warnings = calib.fixed_shapes(shared.inputs, (cal, val)) if target.package.fixed_shapes else ({}, [])
+    # what the shipped models take: a build sizing its buffers by the metadata or the manifest read a dynamic batch
+    inputs = tuple(dataclasses.replace(s, shape=fixed[s.name]) if s.name in fixed else s for s in shared.inputs)
     props = {"edgekit_version": __version__, "edgekit_target": target.name,
-             "edgekit_inputs": ";".join(map(str, shared.inputs)), "edgekit_preprocessing": "onnxruntime quant_pre_process"}
+             "edgekit_inputs": ";".join(map(str, inputs)), "edgekit_preprocessing": "onnxruntime quant_pre_process"}
     model = onnx_export.stamp(copy.deepcopy(prep.model), props)
+    outputs = prep.outputs
     if fixed:
         onnx_export.fix_input_shapes(model, fixed)
+        outputs = onnx_export.io_specs(model)[1]
     onnx.save(model, str(fp32))
     if fixed:
         onnx_export.check(fp32)
@@ -527,13 +531,13 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         # which kernels an ARM target's int8 parity and golden outputs come from
         "arm_kernels": (emulated.describe() if emulated else ARM_STAND_IN)
         if target.runtime.arch == "arm64" else None,
-        "inputs": [s.as_dict() for s in shared.inputs],
+        "inputs": [s.as_dict() for s in inputs],
         # an input taking raw pixels, normalised inside the model; what the int8 model does with them
         "image_uint8": {**recipe.image_uint8, "int8": kept_pixels or norm.why} if norm else None,
         "constants": {k: v.tolist() for k, v in shared.pinned.items()},
         "optional_inputs": {k: v.tolist() for k, v in shared.defaults.items()} or None,
         "fixed_input_shapes": {k: list(v) for k, v in fixed.items()} if target.package.fixed_shapes else None,
-        "outputs": [o.as_dict() for o in prep.outputs],
+        "outputs": [o.as_dict() for o in outputs],
         "task": shared.task,
         "preprocessing": {"steps": "onnxruntime quant_pre_process", "skipped": prep.preprocessing or None},
         "quantization": {**qplan.as_dict(), "overrides_profile": overridden},
@@ -557,7 +561,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                 + list(prep.traced) + verdict.kernel_warnings(packaged) + fixed_warnings
                 + verdict.provider_warnings(target, int8_sess.get_providers()) + list(qplan.warnings)
                 + verdict.override_warnings(target, overridden)
-                + ([f"profile {target.path} takes the bundled name {target.name} but loosens its gates: "
+                + ([f"profile {target.path} takes the bundled name {config.bundled_like(target.name)}"
+                    f"{'' if config.bundled(target.name) else f' (as {target.name})'} but loosens its gates: "
                     f"{', '.join(weaker)}"] if (weaker := config.loosened(target)) else [])
                 + ([f"the models are opset {qplan.opset}, not the profile's {target.opset} (raised by the exporter or "
                     "onnxruntime's pre-processing)"] if shared.torch_val is not None and qplan.opset != target.opset

@@ -120,9 +120,15 @@ def accuracy_line(a) -> str:
             f"{a.int8:.2f} (drop {a.drop:.2f} points)")
 
 
-def ort_format_line(o: dict) -> str:
-    """What the shipped .ort needs to run as measured, and how far the full build `check` runs is from the .onnx."""
-    diff = ", ".join(f"{k} {v:.3g}" for k, v in o.get("max_abs_diff_from_onnx", {}).items())
+# how the per-layer error is measured, for both reports
+LAYERS_MEASURED = ("On the first validation samples (4; 8 where --auto measured them), through the QDQ graph unfused "
+                   "(onnxruntime's reference kernels, not the int8 ones)")
+
+
+def ort_format_line(o: dict, name=str) -> str:
+    """What the shipped .ort needs to run as measured, and how far the full build `check` runs is from the .onnx.
+    `name` shows an output's name (the model's: report.md's `_safe` escapes it)."""
+    diff = ", ".join(f"{name(k)} {v:.3g}" for k, v in o.get("max_abs_diff_from_onnx", {}).items())
     return (f"`{o['file']}` ({o['optimization_style']} optimisation style, target platform {o['target_platform']}): "
             f"{o['build']}. Max |difference| from the .onnx in this build: {diff}.")
 
@@ -149,7 +155,7 @@ def markdown(r: TargetReport) -> str:
             ""] + _md("model | golden file | computed with",
                       [(m, g["file"], g["kernels"]) for m, g in golden["models"].items()])
     if d.get("ort_format"):
-        out += ["", ort_format_line(d["ort_format"])]
+        out += ["", ort_format_line(d["ort_format"], _safe)]
     out += ["", "## Parity", ""]
     na = _Own("n/a (reference ~0)")
     for p, title in ((r.export_parity, "torch vs ONNX fp32 (export)"), (r.quant_parity, "ONNX fp32 vs int8")):
@@ -191,7 +197,8 @@ def markdown(r: TargetReport) -> str:
     else:
         out += ["## Latency", "", "Not measured (--no-bench).", ""]
     coverage = d.get("mobile_coverage") or {}
-    out += [f"- {c['provider']} (predicted): {c['supported_nodes']}/{c['nodes']} nodes in {c['partitions']} "
+    out += [f"- {c['provider']} (predicted, {c.get('model', 'model.int8.onnx')}): {c['supported_nodes']}/{c['nodes']} "
+            f"nodes in {c['partitions']} "
             f"partition(s); CPU fallback ops: {', '.join(c['cpu_fallback_ops']) or 'none'}; "
             f"{c['nodes_blocked_by_dynamic_shapes']} node(s) need fixed shapes "
             f"(coverage with fixed shapes {c['coverage_with_fixed_shapes']:.0%})" for c in coverage.values()]
@@ -236,8 +243,7 @@ def markdown(r: TargetReport) -> str:
         out += [line for k, v in notes if v for line in (f"{k}: {_safe(v)}.", "")]
     if d.get("layers"):
         out += ["## Per-layer error (accumulated SQNR lost at each compute node, worst first)", "",
-                "On the first validation samples (4; 8 where --auto measured them), through the QDQ graph unfused "
-                "(onnxruntime's reference kernels, not the int8 ones); the nodes kept in float are not listed.", ""]
+                f"{LAYERS_MEASURED}; the nodes kept in float are not listed.", ""]
         out += _md("node | op | input dB | output dB | lost dB", [
             (x["node"], x["op"], f"{x['input_sqnr_db']:.1f}", f"{x['output_sqnr_db']:.1f}", f"{x['lost_db']:.1f}")
             for x in d["layers"]]) + [""]

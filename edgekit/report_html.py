@@ -12,7 +12,7 @@ import math
 
 from typing import TYPE_CHECKING
 
-from .report import accuracy_line, computed_on, ort_format_line, printable
+from .report import LAYERS_MEASURED, accuracy_line, computed_on, ort_format_line, printable
 from .reports import TargetReport, shipped_model
 
 if TYPE_CHECKING:
@@ -207,8 +207,8 @@ def _charts(r: TargetReport) -> list[tuple[str, str, str]]:
         rows = [(x["node"], x["lost_db"], LOST) for x in layers]
         charts.append(("Per-layer error", bars([("accumulated SQNR lost at the node, dB (worst first)", rows)]),
                        f"The {len(layers)} compute nodes that lose the most SQNR between their input and their "
-                       "output in int8" + ("; the nodes kept in float are not listed." if d["quantization"].get(
-                           "exclude_nodes") else ".")))
+                       f"output in int8. {LAYERS_MEASURED}" + ("; the nodes kept in float are not listed." if
+                                                                d["quantization"].get("exclude_nodes") else ".")))
     steps = [s for s in ((d.get("compression") or {}).get("steps") or []) if s.get("accuracy") is not None]
     if steps and r.accuracy:
         steps.append({"step": "int8", "accuracy": r.accuracy.int8})

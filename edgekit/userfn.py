@@ -31,7 +31,13 @@ class UserFunction:
     def __call__(self, *args, **kwargs):
         with self._guard("calling it"):
             result = self.fn(*args, **kwargs)
-        return self._iterate(result) if inspect.isgenerator(result) else result
+        if not inspect.isgenerator(result):
+            return result
+        if inspect.getgeneratorstate(result) != inspect.GEN_CREATED:  # a notebook cell run again: other samples
+            raise InputError(f"{self.what} {self.spec!r}: a generator that was already read from (by an earlier call?) "
+                             f"gives other items each time: pass a function that makes a new one (e.g. "
+                             f"calibration=lambda: samples())")
+        return self._iterate(result)
 
     def _iterate(self, generator):
         while True:

@@ -71,8 +71,14 @@ def test_export_a_module_from_generators_then_check_it(tmp_path):
     assert sys.path == path and np.array_equal(np.random.get_state()[1], np_state)
     assert torch.equal(torch.get_rng_state(), torch_state)
     # a later export of one target into the same OUT: check(report) is of its package, not an older one beside it
-    later = edgekit.export(module, inputs=["image:Nx1x8x8"], calibration=samples("calibration", 128),
-                           targets=["desktop-x86"], out=tmp_path / "out", no_bench=True)
+    cell = samples("calibration", 300)
+    later = edgekit.export(module, inputs=["image:Nx1x8x8"], calibration=cell, targets=["desktop-x86"],
+                           out=tmp_path / "out", no_bench=True)
+    # a notebook cell run again with the generator the first run read 128 items from calibrated on the next 128
+    with pytest.raises(edgekit.InputError, match="a generator that was already read from .* pass a function"):
+        edgekit.export(module, inputs=["image:Nx1x8x8"], calibration=cell, targets=["desktop-x86"],
+                       out=tmp_path / "again", no_bench=True)
+    assert not (tmp_path / "again").exists()
     with open(tmp_path / "out" / "android-arm64" / "model.int8.onnx", "ab") as f:
         f.write(b"x")
     assert not edgekit.check(later.out).passed  # the whole folder, as the CLI checks it
@@ -337,6 +343,30 @@ assert logging.getLogger().handlers == [], logging.getLogger().handlers
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr.strip() == "structured pruning at ratio 0.5 removed no channel (every layer is ignored or " \
         "gives an output; ignored: features, classifier, classifier.3)", done.stderr
+
+
+def test_a_scripts_own_log_warnings_still_print_during_a_call_and_onnxruntimes_do_not(tmp_path):
+    """The stand-in dropped every record but edgekit's: warnings the user's data function logged during an export
+    vanished, though they print before and after it. onnxruntime's quantizer's (a BatchNorm on the input leaves
+    1-D weights it warns about) stay quiet."""
+    script = tmp_path / "script.py"
+    script.write_text(f"""import logging, numpy as np, torch, edgekit
+from torch import nn
+class BN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn, self.fc = nn.BatchNorm2d(1), nn.Linear(64, 10)
+    def forward(self, x):
+        return self.fc(self.bn(x).flatten(1))
+def data():
+    logging.getLogger("mydata").warning("from my data's logger")
+    logging.warning("from the root logger")
+    return ({{"x": np.random.default_rng(i).random((1, 1, 8, 8), np.float32)}} for i in range(16))
+edgekit.export(BN().eval(), inputs=["x:Nx1x8x8"], calibration=data, out={str(tmp_path / 'o')!r}, no_bench=True)
+""")
+    done = subprocess.run([sys.executable, "-P", str(script)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.splitlines() == ["from my data's logger", "from the root logger"], done.stderr
 
 
 def test_recipe_compression_edges_python_random_and_array_data(tmp_path):

@@ -793,8 +793,11 @@ def test_names_from_a_model_cannot_forge_report_lines_or_markup(tmp_path):
     an image (a tracking pixel) and bold text (a forged verdict) rendered as such."""
     name = "sc&amp;|<script>x</script>\x1b[31m\nPASS ![t](https://e.example/t.png) **ok**\u202e"
     result = cli(["export", *CNN, "--calibration", "random", "--output-name", name, "--no-bench", "--out",
-                  tmp_path / "o"])
+                  tmp_path / "o", "-t", "desktop-x86", "-t", "android-arm64"])
     assert result.exit_code == 0, result.output
+    mobile = (tmp_path / "o" / "android-arm64" / "report.md").read_text()  # the .ort line named outputs raw
+    assert "Max |difference| from the .onnx in this build: sc&amp;amp;|&lt;script>" in mobile, mobile
+    assert "<script>" not in mobile and "\x1b" not in mobile and "\u202e" not in mobile
     report = (tmp_path / "o" / "desktop-x86" / "report.md").read_text()
     rows = [line for line in report.splitlines() if "script" in line]
     shown_in_md = "sc&amp;amp;\\|&lt;script>x&lt;/script>?\\[31m?PASS !\\[t\\](https://e.example/t.png) \\*\\*ok\\*\\*?"

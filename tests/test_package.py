@@ -62,37 +62,46 @@ def test_android_ships_fixed_shapes_so_nnapi_takes_the_graph(packaged):
     assert m["fixed_input_shapes"] == {"image": [1, 1, 8, 8]}
     for name in ("model.int8.onnx", "model.int8.ort"):
         assert ort.InferenceSession(str(out / "android-arm64" / name)).get_inputs()[0].shape == [1, 1, 8, 8]
+    # the manifest and the models' metadata said ["N", 1, 8, 8] and ["N", 10]: a build sizing buffers by them erred
+    assert [i["shape"] for i in m["inputs"]] == [[1, 1, 8, 8]] and [o["shape"] for o in m["outputs"]] == [[1, 10]]
+    meta = ort.InferenceSession(str(out / "android-arm64" / "model.int8.onnx")).get_modelmeta().custom_metadata_map
+    assert meta["edgekit_inputs"] == "image:1x1x8x8:float32", meta
+    assert [i["shape"] for i in manifests["ios-arm64"]["inputs"]] == [["N", 1, 8, 8]]
     nnapi = m["mobile_coverage"]["nnapi"]
     assert nnapi["supported_nodes"] == nnapi["nodes"] and nnapi["nodes_blocked_by_dynamic_shapes"] == 0
     assert [g for g in m["gates"] if g["name"] == "nnapi_coverage"][0]["passed"]
     assert manifests["ios-arm64"]["fixed_input_shapes"] is None  # CPU int8 there: the batch stays dynamic
 
 
-def assert_coverage_is_what_onnxruntimes_checker_says(model, coverage: dict):
-    """Computed on the basic-optimised graph, as check_onnx_model_mobile_usability does: same node counts."""
-    run = subprocess.run([sys.executable, "-m", "onnxruntime.tools.check_onnx_model_mobile_usability", str(model)],
-                         capture_output=True, text=True, check=True)
+def assert_coverage_is_what_onnxruntimes_checker_says(folder, coverage: dict):
+    """Computed on the basic-optimised graph, as check_onnx_model_mobile_usability does: same node counts, each
+    provider's of the model the manifest names (CoreML's the fp32 one)."""
     for ep, label in (("nnapi", "NNAPI"), ("coreml", "CoreML MLProgram")):
         if ep in coverage:
+            c = coverage[ep]
+            run = subprocess.run([sys.executable, "-m", "onnxruntime.tools.check_onnx_model_mobile_usability",
+                                  str(folder / c["model"])], capture_output=True, text=True, check=True)
             first = next(ln for ln in (run.stdout + run.stderr).splitlines()
                          if f"can be handled by the {label} EP" in ln)  # its first figure: the model as it is
-            c = coverage[ep]
             assert f"{c['partitions']} partitions with a total of {c['supported_nodes']}/{c['nodes']} nodes" in first
 
 
 def test_coverage_is_what_onnxruntimes_checker_says(packaged):
     out, manifests = packaged
     for target in ("android-arm64", "ios-arm64"):
-        assert_coverage_is_what_onnxruntimes_checker_says(out / target / "model.int8.onnx",
-                                                          manifests[target]["mobile_coverage"])
+        assert_coverage_is_what_onnxruntimes_checker_says(out / target, manifests[target]["mobile_coverage"])
 
 
 def test_mobile_coverage_recorded(packaged):
     _, manifests = packaged
     nnapi = manifests["android-arm64"]["mobile_coverage"]["nnapi"]
     assert nnapi["nodes"] > 0 and 0 <= nnapi["supported_nodes"] <= nnapi["nodes"] and "prediction" in nnapi["note"]
+    assert nnapi["model"] == "model.int8.onnx"  # NNAPI runs the QDQ model
+    # CoreML has no QDQ builders, so a CoreML build ships the fp32 model: the prediction was the int8 graph's, 0/28
+    # nodes with Q/DQ falling back, while the profile says it shows what an fp32 CoreML build could take
     coreml = manifests["ios-arm64"]["mobile_coverage"]["coreml"]
-    assert "DequantizeLinear" in coreml["cpu_fallback_ops"]  # CoreML has no QDQ builders
+    assert coreml["model"] == "model.onnx" and coreml["coverage_with_fixed_shapes"] > 0.8, coreml
+    assert not {"DequantizeLinear", "QuantizeLinear"} & set(coreml["cpu_fallback_ops"]), coreml
 
 
 def test_the_size_budget_is_of_the_file_the_target_ships(packaged):
@@ -337,11 +346,19 @@ def test_a_linked_package_folder_is_not_checked_as_part_of_the_folder_given(pack
     assert result.exit_code == 3 and "linked: a link, not a package folder" in result.stderr, result.output
 
 
-def test_missing_file_is_exit_3(packaged, tmp_path):
-    folder = fresh_copy(packaged, tmp_path)
-    (folder / "golden.npz").unlink()
-    result = check(folder)
-    assert result.exit_code == 3 and "golden.npz is missing" in result.stderr
+def test_a_deleted_package_file_fails_integrity_and_the_other_targets_are_still_checked(packaged, tmp_path):
+    """A deleted file was exit 3 ("bad input") and stopped the whole check: the next target's edited model was
+    never reported, while an edited file was exit 1. Both are a package tampered with."""
+    out = tmp_path / "out"
+    gone, edited = fresh_copy(packaged, out, "android-arm64"), fresh_copy(packaged, out, "ios-arm64")
+    (gone / "golden.npz").unlink()
+    with open(edited / "model.int8.onnx", "ab") as f:
+        f.write(b"x")
+    result = check(out, "--json")
+    assert result.exit_code == 1, result.output
+    failed = {(c["target"], c["name"]): c["message"] for c in json.loads(result.stdout) if not c["passed"]}
+    assert "golden.npz is missing" in failed[("android-arm64", "integrity")], failed
+    assert "model.int8.onnx holds" in failed[("ios-arm64", "integrity")], failed
     assert check(tmp_path / "nothing-here").exit_code == 3
 
 
@@ -740,8 +757,7 @@ def test_ort_package_passes_check_exactly_when_export_passed(tmp_path):
         checked = check(tmp_path / name)
         verdicts[name] = (m["passed"], checked.exit_code == 0)
         # a graph that basic optimisation changes (140 → 148 nodes): coverage counts the optimised one
-        assert_coverage_is_what_onnxruntimes_checker_says(tmp_path / name / name / "model.int8.onnx",
-                                                          m["mobile_coverage"])
+        assert_coverage_is_what_onnxruntimes_checker_says(tmp_path / name / name, m["mobile_coverage"])
         assert "parity model.int8.ort" in checked.output
     assert verdicts == {"tight-ios": (True, True), "failing-ios": (False, False)}
 

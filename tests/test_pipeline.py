@@ -693,6 +693,11 @@ def test_a_profile_under_a_bundled_name_that_loosens_its_gates_says_so(tmp_path,
                             text.replace('arch = "arm64"', 'arch = "x86_64"')))
     assert config.loosened(config.load_target(str(other))) == ["runtime.arch x86_64 (arm64)",
                                                                "package.coverage ['coreml'] (['nnapi'])"]
+    # a name that is the bundled one's folder on macOS or Windows loosened it without a word
+    for alike in ("Android-ARM64", "android-arm64."):
+        other.write_text(text.replace('name = "android-arm64"', f'name = "{alike}"').replace('arch = "arm64"',
+                                                                                              'arch = "x86_64"'))
+        assert config.loosened(config.load_target(str(other))) == ["runtime.arch x86_64 (arm64)"], alike
 
 
 def test_dynamic_and_s8s8_qoperator_builds_say_why_their_int8_is_slower(tmp_path):
