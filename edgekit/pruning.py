@@ -28,6 +28,23 @@ def is_compute(layer) -> bool:
     return isinstance(layer, (torch.nn.modules.conv._ConvNd, torch.nn.Linear))
 
 
+def inside(name: str, blocks) -> bool:
+    """`name` is one of `blocks` or a layer inside one ("" is the whole model): Torch-Pruning keeps an ignored
+    module's layers whole, and a stage's ratio is its layers'."""
+    return any(not b or name == b or name.startswith(f"{b}.") for b in blocks)
+
+
+def kept_whole(ignored, stage_ratios: dict) -> list[str]:
+    """The layers and blocks structured pruning keeps whole: the ignored ones (output layers too) and stages at
+    ratio 0."""
+    return [*ignored, *(n for n, r in stage_ratios.items() if r == 0)]
+
+
+def resized(module, kept) -> dict:
+    """The conv/linear layers pruning may resize, by name: those not inside a layer or block `kept` whole."""
+    return {n: m for n, m in module.named_modules() if is_compute(m) and not inside(n, kept)}
+
+
 def check_ignored(ignore, named: dict, action: str, keeps=None, kind: str = "layer with weights") -> None:
     """`--ignore` names: each a layer or block (`named`: the model's modules by name) holding a `kind` of layer,
     `keeps` (default: any with weights, a BatchNorm keeping its conv's channels), from being `action`: a typo or a
@@ -136,16 +153,13 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
         raise StageError("structured pruning", "cannot trace which layers give the model's outputs (does forward "
                                                "run under torch.no_grad()?)")
     ignored = tuple(dict.fromkeys([*ignore, *heads]))
-    if idle := [name for name in stage_ratios if not any(  # taken without a word, and without an effect
-            is_compute(m) and f"{name}.{n}".rstrip(".") not in ignored
-            for n, m in named[name].named_modules())]:  # (a search's stage may be the output layer alone)
+    resizes = resized(module, ignored)  # a stage holding none of them was taken without a word, and no effect
+    if idle := [s for s in stage_ratios if not any(inside(n, [s]) for n in resizes)]:
         log.warning("--stage %s: holds no layer pruning resizes (a conv/linear layer that is not an output layer or "
                     "ignored; output layers: %s): its ratio has no effect", ", ".join(idle), few(heads, 4))
     sparsity = model_sparsity = None
     if method == "structured":
-        kept = [*ignored, *(n for n, r in stage_ratios.items() if r == 0)]  # what the user asked kept whole
-        widths = {n: _width(m) for n, m in named.items()  # the layers it may resize
-                  if is_compute(m) and not any(n == k or n.startswith(f"{k}.") for k in kept)}
+        widths = {n: _width(m) for n, m in resized(module, kept_whole(ignored, stage_ratios)).items()}
         with warnings.catch_warnings(record=True) as said:  # Torch-Pruning's, on stderr, broke the one-line errors
             try:
                 _structured(module, example_inputs, ratio, importance, [named[n] for n in ignored], round_to,
@@ -244,14 +258,16 @@ def _off_multiple(module, round_to: int, ignored: set[str]) -> list[str]:
             and name not in ignored and (n := getattr(layer, "out_channels", None) or layer.out_features) % round_to]
 
 
-def stages(module, most: int = 4) -> list[tuple[str, ...]]:
+def stages(module, most: int = 4, kept=()) -> list[tuple[str, ...]]:
     """The modules a model's conv/linear layers group into, for per-stage ratios: its children holding such
     layers (looking through a container that holds all of them), consecutive ones merged into at most `most`
-    stages (a search grows with each)."""
+    stages (a search grows with each). Layers `kept` whole (kept_whole) count for none: a stage of output layers
+    alone was a search dimension that changed nothing."""
+    layers = {id(m) for m in resized(module, kept).values()}
     prefix = ""
     while True:
         holding = [(prefix + name, child) for name, child in module.named_children()
-                   if any(is_compute(m) for m in child.modules())]
+                   if any(id(m) in layers for m in child.modules())]
         if len(holding) != 1 or is_compute(holding[0][1]):
             break
         prefix, module = f"{holding[0][0]}.", holding[0][1]

@@ -112,25 +112,29 @@ def _optuna():
 def space(recipe: Recipe, budgets: dict, target: Target | None = None) -> dict[str, list]:
     """What the trials vary, each name with its values (fixed for a study, so the grid sampler can walk it).
     Torch models: prune ratio and importance (Taylor with [prune] data's or [distill]'s labels), per-stage ratio scales
-    (x the ratio, for each of pruning.stages), weight sharing; with [distill]: epochs, temperature, learning
-    rate; always: calibration method, per-channel weights, float fallbacks for nodes that fail parity (`--auto`
-    limited to exclusions, unless the recipe turns `auto` on itself); with a latency budget: `--precision
-    latency`. Stages and importance only for structured pruning; quantization knobs only those the `target`'s rules
-    let --auto turn (android-arm64 takes no per-channel weights)."""
+    (x the ratio, for each of pruning.stages of the layers pruning resizes; none: not pruned), weight sharing; with
+    [distill]: epochs, temperature, learning rate; always: calibration method, per-channel weights, float fallbacks
+    for nodes that fail parity (`--auto` limited to exclusions, unless the recipe turns `auto` on itself); with a
+    latency budget: `--precision latency`. Stages and importance only for structured pruning; quantization knobs only
+    those the `target`'s rules let --auto turn (android-arm64 takes no per-channel weights)."""
     from . import pruning
 
     found = {}
-    module = None if recipe.state else _torch_module(recipe)  # a streaming model is compressed by hand (see pipeline)
-    if module is None and (recipe.prune or recipe.share or recipe.distill):  # dropped without a word; export refuses
+    loaded = None if recipe.state else _torch_model(recipe)  # a streaming model is compressed by hand (see pipeline)
+    if loaded is None and (recipe.prune or recipe.share or recipe.distill):  # dropped without a word; export refuses
         from .pipeline import COMPRESSION_NEEDS_TORCH
 
         raise UsageError(COMPRESSION_NEEDS_TORCH)
-    if module is not None:
+    if loaded is not None:
         base = recipe.prune or PruneSpec()
-        found["prune_ratio"] = PRUNE_RATIOS
-        if base.method == "structured":  # unstructured pruning ranks single weights by magnitude, model-wide
+        # output layers and what the recipe keeps whole are no stage: a model of heads alone has nothing to prune
+        # (each of its ratios made the unpruned model again, exported anew)
+        kept = pruning.kept_whole((*base.ignore, *_output_layers(recipe, loaded)), base.stage_ratios)
+        stages = pruning.stages(loaded.module, kept=kept)
+        if stages:
+            found["prune_ratio"] = PRUNE_RATIOS
+        if stages and base.method == "structured":  # unstructured pruning ranks single weights by magnitude, model-wide
             found["prune_importance"] = ["l1", "l2", *(["taylor"] if base.taylor_data(recipe.distill) else [])]
-            stages = pruning.stages(module)
             for stage in stages if len(stages) > 1 else ():
                 found[STAGE + ",".join(stage)] = STAGE_SCALES
         found["clusters"] = CLUSTERS
@@ -148,13 +152,32 @@ def space(recipe: Recipe, budgets: dict, target: Target | None = None) -> dict[s
     return found
 
 
-def _torch_module(recipe: Recipe):
-    """The recipe's nn.Module when it is one edgekit can prune, share and distill (else None: an .onnx, .pt2 or
-    TorchScript model is searched over quantization only)."""
+def _torch_model(recipe: Recipe):
+    """The recipe's loaded model when it is an nn.Module edgekit can prune, share and distill (else None: an .onnx,
+    .pt2 or TorchScript model is searched over quantization only)."""
     from .load import load_model
 
     loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
-    return loaded.module if loaded.module is not None and loaded.program is None else None
+    return loaded if loaded.module is not None and loaded.program is None else None
+
+
+def _output_layers(recipe: Recipe, loaded) -> list[str]:
+    """The layers giving the model's outputs (pruning keeps them whole), by the user's names: traced on made-up
+    inputs, the model wrapped as an export wraps it (raw pixels in, constants pinned); none when it does not run on
+    them (each trial's pruning then says what it kept)."""
+    from . import compress, pipeline, pruning
+
+    own = loaded.module
+    try:
+        specs, _, _ = pipeline._inputs(recipe, loaded)
+        heads = pruning.head_layers(loaded.module.eval(), compress.example_inputs(specs))
+        prefix = next((f"{name}." for name, m in loaded.module.named_modules() if m is own and name), "")
+    except Exception as e:  # the trials' own error, or sizes the data would give
+        log.info("search: the model's output layers were not found (%s): every stage is searched", first_line(e))
+        return []
+    finally:
+        loaded.module = own
+    return [name.removeprefix(prefix) for name in heads]
 
 
 def apply(recipe: Recipe, params: dict, out: Path) -> Recipe:

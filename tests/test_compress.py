@@ -249,6 +249,9 @@ def test_stages_group_a_models_layers_by_module():
     assert prune.stages(branchy(), most=6) == [("stem",), ("res",), ("dw",), ("pw",), ("side",), ("head",)]
     wrapped = torch.nn.Sequential(torch.nn.Sequential(SmallCNN()))  # containers holding every layer: looked into
     assert prune.stages(wrapped) == [("0.0.body.0",), ("0.0.body.2",), ("0.0.body.6",)]
+    # layers pruning keeps whole (the output layer, an ignored block) make no stage of their own
+    assert prune.stages(wrapped, kept=("0.0.body.6",)) == [("0.0.body.0",), ("0.0.body.2",)]
+    assert prune.stages(branchy(), kept=("side", "head")) == [("stem",), ("res",), ("dw",), ("pw",)]
 
 
 def test_every_head_of_a_multi_output_model_keeps_its_size_and_the_file_reloads(tmp_path):

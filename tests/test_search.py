@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import glob
 import json
+import logging
 import os
 import shutil
 import signal
@@ -269,6 +270,61 @@ def test_a_trial_of_a_model_already_made_takes_its_figures_without_a_run(tmp_pat
     assert (tmp_path / "s" / "trials" / "0").is_dir() and not (tmp_path / "s" / "trials" / "1").exists()
     front = [p["trial"] for p in json.loads(result.stdout)["pareto"]]
     assert front == [a.number], front  # one model, one point (the copy was a second, identical row)
+
+
+HEADS = """import torch
+from torch import nn
+
+
+class Heads(nn.Module):
+    def __init__(self, body):
+        super().__init__()
+        self.flat = nn.Flatten()
+        self.body = nn.Linear(64, 64) if body else nn.Identity()
+        self.head_a, self.head_b = nn.Linear(64, 10), nn.Linear(64, 3)
+
+    def forward(self, image):
+        x = self.body(self.flat(image))
+        return self.head_a(x), self.head_b(x)
+
+
+def build():
+    torch.manual_seed(0)
+    return Heads(False)
+
+
+def with_body():
+    torch.manual_seed(0)
+    return Heads(True)
+"""
+
+
+def test_output_layers_are_no_pruning_dimension_and_heads_alone_are_not_pruned(tmp_path, caplog):
+    """A model of two output layers (an adversarial user's): each was a stage, every trial pruned nothing (two
+    warnings) and was exported anew instead of taking the unpruned model's figures (same_as)."""
+    (tmp_path / "heads.py").write_text(HEADS)
+    text = (f'[model]\nsource = "{tmp_path / "heads.py"}:{{fn}}"\ninputs = ["image:Nx1x8x8"]\n'
+            f'[data]\ncalibration = "{DIGITS / "data" / "calibration.npz"}"\n[bench]\nruns = 3\n')
+    recipe = tmp_path / "heads.toml"
+    recipe.write_text(text.format(fn="with_body"))
+    space = search.space(load_recipe(recipe), {})  # heads are no stage: one stage left, so no stage scales
+    assert space["prune_ratio"] == search.PRUNE_RATIOS and not any(k.startswith(search.STAGE) for k in space)
+    recipe.write_text(text.format(fn="build") + '[prune]\nratio = 0.3\n')
+    space = search.space(load_recipe(recipe), {})
+    assert not any(k.startswith("prune_") for k in space), space  # nothing to prune: no ratio, importance, stage
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=storage, study_name="edgekit", directions=["maximize", "minimize", "minimize"])
+    first = {key: values[0] for key, values in space.items()}
+    study.enqueue_trial({**first, "prune_ratio": 0.0})
+    study.enqueue_trial({**first, "prune_ratio": 0.3, "prune_importance": "l2"})  # the same model
+    with caplog.at_level(logging.WARNING, logger="edgekit"):
+        result = cli(["search", recipe, "-t", "desktop-x86", "--trials", "2", "--storage", storage, "--out",
+                      tmp_path / "s", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "holds no layer pruning resizes" not in caplog.text and "removed no channel" not in caplog.text
+    a, b = optuna.load_study(study_name="edgekit", storage=storage).trials
+    assert not any(k.startswith("prune_") for k in {**a.params, **b.params}), (a.params, b.params)
+    assert b.user_attrs["same_as"] == a.number and not (tmp_path / "s" / "trials" / "1").exists()
 
 
 @pytest.fixture
