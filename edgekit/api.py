@@ -345,7 +345,7 @@ def share(model: Any, *, inputs: Iterable[str | InputSpec], clusters: int = Shar
         tuned = (compress.run_distill(teacher, module, batches, config, None, progress, tied).as_dict()
                  if batches is not None else None)
     module.eval()
-    result = dataclasses.replace(sharing.result(module, spec.clusters, tied), fine_tuning=tuned)
+    result = dataclasses.replace(sharing.result(module, spec.clusters, tied, spec.ignore), fine_tuning=tuned)
     _save_changed(model, module, out, {"edgekit_share": result.as_dict()}, specs, "shared", sizes)
     return module, result
 

@@ -584,10 +584,17 @@ def share(source, out, as_json, **settings):
     _, result = share(source, out=out, progress=not as_json, **{k: v for k, v in settings.items() if v is not None})
     r, tuned = result.as_dict(), result.fine_tuning
     _emit(json_text(r) if as_json else
-         f"{len(r['layers'])} layers shared, at most {r['distinct_max']} values each; wrote {out}\n"
+         f"{len(r['layers'])} layers shared, at most {r['distinct_max']} values each{_unshared(r)}; wrote {out}\n"
          + (f"fine-tuned: best epoch {tuned['best_epoch']} of {len(tuned['history'])} ({tuned['metric']} "
             f"{tuned['best']:.4f} on {tuned['held_out_samples']} held-out training samples)\n" if tuned else "")
          + f"reload with: edgekit export {source} --weights {out} ...")
+
+
+def _unshared(r: dict) -> str:
+    """The weight matrices share left as they were, after its count of shared layers (which hid a GRU's)."""
+    left = [u["weight"] for u in r["unshared"]]
+    return (f", {len(left)} weight matri{'x' if len(left) == 1 else 'ces'} unshared ({r['unshared_share']:.1%} of "
+            f"the parameters: {', '.join(left[:4])}{' ...' if len(left) > 4 else ''})" if left else "")
 
 
 @main.command()

@@ -26,6 +26,7 @@ class DistillResult:
     best: float
     history: list[dict] = field(default_factory=list)
     held_out_samples: int = 0  # what `metric` was measured on: training samples kept out of training
+    warnings: list[str] = field(default_factory=list)  # what the user must hear (a student no smaller)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -156,6 +157,14 @@ def check_fits(origin: str, models: dict, batches) -> None:
     classes = next(iter(shapes.values()))[1] if shapes else None
     if top is not None and classes is not None and top >= classes:
         raise InputError(f"{origin}: labels go up to {top} but the model has {classes} classes (0 to {classes - 1})")
+
+
+def no_smaller(teacher, student) -> list[str]:
+    """A student with at least the teacher's parameters compresses nothing (--teacher and --student swapped, or the
+    wrong function): said, not refused, as a larger student is a choice one may make."""
+    t, s = (sum(p.numel() for p in m.parameters()) for m in (teacher, student))
+    return [f"the student has {s:,} parameters, the teacher {t:,}: distillation makes no smaller model"
+            + (" (--teacher and --student swapped?)" if s > t else "")] if s >= t else []
 
 
 def on_batch(model, inputs, name: str):

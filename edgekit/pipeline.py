@@ -284,8 +284,9 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
                                               stage_ratios=recipe.prune.stage_ratios or None).as_dict()
         steps.append(step("pruned", loaded.module))
     tied = None
+    share_ignore = tuple(prefix + n for n in recipe.share.ignore) if recipe.share else ()
     if recipe.share:
-        tied = sharing.cluster(loaded.module, recipe.share.clusters, tuple(prefix + n for n in recipe.share.ignore))
+        tied = sharing.cluster(loaded.module, recipe.share.clusters, share_ignore)
         steps.append(step("shared", loaded.module))
     if recipe.distill:
         settings = dataclasses.replace(recipe.distill, features=tuple(  # layer names are the user's, as above
@@ -296,12 +297,21 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
                                                  tied).as_dict()
         steps.append(step("distilled", loaded.module))
     if recipe.share:
-        clustered = sharing.result(loaded.module, recipe.share.clusters, tied)
-        record["share"] = dataclasses.replace(clustered, layers=tuple(n.removeprefix(prefix) for n in clustered.layers)
-                                              ).as_dict()
+        clustered = sharing.result(loaded.module, recipe.share.clusters, tied, share_ignore)
+        record["share"] = dataclasses.replace(
+            clustered, layers=tuple(n.removeprefix(prefix) for n in clustered.layers),
+            unshared=tuple(dataclasses.replace(u, weight=u.weight.removeprefix(prefix)) for u in clustered.unshared)
+        ).as_dict()
     loaded.module.eval()
     return {"steps": steps, **record, "accuracy_data": val.origin if val.labels is not None else None,
             "sizes": sizes or None}  # the named axes' sizes of the sample the steps' MACs count
+
+
+def _compression_warnings(compression: dict | None) -> list[str]:
+    """Prune's, share's and distill's warnings (a prune that removed nothing, weights left unshared, a student no
+    smaller): on stderr alone, the report showed a "pruned" step as if it had happened."""
+    return [said for step in ("prune", "share", "distill") for said in ((compression or {}).get(step) or {})
+            .get("warnings", ())]
 
 
 BAKED_SIZE = ("the export traced the model at the first sample's size of each dynamic axis (2 for a size of 1) and "
@@ -560,7 +570,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                                  int8, providers, threads, qplan.settings)
                 + list(prep.traced) + verdict.kernel_warnings(packaged) + fixed_warnings
                 + verdict.provider_warnings(target, int8_sess.get_providers()) + list(qplan.warnings)
-                + verdict.override_warnings(target, overridden)
+                + verdict.override_warnings(target, overridden) + _compression_warnings(shared.compression)
                 + ([f"profile {target.path} takes the bundled name {config.bundled_like(target.name)}"
                     f"{'' if config.bundled(target.name) else f' (as {target.name})'} but loosens its gates: "
                     f"{', '.join(weaker)}"] if (weaker := config.loosened(target)) else [])

@@ -75,10 +75,12 @@ class PruneResult:
     model_sparsity: float | None = None  # unstructured: in all conv/linear layers (output layers are kept whole)
     rounding: RoundingChoice | None = None  # round_to = "auto": what was measured and kept
     sizes: dict[str, int] | None = None  # the named axes' sizes (the data's) of the sample MACs are counted for
+    warnings: tuple[str, ...] = ()  # what a recipe's export must report too (a prune that removed nothing)
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["ignored"] = list(self.ignored)
+        d["warnings"] = list(self.warnings)
         d["rounding"] = self.rounding.as_dict() if self.rounding else None
         return d
 
@@ -182,17 +184,18 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
         raise StageError(f"{method} pruning", f"layers {', '.join(apart[0])} share one weight (tied), and pruning "
                                               "resized it for one of them: --ignore them, and the layers before them")
     params1, macs1 = count(module, example_inputs)
+    said = []
     if params1 == params0 and method == "structured":  # said, not passed off as a pruned model
         why = (ROUNDED + (f"; kept channels a multiple of {round_to}" if round_to else "") if widths else
                "every layer is ignored or gives an output")
-        log.warning("structured pruning at ratio %s removed no channel (%s; ignored: %s)", ratio, why,
-                    ", ".join(ignored))
+        said.append(f"structured pruning at ratio {ratio} removed no channel ({why}; ignored: {', '.join(ignored)})")
+        log.warning("%s", said[-1])
     elif round_to and method == "structured" and (off := _off_multiple(module, round_to, set(ignored))):
         # Torch-Pruning rounds a layer's kept channels down to the multiple and leaves one it would empty whole
         log.warning("round_to %s: %s kept channel counts that are not multiples of it (a layer is left whole when "
                     "its kept channels would round down to 0)", round_to, few(off, 4))
     return PruneResult(method, ratio, importance, params0, params1, macs0, macs1, ignored, stage_ratios or None,
-                       sparsity, model_sparsity)
+                       sparsity, model_sparsity, warnings=tuple(said))
 
 
 def _width(layer) -> int:

@@ -22,14 +22,30 @@ SHARED = "_edgekit_shared_layers"  # the attribute `mark` sets on a module
 
 
 @dataclass(frozen=True)
+class Unshared:
+    """A weight matrix sharing left as it was: a GRU's, an Embedding's, attention's in_proj_weight."""
+    weight: str  # the parameter's name, e.g. rnn.weight_ih_l0
+    kind: str  # its module's class, e.g. GRU
+    params: int
+
+
+@dataclass(frozen=True)
 class ShareResult:
     clusters: int
     layers: tuple[str, ...]  # the layers whose weights are shared
     distinct_max: int  # most distinct weight values left in any of them
     fine_tuning: dict | None = None  # `edgekit share --data`'s distillation (DistillResult.as_dict)
+    unshared: tuple[Unshared, ...] = ()  # weight matrices left unshared (not conv/linear, and not --ignore'd)
+    unshared_share: float = 0.0  # the share of the model's parameters they hold
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Said with the result: "3 layers shared" hid a GRU holding half the parameters, left as it was."""
+        return (left_out(self.unshared, self.unshared_share),) if self.unshared else ()
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "layers": list(self.layers)}
+        return {**asdict(self), "layers": list(self.layers), "unshared": [asdict(u) for u in self.unshared],
+                "warnings": list(self.warnings)}
 
 
 def cluster(module, clusters: int, ignore: tuple[str, ...] = ()) -> dict:
@@ -53,6 +69,9 @@ def cluster(module, clusters: int, ignore: tuple[str, ...] = ()) -> dict:
     if not shared:
         log.warning("sharing in %d clusters shared no layer: none is a conv/linear layer with more than %d weights "
                     "that --ignore keeps out", clusters, clusters)
+    left, held = unshared(module, [name for name, _ in shared], clusters, ignore)
+    if left:
+        log.warning("%s", left_out(left, held))
     assignments = {}
     with torch.no_grad():
         for name, layer in shared:
@@ -106,10 +125,37 @@ def clusters_of(module) -> dict:
     return found
 
 
-def result(module, clusters: int, assignments: dict) -> ShareResult:
+def result(module, clusters: int, assignments: dict, ignore: tuple[str, ...] = ()) -> ShareResult:
     layers = dict(module.named_modules())
     distinct = [int(layers[n].weight.detach().unique().numel()) for n in assignments]
-    return ShareResult(clusters, tuple(assignments), max(distinct, default=0))
+    left, held = unshared(module, assignments, clusters, ignore)
+    return ShareResult(clusters, tuple(assignments), max(distinct, default=0), unshared=left, unshared_share=held)
+
+
+def unshared(module, layers, clusters: int, ignore: tuple[str, ...] = ()) -> tuple[tuple[Unshared, ...], float]:
+    """The weight matrices (two or more axes longer than 1, more than `clusters` values) neither shared in `layers`
+    nor kept by --ignore, and the share of the parameters they hold. Biases and norms are vectors, never shared,
+    and a weight of at most `clusters` values holds no more already."""
+    named = dict(module.named_modules(remove_duplicate=False))
+    done = {id(named[n].weight) for n in layers} | {id(p) for n in ignore for p in named[n].parameters()}
+    found, seen, total = [], set(), 0
+    for owner, m in module.named_modules():
+        for name, p in m.named_parameters(recurse=False):
+            if id(p) in seen:  # a tied weight counts once
+                continue
+            seen.add(id(p))
+            total += p.numel()
+            if id(p) not in done and sum(d > 1 for d in p.shape) >= 2 and p.numel() > clusters:
+                found.append(Unshared(f"{owner}.{name}" if owner else name, type(m).__name__, p.numel()))
+    return tuple(found), sum(u.params for u in found) / max(total, 1)
+
+
+def left_out(left: tuple[Unshared, ...], held: float) -> str:
+    """What sharing did not cover, by weight and kind (sharing clusters conv/linear layers only)."""
+    names = [f"{u.weight} ({u.kind})" for u in left]
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    return (f"sharing left {len(left)} weight matri{'x' if len(left) == 1 else 'ces'} unshared, {held:.1%} of the "
+            f"parameters: {shown} (it clusters conv/linear layers only: these keep all their values)")
 
 
 def _nearest(flat, centroids):

@@ -862,3 +862,27 @@ def test_round_to_auto_times_at_the_datas_sizes_and_torch_prunings_warnings_stay
                   "auto", "--data", tmp_path / "x.npz", "--out", tmp_path / "p.pt"])
     assert result.exit_code == 0 and "channels multiples of" in result.stdout, result.output
     assert "Warning" not in result.stderr and "onnxruntime" not in result.stderr, result.stderr
+
+
+def test_a_student_no_smaller_than_its_teacher_is_warned_of(caplog):
+    """`distill --teacher small --student big` (314 vs 9,738 parameters) passed without a word: flags swapped, or
+    the wrong function, make no smaller model. Said (not refused), with both counts, and in the result."""
+    import edgekit
+
+    rng = np.random.default_rng(0)
+    data = [(rng.random((16, 1, 8, 8), dtype=np.float32), rng.integers(0, 10, 16)) for _ in range(4)]
+    small = load_model(DIGITS_MODEL, DIGITS_WEIGHTS).module
+    prune.prune(small, (torch.zeros(1, 1, 8, 8),), ratio=0.5)
+    t, s = (sum(p.numel() for p in m.parameters()) for m in (small, load_model(DIGITS_MODEL).module))
+    with caplog.at_level(logging.WARNING, logger="edgekit"):
+        _, swapped = edgekit.distill(small, DIGITS_MODEL, data=data, epochs=1)
+    said = f"the student has {s:,} parameters, the teacher {t:,}: distillation makes no smaller model"
+    assert swapped.warnings == [said + " (--teacher and --student swapped?)"] and said in caplog.text
+    assert swapped.as_dict()["warnings"] == swapped.warnings and swapped.epochs_run == 1
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgekit"):
+        _, right = edgekit.distill(DIGITS_MODEL, small, teacher_weights=DIGITS_WEIGHTS, data=data, epochs=1)
+    assert right.warnings == [] and "no smaller model" not in caplog.text
+    # sharing's fine-tuning distills into a model of the teacher's size on purpose
+    _, shared = edgekit.share(DIGITS_MODEL, weights=DIGITS_WEIGHTS, inputs=["image:Nx1x8x8"], data=data, epochs=1)
+    assert shared.fine_tuning["warnings"] == [] and "no smaller model" not in caplog.text

@@ -819,3 +819,34 @@ def test_a_model_over_a_dynamic_time_axis_is_traced_at_the_datas_length(tmp_path
     assert m["inputs"][0]["shape"] == ["N", 8, "T"] and m["gates"][0]["name"] == "export_cosine" and \
         m["gates"][0]["passed"]  # exported, dynamic in T, and the same model as torch's (int8 at T=10 is judged too)
     assert any(g["name"] == "quant_cosine_at_T=10" for g in m["gates"])
+
+
+def _compressed_export(tmp_path, source: str, inputs: list[str], data: dict, sections: str):
+    """One target's manifest and report.md from a recipe compressing `source` before export."""
+    tmp_path.mkdir()
+    recipe = tmp_path / "edgekit.toml"
+    recipe.write_text(f'[model]\nsource = "{source}"\ninputs = {json.dumps(inputs)}\n\n[data]\n'
+                      + "".join(f'{k} = "{v}"\n' for k, v in data.items()) + f"\n{sections}")
+    [m] = manifests(export(recipe, "-t", "desktop-x86", "--no-bench", "--out", tmp_path / "o"))
+    return m, (tmp_path / "o" / "desktop-x86" / "report.md").read_text()
+
+
+def test_compression_warnings_reach_the_manifest_and_report(tmp_path, encoder_data):
+    """`[prune] ratio = 0.99` that removed no channel warned on stderr only: the manifest's warnings were [] and the
+    report showed a "pruned" step as if it had happened. Prune's, distill's and share's warnings are the target's."""
+    digits = {"calibration": DIGITS / "data" / "calibration.npz", "validation": DIGITS / "data" / "validation.npz"}
+    m, report = _compressed_export(
+        tmp_path / "prune", f"{DIGITS / 'model.py'}:build", ["image:Nx1x8x8"], digits,
+        f'[prune]\nratio = 0.99\n\n[distill]\ndata = "{ROOT / "calibration" / "readers.py"}:digits_train"\n'
+        "epochs = 1\n")
+    [pruned] = [w for w in m["warnings"] if "structured pruning at ratio 0.99 removed no channel" in w]
+    [student] = [w for w in m["warnings"] if "distillation makes no smaller model" in w]
+    assert m["compression"]["prune"]["warnings"] == [pruned] and m["compression"]["distill"]["warnings"] == [student]
+    assert pruned in report and student in report
+    cal, val = encoder_data  # an Embedding left unshared
+    m, report = _compressed_export(tmp_path / "share", f"{TESTS / 'models.py'}:tiny_encoder",
+                                   ["input_ids:Nx12:int64", "attention_mask:Nx12:int64"],
+                                   {"calibration": cal, "validation": val}, "[share]\nclusters = 16\n")
+    [said] = m["compression"]["share"]["warnings"]
+    assert said.startswith("sharing left 1 weight matrix unshared") and "embed.weight (Embedding)" in said
+    assert said in m["warnings"] and said in report

@@ -137,3 +137,62 @@ def test_distilling_a_shared_student_keeps_its_shared_values(tmp_path):
     identity = torch.nn.Linear(8, 8)
     torch.nn.init.eye_(identity.weight)
     assert sharing.clusters_of(identity) == {}
+
+
+class _Mixed(torch.nn.Module):
+    """Conv/linear layers beside weights sharing does not cluster: a GRU's, attention's in_proj_weight, an
+    Embedding's (and one tied to a linear layer, which sharing that layer shares)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.tied = torch.nn.Embedding(50, 16), torch.nn.Embedding(20, 16)
+        self.front = torch.nn.Conv1d(16, 16, 3, padding=1)
+        self.rnn = torch.nn.GRU(16, 24, batch_first=True)
+        self.att = torch.nn.MultiheadAttention(24, 4, batch_first=True)
+        self.out = torch.nn.Linear(16, 20, bias=False)
+        self.out.weight = self.tied.weight
+        self.head = torch.nn.Linear(24, 20)
+
+    def forward(self, ids):
+        h = self.front(self.emb(ids).transpose(1, 2)).transpose(1, 2)
+        h, _ = self.rnn(h)
+        h, _ = self.att(h, h, h, need_weights=False)
+        return self.head(h.mean(1)) + self.out(self.tied(ids).mean(1))
+
+
+def test_weights_left_unshared_are_named_with_their_share_of_the_parameters(caplog, tmp_path):
+    """`share` of a GRU model said "3 layers shared, at most 16 values each" while the GRU's weights (51% of the
+    parameters) kept every value; attention's in_proj_weight and an Embedding's weight were left as silently."""
+    model = _Mixed()
+    with caplog.at_level(logging.WARNING, logger="edgekit"):
+        tied = sharing.cluster(model, 16, ("front",))
+    assert list(tied) == ["att.out_proj", "out", "head"]
+    found = sharing.result(model, 16, tied, ("front",))
+    left = {u.weight: u.kind for u in found.unshared}
+    assert left == {"emb.weight": "Embedding", "rnn.weight_ih_l0": "GRU", "rnn.weight_hh_l0": "GRU",
+                    "att.in_proj_weight": "MultiheadAttention"}  # not the ignored conv, the tied Embedding, biases
+    total = sum(p.numel() for p in model.parameters())
+    assert found.unshared_share == pytest.approx(sum(u.params for u in found.unshared) / total)
+    [said] = found.warnings
+    assert said in caplog.text and f"{found.unshared_share:.1%} of the parameters" in said
+    assert "rnn.weight_ih_l0 (GRU)" in said and "att.in_proj_weight (MultiheadAttention)" in said
+    assert found.as_dict()["warnings"] == [said] and found.as_dict()["unshared"][0]["params"] == 50 * 16
+    # the command says it too, and its --json carries them (the Embedding holds 19.5% of tiny_encoder's)
+    result = cli(["share", f"{ROOT / 'tests' / 'models.py'}:tiny_encoder", "--input", "input_ids:Nx12:int64",
+                  "--input", "attention_mask:Nx12:int64", "--out", tmp_path / "s.pt"])
+    assert result.exit_code == 0, result.output
+    shown = "6 layers shared, at most 16 values each, 1 weight matrix unshared (19.5% of the "
+    assert shown in result.stdout, result.output
+    assert "of the parameters: embed.weight)" in result.stdout
+    as_json = cli(["share", f"{ROOT / 'tests' / 'models.py'}:tiny_encoder", "--input", "input_ids:Nx12:int64",
+                   "--input", "attention_mask:Nx12:int64", "--out", tmp_path / "t.pt", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    record = json.loads(as_json.stdout)
+    assert [u["weight"] for u in record["unshared"]] == ["embed.weight"] and "embed.weight (Embedding)" in \
+        record["warnings"][0]
+    # a model whose every weight matrix is shared says nothing of it
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgekit"):
+        plain = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.LayerNorm(32), torch.nn.Linear(32, 4))
+        assert sharing.result(plain, 16, sharing.cluster(plain, 16)).warnings == ()
+    assert "unshared" not in caplog.text
