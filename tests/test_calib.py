@@ -201,8 +201,10 @@ def test_calibration_memory_does_not_grow_with_the_samples(wide_fp32, tmp_path, 
         feeds = [{"image": image[None]} for image in _images(n)]  # in memory: the data itself is not measured
         return _peak(lambda: quantize.quantize(wide_fp32, tmp_path / f"{method}{n}.onnx", plan, feeds))[1]
 
-    few, many = calibrate(16), calibrate(128)  # 128 samples' activations: ~130 MiB held at once without steps
-    assert many < 1.5 * few, f"{method}: 16 samples peaked at {few >> 20} MiB, 128 at {many >> 20} MiB"
+    # 128 samples' activations: ~130 MiB held at once without steps; entropy's steps of 16 held 16 samples' whole
+    # tensors (MinMax's are reduced to ranges in the graph): 0.84 GB on MobileNetV2-style 224
+    few, many = calibrate(2), calibrate(128)
+    assert many < 1.5 * few, f"{method}: 2 samples peaked at {few >> 20} MiB, 128 at {many >> 20} MiB"
 
 
 def test_per_layer_error_one_sample_at_a_time_matches_onnxruntimes_all_at_once(wide_fp32, tmp_path):
