@@ -26,23 +26,21 @@ ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Where", "Cast", "Reshape", "Transpos
 # A channel whose calibrated |max| is this many times the median channel's is an outlier (matmul-static scheme).
 OUTLIER_RATIO = 4.0
 # Samples whose intermediate tensors calibration holds at once (onnxruntime's own default keeps every sample's).
-# MinMax reduces each to two scalars inside the graph; Entropy/Percentile take every whole tensor out of it, so
-# their steps are of one sample: 16 held 0.84 GB on MobileNetV2-style 224 (peak 1.55 GB against MinMax's 0.62 GB,
-# and --auto tries them); one holds 53 MB (peak 0.62 GB), the histograms merged a sample at a time.
-STRIDE = {"minmax": 16, "entropy": 1, "percentile": 1}
+STRIDE = 16
 
 
 class OrtReader:
     """The one adapter to onnxruntime's CalibrationDataReader protocol, with the length and ranges its
     CalibStridedMinMax option reads the data by."""
 
-    def __init__(self, feeds: Sequence, progress=None):
-        self._feeds = feeds
+    def __init__(self, feeds: Sequence, progress=None, step: int = 1):
+        self._feeds, self._step = feeds, step
         self._i, self._end = 0, len(feeds)
         self._progress = progress
 
     def __len__(self) -> int:
-        return len(self._feeds)
+        """A whole number of steps, as CalibStridedMinMax asks: the last step ends at the last sample (set_range)."""
+        return -(-len(self._feeds) // self._step) * self._step
 
     def get_next(self):
         if self._i >= self._end:
@@ -59,11 +57,12 @@ class OrtReader:
         self._i, self._end = 0, len(self._feeds)
 
 
-def stride(samples: int, most: int = STRIDE["minmax"]) -> int:
-    """Samples per calibration step: the largest divisor of `samples` up to `most` (onnxruntime's strided
-    calibration wants equal steps). Each step's activations are reduced to ranges or histograms and dropped,
-    so memory holds `stride` samples' intermediate tensors, not all of them."""
-    return next((k for k in range(min(most, samples), 0, -1) if samples % k == 0), 1)
+def stride(samples: int, most: int = STRIDE) -> int:
+    """Samples per calibration step. Each step's activations are reduced to ranges or histograms and dropped,
+    so memory holds `stride` samples' intermediate tensors, not all of them. Not a divisor of `samples` (127
+    samples made steps of 1): onnxruntime's Entropy/Percentile histograms keep the first step's bin width and
+    add bins as later steps widen the range, so a first step of one quiet sample grew them to millions of bins."""
+    return max(1, min(most, samples))
 
 
 RNN_OPS = ("LSTM", "GRU", "RNN")  # float in static mode, whatever op_types say
@@ -525,13 +524,13 @@ def _call(p: Plan, src: str, dest: str, feeds: Sequence, progress, cache: Path |
     # its steps, MinMax ranges and Entropy/Percentile histograms alike); without it onnxruntime keeps every
     # sample's intermediate tensors until the end. Not CalibMaxIntermediateOutputs: in onnxruntime 1.32 it
     # discards the collected ranges at each flush instead of merging them.
-    extra = {"CalibStridedMinMax": stride(len(feeds), STRIDE[s.calibrate_method]),
-             "TensorQuantOverrides": p.tensor_overrides}
+    step = stride(len(feeds))
+    extra = {"CalibStridedMinMax": step, "TensorQuantOverrides": p.tensor_overrides}
     if s.calibrate_method == "percentile":
         extra["CalibPercentile"] = s.percentile
     if s.activation_type in ("uint16", "int16") or s.weight_type in ("uint16", "int16"):
         extra["UseQDQContribOps"] = True
-    quantize_static(src, dest, OrtReader(feeds, progress), quant_format=getattr(QuantFormat, s.format),
+    quantize_static(src, dest, OrtReader(feeds, progress, step), quant_format=getattr(QuantFormat, s.format),
                     op_types_to_quantize=op_types, per_channel=s.per_channel, reduce_range=p.reduce_range,
                     activation_type=getattr(QuantType, QUANT_TYPES[s.activation_type]), weight_type=weight_type,
                     nodes_to_exclude=excluded, calibrate_method=getattr(CalibrationMethod, METHODS[s.calibrate_method]),

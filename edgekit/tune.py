@@ -134,11 +134,15 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
         sensitivity[best.index] = node_sensitivity(ctx.model, layers.tensor_errors(ctx.model, Path(best.path),
                                                                                   ctx.val_feeds))
         round_trials = []
+        # all tied (an int8 model with no signal left loses 0 dB everywhere): no ranking, and "lost 0.0 dB" was
+        # given as the reason a node was tried
+        tied = len({r["lost_db"] for r in sensitivity[best.index]}) == 1
         for cand in sensitivity[best.index][:CANDIDATES_PER_ROUND]:  # most SQNR lost first
             new = tuple(n for n in cand["exclude"] if n not in excluded)
             if new and budget_left() and len(excluded) + len(new) <= max_excluded:  # bounded node count
-                round_trials.append(attempt(f"keep {', '.join(new)} in float (lost {cand['lost_db']:.1f} dB)",
-                                            best_settings, excluded + new))
+                why = f"every node lost {cand['lost_db']:.1f} dB: in graph order" if tied else \
+                    f"lost {cand['lost_db']:.1f} dB"
+                round_trials.append(attempt(f"keep {', '.join(new)} in float ({why})", best_settings, excluded + new))
                 if done():  # fewest nodes in float that pass within the price: stop here
                     return done(), trials, sensitivity
         if not round_trials:

@@ -228,6 +228,23 @@ def test_samples_read_from_a_source_are_capped_and_the_report_says_so(tmp_path, 
     assert m["validation"]["samples"] == 10 and "its first" not in m["validation"]["data"]
 
 
+def test_one_calibration_sample_far_above_the_others_is_named(tmp_path, cnn_data):
+    """Sample 5 at 10^4 times the rest set every range it reached: parity failed at cosine 0 under every method
+    --auto tried, and the only advice was --auto."""
+    cal, val = cnn_data
+    images = np.load(cal)["image"]
+    images[5] *= 1e4
+    np.savez(tmp_path / "spiked.npz", image=images)
+    [m] = manifests(export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", tmp_path / "spiked.npz",
+                           "--validation", val, "--no-bench", "--out", tmp_path / "o"), code=1)
+    assert not m["passed"]  # the int8 ranges are the spike's
+    said = [w for w in m["warnings"] if w.startswith("calibration sample")]
+    assert len(said) == 1 and said[0].startswith("calibration sample 5 reaches |image| 1e+04, "), m["warnings"]
+    [m] = manifests(export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cal, "--validation",
+                           val, "--no-bench", "--out", tmp_path / "plain"))
+    assert not [w for w in m["warnings"] if w.startswith("calibration sample")], m["warnings"]
+
+
 def test_quant_overrides_from_flags(tmp_path, cnn_data):
     cal, val = cnn_data
     result = export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cal, "--validation", val,
