@@ -120,12 +120,25 @@ def head_layers(module, example_inputs) -> list[str]:
         if fn is None or id(fn) in seen:
             continue
         seen.add(id(fn))
-        layers = {owner.get(id(getattr(nxt, "variable", None))) for nxt, _ in fn.next_functions} - {None}
+        layers = {owner.get(id(_parameter(nxt))) for nxt, _ in fn.next_functions} - {None}
         if layers:  # a conv/linear op: a head; do not look further up this branch
             heads += sorted(layers - set(heads))
             continue
         stack += [nxt for nxt, _ in fn.next_functions]
     return heads
+
+
+# autograd nodes that only re-lay a tensor out: a bias-free Linear's weight reaches its matmul through TBackward0
+LAYOUT = ("TBackward0", "TransposeBackward0", "PermuteBackward0", "ViewBackward0", "UnsafeViewBackward0",
+          "ReshapeAliasBackward0", "ExpandBackward0")
+
+
+def _parameter(fn):
+    """The parameter (or None) an autograd node reads, through layout-only nodes: stopping at the op that reads
+    it directly only, a bias-free output Linear was walked past and the layer before it kept whole as an output."""
+    while type(fn).__name__ in LAYOUT and len(fn.next_functions) == 1:
+        fn = fn.next_functions[0][0]
+    return getattr(fn, "variable", None)
 
 
 def prune(module, example_inputs, *, ratio: float, method: str = "structured", importance: str = "l1",
@@ -154,7 +167,7 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
     if not heads and method == "structured":  # pruning would resize the outputs themselves
         raise StageError("structured pruning", "cannot trace which layers give the model's outputs (does forward "
                                                "run under torch.no_grad()?)")
-    ignored = tuple(dict.fromkeys([*ignore, *heads]))
+    ignored = tuple(dict.fromkeys([*ignore, *heads, *_tied_to(module, heads)]))
     resizes = resized(module, ignored)  # a stage holding none of them was taken without a word, and no effect
     if idle := [s for s in stage_ratios if not any(inside(n, [s]) for n in resizes)]:
         log.warning("--stage %s: holds no layer pruning resizes (a conv/linear layer that is not an output layer or "
@@ -205,12 +218,22 @@ def _width(layer) -> int:
 
 
 def _tied(module) -> list[tuple[str, ...]]:
-    """Conv/linear layers sharing one weight tensor (tied), as groups of their names."""
+    """Conv/linear/embedding layers sharing one weight tensor (tied), as groups of their names."""
+    import torch
+
     groups: dict[int, list[str]] = {}
     for name, layer in module.named_modules(remove_duplicate=False):
-        if is_compute(layer):
+        if is_compute(layer) or isinstance(layer, torch.nn.Embedding):
             groups.setdefault(id(layer.weight), []).append(name)
     return [tuple(names) for names in groups.values() if len(names) > 1]
+
+
+def _tied_to(module, heads: list[str]) -> list[str]:
+    """Layers sharing a weight with an output layer (an embedding tied to a language model's head): kept whole with
+    it, as Torch-Pruning resizes each holder of a shared weight apart (the tie was broken, exit 0)."""
+    named = dict(module.named_modules())
+    shared = {id(p) for h in heads for p in named[h].parameters(recurse=False)}
+    return [n for n, m in named.items() if n not in heads and any(id(p) in shared for p in m.parameters(recurse=False))]
 
 
 def output_shapes(module, example_inputs) -> list[tuple[int, ...]]:

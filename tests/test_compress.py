@@ -886,3 +886,35 @@ def test_a_student_no_smaller_than_its_teacher_is_warned_of(caplog):
     # sharing's fine-tuning distills into a model of the teacher's size on purpose
     _, shared = edgekit.share(DIGITS_MODEL, weights=DIGITS_WEIGHTS, inputs=["image:Nx1x8x8"], data=data, epochs=1)
     assert shared.fine_tuning["warnings"] == [] and "no smaller model" not in caplog.text
+
+
+class TiedLM(torch.nn.Module):
+    """An embedding tied to a bias-free output Linear, with a residual block between them."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.mid, self.back = torch.nn.Embedding(100, 32), torch.nn.Linear(32, 64), torch.nn.Linear(64, 32)
+        self.out = torch.nn.Linear(32, 100, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, ids):
+        h = self.emb(ids)
+        return self.out(h + self.back(torch.relu(self.mid(h)))).mean(1)
+
+
+def test_a_bias_free_output_layer_is_the_only_output_layer_kept_whole():
+    """A bias-free Linear's weight reaches its matmul transposed: the walk went past it and kept the layer before
+    it whole as an output too (all bias-free: nothing pruned); a tied embedding head was kept by that accident."""
+    def mlp(bias):
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(16, 64, bias=bias), torch.nn.ReLU(), torch.nn.Linear(64, 64),
+                                   torch.nn.ReLU(), torch.nn.Linear(64, 10, bias=False)).eval()
+
+    for bias in (True, False):
+        model = mlp(bias)
+        result = prune.prune(model, (torch.randn(2, 16),), ratio=0.5)
+        assert result.ignored == ("4",) and model[2].out_features == 32, result
+    model = TiedLM().eval()
+    result = prune.prune(model, (torch.randint(0, 100, (2, 8)),), ratio=0.5)
+    assert result.ignored == ("out", "emb") and model.mid.out_features == 32, result
+    assert model.emb.weight is model.out.weight and model.out.weight.shape == (100, 32)
