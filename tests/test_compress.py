@@ -918,3 +918,26 @@ def test_a_bias_free_output_layer_is_the_only_output_layer_kept_whole():
     result = prune.prune(model, (torch.randint(0, 100, (2, 8)),), ratio=0.5)
     assert result.ignored == ("out", "emb") and model.mid.out_features == 32, result
     assert model.emb.weight is model.out.weight and model.out.weight.shape == (100, 32)
+
+
+class SelfAttention(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.att = torch.nn.MultiheadAttention(32, 4, batch_first=True)
+
+    def forward(self, x):
+        return self.att(x, x, x, need_weights=False)[0]
+
+
+def test_macs_count_lstm_and_attention_layers():
+    """Counted under no_grad and eval(), torch's fused LSTM (oneDNN) and MultiheadAttention fast-path kernels were
+    counted as 0 MACs, which the printed MAC counts left out."""
+    x = torch.randn(2, 10, 32)  # batch 2, 10 steps, 32 features
+    lstm = torch.nn.LSTM(32, 24, batch_first=True).eval()
+    assert prune.count(lstm, (x,))[1] == 2 * 10 * 4 * 24 * (32 + 24)  # 4 gates of input and hidden products
+    in_out = 2 * 10 * 4 * 32 * 32  # q, k, v and output projections per token
+    scores = 2 * 2 * 10 * 10 * 32  # q k^T and (scores) v, over all heads
+    assert prune.count(SelfAttention().eval(), (x,))[1] == in_out + scores
+    encoder = torch.nn.TransformerEncoderLayer(32, 4, 64, batch_first=True).eval()
+    assert prune.count(encoder, (x,))[1] == in_out + scores + 2 * 10 * 2 * 32 * 64
+    assert torch.backends.mkldnn.enabled and torch.backends.mha.get_fastpath_enabled()  # as they were
