@@ -118,34 +118,64 @@ def _unfused():
 def head_layers(module, example_inputs) -> list[str]:
     """Conv/linear layers whose outputs reach a model output without passing another such layer:
     their output sizes are the model's, so they keep them (every head of a multi-head model)."""
+    return _layers_before([o.grad_fn for o in _graph(module, example_inputs)], _owners(module))
+
+
+def feeders(module, example_inputs, names) -> dict[str, list[str]]:
+    """{layer name: the conv/linear layers whose outputs reach its input without passing another}: a recurrent
+    layer's input size is theirs, which Torch-Pruning fails to resize with it; told only "the layer feeding it",
+    a user ignored the recurrent layer alone and got an IndexError."""
+    from torch.nn.utils.rnn import PackedSequence
+
+    named, taken = dict(module.named_modules()), {}
+    hooks = [named[n].register_forward_pre_hook(lambda m, args, n=n: taken.setdefault(n, args[0])) for n in names]
+    try:
+        _graph(module, example_inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    owner = _owners(module)
+    fns = {n: getattr(x.data if isinstance(x, PackedSequence) else x, "grad_fn", None) for n, x in taken.items()}
+    return {n: _layers_before([fns.get(n)], owner) for n in names}
+
+
+def _owners(module) -> dict[int, str]:
+    """{id of a conv/linear layer's parameter: the layer's name}."""
+    return {id(p): name for name, m in module.named_modules() if is_compute(m) for p in m.parameters(recurse=False)}
+
+
+def _graph(module, example_inputs) -> list:
+    """The module's outputs with their autograd graph, through its frozen parameters too."""
     import torch
 
     from .runtime import flatten_outputs
 
-    owner = {id(p): name for name, m in module.named_modules() if is_compute(m)
-             for p in m.parameters(recurse=False)}
     frozen = [p for p in module.parameters() if not p.requires_grad]
-    try:  # a frozen parameter has no place in the autograd graph the walk below follows
+    try:  # a frozen parameter has no place in the autograd graph the walks follow
         for p in frozen:
             p.requires_grad_(True)
         with torch.enable_grad():
-            outputs = flatten_outputs(module(*example_inputs))
+            return flatten_outputs(module(*example_inputs))
     finally:
         for p in frozen:
             p.requires_grad_(False)
-    heads, seen = [], set()
-    stack = [o.grad_fn for o in outputs if o.grad_fn is not None]
+
+
+def _layers_before(fns, owner: dict[int, str]) -> list[str]:
+    """The conv/linear layers (`owner`: their parameters' ids to names) first met walking back from autograd nodes."""
+    found, seen = [], set()
+    stack = list(fns)
     while stack:
         fn = stack.pop()
         if fn is None or id(fn) in seen:
             continue
         seen.add(id(fn))
         layers = {owner.get(id(_parameter(nxt))) for nxt, _ in fn.next_functions} - {None}
-        if layers:  # a conv/linear op: a head; do not look further up this branch
-            heads += sorted(layers - set(heads))
+        if layers:  # a conv/linear op: do not look further up this branch
+            found += sorted(layers - set(found))
             continue
         stack += [nxt for nxt, _ in fn.next_functions]
-    return heads
+    return found
 
 
 # autograd nodes that only re-lay a tensor out: a bias-free Linear's weight reaches its matmul through TBackward0
@@ -337,20 +367,29 @@ def _structured(module, example_inputs, ratio, importance, ignored_layers, round
     else:
         raise UsageError(f"--importance {importance!r}: use l1, l2 or taylor")
     skipped = {id(m) for m in ignored_layers}
-    recurrent = {n: type(m).__name__ for n, m in module.named_modules()
-                 if isinstance(m, torch.nn.RNNBase) and id(m) not in skipped}
-    if untraceable := [f"{n} ({kind})" for n, kind in recurrent.items() if kind != "LSTM"]:
-        raise StageError("structured pruning", f"Torch-Pruning cannot prune GRU or plain RNN layers (it fails on "
-                                               f"them, or never ends tracing them): {', '.join(untraceable)}; "
-                                               f"{KEEP_RECURRENT}, or prune unstructured (--method unstructured: it "
-                                               "zeroes weights, the parameter count stays)")
+    kept = [n for n, m in module.named_modules() if id(m) in skipped]
+    recurrent = {n: type(m).__name__ for n, m in module.named_modules() if isinstance(m, torch.nn.RNNBase)}
+    fed = feeders(module, example_inputs, list(recurrent)) if recurrent else {}
+    unkept = [n for n in recurrent if not all(_within(x, kept) for x in (n, *fed[n]))]
+    said = ", ".join(f"{n} ({recurrent[n]}{', fed by ' if fed[n] else ''}{', '.join(fed[n])})" for n in unkept)
+    if any(recurrent[n] != "LSTM" for n in unkept):  # a GRU hung tracing with only itself ignored
+        raise StageError("structured pruning", f"Torch-Pruning cannot prune GRU or plain RNN layers, nor the layers "
+                                               f"feeding them (it fails on them, or never ends tracing them): {said}; "
+                                               f"{_keep_recurrent(unkept, fed)}, or prune unstructured (--method "
+                                               "unstructured: it zeroes weights, the parameter count stays)")
+    if any(_within(n, kept) for n in unkept):  # an ignored LSTM's input was resized all the same: no reload
+        raise StageError("structured pruning", f"an ignored recurrent layer is kept whole only with the layers "
+                                               f"feeding it (Torch-Pruning resizes its input): {said}; "
+                                               f"{_keep_recurrent(unkept, fed)}")
+    hint = f"Torch-Pruning's LSTM support is experimental: {said}: {_keep_recurrent(unkept, fed)}" if unkept else ""
     try:
         pruner = tp.pruner.MetaPruner(module, example_inputs, importance=imp, pruning_ratio=ratio,
                                       pruning_ratio_dict=ratio_dict or None, ignored_layers=ignored_layers,
                                       round_to=round_to)
     except Exception as e:
         raise StageError("structured pruning", f"Torch-Pruning cannot trace this model: {type(e).__name__}: "
-                                               f"{str(e).splitlines()[0][:200] if str(e) else ''}") from e
+                                               f"{str(e).splitlines()[0][:200] if str(e) else ''}"
+                                               f"{f' ({hint})' if hint else ''}") from e
     if importance == "taylor":
         from .distillation import on_batch
 
@@ -367,14 +406,21 @@ def _structured(module, example_inputs, ratio, importance, ignored_layers, round
     try:
         pruner.step()
     except Exception as e:
-        hint = (f"Torch-Pruning's LSTM support is experimental: {', '.join(recurrent)}: {KEEP_RECURRENT}"
-                if recurrent else "try --ignore on the layer it names")
         raise StageError("structured pruning", f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-                                               f" ({hint})") from e
+                                               f" ({hint or 'try --ignore on the layer it names'})") from e
     module.zero_grad(set_to_none=True)
 
 
-KEEP_RECURRENT = "keep each and the layer feeding it whole (--ignore; in a recipe, [prune] ignore)"
+def _within(name: str, kept: list[str]) -> bool:
+    """`name` is one of the `kept` layers or blocks, or inside one."""
+    return any(name == k or name.startswith(f"{k}.") for k in kept)
+
+
+def _keep_recurrent(layers: list[str], fed: dict[str, list[str]]) -> str:
+    """What to keep whole for recurrent `layers` (`fed`: the layers feeding each), by name."""
+    names = list(dict.fromkeys(n for layer in layers for n in (layer, *fed[layer])))
+    return (f"keep each and the layer feeding it whole (--ignore {' --ignore '.join(names)}; in a recipe, [prune] "
+            f"ignore = [{', '.join(map(repr, names))}])")
 
 
 def _unstructured(module, ratio, importance, ignored) -> float:

@@ -12,7 +12,7 @@ import torch
 from conftest import DIGITS, ROOT, TESTS, cli
 from models import branchy
 
-from edgekit import distillation as distill, pruning as prune, structure
+from edgekit import distillation as distill, errors, pruning as prune, structure
 from edgekit.compress import load_batches, split
 from edgekit.config import DistillSettings, InputSpec
 from edgekit.load import load_model
@@ -845,7 +845,8 @@ def test_recurrent_layers_are_refused_by_structured_pruning_at_once(tmp_path):
     for extra in ([], ["--data", tmp_path / "x.npz"]):
         refused = cli(["prune", *args, *extra])
         assert refused.exit_code == 4 and "cannot prune GRU or plain RNN layers" in refused.stderr \
-            and "gru (GRU); keep each and the layer feeding it whole (--ignore" in refused.stderr, refused.output
+            and "gru (GRU, fed by pre); keep each and the layer feeding it whole (--ignore gru --ignore pre;" \
+            in refused.stderr, refused.output
     kept = cli(["prune", *args, "--ignore", "gru", "--ignore", "pre", "--json"])  # as the message says: the rest
     assert kept.exit_code == 0, kept.output
     result = json.loads(kept.stdout)
@@ -941,3 +942,31 @@ def test_macs_count_lstm_and_attention_layers():
     encoder = torch.nn.TransformerEncoderLayer(32, 4, 64, batch_first=True).eval()
     assert prune.count(encoder, (x,))[1] == in_out + scores + 2 * 10 * 2 * 32 * 64
     assert torch.backends.mkldnn.enabled and torch.backends.mha.get_fastpath_enabled()  # as they were
+
+
+class ConvLSTM(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.front, self.front2 = torch.nn.Conv1d(8, 32, 3, padding=1), torch.nn.Conv1d(32, 32, 3, padding=1)
+        self.rnn, self.head = torch.nn.LSTM(32, 24, batch_first=True), torch.nn.Linear(24, 4)
+
+    def forward(self, x):
+        return self.head(self.rnn(torch.relu(self.front2(torch.relu(self.front(x)))).transpose(1, 2))[0][:, -1])
+
+
+def test_recurrent_layers_are_refused_naming_the_layers_feeding_them(tmp_path):
+    """"keep each and the layer feeding it whole" named no layer: --ignore on a GRU alone then failed "Torch-Pruning
+    cannot trace this model: IndexError" with no hint, and on an LSTM alone the saved file did not reload."""
+    args = ["models:gru_classifier", "--input", "x:Nx20x8", "--ratio", "0.5", "--out", tmp_path / "p.pt"]
+    alone = cli(["prune", *args, "--ignore", "gru"])
+    said = "gru (GRU, fed by pre); keep each and the layer feeding it whole (--ignore gru --ignore pre; in a recipe, " \
+           "[prune] ignore = ['gru', 'pre'])"
+    assert alone.exit_code == 4 and said in alone.stderr, alone.output
+    torch.manual_seed(0)
+    x = (torch.randn(2, 8, 20),)
+    for ignore in ((), ("rnn",)):
+        with pytest.raises(errors.StageError, match=r"rnn \(LSTM, fed by front2\).*--ignore rnn --ignore front2;"):
+            prune.prune(ConvLSTM().eval(), x, ratio=0.5, ignore=ignore)
+    model = ConvLSTM().eval()
+    assert prune.prune(model, x, ratio=0.5, ignore=("rnn", "front2")).params_after < 9572
+    assert model.front.out_channels == 16 and model.rnn.input_size == model.front2.out_channels == 32
