@@ -4,6 +4,7 @@ unstructured (magnitude, made permanent: no masks left)."""
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -223,15 +224,19 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
         log.warning("--stage %s: holds no layer pruning resizes (a conv/linear layer that is not an output layer or "
                     "ignored; output layers: %s): its ratio has no effect", ", ".join(idle), few(heads, 4))
     sparsity = model_sparsity = None
+    unwrapped = ""  # structured: what Torch-Pruning said of parameters outside conv/linear layers
     if method == "structured":
         widths = {n: _width(m) for n, m in resized(module, kept_whole(ignored, stage_ratios)).items()}
         with warnings.catch_warnings(record=True) as said:  # Torch-Pruning's, on stderr, broke the one-line errors
             try:
                 _structured(module, example_inputs, ratio, importance, [named[n] for n in ignored], round_to,
                             batches, {named[n]: r for n, r in stage_ratios.items()})
+            except StageError as e:
+                raise StageError(e.stage, f"{e.message}; {u}" if (u := _unwrapped(said)) else e.message) from e
             finally:
                 for w in said:
                     log.info("warned while pruning: %s", first_line(w.message))
+        unwrapped = _unwrapped(said)
         whole = [n for n, m in named.items() if n in widths and _width(m) == widths[n]]
         if len(whole) < len(widths) and whole:  # ratio 0.95 left a 16-channel layer whole, silently
             log.warning("ratio %s left %s whole (%s%s)", ratio, few(whole, 4), ROUNDED,
@@ -241,7 +246,7 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
         model_sparsity = _zero_share([m for m in module.modules() if is_compute(m)])
     else:
         raise UsageError(f"--method {method!r}: use structured or unstructured")
-    _still_the_same_model(module, example_inputs, shapes0, heads, f"{method} pruning")
+    _still_the_same_model(module, example_inputs, shapes0, heads, f"{method} pruning", unwrapped)
     named = dict(module.named_modules(remove_duplicate=False))
     if apart := [group for group in tied if len({id(named[n].weight) for n in group}) > 1]:
         raise StageError(f"{method} pruning", f"layers {', '.join(apart[0])} share one weight (tied), and pruning "
@@ -295,19 +300,30 @@ def output_shapes(module, example_inputs) -> list[tuple[int, ...]]:
         return [tuple(o.shape) for o in flatten_outputs(module(*example_inputs))]
 
 
-def _still_the_same_model(module, example_inputs, shapes: list, heads: list[str], step: str) -> None:
+def _still_the_same_model(module, example_inputs, shapes: list, heads: list[str], step: str, why: str = "") -> None:
     """The pruned model runs on the same inputs and gives outputs of the same ranks and sizes past the first axis
     (a detector's box count may follow its scores), or pruning failed: a forward that hard-codes a size
-    (`x.view(n, 1024)`) broke as exit 5, and an output layer the walk missed was resized with exit 0."""
+    (`x.view(n, 1024)`) broke as exit 5, and an output layer the walk missed was resized with exit 0. `why`: a
+    known cause, said instead of the guesses."""
     try:
         after = output_shapes(module, example_inputs)
     except Exception as e:
-        raise StageError(step, f"the pruned model no longer runs ({type(e).__name__}: {first_line(e)[:200]}): a size "
-                               "its forward states, or a layer it applies twice, no longer fits; --ignore the layers "
-                               f"involved{_where_it_fails(module, example_inputs)}") from e
+        guess = "a size its forward states, or a layer it applies twice, no longer fits; --ignore the layers involved"
+        raise StageError(step, f"the pruned model no longer runs ({type(e).__name__}: {first_line(e)[:200]}): "
+                               f"{why or guess}{_where_it_fails(module, example_inputs)}") from e
     if [s[1:] or s for s in after] != [s[1:] or s for s in shapes] or len(after) != len(shapes):
         raise StageError(step, f"it changed the model's output shapes from {shapes} to {after} (output layers "
-                               f"found: {few(heads, 4)}); --ignore the layer that gives them")
+                               f"found: {few(heads, 4)}); {why or '--ignore the layer that gives them'}")
+
+
+def _unwrapped(said) -> str:
+    """Torch-Pruning's warning of parameters no conv/linear layer holds (an `F.linear(h, self.W)`), said as the
+    cause of a failure: it resizes them on a guessed axis, and the failure blamed a size the forward states."""
+    names = [n for w in said if (m := re.match(r"Unwrapped parameters detected: \[(.*)\]", str(w.message)))
+             for n in re.findall(r"'([^']*)'", m[1])]
+    return (f"Torch-Pruning resized parameters that no conv/linear layer holds ({', '.join(names)}) on a guessed "
+            "axis: put each in an nn.Linear or nn.Conv layer, or --ignore the layers producing and consuming it"
+            if names else "")
 
 
 def _where_it_fails(module, example_inputs) -> str:

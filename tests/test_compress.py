@@ -970,3 +970,29 @@ def test_recurrent_layers_are_refused_naming_the_layers_feeding_them(tmp_path):
     model = ConvLSTM().eval()
     assert prune.prune(model, x, ratio=0.5, ignore=("rnn", "front2")).params_after < 9572
     assert model.front.out_channels == 16 and model.rnn.input_size == model.front2.out_channels == 32
+
+
+class FreeMatrix(torch.nn.Module):
+    """A weight matrix no nn.Linear holds, applied with F.linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.head = torch.nn.Linear(16, 32), torch.nn.Linear(32, 4)
+        self.W = torch.nn.Parameter(torch.randn(32, 32) * 0.1)
+
+    def forward(self, x):
+        return self.head(torch.relu(torch.nn.functional.linear(torch.relu(self.fc(x)), self.W)))
+
+
+def test_pruning_that_fails_on_a_parameter_no_layer_holds_names_it():
+    """Torch-Pruning's "Unwrapped parameters detected: ['W']" stayed in the log and the error blamed a size the
+    forward states or a layer applied twice."""
+    torch.manual_seed(0)
+    with pytest.raises(errors.StageError) as failed:
+        prune.prune(FreeMatrix().eval(), (torch.randn(2, 16),), ratio=0.5)
+    assert "parameters that no conv/linear layer holds (W) on a guessed axis: put each in an nn.Linear or nn.Conv " \
+           "layer, or --ignore the layers producing and consuming it" in str(failed.value), failed.value
+    assert "a size its forward states" not in str(failed.value)
+    model = FreeMatrix().eval()  # kept whole around it: runs
+    prune.prune(model, (torch.randn(2, 16),), ratio=0.5, ignore=("fc",))
+    assert model(torch.randn(2, 16)).shape == (2, 4)
