@@ -141,9 +141,6 @@ def run_distill(teacher, student, batches, settings: DistillSettings, out: Path 
     train, val = split(batches)
     if tied is None and (tied := sharing.clusters_of(student)):
         log.info("distilling a shared student: %d layer(s) keep their shared values", len(tied))
-    said = [] if tied else distillation.no_smaller(teacher, student)  # sharing's fine-tuning keeps the size
-    for warning in said:
-        log.warning("%s", warning)
     saved = []
 
     def save_best(model, row):
@@ -153,7 +150,7 @@ def run_distill(teacher, student, batches, settings: DistillSettings, out: Path 
 
     with bar("distilling", settings.epochs, progress) as advance:
         try:
-            result = distillation.distill(
+            return distillation.distill(
                 teacher, student, train, val, settings, on_best=save_best,
                 after_step=(lambda: sharing.tie(student, tied)) if tied else None, progress=lambda row: advance(
                     1, f"epoch {row['epoch']} loss {row['train_loss']:.4f} "
@@ -163,8 +160,6 @@ def run_distill(teacher, student, batches, settings: DistillSettings, out: Path 
                 raise StageError(e.stage, f"{e.message}; {out} holds the best student before it (epoch "
                                           f"{saved[-1]})") from e
             raise
-    result.warnings += said
-    return result
 
 
 def check_out(out: str | Path | None, force: bool) -> Path | None:

@@ -627,14 +627,18 @@ def _number(x) -> str:
 
 
 def _existing(folder: Path, shown: str, name: str) -> Path:
-    if not _plain_file(folder, name):
-        raise InputError(f"{shown}: {name} is missing (or not a plain file in the package folder)")
+    if why := _not_plain(folder, name):
+        raise InputError(f"{shown}: {name} {why}")
     return folder / name
 
 
-def _plain_file(folder: Path, name: str) -> bool:
+def _not_plain(folder: Path, name: str) -> str | None:
+    """Why `name` is not a plain file of the package folder (a path out of it is never looked at), or None."""
+    if Path(name).name != name or name in (".", ".."):
+        return "is not a file name in the package folder"
     path = folder / name
-    return Path(name).name == name and name not in (".", "..") and path.is_file() and not path.is_symlink()
+    return "is missing (or not a plain file in the package folder)" if path.is_symlink() or not path.is_file() \
+        else None
 
 
 def _named(manifest: dict) -> set[str]:
@@ -654,8 +658,8 @@ def _integrity(folder: Path, shown: str, target: str, manifest: dict, mismatched
             bad.append(f"{name} sha256 {mismatched[folder / name][:12]}… != manifest {digest[:12]}…")
             continue
         path = folder / name
-        if not _plain_file(folder, name):  # deleted, renamed or a link: tampered with, as an edited file is (exit 1)
-            bad.append(f"{name} is missing (or not a plain file in the package folder)")
+        if why := _not_plain(folder, name):  # deleted, renamed or a link: tampered with, as an edited file is (exit 1)
+            bad.append(f"{name} {why}")
         elif name not in sizes:  # the size is compared before the bytes are read: a 20 GB file was hashed (83 s)
             bad.append(f"{name} has no size in the manifest")
         elif sizes[name] != (held := path.stat().st_size):

@@ -173,7 +173,8 @@ def _output_layers(recipe: Recipe, loaded) -> list[str]:
         heads = pruning.head_layers(loaded.module.eval(), compress.example_inputs(specs))
         prefix = next((f"{name}." for name, m in loaded.module.named_modules() if m is own and name), "")
     except Exception as e:  # the trials' own error, or sizes the data would give
-        log.info("search: the model's output layers were not found (%s): every stage is searched", first_line(e))
+        log.warning("search: the model's output layers were not found (%s): every stage is searched",
+                    first_line(e))
         return []
     finally:
         loaded.module = own

@@ -56,7 +56,10 @@ def cluster(module, clusters: int, ignore: tuple[str, ...] = ()) -> dict:
     if not 2 <= clusters <= 256:
         raise UsageError(f"--clusters must be between 2 and 256 (got {clusters})")
     named = dict(module.named_modules(remove_duplicate=False))  # a layer registered twice answers to both names
-    check_ignored(ignore, named, "shared", is_compute, "conv/linear layer")  # a block keeps every one under it
+    # a block keeps every one under it; a GRU or an Embedding, which share leaves as they are, may be named too,
+    # to say so (the warning that lists them has no other way to be answered)
+    check_ignored(ignore, named, "shared", lambda m: is_compute(m) or any(map(_matrix, m.parameters(False))),
+                  "conv/linear layer or weight matrix")
     kept = {id(m) for n in ignore for m in named[n].modules()}
     shared = [(name, layer) for name, layer in module.named_modules() if is_compute(layer)
               and id(layer) not in kept and layer.weight.numel() > clusters]
@@ -145,9 +148,14 @@ def unshared(module, layers, clusters: int, ignore: tuple[str, ...] = ()) -> tup
                 continue
             seen.add(id(p))
             total += p.numel()
-            if id(p) not in done and sum(d > 1 for d in p.shape) >= 2 and p.numel() > clusters:
+            if id(p) not in done and _matrix(p) and p.numel() > clusters:
                 found.append(Unshared(f"{owner}.{name}" if owner else name, type(m).__name__, p.numel()))
     return tuple(found), sum(u.params for u in found) / max(total, 1)
+
+
+def _matrix(p) -> bool:
+    """Two or more axes longer than 1: what sharing would cluster (biases and norms are vectors)."""
+    return sum(d > 1 for d in p.shape) >= 2
 
 
 def left_out(left: tuple[Unshared, ...], held: float) -> str:

@@ -35,8 +35,7 @@ class UserFunction:
             return result
         if inspect.getgeneratorstate(result) != inspect.GEN_CREATED:  # a notebook cell run again: other samples
             raise InputError(f"{self.what} {self.spec!r}: a generator that was already read from (by an earlier call?) "
-                             f"gives other items each time: pass a function that makes a new one (e.g. "
-                             f"calibration=lambda: samples())")
+                             "gives other items each time: give a function that makes a new one at each call")
         return self._iterate(result)
 
     def _iterate(self, generator):

@@ -359,6 +359,15 @@ def test_a_deleted_package_file_fails_integrity_and_the_other_targets_are_still_
     failed = {(c["target"], c["name"]): c["message"] for c in json.loads(result.stdout) if not c["passed"]}
     assert "golden.npz is missing" in failed[("android-arm64", "integrity")], failed
     assert "model.int8.onnx holds" in failed[("ios-arm64", "integrity")], failed
+    # a name out of the folder is never looked at, and not called missing
+    (tmp_path / "secret.bin").write_bytes(b"s")
+    manifest = json.loads((edited / "manifest.json").read_text())
+    manifest["files"]["../../secret.bin"], manifest["sizes"]["../../secret.bin"] = "0" * 64, 1
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    result = check(edited, "--json")
+    [integrity] = [c for c in json.loads(result.stdout) if c["name"] == "integrity"]
+    assert result.exit_code == 1 and "../../secret.bin is not a file name in the package folder" in \
+        integrity["message"], result.output
     assert check(tmp_path / "nothing-here").exit_code == 3
 
 

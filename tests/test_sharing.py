@@ -95,7 +95,7 @@ def test_ignore_takes_a_block_and_refuses_a_name_that_keeps_nothing():
     model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.BatchNorm1d(64),
                                 torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Linear(32, 4)))
     assert list(sharing.cluster(model, 4, ("2",))) == ["0"]
-    with pytest.raises(UsageError, match="--ignore 1: holds no conv/linear layer"):
+    with pytest.raises(UsageError, match="--ignore 1: holds no conv/linear layer or weight matrix"):
         sharing.cluster(model, 4, ("1",))
     with pytest.raises(UsageError, match="names the whole model"):
         sharing.cluster(model, 4, ("",))
@@ -177,6 +177,10 @@ def test_weights_left_unshared_are_named_with_their_share_of_the_parameters(capl
     assert said in caplog.text and f"{found.unshared_share:.1%} of the parameters" in said
     assert "rnn.weight_ih_l0 (GRU)" in said and "att.in_proj_weight (MultiheadAttention)" in said
     assert found.as_dict()["warnings"] == [said] and found.as_dict()["unshared"][0]["params"] == 50 * 16
+    # the layers it names can be --ignore'd, to say so (was "holds no conv/linear layer")
+    model = _Mixed()
+    kept = ("front", "rnn", "emb", "att")
+    assert sharing.result(model, 16, sharing.cluster(model, 16, kept), kept).unshared == ()
     # the command says it too, and its --json carries them (the Embedding holds 19.5% of tiny_encoder's)
     result = cli(["share", f"{ROOT / 'tests' / 'models.py'}:tiny_encoder", "--input", "input_ids:Nx12:int64",
                   "--input", "attention_mask:Nx12:int64", "--out", tmp_path / "s.pt"])
