@@ -429,26 +429,27 @@ def random_dataset(specs, count: int, seed: int, max_bytes: int = arrays.DEFAULT
     return Dataset("random", [{s.name: sample(s) for s in specs} for _ in range(count)], None, random=True)
 
 
-OUTLIER_SAMPLE = 100.0  # a calibration sample whose peak |value| is this many times the median sample's
-FEW_OUTLIER_SAMPLES = 8  # fewer have no median to stand out from
+OUTLIER_SAMPLE = 100.0  # a calibration sample whose peak |value| is this many times the 90th percentile sample's
+FEW_OUTLIER_SAMPLES = 8  # fewer have no percentile to stand out from
 
 
-def outlier_samples(ds: Dataset, count: int) -> list[str]:
-    """Calibration samples whose float inputs peak far above the others': one sample 10^4 times the rest set every
-    range it reached, int8 parity came out at cosine 0 under every method --auto tried, and nothing named it. The
-    samples are read one at a time, as calibration reads them."""
+def outlier_samples(feeds: Sequence[Mapping[str, np.ndarray]], what: str = "sample") -> list[str]:
+    """Calibration samples whose float inputs peak far above nearly all others': one sample 10^4 times the rest set
+    every range it reached, int8 parity came out at cosine 0 under every method --auto tried, and nothing named it.
+    Against the 90th percentile, not the median: speech frames among twice as many quiet ones are no outlier.
+    `feeds`: those calibration reads (a streaming model's steps), one at a time."""
     peaks: dict[str, list[float]] = {}
-    for i in range(min(count, len(ds))):
-        for name, x in ds.feeds[i].items():
+    for feed in feeds:
+        for name, x in feed.items():
             if np.issubdtype(x.dtype, np.floating):
                 peaks.setdefault(name, []).append(float(np.abs(x).max(initial=0.0)))
     said = []
     for name, each in peaks.items():
-        median, top = float(np.median(each)), int(np.argmax(each))
-        if len(each) >= FEW_OUTLIER_SAMPLES and median > 0 and each[top] > OUTLIER_SAMPLE * median:
-            said.append(f"calibration sample {top} reaches |{name}| {each[top]:.3g}, {each[top] / median:,.0f}x the "
-                        f"median sample's {median:.3g}: one sample sets the int8 ranges of every layer it reaches "
-                        "(check it, or leave it out)")
+        usual, top = float(np.percentile(each, 90)), int(np.argmax(each))
+        if len(each) >= FEW_OUTLIER_SAMPLES and usual > 0 and each[top] > OUTLIER_SAMPLE * usual:
+            said.append(f"calibration {what} {top} reaches |{name}| {each[top]:.3g}, {each[top] / usual:,.0f}x the "
+                        f"90th percentile {what}'s {usual:.3g}: one {what} sets the int8 ranges of every layer it "
+                        "reaches (check it, or leave it out)")
     return said
 
 

@@ -279,9 +279,14 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
         data = prune.taylor_data(recipe.distill)
         batches = (compress.load_batches(data, inputs, 32, {"model": loaded.module}, recipe.max_data_bytes, val)
                    if prune.importance == "taylor" and data else None)
-        result = compress.run_prune(loaded.module, inputs, prune, batches, target, sizes)
+        try:
+            result = compress.run_prune(loaded.module, inputs, prune, batches, target, sizes)
+        except StageError as e:  # its --ignore advice names the user's layers, as [prune] ignore takes them
+            raise StageError(e.stage, _users_names(e.message, prefix)) from e
         record["prune"] = dataclasses.replace(result, ignored=tuple(n.removeprefix(prefix) for n in result.ignored),
-                                              stage_ratios=recipe.prune.stage_ratios or None).as_dict()
+                                              stage_ratios=recipe.prune.stage_ratios or None,
+                                              warnings=tuple(_users_names(w, prefix) for w in result.warnings)
+                                              ).as_dict()
         steps.append(step("pruned", loaded.module))
     tied = None
     share_ignore = tuple(prefix + n for n in recipe.share.ignore) if recipe.share else ()
@@ -305,6 +310,11 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
     loaded.module.eval()
     return {"steps": steps, **record, "accuracy_data": val.origin if val.labels is not None else None,
             "sizes": sizes or None}  # the named axes' sizes of the sample the steps' MACs count
+
+
+def _users_names(text: str, prefix: str) -> str:
+    """Layer names in a message as the user's model has them, not the wrapper's (`prefix`: "inner.")."""
+    return re.sub(rf"(?<![\w.]){re.escape(prefix)}", "", text) if prefix else text
 
 
 def _compression_warnings(compression: dict | None) -> list[str]:
@@ -662,6 +672,9 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
     cal_feeds = _calibration_feeds(prep, settings.samples)
     n_cal = len(cal_feeds)
     _bounded_calibration(prep, cal_feeds)
+    if not prep.cal.random:
+        qplan = dataclasses.replace(qplan, warnings=(*qplan.warnings, *calib.outlier_samples(
+            cal_feeds, "step" if prep.rollout is not None else "sample")))
     if n_cal < settings.samples:  # the record is of what was used (it said 128 of a 10-sample file)
         why = f"samples {n_cal}: the calibration data holds {n_cal} of the {settings.samples} asked"
         settings = dataclasses.replace(settings, samples=n_cal)

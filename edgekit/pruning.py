@@ -129,7 +129,11 @@ def feeders(module, example_inputs, names) -> dict[str, list[str]]:
     from torch.nn.utils.rnn import PackedSequence
 
     named, taken = dict(module.named_modules()), {}
-    hooks = [named[n].register_forward_pre_hook(lambda m, args, n=n: taken.setdefault(n, args[0])) for n in names]
+    def keep(n, args, kwargs):  # forward(x) or forward(input=x)
+        if (x := args[0] if args else kwargs.get("input")) is not None:
+            taken.setdefault(n, x)
+
+    hooks = [named[n].register_forward_pre_hook(lambda m, a, k, n=n: keep(n, a, k), with_kwargs=True) for n in names]
     try:
         _graph(module, example_inputs)
     finally:
@@ -227,16 +231,18 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
     unwrapped = ""  # structured: what Torch-Pruning said of parameters outside conv/linear layers
     if method == "structured":
         widths = {n: _width(m) for n, m in resized(module, kept_whole(ignored, stage_ratios)).items()}
+        before = {n: p.shape for n, p in module.named_parameters()}
         with warnings.catch_warnings(record=True) as said:  # Torch-Pruning's, on stderr, broke the one-line errors
             try:
                 _structured(module, example_inputs, ratio, importance, [named[n] for n in ignored], round_to,
                             batches, {named[n]: r for n, r in stage_ratios.items()})
             except StageError as e:
-                raise StageError(e.stage, f"{e.message}; {u}" if (u := _unwrapped(said)) else e.message) from e
+                raise StageError(e.stage, f"{e.message}; {u}" if (u := _unwrapped(said, module, before))
+                                 else e.message) from e
             finally:
                 for w in said:
                     log.info("warned while pruning: %s", first_line(w.message))
-        unwrapped = _unwrapped(said)
+        unwrapped = _unwrapped(said, module, before)
         whole = [n for n, m in named.items() if n in widths and _width(m) == widths[n]]
         if len(whole) < len(widths) and whole:  # ratio 0.95 left a 16-channel layer whole, silently
             log.warning("ratio %s left %s whole (%s%s)", ratio, few(whole, 4), ROUNDED,
@@ -316,11 +322,13 @@ def _still_the_same_model(module, example_inputs, shapes: list, heads: list[str]
                                f"found: {few(heads, 4)}); {why or '--ignore the layer that gives them'}")
 
 
-def _unwrapped(said) -> str:
+def _unwrapped(said, module, before: dict) -> str:
     """Torch-Pruning's warning of parameters no conv/linear layer holds (an `F.linear(h, self.W)`), said as the
-    cause of a failure: it resizes them on a guessed axis, and the failure blamed a size the forward states."""
+    cause of a failure when it resized them (on a guessed axis: the failure blamed a size the forward states); one
+    it left as it was (`before`: the shapes) is no cause."""
+    now = {n: p.shape for n, p in module.named_parameters()}
     names = [n for w in said if (m := re.match(r"Unwrapped parameters detected: \[(.*)\]", str(w.message)))
-             for n in re.findall(r"'([^']*)'", m[1])]
+             for n in re.findall(r"'([^']*)'", m[1]) if n in now and now[n] != before.get(n)]
     return (f"Torch-Pruning resized parameters that no conv/linear layer holds ({', '.join(names)}) on a guessed "
             "axis: put each in an nn.Linear or nn.Conv layer, or --ignore the layers producing and consuming it"
             if names else "")

@@ -1,7 +1,7 @@
 """One target's verdict: its gates from the measured figures and profile, and the warnings that explain them."""
 from __future__ import annotations
 
-from . import bench, calib, host, parity
+from . import bench, host, parity
 from .config import Target
 from .parity import Accuracy, Gate, StageParity
 from .reports import LatencyReport
@@ -74,8 +74,6 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads, settin
         if data is not None and not data.random and len(data) < FEW_SAMPLES:
             said.append(f"{role} data has {len(data)} sample(s): {what} from so few do not stand for real inputs "
                         f"(give at least {FEW_SAMPLES})")
-    if not dynamic and not cal.random:
-        said += calib.outlier_samples(cal, settings.samples if settings is not None else len(cal))
     place = "the device" if latency and "device" in latency.int8.host else "this host"
     if latency and max(latency.fp32.p90_over_p50, latency.int8.p90_over_p50) > bench.NOISY_SPREAD:
         said.append(f"latency spread p90/p50 fp32 {latency.fp32.p90_over_p50:.2f}, int8 "

@@ -224,6 +224,18 @@ def test_calibration_steps_are_whole_for_any_sample_count(wide_fp32, tmp_path):
     assert bins and max(bins) < 8 * 128, max(bins)  # 128 bins to start with (onnxruntime's default for entropy)
 
 
+def test_an_outlier_sample_stands_out_from_nearly_all_others_not_from_the_median():
+    """Speech frames among twice as many quiet ones were called one outlier sample, 386x the median."""
+    rng = np.random.default_rng(0)
+    frames = [{"audio": rng.normal(0, 1e-3 if i % 3 else 1.0, (1, 160)).astype(np.float32)} for i in range(60)]
+    assert calib.outlier_samples(frames) == []
+    frames[6]["audio"] = frames[6]["audio"] * 1e4
+    [said] = calib.outlier_samples(frames, "step")
+    assert said.startswith("calibration step 6 reaches |audio| ") and "90th percentile step's" in said
+    ids = [{"ids": np.full((1, 8), 10 ** i, np.int64)} for i in range(10)]  # token ids: not ranges
+    assert calib.outlier_samples(ids) == [] and calib.outlier_samples(frames[:7]) == []
+
+
 def test_per_layer_error_one_sample_at_a_time_matches_onnxruntimes_all_at_once(wide_fp32, tmp_path):
     from onnxruntime.quantization import qdq_loss_debug as dbg
 

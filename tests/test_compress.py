@@ -885,8 +885,12 @@ def test_a_student_no_smaller_than_its_teacher_is_warned_of(caplog):
         _, right = edgekit.distill(DIGITS_MODEL, small, teacher_weights=DIGITS_WEIGHTS, data=data, epochs=1)
     assert right.warnings == [] and "no smaller model" not in caplog.text
     # sharing's fine-tuning distills into a model of the teacher's size on purpose
-    _, shared = edgekit.share(DIGITS_MODEL, weights=DIGITS_WEIGHTS, inputs=["image:Nx1x8x8"], data=data, epochs=1)
+    module, shared = edgekit.share(DIGITS_MODEL, weights=DIGITS_WEIGHTS, inputs=["image:Nx1x8x8"], data=data,
+                                   epochs=1)
     assert shared.fine_tuning["warnings"] == [] and "no smaller model" not in caplog.text
+    # and so does distilling a shared student from the unshared model, as the README says to
+    _, again = edgekit.distill(DIGITS_MODEL, module, teacher_weights=DIGITS_WEIGHTS, data=data, epochs=1)
+    assert again.warnings == [] and "no smaller model" not in caplog.text
 
 
 class TiedLM(torch.nn.Module):
@@ -996,3 +1000,40 @@ def test_pruning_that_fails_on_a_parameter_no_layer_holds_names_it():
     model = FreeMatrix().eval()  # kept whole around it: runs
     prune.prune(model, (torch.randn(2, 16),), ratio=0.5, ignore=("fc",))
     assert model(torch.randn(2, 16)).shape == (2, 4)
+    # a free parameter Torch-Pruning left as it was is no cause: the size the forward states is
+    with pytest.raises(errors.StageError) as failed:
+        prune.prune(FixedSize().eval(), (torch.randn(2, 12, 16),), ratio=0.5)
+    assert "a size its forward states" in str(failed.value) and "(pos)" not in str(failed.value), failed.value
+
+
+class FixedSize(torch.nn.Module):
+    """A free positional parameter added to the input (never resized), and a flatten to a size the code states."""
+
+    def __init__(self):
+        super().__init__()
+        self.pos = torch.nn.Parameter(torch.zeros(1, 12, 16))
+        self.fc, self.head = torch.nn.Linear(16, 64), torch.nn.Linear(64 * 12, 4)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc(x + self.pos)).reshape(x.shape[0], 64 * 12))
+
+
+class KeywordGRU(torch.nn.Module):
+    """A GRU called with input=, as torch's docs name the argument."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.rnn, self.head = torch.nn.Linear(8, 16), torch.nn.GRU(16, 24, batch_first=True), \
+            torch.nn.Linear(24, 4)
+
+    def forward(self, x):
+        return self.head(self.rnn(input=self.inp(x))[0][:, -1])
+
+
+def test_a_recurrent_layer_called_by_keyword_is_traced_to_its_feeder():
+    """The hook read args[0] of a GRU called as rnn(input=x): an IndexError, exit 5, where it had pruned."""
+    torch.manual_seed(0)
+    with pytest.raises(errors.StageError, match=r"rnn \(GRU, fed by inp\)"):
+        prune.prune(KeywordGRU().eval(), (torch.randn(2, 5, 8),), ratio=0.5)
+    result = prune.prune(KeywordGRU().eval(), (torch.randn(2, 5, 8),), ratio=0.5, ignore=("rnn", "inp"))
+    assert result.params_after == result.params_before  # all kept whole, or an output: said, not a crash

@@ -848,6 +848,16 @@ def _compressed_export(tmp_path, source: str, inputs: list[str], data: dict, sec
     return m, (tmp_path / "o" / "desktop-x86" / "report.md").read_text()
 
 
+def test_pruning_advice_names_the_users_layers_when_the_model_runs_wrapped():
+    """A recipe's model wrapped for a pinned constant was told "[prune] ignore = ['inner.gru', 'inner.pre']", which
+    then failed "no layer named inner.inner.gru"."""
+    from edgekit.pipeline import _users_names
+
+    said = "rnn.inner (GRU, fed by inner.pre); keep ... (--ignore inner.gru --ignore inner.pre; ['inner.gru'])"
+    assert _users_names(said, "inner.") == "rnn.inner (GRU, fed by pre); keep ... (--ignore gru --ignore pre; ['gru'])"
+    assert _users_names(said, "") == said
+
+
 def test_compression_warnings_reach_the_manifest_and_report(tmp_path, encoder_data):
     """`[prune] ratio = 0.99` that removed no channel warned on stderr only: the manifest's warnings were [] and the
     report showed a "pruned" step as if it had happened. Prune's, distill's and share's warnings are the target's."""
