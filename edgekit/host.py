@@ -179,5 +179,7 @@ def label(threads: int, providers: list[str]) -> dict:
 
 def describe(h: dict) -> str:
     forced = f" taken for {h['arch']} by {ARCH_ENV}" if h.get("arch_source") == ARCH_ENV else ""
-    return (f"{h['cpu']}{forced} [{_isa_shown(h['isa'], h.get('isa_source', 'cpuinfo'))}], {h['threads']} thread(s), "
-            f"{'+'.join(h['providers'])}, ORT {h['onnxruntime']}")
+    # parity runs at the profile's threads whatever the cores (a report said 4 beside a latency caption's 2)
+    over = f" (this host has {h['cores']} cores)" if h.get("cores") and h["threads"] > h["cores"] else ""
+    return (f"{h['cpu']}{forced} [{_isa_shown(h['isa'], h.get('isa_source', 'cpuinfo'))}], {h['threads']} "
+            f"thread(s){over}, {'+'.join(h['providers'])}, ORT {h['onnxruntime']}")

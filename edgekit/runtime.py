@@ -293,8 +293,19 @@ def _run_torch_one(module, feed, input_names, i: int) -> list[np.ndarray]:
     except (Exception, SystemExit) as e:  # a forward calling sys.exit is bad input, not a verdict
         shapes = ", ".join(f"{n}:{list(a.shape)}" for n, a in zip(input_names, args))
         raise InputError(f"model does not run on inputs {shapes} (sample {i}): "
-                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{_dtype_hint(module, args)}"
+                         ) from e
     return [o.detach().numpy() for o in flatten_outputs(out)]
+
+
+def _dtype_hint(module, args) -> str:
+    """A float64 (or half) model fed float32 data reads as a broken model: say which dtypes meet."""
+    held = {str(p.dtype).removeprefix("torch.") for p in module.parameters() if p.is_floating_point()}
+    fed = {str(a.dtype).removeprefix("torch.") for a in args if a.is_floating_point()}
+    if not held or not fed or held == fed:
+        return ""
+    return (f" (the model's parameters are {', '.join(sorted(held))}, its inputs {', '.join(sorted(fed))}: edgekit "
+            "exports float32 models, so call .float() on it first)")
 
 
 def flatten_outputs(out) -> list:

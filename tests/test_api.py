@@ -645,7 +645,10 @@ def test_odd_arguments_and_unready_models_are_edgekit_errors():
     with pytest.raises(edgekit.InputError, match="calibration data 'list' item 0"):
         edgekit.export(torch.nn.Linear(4, 3), inputs=["x:Nx4"], calibration=bad, validation=good, no_bench=True)
     for model, said in ((torch.nn.Linear(4, 3, device="meta"), "'weight' is on the meta device"),
-                        (torch.nn.LazyLinear(3), "'weight' is not initialised yet")):
+                        (torch.nn.LazyLinear(3), "'weight' is not initialised yet"),
+                        # read as a broken model ("mat1 and mat2 must have the same dtype")
+                        (torch.nn.Linear(4, 3).double(), "parameters are float64, its inputs float32: edgekit "
+                                                         "exports float32 models, so call .float")):
         with pytest.raises(edgekit.InputError, match=said):
             edgekit.export(model, inputs=["x:Nx4"], calibration=good, no_bench=True)
 

@@ -124,6 +124,9 @@ def test_every_parity_figure_says_where_and_by_whose_kernels(tmp_path):
     # the float outputs said the int8 session's threads (the profile's 4), not the work threads they ran at
     fp32_line, int8_line = [line for line in md.splitlines() if line.startswith("Computed on ")]
     assert f" {host.work_threads()} thread(s)" in fp32_line and f" {manifest['host']['threads']} thread(s)" in int8_line
+    # the profile's 4 on a host of fewer cores said so, as the latency caption does
+    cores = manifest["host"]["cores"]
+    assert (f"thread(s) (this host has {cores} cores)" in int8_line) == (manifest["host"]["threads"] > cores)
     # android-arm64's size column and chart showed model.int8.onnx; its budget and runtime take the .ort
     android = json.loads((tmp_path / "android-arm64" / "manifest.json").read_text())
     row = next(line.split() for line in result.stdout.splitlines() if line.startswith("android-arm64 "))
