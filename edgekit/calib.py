@@ -433,11 +433,12 @@ OUTLIER_SAMPLE = 100.0  # a calibration sample whose peak |value| is this many t
 FEW_OUTLIER_SAMPLES = 8  # fewer have no percentile to stand out from
 
 
-def outlier_samples(feeds: Sequence[Mapping[str, np.ndarray]], what: str = "sample") -> list[str]:
+def outlier_samples(feeds: Sequence[Mapping[str, np.ndarray]], streaming: bool = False) -> list[str]:
     """Calibration samples whose float inputs peak far above nearly all others': one sample 10^4 times the rest set
     every range it reached, int8 parity came out at cosine 0 under every method --auto tried, and nothing named it.
     Against the 90th percentile, not the median: speech frames among twice as many quiet ones are no outlier.
-    `feeds`: those calibration reads (a streaming model's steps), one at a time."""
+    `feeds`: those calibration reads, one at a time (`streaming`: steps picked across the sequences, whose
+    positions the user cannot map back, so they are counted, not numbered)."""
     peaks: dict[str, list[float]] = {}
     for feed in feeds:
         for name, x in feed.items():
@@ -446,10 +447,16 @@ def outlier_samples(feeds: Sequence[Mapping[str, np.ndarray]], what: str = "samp
     said = []
     for name, each in peaks.items():
         usual, top = float(np.percentile(each, 90)), int(np.argmax(each))
-        if len(each) >= FEW_OUTLIER_SAMPLES and usual > 0 and each[top] > OUTLIER_SAMPLE * usual:
-            said.append(f"calibration {what} {top} reaches |{name}| {each[top]:.3g}, {each[top] / usual:,.0f}x the "
-                        f"90th percentile {what}'s {usual:.3g}: one {what} sets the int8 ranges of every layer it "
-                        "reaches (check it, or leave it out)")
+        if len(each) < FEW_OUTLIER_SAMPLES or usual <= 0 or each[top] <= OUTLIER_SAMPLE * usual:
+            continue
+        over = sum(p > OUTLIER_SAMPLE * usual for p in each)
+        what = (f"{over} of the {len(each)} calibration steps" if streaming else
+                f"calibration sample {top}" + (f" and {over - 1} more" if over > 1 else ""))
+        one = over == 1 and not streaming
+        them = "it" if one else "them"
+        said.append(f"{what} {'reaches' if one else 'reach'} |{name}| {each[top]:.3g}, {each[top] / usual:,.0f}x the "
+                    f"90th percentile's {usual:.3g}: the int8 ranges of every layer reached are set by {them} (check "
+                    f"the data, or leave {them} out)")
     return said
 
 

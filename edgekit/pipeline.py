@@ -421,6 +421,15 @@ def _steps(shared: Shared, fp32: Path, names: list[str]):
                           shared.val.random), val.outputs, val)
 
 
+def _one_step_sequences(cal: calib.Dataset, val: sequences.Rollout) -> list[str]:
+    """Streaming data whose every sequence has one step: the state is never fed back (per-step data)."""
+    fix = "(give each item its steps along a first axis)"
+    return ([f"every calibration sequence has 1 step: the int8 ranges never see a state fed back, only the initial "
+             f"one {fix}"] * (max((len(next(iter(f.values()))) for f in cal.feeds), default=0) == 1)
+            + [f"every validation sequence has 1 step: the state is never fed back, so the drift figures are one "
+               f"step's from the initial state {fix}"] * (max(val.lengths, default=0) == 1))
+
+
 def _size_checks(loaded, shared: Shared, prep: Prepared) -> list[sizes.SizeCheck]:
     checks = []
     for other in sizes.other_sizes(shared.inputs, [] if shared.recipe.state else prep.val.feeds, shared.recipe.sizes):
@@ -601,9 +610,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                     f"dynamic axis {dim} is not validated at another size: none could be made from the validation "
                     f"data (a batch joins samples of one shape, another axis cuts them); --size {dim}=K names one"
                     for dim in sizes.unvalidated(shared.inputs, size_checks)])
-                + (["every validation sequence has 1 step: the state is never fed back, so the drift figures are one "
-                    "step's from the initial state (give each item its steps along a first axis)"]
-                   if recipe.state and max(prep.rollout.lengths, default=0) == 1 else [])
+                + (_one_step_sequences(shared.cal, prep.rollout) if recipe.state else [])
                 + [advice for advice in [(qplan.precision_search or {}).get("advice")] if advice])  # report.md had it
     gates = verdict.gates(target, prep.export_parity, quant_parity, accuracy, latency, packaged.get("mobile_coverage"),
                           (tdir / shipped_model(packaged)).stat().st_size, shared.task)
@@ -674,7 +681,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
     _bounded_calibration(prep, cal_feeds)
     if not prep.cal.random:
         qplan = dataclasses.replace(qplan, warnings=(*qplan.warnings, *calib.outlier_samples(
-            cal_feeds, "step" if prep.rollout is not None else "sample")))
+            cal_feeds, streaming=prep.rollout is not None)))
     if n_cal < settings.samples:  # the record is of what was used (it said 128 of a 10-sample file)
         why = f"samples {n_cal}: the calibration data holds {n_cal} of the {settings.samples} asked"
         settings = dataclasses.replace(settings, samples=n_cal)

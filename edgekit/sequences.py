@@ -83,7 +83,9 @@ def rollout(run, sequences: list[dict], specs: tuple[InputSpec, ...], output_nam
             raise InputError(f"sequence {i}: every input needs the same number of steps, at least 1 (found {counts})")
         current = None
         for t in range(steps):
-            feed = {name: np.ascontiguousarray(value[t]) for name, value in sequence.items()}
+            # np.require keeps a scalar input's step 0-d (ascontiguousarray made it [1], and the package failed its
+            # own check: the golden sample's [1] against the model's [])
+            feed = {name: np.require(value[t], requirements="C") for name, value in sequence.items()}
             current = current or {name: initial(by_name[name], feed, specs, init or {}) for name in state}
             feed.update(current)
             out = run(feed)

@@ -230,8 +230,11 @@ def test_an_outlier_sample_stands_out_from_nearly_all_others_not_from_the_median
     frames = [{"audio": rng.normal(0, 1e-3 if i % 3 else 1.0, (1, 160)).astype(np.float32)} for i in range(60)]
     assert calib.outlier_samples(frames) == []
     frames[6]["audio"] = frames[6]["audio"] * 1e4
-    [said] = calib.outlier_samples(frames, "step")
-    assert said.startswith("calibration step 6 reaches |audio| ") and "90th percentile step's" in said
+    [said] = calib.outlier_samples(frames)
+    assert said.startswith("calibration sample 6 reaches |audio| ") and "the 90th percentile's" in said, said
+    frames[9]["audio"] = frames[9]["audio"] * 1e4
+    [said] = calib.outlier_samples(frames, streaming=True)  # steps picked across sequences: counted
+    assert said.startswith("2 of the 60 calibration steps reach |audio| "), said
     ids = [{"ids": np.full((1, 8), 10 ** i, np.int64)} for i in range(10)]  # token ids: not ranges
     assert calib.outlier_samples(ids) == [] and calib.outlier_samples(frames[:7]) == []
 

@@ -238,6 +238,20 @@ def test_a_state_that_grows_along_a_named_axis_is_carried():
     assert [f["cache"].shape for f in steps.feeds] == [(1, 4), (2, 4), (3, 4)]
 
 
+def test_a_scalar_inputs_steps_stay_scalars():
+    """A rank-0 input (`gain::float32`, its steps given as (steps,)) became [1] at each step: onnxruntime took it,
+    but golden.npz held [1] against the model's [] and every such package failed its own check."""
+    from edgekit.config import InputSpec
+    from edgekit.sequences import rollout
+
+    specs = (InputSpec.parse("x:1x4"), InputSpec.parse("gain::float32"), InputSpec.parse("state:1x4"))
+    steps = rollout(lambda feed: [feed["x"] * feed["gain"], feed["state"] + feed["x"]],
+                    [{"x": np.ones((3, 1, 4), np.float32), "gain": np.arange(3, dtype=np.float32)}], specs,
+                    ["y", "stateN"], {"state": "stateN"})
+    assert [f["gain"].shape for f in steps.feeds] == [(), (), ()] and steps.feeds[2]["gain"] == 2
+    assert all(f["x"].flags.c_contiguous for f in steps.feeds)
+
+
 def test_a_growing_caches_first_value_may_hold_any_length():
     """A cache (`cache:NxTx8`, its output the cache with the new frame) could start only from one frame of zeros:
     a state_init of 4 past frames (or of none) was "with this data the state is [1, 1, 8]"."""

@@ -115,3 +115,9 @@ def test_sequences_of_one_step_are_warned_of(tmp_path):
     assert result.exit_code == 0, result.output
     said = "\n".join(json.loads(result.stdout)[0]["warnings"])
     assert "every validation sequence has 1 step: the state is never fed back" in said, said
+    # calibrated on one-step sequences only (validated on long ones): parity failed, and only --auto was advised
+    result = cli(["export", VAD / "edgekit.toml", "--target", "desktop-x86", "--no-bench", "--json", "--calibration",
+                  tmp_path / "c.npz", "--out", tmp_path / "o2"])
+    assert result.exit_code in (0, 1), result.output  # 1: its parity gates
+    said = "\n".join(json.loads(result.stdout)[0]["warnings"])
+    assert "every calibration sequence has 1 step: the int8 ranges never see a state fed back" in said, said
