@@ -18,6 +18,13 @@ def data_specs(specs: tuple[InputSpec, ...], state: dict[str, str]) -> tuple[Inp
     unknown = set(state) - {s.name for s in specs}
     if unknown:
         raise UsageError(f"state: {sorted(unknown)} not model inputs (inputs: {', '.join(s.name for s in specs)})")
+    if twice := sorted({out for out in state.values() if list(state.values()).count(out) > 1}):
+        # read as data missing an input ("unexpected ['frame'] (model takes [])")
+        raise UsageError(f"state: {twice[0]} is fed back to {', '.join(i for i, o in state.items() if o == twice[0])}"
+                         f": each state input takes an output of its own")
+    if state and all(s.name in state for s in specs):
+        raise UsageError(f"state: every input ({', '.join(state)}) is a state, so no data would reach the model; "
+                         "the data feeds the others")
     return tuple(InputSpec(s.name, ("steps", *s.shape), s.dtype) for s in specs if s.name not in state)
 
 

@@ -238,6 +238,20 @@ def test_a_state_that_grows_along_a_named_axis_is_carried():
     assert [f["cache"].shape for f in steps.feeds] == [(1, 4), (2, 4), (3, 4)]
 
 
+def test_a_state_table_that_feeds_one_output_twice_or_leaves_no_data_is_a_usage_error():
+    """`state = {state="stateN", frame="stateN"}` read as data with an unexpected input (exit 3)."""
+    from edgekit.config import InputSpec
+    from edgekit.errors import UsageError
+    from edgekit.sequences import data_specs
+
+    specs = (InputSpec.parse("frame:Nx160"), InputSpec.parse("state:Nx32"))
+    with pytest.raises(UsageError, match="stateN is fed back to state, frame: each state input takes an output"):
+        data_specs(specs, {"state": "stateN", "frame": "stateN"})
+    with pytest.raises(UsageError, match=r"every input \(frame, state\) is a state"):
+        data_specs(specs, {"frame": "a", "state": "b"})
+    assert [s.name for s in data_specs(specs, {"state": "stateN"})] == ["frame"]
+
+
 def test_a_scalar_inputs_steps_stay_scalars():
     """A rank-0 input (`gain::float32`, its steps given as (steps,)) became [1] at each step: onnxruntime took it,
     but golden.npz held [1] against the model's [] and every such package failed its own check."""
