@@ -183,7 +183,11 @@ def _fail(line: str, code: ExitCode | int, debug: bool, as_json: bool = False) -
     line = "; ".join(part.strip() for part in line.splitlines() if part.strip())
     click.echo(line, err=True)
     if as_json:
-        _result(json.dumps({"error": line.split(": ", 2)[-1], "exit_code": int(code)}))  # "edgekit: <kind>: "
+        try:
+            _result(json.dumps({"error": line.split(": ", 2)[-1], "exit_code": int(code)}))  # "edgekit: <kind>: "
+        except OSError:  # stdout full, closed or its reader gone (a traceback, exit 1): the line and code stand
+            with contextlib.suppress(AttributeError, OSError, ValueError):  # the exit's own flush would fail too
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(int(code))
 
 

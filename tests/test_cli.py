@@ -459,3 +459,10 @@ def test_a_reader_that_goes_away_is_not_an_internal_error():
     run.stdout.close()  # before edgekit writes: its first write finds no reader
     _, err = run.communicate(timeout=60)
     assert run.returncode == 141 and err == b"", err
+    # an error's JSON on a full (or gone) stdout was a traceback and exit 1: the error's own code and line stand
+    for args, code, said in ((["inspect", "nope.onnx", "--json"], 3, "nope.onnx: no such file"),
+                             (["check", "nope", "--bogus", "--json"], 2, "No such option '--bogus'")):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([sys.executable, "-m", "edgekit", *args], stdout=full, stderr=subprocess.PIPE,
+                                  text=True, timeout=60)
+        assert done.returncode == code and said in done.stderr and "Traceback" not in done.stderr, done.stderr
