@@ -199,8 +199,10 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
         written = mobile.c_header(int8, tdir)
         out["c_header"] = {**{kind: path.name for kind, path in written.items()}, "embeds": int8.name}
     if spec.coverage:
-        out["mobile_coverage"] = {ep: {**mobile.coverage(model, (ep,))[ep], "model": model.name} for ep in spec.coverage
-                                  for model in [tdir / "model.onnx" if ep in mobile.SHIPS_FP32_TO else int8]}
+        out["mobile_coverage"] = {}
+        for ep in spec.coverage:  # each of the model that provider's build would take
+            model = tdir / "model.onnx" if ep in mobile.SHIPS_FP32_TO else int8
+            out["mobile_coverage"][ep] = {**mobile.coverage(model, (ep,))[ep], "model": model.name}
     return out
 
 

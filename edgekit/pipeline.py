@@ -85,6 +85,7 @@ class Prepared:
     rollout: sequences.Rollout | None  # the float model over the validation sequences (streaming models)
     exporter: str | None = None  # the one that made it (None: an .onnx source; dynamo for a .pt2 program)
     traced: tuple[str, ...] = ()  # what the tracer warned of
+    cal_lengths: tuple[int, ...] = ()  # steps per calibration sequence (streaming models)
     calibration_ran: int = 0  # the leading calibration samples run under the run limit (_bounded_calibration)
 
     @property
@@ -360,7 +361,7 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
                          "ONNX graph: leave it out of --input (and the data), or --exporter dynamo, which keeps it")
     names = [o.name for o in outputs]
     try:
-        cal, val, fp32_val, fp32_rollout = _steps(shared, fp32, names)
+        cal, val, fp32_val, fp32_rollout, cal_lengths = _steps(shared, fp32, names)
     except StageError as e:  # an exported model that runs only at the sizes it was traced at
         if loaded.is_onnx or e.stage != "onnxruntime run" or not BAKED_SIZE_SIGNS.search(e.message):
             raise
@@ -376,7 +377,7 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
                                    f"{list(moved[1])}; {_baked_size(exporter)}")
     export_parity = None if shared.torch_val is None else shared.compare(val.origin, names, shared.torch_val, fp32_val)
     prep = Prepared(fp32, model, outputs, fp32_val, export_parity, preprocessing, [], cal, val, fp32_rollout,
-                    exporter, tuple(traced))
+                    exporter, tuple(traced), tuple(cal_lengths))
     return dataclasses.replace(prep, size_checks=_size_checks(loaded, shared, prep))
 
 
@@ -408,26 +409,27 @@ def device_for(recipe: Recipe, targets: list[Target]) -> Device | None:
 
 
 def _steps(shared: Shared, fp32: Path, names: list[str]):
-    """(calibration, validation) as the models are fed, the float model's validation outputs, and its
-    rollout: for a streaming model every step of every sequence with the state the float model carried."""
+    """(calibration, validation) as the models are fed, the float model's validation outputs, its rollout and the
+    calibration sequences' lengths: for a streaming model every step of every sequence with the state the float model
+    carried."""
     sess = session(fp32, threads=host.work_threads(), reuse=True)[0]
     if not shared.recipe.state:
-        return shared.cal, shared.val, run_onnx(sess, shared.val.feeds), None
+        return shared.cal, shared.val, run_onnx(sess, shared.val.feeds), None, ()
     sequences.check_outputs(shared.recipe.state, names)
     cal, val = (sequences.rollout(stepper(sess), data.feeds, shared.inputs, names,
                                   shared.recipe.state, shared.init) for data in (shared.cal, shared.val))
     return (calib.Dataset(f"{shared.cal.origin} (steps)", cal.feeds, None, shared.cal.random),
             calib.Dataset(f"{shared.val.origin} (steps)", val.feeds, sequences.step_labels(shared.val, val.lengths),
-                          shared.val.random), val.outputs, val)
+                          shared.val.random), val.outputs, val, cal.lengths)
 
 
-def _one_step_sequences(cal: calib.Dataset, val: sequences.Rollout) -> list[str]:
+def _one_step_sequences(cal_lengths, val_lengths) -> list[str]:
     """Streaming data whose every sequence has one step: the state is never fed back (per-step data)."""
     fix = "(give each item its steps along a first axis)"
     return ([f"every calibration sequence has 1 step: the int8 ranges never see a state fed back, only the initial "
-             f"one {fix}"] * (max((len(next(iter(f.values()))) for f in cal.feeds), default=0) == 1)
+             f"one {fix}"] * (max(cal_lengths, default=0) == 1)
             + [f"every validation sequence has 1 step: the state is never fed back, so the drift figures are one "
-               f"step's from the initial state {fix}"] * (max(val.lengths, default=0) == 1))
+               f"step's from the initial state {fix}"] * (max(val_lengths, default=0) == 1))
 
 
 def _size_checks(loaded, shared: Shared, prep: Prepared) -> list[sizes.SizeCheck]:
@@ -610,7 +612,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                     f"dynamic axis {dim} is not validated at another size: none could be made from the validation "
                     f"data (a batch joins samples of one shape, another axis cuts them); --size {dim}=K names one"
                     for dim in sizes.unvalidated(shared.inputs, size_checks)])
-                + (_one_step_sequences(shared.cal, prep.rollout) if recipe.state else [])
+                + (_one_step_sequences(prep.cal_lengths, prep.rollout.lengths) if recipe.state else [])
                 + [advice for advice in [(qplan.precision_search or {}).get("advice")] if advice])  # report.md had it
     gates = verdict.gates(target, prep.export_parity, quant_parity, accuracy, latency, packaged.get("mobile_coverage"),
                           (tdir / shipped_model(packaged)).stat().st_size, shared.task)
