@@ -17,9 +17,10 @@ log = logging.getLogger("edgekit")
 if TYPE_CHECKING:
     from .rounding import RoundingChoice
 
-# why Torch-Pruning leaves a layer whole at a ratio
-ROUNDED = ("Torch-Pruning leaves a layer whole when its channels at this ratio round to none removed or none kept, "
-           "or when it is coupled to one kept whole: ignored, or an output")
+# why Torch-Pruning leaves a layer whole at a ratio (one it would empty keeps `round_to` channels, or 1: _Floored)
+ROUNDED = ("Torch-Pruning leaves a layer whole when it has no more channels than it must keep (1, or round_to), "
+           "when a grouped conv's channels round to none per group, or when it is coupled to one kept whole: ignored, "
+           "or an output")
 
 
 def is_compute(layer) -> bool:
@@ -229,13 +230,14 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
                     "ignored; output layers: %s): its ratio has no effect", ", ".join(idle), few(heads, 4))
     sparsity = model_sparsity = None
     unwrapped = ""  # structured: what Torch-Pruning said of parameters outside conv/linear layers
+    notes = []  # structured: layers pruned other than at the ratio, for PruneResult.warnings
     if method == "structured":
         widths = {n: _width(m) for n, m in resized(module, kept_whole(ignored, stage_ratios)).items()}
         before = {n: p.shape for n, p in module.named_parameters()}
         with warnings.catch_warnings(record=True) as said:  # Torch-Pruning's, on stderr, broke the one-line errors
             try:
-                _structured(module, example_inputs, ratio, importance, [named[n] for n in ignored], round_to,
-                            batches, {named[n]: r for n, r in stage_ratios.items()})
+                emptied = _structured(module, example_inputs, ratio, importance, [named[n] for n in ignored],
+                                      round_to, batches, {named[n]: r for n, r in stage_ratios.items()})
             except StageError as e:
                 raise StageError(e.stage, f"{e.message}; {u}" if (u := _unwrapped(said, module, before))
                                  else e.message) from e
@@ -243,10 +245,16 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
                 for w in said:
                     log.info("warned while pruning: %s", first_line(w.message))
         unwrapped = _unwrapped(said, module, before)
+        if floored := [f"{n} ({widths[n]})" for n in named if n in emptied and n in widths]:  # in model order
+            notes.append(f"ratio {ratio} would remove every channel of {few(floored, 4)}: "
+                         f"{'each keeps' if len(floored) > 1 else 'it keeps'} {round_to or 1} "
+                         f"({f'a multiple of round_to {round_to}' if round_to else 'a layer keeps at least one'})")
         whole = [n for n, m in named.items() if n in widths and _width(m) == widths[n]]
         if len(whole) < len(widths) and whole:  # ratio 0.95 left a 16-channel layer whole, silently
-            log.warning("ratio %s left %s whole (%s%s)", ratio, few(whole, 4), ROUNDED,
-                        f"; kept channels a multiple of {round_to}" if round_to else "")
+            notes.append(f"ratio {ratio} left {few(whole, 4)} whole ({ROUNDED}"
+                         f"{f'; kept channels a multiple of {round_to}' if round_to else ''})")
+        for note in notes:
+            log.warning("%s", note)
     elif method == "unstructured":
         sparsity = _unstructured(module, ratio, importance, set(ignored))
         model_sparsity = _zero_share([m for m in module.modules() if is_compute(m)])
@@ -258,16 +266,16 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
         raise StageError(f"{method} pruning", f"layers {', '.join(apart[0])} share one weight (tied), and pruning "
                                               "resized it for one of them: --ignore them, and the layers before them")
     params1, macs1 = count(module, example_inputs)
-    said = []
+    said = notes
     if params1 == params0 and method == "structured":  # said, not passed off as a pruned model
         why = (ROUNDED + (f"; kept channels a multiple of {round_to}" if round_to else "") if widths else
                "every layer is ignored or gives an output")
         said.append(f"structured pruning at ratio {ratio} removed no channel ({why}; ignored: {', '.join(ignored)})")
         log.warning("%s", said[-1])
     elif round_to and method == "structured" and (off := _off_multiple(module, round_to, set(ignored))):
-        # Torch-Pruning rounds a layer's kept channels down to the multiple and leaves one it would empty whole
+        # Torch-Pruning rounds a layer's kept channels down to the multiple; one no wider than it stays whole
         log.warning("round_to %s: %s kept channel counts that are not multiples of it (a layer is left whole when "
-                    "its kept channels would round down to 0)", round_to, few(off, 4))
+                    "it has no more channels than round_to)", round_to, few(off, 4))
     return PruneResult(method, ratio, importance, params0, params1, macs0, macs1, ignored, stage_ratios or None,
                        sparsity, model_sparsity, warnings=tuple(said))
 
@@ -377,7 +385,8 @@ def stages(module, most: int = 4, kept=()) -> list[tuple[str, ...]]:
 
 
 def _structured(module, example_inputs, ratio, importance, ignored_layers, round_to, batches,
-                ratio_dict) -> None:
+                ratio_dict) -> list[str]:
+    """Prune with Torch-Pruning; returns the layers it would have emptied, which keep `round_to` (or 1) channels."""
     try:
         import torch_pruning as tp
     except ImportError:
@@ -407,9 +416,9 @@ def _structured(module, example_inputs, ratio, importance, ignored_layers, round
                                                f"{_keep_recurrent(unkept, fed)}")
     hint = f"Torch-Pruning's LSTM support is experimental: {said}: {_keep_recurrent(unkept, fed)}" if unkept else ""
     try:
-        pruner = tp.pruner.MetaPruner(module, example_inputs, importance=imp, pruning_ratio=ratio,
-                                      pruning_ratio_dict=ratio_dict or None, ignored_layers=ignored_layers,
-                                      round_to=round_to)
+        pruner = _floored(tp)(module, example_inputs, importance=imp, pruning_ratio=ratio,
+                              pruning_ratio_dict=ratio_dict or None, ignored_layers=ignored_layers,
+                              round_to=round_to or 1)  # 1: its _round_to, which keeps a layer from emptying, runs
     except Exception as e:
         raise StageError("structured pruning", f"Torch-Pruning cannot trace this model: {type(e).__name__}: "
                                                f"{str(e).splitlines()[0][:200] if str(e) else ''}"
@@ -427,12 +436,33 @@ def _structured(module, example_inputs, ratio, importance, ignored_layers, round
             if labels is None:
                 raise InputError("--importance taylor needs labels in --data")
             torch.nn.functional.cross_entropy(on_batch(module, inputs, "model"), labels).backward()
+    names, floored = {id(m): n for n, m in module.named_modules()}, []
     try:
-        pruner.step()
+        for group in pruner.step(interactive=True):  # what step() does, noting the groups kept from emptying
+            floored += [names[id(dep.target.module)] for dep, _ in group if pruner.floored
+                        and is_compute(dep.target.module) and pruner.DG.is_out_channel_pruning_fn(dep.handler)]
+            pruner.floored = False
+            group.prune()
     except Exception as e:
         raise StageError("structured pruning", f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
                                                f" ({hint or 'try --ignore on the layer it names'})") from e
     module.zero_grad(set_to_none=True)
+    return floored
+
+
+def _floored(tp):
+    """Torch-Pruning's MetaPruner keeping `round_to` channels of a layer (when it has more) that its ratio, or the
+    rounding down to a multiple, would empty: it left such a layer whole, so ratio 0.97 pruned less than 0.95 and
+    round_to 16 left a 20-channel layer at 20. `floored`: whether the group it is about to yield was."""
+    class Floored(tp.pruner.MetaPruner):
+        floored = False
+
+        def _round_to(self, n_pruned, current_channels, round_to):
+            n = super()._round_to(n_pruned, current_channels, round_to)
+            self.floored = n >= current_channels > round_to
+            return current_channels - round_to if self.floored else n
+
+    return Floored
 
 
 def _within(name: str, kept: list[str]) -> bool:
