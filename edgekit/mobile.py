@@ -27,37 +27,63 @@ ORT_BUILDS = {
                "it unfused (DequantizeLinear into float ops), which is what golden.ort.npz records",
     "Fixed": "any build with the operators in required_operators.config (optimisations already applied)",
 }
+# What runs the fp32 .ort a package ships for SHIPS_FP32_TO (ORT format docs: compiling EPs need an extended build).
+FP32_BUILD = ("an onnxruntime build with the CoreML EP (minimal: --minimal_build extended --use_coreml "
+              "--include_ops_by_config required_operators.config, which lists its operators too); CoreML takes "
+              "the nodes it can (mobile_coverage), the CPU provider the rest; golden.fp32.ort.npz records the CPU "
+              "provider's outputs in a full build")
 
 
-def to_ort(model: Path, dest_dir: Path, optimization_style: str, target_platform: str) -> dict:
-    """`convert_onnx_models_to_ort` on one model → `<stem>.ort` and `required_operators.config`.
+def fp32_providers(coverage: tuple[str, ...]) -> list[str]:
+    """The providers among a profile's coverage checks whose build ships the fp32 model (CoreML)."""
+    return [COVERAGE_EPS[ep] for ep in coverage if ep in SHIPS_FP32_TO]
+
+
+def to_ort(models: list[Path], dest_dir: Path, optimization_style: str, target_platform: str) -> dict:
+    """`convert_onnx_models_to_ort` on each model → `<stem>.ort`, and one `required_operators.config` covering
+    them all: an app that runs either (int8 on the CPU, fp32 on CoreML) is one minimal build.
 
     Runtime optimisation style keeps fused CPU-only ops out of NNAPI/CoreML partitions
     (onnxruntime#9054); `target_platform="arm"` keeps int8 QDQ groups for ARM kernels.
     onnxruntime orders parts of the .ort flatbuffer by memory address, so the same model gives
     different bytes from run to run; converting in a child process with address-space
-    randomisation off (`setarch -R`) makes the file reproducible. Without setarch the conversion
-    runs in-process and the manifest says the .ort file is not reproducible.
+    randomisation off (`setarch -R`) makes the file reproducible. Each model converts in a child of its
+    own, so a file's bytes do not depend on the others. Without setarch the conversion runs in-process
+    and the manifest says the .ort files are not reproducible.
     """
+    orts, ops, reproducible = {}, {}, True
+    for model in models:
+        orts[model], lines, alone = _to_ort(model, dest_dir, optimization_style, target_platform)
+        reproducible = reproducible and alone
+        for line in lines:  # domain;opset;op,op: the union is what the converter writes for several models
+            domain, opset, names = line.split(";")
+            ops.setdefault((domain, int(opset)), set()).update(names.split(","))
+    config = dest_dir / "required_operators.config"
+    config.write_text(f"# required operators of {', '.join(p.name for p in orts.values())}\n"
+                      + "".join(f"{d};{o};{','.join(sorted(n))}\n" for (d, o), n in sorted(ops.items())))
+    return {"ort": orts, "config": config, "reproducible": reproducible}
+
+
+def _to_ort(model: Path, dest_dir: Path, style: str, platform_: str) -> tuple[Path, list[str], bool]:
+    """One model's .ort in `dest_dir`, its config's operator lines, and whether the .ort is reproducible."""
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in" / model.name
         src.parent.mkdir()
         shutil.copyfile(model, src)
         out = Path(tmp) / "out"
-        reproducible = _convert_without_aslr(src, out, optimization_style, target_platform)
+        reproducible = _convert_without_aslr(src, out, style, platform_)
         if not reproducible:
-            _convert_in_process(src, out, optimization_style, target_platform)
+            _convert_in_process(src, out, style, platform_)
         ort_files = list(out.glob("*.ort"))
         configs = list(out.glob("*.config"))
         if len(ort_files) != 1 or len(configs) != 1:
             raise StageError("ORT format conversion", f"expected one .ort and one .config, found "
                                                       f"{[p.name for p in out.iterdir()] if out.exists() else []}")
-        written = {"ort": dest_dir / f"{model.stem}.ort", "config": dest_dir / "required_operators.config"}
-        shutil.copyfile(ort_files[0], written["ort"])
+        ort = dest_dir / f"{model.stem}.ort"
+        shutil.copyfile(ort_files[0], ort)
         # the config's first lines name the temp folder it was made from: keep only the op lists
-        lines = [ln for ln in configs[0].read_text().splitlines() if not ln.startswith("#")]
-        written["config"].write_text(f"# required operators of {written['ort'].name}\n" + "\n".join(lines) + "\n")
-    return {**written, "reproducible": reproducible}
+        lines = [ln for ln in configs[0].read_text().splitlines() if ln and not ln.startswith("#")]
+    return ort, lines, reproducible
 
 
 # onnxruntime.tools' __init__ imports torch where it is installed (0.85 s of the child's 2 s here) for a helper

@@ -14,7 +14,7 @@ from .archive import UNHASHED
 from .config import Target
 from .errors import InputError
 from .report import markdown
-from .runtime import int8_session, run_onnx, stepper
+from .runtime import HOST_DEFAULT, int8_session, run_onnx, stepper
 from .reports import TargetReport, json_text
 
 FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -171,37 +171,49 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
     if stream is not None:
         stream = ({k: v[: spec.golden_samples] for k, v in stream[0].items()}, *stream[1:])
     out: dict = {}
-    shipped = [int8]
+    fp32 = tdir / "model.onnx"
+    # a CoreML build runs the fp32 model (no Q/DQ builders): it ships with its .ort and golden outputs too
+    fp32_for = mobile.fp32_providers(spec.coverage) if spec.ort_format else []
+    onnx_models = [int8, *([fp32] if fp32_for else [])]
+    shipped = list(onnx_models)
     if spec.ort_format:
         platform = "arm" if target.runtime.arch == "arm64" else "amd64"
-        written = mobile.to_ort(int8, tdir, spec.ort_optimization, platform)
-        out["ort_format"] = {"file": written["ort"].name, "config": written["config"].name,
+        written = mobile.to_ort(onnx_models, tdir, spec.ort_optimization, platform)
+        out["ort_format"] = {"file": written["ort"][int8].name, "config": written["config"].name,
                              "optimization_style": spec.ort_optimization, "target_platform": platform,
                              "reproducible": written["reproducible"], "build": mobile.ORT_BUILDS[spec.ort_optimization]}
-        shipped.append(written["ort"])
+        if fp32_for:
+            out["ort_format"]["fp32"] = {"file": written["ort"][fp32].name, "onnx": fp32.name, "for": fp32_for,
+                                         "build": mobile.FP32_BUILD}
+        shipped = [f for m in onnx_models for f in (m, written["ort"][m])]
     models, outputs, steps = {}, {}, steps or {}
     # N steps allow N steps, not N + float rounding: the tolerance sits half a step above
     in_steps = ({n: (spec.golden_tolerance_steps + 0.5) * s for n, s in steps.items()}
                 if spec.golden_tolerance_steps else {})
     for model in shipped:
-        golden_file = "golden.npz" if model == int8 else f"golden{model.suffix}.npz"
+        quantized = model.stem == int8.stem  # an fp32 output has no quantization step
+        golden_file = f"golden{'' if quantized else '.fp32'}{'' if model.suffix == '.onnx' else model.suffix}.npz"
         models[model.name], outputs[model] = _golden(model, tdir / golden_file, feeds, names,
-                                                     (spec.golden_tolerance, in_steps),
+                                                     (spec.golden_tolerance, in_steps if quantized else {}),
                                                      model == int8 and target.runtime.arch != "x86_64", stream,
                                                      emulated)
+        if not quantized and emulated is None:  # the int8 kernel label says nothing of an fp32 model
+            models[model.name]["kernels"] = f"{HOST_DEFAULT} (fp32)"
     tolerance = f"{spec.golden_tolerance} x each output's peak |value| (integer outputs exact)" + (
         f"; {spec.golden_tolerance_steps} quantization step(s) for {', '.join(in_steps)}" if in_steps else "")
     out["golden"] = {"samples": len(next(iter(outputs.values()))), "tolerance": tolerance, "models": models,
                      "steps": steps}
-    if spec.ort_format:  # what the .ort computes in the full build `check` runs, next to the .onnx
-        out["ort_format"]["max_abs_diff_from_onnx"] = max_abs_diff(outputs[shipped[1]], outputs[int8], names)
+    if spec.ort_format:  # what each .ort computes in the full build `check` runs, next to its .onnx
+        for entry, onnx in ((out["ort_format"], int8), (out["ort_format"].get("fp32"), fp32)):
+            if entry is not None:
+                entry["max_abs_diff_from_onnx"] = max_abs_diff(outputs[tdir / entry["file"]], outputs[onnx], names)
     if spec.c_header:
         written = mobile.c_header(int8, tdir)
         out["c_header"] = {**{kind: path.name for kind, path in written.items()}, "embeds": int8.name}
     if spec.coverage:
         out["mobile_coverage"] = {}
         for ep in spec.coverage:  # each of the model that provider's build would take
-            model = tdir / "model.onnx" if ep in mobile.SHIPS_FP32_TO else int8
+            model = fp32 if ep in mobile.SHIPS_FP32_TO else int8
             out["mobile_coverage"][ep] = {**mobile.coverage(model, (ep,))[ep], "model": model.name}
     return out
 

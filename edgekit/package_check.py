@@ -19,7 +19,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from . import archive, arrays, bounded, host, package, parity, runner
+from . import archive, arrays, bounded, host, mobile, package, parity, runner
 from .config import TARGET_NAME, Target, bundled, list_targets, load_target
 from .errors import InputError, StageError, UsageError, few, first_line
 from .probe import probe as probe_model
@@ -30,7 +30,7 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
 MAX_NAME = 256  # a state input's or output's name (one of 200,000 characters overflowed the child's command line)
 MIN_STEP = 1e-45  # a quantization step, at least float32's smallest (a model that emits ~0 has one near it)
 INT8 = "model.int8.onnx"
-FP32 = "model.onnx"  # the float reference: the one model a package ships without golden outputs of its own
+FP32 = "model.onnx"  # the float reference: with golden outputs of its own only where a CoreML build ships it
 NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # what XML 1.0 cannot hold
 
 
@@ -130,9 +130,9 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
     if FP32 not in files or INT8 not in golden:  # every package ships both; one removed with its entries passed
         lacks = f"does not hash {FP32}" if FP32 not in files else f"has no golden outputs for {INT8}"
         raise InputError(f"{shown}: manifest.json {lacks}, which every package ships")
-    ort = (manifest.get("ort_format") or {}).get("file")
-    if ort is not None and ort not in golden:
-        raise InputError(f"{shown}: manifest.json has no golden outputs for the shipped {ort}")
+    orts = _ort_files(manifest)  # .ort → the .onnx it was converted from
+    if lacking := [m for pair in orts.items() for m in pair if m not in golden]:
+        raise InputError(f"{shown}: manifest.json has no golden outputs for the shipped {lacking[0]}")
     for model, entry in golden.items():
         for name in (model, entry["file"]):
             if name not in files:
@@ -144,6 +144,8 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
     if not cases[0].passed:  # files that are not what the manifest says are never run
         return cases + not_run
     pairs, state, steps = [], (manifest.get("state") or {}).get("pairs") or {}, manifest["golden"].get("steps") or {}
+    # an fp32 model's outputs have no quantization step to count differences in
+    steps = {m: {} if m == FP32 or orts.get(m) == FP32 else steps for m in golden}
     read, profile = {}, _bundled_profile(manifest.get("target_profile_sha256"))
     untrue = {"model_data": _c_array_claims(folder, manifest)}
     for model, entry in golden.items():
@@ -154,8 +156,9 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
         untrue[model] = "; ".join(filter(None, (_io_claims(manifest, inputs[0], outputs[0]),  # what parity checks
                                                 _state_claims(state, inputs, outputs),
                                                 _golden_claims(entry, manifest["golden"], atol, inputs, outputs,
-                                                               profile),
-                                                _ort_claims(manifest, read) if model == ort else "")))
+                                                               profile))))
+    for ort, onnx in orts.items():  # once every golden file is read, whatever the manifest's order
+        untrue[ort] = "; ".join(filter(None, (untrue[ort], _ort_claims(manifest, read, ort, onnx))))
     if said := [f"manifest.json says of {name}: {why}" for name, why in untrue.items() if why]:
         return [Case(target, "integrity", False, "; ".join(said)), cases[1]] + not_run
     at = place(manifest) if place is not None else None
@@ -173,7 +176,8 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
     if bench and getattr(at, "real", False):
         cases.append(_latency_at(at, folder, target, manifest, Path(pairs[0][1]).name))
     if probe:
-        onnx_pairs = [p for p in pairs if p[0].endswith(".onnx")]  # an .ort has no graph to expose
+        # an .ort has no graph to expose; the int8 model first (an iOS package's model.onnx has golden outputs too)
+        onnx_pairs = sorted((p for p in pairs if p[0].endswith(".onnx")), key=lambda p: Path(p[0]).name != INT8)
         if not onnx_pairs:
             raise InputError(f"{shown}: --probe needs an .onnx model with golden outputs; the package has none")
         int8, golden_path = onnx_pairs[0]
@@ -229,25 +233,33 @@ def _state_claims(pairs: dict[str, str], inputs: list[dict], outputs: list[dict]
     return f"the golden steps carry state {undeclared} that its state pairs do not name" if undeclared else ""
 
 
-def _ort_claims(manifest: dict, read: dict) -> str:
-    """The shipped .ort's golden outputs against model.int8.onnx's, on the same inputs, within the difference the
+def _ort_files(manifest: dict) -> dict[str, str]:
+    """The .ort files the manifest ships, each with the .onnx it was converted from: model.int8.ort, and the fp32
+    model.ort of a package whose CoreML build runs the fp32 model."""
+    entry = manifest.get("ort_format") or {}
+    fp32 = entry.get("fp32") or {}
+    return {**({entry["file"]: INT8} if "file" in entry else {}), **({fp32["file"]: FP32} if "file" in fp32 else {})}
+
+
+def _ort_claims(manifest: dict, read: dict, ort: str, onnx: str) -> str:
+    """A shipped .ort's golden outputs against its .onnx's, on the same inputs, within the difference the
     manifest records between the two: an .ort swapped for a model that returns zeros, with golden outputs of its
     own, passed (the .ort is what a phone runs)."""
-    ort, claimed = manifest["ort_format"]["file"], manifest["ort_format"].get("max_abs_diff_from_onnx")
-    if INT8 not in read or not isinstance(claimed, dict):
+    entry = manifest["ort_format"] if onnx == INT8 else manifest["ort_format"]["fp32"]
+    claimed = entry.get("max_abs_diff_from_onnx")
+    if onnx not in read or not isinstance(claimed, dict):
         return ""
-    (ort_in, ort_out, _), (onnx_in, onnx_out, _) = read[ort], read[INT8]
+    (ort_in, ort_out, _), (onnx_in, onnx_out, _) = read[ort], read[onnx]
     carried = set((manifest.get("state") or {}).get("pairs") or {})  # each model's own state, step to step
     if len(ort_in) != len(onnx_in) or any(a.keys() != b.keys() or any(
             not np.array_equal(a[k], b[k]) for k in a if k not in carried) for a, b in zip(ort_in, onnx_in)):
-        return f"the golden inputs of {ort} are not model.int8.onnx's"
+        return f"the golden inputs of {ort} are not {onnx}'s"
     for name in onnx_out[0]:
         most = max(float(np.max(np.abs(a[name].astype(np.float64) - b[name].astype(np.float64)), initial=0))
                    if name in a and a[name].shape == b[name].shape else np.inf for a, b in zip(ort_out, onnx_out))
         limit = claimed.get(name)
         if not (isinstance(limit, (int, float)) and most <= limit + 1e-6):
-            return (f"{ort}'s golden output {name!r} differs from model.int8.onnx's by {most:.3g}, the manifest "
-                    f"says {limit!r}")
+            return f"{ort}'s golden output {name!r} differs from {onnx}'s by {most:.3g}, the manifest says {limit!r}"
     return ""
 
 
@@ -386,7 +398,7 @@ def _parity_at(place: Place, folder: Path, target: str, pairs: list[tuple[str, s
         except InputError as e:  # a device's answer is data from elsewhere: not a result, and never a crash
             raise StageError("device run" if getattr(place, "real", False) else f"{place.label} run",
                              f"{place.label} answered with something that is not the runner's result: {e}") from None
-        cases.append(compare(target, name, runs, expected, atol, steps, done["seconds"],
+        cases.append(compare(target, name, runs, expected, atol, steps.get(name, {}), done["seconds"],
                              "onnxruntime default kernels", where))
     return cases
 
@@ -445,11 +457,12 @@ def parity_in_child(target: str, pairs: str, state: str = "{}", steps: str = "{}
 
 
 def _parity_here(target: str, pairs: list, state: dict[str, str], steps: dict, reuse: bool = True) -> list[Case]:
-    """`reuse`: the session this run made for the file, if any (the bounded child has none to reuse)."""
+    """`steps`: each model file's output quantization steps; `reuse`: the session this run made for the file, if
+    any (the bounded child has none to reuse)."""
     cases = []
     for model, golden_path in pairs:
         inputs, expected, atol = package.read_golden(Path(golden_path))
-        cases.append(_parity(Path(model), target, inputs, expected, atol, state, steps, reuse))
+        cases.append(_parity(Path(model), target, inputs, expected, atol, state, steps.get(Path(model).name), reuse))
     return cases
 
 
@@ -484,13 +497,19 @@ def _manifest(folder: Path, shown: str) -> dict:
               and all(isinstance(v, (int, float)) and MIN_STEP <= v < float("inf")
                       for v in golden.get("steps", {}).values())
               and (not manifest.get("ort_format") or (isinstance(manifest["ort_format"], dict)
-                                                       and isinstance(manifest["ort_format"].get("file"), str))))
+                                                       and isinstance(manifest["ort_format"].get("file"), str)
+                                                       and _fp32_ort_entry(manifest["ort_format"].get("fp32")))))
     except (OSError, ValueError, RecursionError) as e:
         raise InputError(f"{shown}/manifest.json: unreadable ({type(e).__name__}: {first_line(e, 120)})") from e
     if not ok:
         raise InputError(f"{shown}/manifest.json: missing or mistyped target, files, golden, gates, passed, "
                          "ort_format, state, steps or sizes")
     return manifest
+
+
+def _fp32_ort_entry(entry) -> bool:
+    """ort_format's fp32 entry, where there is one, names its .ort."""
+    return entry is None or isinstance(entry, dict) and isinstance(entry.get("file"), str)
 
 
 def _unique_keys(pairs: list) -> dict:
@@ -599,6 +618,9 @@ def _profile_claims(manifest: dict, gates: dict, profile: Target | None) -> list
     for wanted, key in ((spec.ort_format, "ort_format"), (spec.c_header, "c_header")):
         if wanted and not isinstance(manifest.get(key), dict):
             bad.append(f"the {profile.name} profile ships {key}, and the manifest has none")
+    if spec.ort_format and mobile.fp32_providers(spec.coverage) and FP32 not in _ort_files(manifest).values():
+        bad.append(f"the {profile.name} profile ships an fp32 .ort for {mobile.fp32_providers(spec.coverage)[0]}, "
+                   "and the manifest has none")
     return bad
 
 
@@ -646,7 +668,7 @@ def _named(manifest: dict) -> set[str]:
     header = manifest.get("c_header") if isinstance(manifest.get("c_header"), dict) else {}
     ort = manifest.get("ort_format") if isinstance(manifest.get("ort_format"), dict) else {}
     return {v for k, v in header.items() if isinstance(v, str)} | {
-        ort[k] for k in ("file", "config") if isinstance(ort.get(k), str)}
+        ort[k] for k in ("file", "config") if isinstance(ort.get(k), str)} | set(_ort_files(manifest))
 
 
 def _integrity(folder: Path, shown: str, target: str, manifest: dict, mismatched: dict[Path, str]) -> Case:

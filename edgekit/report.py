@@ -128,9 +128,15 @@ LAYERS_MEASURED = ("On the first validation samples (4; 8 where --auto measured 
 def ort_format_line(o: dict, name=str) -> str:
     """What the shipped .ort needs to run as measured, and how far the full build `check` runs is from the .onnx.
     `name` shows an output's name (the model's: report.md's `_safe` escapes it)."""
-    diff = ", ".join(f"{name(k)} {v:.3g}" for k, v in o.get("max_abs_diff_from_onnx", {}).items())
-    return (f"`{o['file']}` ({o['optimization_style']} optimisation style, target platform {o['target_platform']}): "
-            f"{o['build']}. Max |difference| from the .onnx in this build: {diff}.")
+    def diff(entry: dict) -> str:
+        return ", ".join(f"{name(k)} {v:.3g}" for k, v in entry.get("max_abs_diff_from_onnx", {}).items())
+
+    line = (f"`{o['file']}` ({o['optimization_style']} optimisation style, target platform {o['target_platform']}): "
+            f"{o['build']}. Max |difference| from the .onnx in this build: {diff(o)}.")
+    if fp32 := o.get("fp32"):  # the fp32 model a CoreML build runs (no Q/DQ builders there)
+        line += (f" `{fp32['file']}`, converted from `{fp32['onnx']}` for {', '.join(fp32['for'])}: {fp32['build']}. "
+                 f"Max |difference| from `{fp32['onnx']}` in this build: {diff(fp32)}.")
+    return line
 
 
 def markdown(r: TargetReport) -> str:

@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 from conftest import DIGITS, cli, rehash
 
-from edgekit.package import read_golden
+from edgekit.package import read_golden, sha256
 
 TARGETS = ["android-arm64", "arm64-linux", "ios-arm64"]
 
@@ -554,9 +554,87 @@ def test_ort_conversion_child_never_imports_torch(packaged, tmp_path, monkeypatc
     (tmp_path / "poison" / "torch" / "__init__.py").write_text("raise ImportError('torch was imported')\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path / "poison"))
     (tmp_path / "out").mkdir()
-    written = mobile.to_ort(packaged[0] / "android-arm64" / "model.int8.onnx", tmp_path / "out", "Runtime", "arm")
+    model = packaged[0] / "android-arm64" / "model.int8.onnx"
+    written = mobile.to_ort([model], tmp_path / "out", "Runtime", "arm")
     assert written["reproducible"] is True
-    assert ort.InferenceSession(str(written["ort"]), providers=["CPUExecutionProvider"]).get_inputs()
+    assert ort.InferenceSession(str(written["ort"][model]), providers=["CPUExecutionProvider"]).get_inputs()
+
+
+def test_ios_ships_the_fp32_model_coreml_runs_with_its_own_ort_and_golden_outputs(packaged):
+    """CoreML has no Q/DQ builders, so an iOS build gives it model.onnx: the package shipped that model with no .ort,
+    no golden outputs of its own and none of its operators in the build config."""
+    out, manifests = packaged
+    folder, m = out / "ios-arm64", manifests["ios-arm64"]
+    fp32 = m["ort_format"]["fp32"]
+    assert (fp32["file"], fp32["onnx"], fp32["for"]) == ("model.ort", "model.onnx", ["CoreML MLProgram"])
+    assert "--use_coreml" in fp32["build"] and fp32["build"] in (folder / "report.md").read_text()
+    golden = m["golden"]["models"]
+    assert (golden["model.onnx"]["file"], golden["model.ort"]["file"]) == ("golden.fp32.npz", "golden.fp32.ort.npz")
+    for name in ("model.ort", "golden.fp32.npz", "golden.fp32.ort.npz"):
+        assert m["files"][name] == sha256(folder / name) and m["sizes"][name] == (folder / name).stat().st_size
+    inputs, outputs, atol = read_golden(folder / "golden.fp32.ort.npz")
+    want = ort.InferenceSession(str(folder / "model.onnx")).run(None, inputs[0])[0]
+    got = ort.InferenceSession(str(folder / "model.ort")).run(None, inputs[0])[0]
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    np.testing.assert_allclose(outputs[0]["output"], want, atol=1e-4)  # the fp32 model's, not the int8 one's
+    assert not np.allclose(read_golden(folder / "golden.npz")[1][0]["output"], want, atol=1e-4)
+    assert fp32["max_abs_diff_from_onnx"]["output"] < 1e-4 and atol == golden["model.ort"]["atol"]
+    assert "fp32" not in manifests["android-arm64"]["ort_format"]  # NNAPI runs the int8 model
+
+
+def test_one_operator_config_covers_every_shipped_ort_as_onnxruntimes_converter_writes_it(packaged, tmp_path):
+    """The iOS config listed model.int8.ort's operators alone: a minimal build from it could not run the fp32
+    model.ort CoreML gets. onnxruntime's converter given both models writes the same operator lines."""
+    folder = packaged[0] / "ios-arm64"
+    (tmp_path / "in").mkdir()
+    for name in ("model.int8.onnx", "model.onnx"):
+        shutil.copy(folder / name, tmp_path / "in" / name)
+    done = subprocess.run([sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", tmp_path / "in",
+                           "--output_dir", tmp_path / "out", "--optimization_style", "Runtime",
+                           "--target_platform", "arm"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    [config] = (tmp_path / "out").glob("*.config")
+
+    def ops(path):
+        return [line for line in path.read_text().splitlines() if not line.startswith("#")]
+    assert ops(folder / "required_operators.config") == ops(config)
+    assert (folder / "required_operators.config").read_text().startswith("# required operators of model.int8.ort, "
+                                                                         "model.ort\n")
+
+
+def test_check_runs_the_fp32_ort_and_fails_a_tampered_or_missing_one(packaged, tmp_path):
+    """`check` verifies the fp32 files an iOS package ships for CoreML: hashes, then their golden outputs."""
+    folder = fresh_copy(packaged, tmp_path, "ios-arm64")
+    result = check(folder, "--json")
+    assert result.exit_code == 0, result.output
+    assert {"parity model.onnx", "parity model.ort"} <= {c["name"] for c in json.loads(result.stdout)}
+    model = folder / "model.ort"
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 1  # a bit flipped: the hash no longer matches
+    model.write_bytes(bytes(data))
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    failed = {c["name"]: c["message"] for c in json.loads(result.stdout) if not c["passed"]}
+    assert "model.ort sha256" in failed["integrity"] and "parity model.ort" in failed, failed
+    model.write_bytes(model.read_bytes()[:4000])  # cut short, hashes made to match: it no longer runs
+    rehash(folder, "model.ort")
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    failed = {c["name"]: c["message"] for c in json.loads(result.stdout) if not c["passed"]}
+    assert list(failed) == ["parity model.ort"] and "does not run the golden inputs" in failed["parity model.ort"]
+    folder = fresh_copy(packaged, tmp_path / "gone", "ios-arm64")  # the fp32 files removed with their entries
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["ort_format"]["fp32"]
+    for name in ("model.onnx", "model.ort"):
+        del manifest["golden"]["models"][name]
+    for name in ("model.ort", "golden.fp32.npz", "golden.fp32.ort.npz"):
+        del manifest["files"][name], manifest["sizes"][name]
+        (folder / name).unlink()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    [gates] = [c for c in json.loads(result.stdout) if c["name"] == "gates"]
+    assert "ships an fp32 .ort for CoreML MLProgram, and the manifest has none" in gates["message"], gates
 
 
 def test_same_inputs_give_byte_identical_artifacts(tmp_path):
