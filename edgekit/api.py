@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import logging
 import os
-import re
 import tempfile
 import threading
 import typing
@@ -25,7 +24,7 @@ from .config import (DEFAULT_MAX_DATA_BYTES, DEFAULT_STEP_TIMEOUT, DEFAULT_TARGE
                      DistillSettings, InputSpec, PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides,
                      build, coerce, load_target, load_targets, nearest, overrides, target_settings,
                      writable_name)
-from .errors import EdgekitError, StageError, UsageError, said_for_the_cli
+from .errors import FLAG, EdgekitError, StageError, UsageError, said_for_the_cli
 from .outdir import whole_file
 from .signals import SIGNALS, import_whole
 from .reports import CheckReport, ExportReport
@@ -98,10 +97,6 @@ def _as_found(fn, args, kwargs):
                 os.environ.pop(key, None)
 
 
-# a command quoted whole (`edgekit check --emulate`) stays one; a flag takes the word after it that is its value
-_FLAG = re.compile(r"`[^`]*`|(?<![\w/.-])(--[a-z][a-z0-9-]*)(?![\w-])(?: ('[^']*'|[\w.:/+-]+))?")
-
-
 def in_python_terms(text: str) -> str:
     """A message with the API's keywords for the CLI's flags ("--per-tensor" -> "per_channel=False", "--out x.onnx"
     -> "out=x.onnx"): an error a Python caller gets names what they pass, not a flag they never typed. Unchanged
@@ -118,7 +113,7 @@ def in_python_terms(text: str) -> str:
             return keyword
         value = word in choices or word[0].isdigit() or word.isupper() or any(c in word for c in "./:'")
         return f"{keyword}{word}" if value and keyword.endswith("=") else f"{keyword} {word}"
-    return _FLAG.sub(said, text)
+    return FLAG.sub(said, text)
 
 
 @functools.cache

@@ -476,12 +476,15 @@ def fixed_shapes(specs, datasets) -> tuple[dict[str, tuple[int, ...]], list[str]
     return shapes, warnings
 
 
+NO_CALIBRATION = "no calibration data: give --calibration FILE|DIR|MODULE:FN (or `random`, flagged in the report)"
+
+
 def for_run(recipe: Recipe, inputs, targets: list[Target]) -> tuple[Dataset, Dataset]:
     """(calibration, validation) for one export: validation is the recipe's own held-out data, or the last
     VALIDATION_FRACTION of the calibration samples; with held-out data, calibration files are read only as
     far as the targets' sample counts need."""
     if recipe.calibration is None or isinstance(recipe.calibration, str) and not recipe.calibration:
-        raise UsageError("no calibration data: pass --calibration FILE|DIR|MODULE:FN (or `random`, flagged in the report)")
+        raise UsageError(NO_CALIBRATION)
     # one sample past the cap tells _capped a source was cut; with held-out data of its own, calibration reads
     # only the samples the targets will use
     read = MAX_SAMPLES + 1

@@ -14,12 +14,14 @@ import typing
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from . import __version__, search, signals
 from .config import (DEFAULT_STEP_TIMEOUT, DEFAULT_TARGETS, RANGES, DeviceSpec, DistillSettings, InputSpec,
                      PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides, choices, dim_name,
-                     list_targets, load_recipe, load_target, load_targets, writable_name)
-from .errors import EdgekitError, ExitCode, InputError, UsageError, first_line, for_the_cli, from_os_error
+                     list_targets, load_recipe, load_target, load_targets, recipe_file_names, writable_name)
+from .errors import (EdgekitError, ExitCode, InputError, UsageError, first_line, for_the_cli, from_os_error,
+                     name_as)
 
 
 _PROGRAM: list[bool] = []  # set when this process is the `edgekit` program itself, not a caller of main()
@@ -204,6 +206,9 @@ def recipe_from(source: str, flags: dict) -> Recipe:
     """A recipe file or a bare model source, with command-line flags taking precedence."""
     given = {k: v for k, v in flags.items() if v not in (None, ())}
     recipe = load_recipe(Path(source)) if source.endswith(".toml") else Recipe(source=source)
+    if source.endswith(".toml"):  # errors name the recipe's keys for what no flag gave (what to add to it)
+        typed = _typed()
+        name_as({flag: key for flag, key in recipe_file_names().items() if flag not in typed})
     quant = dict(recipe.quantize)
     for flag, key in QUANT_FLAGS.items():
         if flag in given:
@@ -235,6 +240,13 @@ def recipe_from(source: str, flags: dict) -> Recipe:
     writable_name(recipe.out)
     apply_quant_overrides(QuantSettings(), recipe.quantize, "command-line quantization flags")  # ranges
     return recipe
+
+
+def _typed() -> set[str]:
+    """The flags on this command's command line (not their defaults)."""
+    ctx = click.get_current_context(silent=True)
+    return set() if ctx is None else {o for p in ctx.command.params if ctx.get_parameter_source(p.name) is ParameterSource.COMMANDLINE
+            for o in (*p.opts, *p.secondary_opts)}
 
 
 def _sizes(text: str) -> list[int]:
@@ -313,8 +325,8 @@ def _quant_options(fn):
             kwargs["is_flag"] = True  # each a --on/--off pair: a flag overrides a recipe or profile either way
         elif typing.get_origin(hint) is typing.Literal:
             kwargs["type"] = click.Choice(typing.get_args(hint))
-        elif hint in (int, float):
-            kwargs["type"] = hint
+        elif hint in (int, float):  # refused by its flag's name, as the recipe's key is by its own
+            kwargs["type"] = (click.IntRange if hint is int else Within)(*RANGES[f.name]) if f.name in RANGES else hint
         else:  # repeated, or comma-separated: either way all of them (repeated, the last one alone was kept)
             kwargs.update(type=str, metavar="A,B,...", multiple=True)
         fn = click.option(flag, flag_param(flag), **kwargs)(fn)

@@ -582,6 +582,31 @@ RECIPE_KEYS = {
 }
 
 
+_FLAGS = {"inputs": "--input", "output_names": "--output-name", "sizes": "--size", "constants": "--constant",
+          "targets": "--target", "stage_ratios": "--stage", "features": "--feature", "url": "--device",
+          "python": "--device-python", "runs": "--bench-runs"}  # the settings whose flag is not --their-name
+
+
+def flags(f: dataclasses.Field) -> tuple[str, ...]:
+    """The command-line flags of a settings field (a quantization switch's on/off pair)."""
+    return tuple((f.metadata.get("flag") or _FLAGS.get(f.name) or f"--{f.name.replace('_', '-')}").split("/"))
+
+
+def recipe_names(section: str, cls) -> dict[str, str]:
+    """{flag: "[section] key"}: what a recipe's table calls the settings of `cls` that flags also set."""
+    return {flag: f"[{section}] {f.name}" for f in fields(cls) if f.metadata.get("flag", "") is not None
+            for flag in flags(f)}
+
+
+def recipe_file_names() -> dict[str, str]:
+    """recipe_names of a whole recipe file: its [model], [data], [export], [quantize], [bench] and [device]."""
+    names = {k: v for section, keys in RECIPE_KEYS.items() for k, v in recipe_names(section, Recipe).items()
+             if v.split()[1] in keys}
+    for section, cls in ("quantize", QuantSettings), ("bench", BenchSpec), ("device", DeviceSpec):
+        names.update(recipe_names(section, cls))
+    return names
+
+
 def load_recipe(path: Path) -> Recipe:
     """Read an `edgekit.toml`; relative paths in it are relative to the recipe's folder."""
     table = read_toml(path)

@@ -18,9 +18,12 @@ class ExitCode(IntEnum):
 
 
 class EdgekitError(Exception):
-    """An expected failure with a one-line message for the user."""
+    """An expected failure with a one-line message for the user (its flags named as the user gave them: as_said)."""
 
     exit_code = ExitCode.INTERNAL
+
+    def __init__(self, *args):
+        super().__init__(*(as_said(a) if isinstance(a, str) else a for a in args))
 
 
 class UsageError(EdgekitError):
@@ -58,21 +61,53 @@ class DeviceError(StageError):
     on the model, so a search tries those values again."""
 
 
-_FOR_THE_CLI = contextvars.ContextVar("edgekit_errors_for_the_cli", default=False)
+# {flag: the name the user gave that setting}: None outside the CLI (the API names its keywords: in_python_terms)
+_SAID_AS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("edgekit_errors_said_as", default=None)
+# a flag, and the word after it that is its value; a command quoted whole (`edgekit check --emulate`) stays one
+FLAG = re.compile(r"`[^`]*`|(?<![\w/.-])(--[a-z][a-z0-9-]*)(?![\w-])(?: ('[^']*'|[\w.:/+-]+))?")
 
 
 @contextlib.contextmanager
 def for_the_cli():
     """Errors in the block keep the CLI's flags (--force); the API gives a Python caller its keywords (force=True)."""
-    token = _FOR_THE_CLI.set(True)
+    token = _SAID_AS.set({})
     try:
         yield
     finally:
-        _FOR_THE_CLI.reset(token)
+        _SAID_AS.reset(token)
 
 
 def said_for_the_cli() -> bool:
-    return _FOR_THE_CLI.get()
+    return _SAID_AS.get() is not None
+
+
+def name_as(names: dict[str, str]) -> None:
+    """For the rest of the CLI's command, errors name these flags as the user gave the setting instead, e.g.
+    {"--input": "[model] inputs"} for a recipe's setting no flag gave."""
+    if said_for_the_cli():
+        _SAID_AS.set({**_SAID_AS.get(), **names})
+
+
+@contextlib.contextmanager
+def said_as(names: dict[str, str]):
+    """name_as for the block only (a recipe's [prune] table while it prunes)."""
+    token = _SAID_AS.set(_SAID_AS.get())
+    name_as(names)
+    try:
+        yield
+    finally:
+        _SAID_AS.reset(token)
+
+
+def as_said(text: str) -> str:
+    """`text` with each flag the user did not type named as they gave the setting: `--round-to 8` -> `[prune]
+    round_to = 8`."""
+    names = _SAID_AS.get()
+
+    def said(m) -> str:
+        name = names.get(m.group(1))
+        return m.group(0) if name is None else f"{name} = {m.group(2)}" if m.group(2) else name
+    return FLAG.sub(said, text) if names else text
 
 
 def few(names, most: int = 8) -> str:

@@ -23,8 +23,9 @@ import numpy as np
 from . import (__version__, archive, bench, calib, config, constants, emulator, host, inspect_model, layers,
                onnx_export, outdir, package, package_check, parity, pixels, precision, quantization, sequences,
                sharing, signals, sizes, tune, verdict)
-from .config import InputSpec, Recipe, Target, overrides, target_settings
-from .errors import EdgekitError, InputError, StageError, UsageError
+from .config import (DistillSettings, InputSpec, PruneSpec, Recipe, ShareSpec, Target, overrides, recipe_names,
+                     target_settings)
+from .errors import EdgekitError, InputError, StageError, UsageError, said_as
 from .device import Device
 from .load import load_model
 from .progress import bar
@@ -119,6 +120,17 @@ def refuse_for_streaming(recipe: Recipe) -> None:
         raise UsageError("[prune], [share] and [distill] do not step a streaming model (state) through its "
                          "sequences: compress it with `edgekit prune`/`share`/`distill` on single steps, then export "
                          "with --weights")
+
+
+NEEDS_INPUTS = "a torch model needs its inputs: --input NAME:SHAPE[:DTYPE], e.g. image:Nx3x224x224"
+
+
+def refuse_incomplete(recipe: Recipe) -> None:
+    """What no run can start without, told before OUT is made (a search's trials each failed on it, leaving OUT)."""
+    if recipe.calibration is None or isinstance(recipe.calibration, str) and not recipe.calibration:
+        raise UsageError(calib.NO_CALIBRATION)
+    if not recipe.inputs and not (isinstance(recipe.source, str) and recipe.source.endswith(".onnx")):
+        raise UsageError(NEEDS_INPUTS)
 
 
 def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
@@ -226,7 +238,7 @@ def _model_inputs(recipe: Recipe, loaded) -> tuple[tuple[InputSpec, ...], dict]:
     """(the inputs the data must feed, an .onnx's optional inputs: {name: (spec, default)})."""
     if not loaded.is_onnx:
         if not recipe.inputs:
-            raise UsageError("a torch model needs its inputs: --input NAME:SHAPE[:DTYPE], e.g. image:Nx3x224x224")
+            raise UsageError(NEEDS_INPUTS)
         # the exporter renamed these without a word (a.1, "5") or failed late (an input's name)
         names, taken = list(recipe.output_names), {s.name for s in recipe.inputs}
         if (bad := next((n for i, n in enumerate(names) if not n.strip() or n in names[:i] or n in taken), None)) \
@@ -281,7 +293,8 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
         batches = (compress.load_batches(data, inputs, 32, {"model": loaded.module}, recipe.max_data_bytes, val)
                    if prune.importance == "taylor" and data else None)
         try:
-            result = compress.run_prune(loaded.module, inputs, prune, batches, target, sizes)
+            with said_as(recipe_names("prune", PruneSpec)):
+                result = compress.run_prune(loaded.module, inputs, prune, batches, target, sizes)
         except StageError as e:  # its --ignore advice names the user's layers, as [prune] ignore takes them
             raise StageError(e.stage, _users_names(e.message, prefix)) from e
         record["prune"] = dataclasses.replace(result, ignored=tuple(n.removeprefix(prefix) for n in result.ignored),
@@ -292,15 +305,17 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
     tied = None
     share_ignore = tuple(prefix + n for n in recipe.share.ignore) if recipe.share else ()
     if recipe.share:
-        tied = sharing.cluster(loaded.module, recipe.share.clusters, share_ignore)
+        with said_as(recipe_names("share", ShareSpec)):
+            tied = sharing.cluster(loaded.module, recipe.share.clusters, share_ignore)
         steps.append(step("shared", loaded.module))
     if recipe.distill:
         settings = dataclasses.replace(recipe.distill, features=tuple(  # layer names are the user's, as above
             ":".join(prefix + name for name in pair.split(":", 1)) for pair in recipe.distill.features))
-        batches = compress.load_batches(recipe.distill.data, inputs, recipe.distill.batch_size,
-                                        {"teacher": teacher, "student": loaded.module}, recipe.max_data_bytes, val)
-        record["distill"] = compress.run_distill(teacher, loaded.module, batches, settings, None, progress,
-                                                 tied).as_dict()
+        with said_as(recipe_names("distill", DistillSettings)):
+            batches = compress.load_batches(recipe.distill.data, inputs, recipe.distill.batch_size,
+                                            {"teacher": teacher, "student": loaded.module}, recipe.max_data_bytes, val)
+            record["distill"] = compress.run_distill(teacher, loaded.module, batches, settings, None, progress,
+                                                     tied).as_dict()
         steps.append(step("distilled", loaded.module))
     if recipe.share:
         clustered = sharing.result(loaded.module, recipe.share.clusters, tied, share_ignore)

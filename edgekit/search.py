@@ -485,6 +485,7 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
         raise UsageError("--device runs one trial at a time: two would share its cores")
     target_settings(target, recipe.quantize)  # told now, not in every trial
     pipeline.refuse_for_streaming(recipe)
+    pipeline.refuse_incomplete(recipe)
     pipeline.emulator_for(recipe, [target])  # a wrong --emulate or a dead --device fails now, not in every trial
     pipeline.device_for(recipe, [target])
     outdir.check_replaceable(out, [target.name, *FILES], recipe.force)  # now, not after the trials

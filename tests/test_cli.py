@@ -278,8 +278,8 @@ def test_duplicate_and_unsafe_target_names(tmp_path, cnn_data):
     assert not (tmp_path / "escaped").exists()
 
 
-@pytest.mark.parametrize("flag,value,msg", [("--calibration-samples", "-3", "out of range"),
-                                            ("--calibration-samples", "0", "out of range"),
+@pytest.mark.parametrize("flag,value,msg", [("--calibration-samples", "-3", "'--calibration-samples'"),
+                                            ("--calibration-samples", "0", "'--calibration-samples'"),  # was samples
                                             ("--seed", "-1", "--seed")])
 def test_out_of_range_flags(cnn_data, flag, value, msg):
     assert_clean_error(run(*CNN, "--calibration", cnn_data[0], flag, value), 2, msg)
@@ -466,3 +466,30 @@ def test_a_reader_that_goes_away_is_not_an_internal_error():
             done = subprocess.run([sys.executable, "-m", "edgekit", *args], stdout=full, stderr=subprocess.PIPE,
                                   text=True, timeout=60)
         assert done.returncode == code and said in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_recipe_missing_a_setting_names_its_key_and_leaves_no_out(tmp_path, cnn_data):
+    """A search on a recipe without inputs or [data] named --input and --calibration, and left OUT with a pareto.json
+    of failed trials."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[model]\nsource = "{TESTS / "models.py"}:small_cnn"\n')
+    result = cli(["search", recipe, "--trials", "1", "--out", tmp_path / "o"])
+    assert_clean_error(result, 2, "[data] calibration", out=tmp_path / "o")
+    assert "--calibration" not in result.stderr and not (tmp_path / "o").exists()
+    recipe.write_text(recipe.read_text() + f'[data]\ncalibration = "{cnn_data[0]}"\n')
+    result = cli(["search", recipe, "--trials", "1", "--out", tmp_path / "o"])
+    assert_clean_error(result, 2, "[model] inputs", out=tmp_path / "o")
+    assert "--input" not in result.stderr and not (tmp_path / "o").exists()
+    assert_clean_error(run(recipe, "--out", tmp_path / "o"), 2, "[model] inputs", out=tmp_path / "o")  # export's too
+    # without a recipe, what the command line lacks is named by its flag
+    assert_clean_error(run("models:small_cnn", "--input", "image:Nx3x16x16"), 2, "--calibration")
+
+
+@pytest.mark.parametrize("table,msg", [('method = "unstructured"\nround_to = 8', "[prune] round_to = 8 rounds"),
+                                       ('ignore = ["nope"]', "[prune] ignore: no layer named nope")])
+def test_a_recipes_prune_table_is_named_by_its_keys(tmp_path, cnn_data, table, msg):
+    """They said --round-to and --ignore, flags of `edgekit prune` that the user never typed."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[model]\nsource = "{TESTS / "models.py"}:small_cnn"\ninputs = ["image:Nx3x16x16"]\n'
+                      f'[data]\ncalibration = "{cnn_data[0]}"\n[prune]\nratio = 0.3\n{table}\n')
+    assert_clean_error(run(recipe, "--no-bench", "--out", tmp_path / "o"), 2, msg, out=tmp_path / "o")
