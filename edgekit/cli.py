@@ -20,8 +20,8 @@ from . import __version__, search, signals
 from .config import (DEFAULT_STEP_TIMEOUT, DEFAULT_TARGETS, RANGES, DeviceSpec, DistillSettings, InputSpec,
                      PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides, choices, dim_name,
                      list_targets, load_recipe, load_target, load_targets, recipe_file_names, writable_name)
-from .errors import (EdgekitError, ExitCode, InputError, UsageError, first_line, for_the_cli, from_os_error,
-                     name_as)
+from .errors import (EdgekitError, ExitCode, InputError, NotDelivered, UsageError, first_line, for_the_cli,
+                     from_os_error, name_as)
 
 
 _PROGRAM: list[bool] = []  # set when this process is the `edgekit` program itself, not a caller of main()
@@ -41,7 +41,7 @@ _RESULT = "edgekit.result"  # where a command's result goes: stdout as it was wh
 def _only_the_result_on_stdout(ctx):
     """With --json, stdout holds only the JSON: what user code writes meanwhile (a model's `print`, a C library's or
     a child process's write to fd 1) goes to stderr, and once the program has emitted its result, for good."""
-    ctx.meta[_RESULT] = functools.partial(click.echo, file=sys.stdout)
+    ctx.meta[_RESULT] = _closed if sys.stdout is None else functools.partial(click.echo, file=sys.stdout)
     try:
         fd, err = sys.stdout.fileno(), sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # not files (click's test runner): Python's own prints only
@@ -68,12 +68,17 @@ def _only_the_result_on_stdout(ctx):
             ctx.meta.pop(_RESULT)
 
 
+def _closed(text: str) -> None:
+    """A result for a closed stdout (`>&-`), where click wrote it to stderr, and the command passed."""
+    raise NotDelivered("stdout is closed: the result could not be written (give the command a stdout)")
+
+
 def _emit(text: str) -> None:
     """A command's result on stdout (with --json, the only thing there). Once it is decided, a signal no longer
     changes the exit code (the program's own process only)."""
     if _PROGRAM:
         signals.ignore()
-    _result(text)
+    (_closed if sys.stdout is None else _result)(text)
 
 
 def _result(text: str) -> None:
@@ -187,7 +192,7 @@ def _fail(line: str, code: ExitCode | int, debug: bool, as_json: bool = False) -
     if as_json:
         try:
             _result(json.dumps({"error": line.split(": ", 2)[-1], "exit_code": int(code)}))  # "edgekit: <kind>: "
-        except OSError:  # stdout full, closed or its reader gone (a traceback, exit 1): the line and code stand
+        except (OSError, NotDelivered):  # stdout full, closed or its reader gone: the line and code stand
             with contextlib.suppress(AttributeError, OSError, ValueError):  # the exit's own flush would fail too
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(int(code))
@@ -345,6 +350,17 @@ def _torch_source_options(fn):
     return fn
 
 
+@contextlib.contextmanager
+def _help_unread():
+    """`edgekit -h | head -1`: help or the version its reader did not take all of is no failure (click's exit 1). A
+    command's own output is not theirs: its handler tells that reader's going away (141)."""
+    try:
+        yield
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's own flush would fail too
+        raise click.exceptions.Exit(0) from None
+
+
 def _asks_json(args) -> bool:
     """Whether the command line has --json (before a `--`): click refused it before the flag was read, and a CI
     step parsing stdout should still get the error object."""
@@ -354,6 +370,14 @@ def _asks_json(args) -> bool:
 
 class _OneLineErrors(click.Group):
     """click's usage errors in edgekit's one-line form (`edgekit: error: ...`, exit 2), not its four-line block."""
+
+    def make_context(self, *args, **kwargs):
+        with _help_unread():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _help_unread():
+            return super().invoke(ctx)
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         if not standalone_mode:

@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     BAD_INPUT = 3
     STAGE_FAILED = 4
     INTERNAL = 5
+    NOT_DELIVERED = 6
 
 
 class EdgekitError(Exception):
@@ -40,6 +41,12 @@ class InputError(EdgekitError):
 
 class DiskFullError(InputError):
     """The disk where the output goes filled up (said or inferred): the user's to free, and no verdict on a model."""
+
+
+class NotDelivered(EdgekitError):
+    """The command ran, but its result could not be given to the user (stdout closed)."""
+
+    exit_code = ExitCode.NOT_DELIVERED
 
 
 class InternalError(EdgekitError):

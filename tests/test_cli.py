@@ -493,3 +493,23 @@ def test_a_recipes_prune_table_is_named_by_its_keys(tmp_path, cnn_data, table, m
     recipe.write_text(f'[model]\nsource = "{TESTS / "models.py"}:small_cnn"\ninputs = ["image:Nx3x16x16"]\n'
                       f'[data]\ncalibration = "{cnn_data[0]}"\n[prune]\nratio = 0.3\n{table}\n')
     assert_clean_error(run(recipe, "--no-bench", "--out", tmp_path / "o"), 2, msg, out=tmp_path / "o")
+
+
+def test_help_into_a_gone_reader_and_a_result_into_a_closed_stdout(tmp_path):
+    """`edgekit --help | true` exited 1; a result on a closed stdout (`>&-`) went to stderr with exit 0."""
+    for args in (["--help"], ["export", "--help"], ["--version"]):
+        run = subprocess.Popen([sys.executable, "-m", "edgekit", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        run.stdout.close()
+        _, err = run.communicate(timeout=60)
+        assert run.returncode == 0 and err == b"", (args, err)
+    from onnx import TensorProto, helper
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    for json_flag in (["--json"], []):
+        done = subprocess.run([sys.executable, "-m", "edgekit", "inspect", str(tmp_path / "m.onnx"), *json_flag],
+                              stderr=subprocess.PIPE, text=True, timeout=60, preexec_fn=lambda: os.close(1))
+        assert done.returncode == 6, done.stderr
+        assert done.stderr == "edgekit: error: stdout is closed: the result could not be written (give the command a " \
+                              "stdout)\n", done.stderr
