@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import traceback
@@ -597,7 +598,7 @@ def prune(source, ratio, out, as_json, stages, **settings):
          + (f", sparsity {r['sparsity']:.1%} of the pruned layers ({r['model_sparsity']:.1%} of all conv/linear "
             f"weights; kept whole: {', '.join(r['ignored'])})" if r["sparsity"] is not None else "")
          + (f", {result.rounding.describe()}" if result.rounding else "") + f"; wrote {out}\n"
-         f"reload with: edgekit export {source} --weights {out} ...")
+         + _reload(source, out, settings["inputs"]))
 
 
 @main.command()
@@ -627,7 +628,13 @@ def share(source, out, as_json, **settings):
          f"{len(r['layers'])} layers shared, at most {r['distinct_max']} values each{_unshared(r)}; wrote {out}\n"
          + (f"fine-tuned: best epoch {tuned['best_epoch']} of {len(tuned['history'])} ({tuned['metric']} "
             f"{tuned['best']:.4f} on {tuned['held_out_samples']} held-out training samples)\n" if tuned else "")
-         + f"reload with: edgekit export {source} --weights {out} ...")
+         + _reload(source, out, settings["inputs"]))
+
+
+def _reload(source: str, out: str, inputs) -> str:
+    """The export command line that reloads a compressed model, quoted for a shell (paths with spaces)."""
+    words = ["edgekit", "export", source, "--weights", out, *(w for i in inputs for w in ("--input", i))]
+    return f"reload with: {shlex.join(words)} --calibration ..."
 
 
 def _unshared(r: dict) -> str:

@@ -513,3 +513,18 @@ def test_help_into_a_gone_reader_and_a_result_into_a_closed_stdout(tmp_path):
         assert done.returncode == 6, done.stderr
         assert done.stderr == "edgekit: error: stdout is closed: the result could not be written (give the command a " \
                               "stdout)\n", done.stderr
+
+
+@pytest.mark.parametrize("command", [["prune", "--ratio", "0.3"], ["share", "--clusters", "4"]])
+def test_the_reload_line_is_shell_quoted_and_names_the_inputs(tmp_path, command):
+    """It was `edgekit export SOURCE --weights OUT ...` unquoted (a path with spaces broke) and without --input."""
+    import shlex
+
+    out = tmp_path / "my models" / "m.pt"
+    out.parent.mkdir()
+    result = cli([command[0], "models:small_cnn", "--input", "image:Nx3x16x16", *command[1:], "--out", out])
+    assert result.exit_code == 0, result.output
+    line = result.stdout.strip().splitlines()[-1]
+    assert line.startswith("reload with: ") and line.endswith(" --calibration ..."), line
+    assert shlex.split(line.removeprefix("reload with: ").removesuffix(" --calibration ...")) == [
+        "edgekit", "export", "models:small_cnn", "--weights", str(out), "--input", "image:Nx3x16x16"]
