@@ -831,3 +831,20 @@ def targets(ctx) -> None:
 def targets_show(name: str) -> None:
     """Print a profile file (copy it, edit it, pass its path to --target)."""
     click.echo(Path(load_target(name).path).read_text(), nl=False)
+
+
+def _verbose(ctx, param, value: bool) -> None:
+    if value and not ctx.find_root().params.get("debug"):
+        logging.getLogger("edgekit").setLevel(logging.INFO)
+
+
+def _every_command(group: click.Group):
+    for command in group.commands.values():
+        yield command
+        if isinstance(command, click.Group):
+            yield from _every_command(command)
+
+
+for _command in _every_command(main):  # `edgekit prune -v` as `edgekit -v prune`: after the command's name too
+    _command.params.append(click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, is_eager=False,
+                                        callback=_verbose, help="Log each step on stderr."))

@@ -528,3 +528,22 @@ def test_the_reload_line_is_shell_quoted_and_names_the_inputs(tmp_path, command)
     assert line.startswith("reload with: ") and line.endswith(" --calibration ..."), line
     assert shlex.split(line.removeprefix("reload with: ").removesuffix(" --calibration ...")) == [
         "edgekit", "export", "models:small_cnn", "--weights", str(out), "--input", "image:Nx3x16x16"]
+
+
+def test_verbose_is_an_option_of_every_command(tmp_path):
+    """`-v` was the group's alone: `edgekit prune -v` (or check, search, share, ...) was "No such option"."""
+    from edgekit.cli import _every_command, main
+
+    assert all("--verbose" in [o for p in c.params for o in p.opts] for c in _every_command(main))
+    from onnx import TensorProto, helper
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    args = [sys.executable, "-m", "edgekit", "export", str(tmp_path / "m.onnx"), "--calibration", "random",
+            "--no-bench", "--out"]
+    quiet = subprocess.run([*args, str(tmp_path / "q")], capture_output=True, text=True, timeout=120)
+    loud = subprocess.run([*args, str(tmp_path / "o"), "-v"], capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and loud.returncode == 0, loud.stderr
+    assert "edgekit: target desktop-x86" in loud.stderr and "edgekit: target" not in quiet.stderr
+    assert cli(["inspect", tmp_path / "m.onnx", "-v"]).exit_code == 0
