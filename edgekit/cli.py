@@ -18,7 +18,7 @@ import click
 from click.core import ParameterSource
 
 from . import __version__, search, signals
-from .config import (DEFAULT_STEP_TIMEOUT, DEFAULT_TARGETS, RANGES, DeviceSpec, DistillSettings, InputSpec,
+from .config import (DEFAULT_STEP_TIMEOUT, DEFAULT_TARGETS, RANGES, BenchSpec, DeviceSpec, DistillSettings, InputSpec,
                      PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides, choices, dim_name,
                      list_targets, load_recipe, load_target, load_targets, recipe_file_names, writable_name)
 from .errors import (EdgekitError, ExitCode, InputError, NotDelivered, UsageError, first_line, for_the_cli,
@@ -251,8 +251,8 @@ def recipe_from(source: str, flags: dict) -> Recipe:
 def _typed() -> set[str]:
     """The flags on this command's command line (not their defaults)."""
     ctx = click.get_current_context(silent=True)
-    return set() if ctx is None else {o for p in ctx.command.params if ctx.get_parameter_source(p.name) is ParameterSource.COMMANDLINE
-            for o in (*p.opts, *p.secondary_opts)}
+    return set() if ctx is None else {o for p in ctx.command.params for o in (*p.opts, *p.secondary_opts)
+                                      if ctx.get_parameter_source(p.name) is ParameterSource.COMMANDLINE}
 
 
 def _sizes(text: str) -> list[int]:
@@ -464,7 +464,7 @@ def main(debug: bool, verbose: bool) -> None:
 @click.option("--bench-runs", type=click.IntRange(*RANGES["runs"]), help="Timed runs per model.")
 @click.option("--step-timeout", type=Within(*RANGES["step_timeout"]),
               help="Seconds a step on the model may take: pre-processing and its first run (in a child), and each "
-                   "later run of it (600).")
+                   "later run of it.")
 @click.option("--no-bench", is_flag=True, default=None, help="Skip latency (the outputs then depend only on inputs).")
 @click.option("--archive", is_flag=True, default=None, help="Also write OUT/<target>.tar.gz.")
 @click.option("--emulate", metavar="aarch64[:CPU]",
@@ -848,3 +848,13 @@ def _every_command(group: click.Group):
 for _command in _every_command(main):  # `edgekit prune -v` as `edgekit -v prune`: after the command's name too
     _command.params.append(click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, is_eager=False,
                                         callback=_verbose, help="Log each step on stderr."))
+
+
+# export's settings default to None (a recipe's value stands unless a flag is given): help names the default of
+# its settings dataclass, never a number retyped here
+_RECIPE_DEFAULTS = {**{f.name: f.default for f in dataclasses.fields(Recipe)
+                       if isinstance(f.default, (int, float, str))}, "bench_runs": BenchSpec.runs}
+for _option in main.commands["export"].params:
+    unset = _option.default in (None, getattr(click.core, "UNSET", None))  # click 8.3's sentinel
+    if _option.name in _RECIPE_DEFAULTS and not _option.is_flag and unset and "default" not in (_option.help or ""):
+        _option.help = f"{_option.help or ''} (default: {_RECIPE_DEFAULTS[_option.name]})".lstrip()

@@ -323,3 +323,12 @@ def test_a_table_or_list_of_the_wrong_things_says_what_it_holds():
         config.build(config.PruneSpec, {"ratio": 0.5, "stage_ratios": {"features": "x"}}, "r.toml [prune]")
     with pytest.raises(UsageError, match=r"'exclude_nodes' has the wrong type \(a list of int, str\); expected a list"):
         config.apply_quant_overrides(QuantSettings(), {"exclude_nodes": ["a", 1]}, "r.toml [quantize]")
+
+
+def test_export_help_names_the_settings_defaults():
+    """--seed, --exporter, --task and --bench-runs gave no default; --step-timeout retyped its 600."""
+    defaults = {"seed": Recipe.seed, "exporter": Recipe.exporter, "task": Recipe.task,
+                "step_timeout": Recipe.step_timeout, "bench_runs": config.BenchSpec.runs}
+    options = _options("export")
+    for name, default in defaults.items():
+        assert f"(default: {default})" in options[name].help, name
