@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import platform
 import shutil
 import subprocess
@@ -47,8 +48,8 @@ def to_ort(models: list[Path], dest_dir: Path, optimization_style: str, target_p
     (onnxruntime#9054); `target_platform="arm"` keeps int8 QDQ groups for ARM kernels.
     onnxruntime orders parts of the .ort flatbuffer by memory address, so the same model gives
     different bytes from run to run; converting in a child process with address-space
-    randomisation off (`setarch -R`) makes the file reproducible. Each model converts in a child of its
-    own, so a file's bytes do not depend on the others. Without setarch the conversion runs in-process
+    randomisation off (`setarch -R`) makes the file reproducible (_convert_without_aslr). Each model converts in a
+    child of its own, so a file's bytes do not depend on the others. Without setarch the conversion runs in-process
     and the manifest says the .ort files are not reproducible.
     """
     orts, ops, reproducible = {}, {}, True
@@ -87,18 +88,29 @@ def _to_ort(model: Path, dest_dir: Path, style: str, platform_: str) -> tuple[Pa
 
 
 # onnxruntime.tools' __init__ imports torch where it is installed (0.85 s of the child's 2 s here) for a helper
-# the converter does not use: the child hides torch from it (importlib's find_spec then says it is not there)
-CONVERTER = ("import runpy, sys; sys.modules['torch'] = None; "
+# the converter does not use: the child hides torch from it (importlib's find_spec then says it is not there).
+# It runs on one core: onnxruntime sizes its thread pool by the cores the process may use, and the pool's
+# allocations move the addresses the .ort's order follows.
+CONVERTER = ("import os, runpy, sys; sys.modules['torch'] = None; "
+             "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
              "runpy.run_module('onnxruntime.tools.convert_onnx_models_to_ort', run_name='__main__')")
 
 
 def _convert_without_aslr(src: Path, out: Path, style: str, platform_: str) -> bool:
+    """Convert in a child whose memory layout is the same on every run on this host: no address randomisation,
+    and nothing of the caller's that moves it. The stack holds the environment and the arguments (TZ loaded a
+    zoneinfo file onto the heap, a 1,500-character variable moved the stack, TMPDIR lengthened the paths: each
+    gave other .ort bytes), so the child gets a fixed environment (but the caller's PYTHONPATH) and paths relative
+    to its working folder."""
     setarch = shutil.which("setarch")
     if not setarch or sys.platform != "linux":
         return False
-    cmd = [setarch, platform.machine(), "-R", sys.executable, "-P", "-c", CONVERTER, str(src),
-           "--output_dir", str(out), "--optimization_style", style, "--target_platform", platform_]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    env = {"PATH": os.defpath, "LC_ALL": "C", "PYTHONHASHSEED": "0"}
+    if "PYTHONPATH" in os.environ:  # where the caller's onnxruntime and numpy may be found
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    cmd = [setarch, platform.machine(), "-R", sys.executable, "-P", "-c", CONVERTER, str(src.relative_to(out.parent)),
+           "--output_dir", out.name, "--optimization_style", style, "--target_platform", platform_]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=out.parent, env=env)
     if result.returncode != 0:
         log.info("setarch -R conversion failed (%s); converting in-process", result.stderr.strip()[-200:])
         shutil.rmtree(out, ignore_errors=True)

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import zipfile
 from xml.etree import ElementTree
@@ -558,6 +559,35 @@ def test_ort_conversion_child_never_imports_torch(packaged, tmp_path, monkeypatc
     written = mobile.to_ort([model], tmp_path / "out", "Runtime", "arm")
     assert written["reproducible"] is True
     assert ort.InferenceSession(str(written["ort"][model]), providers=["CPUExecutionProvider"]).get_inputs()
+
+
+def test_ort_bytes_do_not_depend_on_the_callers_environment_temp_folder_or_cores(packaged, tmp_path, monkeypatch):
+    """The manifest says the .ort is reproducible, but TZ (a zoneinfo file on the heap), a long environment variable,
+    a longer TMPDIR or fewer cores moved the converter's memory, and with it the order of the .ort's parts: a CI
+    runner's job variables gave another package hash."""
+    from edgekit import mobile
+
+    if shutil.which("setarch") is None:
+        pytest.skip("util-linux's setarch is not installed: the conversion runs in-process")
+    model = packaged[0] / "android-arm64" / "model.int8.onnx"
+
+    def converted(name):
+        (tmp_path / name).mkdir()
+        written = mobile.to_ort([model], tmp_path / name, "Runtime", "arm")
+        assert written["reproducible"] is True
+        return written["ort"][model].read_bytes()
+
+    plain = converted("plain")
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    monkeypatch.setenv("EDGEKIT_TEST_PADDING", "y" * 1500)
+    (deep := tmp_path / ("t" * 60)).mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    cores = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cores)})  # the child's thread pool as on a one-core runner
+        assert converted("moved") == plain
+    finally:
+        os.sched_setaffinity(0, cores)
 
 
 def test_ios_ships_the_fp32_model_coreml_runs_with_its_own_ort_and_golden_outputs(packaged):
