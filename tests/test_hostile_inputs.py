@@ -565,6 +565,38 @@ def test_signal_during_publish_completes_the_swap(tmp_path, monkeypatch):
     assert sent and all((out / n / "new").read_text() == n for n in ("desktop-x86", "arm64-linux"))
 
 
+def test_a_swap_cut_short_by_kill_9_is_undone_by_the_next_run(tmp_path):
+    """kill -9 between a swap's renames left OUT without a target (its previous version in the stage), `check OUT`
+    passed without it, and the next run deleted the stage and the previous package with it."""
+    out = tmp_path / "out"
+    assert _package_run(out, "-t", "desktop-x86", "-t", "arm64-linux", "--archive").exit_code == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and ".edgekit" not in p.name}
+    killed = subprocess.run([sys.executable, "-c", f"""if True:
+        import os, signal, shutil
+        from pathlib import Path
+        from edgekit import outdir
+        out, names, renamed = Path({str(out)!r}), ["desktop-x86", "arm64-linux"], []
+        rename = Path.rename
+        def rename_then_die(self, target):  # two stale archives out, desktop-x86 in, arm64-linux out: die
+            if len(renamed) == 5:
+                os.kill(os.getpid(), signal.SIGKILL)
+            renamed.append(self)
+            return rename(self, target)
+        with outdir.staging(out, names + ["desktop-x86.tar.gz"]) as stage:
+            for name in names:
+                (stage / name).mkdir()
+                (stage / name / "new").write_text(name)
+            Path.rename = rename_then_die
+            outdir.publish(stage, out, names, stale=["desktop-x86.tar.gz", "arm64-linux.tar.gz"])
+        """], cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (out / "arm64-linux").exists() and (out / "desktop-x86" / "new").is_file()  # cut in the middle
+    assert _package_run(out, "-t", "ios-arm64", "--archive").exit_code == 0  # the next run, to the same OUT
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and ".edgekit" not in p.name}
+    assert {k: v for k, v in after.items() if not k.parts[0].startswith("ios-arm64")} == before
+    assert not list(out.glob(".edgekit-stage-*"))
+
+
 def test_dead_runs_stage_folders_are_cleaned_and_nothing_else(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
