@@ -12,19 +12,18 @@ import logging
 import os
 import tempfile
 import threading
-import typing
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Union
 
 import numpy as np
 
 from .config import (DEFAULT_MAX_DATA_BYTES, DEFAULT_STEP_TIMEOUT, DEFAULT_TARGETS, BenchSpec, DeviceSpec,
                      DistillSettings, InputSpec, PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides,
-                     build, coerce, load_target, load_targets, nearest, overrides, target_settings,
+                     build, coerce, load_target, load_targets, nearest, overrides, python_names, target_settings,
                      writable_name)
-from .errors import FLAG, EdgekitError, StageError, UsageError, said_for_the_cli
+from .errors import EdgekitError, StageError, UsageError, rename, said_for_the_cli
 from .outdir import whole_file
 from .signals import SIGNALS, import_whole
 from .reports import CheckReport, ExportReport
@@ -101,37 +100,10 @@ def in_python_terms(text: str) -> str:
     """A message with the API's keywords for the CLI's flags ("--per-tensor" -> "per_channel=False", "--out x.onnx"
     -> "out=x.onnx"): an error a Python caller gets names what they pass, not a flag they never typed. Unchanged
     for the CLI (errors.for_the_cli)."""
-    if said_for_the_cli():
-        return text
-    names = _python_names()
-
-    def said(m) -> str:
-        if m.group(1) not in names:
-            return m.group(0)
-        keyword, choices, word = *names[m.group(1)], m.group(2)
-        if word is None:
-            return keyword
-        value = word in choices or word[0].isdigit() or word.isupper() or any(c in word for c in "./:'")
-        return f"{keyword}{word}" if value and keyword.endswith("=") else f"{keyword} {word}"
-    return FLAG.sub(said, text)
+    return text if said_for_the_cli() else rename(text, _python_names())
 
 
-@functools.cache
-def _python_names() -> dict[str, tuple[str, tuple]]:
-    names = {"--input": ("inputs=", ()), "--target": ("targets=", ()), "--output-name": ("output_names=", ()),
-             "--size": ("sizes=", ()), "--bench-runs": ("runs=", ()), "--probe": ("probe=True", ()),
-             "--teacher": ("teacher", ()), "--student": ("student", ()), "--stage": ("stage_ratios=", ()),
-             "--identity": ("identity=", ()), "--known-hosts": ("known_hosts=", ()),
-             "--device-python": ("python=", ())}  # the last three: DeviceSpec's
-    for cls in (Recipe, QuantSettings, BenchSpec, PruneSpec, ShareSpec, DistillSettings):
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            on, _, off = (f.metadata.get("flag") or f"--{f.name.replace('_', '-')}").partition("/")
-            choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is Literal else ()
-            names.setdefault(on, (f"{f.name}=True" if hints[f.name] is bool else f"{f.name}=", choices))
-            if off:
-                names.setdefault(off, (f"{f.name}=False", ()))
-    return names
+_python_names = functools.cache(python_names)
 
 
 class _OwnWarnings(logging.Handler):

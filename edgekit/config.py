@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
-from .errors import UsageError, not_utf8
+from .errors import Named, UsageError, not_utf8
 from .userfn import is_function_spec
 
 # The bundled profiles: `targets/` beside the package in a checkout (editable install), or where a wheel install
@@ -592,19 +592,50 @@ def flags(f: dataclasses.Field) -> tuple[str, ...]:
     return tuple((f.metadata.get("flag") or _FLAGS.get(f.name) or f"--{f.name.replace('_', '-')}").split("/"))
 
 
-def recipe_names(section: str, cls) -> dict[str, str]:
-    """{flag: "[section] key"}: what a recipe's table calls the settings of `cls` that flags also set."""
-    return {flag: f"[{section}] {f.name}" for f in fields(cls) if f.metadata.get("flag", "") is not None
-            for flag in flags(f)}
+def _names(cls, named) -> dict[str, Named]:
+    """{flag: named(field, type hint, is the flag the off half of a switch)} for the fields of `cls` flags set."""
+    hints, names = typing.get_type_hints(cls), {}
+    for f in fields(cls):
+        if f.metadata.get("flag", "") is not None:
+            for i, flag in enumerate(flags(f)):
+                names[flag] = named(f, hints[f.name], bool(i))
+    return names
 
 
-def recipe_file_names() -> dict[str, str]:
+def recipe_names(section: str, cls) -> dict[str, Named]:
+    """What a recipe's table calls the settings of `cls` that flags also set (`--per-tensor`: `[quantize]
+    per_channel = false`, `--input x`: `[model] inputs = ["x"]`)."""
+    def named(f, hint, off):
+        key = f"[{section}] {f.name}"
+        if hint is bool:
+            return Named(f"{key} = {str(not off).lower()}")
+        many = typing.get_origin(hint) is tuple or typing.get_origin(hint) in (types.UnionType, typing.Union) and any(
+            typing.get_origin(a) is tuple for a in typing.get_args(hint))
+        numeric = hint in (int, float) or any(a in (int, float) for a in typing.get_args(hint))  # round_to: 8 or auto
+        form = "list" if many else "num" if numeric else "str"
+        return Named(key, " = ", form, typing.get_args(hint) if typing.get_origin(hint) is Literal else ())
+    return _names(cls, named)
+
+
+def recipe_file_names() -> dict[str, Named]:
     """recipe_names of a whole recipe file: its [model], [data], [export], [quantize], [bench] and [device]."""
     names = {k: v for section, keys in RECIPE_KEYS.items() for k, v in recipe_names(section, Recipe).items()
-             if v.split()[1] in keys}
+             if v.name.split()[1] in keys}
     for section, cls in ("quantize", QuantSettings), ("bench", BenchSpec), ("device", DeviceSpec):
         names.update(recipe_names(section, cls))
     return names
+
+
+def python_names() -> dict[str, Named]:
+    """The API's keywords for the CLI's flags (`--per-tensor`: `per_channel=False`, `--out x.onnx`: `out=x.onnx`)."""
+    def named(f, hint, off):
+        if hint is bool:
+            return Named(f"{f.name}={not off}")
+        return Named(f"{f.name}=", "", "raw", typing.get_args(hint) if typing.get_origin(hint) is Literal else ())
+    names = {}
+    for cls in (DeviceSpec, DistillSettings, ShareSpec, PruneSpec, BenchSpec, QuantSettings, Recipe):  # last wins
+        names.update(_names(cls, named))
+    return names | {"--probe": Named("probe=True"), "--teacher": Named("teacher"), "--student": Named("student")}
 
 
 def load_recipe(path: Path) -> Recipe:

@@ -6,6 +6,7 @@ import contextvars
 import errno
 import re
 from enum import IntEnum
+from typing import NamedTuple
 
 
 class ExitCode(IntEnum):
@@ -60,7 +61,7 @@ class StageError(EdgekitError):
 
     def __init__(self, stage: str, message: str):
         super().__init__(f"{stage} failed: {message}")
-        self.stage, self.message = stage, message
+        self.stage, self.message = stage, as_said(message)
 
 
 class DeviceError(StageError):
@@ -68,10 +69,24 @@ class DeviceError(StageError):
     on the model, so a search tries those values again."""
 
 
-# {flag: the name the user gave that setting}: None outside the CLI (the API names its keywords: in_python_terms)
-_SAID_AS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("edgekit_errors_said_as", default=None)
-# a flag, and the word after it that is its value; a command quoted whole (`edgekit check --emulate`) stays one
-FLAG = re.compile(r"`[^`]*`|(?<![\w/.-])(--[a-z][a-z0-9-]*)(?![\w-])(?: ('[^']*'|[\w.:/+-]+))?")
+class Named(NamedTuple):
+    """A setting as an error names it to a user who gave it other than by its flag: a recipe's `[prune] round_to`,
+    an API keyword `round_to=`. `sep` joins the flag's value to the name (None: the name stands alone, as
+    `per_channel=False` does); `form` writes the value: "raw", "str" (TOML's "a"), "list" (["a"]) or "num" (8 as is,
+    auto as "auto")."""
+    name: str
+    sep: str | None = None
+    form: str = "raw"
+    choices: tuple = ()
+
+
+# {flag: how the user gave that setting}: None outside the CLI (the API names its keywords: in_python_terms)
+_SAID_AS: contextvars.ContextVar[dict[str, Named] | None] = contextvars.ContextVar("edgekit_errors_said_as",
+                                                                                    default=None)
+# a command quoted whole (`edgekit check --emulate`) or a quoted path ('my --x.npz') stays one; a flag takes the word
+# after it, which rename() reads as its value when it looks like one
+FLAG = re.compile(r"`[^`]*`|(?<!\w)'[^'\n]*'(?!\w)|(?<![\w/.-])(--[a-z][a-z0-9-]*)(?![\w-])"
+                  r"(?: ('[^']*'|[\w.:/+|\[\]-]+))?")
 
 
 @contextlib.contextmanager
@@ -88,15 +103,15 @@ def said_for_the_cli() -> bool:
     return _SAID_AS.get() is not None
 
 
-def name_as(names: dict[str, str]) -> None:
+def name_as(names: dict[str, Named]) -> None:
     """For the rest of the CLI's command, errors name these flags as the user gave the setting instead, e.g.
-    {"--input": "[model] inputs"} for a recipe's setting no flag gave."""
+    {"--input": Named("[model] inputs", " = ", "list")} for a recipe's setting no flag gave."""
     if said_for_the_cli():
         _SAID_AS.set({**_SAID_AS.get(), **names})
 
 
 @contextlib.contextmanager
-def said_as(names: dict[str, str]):
+def said_as(names: dict[str, Named]):
     """name_as for the block only (a recipe's [prune] table while it prunes)."""
     token = _SAID_AS.set(_SAID_AS.get())
     name_as(names)
@@ -109,11 +124,26 @@ def said_as(names: dict[str, str]):
 def as_said(text: str) -> str:
     """`text` with each flag the user did not type named as they gave the setting: `--round-to 8` -> `[prune]
     round_to = 8`."""
-    names = _SAID_AS.get()
+    return rename(text, _SAID_AS.get() or {})
 
+
+def rename(text: str, names: dict[str, Named]) -> str:
+    """`text` with the flags in `names` named their way, with the word after a flag as its value only when it
+    reads as one (`--weights does not apply` keeps its verb)."""
     def said(m) -> str:
-        name = names.get(m.group(1))
-        return m.group(0) if name is None else f"{name} = {m.group(2)}" if m.group(2) else name
+        named, word = names.get(m.group(1)), m.group(2)
+        if named is None:
+            return m.group(0)
+        if word is None:
+            return named.name
+        value = word in named.choices or word[0].isdigit() or word.isupper() or any(c in word for c in "./:'|[")
+        if named.sep is None or not value:
+            return f"{named.name} {word}"
+        bare = word[1:-1] if word[0] == word[-1] == "'" and len(word) > 1 else word
+        number = re.fullmatch(r"[-+]?\d[\d_]*(\.\d+)?(e[-+]?\d+)?", word) is not None
+        written = word if named.form == "raw" or named.form == "num" and number else \
+            f'["{bare}"]' if named.form == "list" else f'"{bare}"'
+        return f"{named.name}{named.sep}{written}"
     return FLAG.sub(said, text) if names else text
 
 

@@ -453,7 +453,8 @@ def _structured(module, example_inputs, ratio, importance, ignored_layers, round
 def _floored(tp):
     """Torch-Pruning's MetaPruner keeping `round_to` channels of a layer (when it has more) that its ratio, or the
     rounding down to a multiple, would empty: it left such a layer whole, so ratio 0.97 pruned less than 0.95 and
-    round_to 16 left a 20-channel layer at 20. `floored`: whether the group it is about to yield was."""
+    round_to 16 left a 20-channel layer at 20. `floored`: whether the group it is about to yield was. A grouped
+    (not depthwise) conv is not floored: Torch-Pruning gives this its total count, not the count per group."""
     class Floored(tp.pruner.MetaPruner):
         floored = False
 
