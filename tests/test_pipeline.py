@@ -859,14 +859,14 @@ def test_pruning_advice_names_the_users_layers_when_the_model_runs_wrapped():
 
 
 def test_compression_warnings_reach_the_manifest_and_report(tmp_path, encoder_data):
-    """`[prune] ratio = 0.99` that removed no channel warned on stderr only: the manifest's warnings were [] and the
-    report showed a "pruned" step as if it had happened. Prune's, distill's and share's warnings are the target's."""
+    """`[prune] ratio = 0.99` that removed no channel (now: that keeps one channel of each layer) warned on stderr
+    only: the manifest's warnings were [] and the report showed a "pruned" step as if it had happened. Prune's, distill's and share's warnings are the target's."""
     digits = {"calibration": DIGITS / "data" / "calibration.npz", "validation": DIGITS / "data" / "validation.npz"}
     m, report = _compressed_export(
         tmp_path / "prune", f"{DIGITS / 'model.py'}:build", ["image:Nx1x8x8"], digits,
         f'[prune]\nratio = 0.99\n\n[distill]\ndata = "{ROOT / "calibration" / "readers.py"}:digits_train"\n'
         "epochs = 1\n")
-    [pruned] = [w for w in m["warnings"] if "structured pruning at ratio 0.99 removed no channel" in w]
+    [pruned] = [w for w in m["warnings"] if "ratio 0.99 would remove every channel of" in w]
     assert m["compression"]["prune"]["warnings"] == [pruned] and pruned in report
     # a recipe distills its own model (pruned or not) into itself: no "no smaller student" for that
     assert m["compression"]["distill"]["warnings"] == [] and "no smaller model" not in report
