@@ -91,8 +91,8 @@ def _to_ort(model: Path, dest_dir: Path, style: str, platform_: str) -> tuple[Pa
 # the converter does not use: the child hides torch from it (importlib's find_spec then says it is not there).
 # It runs on one core: onnxruntime sizes its thread pool by the cores the process may use, and the pool's
 # allocations move the addresses the .ort's order follows.
-CONVERTER = ("import os, runpy, sys; sys.modules['torch'] = None; "
-             "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+CONVERTER = ("import os, runpy, sys; sys.path += [p for p in sys.stdin.read().split('\\0') if p not in sys.path]; "
+             "sys.modules['torch'] = None; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
              "runpy.run_module('onnxruntime.tools.convert_onnx_models_to_ort', run_name='__main__')")
 
 
@@ -100,17 +100,20 @@ def _convert_without_aslr(src: Path, out: Path, style: str, platform_: str) -> b
     """Convert in a child whose memory layout is the same on every run on this host: no address randomisation,
     and nothing of the caller's that moves it. The stack holds the environment and the arguments (TZ loaded a
     zoneinfo file onto the heap, a 1,500-character variable moved the stack, TMPDIR lengthened the paths: each
-    gave other .ort bytes), so the child gets a fixed environment (but the caller's PYTHONPATH) and paths relative
-    to its working folder."""
+    gave other .ort bytes, as did a longer PYTHONPATH), so the child gets a fixed environment, its interpreter's own
+    import path (this process's, on stdin, only where onnxruntime is not found there) and paths relative to its
+    working folder."""
     setarch = shutil.which("setarch")
     if not setarch or sys.platform != "linux":
         return False
     env = {"PATH": os.defpath, "LC_ALL": "C", "PYTHONHASHSEED": "0"}
-    if "PYTHONPATH" in os.environ:  # where the caller's onnxruntime and numpy may be found
-        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    cmd = [setarch, platform.machine(), "-R", sys.executable, "-P", "-c", CONVERTER, str(src.relative_to(out.parent)),
+    cmd = [setarch, platform.machine(), "-R", sys.executable, "-I", "-c", CONVERTER, str(src.relative_to(out.parent)),
            "--output_dir", out.name, "--optimization_style", style, "--target_platform", platform_]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=out.parent, env=env)
+    for where in ("", "\0".join(p for p in sys.path if p)):  # the interpreter's own packages; else this process's
+        result = subprocess.run(cmd, input=where, capture_output=True, text=True, cwd=out.parent, env=env)
+        if result.returncode == 0 or "ModuleNotFoundError" not in result.stderr:
+            break
+        shutil.rmtree(out, ignore_errors=True)
     if result.returncode != 0:
         log.info("setarch -R conversion failed (%s); converting in-process", result.stderr.strip()[-200:])
         shutil.rmtree(out, ignore_errors=True)
