@@ -559,8 +559,8 @@ def test_ort_conversion_child_never_imports_torch(packaged, tmp_path):
 
 def test_ort_bytes_do_not_depend_on_the_callers_environment_temp_folder_or_cores(packaged, tmp_path, monkeypatch):
     """The manifest says the .ort is reproducible, but TZ (a zoneinfo file on the heap), a long environment variable,
-    a longer TMPDIR or import path, or fewer cores moved the converter's memory, and with it the order of the .ort's parts: a CI
-    runner's job variables gave another package hash."""
+    a longer TMPDIR or PYTHONPATH, or fewer cores moved the converter's memory, and with it the order of the .ort's
+    parts: a CI runner's job variables gave another package hash."""
     from edgekit import mobile
 
     if shutil.which("setarch") is None:
