@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 
 NEAR_ZERO = 1e-6  # a reference output whose peak |value| is below this carries no signal to compare
+# the class-score output: the first. Accuracy scores it against the labels, and top-1/top-5 agreement are measured on
+# it alone (on an embedding beside the logits, an argmax flip on a near-tie failed a model whose classes all held)
+SCORED = 0
 
 
 @dataclass(frozen=True)
@@ -19,9 +22,9 @@ class OutputParity:
     sqnr_db: float | None
     max_abs: float
     mean_abs: float
-    top1_agreement: float | None = None  # classify: the same top class
+    top1_agreement: float | None = None  # classify, the scored output: the same top class
     reference_peak: float = 0.0  # max |reference|: below NEAR_ZERO cosine and SQNR say nothing
-    top5_agreement: float | None = None  # classify, more than 5 classes: the reference's top class in the top 5
+    top5_agreement: float | None = None  # as top1, more than 5 classes: the reference's top class in the top 5
     retrieval_at1: float | None = None  # embed: each row's nearest other row the same in both (near-ties count)
     exact_agreement: float | None = None  # integer or bool outputs (class ids, masks): share of values equal
 
@@ -83,10 +86,15 @@ class Gate:
     limit: float | None
     passed: bool
     skipped: str | None = None  # why it could not be evaluated
+    output: str | None = None  # a class gate's output (the scored one); None: all outputs, or none
+
+    @property
+    def label(self) -> str:
+        """The name for a report's table, with the output a class gate is measured on."""
+        return f"{self.name} on {self.output}" if self.output else self.name
 
     def as_dict(self) -> dict:
-        d = asdict(self)
-        return d if self.skipped else {k: v for k, v in d.items() if k != "skipped"}
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in ("skipped", "output")}
 
 
 def worst(items, key: str, fn=min):
@@ -111,8 +119,9 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
 
     Cosine is per sample (the whole output of one feed); when a sample holds fewer than two numbers
     (a scalar score) a per-sample cosine is always ±1, so one cosine over all samples is used instead.
-    The task picks the extra metrics: top-1/top-5 agreement for a classifier's 2-D score outputs (rows ×
-    classes; on an embedding they would be meaningless numbers), nearest-neighbour agreement for embeddings.
+    The task picks the extra metrics: top-1/top-5 agreement for a classifier's scored output (SCORED) when it is 2-D
+    scores (rows × classes; on an embedding beside it they would be meaningless numbers), nearest-neighbour agreement
+    for embeddings.
     A reference that is ~0 gets no cosine or SQNR, it is flagged; so does a sample whose reference is ~0 (a ReLU
     head's all-zero row: one step of int8 noise on it is cosine 0) get no cosine of its own, while SQNR and max_abs
     count it. A small but real sample keeps its cosine: an outlier setting the scale must not hide its loss.
@@ -150,7 +159,7 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
                                          if signal > 0 else -200.0)
         top1 = top5 = None
         kind = "other" if name in plain else task
-        if kind == "classify" and ref[0].ndim == 2 and ref[0].shape[1] > 1:
+        if kind == "classify" and k == SCORED and ref[0].ndim == 2 and ref[0].shape[1] > 1:
             top1 = float(np.mean(np.concatenate([a.argmax(1) == b.argmax(1) for a, b in zip(ref, cand)])))
             if ref[0].shape[1] > 5:
                 top5 = float(np.mean(np.concatenate([(np.argsort(-b, axis=1)[:, :5] == a.argmax(1)[:, None]).any(1)
@@ -185,13 +194,14 @@ def _retrieval_at1(ref: list[np.ndarray], cand: list[np.ndarray]) -> float | Non
 
 
 def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:
-    """Top-1 accuracy in percent of the first output: one label per output row (of scores), or per class id (an
-    integer output: a model that ends in its ArgMax)."""
+    """Top-1 accuracy in percent of the scored output (the first): one label per output row (of scores), or per class
+    id (an integer output: a model that ends in its ArgMax)."""
     from .errors import InputError
 
-    ids = np.issubdtype(outputs[0][0].dtype, np.integer) if outputs else False
-    rows = [o[0].reshape(o[0].shape[0], -1) if o[0].ndim > 1 else o[0].reshape(1, -1) for o in outputs]
-    preds = np.concatenate([o[0].reshape(-1) for o in outputs] if ids else [r.argmax(axis=1) for r in rows])
+    scored = [o[SCORED] for o in outputs]
+    ids = np.issubdtype(scored[0].dtype, np.integer) if scored else False
+    rows = [o.reshape(o.shape[0], -1) if o.ndim > 1 else o.reshape(1, -1) for o in scored]
+    preds = np.concatenate([o.reshape(-1) for o in scored] if ids else [r.argmax(axis=1) for r in rows])
     flat = np.asarray(labels).reshape(-1)
     if flat.size != preds.size:
         raise InputError(f"{flat.size} labels for {preds.size} predicted {'class ids' if ids else 'rows'}: give one "
@@ -253,23 +263,28 @@ def exact_only(outputs) -> str | None:
 
 
 def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str) -> list[Gate]:
-    """The target's fp32-vs-int8 thresholds (a ParitySpec) applied to per-output parity, with the task's metrics."""
+    """The target's fp32-vs-int8 thresholds (a ParitySpec) applied to per-output parity, with the task's metrics.
+    Cosine and SQNR hold every output; top-1, top-5 and accuracy the scored one, which their gates name."""
     unmeasured = exact_only(outputs)
     gates = [*signal_gates("quant_reference_signal", outputs),
              held("quant_cosine", worst(outputs, "cosine"), spec, unmeasured),
              held("quant_sqnr_db", worst(outputs, "sqnr_db"), spec, unmeasured)]
-    top1, top5, retrieval = (worst(outputs, k) for k in ("top1_agreement", "top5_agreement", "retrieval_at1"))
+    scored = outputs[SCORED] if outputs else None
+    on = scored and scored.output
+    retrieval = worst(outputs, "retrieval_at1")
     if task == "classify":
-        gates.append(held("top1_agreement", top1, spec, "no 2-D score output"))
-        if top5 is not None:
-            gates.append(held("top5_agreement", top5, spec))
+        gates.append(replace(held("top1_agreement", scored and scored.top1_agreement, spec,
+                                  f"the first output {on!r}, the one scored, is not 2-D class scores"), output=on))
+        if scored and scored.top5_agreement is not None:
+            gates.append(replace(held("top5_agreement", scored.top5_agreement, spec), output=on))
     elif task == "embed":
         gates.append(held("retrieval_at1", retrieval, spec, "fewer than 3 embeddings in the validation data"))
     elif task == "other":
         gates.append(skipped("top1_agreement", 'no classifier score output (set task = "classify" if it is one)'))
     if (exact := worst(outputs, "exact_agreement")) is not None:  # held to what a classifier's top-1 is
         gates.append(held("integer_output_agreement", exact, spec))
-    gates.append(held("accuracy_drop", accuracy_drop, spec, "no labels in the validation data"))
+    drop = held("accuracy_drop", accuracy_drop, spec, "no labels in the validation data")
+    gates.append(drop if accuracy_drop is None else replace(drop, output=on))
     return gates
 
 

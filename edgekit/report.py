@@ -147,9 +147,9 @@ def markdown(r: TargetReport) -> str:
            f"onnxruntime {d['versions']['onnxruntime']} · opset {d['opset']}", "",
            *(f"> **{_safe(w)}**" for w in r.warnings)]
     out += ["", "## Gates", ""] + _md("gate | value | limit | result", [
-        [g.name, "-", f"{g.op} {_fmt(g.limit, '.6g')}" if g.limit is not None else "-", f"skipped: {g.skipped}"]
+        [g.label, "-", f"{g.op} {_fmt(g.limit, '.6g')}" if g.limit is not None else "-", f"skipped: {g.skipped}"]
         if g.skipped else
-        [g.name, _fmt(g.value, ".6g"), f"{g.op} {_fmt(g.limit, '.6g')}", "pass" if g.passed else _Own("**FAIL**")]
+        [g.label, _fmt(g.value, ".6g"), f"{g.op} {_fmt(g.limit, '.6g')}", "pass" if g.passed else _Own("**FAIL**")]
         for g in r.gates])
     if r.verification:
         out += ["", "## Verification (`edgekit check` on this folder)", ""]

@@ -41,9 +41,9 @@ def page(r: TargetReport) -> str:
     out += [f"<p class=fail>{e(w)}</p>" for w in r.warnings]
     out += ["<h2>Gates</h2>", f"<p>Parity computed on {e(computed_on(r))}.</p>",
             _table(("gate", "value", "limit", "result"), [
-        (g.name, "-", f"{g.op} {_number(g.limit)}" if g.limit is not None else "-", f"skipped: {g.skipped}")
+        (g.label, "-", f"{g.op} {_number(g.limit)}" if g.limit is not None else "-", f"skipped: {g.skipped}")
         if g.skipped else
-        (g.name, _number(g.value), f"{g.op} {_number(g.limit)}", "pass" if g.passed else "FAIL") for g in r.gates])]
+        (g.label, _number(g.value), f"{g.op} {_number(g.limit)}", "pass" if g.passed else "FAIL") for g in r.gates])]
     if r.accuracy:  # the page showed the drop gate only
         out.append(f"<p>{e(accuracy_line(r.accuracy))}.</p>")
     if d.get("ort_format"):  # which onnxruntime build the shipped .ort needs: report.md said it, this page did not

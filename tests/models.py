@@ -268,6 +268,36 @@ def embedder():
     return Embedder()
 
 
+class LogitsAndEmbedding(nn.Module):
+    """Class scores with wide margins, and an embedding whose first two features are a near-tie (the second 0.1%
+    larger): int8 rounds them alike, so the embedding's argmax moves while its cosine stays ~1."""
+
+    def __init__(self):
+        super().__init__()
+        self.head, self.embed = nn.Linear(4, 3), nn.Linear(4, 6)
+        with torch.no_grad():
+            self.head.weight.copy_(4 * torch.eye(3, 4))
+            self.embed.weight.copy_(torch.cat([torch.ones(1, 4), 1.001 * torch.ones(1, 4), 0.5 * torch.eye(4)]))
+            self.head.bias.zero_()
+            self.embed.bias.zero_()
+
+    def forward(self, x):
+        return self.head(x), self.embed(x)
+
+
+def logits_and_embedding():
+    return LogitsAndEmbedding().eval()
+
+
+def logits_and_embedding_data(n: int, seed: int) -> dict:
+    """Inputs in [0, 1) whose label's feature leads the others by at least 0.4 (4 x 0.4 in the logits)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    x = (0.3 * rng.random((n, 4))).astype(np.float32)
+    x[np.arange(n), labels] += 0.7
+    return {"x": x, "labels": labels}
+
+
 class Gained(nn.Module):
     """A conv classifier with a configuration input: a rank-0 gain applied to the image."""
 

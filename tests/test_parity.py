@@ -1,6 +1,9 @@
 """Parity metrics and gates (parity.py), on arrays with known answers."""
+import json
+
 import numpy as np
 import pytest
+from conftest import cli
 
 from edgekit import parity
 from edgekit.config import ParitySpec
@@ -76,3 +79,44 @@ def test_retrieval_near_ties_are_not_errors():
     flipped = [[v[None]] for v in (base, np.array([0.98, 0.199, 0.0]), np.array([0.999, 0.0, 0.0447]), far)]
     [o] = parity.compare(["e"], ref, flipped, task="embed")
     assert o.retrieval_at1 == 1.0
+
+
+def test_class_metrics_are_measured_on_the_scored_output_only():
+    """An embedding beside the logits is no class scores: its argmax got top-1 gates, and a flip there failed."""
+    ref = [[np.array([[3.0, 0.0, 0.0]]), np.array([[1.0, 1.001, 0.5]])]]
+    cand = [[np.array([[2.9, 0.1, 0.0]]), np.array([[1.001, 1.0, 0.5]])]]  # the embedding's argmax moved
+    logits, embedding = parity.compare(["logits", "embedding"], ref, cand, task="classify")
+    assert logits.top1_agreement == 1.0 and embedding.top1_agreement is None
+    gates = {g.name: g for g in parity.quantization_gates([logits, embedding], 0.0, ParitySpec(), "classify")}
+    assert gates["top1_agreement"].passed and gates["top1_agreement"].as_dict()["output"] == "logits"
+    assert gates["accuracy_drop"].label == "accuracy_drop on logits" and "output" not in gates["quant_cosine"].as_dict()
+    same = [[np.array([0]), np.array([[1.0, 0.0]])]]  # class ids first, as the accuracy scores them
+    outputs = parity.compare(["ids", "scores"], same, same, task="classify")
+    gates = parity.quantization_gates(outputs, None, ParitySpec(), "classify")
+    [top1] = [g for g in gates if g.name == "top1_agreement"]
+    assert top1.skipped == "the first output 'ids', the one scored, is not 2-D class scores"
+
+
+def test_export_holds_an_embedding_beside_the_logits_to_cosine_not_top1(tmp_path):
+    """An int8 argmax flip on the embedding's near-tie failed top1_agreement (logits' top-1 1.0, accuracy
+    unchanged): export and check exited 1, and --auto kept the embedding's Gemm float to keep the tie."""
+    from models import logits_and_embedding_data
+
+    for name, n, seed in (("cal", 64, 1), ("val", 32, 2)):
+        np.savez(tmp_path / f"{name}.npz", **logits_and_embedding_data(n, seed))
+    args = ["export", "models:logits_and_embedding", "--input", "x:Nx4", "--output-name", "logits", "--output-name",
+            "embedding", "--calibration", tmp_path / "cal.npz", "--validation", tmp_path / "val.npz",
+            "-t", "android-arm64", "--no-bench", "--json"]
+    made = cli([*args, "--out", tmp_path / "out"])
+    assert made.exit_code == 0, made.output
+    [m] = json.loads(made.stdout)
+    logits, embedding = m["parity"]["quantization"]["outputs"]
+    assert m["task"] == "classify" and logits["top1_agreement"] == 1.0 and "top1_agreement" not in embedding
+    gates = {g["name"]: g for g in m["gates"]}
+    assert gates["top1_agreement"]["output"] == gates["accuracy_drop"]["output"] == "logits"
+    assert "| top1_agreement on logits | 1 |" in (tmp_path / "out" / "android-arm64" / "report.md").read_text()
+    assert cli(["check", tmp_path / "out" / "android-arm64"]).exit_code == 0
+    tuned = cli([*args, "--auto", "--out", tmp_path / "auto"])
+    assert tuned.exit_code == 0, tuned.output
+    [trial] = json.loads(tuned.stdout)[0]["tuning"]["trials"]  # the defaults pass: nothing to search for
+    assert trial["passed"] and trial["excluded"] == []
