@@ -598,7 +598,16 @@ def prune(source, ratio, out, as_json, stages, **settings):
          + (f", sparsity {r['sparsity']:.1%} of the pruned layers ({r['model_sparsity']:.1%} of all conv/linear "
             f"weights; kept whole: {', '.join(r['ignored'])})" if r["sparsity"] is not None else "")
          + (f", {result.rounding.describe()}" if result.rounding else "") + f"; wrote {out}\n"
-         + _reload(source, out, settings["inputs"]))
+         + _heads(r["heads"]) + _reload(source, out, settings["inputs"]))
+
+
+def _heads(heads: dict | None) -> str:
+    """The attention heads pruning removed, per attention: whole heads go, and which ones is the user's to know."""
+    if not heads:
+        return ""
+    return "attention heads kept: " + "; ".join(
+        f"{name} {a}/{b}" + (f" (removed {', '.join(map(str, h['pruned']))})" if h["pruned"] else "")
+        for name, h in heads.items() for b, a in [h["heads"]]) + "\n"
 
 
 @main.command()

@@ -299,8 +299,9 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
             raise StageError(e.stage, _users_names(e.message, prefix)) from e
         record["prune"] = dataclasses.replace(result, ignored=tuple(n.removeprefix(prefix) for n in result.ignored),
                                               stage_ratios=recipe.prune.stage_ratios or None,
-                                              warnings=tuple(_users_names(w, prefix) for w in result.warnings)
-                                              ).as_dict()
+                                              warnings=tuple(_users_names(w, prefix) for w in result.warnings),
+                                              heads={n.removeprefix(prefix): h for n, h in result.heads.items()}
+                                              if result.heads else None).as_dict()
         steps.append(step("pruned", loaded.module))
     tied = None
     share_ignore = tuple(prefix + n for n in recipe.share.ignore) if recipe.share else ()

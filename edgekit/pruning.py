@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from .errors import InputError, StageError, UsageError, few, first_line
+from .structure import has_heads
 
 log = logging.getLogger("edgekit")
 
@@ -79,6 +80,7 @@ class PruneResult:
     rounding: RoundingChoice | None = None  # round_to = "auto": what was measured and kept
     sizes: dict[str, int] | None = None  # the named axes' sizes (the data's) of the sample MACs are counted for
     warnings: tuple[str, ...] = ()  # what a recipe's export must report too (a prune that removed nothing)
+    heads: dict | None = None  # structured, per attention (has_heads): {"heads": [before, after], "pruned": [ids]}
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -231,13 +233,19 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
     sparsity = model_sparsity = None
     unwrapped = ""  # structured: what Torch-Pruning said of parameters outside conv/linear layers
     notes = []  # structured: layers pruned other than at the ratio, for PruneResult.warnings
+    heads_said = None
     if method == "structured":
-        widths = {n: _width(m) for n, m in resized(module, kept_whole(ignored, stage_ratios)).items()}
+        attention = {n: m for n, m in named.items() if has_heads(m)}
+        qkv = {f"{n}.{p}" for n in attention for p in ("query", "key", "value")}  # widths set by heads, not ratio
+        widths = {n: _width(m) for n, m in resized(module, kept_whole(ignored, stage_ratios)).items() if n not in qkv}
+        cuts = _head_cuts(attention, ratio, stage_ratios, kept_whole(ignored, stage_ratios), notes)
+        sizes = {n: m.query.out_features // m.num_attention_heads for n, m in attention.items()}
         before = {n: p.shape for n, p in module.named_parameters()}
         with warnings.catch_warnings(record=True) as said:  # Torch-Pruning's, on stderr, broke the one-line errors
             try:
-                emptied = _structured(module, example_inputs, ratio, importance, [named[n] for n in ignored],
-                                      round_to, batches, {named[n]: r for n, r in stage_ratios.items()})
+                emptied, cut = _structured(module, example_inputs, ratio, importance, [named[n] for n in ignored],
+                                           round_to, batches, {named[n]: r for n, r in stage_ratios.items()},
+                                           {attention[n]: k for n, k in cuts.items()})
             except StageError as e:
                 raise StageError(e.stage, f"{e.message}; {u}" if (u := _unwrapped(said, module, before))
                                  else e.message) from e
@@ -245,6 +253,7 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
                 for w in said:
                     log.info("warned while pruning: %s", first_line(w.message))
         unwrapped = _unwrapped(said, module, before)
+        heads_said = _count_heads(attention, sizes, cut) or None
         if floored := [f"{n} ({widths[n]})" for n in named if n in emptied and n in widths]:  # in model order
             notes.append(f"ratio {ratio} would remove every channel of {few(floored, 4)}: "
                          f"{'each keeps' if len(floored) > 1 else 'it keeps'} {round_to or 1} "
@@ -272,18 +281,59 @@ def prune(module, example_inputs, *, ratio: float, method: str = "structured", i
                "every layer is ignored or gives an output")
         said.append(f"structured pruning at ratio {ratio} removed no channel ({why}; ignored: {', '.join(ignored)})")
         log.warning("%s", said[-1])
-    elif round_to and method == "structured" and (off := _off_multiple(module, round_to, set(ignored))):
+    elif round_to and method == "structured" and (off := _off_multiple(module, round_to, {*ignored, *qkv})):
         # Torch-Pruning rounds a layer's kept channels down to the multiple; one no wider than it stays whole
         log.warning("round_to %s: %s kept channel counts that are not multiples of it (a layer is left whole when "
                     "it has no more channels than round_to)", round_to, few(off, 4))
     return PruneResult(method, ratio, importance, params0, params1, macs0, macs1, ignored, stage_ratios or None,
-                       sparsity, model_sparsity, warnings=tuple(said))
+                       sparsity, model_sparsity, warnings=tuple(said), heads=heads_said)
 
 
 def _width(layer) -> int:
     """A conv/linear layer's output channels (features)."""
     shape = layer.weight.shape  # a transposed conv's is [in, out / groups, ...]
     return shape[1] * layer.groups if getattr(layer, "transposed", False) else shape[0]
+
+
+def _head_cuts(attention: dict, ratio: float, stage_ratios: dict, kept: list[str], notes: list) -> dict[str, int]:
+    """Heads to remove from each attention (has_heads), by name: as many as Torch-Pruning's channels at its ratio
+    (its stage's), but never all; none from one with a query, key or value kept whole. Pruned by channel instead,
+    each new head mixed channels of all the old ones (exit 0, another attention)."""
+    cuts, alone, emptied = {}, [], []
+    for name, m in attention.items():
+        if any(inside(f"{name}.{p}", kept) for p in ("query", "key", "value")):
+            cuts[name] = 0
+            continue
+        r = next((r for s, r in reversed(stage_ratios.items()) if inside(f"{name}.query", [s])), ratio)
+        n = m.num_attention_heads
+        want = n - int(n * (1 - r))  # Torch-Pruning keeps int(channels * (1 - ratio))
+        cuts[name] = min(want, n - 1)
+        (alone if n == 1 else emptied if want >= n else []).append(name)
+    if alone:
+        notes.append(f"attention {few(alone, 4)} has one head: kept whole (pruning removes whole heads)")
+    if emptied:
+        notes.append(f"ratio {ratio} would remove every head of attention {few(emptied, 4)}: "
+                     f"{'each keeps' if len(emptied) > 1 else 'it keeps'} 1")
+    return cuts
+
+
+def _count_heads(attention: dict, sizes: dict[str, int], cut: dict[str, list[int]]) -> dict:
+    """Give each attention its new head count (HEAD_ATTRS), its query, key and value checked to be whole heads of
+    its `sizes`; returns {name: {"heads": [before, after], "pruned": [original head ids]}}."""
+    said = {}
+    for name, m in attention.items():
+        size, n = sizes[name], m.num_attention_heads
+        widths = {p.out_features for p in (m.query, m.key, m.value)}
+        gone = cut.get(name, [])
+        if widths != {(n - len(gone)) * size}:
+            raise StageError("structured pruning", f"attention {name}: Torch-Pruning left its query, key and value "
+                                                   f"at {sorted(widths)} channels, not whole heads of {size}: "
+                                                   f"--ignore {name}")
+        m.num_attention_heads = n - len(gone)
+        if hasattr(m, "all_head_size"):
+            m.all_head_size = m.num_attention_heads * size
+        said[name] = {"heads": [n, m.num_attention_heads], "pruned": gone}
+    return said
 
 
 def _tied(module) -> list[tuple[str, ...]]:
@@ -385,8 +435,9 @@ def stages(module, most: int = 4, kept=()) -> list[tuple[str, ...]]:
 
 
 def _structured(module, example_inputs, ratio, importance, ignored_layers, round_to, batches,
-                ratio_dict) -> list[str]:
-    """Prune with Torch-Pruning; returns the layers it would have emptied, which keep `round_to` (or 1) channels."""
+                ratio_dict, cuts: dict) -> tuple[list[str], dict[str, list[int]]]:
+    """Prune with Torch-Pruning, attentions (`cuts`: {module: heads to remove}) by whole heads; returns the layers it
+    would have emptied, which keep `round_to` (or 1) channels, and the heads removed, by attention name."""
     try:
         import torch_pruning as tp
     except ImportError:
@@ -418,7 +469,8 @@ def _structured(module, example_inputs, ratio, importance, ignored_layers, round
     try:
         pruner = _floored(tp)(module, example_inputs, importance=imp, pruning_ratio=ratio,
                               pruning_ratio_dict=ratio_dict or None, ignored_layers=ignored_layers,
-                              round_to=round_to or 1)  # 1: its _round_to, which keeps a layer from emptying, runs
+                              round_to=round_to or 1,  # 1: its _round_to, which keeps a layer from emptying, runs
+                              **_by_heads(cuts))
     except Exception as e:
         raise StageError("structured pruning", f"Torch-Pruning cannot trace this model: {type(e).__name__}: "
                                                f"{str(e).splitlines()[0][:200] if str(e) else ''}"
@@ -436,18 +488,41 @@ def _structured(module, example_inputs, ratio, importance, ignored_layers, round
             if labels is None:
                 raise InputError("--importance taylor needs labels in --data")
             torch.nn.functional.cross_entropy(on_batch(module, inputs, "model"), labels).backward()
-    names, floored = {id(m): n for n, m in module.named_modules()}, []
+    names, floored, cut = {id(m): n for n, m in module.named_modules()}, [], {}
+    parts = {id(getattr(a, p)): (names[id(a)], a.query.out_features // a.num_attention_heads)
+             for a in cuts for p in ("query", "key", "value")}
     try:
         for group in pruner.step(interactive=True):  # what step() does, noting the groups kept from emptying
             floored += [names[id(dep.target.module)] for dep, _ in group if pruner.floored
                         and is_compute(dep.target.module) and pruner.DG.is_out_channel_pruning_fn(dep.handler)]
             pruner.floored = False
+            for dep, idxs in group:  # an attention's query, key and value lose the same whole heads, or none
+                if id(dep.target.module) in parts and pruner.DG.is_out_channel_pruning_fn(dep.handler):
+                    name, size = parts[id(dep.target.module)]
+                    ids = sorted({int(i) // size for i in idxs})
+                    if sorted(map(int, idxs)) != [h * size + j for h in ids for j in range(size)] or \
+                            cut.setdefault(name, ids) != ids:
+                        raise StageError("structured pruning", f"Torch-Pruning would prune attention {name} across "
+                                                               f"its heads: --ignore {name}")
             group.prune()
+    except StageError:
+        raise
     except Exception as e:
         raise StageError("structured pruning", f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
                                                f" ({hint or 'try --ignore on the layer it names'})") from e
     module.zero_grad(set_to_none=True)
-    return floored
+    return floored, cut
+
+
+def _by_heads(cuts: dict) -> dict:
+    """Torch-Pruning's settings removing `cuts` ({attention: heads}) whole heads from each attention and no channel
+    within a head; none without attentions. Its head ratio removes ceil(ratio * heads): k - 0.5 of them is k."""
+    if not cuts:
+        return {}
+    parts = [(getattr(a, p), a.num_attention_heads, k) for a, k in cuts.items() for p in ("query", "key", "value")]
+    return {"num_heads": {layer: n for layer, n, _ in parts}, "prune_num_heads": True, "prune_head_dims": False,
+            "head_pruning_ratio_dict": {layer: (k - 0.5) / n if k else 0.0 for layer, n, k in parts},
+            "in_channel_groups": {}, "out_channel_groups": {}}  # its defaults are dicts it fills, shared by calls
 
 
 def _floored(tp):

@@ -7,6 +7,8 @@ each resized layer and re-sizes a freshly built model before loading the weights
 with `weights_only=True` and needs no pruning library.
 
     {"edgekit_format": "pruned-state-dict/1", "state_dict": {...}, "layers": {name: {attr: int}}}
+
+A Hugging Face attention's head count is saved as its size too (HEAD_ATTRS).
 """
 from __future__ import annotations
 
@@ -22,12 +24,33 @@ SIZE_ATTRS = {
     "Embedding": ("num_embeddings", "embedding_dim"),
     "PReLU": ("num_parameters",),
 }
+# An attention laid out as Hugging Face's BERT family's (has_heads): pruning removes whole heads, and its forward
+# reads these (4.x splits query/key/value by num_attention_heads): a rebuilt one kept the built count.
+HEAD_ATTRS = ("num_attention_heads", "all_head_size")
+
+
+def has_heads(layer) -> bool:
+    """Attention with query, key and value Linear layers of one width and an int `num_attention_heads` that splits
+    them into heads when it runs (BertSelfAttention, RoBERTa's, ...)."""
+    import torch
+
+    parts = [getattr(layer, n, None) for n in ("query", "key", "value")]
+    heads = getattr(layer, "num_attention_heads", None)
+    return (type(heads) is int and heads > 0 and all(isinstance(p, torch.nn.Linear) for p in parts)
+            and len({p.out_features for p in parts}) == 1 and parts[0].out_features % heads == 0)
+
+
+def _attrs(layer) -> tuple[str, ...]:
+    """The size attributes saved for a layer (none: not a sized layer)."""
+    if attrs := SIZE_ATTRS.get(type(layer).__name__):
+        return attrs
+    return tuple(a for a in HEAD_ATTRS if type(getattr(layer, a, None)) is int) if has_heads(layer) else ()
 
 
 def layer_sizes(module) -> dict[str, dict]:
     """Each sized layer's attributes, tuples (LayerNorm's shape) as lists: plain data for weights_only loading."""
     return {name: {a: list(v) if isinstance(v := getattr(layer, a), tuple) else v for a in attrs}
-            for name, layer in module.named_modules() if (attrs := SIZE_ATTRS.get(type(layer).__name__))}
+            for name, layer in module.named_modules() if (attrs := _attrs(layer))}
 
 
 def save(module, path, extra: dict | None = None) -> None:
@@ -58,7 +81,7 @@ def resize(module, layers: dict[str, dict], state_dict: dict) -> None:
         if layer is None:
             continue  # load_state_dict will name what does not fit
         for attr, value in attrs.items():  # a file from others: its sizes only (it set `__dict__`, `forward`, -5)
-            if attr not in SIZE_ATTRS.get(type(layer).__name__, ()) or not _size(value):
+            if attr not in _attrs(layer) or not _size(value):
                 raise ValueError(f"layer {name!r}: {attr!r} = {str(value)[:40]} is not a size of a "
                                  f"{type(layer).__name__}")
             setattr(layer, attr, tuple(value) if isinstance(value, list) else value)

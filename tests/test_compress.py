@@ -806,6 +806,58 @@ def test_a_layer_sized_by_its_constructor_and_an_unstructured_share_are_told_as_
     assert epochs.exit_code == 2 and "Invalid value for '--epochs'" in epochs.stderr, epochs.output
 
 
+TINY_BERT = """import torch
+from transformers import BertConfig, BertModel
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.bert = BertModel(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                         intermediate_size=64, max_position_embeddings=16, attn_implementation="eager"))
+
+    def forward(self, ids, mask):
+        return self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+
+
+def build():
+    return Tiny().eval()
+"""
+
+
+def test_hf_attention_is_pruned_by_whole_heads(tmp_path):
+    """A BERT's query/key/value lost channels from every head: the 16 kept of 32 were regrouped as 2 heads of 8,
+    each mixing unrelated heads (exit 0, another attention). Whole heads go now, and the result says which."""
+    pytest.importorskip("transformers", reason="the tiny BERT is transformers' (edgekit's minilm extra)")
+    (tmp_path / "bert.py").write_text(TINY_BERT)
+    source = f"{tmp_path / 'bert.py'}:build"
+    # the feed-forward layers kept whole: only heads go, so the pruned model is the original without them
+    result = cli(["prune", source, "--input", "ids:Nx6:int64", "--input", "mask:Nx6:int64", "--ratio", "0.5",
+                  "--ignore", "bert.encoder.layer.0.intermediate", "--ignore", "bert.encoder.layer.1.intermediate",
+                  "--out", tmp_path / "p.pt", "--json"])
+    assert result.exit_code == 0, result.output
+    pruned, original = load_model(source, str(tmp_path / "p.pt")).module, load_model(source).module
+    for i, layer in enumerate(original.bert.encoder.layer):
+        old, new = layer.attention.self, pruned.bert.encoder.layer[i].attention.self
+        for part in ("query", "key", "value"):  # the original rows each kept row is: whole heads of 8, in order
+            rows = [next(j for j, w in enumerate(getattr(old, part).weight) if torch.equal(w, row))
+                    for row in getattr(new, part).weight]
+            assert all(rows[k:k + 8] == list(range(rows[k], rows[k] + 8)) and rows[k] % 8 == 0
+                       for k in range(0, len(rows), 8)), (i, part, rows)
+        assert (new.num_attention_heads, new.all_head_size) == (2, 16)  # reloaded with the new head count
+        gone = json.loads(result.stdout)["heads"][f"bert.encoder.layer.{i}.attention.self"]
+        assert gone["heads"] == [4, 2] and len(gone["pruned"]) == 2
+        with torch.no_grad():  # a head whose values are zero adds nothing
+            for h in gone["pruned"]:
+                old.value.weight[h * 8:(h + 1) * 8] = 0
+                old.value.bias[h * 8:(h + 1) * 8] = 0
+    ids, mask = torch.randint(0, 50, (3, 6)), torch.ones(3, 6, dtype=torch.long)
+    mask[0, 4:] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(ids, mask), original(ids, mask))
+
+
 def test_training_tensors_that_require_grad_are_taken(tmp_path):
     """Batches of tensors that require grad (data made with autograd on) were exit 3: "Can't call numpy() on Tensor
     that requires grad"."""
