@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import arrays
+from . import arrays, sizes
 from .config import InputSpec, Recipe, Target, target_settings
 from .arrays import RowFile
 from .errors import InputError, UsageError, few, first_line
@@ -473,7 +473,26 @@ def fixed_shapes(specs, datasets) -> tuple[dict[str, tuple[int, ...]], list[str]
             warnings.append(f"input {spec.name!r} kept dynamic: its shape varies across samples "
                             f"({', '.join(map(str, sorted(seen)[:3]))}, ...); NNAPI leaves the nodes that depend on it "
                             "to the CPU: pad the samples to one shape to fix it")
-    return shapes, warnings
+    return shapes, warnings + _fixed_dims_said(specs, shapes, all(ds.random for ds in datasets))
+
+
+def _fixed_dims_said(specs, shapes: dict, random: bool) -> list[str]:
+    """Each named axis but the batch that is fixed, and to what: only fixed_input_shapes said so, and random
+    data's size is its default (16), not one the user chose. The batch's 1 is the README's rule."""
+    said = []
+    for dim, size in sizes.fixed_dims(specs, shapes).items():
+        if sizes.is_batch(specs, dim):
+            continue
+        holders = [s for s in specs if dim in s.shape]
+        first = holders[0]
+        example = f"{first.name}:{'x'.join(str(size) if d == dim else str(d) for d in first.shape)}:{first.dtype}"
+        if random:
+            why, how = "random data's default size, not one chosen", f"to choose it, write it in --input ({example})"
+        else:
+            why, how = "the data's size", "to ship another, give data of that size (--size only sets sizes validated)"
+        said.append(f"{dim} fixed to {size} ({why}) for NNAPI: the app must pad or cut "
+                    f"{', '.join(s.name for s in holders)} to it; {how}")
+    return said
 
 
 NO_CALIBRATION = "no calibration data: give --calibration FILE|DIR|MODULE:FN (or `random`, flagged in the report)"

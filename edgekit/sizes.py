@@ -82,6 +82,22 @@ def named_dims(specs: tuple[InputSpec, ...]) -> list[str]:
     return list(dict.fromkeys(d for s in specs for d in s.shape if isinstance(d, str)))
 
 
+def fixed_dims(specs: tuple[InputSpec, ...], fixed: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    """The named dimensions a fixed-shape target ships at one size (every input holding them fixed), each with
+    that size: the app must feed it, and no other size of it is shipped."""
+    found = {}
+    for dim in named_dims(specs):
+        holders = [s for s in specs if dim in s.shape]
+        if all(s.name in fixed for s in holders):
+            found[dim] = fixed[holders[0].name][holders[0].shape.index(dim)]
+    return found
+
+
+def is_batch(specs: tuple[InputSpec, ...], dim: str) -> bool:
+    """Whether `dim` is a batch: the leading axis of every input holding it, and no other axis of them."""
+    return all(s.shape.index(dim) == 0 and s.shape.count(dim) == 1 for s in specs if dim in s.shape)
+
+
 def unvalidated(specs: tuple[InputSpec, ...], checks: list) -> list[str]:
     """The named dimensions of the inputs that no size check covers (other_sizes found no way to make one)."""
     done = {c.other.dim for c in checks}

@@ -63,7 +63,7 @@ def test_a_folder_of_files_reads_lazily_in_order(tmp_path):
     assert len(ds) == 96 and np.array_equal(ds.feeds[70]["image"][0], images[70])
     first, rest = ds.split(0.25)
     assert len(first) == 72 and np.array_equal(rest.feeds[0]["image"][0], images[72])
-    assert calib.fixed_shapes(IMAGE, [first, rest])[0] == {"image": (1, 3, 64, 64)}
+    assert calib.fixed_shapes(IMAGE, [first, rest]) == ({"image": (1, 3, 64, 64)}, [])  # a batch fixed to 1: unsaid
 
 
 def test_a_folder_whose_files_label_differently_is_bad_input(tmp_path):

@@ -477,6 +477,27 @@ def test_dynamic_axes_are_validated_at_another_size(tmp_path, encoder_data):
     assert {"export_cosine_at_seq=6", "quant_cosine_at_seq=6"} <= {g["name"] for g in m["gates"] if g["passed"]}
 
 
+def test_a_target_that_fixes_a_dynamic_axis_says_to_what(tmp_path, encoder_data):
+    """android-arm64 shipped seq at the data's 12 (random data's default 16) with a word only in
+    fixed_input_shapes: the app fed another length and failed. The batch's 1 is the documented rule, not said."""
+    cal, val = encoder_data
+    args = ["models:tiny_encoder", "--input", "input_ids:Nxseq:int64", "--input", "attention_mask:Nxseq:int64",
+            "-t", "android-arm64", "--no-bench"]
+    real = ("seq fixed to 12 (the data's size) for NNAPI: the app must pad or cut input_ids, attention_mask to it; "
+            "to ship another, give data of that size")
+    random = ("seq fixed to 16 (random data's default size, not one chosen) for NNAPI: the app must pad or cut "
+              "input_ids, attention_mask to it; to choose it, write it in --input (input_ids:Nx16:int64)")
+    for name, data, said in (("real", [cal, "--validation", val], real), ("random", ["random"], random)):
+        out = tmp_path / name
+        result = cli(["export", *args, "--calibration", *data, "--out", out])  # the console's summary, not --json
+        assert result.exit_code == 0, result.output
+        m = json.loads((out / "android-arm64" / "manifest.json").read_text())
+        assert m["fixed_input_shapes"]["input_ids"][1] == int(said.split()[3]), m["fixed_input_shapes"]
+        assert any(said in w for w in m["warnings"]) and f"android-arm64: {said}" in result.output, result.output
+        assert said in (out / "android-arm64" / "report.md").read_text()
+        assert not any(w.startswith("N fixed") for w in m["warnings"]), m["warnings"]
+
+
 def test_a_size_baked_in_at_tracing_that_breaks_the_data_says_how_to_export(tmp_path):
     """At the data's own sizes: a batch of 1 against the traced 2 was exit 4 with onnxruntime's "GEMM: Dimension
     mismatch" alone, and a sequence length baked into a reshape was exit 5, "internal error"."""
