@@ -494,10 +494,13 @@ def _int8_outputs(shared: Shared, prep: Prepared, int8_sess) -> list:
                              prep.names, shared.recipe.state, shared.init).outputs
 
 
-def _int8_at_sizes(shared: Shared, prep: Prepared, int8_sess, fixed: bool) -> list[sizes.SizeCheck]:
-    """Each size check with the int8 model's parity there (not for a target that ships fixed shapes)."""
-    found = []
+def _int8_at_sizes(shared: Shared, prep: Prepared, int8_sess, fixed: dict) -> list[sizes.SizeCheck]:
+    """Each size check with the int8 model's parity there (not for a target that ships fixed shapes). None of an
+    axis the target fixes: it ships no other size of it, so a size it cannot run at failed it (a baked seq)."""
+    found, shipped = [], sizes.fixed_dims(shared.inputs, fixed)
     for check in prep.size_checks:
+        if check.other.dim in shipped:
+            continue
         if check.reference is None or fixed:
             found.append(check)
             continue
@@ -564,7 +567,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     packaged = package.deliverables(target, tdir, int8, val.feeds, prep.names, stream, package.output_steps(quantized),
                                     emulated)
     accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val)
-    size_checks = _int8_at_sizes(shared, prep, int8_sess, bool(fixed))
+    size_checks = _int8_at_sizes(shared, prep, int8_sess, fixed)
     details = {
         "edgekit_version": __version__,
         # where it was and what it held: a relative path meant nothing elsewhere, and a profile can loosen every gate

@@ -498,6 +498,24 @@ def test_a_target_that_fixes_a_dynamic_axis_says_to_what(tmp_path, encoder_data)
         assert not any(w.startswith("N fixed") for w in m["warnings"]), m["warnings"]
 
 
+def test_a_target_that_fixes_an_axis_is_not_gated_at_sizes_it_does_not_ship(tmp_path):
+    """A sequence length baked in by the tracer fails desktop at seq=5; android-arm64 ships seq fixed at 10 (and
+    the batch at 1), can never be fed 5, yet failed runs_at_seq=5 too and listed export_cosine_at_N=2 as passed."""
+    (tmp_path / "seq.py").write_text(
+        "import torch\n\nclass M(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(8, 4)\n\n    def forward(self, x):\n"
+        "        return self.fc(x).reshape(-1, int(x.shape[1]) * 4)\n\ndef build():\n    return M()\n")
+    np.savez(tmp_path / "seq.npz", x=np.random.default_rng(0).random((12, 10, 8), dtype=np.float32))
+    result = export(f"{tmp_path / 'seq.py'}:build", "--input", "x:Nxseqx8", "--calibration", tmp_path / "seq.npz",
+                    "-t", "desktop-x86", "-t", "android-arm64", "--no-bench", "--out", tmp_path / "o")
+    desktop, android = manifests(result, 1)
+    assert [g["name"] for g in desktop["gates"] if not g["passed"]] == ["runs_at_seq=5"]
+    assert android["fixed_input_shapes"] == {"x": [1, 10, 8]} and android["passed"], android["gates"]
+    assert not [g["name"] for g in android["gates"] if "_at_" in g["name"]] and android["dynamic_sizes"] == []
+    assert not any("another size" in w for w in android["warnings"]), android["warnings"]
+    assert "_at_" not in (tmp_path / "o" / "android-arm64" / "report.md").read_text()
+
+
 def test_a_size_baked_in_at_tracing_that_breaks_the_data_says_how_to_export(tmp_path):
     """At the data's own sizes: a batch of 1 against the traced 2 was exit 4 with onnxruntime's "GEMM: Dimension
     mismatch" alone, and a sequence length baked into a reshape was exit 5, "internal error"."""
