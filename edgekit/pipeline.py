@@ -627,6 +627,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                 + [f"the model does not run at another size of a dynamic axis: {c.error}" + (
                     " (a size the tracer took as a constant? --exporter dynamo keeps it symbolic)"
                     if prep.exporter == "torchscript" else "") for c in size_checks if c.error]
+                + verdict.size_warnings(size_checks)
                 + ([] if fixed or recipe.state else [  # a check skipped without a word was taken as passed
                     f"dynamic axis {dim} is not validated at another size: none could be made from the validation "
                     f"data (a batch joins samples of one shape, another axis cuts them); --size {dim}=K names one"

@@ -65,16 +65,34 @@ def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict], listed: dict | 
                         for group in zip(*(same[i::k] for i in range(k)))][:MAX_FEEDS]
                 found.append(OtherSize(dim, seen, size, made))
             elif not any(0 in each for each in axes.values()) and size >= 1:
-                made = [{n: _resized(v, axes.get(n, ()), size) for n, v in f.items()} for f in feeds[:MAX_FEEDS]]
+                made = [{n: _resized(v, axes.get(n, ()), size, start) for n, v in f.items()}
+                        for f in feeds[:MAX_FEEDS] for start in [_cut_start(f, axes, size)]]
                 found.append(OtherSize(dim, seen, size, made))
     return found
 
 
-def _resized(value: np.ndarray, axes: tuple[int, ...], size: int) -> np.ndarray:
-    """`value` cut to `size`, or repeated cyclically up to it, along each of `axes`."""
+def _resized(value: np.ndarray, axes: tuple[int, ...], size: int, start: int = 0) -> np.ndarray:
+    """`value` cut to `size` from `start`, or repeated cyclically up to it, along each of `axes`."""
     for axis in axes:
-        value = np.take(value, np.arange(size) % value.shape[axis], axis=axis)
+        value = np.take(value, (start + np.arange(size)) % value.shape[axis], axis=axis)
     return value
+
+
+def _cut_start(feed: dict, axes: dict, size: int) -> int:
+    """Where a sample cut to `size` starts: 0, or its end's last `size` positions when it is padded at its start
+    (a longer run of positions like its first than like its last, in every input). A left-padded sample cut from
+    the start kept padding alone: the model's output was ~0 and the check at that size judged nothing."""
+    length = next(feed[n].shape[a] for n, each in axes.items() for a in each)
+    if size >= length:
+        return 0
+
+    def like(p: int, q: int) -> bool:
+        return all(np.array_equal(np.take(feed[n], p, axis=a), np.take(feed[n], q, axis=a))
+                   for n, each in axes.items() for a in each)
+
+    lead = next((p for p in range(1, length) if not like(p, 0)), length)
+    trail = next((p for p in range(1, length) if not like(length - 1 - p, length - 1)), length)
+    return length - size if lead > trail else 0
 
 
 def named_dims(specs: tuple[InputSpec, ...]) -> list[str]:

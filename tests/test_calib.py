@@ -146,6 +146,20 @@ def test_an_axis_named_twice_in_one_input_is_resized_along_both():
     assert seq.size == 8 and seq.feeds[0]["ids"].shape == (1, 8) and seq.feeds[0]["mask"].shape == (1, 8, 8)
 
 
+def test_a_left_padded_sample_is_cut_to_its_content():
+    """Samples padded at their start were cut from it: at seq=8 they held padding alone, the model's output was
+    ~0 and the check failed with no value. They keep their end now; right-padded ones their start, as before."""
+    from edgekit import sizes
+
+    specs = (InputSpec.parse("ids:Nxseq:int64"), InputSpec.parse("mask:Nxseq"))
+    ids = np.array([[0] * 12 + [101, 7, 8, 9]])
+    left = {"ids": ids, "mask": (ids > 0).astype(np.float32)}
+    right = {"ids": ids[:, ::-1].copy(), "mask": left["mask"][:, ::-1].copy()}
+    seq = next(c for c in sizes.other_sizes(specs, [left, right]) if c.dim == "seq")
+    assert seq.feeds[0]["ids"].tolist() == [[0] * 4 + [101, 7, 8, 9]] and seq.feeds[0]["mask"].sum() == 4
+    assert seq.feeds[1]["ids"].tolist() == [[9, 8, 7, 101] + [0] * 4]
+
+
 def test_a_file_of_thousands_of_wrong_names_is_a_short_error(tmp_path):
     np.savez(tmp_path / "wide.npz", **{f"x{i}": np.zeros(2) for i in range(5000)})  # was one 59 KB line
     with pytest.raises(InputError, match=r"unexpected \['x0', .* and 4992 more") as e:

@@ -685,6 +685,37 @@ def test_integer_outputs_are_compared_exactly(tmp_path):
     assert row[3:6] == ["n/a", "n/a", f"{agreement['value']:.3f}"], row  # the top1 column: the ids' agreement
 
 
+def test_left_padded_text_is_validated_at_another_length_on_its_content(tmp_path):
+    """Left-padded samples cut to seq=6 from their start held padding alone: the masked mean was 0 and the export
+    failed export_cosine_at_seq=6 with no value and no word. Now they are cut to their content and pass; where a
+    listed size still holds padding alone, its cosine gates are skipped saying why, with a warning."""
+    def data(n, seed, content):
+        rng = np.random.default_rng(seed)
+        mask = np.zeros((n, 12), np.int64)
+        for i in range(n):
+            k = int(rng.integers(2, 4))
+            start = 12 - k if content == "end" else 4  # the middle: padded longer after than before
+            mask[i, start:start + k] = 1
+        return {"input_ids": rng.integers(1, 64, (n, 12)) * mask, "attention_mask": mask}
+
+    for content in ("end", "middle"):
+        np.savez(tmp_path / f"cal_{content}.npz", **data(32, 0, content))
+        np.savez(tmp_path / f"val_{content}.npz", **data(12, 1, content))
+    args = ["models:tiny_encoder", "--input", "input_ids:Nxseq:int64", "--input", "attention_mask:Nxseq:int64",
+            "--no-bench"]
+    [m] = manifests(export(*args, "--calibration", tmp_path / "cal_end.npz", "--validation", tmp_path /
+                           "val_end.npz", "--out", tmp_path / "left"))
+    gates = {g["name"]: g for g in m["gates"]}
+    assert gates["export_cosine_at_seq=6"]["value"] > 0.99999 and gates["quant_cosine_at_seq=6"]["passed"]
+    # content in the middle: seq=4 holds padding alone (no side to cut from); not a failure of the model
+    [m] = manifests(export(*args, "--calibration", tmp_path / "cal_middle.npz", "--validation", tmp_path /
+                           "val_middle.npz", "--out", tmp_path / "mid", "--size", "seq=4"))
+    gates = {g["name"]: g for g in m["gates"]}
+    for name in ("export_cosine_at_seq=4", "quant_cosine_at_seq=4"):
+        assert gates[name]["passed"] and "reference output ~0 at seq=4" in gates[name]["skipped"], gates[name]
+    assert any("at seq=4" in w and "every reference output is ~0" in w for w in m["warnings"]), m["warnings"]
+
+
 def test_class_ids_wrong_at_another_batch_size_fail(tmp_path):
     """A batch size baked into class ids: every id wrong at N=4, and both gates there skipped, exit 0."""
     (tmp_path / "m.py").write_text(
