@@ -405,10 +405,14 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
                    joined=True)
 
 
+RANDOM_INPUTS = ("float inputs standard normal, uint8 ones over 0-255, other integer and bool ones a run of 1 (True) "
+                 "then 0 (False) of random length along their last axis")
+
+
 def random_dataset(specs, count: int, seed: int, max_bytes: int = arrays.DEFAULT_MAX_BYTES,
                    sizes: dict[str, int] | None = None) -> Dataset:
     """Random inputs, only when the user asked for them (the report flags it in capitals) or for timing kernels;
-    named axes but the batch at `sizes`, else 16."""
+    named axes but the batch at `sizes`, else 16. What they are: RANDOM_INPUTS."""
     rng = np.random.default_rng(seed)
     sizes = sizes or {}
     shapes = {s.name: tuple(1 if isinstance(d, str) and i == 0 else (sizes.get(d, 16) if isinstance(d, str) else d)
@@ -422,10 +426,14 @@ def random_dataset(specs, count: int, seed: int, max_bytes: int = arrays.DEFAULT
         shape = shapes[s.name]
         if np.issubdtype(np.dtype(s.dtype), np.floating):
             return rng.standard_normal(shape).astype(s.dtype)
-        if s.dtype == "bool":
-            return np.ones(shape, dtype=bool)
-        # uint8 is pixels (the whole range); other integers are ids or masks, where 0 and 1 are valid for any table
-        return rng.integers(0, 256 if s.dtype == "uint8" else 2, shape).astype(s.dtype)
+        if s.dtype == "uint8":  # pixels: the whole range
+            return rng.integers(0, 256, shape).astype(s.dtype)
+        # ids or masks: 0 and 1 are valid in any table. A bool mask all True masked every key under PyTorch's
+        # key_padding_mask (True = pad) and the model gave NaN; a run of 1 then 0 along the last axis, as padding
+        # is, leaves positions to attend under either convention (True = pad, True = attend)
+        if not shape or shape[-1] < 2:
+            return rng.integers(0, 2, shape).astype(s.dtype)
+        return (np.arange(shape[-1]) < rng.integers(1, shape[-1], shape[:-1] + (1,))).astype(s.dtype)
     return Dataset("random", [{s.name: sample(s) for s in specs} for _ in range(count)], None, random=True)
 
 

@@ -384,9 +384,13 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
         raise StageError("export", f"model.onnx does not run the data: {e.message}; {_baked_size(exporter)}") from e
     for i, out in enumerate(fp32_val):  # else the int8 model's golden outputs took the blame for the model's own
         if bad := [n for n, o in zip(names, out) if o.dtype.kind == "f" and not np.isfinite(o).all()]:
+            # on random data the data is as likely the cause as the model ("diverges on this data" blamed it)
             raise InputError(f"the float model's output {bad[0]!r} is NaN or Inf on validation "
-                             f"{'step' if shared.recipe.state else 'sample'} {i} (before any quantization): the model "
-                             "diverges on this data")
+                             f"{'step' if shared.recipe.state else 'sample'} {i} (before any quantization): " + (
+                                 f"the validation data is random, made by edgekit ({calib.RANDOM_INPUTS}), and may "
+                                 "not be inputs this model takes (a mask masking every position, ids or values out "
+                                 "of its range): give real samples (--validation)" if shared.val.random else
+                                 "the model diverges on this data"))
     if shared.torch_val is not None and (moved := next(((n, r.shape, c.shape) for t, f in zip(
             shared.torch_val, fp32_val) for n, r, c in zip(names, t, f) if r.shape != c.shape), None)):
         raise StageError("export", f"output {moved[0]!r} is {list(moved[2])} in model.onnx where torch gives "

@@ -481,3 +481,31 @@ def test_the_random_data_warning_says_which_data_was_random():
     assert said[True, False].startswith("CALIBRATED ON RANDOM DATA: THE INT8 RANGES")
     assert said[False, True].startswith("VALIDATED ON RANDOM DATA: PARITY AND ACCURACY FIGURES")
     assert said[True, True].startswith("CALIBRATED AND VALIDATED ON RANDOM DATA")
+
+
+def test_random_masks_leave_positions_to_attend_and_a_nan_on_random_data_blames_the_data(tmp_path):
+    """A random bool input was all True: under nn.Transformer's key_padding_mask (True = pad) every key was masked,
+    the model gave NaN and the error said "the model diverges on this data" of data edgekit made. Random integer and
+    bool inputs are a run of 1 then 0 now (as padding is), and a NaN on random data says the data is random."""
+    from conftest import cli
+
+    specs = (InputSpec.parse("ids:Nx8:int64"), InputSpec.parse("pad:Nx8:bool"))
+    for feed in calib.random_dataset(specs, 16, 0).feeds:
+        for x in feed.values():
+            assert x[0, 0] and not x[0, -1] and (np.diff(x.astype(int)) <= 0).all(), x
+    (tmp_path / "m.py").write_text(
+        "import torch\n\nclass M(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.emb = torch.nn.Embedding(4, 16)\n"
+        "        self.enc = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)\n\n"
+        "    def forward(self, ids, pad):\n        return self.enc(self.emb(ids), src_key_padding_mask=pad).mean(1)\n\n"
+        "def build():\n    torch.manual_seed(0)\n    return M().eval()\n\n"
+        "class Sqrt(torch.nn.Module):\n    def forward(self, x):\n        return torch.sqrt(x)\n\n"
+        "def sqrt():\n    return Sqrt()\n")
+    ran = cli(["export", f"{tmp_path / 'm.py'}:build", "--input", "ids:1x8:int64", "--input", "pad:1x8:bool",
+               "--calibration", "random", "--no-bench", "--out", tmp_path / "o"])
+    assert ran.exit_code == 0, ran.output
+    nan = cli(["export", f"{tmp_path / 'm.py'}:sqrt", "--input", "x:Nx4", "--calibration", "random", "--no-bench",
+               "--out", tmp_path / "n"])
+    assert nan.exit_code == 3, nan.output
+    assert "the validation data is random, made by edgekit (float inputs standard normal" in nan.output, nan.output
+    assert "diverges" not in nan.output
