@@ -483,9 +483,10 @@ def outlier_samples(feeds: Sequence[Mapping[str, np.ndarray]], streaming: bool =
     return said
 
 
-def fixed_shapes(specs, datasets) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+def fixed_shapes(specs, datasets, provider: str = "NNAPI") -> tuple[dict[str, tuple[int, ...]], list[str]]:
     """Each input's shape as every calibration and validation sample has it (batch 1 for per-sample data);
-    an input whose shape varies across samples stays dynamic, with a warning (the coverage gate decides)."""
+    an input whose shape varies across samples stays dynamic, with a warning naming the `provider` that then
+    leaves its nodes to the CPU (the coverage gate decides)."""
     shapes, warnings = {}, []
     for spec in specs:
         seen = set().union(*(ds.feeds.shapes(spec.name) if isinstance(ds.feeds, Samples)
@@ -494,12 +495,12 @@ def fixed_shapes(specs, datasets) -> tuple[dict[str, tuple[int, ...]], list[str]
             shapes[spec.name] = seen.pop()
         else:
             warnings.append(f"input {spec.name!r} kept dynamic: its shape varies across samples "
-                            f"({', '.join(map(str, sorted(seen)[:3]))}, ...); NNAPI leaves the nodes that depend on it "
-                            "to the CPU: pad the samples to one shape to fix it")
-    return shapes, warnings + _fixed_dims_said(specs, shapes, all(ds.random for ds in datasets))
+                            f"({', '.join(map(str, sorted(seen)[:3]))}, ...); {provider} leaves the nodes that depend "
+                            "on it to the CPU: pad the samples to one shape to fix it")
+    return shapes, warnings + _fixed_dims_said(specs, shapes, all(ds.random for ds in datasets), provider)
 
 
-def _fixed_dims_said(specs, shapes: dict, random: bool) -> list[str]:
+def _fixed_dims_said(specs, shapes: dict, random: bool, provider: str) -> list[str]:
     """Each named axis but the batch that is fixed, and to what: only fixed_input_shapes said so, and random
     data's size is its default (16), not one the user chose. The batch's 1 is the README's rule."""
     said = []
@@ -513,7 +514,7 @@ def _fixed_dims_said(specs, shapes: dict, random: bool) -> list[str]:
             why, how = "random data's default size, not one chosen", f"to choose it, write it in --input ({example})"
         else:
             why, how = "the data's size", "to ship another, give data of that size (--size only sets sizes validated)"
-        said.append(f"{dim} fixed to {size} ({why}) for NNAPI: the app must pad or cut "
+        said.append(f"{dim} fixed to {size} ({why}) for {provider}: the app must pad or cut "
                     f"{', '.join(s.name for s in holders)} to it; {how}")
     return said
 

@@ -19,7 +19,9 @@ from .errors import StageError, first_line
 log = logging.getLogger("edgekit")
 COVERAGE_EPS = {"nnapi": "NNAPI", "coreml": "CoreML MLProgram"}
 # The model a package's build would give each provider: CoreML has no QuantizeLinear/DequantizeLinear builders,
-# so a CoreML build ships the fp32 model (TARGETS.md); its prediction on the int8 graph was 0/28 nodes
+# so a CoreML build ships the fp32 model (TARGETS.md); its prediction on the int8 graph was 0/28 nodes. That model's
+# inputs are fixed to the data's shapes (model.coreml.onnx): the checker counts only fixed-shape nodes for CoreML, and
+# the EP's RequireStaticInputShapes option takes only those (dynamic ones it may take, at a cost: EP docs).
 SHIPS_FP32_TO = {"coreml"}
 # Which onnxruntime build runs an .ort file as intended, per optimization style (onnxruntime's ORT format docs).
 ORT_BUILDS = {
@@ -31,8 +33,9 @@ ORT_BUILDS = {
 # What runs the fp32 .ort a package ships for SHIPS_FP32_TO (ORT format docs: compiling EPs need an extended build).
 FP32_BUILD = ("an onnxruntime build with the CoreML EP (minimal: --minimal_build extended --use_coreml "
               "--include_ops_by_config required_operators.config, which lists its operators too); CoreML takes "
-              "the nodes it can (mobile_coverage), the CPU provider the rest; golden.fp32.ort.npz records the CPU "
-              "provider's outputs in a full build")
+              "the nodes it can (mobile_coverage), the CPU provider the rest; its inputs are fixed to the shapes "
+              "given here (feed exactly those); golden.coreml.ort.npz records the CPU provider's outputs in a full "
+              "build")
 
 
 def fp32_providers(coverage: tuple[str, ...]) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import arrays, host, mobile, report_html, sequences
+from . import arrays, host, mobile, onnx_export, report_html, sequences
 from .archive import UNHASHED
 from .config import Target
 from .errors import InputError
@@ -159,22 +159,24 @@ def write(target_dir: Path, report: TargetReport, pages: bool = True) -> None:
 
 
 def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], names: list[str],
-                 stream: tuple | None = None, steps: dict[str, float] | None = None, emulated=None) -> dict:
+                 stream: tuple | None = None, steps: dict[str, float] | None = None, emulated=None,
+                 coreml: Path | None = None) -> dict:
     """Golden vectors for every runtime file the target ships, and the mobile/embedded files it asks for.
     `stream`: (a validation sequence, the input specs, the state pairs, initial values) for a streaming
     model, whose golden vectors are then that sequence's first steps, each file carrying its own state as
     `check` replays them. `steps`: each quantized output's quantization step (see `output_steps`);
-    `emulated`: the Emulator whose real aarch64 kernels compute the golden outputs (else this host's exact ones).
+    `emulated`: the Emulator whose real aarch64 kernels compute the golden outputs (else this host's exact ones);
+    `coreml`: the fixed-shape fp32 model a CoreML build runs (model.coreml.onnx), shipped with its .ort.
     Returns their manifest entries."""
     spec = target.package
     feeds = feeds[: golden_count(feeds, spec.golden_samples)]
     if stream is not None:
         stream = ({k: v[: spec.golden_samples] for k, v in stream[0].items()}, *stream[1:])
     out: dict = {}
-    fp32 = tdir / "model.onnx"
     # a CoreML build runs the fp32 model (no Q/DQ builders): it ships with its .ort and golden outputs too
-    fp32_for = mobile.fp32_providers(spec.coverage) if spec.ort_format else []
-    onnx_models = [int8, *([fp32] if fp32_for else [])]
+    fp32 = coreml or tdir / "model.onnx"
+    fp32_for = mobile.fp32_providers(spec.coverage) if coreml else []
+    onnx_models = [int8, *([coreml] if coreml else [])]
     shipped = list(onnx_models)
     if spec.ort_format:
         platform = "arm" if target.runtime.arch == "arm64" else "amd64"
@@ -182,9 +184,11 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
         out["ort_format"] = {"file": written["ort"][int8].name, "config": written["config"].name,
                              "optimization_style": spec.ort_optimization, "target_platform": platform,
                              "reproducible": written["reproducible"], "build": mobile.ORT_BUILDS[spec.ort_optimization]}
-        if fp32_for:
-            out["ort_format"]["fp32"] = {"file": written["ort"][fp32].name, "onnx": fp32.name, "for": fp32_for,
-                                         "build": mobile.FP32_BUILD}
+        if coreml:  # the shapes it was fixed to: an app feeding another batch size gets an error
+            inputs, outputs = onnx_export.io_specs(coreml)
+            out["ort_format"]["fp32"] = {"file": written["ort"][coreml].name, "onnx": coreml.name, "for": fp32_for,
+                                         "inputs": [s.as_dict() for s in inputs],
+                                         "outputs": [s.as_dict() for s in outputs], "build": mobile.FP32_BUILD}
         shipped = [f for m in onnx_models for f in (m, written["ort"][m])]
     models, outputs, steps = {}, {}, steps or {}
     # N steps allow N steps, not N + float rounding: the tolerance sits half a step above
@@ -192,7 +196,7 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
                 if spec.golden_tolerance_steps else {})
     for model in shipped:
         quantized = model.stem == int8.stem  # an fp32 output has no quantization step
-        golden_file = f"golden{'' if quantized else '.fp32'}{'' if model.suffix == '.onnx' else model.suffix}.npz"
+        golden_file = f"golden{'' if quantized else '.coreml'}{'' if model.suffix == '.onnx' else model.suffix}.npz"
         models[model.name], outputs[model] = _golden(model, tdir / golden_file, feeds, names,
                                                      (spec.golden_tolerance, in_steps if quantized else {}),
                                                      model == int8 and target.runtime.arch != "x86_64", stream,

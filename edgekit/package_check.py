@@ -30,7 +30,7 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
 MAX_NAME = 256  # a state input's or output's name (one of 200,000 characters overflowed the child's command line)
 MIN_STEP = 1e-45  # a quantization step, at least float32's smallest (a model that emits ~0 has one near it)
 INT8 = "model.int8.onnx"
-FP32 = "model.onnx"  # the float reference: with golden outputs of its own only where a CoreML build ships it
+FP32 = "model.onnx"  # the float reference (a CoreML build's fp32 model is ort_format.fp32's own fixed-shape copy)
 NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # what XML 1.0 cannot hold
 
 
@@ -145,7 +145,7 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
         return cases + not_run
     pairs, state, steps = [], (manifest.get("state") or {}).get("pairs") or {}, manifest["golden"].get("steps") or {}
     # an fp32 model's outputs have no quantization step to count differences in
-    steps = {m: {} if m == FP32 or orts.get(m) == FP32 else steps for m in golden}
+    steps = {m: steps if m == INT8 or orts.get(m) == INT8 else {} for m in golden}
     read, profile = {}, _bundled_profile(manifest.get("target_profile_sha256"))
     untrue = {"model_data": _c_array_claims(folder, manifest)}
     for model, entry in golden.items():
@@ -159,6 +159,10 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
                                                                profile))))
     for ort, onnx in orts.items():  # once every golden file is read, whatever the manifest's order
         untrue[ort] = "; ".join(filter(None, (untrue[ort], _ort_claims(manifest, read, ort, onnx))))
+        fp32 = manifest["ort_format"].get("fp32") or {}
+        if onnx == fp32.get("onnx") and "inputs" in fp32:  # the fixed shapes a CoreML app feeds, as the model runs
+            inputs, outputs, _ = read[onnx]
+            untrue[onnx] = "; ".join(filter(None, (untrue[onnx], _io_claims(fp32, inputs[0], outputs[0]))))
     if said := [f"manifest.json says of {name}: {why}" for name, why in untrue.items() if why]:
         return [Case(target, "integrity", False, "; ".join(said)), cases[1]] + not_run
     at = place(manifest) if place is not None else None
@@ -176,7 +180,7 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
     if bench and getattr(at, "real", False):
         cases.append(_latency_at(at, folder, target, manifest, Path(pairs[0][1]).name))
     if probe:
-        # an .ort has no graph to expose; the int8 model first (an iOS package's model.onnx has golden outputs too)
+        # an .ort has no graph to expose; the int8 model first (an iOS package's model.coreml.onnx has golden outputs)
         onnx_pairs = sorted((p for p in pairs if p[0].endswith(".onnx")), key=lambda p: Path(p[0]).name != INT8)
         if not onnx_pairs:
             raise InputError(f"{shown}: --probe needs an .onnx model with golden outputs; the package has none")
@@ -235,10 +239,11 @@ def _state_claims(pairs: dict[str, str], inputs: list[dict], outputs: list[dict]
 
 def _ort_files(manifest: dict) -> dict[str, str]:
     """The .ort files the manifest ships, each with the .onnx it was converted from: model.int8.ort, and the fp32
-    model.ort of a package whose CoreML build runs the fp32 model."""
+    model.coreml.ort of a package whose CoreML build runs the fp32 model (model.ort of model.onnx before 12-07)."""
     entry = manifest.get("ort_format") or {}
     fp32 = entry.get("fp32") or {}
-    return {**({entry["file"]: INT8} if "file" in entry else {}), **({fp32["file"]: FP32} if "file" in fp32 else {})}
+    return {**({entry["file"]: INT8} if "file" in entry else {}),
+            **({fp32["file"]: fp32["onnx"]} if "file" in fp32 else {})}
 
 
 def _ort_claims(manifest: dict, read: dict, ort: str, onnx: str) -> str:
@@ -508,8 +513,9 @@ def _manifest(folder: Path, shown: str) -> dict:
 
 
 def _fp32_ort_entry(entry) -> bool:
-    """ort_format's fp32 entry, where there is one, names its .ort."""
-    return entry is None or isinstance(entry, dict) and isinstance(entry.get("file"), str)
+    """ort_format's fp32 entry, where there is one, names its .ort and an fp32 .onnx (not the int8 one)."""
+    return entry is None or (isinstance(entry, dict) and isinstance(entry.get("file"), str)
+                             and isinstance(entry.get("onnx"), str) and entry["onnx"] not in (INT8, entry["file"]))
 
 
 def _unique_keys(pairs: list) -> dict:
@@ -636,9 +642,13 @@ def _profile_claims(manifest: dict, gates: dict, profile: Target | None) -> list
     for wanted, key in ((spec.ort_format, "ort_format"), (spec.c_header, "c_header")):
         if wanted and not isinstance(manifest.get(key), dict):
             bad.append(f"the {profile.name} profile ships {key}, and the manifest has none")
-    if spec.ort_format and mobile.fp32_providers(spec.coverage) and FP32 not in _ort_files(manifest).values():
-        bad.append(f"the {profile.name} profile ships an fp32 .ort for {mobile.fp32_providers(spec.coverage)[0]}, "
-                   "and the manifest has none")
+    if spec.ort_format and (coreml := mobile.fp32_providers(spec.coverage)):
+        fp32 = (manifest.get("ort_format") or {}).get("fp32")
+        if not fp32:
+            bad.append(f"the {profile.name} profile ships an fp32 .ort for {coreml[0]}, and the manifest has none")
+        elif not isinstance(fp32.get("inputs"), list):  # an app sizes its buffers by them
+            bad.append(f"the {profile.name} profile fixes the input shapes of {fp32['onnx']}, and the manifest gives "
+                       "none")
     return bad
 
 

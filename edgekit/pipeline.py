@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (__version__, archive, bench, calib, config, constants, emulator, host, inspect_model, layers,
+from . import (__version__, archive, bench, calib, config, constants, emulator, host, inspect_model, layers, mobile,
                onnx_export, outdir, package, package_check, parity, pixels, precision, quantization, sequences,
                sharing, signals, sizes, tune, verdict)
 from .config import (DistillSettings, InputSpec, PruneSpec, Recipe, ShareSpec, Target, overrides, recipe_names,
@@ -527,7 +527,11 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     tdir.mkdir()
     fp32, int8 = tdir / "model.onnx", tdir / "model.int8.onnx"
     recipe, cal, val = shared.recipe, prep.cal, prep.val
-    fixed, fixed_warnings = calib.fixed_shapes(shared.inputs, (cal, val)) if target.package.fixed_shapes else ({}, [])
+    # a CoreML build runs the fp32 model (no Q/DQ builders), and takes fixed-shape nodes: it gets one of its own
+    coreml = mobile.fp32_providers(target.package.coverage) if target.package.ort_format else []
+    fixing = ["NNAPI"] * target.package.fixed_shapes + coreml
+    shapes, fixed_warnings = calib.fixed_shapes(shared.inputs, (cal, val), "/".join(fixing)) if fixing else ({}, [])
+    fixed = shapes if target.package.fixed_shapes else {}
     # what the shipped models take: a build sizing its buffers by the metadata or the manifest read a dynamic batch
     inputs = tuple(dataclasses.replace(s, shape=fixed[s.name]) if s.name in fixed else s for s in shared.inputs)
     props = {"edgekit_version": __version__, "edgekit_target": target.name,
@@ -540,6 +544,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     onnx.save(model, str(fp32))
     if fixed:
         onnx_export.check(fp32)
+    coreml_model = _fixed_fp32(tdir / "model.coreml.onnx", model, props, shared.inputs, shapes) if coreml else None
     given = target_settings(target, recipe.quantize)
     qplan = quantization.plan(model, given, set(recipe.quantize), target.runtime.arch)
     overridden = overrides(target, given, recipe.quantize)
@@ -572,7 +577,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     latency, *one_thread = [None] if recipe.no_bench else _latency(shared, prep, target, fp32, int8)
     stream = (shared.val.feeds[0], shared.inputs, recipe.state, shared.init) if recipe.state else None
     packaged = package.deliverables(target, tdir, int8, val.feeds, prep.names, stream, package.output_steps(quantized),
-                                    emulated)
+                                    emulated, coreml_model)
     accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val)
     size_checks = _int8_at_sizes(shared, prep, int8_sess, fixed)
     details = {
@@ -657,6 +662,20 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     if recipe.archive:
         archive.write(tdir, shared.stage / f"{target.name}.tar.gz")
     return report
+
+
+def _fixed_fp32(path: Path, model, props: dict, specs, shapes: dict) -> Path:
+    """The fp32 model with its inputs fixed to the data's shapes, for a compiling provider that runs it (CoreML):
+    with a dynamic batch onnxruntime's checker predicted CoreML 0/9 of the digits model's nodes, fixed 8/9.
+    model.onnx, the reference every target shares, and the int8 model keep their dynamic axes."""
+    import onnx
+
+    inputs = tuple(dataclasses.replace(s, shape=shapes[s.name]) if s.name in shapes else s for s in specs)
+    fixed = onnx_export.stamp(copy.deepcopy(model), {**props, "edgekit_inputs": ";".join(map(str, inputs))})
+    onnx_export.fix_input_shapes(fixed, shapes)
+    onnx.save(fixed, str(path))
+    onnx_export.check(path)
+    return path
 
 
 def _latency(shared: Shared, prep: Prepared, target: Target, fp32: Path, int8: Path) -> list[LatencyReport]:

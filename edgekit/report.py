@@ -133,8 +133,10 @@ def ort_format_line(o: dict, name=str) -> str:
 
     line = (f"`{o['file']}` ({o['optimization_style']} optimisation style, target platform {o['target_platform']}): "
             f"{o['build']}. Max |difference| from the .onnx in this build: {diff(o)}.")
-    if fp32 := o.get("fp32"):  # the fp32 model a CoreML build runs (no Q/DQ builders there)
-        line += (f" `{fp32['file']}`, converted from `{fp32['onnx']}` for {', '.join(fp32['for'])}: {fp32['build']}. "
+    if fp32 := o.get("fp32"):  # the fp32 model a CoreML build runs (no Q/DQ builders there), at fixed shapes
+        shapes = ", ".join(f"{name(i['name'])} {'x'.join(map(str, i['shape']))}" for i in fp32.get("inputs", []))
+        line += (f" `{fp32['file']}`, converted from `{fp32['onnx']}` for {', '.join(fp32['for'])}"
+                 + (f" (`model.onnx` with its inputs fixed to {shapes})" if shapes else "") + f": {fp32['build']}. "
                  f"Max |difference| from `{fp32['onnx']}` in this build: {diff(fp32)}.")
     return line
 

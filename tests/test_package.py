@@ -101,7 +101,7 @@ def test_mobile_coverage_recorded(packaged):
     # CoreML has no QDQ builders, so a CoreML build ships the fp32 model: the prediction was the int8 graph's, 0/28
     # nodes with Q/DQ falling back, while the profile says it shows what an fp32 CoreML build could take
     coreml = manifests["ios-arm64"]["mobile_coverage"]["coreml"]
-    assert coreml["model"] == "model.onnx" and coreml["coverage_with_fixed_shapes"] > 0.8, coreml
+    assert coreml["model"] == "model.coreml.onnx" and coreml["coverage_with_fixed_shapes"] > 0.8, coreml
     assert not {"DequantizeLinear", "QuantizeLinear"} & set(coreml["cpu_fallback_ops"]), coreml
 
 
@@ -588,33 +588,56 @@ def test_ort_bytes_do_not_depend_on_the_callers_environment_temp_folder_or_cores
 
 
 def test_ios_ships_the_fp32_model_coreml_runs_with_its_own_ort_and_golden_outputs(packaged):
-    """CoreML has no Q/DQ builders, so an iOS build gives it model.onnx: the package shipped that model with no .ort,
-    no golden outputs of its own and none of its operators in the build config."""
+    """CoreML has no Q/DQ builders, so an iOS build gives it the fp32 model: the package shipped that model with no
+    .ort, no golden outputs of its own and none of its operators in the build config."""
     out, manifests = packaged
     folder, m = out / "ios-arm64", manifests["ios-arm64"]
     fp32 = m["ort_format"]["fp32"]
-    assert (fp32["file"], fp32["onnx"], fp32["for"]) == ("model.ort", "model.onnx", ["CoreML MLProgram"])
+    assert (fp32["file"], fp32["onnx"], fp32["for"]) == ("model.coreml.ort", "model.coreml.onnx", ["CoreML MLProgram"])
     assert "--use_coreml" in fp32["build"] and fp32["build"] in (folder / "report.md").read_text()
     golden = m["golden"]["models"]
-    assert (golden["model.onnx"]["file"], golden["model.ort"]["file"]) == ("golden.fp32.npz", "golden.fp32.ort.npz")
-    for name in ("model.ort", "golden.fp32.npz", "golden.fp32.ort.npz"):
+    assert (golden["model.coreml.onnx"]["file"], golden["model.coreml.ort"]["file"]) == (
+        "golden.coreml.npz", "golden.coreml.ort.npz")
+    for name in ("model.coreml.onnx", "model.coreml.ort", "golden.coreml.npz", "golden.coreml.ort.npz"):
         assert m["files"][name] == sha256(folder / name) and m["sizes"][name] == (folder / name).stat().st_size
-    inputs, outputs, atol = read_golden(folder / "golden.fp32.ort.npz")
+    inputs, outputs, atol = read_golden(folder / "golden.coreml.ort.npz")
     want = ort.InferenceSession(str(folder / "model.onnx")).run(None, inputs[0])[0]
-    got = ort.InferenceSession(str(folder / "model.ort")).run(None, inputs[0])[0]
+    got = ort.InferenceSession(str(folder / "model.coreml.ort")).run(None, inputs[0])[0]
     np.testing.assert_allclose(got, want, atol=1e-4)
     np.testing.assert_allclose(outputs[0]["output"], want, atol=1e-4)  # the fp32 model's, not the int8 one's
     assert not np.allclose(read_golden(folder / "golden.npz")[1][0]["output"], want, atol=1e-4)
-    assert fp32["max_abs_diff_from_onnx"]["output"] < 1e-4 and atol == golden["model.ort"]["atol"]
+    assert fp32["max_abs_diff_from_onnx"]["output"] < 1e-4 and atol == golden["model.coreml.ort"]["atol"]
     assert "fp32" not in manifests["android-arm64"]["ort_format"]  # NNAPI runs the int8 model
+
+
+def test_the_coreml_model_has_the_datas_fixed_shapes_and_the_int8_model_stays_dynamic(packaged):
+    """The fp32 model shipped for CoreML kept the dynamic batch: onnxruntime's checker then gave CoreML 0 of the
+    digits model's 9 nodes (8 with fixed shapes), so the deliverable was one CoreML could hardly use."""
+    out, manifests = packaged
+    folder, m = out / "ios-arm64", manifests["ios-arm64"]
+    for name in ("model.coreml.onnx", "model.coreml.ort"):
+        assert ort.InferenceSession(str(folder / name)).get_inputs()[0].shape == [1, 1, 8, 8], name
+    for name in ("model.onnx", "model.int8.onnx", "model.int8.ort"):  # the reference and the CPU's int8 model
+        assert ort.InferenceSession(str(folder / name)).get_inputs()[0].shape == ["N", 1, 8, 8], name
+    fp32 = m["ort_format"]["fp32"]  # what an app feeds it, where its own manifest entry is
+    assert fp32["inputs"] == [{"name": "image", "shape": [1, 1, 8, 8], "dtype": "float32"}], fp32
+    assert [o["shape"] for o in fp32["outputs"]] == [[1, 10]] and [i["shape"] for i in m["inputs"]] == [["N", 1, 8, 8]]
+    meta = ort.InferenceSession(str(folder / "model.coreml.onnx")).get_modelmeta().custom_metadata_map
+    assert meta["edgekit_inputs"] == "image:1x1x8x8:float32", meta
+    coreml = m["mobile_coverage"]["coreml"]
+    assert (coreml["supported_nodes"], coreml["nodes"], coreml["nodes_blocked_by_dynamic_shapes"]) == (8, 9, 0)
+    assert coreml["coverage"] == coreml["coverage_with_fixed_shapes"], coreml
+    assert "for CoreML MLProgram (`model.onnx` with its inputs fixed to image 1x1x8x8)" in (
+        folder / "report.md").read_text()
+    assert all(x["image"].shape == (1, 1, 8, 8) for x in read_golden(folder / "golden.coreml.npz")[0])
 
 
 def test_one_operator_config_covers_every_shipped_ort_as_onnxruntimes_converter_writes_it(packaged, tmp_path):
     """The iOS config listed model.int8.ort's operators alone: a minimal build from it could not run the fp32
-    model.ort CoreML gets. onnxruntime's converter given both models writes the same operator lines."""
+    model.coreml.ort CoreML gets. onnxruntime's converter given both models writes the same operator lines."""
     folder = packaged[0] / "ios-arm64"
     (tmp_path / "in").mkdir()
-    for name in ("model.int8.onnx", "model.onnx"):
+    for name in ("model.int8.onnx", "model.coreml.onnx"):
         shutil.copy(folder / name, tmp_path / "in" / name)
     done = subprocess.run([sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", tmp_path / "in",
                            "--output_dir", tmp_path / "out", "--optimization_style", "Runtime",
@@ -626,7 +649,7 @@ def test_one_operator_config_covers_every_shipped_ort_as_onnxruntimes_converter_
         return [line for line in path.read_text().splitlines() if not line.startswith("#")]
     assert ops(folder / "required_operators.config") == ops(config)
     assert (folder / "required_operators.config").read_text().startswith("# required operators of model.int8.ort, "
-                                                                         "model.ort\n")
+                                                                         "model.coreml.ort\n")
 
 
 def test_check_runs_the_fp32_ort_and_fails_a_tampered_or_missing_one(packaged, tmp_path):
@@ -634,27 +657,28 @@ def test_check_runs_the_fp32_ort_and_fails_a_tampered_or_missing_one(packaged, t
     folder = fresh_copy(packaged, tmp_path, "ios-arm64")
     result = check(folder, "--json")
     assert result.exit_code == 0, result.output
-    assert {"parity model.onnx", "parity model.ort"} <= {c["name"] for c in json.loads(result.stdout)}
-    model = folder / "model.ort"
+    assert {"parity model.coreml.onnx", "parity model.coreml.ort"} <= {c["name"] for c in json.loads(result.stdout)}
+    model = folder / "model.coreml.ort"
     data = bytearray(model.read_bytes())
     data[-1] ^= 1  # a bit flipped: the hash no longer matches
     model.write_bytes(bytes(data))
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
     failed = {c["name"]: c["message"] for c in json.loads(result.stdout) if not c["passed"]}
-    assert "model.ort sha256" in failed["integrity"] and "parity model.ort" in failed, failed
+    assert "model.coreml.ort sha256" in failed["integrity"] and "parity model.coreml.ort" in failed, failed
     model.write_bytes(model.read_bytes()[:4000])  # cut short, hashes made to match: it no longer runs
-    rehash(folder, "model.ort")
+    rehash(folder, "model.coreml.ort")
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
     failed = {c["name"]: c["message"] for c in json.loads(result.stdout) if not c["passed"]}
-    assert list(failed) == ["parity model.ort"] and "does not run the golden inputs" in failed["parity model.ort"]
+    assert list(failed) == ["parity model.coreml.ort"], failed
+    assert "does not run the golden inputs" in failed["parity model.coreml.ort"]
     folder = fresh_copy(packaged, tmp_path / "gone", "ios-arm64")  # the fp32 files removed with their entries
     manifest = json.loads((folder / "manifest.json").read_text())
     del manifest["ort_format"]["fp32"]
-    for name in ("model.onnx", "model.ort"):
+    for name in ("model.coreml.onnx", "model.coreml.ort"):
         del manifest["golden"]["models"][name]
-    for name in ("model.ort", "golden.fp32.npz", "golden.fp32.ort.npz"):
+    for name in ("model.coreml.onnx", "model.coreml.ort", "golden.coreml.npz", "golden.coreml.ort.npz"):
         del manifest["files"][name], manifest["sizes"][name]
         (folder / name).unlink()
     (folder / "manifest.json").write_text(json.dumps(manifest))
@@ -662,6 +686,34 @@ def test_check_runs_the_fp32_ort_and_fails_a_tampered_or_missing_one(packaged, t
     assert result.exit_code == 1, result.output
     [gates] = [c for c in json.loads(result.stdout) if c["name"] == "gates"]
     assert "ships an fp32 .ort for CoreML MLProgram, and the manifest has none" in gates["message"], gates
+
+
+def test_check_fails_a_coreml_model_whose_shapes_are_not_the_manifests(packaged, tmp_path):
+    """The manifest's fixed shapes are what an app sizes its buffers by: check holds them to the golden samples
+    the model runs, and a package of the bundled profile must give them."""
+    import onnx
+
+    folder = fresh_copy(packaged, tmp_path, "ios-arm64")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["ort_format"]["fp32"]["inputs"][0]["shape"] = [2, 1, 8, 8]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    failed = {c["name"]: c["message"] for c in json.loads(result.stdout) if not c["passed"]}
+    assert "manifest.json says of model.coreml.onnx: input 'image' is 'float32' [2, 1, 8, 8]" in failed["integrity"]
+    del manifest["ort_format"]["fp32"]["inputs"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    [gates] = [c for c in json.loads(result.stdout) if c["name"] == "gates"]
+    assert "fixes the input shapes of model.coreml.onnx, and the manifest gives none" in gates["message"], gates
+    folder = fresh_copy(packaged, tmp_path / "swapped", "ios-arm64")  # the dynamic model.onnx in its place
+    shutil.copy(folder / "model.onnx", folder / "model.coreml.onnx")
+    assert onnx.load(str(folder / "model.coreml.onnx")).graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    failed = {c["name"]: c["message"] for c in json.loads(result.stdout) if not c["passed"]}
+    assert failed["integrity"].startswith("model.coreml.onnx holds"), failed  # its size, then its sha256
 
 
 def test_same_inputs_give_byte_identical_artifacts(tmp_path):
@@ -895,6 +947,23 @@ def test_android_input_whose_shape_varies_stays_dynamic_and_the_gate_decides(tmp
     [gate] = [g for g in m["gates"] if g["name"] == "nnapi_coverage"]
     assert gate["value"] == nnapi["coverage"] and gate["passed"] is (nnapi["coverage"] >= 0.8)
     assert (result.exit_code == 0) is m["passed"]
+
+
+def test_ios_coreml_input_whose_shape_varies_stays_dynamic_and_a_warning_names_coreml(tmp_path):
+    """Samples of batch 1 and 2: the CoreML model cannot be fixed to one shape, and the package says so rather
+    than shipping it as if fixed."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    np.savez(data / "a.npz", image=rng.random((12, 1, 3, 16, 16), dtype=np.float32))
+    np.savez(data / "b.npz", image=rng.random((12, 2, 3, 16, 16), dtype=np.float32))
+    result = cli(["export", "models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", str(data),
+                  "-t", "ios-arm64", "--out", str(tmp_path / "o"), "--no-bench", "--json"])
+    assert result.exit_code in (0, 1), result.output
+    [m] = json.loads(result.stdout)
+    assert any("input 'image' kept dynamic" in w and "CoreML MLProgram leaves" in w for w in m["warnings"]), m
+    assert m["ort_format"]["fp32"]["inputs"][0]["shape"] == ["N", 3, 16, 16]
+    assert m["mobile_coverage"]["coreml"]["nodes_blocked_by_dynamic_shapes"] > 0
 
 
 def _tar_with_long_name_header(path, declared):
