@@ -541,18 +541,19 @@ def search_command(recipe, budgets, trials, sampler, storage, study, time_budget
     if as_json:
         _emit(json_text(report.to_json()))
     elif not report.points:
-        click.echo(f"no trial completed; {len(report.failed)} failed"
-                   + (f", e.g. trial {report.failed[0]['trial']}: {first_line(Exception(report.failed[0]['error']))}"
-                      if report.failed else ""))
+        _emit(f"no trial completed; {len(report.failed)} failed"
+              + (f", e.g. trial {report.failed[0]['trial']}: {first_line(Exception(report.failed[0]['error']))}"
+                 if report.failed else ""))
     else:
-        click.echo(f"{len(report.points)} trial(s) done, {len(report.failed)} failed, {report.seconds_per_trial:.1f} s "
-                   f"a trial; {report.metric} from {report.kernels}; latency on {report.where}"
-                   + (f"; the grid's {report.grid_done} combinations are all tried" if report.grid_done else ""))
-        click.echo("Pareto front (within the budgets and the target's gates):\ntrial | accuracy | p50 ms | MB | params")
-        for p in report.pareto:
-            click.echo(f"{p.trial} | {p.accuracy:.2f} | {p.latency_ms:.4f} | {p.size_mb:.3f} | {p.params}")
-        click.echo((f"best: trial {report.best.trial}, exported to {r.out}" if report.best else
-                    "no trial met the budgets and gates") + f"; charts: {Path(r.out) / 'report.html'}")
+        _emit("\n".join([
+            f"{len(report.points)} trial(s) done, {len(report.failed)} failed, {report.seconds_per_trial:.1f} s "
+            f"a trial; {report.metric} from {report.kernels}; latency on {report.where}"
+            + (f"; the grid's {report.grid_done} combinations are all tried" if report.grid_done else ""),
+            "Pareto front (within the budgets and the target's gates):\ntrial | accuracy | p50 ms | MB | params",
+            *(f"{p.trial} | {p.accuracy:.2f} | {p.latency_ms:.4f} | {p.size_mb:.3f} | {p.params}"
+              for p in report.pareto),
+            (f"best: trial {report.best.trial}, exported to {r.out}" if report.best else
+             "no trial met the budgets and gates") + f"; charts: {Path(r.out) / 'report.html'}"]))
     if report.export_failed:  # its package's gates hold the budgets (one another CPU kind would judge is skipped)
         click.echo(f"edgekit: the best trial's package, timed again, misses a budget: {report.export_failed}", err=True)
     return 0 if report.best and not report.export_failed else 1
@@ -740,12 +741,10 @@ def check_cmd(path, junit_path, as_json, emulate, device, device_identity, devic
     if as_json:
         _emit(json_text(report.to_json()))
     else:
-        for c in report.cases:
-            where = f" [{c.where}]" if c.where else ""
-            click.echo(printable(f"{'PASS' if c.passed else 'FAIL'}  {c.target:16} {c.name}{where}"
-                                 + (f": {c.message}" if c.message else "")))
         failed = sum(not c.passed for c in report.cases)
-        click.echo(f"{len(report.cases) - failed} passed, {failed} failed")
+        _emit("\n".join([*(printable(f"{'PASS' if c.passed else 'FAIL'}  {c.target:16} {c.name}"
+                                      + (f" [{c.where}]" if c.where else "") + (f": {c.message}" if c.message else ""))
+                            for c in report.cases), f"{len(report.cases) - failed} passed, {failed} failed"]))
     return report.exit_code
 
 
@@ -789,8 +788,8 @@ def emulator_setup(spec, ort_version, np_version):
 
     found = emu.setup(spec, ort_version, np_version)
     about = found.serve(found.site, {})["about"]
-    click.echo(f"{found.describe(about)} ready: numpy {about['numpy']}, Python {about['python']} "
-               f"(cache {emu.cache_dir() / 'emulator'})")
+    _emit(f"{found.describe(about)} ready: numpy {about['numpy']}, Python {about['python']} "
+          f"(cache {emu.cache_dir() / 'emulator'})")
 
 
 @main.command("inspect")
@@ -830,8 +829,7 @@ def inspect_cmd(model, compare, data, nodes, as_json):
 def targets(ctx) -> None:
     """List the bundled target profiles."""
     if ctx.invoked_subcommand is None:
-        for name in list_targets():
-            click.echo(f"{name:16} {load_target(name).description}")
+        _emit("\n".join(f"{name:16} {load_target(name).description}" for name in list_targets()))
 
 
 @targets.command("show")
@@ -839,7 +837,7 @@ def targets(ctx) -> None:
 @_handle_errors
 def targets_show(name: str) -> None:
     """Print a profile file (copy it, edit it, pass its path to --target)."""
-    click.echo(Path(load_target(name).path).read_text(), nl=False)
+    _emit(Path(load_target(name).path).read_text().removesuffix("\n"))
 
 
 def _verbose(ctx, param, value: bool) -> None:

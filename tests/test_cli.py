@@ -507,8 +507,9 @@ def test_help_into_a_gone_reader_and_a_result_into_a_closed_stdout(tmp_path):
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
-    for json_flag in (["--json"], []):
-        done = subprocess.run([sys.executable, "-m", "edgekit", "inspect", str(tmp_path / "m.onnx"), *json_flag],
+    for args in (["inspect", tmp_path / "m.onnx", "--json"], ["inspect", tmp_path / "m.onnx"], ["targets"],
+                 ["targets", "show", "android-arm64"]):  # the last two printed with click.echo: on stderr, exit 0
+        done = subprocess.run([sys.executable, "-m", "edgekit", *map(str, args)],
                               stderr=subprocess.PIPE, text=True, timeout=60, preexec_fn=lambda: os.close(1))
         assert done.returncode == 6, done.stderr
         assert done.stderr == "edgekit: error: stdout is closed: the result could not be written (give the command a " \
