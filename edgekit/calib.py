@@ -405,21 +405,6 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
                    joined=True)
 
 
-def check_indices(data: Dataset, tables: dict[str, tuple[str, int]]) -> None:
-    """Each input that picks rows of a table (onnx_export.index_tables) within them. A row past the table was
-    onnxruntime's error, but -1 passed: ONNX's Gather read the last row, where torch refuses it."""
-    for i, feed in enumerate(data.feeds):
-        for name, (node, rows) in tables.items():
-            x = feed.get(name)
-            if x is None or not x.size or (0 <= x.min() and x.max() < rows):
-                continue
-            bad = int(x.min() if x.min() < 0 else x.max())
-            raise InputError(f"{data.origin}: input {name!r} of sample {i} holds index {bad}, out of the {rows} rows "
-                             f"[0, {rows - 1}] of the table node {node!r} reads" + (
-                                 f": ONNX's Gather would silently read row {rows + bad} (counting from the end), "
-                                 "where torch's nn.Embedding refuses it" if bad < 0 else ""))
-
-
 RANDOM_INPUTS = ("float inputs standard normal, uint8 ones over 0-255, other integer and bool ones a run of 1 (True) "
                  "then 0 (False) of random length along their last axis")
 

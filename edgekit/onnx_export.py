@@ -411,28 +411,6 @@ def consumers(graph) -> dict[str, list]:
     return found
 
 
-def index_tables(model) -> dict[str, tuple[str, int]]:
-    """{graph input: (a Gather node, its table's rows)} for each input whose values pick rows of a weight table
-    (token ids into an embedding), directly or through a Cast: ONNX's Gather takes -1 as the last row where torch's
-    nn.Embedding refuses it, so the data's values are checked against [0, rows) before any run."""
-    graph = model.graph
-    weights = {t.name: list(t.dims) for t in graph.initializer}
-    users = consumers(graph)
-    found: dict[str, tuple[str, int]] = {}
-    for start in (i.name for i in graph.input if i.name not in weights):
-        front = [start]
-        while front:
-            tensor = front.pop()
-            for n in users.get(tensor, []):
-                if n.op_type in ("Cast", "Identity"):
-                    front.append(n.output[0])
-                elif n.op_type == "Gather" and n.input[1] == tensor and n.input[0] in weights:
-                    rows = weights[n.input[0]][next((a.i for a in n.attribute if a.name == "axis"), 0)]
-                    if start not in found or rows < found[start][1]:
-                        found[start] = (n.name, rows)
-    return found
-
-
 def subgraphs(node):
     """The If/Loop/Scan bodies a node holds."""
     for attr in node.attribute:

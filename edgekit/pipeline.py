@@ -371,9 +371,6 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
         onnx_export.first_run(fp32, shared.val.feeds[0], shared.recipe.step_timeout, raised_by="--step-timeout")
     model = onnx_export.parsed(fp32)
     onnx_export.name_nodes(model)
-    if tables := onnx_export.index_tables(model):  # before any run: -1 passed, as the table's last row
-        for data in (shared.cal, shared.val):
-            calib.check_indices(data, tables)
     kept, outputs = onnx_export.io_specs(model)
     if dropped := [s.name for s in shared.inputs if s.name not in {k.name for k in kept}]:  # onnxruntime refused it
         raise UsageError(f"input {dropped[0]!r} is not used by the model, and torch's exporter left it out of the "
