@@ -23,7 +23,6 @@ from .errors import DiskFullError, InputError, UsageError, disk_full, first_line
 
 STAGE_PREFIX = ".edgekit-stage-"
 STAGE_MARK = ".edgekit-stage"  # inside every stage folder: only folders with it are ever cleaned up
-SWAPPING = ".edgekit-swapping"  # in a stage while its swap runs: what it moves, to undo a swap a kill -9 cut short
 LOCK = ".edgekit.lock"
 SEARCH_LOCK = ".edgekit-search.lock"  # held for a whole search: its final export writes OUT, and no other run may
 _HELD: set[tuple[int, int]] = set()  # (device, inode) of the locks this process holds: its own are no other run's
@@ -275,30 +274,15 @@ def lock(path: Path, out: Path):
 
 def clean_dead_stages(out: Path) -> None:
     """With OUT's lock held no other run is writing here: marked stage folders left are from dead runs. One killed
-    in the middle of its swap holds previous output (`.old-NAME`): it is put back, as if the swap never began."""
+    in the middle of its swap holds previous output (`.old-NAME`) where OUT may have nothing of that name now: that
+    is put back first. What the dead run had already swapped in stays (the user may have worked in it since)."""
     for p in out.glob(f"{STAGE_PREFIX}*"):
         if p.is_dir() and not p.is_symlink() and (p / STAGE_MARK).is_file():
-            if (p / SWAPPING).is_file():
-                _undo_swap(p, out)
+            for old in p.glob(".old-*"):
+                with contextlib.suppress(OSError):
+                    if not os.path.lexists(out / old.name.removeprefix(".old-")):
+                        old.rename(out / old.name.removeprefix(".old-"))
             shutil.rmtree(p, ignore_errors=True)
-
-
-def _undo_swap(stage: Path, out: Path) -> None:
-    """Roll back the swap a dead run began in `stage`, from the names it wrote down before its first rename."""
-    try:
-        gone, moves = json.loads((stage / SWAPPING).read_text())
-        names = [*gone, *moves]
-    except (OSError, ValueError, TypeError, RecursionError):
-        return  # cut short while written down: no rename had begun
-    if not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..") for n in names):
-        return
-    done = []  # as publish() had it: a stale file taken away, then each name moved in (over its old version)
-    for name in names:
-        old = stage / f".old-{name}"
-        had, moved_in = os.path.lexists(old), name in moves and not os.path.lexists(stage / name)
-        if had or moved_in:
-            done.append((out / name, old if had else None))
-    _roll_back(stage, done)
 
 
 def _refuse_foreign(out: Path, names: list[str]) -> None:
@@ -377,7 +361,6 @@ def publish(stage: Path, out: Path, names: list[str], stale: list[str] = ()) -> 
     done: list[tuple[Path, Path | None]] = []  # (final, where its old version went)
     with signals.deferred() as received:
         try:
-            (stage / SWAPPING).write_text(json.dumps([gone, moves]))
             for name in gone:
                 final, old = out / name, stage / f".old-{name}"
                 final.rename(old)
@@ -389,7 +372,6 @@ def publish(stage: Path, out: Path, names: list[str], stale: list[str] = ()) -> 
                     final.rename(old)
                 done.append((final, old if had else None))
                 (stage / name).rename(final)
-            (stage / SWAPPING).unlink()
         except OSError as e:
             _roll_back(stage, done)
             raise InputError(f"--out {out}: publishing failed ({e.strerror}); previous output left as it was") from e

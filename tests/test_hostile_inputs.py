@@ -565,9 +565,10 @@ def test_signal_during_publish_completes_the_swap(tmp_path, monkeypatch):
     assert sent and all((out / n / "new").read_text() == n for n in ("desktop-x86", "arm64-linux"))
 
 
-def test_a_swap_cut_short_by_kill_9_is_undone_by_the_next_run(tmp_path):
+def test_a_swap_cut_short_by_kill_9_is_mended_by_the_next_run(tmp_path):
     """kill -9 between a swap's renames left OUT without a target (its previous version in the stage), `check OUT`
-    passed without it, and the next run deleted the stage and the previous package with it."""
+    passed without it, and the next run deleted the stage and the previous package with it. Now what OUT lacks is
+    put back; what the dead run swapped in stays, with what the user added there since."""
     out = tmp_path / "out"
     assert _package_run(out, "-t", "desktop-x86", "-t", "arm64-linux", "--archive").exit_code == 0
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and ".edgekit" not in p.name}
@@ -591,9 +592,12 @@ def test_a_swap_cut_short_by_kill_9_is_undone_by_the_next_run(tmp_path):
         """], cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not (out / "arm64-linux").exists() and (out / "desktop-x86" / "new").is_file()  # cut in the middle
+    (out / "desktop-x86" / "notes.txt").write_text("mine")
     assert _package_run(out, "-t", "ios-arm64", "--archive").exit_code == 0  # the next run, to the same OUT
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and ".edgekit" not in p.name}
-    assert {k: v for k, v in after.items() if not k.parts[0].startswith("ios-arm64")} == before
+    assert {k: v for k, v in after.items() if k.parts[0] != "desktop-x86" and not k.parts[0].startswith("ios")} == \
+        {k: v for k, v in before.items() if k.parts[0] != "desktop-x86"}
+    assert sorted(p.name for p in (out / "desktop-x86").iterdir()) == ["new", "notes.txt"]
     assert not list(out.glob(".edgekit-stage-*"))
 
 
