@@ -569,10 +569,11 @@ def _gate_claims(manifest: dict) -> list[str]:
         bad.append(f"gates {', '.join(missing)} are missing")
     if odd := [n for n in gates if not parity.GATE_NAME.fullmatch(n)]:
         bad.append(f"gates {few(odd, 4)} are none that edgekit writes")
-    scored = outputs[parity.SCORED] if isinstance(outputs, list) and outputs else None  # class gates' output
-    first = scored.get("name") if isinstance(scored, dict) else None
+    names = [o.get("name") for o in outputs if isinstance(o, dict)] if isinstance(outputs, list) else []
+    state = tuple(((manifest.get("state") or {}).get("pairs") or {}).values())
+    first = names[parity.scored(names, state)] if names else None  # class gates' output: the first not state
     if on := [f"{n} on {g['output']!r}" for n, g in gates.items() if first and g.get("output") not in (None, first)]:
-        bad.append(f"{', '.join(on)}: edgekit measures class gates on the first output, {first!r}")
+        bad.append(f"{', '.join(on)}: edgekit measures class gates on the first output that is not state, {first!r}")
     if ran := [n for n, g in gates.items() if n.startswith("runs_at_") and g.get("passed")]:
         bad.append(f"{ran[0]} passed: edgekit writes it only when the model does not run at that size")
     integer_only = bool(kinds) and all(kinds)

@@ -9,9 +9,13 @@ import numpy as np
 
 
 NEAR_ZERO = 1e-6  # a reference output whose peak |value| is below this carries no signal to compare
-# the class-score output: the first. Accuracy scores it against the labels, and top-1/top-5 agreement are measured on
-# it alone (on an embedding beside the logits, an argmax flip on a near-tie failed a model whose classes all held)
-SCORED = 0
+
+
+def scored(names, plain=()) -> int:
+    """Which output holds the class scores: the first that is not a streaming model's state (`plain`). Accuracy
+    scores it against the labels, and top-1/top-5 agreement are measured on it alone (on an embedding beside the
+    logits, an argmax flip on a near-tie failed a model whose classes all held)."""
+    return next((k for k, name in enumerate(names) if name not in plain), 0)
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,7 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
 
     Cosine is per sample (the whole output of one feed); when a sample holds fewer than two numbers
     (a scalar score) a per-sample cosine is always ±1, so one cosine over all samples is used instead.
-    The task picks the extra metrics: top-1/top-5 agreement for a classifier's scored output (SCORED) when it is 2-D
+    The task picks the extra metrics: top-1/top-5 agreement for a classifier's scored output (scored()) when 2-D
     scores (rows × classes; on an embedding beside it they would be meaningless numbers), nearest-neighbour agreement
     for embeddings.
     A reference that is ~0 gets no cosine or SQNR, it is flagged; so does a sample whose reference is ~0 (a ReLU
@@ -129,7 +133,7 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
     """
     from .errors import InternalError
 
-    results = []
+    results, at = [], scored(names, plain)
     for k, name in enumerate(names):
         ref = [np.asarray(r[k], dtype=np.float64) for r in reference]
         cand = [np.asarray(c[k], dtype=np.float64) for c in candidate]
@@ -159,7 +163,7 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
                                          if signal > 0 else -200.0)
         top1 = top5 = None
         kind = "other" if name in plain else task
-        if kind == "classify" and k == SCORED and ref[0].ndim == 2 and ref[0].shape[1] > 1:
+        if kind == "classify" and k == at and ref[0].ndim == 2 and ref[0].shape[1] > 1:
             top1 = float(np.mean(np.concatenate([a.argmax(1) == b.argmax(1) for a, b in zip(ref, cand)])))
             if ref[0].shape[1] > 5:
                 top5 = float(np.mean(np.concatenate([(np.argsort(-b, axis=1)[:, :5] == a.argmax(1)[:, None]).any(1)
@@ -193,15 +197,15 @@ def _retrieval_at1(ref: list[np.ndarray], cand: list[np.ndarray]) -> float | Non
     return float(np.mean(sa[np.arange(len(a)), sb.argmax(1)] >= sa.max(1) - RETRIEVAL_TIE))
 
 
-def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:
-    """Top-1 accuracy in percent of the scored output (the first): one label per output row (of scores), or per class
-    id (an integer output: a model that ends in its ArgMax)."""
+def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray, at: int = 0) -> float:
+    """Top-1 accuracy in percent of the scored output (`at`, see scored()): one label per output row (of scores), or
+    per class id (an integer output: a model that ends in its ArgMax)."""
     from .errors import InputError
 
-    scored = [o[SCORED] for o in outputs]
-    ids = np.issubdtype(scored[0].dtype, np.integer) if scored else False
-    rows = [o.reshape(o.shape[0], -1) if o.ndim > 1 else o.reshape(1, -1) for o in scored]
-    preds = np.concatenate([o.reshape(-1) for o in scored] if ids else [r.argmax(axis=1) for r in rows])
+    judged = [o[at] for o in outputs]
+    ids = np.issubdtype(judged[0].dtype, np.integer) if judged else False
+    rows = [o.reshape(o.shape[0], -1) if o.ndim > 1 else o.reshape(1, -1) for o in judged]
+    preds = np.concatenate([o.reshape(-1) for o in judged] if ids else [r.argmax(axis=1) for r in rows])
     flat = np.asarray(labels).reshape(-1)
     if flat.size != preds.size:
         raise InputError(f"{flat.size} labels for {preds.size} predicted {'class ids' if ids else 'rows'}: give one "
@@ -262,21 +266,21 @@ def exact_only(outputs) -> str | None:
     return None if any(o.exact_agreement is None for o in outputs) else "integer outputs only: compared exactly"
 
 
-def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str) -> list[Gate]:
+def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str, plain=()) -> list[Gate]:
     """The target's fp32-vs-int8 thresholds (a ParitySpec) applied to per-output parity, with the task's metrics.
     Cosine and SQNR hold every output; top-1, top-5 and accuracy the scored one, which their gates name."""
     unmeasured = exact_only(outputs)
     gates = [*signal_gates("quant_reference_signal", outputs),
              held("quant_cosine", worst(outputs, "cosine"), spec, unmeasured),
              held("quant_sqnr_db", worst(outputs, "sqnr_db"), spec, unmeasured)]
-    scored = outputs[SCORED] if outputs else None
-    on = scored and scored.output
+    judged = outputs[scored([o.output for o in outputs], plain)] if outputs else None
+    on = judged and judged.output
     retrieval = worst(outputs, "retrieval_at1")
     if task == "classify":
-        gates.append(replace(held("top1_agreement", scored and scored.top1_agreement, spec,
-                                  f"the first output {on!r}, the one scored, is not 2-D class scores"), output=on))
-        if scored and scored.top5_agreement is not None:
-            gates.append(replace(held("top5_agreement", scored.top5_agreement, spec), output=on))
+        gates.append(replace(held("top1_agreement", judged and judged.top1_agreement, spec,
+                                  f"the output scored, {on!r}, is not 2-D class scores"), output=on))
+        if judged and judged.top5_agreement is not None:
+            gates.append(replace(held("top5_agreement", judged.top5_agreement, spec), output=on))
     elif task == "embed":
         gates.append(held("retrieval_at1", retrieval, spec, "fewer than 3 embeddings in the validation data"))
     elif task == "other":

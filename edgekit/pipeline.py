@@ -63,11 +63,16 @@ class Shared:
         task = self.recipe.task
         return task if task != "auto" else "classify" if self.val.labels is not None else "other"
 
+    @property
+    def plain(self) -> tuple[str, ...]:
+        """A streaming model's state outputs: judged by cosine and SQNR only, never the scored output."""
+        return tuple(self.recipe.state.values())
+
     def compare(self, data: str, names: list[str], reference: list, candidate: list,
                 kernels: str | None = None) -> parity.StageParity:
         """`candidate` against `reference` sample by sample; a state output is judged by cosine and SQNR only."""
         return parity.StageParity(data, len(candidate), tuple(parity.compare(
-            names, reference, candidate, self.task, tuple(self.recipe.state.values()))), kernels)
+            names, reference, candidate, self.task, self.plain)), kernels)
 
 
 @dataclasses.dataclass
@@ -575,7 +580,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     stream = (shared.val.feeds[0], shared.inputs, recipe.state, shared.init) if recipe.state else None
     packaged = package.deliverables(target, tdir, int8, val.feeds, prep.names, stream, package.output_steps(quantized),
                                     emulated, coreml_model)
-    accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val)
+    accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val, parity.scored(prep.names, shared.plain))
     size_checks = _int8_at_sizes(shared, prep, int8_sess, fixed)
     details = {
         "edgekit_version": __version__,
@@ -644,7 +649,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                 + (_one_step_sequences(prep.cal_lengths, prep.rollout.lengths) if recipe.state else [])
                 + [advice for advice in [(qplan.precision_search or {}).get("advice")] if advice])  # report.md had it
     gates = verdict.gates(target, prep.export_parity, quant_parity, accuracy, latency, packaged.get("mobile_coverage"),
-                          (tdir / shipped_model(packaged)).stat().st_size, shared.task)
+                          (tdir / shipped_model(packaged)).stat().st_size, shared.task, shared.plain)
     gates += verdict.size_gates(target, size_checks)
     report = TargetReport(target.name, prep.export_parity, quant_parity, accuracy, latency, tuning, gates,
                           warnings + verdict.gate_advice(gates, qplan.settings, tuning), details,
@@ -841,13 +846,13 @@ def _layer_report(qplan, model, fp32: Path, int8: Path, feeds, known: list[dict]
             for r in rows if r["node"] not in kept][:top]
 
 
-def _accuracy(val, torch_val, fp32_val, int8_val) -> parity.Accuracy | None:
+def _accuracy(val, torch_val, fp32_val, int8_val, at: int) -> parity.Accuracy | None:
     if val.labels is None:
         return None
     rows = int(np.asarray(val.labels).size)  # one label per scored row, however the rows are batched into items
     try:
-        return parity.Accuracy(rows, parity.accuracy(fp32_val, val.labels), parity.accuracy(int8_val, val.labels),
-                               parity.accuracy(torch_val, val.labels) if torch_val is not None else None)
+        return parity.Accuracy(rows, *(parity.accuracy(outputs, val.labels, at) if outputs is not None else None
+                                       for outputs in (fp32_val, int8_val, torch_val)))
     except InputError as e:  # which data's labels (a label -1 named its file; a label past the classes did not)
         e.args = (f"{val.origin}: {e}",)
         raise

@@ -1456,7 +1456,7 @@ def _gate(manifest, name):
     (lambda m: m.update(gates=[g for g in m["gates"] if g["name"] != "top1_agreement"]),  # a classifier's
      "gates top1_agreement are missing"),
     (lambda m: _gate(m, "top1_agreement").update(output="embedding"),  # class gates hold the first output
-     "top1_agreement on 'embedding': edgekit measures class gates on the first output, 'output'"),
+     "top1_agreement on 'embedding': edgekit measures class gates on the first output that is not state, 'output'"),
     (lambda m: _gate(m, "export_cosine_at_N=2").update(name="export_cosine_atN=2", value=0.1, limit=0.0),
      "gates ['export_cosine_atN=2'] are none that edgekit writes"),
     (lambda m: m["gates"].append({"name": "runs_at_N=4", "value": None, "op": "", "limit": None, "passed": True,
