@@ -136,14 +136,17 @@ def rename(text: str, names: dict[str, Named]) -> str:
             return m.group(0)
         if word is None:
             return named.name
-        value = word in named.choices or word[0].isdigit() or word.isupper() or any(c in word for c in "./:'|[")
+        after = word[len(word.rstrip(":,.")):] if word[0] != "'" else ""  # `--out x.onnx:` ends its clause
+        word = word[:len(word) - len(after)] or word
+        value = (word in named.choices or word.lstrip("-+")[:1].isdigit() or word.isupper()
+                 or any(c in word for c in "./:'|["))
         if named.sep is None or not value:
-            return f"{named.name} {word}"
+            return f"{named.name} {word}{after}"
         bare = word[1:-1] if word[0] == word[-1] == "'" and len(word) > 1 else word
         number = re.fullmatch(r"[-+]?\d[\d_]*(\.\d+)?(e[-+]?\d+)?", word) is not None
         written = word if named.form == "raw" or named.form == "num" and number else \
             f'["{bare}"]' if named.form == "list" else f'"{bare}"'
-        return f"{named.name}{named.sep}{written}"
+        return f"{named.name}{named.sep}{written}{after}"
     return FLAG.sub(said, text) if names else text
 
 

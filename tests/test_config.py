@@ -332,3 +332,21 @@ def test_export_help_names_the_settings_defaults():
     options = _options("export")
     for name, default in defaults.items():
         assert f"(default: {default})" in options[name].help, name
+
+
+def test_an_error_names_a_recipes_setting_as_toml_and_keeps_its_words():
+    """The renamer read any word after a flag as its value and rewrote inside paths: '[model] weights = does not
+    apply', '[data] validation = set.npz' inside a quoted path, '[export] out = "dist:" cannot create it'."""
+    from edgekit.config import python_names, recipe_file_names
+    from edgekit.errors import rename
+
+    toml, python = recipe_file_names(), python_names()
+    cases = {"--weights does not apply": ("[model] weights does not apply", "weights= does not apply"),
+             "data '/tmp/my --validation set.npz': gone": ("data '/tmp/my --validation set.npz': gone",) * 2,
+             "--out /tmp/dist: cannot create it": ('[export] out = "/tmp/dist": cannot create it',
+                                                   "out=/tmp/dist: cannot create it"),
+             "--input NAME:SHAPE, e.g.": ('[model] inputs = ["NAME:SHAPE"], e.g.', "inputs=NAME:SHAPE, e.g."),
+             "--seed -1 or --per-tensor": ("[export] seed = -1 or [quantize] per_channel = false",
+                                           "seed=-1 or per_channel=False")}
+    for text, (as_toml, as_python) in cases.items():
+        assert (rename(text, toml), rename(text, python)) == (as_toml, as_python), text
