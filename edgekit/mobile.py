@@ -8,6 +8,7 @@ import logging
 import os
 import platform
 import shutil
+import site
 import subprocess
 import sys
 import tempfile
@@ -94,7 +95,7 @@ def _to_ort(model: Path, dest_dir: Path, style: str, platform_: str) -> tuple[Pa
 # the converter does not use: the child hides torch from it (importlib's find_spec then says it is not there).
 # It runs on one core: onnxruntime sizes its thread pool by the cores the process may use, and the pool's
 # allocations move the addresses the .ort's order follows.
-CONVERTER = ("import os, runpy, sys; sys.path += [p for p in sys.stdin.read().split('\\0') if p not in sys.path]; "
+CONVERTER = ("import os, runpy, sys; sys.path[:0] = [p for p in sys.stdin.read().split('\\0') if p]; "
              "sys.modules['torch'] = None; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
              "runpy.run_module('onnxruntime.tools.convert_onnx_models_to_ort', run_name='__main__')")
 
@@ -104,24 +105,30 @@ def _convert_without_aslr(src: Path, out: Path, style: str, platform_: str) -> b
     and nothing of the caller's that moves it. The stack holds the environment and the arguments (TZ loaded a
     zoneinfo file onto the heap, a 1,500-character variable moved the stack, TMPDIR lengthened the paths: each
     gave other .ort bytes, as did a longer PYTHONPATH), so the child gets a fixed environment, its interpreter's own
-    import path (this process's, on stdin, only where onnxruntime is not found there) and paths relative to its
-    working folder."""
+    import path (with this process's before it, on stdin, only for an onnxruntime found elsewhere: _import_path) and
+    paths relative to its working folder."""
     setarch = shutil.which("setarch")
     if not setarch or sys.platform != "linux":
         return False
     env = {"PATH": os.defpath, "LC_ALL": "C", "PYTHONHASHSEED": "0"}
     cmd = [setarch, platform.machine(), "-R", sys.executable, "-I", "-c", CONVERTER, str(src.relative_to(out.parent)),
            "--output_dir", out.name, "--optimization_style", style, "--target_platform", platform_]
-    for where in ("", "\0".join(p for p in sys.path if p)):  # the interpreter's own packages; else this process's
-        result = subprocess.run(cmd, input=where, capture_output=True, text=True, cwd=out.parent, env=env)
-        if result.returncode == 0 or "ModuleNotFoundError" not in result.stderr:
-            break
-        shutil.rmtree(out, ignore_errors=True)
+    result = subprocess.run(cmd, input=_import_path(), capture_output=True, text=True, cwd=out.parent, env=env)
     if result.returncode != 0:
         log.info("setarch -R conversion failed (%s); converting in-process", result.stderr.strip()[-200:])
         shutil.rmtree(out, ignore_errors=True)
         return False
     return True
+
+
+def _import_path() -> str:
+    """What the converting child puts before its own import path: nothing when this process's onnxruntime is the
+    interpreter's own (a fixed path, so the same bytes), else this process's whole path (a PYTHONPATH's onnxruntime
+    converts, as the manifest's version says)."""
+    import onnxruntime
+
+    own = Path(onnxruntime.__file__).parents[1].resolve() in {Path(p).resolve() for p in site.getsitepackages()}
+    return "" if own else "\0".join(p for p in sys.path if p)
 
 
 def _convert_in_process(src: Path, out: Path, style: str, platform_: str) -> None:

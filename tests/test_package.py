@@ -10,6 +10,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
+from pathlib import Path
 from xml.etree import ElementTree
 
 import numpy as np
@@ -585,6 +586,27 @@ def test_ort_bytes_do_not_depend_on_the_callers_environment_temp_folder_or_cores
         assert converted("moved") == plain
     finally:
         os.sched_setaffinity(0, cores)
+
+
+def test_the_ort_is_converted_by_the_callers_onnxruntime(packaged, tmp_path):
+    """The isolated converting child took the interpreter's own onnxruntime even when the caller ran another one
+    (from its PYTHONPATH), whose version the manifest records."""
+    if shutil.which("setarch") is None:
+        pytest.skip("util-linux's setarch is not installed: the conversion runs in-process")
+    alt = tmp_path / "alt" / "onnxruntime"
+    shutil.copytree(Path(ort.__file__).parent, alt, symlinks=True,
+                    copy_function=lambda src, dst: os.symlink(src, dst))  # another onnxruntime: its files linked
+    tool = alt / "tools" / "convert_onnx_models_to_ort.py"
+    marked = tool.read_text().replace("\nimport ", f"\nopen({str(tmp_path / 'marker')!r}, 'w').close()\nimport ", 1)
+    tool.unlink()
+    tool.write_text(marked)
+    model = packaged[0] / "android-arm64" / "model.int8.onnx"
+    code = (f"from pathlib import Path; from edgekit import mobile; "
+            f"print(mobile.to_ort([Path({str(model)!r})], Path({str(tmp_path)!r}), 'Runtime', 'arm')['reproducible'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(alt.parent), *sys.path])})
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-2000:]
+    assert (tmp_path / "marker").exists()
 
 
 def test_ios_ships_the_fp32_model_coreml_runs_with_its_own_ort_and_golden_outputs(packaged):
