@@ -89,8 +89,10 @@ class Device:
         return f"device {user}{at}{host}" + (f":{self.port}" if self.port else "")
 
     def describe(self, about: dict) -> str:
+        """The device as a figure measured there names it: with the providers its sessions ran with, as a host's."""
+        providers = "".join(f"{p}, " for p in about.get("providers", []))
         return (f"{self.label}: {about['cpu']}, {about['cores']} cores, {about['machine']}, "
-                f"onnxruntime {about['onnxruntime']}")
+                f"{providers}onnxruntime {about['onnxruntime']}")
 
     def serve(self, folder: Path, request: dict) -> dict:
         """`runner.serve(request)` on the device, for `folder`'s files (copied there once)."""
@@ -108,6 +110,7 @@ class Device:
             raise DeviceError("device run", f"{self.label} answered with something that is not the runner's result")
         about = answer["about"]
         about.update({k: printable(about[k], 4096 if k == "features" else 300) for k in ABOUT_TEXT})
+        about["providers"] = [printable(p, 100) for p in answer["providers"][:16]]  # what its sessions ran with
         for done in [*answer["replay"], answer.get("bench") or {}]:
             if "error" in done:
                 done["error"] = printable(done["error"])
@@ -139,7 +142,7 @@ class Device:
             if "times" not in done:
                 raise StageError("device benchmark", f"{self.label}: {done['error']}")
             capped = f" (the profile's {threads} threads; it has {about['cores']} cores)" if used < threads else ""
-            where = {**about, "threads": used, "providers": ["CPUExecutionProvider"],
+            where = {**about, "threads": used,
                      "device": self.describe(about) + capped, "isa_source": "device",
                      "isa": host.isa_of(set(about["features"].split()), about["machine"])}
             found.append({k: summarize(t, done["load_ms"][k], used, where) for k, t in done["times"].items()})
@@ -243,6 +246,9 @@ def well_formed(request: dict, answer) -> bool:
     if not (all(text(about.get(k)) for k in ABOUT_TEXT) and isinstance(about.get("cores"), int)
             and not isinstance(about["cores"], bool) and about["cores"] >= 1):
         return False
+    if not (isinstance(providers := answer.get("providers"), list) and all(map(text, providers))):
+        return False
+
     def replayed(r) -> bool:
         return isinstance(r, dict) and (text(r.get("error")) or text(r.get("outputs")) and number(r.get("seconds"), 0))
 

@@ -179,16 +179,20 @@ def encode(runs: list[dict[str, np.ndarray]]) -> str:
 def serve(request: dict, config: dict[str, str] | None = None) -> dict:
     """Do what `request` asks: `replay` [{model, inputs, state}] and `bench` {models, inputs, threads,
     warmup, runs}; file names are in the `folder` on this machine. A model that fails is reported, never
-    a crash."""
+    a crash. `providers`: those the sessions ran with, so a figure from elsewhere names them as this host's do."""
     def at(name: str) -> str:
         return os.path.join(request["folder"], name)
 
-    done: dict = {"about": about(), "replay": []}
+    def opened(sess):
+        done["providers"] = list(dict.fromkeys(done["providers"] + sess.get_providers()))
+        return sess
+
+    done: dict = {"about": about(), "replay": [], "providers": []}
     for job in request.get("replay", []):
         start = time.perf_counter()
         try:
-            runs = replay(session(at(job["model"]), 1, config), read_inputs(at(job["inputs"])), job.get("state") or {},
-                          job.get("outputs"))
+            runs = replay(opened(session(at(job["model"]), 1, config)), read_inputs(at(job["inputs"])),
+                          job.get("state") or {}, job.get("outputs"))
             done["replay"].append({"outputs": encode(runs), "seconds": time.perf_counter() - start})
         except Exception as e:
             done["replay"].append({"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"})
@@ -198,7 +202,7 @@ def serve(request: dict, config: dict[str, str] | None = None) -> dict:
             sessions, loads = {}, {}
             for key, path in bench["models"].items():
                 start = time.perf_counter()
-                sessions[key] = session(at(path), bench["threads"])
+                sessions[key] = opened(session(at(path), bench["threads"]))
                 loads[key] = (time.perf_counter() - start) * 1e3
             feed = read_inputs(at(bench["inputs"]))[0]
             done["bench"] = {"times": time_round_robin(sessions, feed, bench["warmup"], bench["runs"]),

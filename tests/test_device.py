@@ -75,6 +75,8 @@ def test_check_and_latency_on_the_device(sshd, digits_arm):
     for case in parity, latency:
         assert case["passed"] and case["where"].startswith(f"device {url[6:]}: "), case
         assert f"{os.cpu_count()} cores" in case["where"] and "onnxruntime " in case["where"], case
+        # the providers the device's sessions ran with, as a host's figure names them (they were left out)
+        assert "x86_64, CPUExecutionProvider, onnxruntime " in case["where"], case
     assert parity["message"].startswith("0 of "), parity
     threads = min(4, os.cpu_count())  # the profile's 4, at most the device's cores (and said so)
     assert latency["message"].startswith(f"{threads} thread(s): p50 fp32 ") and "; 1 thread(s)" in latency["message"]
@@ -121,6 +123,7 @@ def fake_python(tmp_path, change: str):
 @pytest.mark.parametrize("change", [
     "answer['replay'] = []",  # a model's result missing: it once dropped out of the check, which passed
     "answer.pop('about')",
+    "answer['providers'] = [['CPUExecutionProvider']]",
     "if answer.get('bench'): answer['bench']['times']['fp32'][0] = float('nan')",
     "if answer.get('bench'): answer['bench']['times']['int8'][0] = -5.0",
     "answer.get('bench') and answer['bench']['times'].update(int8=[])",
@@ -246,6 +249,8 @@ def test_export_times_and_checks_its_kind_of_target_on_the_device(sshd, tmp_path
     x86, arm = json.loads(result.stdout)
     assert x86["latency"]["where"].startswith(f"device {url[6:]}: "), x86["latency"]  # this "device" is x86_64
     assert x86["latency"]["int8"]["host"]["isa_source"] == "device" and x86["latency"]["int8"]["runs"] == 5
+    assert ", CPUExecutionProvider, onnxruntime " in x86["latency"]["where"], x86["latency"]  # the device's providers
+    assert x86["latency"]["int8"]["host"]["providers"] == ["CPUExecutionProvider"]
     [parity] = [c for c in x86["verification"] if c["name"] == "parity model.int8.onnx"]
     assert parity["passed"] and parity["where"].startswith(f"device {url[6:]}: "), parity
     assert not any(c["name"] == "latency" for c in x86["verification"])  # timed once, above
