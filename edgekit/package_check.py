@@ -176,7 +176,13 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
             found = [c if c.passed else replace(c, message=f"{c.message} (its golden outputs come from {made}: check "
                                                                 "it there, with --emulate or --device)") for c in found]
         return cases + found
-    cases += _parity_at(at, folder, target, pairs, state, steps)
+    parities = _parity_at(at, folder, target, pairs, state, steps)
+    if getattr(at, "real", False) and at.arch != (kind := package_kind(manifest)):
+        # compared as a host of that kind would be, but said: this device is not where the package runs
+        other = f"a device of kind {at.arch}, the package for {kind}"
+        parities = [replace(c, where=f"{c.where} ({other})", message=c.message if c.passed else
+                            f"{c.message} (check it on a device of kind {kind})") for c in parities]
+    cases += parities
     if bench and getattr(at, "real", False):
         cases.append(_latency_at(at, folder, target, manifest, Path(pairs[0][1]).name))
     if probe:
@@ -420,10 +426,10 @@ def _latency_at(place, folder: Path, target: str, manifest: dict, golden: str, r
             raise  # no answer from the device: exit 4, naming the step
         return Case(target, "latency", False, str(e), where=place.label)  # it answered; the models do not run
     budget = latency_budget(manifest)
-    kind = host.arch_of(found[0]["int8"].host["machine"])
-    made_for = "arm64" if manifest.get("arm_kernels") else "x86_64"
-    if budget is not None and kind != made_for:  # the figures stand, but they are not the target's kind of CPU
-        unjudged = f"; budget {budget:g} ms not judged: a device of kind {kind} timed a package for {made_for}"
+    kind, made_for = host.arch_of(found[0]["int8"].host["machine"]), package_kind(manifest)
+    if kind != made_for:  # the figures stand, but they are not the target's kind of CPU: nothing is judged by them
+        what = "latency" if budget is None else f"budget {budget:g} ms"
+        unjudged = f"; {what} not judged: a device of kind {kind} timed a package for {made_for}"
         budget = None
     else:
         unjudged = ""
@@ -434,6 +440,11 @@ def _latency_at(place, folder: Path, target: str, manifest: dict, golden: str, r
     message += f"; {runs} runs" + (f"; budget {budget:g} ms at {threads} thread(s)" if budget is not None else unjudged)
     seconds = sum(sum(lat.p50_ms * lat.runs for lat in pair.values()) for pair in found) / 1e3
     return Case(target, "latency", passed, message, seconds, where=found[0]["int8"].host["device"])
+
+
+def package_kind(manifest: dict) -> str:
+    """The kind of CPU a package was made for: an ARM target's records which kernels its golden outputs came from."""
+    return "arm64" if manifest.get("arm_kernels") else "x86_64"
 
 
 def latency_budget(manifest: dict) -> float | None:

@@ -109,6 +109,24 @@ def test_an_arm_packages_budget_is_not_judged_on_another_kind_of_device(sshd, di
     assert latency["passed"] and unjudged in latency["message"], latency
 
 
+def test_a_package_of_another_kind_is_marked_so_on_the_device(sshd, digits_arm, tmp_path):
+    """An arm64 package on this x86_64 "device": parity and latency said to be another kind's (both passed unmarked);
+    an x86_64 package there is marked with nothing."""
+    url, identity, known_hosts, device = sshd
+    result = cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--out", tmp_path, "--no-bench"])
+    assert result.exit_code == 0, result.output
+    shutil.copytree(digits_arm / "arm64-linux", tmp_path / "arm64-linux")
+    result = device_check(f"{url}{device}/kinds", identity, known_hosts, tmp_path)
+    assert result.exit_code == 0, result.output
+    cases = {(c["target"], c["name"]): c for c in json.loads(result.stdout)}
+    parity, latency = cases["arm64-linux", "parity model.int8.onnx"], cases["arm64-linux", "latency"]
+    assert parity["where"].endswith("(a device of kind x86_64, the package for arm64)"), parity
+    assert latency["message"].endswith("; latency not judged: a device of kind x86_64 timed a package for arm64")
+    for name in "parity model.int8.onnx", "latency":
+        x86 = cases["desktop-x86", name]
+        assert x86["passed"] and "kind" not in x86["where"] + x86["message"], x86
+
+
 def fake_python(tmp_path, change: str):
     """A device Python whose runner answers, then has its answer changed by `change` (Python on `answer`)."""
     path = tmp_path / "python"
