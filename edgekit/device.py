@@ -14,10 +14,12 @@ import functools
 import io
 import json
 import logging
+import os
 import shlex
 import shutil
 import tarfile
 import tempfile
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
@@ -58,9 +60,14 @@ class Device:
         for name, path in (("identity", spec.identity), ("known_hosts", spec.known_hosts)):
             if path and not Path(path).is_file():
                 raise UsageError(f"device {name} {path}: no such file")
+            if path and "${" in path:  # ssh reads ${NAME} there as an environment variable, and has no escape for it
+                raise UsageError(f"device {name} {path}: ssh cannot read a path with '${{' in it; rename the file")
         if shutil.which("ssh") is None:
             raise UsageError("--device needs OpenSSH's client: install Debian's openssh-client")
-        self.spec, self.port = spec, port
+        # absolute: ssh reads a leading `~` as a home, and edgekit may change folder meanwhile
+        self.spec = replace(spec, **{k: os.path.abspath(v) for k in ("identity", "known_hosts")
+                                     if (v := getattr(spec, k))})
+        self.port = port
         self.destination = f"{parts.username}@{parts.hostname}" if parts.username else parts.hostname
         path = parts.path  # /abs/folder, or /~/folder in the login's home (as git's ssh URLs)
         self.folder = (HOME if path in ("", "/", "/~", "/~/") else path[3:] if path.startswith("/~/") else path)
@@ -205,9 +212,9 @@ class Device:
         if self.port:
             options += ["-p", str(self.port)]
         if self.spec.identity:
-            options += ["-i", self.spec.identity, "-o", "IdentitiesOnly=yes"]
+            options += ["-o", f"IdentityFile={ssh_path(self.spec.identity)}", "-o", "IdentitiesOnly=yes"]
         if self.spec.known_hosts:
-            options += ["-o", f"UserKnownHostsFile={self.spec.known_hosts}"]
+            options += ["-o", f"UserKnownHostsFile={ssh_path(self.spec.known_hosts)}"]
         # exec: the command replaces the login shell, so the runner's parent is the SSH session it watches
         cmd = ["ssh", *options, "--", self.destination, "exec " + " ".join(shlex.quote(c) for c in command)]
         try:
@@ -225,6 +232,13 @@ class Device:
 
 
 ABOUT_TEXT = ("cpu", "machine", "features", "onnxruntime")
+
+
+def ssh_path(path: str) -> str:
+    """`path` as an ssh_config value naming that very file: ssh splits it at spaces, expands `%` tokens and a
+    leading `~` in it (`-i` too), so an absolute path goes quoted, with `%` as `%%`."""
+    quoted = path.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{quoted}"'
 
 
 def printable(text: str, limit: int = 300) -> str:

@@ -10,6 +10,8 @@ import sys
 import time
 
 import pytest
+
+import edgekit
 from conftest import DIGITS, cli
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
@@ -194,8 +196,6 @@ def test_what_a_device_prints_back_is_bounded(sshd, digits_arm, tmp_path):
 def test_a_stuck_runner_ends_itself_when_edgekit_stops_waiting(sshd, digits_arm, tmp_path):
     """A runner left behind on a timeout (or a dropped link, or Ctrl-C) would take the device's cores from every
     later timing: it watches its SSH session and its time, and goes."""
-    import edgekit
-
     url, identity, known_hosts, device = sshd
     stuck = tmp_path / "stuck-python"  # the runner as sent, its own __main__ included, stuck where it would answer
     stuck.write_text(f"#!{sys.executable}\nimport os, sys\nif sys.argv[1] != '-':\n"
@@ -341,3 +341,23 @@ def test_a_device_that_fails_a_search_is_no_verdict_on_its_trials(sshd, tmp_path
                  "--device-python", python, "-t", "desktop-x86", "--out", tmp_path / "again"])
     assert again.exit_code in (0, 1) and "measured on other inputs" not in again.output, again.output
     assert not [p for p in device.rglob("edgekit-run-*")], "a run folder was left on the device"
+
+
+def test_key_and_known_hosts_paths_with_spaces_percent_signs_and_tildes(sshd, tmp_path, monkeypatch):
+    """ssh split UserKnownHostsFile at a space, read `%d` in it and in `-i` as the home folder and a leading `~` as a
+    home: a valid key and known_hosts failed as a wrong host key ("check the device's fingerprint") or a refused key."""
+    from edgekit.config import DeviceSpec
+    from edgekit.device import Device
+
+    url, identity, known_hosts, device = sshd
+    odd = tmp_path / 'my "keys" %d\\'
+    odd.mkdir()
+    shutil.copy(identity, odd / "id %d key")
+    shutil.copy(known_hosts, odd / "~known hosts")
+    monkeypatch.chdir(odd)  # relative paths: `~known hosts` is no home
+    with Device(DeviceSpec(f"{url}{device}/odd", "id %d key", "~known hosts", sys.executable)) as reached:
+        reached.make_run_folder()
+        assert (device / "odd").is_dir()
+    assert not (device / "odd").exists()
+    with pytest.raises(edgekit.UsageError, match=r"with '\${' in it"):
+        Device(DeviceSpec(f"{url}{device}/odd", "id %d key", str(shutil.copy(known_hosts, odd / "${HOME}"))))
