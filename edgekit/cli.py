@@ -463,8 +463,8 @@ def main(debug: bool, verbose: bool) -> None:
 @_quant_options
 @click.option("--bench-runs", type=click.IntRange(*RANGES["runs"]), help="Timed runs per model.")
 @click.option("--step-timeout", type=Within(*RANGES["step_timeout"]),
-              help="Seconds a step on the model may take: pre-processing and its first run (in a child), and each "
-                   "later run of it.")
+              help="Seconds a step on the model may take: pre-processing and its first run (in a child), each "
+                   "later run of it, and each step on --device unless the recipe's [device] timeout is set.")
 @click.option("--no-bench", is_flag=True, default=None, help="Skip latency (the outputs then depend only on inputs).")
 @click.option("--archive", is_flag=True, default=None, help="Also write OUT/<target>.tar.gz.")
 @click.option("--emulate", metavar="aarch64[:CPU]",
@@ -705,7 +705,8 @@ def distill(teacher, student, out, as_json, **settings):
 @_device_options
 @click.option("--probe", is_flag=True, help="With --emulate/--device: name the first node whose int8 output differs.")
 @click.option("--step-timeout", type=Within(*RANGES["step_timeout"]), default=DEFAULT_STEP_TIMEOUT,
-              show_default=True, help="Seconds a target's models may take over its golden inputs here.")
+              show_default=True, help="Seconds a target's models may take over its golden inputs here, and each "
+                                      "step (connect, copy, run) on --device.")
 @_handle_errors
 def check_cmd(path, junit_path, as_json, emulate, device, device_identity, device_known_hosts, device_python, probe,
               step_timeout):

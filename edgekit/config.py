@@ -196,7 +196,7 @@ class DeviceSpec:
     identity: str | None = None  # a private key file; default: the user's agent and ssh's own defaults
     known_hosts: str | None = None  # default: ssh's own (~/.ssh/known_hosts)
     python: str = "python3"  # the device's Python, with onnxruntime and numpy
-    timeout: float = 600.0  # seconds per step (copy, run)
+    timeout: float | None = None  # seconds per step (copy, run); None: the run's step_timeout (--step-timeout)
 
 
 @dataclass(frozen=True)
@@ -350,9 +350,9 @@ def coerce(value, hint, key: str, where: str):
             return value
         ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
         value = int(value) if ok else value
-    elif hint in (int, float):  # numpy's numbers too (`runs=np.int64(3)`); a float setting takes an int
+    elif hint in (int, float, float | None):  # numpy's numbers too (`runs=np.int64(3)`); a float takes an int
         ok = isinstance(value, numbers.Integral if hint is int else numbers.Real) and not isinstance(value, bool)
-        value = hint(value) if ok else value
+        value = (int if hint is int else float)(value) if ok else value
     elif origin is Literal:
         if key == "reduce_range" and isinstance(value, bool):
             value = str(value).lower()
@@ -411,7 +411,7 @@ def _type_name(hint) -> str:
     if typing.get_origin(hint) is Literal:
         return "one of " + ", ".join(typing.get_args(hint))
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+        return " or ".join(_type_name(h) for h in typing.get_args(hint) if h is not type(None))  # TOML has no null
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string", dict: "a table"}.get(
         hint, "a list of strings" if typing.get_origin(hint) is tuple else str(hint))
 

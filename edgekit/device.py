@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from . import bounded, host, runner
+from . import bounded, host, runner, runtime
 from .config import DeviceSpec
 from .errors import DeviceError, StageError, UsageError
 
@@ -107,7 +107,7 @@ class Device:
 
     def _run(self, request: dict, step: str = "run") -> dict:
         script = Path(__file__).with_name("runner.py").read_bytes()
-        request = {**request, "timeout": self.spec.timeout}  # the runner ends itself then, or when ssh is gone
+        request = {**request, "timeout": self.timeout[0]}  # the runner ends itself then, or when ssh is gone
         out = self._ssh([self.spec.python, "-", json.dumps(request)], script, step)
         try:
             answer = json.loads(out.decode(errors="replace").strip().splitlines()[-1])
@@ -206,6 +206,15 @@ class Device:
         self._copied[folder] = remote
         return remote
 
+    @property
+    def timeout(self) -> tuple[float, str]:
+        """Seconds a step may take, and the setting that raises them: `[device] timeout`, else the run's own
+        --step-timeout (check's and export's), so one setting bounds every step of a run."""
+        if self.spec.timeout is not None:
+            return self.spec.timeout, "[device] timeout"
+        seconds, raised_by = runtime.run_limit()
+        return seconds, raised_by or "[device] timeout"
+
     def _ssh(self, command: list[str], stdin: bytes, step: str) -> bytes:
         options = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=15",
                    "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"]
@@ -218,9 +227,10 @@ class Device:
         # exec: the command replaces the login shell, so the runner's parent is the SSH session it watches
         cmd = ["ssh", *options, "--", self.destination, "exec " + " ".join(shlex.quote(c) for c in command)]
         try:
-            code, output, errors = bounded.capped_run(cmd, stdin, self.spec.timeout, f"device {step}")
+            code, output, errors = bounded.capped_run(cmd, stdin, self.timeout[0], f"device {step}")
         except StageError as e:
-            raise DeviceError(e.stage, f"{self.label}: {str(e).split(': ', 1)[1]}") from None
+            raise DeviceError(e.stage, f"{self.label}: {str(e).split(': ', 1)[1]}"
+                              + (f"; raise it with {self.timeout[1]}" if "no answer" in str(e) else "")) from None
         if code != 0:
             lines = [line for line in errors.splitlines() if line.strip()]
             why = printable(lines[-1].strip()) if lines else f"exit code {code}"

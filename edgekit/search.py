@@ -478,6 +478,7 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
     """The whole search: `workers` processes (this one and workers - 1 children) on one storage, then the Pareto
     front, OUT/pareto.json, and its most accurate point exported to OUT as the run's package."""
     from . import pipeline
+    from .runtime import runs_limited
 
     _optuna()  # the search extra, before anything reads a storage URL
     workers = min(workers, trials)  # a worker without a trial only costs a start-up (64 took 2:48 for 4 trials)
@@ -487,7 +488,8 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
     pipeline.refuse_for_streaming(recipe)
     pipeline.refuse_incomplete(recipe)
     pipeline.emulator_for(recipe, [target])  # a wrong --emulate or a dead --device fails now, not in every trial
-    pipeline.device_for(recipe, [target])
+    with runs_limited(recipe.step_timeout, "step_timeout"):  # its steps bounded as in the trials
+        pipeline.device_for(recipe, [target])
     outdir.check_replaceable(out, [target.name, *FILES], recipe.force)  # now, not after the trials
     if os.path.lexists(out / "trials") and not (out / "trials").is_dir():
         raise UsageError(f"--out {out}: trials exists and is not a folder (a search writes its trials there)")

@@ -193,16 +193,32 @@ def test_what_a_device_prints_back_is_bounded(sshd, digits_arm, tmp_path):
     assert list(device.iterdir()) == []
 
 
+def stuck_python(tmp_path, seconds):
+    """A device Python whose runner (as sent, its own __main__ included) sleeps where it would answer."""
+    stuck = tmp_path / "stuck-python"
+    stuck.write_text(f"#!{sys.executable}\nimport os, sys\nif sys.argv[1] != '-':\n"
+                     f"    os.execv({sys.executable!r}, [{sys.executable!r}, *sys.argv[1:]])\n"
+                     "sys.argv = sys.argv[1:]\nexec(sys.stdin.read().replace('print(json.dumps(serve(asked)))', "
+                     f"'time.sleep({seconds})'), {{'__name__': '__main__'}})\n")
+    stuck.chmod(0o755)
+    return stuck
+
+
+def test_check_step_timeout_bounds_each_step_on_the_device(sshd, digits_arm, tmp_path):
+    """`check --device` ignored --step-timeout: a device step had 600 s, whatever it said."""
+    url, identity, known_hosts, device = sshd
+    result = cli(["check", digits_arm, "--device", f"{url}{device}/slow", "--identity", identity, "--known-hosts",
+                  known_hosts, "--device-python", stuck_python(tmp_path, 20), "--step-timeout", "3"])
+    assert result.exit_code == 4, result.output
+    assert "no answer within 3 s; raise it with --step-timeout" in result.output, result.output
+    assert not (device / "slow").exists()
+
+
 def test_a_stuck_runner_ends_itself_when_edgekit_stops_waiting(sshd, digits_arm, tmp_path):
     """A runner left behind on a timeout (or a dropped link, or Ctrl-C) would take the device's cores from every
     later timing: it watches its SSH session and its time, and goes."""
     url, identity, known_hosts, device = sshd
-    stuck = tmp_path / "stuck-python"  # the runner as sent, its own __main__ included, stuck where it would answer
-    stuck.write_text(f"#!{sys.executable}\nimport os, sys\nif sys.argv[1] != '-':\n"
-                     f"    os.execv({sys.executable!r}, [{sys.executable!r}, *sys.argv[1:]])\n"
-                     "sys.argv = sys.argv[1:]\nexec(sys.stdin.read().replace('print(json.dumps(serve(asked)))', "
-                     "'time.sleep(60)'), {'__name__': '__main__'})\n")
-    stuck.chmod(0o755)
+    stuck = stuck_python(tmp_path, 60)
     spec = edgekit.DeviceSpec(f"{url}{device}/stuck", str(identity), str(known_hosts), str(stuck), timeout=3)
     with pytest.raises(edgekit.StageError, match="no answer within 3 s"):
         edgekit.check(digits_arm / "arm64-linux", device=spec)
