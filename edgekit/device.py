@@ -40,6 +40,15 @@ _RECEIVE = ("import sys, tarfile; t = tarfile.open(fileobj=sys.stdin.buffer, mod
 _REMOVE = ("import os, shutil, sys; shutil.rmtree(sys.argv[1]); "
            "[os.rmdir(p) for p in sys.argv[2:] if os.path.isdir(p) and not os.listdir(p)]")
 
+# Runs argv[1:] (the runner) and says on stderr which signal killed it (ssh says nothing, and exits 255 as for a
+# dropped link); kills it when the SSH session goes (the runner watches this, its parent).
+KILLED = "edgekit: the runner was killed by "
+_SUPERVISE = ("import os, signal, subprocess, sys, time; up = os.getppid(); p = subprocess.Popen(sys.argv[1:]); "
+              "any(p.poll() is not None or os.getppid() != up or time.sleep(0.1) for _ in iter(int, 1)); "
+              f"c = p.poll(); c is None and p.kill(); c is not None and c < 0 and print({KILLED!r} + next("
+              "(s.name for s in signal.Signals if s == -c), f'signal {-c}'), file=sys.stderr); "
+              "sys.exit(1 if c is None else 128 - c if c < 0 else c)")
+
 
 class Device:
     """One device reached over SSH, as a `DeviceSpec` names it; remembers what it copied there."""
@@ -108,7 +117,7 @@ class Device:
     def _run(self, request: dict, step: str = "run") -> dict:
         script = Path(__file__).with_name("runner.py").read_bytes()
         request = {**request, "timeout": self.timeout[0]}  # the runner ends itself then, or when ssh is gone
-        out = self._ssh([self.spec.python, "-", json.dumps(request)], script, step)
+        out = self._ssh([self.spec.python, "-c", _SUPERVISE, self.spec.python, "-", json.dumps(request)], script, step)
         try:
             answer = json.loads(out.decode(errors="replace").strip().splitlines()[-1])
         except (ValueError, IndexError, RecursionError):
@@ -217,7 +226,7 @@ class Device:
 
     def _ssh(self, command: list[str], stdin: bytes, step: str) -> bytes:
         options = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=15",
-                   "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"]
+                   "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
         if self.port:
             options += ["-p", str(self.port)]
         if self.spec.identity:
@@ -232,9 +241,8 @@ class Device:
             raise DeviceError(e.stage, f"{self.label}: {str(e).split(': ', 1)[1]}"
                               + (f"; raise it with {self.timeout[1]}" if "no answer" in str(e) else "")) from None
         if code != 0:
-            lines = [line for line in errors.splitlines() if line.strip()]
-            why = printable(lines[-1].strip()) if lines else f"exit code {code}"
-            if "Host key verification failed" in why or "REMOTE HOST IDENTIFICATION HAS CHANGED" in "\n".join(lines):
+            why = printable(failure(code, errors))
+            if "Host key verification failed" in why or "REMOTE HOST IDENTIFICATION HAS CHANGED" in errors:
                 why += (" edgekit never accepts an unknown or changed host key: check the device's fingerprint, "
                         "then add it to known_hosts")
             raise DeviceError(f"device {step}", f"{self.label}: {why}")
@@ -242,6 +250,24 @@ class Device:
 
 
 ABOUT_TEXT = ("cpu", "machine", "features", "onnxruntime")
+
+
+def failure(code: int, errors: str) -> str:
+    """Why a device step failed, from ssh's exit code and stderr: ssh's own failure (255: its last line says why, a
+    link that dropped included), a signal that killed the runner, or a Python exception's type and first line."""
+    lines = [line.strip() for line in errors.splitlines() if line.strip()]
+    if code == 255:
+        return "the SSH connection failed or dropped" + (f": {lines[-1]}" if lines else " (ssh said nothing)")
+    if lines and lines[-1].startswith(KILLED):
+        return lines[-1][len("edgekit: "):] + (" (out of memory?)" if lines[-1].endswith("SIGKILL") else "")
+    raw = errors.splitlines()
+    start = max((i for i, line in enumerate(raw) if line.startswith("Traceback (most recent call last)")), default=-1)
+    raised = [line.strip() for line in raw[start + 1:] if line.strip() and not line[0].isspace()] if start >= 0 else []
+    if raised:  # "Error: message", or "Error:" with the message on the lines after it (numpy's ABI one)
+        kind, _, message = raised[0].partition(":")
+        message = message.strip() or next(iter(raised[1:]), "")
+        return f"{kind}: {message}" if message else kind
+    return lines[-1] if lines else f"exit code {code}"
 
 
 def ssh_path(path: str) -> str:

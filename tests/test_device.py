@@ -377,3 +377,30 @@ def test_key_and_known_hosts_paths_with_spaces_percent_signs_and_tildes(sshd, tm
     assert not (device / "odd").exists()
     with pytest.raises(edgekit.UsageError, match=r"with '\${' in it"):
         Device(DeviceSpec(f"{url}{device}/odd", "id %d key", str(shutil.copy(known_hosts, odd / "${HOME}"))))
+
+
+@pytest.mark.parametrize("change, why", [
+    ("os.kill(os.getpid(), 9)", r"device run failed: device .*: the runner was killed by SIGKILL \(out of memory\?\)"),
+    # numpy's ABI error: the message on the lines after "ImportError:" (only the last line was said)
+    ("raise ImportError('\\nA module that was compiled using NumPy 1.x cannot be run in\\nNumPy 2.0 may crash.')",
+     "device run failed: device .*: ImportError: A module that was compiled using NumPy 1.x cannot be run in$"),
+])
+def test_a_failed_device_step_says_why(sshd, digits_arm, tmp_path, change, why):
+    """A runner killed by a signal was "exit code 255", like a dropped link; an exception lost its message."""
+    import re
+
+    url, identity, known_hosts, device = sshd
+    result = cli(["check", digits_arm, "--device", f"{url}{device}/why", "--identity", identity, "--known-hosts",
+                  known_hosts, "--device-python", fake_python(tmp_path, change)])
+    assert result.exit_code == 4 and re.search(why, result.output.strip()), result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (device / "why").exists()
+
+
+def test_an_ssh_failure_says_it_is_the_connection(digits_arm, tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "kh").write_text("")
+    result = cli(["check", digits_arm, "--device", f"ssh://127.0.0.1:{port}/x", "--known-hosts", tmp_path / "kh"])
+    assert result.exit_code == 4 and "the SSH connection failed or dropped: ssh: connect to host 127.0.0.1 port " \
+        f"{port}: Connection refused" in result.output, result.output
