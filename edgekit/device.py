@@ -96,7 +96,9 @@ class Device:
             try:
                 self._ssh([self.spec.python, "-c", _REMOVE, made["run"], *made["made"]], b"", "clean-up")
             except StageError as e:  # said, not raised: it must not hide why the run ended (a timeout, Ctrl-C)
-                logging.getLogger("edgekit").warning("%s; %s is left there", e, made["run"])
+                left = [made["run"], *made["made"]]  # the folders made for it too: it would have removed them
+                logging.getLogger("edgekit").warning("%s; %s %s left there", e, ", ".join(left),
+                                                     "is" if len(left) == 1 else "are")
 
     @property
     def label(self) -> str:

@@ -404,3 +404,17 @@ def test_an_ssh_failure_says_it_is_the_connection(digits_arm, tmp_path):
     result = cli(["check", digits_arm, "--device", f"ssh://127.0.0.1:{port}/x", "--known-hosts", tmp_path / "kh"])
     assert result.exit_code == 4 and "the SSH connection failed or dropped: ssh: connect to host 127.0.0.1 port " \
         f"{port}: Connection refused" in result.output, result.output
+
+
+def test_a_failed_clean_up_names_every_folder_it_left(sshd, digits_arm, tmp_path, caplog):
+    """The warning named the run folder only, not the folders made for it, which clean-up also removes."""
+    url, identity, known_hosts, device = sshd
+    python = tmp_path / "python"  # the device's Python, failing the clean-up only
+    python.write_text(f'#!/bin/sh\ncase "$*" in *rmtree*) exit 7;; esac\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    result = cli(["check", digits_arm, "--device", f"{url}{device}/left/deeper", "--identity", identity,
+                  "--known-hosts", known_hosts, "--device-python", python])
+    assert result.exit_code == 0, result.output
+    [run] = (device / "left" / "deeper").iterdir()
+    assert f"{run}, {device}/left/deeper, {device}/left are left there" in caplog.text, caplog.text
+    shutil.rmtree(device / "left")
