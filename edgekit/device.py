@@ -21,7 +21,7 @@ import tarfile
 import tempfile
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from . import bounded, host, runner, runtime
 from .config import DeviceSpec
@@ -77,8 +77,14 @@ class Device:
         self.spec = replace(spec, **{k: os.path.abspath(v) for k in ("identity", "known_hosts")
                                      if (v := getattr(spec, k))})
         self.port = port
-        self.destination = f"{parts.username}@{parts.hostname}" if parts.username else parts.hostname
-        path = parts.path  # /abs/folder, or /~/folder in the login's home (as git's ssh URLs)
+        # percent-decoded, as URLs are: /tmp/a%20b is the folder "a b"
+        user, path = unquote(parts.username or ""), unquote(parts.path)  # /abs/folder, or /~/folder in the home
+        if not (user + path).isprintable():
+            raise UsageError(f"--device {spec.url!r}: expected ssh://[user@]host[:port][/folder]")
+        if path.startswith("/~") and not path.startswith("/~/") and path != "/~":  # it made a folder named ~user
+            raise UsageError(f"--device {spec.url!r}: /~user/ folders are not supported; give the folder's full path "
+                             "(or /~/folder in the login's home)")
+        self.destination = f"{user}@{parts.hostname}" if user else parts.hostname
         self.folder = (HOME if path in ("", "/", "/~", "/~/") else path[3:] if path.startswith("/~/") else path)
         self._copied: dict[Path, str] = {}
         self._run_folder: dict = {}  # {"run": its path there, "made": folders made for the named one}

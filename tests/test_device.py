@@ -418,3 +418,24 @@ def test_a_failed_clean_up_names_every_folder_it_left(sshd, digits_arm, tmp_path
     [run] = (device / "left" / "deeper").iterdir()
     assert f"{run}, {device}/left/deeper, {device}/left are left there" in caplog.text, caplog.text
     shutil.rmtree(device / "left")
+
+
+def test_urls_are_percent_decoded_and_a_tilde_user_is_refused(sshd, digits_arm):
+    """ssh://…/tmp/a%20b made a folder named `a%20b`, ssh://r%6fot@… logged in as `r%6fot`, and /~root/x made a
+    folder named `~root`."""
+    from edgekit.config import DeviceSpec
+    from edgekit.device import Device
+
+    url, identity, known_hosts, device = sshd
+    user, at, address = url[6:].rpartition("@")
+    encoded = f"ssh://{''.join(f'%{ord(c):02x}' for c in user)}{at}{address}{device}/a%20b%25"
+    with Device(DeviceSpec(encoded, str(identity), str(known_hosts), sys.executable)) as reached:
+        assert reached.destination == f"{user}@127.0.0.1"
+        reached.make_run_folder()
+        assert (device / "a b%").is_dir()
+    assert not (device / "a b%").exists()
+    for url in ("ssh://h/~root/x", "ssh://h/%7Eroot"):
+        result = cli(["check", digits_arm, "--device", url])
+        assert result.exit_code == 2 and "/~user/ folders are not supported" in result.output, result.output
+    result = cli(["check", digits_arm, "--device", "ssh://h/tmp/a%00b"])
+    assert result.exit_code == 2 and "expected ssh://" in result.output, result.output
