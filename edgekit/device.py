@@ -41,13 +41,22 @@ _REMOVE = ("import os, shutil, sys; shutil.rmtree(sys.argv[1]); "
            "[os.rmdir(p) for p in sys.argv[2:] if os.path.isdir(p) and not os.listdir(p)]")
 
 # Runs argv[1:] (the runner) and says on stderr which signal killed it (ssh says nothing, and exits 255 as for a
-# dropped link); kills it when the SSH session goes (the runner watches this, its parent).
+# dropped link); kills it when the SSH session goes (the runner watches this, its parent). One line for ssh: a
+# login shell may not take a quoted newline.
 KILLED = "edgekit: the runner was killed by "
-_SUPERVISE = ("import os, signal, subprocess, sys, time; up = os.getppid(); p = subprocess.Popen(sys.argv[1:]); "
-              "any(p.poll() is not None or os.getppid() != up or time.sleep(0.1) for _ in iter(int, 1)); "
-              f"c = p.poll(); c is None and p.kill(); c is not None and c < 0 and print({KILLED!r} + next("
-              "(s.name for s in signal.Signals if s == -c), f'signal {-c}'), file=sys.stderr); "
-              "sys.exit(1 if c is None else 128 - c if c < 0 else c)")
+_SUPERVISOR = f"""\
+import os, signal, subprocess, sys, time
+session, runner = os.getppid(), subprocess.Popen(sys.argv[1:])
+while runner.poll() is None and os.getppid() == session:
+    time.sleep(0.1)
+code = runner.poll()
+if code is None:
+    runner.kill()
+elif code < 0:
+    print({KILLED!r} + next((s.name for s in signal.Signals if s == -code), f"signal {{-code}}"), file=sys.stderr)
+sys.exit(1 if code is None else 128 - code if code < 0 else code)
+"""
+_SUPERVISE = f"exec({_SUPERVISOR!r})"
 
 
 class Device:

@@ -136,8 +136,8 @@ def rename(text: str, names: dict[str, Named]) -> str:
             return m.group(0)
         if word is None:
             return named.name
-        after = word[len(word.rstrip(":,.")):] if word[0] != "'" else ""  # `--out x.onnx:` ends its clause
-        word = word[:len(word) - len(after)] or word
+        after = word[-1] if len(word) > 1 and word[-1] in ":,." and word[0] != "'" else ""  # `--out x:` ends a clause
+        word = word[:len(word) - len(after)]
         value = (word in named.choices or word.lstrip("-+")[:1].isdigit() or word.isupper()
                  or any(c in word for c in "./:'|["))
         if named.sep is None or not value:

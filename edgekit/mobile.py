@@ -113,7 +113,11 @@ def _convert_without_aslr(src: Path, out: Path, style: str, platform_: str) -> b
     env = {"PATH": os.defpath, "LC_ALL": "C", "PYTHONHASHSEED": "0"}
     cmd = [setarch, platform.machine(), "-R", sys.executable, "-I", "-c", CONVERTER, str(src.relative_to(out.parent)),
            "--output_dir", out.name, "--optimization_style", style, "--target_platform", platform_]
-    result = subprocess.run(cmd, input=_import_path(), capture_output=True, text=True, cwd=out.parent, env=env)
+    for where in dict.fromkeys([_import_path(), "\0".join(p for p in sys.path if p)]):  # then all of this one's
+        result = subprocess.run(cmd, input=where, capture_output=True, text=True, cwd=out.parent, env=env)
+        if result.returncode == 0 or "ModuleNotFoundError" not in result.stderr:  # a converter's import elsewhere
+            break
+        shutil.rmtree(out, ignore_errors=True)
     if result.returncode != 0:
         log.info("setarch -R conversion failed (%s); converting in-process", result.stderr.strip()[-200:])
         shutil.rmtree(out, ignore_errors=True)

@@ -101,6 +101,11 @@ def _archives_beside(out: Path, folders: list[Path], only: set[str] | None = Non
     return cases
 
 
+def _state_pairs(manifest: dict) -> dict[str, str]:
+    """A streaming package's state table ({input: the output fed back to it}); {} for any other."""
+    return (manifest.get("state") or {}).get("pairs") or {}
+
+
 def _target_folders(path: Path, shown: Path) -> list[Path]:
     """The package folders under `path`, each with a name onnxruntime can open (UTF-8)."""
     from .runtime import ort_path
@@ -143,7 +148,7 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
     not_run = [Case(target, f"parity {m}", False, "not run: the package failed its integrity check") for m in golden]
     if not cases[0].passed:  # files that are not what the manifest says are never run
         return cases + not_run
-    pairs, state, steps = [], (manifest.get("state") or {}).get("pairs") or {}, manifest["golden"].get("steps") or {}
+    pairs, state, steps = [], _state_pairs(manifest), manifest["golden"].get("steps") or {}
     # an fp32 model's outputs have no quantization step to count differences in
     steps = {m: steps if m == INT8 or orts.get(m) == INT8 else {} for m in golden}
     read, profile = {}, _bundled_profile(manifest.get("target_profile_sha256"))
@@ -261,7 +266,7 @@ def _ort_claims(manifest: dict, read: dict, ort: str, onnx: str) -> str:
     if onnx not in read or not isinstance(claimed, dict):
         return ""
     (ort_in, ort_out, _), (onnx_in, onnx_out, _) = read[ort], read[onnx]
-    carried = set((manifest.get("state") or {}).get("pairs") or {})  # each model's own state, step to step
+    carried = set(_state_pairs(manifest))  # each model's own state, step to step
     if len(ort_in) != len(onnx_in) or any(a.keys() != b.keys() or any(
             not np.array_equal(a[k], b[k]) for k in a if k not in carried) for a, b in zip(ort_in, onnx_in)):
         return f"the golden inputs of {ort} are not {onnx}'s"
@@ -581,7 +586,7 @@ def _gate_claims(manifest: dict) -> list[str]:
     if odd := [n for n in gates if not parity.GATE_NAME.fullmatch(n)]:
         bad.append(f"gates {few(odd, 4)} are none that edgekit writes")
     names = [o.get("name") for o in outputs if isinstance(o, dict)] if isinstance(outputs, list) else []
-    state = tuple(((manifest.get("state") or {}).get("pairs") or {}).values())
+    state = tuple(_state_pairs(manifest).values())
     first = names[parity.scored(names, state)] if names else None  # class gates' output: the first not state
     if on := [f"{n} on {g['output']!r}" for n, g in gates.items() if first and g.get("output") not in (None, first)]:
         bad.append(f"{', '.join(on)}: edgekit measures class gates on the first output that is not state, {first!r}")

@@ -79,9 +79,9 @@ def _resized(value: np.ndarray, axes: tuple[int, ...], size: int, start: int = 0
 
 
 def _cut_start(feed: dict, axes: dict, size: int) -> int:
-    """Where a sample cut to `size` starts: 0, or its last `size` positions when its first `size` are all padding
-    (each position like the first, in every input) and its end is not. A left-padded sample cut from the start kept
-    padding alone: the model's output was ~0 and the check at that size judged nothing."""
+    """Where a sample cut to `size` starts: 0, or its last `size` positions when it is padded at its start (a longer
+    run of positions like its first than like its last, in every input). A left-padded sample cut from the start
+    kept padding alone: the model's output was ~0 and the check at that size judged nothing."""
     length = next(feed[n].shape[a] for n, each in axes.items() for a in each)
     if size >= length:
         return 0
@@ -93,7 +93,7 @@ def _cut_start(feed: dict, axes: dict, size: int) -> int:
             like_last &= (v == v[-1:]).all(axis=1)
     lead = int(np.argmin(like_first)) if not like_first.all() else length
     trail = int(np.argmin(like_last[::-1])) if not like_last.all() else length
-    return length - size if lead >= size and trail < lead else 0
+    return length - size if lead > trail else 0
 
 
 def named_dims(specs: tuple[InputSpec, ...]) -> list[str]:

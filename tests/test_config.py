@@ -345,6 +345,7 @@ def test_an_error_names_a_recipes_setting_as_toml_and_keeps_its_words():
              "data '/tmp/my --validation set.npz': gone": ("data '/tmp/my --validation set.npz': gone",) * 2,
              "--out /tmp/dist: cannot create it": ('[export] out = "/tmp/dist": cannot create it',
                                                    "out=/tmp/dist: cannot create it"),
+             "--out .: cannot write": ('[export] out = ".": cannot write', "out=.: cannot write"),
              "--input NAME:SHAPE, e.g.": ('[model] inputs = ["NAME:SHAPE"], e.g.', "inputs=NAME:SHAPE, e.g."),
              "--seed -1 or --per-tensor": ("[export] seed = -1 or [quantize] per_channel = false",
                                            "seed=-1 or per_channel=False")}
