@@ -68,14 +68,15 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                     seen.append((member.name, member.size, member.type))
                     if member.isreg() and (parts in hashes or parts in manifests):
                         raise InputError(f"{archive}: member {member.name!r} is in it twice")
-                    if member.isreg() and parts[-1] == "manifest.json" and len(parts) <= 2:
+                    if member.isreg() and parts[-1] == "manifest.json" and len(parts) <= 3:
                         manifests[parts] = tar.extractfile(member).read(_manifest_budget(archive, member, manifests))
                     elif member.isreg():
                         hashes[parts] = (member.name, member.size, _sha256(tar.extractfile(member)))
             listed = _listed_files(archive, manifests)
+            ledgers = {(*parts[:-2], LEDGER) for parts in listed if parts[-1] == "manifest.json"}  # beside packages
             mismatched = {}
             for parts, (name, size, actual) in hashes.items():
-                if parts == (LEDGER,):
+                if parts in ledgers:
                     continue  # edgekit's own bookkeeping in an OUT folder: not part of any package
                 if parts not in listed:
                     raise InputError(f"{archive}: member {name!r} is not listed in its manifest.json")
@@ -94,7 +95,7 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                     if member.isdir():
                         target.mkdir(parents=True, exist_ok=True)
                         continue
-                    if not parts or parts == (LEDGER,) or parts in mismatched:
+                    if not parts or parts in ledgers or parts in mismatched:
                         continue  # the archive's own "." folder (tar czf x.tar.gz -C dir .), edgekit's ledger
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with tar.extractfile(member) as src, open(target, "xb") as out:
@@ -199,9 +200,11 @@ def file_sizes(manifest: dict) -> dict[str, int] | None:
 
 def _listed_files(archive: Path, manifests: dict) -> dict[tuple[str, ...], tuple[int, str | None]]:
     """{path parts: (largest allowed size, sha256 or None for any)} for every file a manifest.json in the
-    archive lists ({its path parts: its bytes}), and the manifest and report themselves."""
+    archive lists ({its path parts: its bytes}), and the manifest and report themselves. Manifests two folders
+    down (`tar czf dist.tgz dist` of an OUT) count only where none is higher: a package never holds another."""
     listed: dict[tuple[str, ...], tuple[int, str | None]] = {}
-    for parts, data in manifests.items():
+    depth = max(2, min(map(len, manifests), default=0))
+    for parts, data in ((parts, data) for parts, data in manifests.items() if len(parts) <= depth):
         folder, name = parts[:-1], "/".join(parts)
         try:
             manifest = json.loads(data)
@@ -214,7 +217,7 @@ def _listed_files(archive: Path, manifests: dict) -> dict[tuple[str, ...], tuple
             raise InputError(f"{archive}: {name} is not a valid manifest ({type(e).__name__})") from e
         listed.update({(*folder, file): (MAX_MANIFEST_BYTES, None) for file in UNHASHED})
     if not listed:
-        raise InputError(f"{archive}: no manifest.json in it or in its top folders")
+        raise InputError(f"{archive}: no manifest.json in it, its top folders or theirs")
     return listed
 
 

@@ -63,12 +63,18 @@ def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe
         folders = _target_folders(root, original)
         if only is not None and folders != [root]:
             folders = [f for f in folders if f.name in only]
-        return CheckReport([case for folder in folders
-                            for case in _check_target(folder, str(original if folder == root else
-                                                                  original / folder.relative_to(root)), mismatched,
-                                                         place, probe, bench, own)]
-                           + ([] if root != original or folders == [root] else _archives_beside(original, folders,
-                                                                                                 only)))
+        cases = []
+        for out in sorted({f.parent for f in folders}) or [root]:  # OUT, or each copy of one in a folder given
+            mine = [f for f in folders if f.parent == out]
+            found = [case for folder in mine
+                     for case in _check_target(folder, str(original if folder == root else
+                                                           original / folder.relative_to(root)), mismatched,
+                                               place, probe, bench, own)]
+            found += [] if root != original or folders == [root] else _archives_beside(out, mine, only)
+            # two copies of OUT hold the same targets: name each by its folder (dist/desktop-x86)
+            cases += [replace(c, target=f"{out.relative_to(root).as_posix()}/{c.target}") for c in found
+                      ] if root in out.parents else found
+        return CheckReport(cases)
 
 
 def _archive_stem(name: str) -> str | None:
@@ -107,22 +113,28 @@ def _state_pairs(manifest: dict) -> dict[str, str]:
 
 
 def _target_folders(path: Path, shown: Path) -> list[Path]:
-    """The package folders under `path`, each with a name onnxruntime can open (UTF-8)."""
+    """The package folders under `path`, each with a name onnxruntime can open (UTF-8): its own, OUT's, or, where
+    neither holds a manifest, those one folder further down (a copy of OUT, `cp -a dist nest/`)."""
     from .runtime import ort_path
 
     if (path / "manifest.json").exists():  # whatever it is: _manifest refuses what is not a regular file
         ort_path(path, shown)
         return [path]
-    folders = sorted(p.parent for p in path.glob("*/manifest.json"))
-    if links := [f.name for f in folders if f.is_symlink()]:  # it would check a package elsewhere as this one
-        raise InputError(f"{shown}/{links[0]}: a link, not a package folder inside {shown}")
+    folders, depth = [], 0
+    while not folders and depth < 2:
+        depth += 1
+        folders = sorted(p.parent for p in path.glob("*/" * depth + "manifest.json"))
+    if links := [p for f in folders for p in (f.parent, f) if p != path and p.is_symlink()]:
+        # it would check a package elsewhere as this one
+        raise InputError(f"{shown / links[0].relative_to(path)}: a link, not a package folder inside {shown}")
     for folder in folders:
         ort_path(folder, shown / folder.relative_to(path))
     if not folders:
-        raise InputError(f"{shown}: no manifest.json in it or in its sub-folders")
-    if lost := sorted(p.parent.name for pattern in ("*/*.onnx", "*/*.ort", "*/golden.npz") for p in path.glob(pattern)
+        raise InputError(f"{shown}: no manifest.json in it, its sub-folders or theirs")
+    if lost := sorted(p.parent.relative_to(path) for d in range(1, depth + 1)
+                      for pattern in ("*.onnx", "*.ort", "golden.npz") for p in path.glob("*/" * d + pattern)
                       if p.parent not in folders):  # a CI glob that dropped *.json must not check green
-        raise InputError(f"{shown}/{lost[0]}: holds a package's files but no manifest.json")
+        raise InputError(f"{shown / lost[0]}: holds a package's files but no manifest.json")
     return folders
 
 

@@ -903,6 +903,40 @@ def test_plain_tar_of_a_package_folder_checks(packaged, tmp_path):
     assert str(tmp_path) not in result.output.replace(str(path), "")  # no temp paths in messages
 
 
+def test_a_copy_of_out_one_folder_down_checks_as_a_folder_or_an_archive(packaged, tmp_path):
+    """CI's natural artifact, `tar czf dist.tgz dist` of OUT, and `cp -a dist nest/` were exit 3: check looked for
+    manifests only in the path given and one folder down. Each target is named by its folder, the rules kept."""
+    nest = tmp_path / "nest"
+    shutil.copytree(packaged[0], nest / "dist")  # with OUT's archives, checked beside their folders
+    tgz = tmp_path / "dist.tgz"
+    subprocess.run(["tar", "czf", tgz, "--exclude=*.tar.gz", "dist"], cwd=nest, check=True)
+    targets = {f"dist/{t}" for t in packaged[1]}
+    for path in (nest, tgz):
+        result = check(path, "--json")
+        assert result.exit_code == 0, result.output
+        cases = json.loads(result.stdout)
+        assert {c["target"] for c in cases if c["name"] == "integrity"} == targets, cases
+        assert str(tmp_path) not in result.output.replace(str(path), "")  # no temp paths in messages
+    assert {c["target"] for c in cases if c["name"].startswith("archive")} == set() and \
+        {c["target"] for c in json.loads(check(nest, "--json").stdout) if c["name"].startswith("archive")} == targets
+    model = nest / "dist" / "ios-arm64" / "model.int8.onnx"
+    model.write_bytes(model.read_bytes()[:-1] + b"x")  # the same size: a larger member is refused (exit 3)
+    subprocess.run(["tar", "czf", tgz, "--exclude=*.tar.gz", "dist"], cwd=nest, check=True)
+    for path in (nest, tgz):
+        result = check(path, "--json")
+        assert result.exit_code == 1, result.output
+        failed = {(c["target"], c["name"]) for c in json.loads(result.stdout) if not c["passed"]}
+        assert ("dist/ios-arm64", "integrity") in failed and all(t == "dist/ios-arm64" for t, _ in failed), failed
+    (nest / "other").symlink_to(nest / "dist")
+    result = check(nest)
+    assert result.exit_code == 3 and "nest/other: a link, not a package folder" in result.stderr, result.output
+    (nest / "other").unlink()
+    (nest / "dist" / "arm64-linux" / "manifest.json").unlink()
+    result = check(nest)
+    assert result.exit_code == 3 and "dist/arm64-linux: holds a package's files but no manifest.json" in \
+        result.stderr, result.output
+
+
 def test_failed_export_fails_check(tmp_path):
     """A package edgekit marked failed never passes a CI job that only runs `check`."""
     profile = tmp_path / "strict.toml"
