@@ -468,10 +468,10 @@ def outlier_samples(feeds: Sequence[Mapping[str, np.ndarray]], streaming: bool =
     return said
 
 
-def fixed_shapes(specs, datasets, provider: str = "NNAPI") -> tuple[dict[str, tuple[int, ...]], list[str]]:
+def fixed_shapes(specs, datasets, provider="NNAPI", only="") -> tuple[dict[str, tuple[int, ...]], list[str]]:
     """Each input's shape as every calibration and validation sample has it (batch 1 for per-sample data);
     an input whose shape varies across samples stays dynamic, with a warning naming the `provider` that then
-    leaves its nodes to the CPU (the coverage gate decides)."""
+    leaves its nodes to the CPU (the coverage gate decides). `only`: the one model fixed (CoreML's), if not all."""
     shapes, warnings = {}, []
     for spec in specs:
         seen = set().union(*(ds.feeds.shapes(spec.name) if isinstance(ds.feeds, Samples)
@@ -482,7 +482,9 @@ def fixed_shapes(specs, datasets, provider: str = "NNAPI") -> tuple[dict[str, tu
             warnings.append(f"input {spec.name!r} kept dynamic: its shape varies across samples "
                             f"({', '.join(map(str, sorted(seen)[:3]))}, ...); {provider} leaves the nodes that depend "
                             "on it to the CPU: pad the samples to one shape to fix it")
-    return shapes, warnings + _fixed_dims_said(specs, shapes, all(ds.random for ds in datasets), provider)
+    return shapes, warnings + _fixed_dims_said(specs, shapes, all(ds.random for ds in datasets),
+                                               f"{provider}'s {only} (the int8 model keeps it dynamic)" if only
+                                               else provider)
 
 
 def _fixed_dims_said(specs, shapes: dict, random: bool, provider: str) -> list[str]:

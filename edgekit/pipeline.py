@@ -521,6 +521,9 @@ def _int8_at_sizes(shared: Shared, prep: Prepared, int8_sess, fixed: dict) -> li
     return found
 
 
+COREML_MODEL = "model.coreml.onnx"  # the fp32 model with fixed shapes an iOS package ships for CoreML
+
+
 def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     import onnx
 
@@ -532,7 +535,9 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     # a CoreML build runs the fp32 model (no Q/DQ builders), and takes fixed-shape nodes: it gets one of its own
     coreml = mobile.fp32_providers(target.package.coverage) if target.package.ort_format else []
     fixing = ["NNAPI"] * target.package.fixed_shapes + coreml
-    shapes, fixed_warnings = calib.fixed_shapes(shared.inputs, (cal, val), "/".join(fixing)) if fixing else ({}, [])
+    only = "" if target.package.fixed_shapes else COREML_MODEL  # for CoreML alone, only its own model is fixed
+    shapes, fixed_warnings = (calib.fixed_shapes(shared.inputs, (cal, val), "/".join(fixing), only) if fixing
+                              else ({}, []))
     fixed = shapes if target.package.fixed_shapes else {}
     # what the shipped models take: a build sizing its buffers by the metadata or the manifest read a dynamic batch
     inputs = tuple(dataclasses.replace(s, shape=fixed[s.name]) if s.name in fixed else s for s in shared.inputs)
@@ -546,7 +551,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     onnx.save(model, str(fp32))
     if fixed:
         onnx_export.check(fp32)
-    coreml_model = _fixed_fp32(tdir / "model.coreml.onnx", model, props, shared.inputs, shapes) if coreml else None
+    coreml_model = _fixed_fp32(tdir / COREML_MODEL, model, props, shared.inputs, shapes) if coreml else None
     given = target_settings(target, recipe.quantize)
     qplan = quantization.plan(model, given, set(recipe.quantize), target.runtime.arch)
     overridden = overrides(target, given, recipe.quantize)

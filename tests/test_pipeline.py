@@ -496,6 +496,12 @@ def test_a_target_that_fixes_a_dynamic_axis_says_to_what(tmp_path, encoder_data)
         assert any(said in w for w in m["warnings"]) and f"android-arm64: {said}" in result.output, result.output
         assert said in (out / "android-arm64" / "report.md").read_text()
         assert not any(w.startswith("N fixed") for w in m["warnings"]), m["warnings"]
+    # ios-arm64 fixes only the fp32 model it ships for CoreML: the app's int8 model takes any length
+    result = cli(["export", *args[:-3], "-t", "ios-arm64", "--no-bench", "--calibration", cal, "--validation", val,
+                  "--out", tmp_path / "ios"])
+    assert result.exit_code == 0, result.output
+    assert ("seq fixed to 12 (the data's size) for CoreML MLProgram's model.coreml.onnx (the int8 model keeps it "
+            "dynamic): the app must pad or cut input_ids, attention_mask to it") in result.output, result.output
 
 
 def test_a_target_that_fixes_an_axis_is_not_gated_at_sizes_it_does_not_ship(tmp_path):
