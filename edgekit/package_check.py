@@ -174,9 +174,9 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
                                                 _state_claims(state, inputs, outputs),
                                                 _golden_claims(entry, manifest["golden"], atol, inputs, outputs,
                                                                profile))))
+    fp32 = (manifest.get("ort_format") or {}).get("fp32") or {}
     for ort, onnx in orts.items():  # once every golden file is read, whatever the manifest's order
         untrue[ort] = "; ".join(filter(None, (untrue[ort], _ort_claims(manifest, read, ort, onnx))))
-        fp32 = manifest["ort_format"].get("fp32") or {}
         if onnx == fp32.get("onnx") and "inputs" in fp32:  # the fixed shapes a CoreML app feeds, as the model runs
             inputs, outputs, _ = read[onnx]
             untrue[onnx] = "; ".join(filter(None, (untrue[onnx], _io_claims(fp32, inputs[0], outputs[0]))))

@@ -540,7 +540,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                               else ({}, []))
     fixed = shapes if target.package.fixed_shapes else {}
     # what the shipped models take: a build sizing its buffers by the metadata or the manifest read a dynamic batch
-    inputs = tuple(dataclasses.replace(s, shape=fixed[s.name]) if s.name in fixed else s for s in shared.inputs)
+    inputs = _fixed_specs(shared.inputs, fixed)
     props = {"edgekit_version": __version__, "edgekit_target": target.name,
              "edgekit_inputs": ";".join(map(str, inputs)), "edgekit_preprocessing": "onnxruntime quant_pre_process"}
     model = onnx_export.stamp(copy.deepcopy(prep.model), props)
@@ -677,12 +677,17 @@ def _fixed_fp32(path: Path, model, props: dict, specs, shapes: dict) -> Path:
     model.onnx, the reference every target shares, and the int8 model keep their dynamic axes."""
     import onnx
 
-    inputs = tuple(dataclasses.replace(s, shape=shapes[s.name]) if s.name in shapes else s for s in specs)
-    fixed = onnx_export.stamp(copy.deepcopy(model), {**props, "edgekit_inputs": ";".join(map(str, inputs))})
+    inputs = ";".join(map(str, _fixed_specs(specs, shapes)))
+    fixed = onnx_export.stamp(copy.deepcopy(model), {**props, "edgekit_inputs": inputs})
     onnx_export.fix_input_shapes(fixed, shapes)
     onnx.save(fixed, str(path))
     onnx_export.check(path)
     return path
+
+
+def _fixed_specs(specs, shapes: dict) -> tuple[InputSpec, ...]:
+    """The input specs with the shapes a fixed-shape model takes (its metadata and manifest say those)."""
+    return tuple(dataclasses.replace(s, shape=shapes[s.name]) if s.name in shapes else s for s in specs)
 
 
 def _latency(shared: Shared, prep: Prepared, target: Target, fp32: Path, int8: Path) -> list[LatencyReport]:

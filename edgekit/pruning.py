@@ -454,14 +454,14 @@ def _structured(module, example_inputs, ratio, importance, ignored_layers, round
     kept = [n for n, m in module.named_modules() if id(m) in skipped]
     recurrent = {n: type(m).__name__ for n, m in module.named_modules() if isinstance(m, torch.nn.RNNBase)}
     fed = feeders(module, example_inputs, list(recurrent)) if recurrent else {}
-    unkept = [n for n in recurrent if not all(_within(x, kept) for x in (n, *fed[n]))]
+    unkept = [n for n in recurrent if not all(inside(x, kept) for x in (n, *fed[n]))]
     said = ", ".join(f"{n} ({recurrent[n]}{', fed by ' if fed[n] else ''}{', '.join(fed[n])})" for n in unkept)
     if any(recurrent[n] != "LSTM" for n in unkept):  # a GRU hung tracing with only itself ignored
         raise StageError("structured pruning", f"Torch-Pruning cannot prune GRU or plain RNN layers, nor the layers "
                                                f"feeding them (it fails on them, or never ends tracing them): {said}; "
                                                f"{_keep_recurrent(unkept, fed)}, or prune unstructured (--method "
                                                "unstructured: it zeroes weights, the parameter count stays)")
-    if any(_within(n, kept) for n in unkept):  # an ignored LSTM's input was resized all the same: no reload
+    if any(inside(n, kept) for n in unkept):  # an ignored LSTM's input was resized all the same: no reload
         raise StageError("structured pruning", f"an ignored recurrent layer is kept whole only with the layers "
                                                f"feeding it (Torch-Pruning resizes its input): {said}; "
                                                f"{_keep_recurrent(unkept, fed)}")
@@ -539,11 +539,6 @@ def _floored(tp):
             return current_channels - round_to if self.floored else n
 
     return Floored
-
-
-def _within(name: str, kept: list[str]) -> bool:
-    """`name` is one of the `kept` layers or blocks, or inside one."""
-    return any(name == k or name.startswith(f"{k}.") for k in kept)
 
 
 def _keep_recurrent(layers: list[str], fed: dict[str, list[str]]) -> str:

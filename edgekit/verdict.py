@@ -56,18 +56,23 @@ def _unmeasured_at(outputs, at: str) -> str | None:
     a reference ~0 on them says nothing of the model, so the gate is skipped with the cause, not failed as None."""
     if why := parity.exact_only(outputs):
         return why
-    if all(o.near_zero or o.exact_agreement is not None for o in outputs):
+    if _silent(outputs):
         return (f"reference output ~0 at {at} on the samples edgekit made from the validation data: cosine "
                 "says nothing there")
     return None
+
+
+def _silent(outputs) -> bool:
+    """No float output with a signal to take a cosine of (each ~0, or an integer one compared exactly)."""
+    return all(o.near_zero or o.exact_agreement is not None for o in outputs)
 
 
 def size_warnings(checks) -> list[str]:
     """Each other size whose cosine gates were skipped for a reference ~0 (_unmeasured_at), said with the cure."""
     said = []
     for c in checks:
-        outputs = (c.export or c.quantization).outputs if (c.export or c.quantization) else ()
-        if outputs and not parity.exact_only(outputs) and _unmeasured_at(outputs, ""):
+        stage = c.export or c.quantization
+        if stage and stage.outputs and not parity.exact_only(stage.outputs) and _silent(stage.outputs):
             said.append(f"at {c.other.label()} (samples cut or repeated from the validation data) every reference "
                         "output is ~0: the cosine there was not judged; --size "
                         f"{c.other.dim}=K names a size whose samples keep their content")
