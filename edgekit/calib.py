@@ -120,6 +120,11 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
     holds them, an iterable of feed dicts or a callable returning one. `max_bytes` bounds what one source may
     declare (file headers, random inputs) before it is loaded (a function's items, as they come); `max_samples`:
     only the first samples are read."""
+    if isinstance(source, np.ndarray) or hasattr(source, "detach"):  # one input's samples, as a .npy holds them
+        if len(specs) != 1:
+            raise InputError(f"data {type(source).__name__!r}: one array, the model takes {len(specs)} inputs "
+                             f"{[s.name for s in specs]}: give {{name: samples}}")
+        source = {specs[0].name: source.detach().cpu().numpy() if hasattr(source, "detach") else source}
     if isinstance(source, Mapping):  # {input name: samples}, as an .npz holds them (np.load's own result too)
         file = getattr(getattr(source, "zip", None), "filename", None)  # np.load's: named by its file, not 'NpzFile'
         origin = f"data {file or type(source).__name__!r}"
@@ -348,6 +353,28 @@ def validate(origin: str, spec: InputSpec, sample: np.ndarray) -> None:
         raise InputError(f"{origin}: input {spec.name!r} has NaN or Inf values")
 
 
+def _as_feed(origin: str, item, specs) -> Mapping:
+    """An item as a dict of the model's inputs (and `labels`): a dict as it is; else as training batches are
+    given (distillation's form): inputs, `(inputs,)` or `(inputs, labels)`, as a DataLoader of a TensorDataset
+    yields them, where inputs are an array, a tuple of arrays in the model's input order, or a dict."""
+    if isinstance(item, Mapping):
+        return item
+    if isinstance(item, (tuple, list)) and len(item) in (1, 2):
+        inputs, labels = item[0], item[1] if len(item) == 2 else None
+    elif isinstance(item, np.ndarray) or hasattr(item, "detach"):  # a tensor
+        inputs, labels = item, None
+    else:
+        raise InputError(f"{origin} is a {type(item).__name__}" + (f" of {len(item)}" if isinstance(
+            item, (tuple, list)) else "") + ": give a dict of arrays, the inputs, or (inputs, labels)")
+    if not isinstance(inputs, Mapping):
+        arrays = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
+        if len(arrays) != len(specs):
+            raise InputError(f"{origin}: {len(arrays)} input(s), the model takes {len(specs)} "
+                             f"{[s.name for s in specs]}: give them in that order, as (inputs, labels), or a dict")
+        inputs = dict(zip((s.name for s in specs), arrays))
+    return inputs if labels is None else {**inputs, "labels": labels}
+
+
 def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BYTES,
                 max_samples: int | None = None) -> Dataset:
     """Feed dicts (one sample, or a stack of samples along a first axis of their own or along the inputs' batch
@@ -363,13 +390,14 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
                     origin = f"{origin} (its first {last} items: edgekit reads no more)"
                     log.warning("%s", origin)
                 break
-            if not isinstance(item, dict):
-                raise InputError(f"{origin}: item {i} is a {type(item).__name__}, expected a dict of arrays")
-            item = dict(item)
+            item = dict(_as_feed(f"{origin}: item {i}", item, specs))
             key = _label_key(f"{origin} item {i}", item)
             label = item.pop(key) if key else None
             # copies: a generator that refills one buffer made every sample its last (accuracy 11%, passed)
             arrays = {k: own_array(v) for k, v in item.items()}
+            # one sample without its batch axis, as a Dataset's items are before a DataLoader stacks them
+            arrays = {k: v[None] if k in specs_by and _item_batch_axis(specs_by[k], v.ndim + 1) else v
+                      for k, v in arrays.items()}
             # an item is a stack of samples along a first axis the model's inputs lack, or along the model's own
             # batch axis (1, N), split into batch-1 samples as a file's are: a DataLoader's batches of 8 fixed an
             # Android model's batch at 8 (or, beside batch-1 files, left it dynamic); else it is one sample

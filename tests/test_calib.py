@@ -455,6 +455,35 @@ def test_an_item_is_split_along_a_batch_axis_only():
         assert [f["x"].shape for f in calib.load(batches, spec, max_samples=12).feeds] == [(1, 4)] * 12
 
 
+def test_items_in_the_training_form_and_bare_arrays_read_as_dicts_do():
+    """A DataLoader of a TensorDataset ([x, y] lists), a bare array or tensor, and a Dataset's unbatched samples were
+    refused as calibration or validation data ("item 0 is a list, expected a dict of arrays"), though `distill` took
+    the same (inputs, labels) batches."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((20, 1, 8, 8), dtype=np.float32), rng.integers(0, 10, 20)
+    spec = (InputSpec.parse("image:Nx1x8x8"),)
+    want = calib.load({"image": x, "labels": y}, spec)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+                                         batch_size=8)
+    for data in (loader, [(x[i:i + 5], y[i:i + 5]) for i in range(0, 20, 5)], [({"image": x[i]}, y[i]) for i in
+                                                                                 range(20)]):
+        got = calib.load(data, spec)
+        assert all(np.array_equal(a["image"], b["image"]) for a, b in zip(got.feeds, want.feeds, strict=True))
+        assert list(got.labels) == list(want.labels)
+    for data in (x, torch.from_numpy(x), [(s,) for s in x], list(x), [{"image": s} for s in x]):
+        got = calib.load(data, spec)
+        assert got.labels is None and len(got.feeds) == 20 and np.array_equal(got.feeds[3]["image"], x[3:4])
+    pair = (InputSpec.parse("a:Nx4"), InputSpec.parse("b:Nx4"))
+    got = calib.load([((np.ones((2, 4), "f4"), np.zeros((2, 4), "f4")), np.array([1, 2]))], pair)
+    assert [f["b"].shape for f in got.feeds] == [(1, 4)] * 2 and list(got.labels) == [1, 2]
+    with pytest.raises(InputError, match=r"item 0: 1 input\(s\), the model takes 2 \['a', 'b'\]: give them in"):
+        calib.load([np.ones((2, 4), "f4")], pair)
+    with pytest.raises(InputError, match=r"one array, the model takes 2 inputs \['a', 'b'\]: give \{name: samples"):
+        calib.load(np.ones((2, 4), "f4"), pair)
+    with pytest.raises(InputError, match=r"item 0 is a list of 3: give a dict of arrays, the inputs, or \(inputs,"):
+        calib.load([[x[:1], x[:1], y[:1]]], spec)
+
+
 def test_a_data_loaders_usual_mismatches_say_the_fix():
     """float64 arrays (numpy's default) and a DataLoader's short last batch on a fixed batch axis were refused
     without a word of what to do."""

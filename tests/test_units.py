@@ -87,8 +87,8 @@ def test_function_reader(tmp_path):
 
 
 def test_function_reader_bad_item(tmp_path):
-    (tmp_path / "reader.py").write_text("def samples():\n    yield [1, 2]\n")
-    with pytest.raises(InputError, match="expected a dict"):
+    (tmp_path / "reader.py").write_text("def samples():\n    yield 'text'\n")
+    with pytest.raises(InputError, match=r"item 0 is a str: give a dict of arrays, the inputs, or \(inputs, labels\)"):
         calib.load(f"{tmp_path / 'reader.py'}:samples", (InputSpec.parse("x:Nx4"),))
 
 
