@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 
 from .errors import InputError, first_line
+from .published import INDEX, MAX_INDEX_BYTES
 
 MAX_MEMBERS = 10_000
 MAX_MEMBER_BYTES = 2 << 30  # the largest ONNX protobuf a single file can hold
@@ -74,9 +75,14 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                         hashes[parts] = (member.name, member.size, _sha256(tar.extractfile(member)))
             listed = _listed_files(archive, manifests)
             ledgers = {(*parts[:-2], LEDGER) for parts in listed if parts[-1] == "manifest.json"}  # beside packages
+            # OUT's record of its targets, which `check` of a tar of OUT reads: unpacked, though no manifest lists it
+            records = {(*parts[:-1], INDEX) for parts in ledgers}
             mismatched = {}
             for parts, (name, size, actual) in hashes.items():
-                if parts in ledgers:
+                if parts in records and size > MAX_INDEX_BYTES:
+                    raise InputError(f"{archive}: member {name!r} holds {size} bytes, more than edgekit's record of "
+                                     "an OUT's targets may")
+                if parts in ledgers or parts in records:
                     continue  # edgekit's own bookkeeping in an OUT folder: not part of any package
                 if parts not in listed:
                     raise InputError(f"{archive}: member {name!r} is not listed in its manifest.json")
@@ -100,7 +106,7 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with tar.extractfile(member) as src, open(target, "xb") as out:
                         digest = _copy_hashing(src, out)
-                    if listed[parts][1] not in (None, digest):
+                    if listed.get(parts, (0, None))[1] not in (None, digest):
                         raise InputError(f"{archive}: member {member.name!r} changed while being read")
             return {"/".join(parts): actual for parts, actual in mismatched.items()}
     except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile, lzma.LZMAError, ValueError, RecursionError) as e:

@@ -18,7 +18,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from . import archive, signals
+from . import archive, published, signals
 from .errors import DiskFullError, InputError, UsageError, disk_full, first_line
 
 STAGE_PREFIX = ".edgekit-stage-"
@@ -290,6 +290,10 @@ def _refuse_foreign(out: Path, names: list[str]) -> None:
     if ledger is None:  # a publish replaces the ledger: a user's file or folder of that name would be lost
         raise UsageError(f"--out {out}: {LEDGER} exists and is not edgekit's record of its files; move it away or "
                          "pass --force to replace it")
+    try:
+        published.read(out)
+    except InputError as e:  # a publish replaces it: a user's file of that name would be lost
+        raise UsageError(f"--out {e}; move it away or pass --force to replace it") from None
     for name in names:
         path = out / name
         if not os.path.lexists(path):
@@ -354,6 +358,9 @@ def publish(stage: Path, out: Path, names: list[str], stale: list[str] = ()) -> 
     gone = [n for n in stale if n not in names and (out / n).is_file() and not (out / n).is_symlink()
             and ledger.get(n) == sha256(out / n)]
     moves = list(names)
+    final_record = _record(stage, out, names)
+    if final_record is not None:  # first naming both the previous and the new packages, at the end the new ones
+        moves.insert(0, published.INDEX)
     if files or gone:  # swapped in with them, so the ledger never names a file that is not there
         ledger = {n: h for n, h in ledger.items() if n not in gone} | {n: sha256(stage / n) for n in files}
         (stage / LEDGER).write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
@@ -372,12 +379,31 @@ def publish(stage: Path, out: Path, names: list[str], stale: list[str] = ()) -> 
                     final.rename(old)
                 done.append((final, old if had else None))
                 (stage / name).rename(final)
+            if final_record is not None:
+                final_record.replace(out / published.INDEX)
         except OSError as e:
             _roll_back(stage, done)
             raise InputError(f"--out {out}: publishing failed ({e.strerror}); previous output left as it was") from e
         signals.published()
     if received:
         raise signals.InterruptedAfterPublish()
+
+
+def _record(stage: Path, out: Path, names: list[str]) -> Path | None:
+    """Write OUT's record of its targets into the stage, as it stands during the swap (stage/INDEX) and after it
+    (returned); None when this publish swaps no folder in (a search's pages): the record stays as it is."""
+    if not any((stage / n).is_dir() for n in names):
+        return None
+    try:
+        prior = published.read(out)
+    except InputError:  # something else of its name, replaced with --force (refused before any work without)
+        prior = None
+    present = {n: published.manifest_sha256(out / n) for n in earlier_packages(out, [])}
+    new = {n: published.manifest_sha256(stage / n) for n in names if (stage / n / "manifest.json").is_file()}
+    during, after = published.merged(prior, present, new)
+    (stage / published.INDEX).write_text(during.text())
+    (stage / f"{published.INDEX}.final").write_text(after.text())
+    return stage / f"{published.INDEX}.final"
 
 
 def _roll_back(stage: Path, done: list[tuple[Path, Path | None]]) -> None:

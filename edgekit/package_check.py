@@ -9,6 +9,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import re
 import tempfile
 import time
@@ -19,7 +20,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from . import archive, arrays, bounded, host, mobile, package, parity, runner
+from . import archive, arrays, bounded, host, mobile, package, parity, published, runner
 from .config import TARGET_NAME, Target, bundled, list_targets, load_target
 from .errors import InputError, StageError, UsageError, few, first_line
 from .probe import probe as probe_model
@@ -31,6 +32,7 @@ MAX_NAME = 256  # a state input's or output's name (one of 200,000 characters ov
 MIN_STEP = 1e-45  # a quantization step, at least float32's smallest (a model that emits ~0 has one near it)
 INT8 = "model.int8.onnx"
 FP32 = "model.onnx"  # the float reference (a CoreML build's fp32 model is ort_format.fp32's own fixed-shape copy)
+log = logging.getLogger("edgekit")
 NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # what XML 1.0 cannot hold
 
 
@@ -71,6 +73,9 @@ def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe
                                                            original / folder.relative_to(root)), mismatched,
                                                place, probe, bench, own)]
             found += [] if root != original or folders == [root] else _archives_beside(out, mine, only)
+            # an archive of one package folder (OUT/<target>.tar.gz) is no OUT: it has no record to miss
+            found += [] if folders == [root] else _published_there(out, original / out.relative_to(root), mine, only,
+                                                                   root == original or len(folders) > 1)
             # two copies of OUT hold the same targets: name each by its folder (dist/desktop-x86)
             cases += [replace(c, target=f"{out.relative_to(root).as_posix()}/{c.target}") for c in found
                       ] if root in out.parents else found
@@ -104,6 +109,32 @@ def _archives_beside(out: Path, folders: list[Path], only: set[str] | None = Non
             except InputError as e:
                 same, why = False, str(e)
         cases.append(Case(folder.name, f"archive {path.name}", same, why))
+    return cases
+
+
+def _published_there(out: Path, shown: Path, folders: list[Path], only: set[str] | None, an_out: bool) -> list[Case]:
+    """A failed case for each target OUT's record says edgekit published there that is gone, or holds another
+    manifest than the one published (`rm -r OUT/android-arm64` passed `check OUT` with the other targets)."""
+    record = published.read(out, shown)
+    if record is None and an_out:  # made by an edgekit before the record, or copied without hidden files
+        log.warning("%s: no %s, so which targets it should hold is not verified, only the packages found in it",
+                    shown, published.INDEX)
+    if record is None:  # checked as before
+        return []
+    by_name, cases = {f.name: f for f in folders}, []
+    for name, allowed in sorted(record.targets.items()):
+        if only is not None and name not in only:
+            continue
+        if (folder := by_name.get(name)) is None:
+            cases.append(Case(name, "published", False, f"missing: no folder {name} in {shown}, where edgekit "
+                              f"published it ({published.INDEX}): re-export it, or delete its entry there if it "
+                              "was removed on purpose"))
+        elif (held := published.manifest_sha256(folder)) not in allowed:
+            cases.append(Case(name, "published", False, f"its manifest.json (sha256 {held[:12]}…) is not the one "
+                              f"edgekit published there ({allowed[-1][:12]}…, {published.INDEX} in {shown})"))
+    if unlisted := sorted(set(by_name) - set(record.targets)):
+        log.warning("%s: %s not published there by edgekit (copied in?): checked on its own", shown,
+                    ", ".join(unlisted))
     return cases
 
 

@@ -275,7 +275,7 @@ def test_interrupted_run_leaves_previous_output_and_no_temp_dirs(tmp_path, sig):
     assert proc.returncode == 130 and "Traceback" not in err and "Exception ignored" not in err
     assert err.strip() == "edgekit: interrupted; any earlier output left as it was"
     assert {p.name: p.read_bytes() for p in (out / "desktop-x86").iterdir()} == before
-    assert sorted(p.name for p in out.iterdir()) == ["desktop-x86"]  # no stage folder, no lock left
+    assert sorted(p.name for p in out.iterdir()) == [".edgekit-targets.json", "desktop-x86"]  # no stage, no lock left
 
 
 def _signal_to_self(real, when: str):
@@ -578,8 +578,8 @@ def test_a_swap_cut_short_by_kill_9_is_mended_by_the_next_run(tmp_path):
         from edgekit import outdir
         out, names, renamed = Path({str(out)!r}), ["desktop-x86", "arm64-linux"], []
         rename = Path.rename
-        def rename_then_die(self, target):  # two stale archives out, desktop-x86 in, arm64-linux out: die
-            if len(renamed) == 5:
+        def rename_then_die(self, target):  # two stale archives out, the record of targets (2) and desktop-x86
+            if len(renamed) == 7:  # in, arm64-linux out: die
                 os.kill(os.getpid(), signal.SIGKILL)
             renamed.append(self)
             return rename(self, target)
