@@ -5,6 +5,7 @@ names, corrupt .npz, mixed folders), recipe/profile keys and types (test_cli.py)
 (test_package.py: absolute, `..`, symlink, hard link, device, oversized members).
 """
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -599,6 +600,74 @@ def test_a_swap_cut_short_by_kill_9_is_mended_by_the_next_run(tmp_path):
         {k: v for k, v in before.items() if k.parts[0] != "desktop-x86"}
     assert sorted(p.name for p in (out / "desktop-x86").iterdir()) == ["new", "notes.txt"]
     assert not list(out.glob(".edgekit-stage-*"))
+
+
+def _failed_check(out):
+    result = cli(["check", str(out), "--json"])
+    assert result.exit_code in (0, 1), result.output
+    return {(c["target"], c["name"]) for c in json.loads(result.stdout) if not c["passed"]}
+
+
+def _record(out):
+    return json.loads((out / ".edgekit-targets.json").read_text())["targets"]
+
+
+def test_a_later_run_of_some_targets_keeps_the_record_of_the_others(tmp_path):
+    """A later export of some targets into an OUT leaves the others there (as before): OUT's record of targets is
+    what it holds and was published, so one lost before that run still fails `check OUT` after it."""
+    out = tmp_path / "out"
+    assert _package_run(out, "-t", "desktop-x86", "-t", "arm64-linux").exit_code == 0
+    assert sorted(_record(out)) == ["arm64-linux", "desktop-x86"]
+    shutil.rmtree(out / "arm64-linux")
+    assert _package_run(out, "-t", "desktop-x86").exit_code == 0
+    assert _failed_check(out) == {("arm64-linux", "published")}
+    assert _package_run(out, "-t", "arm64-linux").exit_code == 0  # exported again: the union is there
+    assert _failed_check(out) == set()
+    # an OUT of an edgekit before the record: the next run records the packages it finds there with its own
+    (out / ".edgekit-targets.json").unlink()
+    assert _package_run(out, "-t", "desktop-x86").exit_code == 0
+    assert sorted(_record(out)) == ["arm64-linux", "desktop-x86"]
+    shutil.rmtree(out / "arm64-linux")
+    assert _failed_check(out) == {("arm64-linux", "published")}
+    (out / ".edgekit-targets.json").write_text("mine")  # not edgekit's record: replaced only with --force
+    one_line_error(_package_run(out, "-t", "desktop-x86"), 2, ".edgekit-targets.json: not edgekit's record", "--force")
+    assert (out / ".edgekit-targets.json").read_text() == "mine"
+
+
+def test_a_swap_cut_short_by_kill_9_neither_fails_a_healthy_out_nor_passes_a_broken_one(tmp_path):
+    """Killed between a swap's renames, OUT holds both runs' packages (and, until the next run puts it back, lacks
+    one): the record names both manifests of each target while the swap runs, so only what is missing fails."""
+    out = tmp_path / "out"
+    assert _package_run(out, "-t", "desktop-x86", "-t", "arm64-linux").exit_code == 0
+    old = {n: hashlib.sha256((out / n / "manifest.json").read_bytes()).hexdigest() for n in _record(out)}
+    killed = subprocess.run([sys.executable, "-c", f"""if True:
+        import json, os, signal, shutil
+        from pathlib import Path
+        from edgekit import outdir
+        out, names, renamed = Path({str(out)!r}), ["desktop-x86", "arm64-linux"], []
+        rename = Path.rename
+        def rename_then_die(self, target):  # the record out and in, desktop-x86 out and in, arm64-linux out: die
+            if len(renamed) == 5:
+                os.kill(os.getpid(), signal.SIGKILL)
+            renamed.append(self)
+            return rename(self, target)
+        with outdir.staging(out, names) as stage:
+            for name in names:  # the same packages with other manifest.json bytes: another run's
+                shutil.copytree(out / name, stage / name)
+                manifest = stage / name / "manifest.json"
+                manifest.write_text(json.dumps(json.loads(manifest.read_text())))
+            Path.rename = rename_then_die
+            outdir.publish(stage, out, names)
+        """], cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    new = hashlib.sha256((out / "desktop-x86" / "manifest.json").read_bytes()).hexdigest()
+    assert not (out / "arm64-linux").exists() and new != old["desktop-x86"]  # cut in the middle
+    assert _failed_check(out) == {("arm64-linux", "published")}  # the dead run's desktop-x86 is edgekit's
+    profile = tmp_path / "extra.toml"
+    profile.write_text('name = "extra"\n')
+    assert _package_run(out, "-t", profile).exit_code == 0  # the next run puts arm64-linux back
+    assert _failed_check(out) == set()
+    assert _record(out) == {"desktop-x86": [new], "arm64-linux": [old["arm64-linux"]], "extra": _record(out)["extra"]}
 
 
 def test_dead_runs_stage_folders_are_cleaned_and_nothing_else(tmp_path):

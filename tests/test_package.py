@@ -937,6 +937,58 @@ def test_a_copy_of_out_one_folder_down_checks_as_a_folder_or_an_archive(packaged
         result.stderr, result.output
 
 
+def failed_cases(result):
+    assert result.exit_code in (0, 1), result.output
+    return {(c["target"], c["name"]): c["message"] for c in json.loads(result.stdout) if not c["passed"]}
+
+
+def test_check_out_fails_a_published_target_that_is_gone_or_swapped(packaged, tmp_path, caplog):
+    """`rm -r OUT/android-arm64 && edgekit check OUT` passed with the other targets: a CI gate on `check OUT` missed
+    the lost deliverable. OUT's record of what the export published names it; the others are still checked."""
+    out = tmp_path / "dist"
+    shutil.copytree(packaged[0], out, ignore=shutil.ignore_patterns("*.tar.gz"))  # archives beside tell a swap
+    healthy = check(out, "--json")
+    assert healthy.exit_code == 0, healthy.output
+    assert failed_cases(healthy) == {}
+    shutil.rmtree(out / "android-arm64")
+    rehash(out / "ios-arm64")  # another manifest.json (as a package exported elsewhere): consistent, not published
+    result = check(out, "--json")
+    assert result.exit_code == 1, result.output
+    failed = failed_cases(result)
+    assert failed.keys() == {("android-arm64", "published"), ("ios-arm64", "published")}, failed
+    assert failed[("android-arm64", "published")].startswith("missing: no folder android-arm64 in")
+    assert "is not the one edgekit published there" in failed[("ios-arm64", "published")]
+    cases = json.loads(result.stdout)
+    assert {c["target"] for c in cases if c["name"] == "integrity" and c["passed"]} == {"arm64-linux", "ios-arm64"}
+    # a tar of OUT holds the record one folder down, and names each target by its folder
+    tgz = tmp_path / "dist.tgz"
+    subprocess.run(["tar", "czf", tgz, "dist"], cwd=tmp_path, check=True)
+    result = check(tgz, "--json")
+    assert result.exit_code == 1, result.output
+    assert failed_cases(result).keys() == {("dist/android-arm64", "published"), ("dist/ios-arm64", "published")}
+    # an OUT made before the record (or copied without hidden files) checks as before, saying what it cannot tell
+    (out / ".edgekit-targets.json").unlink()
+    with caplog.at_level("WARNING", logger="edgekit"):
+        result = check(out, "--json")
+    assert result.exit_code == 0, result.output
+    assert "no .edgekit-targets.json, so which targets it should hold is not verified" in caplog.text
+    # one target's folder or archive has no record to miss
+    caplog.clear()
+    for path in (out / "arm64-linux", packaged[0] / "arm64-linux.tar.gz"):
+        with caplog.at_level("WARNING", logger="edgekit"):
+            result = check(path)
+        assert result.exit_code == 0 and "published" not in result.output and caplog.text == "", result.output
+
+
+def test_a_record_of_targets_that_is_not_edgekits_is_bad_input(packaged, tmp_path):
+    out = tmp_path / "dist"
+    shutil.copytree(packaged[0], out)
+    (out / ".edgekit-targets.json").write_text('{"targets": {"android-arm64": "not a hash"}}')
+    result = check(out)
+    assert result.exit_code == 3, result.output
+    assert "dist/.edgekit-targets.json: not edgekit's record of the targets it published there" in result.stderr
+
+
 def test_failed_export_fails_check(tmp_path):
     """A package edgekit marked failed never passes a CI job that only runs `check`."""
     profile = tmp_path / "strict.toml"
