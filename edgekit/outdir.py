@@ -4,7 +4,8 @@ Everything is built in a stage folder inside OUT (so the final renames never cro
 when OUT is its own mount point) and swapped in at the end, all targets or none, with SIGINT/SIGTERM
 held back during the swap. A folder at OUT/<target> is replaced only when it holds an edgekit
 manifest, a file (an archive, a search's pareto.json) only when edgekit's ledger in OUT records its hash;
-anything else needs `--force`. A failed or interrupted run leaves the previous output as it was.
+anything else needs `--force`. A failed or interrupted run leaves the previous output as it was. OUT's record of
+its targets (published.py), which `check OUT` holds it to, is swapped in with them.
 """
 from __future__ import annotations
 
