@@ -392,7 +392,8 @@ def publish(stage: Path, out: Path, names: list[str], stale: list[str] = ()) -> 
 
 def _record(stage: Path, out: Path, names: list[str]) -> Path | None:
     """Write OUT's record of its targets into the stage, as it stands during the swap (stage/INDEX) and after it
-    (returned); None when this publish swaps no folder in (a search's pages): the record stays as it is."""
+    (returned); None when this publish swaps no folder in (a search's pages: the record stays as it is) or OUT holds
+    no package."""
     if not any((stage / n).is_dir() for n in names):
         return None
     try:
@@ -402,6 +403,8 @@ def _record(stage: Path, out: Path, names: list[str]) -> Path | None:
     present = {n: published.manifest_sha256(out / n) for n in earlier_packages(out, [])}
     new = {n: published.manifest_sha256(stage / n) for n in names if (stage / n / "manifest.json").is_file()}
     during, after = published.merged(prior, present, new)
+    if prior is None and not after.targets:  # no package here, before or now: nothing to record
+        return None
     (stage / published.INDEX).write_text(during.text())
     (stage / f"{published.INDEX}.final").write_text(after.text())
     return stage / f"{published.INDEX}.final"
