@@ -116,7 +116,7 @@ def _published_there(out: Path, shown: Path, folders: list[Path], only: set[str]
     """A failed case for each target OUT's record says edgekit published there that is gone, or holds another
     manifest than the one published (`rm -r OUT/android-arm64` passed `check OUT` with the other targets)."""
     record = published.read(out, shown)
-    if record is None and an_out:  # made by an edgekit before the record, or copied without hidden files
+    if record is None and an_out:  # made by an edgekit before the record, or copied without it
         log.warning("%s: no %s, so which targets it should hold is not verified, only the packages found in it",
                     shown, published.INDEX)
     if record is None:  # checked as before

@@ -1,9 +1,10 @@
 """OUT's record of the target folders edgekit published there, which `edgekit check OUT` holds OUT to.
 
-`OUT/.edgekit-targets.json` names each target folder and the sha256 of its manifest.json (which hashes every other
+`OUT/edgekit-targets.json` names each target folder and the sha256 of its manifest.json (which hashes every other
 file), so a target deleted or swapped for another package fails the check. It is swapped in by the same publish
 as the packages: first with both the previous and the new manifest's hash of each target being replaced (a run
 killed in the middle of its swap leaves a mix of both runs' packages, each edgekit's), then with the new ones.
+A visible file: artifact uploads that skip hidden files (GitHub's upload-artifact) would drop it.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-INDEX = ".edgekit-targets.json"
+INDEX = "edgekit-targets.json"
 MAX_INDEX_BYTES = 1 << 20  # ~10,000 targets
 DIGEST = 64  # hex characters of a sha256
 
@@ -37,8 +38,8 @@ def manifest_sha256(folder: Path) -> str:
 
 
 def read(out: Path, shown: Path | str | None = None) -> Published | None:
-    """OUT's record; None when there is none (OUT made by an edgekit before it, or a copy that dropped hidden
-    files). Anything else of its name is bad input, named as `shown/INDEX` (default: its path)."""
+    """OUT's record; None when there is none (OUT made by an edgekit before it, or a copy without
+    it). Anything else of its name is bad input, named as `shown/INDEX` (default: its path)."""
     path = out / INDEX
     where = f"{shown if shown is not None else out}/{INDEX}"
     try:

@@ -276,7 +276,7 @@ def test_interrupted_run_leaves_previous_output_and_no_temp_dirs(tmp_path, sig):
     assert proc.returncode == 130 and "Traceback" not in err and "Exception ignored" not in err
     assert err.strip() == "edgekit: interrupted; any earlier output left as it was"
     assert {p.name: p.read_bytes() for p in (out / "desktop-x86").iterdir()} == before
-    assert sorted(p.name for p in out.iterdir()) == [".edgekit-targets.json", "desktop-x86"]  # no stage, no lock left
+    assert sorted(p.name for p in out.iterdir()) == ["desktop-x86", "edgekit-targets.json"]  # no stage, no lock left
 
 
 def _signal_to_self(real, when: str):
@@ -572,7 +572,7 @@ def test_a_swap_cut_short_by_kill_9_is_mended_by_the_next_run(tmp_path):
     put back; what the dead run swapped in stays, with what the user added there since."""
     out = tmp_path / "out"
     assert _package_run(out, "-t", "desktop-x86", "-t", "arm64-linux", "--archive").exit_code == 0
-    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and ".edgekit" not in p.name}
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and not p.name.startswith((".edgekit", "edgekit-"))}
     killed = subprocess.run([sys.executable, "-c", f"""if True:
         import os, signal, shutil
         from pathlib import Path
@@ -595,7 +595,7 @@ def test_a_swap_cut_short_by_kill_9_is_mended_by_the_next_run(tmp_path):
     assert not (out / "arm64-linux").exists() and (out / "desktop-x86" / "new").is_file()  # cut in the middle
     (out / "desktop-x86" / "notes.txt").write_text("mine")
     assert _package_run(out, "-t", "ios-arm64", "--archive").exit_code == 0  # the next run, to the same OUT
-    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and ".edgekit" not in p.name}
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and not p.name.startswith((".edgekit", "edgekit-"))}
     assert {k: v for k, v in after.items() if k.parts[0] != "desktop-x86" and not k.parts[0].startswith("ios")} == \
         {k: v for k, v in before.items() if k.parts[0] != "desktop-x86"}
     assert sorted(p.name for p in (out / "desktop-x86").iterdir()) == ["new", "notes.txt"]
@@ -609,7 +609,7 @@ def _failed_check(out):
 
 
 def _record(out):
-    return json.loads((out / ".edgekit-targets.json").read_text())["targets"]
+    return json.loads((out / "edgekit-targets.json").read_text())["targets"]
 
 
 def test_a_later_run_of_some_targets_keeps_the_record_of_the_others(tmp_path):
@@ -624,14 +624,14 @@ def test_a_later_run_of_some_targets_keeps_the_record_of_the_others(tmp_path):
     assert _package_run(out, "-t", "arm64-linux").exit_code == 0  # exported again: the union is there
     assert _failed_check(out) == set()
     # an OUT of an edgekit before the record: the next run records the packages it finds there with its own
-    (out / ".edgekit-targets.json").unlink()
+    (out / "edgekit-targets.json").unlink()
     assert _package_run(out, "-t", "desktop-x86").exit_code == 0
     assert sorted(_record(out)) == ["arm64-linux", "desktop-x86"]
     shutil.rmtree(out / "arm64-linux")
     assert _failed_check(out) == {("arm64-linux", "published")}
-    (out / ".edgekit-targets.json").write_text("mine")  # not edgekit's record: replaced only with --force
-    one_line_error(_package_run(out, "-t", "desktop-x86"), 2, ".edgekit-targets.json: not edgekit's record", "--force")
-    assert (out / ".edgekit-targets.json").read_text() == "mine"
+    (out / "edgekit-targets.json").write_text("mine")  # not edgekit's record: replaced only with --force
+    one_line_error(_package_run(out, "-t", "desktop-x86"), 2, "edgekit-targets.json: not edgekit's record", "--force")
+    assert (out / "edgekit-targets.json").read_text() == "mine"
 
 
 def test_a_swap_cut_short_by_kill_9_neither_fails_a_healthy_out_nor_passes_a_broken_one(tmp_path):

@@ -967,11 +967,11 @@ def test_check_out_fails_a_published_target_that_is_gone_or_swapped(packaged, tm
     assert result.exit_code == 1, result.output
     assert failed_cases(result).keys() == {("dist/android-arm64", "published"), ("dist/ios-arm64", "published")}
     # an OUT made before the record (or copied without hidden files) checks as before, saying what it cannot tell
-    (out / ".edgekit-targets.json").unlink()
+    (out / "edgekit-targets.json").unlink()
     with caplog.at_level("WARNING", logger="edgekit"):
         result = check(out, "--json")
     assert result.exit_code == 0, result.output
-    assert "no .edgekit-targets.json, so which targets it should hold is not verified" in caplog.text
+    assert "no edgekit-targets.json, so which targets it should hold is not verified" in caplog.text
     # one target's folder or archive has no record to miss
     caplog.clear()
     for path in (out / "arm64-linux", packaged[0] / "arm64-linux.tar.gz"):
@@ -983,10 +983,10 @@ def test_check_out_fails_a_published_target_that_is_gone_or_swapped(packaged, tm
 def test_a_record_of_targets_that_is_not_edgekits_is_bad_input(packaged, tmp_path):
     out = tmp_path / "dist"
     shutil.copytree(packaged[0], out)
-    (out / ".edgekit-targets.json").write_text('{"targets": {"android-arm64": "not a hash"}}')
+    (out / "edgekit-targets.json").write_text('{"targets": {"android-arm64": "not a hash"}}')
     result = check(out)
     assert result.exit_code == 3, result.output
-    assert "dist/.edgekit-targets.json: not edgekit's record of the targets it published there" in result.stderr
+    assert "dist/edgekit-targets.json: not edgekit's record of the targets it published there" in result.stderr
 
 
 def test_failed_export_fails_check(tmp_path):
