@@ -180,14 +180,17 @@ def first_line(e: BaseException, limit: int = 300) -> str:
 
 
 _ORT_STATUS = re.compile(r"\[ONNXRuntimeError\] : \d+ : (\w+) :\s*")
+_LOAD_FROM = re.compile(r"^Load model from .*? failed:", re.S)  # the path, which the caller names
 _SOURCE_LOCATION = re.compile(r"\S+\.(?:cc|cpp|h):\d+\s+")
-_CPP_SIGNATURE = re.compile(r"(?:\w[\w<>]*(?:::\w[\w<>]*)+[&*]* )?\w+(?:::[\w~]+)+\((?:[^()]|\([^()]*\))*\)\s*")
+# a return type (void, bool, ns::Status&) before a qualified name and its parameters
+_CPP_SIGNATURE = re.compile(r"(?:\w[\w<>]*(?:::\w[\w<>]*)*[&*]* )?\w+(?:::[\w~]+)+\((?:[^()]|\([^()]*\))*\)\s*")
 
 
 def ort_cause(text: str) -> str:
-    """onnxruntime's message with the cause first: its innermost status text, without source
-    locations and C++ signatures, which otherwise fill a one-line error before the cause is reached."""
-    message = _ORT_STATUS.split(text)[-1]  # [before, CODE, message, CODE, message, ...]: the innermost
+    """onnxruntime's message with the cause first: its innermost status text, without the model's path, source
+    locations and C++ signatures, which otherwise fill a one-line error before the cause is reached (a load
+    failure's 'Opset 5 is under development' was cut off after a path and a signature)."""
+    message = _LOAD_FROM.sub("", _ORT_STATUS.split(text)[-1])  # [before, CODE, message, ...]: the innermost
     return _CPP_SIGNATURE.sub("", _SOURCE_LOCATION.sub("", message)).strip() or text
 
 

@@ -155,18 +155,17 @@ def arch() -> str:
     return arch_of(platform.machine())
 
 
-def where() -> str:
-    """This host, as a figure measured here names it: the int8 path too, which EDGEKIT_HOST_ISA may have set, and
-    the kind EDGEKIT_HOST_ARCH may have."""
-    forced = f", taken for {arch()} by {ARCH_ENV}" if arch_source() == ARCH_ENV else ""
-    return f"host {platform.machine()}{forced} ({cpu_model()}) [{_isa_shown(int8_isa(), isa_source())}]"
+def where(threads: int | None = None, providers=()) -> str:
+    """This host, as a figure measured here names it (`describe`): `threads` and `providers` when a session made
+    the figure, and the onnxruntime that ran it, which need not be the one a package was made with."""
+    return describe(label(threads, providers))
 
 
 def _isa_shown(isa: str, source: str) -> str:
     return isa + (f" set by {ISA_ENV}" if source != "cpuinfo" else "")
 
 
-def label(threads: int, providers: list[str]) -> dict:
+def label(threads: int | None, providers) -> dict:
     import onnxruntime
 
     return {"cpu": cpu_model(), "isa": int8_isa(), "isa_source": isa_source(), "cores": os.cpu_count(),
@@ -178,8 +177,17 @@ def label(threads: int, providers: list[str]) -> dict:
 
 
 def describe(h: dict) -> str:
-    forced = f" taken for {h['arch']} by {ARCH_ENV}" if h.get("arch_source") == ARCH_ENV else ""
-    # parity runs at the profile's threads whatever the cores (a report said 4 beside a latency caption's 2)
-    over = f" (this host has {h['cores']} cores)" if h.get("cores") and h["threads"] > h["cores"] else ""
-    return (f"{h['cpu']}{forced} [{_isa_shown(h['isa'], h.get('isa_source', 'cpuinfo'))}], {h['threads']} "
-            f"thread(s){over}, {'+'.join(h['providers'])}, ORT {h['onnxruntime']}")
+    """Where a figure was measured, from `label`'s record (this host's, or an export's in its manifest): the CPU, its
+    int8 path and what may have set them, the threads and providers of the session, and the onnxruntime version."""
+    forced = f", taken for {h['arch']} by {ARCH_ENV}" if h.get("arch_source") == ARCH_ENV else ""
+    cpu = f"host {h['machine']}{forced} ({h['cpu']})" if h.get("machine") else h["cpu"] + forced
+    shown = [f"{cpu} [{_isa_shown(h['isa'], h.get('isa_source', 'cpuinfo'))}]"]
+    if h.get("threads"):
+        # parity runs at the profile's threads whatever the cores (a report said 4 beside a latency caption's 2)
+        over = f" (this host has {h['cores']} cores)" if h.get("cores") and h["threads"] > h["cores"] else ""
+        shown.append(f"{h['threads']} thread(s){over}")
+    if h.get("providers"):
+        shown.append("+".join(h["providers"]))
+    if h.get("onnxruntime"):
+        shown.append(f"onnxruntime {h['onnxruntime']}")
+    return ", ".join(shown)

@@ -24,11 +24,13 @@ from . import archive, arrays, bounded, host, mobile, package, parity, published
 from .config import TARGET_NAME, Target, bundled, list_targets, load_target
 from .errors import InputError, StageError, UsageError, few, first_line
 from .probe import probe as probe_model
+from .report import printable
 from .reports import ARM_STAND_IN, Case, CheckReport, shipped_model
 from .runtime import CAPPED, int8_session, run_error, run_limit
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
 MAX_NAME = 256  # a state input's or output's name (one of 200,000 characters overflowed the child's command line)
+CHECKED_ON = ("CPUExecutionProvider",)  # the providers check's own parity sessions ask for
 MIN_STEP = 1e-45  # a quantization step, at least float32's smallest (a model that emits ~0 has one near it)
 INT8 = "model.int8.onnx"
 FP32 = "model.onnx"  # the float reference (a CoreML build's fp32 model is ort_format.fp32's own fixed-shape copy)
@@ -216,7 +218,7 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
     at = place(manifest) if place is not None else None
     if at is None:  # no place given, or none of the package's kind (the emulator's aarch64 for an x86_64 package)
         run = _parity_here if own else _parity_bounded
-        found = _under_less_memory(run(target, pairs, state, steps), manifest)
+        found = _made_elsewhere(_under_less_memory(run(target, pairs, state, steps), manifest), manifest)
         if place is not None:
             found = [replace(c, where=f"{c.where} (not emulated: a package for x86_64, whose golden outputs are "
                                       "this kind of CPU's)") for c in found]
@@ -224,7 +226,7 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
             found = [c if c.passed else replace(c, message=f"{c.message} (its golden outputs come from {made}: check "
                                                                 "it there, with --emulate or --device)") for c in found]
         return cases + found
-    parities = _parity_at(at, folder, target, pairs, state, steps)
+    parities = _parity_at(at, folder, target, pairs, state, steps, manifest)
     if getattr(at, "real", False) and at.arch != (kind := package_kind(manifest)):
         # compared as a host of that kind would be, but said: this device is not where the package runs
         other = f"a device of kind {at.arch}, the package for {kind}"
@@ -436,7 +438,7 @@ def _under_less_memory(cases: list[Case], manifest: dict) -> list[Case]:
 
 
 def _parity_at(place: Place, folder: Path, target: str, pairs: list[tuple[str, str]], state: dict,
-               steps: dict) -> list[Case]:
+               steps: dict, manifest: dict) -> list[Case]:
     """Each model's golden inputs run at `place`, compared here: one comparison wherever the kernels ran. Only the
     outputs golden holds come back (a model may add a huge one: 256 MB of it once took 8 GB here)."""
     golden = [package.read_golden(Path(g))[1:] for _, g in pairs]
@@ -459,7 +461,23 @@ def _parity_at(place: Place, folder: Path, target: str, pairs: list[tuple[str, s
                              f"{place.label} answered with something that is not the runner's result: {e}") from None
         cases.append(compare(target, name, runs, expected, atol, steps.get(name, {}), done["seconds"],
                              "onnxruntime default kernels", where))
-    return cases
+    return _made_elsewhere(cases, manifest, answer["about"]["onnxruntime"])
+
+
+def _made_elsewhere(cases: list[Case], manifest: dict, checked: str | None = None) -> list[Case]:
+    """Failed parity cases say so when the onnxruntime that ran them (`checked`: this host's unless given) is not
+    the one the package was made with: another version may refuse a model (an opset it does not know) or round
+    otherwise, and a failure read as the package's was the checker's."""
+    made = (manifest.get("versions") or {}).get("onnxruntime") if isinstance(manifest.get("versions"), dict) else None
+    if checked is None:
+        import onnxruntime
+
+        checked = onnxruntime.__version__
+    if not isinstance(made, str) or made == checked:
+        return cases
+    note = f"made with onnxruntime {printable(made[:40])}, checked with {checked}"
+    return [c if c.passed or not c.name.startswith("parity ") else
+            replace(c, message=f"{c.message.rstrip('.')}; {note}") for c in cases]
 
 
 def _latency_at(place, folder: Path, target: str, manifest: dict, golden: str, runs: int = 50) -> Case:
@@ -794,16 +812,17 @@ def _parity(model: Path, target: str, inputs, expected, atol, state: dict[str, s
     start = time.perf_counter()
     kernels = ""
     try:
-        sess, kernels = int8_session(model, reuse=reuse)
+        sess, kernels = int8_session(model, CHECKED_ON, reuse=reuse)
         runs = runner.replay(sess, inputs, state, give_back=True)
     except UsageError:
         raise  # e.g. a bad EDGEKIT_HOST_ISA: the user's setting, not the model
     except Exception as e:  # past the memory a run may use: said in plain words
-        said = str(why) if isinstance(why := run_error(first_line(e)), InputError) else first_line(e, 200)
+        said = (str(why) if isinstance(why := run_error(first_line(e)), InputError)
+                else str(e) if isinstance(e, StageError) else first_line(e, 200))  # a load failure: its whole cause
         return Case(target, f"parity {model.name}", False, f"{model.name} does not run the golden inputs: {said}",
-                    time.perf_counter() - start, kernels, host.where())
+                    time.perf_counter() - start, kernels, host.where(1, CHECKED_ON))
     return compare(target, model.name, runs, expected, atol, steps or {}, time.perf_counter() - start, kernels,
-                   host.where())
+                   host.where(1, sess.get_providers()))
 
 
 def compare(target: str, model: str, runs: list[dict], expected: list[dict], atol: dict[str, float],

@@ -780,8 +780,8 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
                   "exclusions_skipped": tune.exclusions_skipped(settings),
                   "stopped_short": tune.stopped_short(chosen, trials, settings, seconds),
                   # the trials' latency (the price cap, the fastest pick): this host's, at these threads
-                  "timed_on": f"{host.where()}, {threads} thread(s)" + ("" if host.arch() == target.runtime.arch
-                                                                       else f", standing in for {target.runtime.arch}"),
+                  "timed_on": host.where(threads) + ("" if host.arch() == target.runtime.arch
+                                                    else f", standing in for {target.runtime.arch}"),
                   "seconds": round(seconds, 3)}
     else:
         with bar(f"calibrating {target.name}", n_cal, shared.progress) as advance:

@@ -16,6 +16,7 @@ from .errors import InputError, StageError, first_line, not_utf8, too_long
 log = logging.getLogger("edgekit")
 HOST_DEFAULT = "host default"
 EXACT_REFUSED = "onnxruntime refused session.x64quantprecision=1"
+LOAD_CAUSE = 600  # characters of onnxruntime's reason for not loading a model (its opset refusal: 384)
 
 
 def ort_log_level() -> int:
@@ -84,7 +85,8 @@ def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int 
     except InputError:
         raise
     except Exception as e:
-        raise StageError("onnxruntime load", f"{Path(path).name}: {first_line(e)}") from e
+        # whole: onnxruntime's reason for refusing a model (an opset past its own) comes after its boilerplate
+        raise StageError("onnxruntime load", f"{Path(path).name}: {first_line(e, LOAD_CAUSE)}") from e
 
 
 def ort_path(path, shown=None) -> str:

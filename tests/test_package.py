@@ -415,6 +415,41 @@ def test_junit_xml_counts_failures(packaged, tmp_path):
         "integrity", "parity model.int8.onnx", "parity model.int8.ort"]
 
 
+def test_check_names_the_onnxruntime_that_ran_it_and_a_failure_on_another_than_the_packages(packaged, tmp_path):
+    """check on this host said `host x86_64 (Xeon) [amx-int8]` alone, where --device and --emulate name their
+    onnxruntime; and a model that onnxruntime 1.17.3 refused (ai.onnx.ml opset 5) failed with its boilerplate
+    first sentence, cut before the domain it named, and no word that the package was made with 1.32.0."""
+    import onnx
+
+    folder = fresh_copy(packaged, tmp_path)
+    junit = tmp_path / "report.xml"
+    result = check(folder, "--json", "--junit", junit)
+    assert result.exit_code == 0, result.output
+    here = f"1 thread(s), CPUExecutionProvider, onnxruntime {ort.__version__}"
+    where = [c["where"] for c in json.loads(result.stdout) if c["name"].startswith("parity ")]
+    assert len(where) == 2 and all(w.startswith("host ") and w.endswith(here) for w in where), where
+    said = [p.get("value") for p in ElementTree.parse(junit).getroot().iter("property") if p.get("name") == "where"]
+    assert said == where, said
+    # an opset this onnxruntime does not know yet, as ai.onnx.ml 5 was to 1.17, in a package made with another one
+    model = onnx.load(folder / "model.int8.onnx")
+    model.opset_import.append(onnx.helper.make_opsetid("ai.onnx.ml", 99))
+    onnx.save(model, folder / "model.int8.onnx")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["versions"]["onnxruntime"] = "1.0.0"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    rehash(folder, "model.int8.onnx")
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    cases = {c["name"]: c for c in json.loads(result.stdout)}
+    failed = cases["parity model.int8.onnx"]
+    assert not failed["passed"] and failed["where"].endswith(here), failed
+    assert "Opset 99 is under development" in failed["message"], failed  # onnxruntime's cause, whole
+    assert "Current official support for domain ai.onnx.ml is till opset" in failed["message"], failed
+    assert failed["message"].endswith(f"; made with onnxruntime 1.0.0, checked with {ort.__version__}"), failed
+    assert "onnxruntime_src" not in failed["message"] and "Load model from" not in failed["message"], failed
+    assert cases["parity model.int8.ort"]["passed"], cases  # the .ort runs: only a failure says where it ran
+
+
 def test_a_check_that_cannot_run_replaces_the_last_junit_with_its_error(packaged, tmp_path):
     """A missing or unreadable package was exit 3 and left the last run's passing JUnit file for CI to report."""
     junit = tmp_path / "report.xml"

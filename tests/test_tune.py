@@ -212,7 +212,7 @@ def test_auto_keeps_the_targets_rules(data, tmp_path):
     # timed here, unlabelled, at the profile's 4 threads on this host's fewer cores
     threads = min(4, os.cpu_count())
     stand_in = "" if host.arch() == "arm64" else ", standing in for arm64"  # either kind of host (EDGEKIT_HOST_ARCH)
-    assert t["timed_on"] == f"{host.where()}, {threads} thread(s){stand_in}"
+    assert t["timed_on"] == f"{host.where(threads)}{stand_in}"
 
 
 def test_auto_search_rejects_unknown_knobs(tmp_path, data):

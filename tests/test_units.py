@@ -382,6 +382,15 @@ def test_onnxruntime_messages_keep_their_cause_first():
            "graph.cc:4164 AddInitializedOrtValue Attempt to replace the existing tensor")
     assert first_line(RuntimeError(raw), 80) == "AddInitializedOrtValue Attempt to replace the existing tensor"
     assert first_line(RuntimeError("plain\nsecond")) == "plain" and first_line(ValueError()) == "ValueError"
+    # a load failure (onnxruntime 1.17.3's): its path, source location and `void ...(...)` filled 200 characters
+    load = ("[ONNXRuntimeError] : 1 : FAIL : Load model from /tmp/x/desktop-x86/model.int8.onnx failed:/onnxruntime_src"
+            "/onnxruntime/core/graph/model_load_utils.h:46 void onnxruntime::model_load_utils::ValidateOpsetForDomain("
+            "const std::unordered_map<std::__cxx11::basic_string<char>, int>&, const onnxruntime::logging::Logger&, "
+            "bool, const std::string&, int) ONNX Runtime only *guarantees* support for models stamped with official "
+            "released onnx opset versions. Opset 5 is under development and support for this is limited.\n")
+    assert first_line(RuntimeError(load)) == ("ONNX Runtime only *guarantees* support for models stamped with "
+                                              "official released onnx opset versions. Opset 5 is under development "
+                                              "and support for this is limited.")
 
 
 def test_multi_thread_sessions_do_not_spin_between_timed_runs():
