@@ -569,6 +569,39 @@ def fix_input_shapes(model, shapes: dict[str, tuple[int, ...]]) -> None:
         raise StageError("fixing input shapes", first_line(e)) from e
 
 
+def save_shipped(model, path: Path) -> None:
+    """Write a model a package ships (model.onnx, the int8 and CoreML models, what their .ort files are made of),
+    importing only the opset domains it uses. onnxruntime's graph optimisation in quant_pre_process stamps every
+    domain onnxruntime registers (ai.onnx.ml 5, training, preview, nchwc, aten, ...) though no node uses them, and
+    onnxruntime 1.17 and older refuse ai.onnx.ml 5: the profiles' opset 17 was chosen for them, and did not load."""
+    import onnx
+
+    used = domains_used(model) | {"", "ai.onnx"}  # ONNX's own is always imported
+    kept = [o for o in model.opset_import if o.domain in used]
+    if len(kept) != len(model.opset_import):
+        del model.opset_import[:]
+        model.opset_import.extend(kept)
+    onnx.save(model, str(path))
+
+
+def domains_used(model) -> set[str]:
+    """The operator domains of a ModelProto's nodes, in sub-graphs (If, Loop, Scan) and local functions too."""
+    import onnx
+
+    found, graphs = set(), [model.graph]
+    nodes = [n for f in model.functions for n in f.node]
+    while graphs or nodes:
+        if graphs:
+            nodes.extend(graphs.pop().node)
+            continue
+        node = nodes.pop()
+        found.add(node.domain)
+        for a in node.attribute:
+            graphs.extend([a.g] if a.type == onnx.AttributeProto.GRAPH else
+                          a.graphs if a.type == onnx.AttributeProto.GRAPHS else [])
+    return found
+
+
 def stamp(model, props: dict[str, str]):
     """Add metadata props (edgekit version, target, ...) to a ModelProto; returns it."""
     import onnx

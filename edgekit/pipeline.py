@@ -525,8 +525,6 @@ COREML_MODEL = "model.coreml.onnx"  # the fp32 model with fixed shapes an iOS pa
 
 
 def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
-    import onnx
-
     log.info("target %s", target.name)
     tdir = shared.stage / target.name
     tdir.mkdir()
@@ -548,7 +546,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     if fixed:
         onnx_export.fix_input_shapes(model, fixed)
         outputs = onnx_export.io_specs(model)[1]
-    onnx.save(model, str(fp32))
+    onnx_export.save_shipped(model, fp32)
     if fixed:
         onnx_export.check(fp32)
     coreml_model = _fixed_fp32(tdir / COREML_MODEL, model, props, shared.inputs, shapes) if coreml else None
@@ -570,7 +568,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     if state_nodes:
         quantization.float_outputs(quantized, recipe.state.values())
     kept_pixels = pixels.raw_feed(quantized, norm) if norm else None  # None: raw pixels feed the model
-    onnx.save(quantized, str(int8))
+    onnx_export.save_shipped(quantized, int8)
     if norm and kept_pixels is None:
         onnx_export.check(int8)
     float_subgraph = quantization.float_subgraph_nodes(quantized)
@@ -675,12 +673,10 @@ def _fixed_fp32(path: Path, model, props: dict, specs, shapes: dict) -> Path:
     """The fp32 model with its inputs fixed to the data's shapes, for a compiling provider that runs it (CoreML):
     with a dynamic batch onnxruntime's checker predicted CoreML 0/9 of the digits model's nodes, fixed 8/9.
     model.onnx, the reference every target shares, and the int8 model keep their dynamic axes."""
-    import onnx
-
     inputs = ";".join(map(str, _fixed_specs(specs, shapes)))
     fixed = onnx_export.stamp(copy.deepcopy(model), {**props, "edgekit_inputs": inputs})
     onnx_export.fix_input_shapes(fixed, shapes)
-    onnx.save(fixed, str(path))
+    onnx_export.save_shipped(fixed, path)
     onnx_export.check(path)
     return path
 

@@ -97,3 +97,28 @@ def test_a_dict_output_with_keys_that_are_not_strings_says_so(tmp_path):
 
     with pytest.raises(InputError, match="a dict with the key 0: ONNX names its outputs, so the keys must be strings"):
         export_torch(Numbered(), (InputSpec.parse("x:Nx4"),), (), 17, tmp_path / "m.onnx")
+
+
+def test_a_shipped_model_keeps_the_domains_its_sub_graphs_and_functions_use(tmp_path):
+    """What `save_shipped` drops (an import no node uses) and keeps: ONNX's own, and the domains of nodes inside an
+    If's branches and of a local function's body, which a walk of the top graph's nodes would not see."""
+    from onnx import TensorProto, helper
+
+    from edgekit.onnx_export import save_shipped
+
+    def branch(domain: str):
+        return helper.make_graph([helper.make_node("Relu", ["x"], ["y"], domain=domain)], "b", [],
+                                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+
+    body = helper.make_function("local.fn", "Twice", ["a"], ["b"], [helper.make_node("Gelu", ["a"], ["b"],
+                                domain="com.microsoft")], [helper.make_opsetid("com.microsoft", 1)])
+    nodes = [helper.make_node("If", ["c"], ["y"], then_branch=branch("com.example"), else_branch=branch("")),
+             helper.make_node("Twice", ["y"], ["z"], domain="local.fn")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1])])
+    imports = [("", 17), ("ai.onnx.ml", 5), ("com.example", 1), ("com.microsoft", 1), ("local.fn", 1),
+               ("com.microsoft.nchwc", 1)]
+    model = helper.make_model(graph, functions=[body], opset_imports=[helper.make_opsetid(d, v) for d, v in imports])
+    save_shipped(model, tmp_path / "m.onnx")
+    kept = [(o.domain, o.version) for o in onnx.load(tmp_path / "m.onnx").opset_import]
+    assert kept == [("", 17), ("com.example", 1), ("com.microsoft", 1), ("local.fn", 1)], kept
