@@ -481,3 +481,17 @@ def test_a_timed_run_past_the_run_limit_is_ended(tmp_path):
         bench.measure_pair({"m": str(tmp_path / "m.onnx")}, {"x": np.zeros((1, 4), np.float32)},
                            ["CPUExecutionProvider"], 1, 1, 1)
     assert time.monotonic() - start < 10
+
+
+def test_the_onnxruntime_floor_is_the_first_release_export_runs_on():
+    """pyproject said onnxruntime>=1.20, but quantize_static takes `calibration_cache_path` (quantization passes it)
+    from 1.27.0 only: an export on 1.20.1-1.26.0 exited 4, `unexpected keyword argument`. Among pip's releases,
+    1.26.0 fails so and 1.27.0 exports the digits example for every target (and checks it)."""
+    import inspect
+    import tomllib
+
+    from onnxruntime.quantization import quantize_static
+
+    needs = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert [d.split("#")[0].strip() for d in needs if d.startswith("onnxruntime")] == ["onnxruntime>=1.27"], needs
+    assert "calibration_cache_path" in inspect.signature(quantize_static).parameters
