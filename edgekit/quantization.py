@@ -58,10 +58,8 @@ class OrtReader:
 
 
 def stride(samples: int, most: int = STRIDE) -> int:
-    """Samples per calibration step. Each step's activations are reduced to ranges or histograms and dropped,
-    so memory holds `stride` samples' intermediate tensors, not all of them. Not a divisor of `samples` (127
-    samples made steps of 1): onnxruntime's Entropy/Percentile histograms keep the first step's bin width and
-    add bins as later steps widen the range, so a first step of one quiet sample grew them to millions of bins."""
+    """Samples per MinMax calibration step. Each step's activations are reduced to ranges and dropped, so memory
+    holds `stride` samples' reduced ranges, not all their intermediate tensors."""
     return max(1, min(most, samples))
 
 
@@ -495,7 +493,7 @@ def quantize(src: Path, dest: Path, p: Plan, feeds: Sequence, progress=None, cac
                     onnx.save(model, str(src))
                     p = dataclasses.replace(p, settings=dataclasses.replace(
                         p.settings, exclude_nodes=(*p.settings.exclude_nodes, *added)))
-            _call(p, str(src), str(dest), feeds, progress, cache)
+            _call(p, str(src), str(dest), feeds, progress, cache, Path(tmp))
             if p.applied:
                 _unpair(dest)
     except StageError:
@@ -507,9 +505,10 @@ def quantize(src: Path, dest: Path, p: Plan, feeds: Sequence, progress=None, cac
     return dest
 
 
-def _call(p: Plan, src: str, dest: str, feeds: Sequence, progress, cache: Path | None) -> None:
+def _call(p: Plan, src: str, dest: str, feeds: Sequence, progress, cache: Path | None, tmp: Path) -> None:
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
+    from onnxruntime.quantization.calibrate import save_tensors_data
 
     s = p.settings
     op_types = list(s.op_types) or None
@@ -520,18 +519,67 @@ def _call(p: Plan, src: str, dest: str, feeds: Sequence, progress, cache: Path |
                          reduce_range=p.reduce_range, weight_type=weight_type, nodes_to_exclude=excluded,
                          extra_options={"MatMulConstBOnly": True})
         return
-    # Streamed in steps of `stride` samples (CalibStridedMinMax: despite its name every calibrator merges
-    # its steps, MinMax ranges and Entropy/Percentile histograms alike); without it onnxruntime keeps every
-    # sample's intermediate tensors until the end. Not CalibMaxIntermediateOutputs: in onnxruntime 1.32 it
-    # discards the collected ranges at each flush instead of merging them.
+    # Streamed in steps of `stride` samples (CalibStridedMinMax: MinMax merges its steps' ranges); without it
+    # onnxruntime keeps every sample's intermediate tensors until the end. Not CalibMaxIntermediateOutputs: in
+    # onnxruntime 1.32 it discards the collected ranges at each flush instead of merging them.
     step = stride(len(feeds))
     extra = {"CalibStridedMinMax": step, "TensorQuantOverrides": p.tensor_overrides}
     if s.calibrate_method == "percentile":
         extra["CalibPercentile"] = s.percentile
     if s.activation_type in ("uint16", "int16") or s.weight_type in ("uint16", "int16"):
         extra["UseQDQContribOps"] = True
+    if s.calibrate_method != "minmax":  # ranges computed here, handed to quantize_static as its calibration cache
+        cache = cache or tmp / "ranges.json"
+        if not cache.is_file():  # a trial's cache (same method) is reused as is
+            save_tensors_data(histogram_ranges(src, op_types, feeds, s, tmp, progress), cache)
     quantize_static(src, dest, OrtReader(feeds, progress, step), quant_format=getattr(QuantFormat, s.format),
                     op_types_to_quantize=op_types, per_channel=s.per_channel, reduce_range=p.reduce_range,
                     activation_type=getattr(QuantType, QUANT_TYPES[s.activation_type]), weight_type=weight_type,
                     nodes_to_exclude=excluded, calibrate_method=getattr(CalibrationMethod, METHODS[s.calibrate_method]),
                     extra_options=extra, calibration_cache_path=str(cache) if cache else None)
+
+
+def histogram_ranges(src: str, op_types: list[str] | None, feeds: Sequence, s: QuantSettings, tmp: Path,
+                     progress=None):
+    """Entropy/Percentile ranges (onnxruntime's TensorsData) by onnxruntime's own calibrators, in two passes that hold
+    one sample's intermediate tensors at most: each tensor's min and max (MinMax, reduced inside the graph), then the
+    histograms, a sample at a time, with bins placed over that whole range from the start. Given all samples at once
+    (its default), onnxruntime makes the same histograms; fed in steps, it kept the first step's bin width and added
+    bins as later steps widened the range (a spiked later sample: millions of bins, a calibration without end)."""
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    op_types = op_types or list({*QLinearOpsRegistry, *QDQRegistry})  # what quantize_static calibrates
+    minmax = create_calibrator(Path(src), op_types, str(tmp / "minmax.onnx"), CalibrationMethod.MinMax)
+    minmax.collect_data(OrtReader(feeds))  # two values per tensor and sample
+    ranges = minmax.compute_data()
+    del minmax
+    options = {"percentile": s.percentile} if s.calibrate_method == "percentile" else {}
+    calibrator = create_calibrator(Path(src), op_types, str(tmp / "histogram.onnx"),
+                                   getattr(CalibrationMethod, METHODS[s.calibrate_method]), extra_options=options)
+    seed_bins(calibrator, ranges)
+    reader = OrtReader(feeds, progress)
+    for i in range(len(feeds)):
+        reader.set_range(i, i + 1)
+        calibrator.collect_data(reader)
+    return calibrator.compute_data()
+
+
+def seed_bins(calibrator, ranges) -> None:
+    """The one use of onnxruntime's internals (tests/test_calib.py checks it against onnxruntime's own results):
+    a HistogramCalibrater makes its HistogramCollector only when it has none, and the collector keeps the bins of a
+    tensor's first collect() while later values stay within them. A first collect() of each tensor's min and max
+    (and 0 between them, the low end of Percentile's |x| histogram) places the bins; their counts are then zeroed."""
+    import numpy as np
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    c = calibrator
+    c.collector = HistogramCollector(c.method, c.symmetric, c.num_bins, c.num_quantized_bins, c.percentile, c.scenario)
+    seeds = {}
+    for name, data in ranges.items():
+        lo, hi = (np.asarray(v).ravel() for v in data.range_value)
+        seeds[name] = np.concatenate([lo, np.zeros_like(lo) if lo[0] < 0 < hi[0] else lo[:0], hi])
+    c.collector.collect(seeds)
+    for histogram in c.collector.histogram_dict.values():
+        histogram[0][:] = 0
