@@ -538,3 +538,97 @@ def test_random_masks_leave_positions_to_attend_and_a_nan_on_random_data_blames_
     assert nan.exit_code == 3, nan.output
     assert "the validation data is random, made by edgekit (float inputs standard normal" in nan.output, nan.output
     assert "diverges" not in nan.output
+
+
+@pytest.fixture(scope="module")
+def digits_fp32(tmp_path_factory):
+    import sys
+
+    from conftest import DIGITS
+
+    sys.path.insert(0, str(DIGITS))
+    try:
+        from model import DigitsCNN
+    finally:
+        sys.path.remove(str(DIGITS))
+    module = DigitsCNN()
+    module.load_state_dict(torch.load(DIGITS / "digits_cnn.pt", weights_only=True))
+    tmp = tmp_path_factory.mktemp("digits")
+    raw = export_torch(module.eval(), (InputSpec.parse("image:Nx1x8x8"),), (), 17, tmp / "raw.onnx")
+    images = np.load(DIGITS / "data" / "calibration.npz")["image"][:128]
+    return preprocess(raw, tmp / "fp32.onnx")[0], [{"image": image[None]} for image in images]
+
+
+def _cached_ranges(fp32, feeds, method, tmp_path, ours=True) -> dict:
+    """Each tensor's (lowest, highest) from edgekit's quantize(), or from onnxruntime's own quantize_static given
+    every sample at once (its default: one histogram per tensor over the whole range)."""
+    import dataclasses
+
+    from onnxruntime.quantization import CalibrationMethod, quantize_static
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    cache = tmp_path / f"{method}-{'ours' if ours else 'ort'}.json"
+    settings = dataclasses.replace(load_target("desktop-x86").quantize, calibrate_method=method)
+    if ours:
+        quantize.quantize(fp32, tmp_path / "int8.onnx", quantize.plan(fp32, settings, set()), feeds, cache=cache)
+    else:
+        quantize_static(str(fp32), str(tmp_path / "ort.onnx"), quantize.OrtReader(feeds),
+                        calibrate_method=getattr(CalibrationMethod, quantize.METHODS[method]),
+                        extra_options={"CalibPercentile": settings.percentile}, calibration_cache_path=str(cache))
+    data = load_tensors_data(cache)
+    bins = {len(getattr(d, "bins", ())) for d in data.values() if isinstance(getattr(d, "bins", None), np.ndarray)}
+    return {name: np.ravel(d.range_value).astype(np.float64) for name, d in data.items()}, bins
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+@pytest.mark.parametrize("model", ["digits", "wide"])
+def test_entropy_and_percentile_ranges_are_onnxruntimes_own_all_at_once(request, tmp_path, method, model):
+    """Drift test of quantization.seed_bins (onnxruntime internals): edgekit's histograms, streamed a sample at a
+    time over bins placed from each tensor's min and max, are those onnxruntime makes given every sample at once.
+    Fed in steps of 16, onnxruntime's own widened histograms clipped the digits' ReLU ranges by up to 21%.
+    Tolerance: Percentile's |x| histogram starts at the smallest |x| in onnxruntime, at 0 in edgekit for a tensor
+    spanning 0, which moves bin edges by that smallest |x| at most (~1e-7 of the range on these models)."""
+    if model == "digits":
+        fp32, feeds = request.getfixturevalue("digits_fp32")
+    else:
+        fp32, feeds = request.getfixturevalue("wide_fp32"), [{"image": image[None]} for image in _images(48)]
+    ours, ours_bins = _cached_ranges(fp32, feeds, method, tmp_path)
+    theirs, their_bins = _cached_ranges(fp32, feeds, method, tmp_path, ours=False)
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        span = theirs[name][1] - theirs[name][0]
+        np.testing.assert_allclose(ours[name], theirs[name], rtol=0, atol=1e-5 * span, err_msg=name)
+    assert ours_bins == their_bins == ({129} if method == "entropy" else set())  # 128 bins: their edges
+
+
+class _TooLong(BaseException):  # not an Exception: quantize() would wrap it
+    pass
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_a_spiked_later_sample_keeps_the_histograms_bins(wide_fp32, tmp_path, method):
+    """One sample x1000 in a later step: onnxruntime's histograms, fed in steps, kept the first step's bin width and
+    added bins up to the spike (Entropy: >5 minutes on the digits example; Percentile: millions of bins)."""
+    import signal
+    import time
+
+    images = _images(48)
+    images[40] *= 1000
+    feeds = [{"image": image[None]} for image in images]
+
+    def expired(*_):
+        raise _TooLong(f"{method} calibration over 60 s")
+
+    signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, 60)
+    start = time.monotonic()
+    try:
+        (ranges, bins), peak = _peak(lambda: _cached_ranges(wide_fp32, feeds, method, tmp_path))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    took = time.monotonic() - start
+    assert took < 30, f"{method}: {took:.0f} s"
+    assert peak < 64 << 20, f"{method}: peaked at {peak >> 20} MiB"  # the histograms: 10 tensors x 2048 bins
+    assert bins == ({129} if method == "entropy" else set())
+    assert 1 < ranges["image"][1] <= images.max()  # the spike is in the data seen (Percentile may clip it)
