@@ -552,7 +552,10 @@ def histogram_ranges(src: str, op_types: list[str] | None, feeds: Sequence, s: Q
 
     op_types = op_types or list({*QLinearOpsRegistry, *QDQRegistry})  # what quantize_static calibrates
     minmax = create_calibrator(Path(src), op_types, str(tmp / "minmax.onnx"), CalibrationMethod.MinMax)
-    minmax.collect_data(OrtReader(feeds))  # two values per tensor and sample
+    step, reader = stride(len(feeds)), OrtReader(feeds)
+    for start in range(0, len(feeds), step):  # as quantize_static's CalibStridedMinMax: ranges merged per step
+        reader.set_range(start, start + step)
+        minmax.collect_data(reader)
     ranges = minmax.compute_data()
     del minmax
     options = {"percentile": s.percentile} if s.calibrate_method == "percentile" else {}
