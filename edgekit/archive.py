@@ -23,6 +23,7 @@ MAX_EXTENDED_IN_A_ROW = 4  # long name, long link name, PAX: at most three prece
 UNHASHED = ("manifest.json", "report.md", "report.html")  # written after the other files' hashes, beside them
 MAX_TRAILING_BYTES = 1 << 20  # zeros after the end marker (tar pads to a 10 KiB record), at most
 LEDGER = ".edgekit-archives.json"  # outdir's record of the files it wrote (archives first, hence the name)
+MAX_LEDGER_BYTES = 1 << 20  # a real one is a few hundred bytes; outdir reads no larger one either
 
 
 def write(folder: Path, dest: Path) -> Path:
@@ -61,7 +62,7 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
         with open(archive, "rb") as raw:  # one file for every pass: what the later passes read is what was checked
             _scan_headers(archive, raw, max_members, max_total)
             raw.seek(0)
-            seen, hashes, manifests = [], {}, {}
+            seen, hashes, manifests, ledger_data = [], {}, {}, {}
             with tarfile.open(fileobj=raw, mode="r|*") as tar:
                 for member in tar:
                     _refuse_unsafe(archive, member, max_member)
@@ -71,12 +72,22 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                         raise InputError(f"{archive}: member {member.name!r} is in it twice")
                     if member.isreg() and parts[-1] == "manifest.json" and len(parts) <= 3:
                         manifests[parts] = tar.extractfile(member).read(_manifest_budget(archive, member, manifests))
+                    elif member.isreg() and parts[-1] == LEDGER and len(parts) <= 2:  # OUT's, or a copy's in a tar
+                        if member.size + sum(map(len, ledger_data.values())) > MAX_LEDGER_BYTES:
+                            raise InputError(f"{archive}: its {LEDGER} files declare more than {MAX_LEDGER_BYTES} "
+                                             "bytes, more than edgekit's ledger of an OUT's files may")
+                        data = ledger_data[parts] = tar.extractfile(member).read(member.size)
+                        hashes[parts] = (member.name, member.size, hashlib.sha256(data).hexdigest())
                     elif member.isreg():
                         hashes[parts] = (member.name, member.size, _sha256(tar.extractfile(member)))
             listed = _listed_files(archive, manifests)
             ledgers = {(*parts[:-2], LEDGER) for parts in listed if parts[-1] == "manifest.json"}  # beside packages
             # OUT's record of its targets, which `check` of a tar of OUT reads: unpacked, though no manifest lists it
             records = {(*parts[:-1], INDEX) for parts in ledgers}
+            # OUT/<target>.tar.gz (export --archive), which `check` of a tar of OUT checks as it does in OUT: only
+            # where OUT's ledger in this tar records it, and only with the sha256 recorded there
+            ledgered = _ledgered_archives({parts: data for parts, data in ledger_data.items() if parts in ledgers
+                                            and any(p[:-2] == parts[:-1] and len(p) >= 2 for p in listed)})
             mismatched = {}
             for parts, (name, size, actual) in hashes.items():
                 if parts in records and size > MAX_INDEX_BYTES:
@@ -84,8 +95,14 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                                      "an OUT's targets may")
                 if parts in ledgers or parts in records:
                     continue  # edgekit's own bookkeeping in an OUT folder: not part of any package
+                if parts in ledgered:  # one whose bytes are not those recorded is never written: check fails it
+                    if actual != ledgered[parts]:
+                        mismatched[parts] = actual
+                    continue
                 if parts not in listed:
-                    raise InputError(f"{archive}: member {name!r} is not listed in its manifest.json")
+                    beside = name.endswith(".tar.gz") and any(parts[:-1] == p[:-2] for p in listed)
+                    raise InputError(f"{archive}: member {name!r} is not listed in its manifest.json"
+                                     + (f" nor, as an archive, in OUT's {LEDGER} beside it" if beside else ""))
                 if size > listed[parts][0]:
                     raise InputError(f"{archive}: member {name!r} holds {size} bytes, its manifest says "
                                      f"{listed[parts][0]}")
@@ -106,11 +123,27 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with tar.extractfile(member) as src, open(target, "xb") as out:
                         digest = _copy_hashing(src, out)
-                    if listed.get(parts, (0, None))[1] not in (None, digest):
+                    if ledgered.get(parts, listed.get(parts, (0, None))[1]) not in (None, digest):
                         raise InputError(f"{archive}: member {member.name!r} changed while being read")
             return {"/".join(parts): actual for parts, actual in mismatched.items()}
     except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile, lzma.LZMAError, ValueError, RecursionError) as e:
         raise InputError(f"{archive}: not a readable archive ({type(e).__name__}: {first_line(e)})") from e
+
+
+def _ledgered_archives(ledger_data: dict[tuple[str, ...], bytes]) -> dict[tuple[str, ...], str]:
+    """{path parts: sha256} of each `<target>.tar.gz` an OUT's ledger ({its path parts: its bytes}) records beside
+    it. A ledger that is not edgekit's (not JSON names and hashes) records none: its archives stay unlisted."""
+    found = {}
+    for parts, data in ledger_data.items():
+        try:
+            ledger = json.loads(data)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(ledger, dict):
+            found.update({(*parts[:-1], name): digest for name, digest in ledger.items()
+                          if isinstance(digest, str) and name.endswith(".tar.gz") and name != ".tar.gz"
+                          and _parts(name) == (name,) and "\\" not in name})
+    return found
 
 
 def _manifest_budget(archive: Path, member: tarfile.TarInfo, manifests: dict) -> int:

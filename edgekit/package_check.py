@@ -74,7 +74,9 @@ def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe
                      for case in _check_target(folder, str(original if folder == root else
                                                            original / folder.relative_to(root)), mismatched,
                                                place, probe, bench, own)]
-            found += [] if root != original or folders == [root] else _archives_beside(out, mine, only)
+            # OUT's archives, in a tar of OUT too: there only those OUT's ledger records, by hash (archive.extract)
+            found += [] if folders == [root] else _archives_beside(out, original / out.relative_to(root), mine,
+                                                                   only, mismatched)
             # an archive of one package folder (OUT/<target>.tar.gz) is no OUT: it has no record to miss
             found += [] if folders == [root] else _published_there(out, original / out.relative_to(root), mine, only,
                                                                    root == original or len(folders) > 1)
@@ -89,15 +91,24 @@ def _archive_stem(name: str) -> str | None:
     return next((name[: -len(s)] for s in ARCHIVE_SUFFIXES if name.endswith(s)), None)
 
 
-def _archives_beside(out: Path, folders: list[Path], only: set[str] | None = None) -> list[Case]:
+def _archives_beside(out: Path, shown: Path, folders: list[Path], only: set[str] | None = None,
+                     mismatched: dict[Path, str] | None = None) -> list[Case]:
     """OUT/<target>.tar.gz, what build engineers ship, is the package checked in OUT/<target>: every member
-    matches the hash its manifest gives, and that manifest is the folder's (an archive of garbage passed)."""
+    matches the hash its manifest gives, and that manifest is the folder's (an archive of garbage passed).
+    `shown`: OUT as the user knows it; `mismatched`: from a tar of OUT, the actual sha256 of each archive there
+    whose bytes are not those OUT's ledger records (never unpacked)."""
     by_name, cases = {folder.name: folder for folder in folders}, []
-    for path in sorted(out.iterdir()):
-        if not path.is_file() or (stem := _archive_stem(path.name)) is None or only is not None and stem not in only:
+    altered = {path: digest for path, digest in (mismatched or {}).items() if path.parent == out}
+    for path in sorted({*out.iterdir(), *altered}):
+        if path not in altered and not path.is_file() or (stem := _archive_stem(path.name)) is None \
+                or only is not None and stem not in only:
+            continue
+        if path in altered:  # its member hash did not match the ledger: tampered with after export
+            cases.append(Case(stem, f"archive {path.name}", False, f"sha256 {altered[path][:12]}… is not the one "
+                              f"edgekit recorded for it ({archive.LEDGER} in {shown})"))
             continue
         if (folder := by_name.get(stem)) is None:  # never checked, yet a CI job uploading OUT/*.tar.gz ships it
-            cases.append(Case(stem, f"archive {path.name}", False, f"no package folder {stem} beside it in {out}: "
+            cases.append(Case(stem, f"archive {path.name}", False, f"no package folder {stem} beside it in {shown}: "
                               "check it on its own (edgekit check ARCHIVE) or move it away"))
             continue
         with tempfile.TemporaryDirectory(prefix="edgekit-check-") as tmp:
@@ -108,8 +119,8 @@ def _archives_beside(out: Path, folders: list[Path], only: set[str] | None = Non
                 same = not changed and len(inside) == 1 and inside[0].read_bytes() == own
                 why = "" if same else (f"members differ from their manifest: {', '.join(sorted(changed))}"
                                        if changed else f"its manifest.json is not {folder.name}/manifest.json")
-            except InputError as e:
-                same, why = False, str(e)
+            except InputError as e:  # named as the user knows it, not as the copy unpacked from a tar of OUT
+                same, why = False, str(e).replace(str(path), str(shown / path.name))
         cases.append(Case(folder.name, f"archive {path.name}", same, why))
     return cases
 

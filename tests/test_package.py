@@ -988,6 +988,39 @@ def test_a_copy_of_out_one_folder_down_checks_as_a_folder_or_an_archive(packaged
         result.stderr, result.output
 
 
+def test_a_tar_of_out_with_its_archives_checks_them_by_the_ledgers_hash(packaged, tmp_path):
+    """`export --archive` then `tar czf dist.tgz dist`, CI's artifact of OUT, was exit 3: its OUT/<target>.tar.gz
+    were "not listed in its manifest.json". They are checked as in OUT, admitted only by the hash OUT's ledger gives."""
+    dist = tmp_path / "dist"
+    shutil.copytree(packaged[0], dist)
+    tgz, dot = tmp_path / "dist.tgz", tmp_path / "dot.tgz"
+    subprocess.run(["tar", "czf", tgz, "dist"], cwd=tmp_path, check=True)
+    subprocess.run(["tar", "czf", dot, "."], cwd=dist, check=True)
+    for path, prefix in ((tgz, "dist/"), (dot, "")):
+        result = check(path, "--json")
+        assert result.exit_code == 0, result.output
+        archives = {c["target"] for c in json.loads(result.stdout) if c["name"].startswith("archive") and c["passed"]}
+        assert archives == {prefix + t for t in packaged[1]}, result.output
+    inner = dist / "arm64-linux.tar.gz"
+    data = bytearray(inner.read_bytes())
+    data[len(data) // 2] ^= 1  # tampered with after export, the ledger not rehashed
+    inner.write_bytes(bytes(data))
+    subprocess.run(["tar", "czf", tgz, "dist"], cwd=tmp_path, check=True)
+    result = check(tgz, "--json")
+    assert result.exit_code == 1, result.output
+    failed = failed_cases(result)
+    assert failed.keys() == {("dist/arm64-linux", "archive arm64-linux.tar.gz")}, failed
+    assert "is not the one edgekit recorded for it (.edgekit-archives.json in" in \
+        failed[("dist/arm64-linux", "archive arm64-linux.tar.gz")] and str(tmp_path) not in result.stdout.replace(
+            str(tgz), "")
+    inner.write_bytes((packaged[0] / "arm64-linux.tar.gz").read_bytes())
+    shutil.copy(dist / "ios-arm64.tar.gz", dist / "extra.tar.gz")  # an archive edgekit never recorded there
+    subprocess.run(["tar", "czf", tgz, "dist"], cwd=tmp_path, check=True)
+    result = check(tgz)
+    assert result.exit_code == 3 and "member 'dist/extra.tar.gz' is not listed in its manifest.json" in \
+        result.stderr, result.output
+
+
 def failed_cases(result):
     assert result.exit_code in (0, 1), result.output
     return {(c["target"], c["name"]): c["message"] for c in json.loads(result.stdout) if not c["passed"]}
