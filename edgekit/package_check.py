@@ -52,7 +52,8 @@ def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe
     if not original.exists():
         raise InputError(f"{original}: no such file or folder")
     with contextlib.ExitStack() as stack:
-        root, mismatched = original, {}
+        # `.` or `..` has no name to tell a target's folder by, or name a device's copy after: its real one
+        root, mismatched, copied = original.resolve() if original.name in ("", "..") else original, {}, False
         if original.is_file() and original.name.endswith(ARCHIVE_SUFFIXES):
             # named as the archive (OUT/<target>.tar.gz → <target>): a device's copy is named after it too
             stem = _archive_stem(original.name)
@@ -60,6 +61,7 @@ def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe
                 stem if stem.strip(".") and stem.isprintable() and stem == stem.encode("utf-8", "replace").decode()
                 else "package")
             root.mkdir()
+            copied = True
             mismatched = {root / name: digest for name, digest in archive.extract(original, root).items()}
         elif original.is_file():
             raise InputError(f"{original}: expected a package folder or a .tar.gz archive")
@@ -79,7 +81,7 @@ def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe
                                                                    only, mismatched)
             # an archive of one package folder (OUT/<target>.tar.gz) is no OUT: it has no record to miss
             found += [] if folders == [root] else _published_there(out, original / out.relative_to(root), mine, only,
-                                                                   root == original or len(folders) > 1)
+                                                                   not copied or len(folders) > 1)
             # two copies of OUT hold the same targets: name each by its folder (dist/desktop-x86)
             cases += [replace(c, target=f"{out.relative_to(root).as_posix()}/{c.target}") for c in found
                       ] if root in out.parents else found

@@ -281,6 +281,19 @@ def test_two_folders_of_one_target_are_told_apart(packaged, tmp_path):
     assert sorted(s.get("name") for s in suites) == ["arm64-linux", "arm64-linux (arm64-linux-prev)"]
 
 
+def test_a_package_folder_given_as_dot_is_named_as_by_its_path(packaged, tmp_path, monkeypatch):
+    """`cd OUT/desktop-x86 && edgekit check .` labelled the target `desktop-x86 ()` in text and JUnit: `.` has no
+    name. It is named as the folder is when given by its path, a renamed copy as `arm64-linux (arm64-linux-prev)`."""
+    for name, label in (("arm64-linux", "arm64-linux"), ("arm64-linux-prev", "arm64-linux (arm64-linux-prev)")):
+        shutil.copytree(packaged[0] / "arm64-linux", tmp_path / name)
+        monkeypatch.chdir(tmp_path / name)
+        result = check(".", "--junit", tmp_path / "j.xml", "--json")
+        assert result.exit_code == 0, result.output
+        assert {c["target"] for c in json.loads(result.stdout)} == {label}, result.output
+        suites = ElementTree.parse(tmp_path / "j.xml").getroot().findall("testsuite")
+        assert [s.get("name") for s in suites] == [label]
+
+
 def test_a_manifest_marked_failed_with_no_reason_says_so(packaged, tmp_path):
     folder = fresh_copy(packaged, tmp_path)
     manifest = json.loads((folder / "manifest.json").read_text())
