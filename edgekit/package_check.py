@@ -51,6 +51,8 @@ def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe
     original = Path(path)
     if not original.exists():
         raise InputError(f"{original}: no such file or folder")
+    if original.is_dir() and (archives := _archives_only(original)):
+        return _check_archives(original, archives, place, probe, bench, own, only)
     with contextlib.ExitStack() as stack:
         # `.` or `..` has no name to tell a target's folder by, or name a device's copy after: its real one
         root, mismatched, copied = original.resolve() if original.name in ("", "..") else original, {}, False
@@ -86,6 +88,43 @@ def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe
             cases += [replace(c, target=f"{out.relative_to(root).as_posix()}/{c.target}") for c in found
                       ] if root in out.parents else found
         return CheckReport(cases)
+
+
+def _archives_only(folder: Path) -> list[Path]:
+    """The package archives in a folder that holds no package (downloaded CI artifacts: `*.tar.gz` in it or, where
+    it has none, one folder further down, each artifact's own folder); [] where it holds a manifest.json or none."""
+    if any(next(folder.glob("*/" * depth + "manifest.json"), None) for depth in range(3)):
+        return []
+    found = []
+    for depth in range(2):
+        found = found or sorted(p for p in folder.glob("*/" * depth + "*") if _archive_stem(p.name)
+                                and (p.is_file() or p.is_symlink()))
+    if links := [p for p in found if any(q.is_symlink() for q in (p, p.parent) if q != folder)]:
+        # it would check an archive elsewhere as this one
+        raise InputError(f"{links[0]}: a link, not an archive inside {folder}")
+    if found and (lost := sorted(p.parent for depth in range(3) for pattern in ("*.onnx", "*.ort", "golden.npz")
+                                 for p in folder.glob("*/" * depth + pattern))):  # a CI glob that dropped *.json
+        raise InputError(f"{lost[0]}: holds a package's files but no manifest.json")
+    return found
+
+
+def _check_archives(folder: Path, archives: list[Path], place, probe: bool, bench: bool, own: bool,
+                    only: set[str] | None) -> CheckReport:
+    """Each archive checked as `check ARCHIVE` does, its cases named by the archive (`arm64-linux`, or
+    `ci-arm/arm64-linux` one folder down; `v2/arm64-linux` for arm64-linux's package in v2.tar.gz). One that cannot be
+    read fails its own case, and the others are still checked, as OUT's archives are."""
+    cases = []
+    for path in archives:
+        stem, there = _archive_stem(path.name), path.parent.relative_to(folder).as_posix()
+        prefix = "" if there == "." else f"{there}/"
+        try:
+            found = check(path, place, probe, bench, own, only).cases
+        except InputError as e:
+            cases.append(Case(prefix + stem, f"archive {path.name}", False, str(e)))
+            continue
+        cases += [replace(c, target=prefix + (c.target if c.target == stem or c.target.startswith(f"{stem}/")
+                                              else f"{stem}/{c.target}")) for c in found]
+    return CheckReport(cases)
 
 
 def _archive_stem(name: str) -> str | None:
@@ -176,7 +215,8 @@ def _target_folders(path: Path, shown: Path) -> list[Path]:
     for folder in folders:
         ort_path(folder, shown / folder.relative_to(path))
     if not folders:
-        raise InputError(f"{shown}: no manifest.json in it, its sub-folders or theirs")
+        raise InputError(f"{shown}: no manifest.json in it, its sub-folders or theirs, nor a package archive "
+                         "(.tar.gz) in it or its sub-folders")
     if lost := sorted(p.parent.relative_to(path) for d in range(1, depth + 1)
                       for pattern in ("*.onnx", "*.ort", "golden.npz") for p in path.glob("*/" * d + pattern)
                       if p.parent not in folders):  # a CI glob that dropped *.json must not check green

@@ -1034,6 +1034,38 @@ def test_a_tar_of_out_with_its_archives_checks_them_by_the_ledgers_hash(packaged
         result.stderr, result.output
 
 
+def test_a_folder_of_package_archives_checks_each(packaged, tmp_path):
+    """Downloaded CI artifacts, `OUT/<target>.tar.gz` without their folders, were exit 3 "no manifest.json in it"
+    with no hint. Each archive is checked as `check ARCHIVE` does, named by it; one that cannot be read fails its
+    own case and the others are still checked. `gh run download` puts each artifact in its own folder: so too."""
+    arts, nested = tmp_path / "artifacts", tmp_path / "downloaded"
+    for target in ("arm64-linux", "ios-arm64"):
+        (nested / f"ci-{target}").mkdir(parents=True)
+        for dest in (arts, nested / f"ci-{target}"):
+            dest.mkdir(exist_ok=True)
+            shutil.copy(packaged[0] / f"{target}.tar.gz", dest)
+    for path, names in ((arts, {"arm64-linux", "ios-arm64"}), (nested, {"ci-arm64-linux/arm64-linux",
+                                                                        "ci-ios-arm64/ios-arm64"})):
+        result = check(path, "--json")
+        assert result.exit_code == 0, result.output
+        assert {c["target"] for c in json.loads(result.stdout) if c["name"] == "integrity"} == names, result.output
+    data = (packaged[0] / "android-arm64.tar.gz").read_bytes()
+    (arts / "android-arm64.tar.gz").write_bytes(data[: len(data) // 2])  # a download cut short
+    result = check(arts, "--json")
+    assert result.exit_code == 1, result.output
+    assert failed_cases(result).keys() == {("android-arm64", "archive android-arm64.tar.gz")}, result.output
+    assert {c["target"] for c in json.loads(result.stdout) if c["name"] == "integrity"} == {"arm64-linux",
+                                                                                          "ios-arm64"}
+    shutil.copytree(packaged[0] / "ios-arm64", arts / "ios-arm64", ignore=shutil.ignore_patterns("*.json"))
+    result = check(arts)  # beside the archives, a package folder whose manifest a CI glob dropped: not passed over
+    assert result.exit_code == 3 and "ios-arm64: holds a package's files but no manifest.json" in result.stderr, \
+        result.output
+    shutil.rmtree(arts)
+    arts.mkdir()
+    result = check(arts)
+    assert result.exit_code == 3 and "nor a package archive (.tar.gz) in it" in result.stderr, result.output
+
+
 def failed_cases(result):
     assert result.exit_code in (0, 1), result.output
     return {(c["target"], c["name"]): c["message"] for c in json.loads(result.stdout) if not c["passed"]}
