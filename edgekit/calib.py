@@ -121,21 +121,18 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
     declare (file headers, random inputs) before it is loaded (a function's items, as they come); `max_samples`:
     only the first samples are read."""
     if isinstance(source, np.ndarray) or hasattr(source, "detach"):  # one input's samples, as a .npy holds them
+        origin = f"data {type(source).__name__!r}"
         if len(specs) != 1:
-            raise InputError(f"data {type(source).__name__!r}: one array, the model takes {len(specs)} inputs "
-                             f"{[s.name for s in specs]}: give {{name: samples}}")
-        source = {specs[0].name: source.detach().cpu().numpy() if hasattr(source, "detach") else source}
+            raise InputError(f"{origin}: one array, the model takes {len(specs)} inputs {[s.name for s in specs]}: "
+                             "give {name: samples}")
+        try:
+            samples = source.detach().cpu().numpy() if hasattr(source, "detach") else source
+        except (TypeError, RuntimeError) as e:  # a dtype numpy lacks (bfloat16)
+            raise InputError(f"{origin}: cannot be read as an array ({first_line(e)})") from None
+        return _from_mapping(origin, {specs[0].name: samples}, specs, max_bytes, max_samples)
     if isinstance(source, Mapping):  # {input name: samples}, as an .npz holds them (np.load's own result too)
         file = getattr(getattr(source, "zip", None), "filename", None)  # np.load's: named by its file, not 'NpzFile'
-        origin = f"data {file or type(source).__name__!r}"
-        try:
-            found = {k: np.asarray(source[k]) for k in source}
-        except (ValueError, TypeError, OSError) as e:  # ragged lists; np.load's pickled member
-            raise InputError(f"{origin}: cannot be read as arrays ({type(e).__name__}: {first_line(e)})") from None
-        found = {k: a[:max_samples] if a.ndim else a for k, a in found.items()}  # a 0-d one: _from_arrays says why
-        if sum(a.nbytes for a in found.values()) > max_bytes:
-            raise InputError(f"{origin}: its arrays hold more than {max_bytes} bytes (--max-data-bytes)")
-        return _nonempty(_from_arrays(origin, found, specs))
+        return _from_mapping(f"data {file or type(source).__name__!r}", source, specs, max_bytes, max_samples)
     if stream := user_stream(source):
         return replace(_nonempty(from_items(*stream, specs, max_bytes, max_samples)), files=function_key(source))
     source = str(source)
@@ -183,6 +180,17 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
     if path.exists():
         return _nonempty(_read_file(path, specs, max_bytes, max_samples))
     raise InputError(f"data {source!r}: no such file or folder (or MODULE:FUNCTION)")
+
+
+def _from_mapping(origin: str, source: Mapping, specs, max_bytes: int, max_samples: int | None) -> Dataset:
+    try:
+        found = {k: np.asarray(source[k]) for k in source}
+    except (ValueError, TypeError, OSError) as e:  # ragged lists; np.load's pickled member
+        raise InputError(f"{origin}: cannot be read as arrays ({type(e).__name__}: {first_line(e)})") from None
+    found = {k: a[:max_samples] if a.ndim else a for k, a in found.items()}  # a 0-d one: _from_arrays says why
+    if sum(a.nbytes for a in found.values()) > max_bytes:
+        raise InputError(f"{origin}: its arrays hold more than {max_bytes} bytes (--max-data-bytes)")
+    return _nonempty(_from_arrays(origin, found, specs))
 
 
 def user_stream(source) -> tuple[str, Iterator] | None:
@@ -353,12 +361,13 @@ def validate(origin: str, spec: InputSpec, sample: np.ndarray) -> None:
         raise InputError(f"{origin}: input {spec.name!r} has NaN or Inf values")
 
 
-def _as_feed(origin: str, item, specs) -> Mapping:
+def _as_feed(origin: str, item, specs) -> tuple[Mapping, bool]:
     """An item as a dict of the model's inputs (and `labels`): a dict as it is; else as training batches are
     given (distillation's form): inputs, `(inputs,)` or `(inputs, labels)`, as a DataLoader of a TensorDataset
-    yields them, where inputs are an array, a tuple of arrays in the model's input order, or a dict."""
+    yields them, where inputs are an array, a tuple of arrays in the model's input order, or a dict. A pair's
+    labels that are no class ids (a regression's or a mask's targets) are set aside: True then."""
     if isinstance(item, Mapping):
-        return item
+        return item, False
     if isinstance(item, (tuple, list)) and len(item) in (1, 2):
         inputs, labels = item[0], item[1] if len(item) == 2 else None
     elif isinstance(item, np.ndarray) or hasattr(item, "detach"):  # a tensor
@@ -369,10 +378,17 @@ def _as_feed(origin: str, item, specs) -> Mapping:
     if not isinstance(inputs, Mapping):
         arrays = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
         if len(arrays) != len(specs):
-            raise InputError(f"{origin}: {len(arrays)} input(s), the model takes {len(specs)} "
+            pair = " (a pair is read as (inputs, labels))" if labels is not None and len(specs) > 1 else ""
+            raise InputError(f"{origin}: {len(arrays)} input(s){pair}, the model takes {len(specs)} "
                              f"{[s.name for s in specs]}: give them in that order, as (inputs, labels), or a dict")
         inputs = dict(zip((s.name for s in specs), arrays))
-    return inputs if labels is None else {**inputs, "labels": labels}
+    if labels is None:
+        return inputs, False
+    ids = own_array(labels)
+    if ids.ndim > 1 or ids.dtype.kind not in "iuf" or ids.dtype.kind == "f" and not (
+            np.isfinite(ids).all() and (ids == np.round(ids)).all()):
+        return inputs, True
+    return {**inputs, "labels": ids}, False
 
 
 def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BYTES,
@@ -380,7 +396,7 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
     """Feed dicts (one sample, or a stack of samples along a first axis of their own or along the inputs' batch
     axis), an optional `labels` entry in each (one per sample of a stack). Items are held in memory, so only the
     items holding the first `max_samples` samples are taken, and at most `max_bytes` of them."""
-    feeds, labels, held = [], [], 0
+    feeds, labels, held, aside = [], [], 0, False
     ranks, specs_by = {s.name: len(s.shape) for s in specs}, {s.name: s for s in specs}
     last = min(MAX_FUNCTION_ITEMS, max_samples or MAX_FUNCTION_ITEMS)
     try:
@@ -390,7 +406,12 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
                     origin = f"{origin} (its first {last} items: edgekit reads no more)"
                     log.warning("%s", origin)
                 break
-            item = dict(_as_feed(f"{origin}: item {i}", item, specs))
+            item, set_aside = _as_feed(f"{origin}: item {i}", item, specs)
+            item = dict(item)
+            if set_aside and not aside:
+                aside = True
+                log.warning("%s: item %d's labels are not one class id per sample: set aside (accuracy is not "
+                            "measured on them; calibration needs none)", origin, i)
             key = _label_key(f"{origin} item {i}", item)
             label = item.pop(key) if key else None
             # copies: a generator that refills one buffer made every sample its last (accuracy 11%, passed)

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import re
 import tempfile
 import time
@@ -93,8 +94,9 @@ def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe
 def _archives_only(folder: Path) -> list[Path]:
     """The package archives in a folder that holds no package (downloaded CI artifacts: `*.tar.gz` in it or, where
     it has none, one folder further down, each artifact's own folder); [] where it holds a manifest.json or none."""
-    if any(next(folder.glob("*/" * depth + "manifest.json"), None) for depth in range(3)):
-        return []
+    if any(next(folder.glob("*/" * depth + "manifest.json"), None) for depth in range(3)) or any(
+            os.path.lexists(folder / name) for name in (published.INDEX, archive.LEDGER)):
+        return []  # an OUT whose folders are all gone is held to its records, not checked by its archives alone
     found = []
     for depth in range(2):
         found = found or sorted(p for p in folder.glob("*/" * depth + "*") if _archive_stem(p.name)
@@ -214,6 +216,9 @@ def _target_folders(path: Path, shown: Path) -> list[Path]:
         raise InputError(f"{shown / links[0].relative_to(path)}: a link, not a package folder inside {shown}")
     for folder in folders:
         ort_path(folder, shown / folder.relative_to(path))
+    if not folders and any(os.path.lexists(path / name) for name in (published.INDEX, archive.LEDGER)):
+        raise InputError(f"{shown}: an OUT that lost every package folder (edgekit's records of it are there): export "
+                         "again, or check each of its archives alone (OUT/<target>.tar.gz)")
     if not folders:
         raise InputError(f"{shown}: no manifest.json in it, its sub-folders or theirs, nor a package archive "
                          "(.tar.gz) in it or its sub-folders")

@@ -63,7 +63,8 @@ def read(out: Path, shown: Path | str | None = None) -> Published | None:
 
 def merged(prior: Published | None, present: dict[str, str], new: dict[str, str]) -> tuple[Published, Published]:
     """(OUT's record while a publish swaps, after it). `prior`: OUT's record before it; `present`: each package folder
-    in OUT now → its manifest's sha256; `new`: each target this run publishes → its new manifest's sha256.
+    in OUT now → its manifest's sha256; `new`: each target this run publishes → its new manifest's sha256 (one new to
+    OUT is in the second only).
     A target kept from before is narrowed to the manifest it holds if that is one the record allows; one missing or
     holding another manifest keeps what was published, so `check` still fails it. A package in OUT the record does
     not name (an older edgekit's OUT, one copied in) is taken as it is: the record is what OUT holds and was
@@ -73,5 +74,7 @@ def merged(prior: Published | None, present: dict[str, str], new: dict[str, str]
     for name in {*before, *present}:
         allowed, now = before.get(name), present.get(name)
         kept[name] = (now,) if now is not None and (allowed is None or now in allowed) else allowed
-    during = kept | {n: tuple(dict.fromkeys((*kept.get(n, ()), h))) for n, h in new.items()}
+    # a target new to OUT joins the record only once swapped in: a run killed before then left OUT as it was, and
+    # the mid-swap record had it fail check as missing for good
+    during = kept | {n: tuple(dict.fromkeys((*kept[n], h))) for n, h in new.items() if n in kept}
     return Published(during), Published(kept | {n: (h,) for n, h in new.items()})

@@ -457,7 +457,7 @@ def test_an_item_is_split_along_a_batch_axis_only():
         assert [f["x"].shape for f in calib.load(batches, spec, max_samples=12).feeds] == [(1, 4)] * 12
 
 
-def test_items_in_the_training_form_and_bare_arrays_read_as_dicts_do():
+def test_items_in_the_training_form_and_bare_arrays_read_as_dicts_do(caplog):
     """A DataLoader of a TensorDataset ([x, y] lists), a bare array or tensor, and a Dataset's unbatched samples were
     refused as calibration or validation data ("item 0 is a list, expected a dict of arrays"), though `distill` took
     the same (inputs, labels) batches."""
@@ -480,10 +480,21 @@ def test_items_in_the_training_form_and_bare_arrays_read_as_dicts_do():
     assert [f["b"].shape for f in got.feeds] == [(1, 4)] * 2 and list(got.labels) == [1, 2]
     with pytest.raises(InputError, match=r"item 0: 1 input\(s\), the model takes 2 \['a', 'b'\]: give them in"):
         calib.load([np.ones((2, 4), "f4")], pair)
+    with pytest.raises(InputError, match=r"item 0: 1 input\(s\) \(a pair is read as \(inputs, labels\)\), the "):
+        calib.load([(np.ones((2, 4), "f4"), np.zeros((2, 4), "f4"))], pair)
+    with pytest.raises(InputError, match=r"data 'Tensor': cannot be read as an array \(Got unsupported ScalarType"):
+        calib.load(torch.from_numpy(x).to(torch.bfloat16), spec)
     with pytest.raises(InputError, match=r"one array, the model takes 2 inputs \['a', 'b'\]: give \{name: samples"):
         calib.load(np.ones((2, 4), "f4"), pair)
     with pytest.raises(InputError, match=r"item 0 is a list of 3: give a dict of arrays, the inputs, or \(inputs,"):
         calib.load([[x[:1], x[:1], y[:1]]], spec)
+    # a regression's or a segmentation's targets are no class ids: set aside, as calibration needs none
+    for targets in (rng.random(20, dtype=np.float32), rng.integers(0, 3, (20, 8, 8))):
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x),
+                                                                            torch.from_numpy(targets)), batch_size=8)
+        got = calib.load(loader, spec)
+        assert got.labels is None and len(got.feeds) == 20
+        assert "item 0's labels are not one class id per sample: set aside" in caplog.text
 
 
 def test_a_data_loaders_usual_mismatches_say_the_fix():

@@ -1064,6 +1064,12 @@ def test_a_folder_of_package_archives_checks_each(packaged, tmp_path):
     arts.mkdir()
     result = check(arts)
     assert result.exit_code == 3 and "nor a package archive (.tar.gz) in it" in result.stderr, result.output
+    out = tmp_path / "out"  # an OUT whose folders are all gone is no folder of downloads: it passed on its archives
+    shutil.copytree(packaged[0], out, ignore=lambda folder, names: [n for n in names if (Path(folder) / n).is_dir()])
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".tar.gz")) == [".edgekit-archives.json",
+                                                                                      "edgekit-targets.json"]
+    result = check(out)
+    assert result.exit_code == 3 and "an OUT that lost every package folder" in result.stderr, result.output
 
 
 def failed_cases(result):

@@ -495,3 +495,15 @@ def test_the_onnxruntime_floor_is_the_first_release_export_runs_on():
     needs = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert [d.split("#")[0].strip() for d in needs if d.startswith("onnxruntime")] == ["onnxruntime>=1.27"], needs
     assert "calibration_cache_path" in inspect.signature(quantize_static).parameters
+
+
+def test_a_target_new_to_out_joins_its_record_once_swapped_in():
+    """The record swapped in first, mid-publish, named a target new to OUT: a run killed before that target's folder
+    went in left OUT as it was, and check failed it as missing for good (later exports kept the entry)."""
+    from edgekit import published
+
+    before = published.Published({"desktop-x86": ("a" * 64,)})
+    during, after = published.merged(before, {"desktop-x86": "a" * 64}, {"desktop-x86": "b" * 64,
+                                                                          "arm64-linux": "c" * 64})
+    assert during.targets == {"desktop-x86": ("a" * 64, "b" * 64)}
+    assert after.targets == {"desktop-x86": ("b" * 64,), "arm64-linux": ("c" * 64,)}
