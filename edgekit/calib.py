@@ -125,11 +125,7 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
         if len(specs) != 1:
             raise InputError(f"{origin}: one array, the model takes {len(specs)} inputs {[s.name for s in specs]}: "
                              "give {name: samples}")
-        try:
-            samples = source.detach().cpu().numpy() if hasattr(source, "detach") else source
-        except (TypeError, RuntimeError) as e:  # a dtype numpy lacks (bfloat16)
-            raise InputError(f"{origin}: cannot be read as an array ({first_line(e)})") from None
-        return _from_mapping(origin, {specs[0].name: samples}, specs, max_bytes, max_samples)
+        return _from_mapping(origin, {specs[0].name: source}, specs, max_bytes, max_samples)
     if isinstance(source, Mapping):  # {input name: samples}, as an .npz holds them (np.load's own result too)
         file = getattr(getattr(source, "zip", None), "filename", None)  # np.load's: named by its file, not 'NpzFile'
         return _from_mapping(f"data {file or type(source).__name__!r}", source, specs, max_bytes, max_samples)
@@ -182,11 +178,17 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
     raise InputError(f"data {source!r}: no such file or folder (or MODULE:FUNCTION)")
 
 
+def _numpy(x) -> np.ndarray:
+    """An array or a tensor (one that requires grad too) as numpy's, without a copy where none is needed."""
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
 def _from_mapping(origin: str, source: Mapping, specs, max_bytes: int, max_samples: int | None) -> Dataset:
     try:
-        found = {k: np.asarray(source[k]) for k in source}
-    except (ValueError, TypeError, OSError) as e:  # ragged lists; np.load's pickled member
-        raise InputError(f"{origin}: cannot be read as arrays ({type(e).__name__}: {first_line(e)})") from None
+        found = {k: _numpy(source[k]) for k in source}
+    except (ValueError, TypeError, OSError, RuntimeError) as e:  # ragged lists; np.load's pickled member; bfloat16
+        cast = "; cast it: tensor.float()" if "BFloat16" in str(e) else ""  # numpy has no bfloat16
+        raise InputError(f"{origin}: cannot be read as arrays ({type(e).__name__}: {first_line(e)}){cast}") from None
     found = {k: a[:max_samples] if a.ndim else a for k, a in found.items()}  # a 0-d one: _from_arrays says why
     if sum(a.nbytes for a in found.values()) > max_bytes:
         raise InputError(f"{origin}: its arrays hold more than {max_bytes} bytes (--max-data-bytes)")
@@ -206,6 +208,9 @@ def user_stream(source) -> tuple[str, Iterator] | None:
         origin, items = f"data {str(source)!r}", resolve_callable(str(source), "data")()
     else:
         return None
+    if hasattr(items, "__len__") and hasattr(items, "__getitem__") and not hasattr(items, "__iter__"):
+        # a map-style Dataset: Python's own iteration reads items until an IndexError, past its length
+        return origin, (items[i] for i in range(len(items)))
     try:
         return origin, iter(items)
     except TypeError:

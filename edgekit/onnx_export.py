@@ -49,10 +49,32 @@ def trace_sizes(specs: tuple[InputSpec, ...], feed: dict) -> dict[str, int]:
     return sizes
 
 
+def _in_forward_order(module, specs: tuple[InputSpec, ...]) -> None:
+    """Inputs go to `forward` by position, so one named as a parameter of it must be in that parameter's place:
+    `forward(left, right)` declared as right, left was exported with `right` feeding `left`, and passed parity."""
+    import inspect
+
+    try:
+        params = [p.name for p in inspect.signature(module.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError, AttributeError):  # a ScriptModule's, a C function's
+        return
+    for i, spec in enumerate(specs):
+        if spec.name in params and (at := params.index(spec.name)) != i:
+            raise UsageError(f"input {spec.name!r} is given {_nth(i)}, but it is the {_nth(at)} parameter of the "
+                             f"model's forward({', '.join(params)}): inputs are passed by position, so give them in "
+                             "that order")
+
+
+def _nth(i: int) -> str:
+    return {0: "first", 1: "second", 2: "third"}.get(i, f"{i + 1}th")
+
+
 def run_example(module, specs: tuple[InputSpec, ...], args: tuple):
     """The model's outputs on example inputs `args` made for `specs`: a model that fails on them is bad input."""
     import torch
 
+    _in_forward_order(module, specs)
     try:
         with torch.no_grad():
             return module(*args)

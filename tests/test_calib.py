@@ -482,8 +482,20 @@ def test_items_in_the_training_form_and_bare_arrays_read_as_dicts_do(caplog):
         calib.load([np.ones((2, 4), "f4")], pair)
     with pytest.raises(InputError, match=r"item 0: 1 input\(s\) \(a pair is read as \(inputs, labels\)\), the "):
         calib.load([(np.ones((2, 4), "f4"), np.zeros((2, 4), "f4"))], pair)
-    with pytest.raises(InputError, match=r"data 'Tensor': cannot be read as an array \(Got unsupported ScalarType"):
+    with pytest.raises(InputError, match=r"data 'Tensor': cannot be read as arrays \(TypeError: Got unsupported "
+                                         r"ScalarType BFloat16\); cast it: tensor.float\(\)"):
         calib.load(torch.from_numpy(x).to(torch.bfloat16), spec)
+    grad = torch.from_numpy(x).requires_grad_()  # numpy() refused it: a traceback
+    assert len(calib.load({"image": grad}, spec).feeds) == len(calib.load(grad, spec).feeds) == 20
+
+    class View(torch.utils.data.Dataset):  # map-style: read past its length, until an IndexError
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            return torch.from_numpy(x[i]), int(y[i])
+
+    assert list(calib.load(View(), spec).labels) == list(y[:5])
     with pytest.raises(InputError, match=r"one array, the model takes 2 inputs \['a', 'b'\]: give \{name: samples"):
         calib.load(np.ones((2, 4), "f4"), pair)
     with pytest.raises(InputError, match=r"item 0 is a list of 3: give a dict of arrays, the inputs, or \(inputs,"):

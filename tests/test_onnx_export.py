@@ -122,3 +122,28 @@ def test_a_shipped_model_keeps_the_domains_its_sub_graphs_and_functions_use(tmp_
     save_shipped(model, tmp_path / "m.onnx")
     kept = [(o.domain, o.version) for o in onnx.load(tmp_path / "m.onnx").opset_import]
     assert kept == [("", 17), ("com.example", 1), ("com.microsoft", 1), ("local.fn", 1)], kept
+
+
+def test_inputs_named_as_forwards_parameters_come_in_its_order(tmp_path):
+    """Inputs go to forward by position: `forward(left, right)` declared as right, left was exported with `right`
+    feeding `left`, and passed parity. Named otherwise (x, y), position is all there is."""
+    import torch
+
+    from edgekit.config import InputSpec
+    from edgekit.errors import UsageError
+    from edgekit.onnx_export import export_torch
+
+    class Pair(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = torch.nn.Linear(4, 4)
+
+        def forward(self, left, right):
+            return self.f(left) - 2 * self.f(right)
+
+    swapped = (InputSpec.parse("right:Nx4"), InputSpec.parse("left:Nx4"))
+    with pytest.raises(UsageError, match=r"input 'right' is given first, but it is the second parameter of the "
+                                         r"model's forward\(left, right\): inputs are passed by position"):
+        export_torch(Pair().eval(), swapped, (), 17, tmp_path / "m.onnx")
+    for names in (("left", "right"), ("x", "y")):
+        export_torch(Pair().eval(), tuple(InputSpec.parse(f"{n}:Nx4") for n in names), (), 17, tmp_path / "m.onnx")
