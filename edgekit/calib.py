@@ -390,9 +390,10 @@ def _as_feed(origin: str, item, specs) -> tuple[Mapping, bool]:
     if labels is None:
         return inputs, False
     ids = own_array(labels)
-    if ids.ndim > 1 or ids.dtype.kind not in "iuf" or ids.dtype.kind == "f" and not (
-            np.isfinite(ids).all() and (ids == np.round(ids)).all()):
-        return inputs, True
+    one_hot = ids.ndim == 2 and ids.shape[1] > 1 and np.isin(ids, (0, 1)).all() and (ids.sum(1) == 1).all()
+    if not one_hot and (ids.ndim > 1 or ids.dtype.kind not in "iuf" or ids.dtype.kind == "f" and not (
+            np.isfinite(ids).all() and (ids == np.round(ids)).all())):
+        return inputs, True  # one-hot rows are a classifier's labels: refused below, saying how to give them
     return {**inputs, "labels": ids}, False
 
 

@@ -287,7 +287,8 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
         from .pruning import count
 
         params, macs = count(module, example)
-        acc = parity.accuracy(run_torch(module, val.feeds, names), val.labels) if val.labels is not None else None
+        acc = (parity.accuracy(run_torch(module, val.feeds, names), val.labels)
+               if val.labels is not None and recipe.task in ("auto", "classify") else None)
         return {"step": name, "params": params, "macs": macs, "accuracy": acc, **extra}
 
     steps = [step("original", loaded.module)]
@@ -583,7 +584,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     stream = (shared.val.feeds[0], shared.inputs, recipe.state, shared.init) if recipe.state else None
     packaged = package.deliverables(target, tdir, int8, val.feeds, prep.names, stream, package.output_steps(quantized),
                                     emulated, coreml_model)
-    accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val, parity.scored(prep.names, shared.plain))
+    accuracy = (_accuracy(val, shared.torch_val, prep.fp32_val, int8_val, parity.scored(prep.names, shared.plain))
+                if shared.task == "classify" else None)  # a regression's targets are no class ids, whole or not
     size_checks = _int8_at_sizes(shared, prep, int8_sess, fixed)
     details = {
         "edgekit_version": __version__,

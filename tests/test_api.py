@@ -661,3 +661,17 @@ def test_a_torch_compiled_module_exports_as_its_module(tmp_path):
     again = edgekit.export(module, inputs=["x:Nx6"], calibration="random", out=tmp_path / "o", no_bench=True,
                            force=True)  # the same run, reported equal: its check's timings differed
     assert again.targets == report.targets and edgekit.check(again) == edgekit.check(report)
+
+
+def test_a_regression_with_whole_number_targets_is_not_scored_as_classes(tmp_path):
+    """task="regress" with targets that happen to be whole (counts) failed: "label 9 (row 8) is out of range: the
+    model's first output scores 1 classes". Only a classifier's labels are class ids."""
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 4), dtype=np.float32)
+    counts = np.round(x.sum(1) * 3).astype(np.float32)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(counts)),
+                                         batch_size=8)
+    report = edgekit.export(torch.nn.Linear(4, 1).eval(), inputs=["x:Nx4"], calibration=x[:32], validation=loader,
+                            task="regress", out=tmp_path / "o", no_bench=True)
+    made = report.targets["desktop-x86"].to_json()
+    assert report.exit_code == 0 and made["task"] == "regress" and made["accuracy"] is None, made["gates"]

@@ -507,6 +507,8 @@ def test_items_in_the_training_form_and_bare_arrays_read_as_dicts_do(caplog):
         got = calib.load(loader, spec)
         assert got.labels is None and len(got.feeds) == 20
         assert "item 0's labels are not one class id per sample: set aside" in caplog.text
+    with pytest.raises(InputError, match=r"not one-hot rows"):  # a classifier's labels, given otherwise: not set aside
+        calib.load([(x[:4], np.eye(10, dtype=np.float32)[y[:4]])], spec)
 
 
 def test_a_data_loaders_usual_mismatches_say_the_fix():
