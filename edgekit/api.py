@@ -375,8 +375,10 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
             onnx_export.first_run(fp32, feeds[0], limit, raised_by="--step-timeout")
             run_calibration(fp32, feeds[1:qsettings.samples])
         with whole_file(dest) as partial:
-            onnx_export.check(quantization.quantize(fp32, partial, plan, feeds[: qsettings.samples]))
-            if not quantization.quantizes_anything(onnx_export.parsed(partial)):  # as an export's warning says
+            quantization.quantize(fp32, partial, plan, feeds[: qsettings.samples])
+            onnx_export.save_shipped(quantized := onnx_export.parsed(partial), partial)  # as a package's int8 model
+            onnx_export.check(partial)
+            if not quantization.quantizes_anything(quantized):  # as an export's warning says
                 warnings.warn(f"{dest.name} {quantization.NOTHING_QUANTIZED}", stacklevel=4)
             for said in _far_from_float(fp32, partial, [o.name for o in outputs], feeds[:PARITY_SAMPLES], profile):
                 warnings.warn(f"{dest.name}: {said}", stacklevel=4)

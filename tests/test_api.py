@@ -182,6 +182,7 @@ def test_prune_and_quantize_from_python(tmp_path):
     int8 = edgekit.quantize(fp32, samples("calibration", 64), out=tmp_path / "q.onnx", calibrate_method="entropy")
     assert int8 == tmp_path / "q.onnx"
     assert {n.op_type for n in onnx.load(int8).graph.node} >= {"QuantizeLinear", "DequantizeLinear"}
+    assert [o.domain for o in onnx.load(int8).opset_import] == [""]  # as a package's: no domain its nodes lack
     x = np.load(DIGITS / "data" / "validation.npz")["image"][:50]
     a, b = (ort.InferenceSession(str(p)).run(None, {"image": x})[0] for p in (fp32, int8))
     assert np.mean(a.argmax(1) == b.argmax(1)) > 0.95
