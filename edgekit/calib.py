@@ -210,7 +210,10 @@ def user_stream(source) -> tuple[str, Iterator] | None:
         return None
     if hasattr(items, "__len__") and hasattr(items, "__getitem__") and not hasattr(items, "__iter__"):
         # a map-style Dataset: Python's own iteration reads items until an IndexError, past its length
-        return origin, (items[i] for i in range(len(items)))
+        try:
+            return origin, (items[i] for i in range(len(items)))
+        except Exception as e:
+            raise InputError(f"{origin}: len() failed: {type(e).__name__}: {first_line(e)}") from None
     try:
         return origin, iter(items)
     except TypeError:
@@ -370,7 +373,7 @@ def _as_feed(origin: str, item, specs) -> tuple[Mapping, bool]:
     """An item as a dict of the model's inputs (and `labels`): a dict as it is; else as training batches are
     given (distillation's form): inputs, `(inputs,)` or `(inputs, labels)`, as a DataLoader of a TensorDataset
     yields them, where inputs are an array, a tuple of arrays in the model's input order, or a dict. A pair's
-    labels that are no class ids (a regression's or a mask's targets) are set aside: True then."""
+    labels that are no whole numbers (a regression's targets) are set aside: True then."""
     if isinstance(item, Mapping):
         return item, False
     if isinstance(item, (tuple, list)) and len(item) in (1, 2):
@@ -390,10 +393,9 @@ def _as_feed(origin: str, item, specs) -> tuple[Mapping, bool]:
     if labels is None:
         return inputs, False
     ids = own_array(labels)
-    one_hot = ids.ndim == 2 and ids.shape[1] > 1 and np.isin(ids, (0, 1)).all() and (ids.sum(1) == 1).all()
-    if not one_hot and (ids.ndim > 1 or ids.dtype.kind not in "iuf" or ids.dtype.kind == "f" and not (
-            np.isfinite(ids).all() and (ids == np.round(ids)).all())):
-        return inputs, True  # one-hot rows are a classifier's labels: refused below, saying how to give them
+    if ids.dtype.kind not in "biuf" or ids.dtype.kind == "f" and not (np.isfinite(ids).all()
+                                                                       and (ids == np.round(ids)).all()):
+        return inputs, True  # shapes are read as a dict's labels are: per row, per step (a streaming model's)
     return {**inputs, "labels": ids}, False
 
 
@@ -416,8 +418,8 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
             item = dict(item)
             if set_aside and not aside:
                 aside = True
-                log.warning("%s: item %d's labels are not one class id per sample: set aside (accuracy is not "
-                            "measured on them; calibration needs none)", origin, i)
+                log.warning("%s: item %d's labels are not whole numbers, so no class ids: set aside (accuracy is "
+                            "not measured on them; calibration needs none)", origin, i)
             key = _label_key(f"{origin} item {i}", item)
             label = item.pop(key) if key else None
             # copies: a generator that refills one buffer made every sample its last (accuracy 11%, passed)

@@ -103,9 +103,11 @@ def _checked_batch(origin: str, inputs, labels, specs: tuple[InputSpec, ...], fi
         if x.dtype.kind not in "biuf" or x.ndim == 0 or not len(x):
             what = "empty" if x.ndim and not len(x) else f"a {x.dtype} array of shape {list(x.shape)}"
             raise InputError(f"{origin}: input {k} is {what}; give numeric arrays, samples along the first axis")
-        if specs and x.ndim == len(specs[k].shape) - 1:  # a map-style Dataset's item: one unbatched sample
-            raise InputError(f"{origin}: input {k} has shape {list(x.shape)}, one sample without the batch axis of "
-                             f"{list(specs[k].shape)}: give batches, as a DataLoader(dataset, batch_size=...) does")
+        if specs and x.ndim == len(specs[k].shape) - 1 and all(  # a map-style Dataset's item: one sample
+                isinstance(d, str) or d == n for d, n in zip(specs[k].shape[1:], x.shape)):
+            raise InputError(f"{origin}: input {specs[k].name!r} has shape {list(x.shape)}, one sample without the "
+                             f"batch axis of {list(specs[k].shape)}: give batches, as a DataLoader(dataset, "
+                             "batch_size=...) does")
         if specs:  # any batch size: a model declared with batch 1 trains on batches of 16
             validate(origin, dataclasses.replace(specs[k], shape=("N", *specs[k].shape[1:])), x)
         elif x.dtype.kind == "f" and not np.isfinite(x).all():

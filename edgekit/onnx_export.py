@@ -57,13 +57,13 @@ def _in_forward_order(module, specs: tuple[InputSpec, ...]) -> None:
     try:
         params = [p.name for p in inspect.signature(module.forward).parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    except (TypeError, ValueError, AttributeError):  # a ScriptModule's, a C function's
+    except (TypeError, ValueError, AttributeError):  # a forward without a signature Python can read
         return
     for i, spec in enumerate(specs):
         if spec.name in params and (at := params.index(spec.name)) != i:
             raise UsageError(f"input {spec.name!r} is given {_nth(i)}, but it is the {_nth(at)} parameter of the "
-                             f"model's forward({', '.join(params)}): inputs are passed by position, so give them in "
-                             "that order")
+                             f"model's forward({', '.join(params)}): inputs are passed by position, so give its "
+                             "parameters in that order from the first, none skipped")
 
 
 def _nth(i: int) -> str:

@@ -218,7 +218,8 @@ def _target_folders(path: Path, shown: Path) -> list[Path]:
         ort_path(folder, shown / folder.relative_to(path))
     if not folders and any(os.path.lexists(path / name) for name in (published.INDEX, archive.LEDGER)):
         raise InputError(f"{shown}: an OUT that lost every package folder (edgekit's records of it are there): export "
-                         "again, or check each of its archives alone (OUT/<target>.tar.gz)")
+                         "again" + (", or check each of its archives alone (OUT/<target>.tar.gz)"
+                                    if any(_archive_stem(p.name) for p in path.iterdir()) else ""))
     if not folders:
         raise InputError(f"{shown}: no manifest.json in it, its sub-folders or theirs, nor a package archive "
                          "(.tar.gz) in it or its sub-folders")

@@ -197,6 +197,12 @@ def _retrieval_at1(ref: list[np.ndarray], cand: list[np.ndarray]) -> float | Non
     return float(np.mean(sa[np.arange(len(a)), sb.argmax(1)] >= sa.max(1) - RETRIEVAL_TIE))
 
 
+def labels_are_classes(task: str) -> bool:
+    """Validation labels are class ids, scored as accuracy, for any task but a regression, whose targets are values
+    (whole ones, counts, failed as 'label 9 is out of range: the model's first output scores 1 classes')."""
+    return task != "regress"
+
+
 def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray, at: int = 0) -> float:
     """Top-1 accuracy in percent of the scored output (`at`, see scored()): one label per output row (of scores), or
     per class id (an integer output: a model that ends in its ArgMax)."""
@@ -287,7 +293,8 @@ def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str, pl
         gates.append(skipped("top1_agreement", 'no classifier score output (set task = "classify" if it is one)'))
     if (exact := worst(outputs, "exact_agreement")) is not None:  # held to what a classifier's top-1 is
         gates.append(held("integer_output_agreement", exact, spec))
-    drop = held("accuracy_drop", accuracy_drop, spec, "no labels in the validation data")
+    drop = held("accuracy_drop", accuracy_drop, spec, "no labels in the validation data" if labels_are_classes(task)
+                else "a regression's targets are no class ids")
     gates.append(drop if accuracy_drop is None else replace(drop, output=on))
     return gates
 

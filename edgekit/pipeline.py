@@ -288,7 +288,7 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
 
         params, macs = count(module, example)
         acc = (parity.accuracy(run_torch(module, val.feeds, names), val.labels)
-               if val.labels is not None and recipe.task in ("auto", "classify") else None)
+               if val.labels is not None and parity.labels_are_classes(recipe.task) else None)
         return {"step": name, "params": params, "macs": macs, "accuracy": acc, **extra}
 
     steps = [step("original", loaded.module)]
@@ -585,7 +585,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     packaged = package.deliverables(target, tdir, int8, val.feeds, prep.names, stream, package.output_steps(quantized),
                                     emulated, coreml_model)
     accuracy = (_accuracy(val, shared.torch_val, prep.fp32_val, int8_val, parity.scored(prep.names, shared.plain))
-                if shared.task == "classify" else None)  # a regression's targets are no class ids, whole or not
+                if parity.labels_are_classes(shared.task) else None)
     size_checks = _int8_at_sizes(shared, prep, int8_sess, fixed)
     details = {
         "edgekit_version": __version__,

@@ -672,7 +672,10 @@ def test_a_regression_with_whole_number_targets_is_not_scored_as_classes(tmp_pat
     counts = np.round(x.sum(1) * 3).astype(np.float32)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(counts)),
                                          batch_size=8)
-    report = edgekit.export(torch.nn.Linear(4, 1).eval(), inputs=["x:Nx4"], calibration=x[:32], validation=loader,
-                            task="regress", out=tmp_path / "o", no_bench=True)
-    made = report.targets["desktop-x86"].to_json()
-    assert report.exit_code == 0 and made["task"] == "regress" and made["accuracy"] is None, made["gates"]
+    for auto in (False, True):  # --auto's trials judged accuracy too
+        report = edgekit.export(torch.nn.Linear(4, 1).eval(), inputs=["x:Nx4"], calibration=x[:32], validation=loader,
+                                task="regress", out=tmp_path / f"o{auto}", no_bench=True, auto=auto)
+        made = report.targets["desktop-x86"].to_json()
+        assert report.exit_code == 0 and made["task"] == "regress" and made["accuracy"] is None, made["gates"]
+        [drop] = [g for g in made["gates"] if g["name"] == "accuracy_drop"]
+        assert drop["skipped"] == "a regression's targets are no class ids", drop

@@ -500,13 +500,15 @@ def test_items_in_the_training_form_and_bare_arrays_read_as_dicts_do(caplog):
         calib.load(np.ones((2, 4), "f4"), pair)
     with pytest.raises(InputError, match=r"item 0 is a list of 3: give a dict of arrays, the inputs, or \(inputs,"):
         calib.load([[x[:1], x[:1], y[:1]]], spec)
-    # a regression's or a segmentation's targets are no class ids: set aside, as calibration needs none
-    for targets in (rng.random(20, dtype=np.float32), rng.integers(0, 3, (20, 8, 8))):
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x),
-                                                                            torch.from_numpy(targets)), batch_size=8)
-        got = calib.load(loader, spec)
-        assert got.labels is None and len(got.feeds) == 20
-        assert "item 0's labels are not one class id per sample: set aside" in caplog.text
+    def pairs(targets):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x),
+                                                                          torch.from_numpy(targets)), batch_size=8)
+
+    got = calib.load(pairs(rng.random(20, dtype=np.float32)), spec)  # a regression's targets: calibration needs none
+    assert got.labels is None and len(got.feeds) == 20
+    assert "item 0's labels are not whole numbers, so no class ids: set aside" in caplog.text
+    for ids in (y[:, None], y % 2 == 0):  # read as a dict's labels are: a column of ids, bools
+        assert list(calib.load(pairs(ids), spec).labels.reshape(-1)) == list(ids.reshape(-1).astype(np.int64))
     with pytest.raises(InputError, match=r"not one-hot rows"):  # a classifier's labels, given otherwise: not set aside
         calib.load([(x[:4], np.eye(10, dtype=np.float32)[y[:4]])], spec)
 

@@ -512,9 +512,13 @@ def test_the_api_takes_training_batches_from_python_iterables_and_checks_them():
         edgekit.distill(DIGITS_MODEL, DIGITS_MODEL, data=[({"x": x}, y) for x, y in good], epochs=1,
                         inputs=["image:Nx1x8x8"])
     samples = torch.utils.data.TensorDataset(torch.from_numpy(good[0][0]), torch.from_numpy(good[0][1]))
-    with pytest.raises(edgekit.InputError, match=r"batch 0: input 0 has shape \[1, 8, 8\], one sample without the "
+    with pytest.raises(edgekit.InputError, match=r"batch 0: input 'image' has shape \[1, 8, 8\], one sample without "
+                                                 r"the "
                                                  r"batch axis of \['N', 1, 8, 8\]: give batches, as a DataLoader"):
         edgekit.distill(DIGITS_MODEL, DIGITS_MODEL, data=samples, epochs=1, inputs=["image:Nx1x8x8"])
+    flat = [(x[:, 0], y) for x, y in good]  # batches without their channel axis: not one sample
+    with pytest.raises(edgekit.InputError, match=r"batch 0: input 'image' has shape \[16, 8, 8\], the model takes"):
+        edgekit.distill(DIGITS_MODEL, DIGITS_MODEL, data=flat, epochs=1, inputs=["image:Nx1x8x8"])
 
 
 def test_training_data_edges_a_model_declared_with_batch_1_and_a_function_giving_none(tmp_path):
