@@ -26,6 +26,7 @@ import tempfile
 import traceback
 import uuid
 import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -35,6 +36,7 @@ from .config import AUTO_KNOBS, RANGES, PruneSpec, Recipe, ShareSpec, Target, ta
 from .errors import DeviceError, EdgekitError, ExitCode, InputError, StageError, UsageError, disk_full, few, first_line
 
 log = logging.getLogger("edgekit")
+_FINISH_READS = weakref.WeakKeyDictionary()  # an SQLite storage's engine: closes its connections' cursors
 SAMPLERS = ("tpe", "random", "grid")
 DIRECTIONS = ["maximize", "minimize", "minimize"]  # accuracy, latency, size
 BUDGETS = ("latency_ms", "size_mb")
@@ -335,6 +337,7 @@ def _release(s) -> None:
     storage = getattr(s._storage, "_backend", s._storage)  # Optuna wraps an RDBStorage in its cache
     if isinstance(storage, _optuna().storages.RDBStorage):
         storage.remove_session()
+        _FINISH_READS.get(storage.engine, list)()  # a checked-out connection's too (dispose leaves it open)
         storage.engine.dispose()
 
 
@@ -840,10 +843,42 @@ def _storage(url: str, create: bool = True, beat: bool = False):
         beating = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S} if beat else {}
         with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna 5.1: no news to a user
             warnings.simplefilter("ignore", _optuna().exceptions.ExperimentalWarning)
-            return RDBStorage(url, engine_kwargs=bounded, skip_table_creation=not create, **beating)
+            made = RDBStorage(url, engine_kwargs=bounded, skip_table_creation=not create, **beating)
+        if made.engine.name == "sqlite":
+            _closes_its_reads(made.engine)
+        return made
     except Exception as e:  # sqlalchemy's errors, the driver's ImportError, ValueError: this storage cannot be used
         raise UsageError(f"--storage {shown(url)}: cannot be opened ({type(e).__name__}: "
                          f"{first_line(e, 160).replace(url, shown(url))})") from None
+
+
+def _closes_its_reads(engine) -> None:
+    """A connection of `engine` (SQLite) closes the cursors it opened when it goes back to the pool, is invalidated
+    or closed. A read a signal cut short (Ctrl-C while SQLAlchemy made its rows) leaves its cursor unclosed, and an
+    unfinished SELECT keeps SQLite's shared lock until its cursor is closed or freed: the pool's rollback does not end
+    it (no transaction is open), nor does closing the connection (SQLite keeps it open until its statements end).
+    That cursor lived on in SQLAlchemy's result objects, not only in the traceback's frames (_let_go), and the
+    clean-up's write in the same process waited out the whole busy timeout on its own lock ("database is locked", the
+    trial left RUNNING): a longer timeout would only have waited longer."""
+    from sqlalchemy import event
+
+    opened = weakref.WeakSet()  # its cursors, weakly: the finished ones go (an sqlite3 connection takes no weakref)
+
+    def track(conn, cursor, *_) -> None:
+        opened.add(cursor)
+
+    def finish(dbapi_connection, *_) -> None:
+        if dbapi_connection is None:  # checked in once invalidated: closed already, its cursors first
+            return
+        for cursor in [c for c in opened if c.connection is dbapi_connection]:
+            with contextlib.suppress(Exception):
+                cursor.close()  # before its connection is closed: then its cursor refuses to close
+            opened.discard(cursor)
+
+    event.listen(engine, "before_cursor_execute", track)
+    for name in ("reset", "checkin", "invalidate", "close", "close_detached"):  # before each happens
+        event.listen(engine, name, finish)
+    _FINISH_READS[engine] = lambda: [finish(c) for c in {c.connection for c in opened}]
 
 
 def _parsed(url: str):

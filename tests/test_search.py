@@ -780,18 +780,21 @@ def test_a_stop_during_a_storage_read_leaves_no_trial_running(tmp_path, monkeypa
     """1 run in 20 of test_stopping_a_search_stops_its_workers: SIGTERM came as Optuna read back the trial it had
     run; that read's SQLite cursor, kept alive in the traceback's frames, held the database's lock, the clean-up's
     write failed "database is locked" 5 s later, and the trial stayed RUNNING. Inside the trial (its look for an
-    earlier run of the same values), Optuna's own write of the trial's end waited 5 s on that lock, and failed."""
+    earlier run of the same values), Optuna's own write of the trial's end waited 5 s on that lock, and failed.
+    Clearing those frames was not enough (1 run in 30 under load): SQLAlchemy's result objects kept the cursor too,
+    and the clean-up waited on its own process's lock. The cursor is kept here, as they kept it."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
     from edgekit import signals
 
-    armed, stopped = [], []
+    armed, stopped, kept = [], [], []
 
     def stop(conn, cursor, statement, *_):  # the program's handler, run as the read's execute returns
         if armed and statement.lstrip().upper().startswith("SELECT"):
             armed.clear()
             stopped.append(time.monotonic())
+            kept.append(cursor)  # unclosed, its SELECT unfinished: SQLite's shared lock held
             signals.RECEIVED.append(signal.SIGTERM)
             raise KeyboardInterrupt
 
