@@ -547,7 +547,8 @@ def _end_running(made, ours) -> None:
 def _let_go(error: BaseException) -> None:
     """Drop what the calls `error` cut short still hold: a signal that came during a storage read left its SQLite
     cursor in their frames, holding the database's lock, and the clean-up's write then failed "database is locked"
-    (the trial stayed RUNNING). The traceback keeps its lines; only the frames' locals go."""
+    (the trial stayed RUNNING). The traceback keeps its lines; only the frames' locals go. (SQLAlchemy's result
+    objects held that cursor too: an SQLite storage's connections close their cursors themselves, _closes_its_reads.)"""
     errors, seen = [error], set()
     while errors:
         e = errors.pop()
