@@ -373,7 +373,8 @@ def _as_feed(origin: str, item, specs) -> tuple[Mapping, bool]:
     """An item as a dict of the model's inputs (and `labels`): a dict as it is; else as training batches are
     given (distillation's form): inputs, `(inputs,)` or `(inputs, labels)`, as a DataLoader of a TensorDataset
     yields them, where inputs are an array, a tuple of arrays in the model's input order, or a dict. A pair's
-    labels that are no whole numbers (a regression's targets) are set aside: True then."""
+    labels that are no whole numbers (a regression's targets) or hold a grid per sample (a segmentation's masks) are
+    set aside: True then."""
     if isinstance(item, Mapping):
         return item, False
     if isinstance(item, (tuple, list)) and len(item) in (1, 2):
@@ -393,9 +394,9 @@ def _as_feed(origin: str, item, specs) -> tuple[Mapping, bool]:
     if labels is None:
         return inputs, False
     ids = own_array(labels)
-    if ids.dtype.kind not in "biuf" or ids.dtype.kind == "f" and not (np.isfinite(ids).all()
-                                                                       and (ids == np.round(ids)).all()):
-        return inputs, True  # shapes are read as a dict's labels are: per row, per step (a streaming model's)
+    if ids.ndim > 2 or ids.dtype.kind not in "biuf" or ids.dtype.kind == "f" and not (
+            np.isfinite(ids).all() and (ids == np.round(ids)).all()):
+        return inputs, True  # up to 2-D read as a dict's labels are: per sample, per row or step (a streaming model's)
     return {**inputs, "labels": ids}, False
 
 
@@ -418,8 +419,8 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
             item = dict(item)
             if set_aside and not aside:
                 aside = True
-                log.warning("%s: item %d's labels are not whole numbers, so no class ids: set aside (accuracy is "
-                            "not measured on them; calibration needs none)", origin, i)
+                log.warning("%s: item %d's labels are no class ids (not whole numbers, or a grid per sample): set "
+                            "aside (accuracy is not measured on them; calibration needs none)", origin, i)
             key = _label_key(f"{origin} item {i}", item)
             label = item.pop(key) if key else None
             # copies: a generator that refills one buffer made every sample its last (accuracy 11%, passed)

@@ -23,6 +23,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 import uuid
 import warnings
@@ -864,22 +865,33 @@ def _closes_its_reads(engine) -> None:
     from sqlalchemy import event
 
     opened = weakref.WeakSet()  # its cursors, weakly: the finished ones go (an sqlite3 connection takes no weakref)
+    lock = threading.Lock()  # Optuna's heartbeat thread runs SQL beside the main thread's
 
     def track(conn, cursor, *_) -> None:
-        opened.add(cursor)
+        with lock:
+            opened.add(cursor)
 
     def finish(dbapi_connection, *_) -> None:
         if dbapi_connection is None:  # checked in once invalidated: closed already, its cursors first
             return
-        for cursor in [c for c in opened if c.connection is dbapi_connection]:
+        with lock:
+            mine = [c for c in opened if c.connection is dbapi_connection]
+        for cursor in mine:
             with contextlib.suppress(Exception):
                 cursor.close()  # before its connection is closed: then its cursor refuses to close
-            opened.discard(cursor)
+            with lock:
+                opened.discard(cursor)
 
     event.listen(engine, "before_cursor_execute", track)
     for name in ("reset", "checkin", "invalidate", "close", "close_detached"):  # before each happens
         event.listen(engine, name, finish)
-    _FINISH_READS[engine] = lambda: [finish(c) for c in {c.connection for c in opened}]
+    def finish_all() -> None:
+        with lock:
+            connections = {c.connection for c in opened}
+        for connection in connections:
+            finish(connection)
+
+    _FINISH_READS[engine] = finish_all
 
 
 def _parsed(url: str):

@@ -496,6 +496,13 @@ def test_items_in_the_training_form_and_bare_arrays_read_as_dicts_do(caplog):
             return torch.from_numpy(x[i]), int(y[i])
 
     assert list(calib.load(View(), spec).labels) == list(y[:5])
+
+    class Lazy(View):
+        def __len__(self):
+            raise RuntimeError("index not built")
+
+    with pytest.raises(InputError, match=r"data 'Lazy': len\(\) failed: RuntimeError: index not built"):
+        calib.load(Lazy(), spec)
     with pytest.raises(InputError, match=r"one array, the model takes 2 inputs \['a', 'b'\]: give \{name: samples"):
         calib.load(np.ones((2, 4), "f4"), pair)
     with pytest.raises(InputError, match=r"item 0 is a list of 3: give a dict of arrays, the inputs, or \(inputs,"):
@@ -504,9 +511,10 @@ def test_items_in_the_training_form_and_bare_arrays_read_as_dicts_do(caplog):
         return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x),
                                                                           torch.from_numpy(targets)), batch_size=8)
 
-    got = calib.load(pairs(rng.random(20, dtype=np.float32)), spec)  # a regression's targets: calibration needs none
-    assert got.labels is None and len(got.feeds) == 20
-    assert "item 0's labels are not whole numbers, so no class ids: set aside" in caplog.text
+    for targets in (rng.random(20, dtype=np.float32), rng.integers(0, 3, (20, 8, 8))):  # a regression's, masks
+        got = calib.load(pairs(targets), spec)  # calibration needs none
+        assert got.labels is None and len(got.feeds) == 20
+        assert "item 0's labels are no class ids (not whole numbers, or a grid per sample): set aside" in caplog.text
     for ids in (y[:, None], y % 2 == 0):  # read as a dict's labels are: a column of ids, bools
         assert list(calib.load(pairs(ids), spec).labels.reshape(-1)) == list(ids.reshape(-1).astype(np.int64))
     with pytest.raises(InputError, match=r"not one-hot rows"):  # a classifier's labels, given otherwise: not set aside
