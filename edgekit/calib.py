@@ -421,6 +421,7 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
                 aside = True
                 log.warning("%s: item %d's labels are no class ids (not whole numbers, or a grid per sample): set "
                             "aside (accuracy is not measured on them; calibration needs none)", origin, i)
+                origin = f"{origin} (its labels set aside: no class ids)"  # the report's data label says so too
             key = _label_key(f"{origin} item {i}", item)
             label = item.pop(key) if key else None
             # copies: a generator that refills one buffer made every sample its last (accuracy 11%, passed)

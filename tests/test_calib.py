@@ -515,6 +515,7 @@ def test_items_in_the_training_form_and_bare_arrays_read_as_dicts_do(caplog):
         got = calib.load(pairs(targets), spec)  # calibration needs none
         assert got.labels is None and len(got.feeds) == 20
         assert "item 0's labels are no class ids (not whole numbers, or a grid per sample): set aside" in caplog.text
+        assert got.origin == "data 'DataLoader' (its labels set aside: no class ids)"  # as the report names the data
     for ids in (y[:, None], y % 2 == 0):  # read as a dict's labels are: a column of ids, bools
         assert list(calib.load(pairs(ids), spec).labels.reshape(-1)) == list(ids.reshape(-1).astype(np.int64))
     with pytest.raises(InputError, match=r"not one-hot rows"):  # a classifier's labels, given otherwise: not set aside
