@@ -111,7 +111,7 @@ class Dataset:
 def own_array(x) -> np.ndarray:
     """An item's tensor (one that requires grad too: numpy refused it, exit 3) or array, copied: a loader may refill
     it."""
-    return x.detach().cpu().numpy().copy() if hasattr(x, "detach") else np.array(x)
+    return np.array(_numpy(x))
 
 
 def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: int = 64,
@@ -120,7 +120,7 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
     holds them, an iterable of feed dicts or a callable returning one. `max_bytes` bounds what one source may
     declare (file headers, random inputs) before it is loaded (a function's items, as they come); `max_samples`:
     only the first samples are read."""
-    if isinstance(source, np.ndarray) or hasattr(source, "detach"):  # one input's samples, as a .npy holds them
+    if _is_array(source):  # one input's samples, as a .npy holds them
         origin = f"data {type(source).__name__!r}"
         if len(specs) != 1:
             raise InputError(f"{origin}: one array, the model takes {len(specs)} inputs {[s.name for s in specs]}: "
@@ -176,6 +176,11 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
     if path.exists():
         return _nonempty(_read_file(path, specs, max_bytes, max_samples))
     raise InputError(f"data {source!r}: no such file or folder (or MODULE:FUNCTION)")
+
+
+def _is_array(x) -> bool:
+    """A numpy array or a torch tensor (told by its `detach`: torch is not imported for it)."""
+    return isinstance(x, np.ndarray) or hasattr(x, "detach")
 
 
 def _numpy(x) -> np.ndarray:
@@ -379,7 +384,7 @@ def _as_feed(origin: str, item, specs) -> tuple[Mapping, bool]:
         return item, False
     if isinstance(item, (tuple, list)) and len(item) in (1, 2):
         inputs, labels = item[0], item[1] if len(item) == 2 else None
-    elif isinstance(item, np.ndarray) or hasattr(item, "detach"):  # a tensor
+    elif _is_array(item):
         inputs, labels = item, None
     else:
         raise InputError(f"{origin} is a {type(item).__name__}" + (f" of {len(item)}" if isinstance(

@@ -94,8 +94,7 @@ def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe
 def _archives_only(folder: Path) -> list[Path]:
     """The package archives in a folder that holds no package (downloaded CI artifacts: `*.tar.gz` in it or, where
     it has none, one folder further down, each artifact's own folder); [] where it holds a manifest.json or none."""
-    if any(next(folder.glob("*/" * depth + "manifest.json"), None) for depth in range(3)) or any(
-            os.path.lexists(folder / name) for name in (published.INDEX, archive.LEDGER)):
+    if any(next(folder.glob("*/" * depth + "manifest.json"), None) for depth in range(3)) or _out_records(folder):
         return []  # an OUT whose folders are all gone is held to its records, not checked by its archives alone
     found = []
     for depth in range(2):
@@ -108,6 +107,11 @@ def _archives_only(folder: Path) -> list[Path]:
                                  for p in folder.glob("*/" * depth + pattern))):  # a CI glob that dropped *.json
         raise InputError(f"{lost[0]}: holds a package's files but no manifest.json")
     return found
+
+
+def _out_records(folder: Path) -> bool:
+    """The folder holds edgekit's records of an OUT (its targets, its archives): an OUT, whatever is left in it."""
+    return any(os.path.lexists(folder / name) for name in (published.INDEX, archive.LEDGER))
 
 
 def _check_archives(folder: Path, archives: list[Path], place, probe: bool, bench: bool, own: bool,
@@ -216,7 +220,7 @@ def _target_folders(path: Path, shown: Path) -> list[Path]:
         raise InputError(f"{shown / links[0].relative_to(path)}: a link, not a package folder inside {shown}")
     for folder in folders:
         ort_path(folder, shown / folder.relative_to(path))
-    if not folders and any(os.path.lexists(path / name) for name in (published.INDEX, archive.LEDGER)):
+    if not folders and _out_records(path):
         raise InputError(f"{shown}: an OUT that lost every package folder (edgekit's records of it are there): export "
                          "again" + (", or check each of its archives alone (OUT/<target>.tar.gz)"
                                     if any(_archive_stem(p.name) for p in path.iterdir()) else ""))
@@ -527,7 +531,8 @@ def _made_elsewhere(cases: list[Case], manifest: dict, checked: str | None = Non
     """Failed parity cases say so when the onnxruntime that ran them (`checked`: this host's unless given) is not
     the one the package was made with: another version may refuse a model (an opset it does not know) or round
     otherwise, and a failure read as the package's was the checker's."""
-    made = (manifest.get("versions") or {}).get("onnxruntime") if isinstance(manifest.get("versions"), dict) else None
+    versions = manifest.get("versions")
+    made = versions.get("onnxruntime") if isinstance(versions, dict) else None
     if checked is None:
         import onnxruntime
 

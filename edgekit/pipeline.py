@@ -151,6 +151,8 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     own = loaded.module  # the user's module, before _inputs wraps it (uint8 pixels, pinned constants)
     inputs, pinned, defaults = _inputs(recipe, loaded)
     cal, val = calib.for_run(recipe, sequences.data_specs(inputs, recipe.state) if recipe.state else inputs, targets)
+    if val.labels is not None and not parity.labels_are_classes(recipe.task):  # scored nowhere as class ids
+        val = dataclasses.replace(val, labels=None)
     package.golden_count(val.feeds, 1)  # a sample no golden file can hold: told before any work
     init = sequences.initial_values(recipe.state_init, inputs, recipe.state, recipe.max_data_bytes)
     timed_here = next((t for t in targets if t.runtime.arch == host.arch()), targets[0])  # round_to auto's
@@ -287,8 +289,7 @@ def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress
         from .pruning import count
 
         params, macs = count(module, example)
-        acc = (parity.accuracy(run_torch(module, val.feeds, names), val.labels)
-               if val.labels is not None and parity.labels_are_classes(recipe.task) else None)
+        acc = parity.accuracy(run_torch(module, val.feeds, names), val.labels) if val.labels is not None else None
         return {"step": name, "params": params, "macs": macs, "accuracy": acc, **extra}
 
     steps = [step("original", loaded.module)]
@@ -584,8 +585,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     stream = (shared.val.feeds[0], shared.inputs, recipe.state, shared.init) if recipe.state else None
     packaged = package.deliverables(target, tdir, int8, val.feeds, prep.names, stream, package.output_steps(quantized),
                                     emulated, coreml_model)
-    accuracy = (_accuracy(val, shared.torch_val, prep.fp32_val, int8_val, parity.scored(prep.names, shared.plain))
-                if parity.labels_are_classes(shared.task) else None)
+    accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val, parity.scored(prep.names, shared.plain))
     size_checks = _int8_at_sizes(shared, prep, int8_sess, fixed)
     details = {
         "edgekit_version": __version__,

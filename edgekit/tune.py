@@ -165,7 +165,7 @@ def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, exclu
     results = parity.compare(ctx.names, ctx.fp32_val, int8_val, ctx.task, ctx.plain)
     at = parity.scored(ctx.names, ctx.plain)
     drop = (parity.accuracy(ctx.fp32_val, ctx.labels, at) - parity.accuracy(int8_val, ctx.labels, at)
-            if ctx.labels is not None and parity.labels_are_classes(ctx.task) else None)
+            if ctx.labels is not None else None)
     gates = parity.quantization_gates(results, drop, ctx.spec, ctx.task, ctx.plain)
     lat = bench.measure_pair({"fp32": str(ctx.fp32), "int8": str(out)}, ctx.val_feeds[0], ctx.providers, ctx.threads,
                              10, 30)
