@@ -78,6 +78,7 @@ class Dataset:
     labels: np.ndarray | None = None  # one per sample, or (samples, rows) for samples holding several rows
     random: bool = False
     joined: bool = False  # labels of items of different lengths, one per row and joined: not split by sample
+    labels_aside: bool = False  # its items' labels were no class ids (a regression's targets, masks): not read
     files: dict = field(default_factory=dict)  # {(device, inode): path} of the files it was read from
 
     def __len__(self) -> int:
@@ -93,9 +94,10 @@ class Dataset:
             raise InputError(f"{self.origin}: its items' labels differ in length, so the last items cannot be held "
                              "out for validation with their labels: give --validation data")
         labels = (self.labels[:cut], self.labels[cut:]) if self.labels is not None else (None, None)
-        return (Dataset(self.origin, self.feeds[:cut], labels[0], self.random, files=self.files),
+        return (Dataset(self.origin, self.feeds[:cut], labels[0], self.random, files=self.files,
+                        labels_aside=self.labels_aside),
                 Dataset(f"{self.origin} (held-out last {n_val})", self.feeds[cut:], labels[1], self.random,
-                        files=self.files))
+                        files=self.files, labels_aside=self.labels_aside))
 
     def read_by(self, files: dict) -> list[str]:
         """What this data was read from that `files` (another Dataset's) names too, or a copy of one side's only
@@ -461,7 +463,7 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
     if any(has) and not all(has):
         raise InputError(f"{origin}: some items have a label and some do not")
     if not (has and all(has)):
-        return Dataset(origin, feeds, None)
+        return Dataset(origin, feeds, None, labels_aside=aside)
     if len({np.shape(lb) for lb in labels}) == 1:
         return Dataset(origin, feeds, class_ids(origin, np.asarray([np.asarray(lb) for lb in labels])))
     # items of different lengths (a short last batch, sequences): one label per row, joined; never split by item

@@ -447,7 +447,7 @@ def _steps(shared: Shared, fp32: Path, names: list[str]):
                                   shared.recipe.state, shared.init) for data in (shared.cal, shared.val))
     return (calib.Dataset(f"{shared.cal.origin} (steps)", cal.feeds, None, shared.cal.random),
             calib.Dataset(f"{shared.val.origin} (steps)", val.feeds, sequences.step_labels(shared.val, val.lengths),
-                          shared.val.random), val.outputs, val, cal.lengths)
+                          shared.val.random, labels_aside=shared.val.labels_aside), val.outputs, val, cal.lengths)
 
 
 def _one_step_sequences(cal_lengths, val_lengths) -> list[str]:
@@ -626,7 +626,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     }
     int8_bytes, fp32_bytes = int8.stat().st_size, fp32.stat().st_size
     warnings = (verdict.warnings(cal, val, {"export": prep.export_parity, "quantization": quant_parity}, latency,
-                                 int8, providers, threads, qplan.settings)
+                                 int8, providers, threads, qplan.settings, recipe.task)
                 + list(prep.traced) + verdict.kernel_warnings(packaged) + fixed_warnings
                 + verdict.provider_warnings(target, int8_sess.get_providers()) + list(qplan.warnings)
                 + verdict.override_warnings(target, overridden) + _compression_warnings(shared.compression)

@@ -87,7 +87,7 @@ def random_data(calibrated: bool, validated: bool) -> str:
             f"DATA: {'PARITY AND ACCURACY FIGURES' if validated else 'THE INT8 RANGES'} DO NOT REFLECT REAL INPUTS")
 
 
-def warnings(cal, val, parities: dict, latency, int8, providers, threads, settings=None) -> list[str]:
+def warnings(cal, val, parities: dict, latency, int8, providers, threads, settings=None, task="classify") -> list[str]:
     """`settings`: the int8 model's QuantSettings, which say why int8 is slower where its graph cannot."""
     said: list[str] = [random_data(cal.random, val.random)] if cal.random or val.random else []
     for stage, block in parities.items():
@@ -103,6 +103,9 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads, settin
         if data is not None and not data.random and len(data) < FEW_SAMPLES:
             said.append(f"{role} data has {len(data)} sample(s): {what} from so few do not stand for real inputs "
                         f"(give at least {FEW_SAMPLES})")
+    if val.labels_aside and parity.labels_are_classes(task):  # said when read and in the data label; CI reads these
+        said.append("validation data's labels are no class ids (not whole numbers, or a grid per sample): set aside, "
+                    "so accuracy is neither measured nor gated")
     place = "the device" if latency and "device" in latency.int8.host else "this host"
     if latency and max(latency.fp32.p90_over_p50, latency.int8.p90_over_p50) > bench.NOISY_SPREAD:
         said.append(f"latency spread p90/p50 fp32 {latency.fp32.p90_over_p50:.2f}, int8 "

@@ -679,3 +679,19 @@ def test_a_regression_with_whole_number_targets_is_not_scored_as_classes(tmp_pat
         assert report.exit_code == 0 and made["task"] == "regress" and made["accuracy"] is None, made["gates"]
         [drop] = [g for g in made["gates"] if g["name"] == "accuracy_drop"]
         assert drop["skipped"] == "a regression's targets are no class ids", drop
+
+
+def test_validation_labels_set_aside_are_a_manifest_warning(tmp_path):
+    """A DataLoader's float targets, set aside as no class ids, were said in the log and the data label only: a CI
+    job reading the manifest's warnings saw nothing of the accuracy gate it expected but never got."""
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 4), dtype=np.float32)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x),
+                                                                        torch.from_numpy(x.sum(1))), batch_size=8)
+    said = "validation data's labels are no class ids (not whole numbers, or a grid per sample): set aside"
+    for task, warned in (("auto", True), ("regress", False)):  # a regression's targets are expected to be values
+        report = edgekit.export(torch.nn.Linear(4, 1).eval(), inputs=["x:Nx4"], calibration=x[:32], validation=loader,
+                                task=task, out=tmp_path / task, no_bench=True)
+        assert report.exit_code == 0
+        made = report.targets["desktop-x86"].to_json()
+        assert any(w.startswith(said) for w in made["warnings"]) == warned, made["warnings"]
