@@ -1,6 +1,7 @@
 """Import user code named as `pkg.module:function` or `path/to/file.py:function`."""
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import hashlib
 import importlib
@@ -9,10 +10,15 @@ import inspect
 import os
 import re
 import sys
+import threading
+import weakref
 from pathlib import Path
 
 from .errors import InputError, not_utf8
 
+_READ_WEAKLY: weakref.WeakSet = weakref.WeakSet()  # one-shot iterators edgekit has read from
+_READ_HELD: collections.deque = collections.deque(maxlen=64)  # those taking no weakref (map, zip, iter(list)): held
+_READ_LOCK = threading.Lock()
 MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -31,12 +37,19 @@ class UserFunction:
     def __call__(self, *args, **kwargs):
         with self._guard("calling it"):
             result = self.fn(*args, **kwargs)
-        if not inspect.isgenerator(result):
-            return result
-        if inspect.getgeneratorstate(result) != inspect.GEN_CREATED:  # a notebook cell run again: other samples
-            raise InputError(f"{self.what} {self.spec!r}: a generator that was already read from (by an earlier call?) "
-                             "gives other items each time: give a function that makes a new one at each call")
-        return self._iterate(result)
+        if inspect.isgenerator(result):
+            if inspect.getgeneratorstate(result) != inspect.GEN_CREATED:  # a notebook cell run again: other samples
+                raise self._read_again("a generator")
+            return self._iterate(result)
+        # iter(loader), map(...): as a generator, without a state to tell it was read
+        if isinstance(result, collections.abc.Iterator) and not _first_read(result):
+            raise self._read_again(f"an iterator ({type(result).__name__})")
+        return result
+
+    def _read_again(self, what: str) -> InputError:
+        return InputError(f"{self.what} {self.spec!r}: {what} that was already read from (by an earlier call?) gives "
+                          "other items each time: give the iterable itself (a DataLoader, a list) or a function that "
+                          "makes a new one at each call")
 
     def _iterate(self, generator):
         while True:
@@ -56,6 +69,21 @@ class UserFunction:
         except BaseException as e:
             detail = f"sys.exit({e.code!r})" if isinstance(e, SystemExit) else f"{type(e).__name__}: {e}"
             raise InputError(f"{self.what} {self.spec!r}: {doing} failed: {detail}") from e
+
+
+def _first_read(iterator) -> bool:
+    """True the first time edgekit is handed this iterator, marking it read."""
+    with _READ_LOCK:
+        try:
+            if iterator in _READ_WEAKLY:
+                return False
+            _READ_WEAKLY.add(iterator)
+            return True
+        except TypeError:  # takes no weakref: held (the last 64), so its id is never another's
+            if any(held is iterator for held in _READ_HELD):
+                return False
+            _READ_HELD.append(iterator)
+            return True
 
 
 def resolve_callable(spec: str, what: str) -> UserFunction:

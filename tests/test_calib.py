@@ -695,3 +695,19 @@ def test_a_spiked_later_sample_keeps_the_histograms_bins(wide_fp32, tmp_path, me
     assert peak < 64 << 20, f"{method}: peaked at {peak >> 20} MiB"  # the histograms: 10 tensors x 2048 bins
     assert bins == (ENTROPY_EDGES if method == "entropy" else set())
     assert 1 < ranges["image"][1] <= images.max()  # the spike is in the data seen (Percentile may clip it)
+
+
+def test_a_one_shot_iterator_read_before_is_refused():
+    """iter(loader), map(...) and zip(...) have no state to tell they were read: a cell run again with one calibrated
+    on the items after those the last run read (or on none), silently, as a generator did before it was refused."""
+    rng = np.random.default_rng(0)
+    items = [{"x": rng.standard_normal((1, 4)).astype(np.float32)} for _ in range(300)]
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(
+        np.concatenate([i["x"] for i in items]))), batch_size=8)
+    for iterator in (iter(items), map(dict, items), iter(loader)):  # the last takes a weakref, the others none
+        assert len(calib.load(iterator, VECTOR, max_samples=128)) == 128
+        with pytest.raises(InputError, match=rf"an iterator \({type(iterator).__name__}\) that was already read from "
+                                             r".* give the iterable itself \(a DataLoader, a list\) or a function"):
+            calib.load(iterator, VECTOR, max_samples=128)
+    for iterable in (items, loader, lambda: iter(items)):  # each read anew
+        assert [len(calib.load(iterable, VECTOR, max_samples=128)) for _ in range(2)] == [128, 128]
