@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -100,7 +99,7 @@ def measure(name, recipe, target, tmp, runs, alternatives):
     rows = [(name if i == 0 else "", k, lat["fp32"].p50_ms / lat[k].p50_ms, cosines[k],
              Path(paths[k]).stat().st_size / 1e6, fp32.stat().st_size / 1e6)
             for i, k in enumerate(k for k in paths if k != "fp32")]
-    threads = min(THREADS, os.cpu_count() or 1)
+    threads = min(THREADS, host.usable_cores())
     if threads > 1:  # the same two models at an edge profile's thread count, in their own interleaved loop
         at = bench.measure_pair({"fp32": paths["fp32"], ours: paths[ours]}, val.feeds[0], ("CPUExecutionProvider",),
                                 threads, 5, runs)

@@ -5,7 +5,7 @@ import functools
 import os
 import platform
 
-from .runner import cpuinfo
+from .runner import cpuinfo, usable_cores
 
 
 @functools.lru_cache(maxsize=1)
@@ -76,7 +76,7 @@ def work_threads() -> int:
 
             raise UsageError(f"{WORK_THREADS_ENV}={forced!r} is not a positive whole number")
         return int(forced)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return usable_cores()
 
 
 RUN_MEMORY_ENV = "EDGEKIT_RUN_MEMORY_MB"
@@ -168,7 +168,7 @@ def _isa_shown(isa: str, source: str) -> str:
 def label(threads: int | None, providers) -> dict:
     import onnxruntime
 
-    return {"cpu": cpu_model(), "isa": int8_isa(), "isa_source": isa_source(), "cores": os.cpu_count(),
+    return {"cpu": cpu_model(), "isa": int8_isa(), "isa_source": isa_source(), "cores": usable_cores(),
             "threads": threads, "work_threads": work_threads(), "providers": list(providers),
             "onnxruntime": onnxruntime.__version__,
             "machine": platform.machine(), "arch": arch(),

@@ -11,7 +11,6 @@ import copy
 import dataclasses
 import importlib
 import logging
-import os
 import re
 import shutil
 import sys
@@ -699,7 +698,7 @@ def _latency(shared: Shared, prep: Prepared, target: Target, fp32: Path, int8: P
                                bench_spec.warmup, bench_spec.runs)
         return [LatencyReport(fp32, int8, f"{int8.host['device']}, {int8.threads} thread(s)")
                 for fp32, int8 in ((lat["fp32"], lat["int8"]) for lat in found)]
-    cores = os.cpu_count() or 1
+    cores = host.usable_cores()
     reports = []
     for n in counts:
         used = min(n, cores)  # more threads than cores measures the host's contention, not the model
@@ -748,7 +747,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
     work = shared.stage / ".work" / f"quantize-{target.name}"  # calibration cache and trials
     work.mkdir(parents=True)
     if settings.auto:
-        threads = min(target.runtime.threads, os.cpu_count() or 1)  # as the latency table caps them
+        threads = min(target.runtime.threads, host.usable_cores())  # as the latency table caps them
         ctx = tune.Context(fp32, model, work, cal_feeds, prep.val.feeds, prep.fp32_val, prep.names, prep.val.labels,
                            target.parity, shared.task, tuple(shared.recipe.state.values()),
                            list(target.runtime.providers), threads, exact)
@@ -809,7 +808,7 @@ def _precision_timer(shared: Shared, target: Target, feed: dict):
     if host.arch() != target.runtime.arch:
         return (f"an {target.runtime.arch} target, timed on {host.where()}: a float region faster here says nothing "
                 "of the device's kernels (give --device to search there)")
-    used = min(threads, os.cpu_count() or 1)
+    used = min(threads, host.usable_cores())
     return lambda paths: bench.measure_pair({k: str(v) for k, v in paths.items()}, feed, list(target.runtime.providers),
                                             used, precision.WARMUP, precision.RUNS)
 

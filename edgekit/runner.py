@@ -25,6 +25,12 @@ ARM_PARTS = {"0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55"
              "0xd44": "Cortex-X1", "0xd46": "Cortex-A510", "0xd47": "Cortex-A710", "0xd49": "Neoverse-N2"}
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (`taskset`, a container's cpuset), not the machine's: latency timed at
+    more threads than these measures contention, not the model."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def cpuinfo() -> dict[str, str]:
     """The first processor's /proc/cpuinfo fields (empty where there is none)."""
     fields: dict[str, str] = {}
@@ -47,7 +53,7 @@ def about() -> dict:
     part = ARM_PARTS.get(info.get("CPU part", ""), f"ARM part {info['CPU part']}" if "CPU part" in info else "")
     cpu = info.get("model name") or info.get("Hardware") or part or platform.processor() or platform.machine()
     features = info.get("flags") or info.get("Features", "")  # x86's name for them, ARM's
-    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "features": features,
+    return {"cpu": cpu, "cores": usable_cores(), "machine": platform.machine(), "features": features,
             "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 

@@ -578,7 +578,9 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
         marker.write_text(json.dumps(owner) + "\n")
     run_id = uuid.uuid4().hex
     job = (recipe, target, budgets, grid, sampler, storage, name, time_budget, out, run_id)
-    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    from .host import usable_cores  # numpy's import: not on `edgekit --help`'s path
+
+    threads = max(1, usable_cores() // workers) if workers > 1 else None
     with tempfile.TemporaryDirectory(prefix="edgekit-search-") as tmp:
         children = []
         if workers > 1:

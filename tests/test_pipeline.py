@@ -953,3 +953,19 @@ def test_compression_warnings_reach_the_manifest_and_report(tmp_path, encoder_da
     [said] = m["compression"]["share"]["warnings"]
     assert said.startswith("sharing left 1 weight matrix unshared") and "embed.weight (Embedding)" in said
     assert said in m["warnings"] and said in report
+
+
+def test_latency_threads_are_capped_at_the_cores_this_process_may_use(tmp_path):
+    """Under `taskset -c 0` on a 2-core host, arm64-linux (4 threads) was timed at 2 threads, captioned "this host
+    has 2 cores": os.cpu_count() counts the machine's cores, not those a CI runner's cpuset gives the process."""
+    import os
+
+    cores = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cores)})
+        result = export(DIGITS / "edgekit.toml", "--target", "arm64-linux", "--out", tmp_path, bench_runs=20)
+    finally:
+        os.sched_setaffinity(0, cores)
+    [m] = manifests(result)
+    assert m["latency"]["int8"]["threads"] == 1 and m["latency"]["int8"]["host"]["cores"] == 1, m["latency"]
+    assert m["latency"]["where"].endswith("(the profile's 4; this host has 1 cores)"), m["latency"]["where"]
