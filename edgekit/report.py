@@ -5,6 +5,7 @@ import re
 
 from .parity import worst
 from .reports import ARM_STAND_IN, TargetReport, shipped_model
+from .runner import BLOCK, REWARM
 
 
 def _fmt(x, spec=".4f", none="-"):
@@ -190,8 +191,8 @@ def markdown(r: TargetReport) -> str:
     lat = r.latency
     if lat:
         where = lat.where if lat.on_device else f"{lat.where}: the host standing in for the device, not the device"
-        out += ["## Latency", "", f"Measured on {_safe(where)}; {lat.fp32.runs} runs after warm-up, interleaved.",
-                ""]
+        out += ["## Latency", "", f"Measured on {_safe(where)}; {lat.fp32.runs} runs after warm-up, the models taking "
+                f"turns in blocks of {BLOCK} runs (each after {REWARM} untimed).", ""]
         out += _md("model | p50 ms | p90 ms | p99 ms | p90/p50 | load ms",
                    [(key, f"{v.p50_ms:.4f}", f"{v.p90_ms:.4f}", f"{v.p99_ms:.4f}", f"{v.p90_over_p50:.2f}",
                      f"{v.load_ms:.1f}") for key, v in (("fp32", lat.fp32), ("int8", lat.int8))])
