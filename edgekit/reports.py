@@ -46,6 +46,8 @@ class LatencyReport:
     int8: Latency
     where: str  # host CPU, ISA, threads, providers, onnxruntime version
     on_device: bool = True  # measured on a machine of the target's kind; False: this host stood in for it
+    # the files timed: a mobile target's app loads the .ort, converted for its CPU (it times slower on x86)
+    models: tuple[str, str] = ("model.onnx", "model.int8.onnx")
 
     @property
     def speedup_p50(self) -> float:
@@ -53,7 +55,7 @@ class LatencyReport:
 
     def as_dict(self) -> dict:
         return {"fp32": self.fp32.as_dict(), "int8": self.int8.as_dict(), "speedup_p50": self.speedup_p50,
-                "where": self.where, "on_device": self.on_device}
+                "where": self.where, "on_device": self.on_device, "models": dict(zip(("fp32", "int8"), self.models))}
 
 
 @dataclass(frozen=True)

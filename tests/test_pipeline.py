@@ -58,6 +58,11 @@ def test_table_output_one_row_per_target(tmp_path):
     # each line names the targets it times: a capped thread count was read as every target's
     for name in ("desktop-x86", "android-arm64"):
         assert any(ln.startswith("latency of ") and name in ln.split(" measured on: ")[0] for ln in measured), lines
+    # the app loads the .ort, the latency is of model.int8.onnx: the table and the manifest say which was timed
+    assert "android-arm64: int8 MB is of the .ort the runtime loads (the size budget's file); int8 latency is of " \
+           "model.int8.onnx (the .ort holds its graph as optimised for the device's CPU)" in lines, lines
+    latency = json.loads((tmp_path / "android-arm64" / "manifest.json").read_text())["latency"]
+    assert latency["models"] == {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 
 
 def test_module_function_source_with_dynamic_batch(tmp_path, cnn_data):
