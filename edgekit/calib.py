@@ -401,9 +401,13 @@ def _as_feed(origin: str, item, specs) -> tuple[Mapping, bool]:
     if labels is None:
         return inputs, False
     ids = own_array(labels)
-    if ids.ndim > 2 or ids.dtype.kind not in "biuf" or ids.dtype.kind == "f" and not (
+    # up to 2-D read as a dict's labels are: per sample, per row or step (a streaming model's); one less for an
+    # unbatched sample (a map-style Dataset's item: its [H, W] mask is a grid)
+    by_name = {s.name: s for s in specs}
+    unbatched = all(k in by_name and _item_batch_axis(by_name[k], np.ndim(v) + 1) for k, v in inputs.items())
+    if ids.ndim > 2 - unbatched or ids.dtype.kind not in "biuf" or ids.dtype.kind == "f" and not (
             np.isfinite(ids).all() and (ids == np.round(ids)).all()):
-        return inputs, True  # up to 2-D read as a dict's labels are: per sample, per row or step (a streaming model's)
+        return inputs, True
     return {**inputs, "labels": ids}, False
 
 

@@ -711,3 +711,24 @@ def test_a_one_shot_iterator_read_before_is_refused():
             calib.load(iterator, VECTOR, max_samples=128)
     for iterable in (items, loader, lambda: iter(items)):  # each read anew
         assert [len(calib.load(iterable, VECTOR, max_samples=128)) for _ in range(2)] == [128, 128]
+
+
+def test_a_map_style_datasets_masks_are_set_aside_as_a_data_loaders_are():
+    """A Dataset of (image, mask) items failed "64 labels (shape [8, 8]) for 1 samples" while a DataLoader over it
+    set the masks aside: an unbatched sample's [H, W] mask was read as a batch's per-row labels."""
+    rng = np.random.default_rng(0)
+    spec = (InputSpec.parse("image:Nx1x8x8"),)
+    images, masks = rng.random((6, 1, 8, 8), dtype=np.float32), rng.integers(0, 3, (6, 8, 8))
+
+    class Segmentation(torch.utils.data.Dataset):
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return torch.from_numpy(images[i]), torch.from_numpy(masks[i])
+
+    for source in (Segmentation(), torch.utils.data.DataLoader(Segmentation(), batch_size=3)):
+        got = calib.load(source, spec)
+        assert got.labels is None and got.labels_aside and len(got.feeds) == 6
+    classes = [(images[i], int(masks[i, 0, 0])) for i in range(6)]  # one class id per unbatched sample: kept
+    assert list(calib.load(classes, spec).labels) == [int(m) for m in masks[:, 0, 0]]
