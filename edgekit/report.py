@@ -58,11 +58,13 @@ def _md(head: str, rows) -> list[str]:
 
 def table(reports: list[TargetReport]) -> str:
     """One row per target: size, parity, latency, gates; then where latency was measured."""
-    head = ["target", "int8 MB", "fp32 MB", "cos int8", "SQNR dB", "top1", "acc fp32→int8", "thr", "p50 fp32 ms",
-            "p50 int8 ms", "p90/p50", "speedup", "gates"]
+    # top1: a classifier's scored output; int equal: integer outputs (class ids, a TopK's indices, masks), held
+    # exactly, which top1 showed, a TopK's indices or a mask's pixels reading as a classifier's agreement
+    head = ["target", "int8 MB", "fp32 MB", "cos int8", "SQNR dB", "top1", "int equal", "acc fp32→int8", "thr",
+            "p50 fp32 ms", "p50 int8 ms", "p90/p50", "speedup", "gates"]
     one = any(r.latency_1_thread for r in reports)  # a profile with more threads: its 1-thread figure too
     if one:
-        head.insert(10, "int8 1 thr ms")
+        head.insert(11, "int8 1 thr ms")
     rows = []
     for r in reports:
         q, acc, lat = r.quant_parity, r.accuracy, r.latency
@@ -70,8 +72,7 @@ def table(reports: list[TargetReport]) -> str:
         mark = "*" if lat and not lat.on_device else ""  # the host's latency standing in for the device's
         rows.append([r.target, f"{r.sizes[shipped_model(r.details)] / 1e6:.2f}", f"{r.sizes['model.onnx'] / 1e6:.2f}",
                      _fmt(q.worst("cosine"), none="n/a"), _fmt(q.worst("sqnr_db"), ".1f", "n/a"),
-                     _fmt(next((v for v in (q.worst("top1_agreement"), q.worst("exact_agreement"))  # class ids'
-                                if v is not None), None), ".3f", "n/a"),
+                     _fmt(q.worst("top1_agreement"), ".3f", "n/a"), _fmt(q.worst("exact_agreement"), ".3f", "n/a"),
                      f"{acc.fp32:.2f}→{acc.int8:.2f}" if acc else "n/a", lat.int8.threads if lat else "-",
                      *(_fmt(lat and ms, ".3f") + mark for ms in (lat and lat.fp32.p50_ms, lat and lat.int8.p50_ms)),
                      _fmt(lat and worst([lat.fp32, lat.int8], "p90_over_p50", max), ".2f"),
@@ -79,7 +80,7 @@ def table(reports: list[TargetReport]) -> str:
                      "pass" if not failed else "FAIL: " + ", ".join(failed)])
         if one:
             single = r.latency_1_thread or (lat if lat and lat.int8.threads == 1 else None)
-            rows[-1].insert(10, _fmt(single and single.int8.p50_ms, ".3f") + mark)
+            rows[-1].insert(11, _fmt(single and single.int8.p50_ms, ".3f") + mark)
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -410,7 +410,7 @@ def test_embedding_output_has_no_top1_and_skipped_gates_say_so(tmp_path, cnn_dat
     table = cli(["export", "models:embedder", "--input", "image:Nx3x16x16", "--calibration",
                                       str(cal), "--out", str(tmp_path / "t"), "--bench-runs", "3"]).stdout
     row = table.splitlines()[2].split()
-    assert row[5:7] == ["n/a", "n/a"]  # top1 and accuracy: not applicable, not a made-up number
+    assert row[5:8] == ["n/a", "n/a", "n/a"]  # top1, int equal and accuracy: not applicable, not a made-up number
 
 
 def test_reference_that_emits_no_signal_is_flagged_not_scored(tmp_path, cnn_data):
@@ -693,7 +693,9 @@ def test_integer_outputs_are_compared_exactly(tmp_path):
                  str(tmp_path / "t")])
     assert table.exit_code == 1, table.output
     [row] = [line.split() for line in table.stdout.splitlines() if line.startswith("desktop-x86 ")]
-    assert row[3:6] == ["n/a", "n/a", f"{agreement['value']:.3f}"], row  # the top1 column: the ids' agreement
+    # ids are no classifier's scores: their agreement is the int equal column's, not top1's (a TopK's indices and a
+    # mask's pixels read as top-1 agreement there)
+    assert row[3:7] == ["n/a", "n/a", "n/a", f"{agreement['value']:.3f}"], row
 
 
 def test_left_padded_text_is_validated_at_another_length_on_its_content(tmp_path):
