@@ -11,11 +11,20 @@ import numpy as np
 NEAR_ZERO = 1e-6  # a reference output whose peak |value| is below this carries no signal to compare
 
 
-def scored(names, plain=()) -> int:
-    """Which output holds the class scores: the first that is not a streaming model's state (`plain`). Accuracy
-    scores it against the labels, and top-1/top-5 agreement are measured on it alone (on an embedding beside the
-    logits, an argmax flip on a near-tie failed a model whose classes all held)."""
-    return next((k for k, name in enumerate(names) if name not in plain), 0)
+def scored(names, plain=(), shapes=None) -> int:
+    """Which output holds the class scores: the first 2-D one (rows x classes) that is not a streaming model's
+    state (`plain`), else the first not state. Accuracy scores it against the labels, and top-1/top-5 agreement are
+    measured on it alone (on an embedding beside the logits, an argmax flip on a near-tie failed a model whose
+    classes all held; a segmentation map returned before the logits was scored as 1,024 'classes').
+    `shapes`: each output's shape (one sample's, or the manifest's, a named axis counting as more than 1)."""
+    free = [k for k, name in enumerate(names) if name not in plain] or [0]
+    scores = [k for k in free if shapes and len(shapes[k]) == 2 and shapes[k][1] not in (0, 1)]
+    return (scores or free)[0]
+
+
+def shapes_of(sample) -> list[tuple]:
+    """One sample's output shapes, for scored()."""
+    return [np.shape(o) for o in sample]
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,7 @@ class OutputParity:
     top5_agreement: float | None = None  # as top1, more than 5 classes: the reference's top class in the top 5
     retrieval_at1: float | None = None  # embed: each row's nearest other row the same in both (near-ties count)
     exact_agreement: float | None = None  # integer or bool outputs (class ids, masks): share of values equal
+    scored: bool = False  # the output class metrics and accuracy are measured on (scored()); not in as_dict
 
     @property
     def near_zero(self) -> bool:
@@ -38,7 +48,8 @@ class OutputParity:
         return self.reference_peak < NEAR_ZERO and self.exact_agreement is None
 
     def as_dict(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if v is not None or k in ("cosine", "cosine_min", "sqnr_db")}
+        d = {k: v for k, v in asdict(self).items()
+             if k != "scored" and (v is not None or k in ("cosine", "cosine_min", "sqnr_db"))}
         if self.near_zero:
             d["reference_near_zero"] = True
         return d
@@ -133,14 +144,18 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
     """
     from .errors import InternalError
 
-    results, at = [], scored(names, plain)
+    from .errors import InputError
+
+    results, at = [], scored(names, plain, shapes_of(reference[0]) if reference else None)
     for k, name in enumerate(names):
         ref = [np.asarray(r[k], dtype=np.float64) for r in reference]
         cand = [np.asarray(c[k], dtype=np.float64) for c in candidate]
+        if ref and all(a.size == 0 for a in ref):  # nothing to compare, to give a tolerance, or for an app to read
+            raise InputError(f"output {name!r} holds no values (shape {list(ref[0].shape)}): parity compares outputs "
+                             "value by value, so drop it from what the model returns")
         if (i := next((i for i, (a, b) in enumerate(zip(ref, cand)) if a.shape != b.shape), None)) is not None:
             shapes = f"{ref[i].shape} vs {cand[i].shape} in sample {i}"
             if len({a.shape for a in ref}) > 1:  # y[y > 0]: its length follows the values, and int8 moves them
-                from .errors import InputError
                 raise InputError(f"output {name!r} has a shape that follows the input's values ({shapes}; the "
                                  "reference's own differ from sample to sample): parity compares outputs element by "
                                  "element, so return one of a fixed shape (a mask, or padded) for edgekit to judge")
@@ -172,9 +187,9 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
         # an integer output's cosine and SQNR fed the gates and the table (a TopK's indices): it is held exactly
         metrics = ((float(np.mean(cos)), float(np.min(cos)), round(sqnr, 3)) if peak >= NEAR_ZERO and exact is None
                    else (None,) * 3)
-        results.append(OutputParity(name, *metrics, max(float(np.max(d)) for d in diffs),
-                                    sum(float(np.sum(d)) for d in diffs) / sum(a.size for a in ref),
-                                    top1, peak, top5, retrieval, exact))
+        results.append(OutputParity(name, *metrics, max(float(np.max(d, initial=0.0)) for d in diffs),
+                                    sum(float(np.sum(d)) for d in diffs) / max(1, sum(a.size for a in ref)),
+                                    top1, peak, top5, retrieval, exact, k == at))
     return results
 
 
@@ -203,11 +218,13 @@ def labels_are_classes(task: str) -> bool:
     return task != "regress"
 
 
-def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray, at: int = 0) -> float:
-    """Top-1 accuracy in percent of the scored output (`at`, see scored()): one label per output row (of scores), or
-    per class id (an integer output: a model that ends in its ArgMax)."""
+def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray, at: int | None = None) -> float:
+    """Top-1 accuracy in percent of the scored output (`at`; by default scored() on the shapes, no state): one label
+    per output row (of scores), or per class id (an integer output: a model that ends in its ArgMax)."""
     from .errors import InputError
 
+    if at is None:
+        at = scored(range(len(outputs[0])), (), shapes_of(outputs[0])) if outputs else 0
     judged = [o[at] for o in outputs]
     ids = np.issubdtype(judged[0].dtype, np.integer) if judged else False
     rows = [o.reshape(o.shape[0], -1) if o.ndim > 1 else o.reshape(1, -1) for o in judged]
@@ -218,8 +235,12 @@ def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray, at: int = 0) -
                          "label per row (labels of shape (samples, rows) when a sample holds several rows)")
     classes = max(r.shape[1] for r in rows)
     if flat.size and flat.max() >= classes and not ids:
-        raise InputError(f"label {int(flat.max())} (row {int(flat.argmax())}) is out of range: the model's first "
-                         f"output scores {classes} classes")
+        # one column: a binary classifier's logit (cut at 0) or probability (at 0.5)? edgekit cannot tell which
+        binary = (": a single score is a binary classifier's, which edgekit does not threshold (0 for a logit, 0.5 "
+                  "for a probability?): return two columns, torch.cat([-z, z], 1), or give --task regress to set the "
+                  "labels aside") if classes == 1 else ""
+        raise InputError(f"label {int(flat.max())} (row {int(flat.argmax())}) is out of range: the scored output has "
+                         f"{classes} class scores{binary}")
     return float(np.mean(preds == flat.astype(np.int64)) * 100.0)
 
 
@@ -232,7 +253,9 @@ def gate(name: str, value, op: str, limit, unmeasured: str | None = None) -> Gat
 
 
 # each parity gate (also at another batch size: NAME_at_N=4) and the profile's ParitySpec field it is held to
-PARITY_LIMITS = {"export_cosine": (">=", "export_cosine_min"), "export_max_abs": ("<=", "export_max_abs"),
+# export_max_abs: the gate of packages made before export_scaled_max_abs, which check still re-judges
+PARITY_LIMITS = {"export_cosine": (">=", "export_cosine_min"), "export_scaled_max_abs": ("<=", "export_max_abs"),
+                 "export_max_abs": ("<=", "export_max_abs"),
                  "export_integer_max_abs": ("<=", "export_max_abs"), "quant_cosine": (">=", "quant_cosine_min"),
                  "quant_sqnr_db": (">=", "quant_sqnr_min_db"), "top1_agreement": (">=", "top1_agreement_min"),
                  "top5_agreement": (">=", "top5_agreement_min"), "retrieval_at1": (">=", "retrieval_at1_min"),
@@ -279,7 +302,7 @@ def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str, pl
     gates = [*signal_gates("quant_reference_signal", outputs),
              held("quant_cosine", worst(outputs, "cosine"), spec, unmeasured),
              held("quant_sqnr_db", worst(outputs, "sqnr_db"), spec, unmeasured)]
-    judged = outputs[scored([o.output for o in outputs], plain)] if outputs else None
+    judged = next((o for o in outputs if o.scored), None)
     on = judged and judged.output
     retrieval = worst(outputs, "retrieval_at1")
     if task == "classify":
@@ -299,9 +322,16 @@ def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str, pl
     return gates
 
 
+def scaled_max_abs(o: OutputParity) -> float:
+    """An output's export error for export_max_abs: absolute where its peak is within 1, relative to the peak beyond
+    (a depth map in mm peaking at 5,000 is float32-exact at 3e-7 relative, 0.0013 absolute). Integer outputs
+    (class ids) stay absolute: a moved id is an error however large the ids."""
+    return o.max_abs if o.exact_agreement is not None else o.max_abs / max(1.0, o.reference_peak)
+
+
 def export_gates(export: StageParity | None, spec) -> list[Gate]:
     if export is None:  # an .onnx source: nothing was exported
         return []
     return [*signal_gates("export_reference_signal", export.outputs),
             held("export_cosine", export.worst("cosine_min"), spec, exact_only(export.outputs)),
-            held("export_max_abs", export.worst("max_abs", max), spec)]
+            held("export_scaled_max_abs", max((scaled_max_abs(o) for o in export.outputs), default=None), spec)]

@@ -584,7 +584,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     stream = (shared.val.feeds[0], shared.inputs, recipe.state, shared.init) if recipe.state else None
     packaged = package.deliverables(target, tdir, int8, val.feeds, prep.names, stream, package.output_steps(quantized),
                                     emulated, coreml_model)
-    accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val, parity.scored(prep.names, shared.plain))
+    at = parity.scored(prep.names, shared.plain, parity.shapes_of(prep.fp32_val[0]))
+    accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val, at)
     size_checks = _int8_at_sizes(shared, prep, int8_sess, fixed)
     details = {
         "edgekit_version": __version__,

@@ -42,7 +42,7 @@ def size_gates(target: Target, checks) -> list[Gate]:
                                      _unmeasured_at(c.export.outputs, at)))
             if ids := [o for o in c.export.outputs if o.exact_agreement is not None]:  # held exactly, as at the
                 found.append(parity.held(f"export_integer_max_abs_at_{at}", max(o.max_abs for o in ids),
-                                         target.parity))  # data's size by export_max_abs
+                                         target.parity))  # data's size by export_scaled_max_abs
         if c.quantization:
             found.append(parity.held(f"quant_cosine_at_{at}", c.quantization.worst("cosine"), target.parity,
                                      _unmeasured_at(c.quantization.outputs, at)))

@@ -750,3 +750,38 @@ class LearnedPositions(nn.Module):
 def learned_positions():
     torch.manual_seed(0)
     return LearnedPositions()
+
+
+class SegAndLogits(nn.Module):
+    """A segmentation map returned before the class scores (a dict's keys in that order); `gain` scales the map."""
+
+    def __init__(self, gain=1.0, empty=False):
+        super().__init__()
+        self.conv, self.seg, self.cls = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1), nn.Linear(8, 10)
+        self.gain, self.empty = gain, empty
+
+    def forward(self, x):
+        f = torch.relu(self.conv(x))
+        seg = f[:, :0] if self.empty else self.seg(f) * self.gain
+        return {"z_seg": seg, "a_logits": self.cls(f.mean((2, 3)))}
+
+
+def seg_and_logits():
+    torch.manual_seed(0)
+    return SegAndLogits()
+
+
+def depth_in_mm():
+    """The map peaks in the tens of thousands (a depth map in mm): float32-exact, yet 0.001 apart in absolute."""
+    torch.manual_seed(0)
+    return SegAndLogits(gain=1e5)
+
+
+def zero_element():
+    torch.manual_seed(0)
+    return SegAndLogits(empty=True)
+
+
+def binary_logit():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1))

@@ -1687,7 +1687,8 @@ def _gate(manifest, name):
 
 @pytest.mark.parametrize("edit,said", [
     (lambda m: m.update(target="android-arm64"), "target android-arm64 is made with the bundled arm64-linux profile"),
-    (lambda m: m.update(gates=[]), "gates accuracy_drop, export_cosine, export_max_abs, quant_cosine, quant_sqnr_db"),
+    (lambda m: m.update(gates=[]), "gates accuracy_drop, export_cosine, export_scaled_max_abs, quant_cosine, "
+                                     "quant_sqnr_db"),
     (lambda m: _gate(m, "quant_cosine").update(value=None, skipped="bogus"), "quant_cosine is skipped, but"),
     # skipped at another size only where the manifest's reference there is ~0 (every output of the digits' is not)
     (lambda m: _gate(m, "export_cosine_at_N=2").update(value=None, skipped="bogus"),
@@ -1699,7 +1700,8 @@ def _gate(manifest, name):
     (lambda m: m.update(gates=[g for g in m["gates"] if g["name"] != "top1_agreement"]),  # a classifier's
      "gates top1_agreement are missing"),
     (lambda m: _gate(m, "top1_agreement").update(output="embedding"),  # class gates hold the first output
-     "top1_agreement on 'embedding': edgekit measures class gates on the first output that is not state, 'output'"),
+     "top1_agreement on 'embedding': edgekit measures class gates on the first 2-D output that is not state "
+     "(else the first), 'output'"),
     (lambda m: _gate(m, "export_cosine_at_N=2").update(name="export_cosine_atN=2", value=0.1, limit=0.0),
      "gates ['export_cosine_atN=2'] are none that edgekit writes"),
     (lambda m: m["gates"].append({"name": "runs_at_N=4", "value": None, "op": "", "limit": None, "passed": True,

@@ -90,8 +90,8 @@ def test_class_metrics_are_measured_on_the_scored_output_only():
     gates = {g.name: g for g in parity.quantization_gates([logits, embedding], 0.0, ParitySpec(), "classify")}
     assert gates["top1_agreement"].passed and gates["top1_agreement"].as_dict()["output"] == "logits"
     assert gates["accuracy_drop"].label == "accuracy_drop on logits" and "output" not in gates["quant_cosine"].as_dict()
-    same = [[np.array([0]), np.array([[1.0, 0.0]])]]  # class ids first, as the accuracy scores them
-    outputs = parity.compare(["ids", "scores"], same, same, task="classify")
+    same = [[np.array([0]), np.array([[[1.0, 0.0]]])]]  # class ids first and no 2-D scores: the ids are scored
+    outputs = parity.compare(["ids", "map"], same, same, task="classify")
     gates = parity.quantization_gates(outputs, None, ParitySpec(), "classify")
     [top1] = [g for g in gates if g.name == "top1_agreement"]
     assert top1.skipped == "the output scored, 'ids', is not 2-D class scores"
@@ -126,3 +126,67 @@ def test_export_holds_an_embedding_beside_the_logits_to_cosine_not_top1(tmp_path
     assert tuned.exit_code == 0, tuned.output
     [trial] = json.loads(tuned.stdout)[0]["tuning"]["trials"]  # the defaults pass: nothing to search for
     assert trial["passed"] and trial["excluded"] == []
+
+
+def _images(tmp_path, labels=None):
+    """cal.npz / val.npz of 8x8 images; `labels(x)` gives the validation labels."""
+    rng = np.random.default_rng(0)
+    for name, n in (("cal", 32), ("val", 16)):
+        x = rng.standard_normal((n, 3, 8, 8)).astype(np.float32)
+        np.savez(tmp_path / f"{name}.npz", x=x, **({"labels": labels(x)} if labels and name == "val" else {}))
+    return ["--input", "x:Nx3x8x8", "--calibration", tmp_path / "cal.npz", "--validation", tmp_path / "val.npz",
+            "--no-bench"]
+
+
+def test_accuracy_scores_the_class_scores_not_a_map_returned_first(tmp_path):
+    """{"z_seg": [N,4,8,8], "a_logits": [N,10]}: accuracy took the argmax over the map's 256 values (0.00 -> 0.00,
+    accuracy_drop passing) while top-1 was skipped on it. Both now score the 2-D logits, and check agrees."""
+    import torch
+    from models import seg_and_logits
+
+    def labels(x):  # the model's own classes: accuracy 100% on the logits, ~10% or less on the map
+        with torch.no_grad():
+            return seg_and_logits()(torch.from_numpy(x))["a_logits"].argmax(1).numpy()
+
+    made = cli(["export", "models:seg_and_logits", *_images(tmp_path, labels), "--out", tmp_path / "o", "--json"])
+    assert made.exit_code == 0, made.output
+    [m] = json.loads(made.stdout)
+    assert m["accuracy"]["fp32"] == m["accuracy"]["torch"] == 100.0, m["accuracy"]
+    gates = {g["name"]: g for g in m["gates"]}
+    assert gates["top1_agreement"]["output"] == gates["accuracy_drop"]["output"] == "a_logits"
+    assert gates["top1_agreement"]["value"] is not None
+    assert cli(["check", tmp_path / "o" / "desktop-x86"]).exit_code == 0
+    assert parity.scored(["seg", "logits"], (), [(1, 4, 8, 8), ("N", 10)]) == 1
+    assert parity.scored(["seg", "logit"], (), [(1, 4, 8, 8), (1, 1)]) == 0  # no 2-D scores: the first
+
+
+def test_an_output_holding_no_values_is_refused(tmp_path):
+    """f[:, :0] among the outputs exited 5, 'zero-size array to reduction operation maximum'."""
+    made = cli(["export", "models:zero_element", *_images(tmp_path), "--out", tmp_path / "o"])
+    assert made.exit_code == ExitCode.BAD_INPUT, made.output
+    assert "output 'z_seg' holds no values (shape [1, 0, 8, 8])" in made.output and "Traceback" not in made.output
+
+
+def test_export_error_is_judged_relative_to_a_large_outputs_peak(tmp_path):
+    """A map peaking near 50,000 (a depth map in mm) failed export_max_abs at ~0.01 (3e-7 relative, cosine 1.0)."""
+    made = cli(["export", "models:depth_in_mm", *_images(tmp_path), "--out", tmp_path / "o", "--json"])
+    assert made.exit_code == 0, made.output
+    [m] = json.loads(made.stdout)
+    [gate] = [g for g in m["gates"] if g["name"] == "export_scaled_max_abs"]
+    seg = m["parity"]["export"]["outputs"][0]
+    assert gate["passed"] and gate["value"] < 1e-5 and seg["reference_peak"] > 1e3, (gate, seg)
+    assert cli(["check", tmp_path / "o" / "desktop-x86"]).exit_code == 0
+    # within ±1 it stays absolute; integer outputs stay absolute however large
+    small = parity.OutputParity("y", 1.0, 1.0, 60.0, 0.002, 0.001, reference_peak=0.5)
+    big = parity.OutputParity("y", 1.0, 1.0, 60.0, 0.002, 0.001, reference_peak=5000.0)
+    ids = parity.OutputParity("y", None, None, None, 1.0, 0.1, reference_peak=999.0, exact_agreement=0.9)
+    assert [parity.scaled_max_abs(o) for o in (small, big, ids)] == [0.002, 0.002 / 5000, 1.0]
+
+
+def test_a_single_logit_with_binary_labels_says_how_to_score_it(tmp_path):
+    """[N, 1] with 0/1 labels: 'label 1 is out of range: ... scores 1 classes', no way forward."""
+    made = cli(["export", "models:binary_logit", *_images(tmp_path, lambda x: np.arange(len(x)) % 2),
+                "--out", tmp_path / "o"])
+    assert made.exit_code == ExitCode.BAD_INPUT, made.output
+    assert "a single score is a binary classifier's" in made.output and "--task regress" in made.output
+    assert "Traceback" not in made.output
