@@ -81,6 +81,10 @@ def table(reports: list[TargetReport]) -> str:
         if one:
             single = r.latency_1_thread or (lat if lat and lat.int8.threads == 1 else None)
             rows[-1].insert(11, _fmt(single and single.int8.p50_ms, ".3f") + mark)
+    if not any(r.quant_parity.worst("exact_agreement") is not None for r in reports):  # no integer output: no column
+        column = head.index("int equal")
+        for row in (head, *rows):
+            del row[column]
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -410,7 +410,8 @@ def test_embedding_output_has_no_top1_and_skipped_gates_say_so(tmp_path, cnn_dat
     table = cli(["export", "models:embedder", "--input", "image:Nx3x16x16", "--calibration",
                                       str(cal), "--out", str(tmp_path / "t"), "--bench-runs", "3"]).stdout
     row = table.splitlines()[2].split()
-    assert row[5:8] == ["n/a", "n/a", "n/a"]  # top1, int equal and accuracy: not applicable, not a made-up number
+    assert row[5:7] == ["n/a", "n/a"]  # top1 and accuracy: not applicable, not a made-up number
+    assert "int equal" not in table.splitlines()[0]  # no integer output: no column for it
 
 
 def test_reference_that_emits_no_signal_is_flagged_not_scored(tmp_path, cnn_data):
