@@ -54,7 +54,7 @@ def export_peak(calibration: Path, validation: Path, samples: int, method: str, 
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--samples", default="128,1024,4096", help="calibration sample counts, comma-separated")
     ap.add_argument("--method", default="minmax", choices=("minmax", "entropy", "percentile"))
     args = ap.parse_args()

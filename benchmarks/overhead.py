@@ -74,7 +74,7 @@ def by_hand(model, cal: list[dict], val: list[dict], q: dict, tmp: Path) -> dict
 def main() -> int:
     import arch
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="mobilenetv2_style", choices=("resnet18_style", "mobilenetv2_style"))
     ap.add_argument("--calibration", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)

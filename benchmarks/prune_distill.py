@@ -84,7 +84,7 @@ def end_to_end(tmp: Path, runs: int) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--no-end-to-end", action="store_true", help="skip the edgekit.export prune->distill->int8 run")
     ap.add_argument("--stages", action="store_true", help="add ratio 0.5 rows with per-stage ratios (STAGE_PLANS)")

@@ -138,7 +138,7 @@ def android_minilm(recipe, tmp, runs):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--skip-minilm", action="store_true")
     ap.add_argument("--no-alternatives", action="store_true")

@@ -24,7 +24,7 @@ from edgekit.config import load_recipe, load_target  # noqa: E402
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=12)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--sampler", default="tpe", choices=search.SAMPLERS)
