@@ -28,6 +28,7 @@ class Latency:
     load_ms: float
     threads: int
     host: dict
+    warmup: int | None = None  # untimed runs before; `edgekit check --device` times as the export did
 
     @property
     def p90_over_p50(self) -> float:
@@ -50,14 +51,14 @@ def measure_pair(paths: dict[str, str], feed: dict[str, np.ndarray], providers, 
         times = runner.time_round_robin(sessions, feed, warmup, runs, progress, seconds)
     except TimeoutError:
         raise StageError("latency", f"a run of the model {too_long(seconds, raised_by)}") from None
-    return {key: summarize(t, loads[key], threads, host.label(threads, used[key])) for key, t in times.items()}
+    return {key: summarize(t, loads[key], threads, host.label(threads, used[key]), warmup) for key, t in times.items()}
 
 
-def summarize(times_ms: list[float], load_ms: float, threads: int, where: dict) -> Latency:
+def summarize(times_ms: list[float], load_ms: float, threads: int, where: dict, warmup: int | None = None) -> Latency:
     """Percentiles of one model's run times, with where they were measured."""
     a = np.asarray(times_ms)
     return Latency(*(round(float(np.percentile(a, q)), 4) for q in (50, 90, 99)), round(float(a.mean()), 4),
-                   len(a), round(load_ms, 2), threads, where)
+                   len(a), round(load_ms, 2), threads, where, warmup)
 
 
 def unfused_qdq(path: str, providers=("CPUExecutionProvider",), threads: int = 1) -> dict:

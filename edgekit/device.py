@@ -178,7 +178,7 @@ class Device:
             where = {**about, "threads": used,
                      "device": self.describe(about) + capped, "isa_source": "device",
                      "isa": host.isa_of(set(about["features"].split()), about["machine"])}
-            found.append({k: summarize(t, done["load_ms"][k], used, where) for k, t in done["times"].items()})
+            found.append({k: summarize(t, done["load_ms"][k], used, where, warmup) for k, t in done["times"].items()})
         return found
 
     @functools.cached_property

@@ -22,7 +22,7 @@ from xml.etree import ElementTree
 import numpy as np
 
 from . import archive, arrays, bounded, host, mobile, package, parity, published, runner
-from .config import TARGET_NAME, Target, bundled, list_targets, load_target
+from .config import RANGES, TARGET_NAME, Target, bundled, list_targets, load_target
 from .errors import InputError, StageError, UsageError, few, first_line
 from .probe import probe as probe_model
 from .report import printable
@@ -544,13 +544,31 @@ def _made_elsewhere(cases: list[Case], manifest: dict, checked: str | None = Non
             replace(c, message=f"{c.message.rstrip('.')}; {note}") for c in cases]
 
 
-def _latency_at(place, folder: Path, target: str, manifest: dict, golden: str, runs: int = 50) -> Case:
+WARMUP, RUNS = 5, 50  # a device check's timing where the manifest records none (an export with --no-bench)
+
+
+def timing(manifest: dict) -> tuple[int, int]:
+    """(warm-up, runs) the export timed its latency with, from the manifest, so a re-check times alike: 50 runs
+    where the export gave 300 moved p90 by the slowest few. A record that is not a count in range is none."""
+    latency = manifest.get("latency")
+    timed = latency.get("int8") if isinstance(latency, dict) else None
+    timed = timed if isinstance(timed, dict) else {}
+
+    def count(key: str, default: int) -> int:
+        value, (low, high) = timed.get(key), RANGES[key]
+        return value if type(value) is int and low <= value <= high else default
+
+    return count("warmup", WARMUP), count("runs", RUNS)
+
+
+def _latency_at(place, folder: Path, target: str, manifest: dict, golden: str) -> Case:
     """fp32 and int8 timed round-robin on the device at the profile's threads (and at 1 beside, when more);
     the export's latency budget, if it set one, is judged here on the device's own figure."""
     threads = (manifest.get("host") or {}).get("threads") or 1  # _manifest checked its type and range
+    warmup, runs = timing(manifest)
     try:
         found = place.bench(folder, {"fp32": FP32, "int8": INT8}, golden,
-                            (threads, 1) if threads > 1 else (1,), 5, runs)
+                            (threads, 1) if threads > 1 else (1,), warmup, runs)
     except StageError as e:
         if e.stage != "device benchmark":
             raise  # no answer from the device: exit 4, naming the step
@@ -567,7 +585,8 @@ def _latency_at(place, folder: Path, target: str, manifest: dict, golden: str, r
     message = "; ".join(f"{lat['int8'].threads} thread(s): p50 fp32 {lat['fp32'].p50_ms:.3f} ms, int8 "
                         f"{lat['int8'].p50_ms:.3f} ms ({lat['fp32'].p50_ms / lat['int8'].p50_ms:.2f}x), p90/p50 "
                         f"{lat['int8'].p90_over_p50:.2f}" for lat in found)
-    message += f"; {runs} runs" + (f"; budget {budget:g} ms at {threads} thread(s)" if budget is not None else unjudged)
+    message += f"; {runs} runs after {warmup} warm-up" + (f"; budget {budget:g} ms at {threads} thread(s)"
+                                                          if budget is not None else unjudged)
     seconds = sum(sum(lat.p50_ms * lat.runs for lat in pair.values()) for pair in found) / 1e3
     return Case(target, "latency", passed, message, seconds, where=found[0]["int8"].host["device"])
 

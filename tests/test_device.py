@@ -431,3 +431,23 @@ def test_urls_are_percent_decoded_and_a_tilde_user_is_refused(sshd, digits_arm):
         assert result.exit_code == 2 and "/~user/ folders are not supported" in result.output, result.output
     result = cli(["check", digits_arm, "--device", "ssh://h/tmp/a%00b"])
     assert result.exit_code == 2 and "expected ssh://" in result.output, result.output
+
+
+def test_a_device_check_times_as_the_export_did(sshd, digits_arm, tmp_path):
+    """check --device timed 50 runs after 5 warm-up whatever the export used (digits: 20 warm-up, here 12 runs);
+    the manifest's record is used now, and 5 and 50 only where it has none (--no-bench) or a mistyped one."""
+    url, identity, known_hosts, device = sshd
+    out = tmp_path / "dist"
+    result = cli(["export", DIGITS / "edgekit.toml", "-t", "arm64-linux", "--out", out, "--bench-runs", "12"])
+    assert result.exit_code == 0, result.output
+    result = device_check(f"{url}{device}/timing", identity, known_hosts, out / "arm64-linux")
+    assert result.exit_code == 0, result.output
+    [latency] = [c for c in json.loads(result.stdout) if c["name"] == "latency"]
+    assert "; 12 runs after 20 warm-up" in latency["message"], latency
+    from edgekit.package_check import timing
+
+    manifest = json.loads((out / "arm64-linux" / "manifest.json").read_text())
+    assert manifest["latency"]["int8"]["warmup"] == 20 and timing(manifest) == (20, 12)
+    assert timing(json.loads((digits_arm / "arm64-linux" / "manifest.json").read_text())) == (5, 50)
+    manifest["latency"]["int8"].update(runs=True, warmup=-1)  # not counts: a package is a file from others
+    assert timing(manifest) == (5, 50)
