@@ -626,7 +626,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     }
     int8_bytes, fp32_bytes = int8.stat().st_size, fp32.stat().st_size
     warnings = (verdict.warnings(cal, val, {"export": prep.export_parity, "quantization": quant_parity}, latency,
-                                 int8, providers, threads, qplan.settings, recipe.task)
+                                 int8, providers, threads, qplan.settings, recipe.task,
+                                 one_thread[0] if one_thread else None)
                 + list(prep.traced) + verdict.kernel_warnings(packaged) + fixed_warnings
                 + verdict.provider_warnings(target, int8_sess.get_providers()) + list(qplan.warnings)
                 + verdict.override_warnings(target, overridden) + _compression_warnings(shared.compression)

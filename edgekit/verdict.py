@@ -87,8 +87,10 @@ def random_data(calibrated: bool, validated: bool) -> str:
             f"DATA: {'PARITY AND ACCURACY FIGURES' if validated else 'THE INT8 RANGES'} DO NOT REFLECT REAL INPUTS")
 
 
-def warnings(cal, val, parities: dict, latency, int8, providers, threads, settings=None, task="classify") -> list[str]:
-    """`settings`: the int8 model's QuantSettings, which say why int8 is slower where its graph cannot."""
+def warnings(cal, val, parities: dict, latency, int8, providers, threads, settings=None, task="classify",
+             one_thread: LatencyReport | None = None) -> list[str]:
+    """`settings`: the int8 model's QuantSettings, which say why int8 is slower where its graph cannot.
+    `one_thread`: the 1-thread latency timed beside the profile's threads, judged for noise as well."""
     said: list[str] = [random_data(cal.random, val.random)] if cal.random or val.random else []
     for stage, block in parities.items():
         for o in block.outputs if block else ():
@@ -107,10 +109,7 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads, settin
         said.append("validation data's labels are no class ids (not whole numbers, or a grid per sample): set aside, "
                     "so accuracy is neither measured nor gated")
     place = "the device" if latency and "device" in latency.int8.host else "this host"
-    if latency and max(latency.fp32.p90_over_p50, latency.int8.p90_over_p50) > bench.NOISY_SPREAD:
-        said.append(f"latency spread p90/p50 fp32 {latency.fp32.p90_over_p50:.2f}, int8 "
-                    f"{latency.int8.p90_over_p50:.2f} (> {bench.NOISY_SPREAD}): {place} was noisy during the run; "
-                    "re-run or raise --bench-runs before trusting the speed figures")
+    said += noise_warnings([lat for lat in (latency, one_thread) if lat], place)
     if latency and latency.speedup_p50 < 1.0:
         fusion = bench.unfused_qdq(str(int8), providers, threads)
         s8s8_ops = settings is not None and settings.format == "QOperator" and settings.activation_type == "int8"
@@ -134,6 +133,21 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads, settin
             cause += " (as this host's onnxruntime optimises the graph)"
         said.append(f"int8 is slower than fp32 on {place} ({latency.speedup_p50:.2f}x): {cause}")
     return said
+
+
+FEW_RUNS = 10  # below this p90 is one of the slowest couple of runs: p90/p50 cannot tell noise from the model
+
+
+def noise_warnings(latencies: list[LatencyReport], place: str) -> list[str]:
+    """Each latency measured (the profile's threads, and 1 thread beside) whose spread says the host was busy, named
+    by its threads; or, with too few runs to have a spread, that."""
+    if latencies and (runs := min(lat.int8.runs for lat in latencies)) < FEW_RUNS:
+        return [f"latency from {runs} timed run(s): too few for p90/p50 to show whether {place} was noisy; give "
+                f"--bench-runs {FEW_RUNS} or more before trusting the speed figures"]
+    return [f"latency spread at {lat.int8.threads} thread(s) p90/p50 fp32 {lat.fp32.p90_over_p50:.2f}, int8 "
+            f"{lat.int8.p90_over_p50:.2f} (> {bench.NOISY_SPREAD}): {place} was noisy during the run; re-run or "
+            "raise --bench-runs before trusting the speed figures" for lat in latencies
+            if max(lat.fp32.p90_over_p50, lat.int8.p90_over_p50) > bench.NOISY_SPREAD]
 
 
 def _types(settings) -> str:

@@ -437,8 +437,34 @@ def test_latency_carries_its_spread_and_a_noisy_host_is_named():
     data = Dataset("d", [{"x": np.zeros((1, 4), np.float32)}] * 8)
     lat = LatencyReport(*(bench.Latency(1.0, s, 3.0, 1.0, 10, 1.0, 1, {}) for s in (1.1, 2.4)), "here")
     warnings = verdict_warnings(data, data, {}, lat, None, [], 1)
-    assert len(warnings) == 1 and "latency spread p90/p50 fp32 1.10, int8 2.40" in warnings[0]
+    assert len(warnings) == 1 and "latency spread at 1 thread(s) p90/p50 fp32 1.10, int8 2.40" in warnings[0]
     assert bench.Latency(1.0, 1.6, 2.0, 1.2, 10, 1.0, 1, {}).as_dict()["p90_over_p50"] == 1.6
+
+
+def test_a_noisy_one_thread_latency_is_named_too():
+    """Only the profile's threads were judged: a noisy 1-thread figure (the manifest's latency_1_thread) said
+    nothing. Each is judged now, named by its threads."""
+    from edgekit import bench
+    from edgekit.calib import Dataset
+    from edgekit.reports import LatencyReport
+    from edgekit.verdict import warnings as verdict_warnings
+
+    data = Dataset("d", [{"x": np.zeros((1, 4), np.float32)}] * 8)
+    calm, noisy = (LatencyReport(*(bench.Latency(1.0, s, 3.0, 1.0, 10, 1.0, n, {}) for _ in "ab"), "here")
+                   for s, n in ((1.1, 4), (2.4, 1)))
+    [said] = verdict_warnings(data, data, {}, calm, None, [], 4, one_thread=noisy)
+    assert said.startswith("latency spread at 1 thread(s) p90/p50 fp32 2.40, int8 2.40 (> 1.5)"), said
+    assert len(verdict_warnings(data, data, {}, noisy, None, [], 4, one_thread=noisy)) == 2
+
+
+def test_too_few_bench_runs_for_a_spread_are_said_once(tmp_path):
+    """--bench-runs 3 gave p90/p50 from 3 runs, read as a spread (or as calm) without a word; it is said now, once
+    for both thread counts (arm64-linux: 4 threads and 1)."""
+    m = manifests(export(DIGITS / "edgekit.toml", "-t", "arm64-linux", "--out", tmp_path / "few", bench_runs=3))[0]
+    assert m["latency"]["int8"]["runs"] == 3 and m["latency_1_thread"]["int8"]["runs"] == 3
+    few = [w for w in m["warnings"] if w.startswith("latency ")]
+    assert few == ["latency from 3 timed run(s): too few for p90/p50 to show whether this host was noisy; give "
+                   "--bench-runs 10 or more before trusting the speed figures"], m["warnings"]
 
 
 def test_task_picks_the_metrics_and_gates(tmp_path, cnn_data):
