@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .config import QuantSettings, dynamic_types
 from .progress import quiet
-from .errors import StageError, UsageError, first_line
+from .errors import InputError, StageError, UsageError, first_line
 from .onnx_export import parsed
 
 log = logging.getLogger("edgekit")
@@ -210,6 +210,44 @@ def clipped_outputs(model, settings: QuantSettings) -> list[str]:
             and n.input[0] in outputs and readers[n.input[0]] == 1]
 
 
+# Ops that only move or reshape values: the Q/DQ onnxruntime puts on their outputs repeats their input's scale
+MOVEMENT_OPS = ("Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity")
+
+
+def concat_outputs(model, settings: QuantSettings) -> list[str]:
+    """Concat nodes whose output reaches graph outputs only through MOVEMENT_OPS (Shape may read it too), with those
+    ops. Static QDQ keeps each Concat input's own scale, then rounds the output again at the union range before it
+    is dequantized to float: a detection head's [xy in pixels, wh, sigmoid(conf)] got one scale (0.49), conf took
+    3 values and flipped on 24% of anchors at 0.5. Nothing integer reads that Q/DQ, so float costs a float copy."""
+    if settings.mode != "static" or settings.op_types and "Concat" not in settings.op_types:
+        return []
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    floats = {v.name for v in (*graph.value_info, *graph.output) if v.type.tensor_type.elem_type == 1}
+    readers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+
+    def tail(name: str) -> list | None:
+        """The movement nodes from tensor `name` to graph outputs, or None if anything else reads it on the way."""
+        found = []
+        for r in readers.get(name, []):
+            if r.op_type in ("Shape", "Size"):
+                continue
+            if r.op_type not in MOVEMENT_OPS or r.input[0] != name or not r.name or (rest := tail(r.output[0])) is None:
+                return None
+            found += [r.name, *rest]
+        return found if found or name in outputs else None
+
+    kept = []
+    for n in graph.node:
+        if n.op_type == "Concat" and n.name and n.output[0] in floats and n.name not in settings.exclude_nodes \
+                and (chain := tail(n.output[0])) is not None:
+            kept += [n.name, *(c for c in chain if c not in settings.exclude_nodes and c not in kept)]
+    return kept
+
+
 def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64") -> Plan:
     """Resolve `auto` choices for a model (path or ModelProto): reduce_range by target arch and host ISA,
     transformer scheme for attention."""
@@ -223,6 +261,10 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
     if settings.per_channel and opset < 13 and settings.mode == "static":
         raise UsageError(f"the model is opset {opset}; per-channel quantization needs opset >= 13 "
                          "(per_channel = false: --per-tensor)")
+    _check_float32(model)
+    if casts := half_casts(model):
+        reasons.append(f"float16 weights: {len(casts)} tensor(s) read as float32 (exact) for quantization, so they are "
+                       "stored int8; the float16 inputs and outputs stay float16")
     attention = has_attention(model)
     split, warnings = False, []
     if attention and settings.transformer_scheme != "off" and (taken := sorted(explicit & {"mode", "op_types"})):
@@ -261,6 +303,11 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
         settings = dataclasses.replace(settings, exclude_nodes=(*settings.exclude_nodes, *clipping))
         reasons.append(f"kept float: {', '.join(clipping)}, whose input is also a graph output: onnxruntime's "
                        "quantizer gives a Relu/Clip's only input the Relu/Clip's range, which clipped that output")
+    if joined := concat_outputs(model, settings):
+        settings = dataclasses.replace(settings, exclude_nodes=(*settings.exclude_nodes, *joined))
+        reasons.append(f"kept float: {', '.join(joined)}, a Concat that only reshapes on to a graph output: static "
+                       "QDQ rounds a Concat's output at the union of its inputs' ranges, which wipes out a small-range "
+                       "part (a detection head's confidences beside pixel coordinates)")
     # onnxruntime's dynamic mode quantizes LSTM weights only: a GRU's warning sent users to a mode that kept it float
     floating = RNN_OPS if settings.mode == "static" else set(RNN_OPS) - {"LSTM"}
     if rnns := Counter(n.op_type for n in model.graph.node if n.op_type in floating):
@@ -282,6 +329,48 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
     else:
         reduce = settings.reduce_range == "true"
     return Plan(settings, reduce, attention, tuple(reasons), opset, split, warnings=tuple(warnings))
+
+
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def half_casts(model) -> list:
+    """Cast nodes that turn a float16 initializer into float32: onnxruntime's pre-processing puts one on each weight
+    of a half model (its CPU kernels are float32), and its quantizer leaves the float16 weight behind them float16."""
+    from onnx import helper
+
+    halves = {t.name for t in model.graph.initializer if t.data_type == 10}
+    return [n for n in model.graph.node if n.op_type == "Cast" and n.input[0] in halves
+            and next((helper.get_attribute_value(a) for a in n.attribute if a.name == "to"), 0) == 1]
+
+
+def fold_half_casts(model) -> int:
+    """Replace each of half_casts() by a float32 initializer of its output's name (exact: float16 -> float32 loses
+    nothing), in this ModelProto, so onnxruntime's quantizer stores those weights int8. Returns how many."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    casts = half_casts(model)
+    halves = {t.name: t for t in graph.initializer}
+    for n in casts:
+        w = numpy_helper.to_array(halves[n.input[0]]).astype("float32")
+        graph.initializer.append(numpy_helper.from_array(w, n.output[0]))
+        graph.node.remove(n)
+    read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    for t in [t for t in graph.initializer if t.data_type == 10 and t.name not in read]:
+        graph.initializer.remove(t)
+    return len(casts)
+
+
+def _check_float32(model) -> None:
+    """Weights still 16-bit floats past half_casts() stay so in the "int8" model (onnxruntime's quantizer quantizes
+    them at run time): no smaller, its manifest claiming int8 weights, and ORT format conversion rejects it."""
+    halves = {t.name for t in model.graph.initializer if t.data_type in (10, 16)}  # float16, bfloat16
+    found = sum(1 for n in model.graph.node if n.op_type in WEIGHTED_OPS and n.input[1:2] and n.input[1] in halves)
+    if found:
+        raise InputError(f"the model's weights are 16-bit floats ({found} {'/'.join(WEIGHTED_OPS)} weight(s)), which "
+                         "onnxruntime's quantizer leaves unquantized: edgekit quantizes float32 models, so call "
+                         ".float() on it first (and give float32 inputs)")
 
 
 def _check_named(model, settings: QuantSettings) -> None:
@@ -489,8 +578,13 @@ def quantize(src: Path, dest: Path, p: Plan, feeds: Sequence, progress=None, cac
     try:
         # onnxruntime's histogram calibrators print chatter on stdout, which belongs to --json
         with quiet(), tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
+            import onnx
+
+            if half_casts(model := onnx.load(str(src))):  # after plan(): said among its reasons
+                fold_half_casts(model)
+                src = Path(tmp) / "float32_weights.onnx"
+                onnx.save(model, str(src))
             if p.split_outliers and feeds and p.settings.mode == "static":
-                import onnx
 
                 model, added, why = split_outliers(onnx.load(str(src)), feeds, Path(tmp))
                 p.applied[:] = [why] if added else []

@@ -785,3 +785,33 @@ def zero_element():
 def binary_logit():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1))
+
+
+class DetectHead(nn.Module):
+    """YOLO-style: one output of [xy in pixels (0..~125), wh, sigmoid(conf), sigmoid(cls)] per anchor."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, stride=2), nn.ReLU(), nn.Conv2d(16, 6, 1))
+
+    def forward(self, image):
+        p = self.body(image)
+        h, w = p.shape[-2:]
+        gy, gx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                                indexing="ij")
+        xy = (p[:, 0:2].sigmoid() + torch.stack([gx, gy])) * 8.0
+        wh = p[:, 2:4].exp() * 16.0
+        scores = (p[:, 4:6] * 20).sigmoid()
+        return torch.cat([xy, wh, scores], 1).flatten(2).transpose(1, 2)
+
+
+def detect_head():
+    torch.manual_seed(0)
+    return DetectHead().eval()
+
+
+def half_cnn():
+    """A model.half(): float16 weights, inputs and outputs."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval().half()

@@ -695,3 +695,40 @@ def test_validation_labels_set_aside_are_a_manifest_warning(tmp_path):
         assert report.exit_code == 0
         made = report.targets["desktop-x86"].to_json()
         assert any(w.startswith(said) for w in made["warnings"]) == warned, made["warnings"]
+
+
+def test_a_detection_heads_confidences_keep_their_own_scale(tmp_path):
+    """A Concat of [xy in pixels, wh, sigmoid(conf), sigmoid(cls)] returned through Reshape/Transpose: static QDQ
+    rounded its output at the union range (one scale, ~0.5), so the scores took a few values and many
+    flipped at 0.5, while the whole output's cosine and SQNR passed. The Concat and its tail now stay float."""
+    import onnxruntime as ort
+    from models import detect_head
+    torch.onnx.export(detect_head(), (torch.zeros(1, 3, 32, 32),), str(tmp_path / "m.onnx"), input_names=["image"],
+                      output_names=["boxes"], dynamic_axes={"image": {0: "N"}}, dynamo=False)
+    x = np.random.default_rng(0).random((48, 3, 32, 32), dtype=np.float32)
+    np.save(tmp_path / "cal.npy", x[:32, None])
+    int8 = edgekit.quantize(tmp_path / "m.onnx", str(tmp_path / "cal.npy"), out=tmp_path / "q.onnx")
+    [fp32], [got] = (ort.InferenceSession(str(m)).run(None, {"image": x[32:]}) for m in (tmp_path / "m.onnx", int8))
+    scores, got_scores = fp32[..., 4:], got[..., 4:]
+    assert (scores > 0.5).mean() > 0.1 and fp32[..., :2].max() > 100  # confidences beside pixel coordinates
+    assert ((scores > 0.5) != (got_scores > 0.5)).mean() < 0.02  # was 0.068 (now 0.005)
+    assert np.abs(got_scores - scores).mean() < 0.02  # was 0.086 (now 0.003)
+
+
+def test_a_float16_model_is_quantized_with_int8_weights(tmp_path):
+    """onnxruntime's quantizer left a model.half()'s float16 weights float16 (quantized at run time): an int8 model
+    bigger than the float one, whose ORT format conversion failed. Now read as float32: int8 weights, float16 I/O."""
+    import onnx
+    import onnxruntime as ort
+    from models import half_cnn
+    torch.onnx.export(half_cnn(), (torch.zeros(1, 3, 16, 16, dtype=torch.float16),), str(tmp_path / "m.onnx"),
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "N"}}, dynamo=False)
+    x = np.random.default_rng(0).random((40, 3, 16, 16)).astype(np.float16)
+    np.save(tmp_path / "cal.npy", x[:32, None])
+    int8 = edgekit.quantize(tmp_path / "m.onnx", str(tmp_path / "cal.npy"), out=tmp_path / "q.onnx")
+    model = onnx.load(str(int8))
+    types = {t.name: t.data_type for t in model.graph.initializer}
+    assert onnx.TensorProto.FLOAT16 not in types.values() and onnx.TensorProto.INT8 in types.values()
+    assert int8.stat().st_size < 0.8 * (tmp_path / "m.onnx").stat().st_size  # was larger
+    [fp16], [got] = (ort.InferenceSession(str(m)).run(None, {"x": x[32:]}) for m in (tmp_path / "m.onnx", int8))
+    assert got.dtype == np.float16 and np.abs(got - fp16).max() < 0.05 * np.abs(fp16).max()

@@ -1003,3 +1003,17 @@ def test_latency_threads_are_capped_at_the_cores_this_process_may_use(tmp_path):
     [m] = manifests(result)
     assert m["latency"]["int8"]["threads"] == 1 and m["latency"]["int8"]["host"]["cores"] == 1, m["latency"]
     assert m["latency"]["where"].endswith("(the profile's 4; this host has 1 cores)"), m["latency"]["where"]
+
+
+def test_a_float16_model_ships_int8_weights_in_its_ort_format(tmp_path):
+    """A model.half() exported exit 0 with its weights float16 in model.int8.onnx (a manifest saying int8), and
+    android-arm64 failed exit 4: the ORT format conversion rejected the Cast+QuantizeLinear left on each weight."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((24, 3, 16, 16)).astype(np.float16))
+    result = export("models:half_cnn", "--input", "x:Nx3x16x16:float16", "--calibration", tmp_path / "d.npz",
+                    "-t", "android-arm64", "--no-bench", "--out", tmp_path / "o")
+    [m] = manifests(result)
+    assert any(d.startswith("float16 weights: 6 tensor(s) read as float32") for d in m["quantization"]["decisions"])
+    model = onnx.load(str(tmp_path / "o" / "android-arm64" / "model.int8.onnx"))
+    assert onnx.TensorProto.FLOAT16 not in {t.data_type for t in model.graph.initializer}
+    assert [i.type.tensor_type.elem_type for i in (*model.graph.input, *model.graph.output)] == [10, 10]

@@ -538,3 +538,17 @@ def test_models_are_timed_in_blocks_that_take_turns(tmp_path):
     expected = ["a" * (rewarm + block), "b" * (rewarm + block) * 2, "a" * (rewarm + block), "a" * (rewarm + 5),
                 "b" * (rewarm + 5)]
     assert "".join(ran) == "ab" + "".join(expected)
+
+
+def test_float16_weights_the_quantizer_would_leave_float16_are_refused():
+    """Weights onnxruntime's quantizer cannot read as float32 (no Cast of them to fold) stayed float16 in an "int8"
+    model whose manifest said int8 weights: refused, with the .float() that fixes it, as a half model fed float32."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float16), "w")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["N", 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], "g", [x], [y], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(InputError, match=r"weights are 16-bit floats \(1 .*call \.float\(\) on it first"):
+        quantize.plan(model, config.QuantSettings(), set())
