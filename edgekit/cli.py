@@ -346,7 +346,8 @@ def _torch_source_options(fn):
             click.option("--weights", help="State dict or checkpoint (weights_only=True)."),
             click.option("--trust-checkpoint", is_flag=True,
                          help="Load files that can run code (full pickles, TorchScript, .pt2): trusted files only."),
-            click.option("--input", "inputs", multiple=True, required=True, metavar="NAME:SHAPE[:DTYPE]"))):
+            click.option("--input", "inputs", multiple=True, required=True, metavar="NAME:SHAPE[:DTYPE]",
+                         help="Model input, e.g. image:Nx3x224x224. Repeat for several."))):
         fn = option(fn)
     return fn
 
@@ -406,10 +407,13 @@ class _OneLineErrors(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+_VERBOSE_HELP = "Log progress on stderr (export: each target as it starts, and --auto's trials)."
+
+
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgekit")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
-@click.option("-v", "--verbose", is_flag=True, help="Log each step on stderr.")
+@click.option("-v", "--verbose", is_flag=True, help=_VERBOSE_HELP)
 def main(debug: bool, verbose: bool) -> None:
     """PyTorch models → validated int8 ONNX deployables per edge target."""
     signals.RECEIVED.clear()  # of an earlier command in this process (a test's runner)
@@ -449,7 +453,8 @@ def main(debug: bool, verbose: bool) -> None:
               help="A state input's first value (default zeros).")
 @click.option("--constant", "constants", multiple=True, metavar="NAME=VALUE",
               help="Pin an input that is configuration (e.g. sr=16000): the deployed model no longer takes it.")
-@click.option("--calibration", help="Calibration data: .npz, folder of .npz/.npy, MODULE:FUNCTION, or `random`.")
+@click.option("--calibration", help="Calibration data: .npz, .npy (one input's samples), folder of .npz/.npy, "
+                                    "MODULE:FUNCTION, or `random`.")
 @click.option("--validation", help="Held-out validation data (default: the last 25% of the calibration set).")
 @_max_data_bytes
 @click.option("-t", "--target", "targets", multiple=True,
@@ -457,9 +462,13 @@ def main(debug: bool, verbose: bool) -> None:
                    f"{', '.join(DEFAULT_TARGETS)}; `edgekit targets` lists the bundled ones.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Output folder (default: the recipe's [export] out, else dist in the working folder).")
-@click.option("--seed", type=click.IntRange(*RANGES["seed"]))
-@click.option("--exporter", type=click.Choice(choices(Recipe, "exporter")))
-@click.option("--task", type=click.Choice(choices(Recipe, "task")))
+@click.option("--seed", type=click.IntRange(*RANGES["seed"]),
+              help="Seeds random data and the random state (Python's, numpy's, torch's) during the export.")
+@click.option("--exporter", type=click.Choice(choices(Recipe, "exporter")),
+              help="torch's ONNX exporter: the TorchScript tracer, or dynamo (torch.export).")
+@click.option("--task", type=click.Choice(choices(Recipe, "task")),
+              help="What the outputs are, which picks the parity metrics and gates; auto: classify when the data "
+                   "has labels, else other.")
 @_quant_options
 @click.option("--bench-runs", type=click.IntRange(*RANGES["runs"]), help="Timed runs per model.")
 @click.option("--step-timeout", type=Within(*RANGES["step_timeout"]),
@@ -513,8 +522,10 @@ def _search_storage(source: str, flags: dict, recipe: Recipe) -> str:
 @click.option("--budget", "budgets", multiple=True, metavar="latency_ms=N|size_mb=N",
               help="A bound the exported model must meet on the target (latency measured on this host, or on --device "
                    "for a target of its kind). Repeatable.")
-@click.option("--trials", type=click.IntRange(1, 10_000), default=20, show_default=True)
-@click.option("--sampler", type=click.Choice(search.SAMPLERS), default=search.SAMPLERS[0], show_default=True)
+@click.option("--trials", type=click.IntRange(1, 10_000), default=20, show_default=True,
+              help="Trials to run; a resumed study adds this many to those it has.")
+@click.option("--sampler", type=click.Choice(search.SAMPLERS), default=search.SAMPLERS[0], show_default=True,
+              help="Optuna's sampler (TPE takes the budgets and the target's gates as constraints).")
 @click.option("--storage", help="Optuna storage: sqlite:///FILE (default OUT/search.db), an RDB URL such as "
                                 "postgresql://... (with its driver), or journal:FILE; other machines join with the "
                                 "same one and --study.")
@@ -529,7 +540,7 @@ def _search_storage(source: str, flags: dict, recipe: Recipe) -> str:
 @_device_options
 @click.option("--force", is_flag=True, default=None,
               help="Replace OUT's pareto.json, report.html and OUT/<target> even when edgekit did not make them.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the trials and the Pareto front as JSON on stdout.")
 @_handle_errors
 def search_command(recipe, budgets, trials, sampler, storage, study, time_budget, workers, target, out, as_json,
                    **where):
@@ -566,9 +577,10 @@ _ROUND_TO = click.IntRange(*RANGES["round_to"])
 @_torch_source_options
 @click.option("--ratio", type=Within(*RANGES["ratio"]), required=True,
               help="Share of channels (structured) or weights to remove.")
-@click.option("--method", type=click.Choice(choices(PruneSpec, "method")), default=PruneSpec.method, show_default=True)
+@click.option("--method", type=click.Choice(choices(PruneSpec, "method")), default=PruneSpec.method, show_default=True,
+              help="structured: remove whole channels; unstructured: zero the smallest weights.")
 @click.option("--importance", type=click.Choice(choices(PruneSpec, "importance")), default=PruneSpec.importance,
-              show_default=True)
+              show_default=True, help="How structured pruning ranks channels (taylor: gradients on labelled --data).")
 @click.option("--ignore", multiple=True, help="Layer name to keep whole (the output layer always is). Repeatable.")
 @click.option("--stage", "stages", multiple=True, metavar="MODULE=RATIO",
               help="The layers inside MODULE (e.g. features.3) pruned at RATIO instead. Repeatable.")
@@ -578,12 +590,13 @@ _ROUND_TO = click.IntRange(*RANGES["round_to"])
                    "--target's settings and keep the fastest. Default 0: any count.")
 @click.option("-t", "--target", help="Profile whose int8 settings --round-to auto measures, on this host: one of its "
                                      "kind (default: desktop-x86 on x86, arm64-linux on arm64).")
-@click.option("--data", help="Data (MODULE:FN yielding (inputs, labels), or .npz): its sizes of the named axes are "
-                             "what pruning traces and MACs count at; labelled, --importance taylor's gradients.")
+@click.option("--data", help="Data (MODULE:FN yielding (inputs, labels), or labelled samples in any calibration "
+                             "format): its sizes of the named axes are what pruning traces and MACs count at; "
+                             "labelled, --importance taylor's gradients.")
 @_max_data_bytes
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pruned model file (.pt).")
 @click.option("--force", is_flag=True, help="Replace the --out file if there is one.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @_handle_errors
 def prune(source, ratio, out, as_json, stages, **settings):
     """Remove channels (or weights) from SOURCE; saves a state dict that `export --weights` reloads."""
@@ -626,7 +639,7 @@ def _heads(heads: dict | None) -> str:
               help=f"Fine-tuning batch size, with --data (default {DistillSettings.batch_size}).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Shared model file (.pt).")
 @click.option("--force", is_flag=True, help="Replace the --out file if there is one.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @_handle_errors
 def share(source, out, as_json, **settings):
     """Share SOURCE's weights in k clusters per layer (fine-tuned with --data); `export --weights` reloads it."""
@@ -656,32 +669,38 @@ def _unshared(r: dict) -> str:
 
 @main.command()
 @click.option("--teacher", required=True, help="Teacher model source.")
-@click.option("--teacher-weights")
+@click.option("--teacher-weights", help="Teacher state dict or checkpoint (weights_only=True).")
 @click.option("--student", required=True, help="Student model source (e.g. the same MODULE:FUNCTION).")
 @click.option("--student-weights", help="Student weights, e.g. the output of `edgekit prune`.")
 @click.option("--trust-checkpoint", is_flag=True,
               help="Load files that can run code (full pickles, TorchScript, .pt2): trusted files only.")
-@click.option("--data", required=True, help="MODULE:FN yielding (inputs, labels) batches, or labelled .npz data.")
+@click.option("--data", required=True, help="MODULE:FN yielding (inputs, labels) batches, or samples in any "
+                                           "calibration format (.npz, .npy, folder); without labels, the soft "
+                                           "targets alone.")
 @_max_data_bytes
-@click.option("--input", "inputs", multiple=True, metavar="NAME:SHAPE[:DTYPE]", help="Needed for .npz data.")
-@click.option("--epochs", type=click.IntRange(*RANGES["epochs"]), default=DistillSettings.epochs, show_default=True)
+@click.option("--input", "inputs", multiple=True, metavar="NAME:SHAPE[:DTYPE]",
+              help="Model input; needed for sample-wise (file) data. Repeat for several.")
+@click.option("--epochs", type=click.IntRange(*RANGES["epochs"]), default=DistillSettings.epochs, show_default=True,
+              help="Training epochs (the best one on held-out samples is kept).")
 @click.option("--temperature", type=Within(*RANGES["temperature"]), default=DistillSettings.temperature,
-              show_default=True)
+              show_default=True, help="Softmax temperature of the soft targets.")
 @click.option("--alpha", type=Within(*RANGES["alpha"]), default=DistillSettings.alpha, show_default=True,
               help="Soft-target weight; 1-alpha for labels.")
-@click.option("--lr", type=Within(*RANGES["lr"]), default=DistillSettings.lr, show_default=True)
+@click.option("--lr", type=Within(*RANGES["lr"]), default=DistillSettings.lr, show_default=True,
+              help="Learning rate, on a cosine schedule.")
 @click.option("--optimizer", type=click.Choice(choices(DistillSettings, "optimizer")),
-              default=DistillSettings.optimizer, show_default=True)
+              default=DistillSettings.optimizer, show_default=True, help="The optimizer.")
 @click.option("--batch-size", type=click.IntRange(*RANGES["batch_size"]), default=DistillSettings.batch_size,
-              show_default=True)
+              show_default=True, help="Training batch size.")
 @click.option("--feature", "features", multiple=True, help="TEACHER_LAYER:STUDENT_LAYER to match (MSE). Repeatable.")
 @click.option("--patience", type=click.IntRange(*RANGES["patience"]), default=DistillSettings.patience,
               show_default=True,
               help="Stop after this many epochs without improvement (0: never stop early).")
-@click.option("--seed", type=click.IntRange(*RANGES["seed"]), default=DistillSettings.seed, show_default=True)
+@click.option("--seed", type=click.IntRange(*RANGES["seed"]), default=DistillSettings.seed, show_default=True,
+              help="Seeds torch and the batches' shuffling.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Best student (.pt), saved as it improves.")
 @click.option("--force", is_flag=True, help="Replace the --out file if there is one.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @_handle_errors
 def distill(teacher, student, out, as_json, **settings):
     """Train STUDENT to match TEACHER (soft targets + labels), keeping the best epoch."""
@@ -779,7 +798,7 @@ def emulator() -> None:
 
 
 @emulator.command("setup")
-@click.argument("spec", default="aarch64", metavar="aarch64[:CPU]")
+@click.argument("spec", default="aarch64", metavar="[aarch64[:CPU]]")
 @click.option("--onnxruntime", "ort_version", metavar="VERSION", help="Default: this host's onnxruntime version.")
 @click.option("--numpy", "np_version", metavar="VERSION", help="Default: this host's numpy version.")
 @_handle_errors
@@ -855,7 +874,7 @@ def _every_command(group: click.Group):
 
 for _command in _every_command(main):  # `edgekit prune -v` as `edgekit -v prune`: after the command's name too
     _command.params.append(click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, is_eager=False,
-                                        callback=_verbose, help="Log each step on stderr."))
+                                        callback=_verbose, help=_VERBOSE_HELP))
 
 
 # export's settings default to None (a recipe's value stands unless a flag is given): help names the default of

@@ -548,3 +548,21 @@ def test_verbose_is_an_option_of_every_command(tmp_path):
     assert quiet.returncode == 0 and loud.returncode == 0, loud.stderr
     assert "edgekit: target desktop-x86" in loud.stderr and "edgekit: target" not in quiet.stderr
     assert cli(["inspect", tmp_path / "m.onnx", "-v"]).exit_code == 0
+
+
+def test_every_option_says_what_it_does():
+    """export's --seed, --exporter and --task showed a default alone; search's --trials, --sampler, prune's --method,
+    --importance, distill's --epochs, --lr, ... nothing at all."""
+    import click
+
+    from edgekit.cli import _every_command, main
+
+    bare = [f"{c.name} {p.opts[0]}" for c in (main, *_every_command(main)) for p in c.params
+            if isinstance(p, click.Option) and not (p.help or "").split("(default")[0].strip()]
+    assert bare == []
+
+
+def test_emulator_setups_spec_is_shown_optional():
+    """Its usage line showed `aarch64[:CPU]` as a required argument; it defaults to aarch64."""
+    usage = cli(["emulator", "setup", "-h"]).output.splitlines()[0]
+    assert usage.endswith("setup [OPTIONS] [aarch64[:CPU]]"), usage
