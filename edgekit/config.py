@@ -225,21 +225,28 @@ class BenchSpec:
     runs: int = 100
 
 
+# [prune], [share] and [distill]: each key's default, what it does and its flag on `edgekit prune`, `share` or
+# `distill` (None: recipe and API only); the README's compression table is made from these (compression_table).
 @dataclass(frozen=True)
 class ShareSpec:
-    clusters: int = 16  # distinct weight values per conv/linear layer (k-means); fine-tuned by [distill] if given
-    ignore: tuple[str, ...] = ()
+    clusters: int = _setting(16, "distinct weight values per conv/linear layer (k-means); fine-tuned by [distill] "
+                             "when the recipe has it", "--clusters")
+    ignore: tuple[str, ...] = _setting((), "layers, or blocks of them, left unshared", "--ignore")
 
 
 @dataclass(frozen=True)
 class PruneSpec:
-    ratio: float = 0.5
-    method: PruneMethod = "structured"
-    importance: Importance = "l1"
-    ignore: tuple[str, ...] = ()
-    round_to: int | Literal["auto"] = 0  # channel counts kept multiples of this; auto: measured (rounding.py)
-    stage_ratios: dict = field(default_factory=dict)  # {module name: ratio} for the layers inside it
-    data: str = ""  # labelled data for importance = "taylor" (default: [distill]'s)
+    ratio: float = _setting(0.5, "share of channels (structured) or weights (unstructured) to remove", "--ratio")
+    method: PruneMethod = _setting("structured", "structured: whole channels go; unstructured: the smallest weights "
+                                   "are zeroed", "--method")
+    importance: Importance = _setting("l1", "how structured pruning ranks channels (taylor: gradients on labelled "
+                                      "data)", "--importance")
+    ignore: tuple[str, ...] = _setting((), "layers kept whole (the output layers always are)", "--ignore")
+    round_to: int | Literal["auto"] = _setting(0, "kept channel counts are multiples of this (0: any); auto: 8, 16 "
+                                               "or 32, timed in int8 on this host (rounding.py)", "--round-to")
+    stage_ratios: dict = field(default_factory=dict, metadata={
+        "help": "{module = ratio}: the layers inside a module pruned at their own ratio", "flag": "--stage"})
+    data: str = _setting("", "labelled data for importance = \"taylor\" (default: [distill]'s)", "--data")
 
     def taylor_data(self, distill: DistillSettings | None) -> str:
         """Where Taylor importance takes its labelled batches: `data`, else [distill]'s ("" if neither)."""
@@ -248,18 +255,21 @@ class PruneSpec:
 
 @dataclass(frozen=True)
 class DistillSettings:
-    data: str = ""  # labelled training data: MODULE:FN yielding (inputs, labels), or .npz / folder
-    epochs: int = 10
-    temperature: float = 4.0
-    alpha: float = 0.7  # weight of the soft-target loss; 1 - alpha goes to the labels
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    optimizer: Optimizer = "adamw"
-    batch_size: int = 64
-    features: tuple[str, ...] = ()  # "teacher_layer:student_layer" pairs, matched with MSE
-    feature_weight: float = 1.0
-    patience: int = 0  # early stop after this many epochs without improvement (0: never)
-    seed: int = 0
+    data: str = _setting("", "training data: MODULE:FN yielding (inputs, labels), or samples in any calibration "
+                         "format (without labels, the soft targets alone)", "--data")
+    epochs: int = _setting(10, "training epochs; the best on a held-out 15% of the training samples is kept",
+                           "--epochs")
+    temperature: float = _setting(4.0, "softmax temperature of the soft targets", "--temperature")
+    alpha: float = _setting(0.7, "weight of the soft-target loss; 1 - alpha goes to the labels", "--alpha")
+    lr: float = _setting(3e-3, "learning rate, on a cosine schedule", "--lr")
+    weight_decay: float = _setting(1e-4, "the optimizer's weight decay")
+    optimizer: Optimizer = _setting("adamw", "AdamW, or SGD with momentum 0.9", "--optimizer")
+    batch_size: int = _setting(64, "training batch size", "--batch-size")
+    features: tuple[str, ...] = _setting((), "teacher_layer:student_layer pairs matched by MSE, through a learned "
+                                         "1x1 projection", "--feature")
+    feature_weight: float = _setting(1.0, "weight of the feature-matching loss")
+    patience: int = _setting(0, "stop after this many epochs without improvement (0: never)", "--patience")
+    seed: int = _setting(0, "seeds torch and the batches' shuffling", "--seed")
 
 
 @dataclass(frozen=True)
@@ -306,6 +316,9 @@ class Recipe:
     # the search trial this run makes again ({"study", "storage", "trial"}: `export --from-trial`, a search's best
     # point): the manifest's `search`, so a package can be traced to the figures it was chosen by
     from_trial: dict | None = None
+
+
+COMPRESSION_SECTIONS = {"prune": PruneSpec, "share": ShareSpec, "distill": DistillSettings}
 
 
 def choices(cls, name: str) -> tuple[str, ...]:
@@ -683,7 +696,7 @@ def load_recipe(path: Path) -> Recipe:
     bench = build(BenchSpec, table.get("bench", {}), f"{where} [bench]")
     prune = build(PruneSpec, table["prune"], f"{where} [prune]") if "prune" in table else None
     share = build(ShareSpec, table["share"], f"{where} [share]") if "share" in table else None
-    distill = (build(DistillSettings, table["distill"], f"{where} [distill]", required=("data",))
+    distill = (build(DistillSettings, table["distill"], f"{where} [distill]", required=REQUIRED["distill"])
                if "distill" in table else None)
     device = build(DeviceSpec, table["device"], f"{where} [device]", required=("url",)) if "device" in table else None
 
@@ -697,6 +710,26 @@ def load_recipe(path: Path) -> Recipe:
                                     if (v := getattr(device, k))})
     return replace(recipe, inputs=InputSpec.parse_all(inputs), quantize=quantize, bench=bench,
                    prune=prune, share=share, distill=distill, device=device)
+
+
+REQUIRED = {"distill": ("data",)}  # the compression sections' keys a recipe must give
+
+
+def compression_table() -> str:
+    """The README's table of [prune], [share] and [distill] keys, made from their dataclasses (a test keeps them
+    equal, and each flag named an option of its command)."""
+    rows = ["| key | flag (`edgekit prune`, `share`, `distill`) | values | default | what |", "|---|---|---|---|---|"]
+    for section, cls in COMPRESSION_SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            hint, flag = hints[f.name], f.metadata["flag"]
+            values = (" \\| ".join(typing.get_args(hint)) if typing.get_origin(hint) is Literal
+                      else TABLES.get(f.name, _type_name(hint)))
+            default = ("(required)" if f.name in REQUIRED.get(section, ()) else
+                       "(none)" if f.default in ("", ()) or f.default is dataclasses.MISSING else f.default)
+            rows.append(f"| `[{section}] {f.name}` | {'`' + flag + '`' if flag else '-'} | {values} | {default} | "
+                        f"{f.metadata['help']} |")
+    return "\n".join(rows)
 
 
 def settings_table() -> str:

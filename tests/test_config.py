@@ -84,6 +84,24 @@ def test_readme_settings_table_is_the_generated_one():
                                         "python -c 'from edgekit.config import settings_table; print(settings_table())'")
 
 
+def test_readme_compression_table_is_the_generated_one():
+    """[prune], [share] and [distill] keys were named nowhere (ratio, weight_decay, feature_weight, ...)."""
+    assert config.compression_table() in README, (
+        "README's [prune]/[share]/[distill] table drifted from their settings; paste the output of "
+        "python -c 'from edgekit.config import compression_table; print(compression_table())'")
+
+
+@pytest.mark.parametrize("section", list(config.COMPRESSION_SECTIONS))
+def test_compression_flags_are_their_commands_options(section):
+    """The table's flag column is what `edgekit prune`, `share` and `distill` take, and a key without one has none."""
+    options = {o for p in main.commands[section].params for o in p.opts}
+    for f in dataclasses.fields(config.COMPRESSION_SECTIONS[section]):
+        if f.metadata["flag"]:
+            assert f.metadata["flag"] in options, (section, f.name)
+        else:
+            assert config.flags(f)[0] not in options and f"--{f.name.replace('_', '-')}" not in options, f.name
+
+
 def test_readme_python_section_runs(tmp_path):
     """The README's Python example, as written, from the repository root (its paths are relative to it)."""
     [code] = re.findall(r"## Python API.*?```python\n(.*?)```", README, re.S)
