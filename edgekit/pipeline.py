@@ -122,8 +122,8 @@ def refuse_for_streaming(recipe: Recipe) -> None:
                          "not at other sizes of an axis: leave it out")
     if recipe.state and (recipe.prune or recipe.share or recipe.distill):  # its data are sequences: was exit 5
         raise UsageError("[prune], [share] and [distill] do not step a streaming model (state) through its "
-                         "sequences: compress it with `edgekit prune`/`share`/`distill` on single steps, then export "
-                         "with --weights")
+                         "sequences: leave them out (int8 is its compression; a recurrent cell is not pruned, shared "
+                         "or distilled by edgekit)")
 
 
 NEEDS_INPUTS = "a torch model needs its inputs: --input NAME:SHAPE[:DTYPE], e.g. image:Nx3x224x224"

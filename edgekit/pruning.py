@@ -452,13 +452,15 @@ def _structured(module, example_inputs, ratio, importance, ignored_layers, round
         raise UsageError(f"--importance {importance!r}: use l1, l2 or taylor")
     skipped = {id(m) for m in ignored_layers}
     kept = [n for n, m in module.named_modules() if id(m) in skipped]
-    recurrent = {n: type(m).__name__ for n, m in module.named_modules() if isinstance(m, torch.nn.RNNBase)}
+    recurrent = {n: type(m).__name__ for n, m in module.named_modules()
+                 if isinstance(m, (torch.nn.RNNBase, torch.nn.RNNCellBase))}
     fed = feeders(module, example_inputs, list(recurrent)) if recurrent else {}
     unkept = [n for n in recurrent if not all(inside(x, kept) for x in (n, *fed[n]))]
     said = ", ".join(f"{n} ({recurrent[n]}{', fed by ' if fed[n] else ''}{', '.join(fed[n])})" for n in unkept)
-    if any(recurrent[n] != "LSTM" for n in unkept):  # a GRU hung tracing with only itself ignored
-        raise StageError("structured pruning", f"Torch-Pruning cannot prune GRU or plain RNN layers, nor the layers "
-                                               f"feeding them (it fails on them, or never ends tracing them): {said}; "
+    if any(recurrent[n] != "LSTM" for n in unkept):  # a GRU hung tracing with only itself ignored; a cell failed
+        raise StageError("structured pruning", f"Torch-Pruning cannot prune GRU or plain RNN layers or recurrent "
+                                               f"cells (GRUCell, LSTMCell, RNNCell), nor the layers feeding them (it "
+                                               f"fails on them, or never ends tracing them): {said}; "
                                                f"{_keep_recurrent(unkept, fed)}, or prune unstructured (--method "
                                                "unstructured: it zeroes weights, the parameter count stays)")
     if any(inside(n, kept) for n in unkept):  # an ignored LSTM's input was resized all the same: no reload

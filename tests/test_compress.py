@@ -950,6 +950,31 @@ def test_recurrent_layers_are_refused_by_structured_pruning_at_once(tmp_path):
     assert cli(["prune", *args, "--method", "unstructured", "--force"]).exit_code == 0
 
 
+def test_recurrent_cells_are_refused_by_structured_pruning_as_recurrent_layers_are(tmp_path):
+    """Only nn.RNNBase was refused: a GRUCell/LSTMCell fed by a pruned Linear failed with an IndexError (a RNNCell
+    with weights resized on a guessed axis), and the VAD example's cell was passed over, 'removed no channel'."""
+    (tmp_path / "c.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "class Cell(nn.Module):\n"
+        "    def __init__(self, kind):\n"
+        "        super().__init__()\n"
+        "        self.pre, self.cell, self.head = nn.Linear(8, 16), kind(16, 16), nn.Linear(16, 4)\n"
+        "    def forward(self, x):\n"
+        "        h = self.cell(torch.relu(self.pre(x)))\n"
+        "        return self.head(h[0] if isinstance(h, tuple) else h)\n"
+        "def gru(): return Cell(nn.GRUCell)\ndef lstm(): return Cell(nn.LSTMCell)\n"
+        "def rnn(): return Cell(nn.RNNCell)\n")
+    for fn, kind in (("gru", "GRUCell"), ("lstm", "LSTMCell"), ("rnn", "RNNCell")):
+        args = ["prune", f"{tmp_path / 'c.py'}:{fn}", "--input", "x:Nx8", "--ratio", "0.5", "--force"]
+        refused = cli([*args, "--out", tmp_path / f"{fn}.pt"])
+        assert refused.exit_code == 4 and "cannot prune GRU or plain RNN layers or recurrent cells" in refused.stderr \
+            and f"cell ({kind}, fed by pre); keep each and the layer feeding it whole (--ignore cell --ignore pre;" \
+            in refused.stderr, refused.output
+    vad = ["prune", f"{ROOT / 'examples' / 'vad' / 'model.py'}:build", "--input", "frame:Nx160", "--input",
+           "state:Nx32", "--ratio", "0.3", "--out", tmp_path / "vad.pt"]
+    assert cli(vad).exit_code == 4  # its cell holds 46% of its parameters: said, not 'removed no channel'
+
+
 def test_round_to_auto_times_at_the_datas_sizes_and_torch_prunings_warnings_stay_off_stderr(tmp_path):
     """round_to auto timed random inputs of 16 steps: a model with 12 learned positions failed there (exit 4,
     onnxruntime's coloured error line first), though it runs on the data; Torch-Pruning's UserWarning about the

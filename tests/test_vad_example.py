@@ -96,6 +96,7 @@ def test_a_streaming_model_is_not_compressed_by_the_recipe_and_a_search_turns_qu
         (tmp_path / name).write_bytes((VAD / name).read_bytes())
     result = cli(["export", recipe, "-t", "desktop-x86", "--no-bench", "--out", tmp_path / "o"])
     assert result.exit_code == 2 and "do not step a streaming model" in result.stderr, result.output
+    assert "a recurrent cell is not pruned, shared or distilled" in result.stderr  # it sent users to ones that are not
     assert not (tmp_path / "o").exists()
     result = cli(["search", recipe, "-t", "desktop-x86", "--trials", "1", "--out", tmp_path / "s"])
     assert result.exit_code == 2 and "do not step a streaming model" in result.stderr, result.output  # it dropped
