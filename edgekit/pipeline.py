@@ -251,6 +251,7 @@ def _model_inputs(recipe: Recipe, loaded) -> tuple[tuple[InputSpec, ...], dict]:
                 is not None:
             raise UsageError(f"--output-name {bad!r}: " + ("empty" if not bad.strip() else "given twice"
                                                            if names.count(bad) > 1 else "is an input's name"))
+        onnx_export._in_forward_order(loaded.module, recipe.inputs)  # before a run on data fails of it (was exit 3)
         return recipe.inputs, {}
     if recipe.output_names:
         raise UsageError("--output-name does not apply to an .onnx source (its outputs are already named)")

@@ -147,3 +147,29 @@ def test_inputs_named_as_forwards_parameters_come_in_its_order(tmp_path):
         export_torch(Pair().eval(), swapped, (), 17, tmp_path / "m.onnx")
     for names in (("left", "right"), ("x", "y")):
         export_torch(Pair().eval(), tuple(InputSpec.parse(f"{n}:Nx4") for n in names), (), 17, tmp_path / "m.onnx")
+
+
+def test_inputs_out_of_forwards_order_are_refused_before_the_model_runs_on_data(tmp_path):
+    """`forward(x, gain)` declared as gain, x failed in the torch run on the data first: exit 3, 'model does not run
+    on inputs gain:[], x:[1, 8]', not the order error (exit 2); prune's training data alike (Linear on a [N, 4])."""
+    (tmp_path / "g.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "class Gain(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc, self.head = nn.Linear(8, 16), nn.Linear(16, 4)\n"
+        "    def forward(self, x, gain):\n"
+        "        return self.head(torch.relu(self.fc(x))) * gain\n"
+        "def build(): return Gain()\n")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((16, 8), dtype=np.float32), gain=rng.random(16, dtype=np.float32))
+    source = f"{tmp_path / 'g.py'}:build"
+    said = "input 'gain' is given first, but it is the second parameter of the model's forward(x, gain)"
+    result = cli(["export", source, "--input", "gain::float32", "--input", "x:Nx8", "--calibration", tmp_path / "d.npz",
+                  "--out", tmp_path / "o", "--no-bench", "-t", "desktop-x86"])
+    assert result.exit_code == 2 and said in result.stderr, result.output
+    np.savez(tmp_path / "t.npz", x=rng.random((16, 8), dtype=np.float32), gain=rng.random((16, 4), dtype=np.float32),
+             labels=rng.integers(0, 4, 16))
+    result = cli(["prune", source, "--input", "gain:Nx4", "--input", "x:Nx8", "--data", tmp_path / "t.npz",
+                  "--ratio", "0.5", "--out", tmp_path / "p.pt"])
+    assert result.exit_code == 2 and said in result.stderr, result.output
