@@ -254,7 +254,7 @@ def distill(teacher: Any, student: Any, *, data: Feeds, out: str | Path | None =
     replaced only with `force`). Returns (the best student, DistillResult)."""
     import torch
 
-    from . import compress, distillation, sharing
+    from . import compress
     from .load import load_model
 
     where = "edgekit.distill() settings"
@@ -270,13 +270,7 @@ def distill(teacher: Any, student: Any, *, data: Feeds, out: str | Path | None =
         s = load_model(student, student_weights, trust_checkpoint).module
         batches = compress.load_batches(data, _specs(inputs), config.batch_size, {"teacher": t, "student": s},
                                         _cap(max_data_bytes, "edgekit.distill()"))
-        # the two models the user named (a recipe's student is its own model, pruned or not; a shared student, as
-        # share's fine-tuning, keeps the size on purpose)
-        said = [] if sharing.clusters_of(s) else distillation.no_smaller(t, s)
-        for warning in said:
-            logging.getLogger("edgekit").warning("%s", warning)
         result = compress.run_distill(t, s, batches, config, out, progress)
-    result.warnings += said
     return s, result
 
 

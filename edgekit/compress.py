@@ -142,10 +142,15 @@ def run_distill(teacher, student, batches, settings: DistillSettings, out: Path 
                 tied: dict | None = None):
     """Distill; with `out`, the best student so far is saved there (atomically) at each improvement. `tied`:
     a shared student's clusters (sharing.cluster; else those of the layers marked shared, as a share file's
-    are), tied again after every step; `out` names them in turn."""
+    are), tied again after every step; `out` names them in turn. A student no smaller than the teacher is warned of
+    here, for `edgekit distill` and a recipe's [distill] alike (was the CLI's only); a shared one keeps its size on
+    purpose."""
     train, val = split(batches)
     if tied is None and (tied := sharing.clusters_of(student)):
         log.info("distilling a shared student: %d layer(s) keep their shared values", len(tied))
+    said = [] if tied else distillation.no_smaller(teacher, student)
+    for warning in said:
+        log.warning("%s", warning)
     saved = []
 
     def save_best(model, row):
@@ -155,7 +160,7 @@ def run_distill(teacher, student, batches, settings: DistillSettings, out: Path 
 
     with bar("distilling", settings.epochs, progress) as advance:
         try:
-            return distillation.distill(
+            result = distillation.distill(
                 teacher, student, train, val, settings, on_best=save_best,
                 after_step=(lambda: sharing.tie(student, tied)) if tied else None, progress=lambda row: advance(
                     1, f"epoch {row['epoch']} loss {row['train_loss']:.4f} "
@@ -165,6 +170,8 @@ def run_distill(teacher, student, batches, settings: DistillSettings, out: Path 
                 raise StageError(e.stage, f"{e.message}; {out} holds the best student before it (epoch "
                                           f"{saved[-1]})") from e
             raise
+    result.warnings += said
+    return result
 
 
 def check_out(out: str | Path | None, force: bool) -> Path | None:

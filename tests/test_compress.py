@@ -167,6 +167,22 @@ def test_digits_prune_distill_export_keeps_accuracy(tmp_path):
     assert teacher - m["accuracy"]["int8"] <= 1.5, m["accuracy"]
 
 
+def test_a_recipes_distill_alone_warns_of_a_student_no_smaller_as_the_cli_does(tmp_path):
+    """`[distill]` alone distills the model into itself: `edgekit distill` warned of a student no smaller, the recipe's
+    manifest warnings and compression.distill.warnings were []."""
+    recipe = tmp_path / "edgekit.toml"
+    recipe.write_text((DIGITS / "edgekit.toml").read_text().replace('source = "model.py:build"',
+                                                                     f'source = "{DIGITS / "model.py"}:build"')
+                      .replace('weights = "digits_cnn.pt"', f'weights = "{DIGITS_WEIGHTS}"')
+                      .replace('"data/', f'"{DIGITS}/data/') + f'\n[distill]\ndata = "{TRAIN}"\nepochs = 1\n')
+    result = cli(["export", recipe, "-t", "desktop-x86", "--out", tmp_path / "o", "--no-bench", "--json"])
+    assert result.exit_code == 0, result.output
+    [m] = json.loads(result.stdout)
+    params = m["compression"]["steps"][0]["params"]
+    said = f"the student has {params:,} parameters, the teacher {params:,}: distillation makes no smaller model"
+    assert m["compression"]["distill"]["warnings"] == [said] and said in m["warnings"], m["warnings"]
+
+
 def test_round_to_auto_times_each_multiple_in_int8_and_keeps_the_fastest(tmp_path):
     from edgekit import host
 
