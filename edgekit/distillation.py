@@ -43,10 +43,20 @@ def batches_from_samples(feeds: list[dict], labels, names: list[str], batch_size
     out = []
     for start in [*range(0, cut, batch_size), *range(cut, len(order), batch_size)]:
         idx = order[start:min(start + batch_size, cut if start < cut else len(order))]
-        inputs = tuple(torch.from_numpy(np.concatenate([feeds[i][n] for i in idx])) for n in names)
+        inputs = tuple(torch.from_numpy(_stacked(n, [feeds[i][n] for i in idx])) for n in names)
         y = torch.from_numpy(np.asarray(labels)[idx].reshape(-1).astype(np.int64)) if labels is not None else None
         out.append((inputs, y))
     return out
+
+
+def _stacked(name: str, samples: list[np.ndarray]) -> np.ndarray:
+    """Samples of one input joined along their batch axis; a scalar input (a gain) has none: one value per batch."""
+    if samples[0].ndim:
+        return np.concatenate(samples)
+    if any(not np.array_equal(a, samples[0]) for a in samples[1:]):
+        raise InputError(f"input {name!r} is a scalar, one per batch, and the training samples hold several values of "
+                         "it: give it one value, or --batch-size 1")
+    return samples[0]
 
 
 def batches_from_items(origin: str, items: Iterator, specs: tuple[InputSpec, ...] = (),

@@ -173,3 +173,25 @@ def test_inputs_out_of_forwards_order_are_refused_before_the_model_runs_on_data(
     result = cli(["prune", source, "--input", "gain:Nx4", "--input", "x:Nx8", "--data", tmp_path / "t.npz",
                   "--ratio", "0.5", "--out", tmp_path / "p.pt"])
     assert result.exit_code == 2 and said in result.stderr, result.output
+
+
+def test_a_scalar_input_trains_at_one_value_per_batch(tmp_path):
+    """prune --data with a scalar input (`gain::float32`) was exit 5, 'zero-dimensional arrays cannot be
+    concatenated': a scalar has no batch axis, so a batch takes its one value, and several are a clear error."""
+    (tmp_path / "g.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "class Gain(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc, self.head = nn.Linear(8, 16), nn.Linear(16, 4)\n"
+        "    def forward(self, x, gain):\n"
+        "        return self.head(torch.relu(self.fc(x))) * gain\n"
+        "def build(): return Gain()\n")
+    rng = np.random.default_rng(0)
+    source = f"{tmp_path / 'g.py'}:build"
+    for gain, code in ((np.full(16, 2.0, np.float32), 0), (rng.random(16, dtype=np.float32), 3)):
+        np.savez(tmp_path / "t.npz", x=rng.random((16, 8), dtype=np.float32), gain=gain, labels=rng.integers(0, 4, 16))
+        result = cli(["prune", source, "--input", "x:Nx8", "--input", "gain::float32", "--data", tmp_path / "t.npz",
+                      "--ratio", "0.5", "--out", tmp_path / "p.pt", "--force"])
+        assert result.exit_code == code, result.output
+    assert "input 'gain' is a scalar, one per batch, and the training samples hold several values" in result.stderr
