@@ -2,10 +2,12 @@
 and why int8 is not faster when it is not (QDQ groups onnxruntime left unfused)."""
 from __future__ import annotations
 
+import json
+import logging
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -14,6 +16,7 @@ from .errors import StageError, too_long
 from .quantization import INTEGER_OPS
 from .runtime import run_limit, session
 
+log = logging.getLogger(__name__)
 COMPUTE_OPS = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
 NOISY_SPREAD = 1.5  # p90/p50 above this: other work on the host disturbed the timing
 
@@ -29,6 +32,7 @@ class Latency:
     threads: int
     host: dict
     warmup: int | None = None  # untimed runs before; `edgekit check --device` times as the export did
+    peak_rss_mb: float | None = None  # resident memory a fresh process gains loading and running it (None: unmeasured)
 
     @property
     def p90_over_p50(self) -> float:
@@ -39,8 +43,9 @@ class Latency:
 
 
 def measure_pair(paths: dict[str, str], feed: dict[str, np.ndarray], providers, threads: int, warmup: int,
-                 runs: int, progress=None) -> dict[str, Latency]:
-    """Time several models on one feed, interleaved round-robin so drift hits them all alike."""
+                 runs: int, progress=None, memory: bool = False) -> dict[str, Latency]:
+    """Time several models on one feed, interleaved round-robin so drift hits them all alike; `memory`: also each
+    model's peak memory, each in a process of its own."""
     sessions, loads, used = {}, {}, {}
     for key, path in paths.items():
         start = time.perf_counter()
@@ -51,7 +56,35 @@ def measure_pair(paths: dict[str, str], feed: dict[str, np.ndarray], providers, 
         times = runner.time_round_robin(sessions, feed, warmup, runs, progress, seconds)
     except TimeoutError:
         raise StageError("latency", f"a run of the model {too_long(seconds, raised_by)}") from None
-    return {key: summarize(t, loads[key], threads, host.label(threads, used[key]), warmup) for key, t in times.items()}
+    peaks = peak_memory(paths, feed, used, threads) if memory else {}
+    return {key: replace(summarize(t, loads[key], threads, host.label(threads, used[key]), warmup),
+                         peak_rss_mb=peaks.get(key)) for key, t in times.items()}
+
+
+def peak_memory(paths: dict[str, str], feed: dict[str, np.ndarray], providers: dict[str, list[str]],
+                threads: int) -> dict[str, float | None]:
+    """Each model's peak resident memory over the runtime's own (runner.peak_rss_mb), in bounded children run side
+    by side (timing is over): a process's peak only rises, so one model per process."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import bounded
+
+    seconds, raised_by = run_limit()
+    with tempfile.TemporaryDirectory(prefix="edgekit-memory-") as tmp:
+        inputs = os.path.join(tmp, "feed.npz")
+        runner.write_inputs(inputs, [feed])
+
+        def peak(key: str) -> float | None:
+            try:
+                return float(bounded.run("peak memory", "edgekit.runner:peak_rss_in_child", paths[key], inputs,
+                                         str(threads), str(runner.MEMORY_RUNS), json.dumps(providers[key]),
+                                         timeout=seconds * (runner.MEMORY_RUNS + 1), raised_by=raised_by))
+            except StageError as e:  # a figure beside the latency: its failure (no /proc?) is said, not the run's
+                log.warning("%s: peak memory not measured: %s", paths[key], e.message)
+                return None
+
+        with ThreadPoolExecutor(len(paths) or 1) as pool:
+            return dict(zip(paths, pool.map(peak, paths)))
 
 
 def summarize(times_ms: list[float], load_ms: float, threads: int, where: dict, warmup: int | None = None) -> Latency:

@@ -707,7 +707,8 @@ def _latency(shared: Shared, prep: Prepared, target: Target, fp32: Path, int8: P
         used = min(n, cores)  # more threads than cores measures the host's contention, not the model
         with bar(f"benchmarking {target.name} ({used} thread(s))", bench_spec.runs, shared.progress) as advance:
             lat = bench.measure_pair({"fp32": str(fp32), "int8": str(int8)}, prep.val.feeds[0],
-                                     list(target.runtime.providers), used, bench_spec.warmup, bench_spec.runs, advance)
+                                     list(target.runtime.providers), used, bench_spec.warmup, bench_spec.runs, advance,
+                                     memory=n == threads)  # at the profile's threads: what the app runs with
         capped = f" (the profile's {n}; this host has {cores} cores)" if used < n else ""
         reports.append(LatencyReport(lat["fp32"], lat["int8"], host.describe(lat["int8"].host) + capped,
                                      on_device=host.arch() == target.runtime.arch))  # this host, as taken

@@ -5,7 +5,7 @@ import re
 
 from .parity import worst
 from .reports import ARM_STAND_IN, TargetReport, shipped_model
-from .runner import BLOCK, REWARM
+from .runner import BLOCK, MEMORY_RUNS, REWARM
 
 
 def _fmt(x, spec=".4f", none="-"):
@@ -201,9 +201,13 @@ def markdown(r: TargetReport) -> str:
         where = lat.where if lat.on_device else f"{lat.where}: the host standing in for the device, not the device"
         out += ["## Latency", "", f"Measured on {_safe(where)}; {lat.fp32.runs} runs after warm-up, the models taking "
                 f"turns in blocks of {BLOCK} runs (each after {REWARM} untimed).", ""]
-        out += _md("model | p50 ms | p90 ms | p99 ms | p90/p50 | load ms",
+        out += _md("model | p50 ms | p90 ms | p99 ms | p90/p50 | load ms | peak MB",
                    [(key, f"{v.p50_ms:.4f}", f"{v.p90_ms:.4f}", f"{v.p99_ms:.4f}", f"{v.p90_over_p50:.2f}",
-                     f"{v.load_ms:.1f}") for key, v in (("fp32", lat.fp32), ("int8", lat.int8))])
+                     f"{v.load_ms:.1f}", _fmt(v.peak_rss_mb, ".1f", "-")) for key, v in (("fp32", lat.fp32),
+                                                                                       ("int8", lat.int8))])
+        if lat.fp32.peak_rss_mb is not None:
+            out += ["", "peak MB: the resident memory a process gains loading the model and running it "
+                    f"{MEMORY_RUNS} times, over what onnxruntime's import holds (a process of its own per model)."]
         out += ["", f"int8 speed-up (p50): {lat.speedup_p50:.2f}x", ""]
         if r.latency_1_thread:
             one = r.latency_1_thread

@@ -168,6 +168,36 @@ def time_round_robin(sessions: dict, feed: dict, warmup: int, runs: int, progres
         done.set()
 
 
+MEMORY_RUNS = 3  # runs whose peak memory is measured: the first allocates the arena, later ones may grow it
+
+
+def peak_rss_mb(model: str, inputs: str, threads: int, runs: int, providers: list[str]) -> float:
+    """The resident memory a process gains by loading `model` and running it `runs` times on the first sample of
+    `inputs`: its peak (Linux's VmHWM, reset to the resident size once numpy and onnxruntime are imported, as their
+    imports' own peak hid a small model's) over the resident size then."""
+    import onnxruntime as ort
+
+    feed = read_inputs(inputs)[0]
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # the peak resident size becomes the current one
+    before = _status_kb("VmRSS")
+    sess = ort.InferenceSession(model, sess_options=options(threads), providers=providers)
+    for _ in range(runs):
+        sess.run(None, feed)
+    return round((_status_kb("VmHWM") - before) / 1024, 1)
+
+
+def _status_kb(field: str) -> int:
+    """A /proc/self/status memory figure, in KiB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def peak_rss_in_child(model: str, inputs: str, threads: str, runs: str, providers: str) -> str:
+    """`peak_rss_mb` for edgekit's bounded child (string arguments and result)."""
+    return str(peak_rss_mb(model, inputs, int(threads), int(runs), json.loads(providers)))
+
+
 def read_inputs(path: str) -> list[dict[str, np.ndarray]]:
     """The `input.<i>.<name>` arrays of a golden (or feeds) .npz, one dict per sample."""
     with np.load(path, allow_pickle=False) as data:

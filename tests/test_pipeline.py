@@ -40,6 +40,7 @@ def test_digits_example_desktop_x86(tmp_path):
     assert m["quantization"]["calibrate_method"] == "minmax" and m["quantization"]["percentile"] is None  # unused
     assert {"p50_ms", "p90_ms", "p99_ms", "threads", "host"} <= set(m["latency"]["int8"])
     assert m["latency"]["int8"]["host"]["cpu"]
+    assert all(m["latency"][k]["peak_rss_mb"] > 0 for k in ("fp32", "int8")), m["latency"]  # PRODUCT.md's peak memory
     props = {p.key: p.value for p in onnx.load(tdir / "model.int8.onnx").metadata_props}
     assert props["edgekit_target"] == "desktop-x86" and props["edgekit_version"]
     assert json.loads((tdir / "manifest.json").read_text())["files"].keys() == {"model.onnx", "model.int8.onnx",
