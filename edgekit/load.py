@@ -1,6 +1,7 @@
 """Turn a model source (`pkg.mod:fn`, `file.py:fn`, TorchScript, torch.export archive, .onnx) into a model."""
 from __future__ import annotations
 
+import logging
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -9,6 +10,8 @@ from pathlib import Path
 from .errors import InputError, UsageError, first_line
 from . import structure
 from .userfn import resolve_callable
+
+log = logging.getLogger("edgekit")
 
 
 @dataclass
@@ -25,11 +28,13 @@ class LoadedModel:
         return self.onnx_path is not None
 
 
-def load_model(source, weights: str | None = None, trust_checkpoint: bool = False) -> LoadedModel:
+def load_model(source, weights: str | None = None, trust_checkpoint: bool = False,
+               exporting: bool = False) -> LoadedModel:
     """`source` is a string (see the module docstring), a path, or (from the Python API) an nn.Module,
-    which is copied: edgekit never changes the caller's module (eval mode, pruning)."""
+    which is copied: edgekit never changes the caller's module (eval mode, pruning). `exporting`: a model in
+    training mode is warned of (prune, share and distill train it anyway)."""
     if not isinstance(source, (str, Path)):
-        return _from_object(source, weights, trust_checkpoint)
+        return _from_object(source, weights, trust_checkpoint, exporting)
     source = str(source)
     path = Path(source)
     if source.endswith(".onnx"):
@@ -52,32 +57,42 @@ def load_model(source, weights: str | None = None, trust_checkpoint: bool = Fals
         module = resolve_callable(source, "model")()
         if not isinstance(module, torch.nn.Module):
             raise InputError(f"model {source!r} returned {type(module).__name__}, not a torch.nn.Module")
-    return _ready(module, source, weights, torch, trust_checkpoint)
+    return _ready(module, source, weights, torch, trust_checkpoint, exporting)
 
 
-def _from_object(module, weights: str | None, trust_checkpoint: bool) -> LoadedModel:
+def _from_object(module, weights: str | None, trust_checkpoint: bool, exporting: bool) -> LoadedModel:
     import copy
 
     import torch
 
     if not isinstance(module, torch.nn.Module):
         raise UsageError(f"model: expected an nn.Module, a source string or a path, not {type(module).__name__}")
-    # torch.compile's wrapper computes its module's function: exported, it failed in torch's tracer (exit 4)
-    module = getattr(module, "_orig_mod", module) if type(module).__name__ == "OptimizedModule" else module
     try:
         module = copy.deepcopy(module)
     except Exception as e:  # e.g. weight_norm after a forward pass
         raise UsageError(f"model: this {type(module).__name__} cannot be copied ({type(e).__name__}); pass its "
                          "source instead (pkg.mod:fn or file.py:fn)") from e
-    name = f"{type(module).__module__}.{type(module).__qualname__} (a Python object)"
-    return _ready(module, name, weights, torch, trust_checkpoint)
+    return _ready(module, None, weights, torch, trust_checkpoint, exporting)
 
 
-def _ready(module, source: str, weights: str | None, torch, trust_checkpoint: bool) -> LoadedModel:
+def _ready(module, source: str | None, weights: str | None, torch, trust_checkpoint: bool,
+           exporting: bool = False) -> LoadedModel:
     """Weights loaded, eval mode, finite: NaN/Inf weights make every parity figure meaningless (SQNR 200 dB
-    of NaN vs NaN), so they are bad input."""
+    of NaN vs NaN), so they are bad input. `source` None: a Python object, named by its class."""
+    # torch.compile's wrapper computes its module's function: exported, it failed in torch's tracer (exit 4), from
+    # a file source as from the API
+    module = getattr(module, "_orig_mod", module) if type(module).__name__ == "OptimizedModule" else module
+    source = source or f"{type(module).__module__}.{type(module).__qualname__} (a Python object)"
     if weights:
         load_weights(module, weights, torch, trust_checkpoint)
+    # said, not done silently: it computed otherwise as given. Not with weights: a fresh architecture (in training
+    # mode as built) given a state dict is the documented way, and eval mode the only one that makes sense for it
+    if exporting and not weights and (changed := next(_by_mode(module, torch), None)):
+        name, layer = changed
+        does = "drops nothing" if isinstance(layer, torch.nn.modules.dropout._DropoutNd) else \
+            "normalises with its running statistics"
+        log.warning("model %r is in training mode: edgekit runs it in eval mode, as it is deployed (its %s %r then "
+                    "%s)", source, type(layer).__name__, name, does)
     module.eval()
     for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
         if isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin):  # a Lazy layer never run
@@ -89,6 +104,15 @@ def _ready(module, source: str, weights: str | None, torch, trust_checkpoint: bo
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise InputError(f"model {source!r}: weight {name!r} holds NaN or Inf values")
     return LoadedModel(source, module=module)
+
+
+def _by_mode(module, torch):
+    """(name, layer) of torch's layers in training mode that compute otherwise in eval mode: dropout, and norms
+    keeping running statistics (a model returned without .eval() but with neither is the same in both)."""
+    for name, layer in module.named_modules():
+        if layer.training and (isinstance(layer, torch.nn.modules.dropout._DropoutNd) and layer.p > 0 or isinstance(
+                layer, torch.nn.modules.batchnorm._NormBase) and layer.track_running_stats):
+            yield name, layer
 
 
 MAX_WEIGHTS_BYTES = 8 << 30  # a 2 GiB model (the largest one .onnx file holds) with Adam's two moments

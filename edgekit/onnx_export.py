@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import sys
 import warnings
@@ -96,6 +97,8 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
     from .runtime import flatten_outputs
 
     n_out = len(flatten_outputs(outputs))
+    if not n_out:  # else torch wrote a graph without outputs, and onnxruntime failed on it ("has no inputs")
+        raise InputError(f"the model returns no outputs (its forward returned {str(outputs)[:60]}): nothing to export")
     if isinstance(outputs, dict) and (odd := next((k for k in outputs if not isinstance(k, str)), None)) is not None:
         raise InputError(f"the model returns a dict with the key {odd!r}: ONNX names its outputs, so the keys must "
                          "be strings")
@@ -119,13 +122,16 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
         with warnings.catch_warnings(record=True) as caught, _quiet("torch"):
             warnings.simplefilter("ignore")
             warnings.simplefilter("always", torch.jit.TracerWarning)
+            plain = _without_parametrizations(module, torch)
             if exporter == "dynamo":
-                _export_dynamo(torch, module, args, specs, names, opset, dest)
+                _export_dynamo(torch, plain, args, specs, names, opset, dest)
             else:
-                with _given_arguments_only(module, len(args)):
-                    torch.onnx.export(module, args, str(dest), input_names=[s.name for s in specs],
+                with _given_arguments_only(plain, len(args)), _fd1_held() as printed:
+                    torch.onnx.export(plain, args, str(dest), input_names=[s.name for s in specs],
                                       output_names=names, opset_version=opset, dynamic_axes=dynamic_axes or None,
                                       dynamo=False, do_constant_folding=True)
+                if printed:  # the model's own prints while traced: the user's, shown as before
+                    os.write(1, printed)
     except Exception as e:
         raise StageError("export", _explain_export_error(e)) from e
     if notes is not None:
@@ -138,6 +144,61 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
                   "example inputs; torch.where or torch.cond keeps both branches)" for m in said[:3]]
     check(dest)
     return dest
+
+
+def _without_parametrizations(module, torch):
+    """A copy of `module` (in eval mode) with each parametrized weight (spectral_norm, weight_norm, orthogonal) as
+    the plain tensor its parametrization computes, or `module` itself when it has none. Exported as is,
+    spectral_norm's torch.vdot has no ONNX op (exit 4); in eval mode the parametrization is a fixed function of its
+    tensors, so the copy computes the same outputs (bit for bit), and parity is still measured against `module`."""
+    parametrize = torch.nn.utils.parametrize
+    if isinstance(module, torch.export.ExportedProgram) or not any(map(parametrize.is_parametrized, module.modules())):
+        return module
+    import copy
+
+    try:
+        plain = copy.deepcopy(module)
+    except Exception:  # exported as is: torch names what fails
+        return module
+    for layer in [m for m in plain.modules() if parametrize.is_parametrized(m)]:
+        with torch.no_grad():
+            values = {name: getattr(layer, name).detach().clone() for name in layer.parametrizations}
+        # not remove_parametrizations: it deletes the weight's property from the class the copy shares with `module`
+        layer.__class__ = layer.__class__.__bases__[0]
+        del layer.parametrizations
+        for name, value in values.items():
+            layer.register_parameter(name, torch.nn.Parameter(value, requires_grad=False))
+    log.info("parametrized weights (%s) exported as the tensors they compute in eval mode",
+             ", ".join(f"{n}.{w}" for n, m in module.named_modules() if parametrize.is_parametrized(m)
+                       for w in m.parametrizations))
+    return plain
+
+
+@contextlib.contextmanager
+def _fd1_held():
+    """What is written to file descriptor 1 in the block, as bytes (filled when it ends): torch's TorchScript exporter
+    prints the model's whole IR graph there (C++ stdout, 9 KB) when it fails, onto the user's stdout."""
+    import ctypes
+    import tempfile
+
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    libc.fflush(None)
+    held = bytearray()
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(1)
+        os.dup2(tmp.fileno(), 1)
+        try:
+            yield held
+        finally:
+            sys.stdout.flush()
+            libc.fflush(None)  # C stdio buffers a file: written out before fd 1 is given back
+            os.dup2(saved, 1)
+            os.close(saved)
+            tmp.seek(0)
+            held += tmp.read()
+            if held:
+                log.debug("fd 1 while exporting:\n%s", held.decode(errors="replace"))
 
 
 @contextlib.contextmanager
@@ -182,12 +243,14 @@ def _quiet(name: str):
 
 
 def _dict_keys(outputs) -> list[str] | None:
-    """The names a model's dict of outputs gives them, in the order they are exported, a nested one by its path
-    (`extra.0`, `extra.1`: they were dropped, output_0, output_1...); None if two paths read alike."""
-    if not isinstance(outputs, dict):
+    """The names a model's dict (or namedtuple) of outputs gives them, in the order they are exported, a nested one
+    by its path (`extra.0`, `extra.1`: they were dropped, output_0, output_1...); None if two paths read alike."""
+    if not isinstance(outputs, dict) and not _is_namedtuple(outputs):
         return None
 
     def paths(value, at: str) -> list[str]:
+        if _is_namedtuple(value):
+            value = value._asdict()
         if isinstance(value, dict):
             return [p for k, v in value.items() for p in paths(v, f"{at}.{k}" if at else str(k))]
         if isinstance(value, (tuple, list)):
@@ -196,6 +259,10 @@ def _dict_keys(outputs) -> list[str] | None:
 
     names = paths(outputs, "")
     return names if len(set(names)) == len(names) else None
+
+
+def _is_namedtuple(value) -> bool:
+    return isinstance(value, tuple) and hasattr(value, "_fields")
 
 
 def _export_dynamo(torch, module, args, specs, names, opset, dest):

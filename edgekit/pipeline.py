@@ -146,7 +146,7 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     refuse_for_streaming(recipe)
     emulated = emulator_for(recipe, targets)
     device = device_for(recipe, targets)
-    loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
+    loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint, exporting=True)
     own = loaded.module  # the user's module, before _inputs wraps it (uint8 pixels, pinned constants)
     inputs, pinned, defaults = _inputs(recipe, loaded)
     cal, val = calib.for_run(recipe, sequences.data_specs(inputs, recipe.state) if recipe.state else inputs, targets)
@@ -469,8 +469,20 @@ def _size_checks(loaded, shared: Shared, prep: Prepared) -> list[sizes.SizeCheck
                 loaded.module, other.feeds, [s.name for s in shared.inputs]), reference)
             checks.append(sizes.SizeCheck(other, reference, export))
         except EdgekitError as e:
-            checks.append(sizes.SizeCheck(other, None, error=f"{other.label()}: {e}"))
+            torch_fails = shared.torch_val is not None and _fails_in_torch(loaded.module, shared, other)
+            checks.append(sizes.SizeCheck(other, None, error=f"{other.label()}: {torch_fails or e}",
+                                          torch_fails=bool(torch_fails)))
     return checks
+
+
+def _fails_in_torch(module, shared: Shared, other: sizes.OtherSize) -> str:
+    """Why torch itself cannot run the model at `other`'s size ("" when it can): then the size is the model's limit
+    (a stride-8 U-Net at 20 px), not something the export baked in."""
+    try:
+        run_torch(module, other.feeds[:1], [s.name for s in shared.inputs])
+    except EdgekitError as e:
+        return f"torch fails there too: {e}"
+    return ""
 
 
 def _state_stays_float(state: dict, qplan, model):
@@ -645,7 +657,9 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                 + ([f"model.int8.onnx is not smaller than model.onnx ({int8_bytes:,} vs {fp32_bytes:,} bytes): the "
                     "quantization nodes and the scales outweigh what int8 weights save (few weights, or many kept "
                     "float)"] if int8_bytes >= fp32_bytes and quantization.quantizes_anything(quantized) else [])
-                + [f"the model does not run at another size of a dynamic axis: {c.error}" + (
+                + [f"the model cannot run at {c.other.label()} (torch fails there too, so not the export): --size "
+                   f"{c.other.dim}=K,L names sizes it takes (the data's: {', '.join(map(str, c.other.seen))})"
+                   if c.torch_fails else f"the model does not run at another size of a dynamic axis: {c.error}" + (
                     " (a size the tracer took as a constant? --exporter dynamo keeps it symbolic)"
                     if prep.exporter == "torchscript" else "") for c in size_checks if c.error]
                 + verdict.size_warnings(size_checks)

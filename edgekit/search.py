@@ -160,7 +160,7 @@ def _torch_model(recipe: Recipe):
     .pt2 or TorchScript model is searched over quantization only)."""
     from .load import load_model
 
-    loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint)
+    loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint, exporting=True)
     return loaded if loaded.module is not None and loaded.program is None else None
 
 

@@ -133,6 +133,7 @@ class SizeCheck:
     export: object = None  # parity.StageParity for a torch source
     quantization: object = None  # parity.StageParity of the target's int8 model (not for fixed shapes)
     error: str = ""
+    torch_fails: bool = False  # the torch model does not run at that size either: the model's limit, not the export's
 
     def as_dict(self) -> dict:
         return {"dim": self.other.dim, "data_sizes": list(self.other.seen), "validated_size": self.other.size,
