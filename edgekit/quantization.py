@@ -230,22 +230,23 @@ def concat_outputs(model, settings: QuantSettings) -> list[str]:
             readers.setdefault(i, []).append(n)
 
     def tail(name: str) -> list | None:
-        """The movement nodes from tensor `name` to graph outputs, or None if anything else reads it on the way."""
+        """The movement nodes (and Concats: a multi-level head joins its levels' outputs) from tensor `name` to graph
+        outputs, or None if anything else reads it on the way."""
         found = []
         for r in readers.get(name, []):
             if r.op_type in ("Shape", "Size"):
                 continue
-            if r.op_type not in MOVEMENT_OPS or r.input[0] != name or not r.name or (rest := tail(r.output[0])) is None:
+            moves = r.op_type in MOVEMENT_OPS and r.input[0] == name or r.op_type == "Concat"
+            if not moves or not r.name or (rest := tail(r.output[0])) is None:
                 return None
             found += [r.name, *rest]
         return found if found or name in outputs else None
 
     kept = []
     for n in graph.node:
-        if n.op_type == "Concat" and n.name and n.output[0] in floats and n.name not in settings.exclude_nodes \
-                and (chain := tail(n.output[0])) is not None:
-            kept += [n.name, *(c for c in chain if c not in settings.exclude_nodes and c not in kept)]
-    return kept
+        if n.op_type == "Concat" and n.name and n.output[0] in floats and (chain := tail(n.output[0])) is not None:
+            kept += [n.name, *chain]
+    return [name for name in dict.fromkeys(kept) if name not in settings.exclude_nodes]
 
 
 def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64") -> Plan:

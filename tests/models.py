@@ -810,6 +810,22 @@ def detect_head():
     return DetectHead().eval()
 
 
+class TwoLevelHead(nn.Module):
+    """YOLOv5/v8-style: each level's [xy, wh, scores] joined by a Concat of its own, then the levels by another."""
+
+    def __init__(self):
+        super().__init__()
+        self.fine, self.coarse = DetectHead(), DetectHead()
+
+    def forward(self, image):
+        return torch.cat([self.fine(image), self.coarse(image[:, :, ::2, ::2])], 1)
+
+
+def two_level_head():
+    torch.manual_seed(0)
+    return TwoLevelHead().eval()
+
+
 def half_cnn():
     """A model.half(): float16 weights, inputs and outputs."""
     torch.manual_seed(0)

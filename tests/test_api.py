@@ -702,17 +702,19 @@ def test_a_detection_heads_confidences_keep_their_own_scale(tmp_path):
     rounded its output at the union range (one scale, ~0.5), so the scores took a few values and many
     flipped at 0.5, while the whole output's cosine and SQNR passed. The Concat and its tail now stay float."""
     import onnxruntime as ort
-    from models import detect_head
-    torch.onnx.export(detect_head(), (torch.zeros(1, 3, 32, 32),), str(tmp_path / "m.onnx"), input_names=["image"],
-                      output_names=["boxes"], dynamic_axes={"image": {0: "N"}}, dynamo=False)
+    from models import detect_head, two_level_head
     x = np.random.default_rng(0).random((48, 3, 32, 32), dtype=np.float32)
     np.save(tmp_path / "cal.npy", x[:32, None])
-    int8 = edgekit.quantize(tmp_path / "m.onnx", str(tmp_path / "cal.npy"), out=tmp_path / "q.onnx")
-    [fp32], [got] = (ort.InferenceSession(str(m)).run(None, {"image": x[32:]}) for m in (tmp_path / "m.onnx", int8))
-    scores, got_scores = fp32[..., 4:], got[..., 4:]
-    assert (scores > 0.5).mean() > 0.1 and fp32[..., :2].max() > 100  # confidences beside pixel coordinates
-    assert ((scores > 0.5) != (got_scores > 0.5)).mean() < 0.02  # was 0.068 (now 0.005)
-    assert np.abs(got_scores - scores).mean() < 0.02  # was 0.086 (now 0.003)
+    for head in (detect_head(), two_level_head()):  # levels joined by a Concat: each level's was rounded (0.068)
+        torch.onnx.export(head, (torch.zeros(1, 3, 32, 32),), str(tmp_path / "m.onnx"), input_names=["image"],
+                          output_names=["boxes"], dynamic_axes={"image": {0: "N"}}, dynamo=False)
+        int8 = edgekit.quantize(tmp_path / "m.onnx", str(tmp_path / "cal.npy"), out=tmp_path / "q.onnx", force=True)
+        [fp32], [got] = (ort.InferenceSession(str(m)).run(None, {"image": x[32:]}) for m in (tmp_path / "m.onnx",
+                                                                                              int8))
+        scores, got_scores = fp32[..., 4:], got[..., 4:]
+        assert (scores > 0.5).mean() > 0.1 and fp32[..., :2].max() > 100  # confidences beside pixel coordinates
+        assert ((scores > 0.5) != (got_scores > 0.5)).mean() < 0.02  # was 0.068 (now 0.005)
+        assert np.abs(got_scores - scores).mean() < 0.02  # was 0.086 (now 0.003)
 
 
 def test_a_float16_model_is_quantized_with_int8_weights(tmp_path):
