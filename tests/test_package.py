@@ -1876,3 +1876,25 @@ def test_a_c_array_is_read_a_block_at_a_time_and_an_output_in_later_samples_only
     (folder / "manifest.json").write_text(json.dumps(manifest))
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
+
+
+def test_an_older_packages_class_gates_on_its_first_output_still_check():
+    """Class gates moved to the first 2-D output (a map returned before the logits was scored as 1,024 classes);
+    a package made before, whose gates name its first output, failed check for what its edgekit did."""
+    from edgekit import package_check
+
+    def gate(name, op=">=", output=None):
+        return {"name": name, "value": 1.0, "op": op, "limit": 0.99, "passed": True,
+                **({"output": output} if output else {})}
+
+    def manifest(export_gate: str, scored: str) -> dict:
+        return {"gates": [gate("quant_cosine"), gate("quant_sqnr_db"), gate("accuracy_drop", "<=", scored),
+                          gate("top1_agreement", output=scored), gate("export_cosine"), gate(export_gate, "<=")],
+                "model": {"exporter": "torchscript"}, "task": "classify", "target": "desktop-x86",
+                "outputs": [{"name": "map", "shape": ["N", 1, 32, 32], "dtype": "float32"},
+                            {"name": "logits", "shape": ["N", 10], "dtype": "float32"}]}
+
+    assert package_check._gate_claims(manifest("export_max_abs", "map")) == []  # an older edgekit's
+    assert package_check._gate_claims(manifest("export_scaled_max_abs", "logits")) == []
+    [said] = package_check._gate_claims(manifest("export_scaled_max_abs", "map"))  # this edgekit's never
+    assert said.startswith("accuracy_drop on 'map', top1_agreement on 'map': edgekit measures class gates on"), said
