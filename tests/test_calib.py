@@ -709,7 +709,18 @@ def test_a_one_shot_iterator_read_before_is_refused():
         with pytest.raises(InputError, match=rf"an iterator \({type(iterator).__name__}\) that was already read from "
                                              r".* give the iterable itself \(a DataLoader, a list\) or a function"):
             calib.load(iterator, VECTOR, max_samples=128)
-    for iterable in (items, loader, lambda: iter(items)):  # each read anew
+    class Stream:  # an iterator of the user's that restarts in __iter__: read anew as well
+        def __iter__(self):
+            self.at = 0
+            return self
+
+        def __next__(self):
+            self.at += 1
+            if self.at > len(items):
+                raise StopIteration
+            return items[self.at - 1]
+
+    for iterable in (items, loader, lambda: iter(items), Stream()):  # each read anew
         assert [len(calib.load(iterable, VECTOR, max_samples=128)) for _ in range(2)] == [128, 128]
 
 
