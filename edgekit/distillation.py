@@ -176,10 +176,14 @@ def check_fits(origin: str, models: dict, batches) -> None:
 
 def no_smaller(teacher, student) -> list[str]:
     """A student with at least the teacher's parameters compresses nothing (--teacher and --student swapped, or the
-    wrong function): said, not refused, as a larger student is a choice one may make."""
+    wrong function): said, not refused, as a larger student is a choice one may make. Non-zero parameters: an
+    unstructured-pruned student of the teacher's shape is the README's own recipe (its zeros stay zero)."""
+    import torch
+
     t, s = (sum(p.numel() for p in m.parameters()) for m in (teacher, student))
+    kept_t, kept_s = (sum(int(torch.count_nonzero(p)) for p in m.parameters()) for m in (teacher, student))
     return [f"the student has {s:,} parameters, the teacher {t:,}: distillation makes no smaller model"
-            + (" (--teacher and --student swapped?)" if s > t else "")] if s >= t else []
+            + (" (--teacher and --student swapped?)" if s > t else "")] if kept_s >= kept_t else []
 
 
 def on_batch(model, inputs, name: str):

@@ -1021,6 +1021,15 @@ def test_a_student_no_smaller_than_its_teacher_is_warned_of(caplog):
     with caplog.at_level(logging.WARNING, logger="edgekit"):
         _, right = edgekit.distill(DIGITS_MODEL, small, teacher_weights=DIGITS_WEIGHTS, data=data, epochs=1)
     assert right.warnings == [] and "no smaller model" not in caplog.text
+    # an unstructured-pruned student has the teacher's shape and half its weights zero: smaller (README's recipe)
+    from torch.nn.utils import prune as torch_prune
+
+    sparse = load_model(DIGITS_MODEL, DIGITS_WEIGHTS).module
+    for layer in (m for m in sparse.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))):
+        torch_prune.l1_unstructured(layer, "weight", 0.5)
+        torch_prune.remove(layer, "weight")
+    _, zeros = edgekit.distill(DIGITS_MODEL, sparse, teacher_weights=DIGITS_WEIGHTS, data=data, epochs=1)
+    assert zeros.warnings == [] and "no smaller model" not in caplog.text
     # sharing's fine-tuning distills into a model of the teacher's size on purpose
     module, shared = edgekit.share(DIGITS_MODEL, weights=DIGITS_WEIGHTS, inputs=["image:Nx1x8x8"], data=data,
                                    epochs=1)
