@@ -545,11 +545,13 @@ def _made_elsewhere(cases: list[Case], manifest: dict, checked: str | None = Non
 
 
 WARMUP, RUNS = 5, 50  # a device check's timing where the manifest records none (an export with --no-bench)
+MOST_WARMUP, MOST_RUNS = 100, 1000  # a manifest's counts past these (--bench-runs 10^6, an edit) time these
 
 
 def timing(manifest: dict) -> tuple[int, int]:
     """(warm-up, runs) the export timed its latency with, from the manifest, so a re-check times alike: 50 runs
-    where the export gave 300 moved p90 by the slowest few. A record that is not a count in range is none."""
+    where the export gave 300 moved p90 by the slowest few. A record that is not a count in range is none; one
+    past MOST_* is held to it (a device's step timeout would end the check, not the timing)."""
     latency = manifest.get("latency")
     timed = latency.get("int8") if isinstance(latency, dict) else None
     timed = timed if isinstance(timed, dict) else {}
@@ -558,7 +560,7 @@ def timing(manifest: dict) -> tuple[int, int]:
         value, (low, high) = timed.get(key), RANGES[key]
         return value if type(value) is int and low <= value <= high else default
 
-    return count("warmup", WARMUP), count("runs", RUNS)
+    return min(count("warmup", WARMUP), MOST_WARMUP), min(count("runs", RUNS), MOST_RUNS)
 
 
 def _latency_at(place, folder: Path, target: str, manifest: dict, golden: str) -> Case:

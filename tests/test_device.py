@@ -451,3 +451,5 @@ def test_a_device_check_times_as_the_export_did(sshd, digits_arm, tmp_path):
     assert timing(json.loads((digits_arm / "arm64-linux" / "manifest.json").read_text())) == (5, 50)
     manifest["latency"]["int8"].update(runs=True, warmup=-1)  # not counts: a package is a file from others
     assert timing(manifest) == (5, 50)
+    manifest["latency"]["int8"].update(runs=1_000_000, warmup=100_000)  # in range, but hours on a device
+    assert timing(manifest) == (100, 1000)
