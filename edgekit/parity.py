@@ -295,7 +295,7 @@ def exact_only(outputs) -> str | None:
     return None if any(o.exact_agreement is None for o in outputs) else "integer outputs only: compared exactly"
 
 
-def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str, plain=()) -> list[Gate]:
+def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str) -> list[Gate]:
     """The target's fp32-vs-int8 thresholds (a ParitySpec) applied to per-output parity, with the task's metrics.
     Cosine and SQNR hold every output; top-1, top-5 and accuracy the scored one, which their gates name."""
     unmeasured = exact_only(outputs)

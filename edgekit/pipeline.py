@@ -670,7 +670,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                 + (_one_step_sequences(prep.cal_lengths, prep.rollout.lengths) if recipe.state else [])
                 + [advice for advice in [(qplan.precision_search or {}).get("advice")] if advice])  # report.md had it
     gates = verdict.gates(target, prep.export_parity, quant_parity, accuracy, latency, packaged.get("mobile_coverage"),
-                          (tdir / shipped_model(packaged)).stat().st_size, shared.task, shared.plain)
+                          (tdir / shipped_model(packaged)).stat().st_size, shared.task)
     gates += verdict.size_gates(target, size_checks)
     report = TargetReport(target.name, prep.export_parity, quant_parity, accuracy, latency, tuning, gates,
                           warnings + verdict.gate_advice(gates, qplan.settings, tuning), details,

@@ -83,6 +83,7 @@ class Plan:
     reasons: tuple[str, ...]
     opset: int  # of the float model (ai.onnx domain)
     split_outliers: bool = False  # matmul-static: outlier channels of MatMul inputs/outputs handled in float
+    half_weights: bool = False  # float16 weights behind Casts: read as float32 before quantizing (fold_half_casts)
     applied: list = field(default_factory=list, compare=False, repr=False)  # what quantize() found, for decisions
     precision_search: dict | None = field(default=None, compare=False)  # precision = latency: what was measured
     tensor_overrides: dict = field(default_factory=dict, compare=False, repr=False)  # onnxruntime's, e.g. pixels'
@@ -263,7 +264,7 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
         raise UsageError(f"the model is opset {opset}; per-channel quantization needs opset >= 13 "
                          "(per_channel = false: --per-tensor)")
     _check_float32(model)
-    if casts := half_casts(model):
+    if half := bool(casts := half_casts(model)):
         reasons.append(f"float16 weights: {len(casts)} tensor(s) read as float32 (exact) for quantization, so they are "
                        "stored int8; the float16 inputs and outputs stay float16")
     attention = has_attention(model)
@@ -329,7 +330,7 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
                            "there with session option session.x64quantprecision=1, or export with --reduce-range true")
     else:
         reduce = settings.reduce_range == "true"
-    return Plan(settings, reduce, attention, tuple(reasons), opset, split, warnings=tuple(warnings))
+    return Plan(settings, reduce, attention, tuple(reasons), opset, split, half, warnings=tuple(warnings))
 
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -581,12 +582,11 @@ def quantize(src: Path, dest: Path, p: Plan, feeds: Sequence, progress=None, cac
         with quiet(), tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
             import onnx
 
-            if half_casts(model := onnx.load(str(src))):  # after plan(): said among its reasons
-                fold_half_casts(model)
+            if p.half_weights:  # plan() said so among its reasons
+                fold_half_casts(model := onnx.load(str(src)))
                 src = Path(tmp) / "float32_weights.onnx"
                 onnx.save(model, str(src))
             if p.split_outliers and feeds and p.settings.mode == "static":
-
                 model, added, why = split_outliers(onnx.load(str(src)), feeds, Path(tmp))
                 p.applied[:] = [why] if added else []
                 if added:

@@ -199,8 +199,9 @@ def markdown(r: TargetReport) -> str:
     lat = r.latency
     if lat:
         where = lat.where if lat.on_device else f"{lat.where}: the host standing in for the device, not the device"
-        out += ["## Latency", "", f"Measured on {_safe(where)}; {lat.fp32.runs} runs after warm-up, the models taking "
-                f"turns in blocks of {BLOCK} runs (each after {REWARM} untimed).", ""]
+        out += ["## Latency", "", f"Measured on {_safe(where)}; {lat.fp32.runs} runs after "
+                f"{_fmt(lat.fp32.warmup, 'd', 'a')} warm-up, the models taking turns in blocks of {BLOCK} runs (each "
+                f"after {REWARM} untimed).", ""]
         out += _md("model | p50 ms | p90 ms | p99 ms | p90/p50 | load ms | peak MB",
                    [(key, f"{v.p50_ms:.4f}", f"{v.p90_ms:.4f}", f"{v.p99_ms:.4f}", f"{v.p90_over_p50:.2f}",
                      f"{v.load_ms:.1f}", _fmt(v.peak_rss_mb, ".1f", "-")) for key, v in (("fp32", lat.fp32),

@@ -166,7 +166,7 @@ def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, exclu
     at = parity.scored(ctx.names, ctx.plain, parity.shapes_of(ctx.fp32_val[0]))
     drop = (parity.accuracy(ctx.fp32_val, ctx.labels, at) - parity.accuracy(int8_val, ctx.labels, at)
             if ctx.labels is not None else None)
-    gates = parity.quantization_gates(results, drop, ctx.spec, ctx.task, ctx.plain)
+    gates = parity.quantization_gates(results, drop, ctx.spec, ctx.task)
     lat = bench.measure_pair({"fp32": str(ctx.fp32), "int8": str(out)}, ctx.val_feeds[0], ctx.providers, ctx.threads,
                              10, 30)
     return Trial(index, why, s.calibrate_method, s.per_channel, excluded, parity.worst(results, "cosine"),

@@ -98,7 +98,7 @@ def test_class_metrics_are_measured_on_the_scored_output_only():
     # a streaming model returning its state first: the scores after it are scored (the state was, and lost top-1)
     state_first = [[np.array([[0.5, -0.5, 0.2]]), np.array([[3.0, 0.0]])]]
     outputs = parity.compare(["h", "score"], state_first, state_first, task="classify", plain=("h",))
-    gates = {g.name: g for g in parity.quantization_gates(outputs, 0.0, ParitySpec(), "classify", ("h",))}
+    gates = {g.name: g for g in parity.quantization_gates(outputs, 0.0, ParitySpec(), "classify")}
     assert outputs[1].top1_agreement == 1.0 and gates["top1_agreement"].as_dict()["output"] == "score"
     assert parity.scored(["h", "score"], ("h",)) == 1 and parity.accuracy(state_first, np.array([0]), 1) == 100.0
 
