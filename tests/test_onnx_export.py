@@ -149,9 +149,8 @@ def test_inputs_named_as_forwards_parameters_come_in_its_order(tmp_path):
         export_torch(Pair().eval(), tuple(InputSpec.parse(f"{n}:Nx4") for n in names), (), 17, tmp_path / "m.onnx")
 
 
-def test_inputs_out_of_forwards_order_are_refused_before_the_model_runs_on_data(tmp_path):
-    """`forward(x, gain)` declared as gain, x failed in the torch run on the data first: exit 3, 'model does not run
-    on inputs gain:[], x:[1, 8]', not the order error (exit 2); prune's training data alike (Linear on a [N, 4])."""
+def gain_model(tmp_path) -> str:
+    """A FILE.py:FUNCTION source of a model taking `forward(x, gain)`, x [N, 8] and gain a scalar."""
     (tmp_path / "g.py").write_text(
         "import torch\nfrom torch import nn\n"
         "class Gain(nn.Module):\n"
@@ -161,9 +160,15 @@ def test_inputs_out_of_forwards_order_are_refused_before_the_model_runs_on_data(
         "    def forward(self, x, gain):\n"
         "        return self.head(torch.relu(self.fc(x))) * gain\n"
         "def build(): return Gain()\n")
+    return f"{tmp_path / 'g.py'}:build"
+
+
+def test_inputs_out_of_forwards_order_are_refused_before_the_model_runs_on_data(tmp_path):
+    """`forward(x, gain)` declared as gain, x failed in the torch run on the data first: exit 3, 'model does not run
+    on inputs gain:[], x:[1, 8]', not the order error (exit 2); prune's training data alike (Linear on a [N, 4])."""
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.random((16, 8), dtype=np.float32), gain=rng.random(16, dtype=np.float32))
-    source = f"{tmp_path / 'g.py'}:build"
+    source = gain_model(tmp_path)
     said = "input 'gain' is given first, but it is the second parameter of the model's forward(x, gain)"
     result = cli(["export", source, "--input", "gain::float32", "--input", "x:Nx8", "--calibration", tmp_path / "d.npz",
                   "--out", tmp_path / "o", "--no-bench", "-t", "desktop-x86"])
@@ -178,17 +183,8 @@ def test_inputs_out_of_forwards_order_are_refused_before_the_model_runs_on_data(
 def test_a_scalar_input_trains_at_one_value_per_batch(tmp_path):
     """prune --data with a scalar input (`gain::float32`) was exit 5, 'zero-dimensional arrays cannot be
     concatenated': a scalar has no batch axis, so a batch takes its one value, and several are a clear error."""
-    (tmp_path / "g.py").write_text(
-        "import torch\nfrom torch import nn\n"
-        "class Gain(nn.Module):\n"
-        "    def __init__(self):\n"
-        "        super().__init__()\n"
-        "        self.fc, self.head = nn.Linear(8, 16), nn.Linear(16, 4)\n"
-        "    def forward(self, x, gain):\n"
-        "        return self.head(torch.relu(self.fc(x))) * gain\n"
-        "def build(): return Gain()\n")
     rng = np.random.default_rng(0)
-    source = f"{tmp_path / 'g.py'}:build"
+    source = gain_model(tmp_path)
     for gain, code in ((np.full(16, 2.0, np.float32), 0), (rng.random(16, dtype=np.float32), 3)):
         np.savez(tmp_path / "t.npz", x=rng.random((16, 8), dtype=np.float32), gain=gain, labels=rng.integers(0, 4, 16))
         result = cli(["prune", source, "--input", "x:Nx8", "--input", "gain::float32", "--data", tmp_path / "t.npz",
