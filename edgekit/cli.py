@@ -112,6 +112,8 @@ def _handle_errors(fn):
             from . import host  # not at the top: `--help` imports no numpy
 
             host.check_overrides()
+            for said in host.overrides_said():
+                logging.getLogger("edgekit").warning("%s", said)
             with _only_the_result_on_stdout(ctx) if kwargs.get("as_json") else contextlib.nullcontext(), \
                     for_the_cli():
                 code = fn(*args, **kwargs)

@@ -41,12 +41,32 @@ def int8_isa() -> str:
     """
     forced = os.environ.get(ISA_ENV, "").strip()
     if forced:
-        if forced not in ISAS:
-            from .errors import UsageError
+        from .errors import UsageError
 
+        if forced not in ISAS:
             raise UsageError(f"{ISA_ENV}={forced!r} is not one of {', '.join(ISAS)}")
+        if (kind := "arm64" if forced.startswith("arm64") else "x86_64") != arch():  # arm64-dotprod on x86: no branch
+            raise UsageError(f"{ISA_ENV}={forced!r} is an {kind} ISA and this host is taken for {arch()} (set "
+                             f"{ARCH_ENV}={kind} too, or an {arch()} ISA)")
         return forced
+    return cpu_isa()
+
+
+def cpu_isa() -> str:
+    """The int8 path this CPU's kernels take, whatever EDGEKIT_HOST_ISA says: what ran is named by it."""
     return isa_of(cpu_flags(), platform.machine())
+
+
+def overrides_said() -> list[str]:
+    """The EDGEKIT_HOST_* overrides in force, said on the console: one left set in CI changes the model quietly."""
+    said = []
+    if isa_source() == ISA_ENV:
+        said.append(f"{ISA_ENV}={int8_isa()}: int8 decisions (reduce_range, exact-kernel sessions) are taken as for "
+                    f"{int8_isa()}; the kernels that run are this CPU's ({cpu_isa()})")
+    if arch_source() == ARCH_ENV:
+        said.append(f"{ARCH_ENV}={arch()}: this {arch_of(platform.machine())} host is taken for {arch()} (which "
+                    "targets' figures stand for their devices)")
+    return said
 
 
 def isa_of(flags: frozenset[str] | set[str], machine: str) -> str:
@@ -161,14 +181,16 @@ def where(threads: int | None = None, providers=()) -> str:
     return describe(label(threads, providers))
 
 
-def _isa_shown(isa: str, source: str) -> str:
-    return isa + (f" set by {ISA_ENV}" if source != "cpuinfo" else "")
+def isa_shown(isa: str, source: str, cpu: str | None = None) -> str:
+    return isa + (f" set by {ISA_ENV}" + (f"; the CPU's kernels {cpu}" if cpu and cpu != isa else "")
+                  if source != "cpuinfo" else "")
 
 
 def label(threads: int | None, providers) -> dict:
     import onnxruntime
 
-    return {"cpu": cpu_model(), "isa": int8_isa(), "isa_source": isa_source(), "cores": usable_cores(),
+    return {"cpu": cpu_model(), "isa": int8_isa(), "isa_source": isa_source(), "cpu_isa": cpu_isa(),
+            "cores": usable_cores(),
             "threads": threads, "work_threads": work_threads(), "providers": list(providers),
             "onnxruntime": onnxruntime.__version__,
             "machine": platform.machine(), "arch": arch(),
@@ -181,7 +203,7 @@ def describe(h: dict) -> str:
     int8 path and what may have set them, the threads and providers of the session, and the onnxruntime version."""
     forced = f", taken for {h['arch']} by {ARCH_ENV}" if h.get("arch_source") == ARCH_ENV else ""
     cpu = f"host {h['machine']}{forced} ({h['cpu']})" if h.get("machine") else h["cpu"] + forced
-    shown = [f"{cpu} [{_isa_shown(h['isa'], h.get('isa_source', 'cpuinfo'))}]"]
+    shown = [f"{cpu} [{isa_shown(h['isa'], h.get('isa_source', 'cpuinfo'), h.get('cpu_isa'))}]"]
     if h.get("threads"):
         # parity runs at the profile's threads whatever the cores (a report said 4 beside a latency caption's 2)
         over = f" (this host has {h['cores']} cores)" if h.get("cores") and h["threads"] > h["cores"] else ""

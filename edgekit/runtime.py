@@ -114,14 +114,15 @@ def int8_session(path: Path | str, providers=("CPUExecutionProvider",), threads:
     and `kernels` says so: a host ISA never decides whether a model loads.
     """
     isa, saturates = host.int8_isa(), host.x86_saturates()
-    kernels = f"{HOST_DEFAULT} ({isa}{'' if saturates else ': exact'})"
+    ran = host.cpu_isa()  # EDGEKIT_HOST_ISA decides which session; the CPU's own kernels run it
+    kernels = f"{HOST_DEFAULT} ({ran}{': exact' if ran not in host.SATURATING_X86 else ''})"
     if exact and saturates:
         try:
             return session(path, providers, threads, exact_int8=True, reuse=reuse)[0], \
-                f"exact u8s8 (session.x64quantprecision=1; {isa} has no VNNI)"
+                f"exact u8s8 (session.x64quantprecision=1; {host.isa_shown(isa, host.isa_source())} has no VNNI)"
         except StageError as e:
             log.info("exact-kernel session refused, using the host's default kernels: %s", e)
-            kernels = f"{HOST_DEFAULT} ({isa}, may saturate): {EXACT_REFUSED} ({e})"
+            kernels = f"{HOST_DEFAULT} ({ran}, may saturate): {EXACT_REFUSED} ({e})"
     return session(path, providers, threads, reuse=reuse)[0], kernels
 
 

@@ -348,7 +348,7 @@ def test_two_outputs_named(tmp_path):
 
 
 @pytest.mark.parametrize("isa", ["avx2", "avx512-vnni"])
-def test_host_isa_override_runs_each_branch(tmp_path, cnn_data, isa):
+def test_host_isa_override_runs_each_branch(tmp_path, cnn_data, isa, caplog):
     """Without VNNI, full-range u8s8 saturates: x86 targets get reduce_range and ARM targets are judged by
     onnxruntime's exact kernels; with VNNI neither is needed. EDGEKIT_HOST_ISA runs both branches on any host."""
     cal, val = cnn_data
@@ -367,12 +367,21 @@ def test_host_isa_override_runs_each_branch(tmp_path, cnn_data, isa):
     for kernels in (arm["parity"]["quantization"]["int8_kernels"], golden[0]["kernels"], golden[1]["kernels"]):
         assert ("x64quantprecision=1" in kernels) is saturates, kernels
     assert x86["parity"]["quantization"]["int8_kernels"].startswith("host default")
+    # the override decides; the CPU's own kernels ran, and are named (avx2's were claimed on an AMX host)
+    from edgekit import host
+
+    assert x86["parity"]["quantization"]["int8_kernels"].startswith(f"host default ({host.cpu_isa()}")
+    assert x86["host"]["cpu_isa"] == host.cpu_isa() and all(
+        g["x86_default_kernels"]["isa"] == host.cpu_isa() for g in golden if "x86_default_kernels" in g)
+    assert f"EDGEKIT_HOST_ISA={isa}: int8 decisions (reduce_range, exact-kernel sessions) are taken as for {isa}; " \
+           f"the kernels that run are this CPU's ({host.cpu_isa()})" in caplog.text  # a CI variable left set
 
 
 def test_bad_host_isa_override_is_a_usage_error(tmp_path, cnn_data):
-    result = export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cnn_data[0],
-                    "--out", tmp_path, env={"EDGEKIT_HOST_ISA": "avx3"})
-    assert result.exit_code == 2 and "EDGEKIT_HOST_ISA" in result.stderr
+    for env in ({"EDGEKIT_HOST_ISA": "avx3"}, {"EDGEKIT_HOST_ISA": "arm64-dotprod", "EDGEKIT_HOST_ARCH": "x86_64"}):
+        result = export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cnn_data[0],
+                        "--out", tmp_path, env=env)  # an ARM ISA on an x86 host runs no branch: kernels named falsely
+        assert result.exit_code == 2 and "EDGEKIT_HOST_ISA" in result.stderr, result.output
 
 
 @pytest.mark.parametrize("isa", ["avx2", "avx512-vnni"])
