@@ -230,7 +230,8 @@ def c_header(model: Path, dest_dir: Path) -> dict[str, Path]:
         " * - model_data.c: the bytes as a C array, for tiny models or toolchains without GNU as.\n"
         " * 64-byte aligned, read-only. onnxruntime copies an ONNX protobuf's bytes into the session it builds\n"
         " * (CreateSessionFromArray): the array is then only a source. To run from these bytes in place, embed\n"
-        " * the ORT-format model (.ort) instead and set the session options\n"
+        " * an ORT-format model (.ort: a profile with ort_format ships one; onnxruntime's\n"
+        " * convert_onnx_models_to_ort makes one) instead and set the session options\n"
         " * session.use_ort_model_bytes_directly = 1 and session.use_ort_model_bytes_for_initializers = 1,\n"
         " * keeping the bytes alive for the session's lifetime (onnxruntime 1.32, ResNet18-style, x86: 6 ms\n"
         " * load in place vs 36-39 ms copied). */\n"
@@ -247,7 +248,8 @@ def c_header(model: Path, dest_dir: Path) -> dict[str, Path]:
         "const size_t edgekit_model_size = sizeof(edgekit_model_data);\n"
         "const char edgekit_model_sha256[] = EDGEKIT_MODEL_SHA256;\n")
     assembly.write_text(
-        f"{banner}/* GNU as (x86-64, aarch64): cc -c model_data.S -I <the folder holding {model.name}> */\n"
+        f"{banner}/* GNU as (x86-64, aarch64): cc -c model_data.S -I <the folder holding {model.name}>, run from a\n"
+        f"   folder holding no other {model.name}: as reads its own first, and only another size is caught */\n"
         "    .section .rodata.edgekit_model, \"a\"\n"
         "    .balign 64\n    .global edgekit_model_data\n    .type edgekit_model_data, %object\n"
         f"edgekit_model_data:\n    .incbin \"{model.name}\"\nedgekit_model_data_end:\n"
