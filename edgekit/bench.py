@@ -63,28 +63,24 @@ def measure_pair(paths: dict[str, str], feed: dict[str, np.ndarray], providers, 
 
 def peak_memory(paths: dict[str, str], feed: dict[str, np.ndarray], providers: dict[str, list[str]],
                 threads: int) -> dict[str, float | None]:
-    """Each model's peak resident memory over the runtime's own (runner.peak_rss_mb), in bounded children run side
-    by side (timing is over): a process's peak only rises, so one model per process."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """Each model's peak resident memory over the runtime's own (runner.peak_rss_mb), in a bounded child of its own
+    (a process's peak only rises), one after another in this thread: a stop ends the child running."""
     from . import bounded
 
     seconds, raised_by = run_limit()
+    peaks = {}
     with tempfile.TemporaryDirectory(prefix="edgekit-memory-") as tmp:
         inputs = os.path.join(tmp, "feed.npz")
         runner.write_inputs(inputs, [feed])
-
-        def peak(key: str) -> float | None:
+        for key, path in paths.items():
             try:
-                return float(bounded.run("peak memory", "edgekit.runner:peak_rss_in_child", paths[key], inputs,
-                                         str(threads), str(runner.MEMORY_RUNS), json.dumps(providers[key]),
-                                         timeout=seconds * (runner.MEMORY_RUNS + 1), raised_by=raised_by))
+                peaks[key] = float(bounded.run("peak memory", "edgekit.runner:peak_rss_in_child", path, inputs,
+                                               str(threads), str(runner.MEMORY_RUNS), json.dumps(providers[key]),
+                                               timeout=seconds * (runner.MEMORY_RUNS + 1), raised_by=raised_by))
             except StageError as e:  # a figure beside the latency: its failure (no /proc?) is said, not the run's
-                log.warning("%s: peak memory not measured: %s", paths[key], e.message)
-                return None
-
-        with ThreadPoolExecutor(len(paths) or 1) as pool:
-            return dict(zip(paths, pool.map(peak, paths)))
+                log.warning("%s: peak memory not measured: %s", path, e.message)
+                peaks[key] = None
+    return peaks
 
 
 def summarize(times_ms: list[float], load_ms: float, threads: int, where: dict, warmup: int | None = None) -> Latency:

@@ -75,13 +75,21 @@ def _from_object(module, weights: str | None, trust_checkpoint: bool, exporting:
     return _ready(module, None, weights, torch, trust_checkpoint, exporting)
 
 
+def _uncompiled(module, torch):
+    """torch.compile's wrapper's module; only torch's own (a user's class of that name computes its own forward)."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    inner = getattr(module, "_orig_mod", None) if isinstance(module, OptimizedModule) else None
+    return inner if isinstance(inner, torch.nn.Module) else module
+
+
 def _ready(module, source: str | None, weights: str | None, torch, trust_checkpoint: bool,
            exporting: bool = False) -> LoadedModel:
     """Weights loaded, eval mode, finite: NaN/Inf weights make every parity figure meaningless (SQNR 200 dB
     of NaN vs NaN), so they are bad input. `source` None: a Python object, named by its class."""
     # torch.compile's wrapper computes its module's function: exported, it failed in torch's tracer (exit 4), from
     # a file source as from the API
-    module = getattr(module, "_orig_mod", module) if type(module).__name__ == "OptimizedModule" else module
+    module = _uncompiled(module, torch)
     source = source or f"{type(module).__module__}.{type(module).__qualname__} (a Python object)"
     if weights:
         load_weights(module, weights, torch, trust_checkpoint)

@@ -132,6 +132,8 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
                                       dynamo=False, do_constant_folding=True)
                 if printed:  # the model's own prints while traced: the user's, shown as before
                     os.write(1, printed)
+    except InputError:
+        raise
     except Exception as e:
         raise StageError("export", _explain_export_error(e)) from e
     if notes is not None:
@@ -161,8 +163,13 @@ def _without_parametrizations(module, torch):
     except Exception:  # exported as is: torch names what fails
         return module
     for layer in [m for m in plain.modules() if parametrize.is_parametrized(m)]:
-        with torch.no_grad():
-            values = {name: getattr(layer, name).detach().clone() for name in layer.parametrizations}
+        try:
+            with torch.no_grad():
+                values = {name: getattr(layer, name).detach().clone() for name in layer.parametrizations}
+        except Exception as e:  # the model's own code
+            raise InputError(f"a parametrization of {type(layer).__bases__[0].__name__}'s "
+                             f"{', '.join(layer.parametrizations)} failed to compute its weight: {type(e).__name__}: "
+                             f"{first_line(e)}") from e
         # not remove_parametrizations: it deletes the weight's property from the class the copy shares with `module`
         layer.__class__ = layer.__class__.__bases__[0]
         del layer.parametrizations

@@ -17,7 +17,7 @@ from pathlib import Path
 from .errors import InputError, not_utf8
 
 _READ_WEAKLY: weakref.WeakSet = weakref.WeakSet()  # one-shot iterators edgekit has read from
-_READ_HELD: collections.deque = collections.deque(maxlen=64)  # those taking no weakref (map, zip, iter(list)): held
+_READ_HELD: collections.deque = collections.deque(maxlen=16)  # those taking no weakref (map, zip, iter(list)): held
 _READ_LOCK = threading.Lock()
 MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -87,7 +87,7 @@ def _first_read(iterator) -> bool:
                 return False
             _READ_WEAKLY.add(iterator)
             return True
-        except TypeError:  # takes no weakref: held (the last 64), so its id is never another's
+        except TypeError:  # takes no weakref: held (the last 16), so its id is never another's
             if any(held is iterator for held in _READ_HELD):
                 return False
             _READ_HELD.append(iterator)

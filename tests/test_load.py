@@ -28,6 +28,16 @@ def test_a_torch_compiled_module_from_a_file_exports_as_its_module(tmp_path):
     result = _export(tmp_path, f"def build():\n    return torch.compile({NET}.eval())\n")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)[0]["parity"]["export"]["outputs"][0]["cosine"] > 0.99999
+    # a user's class of that name computes its own forward: exported as it is, never unwrapped by its name
+    body = (f"class OptimizedModule(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+            f"        self._orig_mod = {NET}\n    def forward(self, x):\n        return self._orig_mod(x) * 2 + 1\n"
+            "def build():\n    return OptimizedModule().eval()\n")
+    result = _export(tmp_path, body, "--force")
+    assert result.exit_code == 0, result.output
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(tmp_path / "o" / "desktop-x86" / "model.onnx").graph.node}
+    assert "Add" in ops, ops  # the *2+1 (its *2 folded into the Conv) was dropped with the wrapper
 
 
 @pytest.mark.parametrize("returned", ["()", "{}"])
@@ -60,6 +70,17 @@ def test_parametrized_weights_export_as_the_tensors_they_compute(tmp_path):
     with torch.no_grad():  # the caller's module as it was: its class is shared with edgekit's copy
         assert torch.equal(module(x), before)
     assert sum(map(torch.nn.utils.parametrize.is_parametrized, module.modules())) == 2
+    # a parametrization of the user's that fails is their code failing (exit 3), not the export (was exit 4)
+    broken = ("class Broken(nn.Module):  # works on the module it was made for, not on a copy\n"
+              "    def __init__(self):\n        super().__init__()\n        self.made_for = id(self)\n"
+              "    def forward(self, w):\n        if id(self) != self.made_for:\n"
+              "            raise ValueError('no weight today')\n        return w\n"
+              f"def build():\n    m = {NET}\n    torch.nn.utils.parametrize.register_parametrization(m[0], 'weight', "
+              "Broken(), unsafe=True)\n    return m.eval()\n")
+    result = _export(tmp_path, broken, "--force")
+    assert result.exit_code == 3, result.output
+    assert "a parametrization of Conv2d's weight failed to compute its weight: ValueError: no weight today" in \
+        result.stderr, result.stderr
 
 
 def test_torchs_ir_dump_stays_off_stdout(tmp_path):
