@@ -401,7 +401,7 @@ def test_convnext_full_range_exports_on_any_x86_host(tmp_path, isa):
     if isa == "avx2":  # the exact option was asked for, refused by onnxruntime, and the fallback recorded
         assert "refused session.x64quantprecision=1" in kernels, kernels
     else:
-        assert kernels == "host default (avx512-vnni: exact)"
+        assert kernels.startswith(f"host default ({host.cpu_isa()}"), kernels  # the CPU's kernels ran
     # on a real AVX2 host the fallback kernels saturate and a gate may fail (exit 1): a verdict, never a crash
     real_saturation = isa == "avx2" and host.cpu_flags().isdisjoint({"avx512_vnni", "avx_vnni"})
     assert result.exit_code in ((0, 1) if real_saturation else (0,)), result.output
