@@ -8,6 +8,7 @@ import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -78,7 +79,7 @@ def peak_memory(paths: dict[str, str], feed: dict[str, np.ndarray], providers: d
                                                str(threads), str(runner.MEMORY_RUNS), json.dumps(providers[key]),
                                                timeout=seconds * (runner.MEMORY_RUNS + 1), raised_by=raised_by))
             except StageError as e:  # a figure beside the latency: its failure (no /proc?) is said, not the run's
-                log.warning("%s: peak memory not measured: %s", path, e.message)
+                log.warning("%s: peak memory not measured: %s", "/".join(Path(path).parts[-2:]), e.message)
                 peaks[key] = None
     return peaks
 

@@ -182,8 +182,9 @@ def no_smaller(teacher, student) -> list[str]:
 
     t, s = (sum(p.numel() for p in m.parameters()) for m in (teacher, student))
     kept_t, kept_s = (sum(int(torch.count_nonzero(p)) for p in m.parameters()) for m in (teacher, student))
-    return [f"the student has {s:,} parameters, the teacher {t:,}: distillation makes no smaller model"
-            + (" (--teacher and --student swapped?)" if s > t else "")] if kept_s >= kept_t else []
+    zeros = f" ({kept_s:,} and {kept_t:,} non-zero)" if s < t else ""  # the teacher's zeros decided
+    return [f"the student has {s:,} parameters, the teacher {t:,}{zeros}: distillation makes no smaller model"
+            + (" (--teacher and --student swapped?)" if kept_s > kept_t else "")] if kept_s >= kept_t else []
 
 
 def on_batch(model, inputs, name: str):

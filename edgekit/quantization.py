@@ -249,7 +249,8 @@ def concat_outputs(model, settings: QuantSettings) -> list[str]:
     kept, carried = [], set()  # carried: tensors from a kept Concat on its way out
     for n in graph.node:
         if n.name and n.output and reaches.get(n.output[0]) and (
-                n.op_type == "Concat" and n.output[0] in floats or n.op_type in MOVEMENT_OPS and n.input[0] in carried):
+                n.op_type == "Concat" and (n.output[0] in floats or carried & set(n.input))  # typed, or joins ours
+                or n.op_type in MOVEMENT_OPS and n.input[0] in carried):
             kept.append(n.name)
             carried.add(n.output[0])
     return [name for name in dict.fromkeys(kept) if name not in settings.exclude_nodes]
