@@ -140,6 +140,7 @@ def test_reduce_range_auto_follows_host_isa(tmp_path, monkeypatch):
     from models import small_cnn
     path = export_torch(small_cnn(), (InputSpec.parse("image:Nx3x16x16"),), (), 17, tmp_path / "c.onnx")
     settings = config.QuantSettings()
+    monkeypatch.setenv("EDGEKIT_HOST_ARCH", "x86_64")  # an x86 ISA's host (a run under EDGEKIT_HOST_ARCH=arm64)
     monkeypatch.setenv("EDGEKIT_HOST_ISA", "avx2")
     plan = quantize.plan(path, settings, set())
     assert plan.reduce_range and any("reduce_range" in r and "EDGEKIT_HOST_ISA" in r for r in plan.reasons)
