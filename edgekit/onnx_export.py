@@ -327,7 +327,8 @@ def check(path: Path) -> None:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as e:
         first = first_line(e)
-        if "static assignment" in first or "used as output names multiple times" in first:
+        twice = re.search(r"'([^']*)' has been used as output names multiple times", first)
+        if twice and twice.group(1) in {o.name for o in onnx.load(str(path), load_external_data=False).graph.output}:
             first += " (an output name collides with an internal tensor name: choose another --output-name)"
         raise StageError("onnx check", first) from e
 

@@ -375,6 +375,38 @@ def test_output_name_colliding_with_internal_name_is_explained(tmp_path):
         export_torch(tiny_encoder(), specs, ("embedding",), 18, tmp_path / "e.onnx", "dynamo")
 
 
+
+def test_a_name_onnxruntime_made_twice_is_not_blamed_on_output_names(tmp_path):
+    """onnxruntime's pre-processing of a float16 model whose If branch reads a weight made one Cast name twice
+    (InsertedPrecisionFreeCast_W16): the check's hint said "choose another --output-name", no option of an .onnx
+    source, and no name the user gave."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.errors import StageError
+    from edgekit.onnx_export import preprocess
+
+    def branch(op, out):
+        return helper.make_graph([helper.make_node(op, ["y", "W16"][:2 if op == "MatMul" else 1], [out])], out, [],
+                                 [helper.make_tensor_value_info(out, TensorProto.FLOAT16, [1, 8])])
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W16"], ["y"], name="mm"),
+         helper.make_node("ReduceSum", ["y"], ["s"], keepdims=0, name="rs"),
+         helper.make_node("Greater", ["s", "zero"], ["cond"], name="gt"),
+         helper.make_node("If", ["cond"], ["yi"], then_branch=branch("MatMul", "yt"),
+                          else_branch=branch("Identity", "ye"), name="if"),
+         helper.make_node("Add", ["y", "yi"], ["out"], name="add")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT16, [1, 8])],
+        [numpy_helper.from_array((np.random.default_rng(0).standard_normal((8, 8)) * 0.3).astype(np.float16), "W16"),
+         numpy_helper.from_array(np.array(-1e4, np.float16), "zero")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    try:
+        preprocess(tmp_path / "m.onnx", tmp_path / "p.onnx")
+    except StageError as e:  # onnxruntime 1.32's pre-processing: a toolchain failure, named as onnx's checker says
+        assert "InsertedPrecisionFreeCast_W16" in str(e) and "--output-name" not in str(e), e
+
+
 def test_onnxruntime_messages_keep_their_cause_first():
     from edgekit.errors import first_line
     raw = ("[ONNXRuntimeError] : 1 : FAIL : Exception during initialization: /onnxruntime_src/onnxruntime/core/graph/"
