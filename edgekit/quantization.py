@@ -306,7 +306,7 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
                     "and back up by a float Mul. Exact in float, every MatMul stays int8 (QDQ, the profile's types); "
                     "all-MiniLM-L6-v2 on android-arm64: worst sentence cosine 0.903 -> 0.994, 22.9 -> 23.3 MB, "
                     "int8 p50 1.04-1.06x the plain scheme's, NNAPI coverage 95% -> 96%")
-    _check_named(model, settings)  # the names the run will use: the attention scheme's op types replace a profile's
+    _check_named(model, settings, explicit)  # the names the run will use: the attention scheme's replace a profile's
     if clipping := clipped_outputs(model, settings):
         settings = dataclasses.replace(settings, exclude_nodes=(*settings.exclude_nodes, *clipping))
         reasons.append(f"kept float: {', '.join(clipping)}, whose input is also a graph output: onnxruntime's "
@@ -384,7 +384,7 @@ def _check_float32(model) -> None:
                          ".float() on it first (and give float32 inputs)")
 
 
-def _check_named(model, settings: QuantSettings) -> None:
+def _check_named(model, settings: QuantSettings, explicit: set[str]) -> None:
     """The op types and nodes the user named exist: a typo (`conv` for `Conv`) would otherwise quantize nothing,
     or exclude nothing, and pass as int8. An op type this model lacks is allowed when ONNX or onnxruntime's
     quantizer knows it (a recipe may serve several models), as long as one of those listed is there. A profile's
@@ -398,12 +398,17 @@ def _check_named(model, settings: QuantSettings) -> None:
 
     from .onnx_export import all_nodes
 
+    def given(key: str, value: str) -> str:
+        """The setting as the user gave it: its flag (errors.as_said names it a recipe's or the API's way), else the
+        profile's."""
+        return f"--{key.replace('_', '-')} '{value}'" if key in explicit else f"the profile's {key}"
+
     def refuse(key: str, what: str, name: str, known: set[str]) -> UsageError:
         near = ([k for k in sorted(known) if name in k]  # a node onnxruntime's pre-processing fused and renamed
                 or difflib.get_close_matches(name, sorted(known), 1, 0.8)
                 or [k for k in sorted(known) if k.lower() == name.lower()])
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        return UsageError(f"{key}: the model has no {what} {name!r}{hint}" + (
+        return UsageError(f"{given(key, name)}: the model has no {what} {name!r}{hint}" + (
             "; names are those after onnxruntime's pre-processing: `edgekit inspect --nodes "
             "OUT/<target>/model.onnx` lists them" if what == "node" else ""))
 
@@ -416,7 +421,8 @@ def _check_named(model, settings: QuantSettings) -> None:
             if op not in ops and op not in quantizable and not onnx.defs.has(op):
                 raise refuse("op_types", "op type", op, ops)
         if not ops & set(settings.op_types):
-            raise UsageError(f"op_types: none of {', '.join(settings.op_types)} is in the model, so nothing would "
+            raise UsageError(f"{given('op_types', ','.join(settings.op_types))}: none of "
+                             f"{', '.join(settings.op_types)} is in the model, so nothing would "
                              f"be quantized (its op types: {', '.join(sorted(ops))})")
     if settings.exclude_nodes:
         names = {n.name for n in nodes}

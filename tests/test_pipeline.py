@@ -286,10 +286,11 @@ def test_op_types_onnxruntime_never_quantizes_are_said_to_quantize_nothing(tmp_p
 
 
 @pytest.mark.parametrize("flags, message", [
-    (("--op-types", "conv"), "op_types: the model has no op type 'conv' (did you mean 'Conv'?)"),
-    (("--op-types", "LSTM"), "op_types: none of LSTM is in the model, so nothing would be quantized"),
+    (("--op-types", "conv"), "--op-types 'conv': the model has no op type 'conv' (did you mean 'Conv'?)"),
+    (("--op-types", "LSTM"), "--op-types 'LSTM': none of LSTM is in the model, so nothing would be quantized"),
     (("--exclude-nodes", "/body/body.0/Conf"),
-     "exclude_nodes: the model has no node '/body/body.0/Conf' (did you mean '/body/body.0/Conv'?); names are "
+     "--exclude-nodes '/body/body.0/Conf': the model has no node '/body/body.0/Conf' (did you mean "
+     "'/body/body.0/Conv'?); names are "
      "those after onnxruntime's pre-processing: `edgekit inspect --nodes OUT/<target>/model.onnx` lists them")])
 def test_a_typo_in_op_types_or_excluded_nodes_is_refused(tmp_path, cnn_data, flags, message):
     """Such a typo used to quantize nothing (a float "int8" model that passed) or exclude nothing."""
@@ -315,6 +316,7 @@ def test_a_profiles_own_op_types_and_excluded_nodes_are_checked_too(tmp_path, cn
     result = export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cnn_data[0], "-t", profile,
                     "--out", tmp_path / "o")
     assert result.exit_code == 2 and message in result.stderr, result.output
+    assert result.stderr.startswith(f"edgekit: error: the profile's {line.split()[0]}: "), result.stderr  # no flag
 
 
 def test_named_op_types_may_be_contrib_ops_or_inside_sub_graphs():
@@ -331,9 +333,9 @@ def test_named_op_types_may_be_contrib_ops_or_inside_sub_graphs():
     cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
     model = helper.make_model(helper.make_graph(
         [helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch, name="if")], "g", [cond, x], [y]))
-    _check_named(model, QuantSettings(op_types=("MatMul", "EmbedLayerNormalization"), exclude_nodes=("inner",)))
+    _check_named(model, QuantSettings(op_types=("MatMul", "EmbedLayerNormalization"), exclude_nodes=("inner",)), set())
     with pytest.raises(Exception, match="no op type 'Matmul'"):
-        _check_named(model, QuantSettings(op_types=("Matmul",)))
+        _check_named(model, QuantSettings(op_types=("Matmul",)), set())
 
 
 def test_two_outputs_named(tmp_path):
