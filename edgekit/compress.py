@@ -71,10 +71,10 @@ def load_batches(data, specs: tuple[InputSpec, ...], batch_size: int, models: di
     callable returning one) yields, or labelled samples in any calibration format (.npz, folder, or dicts so
     yielded), checked to fit `models` ({"teacher": module, ...}) before any training starts. None of it may be read
     from `held_out` (the run's validation data), whose accuracy figures would then be on trained samples."""
-    from .onnx_export import _in_forward_order
+    from .onnx_export import in_forward_order
 
     for module in models.values():  # told before a model runs on the data, which swapped inputs fail (was exit 3)
-        _in_forward_order(module, specs)
+        in_forward_order(module, specs)
 
     def apart(files: dict) -> None:
         if held_out is not None and (both := held_out.read_by(files)):

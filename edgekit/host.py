@@ -57,6 +57,11 @@ def cpu_isa() -> str:
     return isa_of(cpu_flags(), platform.machine())
 
 
+def cpu_saturates() -> bool:
+    """This CPU's own int8 kernels saturate (x86 without VNNI), whatever EDGEKIT_HOST_ISA decides."""
+    return cpu_isa() in SATURATING_X86
+
+
 def overrides_said() -> list[str]:
     """The EDGEKIT_HOST_* overrides in force, said on the console: one left set in CI changes the model quietly."""
     said = []

@@ -50,7 +50,7 @@ def trace_sizes(specs: tuple[InputSpec, ...], feed: dict) -> dict[str, int]:
     return sizes
 
 
-def _in_forward_order(module, specs: tuple[InputSpec, ...]) -> None:
+def in_forward_order(module, specs: tuple[InputSpec, ...]) -> None:
     """Inputs go to `forward` by position, so one named as a parameter of it must be in that parameter's place:
     `forward(left, right)` declared as right, left was exported with `right` feeding `left`, and passed parity."""
     import inspect
@@ -75,7 +75,7 @@ def run_example(module, specs: tuple[InputSpec, ...], args: tuple):
     """The model's outputs on example inputs `args` made for `specs`: a model that fails on them is bad input."""
     import torch
 
-    _in_forward_order(module, specs)
+    in_forward_order(module, specs)
     try:
         with torch.no_grad():
             return module(*args)

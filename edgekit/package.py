@@ -241,7 +241,7 @@ def _golden(model: Path, path: Path, feeds: list, names: list[str], tolerance: t
     atol = write_golden(path, feeds, names, expected, *tolerance)
     entry = {"file": path.name, "atol": atol, "kernels": kernels}
     # the risk of a saturating CPU's default kernels: measured only where they are this CPU's (not under an override)
-    if check_x86_defaults and host.x86_saturates() and host.cpu_isa() in host.SATURATING_X86:
+    if check_x86_defaults and host.x86_saturates() and host.cpu_saturates():
         # what a user sees running an ARM package on this kind of host with onnxruntime's defaults
         errors = max_abs_diff(run_onnx(int8_session(model, exact=False)[0], feeds), expected, names)
         entry["x86_default_kernels"] = {"isa": host.cpu_isa(), "max_abs_error": errors,  # the kernels that ran

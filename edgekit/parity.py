@@ -22,6 +22,11 @@ def scored(names, plain=(), shapes=None) -> int:
     return (scores or free)[0]
 
 
+def scored_at(outputs) -> int:
+    """The index of compare()'s scored output (the one it marked), for accuracy on the same output."""
+    return next((k for k, o in enumerate(outputs) if o.scored), 0)
+
+
 def shapes_of(sample) -> list[tuple]:
     """One sample's output shapes, for scored()."""
     return [np.shape(o) for o in sample]
@@ -142,9 +147,7 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
     count it. A small but real sample keeps its cosine: an outlier setting the scale must not hide its loss.
     Outputs in `plain` (a streaming model's state) are not the task's outputs: cosine and SQNR only.
     """
-    from .errors import InternalError
-
-    from .errors import InputError
+    from .errors import InputError, InternalError
 
     results, at = [], scored(names, plain, shapes_of(reference[0]) if reference else None)
     for k, name in enumerate(names):

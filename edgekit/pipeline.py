@@ -251,7 +251,7 @@ def _model_inputs(recipe: Recipe, loaded) -> tuple[tuple[InputSpec, ...], dict]:
                 is not None:
             raise UsageError(f"--output-name {bad!r}: " + ("empty" if not bad.strip() else "given twice"
                                                            if names.count(bad) > 1 else "is an input's name"))
-        onnx_export._in_forward_order(loaded.module, recipe.inputs)  # before a run on data fails of it (was exit 3)
+        onnx_export.in_forward_order(loaded.module, recipe.inputs)  # before a run on data fails of it (was exit 3)
         return recipe.inputs, {}
     if recipe.output_names:
         raise UsageError("--output-name does not apply to an .onnx source (its outputs are already named)")
@@ -597,8 +597,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     stream = (shared.val.feeds[0], shared.inputs, recipe.state, shared.init) if recipe.state else None
     packaged = package.deliverables(target, tdir, int8, val.feeds, prep.names, stream, package.output_steps(quantized),
                                     emulated, coreml_model)
-    at = parity.scored(prep.names, shared.plain, parity.shapes_of(prep.fp32_val[0]))
-    accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val, at)
+    accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val, parity.scored_at(quant_parity.outputs))
     size_checks = _int8_at_sizes(shared, prep, int8_sess, fixed)
     details = {
         "edgekit_version": __version__,

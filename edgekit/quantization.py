@@ -253,7 +253,7 @@ def concat_outputs(model, settings: QuantSettings) -> list[str]:
                 or n.op_type in MOVEMENT_OPS and n.input[0] in carried):
             kept.append(n.name)
             carried.add(n.output[0])
-    return [name for name in dict.fromkeys(kept) if name not in settings.exclude_nodes]
+    return [name for name in kept if name not in settings.exclude_nodes]
 
 
 def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64") -> Plan:
@@ -357,6 +357,8 @@ def fold_half_casts(model) -> int:
     nothing), in this ModelProto, so onnxruntime's quantizer stores those weights int8. Returns how many."""
     from onnx import numpy_helper
 
+    from .onnx_export import all_nodes
+
     graph = model.graph
     casts = half_casts(model)
     halves = {t.name: t for t in graph.initializer}
@@ -364,8 +366,6 @@ def fold_half_casts(model) -> int:
         w = numpy_helper.to_array(halves[n.input[0]]).astype("float32")
         graph.initializer.append(numpy_helper.from_array(w, n.output[0]))
         graph.node.remove(n)
-    from .onnx_export import all_nodes
-
     # a sub-graph's node may read a weight too (an If branch's Concat): it stays while anything reads it
     read = {i for n in all_nodes(graph) for i in n.input} | {o.name for o in graph.output}
     for t in [t for t in graph.initializer if t.data_type == 10 and t.name not in read]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from .parity import worst
-from .reports import ARM_STAND_IN, TargetReport, shipped_model
+from .reports import ARM_STAND_IN, TIMED, TargetReport, shipped_model
 from .runner import BLOCK, MEMORY_RUNS, REWARM
 
 
@@ -95,10 +95,10 @@ def table(reports: list[TargetReport]) -> str:
                 measured[lat.where].append(r.target)
     lines += [f"latency of {', '.join(names)} measured on: {where}" for where, names in sorted(measured.items())]
     if ort := [r.target for r in reports if shipped_model(r.details) != "model.int8.onnx"]:
-        timed = [r for r in reports if r.target in ort and r.latency]
+        timed = any(r.latency for r in reports if r.target in ort)
         lines.append(f"{', '.join(ort)}: int8 MB is of the .ort the runtime loads (the size budget's file)" + (
-            f"; int8 latency is of {timed[0].latency.models[1]} (the .ort holds its graph as optimised for the "
-            "device's CPU)" if timed else ""))
+            f"; int8 latency is of {TIMED['int8']} (the .ort holds its graph as optimised for the device's CPU)"
+            if timed else ""))
     stand_ins = [r for r in reports if r.latency and not r.latency.on_device]
     if stand_ins:
         machines = " / ".join(sorted({r.latency.int8.host.get("machine", "?") for r in stand_ins}))

@@ -40,14 +40,16 @@ class _Verdict:  # the exit code of a report that passed or did not
 ARM_STAND_IN = "x86 exact kernels (stand-in)"  # an ARM target's int8 figures when no aarch64 kernels ran them
 
 
+# the files latency is timed on: a mobile target's app loads the .ort, converted for its CPU (it times slower on x86)
+TIMED = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+
+
 @dataclass(frozen=True)
 class LatencyReport:
     fp32: Latency
     int8: Latency
     where: str  # host CPU, ISA, threads, providers, onnxruntime version
     on_device: bool = True  # measured on a machine of the target's kind; False: this host stood in for it
-    # the files timed: a mobile target's app loads the .ort, converted for its CPU (it times slower on x86)
-    models: tuple[str, str] = ("model.onnx", "model.int8.onnx")
 
     @property
     def speedup_p50(self) -> float:
@@ -55,7 +57,7 @@ class LatencyReport:
 
     def as_dict(self) -> dict:
         return {"fp32": self.fp32.as_dict(), "int8": self.int8.as_dict(), "speedup_p50": self.speedup_p50,
-                "where": self.where, "on_device": self.on_device, "models": dict(zip(("fp32", "int8"), self.models))}
+                "where": self.where, "on_device": self.on_device, "models": TIMED}
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ def int8_session(path: Path | str, providers=("CPUExecutionProvider",), threads:
     """
     isa, saturates = host.int8_isa(), host.x86_saturates()
     ran = host.cpu_isa()  # EDGEKIT_HOST_ISA decides which session; the CPU's own kernels run it
-    kernels = f"{HOST_DEFAULT} ({ran}{': exact' if ran not in host.SATURATING_X86 else ''})"
+    kernels = f"{HOST_DEFAULT} ({ran}{'' if host.cpu_saturates() else ': exact'})"
     if exact and saturates:
         try:
             return session(path, providers, threads, exact_int8=True, reuse=reuse)[0], \

@@ -163,7 +163,7 @@ def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, exclu
     quantization.quantize(ctx.fp32, out, plan, ctx.cal_feeds, cache=quantization.cache_path(ctx.work, s))
     int8_val = run_onnx(int8_session(out, ctx.providers, ctx.threads, ctx.exact_int8)[0], ctx.val_feeds)
     results = parity.compare(ctx.names, ctx.fp32_val, int8_val, ctx.task, ctx.plain)
-    at = parity.scored(ctx.names, ctx.plain, parity.shapes_of(ctx.fp32_val[0]))
+    at = parity.scored_at(results)
     drop = (parity.accuracy(ctx.fp32_val, ctx.labels, at) - parity.accuracy(int8_val, ctx.labels, at)
             if ctx.labels is not None else None)
     gates = parity.quantization_gates(results, drop, ctx.spec, ctx.task)
