@@ -478,6 +478,8 @@ def main(debug: bool, verbose: bool) -> None:
                    "later run of it, and each step on --device unless the recipe's [device] timeout is set.")
 @click.option("--no-bench", is_flag=True, default=None, help="Skip latency (the outputs then depend only on inputs).")
 @click.option("--archive", is_flag=True, default=None, help="Also write OUT/<target>.tar.gz.")
+@click.option("--c-name", metavar="NAME", help="The C names of a profile's c_header files: NAME_data.h, "
+              "edgekit_NAME_data, EDGEKIT_NAME_SIZE (two models in one firmware need two names).")
 @click.option("--emulate", metavar="aarch64[:CPU]",
               help="ARM targets' int8 parity and golden outputs from real aarch64 kernels under qemu.")
 @_device_options

@@ -24,6 +24,8 @@ TARGETS_DIR = _CHECKOUT_TARGETS if _CHECKOUT_TARGETS.is_dir() else Path(sys.pref
 DEFAULT_TARGETS = ("desktop-x86",)  # when neither the recipe nor --target names one
 DEFAULT_MAX_DATA_BYTES = 4 << 30  # files are hostile: what one data source may declare before it is loaded
 DEFAULT_STEP_TIMEOUT = 600.0  # seconds for a step that runs a hostile model in a child process
+C_NAME = "model"  # model_data.h, edgekit_model_data: the C names of an embedded model unless c_name says
+C_NAME_FORM = re.compile(r"[a-z][a-z0-9_]{0,31}")  # a C identifier's part, the same in its upper-case macros
 DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 _DIM = re.compile(r"^(\d+|[A-Za-z_][A-Za-z0-9_]*)$")
 
@@ -298,6 +300,9 @@ class Recipe:
     max_data_bytes: int = DEFAULT_MAX_DATA_BYTES  # what one data source may declare before it is loaded
     step_timeout: float = DEFAULT_STEP_TIMEOUT  # seconds for a step on the model: pre-processing, a run of it
     no_bench: bool = False  # skip latency: the manifest (and archive) then depend only on the inputs
+    # the C names of a profile's c_header files (<c_name>_data.h, edgekit_<c_name>_data, EDGEKIT_<C_NAME>_SIZE):
+    # two models in one firmware need two names
+    c_name: str = C_NAME
     # aarch64[:CPU]: ARM targets' int8 parity and golden outputs from real aarch64 kernels under qemu
     emulate: str | None = None
     device: DeviceSpec | None = None  # targets of the device's kind: latency and `check` on the device
@@ -591,7 +596,7 @@ RECIPE_KEYS = {
     "model": ("source", "weights", "inputs", "output_names", "exporter", "task", "constants", "state", "state_init",
               "sizes", "image_uint8"),
     "data": ("calibration", "validation", "max_data_bytes"),
-    "export": ("targets", "out", "seed", "archive", "no_bench", "step_timeout", "emulate"),
+    "export": ("targets", "out", "seed", "archive", "no_bench", "step_timeout", "emulate", "c_name"),
 }
 
 

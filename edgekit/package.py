@@ -11,7 +11,7 @@ import numpy as np
 
 from . import arrays, host, mobile, onnx_export, report_html, sequences
 from .archive import UNHASHED
-from .config import Target
+from .config import C_NAME, Target
 from .errors import InputError
 from .report import markdown
 from .runtime import HOST_DEFAULT, int8_session, run_onnx, stepper
@@ -160,14 +160,14 @@ def write(target_dir: Path, report: TargetReport, pages: bool = True) -> None:
 
 def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], names: list[str],
                  stream: tuple | None = None, steps: dict[str, float] | None = None, emulated=None,
-                 coreml: Path | None = None) -> dict:
+                 coreml: Path | None = None, c_name: str = C_NAME) -> dict:
     """Golden vectors for every runtime file the target ships, and the mobile/embedded files it asks for.
     `stream`: (a validation sequence, the input specs, the state pairs, initial values) for a streaming
     model, whose golden vectors are then that sequence's first steps, each file carrying its own state as
     `check` replays them. `steps`: each quantized output's quantization step (see `output_steps`);
     `emulated`: the Emulator whose real aarch64 kernels compute the golden outputs (else this host's exact ones);
-    `coreml`: the fixed-shape fp32 model a CoreML build runs (model.coreml.onnx), shipped with its .ort.
-    Returns their manifest entries."""
+    `coreml`: the fixed-shape fp32 model a CoreML build runs (model.coreml.onnx), shipped with its .ort;
+    `c_name`: the C files' names (mobile.c_header). Returns their manifest entries."""
     spec = target.package
     feeds = feeds[: golden_count(feeds, spec.golden_samples)]
     if stream is not None:
@@ -212,8 +212,9 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
             if entry is not None:
                 entry["max_abs_diff_from_onnx"] = max_abs_diff(outputs[tdir / entry["file"]], outputs[onnx], names)
     if spec.c_header:
-        written = mobile.c_header(int8, tdir)
-        out["c_header"] = {**{kind: path.name for kind, path in written.items()}, "embeds": int8.name}
+        written = mobile.c_header(int8, tdir, c_name)
+        out["c_header"] = {**{kind: path.name for kind, path in written.items()}, "embeds": int8.name,
+                           "c_name": c_name}
     if spec.coverage:
         out["mobile_coverage"] = {}
         for ep in spec.coverage:  # each of the model that provider's build would take

@@ -22,7 +22,7 @@ from xml.etree import ElementTree
 import numpy as np
 
 from . import archive, arrays, bounded, host, mobile, package, parity, published, runner
-from .config import RANGES, TARGET_NAME, Target, bundled, list_targets, load_target
+from .config import C_NAME, C_NAME_FORM, RANGES, TARGET_NAME, Target, bundled, list_targets, load_target
 from .errors import InputError, StageError, UsageError, few, first_line
 from .probe import probe as probe_model
 from .report import printable
@@ -396,14 +396,15 @@ def _c_array_claims(folder: Path, manifest: dict) -> str:
     files = manifest["files"]
     if not (isinstance(c, dict) and all(isinstance(c.get(k), str) and c[k] in files
                                         for k in ("embeds", "header", "source", *(("assembly",) if "assembly" in c
-                                                                                  else ())))):
-        return "c_header does not name shipped files for what it embeds, its header and its source"
+                                                                                  else ())))
+            and isinstance(c.get("c_name", C_NAME), str) and C_NAME_FORM.fullmatch(c.get("c_name", C_NAME))):
+        return "c_header does not name shipped files for what it embeds, its header and its source, or a C name"
     data = (folder / c["embeds"]).read_bytes()
     if not _c_array_is(folder / c["source"], data):
         return f"{c['source']}'s array is not {c['embeds']}'s bytes"
-    header = _head(folder / c["header"])
-    if (f"#define EDGEKIT_MODEL_SIZE {len(data)}u" not in header
-            or f'#define EDGEKIT_MODEL_SHA256 "{hashlib.sha256(data).hexdigest()}"' not in header):
+    header, macro = _head(folder / c["header"]), f"EDGEKIT_{c.get('c_name', C_NAME).upper()}"  # none before 12-06
+    if (f"#define {macro}_SIZE {len(data)}u" not in header
+            or f'#define {macro}_SHA256 "{hashlib.sha256(data).hexdigest()}"' not in header):
         return f"{c['header']} does not give {c['embeds']}'s size and sha256"
     if "assembly" in c and f'.incbin "{c["embeds"]}"\n' not in _head(folder / c["assembly"]):
         return f"{c['assembly']} does not include {c['embeds']}"  # (made before 11-24, a package has no .S)
@@ -866,7 +867,7 @@ def _named(manifest: dict) -> set[str]:
     """The package files a manifest names besides its `files` list: the C header's, the ORT build's."""
     header = manifest.get("c_header") if isinstance(manifest.get("c_header"), dict) else {}
     ort = manifest.get("ort_format") if isinstance(manifest.get("ort_format"), dict) else {}
-    return {v for k, v in header.items() if isinstance(v, str)} | {
+    return {v for k, v in header.items() if k != "c_name" and isinstance(v, str)} | {
         ort[k] for k in ("file", "config") if isinstance(ort.get(k), str)} | set(_ort_files(manifest))
 
 

@@ -126,6 +126,16 @@ def refuse_for_streaming(recipe: Recipe) -> None:
                          "or distilled by edgekit)")
 
 
+def refuse_c_name(recipe: Recipe, targets: list[Target]) -> None:
+    """A C name that no C file would hold, or that no target's package uses: told before any work."""
+    if not config.C_NAME_FORM.fullmatch(recipe.c_name):
+        raise UsageError(f"--c-name {recipe.c_name!r}: a lower-case C name, a letter then at most 31 letters, "
+                         "digits or _ (it names <c_name>_data.h, edgekit_<c_name>_data and EDGEKIT_<C_NAME>_SIZE)")
+    if recipe.c_name != config.C_NAME and not any(t.package.c_header for t in targets):
+        raise UsageError(f"--c-name {recipe.c_name}: no target here ships C files (a profile's c_header: "
+                         f"arm64-linux's does), so it names nothing")
+
+
 NEEDS_INPUTS = "a torch model needs its inputs: --input NAME:SHAPE[:DTYPE], e.g. image:Nx3x224x224"
 
 
@@ -144,6 +154,7 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     for target in targets:  # a combination of settings onnxruntime refuses, told now, not after calibration
         target_settings(target, recipe.quantize)
     refuse_for_streaming(recipe)
+    refuse_c_name(recipe, targets)
     emulated = emulator_for(recipe, targets)
     device = device_for(recipe, targets)
     loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint, exporting=True)
@@ -596,7 +607,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     latency, *one_thread = [None] if recipe.no_bench else _latency(shared, prep, target, fp32, int8)
     stream = (shared.val.feeds[0], shared.inputs, recipe.state, shared.init) if recipe.state else None
     packaged = package.deliverables(target, tdir, int8, val.feeds, prep.names, stream, package.output_steps(quantized),
-                                    emulated, coreml_model)
+                                    emulated, coreml_model, recipe.c_name)
     accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val, parity.scored_at(quant_parity.outputs))
     size_checks = _int8_at_sizes(shared, prep, int8_sess, fixed)
     details = {

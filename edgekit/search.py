@@ -491,6 +491,7 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
     target_settings(target, recipe.quantize)  # told now, not in every trial
     pipeline.refuse_for_streaming(recipe)
     pipeline.refuse_incomplete(recipe)
+    pipeline.refuse_c_name(recipe, [target])
     pipeline.emulator_for(recipe, [target])  # a wrong --emulate or a dead --device fails now, not in every trial
     with runs_limited(recipe.step_timeout, "step_timeout"):  # its steps bounded as in the trials
         pipeline.device_for(recipe, [target])

@@ -157,6 +157,48 @@ def test_c_header_compiles_and_embeds_the_model(packaged, tmp_path, definition):
         assert other.returncode != 0 and "is not the" in other.stderr, other.stderr
 
 
+def test_two_models_c_arrays_link_into_one_firmware(packaged, tmp_path):
+    """--c-name names a package's C files and symbols: the default package's and a `kws` one's link together
+    (both were model_data.h behind one include guard, defining the same edgekit_model_data)."""
+    out = tmp_path / "kws"
+    result = cli(["export", str(DIGITS / "edgekit.toml"), "-t", "arm64-linux", "--out", str(out), "--no-bench",
+                  "--c-name", "kws", "--json"])
+    assert result.exit_code == 0, result.output
+    [manifest] = json.loads(result.stdout)
+    assert manifest["c_header"] == {"header": "kws_data.h", "source": "kws_data.c", "assembly": "kws_data.S",
+                                    "embeds": "model.int8.onnx", "c_name": "kws"}
+    assert check(out / "arm64-linux").exit_code == 0
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    default, kws = packaged[0] / "arm64-linux", out / "arm64-linux"
+    (tmp_path / "main.c").write_text(
+        '#include <stdio.h>\n#include "model_data.h"\n#include "kws_data.h"\nint main(void) {\n'
+        '    printf("%zu %s %zu %s", edgekit_model_size, edgekit_model_sha256, edgekit_kws_size, edgekit_kws_sha256);\n'
+        '    return EDGEKIT_MODEL_SIZE != edgekit_model_size || EDGEKIT_KWS_SIZE != edgekit_kws_size;\n}\n')
+    objects = []
+    for folder, definition in ((default, "model_data.S"), (kws, "kws_data.c")):
+        objects.append(tmp_path / f"{definition}.o")
+        subprocess.run([cc, "-c", "-Wall", "-Werror", "-I", str(folder), "-o", str(objects[-1]),
+                        str(folder / definition)], check=True, cwd=tmp_path)
+    subprocess.run([cc, "-Wall", "-Werror", "-I", str(default), "-I", str(kws), "-o", str(tmp_path / "both"),
+                    str(tmp_path / "main.c"), *map(str, objects)], check=True)
+    done = subprocess.run([str(tmp_path / "both")], capture_output=True, text=True, check=True)
+    sizes = [(folder / "model.int8.onnx").stat().st_size for folder in (default, kws)]
+    digests = [packaged[1]["arm64-linux"]["files"]["model.int8.onnx"], manifest["files"]["model.int8.onnx"]]
+    assert done.stdout == f"{sizes[0]} {digests[0]} {sizes[1]} {digests[1]}"
+
+
+@pytest.mark.parametrize(("flags", "said"), [
+    (["-t", "arm64-linux", "--c-name", "KWS-1"], "--c-name 'KWS-1': a lower-case C name"),
+    (["-t", "desktop-x86", "--c-name", "kws"], "--c-name kws: no target here ships C files"),
+])
+def test_a_c_name_no_c_file_could_hold_is_refused_before_any_work(tmp_path, flags, said):
+    result = cli(["export", str(DIGITS / "edgekit.toml"), "--out", str(tmp_path / "out"), *flags])
+    assert result.exit_code == 2 and said in result.stderr, result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_shipped_models_import_only_the_opset_domains_their_nodes_use(packaged):
     """onnxruntime's optimiser (quant_pre_process) stamped model.onnx and model.int8.onnx with nine domains no node
     used, ai.onnx.ml 5 among them, which onnxruntime 1.17 and older refuse to load: the profiles' opset 17 was
@@ -1777,6 +1819,12 @@ def test_golden_tolerances_and_the_c_array_are_held_to_what_they_claim(packaged,
         (folder / other[kind].name).write_bytes(kept)
         rehash(folder, other[kind].name)
     assert check(folder).exit_code == 0
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name, said in (("kws", "model_data.h does not give model.int8.onnx's size"), ("../x", "or a C name")):
+        manifest["c_header"]["c_name"] = name  # the C names the header is held to
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        result = check(folder, "--json")
+        assert result.exit_code == 1 and said in result.stdout, result.output
 
 
 def test_an_ort_whose_golden_outputs_are_not_its_onnxs_fails(packaged, tmp_path):
