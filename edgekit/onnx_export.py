@@ -135,7 +135,7 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
     except InputError:
         raise
     except Exception as e:
-        raise StageError("export", _explain_export_error(e)) from e
+        raise StageError("export", _explain_export_error(e, exporter)) from e
     if notes is not None:
         # torch's own layers check their inputs in Python (nn.GRU's: a TracerWarning on every export), as
         # transformers' do: warnings from the model's own code only
@@ -308,15 +308,46 @@ def _split_for_opset(model):
     return model
 
 
-def _explain_export_error(e: Exception) -> str:
+def _explain_export_error(e: Exception, exporter: str = "torchscript") -> str:
     if "data-dependent" in str(e):  # torch.export's: its first line only said "Failed to export ... Next steps:"
         return ("torch.export cannot follow a branch or size taken from a tensor's values (`if x.max() > 1.5:`): "
                 "torch.cond or torch.where in the model, or, for a Python source, --exporter torchscript (which "
                 "keeps the branch it traced)")
-    op = re.search(r"(aten::[A-Za-z0-9_.]+|prim::[A-Za-z0-9_]+|[A-Za-z0-9_]+::[A-Za-z0-9_.]+)", str(e))
-    if op:
-        return f"op {op.group(1)} cannot be exported ({first_line(e, 200)})"
-    return f"{type(e).__name__}: {first_line(e)}"
+    from torch.onnx.errors import OnnxExporterError
+
+    found = re.search(r"(aten::[A-Za-z0-9_.]+|prim::[A-Za-z0-9_]+|[A-Za-z0-9_]+::[A-Za-z0-9_.]+)", str(e))
+    op = _symbolic_op(e) or (found.group(1) if found else "")
+    if not op:
+        return f"{type(e).__name__}: {first_line(e)}"
+    said = f"op {op} cannot be exported ({_first_sentence(e)})"
+    if exporter == "torchscript" and isinstance(e, OnnxExporterError) and _dynamo_available():
+        said += ": try --exporter dynamo (torch.export, which exports more ops)"
+    return said
+
+
+def _symbolic_op(e: Exception) -> str:
+    """The torch op whose ONNX symbolic raised `e` ("aten::stft"): its message named only a node the symbolic had
+    made (onnx::Reshape), or none."""
+    tb = e.__traceback__
+    while tb is not None:
+        node = tb.tb_frame.f_locals.get("node") if tb.tb_frame.f_code.co_name == "_run_symbolic_function" else None
+        if node is not None and hasattr(node, "kind"):
+            return node.kind()
+        tb = tb.tb_next
+    return ""
+
+
+def _first_sentence(e: Exception, limit: int = 200) -> str:
+    """The cause as torch said it, whole words only: cut at 200 characters, it ended mid-word in a node's dump."""
+    text = re.split(r"\. |\s\[Caused by", first_line(e, 10_000))[0].strip()
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def _dynamo_available() -> bool:
+    """torch's dynamo exporter needs onnxscript."""
+    import importlib.util
+
+    return importlib.util.find_spec("onnxscript") is not None
 
 
 def check(path: Path) -> None:

@@ -191,3 +191,31 @@ def test_a_scalar_input_trains_at_one_value_per_batch(tmp_path):
                       "--ratio", "0.5", "--out", tmp_path / "p.pt", "--force"])
         assert result.exit_code == code, result.output
     assert "input 'gain' is a scalar, one per batch, and the training samples hold several values" in result.stderr
+
+
+def test_an_op_the_torchscript_exporter_cannot_export_is_named_and_dynamo_suggested(tmp_path):
+    """torch.stft was exit 4 "op onnx::Reshape cannot be exported (STFT does not currently support complex types
+    [Caused by ... scope: ed)": a node its symbolic made, cut mid-word, no word that --exporter dynamo exports it."""
+    import torch
+
+    from edgekit.config import InputSpec
+    from edgekit.errors import StageError
+    from edgekit.onnx_export import export_torch
+
+    class Spectrum(torch.nn.Module):
+        def forward(self, audio):
+            return torch.stft(audio, 64, hop_length=16, window=torch.ones(64), return_complex=True).abs()
+
+    class Vdot(torch.nn.Module):
+        def forward(self, x):
+            return torch.vdot(x[0], x[1]).reshape(1)
+
+    for model, spec, said in ((Spectrum(), "audio:Nx256", "op aten::stft cannot be exported (STFT does not currently "
+                               "support complex types): try --exporter dynamo"),
+                              (Vdot(), "x:2x8", "op aten::vdot cannot be exported (Exporting the operator 'aten::vdot' "
+                               "to ONNX opset version 17 is not supported): try --exporter dynamo")):
+        with pytest.raises(StageError) as failed:
+            export_torch(model, (InputSpec.parse(spec),), (), 17, tmp_path / "m.onnx")
+        assert said in str(failed.value) and len(str(failed.value).splitlines()) == 1, str(failed.value)
+    path = export_torch(Spectrum(), (InputSpec.parse("audio:Nx256"),), (), 18, tmp_path / "d.onnx", exporter="dynamo")
+    assert "STFT" in {n.op_type for n in onnx.load(path).graph.node}
