@@ -475,8 +475,8 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
                    joined=True)
 
 
-RANDOM_INPUTS = ("float inputs standard normal, uint8 ones over 0-255, other integer and bool ones a run of 1 (True) "
-                 "then 0 (False) of random length along their last axis")
+RANDOM_INPUTS = ("float inputs standard normal, uint8 and int16 ones (pixels, PCM audio) over their whole range, other "
+                 "integer and bool ones a run of 1 (True) then 0 (False) of random length along their last axis")
 
 
 def random_dataset(specs, count: int, seed: int, max_bytes: int = arrays.DEFAULT_MAX_BYTES,
@@ -496,8 +496,9 @@ def random_dataset(specs, count: int, seed: int, max_bytes: int = arrays.DEFAULT
         shape = shapes[s.name]
         if np.issubdtype(np.dtype(s.dtype), np.floating):
             return rng.standard_normal(shape).astype(s.dtype)
-        if s.dtype == "uint8":  # pixels: the whole range
-            return rng.integers(0, 256, shape).astype(s.dtype)
+        if s.dtype in ("uint8", "int16"):  # pixels, PCM samples: the whole range
+            limits = np.iinfo(s.dtype)
+            return rng.integers(limits.min, limits.max, shape, endpoint=True).astype(s.dtype)
         # ids or masks: 0 and 1 are valid in any table. A bool mask all True masked every key under PyTorch's
         # key_padding_mask (True = pad) and the model gave NaN; a run of 1 then 0 along the last axis, as padding
         # is, leaves positions to attend under either convention (True = pad, True = attend)

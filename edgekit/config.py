@@ -26,7 +26,7 @@ DEFAULT_MAX_DATA_BYTES = 4 << 30  # files are hostile: what one data source may 
 DEFAULT_STEP_TIMEOUT = 600.0  # seconds for a step that runs a hostile model in a child process
 C_NAME = "model"  # model_data.h, edgekit_model_data: the C names of an embedded model unless c_name says
 C_NAME_FORM = re.compile(r"[a-z][a-z0-9_]{0,31}")  # a C identifier's part, the same in its upper-case macros
-DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
+DTYPES = ("float32", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
 _DIM = re.compile(r"^(\d+|[A-Za-z_][A-Za-z0-9_]*)$")
 
 

@@ -19,7 +19,7 @@ from .errors import InputError, StageError, UsageError, disk_full, first_line
 
 log = logging.getLogger("edgekit")
 
-ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16"}
+ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16"}
 
 
 def example_inputs(specs: tuple[InputSpec, ...], torch, sizes: dict[str, int] | None = None):

@@ -831,3 +831,19 @@ def half_cnn():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval().half()
+
+
+class PcmFrames(nn.Module):
+    """int16 PCM [N,T] -> float / 32768 -> framed conv -> 4 scores (an audio front-end's first op is a cast)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.frame, self.head = nn.Conv1d(1, 8, 80, stride=40), nn.Linear(8, 4)
+
+    def forward(self, pcm):
+        return self.head(torch.relu(self.frame(pcm.float().unsqueeze(1) / 32768.0)).mean(-1))
+
+
+def pcm_frames():
+    return PcmFrames().eval()

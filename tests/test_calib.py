@@ -743,3 +743,11 @@ def test_a_map_style_datasets_masks_are_set_aside_as_a_data_loaders_are():
         assert got.labels is None and got.labels_aside and len(got.feeds) == 6
     classes = [(images[i], int(masks[i, 0, 0])) for i in range(6)]  # one class id per unbatched sample: kept
     assert list(calib.load(classes, spec).labels) == [int(m) for m in masks[:, 0, 0]]
+
+
+def test_random_int16_inputs_span_the_pcm_range():
+    """Random int16 (PCM) inputs were a run of 1 then 0, as a mask's: audio spans the whole int16 range."""
+    from edgekit.config import InputSpec
+
+    [feed] = calib.random_dataset((InputSpec.parse("pcm:Nx4000:int16"),), 1, 0).feeds
+    assert feed["pcm"].dtype == np.int16 and feed["pcm"].min() < -30000 and feed["pcm"].max() > 30000

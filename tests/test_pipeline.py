@@ -1036,3 +1036,25 @@ def test_a_float16_model_ships_int8_weights_in_its_ort_format(tmp_path):
     model = onnx.load(str(tmp_path / "o" / "android-arm64" / "model.int8.onnx"))
     assert onnx.TensorProto.FLOAT16 not in {t.data_type for t in model.graph.initializer}
     assert [i.type.tensor_type.elem_type for i in (*model.graph.input, *model.graph.output)] == [10, 10]
+
+
+def test_int16_pcm_input_end_to_end(tmp_path):
+    """Audio models take int16 PCM: `--input pcm:Nx800:int16` was exit 2 "unknown dtype 'int16'", and the same model
+    as an .onnx exit 3 "'pcm' has ONNX element type 5 (INT16), which edgekit does not handle". The input stays int16;
+    the float its Cast makes is what is quantized."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "pcm.npz", pcm=(rng.normal(size=(24, 800)) * 3000).astype(np.int16))
+    [m] = manifests(export("models:pcm_frames", "--input", "pcm:Nx800:int16", "--calibration", tmp_path / "pcm.npz",
+                           "--no-bench", "--out", tmp_path / "o"))
+    assert m["inputs"] == [{"name": "pcm", "shape": ["N", 800], "dtype": "int16"}], m["inputs"]
+    assert m["parity"]["quantization"]["outputs"][0]["cosine"] > 0.99, m["parity"]
+    package = tmp_path / "o" / "desktop-x86"
+    int8 = onnx.load(package / "model.int8.onnx")
+    assert int8.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT16
+    assert [n.op_type for n in int8.graph.node if "pcm" in n.input] == ["Cast"]
+    assert "QuantizeLinear" in {n.op_type for n in int8.graph.node}
+    assert np.load(package / "golden.npz")["input.0.pcm"].dtype == np.int16
+    assert cli(["check", package]).exit_code == 0
+    [m] = manifests(export(package / "model.onnx", "--calibration", tmp_path / "pcm.npz", "--no-bench", "--out",
+                           tmp_path / "from_onnx"))
+    assert m["inputs"][0]["dtype"] == "int16" and m["passed"]
