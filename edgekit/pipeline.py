@@ -719,23 +719,25 @@ def _latency(shared: Shared, prep: Prepared, target: Target, fp32: Path, int8: P
     not the same: edge CPUs have 4-8 cores, and a model's speed-up from them is part of its cost."""
     threads, bench_spec = target.runtime.threads, shared.recipe.bench
     counts = (threads, 1) if threads > 1 else (1,)
+    feed = prep.val.feeds[0]  # one sample: ragged data's others may be longer or shorter, so its shapes are recorded
+    timed = {name: [int(n) for n in np.shape(value)] for name, value in feed.items()}
     device = _on_device(shared, target)
     if device is not None:
-        found = device.latency(target.name, {"fp32": fp32, "int8": int8}, prep.val.feeds[0], counts,
+        found = device.latency(target.name, {"fp32": fp32, "int8": int8}, feed, counts,
                                bench_spec.warmup, bench_spec.runs)
-        return [LatencyReport(fp32, int8, f"{int8.host['device']}, {int8.threads} thread(s)")
+        return [LatencyReport(fp32, int8, f"{int8.host['device']}, {int8.threads} thread(s)", input_shapes=timed)
                 for fp32, int8 in ((lat["fp32"], lat["int8"]) for lat in found)]
     cores = host.usable_cores()
     reports = []
     for n in counts:
         used = min(n, cores)  # more threads than cores measures the host's contention, not the model
         with bar(f"benchmarking {target.name} ({used} thread(s))", bench_spec.runs, shared.progress) as advance:
-            lat = bench.measure_pair({"fp32": str(fp32), "int8": str(int8)}, prep.val.feeds[0],
+            lat = bench.measure_pair({"fp32": str(fp32), "int8": str(int8)}, feed,
                                      list(target.runtime.providers), used, bench_spec.warmup, bench_spec.runs, advance,
                                      memory=n == threads)  # at the profile's threads: what the app runs with
         capped = f" (the profile's {n}; this host has {cores} cores)" if used < n else ""
         reports.append(LatencyReport(lat["fp32"], lat["int8"], host.describe(lat["int8"].host) + capped,
-                                     on_device=host.arch() == target.runtime.arch))  # this host, as taken
+                                     on_device=host.arch() == target.runtime.arch, input_shapes=timed))
     return reports
 
 

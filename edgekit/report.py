@@ -199,7 +199,8 @@ def markdown(r: TargetReport) -> str:
     lat = r.latency
     if lat:
         where = lat.where if lat.on_device else f"{lat.where}: the host standing in for the device, not the device"
-        out += ["## Latency", "", f"Measured on {_safe(where)}; {lat.fp32.runs} runs after "
+        out += ["## Latency", "", f"Measured on {_safe(where)}, on one input (the first validation sample: "
+                f"{_safe(lat.shapes()) or '-'}); {lat.fp32.runs} runs after "
                 f"{_fmt(lat.fp32.warmup, 'd', 'a')} warm-up, the models taking turns in blocks of {BLOCK} runs (each "
                 f"after {REWARM} untimed).", ""]
         out += _md("model | p50 ms | p90 ms | p99 ms | p90/p50 | load ms | peak MB",

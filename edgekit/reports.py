@@ -50,6 +50,7 @@ class LatencyReport:
     int8: Latency
     where: str  # host CPU, ISA, threads, providers, onnxruntime version
     on_device: bool = True  # measured on a machine of the target's kind; False: this host stood in for it
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)  # the one sample timed: its inputs' shapes
 
     @property
     def speedup_p50(self) -> float:
@@ -57,7 +58,12 @@ class LatencyReport:
 
     def as_dict(self) -> dict:
         return {"fp32": self.fp32.as_dict(), "int8": self.int8.as_dict(), "speedup_p50": self.speedup_p50,
-                "where": self.where, "on_device": self.on_device, "models": TIMED}
+                "where": self.where, "on_device": self.on_device, "models": TIMED,
+                "input_shapes": self.input_shapes}
+
+    def shapes(self) -> str:
+        """The timed sample's shapes as a caption says them: `x [1, 40, 109]`."""
+        return ", ".join(f"{name} {shape}" for name, shape in self.input_shapes.items())
 
 
 @dataclass(frozen=True)

@@ -1058,3 +1058,18 @@ def test_int16_pcm_input_end_to_end(tmp_path):
     [m] = manifests(export(package / "model.onnx", "--calibration", tmp_path / "pcm.npz", "--no-bench", "--out",
                            tmp_path / "from_onnx"))
     assert m["inputs"][0]["dtype"] == "int16" and m["passed"]
+
+
+def test_latency_records_the_shapes_it_was_timed_at(tmp_path):
+    """Latency is timed on the first validation sample only; with ragged data (T 50-150) neither the manifest nor
+    report.md said at which T (nor that random data times at 16)."""
+    rng = np.random.default_rng(0)
+    for folder, lengths in (("cal", (800, 1000, 1400, 900)), ("val", (1200, 600, 1600))):
+        (tmp_path / folder).mkdir()
+        for i, t in enumerate(lengths):
+            np.savez(tmp_path / folder / f"u{i}.npz", pcm=(rng.normal(size=(1, t)) * 3000).astype(np.int16))
+    [m] = manifests(export("models:pcm_frames", "--input", "pcm:NxT:int16", "--calibration", tmp_path / "cal",
+                           "--validation", tmp_path / "val", "--out", tmp_path / "o", bench_runs=3))
+    assert m["latency"]["input_shapes"] == {"pcm": [1, 1200]}, m["latency"]
+    report = (tmp_path / "o" / "desktop-x86" / "report.md").read_text()
+    assert "(the first validation sample: pcm \\[1, 1200\\])" in report
