@@ -63,9 +63,10 @@ class InputSpec:
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_.\-]*$", name):
             raise UsageError(f"input spec {text!r}: bad input name {name!r}")
         dims: list[int | str] = []
-        for d in shape_text.lower().replace("×", "x").split("x") if shape_text else []:
+        for d in re.split("[xX×]", shape_text) if shape_text else []:  # as typed in errors: `N,40,T`, not `n,40,t`
             if not _DIM.match(d):
-                raise UsageError(f"input spec {text!r}: bad dimension {d!r} (use a number or a name like N)")
+                apart = f", separated by x: {re.sub('[, ]+', 'x', d)!r}" if re.search("[, ]", d.strip()) else ""
+                raise UsageError(f"input spec {text!r}: bad dimension {d!r} (use a number or a name like N{apart})")
             dims.append(int(d) if d.isdigit() else dim_name(d))
         if any(d == 0 for d in dims):
             raise UsageError(f"input spec {text!r}: dimensions must be positive")
@@ -352,7 +353,10 @@ MAX_TARGET_NAME = 64  # an archive member's first part: tar's USTAR format holds
 
 
 def nearest(key: str, valid) -> str:
-    close = difflib.get_close_matches(key, list(valid), n=1)
+    """The name `key` may have meant, one differing only in case first: difflib rates 'hn' against 'hN' 0.5, too
+    low to name it."""
+    valid = list(valid)
+    close = [v for v in valid if v.lower() == key.lower()] or difflib.get_close_matches(key, valid, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

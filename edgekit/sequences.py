@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from . import parity
-from .config import InputSpec
+from .config import InputSpec, nearest
 from .errors import InputError, UsageError
 
 
@@ -17,7 +17,9 @@ def data_specs(specs: tuple[InputSpec, ...], state: dict[str, str]) -> tuple[Inp
     """What the data holds: each non-state input with a leading step axis (sequences × steps × input)."""
     unknown = set(state) - {s.name for s in specs}
     if unknown:
-        raise UsageError(f"state: {sorted(unknown)} not model inputs (inputs: {', '.join(s.name for s in specs)})")
+        names = [s.name for s in specs]
+        raise UsageError(f"state: {sorted(unknown)} not model inputs{nearest(min(unknown), names)} (inputs: "
+                         f"{', '.join(names)})")
     if twice := sorted({out for out in state.values() if list(state.values()).count(out) > 1}):
         # read as data missing an input ("unexpected ['frame'] (model takes [])")
         raise UsageError(f"state: {twice[0]} is fed back to {', '.join(i for i, o in state.items() if o == twice[0])}"
@@ -31,7 +33,8 @@ def data_specs(specs: tuple[InputSpec, ...], state: dict[str, str]) -> tuple[Inp
 def check_outputs(state: dict[str, str], outputs: list[str]) -> None:
     unknown = set(state.values()) - set(outputs)
     if unknown:
-        raise UsageError(f"state: {sorted(unknown)} not model outputs (outputs: {', '.join(outputs)})")
+        raise UsageError(f"state: {sorted(unknown)} not model outputs{nearest(min(unknown), outputs)} (outputs: "
+                         f"{', '.join(outputs)})")
 
 
 def initial_values(files: dict[str, str], specs: tuple[InputSpec, ...], state: dict[str, str],

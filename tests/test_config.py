@@ -369,3 +369,17 @@ def test_an_error_names_a_recipes_setting_as_toml_and_keeps_its_words():
                                            "seed=-1 or per_channel=False")}
     for text, (as_toml, as_python) in cases.items():
         assert (rename(text, toml), rename(text, python)) == (as_toml, as_python), text
+
+
+def test_a_bad_dimension_is_shown_as_typed():
+    """`x:N,40,T` said "bad dimension 'n,40,t'": the spec lower-cased, and no word of the separator."""
+    with pytest.raises(UsageError, match=r"bad dimension 'N,40,T' \(use a number or a name like N, separated by x: "
+                                         r"'Nx40xT'\)"):
+        config.InputSpec.parse("x:N,40,T")
+    assert config.InputSpec.parse("x:NX40×Seq").shape == ("N", 40, "seq")
+
+
+def test_nearest_names_a_name_differing_only_in_case():
+    """difflib rates 'hn' against 'hN' 0.5: `--state h=hn` named no output to mean."""
+    assert config.nearest("hn", ["logits", "hN"]) == " (did you mean 'hN'?)"
+    assert config.nearest("calibraton", ["calibration", "validation"]) == " (did you mean 'calibration'?)"

@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 from conftest import cli
 
+from edgekit import sequences
+from edgekit.errors import UsageError
+
 ARGS = ["models:streaming", "--input", "x:Nx8", "--input", "state:Nx16", "--output-name", "score", "--output-name",
         "stateN", "--state", "state=stateN", "--no-bench", "--json"]
 
@@ -298,3 +301,13 @@ def test_a_state_paired_with_an_output_not_computed_from_it_is_warned_of():
     assert sequences.not_carried(graph, {"h": "hN"}) == []
     [said] = sequences.not_carried(graph, {"h": "z"})
     assert said.startswith("state h=z: output 'z' is not computed from input 'h'")
+
+
+def test_a_state_name_off_by_case_is_suggested():
+    """`--state h=hn` said "not model outputs (outputs: logits, hN)" with no suggestion."""
+    from edgekit.config import InputSpec
+
+    with pytest.raises(UsageError, match=r"\['hn'\] not model outputs \(did you mean 'hN'\?\) \(outputs: logits, hN\)"):
+        sequences.check_outputs({"h": "hn"}, ["logits", "hN"])
+    with pytest.raises(UsageError, match=r"not model inputs \(did you mean 'h'\?\)"):
+        sequences.data_specs((InputSpec.parse("x:Nx40"), InputSpec.parse("h:2xNx64")), {"H": "hN"})
