@@ -496,17 +496,16 @@ def _fails_in_torch(module, shared: Shared, other: sizes.OtherSize) -> str:
     return ""
 
 
-def _state_stays_float(state: dict, qplan, model):
-    """Unless asked to quantize it, the nodes carrying a state from its input back to its output stay float:
-    a state's rounding error is fed back and grows step after step. Returns (plan, those nodes)."""
-    if not state or qplan.settings.quantize_state:
-        return qplan, ()
-    nodes = sequences.carry_nodes(model.graph, state)
+def _state_stays_float(state: dict, nodes: tuple[str, ...], qplan):
+    """Unless asked to quantize it, the nodes carrying a state from its input back to its output (`nodes`) stay
+    float: a state's rounding error is fed back and grows step after step."""
+    if not nodes:
+        return qplan
     settings = dataclasses.replace(qplan.settings, exclude_nodes=tuple(dict.fromkeys((*qplan.settings.exclude_nodes,
                                                                                       *nodes))))
     why = (f"state kept float: {len(nodes)} node(s) carrying {', '.join(state)} back to "
            f"{', '.join(state.values())} (--quantize-state to quantize)")
-    return dataclasses.replace(qplan, settings=settings, reasons=(*qplan.reasons, why)), nodes
+    return dataclasses.replace(qplan, settings=settings, reasons=(*qplan.reasons, why))
 
 
 def _pixels_stay_float(setting: dict, qplan, model):
@@ -576,9 +575,10 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         onnx_export.check(fp32)
     coreml_model = _fixed_fp32(tdir / COREML_MODEL, model, props, shared.inputs, shapes) if coreml else None
     given = target_settings(target, recipe.quantize)
-    qplan = quantization.plan(model, given, set(recipe.quantize), target.runtime.arch)
+    state_nodes = () if given.quantize_state else sequences.carry_nodes(model.graph, recipe.state)
+    qplan = quantization.plan(model, given, set(recipe.quantize), target.runtime.arch, state_nodes)
     overridden = overrides(target, given, recipe.quantize)
-    qplan, state_nodes = _state_stays_float(recipe.state, qplan, model)
+    qplan = _state_stays_float(recipe.state, state_nodes, qplan)
     qplan = dataclasses.replace(qplan, warnings=(*qplan.warnings, *sequences.not_carried(model.graph, recipe.state)))
     qplan, norm = _pixels_stay_float(recipe.image_uint8, qplan, model)
     providers, threads = list(target.runtime.providers), target.runtime.threads

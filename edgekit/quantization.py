@@ -256,9 +256,31 @@ def concat_outputs(model, settings: QuantSettings) -> list[str]:
     return [name for name in kept if name not in settings.exclude_nodes]
 
 
-def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64") -> Plan:
+def float_rnns(model, mode: str, kept: Sequence[str] = ()) -> list:
+    """The recurrent nodes left float: onnxruntime has no int8 op for them, but for its dynamic mode's LSTM (then
+    float only on a state's path, `kept`)."""
+    return [n for n in model.graph.node if n.op_type in RNN_OPS
+            and (mode == "static" or n.op_type != "LSTM" or n.name in kept)]
+
+
+def rnn_warnings(rnns: list, mode: str, kept: Sequence[str]) -> list[str]:
+    """What keeps each of `rnns` float and what quantizes it: a streaming LSTM's hint was --quant-mode dynamic
+    alone, which left it float (the state rule) and silenced the warning."""
+    by_state = [n for n in rnns if mode == "dynamic" and n.op_type == "LSTM"]  # float_rnns: on the state path
+    said = [f"{len(by_state)} LSTM node(s) stay float: they carry the state, float unless --quantize-state"] * bool(
+        by_state)
+    if other := Counter(n.op_type for n in rnns if n.op_type != "LSTM" or mode == "static"):
+        fix = "--quant-mode dynamic" + (" --quantize-state" if any(n.op_type == "LSTM" and n.name in kept
+                                                                   for n in rnns) else "")
+        said.append(f"{', '.join(f'{c} {op}' for op, c in sorted(other.items()))} node(s) stay float: onnxruntime's "
+                    f"{mode} quantizer has no int8 op for them"
+                    + (f" (its dynamic mode quantizes LSTM weights: {fix})" if "LSTM" in other else ""))
+    return said
+
+
+def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64", kept: Sequence[str] = ()) -> Plan:
     """Resolve `auto` choices for a model (path or ModelProto): reduce_range by target arch and host ISA,
-    transformer scheme for attention."""
+    transformer scheme for attention. `kept`: the nodes the caller keeps float whatever the mode (a state's path)."""
     from .host import EXACT_X86, int8_isa, isa_source, x86_saturates
 
     reasons = []
@@ -316,13 +338,7 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
         reasons.append(f"kept float: {', '.join(joined)}, a Concat that only reshapes on to a graph output: static "
                        "QDQ rounds a Concat's output at the union of its inputs' ranges, which wipes out a small-range "
                        "part (a detection head's confidences beside pixel coordinates)")
-    # onnxruntime's dynamic mode quantizes LSTM weights only: a GRU's warning sent users to a mode that kept it float
-    floating = RNN_OPS if settings.mode == "static" else set(RNN_OPS) - {"LSTM"}
-    if rnns := Counter(n.op_type for n in model.graph.node if n.op_type in floating):
-        warnings.append(f"{', '.join(f'{c} {op}' for op, c in sorted(rnns.items()))} node(s) stay float: onnxruntime's "
-                        f"{settings.mode} quantizer has no int8 op for them"
-                        + (" (its dynamic mode quantizes LSTM weights: --quant-mode dynamic)"
-                           if settings.mode == "static" and "LSTM" in rnns else ""))
+    warnings += rnn_warnings(float_rnns(model, settings.mode, kept), settings.mode, kept)
     if settings.reduce_range == "auto":
         reduce = (arch == "x86_64" and x86_saturates() and settings.weight_type == "int8"
                   and settings.activation_type == "uint8")

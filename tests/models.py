@@ -438,6 +438,23 @@ def streaming_gru():
     return StreamingGRU()
 
 
+class StreamingLSTM(nn.Module):
+    """A streaming nn.LSTM step: (x [N, 1, 8], h, c [1, N, 16]) → (score [N, 2], new h, new c)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lstm, self.head = nn.LSTM(8, 16, batch_first=True), nn.Linear(16, 2)
+
+    def forward(self, x, h, c):
+        out, (h_new, c_new) = self.lstm(x, (h, c))
+        return self.head(out[:, -1]), h_new, c_new
+
+
+def streaming_lstm():
+    return StreamingLSTM()
+
+
 def optional_gain_onnx(path):
     """`(x @ w) * gain` where `gain` is an optional input: a graph input with a default initializer (2.0)."""
     import numpy as np

@@ -311,3 +311,23 @@ def test_a_state_name_off_by_case_is_suggested():
         sequences.check_outputs({"h": "hn"}, ["logits", "hN"])
     with pytest.raises(UsageError, match=r"not model inputs \(did you mean 'h'\?\)"):
         sequences.data_specs((InputSpec.parse("x:Nx40"), InputSpec.parse("h:2xNx64")), {"H": "hN"})
+
+
+def test_a_streaming_lstm_is_told_both_flags_and_stays_warned_while_float(runs, tmp_path):
+    """The hint was --quant-mode dynamic alone: the state rule still kept the LSTM float (int8 MB == fp32 MB)
+    and the warning went away; only --quantize-state too gives DynamicQuantizeLSTM."""
+    tmp, _ = runs
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((4, 20, 1, 1, 8)).astype(np.float32))
+    args = ["export", "models:streaming_lstm", "--input", "x:Nx1x8", "--input", "h:1xNx16", "--input", "c:1xNx16",
+            "--output-name", "score", "--output-name", "hN", "--output-name", "cN", "--state", "h=hN", "--state",
+            "c=cN", "--calibration", tmp_path / "d.npz", "--no-bench", "--json"]
+    told = {}
+    for mode in ("static", "dynamic"):
+        result = cli([*args, "--quant-mode", mode, "--out", tmp_path / mode])
+        assert result.exit_code == 0, result.output
+        told[mode] = json.loads(result.stdout)[0]["warnings"]
+    assert ("1 LSTM node(s) stay float: onnxruntime's static quantizer has no int8 op for them (its dynamic mode "
+            "quantizes LSTM weights: --quant-mode dynamic --quantize-state)") in told["static"]
+    assert "1 LSTM node(s) stay float: they carry the state, float unless --quantize-state" in told["dynamic"]
+
