@@ -648,9 +648,10 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         **packaged,
     }
     int8_bytes, fp32_bytes = int8.stat().st_size, fp32.stat().st_size
+    kept = quantization.float_weights(model, qplan.settings.mode, state_nodes)
     warnings = (verdict.warnings(cal, val, {"export": prep.export_parity, "quantization": quant_parity}, latency,
                                  int8, providers, threads, qplan.settings, recipe.task,
-                                 one_thread[0] if one_thread else None)
+                                 one_thread[0] if one_thread else None, kept)
                 + list(prep.traced) + verdict.kernel_warnings(packaged) + fixed_warnings
                 + verdict.provider_warnings(target, int8_sess.get_providers()) + list(qplan.warnings)
                 + verdict.override_warnings(target, overridden) + _compression_warnings(shared.compression)
@@ -665,8 +666,9 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                 + ([] if quantization.quantizes_anything(quantized) else [
                     f"model.int8.onnx {quantization.NOTHING_QUANTIZED}"])
                 + ([f"model.int8.onnx is not smaller than model.onnx ({int8_bytes:,} vs {fp32_bytes:,} bytes): the "
-                    "quantization nodes and the scales outweigh what int8 weights save (few weights, or many kept "
-                    "float)"] if int8_bytes >= fp32_bytes and quantization.quantizes_anything(quantized) else [])
+                    "quantization nodes and the scales outweigh what int8 weights save"
+                    + (f": {kept}" if kept else " (few weights, or many kept float)")]
+                   if int8_bytes >= fp32_bytes and quantization.quantizes_anything(quantized) else [])
                 + [f"the model cannot run at {c.other.label()} (torch fails there too, so not the export): --size "
                    f"{c.other.dim}=K,L names sizes it takes (the data's: {', '.join(map(str, c.other.seen))})"
                    if c.torch_fails else f"the model does not run at another size of a dynamic axis: {c.error}" + (

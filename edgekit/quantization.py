@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -276,6 +277,35 @@ def rnn_warnings(rnns: list, mode: str, kept: Sequence[str]) -> list[str]:
                     f"{mode} quantizer has no int8 op for them"
                     + (f" (its dynamic mode quantizes LSTM weights: {fix})" if "LSTM" in other else ""))
     return said
+
+
+MOST_WEIGHTS = 0.5  # float nodes holding this share of the weights explain an int8 model no smaller or faster
+
+
+def weight_share(model, names) -> float:
+    """The share of the model's float weights (initializer elements) the nodes named read."""
+    sizes = {t.name: math.prod(t.dims) for t in model.graph.initializer if t.data_type == 1}
+    read = {i for n in model.graph.node if n.name in set(names) for i in n.input if i in sizes}
+    return sum(sizes[i] for i in read) / max(1, sum(sizes.values()))
+
+
+def float_weights(model, mode: str, kept: Sequence[str]) -> str:
+    """The state path (`kept`) and recurrent nodes left float, when they hold most of the weights, and what quantizes
+    them: a streaming GRU cell's float W_hh (86%) made int8 0.95x fp32, blamed on "per-call overhead"."""
+    rnns = {n.name for n in float_rnns(model, mode, kept)}
+    names = rnns | set(kept)
+    if (share := weight_share(model, names)) < MOST_WEIGHTS:
+        return ""
+    weighted = [n for n in model.graph.node if n.name in names and weight_share(model, [n.name])]
+    ops = Counter(n.op_type for n in weighted)
+    flags = (["--quant-mode dynamic"] if ops["LSTM"] and mode == "static" else []) + (
+        ["--quantize-state"] if any(n.name in kept and n.op_type not in ("GRU", "RNN") for n in weighted) else [])
+    none = sorted({n.op_type for n in weighted if n.op_type in ("GRU", "RNN")})  # no option quantizes them
+    fixes = ([f"{' '.join(flags)} quantizes {'some of ' * bool(none)}them"] if flags else []) + (
+        [f"onnxruntime has no int8 {'/'.join(none)}"] if none else [])
+    where = " on the state path" if all(n.name in kept for n in weighted) else ""
+    return (f"{', '.join(f'{c} {op}' for op, c in sorted(ops.items()))} node(s){where} stay float ({share:.0%} of "
+            f"the weights; {'; '.join(fixes)})")
 
 
 def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64", kept: Sequence[str] = ()) -> Plan:

@@ -87,9 +87,10 @@ def random_data(calibrated: bool, validated: bool) -> str:
 
 
 def warnings(cal, val, parities: dict, latency, int8, providers, threads, settings=None, task="classify",
-             one_thread: LatencyReport | None = None) -> list[str]:
+             one_thread: LatencyReport | None = None, float_weights: str = "") -> list[str]:
     """`settings`: the int8 model's QuantSettings, which say why int8 is slower where its graph cannot.
-    `one_thread`: the 1-thread latency timed beside the profile's threads, judged for noise as well."""
+    `one_thread`: the 1-thread latency timed beside the profile's threads, judged for noise as well.
+    `float_weights`: the nodes left float that hold most of the weights (quantization.float_weights), the cause."""
     said: list[str] = [random_data(cal.random, val.random)] if cal.random or val.random else []
     for stage, block in parities.items():
         for o in block.outputs if block else ():
@@ -114,7 +115,8 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads, settin
         s8s8_ops = settings is not None and settings.format == "QOperator" and settings.activation_type == "int8"
         timed = latency.int8.host  # this host's label, or a device's runner's: x86 kernels only where it is x86
         on_x86 = (timed.get("arch") or host.arch_of(str(timed.get("machine", "")))) == "x86_64"
-        cause = ("dynamic quantization: each integer op's input is quantized at run time (DynamicQuantizeLinear) and "
+        cause = float_weights or (
+                 "dynamic quantization: each integer op's input is quantized at run time (DynamicQuantizeLinear) and "
                  "its output converted back (Cast, Mul), which can cost more than the int8 arithmetic saves"
                  if dynamic and fusion["integer_nodes"] else
                  "int8 activations (S8S8) in the QOperator format run onnxruntime's slow x86 kernels: use the QDQ "

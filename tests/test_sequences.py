@@ -313,6 +313,32 @@ def test_a_state_name_off_by_case_is_suggested():
         sequences.data_specs((InputSpec.parse("x:Nx40"), InputSpec.parse("h:2xNx64")), {"H": "hN"})
 
 
+def test_a_float_state_path_holding_most_weights_is_named_as_the_cause(runs, tmp_path):
+    """A GRU cell's state path (W_hh, 59% of its weights here; 86% in a 80->512 cell) kept float made int8 no
+    smaller and 0.95x fp32, and the warnings blamed "per-call overhead or float ops around them"."""
+    import onnx
+    from edgekit import quantization, verdict
+    from edgekit.bench import Latency
+    from edgekit.calib import Dataset
+    from edgekit.reports import LatencyReport
+    tmp, _ = runs
+    result = cli(["export", "models:streaming_gru_cell", "--input", "x:Nx8", "--input", "h:Nx16", "--output-name",
+                  "score", "--output-name", "hN", "--state", "h=hN", "--calibration", tmp / "cal.npz",
+                  "--validation", tmp / "val.npz", "--no-bench", "--json", "--out", tmp_path / "o"])
+    assert result.exit_code == 0, result.output
+    [m] = json.loads(result.stdout)
+    cause = "1 Gemm node(s) on the state path stay float (59% of the weights; --quantize-state quantizes them)"
+    assert any(w.startswith("model.int8.onnx is not smaller") and w.endswith(cause) for w in m["warnings"]), m
+    folder = tmp_path / "o" / "desktop-x86"
+    kept = quantization.float_weights(onnx.load(folder / "model.onnx"), "static", m["state"]["float_nodes"])
+    slow = LatencyReport(*(Latency(ms, ms, ms, ms, 20, 1.0, 1, {"arch": "x86_64"}) for ms in (1.0, 1.05)), "here")
+    data = Dataset("d", [{}] * 8)
+    said = verdict.warnings(data, data, {}, slow, folder / "model.int8.onnx", ["CPUExecutionProvider"], 1,
+                            float_weights=kept)
+    assert f"int8 is slower than fp32 on this host (0.95x): {cause}" in said
+    assert quantization.float_weights(onnx.load(folder / "model.onnx"), "static", []) == ""  # --quantize-state
+
+
 def test_a_streaming_lstm_is_told_both_flags_and_stays_warned_while_float(runs, tmp_path):
     """The hint was --quant-mode dynamic alone: the state rule still kept the LSTM float (int8 MB == fp32 MB)
     and the warning went away; only --quantize-state too gives DynamicQuantizeLSTM."""
