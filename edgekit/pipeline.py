@@ -461,13 +461,23 @@ def _steps(shared: Shared, fp32: Path, names: list[str]):
                           shared.val.random, labels_aside=shared.val.labels_aside), val.outputs, val, cal.lengths)
 
 
-def _one_step_sequences(cal_lengths, val_lengths) -> list[str]:
-    """Streaming data whose every sequence has one step: the state is never fed back (per-step data)."""
+def _sequence_warnings(cal_lengths, val_lengths, short: tuple[int, int] | None) -> list[str]:
+    """Streaming data whose every sequence has one step: the state is never fed back (per-step data); calibrated on
+    sequences shorter than validation's (`short`): a leaky state outgrew the ranges (50 vs 1000 steps: 4 dB, unsaid)."""
     fix = "(give each item its steps along a first axis)"
     return ([f"every calibration sequence has 1 step: the int8 ranges never see a state fed back, only the initial "
              f"one {fix}"] * (max(cal_lengths, default=0) == 1)
             + [f"every validation sequence has 1 step: the state is never fed back, so the drift figures are one "
-               f"step's from the initial state {fix}"] * (max(val_lengths, default=0) == 1))
+               f"step's from the initial state {fix}"] * (max(val_lengths, default=0) == 1)
+            + ([f"calibration sequences run at most {short[0]} steps, validation's {short[1]}: the int8 ranges "
+                f"never saw the state past step {short[0]} (calibrate on sequences as long as deployment's)"]
+               if short else []))
+
+
+def _short_calibration(prep: Prepared, settings) -> tuple[int, int] | None:
+    """(calibration's, validation's) longest sequence when calibration's is shorter (and over 1 step, said apart)."""
+    cal, val = max(prep.cal_lengths, default=0), max(prep.rollout.lengths, default=0)
+    return (cal, val) if settings.mode == "static" and 1 < cal < val else None
 
 
 def _size_checks(loaded, shared: Shared, prep: Prepared) -> list[sizes.SizeCheck]:
@@ -649,6 +659,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     }
     int8_bytes, fp32_bytes = int8.stat().st_size, fp32.stat().st_size
     kept = quantization.float_weights(model, qplan.settings.mode, state_nodes)
+    short = _short_calibration(prep, qplan.settings) if recipe.state else None
     warnings = (verdict.warnings(cal, val, {"export": prep.export_parity, "quantization": quant_parity}, latency,
                                  int8, providers, threads, qplan.settings, recipe.task,
                                  one_thread[0] if one_thread else None, kept)
@@ -679,13 +690,13 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                     f"dynamic axis {dim} is not validated at another size: none could be made from the validation "
                     f"data (a batch joins samples of one shape, another axis cuts them); --size {dim}=K names one"
                     for dim in sizes.unvalidated(shared.inputs, size_checks)])
-                + (_one_step_sequences(prep.cal_lengths, prep.rollout.lengths) if recipe.state else [])
+                + (_sequence_warnings(prep.cal_lengths, prep.rollout.lengths, short) if recipe.state else [])
                 + [advice for advice in [(qplan.precision_search or {}).get("advice")] if advice])  # report.md had it
     gates = verdict.gates(target, prep.export_parity, quant_parity, accuracy, latency, packaged.get("mobile_coverage"),
                           (tdir / shipped_model(packaged)).stat().st_size, shared.task)
     gates += verdict.size_gates(target, size_checks)
     report = TargetReport(target.name, prep.export_parity, quant_parity, accuracy, latency, tuning, gates,
-                          warnings + verdict.gate_advice(gates, qplan.settings, tuning), details,
+                          warnings + verdict.gate_advice(gates, qplan.settings, tuning, short), details,
                           latency_1_thread=one_thread[0] if one_thread else None)
     package.write(tdir, report, pages=False)
     # the verdict is the gates AND the comparisons `edgekit check` makes on the staged package (run here, not in a

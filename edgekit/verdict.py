@@ -184,11 +184,17 @@ def provider_warnings(target: Target, used: list[str]) -> list[str]:
             f"measured with {', '.join(used)}"]
 
 
-def gate_advice(gates: list[Gate], settings, tuning: dict | None) -> list[str]:
-    if tuning and tuning.get("advice"):
-        return [tuning["advice"]]
+def gate_advice(gates: list[Gate], settings, tuning: dict | None, short: tuple[int, int] | None = None) -> list[str]:
+    """`short`: (calibration's, validation's) longest sequence of a streaming model calibrated on shorter ones: the
+    state then outgrew the int8 ranges, which no --auto setting fixes (it kept the head float)."""
     failed = [g.name for g in gates if not g.passed and g.name.startswith(("quant_", "top1", "accuracy",
                                                                             "integer_output_agreement"))]
+    searched = [tuning["advice"]] if tuning and tuning.get("advice") else []
+    if failed and short:
+        return [f"quantization gates failed ({', '.join(failed)}) with calibration sequences shorter than "
+                f"validation's ({short[0]} vs {short[1]} steps): calibrate on sequences as long before --auto"] + searched
+    if searched:
+        return searched
     if failed and tuning and (why := tuning.get("stopped_short") or tuning.get("exclusions_skipped")):
         return [why]  # the search stopped short without saying why
     no_signal = any(g.name.endswith("reference_signal") and not g.passed for g in gates)  # no setting helps that

@@ -357,3 +357,23 @@ def test_a_streaming_lstm_is_told_both_flags_and_stays_warned_while_float(runs, 
             "quantizes LSTM weights: --quant-mode dynamic --quantize-state)") in told["static"]
     assert "1 LSTM node(s) stay float: they carry the state, float unless --quantize-state" in told["dynamic"]
 
+
+def test_calibration_sequences_shorter_than_validations_are_warned_of(runs, tmp_path):
+    """A leaky state calibrated on 50-step sequences and validated on 1000-step ones failed at 4.3 dB (its first
+    steps 50 dB) with only "re-run with --auto" as advice; 100 vs 200 steps lost 18 dB without a word."""
+    from edgekit import verdict
+    from edgekit.config import QuantSettings
+    from edgekit.parity import Gate
+    tmp, found = runs
+    np.savez(tmp_path / "short.npz", x=np.load(tmp / "cal.npz")["x"][:, :20])
+    result = cli(["export", *ARGS, "--calibration", tmp_path / "short.npz", "--validation", tmp / "val.npz",
+                  "--out", tmp_path / "o"])
+    assert result.exit_code in (0, 1), result.output
+    said = ("calibration sequences run at most 20 steps, validation's 200: the int8 ranges never saw the state past "
+            "step 20 (calibrate on sequences as long as deployment's)")
+    assert said in json.loads(result.stdout)[0]["warnings"]
+    assert not any("calibration sequences run" in w for w in found["torch", "float"][1]["warnings"])  # 200 and 200
+    failed = [Gate("quant_sqnr_db", 4.3, ">=", 15.0, False)]
+    assert verdict.gate_advice(failed, QuantSettings(), None, (50, 1000)) == [
+        "quantization gates failed (quant_sqnr_db) with calibration sequences shorter than validation's (50 vs 1000 "
+        "steps): calibrate on sequences as long before --auto"]
