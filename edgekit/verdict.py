@@ -192,7 +192,8 @@ def gate_advice(gates: list[Gate], settings, tuning: dict | None, short: tuple[i
     searched = [tuning["advice"]] if tuning and tuning.get("advice") else []
     if failed and short:
         return [f"quantization gates failed ({', '.join(failed)}) with calibration sequences shorter than "
-                f"validation's ({short[0]} vs {short[1]} steps): calibrate on sequences as long before --auto"] + searched
+                f"validation's ({short[0]} vs {short[1]} steps): calibrate on sequences as long before --auto",
+                *searched]
     if searched:
         return searched
     if failed and tuning and (why := tuning.get("stopped_short") or tuning.get("exclusions_skipped")):
