@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import arrays, sizes
-from .config import InputSpec, Recipe, Target, target_settings
+from .config import InputSpec, Recipe, Target, is_batch_name, target_settings
 from .arrays import RowFile
 from .errors import InputError, UsageError, few, first_line
 from .userfn import UserFunction, is_function_spec, resolve_callable
@@ -27,8 +27,6 @@ log = logging.getLogger("edgekit")
 LABEL_KEYS = ("labels", "label")
 MAX_FUNCTION_ITEMS = 10_000  # a user generator may never end: read this many items at most
 VALIDATION_FRACTION = 0.25  # held out of the calibration samples when no validation data is given
-# a first axis so named is a batch: items split along it (not sequences.py's `steps`)
-BATCH_NAMES = ("n", "b", "batch", "batch_size", "bs")
 # samples read from one data source at most: a few MB of 8x8 samples can declare millions, and each costs memory
 # (its index, three sets of outputs) and runs whatever the bytes (13 M of them: 15.7 GB and 10 minutes, unfinished)
 MAX_SAMPLES = 100_000
@@ -40,7 +38,7 @@ class Samples(Sequence):
     a file row by row. Calibrating on 4096 images then holds one image at a time, not the file."""
 
     def __init__(self, parts: list[tuple[dict, dict[str, bool]]], index: list[tuple[int, int]] | None = None):
-        self._parts = parts  # [({input: column}, {input: the sample keeps a batch axis of 1})]
+        self._parts = parts  # [({input: column}, {input: where the sample keeps its batch axis of 1, or None})]
         self._index = index if index is not None else [
             (p, r) for p, (columns, _) in enumerate(parts) for r in range(len(next(iter(columns.values()))))]
 
@@ -52,8 +50,7 @@ class Samples(Sequence):
             return Samples(self._parts, self._index[i])
         part, row = self._index[i]
         columns, batch_axis = self._parts[part]
-        return {name: column[row][None] if batch_axis[name] else np.asarray(column[row])
-                for name, column in columns.items()}
+        return {name: _with_batch_of(column[row], batch_axis[name]) for name, column in columns.items()}
 
     def __add__(self, other: Samples) -> Samples:
         return Samples(self._parts + other._parts,
@@ -67,8 +64,14 @@ class Samples(Sequence):
     def shapes(self, name: str) -> set[tuple[int, ...]]:
         """Each sample's shape of one input, from the columns' shapes (no data read)."""
         parts = {p for p, _ in self._index}
-        return {((1,) if batch_axis[name] else ()) + tuple(columns[name].shape[1:])
+        return {_with_batch(columns[name].shape[1:], batch_axis[name])
                 for p, (columns, batch_axis) in enumerate(self._parts) if p in parts}
+
+
+def _with_batch(shape, axis: int | None) -> tuple[int, ...]:
+    """A sample's shape from its row's: a batch axis of 1 put back at `axis` (None: the row is the sample)."""
+    shape = tuple(shape)
+    return shape if axis is None else shape[:axis] + (1,) + shape[axis:]
 
 
 @dataclass
@@ -196,10 +199,25 @@ def _from_mapping(origin: str, source: Mapping, specs, max_bytes: int, max_sampl
     except (ValueError, TypeError, OSError, RuntimeError) as e:  # ragged lists; np.load's pickled member; bfloat16
         cast = "; cast it: tensor.float()" if "BFloat16" in str(e) else ""  # numpy has no bfloat16
         raise InputError(f"{origin}: cannot be read as arrays ({type(e).__name__}: {first_line(e)}){cast}") from None
-    found = {k: a[:max_samples] if a.ndim else a for k, a in found.items()}  # a 0-d one: _from_arrays says why
+    by_name = {s.name: s for s in specs}
+    # a 0-d one: _from_arrays says why; a batch along a later axis (x:TxNx40's) is cut once split
+    found = {k: a[:max_samples] if a.ndim and _samples_first(by_name.get(k), a.ndim) else a for k, a in found.items()}
     if sum(a.nbytes for a in found.values()) > max_bytes:
         raise InputError(f"{origin}: its arrays hold more than {max_bytes} bytes (--max-data-bytes)")
-    return _nonempty(_from_arrays(origin, found, specs))
+    return _nonempty(_first(_from_arrays(origin, found, specs), max_samples))
+
+
+def _samples_first(spec: InputSpec | None, ndim: int) -> bool:
+    """Whether an array's first axis holds its samples (labels, an axis of their own, a leading batch axis): the
+    first rows a run uses can be read alone. A time-major x:TxNx40 batch cut to its first rows lost time steps."""
+    return spec is None or ndim != len(spec.shape) or not spec.batch_axis
+
+
+def _first(ds: Dataset, count: int | None) -> Dataset:
+    """The first `count` samples of `ds` (all: None)."""
+    if count is None or len(ds) <= count:
+        return ds
+    return replace(ds, feeds=ds.feeds[:count], labels=None if ds.labels is None else ds.labels[:count])
 
 
 def user_stream(source) -> tuple[str, Iterator] | None:
@@ -248,20 +266,24 @@ def _nonempty(ds: Dataset) -> Dataset:
 
 def _read_file(path: Path, specs, max_bytes: int, max_samples: int | None = None) -> Dataset:
     names = {s.name for s in specs}
+    # the first rows a run uses, unless a batch lies along a later axis (x:TxNx40's N): then cut once split
+    leading = all(not s.batch_axis for s in specs)
+    rows, max_samples = (max_samples, None) if leading else (None, max_samples)
     if path.suffix == ".npy":
         if len(specs) != 1:
             raise InputError(f"{path}: a .npy file holds one array but the model has {len(specs)} inputs; use .npz")
-        found = {specs[0].name: arrays.read_npy(path, max_bytes, max_samples, lazy=True)}
+        found = {specs[0].name: arrays.read_npy(path, max_bytes, rows, lazy=True)}
     elif path.suffix == ".npz":
         found = arrays.read_npz(path, lambda n: n in names or n in LABEL_KEYS, max_bytes,
                                 lambda extra, there: f"input names do not match the model: unexpected {few(extra)}, "
                                                      f"missing {few(sorted(names - set(there))) or 'none'} "
                                                      f"(model takes {sorted(names)})",
-                                max_samples, lazy=True, same_rows=True)
+                                rows, lazy=True, same_rows=leading)
     else:
         raise InputError(f"{path}: expected a .npz or .npy file")
     st = path.stat()
-    return replace(_from_arrays(str(path), found, specs), files={(st.st_dev, st.st_ino): str(path)})
+    return replace(_first(_from_arrays(str(path), found, specs), max_samples),
+                   files={(st.st_dev, st.st_ino): str(path)})
 
 
 def _from_arrays(origin: str, arrays: dict[str, np.ndarray | RowFile], specs) -> Dataset:
@@ -276,15 +298,19 @@ def _from_arrays(origin: str, arrays: dict[str, np.ndarray | RowFile], specs) ->
         raise InputError(f"{origin}: input names do not match the model: "
                          f"missing {few(missing) if missing else 'none'}, unexpected {few(extra) if extra else 'none'} "
                          f"(model takes {few(sorted(names))})")
-    batch_axis = {spec.name: _batch_axis(origin, spec, arrays[spec.name]) for spec in specs}
-    same_named_dims(origin, specs, {s.name: ((1,) if batch_axis[s.name] else ()) + tuple(arrays[s.name].shape[1:])
-                                     for s in specs})
+    batch_axis = {spec.name: _stack_axis(origin, spec, arrays[spec.name]) for spec in specs}
+    arrays = {name: _samples_along_first(array, batch_axis[name]) for name, array in arrays.items()}
+    for spec in specs:
+        _check_samples(origin, spec, arrays[spec.name], batch_axis[spec.name])
+    same_named_dims(origin, specs, {s.name: _with_batch(arrays[s.name].shape[1:], batch_axis[s.name]) for s in specs})
     counts = {len(arrays[name]) for name in names}
     if len(counts) != 1:
         raise InputError(f"{origin}: inputs have different sample counts {sorted(counts)}")
     n = counts.pop()
     first = specs[0].name if specs else None
-    rows = 1 if first is None or batch_axis[first] or arrays[first].ndim < 2 else arrays[first].shape[1]
+    # rows a sample holds: its batch's size (a label per stream of a time-major x:TxNx40 sample, not per step)
+    rows = 1 if first is None or batch_axis[first] is not None or arrays[first].ndim < 2 else \
+        arrays[first].shape[1 + (specs[0].batch_axis or 0)]
     if labels is not None and (labels.ndim == 0 or len(labels) != n or labels.size != n * rows):
         raise InputError(f"{origin}: {labels.size} labels (shape {list(labels.shape)}) for {n} samples of {rows} "
                          "row(s) each: give one class id per row (not one-hot rows)")
@@ -328,25 +354,44 @@ def class_ids(origin: str, labels: np.ndarray) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def _item_batch_axis(spec: InputSpec, ndim: int) -> bool:
-    """An item of `ndim` dimensions stacks samples along the input's own first axis when that axis is 1 or is
-    named as a batch is (N, batch); another name (T, seq) is the sample's own axis, and the item one sample (an
-    utterance of T frames was cut into T samples, and an Android model fixed at T=1)."""
-    first = spec.shape[0] if spec.shape else None
-    return ndim == len(spec.shape) > 0 and (first == 1 or isinstance(first, str) and first.lower() in BATCH_NAMES)
+def _item_batch_axis(spec: InputSpec, ndim: int) -> int | None:
+    """Where an item of `ndim` dimensions stacks samples: the input's batch axis, when the item has the input's
+    rank and that axis is 1 or named as a batch is (N, batch), wherever it stands; another name (T, seq) is the
+    sample's own axis, and the item one sample (None: an utterance of T frames was cut into T samples, and an
+    Android model fixed at T=1)."""
+    axis = spec.batch_axis
+    if ndim != len(spec.shape) or axis is None:
+        return None
+    return axis if spec.shape[axis] == 1 or is_batch_name(spec.shape[axis]) else None
 
 
-def _batch_axis(origin: str, spec: InputSpec, array: np.ndarray | RowFile) -> bool:
-    """Samples lie along the first axis; True when each keeps a batch axis of 1 (the model has one and the array
-    has no axis of its own for the samples). Checks the first sample's dtype and shape and that no value is NaN
-    or Inf, reading a file in blocks of rows."""
-    rank = len(spec.shape)
-    batch_axis = array.ndim == rank and rank > 0 and (isinstance(spec.shape[0], str) or spec.shape[0] == 1)
-    if array.ndim != rank + 1 and not batch_axis:
+def _stack_axis(origin: str, spec: InputSpec, array: np.ndarray | RowFile) -> int | None:
+    """Where each sample keeps its batch axis of 1: the input's batch axis (InputSpec.batch_axis) when the array
+    has the model's rank, a batch the model takes split along that axis; None when the array has a first axis of
+    its own for the samples."""
+    axis = spec.batch_axis if array.ndim == len(spec.shape) else None
+    if array.ndim != len(spec.shape) + 1 and axis is None:
         raise InputError(f"{origin}: array {spec.name!r} has shape {list(array.shape)}, "
                          f"expected samples of {list(spec.shape)} along the first axis")
+    return axis
+
+
+def _samples_along_first(array: np.ndarray | RowFile, axis: int | None) -> np.ndarray | RowFile:
+    """The array with its samples along the first axis: a batch along a later axis (x:TxNx40's N) read whole and
+    moved first, so a sample is a row as everywhere else."""
+    if not axis:
+        return array
+    whole = array.rows(0, len(array)) if isinstance(array, RowFile) else np.asarray(array)
+    if isinstance(array, RowFile):
+        array.close()
+    return np.ascontiguousarray(np.moveaxis(whole, axis, 0))
+
+
+def _check_samples(origin: str, spec: InputSpec, array: np.ndarray | RowFile, batch_axis: int | None) -> None:
+    """Checks the first sample's dtype and shape and that no value is NaN or Inf, reading a file in blocks of
+    rows."""
     if len(array):
-        validate(origin, spec, array[0][None] if batch_axis else np.asarray(array[0]))
+        validate(origin, spec, _with_batch_of(array[0], batch_axis))
     if np.issubdtype(array.dtype, np.floating):
         step = max(1, BLOCK_BYTES // max(1, array[0].nbytes)) if len(array) else 1
         for start in range(0, len(array), step):
@@ -357,7 +402,11 @@ def _batch_axis(origin: str, spec: InputSpec, array: np.ndarray | RowFile) -> bo
                                  f"(first in sample {start + int(np.argmax(bad))})")
     if isinstance(array, RowFile):
         array.close()  # a file changed after this check fails its header check when read again
-    return batch_axis
+
+
+def _with_batch_of(row, axis: int | None) -> np.ndarray:
+    """A sample from its row: a batch axis of 1 put back at `axis` (None: the row is the sample)."""
+    return np.asarray(row) if axis is None else np.expand_dims(row, axis)
 
 
 def validate(origin: str, spec: InputSpec, sample: np.ndarray) -> None:
@@ -404,7 +453,8 @@ def _as_feed(origin: str, item, specs) -> tuple[Mapping, bool]:
     # up to 2-D read as a dict's labels are: per sample, per row or step (a streaming model's); one less for an
     # unbatched sample (a map-style Dataset's item: its [H, W] mask is a grid)
     by_name = {s.name: s for s in specs}
-    unbatched = all(k in by_name and _item_batch_axis(by_name[k], np.ndim(v) + 1) for k, v in inputs.items())
+    unbatched = all(k in by_name and _item_batch_axis(by_name[k], np.ndim(v) + 1) is not None
+                    for k, v in inputs.items())
     if ids.ndim > 2 - unbatched or ids.dtype.kind not in "biuf" or ids.dtype.kind == "f" and not (
             np.isfinite(ids).all() and (ids == np.round(ids)).all()):
         return inputs, True
@@ -438,13 +488,13 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
             # copies: a generator that refills one buffer made every sample its last (accuracy 11%, passed)
             arrays = {k: own_array(v) for k, v in item.items()}
             # one sample without its batch axis, as a Dataset's items are before a DataLoader stacks them
-            arrays = {k: v[None] if k in specs_by and _item_batch_axis(specs_by[k], v.ndim + 1) else v
+            arrays = {k: _with_batch_of(v, _item_batch_axis(specs_by[k], v.ndim + 1)) if k in specs_by else v
                       for k, v in arrays.items()}
             # an item is a stack of samples along a first axis the model's inputs lack, or along the model's own
             # batch axis (1, N), split into batch-1 samples as a file's are: a DataLoader's batches of 8 fixed an
             # Android model's batch at 8 (or, beside batch-1 files, left it dynamic); else it is one sample
             one = all(v.ndim == ranks.get(k) for k, v in arrays.items())
-            one = one and not all(_item_batch_axis(specs_by[k], v.ndim) for k, v in arrays.items())
+            one = one and not all(_item_batch_axis(specs_by[k], v.ndim) is not None for k, v in arrays.items())
             stacked = {k: v[None] if one else v for k, v in arrays.items()}
             held += sum(v.nbytes for v in stacked.values())
             if held > max_bytes:
@@ -485,7 +535,7 @@ def random_dataset(specs, count: int, seed: int, max_bytes: int = arrays.DEFAULT
     named axes but the batch at `sizes`, else 16. What they are: RANDOM_INPUTS."""
     rng = np.random.default_rng(seed)
     sizes = sizes or {}
-    shapes = {s.name: tuple(1 if isinstance(d, str) and i == 0 else (sizes.get(d, 16) if isinstance(d, str) else d)
+    shapes = {s.name: tuple(d if isinstance(d, int) else 1 if i == s.batch_axis else sizes.get(d, 16)
                             for i, d in enumerate(s.shape)) for s in specs}
     need = count * sum(int(np.prod(shapes[s.name], dtype=object)) * np.dtype(s.dtype).itemsize for s in specs)
     if need > max_bytes:

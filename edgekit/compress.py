@@ -24,7 +24,7 @@ def example_inputs(specs: tuple[InputSpec, ...], sizes: dict[str, int] | None = 
 
     from .onnx_export import example_inputs as make
 
-    one = tuple(dataclasses.replace(s, shape=tuple(1 if i == 0 and isinstance(d, str) else d
+    one = tuple(dataclasses.replace(s, shape=tuple(1 if i == s.batch_axis and isinstance(d, str) else d
                                                    for i, d in enumerate(s.shape))) for s in specs)
     return make(one, torch, sizes)
 
@@ -38,7 +38,7 @@ def data_sizes(specs: tuple[InputSpec, ...], feed: dict | None) -> dict[str, int
     feed = feed or {}
     shapes = {s.name: tuple(feed[s.name].shape) for s in specs if s.name in feed}
     calib.same_named_dims("the data", [s for s in specs if s.name in shapes], shapes)  # T=40 and T=30: MACs at 40
-    batch = {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], str)}
+    batch = {s.shape[s.batch_axis] for s in specs if s.batch_axis is not None}
     return {d: n for d, n in trace_sizes(specs, feed).items() if d not in batch}
 
 

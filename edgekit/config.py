@@ -27,6 +27,9 @@ DEFAULT_STEP_TIMEOUT = 600.0  # seconds for a step that runs a hostile model in 
 C_NAME = "model"  # model_data.h, edgekit_model_data: the C names of an embedded model unless c_name says
 C_NAME_FORM = re.compile(r"[a-z][a-z0-9_]{0,31}")  # a C identifier's part, the same in its upper-case macros
 DTYPES = ("float32", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
+# an axis so named is a batch, wherever it stands (x:TxNx40, a time-major RNN's): data splits along it
+BATCH_NAMES = ("n", "b", "batch", "batch_size", "bs")
+STEPS = "steps"  # sequences.py's leading axis of a streaming model's data: its samples are whole sequences
 _DIM = re.compile(r"^(\d+|[A-Za-z_][A-Za-z0-9_]*)$")
 
 
@@ -34,6 +37,11 @@ def dim_name(text: str) -> str:
     """A named dimension as specs hold it: `n` and `N` are one axis, `Seq` is `seq`."""
     text = text.lower()
     return text.upper() if len(text) == 1 else text
+
+
+def is_batch_name(dim) -> bool:
+    """A dimension named as a batch is (N, B, batch, batch_size, bs)."""
+    return isinstance(dim, str) and dim.lower() in BATCH_NAMES
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,16 @@ class InputSpec:
     @property
     def dynamic_axes(self) -> dict[int, str]:
         return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
+
+    @property
+    def batch_axis(self) -> int | None:
+        """The axis a stack of samples lies along: the one named as a batch is (BATCH_NAMES) wherever it stands,
+        else a leading 1 or named axis; None when the first axis is a size. A time-major x:TxNx40 read along its
+        first axis made 100 one-step samples of N=96, and Android shipped [1, 96, 40]."""
+        named = [i for i, d in enumerate(self.shape) if is_batch_name(d)]
+        if named and self.shape[0] != STEPS:
+            return named[0]
+        return 0 if self.shape and (isinstance(self.shape[0], str) or self.shape[0] == 1) else None
 
     def example_shape(self, sizes: dict[str, int] | None = None) -> tuple[int, ...]:
         """A concrete shape for tracing: dynamic dims get their `sizes` (the data's), else 2, so they are not

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from . import parity
-from .config import InputSpec, nearest
+from .config import STEPS, InputSpec, nearest
 from .errors import InputError, UsageError
 
 
@@ -27,7 +27,7 @@ def data_specs(specs: tuple[InputSpec, ...], state: dict[str, str]) -> tuple[Inp
     if state and all(s.name in state for s in specs):
         raise UsageError(f"state: every input ({', '.join(state)}) is a state, so no data would reach the model; "
                          "the data feeds the others")
-    return tuple(InputSpec(s.name, ("steps", *s.shape), s.dtype) for s in specs if s.name not in state)
+    return tuple(InputSpec(s.name, (STEPS, *s.shape), s.dtype) for s in specs if s.name not in state)
 
 
 def check_outputs(state: dict[str, str], outputs: list[str]) -> None:

@@ -25,7 +25,7 @@ class OtherSize:
 
 def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict], listed: dict | None = None) -> list[OtherSize]:
     """The sizes each named dimension is validated at: those `listed` for it ({"seq": [16, 64]}), else one the
-    data does not have: a leading (batch) dimension doubled, any other halved. A batch is made by joining
+    data does not have: a batch dimension (is_batch) doubled, any other halved. A batch is made by joining
     samples; another dimension by cutting each sample or repeating it cyclically. A dimension that cannot be
     resized that way is left out."""
     found = []
@@ -40,7 +40,7 @@ def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict], listed: dict | 
         seen = tuple(sorted({f[n].shape[a] for f in feeds for n, each in axes.items() for a in each}))
         if not seen:
             continue
-        batch = set(axes.values()) == {(0,)}
+        batch = is_batch(specs, dim)
         for size in listed.get(dim) or [2 * seen[0] if batch else seen[0] // 2]:
             if batch:
                 k = size // seen[0]  # samples joined per made one; no more are kept than MAX_FEEDS need
@@ -48,7 +48,7 @@ def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict], listed: dict | 
                 # largest set of them (the first sample's alone, of a length no other had, made none)
                 shapes: dict[tuple, list] = {}
                 for f in feeds:
-                    if all(f[n].shape[0] == seen[0] for n in axes):
+                    if all(f[n].shape[a] == seen[0] for n, (a,) in axes.items()):
                         group = shapes.setdefault(tuple((n, v.shape) for n, v in f.items()), [])
                         group.append(f)
                         if len(group) == max(k, 1) * MAX_FEEDS:  # all it joins: no sample more is held
@@ -61,10 +61,11 @@ def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict], listed: dict | 
                                          f"{len(same) * seen[0]}, as the data's largest set of samples of one shape "
                                          f"holds {len(same)}")
                     continue
-                made = [{n: np.concatenate([g[n] for g in group]) if n in axes else group[0][n] for n in group[0]}
+                made = [{n: np.concatenate([g[n] for g in group], axes[n][0]) if n in axes else group[0][n]
+                         for n in group[0]}
                         for group in zip(*(same[i::k] for i in range(k)))][:MAX_FEEDS]
                 found.append(OtherSize(dim, seen, size, made))
-            elif not any(0 in each for each in axes.values()) and size >= 1:
+            elif size >= 1 and not any(s.batch_axis in axes.get(s.name, ()) for s in specs):  # not a batch cut
                 made = [{n: _resized(v, axes.get(n, ()), size, start) for n, v in f.items()}
                         for f in feeds[:MAX_FEEDS] for start in [_cut_start(f, axes, size)]]
                 found.append(OtherSize(dim, seen, size, made))
@@ -113,8 +114,9 @@ def fixed_dims(specs: tuple[InputSpec, ...], fixed: dict[str, tuple[int, ...]]) 
 
 
 def is_batch(specs: tuple[InputSpec, ...], dim: str) -> bool:
-    """Whether `dim` is a batch: the leading axis of every input holding it, and no other axis of them."""
-    return all(s.shape.index(dim) == 0 and s.shape.count(dim) == 1 for s in specs if dim in s.shape)
+    """Whether `dim` is a batch: the batch axis (InputSpec.batch_axis: N wherever it stands, else a leading name)
+    of every input holding it, and no other axis of them."""
+    return all(s.shape.index(dim) == s.batch_axis and s.shape.count(dim) == 1 for s in specs if dim in s.shape)
 
 
 def unvalidated(specs: tuple[InputSpec, ...], checks: list) -> list[str]:

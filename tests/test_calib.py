@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgekit import calib, layers, quantization as quantize
+from edgekit import calib, layers, quantization as quantize, sizes
 from edgekit.config import InputSpec, load_target
 from edgekit.errors import InputError, UsageError
 from edgekit.onnx_export import export_torch, preprocess
@@ -751,3 +751,62 @@ def test_random_int16_inputs_span_the_pcm_range():
 
     [feed] = calib.random_dataset((InputSpec.parse("pcm:Nx4000:int16"),), 1, 0).feeds
     assert feed["pcm"].dtype == np.int16 and feed["pcm"].min() < -30000 and feed["pcm"].max() > 30000
+
+
+TIME_MAJOR = (InputSpec.parse("x:TxNx8"),)  # a batch_first=False RNN's input: the batch is the second axis
+
+
+def test_a_time_major_batch_is_split_along_its_n_axis(tmp_path):
+    """x:TxNx8 data saved as the model takes a batch, (T, N, 8), was split along T: 12 one-step samples of N=16,
+    and Android shipped [1, 16, 8]. Every source splits along N into (T, 1, 8) samples, in order."""
+    x = np.random.default_rng(0).standard_normal((12, 16, 8)).astype("f4")
+    want = [x[:, i:i + 1] for i in range(16)]
+    np.savez(tmp_path / "batch.npz", x=x, labels=np.arange(16) % 3)
+    np.save(tmp_path / "batch.npy", x)
+    (tmp_path / "folder").mkdir()
+    for i in range(2):
+        np.save(tmp_path / "folder" / f"{i}.npy", x[:, 8 * i:8 * i + 8])
+    sources = [tmp_path / "batch.npz", tmp_path / "batch.npy", tmp_path / "folder", {"x": x},
+               [{"x": x[:, i:i + 4]} for i in range(0, 16, 4)],  # a loader's time-major batches of 4
+               [torch.from_numpy(x[:, i]) for i in range(16)],  # a Dataset's items, lacking N
+               np.stack(want)]  # samples along an axis of their own
+    for source in sources:
+        data = calib.load(source, TIME_MAJOR)
+        assert len(data) == 16 and all(np.array_equal(f["x"], w) for f, w in zip(data.feeds, want)), source
+    assert list(calib.load(tmp_path / "batch.npz", TIME_MAJOR).labels) == list(np.arange(16) % 3)
+    for source in (tmp_path / "batch.npz", {"x": x}):  # the first samples, not the first time steps
+        assert [f["x"].shape for f in calib.load(source, TIME_MAJOR, max_samples=5).feeds] == [(12, 1, 8)] * 5
+    cal, val = calib.load(tmp_path / "batch.npz", TIME_MAJOR).split(calib.VALIDATION_FRACTION)
+    assert (len(cal), len(val)) == (12, 4) and np.array_equal(val.feeds[0]["x"], want[12])
+    assert calib.fixed_shapes(TIME_MAJOR, (cal, val))[0] == {"x": (12, 1, 8)}
+    assert calib.random_dataset(TIME_MAJOR, 1, 0).feeds[0]["x"].shape == (16, 1, 8)
+    [joined] = [o for o in sizes.other_sizes(TIME_MAJOR, val.feeds) if o.dim == "N"]  # a batch joins along N
+    assert joined.size == 2 and np.array_equal(joined.feeds[0]["x"], x[:, 12:14])
+
+
+class TimeMajorGRU(nn.Module):
+    """x [T, N, 8] -> scores [N, 3]: nn.GRU with batch_first=False."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru, self.head = nn.GRU(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.gru(x)[0][-1])
+
+
+def test_a_time_major_gru_ships_batch_1_to_android(tmp_path):
+    """A file of (T, N, 8) and a loader's time-major batches of 4: Android was fixed at [1, N, 8] (one time step of
+    every stream) from the file, and at N=4 from the batches."""
+    import edgekit
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((12, 48, 8)).astype("f4")
+    np.savez(tmp_path / "cal.npz", x=x[:, :32])
+    report = edgekit.export(TimeMajorGRU().eval(), inputs=["x:TxNx8"], calibration=tmp_path / "cal.npz",
+                            validation=[{"x": x[:, i:i + 4]} for i in range(32, 48, 4)], targets=["android-arm64"],
+                            out=tmp_path / "out", no_bench=True)
+    android = report.targets["android-arm64"].to_json()
+    assert report.passed and android["fixed_input_shapes"] == {"x": [12, 1, 8]}
+    assert android["calibration"]["samples"] == 32 and android["validation"]["samples"] == 16
+    assert not [w for w in android["warnings"] if w.startswith("N fixed")]
