@@ -88,6 +88,7 @@ class Plan:
     applied: list = field(default_factory=list, compare=False, repr=False)  # what quantize() found, for decisions
     precision_search: dict | None = field(default=None, compare=False)  # precision = latency: what was measured
     tensor_overrides: dict = field(default_factory=dict, compare=False, repr=False)  # onnxruntime's, e.g. pixels'
+    padded_convs: tuple[str, ...] = ()  # the Convs whose int8 input channels quantize() pads (pad_convs), by key()
     warnings: tuple[str, ...] = ()  # what the user must hear of the plan (among the run's warnings)
 
     def as_dict(self) -> dict:
@@ -382,7 +383,114 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
                            "there with session option session.x64quantprecision=1, or export with --reduce-range true")
     else:
         reduce = settings.reduce_range == "true"
-    return Plan(settings, reduce, attention, tuple(reasons), opset, split, half, warnings=tuple(warnings))
+    padded, unpadded = convs_to_pad(model, settings, arch, opset)
+    reasons += [unpadded] * bool(unpadded)
+    return Plan(settings, reduce, attention, tuple(reasons), opset, split, half, warnings=tuple(warnings),
+                padded_convs=padded)
+
+
+CONV_CHANNELS = 4  # the input channel multiple onnxruntime's symmetric int8 conv takes (host.sym_conv_takes)
+
+
+def convs_to_pad(model, settings: QuantSettings, arch: str, opset: int) -> tuple[tuple[str, ...], str]:
+    """The int8 Convs whose input channels (not a multiple of 4: an RGB stem) pad_convs pads, because
+    onnxruntime's fast int8 conv takes the padded conv on this target (host.sym_conv_takes) and not the other; and
+    when such a conv stays unpadded on an x86-64 target, why (the host ISA decided it)."""
+    import math
+
+    from onnx import helper
+
+    from .host import int8_isa, isa_source, sym_conv_takes
+
+    if (settings.mode, settings.format, settings.activation_type, settings.weight_type, opset >= 11) != (
+            "static", "QDQ", "uint8", "int8", True) or settings.op_types and "Conv" not in settings.op_types:
+        return (), ""
+    weights = {t.name: t.dims for t in model.graph.initializer}
+    found, kept = [], []
+    for n in model.graph.node:
+        groups = next((helper.get_attribute_value(a) for a in n.attribute if a.name == "group"), 1)
+        if n.op_type != "Conv" or n.name in settings.exclude_nodes or n.input[1] not in weights or groups != 1:
+            continue
+        cout, cin, *kernel = weights[n.input[1]]
+        if cin % CONV_CHANNELS:
+            wide = -(-cin // CONV_CHANNELS) * CONV_CHANNELS
+            takes = sym_conv_takes(arch, wide, cout, math.prod(kernel))
+            (found if takes and not sym_conv_takes(arch, cin, cout, math.prod(kernel)) else kept).append(n)
+    names = ", ".join(map(key, kept))
+    why = (f"int8 Conv input channels not padded to a multiple of {CONV_CHANNELS} ({names}): onnxruntime's symmetric "
+           f"int8 conv would not take them padded on host ISA {int8_isa()} (from {isa_source()})"
+           if kept and arch == "x86_64" else "")
+    return tuple(map(key, found)), why
+
+
+def key(node) -> str:
+    """A node as found again after quantization: its name; else its output, which a fused Relu may take over."""
+    return node.name or node.output[0]
+
+
+PADDED = "int8 Conv input channels padded"
+
+
+def padded_why(padded: list[str]) -> str:
+    from .host import int8_isa, isa_source
+
+    return (f"{PADDED} to a multiple of {CONV_CHANNELS} with zero weights, the uint8 input padded by its zero point "
+            f"(exact): {', '.join(padded)}; onnxruntime's symmetric int8 conv (MLAS, x86-64 from AVX2; host ISA "
+            f"{int8_isa()} from {isa_source()}) takes no other, and a 3-channel stem ran slower int8 than fp32 "
+            "(MobileNetV2-style's 0.36 ms against 0.19 ms; padded 0.17 ms)")
+
+
+def pad_convs(model, convs: Sequence[str]) -> list[str]:
+    """Pad the input channels of these int8 Convs (by key()) in a QDQ ModelProto to a multiple of 4: zero
+    int8 weights for the new channels, and a Pad of the uint8 input by its zero point (real 0) between its
+    QuantizeLinear and DequantizeLinear, so the quantizer's scales stay and the output is the same. onnxruntime's
+    quantizer would wrap a float Pad in Q/DQ of its own. Returns "conv (3 -> 4)" for each conv padded."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from .onnx_export import all_nodes
+
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consts = {t.name: t for t in graph.initializer}
+    readers = Counter(i for n in all_nodes(graph) for i in n.input)
+
+    def dequantized(name: str, kind: int):
+        """The DequantizeLinear writing `name` from a constant-scale tensor of this type with a constant zero point."""
+        dq = producer.get(name)
+        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or dq.input[2] not in consts:
+            return None
+        zero = consts[dq.input[2]]
+        return dq if zero.data_type == kind and (kind == TensorProto.INT8 or not zero.dims) else None
+
+    done, order, moved = [], [], []
+    for conv in graph.node:
+        order.append(conv)
+        if conv.op_type != "Conv" or key(conv) not in convs:
+            continue
+        dq_x, dq_w = dequantized(conv.input[0], TensorProto.UINT8), dequantized(conv.input[1], TensorProto.INT8)
+        w = consts.get(dq_w.input[0]) if dq_w else None
+        if dq_x is None or w is None or readers[w.name] != 1 or numpy_helper.to_array(consts[dq_w.input[2]]).any():
+            continue
+        weight = numpy_helper.to_array(w)
+        cin, rank, extra = weight.shape[1], weight.ndim, -weight.shape[1] % CONV_CHANNELS
+        w.CopyFrom(numpy_helper.from_array(np.pad(weight, [(0, extra * (axis == 1)) for axis in range(rank)]), w.name))
+        base = f"{key(conv)}/channel_pad"
+        graph.initializer.append(numpy_helper.from_array(np.eye(1, 2 * rank, rank + 1, np.int64)[0] * extra,
+                                                         f"{base}/pads"))  # after the last channel
+        order[-1:] = [helper.make_node("Pad", [dq_x.input[0], f"{base}/pads", dq_x.input[2]], [f"{base}/quantized"],
+                                       name=f"{base}/Pad"),
+                      helper.make_node("DequantizeLinear", [f"{base}/quantized", *dq_x.input[1:3]],
+                                       [f"{base}/dequantized"], name=f"{base}/DequantizeLinear"),
+                      conv]
+        readers[conv.input[0]] -= 1
+        conv.input[0] = f"{base}/dequantized"
+        moved.append(dq_x)
+        done.append(f"{key(conv)} ({cin} -> {cin + extra})")
+    unread = {id(n) for n in moved if readers[n.output[0]] == 0 and n.output[0] not in {o.name for o in graph.output}}
+    del graph.node[:]
+    graph.node.extend(n for n in order if id(n) not in unread)
+    return done
 
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -656,8 +764,13 @@ def quantize(src: Path, dest: Path, p: Plan, feeds: Sequence, progress=None, cac
                     p = dataclasses.replace(p, settings=dataclasses.replace(
                         p.settings, exclude_nodes=(*p.settings.exclude_nodes, *added)))
             _call(p, str(src), str(dest), feeds, progress, cache, Path(tmp))
-            if p.applied:
+            if p.split_outliers and p.applied:
                 _unpair(dest)
+            if p.padded_convs:  # this run's record replaces an earlier run's (tune's trials share the plan)
+                p.applied[:] = [a for a in p.applied if not a.startswith(PADDED)]
+                if padded := pad_convs(model := onnx.load(str(dest)), p.padded_convs):
+                    onnx.save(model, str(dest))
+                    p.applied.append(padded_why(padded))
     except StageError:
         raise  # edgekit's own run of the model (split_outliers'), already told as such
     except Exception as e:

@@ -1946,3 +1946,27 @@ def test_an_older_packages_class_gates_on_its_first_output_still_check():
     assert package_check._gate_claims(manifest("export_scaled_max_abs", "logits")) == []
     [said] = package_check._gate_claims(manifest("export_scaled_max_abs", "map"))  # this edgekit's never
     assert said.startswith("accuracy_drop on 'map', top1_agreement on 'map': edgekit measures class gates on"), said
+
+
+@pytest.mark.parametrize("style", ["Runtime", "Fixed"])
+def test_a_padded_stem_converts_to_ort_and_runs_the_same(tmp_path, monkeypatch, style):
+    """An x86 profile asking for ORT format: the stem's uint8 Pad (quantization.pad_convs) is in the operator config
+    and the .ort gives the .onnx's outputs."""
+    from models import stem_cnn
+
+    from edgekit import mobile, quantization
+    from edgekit.config import InputSpec, QuantSettings
+    from edgekit.onnx_export import export_torch
+
+    monkeypatch.setenv("EDGEKIT_HOST_ARCH", "x86_64")
+    monkeypatch.setenv("EDGEKIT_HOST_ISA", "avx512-vnni")
+    fp32 = export_torch(stem_cnn(), (InputSpec.parse("image:1x3x16x16"),), (), 17, tmp_path / "fp32.onnx")
+    feeds = [{"image": np.random.default_rng(i).standard_normal((1, 3, 16, 16)).astype(np.float32)} for i in range(8)]
+    plan = quantization.plan(fp32, QuantSettings(), set())
+    (tmp_path / "out").mkdir()
+    int8 = quantization.quantize(fp32, tmp_path / "out" / "model.int8.onnx", plan, feeds)
+    written = mobile.to_ort([int8], tmp_path / "out", style, "amd64")
+    assert "Pad" in written["config"].read_text() and plan.applied
+    a, b = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feeds[0])[0]
+            for p in (written["ort"][int8], int8))
+    np.testing.assert_array_equal(a, b)

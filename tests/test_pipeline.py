@@ -382,8 +382,8 @@ def test_host_isa_override_runs_each_branch(tmp_path, cnn_data, isa, caplog):
     assert x86["parity"]["quantization"]["int8_kernels"].startswith(f"host default ({host.cpu_isa()}")
     assert x86["host"]["cpu_isa"] == host.cpu_isa() and all(
         g["x86_default_kernels"]["isa"] == host.cpu_isa() for g in golden if "x86_default_kernels" in g)
-    assert f"EDGEKIT_HOST_ISA={isa}: int8 decisions (reduce_range, exact-kernel sessions) are taken as for {isa}; " \
-           f"the kernels that run are this CPU's ({host.cpu_isa()})" in caplog.text  # a CI variable left set
+    assert f"EDGEKIT_HOST_ISA={isa}: int8 decisions (reduce_range, exact-kernel sessions, padded conv inputs) are " \
+           f"taken as for {isa}; the kernels that run are this CPU's ({host.cpu_isa()})" in caplog.text  # set in CI
 
 
 def test_bad_host_isa_override_is_a_usage_error(tmp_path, cnn_data):

@@ -141,3 +141,36 @@ def test_prune_and_share_take_the_users_layer_names_under_the_pixel_wrapper(tmp_
     convs = [weights[n.input[1]] for n in model.graph.node if n.op_type == "Conv"]
     assert [c.shape[0] for c in convs] == [6, 8]  # body.0 at 0.25 of 8 channels; body.2 ignored
     assert len(np.unique(convs[1])) <= 4 < len(np.unique(convs[0]))  # body.2 shared in 4 values, body.0 ignored
+
+
+def test_raw_pixels_feed_the_padded_stem(tmp_path, monkeypatch):
+    """An RGB stem padded to 4 channels for onnxruntime's fast int8 conv (x86-64): its uint8 Pad reads the input's
+    QuantizeLinear, which raw_feed replaces by the raw pixels (or keeps, after the float normalisation); the same
+    outputs as the unpadded int8 model, on every pixel value."""
+    import dataclasses
+
+    from edgekit import pixels as px, quantization
+    from edgekit.config import InputSpec, QuantSettings
+    from edgekit.load import load_model
+    from edgekit.onnx_export import export_torch
+
+    monkeypatch.setenv("EDGEKIT_HOST_ARCH", "x86_64")
+    monkeypatch.setenv("EDGEKIT_HOST_ISA", "avx2")
+    spec = (InputSpec.parse("image:Nx3x16x16:uint8"),)
+    every = (np.arange(3 * 16 * 16) % 256).astype(np.uint8).reshape(1, 3, 16, 16)
+    for mean, std, first in ((0.0, 1.0, "Pad"), (MEAN, STD, "Cast")):  # raw pixels fed; normalisation kept
+        setting = {"input": "image", "mean": mean, "std": std}
+        fp32 = export_torch(px.fold(setting, load_model("models:stem_cnn"), spec), spec, (), 17, tmp_path / "f.onnx")
+        norm = px.normalisation(onnx.load(str(fp32)), setting, "uint8")
+        plan = quantization.plan(onnx.load(str(fp32)), QuantSettings(exclude_nodes=norm.nodes), set(), "x86_64")
+        plan = dataclasses.replace(plan, tensor_overrides=norm.overrides())
+        outs = []
+        for name, p in (("padded", plan), ("plain", dataclasses.replace(plan, padded_convs=()))):
+            model = onnx.load(str(quantization.quantize(fp32, tmp_path / f"{name}.onnx", p, [
+                {"image": pixels(1, i)} for i in range(16)])))
+            px.raw_feed(model, norm)
+            onnx.save(model, str(tmp_path / f"{name}.onnx"))
+            outs.append(run_onnx(session(tmp_path / f"{name}.onnx")[0], [{"image": every}, {"image": pixels(2, 9)}]))
+            if name == "padded":
+                assert _graph_after(model, "image") == [first] and "Pad" in {n.op_type for n in model.graph.node}
+        assert all(np.array_equal(a, b) for x, y in zip(*outs) for a, b in zip(x, y)), setting

@@ -1,4 +1,5 @@
 """Unit tests for the pieces: input specs, profiles, data readers, attention detection, parity metrics."""
+import dataclasses
 import subprocess
 import sys
 import time
@@ -658,3 +659,53 @@ def test_a_float16_weight_a_sub_graph_reads_is_kept(tmp_path):
     np.save(tmp_path / "cal.npy", rng.standard_normal((16, 1, 8)).astype(np.float16))
     int8 = edgekit.quantize(tmp_path / "m.onnx", str(tmp_path / "cal.npy"), out=tmp_path / "q.onnx")
     onnx.checker.check_model(onnx.load(str(int8)), full_check=True)
+
+
+@pytest.fixture(scope="module")
+def stem_fp32(tmp_path_factory):
+    """models:stem_cnn's float model and calibration feeds: an RGB stem of 16 output channels."""
+    from models import stem_cnn
+    path = export_torch(stem_cnn(), (InputSpec.parse("image:Nx3x16x16"),), (), 17,
+                        tmp_path_factory.mktemp("stem") / "stem.onnx")
+    rng = np.random.default_rng(0)
+    return path, [{"image": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(8)]
+
+
+def test_an_rgb_stem_is_padded_to_4_channels_where_the_fast_int8_conv_needs_it(stem_fp32, tmp_path, monkeypatch):
+    """onnxruntime's symmetric int8 conv (x86-64 from AVX2) takes only multiples of 4 input channels: the stem gets a
+    zero 4th channel (uint8 Pad by the zero point after the input's QuantizeLinear), the same outputs bit for bit,
+    and the manifest's decisions say so. Without such a kernel (sse, ARM64 under 64 channels) it stays 3."""
+    from edgekit.runtime import run_onnx, session
+
+    fp32, feeds = stem_fp32
+    monkeypatch.setenv("EDGEKIT_HOST_ARCH", "x86_64")
+    monkeypatch.setenv("EDGEKIT_HOST_ISA", "avx2")
+    plan = quantize.plan(fp32, config.QuantSettings(), set())
+    assert len(plan.padded_convs) == 1
+    padded = quantize.quantize(fp32, tmp_path / "padded.onnx", plan, feeds)
+    quantize.quantize(fp32, padded, plan, feeds)  # a trial again (tune's): one record
+    plain = quantize.quantize(fp32, tmp_path / "plain.onnx", dataclasses.replace(plan, padded_convs=()), feeds)
+    graph = onnx.load(str(padded)).graph
+    weights = {t.name: t for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    conv = next(n for n in graph.node if n.op_type == "Conv" and n.name == plan.padded_convs[0])
+    dq_x, dq_w = producer[conv.input[0]], producer[conv.input[1]]
+    assert list(weights[dq_w.input[0]].dims) == [16, 4, 3, 3]
+    pad = producer[dq_x.input[0]]
+    assert pad.op_type == "Pad" and producer[pad.input[0]].op_type == "QuantizeLinear"
+    assert weights[pad.input[2]].data_type == onnx.TensorProto.UINT8  # the zero point: real 0
+    every = [{"image": np.random.default_rng(i).standard_normal((2, 3, 16, 16)).astype(np.float32) * 3}
+             for i in range(4)]
+    outs = [run_onnx(session(path)[0], every) for path in (padded, plain)]
+    assert all(np.array_equal(a, b) for x, y in zip(*outs) for a, b in zip(x, y))
+    said = [d for d in plan.as_dict()["decisions"] if d.startswith("int8 Conv input channels padded")]
+    assert len(said) == 1 and "(3 -> 4)" in said[0] and "host ISA avx2 from EDGEKIT_HOST_ISA" in said[0], said
+    monkeypatch.setenv("EDGEKIT_HOST_ISA", "sse")  # no symmetric int8 conv kernel: left as it is, and said why
+    sse = quantize.plan(fp32, config.QuantSettings(), set())
+    assert sse.padded_convs == () and any(r.startswith("int8 Conv input channels not padded") and
+                                          "host ISA sse (from EDGEKIT_HOST_ISA)" in r for r in sse.reasons)
+    monkeypatch.setenv("EDGEKIT_HOST_ISA", "avx512-vnni")
+    for other in (quantize.plan(fp32, config.QuantSettings(), set(), arch="arm64"),  # ARM64: none under 64 channels
+                  quantize.plan(fp32, config.QuantSettings(activation_type="int8"), set()),  # x86 has no S8S8 kernel
+                  quantize.plan(fp32, config.QuantSettings(weight_type="uint8"), set())):  # nor asymmetric weights
+        assert other.padded_convs == () and not any("padded" in r for r in other.reasons)
