@@ -779,6 +779,9 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
     cal_feeds = _calibration_feeds(prep, settings.samples)
     n_cal = len(cal_feeds)
     _bounded_calibration(prep, cal_feeds)
+    if shared.task in quantization.VALUE_TASKS:
+        qplan = quantization.keep_narrow_outputs(qplan, fp32, cal_feeds)
+        settings = qplan.settings
     if not prep.cal.random:
         qplan = dataclasses.replace(qplan, warnings=(*qplan.warnings, *calib.outlier_samples(
             cal_feeds, streaming=prep.rollout is not None)))

@@ -258,6 +258,114 @@ def concat_outputs(model, settings: QuantSettings) -> list[str]:
     return [name for name in kept if name not in settings.exclude_nodes]
 
 
+# A graph output is quantized over the whole tensor's range, 0 included (onnxruntime's MinMax ranges); a channel whose
+# own spread covers fewer of its steps than this keeps the node producing it float. 64 steps (6 bits): a detection
+# head's logits beside pixel boxes took 5 and 3 (32% and 47% of its logit > 0 decisions flipped), a regressor's
+# 300 +- 2.9 took 15 (13 distinct values); a classifier's logits (digits example) take 150 or more.
+OUTPUT_LEVELS = 64
+# The tasks whose outputs are read channel by channel as values (boxes and scores, quantities), where the rule applies.
+# Not a classifier's logits (argmax, judged by top-1 and accuracy) nor task other: untrained test models' outputs,
+# a bias plus a small variation, took 6-23 levels (small_cnn, ResNet18-style, MobileNetV2-style on random data).
+VALUE_TASKS = ("detect", "regress")
+FEW_LEVELS_SHOWN = 8  # channels a decision names by their levels, the narrowest first
+
+
+def output_chains(model, settings: QuantSettings) -> dict[str, list[str]]:
+    """Each graph output whose producing node static quantization would quantize, with the nodes to keep float
+    for it to stay float: the producer, reached back through MOVEMENT_OPS and Relu/Clip (onnxruntime gives a
+    Conv's output the Relu's range and drops the Relu), and those ops. Left out: a chain whose tensors anything
+    else reads (a quantized reader would put the Q/DQ back), an unnamed node, one excluded or not quantized."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    if settings.mode != "static":
+        return {}
+    graph = model.graph
+    quantized = set(settings.op_types or {*QLinearOpsRegistry, *QDQRegistry})
+    producer = {o: n for n in graph.node for o in n.output}
+    readers = Counter(i for n in graph.node if n.op_type not in ("Shape", "Size") for i in n.input)
+    found = {}
+    for out in graph.output:
+        chain, name = [], out.name
+        while (node := producer.get(name)) is not None and node.op_type in (*MOVEMENT_OPS, "Relu", "Clip"):
+            chain.append(node)
+            name = node.input[0]
+        read_once = all(readers[n.output[0]] == 1 for n in chain) and readers[out.name] == 0
+        if node is None or not read_once or len(node.output) > 1 or not all(n.name for n in (*chain, node)):
+            continue
+        if node.op_type in quantized and node.name not in settings.exclude_nodes:
+            found[out.name] = [node.name, *(n.name for n in reversed(chain))]
+    return found
+
+
+def channel_levels(values: list, steps: int) -> tuple[int | None, list[float]]:
+    """The quantization levels each channel of one output spans over its own spread, at the step onnxruntime would
+    use: the whole tensor's range with 0 in it, over `steps`. Channels: along axis 1, or the last axis where the
+    fewest levels are there (an NCHW head's, or a [N, anchors, fields] head's); a 1-D output, or one whose channel
+    axes vary in size, is one channel. Returns (the axis, None for the whole tensor; the levels per channel,
+    constant channels left out: they lose no signal)."""
+    import numpy as np
+
+    hi, lo = max(float(v.max()) for v in values), min(float(v.min()) for v in values)
+    step = (max(hi, 0.0) - min(lo, 0.0)) / steps
+    if not step:
+        return None, []
+    found = {None: [(hi - lo) / step] if hi > lo else []}
+    ndim = values[0].ndim
+    for axis in {1, ndim - 1} if ndim >= 2 else ():
+        if len({v.shape[axis] for v in values}) == 1:  # not a dynamic axis (a sequence's)
+            others = tuple(a for a in range(ndim) if a != axis)
+            spread = (np.max([v.max(axis=others) for v in values], axis=0)
+                      - np.min([v.min(axis=others) for v in values], axis=0))
+            found[axis] = [float(x) / step for x in spread if x > 0]
+    channels = [a for a in found if a is not None and found[a]]
+    axis = min(channels, key=lambda a: (min(found[a]), a)) if channels else None
+    return axis, found[axis]
+
+
+def _output_values(path, names: list[str], feeds: Sequence) -> list[list]:
+    """The float model's values of these outputs over the feeds (one list per output)."""
+    from .host import work_threads
+    from .runtime import run, session
+
+    sess = session(path, threads=work_threads())[0]
+    got = [run(sess, names, feed, give_back=i == len(feeds) - 1) for i, feed in enumerate(feeds)]
+    return [[g[k] for g in got] for k in range(len(names))]
+
+
+def keep_narrow_outputs(p: Plan, path, feeds: Sequence) -> Plan:
+    """A graph output whose whole-tensor quantization gives some channel fewer than OUTPUT_LEVELS steps over that
+    channel's spread on the calibration data keeps its producing nodes float (output_chains): onnxruntime's range
+    of an output spans every channel and 0, so a logit beside pixel boxes, or a value of 300 +- 3, kept a few
+    values while cosine and SQNR, ruled by the large ones, passed. Float costs one node's int8 arithmetic."""
+    import numpy as np
+
+    chains = output_chains(parsed(path), p.settings) if feeds else {}
+    if not chains:
+        return p
+    steps = 65535 if p.settings.activation_type in ("uint16", "int16") else 255
+    kept, said = [], []
+    for name, values in zip(chains, _output_values(path, list(chains), feeds)):
+        if not all(np.issubdtype(v.dtype, np.floating) for v in values):
+            continue
+        axis, levels = channel_levels(values, steps)
+        if levels and min(levels) < OUTPUT_LEVELS:
+            kept += chains[name]
+            narrow = sorted(range(len(levels)), key=levels.__getitem__)[:FEW_LEVELS_SHOWN]
+            where = "the whole tensor" if axis is None else f"axis {axis}"
+            said.append(f"{', '.join(chains[name])} (output {name!r}: levels per channel along {where}, the "
+                        f"narrowest {len(narrow)} of {len(levels)}: "
+                        f"{', '.join(f'channel {k} {levels[k]:.1f}' for k in narrow)})")
+    if not kept:
+        return p
+    settings = dataclasses.replace(p.settings, exclude_nodes=tuple(dict.fromkeys((*p.settings.exclude_nodes, *kept))))
+    why = (f"kept float: {'; '.join(said)}: a graph output is quantized over its whole range with 0 in it, and these "
+           f"channels' own spread on the calibration data covers fewer than {OUTPUT_LEVELS} of its steps (a logit "
+           "beside pixel boxes, a value of 300 +- 3 kept a few values while cosine and SQNR passed)")
+    note = (f"kept float: {', '.join(kept)}: some output channel spans < {OUTPUT_LEVELS} int8 levels of the "
+            "whole output's range (levels in the manifest's quantization decisions)")
+    return dataclasses.replace(p, settings=settings, reasons=(*p.reasons, why), warnings=(*p.warnings, note))
+
+
 def float_rnns(model, mode: str, kept: Sequence[str] = ()) -> list:
     """The recurrent nodes left float: onnxruntime has no int8 op for them, but for its dynamic mode's LSTM (then
     float only on a state's path, `kept`)."""

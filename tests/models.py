@@ -883,3 +883,38 @@ class PcmFrames(nn.Module):
 
 def pcm_frames():
     return PcmFrames().eval()
+
+
+class MixedHead(nn.Module):
+    """One 1x1 conv predicting per cell [4 box values in pixels (~x100), objectness logit, class logit], the graph
+    output (qexpert): quantized over the boxes' range, the logits kept 5 and 3 int8 values."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(16, 6, 1)
+        with torch.no_grad():
+            self.head.weight[:4] *= 100.0
+            self.head.bias[:4] *= 100.0
+            self.head.weight[4:] *= 4.0
+            x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+            self.head.bias[4:] -= self.head(self.body(x))[:, 4:].mean((0, 2, 3))  # logits centred on 0
+
+    def forward(self, image):
+        return self.head(self.body(image))
+
+
+def mixed_head():
+    return MixedHead().eval()
+
+
+def offset_regressor():
+    """A regressor of an absolute quantity (a temperature in K): 300 + a small variation (qexpert). Quantized over
+    [0, 310], its output kept 13 values."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
+    with torch.no_grad():
+        model[3].weight *= 60.0
+        model[3].bias.fill_(300.0)
+    return model.eval()

@@ -709,3 +709,26 @@ def test_an_rgb_stem_is_padded_to_4_channels_where_the_fast_int8_conv_needs_it(s
                   quantize.plan(fp32, config.QuantSettings(activation_type="int8"), set()),  # x86 has no S8S8 kernel
                   quantize.plan(fp32, config.QuantSettings(weight_type="uint8"), set())):  # nor asymmetric weights
         assert other.padded_convs == () and not any("padded" in r for r in other.reasons)
+
+
+def test_a_trained_classifiers_logits_keep_their_head_int8(tmp_path):
+    """The few-levels rule (quantization.keep_narrow_outputs) on the digits example's logits, which spread widely
+    around 0: each class spans 150+ of the output's int8 steps, so no node is kept float."""
+    import torch
+
+    from edgekit.config import QuantSettings
+    sys.path.insert(0, str(ROOT / "examples" / "digits"))
+    try:
+        from model import build
+    finally:
+        sys.path.pop(0)
+    module = build()
+    module.load_state_dict(torch.load(ROOT / "examples" / "digits" / "digits_cnn.pt", weights_only=True))
+    torch.onnx.export(module.eval(), (torch.zeros(1, 1, 8, 8),), str(path := tmp_path / "m.onnx"),
+                      input_names=["image"], output_names=["output"], dynamic_axes={"image": {0: "N"}}, dynamo=False)
+    images = np.load(ROOT / "examples" / "digits" / "data" / "calibration.npz")["image"]
+    plan = quantize.plan(path, QuantSettings(), set())
+    assert quantize.output_chains(onnx.load(str(path)), plan.settings) == {"output": ["/classifier/classifier.3/Gemm"]}
+    assert quantize.keep_narrow_outputs(plan, path, [{"image": images[i:i + 16]} for i in range(0, 128, 16)]) == plan
+    values = quantize._output_values(path, ["output"], [{"image": images[:128]}])[0]
+    assert quantize.channel_levels(values, 255)[0] == 1 and min(quantize.channel_levels(values, 255)[1]) > 150
