@@ -299,11 +299,13 @@ def output_chains(model, settings: QuantSettings) -> dict[str, list[str]]:
 
 def channel_levels(values: list, steps: int) -> tuple[int | None, list[float]]:
     """The quantization levels each channel of one output spans over its own spread, at the step onnxruntime would
-    use: the whole tensor's range with 0 in it, over `steps`. Channels: along axis 1, or the last axis where the
-    fewest levels are there (an NCHW head's, or a [N, anchors, fields] head's); a 1-D output, or one whose channel
+    use: the whole tensor's range with 0 in it, over `steps`. Channels: along parity.channel_axes, the one with the
+    fewest levels (an NCHW head's axis 1, a [N, anchors, fields] head's last); a 1-D output, or one whose channel
     axes vary in size, is one channel. Returns (the axis, None for the whole tensor; the levels per channel,
     constant channels left out: they lose no signal)."""
     import numpy as np
+
+    from .parity import channel_axes
 
     hi, lo = max(float(v.max()) for v in values), min(float(v.min()) for v in values)
     step = (max(hi, 0.0) - min(lo, 0.0)) / steps
@@ -311,7 +313,7 @@ def channel_levels(values: list, steps: int) -> tuple[int | None, list[float]]:
         return None, []
     found = {None: [(hi - lo) / step] if hi > lo else []}
     ndim = values[0].ndim
-    for axis in {1, ndim - 1} if ndim >= 2 else ():
+    for axis in channel_axes(ndim):
         if len({v.shape[axis] for v in values}) == 1:  # not a dynamic axis (a sequence's)
             others = tuple(a for a in range(ndim) if a != axis)
             spread = (np.max([v.max(axis=others) for v in values], axis=0)

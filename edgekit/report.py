@@ -180,10 +180,12 @@ def markdown(r: TargetReport) -> str:
             out += [f"### {title} on {p.samples} samples of {_safe(p.data)}", ""]
             out += [f"Computed on {_safe(computed_on(r, p is r.quant_parity))}.", ""]
             out += _md(
-                "output | cosine | min cosine | SQNR dB | max abs | mean abs | top-1 | top-5 | retrieval@1",
+                "output | cosine | min cosine | SQNR dB | worst channel centred SQNR dB | max abs | mean abs | top-1 | "
+                "top-5 | retrieval@1",
                 [(o.output, *(_fmt(v, f, na if o.exact_agreement is None else _Own(
                     f"n/a (integer: {o.exact_agreement:.4f} equal)")) for v, f in ((o.cosine, ".6f"),
-                                                                       (o.cosine_min, ".6f"), (o.sqnr_db, ".2f"))),
+                                                                       (o.cosine_min, ".6f"), (o.sqnr_db, ".2f"),
+                                                                       (o.centred_sqnr_db, ".2f"))),
                   f"{o.max_abs:.3g}", f"{o.mean_abs:.3g}", _fmt(o.top1_agreement, ".4f", "n/a"),
                   _fmt(o.top5_agreement, ".4f", "n/a"), _fmt(o.retrieval_at1, ".4f", "n/a")) for o in p.outputs]) + [""]
     if r.accuracy:
