@@ -185,24 +185,24 @@ def provider_warnings(target: Target, used: list[str]) -> list[str]:
 
 
 def gate_advice(gates: list[Gate], settings, tuning: dict | None, short: tuple[int, int] | None = None) -> list[str]:
-    """`short`: (calibration's, validation's) longest sequence of a streaming model calibrated on shorter ones: the
-    state then outgrew the int8 ranges, which no --auto setting fixes (it kept the head float)."""
+    """`short`: (calibration's, validation's) longest sequence of a streaming model calibrated on clearly shorter
+    ones: the state then outgrew the int8 ranges, which no --auto setting fixes (it kept the head float). That explains
+    the failed quality gates, not a reference with no signal; the other advice still stands beside it."""
     failed = [g.name for g in gates if not g.passed and g.name.startswith(("quant_", "top1", "accuracy",
                                                                             "integer_output_agreement"))]
-    searched = [tuning["advice"]] if tuning and tuning.get("advice") else []
-    if failed and short:
-        return [f"quantization gates failed ({', '.join(failed)}) with calibration sequences shorter than "
-                f"validation's ({short[0]} vs {short[1]} steps): calibrate on sequences as long before --auto",
-                *searched]
-    if searched:
-        return searched
-    if failed and tuning and (why := tuning.get("stopped_short") or tuning.get("exclusions_skipped")):
-        return [why]  # the search stopped short without saying why
     no_signal = any(g.name.endswith("reference_signal") and not g.passed for g in gates)  # no setting helps that
-    if failed and not settings.auto and settings.mode == "static" and not no_signal:
-        return [f"quantization gates failed ({', '.join(failed)}): re-run with --auto to search "
-                f"{', '.join(settings.auto_search)} within this target's rules"]
-    return []
+    explained = [name for name in failed if not name.endswith("reference_signal")] if short else []
+    advice = [f"quantization gates failed ({', '.join(explained)}) with calibration sequences shorter than "
+              f"validation's ({short[0]} vs {short[1]} steps): calibrate on sequences as long before --auto"
+              ] if explained else []
+    if tuning and tuning.get("advice"):
+        return [*advice, tuning["advice"]]
+    if failed and tuning and (why := tuning.get("stopped_short") or tuning.get("exclusions_skipped")):
+        return [*advice, why]  # the search stopped short without saying why
+    if failed and not settings.auto and settings.mode == "static" and not no_signal and not explained:
+        advice.append(f"quantization gates failed ({', '.join(failed)}): re-run with --auto to search "
+                      f"{', '.join(settings.auto_search)} within this target's rules")
+    return advice
 
 
 def kernel_warnings(packaged: dict) -> list[str]:

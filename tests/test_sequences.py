@@ -377,3 +377,23 @@ def test_calibration_sequences_shorter_than_validations_are_warned_of(runs, tmp_
     assert verdict.gate_advice(failed, QuantSettings(), None, (50, 1000)) == [
         "quantization gates failed (quant_sqnr_db) with calibration sequences shorter than validation's (50 vs 1000 "
         "steps): calibrate on sequences as long before --auto"]
+
+
+def test_calibration_only_clearly_shorter_is_warned_of_and_advised_beside_the_rest():
+    """149 vs 150 steps (a 75/25 split of ragged data) was warned of; a failed quantization gate with short
+    calibration returned that advice alone, dropping why the search stopped short and advising re-calibration for
+    a reference with no signal."""
+    from edgekit import verdict
+    from edgekit.config import QuantSettings
+    from edgekit.parity import Gate
+    from edgekit.pipeline import _short_calibration
+    assert _short_calibration([149, 80], [150], "static") is None
+    assert _short_calibration([100], [200], "static") == (100, 200)
+    assert _short_calibration([100], [200], "dynamic") is None
+    sqnr, no_signal = Gate("quant_sqnr_db", 4.3, ">=", 15.0, False), Gate("quant_reference_signal", 0.0, ">=", 1, False)
+    short = ("quantization gates failed (quant_sqnr_db) with calibration sequences shorter than validation's (50 vs "
+             "1000 steps): calibrate on sequences as long before --auto")
+    assert verdict.gate_advice([sqnr], QuantSettings(), {"stopped_short": "the search stopped at 60 s"},
+                               (50, 1000)) == [short, "the search stopped at 60 s"]
+    assert verdict.gate_advice([sqnr, no_signal], QuantSettings(), None, (50, 1000)) == [short]
+    assert verdict.gate_advice([no_signal], QuantSettings(), None, (50, 1000)) == []
