@@ -57,7 +57,7 @@ HEARTBEAT_S, GRACE_S = 60, 180
 STORAGE_POOL_LOG = "sqlalchemy.pool"  # logs a connection it could not close (one a stop cut short) with a traceback
 INPUTS = "edgekit.measured_on"  # the study's record of what its trials were measured on (measured_on)
 UNMEASURED = ("out", "force", "archive", "no_bench", "targets", "max_data_bytes", "step_timeout",  # change no figure
-              "from_trial")
+              "from_trial", "c_name")  # (out of the hash, a field added later leaves earlier studies' as they were)
 LOCK = outdir.SEARCH_LOCK  # in OUT, held for the whole search
 BUDGET_FIELDS = {"latency_ms": "latency_p50_ms_max", "size_mb": "size_mb_max"}  # as a target profile names them
 OPTUNA_TABLES = {"studies", "trials", "trial_params", "trial_values", "version_info"}  # an Optuna RDB has them

@@ -720,6 +720,18 @@ def test_a_study_records_the_files_a_recipe_names_not_the_folder_it_runs_in(tmp_
     assert search.measured_on(other, target)["settings"] != first["settings"]
 
 
+def test_c_name_leaves_a_studys_settings_hash_as_it_was_before_the_field(tmp_path):
+    """c_name names C files, no figure: a recipe's hash included it, so --c-name kws refused a study's resume and
+    studies recorded before the field was added hashed differently."""
+    recipe = load_recipe(Path(_recipe(tmp_path, distill=False)))
+    target = load_target("desktop-x86")
+    before = dataclasses.make_dataclass("Recipe", [(f.name, f.type) for f in dataclasses.fields(recipe)
+                                                   if f.name != "c_name"])
+    old = before(**{f.name: getattr(recipe, f.name) for f in dataclasses.fields(before)})
+    assert search.measured_on(recipe, target) == search.measured_on(old, target)
+    assert search.measured_on(dataclasses.replace(recipe, c_name="kws"), target) == search.measured_on(old, target)
+
+
 def test_a_signal_that_cut_the_best_points_export_short_publishes_no_pages(tmp_path, monkeypatch):
     """The front's pages were published on a failure a signal caused, and the search then said the previous output
     was left as it was."""
