@@ -25,7 +25,7 @@ class EdgekitError(Exception):
     exit_code = ExitCode.INTERNAL
 
     def __init__(self, *args):
-        super().__init__(*(as_said(a) if isinstance(a, str) else a for a in args))
+        super().__init__(*(as_said(plain(a)) if isinstance(a, str) else a for a in args))
 
 
 class UsageError(EdgekitError):
@@ -171,9 +171,17 @@ def not_utf8(text: str) -> str | None:
     return None
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # a terminal's colour/cursor codes (torch's dynamo exporter colours)
+
+
+def plain(text: str) -> str:
+    """`text` without terminal escape codes: shown in a log, a manifest or a pipe they were raw `[96m`."""
+    return _ANSI.sub("", text)
+
+
 def first_line(e: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (its type when empty): what a one-line error can show."""
-    text = str(e).strip()
+    text = plain(str(e)).strip()
     if "[ONNXRuntimeError]" in text:
         text = ort_cause(text)
     return text.splitlines()[0][:limit] if text else type(e).__name__

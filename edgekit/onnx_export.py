@@ -315,6 +315,8 @@ def _explain_export_error(e: Exception, exporter: str = "torchscript") -> str:
                 "keeps the branch it traced)")
     from torch.onnx.errors import OnnxExporterError
 
+    if exporter == "dynamo" and (dispatch := _dynamo_op(e)):
+        return f"op {dispatch[0]} cannot be exported by the dynamo exporter ({dispatch[1]})"
     found = re.search(r"(aten::[A-Za-z0-9_.]+|prim::[A-Za-z0-9_]+|[A-Za-z0-9_]+::[A-Za-z0-9_.]+)", str(e))
     op = _symbolic_op(e) or (found.group(1) if found else "")
     if not op:
@@ -323,6 +325,20 @@ def _explain_export_error(e: Exception, exporter: str = "torchscript") -> str:
     if exporter == "torchscript" and isinstance(e, OnnxExporterError) and _dynamo_available():
         said += ": try --exporter dynamo (torch.export, which exports more ops)"
     return said
+
+
+def _dynamo_op(e: Exception) -> tuple[str, str] | None:
+    """The op the dynamo exporter could not convert and why (aten::_linalg_svd, "No decompositions ..."): named
+    only in its summary, after "Failed to convert ... Next steps:" (the first line, all that was shown)."""
+    text = str(e)
+    found = re.search(r"No ONNX function found for <OpOverload\(op='(\w+)\.(\w+)'"
+                      r"|Error when translating node [^\n]*?target=torch\.ops\.(\w+)\.(\w+)", text)
+    if not found:
+        return None
+    namespace, name = found.group(1, 2) if found.group(1) else found.group(3, 4)
+    why = re.search(r"Failure message: ([^\n]+)", text)
+    why = why.group(1).strip() if why else "no ONNX function for it" if found.group(1) else "its conversion failed"
+    return f"{namespace}::{name}", why if len(why) <= 200 else why[:200].rsplit(" ", 1)[0] + " ..."
 
 
 def _symbolic_op(e: Exception) -> str:

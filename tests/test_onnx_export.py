@@ -219,3 +219,25 @@ def test_an_op_the_torchscript_exporter_cannot_export_is_named_and_dynamo_sugges
         assert said in str(failed.value) and len(str(failed.value).splitlines()) == 1, str(failed.value)
     path = export_torch(Spectrum(), (InputSpec.parse("audio:Nx256"),), (), 18, tmp_path / "d.onnx", exporter="dynamo")
     assert "STFT" in {n.op_type for n in onnx.load(path).graph.node}
+
+
+def test_an_op_the_dynamo_exporter_cannot_export_either_is_named_without_colour_codes(tmp_path):
+    """torch.linalg.svd, told to try --exporter dynamo, then failed with "ConversionError: Failed to convert the
+    exported program to an ONNX model. \\x1b[96mThis is step 3/3\\x1b[0m of exporting ... Next steps:": raw colour
+    codes, no op, cut off."""
+    import torch
+
+    from edgekit.config import InputSpec
+    from edgekit.errors import StageError, first_line
+    from edgekit.onnx_export import export_torch
+
+    class Singular(torch.nn.Module):
+        def forward(self, x):
+            return torch.linalg.svd(x)[1]
+
+    with pytest.raises(StageError) as failed:
+        export_torch(Singular(), (InputSpec.parse("x:1x4x4"),), (), 17, tmp_path / "m.onnx", exporter="dynamo")
+    assert str(failed.value) == ("export failed: op aten::_linalg_svd cannot be exported by the dynamo exporter (No "
+                                 "decompositions registered for the real-valued input)"), str(failed.value)
+    assert first_line(RuntimeError("\x1b[96mstep 3/3\x1b[0m of \x1b[1;31mexport\x1b[K")) == "step 3/3 of export"
+    assert str(StageError("export", "a \x1b[96mcoloured\x1b[0m word")) == "export failed: a coloured word"
