@@ -397,3 +397,27 @@ def test_calibration_only_clearly_shorter_is_warned_of_and_advised_beside_the_re
                                (50, 1000)) == [short, "the search stopped at 60 s"]
     assert verdict.gate_advice([sqnr, no_signal], QuantSettings(), None, (50, 1000)) == [short]
     assert verdict.gate_advice([no_signal], QuantSettings(), None, (50, 1000)) == []
+
+
+def test_the_weights_kept_float_are_counted_once_per_model_not_per_node():
+    """float_weights summed every initializer again for each node: 1000 nodes (750 kept float) took 0.9 s, 2000 5 s
+    (every streaming export's warnings)."""
+    import time
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit import quantization
+    count = 2000
+    nodes = [helper.make_node("MatMul", [f"y{i - 1}" if i else "x", f"w{i}"], [f"y{i}"], name=f"mm{i}")
+             for i in range(count)]
+    weights = [numpy_helper.from_array(np.zeros((4, 4), np.float32), f"w{i}") for i in range(count)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info(f"y{count - 1}", TensorProto.FLOAT, [1, 4])], weights)
+    model = helper.make_model(graph)
+    onnx.checker.check_model(model)
+    start = time.perf_counter()
+    said = quantization.float_weights(model, "static", [f"mm{i}" for i in range(count * 3 // 4)])
+    assert time.perf_counter() - start < 1.0
+    assert said == ("1500 MatMul node(s) on the state path stay float (75% of the weights; --quantize-state quantizes "
+                    "them)")
