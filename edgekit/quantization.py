@@ -408,22 +408,22 @@ def weight_share(model, names, sizes: dict[str, int] | None = None) -> float:
 
 def float_weights(model, mode: str, kept: Sequence[str]) -> str:
     """The state path (`kept`) and recurrent nodes left float, when they hold most of the weights, and what quantizes
-    them: a streaming GRU cell's float W_hh (86%) made int8 0.95x fp32, blamed on "per-call overhead"."""
+    them: a streaming GRU cell's float W_hh (86%) made int8 0.95x fp32, blamed on "per-call overhead". A recurrent
+    node is named by its op only: rnn_warnings says it stays float and why ("1 GRU node(s) stay float" was said
+    twice)."""
     rnns = {n.name for n in float_rnns(model, mode, kept)}
     names = rnns | set(kept)
     sizes = _float_sizes(model)
     if (share := weight_share(model, names, sizes)) < MOST_WEIGHTS:
         return ""
     weighted = [n for n in model.graph.node if n.name in names and any(sizes.get(i) for i in n.input)]
-    ops = Counter(n.op_type for n in weighted)
-    flags = (["--quant-mode dynamic"] if ops["LSTM"] and mode == "static" else []) + (
-        ["--quantize-state"] if any(n.name in kept and n.op_type not in ("GRU", "RNN") for n in weighted) else [])
-    none = sorted({n.op_type for n in weighted if n.op_type in ("GRU", "RNN")})  # no option quantizes them
-    fixes = ([f"{' '.join(flags)} quantizes {'some of ' * bool(none)}them"] if flags else []) + (
-        [f"onnxruntime has no int8 {'/'.join(none)}"] if none else [])
-    where = " on the state path" if all(n.name in kept for n in weighted) else ""
-    return (f"{', '.join(f'{c} {op}' for op, c in sorted(ops.items()))} node(s){where} stay float ({share:.0%} of "
-            f"the weights; {'; '.join(fixes)})")
+    recurrent = "/".join(sorted({n.op_type for n in weighted if n.name in rnns}))
+    other = Counter(n.op_type for n in weighted if n.name not in rnns)  # on the state path: said nowhere else
+    if not other:
+        return f"{share:.0%} of the weights are in the float {recurrent}"
+    return (f"{', '.join(f'{c} {op}' for op, c in sorted(other.items()))} node(s) on the state path"
+            f"{f' and the {recurrent}' if recurrent else ''} stay float ({share:.0%} of the weights; "
+            f"--quantize-state quantizes {'some of ' * bool(recurrent)}them)")
 
 
 def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64", kept: Sequence[str] = ()) -> Plan:

@@ -421,3 +421,21 @@ def test_the_weights_kept_float_are_counted_once_per_model_not_per_node():
     assert time.perf_counter() - start < 1.0
     assert said == ("1500 MatMul node(s) on the state path stay float (75% of the weights; --quantize-state quantizes "
                     "them)")
+
+
+def test_a_float_gru_holding_most_weights_is_said_to_stay_float_once(tmp_path):
+    """A GRU model warned "1 GRU node(s) stay float: ..." and then "not smaller ...: 1 GRU node(s) stay float (94% of
+    the weights; ...)": the cause now names the GRU by its share only."""
+    import onnx
+    import torch
+
+    from edgekit import quantization
+    from edgekit.config import QuantSettings
+    gru = torch.nn.GRU(8, 64, batch_first=True)
+    torch.onnx.export(gru.eval(), (torch.zeros(1, 5, 8),), str(tmp_path / "g.onnx"), input_names=["x"],
+                      output_names=["y", "h"], dynamo=False)
+    model = onnx.load(tmp_path / "g.onnx")
+    said = [*quantization.plan(model, QuantSettings(), set()).warnings,
+            quantization.float_weights(model, "static", ())]
+    assert said[-1] == "100% of the weights are in the float GRU", said
+    assert sum("GRU node(s) stay float" in w for w in said) == 1, said
