@@ -91,13 +91,15 @@ class InputSpec:
 
     @property
     def batch_axis(self) -> int | None:
-        """The axis a stack of samples lies along: the one named as a batch is (BATCH_NAMES) wherever it stands,
-        else a leading 1 or named axis; None when the first axis is a size. A time-major x:TxNx40 read along its
-        first axis made 100 one-step samples of N=96, and Android shipped [1, 96, 40]."""
-        named = [i for i, d in enumerate(self.shape) if is_batch_name(d)]
-        if named and self.shape[0] != STEPS:
-            return named[0]
-        return 0 if self.shape and (isinstance(self.shape[0], str) or self.shape[0] == 1) else None
+        """The axis a stack of samples lies along: a leading 1 or batch name (N, batch), else a later axis named
+        as a batch is (BATCH_NAMES) when the first is another name (T, seq) or a size, else a leading name; None
+        when none is. A time-major x:TxNx40 read along T made 100 one-step samples of N=96 (Android shipped
+        [1, 96, 40]); a point cloud's pts:1xNx3 split along N made one-point samples."""
+        first = self.shape[0] if self.shape else None
+        if first == 1 or is_batch_name(first) or first == STEPS:
+            return 0
+        later = [i for i, d in enumerate(self.shape) if is_batch_name(d)]
+        return later[0] if later else 0 if isinstance(first, str) else None
 
     def example_shape(self, sizes: dict[str, int] | None = None) -> tuple[int, ...]:
         """A concrete shape for tracing: dynamic dims get their `sizes` (the data's), else 2, so they are not

@@ -810,3 +810,62 @@ def test_a_time_major_gru_ships_batch_1_to_android(tmp_path):
     assert report.passed and android["fixed_input_shapes"] == {"x": [12, 1, 8]}
     assert android["calibration"]["samples"] == 32 and android["validation"]["samples"] == 16
     assert not [w for w in android["warnings"] if w.startswith("N fixed")]
+
+
+def _point_cloud_onnx(path: Path) -> Path:
+    """An ONNX PointNet-style model whose input is [1, 'N', 3] (points of one cloud) -> 5 scores."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["pts", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("ReduceMax", ["r"], ["m"], axes=[1], keepdims=0),
+         helper.make_node("MatMul", ["m", "w2"], ["scores"])], "pointnet",
+        [helper.make_tensor_value_info("pts", TensorProto.FLOAT, [1, "N", 3])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 5])],
+        [numpy_helper.from_array(rng.standard_normal((3, 16)).astype("f4"), "w1"),
+         numpy_helper.from_array(rng.standard_normal((16, 5)).astype("f4"), "w2")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_leading_1_stays_the_batch_when_a_later_axis_is_named_n(tmp_path):
+    """pts:1xNx3 (a point cloud), ids:1xN (tokens), x:1xB: N counts points or tokens, the leading 1 is the batch.
+    Splitting along N made (40, 64, 3) clouds an error ("has shape [40, 1, 3]"), a (1, 32) sequence 32 one-token
+    samples, one label per cloud counted per point, and random ids (1, 1)."""
+    import onnx
+    from edgekit.onnx_export import io_specs
+
+    rng = np.random.default_rng(0)
+    clouds = rng.standard_normal((40, 64, 3)).astype("f4")
+    np.savez(tmp_path / "pc.npz", pts=clouds, labels=np.arange(40) % 5)
+    onnx_specs = io_specs(onnx.load(_point_cloud_onnx(tmp_path / "pc.onnx")))[0]
+    for specs in ((InputSpec.parse("pts:1xNx3"),), onnx_specs):
+        assert specs[0].batch_axis == 0
+        for source in (tmp_path / "pc.npz", {"pts": clouds}, [{"pts": clouds[i:i + 8]} for i in range(0, 40, 8)]):
+            data = calib.load(source, specs)
+            assert len(data) == 40 and np.array_equal(data.feeds[3]["pts"], clouds[3:4]), source
+        labelled = calib.load({"pts": clouds[:10, None, :5], "labels": np.arange(10) % 5}, specs)  # rank + 1
+        assert len(labelled) == 10 and list(labelled.labels) == list(np.arange(10) % 5)
+    ids = (InputSpec.parse("ids:1xN:int64"),)
+    assert [f["ids"].shape for f in calib.load({"ids": np.ones((1, 32), np.int64)}, ids).feeds] == [(1, 32)]
+    assert [f["ids"].shape for f in calib.load({"ids": np.ones((10, 32), np.int64)}, ids).feeds] == [(1, 32)] * 10
+    assert calib.random_dataset(ids, 1, 0).feeds[0]["ids"].shape == (1, 16)
+    assert len(calib.load({"x": np.ones((10, 16), "f4")}, (InputSpec.parse("x:1xB"),))) == 10
+    # a first axis of another name or a fixed size leaves the batch to a later N: a time-major RNN's
+    assert [InputSpec.parse(s).batch_axis for s in ("x:TxNx40", "x:100xNx40", "x:seqxbatch", "x:Tx40", "x:8x40")] \
+        == [1, 1, 1, 0, None]
+
+
+def test_an_onnx_point_cloud_ships_its_n_fixed_with_a_warning(tmp_path):
+    """An ONNX model taking [1, 'N', 3] and (40, 64, 3) clouds: 40 samples of [1, 64, 3] and Android's N fixed to
+    64 said (the batch's 1 is not); it was refused as [40, 1, 3] data."""
+    import edgekit
+
+    np.save(tmp_path / "pc.npy", np.random.default_rng(0).standard_normal((40, 64, 3)).astype("f4"))
+    report = edgekit.export(_point_cloud_onnx(tmp_path / "pc.onnx"), calibration=tmp_path / "pc.npy",
+                            targets=["android-arm64"], out=tmp_path / "out", no_bench=True)
+    android = report.targets["android-arm64"].to_json()
+    assert android["fixed_input_shapes"] == {"pts": [1, 64, 3]} and android["calibration"]["samples"] == 30
+    assert [w for w in android["warnings"] if w.startswith("N fixed to 64 (the data's size)")]
