@@ -58,7 +58,8 @@ def runs_on(module, specs: tuple[InputSpec, ...], sizes: dict[str, int] | None =
     try:
         run_example(module, specs, example_inputs(specs, sizes))
     except InputError as e:
-        made_up = sorted({d for s in specs for d in s.shape[1:] if isinstance(d, str)} - set(sizes or {}))
+        made_up = sorted({d for s in specs for i, d in enumerate(s.shape) if isinstance(d, str) and i != s.batch_axis}
+                         - set(sizes or {}))
         if not made_up:
             raise
         raise InputError(f"{e} (run at {', '.join(f'{d}=2' for d in made_up)}, as no data gave their sizes: if that "
@@ -73,6 +74,7 @@ def load_batches(data, specs: tuple[InputSpec, ...], batch_size: int, models: di
     from `held_out` (the run's validation data), whose accuracy figures would then be on trained samples."""
     from .onnx_export import in_forward_order
 
+    batch_first(specs)
     for module in models.values():  # told before a model runs on the data, which swapped inputs fail (was exit 3)
         in_forward_order(module, specs)
 
@@ -104,6 +106,16 @@ def load_batches(data, specs: tuple[InputSpec, ...], batch_size: int, models: di
                                                             batch_size, HOLDOUT), ds.origin
     distillation.check_fits(origin, models, batches)
     return batches
+
+
+def batch_first(specs: tuple[InputSpec, ...]) -> None:
+    """Training joins samples and counts them along the first axis: a time-major x:TxNx8's (T, 1, 8) samples were
+    joined into one (k*T, 1, 8) sequence, and distillation returned ok with kd_loss 0.0."""
+    for s in specs:
+        if s.batch_axis:
+            raise UsageError(f"input {str(s)!r} has its batch along axis {s.batch_axis} ({s.shape[s.batch_axis]}): "
+                             "prune, distill and share train with the batch axis first; give them a batch-first "
+                             "model (e.g. batch_first=True)")
 
 
 def split(batches):

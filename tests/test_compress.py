@@ -1183,3 +1183,33 @@ def test_a_recurrent_layer_called_by_keyword_is_traced_to_its_feeder():
         prune.prune(KeywordGRU().eval(), (torch.randn(2, 5, 8),), ratio=0.5)
     result = prune.prune(KeywordGRU().eval(), (torch.randn(2, 5, 8),), ratio=0.5, ignore=("rnn", "inp"))
     assert result.params_after == result.params_before  # all kept whole, or an output: said, not a crash
+
+
+class TimeMajorConv(torch.nn.Module):
+    """x [T, N, 8] (a time-major RNN's layout) -> scores [N, 4] through a Conv1d of kernel 5 over T."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = torch.nn.Conv1d(8, 4, 5), torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.head(self.conv(x.permute(1, 2, 0)).mean(-1))
+
+
+def test_a_batch_axis_not_first_is_refused_by_training_and_named_right_without_data():
+    """Training joins samples along the first axis: time-major x:TxNx8 samples (T, 1, 8) were joined into one
+    (k*T, 1, 8) sequence and distillation returned ok (kd_loss 0.0). Without data, a failed run said N=2 (N is the
+    batch, at 1) and not T=2. ids:1xN traces at N=2, not 1 (its leading 1 is the batch)."""
+    import edgekit
+    from edgekit.compress import example_inputs
+
+    data = {"x": np.random.default_rng(0).standard_normal((20, 64, 8)).astype("f4"), "labels": np.arange(64) % 4}
+    for run in (lambda: edgekit.distill(TimeMajorConv(), TimeMajorConv(), data=data, inputs=["x:TxNx8"], epochs=1),
+                lambda: edgekit.prune(TimeMajorConv(), data=data, inputs=["x:TxNx8"], ratio=0.5),
+                lambda: edgekit.share(TimeMajorConv(), data=data, inputs=["x:TxNx8"], epochs=1)):
+        with pytest.raises(errors.UsageError, match=r"'x:TxNx8:float32' has its batch along axis 1 \(N\): prune, "
+                                                    "distill and share train with the batch axis first"):
+            run()
+    with pytest.raises(errors.InputError, match=r"\(run at T=2, as no data gave their sizes"):
+        edgekit.prune(TimeMajorConv(), inputs=["x:TxNx8"], ratio=0.5)
+    assert tuple(example_inputs((InputSpec.parse("ids:1xN:int64"),))[0].shape) == (1, 2)
