@@ -199,25 +199,24 @@ def _from_mapping(origin: str, source: Mapping, specs, max_bytes: int, max_sampl
     except (ValueError, TypeError, OSError, RuntimeError) as e:  # ragged lists; np.load's pickled member; bfloat16
         cast = "; cast it: tensor.float()" if "BFloat16" in str(e) else ""  # numpy has no bfloat16
         raise InputError(f"{origin}: cannot be read as arrays ({type(e).__name__}: {first_line(e)}){cast}") from None
-    by_name = {s.name: s for s in specs}
-    # a 0-d one: _from_arrays says why; a batch along a later axis (x:TxNx40's) is cut once split
-    found = {k: a[:max_samples] if a.ndim and _samples_first(by_name.get(k), a.ndim) else a for k, a in found.items()}
+    axis = _axis_of(specs)
+    # the first samples a run uses, along the batch axis (x:TxNx40's N: cut along T, time steps were lost); a 0-d
+    # array: _from_arrays says why
+    found = {k: a[(slice(None),) * axis(k, a.ndim) + (slice(max_samples),)] if a.ndim else a for k, a in found.items()}
     if sum(a.nbytes for a in found.values()) > max_bytes:
         raise InputError(f"{origin}: its arrays hold more than {max_bytes} bytes (--max-data-bytes)")
-    return _nonempty(_first(_from_arrays(origin, found, specs), max_samples))
+    return _nonempty(_from_arrays(origin, found, specs))
 
 
-def _samples_first(spec: InputSpec | None, ndim: int) -> bool:
-    """Whether an array's first axis holds its samples (labels, an axis of their own, a leading batch axis): the
-    first rows a run uses can be read alone. A time-major x:TxNx40 batch cut to its first rows lost time steps."""
-    return spec is None or ndim != len(spec.shape) or not spec.batch_axis
+def _axis_of(specs):
+    """(name, ndim) -> the axis an array's samples lie along: its input's batch axis when the array has the input's
+    rank, else the first (labels, samples along an axis of their own)."""
+    by_name = {s.name: s for s in specs}
 
-
-def _first(ds: Dataset, count: int | None) -> Dataset:
-    """The first `count` samples of `ds` (all: None)."""
-    if count is None or len(ds) <= count:
-        return ds
-    return replace(ds, feeds=ds.feeds[:count], labels=None if ds.labels is None else ds.labels[:count])
+    def axis(name: str, ndim: int) -> int:
+        spec = by_name.get(name)
+        return (spec.batch_axis or 0) if spec is not None and ndim == len(spec.shape) else 0
+    return axis
 
 
 def user_stream(source) -> tuple[str, Iterator] | None:
@@ -265,25 +264,23 @@ def _nonempty(ds: Dataset) -> Dataset:
 
 
 def _read_file(path: Path, specs, max_bytes: int, max_samples: int | None = None) -> Dataset:
-    names = {s.name for s in specs}
-    # the first rows a run uses, unless a batch lies along a later axis (x:TxNx40's N): then cut once split
-    leading = all(not s.batch_axis for s in specs)
-    rows, max_samples = (max_samples, None) if leading else (None, max_samples)
+    names, axis = {s.name for s in specs}, _axis_of(specs)
+    # the first samples a run uses, read along the batch axis (x:TxNx40's N) one by one: a 400 MB file was read whole
     if path.suffix == ".npy":
         if len(specs) != 1:
             raise InputError(f"{path}: a .npy file holds one array but the model has {len(specs)} inputs; use .npz")
-        found = {specs[0].name: arrays.read_npy(path, max_bytes, rows, lazy=True)}
+        found = {specs[0].name: arrays.read_npy(path, max_bytes, max_samples, lazy=True,
+                                                axis_of=lambda ndim: axis(specs[0].name, ndim))}
     elif path.suffix == ".npz":
         found = arrays.read_npz(path, lambda n: n in names or n in LABEL_KEYS, max_bytes,
                                 lambda extra, there: f"input names do not match the model: unexpected {few(extra)}, "
                                                      f"missing {few(sorted(names - set(there))) or 'none'} "
                                                      f"(model takes {sorted(names)})",
-                                rows, lazy=True, same_rows=leading)
+                                max_samples, lazy=True, same_rows=True, axis_of=axis)
     else:
         raise InputError(f"{path}: expected a .npz or .npy file")
     st = path.stat()
-    return replace(_first(_from_arrays(str(path), found, specs), max_samples),
-                   files={(st.st_dev, st.st_ino): str(path)})
+    return replace(_from_arrays(str(path), found, specs), files={(st.st_dev, st.st_ino): str(path)})
 
 
 def _from_arrays(origin: str, arrays: dict[str, np.ndarray | RowFile], specs) -> Dataset:
@@ -377,14 +374,11 @@ def _stack_axis(origin: str, spec: InputSpec, array: np.ndarray | RowFile) -> in
 
 
 def _samples_along_first(array: np.ndarray | RowFile, axis: int | None) -> np.ndarray | RowFile:
-    """The array with its samples along the first axis: a batch along a later axis (x:TxNx40's N) read whole and
-    moved first, so a sample is a row as everywhere else."""
-    if not axis:
+    """The array with its samples along the first axis: a batch along a later axis (x:TxNx40's N) moved first (a
+    copy of the samples kept), so a sample is a row as everywhere else. A file's RowFile reads its rows along it."""
+    if not axis or isinstance(array, RowFile):
         return array
-    whole = array.rows(0, len(array)) if isinstance(array, RowFile) else np.asarray(array)
-    if isinstance(array, RowFile):
-        array.close()
-    return np.ascontiguousarray(np.moveaxis(whole, axis, 0))
+    return np.ascontiguousarray(np.moveaxis(array, axis, 0))
 
 
 def _check_samples(origin: str, spec: InputSpec, array: np.ndarray | RowFile, batch_axis: int | None) -> None:
