@@ -18,6 +18,7 @@ from .runtime import int8_session, run_onnx
 
 SEARCH_PERCENTILE = 99.99
 CANDIDATES_PER_ROUND = 3
+GROUP_MAX = 4  # nodes kept float together to drop one non-compute node's QDQ pair
 
 
 @dataclass
@@ -212,12 +213,17 @@ def exclusions_skipped(settings) -> str | None:
 
 
 def node_sensitivity(fp32, tensor_rows: list[dict]) -> list[dict]:
-    """Compute nodes ranked by the accumulated SQNR lost between their input and their output.
+    """Nodes ranked by the accumulated SQNR lost between their input and their output, each with the nodes to keep
+    in float so that the QDQ pair doing the damage disappears.
 
-    Tensor-level SQNR is energy weighted: an outlier channel keeps a tensor's own SQNR high while
-    every other channel is crushed, and the damage shows one node later. So each conv/matmul is
-    judged by how much accumulated SQNR it loses, and the fix tried is to keep both it and the
-    compute node feeding it in float (the QDQ pair between them then disappears). `fp32`: path or ModelProto.
+    Tensor-level SQNR is energy weighted: an outlier channel keeps a tensor's own SQNR high while every other
+    channel is crushed, and the damage shows one node later. So each conv/matmul is judged by how much accumulated
+    SQNR it loses, and the fix tried is to keep both it and the node making its quantized input in float: the
+    compute node feeding it, or a quantized non-compute node between them (a LayerNorm whose scaled channel crushed
+    the rest: keeping the matmul and the one before it float left the LayerNorm's QDQ pair in place). Such a
+    non-compute node is also a candidate of its own, with its consumers up to the next compute nodes (at most
+    GROUP_MAX nodes: a residual Add reaching half the model is no candidate), judged by the SQNR lost from its
+    input to those consumers' outputs. `fp32`: path or ModelProto.
     """
     graph = parsed(fp32).graph
     acc = {r["tensor"]: r["accumulated_sqnr_db"] for r in tensor_rows if r["accumulated_sqnr_db"] is not None}
@@ -225,16 +231,21 @@ def node_sensitivity(fp32, tensor_rows: list[dict]) -> list[dict]:
     consumers = onnx_export.consumers(graph)
     initializers = {t.name for t in graph.initializer}
 
-    def back(tensor):  # nearest tracked tensor upstream, and the compute node that made it
+    def data_in(node):
+        return next((i for i in node.input if i and i not in initializers), None)
+
+    def quantized_glue(node):  # a non-compute node with a QDQ pair on both sides: its own QDQ stays if only
+        return node.op_type not in bench.COMPUTE_OPS and node.output[0] in acc and data_in(node) in acc  # others go
+
+    def back(tensor):  # nearest tracked tensor upstream, and the node that made its QDQ pair
         seen = 0
         while tensor not in acc and tensor in producer and seen < 8:
             node = producer[tensor]
-            tensor = next((i for i in node.input if i not in initializers), None)
+            tensor = data_in(node)
             seen += 1
         node = producer.get(tensor)
-        while node is not None and node.op_type not in bench.COMPUTE_OPS and seen < 16:
-            prev = next((i for i in node.input if i not in initializers), None)
-            node = producer.get(prev)
+        while node is not None and node.op_type not in bench.COMPUTE_OPS and not quantized_glue(node) and seen < 16:
+            node = producer.get(data_in(node))
             seen += 1
         return acc.get(tensor), node
 
@@ -245,16 +256,30 @@ def node_sensitivity(fp32, tensor_rows: list[dict]) -> list[dict]:
             seen += 1
         return acc.get(tensor)
 
+    def group(node):  # node and its consumers through quantized glue up to compute nodes; None past GROUP_MAX
+        members, todo = [node], [node]
+        while todo:
+            for c in consumers.get(todo.pop().output[0], []):
+                if c not in members:
+                    members.append(c)
+                    todo += [c] if quantized_glue(c) else []
+        return members if len(members) <= GROUP_MAX else None
+
     rows = []
     for node in graph.node:
-        if node.op_type not in bench.COMPUTE_OPS:
+        if node.op_type in bench.COMPUTE_OPS:
+            tensor = data_in(node)
+            in_db, feeder = back(tensor) if tensor else (None, None)
+            out_db, members = forward(node.output[0]), [feeder, node]
+        elif quantized_glue(node) and (members := group(node)):
+            in_db = acc[data_in(node)]
+            out_db = min((db for m in members if (db := forward(m.output[0])) is not None), default=None)
+        else:
             continue
-        data_in = next((i for i in node.input if i not in initializers), None)
-        in_db, feeder = back(data_in) if data_in else (None, None)
-        out_db = forward(node.output[0])
         if in_db is None or out_db is None:
             continue
-        exclude = tuple(n.name for n in (feeder, node) if n is not None)
+        exclude = tuple(n.name for n in members if n is not None)
         rows.append({"node": node.name, "op": node.op_type, "input_sqnr_db": in_db, "output_sqnr_db": out_db,
                      "lost_db": round(in_db - out_db, 3), "exclude": exclude})
-    return sorted(rows, key=lambda r: -r["lost_db"])
+    rows.sort(key=lambda r: -r["lost_db"])
+    return [r for i, r in enumerate(rows) if set(r["exclude"]) not in [set(x["exclude"]) for x in rows[:i]]]

@@ -204,6 +204,33 @@ def no_outlier():
     return Outlier(False)
 
 
+class NormOutlier(nn.Module):
+    """Tokens through LayerNorms whose gamma is 100x on one channel (the next layer's weights /100): the float model
+    is unchanged, int8 crushes every other channel of the LayerNorm's output. No conv/matmul is the culprit."""
+
+    def __init__(self, d: int = 32):
+        super().__init__()
+        self.emb = nn.Linear(32, d)
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.fc1, self.fc2 = nn.Linear(d, d), nn.Linear(d, d)
+        self.head = nn.Linear(d, 10)
+        with torch.no_grad():
+            for ln, fc in ((self.ln1, self.fc1), (self.ln2, self.fc2)):
+                ln.weight[0] *= 100.0
+                ln.bias[0] += 100.0
+                fc.weight[:, 0] /= 100.0
+
+    def forward(self, image):
+        x = self.emb(image.mean(1))  # 32 tokens (rows) of 32 features
+        x = x + torch.relu(self.fc1(self.ln1(x)))
+        return self.head(torch.relu(self.fc2(self.ln2(x))).mean(1))
+
+
+def norm_outlier():
+    torch.manual_seed(0)
+    return NormOutlier()
+
+
 class TwoHeads(nn.Module):
     """Two outputs from two heads; plus a norm type and a bare parameter the size table does not list."""
 

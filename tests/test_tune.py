@@ -61,6 +61,16 @@ def test_outlier_layer_fails_defaults_and_auto_fixes_it(data, tmp_path):
     assert "<h2>Kept in float</h2>" in page and "<td>/c3/Conv</td><td>--auto: " in page, page
 
 
+def test_auto_keeps_a_layernorm_with_an_outlier_channel_in_float(data, tmp_path):
+    """The candidates were conv/matmul nodes only, each with the compute node before it: the LayerNorm whose output's
+    QDQ pair crushed all but its 100x channel was never kept float, and --auto failed after 12 trials."""
+    result, m = export("models:norm_outlier", data, tmp_path, "--auto")
+    assert result.exit_code == 0, result.output
+    kept = set(m["quantization"]["exclude_nodes"])
+    assert {"/ln1/LayerNormalization", "/ln2/LayerNormalization"} <= kept and len(kept) <= 6, kept
+    assert m["parity"]["quantization"]["outputs"][0]["sqnr_db"] >= 30
+
+
 def test_auto_keeps_defaults_when_they_pass(data, tmp_path):
     result, m = export("models:no_outlier", data, tmp_path, "--auto")
     assert result.exit_code == 0, result.output
