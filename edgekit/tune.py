@@ -80,8 +80,9 @@ class Context:
 
 
 def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: float, max_excluded: int,
-         progress=None, max_latency_price: float = 2.0) -> tuple[Trial, list[Trial], dict[int, list[dict]]]:
-    """Returns (chosen trial, every trial, {trial index: its per-node sensitivity} for the trials analysed)."""
+         progress=None, max_latency_price: float = 2.0) -> tuple[Trial, list[Trial], dict[int, list[dict]], str | None]:
+    """Returns (chosen trial, every trial, {trial index: its per-node sensitivity} for the trials analysed, why the
+    search ended without a passing trial when no bound ended it: see `stopped_short`)."""
     start = time.perf_counter()
     trials: list[Trial] = []
     sensitivity: dict[int, list[dict]] = {}
@@ -111,13 +112,13 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
     s = base.settings
     attempt("target defaults", s)
     if done():
-        return done(), trials, sensitivity
+        return done(), trials, sensitivity, None
     for method in ("minmax", "entropy", "percentile"):
         if "calibrate_method" in s.auto_search and method != s.calibrate_method and budget_left():
             attempt(f"calibration {method}", dataclasses.replace(s, calibrate_method=method,
                                                                percentile=SEARCH_PERCENTILE))
     if done():
-        return done(), trials, sensitivity
+        return done(), trials, sensitivity, None
     best = best_quality()
     # the user's own percentile where the best is their method (it ran at 99.99 while labelled theirs)
     best_settings = dataclasses.replace(s, calibrate_method=best.calibrate_method, percentile=best.percentile or
@@ -126,10 +127,12 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
         attempt(f"{'per-tensor' if s.per_channel else 'per-channel'} ({best.calibrate_method})",
                 dataclasses.replace(best_settings, per_channel=not s.per_channel))
     if done():
-        return done(), trials, sensitivity
+        return done(), trials, sensitivity, None
     best = best_quality()
     best_settings = dataclasses.replace(best_settings, per_channel=best.per_channel)
     excluded: tuple[str, ...] = ()
+    ended = None if "exclude_nodes" in s.auto_search else \
+        "keeping nodes in float was not tried (exclude_nodes is not in the target's auto_search)"
     while ("exclude_nodes" in s.auto_search and not exclusions_skipped(s) and budget_left()
            and len(excluded) < max_excluded):
         sensitivity[best.index] = node_sensitivity(ctx.model, layers.tensor_errors(ctx.model, Path(best.path),
@@ -145,16 +148,25 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
                     f"lost {cand['lost_db']:.1f} dB"
                 round_trials.append(attempt(f"keep {', '.join(new)} in float ({why})", best_settings, excluded + new))
                 if done():  # fewest nodes in float that pass within the price: stop here
-                    return done(), trials, sensitivity
+                    return done(), trials, sensitivity, None
         if not round_trials:
+            ended = ended or f"no node left to keep in float within --max-excluded ({max_excluded})"
             break
         step = max(round_trials, key=lambda t: t.quality)
-        if step.quality <= best.quality:
-            break  # no measured gain: more exclusions would only cost speed
-        if not affordable(step):
-            break  # float fallbacks already cost more latency than allowed
+        if step.quality <= best.quality:  # no measured gain: more exclusions would only cost speed
+            ended = (f"keeping {len(round_trials)} more candidate(s) in float gained nothing over trial {best.index}"
+                     f" ({_quality(best)}), the best so far")
+            break
+        if not affordable(step):  # float fallbacks already cost more latency than allowed
+            ended = (f"trial {step.index}'s float nodes cost {step.price_over(trials[0]):.2f}x the defaults' int8 "
+                     f"latency, over --max-latency-price {max_latency_price:g}")
+            break
         best, excluded = step, step.excluded
-    return done() or best_quality(), trials, sensitivity
+    return done() or best_quality(), trials, sensitivity, ended
+
+
+def _quality(t: Trial) -> str:
+    return f"{t.sqnr_db:.1f} dB" if t.exact_agreement is None else f"{t.exact_agreement:.4f} of integer outputs equal"
 
 
 def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, excluded) -> Trial:
@@ -178,9 +190,10 @@ def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, exclu
                  parity.worst(results, "exact_agreement"))
 
 
-def stopped_short(chosen: Trial, trials: list[Trial], settings, seconds: float) -> str | None:
-    """Why --auto shipped a failing trial: one passed over the latency price (it said "no trial passed"), or a
-    bound ended the search; None when the chosen one passes or the search ran out of things to try."""
+def stopped_short(chosen: Trial, trials: list[Trial], settings, seconds: float, ended: str | None = None) -> str | None:
+    """Why --auto shipped a failing trial: one passed over the latency price (it said "no trial passed"), a bound
+    ended the search, or the search's own reason `ended` (it gave up with `stopped_short: None`); None when the
+    chosen one passes."""
     if chosen.passed:
         return None
     if passing := [t for t in trials if t.passed]:
@@ -192,7 +205,9 @@ def stopped_short(chosen: Trial, trials: list[Trial], settings, seconds: float) 
         ("--time-budget", settings.time_budget, seconds >= settings.time_budget),
         ("--max-excluded", settings.max_excluded, max(len(t.excluded) for t in trials) >= settings.max_excluded))
         if hit), None)
-    return f"--auto: no trial passed before {bound} ended the search: raise it to search further" if bound else None
+    if bound:
+        return f"--auto: no trial passed before {bound} ended the search: raise it to search further"
+    return f"--auto: no trial passed: {ended}" if ended else None
 
 
 def keep_fp32(chosen: Trial, fp32_bytes: int) -> str | None:

@@ -289,6 +289,21 @@ def test_a_failing_choice_says_what_stopped_the_search():
     assert "before --max-excluded (2) ended" in stopped_short(base, failing, settings, 1.0)
     assert "before --time-budget (600) ended" in stopped_short(base, failing[:1], settings, 700.0)
     assert stopped_short(base, failing[:1], settings, 1.0) is None  # nothing left to try: no bound to raise
+    # the search's own reason: it gave up saying `stopped_short: None` though the README says warnings say why
+    assert stopped_short(base, failing[:1], settings, 1.0, "it gained nothing") == "--auto: no trial passed: it " \
+                                                                                 "gained nothing"
+
+
+def test_auto_that_gives_up_says_why(data, tmp_path):
+    """A search that ran out of things to try (here: a profile that searches calibration only) failed with no
+    word why: the README says the warnings do."""
+    profile = tmp_path / "p.toml"
+    profile.write_text('name = "p"\n[quantize]\nauto_search = ["calibrate_method"]\n')
+    result, m = export("models:norm_outlier", data, tmp_path / "o", "-t", profile, "--auto")
+    assert result.exit_code == 1, result.output
+    said = "--auto: no trial passed: keeping nodes in float was not tried (exclude_nodes is not in the target's " \
+           "auto_search)"
+    assert m["tuning"]["stopped_short"] == said and said in m["warnings"], m["warnings"]
 
 
 def test_auto_on_a_model_that_ends_in_its_class_ids(tmp_path):
