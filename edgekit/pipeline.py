@@ -511,6 +511,27 @@ def _fails_in_torch(module, shared: Shared, other: sizes.OtherSize) -> str:
     return ""
 
 
+def _plan(recipe, model, given, target):
+    """(the quantization plan for these settings, the state nodes it keeps float, the pixel normalisation kept)."""
+    state_nodes = () if given.quantize_state else sequences.carry_nodes(model.graph, recipe.state)
+    qplan = quantization.plan(model, given, set(recipe.quantize), target.runtime.arch, state_nodes)
+    qplan = _state_stays_float(recipe.state, state_nodes, qplan)
+    qplan = dataclasses.replace(qplan, warnings=(*qplan.warnings, *sequences.not_carried(model.graph, recipe.state)))
+    qplan, norm = _pixels_stay_float(recipe.image_uint8, qplan, model)
+    return qplan, state_nodes, norm
+
+
+def _static_fallback(recipe, model, given, target, qplan):
+    """The matmul-static plan --auto tries when an attention graph's dynamic default (the profile's, not the
+    user's) fails parity: --auto skipped it, though matmul-static passed (tiny attention, LayerNorm outlier
+    channel: dynamic 14.9 dB, matmul-static 35.4 dB)."""
+    s = qplan.settings
+    if not (s.auto and qplan.attention and s.mode == "dynamic" and s.transformer_scheme == "dynamic"
+            and "transformer_scheme" not in recipe.quantize and "mode" not in recipe.quantize):
+        return None
+    return _plan(recipe, model, dataclasses.replace(given, transformer_scheme="matmul-static"), target)[0]
+
+
 def _state_stays_float(state: dict, nodes: tuple[str, ...], qplan):
     """Unless asked to quantize it, the nodes carrying a state from its input back to its output (`nodes`) stay
     float: a state's rounding error is fed back and grows step after step."""
@@ -590,17 +611,14 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         onnx_export.check(fp32)
     coreml_model = _fixed_fp32(tdir / COREML_MODEL, model, props, shared.inputs, shapes) if coreml else None
     given = target_settings(target, recipe.quantize)
-    state_nodes = () if given.quantize_state else sequences.carry_nodes(model.graph, recipe.state)
-    qplan = quantization.plan(model, given, set(recipe.quantize), target.runtime.arch, state_nodes)
+    qplan, state_nodes, norm = _plan(recipe, model, given, target)
     overridden = overrides(target, given, recipe.quantize)
-    qplan = _state_stays_float(recipe.state, state_nodes, qplan)
-    qplan = dataclasses.replace(qplan, warnings=(*qplan.warnings, *sequences.not_carried(model.graph, recipe.state)))
-    qplan, norm = _pixels_stay_float(recipe.image_uint8, qplan, model)
     providers, threads = list(target.runtime.providers), target.runtime.threads
     # An ARM device's int8 arithmetic does not saturate: judge an ARM target by exact arithmetic; an x86
     # target by this host's own kernels.
     exact = target.runtime.arch != "x86_64"
-    qplan, n_cal, tuning, chosen_rows = _quantize(shared, target, qplan, prep, model, fp32, int8, exact)
+    qplan, n_cal, tuning, chosen_rows = _quantize(shared, target, qplan, prep, model, fp32, int8, exact,
+                                                  _static_fallback(recipe, model, given, target, qplan))
     quantized = onnx_export.parsed(int8)
     qplan.applied.extend(f"output {out!r} passes input {given!r} through: kept exact (it was rounded to 8 bits)"
                          for out, given in quantization.exact_passthroughs(quantized))
@@ -765,15 +783,19 @@ def _on_device(shared: Shared, target: Target) -> Device | None:
     return shared.device if shared.device and shared.device.arch == target.runtime.arch else None
 
 
-def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32: Path, int8: Path, exact: bool):
-    """Quantize with the plan, or with `auto`, search for the fastest settings that pass parity.
-    Returns (the plan used, calibration samples, the search's record, the chosen model's per-node
-    sensitivity when the search already measured it)."""
+DYNAMIC_UNSEARCHED = "dynamic quantization has no calibration or QDQ placement to search"
+
+
+def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32: Path, int8: Path, exact: bool,
+              fallback=None):
+    """Quantize with the plan, or with `auto`, search for the fastest settings that pass parity (from `fallback`,
+    a static plan, when the dynamic plan fails). Returns (the plan used, calibration samples, the search's record,
+    the chosen model's per-node sensitivity when the search already measured it)."""
     settings = qplan.settings
-    if settings.mode == "dynamic":  # ranges come from each input at run time: nothing to calibrate
+    if settings.mode == "dynamic" and fallback is None:  # ranges come from each input at run time: no calibration
         quantization.quantize(fp32, int8, qplan, [])
         onnx_export.check(int8)
-        skipped = {"skipped": "dynamic quantization has no calibration or QDQ placement to search"}
+        skipped = {"skipped": DYNAMIC_UNSEARCHED}
         if settings.precision == "latency":
             qplan = dataclasses.replace(qplan, precision_search=skipped)
         if asked := [flag for flag, on in (("--auto", settings.auto), ("--precision latency",
@@ -782,19 +804,21 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
             qplan = dataclasses.replace(qplan, warnings=(*qplan.warnings, f"{' and '.join(asked)} skipped: "
                                                                           f"{skipped['skipped']}"))
         return qplan, 0, skipped if settings.auto else None, None
-    cal_feeds = _calibration_feeds(prep, settings.samples)
+    static = fallback or qplan
+    cal_feeds = _calibration_feeds(prep, static.settings.samples)
     n_cal = len(cal_feeds)
     _bounded_calibration(prep, cal_feeds)
     if shared.task in quantization.VALUE_TASKS:
-        qplan = quantization.keep_narrow_outputs(qplan, fp32, cal_feeds)
-        settings = qplan.settings
+        static = quantization.keep_narrow_outputs(static, fp32, cal_feeds)
     if not prep.cal.random:
-        qplan = dataclasses.replace(qplan, warnings=(*qplan.warnings, *calib.outlier_samples(
+        static = dataclasses.replace(static, warnings=(*static.warnings, *calib.outlier_samples(
             cal_feeds, streaming=prep.rollout is not None)))
-    if n_cal < settings.samples:  # the record is of what was used (it said 128 of a 10-sample file)
-        why = f"samples {n_cal}: the calibration data holds {n_cal} of the {settings.samples} asked"
-        settings = dataclasses.replace(settings, samples=n_cal)
-        qplan = dataclasses.replace(qplan, settings=settings, reasons=(*qplan.reasons, why))
+    if n_cal < static.settings.samples:  # the record is of what was used (it said 128 of a 10-sample file)
+        why = f"samples {n_cal}: the calibration data holds {n_cal} of the {static.settings.samples} asked"
+        static = dataclasses.replace(static, settings=dataclasses.replace(static.settings, samples=n_cal),
+                                     reasons=(*static.reasons, why))
+    qplan, fallback = (qplan, static) if fallback else (static, None)
+    settings = qplan.settings
     tuning = chosen_rows = None
     work = shared.stage / ".work" / f"quantize-{target.name}"  # calibration cache and trials
     work.mkdir(parents=True)
@@ -807,9 +831,12 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
         with bar(f"tuning {target.name}", settings.max_trials, shared.progress) as advance:
             chosen, trials, analysed, ended = tune.tune(ctx, qplan, settings.max_trials, settings.time_budget,
                                                         settings.max_excluded, lambda t: advance(1, _log_trial(t)),
-                                                        settings.max_latency_price)
+                                                        settings.max_latency_price, fallback)
         seconds = time.perf_counter() - started  # the sensitivity analyses too
         shutil.copyfile(chosen.path, int8)
+        if chosen.mode != settings.mode:  # the static fallback's
+            qplan, settings = fallback, fallback.settings
+        n_cal = n_cal if settings.mode == "static" else 0
         chosen_rows = analysed.get(chosen.index)
         qplan = dataclasses.replace(qplan, settings=dataclasses.replace(
             settings, calibrate_method=chosen.calibrate_method, per_channel=chosen.per_channel,
@@ -837,7 +864,8 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
             quantization.quantize(fp32, int8, qplan, cal_feeds, advance,
                                   quantization.cache_path(work, settings) if settings.precision == "latency" else None)
     if settings.precision == "latency":  # from the plan --auto chose, or the target's
-        timed = _precision_timer(shared, target, prep.val.feeds[0])
+        timed = _precision_timer(shared, target, prep.val.feeds[0]) if settings.mode == "static" else \
+            DYNAMIC_UNSEARCHED  # --auto chose the dynamic default over its static fallback
         if isinstance(timed, str):  # said in report.md alone, and CI took the flag as applied
             qplan = dataclasses.replace(qplan, precision_search={"skipped": timed},
                                         warnings=(*qplan.warnings, f"--precision latency skipped: {timed}"))

@@ -39,6 +39,7 @@ class Trial:
     path: str = ""
     percentile: float | None = None  # calibrate_method percentile: at which (the user's, or the search's own)
     exact_agreement: float | None = None  # worst over integer outputs (class ids), held exactly
+    mode: str = "static"  # dynamic: an attention graph's default, before its static fallback
 
     @property
     def quality(self) -> tuple[float, float]:
@@ -80,9 +81,11 @@ class Context:
 
 
 def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: float, max_excluded: int,
-         progress=None, max_latency_price: float = 2.0) -> tuple[Trial, list[Trial], dict[int, list[dict]], str | None]:
+         progress=None, max_latency_price: float = 2.0, fallback: quantization.Plan | None = None
+         ) -> tuple[Trial, list[Trial], dict[int, list[dict]], str | None]:
     """Returns (chosen trial, every trial, {trial index: its per-node sensitivity} for the trials analysed, why the
-    search ended without a passing trial when no bound ended it: see `stopped_short`)."""
+    search ended without a passing trial when no bound ended it: see `stopped_short`). `fallback`: the static
+    plan searched when `base`, a dynamic one (nothing to calibrate or place), fails."""
     start = time.perf_counter()
     trials: list[Trial] = []
     sensitivity: dict[int, list[dict]] = {}
@@ -106,13 +109,19 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
         passing = [t for t in trials if t.passed and affordable(t)]
         return min(passing, key=lambda t: t.relative_time) if passing else None
 
-    def best_quality() -> Trial:
-        return max((t for t in trials if affordable(t)), key=lambda t: t.quality)
+    def best_quality(searched: bool = True) -> Trial:  # of the plan searched (a dynamic trial has no QDQ to rank)
+        return max((t for t in trials if affordable(t) and (t.mode == base.settings.mode or not searched)),
+                   key=lambda t: t.quality)
 
     s = base.settings
     attempt("target defaults", s)
     if done():
         return done(), trials, sensitivity, None
+    if fallback is not None:
+        base, s = fallback, fallback.settings
+        attempt(f"transformer_scheme {s.transformer_scheme}", s)
+        if done():
+            return done(), trials, sensitivity, None
     for method in ("minmax", "entropy", "percentile"):
         if "calibrate_method" in s.auto_search and method != s.calibrate_method and budget_left():
             attempt(f"calibration {method}", dataclasses.replace(s, calibrate_method=method,
@@ -162,7 +171,7 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
                      f"latency, over --max-latency-price {max_latency_price:g}")
             break
         best, excluded = step, step.excluded
-    return done() or best_quality(), trials, sensitivity, ended
+    return done() or best_quality(searched=False), trials, sensitivity, ended
 
 
 def _quality(t: Trial) -> str:
@@ -187,7 +196,7 @@ def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, exclu
                  [g.name for g in gates if not g.passed], lat["int8"].p50_ms, lat["fp32"].p50_ms,
                  out.stat().st_size, round(time.perf_counter() - start, 3), str(out),
                  s.percentile if s.calibrate_method == "percentile" else None,
-                 parity.worst(results, "exact_agreement"))
+                 parity.worst(results, "exact_agreement"), s.mode)
 
 
 def stopped_short(chosen: Trial, trials: list[Trial], settings, seconds: float, ended: str | None = None) -> str | None:

@@ -231,6 +231,33 @@ def norm_outlier():
     return NormOutlier()
 
 
+class AttentionNormOutlier(nn.Module):
+    """Self-attention over image rows whose LayerNorm gamma is 100x on one channel (q/k/v weights /100): dynamic
+    int8 MatMuls quantize that LayerNorm's output per tensor at run time and lose the other channels."""
+
+    def __init__(self, d: int = 32):
+        super().__init__()
+        self.emb, self.qkv, self.proj = nn.Linear(32, d), nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.ln, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.head = nn.Linear(d, 10)
+        with torch.no_grad():
+            for ln, fc in ((self.ln, self.qkv), (self.ln2, self.head)):
+                ln.weight[0] *= 100.0
+                ln.bias[0] += 100.0
+                fc.weight[:, 0] /= 100.0
+
+    def forward(self, image):
+        x = self.emb(image.mean(1))
+        q, k, v = self.qkv(self.ln(x)).chunk(3, -1)
+        a = torch.softmax(q @ k.transpose(1, 2) * 32 ** -0.5, -1)
+        return self.head(self.ln2(self.proj(a @ v)).mean(1))
+
+
+def attention_norm_outlier():
+    torch.manual_seed(0)
+    return AttentionNormOutlier()
+
+
 class TwoHeads(nn.Module):
     """Two outputs from two heads; plus a norm type and a bare parameter the size table does not list."""
 

@@ -196,13 +196,28 @@ def test_inspect_compare(data, tmp_path):
 
 
 def test_auto_on_a_dynamic_quantized_model_says_it_skipped(tmp_path, encoder_data):
+    """Dynamic by the user's choice: no static fallback is tried."""
     cal, val = encoder_data
     result = cli(["export", "models:tiny_encoder", "--input", "input_ids:Nx12:int64", "--input",
                                        "attention_mask:Nx12:int64", "--calibration", str(cal), "--validation", str(val),
-                                       "--auto", "--out", str(tmp_path), "--bench-runs", "3", "--json"])
+                                       "--auto", "--out", str(tmp_path), "--bench-runs", "3", "--json",
+                                       "--transformer-scheme", "dynamic"])
     assert result.exit_code == 0, result.output
     assert "dynamic" in json.loads(result.stdout)[0]["tuning"]["skipped"]
     assert "Skipped: dynamic" in (tmp_path / "desktop-x86" / "report.md").read_text()
+
+
+def test_auto_tries_matmul_static_when_the_dynamic_default_fails(data, tmp_path):
+    """An attention graph's default (dynamic) failed on a LayerNorm outlier channel and --auto skipped: "dynamic
+    quantization has no calibration or QDQ placement to search", though matmul-static passes."""
+    result, m = export("models:attention_norm_outlier", data, tmp_path, "--auto")
+    assert result.exit_code == 0, result.output
+    trials = m["tuning"]["trials"]
+    assert [t["mode"] for t in trials[:2]] == ["dynamic", "static"] and not trials[0]["passed"], trials
+    assert trials[1]["why"] == "transformer_scheme matmul-static" and m["tuning"]["passed"]
+    q = m["quantization"]
+    assert (q["mode"], q["transformer_scheme"]) == ("static", "matmul-static") and q["samples"] == 48
+    assert m["parity"]["quantization"]["outputs"][0]["sqnr_db"] > 25
 
 
 def test_auto_keeps_the_targets_rules(data, tmp_path):
