@@ -717,7 +717,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                 + (_sequence_warnings(prep.cal_lengths, prep.rollout.lengths, short) if recipe.state else [])
                 + [advice for advice in [(qplan.precision_search or {}).get("advice")] if advice])  # report.md had it
     gates = verdict.gates(target, prep.export_parity, quant_parity, accuracy, latency, packaged.get("mobile_coverage"),
-                          (tdir / shipped_model(packaged)).stat().st_size, shared.task)
+                          (tdir / shipped_model(packaged)).stat().st_size, shared.task,
+                          quantization.quantizes_anything(quantized))
     gates += verdict.size_gates(target, size_checks)
     report = TargetReport(target.name, prep.export_parity, quant_parity, accuracy, latency, tuning, gates,
                           warnings + verdict.gate_advice(gates, qplan.settings, tuning, short), details,

@@ -42,10 +42,12 @@ class Trial:
     mode: str = "static"  # dynamic: an attention graph's default, before its static fallback
 
     @property
-    def quality(self) -> tuple[float, float]:
-        """What trials are ranked by: integer outputs' exact agreement first, then SQNR. With class ids only,
-        SQNR was a placeholder (-200 for every trial), and --auto kept its first trial whatever it measured."""
-        return (1.0 if self.exact_agreement is None else self.exact_agreement,
+    def quality(self) -> tuple[bool, float, float]:
+        """What trials are ranked by: quantizing anything (the float model at 200 dB was the best), integer outputs'
+        exact agreement, then SQNR. With class ids only, SQNR was a placeholder (-200 for every trial), and --auto
+        kept its first trial whatever it measured."""
+        return (parity.NOTHING_QUANTIZED_GATE not in self.failed_gates,
+                1.0 if self.exact_agreement is None else self.exact_agreement,
                 -200.0 if self.sqnr_db is None else self.sqnr_db)
 
     @property
@@ -188,7 +190,7 @@ def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, exclu
     at = parity.scored_at(results)
     drop = (parity.accuracy(ctx.fp32_val, ctx.labels, at) - parity.accuracy(int8_val, ctx.labels, at)
             if ctx.labels is not None else None)
-    gates = parity.quantization_gates(results, drop, ctx.spec, ctx.task)
+    gates = parity.quantization_gates(results, drop, ctx.spec, ctx.task, quantization.quantizes_anything(parsed(out)))
     lat = bench.measure_pair({"fp32": str(ctx.fp32), "int8": str(out)}, ctx.val_feeds[0], ctx.providers, ctx.threads,
                              10, 30)
     return Trial(index, why, s.calibrate_method, s.per_channel, excluded, parity.worst(results, "cosine"),

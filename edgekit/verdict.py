@@ -9,10 +9,11 @@ from .runtime import EXACT_REFUSED
 
 
 def gates(target: Target, export: StageParity | None, quant: StageParity, accuracy: Accuracy | None,
-          latency: LatencyReport | None, coverage: dict | None, int8_bytes: int, task: str) -> list[Gate]:
+          latency: LatencyReport | None, coverage: dict | None, int8_bytes: int, task: str,
+          quantized: bool = True) -> list[Gate]:
     p, budgets = target.parity, target.budgets
     found = parity.export_gates(export, p)
-    found += parity.quantization_gates(quant.outputs, accuracy.drop if accuracy else None, p, task)
+    found += parity.quantization_gates(quant.outputs, accuracy.drop if accuracy else None, p, task, quantized)
     if budgets.latency_p50_ms_max:
         # the budget is a device's: timed on another kind of CPU (an arm64 target's on x86) it is not judged here
         elsewhere = latency is not None and not latency.on_device

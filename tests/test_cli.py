@@ -539,7 +539,8 @@ def test_verbose_is_an_option_of_every_command(tmp_path):
     from onnx import TensorProto, helper
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [3, 3], [1.0, 0, 0, 0, 1, 0, 0, 0, 1])  # int8 has work
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y], [w])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
     args = [sys.executable, "-m", "edgekit", "export", str(tmp_path / "m.onnx"), "--calibration", "random",
             "--no-bench", "--out"]

@@ -271,12 +271,15 @@ def test_quant_overrides_from_flags(tmp_path, cnn_data):
 
 def test_op_types_onnxruntime_never_quantizes_are_said_to_quantize_nothing(tmp_path, cnn_data):
     """`--op-types Relu` (in the model, never quantized by onnxruntime) shipped the float model as int8, pass,
-    without a word."""
+    without a word; then with a word, still passing (CI green on a float model called int8)."""
     cal, _ = cnn_data
     result = export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cal, "--op-types", "Relu",
                     "--no-bench", "--out", tmp_path / "o", "--json")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     [m] = json.loads(result.stdout)
+    assert [g for g in m["gates"] if not g["passed"]] == [
+        {"name": "int8_quantized", "value": 0, "op": ">=", "limit": 1, "passed": False}], m["gates"]
+    assert cli(["check", tmp_path / "o" / "desktop-x86"]).exit_code == 1  # the gate holds there too
     assert [w for w in m["warnings"] if w.startswith("model.int8.onnx quantizes nothing")], m["warnings"]
     # nor blamed its size on quantization nodes and scales it does not have (its metadata it is)
     assert not [w for w in m["warnings"] if "quantization nodes and the scales outweigh" in w], m["warnings"]

@@ -347,3 +347,18 @@ def test_auto_on_a_model_that_ends_in_its_class_ids(tmp_path):
     assert {(t["cosine"], t["sqnr_db"]) for t in trials} == {(None, None)}  # nothing measured them
     report = (tmp_path / "o" / "desktop-x86" / "report.md").read_text()
     assert "| integer equal |" in report and "| n/a | n/a | " in report and "-200" not in report
+
+
+def test_auto_never_passes_a_model_that_quantizes_nothing(tmp_path):
+    """Calibrated on the digits x0.25, --auto ended keeping every node float: 200 dB, pass, exit 0, model.int8.onnx
+    the float model."""
+    given = dict(np.load(DIGITS / "data" / "calibration.npz"))
+    np.savez(tmp_path / "dim.npz", image=given["image"] * 0.25, labels=given["labels"])
+    result = cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--calibration", tmp_path / "dim.npz",
+                  "--auto", "--no-bench", "--out", tmp_path / "o", "--json"])
+    assert result.exit_code == 1, result.output
+    m = json.loads(result.stdout)[0]
+    trials = m["tuning"]["trials"]
+    floats = [t for t in trials if "int8_quantized" in t["failed_gates"]]
+    assert floats and all(t["sqnr_db"] == 200 and not t["passed"] for t in floats), trials
+    assert "int8_quantized" not in trials[m["tuning"]["chosen"]]["failed_gates"]  # an int8 build ranks first
