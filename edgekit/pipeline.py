@@ -721,7 +721,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                           quantization.quantizes_anything(quantized))
     gates += verdict.size_gates(target, size_checks)
     report = TargetReport(target.name, prep.export_parity, quant_parity, accuracy, latency, tuning, gates,
-                          warnings + verdict.gate_advice(gates, qplan.settings, tuning, short), details,
+                          warnings + verdict.gate_advice(gates, qplan.settings, tuning, short,
+                                                         _ranges(cal, val, qplan)), details,
                           latency_1_thread=one_thread[0] if one_thread else None)
     package.write(tdir, report, pages=False)
     # the verdict is the gates AND the comparisons `edgekit check` makes on the staged package (run here, not in a
@@ -932,6 +933,13 @@ def _layer_report(qplan, model, fp32: Path, int8: Path, feeds, known: list[dict]
     kept = set(qplan.settings.exclude_nodes)  # float in this model: listed as lossy int8 layers, they misled
     return [{k: r[k] for k in ("node", "op", "input_sqnr_db", "output_sqnr_db", "lost_db")}
             for r in rows if r["node"] not in kept][:top]
+
+
+def _ranges(cal, val, qplan) -> str | None:
+    """Validation inputs outside the calibration data's range, for a static model calibrated on given data."""
+    if qplan.settings.mode != "static" or cal.random or val.random:
+        return None
+    return calib.range_mismatch(cal.feeds[:qplan.settings.samples], val.feeds)
 
 
 def _accuracy(val, torch_val, fp32_val, int8_val, at: int) -> parity.Accuracy | None:

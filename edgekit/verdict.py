@@ -185,17 +185,19 @@ def provider_warnings(target: Target, used: list[str]) -> list[str]:
             f"measured with {', '.join(used)}"]
 
 
-def gate_advice(gates: list[Gate], settings, tuning: dict | None, short: tuple[int, int] | None = None) -> list[str]:
+def gate_advice(gates: list[Gate], settings, tuning: dict | None, short: tuple[int, int] | None = None,
+                ranges: str | None = None) -> list[str]:
     """`short`: (calibration's, validation's) longest sequence of a streaming model calibrated on clearly shorter
     ones: the state then outgrew the int8 ranges, which no --auto setting fixes (it kept the head float). That explains
-    the failed quality gates, not a reference with no signal; the other advice still stands beside it."""
+    the failed quality gates, not a reference with no signal; the other advice still stands beside it. `ranges`:
+    calib.range_mismatch's, first: no quantization setting fixes ranges calibrated on other inputs."""
     failed = [g.name for g in gates if not g.passed and g.name.startswith(("quant_", "top1", "accuracy",
                                                                             "integer_output_agreement"))]
     no_signal = any(g.name.endswith("reference_signal") and not g.passed for g in gates)  # no setting helps that
     explained = [name for name in failed if not name.endswith("reference_signal")] if short else []
-    advice = [f"quantization gates failed ({', '.join(explained)}) with calibration sequences shorter than "
-              f"validation's ({short[0]} vs {short[1]} steps): calibrate on sequences as long before --auto"
-              ] if explained else []
+    advice = [ranges] * bool(ranges) + [
+        f"quantization gates failed ({', '.join(explained)}) with calibration sequences shorter than validation's "
+        f"({short[0]} vs {short[1]} steps): calibrate on sequences as long before --auto"] * bool(explained)
     if tuning and tuning.get("advice"):
         return [*advice, tuning["advice"]]
     if failed and tuning and (why := tuning.get("stopped_short") or tuning.get("exclusions_skipped")):

@@ -893,3 +893,31 @@ def test_a_time_major_file_reads_only_the_samples_it_uses(tmp_path, kind):
         assert kind == "fortran" or peak < 16 << 20, f"{x.nbytes >> 20} MiB of samples held {peak >> 20} MiB"
     with pytest.raises(InputError, match="--max-data-bytes"):
         calib.load(path, TIME_MAJOR, max_samples=10 if kind == "fortran" else 30_000, max_bytes=1 << 20)
+
+
+def test_validation_outside_the_calibration_range_is_named_first_in_the_advice(tmp_path):
+    """The digits CNN calibrated on its images x0.25 failed at 2.3 dB, and the only advice was "re-run with --auto",
+    whose search then kept every node float (200 dB, exit 0): nothing compared the two data sets' ranges."""
+    import json
+
+    from conftest import DIGITS, cli
+
+    data = DIGITS / "data"
+    given = dict(np.load(data / "calibration.npz"))
+    np.savez(tmp_path / "dim.npz", image=given["image"] * 0.25, labels=given["labels"])
+    np.savez(tmp_path / "bright.npz", image=given["image"] * 4.0, labels=given["labels"])
+    assert calib.range_mismatch([{"x": np.ones((1, 4), np.float32)}], [{"x": np.full((1, 4), 2.5, np.float32)}]) \
+        == ("validation inputs lie outside the calibration data's range (p99 |x|, validation vs calibration: 'x' "
+            "2.5 vs 1 (2.5x)): the int8 ranges clip them; calibrate on data like the inputs the model will see")
+    for cal, auto in (("dim", ()), ("dim", ("--auto", "--max-trials", "4")), ("bright", ())):
+        result = cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--calibration", tmp_path / f"{cal}.npz",
+                      "--no-bench", "--out", tmp_path / f"{cal}{len(auto)}", "--json", *auto])
+        assert result.exit_code == (1 if cal == "dim" else 0), result.output
+        said = json.loads(result.stdout)[0]["warnings"]
+        ranges = [i for i, w in enumerate(said) if w.startswith("validation inputs lie outside")]
+        if cal == "bright":  # coarser int8 steps than the validation data needs, and passing: not said
+            assert not ranges, said
+            continue
+        assert "'image' 1 vs 0.25 (4.0x)" in said[ranges[0]]
+        advice = [i for i, w in enumerate(said) if "re-run with --auto" in w or w.startswith("--auto:")]
+        assert len(ranges) == len(advice) == 1 and ranges[0] < advice[0], said
