@@ -256,9 +256,11 @@ def _retrieval_at1(ref: list[np.ndarray], cand: list[np.ndarray]) -> float | Non
 
 
 def labels_are_classes(task: str) -> bool:
-    """Validation labels are class ids, scored as accuracy, for any task but a regression, whose targets are values
-    (whole ones, counts, failed as 'label 9 is out of range: the model's first output scores 1 classes')."""
-    return task != "regress"
+    """Validation labels are class ids, scored as accuracy, for a classifier only (`auto`: one when the data has
+    labels). A regression's targets are values (whole ones, counts, failed as 'label 9 is out of range: the model's
+    first output scores 1 classes'); a detector's labels were scored on its first output's argmax ("0.00 -> 0.00"),
+    and the accuracy_drop gate passed on that."""
+    return task in ("auto", "classify")
 
 
 def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray, at: int | None = None) -> float:
@@ -367,7 +369,9 @@ def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str, qu
     if (exact := worst(outputs, "exact_agreement")) is not None:  # held to what a classifier's top-1 is
         gates.append(held("integer_output_agreement", exact, spec))
     drop = held("accuracy_drop", accuracy_drop, spec, "no labels in the validation data" if labels_are_classes(task)
-                else "a regression's targets are no class ids")
+                else "a regression's targets are no class ids" if task == "regress"
+                else f"task {task}: accuracy scores a classifier's labels only" if task != "other"
+                else "no labels in the validation data (task other scores none: accuracy is a classifier's)")
     gates.append(drop if accuracy_drop is None else replace(drop, output=on))
     return gates
 

@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import cli
+from conftest import DIGITS, cli
 
 from edgekit import parity
 from edgekit.config import ParitySpec
@@ -213,3 +213,14 @@ def test_centred_sqnr_sees_a_small_channel_and_an_offset_the_whole_output_hides(
     assert parity.centred_sqnr([offset[:, 0]], [offset[:, 0] + 0.29]) == pytest.approx(20, abs=0.5)
     fields = np.concatenate([rng.normal(0, 100, (8, 30, 4)), rng.normal(0, 0.1, (8, 30, 1))], 2)
     assert parity.centred_sqnr([fields], [fields + 0.1]) < 1  # along the last axis, not the 30 anchors
+
+
+def test_labels_are_scored_as_accuracy_for_a_classifier_only(tmp_path):
+    """--task detect with labels in the data: accuracy was computed on the first output's argmax ("0.00 -> 0.00")
+    and the accuracy_drop gate passed on it."""
+    result = cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--task", "detect", "--no-bench", "--out",
+                  tmp_path, "--json"])
+    assert result.exit_code == 0, result.output
+    [m] = json.loads(result.stdout)
+    [drop] = [g for g in m["gates"] if g["name"] == "accuracy_drop"]
+    assert m["accuracy"] is None and drop["skipped"] == "task detect: accuracy scores a classifier's labels only", drop
