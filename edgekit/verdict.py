@@ -195,9 +195,9 @@ def gate_advice(gates: list[Gate], settings, tuning: dict | None, short: tuple[i
                                                                             "integer_output_agreement"))]
     no_signal = any(g.name.endswith("reference_signal") and not g.passed for g in gates)  # no setting helps that
     explained = [name for name in failed if not name.endswith("reference_signal")] if short else []
-    advice = [ranges] * bool(ranges) + [
+    advice = [ranges] * bool(ranges) + ([
         f"quantization gates failed ({', '.join(explained)}) with calibration sequences shorter than validation's "
-        f"({short[0]} vs {short[1]} steps): calibrate on sequences as long before --auto"] * bool(explained)
+        f"({short[0]} vs {short[1]} steps): calibrate on sequences as long before --auto"] if explained else [])
     if tuning and tuning.get("advice"):
         return [*advice, tuning["advice"]]
     if failed and tuning and (why := tuning.get("stopped_short") or tuning.get("exclusions_skipped")):

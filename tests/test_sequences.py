@@ -397,6 +397,8 @@ def test_calibration_only_clearly_shorter_is_warned_of_and_advised_beside_the_re
                                (50, 1000)) == [short, "the search stopped at 60 s"]
     assert verdict.gate_advice([sqnr, no_signal], QuantSettings(), None, (50, 1000)) == [short]
     assert verdict.gate_advice([no_signal], QuantSettings(), None, (50, 1000)) == []
+    for gates in ([], [sqnr]):  # no short calibration (any model without a state): no advice of it (was a TypeError)
+        assert not any("calibration sequences" in a for a in verdict.gate_advice(gates, QuantSettings(), None))
 
 
 def test_the_weights_kept_float_are_counted_once_per_model_not_per_node():
