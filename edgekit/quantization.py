@@ -289,7 +289,8 @@ def output_chains(model, settings: QuantSettings) -> dict[str, list[str]]:
         while (node := producer.get(name)) is not None and node.op_type in (*MOVEMENT_OPS, "Relu", "Clip"):
             chain.append(node)
             name = node.input[0]
-        read_once = all(readers[n.output[0]] == 1 for n in chain) and readers[out.name] == 0
+        # the output itself is read by nothing; each tensor inside the chain only by the chain's next node
+        read_once = readers[out.name] == 0 and all(readers[n.input[0]] == 1 for n in chain)
         if node is None or not read_once or len(node.output) > 1 or not all(n.name for n in (*chain, node)):
             continue
         if node.op_type in quantized and node.name not in settings.exclude_nodes:

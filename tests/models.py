@@ -963,6 +963,28 @@ def mixed_head():
     return MixedHead().eval()
 
 
+class PermutedHead(MixedHead):
+    """MixedHead as [N, cells, 6] (YOLO/SSD layout): a Reshape and a Transpose between the head and the output."""
+
+    def forward(self, image):
+        return self.head(self.body(image)).flatten(2).transpose(1, 2)
+
+
+def permuted_head():
+    return PermutedHead().eval()
+
+
+class ReluHead(MixedHead):
+    """MixedHead with a Relu on the output (onnxruntime quantizes the Conv over the Relu's range)."""
+
+    def forward(self, image):
+        return torch.relu(self.head(self.body(image)))
+
+
+def relu_head():
+    return ReluHead().eval()
+
+
 def offset_regressor():
     """A regressor of an absolute quantity (a temperature in K): 300 + a small variation (qexpert). Quantized over
     [0, 310], its output kept 13 values."""
