@@ -301,13 +301,13 @@ def output_chains(model, settings: QuantSettings) -> dict[str, list[str]]:
 def fold_ranges(ranges: dict | None, value) -> dict | None:
     """`ranges` (None: none yet) with one sample of an output folded in: the min and max of the whole tensor (key
     None) and of each channel along parity.channel_axes, an axis dropped once its size varies (a sequence's).
-    O(channels) memory: a 255-channel 160x160 head's 128 calibration outputs, kept, took 3.4 GB. An output of
-    integers is left out."""
+    O(channels) memory: a 255-channel 160x160 head's 128 calibration outputs, kept, took 3.4 GB. A sample with no
+    values (a detector's selections: its max raised) and an output of integers are left out."""
     import numpy as np
 
     from .parity import channel_axes
 
-    if not np.issubdtype(value.dtype, np.floating):
+    if not value.size or not np.issubdtype(value.dtype, np.floating):
         return ranges
     got = {None: (float(value.min()), float(value.max()))}
     for axis in channel_axes(value.ndim):

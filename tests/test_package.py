@@ -1970,3 +1970,10 @@ def test_a_padded_stem_converts_to_ort_and_runs_the_same(tmp_path, monkeypatch, 
     a, b = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feeds[0])[0]
             for p in (written["ort"][int8], int8))
     np.testing.assert_array_equal(a, b)
+
+
+def test_golden_tolerances_leave_out_samples_with_no_values():
+    """A detector's selections hold no values on some samples: the peak of an empty one raised (exit 5)."""
+    from edgekit.package import golden_tolerances
+    empty, some = np.zeros((1, 0), np.float32), np.array([[0.5, 2.0, -1.0]], np.float32)
+    assert golden_tolerances({"y": [empty, some, empty]}, 0.01) == {"y": pytest.approx(0.02)}

@@ -734,6 +734,17 @@ def test_a_trained_classifiers_logits_keep_their_head_int8(tmp_path):
     assert quantize.channel_levels(ranges, 255)[0] == 1 and min(quantize.channel_levels(ranges, 255)[1]) > 150
 
 
+def test_the_few_levels_rule_leaves_out_samples_with_no_values():
+    """A detector's selections hold no values on some samples: their min and max raised (exit 5, internal error).
+    They are left out; with no values anywhere there is nothing to measure (parity then says the output holds none)."""
+    empty, some = np.zeros((1, 0), np.float32), np.array([[0.5, 2.0, -1.0]], np.float32)
+    ranges = None
+    for value in (empty, some, empty):
+        ranges = quantize.fold_ranges(ranges, value)
+    assert quantize.channel_levels(ranges, 255) == (None, [pytest.approx(255.0)])  # the whole [-1, 2], one sample
+    assert quantize.channel_levels(quantize.fold_ranges(None, empty), 255) == (None, [])
+
+
 def test_the_few_levels_rule_keeps_per_channel_ranges_not_the_outputs(tmp_path):
     """keep_narrow_outputs held every calibration output to measure its channels: a 255-channel 160x160 head over
     128 samples grew the process by 3.4 GB. It folds each sample into per-channel min and max as it runs."""
