@@ -1,7 +1,6 @@
 """Output parity between a reference and a candidate model: cosine, SQNR, abs errors, top-1, accuracy."""
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import asdict, dataclass, replace
 
@@ -140,6 +139,7 @@ def centred_sqnr(ref: list[np.ndarray], cand: list[np.ndarray]) -> float | None:
     Constant channels (CONSTANT_RMS) carry none and are left out; None when every channel is (or none is float)."""
     if not ref or ref[0].dtype.kind != "f":
         return None
+    ref, cand = ([np.asarray(a, dtype=np.float64) for a in arrays] for arrays in (ref, cand))  # float16's underflow
     scale = max(float(np.max(np.abs(a), initial=0.0)) for a in ref) or 1.0
     worst_db = None
     for axis in channel_axes(ref[0].ndim) or [None]:
@@ -151,10 +151,17 @@ def centred_sqnr(ref: list[np.ndarray], cand: list[np.ndarray]) -> float | None:
         noise = sum(((x - y) ** 2).sum(1) for x, y in zip(r, c))
         live = signal > CONSTANT_RMS ** 2 * sum(x.shape[1] for x in r)  # float rounding of a constant's mean
         if live.any():
-            db = np.where(noise[live] > 0, 10 * np.log10(signal[live] / np.maximum(noise[live], 1e-300)), 200.0)
-            found = float(np.clip(db.min(), -200.0, 200.0))
+            found = float(_db(signal[live], noise[live]).min())
             worst_db = found if worst_db is None else min(worst_db, found)
     return None if worst_db is None else round(worst_db, 3)
+
+
+def _db(signal, noise):
+    """10 log10(signal / noise) within +-200 dB, JSON-safe: no noise (bit-exact) 200; no signal, or NaN or Inf noise
+    (a broken candidate, which read as 200 dB) -200, as layers' figures."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        db = np.where(noise == 0, 200.0, 10 * np.log10(np.divide(signal, noise)))
+    return np.clip(np.nan_to_num(db, nan=-200.0), -200.0, 200.0)
 
 
 def _rows(arrays: list[np.ndarray], axis: int | None, scale: float) -> list[np.ndarray]:
@@ -215,9 +222,7 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
         diffs = [np.abs(a - b) for a, b in zip(ref, cand)]
         noise = sum(float(np.sum((d / scale) ** 2)) for d in diffs)
         signal = sum(float(np.sum((a / scale) ** 2)) for a in ref)
-        # capped at ±200 dB so a bit-exact match stays a finite, JSON-safe number
-        sqnr = 200.0 if noise == 0 else (max(-200.0, min(200.0, 10 * math.log10(signal / noise)))
-                                         if signal > 0 else -200.0)
+        sqnr = float(_db(signal, noise))
         top1 = top5 = None
         kind = "other" if name in plain else task
         if kind == "classify" and k == at and ref[0].ndim == 2 and ref[0].shape[1] > 1:

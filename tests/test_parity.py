@@ -224,3 +224,17 @@ def test_labels_are_scored_as_accuracy_for_a_classifier_only(tmp_path):
     [m] = json.loads(result.stdout)
     [drop] = [g for g in m["gates"] if g["name"] == "accuracy_drop"]
     assert m["accuracy"] is None and drop["skipped"] == "task detect: accuracy scores a classifier's labels only", drop
+
+
+def test_a_nan_or_inf_candidate_is_no_perfect_match_and_float16_is_measured_in_float64():
+    """NaN noise read as 200 dB (`noise > 0` and min(200, nan) are False and 200), Inf raised a math domain error,
+    and centred_sqnr squared float16 errors in float16: a small channel's underflowed to 0, 200 dB."""
+    rng = np.random.default_rng(0)
+    ref = np.concatenate([rng.normal(0, 100, (64, 1)), rng.normal(0, 0.1, (64, 1))], 1)
+    got = ref + np.concatenate([np.zeros((64, 1)), rng.normal(0, 1e-3, (64, 1))], 1)
+    assert parity.centred_sqnr([ref.astype(np.float16)], [got.astype(np.float16)]) == pytest.approx(40, abs=1)
+    for bad in (np.nan, np.inf):
+        broken = got.copy()
+        broken[0, 0] = bad
+        [o] = parity.compare(["y"], [[ref]], [[broken]])
+        assert o.sqnr_db == o.centred_sqnr_db == -200.0, o
