@@ -128,9 +128,10 @@ def worst(items, key: str, fn=min):
 
 
 def channel_axes(ndim: int) -> list[int]:
-    """The axes whose indices are an output's channels: 1 (NCHW maps, rows x classes) and the last ([N, anchors,
-    fields]) for 2-D and more; none for a 1-D output, which is one channel. quantization.channel_levels reads them."""
-    return sorted({1, ndim - 1}) if ndim >= 2 else []
+    """The axes whose indices are an output's channels: 1 (rows x classes, NCHW maps: their last axis is W, a column
+    of pixels, not a channel), and for 3-D also the last ([N, anchors, fields], beside [N, C, L]); none for a 1-D
+    output, which is one channel. quantization.fold_ranges reads them."""
+    return [1, 2] if ndim == 3 else [1] if ndim >= 2 else []
 
 
 def centred_sqnr(ref: list[np.ndarray], cand: list[np.ndarray]) -> float | None:

@@ -238,3 +238,14 @@ def test_a_nan_or_inf_candidate_is_no_perfect_match_and_float16_is_measured_in_f
         broken[0, 0] = bad
         [o] = parity.compare(["y"], [[ref]], [[broken]])
         assert o.sqnr_db == o.centred_sqnr_db == -200.0, o
+
+
+def test_an_nchw_outputs_channels_are_axis_1_not_its_columns():
+    """channel_axes gave {1, last}: an NCHW map's W columns were scored as channels, so a border column of near
+    constant values read as a channel at 0.04 dB (46.9 now). Axis 1 for 4-D and more; 3-D keeps both ([N, anchors,
+    fields])."""
+    assert [parity.channel_axes(n) for n in (1, 2, 3, 4, 5)] == [[], [1], [1, 2], [1], [1]]
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 1, (8, 3, 4, 5))
+    ref[..., 0] = 5 + rng.normal(0, 0.01, (8, 3, 4))  # a border column
+    assert parity.centred_sqnr([ref], [ref + rng.normal(0, 0.01, ref.shape)]) > 30
