@@ -370,7 +370,8 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
             run_calibration(fp32, feeds[1:qsettings.samples])
         with whole_file(dest) as partial:
             quantization.quantize(fp32, partial, plan, feeds[: qsettings.samples])
-            onnx_export.save_shipped(quantized := onnx_export.parsed(partial), partial)  # as a package's int8 model
+            quantization.done(quantized := onnx_export.parsed(partial))  # an internal record: not shipped
+            onnx_export.save_shipped(quantized, partial)  # as a package's int8 model
             onnx_export.check(partial)
             if not quantization.quantizes_anything(quantized):  # as an export's warning says
                 warnings.warn(f"{dest.name} {quantization.NOTHING_QUANTIZED}", stacklevel=4)

@@ -620,8 +620,9 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     qplan, n_cal, tuning, chosen_rows = _quantize(shared, target, qplan, prep, model, fp32, int8, exact,
                                                   _static_fallback(recipe, model, given, target, qplan))
     quantized = onnx_export.parsed(int8)
-    qplan.applied.extend(f"output {out!r} passes input {given!r} through: kept exact (it was rounded to 8 bits)"
-                         for out, given in quantization.exact_passthroughs(quantized))
+    qplan = dataclasses.replace(qplan, applied=(*quantization.done(quantized), *(
+        f"output {out!r} passes input {given!r} through: kept exact (it was rounded to 8 bits)"
+        for out, given in quantization.exact_passthroughs(quantized))))
     quantized = onnx_export.stamp(quantized, {**props, "edgekit_quantization": str(qplan.as_dict())})
     if state_nodes:
         quantization.float_outputs(quantized, recipe.state.values())

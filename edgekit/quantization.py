@@ -6,6 +6,7 @@ full static QDQ, which quantizes the additive mask path (activation scales ~1e36
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import tempfile
@@ -85,7 +86,7 @@ class Plan:
     opset: int  # of the float model (ai.onnx domain)
     split_outliers: bool = False  # matmul-static: outlier channels of MatMul inputs/outputs handled in float
     half_weights: bool = False  # float16 weights behind Casts: read as float32 before quantizing (fold_half_casts)
-    applied: list = field(default_factory=list, compare=False, repr=False)  # what quantize() found, for decisions
+    applied: tuple[str, ...] = field(default=(), compare=False, repr=False)  # what the shipped model had done (done())
     precision_search: dict | None = field(default=None, compare=False)  # precision = latency: what was measured
     tensor_overrides: dict = field(default_factory=dict, compare=False, repr=False)  # onnxruntime's, e.g. pixels'
     padded_convs: tuple[str, ...] = ()  # the Convs whose int8 input channels quantize() pads (pad_convs), by key()
@@ -859,19 +860,28 @@ def split_outliers(model, feeds: list, tmp: Path, ratio: float = OUTLIER_RATIO) 
 SPLIT_TENSORS = ("/int8_input", "/int8_part", "/int8_scaled")  # split_outliers' int8 tensors: not in the float model
 
 
-def _unpair(path) -> None:
-    """Rename the dequantized copies of split_outliers' own tensors: onnxruntime's qdq_loss_debug pairs every
-    `X_DequantizeLinear_Output` with a float model's `X` (and fails on a KeyError when there is none)."""
-    import onnx
-
-    model = onnx.load(str(path))
+def _unpair(model) -> None:
+    """Rename the dequantized copies of split_outliers' own tensors in this ModelProto: onnxruntime's qdq_loss_debug
+    pairs every `X_DequantizeLinear_Output` with a float model's `X` (and fails on a KeyError when there is none)."""
     suffix = "_DequantizeLinear_Output"
     renamed = {t: t[: -len(suffix)] + "_dequantized" for n in model.graph.node for t in n.output
                if t.endswith(suffix) and t[: -len(suffix)].endswith(SPLIT_TENSORS)}
     for n in model.graph.node:
         n.input[:] = [renamed.get(t, t) for t in n.input]
         n.output[:] = [renamed.get(t, t) for t in n.output]
-    onnx.save(model, str(path))
+
+
+DONE = "edgekit_quantize_done"  # quantize()'s record of what it did to the model, in the model's metadata
+
+
+def done(model) -> tuple[str, ...]:
+    """What quantize() did to this ModelProto (split outliers, padded convs), taken out of its metadata: the
+    manifest's decisions describe the model shipped, not the last of the trials that share a plan."""
+    found = next((json.loads(p.value) for p in model.metadata_props if p.key == DONE), [])
+    kept = [p for p in model.metadata_props if p.key != DONE]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    return tuple(found)
 
 
 def cache_path(folder: Path, s: QuantSettings) -> Path:
@@ -891,22 +901,24 @@ def quantize(src: Path, dest: Path, p: Plan, feeds: Sequence, progress=None, cac
                 fold_half_casts(model := onnx.load(str(src)))
                 src = Path(tmp) / "float32_weights.onnx"
                 onnx.save(model, str(src))
+            did = []
             if p.split_outliers and feeds and p.settings.mode == "static":
                 model, added, why = split_outliers(onnx.load(str(src)), feeds, Path(tmp))
-                p.applied[:] = [why] if added else []
                 if added:
+                    did.append(why)
                     src = Path(tmp) / "split.onnx"
                     onnx.save(model, str(src))
                     p = dataclasses.replace(p, settings=dataclasses.replace(
                         p.settings, exclude_nodes=(*p.settings.exclude_nodes, *added)))
             _call(p, str(src), str(dest), feeds, progress, cache, Path(tmp))
-            if p.split_outliers and p.applied:
-                _unpair(dest)
-            if p.padded_convs:  # this run's record replaces an earlier run's (tune's trials share the plan)
-                p.applied[:] = [a for a in p.applied if not a.startswith(PADDED)]
-                if padded := pad_convs(model := onnx.load(str(dest)), p.padded_convs):
+            if did or p.padded_convs:
+                model = onnx.load(str(dest))
+                _unpair(model)
+                if padded := pad_convs(model, p.padded_convs):
+                    did.append(padded_why(padded))
+                if did:  # carried by this model file: tune's and --precision latency's trials share one plan
+                    model.metadata_props.add(key=DONE, value=json.dumps(did))
                     onnx.save(model, str(dest))
-                    p.applied.append(padded_why(padded))
     except StageError:
         raise  # edgekit's own run of the model (split_outliers'), already told as such
     except Exception as e:

@@ -698,7 +698,7 @@ def test_an_rgb_stem_is_padded_to_4_channels_where_the_fast_int8_conv_needs_it(s
              for i in range(4)]
     outs = [run_onnx(session(path)[0], every) for path in (padded, plain)]
     assert all(np.array_equal(a, b) for x, y in zip(*outs) for a, b in zip(x, y))
-    said = [d for d in plan.as_dict()["decisions"] if d.startswith("int8 Conv input channels padded")]
+    said = [d for d in quantize.done(onnx.load(str(padded))) if d.startswith("int8 Conv input channels padded")]
     assert len(said) == 1 and "(3 -> 4)" in said[0] and "host ISA avx2 from EDGEKIT_HOST_ISA" in said[0], said
     monkeypatch.setenv("EDGEKIT_HOST_ISA", "sse")  # no symmetric int8 conv kernel: left as it is, and said why
     sse = quantize.plan(fp32, config.QuantSettings(), set())
@@ -709,6 +709,37 @@ def test_an_rgb_stem_is_padded_to_4_channels_where_the_fast_int8_conv_needs_it(s
                   quantize.plan(fp32, config.QuantSettings(activation_type="int8"), set()),  # x86 has no S8S8 kernel
                   quantize.plan(fp32, config.QuantSettings(weight_type="uint8"), set())):  # nor asymmetric weights
         assert other.padded_convs == () and not any("padded" in r for r in other.reasons)
+
+
+def test_the_padding_record_is_the_shipped_trials_not_the_last_ones(stem_fp32, tmp_path, monkeypatch):
+    """--auto and --precision latency run trials on one plan and ship one of them: a later trial keeping the stem
+    float said nothing was padded while the shipped model had the Pad (and the other way round)."""
+    fp32, feeds = stem_fp32
+    monkeypatch.setenv("EDGEKIT_HOST_ARCH", "x86_64")
+    monkeypatch.setenv("EDGEKIT_HOST_ISA", "avx2")
+    plan = quantize.plan(fp32, config.QuantSettings(), set())
+    stem_float = dataclasses.replace(plan, settings=dataclasses.replace(plan.settings, exclude_nodes=plan.padded_convs))
+    trials = [quantize.quantize(fp32, tmp_path / f"trial{i}.onnx", p, feeds) for i, p in enumerate((plan, stem_float))]
+    models = [onnx.load(str(t)) for t in trials]
+    pads = [sum(n.name.endswith("/channel_pad/Pad") for n in m.graph.node) for m in models]
+    said = [[d for d in quantize.done(m) if d.startswith(quantize.PADDED)] for m in models]
+    assert pads == [1, 0] and [len(s) for s in said] == [1, 0], said
+    assert plan.applied == () and not any(p.key == quantize.DONE for m in models for p in m.metadata_props)
+
+
+def test_the_outlier_record_is_the_shipped_trials(tmp_path):
+    """split_outliers' record was rewritten by each trial on the shared plan, as the padding's was."""
+    import torch
+    torch.onnx.export(torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval(),
+                      (torch.zeros(1, 16),), str(fp32 := tmp_path / "mlp.onnx"), input_names=["x"], output_names=["y"],
+                      dynamo=False)
+    feeds = [{"x": (np.random.default_rng(i).standard_normal((1, 16)) * ([100] + [1] * 15)).astype(np.float32)}
+             for i in range(8)]
+    plan = quantize.Plan(config.QuantSettings(op_types=("MatMul", "Gemm")), False, False, (), 17, split_outliers=True)
+    trials = [quantize.quantize(fp32, tmp_path / f"trial{i}.onnx", p, feeds)
+              for i, p in enumerate((plan, dataclasses.replace(plan, split_outliers=False)))]
+    said = [quantize.done(onnx.load(str(t))) for t in trials]
+    assert len(said[0]) == 1 and said[0][0].startswith("outlier channels") and said[1] == () and plan.applied == ()
 
 
 def test_a_trained_classifiers_logits_keep_their_head_int8(tmp_path):
