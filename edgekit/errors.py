@@ -171,7 +171,10 @@ def not_utf8(text: str) -> str | None:
     return None
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # a terminal's colour/cursor codes (torch's dynamo exporter colours)
+# a terminal's escape sequences (torch's dynamo exporter colours): CSI (colour, cursor), OSC and the other strings
+# ended by BEL or ST (an OSC 8 hyperlink), two-character ones (`ESC ( B`); then any control character but \n and \t
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[]PX^_][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[ -/]*[0-~]?"
+                   r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def plain(text: str) -> str:

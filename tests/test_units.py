@@ -408,6 +408,14 @@ def test_a_name_onnxruntime_made_twice_is_not_blamed_on_output_names(tmp_path):
         assert "InsertedPrecisionFreeCast_W16" in str(e) and "--output-name" not in str(e), e
 
 
+def test_plain_strips_every_terminal_escape():
+    """Only CSI codes were stripped: an OSC 8 hyperlink, a window title and `ESC ( B` reached the terminal."""
+    from edgekit.errors import InputError, plain
+    raw = ("a \x1b]8;;https://e.example/x\x1b\\link\x1b]8;;\x1b\\ b\x1b(B \x1b]0;title\x07c \x1b[1;31mred\x1b[0m\x1b[?25l"
+           "\r\x07\x00\x9b d\n\te \x1b")
+    assert plain(raw) == "a link b c red d\n\te " and str(InputError(raw)) == "a link b c red d\n\te "
+
+
 def test_onnxruntime_messages_keep_their_cause_first():
     from edgekit.errors import first_line
     raw = ("[ONNXRuntimeError] : 1 : FAIL : Exception during initialization: /onnxruntime_src/onnxruntime/core/graph/"
