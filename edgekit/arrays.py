@@ -131,8 +131,10 @@ def read_npy(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, max_rows: int | Non
             if declared > held:
                 raise InputError(f"{path}: declares {declared} bytes of data but holds {held}")
             axis = axis_of(len(header[1])) if axis_of and header[1] else 0
-            if _row_bytes(header, max_rows, axis, lazy) > max_bytes:
-                raise TooLarge(f"{path}: declares {declared} bytes, more than {max_bytes} (--max-data-bytes)")
+            if (charged := _row_bytes(header, max_rows, axis, lazy)) > max_bytes:  # all, or the samples to be read
+                what = (f"declares {declared} bytes" if charged == declared else
+                        f"its first {min(max_rows, header[1][axis])} samples hold {charged} bytes")
+                raise TooLarge(f"{path}: {what}, more than {max_bytes} (--max-data-bytes)")
             if lazy and _by_rows(header):
                 return RowFile(path, None, header, max_rows, axis)
             return _read_rows(f, header, max_rows, axis)

@@ -292,6 +292,17 @@ def test_a_data_function_is_read_only_as_far_as_needed_and_within_the_byte_bound
         calib.load(endless, IMAGE, max_bytes=500_000)
 
 
+def test_a_file_over_the_byte_bound_quotes_what_its_samples_would_hold(tmp_path):
+    """Only the samples used are charged, but the error quoted the whole file ("declares 1600 bytes, more than 480"
+    for the 640 bytes of 4 samples)."""
+    np.save(path := tmp_path / "x.npy", np.zeros((10, 40), np.float32))
+    spec = (InputSpec.parse("x:Nx40"),)
+    with pytest.raises(InputError, match=r"x.npy: its first 4 samples hold 640 bytes, more than 480 \(--max-data"):
+        calib.load(path, spec, max_samples=4, max_bytes=480)
+    with pytest.raises(InputError, match=r"x.npy: declares 1600 bytes, more than 480 \(--max-data-bytes\)"):
+        calib.load(path, spec, max_bytes=480)
+
+
 def test_items_of_different_lengths_keep_one_label_per_row(tmp_path):
     """A short last batch (or sequences of different lengths) ended in numpy's ValueError, exit 5."""
     rng = np.random.default_rng(0)
