@@ -265,8 +265,8 @@ def concat_outputs(model, settings: QuantSettings) -> list[str]:
 # 300 +- 2.9 took 15 (13 distinct values); a classifier's logits (digits example) take 150 or more.
 OUTPUT_LEVELS = 64
 # The tasks whose outputs are read channel by channel as values (boxes and scores, quantities), where the rule applies.
-# Not a classifier's logits (argmax, judged by top-1 and accuracy) nor task other: untrained test models' outputs,
-# a bias plus a small variation, took 6-23 levels (small_cnn, ResNet18-style, MobileNetV2-style on random data).
+# Not a classifier's logits (argmax, judged by top-1 and accuracy); task other is warned of: untrained test models',
+# outputs, a bias plus a small variation, took 6-23 levels (small_cnn, ResNet18-style, MobileNetV2-style, random data).
 VALUE_TASKS = ("detect", "regress")
 FEW_LEVELS_SHOWN = 8  # channels a decision names by their levels, the narrowest first
 
@@ -353,11 +353,12 @@ def _output_ranges(path, names: list[str], feeds: Sequence) -> list[dict | None]
     return ranges
 
 
-def keep_narrow_outputs(p: Plan, path, feeds: Sequence) -> Plan:
+def keep_narrow_outputs(p: Plan, path, feeds: Sequence, keep: bool = True) -> Plan:
     """A graph output whose whole-tensor quantization gives some channel fewer than OUTPUT_LEVELS steps over that
     channel's spread on the calibration data keeps its producing nodes float (output_chains): onnxruntime's range
     of an output spans every channel and 0, so a logit beside pixel boxes, or a value of 300 +- 3, kept a few
-    values while cosine and SQNR, ruled by the large ones, passed. Float costs one node's int8 arithmetic."""
+    values while cosine and SQNR, ruled by the large ones, passed. Float costs one node's int8 arithmetic.
+    `keep=False` (task other: its outputs may be anything) only warns, naming the tasks that keep them."""
     chains = output_chains(parsed(path), p.settings) if feeds else {}
     if not chains:
         return p
@@ -374,6 +375,11 @@ def keep_narrow_outputs(p: Plan, path, feeds: Sequence) -> Plan:
                         f"{', '.join(f'channel {k} {levels[k]:.1f}' for k in narrow)})")
     if not kept:
         return p
+    if not keep:
+        return dataclasses.replace(p, warnings=(*p.warnings, f"{'; '.join(said)}: fewer than {OUTPUT_LEVELS} int8 "
+                                                "levels of the output's whole range; if its channels are values "
+                                                "(boxes, scores, quantities), --task detect or regress keeps these "
+                                                "nodes float"))
     settings = dataclasses.replace(p.settings, exclude_nodes=tuple(dict.fromkeys((*p.settings.exclude_nodes, *kept))))
     why = (f"kept float: {'; '.join(said)}: a graph output is quantized over its whole range with 0 in it, and these "
            f"channels' own spread on the calibration data covers fewer than {OUTPUT_LEVELS} of its steps (a logit "

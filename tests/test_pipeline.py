@@ -1116,3 +1116,16 @@ def test_an_output_channel_with_few_int8_levels_keeps_its_node_float(tmp_path, n
         assert ((logits[0] > 0) != (logits[1] > 0)).mean() < 0.02
     else:
         assert len(np.unique(got)) == len(x)  # was 13 distinct values
+
+
+def test_an_output_with_few_int8_levels_under_task_other_is_warned_of_not_kept_float(tmp_path):
+    """Without labels the task is `other`, whose outputs may be anything: the detection head above shipped its
+    logits at 5 and 3 int8 values with no word. Its node stays int8, and a warning names it and the tasks that keep
+    it float."""
+    rng = np.random.default_rng(0)
+    np.savez(cal := tmp_path / "cal.npz", image=rng.random((64, 1, 8, 8), dtype=np.float32))
+    made = manifests(export(TESTS / "models.py:mixed_head", "--input", "image:Nx1x8x8", "--calibration", cal,
+                            "-t", "desktop-x86", "--no-bench", "--out", tmp_path / "o"))[0]
+    assert made["task"] == "other" and "/head/Conv" not in made["quantization"]["exclude_nodes"]
+    assert any(w.startswith("/head/Conv (output 'output': levels per channel along axis 1") and w.endswith(
+        "--task detect or regress keeps these nodes float") for w in made["warnings"]), made["warnings"]
