@@ -265,8 +265,8 @@ def concat_outputs(model, settings: QuantSettings) -> list[str]:
 # 300 +- 2.9 took 15 (13 distinct values); a classifier's logits (digits example) take 150 or more.
 OUTPUT_LEVELS = 64
 # The tasks whose outputs are read channel by channel as values (boxes and scores, quantities), where the rule applies.
-# Not a classifier's logits (argmax, judged by top-1 and accuracy); task other is warned of: untrained test models',
-# outputs, a bias plus a small variation, took 6-23 levels (small_cnn, ResNet18-style, MobileNetV2-style, random data).
+# Not a classifier's logits (argmax, judged by top-1 and accuracy); task other is only warned of: untrained test
+# models' outputs, a bias plus a small variation, took 6-23 levels (small_cnn, ResNet18-, MobileNetV2-style).
 VALUE_TASKS = ("detect", "regress")
 FEW_LEVELS_SHOWN = 8  # channels a decision names by their levels, the narrowest first
 
