@@ -345,7 +345,7 @@ def _output_ranges(path, names: list[str], feeds: Sequence) -> list[dict | None]
     from .host import work_threads
     from .runtime import run, session
 
-    sess = session(path, threads=work_threads())[0]
+    sess = session(path, threads=work_threads(), reuse=True)[0]  # the run's own float session
     ranges = [None] * len(names)
     for i, feed in enumerate(feeds):
         got = run(sess, names, feed, give_back=i == len(feeds) - 1)
@@ -353,13 +353,14 @@ def _output_ranges(path, names: list[str], feeds: Sequence) -> list[dict | None]
     return ranges
 
 
-def keep_narrow_outputs(p: Plan, path, feeds: Sequence, keep: bool = True) -> Plan:
+def keep_narrow_outputs(p: Plan, path, feeds: Sequence, keep: bool = True, model=None) -> Plan:
     """A graph output whose whole-tensor quantization gives some channel fewer than OUTPUT_LEVELS steps over that
     channel's spread on the calibration data keeps its producing nodes float (output_chains): onnxruntime's range
     of an output spans every channel and 0, so a logit beside pixel boxes, or a value of 300 +- 3, kept a few
     values while cosine and SQNR, ruled by the large ones, passed. Float costs one node's int8 arithmetic.
-    `keep=False` (task other: its outputs may be anything) only warns, naming the tasks that keep them."""
-    chains = output_chains(parsed(path), p.settings) if feeds else {}
+    `keep=False` (task other: its outputs may be anything) only warns, naming the tasks that keep them. `model`:
+    the run's ModelProto of `path`, parsed once per run."""
+    chains = output_chains(parsed(path if model is None else model), p.settings) if feeds else {}
     if not chains:
         return p
     steps = 65535 if p.settings.activation_type in ("uint16", "int16") else 255
