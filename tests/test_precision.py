@@ -27,8 +27,12 @@ def test_candidates_are_end_regions_then_depthwise_convs(tmp_path):
 def test_latency_search_keeps_only_what_timed_faster_and_the_model_has_it_in_float(tmp_path):
     result = cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--precision", "latency",
                   "--out", tmp_path, "--bench-runs", "10", "--json"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code in (0, 1), result.output
     [m] = json.loads(result.stdout)
+    failed = [g["name"] for g in m["gates"] if not g["passed"]]
+    # digits' int8 is slower than fp32 here (0.79x): when the search times every node faster in float, the model
+    # quantizes nothing, and that (and only that) fails: a model.int8.onnx that is the float model is no int8 build
+    assert failed == ([] if result.exit_code == 0 else ["int8_quantized"]), (result.exit_code, failed)
     search = m["quantization"]["precision_search"]
     assert search["steps"] and search["start_p50_ms"] > 0 and search["p50_ms"] > 0
     assert "thread(s)" in search["where"]  # where it was timed
