@@ -204,6 +204,15 @@ def no_outlier():
     return Outlier(False)
 
 
+def _outlier_channel(*pairs):
+    """Each LayerNorm's channel 0 100x (gamma and bias), the layer reading it /100: the float model is unchanged."""
+    with torch.no_grad():
+        for ln, fc in pairs:
+            ln.weight[0] *= 100.0
+            ln.bias[0] += 100.0
+            fc.weight[:, 0] /= 100.0
+
+
 class NormOutlier(nn.Module):
     """Tokens through LayerNorms whose gamma is 100x on one channel (the next layer's weights /100): the float model
     is unchanged, int8 crushes every other channel of the LayerNorm's output. No conv/matmul is the culprit."""
@@ -214,11 +223,7 @@ class NormOutlier(nn.Module):
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.fc1, self.fc2 = nn.Linear(d, d), nn.Linear(d, d)
         self.head = nn.Linear(d, 10)
-        with torch.no_grad():
-            for ln, fc in ((self.ln1, self.fc1), (self.ln2, self.fc2)):
-                ln.weight[0] *= 100.0
-                ln.bias[0] += 100.0
-                fc.weight[:, 0] /= 100.0
+        _outlier_channel((self.ln1, self.fc1), (self.ln2, self.fc2))
 
     def forward(self, image):
         x = self.emb(image.mean(1))  # 32 tokens (rows) of 32 features
@@ -240,11 +245,7 @@ class AttentionNormOutlier(nn.Module):
         self.emb, self.qkv, self.proj = nn.Linear(32, d), nn.Linear(d, 3 * d), nn.Linear(d, d)
         self.ln, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.head = nn.Linear(d, 10)
-        with torch.no_grad():
-            for ln, fc in ((self.ln, self.qkv), (self.ln2, self.head)):
-                ln.weight[0] *= 100.0
-                ln.bias[0] += 100.0
-                fc.weight[:, 0] /= 100.0
+        _outlier_channel((self.ln, self.qkv), (self.ln2, self.head))
 
     def forward(self, image):
         x = self.emb(image.mean(1))
