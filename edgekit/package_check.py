@@ -665,23 +665,21 @@ def _figures_here(fp32: str, golden: str, task: str, state: dict[str, str], reus
 # A manifest's int8-vs-fp32 figures are measured on its validation samples, whose first ones are the golden samples:
 # a figure that averages samples (cosine; top-1, top-5 and exact agreement per row) can be no better over validation
 # than the golden samples' loss (1 - figure) spread over `share` times as many samples, each perfect; a worst-sample
-# figure (cosine_min) no better than the golden samples'; a pooled SQNR, no more than 10 log10(share) dB higher, the
-# golden noise spread as thin, were the samples' signal alike. SLACK_DB allows for signal that differs from sample to
-# sample and other kernels (an emulated CPU's): measured, golden vs validation SQNR (sample counts) was digits 39.4 vs
-# 37.1 dB (8 / 600), the VAD example's 38.9 vs 32.4 and 44.3 vs 38.7 (8 / 800 steps), test models' 37.9 vs 38.4, 49.4
-# vs 49.7 and 48.6 vs 48.8 (8 / 12: 0.5 dB over the golden figure, under the 1.8 dB that share allows). Centred SQNR
-# is not held: few samples have little variance around their mean (the VAD's state 18.0 dB vs -4.1 on its 8 steps).
-SLACK_DB = 6.0
+# figure (cosine_min) no better than the golden samples'. Both bounds are sound, LOSS_SLACK is for other
+# kernels (an emulated CPU's). SQNR is not held: pooled over validation it has no bound from a subset (the other
+# samples may carry far more signal: quiet first audio frames), and neither has centred SQNR (the VAD's state 18.0 dB
+# over validation, -4.1 on its 8 golden steps).
+LOSS_SLACK = 4.0  # the validation loss may be 4x smaller than the sound bound says
 MOST_SHARE = 10_000  # validation samples per golden one, at most: an edited sample count loosens the bounds no further
-FIGURES = {"cosine": "mean", "cosine_min": "worst", "sqnr_db": "dB", "top1_agreement": "mean",
+FIGURES = {"cosine": "mean", "cosine_min": "worst", "top1_agreement": "mean",
            "top5_agreement": "mean", "exact_agreement": "mean"}  # parity.OutputParity's figure: how it gathers samples
-GATE_FIGURES = {"quant_cosine": "cosine", "quant_sqnr_db": "sqnr_db", "top1_agreement": "top1_agreement",
+GATE_FIGURES = {"quant_cosine": "cosine", "top1_agreement": "top1_agreement",
                 "top5_agreement": "top5_agreement", "integer_output_agreement": "exact_agreement"}
 
 
 def _refigured(case: Case, manifest: dict, figures: dict) -> Case:
     """The gates case, failed where the manifest's int8-vs-fp32 figures are better than its golden samples allow
-    (quant SQNR edited to 99 dB on a model giving 37 passed: check judged the numbers written)."""
+    (quant cosine edited to 1.0 on a model giving 0.9999 passed: check judged the numbers written)."""
     untrue = [figures["error"]] if "error" in figures else _figure_claims(manifest, figures)
     if not untrue:
         return case
@@ -721,12 +719,10 @@ def _figure_claims(manifest: dict, figures: dict) -> list[str]:
 
 
 def _at_best(kind: str | None, here: float | None, share: float) -> float | None:
-    """The best a figure can be over the validation samples, given `here` on the golden samples (see SLACK_DB)."""
+    """The best a figure can be over the validation samples, given `here` on the golden samples (see LOSS_SLACK)."""
     if here is None or kind is None:
         return None
-    if kind == "dB":
-        return here + 10 * np.log10(share) + SLACK_DB
-    return 1 - (1 - here) / (10 ** (SLACK_DB / 10) * (share if kind == "mean" else 1)) + 1e-9
+    return 1 - (1 - here) / (LOSS_SLACK * (share if kind == "mean" else 1)) + 1e-9
 
 
 def _manifest(folder: Path, shown: str) -> dict:

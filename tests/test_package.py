@@ -366,13 +366,12 @@ def test_a_gate_whose_figures_miss_its_limit_fails_check_whatever_it_says(packag
     assert not gates["passed"] and "quant_cosine = " in gates["message"], gates
 
 
-
 @pytest.mark.parametrize("edit, said", [
-    (lambda m: [g.update(value=99.0) for g in m["gates"] if g["name"] == "quant_sqnr_db"], "quant_sqnr_db 99 ("),
+    (lambda m: [g.update(value=1.0) for g in m["gates"] if g["name"] == "quant_cosine"], "quant_cosine 1 ("),
     (lambda m: m["parity"]["quantization"]["outputs"][0].update(cosine_min=1.0), "output cosine_min 1 ("),
 ])
 def test_parity_figures_the_golden_samples_do_not_reproduce_fail_check(packaged, tmp_path, edit, said):
-    """A manifest claiming quant SQNR 99 dB (the model gives ~37) passed check, which judged the numbers written:
+    """A manifest claiming quant cosine 1.0 (the model gives 0.9999) passed check, which judged the numbers written:
     check measures int8 against the shipped fp32 model on the golden samples, the first validation samples."""
     folder = fresh_copy(packaged, tmp_path)
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -383,6 +382,7 @@ def test_parity_figures_the_golden_samples_do_not_reproduce_fail_check(packaged,
     [gates] = [c for c in json.loads(result.stdout) if not c["passed"]]
     assert gates["name"] == "gates" and "not reproduced on its 8 golden samples" in gates["message"], gates
     assert said in gates["message"], gates
+
 
 def test_what_the_manifest_names_ships_as_it_says_and_the_archives_are_the_folders(packaged, tmp_path):
     """A package whose manifest names an .ort build config (or a C header) it does not ship passed `check`; `check
