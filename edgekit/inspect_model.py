@@ -121,8 +121,9 @@ def text(info: dict) -> str:
               for io in ("input", "output") for s in info[io + "s"]]
     lines.append("  ops: " + ", ".join(f"{op} {n}" for op, n in info["ops"].items()))
     for c in info["mobile_coverage"].values():
-        lines.append(f"  {c['provider']} (predicted): {c['supported_nodes']}/{c['nodes']} nodes, {c['partitions']} "
-                     f"partition(s), CPU fallback: {', '.join(c['cpu_fallback_ops']) or 'none'}"
+        lines.append(f"  {c['provider']} (predicted): {c['coverage']:.0%} of the MACs, "
+                     f"{c['supported_nodes']}/{c['nodes']} nodes, {c['partitions']} partition(s), "
+                     f"CPU fallback: {', '.join(c['cpu_fallback_ops']) or 'none'}"
                      + (f", {c['nodes_blocked_by_dynamic_shapes']} need fixed shapes "
                         f"({c['coverage_with_fixed_shapes']:.0%} with fixed shapes)"
                         if c["nodes_blocked_by_dynamic_shapes"] else ""))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import logging
 import os
 import platform
@@ -188,7 +189,7 @@ def _coverage(model_path: Path, eps: tuple[str, ...]) -> dict:
             sys.unraisablehook = hook
         if failed:
             raise StageError("mobile coverage", failed)
-    out = {}
+    out, work = {}, node_macs(model)
     for ep in eps:
         # as the model is (nodes with dynamic shapes unsupported), then as if its shapes were fixed
         try:
@@ -201,17 +202,79 @@ def _coverage(model_path: Path, eps: tuple[str, ...]) -> dict:
             "provider": COVERAGE_EPS[ep],
             "nodes": info.num_nodes,
             "supported_nodes": info.num_supported_nodes,
-            "coverage": round(info.num_supported_nodes / info.num_nodes, 4) if info.num_nodes else 0.0,
+            "coverage": _compute_share(info, work),
+            "coverage_of": COVERAGE_OF,
+            "node_coverage": _node_share(info),
+            "macs": sum(work.values()),
             "partitions": info.num_partitions,
             "cpu_fallback_ops": sorted(op.split(":")[-1] for op in info.unsupported_ops),
             "nodes_blocked_by_dynamic_shapes": info.nodes_unsupported_due_to_dynamic_input,
-            "coverage_with_fixed_shapes": round(fixed.num_supported_nodes / fixed.num_nodes, 4) if fixed.num_nodes
-            else 0.0,
+            "coverage_with_fixed_shapes": _compute_share(fixed, work),
+            "node_coverage_with_fixed_shapes": _node_share(fixed),
             "verdict": info.suitability().name.lower() if info.num_nodes else "n/a (no nodes)",
             "note": "prediction from onnxruntime's usability checker on the basic-optimised graph, not a device "
                     "measurement",
         }
     return out
+
+
+COVERAGE_OF = ("share of the model's multiply-accumulates (Conv, MatMul, Gemm, LSTM/GRU/RNN; other arithmetic "
+               "nodes 1 per element, layout nodes 0; unknown dims as 1) on the nodes the provider is predicted to "
+               "take; node_coverage is the share of nodes")
+# Nodes that move or index data without arithmetic: they weigh nothing in the coverage.
+LAYOUT_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Split", "Slice", "Gather",
+              "GatherElements", "GatherND", "Shape", "Size", "Identity", "Expand", "Tile", "Pad", "Cast", "Constant",
+              "ConstantOfShape", "DepthToSpace", "SpaceToDepth", "Dropout", "If", "Loop", "Scan"}
+
+
+def _node_share(info) -> float:
+    return round(info.num_supported_nodes / info.num_nodes, 4) if info.num_nodes else 0.0
+
+
+def _compute_share(info, work: dict[tuple, int]) -> float:
+    """The MACs of the nodes the checker put in a partition over all; by nodes when no node computes anything.
+    An LSTM model's two LSTM nodes fell back to the CPU: 11/13 nodes (0.85, the gate passed) but 0.02% of its MACs."""
+    total = sum(work.values())
+    if not total:
+        return _node_share(info)
+    return round(sum(work.get(tuple(n.output), 0) for group in info.supported_groups for n in group) / total, 4)
+
+
+def node_macs(model) -> dict[tuple, int]:
+    """{node's outputs: multiply-accumulates of one run} for every node of a shape-inferred ModelProto, subgraphs'
+    too (the checker's partitions hold those). By outputs, not id(): a NodeProto's Python object is made anew
+    when the last one is dropped. A dim without a value counts as 1."""
+    from .onnx_export import all_nodes
+
+    graphs, shapes = [model.graph], {}
+    while graphs:
+        g = graphs.pop()
+        for v in (*g.input, *g.output, *g.value_info):
+            if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
+                shapes[v.name] = [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]
+        shapes.update((t.name, list(t.dims)) for t in g.initializer)
+        graphs += [a.g for n in g.node for a in n.attribute if a.HasField("g")]
+    size = lambda name: math.prod(shapes[name]) if name in shapes else 0  # noqa: E731
+    return {tuple(n.output): _macs(n, shapes, size) for n in all_nodes(model.graph)}
+
+
+def _macs(n, shapes: dict, size) -> int:
+    """One node's MACs: a weighted op's by its shapes, a layout op's 0, any other op's one per element."""
+    op, ins, out = n.op_type, list(n.input), n.output[0] if n.output else ""
+    if op in LAYOUT_OPS:
+        return 0
+    w = {"Conv": 1, "ConvInteger": 1, "FusedConv": 1, "QLinearConv": 3, "ConvTranspose": 1}.get(op)
+    if w is not None and len(ins) > w and ins[w] in shapes:  # each output (input, transposed) element: Cin/g x kernel
+        return size(ins[0] if op == "ConvTranspose" else out) * math.prod(shapes[ins[w]][1:])
+    if op in ("MatMul", "MatMulInteger", "FusedMatMul", "QLinearMatMul", "MatMulIntegerToFloat", "Gemm", "QGemm") \
+            and ins[0] in shapes and shapes[ins[0]]:
+        a = shapes[ins[0]]
+        trans = any(x.name == "transA" and x.i for x in n.attribute) and op in ("Gemm", "QGemm")
+        return size(out) * (a[0] if trans else a[-1])
+    if op in ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM") and ins[0] in shapes and shapes[ins[0]]:
+        steps = size(ins[0]) // max(shapes[ins[0]][-1], 1)  # seq x batch
+        return steps * (size(ins[1]) + size(ins[2]))  # W [dirs, gates x H, I] and R [dirs, gates x H, H]
+    return max(size(ins[0]) if ins and ins[0] else 0, size(out))
 
 
 def c_header(model: Path, dest_dir: Path, name: str = C_NAME) -> dict[str, Path]:

@@ -222,8 +222,8 @@ def markdown(r: TargetReport) -> str:
     else:
         out += ["## Latency", "", "Not measured (--no-bench).", ""]
     coverage = d.get("mobile_coverage") or {}
-    out += [f"- {c['provider']} (predicted, {c.get('model', 'model.int8.onnx')}): {c['supported_nodes']}/{c['nodes']} "
-            f"nodes in {c['partitions']} "
+    out += [f"- {c['provider']} (predicted, {c.get('model', 'model.int8.onnx')}): {c['coverage']:.0%} of the MACs, "
+            f"{c['supported_nodes']}/{c['nodes']} nodes in {c['partitions']} "
             f"partition(s); CPU fallback ops: {', '.join(c['cpu_fallback_ops']) or 'none'}; "
             f"{c['nodes_blocked_by_dynamic_shapes']} node(s) need fixed shapes "
             f"(coverage with fixed shapes {c['coverage_with_fixed_shapes']:.0%})" for c in coverage.values()]

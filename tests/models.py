@@ -529,6 +529,24 @@ def streaming_lstm():
     return StreamingLSTM()
 
 
+class ConvLSTM(nn.Module):
+    """A Conv1d front end and a 2-layer nn.LSTM: x [N, T, 8] → [N, 4]; the LSTMs are ~95% of the MACs."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.lstm = nn.Conv1d(8, 16, 3, padding=1), nn.LSTM(16, 32, num_layers=2, batch_first=True)
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, x):
+        out, _ = self.lstm(torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2))
+        return self.head(out[:, -1])
+
+
+def conv_lstm():
+    return ConvLSTM().eval()
+
+
 def optional_gain_onnx(path):
     """`(x @ w) * gain` where `gain` is an optional input: a graph input with a default initializer (2.0)."""
     import numpy as np

@@ -71,6 +71,7 @@ def test_android_ships_fixed_shapes_so_nnapi_takes_the_graph(packaged):
     assert [i["shape"] for i in manifests["ios-arm64"]["inputs"]] == [["N", 1, 8, 8]]
     nnapi = m["mobile_coverage"]["nnapi"]
     assert nnapi["supported_nodes"] == nnapi["nodes"] and nnapi["nodes_blocked_by_dynamic_shapes"] == 0
+    assert nnapi["coverage"] == nnapi["node_coverage"] == 1.0 and nnapi["macs"] > 0  # every Conv/Gemm on NNAPI
     assert [g for g in m["gates"] if g["name"] == "nnapi_coverage"][0]["passed"]
     assert manifests["ios-arm64"]["fixed_input_shapes"] is None  # CPU int8 there: the batch stays dynamic
 
@@ -126,6 +127,20 @@ def test_min_coverage_gate(tmp_path):
     [m] = json.loads(result.stdout)
     [gate] = [g for g in m["gates"] if g["name"] == "nnapi_coverage"]
     assert not gate["passed"] and gate["value"] < 0.9
+
+
+def test_the_coverage_gate_weighs_nodes_by_their_macs(tmp_path):
+    """A Conv1d + 2-layer LSTM model: NNAPI takes 23/25 nodes, not the LSTMs, 96.5% of its MACs. The gate counted
+    nodes (0.92 passed min_coverage 0.8); it is the share of MACs on NNAPI, 0.035."""
+    result = cli(["export", "models:conv_lstm", "--input", "x:Nx20x8", "--calibration", "random", "-t",
+                  "android-arm64", "--no-bench", "--out", str(tmp_path / "o"), "--json"])
+    assert result.exit_code == 1, result.output
+    [m] = json.loads(result.stdout)
+    nnapi = m["mobile_coverage"]["nnapi"]
+    assert [g["name"] for g in m["gates"] if g["passed"] is False] == ["nnapi_coverage"]
+    assert [g["value"] for g in m["gates"] if g["name"] == "nnapi_coverage"] == [nnapi["coverage"]]
+    assert nnapi["coverage"] < 0.05 and nnapi["node_coverage"] > 0.9 and nnapi["cpu_fallback_ops"] == ["LSTM"]
+    assert "multiply-accumulates" in nnapi["coverage_of"]
 
 
 @pytest.mark.parametrize("definition", ["model_data.c", "model_data.S"])
