@@ -66,6 +66,7 @@ def _intermediates(model, keep: set[str] | None):
         proto = onnx.ModelProto()
         proto.CopyFrom(model)
     graph = proto.graph
+    _unpadded(graph)
     inputs = {i.name for i in graph.input}  # taken from the feed
     tensors = inputs | {o for n in graph.node for o in n.output if o}
     pairs = {name: (m["pre_qdq"][0], m["post_qdq"][0])
@@ -83,6 +84,36 @@ def _intermediates(model, keep: set[str] | None):
         return {**{n: [feed[n]] for n in wanted & inputs}, **{n: [v] for n, v in zip(names, outputs)}}
 
     return run, pairs
+
+
+def _unpadded(graph) -> None:
+    """quantization.pad_convs' stem reads Q(x) → Pad → DequantizeLinear, and x's own DequantizeLinear is gone: the
+    debugger, pairing tensors by name, had no post-QDQ x and dropped x's row (a 3-channel input padded to 4). A
+    Slice of the padded one back to x's channels, named as x's DequantizeLinear output was, brings the row back."""
+    from onnx import helper, numpy_helper
+    from onnxruntime.quantization.quant_utils import DEQUANT_OUTPUT_SUFFIX
+
+    producer = {o: n for n in graph.node for o in n.output}
+    consts = {t.name: t for t in graph.initializer}
+    names = set(producer) | {i.name for i in graph.input}
+    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear"]:
+        pad = producer.get(dq.input[0])
+        q = producer.get(pad.input[0]) if pad is not None and pad.op_type == "Pad" else None
+        if q is None or q.op_type != "QuantizeLinear" or len(pad.input) not in (2, 3) or pad.input[1] not in consts \
+                or (post := q.input[0] + DEQUANT_OUTPUT_SUFFIX) in names:
+            continue
+        pads = numpy_helper.to_array(consts[pad.input[1]]).tolist()
+        rank = len(pads) // 2
+        if min(pads) < 0:
+            continue
+        axes = [a for a in range(rank) if pads[a] or pads[rank + a]]
+        bounds = {"starts": [pads[a] for a in axes], "ends": [-pads[rank + a] or np.iinfo(np.int64).max for a in axes],
+                  "axes": axes}
+        graph.initializer.extend(numpy_helper.from_array(np.array(v, np.int64), f"{post}/{k}")
+                                 for k, v in bounds.items())
+        graph.node.append(helper.make_node("Slice", [dq.output[0], *(f"{post}/{k}" for k in bounds)], [post],
+                                           name=f"{post}/Slice"))
+        names.add(post)
 
 
 def _energy(x: np.ndarray) -> float:
