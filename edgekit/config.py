@@ -227,6 +227,9 @@ class RuntimeSpec:
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     threads: int = 1
     arch: Arch = "x86_64"  # the device's CPU: decides reduce_range=auto and how int8 parity is emulated
+    # onnxruntime's provider options (its names: CoreML's ModelFormat), per provider of `providers` or of
+    # [package] coverage; the manifest's runtime contract and edgekit's coverage prediction take them
+    provider_options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -368,6 +371,8 @@ RANGES = {"size": (1, 1_000_000), "opset": (10, 23), "threads": (1, 256), "sampl
           "max_latency_price": (1.0, 1000.0), "max_data_bytes": (1, 1 << 50), "step_timeout": (0.001, 1e6),
           "weight_decay": (0.0, 10.0), "feature_weight": (0.0, 1e6), "quant_sqnr_min_db": (-100.0, 300.0),
           "timeout": (0.001, 1e7)}  # NaN is outside every range
+# the onnxruntime provider each [package] coverage check predicts for
+COVERAGE_PROVIDERS = {"nnapi": "NnapiExecutionProvider", "coreml": "CoreMLExecutionProvider"}
 TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a folder name (fullmatch: no newline after it)
 MAX_TARGET_NAME = 64  # an archive member's first part: tar's USTAR format holds 100 + 155 bytes of path
 
@@ -428,6 +433,11 @@ def coerce(value, hint, key: str, where: str):
         ok = isinstance(value, dict)
         if value == {}:
             raise UsageError(f"{where}: image_uint8 is empty: give {{input = NAME, mean = [...], std = [...]}}")
+    elif hint is dict and key == "provider_options":  # option values as onnxruntime takes them: strings
+        ok = isinstance(value, dict) and all(isinstance(v, dict) and all(
+            isinstance(o, (str, int, float)) for o in v.values()) for v in value.values())
+        value = {p: {k: str(o).lower() if isinstance(o, bool) else str(o) for k, o in v.items()}
+                 for p, v in value.items()} if ok else value
     elif hint is dict and key in ("constants", "state", "state_init"):  # state: input names to output names
         ok = isinstance(value, dict) and all(isinstance(k, str) and (key == "constants" or isinstance(v, str))
                                              for k, v in value.items())
@@ -445,8 +455,9 @@ def coerce(value, hint, key: str, where: str):
     return value
 
 
+# what each table setting holds
 TABLES = {"stage_ratios": "a table of numbers", "state": "a table of strings", "state_init": "a table of strings",
-          "constants": "a table keyed by input names"}  # what each table setting holds
+          "constants": "a table keyed by input names", "provider_options": "a table of option tables per provider"}
 
 
 def _type_name(hint) -> str:
@@ -521,7 +532,7 @@ def load_target(name_or_path: str) -> Target:
     if not TARGET_NAME.fullmatch(target.name) or len(target.name) > MAX_TARGET_NAME:
         raise UsageError(f"{path}: name {target.name!r} must be a plain folder name (letters, digits, . _ -; "
                          f"at most {MAX_TARGET_NAME})")
-    if unknown := set(target.package.coverage) - {"nnapi", "coreml"}:
+    if unknown := set(target.package.coverage) - set(COVERAGE_PROVIDERS):
         raise UsageError(f"{path}: [package] coverage takes nnapi and/or coreml, not {sorted(unknown)}")
     import onnxruntime  # the provider names any onnxruntime build knows, available here or not
 
@@ -529,6 +540,14 @@ def load_target(name_or_path: str) -> Target:
     if unknown := [p for p in target.runtime.providers if p not in known]:
         raise UsageError(f"{path}: [runtime] providers: {unknown[0]!r} is not an onnxruntime execution provider"
                          f"{nearest(unknown[0], known)}")
+    if odd := set(target.runtime.provider_options) - {*target.runtime.providers, *(
+            COVERAGE_PROVIDERS[ep] for ep in target.package.coverage)}:
+        raise UsageError(f"{path}: [runtime] provider_options: {sorted(odd)[0]!r} is neither in providers nor a "
+                         "coverage provider (nnapi: NnapiExecutionProvider, coreml: CoreMLExecutionProvider)")
+    coreml = target.runtime.provider_options.get(COVERAGE_PROVIDERS["coreml"], {})
+    if coreml.get("ModelFormat", "NeuralNetwork") not in ("NeuralNetwork", "MLProgram"):  # the CoreML EP's two
+        raise UsageError(f"{path}: [runtime] provider_options: CoreMLExecutionProvider's ModelFormat is MLProgram or "
+                         f"NeuralNetwork, not {coreml['ModelFormat']!r}")
     if target.package.min_coverage and not target.package.coverage:
         raise UsageError(f"{path}: [package] min_coverage gates the coverage of the providers listed in `coverage`; "
                          "list them (nnapi, coreml)")

@@ -16,11 +16,10 @@ import tempfile
 from pathlib import Path
 
 from . import progress
-from .config import C_NAME
+from .config import C_NAME, COVERAGE_PROVIDERS
 from .errors import StageError, first_line
 
 log = logging.getLogger("edgekit")
-COVERAGE_EPS = {"nnapi": "NNAPI", "coreml": "CoreML MLProgram"}
 # The model a package's build would give each provider: CoreML has no QuantizeLinear/DequantizeLinear builders,
 # so a CoreML build ships the fp32 model (TARGETS.md); its prediction on the int8 graph was 0/28 nodes. That model's
 # inputs are fixed to the data's shapes (model.coreml.onnx): the checker counts only fixed-shape nodes for CoreML, and
@@ -41,9 +40,21 @@ FP32_BUILD = ("an onnxruntime build with the CoreML EP (minimal: --minimal_build
               "build")
 
 
-def fp32_providers(coverage: tuple[str, ...]) -> list[str]:
+def coreml_format(options: dict) -> str:
+    """The Core ML model the CoreML EP builds with these provider options: a NeuralNetwork unless ModelFormat says
+    MLProgram (CoreML EP docs). onnxruntime's checker has a supported-ops table for each: digits' fp32 model was
+    9/9 nodes in 1 partition as NeuralNetwork, 8/9 in 2 as MLProgram."""
+    return (options.get(COVERAGE_PROVIDERS["coreml"]) or {}).get("ModelFormat", "NeuralNetwork")
+
+
+def label(ep: str, options: dict) -> str:
+    """A coverage provider as the manifest and report name it: CoreML with the model format its options give."""
+    return f"CoreML {coreml_format(options)}" if ep == "coreml" else "NNAPI"
+
+
+def fp32_providers(coverage: tuple[str, ...], options: dict) -> list[str]:
     """The providers among a profile's coverage checks whose build ships the fp32 model (CoreML)."""
-    return [COVERAGE_EPS[ep] for ep in coverage if ep in SHIPS_FP32_TO]
+    return [label(ep, options) for ep in coverage if ep in SHIPS_FP32_TO]
 
 
 def to_ort(models: list[Path], dest_dir: Path, optimization_style: str, target_platform: str) -> dict:
@@ -160,17 +171,19 @@ def _quieter(name: str, level: int):
         logger.setLevel(before)
 
 
-def coverage(model_path: Path, eps: tuple[str, ...]) -> dict:
-    """onnxruntime's mobile usability checker per EP: a prediction of what NNAPI/CoreML would take.
+def coverage(model_path: Path, eps: tuple[str, ...], options: dict | None = None) -> dict:
+    """onnxruntime's mobile usability checker per EP: a prediction of what NNAPI/CoreML would take, with the
+    provider `options` a build gives them (a profile's [runtime] provider_options: CoreML's ModelFormat picks the
+    checker's table; none: the EP's default, NeuralNetwork).
 
     It reads op support tables; QDQ node-unit partitioning on a device can still differ
     (onnxruntime#19590), so this is reported as a prediction, not a guarantee.
     """
     with _quieter("usability_checker", logging.ERROR):
-        return _coverage(model_path, eps)
+        return _coverage(model_path, eps, options or {})
 
 
-def _coverage(model_path: Path, eps: tuple[str, ...]) -> dict:
+def _coverage(model_path: Path, eps: tuple[str, ...], options: dict) -> dict:
     from onnxruntime.tools.mobile_helpers import usability_checker as uc
     from onnxruntime.tools.onnx_model_utils import ModelProtoWithShapeInfo, optimize_model
 
@@ -194,12 +207,13 @@ def _coverage(model_path: Path, eps: tuple[str, ...]) -> dict:
         # as the model is (nodes with dynamic shapes unsupported), then as if its shapes were fixed
         try:
             info, fixed = (uc.check_nnapi_partitions(model, require_fixed) if ep == "nnapi" else
-                           uc.check_coreml_partitions(model, require_fixed, "coreml_supported_mlprogram_ops.md")
+                           uc.check_coreml_partitions(model, require_fixed,
+                                                      f"coreml_supported_{coreml_format(options).lower()}_ops.md")
                            for require_fixed in (True, False))
         except Exception as e:  # e.g. a com.microsoft op ONNX's shape inference cannot type: no shape to read
             raise StageError("mobile coverage", f"onnxruntime's usability checker: {first_line(e)}") from e
         out[ep] = {
-            "provider": COVERAGE_EPS[ep],
+            "provider": label(ep, options),
             "nodes": info.num_nodes,
             "supported_nodes": info.num_supported_nodes,
             "coverage": _compute_share(info, work),

@@ -176,7 +176,7 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
     out: dict = {}
     # a CoreML build runs the fp32 model (no Q/DQ builders): it ships with its .ort and golden outputs too
     fp32 = coreml or tdir / "model.onnx"
-    fp32_for = mobile.fp32_providers(spec.coverage) if coreml else []
+    fp32_for = mobile.fp32_providers(spec.coverage, target.runtime.provider_options) if coreml else []
     onnx_models = [int8, *([coreml] if coreml else [])]
     shipped = list(onnx_models)
     if spec.ort_format:
@@ -220,7 +220,8 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
         out["mobile_coverage"] = {}
         for ep in spec.coverage:  # each of the model that provider's build would take
             model = fp32 if ep in mobile.SHIPS_FP32_TO else int8
-            out["mobile_coverage"][ep] = {**mobile.coverage(model, (ep,))[ep], "model": model.name}
+            out["mobile_coverage"][ep] = {**mobile.coverage(model, (ep,), target.runtime.provider_options)[ep],
+                                            "model": model.name}
     return out
 
 

@@ -905,7 +905,7 @@ def _profile_claims(manifest: dict, gates: dict, profile: Target | None) -> list
     for wanted, key in ((spec.ort_format, "ort_format"), (spec.c_header, "c_header")):
         if wanted and not isinstance(manifest.get(key), dict):
             bad.append(f"the {profile.name} profile ships {key}, and the manifest has none")
-    if spec.ort_format and (coreml := mobile.fp32_providers(spec.coverage)):
+    if spec.ort_format and (coreml := mobile.fp32_providers(spec.coverage, profile.runtime.provider_options)):
         fp32 = (manifest.get("ort_format") or {}).get("fp32")
         if not fp32:
             bad.append(f"the {profile.name} profile ships an fp32 .ort for {coreml[0]}, and the manifest has none")

@@ -591,7 +591,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     fp32, int8 = tdir / "model.onnx", tdir / "model.int8.onnx"
     recipe, cal, val = shared.recipe, prep.cal, prep.val
     # a CoreML build runs the fp32 model (no Q/DQ builders), and takes fixed-shape nodes: it gets one of its own
-    coreml = mobile.fp32_providers(target.package.coverage) if target.package.ort_format else []
+    coreml = (mobile.fp32_providers(target.package.coverage, target.runtime.provider_options)
+              if target.package.ort_format else [])
     fixing = ["NNAPI"] * target.package.fixed_shapes + coreml
     only = "" if target.package.fixed_shapes else COREML_MODEL  # for CoreML alone, only its own model is fixed
     shapes, fixed_warnings = (calib.fixed_shapes(shared.inputs, (cal, val), "/".join(fixing), only) if fixing

@@ -286,6 +286,26 @@ def test_min_coverage_needs_the_providers_it_gates(tmp_path):
         config.load_target(str(profile))
 
 
+@pytest.mark.parametrize("options,said", [
+    ('CoreMLExecutionProvider = {ModelFormat = "MLProgram"}', None),  # a coverage provider's
+    ('XnnpackExecutionProvider = {intra_op_num_threads = 2}', "neither in providers nor a coverage provider"),
+    ('CoreMLExecutionProvider = {ModelFormat = "MLprogram"}', "ModelFormat is MLProgram or NeuralNetwork"),
+    ('CoreMLExecutionProvider = "MLProgram"', "wrong type"),
+])
+def test_provider_options_name_a_provider_the_profile_uses_and_are_strings_as_onnxruntime_takes_them(tmp_path, options,
+                                                                                                      said):
+    """A provider's options are part of the package's runtime contract (CoreML's ModelFormat decides what the EP
+    builds and what coverage is predicted): options of a provider the profile never uses were a silent no-op."""
+    profile = tmp_path / "p.toml"
+    profile.write_text(f'name = "p"\n[runtime]\nprovider_options = {{{options}}}\n[package]\ncoverage = ["coreml"]\n')
+    if said:
+        with pytest.raises(UsageError, match=said):
+            config.load_target(str(profile))
+    else:
+        assert config.load_target(str(profile)).runtime.provider_options == {
+            "CoreMLExecutionProvider": {"ModelFormat": "MLProgram"}}
+
+
 def test_search_budgets_are_positive_finite_and_given_once():
     """inf drew the report's axis into an OverflowError after trials were published (exit 5); NaN ran trials that
     could not meet it; a budget given twice kept one silently."""

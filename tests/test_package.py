@@ -18,6 +18,7 @@ import onnxruntime as ort
 import pytest
 from conftest import DIGITS, cli, rehash
 
+from edgekit import config, mobile
 from edgekit.package import read_golden, sha256
 
 TARGETS = ["android-arm64", "arm64-linux", "ios-arm64"]
@@ -79,9 +80,9 @@ def test_android_ships_fixed_shapes_so_nnapi_takes_the_graph(packaged):
 def assert_coverage_is_what_onnxruntimes_checker_says(folder, coverage: dict):
     """Computed on the basic-optimised graph, as check_onnx_model_mobile_usability does: same node counts, each
     provider's of the model the manifest names (CoreML's the fp32 one)."""
-    for ep, label in (("nnapi", "NNAPI"), ("coreml", "CoreML MLProgram")):
+    for ep in ("nnapi", "coreml"):
         if ep in coverage:
-            c = coverage[ep]
+            c, label = coverage[ep], coverage[ep]["provider"]  # CoreML's with the format the profile gives the EP
             run = subprocess.run([sys.executable, "-m", "onnxruntime.tools.check_onnx_model_mobile_usability",
                                   str(folder / c["model"])], capture_output=True, text=True, check=True)
             first = next(ln for ln in (run.stdout + run.stderr).splitlines()
@@ -105,6 +106,22 @@ def test_mobile_coverage_recorded(packaged):
     coreml = manifests["ios-arm64"]["mobile_coverage"]["coreml"]
     assert coreml["model"] == "model.coreml.onnx" and coreml["coverage_with_fixed_shapes"] > 0.8, coreml
     assert not {"DequantizeLinear", "QuantizeLinear"} & set(coreml["cpu_fallback_ops"]), coreml
+
+
+def test_coreml_coverage_is_predicted_for_the_model_format_the_profile_gives_the_ep(packaged):
+    """The coverage was always predicted from the MLProgram table while the profile set no ModelFormat, under which
+    the EP builds a NeuralNetwork (digits: 9/9 nodes in 1 partition there, 8/9 in 2 as MLProgram)."""
+    out, manifests = packaged
+    model = out / "ios-arm64" / "model.coreml.onnx"
+    recorded = manifests["ios-arm64"]["mobile_coverage"]["coreml"]
+    given = config.load_target("ios-arm64").runtime.provider_options
+    assert given == {"CoreMLExecutionProvider": {"ModelFormat": "MLProgram"}}
+    assert recorded["provider"] == "CoreML MLProgram"
+    assert {**mobile.coverage(model, ("coreml",), given)["coreml"], "model": model.name} == recorded
+    default = mobile.coverage(model, ("coreml",))["coreml"]
+    assert default["provider"] == "CoreML NeuralNetwork"
+    assert (default["supported_nodes"], default["partitions"]) == (9, 1), default
+    assert (recorded["supported_nodes"], recorded["partitions"]) == (8, 2), recorded
 
 
 def test_the_size_budget_is_of_the_file_the_target_ships(packaged):
