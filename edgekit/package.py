@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import arrays, host, mobile, onnx_export, report_html, sequences
+from . import arrays, contract, host, mobile, onnx_export, report_html, sequences
 from .archive import UNHASHED
 from .config import C_NAME, Target
 from .errors import InputError
@@ -184,7 +184,8 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
         written = mobile.to_ort(onnx_models, tdir, spec.ort_optimization, platform)
         out["ort_format"] = {"file": written["ort"][int8].name, "config": written["config"].name,
                              "optimization_style": spec.ort_optimization, "target_platform": platform,
-                             "reproducible": written["reproducible"], "build": mobile.ORT_BUILDS[spec.ort_optimization]}
+                             "reproducible": written["reproducible"],
+                             "build": mobile.ORT_BUILDS[spec.ort_optimization] + contract.flags_for(target)}
         if coreml:  # the shapes it was fixed to: an app feeding another batch size gets an error
             inputs, outputs = onnx_export.io_specs(coreml)
             out["ort_format"]["fp32"] = {"file": written["ort"][coreml].name, "onnx": coreml.name, "for": fp32_for,

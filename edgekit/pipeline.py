@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (__version__, archive, bench, calib, config, constants, emulator, host, inspect_model, layers, mobile,
-               onnx_export, outdir, package, package_check, parity, pixels, precision, quantization, sequences,
+from . import (__version__, archive, bench, calib, config, constants, contract, emulator, host, inspect_model, layers,
+               mobile, onnx_export, outdir, package, package_check, parity, pixels, precision, quantization, sequences,
                sharing, signals, sizes, tune, verdict)
 from .config import (DistillSettings, InputSpec, PruneSpec, Recipe, ShareSpec, Target, overrides, recipe_names,
                      target_settings)
@@ -581,6 +581,8 @@ def _int8_at_sizes(shared: Shared, prep: Prepared, int8_sess, fixed: dict) -> li
     return found
 
 
+# what edgekit did to the exported graph (not to the inputs: a camera's pixels go in as the runtime contract says)
+CLEANUP = "onnxruntime quant_pre_process (shape inference and graph optimisation of the model)"
 COREML_MODEL = "model.coreml.onnx"  # the fp32 model with fixed shapes an iOS package ships for CoreML
 
 
@@ -600,8 +602,11 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     fixed = shapes if target.package.fixed_shapes else {}
     # what the shipped models take: a build sizing its buffers by the metadata or the manifest read a dynamic batch
     inputs = _fixed_specs(shared.inputs, fixed)
+    observed = contract.ranges(cal.feeds)
+    # what each input takes, for code reading the model alone; the graph clean-up is no pre-processing of inputs
     props = {"edgekit_version": __version__, "edgekit_target": target.name,
-             "edgekit_inputs": ";".join(map(str, inputs)), "edgekit_preprocessing": "onnxruntime quant_pre_process"}
+             "edgekit_inputs": ";".join(map(str, inputs)), "edgekit_graph_cleanup": CLEANUP,
+             "edgekit_input_contract": contract.metadata(inputs, recipe.image_uint8, observed)}
     model = onnx_export.stamp(copy.deepcopy(prep.model), props)
     outputs = prep.outputs
     if fixed:
@@ -666,7 +671,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "fixed_input_shapes": {k: list(v) for k, v in fixed.items()} if target.package.fixed_shapes else None,
         "outputs": [o.as_dict() for o in outputs],
         "task": shared.task,
-        "preprocessing": {"steps": "onnxruntime quant_pre_process", "skipped": prep.preprocessing or None},
+        "preprocessing": {"steps": CLEANUP, "skipped": prep.preprocessing or None},
         "quantization": {**qplan.as_dict(), "overrides_profile": overridden},
         "float_subgraph_nodes": {"nodes": float_subgraph, "why": quantization.SUBGRAPH_WHY} if float_subgraph else None,
         "calibration": {"data": cal.origin, "samples": n_cal, "random": cal.random},
@@ -682,6 +687,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "dynamic_sizes": [c.as_dict() for c in size_checks],
         **packaged,
     }
+    details["runtime"] = contract.runtime(target, details, observed, details["versions"]["onnxruntime"])
     int8_bytes, fp32_bytes = int8.stat().st_size, fp32.stat().st_size
     kept = quantization.float_weights(model, qplan.settings.mode, state_nodes)
     short = (_short_calibration(prep.cal_lengths, prep.rollout.lengths, qplan.settings.mode) if recipe.state

@@ -150,6 +150,28 @@ def ort_format_line(o: dict, name=str) -> str:
     return line
 
 
+def how_to_run(rt: dict) -> list[str]:
+    """The manifest's `runtime` section as report.md's "How to run it": what code calling the models sets up."""
+    ort = rt["onnxruntime"]
+    out = ["## How to run it", "", f"- onnxruntime {'== ' if ort['same_release'] else '>= '}{ort['minimum']}: "
+           f"{_safe(ort['why'])}."]
+    for s in rt["sessions"]:
+        eps = ", ".join(f"{p['name']}" + (f" ({', '.join(f'{k}={v}' for k, v in p['options'].items())})"
+                                           if p["options"] else "") + (f" [{p['min_os']} or later]"
+                                                                       if p.get("min_os") else "")
+                        for p in s["providers"])
+        entries = "".join(f", {k}={v}" for k, v in s["session"]["config_entries"].items())
+        out += [f"- `{s['model']}`: providers in this order: {_safe(eps)}; session intra_op_num_threads="
+                f"{s['session']['intra_op_num_threads']}{entries}"
+                + (f"; build flags {' '.join(s['build_flags'])}" if s["build_flags"] else "") + "."]
+        out += [f"  - input `{_code(i['name'])}`: {i['dtype']} {'x'.join(map(str, i['shape'])) or 'scalar'}"
+                + (f" {i['layout']}" if i["layout"] else "")
+                + (f"; {_safe(i['values'])}" if i.get("values") else "")
+                + (f"; calibration range [{i['calibration_range'][0]:.6g}, {i['calibration_range'][1]:.6g}]"
+                   if i["calibration_range"] else "") for i in s["inputs"]]
+    return out
+
+
 def markdown(r: TargetReport) -> str:
     """The human report written beside each target's models."""
     d = r.details
@@ -157,6 +179,8 @@ def markdown(r: TargetReport) -> str:
            f"**{'PASSED' if r.passed else 'FAILED'}** · edgekit {d['edgekit_version']} · "
            f"onnxruntime {d['versions']['onnxruntime']} · opset {d['opset']}", "",
            *(f"> **{_safe(w)}**" for w in r.warnings)]
+    if d.get("runtime"):
+        out += ["", *how_to_run(d["runtime"])]
     out += ["", "## Gates", ""] + _md("gate | value | limit | result", [
         [g.label, "-", f"{g.op} {_fmt(g.limit, '.6g')}" if g.limit is not None else "-", f"skipped: {g.skipped}"]
         if g.skipped else

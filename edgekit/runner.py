@@ -57,6 +57,9 @@ def about() -> dict:
             "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 
+SPIN_OFF = ("session.intra_op.allow_spinning", "0")  # a pool's workers sleep after a run (runtime contracts say so)
+
+
 def options(threads: int = 1, config: dict[str, str] | None = None, log_level: int = 3):
     """Session options as edgekit times and checks models: sequential, all graph optimisations.
 
@@ -72,7 +75,7 @@ def options(threads: int = 1, config: dict[str, str] | None = None, log_level: i
     opts.log_severity_level = log_level
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads > 1:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry(*SPIN_OFF)
     for key, value in (config or {}).items():
         opts.add_session_config_entry(key, value)
     return opts

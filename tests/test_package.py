@@ -108,6 +108,44 @@ def test_mobile_coverage_recorded(packaged):
     assert not {"DequantizeLinear", "QuantizeLinear"} & set(coreml["cpu_fallback_ops"]), coreml
 
 
+def test_each_package_states_how_to_run_it_from_its_profile(packaged):
+    """A build engineer could not write the calling code without guessing: the profile's providers, threads and
+    XNNPACK's thread split, CoreML's model format (the manifest said MLProgram, the EP builds a NeuralNetwork
+    without ModelFormat=MLProgram) and the OS it needs, the onnxruntime release the .ort files need, what the inputs
+    take. The manifest's `runtime` section says it, from the profile, and report.md renders it."""
+    out, manifests = packaged
+    android, ios, board = (manifests[t]["runtime"] for t in ("android-arm64", "ios-arm64", "arm64-linux"))
+    [session] = android["sessions"]
+    assert session["model"] == "model.int8.ort"
+    assert [p["name"] for p in session["providers"]] == list(config.load_target("android-arm64").runtime.providers)
+    nnapi, xnnpack, cpu = session["providers"]
+    assert nnapi["min_os"].startswith("Android 8.1") and xnnpack["options"] == {"intra_op_num_threads": "4"}
+    assert session["session"] == {"intra_op_num_threads": 1, "config_entries": {"session.intra_op.allow_spinning": "0"}}
+    assert session["build_flags"] == ["--use_nnapi", "--use_xnnpack"]
+    assert "--use_nnapi --use_xnnpack" in manifests["android-arm64"]["ort_format"]["build"]
+    [image] = session["inputs"]
+    assert (image["name"], image["dtype"], image["shape"]) == ("image", "float32", [1, 1, 8, 8])
+    low, high = image["calibration_range"]
+    assert 0 <= low < high, image
+    version = manifests["android-arm64"]["versions"]["onnxruntime"]
+    assert android["onnxruntime"]["minimum"] == version and android["onnxruntime"]["same_release"]
+    int8, coreml = ios["sessions"]
+    assert int8["providers"] == [{"name": "CPUExecutionProvider", "options": {}}]
+    assert int8["session"]["intra_op_num_threads"] == 2 and int8["inputs"][0]["shape"] == ["N", 1, 8, 8]
+    assert coreml["model"] == "model.coreml.ort" and coreml["build_flags"] == ["--use_coreml"]
+    assert coreml["providers"][0] == {"name": "CoreMLExecutionProvider", "options": {"ModelFormat": "MLProgram"},
+                                      "min_os": "iOS 15 / macOS 12 (Core ML 5, for ModelFormat=MLProgram)"}
+    assert coreml["inputs"][0]["shape"] == [1, 1, 8, 8]
+    assert board["sessions"][0]["model"] == "model.int8.onnx" and not board["onnxruntime"]["same_release"]
+    text = (out / "ios-arm64" / "report.md").read_text()
+    assert "## How to run it" in text and "CoreMLExecutionProvider (ModelFormat=MLProgram)" in text, text
+    assert f"onnxruntime == {version}" in text
+    meta = ort.InferenceSession(str(out / "ios-arm64" / "model.int8.onnx")).get_modelmeta().custom_metadata_map
+    # "edgekit_preprocessing" named onnxruntime's graph clean-up, no pre-processing of the inputs
+    assert "edgekit_preprocessing" not in meta and "quant_pre_process" in meta["edgekit_graph_cleanup"]
+    assert json.loads(meta["edgekit_input_contract"])[0]["calibration_range"] == [low, high]
+
+
 def test_coreml_coverage_is_predicted_for_the_model_format_the_profile_gives_the_ep(packaged):
     """The coverage was always predicted from the MLProgram table while the profile set no ModelFormat, under which
     the EP builds a NeuralNetwork (digits: 9/9 nodes in 1 partition there, 8/9 in 2 as MLProgram)."""

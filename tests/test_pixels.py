@@ -1,4 +1,6 @@
 """uint8 camera input: the normalisation is folded into the deployable, which takes the raw pixels."""
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -32,6 +34,16 @@ def test_the_deployable_takes_raw_pixels_and_normalises_them_itself(tmp_path):
     for name in ("model.onnx", "model.int8.onnx"):
         [image] = onnx.load(str(folder / name)).graph.input
         assert image.type.tensor_type.elem_type == onnx.TensorProto.UINT8, name
+        # nothing a device build reads said raw pixels go in, normalised inside, in which layout and channel order
+        [said] = json.loads({p.key: p.value for p in onnx.load(str(folder / name)).metadata_props}[
+            "edgekit_input_contract"])
+        assert said["layout"] == "NCHW" and "raw 0-255 pixels" in said["values"], said
+    [contract] = target.to_json()["runtime"]["sessions"][0]["inputs"]
+    assert (contract["dtype"], contract["shape"], contract["layout"]) == ("uint8", ["N", 3, 16, 16], "NCHW")
+    assert "normalisation ((pixel / 255 - mean) / std) is folded into the model" in contract["values"]
+    assert f"channels in the order of the declared mean {MEAN} and std {STD}" in contract["values"]
+    assert contract["calibration_range"] == [0, 255]
+    assert "raw 0-255 pixels" in (folder / "report.md").read_text().split("## Gates")[0]
     # the int8 model on raw pixels agrees with the original float model on pixels normalised by hand
     raw = pixels(8, 2)
     normalised = ((raw / 255.0 - np.reshape(MEAN, (1, 3, 1, 1))) / np.reshape(STD, (1, 3, 1, 1))).astype(np.float32)
