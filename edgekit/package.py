@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import arrays, contract, host, mobile, onnx_export, report_html, sequences
+from . import arrays, contract, host, mobile, onnx_export, report_html, runner, sequences
 from .archive import UNHASHED
 from .config import C_NAME, Target
 from .errors import InputError
@@ -39,12 +39,7 @@ def write_golden(path: Path, feeds: list[dict], names: list[str], outputs: list[
                              f"sample {i}: no golden output can hold it")
     atol = golden_tolerances({n: [o[k] for o in outputs] for k, n in enumerate(names)}, tolerance)
     atol.update(in_steps or {})
-    arrays = {"count": np.array(len(feeds))}
-    for i, (feed, out) in enumerate(zip(feeds, outputs)):
-        arrays.update({f"input.{i}.{name}": value for name, value in feed.items()})
-        arrays.update({f"output.{i}.{name}": value for name, value in zip(names, out)})
-    arrays.update({f"atol.{name}": np.array(value) for name, value in atol.items()})
-    write_arrays(path, arrays)
+    write_arrays(path, runner.golden_arrays(feeds, names, outputs, atol))
     return atol
 
 
@@ -71,7 +66,6 @@ def write_arrays(path: Path, arrays: dict) -> None:
                        zipfile.ZIP_DEFLATED if packs else zipfile.ZIP_STORED)
 
 
-MAX_GOLDEN_SAMPLES = 10_000
 MAX_GOLDEN_BYTES = 1 << 30  # inputs and outputs of at most MAX_GOLDEN_SAMPLES samples: a zip bomb stops here
 
 
@@ -111,33 +105,24 @@ def read_golden(path: Path, shown: str | None = None) -> tuple[list[dict], list[
         return InputError(f"{shown or path.name}: not a valid golden file ({why})")
 
     try:
-        data = arrays.read_npz(path, lambda n: n == "count" or n.startswith(("input.", "output.", "atol.")),
+        data = arrays.read_npz(path, lambda n: n in ("count", *runner.NAME_LISTS) or n.startswith(
+                                   ("input.", "output.", "atol.")),
                                MAX_GOLDEN_BYTES, lambda extra, _: f"unexpected entry {extra[0]!r}",
                                limit="edgekit's limit for a golden file")
     except InputError as e:  # named as the package shows it, not by a temporary path
         raise bad(str(e).replace(f"{path}: ", "")) from e
     try:
-        count = int(data["count"])
-    except (KeyError, TypeError, ValueError):
-        raise bad("no integer `count`") from None
-    if not 1 <= count <= MAX_GOLDEN_SAMPLES:
-        raise bad(f"count {count} out of range [1, {MAX_GOLDEN_SAMPLES}]")
-    inputs: list[dict] = [{} for _ in range(count)]
-    outputs: list[dict] = [{} for _ in range(count)]
+        inputs, outputs, tolerances = runner.golden_parts(data)
+    except ValueError as e:
+        raise bad(str(e)) from None
     atol = {}
-    for key, value in data.items():
-        kind, _, rest = key.partition(".")
-        if kind == "atol":
-            if value.size != 1 or value.dtype.kind not in "iuf" or not np.isfinite(value).all() or float(value) < 0:
-                raise bad(f"tolerance {key!r} is not one finite number >= 0")
-            atol[rest] = float(value)
-        elif kind in ("input", "output"):
-            index, _, name = rest.partition(".")
-            if not (index.isascii() and index.isdigit()) or int(index) >= count or not name:
-                raise bad(f"entry {key!r} does not name a sample below count {count}")
-            if kind == "output" and (value.dtype.kind not in "biuf" or not np.isfinite(value).all()):
-                raise bad(f"expected output {key!r} is not finite numbers")
-            (inputs if kind == "input" else outputs)[int(index)][name] = value
+    for name, value in tolerances.items():
+        if value.size != 1 or value.dtype.kind not in "iuf" or not np.isfinite(value).all() or float(value) < 0:
+            raise bad(f"the tolerance for {name!r} is not one finite number >= 0")
+        atol[name] = float(value)
+    for name, value in ((n, v) for out in outputs for n, v in out.items()):
+        if value.dtype.kind not in "biuf" or not np.isfinite(value).all():
+            raise bad(f"expected output {name!r} is not finite numbers")
     if any(not i for i in inputs) or any(not o for o in outputs):
         raise bad("every sample needs inputs and expected outputs")
     missing = {n for o in outputs for n in o} - set(atol)

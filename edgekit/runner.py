@@ -201,23 +201,76 @@ def peak_rss_in_child(model: str, inputs: str, threads: str, runs: str, provider
     return str(peak_rss_mb(model, inputs, int(threads), int(runs), json.loads(providers)))
 
 
-def read_inputs(path: str) -> list[dict[str, np.ndarray]]:
-    """The `input.<i>.<name>` arrays of a golden (or feeds) .npz, one dict per sample."""
-    with np.load(path, allow_pickle=False) as data:
+MAX_GOLDEN_SAMPLES = 10_000
+NAME_LISTS = ("input_names", "output_names")  # a golden file's names, kept as data
+
+
+def golden_arrays(feeds: list[dict], names: list[str] = (), outputs: list[list] = (),
+                  atol: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """A golden file's entries: `count`, the input and output names as data (`input_names`, `output_names`), and
+    arrays by index (`input.<sample>.<k>`, `output.<sample>.<k>`, `atol.<k>`). Names are anyone's strings: as entry
+    names, "../../x" let a naive unzip write outside its folder and a 300-character one broke `unzip` (rc 50)."""
+    inputs = list(dict.fromkeys(n for feed in feeds for n in feed))
+    names = list(dict.fromkeys([*names, *(atol or {})]))
+    arrays = {"count": np.array(len(feeds)), "input_names": np.array(inputs, dtype=str),
+              "output_names": np.array(names, dtype=str)}
+    for i, feed in enumerate(feeds):
+        arrays.update({f"input.{i}.{k}": feed[n] for k, n in enumerate(inputs) if n in feed})
+    for i, out in enumerate(outputs):
+        arrays.update({f"output.{i}.{k}": value for k, value in enumerate(out)})
+    arrays.update({f"atol.{k}": np.array(atol[n]) for k, n in enumerate(names) if n in (atol or {})})
+    return arrays
+
+
+def golden_parts(data: dict) -> tuple[list[dict], list[dict], dict[str, np.ndarray]]:
+    """(inputs per sample, outputs per sample, tolerance arrays) of a golden file's entries; raises ValueError on a
+    malformed layout. Without `input_names`/`output_names` (packages before them), names are the entries' own."""
+    try:
         count = int(data["count"])
-        feeds: list[dict] = [{} for _ in range(count)]
-        for key in data.files:
-            kind, _, rest = key.partition(".")
-            if kind == "input":
-                index, _, name = rest.partition(".")
-                feeds[int(index)][name] = data[key]
-    return feeds
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("no integer `count`") from None
+    if not 1 <= count <= MAX_GOLDEN_SAMPLES:
+        raise ValueError(f"count {count} out of range [1, {MAX_GOLDEN_SAMPLES}]")
+    lists = [_names(data, k) for k in NAME_LISTS if k in data]
+    if len(lists) == 1:
+        raise ValueError(f"it holds one of {' and '.join(NAME_LISTS)} without the other")
+    inputs: list[dict] = [{} for _ in range(count)]
+    outputs: list[dict] = [{} for _ in range(count)]
+    atol = {}
+    for key, value in data.items():
+        kind, _, rest = key.partition(".")
+        if kind not in ("input", "output", "atol"):
+            continue
+        index, _, name = rest.partition(".") if kind != "atol" else ("0", "", rest)
+        if not (index.isascii() and index.isdigit()) or int(index) >= count or not name:
+            raise ValueError(f"entry {key!r} does not name a sample below count {count}")
+        if lists:  # index-named: the k-th of the list
+            listed = NAME_LISTS[kind != "input"]
+            known = lists[kind != "input"]
+            if not (name.isascii() and name.isdigit()) or int(name) >= len(known):
+                raise ValueError(f"entry {key!r} names none of the {len(known)} in {listed}")
+            name = str(known[int(name)])
+        (atol if kind == "atol" else (inputs if kind == "input" else outputs)[int(index)])[name] = value
+    return inputs, outputs, atol
+
+
+def _names(data: dict, key: str) -> list[str]:
+    """A golden file's list of names: distinct strings."""
+    names = data[key]
+    if names.ndim != 1 or names.dtype.kind != "U" or len(set(names.tolist())) < names.size:
+        raise ValueError(f"{key} is not a list of distinct names")
+    return names.tolist()
+
+
+def read_inputs(path: str) -> list[dict[str, np.ndarray]]:
+    """The inputs of a golden (or feeds) .npz, one dict per sample (its outputs are not read)."""
+    with np.load(path, allow_pickle=False) as data:
+        return golden_parts({k: data[k] for k in data.files if not k.startswith("output.")})[0]
 
 
 def write_inputs(path, feeds: list[dict]) -> None:
-    """What `read_inputs` reads: feeds as a golden file's `count` and `input.<i>.<name>` entries."""
-    np.savez(path, count=np.array(len(feeds)),
-             **{f"input.{i}.{k}": v for i, feed in enumerate(feeds) for k, v in feed.items()})
+    """What `read_inputs` reads: feeds as a golden file's inputs."""
+    np.savez(path, **golden_arrays(feeds))
 
 
 def encode(runs: list[dict[str, np.ndarray]]) -> str:
