@@ -200,7 +200,7 @@ class PackageSpec:
 
     ort_format: bool = False  # model.int8.ort + required_operators.config for minimal mobile builds
     ort_optimization: OrtOptimization = "Runtime"  # onnxruntime's optimization styles
-    c_header: bool = False  # model_data.h/.c embedding model.int8.onnx for firmware builds
+    c_header: bool = False  # model_data.h/.c/.S embedding the shipped int8 model (its .ort with ort_format)
     coverage: tuple[str, ...] = ()  # nnapi | coreml: usability-checker predictions in the manifest
     min_coverage: float = 0.0  # gate: share of MACs (mobile.COVERAGE_OF) the first listed provider is predicted to take
     # Fix every dynamic input dim to the size the data has (batch 1 for per-sample data): NNAPI and other

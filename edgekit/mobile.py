@@ -291,6 +291,17 @@ def _macs(n, shapes: dict, size) -> int:
     return max(size(ins[0]) if ins and ins[0] else 0, size(out))
 
 
+def _in_place(model: Path) -> str:
+    """The header's word on running from the embedded bytes: an .ort can, an ONNX protobuf is copied."""
+    if model.suffix == ".ort":
+        return ("The ORT-format model the package ships (a minimal onnxruntime build\n"
+                " * reads only these). To run from these bytes in place, set the session options\n")
+    return ("onnxruntime copies an ONNX protobuf's bytes into the session it builds\n"
+            " * (CreateSessionFromArray): the array is then only a source. To run from these bytes in place, embed\n"
+            " * an ORT-format model (.ort: a profile with ort_format ships one; onnxruntime's\n"
+            " * convert_onnx_models_to_ort makes one) instead and set the session options\n")
+
+
 def c_header(model: Path, dest_dir: Path, name: str = C_NAME) -> dict[str, Path]:
     """`<name>_data.h` declaring an aligned byte array, its length and sha256; `<name>_data.S` (`.incbin`, for any
     size) and `<name>_data.c` (a byte list, for tiny models or toolchains without GNU as) defining them. Every C
@@ -309,10 +320,7 @@ def c_header(model: Path, dest_dir: Path, name: str = C_NAME) -> dict[str, Path]
         " *   an 11.8 MB ResNet18-style int8 model assembles in 0.12 s and 18 MB, its byte list compiles in 30 s\n"
         " *   and 1.7 GB);\n"
         f" * - {source.name}: the bytes as a C array, for tiny models or toolchains without GNU as.\n"
-        " * 64-byte aligned, read-only. onnxruntime copies an ONNX protobuf's bytes into the session it builds\n"
-        " * (CreateSessionFromArray): the array is then only a source. To run from these bytes in place, embed\n"
-        " * an ORT-format model (.ort: a profile with ort_format ships one; onnxruntime's\n"
-        " * convert_onnx_models_to_ort makes one) instead and set the session options\n"
+        f" * 64-byte aligned, read-only. {_in_place(model)}"
         " * session.use_ort_model_bytes_directly = 1 and session.use_ort_model_bytes_for_initializers = 1,\n"
         " * keeping the bytes alive for the session's lifetime (onnxruntime 1.32, ResNet18-style, x86: 6 ms\n"
         " * load in place vs 36-39 ms copied). */\n"

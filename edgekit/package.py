@@ -198,9 +198,10 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
         for entry, onnx in ((out["ort_format"], int8), (out["ort_format"].get("fp32"), fp32)):
             if entry is not None:
                 entry["max_abs_diff_from_onnx"] = max_abs_diff(outputs[tdir / entry["file"]], outputs[onnx], names)
-    if spec.c_header:
-        written = mobile.c_header(int8, tdir, c_name)
-        out["c_header"] = {**{kind: path.name for kind, path in written.items()}, "embeds": int8.name,
+    if spec.c_header:  # the model file the target ships: a minimal onnxruntime build reads only an .ort
+        embedded = tdir / out["ort_format"]["file"] if spec.ort_format else int8
+        written = mobile.c_header(embedded, tdir, c_name)
+        out["c_header"] = {**{kind: path.name for kind, path in written.items()}, "embeds": embedded.name,
                            "c_name": c_name}
     if spec.coverage:
         out["mobile_coverage"] = {}

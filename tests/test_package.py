@@ -227,6 +227,26 @@ def test_c_header_compiles_and_embeds_the_model(packaged, tmp_path, definition):
         assert other.returncode != 0 and "is not the" in other.stderr, other.stderr
 
 
+def test_c_header_embeds_the_ort_a_profile_ships(tmp_path):
+    """A custom arm64 profile with c_header and ort_format: the header said to embed the .ort and embedded
+    model.int8.onnx, which a minimal onnxruntime build (it reads only .ort) cannot load."""
+    profile = (Path(__file__).parents[1] / "targets" / "arm64-linux.toml").read_text()
+    board = tmp_path / "board.toml"
+    board.write_text(profile.replace('name = "arm64-linux"', 'name = "board"').replace(
+        "c_header = true", "c_header = true\nort_format = true"))
+    out = tmp_path / "o"
+    result = cli(["export", str(DIGITS / "edgekit.toml"), "-t", str(board), "--out", str(out), "--no-bench", "--json"])
+    assert result.exit_code == 0, result.output
+    [manifest] = json.loads(result.stdout)
+    assert manifest["c_header"]["embeds"] == manifest["ort_format"]["file"] == "model.int8.ort", manifest["c_header"]
+    folder = out / "board"
+    ort_bytes = (folder / "model.int8.ort").read_bytes()
+    header = (folder / "model_data.h").read_text()
+    assert f"EDGEKIT_MODEL_SIZE {len(ort_bytes)}u" in header and "model.int8.ort" in header, header[:300]
+    assert '.incbin "model.int8.ort"' in (folder / "model_data.S").read_text()
+    assert check(folder).exit_code == 0  # model_data.c's array is the .ort's bytes
+
+
 def test_two_models_c_arrays_link_into_one_firmware(packaged, tmp_path):
     """--c-name names a package's C files and symbols: the default package's and a `kws` one's link together
     (both were model_data.h behind one include guard, defining the same edgekit_model_data)."""
