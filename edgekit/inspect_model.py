@@ -49,8 +49,10 @@ def _existing_model(path: Path):
         raise InputError(f"{path}: not a regular file (a pipe or device cannot be inspected)")
     with open(path, "rb") as f:
         if f.read(8)[4:] == b"ORTM":  # a flatbuffer's file identifier: onnx read it as "Wire format was corrupt"
+            # named after the file: model.coreml.ort was told to inspect model.int8.onnx, not its model.coreml.onnx
             raise InputError(f"{path}: an ORT-format model (onnxruntime's mobile format), which inspect does not "
-                             "read; inspect the .onnx it was converted from (a package's model.int8.onnx)")
+                             f"read; inspect the .onnx it was converted from ({path.with_suffix('.onnx').name} "
+                             "in a package)")
     return export.load_onnx_input(path, runs=False)
 
 

@@ -1015,6 +1015,10 @@ def test_inspect_of_a_folder_says_it_takes_a_model_file(packaged):
     assert "is a folder; inspect takes a model file" in line  # it said "no such file"
     ort = cli(["inspect", packaged[0] / "android-arm64" / "model.int8.ort"])  # it said "Wire format was corrupt"
     assert ort.exit_code == 3 and "an ORT-format model" in ort.stderr, ort.output
+    assert "(model.int8.onnx " in ort.stderr, ort.stderr
+    # it named model.int8.onnx for the CoreML build's .ort too, converted from model.coreml.onnx
+    coreml = cli(["inspect", packaged[0] / "ios-arm64" / "model.coreml.ort"])
+    assert coreml.exit_code == 3 and "converted from (model.coreml.onnx " in coreml.stderr, coreml.stderr
 
 
 def test_inspect(packaged, tmp_path):
