@@ -44,6 +44,11 @@ def is_batch_name(dim) -> bool:
     return isinstance(dim, str) and dim.lower() in BATCH_NAMES
 
 
+# a forward() parameter's name (Python identifiers take any letter: PEP 3131), '.' and '-' as ONNX graphs use them;
+# onnxruntime takes any string, and no input name becomes a C name or a file name (golden.npz keeps them as data)
+INPUT_NAME = re.compile(r"[^\W\d][\w.\-]*")
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """One model input: `name:1x3x224x224[:dtype]`; a named dim (N, seq) is dynamic; `name::dtype` a scalar."""
@@ -68,8 +73,9 @@ class InputSpec:
             raise UsageError(f"input spec {text!r}: expected NAME:SHAPE[:DTYPE], e.g. image:Nx3x224x224 "
                              "(a scalar: NAME::DTYPE, e.g. sr::int64)")
         name, shape_text, dtype = [*parts, "float32"][:3]
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_.\-]*$", name):
-            raise UsageError(f"input spec {text!r}: bad input name {name!r}")
+        if not INPUT_NAME.fullmatch(name):
+            raise UsageError(f"input spec {text!r}: bad input name {name!r} (letters, digits, '_', '.' and '-', "
+                             "starting with a letter or '_')")
         dims: list[int | str] = []
         for d in re.split("[xX×]", shape_text) if shape_text else []:  # as typed in errors: `N,40,T`, not `n,40,t`
             if not _DIM.match(d):

@@ -399,6 +399,17 @@ def test_a_bad_dimension_is_shown_as_typed():
     assert config.InputSpec.parse("x:NX40×Seq").shape == ("N", 40, "seq")
 
 
+def test_an_input_name_may_be_any_identifier_and_a_bad_one_is_told_what_is_allowed():
+    """`bild_größe:Nx3x16x16` was "bad input name 'bild_größe'" (ASCII only, no word of what is allowed), while a
+    forward() parameter may be so named (PEP 3131) and onnxruntime takes any string."""
+    assert config.InputSpec.parse("bild_größe:Nx3x16x16").name == "bild_größe"
+    assert config.InputSpec.parse("input.1-a:N").name == "input.1-a"  # as torch's exporter names some
+    for bad in ("bild größe", "1x", "-x", "x/y", "x\n"):
+        with pytest.raises(UsageError, match=r"bad input name .* \(letters, digits, '_', '\.' and '-', starting with "
+                                             r"a letter or '_'\)"):
+            config.InputSpec.parse(f"{bad}:N")
+
+
 def test_nearest_names_a_name_differing_only_in_case():
     """difflib rates 'hn' against 'hN' 0.5: `--state h=hn` named no output to mean."""
     assert config.nearest("hn", ["logits", "hN"]) == " (did you mean 'hN'?)"

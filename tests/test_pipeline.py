@@ -1042,6 +1042,20 @@ def test_a_float16_model_ships_int8_weights_in_its_ort_format(tmp_path):
     assert [i.type.tensor_type.elem_type for i in (*model.graph.input, *model.graph.output)] == [10, 10]
 
 
+def test_a_non_ascii_input_name_exports_and_checks(tmp_path):
+    """A forward(self, bild_größe) model could not be exported at all: --input took ASCII names only."""
+    (tmp_path / "umod.py").write_text(
+        "import torch\nfrom torch import nn\n\nclass M(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        torch.manual_seed(0)\n        self.fc = nn.Linear(8, 3)\n\n"
+        "    def forward(self, bild_größe):\n        return self.fc(bild_größe)\n\n"
+        "def build():\n    return M()\n")
+    [m] = manifests(export(f"{tmp_path / 'umod.py'}:build", "--input", "bild_größe:Nx8", "--calibration", "random",
+                           "--no-bench", "--out", tmp_path / "o"))
+    assert m["inputs"][0]["name"] == "bild_größe", m["inputs"]
+    assert list(read_golden(tmp_path / "o" / "desktop-x86" / "golden.npz")[0][0]) == ["bild_größe"]
+    assert cli(["check", tmp_path / "o"]).exit_code == 0
+
+
 def test_int16_pcm_input_end_to_end(tmp_path):
     """Audio models take int16 PCM: `--input pcm:Nx800:int16` was exit 2 "unknown dtype 'int16'", and the same model
     as an .onnx exit 3 "'pcm' has ONNX element type 5 (INT16), which edgekit does not handle". The input stays int16;
