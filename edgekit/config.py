@@ -132,6 +132,7 @@ Exporter = Literal["torchscript", "dynamo"]
 Task = Literal["auto", "classify", "embed", "detect", "regress", "other"]
 Arch = Literal["x86_64", "arm64"]
 OrtOptimization = Literal["Runtime", "Fixed"]
+Verdict = Literal["no", "maybe", "yes"]  # onnxruntime's usability checker's, worst first (mobile.VERDICTS)
 PruneMethod = Literal["structured", "unstructured"]
 Importance = Literal["l1", "l2", "taylor"]
 Optimizer = Literal["adamw", "sgd"]
@@ -209,6 +210,8 @@ class PackageSpec:
     c_header: bool = False  # model_data.h/.c/.S embedding the shipped int8 model (its .ort with ort_format)
     coverage: tuple[str, ...] = ()  # nnapi | coreml: usability-checker predictions in the manifest
     min_coverage: float = 0.0  # gate: share of MACs (mobile.COVERAGE_OF) the first listed provider is predicted to take
+    # gate: the least verdict onnxruntime's usability checker may give the first listed provider ("no": any)
+    min_verdict: Verdict = "no"
     # Fix every dynamic input dim to the size the data has (batch 1 for per-sample data): NNAPI and other
     # compiling EPs take only nodes with fixed shapes.
     fixed_shapes: bool = False
@@ -554,9 +557,10 @@ def load_target(name_or_path: str) -> Target:
     if coreml.get("ModelFormat", "NeuralNetwork") not in ("NeuralNetwork", "MLProgram"):  # the CoreML EP's two
         raise UsageError(f"{path}: [runtime] provider_options: CoreMLExecutionProvider's ModelFormat is MLProgram or "
                          f"NeuralNetwork, not {coreml['ModelFormat']!r}")
-    if target.package.min_coverage and not target.package.coverage:
-        raise UsageError(f"{path}: [package] min_coverage gates the coverage of the providers listed in `coverage`; "
-                         "list them (nnapi, coreml)")
+    for key in ("min_coverage", "min_verdict"):
+        if getattr(target.package, key) not in (0.0, "no") and not target.package.coverage:
+            raise UsageError(f"{path}: [package] {key} gates the coverage of the providers listed in `coverage`; "
+                             "list them (nnapi, coreml)")
     if target.quantize.per_channel and target.opset < 13:
         raise UsageError(f"{path}: per_channel quantization needs opset >= 13 (profile has {target.opset})")
     return replace(target, path=str(path))
@@ -588,6 +592,9 @@ def loosened(target: Target) -> list[str]:
     weaker += [f"runtime.arch {target.runtime.arch} ({base.runtime.arch})"] * (target.runtime.arch != base.runtime.arch)
     weaker += [f"package.coverage {list(target.package.coverage)} ({list(base.package.coverage)})"] * (
         not set(base.package.coverage) <= set(target.package.coverage))
+    verdicts = typing.get_args(Verdict)
+    weaker += [f"package.min_verdict {target.package.min_verdict} ({base.package.min_verdict})"] * (
+        verdicts.index(target.package.min_verdict) < verdicts.index(base.package.min_verdict))
     return weaker
 
 

@@ -125,7 +125,7 @@ def text(info: dict) -> str:
     for c in info["mobile_coverage"].values():
         lines.append(f"  {c['provider']} (predicted): {c['coverage']:.0%} of the MACs, "
                      f"{c['supported_nodes']}/{c['nodes']} nodes, {c['partitions']} partition(s), "
-                     f"CPU fallback: {', '.join(c['cpu_fallback_ops']) or 'none'}"
+                     f"CPU fallback: {', '.join(c['cpu_fallback_ops']) or 'none'}, verdict {c['verdict']}"
                      + (f", {c['nodes_blocked_by_dynamic_shapes']} need fixed shapes "
                         f"({c['coverage_with_fixed_shapes']:.0%} with fixed shapes)"
                         if c["nodes_blocked_by_dynamic_shapes"] else ""))

@@ -13,13 +13,20 @@ import site
 import subprocess
 import sys
 import tempfile
+import typing
 from pathlib import Path
 
 from . import progress
-from .config import C_NAME, COVERAGE_PROVIDERS
+from .config import C_NAME, COVERAGE_PROVIDERS, Verdict
 from .errors import StageError, first_line
 
 log = logging.getLogger("edgekit")
+# onnxruntime's usability checker's verdicts (PartitioningInfo.suitability), worst first: a verdict gate's value is the
+# index. "no" is its "not recommended": more than 2 partitions, or 1-2 holding too few nodes (worse than the CPU EP).
+VERDICTS = typing.get_args(Verdict)
+# What the checker's log says of each (print_analysis), for the report.
+VERDICT_SAYS = {"yes": "should work well", "maybe": "may work: performance testing is required",
+                "no": "not recommended: most likely slower than the CPU provider alone"}
 # The model a package's build would give each provider: CoreML has no QuantizeLinear/DequantizeLinear builders,
 # so a CoreML build ships the fp32 model (TARGETS.md); its prediction on the int8 graph was 0/28 nodes. That model's
 # inputs are fixed to the data's shapes (model.coreml.onnx): the checker counts only fixed-shape nodes for CoreML, and

@@ -883,8 +883,9 @@ def _profile_claims(manifest: dict, gates: dict, profile: Target | None) -> list
     """The budget and coverage gates compared the wrong way (a size 100 MB "passed" `>=` a 50 MB budget); with a
     bundled profile, each of its budgets kept (a search's may be tighter, never looser), its coverage gate at its
     limit and on the coverage the manifest records, and the .ort and C array it asks for shipped."""
-    bad = [f"{n} is compared {g.get('op')!r}, not {op!r}" for n, g in gates.items()  # every coverage gate ">="
-           if (op := "<=" if n in BUDGETS else ">=" if n.endswith("_coverage") else None) and g.get("op") != op]
+    bad = [f"{n} is compared {g.get('op')!r}, not {op!r}" for n, g in gates.items()  # coverage/verdict gates ">="
+           if (op := "<=" if n in BUDGETS else ">=" if n.endswith(("_coverage", "_verdict")) else None)
+           and g.get("op") != op]
     if profile is None:
         return bad
     for name, field in BUDGETS.items():
@@ -902,6 +903,8 @@ def _profile_claims(manifest: dict, gates: dict, profile: Target | None) -> list
                        f"{_number(spec.min_coverage)}")
         elif not isinstance(found, dict) or g.get("value") != found.get("coverage"):
             bad.append(f"{name} {_number(g.get('value'))} is not the coverage the manifest records")
+    if spec.min_verdict != "no" and spec.coverage:
+        bad += _verdict_claims(spec.coverage[0], manifest.get("mobile_coverage"), gates, profile)
     for wanted, key in ((spec.ort_format, "ort_format"), (spec.c_header, "c_header")):
         if wanted and not isinstance(manifest.get(key), dict):
             bad.append(f"the {profile.name} profile ships {key}, and the manifest has none")
@@ -913,6 +916,21 @@ def _profile_claims(manifest: dict, gates: dict, profile: Target | None) -> list
             bad.append(f"the {profile.name} profile fixes the input shapes of {fp32['onnx']}, and the manifest gives "
                        "none")
     return bad
+
+
+def _verdict_claims(ep: str, coverage, gates: dict, profile: Target) -> list[str]:
+    """The verdict gate at the profile's least verdict, on the verdict of onnxruntime's checker the manifest records
+    (a 4-partition NNAPI model's "no" is 0: edited to 2, it passed)."""
+    name, g = f"{ep}_verdict", gates.get(f"{ep}_verdict") or {}
+    least = mobile.VERDICTS.index(profile.package.min_verdict)
+    said = (coverage.get(ep) if isinstance(coverage, dict) else None) or {}
+    found = mobile.VERDICTS.index(said["verdict"]) if said.get("verdict") in mobile.VERDICTS else None
+    if g.get("limit") != least:
+        return [f"{name}'s limit {_number(g.get('limit'))} is not the {profile.name} profile's {least} "
+                f"({profile.package.min_verdict})"]
+    if g.get("value") != found:
+        return [f"{name} {_number(g.get('value'))} is not the verdict the manifest records ({said.get('verdict')})"]
+    return []
 
 
 @functools.cache

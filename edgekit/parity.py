@@ -315,7 +315,7 @@ PARITY_LIMITS = {"export_cosine": (">=", "export_cosine_min"), "export_scaled_ma
 
 # every gate name edgekit writes (here and in verdict.py): NAME, or NAME_at_DIM=SIZE for another size of an axis
 GATE_NAME = re.compile(r"(?:%s|quant_reference_signal|export_reference_signal|latency_p50_ms|size_mb|[a-z]+_coverage"
-                       r"|int8_quantized)"
+                       r"|[a-z]+_verdict|int8_quantized)"
                        r"|(?:export_cosine|quant_cosine|export_integer_max_abs|integer_output_agreement|runs)_at_.+"
                        % "|".join(PARITY_LIMITS))
 

@@ -696,6 +696,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                                  int8, providers, threads, qplan.settings, recipe.task,
                                  one_thread[0] if one_thread else None, kept)
                 + list(prep.traced) + verdict.kernel_warnings(packaged) + fixed_warnings
+                + verdict.coverage_warnings(packaged.get("mobile_coverage"))
                 + verdict.provider_warnings(target, int8_sess.get_providers()) + list(qplan.warnings)
                 + verdict.override_warnings(target, overridden) + _compression_warnings(shared.compression)
                 + ([f"profile {target.path} takes the bundled name {config.bundled_like(target.name)}"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+from . import mobile
 from .parity import worst
 from .reports import ARM_STAND_IN, TIMED, TargetReport, shipped_model
 from .runner import BLOCK, MEMORY_RUNS, REWARM
@@ -250,7 +251,9 @@ def markdown(r: TargetReport) -> str:
             f"{c['supported_nodes']}/{c['nodes']} nodes in {c['partitions']} "
             f"partition(s); CPU fallback ops: {', '.join(c['cpu_fallback_ops']) or 'none'}; "
             f"{c['nodes_blocked_by_dynamic_shapes']} node(s) need fixed shapes "
-            f"(coverage with fixed shapes {c['coverage_with_fixed_shapes']:.0%})" for c in coverage.values()]
+            f"(coverage with fixed shapes {c['coverage_with_fixed_shapes']:.0%}); onnxruntime's checker's verdict: "
+            + (f"{c['verdict']} ({mobile.VERDICT_SAYS[c['verdict']]})" if c.get('verdict') in mobile.VERDICT_SAYS
+               else str(c.get('verdict'))) for c in coverage.values()]
     out += [""] if coverage else []
     t = r.tuning
     if t and "skipped" in t:

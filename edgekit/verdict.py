@@ -1,7 +1,7 @@
 """One target's verdict: its gates from the measured figures and profile, and the warnings that explain them."""
 from __future__ import annotations
 
-from . import bench, host, parity
+from . import bench, host, mobile, parity
 from .config import Target
 from .parity import Accuracy, Gate, StageParity
 from .reports import LatencyReport
@@ -26,7 +26,43 @@ def gates(target: Target, export: StageParity | None, quant: StageParity, accura
     if target.package.min_coverage and target.package.coverage:
         first = target.package.coverage[0]
         found.append(parity.gate(f"{first}_coverage", coverage[first]["coverage"], ">=", target.package.min_coverage))
+    if target.package.min_verdict != "no" and target.package.coverage:
+        found.append(verdict_gate(target.package.coverage[0], coverage, target.package.min_verdict))
     return found
+
+
+def verdict_gate(ep: str, coverage: dict, least: str) -> Gate:
+    """onnxruntime's usability checker's own verdict on the provider's partitions, at least `least`: a model split
+    into 4 NNAPI partitions between CPU ops (CumSum, Erf) had 90% of its MACs on NNAPI and passed the coverage gate,
+    while the checker said NNAPI "is not recommended ... worse performance than just using the CPU EP"."""
+    said = coverage[ep]["verdict"]
+    return parity.gate(f"{ep}_verdict", mobile.VERDICTS.index(said) if said in mobile.VERDICTS else None, ">=",
+                       mobile.VERDICTS.index(least), f"no verdict: {said}")
+
+
+# What an app runs instead of a provider the checker does not recommend.
+INSTEAD = {"nnapi": "XNNPACK or the CPU provider (leave NnapiExecutionProvider out of the session's providers)",
+           "coreml": "the CPU provider (as the int8 model runs)"}
+
+
+def coverage_warnings(coverage: dict | None) -> list[str]:
+    """Each provider onnxruntime's usability checker does not recommend (verdict no), with the ops that split it and
+    the ways out: each switch between it and the CPU copies tensors, and split partitions ran slower than the CPU
+    provider alone (onnxruntime#9054). The report had the verdict in the manifest only, and no word."""
+    said = []
+    for ep, c in (coverage or {}).items():
+        if c.get("verdict") != "no":
+            continue
+        ops, blocked = ", ".join(c["cpu_fallback_ops"]), c["nodes_blocked_by_dynamic_shapes"]
+        ways = ([f"replace or remove {ops} (the ops it leaves to the CPU)"] if ops else []) + (
+            [f"fix the input shapes ({blocked} node(s) need them)"] if blocked else []) + [
+            f"run it on {INSTEAD.get(ep, 'the CPU provider')}"]
+        said.append(f"onnxruntime's usability checker does not recommend {c['provider']} for "
+                    f"{c.get('model', 'model.int8.onnx')} (verdict no): {c['supported_nodes']}/{c['nodes']} nodes, "
+                    f"{c['coverage']:.0%} of the MACs, in {c['partitions']} partition(s), and each switch to the CPU "
+                    "and back copies tensors (onnxruntime#9054: split partitions ran slower than the CPU provider "
+                    f"alone): {'; or '.join(ways)}")
+    return said
 
 
 def size_gates(target: Target, checks) -> list[Gate]:

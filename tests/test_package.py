@@ -192,10 +192,36 @@ def test_the_coverage_gate_weighs_nodes_by_their_macs(tmp_path):
     assert result.exit_code == 1, result.output
     [m] = json.loads(result.stdout)
     nnapi = m["mobile_coverage"]["nnapi"]
-    assert [g["name"] for g in m["gates"] if g["passed"] is False] == ["nnapi_coverage"]
+    # the LSTMs split NNAPI's nodes into 3 partitions, which onnxruntime's checker does not recommend either
+    assert [g["name"] for g in m["gates"] if g["passed"] is False] == ["nnapi_coverage", "nnapi_verdict"]
+    assert nnapi["partitions"] == 3 and nnapi["verdict"] == "no"
     assert [g["value"] for g in m["gates"] if g["name"] == "nnapi_coverage"] == [nnapi["coverage"]]
     assert nnapi["coverage"] < 0.05 and nnapi["node_coverage"] > 0.9 and nnapi["cpu_fallback_ops"] == ["LSTM"]
     assert "multiply-accumulates" in nnapi["coverage_of"]
+
+
+def test_nnapi_split_into_partitions_fails_on_the_checkers_verdict(tmp_path):
+    """CumSum and Erf (CPU only) split the model into 4 NNAPI partitions, 23/26 nodes and 90% of its MACs: the
+    coverage gate passed and the export passed without a word, while onnxruntime's checker said NNAPI "is not
+    recommended"; its verdict is a gate (exit 1, with advice), in report.md, and `check` re-judges it."""
+    result = cli(["export", "models:split_nnapi", "--input", "x:Nx8", "--calibration", "random", "-t",
+                  "android-arm64", "--no-bench", "--out", str(tmp_path / "o"), "--json"])
+    assert result.exit_code == 1, result.output
+    [m] = json.loads(result.stdout)
+    nnapi = m["mobile_coverage"]["nnapi"]
+    assert nnapi["verdict"] == "no" and nnapi["partitions"] > 2 and nnapi["coverage"] >= 0.8, nnapi
+    assert [(g["name"], g["value"], g["limit"]) for g in m["gates"] if not g["passed"]] == [("nnapi_verdict", 0, 1)]
+    [said] = [w for w in m["warnings"] if "does not recommend NNAPI" in w]
+    assert "CumSum, Erf" in said and "XNNPACK" in said, said
+    folder = tmp_path / "o" / "android-arm64"
+    assert "verdict: no (not recommended" in (folder / "report.md").read_text()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for g in manifest["gates"]:
+        g.update({"value": 2, "passed": True} if g["name"] == "nnapi_verdict" else {})
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "passed": True, "verification": []}))
+    checked = check(folder)
+    assert checked.exit_code == 1 and "nnapi_verdict 2 is not the verdict the manifest records (no)" in \
+        checked.output, checked.output
 
 
 @pytest.mark.parametrize("definition", ["model_data.c", "model_data.S"])
@@ -1933,6 +1959,10 @@ def _failed_after(packaged, tmp_path, target: str, edit) -> list[dict]:
     (lambda m: _gate(m, "nnapi_coverage").update(value=0.9) or m["mobile_coverage"]["nnapi"].update(coverage=0.5),
      "nnapi_coverage 0.9 is not the coverage the manifest records"),
     (lambda m: m.update(gates=[g for g in m["gates"] if g["name"] != "nnapi_coverage"]), "nnapi_coverage's limit n/a"),
+    (lambda m: _gate(m, "nnapi_verdict").update(limit=0), "nnapi_verdict's limit 0 is not the android-arm64 "
+                                                          "profile's 1 (maybe)"),
+    (lambda m: m["mobile_coverage"]["nnapi"].update(verdict="no"), "nnapi_verdict 2 is not the verdict the manifest "
+                                                                   "records (no)"),
     (lambda m: m.pop("ort_format"), "the android-arm64 profile ships ort_format, and the manifest has none"),
     (lambda m: m.update(mobile_coverage=[1]), "nnapi_coverage 1 is not the coverage the manifest records"),  # exit 5
 ])
