@@ -187,6 +187,11 @@ class ParitySpec:
     export_max_abs: float = 1e-3
     quant_cosine_min: float = 0.99
     quant_sqnr_min_db: float = 15.0
+    # task detect | regress: the worst output channel's centred_sqnr_db. Measured (tests/models.py, desktop-x86): the
+    # int8-everything heads 0.6 (logits beside pixel boxes) and 4.8-5.3 dB (a Relu on them), the 300 +- 2.9 regressor
+    # 17.5-19.8 dB over 4 data seeds; kept float by the few-levels rule 33.4-38.7 dB, a YOLO-style head's 25.6-30.2,
+    # the digits example 32.1-32.2 on every profile. 22 dB: noise RMS 8% of the channel's spread, ~12 uniform levels.
+    centred_sqnr_min_db: float = 22.0
     top1_agreement_min: float = 0.95
     top5_agreement_min: float = 0.99  # fp32's top class within int8's top 5 (classify, more than 5 classes)
     retrieval_at1_min: float = 0.95  # each sample's nearest neighbour the same in fp32 and int8 (embed)
@@ -379,6 +384,7 @@ RANGES = {"size": (1, 1_000_000), "opset": (10, 23), "threads": (1, 256), "sampl
           "max_trials": (1, 10_000), "time_budget": (1.0, 1e7), "max_excluded": (0, 100_000),
           "max_latency_price": (1.0, 1000.0), "max_data_bytes": (1, 1 << 50), "step_timeout": (0.001, 1e6),
           "weight_decay": (0.0, 10.0), "feature_weight": (0.0, 1e6), "quant_sqnr_min_db": (-100.0, 300.0),
+          "centred_sqnr_min_db": (-100.0, 300.0),
           "timeout": (0.001, 1e7)}  # NaN is outside every range
 # the onnxruntime provider each [package] coverage check predicts for
 COVERAGE_PROVIDERS = {"nnapi": "NnapiExecutionProvider", "coreml": "CoreMLExecutionProvider"}
@@ -582,7 +588,7 @@ def loosened(target: Target) -> list[str]:
         return []
     base = load_target(name)
     limits = [(f"parity.{f.name}", getattr(target.parity, f.name), getattr(base.parity, f.name),
-               f.name.endswith("_min")) for f in fields(ParitySpec)]
+               "_min" in f.name) for f in fields(ParitySpec)]  # quant_sqnr_min_db is one too
     limits += [(f"package.{k}", getattr(target.package, k), getattr(base.package, k), k == "min_coverage")
                for k in ("golden_tolerance", "golden_tolerance_steps", "min_coverage")]
     weaker = [f"{name} {mine:g} ({theirs:g})" for name, mine, theirs, at_least in limits

@@ -811,6 +811,7 @@ def _gate_claims(manifest: dict) -> list[str]:
     relabelled android-arm64, gates emptied or loosened, all passed). A manifest without that digest, or with one of
     a user's profile, is held to its own limits only."""
     gates, bad = {g["name"]: g for g in manifest["gates"]}, []
+    profile = _bundled_profile(manifest.get("target_profile_sha256"))
     model, outputs = manifest.get("model"), manifest.get("outputs")
     kinds = [str(o.get("dtype")).startswith(("int", "uint", "bool")) for o in outputs if isinstance(o, dict)] \
         if isinstance(outputs, list) else []
@@ -819,7 +820,9 @@ def _gate_claims(manifest: dict) -> list[str]:
                   else ()),
                 *(("top1_agreement",) if manifest.get("task") == "classify" else ()),
                 *(("retrieval_at1",) if manifest.get("task") == "embed" else ()),
-                *(("integer_output_agreement",) if any(kinds) else ())}  # with ids only, the one int8 gate left
+                *(("integer_output_agreement",) if any(kinds) else ()),  # with ids only, the one int8 gate left
+                # a bundled profile of today's (packages made before the gate carry an older profile's digest)
+                *((parity.CENTRED_GATE,) if manifest.get("task") in parity.VALUE_TASKS and profile is not None else ())}
     if "export_max_abs" in gates:  # a package made before the gate was scaled to the output's peak
         required.discard("export_scaled_max_abs")
     if missing := sorted(required - set(gates)):
@@ -839,7 +842,6 @@ def _gate_claims(manifest: dict) -> list[str]:
     if ran := [n for n, g in gates.items() if n.startswith("runs_at_") and g.get("passed")]:
         bad.append(f"{ran[0]} passed: edgekit writes it only when the model does not run at that size")
     integer_only = bool(kinds) and all(kinds)
-    profile = _bundled_profile(manifest.get("target_profile_sha256"))
     if profile is not None and profile.name != manifest["target"]:
         bad.append(f"target {manifest['target']} is made with the bundled {profile.name} profile (its sha256)")
     silent = _silent_sizes(manifest)
@@ -855,6 +857,10 @@ def _gate_claims(manifest: dict) -> list[str]:
         if unmeasured and name.startswith(("quant_cosine", "quant_sqnr_db", "export_cosine")) and not integer_only \
                 and name.split("_at_")[-1] not in silent:
             bad.append(f"{name} is skipped, but the model has float outputs to measure it on")
+    if parity.CENTRED_GATE in gates and (value := gates[parity.CENTRED_GATE].get("value")) != (
+            worst := _worst_centred(manifest)):  # a figure check can read: skipped or edited, it passed
+        bad.append(f"{parity.CENTRED_GATE} {_number(value)} is not the worst centred_sqnr_db the manifest records "
+                   f"({_number(worst)})")
     bad += _profile_claims(manifest, gates, profile)
     # the shipped file's; model.int8.onnx's in packages made before 12-04 that ship an .ort
     size, sizes, shipped = gates.get("size_mb"), archive.file_sizes(manifest), shipped_model(manifest)
@@ -862,6 +868,15 @@ def _gate_claims(manifest: dict) -> list[str]:
             abs(size["value"] - sizes[f] / 1e6) > 1e-6 for f in {shipped, INT8} if f in sizes)):
         bad.append(f"size_mb {_number(size.get('value'))} is not {shipped}'s {sizes[shipped] / 1e6:.6f}")
     return bad
+
+
+def _worst_centred(manifest: dict) -> float | None:
+    """The lowest centred_sqnr_db of the manifest's fp32-vs-int8 parity (None: none recorded)."""
+    stage = manifest.get("parity", {}).get("quantization") if isinstance(manifest.get("parity"), dict) else None
+    outputs = stage.get("outputs") if isinstance(stage, dict) else None
+    found = [v for o in outputs if isinstance(o, dict) and type(v := o.get("centred_sqnr_db")) in (int, float)] \
+        if isinstance(outputs, list) else []
+    return min(found, default=None)
 
 
 def _silent_sizes(manifest: dict) -> set[str]:

@@ -8,6 +8,11 @@ import numpy as np
 
 
 NEAR_ZERO = 1e-6  # a reference output whose peak |value| is below this carries no signal to compare
+# The tasks whose outputs are read channel by channel as values (boxes and scores, quantities): the few-levels rule
+# (quantization.keep_narrow_outputs) keeps their narrow output channels float and centred_sqnr_db is gated. Not a
+# classifier's logits (argmax, judged by top-1 and accuracy); task other is only warned of: untrained test models'
+# outputs, a bias plus a small variation, took 6-23 levels (small_cnn, ResNet18-, MobileNetV2-style).
+VALUE_TASKS = ("detect", "regress")
 CONSTANT_RMS = 1e-6  # a channel varying less than this (RMS around its mean, over the output's peak) is constant
 
 
@@ -303,12 +308,14 @@ def gate(name: str, value, op: str, limit, unmeasured: str | None = None) -> Gat
     return Gate(name, value, op, limit, bool(passed))
 
 
+CENTRED_GATE = "quant_centred_sqnr_db"  # task detect | regress (VALUE_TASKS): the worst channel's centred_sqnr_db
 # each parity gate (also at another batch size: NAME_at_N=4) and the profile's ParitySpec field it is held to
 # export_max_abs: the gate of packages made before export_scaled_max_abs, which check still re-judges
 PARITY_LIMITS = {"export_cosine": (">=", "export_cosine_min"), "export_scaled_max_abs": ("<=", "export_max_abs"),
                  "export_max_abs": ("<=", "export_max_abs"),
                  "export_integer_max_abs": ("<=", "export_max_abs"), "quant_cosine": (">=", "quant_cosine_min"),
-                 "quant_sqnr_db": (">=", "quant_sqnr_min_db"), "top1_agreement": (">=", "top1_agreement_min"),
+                 "quant_sqnr_db": (">=", "quant_sqnr_min_db"), CENTRED_GATE: (">=", "centred_sqnr_min_db"),
+                 "top1_agreement": (">=", "top1_agreement_min"),
                  "top5_agreement": (">=", "top5_agreement_min"), "retrieval_at1": (">=", "retrieval_at1_min"),
                  "integer_output_agreement": (">=", "top1_agreement_min"), "accuracy_drop": ("<=", "accuracy_drop_max")}
 
@@ -370,6 +377,9 @@ def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str, qu
             gates.append(replace(held("top5_agreement", judged.top5_agreement, spec), output=on))
     elif task == "embed":
         gates.append(held("retrieval_at1", retrieval, spec, "fewer than 3 embeddings in the validation data"))
+    elif task in VALUE_TASKS:  # a channel's values are read: a small one beside large ones, or an offset's spread
+        gates.append(held(CENTRED_GATE, worst(outputs, "centred_sqnr_db"), spec,
+                          unmeasured or "no float output channel varies on the validation data"))
     elif task == "other":
         gates.append(skipped("top1_agreement", 'no classifier score output (set task = "classify" if it is one)'))
     if (exact := worst(outputs, "exact_agreement")) is not None:  # held to what a classifier's top-1 is

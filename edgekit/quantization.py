@@ -264,10 +264,6 @@ def concat_outputs(model, settings: QuantSettings) -> list[str]:
 # head's logits beside pixel boxes took 5 and 3 (32% and 47% of its logit > 0 decisions flipped), a regressor's
 # 300 +- 2.9 took 15 (13 distinct values); a classifier's logits (digits example) take 150 or more.
 OUTPUT_LEVELS = 64
-# The tasks whose outputs are read channel by channel as values (boxes and scores, quantities), where the rule applies.
-# Not a classifier's logits (argmax, judged by top-1 and accuracy); task other is only warned of: untrained test
-# models' outputs, a bias plus a small variation, took 6-23 levels (small_cnn, ResNet18-, MobileNetV2-style).
-VALUE_TASKS = ("detect", "regress")
 FEW_LEVELS_SHOWN = 8  # channels a decision names by their levels, the narrowest first
 
 

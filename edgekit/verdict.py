@@ -234,6 +234,7 @@ def gate_advice(gates: list[Gate], settings, tuning: dict | None, short: tuple[i
     advice = [ranges] * bool(ranges) + ([
         f"quantization gates failed ({', '.join(explained)}) with calibration sequences shorter than validation's "
         f"({short[0]} vs {short[1]} steps): calibrate on sequences as long before --auto"] if explained else [])
+    advice += centred_advice(gates)
     if tuning and tuning.get("advice"):
         return [*advice, tuning["advice"]]
     if failed and tuning and (why := tuning.get("stopped_short") or tuning.get("exclusions_skipped")):
@@ -242,6 +243,18 @@ def gate_advice(gates: list[Gate], settings, tuning: dict | None, short: tuple[i
         advice.append(f"quantization gates failed ({', '.join(failed)}): re-run with --auto to search "
                       f"{', '.join(settings.auto_search)} within this target's rules")
     return advice
+
+
+def centred_advice(gates: list[Gate]) -> list[str]:
+    """What to do when an output channel lost its own spread to int8 (the few-levels rule did not keep it float)."""
+    return [f"{g.name} failed ({g.value:.1f} dB < {g.limit:g}): an output channel kept few int8 levels of its "
+            "output's range (a score beside pixel boxes, 300 +- 3), or calibration ranges that miss the validation "
+            "data's values (report.md's worst channel centred SQNR names the output). The few-levels rule keeps the "
+            "node producing an output float when only Reshape, Transpose or Relu stand between them and nothing else "
+            "reads its result (the manifest's quantization decisions say 'kept float'): return that node's result as "
+            "the output, or keep it float with --exclude-nodes NAME (`edgekit inspect --nodes`); calibrate on data "
+            "spanning the validation data; class scores are judged by top-1 with --task classify"
+            for g in gates if g.name == parity.CENTRED_GATE and not g.passed and g.value is not None]
 
 
 def kernel_warnings(packaged: dict) -> list[str]:

@@ -1032,3 +1032,18 @@ def offset_regressor():
         model[3].weight *= 60.0
         model[3].bias.fill_(300.0)
     return model.eval()
+
+
+
+class TwoReadersHead(MixedHead):
+    """MixedHead returning each channel's peak beside its map: the Conv's result has a second reader, so the
+    few-levels rule cannot keep it float (a quantized reader would put the Q/DQ back) and the logits keep a few int8
+    values of the boxes' range."""
+
+    def forward(self, image):
+        y = self.head(self.body(image))
+        return y, y.flatten(2).amax(2)
+
+
+def two_readers_head():
+    return TwoReadersHead().eval()

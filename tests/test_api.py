@@ -674,7 +674,9 @@ def test_a_regression_with_whole_number_targets_is_not_scored_as_classes(tmp_pat
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(counts)),
                                          batch_size=8)
     for auto in (False, True):  # --auto's trials judged accuracy too
-        report = edgekit.export(torch.nn.Linear(4, 1).eval(), inputs=["x:Nx4"], calibration=x[:32], validation=loader,
+        # calibrated on all it validates on: on half, a random Linear's values past the int8 range were clipped (16-25
+        # dB around its mean for 5 of 12 seeds), which quant_centred_sqnr_db fails
+        report = edgekit.export(torch.nn.Linear(4, 1).eval(), inputs=["x:Nx4"], calibration=x, validation=loader,
                                 task="regress", out=tmp_path / f"o{auto}", no_bench=True, auto=auto)
         made = report.targets["desktop-x86"].to_json()
         assert report.exit_code == 0 and made["task"] == "regress" and made["accuracy"] is None, made["gates"]
@@ -691,8 +693,8 @@ def test_validation_labels_set_aside_are_a_manifest_warning(tmp_path):
                                                                         torch.from_numpy(x.sum(1))), batch_size=8)
     said = "validation data's labels are no class ids (not whole numbers, or a grid per sample): set aside"
     for task, warned in (("auto", True), ("regress", False)):  # a regression's targets are expected to be values
-        report = edgekit.export(torch.nn.Linear(4, 1).eval(), inputs=["x:Nx4"], calibration=x[:32], validation=loader,
-                                task=task, out=tmp_path / task, no_bench=True)
+        report = edgekit.export(torch.nn.Linear(4, 1).eval(), inputs=["x:Nx4"], calibration=x, validation=loader,
+                                task=task, out=tmp_path / task, no_bench=True)  # all of it: see the test above
         assert report.exit_code == 0
         made = report.targets["desktop-x86"].to_json()
         assert any(w.startswith(said) for w in made["warnings"]) == warned, made["warnings"]

@@ -215,6 +215,37 @@ def test_centred_sqnr_sees_a_small_channel_and_an_offset_the_whole_output_hides(
     assert parity.centred_sqnr([fields], [fields + 0.1]) < 1  # along the last axis, not the 30 anchors
 
 
+def test_detect_and_regress_gate_the_worst_channels_centred_sqnr_at_every_bundled_profile():
+    """centred_sqnr_db was a figure: a logit beside pixel boxes at 3 int8 values (0.8 dB) and a 300 +- 2.9 regressor
+    at 13 (18 dB) passed every gate at cosine 1.0000 when the few-levels rule could not keep them float. Task detect
+    and regress now hold it to the profile's centred_sqnr_min_db; classify, embed and other have no such gate (their
+    outputs' channels are not read as values)."""
+    from edgekit.config import list_targets, load_target
+
+    rng = np.random.default_rng(0)
+    step = 310 / 255
+    head = np.concatenate([rng.normal(0, 100, (64, 4, 2, 2)), rng.normal(0, 0.1, (64, 2, 2, 2))], 1)
+    offset = 300 + rng.normal(0, 2.9, (64, 1))
+    for ref in (head, offset):
+        rounded = parity.compare(["y"], [[ref]], [[np.round(ref / step) * step]])
+        kept = parity.compare(["y"], [[ref]], [[ref + rng.normal(0, 0.01, ref.shape) * ref.std(0)]])  # ~40 dB
+        for name in list_targets():
+            spec = load_target(name).parity
+            for task in ("detect", "regress"):
+                [bad] = [g for g in parity.quantization_gates(rounded, None, spec, task) if "centred" in g.name]
+                [good] = [g for g in parity.quantization_gates(kept, None, spec, task) if "centred" in g.name]
+                assert (bad.name, bad.op, bad.limit) == ("quant_centred_sqnr_db", ">=", spec.centred_sqnr_min_db)
+                assert not bad.passed and bad.value < 20 and good.passed, (name, bad, good)
+                assert parity.limit_of(bad.name) == (">=", "centred_sqnr_min_db") and parity.GATE_NAME.fullmatch(
+                    bad.name)
+            for task in ("classify", "embed", "other"):
+                assert parity.CENTRED_GATE not in {g.name for g in parity.quantization_gates(rounded, None, spec, task)}
+    # integer outputs only: skipped with the cause, as cosine and SQNR are
+    ids = parity.compare(["c"], [[np.arange(4)]], [[np.arange(4)]])
+    [skip] = [g for g in parity.quantization_gates(ids, None, ParitySpec(), "detect") if g.name == parity.CENTRED_GATE]
+    assert skip.passed and skip.skipped == "integer outputs only: compared exactly", skip
+
+
 def test_labels_are_scored_as_accuracy_for_a_classifier_only(tmp_path):
     """--task detect with labels in the data: accuracy was computed on the first output's argmax ("0.00 -> 0.00")
     and the accuracy_drop gate passed on it."""
@@ -224,6 +255,8 @@ def test_labels_are_scored_as_accuracy_for_a_classifier_only(tmp_path):
     [m] = json.loads(result.stdout)
     [drop] = [g for g in m["gates"] if g["name"] == "accuracy_drop"]
     assert m["accuracy"] is None and drop["skipped"] == "task detect: accuracy scores a classifier's labels only", drop
+    [centred] = [g for g in m["gates"] if g["name"] == "quant_centred_sqnr_db"]  # 32.2 dB: its logits spread widely
+    assert centred["passed"] and centred["value"] > centred["limit"] + 5, centred
 
 
 def test_a_nan_or_inf_candidate_is_no_perfect_match_and_float16_is_measured_in_float64():

@@ -824,13 +824,14 @@ def test_a_profile_under_a_bundled_name_that_loosens_its_gates_says_so(tmp_path,
     weak = tmp_path / "weak.toml"
     weak.write_text((ROOT / "targets" / "desktop-x86.toml").read_text().replace(
         "quant_cosine_min = 0.99", "quant_cosine_min = -1").replace("golden_tolerance = 0.02",
-                                                                    "golden_tolerance = 1.0"))
+                                                                    "golden_tolerance = 1.0")
+        .replace("centred_sqnr_min_db = 22.0", "centred_sqnr_min_db = 0.0"))  # a _min_db read as a most
     monkeypatch.chdir(tmp_path)
     [m] = manifests(export(DIGITS / "edgekit.toml", "-t", "weak.toml", "--no-bench", "--out", tmp_path / "o"))
     assert m["target"] == "desktop-x86" and m["target_profile"] == str(weak)
     assert m["target_profile_sha256"] == sha256(weak)
     assert "profile weak.toml takes the bundled name desktop-x86 but loosens its gates: parity.quant_cosine_min -1 " \
-           "(0.99), package.golden_tolerance 1 (0.02)" in m["warnings"]
+           "(0.99), parity.centred_sqnr_min_db 0 (22), package.golden_tolerance 1 (0.02)" in m["warnings"]
     [m] = manifests(export(DIGITS / "edgekit.toml", "-t", "desktop-x86", "--no-bench", "--out", tmp_path / "b"))
     assert not any("loosens" in w for w in m["warnings"])
     # android-arm64 made x86_64 (an x86 .ort shipped as its deliverable, timed as on the device) and without its
@@ -1124,6 +1125,7 @@ def test_an_output_channel_with_few_int8_levels_keeps_its_node_float(tmp_path, n
     ref, got = (ort.InferenceSession(str(tmp_path / "o" / "desktop-x86" / m)).run(None, {"image": x})[0]
                 for m in ("model.onnx", "model.int8.onnx"))
     assert made["parity"]["quantization"]["outputs"][0]["centred_sqnr_db"] > 30  # the manifest's figure of it
+    assert [g["passed"] for g in made["gates"] if g["name"] == "quant_centred_sqnr_db"] == [True]  # and its gate
     # was 0.6 dB (class logit), 18.7 dB (offset); now 35.6, 33.4 (nan: a channel the Relu zeroes)
     assert np.nanmin(_channel_sqnr(ref, got, axis)) > 30
     if name != "offset_regressor":  # was 35% and 47% flipped, now 0.2% and 0.5%
@@ -1131,6 +1133,34 @@ def test_an_output_channel_with_few_int8_levels_keeps_its_node_float(tmp_path, n
         assert ((logits[0] > 0) != (logits[1] > 0)).mean() < 0.02
     else:
         assert len(np.unique(got)) == len(x)  # was 13 distinct values
+
+
+def test_a_channel_the_few_levels_rule_cannot_keep_float_fails_the_centred_sqnr_gate_and_check(tmp_path):
+    """The head's Conv result read twice (its map and each channel's peak): the rule leaves it int8 (a quantized
+    reader would put the Q/DQ back), the logits keep a few int8 values of the boxes' range (0.57 dB), and the run
+    passed every gate (cosine 1.0000). quant_centred_sqnr_db fails it, with what to do; `check` re-judges the gate,
+    its figure and its presence."""
+    rng = np.random.default_rng(0)
+    np.savez(cal := tmp_path / "cal.npz", image=rng.random((64, 1, 8, 8), dtype=np.float32))
+    np.savez(val := tmp_path / "val.npz", image=rng.random((100, 1, 8, 8), dtype=np.float32))
+    made = manifests(export(TESTS / "models.py:two_readers_head", "--input", "image:Nx1x8x8", "--calibration", cal,
+                            "--validation", val, "-t", "desktop-x86", "--task", "detect", "--no-bench", "--out",
+                            tmp_path / "o"), code=1)[0]
+    assert [g["name"] for g in made["gates"] if not g["passed"]] == ["quant_centred_sqnr_db"], made["gates"]
+    assert any(w.startswith("quant_centred_sqnr_db failed (-12.4 dB < 22)") and "--exclude-nodes" in w
+               for w in made["warnings"]), made["warnings"]
+    folder = tmp_path / "o" / "desktop-x86"
+    result = cli(["check", folder])
+    assert result.exit_code == 1 and "quant_centred_sqnr_db = -12.368 (needs >= 22)" in result.output, result.output
+    manifest = json.loads((folder / "manifest.json").read_text())
+    gates = [g for g in manifest["gates"] if g["name"] != "quant_centred_sqnr_db"]
+    for edited, said in (([*gates, {"name": "quant_centred_sqnr_db", "value": 30.0, "op": ">=", "limit": 22.0,
+                                    "passed": True}], "quant_centred_sqnr_db 30 is not the worst centred_sqnr_db the "
+                                                      "manifest records (-12.368)"),
+                         (gates, "gates quant_centred_sqnr_db are missing")):
+        (folder / "manifest.json").write_text(json.dumps({**manifest, "gates": edited, "passed": True}))
+        result = cli(["check", folder])
+        assert result.exit_code == 1 and said in result.output, result.output
 
 
 def test_an_output_with_few_int8_levels_under_task_other_is_warned_of_not_kept_float(tmp_path):
