@@ -26,8 +26,10 @@ def sha256(path: Path) -> str:
 
 
 def write_golden(path: Path, feeds: list[dict], names: list[str], outputs: list[list[np.ndarray]],
-                 tolerance: float, in_steps: dict[str, float] | None = None) -> dict[str, float]:
-    """golden.npz: inputs, the deployed model's outputs, and per-output absolute tolerances.
+                 tolerance: float, in_steps: dict[str, float] | None = None,
+                 steps: dict[str, float] | None = None) -> dict[str, float]:
+    """golden.npz: inputs, the deployed model's outputs, and per-output absolute tolerances, with per-channel ones
+    (`channel_atol.NAME`, channel_tolerances; `steps`: the quantized outputs' steps) where they are much tighter.
 
     Written entry by entry with fixed timestamps so the same run gives the same bytes.
     Returns the tolerances: `tolerance` × the output's peak |value| over the golden samples (0 for integer
@@ -39,7 +41,10 @@ def write_golden(path: Path, feeds: list[dict], names: list[str], outputs: list[
                              f"sample {i}: no golden output can hold it")
     atol = golden_tolerances({n: [o[k] for o in outputs] for k, n in enumerate(names)}, tolerance)
     atol.update(in_steps or {})
-    write_arrays(path, runner.golden_arrays(feeds, names, outputs, atol))
+    channels = {name: tight for k, name in enumerate(names) if name not in (in_steps or {}) and (
+        tight := channel_tolerances([o[k] for o in outputs], atol[name], tolerance, (steps or {}).get(name)))
+        is not None}
+    write_arrays(path, runner.golden_arrays(feeds, names, outputs, atol, channels))
     return atol
 
 
@@ -49,6 +54,36 @@ def golden_tolerances(values: dict[str, list[np.ndarray]], tolerance: float) -> 
     with no values (a detector's selections) has no peak."""
     return {n: 0.0 if arrays[0].dtype.kind in "biu" else max(
         float(tolerance * max(np.max(np.abs(a), initial=0.0) for a in arrays)), 1e-6) for n, arrays in values.items()}
+
+
+CHANNEL_ATOL = "channel_atol"  # golden.npz's per-channel tolerances (packages made before have none: the output's)
+STEP_FLOOR = 1.5  # a quantized output's channel tolerance holds a one-step difference (another kernel set's rounding)
+# per-channel tolerances are kept where some channel's is below this share of the output's: above it, the output's is
+# at most twice the channel's own (digits' logits: 0.74, none kept)
+CHANNEL_TIGHTER = 0.5
+
+
+def channel_tolerances(arrays: list[np.ndarray], atol: float, tolerance: float,
+                       step: float | None) -> np.ndarray | None:
+    """An output's allowed |error| per channel (parity.channel_axes; of a 3-D output the axis with the tightest):
+    `tolerance` x the channel's peak |value| over the golden samples, at least 1e-6 and STEP_FLOOR quantization
+    `step`s, at most the output's `atol`, shaped to broadcast against a sample. The output's alone left a logit
+    beside pixel boxes (2.5 allowed on values within 0.3) unchecked. None where none is CHANNEL_TIGHTER."""
+    from .parity import channel_axes
+
+    arrays = [a for a in arrays if a.size]
+    if not arrays or arrays[0].dtype.kind != "f":
+        return None
+    floor, best = max(1e-6, STEP_FLOOR * (step or 0.0)), None
+    for axis in channel_axes(arrays[0].ndim):
+        if len({a.shape[axis] for a in arrays}) > 1:  # a dynamic axis: no channels along it
+            continue
+        others = tuple(a for a in range(arrays[0].ndim) if a != axis)
+        peak = np.max([np.max(np.abs(a.astype(np.float64)), axis=others) for a in arrays], axis=0)
+        tight = np.minimum(np.maximum(tolerance * peak, floor), atol)
+        if tight.min() < CHANNEL_TIGHTER * atol and (best is None or tight.min() < best.min()):
+            best = tight.reshape([-1 if k == axis else 1 for k in range(arrays[0].ndim)])
+    return best
 
 
 def write_arrays(path: Path, arrays: dict) -> None:
@@ -99,20 +134,27 @@ def golden_count(feeds: list[dict], wanted: int) -> int:
 
 
 def read_golden(path: Path, shown: str | None = None) -> tuple[list[dict], list[dict], dict[str, float]]:
-    """(inputs per sample, expected outputs per sample, tolerances); anything malformed is bad input, named
-    `shown` (the package's path as the user gave it; default: the file's name)."""
+    """(inputs per sample, expected outputs per sample, each output's tolerance); see read_golden_channels."""
+    return read_golden_channels(path, shown)[:3]
+
+
+def read_golden_channels(path: Path, shown: str | None = None) -> tuple[list[dict], list[dict], dict[str, float],
+                                                                        dict[str, np.ndarray]]:
+    """(inputs per sample, expected outputs per sample, tolerances, the per-channel ones a file made since holds
+    where tighter); anything malformed is bad input, named `shown` (the package's path as the user gave it;
+    default: the file's name)."""
     def bad(why: str) -> InputError:
         return InputError(f"{shown or path.name}: not a valid golden file ({why})")
 
     try:
         data = arrays.read_npz(path, lambda n: n in ("count", *runner.NAME_LISTS) or n.startswith(
-                                   ("input.", "output.", "atol.")),
+                                   ("input.", "output.", "atol.", f"{CHANNEL_ATOL}.")),
                                MAX_GOLDEN_BYTES, lambda extra, _: f"unexpected entry {extra[0]!r}",
                                limit="edgekit's limit for a golden file")
     except InputError as e:  # named as the package shows it, not by a temporary path
         raise bad(str(e).replace(f"{path}: ", "")) from e
     try:
-        inputs, outputs, tolerances = runner.golden_parts(data)
+        inputs, outputs, tolerances, channels = runner.golden_parts(data)
     except ValueError as e:
         raise bad(str(e)) from None
     atol = {}
@@ -120,6 +162,9 @@ def read_golden(path: Path, shown: str | None = None) -> tuple[list[dict], list[
         if value.size != 1 or value.dtype.kind not in "iuf" or not np.isfinite(value).all() or float(value) < 0:
             raise bad(f"the tolerance for {name!r} is not one finite number >= 0")
         atol[name] = float(value)
+    for name, value in channels.items():
+        if value.dtype.kind != "f" or not np.isfinite(value).all() or (value < 0).any():
+            raise bad(f"the per-channel tolerances for {name!r} are not finite numbers >= 0")
     for name, value in ((n, v) for out in outputs for n, v in out.items()):
         if value.dtype.kind not in "biuf" or not np.isfinite(value).all():
             raise bad(f"expected output {name!r} is not finite numbers")
@@ -128,7 +173,16 @@ def read_golden(path: Path, shown: str | None = None) -> tuple[list[dict], list[
     missing = {n for o in outputs for n in o} - set(atol)
     if missing:
         raise bad(f"no tolerance for output(s) {sorted(missing)}")
-    return inputs, outputs, atol
+    for name, value in channels.items():  # within the output's own, one per channel of every sample
+        if name not in atol or not all(_fits(value, o[name]) for o in outputs if name in o) or (
+                value.size and float(value.max()) > atol[name]):
+            raise bad(f"per-channel tolerances {CHANNEL_ATOL}.{name} do not fit the output or exceed its tolerance")
+    return inputs, outputs, atol, channels
+
+
+def _fits(tolerances: np.ndarray, out: np.ndarray) -> bool:
+    """A tolerance array reads against an expected output: as many axes, each 1 or the output's."""
+    return tolerances.ndim == out.ndim and all(t in (1, o) for t, o in zip(tolerances.shape, out.shape))
 
 
 def write(target_dir: Path, report: TargetReport, pages: bool = True) -> None:
@@ -185,12 +239,15 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
         quantized = model.stem == int8.stem  # an fp32 output has no quantization step
         golden_file = f"golden{'' if quantized else '.coreml'}{'' if model.suffix == '.onnx' else model.suffix}.npz"
         models[model.name], outputs[model] = _golden(model, tdir / golden_file, feeds, names,
-                                                     (spec.golden_tolerance, in_steps if quantized else {}),
+                                                     (spec.golden_tolerance, *((in_steps, steps) if quantized
+                                                                               else ({}, {}))),
                                                      model == int8 and target.runtime.arch != "x86_64", stream,
                                                      emulated)
         if not quantized and emulated is None:  # the int8 kernel label says nothing of an fp32 model
             models[model.name]["kernels"] = f"{HOST_DEFAULT} (fp32)"
-    tolerance = f"{spec.golden_tolerance} x each output's peak |value| (integer outputs exact)" + (
+    tolerance = (f"{spec.golden_tolerance} x each output's peak |value|, and x each channel's where one is below "
+                 f"{CHANNEL_TIGHTER:g} of it (at least {STEP_FLOOR:g} quantization steps; golden's {CHANNEL_ATOL}); "
+                 "integer outputs exact") + (
         f"; {spec.golden_tolerance_steps} quantization step(s) for {', '.join(in_steps)}" if in_steps else "")
     out["golden"] = {"samples": len(next(iter(outputs.values()))), "tolerance": tolerance, "models": models,
                      "steps": steps}

@@ -264,12 +264,13 @@ def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, 
     for model, entry in golden.items():
         golden_path = _existing(folder, shown, entry["file"])
         # a malformed golden file is bad input (exit 3), named in the package the user gave
-        inputs, outputs, atol = read[model] = package.read_golden(golden_path, f"{shown}/{entry['file']}")
+        inputs, outputs, atol, channels = package.read_golden_channels(golden_path, f"{shown}/{entry['file']}")
+        read[model] = inputs, outputs, atol
         pairs.append((str(_existing(folder, shown, model)), str(golden_path)))
         untrue[model] = "; ".join(filter(None, (_io_claims(manifest, inputs[0], outputs[0]),  # what parity checks
                                                 _state_claims(state, inputs, outputs),
-                                                _golden_claims(entry, manifest["golden"], atol, inputs, outputs,
-                                                               profile))))
+                                                _golden_claims(entry, manifest["golden"], (atol, channels), inputs,
+                                                               outputs, profile, steps[model]))))
     fp32 = (manifest.get("ort_format") or {}).get("fp32") or {}
     for ort, onnx in orts.items():  # once every golden file is read, whatever the manifest's order
         untrue[ort] = "; ".join(filter(None, (untrue[ort], _ort_claims(manifest, read, ort, onnx))))
@@ -456,13 +457,13 @@ def _c_array_is(path: Path, data: bytes, block: int = 1 << 20) -> bool:
                 return done == len(data)
 
 
-def _golden_claims(entry: dict, golden: dict, atol: dict[str, float], inputs: list[dict], outputs: list[dict],
-                   profile: Target | None) -> str:
+def _golden_claims(entry: dict, golden: dict, tolerances: tuple[dict, dict], inputs: list[dict], outputs: list[dict],
+                   profile: Target | None, steps: dict[str, float]) -> str:
     """The golden file's tolerances and sample count against the manifest's: a tolerance loosened in golden.npz
     alone (1e6) passed a model that returns its input pixels, and one sample of eight passed as the eight. Made
     with a bundled profile, the tolerances are also its golden_tolerance x each output's peak (raised in both
-    files alike, they passed)."""
-    claimed, bad, samples = entry.get("atol"), [], len(outputs)
+    files alike, they passed), and the per-channel ones its channel_tolerances (`steps`: the quantized outputs')."""
+    (atol, channels), (claimed, bad, samples) = tolerances, (entry.get("atol"), [], len(outputs))
     if not (isinstance(claimed, dict) and set(claimed) == set(atol) and all(
             isinstance(claimed[k], (int, float)) and np.isclose(atol[k], claimed[k], rtol=1e-6, atol=0) for k in atol)):
         bad.append(f"{entry['file']} holds tolerances {', '.join(f'{k} {v:.4g}' for k, v in list(atol.items())[:4])}"
@@ -482,6 +483,13 @@ def _golden_claims(entry: dict, golden: dict, atol: dict[str, float], inputs: li
                     f"{spec.golden_tolerance} x its peak |value| ({due:.4g})"
                 bad.append(f"{entry['file']}'s tolerance for {name!r} is {atol[name]:.4g}, not the {profile.name} "
                            f"profile's {rule}")
+                break
+            tight, held = package.channel_tolerances(whole[name], due, spec.golden_tolerance, steps.get(name)), \
+                channels.get(name)
+            if (tight is None) != (held is None) or tight is not None and not (
+                    held.shape == tight.shape and np.allclose(held, tight, rtol=1e-6, atol=0)):
+                bad.append(f"{entry['file']}'s per-channel tolerances for {name!r} are not the {profile.name} "
+                           f"profile's {spec.golden_tolerance} x each channel's peak |value|")
                 break
     return "; ".join(bad)
 
@@ -510,7 +518,7 @@ def _parity_at(place: Place, folder: Path, target: str, pairs: list[tuple[str, s
                steps: dict, manifest: dict) -> list[Case]:
     """Each model's golden inputs run at `place`, compared here: one comparison wherever the kernels ran. Only the
     outputs golden holds come back (a model may add a huge one: 256 MB of it once took 8 GB here)."""
-    golden = [package.read_golden(Path(g))[1:] for _, g in pairs]
+    golden = [_expected(Path(g)) for _, g in pairs]
     request = {"replay": [{"model": Path(m).name, "inputs": Path(g).name, "state": state,
                            "outputs": sorted({n for run in expected for n in run})}
                           for (m, g), (expected, _) in zip(pairs, golden)]}
@@ -531,6 +539,12 @@ def _parity_at(place: Place, folder: Path, target: str, pairs: list[tuple[str, s
         cases.append(compare(target, name, runs, expected, atol, steps.get(name, {}), done["seconds"],
                              "onnxruntime default kernels", where))
     return _made_elsewhere(cases, manifest, answer["about"]["onnxruntime"])
+
+
+def _expected(golden: Path) -> tuple[list[dict], dict]:
+    """A golden file's expected outputs and the tolerances compare() holds them to: per channel where it has them."""
+    _, expected, atol, channels = package.read_golden_channels(golden)
+    return expected, {**atol, **channels}
 
 
 def _made_elsewhere(cases: list[Case], manifest: dict, checked: str | None = None) -> list[Case]:
@@ -639,8 +653,9 @@ def _parity_here(target: str, pairs: list, state: dict[str, str], steps: dict, f
     any (the bounded child has none to reuse); `figures`: see _figures_here."""
     cases = []
     for model, golden_path in pairs:
-        inputs, expected, atol = package.read_golden(Path(golden_path))
-        cases.append(_parity(Path(model), target, inputs, expected, atol, state, steps.get(Path(model).name), reuse))
+        inputs, expected, atol, channels = package.read_golden_channels(Path(golden_path))
+        cases.append(_parity(Path(model), target, inputs, expected, {**atol, **channels}, state,
+                             steps.get(Path(model).name), reuse))
     return cases, figures and _figures_here(*figures, state, reuse)
 
 
@@ -1043,10 +1058,11 @@ def _parity(model: Path, target: str, inputs, expected, atol, state: dict[str, s
                    host.where(1, sess.get_providers()))
 
 
-def compare(target: str, model: str, runs: list[dict], expected: list[dict], atol: dict[str, float],
+def compare(target: str, model: str, runs: list[dict], expected: list[dict], atol: dict[str, float | np.ndarray],
             steps: dict[str, float], seconds: float, kernels: str, where: str) -> Case:
-    """Outputs against the golden ones: the worst element over its tolerance fails the case. Outputs with a
-    quantization step (`steps`: output → scale) also say how many values differ, and by how many steps."""
+    """Outputs against the golden ones: the worst element over its tolerance (the output's, or its channel's: an
+    array) fails the case. Outputs with a quantization step (`steps`: output → scale) also say how many values
+    differ, and by how many steps."""
     worst = None  # (excess over tolerance, message)
     differ, total, most, unreal = 0, 0, 0, 0  # unreal: NaN or infinite values, which no step count measures
     for i, (got, want) in enumerate(zip(runs, expected, strict=True)):  # a device's are counted before
@@ -1066,12 +1082,14 @@ def compare(target: str, model: str, runs: list[dict], expected: list[dict], ato
                 with np.errstate(over="ignore"):
                     ratio = float(np.max(err[finite], initial=0) / steps[out])
                 most = max(most, int(round(min(ratio, 2.0 ** 31))))
-            idx = np.unravel_index(int(np.argmax(err)), err.shape)
-            excess = float(err[idx]) - atol[out]
+            tol = np.broadcast_to(atol[out], err.shape)
+            idx = np.unravel_index(int(np.argmax(err - tol)), err.shape)
+            excess = float(err[idx]) - float(tol[idx])
             if worst is None or excess > worst[0]:
                 worst = (excess, f"output {out!r} sample {i} element {list(map(int, idx))}: "
                                  f"expected {float(ref[idx]):.9g}, got {float(got[out][idx]):.9g}, "
-                                 f"|error| {float(err[idx]):.3g} vs tolerance {atol[out]:.3g}")
+                                 f"|error| {float(err[idx]):.3g} vs tolerance {float(tol[idx]):.3g}"
+                                 + (" (its channel's)" if np.ndim(atol[out]) else ""))
     passed = worst is not None and worst[0] <= 0
     message = "" if passed else (worst or (0, "no outputs compared"))[1]
     if total:

@@ -206,10 +206,12 @@ NAME_LISTS = ("input_names", "output_names")  # a golden file's names, kept as d
 
 
 def golden_arrays(feeds: list[dict], names: list[str] = (), outputs: list[list] = (),
-                  atol: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+                  atol: dict[str, float] | None = None,
+                  channels: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """A golden file's entries: `count`, the input and output names as data (`input_names`, `output_names`), and
-    arrays by index (`input.<sample>.<k>`, `output.<sample>.<k>`, `atol.<k>`). Names are anyone's strings: as entry
-    names, "../../x" let a naive unzip write outside its folder and a 300-character one broke `unzip` (rc 50)."""
+    arrays by index (`input.<sample>.<k>`, `output.<sample>.<k>`, `atol.<k>`, `channel_atol.<k>`). Names are anyone's
+    strings: as entry names, "../../x" let a naive unzip write outside its folder and a 300-character one broke
+    `unzip` (rc 50)."""
     inputs = list(dict.fromkeys(n for feed in feeds for n in feed))
     names = list(dict.fromkeys([*names, *(atol or {})]))
     arrays = {"count": np.array(len(feeds)), "input_names": np.array(inputs, dtype=str),
@@ -219,12 +221,14 @@ def golden_arrays(feeds: list[dict], names: list[str] = (), outputs: list[list] 
     for i, out in enumerate(outputs):
         arrays.update({f"output.{i}.{k}": value for k, value in enumerate(out)})
     arrays.update({f"atol.{k}": np.array(atol[n]) for k, n in enumerate(names) if n in (atol or {})})
+    arrays.update({f"channel_atol.{k}": channels[n] for k, n in enumerate(names) if n in (channels or {})})
     return arrays
 
 
-def golden_parts(data: dict) -> tuple[list[dict], list[dict], dict[str, np.ndarray]]:
-    """(inputs per sample, outputs per sample, tolerance arrays) of a golden file's entries; raises ValueError on a
-    malformed layout. Without `input_names`/`output_names` (packages before them), names are the entries' own."""
+def golden_parts(data: dict) -> tuple[list[dict], list[dict], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(inputs per sample, outputs per sample, tolerance arrays, per-channel tolerance arrays) of a golden file's
+    entries; raises ValueError on a malformed layout. Without `input_names`/`output_names` (packages before them),
+    names are the entries' own."""
     try:
         count = int(data["count"])
     except (KeyError, TypeError, ValueError):
@@ -236,12 +240,12 @@ def golden_parts(data: dict) -> tuple[list[dict], list[dict], dict[str, np.ndarr
         raise ValueError(f"it holds one of {' and '.join(NAME_LISTS)} without the other")
     inputs: list[dict] = [{} for _ in range(count)]
     outputs: list[dict] = [{} for _ in range(count)]
-    atol = {}
+    atol, channels = {}, {}
     for key, value in data.items():
         kind, _, rest = key.partition(".")
-        if kind not in ("input", "output", "atol"):
+        if kind not in ("input", "output", "atol", "channel_atol"):
             continue
-        index, _, name = rest.partition(".") if kind != "atol" else ("0", "", rest)
+        index, _, name = rest.partition(".") if kind in ("input", "output") else ("0", "", rest)
         if not (index.isascii() and index.isdigit()) or int(index) >= count or not name:
             raise ValueError(f"entry {key!r} does not name a sample below count {count}")
         if lists:  # index-named: the k-th of the list
@@ -250,8 +254,9 @@ def golden_parts(data: dict) -> tuple[list[dict], list[dict], dict[str, np.ndarr
             if not (name.isascii() and name.isdigit()) or int(name) >= len(known):
                 raise ValueError(f"entry {key!r} names none of the {len(known)} in {listed}")
             name = str(known[int(name)])
-        (atol if kind == "atol" else (inputs if kind == "input" else outputs)[int(index)])[name] = value
-    return inputs, outputs, atol
+        kept = {"atol": atol, "channel_atol": channels}.get(kind)
+        (kept if kept is not None else (inputs if kind == "input" else outputs)[int(index)])[name] = value
+    return inputs, outputs, atol, channels
 
 
 def _names(data: dict, key: str) -> list[str]:

@@ -2156,6 +2156,42 @@ def test_a_padded_stem_converts_to_ort_and_runs_the_same(tmp_path, monkeypatch, 
     np.testing.assert_array_equal(a, b)
 
 
+def test_a_small_channel_beside_large_ones_is_checked_at_its_own_tolerance(tmp_path):
+    """Golden tolerances were 0.02 x the whole output's peak: a detection head's class logit (values within 0.21)
+    beside pixel boxes was allowed 0.77, so an int8 model whose logit bias moved by 0.3 (most of its decisions
+    flipped) passed check. Each channel is now held to 0.02 x its own peak (golden.npz's channel_atol); a golden
+    file without them (made before) is still read, at the output's tolerance."""
+    import onnx
+    from conftest import TESTS
+    from onnx import numpy_helper
+
+    np.savez(cal := tmp_path / "cal.npz", image=np.random.default_rng(0).random((64, 1, 8, 8), dtype=np.float32))
+    made = cli(["export", TESTS / "models.py:mixed_head", "--input", "image:Nx1x8x8", "--calibration", cal, "--task",
+                "detect", "-t", "desktop-x86", "--no-bench", "--out", tmp_path / "o"])
+    assert made.exit_code == 0, made.output
+    folder = tmp_path / "o" / "desktop-x86"
+    assert check(folder).exit_code == 0
+    model = onnx.load(folder / "model.int8.onnx")  # the head Conv is kept float (the few-levels rule): its bias
+    [bias] = [i for i in model.graph.initializer if i.name == "head.bias"]
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + np.float32([0, 0, 0, 0, 0, 0.3]), bias.name))
+    onnx.save(model, folder / "model.int8.onnx")
+    rehash(folder, "model.int8.onnx")
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    [failed] = [c for c in json.loads(result.stdout) if not c["passed"]]
+    assert failed["name"] == "parity model.int8.onnx" and "(its channel's)" in failed["message"], failed
+    assert "element [0, 5," in failed["message"] and "vs tolerance 0.00417" in failed["message"], failed
+    # golden.npz as made before: no per-channel tolerances, read at the output's; with a bundled profile, said
+    inputs, outputs, atol = read_golden(folder / "golden.npz")
+    _rewrite_golden(folder, inputs, outputs, atol)
+    result = check(folder, "--json")
+    assert result.exit_code == 1 and "golden.npz's per-channel tolerances for 'output' are not the desktop-x86 " \
+        "profile's 0.02 x each channel's peak |value|" in result.stdout, result.output
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "target_profile_sha256": "0" * 64}))
+    assert check(folder).exit_code == 0  # 0.3 within the whole output's 0.77
+
+
 def test_golden_tolerances_leave_out_samples_with_no_values():
     """A detector's selections hold no values on some samples: the peak of an empty one raised (exit 5)."""
     from edgekit.package import golden_tolerances
