@@ -76,12 +76,14 @@ def runtime(target: Target, details: dict, observed: dict[str, list[float]], onn
     providers; an fp32 .ort on the coverage providers whose build runs fp32, CoreML), the onnxruntime release."""
     options, threads = target.runtime.provider_options, target.runtime.threads
     pixels = details.get("image_uint8")
+    verdicts = {COVERAGE_PROVIDERS[ep]: c for ep, c in (details.get("mobile_coverage") or {}).items()
+                if isinstance(c, dict) and c.get("verdict")}
     sessions = [_session(shipped_model(details), target.runtime.providers, threads, options,
-                         inputs(details["inputs"], pixels, observed))]
+                         inputs(details["inputs"], pixels, observed), verdicts)]
     if fp32 := (details.get("ort_format") or {}).get("fp32"):
         fp32_eps = [COVERAGE_PROVIDERS[ep] for ep in target.package.coverage if ep in mobile.SHIPS_FP32_TO]
         sessions.append(_session(fp32["file"], [*fp32_eps, "CPUExecutionProvider"], threads, options,
-                                 inputs(fp32["inputs"], pixels, observed)))
+                                 inputs(fp32["inputs"], pixels, observed), verdicts))
     ort = bool(details.get("ort_format"))
     return {"sessions": sessions, "onnxruntime": {
         "minimum": onnxruntime, "same_release": ort,
@@ -92,14 +94,16 @@ def runtime(target: Target, details: dict, observed: dict[str, list[float]], onn
                 f"{details.get('opset')})")}}
 
 
-def _session(model: str, providers, threads: int, options: dict, specs: list[dict]) -> dict:
+def _session(model: str, providers, threads: int, options: dict, specs: list[dict], verdicts: dict) -> dict:
     """One model's session: providers in the order to append them, with their options as onnxruntime names
-    them; the session's threads and config entries; the build flags; the inputs."""
+    them (and onnxruntime's usability checker's verdict on the model, `verdicts`, where it has one: a "no" is
+    "leave it out", which the app decides); the session's threads and config entries; the build flags; the inputs."""
     own = [p for p in providers if p in OWN_POOL]
     listed = []
     for p in providers:
         given = {**({OWN_POOL[p]: str(threads)} if p in OWN_POOL else {}), **options.get(p, {})}
-        listed.append({"name": p, "options": given, **({"min_os": floor} if (floor := min_os(p, options)) else {})})
+        listed.append({"name": p, "options": given, **({"min_os": floor} if (floor := min_os(p, options)) else {}),
+                       **({"checker_verdict": verdicts[p]["verdict"]} if p in verdicts else {})})
     spin = threads > 1 or bool(own)  # edgekit's sessions do not spin with more than one thread (runner.options)
     return {"model": model, "providers": listed,
             "session": {"intra_op_num_threads": 1 if own else threads, "config_entries": dict([SPIN_OFF] * spin)},

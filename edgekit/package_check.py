@@ -916,6 +916,8 @@ def _profile_claims(manifest: dict, gates: dict, profile: Target | None) -> list
     bad = [f"{n} is compared {g.get('op')!r}, not {op!r}" for n, g in gates.items()  # coverage/verdict gates ">="
            if (op := "<=" if n in BUDGETS else ">=" if n.endswith(("_coverage", "_verdict")) else None)
            and g.get("op") != op]
+    bad += [said for n, g in gates.items() if n.endswith("_verdict")  # whatever the profile: the recorded verdict
+            for said in _verdict_value(n.removesuffix("_verdict"), manifest.get("mobile_coverage"), g)]
     if profile is None:
         return bad
     for name, field in BUDGETS.items():
@@ -934,7 +936,7 @@ def _profile_claims(manifest: dict, gates: dict, profile: Target | None) -> list
         elif not isinstance(found, dict) or g.get("value") != found.get("coverage"):
             bad.append(f"{name} {_number(g.get('value'))} is not the coverage the manifest records")
     if spec.min_verdict != "no" and spec.coverage:
-        bad += _verdict_claims(spec.coverage[0], manifest.get("mobile_coverage"), gates, profile)
+        bad += _verdict_claims(spec.coverage[0], gates, profile)
     for wanted, key in ((spec.ort_format, "ort_format"), (spec.c_header, "c_header")):
         if wanted and not isinstance(manifest.get(key), dict):
             bad.append(f"the {profile.name} profile ships {key}, and the manifest has none")
@@ -948,18 +950,24 @@ def _profile_claims(manifest: dict, gates: dict, profile: Target | None) -> list
     return bad
 
 
-def _verdict_claims(ep: str, coverage, gates: dict, profile: Target) -> list[str]:
-    """The verdict gate at the profile's least verdict, on the verdict of onnxruntime's checker the manifest records
-    (a 4-partition NNAPI model's "no" is 0: edited to 2, it passed)."""
+def _verdict_claims(ep: str, gates: dict, profile: Target) -> list[str]:
+    """The verdict gate at the profile's least verdict."""
     name, g = f"{ep}_verdict", gates.get(f"{ep}_verdict") or {}
     least = mobile.VERDICTS.index(profile.package.min_verdict)
-    said = (coverage.get(ep) if isinstance(coverage, dict) else None) or {}
-    found = mobile.VERDICTS.index(said["verdict"]) if said.get("verdict") in mobile.VERDICTS else None
     if g.get("limit") != least:
         return [f"{name}'s limit {_number(g.get('limit'))} is not the {profile.name} profile's {least} "
                 f"({profile.package.min_verdict})"]
+    return []
+
+
+def _verdict_value(ep: str, coverage, g: dict) -> list[str]:
+    """A verdict gate's value is the place of the verdict of onnxruntime's checker the manifest records (a
+    4-partition NNAPI model's "no" is 0: edited to 2, it passed)."""
+    said = (coverage.get(ep) if isinstance(coverage, dict) else None) or {}
+    found = mobile.VERDICTS.index(said["verdict"]) if said.get("verdict") in mobile.VERDICTS else None
     if g.get("value") != found:
-        return [f"{name} {_number(g.get('value'))} is not the verdict the manifest records ({said.get('verdict')})"]
+        return [f"{ep}_verdict {_number(g.get('value'))} is not the verdict the manifest records "
+                f"({said.get('verdict')})"]
     return []
 
 

@@ -160,7 +160,8 @@ def how_to_run(rt: dict) -> list[str]:
         eps = ", ".join(f"{p['name']}" + (f" ({', '.join(f'{k}={v}' for k, v in p['options'].items())})"
                                            if p["options"] else "") + (f" [{p['min_os']} or later]"
                                                                        if p.get("min_os") else "")
-                        for p in s["providers"])
+                        + (" (onnxruntime's checker does not recommend it for this model: see the warnings)"
+                           if p.get("checker_verdict") == "no" else "") for p in s["providers"])
         entries = "".join(f", {k}={v}" for k, v in s["session"]["config_entries"].items())
         out += [f"- `{s['model']}`: providers in this order: {_safe(eps)}; session intra_op_num_threads="
                 f"{s['session']['intra_op_num_threads']}{entries}"
