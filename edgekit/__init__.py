@@ -6,7 +6,8 @@
 
 __version__ = "0.1.0"
 __all__ = ["export", "check", "prune", "share", "distill", "quantize", "ExportReport", "TargetReport", "CheckReport",
-           "DeviceSpec", "EdgekitError", "UsageError", "InputError", "StageError"]
+           "DeviceSpec", "EdgekitError", "UsageError", "InputError", "StageError",
+           "BusyError"]
 
 
 def __getattr__(name: str):
@@ -20,7 +21,7 @@ def __getattr__(name: str):
     if name == "DeviceSpec":
         from . import config
         return config.DeviceSpec
-    if name in ("EdgekitError", "UsageError", "InputError", "StageError"):
+    if name in ("EdgekitError", "UsageError", "InputError", "StageError", "BusyError"):
         from . import errors
         return getattr(errors, name)
     raise AttributeError(f"module 'edgekit' has no attribute {name!r}")

@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     STAGE_FAILED = 4
     INTERNAL = 5
     NOT_DELIVERED = 6
+    BUSY = 7
 
 
 class EdgekitError(Exception):
@@ -42,6 +43,12 @@ class InputError(EdgekitError):
 
 class DiskFullError(InputError):
     """The disk where the output goes filled up (said or inferred): the user's to free, and no verdict on a model."""
+
+
+class BusyError(EdgekitError):
+    """Another edgekit run holds the output folder's lock: a conflict a CI job may retry, not a bad setting (exit 2)."""
+
+    exit_code = ExitCode.BUSY
 
 
 class NotDelivered(EdgekitError):

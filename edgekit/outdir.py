@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from . import archive, published, signals
-from .errors import DiskFullError, InputError, UsageError, disk_full, first_line
+from .errors import BusyError, DiskFullError, InputError, UsageError, disk_full, first_line
 
 STAGE_PREFIX = ".edgekit-stage-"
 STAGE_MARK = ".edgekit-stage"  # inside every stage folder: only folders with it are ever cleaned up
@@ -91,7 +91,7 @@ def _refuse_if_locked(out: Path, *names: str) -> None:
             if (st.st_dev, st.st_ino) not in _HELD:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UsageError(f"--out {out}: {BUSY}") from None
+            raise BusyError(f"--out {out}: {BUSY}") from None
         except OSError:
             continue
         finally:
@@ -254,7 +254,7 @@ def lock(path: Path, out: Path):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise UsageError(f"--out {out}: {BUSY}") from None
+            raise BusyError(f"--out {out}: {BUSY}") from None
         try:
             if os.fstat(fd).st_ino == os.stat(path).st_ino:
                 break  # still the file at that path (not one a finishing run just unlinked)

@@ -14,7 +14,7 @@ from conftest import ROOT
 from edgekit import cli, config
 from edgekit.cli import main
 from edgekit.config import QuantSettings, Recipe, apply_quant_overrides, choices, settings_table
-from edgekit.errors import UsageError
+from edgekit.errors import ExitCode, UsageError
 
 README = (ROOT / "README.md").read_text()
 
@@ -71,6 +71,13 @@ def test_every_quant_setting_is_a_recipe_key(field):
     if typing.get_origin(hint) is typing.Literal:
         with pytest.raises(UsageError, match=f"{field} = 'nope' is not one of {', '.join(typing.get_args(hint))}"):
             apply_quant_overrides(QuantSettings(), {field: "nope"}, "t")
+
+
+def test_readme_exit_codes_are_the_exit_code_enum():
+    """ExitCode is the one source of the codes: README's list names each, busy (a retryable lock) apart from usage."""
+    said = " ".join(README.split("Exit codes: ")[1].split("Errors are one line")[0].split())
+    assert {int(c) for c in ExitCode} <= {int(n) for n in re.findall(r"(?:^|· )(\d+) ", said)}, said
+    assert f"· {int(ExitCode.BUSY)} busy: another edgekit run is writing `--out`" in said
 
 
 def test_readme_names_every_recipe_key():

@@ -443,7 +443,7 @@ def test_force_never_reaches_into_a_trials_folder_and_one_search_holds_out(tmp_p
 
     with outdir.lock(out / search.LOCK, out):  # another search running there
         busy = cli(["search", _recipe(tmp_path, distill=False), "-t", "desktop-x86", "--trials", "1", "--out", out])
-    assert busy.exit_code == 2 and "another edgekit run" in busy.output, busy.output
+    assert busy.exit_code == 7 and "another edgekit run" in busy.output, busy.output
     import fcntl
     fd = os.open(out / search.LOCK, os.O_CREAT | os.O_RDWR)  # held as another process holds it (not in _HELD)
     try:
@@ -451,7 +451,7 @@ def test_force_never_reaches_into_a_trials_folder_and_one_search_holds_out(tmp_p
         busy = cli(["export", _recipe(tmp_path, distill=False), "-t", "desktop-x86", "--out", out, "--no-bench"])
     finally:
         os.close(fd)
-    assert busy.exit_code == 2 and "another edgekit run" in busy.output, busy.output
+    assert busy.exit_code == 7 and "another edgekit run" in busy.output, busy.output
 
 
 def test_a_study_edgekit_did_not_write_is_refused_or_read_with_care(tmp_path):
