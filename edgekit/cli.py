@@ -766,7 +766,7 @@ def check_cmd(path, junit_path, as_json, emulate, device, device_identity, devic
         _emit(json_text(report.to_json()))
     else:
         failed = sum(not c.passed for c in report.cases)
-        _emit("\n".join([*(printable(f"{'PASS' if c.passed else 'FAIL'}  {c.target:16} {c.name}"
+        _emit("\n".join([*(printable(f"{'PASS' if c.passed else 'FAIL'}  {c.label:16} {c.name}"
                                       + (f" [{c.where}]" if c.where else "") + (f": {c.message}" if c.message else ""))
                             for c in report.cases), f"{len(report.cases) - failed} passed, {failed} failed"]))
     return report.exit_code

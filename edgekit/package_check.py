@@ -86,7 +86,7 @@ def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe
             found += [] if folders == [root] else _published_there(out, original / out.relative_to(root), mine, only,
                                                                    not copied or len(folders) > 1)
             # two copies of OUT hold the same targets: name each by its folder (dist/desktop-x86)
-            cases += [replace(c, target=f"{out.relative_to(root).as_posix()}/{c.target}") for c in found
+            cases += [replace(c, folder=f"{out.relative_to(root).as_posix()}/{c.folder or c.target}") for c in found
                       ] if root in out.parents else found
         return CheckReport(cases)
 
@@ -126,10 +126,10 @@ def _check_archives(folder: Path, archives: list[Path], place, probe: bool, benc
         try:
             found = check(path, place, probe, bench, own, only).cases
         except InputError as e:
-            cases.append(Case(prefix + stem, f"archive {path.name}", False, str(e)))
+            cases.append(Case(stem, f"archive {path.name}", False, str(e), folder=prefix and prefix + stem))
             continue
-        cases += [replace(c, target=prefix + (c.target if c.target == stem or c.target.startswith(f"{stem}/")
-                                              else f"{stem}/{c.target}")) for c in found]
+        cases += [replace(c, folder=prefix + (there if (there := c.folder or c.target) == stem or
+                                              there.startswith(f"{stem}/") else f"{stem}/{there}")) for c in found]
     return CheckReport(cases)
 
 
@@ -234,11 +234,19 @@ def _target_folders(path: Path, shown: Path) -> list[Path]:
     return folders
 
 
-def _check_target(folder: Path, shown: str, mismatched: dict[Path, str], place, probe: bool,
-                  bench: bool, own: bool = False) -> list[Case]:
+def _check_target(folder: Path, shown: str, *args) -> list[Case]:
+    """The cases of one package folder, each naming its target, and the folder when it is named otherwise: two
+    folders of one target (desktop-x86, desktop-x86-prev) must be told apart, and a reader of --json gets both."""
     manifest = _manifest(folder, shown)
+    target = manifest["target"]
+    return [replace(c, target=target, folder="" if folder.name == target else folder.name)
+            for c in _check_package(folder, shown, manifest, *args)]
+
+
+def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Path, str], place, probe: bool,
+                   bench: bool, own: bool = False) -> list[Case]:
     target, files, golden = manifest["target"], manifest["files"], manifest["golden"]["models"]
-    if folder.name != target:  # two folders of one target (desktop-x86, desktop-x86-prev) must be told apart
+    if folder.name != target:  # the cases' own messages and probes name it as the report shows it
         target = f"{target} ({folder.name})"
     if FP32 not in files or INT8 not in golden:  # every package ships both; one removed with its entries passed
         lacks = f"does not hash {FP32}" if FP32 not in files else f"has no golden outputs for {INT8}"
@@ -1112,8 +1120,8 @@ def junit(cases: list[Case]) -> str:
     """JUnit XML: one <testsuite> per target, one <testcase> per check."""
     root = ElementTree.Element("testsuites", name="edgekit check", tests=str(len(cases)),
                                failures=str(sum(not c.passed for c in cases)))
-    for target in dict.fromkeys(c.target for c in cases):
-        mine = [c for c in cases if c.target == target]
+    for target in dict.fromkeys(c.label for c in cases):
+        mine = [c for c in cases if c.label == target]
         suite = ElementTree.SubElement(root, "testsuite", name=target, tests=str(len(mine)),
                                        failures=str(sum(not c.passed for c in mine)), errors="0")
         for c in mine:

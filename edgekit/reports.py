@@ -77,6 +77,14 @@ class Case:
     seconds: float = field(default=0.0, compare=False)  # two identical runs' reports compare equal
     kernels: str = ""  # which int8 kernels ran the model (parity cases)
     where: str = ""  # the machine that ran it: this host, an emulated CPU or a device (parity cases)
+    folder: str = ""  # the package's folder, as a path in what was checked, when it is not the target's own name
+
+    @property
+    def label(self) -> str:
+        """Target and folder in one name for a line of text or JUnit: `desktop-x86 (prev)`, `v2/arm64-linux`."""
+        parent, _, name = self.folder.rpartition("/")
+        return self.target if not self.folder else self.folder if name == self.target else \
+            f"{parent + '/' if parent else ''}{self.target} ({name})"
 
 
 def shipped_model(details: dict) -> str:
@@ -125,7 +133,8 @@ class TargetReport:
             "latency_1_thread": self.latency_1_thread and self.latency_1_thread.as_dict(),
             "tuning": self.tuning, "gates": [g.as_dict() for g in self.gates], "passed": self.passed,
             "warnings": self.warnings,
-            "verification": [{k: v for k, v in asdict(c).items() if k != "seconds"} for c in self.verification],
+            "verification": [{k: v for k, v in asdict(c).items() if k not in ("seconds", "folder")}
+                             for c in self.verification],
             "files": self.files, "sizes": self.sizes})
 
 

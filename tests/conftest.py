@@ -23,6 +23,16 @@ def cli(args, env=None):
     return CliRunner().invoke(main, [str(a) for a in args], env=env)
 
 
+def check_cases(result) -> list[dict]:
+    """`check --json`'s cases, each with its `label`: the target, with its folder where that is named otherwise
+    (`arm64-linux (prev)`, `v2/arm64-linux`), as the text and JUnit name it."""
+    import json
+
+    from edgekit.reports import Case
+
+    return [{**c, "label": Case(**c).label} for c in json.loads(result.stdout)]
+
+
 def rehash(folder, *names):
     """Package files changed on purpose: their sha256 and size in manifest.json made to match, so `check` reads
     them (instead of failing integrity first)."""

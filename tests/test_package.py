@@ -16,7 +16,7 @@ from xml.etree import ElementTree
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import DIGITS, ROOT, cli, rehash
+from conftest import DIGITS, ROOT, check_cases, cli, rehash
 
 from edgekit import config, mobile
 from edgekit.package import read_golden, sha256
@@ -487,8 +487,8 @@ def test_two_folders_of_one_target_are_told_apart(packaged, tmp_path):
         f.write(b"x")
     result = check(out, "--junit", tmp_path / "j.xml", "--json")
     assert result.exit_code == 1, result.output
-    failed = {c["target"] for c in json.loads(result.stdout) if not c["passed"]}
-    assert failed == {"arm64-linux (arm64-linux-prev)"}, failed
+    failed = {(c["target"], c["folder"]) for c in json.loads(result.stdout) if not c["passed"]}
+    assert failed == {("arm64-linux", "arm64-linux-prev")}, failed  # the target's name, and its folder apart
     suites = ElementTree.parse(tmp_path / "j.xml").getroot().findall("testsuite")
     assert sorted(s.get("name") for s in suites) == ["arm64-linux", "arm64-linux (arm64-linux-prev)"]
 
@@ -501,7 +501,9 @@ def test_a_package_folder_given_as_dot_is_named_as_by_its_path(packaged, tmp_pat
         monkeypatch.chdir(tmp_path / name)
         result = check(".", "--junit", tmp_path / "j.xml", "--json")
         assert result.exit_code == 0, result.output
-        assert {c["target"] for c in json.loads(result.stdout)} == {label}, result.output
+        folder = "" if name == "arm64-linux" else name  # --json: the target's name, the folder apart (not in target)
+        assert {(c["target"], c["folder"]) for c in json.loads(result.stdout)} == {("arm64-linux", folder)}
+        assert f"PASS  {label}" in check(".").stdout
         suites = ElementTree.parse(tmp_path / "j.xml").getroot().findall("testsuite")
         assert [s.get("name") for s in suites] == [label]
 
@@ -1211,18 +1213,18 @@ def test_a_copy_of_out_one_folder_down_checks_as_a_folder_or_an_archive(packaged
     for path in (nest, tgz):
         result = check(path, "--json")
         assert result.exit_code == 0, result.output
-        cases = json.loads(result.stdout)
-        assert {c["target"] for c in cases if c["name"] == "integrity"} == targets, cases
+        cases = check_cases(result)
+        assert {c["label"] for c in cases if c["name"] == "integrity"} == targets, cases
         assert str(tmp_path) not in result.output.replace(str(path), "")  # no temp paths in messages
-    assert {c["target"] for c in cases if c["name"].startswith("archive")} == set() and \
-        {c["target"] for c in json.loads(check(nest, "--json").stdout) if c["name"].startswith("archive")} == targets
+    assert {c["label"] for c in cases if c["name"].startswith("archive")} == set() and \
+        {c["label"] for c in check_cases(check(nest, "--json")) if c["name"].startswith("archive")} == targets
     model = nest / "dist" / "ios-arm64" / "model.int8.onnx"
     model.write_bytes(model.read_bytes()[:-1] + b"x")  # the same size: a larger member is refused (exit 3)
     subprocess.run(["tar", "czf", tgz, "--exclude=*.tar.gz", "dist"], cwd=nest, check=True)
     for path in (nest, tgz):
         result = check(path, "--json")
         assert result.exit_code == 1, result.output
-        failed = {(c["target"], c["name"]) for c in json.loads(result.stdout) if not c["passed"]}
+        failed = {(c["label"], c["name"]) for c in check_cases(result) if not c["passed"]}
         assert ("dist/ios-arm64", "integrity") in failed and all(t == "dist/ios-arm64" for t, _ in failed), failed
     (nest / "other").symlink_to(nest / "dist")
     result = check(nest)
@@ -1245,7 +1247,7 @@ def test_a_tar_of_out_with_its_archives_checks_them_by_the_ledgers_hash(packaged
     for path, prefix in ((tgz, "dist/"), (dot, "")):
         result = check(path, "--json")
         assert result.exit_code == 0, result.output
-        archives = {c["target"] for c in json.loads(result.stdout) if c["name"].startswith("archive") and c["passed"]}
+        archives = {c["label"] for c in check_cases(result) if c["name"].startswith("archive") and c["passed"]}
         assert archives == {prefix + t for t in packaged[1]}, result.output
     inner = dist / "arm64-linux.tar.gz"
     data = bytearray(inner.read_bytes())
@@ -1281,13 +1283,13 @@ def test_a_folder_of_package_archives_checks_each(packaged, tmp_path):
                                                                         "ci-ios-arm64/ios-arm64"})):
         result = check(path, "--json")
         assert result.exit_code == 0, result.output
-        assert {c["target"] for c in json.loads(result.stdout) if c["name"] == "integrity"} == names, result.output
+        assert {c["label"] for c in check_cases(result) if c["name"] == "integrity"} == names, result.output
     data = (packaged[0] / "android-arm64.tar.gz").read_bytes()
     (arts / "android-arm64.tar.gz").write_bytes(data[: len(data) // 2])  # a download cut short
     result = check(arts, "--json")
     assert result.exit_code == 1, result.output
     assert failed_cases(result).keys() == {("android-arm64", "archive android-arm64.tar.gz")}, result.output
-    assert {c["target"] for c in json.loads(result.stdout) if c["name"] == "integrity"} == {"arm64-linux",
+    assert {c["label"] for c in check_cases(result) if c["name"] == "integrity"} == {"arm64-linux",
                                                                                           "ios-arm64"}
     shutil.copytree(packaged[0] / "ios-arm64", arts / "ios-arm64", ignore=shutil.ignore_patterns("*.json"))
     result = check(arts)  # beside the archives, a package folder whose manifest a CI glob dropped: not passed over
@@ -1307,7 +1309,7 @@ def test_a_folder_of_package_archives_checks_each(packaged, tmp_path):
 
 def failed_cases(result):
     assert result.exit_code in (0, 1), result.output
-    return {(c["target"], c["name"]): c["message"] for c in json.loads(result.stdout) if not c["passed"]}
+    return {(c["label"], c["name"]): c["message"] for c in check_cases(result) if not c["passed"]}
 
 
 def test_check_out_fails_a_published_target_that_is_gone_or_swapped(packaged, tmp_path, caplog):
@@ -1326,8 +1328,8 @@ def test_check_out_fails_a_published_target_that_is_gone_or_swapped(packaged, tm
     assert failed.keys() == {("android-arm64", "published"), ("ios-arm64", "published")}, failed
     assert failed[("android-arm64", "published")].startswith("missing: no folder android-arm64 in")
     assert "is not the one edgekit published there" in failed[("ios-arm64", "published")]
-    cases = json.loads(result.stdout)
-    assert {c["target"] for c in cases if c["name"] == "integrity" and c["passed"]} == {"arm64-linux", "ios-arm64"}
+    cases = check_cases(result)
+    assert {c["label"] for c in cases if c["name"] == "integrity" and c["passed"]} == {"arm64-linux", "ios-arm64"}
     # a tar of OUT holds the record one folder down, and names each target by its folder
     tgz = tmp_path / "dist.tgz"
     subprocess.run(["tar", "czf", tgz, "dist"], cwd=tmp_path, check=True)
