@@ -165,6 +165,22 @@ def json_text(data) -> str:
     return strict(data)
 
 
+def _json(**payload) -> str:
+    """A command's result as --json's document (reports.envelope), for the commands without a verdict: exit 0."""
+    from .reports import envelope
+
+    return json_text(envelope(_command_name(click.get_current_context()), ExitCode.OK, **payload))
+
+
+def _command_name(ctx) -> str | None:
+    """The command as typed after `edgekit` (`export`, `emulator setup`); None for the program itself."""
+    names = []
+    while ctx is not None and ctx.parent is not None:  # the root's name is the program's (`python -m edgekit`)
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return " ".join(reversed(names)) or None
+
+
 def _interrupted(published: bool) -> None:
     writes = click.get_current_context().info_name in ("export", "search")  # the commands with an OUT folder
     click.echo("edgekit: interrupted after the new output was published" if published
@@ -184,17 +200,22 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
-def _fail(line: str, code: ExitCode | int, debug: bool, as_json: bool = False) -> None:
+def _fail(line: str, code: ExitCode | int, debug: bool, as_json: bool = False, ctx=None) -> None:
     """The one-line error last (after the traceback with --debug), and the same exit code either way; a message
     of several lines (a user function's exception) is joined into one. With --json, stdout gets it as JSON too:
-    a CI step parsing the output reads the error, not an empty document."""
+    a CI step parsing the output reads the error, not an empty document, in the shape a result has (`ctx`: the
+    command's, where click's own error left it)."""
     if debug:
         traceback.print_exc()
     line = "; ".join(part.strip() for part in line.splitlines() if part.strip())
     click.echo(line, err=True)
     if as_json:
         try:
-            _result(json.dumps({"error": line.split(": ", 2)[-1], "exit_code": int(code)}))  # "edgekit: <kind>: "
+            from .reports import EMPTY_PAYLOAD, envelope
+
+            command = _command_name(ctx or click.get_current_context(silent=True))
+            _result(json_text(envelope(command, code, line.split(": ", 2)[-1],  # "edgekit: <kind>: "
+                                       **EMPTY_PAYLOAD.get(command, {}))))
         except (OSError, NotDelivered):  # stdout full, closed or its reader gone: the line and code stand
             with contextlib.suppress(AttributeError, OSError, ValueError):  # the exit's own flush would fail too
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -399,7 +420,7 @@ class _OneLineErrors(click.Group):
                 sys.exit(e.exit_code)
             hint = f" (`{e.ctx.command_path} -h` for help)" if isinstance(e, click.UsageError) and e.ctx else ""
             _fail(f"edgekit: error: {e.format_message()}{hint}", e.exit_code, debug=False,
-                  as_json=_asks_json(args[0] if args else kwargs.get("args")))
+                  as_json=_asks_json(args[0] if args else kwargs.get("args")), ctx=getattr(e, "ctx", None))
         except click.exceptions.Abort:
             click.echo("edgekit: interrupted", err=True)
             _exit(130)
@@ -505,6 +526,8 @@ def export(source, as_json, from_trial, storage, study, **flags):
                                             from_trial, given=storage is not None)
     with search.worker_threads(threads):
         report = run(recipe, load_targets(recipe.targets), progress=not as_json)
+    if as_json and not report.passed:  # a CI log shows why without parsing the document
+        click.echo(f"edgekit: gates failed: {report.failed_gates()}", err=True)
     _emit(json_text(report.to_json()) if as_json else table(list(report.targets.values())))
     return report.exit_code
 
@@ -571,7 +594,7 @@ def search_command(recipe, budgets, trials, sampler, storage, study, time_budget
              "no trial met the budgets and gates") + f"; charts: {Path(r.out) / 'report.html'}"]))
     if report.export_failed:  # its package's gates hold the budgets (one another CPU kind would judge is skipped)
         click.echo(f"edgekit: the best trial's package, timed again, misses a budget: {report.export_failed}", err=True)
-    return 0 if report.best and not report.export_failed else 1
+    return report.exit_code
 
 
 _ROUND_TO = click.IntRange(*RANGES["round_to"])
@@ -609,7 +632,7 @@ def prune(source, ratio, out, as_json, stages, **settings):
     stage_ratios = _pairs("--stage", stages, "MODULE=RATIO with 0 < RATIO < 1, e.g. features=0.3", _ratio)
     _, result = prune(source, ratio=ratio, out=out, stage_ratios=stage_ratios, **settings)
     r = result.as_dict()
-    _emit(json_text(r) if as_json else
+    _emit(_json(**r) if as_json else
          f"{settings['method']} pruning at {ratio}: params {r['params_before']:,} → {r['params_after']:,}, "
          f"MACs {r['macs_before']:,} → {r['macs_after']:,}"
          + (f" (a sample at {', '.join(f'{d}={n}' for d, n in r['sizes'].items())})" if r["sizes"] else "")
@@ -651,7 +674,7 @@ def share(source, out, as_json, **settings):
 
     _, result = share(source, out=out, progress=not as_json, **{k: v for k, v in settings.items() if v is not None})
     r, tuned = result.as_dict(), result.fine_tuning
-    _emit(json_text(r) if as_json else
+    _emit(_json(**r) if as_json else
          f"{len(r['layers'])} layers shared, at most {r['distinct_max']} values each{_unshared(r)}; wrote {out}\n"
          + (f"fine-tuned: best epoch {tuned['best_epoch']} of {len(tuned['history'])} ({tuned['metric']} "
             f"{tuned['best']:.4f} on {tuned['held_out_samples']} held-out training samples)\n" if tuned else "")
@@ -712,7 +735,7 @@ def distill(teacher, student, out, as_json, **settings):
 
     _, result = distill(teacher, student, out=out, progress=not as_json, **settings)
     r = result.as_dict()
-    _emit(json_text(r) if as_json else
+    _emit(_json(**r) if as_json else
          "\n".join(f"epoch {h['epoch']:3}  train loss {h['train_loss']:.4f}  {result.metric} "
                    f"{h[result.metric]:.4f}" for h in r["history"])
          + f"\nbest epoch {r['best_epoch']} ({result.metric} {r['best']:.4f} on {r['held_out_samples']} held-out "
@@ -763,6 +786,8 @@ def check_cmd(path, junit_path, as_json, emulate, device, device_identity, devic
     if junit_path:
         _write_junit(junit_path, report.cases)
     if as_json:
+        if not report.passed:  # a CI log shows why without parsing the document
+            click.echo(f"edgekit: checks failed: {report.failed_cases()}", err=True)
         _emit(json_text(report.to_json()))
     else:
         failed = sum(not c.passed for c in report.cases)
@@ -839,12 +864,12 @@ def inspect_cmd(model, compare, data, nodes, as_json):
         if not data:
             raise UsageError("--compare needs --data (validation inputs)")
         rows = layer_errors(Path(compare[0]), Path(compare[1]), data)
-        _emit(json_text(rows) if as_json else compare_text(rows))
+        _emit(_json(**rows) if as_json else compare_text(rows))
         return
     if not model:
         raise UsageError("give a MODEL.onnx (or --compare FP32 INT8 --data D)")
     info = inspect(Path(model), nodes=nodes)
-    _emit(json_text(info) if as_json else text(info))
+    _emit(_json(**info) if as_json else text(info))
 
 
 @main.group(invoke_without_command=True)

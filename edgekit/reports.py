@@ -31,6 +31,21 @@ def json_text(data) -> str:
     return json.dumps(finite(data), indent=2, allow_nan=False)
 
 
+JSON_SCHEMA = 1  # --json's and to_json()'s envelope; raised when a key of it changes meaning or goes
+
+
+def envelope(command: str | None, exit_code: int, error: str | None = None, **payload) -> dict:
+    """Every --json document (and an ExportReport's or CheckReport's to_json()), one shape whatever the outcome: a
+    CI step reads passed, exit_code and error first, then the command's own keys (export's targets, check's cases).
+    A bare list on success and an error object on failure made the parser depend on the outcome."""
+    return {"schema_version": JSON_SCHEMA, "command": command, "passed": int(exit_code) == ExitCode.OK,
+            "exit_code": int(exit_code), "error": error, **payload}
+
+
+# the command's own keys in an error's document, empty: a reader iterating them needs no case for errors
+EMPTY_PAYLOAD = {"export": {"targets": []}, "check": {"cases": []}}
+
+
 class _Verdict:  # the exit code of a report that passed or did not
     @property
     def exit_code(self) -> int:
@@ -120,6 +135,12 @@ class TargetReport:
         return ([g.name for g in self.gates if not g.passed]
                 + [f"check {c.name}" for c in self.verification if not c.passed and c.name != "gates"])
 
+    def failed_gates(self) -> list[str]:
+        """failures() with each failed gate's value and limit: `quant_sqnr_db on y1 18.1 (>= 60)`."""
+        said = {g.name: g.label + (f" {g.value:.6g} ({g.op} {g.limit:.6g})" if g.value is not None and g.limit is not
+                                   None else "") for g in self.gates if not g.passed}
+        return [said.get(name, name) for name in self.failures()]
+
     def to_json(self) -> dict:
         """manifest.json's content (as json.load gives it back: lists, not tuples)."""
         d = self.details
@@ -149,8 +170,13 @@ class ExportReport(_Verdict):
     def passed(self) -> bool:
         return all(t.passed for t in self.targets.values())
 
-    def to_json(self) -> list[dict]:
-        return [t.to_json() for t in self.targets.values()]
+    def to_json(self) -> dict:
+        """`edgekit export --json`'s document: each target's manifest in `targets`."""
+        return envelope("export", self.exit_code, targets=[t.to_json() for t in self.targets.values()])
+
+    def failed_gates(self) -> str:
+        """The failed gates of every target in one line, for a CI log beside --json's document."""
+        return "; ".join(f"{name}: {', '.join(t.failed_gates())}" for name, t in self.targets.items() if not t.passed)
 
 
 @dataclass
@@ -163,5 +189,10 @@ class CheckReport(_Verdict):
     def passed(self) -> bool:
         return all(c.passed for c in self.cases)
 
-    def to_json(self) -> list[dict]:
-        return [asdict(c) for c in self.cases]
+    def to_json(self) -> dict:
+        """`edgekit check --json`'s document: its findings in `cases`."""
+        return envelope("check", self.exit_code, cases=[asdict(c) for c in self.cases])
+
+    def failed_cases(self) -> str:
+        """The failed cases in one line, for a CI log beside --json's document."""
+        return "; ".join(f"{c.label} {c.name}" for c in self.cases if not c.passed)

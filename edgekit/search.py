@@ -99,8 +99,17 @@ class SearchReport:
     running: tuple[int, ...] = ()  # trials still RUNNING: another search's, or a killed one's not yet reclaimed
     grid_done: int = 0  # --sampler grid: every one of its combinations tried (it ran fewer trials than asked)
 
+    @property
+    def exit_code(self) -> int:
+        """0 when a point met the budgets and gates and its package, exported again, still does; else 1."""
+        return int(ExitCode.OK if self.best and not self.export_failed else ExitCode.GATE_FAILED)
+
     def to_json(self) -> dict:
-        return {**dataclasses.asdict(self), "trials": len(self.points) + len(self.failed) + len(self.running)}
+        """pareto.json's and `edgekit search --json`'s document (reports.envelope)."""
+        from .reports import envelope
+
+        return envelope("search", self.exit_code, **dataclasses.asdict(self),
+                                trials=len(self.points) + len(self.failed) + len(self.running))
 
 
 def _optuna():

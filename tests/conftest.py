@@ -30,7 +30,7 @@ def check_cases(result) -> list[dict]:
 
     from edgekit.reports import Case
 
-    return [{**c, "label": Case(**c).label} for c in json.loads(result.stdout)]
+    return [{**c, "label": Case(**c).label} for c in json.loads(result.stdout)["cases"]]
 
 
 def rehash(folder, *names):

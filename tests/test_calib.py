@@ -933,7 +933,7 @@ def test_validation_outside_the_calibration_range_is_named_first_in_the_advice(t
         result = cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--calibration", tmp_path / f"{cal}.npz",
                       "--no-bench", "--out", tmp_path / f"{cal}{len(auto)}", "--json", *auto])
         assert result.exit_code == (1 if cal == "dim" else 0), result.output
-        said = json.loads(result.stdout)[0]["warnings"]
+        said = json.loads(result.stdout)["targets"][0]["warnings"]
         ranges = [i for i, w in enumerate(said) if w.startswith("validation inputs lie outside")]
         if cal == "bright":  # coarser int8 steps than the validation data needs, and passing: not said
             assert not ranges, said

@@ -294,6 +294,10 @@ def test_an_option_click_refuses_is_an_error_object_with_json(args):
     assert result.exit_code == 2, result.output
     error = json.loads(result.stdout)
     assert error["exit_code"] == 2 and ("No such option" in error["error"] or "--seed" in error["error"])
+    # the shape a result has (was {"error", "exit_code"} alone): the command's list empty, nothing to iterate
+    empty = {"export": {"targets": []}, "check": {"cases": []}}[args[0]]
+    assert error == {"schema_version": 1, "command": args[0], "passed": False, "exit_code": 2,
+                     "error": error["error"], **empty}
     assert not cli([a for a in args if a != "--json"]).stdout
 
 
@@ -348,7 +352,7 @@ def test_dict_and_nested_outputs_are_flattened(tmp_path):
     assert result.exit_code == 0, result.output
     import json
     # named by their paths in the dict: they were output_0, output_1, output_2
-    assert [o["name"] for o in json.loads(result.stdout)[0]["outputs"]] == ["scores", "extra.0", "extra.1"]
+    assert [o["name"] for o in json.loads(result.stdout)["targets"][0]["outputs"]] == ["scores", "extra.0", "extra.1"]
 
 
 def test_a_dict_of_outputs_names_them_and_its_names_are_not_swapped(tmp_path):

@@ -48,7 +48,7 @@ def test_structured_pruning_across_residual_concat_depthwise(tmp_path):
                                        "image:Nx3x16x16", "--calibration", str(tmp_path / "d.npz"), "--out",
                                        str(tmp_path / "o"), "--bench-runs", "2", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)[0]["parity"]["export"]["outputs"][0]["cosine"] > 0.99999
+    assert json.loads(result.stdout)["targets"][0]["parity"]["export"]["outputs"][0]["cosine"] > 0.99999
 
 
 def test_ignore_keeps_a_layer_whole():
@@ -158,7 +158,7 @@ def test_digits_prune_distill_export_keeps_accuracy(tmp_path):
     result = cli(["export", str(recipe), "-t", "desktop-x86", "--out", str(tmp_path / "o"),
                                        "--bench-runs", "5", "--json"])
     assert result.exit_code == 0, result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     steps = {s["step"]: s for s in m["compression"]["steps"]}
     assert steps["pruned"]["params"] < 0.5 * steps["original"]["params"]
     assert steps["pruned"]["macs"] < 0.5 * steps["original"]["macs"]
@@ -177,7 +177,7 @@ def test_a_recipes_distill_alone_warns_of_a_student_no_smaller_as_the_cli_does(t
                       .replace('"data/', f'"{DIGITS}/data/') + f'\n[distill]\ndata = "{TRAIN}"\nepochs = 1\n')
     result = cli(["export", recipe, "-t", "desktop-x86", "--out", tmp_path / "o", "--no-bench", "--json"])
     assert result.exit_code == 0, result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     params = m["compression"]["steps"][0]["params"]
     said = f"the student has {params:,} parameters, the teacher {params:,}: distillation makes no smaller model"
     assert m["compression"]["distill"]["warnings"] == [said] and said in m["warnings"], m["warnings"]
@@ -696,7 +696,7 @@ def test_round_to_auto_in_a_recipe_times_for_a_target_of_this_hosts_kind(tmp_pat
                       .replace('"data/', f'"{DIGITS}/data/') + '\n[prune]\nratio = 0.5\nround_to = "auto"\n')
     result = cli(["export", recipe, "-t", other, "-t", here, "--out", tmp_path / "o", "--no-bench", "--json"])
     assert result.exit_code in (0, 1), result.output
-    rounding = json.loads(result.stdout)[0]["compression"]["prune"]["rounding"]
+    rounding = json.loads(result.stdout)["targets"][0]["compression"]["prune"]["rounding"]
     assert rounding["target"] == here
     plain = cli(["prune", DIGITS_MODEL, "--weights", DIGITS_WEIGHTS, "--input", "image:Nx1x8x8", "--ratio", "0.5",
                  "--round-to", "auto", "--out", tmp_path / "p.pt", "--json"])

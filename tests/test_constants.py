@@ -15,7 +15,7 @@ def export(*args):
 
 def manifest(result, code=0):
     assert result.exit_code == code, result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     return m
 
 

@@ -72,7 +72,7 @@ def test_check_and_latency_on_the_device(sshd, digits_arm):
     url, identity, known_hosts, device = sshd
     result = device_check(f"{url}{device}/pkg", identity, known_hosts, digits_arm)
     assert result.exit_code == 0, result.output
-    cases = {c["name"]: c for c in json.loads(result.stdout)}
+    cases = {c["name"]: c for c in json.loads(result.stdout)["cases"]}
     parity, latency = cases["parity model.int8.onnx"], cases["latency"]
     for case in parity, latency:
         assert case["passed"] and case["where"].startswith(f"device {url[6:]}: "), case
@@ -106,7 +106,7 @@ def test_an_arm_packages_budget_is_not_judged_on_another_kind_of_device(sshd, di
     (package / "manifest.json").write_text(json.dumps(manifest))
     result = device_check(f"{url}{device}/budget", identity, known_hosts, package)
     assert result.exit_code == 0, result.output
-    [latency] = [c for c in json.loads(result.stdout) if c["name"] == "latency"]
+    [latency] = [c for c in json.loads(result.stdout)["cases"] if c["name"] == "latency"]
     unjudged = "budget 1e-09 ms not judged: a device of kind x86_64 timed a package for arm64"
     assert latency["passed"] and unjudged in latency["message"], latency
 
@@ -120,7 +120,7 @@ def test_a_package_of_another_kind_is_marked_so_on_the_device(sshd, digits_arm, 
     shutil.copytree(digits_arm / "arm64-linux", tmp_path / "arm64-linux")
     result = device_check(f"{url}{device}/kinds", identity, known_hosts, tmp_path)
     assert result.exit_code == 0, result.output
-    cases = {(c["target"], c["name"]): c for c in json.loads(result.stdout)}
+    cases = {(c["target"], c["name"]): c for c in json.loads(result.stdout)["cases"]}
     parity, latency = cases["arm64-linux", "parity model.int8.onnx"], cases["arm64-linux", "latency"]
     assert parity["where"].endswith("(a device of kind x86_64, the package for arm64)"), parity
     assert latency["message"].endswith("; latency not judged: a device of kind x86_64 timed a package for arm64")
@@ -282,7 +282,7 @@ def test_export_times_and_checks_its_kind_of_target_on_the_device(sshd, tmp_path
     result = cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "-t", "arm64-linux", "--out",
                   tmp_path / "dist", "--json", *flags])
     assert result.exit_code == 0, result.output
-    x86, arm = json.loads(result.stdout)
+    x86, arm = json.loads(result.stdout)["targets"]
     assert x86["latency"]["where"].startswith(f"device {url[6:]}: "), x86["latency"]  # this "device" is x86_64
     assert x86["latency"]["int8"]["host"]["isa_source"] == "device" and x86["latency"]["int8"]["runs"] == 5
     assert ", CPUExecutionProvider, onnxruntime " in x86["latency"]["where"], x86["latency"]  # the device's providers
@@ -442,7 +442,7 @@ def test_a_device_check_times_as_the_export_did(sshd, digits_arm, tmp_path):
     assert result.exit_code == 0, result.output
     result = device_check(f"{url}{device}/timing", identity, known_hosts, out / "arm64-linux")
     assert result.exit_code == 0, result.output
-    [latency] = [c for c in json.loads(result.stdout) if c["name"] == "latency"]
+    [latency] = [c for c in json.loads(result.stdout)["cases"] if c["name"] == "latency"]
     assert "; 12 runs after 20 warm-up" in latency["message"], latency
     from edgekit.package_check import timing
 

@@ -46,7 +46,7 @@ def test_digits_passes_on_emulated_arm_kernels(digits_arm, tmp_path):
     junit = tmp_path / "parity.xml"
     result = cli(["check", digits_arm, "--emulate", "aarch64", "--json", "--junit", junit])
     assert result.exit_code == 0, result.output
-    parity = [c for c in json.loads(result.stdout) if c["name"].startswith("parity")]
+    parity = [c for c in json.loads(result.stdout)["cases"] if c["name"].startswith("parity")]
     assert len(parity) == 3  # arm64-linux's .onnx, android's .onnx and .ort
     for case in parity:
         assert case["passed"] and case["where"].startswith("aarch64 (emulated, neoverse-n1)"), case
@@ -64,7 +64,7 @@ def test_tied_residual_add_differs_on_arm_and_probe_names_the_add(tied):
     assert here.exit_code == 0, here.output  # the x86 stand-in passes...
     result = cli(["check", folder, "--emulate", "aarch64", "--probe", "--json"])
     assert result.exit_code == 1, result.output  # ...the real ARM kernels do not
-    cases = {c["name"]: c for c in json.loads(result.stdout)}
+    cases = {c["name"]: c for c in json.loads(result.stdout)["cases"]}
     parity = cases["parity model.int8.onnx"]
     assert not parity["passed"] and "quantized output values differ, by up to" in parity["message"], parity
     differ, total = (int(n.replace(",", "")) for n in parity["message"].split("; ")[1].split()[0:3:2])
@@ -81,7 +81,7 @@ def test_tolerance_in_steps_accepts_the_arm_rounding(tied, tmp_path):
     profile.write_text('name = "arm-steps"\n[runtime]\narch = "arm64"\n[package]\ngolden_tolerance_steps = 2\n')
     result = cli([*tied[1], "-t", profile, "--out", tmp_path / "dist", "--json"])
     assert result.exit_code == 0, result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     step = m["golden"]["steps"]["output"]
     assert m["golden"]["models"]["model.int8.onnx"]["atol"]["output"] == pytest.approx(2.5 * step)  # 2 steps + half
     assert "2 quantization step(s) for output" in m["golden"]["tolerance"]
@@ -119,7 +119,7 @@ def test_export_with_emulate_takes_golden_outputs_from_arm(tied, tmp_path):
     result = cli([*tied[1], "-t", "arm64-linux", "-t", "desktop-x86", "--emulate", "aarch64", "--out",
                   tmp_path / "dist", "--json"])
     assert result.exit_code == 0, result.output
-    arm, x86 = json.loads(result.stdout)
+    arm, x86 = json.loads(result.stdout)["targets"]
     assert arm["arm_kernels"] == "aarch64 (emulated, neoverse-n1), onnxruntime " + arm["versions"]["onnxruntime"]
     assert arm["golden"]["models"]["model.int8.onnx"]["kernels"] == arm["arm_kernels"]
     assert x86["arm_kernels"] is None and "emulated" not in x86["golden"]["models"]["model.int8.onnx"]["kernels"]
@@ -127,7 +127,7 @@ def test_export_with_emulate_takes_golden_outputs_from_arm(tied, tmp_path):
     # say where the golden outputs came from; the x86 package is checked here, not on aarch64 (it failed there)
     emulated = cli(["check", tmp_path / "dist", "--emulate", "aarch64", "--json"])
     assert emulated.exit_code == 0, emulated.output
-    where = {c["target"]: c["where"] for c in json.loads(emulated.stdout) if c["name"].startswith("parity")}
+    where = {c["target"]: c["where"] for c in json.loads(emulated.stdout)["cases"] if c["name"].startswith("parity")}
     assert where["arm64-linux"].startswith("aarch64 (emulated") and "not emulated: a package for x86_64" in \
         where["desktop-x86"] and "aarch64" not in where["desktop-x86"], where
     here = cli(["check", tmp_path / "dist" / "arm64-linux"])
@@ -157,7 +157,7 @@ def test_probe_sees_qoperator_ops_and_an_unreadable_model_is_a_failed_case(tied,
     result = cli([*tied[1], "-t", "arm64-linux", "--format", "QOperator", "--out", tmp_path / "q"])
     assert result.exit_code == 0, result.output
     result = cli(["check", tmp_path / "q", "--emulate", "aarch64", "--probe", "--json"])
-    cases = {c["name"]: c for c in json.loads(result.stdout)}
+    cases = {c["name"]: c for c in json.loads(result.stdout)["cases"]}
     differ = int(cases["parity model.int8.onnx"]["message"].split(" of ")[0].split()[-1].replace(",", ""))
     probe = cases["probe model.int8.onnx"]["message"]
     assert probe.startswith("first difference at ") if differ else probe.startswith("all "), cases
@@ -170,7 +170,7 @@ def test_probe_sees_qoperator_ops_and_an_unreadable_model_is_a_failed_case(tied,
     junit = tmp_path / "j.xml"
     result = cli(["check", broken, "--emulate", "aarch64", "--probe", "--junit", junit, "--json"])
     assert result.exit_code == 1, result.output
-    cases = {c["name"]: c for c in json.loads(result.stdout)}
+    cases = {c["name"]: c for c in json.loads(result.stdout)["cases"]}
     assert not cases["probe model.int8.onnx"]["passed"] and "cannot be probed" in cases["probe model.int8.onnx"][
         "message"], cases
     assert junit.is_file()

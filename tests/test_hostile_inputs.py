@@ -605,7 +605,7 @@ def test_a_swap_cut_short_by_kill_9_is_mended_by_the_next_run(tmp_path):
 def _failed_check(out):
     result = cli(["check", str(out), "--json"])
     assert result.exit_code in (0, 1), result.output
-    return {(c["target"], c["name"]) for c in json.loads(result.stdout) if not c["passed"]}
+    return {(c["target"], c["name"]) for c in json.loads(result.stdout)["cases"] if not c["passed"]}
 
 
 def _record(out):
@@ -1047,7 +1047,7 @@ def test_check_under_a_lower_memory_cap_than_the_exports_says_so(tmp_path, monke
     monkeypatch.setenv("EDGEKIT_RUN_MEMORY_MB", "16")
     checked = cli(["check", tmp_path / "o", "--json"])
     assert checked.exit_code == 1, checked.output
-    [case] = [c for c in json.loads(checked.stdout) if c["name"] == "parity model.int8.onnx"]
+    [case] = [c for c in json.loads(checked.stdout)["cases"] if c["name"] == "parity model.int8.onnx"]
     assert "past the 16 MB of memory a run may use here" in case["message"] and \
         case["message"].endswith("; the export ran under 64 MB"), case
 

@@ -27,7 +27,7 @@ def test_a_torch_compiled_module_from_a_file_exports_as_its_module(tmp_path):
     are using FX to torch.jit.trace a dynamo-optimized function")."""
     result = _export(tmp_path, f"def build():\n    return torch.compile({NET}.eval())\n")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)[0]["parity"]["export"]["outputs"][0]["cosine"] > 0.99999
+    assert json.loads(result.stdout)["targets"][0]["parity"]["export"]["outputs"][0]["cosine"] > 0.99999
     # a user's class of that name computes its own forward: exported as it is, never unwrapped by its name
     body = (f"class OptimizedModule(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
             f"        self._orig_mod = {NET}\n    def forward(self, x):\n        return self._orig_mod(x) * 2 + 1\n"
@@ -59,7 +59,7 @@ def test_parametrized_weights_export_as_the_tensors_they_compute(tmp_path):
     spectral_norm nor the cure. In eval mode the weight is a fixed function of its tensors: exported as that."""
     result = _export(tmp_path, SNORM)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)[0]["parity"]["export"]["outputs"][0]["max_abs"] < 1e-5
+    assert json.loads(result.stdout)["targets"][0]["parity"]["export"]["outputs"][0]["max_abs"] < 1e-5
     namespace = {}
     exec(HEADER + SNORM, namespace)
     module = namespace["build"]()
@@ -103,7 +103,7 @@ def test_namedtuple_outputs_are_named_by_their_fields(tmp_path):
             "def build():\n    return M().eval()\n")
     result = _export(tmp_path, body)
     assert result.exit_code == 0, result.output
-    assert [o["output"] for o in json.loads(result.stdout)[0]["parity"]["export"]["outputs"]] == ["boxes", "scores"]
+    assert [o["output"] for o in json.loads(result.stdout)["targets"][0]["parity"]["export"]["outputs"]] == ["boxes", "scores"]
 
 
 def test_a_model_in_training_mode_is_said_to_be_exported_in_eval_mode(tmp_path, caplog):
@@ -136,7 +136,7 @@ def test_a_size_torch_cannot_run_either_is_not_blamed_on_the_export(tmp_path):
             "--no-bench", "--json"]
     result = cli([*args, "--out", tmp_path / "o"])
     assert result.exit_code == 1, result.output
-    warnings = json.loads(result.stdout)[0]["warnings"]
+    warnings = json.loads(result.stdout)["targets"][0]["warnings"]
     said = [w for w in warnings if "H=20" in w]
     assert said == ["the model cannot run at H=20 (torch fails there too, so not the export): --size H=K,L names "
                     "sizes it takes (the data's: 40)"], warnings

@@ -13,7 +13,7 @@ def test_minilm_desktop_x86_fits_a_phone_and_keeps_embeddings(tmp_path):
     result = cli(["export", str(ROOT / "examples" / "minilm" / "edgekit.toml"),
                                        "--out", str(tmp_path), "--bench-runs", "5", "--json"])
     assert result.exit_code == 0, result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     assert m["quantization"]["attention_graph"] is True
     assert m["quantization"]["mode"] == "dynamic"  # not static QDQ over the attention-mask path
     [out] = m["parity"]["quantization"]["outputs"]
@@ -39,7 +39,7 @@ def test_minilm_android_arm64_static_int8_keeps_embeddings(tmp_path):
     result = cli(["export", str(ROOT / "examples" / "minilm" / "edgekit.toml"), "--target", "android-arm64",
                   "--out", str(tmp_path), "--bench-runs", "3", "--json"])
     assert result.exit_code == 0, result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     assert m["passed"] is True
     q = m["quantization"]
     assert (q["mode"], q["activation_type"], q["weight_type"], q["per_channel"]) == ("static", "uint8", "uint8", False)

@@ -19,7 +19,7 @@ def test_symbolic_shape_inference_failure_falls_back_and_is_recorded(tmp_path):
     np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).random((24, 4), dtype=np.float32))
     result = cli(["export", model, "--calibration", tmp_path / "x.npz", "--out", tmp_path / "o", "--no-bench", "--json"])
     assert result.exit_code == 0, result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     assert m["preprocessing"]["skipped"] == ("symbolic shape inference failed (AssertionError); "
                                              "pre-processed without it")
     assert m["passed"] and m["parity"]["quantization"]["outputs"][0]["cosine"] > 0.99
@@ -48,7 +48,7 @@ def test_a_branch_on_a_tensors_value_is_said_by_either_exporter(tmp_path):
             str(DIGITS / "data" / "calibration.npz"), "--no-bench"]
     traced = cli([*args, "--out", str(tmp_path / "t"), "--json"])
     assert traced.exit_code == 1, traced.output
-    said = [w for w in json.loads(traced.stdout)[0]["warnings"] if w.startswith("the tracer warned: ")]
+    said = [w for w in json.loads(traced.stdout)["targets"][0]["warnings"] if w.startswith("the tracer warned: ")]
     assert said and "Python boolean" in said[0], said
     done = subprocess.run([sys.executable, "-m", "edgekit", *args, "--out", str(tmp_path / "d"), "--exporter",
                            "dynamo"], capture_output=True, text=True, cwd=tmp_path, timeout=300)

@@ -32,7 +32,7 @@ def packaged(tmp_path_factory):
         args += ["-t", t]
     result = cli(args)
     assert result.exit_code == 0, result.output
-    return out, {m["target"]: m for m in json.loads(result.stdout)}
+    return out, {m["target"]: m for m in json.loads(result.stdout)["targets"]}
 
 
 def fresh_copy(packaged, tmp_path, target="android-arm64"):
@@ -181,7 +181,7 @@ def test_min_coverage_gate(tmp_path):
     result = cli(["export", str(DIGITS / "edgekit.toml"), "-t", str(profile), "--out",
                                        str(tmp_path / "o"), "--bench-runs", "2", "--json"])
     assert result.exit_code == 1, result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     [gate] = [g for g in m["gates"] if g["name"] == "nnapi_coverage"]
     assert not gate["passed"] and gate["value"] < 0.9
 
@@ -192,7 +192,7 @@ def test_the_coverage_gate_weighs_nodes_by_their_macs(tmp_path):
     result = cli(["export", "models:conv_lstm", "--input", "x:Nx20x8", "--calibration", "random", "-t",
                   "android-arm64", "--no-bench", "--out", str(tmp_path / "o"), "--json"])
     assert result.exit_code == 1, result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     nnapi = m["mobile_coverage"]["nnapi"]
     # the LSTMs split NNAPI's nodes into 3 partitions, which onnxruntime's checker does not recommend either
     assert [g["name"] for g in m["gates"] if g["passed"] is False] == ["nnapi_coverage"]
@@ -210,7 +210,7 @@ def test_nnapi_split_into_partitions_is_said_and_a_profile_may_gate_on_the_check
     result = cli(["export", "models:split_nnapi", "--input", "x:Nx8", "--calibration", "random", "-t",
                   "android-arm64", "--no-bench", "--out", str(tmp_path / "o"), "--json"])
     assert result.exit_code == 0, result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     nnapi = m["mobile_coverage"]["nnapi"]
     assert nnapi["verdict"] == "no" and nnapi["partitions"] > 2 and nnapi["coverage"] >= 0.8, nnapi
     [said] = [w for w in m["warnings"] if "does not recommend NNAPI" in w]
@@ -226,7 +226,7 @@ def test_nnapi_split_into_partitions_is_said_and_a_profile_may_gate_on_the_check
     result = cli(["export", "models:split_nnapi", "--input", "x:Nx8", "--calibration", "random", "-t", str(profile),
                   "--no-bench", "--out", str(tmp_path / "g"), "--json"])
     assert result.exit_code == 1, result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     assert [(g["name"], g["value"], g["limit"]) for g in m["gates"] if not g["passed"]] == [("nnapi_verdict", 0, 1)]
     folder = tmp_path / "g" / "gated"
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -277,7 +277,7 @@ def test_c_header_embeds_the_ort_a_profile_ships(tmp_path):
     out = tmp_path / "o"
     result = cli(["export", str(DIGITS / "edgekit.toml"), "-t", str(board), "--out", str(out), "--no-bench", "--json"])
     assert result.exit_code == 0, result.output
-    [manifest] = json.loads(result.stdout)
+    [manifest] = json.loads(result.stdout)["targets"]
     assert manifest["c_header"]["embeds"] == manifest["ort_format"]["file"] == "model.int8.ort", manifest["c_header"]
     folder = out / "board"
     ort_bytes = (folder / "model.int8.ort").read_bytes()
@@ -294,7 +294,7 @@ def test_two_models_c_arrays_link_into_one_firmware(packaged, tmp_path):
     result = cli(["export", str(DIGITS / "edgekit.toml"), "-t", "arm64-linux", "--out", str(out), "--no-bench",
                   "--c-name", "kws", "--json"])
     assert result.exit_code == 0, result.output
-    [manifest] = json.loads(result.stdout)
+    [manifest] = json.loads(result.stdout)["targets"]
     assert manifest["c_header"] == {"header": "kws_data.h", "source": "kws_data.c", "assembly": "kws_data.S",
                                     "embeds": "model.int8.onnx", "c_name": "kws"}
     assert check(out / "arm64-linux").exit_code == 0
@@ -391,7 +391,7 @@ def test_golden_output_one_ulp_beyond_tolerance_fails(packaged, tmp_path):
     _rewrite_golden(folder, inputs, outputs, atol)
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
-    failed = [c for c in json.loads(result.stdout) if not c["passed"]]
+    failed = [c for c in json.loads(result.stdout)["cases"] if not c["passed"]]
     assert [c["name"] for c in failed] == ["parity model.int8.onnx"]
     assert "output 'output' sample 3 element [0, 4]" in failed[0]["message"]
     # and exactly at the tolerance it passes
@@ -409,7 +409,7 @@ def test_golden_vectors_emptied_to_batch_0_fail(packaged, tmp_path):
                     [{k: v[:0] for k, v in y.items()} for y in outputs], atol)
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
-    failed = [c for c in json.loads(result.stdout) if not c["passed"]]
+    failed = [c for c in json.loads(result.stdout)["cases"] if not c["passed"]]
     assert [c["name"] for c in failed] == ["integrity", "parity model.int8.onnx"], failed
     assert "golden.npz's golden sample 0 holds no input values" in failed[0]["message"], failed
 
@@ -472,7 +472,7 @@ def test_changed_file_fails_integrity(packaged, tmp_path):
     (folder / "model.onnx").write_bytes(bytes(data))
     result = check(folder, "--json")
     assert result.exit_code == 1
-    bad, *not_run = [c for c in json.loads(result.stdout) if not c["passed"]]
+    bad, *not_run = [c for c in json.loads(result.stdout)["cases"] if not c["passed"]]
     assert bad["name"] == "integrity" and "model.onnx sha256" in bad["message"]
     assert not_run and all("not run: the package failed its integrity check" in c["message"] for c in not_run)
 
@@ -487,7 +487,7 @@ def test_two_folders_of_one_target_are_told_apart(packaged, tmp_path):
         f.write(b"x")
     result = check(out, "--junit", tmp_path / "j.xml", "--json")
     assert result.exit_code == 1, result.output
-    failed = {(c["target"], c["folder"]) for c in json.loads(result.stdout) if not c["passed"]}
+    failed = {(c["target"], c["folder"]) for c in json.loads(result.stdout)["cases"] if not c["passed"]}
     assert failed == {("arm64-linux", "arm64-linux-prev")}, failed  # the target's name, and its folder apart
     suites = ElementTree.parse(tmp_path / "j.xml").getroot().findall("testsuite")
     assert sorted(s.get("name") for s in suites) == ["arm64-linux", "arm64-linux (arm64-linux-prev)"]
@@ -502,7 +502,7 @@ def test_a_package_folder_given_as_dot_is_named_as_by_its_path(packaged, tmp_pat
         result = check(".", "--junit", tmp_path / "j.xml", "--json")
         assert result.exit_code == 0, result.output
         folder = "" if name == "arm64-linux" else name  # --json: the target's name, the folder apart (not in target)
-        assert {(c["target"], c["folder"]) for c in json.loads(result.stdout)} == {("arm64-linux", folder)}
+        assert {(c["target"], c["folder"]) for c in json.loads(result.stdout)["cases"]} == {("arm64-linux", folder)}
         assert f"PASS  {label}" in check(".").stdout
         suites = ElementTree.parse(tmp_path / "j.xml").getroot().findall("testsuite")
         assert [s.get("name") for s in suites] == [label]
@@ -514,7 +514,7 @@ def test_a_manifest_marked_failed_with_no_reason_says_so(packaged, tmp_path):
     (folder / "manifest.json").write_text(json.dumps({**manifest, "passed": False}))
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
-    [gates] = [c for c in json.loads(result.stdout) if c["name"] == "gates"]
+    [gates] = [c for c in json.loads(result.stdout)["cases"] if c["name"] == "gates"]
     assert "naming no gate or check" in gates["message"]  # was "the export's own check failed: " and nothing
 
 
@@ -534,7 +534,7 @@ def test_a_gate_whose_figures_miss_its_limit_fails_check_whatever_it_says(packag
     (folder / "manifest.json").write_text(json.dumps(manifest))
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
-    [gates] = [c for c in json.loads(result.stdout) if c["name"] == "gates"]
+    [gates] = [c for c in json.loads(result.stdout)["cases"] if c["name"] == "gates"]
     assert not gates["passed"] and "quant_cosine = " in gates["message"], gates
 
 
@@ -551,7 +551,7 @@ def test_parity_figures_the_golden_samples_do_not_reproduce_fail_check(packaged,
     (folder / "manifest.json").write_text(json.dumps(manifest))
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
-    [gates] = [c for c in json.loads(result.stdout) if not c["passed"]]
+    [gates] = [c for c in json.loads(result.stdout)["cases"] if not c["passed"]]
     assert gates["name"] == "gates" and "not reproduced on its 8 golden samples" in gates["message"], gates
     assert said in gates["message"], gates
 
@@ -567,7 +567,7 @@ def test_what_the_manifest_names_ships_as_it_says_and_the_archives_are_the_folde
     (folder / "manifest.json").write_text(json.dumps(manifest))
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
-    [integrity] = [c for c in json.loads(result.stdout) if c["name"] == "integrity"]
+    [integrity] = [c for c in json.loads(result.stdout)["cases"] if c["name"] == "integrity"]
     assert f"names but does not ship: {config}" in integrity["message"]
     out = tmp_path / "out"
     shutil.copytree(packaged[0], out)
@@ -576,7 +576,7 @@ def test_what_the_manifest_names_ships_as_it_says_and_the_archives_are_the_folde
     (out / "desktop-x86.tgz").write_bytes(b"garbage")  # no folder of its name: it was never looked at
     result = check(out, "--json")
     assert result.exit_code == 1, result.output
-    failed = {c["name"]: c["message"] for c in json.loads(result.stdout) if not c["passed"]}
+    failed = {c["name"]: c["message"] for c in json.loads(result.stdout)["cases"] if not c["passed"]}
     assert set(failed) == {"archive arm64-linux.tar.gz", "archive android-arm64.tar.gz", "archive desktop-x86.tgz"}
     assert "no package folder desktop-x86 beside it" in failed["archive desktop-x86.tgz"]
     assert "its manifest.json is not android-arm64/manifest.json" in failed["archive android-arm64.tar.gz"]
@@ -593,7 +593,7 @@ def test_a_report_that_is_a_folder_or_a_link_fails_integrity(packaged, tmp_path)
     (folder / "report.html").symlink_to("/etc/passwd")
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
-    [integrity] = [c for c in json.loads(result.stdout) if c["name"] == "integrity"]
+    [integrity] = [c for c in json.loads(result.stdout)["cases"] if c["name"] == "integrity"]
     assert "not plain files: report.md, report.html" in integrity["message"], integrity
     for name in ("report.md", "report.html"):  # absent is fine: they are reports, not the package
         shutil.rmtree(folder / name) if (folder / name).is_dir() else (folder / name).unlink()
@@ -619,7 +619,7 @@ def test_a_deleted_package_file_fails_integrity_and_the_other_targets_are_still_
         f.write(b"x")
     result = check(out, "--json")
     assert result.exit_code == 1, result.output
-    failed = {(c["target"], c["name"]): c["message"] for c in json.loads(result.stdout) if not c["passed"]}
+    failed = {(c["target"], c["name"]): c["message"] for c in json.loads(result.stdout)["cases"] if not c["passed"]}
     assert "golden.npz is missing" in failed[("android-arm64", "integrity")], failed
     assert "model.int8.onnx holds" in failed[("ios-arm64", "integrity")], failed
     # a name out of the folder is never looked at, and not called missing
@@ -628,7 +628,7 @@ def test_a_deleted_package_file_fails_integrity_and_the_other_targets_are_still_
     manifest["files"]["../../secret.bin"], manifest["sizes"]["../../secret.bin"] = "0" * 64, 1
     (edited / "manifest.json").write_text(json.dumps(manifest))
     result = check(edited, "--json")
-    [integrity] = [c for c in json.loads(result.stdout) if c["name"] == "integrity"]
+    [integrity] = [c for c in json.loads(result.stdout)["cases"] if c["name"] == "integrity"]
     assert result.exit_code == 1 and "../../secret.bin is not a file name in the package folder" in \
         integrity["message"], result.output
     assert check(tmp_path / "nothing-here").exit_code == 3
@@ -646,8 +646,9 @@ def test_a_failed_check_says_why_in_json_and_junit_replaces_only_a_report(packag
     --junit replaced whatever file its path named (a mistyped `--junit notes.txt` lost the notes)."""
     result = check(tmp_path / "nothing-here", "--json")
     assert result.exit_code == 3, result.output
-    assert json.loads(result.stdout) == {"error": f"{tmp_path / 'nothing-here'}: no such file or folder",
-                                         "exit_code": 3}
+    assert json.loads(result.stdout) == {"schema_version": 1, "command": "check", "passed": False, "exit_code": 3,
+                                         "error": f"{tmp_path / 'nothing-here'}: no such file or folder",
+                                         "cases": []}
     exported = cli(["export", tmp_path / "nothing.py:build", "--input", "x:1x4", "--json"])
     assert exported.exit_code == 3 and json.loads(exported.stdout)["exit_code"] == 3, exported.output
     notes = tmp_path / "notes.txt"
@@ -687,7 +688,7 @@ def test_check_names_the_onnxruntime_that_ran_it_and_a_failure_on_another_than_t
     result = check(folder, "--json", "--junit", junit)
     assert result.exit_code == 0, result.output
     here = f"1 thread(s), CPUExecutionProvider, onnxruntime {ort.__version__}"
-    where = [c["where"] for c in json.loads(result.stdout) if c["name"].startswith("parity ")]
+    where = [c["where"] for c in json.loads(result.stdout)["cases"] if c["name"].startswith("parity ")]
     assert len(where) == 2 and all(w.startswith("host ") and w.endswith(here) for w in where), where
     said = [p.get("value") for p in ElementTree.parse(junit).getroot().iter("property") if p.get("name") == "where"]
     assert said == where, said
@@ -701,7 +702,7 @@ def test_check_names_the_onnxruntime_that_ran_it_and_a_failure_on_another_than_t
     rehash(folder, "model.int8.onnx")
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
-    cases = {c["name"]: c for c in json.loads(result.stdout)}
+    cases = {c["name"]: c for c in json.loads(result.stdout)["cases"]}
     failed = cases["parity model.int8.onnx"]
     assert not failed["passed"] and failed["where"].endswith(here), failed
     assert "Opset 99 is under development" in failed["message"], failed  # onnxruntime's cause, whole
@@ -975,20 +976,20 @@ def test_check_runs_the_fp32_ort_and_fails_a_tampered_or_missing_one(packaged, t
     folder = fresh_copy(packaged, tmp_path, "ios-arm64")
     result = check(folder, "--json")
     assert result.exit_code == 0, result.output
-    assert {"parity model.coreml.onnx", "parity model.coreml.ort"} <= {c["name"] for c in json.loads(result.stdout)}
+    assert {"parity model.coreml.onnx", "parity model.coreml.ort"} <= {c["name"] for c in json.loads(result.stdout)["cases"]}
     model = folder / "model.coreml.ort"
     data = bytearray(model.read_bytes())
     data[-1] ^= 1  # a bit flipped: the hash no longer matches
     model.write_bytes(bytes(data))
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
-    failed = {c["name"]: c["message"] for c in json.loads(result.stdout) if not c["passed"]}
+    failed = {c["name"]: c["message"] for c in json.loads(result.stdout)["cases"] if not c["passed"]}
     assert "model.coreml.ort sha256" in failed["integrity"] and "parity model.coreml.ort" in failed, failed
     model.write_bytes(model.read_bytes()[:4000])  # cut short, hashes made to match: it no longer runs
     rehash(folder, "model.coreml.ort")
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
-    failed = {c["name"]: c["message"] for c in json.loads(result.stdout) if not c["passed"]}
+    failed = {c["name"]: c["message"] for c in json.loads(result.stdout)["cases"] if not c["passed"]}
     assert list(failed) == ["parity model.coreml.ort"], failed
     assert "does not run the golden inputs" in failed["parity model.coreml.ort"]
     folder = fresh_copy(packaged, tmp_path / "gone", "ios-arm64")  # the fp32 files removed with their entries
@@ -1002,7 +1003,7 @@ def test_check_runs_the_fp32_ort_and_fails_a_tampered_or_missing_one(packaged, t
     (folder / "manifest.json").write_text(json.dumps(manifest))
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
-    [gates] = [c for c in json.loads(result.stdout) if c["name"] == "gates"]
+    [gates] = [c for c in json.loads(result.stdout)["cases"] if c["name"] == "gates"]
     assert "ships an fp32 .ort for CoreML MLProgram, and the manifest has none" in gates["message"], gates
 
 
@@ -1017,20 +1018,20 @@ def test_check_fails_a_coreml_model_whose_shapes_are_not_the_manifests(packaged,
     (folder / "manifest.json").write_text(json.dumps(manifest))
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
-    failed = {c["name"]: c["message"] for c in json.loads(result.stdout) if not c["passed"]}
+    failed = {c["name"]: c["message"] for c in json.loads(result.stdout)["cases"] if not c["passed"]}
     assert "manifest.json says of model.coreml.onnx: input 'image' is 'float32' [2, 1, 8, 8]" in failed["integrity"]
     del manifest["ort_format"]["fp32"]["inputs"]
     (folder / "manifest.json").write_text(json.dumps(manifest))
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
-    [gates] = [c for c in json.loads(result.stdout) if c["name"] == "gates"]
+    [gates] = [c for c in json.loads(result.stdout)["cases"] if c["name"] == "gates"]
     assert "fixes the input shapes of model.coreml.onnx, and the manifest gives none" in gates["message"], gates
     folder = fresh_copy(packaged, tmp_path / "swapped", "ios-arm64")  # the dynamic model.onnx in its place
     shutil.copy(folder / "model.onnx", folder / "model.coreml.onnx")
     assert onnx.load(str(folder / "model.coreml.onnx")).graph.input[0].type.tensor_type.shape.dim[0].dim_param
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
-    failed = {c["name"]: c["message"] for c in json.loads(result.stdout) if not c["passed"]}
+    failed = {c["name"]: c["message"] for c in json.loads(result.stdout)["cases"] if not c["passed"]}
     assert failed["integrity"].startswith("model.coreml.onnx holds"), failed  # its size, then its sha256
 
 
@@ -1152,7 +1153,7 @@ def test_unlisted_file_fails_integrity(packaged, tmp_path):
     (folder / "evil.so").write_bytes(b"\x7fELF")
     result = check(folder, "--json")
     assert result.exit_code == 1
-    assert "files not in the manifest: evil.so" in json.loads(result.stdout)[0]["message"]
+    assert "files not in the manifest: evil.so" in json.loads(result.stdout)["cases"][0]["message"]
 
 
 @pytest.mark.parametrize("edit,msg", [
@@ -1366,7 +1367,7 @@ def test_failed_export_fails_check(tmp_path):
     result = cli(["export", str(DIGITS / "edgekit.toml"), "-t", str(profile), "--out",
                                        str(tmp_path / "o"), "--no-bench", "--json"])
     assert result.exit_code == 1, result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     assert not m["passed"] and [c["name"] for c in m["verification"] if not c["passed"]] == ["gates"]
     junit = tmp_path / "r.xml"
     checked = check(tmp_path / "o", "--junit", junit)
@@ -1394,7 +1395,7 @@ def test_ort_package_passes_check_exactly_when_export_passed(tmp_path):
             "--calibration", str(tmp_path / "cal.npz"), "--validation", str(tmp_path / "val.npz"),
             "-t", str(profile), "--out", str(tmp_path / name), "--no-bench", "--json"])
         assert result.exit_code in (0, 1), result.output
-        [m] = json.loads(result.stdout)
+        [m] = json.loads(result.stdout)["targets"]
         diff = m["ort_format"]["max_abs_diff_from_onnx"]["output"]
         assert diff > m["golden"]["models"]["model.int8.onnx"]["atol"]["output"]  # one golden file would fail
         checked = check(tmp_path / name)
@@ -1417,7 +1418,7 @@ def test_android_input_whose_shape_varies_stays_dynamic_and_the_gate_decides(tmp
                                        str(data), "-t", "android-arm64", "--out", str(tmp_path / "o"), "--no-bench",
                                        "--json"])
     assert result.exit_code in (0, 1), result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     assert m["fixed_input_shapes"] == {}
     assert any("input 'image' kept dynamic" in w for w in m["warnings"])
     nnapi = m["mobile_coverage"]["nnapi"]
@@ -1437,7 +1438,7 @@ def test_ios_coreml_input_whose_shape_varies_stays_dynamic_and_a_warning_names_c
     result = cli(["export", "models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", str(data),
                   "-t", "ios-arm64", "--out", str(tmp_path / "o"), "--no-bench", "--json"])
     assert result.exit_code in (0, 1), result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     assert any("input 'image' kept dynamic" in w and "CoreML MLProgram leaves" in w for w in m["warnings"]), m
     assert m["ort_format"]["fp32"]["inputs"][0]["shape"] == ["N", 3, 16, 16]
     assert m["mobile_coverage"]["coreml"]["nodes_blocked_by_dynamic_shapes"] > 0
@@ -1480,7 +1481,7 @@ def test_archive_extraction_is_bounded_by_its_manifest(packaged, tmp_path):
     assert result.exit_code == 3 and "its manifest says 10" in result.stderr
     result = check(folder, "--json")  # the folder passed: only the archive's reader looked at sizes
     assert result.exit_code == 1, result.output
-    [integrity] = [c for c in json.loads(result.stdout) if c["name"] == "integrity"]
+    [integrity] = [c for c in json.loads(result.stdout)["cases"] if c["name"] == "integrity"]
     assert "model.onnx holds" in integrity["message"] and "its manifest says 10" in integrity["message"]
     manifest["sizes"] = {"model.onnx": "abc"}  # was exit 0 as a folder, "(AttributeError)" as an archive
     (folder / "manifest.json").write_text(json.dumps(manifest))
@@ -1529,7 +1530,7 @@ def test_archive_member_with_a_wrong_hash_is_never_written(packaged, tmp_path):
     result = check(bomb, "--json")
     assert written() - before < 64 << 20  # the package's other files and the report, not the zeros
     assert result.exit_code == 1, result.output
-    bad = [c for c in json.loads(result.stdout) if not c["passed"]]
+    bad = [c for c in json.loads(result.stdout)["cases"] if not c["passed"]]
     assert bad[0]["name"] == "integrity" and "model.onnx sha256" in bad[0]["message"]
 
 
@@ -1622,7 +1623,7 @@ def test_check_runs_a_hostile_model_bounded(packaged, tmp_path):
     start = time.perf_counter()
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
-    failed = {c["name"]: c["message"] for c in json.loads(result.stdout) if not c["passed"]}
+    failed = {c["name"]: c["message"] for c in json.loads(result.stdout)["cases"] if not c["passed"]}
     bad = failed.pop("parity model.int8.onnx")
     assert "allocate" in bad or "memory" in bad
     assert list(failed) == ["gates"] and "size_mb" in failed["gates"]  # not the size of the model it shipped
@@ -1818,7 +1819,7 @@ def test_check_takes_a_step_time_limit(packaged):
     folder = packaged[0] / "arm64-linux"
     quick = check(folder, "--step-timeout", "0.001", "--json")  # too short for the child to start: each case fails
     assert quick.exit_code == 1, quick.output
-    cases = [c for c in json.loads(quick.stdout) if c["name"].startswith("parity")]
+    cases = [c for c in json.loads(quick.stdout)["cases"] if c["name"].startswith("parity")]
     assert cases and all("took longer than 0.001 s (the limit; raise it with --step-timeout)" in c["message"]
                          for c in cases), cases
     report = edgekit.check(folder, step_timeout=0.001)
@@ -1964,7 +1965,7 @@ def _failed_after(packaged, tmp_path, target: str, edit) -> list[dict]:
     (folder / "manifest.json").write_text(json.dumps(manifest))
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
-    return [c for c in json.loads(result.stdout) if not c["passed"]]
+    return [c for c in json.loads(result.stdout)["cases"] if not c["passed"]]
 
 
 @pytest.mark.parametrize("edit,said", [

@@ -115,7 +115,7 @@ def test_export_holds_an_embedding_beside_the_logits_to_cosine_not_top1(tmp_path
             "-t", "android-arm64", "--no-bench", "--json"]
     made = cli([*args, "--out", tmp_path / "out"])
     assert made.exit_code == 0, made.output
-    [m] = json.loads(made.stdout)
+    [m] = json.loads(made.stdout)["targets"]
     logits, embedding = m["parity"]["quantization"]["outputs"]
     assert m["task"] == "classify" and logits["top1_agreement"] == 1.0 and "top1_agreement" not in embedding
     gates = {g["name"]: g for g in m["gates"]}
@@ -124,7 +124,7 @@ def test_export_holds_an_embedding_beside_the_logits_to_cosine_not_top1(tmp_path
     assert cli(["check", tmp_path / "out" / "android-arm64"]).exit_code == 0
     tuned = cli([*args, "--auto", "--out", tmp_path / "auto"])
     assert tuned.exit_code == 0, tuned.output
-    [trial] = json.loads(tuned.stdout)[0]["tuning"]["trials"]  # the defaults pass: nothing to search for
+    [trial] = json.loads(tuned.stdout)["targets"][0]["tuning"]["trials"]  # the defaults pass: nothing to search for
     assert trial["passed"] and trial["excluded"] == []
 
 
@@ -150,7 +150,7 @@ def test_accuracy_scores_the_class_scores_not_a_map_returned_first(tmp_path):
 
     made = cli(["export", "models:seg_and_logits", *_images(tmp_path, labels), "--out", tmp_path / "o", "--json"])
     assert made.exit_code == 0, made.output
-    [m] = json.loads(made.stdout)
+    [m] = json.loads(made.stdout)["targets"]
     assert m["accuracy"]["fp32"] == m["accuracy"]["torch"] == 100.0, m["accuracy"]
     gates = {g["name"]: g for g in m["gates"]}
     assert gates["top1_agreement"]["output"] == gates["accuracy_drop"]["output"] == "a_logits"
@@ -171,7 +171,7 @@ def test_export_error_is_judged_relative_to_a_large_outputs_peak(tmp_path):
     """A map peaking near 50,000 (a depth map in mm) failed export_max_abs at ~0.01 (3e-7 relative, cosine 1.0)."""
     made = cli(["export", "models:depth_in_mm", *_images(tmp_path), "--out", tmp_path / "o", "--json"])
     assert made.exit_code == 0, made.output
-    [m] = json.loads(made.stdout)
+    [m] = json.loads(made.stdout)["targets"]
     [gate] = [g for g in m["gates"] if g["name"] == "export_scaled_max_abs"]
     seg = m["parity"]["export"]["outputs"][0]
     assert gate["passed"] and gate["value"] < 1e-5 and seg["reference_peak"] > 1e3, (gate, seg)
@@ -252,7 +252,7 @@ def test_labels_are_scored_as_accuracy_for_a_classifier_only(tmp_path):
     result = cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--task", "detect", "--no-bench", "--out",
                   tmp_path, "--json"])
     assert result.exit_code == 0, result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     [drop] = [g for g in m["gates"] if g["name"] == "accuracy_drop"]
     assert m["accuracy"] is None and drop["skipped"] == "task detect: accuracy scores a classifier's labels only", drop
     [centred] = [g for g in m["gates"] if g["name"] == "quant_centred_sqnr_db"]  # 32.2 dB: its logits spread widely

@@ -23,7 +23,7 @@ def export(*args, bench_runs=5, env=None):
 def manifests(result, code=0):
     """The manifests printed by --json, once the exit code is the expected one (else the real error shows)."""
     assert result.exit_code == code, result.output
-    return json.loads(result.stdout)
+    return json.loads(result.stdout)["targets"]
 
 
 def test_digits_example_desktop_x86(tmp_path):
@@ -138,7 +138,7 @@ def test_multi_input_int64_encoder_gets_transformer_scheme(tmp_path, encoder_dat
                     "--calibration", cal, "--validation", val, "--quant-mode", "static", "--out", tmp_path / "static",
                     "--no-bench")
     assert result.exit_code in (0, 1), result.output
-    [static] = json.loads(result.stdout)
+    [static] = json.loads(result.stdout)["targets"]
     assert static["quantization"]["mode"] == "static" and any(
         w.startswith("attention graph: transformer_scheme dynamic not applied, mode given") and "mask path" in w
         for w in static["warnings"])
@@ -191,6 +191,12 @@ def test_failed_gate_exits_1_and_still_writes(tmp_path, cnn_data):
     [m] = manifests(result, 1)
     assert m["passed"] is False
     assert [g["name"] for g in m["gates"] if not g["passed"]] == ["quant_sqnr_db"]
+    # --json is one object whatever the outcome (was a bare list here, an error object on exit 2-5)
+    doc = json.loads(result.stdout)
+    assert {k: doc[k] for k in ("schema_version", "command", "passed", "exit_code", "error")} == {
+        "schema_version": 1, "command": "export", "passed": False, "exit_code": 1, "error": None}
+    [said] = result.stderr.strip().splitlines()[-1:]  # and the CI log names the failure without parsing it
+    assert said.startswith("edgekit: gates failed: strict: quant_sqnr_db ") and "(>= 150)" in said, result.stderr
     assert (tmp_path / "out" / "strict" / "model.int8.onnx").exists()
     assert "FAIL" in (tmp_path / "out" / "strict" / "report.md").read_text()
 
@@ -278,7 +284,7 @@ def test_op_types_onnxruntime_never_quantizes_are_said_to_quantize_nothing(tmp_p
     result = export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cal, "--op-types", "Relu",
                     "--no-bench", "--out", tmp_path / "o", "--json")
     assert result.exit_code == 1, result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     assert [g for g in m["gates"] if not g["passed"]] == [
         {"name": "int8_quantized", "value": 0, "op": ">=", "limit": 1, "passed": False}], m["gates"]
     assert cli(["check", tmp_path / "o" / "desktop-x86"]).exit_code == 1  # the gate holds there too
@@ -287,7 +293,7 @@ def test_op_types_onnxruntime_never_quantizes_are_said_to_quantize_nothing(tmp_p
     assert not [w for w in m["warnings"] if "quantization nodes and the scales outweigh" in w], m["warnings"]
     default = export("models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", cal, "--no-bench", "--out",
                      tmp_path / "d", "--json")
-    assert not [w for w in json.loads(default.stdout)[0]["warnings"] if "quantizes nothing" in w]
+    assert not [w for w in json.loads(default.stdout)["targets"][0]["warnings"] if "quantizes nothing" in w]
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -499,7 +505,7 @@ def test_task_picks_the_metrics_and_gates(tmp_path, cnn_data):
     # random images through random weights embed almost alike: their neighbours are fragile, so whether
     # the gate passes is this toy's business; that it is measured and gated is the test's
     assert result.exit_code in (0, 1), result.output
-    [embed] = json.loads(result.stdout)
+    [embed] = json.loads(result.stdout)["targets"]
     [o] = embed["parity"]["quantization"]["outputs"]
     assert embed["task"] == "embed" and 0.0 <= o["retrieval_at1"] <= 1.0 and "top1_agreement" not in o
     gates = {g["name"]: g for g in embed["gates"]}
@@ -723,7 +729,7 @@ def test_integer_outputs_are_compared_exactly(tmp_path):
     result = export(tmp_path / "m.onnx", "--calibration", tmp_path / "x.npz", "--no-bench", "--out", tmp_path / "o",
                     "--json")
     assert result.exit_code == 1, result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     [agreement] = [g for g in m["gates"] if g["name"] == "integer_output_agreement"]
     assert not agreement["passed"] and agreement["value"] < 0.95, agreement
     assert read_golden(tmp_path / "o" / "desktop-x86" / "golden.npz")[2]["cls"] == 0.0

@@ -28,7 +28,7 @@ def test_latency_search_keeps_only_what_timed_faster_and_the_model_has_it_in_flo
     result = cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--precision", "latency",
                   "--out", tmp_path, "--bench-runs", "10", "--json"])
     assert result.exit_code in (0, 1), result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     failed = [g["name"] for g in m["gates"] if not g["passed"]]
     # digits' int8 is slower than fp32 here (0.79x): when the search times every node faster in float, the model
     # quantizes nothing, and that (and only that) fails: a model.int8.onnx that is the float model is no int8 build
@@ -113,7 +113,7 @@ def test_the_latency_search_says_why_it_did_not_run(tmp_path, flags, why):
     result = cli(["export", DIGITS / "edgekit.toml", *flags, "--precision", "latency", "--out", tmp_path, "--no-bench",
                   "--json"])
     assert result.exit_code in (0, 1), result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     assert why in m["quantization"]["precision_search"]["skipped"], m["quantization"]["precision_search"]
     # said in report.md alone: the terminal (dynamic: its failed gates) and CI took the flag as applied
     said = f"--auto and --precision latency skipped: {why}" if "dynamic" in flags else \

@@ -18,7 +18,7 @@ def digits_package(tmp_path_factory):
     out = tmp_path_factory.mktemp("html")
     result = cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--out", out, "--bench-runs", "5", "--json"])
     assert result.exit_code == 0, result.output
-    return out / "desktop-x86", json.loads(result.stdout)[0]
+    return out / "desktop-x86", json.loads(result.stdout)["targets"][0]
 
 
 def test_report_html_is_self_contained_with_charts_and_beside_the_manifest(digits_package):

@@ -66,7 +66,7 @@ def test_two_workers_on_one_storage_find_a_front_and_a_trial_reexports(tmp_path)
     again = cli(["export", _recipe(tmp_path), "-t", "desktop-x86", "--from-trial", point["trial"], "--storage",
                  f"sqlite:///{out / 'search.db'}", "--out", tmp_path / "again", "--no-bench", "--json"])
     assert again.exit_code == 0, again.output
-    [m] = json.loads(again.stdout)
+    [m] = json.loads(again.stdout)["targets"]
     assert (m["search"]["trial"], m["search"]["storage"]) == (point["trial"], f"sqlite:///{out / 'search.db'}")
     assert m["quantization"]["calibrate_method"] == point["params"]["calibrate_method"]
     assert (m["compression"].get("prune") or {}).get("ratio", 0.0) == point["params"]["prune_ratio"]

@@ -28,7 +28,7 @@ def runs(tmp_path_factory):
             result = cli(["export", *model, *ARGS[9:], "--calibration", tmp / "cal.npz", "--validation",
                           tmp / "val.npz", "--out", tmp / f"{source}-{name}", *extra])
             assert result.exit_code in (0, 1), result.output
-            found[source, name] = (result.exit_code, json.loads(result.stdout)[0])
+            found[source, name] = (result.exit_code, json.loads(result.stdout)["targets"][0])
     return tmp, found
 
 
@@ -58,7 +58,7 @@ def test_streaming_package_replays_in_check(runs):
     tmp, _ = runs
     result = cli(["check", tmp / "torch-float", "--json"])
     assert result.exit_code == 0, result.output
-    cases = {c["name"]: c for c in json.loads(result.stdout)}
+    cases = {c["name"]: c for c in json.loads(result.stdout)["cases"]}
     assert cases["integrity"]["passed"] and cases["parity model.int8.onnx"]["passed"]
 
 
@@ -83,7 +83,7 @@ def test_torch_gru_streaming_module(tmp_path):
                   "score", "--output-name", "hN", "--state", "h=hN", "--calibration", tmp_path / "cal.npz",
                   "--validation", tmp_path / "val.npz", "--out", tmp_path / "o", "--no-bench", "--json"])
     assert result.exit_code == 0, result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     assert m["parity"]["export"]["samples"] == 120 and m["parity"]["export"]["outputs"][0]["cosine"] > 0.99999
     assert m["state"]["float_nodes"] == ["/gru/GRU"] and m["state"]["sequence"]["steps"] == 40
     assert "1 GRU node(s) stay float: onnxruntime's static quantizer has no int8 op for them" in m["warnings"][0]
@@ -137,7 +137,7 @@ def _integrity_after(folder, edit) -> str:
     (folder / "manifest.json").write_text(json.dumps(manifest))
     result = cli(["check", folder, "--json"])
     assert result.exit_code == 1, result.output
-    [integrity] = [c for c in json.loads(result.stdout) if c["name"] == "integrity"]
+    [integrity] = [c for c in json.loads(result.stdout)["cases"] if c["name"] == "integrity"]
     return integrity["message"]
 
 
@@ -173,7 +173,7 @@ def test_state_starts_from_a_file(runs, tmp_path):
     args = [*ARGS, "--calibration", tmp / "cal.npz", "--validation", tmp / "val.npz"]
     result = cli(["export", *args, "--out", tmp_path / "o", "--state-init", f"state={tmp_path / 'h0.npy'}"])
     assert result.exit_code == 0, result.output
-    m = json.loads(result.stdout)[0]
+    m = json.loads(result.stdout)["targets"][0]
     assert m["state"]["initial"] == {"state": str(tmp_path / "h0.npy")}
     from edgekit import package
     inputs, _, _ = package.read_golden(tmp_path / "o" / "desktop-x86" / "golden.npz")
@@ -201,7 +201,7 @@ def test_gru_cell_state_path_kept_float_passes_and_quantized_fails(runs, tmp_pat
             result = cli(["export", *model, "--state", "h=hN", *data, "--out", out,
                           *(["--quantize-state"] if quantize_state else [])])
             assert result.exit_code == (1 if quantize_state else 0), result.output
-            [m] = json.loads(result.stdout)
+            [m] = json.loads(result.stdout)["targets"]
             assert m["state"]["float_nodes"] == ([] if quantize_state else
                                                  ["/cell/Gemm_1", "/cell/Sub", "/cell/Mul_1", "/cell/Add_3"])
             assert (_sqnr(m, "hN") < 10) if quantize_state else (_sqnr(m, "hN") > 25)
@@ -326,7 +326,7 @@ def test_a_float_state_path_holding_most_weights_is_named_as_the_cause(runs, tmp
                   "score", "--output-name", "hN", "--state", "h=hN", "--calibration", tmp / "cal.npz",
                   "--validation", tmp / "val.npz", "--no-bench", "--json", "--out", tmp_path / "o"])
     assert result.exit_code == 0, result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     cause = "1 Gemm node(s) on the state path stay float (59% of the weights; --quantize-state quantizes them)"
     assert any(w.startswith("model.int8.onnx is not smaller") and w.endswith(cause) for w in m["warnings"]), m
     folder = tmp_path / "o" / "desktop-x86"
@@ -352,7 +352,7 @@ def test_a_streaming_lstm_is_told_both_flags_and_stays_warned_while_float(runs, 
     for mode in ("static", "dynamic"):
         result = cli([*args, "--quant-mode", mode, "--out", tmp_path / mode])
         assert result.exit_code == 0, result.output
-        told[mode] = json.loads(result.stdout)[0]["warnings"]
+        told[mode] = json.loads(result.stdout)["targets"][0]["warnings"]
     assert ("1 LSTM node(s) stay float: onnxruntime's static quantizer has no int8 op for them (its dynamic mode "
             "quantizes LSTM weights: --quant-mode dynamic --quantize-state)") in told["static"]
     assert "1 LSTM node(s) stay float: they carry the state, float unless --quantize-state" in told["dynamic"]
@@ -371,7 +371,7 @@ def test_calibration_sequences_shorter_than_validations_are_warned_of(runs, tmp_
     assert result.exit_code in (0, 1), result.output
     said = ("calibration sequences run at most 20 steps, validation's 200: the int8 ranges never saw the state past "
             "step 20 (calibrate on sequences as long as deployment's)")
-    assert said in json.loads(result.stdout)[0]["warnings"]
+    assert said in json.loads(result.stdout)["targets"][0]["warnings"]
     assert not any("calibration sequences run" in w for w in found["torch", "float"][1]["warnings"])  # 200 and 200
     failed = [Gate("quant_sqnr_db", 4.3, ">=", 15.0, False)]
     assert verdict.gate_advice(failed, QuantSettings(), None, (50, 1000)) == [

@@ -26,7 +26,7 @@ def _recipe(tmp_path, name: str, extra: str = ""):
     path.write_text(text + extra)
     result = cli(["export", path, "-t", "desktop-x86", "--out", tmp_path / name, "--archive", "--no-bench", "--json"])
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)[0], tmp_path / name / "desktop-x86.tar.gz"
+    return json.loads(result.stdout)["targets"][0], tmp_path / name / "desktop-x86.tar.gz"
 
 
 def test_shared_digits_ship_smaller_at_the_same_accuracy(tmp_path):

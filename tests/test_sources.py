@@ -23,7 +23,7 @@ def test_torchscript_archive(tmp_path, cnn_data):
     result = _export(path, "--input", "image:Nx3x16x16", "--calibration", cnn_data[0], "--out", tmp_path / "o",
                      "--trust-checkpoint")
     assert result.exit_code == 0, result.output
-    m = json.loads(result.stdout)[0]
+    m = json.loads(result.stdout)["targets"][0]
     assert m["parity"]["export"]["outputs"][0]["cosine"] > 0.99999
 
 
@@ -35,7 +35,7 @@ def test_torch_export_archive(tmp_path, cnn_data):
     result = _export(path, "--input", "image:2x3x16x16", "--calibration", data, "--out", tmp_path / "o",
                      "--trust-checkpoint")
     assert result.exit_code == 0, result.output
-    m = json.loads(result.stdout)[0]
+    m = json.loads(result.stdout)["targets"][0]
     assert m["parity"]["export"]["outputs"][0]["cosine"] > 0.99999
     assert m["model"]["exporter"] == "dynamo"  # it said torchscript, the recipe's default, for a .pt2 program
     torch.save({"garbage": torch.zeros(1)}, tmp_path / "w.pt")  # ignored, recorded as used, exit 0

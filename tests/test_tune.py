@@ -27,7 +27,7 @@ def export(model, data, out, *extra):
     result = cli(["export", model, *SPEC, "--calibration", str(data / "cal.npz"), "--validation",
                                        str(data / "val.npz"), "--out", str(out), "--bench-runs", "5", "--json",
                                        *map(str, extra)])
-    return result, (json.loads(result.stdout)[0] if result.exit_code in (0, 1) else None)
+    return result, (json.loads(result.stdout)["targets"][0] if result.exit_code in (0, 1) else None)
 
 
 def quantized_convs(path):
@@ -113,7 +113,7 @@ def test_digits_auto_passes_first_trial(tmp_path):
     result = cli(["export", str(DIGITS / "edgekit.toml"), "-t", "desktop-x86", "--auto",
                                        "--out", str(tmp_path), "--bench-runs", "5", "--json"])
     assert result.exit_code == 0, result.output
-    assert len(json.loads(result.stdout)[0]["tuning"]["trials"]) == 1
+    assert len(json.loads(result.stdout)["targets"][0]["tuning"]["trials"]) == 1
 
 
 def test_inspect_compare(data, tmp_path):
@@ -203,7 +203,7 @@ def test_auto_on_a_dynamic_quantized_model_says_it_skipped(tmp_path, encoder_dat
                                        "--auto", "--out", str(tmp_path), "--bench-runs", "3", "--json",
                                        "--transformer-scheme", "dynamic"])
     assert result.exit_code == 0, result.output
-    assert "dynamic" in json.loads(result.stdout)[0]["tuning"]["skipped"]
+    assert "dynamic" in json.loads(result.stdout)["targets"][0]["tuning"]["skipped"]
     assert "Skipped: dynamic" in (tmp_path / "desktop-x86" / "report.md").read_text()
 
 
@@ -340,7 +340,7 @@ def test_auto_on_a_model_that_ends_in_its_class_ids(tmp_path):
                   data / "calibration.npz", "--validation", data / "validation.npz", "--no-bench", "--auto",
                   "--out", tmp_path / "o", "--json"])
     assert result.exit_code == 0, result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     assert m["accuracy"]["fp32"] > 99 and m["accuracy"]["int8"] > 99  # the ids against the labels
     trials = m["tuning"]["trials"]
     assert trials[0]["exact_agreement"] < 0.5 and trials[m["tuning"]["chosen"]]["exact_agreement"] > 0.99
@@ -357,7 +357,7 @@ def test_auto_never_passes_a_model_that_quantizes_nothing(tmp_path):
     result = cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--calibration", tmp_path / "dim.npz",
                   "--auto", "--no-bench", "--out", tmp_path / "o", "--json"])
     assert result.exit_code == 1, result.output
-    m = json.loads(result.stdout)[0]
+    m = json.loads(result.stdout)["targets"][0]
     trials = m["tuning"]["trials"]
     floats = [t for t in trials if "int8_quantized" in t["failed_gates"]]
     assert floats and all(t["sqnr_db"] == 200 and not t["passed"] for t in floats), trials

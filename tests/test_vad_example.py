@@ -17,7 +17,7 @@ def test_recipe_exports_a_streaming_package_that_checks(tmp_path):
     result = cli(["export", VAD / "edgekit.toml", "--target", "desktop-x86", "--no-bench", "--json",
                   "--out", tmp_path / "vad"])
     assert result.exit_code == 0, result.output
-    [m] = json.loads(result.stdout)
+    [m] = json.loads(result.stdout)["targets"]
     assert m["passed"] and [i["name"] for i in m["inputs"]] == ["frame", "state"]
     assert m["state"]["pairs"] == {"state": "stateN"}
     assert m["state"]["float_nodes"] == ["/cell/Gemm_1", "/cell/Sub", "/cell/Mul_1", "/cell/Add_3"]  # carry path
@@ -40,7 +40,7 @@ def test_recipe_exports_a_streaming_package_that_checks(tmp_path):
     assert any(w.startswith("model.int8.onnx is not smaller than model.onnx") for w in m["warnings"])
     checked = cli(["check", tmp_path / "vad", "--json"])
     assert checked.exit_code == 0, checked.output
-    cases = json.loads(checked.stdout)
+    cases = json.loads(checked.stdout)["cases"]
     assert {c["name"] for c in cases} >= {"integrity", "gates", "parity model.int8.onnx"}
     assert all(c["passed"] for c in cases)
 
@@ -114,11 +114,11 @@ def test_sequences_of_one_step_are_warned_of(tmp_path):
     result = cli(["export", VAD / "edgekit.toml", "--target", "desktop-x86", "--no-bench", "--json", "--calibration",
                   tmp_path / "c.npz", "--validation", tmp_path / "v.npz", "--out", tmp_path / "o"])
     assert result.exit_code == 0, result.output
-    said = "\n".join(json.loads(result.stdout)[0]["warnings"])
+    said = "\n".join(json.loads(result.stdout)["targets"][0]["warnings"])
     assert "every validation sequence has 1 step: the state is never fed back" in said, said
     # calibrated on one-step sequences only (validated on long ones): parity failed, and only --auto was advised
     result = cli(["export", VAD / "edgekit.toml", "--target", "desktop-x86", "--no-bench", "--json", "--calibration",
                   tmp_path / "c.npz", "--out", tmp_path / "o2"])
     assert result.exit_code in (0, 1), result.output  # 1: its parity gates
-    said = "\n".join(json.loads(result.stdout)[0]["warnings"])
+    said = "\n".join(json.loads(result.stdout)["targets"][0]["warnings"])
     assert "every calibration sequence has 1 step: the int8 ranges never see a state fed back" in said, said
