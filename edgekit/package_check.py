@@ -827,6 +827,9 @@ def _gates(target: str, manifest: dict) -> Case:
     return Case(target, "gates", not said, "; ".join(said))
 
 
+CLASS_GATES = {"top1_agreement", "top5_agreement", "accuracy_drop"}  # measured on the scored output alone
+
+
 def _gate_claims(manifest: dict) -> list[str]:
     """What the gates say that the rest of the package contradicts: a parity gate removed, compared the wrong way
     or skipped where its figure exists (a float output), a size that is not the shipped file's, or a limit or
@@ -859,9 +862,13 @@ def _gate_claims(manifest: dict) -> list[str]:
     first = names[parity.scored(names, state, shapes)] if names else None  # class gates' output (see scored())
     # a package made before class gates took the first 2-D output (the export_max_abs gate's too): the first not state
     allowed = {None, first, *([names[parity.scored(names, state)]] if names and "export_max_abs" in gates else [])}
-    if on := [f"{n} on {g['output']!r}" for n, g in gates.items() if first and g.get("output") not in allowed]:
+    if on := [f"{n} on {g['output']!r}" for n, g in gates.items() if first and n in CLASS_GATES
+              and g.get("output") not in allowed]:
         bad.append(f"{', '.join(on)}: edgekit measures class gates on the first 2-D output that is not state (else "
                    f"the first), {first!r}")
+    if odd := [f"{n} on {g['output']!r}" for n, g in gates.items() if n not in CLASS_GATES
+               and g.get("output") not in (None, *names)]:  # the worst output a gate over all of them names
+        bad.append(f"{', '.join(odd)}: the model has no such output")
     if ran := [n for n, g in gates.items() if n.startswith("runs_at_") and g.get("passed")]:
         bad.append(f"{ran[0]} passed: edgekit writes it only when the model does not run at that size")
     integer_only = bool(kinds) and all(kinds)

@@ -114,7 +114,7 @@ class Gate:
     limit: float | None
     passed: bool
     skipped: str | None = None  # why it could not be evaluated
-    output: str | None = None  # a class gate's output (the scored one); None: all outputs, or none
+    output: str | None = None  # the output judged: a class gate's scored one, else the worst; None: none
 
     @property
     def label(self) -> str:
@@ -130,6 +130,18 @@ def worst(items, key: str, fn=min):
     (None if all are)."""
     values = [v for o in items if (v := getattr(o, key)) is not None]
     return fn(values) if values else None
+
+
+def worst_on(items, key: str, fn=min) -> tuple[float | None, str | None]:
+    """worst() with the output it was measured on: a gate over several outputs names the one that decided it."""
+    found = [(v, o.output) for o in items if (v := getattr(o, key)) is not None]
+    return fn(found, key=lambda pair: pair[0]) if found else (None, None)
+
+
+def held_on(name: str, outputs, key: str, spec, unmeasured: str | None = None, fn=min) -> Gate:
+    """held() at the worst output's figure, naming that output (as the class gates name theirs)."""
+    value, on = worst_on(outputs, key, fn)
+    return replace(held(name, value, spec, unmeasured), output=on)
 
 
 def channel_axes(ndim: int) -> list[int]:
@@ -348,7 +360,8 @@ def skipped(name: str, why: str) -> Gate:
 def signal_gates(name: str, outputs) -> list[Gate]:
     """Fails when a reference output is ~0: parity against no signal proves nothing."""
     if any(o.near_zero for o in outputs):
-        return [gate(name, min(o.reference_peak for o in outputs), ">=", NEAR_ZERO)]
+        peak, on = worst_on(outputs, "reference_peak")
+        return [replace(gate(name, peak, ">=", NEAR_ZERO), output=on)]
     return []
 
 
@@ -365,25 +378,25 @@ def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str, qu
     unmeasured = exact_only(outputs)
     gates = [*([] if quantized else [Gate(NOTHING_QUANTIZED_GATE, 0, ">=", 1, False)]),
              *signal_gates("quant_reference_signal", outputs),
-             held("quant_cosine", worst(outputs, "cosine"), spec, unmeasured),
-             held("quant_sqnr_db", worst(outputs, "sqnr_db"), spec, unmeasured)]
+             held_on("quant_cosine", outputs, "cosine", spec, unmeasured),
+             held_on("quant_sqnr_db", outputs, "sqnr_db", spec, unmeasured)]
     judged = next((o for o in outputs if o.scored), None)
     on = judged and judged.output
-    retrieval = worst(outputs, "retrieval_at1")
     if task == "classify":
         gates.append(replace(held("top1_agreement", judged and judged.top1_agreement, spec,
                                   f"the output scored, {on!r}, is not 2-D class scores"), output=on))
         if judged and judged.top5_agreement is not None:
             gates.append(replace(held("top5_agreement", judged.top5_agreement, spec), output=on))
     elif task == "embed":
-        gates.append(held("retrieval_at1", retrieval, spec, "fewer than 3 embeddings in the validation data"))
+        gates.append(held_on("retrieval_at1", outputs, "retrieval_at1", spec,
+                             "fewer than 3 embeddings in the validation data"))
     elif task in VALUE_TASKS:  # a channel's values are read: a small one beside large ones, or an offset's spread
-        gates.append(held(CENTRED_GATE, worst(outputs, "centred_sqnr_db"), spec,
-                          unmeasured or "no float output channel varies on the validation data"))
+        gates.append(held_on(CENTRED_GATE, outputs, "centred_sqnr_db", spec,
+                             unmeasured or "no float output channel varies on the validation data"))
     elif task == "other":
         gates.append(skipped("top1_agreement", 'no classifier score output (set task = "classify" if it is one)'))
-    if (exact := worst(outputs, "exact_agreement")) is not None:  # held to what a classifier's top-1 is
-        gates.append(held("integer_output_agreement", exact, spec))
+    if worst(outputs, "exact_agreement") is not None:  # held to what a classifier's top-1 is
+        gates.append(held_on("integer_output_agreement", outputs, "exact_agreement", spec))
     drop = held("accuracy_drop", accuracy_drop, spec, "no labels in the validation data" if labels_are_classes(task)
                 else "a regression's targets are no class ids" if task == "regress"
                 else f"task {task}: accuracy scores a classifier's labels only" if task != "other"
@@ -403,5 +416,6 @@ def export_gates(export: StageParity | None, spec) -> list[Gate]:
     if export is None:  # an .onnx source: nothing was exported
         return []
     return [*signal_gates("export_reference_signal", export.outputs),
-            held("export_cosine", export.worst("cosine_min"), spec, exact_only(export.outputs)),
-            held("export_scaled_max_abs", max((scaled_max_abs(o) for o in export.outputs), default=None), spec)]
+            held_on("export_cosine", export.outputs, "cosine_min", spec, exact_only(export.outputs)),
+            held_on("export_scaled_max_abs", [replace(o, max_abs=scaled_max_abs(o)) for o in export.outputs],
+                    "max_abs", spec, fn=max)]

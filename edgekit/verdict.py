@@ -74,16 +74,17 @@ def size_gates(target: Target, checks) -> list[Gate]:
             found.append(Gate(f"runs_at_{at}", None, "", None, False))
             continue
         if c.export:
-            found.append(parity.held(f"export_cosine_at_{at}", c.export.worst("cosine_min"), target.parity,
-                                     _unmeasured_at(c.export.outputs, at)))
+            found.append(parity.held_on(f"export_cosine_at_{at}", c.export.outputs, "cosine_min", target.parity,
+                                        _unmeasured_at(c.export.outputs, at)))
             if ids := [o for o in c.export.outputs if o.exact_agreement is not None]:  # held exactly, as at the
-                found.append(parity.held(f"export_integer_max_abs_at_{at}", max(o.max_abs for o in ids),
-                                         target.parity))  # data's size by export_scaled_max_abs
+                found.append(parity.held_on(f"export_integer_max_abs_at_{at}", ids, "max_abs", target.parity,
+                                            fn=max))  # data's size by export_scaled_max_abs
         if c.quantization:
-            found.append(parity.held(f"quant_cosine_at_{at}", c.quantization.worst("cosine"), target.parity,
-                                     _unmeasured_at(c.quantization.outputs, at)))
-            if (exact := c.quantization.worst("exact_agreement")) is not None:
-                found.append(parity.held(f"integer_output_agreement_at_{at}", exact, target.parity))
+            found.append(parity.held_on(f"quant_cosine_at_{at}", c.quantization.outputs, "cosine", target.parity,
+                                        _unmeasured_at(c.quantization.outputs, at)))
+            if c.quantization.worst("exact_agreement") is not None:
+                found.append(parity.held_on(f"integer_output_agreement_at_{at}", c.quantization.outputs,
+                                            "exact_agreement", target.parity))
     return found
 
 

@@ -2140,6 +2140,11 @@ def test_an_older_packages_class_gates_on_its_first_output_still_check():
     assert package_check._gate_claims(manifest("export_scaled_max_abs", "logits")) == []
     [said] = package_check._gate_claims(manifest("export_scaled_max_abs", "map"))  # this edgekit's never
     assert said.startswith("accuracy_drop on 'map', top1_agreement on 'map': edgekit measures class gates on"), said
+    worst = manifest("export_scaled_max_abs", "logits")  # a gate over every output names the worst, any of them
+    worst["gates"][1]["output"] = "map"
+    assert package_check._gate_claims(worst) == []
+    worst["gates"][1]["output"] = "nope"
+    assert package_check._gate_claims(worst) == ["quant_sqnr_db on 'nope': the model has no such output"]
 
 
 @pytest.mark.parametrize("style", ["Runtime", "Fixed"])

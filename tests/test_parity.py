@@ -81,6 +81,19 @@ def test_retrieval_near_ties_are_not_errors():
     assert o.retrieval_at1 == 1.0
 
 
+def test_every_per_output_gate_names_the_worst_output():
+    """On a model with two outputs quant_sqnr_db failed as {'name', 'value', ...} with no output named, where the
+    top-1 gate named its own: each gate over all outputs names the one that decided it."""
+    ref = [[np.array([[3.0, 0.0, 0.0]]), np.array([[1.0, 2.0, 3.0]])]]
+    cand = [[np.array([[3.0, 0.0, 0.0]]), np.array([[1.5, 1.5, 3.5]])]]  # the second output is the worse one
+    outputs = parity.compare(["y0", "y1"], ref, cand, task="classify")
+    gates = {g.name: g for g in parity.quantization_gates(outputs, None, ParitySpec(quant_sqnr_min_db=60.0),
+                                                         "classify")}
+    assert gates["quant_sqnr_db"].as_dict()["output"] == gates["quant_cosine"].output == "y1", gates
+    assert not gates["quant_sqnr_db"].passed and gates["quant_sqnr_db"].label == "quant_sqnr_db on y1"
+    assert gates["top1_agreement"].output == "y0"  # a class gate: the scored output, as before
+
+
 def test_class_metrics_are_measured_on_the_scored_output_only():
     """An embedding beside the logits is no class scores: its argmax got top-1 gates, and a flip there failed."""
     ref = [[np.array([[3.0, 0.0, 0.0]]), np.array([[1.0, 1.001, 0.5]])]]
@@ -89,7 +102,7 @@ def test_class_metrics_are_measured_on_the_scored_output_only():
     assert logits.top1_agreement == 1.0 and embedding.top1_agreement is None
     gates = {g.name: g for g in parity.quantization_gates([logits, embedding], 0.0, ParitySpec(), "classify")}
     assert gates["top1_agreement"].passed and gates["top1_agreement"].as_dict()["output"] == "logits"
-    assert gates["accuracy_drop"].label == "accuracy_drop on logits" and "output" not in gates["quant_cosine"].as_dict()
+    assert gates["accuracy_drop"].label == "accuracy_drop on logits" and gates["quant_cosine"].output == "logits"
     same = [[np.array([0]), np.array([[[1.0, 0.0]]])]]  # class ids first and no 2-D scores: the ids are scored
     outputs = parity.compare(["ids", "map"], same, same, task="classify")
     gates = parity.quantization_gates(outputs, None, ParitySpec(), "classify")

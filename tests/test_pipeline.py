@@ -196,7 +196,7 @@ def test_failed_gate_exits_1_and_still_writes(tmp_path, cnn_data):
     assert {k: doc[k] for k in ("schema_version", "command", "passed", "exit_code", "error")} == {
         "schema_version": 1, "command": "export", "passed": False, "exit_code": 1, "error": None}
     [said] = result.stderr.strip().splitlines()[-1:]  # and the CI log names the failure without parsing it
-    assert said.startswith("edgekit: gates failed: strict: quant_sqnr_db ") and "(>= 150)" in said, result.stderr
+    assert said.startswith("edgekit: gates failed: strict: quant_sqnr_db on ") and "(>= 150)" in said, result.stderr
     assert (tmp_path / "out" / "strict" / "model.int8.onnx").exists()
     assert "FAIL" in (tmp_path / "out" / "strict" / "report.md").read_text()
 
