@@ -2194,7 +2194,7 @@ def test_a_small_channel_beside_large_ones_is_checked_at_its_own_tolerance(tmp_p
     rehash(folder, "model.int8.onnx")
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
-    [failed] = [c for c in json.loads(result.stdout) if not c["passed"]]
+    [failed] = [c for c in json.loads(result.stdout)["cases"] if not c["passed"]]
     assert failed["name"] == "parity model.int8.onnx" and "(its channel's)" in failed["message"], failed
     assert "element [0, 5," in failed["message"] and "vs tolerance 0.00417" in failed["message"], failed
     # golden.npz as made before: no per-channel tolerances, read at the output's; with a bundled profile, said
