@@ -185,7 +185,9 @@ class ParitySpec:
 
     export_cosine_min: float = 0.99999
     export_max_abs: float = 1e-3
-    quant_cosine_min: float = 0.99
+    quant_cosine_min: float = 0.99  # the mean over validation samples
+    # the worst sample's: one sample of 64 at 0.64 hid in a mean of 0.994 (an attention model's outlier feature)
+    quant_cosine_worst_min: float = 0.95
     quant_sqnr_min_db: float = 15.0
     # task detect | regress: the worst output channel's centred_sqnr_db. Measured (tests/models.py, desktop-x86): the
     # int8-everything heads 0.6 (logits beside pixel boxes) and 4.8-5.3 dB (a Relu on them), the 300 +- 2.9 regressor
@@ -372,7 +374,8 @@ def choices(cls, name: str) -> tuple[str, ...]:
 # Numeric settings outside these ranges are usage errors, not surprises three stages later.
 RANGES = {"size": (1, 1_000_000), "opset": (10, 23), "threads": (1, 256), "samples": (1, 1_000_000),
           "percentile": (50.0, 100.0), "seed": (0, 2**32 - 1), "warmup": (0, 100_000), "runs": (1, 1_000_000),
-          "export_cosine_min": (-1.0, 1.0), "quant_cosine_min": (-1.0, 1.0), "top1_agreement_min": (0.0, 1.0),
+          "export_cosine_min": (-1.0, 1.0), "quant_cosine_min": (-1.0, 1.0),
+          "quant_cosine_worst_min": (-1.0, 1.0), "top1_agreement_min": (0.0, 1.0),
           "top5_agreement_min": (0.0, 1.0), "retrieval_at1_min": (0.0, 1.0),
           "export_max_abs": (0.0, 1e30), "accuracy_drop_max": (0.0, 100.0),  # finite: limits are written as JSON
           "latency_p50_ms_max": (0.0, 1e30), "size_mb_max": (0.0, 1e30),

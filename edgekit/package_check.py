@@ -851,6 +851,9 @@ def _gate_claims(manifest: dict) -> list[str]:
                 *((parity.CENTRED_GATE,) if manifest.get("task") in parity.VALUE_TASKS and profile is not None else ())}
     if "export_max_abs" in gates:  # a package made before the gate was scaled to the output's peak
         required.discard("export_scaled_max_abs")
+    profile = _bundled_profile(manifest.get("target_profile_sha256"))
+    if profile is not None:  # this version's bundled profile: a package made with an older one has no such gate
+        required.add("quant_cosine_worst")
     if missing := sorted(required - set(gates)):
         bad.append(f"gates {', '.join(missing)} are missing")
     if odd := [n for n in gates if not parity.GATE_NAME.fullmatch(n)]:

@@ -259,6 +259,36 @@ def attention_norm_outlier():
     return AttentionNormOutlier()
 
 
+class IgnoredFeatureAttention(nn.Module):
+    """Self-attention over 16 tokens of 16 features whose q/k/v read nothing of feature 0: a sample holding a huge
+    value there is the float model's as any other, while dynamic int8 MatMuls quantize that sample's input per tensor
+    to the huge value's range and crush every other feature (an outlier feature of a transformer's)."""
+
+    def __init__(self, f: int = 16, d: int = 32):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(f, d), nn.Linear(f, d), nn.Linear(f, d)
+        self.norm, self.head = nn.LayerNorm(d), nn.Linear(d, 10, bias=False)
+        with torch.no_grad():
+            for linear in (self.q, self.k, self.v):
+                linear.weight[:, 0] = 0.0
+
+    def forward(self, x):
+        a = torch.softmax(self.q(x) @ self.k(x).transpose(1, 2) * 32 ** -0.5, -1)
+        return self.head(self.norm(a @ self.v(x)).mean(1))
+
+
+def ignored_feature_attention():
+    torch.manual_seed(0)
+    return IgnoredFeatureAttention()
+
+
+def ignored_feature_data(n: int, seed: int, spike: float = 0.0) -> dict:
+    """`n` samples of 16x16 normal values; with `spike`, the last sample's feature 0 of its first token."""
+    x = np.random.default_rng(seed).standard_normal((n, 16, 16)).astype(np.float32)
+    x[-1, 0, 0] = spike or x[-1, 0, 0]
+    return {"x": x}
+
+
 class TwoHeads(nn.Module):
     """Two outputs from two heads; plus a norm type and a bare parameter the size table does not list."""
 

@@ -43,6 +43,41 @@ def test_gates_from_typed_parity():
     assert "skipped" not in good[0].as_dict()
 
 
+def test_one_sample_far_off_fails_the_worst_sample_gate_the_mean_passes(tmp_path):
+    """An attention model passed with one validation sample of 64 at cosine 0.64 (a huge value in a feature the
+    model ignores crushed that sample's int8 input): the mean over samples, 0.994, held the only cosine gate, and
+    SQNR over all samples was 19.8 dB."""
+    from models import ignored_feature_data
+
+    for name, n, seed, spike in (("cal", 64, 1, 0.0), ("val", 64, 2, 1000.0)):
+        np.savez(tmp_path / f"{name}.npz", **ignored_feature_data(n, seed, spike))
+    made = cli(["export", "models:ignored_feature_attention", "--input", "x:Nx16x16", "--calibration",
+                tmp_path / "cal.npz", "--validation", tmp_path / "val.npz", "--no-bench", "--json", "--out",
+                tmp_path / "out"])
+    assert made.exit_code == 1, made.output
+    [m] = json.loads(made.stdout)
+    gates = {g["name"]: g for g in m["gates"]}
+    assert [n for n, g in gates.items() if not g["passed"]] == ["quant_cosine_worst"], gates
+    assert gates["quant_cosine"]["value"] > 0.99 and gates["quant_cosine_worst"]["value"] < 0.8
+    assert gates["quant_cosine_worst"]["limit"] == ParitySpec().quant_cosine_worst_min
+    assert "| quant_cosine_worst | 0.6" in (tmp_path / "out" / "desktop-x86" / "report.md").read_text()
+
+
+def test_the_worst_sample_leaves_out_samples_far_quieter_than_the_median():
+    """The streaming VAD example failed the worst-sample gate at 0.9475 on a step whose two logits were (-0.13,
+    0.094), 5% of the median step's size: int8's few steps of noise there are a wide angle, while every step of
+    typical size kept 0.98 and up. A quiet sample still counts in the mean; a sample of a tenth or more does not
+    leave the worst."""
+    rng = np.random.default_rng(0)
+    ref = [[rng.standard_normal((1, 2)) * 3] for _ in range(15)] + [[np.array([[-0.13, 0.094]])]]
+    cand = [[r[0].copy()] for r in ref[:15]] + [[np.array([[-0.117, 0.164]])]]
+    [o] = parity.compare(["speech"], ref, cand)
+    assert o.cosine_min == pytest.approx(1.0) and o.cosine < 1.0 - 0.05 / 16
+    ref[-1] = [np.array([[-1.3, 0.94]])]  # as large as the others: its angle is the output's worst
+    cand[-1] = [np.array([[-1.17, 1.64]])]
+    assert parity.compare(["speech"], ref, cand)[0].cosine_min == pytest.approx(0.9475, abs=1e-3)
+
+
 def test_top5_agreement_counts_the_reference_class_within_the_candidates_top5():
     ref = [[np.eye(8)[[0, 1, 2, 3]] * 10]]  # 4 rows, reference classes 0..3
     cand = ref[0][0].copy()
