@@ -27,6 +27,11 @@ log = logging.getLogger("edgekit")
 LABEL_KEYS = ("labels", "label")
 MAX_FUNCTION_ITEMS = 10_000  # a user generator may never end: read this many items at most
 VALIDATION_FRACTION = 0.25  # held out of the calibration samples when no validation data is given
+# --auto picks its trial on the even validation samples and is judged on the odd ones, which the pick never saw
+# (picked and judged on the same samples, its figures flattered it); alternate samples: data sorted by class or
+# length falls on both sides. Under MIN_SPLIT samples (8 a side: verdict.FEW_SAMPLES) both use all of them.
+SELECTED, JUDGED = slice(0, None, 2), slice(1, None, 2)
+MIN_SPLIT = 16
 # samples read from one data source at most: a few MB of 8x8 samples can declare millions, and each costs memory
 # (its index, three sets of outputs) and runs whatever the bytes (13 M of them: 15.7 GB and 10 minutes, unfinished)
 MAX_SAMPLES = 100_000
@@ -101,6 +106,21 @@ class Dataset:
                         labels_aside=self.labels_aside),
                 Dataset(f"{self.origin} (held-out last {n_val})", self.feeds[cut:], labels[1], self.random,
                         files=self.files, labels_aside=self.labels_aside))
+
+    def unsplit(self, streaming: bool = False) -> str | None:
+        """Why --auto's pick and its verdict share this validation data (SELECTED, JUDGED), None when they need not."""
+        if streaming:
+            return "a streaming model's steps follow one another: alternate steps hold no data apart"
+        if self.joined:
+            return "its items' labels differ in length and are joined: they cannot be split by sample"
+        if len(self) < MIN_SPLIT:
+            return f"{len(self)} validation samples, fewer than {MIN_SPLIT}: too few to split"
+        return None
+
+    def part(self, which: slice, what: str) -> Dataset:
+        """The samples `which` picks (SELECTED, JUDGED), with their labels; `what`: said after the origin."""
+        return Dataset(f"{self.origin} ({what})", self.feeds[which], None if self.labels is None else
+                       self.labels[which], self.random, labels_aside=self.labels_aside, files=self.files)
 
     def read_by(self, files: dict) -> list[str]:
         """What this data was read from that `files` (another Dataset's) names too, or a copy of one side's only

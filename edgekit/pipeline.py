@@ -623,8 +623,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     # An ARM device's int8 arithmetic does not saturate: judge an ARM target by exact arithmetic; an x86
     # target by this host's own kernels.
     exact = target.runtime.arch != "x86_64"
-    qplan, n_cal, tuning, chosen_rows = _quantize(shared, target, qplan, prep, model, fp32, int8, exact,
-                                                  _static_fallback(recipe, model, given, target, qplan))
+    qplan, n_cal, tuning, chosen_rows, judged = _quantize(shared, target, qplan, prep, model, fp32, int8, exact,
+                                                          _static_fallback(recipe, model, given, target, qplan))
     quantized = onnx_export.parsed(int8)
     qplan = dataclasses.replace(qplan, applied=(*quantization.done(quantized), *(
         f"output {out!r} passes input {given!r} through: kept exact (it was rounded to 8 bits)"
@@ -643,12 +643,16 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         int8_val = _int8_outputs(shared, prep, int8_sess)
     else:
         int8_val, kernels = emulated.outputs(int8, prep.val.feeds, prep.names), emulated.describe()
-    quant_parity = shared.compare(val.origin, prep.names, prep.fp32_val, int8_val, kernels)
+    # --auto's verdict: on the samples its pick never saw (calib.JUDGED), when it could keep some apart
+    verdict_val = val if judged == slice(None) else val.part(judged, "odd samples: held out of --auto's pick")
+    fp32_judged, int8_judged = prep.fp32_val[judged], int8_val[judged]
+    quant_parity = shared.compare(verdict_val.origin, prep.names, fp32_judged, int8_judged, kernels)
     latency, *one_thread = [None] if recipe.no_bench else _latency(shared, prep, target, fp32, int8)
     stream = (shared.val.feeds[0], shared.inputs, recipe.state, shared.init) if recipe.state else None
     packaged = package.deliverables(target, tdir, int8, val.feeds, prep.names, stream, package.output_steps(quantized),
                                     emulated, coreml_model, recipe.c_name)
-    accuracy = _accuracy(val, shared.torch_val, prep.fp32_val, int8_val, parity.scored_at(quant_parity.outputs))
+    accuracy = _accuracy(verdict_val, shared.torch_val and shared.torch_val[judged], fp32_judged, int8_judged,
+                         parity.scored_at(quant_parity.outputs))
     size_checks = _int8_at_sizes(shared, prep, int8_sess, fixed)
     details = {
         "edgekit_version": __version__,
@@ -801,7 +805,8 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
               fallback=None):
     """Quantize with the plan, or with `auto`, search for the fastest settings that pass parity (from `fallback`,
     a static plan, when the dynamic plan fails). Returns (the plan used, calibration samples, the search's record,
-    the chosen model's per-node sensitivity when the search already measured it)."""
+    the chosen model's per-node sensitivity when the search already measured it, the validation samples its verdict
+    is to be of: those the search did not choose on)."""
     settings = qplan.settings
     if settings.mode == "dynamic" and fallback is None:  # ranges come from each input at run time: no calibration
         quantization.quantize(fp32, int8, qplan, [])
@@ -814,7 +819,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
             # said in report.md alone, while the gates failed on the terminal
             qplan = dataclasses.replace(qplan, warnings=(*qplan.warnings, f"{' and '.join(asked)} skipped: "
                                                                           f"{skipped['skipped']}"))
-        return qplan, 0, skipped if settings.auto else None, None
+        return qplan, 0, skipped if settings.auto else None, None, slice(None)
     static = fallback or qplan
     cal_feeds = _calibration_feeds(prep, static.settings.samples)
     n_cal = len(cal_feeds)
@@ -831,12 +836,16 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
     qplan, fallback = (qplan, static) if fallback else (static, None)
     settings = qplan.settings
     tuning = chosen_rows = None
+    judged = slice(None)
     work = shared.stage / ".work" / f"quantize-{target.name}"  # calibration cache and trials
     work.mkdir(parents=True)
     if settings.auto:
         threads = min(target.runtime.threads, host.usable_cores())  # as the latency table caps them
-        ctx = tune.Context(fp32, model, work, cal_feeds, prep.val.feeds, prep.fp32_val, prep.names, prep.val.labels,
-                           target.parity, shared.task, tuple(shared.recipe.state.values()),
+        shared_why = prep.val.unsplit(streaming=prep.rollout is not None)
+        picked, judged = (slice(None), slice(None)) if shared_why else (calib.SELECTED, calib.JUDGED)
+        chosen_on = prep.val.part(picked, "--auto's pick")
+        ctx = tune.Context(fp32, model, work, cal_feeds, chosen_on.feeds, prep.fp32_val[picked], prep.names,
+                           chosen_on.labels, target.parity, shared.task, tuple(shared.recipe.state.values()),
                            list(target.runtime.providers), threads, exact)
         started = time.perf_counter()
         with bar(f"tuning {target.name}", settings.max_trials, shared.progress) as advance:
@@ -869,7 +878,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
                   # the trials' latency (the price cap, the fastest pick): this host's, at these threads
                   "timed_on": host.where(threads) + ("" if host.arch() == target.runtime.arch
                                                     else f", standing in for {target.runtime.arch}"),
-                  "seconds": round(seconds, 3)}
+                  "seconds": round(seconds, 3), "validation_split": _split_record(len(prep.val), shared_why)}
     else:
         with bar(f"calibrating {target.name}", n_cal, shared.progress) as advance:
             quantization.quantize(fp32, int8, qplan, cal_feeds, advance,
@@ -886,7 +895,16 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
                                              settings.time_budget)
             qplan = dataclasses.replace(qplan, precision_search=record.as_dict())
     onnx_export.check(int8)
-    return qplan, n_cal, tuning, chosen_rows
+    return qplan, n_cal, tuning, chosen_rows, judged
+
+
+def _split_record(samples: int, shared_why: str | None) -> dict:
+    """Which validation samples --auto chose its trial on and which the verdict is of (calib.SELECTED, JUDGED), or
+    why they are the same."""
+    if shared_why:
+        return {"chosen_on": f"all {samples} validation samples", "judged_on": "the same samples", "shared": shared_why}
+    return {"chosen_on": f"the even validation samples ({len(range(samples)[calib.SELECTED])})",
+            "judged_on": f"the odd validation samples ({len(range(samples)[calib.JUDGED])}), which the pick never saw"}
 
 
 def _precision_timer(shared: Shared, target: Target, feed: dict):

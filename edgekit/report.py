@@ -57,6 +57,13 @@ def _md(head: str, rows) -> list[str]:
         for r in rows]
 
 
+def _split_line(split: dict) -> str:
+    """Which validation samples --auto chose on and which its verdict is of (the manifest's tuning.validation_split)."""
+    shared = f" ({_safe(split['shared'])}): the gates' figures are of the samples that chose the trial" \
+        if split.get("shared") else ""
+    return f"Trial chosen on {_safe(split['chosen_on'])}; the gates judge {_safe(split['judged_on'])}{shared}."
+
+
 def table(reports: list[TargetReport]) -> str:
     """One row per target: size, parity, latency, gates; then where latency was measured."""
     # top1: a classifier's scored output; int equal: integer outputs (class ids, a TopK's indices, masks), held
@@ -267,6 +274,7 @@ def markdown(r: TargetReport) -> str:
                 f"{len(t['trials'])} trial(s) in {t['seconds']:.1f} s; int8 latency price vs the target's defaults: "
                 f"{_fmt(t['latency_price'], '.2f')}x.", "",
                 f"Trials timed on {_safe(t.get('timed_on', 'this host'))}.", "",
+                *([_split_line(split), ""] if (split := t.get("validation_split")) else []),
                 f"Searched (the target's rules): {', '.join(t['searched'])}; latency price cap "
                 f"{t['max_latency_price']}x." + "".join(f" **{_safe(t[k])}.**" for k in ("advice", "stopped_short")
                                                      if t.get(k)), ""]

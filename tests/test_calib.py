@@ -67,6 +67,20 @@ def test_a_folder_of_files_reads_lazily_in_order(tmp_path):
     assert calib.fixed_shapes(IMAGE, [first, rest]) == ({"image": (1, 3, 64, 64)}, [])  # a batch fixed to 1: unsaid
 
 
+def test_auto_picks_on_the_even_samples_and_is_judged_on_the_odd_ones(tmp_path):
+    """--auto reported the figures of the samples that picked its trial: a lazily read file's even and odd samples,
+    with their labels, are the two halves; too few samples, a streaming model's steps or joined labels share them."""
+    images = _images(20)
+    np.savez(tmp_path / "v.npz", image=images, labels=np.arange(20))
+    ds = calib.load(str(tmp_path / "v.npz"), IMAGE)
+    assert ds.unsplit() is None
+    picked, judged = ds.part(calib.SELECTED, "picked"), ds.part(calib.JUDGED, "judged")
+    assert picked.labels.tolist() == list(range(0, 20, 2)) and judged.labels.tolist() == list(range(1, 20, 2))
+    assert np.array_equal(judged.feeds[2]["image"][0], images[5]) and judged.origin.endswith("v.npz (judged)")
+    assert "steps follow one another" in ds.unsplit(streaming=True)
+    assert ds.part(slice(0, 15), "few").unsplit() == "15 validation samples, fewer than 16: too few to split"
+
+
 def test_a_folder_whose_files_label_differently_is_bad_input(tmp_path):
     """One label per sample in a.npz, one per row of stacked samples in b.npz: np.concatenate's ValueError, exit 5."""
     images = _images(12)
@@ -319,6 +333,7 @@ def test_items_of_different_lengths_keep_one_label_per_row(tmp_path):
     assert len(joined) == 3 and joined.labels.tolist() == data.labels.tolist()
     with pytest.raises(InputError, match="give --validation data"):
         joined.split(0.25)  # the last item's rows cannot be told apart from the others' by position
+    assert "cannot be split by sample" in joined.unsplit()  # nor into --auto's halves
     with pytest.raises(InputError, match="training items differ in length"):  # labels one per row: not per item
         compress.load_batches(batches, spec, 4, {})
 

@@ -75,6 +75,10 @@ def test_auto_keeps_defaults_when_they_pass(data, tmp_path):
     result, m = export("models:no_outlier", data, tmp_path, "--auto")
     assert result.exit_code == 0, result.output
     assert len(m["tuning"]["trials"]) == 1 and m["tuning"]["chosen"] == 0 and m["tuning"]["excluded"] == []
+    # 12 validation samples: too few to keep some apart from the pick, and the manifest says so
+    assert m["tuning"]["validation_split"] == {"chosen_on": "all 12 validation samples",
+                                               "judged_on": "the same samples",
+                                               "shared": "12 validation samples, fewer than 16: too few to split"}
 
 
 def test_auto_is_bounded_by_max_trials(data, tmp_path):
@@ -113,7 +117,19 @@ def test_digits_auto_passes_first_trial(tmp_path):
     result = cli(["export", str(DIGITS / "edgekit.toml"), "-t", "desktop-x86", "--auto",
                                        "--out", str(tmp_path), "--bench-runs", "5", "--json"])
     assert result.exit_code == 0, result.output
-    assert len(json.loads(result.stdout)["targets"][0]["tuning"]["trials"]) == 1
+    [m] = json.loads(result.stdout)["targets"]
+    [trial] = m["tuning"]["trials"]
+    # the trial was picked on the even samples and the verdict is of the odd ones: the search's own figures were
+    # the verdict's, of the data that picked them (selection bias)
+    assert m["tuning"]["validation_split"] == {
+        "chosen_on": "the even validation samples (300)",
+        "judged_on": "the odd validation samples (300), which the pick never saw"}
+    q = m["parity"]["quantization"]
+    assert q["samples"] == m["accuracy"]["samples"] == 300 and q["data"].endswith("(odd samples: held out of "
+                                                                                   "--auto's pick)")
+    assert trial["cosine"] != q["outputs"][0]["cosine"] and m["validation"]["samples"] == 600
+    assert "Trial chosen on the even validation samples (300); the gates judge the odd" in (
+        tmp_path / "desktop-x86" / "report.md").read_text()
 
 
 def test_inspect_compare(data, tmp_path):
