@@ -540,7 +540,7 @@ def test_a_gate_whose_figures_miss_its_limit_fails_check_whatever_it_says(packag
 
 @pytest.mark.parametrize("edit, said", [
     (lambda m: [g.update(value=1.0) for g in m["gates"] if g["name"] == "quant_cosine"], "quant_cosine 1 ("),
-    (lambda m: m["parity"]["quantization"]["outputs"][0].update(cosine_min=1.0), "output cosine_min 1 ("),
+    (lambda m: m["parity"]["quantization"]["outputs"][0].update(cosine=1.0), "output cosine 1 ("),
 ])
 def test_parity_figures_the_golden_samples_do_not_reproduce_fail_check(packaged, tmp_path, edit, said):
     """A manifest claiming quant cosine 1.0 (the model gives 0.9999) passed check, which judged the numbers written:
