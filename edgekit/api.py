@@ -25,7 +25,7 @@ from .config import (DEFAULT_MAX_DATA_BYTES, DEFAULT_STEP_TIMEOUT, DEFAULT_TARGE
                      writable_name)
 from .errors import EdgekitError, StageError, UsageError, rename, said_for_the_cli
 from .outdir import whole_file
-from .signals import SIGNALS, import_whole
+from .signals import HEAVY, SIGNALS, cleaned_up_before_dying, import_for
 from .reports import CheckReport, ExportReport
 from .userfn import is_function_spec, user_code_scope
 
@@ -45,7 +45,8 @@ def _leaves_no_trace(fn):
     """An API call leaves the caller's process as it found it: the import path (a FILE.py:FUNCTION model's folder;
     the file itself is imported again once edited), Python's, numpy's and torch's global random state, the
     SIGINT/SIGTERM/SIGHUP handlers, the root logger, os.environ (torch's own additions), and (after a Ctrl-C)
-    packages importable again.
+    packages importable again. A SIGTERM or SIGHUP left at its default still kills the process, once the call has
+    cleaned up (signals.cleaned_up_before_dying).
     onnxruntime's quantizer logs through `logging.warning`, which gives a root logger without handlers one for good
     (and a notebook's own `logging.basicConfig` is then ignored): a stand-in handler is there while edgekit runs."""
     @functools.wraps(fn)
@@ -71,9 +72,10 @@ def _as_found(fn, args, kwargs):
         root.addHandler(stand_in)
     modules = set(sys.modules)
     try:
-        import_whole("onnx", "onnxruntime")
-        with user_code_scope():
-            return fn(*args, **kwargs)
+        with cleaned_up_before_dying():
+            import_for(fn.__name__)
+            with user_code_scope():
+                return fn(*args, **kwargs)
     except KeyboardInterrupt:
         _forget_half_imports(modules)
         raise
@@ -137,11 +139,13 @@ def _package_folder(name: str) -> str:
 def _forget_half_imports(before: set[str]) -> None:
     """A Ctrl-C during a package's first import (onnx, a user's model package): Python forgets the package but keeps
     the submodules it had loaded, so importing it again binds none of them ("module 'onnx' has no attribute
-    'external_data_helper'" in every later call). Those orphans are forgotten too, and load again whole."""
+    'external_data_helper'" in every later call). Those orphans are forgotten too, and load again whole; but for
+    signals.HEAVY's (a user's data function's `import torch` cut short): their C extensions cannot load twice, and
+    import_for says so."""
     import sys
 
     for name in sorted(set(sys.modules) - before, key=len):  # a parent before its submodules
-        if "." in name and name.rpartition(".")[0] not in sys.modules:
+        if "." in name and name.rpartition(".")[0] not in sys.modules and name.partition(".")[0] not in HEAVY:
             del sys.modules[name]
 
 

@@ -26,15 +26,6 @@ from .errors import (EdgekitError, ExitCode, InputError, NotDelivered, UsageErro
 
 
 _PROGRAM: list[bool] = []  # set when this process is the `edgekit` program itself, not a caller of main()
-_TORCH_COMMANDS = {"prune", "distill", "share", "search"}  # the rest need only onnx and onnxruntime, if anything
-
-
-def _interrupt(signum, frame):
-    signals.RECEIVED.append(signum)
-    signals.ignore()
-    raise KeyboardInterrupt
-
-
 _RESULT = "edgekit.result"  # where a command's result goes: stdout as it was when the command started
 
 
@@ -107,8 +98,7 @@ def _handle_errors(fn):
                          or (ctx.info_name != "search" and signals.publishes() > published))
 
         try:
-            if ctx.info_name not in ("targets", "emulator"):  # imported with signals held back, before any work
-                signals.import_whole("onnx", "onnxruntime", *(("torch",) if ctx.info_name in _TORCH_COMMANDS else ()))
+            signals.import_for(ctx.info_name)
             from . import host  # not at the top: `--help` imports no numpy
 
             host.check_overrides()
@@ -442,9 +432,9 @@ def main(debug: bool, verbose: bool) -> None:
     signals.RECEIVED.clear()  # of an earlier command in this process (a test's runner)
     for s in signals.SIGNALS:  # CI cancels with SIGTERM, a closed terminal sends SIGHUP: clean up as for Ctrl-C
         if not (s == signal.SIGHUP and signal.getsignal(s) is signal.SIG_IGN):  # `nohup edgekit ...` runs on
-            signal.signal(s, _interrupt)
+            signal.signal(s, signals.stop)
     if _PROGRAM:
-        signals.never_swallowed(_interrupt)
+        signals.never_swallowed(signals.stop)
         command = click.get_current_context().invoked_subcommand  # told as _interrupted tells it
         signals.stopped_even_inside_c(
             "edgekit: interrupted; any earlier output left as it was" if command in ("export", "search")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import importlib
 import logging
 import re
 import shutil
@@ -99,12 +98,13 @@ class Prepared:
 
 
 def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> ExportReport:
+    onnx_source = isinstance(recipe.source, (str, Path)) and str(recipe.source).endswith(".onnx")
+    signals.import_for("export", torch=not onnx_source)  # an .onnx run never imports torch
     import onnxruntime
 
     onnxruntime.set_default_logger_severity(ort_log_level())  # edgekit reports what matters, in one line
     try:
-        onnx_source = isinstance(recipe.source, (str, Path)) and str(recipe.source).endswith(".onnx")
-        with _seeded(recipe.seed, torch_too=not onnx_source), user_code_scope(), \
+        with _seeded(recipe.seed), user_code_scope(), \
                 runs_limited(recipe.step_timeout, "--step-timeout"):
             return _run(recipe, targets, progress)
     finally:
@@ -211,17 +211,16 @@ def _torch_outputs(recipe: Recipe, loaded, inputs, val, init: dict) -> list | No
 
 
 @contextlib.contextmanager
-def _seeded(seed: int, torch_too: bool):
+def _seeded(seed: int):
     """User code (a model built without weights, a data function) sees the same global random state every
-    run; the caller's random state is restored afterwards. `torch_too`: torch seeded even when not yet imported
-    (the CLI imports it later: a model built without weights had other weights each run)."""
+    run; the caller's random state is restored afterwards. torch's too once imported (signals.import_for imports
+    it for a torch model: a model built without weights had other weights each run)."""
     import random
 
     py_state, state = random.getstate(), np.random.get_state()
     random.seed(seed)  # a data function shuffling with `random` gives the same calibration set every run
     np.random.seed(seed)
-    # an .onnx run never imports torch
-    torch = importlib.import_module("torch") if torch_too else sys.modules.get("torch")
+    torch = sys.modules.get("torch")
     torch_state = torch.random.get_rng_state() if torch else None
     if torch:
         torch.manual_seed(seed)

@@ -72,16 +72,79 @@ def deferred():
             signal.signal(s, _ignored if received and handler is not signal.SIG_IGN else handler)
 
 
+def stop(signum, frame) -> None:
+    """The handler that ends a run as Ctrl-C does (KeyboardInterrupt), its clean-up run: the CLI's for SIGINT,
+    SIGTERM and SIGHUP, the API's for those whose disposition is the default (cleaned_up_before_dying)."""
+    RECEIVED.append(signum)
+    ignore()
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def cleaned_up_before_dying():
+    """A library call: a signal that would kill the process at once (SIGTERM, SIGHUP at their default) left its stage
+    folder and lock in OUT. Meanwhile it is `stop`'s, so the call cleans up as the CLI's runs do; then, the default
+    put back, it is sent again and the process dies of it as it would have (exit 143). A handler the caller set
+    (Python's own KeyboardInterrupt for SIGINT too) and SIG_IGN are theirs: left alone. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    default = [s for s in SIGNALS if signal.getsignal(s) == signal.SIG_DFL]
+    received, held = len(RECEIVED), len(_HELD)
+    for s in default:
+        signal.signal(s, stop)
+    try:
+        yield
+    finally:
+        came = [s for s in (*RECEIVED[received:], *_HELD[held:]) if s in default]  # held: by deferred()
+        for s in default:
+            signal.signal(s, signal.SIG_DFL)
+        if came:
+            os.kill(os.getpid(), came[0])
+
+
+HEAVY = ("onnx", "onnxruntime", "torch")  # with C extensions that cannot load twice: imported by import_for
+_TORCH_COMMANDS = {"prune", "distill", "share", "search"}  # export: a torch model's (pipeline.run); the rest none
+_NO_IMPORTS = {"targets", "emulator"}
+
+
+def import_for(command: str, torch: bool = False) -> None:
+    """What `command` (the CLI's, or the API's function of that name) runs on, imported whole before any work:
+    onnx and onnxruntime, and torch for those that take a torch model (or `torch`). Imported later with signals live,
+    a Ctrl-C in torch's start-up left it half-made for the rest of the process (SystemError "bad call flags", a
+    segfault at exit)."""
+    if command not in _NO_IMPORTS:
+        import_whole(*(HEAVY if torch or command in _TORCH_COMMANDS else HEAVY[:2]))
+
+
 def import_whole(*names: str) -> None:
     """Import packages with signals held back: a Ctrl-C inside a C extension's start-up (onnx's, onnxruntime's)
-    crashed Python (SIGSEGV) or left the package half-made for the rest of the process. Raised once they are in."""
+    crashed Python (SIGSEGV) or left the package half-made for the rest of the process. Raised once they are in.
+    One that an earlier import cut short (the caller's own) cannot load again: a StageError, not SystemError."""
     if all(name in sys.modules for name in names):
         return
     with deferred() as received:
         for name in names:
-            importlib.import_module(name)
+            _import(name)
     if received:
         raise KeyboardInterrupt
+
+
+def _import(name: str) -> None:
+    """Its submodules loaded without it are an import cut short: torch imported again then lacked `torch._utils`,
+    or failed ("bad call flags", "partially initialized module 'torch' has no attribute 'library')."""
+    from .errors import StageError, first_line
+
+    said = (f"{name} cannot be imported in this Python process: its first import was cut short (Ctrl-C?) and its C "
+            "extension cannot load twice; restart Python")
+    if name not in sys.modules and any(m.startswith(f"{name}.") for m in sys.modules):
+        raise StageError("import", said)
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError:
+        raise
+    except Exception as e:
+        raise StageError("import", f"{said} ({type(e).__name__}: {first_line(e, 120)})") from e
 
 
 GRACE_ENV = "EDGEKIT_STOP_GRACE_S"  # seconds a stopped program has to end before it is ended without clean-up

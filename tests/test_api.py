@@ -1,5 +1,6 @@
 """The Python API (`edgekit.export`, `edgekit.check`): typed reports, the CLI's packages, no side effects."""
 import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -737,3 +738,48 @@ def test_a_float16_model_is_quantized_with_int8_weights(tmp_path):
     assert int8.stat().st_size < 0.8 * (tmp_path / "m.onnx").stat().st_size  # was larger
     [fp16], [got] = (ort.InferenceSession(str(m)).run(None, {"x": x[32:]}) for m in (tmp_path / "m.onnx", int8))
     assert got.dtype == np.float16 and np.abs(got - fp16).max() < 0.05 * np.abs(fp16).max()
+
+
+def _script(tmp_path, body: str) -> subprocess.CompletedProcess:
+    """`body` run by a new Python (torch not yet imported), edgekit from this tree."""
+    code = (f"import os, signal, sys, threading, time\nimport edgekit\nMODEL, OUT = {MODEL!r}, {str(tmp_path)!r}\n"
+            f"KW = dict(weights={str(WEIGHTS)!r}, inputs=['image:Nx1x8x8'], targets=['desktop-x86'], no_bench=True,\n"
+            f"          calibration={str(DIGITS / 'data' / 'calibration.npz')!r})\n"
+            "def signal_when(seen, signum):  # sent by this process as soon as `seen()`: no fixed sleep\n"
+            "    def watch():\n        while not seen():\n            time.sleep(0.001)\n"
+            "        os.kill(os.getpid(), signum)\n"
+            "    threading.Thread(target=watch, daemon=True).start()\n" + body)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env=env)
+
+
+def test_a_ctrl_c_in_the_first_exports_torch_import_leaves_torch_whole(tmp_path):
+    """torch was first imported inside export() with signals live: a Ctrl-C there left it half-made for the rest of
+    the process (the next export: SystemError "bad call flags", "partially initialized module 'torch' has no
+    attribute 'library'", or a segfault at exit). It is imported whole, as onnx is, before any work; one the caller's
+    own import left half-made is a StageError, not SystemError."""
+    run = _script(tmp_path, "signal_when(lambda: 'torch._C' in sys.modules, signal.SIGINT)\n"
+                  "try:\n    edgekit.export(MODEL, out=f'{OUT}/a', **KW)\nexcept KeyboardInterrupt:\n"
+                  "    print('interrupted', flush=True)\n"
+                  "print('again', edgekit.export(MODEL, out=f'{OUT}/b', **KW).passed, flush=True)\n")
+    assert (run.returncode, run.stdout.split()) == (0, ["interrupted", "again", "True"]), run.stderr[-2000:]
+    run = _script(tmp_path, "signal_when(lambda: 'torch._C' in sys.modules, signal.SIGINT)\n"
+                  "try:\n    import torch\nexcept KeyboardInterrupt:\n    pass\n"
+                  "try:\n    edgekit.export(MODEL, out=f'{OUT}/c', **KW)\n"
+                  "except edgekit.StageError as e:\n    print(e)\n")
+    assert run.returncode == 0 and "import failed: torch cannot be imported in this Python process" in run.stdout \
+        and run.stdout.rstrip().endswith("restart Python"), run.stdout + run.stderr[-2000:]
+
+
+def test_a_sigterm_during_an_api_export_cleans_up_then_ends_the_process(tmp_path):
+    """SIGTERM at its default killed the process mid-export, leaving .edgekit-stage-XXXX/ (a partial model.onnx) and
+    .edgekit.lock in OUT. Meanwhile edgekit's handler ends the run as the CLI's does, and the process then dies of the
+    signal as it would have; the previous output stays as it was."""
+    run = _script(tmp_path, "edgekit.export(MODEL, out=OUT, **KW)\nprint('exported', flush=True)\n"
+                  "stage = __import__('pathlib').Path(OUT)  # signalled once its model.onnx is being written\n"
+                  "signal_when(lambda: any(stage.glob('.edgekit-stage-*/**/*.onnx')), signal.SIGTERM)\n"
+                  "edgekit.export(MODEL, out=OUT, seed=1, **KW)\nprint('not stopped')\n")
+    assert (run.returncode, run.stdout.split()) == (-signal.SIGTERM, ["exported"]), run.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["desktop-x86", "edgekit-targets.json"]
+    assert edgekit.check(tmp_path).passed
