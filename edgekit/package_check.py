@@ -682,22 +682,29 @@ def _figures_here(fp32: str, golden: str, task: str, state: dict[str, str], reus
         raise  # e.g. a bad EDGEKIT_HOST_ISA: the user's setting, not the model
     except Exception as e:
         return {"error": f"{FP32} does not run the golden inputs: {first_line(e, 200)}"}
-    return {"samples": len(inputs), "outputs": [o.as_dict() for o in found]}
+    return {"samples": len(inputs), "outputs": [{**o.as_dict(), "cosine_samples": _averaged(r[o.output] for r in runs)}
+                                                for o in found]}
+
+
+def _averaged(refs) -> int | None:
+    """How many samples parity.compare's mean cosine averaged: those whose reference is not near zero; None where it
+    pooled them into one cosine (outputs of one value per sample)."""
+    refs = [np.asarray(a) for a in refs]
+    if not refs or min(a.size for a in refs) < 2:
+        return None
+    return sum(float(np.max(np.abs(a))) >= parity.NEAR_ZERO for a in refs)
 
 
 # A manifest's int8-vs-fp32 figures are measured on the samples its verdict is of, whose first ones are the golden
-# samples: a figure that averages samples (cosine; top-1, top-5 and exact agreement per row) can be no better over
-# them than the golden samples' loss (1 - figure) spread over `share` times as many samples, each perfect. That bound
-# is sound; LOSS_SLACK is for other kernels (an emulated CPU's). Not held: the worst sample's cosine (cosine_min
-# leaves out samples far quieter than the median, which a subset's median decides otherwise), pooled SQNR (the other
-# samples may carry far more signal: quiet first audio frames) and centred SQNR (the VAD's state 18.0 dB over
-# validation, -4.1 on its 8 golden steps).
-LOSS_SLACK = 4.0  # the validation loss may be 4x smaller than the sound bound says
-MOST_SHARE = 10_000  # validation samples per golden one, at most: an edited sample count loosens the bounds no further
-FIGURES = {"cosine": "mean", "top1_agreement": "mean",
-           "top5_agreement": "mean", "exact_agreement": "mean"}  # parity.OutputParity's figure: how it gathers samples
-GATE_FIGURES = {"quant_cosine": "cosine", "top1_agreement": "top1_agreement",
-                "top5_agreement": "top5_agreement", "integer_output_agreement": "exact_agreement"}
+# samples. Its mean cosine averages at most its `samples` samples, so it can be no better than the golden samples'
+# summed loss (1 - cosine, over the samples averaged) spread over all of them, each perfect. That bound is sound;
+# LOSS_SLACK is for other kernels (an emulated CPU's). Not held, as no subset bounds them: the worst sample's cosine
+# (it leaves out samples far quieter than the median, which a subset's median decides otherwise), pooled SQNR (the
+# other samples may carry far more signal: quiet first audio frames), centred SQNR (the VAD's state 18.0 dB over
+# validation, -4.1 on its 8 golden steps), and agreements averaged over rows or elements (a sample's count of them
+# may differ from the golden samples').
+LOSS_SLACK = 4.0  # the verdict's loss may be 4x smaller than the sound bound says
+MOST_SHARE = 10_000  # samples per golden one, at most: an edited sample count loosens the bound no further
 
 
 def _refigured(case: Case, manifest: dict, figures: dict) -> Case:
@@ -712,40 +719,37 @@ def _refigured(case: Case, manifest: dict, figures: dict) -> Case:
 
 
 def _figure_claims(manifest: dict, figures: dict) -> list[str]:
-    """Each figure of parity.quantization and each int8 gate (at the validated size) that is better than the best
-    the golden samples allow (_at_best), or a gate whose limit that best misses."""
+    """Each output's mean cosine in parity.quantization, and the quant_cosine gate, where better than the best the
+    golden samples allow (_at_best), or the gate passed where that best misses its limit."""
     claimed = ((manifest.get("parity") or {}).get("quantization") or {}) if isinstance(manifest.get("parity"),
                                                                                         dict) else {}
     claimed = claimed if isinstance(claimed, dict) else {}
     validated = claimed.get("samples")
-    share = min(max(validated / figures["samples"], 1.0), MOST_SHARE) if _number(validated) != "n/a" else MOST_SHARE
-    found, bad, over = figures["outputs"], [], f"over {_number(validated)} validation samples"
+    validated = validated if _number(validated) != "n/a" and validated >= 1 else None
+    over = f"over {_number(validated)} validation samples"
     said = {o.get("output"): o for o in claimed.get("outputs") or [] if isinstance(o, dict)}
-    for o in found:
-        for key, kind in FIGURES.items():
-            value, best = (said.get(o["output"]) or {}).get(key), _at_best(kind, o.get(key), share)
-            if best is not None and _number(value) != "n/a" and value > best:
-                bad.append(f"{o['output']} {key} {_number(value)} (these give {o[key]:.8g}: at most "
-                           f"{best:.8g} {over})")
-    for g in manifest["gates"]:
-        key = GATE_FIGURES.get(g["name"])
-        here = min((o[key] for o in found if o.get(key) is not None), default=None) if key else None
-        if (best := _at_best(FIGURES.get(key), here, share)) is None:
-            continue
+    bests = {o["output"]: (o["cosine"], best) for o in figures["outputs"]
+             if (best := _at_best(o.get("cosine"), o.get("cosine_samples"), validated)) is not None}
+    bad = [f"{name} cosine {_number(value)} (these give {here:.8g}: at most {best:.8g} {over})"
+           for name, (here, best) in bests.items()
+           if _number(value := (said.get(name) or {}).get("cosine")) != "n/a" and value > best]
+    if not bests:
+        return bad
+    here, best = min(bests.values(), key=lambda pair: pair[1])  # the gate is the worst output's
+    for g in (g for g in manifest["gates"] if g["name"] == "quant_cosine"):
         if _number(g.get("value")) != "n/a" and g["value"] > best:
-            bad.append(f"{g['name']} {_number(g['value'])} (these give {here:.8g}: at most {best:.8g} "
-                       f"{over})")
-        elif g["passed"] and _number(g.get("limit")) != "n/a" and best < g["limit"]:  # a gate skipped, or no value
-            bad.append(f"{g['name']} passed, yet these give {here:.8g}: at most {best:.8g} {over}, under "
-                       f"its limit {_number(g['limit'])}")
+            bad.append(f"quant_cosine {_number(g['value'])} (these give {here:.8g}: at most {best:.8g} {over})")
+        elif g["passed"] and _number(g.get("limit")) != "n/a" and best < g["limit"]:  # skipped, or no value
+            bad.append(f"quant_cosine passed, yet these give {here:.8g}: at most {best:.8g} {over}, under its limit "
+                       f"{_number(g['limit'])}")
     return bad
 
 
-def _at_best(kind: str | None, here: float | None, share: float) -> float | None:
-    """The best a figure can be over the validation samples, given `here` on the golden samples (see LOSS_SLACK)."""
-    if here is None or kind is None:
+def _at_best(here: float | None, counted: int | None, validated: float | None) -> float | None:
+    """The best mean cosine over `validated` samples, given `here` averaged over `counted` golden ones."""
+    if here is None or not counted or validated is None:
         return None
-    return 1 - (1 - here) / (LOSS_SLACK * share) + 1e-9
+    return 1 - (1 - here) * counted / (LOSS_SLACK * min(max(validated, counted), counted * MOST_SHARE)) + 1e-9
 
 
 def _manifest(folder: Path, shown: str) -> dict:
@@ -851,7 +855,6 @@ def _gate_claims(manifest: dict) -> list[str]:
                 *((parity.CENTRED_GATE,) if manifest.get("task") in parity.VALUE_TASKS and profile is not None else ())}
     if "export_max_abs" in gates:  # a package made before the gate was scaled to the output's peak
         required.discard("export_scaled_max_abs")
-    profile = _bundled_profile(manifest.get("target_profile_sha256"))
     if profile is not None:  # this version's bundled profile: a package made with an older one has no such gate
         required.add("quant_cosine_worst")
     if missing := sorted(required - set(gates)):

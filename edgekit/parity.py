@@ -263,7 +263,8 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
         results.append(OutputParity(name, *metrics, max(float(np.max(d, initial=0.0)) for d in diffs),
                                     sum(float(np.sum(d)) for d in diffs) / max(1, sum(a.size for a in ref)),
                                     top1, peak, top5, retrieval, exact, k == at,
-                                    centred_sqnr(ref, cand) if peak >= NEAR_ZERO and exact is None else None))
+                                    centred_sqnr(ref, cand) if peak >= NEAR_ZERO and exact is None
+                                    and name not in plain else None))
     return results
 
 

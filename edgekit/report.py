@@ -203,7 +203,10 @@ def markdown(r: TargetReport) -> str:
                 + (f": {_safe(c.message)}" if c.message else "")
                 for c in r.verification]
     golden = d["golden"]
-    out += ["", "## Golden vectors", "", f"{golden['samples']} validation inputs; tolerance {golden['tolerance']}.",
+    judged = ((r.tuning or {}).get("validation_split") or {}).get("judged_on")
+    whose = f" (the first of {judged.split(',')[0]})" if judged else ""  # --auto's: the samples its verdict is of
+    out += ["", "## Golden vectors", "", f"{golden['samples']} validation inputs{whose}; tolerance "
+            f"{golden['tolerance']}.",
             ""] + _md("model | golden file | computed with",
                       [(m, g["file"], g["kernels"]) for m, g in golden["models"].items()])
     if d.get("ort_format"):

@@ -133,18 +133,12 @@ def import_whole(*names: str) -> None:
 def _import(name: str) -> None:
     """Its submodules loaded without it are an import cut short: torch imported again then lacked `torch._utils`,
     or failed ("bad call flags", "partially initialized module 'torch' has no attribute 'library')."""
-    from .errors import StageError, first_line
+    from .errors import StageError
 
-    said = (f"{name} cannot be imported in this Python process: its first import was cut short (Ctrl-C?) and its C "
-            "extension cannot load twice; restart Python")
     if name not in sys.modules and any(m.startswith(f"{name}.") for m in sys.modules):
-        raise StageError("import", said)
-    try:
-        importlib.import_module(name)
-    except ModuleNotFoundError:
-        raise
-    except Exception as e:
-        raise StageError("import", f"{said} ({type(e).__name__}: {first_line(e, 120)})") from e
+        raise StageError("import", f"{name} cannot be imported in this Python process: its first import was cut "
+                                   "short (Ctrl-C?) and its C extension cannot load twice; restart Python")
+    importlib.import_module(name)  # any other failure is the install's, said as it is (a missing libonnxruntime.so)
 
 
 GRACE_ENV = "EDGEKIT_STOP_GRACE_S"  # seconds a stopped program has to end before it is ended without clean-up

@@ -55,12 +55,12 @@ def test_one_sample_far_off_fails_the_worst_sample_gate_the_mean_passes(tmp_path
                 tmp_path / "cal.npz", "--validation", tmp_path / "val.npz", "--no-bench", "--json", "--out",
                 tmp_path / "out"])
     assert made.exit_code == 1, made.output
-    [m] = json.loads(made.stdout)
+    [m] = json.loads(made.stdout)["targets"]
     gates = {g["name"]: g for g in m["gates"]}
     assert [n for n, g in gates.items() if not g["passed"]] == ["quant_cosine_worst"], gates
     assert gates["quant_cosine"]["value"] > 0.99 and gates["quant_cosine_worst"]["value"] < 0.8
     assert gates["quant_cosine_worst"]["limit"] == ParitySpec().quant_cosine_worst_min
-    assert "| quant_cosine_worst | 0.6" in (tmp_path / "out" / "desktop-x86" / "report.md").read_text()
+    assert "| quant_cosine_worst on output | 0.6" in (tmp_path / "out" / "desktop-x86" / "report.md").read_text()
 
 
 def test_the_worst_sample_leaves_out_samples_far_quieter_than_the_median():
@@ -292,6 +292,22 @@ def test_detect_and_regress_gate_the_worst_channels_centred_sqnr_at_every_bundle
     ids = parity.compare(["c"], [[np.arange(4)]], [[np.arange(4)]])
     [skip] = [g for g in parity.quantization_gates(ids, None, ParitySpec(), "detect") if g.name == parity.CENTRED_GATE]
     assert skip.passed and skip.skipped == "integer outputs only: compared exactly", skip
+
+
+def test_a_streaming_models_state_is_no_output_the_centred_sqnr_gate_reads():
+    """The VAD with --task regress failed quant_centred_sqnr_db on its GRU state (18.0 dB; speech 38.3), and the
+    advice named --exclude-nodes and --task classify: the state is the model's own, not a value the task reads."""
+    rng = np.random.default_rng(0)
+    speech = rng.normal(0, 1, (64, 2))
+    state = np.concatenate([rng.normal(0, 50, (64, 4)), rng.normal(0, 0.05, (64, 4))], 1)  # a quiet channel
+    step = np.abs(state).max() / 127
+    found = parity.compare(["speech", "state"], [[speech, state]],
+                           [[speech + rng.normal(0, 0.01, speech.shape), np.round(state / step) * step]],
+                           "regress", ("state",))
+    assert [o.centred_sqnr_db is None for o in found] == [False, True] and found[1].sqnr_db is not None
+    gates = parity.quantization_gates(found, None, ParitySpec(), "regress")
+    [gate] = [g for g in gates if g.name == parity.CENTRED_GATE]
+    assert gate.passed and gate.output == "speech", gate
 
 
 def test_labels_are_scored_as_accuracy_for_a_classifier_only(tmp_path):
