@@ -556,6 +556,20 @@ def test_parity_figures_the_golden_samples_do_not_reproduce_fail_check(packaged,
     assert said in gates["message"], gates
 
 
+def test_the_cosine_bound_counts_the_golden_samples_the_mean_averaged():
+    """Near-zero samples are left out of the mean cosine: 1 golden sample of 8 counted at 0.9 bounds 600 validation
+    samples' mean at 1 - 0.1 / 600 (and LOSS_SLACK), not 1 - 0.1 / 75, which failed a true 0.9998."""
+    from edgekit.package_check import _figure_claims
+
+    def claims(cosine):
+        manifest = {"parity": {"quantization": {"samples": 600, "outputs": [{"output": "y", "cosine": cosine}]}},
+                    "gates": [{"name": "quant_cosine", "value": cosine, "limit": 0.99, "passed": True}]}
+        return _figure_claims(manifest, {"samples": 8, "outputs": [{"output": "y", "cosine": 0.9,
+                                                                    "cosine_samples": 1}]})
+    assert claims(0.9998) == []
+    assert [c.split(" (")[0] for c in claims(0.99999)] == ["y cosine 0.99999", "quant_cosine 0.99999"]
+
+
 def test_what_the_manifest_names_ships_as_it_says_and_the_archives_are_the_folders(packaged, tmp_path):
     """A package whose manifest names an .ort build config (or a C header) it does not ship passed `check`; `check
     OUT` passed with OUT/<target>.tar.gz garbage."""
