@@ -21,7 +21,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from . import archive, arrays, bounded, host, mobile, package, parity, published, runner
+from . import __version__, archive, arrays, bounded, host, mobile, package, parity, published, runner
 from .config import C_NAME, C_NAME_FORM, RANGES, TARGET_NAME, Target, bundled, list_targets, load_target
 from .errors import InputError, StageError, UsageError, few, first_line
 from .probe import probe as probe_model
@@ -36,6 +36,8 @@ MIN_STEP = 1e-45  # a quantization step, at least float32's smallest (a model th
 INT8 = "model.int8.onnx"
 FP32 = "model.onnx"  # the float reference (a CoreML build's fp32 model is ort_format.fp32's own fixed-shape copy)
 log = logging.getLogger("edgekit")
+# an edgekit version (PEP 440's release numbers, then any pre-, post-, dev- or local part): 0.1.0, 1.2rc1, 1.2.0+g1
+VERSION = re.compile(r"(\d{1,9}(?:\.\d{1,9}){0,9})(?:[.+-]?[A-Za-z][A-Za-z0-9.+-]{0,63}|[.+-]\d[A-Za-z0-9.+-]{0,63})?")
 NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # what XML 1.0 cannot hold
 
 
@@ -237,10 +239,44 @@ def _target_folders(path: Path, shown: Path) -> list[Path]:
 def _check_target(folder: Path, shown: str, *args) -> list[Case]:
     """The cases of one package folder, each naming its target, and the folder when it is named otherwise: two
     folders of one target (desktop-x86, desktop-x86-prev) must be told apart, and a reader of --json gets both."""
-    manifest = _manifest(folder, shown)
+    manifest = _read_manifest(folder, shown)
+    if newer := _needs_newer(manifest, shown):  # read as this edgekit's, a newer package's format fails as tampered
+        target = manifest["target"] if isinstance(manifest.get("target"), str) and TARGET_NAME.fullmatch(
+            manifest["target"]) else folder.name
+        return [Case(target, "version", False, newer, folder="" if folder.name == target else folder.name)]
+    manifest = _manifest(manifest, shown)
     target = manifest["target"]
     return [replace(c, target=target, folder="" if folder.name == target else folder.name)
             for c in _check_package(folder, shown, manifest, *args)]
+
+
+def _needs_newer(manifest, shown: str) -> str:
+    """Why this edgekit cannot check a package ("" when it can): its `checkable_by`, the oldest edgekit able to,
+    is newer than this one (a manifest without it was made before it, by an edgekit no newer than the one that
+    made it). A version that is no version is bad input."""
+    if not isinstance(manifest, dict):
+        return ""  # refused by _manifest
+    made, needs = (manifest.get(k) for k in ("edgekit_version", "checkable_by"))
+    for key, value in (("edgekit_version", made), ("checkable_by", needs)):
+        if value is not None:
+            _release(value, f"{shown}/manifest.json: {key}")
+    needs = made if needs is None else needs
+    if needs is None or _release(needs, "") <= _release(__version__, "this edgekit's version"):
+        return ""
+    return (f"this package was made by edgekit {made}, newer than this edgekit {__version__}" if made is not None
+            else f"this package needs edgekit {needs}, newer than this edgekit {__version__}") + \
+        f": upgrade edgekit (to {needs} or newer) to check it"
+
+
+def _release(version, what: str) -> tuple[int, ...]:
+    """A version's release numbers (1.2.0rc1 → (1, 2): trailing zeros dropped, PEP 440's suffixes ignored), enough
+    to order edgekit's releases without `packaging`, which is no dependency of edgekit's."""
+    if not (isinstance(version, str) and (found := VERSION.fullmatch(version))):
+        raise InputError(f"{what} {repr(version)[:40]} is not a version (edgekit writes versions like 1.2.3)")
+    numbers = [int(n) for n in found[1].split(".")]
+    while len(numbers) > 1 and not numbers[-1]:
+        numbers.pop()
+    return tuple(numbers)
 
 
 def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Path, str], place, probe: bool,
@@ -752,12 +788,8 @@ def _at_best(here: float | None, counted: int | None, validated: float | None) -
     return 1 - (1 - here) * counted / (LOSS_SLACK * min(max(validated, counted), counted * MOST_SHARE)) + 1e-9
 
 
-def _manifest(folder: Path, shown: str) -> dict:
-    """manifest.json with the fields check relies on, of the right types."""
-    def is_str_dict(d, most: int | None = None) -> bool:
-        return isinstance(d, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in d.items()) and (
-            most is None or all(len(k) <= most and len(v) <= most for k, v in d.items()))
-
+def _read_manifest(folder: Path, shown: str):
+    """manifest.json's JSON, its fields not yet checked (a newer edgekit's may hold others)."""
     try:
         path = arrays.regular_file(folder / "manifest.json", f"{shown}/manifest.json")  # a FIFO would hang
         if path.is_symlink():
@@ -765,6 +797,18 @@ def _manifest(folder: Path, shown: str) -> dict:
         if path.stat().st_size > archive.MAX_MANIFEST_BYTES:
             raise InputError(f"{shown}/manifest.json: larger than {archive.MAX_MANIFEST_BYTES} bytes")
         manifest = json.loads(path.read_text(), object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except (OSError, ValueError, RecursionError) as e:
+        raise InputError(f"{shown}/manifest.json: unreadable ({type(e).__name__}: {first_line(e, 120)})") from e
+    return manifest
+
+
+def _manifest(manifest, shown: str) -> dict:
+    """manifest.json with the fields check relies on, of the right types."""
+    def is_str_dict(d, most: int | None = None) -> bool:
+        return isinstance(d, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in d.items()) and (
+            most is None or all(len(k) <= most and len(v) <= most for k, v in d.items()))
+
+    try:
         golden = manifest.get("golden") if isinstance(manifest, dict) else None
         ok = (isinstance(manifest, dict) and isinstance(manifest.get("target"), str)
               and TARGET_NAME.fullmatch(manifest["target"]) is not None

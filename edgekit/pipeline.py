@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (__version__, archive, bench, calib, config, constants, contract, emulator, host, inspect_model, layers,
-               mobile, onnx_export, outdir, package, package_check, parity, pixels, precision, quantization, sequences,
-               sharing, signals, sizes, tune, verdict)
+from . import (CHECKABLE_BY, __version__, archive, bench, calib, config, constants, contract, emulator, host,
+               inspect_model, layers, mobile, onnx_export, outdir, package, package_check, parity, pixels, precision,
+               quantization, sequences, sharing, signals, sizes, tune, verdict)
 from .config import (DistillSettings, InputSpec, PruneSpec, Recipe, ShareSpec, Target, overrides, recipe_names,
                      target_settings)
 from .errors import EdgekitError, InputError, StageError, UsageError, said_as
@@ -656,6 +656,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     size_checks = _int8_at_sizes(shared, prep, int8_sess, fixed)
     details = {
         "edgekit_version": __version__,
+        "checkable_by": CHECKABLE_BY,  # the oldest edgekit that can check the package
         # where it was and what it held: a relative path meant nothing elsewhere, and a profile can loosen every gate
         "target_profile": str(Path(target.path).resolve()),
         "target_profile_sha256": package.sha256(Path(target.path)),

@@ -1150,6 +1150,72 @@ def test_example_ci_package_checks_with_this_runtime_and_is_what_export_writes_t
     assert set(manifest) == set(json.loads((today / "manifest.json").read_text())), "regenerate examples/ci"
 
 
+def example_package(tmp_path, edit=None):
+    """examples/ci's desktop-x86 package unpacked, its manifest (unhashed) edited by `edit`."""
+    with tarfile.open(ROOT / "examples" / "ci" / "digits-desktop-x86.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    folder = tmp_path / "desktop-x86"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if edit:
+        edit(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def newer_format(m):
+    """What a later edgekit may write, that this one reads as tampering: a gate and a file it does not know."""
+    m["gates"].append({"name": "future_gate", "value": 1.0, "op": ">=", "limit": 0.5, "passed": True})
+    m["files"]["extra.bin"] = "0" * 64
+
+
+@pytest.mark.parametrize("edit,made", [
+    (lambda m: (newer_format(m), m.update(edgekit_version="9.1.0", checkable_by="9.0.0")), "9.1.0"),
+    # a manifest without checkable_by, made before it: by the edgekit it names (edited here to be a newer one)
+    (lambda m: (newer_format(m), m.pop("checkable_by"), m.update(edgekit_version="1.0.0rc1")), "1.0.0rc1"),
+])
+def test_package_from_a_newer_edgekit_says_upgrade_not_tampered(tmp_path, edit, made):
+    """An older install (a CI machine, a device) read a newer edgekit's gates and files as tampering: 'gates
+    future_gate are none that edgekit writes', 'files the manifest names but does not ship'."""
+    import edgekit
+
+    folder = example_package(tmp_path, edit)
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    needs = json.loads((folder / "manifest.json").read_text()).get("checkable_by", made)
+    assert [(c["name"], c["passed"], c["message"]) for c in check_cases(result)] == [
+        ("version", False, f"this package was made by edgekit {made}, newer than this edgekit {edgekit.__version__}: "
+                           f"upgrade edgekit (to {needs} or newer) to check it")]
+
+
+@pytest.mark.parametrize("edit", [
+    None,  # as made today: checkable_by is this edgekit's
+    lambda m: m.pop("checkable_by"),  # made before checkable_by: checked as before
+    lambda m: m.update(edgekit_version="9.0.0"),  # a newer edgekit that says this one can check it
+])
+def test_package_this_edgekit_can_check_is_checked_in_full(tmp_path, edit):
+    folder = example_package(tmp_path, edit)
+    assert edit or "checkable_by" in json.loads((folder / "manifest.json").read_text())
+    result = check(folder, "--json")
+    assert result.exit_code == 0, result.output
+    assert [c["name"] for c in check_cases(result)] == ["integrity", "gates", "parity model.int8.onnx"]
+
+
+@pytest.mark.parametrize("key,value", [("checkable_by", "soon"), ("edgekit_version", 2), ("checkable_by", "1..0")])
+def test_malformed_version_in_manifest_is_exit_3(tmp_path, key, value):
+    folder = example_package(tmp_path, lambda m: m.update({key: value}))
+    result = check(folder)
+    assert result.exit_code == 3, result.output
+    assert f"manifest.json: {key} {value!r} is not a version" in result.stderr
+
+
+def test_checkable_by_is_no_newer_than_this_edgekit():
+    """A CHECKABLE_BY raised past __version__ would have this edgekit refuse its own packages."""
+    import edgekit
+    from edgekit.package_check import _release
+
+    assert _release(edgekit.CHECKABLE_BY, "") <= _release(edgekit.__version__, "")
+
+
 def test_corrupt_deployed_model_fails_check_with_a_report(packaged, tmp_path):
     folder = fresh_copy(packaged, tmp_path)
     model = folder / "model.int8.onnx"
