@@ -358,6 +358,12 @@ GATE_NAME = re.compile(r"(?:%s|quant_reference_signal|export_reference_signal|la
 NOTHING_QUANTIZED_GATE = "int8_quantized"  # 0: model.int8.onnx is the float model (no QDQ or integer op)
 
 
+def trial_gate(name: str) -> bool:
+    """A gate quantization_gates writes: what each --auto trial is judged by (not export's, a size's, a budget's)."""
+    return name in (NOTHING_QUANTIZED_GATE, "quant_reference_signal") or (name in PARITY_LIMITS
+                                                                          and not name.startswith("export_"))
+
+
 def limit_of(name: str) -> tuple[str, str] | None:
     """(op, ParitySpec field) of a parity gate, also at another size (quant_cosine_at_N=4); None for others."""
     return PARITY_LIMITS.get(name.split("_at_")[0])

@@ -734,6 +734,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                           (tdir / shipped_model(packaged)).stat().st_size, shared.task,
                           quantization.quantizes_anything(quantized))
     gates += verdict.size_gates(target, size_checks)
+    if tuning:  # its `passed` is of the half it was chosen on: say whether the held-out half's gates agree
+        tuning.update(verdict.held_out(tuning, gates))
     report = TargetReport(target.name, prep.export_parity, quant_parity, accuracy, latency, tuning, gates,
                           warnings + verdict.gate_advice(gates, qplan.settings, tuning, short,
                                                          _ranges(cal, val, qplan)), details,

@@ -64,6 +64,17 @@ def _split_line(split: dict) -> str:
     return f"Trial chosen on {_safe(split['chosen_on'])}; the gates judge {_safe(split['judged_on'])}{shared}."
 
 
+def _choice(t: dict) -> str:
+    """The chosen trial's verdict: its `passed` is of the samples it was chosen on, which the held-out ones (the
+    gates') may not share (tuning.held_out_passed)."""
+    if not t["passed"]:
+        return "FAILS; the closest to fp32 kept"
+    if t.get("held_out_passed") is False:
+        return ("passes on the samples it was chosen on; the held-out samples fail: "
+                f"{', '.join(map(_safe, t['held_out_failed_gates']))}")
+    return "passes"
+
+
 def table(reports: list[TargetReport]) -> str:
     """One row per target: size, parity, latency, gates; then where latency was measured."""
     # top1: a classifier's scored output; int equal: integer outputs (class ids, a TopK's indices, masks), held
@@ -273,7 +284,7 @@ def markdown(r: TargetReport) -> str:
         out += ["## Accuracy-aware search (--auto)", "", f"Skipped: {t['skipped']}.", ""]
     elif t:
         out += ["## Accuracy-aware search (--auto)", "",
-                f"Chose trial {t['chosen']} ({'passes' if t['passed'] else 'FAILS; the closest to fp32 kept'}) after "
+                f"Chose trial {t['chosen']} ({_choice(t)}) after "
                 f"{len(t['trials'])} trial(s) in {t['seconds']:.1f} s; int8 latency price vs the target's defaults: "
                 f"{_fmt(t['latency_price'], '.2f')}x.", "",
                 f"Trials timed on {_safe(t.get('timed_on', 'this host'))}.", "",

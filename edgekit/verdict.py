@@ -222,6 +222,28 @@ def provider_warnings(target: Target, used: list[str]) -> list[str]:
             f"measured with {', '.join(used)}"]
 
 
+def held_out(tuning: dict, gates: list[Gate]) -> dict:
+    """Whether --auto's chosen trial passes on the validation samples held out of its pick: its `passed` and its
+    figures are of the half it was chosen on, where it can pass while the reported gates (of the other half) fail.
+    Nothing when the pick and the verdict share their samples (tuning.validation_split.shared)."""
+    split = tuning.get("validation_split")
+    if not split or split.get("shared"):
+        return {}
+    failed = [g.name for g in gates if not g.passed and parity.trial_gate(g.name)]
+    return {"held_out_passed": not failed, "held_out_failed_gates": failed}
+
+
+def over_fitted(tuning: dict | None) -> str | None:
+    """Advice when the trial --auto chose passed on the samples it was chosen on and fails on the held-out ones."""
+    if not (tuning and tuning.get("passed") and tuning.get("held_out_passed") is False):
+        return None
+    split = tuning["validation_split"]
+    return (f"--auto's trial {tuning['chosen']} passes on {split['chosen_on']}, which it was chosen on, but fails "
+            f"{', '.join(tuning['held_out_failed_gates'])} on {split['judged_on']}: the pick over-fits the half it "
+            "saw, or inputs like the failing ones are in one half only; give more validation data, with "
+            "enough of every kind of input to fall in both halves")
+
+
 def gate_advice(gates: list[Gate], settings, tuning: dict | None, short: tuple[int, int] | None = None,
                 ranges: str | None = None) -> list[str]:
     """`short`: (calibration's, validation's) longest sequence of a streaming model calibrated on clearly shorter
@@ -235,7 +257,7 @@ def gate_advice(gates: list[Gate], settings, tuning: dict | None, short: tuple[i
     advice = [ranges] * bool(ranges) + ([
         f"quantization gates failed ({', '.join(explained)}) with calibration sequences shorter than validation's "
         f"({short[0]} vs {short[1]} steps): calibrate on sequences as long before --auto"] if explained else [])
-    advice += centred_advice(gates)
+    advice += centred_advice(gates) + [said for said in [over_fitted(tuning)] if said]
     if tuning and tuning.get("advice"):
         return [*advice, tuning["advice"]]
     if failed and tuning and (why := tuning.get("stopped_short") or tuning.get("exclusions_skipped")):

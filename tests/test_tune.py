@@ -79,6 +79,7 @@ def test_auto_keeps_defaults_when_they_pass(data, tmp_path):
     assert m["tuning"]["validation_split"] == {"chosen_on": "all 12 validation samples",
                                                "judged_on": "the same samples",
                                                "shared": "12 validation samples, fewer than 16: too few to split"}
+    assert "held_out_passed" not in m["tuning"]  # none held out
 
 
 def test_auto_is_bounded_by_max_trials(data, tmp_path):
@@ -130,6 +131,29 @@ def test_digits_auto_passes_first_trial(tmp_path):
     assert trial["cosine"] != q["outputs"][0]["cosine"] and m["validation"]["samples"] == 600
     assert "Trial chosen on the even validation samples (300); the gates judge the odd" in (
         tmp_path / "desktop-x86" / "report.md").read_text()
+
+
+def test_a_trial_that_passes_on_its_half_and_fails_on_the_held_out_one_is_said_to(tmp_path):
+    """One validation sample of 64 far off (a huge value in a feature the model ignores), and it is odd: the first
+    trial passed on the even samples it was chosen on and the report read "Chose trial 0 (passes)" above the failed
+    gates of the odd ones, with no advice."""
+    from models import ignored_feature_data
+
+    for name, seed, spike in (("cal", 1, 0.0), ("val", 2, 1000.0)):  # the spike is sample 63's: held out
+        np.savez(tmp_path / f"{name}.npz", **ignored_feature_data(64, seed, spike))
+    result = cli(["export", "models:ignored_feature_attention", "--input", "x:Nx16x16", "--calibration",
+                  tmp_path / "cal.npz", "--validation", tmp_path / "val.npz", "--no-bench", "--auto", "--json",
+                  "--out", tmp_path / "o"])
+    assert result.exit_code == 1, result.output
+    [m] = json.loads(result.stdout)["targets"]
+    t, failed = m["tuning"], [g["name"] for g in m["gates"] if not g["passed"]]
+    assert t["passed"] and t["held_out_passed"] is False and t["held_out_failed_gates"] == failed, (t, failed)
+    assert "quant_cosine_worst" in failed
+    [said] = [w for w in m["warnings"] if w.startswith("--auto's trial 0 passes on the even validation samples")]
+    assert "over-fits the half it saw" in said and "give more validation data" in said, said
+    report = (tmp_path / "o" / "desktop-x86" / "report.md").read_text()
+    assert f"Chose trial 0 (passes on the samples it was chosen on; the held-out samples fail: {', '.join(failed)})" \
+           in report
 
 
 def test_inspect_compare(data, tmp_path):
