@@ -828,7 +828,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
     n_cal = len(cal_feeds)
     _bounded_calibration(prep, cal_feeds)
     if shared.task in (*parity.VALUE_TASKS, "other"):  # other: warned of, not kept float
-        static = quantization.keep_narrow_outputs(static, prep.fp32, cal_feeds, shared.task != "other", model)
+        static = quantization.keep_narrow_outputs(static, prep.fp32, cal_feeds, shared.task, model)
     if not prep.cal.random:
         static = dataclasses.replace(static, warnings=(*static.warnings, *calib.outlier_samples(
             cal_feeds, streaming=prep.rollout is not None)))

@@ -768,7 +768,8 @@ def test_the_outlier_record_is_the_shipped_trials(tmp_path):
 
 def test_a_trained_classifiers_logits_keep_their_head_int8(tmp_path):
     """The few-levels rule (quantization.keep_narrow_outputs) on the digits example's logits, which spread widely
-    around 0: each class spans 150+ of the output's int8 steps, so no node is kept float."""
+    around 0: each class spans 150+ of the output's int8 steps, so no node is kept float, under task regress too
+    (the default here): values of both signs have no low-levels rule."""
     import torch
 
     from edgekit.config import QuantSettings
@@ -785,8 +786,9 @@ def test_a_trained_classifiers_logits_keep_their_head_int8(tmp_path):
     plan = quantize.plan(path, QuantSettings(), set())
     assert quantize.output_chains(onnx.load(str(path)), plan.settings) == {"output": ["/classifier/classifier.3/Gemm"]}
     assert quantize.keep_narrow_outputs(plan, path, [{"image": images[i:i + 16]} for i in range(0, 128, 16)]) == plan
-    ranges = quantize._output_ranges(path, ["output"], [{"image": images[:128]}])[0]
+    ranges, counts = quantize._output_ranges(path, ["output"], [{"image": images[:128]}])[0]
     assert quantize.channel_levels(ranges, 255)[0] == 1 and min(quantize.channel_levels(ranges, 255)[1]) > 150
+    assert counts is None and quantize.low_levels(ranges, counts, 255) is None  # both signs: no relative error
 
 
 def test_the_few_levels_rule_leaves_out_samples_with_no_values():
