@@ -1143,8 +1143,9 @@ def test_an_output_channel_with_few_int8_levels_keeps_its_node_float(tmp_path, n
 
 def test_a_regress_output_of_two_decades_keeps_its_tail_float(tmp_path):
     """A depth map of 0.6-72 m got one int8 step of 0.28 m: its nearest decile (under 2 m) was 7.2% off on average
-    (max 32%) while cosine 0.9999 and SQNR 38.3 dB passed, and the few-levels rule did not fire (255 levels). Its lowest decile lies
-    within 7 steps of 0: the head Conv and the Sigmoid, Mul and Add after it stay float, said in the decisions."""
+    (max 32%) while cosine 0.9999 and SQNR 38.3 dB passed, and the few-levels rule did not fire (255 levels). Its
+    lowest decile lies within 7 steps of 0: the head Conv and the Sigmoid, Mul and Add after it stay float, said in
+    the decisions."""
     rng = np.random.default_rng(0)
     np.savez(cal := tmp_path / "cal.npz", image=rng.random((64, 1, 8, 8), dtype=np.float32))
     np.savez(val := tmp_path / "val.npz", image=(x := rng.random((100, 1, 8, 8), dtype=np.float32)))
