@@ -27,7 +27,7 @@ from .errors import InputError, StageError, UsageError, few, first_line
 from .probe import probe as probe_model
 from .report import printable
 from .reports import ARM_STAND_IN, Case, CheckReport, shipped_model
-from .runtime import CAPPED, int8_session, run_error, run_limit
+from .runtime import CAPPED, int8_session, run_error, run_limit, session
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
 MAX_NAME = 256  # a state input's or output's name (one of 200,000 characters overflowed the child's command line)
@@ -710,7 +710,8 @@ def _figures_here(fp32: str, golden: str, task: str, state: dict[str, str], reus
     inputs, int8, _ = package.read_golden(Path(golden))
     names = list(int8[0])
     try:
-        sess, _ = int8_session(Path(fp32), CHECKED_ON, reuse=reuse)
+        # as the run measured fp32 (its session, reused within an export's own check: the float model opened once)
+        sess, _ = session(Path(fp32), CHECKED_ON, threads=host.work_threads(), reuse=reuse)
         runs = runner.replay(sess, inputs, state, names, give_back=True)
         found = parity.compare(names, [[r[n] for n in names] for r in runs], [[o[n] for n in names] for o in int8],
                                task, tuple(state.values()))

@@ -282,7 +282,8 @@ def test_per_layer_error_one_sample_at_a_time_matches_onnxruntimes_all_at_once(w
     expected = dbg.compute_activation_error(dbg.create_activation_matching(
         dbg.collect_activations(str(tmp_path / "q.onnx"), feeds[16:20]),
         dbg.collect_activations(str(tmp_path / "f.onnx"), feeds[16:20])))
-    assert set(rows) == set(expected) and len(rows) >= 4
+    # the input's own row beside: onnxruntime's debugger loses it where the stem conv was padded (host.sym_conv_takes)
+    assert set(expected) <= set(rows) and set(rows) - set(expected) <= {"image"} and len(rows) >= 4
     for tensor, err in expected.items():  # edgekit reports within +-200 dB (an exact tensor at 200)
         assert rows[tensor]["local_sqnr_db"] == pytest.approx(min(err["qdq_err"], 200), abs=2e-3)
         assert rows[tensor]["accumulated_sqnr_db"] == pytest.approx(min(err["xmodel_err"], 200), abs=2e-3)
@@ -834,7 +835,9 @@ def test_a_time_major_gru_ships_batch_1_to_android(tmp_path):
                             validation=[{"x": x[:, i:i + 4]} for i in range(32, 48, 4)], targets=["android-arm64"],
                             out=tmp_path / "out", no_bench=True)
     android = report.targets["android-arm64"].to_json()
-    assert report.passed and android["fixed_input_shapes"] == {"x": [12, 1, 8]}
+    # the GRU, nearly all the MACs, runs on the CPU: NNAPI's coverage by MACs fails, and only that
+    assert [g["name"] for g in android["gates"] if not g["passed"]] == ["nnapi_coverage"]
+    assert android["fixed_input_shapes"] == {"x": [12, 1, 8]}
     assert android["calibration"]["samples"] == 32 and android["validation"]["samples"] == 16
     assert not [w for w in android["warnings"] if w.startswith("N fixed")]
 
