@@ -328,9 +328,12 @@ def _from_arrays(origin: str, arrays: dict[str, np.ndarray | RowFile], specs) ->
     # rows a sample holds: its batch's size (a label per stream of a time-major x:TxNx40 sample, not per step)
     rows = 1 if first is None or batch_axis[first] is not None or arrays[first].ndim < 2 else \
         arrays[first].shape[1 + (specs[0].batch_axis or 0)]
-    if labels is not None and (labels.ndim == 0 or len(labels) != n or labels.size != n * rows):
+    # one class id per row, or a grid per sample (masks: a class map's, checked against it by parity.scores)
+    if labels is not None and (labels.ndim == 0 or len(labels) != n or labels.size != n * rows and labels.ndim < 3):
+        hot = " (not one-hot rows)" if labels.ndim <= 2 and labels.size > n * rows else ""
         raise InputError(f"{origin}: {labels.size} labels (shape {list(labels.shape)}) for {n} samples of {rows} "
-                         "row(s) each: give one class id per row (not one-hot rows)")
+                         f"row(s) each: give one class id per row{hot}, or a mask per sample (shape [samples, H, W]) "
+                         "for a model returning a class map")
     if labels is not None:
         labels = class_ids(origin, labels)
     return Dataset(origin, Samples([({name: arrays[name] for name in batch_axis}, batch_axis)]), labels)
@@ -443,8 +446,8 @@ def _as_feed(origin: str, item, specs) -> tuple[Mapping, bool]:
     """An item as a dict of the model's inputs (and `labels`): a dict as it is; else as training batches are
     given (distillation's form): inputs, `(inputs,)` or `(inputs, labels)`, as a DataLoader of a TensorDataset
     yields them, where inputs are an array, a tuple of arrays in the model's input order, or a dict. A pair's
-    labels that are no whole numbers (a regression's targets) or hold a grid per sample (a segmentation's masks) are
-    set aside: True then."""
+    labels that are no whole numbers (a regression's targets) are set aside: True then. A grid per sample (a
+    segmentation's masks) is read as a dict's labels are (the run sets it aside unless it scores a class map)."""
     if isinstance(item, Mapping):
         return item, False
     if isinstance(item, (tuple, list)) and len(item) in (1, 2):
@@ -464,15 +467,14 @@ def _as_feed(origin: str, item, specs) -> tuple[Mapping, bool]:
     if labels is None:
         return inputs, False
     ids = own_array(labels)
-    # up to 2-D read as a dict's labels are: per sample, per row or step (a streaming model's); one less for an
-    # unbatched sample (a map-style Dataset's item: its [H, W] mask is a grid)
+    if ids.dtype.kind not in "biuf" or ids.dtype.kind == "f" and not (
+            np.isfinite(ids).all() and (ids == np.round(ids)).all()):
+        return inputs, True
+    # an unbatched sample's (a map-style Dataset's item) [H, W] mask: one sample's grid
     by_name = {s.name: s for s in specs}
     unbatched = all(k in by_name and _item_batch_axis(by_name[k], np.ndim(v) + 1) is not None
                     for k, v in inputs.items())
-    if ids.ndim > 2 - unbatched or ids.dtype.kind not in "biuf" or ids.dtype.kind == "f" and not (
-            np.isfinite(ids).all() and (ids == np.round(ids)).all()):
-        return inputs, True
-    return {**inputs, "labels": ids}, False
+    return {**inputs, "labels": ids[None] if unbatched and ids.ndim >= 2 else ids}, False
 
 
 def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BYTES,

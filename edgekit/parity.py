@@ -58,6 +58,9 @@ class OutputParity:
     # the worst channel's SQNR on values centred on its reference mean (centred_sqnr): what cosine and SQNR, ruled by
     # the largest channels and any offset, miss (a logit beside pixel boxes at 0.8 dB while the output had 45.7)
     centred_sqnr_db: float | None = None
+    # classify, a class map's scored output: mean over classes of the IoU of int8's argmax map with the reference's
+    # (a small class's pixels flipping hardly move a per-pixel top1 that the background rules)
+    iou_agreement: float | None = None
 
     @property
     def near_zero(self) -> bool:
@@ -91,19 +94,21 @@ class StageParity:
 
 @dataclass(frozen=True)
 class Accuracy:
-    """Top-1 accuracy in percent on the labelled validation samples."""
+    """Top-1 accuracy in percent on the labelled validation samples (a class map's: pixel accuracy)."""
 
-    samples: int  # labelled rows scored (an item holding a batch of 8 counts 8)
+    samples: int  # labelled rows scored (an item holding a batch of 8 counts 8; a class map's pixels)
     fp32: float
     int8: float
     torch: float | None = None
+    mean_iou: tuple[float, float] | None = None  # a class map's (fp32, int8), percent: scores()
 
     @property
     def drop(self) -> float:
         return round(self.fp32 - self.int8, 4)
 
     def as_dict(self) -> dict:
-        d = {"samples": self.samples, "fp32": self.fp32, "int8": self.int8, "drop": self.drop}
+        d = {"samples": self.samples, "fp32": self.fp32, "int8": self.int8, "drop": self.drop,
+             **({} if self.mean_iou is None else {"mean_iou": dict(zip(("fp32", "int8"), self.mean_iou))})}
         return d if self.torch is None else {**d, "torch": self.torch}
 
 
@@ -249,13 +254,9 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
         noise = sum(float(np.sum((d / scale) ** 2)) for d in diffs)
         signal = sum(float(np.sum((a / scale) ** 2)) for a in ref)
         sqnr = float(_db(signal, noise))
-        top1 = top5 = None
         kind = "other" if name in plain else task
-        if kind == "classify" and k == at and ref[0].ndim == 2 and ref[0].shape[1] > 1:
-            top1 = float(np.mean(np.concatenate([a.argmax(1) == b.argmax(1) for a, b in zip(ref, cand)])))
-            if ref[0].shape[1] > 5:
-                top5 = float(np.mean(np.concatenate([(np.argsort(-b, axis=1)[:, :5] == a.argmax(1)[:, None]).any(1)
-                                                     for a, b in zip(ref, cand)])))
+        top1, top5, iou = (_agreement(ref, cand) if kind == "classify" and k == at and class_scores(ref[0])
+                           else (None,) * 3)
         retrieval = _retrieval_at1(ref, cand) if kind == "embed" else None
         # an integer output's cosine and SQNR fed the gates and the table (a TopK's indices): it is held exactly
         metrics = ((float(np.mean(cos)), cos_min, round(sqnr, 3)) if peak >= NEAR_ZERO and exact is None
@@ -264,8 +265,52 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
                                     sum(float(np.sum(d)) for d in diffs) / max(1, sum(a.size for a in ref)),
                                     top1, peak, top5, retrieval, exact, k == at,
                                     centred_sqnr(ref, cand) if peak >= NEAR_ZERO and exact is None
-                                    and name not in plain else None))
+                                    and name not in plain else None, iou))
     return results
+
+
+def class_scores(a: np.ndarray) -> bool:
+    """Whether a sample's output reads as class scores, for top-1 and top-5: rows x classes, or a class map
+    (N, C, H, W, ...: the class axis 1, as torch's cross entropy takes it), more than one class. 3-D ([N, C, L] or
+    [N, L, C]) is not told apart."""
+    return (a.ndim == 2 or a.ndim >= 4) and a.shape[1] > 1
+
+
+def class_rows(a: np.ndarray) -> np.ndarray:
+    """One sample's scores as rows x classes: a class map's pixels are its rows, anything else is read along its
+    first axis (what accuracy took of a 1-D or 3-D output before)."""
+    if a.ndim >= 4:
+        return np.moveaxis(a, 1, -1).reshape(-1, a.shape[1])
+    return a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(1, -1)
+
+
+def _agreement(ref: list[np.ndarray], cand: list[np.ndarray]) -> tuple[float, float | None, float | None]:
+    """(top-1, top-5 when more than 5 classes, mean IoU of the argmax maps for a class map) of the candidate's
+    classes against the reference's, row by row (pixel by pixel), counted sample by sample (maps can be large)."""
+    classes, top5 = ref[0].shape[1], ref[0].shape[1] > 5
+    hits = hits5 = total = 0
+    areas = np.zeros((3, classes), np.int64)
+    for a, b in zip(ref, cand):
+        a, b = class_rows(a), class_rows(b)
+        want, got = a.argmax(1), b.argmax(1)
+        hits, total = hits + int(np.sum(want == got)), total + len(want)
+        if top5:
+            hits5 += int(np.sum((np.argsort(-b, axis=1)[:, :5] == want[:, None]).any(1)))
+        if ref[0].ndim >= 4:
+            areas += _areas(got, want, classes)
+    return hits / total, hits5 / total if top5 else None, mean_iou(areas) if ref[0].ndim >= 4 else None
+
+
+def _areas(pred: np.ndarray, truth: np.ndarray, classes: int) -> np.ndarray:
+    """Per class: pixels both call it (intersection), pixels predicted it, pixels truly it."""
+    return np.stack([np.bincount(pred[pred == truth], minlength=classes), np.bincount(pred, minlength=classes),
+                     np.bincount(truth, minlength=classes)])
+
+
+def mean_iou(areas: np.ndarray) -> float:
+    """Mean over the classes present (in the prediction or the truth) of intersection over union."""
+    inter, union = areas[0], areas[1] + areas[2] - areas[0]
+    return float(np.mean(inter[union > 0] / union[union > 0])) if (union > 0).any() else 1.0
 
 
 def _worst_cosine(cos: list[float], rms: list[float]) -> float:
@@ -303,20 +348,24 @@ def labels_are_classes(task: str) -> bool:
 
 def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray, at: int | None = None) -> float:
     """Top-1 accuracy in percent of the scored output (`at`; by default scored() on the shapes, no state): one label
-    per output row (of scores), or per class id (an integer output: a model that ends in its ArgMax)."""
+    per output row (of scores), per pixel of a class map (a mask per sample), or per class id (an integer output: a
+    model that ends in its ArgMax)."""
+    return scores(outputs, labels, at)[0]
+
+
+def scores(outputs: list[list[np.ndarray]], labels: np.ndarray, at: int | None = None) -> tuple[float, float | None]:
+    """(accuracy(), and for a class map the mean IoU in percent over the classes in its labels or predictions),
+    counted sample by sample."""
     from .errors import InputError
 
     if at is None:
         at = scored(range(len(outputs[0])), (), shapes_of(outputs[0])) if outputs else 0
     judged = [o[at] for o in outputs]
     ids = np.issubdtype(judged[0].dtype, np.integer) if judged else False
-    rows = [o.reshape(o.shape[0], -1) if o.ndim > 1 else o.reshape(1, -1) for o in judged]
-    preds = np.concatenate([o.reshape(-1) for o in judged] if ids else [r.argmax(axis=1) for r in rows])
+    maps = not ids and bool(judged) and judged[0].ndim >= 4
     flat = np.asarray(labels).reshape(-1)
-    if flat.size != preds.size:
-        raise InputError(f"{flat.size} labels for {preds.size} predicted {'class ids' if ids else 'rows'}: give one "
-                         "label per row (labels of shape (samples, rows) when a sample holds several rows)")
-    classes = max(r.shape[1] for r in rows)
+    _labels_fit(np.shape(labels), judged, ids, maps, flat.size)
+    classes = max(_classes(o) for o in judged) if judged else 0
     if flat.size and flat.max() >= classes and not ids:
         # one column: a binary classifier's logit (cut at 0) or probability (at 0.5)? edgekit cannot tell which
         binary = (": a single score is a binary classifier's, which edgekit does not threshold (0 for a logit, 0.5 "
@@ -324,7 +373,35 @@ def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray, at: int | None
                   "labels aside") if classes == 1 else ""
         raise InputError(f"label {int(flat.max())} (row {int(flat.argmax())}) is out of range: the scored output has "
                          f"{classes} class scores{binary}")
-    return float(np.mean(preds == flat.astype(np.int64)) * 100.0)
+    hits = start = 0
+    areas = np.zeros((3, classes), np.int64)
+    for o in judged:
+        pred = o.reshape(-1).astype(np.int64) if ids else class_rows(o).argmax(1)
+        truth, start = flat[start:start + pred.size].astype(np.int64), start + pred.size
+        hits += int(np.sum(pred == truth))
+        if maps:
+            areas += _areas(pred, truth, classes)
+    return hits / max(1, flat.size) * 100.0, mean_iou(areas) * 100.0 if maps else None
+
+
+def _classes(o: np.ndarray) -> int:
+    return o.shape[1] if o.ndim >= 4 else o.size // max(1, o.shape[0]) if o.ndim > 1 else o.size
+
+
+def _labels_fit(shape: tuple, judged: list[np.ndarray], ids: bool, maps: bool, count: int) -> None:
+    """Labels are one per row, or a mask per sample of a class map's shape (H, W; a sample of several maps too)."""
+    from .errors import InputError
+
+    rows = sum(o.size if ids else o.size // _classes(o) for o in judged)  # class_rows' rows
+    if maps and (count != rows or len(shape) > 1 and tuple(shape[-(judged[0].ndim - 2):]) != judged[0].shape[2:]):
+        grid = [*judged[0].shape[2:]]
+        raise InputError(f"labels of shape {list(shape)} for class maps of {grid} pixels per sample (the scored "
+                         f"output's {list(judged[0].shape)}, class axis 1): give a mask per sample of the map's "
+                         f"shape, labels of shape [samples, {', '.join(map(str, grid))}]")
+    if count != rows:
+        grids = " (a mask per sample scores a class map, an output of shape (N, C, H, W))" if len(shape) > 2 else ""
+        raise InputError(f"{count} labels for {rows} predicted {'class ids' if ids else 'rows'}: give one label per "
+                         f"row (labels of shape (samples, rows) when a sample holds several rows){grids}")
 
 
 def gate(name: str, value, op: str, limit, unmeasured: str | None = None) -> Gate:
@@ -408,7 +485,7 @@ def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str, qu
     on = judged and judged.output
     if task == "classify":
         gates.append(replace(held("top1_agreement", judged and judged.top1_agreement, spec,
-                                  f"the output scored, {on!r}, is not 2-D class scores"), output=on))
+                                  f"the output scored, {on!r}, is not class scores (rows x classes, or a map of N x C x H x W)"), output=on))
         if judged and judged.top5_agreement is not None:
             gates.append(replace(held("top5_agreement", judged.top5_agreement, spec), output=on))
     elif task == "embed":

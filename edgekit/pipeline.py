@@ -161,6 +161,11 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     own = loaded.module  # the user's module, before _inputs wraps it (uint8 pixels, pinned constants)
     inputs, pinned, defaults = _inputs(recipe, loaded)
     cal, val = calib.for_run(recipe, sequences.data_specs(inputs, recipe.state) if recipe.state else inputs, targets)
+    if val.labels is not None and np.ndim(val.labels) > 2 and recipe.task != "classify":  # masks: a class map's
+        log.warning("%s: its labels are a grid per sample (masks): set aside (--task classify scores a class map's "
+                    "pixels against them)", val.origin)
+        val = dataclasses.replace(val, origin=f"{val.origin} (its labels set aside: masks)", labels=None,
+                                  labels_aside=True)
     if val.labels is not None and not parity.labels_are_classes(recipe.task):  # scored nowhere as class ids
         val = dataclasses.replace(val, labels=None)
     package.golden_count(val.feeds, 1)  # a sample no golden file can hold: told before any work
@@ -977,8 +982,9 @@ def _accuracy(val, torch_val, fp32_val, int8_val, at: int) -> parity.Accuracy | 
         return None
     rows = int(np.asarray(val.labels).size)  # one label per scored row, however the rows are batched into items
     try:
-        return parity.Accuracy(rows, *(parity.accuracy(outputs, val.labels, at) if outputs is not None else None
-                                       for outputs in (fp32_val, int8_val, torch_val)))
+        (fp32, fp32_iou), (int8, int8_iou) = (parity.scores(o, val.labels, at) for o in (fp32_val, int8_val))
+        torch = None if torch_val is None else parity.accuracy(torch_val, val.labels, at)
+        return parity.Accuracy(rows, fp32, int8, torch, None if fp32_iou is None else (fp32_iou, int8_iou))
     except InputError as e:  # which data's labels (a label -1 named its file; a label past the classes did not)
         e.args = (f"{val.origin}: {e}",)
         raise

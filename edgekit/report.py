@@ -146,8 +146,10 @@ def computed_on(r: TargetReport, int8: bool = True) -> str:
 
 
 def accuracy_line(a) -> str:
-    return (f"Accuracy on {a.samples} labelled samples: torch {_fmt(a.torch, '.2f')} · fp32 {a.fp32:.2f} · int8 "
-            f"{a.int8:.2f} (drop {a.drop:.2f} points)")
+    what = "Accuracy on {} labelled samples" if a.mean_iou is None else "Pixel accuracy on {} labelled pixels"
+    iou = "" if a.mean_iou is None else "; mean IoU fp32 {:.2f} · int8 {:.2f}".format(*a.mean_iou)
+    return (f"{what.format(a.samples)}: torch {_fmt(a.torch, '.2f')} · fp32 {a.fp32:.2f} · int8 "
+            f"{a.int8:.2f} (drop {a.drop:.2f} points){iou}")
 
 
 # how the per-layer error is measured, for both reports
@@ -230,13 +232,14 @@ def markdown(r: TargetReport) -> str:
             out += [f"Computed on {_safe(computed_on(r, p is r.quant_parity))}.", ""]
             out += _md(
                 "output | cosine | min cosine | SQNR dB | worst channel centred SQNR dB | max abs | mean abs | top-1 | "
-                "top-5 | retrieval@1",
+                "top-5 | mean IoU | retrieval@1",
                 [(o.output, *(_fmt(v, f, na if o.exact_agreement is None else _Own(
                     f"n/a (integer: {o.exact_agreement:.4f} equal)")) for v, f in ((o.cosine, ".6f"),
                                                                        (o.cosine_min, ".6f"), (o.sqnr_db, ".2f"),
                                                                        (o.centred_sqnr_db, ".2f"))),
                   f"{o.max_abs:.3g}", f"{o.mean_abs:.3g}", _fmt(o.top1_agreement, ".4f", "n/a"),
-                  _fmt(o.top5_agreement, ".4f", "n/a"), _fmt(o.retrieval_at1, ".4f", "n/a")) for o in p.outputs]) + [""]
+                  _fmt(o.top5_agreement, ".4f", "n/a"), _fmt(o.iou_agreement, ".4f", "n/a"),
+                  _fmt(o.retrieval_at1, ".4f", "n/a")) for o in p.outputs]) + [""]
     if r.accuracy:
         out += [accuracy_line(r.accuracy), ""]
     if state := d.get("state"):  # the drift a streaming model's int8 state accumulates (was in the manifest alone)

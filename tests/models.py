@@ -1097,3 +1097,19 @@ class TwoReadersHead(MixedHead):
 
 def two_readers_head():
     return TwoReadersHead().eval()
+
+
+class TinySeg(nn.Module):
+    """A segmenter: [N, 3, 16, 16] images to a [N, 4, 16, 16] class-logits map (class axis 1)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1))
+
+    def forward(self, image):
+        return self.body(image)
+
+
+def tiny_seg():
+    return TinySeg().eval()

@@ -539,11 +539,12 @@ def test_items_in_the_training_form_and_bare_arrays_read_as_dicts_do(caplog):
         return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x),
                                                                           torch.from_numpy(targets)), batch_size=8)
 
-    for targets in (rng.random(20, dtype=np.float32), rng.integers(0, 3, (20, 8, 8))):  # a regression's, masks
-        got = calib.load(pairs(targets), spec)  # calibration needs none
-        assert got.labels is None and len(got.feeds) == 20
-        assert "item 0's labels are no class ids (not whole numbers, or a grid per sample): set aside" in caplog.text
-        assert got.origin == "data 'DataLoader' (its labels set aside: no class ids)"  # as the report names the data
+    got = calib.load(pairs(rng.random(20, dtype=np.float32)), spec)  # a regression's: calibration needs none
+    assert got.labels is None and len(got.feeds) == 20
+    assert "item 0's labels are no class ids (not whole numbers, or a grid per sample): set aside" in caplog.text
+    assert got.origin == "data 'DataLoader' (its labels set aside: no class ids)"  # as the report names the data
+    masks = rng.integers(0, 3, (20, 8, 8))  # a segmentation's: a run sets them aside but for a class map
+    assert calib.load(pairs(masks), spec).labels.shape == (20, 8, 8)
     for ids in (y[:, None], y % 2 == 0):  # read as a dict's labels are: a column of ids, bools
         assert list(calib.load(pairs(ids), spec).labels.reshape(-1)) == list(ids.reshape(-1).astype(np.int64))
     with pytest.raises(InputError, match=r"not one-hot rows"):  # a classifier's labels, given otherwise: not set aside
@@ -752,9 +753,10 @@ def test_a_one_shot_iterator_read_before_is_refused():
         assert [len(calib.load(iterable, VECTOR, max_samples=128)) for _ in range(2)] == [128, 128]
 
 
-def test_a_map_style_datasets_masks_are_set_aside_as_a_data_loaders_are():
+def test_a_map_style_datasets_masks_are_read_as_a_data_loaders_are():
     """A Dataset of (image, mask) items failed "64 labels (shape [8, 8]) for 1 samples" while a DataLoader over it
-    set the masks aside: an unbatched sample's [H, W] mask was read as a batch's per-row labels."""
+    set the masks aside: an unbatched sample's [H, W] mask was read as a batch's per-row labels. Both read them as a
+    mask per sample (a run sets them aside but for a class map)."""
     rng = np.random.default_rng(0)
     spec = (InputSpec.parse("image:Nx1x8x8"),)
     images, masks = rng.random((6, 1, 8, 8), dtype=np.float32), rng.integers(0, 3, (6, 8, 8))
@@ -768,7 +770,7 @@ def test_a_map_style_datasets_masks_are_set_aside_as_a_data_loaders_are():
 
     for source in (Segmentation(), torch.utils.data.DataLoader(Segmentation(), batch_size=3)):
         got = calib.load(source, spec)
-        assert got.labels is None and got.labels_aside and len(got.feeds) == 6
+        assert np.array_equal(got.labels, masks) and not got.labels_aside and len(got.feeds) == 6
     classes = [(images[i], int(masks[i, 0, 0])) for i in range(6)]  # one class id per unbatched sample: kept
     assert list(calib.load(classes, spec).labels) == [int(m) for m in masks[:, 0, 0]]
 
@@ -959,3 +961,17 @@ def test_validation_outside_the_calibration_range_is_named_first_in_the_advice(t
         assert "'image' 1 vs 0.25 (4.0x)" in said[ranges[0]]
         advice = [i for i, w in enumerate(said) if "re-run with --auto" in w or w.startswith("--auto:")]
         assert len(ranges) == len(advice) == 1 and ranges[0] < advice[0], said
+
+
+def test_masks_are_a_grid_of_labels_per_sample(tmp_path):
+    """labels (samples, H, W) exited 3 at read, whatever the task: '... give one class id per row (not one-hot
+    rows)'. A grid per sample is read (parity.scores holds it to the class map's shape); one-hot rows still refused,
+    and the message names both forms."""
+    spec = (InputSpec.parse("x:Nx3x8x8"),)
+    x = np.zeros((4, 3, 8, 8), np.float32)
+    masks = np.arange(4 * 8 * 8).reshape(4, 8, 8) % 3
+    assert calib.load(_save(tmp_path / "m.npz", x=x, labels=masks), spec).labels.tolist() == masks.tolist()
+    with pytest.raises(InputError, match=r"12 labels \(shape \[4, 3\]\) for 4 samples of 1 row\(s\) each: give one "
+                                         r"class id per row \(not one-hot rows\), or a mask per sample \(shape "
+                                         r"\[samples, H, W\]\) for a model returning a class map"):
+        calib.load(_save(tmp_path / "hot.npz", x=x, labels=np.eye(3)[[0, 1, 2, 0]]), spec)

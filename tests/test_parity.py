@@ -7,7 +7,7 @@ from conftest import DIGITS, cli
 
 from edgekit import parity
 from edgekit.config import ParitySpec
-from edgekit.errors import ExitCode, InternalError
+from edgekit.errors import ExitCode, InputError, InternalError
 
 
 def test_shape_disagreement_between_edgekit_models_is_an_internal_error():
@@ -142,7 +142,7 @@ def test_class_metrics_are_measured_on_the_scored_output_only():
     outputs = parity.compare(["ids", "map"], same, same, task="classify")
     gates = parity.quantization_gates(outputs, None, ParitySpec(), "classify")
     [top1] = [g for g in gates if g.name == "top1_agreement"]
-    assert top1.skipped == "the output scored, 'ids', is not 2-D class scores"
+    assert top1.skipped == "the output scored, 'ids', is not class scores (rows x classes, or a map of N x C x H x W)"
     # a streaming model returning its state first: the scores after it are scored (the state was, and lost top-1)
     state_first = [[np.array([[0.5, -0.5, 0.2]]), np.array([[3.0, 0.0]])]]
     outputs = parity.compare(["h", "score"], state_first, state_first, task="classify", plain=("h",))
@@ -206,6 +206,63 @@ def test_accuracy_scores_the_class_scores_not_a_map_returned_first(tmp_path):
     assert cli(["check", tmp_path / "o" / "desktop-x86"]).exit_code == 0
     assert parity.scored(["seg", "logits"], (), [(1, 4, 8, 8), ("N", 10)]) == 1
     assert parity.scored(["seg", "logit"], (), [(1, 4, 8, 8), (1, 1)]) == 0  # no 2-D scores: the first
+
+
+def test_a_class_map_is_scored_pixel_by_pixel():
+    """[N, C, H, W] logits: top1_agreement was skipped ('not 2-D class scores') and passed, and accuracy took the
+    argmax over all C*H*W values. Each pixel is now a row: top-1 (top-5 past 5 classes), the argmax maps' mean IoU,
+    and accuracy and mean IoU against a mask per sample."""
+    rng = np.random.default_rng(0)
+    ref = [[rng.standard_normal((1, 6, 4, 5))] for _ in range(3)]
+    cand = [[r[0].copy()] for r in ref]
+    cand[0][0][0, :, 0, 0] = -ref[0][0][0, :, 0, 0]  # one pixel of 60 flips its class
+    [o] = parity.compare(["map"], ref, cand, task="classify")
+    assert o.top1_agreement == 59 / 60 and o.top5_agreement is not None and 0.9 < o.iou_agreement < 1.0
+    gates = {g.name: g for g in parity.quantization_gates([o], None, ParitySpec(), "classify")}
+    assert gates["top1_agreement"].value == 59 / 60 and gates["top1_agreement"].skipped is None
+    masks = np.stack([r[0][0].argmax(0) for r in ref])  # (3, 4, 5): the reference's own classes
+    assert parity.scores(ref, masks) == (100.0, 100.0) and parity.accuracy(cand, masks) == 59 / 60 * 100
+    with pytest.raises(InputError, match=r"labels of shape \[3, 5, 4\] for class maps of \[4, 5\] pixels per "
+                                         r"sample .*labels of shape \[samples, 4, 5\]"):
+        parity.accuracy(ref, masks.transpose(0, 2, 1))
+    with pytest.raises(InputError, match=r"labels of shape \[3\] for class maps"):  # one label per image
+        parity.accuracy(ref, np.zeros(3, int))
+
+
+def test_export_of_a_segmenter_scores_its_pixels_and_masks(tmp_path):
+    """--task classify on a [N, 4, 16, 16] map: top1 n/a, the gate passed as skipped; masks as labels exited 3
+    ('give one class id per row (not one-hot rows)'). Now a per-pixel top1_agreement gate, pixel accuracy and mean
+    IoU; masks of the wrong shape exit 3 naming the map's; without --task classify they are set aside, said."""
+    import torch
+    from models import tiny_seg
+
+    def masks(x):
+        with torch.no_grad():
+            return tiny_seg()(torch.from_numpy(x)).argmax(1).numpy()
+
+    rng = np.random.default_rng(0)
+    x = {n: rng.standard_normal((k, 3, 16, 16)).astype(np.float32) for n, k in (("cal", 32), ("val", 8))}
+    np.savez(tmp_path / "cal.npz", x=x["cal"])
+    np.savez(tmp_path / "val.npz", x=x["val"], labels=masks(x["val"]))
+    np.savez(tmp_path / "half.npz", x=x["val"], labels=masks(x["val"])[:, ::2])
+    args = ["export", "models:tiny_seg", "--input", "x:Nx3x16x16", "--calibration", tmp_path / "cal.npz",
+            "--no-bench", "--json"]
+    made = cli([*args, "--validation", tmp_path / "val.npz", "--task", "classify", "--out", tmp_path / "o"])
+    assert made.exit_code == 0, made.output
+    [m] = json.loads(made.stdout)["targets"]
+    top1 = next(g for g in m["gates"] if g["name"] == "top1_agreement")
+    assert "skipped" not in top1 and top1["value"] > 0.95 and top1["limit"] == ParitySpec().top1_agreement_min
+    [out] = m["parity"]["quantization"]["outputs"]
+    assert out["top1_agreement"] == top1["value"] and 0.8 < out["iou_agreement"] <= 1.0
+    acc = m["accuracy"]
+    assert acc["samples"] == 8 * 16 * 16 and acc["fp32"] == 100.0 and acc["mean_iou"]["fp32"] == 100.0, acc
+    bad = cli([*args, "--validation", tmp_path / "half.npz", "--task", "classify", "--out", tmp_path / "b"])
+    assert bad.exit_code == ExitCode.BAD_INPUT, bad.output
+    assert "labels of shape [8, 8, 16] for class maps of [16, 16] pixels per sample" in bad.output
+    aside = cli([*args, "--validation", tmp_path / "val.npz", "--out", tmp_path / "a"])
+    assert aside.exit_code == 0, aside.output
+    [m] = json.loads(aside.stdout)["targets"]
+    assert m["task"] == "other" and m["accuracy"] is None and "(its labels set aside: masks)" in aside.output
 
 
 def test_an_output_holding_no_values_is_refused(tmp_path):
