@@ -14,6 +14,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from conftest import DIGITS, ROOT, check_cases, cli, rehash
@@ -237,6 +238,20 @@ def test_nnapi_split_into_partitions_is_said_and_a_profile_may_gate_on_the_check
     assert checked.exit_code == 1 and "nnapi_verdict 2 is not the verdict the manifest records (no)" in \
         checked.output, checked.output
 
+
+def test_an_omitted_resize_roi_is_no_dynamic_shape_to_nnapi(tmp_path):
+    """torch's Resize leaves its optional roi out (''), which onnxruntime's checker took for a value of unknown shape:
+    two upsamplings on a fixed 1x3x16x16 were 3 NNAPI partitions, 2 nodes "need fixed shapes", verdict no. The EPs
+    skip an input that does not exist (NNAPI since onnxruntime 1.16, CoreML), so NNAPI takes all of it."""
+    result = cli(["export", "models:upsampled_twice", "--input", "x:Nx3x16x16", "--calibration", "random", "-t",
+                  "android-arm64", "--no-bench", "--out", str(tmp_path / "o"), "--json"])
+    assert result.exit_code == 0, result.output
+    [m] = json.loads(result.stdout)["targets"]
+    nnapi = m["mobile_coverage"]["nnapi"]
+    assert (nnapi["nodes_blocked_by_dynamic_shapes"], nnapi["partitions"], nnapi["verdict"]) == (0, 1, "yes"), nnapi
+    assert nnapi["supported_nodes"] == nnapi["nodes"] and not [w for w in m["warnings"] if "NNAPI" in w], m["warnings"]
+    shipped = onnx.load(tmp_path / "o" / "android-arm64" / "model.int8.onnx")
+    assert [n.input[1] for n in shipped.graph.node if n.op_type == "Resize"] == ["", ""]
 
 @pytest.mark.parametrize("definition", ["model_data.c", "model_data.S"])
 def test_c_header_compiles_and_embeds_the_model(packaged, tmp_path, definition):
