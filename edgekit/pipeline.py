@@ -632,7 +632,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     quantized = onnx_export.parsed(int8)
     qplan = dataclasses.replace(qplan, applied=(*quantization.done(quantized), *(
         f"output {out!r} passes input {given!r} through: kept exact (it was rounded to 8 bits)"
-        for out, given in quantization.exact_passthroughs(quantized))))
+        for out, given in quantization.exact_passthroughs(quantized)),
+        *quantization.float_at_run(quantized, qplan.settings)))
     quantized = onnx_export.stamp(quantized, {**props, "edgekit_quantization": str(qplan.as_dict())})
     if state_nodes:
         quantization.float_outputs(quantized, recipe.state.values())

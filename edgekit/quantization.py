@@ -183,6 +183,36 @@ def float_outputs(model, names) -> None:
             node.output[:] = [name if o == exact else o for o in node.output]
 
 
+# Ops onnxruntime's quantizer handles but whose int8 model it runs in float, and why. ConvTranspose: QDQRegistry
+# (quantization/registry.py) quantizes it like Conv, but the CPU provider's QDQ fusion (QDQSelectorActionTransformer,
+# ConvQDQRules) makes a QLinearConv of Conv alone; QLinearOpsRegistry and IntegerOpsRegistry have no ConvTranspose.
+FLOAT_AT_RUN = {"ConvTranspose": ("onnxruntime's CPU provider has no integer ConvTranspose (its QDQ fusion makes "
+                                  "QLinearConv of Conv only): it runs float between DequantizeLinear and "
+                                  "QuantizeLinear, its 8-bit weights dequantized (onnxruntime's XNNPACK provider has "
+                                  "a QDQ ConvTranspose kernel; NNAPI has no ConvTranspose)",
+                                  "onnxruntime's {} quantizer has no ConvTranspose ({}): it stays float")}
+
+
+def float_at_run(model, settings: QuantSettings) -> tuple[str, ...]:
+    """Why the nodes of FLOAT_AT_RUN in this int8 ModelProto compute in float (a U-Net's ConvTransposes were listed
+    among the float compute nodes with no word why). Nodes kept float by name are said elsewhere."""
+    from .onnx_export import all_nodes
+
+    producer = {o: n.op_type for n in all_nodes(model.graph) for o in n.output}
+    said = []
+    for op, (unfused, unquantized) in FLOAT_AT_RUN.items():
+        nodes = [n for n in all_nodes(model.graph) if n.op_type == op and n.name not in settings.exclude_nodes]
+        behind_dq = [n.name or op for n in nodes if producer.get(n.input[1]) == "DequantizeLinear"]
+        left = [n.name or op for n in nodes if producer.get(n.input[1]) != "DequantizeLinear"]
+        if behind_dq:
+            said.append(f"{op} quantized ({', '.join(behind_dq)}) but {unfused}")
+        if left and (settings.mode == "dynamic" or settings.format == "QOperator"):
+            kind, table = (("dynamic", "IntegerOpsRegistry") if settings.mode == "dynamic" else
+                           ("QOperator", "QLinearOpsRegistry"))
+            said.append(f"{op} {', '.join(left)}: {unquantized.format(kind, table)}")
+    return tuple(said)
+
+
 def exact_passthroughs(model) -> list[tuple[str, str]]:
     """Graph outputs that copy a graph input (Identity), which the QDQ quantizer fed through Quantize/
     DequantizeLinear: rewired to the input itself in this ModelProto. Returns the (output, input) pairs."""

@@ -1202,3 +1202,21 @@ def test_an_output_with_few_int8_levels_under_task_other_is_warned_of_not_kept_f
     assert made["task"] == "other" and "/head/Conv" not in made["quantization"]["exclude_nodes"]
     assert any(w.startswith("/head/Conv (output 'output': levels per channel along axis 1") and w.endswith(
         "--task detect or regress keeps these nodes float") for w in made["warnings"]), made["warnings"]
+
+
+def test_why_a_conv_transpose_computes_in_float_is_among_the_decisions(tmp_path):
+    """A U-Net's ConvTransposes computed in float in its int8 model with no word why. onnxruntime's QDQ quantizer
+    quantizes them, its CPU provider fuses only Conv into an integer kernel; its QOperator quantizer leaves them."""
+    from edgekit import bench
+
+    for fmt, said in (("QDQ", "ConvTranspose quantized (/dec/ConvTranspose) but onnxruntime's CPU provider has no "
+                              "integer ConvTranspose"),
+                      ("QOperator", "ConvTranspose /dec/ConvTranspose: onnxruntime's QOperator quantizer has no "
+                                    "ConvTranspose (QLinearOpsRegistry): it stays float")):
+        out = tmp_path / fmt
+        [m] = manifests(export("models:decoder_1d", "--input", "x:Nx4x16", "--calibration", "random", "--format", fmt,
+                               "-t", "desktop-x86", "--no-bench", "--out", out))
+        assert [d for d in m["quantization"]["decisions"] if d.startswith(said)], m["quantization"]["decisions"]
+        assert said in (out / "desktop-x86" / "report.md").read_text()
+    fused = bench.unfused_qdq(str(tmp_path / "QDQ" / "desktop-x86" / "model.int8.onnx"))
+    assert fused["unfused_examples"] == ["/dec/ConvTranspose"] and fused["integer_nodes"], fused
