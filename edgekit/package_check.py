@@ -710,7 +710,7 @@ def _figures_here(fp32: str, golden: str, task: str, state: dict[str, str], reus
     inputs, int8, _ = package.read_golden(Path(golden))
     names = list(int8[0])
     try:
-        # as the run measured fp32 (its session, reused within an export's own check: the float model opened once)
+        # fp32 as the run measures it (host.work_threads(): a float model's outputs, not golden int8 ones)
         sess, _ = session(Path(fp32), CHECKED_ON, threads=host.work_threads(), reuse=reuse)
         runs = runner.replay(sess, inputs, state, names, give_back=True)
         found = parity.compare(names, [[r[n] for n in names] for r in runs], [[o[n] for n in names] for o in int8],

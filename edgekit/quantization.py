@@ -306,6 +306,10 @@ FEW_LEVELS_SHOWN = 8  # channels a decision names by their levels, the narrowest
 # zero-centred target) have no relative error to keep.
 LOW_LEVELS = 32
 LOW_QUANTILE = 0.1
+# An output with more than this share of exact zeros is a ReLU's (a heatmap, a density, features): sparse activations
+# read as absolute values, whose dense values just above 0 always sit within a few steps of it (a Conv -> ReLU head:
+# 6.2 steps, kept float and warned of under task other, where no depth is). The rule leaves them alone.
+ZERO_SHARE = 0.01
 _BINS_PER_OCTAVE, _LOWEST_OCTAVE, _OCTAVES = 8, -160, 300  # |value| histogram: 9% wide bins over float32's range
 
 
@@ -395,9 +399,9 @@ def channel_levels(ranges: dict | None, steps: int) -> tuple[int | None, list[fl
 
 
 def fold_magnitudes(counts, value, ranges: dict | None):
-    """`counts` (None: none yet), a histogram of the output's nonzero |value| in log-spaced bins, with one sample
-    folded in while `ranges` (fold_ranges, this sample's already in) keep one sign; None once they do not (no
-    relative error to measure, and a logit head is not histogrammed). O(1) memory."""
+    """`counts` (None: none yet), a histogram of the output's nonzero |value| in log-spaced bins and, last, its count
+    of zeros, with one sample folded in while `ranges` (fold_ranges, this sample's already in) keep one sign; None
+    once they do not (no relative error to measure, and a logit head is not histogrammed). O(1) memory."""
     import numpy as np
 
     if not ranges or ranges[None][0] < 0 < ranges[None][1]:
@@ -407,17 +411,18 @@ def fold_magnitudes(counts, value, ranges: dict | None):
     mags = np.abs(value[value != 0]).astype(np.float64).ravel()
     bins = np.floor(np.log2(mags[np.isfinite(mags)]) * _BINS_PER_OCTAVE) - _LOWEST_OCTAVE * _BINS_PER_OCTAVE
     size = _OCTAVES * _BINS_PER_OCTAVE
-    found = np.bincount(np.clip(bins, 0, size - 1).astype(np.int64), minlength=size)
+    found = np.append(np.bincount(np.clip(bins, 0, size - 1).astype(np.int64), minlength=size), value.size - mags.size)
     return found if counts is None else counts + found
 
 
 def low_levels(ranges: dict | None, counts, steps: int) -> float | None:
     """The int8 steps (the whole output's, as channel_levels) between 0 and its LOW_QUANTILE of nonzero |value|
-    (fold_magnitudes: to 9%); None for an output of both signs or with no nonzero value."""
+    (fold_magnitudes: to 9%); None for an output of both signs, with no nonzero value, or a ReLU's (ZERO_SHARE)."""
     import numpy as np
 
-    if not ranges or counts is None or not counts.sum():
+    if not ranges or counts is None or not counts[:-1].sum() or counts[-1] > ZERO_SHARE * counts.sum():
         return None
+    counts = counts[:-1]
     lo, hi = ranges[None]
     step = (max(hi, 0.0) - min(lo, 0.0)) / steps
     at = int(np.searchsorted(np.cumsum(counts), LOW_QUANTILE * counts.sum()))

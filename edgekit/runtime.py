@@ -54,8 +54,8 @@ def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int 
             exact_int8: bool = False, reuse: bool = False, capped: bool = True):
     """A session on the providers this host really has; returns (session, providers used).
 
-    `threads`: 1 by default (golden vectors, `check`); a timing's or the profile's count; or `host.work_threads()`
-    for a float model's outputs within a run.
+    `threads`: 1 by default (golden vectors, `check`'s int8 parity); a timing's or the profile's count; or
+    `host.work_threads()` for a float model's outputs (within a run, and `check`'s fp32 figures).
 
     `exact_int8` asks x86 MLAS for its non-saturating u8s8 kernels (`session.x64quantprecision`).
     `reuse`: the session already made for this file (unchanged since) with these options, if any; timing

@@ -791,6 +791,18 @@ def test_a_trained_classifiers_logits_keep_their_head_int8(tmp_path):
     assert counts is None and quantize.low_levels(ranges, counts, 255) is None  # both signs: no relative error
 
 
+def test_the_low_levels_rule_takes_a_depth_and_leaves_a_relus_zeros_alone():
+    """A Conv -> ReLU head (a heatmap: most values 0, the rest dense just above it) sat 6.2 steps from 0 and was kept
+    float under regress (warned of under other) as if it were a depth map; a depth of 0.5-80 m is the rule's case."""
+    rng = np.random.default_rng(0)
+    depth = np.exp(rng.uniform(np.log(0.5), np.log(80), (4, 1, 16, 16))).astype(np.float32)
+    heat = np.maximum(rng.normal(-1, 1, (4, 1, 16, 16)), 0).astype(np.float32)  # 84% zeros
+    for value, caught in ((depth, True), (heat, False)):
+        ranges = quantize.fold_ranges(None, value)
+        low = quantize.low_levels(ranges, quantize.fold_magnitudes(None, value, ranges), 255)
+        assert (low is not None and low < quantize.LOW_LEVELS) == caught, low
+
+
 def test_the_few_levels_rule_leaves_out_samples_with_no_values():
     """A detector's selections hold no values on some samples: their min and max raised (exit 5, internal error).
     They are left out; with no values anywhere there is nothing to measure (parity then says the output holds none)."""
