@@ -140,22 +140,25 @@ def own_array(x) -> np.ndarray:
 
 
 def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: int = 64,
-         max_bytes: int = arrays.DEFAULT_MAX_BYTES, max_samples: int | None = None) -> Dataset:
+         max_bytes: int = arrays.DEFAULT_MAX_BYTES, max_samples: int | None = None, masks: bool = False) -> Dataset:
     """`source`: a path, `random`, MODULE:FUNCTION, or (from the Python API) {input name: samples} as an .npz
     holds them, an iterable of feed dicts or a callable returning one. `max_bytes` bounds what one source may
-    declare (file headers, random inputs) before it is loaded (a function's items, as they come); `max_samples`:
-    only the first samples are read."""
+    declare (file headers, random inputs) before it is loaded (a function's items, as they come, labels too);
+    `max_samples`: only the first samples are read. `masks`: a grid of labels per sample is read (--task classify
+    scores a class map against it); else it is set aside unread, as no class ids (a regression's whole-number
+    targets were refused as class ids < 0)."""
     if _is_array(source):  # one input's samples, as a .npy holds them
         origin = f"data {type(source).__name__!r}"
         if len(specs) != 1:
             raise InputError(f"{origin}: one array, the model takes {len(specs)} inputs {[s.name for s in specs]}: "
                              "give {name: samples}")
-        return _from_mapping(origin, {specs[0].name: source}, specs, max_bytes, max_samples)
+        return _from_mapping(origin, {specs[0].name: source}, specs, max_bytes, max_samples, masks)
     if isinstance(source, Mapping):  # {input name: samples}, as an .npz holds them (np.load's own result too)
         file = getattr(getattr(source, "zip", None), "filename", None)  # np.load's: named by its file, not 'NpzFile'
-        return _from_mapping(f"data {file or type(source).__name__!r}", source, specs, max_bytes, max_samples)
+        return _from_mapping(f"data {file or type(source).__name__!r}", source, specs, max_bytes, max_samples,
+                             masks)
     if stream := user_stream(source):
-        return replace(_nonempty(from_items(*stream, specs, max_bytes, max_samples)), files=function_key(source))
+        return replace(_nonempty(from_items(*stream, specs, max_bytes, max_samples, masks)), files=function_key(source))
     source = str(source)
     if source == "random":
         return random_dataset(specs, random_count, seed, max_bytes)
@@ -183,7 +186,7 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
             try:
                 if budget <= 0:
                     raise arrays.TooLarge("")
-                parts.append(_read_file(f, specs, budget, left))
+                parts.append(_read_file(f, specs, budget, left, masks))
             except arrays.TooLarge:  # what this file had left of the folder's budget is no figure to show
                 raise InputError(f"{path}: its files hold more than {max_bytes} bytes (--max-data-bytes)") from None
             budget -= parts[-1].feeds.nbytes()
@@ -199,7 +202,7 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
         labels = np.concatenate([p.labels for p in parts]) if all(labelled) else None
         return _nonempty(Dataset(str(path), feeds, labels, files={k: v for p in parts for k, v in p.files.items()}))
     if path.exists():
-        return _nonempty(_read_file(path, specs, max_bytes, max_samples))
+        return _nonempty(_read_file(path, specs, max_bytes, max_samples, masks))
     raise InputError(f"data {source!r}: no such file or folder (or MODULE:FUNCTION)")
 
 
@@ -213,7 +216,8 @@ def _numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
-def _from_mapping(origin: str, source: Mapping, specs, max_bytes: int, max_samples: int | None) -> Dataset:
+def _from_mapping(origin: str, source: Mapping, specs, max_bytes: int, max_samples: int | None,
+                  masks: bool = False) -> Dataset:
     try:
         found = {k: _numpy(source[k]) for k in source}
     except (ValueError, TypeError, OSError, RuntimeError) as e:  # ragged lists; np.load's pickled member; bfloat16
@@ -225,7 +229,7 @@ def _from_mapping(origin: str, source: Mapping, specs, max_bytes: int, max_sampl
     found = {k: a[(slice(None),) * axis(k, a.ndim) + (slice(max_samples),)] if a.ndim else a for k, a in found.items()}
     if sum(a.nbytes for a in found.values()) > max_bytes:
         raise InputError(f"{origin}: its arrays hold more than {max_bytes} bytes (--max-data-bytes)")
-    return _nonempty(_from_arrays(origin, found, specs))
+    return _nonempty(_from_arrays(origin, found, specs, masks))
 
 
 def _axis_of(specs):
@@ -283,7 +287,7 @@ def _nonempty(ds: Dataset) -> Dataset:
     return ds
 
 
-def _read_file(path: Path, specs, max_bytes: int, max_samples: int | None = None) -> Dataset:
+def _read_file(path: Path, specs, max_bytes: int, max_samples: int | None = None, masks: bool = False) -> Dataset:
     names, axis = {s.name for s in specs}, _axis_of(specs)
     # the first samples a run uses, read along the batch axis (x:TxNx40's N) one by one: a 400 MB file was read whole
     if path.suffix == ".npy":
@@ -300,14 +304,18 @@ def _read_file(path: Path, specs, max_bytes: int, max_samples: int | None = None
     else:
         raise InputError(f"{path}: expected a .npz or .npy file")
     st = path.stat()
-    return replace(_from_arrays(str(path), found, specs), files={(st.st_dev, st.st_ino): str(path)})
+    return replace(_from_arrays(str(path), found, specs, masks), files={(st.st_dev, st.st_ino): str(path)})
 
 
-def _from_arrays(origin: str, arrays: dict[str, np.ndarray | RowFile], specs) -> Dataset:
-    labels = None
+def _from_arrays(origin: str, arrays: dict[str, np.ndarray | RowFile], specs, masks: bool = True) -> Dataset:
+    """`masks`: load()'s; a grid per sample not read is set aside (said)."""
+    labels, aside = None, False
     if key := _label_key(origin, arrays):
         found = arrays.pop(key)
-        labels = found.rows(0, len(found)) if isinstance(found, RowFile) else np.asarray(found)
+        if found.ndim > 2 and not masks:
+            origin, aside = _masks_aside(origin), True
+        else:
+            labels = found.rows(0, len(found)) if isinstance(found, RowFile) else np.asarray(found)
     names = {s.name for s in specs}
     missing = sorted(names - set(arrays))
     extra = sorted(set(arrays) - names)
@@ -336,7 +344,15 @@ def _from_arrays(origin: str, arrays: dict[str, np.ndarray | RowFile], specs) ->
                          "for a model returning a class map")
     if labels is not None:
         labels = class_ids(origin, labels)
-    return Dataset(origin, Samples([({name: arrays[name] for name in batch_axis}, batch_axis)]), labels)
+    return Dataset(origin, Samples([({name: arrays[name] for name in batch_axis}, batch_axis)]), labels,
+                   labels_aside=aside)
+
+
+def _masks_aside(origin: str) -> str:
+    """Labels holding a grid per sample, unread (load's `masks`): said, and the data's name for the report."""
+    log.warning("%s: its labels are a grid per sample (masks): set aside (--task classify scores a class map's "
+                "pixels against them)", origin)
+    return f"{origin} (its labels set aside: masks)"
 
 
 def _label_key(origin: str, keys) -> str | None:
@@ -478,10 +494,11 @@ def _as_feed(origin: str, item, specs) -> tuple[Mapping, bool]:
 
 
 def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BYTES,
-                max_samples: int | None = None) -> Dataset:
+               max_samples: int | None = None, masks: bool = False) -> Dataset:
     """Feed dicts (one sample, or a stack of samples along a first axis of their own or along the inputs' batch
     axis), an optional `labels` entry in each (one per sample of a stack). Items are held in memory, so only the
-    items holding the first `max_samples` samples are taken, and at most `max_bytes` of them."""
+    items holding the first `max_samples` samples are taken, and at most `max_bytes` of them (labels counted as the
+    int64 class ids they become). `masks`: load()'s."""
     feeds, labels, held, aside = [], [], 0, False
     ranks, specs_by = {s.name: len(s.shape) for s in specs}, {s.name: s for s in specs}
     last = min(MAX_FUNCTION_ITEMS, max_samples or MAX_FUNCTION_ITEMS)
@@ -512,13 +529,18 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
             one = all(v.ndim == ranks.get(k) for k, v in arrays.items())
             one = one and not all(_item_batch_axis(specs_by[k], v.ndim) is not None for k, v in arrays.items())
             stacked = {k: v[None] if one else v for k, v in arrays.items()}
-            held += sum(v.nbytes for v in stacked.values())
+            if key:  # one per sample (or per row of each), checked with the item: one-hot rows failed after export
+                label = _numpy(label)
+                label = label[None] if one or not label.ndim else label
+                if label.ndim > 2 and not masks:  # a grid per sample, unread
+                    origin, aside = (origin, aside) if aside else (_masks_aside(origin), True)
+                else:
+                    stacked["labels"] = own_array(label)
+            # labels too: a uint16 depth map per sample held as int64 ids (512 x 480 x 640: 1.26 GB) was not counted
+            held += sum(v.size * 8 if k == "labels" else v.nbytes for k, v in stacked.items())
             if held > max_bytes:
                 raise InputError(f"{origin}: its first {i + 1} items hold more than {max_bytes} bytes "
                                  "(--max-data-bytes)")
-            if key:  # one per sample (or per row of each), checked with the item: one-hot rows failed after export
-                label = own_array(label)
-                stacked["labels"] = label[None] if one or not label.ndim else label
             read = _from_arrays(f"{origin} item {i}", stacked, specs)
             feeds.extend(read.feeds)
             labels.extend(read.labels if read.labels is not None else [None] * len(read.feeds))
@@ -676,11 +698,12 @@ def for_run(recipe: Recipe, inputs, targets: list[Target]) -> tuple[Dataset, Dat
     # one sample past the cap tells _capped a source was cut; with held-out data of its own, calibration reads
     # only the samples the targets will use
     read = MAX_SAMPLES + 1
+    masks = recipe.task == "classify"  # a grid of labels per sample is read only to score a class map
     if recipe.validation is not None:
         read = min(read, max(target_settings(t, recipe.quantize).samples for t in targets))
     with _named("calibration", recipe.calibration):
         cal = _capped(load(recipe.calibration, inputs, seed=recipe.seed, max_bytes=recipe.max_data_bytes,
-                           max_samples=read))
+                           max_samples=read, masks=masks))
     if isinstance(recipe.validation, str) and not recipe.validation:
         raise UsageError("--validation is empty: give FILE|DIR|MODULE:FN, or leave it out to hold out the last 25% "
                          "of the calibration set")
@@ -693,7 +716,7 @@ def for_run(recipe: Recipe, inputs, targets: list[Target]) -> tuple[Dataset, Dat
                              "(leave --validation out to hold out the last 25% of the calibration set)")
         with _named("validation", recipe.validation):
             val = _capped(load(recipe.validation, inputs, seed=recipe.seed + 1, max_bytes=recipe.max_data_bytes,
-                               max_samples=MAX_SAMPLES + 1))
+                               max_samples=MAX_SAMPLES + 1, masks=masks))
         if both := val.read_by(cal.files):  # a folder holding the other
             raise UsageError(f"--validation holds calibration data ({', '.join(both[:3])}, read by both, or the "
                              "same bytes): parity must be measured on held-out data")

@@ -161,11 +161,6 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     own = loaded.module  # the user's module, before _inputs wraps it (uint8 pixels, pinned constants)
     inputs, pinned, defaults = _inputs(recipe, loaded)
     cal, val = calib.for_run(recipe, sequences.data_specs(inputs, recipe.state) if recipe.state else inputs, targets)
-    if val.labels is not None and np.ndim(val.labels) > 2 and recipe.task != "classify":  # masks: a class map's
-        log.warning("%s: its labels are a grid per sample (masks): set aside (--task classify scores a class map's "
-                    "pixels against them)", val.origin)
-        val = dataclasses.replace(val, origin=f"{val.origin} (its labels set aside: masks)", labels=None,
-                                  labels_aside=True)
     if val.labels is not None and not parity.labels_are_classes(recipe.task):  # scored nowhere as class ids
         val = dataclasses.replace(val, labels=None)
     package.golden_count(val.feeds, 1)  # a sample no golden file can hold: told before any work

@@ -544,7 +544,7 @@ def test_items_in_the_training_form_and_bare_arrays_read_as_dicts_do(caplog):
     assert "item 0's labels are no class ids (not whole numbers, or a grid per sample): set aside" in caplog.text
     assert got.origin == "data 'DataLoader' (its labels set aside: no class ids)"  # as the report names the data
     masks = rng.integers(0, 3, (20, 8, 8))  # a segmentation's: a run sets them aside but for a class map
-    assert calib.load(pairs(masks), spec).labels.shape == (20, 8, 8)
+    assert calib.load(pairs(masks), spec, masks=True).labels.shape == (20, 8, 8)
     for ids in (y[:, None], y % 2 == 0):  # read as a dict's labels are: a column of ids, bools
         assert list(calib.load(pairs(ids), spec).labels.reshape(-1)) == list(ids.reshape(-1).astype(np.int64))
     with pytest.raises(InputError, match=r"not one-hot rows"):  # a classifier's labels, given otherwise: not set aside
@@ -769,7 +769,7 @@ def test_a_map_style_datasets_masks_are_read_as_a_data_loaders_are():
             return torch.from_numpy(images[i]), torch.from_numpy(masks[i])
 
     for source in (Segmentation(), torch.utils.data.DataLoader(Segmentation(), batch_size=3)):
-        got = calib.load(source, spec)
+        got = calib.load(source, spec, masks=True)
         assert np.array_equal(got.labels, masks) and not got.labels_aside and len(got.feeds) == 6
     classes = [(images[i], int(masks[i, 0, 0])) for i in range(6)]  # one class id per unbatched sample: kept
     assert list(calib.load(classes, spec).labels) == [int(m) for m in masks[:, 0, 0]]
@@ -970,8 +970,33 @@ def test_masks_are_a_grid_of_labels_per_sample(tmp_path):
     spec = (InputSpec.parse("x:Nx3x8x8"),)
     x = np.zeros((4, 3, 8, 8), np.float32)
     masks = np.arange(4 * 8 * 8).reshape(4, 8, 8) % 3
-    assert calib.load(_save(tmp_path / "m.npz", x=x, labels=masks), spec).labels.tolist() == masks.tolist()
+    assert calib.load(_save(tmp_path / "m.npz", x=x, labels=masks), spec, masks=True).labels.tolist() == masks.tolist()
     with pytest.raises(InputError, match=r"12 labels \(shape \[4, 3\]\) for 4 samples of 1 row\(s\) each: give one "
                                          r"class id per row \(not one-hot rows\), or a mask per sample \(shape "
                                          r"\[samples, H, W\]\) for a model returning a class map"):
         calib.load(_save(tmp_path / "hot.npz", x=x, labels=np.eye(3)[[0, 1, 2, 0]]), spec)
+
+
+def test_a_grid_of_targets_is_read_as_masks_only_when_asked_and_counted(tmp_path, caplog):
+    """Whole-number target grids (a disparity's -1 .. 4) under --task regress exited 3 at read, "labels must be class
+    ids >= 0 (found -5)": a grid per sample was read as class ids whatever the task. Now it is read only for a class
+    map (masks=True, --task classify), else set aside unread, said; and read, it counts toward max_bytes as the int64
+    ids it becomes (a uint16 depth grid per sample was not counted at all)."""
+    spec = (InputSpec.parse("x:Nx3x8x8"),)
+    rng = np.random.default_rng(0)
+
+    def pairs(grid):
+        return lambda: ((rng.standard_normal((4, 3, 8, 8)).astype(np.float32), grid) for _ in range(3))
+
+    targets = rng.integers(-5, 5, (4, 2, 8, 8))
+    x = np.zeros((4, 3, 8, 8), np.float32)
+    for source in (pairs(targets), [{"x": x, "labels": targets}], _save(tmp_path / "t.npz", x=x, labels=targets)):
+        got = calib.load(source, spec)
+        assert got.labels is None and got.labels_aside and got.origin.endswith("(its labels set aside: masks)")
+        with pytest.raises(InputError, match=r"labels must be class ids >= 0 \(found -5\)"):
+            calib.load(source, spec, masks=True)
+    assert "its labels are a grid per sample (masks): set aside" in caplog.text
+    depth = np.zeros((4, 64, 64), np.uint16)  # 16384 ids a item: 131072 bytes as int64, beside 3072 of x
+    assert calib.load(pairs(depth), spec, max_bytes=100_000).labels is None
+    with pytest.raises(InputError, match=r"its first 1 items hold more than 100000 bytes"):
+        calib.load(pairs(depth), spec, max_bytes=100_000, masks=True)
