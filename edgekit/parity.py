@@ -276,6 +276,12 @@ def class_scores(a: np.ndarray) -> bool:
     return (a.ndim == 2 or a.ndim >= 4) and a.shape[1] > 1
 
 
+def class_map(a: np.ndarray) -> bool:
+    """Whether an output is a class map scored pixel by pixel: N x C x H x W (and more), more than one pixel; an
+    [N, C, 1, 1] classifier's (SqueezeNet's) one score row per image is rows x classes."""
+    return a.ndim >= 4 and int(np.prod(a.shape[2:])) > 1
+
+
 def class_rows(a: np.ndarray) -> np.ndarray:
     """One sample's scores as rows x classes: a class map's pixels are its rows, anything else is read along its
     first axis (what accuracy took of a 1-D or 3-D output before)."""
@@ -296,9 +302,9 @@ def _agreement(ref: list[np.ndarray], cand: list[np.ndarray]) -> tuple[float, fl
         hits, total = hits + int(np.sum(want == got)), total + len(want)
         if top5:
             hits5 += int(np.sum((np.argsort(-b, axis=1)[:, :5] == want[:, None]).any(1)))
-        if ref[0].ndim >= 4:
+        if class_map(ref[0]):
             areas += _areas(got, want, classes)
-    return hits / total, hits5 / total if top5 else None, mean_iou(areas) if ref[0].ndim >= 4 else None
+    return hits / total, hits5 / total if top5 else None, mean_iou(areas) if class_map(ref[0]) else None
 
 
 def _areas(pred: np.ndarray, truth: np.ndarray, classes: int) -> np.ndarray:
@@ -353,39 +359,59 @@ def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray, at: int | None
     return scores(outputs, labels, at)[0]
 
 
-def scores(outputs: list[list[np.ndarray]], labels: np.ndarray, at: int | None = None) -> tuple[float, float | None]:
-    """(accuracy(), and for a class map the mean IoU in percent over the classes in its labels or predictions),
-    counted sample by sample."""
+IGNORE = 255  # a mask's pixels labelled so are left out of a class map's scores (VOC's, Cityscapes' ignore label)
+
+
+def scores(outputs: list[list[np.ndarray]], labels: np.ndarray,
+           at: int | None = None) -> tuple[float, float | None, int]:
+    """(accuracy(), for a class map the mean IoU in percent over the classes in its labels or predictions, the
+    labels scored), counted sample by sample. A class map of at most IGNORE classes leaves IGNORE's pixels out."""
     from .errors import InputError
 
     if at is None:
         at = scored(range(len(outputs[0])), (), shapes_of(outputs[0])) if outputs else 0
     judged = [o[at] for o in outputs]
     ids = np.issubdtype(judged[0].dtype, np.integer) if judged else False
-    maps = not ids and bool(judged) and judged[0].ndim >= 4
+    maps = not ids and bool(judged) and class_map(judged[0])
     flat = np.asarray(labels).reshape(-1)
     _labels_fit(np.shape(labels), judged, ids, maps, flat.size)
     classes = max(_classes(o) for o in judged) if judged else 0
-    if flat.size and flat.max() >= classes and not ids:
+    ignore = IGNORE if maps and classes <= IGNORE else None
+    kept = flat != ignore if ignore is not None else np.ones(flat.size, bool)
+    if not ids and (past := np.flatnonzero(kept & (flat >= classes))).size:
         # one column: a binary classifier's logit (cut at 0) or probability (at 0.5)? edgekit cannot tell which
         binary = (": a single score is a binary classifier's, which edgekit does not threshold (0 for a logit, 0.5 "
                   "for a probability?): return two columns, torch.cat([-z, z], 1), or give --task regress to set the "
-                  "labels aside") if classes == 1 else ""
-        raise InputError(f"label {int(flat.max())} (row {int(flat.argmax())}) is out of range: the scored output has "
-                         f"{classes} class scores{binary}")
+                  "labels aside") if classes == 1 else f" (a mask's {IGNORE} marks a pixel to ignore)" if ignore else ""
+        raise InputError(f"label {int(flat[past[0]])} ({_position(int(past[0]), np.shape(labels), judged[0], maps)})"
+                         f" is out of range: the scored output has {classes} class scores{binary}")
+    if flat.size and not kept.any():
+        raise InputError(f"every label is {IGNORE}, the ignore label: no pixel to score")
     hits = start = 0
     areas = np.zeros((3, classes), np.int64)
     for o in judged:
         pred = o.reshape(-1).astype(np.int64) if ids else class_rows(o).argmax(1)
-        truth, start = flat[start:start + pred.size].astype(np.int64), start + pred.size
+        truth, keep, start = flat[start:start + pred.size].astype(np.int64), kept[start:start + pred.size], \
+            start + pred.size
+        pred, truth = pred[keep], truth[keep]
         hits += int(np.sum(pred == truth))
         if maps:
             areas += _areas(pred, truth, classes)
-    return hits / max(1, flat.size) * 100.0, mean_iou(areas) * 100.0 if maps else None
+    scored_labels = int(kept.sum())
+    return hits / max(1, scored_labels) * 100.0, mean_iou(areas) * 100.0 if maps else None, scored_labels
+
+
+def _position(i: int, shape: tuple, judged: np.ndarray, maps: bool) -> str:
+    """Where the i-th label (flattened) stands: a class map's sample and pixel, else its row (a sample's row)."""
+    if maps:
+        grid = judged.shape[2:]
+        pixels = int(np.prod(grid))
+        return f"sample {i // pixels}, pixel {tuple(int(v) for v in np.unravel_index(i % pixels, grid))}"
+    return f"sample {i // shape[-1]}, row {i % shape[-1]}" if len(shape) > 1 else f"row {i}"
 
 
 def _classes(o: np.ndarray) -> int:
-    return o.shape[1] if o.ndim >= 4 else o.size // max(1, o.shape[0]) if o.ndim > 1 else o.size
+    return o.shape[1] if class_map(o) else o.size // max(1, o.shape[0]) if o.ndim > 1 else o.size
 
 
 def _labels_fit(shape: tuple, judged: list[np.ndarray], ids: bool, maps: bool, count: int) -> None:
@@ -485,7 +511,8 @@ def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str, qu
     on = judged and judged.output
     if task == "classify":
         gates.append(replace(held("top1_agreement", judged and judged.top1_agreement, spec,
-                                  f"the output scored, {on!r}, is not class scores (rows x classes, or a map of N x C x H x W)"), output=on))
+                                  f"the output scored, {on!r}, is not class scores (rows x classes, or a map of N x C "
+                                  "x H x W)"), output=on))
         if judged and judged.top5_agreement is not None:
             gates.append(replace(held("top5_agreement", judged.top5_agreement, spec), output=on))
     elif task == "embed":

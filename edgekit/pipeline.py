@@ -976,9 +976,9 @@ def _ranges(cal, val, qplan) -> str | None:
 def _accuracy(val, torch_val, fp32_val, int8_val, at: int) -> parity.Accuracy | None:
     if val.labels is None:
         return None
-    rows = int(np.asarray(val.labels).size)  # one label per scored row, however the rows are batched into items
     try:
-        (fp32, fp32_iou), (int8, int8_iou) = (parity.scores(o, val.labels, at) for o in (fp32_val, int8_val))
+        # one label per scored row (a class map's pixel but those ignored), however the rows are batched into items
+        (fp32, fp32_iou, rows), (int8, int8_iou, _) = (parity.scores(o, val.labels, at) for o in (fp32_val, int8_val))
         torch = None if torch_val is None else parity.accuracy(torch_val, val.labels, at)
         return parity.Accuracy(rows, fp32, int8, torch, None if fp32_iou is None else (fp32_iou, int8_iou))
     except InputError as e:  # which data's labels (a label -1 named its file; a label past the classes did not)

@@ -136,6 +136,11 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads, settin
                 said.append(f"{stage} parity: reference output {o.output!r} is ~0 (max |value| "
                             f"{o.reference_peak:.3g} < {parity.NEAR_ZERO:g}) on the validation data: cosine and "
                             "SQNR say nothing about a model that emits no signal; check the model and its inputs")
+    # a feature map's NCHW output is taken for a class map too: why its top-1 is per pixel, said once
+    said += [f"output {name!r} is read as a class map (N x C x H x W, class axis 1): top-1 and accuracy are judged "
+             "pixel by pixel (a feature map is no class scores: give --task other)"
+             for name in dict.fromkeys(o.output for block in parities.values() if block for o in block.outputs
+                                       if o.iou_agreement is not None)]
     dynamic = settings is not None and settings.mode == "dynamic"  # calibrates nothing
     for role, data, what in (("calibration", None if dynamic else cal, "int8 ranges"),
                              ("validation", val, "parity figures and gates")):

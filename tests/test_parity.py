@@ -221,12 +221,48 @@ def test_a_class_map_is_scored_pixel_by_pixel():
     gates = {g.name: g for g in parity.quantization_gates([o], None, ParitySpec(), "classify")}
     assert gates["top1_agreement"].value == 59 / 60 and gates["top1_agreement"].skipped is None
     masks = np.stack([r[0][0].argmax(0) for r in ref])  # (3, 4, 5): the reference's own classes
-    assert parity.scores(ref, masks) == (100.0, 100.0) and parity.accuracy(cand, masks) == 59 / 60 * 100
+    assert parity.scores(ref, masks) == (100.0, 100.0, 60) and parity.accuracy(cand, masks) == 59 / 60 * 100
     with pytest.raises(InputError, match=r"labels of shape \[3, 5, 4\] for class maps of \[4, 5\] pixels per "
                                          r"sample .*labels of shape \[samples, 4, 5\]"):
         parity.accuracy(ref, masks.transpose(0, 2, 1))
     with pytest.raises(InputError, match=r"labels of shape \[3\] for class maps"):  # one label per image
         parity.accuracy(ref, np.zeros(3, int))
+
+
+def test_a_1x1_class_map_is_rows_of_scores():
+    """A SqueezeNet-style [N, C, 1, 1] classifier was read as a class map: accuracy against one label per image was
+    reported as "Pixel accuracy ..." with a mean IoU over its classes, and compare gave an iou_agreement. Its one
+    pixel is one row, as [N, C] is."""
+    from edgekit import report
+
+    rng = np.random.default_rng(0)
+    ref = [[rng.standard_normal((2, 10, 1, 1))] for _ in range(3)]
+    [o] = parity.compare(["logits"], ref, ref, task="classify")
+    assert o.top1_agreement == 1.0 and o.top5_agreement == 1.0 and o.iou_agreement is None
+    labels = np.concatenate([r[0][:, :, 0, 0].argmax(1) for r in ref])  # [6]: one per image
+    acc, iou, n = parity.scores(ref, labels)
+    assert (acc, iou, n) == (100.0, None, 6)
+    assert report.accuracy_line(parity.Accuracy(n, acc, acc)).startswith("Accuracy on 6 labelled samples")
+
+
+def test_a_masks_255_is_ignored_and_a_bad_label_is_placed_by_sample_and_pixel():
+    """VOC/Cityscapes masks (255: ignore) exited 3 after the whole export, "label 255 (row 0) is out of range: the
+    scored output has 4 class scores", naming a flattened pixel as a row. 255's pixels are left out of accuracy and
+    IoU (and the count); a label past the classes names its sample and pixel."""
+    rng = np.random.default_rng(0)
+    ref = [[rng.standard_normal((1, 4, 3, 5))] for _ in range(2)]
+    masks = np.stack([r[0][0].argmax(0) for r in ref])  # (2, 3, 5): right everywhere
+    masks[0, :, :2] = 255
+    wrong = (masks[1] + 1) % 4
+    masks[1, 0] = wrong[0]  # 5 pixels of the 24 kept are wrong
+    acc, iou, n = parity.scores(ref, masks)
+    assert n == 30 - 6 and acc == pytest.approx(19 / 24 * 100) and iou < 100.0
+    masks[1, 2, 3] = 7
+    with pytest.raises(InputError, match=r"label 7 \(sample 1, pixel \(2, 3\)\) is out of range: the scored output has "
+                                         r"4 class scores \(a mask's 255 marks a pixel to ignore\)"):
+        parity.scores(ref, masks)
+    with pytest.raises(InputError, match=r"every label is 255, the ignore label"):
+        parity.scores(ref, np.full((2, 3, 5), 255))
 
 
 def test_export_of_a_segmenter_scores_its_pixels_and_masks(tmp_path):
@@ -254,6 +290,7 @@ def test_export_of_a_segmenter_scores_its_pixels_and_masks(tmp_path):
     assert "skipped" not in top1 and top1["value"] > 0.95 and top1["limit"] == ParitySpec().top1_agreement_min
     [out] = m["parity"]["quantization"]["outputs"]
     assert out["top1_agreement"] == top1["value"] and 0.8 < out["iou_agreement"] <= 1.0
+    assert "output 'output' is read as a class map (N x C x H x W, class axis 1)" in " ".join(m["warnings"])
     acc = m["accuracy"]
     assert acc["samples"] == 8 * 16 * 16 and acc["fp32"] == 100.0 and acc["mean_iou"]["fp32"] == 100.0, acc
     bad = cli([*args, "--validation", tmp_path / "half.npz", "--task", "classify", "--out", tmp_path / "b"])
