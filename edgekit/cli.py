@@ -499,7 +499,8 @@ def main(debug: bool, verbose: bool) -> None:
 @click.option("--from-trial", type=int, metavar="N", help="Export `edgekit search`'s trial N (with its --storage).")
 @click.option("--storage", help="The search's Optuna storage (default sqlite:///OUT/search.db).")
 @click.option("--study", default="edgekit", show_default=True, help="The search's study name.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout: the outcome and each target's manifest.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object on stdout: the outcome and each target's manifest.")
 @_handle_errors
 def export(source, as_json, from_trial, storage, study, **flags):
     """Export, quantize, validate and benchmark SOURCE for each target.
