@@ -56,7 +56,6 @@ def golden_tolerances(values: dict[str, list[np.ndarray]], tolerance: float) -> 
         float(tolerance * max(np.max(np.abs(a), initial=0.0) for a in arrays)), 1e-6) for n, arrays in values.items()}
 
 
-CHANNEL_ATOL = "channel_atol"  # golden.npz's per-channel tolerances (packages made before have none: the output's)
 STEP_FLOOR = 1.5  # a quantized output's channel tolerance holds a one-step difference (another kernel set's rounding)
 # per-channel tolerances are kept where some channel's is below this share of the output's: above it, the output's is
 # at most twice the channel's own (digits' logits: 0.74, none kept)
@@ -148,7 +147,7 @@ def read_golden_channels(path: Path, shown: str | None = None) -> tuple[list[dic
 
     try:
         data = arrays.read_npz(path, lambda n: n in ("count", *runner.NAME_LISTS) or n.startswith(
-                                   ("input.", "output.", "atol.", f"{CHANNEL_ATOL}.")),
+                                   ("input.", "output.", "atol.", f"{runner.CHANNEL_ATOL}.")),
                                MAX_GOLDEN_BYTES, lambda extra, _: f"unexpected entry {extra[0]!r}",
                                limit="edgekit's limit for a golden file")
     except InputError as e:  # named as the package shows it, not by a temporary path
@@ -176,7 +175,8 @@ def read_golden_channels(path: Path, shown: str | None = None) -> tuple[list[dic
     for name, value in channels.items():  # within the output's own, one per channel of every sample
         if name not in atol or not all(_fits(value, o[name]) for o in outputs if name in o) or (
                 value.size and float(value.max()) > atol[name]):
-            raise bad(f"per-channel tolerances {CHANNEL_ATOL}.{name} do not fit the output or exceed its tolerance")
+            raise bad(f"per-channel tolerances {runner.CHANNEL_ATOL}.{name} do not fit the output or exceed its "
+                      "tolerance")
     return inputs, outputs, atol, channels
 
 
@@ -246,8 +246,8 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
         if not quantized and emulated is None:  # the int8 kernel label says nothing of an fp32 model
             models[model.name]["kernels"] = f"{HOST_DEFAULT} (fp32)"
     tolerance = (f"{spec.golden_tolerance} x each output's peak |value|, and x each channel's where one is below "
-                 f"{CHANNEL_TIGHTER:g} of it (at least {STEP_FLOOR:g} quantization steps; golden's {CHANNEL_ATOL}); "
-                 "integer outputs exact") + (
+                 f"{CHANNEL_TIGHTER:g} of it (at least {STEP_FLOOR:g} quantization steps; golden's "
+                 f"{runner.CHANNEL_ATOL}); integer outputs exact") + (
         f"; {spec.golden_tolerance_steps} quantization step(s) for {', '.join(in_steps)}" if in_steps else "")
     out["golden"] = {"samples": len(next(iter(outputs.values()))), "tolerance": tolerance, "models": models,
                      "steps": steps}

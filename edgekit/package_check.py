@@ -695,19 +695,21 @@ def _parity_here(target: str, pairs: list, state: dict[str, str], steps: dict, f
                  reuse: bool = True) -> tuple[list[Case], dict | None]:
     """`steps`: each model file's output quantization steps; `reuse`: the session this run made for the file, if
     any (the bounded child has none to reuse); `figures`: see _figures_here."""
-    cases = []
+    cases, read = [], {}
     for model, golden_path in pairs:
-        inputs, expected, atol, channels = package.read_golden_channels(Path(golden_path))
+        inputs, expected, atol, channels = read[golden_path] = package.read_golden_channels(Path(golden_path))
         cases.append(_parity(Path(model), target, inputs, expected, {**atol, **channels}, state,
                              steps.get(Path(model).name), reuse))
-    return cases, figures and _figures_here(*figures, state, reuse)
+    return cases, figures and _figures_here(*figures, state, reuse, read.get(figures[1]))
 
 
-def _figures_here(fp32: str, golden: str, task: str, state: dict[str, str], reuse: bool = True) -> dict:
+def _figures_here(fp32: str, golden: str, task: str, state: dict[str, str], reuse: bool = True,
+                  read: tuple | None = None) -> dict:
     """int8-vs-fp32 parity on the golden samples, as the export measured it on validation: the int8 model's golden
     outputs (parity holds the model to them) against the shipped fp32 model's on the same inputs, a streaming one
-    carrying its own state. {"samples", "outputs": OutputParity dicts}, or {"error"}."""
-    inputs, int8, _ = package.read_golden(Path(golden))
+    carrying its own state. `read`: the golden file as the parity cases read it (up to 1 GiB: read once). {"samples",
+    "outputs": OutputParity dicts}, or {"error"}."""
+    inputs, int8 = (read or package.read_golden_channels(Path(golden)))[:2]
     names = list(int8[0])
     try:
         # fp32 as the run measures it (host.work_threads(): a float model's outputs, not golden int8 ones)

@@ -293,7 +293,7 @@ def class_rows(a: np.ndarray) -> np.ndarray:
 def _agreement(ref: list[np.ndarray], cand: list[np.ndarray]) -> tuple[float, float | None, float | None]:
     """(top-1, top-5 when more than 5 classes, mean IoU of the argmax maps for a class map) of the candidate's
     classes against the reference's, row by row (pixel by pixel), counted sample by sample (maps can be large)."""
-    classes, top5 = ref[0].shape[1], ref[0].shape[1] > 5
+    classes, top5, maps = ref[0].shape[1], ref[0].shape[1] > 5, class_map(ref[0])
     hits = hits5 = total = 0
     areas = np.zeros((3, classes), np.int64)
     for a, b in zip(ref, cand):
@@ -302,9 +302,9 @@ def _agreement(ref: list[np.ndarray], cand: list[np.ndarray]) -> tuple[float, fl
         hits, total = hits + int(np.sum(want == got)), total + len(want)
         if top5:
             hits5 += int(np.sum((np.argsort(-b, axis=1)[:, :5] == want[:, None]).any(1)))
-        if class_map(ref[0]):
+        if maps:
             areas += _areas(got, want, classes)
-    return hits / total, hits5 / total if top5 else None, mean_iou(areas) if class_map(ref[0]) else None
+    return hits / total, hits5 / total if top5 else None, mean_iou(areas) if maps else None
 
 
 def _areas(pred: np.ndarray, truth: np.ndarray, classes: int) -> np.ndarray:

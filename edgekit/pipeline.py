@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import logging
 import re
 import shutil
@@ -95,6 +96,11 @@ class Prepared:
     @property
     def names(self) -> list[str]:
         return [o.name for o in self.outputs]
+
+    @functools.cached_property
+    def observed(self) -> dict[str, list[float]]:
+        """Each input's range over the calibration data (the runtime contract's), read once for every target."""
+        return contract.ranges(self.cal.feeds)
 
 
 def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> ExportReport:
@@ -601,11 +607,10 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     fixed = shapes if target.package.fixed_shapes else {}
     # what the shipped models take: a build sizing its buffers by the metadata or the manifest read a dynamic batch
     inputs = _fixed_specs(shared.inputs, fixed)
-    observed = contract.ranges(cal.feeds)
     # what each input takes, for code reading the model alone; the graph clean-up is no pre-processing of inputs
     props = {"edgekit_version": __version__, "edgekit_target": target.name,
              "edgekit_inputs": ";".join(map(str, inputs)), "edgekit_graph_cleanup": CLEANUP,
-             "edgekit_input_contract": contract.metadata(inputs, recipe.image_uint8, observed)}
+             "edgekit_input_contract": contract.metadata(inputs, recipe.image_uint8, prep.observed)}
     model = onnx_export.stamp(copy.deepcopy(prep.model), props)
     outputs = prep.outputs
     if fixed:
@@ -693,7 +698,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "dynamic_sizes": [c.as_dict() for c in size_checks],
         **packaged,
     }
-    details["runtime"] = contract.runtime(target, details, observed, details["versions"]["onnxruntime"])
+    details["runtime"] = contract.runtime(target, details, prep.observed, details["versions"]["onnxruntime"])
     int8_bytes, fp32_bytes = int8.stat().st_size, fp32.stat().st_size
     kept = quantization.float_weights(model, qplan.settings.mode, state_nodes)
     short = (_short_calibration(prep.cal_lengths, prep.rollout.lengths, qplan.settings.mode) if recipe.state

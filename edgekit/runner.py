@@ -203,6 +203,7 @@ def peak_rss_in_child(model: str, inputs: str, threads: str, runs: str, provider
 
 MAX_GOLDEN_SAMPLES = 10_000
 NAME_LISTS = ("input_names", "output_names")  # a golden file's names, kept as data
+CHANNEL_ATOL = "channel_atol"  # golden.npz's per-channel tolerances (packages made before have none: the output's)
 
 
 def golden_arrays(feeds: list[dict], names: list[str] = (), outputs: list[list] = (),
@@ -221,7 +222,7 @@ def golden_arrays(feeds: list[dict], names: list[str] = (), outputs: list[list] 
     for i, out in enumerate(outputs):
         arrays.update({f"output.{i}.{k}": value for k, value in enumerate(out)})
     arrays.update({f"atol.{k}": np.array(atol[n]) for k, n in enumerate(names) if n in (atol or {})})
-    arrays.update({f"channel_atol.{k}": channels[n] for k, n in enumerate(names) if n in (channels or {})})
+    arrays.update({f"{CHANNEL_ATOL}.{k}": channels[n] for k, n in enumerate(names) if n in (channels or {})})
     return arrays
 
 
@@ -243,7 +244,7 @@ def golden_parts(data: dict) -> tuple[list[dict], list[dict], dict[str, np.ndarr
     atol, channels = {}, {}
     for key, value in data.items():
         kind, _, rest = key.partition(".")
-        if kind not in ("input", "output", "atol", "channel_atol"):
+        if kind not in ("input", "output", "atol", CHANNEL_ATOL):
             continue
         index, _, name = rest.partition(".") if kind in ("input", "output") else ("0", "", rest)
         if not (index.isascii() and index.isdigit()) or int(index) >= count or not name:
@@ -254,7 +255,7 @@ def golden_parts(data: dict) -> tuple[list[dict], list[dict], dict[str, np.ndarr
             if not (name.isascii() and name.isdigit()) or int(name) >= len(known):
                 raise ValueError(f"entry {key!r} names none of the {len(known)} in {listed}")
             name = str(known[int(name)])
-        kept = {"atol": atol, "channel_atol": channels}.get(kind)
+        kept = {"atol": atol, CHANNEL_ATOL: channels}.get(kind)
         (kept if kept is not None else (inputs if kind == "input" else outputs)[int(index)])[name] = value
     return inputs, outputs, atol, channels
 
