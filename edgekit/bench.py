@@ -14,7 +14,7 @@ import numpy as np
 
 from . import host, runner
 from .errors import StageError, too_long
-from .quantization import INTEGER_OPS
+from .quantization import QUANTIZED_OP
 from .runtime import run_limit, session
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ def unfused_qdq(path: str, providers=("CPUExecutionProvider",), threads: int = 1
     producer = {o: n.op_type for n in graph.node for o in n.output}
     unfused = [n for n in graph.node if n.op_type in COMPUTE_OPS and n.domain in ("", "ai.onnx")
                and any(producer.get(i) == "DequantizeLinear" for i in n.input)]
-    integer = [n for n in graph.node if n.op_type.startswith(INTEGER_OPS[2:])]  # kernels, not Q/DQ themselves
+    integer = [n for n in graph.node if QUANTIZED_OP.search(n.op_type)  # kernels, not Q/DQ themselves
+               and n.op_type not in ("QuantizeLinear", "DequantizeLinear")]
     return {"unfused_compute_nodes": len(unfused), "integer_nodes": len(integer),
             "unfused_examples": [n.name or n.op_type for n in unfused[:5]]}

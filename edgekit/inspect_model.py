@@ -10,18 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, StageError
+from .quantization import QUANTIZED_OP, quantization_ops
 from .report import printable
 
 COMPARED_SAMPLES = 8  # per-layer error over the first samples of --data (every intermediate tensor, each)
-QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
-             "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm"}
-
-
-def quantization_ops(model) -> list[str]:
-    """The quantization op types a ModelProto's graph holds, sorted (none: a float model)."""
-    from .onnx_export import all_nodes
-
-    return sorted({n.op_type for n in all_nodes(model.graph)} & QUANT_OPS)
 
 
 def check_quantizable(model, label: str) -> None:
@@ -69,7 +61,7 @@ def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml"), nod
     ops = Counter((n.domain + "::" if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in every)
     params = parameter_count(model.graph)
     # sub-graphs' too: a model quantized inside an If branch only was called float
-    quant_nodes = sum(n.op_type in QUANT_OPS for n in every)
+    quant_nodes = sum(bool(QUANTIZED_OP.search(n.op_type)) for n in every)
     # its external data files too (named by the file as written; `model` holds their data): "0.00 MB" for 16 MB
     external = {d.value for t in onnx.load(str(path), load_external_data=False).graph.initializer
                 if onnx.external_data_helper.uses_external_data(t) for d in t.external_data if d.key == "location"}

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -135,9 +136,17 @@ SUBGRAPH_WHY = ("onnxruntime's static quantizer does not enter If/Loop/Scan sub-
                 "depends on ([model] constants) to fold the branch into the main graph")
 
 
-# onnxruntime's integer operators, as prefixes (QLinearConv, MatMulIntegerToFloat, DynamicQuantizeLSTM, NhwcQLinear...)
-INTEGER_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinear", "QGemm", "MatMulInteger", "ConvInteger",
-               "DynamicQuantize", "QAttention", "QEmbed", "NhwcQLinear")
+# ONNX's and onnxruntime's quantized operators, by name: Q/DQ, QLinear*, QGemm, QAttention, QOrdered*, QMoE,
+# DynamicQuantize*, *Integer*, MatMulNBits*, MatMulBnb4, MatMulFpQ4, GatherBlockQuantized, QuantizeBFP, GemmFloat8.
+# A float model holds none (onnxruntime's contrib ops matching are all quantized ones: QuickGelu, FusedConv are not).
+QUANTIZED_OP = re.compile(r"^Q[A-Z]|QLinear|[Qq]uantiz|Integer|NBits|Bnb4|FpQ4|Float8")
+
+
+def quantization_ops(model) -> list[str]:
+    """The quantized op types a ModelProto's graph holds (sub-graphs' too), sorted: none in a float model."""
+    from .onnx_export import all_nodes
+
+    return sorted({n.op_type for n in all_nodes(model.graph) if QUANTIZED_OP.search(n.op_type)})
 
 
 NOTHING_QUANTIZED = ("quantizes nothing (no QuantizeLinear, DequantizeLinear or integer op: the op types named, "
@@ -149,10 +158,8 @@ def quantizes_anything(model) -> bool:
     a model.int8.onnx with none is the float model (every node kept float, or nothing quantizable named)."""
     import onnx
 
-    from .onnx_export import all_nodes
-
     small = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16}
-    return (any(n.op_type.startswith(INTEGER_OPS) for n in all_nodes(model.graph))
+    return (bool(quantization_ops(model))
             or any(t.data_type in small for t in model.graph.initializer))
 
 

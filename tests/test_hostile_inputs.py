@@ -175,6 +175,26 @@ def test_a_quantized_model_or_a_model_that_is_not_a_file_is_refused_by_export_an
     assert result.exit_code == 0, result.output
 
 
+def test_a_4_bit_model_is_already_quantized(tmp_path):
+    """onnxruntime's MatMulNBitsQuantizer's model was exported as an int8 build of itself (cosine 1.0000, SQNR 200 dB)
+    and inspect called it float: MatMulNBits was not among the quantized ops."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    from edgekit.inspect_model import inspect
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])], [w])
+    quantizer = MatMulNBitsQuantizer(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                                     block_size=32, is_symmetric=True)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(tmp_path / "m.onnx"))
+    one_line_error(run(tmp_path / "m.onnx", "--calibration", "random", "--out", tmp_path / "o"), 3,
+                   "already quantized (MatMulNBits); give the float model")
+    assert inspect(tmp_path / "m.onnx", coverage_eps=())["quantized"]
+
+
 def test_valid_handmade_onnx_works(tmp_path, lin_data):
     result = run(_linear_onnx(tmp_path / "ok.onnx"), "--calibration", lin_data, "--out", tmp_path / "o")
     assert result.exit_code == 0, result.output

@@ -103,6 +103,21 @@ def _export(tmp_path, module, specs):
     return export_torch(module, specs, (), 17, tmp_path / "m.onnx")
 
 
+def test_quantized_ops_are_onnxs_and_onnxruntimes_quantized_ones():
+    """One list decides "already quantized" (export's refusal, inspect, quantizes_anything): MatMulNBits, QLinearAdd,
+    QAttention... were missing from it."""
+    standard = {s.name for s in onnx.defs.get_all_schemas_with_history() if quantize.QUANTIZED_OP.search(s.name)}
+    assert standard == {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+                        "MatMulInteger", "ConvInteger"}
+    contrib = ("QLinearAdd QLinearMul QLinearConcat QLinearSoftmax QLinearSigmoid QLinearWhere QGemm QAttention "
+               "QEmbedLayerNormalization QOrderedMatMul QOrderedAttention QMoE DynamicQuantizeMatMul "
+               "DynamicQuantizeLSTM MatMulIntegerToFloat MatMulInteger16 MulInteger ReduceSumInteger MatMulNBits "
+               "MatMulBnb4 MatMulFpQ4 GatherBlockQuantized QuantizeBFP DequantizeWithOrder GemmFloat8").split()
+    assert all(quantize.QUANTIZED_OP.search(op) for op in contrib)
+    float_ops = "FusedConv FusedGemm FusedMatMul QuickGelu Gelu Attention MultiHeadAttention SkipLayerNormalization"
+    assert not any(quantize.QUANTIZED_OP.search(op) for op in float_ops.split())
+
+
 def test_attention_detection(tmp_path):
     from models import small_cnn, tiny_encoder
     enc = _export(tmp_path, tiny_encoder(), (InputSpec.parse("input_ids:Nx12:int64"),
