@@ -113,8 +113,11 @@ class Plan:
 
 
 def has_attention(model) -> bool:
-    """A Softmax fed (through element-wise ops) by a MatMul of two activations: Q·Kᵀ attention."""
+    """A fused attention op (com.microsoft Attention, MultiHeadAttention, GroupQueryAttention...; ONNX's Attention),
+    or a Softmax fed (through element-wise ops) by a MatMul of two activations: Q·Kᵀ attention."""
     graph = model.graph
+    if any(n.op_type.endswith("Attention") for n in graph.node):
+        return True
     constants = {i.name for i in graph.initializer}
     constants |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
     producer = {o: n for n in graph.node for o in n.output}

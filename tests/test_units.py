@@ -127,6 +127,27 @@ def test_attention_detection(tmp_path):
     assert not quantize.has_attention(onnx.load(cnn))
 
 
+def test_a_fused_attention_op_is_an_attention_graph():
+    """A com.microsoft Attention (or MultiHeadAttention) model took full static QDQ, not the profile's
+    transformer_scheme: only MatMul->Softmax counted as attention."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+               for name, shape in (("E", (50, 16)), ("Wqkv", (16, 48)), ("bqkv", (48,)), ("Wo", (16, 4)))]
+    for op in ("Attention", "MultiHeadAttention"):
+        inputs = ["e", "Wqkv", "bqkv"] if op == "Attention" else ["e", "e", "e"]
+        graph = helper.make_graph([helper.make_node("Gather", ["E", "ids"], ["e"]),
+                                   helper.make_node(op, inputs, ["a"], num_heads=2, domain="com.microsoft"),
+                                   helper.make_node("MatMul", ["a", "Wo"], ["y"])], "g",
+                                  [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 4])], weights)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                        helper.make_opsetid("com.microsoft", 1)])
+        p = quantize.plan(model, config.QuantSettings(transformer_scheme="dynamic"), set())
+        assert p.attention and p.settings.mode == "dynamic" and p.settings.op_types == ("MatMul", "Gemm", "Gather")
+
+
 def test_an_attention_plan_claims_embedding_tables_only_where_there_are_some(tmp_path):
     """A block on float inputs (no embedding) was told "embedding tables (Gather) stored int8": its Gathers read
     Shape outputs."""
