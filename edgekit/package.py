@@ -313,7 +313,7 @@ def output_steps(model) -> dict[str, float]:
     for out in model.graph.output:
         node = producer.get(out.name)
         if node is not None and node.op_type == "DequantizeLinear" and node.input[1] in scales:
-            scale = numpy_helper.to_array(scales[node.input[1]])
-            if scale.size == 1 and float(scale) > 0:
-                steps[out.name] = float(scale)
+            scale = numpy_helper.to_array(scales[node.input[1]]).ravel()  # a bias's per-tensor scale is [1]
+            if scale.size == 1 and scale[0] > 0:
+                steps[out.name] = float(scale[0])
     return steps

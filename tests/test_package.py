@@ -2313,3 +2313,32 @@ def test_golden_tolerances_leave_out_samples_with_no_values():
     from edgekit.package import golden_tolerances
     empty, some = np.zeros((1, 0), np.float32), np.array([[0.5, 2.0, -1.0]], np.float32)
     assert golden_tolerances({"y": [empty, some, empty]}, 0.01) == {"y": pytest.approx(0.02)}
+
+
+def test_output_steps_of_an_output_that_is_a_quantized_bias(tmp_path):
+    """A graph output that is also a Gemm's bias comes out of a DequantizeLinear whose per-tensor scale has shape
+    [1]: float() of it raised TypeError, exit 5 on android-arm64 (per-tensor)."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    from edgekit.package import output_steps
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter([{"x": np.random.default_rng(i).standard_normal((2, 8)).astype(np.float32)}
+                               for i in range(4)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph([helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4]),
+                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [4])],
+                              [numpy_helper.from_array(rng.standard_normal((4, 8)).astype(np.float32), "w"),
+                               numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    quantize_static(tmp_path / "m.onnx", tmp_path / "q.onnx", Reader(), quant_format=QuantFormat.QDQ)
+    steps = output_steps(onnx.load(tmp_path / "q.onnx"))
+    assert set(steps) == {"y", "b"} and all(s > 0 for s in steps.values())
