@@ -422,6 +422,9 @@ def load_onnx_input(path: Path, runs: bool = True):
         raise InputError(f"model {str(path)!r} is not a valid ONNX model: {first_line(e)}") from e
     if not model.graph.output:
         raise InputError(f"model {str(path)!r} has no outputs")
+    names = [o.name for o in model.graph.output]  # onnxruntime runs it; the golden file's entries collided
+    if twice := next((n for i, n in enumerate(names) if n in names[:i]), None):
+        raise InputError(f"model {str(path)!r}: output {twice!r} is listed twice among the graph's outputs")
     _check_finite_weights(model, path)
     _check_runtime_kernels(path)
     return model
