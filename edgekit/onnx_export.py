@@ -764,10 +764,15 @@ def without_initializer_inputs(src: Path, dest: Path) -> Path:
     model = onnx.load(str(src), load_external_data=False)
     weights = {t.name for t in model.graph.initializer}
     extra = [i for i in model.graph.input if i.name in weights]
-    if not extra or any(onnx.external_data_helper.uses_external_data(t) for t in model.graph.initializer):
-        return src  # nothing to strip (or weights live beside the original: keep its folder)
+    if not extra:
+        return src
+    # weights in external data files move beside dest: left beside the original, the shipped model.onnx still took
+    # them as inputs (the int8 model did not)
+    external = any(onnx.external_data_helper.uses_external_data(t) for t in model.graph.initializer)
+    if external:
+        onnx.load_external_data_for_model(model, str(Path(src).parent))
     for value in extra:
         model.graph.input.remove(value)
     model.ir_version = max(model.ir_version, 4)  # IR 3 requires every initializer to be a graph input too
-    onnx.save(model, str(dest))
+    onnx.save(model, str(dest), save_as_external_data=external, location=f"{Path(dest).name}.data")
     return dest

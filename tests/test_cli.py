@@ -377,10 +377,11 @@ def test_a_dict_of_outputs_names_them_and_its_names_are_not_swapped(tmp_path):
     assert renamed.exit_code == 0, renamed.output
 
 
-@pytest.mark.parametrize("ir_version", [None, 3])
-def test_onnx_with_weights_listed_as_inputs_ships_without_them(tmp_path, cnn_data, ir_version):
+@pytest.mark.parametrize("ir_version,external", [(None, False), (3, False), (None, True)])
+def test_onnx_with_weights_listed_as_inputs_ships_without_them(tmp_path, cnn_data, ir_version, external):
     """IR version 3 (old exporters) requires every initializer to be a graph input: stripped of them, edgekit's own
-    copy failed onnx's check (exit 4, "W1 in initializer but not in graph input")."""
+    copy failed onnx's check (exit 4, "W1 in initializer but not in graph input"). Weights in an external data
+    file were not stripped: model.onnx took them as inputs, model.int8.onnx did not."""
     import onnx
     from models import small_cnn
     path = tmp_path / "old.onnx"
@@ -390,6 +391,8 @@ def test_onnx_with_weights_listed_as_inputs_ships_without_them(tmp_path, cnn_dat
         model = onnx.load(path)
         model.ir_version = ir_version
         onnx.save(model, path)
+    if external:
+        onnx.save(onnx.load(path), path, save_as_external_data=True, location="old.onnx.data", size_threshold=0)
     assert len(onnx.load(path).graph.input) > 1
     result = run(path, "--calibration", cnn_data[0], "--out", tmp_path / "o")
     assert result.exit_code == 0, result.output
