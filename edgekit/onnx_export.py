@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -660,15 +661,44 @@ def preprocess_in_child(src: str, dest: str) -> str:
         for done in range(len(PREPROCESS_STEPS) + 1):
             try:
                 quant_pre_process(src, dest, **{flag: True for _, flag in PREPROCESS_STEPS[:done]})
-                return "; ".join(skipped) + ("; pre-processed without it" if len(skipped) == 1 else
-                                             "; pre-processed without them" if skipped else "")
             except Exception as e:
                 if disk_full(e):
                     raise  # no step skipped makes room
                 if done == len(PREPROCESS_STEPS):
                     raise RuntimeError("; ".join(skipped) + f"; saving the model failed: {first_line(e, 120)}") from e
                 skipped.append(f"{PREPROCESS_STEPS[done][0]} failed ({first_line(e, 120)})")
+                continue
+            type_float_tensors(dest)
+            return "; ".join(skipped) + ("; pre-processed without it" if len(skipped) == 1 else
+                                         "; pre-processed without them" if skipped else "")
     raise AssertionError("unreachable")
+
+
+def type_float_tensors(path: str) -> None:
+    """Declare the float node outputs that ONNX's shape inference left untyped: those of onnxruntime's own ops
+    (com.microsoft FusedConv), which ONNX has no schema for, and what follows them. onnxruntime's quantizer neither
+    calibrates nor quantizes a tensor of unknown type, and a Gemm reading one failed ("Unable to get valid
+    quantization scale for input 'f' when quantizing bias 'Bg' to int32"). Their types are onnxruntime's."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(path, load_external_data=False)  # its external data stays beside it, where the probe is
+    graph = model.graph
+    known = {v.name for v in (*graph.value_info, *graph.input, *graph.output)} | {t.name for t in graph.initializer}
+    if not (missing := [o for n in graph.node for o in n.output if o and o not in known]):
+        return
+    probe = copy.deepcopy(model)
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in missing)
+    probe_path = Path(path).with_name("typed.onnx")
+    onnx.save(probe, str(probe_path))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    found = ort.InferenceSession(str(probe_path), options, providers=["CPUExecutionProvider"]).get_outputs()
+    probe_path.unlink()
+    floats = {"tensor(float)": onnx.TensorProto.FLOAT, "tensor(float16)": onnx.TensorProto.FLOAT16}
+    graph.value_info.extend(onnx.helper.make_tensor_value_info(o.name, floats[o.type], None) for o in found
+                            if o.name in missing and o.type in floats)
+    onnx.save(model, path)
 
 
 def first_run(model: Path, feed: dict[str, np.ndarray], timeout: float, raised_by: str = "") -> None:

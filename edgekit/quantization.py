@@ -582,6 +582,10 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
     if half := bool(casts := half_casts(model)):
         reasons.append(f"float16 weights: {len(casts)} tensor(s) read as float32 (exact) for quantization, so they are "
                        "stored int8; the float16 inputs and outputs stay float16")
+    if fused := [n.name or n.op_type for n in model.graph.node if n.op_type.startswith("Fused")]:
+        reasons.append(f"float: {', '.join(fused)}, onnxruntime's own fusions (FusedConv: a Conv and its activation), "
+                       "which its quantizer does not quantize; give the model from before onnxruntime's graph "
+                       "optimisation (Conv, Relu) to quantize them")
     attention = has_attention(model)
     split, warnings = False, []
     if attention and settings.transformer_scheme != "off" and (taken := sorted(explicit & {"mode", "op_types"})):

@@ -241,3 +241,33 @@ def test_an_op_the_dynamo_exporter_cannot_export_either_is_named_without_colour_
                                  "decompositions registered for the real-valued input)"), str(failed.value)
     assert first_line(RuntimeError("\x1b[96mstep 3/3\x1b[0m of \x1b[1;31mexport\x1b[K")) == "step 3/3 of export"
     assert str(StageError("export", "a \x1b[96mcoloured\x1b[0m word")) == "export failed: a coloured word"
+
+
+def test_a_model_with_onnxruntimes_fused_conv_quantizes(tmp_path):
+    """ONNX's shape inference has no schema for com.microsoft FusedConv (nor does onnxruntime's symbolic one): its
+    output and the Flatten's after it were untyped, onnxruntime's quantizer skipped them and failed on the Gemm's
+    bias (exit 4 "Unable to get valid quantization scale for input 'f' when quantizing bias 'Bg' to int32")."""
+    import edgekit
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit import config, quantization
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+               for name, shape in (("W", (4, 1, 3, 3)), ("B", (4,)), ("Wg", (10, 256)), ("Bg", (10,)))]
+    graph = helper.make_graph([helper.make_node("FusedConv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1],
+                                                activation="Relu", domain="com.microsoft", name="fc"),
+                               helper.make_node("Flatten", ["c"], ["f"]),
+                               helper.make_node("Gemm", ["f", "Wg", "Bg"], ["y"], transB=1, name="gemm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    onnx.save(model, tmp_path / "m.onnx")
+    with pytest.warns(UserWarning, match="RANDOM DATA"):
+        quantized = onnx.load(edgekit.quantize(tmp_path / "m.onnx", "random", out=tmp_path / "q.onnx"))
+    producer = {o: n.op_type for n in quantized.graph.node for o in n.output}
+    gemm = next(n for n in quantized.graph.node if n.op_type == "Gemm")
+    assert producer[gemm.input[0]] == producer[gemm.input[1]] == "DequantizeLinear"
+    reasons = quantization.plan(model, config.QuantSettings(), set()).reasons
+    assert any(r.startswith("float: fc, onnxruntime's own fusions") for r in reasons), reasons
