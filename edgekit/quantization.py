@@ -624,6 +624,13 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
         settings = dataclasses.replace(settings, exclude_nodes=(*settings.exclude_nodes, *clipping))
         reasons.append(f"kept float: {', '.join(clipping)}, whose input is also a graph output: onnxruntime's "
                        "quantizer gives a Relu/Clip's only input the Relu/Clip's range, which clipped that output")
+    if halves := half_nodes(model, settings):
+        settings = dataclasses.replace(settings, exclude_nodes=(*settings.exclude_nodes, *halves))
+        named = {n.name: n.op_type for n in model.graph.node}
+        ops = sorted(Counter(named[h] for h in halves).items())
+        reasons.append(f"kept float16: {', '.join(f'{c} {op}' for op, c in ops)} node(s), which "
+                       "onnxruntime runs in float16 (the model's own type): QuantizeLinear takes float16 only from "
+                       f"opset 19 (this model: {opset})")
     if joined := concat_outputs(model, settings):
         settings = dataclasses.replace(settings, exclude_nodes=(*settings.exclude_nodes, *joined))
         reasons.append(f"kept float: {', '.join(joined)}, a Concat that only reshapes on to a graph output: static "
@@ -769,6 +776,17 @@ def half_casts(model) -> list:
     halves = {t.name for t in model.graph.initializer if t.data_type == 10}
     return [n for n in model.graph.node if n.op_type == "Cast" and n.input[0] in halves
             and next((helper.get_attribute_value(a) for a in n.attribute if a.name == "to"), 0) == 1]
+
+
+def half_nodes(model, settings: QuantSettings) -> list[str]:
+    """Nodes that read or write a float16 tensor: pre-processing casts a half model's ops without a float16 CPU
+    kernel to float32, but Concat, Split, Slice (any type) stay float16, and onnxruntime's quantizer gave them a
+    float16 QuantizeLinear, which ONNX allows from opset 19 only: the int8 model failed onnx's checker."""
+    graph = model.graph
+    halves = {v.name for v in (*graph.input, *graph.value_info, *graph.output) if v.type.tensor_type.elem_type == 10}
+    halves |= {t.name for t in graph.initializer if t.data_type == 10}
+    return [n.name for n in graph.node if n.name and n.op_type != "Cast" and n.name not in settings.exclude_nodes
+            and halves & {*n.input, *n.output}]
 
 
 def fold_half_casts(model) -> int:

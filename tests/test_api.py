@@ -740,6 +740,31 @@ def test_a_float16_model_is_quantized_with_int8_weights(tmp_path):
     assert got.dtype == np.float16 and np.abs(got - fp16).max() < 0.05 * np.abs(fp16).max()
 
 
+def test_a_float16_model_with_concat_and_split_is_quantized(tmp_path):
+    """Exit 4: pre-processing leaves a half model's Concat/Split float16 (onnxruntime runs them so), and the quantizer
+    gave them a float16 QuantizeLinear, valid from opset 19 only ("x typestr: T1, has unsupported type"). Now they
+    stay float16; the Gemm is still int8."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W", "B"], ["y0"], transB=1, name="gemm"),
+         helper.make_node("Concat", ["y0", "y0"], ["cc"], axis=1, name="cat"),
+         helper.make_node("Split", ["cc", "sp"], ["y", "y2"], axis=1, name="spl")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["N", 10])],
+        [numpy_helper.from_array((rng.standard_normal((10, 16)) * 0.3).astype(np.float16), "W"),
+         numpy_helper.from_array(np.zeros(10, np.float16), "B"), numpy_helper.from_array(np.array([10, 10]), "sp")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "m.onnx")
+    x = rng.standard_normal((40, 16)).astype(np.float16)
+    np.save(tmp_path / "cal.npy", x[:32, None])
+    int8 = edgekit.quantize(tmp_path / "m.onnx", str(tmp_path / "cal.npy"), out=tmp_path / "q.onnx")
+    assert onnx.TensorProto.INT8 in {t.data_type for t in onnx.load(str(int8)).graph.initializer}
+    [fp16], [got] = (ort.InferenceSession(str(m)).run(None, {"x": x[32:]}) for m in (tmp_path / "m.onnx", int8))
+    assert got.dtype == np.float16 and np.abs(got - fp16).max() < 0.05 * np.abs(fp16).max()
+
+
 def _script(tmp_path, body: str) -> subprocess.CompletedProcess:
     """`body` run by a new Python (torch not yet imported), edgekit from this tree."""
     code = (f"import os, signal, sys, threading, time\nimport edgekit\nMODEL, OUT = {MODEL!r}, {str(tmp_path)!r}\n"
