@@ -573,6 +573,46 @@ def all_graphs(graph):
             yield from all_graphs(sub)
 
 
+def outer_reads(graph) -> set[str]:
+    """The names `graph` (a sub-graph) reads from the scopes around it, its own sub-graphs' included."""
+    inner = {*(v.name for v in graph.input), *(t.name for t in graph.initializer), *(o for n in graph.node
+                                                                                    for o in n.output)}
+    read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    read |= {r for n in graph.node for sub in subgraphs(n) for r in outer_reads(sub)}
+    return read - inner - {""}
+
+
+def sort_nodes(graph) -> bool:
+    """Order `graph`'s nodes so each comes after the producers of what it reads, its sub-graphs' outer-scope reads
+    included (stable: the first ready node in the old order goes first). onnxruntime's quantizer sorts without
+    those, and put an If whose branch reads a Gemm's output before the Gemm: onnx's checker failed the int8 model.
+    Returns whether the order changed."""
+    import heapq
+
+    nodes = list(graph.node)
+    made_by = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+    waits = [{made_by[r] for r in {*n.input, *(r for sub in subgraphs(n) for r in outer_reads(sub))}
+              if r in made_by} - {i} for i, n in enumerate(nodes)]
+    readers: dict[int, list[int]] = {}
+    for i, before in enumerate(waits):
+        for b in before:
+            readers.setdefault(b, []).append(i)
+    ready = [i for i, before in enumerate(waits) if not before]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        order.append(i := heapq.heappop(ready))
+        for r in readers.get(i, ()):
+            waits[r].discard(i)
+            if not waits[r]:
+                heapq.heappush(ready, r)
+    if len(order) < len(nodes) or order == sorted(order):  # a cycle is onnx's checker's to report
+        return False
+    del graph.node[:]
+    graph.node.extend(nodes[i] for i in order)
+    return True
+
+
 def all_nodes(graph):
     """Every node of `graph`, and after each one the nodes of its sub-graphs, depth first."""
     for n in graph.node:

@@ -19,7 +19,7 @@ from pathlib import Path
 from .config import QuantSettings, dynamic_types
 from .progress import quiet
 from .errors import InputError, StageError, UsageError, first_line
-from .onnx_export import parsed
+from .onnx_export import parsed, sort_nodes
 
 log = logging.getLogger("edgekit")
 
@@ -1057,14 +1057,16 @@ def quantize(src: Path, dest: Path, p: Plan, feeds: Sequence, progress=None, cac
                     p = dataclasses.replace(p, settings=dataclasses.replace(
                         p.settings, exclude_nodes=(*p.settings.exclude_nodes, *added)))
             _call(p, str(src), str(dest), feeds, progress, cache, Path(tmp))
+            model = onnx.load(str(dest))
+            moved = sort_nodes(model.graph)
             if did or p.padded_convs:
-                model = onnx.load(str(dest))
                 _unpair(model)
                 if padded := pad_convs(model, p.padded_convs):
                     did.append(padded_why(padded))
                 if did:  # carried by this model file: tune's and --precision latency's trials share one plan
                     model.metadata_props.add(key=DONE, value=json.dumps(did))
-                    onnx.save(model, str(dest))
+            if did or moved:
+                onnx.save(model, str(dest))
     except StageError:
         raise  # edgekit's own run of the model (split_outliers'), already told as such
     except Exception as e:

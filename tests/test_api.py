@@ -765,6 +765,39 @@ def test_a_float16_model_with_concat_and_split_is_quantized(tmp_path):
     assert got.dtype == np.float16 and np.abs(got - fp16).max() < 0.05 * np.abs(fp16).max()
 
 
+def test_an_if_whose_branch_reads_an_outer_tensor_is_quantized(tmp_path):
+    """Exit 4 ("Nodes in a graph must be topologically sorted, however input 'y0'"): onnxruntime's quantizer sorted
+    the nodes without counting what an If's branches read from outside, and put the If before the node making y0."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    def branch(op):
+        return helper.make_graph([helper.make_node(op, ["y0"], [op])], op, [],
+                                 [helper.make_tensor_value_info(op, TensorProto.FLOAT, ["N", 10])])
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Tanh", ["x"], ["r"], name="tanh"),  # y0 three nodes deep, cond two
+         helper.make_node("Gemm", ["r", "W", "B"], ["g"], transB=1, name="gemm"),
+         helper.make_node("Relu", ["g"], ["gr"], name="relu2"),
+         helper.make_node("Flatten", ["gr"], ["y0"], name="flat"),
+         helper.make_node("ReduceSum", ["x"], ["sx"], keepdims=0, name="rsx"),
+         helper.make_node("Greater", ["sx", "zero"], ["cond"], name="gt"),
+         helper.make_node("If", ["cond"], ["y"], then_branch=branch("Relu"), else_branch=branch("Neg"), name="if")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array((rng.standard_normal((10, 16)) * 0.3).astype(np.float32), "W"),
+         numpy_helper.from_array(np.zeros(10, np.float32), "B"), numpy_helper.from_array(np.float32(0), "zero")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "m.onnx")
+    x = rng.standard_normal((40, 16)).astype(np.float32)
+    np.save(tmp_path / "cal.npy", x[:32, None])
+    int8 = edgekit.quantize(tmp_path / "m.onnx", str(tmp_path / "cal.npy"), out=tmp_path / "q.onnx")
+    for row in (x[32:33], -np.abs(x[33:34])):  # each branch
+        [ref], [got] = (ort.InferenceSession(str(m)).run(None, {"x": row}) for m in (tmp_path / "m.onnx", int8))
+        assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
+
+
 def _script(tmp_path, body: str) -> subprocess.CompletedProcess:
     """`body` run by a new Python (torch not yet imported), edgekit from this tree."""
     code = (f"import os, signal, sys, threading, time\nimport edgekit\nMODEL, OUT = {MODEL!r}, {str(tmp_path)!r}\n"
