@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import DEFAULT_STEP_TIMEOUT, InputSpec
-from .errors import InputError, StageError, UsageError, disk_full, first_line
+from .errors import InputError, StageError, UsageError, disk_full, first_line, plain
 
 log = logging.getLogger("edgekit")
 
@@ -367,6 +367,12 @@ def _dynamo_available() -> bool:
     return importlib.util.find_spec("onnxscript") is not None
 
 
+def checker_said(e: Exception, limit: int = 300) -> str:
+    """onnx's checker's message on one line: it prints a node inside its sentence, over lines ("input 'y0' of node:
+    \nname: if OpType: If\n is not output of any previous nodes."), whose first line alone ended mid-sentence."""
+    return " ".join(plain(str(e)).split())[:limit] or type(e).__name__
+
+
 def check(path: Path) -> None:
     """onnx's full checker (with shape inference); an invalid graph is a toolchain failure."""
     import onnx
@@ -374,7 +380,7 @@ def check(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as e:
-        first = first_line(e)
+        first = checker_said(e)
         twice = re.search(r"'([^']*)' has been used as output names multiple times", first)
         if twice and twice.group(1) in {o.name for o in onnx.load(str(path), load_external_data=False).graph.output}:
             first += " (an output name collides with an internal tensor name: choose another --output-name)"
@@ -420,7 +426,7 @@ def load_onnx_input(path: Path, runs: bool = True):
         onnx.load_external_data_for_model(model, str(path.parent))
         onnx.checker.check_model(model, full_check=False)
     except Exception as e:
-        raise InputError(f"model {str(path)!r} is not a valid ONNX model: {first_line(e)}") from e
+        raise InputError(f"model {str(path)!r} is not a valid ONNX model: {checker_said(e)}") from e
     if not model.graph.output:
         raise InputError(f"model {str(path)!r} has no outputs")
     names = [o.name for o in model.graph.output]  # onnxruntime runs it; the golden file's entries collided

@@ -201,6 +201,24 @@ def test_valid_handmade_onnx_works(tmp_path, lin_data):
     assert result.exit_code == 0, result.output
 
 
+def test_onnx_checkers_message_is_said_whole(tmp_path, lin_data):
+    """onnx's checker prints a node over lines inside its sentence: the error showed its first line, "...however
+    input 'y' of node:", cut before the node and the rest of the sentence (export's exit 3, the int8 check's 4)."""
+    from edgekit.errors import StageError
+    from edgekit.onnx_export import check
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 2], np.ones(8, np.float32))
+    graph = helper.make_graph([helper.make_node("Relu", ["y"], ["z"], name="relu"),
+                               helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 2])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    whole = "input 'y' of node: name: relu OpType: Relu is not output of any previous nodes."
+    one_line_error(run(tmp_path / "m.onnx", "--calibration", lin_data, "--out", tmp_path / "o"), 3, whole)
+    with pytest.raises(StageError, match=re.escape(whole)):
+        check(tmp_path / "m.onnx")
+
+
 @pytest.mark.parametrize("make,msg", [
     (lambda p: p.write_bytes(_linear_onnx(p).read_bytes()[:40]), "not a valid ONNX model"),
     (lambda p: p.write_bytes(os.urandom(2048)), "not a valid ONNX model"),
