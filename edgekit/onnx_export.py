@@ -747,6 +747,18 @@ def type_float_tensors(path: str) -> None:
     onnx.save(model, path)
 
 
+def ai_onnx_opset(model) -> int:
+    """A ModelProto's ai.onnx opset (0 when it imports none)."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def file_opset(path: Path) -> int:
+    """An .onnx file's own ai.onnx opset, read without its external data."""
+    import onnx
+
+    return ai_onnx_opset(onnx.load(str(path), load_external_data=False))
+
+
 def first_run(model: Path, feed: dict[str, np.ndarray], timeout: float, raised_by: str = "") -> None:
     """The model of a file from others run once, on one sample, in a child under the time and memory limit
     (`bounded`), before edgekit runs it in-process on every sample: a Loop of 10^13 steps or a ConstantOfShape

@@ -92,6 +92,7 @@ class Prepared:
     traced: tuple[str, ...] = ()  # what the tracer warned of
     cal_lengths: tuple[int, ...] = ()  # steps per calibration sequence (streaming models)
     calibration_ran: int = 0  # the leading calibration samples run under the run limit (_bounded_calibration)
+    given_opset: int = 0  # an .onnx source's own ai.onnx opset (pre-processing converts one below 11 to 11)
 
     @property
     def names(self) -> list[str]:
@@ -418,10 +419,19 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
             shared.torch_val, fp32_val) for n, r, c in zip(names, t, f) if r.shape != c.shape), None)):
         raise StageError("export", f"output {moved[0]!r} is {list(moved[2])} in model.onnx where torch gives "
                                    f"{list(moved[1])}; {_baked_size(exporter)}")
-    export_parity = None if shared.torch_val is None else shared.compare(val.origin, names, shared.torch_val, fp32_val)
+    reference = shared.torch_val if shared.torch_val is not None else _given_outputs(loaded, shared, val)
+    export_parity = shared.compare(val.origin, names, reference, fp32_val)
     prep = Prepared(fp32, model, outputs, fp32_val, export_parity, preprocessing, [], cal, val, fp32_rollout,
-                    exporter, tuple(traced), tuple(cal_lengths))
+                    exporter, tuple(traced), tuple(cal_lengths),
+                    given_opset=onnx_export.file_opset(loaded.onnx_path) if loaded.is_onnx else 0)
     return dataclasses.replace(prep, size_checks=_size_checks(loaded, shared, prep))
+
+
+def _given_outputs(loaded, shared: Shared, val: calib.Dataset) -> list:
+    """An .onnx source's outputs as the user's file gives them (onnxruntime, the pinned inputs fed): what model.onnx,
+    the file after pre-processing, is held to by the export gates (an opset-10 Resize lost its coordinates there)."""
+    sess = session(loaded.onnx_path, threads=host.work_threads())[0]
+    return run_onnx(sess, [{**feed, **shared.pinned} for feed in val.feeds])
 
 
 def emulator_for(recipe: Recipe, targets: list[Target]) -> emulator.Emulator | None:
@@ -516,10 +526,10 @@ def _fails_in_torch(module, shared: Shared, other: sizes.OtherSize) -> str:
     return ""
 
 
-def _plan(recipe, model, given, target):
+def _plan(recipe, model, given, target, given_opset: int = 0):
     """(the quantization plan for these settings, the state nodes it keeps float, the pixel normalisation kept)."""
     state_nodes = () if given.quantize_state else sequences.carry_nodes(model.graph, recipe.state)
-    qplan = quantization.plan(model, given, set(recipe.quantize), target.runtime.arch, state_nodes)
+    qplan = quantization.plan(model, given, set(recipe.quantize), target.runtime.arch, state_nodes, given_opset)
     qplan = _state_stays_float(recipe.state, state_nodes, qplan)
     qplan = dataclasses.replace(qplan, warnings=(*qplan.warnings, *sequences.not_carried(model.graph, recipe.state)))
     qplan, norm = _pixels_stay_float(recipe.image_uint8, qplan, model)
@@ -621,7 +631,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         onnx_export.check(fp32)
     coreml_model = _fixed_fp32(tdir / COREML_MODEL, model, props, shared.inputs, shapes) if coreml else None
     given = target_settings(target, recipe.quantize)
-    qplan, state_nodes, norm = _plan(recipe, model, given, target)
+    qplan, state_nodes, norm = _plan(recipe, model, given, target, prep.given_opset)
     overridden = overrides(target, given, recipe.quantize)
     providers, threads = list(target.runtime.providers), target.runtime.threads
     # An ARM device's int8 arithmetic does not saturate: judge an ARM target by exact arithmetic; an x86
@@ -743,8 +753,9 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     if tuning:  # its `passed` is of the half it was chosen on: say whether the held-out half's gates agree
         tuning.update(verdict.held_out(tuning, gates))
     report = TargetReport(target.name, prep.export_parity, quant_parity, accuracy, latency, tuning, gates,
-                          warnings + verdict.gate_advice(gates, qplan.settings, tuning, short,
-                                                         _ranges(cal, val, qplan)), details,
+                          warnings + (verdict.preprocessing_advice(gates, prep.given_opset) if prep.exporter is None
+                                      else []) + verdict.gate_advice(gates, qplan.settings, tuning, short,
+                                                                     _ranges(cal, val, qplan)), details,
                           latency_1_thread=one_thread[0] if one_thread else None)
     package.write(tdir, report, pages=False)
     # the verdict is the gates AND the comparisons `edgekit check` makes on the staged package (run here, not in a

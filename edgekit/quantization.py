@@ -19,7 +19,7 @@ from pathlib import Path
 from .config import QuantSettings, dynamic_types
 from .progress import quiet
 from .errors import InputError, StageError, UsageError, first_line
-from .onnx_export import parsed, sort_nodes
+from .onnx_export import ai_onnx_opset, parsed, sort_nodes
 
 log = logging.getLogger("edgekit")
 
@@ -565,19 +565,23 @@ def float_weights(model, mode: str, kept: Sequence[str]) -> str:
             f"--quantize-state quantizes {'some of ' * bool(recurrent)}them)")
 
 
-def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64", kept: Sequence[str] = ()) -> Plan:
+def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64", kept: Sequence[str] = (),
+         given_opset: int = 0) -> Plan:
     """Resolve `auto` choices for a model (path or ModelProto): reduce_range by target arch and host ISA,
-    transformer scheme for attention. `kept`: the nodes the caller keeps float whatever the mode (a state's path)."""
+    transformer scheme for attention. `kept`: the nodes the caller keeps float whatever the mode (a state's path).
+    `given_opset`: the opset of the user's file, which pre-processing raised to the model's (an opset 9 file was
+    told it was opset 11)."""
     from .host import EXACT_X86, int8_isa, isa_source, x86_saturates
 
     reasons = []
     model = parsed(model)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = ai_onnx_opset(model)
+    said = (f"the model is opset {given_opset} (pre-processing converts it to {opset})"
+            if given_opset and given_opset != opset else f"the model is opset {opset}")
     if opset < 10:
-        raise UsageError(f"the model is opset {opset}; quantization needs opset >= 10")
+        raise UsageError(f"{said}; quantization needs opset >= 10")
     if settings.per_channel and opset < 13 and settings.mode == "static":
-        raise UsageError(f"the model is opset {opset}; per-channel quantization needs opset >= 13 "
-                         "(per_channel = false: --per-tensor)")
+        raise UsageError(f"{said}; per-channel quantization needs opset >= 13 (per_channel = false: --per-tensor)")
     _check_float32(model)
     if half := bool(casts := half_casts(model)):
         reasons.append(f"float16 weights: {len(casts)} tensor(s) read as float32 (exact) for quantization, so they are "

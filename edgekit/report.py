@@ -226,7 +226,9 @@ def markdown(r: TargetReport) -> str:
         out += ["", ort_format_line(d["ort_format"], _safe)]
     out += ["", "## Parity", ""]
     na = _Own("n/a (reference ~0)")
-    for p, title in ((r.export_parity, "torch vs ONNX fp32 (export)"), (r.quant_parity, "ONNX fp32 vs int8")):
+    given = ("the given ONNX vs pre-processed fp32" if (d.get("model") or {}).get("exporter") is None
+             else "torch vs ONNX fp32 (export)")
+    for p, title in ((r.export_parity, given), (r.quant_parity, "ONNX fp32 vs int8")):
         if p:
             out += [f"### {title} on {p.samples} samples of {_safe(p.data)}", ""]
             out += [f"Computed on {_safe(computed_on(r, p is r.quant_parity))}.", ""]

@@ -113,7 +113,7 @@ class TargetReport:
     """One target's figures and verdict."""
 
     target: str
-    export_parity: StageParity | None  # torch vs ONNX fp32 (None for an .onnx source)
+    export_parity: StageParity | None  # torch vs ONNX fp32 (an .onnx source: the file as given vs pre-processed)
     quant_parity: StageParity  # ONNX fp32 vs int8
     accuracy: Accuracy | None  # None without labels
     latency: LatencyReport | None  # None with --no-bench

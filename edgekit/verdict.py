@@ -273,6 +273,20 @@ def gate_advice(gates: list[Gate], settings, tuning: dict | None, short: tuple[i
     return advice
 
 
+def preprocessing_advice(gates: list[Gate], given_opset: int) -> list[str]:
+    """An .onnx source's failed export gates: no exporter ran, so onnxruntime's pre-processing changed what the given
+    model computes (an opset 10 Resize converted to 11 lost its coordinates: cosine 0.69, shipped without a word)."""
+    failed = [g for g in gates if not g.passed and not g.skipped
+              and g.name in ("export_cosine", "export_scaled_max_abs")]
+    if not failed:
+        return []
+    converted = f", which converts opset {given_opset} to 11," if 0 < given_opset < 11 else ""
+    return ["the pre-processed model (model.onnx) differs from the given one ("
+            + "; ".join(f"{g.name} {g.value:.6g}, needs {g.op} {g.limit:g}" for g in failed)
+            + f"): onnxruntime's quantization pre-processing{converted} changed what it computes, so the package "
+            "would not compute what the given file does; re-export the model at opset 13 or later"]
+
+
 def centred_advice(gates: list[Gate]) -> list[str]:
     """What to do when an output channel lost its own spread to int8 (the few-levels rule did not keep it float)."""
     return [f"{g.name} failed ({g.value:.1f} dB < {g.limit:g}): an output channel kept few int8 levels of its "

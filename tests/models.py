@@ -1133,3 +1133,27 @@ class UpsampledTwice(nn.Module):
 
 def upsampled_twice():
     return UpsampledTwice().eval()
+
+
+def old_resize_onnx(path, opset=10, mode="linear", scales=(2.0, 2.0), op="Resize"):
+    """Conv → Resize (or Upsample) → MatMul at an old opset, as old exporters wrote them: asymmetric coordinates,
+    which onnxruntime's pre-processing lost converting opset 10 to 11 (cosine 0.69), or an Upsample it failed on
+    (opset 9)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    h, w = int(8 * scales[0]), int(8 * scales[1])
+    nodes = [helper.make_node("Conv", ["x", "k"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node(op, ["c", "scales"], ["u"], mode=mode),
+             helper.make_node("Flatten", ["u"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["y"])]
+    weights = {"k": rng.standard_normal((2, 1, 3, 3)) * 0.5, "scales": np.array([1, 1, *scales]),
+               "w": rng.standard_normal((2 * h * w, 5)) * 0.1}
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 5
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

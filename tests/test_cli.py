@@ -316,6 +316,15 @@ def test_onnx_source_opset_too_old_for_per_channel(tmp_path, cnn_data):
     assert ok.exit_code == 0, ok.output
 
 
+def test_an_old_onnx_files_opset_is_its_own_in_the_per_channel_error(tmp_path):
+    """An opset 9 or 10 file was told "the model is opset 11": the opset pre-processing converted it to."""
+    from models import old_resize_onnx
+    model = old_resize_onnx(tmp_path / "m.onnx", 10)
+    assert_clean_error(run(model, "--calibration", "random", "--target", "desktop-x86", "--out", tmp_path / "o"), 2,
+                       "the model is opset 10 (pre-processing converts it to 11); per-channel quantization needs "
+                       "opset >= 13", "--per-tensor", out=tmp_path / "o")
+
+
 def test_onnx_source_input_spec_mismatch(tmp_path, cnn_data):
     first = run(*CNN, "--calibration", cnn_data[0], "--out", tmp_path / "a")
     assert first.exit_code == 0

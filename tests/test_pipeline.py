@@ -99,8 +99,24 @@ def test_file_py_source_and_onnx_source(tmp_path, cnn_data):
     second = export(onnx_model, "--calibration", cal, "--validation", val, "--out", tmp_path / "b")
     assert second.exit_code == 0, second.output
     [m] = manifests(second)
-    assert m["parity"]["export"] is None  # no torch model to compare with
+    assert m["parity"]["export"]["outputs"][0]["cosine"] > 0.99999  # the given file against the pre-processed one
     assert m["inputs"][0]["name"] == "image"
+
+
+def test_an_onnx_source_that_pre_processing_changes_fails_the_export_gates(tmp_path):
+    """Export parity was null for an .onnx source, so nothing held the shipped model.onnx to the user's file, and a
+    model pre-processing changed shipped exit 0. An opset 10 nearest Resize upsampling one axis and downsampling
+    the other has no opset 11 nearest_mode (floor one way, ceil the other): the given file is now the reference."""
+    from models import old_resize_onnx
+    model = old_resize_onnx(tmp_path / "m.onnx", 10, "nearest", scales=(1.5, 0.75))
+    result = export(model, "--calibration", "random", "--per-tensor", "--target", "desktop-x86", "--out",
+                    tmp_path / "o", "--no-bench")
+    [m] = manifests(result, code=1)
+    failed = {g["name"] for g in m["gates"] if not g["passed"]}
+    assert {"export_cosine", "export_scaled_max_abs"} <= failed, failed
+    said = [w for w in m["warnings"] if w.startswith("the pre-processed model (model.onnx) differs from the given one")]
+    assert said and "which converts opset 10 to 11" in said[0], m["warnings"]
+    assert cli(["check", tmp_path / "o"]).exit_code == 1
 
 
 def test_token_ids_past_the_vocabulary_are_bad_data(tmp_path, encoder_data):
