@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import FULL_ERRNOS, StageError, disk_full, first_line, too_long
+from .errors import FULL_ERRNOS, InputError, StageError, disk_full, first_line, too_long
 
 
 def run(stage: str, fn: str, *args: str, timeout: float, raised_by: str = "") -> str:
@@ -51,7 +51,7 @@ def run(stage: str, fn: str, *args: str, timeout: float, raised_by: str = "") ->
     if result.get("errno") in FULL_ERRNOS:  # the user's disk, not the step, failed
         raise OSError(result["errno"], os.strerror(result["errno"]), result.get("filename"))
     if not result["ok"]:
-        raise StageError(stage, result["value"])
+        raise (InputError(result["value"]) if result.get("input") else StageError(stage, result["value"]))
     return result["value"]
 
 
@@ -122,6 +122,8 @@ def _main(argv: list[str]) -> None:
         result = {"ok": True, "value": pkgutil.resolve_name(fn)(*args)}
     except MemoryError:
         result = {"ok": False, "value": "out of memory"}
+    except InputError as e:  # the file's fault, said as the parent would (exit 3)
+        result = {"ok": False, "value": str(e), "input": True}
     except BaseException as e:  # everything goes back to the parent as one line
         full = disk_full(e)
         result = {"ok": False, "value": first_line(e),

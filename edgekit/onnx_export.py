@@ -701,6 +701,7 @@ def preprocess_in_child(src: str, dest: str) -> str:
     onnxruntime's log is silenced: that stderr is the user's, and edgekit reports the cause itself)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    src = to_opset11(src, str(Path(dest).with_name("opset11.onnx")))
     skipped: list[str] = []
     # symbolic shape inference dumps sym_shape_infer_temp.onnx (+ weights) into the cwd when it fails
     with contextlib.chdir(Path(dest).parent):
@@ -757,6 +758,47 @@ def file_opset(path: Path) -> int:
     import onnx
 
     return ai_onnx_opset(onnx.load(str(path), load_external_data=False))
+
+
+def to_opset11(src: str, dest: str) -> str:
+    """An opset < 11 model converted to 11 by onnx's version converter, its Resize nodes computing what they did;
+    the model to pre-process (`src` itself from opset 11 on). quant_pre_process converts such a model itself, but
+    its Upsample-to-Resize step leaves a graph onnx's converter refuses (opset 9: every step failed), and opset 10's
+    Resize loses its asymmetric coordinates there (11 defaults to half_pixel: a linear Resize shipped at cosine
+    0.69 to the user's file)."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(src)
+    if not 0 < (opset := ai_onnx_opset(model)) < 11:  # 0: no ai.onnx op to convert
+        return src
+    try:
+        model = version_converter.convert_version(model, 11)
+    except Exception as e:
+        cause = re.search(r"No Adapter.*", first_line(e))
+        raise InputError(f"the model is opset {opset}, and onnx's version converter cannot convert it to opset 11 "
+                         f"for quantization ({cause.group(0) if cause else first_line(e)}): re-export it at "
+                         "opset >= 11") from e
+    for node in all_nodes(model.graph):
+        if node.op_type == "Resize" and node.domain in ("", "ai.onnx"):
+            _as_opset10_resize(node, model.graph)
+    onnx.save(model, dest)
+    return dest
+
+
+def _as_opset10_resize(node, graph) -> None:
+    """Opset 10's Resize (and Upsample) semantics in opset 11's attributes, as onnxruntime runs them: asymmetric
+    coordinates; nearest pixels floored when upsampling, ceiled when downsampling (an axis of each cannot be said:
+    export parity tells)."""
+    from onnx import helper, numpy_helper
+
+    name = node.input[2] if len(node.input) > 2 else ""
+    scales = next((numpy_helper.to_array(t) for t in graph.initializer if t.name == name), None)
+    scales = next((numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant"
+                   and n.output[0] == name and n.attribute[0].name == "value"), scales)
+    down = scales is not None and scales.size and bool((scales <= 1).all())
+    node.attribute.extend([helper.make_attribute("coordinate_transformation_mode", "asymmetric"),
+                           helper.make_attribute("nearest_mode", "ceil" if down else "floor")])
 
 
 def first_run(model: Path, feed: dict[str, np.ndarray], timeout: float, raised_by: str = "") -> None:
