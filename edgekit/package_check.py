@@ -678,7 +678,7 @@ def _parity_bounded(target: str, pairs: list[tuple[str, str]], state: dict[str, 
         found = json.loads(bounded.run("check", "edgekit.package_check:parity_in_child", target, json.dumps(pairs),
                                        json.dumps(state), json.dumps(steps), json.dumps(figures), timeout=seconds,
                                        raised_by=raised_by))
-    except StageError as e:  # a model that exhausts time or memory fails its check (exit 1), with the reason
+    except (StageError, InputError) as e:  # a model exhausting time or memory, a bad golden file: fails (exit 1)
         return [Case(target, f"parity {Path(m).name}", False, str(e)) for m, _ in pairs], {"error": str(e)}
     return [Case(**c) for c in found["cases"]], found["figures"]
 

@@ -274,13 +274,13 @@ def gate_advice(gates: list[Gate], settings, tuning: dict | None, short: tuple[i
 
 
 def preprocessing_advice(gates: list[Gate], given_opset: int) -> list[str]:
-    """An .onnx source's failed export gates: no exporter ran, so onnxruntime's pre-processing changed what the given
-    model computes (an opset 10 Resize converted to 11 lost its coordinates: cosine 0.69, shipped without a word)."""
+    """An .onnx source's failed export gates: no exporter ran, so the opset conversion or onnxruntime's pre-processing
+    changed what the given model computes (an opset 10 Resize converted to 11 lost its coordinates: cosine 0.69)."""
     failed = [g for g in gates if not g.passed and not g.skipped
               and g.name in ("export_cosine", "export_scaled_max_abs")]
     if not failed:
         return []
-    converted = f", which converts opset {given_opset} to 11," if 0 < given_opset < 11 else ""
+    converted = f" (after edgekit's conversion of opset {given_opset} to 11)" if 0 < given_opset < 11 else ""
     return ["the pre-processed model (model.onnx) differs from the given one ("
             + "; ".join(f"{g.name} {g.value:.6g}, needs {g.op} {g.limit:g}" for g in failed)
             + f"): onnxruntime's quantization pre-processing{converted} changed what it computes, so the package "
