@@ -441,7 +441,7 @@ def _check_finite_weights(model, path: Path) -> None:
     """NaN/Inf weights make every parity figure meaningless (and onnxruntime's quantizer assert)."""
     from onnx import numpy_helper
 
-    for tensor in _tensors(model.graph):
+    for tensor in _tensors(model):
         if tensor.data_type in (1, 10, 11, 16):  # float, float16, double, bfloat16
             try:  # the checker refuses data shorter than the shape, not longer (an external file of 68 bytes)
                 values = numpy_helper.to_array(tensor)
@@ -457,7 +457,7 @@ def _external_data(model, path: Path):
     import onnx
 
     folder = path.resolve().parent
-    for tensor in _tensors(model.graph):
+    for tensor in _tensors(model):
         if onnx.external_data_helper.uses_external_data(tensor):
             location = next((e.value for e in tensor.external_data if e.key == "location"), "")
             yield tensor, location, (folder / location).resolve()
@@ -505,16 +505,27 @@ def _element_bytes(tensor) -> float:
         return 1
 
 
-def _tensors(graph):
-    """Initializers and tensor attributes of a graph and its subgraphs."""
+def _tensors(model):
+    """Initializers and tensor attributes of a model's graph, sub-graphs and local functions: all onnx's loader reads
+    (an unused function's 12 Constants reading one sparse 1 GiB file took 7.4 GB and a SIGSEGV, unchecked)."""
+    yield from _graph_tensors(model.graph)
+    for function in model.functions:
+        yield from _node_tensors(function.node)
+
+
+def _graph_tensors(graph):
     yield from graph.initializer
-    for node in graph.node:
+    yield from _node_tensors(graph.node)
+
+
+def _node_tensors(nodes):
+    for node in nodes:
         for attr in node.attribute:
             if attr.HasField("t"):
                 yield attr.t
             yield from attr.tensors
         for sub in subgraphs(node):
-            yield from _tensors(sub)
+            yield from _graph_tensors(sub)
 
 
 def _check_runtime_kernels(path: Path) -> None:
