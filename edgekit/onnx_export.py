@@ -413,6 +413,7 @@ def load_onnx_input(path: Path, runs: bool = True):
     except Exception as e:
         raise InputError(f"model {str(path)!r} is not a valid ONNX model: {first_line(e)}") from e
     _check_external_data(model, path)
+    model = inline_functions(model, str(path))
     for node in model.graph.node:
         if node.domain not in KNOWN_DOMAINS:  # never "" here: the default domain is known
             raise InputError(f"model {str(path)!r}: node {node.name or node.op_type!r} uses op {node.op_type!r} from "
@@ -712,7 +713,7 @@ def preprocess_in_child(src: str, dest: str) -> str:
     onnxruntime's log is silenced: that stderr is the user's, and edgekit reports the cause itself)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    src = to_opset11(src, str(Path(dest).with_name("opset11.onnx")))
+    src = to_opset11(inlined(src, str(Path(dest).with_name("inlined.onnx"))), str(Path(dest).with_name("opset11.onnx")))
     skipped: list[str] = []
     # symbolic shape inference dumps sym_shape_infer_temp.onnx (+ weights) into the cwd when it fails
     with contextlib.chdir(Path(dest).parent):
@@ -769,6 +770,33 @@ def file_opset(path: Path) -> int:
     import onnx
 
     return ai_onnx_opset(onnx.load(str(path), load_external_data=False))
+
+
+def inline_functions(model, label: str):
+    """`model` with its model-local functions' nodes in place of their calls: onnxruntime inlines them itself, but
+    edgekit's checks (domains, random ops) and the quantizer see a graph's nodes only (a Relu(x)*2 function was
+    refused as "domain 'local', which onnxruntime does not implement")."""
+    import onnx.inliner
+
+    if not model.functions:
+        return model
+    try:
+        return onnx.inliner.inline_local_functions(model)
+    except Exception as e:
+        raise InputError(f"model {label!r}: its local functions cannot be inlined: {checker_said(e)}") from e
+
+
+def inlined(src: str, dest: str) -> str:
+    """The model to pre-process with its local functions inlined (`src` itself when it has none)."""
+    import onnx
+
+    model = onnx.load(src, load_external_data=False)
+    if not model.functions:
+        return src
+    external = any(onnx.external_data_helper.uses_external_data(t) for t in _tensors(model))
+    onnx.load_external_data_for_model(model, str(Path(src).parent))
+    onnx.save(inline_functions(model, src), dest, save_as_external_data=external, location=f"{Path(dest).name}.data")
+    return dest
 
 
 def to_opset11(src: str, dest: str) -> str:

@@ -298,3 +298,40 @@ def test_an_old_opset_resize_ships_computing_what_the_file_does(tmp_path, opset,
     [export] = m["parity"]["export"]["outputs"]
     assert export["cosine"] > 0.99999 and export["max_abs"] < 1e-5
     assert _given_vs_shipped(model, out) < 1e-5
+
+
+def _local_function_onnx(path, op: str = "Relu") -> str:
+    """x @ W, then a model-local function computing op(h) * 2."""
+    from onnx import TensorProto as T, helper as H, numpy_helper
+
+    opset = [H.make_opsetid("", 17)]
+    two = H.make_node("Constant", [], ["two"], value=H.make_tensor("two", T.FLOAT, [], [2.0]))
+    body = [two, H.make_node(op, ["a"], ["r"]) if op == "Relu" else H.make_node(op, ["a"], ["r"], dtype=T.FLOAT),
+            H.make_node("Mul", ["r", "two"], ["b"])]
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32), "w")
+    graph = H.make_graph([H.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+                          H.make_node("Twice", ["h"], ["y"], domain="local", name="twice")], "g",
+                         [H.make_tensor_value_info("x", T.FLOAT, ["N", 16])],
+                         [H.make_tensor_value_info("y", T.FLOAT, ["N", 16])], [w])
+    onnx.save(H.make_model(graph, opset_imports=opset + [H.make_opsetid("local", 1)],
+                           functions=[H.make_function("local", "Twice", ["a"], ["b"], body, opset)]), path)
+    return str(path)
+
+
+def test_a_model_local_function_is_inlined_and_quantized(tmp_path):
+    """onnxruntime runs model-local functions (it inlines them), but edgekit refused any as "op 'Twice' from domain
+    'local', which onnxruntime does not implement" (exit 3). Inlined first, their ops are checked (a random op
+    inside one is refused) and quantized, and the package checks."""
+    model, out = _local_function_onnx(tmp_path / "m.onnx"), tmp_path / "o"
+    result = cli(["export", model, "--calibration", "random", "--target", "desktop-x86", "--out", out, "--no-bench"])
+    assert result.exit_code == 0, result.output
+    shipped = onnx.load(out / "desktop-x86" / "model.int8.onnx")
+    producer = {o: n.op_type for n in shipped.graph.node for o in n.output}
+    matmul = next(n for n in shipped.graph.node if n.op_type == "MatMul")
+    assert producer[matmul.input[1]] == "DequantizeLinear" and not shipped.functions
+    assert cli(["check", out / "desktop-x86"]).exit_code == 0
+    random = cli(["inspect", _local_function_onnx(tmp_path / "r.onnx", "RandomNormalLike")])
+    assert random.exit_code == 0, random.output  # inspect does not run it
+    result = cli(["export", tmp_path / "r.onnx", "--calibration", "random", "--target", "desktop-x86", "--no-bench",
+                  "--out", tmp_path / "r"])
+    assert result.exit_code == 3 and "is RandomNormalLike, whose values change" in result.stderr, result.output
