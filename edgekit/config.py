@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import Named, UsageError, not_utf8
+from .published import INDEX
 from .userfn import is_function_spec
 
 # The bundled profiles: `targets/` beside the package in a checkout (editable install), or where a wheel install
@@ -393,6 +394,8 @@ RANGES = {"size": (1, 1_000_000), "opset": (10, 23), "threads": (1, 256), "sampl
 COVERAGE_PROVIDERS = {"nnapi": "NnapiExecutionProvider", "coreml": "CoreMLExecutionProvider"}
 TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a folder name (fullmatch: no newline after it)
 MAX_TARGET_NAME = 64  # an archive member's first part: tar's USTAR format holds 100 + 155 bytes of path
+# OUT's own files beside the target folders a profile's name becomes (its dot-names fail TARGET_NAME already)
+RESERVED_TARGET_NAMES = (INDEX,)
 
 
 def nearest(key: str, valid) -> str:
@@ -550,6 +553,9 @@ def load_target(name_or_path: str) -> Target:
     if not TARGET_NAME.fullmatch(target.name) or len(target.name) > MAX_TARGET_NAME:
         raise UsageError(f"{path}: name {target.name!r} must be a plain folder name (letters, digits, . _ -; "
                          f"at most {MAX_TARGET_NAME})")
+    if target.name.casefold() in {n.casefold() for n in RESERVED_TARGET_NAMES}:  # case-insensitive file systems too
+        raise UsageError(f"{path}: name {target.name!r} is a file edgekit writes in OUT beside the target folders; "
+                         "choose another")
     if unknown := set(target.package.coverage) - set(COVERAGE_PROVIDERS):
         raise UsageError(f"{path}: [package] coverage takes nnapi and/or coreml, not {sorted(unknown)}")
     import onnxruntime  # the provider names any onnxruntime build knows, available here or not

@@ -205,6 +205,18 @@ def test_a_misspelled_provider_in_a_profile_is_refused_with_the_nearest_name(tmp
     assert config.load_target(str(profile)).runtime.providers[0] == "NnapiExecutionProvider"  # known, not here
 
 
+@pytest.mark.parametrize("name", ["edgekit-targets.json", "EdgeKit-Targets.JSON"])
+def test_a_profile_named_as_a_file_edgekit_writes_in_out_is_refused(tmp_path, name):
+    """OUT/edgekit-targets.json is OUT's record of its targets: a profile of that name failed after the whole export,
+    exit 5 "internal error: IsADirectoryError" (a bare IsADirectoryError from edgekit.export())."""
+    import edgekit
+
+    profile = tmp_path / "mine.toml"
+    profile.write_text(f'name = "{name}"\n')
+    with pytest.raises(UsageError, match=f"name '{name}' is a file edgekit writes in OUT"):
+        edgekit.export("m.onnx", calibration="random", targets=[str(profile)], out=str(tmp_path / "o"))
+
+
 def test_a_recipes_profile_path_is_beside_the_recipe(tmp_path, monkeypatch):
     """It was read from the working folder: another profile of the same name there was used instead."""
     (tmp_path / "r").mkdir()
