@@ -295,6 +295,8 @@ def _pairs(flag: str, texts, example: str, parse=str) -> dict:
             found[name] = parse(value)
         except ValueError:
             raise UsageError(f"{flag} {text!r}: expected {example}") from None
+        except RecursionError:  # json.loads of '[' * 20000: exit 5, "internal error: RecursionError"
+            raise UsageError(f"{flag} {name}: its value is nested too deeply") from None
     return found
 
 

@@ -1027,7 +1027,12 @@ DONE = "edgekit_quantize_done"  # quantize()'s record of what it did to the mode
 def done(model) -> tuple[str, ...]:
     """What quantize() did to this ModelProto (split outliers, padded convs), taken out of its metadata: the
     manifest's decisions describe the model shipped, not the last of the trials that share a plan."""
-    found = next((json.loads(p.value) for p in model.metadata_props if p.key == DONE), [])
+    try:  # a user's model may carry one of its own: '[' * 20000 or "x" failed the export (exit 5)
+        found = next((json.loads(p.value) for p in model.metadata_props if p.key == DONE), [])
+    except (ValueError, RecursionError):
+        found = []
+    if not (isinstance(found, list) and all(isinstance(s, str) for s in found)):
+        found = []
     kept = [p for p in model.metadata_props if p.key != DONE]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)

@@ -669,7 +669,7 @@ def _trials_owner(out: Path, storage: str, name: str) -> dict:
     if os.path.lexists(marker):
         try:
             found = json.loads(marker.read_bytes()[:1 << 16]) if marker.is_file() else None
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             found = None
         if found != owner:
             whose = (f"study {found.get('study')!r} in {found.get('storage')}" if isinstance(found, dict)
@@ -989,7 +989,7 @@ def _refuse_foreign_journal(storage: str) -> None:
         first = f.readline(1 << 20)
     try:
         record = json.loads(first) if first else {"op_code": 0}
-    except ValueError:
+    except (ValueError, RecursionError):
         record = None
     if not (isinstance(record, dict) and "op_code" in record):
         raise UsageError(f"--storage {storage}: is not an Optuna journal")

@@ -65,7 +65,9 @@ def test_pinned_constant_folds_the_branch_so_its_conv_is_quantized(vad):
 
 @pytest.mark.parametrize("flag,message", [("nope=1", "'nope' is not a model input (inputs: x, sr)"),
                                           ("sr=16000.5", "sr = 16000.5 is not a int64 value"),
-                                          ("sr=[1,2]", "sr has shape [2]"), ("sr", "expected NAME=VALUE")])
+                                          ("sr=[1,2]", "sr has shape [2]"), ("sr", "expected NAME=VALUE"),
+                                          pytest.param("sr=" + "[" * 20000 + "]" * 20000, "--constant sr: its value "
+                                                       "is nested too deeply", id="deep")])  # was exit 5
 def test_bad_constants_are_usage_errors(vad, flag, message):
     model, tmp = vad
     result = cli(["export", model, "--calibration", tmp / "x.npz", "--constant", flag, "--out", tmp / "o"])

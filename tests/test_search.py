@@ -153,11 +153,13 @@ def test_another_machine_joins_through_a_journal_file(tmp_path):
     ("sqlite://", "an in-memory database"),
     ("sqlite:///file:{tmp}/x.db?mode=memory&uri=true", "an in-memory database"),  # 79 lines of Optuna's traceback
     ("journal:{tmp}/notes.txt", "is not an Optuna journal"), ("journal:/dev/null", "is not a regular file"),  # exit 5
+    ("journal:{tmp}/deep.log", "is not an Optuna journal"),  # exit 5, RecursionError
     ("journal:{tmp}/fifo", "is not a regular file")])  # hung
 def test_a_storage_that_cannot_be_opened_is_a_usage_error(tmp_path, storage, why):
     """Not a database, or no driver for it: exit 2 in one line (was exit 5, internal error), and no OUT made."""
 
     (tmp_path / "notes.txt").write_text("my notes\n")
+    (tmp_path / "deep.log").write_text("[" * 20000 + "]" * 20000 + "\n")
     os.mkfifo(tmp_path / "fifo")
     with contextlib.closing(sqlite3.connect(tmp_path / "notes.db")) as db:
         db.execute("CREATE TABLE notes (text)")

@@ -873,3 +873,13 @@ def test_the_few_levels_rule_keeps_per_channel_ranges_not_the_outputs(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 4e6, peak  # was 17 MB
+
+
+@pytest.mark.parametrize("value", ["x", "deep", '{"a": 1}'])
+def test_a_users_model_carrying_quantizes_done_record_is_not_read_as_edgekits(value):
+    """A user's model with metadata edgekit_quantize_done = "x" (or '[' * 20000) failed the export at its end,
+    exit 5 (JSONDecodeError, RecursionError): onnxruntime's quantizer keeps the model's metadata."""
+    value = "[" * 20000 + "]" * 20000 if value == "deep" else value
+    model = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
+    model.metadata_props.add(key=quantize.DONE, value=value)
+    assert quantize.done(model) == () and not model.metadata_props
