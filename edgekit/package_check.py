@@ -461,6 +461,11 @@ def _c_array_claims(folder: Path, manifest: dict) -> str:
     return ""
 
 
+def _some(names: list[str], most: int = 5) -> str:
+    """The first names and how many more: 20,000 extra files were one 149 KB line."""
+    return ", ".join(names[:most]) + (f" and {len(names) - most:,} more" if len(names) > most else "")
+
+
 def _head(path: Path, most: int = 1 << 16) -> str:
     """A short text file's first `most` bytes (a header or assembly file edgekit writes is a few KiB)."""
     with open(path, "rb") as f:
@@ -1105,9 +1110,9 @@ def _integrity(folder: Path, shown: str, target: str, manifest: dict, mismatched
             bad.append(f"{name} sha256 {actual[:12]}… != manifest {digest[:12]}…")
     unlisted = sorted(p.name for p in folder.iterdir() if p.name not in files and p.name not in package.UNHASHED)
     if unlisted:
-        bad.append(f"files not in the manifest: {', '.join(unlisted)}")
+        bad.append(f"files not in the manifest: {_some(unlisted)}")
     if unshipped := sorted(n for n in _named(manifest) if n not in files):  # a C header, an .ort its manifest names
-        bad.append(f"files the manifest names but does not ship: {', '.join(unshipped)}")
+        bad.append(f"files the manifest names but does not ship: {_some(unshipped)}")
     # the reports are not hashed: they may be absent, but not a folder or a link that would carry other content
     if odd := [n for n in package.UNHASHED if (folder / n).is_symlink() or (folder / n).exists()
                and not (folder / n).is_file()]:

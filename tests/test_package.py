@@ -1249,6 +1249,11 @@ def test_unlisted_file_fails_integrity(packaged, tmp_path):
     result = check(folder, "--json")
     assert result.exit_code == 1
     assert "files not in the manifest: evil.so" in json.loads(result.stdout)["cases"][0]["message"]
+    for i in range(2000):  # each one named: 20,000 were one 149 KB line
+        (folder / f"extra{i:05}.bin").touch()
+    message = json.loads(check(folder, "--json").stdout)["cases"][0]["message"]
+    assert "files not in the manifest: evil.so, extra00000.bin, extra00001.bin, extra00002.bin, extra00003.bin and " \
+           "1,996 more" in message and len(message) < 300, message
 
 
 @pytest.mark.parametrize("edit,msg", [
