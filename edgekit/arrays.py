@@ -158,6 +158,9 @@ def _header(f, path: Path, name: str) -> tuple[int, tuple[int, ...], bool, np.dt
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(io.BytesIO(length + f.read(declared)))
     except (ValueError, EOFError) as e:
         raise InputError(f"{path}: array {name!r} has no valid .npy header ({e})") from e
+    except (MemoryError, RecursionError) as e:  # Python's parser on 9,000 minus signs: "cannot read (MemoryError: )"
+        raise InputError(f"{path}: array {name!r} has no valid .npy header (too deeply nested for Python's parser: "
+                         f"{type(e).__name__})") from e
     if dtype.hasobject:
         raise InputError(f"{path}: array {name!r} holds Python objects (a pickle), not numbers")
     if any(d < 0 for d in shape):

@@ -41,6 +41,16 @@ def test_bad_model_path(tmp_path, data):
                        3, "no such file", out=tmp_path / "o")
 
 
+def _npz_of_header(path, shape: str):
+    """An .npz whose image.npy declares `shape` (as its text) in its header."""
+    import zipfile
+
+    header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}"
+    header += " " * (-(12 + len(header) + 1) % 64) + "\n"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("image.npy", b"\x93NUMPY\x02\x00" + len(header).to_bytes(4, "little") + header.encode())
+
+
 @pytest.mark.parametrize("make,msg", [
     (lambda p: p.mkdir(), "w.pt': not a regular file"),  # was "no such file"
     (lambda p: p.write_text("hello weights"),  # was "101", then "pass --trust-checkpoint only if you trust this file"
@@ -136,6 +146,8 @@ def test_unknown_target(data):
     (lambda p: np.savez(p, image=np.zeros((0, 3, 16, 16), np.float32)), "zero samples"),
     (lambda p: np.savez(p, picture=np.zeros((4, 3, 16, 16), np.float32)), "input names do not match"),
     (lambda p: p.write_bytes(b"PK\x03\x04 truncated zip"), "cannot read"),
+    (lambda p: _npz_of_header(p, "(" + "-" * 9000 + "4, 3, 16, 16)"),  # was "cannot read (MemoryError: )"
+     "'image' has no valid .npy header (too deeply nested for Python's parser"),
 ])
 def test_bad_calibration_data_names_file_and_problem(tmp_path, make, msg):
     bad = tmp_path / "bad.npz"
