@@ -167,6 +167,15 @@ def _bounded_checkpoint(weights: str) -> None:
                          "(a 2 GiB model's training checkpoint)")
 
 
+def _is_torchscript(weights: str) -> bool:
+    """torch.jit.save's zip layout (constants.pkl, code/), which torch.save's lacks."""
+    try:
+        with zipfile.ZipFile(weights) as z:
+            return any(n.endswith("/constants.pkl") or "/code/" in n for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def _expanded_tensors(state, torch, depth: int = 0):
     """Names of tensors whose values outnumber their storage's (expanded views): weights_only loads them, and a
     157 KB file then took 15.5 GB once a layer was resized to it."""
@@ -194,6 +203,9 @@ def load_weights(module, weights: str, torch, trust_checkpoint: bool = False) ->
 
     regular_file(Path(weights), f"weights {weights!r}")  # a folder was "no such file"
     _bounded_checkpoint(weights)
+    if _is_torchscript(weights):  # torch.load warned, printed its own source line, and was cut mid-word
+        raise InputError(f"weights {weights!r} is a TorchScript archive, not a state dict: give it as the model (with "
+                         "--trust-checkpoint) or save model.state_dict()")
     try:
         state = torch.load(weights, map_location="cpu", weights_only=not trust_checkpoint)
     except Exception as e:

@@ -142,3 +142,15 @@ def test_a_size_torch_cannot_run_either_is_not_blamed_on_the_export(tmp_path):
                     "sizes it takes (the data's: 40)"], warnings
     fine = cli([*args, "--out", tmp_path / "s", "--size", "H=32,48", "--size", "W=16"])
     assert fine.exit_code == 0, fine.output
+
+
+def test_a_torchscript_file_given_as_weights_is_named_so(tmp_path, recwarn):
+    """It was exit 3 after torch's UserWarning and source line, quoting torch's text cut mid-word ("but it ca")."""
+    from edgekit.errors import InputError
+    from edgekit.load import load_weights
+
+    torch.jit.save(torch.jit.script(torch.nn.Linear(4, 2)), tmp_path / "lin.ts")
+    recwarn.clear()  # torch.jit.script's own
+    with pytest.raises(InputError, match="is a TorchScript archive, not a state dict: give it as the model"):
+        load_weights(torch.nn.Linear(4, 2), str(tmp_path / "lin.ts"), torch)
+    assert not recwarn.list
