@@ -330,7 +330,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     whole or not at all: one already there is replaced only with `force`, the source never. `step_timeout`:
     seconds each step on the model (pre-processing, a run) may take. Returns its path."""
     from . import calib, compress, inspect_model, onnx_export, quantization, verdict
-    from .runtime import run_calibration, runs_limited
+    from .runtime import flushing, run_calibration, runs_limited
 
     for name, value in (("model", model), ("target", target), *((("out", out),) if out is not None else ())):
         if not isinstance(value, (str, os.PathLike)):
@@ -355,7 +355,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     for said in told:  # what an export's manifest warns of: quantize() writes none
         warnings.warn(said, stacklevel=4)
     limit = coerce(step_timeout, float, "step_timeout", "edgekit.quantize()")
-    with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp, runs_limited(limit, "--step-timeout"):
+    with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp, flushing(), runs_limited(limit, "--step-timeout"):
         fp32, _ = onnx_export.preprocess(onnx_export.without_initializer_inputs(source, Path(tmp) / "input.onnx"),
                                       Path(tmp) / "model.onnx", limit, raised_by="--step-timeout")
         parsed = onnx_export.parsed(fp32)

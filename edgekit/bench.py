@@ -15,7 +15,7 @@ import numpy as np
 from . import host, runner
 from .errors import StageError, too_long
 from .quantization import QUANTIZED_OP
-from .runtime import run_limit, session
+from .runtime import flushing, run_limit, session
 
 log = logging.getLogger(__name__)
 COMPUTE_OPS = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
@@ -47,6 +47,12 @@ def measure_pair(paths: dict[str, str], feed: dict[str, np.ndarray], providers, 
                  runs: int, progress=None, memory: bool = False) -> dict[str, Latency]:
     """Time several models on one feed, interleaved round-robin so drift hits them all alike; `memory`: also each
     model's peak memory, each in a process of its own."""
+    with flushing():  # as the runtime contract's sessions run (a timing outside an export's: benchmarks, round_to)
+        return _measure(paths, feed, providers, threads, warmup, runs, progress, memory)
+
+
+def _measure(paths, feed, providers, threads, warmup, runs, progress, memory) -> dict[str, Latency]:
+    """`measure_pair`'s timing, on a thread that flushes denormals."""
     sessions, loads, used = {}, {}, {}
     for key, path in paths.items():
         start = time.perf_counter()

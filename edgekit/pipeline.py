@@ -29,8 +29,8 @@ from .device import Device
 from .load import load_model
 from .progress import bar
 from .reports import ARM_STAND_IN, ExportReport, LatencyReport, TargetReport, shipped_model
-from .runtime import (forget_sessions, int8_session, ort_log_level, run_calibration, run_onnx, run_torch, runs_limited,
-                      session, stepper)
+from .runtime import (flushing, forget_sessions, int8_session, ort_log_level, run_calibration, run_onnx, run_torch,
+                      runs_limited, session, stepper)
 from .userfn import user_code_scope
 
 log = logging.getLogger("edgekit")
@@ -106,12 +106,12 @@ class Prepared:
 
 def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> ExportReport:
     onnx_source = isinstance(recipe.source, (str, Path)) and str(recipe.source).endswith(".onnx")
-    signals.import_for("export", torch=not onnx_source)  # an .onnx run never imports torch
+    signals.import_for("export", torch=not onnx_source)  # an .onnx run imports torch only to flush denormals
     import onnxruntime
 
     onnxruntime.set_default_logger_severity(ort_log_level())  # edgekit reports what matters, in one line
     try:
-        with _seeded(recipe.seed), user_code_scope(), \
+        with _seeded(recipe.seed), user_code_scope(), flushing(), \
                 runs_limited(recipe.step_timeout, "--step-timeout"):
             return _run(recipe, targets, progress)
     finally:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
+import platform
 import re
 import threading
 from pathlib import Path
@@ -12,6 +14,7 @@ import numpy as np
 
 from . import host, runner
 from .errors import InputError, StageError, first_line, not_utf8, too_long
+from .signals import import_whole
 
 log = logging.getLogger("edgekit")
 HOST_DEFAULT = "host default"
@@ -49,6 +52,53 @@ def memory_capped() -> dict[str, str]:
 
 
 
+
+# y = Identity(x), a float [1] model: a session of it with runner.CPU_ENTRIES is the process's first (see flushing)
+FIRST_MODEL = "CAc6OQoQCgF4EgF5IghJZGVudGl0eRIDZnR6Wg8KAXgSCgoICAESBAoCCAFiDwoBeRIKCggIARIECgIIAUIECgAQDQ=="
+
+
+def flushes_denormals() -> bool:
+    """Whether this thread flushes denormal results to zero (FTZ) and reads denormal inputs as zero (DAZ)."""
+    smallest = np.array([1], np.uint32).view(np.float32)  # the least denormal, made without arithmetic
+    return bool(smallest[0] * np.float32(1) == 0 and np.float32(1.1754944e-38) * np.float32(0.3) == 0)
+
+
+@functools.cache
+def _first_session() -> None:
+    """onnxruntime sets the calling thread's FTZ and DAZ once, from the process's first session and with its value
+    (a first one without the entry, onnxruntime's quantizer's, turned them off mid-run): one that asks for them, if
+    none came before."""
+    import base64
+
+    import onnxruntime as ort
+
+    opts = runner.options(1, log_level=4)
+    ort.InferenceSession(base64.b64decode(FIRST_MODEL), opts, providers=["CPUExecutionProvider"])
+
+
+@contextlib.contextmanager
+def flushing():
+    """This thread flushes denormals (FTZ and DAZ) in the block, as edgekit's sessions ask onnxruntime to
+    (runner.CPU_ENTRIES) and as the latency figures are timed, and is then as it was found: an API call changes
+    nothing of the caller's (onnxruntime sets the calling thread only from a process's first session, for good).
+    x86 only: onnxruntime's setting does nothing on ARM. torch switches FTZ and DAZ together: a thread found with
+    only one of them ends with neither."""
+    if host.arch_of(platform.machine()) != "x86_64":
+        yield
+        return
+    found = flushes_denormals()
+    _first_session()
+    if found:
+        yield
+        return
+    import_whole("torch")  # signals held: a Ctrl-C in torch's start-up left it half-made
+    import torch
+
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int = 1, optimized_path: str = "",
             exact_int8: bool = False, reuse: bool = False, capped: bool = True):

@@ -158,6 +158,53 @@ def test_settings_are_checked_like_the_cli_checks_flags(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+
+def _flushes() -> bool:
+    """Whether this thread reads the least denormal as zero (DAZ): what onnxruntime's setting does to it."""
+    return bool(np.array([1], np.uint32).view(np.float32)[0] * np.float32(1) == 0)
+
+
+_SEEN: list[bool] = []  # a module-level list: export() runs a copy of the model
+
+
+class _Recording(torch.nn.Module):
+    """A linear model whose forward notes whether its thread flushes denormals (in _SEEN); `fail`: then raises."""
+
+    def __init__(self, fail: bool = False):
+        super().__init__()
+        self.fc, self.fail = torch.nn.Linear(4, 2), fail
+
+    def forward(self, x):
+        _SEEN.append(_flushes())
+        if self.fail:
+            raise ValueError("failed on purpose")
+        return self.fc(x)
+
+
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "AMD64"), reason="onnxruntime flushes denormals on x86 only")
+@pytest.mark.parametrize("found", [False, True])
+def test_export_flushes_denormals_and_leaves_the_thread_as_found(tmp_path, found):
+    """edgekit's latency figures are timed as onnxruntime runs with session.set_denormal_as_zero (MiniLM int8's
+    softmax denormals took 6 of 19 ms), which onnxruntime sets on the calling thread only from a process's first
+    session: the run flushes them whatever sessions the caller made before, and the caller's thread ends as found,
+    also after a failure (it was left flushing for good)."""
+    torch.set_flush_denormal(found)
+    try:
+        assert _flushes() is found
+        feeds = [{"x": np.full((1, 4), i, np.float32)} for i in range(8)]
+        _SEEN.clear()
+        report = edgekit.export(_Recording(), inputs=["x:Nx4"], calibration=feeds, targets=["desktop-x86"],
+                                out=tmp_path / "o", runs=3, warmup=1)
+        assert report.targets["desktop-x86"].latency is not None and _SEEN and all(_SEEN), _SEEN
+        assert _flushes() is found
+        with pytest.raises(edgekit.InputError, match="failed on purpose"):
+            edgekit.export(_Recording(fail=True), inputs=["x:Nx4"], calibration=feeds, targets=["desktop-x86"],
+                           out=tmp_path / "bad", no_bench=True)
+        assert _flushes() is found
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def test_import_edgekit_is_light():
     """The API loads on first use: scripts that only need `edgekit.check` never import torch."""
     import subprocess
