@@ -10,7 +10,7 @@ import numpy as np
 from . import mobile
 from .config import COVERAGE_PROVIDERS, Target
 from .reports import shipped_model
-from .runner import SPIN_OFF
+from .runner import CPU_ENTRIES, SPIN_OFF
 
 # A provider with a thread pool of its own, and the option sizing it: the profile's threads go there, onnxruntime's
 # intra-op pool gets 1 and does not spin (XNNPACK EP docs, "Recommended configuration"; TARGETS.md).
@@ -78,12 +78,13 @@ def runtime(target: Target, details: dict, observed: dict[str, list[float]], onn
     pixels = details.get("image_uint8")
     verdicts = {COVERAGE_PROVIDERS[ep]: c for ep, c in (details.get("mobile_coverage") or {}).items()
                 if isinstance(c, dict) and c.get("verdict")}
+    style = target.package.ort_optimization
     sessions = [_session(shipped_model(details), target.runtime.providers, threads, options,
-                         inputs(details["inputs"], pixels, observed), verdicts)]
+                         inputs(details["inputs"], pixels, observed), verdicts, style)]
     if fp32 := (details.get("ort_format") or {}).get("fp32"):
         fp32_eps = [COVERAGE_PROVIDERS[ep] for ep in target.package.coverage if ep in mobile.SHIPS_FP32_TO]
         sessions.append(_session(fp32["file"], [*fp32_eps, "CPUExecutionProvider"], threads, options,
-                                 inputs(fp32["inputs"], pixels, observed), verdicts))
+                                 inputs(fp32["inputs"], pixels, observed), verdicts, style))
     ort = bool(details.get("ort_format"))
     return {"sessions": sessions, "onnxruntime": {
         "minimum": onnxruntime, "same_release": ort,
@@ -94,10 +95,34 @@ def runtime(target: Target, details: dict, observed: dict[str, list[float]], onn
                 f"{details.get('opset')})")}}
 
 
-def _session(model: str, providers, threads: int, options: dict, specs: list[dict], verdicts: dict) -> dict:
+FLUSH_NOTE = ("session.set_denormal_as_zero=1: the latency figures were measured with it (x86: a masked softmax's "
+              "denormals ran ~7x slower; onnxruntime ignores it on ARM). onnxruntime sets it on the app's calling "
+              "thread, which runs a share of each run (all of it at intra_op_num_threads=1), only from the process's "
+              "first session and with that session's value: make this the process's first session (its pool threads "
+              "take it per session)")
+# a fused SkipLayerNormalization in the model, per .ort optimization style (None: an .onnx, fused at load unless told)
+FUSION_NOTES = {
+    None: "optimization.disable_specified_optimizers=SkipLayerNormFusion keeps Add+LayerNormalization, as timed: "
+          "onnxruntime 1.32's CPU SkipLayerNormalization kernel is scalar (0.25 vs 0.03 ms at 1x128x384)",
+    "Runtime": "optimization.disable_specified_optimizers=SkipLayerNormFusion changes nothing for this .ort: "
+               "optimization style Runtime leaves Add+LayerNormalization unfused",
+    "Fixed": "optimization.disable_specified_optimizers=SkipLayerNormFusion changes nothing for this .ort: "
+             "optimization style Fixed saved it with SkipLayerNormalization where the graph had Add+"
+             "LayerNormalization (onnxruntime's convert_onnx_models_to_ort cannot leave that fusion out), a slower "
+             "CPU kernel than the pair edgekit timed"}
+
+
+def _notes(model: str, style: str) -> list[str]:
+    """Why the session's config entries matter, for this model file (`style`: the .ort's optimization style)."""
+    return [FLUSH_NOTE, FUSION_NOTES[style if model.endswith(".ort") else None]]
+
+
+def _session(model: str, providers, threads: int, options: dict, specs: list[dict], verdicts: dict,
+             style: str) -> dict:
     """One model's session: providers in the order to append them, with their options as onnxruntime names
     them (and onnxruntime's usability checker's verdict on the model, `verdicts`, where it has one: a "no" is
-    "leave it out", which the app decides); the session's threads and config entries; the build flags; the inputs."""
+    "leave it out", which the app decides); the session's threads and config entries (edgekit's own, as it timed:
+    runner.CPU_ENTRIES) and why they matter; the build flags; the inputs."""
     own = [p for p in providers if p in OWN_POOL]
     listed = []
     for p in providers:
@@ -106,5 +131,6 @@ def _session(model: str, providers, threads: int, options: dict, specs: list[dic
                        **({"checker_verdict": verdicts[p]["verdict"]} if p in verdicts else {})})
     spin = threads > 1 or bool(own)  # edgekit's sessions do not spin with more than one thread (runner.options)
     return {"model": model, "providers": listed,
-            "session": {"intra_op_num_threads": 1 if own else threads, "config_entries": dict([SPIN_OFF] * spin)},
+            "session": {"intra_op_num_threads": 1 if own else threads,
+                        "config_entries": {**CPU_ENTRIES, **dict([SPIN_OFF] * spin)}, "notes": _notes(model, style)},
             "build_flags": [BUILD_FLAGS[p] for p in providers if p in BUILD_FLAGS], "inputs": specs}

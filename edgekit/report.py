@@ -188,6 +188,7 @@ def how_to_run(rt: dict) -> list[str]:
         out += [f"- `{s['model']}`: providers in this order: {_safe(eps)}; session intra_op_num_threads="
                 f"{s['session']['intra_op_num_threads']}{entries}"
                 + (f"; build flags {' '.join(s['build_flags'])}" if s["build_flags"] else "") + "."]
+        out += [f"  - {_safe(note)}." for note in s["session"].get("notes", [])]  # none in packages made before
         out += [f"  - input `{_code(i['name'])}`: {i['dtype']} {'x'.join(map(str, i['shape'])) or 'scalar'}"
                 + (f" {i['layout']}" if i["layout"] else "")
                 + (f"; {_safe(i['values'])}" if i.get("values") else "")
