@@ -711,9 +711,12 @@ PREPROCESS_STEPS = (("symbolic shape inference", "skip_symbolic_shape"),
 def preprocess_in_child(src: str, dest: str) -> str:
     """Pre-process, skipping steps that fail one by one; says which. The bounded child's entry point (where
     onnxruntime's log is silenced: that stderr is the user's, and edgekit reports the cause itself)."""
+    import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    src = to_opset11(inlined(src, str(Path(dest).with_name("inlined.onnx"))), str(Path(dest).with_name("opset11.onnx")))
+    header = onnx.load(src, load_external_data=False)  # parsed once here: a torch export's weights are inline
+    contrib = any(n.domain not in ("", "ai.onnx") for n in all_nodes(header.graph))
+    src = _readied(header, src, str(Path(dest).with_name("readied.onnx")))
     skipped: list[str] = []
     # symbolic shape inference dumps sym_shape_infer_temp.onnx (+ weights) into the cwd when it fails
     with contextlib.chdir(Path(dest).parent):
@@ -727,7 +730,8 @@ def preprocess_in_child(src: str, dest: str) -> str:
                     raise RuntimeError("; ".join(skipped) + f"; saving the model failed: {first_line(e, 120)}") from e
                 skipped.append(f"{PREPROCESS_STEPS[done][0]} failed ({first_line(e, 120)})")
                 continue
-            type_float_tensors(dest)
+            if contrib:  # only ops ONNX has no schema for leave outputs untyped
+                type_float_tensors(dest)
             return "; ".join(skipped) + ("; pre-processed without it" if len(skipped) == 1 else
                                          "; pre-processed without them" if skipped else "")
     raise AssertionError("unreachable")
@@ -786,31 +790,30 @@ def inline_functions(model, label: str):
         raise InputError(f"model {label!r}: its local functions cannot be inlined: {checker_said(e)}") from e
 
 
-def inlined(src: str, dest: str) -> str:
-    """The model to pre-process with its local functions inlined (`src` itself when it has none)."""
+def _readied(model, src: str, dest: str) -> str:
+    """The model to pre-process: `src` itself, or at `dest` with its local functions inlined and an opset < 11
+    converted to 11. `model`: `src` parsed without its external data."""
     import onnx
 
-    model = onnx.load(src, load_external_data=False)
-    if not model.functions:
+    if not model.functions and not 0 < ai_onnx_opset(model) < 11:  # 0: no ai.onnx op to convert
         return src
     external = any(onnx.external_data_helper.uses_external_data(t) for t in _tensors(model))
     onnx.load_external_data_for_model(model, str(Path(src).parent))
-    onnx.save(inline_functions(model, src), dest, save_as_external_data=external, location=f"{Path(dest).name}.data")
+    model = inline_functions(model, src)
+    if 0 < ai_onnx_opset(model) < 11:
+        model = _to_opset11(model)
+    onnx.save(model, dest, save_as_external_data=external, location=f"{Path(dest).name}.data")
     return dest
 
 
-def to_opset11(src: str, dest: str) -> str:
-    """An opset < 11 model converted to 11 by onnx's version converter, its Resize nodes computing what they did;
-    the model to pre-process (`src` itself from opset 11 on). quant_pre_process converts such a model itself, but
-    its Upsample-to-Resize step leaves a graph onnx's converter refuses (opset 9: every step failed), and opset 10's
-    Resize loses its asymmetric coordinates there (11 defaults to half_pixel: a linear Resize shipped at cosine
-    0.69 to the user's file)."""
-    import onnx
+def _to_opset11(model):
+    """An opset < 11 model converted to 11 by onnx's version converter, its Resize nodes computing what they did.
+    quant_pre_process converts such a model itself, but its Upsample-to-Resize step leaves a graph onnx's converter
+    refuses (opset 9: every step failed), and opset 10's Resize loses its asymmetric coordinates there (11 defaults
+    to half_pixel: a linear Resize shipped at cosine 0.69 to the user's file)."""
     from onnx import version_converter
 
-    model = onnx.load(src)
-    if not 0 < (opset := ai_onnx_opset(model)) < 11:  # 0: no ai.onnx op to convert
-        return src
+    opset = ai_onnx_opset(model)
     try:
         model = version_converter.convert_version(model, 11)
     except Exception as e:
@@ -821,8 +824,7 @@ def to_opset11(src: str, dest: str) -> str:
     for node in all_nodes(model.graph):
         if node.op_type == "Resize" and node.domain in ("", "ai.onnx"):
             _as_opset10_resize(node, model.graph)
-    onnx.save(model, dest)
-    return dest
+    return model
 
 
 def _as_opset10_resize(node, graph) -> None:
