@@ -394,8 +394,12 @@ RANGES = {"size": (1, 1_000_000), "opset": (10, 23), "threads": (1, 256), "sampl
 COVERAGE_PROVIDERS = {"nnapi": "NnapiExecutionProvider", "coreml": "CoreMLExecutionProvider"}
 TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a folder name (fullmatch: no newline after it)
 MAX_TARGET_NAME = 64  # an archive member's first part: tar's USTAR format holds 100 + 155 bytes of path
-# OUT's own files beside the target folders a profile's name becomes (its dot-names fail TARGET_NAME already)
-RESERVED_TARGET_NAMES = (INDEX,)
+SEARCH_FILES = ("pareto.json", "report.html")  # a search's own files in OUT, beside the best point's package
+SEARCH_DB = "search.db"  # a search's default storage, in OUT
+SEARCH_TRIALS = "trials"  # a search's folder of trials, in OUT
+# OUT's own files beside the target folders a profile's name becomes (its dot-names fail TARGET_NAME already): a
+# profile named trials or search.db replaced a search's trials or its study with the package (--force, exit 0)
+RESERVED_TARGET_NAMES = (INDEX, *SEARCH_FILES, SEARCH_DB, SEARCH_TRIALS)
 
 
 def nearest(key: str, valid) -> str:

@@ -78,13 +78,12 @@ def runtime(target: Target, details: dict, observed: dict[str, list[float]], onn
     pixels = details.get("image_uint8")
     verdicts = {COVERAGE_PROVIDERS[ep]: c for ep, c in (details.get("mobile_coverage") or {}).items()
                 if isinstance(c, dict) and c.get("verdict")}
-    style = target.package.ort_optimization
     sessions = [_session(shipped_model(details), target.runtime.providers, threads, options,
-                         inputs(details["inputs"], pixels, observed), verdicts, style)]
+                         inputs(details["inputs"], pixels, observed), verdicts)]
     if fp32 := (details.get("ort_format") or {}).get("fp32"):
         fp32_eps = [COVERAGE_PROVIDERS[ep] for ep in target.package.coverage if ep in mobile.SHIPS_FP32_TO]
         sessions.append(_session(fp32["file"], [*fp32_eps, "CPUExecutionProvider"], threads, options,
-                                 inputs(fp32["inputs"], pixels, observed), verdicts, style))
+                                 inputs(fp32["inputs"], pixels, observed), verdicts))
     ort = bool(details.get("ort_format"))
     return {"sessions": sessions, "onnxruntime": {
         "minimum": onnxruntime, "same_release": ort,
@@ -100,25 +99,9 @@ FLUSH_NOTE = ("session.set_denormal_as_zero=1: the latency figures were measured
               "thread, which runs a share of each run (all of it at intra_op_num_threads=1), only from the process's "
               "first session and with that session's value: make this the process's first session (its pool threads "
               "take it per session)")
-# a fused SkipLayerNormalization in the model, per .ort optimization style (None: an .onnx, fused at load unless told)
-FUSION_NOTES = {
-    None: "optimization.disable_specified_optimizers=SkipLayerNormFusion keeps Add+LayerNormalization, as timed: "
-          "onnxruntime 1.32's CPU SkipLayerNormalization kernel is scalar (0.25 vs 0.03 ms at 1x128x384)",
-    "Runtime": "optimization.disable_specified_optimizers=SkipLayerNormFusion changes nothing for this .ort: "
-               "optimization style Runtime leaves Add+LayerNormalization unfused",
-    "Fixed": "optimization.disable_specified_optimizers=SkipLayerNormFusion changes nothing for this .ort: "
-             "optimization style Fixed saved it with SkipLayerNormalization where the graph had Add+"
-             "LayerNormalization (onnxruntime's convert_onnx_models_to_ort cannot leave that fusion out), a slower "
-             "CPU kernel than the pair edgekit timed"}
 
 
-def _notes(model: str, style: str) -> list[str]:
-    """Why the session's config entries matter, for this model file (`style`: the .ort's optimization style)."""
-    return [FLUSH_NOTE, FUSION_NOTES[style if model.endswith(".ort") else None]]
-
-
-def _session(model: str, providers, threads: int, options: dict, specs: list[dict], verdicts: dict,
-             style: str) -> dict:
+def _session(model: str, providers, threads: int, options: dict, specs: list[dict], verdicts: dict) -> dict:
     """One model's session: providers in the order to append them, with their options as onnxruntime names
     them (and onnxruntime's usability checker's verdict on the model, `verdicts`, where it has one: a "no" is
     "leave it out", which the app decides); the session's threads and config entries (edgekit's own, as it timed:
@@ -132,5 +115,5 @@ def _session(model: str, providers, threads: int, options: dict, specs: list[dic
     spin = threads > 1 or bool(own)  # edgekit's sessions do not spin with more than one thread (runner.options)
     return {"model": model, "providers": listed,
             "session": {"intra_op_num_threads": 1 if own else threads,
-                        "config_entries": {**CPU_ENTRIES, **dict([SPIN_OFF] * spin)}, "notes": _notes(model, style)},
+                        "config_entries": {**CPU_ENTRIES, **dict([SPIN_OFF] * spin)}, "notes": [FLUSH_NOTE]},
             "build_flags": [BUILD_FLAGS[p] for p in providers if p in BUILD_FLAGS], "inputs": specs}

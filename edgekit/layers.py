@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import progress, runtime
+from . import progress, runner, runtime
 from .errors import StageError, first_line
 
 CHUNK = 1 << 14  # elements per float32 partial sum of squares
@@ -77,6 +77,8 @@ def _intermediates(model, keep: set[str] | None):
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # not memory-capped: a run here
     # keeps every tensor at once, and each op already ran within the cap in the model's own runs
+    for entry in runner.CPU_ENTRIES.items():  # flushing denormals as the export's runs of the same errors do
+        options.add_session_config_entry(*entry)
     sess = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
     def run(feed: dict) -> dict[str, list]:

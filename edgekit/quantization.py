@@ -633,8 +633,9 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
         named = {n.name: n.op_type for n in model.graph.node}
         ops = sorted(Counter(named[h] for h in halves).items())
         reasons.append(f"kept float16: {', '.join(f'{c} {op}' for op, c in ops)} node(s), which "
-                       "onnxruntime runs in float16 (the model's own type): its quantizer gave them float16 scales, which "
-                       "its integer kernels (QLinearConcat) refuse, and ONNX's QuantizeLinear takes only from opset 19")
+                       "onnxruntime runs in float16 (the model's own type): its quantizer gave them float16 scales, "
+                       "which its integer kernels (QLinearConcat) refuse, and ONNX's QuantizeLinear takes only from "
+                       "opset 19")
     if joined := concat_outputs(model, settings):
         settings = dataclasses.replace(settings, exclude_nodes=(*settings.exclude_nodes, *joined))
         reasons.append(f"kept float: {', '.join(joined)}, a Concat that only reshapes on to a graph output: static "

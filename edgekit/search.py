@@ -33,7 +33,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import outdir, signals
-from .config import AUTO_KNOBS, RANGES, PruneSpec, Recipe, ShareSpec, Target, target_settings
+from .config import AUTO_KNOBS, RANGES, SEARCH_DB, SEARCH_FILES, PruneSpec, Recipe, ShareSpec, Target, target_settings
 from .errors import DeviceError, EdgekitError, ExitCode, InputError, StageError, UsageError, disk_full, few, first_line
 
 log = logging.getLogger("edgekit")
@@ -41,8 +41,7 @@ _FINISH_READS = weakref.WeakKeyDictionary()  # an SQLite storage's engine: close
 SAMPLERS = ("tpe", "random", "grid")
 DIRECTIONS = ["maximize", "minimize", "minimize"]  # accuracy, latency, size
 BUDGETS = ("latency_ms", "size_mb")
-FILES = ("pareto.json", "report.html")  # a search's own files in OUT, beside the best point's package
-DB = "search.db"  # the default storage, in OUT
+FILES, DB = SEARCH_FILES, SEARCH_DB  # a search's own files in OUT; its default storage there
 TRIALS_OF = "study.json"  # in OUT/trials: the study whose trials its numbered folders are
 CONNECT_TIMEOUT = 20  # seconds for a database server to answer
 CONNECT_TIMEOUT_ARGS = {"psycopg2": "connect_timeout", "psycopg": "connect_timeout", "pymysql": "connect_timeout",
