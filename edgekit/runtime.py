@@ -100,6 +100,7 @@ def flushing():
     finally:
         torch.set_flush_denormal(False)
 
+
 def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int = 1, optimized_path: str = "",
             exact_int8: bool = False, reuse: bool = False, capped: bool = True):
     """A session on the providers this host really has; returns (session, providers used).
