@@ -19,7 +19,7 @@ from pathlib import Path
 from .config import QuantSettings, dynamic_types
 from .progress import quiet
 from .errors import InputError, StageError, UsageError, first_line
-from .onnx_export import ai_onnx_opset, parsed, sort_nodes
+from .onnx_export import ai_onnx_opset, parsed, sort_nodes, subgraphs
 
 log = logging.getLogger("edgekit")
 
@@ -91,6 +91,7 @@ class Plan:
     precision_search: dict | None = field(default=None, compare=False)  # precision = latency: what was measured
     tensor_overrides: dict = field(default_factory=dict, compare=False, repr=False)  # onnxruntime's, e.g. pixels'
     padded_convs: tuple[str, ...] = ()  # the Convs whose int8 input channels quantize() pads (pad_convs), by key()
+    control_flow: bool = False  # If/Loop/Scan bodies: quantize() re-sorts the int8 graph's nodes (sort_nodes)
     warnings: tuple[str, ...] = ()  # what the user must hear of the plan (among the run's warnings)
 
     def as_dict(self) -> dict:
@@ -658,7 +659,7 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
     padded, unpadded = convs_to_pad(model, settings, arch, opset)
     reasons += [unpadded] * bool(unpadded)
     return Plan(settings, reduce, attention, tuple(reasons), opset, split, half, warnings=tuple(warnings),
-                padded_convs=padded)
+                padded_convs=padded, control_flow=any(True for n in model.graph.node for _ in subgraphs(n)))
 
 
 CONV_CHANNELS = 4  # the input channel multiple onnxruntime's symmetric int8 conv takes (host.sym_conv_takes)
@@ -1067,8 +1068,10 @@ def quantize(src: Path, dest: Path, p: Plan, feeds: Sequence, progress=None, cac
                     p = dataclasses.replace(p, settings=dataclasses.replace(
                         p.settings, exclude_nodes=(*p.settings.exclude_nodes, *added)))
             _call(p, str(src), str(dest), feeds, progress, cache, Path(tmp))
+            if not (did or p.padded_convs or p.control_flow):
+                return dest  # the int8 model as onnxruntime wrote it, not parsed again
             model = onnx.load(str(dest))
-            moved = sort_nodes(model.graph)
+            moved = p.control_flow and sort_nodes(model.graph)
             if did or p.padded_convs:
                 _unpair(model)
                 if padded := pad_convs(model, p.padded_convs):

@@ -51,8 +51,6 @@ def memory_capped() -> dict[str, str]:
     return dict(ENV_ALLOCATORS)
 
 
-
-
 # y = Identity(x), a float [1] model: a session of it with runner.CPU_ENTRIES is the process's first (see flushing)
 FIRST_MODEL = "CAc6OQoQCgF4EgF5IghJZGVudGl0eRIDZnR6Wg8KAXgSCgoICAESBAoCCAFiDwoBeRIKCggIARIECgIIAUIECgAQDQ=="
 
