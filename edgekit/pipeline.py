@@ -21,7 +21,7 @@ import numpy as np
 
 from . import (CHECKABLE_BY, __version__, archive, bench, calib, config, constants, contract, emulator, host,
                inspect_model, layers, mobile, onnx_export, outdir, package, package_check, parity, pixels, precision,
-               quantization, sequences, sharing, signals, sizes, tune, verdict)
+               quantization, residuals, sequences, sharing, signals, sizes, tune, verdict)
 from .config import (DistillSettings, InputSpec, PruneSpec, Recipe, ShareSpec, Target, overrides, recipe_names,
                      target_settings)
 from .errors import EdgekitError, InputError, StageError, UsageError, said_as
@@ -626,12 +626,15 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     if fixed:
         onnx_export.fix_input_shapes(model, fixed)
         outputs = onnx_export.io_specs(model)[1]
+    given = target_settings(target, recipe.quantize)
+    qplan, state_nodes, norm = _plan(recipe, model, given, target, prep.given_opset)
+    if residuals.wanted(target.runtime.providers, target.package.ort_format, qplan.attention,
+                        qplan.settings.op_types) and (sums := residuals.as_sums(model)):
+        qplan = dataclasses.replace(qplan, reasons=(*qplan.reasons, residuals.why(sums)))
     onnx_export.save_shipped(model, fp32)
     if fixed:
         onnx_export.check(fp32)
     coreml_model = _fixed_fp32(tdir / COREML_MODEL, model, props, shared.inputs, shapes) if coreml else None
-    given = target_settings(target, recipe.quantize)
-    qplan, state_nodes, norm = _plan(recipe, model, given, target, prep.given_opset)
     overridden = overrides(target, given, recipe.quantize)
     providers, threads = list(target.runtime.providers), target.runtime.threads
     # An ARM device's int8 arithmetic does not saturate: judge an ARM target by exact arithmetic; an x86
