@@ -92,6 +92,7 @@ class Plan:
     tensor_overrides: dict = field(default_factory=dict, compare=False, repr=False)  # onnxruntime's, e.g. pixels'
     padded_convs: tuple[str, ...] = ()  # the Convs whose int8 input channels quantize() pads (pad_convs), by key()
     control_flow: bool = False  # If/Loop/Scan bodies: quantize() re-sorts the int8 graph's nodes (sort_nodes)
+    row_biases: tuple[str, ...] = ()  # Gemm biases [1, N] quantize() reads as the vector [N] (row_biases)
     warnings: tuple[str, ...] = ()  # what the user must hear of the plan (among the run's warnings)
 
     def as_dict(self) -> dict:
@@ -658,8 +659,12 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
         reduce = settings.reduce_range == "true"
     padded, unpadded = convs_to_pad(model, settings, arch, opset)
     reasons += [unpadded] * bool(unpadded)
+    if rows := row_biases(model, settings):
+        reasons.append(f"Gemm bias {', '.join(rows)}: one row [1, N], quantized as the vector [N] it broadcasts as "
+                       "(exact): onnxruntime's per-channel quantizer reads a bias by output channel")
     return Plan(settings, reduce, attention, tuple(reasons), opset, split, half, warnings=tuple(warnings),
-                padded_convs=padded, control_flow=any(True for n in model.graph.node for _ in subgraphs(n)))
+                padded_convs=padded, control_flow=any(True for n in model.graph.node for _ in subgraphs(n)),
+                row_biases=rows)
 
 
 CONV_CHANNELS = 4  # the input channel multiple onnxruntime's symmetric int8 conv takes (host.sym_conv_takes)
@@ -814,6 +819,31 @@ def fold_half_casts(model) -> int:
     for t in [t for t in graph.initializer if t.data_type == 10 and t.name not in read]:
         graph.initializer.remove(t)
     return len(casts)
+
+
+def row_biases(model, settings: QuantSettings) -> tuple[str, ...]:
+    """Gemm biases given as one row [1, N] (onnxruntime's pre-processing makes a Gemm of a MatMul + Add of a [1, N]
+    constant), read by Gemms alone: onnxruntime's static per-channel quantizer indexes a bias by output channel and
+    failed on a row ("The truth value of an array with more than one element is ambiguous", exit 4)."""
+    if settings.mode != "static" or not settings.per_channel:
+        return ()
+    graph = model.graph
+    rows = {t.name for t in graph.initializer if len(t.dims) == 2 and t.dims[0] == 1}
+    gemm_biases = {n.input[2] for n in graph.node if n.op_type == "Gemm" and n.input[2:3] and n.input[2] in rows}
+    others = {i for n in graph.node if n.op_type != "Gemm" for i in n.input} | {o.name for o in graph.output}
+    return tuple(sorted(gemm_biases - others))
+
+
+def flatten_rows(model, names: Sequence[str]) -> None:
+    """Each of row_biases() as the vector [N] it broadcasts as in its Gemms (exact), in this ModelProto."""
+    for t in model.graph.initializer:
+        if t.name in names:
+            del t.dims[0]
+    for info in [v for v in model.graph.value_info if v.name in names]:  # its shape as pre-processing inferred it
+        model.graph.value_info.remove(info)
+    for given in model.graph.input:  # an old exporter's weights listed as inputs too
+        if given.name in names and given.type.tensor_type.shape.dim:
+            del given.type.tensor_type.shape.dim[0]
 
 
 def _check_float32(model) -> None:
@@ -1054,8 +1084,9 @@ def quantize(src: Path, dest: Path, p: Plan, feeds: Sequence, progress=None, cac
         with quiet(), tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
             import onnx
 
-            if p.half_weights:  # plan() said so among its reasons
+            if p.half_weights or p.row_biases:  # plan() said so among its reasons
                 fold_half_casts(model := onnx.load(str(src)))
+                flatten_rows(model, p.row_biases)
                 src = Path(tmp) / "float32_weights.onnx"
                 onnx.save(model, str(src))
             did = []

@@ -335,3 +335,33 @@ def test_a_model_local_function_is_inlined_and_quantized(tmp_path):
     result = cli(["export", tmp_path / "r.onnx", "--calibration", "random", "--target", "desktop-x86", "--no-bench",
                   "--out", tmp_path / "r"])
     assert result.exit_code == 3 and "is RandomNormalLike, whose values change" in result.stderr, result.output
+
+
+def test_a_matmul_with_a_one_row_constant_bias_quantizes_per_channel(tmp_path):
+    """A MatMul + Add of a [1, 16] Constant (a TensorFlow-style dense layer): onnxruntime's pre-processing makes it a
+    Gemm with a [1, 16] bias, and its per-channel quantizer failed on it (exit 4, "The truth value of an array with
+    more than one element is ambiguous"). The bias is quantized as the vector it broadcasts as, said in the plan."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    row = numpy_helper.from_array(rng.standard_normal((1, 16)).astype(np.float32))
+    graph = helper.make_graph([helper.make_node("Constant", [], ["b"], value=row),
+                               helper.make_node("MatMul", ["x", "W"], ["y"]), helper.make_node("Add", ["y", "b"], ["z"]),
+                               helper.make_node("Relu", ["z"], ["out"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 16])],
+                              [numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "W")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    out = tmp_path / "o"
+    result = cli(["export", tmp_path / "m.onnx", "--calibration", "random", "--target", "desktop-x86", "--out", out,
+                  "--no-bench", "--json"])
+    assert result.exit_code == 0, result.output
+    [m] = json.loads(result.stdout)["targets"]
+    assert m["quantization"]["per_channel"] is True
+    assert any(d.startswith("Gemm bias b: one row [1, N]") for d in m["quantization"]["decisions"])
+    x = {"x": rng.standard_normal((1, 8)).astype(np.float32)}
+    given, int8 = (ort.InferenceSession(str(p)).run(None, x)[0]
+                   for p in (tmp_path / "m.onnx", out / "desktop-x86" / "model.int8.onnx"))
+    assert int8.shape == given.shape == (1, 16)
+    assert np.corrcoef(given.ravel(), int8.ravel())[0, 1] > 0.99
