@@ -347,7 +347,8 @@ def test_a_matmul_with_a_one_row_constant_bias_quantizes_per_channel(tmp_path):
     rng = np.random.default_rng(0)
     row = numpy_helper.from_array(rng.standard_normal((1, 16)).astype(np.float32))
     graph = helper.make_graph([helper.make_node("Constant", [], ["b"], value=row),
-                               helper.make_node("MatMul", ["x", "W"], ["y"]), helper.make_node("Add", ["y", "b"], ["z"]),
+                               helper.make_node("MatMul", ["x", "W"], ["y"]),
+                               helper.make_node("Add", ["y", "b"], ["z"]),
                                helper.make_node("Relu", ["z"], ["out"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 16])],
