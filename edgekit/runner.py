@@ -61,8 +61,9 @@ SPIN_OFF = ("session.intra_op.allow_spinning", "0")  # a pool's workers sleep af
 # Every CPU session's config entries, as edgekit times and checks models and runtime contracts ask apps to set.
 # Denormals flushed (x86; onnxruntime ignores it on ARM): MLAS's softmax gives a masked attention score a denormal,
 # ~7x slower on Intel (MiniLM-L6 seq128 int8: Softmax 6.0 of 19 ms); outputs are unchanged (golden files too). Left
-# on: the SkipLayerNormFusion (1.32's CPU kernel is scalar, 0.25 vs 0.03 ms unfused at 1x128x384), as turning it
-# off moves a dynamic int8 transformer's outputs 15x past its golden tolerance (packages, and apps' default sessions).
+# on: the SkipLayerNormFusion (1.32's CPU kernel is scalar), as turning it off here moves a dynamic int8
+# transformer's outputs 15x past its golden tolerance (packages made before, and apps' default sessions): new
+# packages' graphs avoid it themselves (residuals.py).
 CPU_ENTRIES = {"session.set_denormal_as_zero": "1"}
 
 
