@@ -184,7 +184,8 @@ def export(model: Any, *, inputs: Iterable[str | InputSpec] = (), calibration: F
 def check(path: str | Path | ExportReport, *, emulate: str | None = None, device: str | DeviceSpec | None = None,
           probe: bool = False, step_timeout: float = DEFAULT_STEP_TIMEOUT) -> CheckReport:
     """Re-run a package's golden vectors and verify its hashes (a target folder, an OUT folder, an archive, or
-    the ExportReport of the export that made it: its targets alone); the same run as `edgekit check`.
+    the ExportReport of the export that made it: its targets alone, refused once written over); the same run as
+    `edgekit check`.
     `report.passed` is the verdict.
     `emulate="aarch64[:CPU]"` runs the models on real aarch64 onnxruntime kernels under qemu user mode, with
     the onnxruntime and numpy versions the package's manifest records (built in the cache on first use);
@@ -205,6 +206,7 @@ def _check(path, emulate, device, probe) -> CheckReport:
 
     only = None
     if isinstance(path, ExportReport):  # the package an export() just made: its targets, not older ones beside them
+        _still_written(path)
         path, only = path.out, set(path.targets)
     if not isinstance(path, (str, os.PathLike)):
         raise UsageError(f"check takes a package folder, an archive path or an ExportReport, not {type(path).__name__}")
@@ -216,6 +218,20 @@ def _check(path, emulate, device, probe) -> CheckReport:
         with Device(_device_spec(device)) as reached:  # what it copied there serves every target
             return package_check.check(Path(path), lambda manifest: reached, probe, only=only)
     return package_check.check(Path(path), None, probe, only=only)
+
+
+def _still_written(report: ExportReport) -> None:
+    """check(report) checks the package that export() wrote: one written over it since (another export with force,
+    or by hand) was checked in its place and passed."""
+    from .errors import InputError
+    from .package_check import read_manifest
+
+    for name, target in report.targets.items():
+        folder = Path(report.out) / name
+        if target.files and (folder / "manifest.json").is_file() and (
+                read_manifest(folder, str(folder)).get("files") != target.files):
+            raise InputError(f"{folder}: not the package this ExportReport describes (written over since it was "
+                             "made); check the folder by its path to check what is there now")
 
 
 @_leaves_no_trace

@@ -239,7 +239,7 @@ def _target_folders(path: Path, shown: Path) -> list[Path]:
 def _check_target(folder: Path, shown: str, *args) -> list[Case]:
     """The cases of one package folder, each naming its target, and the folder when it is named otherwise: two
     folders of one target (desktop-x86, desktop-x86-prev) must be told apart, and a reader of --json gets both."""
-    manifest = _read_manifest(folder, shown)
+    manifest = read_manifest(folder, shown)
     if newer := _needs_newer(manifest, shown):  # read as this edgekit's, a newer package's format fails as tampered
         target = manifest["target"] if isinstance(manifest.get("target"), str) and TARGET_NAME.fullmatch(
             manifest["target"]) else folder.name
@@ -796,7 +796,7 @@ def _at_best(here: float | None, counted: int | None, validated: float | None) -
     return 1 - (1 - here) * counted / (LOSS_SLACK * min(max(validated, counted), counted * MOST_SHARE)) + 1e-9
 
 
-def _read_manifest(folder: Path, shown: str):
+def read_manifest(folder: Path, shown: str):
     """manifest.json's JSON, its fields not yet checked (a newer edgekit's may hold others)."""
     try:
         path = arrays.regular_file(folder / "manifest.json", f"{shown}/manifest.json")  # a FIFO would hang

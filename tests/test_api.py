@@ -713,6 +713,21 @@ def test_a_torch_compiled_module_exports_as_its_module(tmp_path):
     assert again.targets == report.targets and edgekit.check(again) == edgekit.check(report)
 
 
+def test_checking_a_report_whose_package_was_written_over_says_so(tmp_path):
+    """check(report) checked whatever was in report.out by then: a package another export wrote over it (force)
+    passed as the report's."""
+    torch.manual_seed(0)
+    first, second = (torch.nn.Sequential(torch.nn.Linear(6, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3)).eval()
+                     for _ in range(2))
+    report = edgekit.export(first, inputs=["x:Nx6"], calibration="random", out=tmp_path / "o", no_bench=True)
+    assert edgekit.check(report).passed
+    edgekit.export(second, inputs=["x:Nx6"], calibration="random", out=tmp_path / "o", no_bench=True, force=True)
+    with pytest.raises(edgekit.InputError, match="not the package this ExportReport describes") as raised:
+        edgekit.check(report)
+    assert raised.value.exit_code == 3
+    assert edgekit.check(tmp_path / "o").passed  # by its path: what is there now
+
+
 def test_a_regression_with_whole_number_targets_is_not_scored_as_classes(tmp_path):
     """task="regress" with targets that happen to be whole (counts) failed: "label 9 (row 8) is out of range: the
     model's first output scores 1 classes". Only a classifier's labels are class ids."""
