@@ -282,9 +282,12 @@ def node_sensitivity(fp32, tensor_rows: list[dict]) -> list[dict]:
             seen += 1
         return acc.get(tensor)
 
-    def group(node):  # node and its consumers through quantized glue up to compute nodes; None past GROUP_MAX
+    def group(node):
+        """node and its consumers through quantized glue up to compute nodes; None past GROUP_MAX. The walk stops
+        there, as the group is refused anyway: walked to its end, a chain of 2,000 Sigmoids (each quantized glue)
+        gave each node a group of the whole rest of the chain, cubic in its length (members is a list)."""
         members, todo = [node], [node]
-        while todo:
+        while todo and len(members) <= GROUP_MAX:
             for c in consumers.get(todo.pop().output[0], []):
                 if c not in members:
                     members.append(c)
@@ -308,4 +311,9 @@ def node_sensitivity(fp32, tensor_rows: list[dict]) -> list[dict]:
         rows.append({"node": node.name, "op": node.op_type, "input_sqnr_db": in_db, "output_sqnr_db": out_db,
                      "lost_db": round(in_db - out_db, 3), "exclude": exclude})
     rows.sort(key=lambda r: -r["lost_db"])
-    return [r for i, r in enumerate(rows) if set(r["exclude"]) not in [set(x["exclude"]) for x in rows[:i]]]
+    kept, seen = [], set()  # the first row of each set of nodes to exclude (each compared with all before: quadratic)
+    for r in rows:
+        if (key := frozenset(r["exclude"])) not in seen:
+            seen.add(key)
+            kept.append(r)
+    return kept

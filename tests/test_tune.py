@@ -402,3 +402,24 @@ def test_auto_never_passes_a_model_that_quantizes_nothing(tmp_path):
     floats = [t for t in trials if "int8_quantized" in t["failed_gates"]]
     assert floats and all(t["sqnr_db"] == 200 and not t["passed"] for t in floats), trials
     assert "int8_quantized" not in trials[m["tuning"]["chosen"]]["failed_gates"]  # an int8 build ranks first
+
+
+def test_node_sensitivity_on_a_long_chain_of_glue_nodes_is_not_cubic():
+    """Each of 2,000 Sigmoids (quantized glue) grew its group through the whole rest of the chain before refusing it
+    past GROUP_MAX: --auto spent over a minute ranking them. The walk stops at GROUP_MAX; the rows are the same (only
+    the last nodes' groups are short enough). 1,500 nodes took 30 s; the bound is 1000 times the time now taken."""
+    import time
+
+    from onnx import TensorProto, helper
+
+    from edgekit import tune
+
+    n = 1500
+    nodes = [helper.make_node("Sigmoid", [f"t{i}"], [f"t{i + 1}"], name=f"n{i}") for i in range(n)]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info(f"t{n}", TensorProto.FLOAT, [1, 4])])
+    rows = [{"tensor": f"t{i}", "accumulated_sqnr_db": 60.0 - i / 100} for i in range(n + 1)]
+    start = time.perf_counter()
+    ranked = tune.node_sensitivity(helper.make_model(graph), rows)
+    assert time.perf_counter() - start < 10
+    assert [r["exclude"] for r in ranked] == [tuple(f"n{j}" for j in range(i, n)) for i in range(n - 4, n)]
