@@ -79,6 +79,13 @@ def _as_found(fn, args, kwargs):
     except KeyboardInterrupt:
         _forget_half_imports(modules)
         raise
+    except FileNotFoundError as e:
+        if _cwd_exists():
+            raise
+        # torch imports its compiler's settings (torch._dynamo.config) on first use, reading os.getcwd(): pruning's
+        # count raised a bare FileNotFoundError; edgekit itself needs no working folder
+        raise UsageError("the working folder was deleted while the process was in it, and torch needs one: change "
+                         "to a folder that exists (os.chdir)") from e
     except EdgekitError as e:
         e.args = (in_python_terms(str(e)),)
         if isinstance(e, StageError):
@@ -96,6 +103,14 @@ def _as_found(fn, args, kwargs):
         for key, value in environ.items():  # only these: the user's own code may set others during the call
             if value is None:
                 os.environ.pop(key, None)
+
+
+def _cwd_exists() -> bool:
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def in_python_terms(text: str) -> str:

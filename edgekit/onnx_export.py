@@ -718,23 +718,48 @@ def preprocess_in_child(src: str, dest: str) -> str:
     contrib = any(n.domain not in ("", "ai.onnx") for n in all_nodes(header.graph))
     src = _readied(header, src, str(Path(dest).with_name("readied.onnx")))
     skipped: list[str] = []
-    # symbolic shape inference dumps sym_shape_infer_temp.onnx (+ weights) into the cwd when it fails
-    with contextlib.chdir(Path(dest).parent):
-        for done in range(len(PREPROCESS_STEPS) + 1):
-            try:
-                quant_pre_process(src, dest, **{flag: True for _, flag in PREPROCESS_STEPS[:done]})
-            except Exception as e:
-                if disk_full(e):
-                    raise  # no step skipped makes room
-                if done == len(PREPROCESS_STEPS):
-                    raise RuntimeError("; ".join(skipped) + f"; saving the model failed: {first_line(e, 120)}") from e
-                skipped.append(f"{PREPROCESS_STEPS[done][0]} failed ({first_line(e, 120)})")
-                continue
-            if contrib:  # only ops ONNX has no schema for leave outputs untyped
-                type_float_tensors(dest)
-            return "; ".join(skipped) + ("; pre-processed without it" if len(skipped) == 1 else
-                                         "; pre-processed without them" if skipped else "")
+    for done in range(len(PREPROCESS_STEPS) + 1):
+        try:
+            shaped = _symbolic_shapes(src, Path(dest).with_name("shaped.onnx")) if done == 0 else src
+            skip = {flag: True for _, flag in PREPROCESS_STEPS[:done]}
+            quant_pre_process(shaped, dest, **{**skip, "skip_symbolic_shape": True})  # done above
+        except Exception as e:
+            if disk_full(e):
+                raise  # no step skipped makes room
+            if done == len(PREPROCESS_STEPS):
+                raise RuntimeError("; ".join(skipped) + f"; saving the model failed: {first_line(e, 120)}") from e
+            skipped.append(f"{PREPROCESS_STEPS[done][0]} failed ({first_line(e, 120)})")
+            continue
+        finally:
+            Path(dest).with_name("shaped.onnx").unlink(missing_ok=True)
+        if contrib:  # only ops ONNX has no schema for leave outputs untyped
+            type_float_tensors(dest)
+        return "; ".join(skipped) + ("; pre-processed without it" if len(skipped) == 1 else
+                                     "; pre-processed without them" if skipped else "")
     raise AssertionError("unreachable")
+
+
+def _symbolic_shapes(src: str, dest: Path) -> str:
+    """onnxruntime's symbolic shape inference of `src` saved at `dest`, as quant_pre_process runs it (default
+    settings), less its dump: when it gives up, SymbolicShapeInference.infer_shapes saves sym_shape_infer_temp.onnx
+    (+ its weights) into the working folder, where a chdir to keep it out moved the whole process (a notebook's
+    thread writing a relative log wrote into edgekit's stage folder, deleted after)."""
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference, get_opset
+
+    model = onnx.load(src)
+    if not get_opset(model) or get_opset(model) < 7:
+        raise RuntimeError("symbolic shape inference takes opset 7 and above")
+    inference = SymbolicShapeInference(2**31 - 1, False, False, 0)
+    inference._preprocess(model)
+    complete = False
+    while inference.run_:
+        complete = inference._infer_impl()
+    inference._update_output_from_vi()
+    if not complete:
+        raise RuntimeError("Incomplete symbolic shape inference")
+    onnx.save(inference.out_mp_, str(dest))
+    return str(dest)
 
 
 def type_float_tensors(path: str) -> None:

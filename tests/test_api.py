@@ -3,6 +3,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -903,3 +905,47 @@ def test_a_sigterm_during_an_api_export_cleans_up_then_ends_the_process(tmp_path
     assert (run.returncode, run.stdout.split()) == (-signal.SIGTERM, ["exported"]), run.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["desktop-x86", "edgekit-targets.json"]
     assert edgekit.check(tmp_path).passed
+
+
+def test_export_leaves_the_working_folder_to_the_callers_other_threads(tmp_path, monkeypatch):
+    """Pre-processing a model edgekit exported chdir'ed the whole process into its stage folder (to keep
+    onnxruntime's sym_shape_infer_temp.onnx out of the working folder): a notebook's thread appending to a
+    relative log every millisecond lost 40% of its lines into that folder, deleted after."""
+    monkeypatch.chdir(tmp_path)
+    stop, seen = threading.Event(), []
+
+    def log():
+        while not stop.is_set():
+            with open("metrics.log", "a") as f:
+                f.write("line\n")
+            seen.append(os.getcwd())
+            time.sleep(0.001)
+
+    writer = threading.Thread(target=log)
+    writer.start()
+    try:
+        report = edgekit.export(digits_module(), inputs=["image:Nx1x8x8"], calibration=samples("calibration", 64),
+                                targets=["desktop-x86"], out=tmp_path / "o", no_bench=True)
+    finally:
+        stop.set()
+        writer.join()
+    assert report.passed and set(seen) == {str(tmp_path)}
+    assert len((tmp_path / "metrics.log").read_text().splitlines()) == len(seen) > 10
+
+
+def test_a_deleted_working_folder_is_no_working_folder_needed_or_a_usage_error(tmp_path):
+    """From a working folder deleted under the process, export of a module raised FileNotFoundError (the chdir
+    back into it), and prune a bare FileNotFoundError from torch's import of its compiler, which reads the
+    folder: edgekit needs none (export, quantize), and torch's need is said (exit 2)."""
+    pytest.importorskip("torch_pruning")
+    run = _script(tmp_path, "import torch\nsys.path.insert(0, os.path.dirname(MODEL.split(':')[0]))\n"
+                  "from model import DigitsCNN\nos.mkdir('gone')\nos.chdir('gone')\nos.rmdir(os.getcwd())\n"
+                  "kw = {k: v for k, v in KW.items() if k != 'weights'}\n"
+                  "print('export', edgekit.export(DigitsCNN().eval(), out=f'{OUT}/a', **kw).passed)\n"
+                  "print('quantize', edgekit.quantize(f'{OUT}/a/desktop-x86/model.onnx', KW['calibration'],\n"
+                  "                                   out=f'{OUT}/q.onnx').name)\n"
+                  "try:\n    edgekit.prune(DigitsCNN(), inputs=KW['inputs'], ratio=0.5)\n"
+                  "except edgekit.UsageError as e:\n    print('prune', e.exit_code, e)\n")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.splitlines()[:2] == ["export True", "quantize q.onnx"], run.stdout + run.stderr[-2000:]
+    assert run.stdout.splitlines()[2].startswith("prune 2 the working folder was deleted"), run.stdout

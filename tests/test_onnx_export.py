@@ -1,7 +1,9 @@
 """ONNX pre-processing (onnx_export.py): a failing step is skipped and recorded, never a crash."""
 import json
+import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import onnx
@@ -366,3 +368,32 @@ def test_a_matmul_with_a_one_row_constant_bias_quantizes_per_channel(tmp_path):
                    for p in (tmp_path / "m.onnx", out / "desktop-x86" / "model.int8.onnx"))
     assert int8.shape == given.shape == (1, 16)
     assert np.corrcoef(given.ravel(), int8.ravel())[0, 1] > 0.99
+
+
+def test_pre_processing_leaves_nothing_in_the_working_folder_and_stays_in_it(tmp_path, monkeypatch):
+    """onnxruntime's symbolic shape inference, giving up on an op it does not know, saves sym_shape_infer_temp.onnx
+    (+ weights) into the working folder: pre-processing does not, and changes no process's working folder to keep
+    it out (a notebook's other threads write relative paths there)."""
+    from onnx import TensorProto, helper
+
+    from edgekit.onnx_export import preprocess_in_child
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Foo", ["x"], ["y"], domain="my.dom")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("my.dom", 1)])
+    (tmp_path / "stage").mkdir()
+    (tmp_path / "cwd").mkdir()
+    onnx.save(model, str(tmp_path / "stage" / "m.onnx"))
+    monkeypatch.chdir(tmp_path / "cwd")
+    seen, stop = set(), threading.Event()
+    watcher = threading.Thread(target=lambda: [seen.add(os.getcwd()) for _ in iter(lambda: stop.wait(0.0005), True)])
+    watcher.start()
+    try:
+        note = preprocess_in_child(str(tmp_path / "stage" / "m.onnx"), str(tmp_path / "stage" / "p.onnx"))
+    finally:
+        stop.set()
+        watcher.join()
+    assert note.startswith("symbolic shape inference failed (Incomplete symbolic shape inference)"), note
+    assert seen == {str(tmp_path / "cwd")} and not list((tmp_path / "cwd").iterdir())
+    assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == ["m.onnx", "p.onnx"]
