@@ -11,13 +11,13 @@ import os
 import re
 import sys
 import threading
+import warnings
 import weakref
 from pathlib import Path
 
 from .errors import InputError, not_utf8
 
-_READ_WEAKLY: weakref.WeakSet = weakref.WeakSet()  # one-shot iterators edgekit has read from
-_READ_HELD: collections.deque = collections.deque(maxlen=16)  # those taking no weakref (map, zip, iter(list)): held
+_READ_WEAKLY: weakref.WeakSet = weakref.WeakSet()  # one-shot iterators edgekit has read from (taking a weakref)
 _READ_LOCK = threading.Lock()
 MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -80,18 +80,35 @@ def _one_shot(result) -> bool:
 
 
 def _first_read(iterator) -> bool:
-    """True the first time edgekit is handed this iterator, marking it read."""
+    """True the first time edgekit is handed this iterator, marking it read; one taking no weakref (Python's own:
+    iter(list), map, zip) is told by its state instead: holding it pinned its data for the life of the process."""
     with _READ_LOCK:
         try:
             if iterator in _READ_WEAKLY:
                 return False
             _READ_WEAKLY.add(iterator)
             return True
-        except TypeError:  # takes no weakref: held (the last 16), so its id is never another's
-            if any(held is iterator for held in _READ_HELD):
-                return False
-            _READ_HELD.append(iterator)
-            return True
+        except TypeError:
+            return not _was_read(iterator)
+
+
+def _was_read(iterator) -> bool:
+    """Whether one of Python's iterators was read from, by the state it pickles: a sequence's iterator its place
+    past the start, a map, zip, islice, cycle or chain that of an iterator it reads (a generator's own state). One
+    whose state says nothing (a dict's, iter(fn, end), any on a Python without itertools' pickling) is unread, as is
+    one read to its end (it gives no items, which is said anyway)."""
+    if inspect.isgenerator(iterator):
+        return inspect.getgeneratorstate(iterator) != inspect.GEN_CREATED
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # itertools' pickling, deprecated in Python 3.12
+        try:
+            made, args, *state = iterator.__reduce__()
+        except Exception:
+            return False
+    if made is iter and state and isinstance(state[0], int):
+        return state[0] > 0
+    parts = [*args, *(p for s in state for p in (s if isinstance(s, tuple) else (s,)))]
+    return any(_was_read(p) for p in parts if isinstance(p, collections.abc.Iterator) and p is not iterator)
 
 
 def resolve_callable(spec: str, what: str) -> UserFunction:
