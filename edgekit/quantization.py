@@ -39,17 +39,15 @@ ENTROPY_QUANTIZED_BINS = 128
 
 
 class OrtReader:
-    """The one adapter to onnxruntime's CalibrationDataReader protocol, with the length and ranges its
-    CalibStridedMinMax option reads the data by."""
+    """The one adapter to onnxruntime's CalibrationDataReader protocol (its histogram calibrators read by it)."""
 
-    def __init__(self, feeds: Sequence, progress=None, step: int = 1):
-        self._feeds, self._step = feeds, step
+    def __init__(self, feeds: Sequence, progress=None):
+        self._feeds = feeds
         self._i, self._end = 0, len(feeds)
         self._progress = progress
 
     def __len__(self) -> int:
-        """A whole number of steps, as CalibStridedMinMax asks: the last step ends at the last sample (set_range)."""
-        return -(-len(self._feeds) // self._step) * self._step
+        return len(self._feeds)
 
     def get_next(self):
         if self._i >= self._end:
@@ -67,8 +65,8 @@ class OrtReader:
 
 
 def stride(samples: int, most: int = STRIDE) -> int:
-    """Samples per MinMax calibration step. Each step's activations are reduced to ranges and dropped, so memory
-    holds `stride` samples' reduced ranges, not all their intermediate tensors."""
+    """Samples per MinMax calibration step, as edgekit gave onnxruntime's calibrator (CalibStridedMinMax): a step's
+    ranges are NaN-ignoring minima and maxima over its samples, steps merged by Python's min and max."""
     return max(1, min(most, samples))
 
 
@@ -1147,24 +1145,137 @@ def _call(p: Plan, src: str, dest: str, feeds: Sequence, progress, cache: Path |
                          reduce_range=p.reduce_range, weight_type=weight_type, nodes_to_exclude=excluded,
                          extra_options={"MatMulConstBOnly": True})
         return
-    # Streamed in steps of `stride` samples (CalibStridedMinMax: MinMax merges its steps' ranges); without it
-    # onnxruntime keeps every sample's intermediate tensors until the end. Not CalibMaxIntermediateOutputs: in
-    # onnxruntime 1.32 it discards the collected ranges at each flush instead of merging them.
-    step = stride(len(feeds))
-    extra = {"CalibStridedMinMax": step, "TensorQuantOverrides": p.tensor_overrides}
+    extra = {"TensorQuantOverrides": p.tensor_overrides}
     if s.calibrate_method == "percentile":
         extra["CalibPercentile"] = s.percentile
     if s.activation_type in ("uint16", "int16") or s.weight_type in ("uint16", "int16"):
         extra["UseQDQContribOps"] = True
-    if s.calibrate_method != "minmax":  # ranges computed here, handed to quantize_static as its calibration cache
-        cache = cache or tmp / "ranges.json"
-        if not cache.is_file():  # a trial's cache (same method) is reused as is
-            save_tensors_data(histogram_ranges(src, op_types, feeds, s, tmp, progress), cache)
-    quantize_static(src, dest, OrtReader(feeds, progress, step), quant_format=getattr(QuantFormat, s.format),
+    # Ranges computed here, handed to quantize_static as its calibration cache: its own MinMax calibrator grows as
+    # nodes squared (4,000 Relus: 72 s) and runs the model with no time limit
+    cache = cache or tmp / "ranges.json"
+    if not cache.is_file():  # a trial's cache (same method) is reused as is
+        ranges = (minmax_ranges(src, op_types, feeds, tmp, progress) if s.calibrate_method == "minmax" else
+                  histogram_ranges(src, op_types, feeds, s, tmp, progress))
+        save_tensors_data(ranges, cache)
+    quantize_static(src, dest, None, quant_format=getattr(QuantFormat, s.format),
                     op_types_to_quantize=op_types, per_channel=s.per_channel, reduce_range=p.reduce_range,
                     activation_type=getattr(QuantType, QUANT_TYPES[s.activation_type]), weight_type=weight_type,
                     nodes_to_exclude=excluded, calibrate_method=getattr(CalibrationMethod, METHODS[s.calibrate_method]),
-                    extra_options=extra, calibration_cache_path=str(cache) if cache else None)
+                    extra_options=extra, calibration_cache_path=str(cache))
+
+
+def minmax_ranges(src: str, op_types: list[str] | None, feeds: Sequence, tmp: Path, progress=None):
+    """The ranges (onnxruntime's TensorsData) its MinMax calibrator gives quantize_static, fed in steps of `stride`
+    samples: the same tensors (its own select_tensors_to_calibrate), the same ReduceMin/ReduceMax, NaN-ignoring over
+    a step's samples (np.nanmin, as it does) and steps merged by Python's min and max (its merge_range). Built and
+    run in time linear in the nodes (onnxruntime's augment_graph searches the node list for each tensor: 4,000
+    Relus took 72 s), each run under the run limit (runtime.run); a step holds its samples' reduced values only.
+    Its session, like onnxruntime's calibrator's, is not memory-capped: the capped arena is shared with the run's
+    other sessions (runtime.memory_capped), and the samples ran capped before (runtime.run_calibration)."""
+    import warnings
+
+    import numpy as np
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import MinMaxCalibrater, TensorsData
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    if not feeds:
+        raise ValueError("no calibration samples")
+    op_types = op_types or list({*QLinearOpsRegistry, *QDQRegistry})  # what quantize_static calibrates
+    calibrator = MinMaxCalibrater(Path(src), op_types)  # the model read as it reads it (shapes inferred)
+    tensors, infos = calibrator.select_tensors_to_calibrate(calibrator.model)
+    if not tensors:
+        return TensorsData(CalibrationMethod.MinMax, {})
+    path, outputs, at = _reduced(calibrator.model, tensors, infos, tmp)
+    del calibrator
+    sess = _uncapped_session(path)
+    step, lowest, highest = stride(len(feeds)), None, None
+    for start in range(0, len(feeds), step):
+        got = [_run_reduced(sess, outputs, feed, start + i == len(feeds) - 1, progress)
+               for i, feed in enumerate(feeds[start:start + step])]
+        with warnings.catch_warnings():  # a tensor NaN in every sample of a step: NaN, as onnxruntime's
+            warnings.simplefilter("ignore", RuntimeWarning)
+            low = [np.nanmin([g[k] for g in got], axis=0) for k in range(0, len(outputs), 2)]
+            high = [np.nanmax([g[k] for g in got], axis=0) for k in range(1, len(outputs), 2)]
+        # merge_range's min(old, new): the new value only where it compares lower (a NaN kept is kept)
+        lowest = low if lowest is None else [np.where(n < o, n, o) for o, n in zip(lowest, low)]
+        highest = high if highest is None else [np.where(n > o, n, o) for o, n in zip(highest, high)]
+    return TensorsData(CalibrationMethod.MinMax, {name: (lowest[g][i:i + 1], highest[g][i:i + 1])
+                                                  for name, (g, i) in at.items()})
+
+
+def _reduced(model, tensors: set[str], infos: dict, tmp: Path) -> tuple[Path, list[str], dict]:
+    """This ModelProto (changed) with, after each tensor's producer, the ReduceMin/ReduceMax (keepdims) and
+    Reshape to [-1] onnxruntime's augment_graph adds, joined by a Concat per element type into the graph's only
+    outputs, [min, max] for each type; saved in `tmp`. Returns (its path, its outputs, where each tensor's value
+    is: (the type's index, the position in its outputs)), the tensors in `tensors`' order."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    names = {t for n in graph.node for t in (*n.input, *n.output)} | {v.name for v in (*graph.input, *graph.output)}
+    names |= {t.name for t in graph.initializer}
+    base = "edgekit_range"  # made longer than any of the model's names that start with it
+    prefix = base + "_" * max((len(name) - len(base) + 1 for name in names if name.startswith(base)), default=0)
+    types = sorted({infos[t].type.tensor_type.elem_type for t in tensors})
+    at, count = {}, dict.fromkeys(types, 0)
+    for t in tensors:
+        kind = infos[t].type.tensor_type.elem_type
+        at[t], count[kind] = (types.index(kind), count[kind]), count[kind] + 1
+    shape = f"{prefix}/shape"
+    graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), shape))
+    flat: dict[tuple, list[str]] = {(k, op): [""] * count[k] for k in types for op in ("ReduceMin", "ReduceMax")}
+
+    def reduce(t: str) -> list:
+        g, i = at[t]
+        made = []
+        for op in ("ReduceMin", "ReduceMax"):
+            out = f"{prefix}/{op}{g}_{i}"
+            made += [helper.make_node(op, [t], [out], name=out, keepdims=1),
+                     helper.make_node("Reshape", [out, shape], [f"{out}/flat"], name=f"{out}/flat")]
+            flat[types[g], op][i] = f"{out}/flat"
+        return made
+
+    order = [node for v in graph.input if v.name in at for node in reduce(v.name)]
+    for n in graph.node:  # each tensor reduced as soon as it is made: it need not live to the end
+        order += [n, *(node for t in n.output if t in at for node in reduce(t))]
+    outputs = []
+    del graph.output[:]
+    for g, k in enumerate(types):
+        for op in ("ReduceMin", "ReduceMax"):
+            outputs.append(f"{prefix}/{op}{g}")
+            order.append(helper.make_node("Concat", flat[k, op], [outputs[-1]], name=outputs[-1], axis=0))
+            graph.output.append(helper.make_tensor_value_info(outputs[-1], k, [count[k]]))
+    del graph.node[:]
+    graph.node.extend(order)
+    path = tmp / "ranges.onnx"
+    onnx.save(model, str(path))
+    return path, outputs, at
+
+
+def _uncapped_session(path: Path):
+    """A session as onnxruntime's calibrator makes one (no graph optimisation: a fused node's rounding would
+    change the tensors' values), with edgekit's threads and entries and no memory cap."""
+    import onnxruntime as ort
+
+    from . import runner
+    from .host import work_threads
+    from .runtime import ort_log_level, ort_path
+
+    opts = runner.options(work_threads(), None, ort_log_level())
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(ort_path(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _run_reduced(sess, outputs: list[str], feed: dict, last: bool, progress) -> list:
+    """One sample's reduced values, under the run limit; the arena's memory given back after the `last`."""
+    from .runtime import run
+
+    got = run(sess, outputs, feed, copy=False, give_back=last)
+    if progress:
+        progress(1)
+    return got
 
 
 def histogram_ranges(src: str, op_types: list[str] | None, feeds: Sequence, s: QuantSettings, tmp: Path,
@@ -1178,14 +1289,8 @@ def histogram_ranges(src: str, op_types: list[str] | None, feeds: Sequence, s: Q
     from onnxruntime.quantization.calibrate import create_calibrator
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
+    ranges = minmax_ranges(src, op_types, feeds, tmp)
     op_types = op_types or list({*QLinearOpsRegistry, *QDQRegistry})  # what quantize_static calibrates
-    minmax = create_calibrator(Path(src), op_types, str(tmp / "minmax.onnx"), CalibrationMethod.MinMax)
-    step, reader = stride(len(feeds)), OrtReader(feeds)
-    for start in range(0, len(feeds), step):  # as quantize_static's CalibStridedMinMax: ranges merged per step
-        reader.set_range(start, start + step)
-        minmax.collect_data(reader)
-    ranges = minmax.compute_data()
-    del minmax
     calibrator = create_calibrator(Path(src), op_types, str(tmp / "histogram.onnx"),
                                    getattr(CalibrationMethod, METHODS[s.calibrate_method]),
                                    extra_options=histogram_options(s))
