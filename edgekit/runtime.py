@@ -245,8 +245,9 @@ def stepper(sess):
 
 
 def run_calibration(path, feeds: list[dict[str, np.ndarray]], reuse: bool = False) -> None:
-    """Each calibration sample run under the run limit before onnxruntime's calibrator runs it: its runs take no
-    RunOptions, so none of them can be ended (a Loop sized by a sample's values hung there for good)."""
+    """Each calibration sample run under the run limit and the memory cap before calibration runs it uncapped
+    (quantization.minmax_ranges) and onnxruntime's histogram calibrators run it: their runs take no RunOptions, so
+    none of them can be ended (a Loop sized by a sample's values hung there for good)."""
     try:
         run_onnx(session(path, threads=host.work_threads(), reuse=reuse)[0], feeds, "the calibration data")
     except StageError as e:
