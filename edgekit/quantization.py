@@ -1256,7 +1256,8 @@ def _reduced(model, tensors: set[str], infos: dict, tmp: Path) -> tuple[Path, li
 
 def _uncapped_session(path: Path):
     """A session as onnxruntime's calibrator makes one (no graph optimisation: a fused node's rounding would
-    change the tensors' values), with edgekit's threads and entries and no memory cap."""
+    change the tensors' values), with edgekit's threads and entries and no memory cap. No memory pattern: its first
+    run's planning grows faster than the nodes (10,000 Relus reduced: 3.6 s, 0.07 s without; later runs alike)."""
     import onnxruntime as ort
 
     from . import runner
@@ -1265,6 +1266,7 @@ def _uncapped_session(path: Path):
 
     opts = runner.options(work_threads(), None, ort_log_level())
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.enable_mem_pattern = False
     return ort.InferenceSession(ort_path(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
