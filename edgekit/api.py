@@ -400,6 +400,9 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
             # the caller's line, past the two wrappers
             warnings.warn(in_python_terms(said), stacklevel=4)
         feeds = [] if qsettings.mode == "dynamic" else calib.load(calibration, specs, max_samples=qsettings.samples).feeds
+        if feeds and not (isinstance(calibration, str) and calibration == "random"):  # as an export warns of it
+            for said in calib.calibration_warnings(feeds[:qsettings.samples]):
+                warnings.warn(said, stacklevel=4)
         if feeds:  # calibration runs the model in-process, where a hostile graph's run cannot be stopped
             onnx_export.first_run(fp32, feeds[0], limit, raised_by="--step-timeout")
             run_calibration(fp32, feeds[1:qsettings.samples])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import filecmp
+import hashlib
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -88,6 +89,7 @@ class Dataset:
     joined: bool = False  # labels of items of different lengths, one per row and joined: not split by sample
     labels_aside: bool = False  # its items' labels were no class ids (a regression's targets, masks): not read
     files: dict = field(default_factory=dict)  # {(device, inode): path} of the files it was read from
+    held_out: bool = False  # the last samples of the calibration data (split), not data of its own
 
     def __len__(self) -> int:
         return len(self.feeds)
@@ -105,7 +107,7 @@ class Dataset:
         return (Dataset(self.origin, self.feeds[:cut], labels[0], self.random, files=self.files,
                         labels_aside=self.labels_aside),
                 Dataset(f"{self.origin} (held-out last {n_val})", self.feeds[cut:], labels[1], self.random,
-                        files=self.files, labels_aside=self.labels_aside))
+                        files=self.files, labels_aside=self.labels_aside, held_out=True))
 
     def unsplit(self, streaming: bool = False) -> str | None:
         """Why --auto's pick and its verdict share this validation data (SELECTED, JUDGED), None when they need not."""
@@ -120,7 +122,8 @@ class Dataset:
     def part(self, which: slice, what: str) -> Dataset:
         """The samples `which` picks (SELECTED, JUDGED), with their labels; `what`: said after the origin."""
         return Dataset(f"{self.origin} ({what})", self.feeds[which], None if self.labels is None else
-                       self.labels[which], self.random, labels_aside=self.labels_aside, files=self.files)
+                       self.labels[which], self.random, labels_aside=self.labels_aside, files=self.files,
+                       held_out=self.held_out)
 
     def read_by(self, files: dict) -> list[str]:
         """What this data was read from that `files` (another Dataset's) names too, or a copy of one side's only
@@ -600,17 +603,59 @@ OUTLIER_SAMPLE = 100.0  # a calibration sample whose peak |value| is this many t
 FEW_OUTLIER_SAMPLES = 8  # fewer have no percentile to stand out from
 
 
-def outlier_samples(feeds: Sequence[Mapping[str, np.ndarray]], streaming: bool = False) -> list[str]:
-    """Calibration samples whose float inputs peak far above nearly all others': one sample 10^4 times the rest set
-    every range it reached, int8 parity came out at cosine 0 under every method --auto tried, and nothing named it.
-    Against the 90th percentile, not the median: speech frames among twice as many quiet ones are no outlier.
-    `feeds`: those calibration reads, one at a time (`streaming`: steps picked across the sequences, whose
-    positions the user cannot map back, so they are counted, not numbered)."""
+def calibration_warnings(feeds: Sequence[Mapping[str, np.ndarray]], streaming: bool = False) -> list[str]:
+    """What is wrong with the calibration samples read, in one pass over `feeds` (a file's samples are read row by
+    row: each pass reads it again): samples that peak far above the rest (_outliers), or nearly all one sample
+    (repeated). `streaming`: steps picked across the sequences, whose positions the user cannot map back."""
     peaks: dict[str, list[float]] = {}
+    digests = []
     for feed in feeds:
+        digests.append(sample_digest(feed))
         for name, x in feed.items():
             if np.issubdtype(x.dtype, np.floating):
                 peaks.setdefault(name, []).append(float(np.abs(x).max(initial=0.0)))
+    return _outliers(peaks, streaming) + [said for said in [repeated(digests, "calibration")] if said]
+
+
+def sample_digest(feed: Mapping[str, np.ndarray]) -> bytes:
+    """A cheap fingerprint of one sample's bytes (its inputs' names, dtypes and shapes too): equal samples, equal
+    digests."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(feed):
+        x = np.ascontiguousarray(feed[name])
+        h.update(f"{name}|{x.dtype.str}|{x.shape}|".encode())
+        h.update(x.data if x.dtype != object else repr(x.tolist()).encode())
+    return h.digest()
+
+
+REPEATED = 4  # data whose distinct samples are at most 1 in this many is warned of (a loader repeating one batch)
+
+
+def repeated(digests: Sequence[bytes], role: str, held_out: bool = False) -> str | None:
+    """Said of data that is (nearly) one sample over and over: 64 all-zero calibration samples (a loader repeating
+    one batch) passed every gate without a word, and that int8 model scored cosine 0.55 and 30% top-1 agreement on
+    real digits. `held_out`: validation split from the calibration data, which then repeats as well."""
+    n, distinct = len(digests), len(set(digests))
+    if n < 2 or (distinct > 1 and distinct * REPEATED > n):
+        return None
+    head = f"{'CALIBRATED' if role == 'calibration' else 'VALIDATED'} ON {distinct} DISTINCT SAMPLE(S) OF {n}"
+    if role == "calibration":
+        return (f"{head}: the int8 ranges are set by those alone (a data loader repeating one batch? constant "
+                "inputs?); calibrate on varied real inputs")
+    if held_out:
+        return (f"{head}, HELD OUT OF CALIBRATION DATA THAT REPEATS THEM: PARITY AND ACCURACY FIGURES MEAN NOTHING "
+                "(the int8 model is judged on the very inputs its ranges were set by); give varied calibration data "
+                "and --validation data")
+    return (f"{head}: parity and accuracy figures are of those alone and do not stand for real inputs; validate on "
+            "varied held-out data")
+
+
+def _outliers(peaks: dict[str, list[float]], streaming: bool) -> list[str]:
+    """Calibration samples whose float inputs peak far above nearly all others': one sample 10^4 times the rest set
+    every range it reached, int8 parity came out at cosine 0 under every method --auto tried, and nothing named it.
+    Against the 90th percentile, not the median: speech frames among twice as many quiet ones are no outlier.
+    `peaks`: each float input's peak |x| per calibration sample, in order (`streaming`: steps picked across the
+    sequences, counted, not numbered)."""
     said = []
     for name, each in peaks.items():
         usual, top = float(np.percentile(each, 90)), int(np.argmax(each))

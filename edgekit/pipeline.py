@@ -850,7 +850,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
     if shared.task in (*parity.VALUE_TASKS, "other"):  # other: warned of, not kept float
         static = quantization.keep_narrow_outputs(static, prep.fp32, cal_feeds, shared.task, model)
     if not prep.cal.random:
-        static = dataclasses.replace(static, warnings=(*static.warnings, *calib.outlier_samples(
+        static = dataclasses.replace(static, warnings=(*static.warnings, *calib.calibration_warnings(
             cal_feeds, streaming=prep.rollout is not None)))
     if n_cal < static.settings.samples:  # the record is of what was used (it said 128 of a 10-sample file)
         why = f"samples {n_cal}: the calibration data holds {n_cal} of the {static.settings.samples} asked"

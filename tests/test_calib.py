@@ -260,15 +260,29 @@ def test_an_outlier_sample_stands_out_from_nearly_all_others_not_from_the_median
     """Speech frames among twice as many quiet ones were called one outlier sample, 386x the median."""
     rng = np.random.default_rng(0)
     frames = [{"audio": rng.normal(0, 1e-3 if i % 3 else 1.0, (1, 160)).astype(np.float32)} for i in range(60)]
-    assert calib.outlier_samples(frames) == []
+    assert calib.calibration_warnings(frames) == []
     frames[6]["audio"] = frames[6]["audio"] * 1e4
-    [said] = calib.outlier_samples(frames)
+    [said] = calib.calibration_warnings(frames)
     assert said.startswith("calibration sample 6 reaches |audio| ") and "the 90th percentile's" in said, said
     frames[9]["audio"] = frames[9]["audio"] * 1e4
-    [said] = calib.outlier_samples(frames, streaming=True)  # steps picked across sequences: counted
+    [said] = calib.calibration_warnings(frames, streaming=True)  # steps picked across sequences: counted
     assert said.startswith("2 of the 60 calibration steps reach |audio| "), said
     ids = [{"ids": np.full((1, 8), 10 ** i, np.int64)} for i in range(10)]  # token ids: not ranges
-    assert calib.outlier_samples(ids) == [] and calib.outlier_samples(frames[:7]) == []
+    assert calib.calibration_warnings(ids) == [] and calib.calibration_warnings(frames[:7]) == []
+
+
+def test_samples_repeated_are_counted_by_their_bytes():
+    """All-zero calibration data, or one batch repeated, passed without a word (a loader bug ships a useless model)."""
+    rng = np.random.default_rng(0)
+    varied = [{"x": rng.random((1, 4), dtype=np.float32)} for _ in range(64)]
+    assert calib.calibration_warnings(varied) == []
+    assert calib.calibration_warnings(varied[:8] * 8)[0].startswith("CALIBRATED ON 8 DISTINCT SAMPLE(S) OF 64: ")
+    assert calib.calibration_warnings(varied[:20] * 3) == []  # a third distinct: not one batch over and over
+    zeros = [{"x": np.zeros((1, 4), np.float32)}, {"x": np.zeros((1, 4), np.float32)}]
+    assert calib.calibration_warnings(zeros)[0].startswith("CALIBRATED ON 1 DISTINCT SAMPLE(S) OF 2")
+    # the same bytes as another dtype or shape, or under another name, are another sample
+    other = [{"x": np.zeros((1, 4), np.int32)}, {"x": np.zeros((4, 1), np.float32)}, {"y": np.zeros((1, 4))}]
+    assert len({calib.sample_digest(f) for f in zeros[:1] + other}) == 4
 
 
 def test_per_layer_error_one_sample_at_a_time_matches_onnxruntimes_all_at_once(wide_fp32, tmp_path):
