@@ -547,6 +547,14 @@ def bundled(name: str) -> Path | None:
     return path if TARGET_NAME.fullmatch(name) and not name.endswith(".toml") and path.is_file() else None
 
 
+def profile_label(target: Target) -> str:
+    """How a manifest names a target's profile: `bundled:NAME` for edgekit's own, `file:NAME.toml` for a user's file
+    (its sha256 beside it says which file). Never a path: edgekit's install folder (/home/alice/.venv/...) or the
+    user's leaked into the deliverable, and two installs' packages differed."""
+    own, path = bundled(target.name), Path(target.path)
+    return f"bundled:{target.name}" if own and path.resolve() == own.resolve() else f"file:{path.name}"
+
+
 def load_target(name_or_path: str) -> Target:
     """A bundled profile by name, or the user's own profile file by path."""
     path = bundled(name_or_path) or Path(name_or_path)

@@ -676,8 +676,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     details = {
         "edgekit_version": __version__,
         "checkable_by": CHECKABLE_BY,  # the oldest edgekit that can check the package
-        # where it was and what it held: a relative path meant nothing elsewhere, and a profile can loosen every gate
-        "target_profile": str(Path(target.path).resolve()),
+        # which profile and what it held (a profile can loosen every gate): no path, which leaked the user's folders
+        "target_profile": config.profile_label(target),
         "target_profile_sha256": package.sha256(Path(target.path)),
         "opset": qplan.opset,
         "model": {"source": shared.source, "weights": recipe.weights,

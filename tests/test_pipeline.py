@@ -868,12 +868,17 @@ def test_a_profile_under_a_bundled_name_that_loosens_its_gates_says_so(tmp_path,
         .replace("centred_sqnr_min_db = 22.0", "centred_sqnr_min_db = 0.0"))  # a _min_db read as a most
     monkeypatch.chdir(tmp_path)
     [m] = manifests(export(DIGITS / "edgekit.toml", "-t", "weak.toml", "--no-bench", "--out", tmp_path / "o"))
-    assert m["target"] == "desktop-x86" and m["target_profile"] == str(weak)
+    # by file name (and sha256), never a path: /home/alice/... leaked into the deliverable
+    assert m["target"] == "desktop-x86" and m["target_profile"] == "file:weak.toml"
     assert m["target_profile_sha256"] == sha256(weak)
     assert "profile weak.toml takes the bundled name desktop-x86 but loosens its gates: parity.quant_cosine_min -1 " \
            "(0.99), parity.centred_sqnr_min_db 0 (22), package.golden_tolerance 1 (0.02)" in m["warnings"]
     [m] = manifests(export(DIGITS / "edgekit.toml", "-t", "desktop-x86", "--no-bench", "--out", tmp_path / "b"))
     assert not any("loosens" in w for w in m["warnings"])
+    # a bundled profile by name: edgekit's install path made two installs' packages differ
+    assert m["target_profile"] == "bundled:desktop-x86", m["target_profile"]
+    assert m["target_profile_sha256"] == sha256(ROOT / "targets" / "desktop-x86.toml")
+    assert str(ROOT / "targets") not in (tmp_path / "b" / "desktop-x86" / "manifest.json").read_text()
     # android-arm64 made x86_64 (an x86 .ort shipped as its deliverable, timed as on the device) and without its
     # NNAPI coverage check: said nothing
     from edgekit import config
