@@ -23,6 +23,7 @@ class LoadedModel:
     module: object = None  # torch.nn.Module in eval mode
     onnx_path: Path | None = None
     program: object = None  # torch.export.ExportedProgram: exported as is, with the dynamo exporter
+    warnings: tuple[str, ...] = ()  # what loading found (training mode): logged, and each target's report has them
 
     @property
     def is_onnx(self) -> bool:
@@ -95,12 +96,14 @@ def _ready(module, source: str | None, weights: str | None, torch, trust_checkpo
         load_weights(module, weights, torch, trust_checkpoint)
     # said, not done silently: it computed otherwise as given. Not with weights: a fresh architecture (in training
     # mode as built) given a state dict is the documented way, and eval mode the only one that makes sense for it
+    said = ()
     if exporting and not weights and (changed := next(_by_mode(module, torch), None)):
         name, layer = changed
         does = "drops nothing" if isinstance(layer, torch.nn.modules.dropout._DropoutNd) else \
             "normalises with its running statistics"
-        log.warning("model %r is in training mode: edgekit runs it in eval mode, as it is deployed (its %s %r then "
-                    "%s)", source, type(layer).__name__, name, does)
+        said = (f"model {source!r} is in training mode: edgekit runs it in eval mode, as it is deployed (its "
+                f"{type(layer).__name__} {name!r} then {does})",)
+        log.warning("%s", said[0])  # and in the report's warnings: the log alone reached no manifest or CI job
     module.eval()
     for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
         if isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin):  # a Lazy layer never run
@@ -111,7 +114,7 @@ def _ready(module, source: str | None, weights: str | None, torch, trust_checkpo
                              "its weights first (module.to_empty(device='cpu') and a state dict)")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise InputError(f"model {source!r}: weight {name!r} holds NaN or Inf values")
-    return LoadedModel(source, module=module)
+    return LoadedModel(source, module=module, warnings=said)
 
 
 def _by_mode(module, torch):

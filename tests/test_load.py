@@ -110,10 +110,14 @@ def test_a_model_in_training_mode_is_said_to_be_exported_in_eval_mode(tmp_path, 
     """It was put in eval mode without a word: BatchNorm then computes otherwise than the module as given."""
     module = eval(NET, {"nn": torch.nn})
     with caplog.at_level(logging.WARNING, logger="edgekit"):
-        edgekit.export(module, inputs=["x:Nx3x16x16"], calibration="random", out=tmp_path / "o", no_bench=True)
+        report = edgekit.export(module, inputs=["x:Nx3x16x16"], calibration="random", out=tmp_path / "o",
+                                no_bench=True)
     assert module.training  # the caller's own, as it was
     said = [r.getMessage() for r in caplog.records if "training mode" in r.getMessage()]
     assert len(said) == 1 and "its BatchNorm2d '1' then normalises with its running statistics" in said[0], said
+    # in the report and the manifest too, as the tracer's warnings are: the log alone reached no CI job
+    assert said[0] in report.targets["desktop-x86"].warnings, report.targets["desktop-x86"].warnings
+    assert said[0] in json.loads((report.out / "desktop-x86" / "manifest.json").read_text())["warnings"]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="edgekit"):  # nothing differs in eval mode: nothing said
         edgekit.export(torch.nn.Conv2d(3, 4, 3), inputs=["x:Nx3x16x16"], calibration="random", out=tmp_path / "c",
