@@ -170,7 +170,7 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
         files = sorted(p for p in path.iterdir() if p.suffix in (".npz", ".npy"))
         if not files:
             raise InputError(f"{path}: no .npz or .npy files in this folder")
-        if labelled := [f.name for f in files if f.suffix == ".npy" and f.stem in LABEL_KEYS]:
+        if labelled := [f.name for f in files if f.suffix == ".npy" and f.stem in label_keys(specs)]:
             raise InputError(f"{path / labelled[0]}: a folder's .npy files are samples, and labels here would be "
                              "read as inputs: put each file's samples and labels in one .npz")
         for f in files:
@@ -313,7 +313,7 @@ def _read_file(path: Path, specs, max_bytes: int, max_samples: int | None = None
 def _from_arrays(origin: str, arrays: dict[str, np.ndarray | RowFile], specs, masks: bool = True) -> Dataset:
     """`masks`: load()'s; a grid per sample not read is set aside (said)."""
     labels, aside = None, False
-    if key := _label_key(origin, arrays):
+    if key := _label_key(origin, arrays, specs):
         found = arrays.pop(key)
         if found.ndim > 2 and not masks:
             origin, aside = _masks_aside(origin), True
@@ -358,9 +358,16 @@ def _masks_aside(origin: str) -> str:
     return f"{origin} (its labels set aside: masks)"
 
 
-def _label_key(origin: str, keys) -> str | None:
-    """Which of LABEL_KEYS holds the labels: one with both had `label` silently win."""
-    found = [k for k in LABEL_KEYS if k in keys]
+def label_keys(specs) -> tuple[str, ...]:
+    """The LABEL_KEYS that hold class labels for a model with these inputs: not one the model takes as an input
+    (`labels:N:int64`, a class-conditional model's, was read as class labels, so never fed: "missing ['labels']";
+    an .onnx input's name is not the user's to change)."""
+    return tuple(k for k in LABEL_KEYS if k not in {s.name for s in specs})
+
+
+def _label_key(origin: str, keys, specs) -> str | None:
+    """Which of label_keys holds the labels: one with both had `label` silently win."""
+    found = [k for k in label_keys(specs) if k in keys]
     if len(found) > 1:
         raise InputError(f"{origin}: has both {' and '.join(map(repr, found))}: keep the one that holds the labels")
     return found[0] if found else None
@@ -485,6 +492,9 @@ def _as_feed(origin: str, item, specs) -> tuple[Mapping, bool]:
         inputs = dict(zip((s.name for s in specs), arrays))
     if labels is None:
         return inputs, False
+    if not (key := next(iter(label_keys(specs)), None)):
+        raise InputError(f"{origin}: the model's inputs are named {' and '.join(LABEL_KEYS)}, so (inputs, labels) "
+                         "pairs have no name left for labels: give dicts of the inputs")
     ids = own_array(labels)
     if ids.dtype.kind not in "biuf" or ids.dtype.kind == "f" and not (
             np.isfinite(ids).all() and (ids == np.round(ids)).all()):
@@ -493,7 +503,7 @@ def _as_feed(origin: str, item, specs) -> tuple[Mapping, bool]:
     by_name = {s.name: s for s in specs}
     unbatched = all(k in by_name and _item_batch_axis(by_name[k], np.ndim(v) + 1) is not None
                     for k, v in inputs.items())
-    return {**inputs, "labels": ids[None] if unbatched and ids.ndim >= 2 else ids}, False
+    return {**inputs, key: ids[None] if unbatched and ids.ndim >= 2 else ids}, False
 
 
 def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BYTES,
@@ -519,7 +529,7 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
                 log.warning("%s: item %d's labels are no class ids (not whole numbers, or a grid per sample): set "
                             "aside (accuracy is not measured on them; calibration needs none)", origin, i)
                 origin = f"{origin} (its labels set aside: no class ids)"  # the report's data label says so too
-            key = _label_key(f"{origin} item {i}", item)
+            key = _label_key(f"{origin} item {i}", item, specs)
             label = item.pop(key) if key else None
             # copies: a generator that refills one buffer made every sample its last (accuracy 11%, passed)
             arrays = {k: own_array(v) for k, v in item.items()}
@@ -538,9 +548,9 @@ def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BY
                 if label.ndim > 2 and not masks:  # a grid per sample, unread
                     origin, aside = (origin, aside) if aside else (_masks_aside(origin), True)
                 else:
-                    stacked["labels"] = own_array(label)
+                    stacked[key] = own_array(label)
             # labels too: a uint16 depth map per sample held as int64 ids (512 x 480 x 640: 1.26 GB) was not counted
-            held += sum(v.size * 8 if k == "labels" else v.nbytes for k, v in stacked.items())
+            held += sum(v.size * 8 if k == key else v.nbytes for k, v in stacked.items())
             if held > max_bytes:
                 raise InputError(f"{origin}: its first {i + 1} items hold more than {max_bytes} bytes "
                                  "(--max-data-bytes)")

@@ -1168,3 +1168,26 @@ def test_minmax_calibration_runs_end_at_the_run_limit(tmp_path):
     plan = quantize.plan(loop, load_target("desktop-x86").quantize, set())
     with runs_limited(2), pytest.raises(StageError, match="a run of the model took longer than 2 s"):
         quantize.quantize(loop, tmp_path / "int8.onnx", plan, [{"x": np.ones((1, 4), np.float32)}])
+
+
+def test_an_input_named_labels_is_fed_and_label_then_holds_the_class_labels(tmp_path):
+    """`inputs=["x:Nx64", "labels:N:int64"]` (a class-conditional model's) could not be fed: `labels` was always read
+    as class labels ("missing ['labels'], unexpected none"), and an .onnx input's name is not the user's to change."""
+    specs = (InputSpec.parse("x:Nx4"), InputSpec.parse("labels:N:int64"))
+    rng = np.random.default_rng(0)
+    x, cond, ids = rng.random((6, 4), dtype=np.float32), np.arange(6) % 3, np.arange(6) % 2
+    np.savez(tmp_path / "d.npz", x=x, labels=cond, label=ids)
+    items = [{"x": x[i:i + 1], "labels": cond[i:i + 1], "label": ids[i:i + 1]} for i in range(6)]
+    pairs = [({"x": x[i:i + 1], "labels": cond[i:i + 1]}, ids[i:i + 1]) for i in range(6)]  # (inputs, labels)
+    for source in (tmp_path / "d.npz", {"x": x, "labels": cond, "label": ids}, items, pairs):
+        ds = calib.load(source, specs)
+        assert [int(f["labels"][0]) for f in ds.feeds] == cond.tolist() and ds.labels.tolist() == ids.tolist()
+    folder = tmp_path / "f"
+    folder.mkdir()
+    np.save(folder / "labels.npy", cond)  # one input's samples: the model has one input, named labels
+    assert [int(f["labels"][0]) for f in calib.load(folder, specs[1:]).feeds] == cond.tolist()
+    with pytest.raises(InputError, match="a folder's .npy files are samples"):  # a model without that input
+        calib.load(folder, (InputSpec.parse("labels2:N:int64"),))
+    both = (InputSpec.parse("labels:N"), InputSpec.parse("label:N"))
+    with pytest.raises(InputError, match="so .inputs, labels. pairs have no name left for labels: give dicts"):
+        calib.load([((np.zeros(1, np.float32), np.zeros(1, np.float32)), np.zeros(1))], both)
