@@ -794,6 +794,28 @@ def test_calibration_data_that_repeats_one_sample_is_warned_of_loudly(tmp_path):
         edgekit.quantize(report.out / "desktop-x86" / "model.onnx", real, out=tmp_path / "r.onnx")
 
 
+class _Conditional(torch.nn.Module):  # a class-conditional model: its second input is named labels
+    def __init__(self):
+        super().__init__()
+        self.embed, self.head = torch.nn.Embedding(10, 64), torch.nn.Linear(64, 10)
+
+    def forward(self, x, labels):
+        return self.head(x + self.embed(labels))
+
+
+def test_a_model_input_named_labels_is_fed(tmp_path):
+    """`inputs=["x:Nx64", "labels:N:int64"]` failed with "missing ['labels'], unexpected none": the key was always read
+    as class labels. It is the model's input; `label` then holds the class labels, scored as accuracy."""
+    rng = np.random.default_rng(0)
+    data = [{"x": rng.random((1, 64), dtype=np.float32), "labels": np.array([i % 10]), "label": np.array([i % 3])}
+            for i in range(64)]
+    torch.manual_seed(0)
+    report = edgekit.export(_Conditional().eval(), inputs=["x:Nx64", "labels:N:int64"], calibration=data,
+                            no_bench=True, out=tmp_path / "o")
+    assert report.exit_code == 0, report.failed_gates()
+    assert report.targets["desktop-x86"].accuracy.samples == 16  # the held-out `label`s scored
+
+
 def test_a_detection_heads_confidences_keep_their_own_scale(tmp_path):
     """A Concat of [xy in pixels, wh, sigmoid(conf), sigmoid(cls)] returned through Reshape/Transpose: static QDQ
     rounded its output at the union range (one scale, ~0.5), so the scores took a few values and many
