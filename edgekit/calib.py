@@ -641,6 +641,12 @@ def sample_digest(feed: Mapping[str, np.ndarray]) -> bytes:
 REPEATED = 4  # data whose distinct samples are at most 1 in this many is warned of (a loader repeating one batch)
 
 
+def validation_repeats(val: Dataset) -> tuple[str, ...]:
+    """repeated() of the validation data, read once for the run (every target's figures are of it)."""
+    said = None if val.random else repeated([sample_digest(f) for f in val.feeds], "validation", val.held_out)
+    return (said,) if said else ()
+
+
 def repeated(digests: Sequence[bytes], role: str, held_out: bool = False) -> str | None:
     """Said of data that is (nearly) one sample over and over: 64 all-zero calibration samples (a loader repeating
     one batch) passed every gate without a word, and that int8 model scored cosine 0.55 and 30% top-1 agreement on

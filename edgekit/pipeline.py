@@ -54,7 +54,7 @@ class Shared:
     compression: dict | None  # params, MACs and accuracy before/after pruning and distillation
     emulator: emulator.Emulator | None = None  # ARM targets' int8 outputs from real aarch64 kernels (--emulate)
     device: Device | None = None  # a device over SSH: its kind of targets' latency and check run there
-    loaded: tuple[str, ...] = ()  # what loading the model warned of (load.LoadedModel.warnings)
+    said: tuple[str, ...] = ()  # the run's own warnings, in each target's: loading the model's, the data's
 
     @property
     def task(self) -> str:
@@ -181,7 +181,7 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
         with outdir.staging(out, names, recipe.force) as stage:
             torch_val = _torch_outputs(recipe, loaded, inputs, val, init)
             shared = Shared(recipe, loaded.source, inputs, pinned, defaults, init, cal, val, torch_val, stage, progress,
-                            compression, emulated, device, loaded.warnings)
+                            compression, emulated, device, loaded.warnings + calib.validation_repeats(val))
             prepared: dict[int, Prepared] = {}
             reports = {}
             for target in targets:
@@ -720,7 +720,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     warnings = (verdict.warnings(cal, val, {"export": prep.export_parity, "quantization": quant_parity}, latency,
                                  int8, providers, threads, qplan.settings, recipe.task,
                                  one_thread[0] if one_thread else None, kept)
-                + list(shared.loaded) + list(prep.traced) + verdict.kernel_warnings(packaged) + fixed_warnings
+                + list(shared.said) + list(prep.traced) + verdict.kernel_warnings(packaged) + fixed_warnings
                 + verdict.coverage_warnings(packaged.get("mobile_coverage"))
                 + verdict.provider_warnings(target, int8_sess.get_providers()) + list(qplan.warnings)
                 + verdict.override_warnings(target, overridden) + _compression_warnings(shared.compression)

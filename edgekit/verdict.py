@@ -1,7 +1,7 @@
 """One target's verdict: its gates from the measured figures and profile, and the warnings that explain them."""
 from __future__ import annotations
 
-from . import bench, calib, host, mobile, parity
+from . import bench, host, mobile, parity
 from .config import Target
 from .parity import Accuracy, Gate, StageParity
 from .reports import LatencyReport
@@ -148,9 +148,6 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads, settin
         if data is not None and not data.random and len(data) < FEW_SAMPLES:
             said.append(f"{role} data has {len(data)} sample(s): {what} from so few do not stand for real inputs "
                         f"(give at least {FEW_SAMPLES})")
-    if not val.random and (said_of_val := calib.repeated([calib.sample_digest(f) for f in val.feeds], "validation",
-                                                          val.held_out)):
-        said.append(said_of_val)
     if val.labels_aside and parity.labels_are_classes(task):  # said when read and in the data label; CI reads these
         said.append("validation data's labels are no class ids (not whole numbers, or a grid per sample): set aside, "
                     "so accuracy is neither measured nor gated")
