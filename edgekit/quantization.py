@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .config import QuantSettings, dynamic_types
 from .progress import quiet
-from .errors import InputError, StageError, UsageError, first_line, too_long
+from .errors import InputError, StageError, UsageError, first_line
 from .onnx_export import ai_onnx_opset, parsed, sort_nodes, subgraphs
 
 log = logging.getLogger("edgekit")
@@ -1096,7 +1096,7 @@ def quantize(src: Path, dest: Path, p: Plan, feeds: Sequence, progress=None, cac
                     onnx.save(model, str(src))
                     p = dataclasses.replace(p, settings=dataclasses.replace(
                         p.settings, exclude_nodes=(*p.settings.exclude_nodes, *added)))
-            _interrupted(_call, p, str(src), str(dest), feeds, progress, cache, Path(tmp))
+            _call(p, str(src), str(dest), feeds, progress, cache, Path(tmp))
             if not (did or p.padded_convs or p.control_flow):
                 return dest  # the int8 model as onnxruntime wrote it, not parsed again
             model = onnx.load(str(dest))
@@ -1116,19 +1116,6 @@ def quantize(src: Path, dest: Path, p: Plan, feeds: Sequence, progress=None, cac
 
         raise run_error(f"{type(e).__name__}: {first_line(e)}", "quantization", "the calibration data") from e
     return dest
-
-
-def _interrupted(fn, *args) -> None:
-    """fn(*args) ended at the step's time limit: onnxruntime's quantizer is Python running in this process (no child
-    to kill) and quadratic in nodes (a chain of 100,000 Relus ran for hours)."""
-    from . import deadlines
-    from .runtime import run_limit
-
-    seconds, raised_by = run_limit()
-    try:
-        deadlines.interrupted(seconds, fn, *args)
-    except deadlines.Expired:
-        raise StageError("quantization", too_long(seconds, raised_by)) from None
 
 
 def _call(p: Plan, src: str, dest: str, feeds: Sequence, progress, cache: Path | None, tmp: Path) -> None:

@@ -42,10 +42,8 @@ def memory_capped() -> dict[str, str]:
     Initializers are not counted, only what runs allocate. Registering again serves the sessions made after it."""
     import onnxruntime as ort
 
-    from . import deadlines
-
     limit = host.run_memory()
-    with deadlines.shielded(), _ARENA_LOCK:  # two threads may export at once; quantization may be interrupted
+    with _ARENA_LOCK:  # two threads may export at once
         if _ARENA_BYTES[0] != limit:
             info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
             ort.create_and_register_allocator(info, ort.OrtArenaCfg({"max_mem": limit, "arena_extend_strategy": 1}))
