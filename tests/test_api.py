@@ -984,6 +984,16 @@ def test_export_leaves_the_working_folder_to_the_callers_other_threads(tmp_path,
     assert len((tmp_path / "metrics.log").read_text().splitlines()) == len(seen) > 10
 
 
+def test_an_export_under_a_profiler_ends(tmp_path):
+    """Profiled (cProfile, sys.setprofile), an export with a quantizer interrupted through PyThreadState_SetAsyncExc
+    spun for good: clearing a sent exception with NULL leaves CPython 3.11's eval breaker set. Run in a new Python
+    (a hang ends at the timeout), its figures as without the profiler."""
+    run = _script(tmp_path, "import cProfile\nprofiler = cProfile.Profile()\nprofiler.enable()\n"
+                  "report = edgekit.export(MODEL, out=f'{OUT}/a', **KW)\nprofiler.disable()\n"
+                  "print('passed', report.passed)\n")
+    assert run.returncode == 0 and run.stdout.splitlines()[-1] == "passed True", run.stdout + run.stderr[-2000:]
+
+
 def test_a_deleted_working_folder_is_no_working_folder_needed_or_a_usage_error(tmp_path):
     """From a working folder deleted under the process, export of a module raised FileNotFoundError (the chdir
     back into it), and prune a bare FileNotFoundError from torch's import of its compiler, which reads the
