@@ -629,9 +629,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         outputs = onnx_export.io_specs(model)[1]
     given = target_settings(target, recipe.quantize)
     qplan, state_nodes, norm = _plan(recipe, model, given, target, prep.given_opset)
-    if residuals.wanted(target.runtime.providers, target.package.ort_format, qplan.attention,
-                        qplan.settings.op_types) and (sums := residuals.as_sums(model)):
-        qplan = dataclasses.replace(qplan, reasons=(*qplan.reasons, residuals.why(sums)))
+    sums = residuals.as_sums(model) if residuals.wanted(target.runtime.providers, target.package.ort_format,
+                                                         qplan.attention, qplan.settings.op_types) else 0
     onnx_export.save_shipped(model, fp32)
     if fixed:
         onnx_export.check(fp32)
@@ -643,6 +642,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     exact = target.runtime.arch != "x86_64"
     qplan, n_cal, tuning, chosen_rows, judged = _quantize(shared, target, qplan, prep, model, fp32, int8, exact,
                                                           _static_fallback(recipe, model, given, target, qplan))
+    if sums:  # whichever plan --auto kept: the shipped graphs have them
+        qplan = dataclasses.replace(qplan, reasons=(*qplan.reasons, residuals.why(sums)))
     quantized = onnx_export.parsed(int8)
     qplan = dataclasses.replace(qplan, applied=(*quantization.done(quantized), *(
         f"output {out!r} passes input {given!r} through: kept exact (it was rounded to 8 bits)"

@@ -28,7 +28,8 @@ METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Where", "Cast", "Reshape", "Transpose"}
 # A channel whose calibrated |max| is this many times the median channel's is an outlier (matmul-static scheme).
 OUTLIER_RATIO = 4.0
-# Samples whose intermediate tensors calibration holds at once (onnxruntime's own default keeps every sample's).
+# Samples per MinMax step, whose reduced ranges calibration holds at once (onnxruntime's calibrator kept every
+# sample's intermediate tensors by default).
 STRIDE = 16
 # Entropy's histogram bins per tensor, over [-max|x|, max|x|]. onnxruntime's default, 128, equals its 128 quantized
 # bins: the KL search has one candidate, the whole range, and Entropy is MinMax. The search tries thresholds from
@@ -60,13 +61,10 @@ class OrtReader:
     def set_range(self, start_index: int, end_index: int) -> None:
         self._i, self._end = start_index, min(end_index, len(self._feeds))
 
-    def rewind(self):
-        self._i, self._end = 0, len(self._feeds)
-
 
 def stride(samples: int, most: int = STRIDE) -> int:
-    """Samples per MinMax calibration step, as edgekit gave onnxruntime's calibrator (CalibStridedMinMax): a step's
-    ranges are NaN-ignoring minima and maxima over its samples, steps merged by Python's min and max."""
+    """Samples per MinMax calibration step (minmax_ranges; onnxruntime's CalibStridedMinMax, as edgekit ran it
+    before): a step's ranges are NaN-ignoring minima and maxima over its samples, steps merged by min and max."""
     return max(1, min(most, samples))
 
 
@@ -659,7 +657,8 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
     reasons += [unpadded] * bool(unpadded)
     if rows := row_biases(model, settings):
         reasons.append(f"Gemm bias {', '.join(rows)}: one row [1, N], quantized as the vector [N] it broadcasts as "
-                       "(exact): onnxruntime's per-channel quantizer reads a bias by output channel")
+                       "(exact): onnxruntime's per-channel quantizer (or --auto's per-channel trial) reads a bias by "
+                       "output channel")
     return Plan(settings, reduce, attention, tuple(reasons), opset, split, half, warnings=tuple(warnings),
                 padded_convs=padded, control_flow=any(True for n in model.graph.node for _ in subgraphs(n)),
                 row_biases=rows)
@@ -821,15 +820,18 @@ def fold_half_casts(model) -> int:
 
 def row_biases(model, settings: QuantSettings) -> tuple[str, ...]:
     """Gemm biases given as one row [1, N] (onnxruntime's pre-processing makes a Gemm of a MatMul + Add of a [1, N]
-    constant), read by Gemms alone: onnxruntime's static per-channel quantizer indexes a bias by output channel and
-    failed on a row ("The truth value of an array with more than one element is ambiguous", exit 4)."""
-    if settings.mode != "static" or not settings.per_channel:
+    constant), read as a Gemm's bias alone: onnxruntime's static per-channel quantizer indexes a bias by output
+    channel and failed on a row ("The truth value of an array with more than one element is ambiguous", exit 4).
+    For any static plan: --auto's trials try per-channel from a per-tensor plan, and the vector is exact either way."""
+    from .onnx_export import all_nodes
+
+    if settings.mode != "static":
         return ()
     graph = model.graph
     rows = {t.name for t in graph.initializer if len(t.dims) == 2 and t.dims[0] == 1}
-    gemm_biases = {n.input[2] for n in graph.node if n.op_type == "Gemm" and n.input[2:3] and n.input[2] in rows}
-    others = {i for n in graph.node if n.op_type != "Gemm" for i in n.input} | {o.name for o in graph.output}
-    return tuple(sorted(gemm_biases - others))
+    biases = {n.input[2] for n in graph.node if n.op_type == "Gemm" and n.input[2:3] and n.input[2] in rows}
+    others = {i for n in all_nodes(graph) for k, i in enumerate(n.input) if n.op_type != "Gemm" or k != 2}
+    return tuple(sorted(biases - others - {o.name for o in graph.output}))
 
 
 def flatten_rows(model, names: Sequence[str]) -> None:
@@ -1243,7 +1245,8 @@ def _reduced(model, tensors: set[str], infos: dict, tmp: Path) -> tuple[Path, li
 
 def _uncapped_session(path: Path):
     """A session as onnxruntime's calibrator makes one (no graph optimisation: a fused node's rounding would
-    change the tensors' values), with edgekit's threads and entries and no memory cap. No memory pattern: its first
+    change the tensors' values), with edgekit's threads and entries (denormals flushed: a range differs from its
+    calibrator's only where a tensor's extreme is a denormal) and no memory cap. No memory pattern: its first
     run's planning grows faster than the nodes (10,000 Relus reduced: 3.6 s, 0.07 s without; later runs alike)."""
     import onnxruntime as ort
 

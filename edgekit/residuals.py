@@ -17,17 +17,22 @@ def wanted(providers, ort_format: bool, attention: bool, op_types) -> bool:
 
 
 def as_sums(model) -> int:
-    """Write each Add whose only reader is a LayerNormalization as Sum, in place; how many."""
+    """Write each residual Add (two computed tensors, not a bias) whose only reader is a LayerNormalization as Sum, in
+    place; how many."""
+    from .onnx_export import all_nodes
+
     graph = model.graph
     readers: dict[str, list] = {}
-    for node in graph.node:
+    for node in all_nodes(graph):
         for name in node.input:
-            readers.setdefault(name, []).append(node)
+            readers.setdefault(name, []).append(node.op_type)
+    constants = {t.name for t in graph.initializer}
+    constants |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
     outputs = {o.name for o in graph.output}
     count = 0
     for node in graph.node:
-        if node.op_type == "Add" and node.domain in ("", "ai.onnx") and node.output[0] not in outputs and [
-                r.op_type for r in readers.get(node.output[0], [])] == ["LayerNormalization"]:
+        if (node.op_type == "Add" and node.domain in ("", "ai.onnx") and not constants & set(node.input)
+                and node.output[0] not in outputs and readers.get(node.output[0]) == ["LayerNormalization"]):
             node.op_type = "Sum"
             count += 1
     return count

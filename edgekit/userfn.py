@@ -81,7 +81,8 @@ def _one_shot(result) -> bool:
 
 def _first_read(iterator) -> bool:
     """True the first time edgekit is handed this iterator, marking it read; one taking no weakref (Python's own:
-    iter(list), map, zip) is told by its state instead: holding it pinned its data for the life of the process."""
+    iter(list), map, zip) is told by its state instead (holding it pinned its data for the life of the process), and
+    by the iterators it reads that take one (a map over a user's iterator), marked read in its place."""
     with _READ_LOCK:
         try:
             if iterator in _READ_WEAKLY:
@@ -89,14 +90,20 @@ def _first_read(iterator) -> bool:
             _READ_WEAKLY.add(iterator)
             return True
         except TypeError:
-            return not _was_read(iterator)
+            inner: list = []
+            if _was_read(iterator, inner) or any(p in _READ_WEAKLY for p in inner):
+                return False
+            for p in inner:
+                _READ_WEAKLY.add(p)
+            return True
 
 
-def _was_read(iterator) -> bool:
+def _was_read(iterator, inner: list) -> bool:
     """Whether one of Python's iterators was read from, by the state it pickles: a sequence's iterator its place
     past the start, a map, zip, islice, cycle or chain that of an iterator it reads (a generator's own state). One
     whose state says nothing (a dict's, iter(fn, end), any on a Python without itertools' pickling) is unread, as is
-    one read to its end (it gives no items, which is said anyway)."""
+    one read to its end (it gives no items, which is said anyway). The iterators it reads that take a weakref are
+    added to `inner`."""
     if inspect.isgenerator(iterator):
         return inspect.getgeneratorstate(iterator) != inspect.GEN_CREATED
     with warnings.catch_warnings():
@@ -107,8 +114,15 @@ def _was_read(iterator) -> bool:
             return False
     if made is iter and state and isinstance(state[0], int):
         return state[0] > 0
-    parts = [*args, *(p for s in state for p in (s if isinstance(s, tuple) else (s,)))]
-    return any(_was_read(p) for p in parts if isinstance(p, collections.abc.Iterator) and p is not iterator)
+    parts = [p for p in (*args, *(p for s in state for p in (s if isinstance(s, tuple) else (s,))))
+             if isinstance(p, collections.abc.Iterator) and p is not iterator]
+    for p in parts:
+        try:
+            weakref.ref(p)
+            inner.append(p)
+        except TypeError:
+            pass
+    return any(_was_read(p, inner) for p in parts)
 
 
 def resolve_callable(spec: str, what: str) -> UserFunction:

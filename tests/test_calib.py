@@ -749,7 +749,19 @@ def test_a_one_shot_iterator_read_before_is_refused():
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(
         np.concatenate([i["x"] for i in items]))), batch_size=8)
     pairs = map(lambda pair: pair[0], zip(items, items))  # told by the zip's iterators' places
-    for iterator in (iter(items), map(dict, items), pairs, iter(loader)):  # the last takes a weakref, the others none
+
+    class Once:  # a user's one-way iterator: a map over it is told by it, marked read in the map's place
+        def __init__(self):
+            self.left = iter(items)
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            return next(self.left)
+
+    for iterator in (iter(items), map(dict, items), pairs, map(dict, Once()),
+                     iter(loader)):  # the last takes a weakref, the others none
         assert len(calib.load(iterator, VECTOR, max_samples=128)) == 128
         with pytest.raises(InputError, match=rf"an iterator \({type(iterator).__name__}\) that was already read from "
                                              r".* give the iterable itself \(a DataLoader, a list\) or a function"):

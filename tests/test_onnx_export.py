@@ -368,6 +368,12 @@ def test_a_matmul_with_a_one_row_constant_bias_quantizes_per_channel(tmp_path):
                    for p in (tmp_path / "m.onnx", out / "desktop-x86" / "model.int8.onnx"))
     assert int8.shape == given.shape == (1, 16)
     assert np.corrcoef(given.ravel(), int8.ravel())[0, 1] > 0.99
+    # a per-tensor plan too: --auto's per-channel trial keeps its plan's edits, and failed the same way
+    from edgekit import config, quantization
+    shipped = onnx.load(out / "desktop-x86" / "model.onnx")
+    assert quantization.plan(shipped, config.QuantSettings(per_channel=False), set()).row_biases == ("b",)
+    shipped.graph.node.append(helper.make_node("Gemm", ["b", "b"], ["again"], transB=1))  # also read as A: kept
+    assert quantization.plan(shipped, config.QuantSettings(), set()).row_biases == ()
 
 
 def test_pre_processing_leaves_nothing_in_the_working_folder_and_stays_in_it(tmp_path, monkeypatch):
@@ -397,3 +403,19 @@ def test_pre_processing_leaves_nothing_in_the_working_folder_and_stays_in_it(tmp
     assert note.startswith("symbolic shape inference failed (Incomplete symbolic shape inference)"), note
     assert seen == {str(tmp_path / "cwd")} and not list((tmp_path / "cwd").iterdir())
     assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == ["m.onnx", "p.onnx"]
+
+
+def test_symbolic_shape_inference_runs_on_a_graph_it_can_infer(tmp_path):
+    """Pre-processing runs onnxruntime's symbolic shape inference through its private steps (to keep its dump out of
+    the working folder): renamed in an onnxruntime upgrade, every model would be said to skip it. Here it runs."""
+    from onnx import TensorProto, helper
+
+    from edgekit.onnx_export import preprocess_in_child
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Transpose", ["r"], ["y"], perm=[1, 0])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]), opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    assert preprocess_in_child(str(tmp_path / "m.onnx"), str(tmp_path / "p.onnx")) == ""
+    [y] = onnx.load(str(tmp_path / "p.onnx")).graph.output
+    assert [d.dim_param or d.dim_value for d in y.type.tensor_type.shape.dim] == [4, "N"]
