@@ -849,8 +849,11 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
     cal_feeds = _calibration_feeds(prep, static.settings.samples)
     n_cal = len(cal_feeds)
     _bounded_calibration(prep, cal_feeds)
+    work = shared.stage / ".work" / f"quantize-{target.name}"  # calibration cache and trials
+    work.mkdir(parents=True)
     if shared.task in (*parity.VALUE_TASKS, "other"):  # other: warned of, not kept float
-        static = quantization.keep_narrow_outputs(static, prep.fp32, cal_feeds, shared.task, model)
+        static = quantization.keep_narrow_outputs(static, prep.fp32, cal_feeds, shared.task, model,
+                                                  quantization.cache_path(work, static.settings))
     if not prep.cal.random:
         static = dataclasses.replace(static, warnings=(*static.warnings, *calib.calibration_warnings(
             cal_feeds, streaming=prep.rollout is not None)))
@@ -862,8 +865,6 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
     settings = qplan.settings
     tuning = chosen_rows = None
     judged = slice(None)
-    work = shared.stage / ".work" / f"quantize-{target.name}"  # calibration cache and trials
-    work.mkdir(parents=True)
     if settings.auto:
         threads = min(target.runtime.threads, host.usable_cores())  # as the latency table caps them
         shared_why = prep.val.unsplit(streaming=prep.rollout is not None)
@@ -906,8 +907,9 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
                   "seconds": round(seconds, 3), "validation_split": _split_record(len(prep.val), shared_why)}
     else:
         with bar(f"calibrating {target.name}", n_cal, shared.progress) as advance:
+            cache = quantization.cache_path(work, settings)  # keep_narrow_outputs' or --precision latency's
             quantization.quantize(fp32, int8, qplan, cal_feeds, advance,
-                                  quantization.cache_path(work, settings) if settings.precision == "latency" else None)
+                                  cache if settings.precision == "latency" or cache.is_file() else None)
     if settings.precision == "latency":  # from the plan --auto chose, or the target's
         timed = _precision_timer(shared, target, prep.val.feeds[0]) if settings.mode == "static" else \
             DYNAMIC_UNSEARCHED  # --auto chose the dynamic default over its static fallback

@@ -12,7 +12,7 @@ import math
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -437,28 +437,44 @@ def low_levels(ranges: dict | None, counts, steps: int) -> float | None:
     return 2 ** ((at + 0.5) / _BINS_PER_OCTAVE + _LOWEST_OCTAVE) / step
 
 
-def _output_ranges(path, names: list[str], feeds: Sequence) -> list[tuple[dict | None, object]]:
+def _output_ranges(path, names: list[str], feeds: Sequence, p: Plan, cache: Path | None
+                   ) -> list[tuple[dict | None, object]]:
     """The float model's fold_ranges and fold_magnitudes of these outputs over the feeds (one pair per output), run
-    feed by feed."""
+    feed by feed. With a `cache` that quantize() will read (a MinMax plan on the float model as it is), the same
+    runs also make its ranges (minmax_ranges), saved there: calibration then needs no pass of its own (a target's
+    model.onnx differs from `path` by metadata, fixed shapes or residual Sums, none of which moves a tensor)."""
     from .host import work_threads
     from .runtime import run, session
 
-    sess = session(path, threads=work_threads(), reuse=True)[0]  # the run's own float session
     folded = [(None, None)] * len(names)
-    for i, feed in enumerate(feeds):
-        got = run(sess, names, feed, give_back=i == len(feeds) - 1)
+
+    def fold(got) -> None:
+        nonlocal folded
         folded = [(r := fold_ranges(r0, v), fold_magnitudes(c, v, r)) for (r0, c), v in zip(folded, got)]
+
+    s = p.settings
+    if cache is not None and s.calibrate_method == "minmax" and not (p.split_outliers or p.half_weights):
+        from onnxruntime.quantization.calibrate import save_tensors_data
+
+        with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
+            save_tensors_data(minmax_ranges(str(path), list(s.op_types) or None, feeds, Path(tmp),
+                                            seen=(names, fold)), cache)
+        return folded
+    sess = session(path, threads=work_threads(), reuse=True)[0]  # the run's own float session
+    for i, feed in enumerate(feeds):
+        fold(run(sess, names, feed, give_back=i == len(feeds) - 1))
     return folded
 
 
-def keep_narrow_outputs(p: Plan, path, feeds: Sequence, task: str = "regress", model=None) -> Plan:
+def keep_narrow_outputs(p: Plan, path, feeds: Sequence, task: str = "regress", model=None,
+                        cache: Path | None = None) -> Plan:
     """A graph output whose whole-tensor quantization gives some channel fewer than OUTPUT_LEVELS steps over that
     channel's spread on the calibration data keeps its producing nodes float (output_chains): onnxruntime's range
     of an output spans every channel and 0, so a logit beside pixel boxes, or a value of 300 +- 3, kept a few
     values while cosine and SQNR, ruled by the large ones, passed. So does a regress output of one sign whose low
     values lie within LOW_LEVELS steps of 0 (a depth map's near range off by 10%, read relative to its size).
     Float costs one node's int8 arithmetic. Task other (its outputs may be anything) only warns, naming the tasks
-    that keep them. `model`: the run's ModelProto of `path`, parsed once per run."""
+    that keep them. `model`: the run's ModelProto of `path`, parsed once per run; `cache`: see _output_ranges."""
     model = parsed(path if model is None else model)
     chains = output_chains(model, p.settings) if feeds else {}
     tails = output_chains(model, p.settings, values=True) if feeds and task in ("regress", "other") else {}
@@ -467,7 +483,7 @@ def keep_narrow_outputs(p: Plan, path, feeds: Sequence, task: str = "regress", m
     steps = 65535 if p.settings.activation_type in ("uint16", "int16") else 255
     kept, said, low_said = [], [], []
     names = list({**chains, **tails})
-    for name, (ranges, counts) in zip(names, _output_ranges(path, names, feeds)):
+    for name, (ranges, counts) in zip(names, _output_ranges(path, names, feeds, p, cache)):
         axis, levels = channel_levels(ranges, steps)
         low = low_levels(ranges, counts, steps) if name in tails else None
         if name in chains and levels and min(levels) < OUTPUT_LEVELS:
@@ -1153,14 +1169,17 @@ def _call(p: Plan, src: str, dest: str, feeds: Sequence, progress, cache: Path |
                     extra_options=extra, calibration_cache_path=str(cache))
 
 
-def minmax_ranges(src: str, op_types: list[str] | None, feeds: Sequence, tmp: Path, progress=None):
+def minmax_ranges(src: str, op_types: list[str] | None, feeds: Sequence, tmp: Path, progress=None,
+                  seen: tuple[list[str], Callable] | None = None):
     """The ranges (onnxruntime's TensorsData) its MinMax calibrator gives quantize_static, fed in steps of `stride`
     samples: the same tensors (its own select_tensors_to_calibrate), the same ReduceMin/ReduceMax, NaN-ignoring over
     a step's samples (np.nanmin, as it does) and steps merged by Python's min and max (its merge_range). Built and
     run in time linear in the nodes (onnxruntime's augment_graph searches the node list for each tensor: 4,000
     Relus took 72 s), each run under the run limit (runtime.run); a step holds its samples' reduced values only.
     Its session, like onnxruntime's calibrator's, is not memory-capped: the capped arena is shared with the run's
-    other sessions (runtime.memory_capped), and the samples ran capped before (runtime.run_calibration)."""
+    other sessions (runtime.memory_capped), and the samples ran capped before (runtime.run_calibration).
+    `seen`: (graph outputs, a function given their values at each run), for keep_narrow_outputs, whose pass over the
+    calibration samples was a run of its own."""
     import warnings
 
     import numpy as np
@@ -1173,15 +1192,20 @@ def minmax_ranges(src: str, op_types: list[str] | None, feeds: Sequence, tmp: Pa
     op_types = op_types or list({*QLinearOpsRegistry, *QDQRegistry})  # what quantize_static calibrates
     calibrator = MinMaxCalibrater(Path(src), op_types)  # the model read as it reads it (shapes inferred)
     tensors, infos = calibrator.select_tensors_to_calibrate(calibrator.model)
-    if not tensors:
+    if not tensors and not seen:
         return TensorsData(CalibrationMethod.MinMax, {})
-    path, outputs, at = _reduced(calibrator.model, tensors, infos, tmp)
+    kept, see = seen or ([], None)
+    path, outputs, at = _reduced(calibrator.model, tensors, infos, tmp, kept)
     del calibrator
     sess = _uncapped_session(path)
     step, lowest, highest = stride(len(feeds)), None, None
     for start in range(0, len(feeds), step):
-        got = [_run_reduced(sess, outputs, feed, start + i == len(feeds) - 1, progress)
+        got = [_run_reduced(sess, [*outputs, *kept], feed, start + i == len(feeds) - 1, progress)
                for i, feed in enumerate(feeds[start:start + step])]
+        for values in got if see else ():
+            see(values[len(outputs):])
+        if not outputs:
+            continue
         with warnings.catch_warnings():  # a tensor NaN in every sample of a step: NaN, as onnxruntime's
             warnings.simplefilter("ignore", RuntimeWarning)
             low = [np.nanmin([g[k] for g in got], axis=0) for k in range(0, len(outputs), 2)]
@@ -1190,10 +1214,11 @@ def minmax_ranges(src: str, op_types: list[str] | None, feeds: Sequence, tmp: Pa
         lowest = low if lowest is None else [np.where(n < o, n, o) for o, n in zip(lowest, low)]
         highest = high if highest is None else [np.where(n > o, n, o) for o, n in zip(highest, high)]
     return TensorsData(CalibrationMethod.MinMax, {name: (lowest[g][i:i + 1], highest[g][i:i + 1])
-                                                  for name, (g, i) in at.items()})
+                                                  for name, (g, i) in at.items()} if outputs else {})
 
 
-def _reduced(model, tensors: set[str], infos: dict, tmp: Path) -> tuple[Path, list[str], dict]:
+def _reduced(model, tensors: set[str], infos: dict, tmp: Path, kept: Sequence[str] = ()
+             ) -> tuple[Path, list[str], dict]:
     """This ModelProto (changed) with, after each tensor's producer, the ReduceMin/ReduceMax (keepdims) and
     Reshape to [-1] onnxruntime's augment_graph adds, joined by a Concat per element type into the graph's only
     outputs, [min, max] for each type; saved in `tmp`. Returns (its path, its outputs, where each tensor's value
@@ -1230,12 +1255,14 @@ def _reduced(model, tensors: set[str], infos: dict, tmp: Path) -> tuple[Path, li
     for n in graph.node:  # each tensor reduced as soon as it is made: it need not live to the end
         order += [n, *(node for t in n.output if t in at for node in reduce(t))]
     outputs = []
+    kept_outputs = [o for o in graph.output if o.name in kept]  # given as they are, after the ranges
     del graph.output[:]
     for g, k in enumerate(types):
         for op in ("ReduceMin", "ReduceMax"):
             outputs.append(f"{prefix}/{op}{g}")
             order.append(helper.make_node("Concat", flat[k, op], [outputs[-1]], name=outputs[-1], axis=0))
             graph.output.append(helper.make_tensor_value_info(outputs[-1], k, [count[k]]))
+    graph.output.extend(kept_outputs)
     del graph.node[:]
     graph.node.extend(order)
     path = tmp / "ranges.onnx"
