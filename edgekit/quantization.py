@@ -437,7 +437,7 @@ def low_levels(ranges: dict | None, counts, steps: int) -> float | None:
     return 2 ** ((at + 0.5) / _BINS_PER_OCTAVE + _LOWEST_OCTAVE) / step
 
 
-def _output_ranges(path, names: list[str], feeds: Sequence, p: Plan, cache: Path | None
+def _output_ranges(path, names: list[str], feeds: Sequence, p: Plan | None = None, cache: Path | None = None
                    ) -> list[tuple[dict | None, object]]:
     """The float model's fold_ranges and fold_magnitudes of these outputs over the feeds (one pair per output), run
     feed by feed. With a `cache` that quantize() will read (a MinMax plan on the float model as it is), the same
@@ -452,13 +452,12 @@ def _output_ranges(path, names: list[str], feeds: Sequence, p: Plan, cache: Path
         nonlocal folded
         folded = [(r := fold_ranges(r0, v), fold_magnitudes(c, v, r)) for (r0, c), v in zip(folded, got)]
 
-    s = p.settings
-    if cache is not None and s.calibrate_method == "minmax" and not (p.split_outliers or p.half_weights):
+    if cache is not None and p.settings.calibrate_method == "minmax" and not (p.split_outliers or p.half_weights):
         from onnxruntime.quantization.calibrate import save_tensors_data
 
         with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
-            save_tensors_data(minmax_ranges(str(path), list(s.op_types) or None, feeds, Path(tmp),
-                                            seen=(names, fold)), cache)
+            ranges = minmax_ranges(str(path), list(p.settings.op_types) or None, feeds, Path(tmp), seen=(names, fold))
+        save_tensors_data(ranges, cache)
         return folded
     sess = session(path, threads=work_threads(), reuse=True)[0]  # the run's own float session
     for i, feed in enumerate(feeds):
