@@ -341,12 +341,10 @@ def output_chains(model, settings: QuantSettings, values: bool = False) -> dict[
     Conv's output the Relu's range and drops the Relu), and those ops; `values`: also through VALUE_OPS. Left out:
     a chain whose tensors anything else reads (a quantized reader would put the Q/DQ back), an unnamed node, one
     excluded or not quantized."""
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
     if settings.mode != "static":
         return {}
     graph = model.graph
-    quantized = set(settings.op_types or {*QLinearOpsRegistry, *QDQRegistry})
+    quantized = set(calibrated_ops(settings.op_types))
     producer = {o: n for n in graph.node for o in n.output}
     constants = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
     readers = Counter(i for n in graph.node if n.op_type not in ("Shape", "Size") for i in n.input)
@@ -456,7 +454,7 @@ def _output_ranges(path, names: list[str], feeds: Sequence, p: Plan | None = Non
         from onnxruntime.quantization.calibrate import save_tensors_data
 
         with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
-            ranges = minmax_ranges(str(path), list(p.settings.op_types) or None, feeds, Path(tmp), seen=(names, fold))
+            ranges = minmax_ranges(str(path), p.settings.op_types, feeds, Path(tmp), seen=(names, fold))
         save_tensors_data(ranges, cache)
         return folded
     sess = session(path, threads=work_threads(), reuse=True)[0]  # the run's own float session
@@ -1168,7 +1166,14 @@ def _call(p: Plan, src: str, dest: str, feeds: Sequence, progress, cache: Path |
                     extra_options=extra, calibration_cache_path=str(cache))
 
 
-def minmax_ranges(src: str, op_types: list[str] | None, feeds: Sequence, tmp: Path, progress=None,
+def calibrated_ops(op_types) -> list[str]:
+    """The op types quantize_static calibrates and quantizes: those given, else every one its registries hold."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return list(op_types or ()) or list({*QLinearOpsRegistry, *QDQRegistry})
+
+
+def minmax_ranges(src: str, op_types: Sequence[str] | None, feeds: Sequence, tmp: Path, progress=None,
                   seen: tuple[list[str], Callable] | None = None):
     """The ranges (onnxruntime's TensorsData) its MinMax calibrator gives quantize_static, fed in steps of `stride`
     samples: the same tensors (its own select_tensors_to_calibrate), the same ReduceMin/ReduceMax, NaN-ignoring over
@@ -1184,12 +1189,10 @@ def minmax_ranges(src: str, op_types: list[str] | None, feeds: Sequence, tmp: Pa
     import numpy as np
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import MinMaxCalibrater, TensorsData
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     if not feeds:
         raise ValueError("no calibration samples")
-    op_types = op_types or list({*QLinearOpsRegistry, *QDQRegistry})  # what quantize_static calibrates
-    calibrator = MinMaxCalibrater(Path(src), op_types)  # the model read as it reads it (shapes inferred)
+    calibrator = MinMaxCalibrater(Path(src), calibrated_ops(op_types))  # the model as it reads it (shapes inferred)
     tensors, infos = calibrator.select_tensors_to_calibrate(calibrator.model)
     if not tensors and not seen:
         return TensorsData(CalibrationMethod.MinMax, {})
@@ -1305,11 +1308,9 @@ def histogram_ranges(src: str, op_types: list[str] | None, feeds: Sequence, s: Q
     bins as later steps widened the range (a spiked later sample: millions of bins, a calibration without end)."""
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     ranges = minmax_ranges(src, op_types, feeds, tmp)
-    op_types = op_types or list({*QLinearOpsRegistry, *QDQRegistry})  # what quantize_static calibrates
-    calibrator = create_calibrator(Path(src), op_types, str(tmp / "histogram.onnx"),
+    calibrator = create_calibrator(Path(src), calibrated_ops(op_types), str(tmp / "histogram.onnx"),
                                    getattr(CalibrationMethod, METHODS[s.calibrate_method]),
                                    extra_options=histogram_options(s))
     seed_bins(calibrator, ranges)
