@@ -689,14 +689,20 @@ def _outliers(peaks: dict[str, list[float]], streaming: bool) -> list[str]:
 
 
 RANGE_RATIO = 2.0  # validation p99 |x| over calibration's beyond which the calibrated ranges clip validation data
-RANGE_SAMPLES = 64  # samples of each data set the percentiles are taken on (bounded memory)
+RANGE_SAMPLES = 64  # samples of each data set the percentiles are taken on at most (bounded memory)
+RANGE_VALUES = 1 << 20  # values enough for a p99: 64 images of 224x224 took 0.26 s of a 4.4 s export
 
 
 def range_mismatch(cal: Sequence[Mapping[str, np.ndarray]], val: Sequence[Mapping[str, np.ndarray]]) -> str | None:
     """The float inputs whose validation p99 |x| is over RANGE_RATIO x the calibration's: calibrated on images x0.25,
-    a digits CNN failed at 2.3 dB and the only advice was --auto, whose answer was every node float (200 dB)."""
+    a digits CNN failed at 2.3 dB and the only advice was --auto, whose answer was every node float (200 dB).
+    Whole samples, in order, until RANGE_VALUES values or RANGE_SAMPLES samples."""
     def p99(feeds, name):
-        values = [np.abs(f[name]).ravel() for f in feeds[:RANGE_SAMPLES] if name in f]
+        values, count = [], 0
+        for f in feeds[:RANGE_SAMPLES]:
+            if name in f and count < RANGE_VALUES:
+                values.append(np.abs(f[name]).ravel())
+                count += values[-1].size
         return float(np.percentile(np.concatenate(values), 99)) if values else None
 
     said = []

@@ -1009,6 +1009,18 @@ def test_validation_outside_the_calibration_range_is_named_first_in_the_advice(t
         assert len(ranges) == len(advice) == 1 and ranges[0] < advice[0], said
 
 
+
+def test_range_mismatch_reads_whole_samples_up_to_its_value_budget():
+    """64 images of 224x224 (9.6M values) took 0.26 s of a 4.4 s export for a p99 that 2^20 values give: the
+    samples past the budget are not read (here they would hide the mismatch)."""
+    big = calib.RANGE_VALUES
+    cal = [{"x": np.ones((1, big), np.float32)}] + [{"x": np.full((1, big), 100.0, np.float32)}] * 2
+    said = calib.range_mismatch(cal, [{"x": np.full((1, 8), 2.5, np.float32)}])
+    assert said and "'x' 2.5 vs 1 (2.5x)" in said
+    small = [{"x": np.full((1, 4), float(i + 1), np.float32)} for i in range(calib.RANGE_SAMPLES + 8)]
+    assert calib.range_mismatch(small, [{"x": np.full((1, 4), 160.0, np.float32)}]) is not None  # p99 of the first 64
+    assert calib.range_mismatch(small, [{"x": np.full((1, 4), 120.0, np.float32)}]) is None
+
 def test_masks_are_a_grid_of_labels_per_sample(tmp_path):
     """labels (samples, H, W) exited 3 at read, whatever the task: '... give one class id per row (not one-hot
     rows)'. A grid per sample is read (parity.scores holds it to the class map's shape); one-hot rows still refused,
