@@ -268,7 +268,8 @@ def user_stream(source) -> tuple[str, Iterator] | None:
     try:
         return origin, iter(items)
     except TypeError:
-        raise InputError(f"{origin}: gave a {type(items).__name__}, not an iterable of samples or batches") from None
+        what = "None (does the function return its data?)" if items is None else f"a {type(items).__name__}"
+        raise InputError(f"{origin}: gave {what}, not an iterable of samples or batches") from None
 
 
 def _same_bytes(a: Path, b: Path) -> bool:
@@ -475,21 +476,24 @@ def _as_feed(origin: str, item, specs) -> tuple[Mapping, bool]:
     labels that are no whole numbers (a regression's targets) are set aside: True then. A grid per sample (a
     segmentation's masks) is read as a dict's labels are (the run sets it aside unless it scores a class map)."""
     if isinstance(item, Mapping):
-        return item, False
+        return _no_none(origin, item, specs), False
     if isinstance(item, (tuple, list)) and len(item) in (1, 2):
         inputs, labels = item[0], item[1] if len(item) == 2 else None
     elif _is_array(item):
         inputs, labels = item, None
     else:
-        raise InputError(f"{origin} is a {type(item).__name__}" + (f" of {len(item)}" if isinstance(
-            item, (tuple, list)) else "") + ": give a dict of arrays, the inputs, or (inputs, labels)")
+        what = "None" if item is None else f"a {type(item).__name__}" + (
+            f" of {len(item)}" if isinstance(item, (tuple, list)) else "")
+        raise InputError(f"{origin} is {what}: give a dict of arrays, the inputs, or (inputs, labels)")
     if not isinstance(inputs, Mapping):
         arrays = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
         if len(arrays) != len(specs):
-            pair = " (a pair is read as (inputs, labels))" if labels is not None and len(specs) > 1 else ""
+            pair = " (a pair is read as (inputs, labels))" if isinstance(item, (tuple, list)) and len(item) == 2 \
+                and len(specs) > 1 else ""
             raise InputError(f"{origin}: {len(arrays)} input(s){pair}, the model takes {len(specs)} "
                              f"{[s.name for s in specs]}: give them in that order, as (inputs, labels), or a dict")
         inputs = dict(zip((s.name for s in specs), arrays))
+    inputs = _no_none(origin, inputs, specs)
     if labels is None:
         return inputs, False
     if not (key := next(iter(label_keys(specs)), None)):
@@ -504,6 +508,18 @@ def _as_feed(origin: str, item, specs) -> tuple[Mapping, bool]:
     unbatched = all(k in by_name and _item_batch_axis(by_name[k], np.ndim(v) + 1) is not None
                     for k, v in inputs.items())
     return {**inputs, key: ids[None] if unbatched and ids.ndim >= 2 else ids}, False
+
+
+def _no_none(origin: str, item: Mapping, specs) -> Mapping:
+    """The item, unless an entry is None (a generator's `(x, None)` for two inputs, a dict's missing value): named
+    with what was expected there, where np.asarray(None) was reported as an input 'of shape []'."""
+    name = next((k for k, v in item.items() if v is None), None)
+    if name is None:
+        return item
+    spec = next((s for s in specs if s.name == name), None)
+    expected = f"an array or tensor of shape {list(spec.shape)}" if spec else \
+        "class ids (or leave the key out)" if name in label_keys(specs) else "an array or tensor"
+    raise InputError(f"{origin}: {'input ' if spec else ''}{name!r} is None, expected {expected}")
 
 
 def from_items(origin: str, items, specs, max_bytes: int = arrays.DEFAULT_MAX_BYTES,

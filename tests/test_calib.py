@@ -583,6 +583,27 @@ def test_a_data_loaders_usual_mismatches_say_the_fix():
     assert [f["x"].shape for f in feeds] == [(1, 4)] * 20
 
 
+def test_a_none_in_an_item_names_the_input_and_what_it_takes():
+    """A generator's `((x, None), y)` or a dict's None value was reported as an input 'of shape []' (np.asarray's
+    of None), a None item as 'a NoneType'."""
+    two = (InputSpec.parse("x:Nx4"), InputSpec.parse("y:Nx4"))
+    x = np.ones((8, 4), "f4")
+    expected = r"item 0: input 'y' is None, expected an array or tensor of shape \['N', 4\]$"
+    for item in [((x, None), np.zeros(8, "i8")), ((x, None),), {"x": x, "y": None}]:
+        with pytest.raises(InputError, match=expected) as caught:
+            calib.load(iter([item]), two)
+        assert caught.value.exit_code == 3
+    with pytest.raises(InputError, match=r"item 0: 'labels' is None, expected class ids \(or leave the key out\)"):
+        calib.load(iter([{"x": x, "labels": None}]), VECTOR)
+    with pytest.raises(InputError, match=r"item 0 is None: give a dict of arrays"):
+        calib.load(iter([None]), VECTOR)
+    with pytest.raises(InputError, match=r"1 input\(s\) \(a pair is read as \(inputs, labels\)\), the model takes 2"):
+        calib.load(iter([(x, None)]), two)
+    with pytest.raises(InputError, match=r"gave None \(does the function return its data\?\), not an iterable"):
+        calib.load(lambda: None, VECTOR)
+    assert calib.load(iter([(x, None)]), VECTOR).labels is None  # one input: a pair's None labels are no labels
+
+
 def test_the_random_data_warning_says_which_data_was_random():
     from edgekit import verdict
 

@@ -546,8 +546,8 @@ def test_training_data_edges_a_model_declared_with_batch_1_and_a_function_giving
     assert fixed.exit_code == 0, fixed.output
     (tmp_path / "none.py").write_text("def nothing():\n    return None\n")
     nothing = cli([*args, "--force", "--data", f"{tmp_path / 'none.py'}:nothing"])
-    assert nothing.exit_code == 3 and "gave a NoneType, not an iterable of samples or batches" in nothing.stderr, \
-        nothing.output
+    said = "gave None (does the function return its data?), not an iterable of samples or batches"
+    assert nothing.exit_code == 3 and said in nothing.stderr, nothing.output
 
 
 def test_a_refused_feature_pair_leaves_no_hooks_on_the_models():
