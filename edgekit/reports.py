@@ -43,7 +43,7 @@ def envelope(command: str | None, exit_code: int, error: str | None = None, **pa
 
 
 # the command's own keys in an error's document, empty: a reader iterating them needs no case for errors
-EMPTY_PAYLOAD = {"export": {"targets": []}, "check": {"cases": []}}
+EMPTY_PAYLOAD = {"export": {"out": None, "targets": []}, "check": {"cases": []}}
 
 
 class _Verdict:  # the exit code of a report that passed or did not
@@ -171,8 +171,9 @@ class ExportReport(_Verdict):
         return all(t.passed for t in self.targets.values())
 
     def to_json(self) -> dict:
-        """`edgekit export --json`'s document: each target's manifest in `targets`."""
-        return envelope("export", self.exit_code, targets=[t.to_json() for t in self.targets.values()])
+        """`edgekit export --json`'s document: the output folder in `out`, each target's manifest in `targets`."""
+        return envelope("export", self.exit_code, out=str(self.out),
+                        targets=[t.to_json() for t in self.targets.values()])
 
     def failed_gates(self) -> str:
         """The failed gates of every target in one line, for a CI log beside --json's document."""

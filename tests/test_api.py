@@ -1,4 +1,5 @@
 """The Python API (`edgekit.export`, `edgekit.check`): typed reports, the CLI's packages, no side effects."""
+import json
 import os
 import signal
 import subprocess
@@ -120,9 +121,13 @@ def test_api_and_cli_write_byte_identical_packages(tmp_path):
                          targets=("desktop-x86",), out=tmp_path / "api", no_bench=True, archive=True)
     run = cli(["export", MODEL, "--weights", WEIGHTS, "--input", "image:Nx1x8x8", "--calibration",
                data / "calibration.npz", "--validation", data / "validation.npz", "-t", "desktop-x86", "--out",
-               tmp_path / "cli", "--no-bench", "--archive"])
+               tmp_path / "cli", "--no-bench", "--archive", "--json"])
     assert run.exit_code == 0, run.output
     assert api.passed
+    # --json's document is to_json()'s, the output folder in it (a notebook's out=None folder was nowhere in it)
+    said, given = json.loads(run.stdout), api.to_json()
+    assert (said.pop("out"), given.pop("out")) == (str(tmp_path / "cli"), str(tmp_path / "api"))
+    assert said == given
     api_files = sorted(p.relative_to(tmp_path / "api") for p in (tmp_path / "api").rglob("*") if p.is_file())
     cli_files = sorted(p.relative_to(tmp_path / "cli") for p in (tmp_path / "cli").rglob("*") if p.is_file())
     assert api_files == cli_files and len(api_files) > 5
