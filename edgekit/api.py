@@ -48,7 +48,8 @@ def _leaves_no_trace(fn):
     packages importable again. A SIGTERM or SIGHUP left at its default still kills the process, once the call has
     cleaned up (signals.cleaned_up_before_dying).
     onnxruntime's quantizer logs through `logging.warning`, which gives a root logger without handlers one for good
-    (and a notebook's own `logging.basicConfig` is then ignored): a stand-in handler is there while edgekit runs."""
+    (and a notebook's own `logging.basicConfig` is then ignored): a stand-in handler is there while edgekit runs.
+    The root's handlers (the caller's or the stand-in) drop onnxruntime's records meanwhile (_NotOnnxruntime)."""
     @functools.wraps(fn)
     def call(*args, **kwargs):
         with _ONE_CALL_AT_A_TIME:
@@ -70,6 +71,9 @@ def _as_found(fn, args, kwargs):
     stand_in = None if root.handlers else _OwnWarnings()
     if stand_in:
         root.addHandler(stand_in)
+    quiet, handlers_quieted = _NotOnnxruntime(), list(root.handlers)
+    for handler in handlers_quieted:
+        handler.addFilter(quiet)
     modules = set(sys.modules)
     try:
         with cleaned_up_before_dying():
@@ -98,6 +102,8 @@ def _as_found(fn, args, kwargs):
         np.random.set_state(np_state)
         if torch_state is not None:
             torch.random.set_rng_state(torch_state)
+        for handler in handlers_quieted:
+            handler.removeFilter(quiet)
         if stand_in:
             root.removeHandler(stand_in)
         for key, value in environ.items():  # only these: the user's own code may set others during the call
@@ -141,6 +147,20 @@ class _OwnWarnings(logging.Handler):
 
 
 _QUIET_LIBRARIES = ("onnxruntime", "onnx", "torch", "torch_pruning")
+
+
+class _NotOnnxruntime(logging.Filter):
+    """On the root's handlers while edgekit runs: onnxruntime's records stay out of a caller's own log (a script's
+    `logging.basicConfig(level=logging.DEBUG)` got its quantizer's `logging.warning`s and `logging.info`s, logged on
+    the root itself, and its shape inference's, on loggers named by its modules or, for its tools, not). Told by the
+    file that logged them, as the stand-in tells the libraries' apart; the caller's handlers are as found after."""
+
+    def __init__(self):
+        super().__init__()
+        self.folder = _package_folder("onnxruntime")
+
+    def filter(self, record) -> bool:
+        return not record.pathname.startswith(self.folder)
 
 
 def _package_folder(name: str) -> str:

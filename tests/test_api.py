@@ -427,6 +427,34 @@ edgekit.export(BN().eval(), inputs=["x:Nx1x8x8"], calibration=data, out={str(tmp
     assert done.stderr.splitlines() == ["from my data's logger", "from the root logger"], done.stderr
 
 
+def test_onnxruntimes_records_stay_out_of_a_log_the_script_configured(tmp_path):
+    """A script's `logging.basicConfig(level=logging.DEBUG)` got onnxruntime's quantizer's warnings and infos (logged
+    on the root logger) during an export; its own records still print, and its handler keeps no filter after."""
+    script = tmp_path / "script.py"
+    script.write_text(f"""import logging, numpy as np, onnxruntime, os, edgekit
+from torch import nn
+logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s %(pathname)s: %(message)s")
+class BN(nn.Module):  # a BatchNorm on the input leaves 1-D weights the quantizer warns about
+    def __init__(self):
+        super().__init__()
+        self.bn, self.fc = nn.BatchNorm2d(1), nn.Linear(64, 10)
+    def forward(self, x):
+        return self.fc(self.bn(x).flatten(1))
+def data():
+    logging.getLogger("mydata").debug("from my data's logger")
+    return ({{"x": np.random.default_rng(i).random((1, 1, 8, 8), np.float32)}} for i in range(16))
+edgekit.export(BN().eval(), inputs=["x:Nx1x8x8"], calibration=data, out={str(tmp_path / 'o')!r}, no_bench=True)
+logging.getLogger("onnxruntime.after").info("after the call")
+assert [h.filters for h in logging.getLogger().handlers] == [[]]
+print(os.path.dirname(onnxruntime.__file__))
+""")
+    done = subprocess.run([sys.executable, "-P", str(script)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    folder = done.stdout.strip()
+    assert not [line for line in done.stderr.splitlines() if folder in line], done.stderr
+    assert "DEBUG mydata" in done.stderr and "INFO onnxruntime.after" in done.stderr, done.stderr
+
+
 def test_recipe_compression_edges_python_random_and_array_data(tmp_path):
     """A TorchScript source with prune pruned nothing (exit 0); [distill] features named the user's layers but a
     uint8-input model is wrapped, so they were refused; a calibration function shuffling with `random` gave another
