@@ -28,7 +28,7 @@ from .errors import EdgekitError, InputError, StageError, UsageError, said_as
 from .device import Device
 from .load import load_model
 from .progress import bar
-from .reports import ARM_STAND_IN, ExportReport, LatencyReport, TargetReport, shipped_model
+from .reports import ARM_STAND_IN, ExportReport, LatencyReport, TargetReport, folders_of, shipped_model, without_folders
 from .runtime import (flushing, forget_sessions, int8_session, ort_log_level, run_calibration, run_onnx, run_torch,
                       runs_limited, session, stepper)
 from .userfn import user_code_scope
@@ -683,7 +683,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "target_profile_sha256": package.sha256(Path(target.path)),
         "opset": qplan.opset,
         "model": {"source": shared.source, "weights": recipe.weights,
-                  "exporter": prep.exporter},  # a .pt2 program's is dynamo, whatever the recipe says
+                  "exporter": prep.exporter,  # a .pt2 program's is dynamo, whatever the recipe says
+                  **_digests(recipe)},  # which files, as their folders are named nowhere (user_paths)
         "versions": _versions(),
         "host": host.label(threads, int8_sess.get_providers()),  # where the figures here were computed
         # which kernels an ARM target's int8 parity and golden outputs come from
@@ -762,6 +763,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                                       else []) + verdict.gate_advice(gates, qplan.settings, tuning, short,
                                                                      _ranges(cal, val, qplan)), details,
                           latency_1_thread=one_thread[0] if one_thread else None)
+    report = without_folders(report, folders_of(user_paths(recipe).values()))
     package.write(tdir, report, pages=False)
     # the verdict is the gates AND the comparisons `edgekit check` makes on the staged package (run here, not in a
     # bounded child: the files are the ones this run just wrote)
@@ -1007,6 +1009,28 @@ def _accuracy(val, torch_val, fp32_val, int8_val, at: int) -> parity.Accuracy | 
     except InputError as e:  # which data's labels (a label -1 named its file; a label past the classes did not)
         e.args = (f"{val.origin}: {e}",)
         raise
+
+
+def user_paths(recipe: Recipe) -> dict[str, str]:
+    """The files and folders the run read that the user named by a path, by role: the model (a FILE.py:FN's
+    file), its weights, the data (a FILE.py:FN's file too); not a module (pkg.mod:fn), a Python object or `random`."""
+    given = {"source": recipe.source, "weights": recipe.weights, "calibration": recipe.calibration,
+             "validation": recipe.validation, "distill": recipe.distill and recipe.distill.data}
+    found = {}
+    for role, value in given.items():
+        text = str(value) if isinstance(value, (str, Path)) else ""
+        file, _, fn = text.rpartition(":")
+        path = file if file.endswith(".py") and fn.isidentifier() else text
+        if path and Path(path).exists():
+            found[role] = path
+    return found
+
+
+def _digests(recipe: Recipe) -> dict[str, str]:
+    """The sha256 of the model's and the weights' files, which the manifest names without their folders."""
+    paths = user_paths(recipe)
+    return {f"{role}_sha256": package.sha256(Path(paths[role])) for role in ("source", "weights")
+            if role in paths and Path(paths[role]).is_file()}
 
 
 def _versions() -> dict:

@@ -2,8 +2,10 @@
 written for others to re-check, never read back by the pipeline."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,6 +31,30 @@ def json_text(data) -> str:
             return {k: finite(v) for k, v in x.items()}
         return [finite(v) for v in x] if isinstance(x, (list, tuple)) else x
     return json.dumps(finite(data), indent=2, allow_nan=False)
+
+
+def without_folders(data, folders):
+    """`data` (a report, its figures, dicts, lists) with each of the user's `folders` taken out of its text, a path
+    left as its file's name: a package is shipped to others, and its manifest, report.md and report.html named
+    the model, weights and data as /home/alice/proj/model.onnx."""
+    if isinstance(data, str):
+        for folder in folders:
+            data = data.replace(folder, "")
+        return data
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        return dataclasses.replace(data, **{f.name: without_folders(getattr(data, f.name), folders)
+                                            for f in dataclasses.fields(data) if f.init})
+    if isinstance(data, dict):
+        return {k: without_folders(v, folders) for k, v in data.items()}
+    return type(data)(without_folders(v, folders) for v in data) if isinstance(data, (list, tuple)) else data
+
+
+def folders_of(paths) -> list[str]:
+    """The folders (each ending in the separator) of the user's paths as given and as absolute ones, the longest
+    first (a folder inside another is taken out whole); none for a path without one, or at the root."""
+    found = {folder + os.sep for path in paths for folder in (os.path.dirname(path), os.path.dirname(
+        os.path.abspath(path))) if folder.strip(os.sep)}
+    return sorted(found, key=len, reverse=True)
 
 
 JSON_SCHEMA = 1  # --json's and to_json()'s envelope; raised when a key of it changes meaning or goes

@@ -15,7 +15,7 @@ from conftest import DIGITS, ROOT, cli
 
 import edgekit
 from edgekit.config import BenchSpec, DistillSettings, QuantSettings, apply_quant_overrides, build
-from edgekit.package import read_golden
+from edgekit.package import read_golden, sha256
 
 MODEL = f"{DIGITS / 'model.py'}:build"
 WEIGHTS = DIGITS / "digits_cnn.pt"
@@ -128,6 +128,14 @@ def test_api_and_cli_write_byte_identical_packages(tmp_path):
     said, given = json.loads(run.stdout), api.to_json()
     assert (said.pop("out"), given.pop("out")) == (str(tmp_path / "cli"), str(tmp_path / "api"))
     assert said == given
+    # a package names the model, weights and data files without the user's folders, the files by their sha256
+    shipped = [(tmp_path / "api" / "desktop-x86" / name).read_text() for name in ("manifest.json", "report.md",
+                                                                                 "report.html")]
+    assert not [text for text in shipped if str(ROOT) in text]
+    model = given["targets"][0]["model"]
+    assert (model["source"], model["weights"]) == ("model.py:build", "digits_cnn.pt")
+    assert (model["source_sha256"], model["weights_sha256"]) == (sha256(DIGITS / "model.py"), sha256(WEIGHTS))
+    assert given["targets"][0]["validation"]["data"] == "validation.npz" and api.passed  # check re-read it
     api_files = sorted(p.relative_to(tmp_path / "api") for p in (tmp_path / "api").rglob("*") if p.is_file())
     cli_files = sorted(p.relative_to(tmp_path / "cli") for p in (tmp_path / "cli").rglob("*") if p.is_file())
     assert api_files == cli_files and len(api_files) > 5
