@@ -2,6 +2,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 DIGITS = ROOT / "examples" / "digits"
 sys.path.insert(0, str(TESTS))
+SYSTEM_TMP = tempfile.gettempdir()  # before temporary_files_in_pytests_folder: for a folder others must reach
 
 
 def cli(args, env=None):
@@ -58,6 +60,14 @@ def signal_handlers_restored():
         signal.signal(s, handler)
     signal.setitimer(signal.ITIMER_REAL, 0)
     signals.RECEIVED.clear()  # what the program's handler recorded in a test's in-process run
+
+
+@pytest.fixture(autouse=True)
+def temporary_files_in_pytests_folder(tmp_path_factory, monkeypatch):
+    """tempfile's folder is one of pytest's (which pytest prunes) for each test: edgekit.export(out=None) keeps the
+    output folder it makes there for the user, and the suite left ~80 /tmp/edgekit-* behind per run. Children keep
+    the system's (TMPDIR is unchanged)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("tmp")))
 
 
 @pytest.fixture

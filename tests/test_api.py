@@ -722,6 +722,13 @@ def test_an_input_the_model_ignores_is_named_with_the_way_round():
     assert report.passed and [i["name"] for i in report.targets["desktop-x86"].details["inputs"]] == ["x", "mask"]
 
 
+def test_an_export_without_out_leaves_its_folder_among_pytests(tmp_path_factory):
+    """out=None's folder is kept for the caller, in tempfile's folder: conftest makes that pytest's, which the suite
+    left ~80 of in /tmp per run."""
+    report = edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration="random", no_bench=True)
+    assert report.out.is_relative_to(tmp_path_factory.getbasetemp()) and (report.out / "desktop-x86").is_dir()
+
+
 def test_odd_arguments_and_unready_models_are_edgekit_errors():
     """targets=None was Python's TypeError and out=5 wrote ./5; meta-device and Lazy layers were torch's own
     errors; NaN in a validation list read as if it were in the calibration list."""

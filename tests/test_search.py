@@ -19,7 +19,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from conftest import DIGITS, ROOT, chromium_pixels, cli, colour_count
+from conftest import DIGITS, ROOT, SYSTEM_TMP, chromium_pixels, cli, colour_count
 
 from edgekit import search
 from edgekit.config import load_recipe, load_target
@@ -339,7 +339,8 @@ def postgresql(tmp_path):
         pytest.skip("Debian's postgresql is not installed (.ci/run installs it where it runs as root)")
     bin_dir = Path(found[-1]).parent
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    home = Path(tempfile.mkdtemp(prefix="edgekit-pg-"))  # not under pytest's 0700 folder: postgres must reach it
+    # not under pytest's 0700 folder (where conftest puts tempfile's): postgres must reach it
+    home = Path(tempfile.mkdtemp(prefix="edgekit-pg-", dir=SYSTEM_TMP))
     if as_user:
         shutil.chown(home, "postgres")
     with socket.socket() as sock:
