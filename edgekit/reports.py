@@ -46,14 +46,16 @@ def without_folders(data, folders):
                                             for f in dataclasses.fields(data) if f.init})
     if isinstance(data, dict):
         return {k: without_folders(v, folders) for k, v in data.items()}
-    return type(data)(without_folders(v, folders) for v in data) if isinstance(data, (list, tuple)) else data
+    if type(data) in (list, tuple):  # not a NamedTuple's subclass, whose constructor takes fields
+        return type(data)(without_folders(v, folders) for v in data)
+    return data
 
 
 def folders_of(paths) -> list[str]:
-    """The folders (each ending in the separator) of the user's paths as given and as absolute ones, the longest
-    first (a folder inside another is taken out whole); none for a path without one, or at the root."""
-    found = {folder + os.sep for path in paths for folder in (os.path.dirname(path), os.path.dirname(
-        os.path.abspath(path))) if folder.strip(os.sep)}
+    """The absolute folders (each ending in the separator) of the user's paths, the longest first (a folder inside
+    another is taken out whole); none at the root. Not a relative one: `data/` is no one's home, and taken out of
+    every text it changed node names (/features/data/Conv)."""
+    found = {folder + os.sep for folder in (os.path.dirname(os.path.abspath(p)) for p in paths) if folder.strip(os.sep)}
     return sorted(found, key=len, reverse=True)
 
 

@@ -2354,3 +2354,19 @@ def test_output_steps_of_an_output_that_is_a_quantized_bias(tmp_path):
     quantize_static(tmp_path / "m.onnx", tmp_path / "q.onnx", Reader(), quant_format=QuantFormat.QDQ)
     steps = output_steps(onnx.load(tmp_path / "q.onnx"))
     assert set(steps) == {"y", "b"} and all(s > 0 for s in steps.values())
+
+
+def test_only_the_users_absolute_folders_leave_a_report(tmp_path, monkeypatch):
+    """A relative folder is no one's home, and taken out of every text it renamed nodes (/features/data/Conv);
+    a NamedTuple in a report is left as it is (its constructor takes fields, not one iterable)."""
+    from collections import namedtuple
+
+    from edgekit.reports import folders_of, without_folders
+
+    monkeypatch.chdir(tmp_path)
+    folders = folders_of(["data/calibration.npz", "/home/alice/proj/model.onnx"])
+    assert folders == [f"{tmp_path}/data/", "/home/alice/proj/"]
+    Pair = namedtuple("Pair", "a b")
+    said = without_folders({"node": "/features/data/Conv", "data": f"{tmp_path}/data/calibration.npz",
+                            "model": ("/home/alice/proj/model.onnx", Pair(1, 2))}, folders)
+    assert said == {"node": "/features/data/Conv", "data": "calibration.npz", "model": ("model.onnx", Pair(1, 2))}
