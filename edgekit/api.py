@@ -415,7 +415,9 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
             onnx.save(parsed, str(fp32))
         inspect_model.check_quantizable(parsed, str(source))
         specs, outputs = onnx_export.io_specs(parsed, str(source))
-        plan = quantization.plan(parsed, qsettings, set(settings), profile.runtime.arch)
+        # a file from others: its quantizer runs bounded, as its pre-processing does
+        plan = dataclasses.replace(quantization.plan(parsed, qsettings, set(settings), profile.runtime.arch),
+                                   from_file=True)
         for said in plan.warnings:  # an export puts them among its warnings; this returns a path only
             # the caller's line, past the two wrappers
             warnings.warn(in_python_terms(said), stacklevel=4)

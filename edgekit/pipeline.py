@@ -834,6 +834,8 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
     a static plan, when the dynamic plan fails). Returns (the plan used, calibration samples, the search's record,
     the chosen model's per-node sensitivity when the search already measured it, the validation samples its verdict
     is to be of: those the search did not choose on)."""
+    if prep.exporter is None:  # an .onnx source, a file from others: its quantizer runs bounded (quantization._call)
+        qplan, fallback = (p and dataclasses.replace(p, from_file=True) for p in (qplan, fallback))
     settings = qplan.settings
     if settings.mode == "dynamic" and fallback is None:  # ranges come from each input at run time: no calibration
         quantization.quantize(fp32, int8, qplan, [])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .config import QuantSettings, dynamic_types
 from .progress import quiet
-from .errors import InputError, StageError, UsageError, first_line
+from .errors import InputError, StageError, UsageError, disk_full, first_line
 from .onnx_export import ai_onnx_opset, parsed, sort_nodes, subgraphs
 
 log = logging.getLogger("edgekit")
@@ -90,6 +90,8 @@ class Plan:
     control_flow: bool = False  # If/Loop/Scan bodies: quantize() re-sorts the int8 graph's nodes (sort_nodes)
     row_biases: tuple[str, ...] = ()  # Gemm biases [1, N] quantize() reads as the vector [N] (row_biases)
     warnings: tuple[str, ...] = ()  # what the user must hear of the plan (among the run's warnings)
+    # the float model is a file from others: onnxruntime's quantizer runs in a bounded child (quantize())
+    from_file: bool = field(default=False, compare=False)
 
     def as_dict(self) -> dict:
         """The settings as used: those the chosen mode ignores are None, so the manifest claims nothing untrue."""
@@ -1129,41 +1131,101 @@ def quantize(src: Path, dest: Path, p: Plan, feeds: Sequence, progress=None, cac
     except Exception as e:
         from .runtime import run_error
 
-        raise run_error(f"{type(e).__name__}: {first_line(e)}", "quantization", "the calibration data") from e
+        cause = str(e) if isinstance(e, QuantizerFailed) else f"{type(e).__name__}: {first_line(e)}"
+        raise run_error(cause, "quantization", "the calibration data") from e
     return dest
 
 
 def _call(p: Plan, src: str, dest: str, feeds: Sequence, progress, cache: Path | None, tmp: Path) -> None:
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
     from onnxruntime.quantization.calibrate import save_tensors_data
 
     s = p.settings
-    op_types = list(s.op_types) or None
-    excluded = list(s.exclude_nodes) or None
-    weight_type = getattr(QuantType, QUANT_TYPES[s.weight_type])
-    if s.mode == "dynamic":
-        quantize_dynamic(src, dest, op_types_to_quantize=op_types, per_channel=s.per_channel,
-                         reduce_range=p.reduce_range, weight_type=weight_type, nodes_to_exclude=excluded,
-                         extra_options={"MatMulConstBOnly": True})
+    # Ranges computed here, handed to quantize_static as its calibration cache: its own MinMax calibrator grows as
+    # nodes squared (4,000 Relus: 72 s) and runs the model with no time limit
+    cache = cache or tmp / "ranges.json"
+    if s.mode == "static" and not cache.is_file():  # a trial's cache (same method) is reused as is
+        op_types = list(s.op_types) or None
+        ranges = (minmax_ranges(src, op_types, feeds, tmp, progress) if s.calibrate_method == "minmax" else
+                  histogram_ranges(src, op_types, feeds, s, tmp, progress))
+        save_tensors_data(ranges, cache)
+    if not p.from_file:  # edgekit's own export of the user's code: no child's start-up (~0.9 s) to pay
+        quantizer(src, dest, quantizer_options(p), str(cache))
         return
+    from . import bounded
+    from .runtime import run_limit
+
+    seconds, raised_by = run_limit()
+    options = json.dumps(quantizer_options(p), default=_array_json)
+    if failed := bounded.run("quantization", "edgekit.quantization:quantizer_in_child", src, dest, options,
+                             str(cache), timeout=seconds, raised_by=raised_by):
+        raise QuantizerFailed(failed)
+
+
+class QuantizerFailed(Exception):
+    """onnxruntime's quantizer failed in the bounded child, said there as quantize() says it in-process."""
+
+
+def quantizer_options(p: Plan) -> dict:
+    """quantize_static's (quantize_dynamic's) keyword arguments for the plan, onnxruntime's enums by name: plain
+    values, which reach a bounded child as json."""
+    s = p.settings
+    common = {"op_types_to_quantize": list(s.op_types) or None, "per_channel": s.per_channel,
+              "reduce_range": p.reduce_range, "weight_type": QUANT_TYPES[s.weight_type],
+              "nodes_to_exclude": list(s.exclude_nodes) or None}
+    if s.mode == "dynamic":
+        return {**common, "extra_options": {"MatMulConstBOnly": True}}
     extra = {"TensorQuantOverrides": p.tensor_overrides}
     if s.calibrate_method == "percentile":
         extra["CalibPercentile"] = s.percentile
     if s.activation_type in ("uint16", "int16") or s.weight_type in ("uint16", "int16"):
         extra["UseQDQContribOps"] = True
-    # Ranges computed here, handed to quantize_static as its calibration cache: its own MinMax calibrator grows as
-    # nodes squared (4,000 Relus: 72 s) and runs the model with no time limit
-    cache = cache or tmp / "ranges.json"
-    if not cache.is_file():  # a trial's cache (same method) is reused as is
-        ranges = (minmax_ranges(src, op_types, feeds, tmp, progress) if s.calibrate_method == "minmax" else
-                  histogram_ranges(src, op_types, feeds, s, tmp, progress))
-        save_tensors_data(ranges, cache)
-    quantize_static(src, dest, None, quant_format=getattr(QuantFormat, s.format),
-                    op_types_to_quantize=op_types, per_channel=s.per_channel, reduce_range=p.reduce_range,
-                    activation_type=getattr(QuantType, QUANT_TYPES[s.activation_type]), weight_type=weight_type,
-                    nodes_to_exclude=excluded, calibrate_method=getattr(CalibrationMethod, METHODS[s.calibrate_method]),
-                    extra_options=extra, calibration_cache_path=str(cache))
+    return {**common, "quant_format": s.format, "activation_type": QUANT_TYPES[s.activation_type],
+            "calibrate_method": METHODS[s.calibrate_method], "extra_options": extra}
+
+
+def quantizer(src: str, dest: str, options: dict, cache: str) -> None:
+    """onnxruntime's quantize_static with `options` (quantizer_options') and the ranges in `cache`, or quantize_dynamic
+    for options without a quant_format: the one call in-process and in the bounded child, so both write the same
+    bytes."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    o = {**options, "weight_type": getattr(QuantType, options["weight_type"])}
+    if "quant_format" not in o:
+        quantize_dynamic(src, dest, **o)
+        return
+    quantize_static(src, dest, None, **{**o, "quant_format": getattr(QuantFormat, o["quant_format"]),
+                                        "activation_type": getattr(QuantType, o["activation_type"]),
+                                        "calibrate_method": getattr(CalibrationMethod, o["calibrate_method"])},
+                    calibration_cache_path=cache)
+
+
+def quantizer_in_child(src: str, dest: str, options: str, cache: str) -> str:
+    """The bounded child's entry point: onnxruntime's quantizer grows as nodes squared on some graphs (its
+    adjust_tensor_ranges reads the whole graph for each Relu/Clip: 10,000 chained Relus took ~460 s), and only a
+    child can be stopped at the step's time limit. Its failure comes back as the text quantize() gives in-process."""
+    try:
+        quantizer(src, dest, json.loads(options, object_hook=_json_array), cache)
+    except Exception as e:
+        if disk_full(e):
+            raise  # the parent raises it as the OSError it is
+        return f"{type(e).__name__}: {first_line(e)}"
+    return ""
+
+
+def _array_json(value) -> dict:
+    """A numpy array in a quantizer option (a tensor override's scale, zero point) as json: values and dtype."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return {"ndarray": value.tolist(), "dtype": value.dtype.str}
+    raise TypeError(f"{type(value).__name__} in a quantizer option")
+
+
+def _json_array(d: dict):
+    """_array_json's array back, the same values and dtype."""
+    import numpy as np
+
+    return np.array(d["ndarray"], d["dtype"]) if d.keys() == {"ndarray", "dtype"} else d
 
 
 def calibrated_ops(op_types) -> list[str]:

@@ -13,6 +13,7 @@ import signal
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -1174,6 +1175,78 @@ def test_nested_if_bomb_stops_at_the_step_time_limit(tmp_path, lin_data):
     assert "pre-processing failed: took longer than 8 s" in err and "--step-timeout" in err
     assert seconds < 40 and rss < 3000, (seconds, rss)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def _relu_chain(path: Path, n: int) -> Path:
+    """`n` chained Relus: onnxruntime's quantizer reads the whole graph once for each (adjust_tensor_ranges)."""
+    nodes = [helper.make_node("Relu", [f"t{i}" if i else "x"], [f"t{i + 1}"], name=f"relu{i}") for i in range(n)]
+    graph = helper.make_graph(nodes, "relus", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info(f"t{n}", TensorProto.FLOAT, ["N", 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def _watch_processes(marker: str, seen: dict, stop: threading.Event) -> None:
+    """Each process whose command line holds `marker`: its pid's (first, last) time seen, every 0.1 s."""
+    while not stop.wait(0.1):
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError):
+                if marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                    now = time.monotonic()
+                    seen.setdefault(pid, [now, now])[1] = now
+
+
+def test_a_graph_the_quantizer_takes_quadratic_time_on_stops_at_the_step_time_limit(tmp_path, lin_data):
+    """onnxruntime's quantize_static spent ~10 s on 2,000 chained Relus here (10,000: ~460 s), in-process where
+    nothing stops it: its adjust_tensor_ranges reads the whole graph once per Relu. A file from others is quantized in
+    a bounded child: killed at --step-timeout (it lives about that long), exit 4 naming the step, no process left."""
+    model = _relu_chain(tmp_path / "relus.onnx", 2000)
+    seen, stop = {}, threading.Event()
+    watcher = threading.Thread(target=_watch_processes, args=("quantizer_in_child", seen, stop), daemon=True)
+    watcher.start()
+    try:
+        result = run(model, "--calibration", lin_data, "--out", tmp_path / "o", "--no-bench", "--step-timeout", "3")
+    finally:
+        stop.set()
+        watcher.join()
+    one_line_error(result, 4, "quantization failed: took longer than 3 s (the limit; raise it with --step-timeout)")
+    assert len(seen) == 1, seen
+    (pid, (first, last)), = seen.items()
+    assert last - first < 3 + 1.5 and not Path(f"/proc/{pid}").exists(), (last - first, pid)  # killed and reaped
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_bounded_quantizer_writes_the_bytes_the_in_process_one_does(tmp_path):
+    """A file from others is quantized in a bounded child, the plan's settings passed as json and the ranges as
+    onnxruntime's calibration cache: the same int8 bytes as the in-process call (edgekit's own exports), static with a
+    tensor override's numpy scale and zero point, and dynamic."""
+    import dataclasses
+
+    from edgekit import quantization
+    from edgekit.config import QuantSettings
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+               for name, shape in (("w1", (4, 8)), ("w2", (8, 2)))]
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+                               helper.make_node("Relu", ["h"], ["r"], name="relu"),
+                               helper.make_node("MatMul", ["r", "w2"], ["y"], name="mm2")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], weights)
+    src = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    feeds = [{"x": rng.standard_normal((1, 4)).astype(np.float32)} for _ in range(8)]
+    override = {"r": [{"scale": np.array(0.02, np.float32), "zero_point": np.array(0, np.uint8)}]}
+    for i, settings in enumerate((QuantSettings(), QuantSettings(mode="dynamic"))):
+        plan = dataclasses.replace(quantization.plan(src, settings, set()),
+                                   tensor_overrides=override if settings.mode == "static" else {})
+        here = quantization.quantize(src, tmp_path / f"here{i}.onnx", plan, feeds)
+        child = quantization.quantize(src, tmp_path / f"child{i}.onnx", dataclasses.replace(plan, from_file=True),
+                                      feeds)
+        assert quantization.quantizes_anything(onnx.load(here)), settings.mode
+        assert here.read_bytes() == child.read_bytes(), settings.mode
+    scale = next(t for t in onnx.load(tmp_path / "child0.onnx").graph.initializer if t.name == "r_scale")
+    assert numpy_helper.to_array(scale) == np.float32(0.02)  # the override reached the child
 
 
 def test_the_time_limit_message_names_an_option_only_where_there_is_one():
