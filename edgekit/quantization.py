@@ -19,7 +19,7 @@ from pathlib import Path
 from .config import QuantSettings, dynamic_types
 from .progress import quiet
 from .errors import InputError, StageError, UsageError, disk_full, first_line
-from .onnx_export import ai_onnx_opset, parsed, sort_nodes, subgraphs
+from .onnx_export import ai_onnx_opset, all_graphs, parsed, sort_nodes, subgraphs
 
 log = logging.getLogger("edgekit")
 
@@ -90,8 +90,9 @@ class Plan:
     control_flow: bool = False  # If/Loop/Scan bodies: quantize() re-sorts the int8 graph's nodes (sort_nodes)
     row_biases: tuple[str, ...] = ()  # Gemm biases [1, N] quantize() reads as the vector [N] (row_biases)
     warnings: tuple[str, ...] = ()  # what the user must hear of the plan (among the run's warnings)
-    # the float model is a file from others: onnxruntime's quantizer runs in a bounded child (quantize())
+    # the float model is a file from others: onnxruntime's quantizer runs in a bounded child if large (in_child)
     from_file: bool = field(default=False, compare=False)
+    nodes: int = field(default=0, compare=False)  # in the graph and its sub-graphs
 
     def as_dict(self) -> dict:
         """The settings as used: those the chosen mode ignores are None, so the manifest claims nothing untrue."""
@@ -676,7 +677,7 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
                        "output channel")
     return Plan(settings, reduce, attention, tuple(reasons), opset, split, half, warnings=tuple(warnings),
                 padded_convs=padded, control_flow=any(True for n in model.graph.node for _ in subgraphs(n)),
-                row_biases=rows)
+                row_biases=rows, nodes=sum(len(g.node) for g in all_graphs(model.graph)))
 
 
 CONV_CHANNELS = 4  # the input channel multiple onnxruntime's symmetric int8 conv takes (host.sym_conv_takes)
@@ -1148,7 +1149,7 @@ def _call(p: Plan, src: str, dest: str, feeds: Sequence, progress, cache: Path |
         ranges = (minmax_ranges(src, op_types, feeds, tmp, progress) if s.calibrate_method == "minmax" else
                   histogram_ranges(src, op_types, feeds, s, tmp, progress))
         save_tensors_data(ranges, cache)
-    if not p.from_file:  # edgekit's own export of the user's code: no child's start-up (~0.9 s) to pay
+    if not in_child(p):
         quantizer(src, dest, quantizer_options(p), str(cache))
         return
     from . import bounded
@@ -1159,6 +1160,18 @@ def _call(p: Plan, src: str, dest: str, feeds: Sequence, progress, cache: Path |
     if failed := bounded.run("quantization", "edgekit.quantization:quantizer_in_child", src, dest, options,
                              str(cache), timeout=seconds, raised_by=raised_by):
         raise QuantizerFailed(failed)
+
+
+QUANTIZER_IN_PROCESS_NODES = 1000  # nodes up to which a file from others is quantized in-process (in_child)
+
+
+def in_child(p: Plan) -> bool:
+    """Whether onnxruntime's quantizer runs in the bounded child: for a file from others past
+    QUANTIZER_IN_PROCESS_NODES. Its slowest pass reads the graph once per Relu/Clip (~2.8 us a node each time
+    here), so up to 1,000 nodes it ends within ~3 s whatever the graph; the child's start-up (~0.9 s) would cost a
+    small file's export a fifth of its time and each --auto trial as much. edgekit's own exports of the user's code
+    stay in-process."""
+    return p.from_file and p.nodes > QUANTIZER_IN_PROCESS_NODES
 
 
 class QuantizerFailed(Exception):

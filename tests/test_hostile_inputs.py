@@ -1217,7 +1217,7 @@ def test_a_graph_the_quantizer_takes_quadratic_time_on_stops_at_the_step_time_li
     assert not (tmp_path / "o").exists()
 
 
-def test_the_bounded_quantizer_writes_the_bytes_the_in_process_one_does(tmp_path):
+def test_the_bounded_quantizer_writes_the_bytes_the_in_process_one_does(tmp_path, monkeypatch):
     """A file from others is quantized in a bounded child, the plan's settings passed as json and the ranges as
     onnxruntime's calibration cache: the same int8 bytes as the in-process call (edgekit's own exports), static with a
     tensor override's numpy scale and zero point, and dynamic."""
@@ -1241,9 +1241,13 @@ def test_the_bounded_quantizer_writes_the_bytes_the_in_process_one_does(tmp_path
     for i, settings in enumerate((QuantSettings(), QuantSettings(mode="dynamic"))):
         plan = dataclasses.replace(quantization.plan(src, settings, set()),
                                    tensor_overrides=override if settings.mode == "static" else {})
-        here = quantization.quantize(src, tmp_path / f"here{i}.onnx", plan, feeds)
-        child = quantization.quantize(src, tmp_path / f"child{i}.onnx", dataclasses.replace(plan, from_file=True),
-                                      feeds)
+        given = dataclasses.replace(plan, from_file=True)
+        assert (plan.nodes, quantization.in_child(plan), quantization.in_child(given)) == (3, False, False)
+        here = quantization.quantize(src, tmp_path / f"here{i}.onnx", given, feeds)  # a small file: in-process
+        monkeypatch.setattr(quantization, "QUANTIZER_IN_PROCESS_NODES", 2)  # as a large one is: in the child
+        assert quantization.in_child(given) and not quantization.in_child(plan)
+        child = quantization.quantize(src, tmp_path / f"child{i}.onnx", given, feeds)
+        monkeypatch.undo()
         assert quantization.quantizes_anything(onnx.load(here)), settings.mode
         assert here.read_bytes() == child.read_bytes(), settings.mode
     scale = next(t for t in onnx.load(tmp_path / "child0.onnx").graph.initializer if t.name == "r_scale")
