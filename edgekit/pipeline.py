@@ -165,20 +165,22 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     refuse_c_name(recipe, targets)
     emulated = emulator_for(recipe, targets)
     device = device_for(recipe, targets)
-    loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint, exporting=True)
-    own = loaded.module  # the user's module, before _inputs wraps it (uint8 pixels, pinned constants)
-    inputs, pinned, defaults = _inputs(recipe, loaded)
-    cal, val = calib.for_run(recipe, sequences.data_specs(inputs, recipe.state) if recipe.state else inputs, targets)
-    if val.labels is not None and not parity.labels_are_classes(recipe.task):  # scored nowhere as class ids
-        val = dataclasses.replace(val, labels=None)
-    package.golden_count(val.feeds, 1)  # a sample no golden file can hold: told before any work
-    init = sequences.initial_values(recipe.state_init, inputs, recipe.state, recipe.max_data_bytes)
-    timed_here = next((t for t in targets if t.runtime.arch == host.arch()), targets[0])  # round_to auto's
-    compression = (_compress(recipe, loaded, own, inputs, val, timed_here, progress)
-                   if recipe.prune or recipe.share or recipe.distill else None)
     published = False
-    try:
+    try:  # OUT is made (and locked) before any work: a place no folder can be made was told
+        # after the data were read and the model pruned and distilled
         with outdir.staging(out, names, recipe.force) as stage:
+            loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint, exporting=True)
+            own = loaded.module  # the user's module, before _inputs wraps it (uint8 pixels, pinned constants)
+            inputs, pinned, defaults = _inputs(recipe, loaded)
+            specs = sequences.data_specs(inputs, recipe.state) if recipe.state else inputs
+            cal, val = calib.for_run(recipe, specs, targets)
+            if val.labels is not None and not parity.labels_are_classes(recipe.task):  # scored nowhere as class ids
+                val = dataclasses.replace(val, labels=None)
+            package.golden_count(val.feeds, 1)  # a sample no golden file can hold: told before any work
+            init = sequences.initial_values(recipe.state_init, inputs, recipe.state, recipe.max_data_bytes)
+            timed_here = next((t for t in targets if t.runtime.arch == host.arch()), targets[0])  # round_to auto's
+            compression = (_compress(recipe, loaded, own, inputs, val, timed_here, progress)
+                           if recipe.prune or recipe.share or recipe.distill else None)
             torch_val = _torch_outputs(recipe, loaded, inputs, val, init)
             shared = Shared(recipe, loaded.source, inputs, pinned, defaults, init, cal, val, torch_val, stage, progress,
                             compression, emulated, device, loaded.warnings + calib.validation_repeats(val))

@@ -1058,3 +1058,22 @@ def test_a_deleted_working_folder_is_no_working_folder_needed_or_a_usage_error(t
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.splitlines()[:2] == ["export True", "quantize q.onnx"], run.stdout + run.stderr[-2000:]
     assert run.stdout.splitlines()[2].startswith("prune 2 the working folder was deleted"), run.stdout
+
+
+def test_an_out_no_folder_can_be_made_at_is_told_before_the_data_or_the_model_is_read(tmp_path):
+    """out=/proc/... was told after the caller's generator had been read to its end (and after pruning and
+    distilling, minutes on a real model): OUT is made, and locked, before any work."""
+    read = []
+
+    def data():
+        for i, sample in enumerate(samples("calibration", 8)):
+            read.append(i)
+            yield sample
+
+    (tmp_path / "file").write_text("")
+    for out in ("/proc/edgekit-no-such", tmp_path / "file" / "out"):
+        with pytest.raises(edgekit.InputError, match="cannot create it"):
+            edgekit.export(digits_module(), inputs="image:Nx1x8x8", calibration=data(), out=out, no_bench=True,
+                           prune={"ratio": 0.5})
+        assert read == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
