@@ -411,6 +411,15 @@ assert logging.getLogger().handlers == [], logging.getLogger().handlers
         "gives an output; ignored: features, classifier, classifier.3)", done.stderr
 
 
+BN_MODEL = """class BN(nn.Module):  # a BatchNorm on the input leaves 1-D weights onnxruntime's quantizer warns about
+    def __init__(self):
+        super().__init__()
+        self.bn, self.fc = nn.BatchNorm2d(1), nn.Linear(64, 10)
+    def forward(self, x):
+        return self.fc(self.bn(x).flatten(1))
+"""
+
+
 def test_a_scripts_own_log_warnings_still_print_during_a_call_and_onnxruntimes_do_not(tmp_path):
     """The stand-in dropped every record but edgekit's: warnings the user's data function logged during an export
     vanished, though they print before and after it. onnxruntime's quantizer's (a BatchNorm on the input leaves
@@ -418,13 +427,7 @@ def test_a_scripts_own_log_warnings_still_print_during_a_call_and_onnxruntimes_d
     script = tmp_path / "script.py"
     script.write_text(f"""import logging, numpy as np, torch, edgekit
 from torch import nn
-class BN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.bn, self.fc = nn.BatchNorm2d(1), nn.Linear(64, 10)
-    def forward(self, x):
-        return self.fc(self.bn(x).flatten(1))
-def data():
+{BN_MODEL}def data():
     logging.getLogger("mydata").warning("from my data's logger")
     logging.warning("from the root logger")
     return ({{"x": np.random.default_rng(i).random((1, 1, 8, 8), np.float32)}} for i in range(16))
@@ -442,13 +445,7 @@ def test_onnxruntimes_records_stay_out_of_a_log_the_script_configured(tmp_path):
     script.write_text(f"""import logging, numpy as np, onnxruntime, os, edgekit
 from torch import nn
 logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s %(pathname)s: %(message)s")
-class BN(nn.Module):  # a BatchNorm on the input leaves 1-D weights the quantizer warns about
-    def __init__(self):
-        super().__init__()
-        self.bn, self.fc = nn.BatchNorm2d(1), nn.Linear(64, 10)
-    def forward(self, x):
-        return self.fc(self.bn(x).flatten(1))
-def data():
+{BN_MODEL}def data():
     logging.getLogger("mydata").debug("from my data's logger")
     return ({{"x": np.random.default_rng(i).random((1, 1, 8, 8), np.float32)}} for i in range(16))
 edgekit.export(BN().eval(), inputs=["x:Nx1x8x8"], calibration=data, out={str(tmp_path / 'o')!r}, no_bench=True)
