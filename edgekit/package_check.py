@@ -726,17 +726,17 @@ def _figures_here(fp32: str, golden: str, task: str, state: dict[str, str], reus
         raise  # e.g. a bad EDGEKIT_HOST_ISA: the user's setting, not the model
     except Exception as e:
         return {"error": f"{FP32} does not run the golden inputs: {first_line(e, 200)}"}
-    return {"samples": len(inputs), "outputs": [{**o.as_dict(), "cosine_samples": _averaged(r[o.output] for r in runs)}
-                                                for o in found]}
+    return {"samples": len(inputs), "outputs": [{**o.as_dict(), "cosine_samples": _averaged(
+        [r[o.output] for r in runs], o.quiet_samples)} for o in found]}
 
 
-def _averaged(refs) -> int | None:
-    """How many samples parity.compare's mean cosine averaged: those whose reference is not near zero; None where it
-    pooled them into one cosine (outputs of one value per sample)."""
+def _averaged(refs, quiet: int | None) -> int | None:
+    """How many samples parity.compare's mean cosine averaged: all but its `quiet_samples` (reference near zero, or
+    quiet); None where it pooled them into one cosine (outputs of one value per sample)."""
     refs = [np.asarray(a) for a in refs]
     if not refs or min(a.size for a in refs) < 2:
         return None
-    return sum(float(np.max(np.abs(a))) >= parity.NEAR_ZERO for a in refs)
+    return len(refs) - (quiet or 0)
 
 
 # A manifest's int8-vs-fp32 figures are measured on the samples its verdict is of, whose first ones are the golden

@@ -13,9 +13,10 @@ NEAR_ZERO = 1e-6  # a reference output whose peak |value| is below this carries 
 # classifier's logits (argmax, judged by top-1 and accuracy); task other is only warned of: untrained test models'
 # outputs, a bias plus a small variation, took 6-23 levels (small_cnn, ResNet18-, MobileNetV2-style).
 VALUE_TASKS = ("detect", "regress")
-# a sample whose reference RMS is under this share of the median sample's is left out of cosine_min: a few int8 steps
-# of noise are a wide angle there (a VAD step's two logits at 0.16 RMS beside a median of 3.0: 0.9475), which SQNR
-# already weighs by the sample's size
+# a sample whose reference RMS is under this share of the median sample's is left out of cosine and cosine_min: a few
+# int8 steps of noise are a wide angle there (a VAD step's two logits at 0.16 RMS beside a median of 3.0: 0.9475),
+# which SQNR already weighs by the sample's size. Out of both, so that cosine_min <= cosine (counted in the mean
+# alone, quiet samples sank it to 0.978 below a worst of 0.991 and quant_cosine failed while quant_cosine_worst held)
 QUIET = 0.1
 CONSTANT_RMS = 1e-6  # a channel varying less than this (RMS around its mean, over the output's peak) is constant
 
@@ -45,7 +46,7 @@ def shapes_of(sample) -> list[tuple]:
 class OutputParity:
     output: str
     cosine: float | None  # mean over samples of per-sample cosine similarity; None: reference ~0, or integer
-    cosine_min: float | None  # the worst sample's (samples under QUIET of the median's size left out)
+    cosine_min: float | None  # the worst sample's (the same samples as the mean: quiet_samples left out of both)
     sqnr_db: float | None
     max_abs: float
     mean_abs: float
@@ -61,6 +62,9 @@ class OutputParity:
     # classify, a class map's scored output: mean over classes of the IoU of int8's argmax map with the reference's
     # (a small class's pixels flipping hardly move a per-pixel top1 that the background rules)
     iou_agreement: float | None = None
+    # samples with no cosine of their own (reference ~0, or under QUIET of the median sample's RMS): out of the mean
+    # and the worst alike, counted in SQNR and max_abs; None when there are none
+    quiet_samples: int | None = None
 
     @property
     def near_zero(self) -> bool:
@@ -218,7 +222,8 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
     A reference that is ~0 gets no cosine or SQNR, it is flagged; so does a sample whose reference is ~0 (a ReLU
     head's all-zero row: one step of int8 noise on it is cosine 0) get no cosine of its own, while SQNR and max_abs
     count it. A small but real sample keeps its cosine: an outlier setting the scale must not hide its loss. The
-    worst (cosine_min) leaves out samples under QUIET of the median sample's RMS: the median, so one outlier cannot.
+    mean and the worst (cosine_min) leave out samples under QUIET of the median sample's RMS (the median, so one
+    outlier cannot), both the same samples so that the worst is never above the mean; quiet_samples counts them.
     Outputs in `plain` (a streaming model's state) are not the task's outputs: cosine and SQNR only.
     """
     from .errors import InputError, InternalError
@@ -244,11 +249,11 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
         if min(a.size for a in ref) >= 2:
             pairs = [(a, b) for a, b in zip(ref, cand) if float(np.max(np.abs(a), initial=0.0)) >= NEAR_ZERO
                      or peak < NEAR_ZERO]
-            cos = [_cosine(a.ravel(), b.ravel()) for a, b in pairs]
-            cos_min = _worst_cosine(cos, [float(np.sqrt(np.mean((a / (peak or 1.0)) ** 2))) for a, _ in pairs])
+            cos = _loud([_cosine(a.ravel(), b.ravel()) for a, b in pairs],
+                        [float(np.sqrt(np.mean((a / (peak or 1.0)) ** 2))) for a, _ in pairs])
         else:
             cos = [_cosine(np.concatenate([a.ravel() for a in ref]), np.concatenate([b.ravel() for b in cand]))]
-            cos_min = cos[0]
+        quiet = len(ref) - len(cos) if min(a.size for a in ref) >= 2 else 0
         scale = peak or 1.0  # no overflow near float max
         diffs = [np.abs(a - b) for a, b in zip(ref, cand)]
         noise = sum(float(np.sum((d / scale) ** 2)) for d in diffs)
@@ -259,13 +264,14 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
                            else (None,) * 3)
         retrieval = _retrieval_at1(ref, cand) if kind == "embed" else None
         # an integer output's cosine and SQNR fed the gates and the table (a TopK's indices): it is held exactly
-        metrics = ((float(np.mean(cos)), cos_min, round(sqnr, 3)) if peak >= NEAR_ZERO and exact is None
+        metrics = ((float(np.mean(cos)), float(min(cos)), round(sqnr, 3)) if peak >= NEAR_ZERO and exact is None
                    else (None,) * 3)
         results.append(OutputParity(name, *metrics, max(float(np.max(d, initial=0.0)) for d in diffs),
                                     sum(float(np.sum(d)) for d in diffs) / max(1, sum(a.size for a in ref)),
                                     top1, peak, top5, retrieval, exact, k == at,
                                     centred_sqnr(ref, cand) if peak >= NEAR_ZERO and exact is None
-                                    and name not in plain else None, iou))
+                                    and name not in plain else None, iou,
+                                    (quiet or None) if metrics[0] is not None else None))
     return results
 
 
@@ -319,10 +325,11 @@ def mean_iou(areas: np.ndarray) -> float:
     return float(np.mean(inter[union > 0] / union[union > 0])) if (union > 0).any() else 1.0
 
 
-def _worst_cosine(cos: list[float], rms: list[float]) -> float:
-    """The lowest cosine of the samples of at least QUIET times the median sample's RMS (the loudest always is)."""
+def _loud(cos: list[float], rms: list[float]) -> list[float]:
+    """The cosines of the samples of at least QUIET times the median sample's RMS (the loudest always is one), which
+    the mean and the worst both take."""
     floor = QUIET * float(np.median(rms))
-    return float(min(c for c, r in zip(cos, rms) if r >= floor))
+    return [c for c, r in zip(cos, rms) if r >= floor]
 
 
 RETRIEVAL_TIE = 0.01  # cosine: neighbours this close under the reference are equally good answers

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from . import mobile
-from .parity import worst
+from .parity import QUIET, worst
 from .reports import ARM_STAND_IN, TIMED, TargetReport, shipped_model
 from .runner import BLOCK, MEMORY_RUNS, REWARM
 
@@ -145,6 +145,13 @@ def computed_on(r: TargetReport, int8: bool = True) -> str:
         f"; int8 outputs from {kernels}" if kernels else "") + (f" ({arm})" if arm and arm != kernels else "")
 
 
+def quiet_line(outputs, safe) -> list[str]:
+    """Which outputs' cosine and min cosine leave samples out (parity.QUIET), and how many: both figures alike."""
+    said = [f"{o.quiet_samples} of {safe(o.output)}" for o in outputs if o.quiet_samples]
+    return [f"Cosine and min cosine leave out quiet samples ({', '.join(said)}): reference ~0 or under "
+            f"{QUIET:g} of the median sample's RMS; SQNR and max abs count them.", ""] if said else []
+
+
 def accuracy_line(a) -> str:
     what = "Accuracy on {} labelled samples" if a.mean_iou is None else "Pixel accuracy on {} labelled pixels"
     iou = "" if a.mean_iou is None else "; mean IoU fp32 {:.2f} · int8 {:.2f}".format(*a.mean_iou)
@@ -242,7 +249,7 @@ def markdown(r: TargetReport) -> str:
                                                                        (o.centred_sqnr_db, ".2f"))),
                   f"{o.max_abs:.3g}", f"{o.mean_abs:.3g}", _fmt(o.top1_agreement, ".4f", "n/a"),
                   _fmt(o.top5_agreement, ".4f", "n/a"), _fmt(o.iou_agreement, ".4f", "n/a"),
-                  _fmt(o.retrieval_at1, ".4f", "n/a")) for o in p.outputs]) + [""]
+                  _fmt(o.retrieval_at1, ".4f", "n/a")) for o in p.outputs]) + [""] + quiet_line(p.outputs, _safe)
     if r.accuracy:
         out += [accuracy_line(r.accuracy), ""]
     if state := d.get("state"):  # the drift a streaming model's int8 state accumulates (was in the manifest alone)

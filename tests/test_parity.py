@@ -66,16 +66,32 @@ def test_one_sample_far_off_fails_the_worst_sample_gate_the_mean_passes(tmp_path
 def test_the_worst_sample_leaves_out_samples_far_quieter_than_the_median():
     """The streaming VAD example failed the worst-sample gate at 0.9475 on a step whose two logits were (-0.13,
     0.094), 5% of the median step's size: int8's few steps of noise there are a wide angle, while every step of
-    typical size kept 0.98 and up. A quiet sample still counts in the mean; a sample of a tenth or more does not
-    leave the worst."""
+    typical size kept 0.98 and up. A sample of a tenth or more does not leave the worst."""
     rng = np.random.default_rng(0)
     ref = [[rng.standard_normal((1, 2)) * 3] for _ in range(15)] + [[np.array([[-0.13, 0.094]])]]
     cand = [[r[0].copy()] for r in ref[:15]] + [[np.array([[-0.117, 0.164]])]]
     [o] = parity.compare(["speech"], ref, cand)
-    assert o.cosine_min == pytest.approx(1.0) and o.cosine < 1.0 - 0.05 / 16
+    assert o.cosine_min == pytest.approx(1.0) and o.quiet_samples == 1
     ref[-1] = [np.array([[-1.3, 0.94]])]  # as large as the others: its angle is the output's worst
     cand[-1] = [np.array([[-1.17, 1.64]])]
     assert parity.compare(["speech"], ref, cand)[0].cosine_min == pytest.approx(0.9475, abs=1e-3)
+
+
+def test_the_mean_cosine_and_the_worst_leave_out_the_same_quiet_samples():
+    """A rank-0 scale input's quiet samples counted in the mean alone: quant_cosine 0.9778 failed at 0.99 while
+    quant_cosine_worst, which leaves them out, was 0.9907. Both take the same samples, so the worst is never above
+    the mean and the two gates cannot disagree that way; quiet_samples says how many were left out."""
+    rng = np.random.default_rng(1)
+    loud = [rng.standard_normal((1, 8)) * 3 for _ in range(12)]
+    ref = [[a] for a in loud] + [[np.full((1, 8), 0.01) * (-1) ** np.arange(8)] for _ in range(4)]
+    cand = [[a + 0.3 * rng.standard_normal(a.shape)] for a in loud] + [[np.full((1, 8), 0.01)] for _ in range(4)]
+    [o] = parity.compare(["y"], ref, cand)
+    assert o.cosine_min <= o.cosine < 1.0 and o.quiet_samples == 4
+    assert o.cosine == pytest.approx(np.mean([parity._cosine(a.ravel(), b[0].ravel()) for a, b in zip(loud, cand)]))
+    spec = ParitySpec(quant_cosine_min=o.cosine_min, quant_cosine_worst_min=o.cosine_min)
+    gates = {g.name: g.passed for g in parity.quantization_gates([o], None, spec, "other")}
+    assert gates["quant_cosine"] and gates["quant_cosine_worst"]  # at the worst's figure, both hold
+    assert o.as_dict()["quiet_samples"] == 4
 
 
 def test_top5_agreement_counts_the_reference_class_within_the_candidates_top5():
