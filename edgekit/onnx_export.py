@@ -387,6 +387,33 @@ def check(path: Path) -> None:
         raise StageError("onnx check", first) from e
 
 
+def shaped_inputs(model, shapes: dict[str, tuple], label: str) -> bool:
+    """Give each tensor input the file gives no shape at all (onnxruntime runs it; onnx's checker refused the file
+    with "Field 'shape' of 'type' is required", naming no tensor) its shape in `shapes` (--input's); one without is
+    refused by name, as is an output of no shape. Whether any shape was set."""
+    init = {t.name for t in model.graph.initializer}
+    bare = [v for v in model.graph.input if v.name not in init and v.type.WhichOneof("value") == "tensor_type"
+            and not v.type.tensor_type.HasField("shape")]
+    if missing := next((v.name for v in bare if v.name not in shapes), None):
+        raise InputError(f"model {label!r}: input {missing!r} has no shape in the file (not even its rank): give it "
+                         f"with --input {missing}:SHAPE (its sizes joined by x, a name for a dynamic one: "
+                         "Nx3x224x224)")
+    if out := next((v.name for v in model.graph.output if v.type.WhichOneof("value") == "tensor_type"
+                    and not v.type.tensor_type.HasField("shape")), None):
+        raise InputError(f"model {label!r}: output {out!r} has no shape in the file (not even its rank), which the "
+                         "ONNX checker requires: give the graph output its shape where the model is converted "
+                         "(onnx.shape_inference.infer_shapes fills it where it can)")
+    for v in bare:
+        dims = v.type.tensor_type.shape.dim
+        for size in shapes[v.name]:
+            dim = dims.add()
+            if isinstance(size, str):
+                dim.dim_param = size
+            else:
+                dim.dim_value = size
+    return bool(bare)
+
+
 KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 
 
@@ -396,10 +423,11 @@ MAX_ONNX_BYTES = 2 << 30
 RANDOM_OPS = {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Multinomial", "Bernoulli"}
 
 
-def load_onnx_input(path: Path, runs: bool = True):
+def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | None = None):
     """Read and validate a user-given .onnx; anything wrong with it is bad input (exit 3), found before
     onnxruntime touches it: unreadable bytes, external data outside the model's folder, ops or domains
-    no runtime here implements, an invalid graph; with `runs` (export, quantize: not inspect), random ops."""
+    no runtime here implements, an invalid graph; with `runs` (export, quantize: not inspect), random ops.
+    `shapes`: --input's, given to inputs the file gives no shape (shaped_inputs)."""
     import onnx
 
     from .arrays import regular_file
@@ -423,6 +451,7 @@ def load_onnx_input(path: Path, runs: bool = True):
         raise InputError(f"model {str(path)!r}: node {random.name or random.op_type!r} is {random.op_type}, whose "
                          "values change from run to run, so neither parity nor golden outputs can hold: export the "
                          "model without sampling")
+    shaped_inputs(model, shapes or {}, str(path))
     try:
         onnx.load_external_data_for_model(model, str(path.parent))
         onnx.checker.check_model(model, full_check=False)
@@ -649,7 +678,7 @@ def io_specs(model, label: str = "") -> tuple[tuple[InputSpec, ...], tuple[Input
     model = parsed(model)
     init = {i.name for i in model.graph.initializer}
     inputs = tuple(_spec(v, i, label) for i, v in enumerate(model.graph.input) if v.name not in init)
-    outputs = tuple(_spec(v, i, label) for i, v in enumerate(model.graph.output))
+    outputs = tuple(_spec(v, i, label, "output") for i, v in enumerate(model.graph.output))
     if not inputs:
         raise InputError(f"model {label!r} has no inputs")
     return inputs, outputs
@@ -665,9 +694,14 @@ def optional_inputs(model, label: str) -> dict[str, tuple[InputSpec, np.ndarray]
             for i, v in enumerate(model.graph.input) if v.name in init}
 
 
-def _spec(v, i: int, label: str) -> InputSpec:
+def _spec(v, i: int, label: str, role: str = "input") -> InputSpec:
     import onnx
 
+    if v.type.WhichOneof("value") != "tensor_type":  # read as a tensor it said "element type 0 (UNDEFINED)"
+        what = WORDS.get(v.type.WhichOneof("value"), "untyped")
+        raise InputError(f"model {label!r}: {role} {v.name!r} is {what} ({_kind(v.type)}), not a tensor, and edgekit "
+                         "handles tensor inputs and outputs only: " + (
+                             ZIPMAP if role == "output" and _zipmap(v.type) else f"make the graph's {role}s tensors"))
     # a fixed size of 0 is not a dynamic axis (dim_value's default): HasField tells them apart; -1 marks one
     dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or f"d{i}_{j}")
                  for j, d in enumerate(v.type.tensor_type.shape.dim))
@@ -676,6 +710,39 @@ def _spec(v, i: int, label: str) -> InputSpec:
         raise InputError(f"model {label!r}: {v.name!r} has ONNX element type {elem} "
                          f"({onnx.TensorProto.DataType.Name(elem)}), which edgekit does not handle")
     return InputSpec(v.name, dims, ONNX_DTYPES[elem])
+
+
+ZIPMAP = ("a classifier converted by skl2onnx returns its probabilities through ZipMap as a sequence of maps: "
+          "convert it with options={id(model): {'zipmap': False}} for a tensor; otherwise make the graph's outputs "
+          "tensors")
+
+
+WORDS = {"sequence_type": "a sequence", "map_type": "a map", "optional_type": "an optional",
+         "sparse_tensor_type": "a sparse tensor"}
+
+
+def _kind(t) -> str:
+    """An ONNX type in its own notation (onnxruntime's too): seq(map(int64,tensor(float))), for a refusal."""
+    import onnx
+
+    def name(elem):
+        return onnx.TensorProto.DataType.Name(elem).lower()
+
+    which = t.WhichOneof("value")
+    if which == "sequence_type":
+        return f"seq({_kind(t.sequence_type.elem_type)})"
+    if which == "optional_type":
+        return f"optional({_kind(t.optional_type.elem_type)})"
+    if which == "map_type":
+        return f"map({name(t.map_type.key_type)},{_kind(t.map_type.value_type)})"
+    if which in ("tensor_type", "sparse_tensor_type"):
+        return f"{'sparse_' * (which != 'tensor_type')}tensor({name(getattr(t, which).elem_type)})"
+    return "no type"
+
+
+def _zipmap(t) -> bool:
+    """A sequence of maps: what skl2onnx's ZipMap returns."""
+    return t.WhichOneof("value") == "sequence_type" and t.sequence_type.elem_type.WhichOneof("value") == "map_type"
 
 
 def preprocess(src: Path, dest: Path, timeout: float = DEFAULT_STEP_TIMEOUT,
@@ -953,14 +1020,15 @@ def stamp(model, props: dict[str, str]):
     return model
 
 
-def without_initializer_inputs(src: Path, dest: Path) -> Path:
-    """Old exporters list weights as graph inputs too; the deployed model should take only real inputs."""
+def without_initializer_inputs(src: Path, dest: Path, shapes: dict[str, tuple] | None = None) -> Path:
+    """Old exporters list weights as graph inputs too; the deployed model should take only real inputs. `shapes`:
+    --input's, for inputs the file gives no shape (shaped_inputs)."""
     import onnx
 
     model = onnx.load(str(src), load_external_data=False)
     weights = {t.name for t in model.graph.initializer}
     extra = [i for i in model.graph.input if i.name in weights]
-    if not extra:
+    if not shaped_inputs(model, shapes or {}, str(src)) and not extra:
         return src
     # weights in external data files move beside dest: left beside the original, the shipped model.onnx still took
     # them as inputs (the int8 model did not)

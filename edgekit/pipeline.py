@@ -275,7 +275,7 @@ def _model_inputs(recipe: Recipe, loaded) -> tuple[tuple[InputSpec, ...], dict]:
         return recipe.inputs, {}
     if recipe.output_names:
         raise UsageError("--output-name does not apply to an .onnx source (its outputs are already named)")
-    model, label = onnx_export.load_onnx_input(loaded.onnx_path), str(loaded.onnx_path)
+    model, label = onnx_export.load_onnx_input(loaded.onnx_path, shapes=shapes_of(recipe.inputs)), str(loaded.onnx_path)
     inspect_model.check_quantizable(model, label)
     found, _ = onnx_export.io_specs(model, label)
     if recipe.inputs:
@@ -284,6 +284,11 @@ def _model_inputs(recipe: Recipe, loaded) -> tuple[tuple[InputSpec, ...], dict]:
             raise UsageError(f"--input {', '.join(map(str, recipe.inputs))} does not match the model's inputs "
                              f"{', '.join(map(str, found))}")
     return found, onnx_export.optional_inputs(model, label)
+
+
+def shapes_of(specs) -> dict[str, tuple]:
+    """--input's shapes by name: for an .onnx's inputs of no shape (onnx_export.shaped_inputs)."""
+    return {s.name: s.shape for s in specs}
 
 
 def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress: bool) -> dict:
@@ -384,7 +389,7 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     exporter = None if loaded.is_onnx else "dynamo" if loaded.program else shared.recipe.exporter
     traced: list[str] = []
     if loaded.is_onnx:
-        raw = onnx_export.without_initializer_inputs(loaded.onnx_path, work / "input.onnx")
+        raw = onnx_export.without_initializer_inputs(loaded.onnx_path, work / "input.onnx", shapes_of(shared.inputs))
         if shared.pinned:
             raw = constants.pin_onnx(raw, work / "pinned.onnx", shared.pinned)
     else:

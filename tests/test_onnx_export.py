@@ -419,3 +419,51 @@ def test_symbolic_shape_inference_runs_on_a_graph_it_can_infer(tmp_path):
     assert preprocess_in_child(str(tmp_path / "m.onnx"), str(tmp_path / "p.onnx")) == ""
     [y] = onnx.load(str(tmp_path / "p.onnx")).graph.output
     assert [d.dim_param or d.dim_value for d in y.type.tensor_type.shape.dim] == [4, "N"]
+
+
+def test_an_output_of_no_tensor_type_is_said_as_what_it_is(tmp_path):
+    """skl2onnx's default ZipMap output (a sequence of maps), a sequence or an optional was refused as "ONNX
+    element type 0 (UNDEFINED)", which says neither what the output is nor what to do."""
+    from onnx import TensorProto as T, helper as h
+
+    from edgekit import onnx_export
+    from edgekit.errors import InputError
+
+    def model(out, *nodes):
+        graph = h.make_graph([h.make_node("Relu", ["x"], ["r"]), *nodes], "g",
+                             [h.make_tensor_value_info("x", T.FLOAT, ["N", 3])], [out])
+        return h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
+
+    zipmap = h.make_value_info("probs", h.make_sequence_type_proto(
+        h.make_map_type_proto(T.INT64, h.make_tensor_type_proto(T.FLOAT, []))))
+    with pytest.raises(InputError, match=r"output 'probs' is a sequence \(seq\(map\(int64,tensor\(float\)\)\)\), "
+                                         r"not a tensor.*\{'zipmap': False\}"):
+        onnx_export.io_specs(model(zipmap), "m")
+    seq = h.make_value_info("s", h.make_sequence_type_proto(h.make_tensor_type_proto(T.FLOAT, None)))
+    with pytest.raises(InputError, match=r"output 's' is a sequence \(seq\(tensor\(float\)\)\), not a tensor.*: "
+                                         "make the graph's outputs tensors$"):
+        onnx_export.io_specs(model(seq, h.make_node("SequenceConstruct", ["r"], ["s"])), "m")
+    optional = h.make_value_info("o", h.make_optional_type_proto(h.make_tensor_type_proto(T.FLOAT, None)))
+    with pytest.raises(InputError, match=r"output 'o' is an optional \(optional\(tensor\(float\)\)\)"):
+        onnx_export.io_specs(model(optional, h.make_node("Optional", ["r"], ["o"])), "m")
+
+
+def test_an_input_of_no_shape_is_named_and_takes_inputs_shape(tmp_path):
+    """An input with no shape at all (onnxruntime runs it) was refused with the checker's "Field 'shape' of 'type'
+    is required but missing", naming no tensor, and --input's shape did not help: it is named, and --input gives
+    it its shape."""
+    from onnx import TensorProto as T, helper as h, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32), "W")
+    graph = h.make_graph([h.make_node("MatMul", ["x", "W"], ["y"])], "g",
+                         [h.make_tensor_value_info("x", T.FLOAT, None)],
+                         [h.make_tensor_value_info("y", T.FLOAT, ["N", 4])], [w])
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 13)]), tmp_path / "m.onnx")
+    common = ["export", tmp_path / "m.onnx", "--calibration", "random", "--no-bench", "--out", tmp_path / "out"]
+    refused = cli(common)
+    assert refused.exit_code == 3 and "input 'x' has no shape in the file" in refused.output, refused.output
+    assert "--input x:SHAPE" in refused.output
+    made = cli([*common, "--input", "x:Nx16", "--json"])
+    assert made.exit_code == 0, made.output
+    shipped = onnx.load(tmp_path / "out" / "desktop-x86" / "model.onnx").graph.input[0].type.tensor_type.shape
+    assert [d.dim_param or d.dim_value for d in shipped.dim] == ["N", 16]
