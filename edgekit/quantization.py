@@ -19,7 +19,7 @@ from pathlib import Path
 from .config import QuantSettings, dynamic_types
 from .progress import quiet
 from .errors import InputError, StageError, UsageError, disk_full, first_line
-from .onnx_export import ai_onnx_opset, all_graphs, parsed, sort_nodes, subgraphs
+from .onnx_export import ai_onnx_opset, all_graphs, all_nodes, parsed, sort_nodes, subgraphs
 
 log = logging.getLogger("edgekit")
 
@@ -89,6 +89,7 @@ class Plan:
     padded_convs: tuple[str, ...] = ()  # the Convs whose int8 input channels quantize() pads (pad_convs), by key()
     control_flow: bool = False  # If/Loop/Scan bodies: quantize() re-sorts the int8 graph's nodes (sort_nodes)
     row_biases: tuple[str, ...] = ()  # Gemm biases [1, N] quantize() reads as the vector [N] (row_biases)
+    constant_outputs: tuple[str, ...] = ()  # graph outputs that are initializers: quantize() keeps them exact
     warnings: tuple[str, ...] = ()  # what the user must hear of the plan (among the run's warnings)
     # the float model is a file from others: onnxruntime's quantizer runs in a bounded child if large (in_child)
     from_file: bool = field(default=False, compare=False)
@@ -677,7 +678,34 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
                        "output channel")
     return Plan(settings, reduce, attention, tuple(reasons), opset, split, half, warnings=tuple(warnings),
                 padded_convs=padded, control_flow=any(True for n in model.graph.node for _ in subgraphs(n)),
-                row_biases=rows, nodes=sum(len(g.node) for g in all_graphs(model.graph)))
+                row_biases=rows, nodes=sum(len(g.node) for g in all_graphs(model.graph)),
+                constant_outputs=constant_outputs(model))
+
+
+def constant_outputs(model) -> tuple[str, ...]:
+    """The graph outputs that are initializers (anchors, a bias returned as well): onnxruntime's quantizer
+    quantized them like any weight, and a DequantizeLinear then returned them changed (max_abs 5.8e-5)."""
+    weights = {t.name for t in model.graph.initializer}
+    return tuple(o.name for o in model.graph.output if o.name in weights)
+
+
+def restore_constant_outputs(model, given: str, names: Sequence[str]) -> bool:
+    """Give `names` (constant_outputs) in the int8 ModelProto back their float values, exact, from the file `given`:
+    the quantized copy that onnxruntime's DequantizeLinear gives under the output's name goes on feeding the nodes
+    that read it (renamed), as the rest of the int8 model has it. Whether any was restored."""
+    import onnx
+
+    weights = {t.name for t in model.graph.initializer}
+    lost = [n for n in names if n not in weights]
+    if not lost:
+        return False
+    given_weights = {t.name: t for t in onnx.load(given).graph.initializer if t.name in lost}
+    for name in lost:
+        for n in all_nodes(model.graph):
+            n.input[:] = [f"{name}/int8" if t == name else t for t in n.input]
+            n.output[:] = [f"{name}/int8" if t == name else t for t in n.output]
+        model.graph.initializer.append(given_weights[name])
+    return True
 
 
 CONV_CHANNELS = 4  # the input channel multiple onnxruntime's symmetric int8 conv takes (host.sym_conv_takes)
@@ -1100,6 +1128,7 @@ def quantize(src: Path, dest: Path, p: Plan, feeds: Sequence, progress=None, cac
         with quiet(), tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
             import onnx
 
+            given = str(src)
             if p.half_weights or p.row_biases:  # plan() said so among its reasons
                 fold_half_casts(model := onnx.load(str(src)))
                 flatten_rows(model, p.row_biases)
@@ -1115,10 +1144,11 @@ def quantize(src: Path, dest: Path, p: Plan, feeds: Sequence, progress=None, cac
                     p = dataclasses.replace(p, settings=dataclasses.replace(
                         p.settings, exclude_nodes=(*p.settings.exclude_nodes, *added)))
             _call(p, str(src), str(dest), feeds, progress, cache, Path(tmp))
-            if not (did or p.padded_convs or p.control_flow):
+            if not (did or p.padded_convs or p.control_flow or p.constant_outputs):
                 return dest  # the int8 model as onnxruntime wrote it, not parsed again
             model = onnx.load(str(dest))
-            moved = p.control_flow and sort_nodes(model.graph)
+            moved = restore_constant_outputs(model, given, p.constant_outputs)
+            moved = p.control_flow and sort_nodes(model.graph) or moved
             if did or p.padded_convs:
                 _unpair(model)
                 if padded := pad_convs(model, p.padded_convs):
