@@ -395,9 +395,9 @@ def shaped_inputs(model, shapes: dict[str, tuple], label: str) -> bool:
     bare = [v for v in model.graph.input if v.name not in init and v.type.WhichOneof("value") == "tensor_type"
             and not v.type.tensor_type.HasField("shape")]
     if missing := next((v.name for v in bare if v.name not in shapes), None):
-        raise InputError(f"model {label!r}: input {missing!r} has no shape in the file (not even its rank): give it "
-                         f"with --input {missing}:SHAPE (its sizes joined by x, a name for a dynamic one: "
-                         "Nx3x224x224)")
+        raise InputError(f"model {label!r}: input {missing!r} has no shape in the file (not even its rank): export "
+                         f"takes it from --input {missing}:SHAPE (its sizes joined by x, a name for a dynamic one: "
+                         "Nx3x224x224); inspect and quantize need it in the file")
     if out := next((v.name for v in model.graph.output if v.type.WhichOneof("value") == "tensor_type"
                     and not v.type.tensor_type.HasField("shape")), None):
         raise InputError(f"model {label!r}: output {out!r} has no shape in the file (not even its rank), which the "
