@@ -599,6 +599,37 @@ def test_a_target_that_fixes_a_dynamic_axis_says_to_what(tmp_path, encoder_data)
             "dynamic): the app must pad or cut input_ids, attention_mask to it") in result.output, result.output
 
 
+def _seq_onnx(path, channels_dynamic=False) -> None:
+    """A small .onnx from torch's exporter taking x: [batch, seq, 8] (dims named as other exporters name them)."""
+    import torch
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(x).mean(1)
+
+    torch.onnx.export(M().eval(), (torch.randn(1, 5, 8),), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"], dynamic_axes={"x": {0: "batch", 1: "seq"}})
+
+
+def test_an_onnx_sources_input_sizes_are_used_or_refused(tmp_path):
+    """--input's sizes were ignored for an .onnx (only name, rank and dtype compared): x:Nx12x8 shipped seq at
+    random data's 16 on android-arm64 (as the warning advised to write), and x:Nx12x4 on a model taking 8 passed."""
+    _seq_onnx(tmp_path / "seq.onnx")
+    result = export(tmp_path / "seq.onnx", "--input", "x:Nx12x8", "--calibration", "random", "-t", "android-arm64",
+                    "--no-bench", "--out", tmp_path / "o")
+    android, = manifests(result)
+    assert android["fixed_input_shapes"] == {"x": [1, 12, 8]}, android["fixed_input_shapes"]
+    assert not any("fixed to" in w for w in android["warnings"]), android["warnings"]
+    result = export(tmp_path / "seq.onnx", "--input", "x:Nx12x4", "--calibration", "random", "--no-bench",
+                    "--out", tmp_path / "o2")
+    assert result.exit_code == 2, result.output
+    assert "'x' axis 2 is 4, but the model fixes it to 8" in result.output, result.output
+
+
 def test_a_target_that_fixes_an_axis_is_not_gated_at_sizes_it_does_not_ship(tmp_path):
     """A sequence length baked in by the tracer fails desktop at seq=5; android-arm64 ships seq fixed at 10 (and
     the batch at 1), can never be fed 5, yet failed runs_at_seq=5 too and listed export_cosine_at_N=2 as passed."""
