@@ -625,6 +625,21 @@ def random_dataset(specs, count: int, seed: int, max_bytes: int = arrays.DEFAULT
     return Dataset("random", [{s.name: sample(s) for s in specs} for _ in range(count)], None, random=True)
 
 
+def random_sizes_said(specs, feed: Mapping[str, np.ndarray]) -> str:
+    """The sizes random data (`feed`, one of its samples) gave the named axes but the batch, and how to choose
+    them, for a model that fails on them: a model naming its channel axis was fed 16 channels and failed naming an
+    onnxruntime optimiser's node. "" when there is no such axis (the data's sizes are the model's own)."""
+    chosen = {d: feed[s.name].shape[i] for s in specs for i, d in enumerate(s.shape)
+              if isinstance(d, str) and i != s.batch_axis}
+    if not chosen:
+        return ""
+    first = next(s for s in specs if set(s.shape) & set(chosen))
+    example = InputSpec(first.name, tuple(chosen.get(d, d) for d in first.shape), first.dtype)
+    return (f"random data gave the axes the model names {', '.join(f'{d}={n}' for d, n in chosen.items())} (its size "
+            f"for a named axis), which the model may not take: write the sizes it takes in --input (as {example}, "
+            "each at its size; --size sets only sizes validated)")
+
+
 OUTLIER_SAMPLE = 100.0  # a calibration sample whose peak |value| is this many times the 90th percentile sample's
 FEW_OUTLIER_SAMPLES = 8  # fewer have no percentile to stand out from
 

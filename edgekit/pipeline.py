@@ -413,7 +413,7 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     fp32, preprocessing = onnx_export.preprocess(raw, work / "model.onnx", shared.recipe.step_timeout,
                                                  exported=not loaded.is_onnx, raised_by="--step-timeout")
     if loaded.is_onnx and not shared.recipe.state:  # a file from others (a streaming model's feeds need its state)
-        onnx_export.first_run(fp32, shared.val.feeds[0], shared.recipe.step_timeout, raised_by="--step-timeout")
+        _first_run(fp32, shared)
     model = onnx_export.parsed(fp32)
     onnx_export.name_nodes(model)
     kept, outputs = onnx_export.io_specs(model)
@@ -446,6 +446,24 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
                     exporter, tuple(traced), tuple(cal_lengths),
                     given_opset=onnx_export.file_opset(loaded.onnx_path) if loaded.is_onnx else 0)
     return dataclasses.replace(prep, size_checks=_size_checks(loaded, shared, prep))
+
+
+def _first_run(fp32: Path, shared: Shared) -> None:
+    """An .onnx's first run (onnx_export.first_run). One that fails on random data whose sizes edgekit chose for
+    the model's named axes is the data's fault, said with those sizes and how to set them (it was exit 4 naming an
+    optimiser's node, '/1/Relu_output_0_nchwc', of a model fed 16 channels on an axis it named)."""
+    feed = shared.val.feeds[0]
+    try:
+        onnx_export.first_run(fp32, feed, shared.recipe.step_timeout, raised_by="--step-timeout")
+    except StageError as e:
+        said = calib.random_sizes_said(shared.inputs, feed) if shared.val.random else ""
+        if not (said and (failed := _ORT_RUN_FAILED.search(e.message))):
+            raise
+        raise InputError(f"the model does not run on random data ({failed.group(1)}: {failed.group(2)}): {said}") \
+            from e
+
+
+_ORT_RUN_FAILED = re.compile(r"Non-zero status code returned while running (\w+) node\..*?Status Message: (.*)", re.S)
 
 
 def _given_outputs(loaded, shared: Shared, val: calib.Dataset) -> list:

@@ -630,6 +630,22 @@ def test_an_onnx_sources_input_sizes_are_used_or_refused(tmp_path):
     assert "'x' axis 2 is 4, but the model fixes it to 8" in result.output, result.output
 
 
+def test_random_data_a_model_with_a_named_channel_axis_does_not_take_says_its_sizes(tmp_path):
+    """An .onnx naming every axis (channels too) was fed random data's 16 channels, and failed with exit 4 naming
+    an onnxruntime optimiser's node ('/1/Relu_output_0_nchwc'); the sizes written in --input are used."""
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3)).eval()
+    torch.onnx.export(model, (torch.randn(1, 3, 16, 16),), str(tmp_path / "m.onnx"), dynamo=False, opset_version=17,
+                      input_names=["image"], dynamic_axes={"image": {0: "batch", 1: "channels", 2: "h", 3: "w"}})
+    args = [tmp_path / "m.onnx", "--calibration", "random", "--no-bench"]
+    result = export(*args, "--out", tmp_path / "a")
+    assert result.exit_code == 3, result.output
+    assert "random data gave the axes the model names channels=16, h=16, w=16" in result.output, result.output
+    assert "--input (as image:batchx16x16x16:float32" in result.output and "nchwc" not in result.output
+    manifests(export(*args, "--input", "image:Nx3x16x16", "--out", tmp_path / "b"))
+
+
 def test_a_target_that_fixes_an_axis_is_not_gated_at_sizes_it_does_not_ship(tmp_path):
     """A sequence length baked in by the tracer fails desktop at seq=5; android-arm64 ships seq fixed at 10 (and
     the batch at 1), can never be fed 5, yet failed runs_at_seq=5 too and listed export_cosine_at_N=2 as passed."""
