@@ -774,7 +774,7 @@ def _fixed_dims_said(specs, shapes: dict, random: bool, provider: str) -> list[s
             continue
         holders = [s for s in specs if dim in s.shape]
         first = holders[0]
-        example = f"{first.name}:{'x'.join(str(size) if d == dim else str(d) for d in first.shape)}:{first.dtype}"
+        example = InputSpec(first.name, tuple(size if d == dim else d for d in first.shape), first.dtype)
         if random:
             why, how = "random data's default size, not one chosen", f"to choose it, write it in --input ({example})"
         else:

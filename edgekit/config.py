@@ -40,6 +40,13 @@ def dim_name(text: str) -> str:
     return text.upper() if len(text) == 1 else text
 
 
+def model_dim(text: str) -> str:
+    """A model's named axis (an ONNX dim_param) as a spec holds it: what --input parses it back to, so advice that
+    writes a spec can be typed as written (`Batch` is `batch`; `N + 1` is `N___1`)."""
+    text = re.sub(r"\W", "_", text, flags=re.ASCII)
+    return dim_name(text if _DIM.match(text) else f"d_{text}")
+
+
 def is_batch_name(dim) -> bool:
     """A dimension named as a batch is (N, B, batch, batch_size, bs)."""
     return isinstance(dim, str) and dim.lower() in BATCH_NAMES
@@ -47,7 +54,15 @@ def is_batch_name(dim) -> bool:
 
 # a forward() parameter's name (Python identifiers take any letter: PEP 3131), '.' and '-' as ONNX graphs use them;
 # onnxruntime takes any string, and no input name becomes a C name or a file name (golden.npz keeps them as data)
-INPUT_NAME = re.compile(r"[^\W\d][\w.\-]*")
+# and ':' as tf2onnx's `input_1:0` (a spec is parsed from its right: see InputSpec.parse)
+INPUT_NAME = re.compile(r"[^\W\d][\w.\-:]*")
+# a last field meant as a dtype (`x:Nx3:flaot32`), not a one-axis shape of a name that has ':' in it
+_DTYPE_LIKE = re.compile(r"(u?int|b?float|double|half|bool|fp)\d*|[fiu]\d+", re.IGNORECASE)
+
+
+def _dtype_like(text: str) -> bool:
+    """A spec's last field meant as a dtype: one, a type's word (float64, i32), or a typo of one (flaot32)."""
+    return text in DTYPES or bool(_DTYPE_LIKE.fullmatch(text) or difflib.get_close_matches(text, DTYPES, 1, 0.8))
 
 
 @dataclass(frozen=True)
@@ -69,13 +84,17 @@ class InputSpec:
 
     @classmethod
     def parse(cls, text: str) -> InputSpec:
+        """From the right, as NAME may hold ':' (tf2onnx's `input_1:0`): the last field is the dtype if it is one
+        (or looks like one), the field before it (else the last) the shape, the rest the name."""
         parts = text.split(":")
-        if len(parts) not in (2, 3) or not parts[0] or not (parts[1] or len(parts) == 3):
+        typed = len(parts) >= 3 and _dtype_like(parts[-1])
+        name, shape_text, dtype = (":".join(parts[:-2]), *parts[-2:]) if typed else (":".join(parts[:-1]),
+                                                                                      parts[-1], "float32")
+        if len(parts) < 2 or not name or not (shape_text or typed):
             raise UsageError(f"input spec {text!r}: expected NAME:SHAPE[:DTYPE], e.g. image:Nx3x224x224 "
                              "(a scalar: NAME::DTYPE, e.g. sr::int64)")
-        name, shape_text, dtype = [*parts, "float32"][:3]
         if not INPUT_NAME.fullmatch(name):
-            raise UsageError(f"input spec {text!r}: bad input name {name!r} (letters, digits, '_', '.' and '-', "
+            raise UsageError(f"input spec {text!r}: bad input name {name!r} (letters, digits, '_', '.', '-' and ':', "
                              "starting with a letter or '_')")
         dims: list[int | str] = []
         for d in re.split("[xX×]", shape_text) if shape_text else []:  # as typed in errors: `N,40,T`, not `n,40,t`

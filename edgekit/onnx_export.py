@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DEFAULT_STEP_TIMEOUT, InputSpec
+from .config import DEFAULT_STEP_TIMEOUT, InputSpec, model_dim
 from .errors import InputError, StageError, UsageError, disk_full, first_line, plain
 
 log = logging.getLogger("edgekit")
@@ -703,8 +703,8 @@ def _spec(v, i: int, label: str, role: str = "input") -> InputSpec:
                          "handles tensor inputs and outputs only: " + (
                              ZIPMAP if role == "output" and _zipmap(v.type) else f"make the graph's {role}s tensors"))
     # a fixed size of 0 is not a dynamic axis (dim_value's default): HasField tells them apart; -1 marks one
-    dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or f"d{i}_{j}")
-                 for j, d in enumerate(v.type.tensor_type.shape.dim))
+    dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0
+                 else model_dim(d.dim_param or f"d{i}_{j}") for j, d in enumerate(v.type.tensor_type.shape.dim))
     elem = v.type.tensor_type.elem_type
     if elem not in ONNX_DTYPES:
         raise InputError(f"model {label!r}: {v.name!r} has ONNX element type {elem} "

@@ -436,9 +436,40 @@ def test_an_input_name_may_be_any_identifier_and_a_bad_one_is_told_what_is_allow
     assert config.InputSpec.parse("bild_größe:Nx3x16x16").name == "bild_größe"
     assert config.InputSpec.parse("input.1-a:N").name == "input.1-a"  # as torch's exporter names some
     for bad in ("bild größe", "1x", "-x", "x/y", "x\n"):
-        with pytest.raises(UsageError, match=r"bad input name .* \(letters, digits, '_', '\.' and '-', starting with "
-                                             r"a letter or '_'\)"):
+        with pytest.raises(UsageError, match=r"bad input name .* \(letters, digits, '_', '\.', '-' and ':', starting "
+                                             r"with a letter or '_'\)"):
             config.InputSpec.parse(f"{bad}:N")
+
+
+def test_an_input_name_may_hold_colons_as_tf2onnx_names_them(tmp_path):
+    """`input_1:0` could not be given at all, though edgekit's own advice wrote it so: `input:0:Nx16x16x3` was
+    "dimensions must be positive" (0 read as the shape), the advice's `input_1:0:unk__1x16x...:float32` "expected
+    NAME:SHAPE[:DTYPE]". A spec is read from its right; a last field meant as a dtype still says it is unknown."""
+    from edgekit import calib
+    from edgekit.onnx_export import io_specs
+
+    spec = config.InputSpec.parse
+    assert spec("input:0:Nx16x16x3") == config.InputSpec("input:0", ("N", 16, 16, 3), "float32")
+    assert spec("input_1:0:unk__1x16:int64") == config.InputSpec("input_1:0", ("unk__1", 16), "int64")
+    assert spec("a:0::int64") == config.InputSpec("a:0", (), "int64") and spec("sr::int64").name == "sr"
+    for typo in ("flaot32", "float64", "i32"):
+        with pytest.raises(UsageError, match=f"unknown dtype '{typo}'"):
+            spec(f"x:Nx3:{typo}")
+    # the model's own names, and each spec advice writes of them, parse back to the same spec
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["input_1:0"], ["Identity:0"])], "tf2onnx",
+                              [helper.make_tensor_value_info("input_1:0", TensorProto.FLOAT, ["unk__1", "H + 1", 3])],
+                              [helper.make_tensor_value_info("Identity:0", TensorProto.FLOAT, None)])
+    specs = io_specs(helper.make_model(graph), "m")[0]
+    assert specs[0] == spec(str(specs[0])), specs
+    data = calib.random_dataset(specs, 2, 0)
+    advice = [*calib.fixed_shapes(specs, [data])[1], calib.random_sizes_said(specs, data.feeds[0])]
+    written = [re.search(r"--input \((?:as )?([^ ,)]+)", a).group(1) for a in advice]
+    assert specs[0].shape == ("unk__1", "h___1", 3) and written == ["input_1:0:unk__1x16x3:float32"] * 2, advice
+    assert spec(written[0]) == config.InputSpec("input_1:0", ("unk__1", 16, 3)) and str(spec(written[0])) == written[0]
+    (tmp_path / "edgekit.toml").write_text('[model]\nsource = "m.onnx"\ninputs = ["input_1:0:Nx16x3"]\n')
+    assert config.load_recipe(tmp_path / "edgekit.toml").inputs == (spec("input_1:0:Nx16x3"),)
 
 
 def test_nearest_names_a_name_differing_only_in_case():

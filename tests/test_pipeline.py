@@ -641,7 +641,7 @@ def test_random_data_a_model_with_a_named_channel_axis_does_not_take_says_its_si
     args = [tmp_path / "m.onnx", "--calibration", "random", "--no-bench"]
     result = export(*args, "--out", tmp_path / "a")
     assert result.exit_code == 3, result.output
-    assert "random data gave the axes the model names channels=16, h=16, w=16" in result.output, result.output
+    assert "random data gave the axes the model names channels=16, H=16, W=16" in result.output, result.output
     assert "--input (as image:batchx16x16x16:float32" in result.output and "nchwc" not in result.output
     manifests(export(*args, "--input", "image:Nx3x16x16", "--out", tmp_path / "b"))
 
