@@ -886,6 +886,14 @@ def _gates(target: str, manifest: dict) -> Case:
 CLASS_GATES = {"top1_agreement", "top5_agreement", "accuracy_drop"}  # measured on the scored output alone
 
 
+def _legacy_scored(names: list, state: tuple, shapes: list, oldest: bool) -> list[str]:
+    """The output class gates named in packages made before scored() weighed types and labels: the first 2-D output
+    not state, else the first not state (`oldest`: that one alone)."""
+    free = [n for n in names if n not in state] or names[:1]
+    two_d = [n for n, shape in zip(names, shapes) if n in free and len(shape) == 2 and shape[1] not in (0, 1)]
+    return [*two_d[:1], *free[:1]] if oldest else (two_d or free)[:1]
+
+
 def _gate_claims(manifest: dict) -> list[str]:
     """What the gates say that the rest of the package contradicts: a parity gate removed, compared the wrong way
     or skipped where its figure exists (a float output), a size that is not the shipped file's, or a limit or
@@ -917,13 +925,18 @@ def _gate_claims(manifest: dict) -> list[str]:
     state = tuple(_state_pairs(manifest).values())
     shapes = [o.get("shape") if isinstance(o.get("shape"), list) else [] for o in outputs if isinstance(o, dict)] \
         if isinstance(outputs, list) else []
-    first = names[parity.scored(names, state, shapes)] if names else None  # class gates' output (see scored())
-    # a package made before class gates took the first 2-D output (the export_max_abs gate's too): the first not state
-    allowed = {None, first, *([names[parity.scored(names, state)]] if names and "export_max_abs" in gates else [])}
+    # class gates' output (see scored()): the one accuracy records (the labels chose it), else scored() on the
+    # manifest's shapes and types; a package made before it was recorded: the first 2-D output not state, and before
+    # class gates took that (the export_max_abs gate's too), the first not state
+    recorded = (manifest.get("accuracy") or {}).get("output") if isinstance(manifest.get("accuracy"), dict) else None
+    first = recorded if recorded in names and recorded not in state else \
+        names[parity.scored(names, state, shapes, kinds)] if names else None
+    allowed = {None, first, *(_legacy_scored(names, state, shapes, "export_max_abs" in gates)
+                              if names and recorded is None else ())}
     if on := [f"{n} on {g['output']!r}" for n, g in gates.items() if first and n in CLASS_GATES
               and g.get("output") not in allowed]:
-        bad.append(f"{', '.join(on)}: edgekit measures class gates on the first 2-D output that is not state (else "
-                   f"the first), {first!r}")
+        bad.append(f"{', '.join(on)}: edgekit measures class gates on the output scored, {first!r} (float class "
+                   "scores first, the one the labels fit; never state)")
     if odd := [f"{n} on {g['output']!r}" for n, g in gates.items() if n not in CLASS_GATES
                and g.get("output") not in (None, *names)]:  # the worst output a gate over all of them names
         bad.append(f"{', '.join(odd)}: the model has no such output")

@@ -21,15 +21,41 @@ QUIET = 0.1
 CONSTANT_RMS = 1e-6  # a channel varying less than this (RMS around its mean, over the output's peak) is constant
 
 
-def scored(names, plain=(), shapes=None) -> int:
-    """Which output holds the class scores: the first 2-D one (rows x classes) that is not a streaming model's
-    state (`plain`), else the first not state. Accuracy scores it against the labels, and top-1/top-5 agreement are
-    measured on it alone (on an embedding beside the logits, an argmax flip on a near-tie failed a model whose
-    classes all held; a segmentation map returned before the logits was scored as 1,024 'classes').
-    `shapes`: each output's shape (one sample's, or the manifest's, a named axis counting as more than 1)."""
+def candidates(names, plain=(), shapes=None, integer=None) -> list[int]:
+    """The outputs that may hold the class scores, best first: float rows x classes (2-D), float class maps (N, C, H,
+    W), integer outputs (class ids: a model ending in its ArgMax), then the rest; a streaming model's state (`plain`)
+    only when all are. Float first: a TopK's ids [N, 3] or a keypoint argmax [N, 5] returned before the logits (a
+    class map) was scored, and correct labels blamed. `shapes`: each output's shape (one sample's, or the manifest's, a
+    named axis counting as more than 1); `integer`: whether each output is integer (or bool)."""
     free = [k for k, name in enumerate(names) if name not in plain] or [0]
-    scores = [k for k in free if shapes and len(shapes[k]) == 2 and shapes[k][1] not in (0, 1)]
-    return (scores or free)[0]
+
+    def rank(k):
+        shape = shapes[k] if shapes else ()
+        many = len(shape) >= 2 and shape[1] not in (0, 1)
+        return 2 if integer and integer[k] else 0 if many and len(shape) == 2 else 1 if many and len(shape) >= 4 else 3
+    return sorted(free, key=rank)
+
+
+def scored(names, plain=(), shapes=None, integer=None, fits=None) -> int:
+    """Which output holds the class scores: the first of candidates() that the labels fit (`fits(k)`: one label per
+    row, or a mask per sample of a class map's shape), else the first. Accuracy scores it against the labels, and
+    top-1/top-5 agreement are measured on it alone (on an embedding beside the logits, an argmax flip on a near-tie
+    failed a model whose classes all held; a segmentation map returned before the logits was scored as 1,024
+    'classes')."""
+    order = candidates(names, plain, shapes, integer)
+    return next((k for k in order if fits(k)), order[0]) if fits else order[0]
+
+
+def integer_of(sample) -> list[bool]:
+    """Whether each of one sample's outputs is integer (or bool), for scored()."""
+    return [np.asarray(o).dtype.kind in "biu" for o in sample]
+
+
+def fits_labels(labels, outputs):
+    """For scored(): whether the labels fit output k of `outputs` (every sample's); None without labels."""
+    if labels is None or not outputs:
+        return None
+    return lambda k: misfit(np.shape(labels), [o[k] for o in outputs]) is None
 
 
 def scored_at(outputs) -> int:
@@ -105,6 +131,7 @@ class Accuracy:
     int8: float
     torch: float | None = None
     mean_iou: tuple[float, float] | None = None  # a class map's (fp32, int8), percent: scores()
+    output: str | None = None  # the output scored (scored()): which one the labels were read against
 
     @property
     def drop(self) -> float:
@@ -112,6 +139,7 @@ class Accuracy:
 
     def as_dict(self) -> dict:
         d = {"samples": self.samples, "fp32": self.fp32, "int8": self.int8, "drop": self.drop,
+             **({} if self.output is None else {"output": self.output}),
              **({} if self.mean_iou is None else {"mean_iou": dict(zip(("fp32", "int8"), self.mean_iou))})}
         return d if self.torch is None else {**d, "torch": self.torch}
 
@@ -211,7 +239,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]],
-            task: str = "other", plain: tuple[str, ...] = ()) -> list[OutputParity]:
+            task: str = "other", plain: tuple[str, ...] = (), labels=None) -> list[OutputParity]:
     """Per output, sample by sample (samples may differ in shape, e.g. sequence length).
 
     Cosine is per sample (the whole output of one feed); when a sample holds fewer than two numbers
@@ -224,11 +252,13 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
     count it. A small but real sample keeps its cosine: an outlier setting the scale must not hide its loss. The
     mean and the worst (cosine_min) leave out samples under QUIET of the median sample's RMS (the median, so one
     outlier cannot), both the same samples so that the worst is never above the mean; quiet_samples counts them.
-    Outputs in `plain` (a streaming model's state) are not the task's outputs: cosine and SQNR only.
+    Outputs in `plain` (a streaming model's state) are not the task's outputs: cosine and SQNR only. `labels` (the
+    validation data's class ids, if any) pick the scored output as accuracy does (scored()).
     """
     from .errors import InputError, InternalError
 
-    results, at = [], scored(names, plain, shapes_of(reference[0]) if reference else None)
+    results, at = [], scored(names, plain, shapes_of(reference[0]) if reference else None,
+                             integer_of(reference[0]) if reference else None, fits_labels(labels, reference))
     for k, name in enumerate(names):
         ref = [np.asarray(r[k], dtype=np.float64) for r in reference]
         cand = [np.asarray(c[k], dtype=np.float64) for c in candidate]
@@ -359,29 +389,33 @@ def labels_are_classes(task: str) -> bool:
     return task in ("auto", "classify")
 
 
-def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray, at: int | None = None) -> float:
-    """Top-1 accuracy in percent of the scored output (`at`; by default scored() on the shapes, no state): one label
-    per output row (of scores), per pixel of a class map (a mask per sample), or per class id (an integer output: a
-    model that ends in its ArgMax)."""
-    return scores(outputs, labels, at)[0]
+def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray, at: int | None = None, names=None) -> float:
+    """Top-1 accuracy in percent of the scored output (`at`; by default scored() on the shapes and the labels, no
+    state): one label per output row (of scores), per pixel of a class map (a mask per sample), or per class id (an
+    integer output: a model that ends in its ArgMax)."""
+    return scores(outputs, labels, at, names)[0]
 
 
 IGNORE = 255  # a mask's pixels labelled so are left out of a class map's scores (VOC's, Cityscapes' ignore label)
 
 
-def scores(outputs: list[list[np.ndarray]], labels: np.ndarray,
-           at: int | None = None) -> tuple[float, float | None, int]:
+def scores(outputs: list[list[np.ndarray]], labels: np.ndarray, at: int | None = None,
+           names=None) -> tuple[float, float | None, int]:
     """(accuracy(), for a class map the mean IoU in percent over the classes in its labels or predictions, the
-    labels scored), counted sample by sample. A class map of at most IGNORE classes leaves IGNORE's pixels out."""
+    labels scored), counted sample by sample. A class map of at most IGNORE classes leaves IGNORE's pixels out.
+    `names`: the outputs', which the errors name."""
     from .errors import InputError
 
+    shown = [repr(str(n)) for n in names] if names is not None else [f"#{k}" for k in range(len(outputs[0]))]
     if at is None:
-        at = scored(range(len(outputs[0])), (), shapes_of(outputs[0])) if outputs else 0
+        at = scored(shown, (), shapes_of(outputs[0]), integer_of(outputs[0]),
+                    fits_labels(labels, outputs)) if outputs else 0
     judged = [o[at] for o in outputs]
     ids = np.issubdtype(judged[0].dtype, np.integer) if judged else False
     maps = not ids and bool(judged) and class_map(judged[0])
     flat = np.asarray(labels).reshape(-1)
-    _labels_fit(np.shape(labels), judged, ids, maps, flat.size)
+    if judged and (why := misfit(np.shape(labels), judged)):
+        raise InputError(f"the scored output {shown[at]}: {why}{_considered(shown, outputs)}")
     classes = max(_classes(o) for o in judged) if judged else 0
     ignore = IGNORE if maps and classes <= IGNORE else None
     kept = flat != ignore if ignore is not None else np.ones(flat.size, bool)
@@ -390,10 +424,11 @@ def scores(outputs: list[list[np.ndarray]], labels: np.ndarray,
         binary = (": a single score is a binary classifier's, which edgekit does not threshold (0 for a logit, 0.5 "
                   "for a probability?): return two columns, torch.cat([-z, z], 1), or give --task regress to set the "
                   "labels aside") if classes == 1 else f" (a mask's {IGNORE} marks a pixel to ignore)" if ignore else ""
+        called = f", {shown[at]}," if names is not None else ""
         raise InputError(f"label {int(flat[past[0]])} ({_position(int(past[0]), np.shape(labels), judged[0], maps)})"
-                         f" is out of range: the scored output has {classes} class scores{binary}")
+                         f" is out of range: the scored output{called} has {classes} class scores{binary}")
     if flat.size and not kept.any():
-        raise InputError(f"every label is {IGNORE}, the ignore label: no pixel to score")
+        raise InputError(f"every label is {IGNORE}, the ignore label: no pixel of {shown[at]} to score")
     hits = start = 0
     areas = np.zeros((3, classes), np.int64)
     for o in judged:
@@ -421,20 +456,32 @@ def _classes(o: np.ndarray) -> int:
     return o.shape[1] if class_map(o) else o.size // max(1, o.shape[0]) if o.ndim > 1 else o.size
 
 
-def _labels_fit(shape: tuple, judged: list[np.ndarray], ids: bool, maps: bool, count: int) -> None:
-    """Labels are one per row, or a mask per sample of a class map's shape (H, W; a sample of several maps too)."""
-    from .errors import InputError
+def _considered(names, outputs) -> str:
+    """The outputs scored() weighs (`names` as said), best first, with their shapes and types."""
+    first = outputs[0]
+    said = [f"{names[k]} {list(np.shape(first[k]))} {np.asarray(first[k]).dtype}"
+            for k in candidates(names, (), shapes_of(first), integer_of(first))]
+    return f"; no output fits the labels (considered, float scores first: {', '.join(said)})" if len(said) > 1 else ""
 
-    rows = sum(o.size if ids else o.size // _classes(o) for o in judged)  # class_rows' rows
+
+def misfit(shape: tuple, judged: list[np.ndarray]) -> str | None:
+    """Why labels of `shape` do not fit an output (every sample's), or None: labels are one per row (class_rows'; one
+    per class id of an integer output), or a mask per sample of a class map's shape (H, W; a sample of several maps
+    too)."""
+    ids = np.issubdtype(judged[0].dtype, np.integer)
+    maps = not ids and class_map(judged[0])
+    count = int(np.prod(shape)) if shape else 1
+    rows = sum(o.size if ids else o.size // max(1, _classes(o)) for o in judged)
     if maps and (count != rows or len(shape) > 1 and tuple(shape[-(judged[0].ndim - 2):]) != judged[0].shape[2:]):
         grid = [*judged[0].shape[2:]]
-        raise InputError(f"labels of shape {list(shape)} for class maps of {grid} pixels per sample (the scored "
-                         f"output's {list(judged[0].shape)}, class axis 1): give a mask per sample of the map's "
-                         f"shape, labels of shape [samples, {', '.join(map(str, grid))}]")
+        return (f"labels of shape {list(shape)} for class maps of {grid} pixels per sample (its shape "
+                f"{list(judged[0].shape)}, class axis 1): give a mask per sample of the map's shape, labels of shape "
+                f"[samples, {', '.join(map(str, grid))}]")
     if count != rows:
         grids = " (a mask per sample scores a class map, an output of shape (N, C, H, W))" if len(shape) > 2 else ""
-        raise InputError(f"{count} labels for {rows} predicted {'class ids' if ids else 'rows'}: give one label per "
-                         f"row (labels of shape (samples, rows) when a sample holds several rows){grids}")
+        return (f"{count} labels for {rows} predicted {'class ids' if ids else 'rows'}: give one label per row "
+                f"(labels of shape (samples, rows) when a sample holds several rows){grids}")
+    return None
 
 
 def gate(name: str, value, op: str, limit, unmeasured: str | None = None) -> Gate:

@@ -69,10 +69,12 @@ class Shared:
         return tuple(self.recipe.state.values())
 
     def compare(self, data: str, names: list[str], reference: list, candidate: list,
-                kernels: str | None = None) -> parity.StageParity:
-        """`candidate` against `reference` sample by sample; a state output is judged by cosine and SQNR only."""
+                kernels: str | None = None, labels=None) -> parity.StageParity:
+        """`candidate` against `reference` sample by sample; a state output is judged by cosine and SQNR only.
+        `labels` (the data's class ids) pick the output scored, as accuracy does."""
+        labels = labels if parity.labels_are_classes(self.task) else None
         return parity.StageParity(data, len(candidate), tuple(parity.compare(
-            names, reference, candidate, self.task, self.plain)), kernels)
+            names, reference, candidate, self.task, self.plain, labels)), kernels)
 
 
 @dataclasses.dataclass
@@ -441,7 +443,7 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
         raise StageError("export", f"output {moved[0]!r} is {list(moved[2])} in model.onnx where torch gives "
                                    f"{list(moved[1])}; {_baked_size(exporter)}")
     reference = shared.torch_val if shared.torch_val is not None else _given_outputs(loaded, shared, val)
-    export_parity = shared.compare(val.origin, names, reference, fp32_val)
+    export_parity = shared.compare(val.origin, names, reference, fp32_val, labels=val.labels)
     prep = Prepared(fp32, model, outputs, fp32_val, export_parity, preprocessing, [], cal, val, fp32_rollout,
                     exporter, tuple(traced), tuple(cal_lengths),
                     given_opset=onnx_export.file_opset(loaded.onnx_path) if loaded.is_onnx else 0)
@@ -704,14 +706,15 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     # --auto's verdict: on the samples its pick never saw (calib.JUDGED), when it could keep some apart
     verdict_val = val if judged == slice(None) else val.part(judged, "odd samples: held out of --auto's pick")
     fp32_judged, int8_judged = prep.fp32_val[judged], int8_val[judged]
-    quant_parity = shared.compare(verdict_val.origin, prep.names, fp32_judged, int8_judged, kernels)
+    quant_parity = shared.compare(verdict_val.origin, prep.names, fp32_judged, int8_judged, kernels,
+                                  verdict_val.labels)
     latency, *one_thread = [None] if recipe.no_bench else _latency(shared, prep, target, fp32, int8)
     stream = (shared.val.feeds[0], shared.inputs, recipe.state, shared.init) if recipe.state else None
     # golden inputs are the first of the samples the verdict is of: check bounds its figures by theirs (a subset)
     packaged = package.deliverables(target, tdir, int8, verdict_val.feeds, prep.names, stream,
                                     package.output_steps(quantized), emulated, coreml_model, recipe.c_name)
     accuracy = _accuracy(verdict_val, shared.torch_val and shared.torch_val[judged], fp32_judged, int8_judged,
-                         parity.scored_at(quant_parity.outputs))
+                         parity.scored_at(quant_parity.outputs), prep.names)
     size_checks = _int8_at_sizes(shared, prep, int8_sess, fixed)
     details = {
         "edgekit_version": __version__,
@@ -1038,14 +1041,16 @@ def _ranges(cal, val, qplan) -> str | None:
     return calib.range_mismatch(cal.feeds[:qplan.settings.samples], val.feeds)
 
 
-def _accuracy(val, torch_val, fp32_val, int8_val, at: int) -> parity.Accuracy | None:
+def _accuracy(val, torch_val, fp32_val, int8_val, at: int, names: list[str]) -> parity.Accuracy | None:
     if val.labels is None:
         return None
     try:
         # one label per scored row (a class map's pixel but those ignored), however the rows are batched into items
-        (fp32, fp32_iou, rows), (int8, int8_iou, _) = (parity.scores(o, val.labels, at) for o in (fp32_val, int8_val))
-        torch = None if torch_val is None else parity.accuracy(torch_val, val.labels, at)
-        return parity.Accuracy(rows, fp32, int8, torch, None if fp32_iou is None else (fp32_iou, int8_iou))
+        (fp32, fp32_iou, rows), (int8, int8_iou, _) = (parity.scores(o, val.labels, at, names)
+                                                        for o in (fp32_val, int8_val))
+        torch = None if torch_val is None else parity.accuracy(torch_val, val.labels, at, names)
+        return parity.Accuracy(rows, fp32, int8, torch, None if fp32_iou is None else (fp32_iou, int8_iou),
+                               names[at])
     except InputError as e:  # which data's labels (a label -1 named its file; a label past the classes did not)
         e.args = (f"{val.origin}: {e}",)
         raise

@@ -155,7 +155,8 @@ def quiet_line(outputs, safe) -> list[str]:
 def accuracy_line(a) -> str:
     what = "Accuracy on {} labelled samples" if a.mean_iou is None else "Pixel accuracy on {} labelled pixels"
     iou = "" if a.mean_iou is None else "; mean IoU fp32 {:.2f} · int8 {:.2f}".format(*a.mean_iou)
-    return (f"{what.format(a.samples)}: torch {_fmt(a.torch, '.2f')} · fp32 {a.fp32:.2f} · int8 "
+    on = "" if a.output is None else f" of output {a.output!r}"
+    return (f"{what.format(a.samples)}{on}: torch {_fmt(a.torch, '.2f')} · fp32 {a.fp32:.2f} · int8 "
             f"{a.int8:.2f} (drop {a.drop:.2f} points){iou}")
 
 

@@ -186,9 +186,11 @@ def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, exclu
     out = ctx.work / f"trial{index}.onnx"
     quantization.quantize(ctx.fp32, out, plan, ctx.cal_feeds, cache=quantization.cache_path(ctx.work, s))
     int8_val = run_onnx(int8_session(out, ctx.providers, ctx.threads, ctx.exact_int8)[0], ctx.val_feeds)
-    results = parity.compare(ctx.names, ctx.fp32_val, int8_val, ctx.task, ctx.plain)
+    results = parity.compare(ctx.names, ctx.fp32_val, int8_val, ctx.task, ctx.plain,
+                             ctx.labels if parity.labels_are_classes(ctx.task) else None)
     at = parity.scored_at(results)
-    drop = (parity.accuracy(ctx.fp32_val, ctx.labels, at) - parity.accuracy(int8_val, ctx.labels, at)
+    drop = (parity.accuracy(ctx.fp32_val, ctx.labels, at, ctx.names) - parity.accuracy(int8_val, ctx.labels, at,
+                                                                                       ctx.names)
             if ctx.labels is not None else None)
     gates = parity.quantization_gates(results, drop, ctx.spec, ctx.task, quantization.quantizes_anything(parsed(out)))
     lat = bench.measure_pair({"fp32": str(ctx.fp32), "int8": str(out)}, ctx.val_feeds[0], ctx.providers, ctx.threads,

@@ -929,6 +929,19 @@ def seg_and_logits():
     return SegAndLogits()
 
 
+class IdsBeforeScores(SegAndLogits):
+    """A classifier's top-3 class ids (int64 [N, 3]) returned before its logits [N, 10]."""
+
+    def forward(self, x):
+        logits = super().forward(x)["a_logits"]
+        return {"a_top3": logits.topk(3, dim=1).indices, "z_logits": logits}
+
+
+def ids_before_scores():
+    torch.manual_seed(0)
+    return IdsBeforeScores()
+
+
 def depth_in_mm():
     """The map peaks in the tens of thousands (a depth map in mm): float32-exact, yet 0.001 apart in absolute."""
     torch.manual_seed(0)

@@ -2048,8 +2048,8 @@ def _gate(manifest, name):
     (lambda m: m.update(gates=[g for g in m["gates"] if g["name"] != "top1_agreement"]),  # a classifier's
      "gates top1_agreement are missing"),
     (lambda m: _gate(m, "top1_agreement").update(output="embedding"),  # class gates hold the first output
-     "top1_agreement on 'embedding': edgekit measures class gates on the first 2-D output that is not state "
-     "(else the first), 'output'"),
+     "top1_agreement on 'embedding': edgekit measures class gates on the output scored, 'output' (float class "
+     "scores first"),
     (lambda m: _gate(m, "export_cosine_at_N=2").update(name="export_cosine_atN=2", value=0.1, limit=0.0),
      "gates ['export_cosine_atN=2'] are none that edgekit writes"),
     (lambda m: m["gates"].append({"name": "runs_at_N=4", "value": None, "op": "", "limit": None, "passed": True,
@@ -2252,6 +2252,9 @@ def test_an_older_packages_class_gates_on_its_first_output_still_check():
     assert package_check._gate_claims(manifest("export_scaled_max_abs", "logits")) == []
     [said] = package_check._gate_claims(manifest("export_scaled_max_abs", "map"))  # this edgekit's never
     assert said.startswith("accuracy_drop on 'map', top1_agreement on 'map': edgekit measures class gates on"), said
+    recorded = {**manifest("export_scaled_max_abs", "map"), "accuracy": {"output": "map"}}  # the labels fit the map
+    assert package_check._gate_claims(recorded) == []
+    assert package_check._gate_claims({**recorded, "accuracy": {"output": "logits"}})  # not the output it records
     worst = manifest("export_scaled_max_abs", "logits")  # a gate over every output names the worst, any of them
     worst["gates"][1]["output"] = "map"
     assert package_check._gate_claims(worst) == []

@@ -224,6 +224,53 @@ def test_accuracy_scores_the_class_scores_not_a_map_returned_first(tmp_path):
     assert parity.scored(["seg", "logit"], (), [(1, 4, 8, 8), (1, 1)]) == 0  # no 2-D scores: the first
 
 
+def test_the_scored_output_is_float_scores_the_labels_fit_and_is_named():
+    """(top-3 ids int64 [N, 3], logits [N, 10]) with the model's own classes as labels: the ids were scored, exit 3
+    "16 labels for 48 predicted class ids" naming no output. A segmentation model's keypoint ids [N, 5] were scored
+    against its masks beside the class map they fit. Float scores come first, then the one the labels fit."""
+    rng = np.random.default_rng(0)
+    logits = [rng.standard_normal((2, 10)) for _ in range(3)]
+    cls = [[np.argsort(-z, 1)[:, :3], z] for z in logits]
+    labels = np.concatenate([z.argmax(1) for z in logits])
+    assert parity.scores(cls, labels) == (100.0, None, 6)
+    [ids, scores] = parity.compare(["top3", "logits"], cls, cls, task="classify", labels=labels)
+    assert scores.scored and scores.top1_agreement == 1.0 and not ids.scored
+    seg = [rng.standard_normal((1, 4, 8, 8)) for _ in range(3)]  # heatmaps [1, 5, 4, 4] first, then the class map
+    kpt = [[rng.random((1, 5, 4, 4)), s, s.argmax(1), rng.integers(0, 16, (1, 5))] for s in seg]
+    masks = np.concatenate([s.argmax(1) for s in seg])  # (3, 8, 8)
+    names = ["heat", "seg", "seg_ids", "kpt"]
+    assert parity.scored(names, (), parity.shapes_of(kpt[0]), parity.integer_of(kpt[0])) == 0  # no labels: first map
+    assert parity.scores(kpt, masks, names=names)[0] == 100.0
+    assert [o.scored for o in parity.compare(names, kpt, kpt, task="classify", labels=masks)] == [0, 1, 0, 0]
+    with pytest.raises(InputError, match=r"the scored output 'heat': labels of shape \[3, 7\] .*no output fits the "
+                                         r"labels \(considered, float scores first: 'heat' \[1, 5, 4, 4\] float64, "
+                                         r"'seg' \[1, 4, 8, 8\] float64, 'seg_ids' \[1, 8, 8\] int64, 'kpt'"):
+        parity.scores(kpt, np.zeros((3, 7), int), names=names)
+    with pytest.raises(InputError, match=r"label 12 \(row 0\) is out of range: the scored output, 'logits', has 10"):
+        parity.scores(cls, np.array([12, 0, 0, 0, 0, 0]), names=["top3", "logits"])
+
+
+def test_export_scores_the_logits_after_class_ids_and_names_them(tmp_path):
+    """A classifier returning its top-3 ids before its logits, labelled with its own classes: exit 3 blamed the
+    labels; now the logits are scored (100%), the manifest's accuracy names them, and check agrees."""
+    import torch
+    from models import ids_before_scores
+
+    def labels(x):
+        with torch.no_grad():
+            return ids_before_scores()(torch.from_numpy(x))["z_logits"].argmax(1).numpy()
+
+    made = cli(["export", "models:ids_before_scores", *_images(tmp_path, labels), "--out", tmp_path / "o", "--json"])
+    assert made.exit_code in (0, 1), made.output  # 1: an int8 flip in the top-3 ids (integer_output_agreement)
+    [m] = json.loads(made.stdout)["targets"]
+    assert m["accuracy"]["output"] == "z_logits" and m["accuracy"]["fp32"] == 100.0, m["accuracy"]
+    gates = {g["name"]: g for g in m["gates"]}
+    assert gates["top1_agreement"]["output"] == gates["accuracy_drop"]["output"] == "z_logits"
+    assert "labelled samples of output 'z_logits'" in (tmp_path / "o" / "desktop-x86" / "report.md").read_text()
+    checked = cli(["check", tmp_path / "o" / "desktop-x86"])
+    assert "class gates" not in checked.output, checked.output
+
+
 def test_a_class_map_is_scored_pixel_by_pixel():
     """[N, C, H, W] logits: top1_agreement was skipped ('not 2-D class scores') and passed, and accuracy took the
     argmax over all C*H*W values. Each pixel is now a row: top-1 (top-5 past 5 classes), the argmax maps' mean IoU,
