@@ -920,7 +920,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
                            list(target.runtime.providers), threads, exact)
         started = time.perf_counter()
         with bar(f"tuning {target.name}", settings.max_trials, shared.progress) as advance:
-            chosen, trials, analysed, ended = tune.tune(ctx, qplan, settings.max_trials, settings.time_budget,
+            chosen, trials, analysed, ended, untried = tune.tune(ctx, qplan, settings.max_trials, settings.time_budget,
                                                         settings.max_excluded, lambda t: advance(1, _log_trial(t)),
                                                         settings.max_latency_price, fallback)
         seconds = time.perf_counter() - started  # the sensitivity analyses too
@@ -945,6 +945,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
                   "max_latency_price": settings.max_latency_price, "searched": list(settings.auto_search),
                   "advice": tune.keep_fp32(chosen, fp32.stat().st_size),
                   "exclusions_skipped": tune.exclusions_skipped(settings),
+                  "untried": untried,  # refused by the plan's rules for this model (quantization.refusal)
                   "stopped_short": tune.stopped_short(chosen, trials, settings, seconds, ended),
                   # the trials' latency (the price cap, the fastest pick): this host's, at these threads
                   "timed_on": host.where(threads) + ("" if host.arch() == target.runtime.arch

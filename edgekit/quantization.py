@@ -580,6 +580,17 @@ def float_weights(model, mode: str, kept: Sequence[str]) -> str:
             f"--quantize-state quantizes {'some of ' * bool(recurrent)}them)")
 
 
+def refusal(settings: QuantSettings, opset: int) -> str | None:
+    """Why onnxruntime's quantizer cannot quantize a model of this ai.onnx opset with these settings (None: it can).
+    The one rule `plan` and the searches over settings (--auto's per-channel trial) go by: a per-channel trial of an
+    opset-11 model failed in onnxruntime ("Unrecognized attribute: axis" of DequantizeLinear)."""
+    if opset < 10:
+        return "quantization needs opset >= 10"
+    if settings.per_channel and opset < 13 and settings.mode == "static":
+        return "per-channel quantization needs opset >= 13"
+    return None
+
+
 def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64", kept: Sequence[str] = (),
          given_opset: int = 0) -> Plan:
     """Resolve `auto` choices for a model (path or ModelProto): reduce_range by target arch and host ISA,
@@ -588,15 +599,15 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
     told it was opset 11)."""
     from .host import EXACT_X86, int8_isa, isa_source, x86_saturates
 
-    reasons = []
+    reasons, warnings = [], []
     model = parsed(model)
     opset = ai_onnx_opset(model)
     said = (f"the model is opset {given_opset} (pre-processing converts it to {opset})"
             if given_opset and given_opset != opset else f"the model is opset {opset}")
     if opset < 10:
         raise UsageError(f"{said}; quantization needs opset >= 10")
-    if settings.per_channel and opset < 13 and settings.mode == "static":
-        raise UsageError(f"{said}; per-channel quantization needs opset >= 13 (per_channel = false: --per-tensor)")
+    if why := refusal(settings, opset):
+        raise UsageError(f"{said}; {why} (per_channel = false: --per-tensor)")
     _check_float32(model)
     if half := bool(casts := half_casts(model)):
         reasons.append(f"float16 weights: {len(casts)} tensor(s) read as float32 (exact) for quantization, so they are "
@@ -606,7 +617,7 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
                        "which its quantizer does not quantize; give the model from before onnxruntime's graph "
                        "optimisation (Conv, Relu) to quantize them")
     attention = has_attention(model)
-    split, warnings = False, []
+    split = False
     if attention and settings.transformer_scheme != "off" and (taken := sorted(explicit & {"mode", "op_types"})):
         warnings.append(f"attention graph: transformer_scheme {settings.transformer_scheme} not applied, "
                         f"{' and '.join(taken)} given (even as the default): the mode and op types are yours"

@@ -316,7 +316,7 @@ def markdown(r: TargetReport) -> str:
                      "pass" if row["passed"] else "fail: " + ", ".join(row["failed_gates"])) for row in t["trials"]])
         out += [""] + [f"- kept in float: `{_code(e['node'])}`: {_safe(e['why'])}" for e in t["excluded"]]
         out += [f"- kept in float in every trial (exclude_nodes, not counted by max_excluded): `{_code(n)}`"
-                for n in t.get("given", [])] + [""]
+                for n in t.get("given", [])] + [f"- not tried: {_safe(why)}" for why in t.get("untried", [])] + [""]
     search = d["quantization"].get("precision_search")
     if search and search.get("skipped"):
         out += ["## Float regions for speed (--precision latency)", "", f"Not searched: {search['skipped']}.", ""]

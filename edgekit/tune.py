@@ -84,18 +84,25 @@ class Context:
 
 def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: float, max_excluded: int,
          progress=None, max_latency_price: float = 2.0, fallback: quantization.Plan | None = None
-         ) -> tuple[Trial, list[Trial], dict[int, list[dict]], str | None]:
+         ) -> tuple[Trial, list[Trial], dict[int, list[dict]], str | None, list[str]]:
     """Returns (chosen trial, every trial, {trial index: its per-node sensitivity} for the trials analysed, why the
-    search ended without a passing trial when no bound ended it: see `stopped_short`). `fallback`: the static
+    search ended without a passing trial when no bound ended it: see `stopped_short`, the candidates not tried
+    because the plan's rules refuse their settings for this model, each with why). `fallback`: the static
     plan searched when `base`, a dynamic one (nothing to calibrate or place), fails."""
     start = time.perf_counter()
     trials: list[Trial] = []
     sensitivity: dict[int, list[dict]] = {}
+    untried: list[str] = []
 
     def budget_left() -> bool:
         return len(trials) < max_trials and time.perf_counter() - start < time_budget
 
-    def attempt(why: str, settings, excluded=()) -> Trial:
+    def attempt(why: str, settings, excluded=()) -> Trial | None:
+        """The trial of these settings; None when quantization.refusal refuses them for this model (a per-channel
+        trial of an opset-11 model failed in onnxruntime and ended the export with exit 4)."""
+        if refused := quantization.refusal(settings, base.opset):
+            untried.append(f"{why}: {refused} (the model is opset {base.opset})")
+            return None
         trial = _evaluate(ctx, dataclasses.replace(base, settings=dataclasses.replace(
             settings, exclude_nodes=tuple(dict.fromkeys((*settings.exclude_nodes, *excluded))))),
             len(trials), why, tuple(excluded))
@@ -118,18 +125,18 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
     s = base.settings
     attempt("target defaults", s)
     if done():
-        return done(), trials, sensitivity, None
+        return done(), trials, sensitivity, None, untried
     if fallback is not None:
         base, s = fallback, fallback.settings
         attempt(f"transformer_scheme {s.transformer_scheme}", s)
         if done():
-            return done(), trials, sensitivity, None
+            return done(), trials, sensitivity, None, untried
     for method in ("minmax", "entropy", "percentile"):
         if "calibrate_method" in s.auto_search and method != s.calibrate_method and budget_left():
             attempt(f"calibration {method}", dataclasses.replace(s, calibrate_method=method,
                                                                percentile=SEARCH_PERCENTILE))
     if done():
-        return done(), trials, sensitivity, None
+        return done(), trials, sensitivity, None, untried
     best = best_quality()
     # the user's own percentile where the best is their method (it ran at 99.99 while labelled theirs)
     best_settings = dataclasses.replace(s, calibrate_method=best.calibrate_method, percentile=best.percentile or
@@ -138,7 +145,7 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
         attempt(f"{'per-tensor' if s.per_channel else 'per-channel'} ({best.calibrate_method})",
                 dataclasses.replace(best_settings, per_channel=not s.per_channel))
     if done():
-        return done(), trials, sensitivity, None
+        return done(), trials, sensitivity, None, untried
     best = best_quality()
     best_settings = dataclasses.replace(best_settings, per_channel=best.per_channel)
     excluded: tuple[str, ...] = ()
@@ -157,9 +164,10 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
             if new and budget_left() and len(excluded) + len(new) <= max_excluded:  # bounded node count
                 why = f"every node lost {cand['lost_db']:.1f} dB: in graph order" if tied else \
                     f"lost {cand['lost_db']:.1f} dB"
-                round_trials.append(attempt(f"keep {', '.join(new)} in float ({why})", best_settings, excluded + new))
+                round_trials += filter(None, [attempt(f"keep {', '.join(new)} in float ({why})", best_settings,
+                                                      excluded + new)])
                 if done():  # fewest nodes in float that pass within the price: stop here
-                    return done(), trials, sensitivity, None
+                    return done(), trials, sensitivity, None, untried
         if not round_trials:
             ended = ended or f"no node left to keep in float within --max-excluded ({max_excluded})"
             break
@@ -173,7 +181,7 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
                      f"latency, over --max-latency-price {max_latency_price:g}")
             break
         best, excluded = step, step.excluded
-    return done() or best_quality(searched=False), trials, sensitivity, ended
+    return done() or best_quality(searched=False), trials, sensitivity, ended, untried
 
 
 def _quality(t: Trial) -> str:

@@ -423,3 +423,26 @@ def test_node_sensitivity_on_a_long_chain_of_glue_nodes_is_not_cubic():
     ranked = tune.node_sensitivity(helper.make_model(graph), rows)
     assert time.perf_counter() - start < 10
     assert [r["exclude"] for r in ranked] == [tuple(f"n{j}" for j in range(i, n)) for i in range(n - 4, n)]
+
+
+def outlier_at_opset_11(path):
+    """models:outlier as an opset-11 file from another exporter (torch's TorchScript one)."""
+    import models
+
+    torch.onnx.export(models.outlier().eval(), (torch.rand(1, 3, 32, 32),), str(path), opset_version=11, dynamo=False,
+                      input_names=["image"], dynamic_axes={"image": {0: "N"}})
+    assert onnx.load(path).opset_import[0].version == 11
+    return path
+
+
+def test_auto_skips_a_per_channel_trial_the_models_opset_refuses(data, tmp_path):
+    """--auto --per-tensor on an opset-11 file tried per-channel (DequantizeLinear's axis needs opset 13): onnxruntime
+    refused its trial, "Unrecognized attribute: axis", exit 4. The trial is skipped by the plan's own rule, and said."""
+    model = outlier_at_opset_11(tmp_path / "op11.onnx")
+    result, m = export(model, data, tmp_path / "o", "--per-tensor", "--auto", "--max-trials", 4)
+    assert result.exit_code in (0, 1), result.output
+    t = m["tuning"]
+    assert t["untried"] == [f"per-channel ({t['trials'][0]['calibrate_method']}): per-channel quantization needs "
+                            "opset >= 13 (the model is opset 11)"], t["untried"]
+    assert len(t["trials"]) == 4 and not any(row["per_channel"] for row in t["trials"])  # its place taken by the next
+    assert "- not tried: per-channel" in (tmp_path / "o" / "desktop-x86" / "report.md").read_text()
