@@ -7,6 +7,9 @@ each there): all 17 depthwise convs in float made the model 0.66x as fast, only 
 timed round-robin against the best model so far on the target's providers and threads, and kept only when it
 is faster by more than the timing noise. Candidates cost the fewest borders first: regions at the start and the
 end of the graph (one border each), then each op kind that may run slower in int8 (depthwise convs) as a whole.
+A candidate that leaves no compute node int8 is never kept, however fast: the deliverable stays an int8 build, and the
+record says that float was faster (a small CNN's search kept every compute node float, then failed its own
+int8_quantized gate, exit 1).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from . import bench, quantization
 from .host import describe
 from .onnx_export import parsed
 
+NO_INT8_LEFT = "leaves no compute node int8: model.int8.onnx would be the float model, no int8 build"
 REGION_SIZES = (1, 2, 4)  # compute nodes kept in float at the graph's start, and at its end
 MARGIN = 0.03  # a candidate must be this much faster (p50) than the best so far: less is timing noise
 WARMUP, RUNS = 10, 40
@@ -41,6 +45,7 @@ class Step:
     p50_ms: float
     best_p50_ms: float
     kept: bool
+    note: str = ""  # why a faster candidate was not kept anyway
 
     def as_dict(self) -> dict:
         return {**dataclasses.asdict(self), "nodes": list(self.nodes)}
@@ -105,6 +110,7 @@ def search(fp32: Path, int8: Path, plan: quantization.Plan, feeds, timed: Callab
     shutil.copyfile(int8, first)
     shutil.copyfile(int8, best)
     found = candidates(fp32)
+    compute = [n.name for n in parsed(fp32).graph.node if n.op_type in bench.COMPUTE_OPS]
     untried = [c.why for c in found[max_trials:]]
     for i, cand in enumerate(found[:max_trials]):
         new = tuple(n for n in cand.nodes if n not in kept and n not in plan.settings.exclude_nodes)
@@ -120,8 +126,10 @@ def search(fp32: Path, int8: Path, plan: quantization.Plan, feeds, timed: Callab
             lat = timed({"best": best, "trial": trial})
             loops.append((lat["trial"].p50_ms, lat["best"].p50_ms))
         faster = len(loops) == 2 and loops[-1][0] < loops[-1][1] * (1 - MARGIN)
-        steps.append(Step(cand.why, new, *loops[-1], faster))
-        if faster:
+        int8_left = set(compute) - {*plan.settings.exclude_nodes, *kept, *new}  # QDQ around an Add alone is no build
+        note = "" if int8_left and quantization.quantizes_anything(parsed(trial)) else NO_INT8_LEFT
+        steps.append(Step(cand.why, new, *loops[-1], faster and not note, note))
+        if faster and not note:
             kept = (*kept, *new)
             shutil.copyfile(trial, best)
     final = timed({"start": first, "kept": best, "fp32": fp32})  # fp32 too: floats kept may make int8 pointless
@@ -133,9 +141,12 @@ def search(fp32: Path, int8: Path, plan: quantization.Plan, feeds, timed: Callab
     shutil.copyfile(best, int8)
     where = final["kept"].host.get("device") or describe(final["kept"].host)
     p50, fp32_p50 = final["start" if reverted else "kept"].p50_ms, final["fp32"].p50_ms
-    kept_float = f" ({len(kept)} node(s) in float for speed)" if kept else ""
-    advice = (f"keep fp32: the int8 model kept{kept_float} is no faster than model.onnx ({p50:.4g} vs "
-              f"{fp32_p50:.4g} ms p50, one loop)" if p50 >= fp32_p50 else "")
+    kept_float = f", {len(kept)} node(s) in float for speed" if kept else ""
+    refused = [s.why for s in steps if s.note and s.p50_ms < s.best_p50_ms * (1 - MARGIN)]
+    all_float = (f"; every compute node float ({refused[0]}) timed faster, and was not taken: the search keeps one "
+                 "compute node int8 at least") if refused else ""
+    advice = (f"keep fp32: int8 slower than float here: {p50:.4g} ms vs {fp32_p50:.4g} ms p50 (model.int8.onnx"
+              f"{kept_float}, against model.onnx, one loop){all_float}" if p50 >= fp32_p50 else "")
     record = PrecisionSearch(kept, tuple(steps), origin, final["start"].p50_ms, p50, where,
                              round(time.perf_counter() - start, 3), tuple(untried), reverted, fp32_p50, advice)
     return _with_float(plan, kept), record

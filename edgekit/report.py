@@ -328,7 +328,8 @@ def markdown(r: TargetReport) -> str:
                 f"in a row ({search['seconds']:.1f} s).", ""]
         out += _md("tried | nodes | p50 ms | best so far p50 ms | kept", [
             (step["why"], ", ".join(step["nodes"]), f"{step['p50_ms']:.4f}", f"{step['best_p50_ms']:.4f}",
-             "yes" if step["kept"] else "no") for step in search["steps"]]) + [""]
+             "yes" if step["kept"] else f"no: {_safe(step['note'])}" if step.get("note") else "no")
+            for step in search["steps"]]) + [""]
         notes = (("Reverted", search["reverted"]), ("Advice", search.get("advice")),
                  ("Not tried (max_trials, time budget)", ", ".join(search["untried"])))
         out += [line for k, v in notes if v for line in (f"{k}: {_safe(v)}.", "")]
