@@ -416,8 +416,8 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
         inspect_model.check_quantizable(parsed, str(source))
         specs, outputs = onnx_export.io_specs(parsed, str(source))
         # a file from others: its quantizer runs bounded, as its pre-processing does
-        plan = dataclasses.replace(quantization.plan(parsed, qsettings, set(settings), profile.runtime.arch),
-                                   from_file=True)
+        plan = dataclasses.replace(quantization.plan(parsed, qsettings, set(settings), profile.runtime.arch,
+                                                     given_opset=onnx_export.file_opset(source)), from_file=True)
         for said in plan.warnings:  # an export puts them among its warnings; this returns a path only
             # the caller's line, past the two wrappers
             warnings.warn(in_python_terms(said), stacklevel=4)

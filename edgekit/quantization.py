@@ -604,10 +604,9 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
     opset = ai_onnx_opset(model)
     said = (f"the model is opset {given_opset} (pre-processing converts it to {opset})"
             if given_opset and given_opset != opset else f"the model is opset {opset}")
-    if opset < 10:
-        raise UsageError(f"{said}; quantization needs opset >= 10")
-    if why := refusal(settings, opset):
-        raise UsageError(f"{said}; {why} (per_channel = false: --per-tensor)")
+    if why := refusal(settings, opset):  # the advice once, as a flag: the API and a recipe name it their way
+        per_tensor = dataclasses.replace(settings, per_channel=False)
+        raise UsageError(f"{said}; {why}" + ("" if refusal(per_tensor, opset) else ": give --per-tensor"))
     _check_float32(model)
     if half := bool(casts := half_casts(model)):
         reasons.append(f"float16 weights: {len(casts)} tensor(s) read as float32 (exact) for quantization, so they are "

@@ -610,6 +610,18 @@ def test_quantize_warns_what_an_export_would(tmp_path):
         assert not [w for w in said if "mode=dynamic" in str(w.message)]
 
 
+def test_quantize_says_an_old_files_own_opset_and_its_advice_in_python_terms(tmp_path):
+    """An opset-9 file was told, by quantize(), "the model is opset 11" and "(per_channel = false: per_channel=False)":
+    the opset pre-processing converted it to, and a recipe's key beside the keyword."""
+    from models import old_resize_onnx
+
+    model = old_resize_onnx(tmp_path / "m.onnx", 10)
+    with pytest.raises(edgekit.UsageError) as e:
+        edgekit.quantize(model, "random", out=tmp_path / "q.onnx", per_channel=True)
+    assert str(e.value) == ("the model is opset 10 (pre-processing converts it to 11); per-channel quantization needs "
+                            "opset >= 13: give per_channel=False"), str(e.value)
+
+
 def test_quantize_never_writes_over_what_it_reads_and_says_when_it_quantized_nothing(tmp_path):
     """With force, out= a model's external data file was written over (the float model then gave inf), and out= the
     calibration file replaced it; a result with every node kept float was returned as the int8 model, silently."""
