@@ -606,7 +606,10 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
             if given_opset and given_opset != opset else f"the model is opset {opset}")
     if why := refusal(settings, opset):  # the advice once, as a flag: the API and a recipe name it their way
         per_tensor = dataclasses.replace(settings, per_channel=False)
-        raise UsageError(f"{said}; {why}" + ("" if refusal(per_tensor, opset) else ": give --per-tensor"))
+        if refusal(per_tensor, opset) or "per_channel" in explicit:  # per-channel asked for: not quietly dropped
+            raise UsageError(f"{said}; {why}" + ("" if refusal(per_tensor, opset) else ": give --per-tensor"))
+        settings = per_tensor  # the profile's default: every opset-11 file was refused (exit 2) for a setting not given
+        warnings.append(f"per-tensor weights: {said}, and {why} (re-export at opset 13 or later for per-channel)")
     _check_float32(model)
     if half := bool(casts := half_casts(model)):
         reasons.append(f"float16 weights: {len(casts)} tensor(s) read as float32 (exact) for quantization, so they are "

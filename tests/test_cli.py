@@ -318,21 +318,28 @@ def test_validation_equal_to_calibration_is_refused(cnn_data):
 
 
 def test_onnx_source_opset_too_old_for_per_channel(tmp_path, cnn_data):
+    """Per-channel asked for is refused; the profile's per-channel default gives an opset-11 file per-tensor weights,
+    said (every such file was refused, exit 2, for a setting the user never gave)."""
     from models import small_cnn
     path = tmp_path / "old.onnx"
     torch.onnx.export(small_cnn(), (torch.zeros(1, 3, 16, 16),), str(path), input_names=["image"], opset_version=11,
                       dynamo=False, dynamic_axes={"image": {0: "N"}})
-    assert_clean_error(run(path, "--calibration", cnn_data[0], "--out", tmp_path / "o"), 2, "opset 11", "--per-tensor",
-                       out=tmp_path / "o")
-    ok = run(path, "--calibration", cnn_data[0], "--per-tensor", "--out", tmp_path / "o")
+    assert_clean_error(run(path, "--calibration", cnn_data[0], "--per-channel", "--out", tmp_path / "o"), 2,
+                       "opset 11", "--per-tensor", out=tmp_path / "o")
+    ok = run(path, "--calibration", cnn_data[0], "--out", tmp_path / "o", "--json")
     assert ok.exit_code == 0, ok.output
+    [m] = json.loads(ok.stdout)["targets"]
+    assert m["quantization"]["per_channel"] is False
+    assert ("per-tensor weights: the model is opset 11, and per-channel quantization needs opset >= 13 (re-export at "
+            "opset 13 or later for per-channel)") in m["warnings"], m["warnings"]
 
 
 def test_an_old_onnx_files_opset_is_its_own_in_the_per_channel_error(tmp_path):
     """An opset 9 or 10 file was told "the model is opset 11": the opset pre-processing converted it to."""
     from models import old_resize_onnx
     model = old_resize_onnx(tmp_path / "m.onnx", 10)
-    assert_clean_error(run(model, "--calibration", "random", "--target", "desktop-x86", "--out", tmp_path / "o"), 2,
+    assert_clean_error(run(model, "--calibration", "random", "--target", "desktop-x86", "--per-channel", "--out",
+                           tmp_path / "o"), 2,
                        "the model is opset 10 (pre-processing converts it to 11); per-channel quantization needs "
                        "opset >= 13", "--per-tensor", out=tmp_path / "o")
 
