@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import sys
@@ -221,6 +222,12 @@ QUANT_FLAGS = {flag_param(f.metadata["flag"]): f.name for f in dataclasses.field
                if f.metadata["flag"]}
 
 
+def names_in(value: str) -> list[str]:
+    """The names in one comma-separated flag value; `\\,` is a comma inside a name (an ONNX node may be named 'a,b',
+    which the list split in two)."""
+    return [v.strip().replace("\\,", ",") for v in re.split(r"(?<!\\),", value) if v.strip()]
+
+
 def recipe_from(source: str, flags: dict) -> Recipe:
     """A recipe file or a bare model source, with command-line flags taking precedence."""
     given = {k: v for k, v in flags.items() if v not in (None, ())}
@@ -232,8 +239,8 @@ def recipe_from(source: str, flags: dict) -> Recipe:
     for flag, key in QUANT_FLAGS.items():
         if flag in given:
             value = given.pop(flag)
-            quant[key] = tuple(v.strip() for part in ((value,) if isinstance(value, str) else value)
-                               for v in part.split(",") if v.strip()) if key in ("op_types", "exclude_nodes") else value
+            quant[key] = tuple(v for part in ((value,) if isinstance(value, str) else value)
+                               for v in names_in(part)) if key in ("op_types", "exclude_nodes") else value
     bench = dataclasses.replace(recipe.bench, runs=given.pop("bench_runs")) if "bench_runs" in given else recipe.bench
     url, identity, known_hosts, python = (given.pop(k, None) for k in (
         "device", "device_identity", "device_known_hosts", "device_python"))

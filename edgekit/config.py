@@ -181,7 +181,8 @@ class QuantSettings:
     percentile: float = _setting(99.999, "the percentile for calibrate_method = percentile")
     samples: int = _setting(128, "calibration samples used", "--calibration-samples")
     op_types: tuple[str, ...] = _setting((), "op types to quantize (empty: all onnxruntime can)", "--op-types")
-    exclude_nodes: tuple[str, ...] = _setting((), "node names kept in float", "--exclude-nodes")
+    exclude_nodes: tuple[str, ...] = _setting(
+        (), "node names kept in float (on the command line `\\,` is a comma in a name)", "--exclude-nodes")
     transformer_scheme: TransformerScheme = _setting(
         "dynamic", "attention-style graphs, where full static QDQ wrecks the mask path", "--transformer-scheme")
     quantize_state: bool = _setting(False, "quantize the nodes that read or write a streaming model's state "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .config import QuantSettings, dynamic_types
 from .progress import quiet
-from .errors import InputError, StageError, UsageError, disk_full, first_line
+from .errors import InputError, StageError, UsageError, disk_full, first_line, said_for_the_cli
 from .onnx_export import ai_onnx_opset, all_graphs, all_nodes, parsed, sort_nodes, subgraphs
 
 log = logging.getLogger("edgekit")
@@ -914,6 +914,15 @@ def _check_float32(model) -> None:
                          ".float() on it first (and give float32 inputs)")
 
 
+def _typed_with_comma(key: str, name: str) -> str:
+    """How the CLI's flag takes a name with a comma, which its list splits at (html_names.onnx's node 'a,b'). Quoted
+    whole, so errors.rename leaves it: the API and a recipe take the name as is, in their lists."""
+    if "," not in name or not said_for_the_cli():
+        return ""
+    typed = name.replace(",", "\\,")
+    return f" on the command line `--{key.replace('_', '-')} '{typed}'`: a comma in a name is written \\,"
+
+
 def _check_named(model, settings: QuantSettings, explicit: set[str]) -> None:
     """The op types and nodes the user named exist: a typo (`conv` for `Conv`) would otherwise quantize nothing,
     or exclude nothing, and pass as int8. An op type this model lacks is allowed when ONNX or onnxruntime's
@@ -937,7 +946,7 @@ def _check_named(model, settings: QuantSettings, explicit: set[str]) -> None:
         near = ([k for k in sorted(known) if name in k]  # a node onnxruntime's pre-processing fused and renamed
                 or difflib.get_close_matches(name, sorted(known), 1, 0.8)
                 or [k for k in sorted(known) if k.lower() == name.lower()])
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        hint = f" (did you mean {near[0]!r}?{_typed_with_comma(key, near[0])})" if near else ""
         return UsageError(f"{given(key, name)}: the model has no {what} {name!r}{hint}" + (
             "; names are those after onnxruntime's pre-processing: `edgekit inspect --nodes "
             "OUT/<target>/model.onnx` lists them" if what == "node" else ""))

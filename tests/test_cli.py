@@ -344,6 +344,27 @@ def test_an_old_onnx_files_opset_is_its_own_in_the_per_channel_error(tmp_path):
                        "opset >= 13", "--per-tensor", out=tmp_path / "o")
 
 
+def test_a_node_name_with_a_comma_is_suggested_and_taken_escaped(tmp_path):
+    """--exclude-nodes suggested 'a,b', which its comma-separated list split in two: no way to name it on the command
+    line. `\\,` is a comma in a name, and the suggestion is written so."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32), "W")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["m"], name="mm"),
+                               helper.make_node("Relu", ["m"], ["y"], name="a,b")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])], [weight])
+    model = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model)
+    flags = ["--calibration", "random", "--no-bench", "--out", tmp_path / "o"]
+    assert_clean_error(run(model, "--exclude-nodes", "a", *flags), 2,
+                       "(did you mean 'a,b'? on the command line `--exclude-nodes 'a\\,b'`: a comma in a name is "
+                       "written \\,)", out=tmp_path / "o")
+    taken = run(model, "--exclude-nodes", "mm, a\\,b", *flags, "--json")
+    assert taken.exit_code in (0, 1), taken.output
+    assert json.loads(taken.stdout)["targets"][0]["quantization"]["exclude_nodes"] == ["mm", "a,b"]
+
+
 def test_onnx_source_input_spec_mismatch(tmp_path, cnn_data):
     first = run(*CNN, "--calibration", cnn_data[0], "--out", tmp_path / "a")
     assert first.exit_code == 0
