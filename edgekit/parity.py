@@ -74,8 +74,8 @@ class OutputParity:
     cosine: float | None  # mean over samples of per-sample cosine similarity; None: reference ~0, or integer
     cosine_min: float | None  # the worst sample's (the same samples as the mean: quiet_samples left out of both)
     sqnr_db: float | None
-    max_abs: float
-    mean_abs: float
+    max_abs: float | None  # None: no sample kept its length (length_mismatches)
+    mean_abs: float | None
     top1_agreement: float | None = None  # classify, the scored output: the same top class
     reference_peak: float = 0.0  # max |reference|: below NEAR_ZERO cosine and SQNR say nothing
     top5_agreement: float | None = None  # as top1, more than 5 classes: the reference's top class in the top 5
@@ -91,6 +91,10 @@ class OutputParity:
     # samples with no cosine of their own (reference ~0, or under QUIET of the median sample's RMS): out of the mean
     # and the worst alike, counted in SQNR and max_abs; None when there are none
     quiet_samples: int | None = None
+    # samples whose length (a dim the graph leaves open: NonZero's, NMS's) differs from the reference's, left out of
+    # the figures above (all None when none is left), and the first as said: "(10, 3) vs (9, 3) in sample 2"
+    length_mismatches: int | None = None
+    length_example: str | None = None
 
     @property
     def near_zero(self) -> bool:
@@ -239,7 +243,8 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]],
-            task: str = "other", plain: tuple[str, ...] = (), labels=None) -> list[OutputParity]:
+            task: str = "other", plain: tuple[str, ...] = (), labels=None,
+            shapes: list[tuple] | None = None) -> list[OutputParity]:
     """Per output, sample by sample (samples may differ in shape, e.g. sequence length).
 
     Cosine is per sample (the whole output of one feed); when a sample holds fewer than two numbers
@@ -254,8 +259,10 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
     outlier cannot), both the same samples so that the worst is never above the mean; quiet_samples counts them.
     Outputs in `plain` (a streaming model's state) are not the task's outputs: cosine and SQNR only. `labels` (the
     validation data's class ids, if any) pick the scored output as accuracy does (scored()).
+    `shapes`: each output's shape in the graph (ints fixed, names open; None: not known). A sample whose output's
+    length differs where the graph leaves it open is counted (length_mismatches) and left out of the figures.
     """
-    from .errors import InputError, InternalError
+    from .errors import InputError
 
     results, at = [], scored(names, plain, shapes_of(reference[0]) if reference else None,
                              integer_of(reference[0]) if reference else None, fits_labels(labels, reference))
@@ -265,13 +272,13 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
         if ref and all(a.size == 0 for a in ref):  # nothing to compare, to give a tolerance, or for an app to read
             raise InputError(f"output {name!r} holds no values (shape {list(ref[0].shape)}): parity compares outputs "
                              "value by value, so drop it from what the model returns")
-        if (i := next((i for i, (a, b) in enumerate(zip(ref, cand)) if a.shape != b.shape), None)) is not None:
-            shapes = f"{ref[i].shape} vs {cand[i].shape} in sample {i}"
-            if len({a.shape for a in ref}) > 1:  # y[y > 0]: its length follows the values, and int8 moves them
-                raise InputError(f"output {name!r} has a shape that follows the input's values ({shapes}; the "
-                                 "reference's own differ from sample to sample): parity compares outputs element by "
-                                 "element, so return one of a fixed shape (a mask, or padded) for edgekit to judge")
-            raise InternalError(f"output {name!r}: reference and candidate shapes differ ({shapes})")
+        kept, cand, moved = _same_shapes(name, ref, cand, shapes[k] if shapes else None)
+        if moved[0] and not kept:  # no sample kept its length: nothing to measure but that
+            results.append(OutputParity(name, None, None, None, None, None, reference_peak=max(
+                float(np.max(np.abs(a), initial=0.0)) for a in ref), scored=k == at, length_mismatches=moved[0],
+                length_example=moved[1]))
+            continue
+        ref = kept
         # class ids from an ArgMax: 0.999 cosine while a third of them differed, so they are compared exactly
         exact = (float(np.mean(np.concatenate([(a == b).ravel() for a, b in zip(ref, cand)])))
                  if np.asarray(reference[0][k]).dtype.kind in "biu" else None)
@@ -301,8 +308,36 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
                                     top1, peak, top5, retrieval, exact, k == at,
                                     centred_sqnr(ref, cand) if peak >= NEAR_ZERO and exact is None
                                     and name not in plain else None, iou,
-                                    (quiet or None) if metrics[0] is not None else None))
+                                    (quiet or None) if metrics[0] is not None else None, *moved))
     return results
+
+
+def _dynamic(declared, ndim: int, axes) -> bool:
+    """Whether the graph leaves each of `axes` open (a named dim, NonZero's or NMS's count): a length there follows
+    the values. `declared`: the output's shape in the graph (ints fixed; None: not known, taken as open)."""
+    if declared is None:
+        return True
+    return len(declared) == ndim and all(not isinstance(declared[a], int) for a in axes)
+
+
+def _same_shapes(name: str, ref: list, cand: list, declared) -> tuple[list, list, tuple]:
+    """The samples whose output has the same shape in both, and (how many differ, the first as said) or (None, None).
+    A length the graph leaves open follows the values (a threshold's nonzero(), NonMaxSuppression's boxes): int8 or
+    the runtime moving a score across the threshold is a measured difference. A dim the graph fixes, or the rank,
+    differing is edgekit's bug."""
+    from .errors import InternalError
+
+    moved = [i for i, (a, b) in enumerate(zip(ref, cand)) if a.shape != b.shape]
+    if not moved:
+        return ref, cand, (None, None)
+    i = moved[0]
+    said = f"{ref[i].shape} vs {cand[i].shape} in sample {i}"
+    if any(ref[j].ndim != cand[j].ndim or not _dynamic(declared, ref[j].ndim, np.flatnonzero(
+            np.array(ref[j].shape) != np.array(cand[j].shape))) for j in moved):
+        raise InternalError(f"output {name!r}: reference and candidate shapes differ ({said}) where the graph fixes "
+                            f"them ({list(declared) if declared is not None else 'its rank'})")
+    kept = [j for j in range(len(ref)) if j not in set(moved)]
+    return [ref[j] for j in kept], [cand[j] for j in kept], (len(moved), said)
 
 
 def class_scores(a: np.ndarray) -> bool:
@@ -507,7 +542,7 @@ PARITY_LIMITS = {"export_cosine": (">=", "export_cosine_min"), "export_scaled_ma
 
 # every gate name edgekit writes (here and in verdict.py): NAME, or NAME_at_DIM=SIZE for another size of an axis
 GATE_NAME = re.compile(r"(?:%s|quant_reference_signal|export_reference_signal|latency_p50_ms|size_mb|[a-z]+_coverage"
-                       r"|[a-z]+_verdict|int8_quantized)"
+                       r"|[a-z]+_verdict|int8_quantized|(?:export|quant)_length_mismatches)"
                        r"|(?:export_cosine|quant_cosine|export_integer_max_abs|integer_output_agreement|runs)_at_.+"
                        % "|".join(PARITY_LIMITS))
 
@@ -517,8 +552,8 @@ NOTHING_QUANTIZED_GATE = "int8_quantized"  # 0: model.int8.onnx is the float mod
 
 def trial_gate(name: str) -> bool:
     """A gate quantization_gates writes: what each --auto trial is judged by (not export's, a size's, a budget's)."""
-    return name in (NOTHING_QUANTIZED_GATE, "quant_reference_signal") or (name in PARITY_LIMITS
-                                                                          and not name.startswith("export_"))
+    return name in (NOTHING_QUANTIZED_GATE, "quant_reference_signal", "quant_length_mismatches") or (
+        name in PARITY_LIMITS and not name.startswith("export_"))
 
 
 def limit_of(name: str) -> tuple[str, str] | None:
@@ -544,6 +579,14 @@ def signal_gates(name: str, outputs) -> list[Gate]:
     return []
 
 
+def length_gates(name: str, outputs) -> list[Gate]:
+    """Fails when an output's length (a dim the graph leaves open: NonZero's, NMS's count) differs from the
+    reference's on some sample (length_mismatches, at most 0): a model keeping a different number of detections is
+    a measured difference, which the figures of the samples that agree do not show. Written only then."""
+    value, on = worst_on(outputs, "length_mismatches", max)
+    return [replace(gate(name, value, "<=", 0), output=on)] if value else []
+
+
 def exact_only(outputs) -> str | None:
     """Why cosine and SQNR gates are not measured: every output is integer (class ids, masks), held exactly."""
     return None if any(o.exact_agreement is None for o in outputs) else "integer outputs only: compared exactly"
@@ -557,7 +600,7 @@ def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str, qu
     --auto kept every node float, 200 dB, and CI went green on the float model shipped as int8."""
     unmeasured = exact_only(outputs)
     gates = [*([] if quantized else [Gate(NOTHING_QUANTIZED_GATE, 0, ">=", 1, False)]),
-             *signal_gates("quant_reference_signal", outputs),
+             *signal_gates("quant_reference_signal", outputs), *length_gates("quant_length_mismatches", outputs),
              held_on("quant_cosine", outputs, "cosine", spec, unmeasured),
              held_on("quant_cosine_worst", outputs, "cosine_min", spec, unmeasured),
              held_on("quant_sqnr_db", outputs, "sqnr_db", spec, unmeasured)]
@@ -591,13 +634,16 @@ def scaled_max_abs(o: OutputParity) -> float:
     """An output's export error for export_max_abs: absolute where its peak is within 1, relative to the peak beyond
     (a depth map in mm peaking at 5,000 is float32-exact at 3e-7 relative, 0.0013 absolute). Integer outputs
     (class ids) stay absolute: a moved id is an error however large the ids."""
-    return o.max_abs if o.exact_agreement is not None else o.max_abs / max(1.0, o.reference_peak)
+    if o.max_abs is None or o.exact_agreement is not None:
+        return o.max_abs
+    return o.max_abs / max(1.0, o.reference_peak)
 
 
 def export_gates(export: StageParity | None, spec) -> list[Gate]:
     if export is None:  # an .onnx source: nothing was exported
         return []
     return [*signal_gates("export_reference_signal", export.outputs),
+            *length_gates("export_length_mismatches", export.outputs),
             held_on("export_cosine", export.outputs, "cosine_min", spec, exact_only(export.outputs)),
             held_on("export_scaled_max_abs", [replace(o, max_abs=scaled_max_abs(o)) for o in export.outputs],
                     "max_abs", spec, fn=max)]

@@ -68,13 +68,15 @@ class Shared:
         """A streaming model's state outputs: judged by cosine and SQNR only, never the scored output."""
         return tuple(self.recipe.state.values())
 
-    def compare(self, data: str, names: list[str], reference: list, candidate: list,
+    def compare(self, data: str, outputs: tuple[InputSpec, ...], reference: list, candidate: list,
                 kernels: str | None = None, labels=None) -> parity.StageParity:
         """`candidate` against `reference` sample by sample; a state output is judged by cosine and SQNR only.
-        `labels` (the data's class ids) pick the output scored, as accuracy does."""
+        `outputs`: the graph's, whose shapes say which lengths follow the values (parity.compare); `labels` (the
+        data's class ids) pick the output scored, as accuracy does."""
         labels = labels if parity.labels_are_classes(self.task) else None
         return parity.StageParity(data, len(candidate), tuple(parity.compare(
-            names, reference, candidate, self.task, self.plain, labels)), kernels)
+            [o.name for o in outputs], reference, candidate, self.task, self.plain, labels,
+            [o.shape for o in outputs])), kernels)
 
 
 @dataclasses.dataclass
@@ -443,7 +445,7 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
         raise StageError("export", f"output {moved[0]!r} is {list(moved[2])} in model.onnx where torch gives "
                                    f"{list(moved[1])}; {_baked_size(exporter)}")
     reference = shared.torch_val if shared.torch_val is not None else _given_outputs(loaded, shared, val)
-    export_parity = shared.compare(val.origin, names, reference, fp32_val, labels=val.labels)
+    export_parity = shared.compare(val.origin, outputs, reference, fp32_val, labels=val.labels)
     prep = Prepared(fp32, model, outputs, fp32_val, export_parity, preprocessing, [], cal, val, fp32_rollout,
                     exporter, tuple(traced), tuple(cal_lengths),
                     given_opset=onnx_export.file_opset(loaded.onnx_path) if loaded.is_onnx else 0)
@@ -547,7 +549,7 @@ def _size_checks(loaded, shared: Shared, prep: Prepared) -> list[sizes.SizeCheck
         try:
             reference = run_onnx(session(prep.fp32, threads=host.work_threads(), reuse=True)[0], other.feeds)
             # (no state to judge apart: a streaming model's data has no other sizes)
-            export = None if shared.torch_val is None else shared.compare(other.label(), prep.names, run_torch(
+            export = None if shared.torch_val is None else shared.compare(other.label(), prep.outputs, run_torch(
                 loaded.module, other.feeds, [s.name for s in shared.inputs]), reference)
             checks.append(sizes.SizeCheck(other, reference, export))
         except EdgekitError as e:
@@ -631,7 +633,7 @@ def _int8_at_sizes(shared: Shared, prep: Prepared, int8_sess, fixed: dict) -> li
             continue
         try:
             found.append(dataclasses.replace(check, quantization=shared.compare(
-                check.other.label(), prep.names, check.reference, run_onnx(int8_sess, check.other.feeds))))
+                check.other.label(), prep.outputs, check.reference, run_onnx(int8_sess, check.other.feeds))))
         except EdgekitError as e:
             found.append(dataclasses.replace(check, error=f"int8 at {check.other.label()}: {e}"))
     return found
@@ -706,7 +708,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     # --auto's verdict: on the samples its pick never saw (calib.JUDGED), when it could keep some apart
     verdict_val = val if judged == slice(None) else val.part(judged, "odd samples: held out of --auto's pick")
     fp32_judged, int8_judged = prep.fp32_val[judged], int8_val[judged]
-    quant_parity = shared.compare(verdict_val.origin, prep.names, fp32_judged, int8_judged, kernels,
+    quant_parity = shared.compare(verdict_val.origin, prep.outputs, fp32_judged, int8_judged, kernels,
                                   verdict_val.labels)
     latency, *one_thread = [None] if recipe.no_bench else _latency(shared, prep, target, fp32, int8)
     stream = (shared.val.feeds[0], shared.inputs, recipe.state, shared.init) if recipe.state else None

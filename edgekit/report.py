@@ -248,7 +248,7 @@ def markdown(r: TargetReport) -> str:
                     f"n/a (integer: {o.exact_agreement:.4f} equal)")) for v, f in ((o.cosine, ".6f"),
                                                                        (o.cosine_min, ".6f"), (o.sqnr_db, ".2f"),
                                                                        (o.centred_sqnr_db, ".2f"))),
-                  f"{o.max_abs:.3g}", f"{o.mean_abs:.3g}", _fmt(o.top1_agreement, ".4f", "n/a"),
+                  _fmt(o.max_abs, ".3g", "n/a"), _fmt(o.mean_abs, ".3g", "n/a"), _fmt(o.top1_agreement, ".4f", "n/a"),
                   _fmt(o.top5_agreement, ".4f", "n/a"), _fmt(o.iou_agreement, ".4f", "n/a"),
                   _fmt(o.retrieval_at1, ".4f", "n/a")) for o in p.outputs]) + [""] + quiet_line(p.outputs, _safe)
     if r.accuracy:

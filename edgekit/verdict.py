@@ -65,6 +65,16 @@ def coverage_warnings(coverage: dict | None) -> list[str]:
     return said
 
 
+def length_warning(stage: str, o, samples: int) -> str:
+    """One line on an output whose length (a threshold's, NMS's count) differs from the reference's on some samples:
+    which samples and how, for an engineer to weigh the detections int8 (or model.onnx) keeps."""
+    who, agree = "int8" if stage == "quantization" else "model.onnx", samples - o.length_mismatches
+    return (f"{stage} parity: {who} keeps a different number of rows of output {o.output!r} on {o.length_mismatches} "
+            f"of {samples} samples ({o.length_example}): its length follows the values (a threshold, NMS), and a score "
+            "moved across the cut; " + (f"its figures are of the samples that agree ({agree})" if agree
+                                        else "no sample agrees to measure"))
+
+
 def size_gates(target: Target, checks) -> list[Gate]:
     """The model runs at each other size of its dynamic axes, with export and int8 parity held there."""
     found = []
@@ -136,6 +146,8 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads, settin
                 said.append(f"{stage} parity: reference output {o.output!r} is ~0 (max |value| "
                             f"{o.reference_peak:.3g} < {parity.NEAR_ZERO:g}) on the validation data: cosine and "
                             "SQNR say nothing about a model that emits no signal; check the model and its inputs")
+            if o.length_mismatches:
+                said.append(length_warning(stage, o, block.samples))
     # a feature map's NCHW output is taken for a class map too: why its top-1 is per pixel, said once
     said += [f"output {name!r} is read as a class map (N x C x H x W, class axis 1): top-1 and accuracy are judged "
              "pixel by pixel (a feature map is no class scores: give --task other)"

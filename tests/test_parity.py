@@ -10,22 +10,41 @@ from edgekit.config import ParitySpec
 from edgekit.errors import ExitCode, InputError, InternalError
 
 
-def test_shape_disagreement_between_edgekit_models_is_an_internal_error():
-    """Both sides are models edgekit made itself: different shapes are edgekit's bug (exit 5), not bad input."""
-    with pytest.raises(InternalError, match=r"shapes differ \(\(1, 3\) vs \(1, 4\)"):
-        parity.compare(["y"], [[np.ones((1, 3))]], [[np.ones((1, 4))]])
+def test_shape_disagreement_where_the_graph_fixes_it_is_an_internal_error():
+    """Both sides are models edgekit made itself: a shape the graph fixes differing is edgekit's bug (exit 5)."""
+    with pytest.raises(InternalError, match=r"shapes differ \(\(1, 3\) vs \(1, 4\) in sample 0\) where the graph "
+                                            r"fixes them \(\[1, 3\]\)"):
+        parity.compare(["y"], [[np.ones((1, 3))]], [[np.ones((1, 4))]], shapes=[(1, 3)])
+    with pytest.raises(InternalError, match="where the graph fixes them"):  # the rank is never the values'
+        parity.compare(["y"], [[np.ones((3,))]], [[np.ones((1, 3))]], shapes=[("K",)])
     assert InternalError.exit_code == ExitCode.INTERNAL == 5
 
 
-def test_an_output_whose_shape_follows_the_values_is_bad_input_naming_the_sample():
-    """y[y > 0]: int8 moved a value across 0 in sample 1, and the export was exit 5, "shapes differ ((5,) vs (5,)
-    in the first sample)", a crash of edgekit's by its words, naming a sample that agreed."""
-    from edgekit.errors import InputError
+def test_a_length_that_follows_the_values_differing_is_a_measured_failure():
+    """NonMaxSuppression kept 10 boxes on every fp32 sample and 9 on int8's sample 2: exit 5, "internal error:
+    reference and candidate shapes differ", no package. The length the graph leaves open ('K') follows the values:
+    the samples that differ are counted, the figures are of the others, and a gate fails naming the output."""
+    rng = np.random.default_rng(0)
+    ref = [[rng.random((10, 3)), rng.random(4)] for _ in range(4)]
+    cand = [[r[0] + 1e-3, r[1]] for r in ref]
+    cand[2][0] = ref[2][0][:9]
+    found = parity.compare(["selected", "fixed"], ref, cand, task="detect", shapes=[("K", 3), (4,)])
+    sel, fixed = found
+    assert (sel.length_mismatches, sel.length_example) == (1, "(10, 3) vs (9, 3) in sample 2")
+    assert sel.cosine > 0.99 and abs(sel.max_abs - 1e-3) < 1e-9 and fixed.length_mismatches is None
+    assert sel.as_dict()["length_mismatches"] == 1 and "length_mismatches" not in fixed.as_dict()
+    gates = {g.name: g for g in parity.quantization_gates(found, None, ParitySpec(), "detect")}
+    bad = gates["quant_length_mismatches"]
+    assert (bad.passed, bad.value, bad.limit, bad.output) == (False, 1, 0, "selected")
+    assert parity.trial_gate(bad.name) and parity.GATE_NAME.fullmatch(bad.name)
+    # y[y > 0]: the reference's own lengths vary (exit 3 before), measured the same; no sample agreeing: None figures
+    [y] = parity.compare(["y"], [[np.ones(5)], [np.ones(3)]], [[np.ones(4)], [np.ones(2)]])
+    assert (y.length_mismatches, y.cosine, y.max_abs, y.reference_peak) == (2, None, None, 1.0)
+    from edgekit import verdict
 
-    ref = [[np.ones(5)], [np.ones(3)]]
-    with pytest.raises(InputError, match=r"output 'y' has a shape that follows the input's values \(\(3,\) vs "
-                                         r"\(4,\) in sample 1"):
-        parity.compare(["y"], ref, [[np.ones(5)], [np.ones(4)]])
+    said = verdict.length_warning("quantization", sel, 4)
+    assert said.startswith("quantization parity: int8 keeps a different number of rows of output 'selected' on 1 of "
+                           "4 samples ((10, 3) vs (9, 3) in sample 2)") and "of the samples that agree (3)" in said
 
 
 def test_gates_from_typed_parity():
