@@ -23,11 +23,14 @@ def tensor_errors(fp32, int8: Path, feeds: Sequence[dict], limit: int = 8) -> li
     """[{tensor, local_sqnr_db, accumulated_sqnr_db}], worst local SQNR first. One sample's intermediate tensors
     are held at a time (every tensor of a 224x224 MobileNetV2 is ~100 MB a sample): the SQNRs are summed
     signal and noise energies over the samples, as onnxruntime's over all samples at once. `fp32`: path or
-    ModelProto (left unchanged)."""
+    ModelProto (left unchanged). A tensor whose length follows the values (NonZero's) and differs between the two
+    models on a sample is left out of accumulated_sqnr_db there (it is no element-wise pair), and its row says on
+    how many samples (length_mismatches): the analysis is a diagnostic, and failed the whole export on it."""
     from onnxruntime.quantization import qdq_loss_debug as dbg
 
     energy: dict[str, np.ndarray] = {}  # tensor -> [signal, local noise, float signal, accumulated noise]
-    in_float: set[str] = set()  # tensors the float model also has
+    in_float: set[str] = set()  # tensors the float model also has (of the same shape on some sample)
+    moved: dict[str, int] = {}  # tensor -> samples where the float model's has another shape (NonZero's length)
     try:
         with progress.quiet():
             int8_run, pairs = _intermediates(int8, None)
@@ -35,16 +38,21 @@ def tensor_errors(fp32, int8: Path, feeds: Sequence[dict], limit: int = 8) -> li
             for feed in feeds[:limit]:
                 for tensor, m in dbg.create_activation_matching(int8_run(feed), float_run(feed)).items():
                     pre, post = m["pre_qdq"][0], m["post_qdq"][0]
-                    ref = m["float"][0] if "float" in m else np.zeros_like(post)
-                    in_float |= {tensor} if "float" in m else set()
+                    ref = m["float"][0] if "float" in m else None
+                    if ref is not None and ref.shape != post.shape:  # a length following the values: NonZero's
+                        moved[tensor] = moved.get(tensor, 0) + 1
+                        ref = None
+                    in_float |= {tensor} if ref is not None else set()
                     energy[tensor] = energy.get(tensor, 0) + np.array(
-                        [_energy(pre), _energy(pre - post), _energy(ref), _energy(ref - post)])
+                        [_energy(pre), _energy(pre - post), *((_energy(ref), _energy(ref - post)) if ref is not None
+                                                              else (0.0, 0.0))])
     except StageError as e:  # a run past the limit: said once, not as "StageError: onnxruntime run failed: ..."
         raise StageError("per-layer error analysis", e.message) from None
     except Exception as e:  # more memory than the machine gives: the model's fault (exit 3)
         raise runtime.run_error(f"{type(e).__name__}: {first_line(e)}", "per-layer error analysis") from e
     rows = [{"tensor": tensor, "local_sqnr_db": _finite(_sqnr(e[0], e[1])),
-             "accumulated_sqnr_db": _finite(_sqnr(e[2], e[3])) if tensor in in_float else None}
+             "accumulated_sqnr_db": _finite(_sqnr(e[2], e[3])) if tensor in in_float else None,
+             **({"length_mismatches": moved[tensor]} if tensor in moved else {})}
             for tensor, e in energy.items()]
     return sorted(rows, key=lambda r: (r["local_sqnr_db"] if r["local_sqnr_db"] is not None else 1e9, r["tensor"]))
 

@@ -291,6 +291,37 @@ def test_per_layer_error_leaves_the_callers_model_as_it_was(tmp_path):
     assert all(r["accumulated_sqnr_db"] is not None for r in rows)  # every paired tensor found in the float model
 
 
+def test_per_layer_error_skips_a_tensor_whose_length_follows_the_values(tmp_path):
+    """A NonZero inside the graph kept 193 values in fp32 and 190 in int8: the analysis subtracted the two and the
+    export died, exit 4 ("operands could not be broadcast together"), while the outputs were fixed-shape and fine."""
+    import torch
+
+    from edgekit import layers
+    from edgekit.onnx_export import preprocess
+
+    class Inner(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 1)
+
+        def forward(self, x):
+            y = torch.relu(self.conv(x)).flatten()
+            kept = y[torch.nonzero(y > 0.3).squeeze(1)] * 2.0  # its length follows the values
+            return kept.sum(0, keepdim=True) + y.mean()
+
+    torch.manual_seed(0)
+    fp32, _ = preprocess(export_torch(Inner().eval(), (InputSpec.parse("x:1x1x16x16"),), (), 17, tmp_path / "r.onnx"),
+                         tmp_path / "fp32.onnx")
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.random((1, 1, 16, 16), dtype=np.float32)} for _ in range(4)]
+    int8 = quantize.quantize(fp32, tmp_path / "int8.onnx", quantize.plan(fp32, config.QuantSettings(), set()), feeds)
+    rows = layers.tensor_errors(fp32, int8, feeds)
+    moved = [r for r in rows if r.get("length_mismatches")]
+    assert moved and all(r["local_sqnr_db"] is not None for r in rows), rows
+    assert all(0 < r["length_mismatches"] <= len(feeds) for r in moved)
+    assert any(r["accumulated_sqnr_db"] is not None for r in rows if "length_mismatches" not in r)
+
+
 def test_int8_path_from_cpu_flags():
     """AMX hosts (Sapphire Rapids) run int8 GEMMs on their tiles, so figures measured there name AMX, not VNNI."""
     from edgekit import host
