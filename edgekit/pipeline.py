@@ -441,7 +441,9 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
                                  "of its range): give real samples (--validation)" if shared.val.random else
                                  "the model diverges on this data"))
     if shared.torch_val is not None and (moved := next(((n, r.shape, c.shape) for t, f in zip(
-            shared.torch_val, fp32_val) for n, r, c in zip(names, t, f) if r.shape != c.shape), None)):
+            shared.torch_val, fp32_val) for n, r, c in zip(names, t, f) if r.shape != c.shape
+            and not _follows_values(shared.inputs, outputs[names.index(n)], [o[names.index(n)] for o in fp32_val],
+                                    r.shape)), None)):
         raise StageError("export", f"output {moved[0]!r} is {list(moved[2])} in model.onnx where torch gives "
                                    f"{list(moved[1])}; {_baked_size(exporter)}")
     reference = shared.torch_val if shared.torch_val is not None else _given_outputs(loaded, shared, val)
@@ -468,6 +470,18 @@ def _first_run(fp32: Path, shared: Shared) -> None:
 
 
 _ORT_RUN_FAILED = re.compile(r"Non-zero status code returned while running (\w+) node\..*?Status Message: (.*)", re.S)
+
+
+def _follows_values(inputs, output: InputSpec, onnx_values: list, torch_shape: tuple) -> bool:
+    """Whether model.onnx's length of `output`, not torch's, follows the values (a threshold's nonzero(), NMS: a
+    score one float step apart at the cut), not a size the trace baked in: it differs from sample to sample, or the
+    graph leaves the differing dim open under a name no input has (NonZero's count). export parity measures it."""
+    if len({np.shape(v) for v in onnx_values}) > 1:
+        return True
+    shape, named = np.shape(onnx_values[0]), {d for i in inputs for d in i.shape if isinstance(d, str)}
+    return len(shape) == len(torch_shape) == len(output.shape) and all(
+        isinstance(output.shape[a], str) and output.shape[a] not in named
+        for a in range(len(shape)) if shape[a] != torch_shape[a])
 
 
 def _given_outputs(loaded, shared: Shared, val: calib.Dataset) -> list:

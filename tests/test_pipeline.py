@@ -664,6 +664,36 @@ def test_a_target_that_fixes_an_axis_is_not_gated_at_sizes_it_does_not_ship(tmp_
     assert "_at_" not in (tmp_path / "o" / "android-arm64" / "report.md").read_text()
 
 
+def test_a_length_that_follows_the_values_moved_by_the_export_is_measured_not_blamed_on_tracing(tmp_path):
+    """nonzero(conf > thr) with one score a float step apart between torch and onnxruntime at the threshold was exit
+    4, "output 'output_0' is [123, 4] in model.onnx where torch gives [122, 4] ... --exporter dynamo, or fixed sizes":
+    its length follows the values (model.onnx's own differ from sample to sample). Here the exported cut is 0.501,
+    torch's 0.5, and sample 0 alone holds a value between them."""
+    (tmp_path / "cut.py").write_text(
+        "import torch\n\nclass M(torch.nn.Module):\n    def forward(self, x):\n        y = x.flatten()\n"
+        "        cut = 0.501 if torch.onnx.is_in_onnx_export() else 0.5\n        return y[y > cut] * 2.0\n\n"
+        "def build():\n    return M()\n")
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 1, 32), dtype=np.float32)
+    x[x > 0.49] = np.minimum(x[x > 0.49] + 0.02, 1.0)  # none near the cut...
+    x[0, 0, 0] = 0.5005  # ...but one, on sample 0
+    np.savez(tmp_path / "x.npz", x=x)
+    np.savez(tmp_path / "cal.npz", x=rng.random((8, 1, 32), dtype=np.float32))
+    made = export(f"{tmp_path / 'cut.py'}:build", "--input", "x:1x1x32", "--calibration", tmp_path / "cal.npz",
+                  "--validation", tmp_path / "x.npz", "--no-bench", "--json", "--out", tmp_path / "o")
+    assert made.exit_code == 1 and "traced the model" not in made.output, made.output
+    [m] = manifests(made, 1)
+    gate = next(g for g in m["gates"] if g["name"] == "export_length_mismatches")
+    assert (gate["value"], gate["passed"], gate["output"]) == (1, False, "output"), gate
+    assert any(w.startswith("export parity: model.onnx keeps a different number of rows of output 'output' on 1 of "
+                            "8 samples ((21,) vs (20,) in sample 0)") for w in m["warnings"]), m["warnings"]
+    # one sample: no length to vary, the graph's NonZero leaves the dim open under a name no input has
+    np.savez(tmp_path / "one.npz", x=x[:1])
+    one = export(f"{tmp_path / 'cut.py'}:build", "--input", "x:1x1x32", "--calibration", tmp_path / "cal.npz",
+                 "--validation", tmp_path / "one.npz", "--no-bench", "--json", "--out", tmp_path / "one")
+    assert one.exit_code == 1 and "traced the model" not in one.output, one.output
+
+
 def test_a_size_baked_in_at_tracing_that_breaks_the_data_says_how_to_export(tmp_path):
     """At the data's own sizes: a batch of 1 against the traced 2 was exit 4 with onnxruntime's "GEMM: Dimension
     mismatch" alone, and a sequence length baked into a reshape was exit 5, "internal error"."""
