@@ -270,8 +270,7 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
         ref = [np.asarray(r[k], dtype=np.float64) for r in reference]
         cand = [np.asarray(c[k], dtype=np.float64) for c in candidate]
         if ref and all(a.size == 0 for a in ref):  # nothing to compare, to give a tolerance, or for an app to read
-            raise InputError(f"output {name!r} holds no values (shape {list(ref[0].shape)}): parity compares outputs "
-                             "value by value, so drop it from what the model returns")
+            raise InputError(_empty(name, ref[0].shape, shapes[k] if shapes else None))
         kept, cand, moved = _same_shapes(name, ref, cand, shapes[k] if shapes else None)
         if moved[0] and not kept:  # no sample kept its length: nothing to measure but that
             results.append(OutputParity(name, None, None, None, None, None, reference_peak=max(
@@ -338,6 +337,19 @@ def _same_shapes(name: str, ref: list, cand: list, declared) -> tuple[list, list
                             f"them ({list(declared) if declared is not None else 'its rank'})")
     kept = [j for j in range(len(ref)) if j not in set(moved)]
     return [ref[j] for j in kept], [cand[j] for j in kept], (len(moved), said)
+
+
+def _empty(name: str, shape: tuple, declared) -> str:
+    """Why an output holding no values on every sample is refused: a length of 0 that the graph leaves open (NMS
+    keeping nothing) is this data's, one that it fixes is the model's."""
+    zero = [a for a, n in enumerate(shape) if n == 0]
+    if declared is not None and _dynamic(declared, len(shape), zero):
+        return (f"output {name!r} holds no values on this validation data (shape {list(shape)} on every sample; its "
+                f"length follows the values, {list(declared)} in the graph): parity compares outputs value by value, "
+                "so give validation data on which it keeps some (a detector's: images with objects), or drop it from "
+                "what the model returns")
+    return (f"output {name!r} holds no values (shape {list(shape)}): parity compares outputs value by value, so drop "
+            "it from what the model returns")
 
 
 def class_scores(a: np.ndarray) -> bool:

@@ -47,6 +47,17 @@ def test_a_length_that_follows_the_values_differing_is_a_measured_failure():
                            "4 samples ((10, 3) vs (9, 3) in sample 2)") and "of the samples that agree (3)" in said
 
 
+def test_an_output_empty_on_every_sample_says_whether_the_data_or_the_model_empties_it():
+    """NMS keeping nothing on every validation sample was told 'drop it from what the model returns'."""
+    empty = [[np.zeros((0, 3))], [np.zeros((0, 3))]]
+    with pytest.raises(InputError, match=r"'selected' holds no values on this validation data \(shape \[0, 3\] on "
+                                         r"every sample; its length follows the values, \['K', 3\] in the graph\)"
+                                         r".*give validation data on which it keeps some"):
+        parity.compare(["selected"], empty, empty, shapes=[("K", 3)])
+    with pytest.raises(InputError, match=r"'selected' holds no values \(shape \[0, 3\]\): .* so drop it"):
+        parity.compare(["selected"], empty, empty, shapes=[(0, 3)])
+
+
 def test_gates_from_typed_parity():
     ref = [[np.array([[1.0, 2.0, 3.0]])], [np.array([[3.0, 1.0, 0.5]])]]
     close = [[r[0] + 0.01] for r in ref]
