@@ -727,12 +727,13 @@ def _figures_here(fp32: str, golden: str, task: str, state: dict[str, str], reus
     except Exception as e:
         return {"error": f"{FP32} does not run the golden inputs: {first_line(e, 200)}"}
     return {"samples": len(inputs), "outputs": [{**o.as_dict(), "cosine_samples": _averaged(
-        [r[o.output] for r in runs], o.quiet_samples)} for o in found]}
+        [r[o.output] for r in runs], (o.quiet_samples or 0) + (o.length_mismatches or 0))} for o in found]}
 
 
 def _averaged(refs, quiet: int | None) -> int | None:
     """How many samples parity.compare's mean cosine averaged: all but its `quiet_samples` (reference near zero, or
-    quiet); None where it pooled them into one cosine (outputs of one value per sample)."""
+    quiet) and its length_mismatches (`quiet`: both); None where it pooled them into one cosine (outputs of one value
+    per sample)."""
     refs = [np.asarray(a) for a in refs]
     if not refs or min(a.size for a in refs) < 2:
         return None

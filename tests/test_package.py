@@ -2373,3 +2373,27 @@ def test_only_the_users_absolute_folders_leave_a_report(tmp_path, monkeypatch):
     said = without_folders({"node": "/features/data/Conv", "data": f"{tmp_path}/data/calibration.npz",
                             "model": ("/home/alice/proj/model.onnx", Pair(1, 2))}, folders)
     assert said == {"node": "/features/data/Conv", "data": "calibration.npz", "model": ("model.onnx", Pair(1, 2))}
+
+
+def test_check_bounds_a_cosine_by_the_golden_samples_whose_length_agrees(tmp_path):
+    """An output whose length follows the values (x[x > 0.5]) and differs in int8's golden sample 0: check's figures
+    failed ('does not run the golden inputs': shapes differ); measured, the cosine averages the 2 samples that agree."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgekit import package, package_check
+
+    nodes = [helper.make_node("Greater", ["x", "half"], ["m"]), helper.make_node("NonZero", ["m"], ["nz"]),
+             helper.make_node("Transpose", ["nz"], ["idx"], perm=[1, 0]), helper.make_node("GatherND", ["x", "idx"],
+                                                                                          ["y"])]
+    graph = helper.make_graph(nodes, "cut", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["K"])],
+                              [helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    feeds = [{"x": np.linspace(0, 1, 8, dtype=np.float32) + 0.01 * i} for i in range(3)]
+    outs = [[f["x"][f["x"] > 0.5] * 1.001] for f in feeds]
+    outs[0] = [outs[0][0][1:]]  # int8 dropped one value on sample 0
+    package.write_golden(tmp_path / "golden.npz", feeds, ["y"], outs, 1e-3)
+    found = package_check._figures_here(str(tmp_path / "m.onnx"), str(tmp_path / "golden.npz"), "detect", {})
+    [y] = found["outputs"]
+    assert (y["length_mismatches"], y["cosine_samples"]) == (1, 2), found
