@@ -28,7 +28,7 @@ from .errors import EdgekitError, InputError, StageError, UsageError, said_as
 from .device import Device
 from .load import load_model
 from .progress import bar
-from .reports import ARM_STAND_IN, ExportReport, LatencyReport, TargetReport, folders_of, shipped_model, without_folders
+from .reports import ARM_STAND_IN, ExportReport, LatencyReport, TargetReport, shipped_model, user_path_patterns, without_folders
 from .runtime import (flushing, forget_sessions, int8_session, ort_log_level, run_calibration, run_onnx, run_torch,
                       runs_limited, session, stepper)
 from .userfn import user_code_scope
@@ -820,7 +820,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                                       else []) + verdict.gate_advice(gates, qplan.settings, tuning, short,
                                                                      _ranges(cal, val, qplan)), details,
                           latency_1_thread=one_thread[0] if one_thread else None)
-    report = without_folders(report, folders_of(user_paths(recipe).values()))
+    report = without_folders(report, user_path_patterns(user_paths(recipe).values()))
     package.write(tdir, report, pages=False)
     # the verdict is the gates AND the comparisons `edgekit check` makes on the staged package (run here, not in a
     # bounded child: the files are the ones this run just wrote)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,30 +34,35 @@ def json_text(data) -> str:
     return json.dumps(finite(data), indent=2, allow_nan=False)
 
 
-def without_folders(data, folders):
-    """`data` (a report, its figures, dicts, lists) with each of the user's `folders` taken out of its text, a path
-    left as its file's name: a package is shipped to others, and its manifest, report.md and report.html named
-    the model, weights and data as /home/alice/proj/model.onnx."""
+def without_folders(data, paths: list[tuple[re.Pattern, str]]):
+    """`data` (a report, its figures, dicts, lists) with each of the user's paths (user_path_patterns) written as its
+    file's name: a package is shipped to others, and its manifest, report.md and report.html named the model, weights
+    and data as /home/alice/proj/model.onnx."""
     if isinstance(data, str):
-        for folder in folders:
-            data = data.replace(folder, "")
+        for pattern, name in paths:
+            data = pattern.sub(name, data)
         return data
     if dataclasses.is_dataclass(data) and not isinstance(data, type):
-        return dataclasses.replace(data, **{f.name: without_folders(getattr(data, f.name), folders)
+        return dataclasses.replace(data, **{f.name: without_folders(getattr(data, f.name), paths)
                                             for f in dataclasses.fields(data) if f.init})
     if isinstance(data, dict):
-        return {k: without_folders(v, folders) for k, v in data.items()}
+        return {k: without_folders(v, paths) for k, v in data.items()}
     if type(data) in (list, tuple):  # not a NamedTuple's subclass, whose constructor takes fields
-        return type(data)(without_folders(v, folders) for v in data)
+        return type(data)(without_folders(v, paths) for v in data)
     return data
 
 
-def folders_of(paths) -> list[str]:
-    """The absolute folders (each ending in the separator) of the user's paths, the longest first (a folder inside
-    another is taken out whole); none at the root. Not a relative one: `data/` is no one's home, and taken out of
-    every text it changed node names (/features/data/Conv)."""
-    found = {folder + os.sep for folder in (os.path.dirname(os.path.abspath(p)) for p in paths) if folder.strip(os.sep)}
-    return sorted(found, key=len, reverse=True)
+def user_path_patterns(paths) -> list[tuple[re.Pattern, str]]:
+    """(pattern, file name) for each of the user's paths, as given and absolute, the longest first: a whole path only,
+    between spaces, quotes, brackets or a FILE.py:FN's colon. A folder's text anywhere (/model/ of /model/net.py)
+    renamed node names (/model/model.0/Conv), which advice then gave as names no model has."""
+    found = {}
+    for path in paths:
+        for form in {str(path), os.path.abspath(path)}:
+            if os.path.basename(form) and os.path.basename(form) != form:
+                found[form] = os.path.basename(form)
+    return [(re.compile(rf"(?<![^\s'\"(\[=,]){re.escape(form)}(?![^\s'\")\]:,;])"), name)
+            for form, name in sorted(found.items(), key=lambda f: len(f[0]), reverse=True)]
 
 
 JSON_SCHEMA = 1  # --json's and to_json()'s envelope; raised when a key of it changes meaning or goes

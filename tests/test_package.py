@@ -2359,20 +2359,24 @@ def test_output_steps_of_an_output_that_is_a_quantized_bias(tmp_path):
     assert set(steps) == {"y", "b"} and all(s > 0 for s in steps.values())
 
 
-def test_only_the_users_absolute_folders_leave_a_report(tmp_path, monkeypatch):
-    """A relative folder is no one's home, and taken out of every text it renamed nodes (/features/data/Conv);
-    a NamedTuple in a report is left as it is (its constructor takes fields, not one iterable)."""
+def test_a_report_names_the_users_files_without_their_folders_and_leaves_node_names_alone(tmp_path, monkeypatch):
+    """A folder's text taken out anywhere renamed nodes: /model/net.py:build left /model/model.0/Conv as
+    model.0/Conv, advice no model could take. Whole paths only, as given and absolute; a NamedTuple in a report is
+    left as it is (its constructor takes fields, not one iterable)."""
     from collections import namedtuple
 
-    from edgekit.reports import folders_of, without_folders
+    from edgekit.reports import user_path_patterns, without_folders
 
     monkeypatch.chdir(tmp_path)
-    folders = folders_of(["data/calibration.npz", "/home/alice/proj/model.onnx"])
-    assert folders == [f"{tmp_path}/data/", "/home/alice/proj/"]
+    paths = user_path_patterns(["data/calibration.npz", "/model/net.py", "/home/alice/d"])
     Pair = namedtuple("Pair", "a b")
-    said = without_folders({"node": "/features/data/Conv", "data": f"{tmp_path}/data/calibration.npz",
-                            "model": ("/home/alice/proj/model.onnx", Pair(1, 2))}, folders)
-    assert said == {"node": "/features/data/Conv", "data": "calibration.npz", "model": ("model.onnx", Pair(1, 2))}
+    said = without_folders({
+        "nodes": ["/model/model.0/Conv", "/data/calibration.npz/Conv", "/home/alice/d/x.npy"],
+        "data": f"data '{tmp_path}/data/calibration.npz' (held-out last 8), data/calibration.npz",
+        "model": ("/model/net.py:build", Pair("/model/net.py", 2)), "folder": "/home/alice/d (3 files)"}, paths)
+    assert said == {"nodes": ["/model/model.0/Conv", "/data/calibration.npz/Conv", "/home/alice/d/x.npy"],
+                    "data": "data 'calibration.npz' (held-out last 8), calibration.npz",
+                    "model": ("net.py:build", Pair("/model/net.py", 2)), "folder": "d (3 files)"}
 
 
 def test_check_bounds_a_cosine_by_the_golden_samples_whose_length_agrees(tmp_path):
