@@ -65,6 +65,12 @@ def _dtype_like(text: str) -> bool:
     return text in DTYPES or bool(_DTYPE_LIKE.fullmatch(text) or difflib.get_close_matches(text, DTYPES, 1, 0.8))
 
 
+def _shape_like(text: str) -> bool:
+    """A field that parses as a shape (Nx3x16x16, seq): in a name holding ':' it makes the spec ambiguous; tf2onnx's
+    `input_1:0` ends in none, as sizes are positive."""
+    return all(_DIM.match(d) and d.strip("0") for d in re.split("[xX×]", text))
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """One model input: `name:1x3x224x224[:dtype]`; a named dim (N, seq) is dynamic; `name::dtype` a scalar."""
@@ -93,6 +99,11 @@ class InputSpec:
         if len(parts) < 2 or not name or not (shape_text or typed):
             raise UsageError(f"input spec {text!r}: expected NAME:SHAPE[:DTYPE], e.g. image:Nx3x224x224 "
                              "(a scalar: NAME::DTYPE, e.g. sr::int64)")
+        if ":" in name and (_shape_like(last := name.rsplit(":", 1)[1]) or _dtype_like(last)):
+            # x:Nx3x16x16:long read from the right was input 'x:Nx3x16x16' of shape ['long'] (exit 3 at its run)
+            what = f"extra field {shape_text!r} after dtype {last!r}" if _dtype_like(last) else \
+                f"unknown dtype {shape_text!r} (one of {', '.join(DTYPES)})"
+            raise UsageError(f"input spec {text!r}: {what}")
         if not INPUT_NAME.fullmatch(name):
             raise UsageError(f"input spec {text!r}: bad input name {name!r} (letters, digits, '_', '.', '-' and ':', "
                              "starting with a letter or '_')")

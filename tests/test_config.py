@@ -472,6 +472,20 @@ def test_an_input_name_may_hold_colons_as_tf2onnx_names_them(tmp_path):
     assert config.load_recipe(tmp_path / "edgekit.toml").inputs == (spec("input_1:0:Nx16x3"),)
 
 
+def test_a_spec_whose_colon_name_ends_in_a_shape_or_dtype_is_refused_as_ambiguous():
+    """`x:Nx3x16x16:long` (a dtype typo) parsed as input 'x:Nx3x16x16' of shape ['long'], then exit 3 "model does not
+    run on inputs"; `x:Nx3:float32:extra` as input 'x:Nx3:float32'. tf2onnx's `input_1:0` still parses."""
+    spec = config.InputSpec.parse
+    with pytest.raises(UsageError, match=r"unknown dtype 'long' \(one of float32"):
+        spec("x:Nx3x16x16:long")
+    with pytest.raises(UsageError, match="unknown dtype 'xx'"):
+        spec("x:seq:xx")
+    with pytest.raises(UsageError, match="extra field 'extra' after dtype 'float32'"):
+        spec("x:Nx3:float32:extra")
+    assert spec("input_1:0:Nx3") == config.InputSpec("input_1:0", ("N", 3))
+    assert spec("input_1:00:N:int8") == config.InputSpec("input_1:00", ("N",), "int8")
+
+
 def test_nearest_names_a_name_differing_only_in_case():
     """difflib rates 'hn' against 'hN' 0.5: `--state h=hn` named no output to mean."""
     assert config.nearest("hn", ["logits", "hN"]) == " (did you mean 'hN'?)"
