@@ -388,12 +388,18 @@ def check(path: Path) -> None:
 
 
 def shaped_inputs(model, shapes: dict[str, tuple], label: str) -> bool:
-    """Give each tensor input the file gives no shape at all (onnxruntime runs it; onnx's checker refused the file
-    with "Field 'shape' of 'type' is required", naming no tensor) its shape in `shapes` (--input's); one without is
-    refused by name, as is an output of no shape. Whether any shape was set."""
+    """Write --input's sizes (`shapes`) into the graph's inputs, as a torch source's export does: a number given for
+    an axis the file leaves dynamic fixes it (graph-wide, its outputs too), so the shipped models and their manifest
+    say one shape; a name keeps the axis dynamic; a number unlike one the file fixes is refused (exit 2). An input
+    the file gives no shape at all (onnxruntime runs it; onnx's checker refused the file with "Field 'shape' of
+    'type' is required", naming no tensor) takes its whole shape; one without is refused by name, as is an output
+    of no shape. An input whose rank differs is left for the caller to refuse. Whether any size was set."""
+    from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed
+
     init = {t.name for t in model.graph.initializer}
-    bare = [v for v in model.graph.input if v.name not in init and v.type.WhichOneof("value") == "tensor_type"
-            and not v.type.tensor_type.HasField("shape")]
+    tensors = {i: v for i, v in enumerate(model.graph.input)
+               if v.name not in init and v.type.WhichOneof("value") == "tensor_type"}  # by index, as io_specs names
+    bare = [v for v in tensors.values() if not v.type.tensor_type.HasField("shape")]
     if missing := next((v.name for v in bare if v.name not in shapes), None):
         raise InputError(f"model {label!r}: input {missing!r} has no shape in the file (not even its rank): export "
                          f"takes it from --input {missing}:SHAPE (its sizes joined by x, a name for a dynamic one: "
@@ -406,12 +412,27 @@ def shaped_inputs(model, shapes: dict[str, tuple], label: str) -> bool:
     for v in bare:
         dims = v.type.tensor_type.shape.dim
         for size in shapes[v.name]:
-            dim = dims.add()
+            dims.add()
+    changed = bool(bare)
+    for i, v in tensors.items():
+        dims, given = v.type.tensor_type.shape.dim, shapes.get(v.name)
+        if given is None or len(dims) != len(given):
+            continue
+        was = _spec(v, i, label)
+        for axis, (dim, size) in enumerate(zip(dims, given)):
             if isinstance(size, str):
-                dim.dim_param = size
+                if not dim.HasField("dim_value") and not dim.dim_param:
+                    dim.dim_param = size  # a bare input's axis (or one the file leaves unnamed)
+            elif dim.HasField("dim_value") and dim.dim_value >= 0:
+                if dim.dim_value != size:
+                    raise UsageError(f"--input {v.name}:{'x'.join(map(str, given))}: input {v.name!r} axis {axis} is "
+                                     f"{size}, but the model fixes it to {dim.dim_value} (the model's input: {was})")
+            elif dim.dim_param:
+                make_dim_param_fixed(model.graph, dim.dim_param, size)  # every tensor of the axis (outputs too)
+                changed = True
             else:
-                dim.dim_value = size
-    return bool(bare)
+                dim.dim_value, changed = size, True
+    return changed
 
 
 KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")

@@ -287,25 +287,12 @@ def _model_inputs(recipe: Recipe, loaded) -> tuple[tuple[InputSpec, ...], dict]:
         if given != [(s.name, len(s.shape), s.dtype) for s in found]:
             raise UsageError(f"--input {', '.join(map(str, recipe.inputs))} does not match the model's inputs "
                              f"{', '.join(map(str, found))}")
-        found = tuple(map(_sized, recipe.inputs, found))
     return found, onnx_export.optional_inputs(model, label)
 
 
 def shapes_of(specs) -> dict[str, tuple]:
-    """--input's shapes by name: for an .onnx's inputs of no shape (onnx_export.shaped_inputs)."""
+    """--input's shapes by name: an .onnx takes their sizes (onnx_export.shaped_inputs)."""
     return {s.name: s.shape for s in specs}
-
-
-def _sized(given: InputSpec, found: InputSpec) -> InputSpec:
-    """An .onnx's input with the sizes --input gives its dynamic axes, as a torch source's spec has them: random
-    data and the fixed shapes of mobile targets take them. A size the model fixes otherwise is refused (it was
-    ignored: x:Nx32 on a model taking 16 passed); a name given keeps the model's axis (and its name)."""
-    for axis, (want, has) in enumerate(zip(given.shape, found.shape)):
-        if isinstance(want, int) and isinstance(has, int) and want != has:
-            raise UsageError(f"--input {given}: input {given.name!r} axis {axis} is {want}, but the model fixes it "
-                             f"to {has} (the model's input: {found})")
-    return dataclasses.replace(found, shape=tuple(want if isinstance(want, int) else has
-                                                  for want, has in zip(given.shape, found.shape)))
 
 
 def _compress(recipe: Recipe, loaded, own, inputs, val, target: Target, progress: bool) -> dict:

@@ -646,6 +646,26 @@ def test_random_data_a_model_with_a_named_channel_axis_does_not_take_says_its_si
     manifests(export(*args, "--input", "image:Nx3x16x16", "--out", tmp_path / "b"))
 
 
+def test_an_onnx_sources_input_size_fixes_its_axis_in_the_shipped_models(tmp_path):
+    """x:1x5x8 on a model taking [batch, seq, 8] wrote [1, 5, 8] in the manifest while model.onnx and model.int8.onnx
+    kept both axes dynamic, and their size gates (quant_cosine_at_N=2, ..._at_seq=...) were gone. As for a torch
+    source, a number fixes the axis in the shipped graphs and a name keeps it dynamic, gated at another size."""
+    import onnxruntime as ort
+
+    _seq_onnx(tmp_path / "seq.onnx")
+    for given, gated in (("x:1x5x8", []), ("x:Nx5x8", ["quant_cosine_at_"])):
+        out = tmp_path / given.replace(":", "_")
+        m, = manifests(export(tmp_path / "seq.onnx", "--input", given, "--calibration", "random", "--no-bench",
+                              "--out", out))
+        inputs = m["inputs"][0]["shape"]
+        assert inputs[1:] == [5, 8] and (inputs[0] == 1) == (given == "x:1x5x8"), m["inputs"]
+        for name in ("model.onnx", "model.int8.onnx"):
+            shipped = ort.InferenceSession(str(out / "desktop-x86" / name), providers=["CPUExecutionProvider"])
+            assert shipped.get_inputs()[0].shape == inputs, (name, shipped.get_inputs()[0].shape)
+        at = [g["name"] for g in m["gates"] if "_at_" in g["name"]]
+        assert [g for g in gated if not any(a.startswith(g) for a in at)] == [] and (at == []) == (not gated), at
+
+
 def test_a_target_that_fixes_an_axis_is_not_gated_at_sizes_it_does_not_ship(tmp_path):
     """A sequence length baked in by the tracer fails desktop at seq=5; android-arm64 ships seq fixed at 10 (and
     the batch at 1), can never be fed 5, yet failed runs_at_seq=5 too and listed export_cosine_at_N=2 as passed."""
