@@ -636,7 +636,8 @@ def random_sizes_said(specs, feed: Mapping[str, np.ndarray]) -> str:
     first = next(s for s in specs if set(s.shape) & set(chosen))
     example = InputSpec(first.name, tuple(chosen.get(d, d) for d in first.shape), first.dtype)
     return (f"random data gave the axes the model names {', '.join(f'{d}={n}' for d, n in chosen.items())} (its size "
-            f"for a named axis), which the model may not take: write the sizes it takes in --input (as {example}, "
+            f"for a named axis), which the model may not take: write the sizes it takes in --input (as "
+            f"{example.typed()}, "
             "each at its size; --size sets only sizes validated)")
 
 
@@ -776,7 +777,8 @@ def _fixed_dims_said(specs, shapes: dict, random: bool, provider: str) -> list[s
         first = holders[0]
         example = InputSpec(first.name, tuple(size if d == dim else d for d in first.shape), first.dtype)
         if random:
-            why, how = "random data's default size, not one chosen", f"to choose it, write it in --input ({example})"
+            why, how = "random data's default size, not one chosen", \
+                f"to choose it, write it in --input ({example.typed()})"
         else:
             why, how = "the data's size", "to ship another, give data of that size (--size only sets sizes validated)"
         said.append(f"{dim} fixed to {size} ({why}) for {provider}: the app must pad or cut "

@@ -41,10 +41,16 @@ def dim_name(text: str) -> str:
 
 
 def model_dim(text: str) -> str:
-    """A model's named axis (an ONNX dim_param) as a spec holds it: what --input parses it back to, so advice that
-    writes a spec can be typed as written (`Batch` is `batch`; `N + 1` is `N___1`)."""
+    """A model's named axis (an ONNX dim_param, kept as the graph names it) as advice writes it in a spec, so --input
+    parses it back: each ASCII non-word character is `_` (`N + 1` is `N___1`), `d_` leads one not starting a name."""
     text = re.sub(r"\W", "_", text, flags=re.ASCII)
-    return dim_name(text if _DIM.match(text) else f"d_{text}")
+    return text if _DIM.match(text) else f"d_{text}"
+
+
+def same_dim(typed: str, axis: str) -> bool:
+    """Whether a typed axis name (--size NAME=, a recipe's sizes) means the model's `axis`: case and what model_dim
+    writes as `_` aside (`seq_len` is the graph's `seq len`, `batch` its `Batch`), as it is matched, not renamed."""
+    return model_dim(typed).lower() == model_dim(axis).lower()
 
 
 def is_batch_name(dim) -> bool:
@@ -121,6 +127,11 @@ class InputSpec:
 
     def __str__(self) -> str:
         return f"{self.name}:{'x'.join(str(d) for d in self.shape)}:{self.dtype}"
+
+    def typed(self) -> str:
+        """The spec as advice writes it for --input: the model's axis names as model_dim writes them, so it parses."""
+        dims = (model_dim(d) if isinstance(d, str) else str(d) for d in self.shape)
+        return f"{self.name}:{'x'.join(dims)}:{self.dtype}"
 
     @property
     def dynamic_axes(self) -> dict[int, str]:

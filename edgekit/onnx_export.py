@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DEFAULT_STEP_TIMEOUT, InputSpec, model_dim
+from .config import DEFAULT_STEP_TIMEOUT, InputSpec
 from .errors import InputError, StageError, UsageError, disk_full, first_line, plain
 
 log = logging.getLogger("edgekit")
@@ -426,7 +426,8 @@ def shaped_inputs(model, shapes: dict[str, tuple], label: str) -> bool:
             elif dim.HasField("dim_value") and dim.dim_value >= 0:
                 if dim.dim_value != size:
                     raise UsageError(f"--input {v.name}:{'x'.join(map(str, given))}: input {v.name!r} axis {axis} is "
-                                     f"{size}, but the model fixes it to {dim.dim_value} (the model's input: {was})")
+                                     f"{size}, but the model fixes it to {dim.dim_value} (the model's input: "
+                                     f"{was.typed()})")
             elif dim.dim_param:
                 make_dim_param_fixed(model.graph, dim.dim_param, size)  # every tensor of the axis (outputs too)
                 changed = True
@@ -725,7 +726,7 @@ def _spec(v, i: int, label: str, role: str = "input") -> InputSpec:
                              ZIPMAP if role == "output" and _zipmap(v.type) else f"make the graph's {role}s tensors"))
     # a fixed size of 0 is not a dynamic axis (dim_value's default): HasField tells them apart; -1 marks one
     dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0
-                 else model_dim(d.dim_param or f"d{i}_{j}") for j, d in enumerate(v.type.tensor_type.shape.dim))
+                 else d.dim_param or f"d{i}_{j}" for j, d in enumerate(v.type.tensor_type.shape.dim))
     elem = v.type.tensor_type.elem_type
     if elem not in ONNX_DTYPES:
         raise InputError(f"model {label!r}: {v.name!r} has ONNX element type {elem} "

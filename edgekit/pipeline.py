@@ -286,7 +286,7 @@ def _model_inputs(recipe: Recipe, loaded) -> tuple[tuple[InputSpec, ...], dict]:
         given = [(s.name, len(s.shape), s.dtype) for s in recipe.inputs]
         if given != [(s.name, len(s.shape), s.dtype) for s in found]:
             raise UsageError(f"--input {', '.join(map(str, recipe.inputs))} does not match the model's inputs "
-                             f"{', '.join(map(str, found))}")
+                             f"{', '.join(s.typed() for s in found)}")
     return found, onnx_export.optional_inputs(model, label)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import InputSpec
+from .config import InputSpec, same_dim
 from .errors import UsageError
 
 MAX_FEEDS = 4  # validation feeds made at the other size
@@ -29,8 +29,8 @@ def other_sizes(specs: tuple[InputSpec, ...], feeds: list[dict], listed: dict | 
     samples; another dimension by cutting each sample or repeating it cyclically. A dimension that cannot be
     resized that way is left out."""
     found = []
-    listed = listed or {}
     dims = named_dims(specs)
+    listed = {next((d for d in dims if same_dim(k, d)), k): v for k, v in (listed or {}).items()}
     if unknown := set(listed) - set(dims):
         raise UsageError(f"--size {sorted(unknown)[0]}: not a named axis of the model's inputs (named: "
                          f"{', '.join(dims) or 'none'})")

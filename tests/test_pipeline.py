@@ -599,7 +599,7 @@ def test_a_target_that_fixes_a_dynamic_axis_says_to_what(tmp_path, encoder_data)
             "dynamic): the app must pad or cut input_ids, attention_mask to it") in result.output, result.output
 
 
-def _seq_onnx(path, channels_dynamic=False) -> None:
+def _seq_onnx(path, channels_dynamic=False, names=("batch", "seq")) -> None:
     """A small .onnx from torch's exporter taking x: [batch, seq, 8] (dims named as other exporters name them)."""
     import torch
 
@@ -612,7 +612,7 @@ def _seq_onnx(path, channels_dynamic=False) -> None:
             return self.fc(x).mean(1)
 
     torch.onnx.export(M().eval(), (torch.randn(1, 5, 8),), str(path), dynamo=False, opset_version=17,
-                      input_names=["x"], dynamic_axes={"x": {0: "batch", 1: "seq"}})
+                      input_names=["x"], dynamic_axes={"x": dict(enumerate(names))})
 
 
 def test_an_onnx_sources_input_sizes_are_used_or_refused(tmp_path):
@@ -641,7 +641,7 @@ def test_random_data_a_model_with_a_named_channel_axis_does_not_take_says_its_si
     args = [tmp_path / "m.onnx", "--calibration", "random", "--no-bench"]
     result = export(*args, "--out", tmp_path / "a")
     assert result.exit_code == 3, result.output
-    assert "random data gave the axes the model names channels=16, H=16, W=16" in result.output, result.output
+    assert "random data gave the axes the model names channels=16, h=16, w=16" in result.output, result.output
     assert "--input (as image:batchx16x16x16:float32" in result.output and "nchwc" not in result.output
     manifests(export(*args, "--input", "image:Nx3x16x16", "--out", tmp_path / "b"))
 
@@ -664,6 +664,22 @@ def test_an_onnx_sources_input_size_fixes_its_axis_in_the_shipped_models(tmp_pat
             assert shipped.get_inputs()[0].shape == inputs, (name, shipped.get_inputs()[0].shape)
         at = [g["name"] for g in m["gates"] if "_at_" in g["name"]]
         assert [g for g in gated if not any(a.startswith(g) for a in at)] == [] and (at == []) == (not gated), at
+
+
+def test_an_onnx_sources_axis_names_are_the_graphs_and_size_matches_them_as_typed(tmp_path):
+    """The manifest said x: [batch, seq_len, 8] for a model.onnx whose axes onnxruntime names Batch and 'seq len'
+    (model_dim renamed them), so an app reading the manifest and one reading the graph disagreed. The graph's names
+    are recorded; --size seq_len=3 still means the axis 'seq len'."""
+    import onnxruntime as ort
+
+    _seq_onnx(tmp_path / "seq.onnx", names=("Batch", "seq len"))
+    m, = manifests(export(tmp_path / "seq.onnx", "--calibration", "random", "--no-bench", "--size", "seq_len=3",
+                          "--out", tmp_path / "o"))
+    shipped = ort.InferenceSession(str(tmp_path / "o" / "desktop-x86" / "model.int8.onnx"),
+                                   providers=["CPUExecutionProvider"]).get_inputs()[0].shape
+    assert m["inputs"][0]["shape"] == shipped == ["Batch", "seq len", 8], (m["inputs"], shipped)
+    gates = {g["name"] for g in m["gates"]}
+    assert {"quant_cosine_at_Batch=2", "quant_cosine_at_seq len=3"} <= gates, gates
 
 
 def test_a_target_that_fixes_an_axis_is_not_gated_at_sizes_it_does_not_ship(tmp_path):
