@@ -326,7 +326,8 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
     at = place(manifest) if place is not None else None
     run = _parity_here if own else _parity_bounded
     # the int8 model's golden outputs against the fp32 model's, run here whatever `place` runs the parity cases
-    job = [str(folder / FP32), str(folder / golden[INT8]["file"]), str(manifest.get("task") or "other")]
+    job = [str(folder / FP32), str(folder / golden[INT8]["file"]), str(manifest.get("task") or "other"),
+           _quiet_floors(manifest)]
     if at is None:  # no place given, or none of the package's kind (the emulator's aarch64 for an x86_64 package)
         found, figures = run(target, pairs, state, steps, job)
         cases[1] = _refigured(cases[1], manifest, figures)
@@ -708,12 +709,13 @@ def _parity_here(target: str, pairs: list, state: dict[str, str], steps: dict, f
     return cases, figures and _figures_here(*figures, state, reuse, read.get(figures[1]))
 
 
-def _figures_here(fp32: str, golden: str, task: str, state: dict[str, str], reuse: bool = True,
-                  read: tuple | None = None) -> dict:
+def _figures_here(fp32: str, golden: str, task: str, floors: dict[str, float], state: dict[str, str],
+                  reuse: bool = True, read: tuple | None = None) -> dict:
     """int8-vs-fp32 parity on the golden samples, as the export measured it on validation: the int8 model's golden
     outputs (parity holds the model to them) against the shipped fp32 model's on the same inputs, a streaming one
-    carrying its own state. `read`: the golden file as the parity cases read it (up to 1 GiB: read once). {"samples",
-    "outputs": OutputParity dicts}, or {"error"}."""
+    carrying its own state, the samples under each output's recorded quiet floor left out (_quiet_floors). `read`:
+    the golden file as the parity cases read it (up to 1 GiB: read once). {"samples", "outputs": OutputParity
+    dicts}, or {"error"}."""
     inputs, int8 = (read or package.read_golden_channels(Path(golden)))[:2]
     names = list(int8[0])
     try:
@@ -721,13 +723,28 @@ def _figures_here(fp32: str, golden: str, task: str, state: dict[str, str], reus
         sess, _ = session(Path(fp32), CHECKED_ON, threads=host.work_threads(), reuse=reuse)
         runs = runner.replay(sess, inputs, state, names, give_back=True)
         found = parity.compare(names, [[r[n] for n in names] for r in runs], [[o[n] for n in names] for o in int8],
-                               task, tuple(state.values()))
+                               task, tuple(state.values()), floors=floors)
     except UsageError:
         raise  # e.g. a bad EDGEKIT_HOST_ISA: the user's setting, not the model
     except Exception as e:
         return {"error": f"{FP32} does not run the golden inputs: {first_line(e, 200)}"}
     return {"samples": len(inputs), "outputs": [{**o.as_dict(), "cosine_samples": _averaged(
         [r[o.output] for r in runs], (o.quiet_samples or 0) + (o.length_mismatches or 0))} for o in found]}
+
+
+def _quiet_floors(manifest: dict) -> dict[str, float]:
+    """Each output's quiet_floor in parity.quantization, raised by FLOOR_MARGIN: the golden samples the run left out
+    of its mean cosine as quiet, and maybe a few more (that only loosens the bound). None recorded (a package made
+    before it was): the golden samples' own median decides, as it did."""
+    claimed = manifest.get("parity")
+    claimed = claimed.get("quantization") if isinstance(claimed, dict) else None
+    outputs = claimed.get("outputs") if isinstance(claimed, dict) else None
+    floors = {}
+    for o in outputs if isinstance(outputs, list) else []:
+        floor = o.get("quiet_floor") if isinstance(o, dict) else None
+        if isinstance(o.get("output"), str) and _number(floor) != "n/a" and 0 <= floor < float("inf"):
+            floors[o["output"]] = floor * FLOOR_MARGIN
+    return floors
 
 
 def _averaged(refs, quiet: int | None) -> int | None:
@@ -742,13 +759,20 @@ def _averaged(refs, quiet: int | None) -> int | None:
 
 # A manifest's int8-vs-fp32 figures are measured on the samples its verdict is of, whose first ones are the golden
 # samples. Its mean cosine averages at most its `samples` samples, so it can be no better than the golden samples'
-# summed loss (1 - cosine, over the samples averaged) spread over all of them, each perfect. That bound is sound;
+# summed loss (1 - cosine, over the samples averaged) spread over all of them, each perfect. That bound is sound when
+# the golden samples averaged are among those the mean averaged: check leaves out those under the quiet floor the
+# run recorded (_quiet_floors; under their own median's, 6 of 8 golden samples a fiftieth of the others, it counted
+# quiet samples the run left out, 0.8777 against a true 0.99986), and a floor that leaves out more golden samples than
+# the run's quiet_samples is itself untrue. It is sound;
 # LOSS_SLACK is for other kernels (an emulated CPU's). Not held, as no subset bounds them: the worst sample's cosine
 # (it leaves out samples far quieter than the median, which a subset's median decides otherwise), pooled SQNR (the
 # other samples may carry far more signal: quiet first audio frames), centred SQNR (the VAD's state 18.0 dB over
 # validation, -4.1 on its 8 golden steps), and agreements averaged over rows or elements (a sample's count of them
 # may differ from the golden samples').
 LOSS_SLACK = 4.0  # the verdict's loss may be 4x smaller than the sound bound says
+# check leaves out the golden samples under the run's quiet floor (parity.QUIET) times this: a sample at the floor the
+# run left out (its fp32 outputs a rounding apart here) is left out, never counted against the bound
+FLOOR_MARGIN = 1.001
 MOST_SHARE = 10_000  # samples per golden one, at most: an edited sample count loosens the bound no further
 
 
@@ -778,6 +802,7 @@ def _figure_claims(manifest: dict, figures: dict) -> list[str]:
     bad = [f"{name} cosine {_number(value)} (these give {here:.8g}: at most {best:.8g} {over})"
            for name, (here, best) in bests.items()
            if _number(value := (said.get(name) or {}).get("cosine")) != "n/a" and value > best]
+    bad += list(filter(None, (_floor_claim(said.get(o["output"]) or {}, o) for o in figures["outputs"])))
     if not bests:
         return bad
     here, best = min(bests.values(), key=lambda pair: pair[1])  # the gate is the worst output's
@@ -788,6 +813,16 @@ def _figure_claims(manifest: dict, figures: dict) -> list[str]:
             bad.append(f"quant_cosine passed, yet these give {here:.8g}: at most {best:.8g} {over}, under its limit "
                        f"{_number(g['limit'])}")
     return bad
+
+
+def _floor_claim(said: dict, here: dict) -> str:
+    """Why an output's recorded quiet_floor is untrue ("" if not): it leaves out more golden samples than the run's
+    quiet_samples counts, all of its samples (a floor edited high would leave check no samples to bound it by)."""
+    run = said.get("quiet_samples") if _number(said.get("quiet_samples")) != "n/a" else 0
+    if "quiet_floor" not in said or (here.get("quiet_samples") or 0) <= (run or 0):
+        return ""
+    return (f"{here['output']} quiet_floor {_number(said['quiet_floor'])} leaves out {here['quiet_samples']} golden "
+            f"samples, more than its quiet_samples {_number(run or 0)}")
 
 
 def _at_best(here: float | None, counted: int | None, validated: float | None) -> float | None:

@@ -95,6 +95,9 @@ class OutputParity:
     # the figures above (all None when none is left), and the first as said: "(10, 3) vs (9, 3) in sample 2"
     length_mismatches: int | None = None
     length_example: str | None = None
+    # the RMS under which a sample was quiet (QUIET x the median sample's, in the output's units; None: one cosine
+    # over all samples): check leaves out the golden samples under it, as the run did, not under their own median's
+    quiet_floor: float | None = None
 
     @property
     def near_zero(self) -> bool:
@@ -244,7 +247,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]],
             task: str = "other", plain: tuple[str, ...] = (), labels=None,
-            shapes: list[tuple] | None = None) -> list[OutputParity]:
+            shapes: list[tuple] | None = None, floors: dict[str, float] | None = None) -> list[OutputParity]:
     """Per output, sample by sample (samples may differ in shape, e.g. sequence length).
 
     Cosine is per sample (the whole output of one feed); when a sample holds fewer than two numbers
@@ -261,6 +264,8 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
     validation data's class ids, if any) pick the scored output as accuracy does (scored()).
     `shapes`: each output's shape in the graph (ints fixed, names open; None: not known). A sample whose output's
     length differs where the graph leaves it open is counted (length_mismatches) and left out of the figures.
+    `floors`: an output's quiet_floor to use instead of its samples' own (check's on the golden samples: their
+    median is not the validation set's, whose quiet samples the manifest's mean left out).
     """
     from .errors import InputError
 
@@ -285,10 +290,14 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
         if min(a.size for a in ref) >= 2:
             pairs = [(a, b) for a, b in zip(ref, cand) if float(np.max(np.abs(a), initial=0.0)) >= NEAR_ZERO
                      or peak < NEAR_ZERO]
-            cos = _loud([_cosine(a.ravel(), b.ravel()) for a, b in pairs],
-                        [float(np.sqrt(np.mean((a / (peak or 1.0)) ** 2))) for a, _ in pairs])
+            rms = [float(np.sqrt(np.mean((a / (peak or 1.0)) ** 2))) for a, _ in pairs]
+            floor = (QUIET * float(np.median(rms)) if (floors or {}).get(name) is None
+                     else floors[name] / (peak or 1.0))
+            cos = [_cosine(a.ravel(), b.ravel()) for (a, b), r in zip(pairs, rms) if r >= floor]
+            floor *= peak or 1.0
         else:
-            cos = [_cosine(np.concatenate([a.ravel() for a in ref]), np.concatenate([b.ravel() for b in cand]))]
+            cos, floor = [_cosine(np.concatenate([a.ravel() for a in ref]),
+                                  np.concatenate([b.ravel() for b in cand]))], None
         quiet = len(ref) - len(cos) if min(a.size for a in ref) >= 2 else 0
         scale = peak or 1.0  # no overflow near float max
         diffs = [np.abs(a - b) for a, b in zip(ref, cand)]
@@ -300,14 +309,15 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
                            else (None,) * 3)
         retrieval = _retrieval_at1(ref, cand) if kind == "embed" else None
         # an integer output's cosine and SQNR fed the gates and the table (a TopK's indices): it is held exactly
-        metrics = ((float(np.mean(cos)), float(min(cos)), round(sqnr, 3)) if peak >= NEAR_ZERO and exact is None
-                   else (None,) * 3)
+        metrics = ((float(np.mean(cos)) if cos else None, min(cos, default=None), round(sqnr, 3))
+                   if peak >= NEAR_ZERO and exact is None else (None,) * 3)
         results.append(OutputParity(name, *metrics, max(float(np.max(d, initial=0.0)) for d in diffs),
                                     sum(float(np.sum(d)) for d in diffs) / max(1, sum(a.size for a in ref)),
                                     top1, peak, top5, retrieval, exact, k == at,
                                     centred_sqnr(ref, cand) if peak >= NEAR_ZERO and exact is None
                                     and name not in plain else None, iou,
-                                    (quiet or None) if metrics[0] is not None else None, *moved))
+                                    (quiet or None) if metrics[2] is not None else None, *moved,
+                                    floor if metrics[2] is not None else None))
     return results
 
 
@@ -400,13 +410,6 @@ def mean_iou(areas: np.ndarray) -> float:
     """Mean over the classes present (in the prediction or the truth) of intersection over union."""
     inter, union = areas[0], areas[1] + areas[2] - areas[0]
     return float(np.mean(inter[union > 0] / union[union > 0])) if (union > 0).any() else 1.0
-
-
-def _loud(cos: list[float], rms: list[float]) -> list[float]:
-    """The cosines of the samples of at least QUIET times the median sample's RMS (the loudest always is one), which
-    the mean and the worst both take."""
-    floor = QUIET * float(np.median(rms))
-    return [c for c, r in zip(cos, rms) if r >= floor]
 
 
 RETRIEVAL_TIE = 0.01  # cosine: neighbours this close under the reference are equally good answers

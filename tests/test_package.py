@@ -2398,6 +2398,48 @@ def test_check_bounds_a_cosine_by_the_golden_samples_whose_length_agrees(tmp_pat
     outs = [[f["x"][f["x"] > 0.5] * 1.001] for f in feeds]
     outs[0] = [outs[0][0][1:]]  # int8 dropped one value on sample 0
     package.write_golden(tmp_path / "golden.npz", feeds, ["y"], outs, 1e-3)
-    found = package_check._figures_here(str(tmp_path / "m.onnx"), str(tmp_path / "golden.npz"), "detect", {})
+    found = package_check._figures_here(str(tmp_path / "m.onnx"), str(tmp_path / "golden.npz"), "detect", {}, {})
     [y] = found["outputs"]
     assert (y["length_mismatches"], y["cosine_samples"]) == (1, 2), found
+
+
+QUIET_NET = """import torch, torch.nn as nn
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.ReLU(), nn.Conv2d(8, 8, 3, bias=False), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(8 * 12 * 12, 10, bias=False)).eval()
+"""
+
+
+def test_check_leaves_out_the_golden_samples_the_run_left_out_as_quiet(tmp_path):
+    """Validation samples 2..7 a fiftieth of the others: quiet against the validation set's median, left out of the
+    mean cosine (0.99986), but not against the 8 golden samples' own median, 6 of them quiet: check counted them and
+    failed the valid package ('these give 0.8777'). Check now leaves out the samples under the run's recorded floor;
+    a floor edited to leave out more golden samples than the run's quiet_samples is untrue, and a package recording
+    none (made before it was) is checked against the golden samples' own median, as it was."""
+    (tmp_path / "net.py").write_text(QUIET_NET)
+    rng = np.random.default_rng(0)
+    val = rng.standard_normal((64, 3, 16, 16)).astype(np.float32)
+    val[2:8] *= 0.02
+    np.savez(tmp_path / "val.npz", x=val)
+    np.savez(tmp_path / "cal.npz", x=rng.standard_normal((64, 3, 16, 16)).astype(np.float32))
+    result = cli(["export", f"{tmp_path / 'net.py'}:build", "--input", "x:1x3x16x16", "--calibration",
+                  tmp_path / "cal.npz", "--validation", tmp_path / "val.npz", "--task", "other", "--no-bench",
+                  "--out", tmp_path / "out"])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "out" / "desktop-x86"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    [out] = manifest["parity"]["quantization"]["outputs"]
+    assert out["quiet_samples"] >= 6 and out["quiet_floor"] > 0, out
+    assert check(folder).exit_code == 0, check(folder).output
+
+    def checked(edit):
+        edited = json.loads(json.dumps(manifest))
+        edit(edited["parity"]["quantization"]["outputs"][0])
+        (folder / "manifest.json").write_text(json.dumps(edited))
+        return check(folder, "--json")
+    result = checked(lambda o: o.update(quiet_floor=1e30, cosine=1.0))
+    assert result.exit_code == 1 and "quiet_floor 1e+30 leaves out 8 golden samples, more than its quiet_samples" \
+        in result.output, result.output
+    result = checked(lambda o: o.pop("quiet_floor"))  # an older package's: the golden samples' own median
+    assert result.exit_code == 1 and "not reproduced on its 8 golden samples: output cosine" in result.output

@@ -124,6 +124,28 @@ def test_the_mean_cosine_and_the_worst_leave_out_the_same_quiet_samples():
     assert o.as_dict()["quiet_samples"] == 4
 
 
+def test_a_given_quiet_floor_leaves_out_the_samples_under_it_as_the_run_did():
+    """Check recomputes the cosine on the 8 golden samples, whose own median is not the validation set's: 6 quiet
+    ones of 8 made the median quiet and all counted. compare() records the floor it used (quiet_floor, in the
+    output's units) and takes it back (`floors`), leaving out the same samples; without one, their own median."""
+    rng = np.random.default_rng(2)
+    loud = [rng.standard_normal((1, 8)) * 3 for _ in range(56)]
+    quiet = [rng.standard_normal((1, 8)) * 0.06 for _ in range(6)]
+    ref = [[a] for a in loud[:2] + quiet + loud[2:]]
+    cand = [[a[0] + 0.03 * rng.standard_normal(a[0].shape)] for a in ref]
+    [run] = parity.compare(["y"], ref, cand)
+    rms = np.median([np.sqrt(np.mean(a[0] ** 2)) for a in ref])
+    assert run.quiet_samples == 6 and run.quiet_floor == pytest.approx(parity.QUIET * rms)
+    assert run.as_dict()["quiet_floor"] == run.quiet_floor
+    [own] = parity.compare(["y"], ref[:8], cand[:8])
+    [same] = parity.compare(["y"], ref[:8], cand[:8], floors={"y": run.quiet_floor})
+    assert own.quiet_samples is None and own.cosine < 0.95  # the quiet samples' noise counted
+    assert same.quiet_samples == 6 and same.cosine == pytest.approx(np.mean(
+        [parity._cosine(a[0].ravel(), b[0].ravel()) for a, b in zip(ref[:2], cand[:2])]))
+    [none] = parity.compare(["y"], ref[2:8], cand[2:8], floors={"y": run.quiet_floor})
+    assert none.quiet_samples == 6 and none.cosine is None and none.sqnr_db is not None
+
+
 def test_top5_agreement_counts_the_reference_class_within_the_candidates_top5():
     ref = [[np.eye(8)[[0, 1, 2, 3]] * 10]]  # 4 rows, reference classes 0..3
     cand = ref[0][0].copy()
