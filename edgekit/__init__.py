@@ -4,7 +4,7 @@
     assert report.passed and edgekit.check(report.out).passed
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.1.dev0"
 # The oldest edgekit whose `check` can check the packages this one writes (manifest.json's `checkable_by`; one older
 # says "upgrade edgekit", not "tampered"). Raise it to __version__ in a release that changes what check reads or
 # refuses: a gate, a manifest key or file it requires, golden.npz's layout. Left as it is otherwise, so CI machines

@@ -930,6 +930,50 @@ def _legacy_scored(names: list, state: tuple, shapes: list, oldest: bool) -> lis
     return [*two_d[:1], *free[:1]] if oldest else (two_d or free)[:1]
 
 
+# the first edgekit whose manifests name the output accuracy scored (accuracy.output) wherever there is an accuracy:
+# 0.1.0's did not all (examples/ci's package), so an older package without one is checked as before (_legacy_scored)
+ACCURACY_OUTPUT = "0.1.1"
+
+
+def _made_before(manifest: dict, version: str) -> bool:
+    """Whether an edgekit older than `version` made the package (one recording no edgekit_version was)."""
+    made = manifest.get("edgekit_version")
+    return made is None or _release(made, "manifest.json: edgekit_version") < _release(version, "")
+
+
+def _accuracy_output(manifest: dict, names: list, state: tuple, shapes: list, kinds: list) -> tuple[str | None, str]:
+    """The output accuracy says it scored (None: no labels, or a package made before it was recorded) and why that
+    is untrue ("" if not): a package made since names one wherever it has an accuracy, an output of the model's,
+    not state, with rows enough for the labels it scored (a fixed shape's rows per sample, times the samples)."""
+    accuracy = manifest.get("accuracy")
+    said = accuracy.get("output") if isinstance(accuracy, dict) else None
+    if said is None:
+        return None, ("" if not isinstance(accuracy, dict) or _made_before(manifest, ACCURACY_OUTPUT)
+                      else "accuracy names no output it scored")
+    if said not in names or said in state:
+        return None, f"accuracy is scored on {str(said)[:80]!r}, {'state' if said in state else 'no output'} " \
+                     "of the model"
+    shape, ids = shapes[names.index(said)], kinds[names.index(said)]
+    val = manifest.get("validation")
+    samples = val.get("samples") if isinstance(val, dict) else None
+    if not state and shape and all(isinstance(d, int) and d >= 0 for d in shape) and _number(samples) != "n/a" \
+            and _number(labelled := accuracy.get("samples")) != "n/a" and labelled > _rows(shape, ids) * samples:
+        return said, (f"accuracy scores {_number(labelled)} labels on {said!r}, which holds {_rows(shape, ids)} "
+                      f"rows a sample ({shape}) over {_number(samples)} validation samples")
+    return said, ""
+
+
+def _rows(shape: list[int], ids: bool) -> int:
+    """The labels one sample of an output of `shape` scores (parity.scores): one per class id, per pixel of a class
+    map, else per row (its first axis)."""
+    size = int(np.prod(shape))
+    if ids:
+        return size
+    if len(shape) >= 4 and int(np.prod(shape[2:])) > 1:
+        return size // max(1, shape[1])
+    return shape[0] if len(shape) > 1 else 1
+
+
 def _gate_claims(manifest: dict) -> list[str]:
     """What the gates say that the rest of the package contradicts: a parity gate removed, compared the wrong way
     or skipped where its figure exists (a float output), a size that is not the shipped file's, or a limit or
@@ -964,11 +1008,11 @@ def _gate_claims(manifest: dict) -> list[str]:
     # class gates' output (see scored()): the one accuracy records (the labels chose it), else scored() on the
     # manifest's shapes and types; a package made before it was recorded: the first 2-D output not state, and before
     # class gates took that (the export_max_abs gate's too), the first not state
-    recorded = (manifest.get("accuracy") or {}).get("output") if isinstance(manifest.get("accuracy"), dict) else None
-    first = recorded if recorded in names and recorded not in state else \
-        names[parity.scored(names, state, shapes, kinds)] if names else None
+    recorded, untrue = _accuracy_output(manifest, names, state, shapes, kinds)
+    bad += [untrue] if untrue else []
+    first = recorded or (names[parity.scored(names, state, shapes, kinds)] if names else None)
     allowed = {None, first, *(_legacy_scored(names, state, shapes, "export_max_abs" in gates)
-                              if names and recorded is None else ())}
+                              if names and recorded is None and _made_before(manifest, ACCURACY_OUTPUT) else ())}
     if on := [f"{n} on {g['output']!r}" for n, g in gates.items() if first and n in CLASS_GATES
               and g.get("output") not in allowed]:
         bad.append(f"{', '.join(on)}: edgekit measures class gates on the output scored, {first!r} (float class "

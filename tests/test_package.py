@@ -19,6 +19,7 @@ import onnxruntime as ort
 import pytest
 from conftest import DIGITS, ROOT, check_cases, cli, rehash
 
+import edgekit
 from edgekit import config, mobile
 from edgekit.package import read_golden, sha256
 
@@ -1212,7 +1213,8 @@ def test_package_from_a_newer_edgekit_says_upgrade_not_tampered(tmp_path, edit, 
 @pytest.mark.parametrize("edit", [
     None,  # as made today: checkable_by is this edgekit's
     lambda m: m.pop("checkable_by"),  # made before checkable_by: checked as before
-    lambda m: m.update(edgekit_version="9.0.0"),  # a newer edgekit that says this one can check it
+    # a newer edgekit that says this one can check it (and names the output its accuracy scored, as this one does)
+    lambda m: (m.update(edgekit_version="9.0.0"), m["accuracy"].update(output="output")),
 ])
 def test_package_this_edgekit_can_check_is_checked_in_full(tmp_path, edit):
     folder = example_package(tmp_path, edit)
@@ -2255,6 +2257,18 @@ def test_an_older_packages_class_gates_on_its_first_output_still_check():
     recorded = {**manifest("export_scaled_max_abs", "map"), "accuracy": {"output": "map"}}  # the labels fit the map
     assert package_check._gate_claims(recorded) == []
     assert package_check._gate_claims({**recorded, "accuracy": {"output": "logits"}})  # not the output it records
+    made = {**manifest("export_scaled_max_abs", "map"), "edgekit_version": edgekit.__version__}
+    [said] = package_check._gate_claims(made)  # no labels: scored() alone, not an older package's first output
+    assert said.startswith("accuracy_drop on 'map', top1_agreement on 'map': edgekit measures"), said
+    accuracy = {"samples": 64, "fp32": 90.0, "int8": 89.0, "drop": 1.0}
+    made.update(validation={"samples": 64}, outputs=[{"name": "map", "shape": [1, 3, 32, 32], "dtype": "float32"},
+                                                     {"name": "logits", "shape": [1, 10], "dtype": "float32"}])
+    assert "accuracy names no output it scored" in package_check._gate_claims({**made, "accuracy": accuracy})
+    assert package_check._gate_claims({**made, "accuracy": {**accuracy, "output": "map"}}) == []
+    assert "accuracy is scored on 'nope', no output of the model" in package_check._gate_claims(
+        {**made, "accuracy": {**accuracy, "output": "nope"}})
+    said = package_check._gate_claims({**made, "accuracy": {**accuracy, "output": "logits", "samples": 65}})
+    assert "accuracy scores 65 labels on 'logits', which holds 1 rows a sample ([1, 10]) over 64" in said[0], said
     worst = manifest("export_scaled_max_abs", "logits")  # a gate over every output names the worst, any of them
     worst["gates"][1]["output"] = "map"
     assert package_check._gate_claims(worst) == []
