@@ -705,7 +705,8 @@ def constant_outputs(model) -> tuple[str, ...]:
 def restore_constant_outputs(model, given: str, names: Sequence[str]) -> bool:
     """Give `names` (constant_outputs) in the int8 ModelProto back their float values, exact, from the file `given`:
     the quantized copy that onnxruntime's DequantizeLinear gives under the output's name goes on feeding the nodes
-    that read it (renamed), as the rest of the int8 model has it. Whether any was restored."""
+    that read it (renamed), as the rest of the int8 model has it; one that nothing reads then (QOperator's QGemm and
+    dynamic's MatMulInteger read the int8 weight itself) goes (drop_unread). Whether any was restored."""
     import onnx
 
     weights = {t.name for t in model.graph.initializer}
@@ -718,7 +719,25 @@ def restore_constant_outputs(model, given: str, names: Sequence[str]) -> bool:
             n.input[:] = [f"{name}/int8" if t == name else t for t in n.input]
             n.output[:] = [f"{name}/int8" if t == name else t for t in n.output]
         model.graph.initializer.append(given_weights[name])
+    drop_unread(model.graph)
     return True
+
+
+def drop_unread(graph) -> None:
+    """Remove the nodes of `graph` none of whose outputs is read: not a graph output, nor any node's input or
+    sub-graph's output (a body reads the outer graph's names), until none is left (a dead node's own inputs), and
+    then the initializers nothing reads (a dead DequantizeLinear's scale) that are no graph input."""
+    while True:
+        read = {t for g in all_graphs(graph) for t in (*(o.name for o in g.output),
+                                                        *(i for n in g.node for i in n.input))}
+        dead = [n for n in graph.node if not read & set(n.output)]
+        for n in dead:
+            graph.node.remove(n)
+        if not dead:
+            break
+    inputs = {i.name for i in graph.input}
+    for t in [t for t in graph.initializer if t.name not in read | inputs]:
+        graph.initializer.remove(t)
 
 
 CONV_CHANNELS = 4  # the input channel multiple onnxruntime's symmetric int8 conv takes (host.sym_conv_takes)

@@ -708,6 +708,35 @@ def test_an_output_that_is_an_initializer_comes_out_of_the_int8_model_exact(tmp_
     assert gemm.input[2] == "B/int8"  # the Gemm still reads the quantized bias, as before
 
 
+@pytest.mark.parametrize("settings", [{"format": "QOperator"}, {"mode": "dynamic"}])
+def test_an_output_weight_restored_leaves_no_dead_nodes_in_the_int8_model(tmp_path, settings):
+    """Weights that are graph outputs (W and B of a Gemm) restored exact: with QOperator's QGemm and dynamic's
+    MatMulInteger reading the int8 weights themselves, the DequantizeLinear giving W/int8 and B/int8 (and its scale)
+    stayed in the int8 model with nothing reading it."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto as T, helper as h, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+               for name, shape in (("W", (16, 8)), ("B", (8,)))]
+    graph = h.make_graph([h.make_node("Gemm", ["x", "W", "B"], ["g"], name="gemm"), h.make_node("Relu", ["g"], ["y"])],
+                         "g", [h.make_tensor_value_info("x", T.FLOAT, ["N", 16])],
+                         [h.make_tensor_value_info("y", T.FLOAT, ["N", 8]), h.make_tensor_value_info("W", T.FLOAT,
+                                                                                                  [16, 8]),
+                          h.make_tensor_value_info("B", T.FLOAT, [8])], weights)
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 13)]), tmp_path / "m.onnx")
+    x = rng.standard_normal((64, 16)).astype(np.float32)
+    np.save(tmp_path / "cal.npy", x[:32, None])
+    int8 = edgekit.quantize(tmp_path / "m.onnx", str(tmp_path / "cal.npy"), out=tmp_path / "q.onnx", **settings)
+    [_, *fp32], [_, *got] = (ort.InferenceSession(str(m)).run(None, {"x": x[32:]}) for m in (tmp_path / "m.onnx", int8))
+    assert all(np.array_equal(a, b) for a, b in zip(got, fp32))
+    model = onnx.load(int8)
+    read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    assert [n.op_type for n in model.graph.node if not read & set(n.output)] == []
+    assert [t.name for t in model.graph.initializer if t.name not in read] == []
+
+
 def test_quantize_warns_of_an_output_far_from_the_float_models(tmp_path):
     """quantize() measures no parity: an output its settings wrecked came back without a word. It now runs both
     models on a few calibration samples and names the outputs under the profile's cosine limit."""
