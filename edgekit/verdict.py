@@ -287,8 +287,9 @@ def gate_advice(gates: list[Gate], settings, tuning: dict | None, short: tuple[i
 
 def preprocessing_advice(gates: list[Gate], given_opset: int) -> list[str]:
     """An .onnx source's failed export gates: no exporter ran, so the opset conversion or onnxruntime's pre-processing
-    changed what the given model computes (an opset 10 Resize converted to 11 lost its coordinates: cosine 0.69)."""
-    failed = [g for g in gates if not g.passed and not g.skipped
+    changed what the given model computes (an opset 10 Resize converted to 11 lost its coordinates: cosine 0.69). A
+    gate without a value (a reference ~0: export_reference_signal says so) measured no change."""
+    failed = [g for g in gates if not g.passed and not g.skipped and g.value is not None
               and g.name in ("export_cosine", "export_scaled_max_abs")]
     if not failed:
         return []

@@ -1624,3 +1624,24 @@ def test_a_program_whose_handler_ran_is_left_to_its_clean_up(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "EDGEKIT_STOP_GRACE_S": "0.5"})
     assert done.returncode == 0 and done.stdout == "cleaned up\n" and "ended" not in done.stderr, done.stderr
+
+
+def test_an_onnx_file_whose_reference_output_is_zero_fails_its_gates_not_the_advice(tmp_path):
+    """60 MatMul/Relu of small random weights: the output underflows to 0, the export cosine has no value, and the
+    advice on pre-processing formatted it: exit 5, 'unsupported format string passed to NoneType'. A gate without a
+    value measured no change; the reference-signal gates fail it (exit 1) and say why."""
+    rng = np.random.default_rng(0)
+    nodes, weights, prev = [], [], "x"
+    for i in range(60):
+        weights.append(numpy_helper.from_array((rng.standard_normal((8, 8)) * 0.1).astype(np.float32), f"w{i}"))
+        nodes += [helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"], name=f"mm{i}"),
+                  helper.make_node("Relu", [f"m{i}"], [f"r{i}" if i < 59 else "y"], name=f"relu{i}")]
+        prev = f"r{i}"
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "chain.onnx")
+    np.savez(tmp_path / "cal.npz", x=rng.standard_normal((64, 8)).astype(np.float32))
+    result = run(tmp_path / "chain.onnx", "--calibration", tmp_path / "cal.npz", "--no-bench", "--out",
+                 tmp_path / "out")
+    assert result.exit_code == 1, result.output
+    assert "export parity: reference output 'y' is ~0" in result.output and "internal error" not in result.output
