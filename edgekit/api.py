@@ -137,7 +137,7 @@ class _OwnWarnings(logging.Handler):
 
     def __init__(self):
         super().__init__(logging.WARNING)
-        self.libraries = tuple(_package_folder(name) for name in _QUIET_LIBRARIES)
+        self.libraries = tuple(filter(None, map(_package_folder, _QUIET_LIBRARIES)))
 
     def emit(self, record) -> None:
         if record.name.partition(".")[0] == "edgekit" and logging.getLogger("edgekit").handlers:
@@ -160,15 +160,16 @@ class _NotOnnxruntime(logging.Filter):
         self.folder = _package_folder("onnxruntime")
 
     def filter(self, record) -> bool:
-        return not record.pathname.startswith(self.folder)
+        return self.folder is None or not record.pathname.startswith(self.folder)
 
 
-def _package_folder(name: str) -> str:
+def _package_folder(name: str) -> str | None:
+    """The folder a package's files are in; None when it is not installed: no record comes from it (its folder was
+    "/", which every record's path starts with, and the user's own warnings were dropped)."""
     import importlib.util
 
     spec = importlib.util.find_spec(name)
-    origin = spec.origin if spec and spec.origin else f"<{name}>"  # not installed: no record comes from it
-    return os.path.dirname(origin) + os.sep
+    return os.path.dirname(spec.origin) + os.sep if spec and spec.origin else None
 
 
 def _forget_half_imports(before: set[str]) -> None:

@@ -420,12 +420,15 @@ BN_MODEL = """class BN(nn.Module):  # a BatchNorm on the input leaves 1-D weight
 """
 
 
-def test_a_scripts_own_log_warnings_still_print_during_a_call_and_onnxruntimes_do_not(tmp_path):
+@pytest.mark.parametrize("blocked", ["", "import sys\nsys.modules['torch_pruning'] = None  # as if not installed\n"],
+                         ids=["torch_pruning", "no_torch_pruning"])
+def test_a_scripts_own_log_warnings_still_print_during_a_call_and_onnxruntimes_do_not(tmp_path, blocked):
     """The stand-in dropped every record but edgekit's: warnings the user's data function logged during an export
     vanished, though they print before and after it. onnxruntime's quantizer's (a BatchNorm on the input leaves
-    1-D weights it warns about) stay quiet."""
+    1-D weights it warns about) stay quiet. Without torch_pruning (an optional extra) its folder was "/", which
+    every record's path starts with: the user's were dropped again."""
     script = tmp_path / "script.py"
-    script.write_text(f"""import logging, numpy as np, torch, edgekit
+    script.write_text(f"""{blocked}import logging, numpy as np, torch, edgekit
 from torch import nn
 {BN_MODEL}def data():
     logging.getLogger("mydata").warning("from my data's logger")
