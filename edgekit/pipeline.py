@@ -28,7 +28,8 @@ from .errors import EdgekitError, InputError, StageError, UsageError, said_as
 from .device import Device
 from .load import load_model
 from .progress import bar
-from .reports import ARM_STAND_IN, ExportReport, LatencyReport, TargetReport, shipped_model, user_path_patterns, without_folders
+from .reports import (ARM_STAND_IN, ExportReport, LatencyReport, TargetReport, shipped_model, user_path_patterns,
+                      without_folders)
 from .runtime import (flushing, forget_sessions, int8_session, ort_log_level, run_calibration, run_onnx, run_torch,
                       runs_limited, session, stepper)
 from .userfn import user_code_scope
