@@ -9,7 +9,7 @@ __version__ = "0.1.1.dev0"
 # says "upgrade edgekit", not "tampered"). Raise it to __version__ in a release that changes what check reads or
 # refuses: a gate, a manifest key or file it requires, golden.npz's layout. Left as it is otherwise, so CI machines
 # and devices with older installs keep checking new packages (this version's own would lock them out at every release).
-CHECKABLE_BY = "0.1.0"
+CHECKABLE_BY = "0.1.1"  # check reads quiet_floor and accuracy.output since
 __all__ = ["export", "check", "prune", "share", "distill", "quantize", "ExportReport", "TargetReport", "CheckReport",
            "DeviceSpec", "EdgekitError", "UsageError", "InputError", "StageError",
            "BusyError"]

@@ -72,9 +72,14 @@ def _dtype_like(text: str) -> bool:
 
 
 def _shape_like(text: str) -> bool:
-    """A field that parses as a shape (Nx3x16x16, seq): in a name holding ':' it makes the spec ambiguous; tf2onnx's
-    `input_1:0` ends in none, as sizes are positive."""
-    return all(_DIM.match(d) and d.strip("0") for d in re.split("[xX×]", text))
+    """A field that parses as a shape (Nx3x16x16, seq): a name holding ':' that ends in one of several dims before a
+    one-word last field makes the spec ambiguous; tf2onnx's `input_1:0` ends in none, as sizes are positive."""
+    return all(_DIM.match(d) and d.strip("0") for d in _fields(text))
+
+
+def _fields(text: str) -> list[str]:
+    """A shape field's dims as written (`x`-separated)."""
+    return re.split("[xX×]", text)
 
 
 @dataclass(frozen=True)
@@ -105,8 +110,11 @@ class InputSpec:
         if len(parts) < 2 or not name or not (shape_text or typed):
             raise UsageError(f"input spec {text!r}: expected NAME:SHAPE[:DTYPE], e.g. image:Nx3x224x224 "
                              "(a scalar: NAME::DTYPE, e.g. sr::int64)")
-        if ":" in name and (_shape_like(last := name.rsplit(":", 1)[1]) or _dtype_like(last)):
-            # x:Nx3x16x16:long read from the right was input 'x:Nx3x16x16' of shape ['long'] (exit 3 at its run)
+        last = name.rsplit(":", 1)[-1]
+        if ":" in name and (_dtype_like(last) or _shape_like(last) and len(_fields(last)) > 1
+                            and len(_fields(shape_text)) == 1):
+            # x:Nx3x16x16:long read from the right was input 'x:Nx3x16x16' of shape ['long'] (exit 3 at its run); a
+            # name's word (image:data:1x3) or number (input:1:1x3, tf2onnx's) is a name's
             what = f"extra field {shape_text!r} after dtype {last!r}" if _dtype_like(last) else \
                 f"unknown dtype {shape_text!r} (one of {', '.join(DTYPES)})"
             raise UsageError(f"input spec {text!r}: {what}")
@@ -114,7 +122,7 @@ class InputSpec:
             raise UsageError(f"input spec {text!r}: bad input name {name!r} (letters, digits, '_', '.', '-' and ':', "
                              "starting with a letter or '_')")
         dims: list[int | str] = []
-        for d in re.split("[xX×]", shape_text) if shape_text else []:  # as typed in errors: `N,40,T`, not `n,40,t`
+        for d in _fields(shape_text) if shape_text else []:  # as typed in errors: `N,40,T`, not `n,40,t`
             if not _DIM.match(d):
                 apart = f", separated by x: {re.sub('[, ]+', 'x', d)!r}" if re.search("[, ]", d.strip()) else ""
                 raise UsageError(f"input spec {text!r}: bad dimension {d!r} (use a number or a name like N{apart})")

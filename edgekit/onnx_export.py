@@ -387,6 +387,22 @@ def check(path: Path) -> None:
         raise StageError("onnx check", first) from e
 
 
+def _one_size_an_axis(inputs, shapes: dict[str, tuple]) -> None:
+    """An axis the file names for several inputs is one size in all: --input x:1x4 --input y:Nx4 fixed y's N too,
+    silently; x:1x4 with y:2x4 was told "the model fixes it to 1". Refused naming both inputs (exit 2)."""
+    given: dict[str, tuple[str, int | str]] = {}
+    for v in inputs:
+        dims, sizes = v.type.tensor_type.shape.dim, shapes.get(v.name)
+        for dim, size in zip(dims, sizes or ()) if sizes is not None and len(sizes) == len(dims) else ():
+            if not dim.dim_param or dim.HasField("dim_value"):
+                continue
+            first = given.setdefault(dim.dim_param, (v.name, size))
+            if first[1] != size and (isinstance(first[1], int) or isinstance(size, int)):
+                raise UsageError(f"--input: the model's axis {dim.dim_param!r} is input {first[0]!r}'s and "
+                                 f"{v.name!r}'s, given {first[1]} and {size}: one axis takes one size (a number "
+                                 "fixes it in both, a name keeps it dynamic in both)")
+
+
 def shaped_inputs(model, shapes: dict[str, tuple], label: str) -> bool:
     """Write --input's sizes (`shapes`) into the graph's inputs, as a torch source's export does: a number given for
     an axis the file leaves dynamic fixes it (graph-wide, its outputs too), so the shipped models and their manifest
@@ -414,6 +430,7 @@ def shaped_inputs(model, shapes: dict[str, tuple], label: str) -> bool:
         for size in shapes[v.name]:
             dims.add()
     changed = bool(bare)
+    _one_size_an_axis(tensors.values(), shapes)
     for i, v in tensors.items():
         dims, given = v.type.tensor_type.shape.dim, shapes.get(v.name)
         if given is None or len(dims) != len(given):

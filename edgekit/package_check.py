@@ -729,7 +729,20 @@ def _figures_here(fp32: str, golden: str, task: str, floors: dict[str, float], s
     except Exception as e:
         return {"error": f"{FP32} does not run the golden inputs: {first_line(e, 200)}"}
     return {"samples": len(inputs), "outputs": [{**o.as_dict(), "cosine_samples": _averaged(
-        [r[o.output] for r in runs], (o.quiet_samples or 0) + (o.length_mismatches or 0))} for o in found]}
+        [r[o.output] for r in runs], (o.quiet_samples or 0) + (o.length_mismatches or 0)),
+        **_under(floors.get(o.output), [r[o.output] for r in runs])} for o in found]}
+
+
+def _under(floor: float | None, refs) -> dict:
+    """{under_floor: how many golden samples' fp32 outputs (not ~0) have an RMS under the recorded quiet floor less
+    FLOOR_MARGIN (`floor` carries it once: _quiet_floors), the samples the run itself must have left out, whatever
+    rounds apart; loud: how many are not ~0}, or {} without a floor."""
+    if floor is None:
+        return {}
+    refs = [a for a in map(lambda r: np.asarray(r, np.float64), refs)
+            if a.size >= 2 and float(np.max(np.abs(a), initial=0.0)) >= parity.NEAR_ZERO]
+    return {"under_floor": sum(float(np.sqrt(np.mean(a ** 2))) < floor / FLOOR_MARGIN ** 2 for a in refs),
+            "loud": len(refs)}
 
 
 def _quiet_floors(manifest: dict) -> dict[str, float]:
@@ -742,7 +755,8 @@ def _quiet_floors(manifest: dict) -> dict[str, float]:
     floors = {}
     for o in outputs if isinstance(outputs, list) else []:
         floor = o.get("quiet_floor") if isinstance(o, dict) else None
-        if isinstance(o.get("output"), str) and _number(floor) != "n/a" and 0 <= floor < float("inf"):
+        if floor is not None and isinstance(o.get("output"), str) and _number(floor) != "n/a" \
+                and 0 <= floor < float("inf"):
             floors[o["output"]] = floor * FLOOR_MARGIN
     return floors
 
@@ -802,7 +816,7 @@ def _figure_claims(manifest: dict, figures: dict) -> list[str]:
     bad = [f"{name} cosine {_number(value)} (these give {here:.8g}: at most {best:.8g} {over})"
            for name, (here, best) in bests.items()
            if _number(value := (said.get(name) or {}).get("cosine")) != "n/a" and value > best]
-    bad += list(filter(None, (_floor_claim(said.get(o["output"]) or {}, o) for o in figures["outputs"])))
+    bad += list(filter(None, (_floor_claim(said.get(o["output"]) or {}, o, validated) for o in figures["outputs"])))
     if not bests:
         return bad
     here, best = min(bests.values(), key=lambda pair: pair[1])  # the gate is the worst output's
@@ -815,14 +829,26 @@ def _figure_claims(manifest: dict, figures: dict) -> list[str]:
     return bad
 
 
-def _floor_claim(said: dict, here: dict) -> str:
-    """Why an output's recorded quiet_floor is untrue ("" if not): it leaves out more golden samples than the run's
-    quiet_samples counts, all of its samples (a floor edited high would leave check no samples to bound it by)."""
-    run = said.get("quiet_samples") if _number(said.get("quiet_samples")) != "n/a" else 0
-    if "quiet_floor" not in said or (here.get("quiet_samples") or 0) <= (run or 0):
+def _floor_claim(said: dict, here: dict, validated: float | None) -> str:
+    """Why an output's recorded quiet_floor is untrue ("" if not): golden samples under it (less FLOOR_MARGIN) that
+    the run's quiet_samples does not count, or quiet_samples of half the validation samples or more (the floor is
+    QUIET x their median: fewer than half lie under it). A floor and count edited high together left check no
+    golden sample to bound the cosine by: one that leaves out every golden sample is refused too."""
+    if "quiet_floor" not in said:
         return ""
-    return (f"{here['output']} quiet_floor {_number(said['quiet_floor'])} leaves out {here['quiet_samples']} golden "
-            f"samples, more than its quiet_samples {_number(run or 0)}")
+    run = said.get("quiet_samples") if _number(said.get("quiet_samples")) != "n/a" else 0
+    run = run or 0
+    if validated is not None and run and run >= validated / 2:
+        return (f"{here['output']} quiet_samples {_number(run)} of {_number(validated)}: fewer than half the samples "
+                f"can lie under {parity.QUIET:g} of their median's RMS")
+    under = here.get("under_floor") or 0
+    if under > run:
+        return (f"{here['output']} quiet_floor {_number(said['quiet_floor'])} leaves out {under} golden samples, more "
+                f"than its quiet_samples {_number(run)}")
+    if under and under >= here.get("loud", 0):
+        return (f"{here['output']} quiet_floor {_number(said['quiet_floor'])} leaves out every golden sample: its "
+                "cosine cannot be re-checked")
+    return ""
 
 
 def _at_best(here: float | None, counted: int | None, validated: float | None) -> float | None:

@@ -478,12 +478,15 @@ def test_a_spec_whose_colon_name_ends_in_a_shape_or_dtype_is_refused_as_ambiguou
     spec = config.InputSpec.parse
     with pytest.raises(UsageError, match=r"unknown dtype 'long' \(one of float32"):
         spec("x:Nx3x16x16:long")
-    with pytest.raises(UsageError, match="unknown dtype 'xx'"):
+    with pytest.raises(UsageError, match="bad dimension"):
         spec("x:seq:xx")
     with pytest.raises(UsageError, match="extra field 'extra' after dtype 'float32'"):
         spec("x:Nx3:float32:extra")
     assert spec("input_1:0:Nx3") == config.InputSpec("input_1:0", ("N", 3))
     assert spec("input_1:00:N:int8") == config.InputSpec("input_1:00", ("N",), "int8")
+    # a name's word or number before the shape is the name's (image:data, tf2onnx's second output input:1)
+    assert spec("image:data:1x3") == config.InputSpec("image:data", (1, 3))
+    assert spec("input:1:1x3:int64") == config.InputSpec("input:1", (1, 3), "int64")
 
 
 def test_nearest_names_a_name_differing_only_in_case():

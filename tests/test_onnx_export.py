@@ -467,3 +467,28 @@ def test_an_input_of_no_shape_is_named_and_takes_inputs_shape(tmp_path):
     assert made.exit_code == 0, made.output
     shipped = onnx.load(tmp_path / "out" / "desktop-x86" / "model.onnx").graph.input[0].type.tensor_type.shape
     assert [d.dim_param or d.dim_value for d in shipped.dim] == ["N", 16]
+
+
+def test_an_axis_two_inputs_share_takes_one_size_from_input():
+    """--input x:1x4 --input y:Nx4 on inputs sharing the axis N fixed y's too, silently; x:1x4 with y:2x4 was told
+    "the model fixes it to 1", a size the user gave. Both are refused naming the two inputs; one size for both fixes it
+    in both."""
+    from onnx import TensorProto, helper
+
+    from edgekit.errors import UsageError
+    from edgekit.onnx_export import shaped_inputs
+
+    def model():
+        return helper.make_model(helper.make_graph(
+            [helper.make_node("Add", ["x", "y"], ["z"])], "g",
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4]) for n in ("x", "y")],
+            [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 4])]))
+
+    for y in (("N", 4), (2, 4)):
+        with pytest.raises(UsageError, match="axis 'N' is input 'x''s and 'y''s, given 1 and"):
+            shaped_inputs(model(), {"x": (1, 4), "y": y}, "m.onnx")
+    fixed = model()
+    assert shaped_inputs(fixed, {"x": (1, 4), "y": (1, 4)}, "m.onnx")
+    assert [[d.dim_value for d in v.type.tensor_type.shape.dim] for v in (*fixed.graph.input, *fixed.graph.output)] \
+        == [[1, 4]] * 3
+    assert not shaped_inputs(model(), {"x": ("N", 4), "y": ("N", 4)}, "m.onnx")

@@ -2455,5 +2455,10 @@ def test_check_leaves_out_the_golden_samples_the_run_left_out_as_quiet(tmp_path)
     result = checked(lambda o: o.update(quiet_floor=1e30, cosine=1.0))
     assert result.exit_code == 1 and "quiet_floor 1e+30 leaves out 8 golden samples, more than its quiet_samples" \
         in result.output, result.output
+    result = checked(lambda o: o.update(quiet_floor=1e30, quiet_samples=8, cosine=0.99999999))  # both fields edited
+    assert result.exit_code == 1 and "leaves out every golden sample: its cosine cannot be re-checked" \
+        in result.output, result.output
+    result = checked(lambda o: o.update(quiet_floor=1e30, quiet_samples=40))
+    assert result.exit_code == 1 and "quiet_samples 40 of 64: fewer than half" in result.output, result.output
     result = checked(lambda o: o.pop("quiet_floor"))  # an older package's: the golden samples' own median
     assert result.exit_code == 1 and "not reproduced on its 8 golden samples: output cosine" in result.output
