@@ -2462,3 +2462,12 @@ def test_check_leaves_out_the_golden_samples_the_run_left_out_as_quiet(tmp_path)
     assert result.exit_code == 1 and "quiet_samples 40 of 64: fewer than half" in result.output, result.output
     result = checked(lambda o: o.pop("quiet_floor"))  # an older package's: the golden samples' own median
     assert result.exit_code == 1 and "not reproduced on its 8 golden samples: output cosine" in result.output
+
+
+def test_quiet_floors_of_a_hostile_manifest_are_read_within_bounds():
+    """An output that is not a dict ('junk') stopped check with exit 5 ('str' object has no attribute 'get')."""
+    from edgekit.package_check import FLOOR_MARGIN, _quiet_floors
+
+    said = {"parity": {"quantization": {"outputs": ["junk", {"output": "y", "quiet_floor": 0.5},
+                                                     {"output": "z", "quiet_floor": float("inf")}, {"output": 3}]}}}
+    assert _quiet_floors(said) == {"y": 0.5 * FLOOR_MARGIN}
