@@ -69,6 +69,15 @@ class Shared:
         """A streaming model's state outputs: judged by cosine and SQNR only, never the scored output."""
         return tuple(self.recipe.state.values())
 
+    @functools.cached_property
+    def user_files(self) -> tuple[dict[str, str], list]:
+        """The user's files as a package names them, made once for every target: ({source_sha256, weights_sha256}
+        of the model's and the weights' files, user_path_patterns of every path the run read)."""
+        paths = user_paths(self.recipe)
+        digests = {f"{role}_sha256": package.sha256(Path(paths[role])) for role in ("source", "weights")
+                   if role in paths and Path(paths[role]).is_file()}
+        return digests, user_path_patterns(paths.values())
+
     def compare(self, data: str, outputs: tuple[InputSpec, ...], reference: list, candidate: list,
                 kernels: str | None = None, labels=None) -> parity.StageParity:
         """`candidate` against `reference` sample by sample; a state output is judged by cosine and SQNR only.
@@ -729,7 +738,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "opset": qplan.opset,
         "model": {"source": shared.source, "weights": recipe.weights,
                   "exporter": prep.exporter,  # a .pt2 program's is dynamo, whatever the recipe says
-                  **_digests(recipe)},  # which files, as their folders are named nowhere (user_paths)
+                  **shared.user_files[0]},  # which files, as their folders are named nowhere
         "versions": _versions(),
         "host": host.label(threads, int8_sess.get_providers()),  # where the figures here were computed
         # which kernels an ARM target's int8 parity and golden outputs come from
@@ -808,7 +817,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                                       else []) + verdict.gate_advice(gates, qplan.settings, tuning, short,
                                                                      _ranges(cal, val, qplan)), details,
                           latency_1_thread=one_thread[0] if one_thread else None)
-    report = without_folders(report, user_path_patterns(user_paths(recipe).values()))
+    report = without_folders(report, shared.user_files[1])
     package.write(tdir, report, pages=False)
     # the verdict is the gates AND the comparisons `edgekit check` makes on the staged package (run here, not in a
     # bounded child: the files are the ones this run just wrote)
@@ -1074,13 +1083,6 @@ def user_paths(recipe: Recipe) -> dict[str, str]:
         if path and Path(path).exists():
             found[role] = path
     return found
-
-
-def _digests(recipe: Recipe) -> dict[str, str]:
-    """The sha256 of the model's and the weights' files, which the manifest names without their folders."""
-    paths = user_paths(recipe)
-    return {f"{role}_sha256": package.sha256(Path(paths[role])) for role in ("source", "weights")
-            if role in paths and Path(paths[role]).is_file()}
 
 
 def _versions() -> dict:
