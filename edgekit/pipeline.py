@@ -933,15 +933,15 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
                            list(target.runtime.providers), threads, exact)
         started = time.perf_counter()
         with bar(f"tuning {target.name}", settings.max_trials, shared.progress) as advance:
-            chosen, trials, analysed, ended, untried = tune.tune(ctx, qplan, settings.max_trials, settings.time_budget,
-                                                        settings.max_excluded, lambda t: advance(1, _log_trial(t)),
-                                                        settings.max_latency_price, fallback)
+            search = tune.tune(ctx, qplan, settings.max_trials, settings.time_budget, settings.max_excluded,
+                               lambda t: advance(1, _log_trial(t)), settings.max_latency_price, fallback)
+        chosen, trials = search.chosen, search.trials
         seconds = time.perf_counter() - started  # the sensitivity analyses too
         shutil.copyfile(chosen.path, int8)
         if chosen.mode != settings.mode:  # the static fallback's
             qplan, settings = fallback, fallback.settings
         n_cal = n_cal if settings.mode == "static" else 0
-        chosen_rows = analysed.get(chosen.index)
+        chosen_rows = search.sensitivity.get(chosen.index)
         qplan = dataclasses.replace(qplan, settings=dataclasses.replace(
             settings, calibrate_method=chosen.calibrate_method, per_channel=chosen.per_channel,
             percentile=chosen.percentile or settings.percentile,
@@ -958,8 +958,8 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
                   "max_latency_price": settings.max_latency_price, "searched": list(settings.auto_search),
                   "advice": tune.keep_fp32(chosen, fp32.stat().st_size),
                   "exclusions_skipped": tune.exclusions_skipped(settings),
-                  "untried": untried,  # refused by the plan's rules for this model (quantization.refusal)
-                  "stopped_short": tune.stopped_short(chosen, trials, settings, seconds, ended),
+                  "untried": search.untried,  # refused by the plan's rules for this model (quantization.refusal)
+                  "stopped_short": tune.stopped_short(chosen, trials, settings, seconds, search.ended),
                   # the trials' latency (the price cap, the fastest pick): this host's, at these threads
                   "timed_on": host.where(threads) + ("" if host.arch() == target.runtime.arch
                                                     else f", standing in for {target.runtime.arch}"),

@@ -82,13 +82,21 @@ class Context:
     exact_int8: bool  # judge int8 by exact arithmetic (an ARM device's), not this host's
 
 
+@dataclass(frozen=True)
+class Search:
+    """What tune() found."""
+
+    chosen: Trial
+    trials: list[Trial]
+    sensitivity: dict[int, list[dict]]  # trial index -> its per-node sensitivity, for the trials analysed
+    ended: str | None  # why the search ended without a passing trial when no bound ended it (see stopped_short)
+    untried: list[str]  # candidates the plan's rules refuse for this model (quantization.refusal), each with why
+
+
 def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: float, max_excluded: int,
-         progress=None, max_latency_price: float = 2.0, fallback: quantization.Plan | None = None
-         ) -> tuple[Trial, list[Trial], dict[int, list[dict]], str | None, list[str]]:
-    """Returns (chosen trial, every trial, {trial index: its per-node sensitivity} for the trials analysed, why the
-    search ended without a passing trial when no bound ended it: see `stopped_short`, the candidates not tried
-    because the plan's rules refuse their settings for this model, each with why). `fallback`: the static
-    plan searched when `base`, a dynamic one (nothing to calibrate or place), fails."""
+         progress=None, max_latency_price: float = 2.0, fallback: quantization.Plan | None = None) -> Search:
+    """The trials tried, best passing one chosen. `fallback`: the static plan searched when `base`, a dynamic one
+    (nothing to calibrate or place), fails."""
     start = time.perf_counter()
     trials: list[Trial] = []
     sensitivity: dict[int, list[dict]] = {}
@@ -125,18 +133,18 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
     s = base.settings
     attempt("target defaults", s)
     if done():
-        return done(), trials, sensitivity, None, untried
+        return Search(done(), trials, sensitivity, None, untried)
     if fallback is not None:
         base, s = fallback, fallback.settings
         attempt(f"transformer_scheme {s.transformer_scheme}", s)
         if done():
-            return done(), trials, sensitivity, None, untried
+            return Search(done(), trials, sensitivity, None, untried)
     for method in ("minmax", "entropy", "percentile"):
         if "calibrate_method" in s.auto_search and method != s.calibrate_method and budget_left():
             attempt(f"calibration {method}", dataclasses.replace(s, calibrate_method=method,
                                                                percentile=SEARCH_PERCENTILE))
     if done():
-        return done(), trials, sensitivity, None, untried
+        return Search(done(), trials, sensitivity, None, untried)
     best = best_quality()
     # the user's own percentile where the best is their method (it ran at 99.99 while labelled theirs)
     best_settings = dataclasses.replace(s, calibrate_method=best.calibrate_method, percentile=best.percentile or
@@ -145,7 +153,7 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
         attempt(f"{'per-tensor' if s.per_channel else 'per-channel'} ({best.calibrate_method})",
                 dataclasses.replace(best_settings, per_channel=not s.per_channel))
     if done():
-        return done(), trials, sensitivity, None, untried
+        return Search(done(), trials, sensitivity, None, untried)
     best = best_quality()
     best_settings = dataclasses.replace(best_settings, per_channel=best.per_channel)
     excluded: tuple[str, ...] = ()
@@ -167,7 +175,7 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
                 round_trials += filter(None, [attempt(f"keep {', '.join(new)} in float ({why})", best_settings,
                                                       excluded + new)])
                 if done():  # fewest nodes in float that pass within the price: stop here
-                    return done(), trials, sensitivity, None, untried
+                    return Search(done(), trials, sensitivity, None, untried)
         if not round_trials:
             ended = ended or f"no node left to keep in float within --max-excluded ({max_excluded})"
             break
@@ -181,7 +189,7 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
                      f"latency, over --max-latency-price {max_latency_price:g}")
             break
         best, excluded = step, step.excluded
-    return done() or best_quality(searched=False), trials, sensitivity, ended, untried
+    return Search(done() or best_quality(searched=False), trials, sensitivity, ended, untried)
 
 
 def _quality(t: Trial) -> str:
