@@ -248,6 +248,9 @@ class ParitySpec:
     top1_agreement_min: float = 0.95
     top5_agreement_min: float = 0.99  # fp32's top class within int8's top 5 (classify, more than 5 classes)
     retrieval_at1_min: float = 0.95  # each sample's nearest neighbour the same in fp32 and int8 (embed)
+    # detect, outputs whose count follows the values: int8's detections matched to fp32's (IoU >= 0.5, labels equal),
+    # 2 x matched / (fp32's + int8's), over the validation samples (detections.py)
+    detection_agreement_min: float = 0.9
     accuracy_drop_max: float = 1.0  # points
 
 
@@ -428,6 +431,7 @@ RANGES = {"size": (1, 1_000_000), "opset": (10, 23), "threads": (1, 256), "sampl
           "export_cosine_min": (-1.0, 1.0), "quant_cosine_min": (-1.0, 1.0),
           "quant_cosine_worst_min": (-1.0, 1.0), "top1_agreement_min": (0.0, 1.0),
           "top5_agreement_min": (0.0, 1.0), "retrieval_at1_min": (0.0, 1.0),
+          "detection_agreement_min": (0.0, 1.0),
           "export_max_abs": (0.0, 1e30), "accuracy_drop_max": (0.0, 100.0),  # finite: limits are written as JSON
           "latency_p50_ms_max": (0.0, 1e30), "size_mb_max": (0.0, 1e30),
           "min_coverage": (0.0, 1.0), "golden_samples": (1, 10_000), "golden_tolerance": (0.0, 1.0),

@@ -327,7 +327,7 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
     run = _parity_here if own else _parity_bounded
     # the int8 model's golden outputs against the fp32 model's, run here whatever `place` runs the parity cases
     job = [str(folder / FP32), str(folder / golden[INT8]["file"]), str(manifest.get("task") or "other"),
-           _quiet_floors(manifest)]
+           _quiet_floors(manifest), _detected(manifest)]
     if at is None:  # no place given, or none of the package's kind (the emulator's aarch64 for an x86_64 package)
         found, figures = run(target, pairs, state, steps, job)
         cases[1] = _refigured(cases[1], manifest, figures)
@@ -706,15 +706,17 @@ def _parity_here(target: str, pairs: list, state: dict[str, str], steps: dict, f
         inputs, expected, atol, channels = read[golden_path] = package.read_golden_channels(Path(golden_path))
         cases.append(_parity(Path(model), target, inputs, expected, {**atol, **channels}, state,
                              steps.get(Path(model).name), reuse))
-    return cases, figures and _figures_here(*figures, state, reuse, read.get(figures[1]))
+    return cases, figures and _figures_here(*figures[:4], state, reuse, read.get(figures[1]),
+                                            tuple(figures[4]) if len(figures) > 4 else ())
 
 
 def _figures_here(fp32: str, golden: str, task: str, floors: dict[str, float], state: dict[str, str],
-                  reuse: bool = True, read: tuple | None = None) -> dict:
+                  reuse: bool = True, read: tuple | None = None, detected: tuple[str, ...] = ()) -> dict:
     """int8-vs-fp32 parity on the golden samples, as the export measured it on validation: the int8 model's golden
     outputs (parity holds the model to them) against the shipped fp32 model's on the same inputs, a streaming one
     carrying its own state, the samples under each output's recorded quiet floor left out (_quiet_floors). `read`:
-    the golden file as the parity cases read it (up to 1 GiB: read once). {"samples", "outputs": OutputParity
+    the golden file as the parity cases read it (up to 1 GiB: read once); `detected`: the outputs whose detections
+    the run matched (_detected). {"samples", "outputs": OutputParity
     dicts}, or {"error"}."""
     inputs, int8 = (read or package.read_golden_channels(Path(golden)))[:2]
     names = list(int8[0])
@@ -722,8 +724,11 @@ def _figures_here(fp32: str, golden: str, task: str, floors: dict[str, float], s
         # fp32 as the run measures it (host.work_threads(): a float model's outputs, not golden int8 ones)
         sess, _ = session(Path(fp32), CHECKED_ON, threads=host.work_threads(), reuse=reuse)
         runs = runner.replay(sess, inputs, state, names, give_back=True)
+        declared = {o.name: tuple(d if isinstance(d, int) else str(d) for d in o.shape) for o in sess.get_outputs()}
+        # the graph's shapes, as the run's parity read them: which lengths follow the values (matched detections)
         found = parity.compare(names, [[r[n] for n in names] for r in runs], [[o[n] for n in names] for o in int8],
-                               task, tuple(state.values()), floors=floors)
+                               task, tuple(state.values()), shapes=[declared.get(n) for n in names], floors=floors,
+                               detected=tuple(detected))
     except UsageError:
         raise  # e.g. a bad EDGEKIT_HOST_ISA: the user's setting, not the model
     except Exception as e:
@@ -743,6 +748,15 @@ def _under(floor: float | None, refs) -> dict:
             if a.size >= 2 and float(np.max(np.abs(a), initial=0.0)) >= parity.NEAR_ZERO]
     return {"under_floor": sum(float(np.sqrt(np.mean(a ** 2))) < floor / FLOOR_MARGIN ** 2 for a in refs),
             "loud": len(refs)}
+
+
+def _detected(manifest: dict) -> list[str]:
+    """The outputs whose detections the run matched (a detection_agreement recorded in parity.quantization)."""
+    claimed = manifest.get("parity")
+    claimed = claimed.get("quantization") if isinstance(claimed, dict) else None
+    outputs = claimed.get("outputs") if isinstance(claimed, dict) else None
+    return [o["output"] for o in outputs if isinstance(o, dict) and isinstance(o.get("output"), str)
+            and o.get("detection_agreement") is not None] if isinstance(outputs, list) else []
 
 
 def _quiet_floors(manifest: dict) -> dict[str, float]:
@@ -817,6 +831,7 @@ def _figure_claims(manifest: dict, figures: dict) -> list[str]:
            for name, (here, best) in bests.items()
            if _number(value := (said.get(name) or {}).get("cosine")) != "n/a" and value > best]
     bad += list(filter(None, (_floor_claim(said.get(o["output"]) or {}, o, validated) for o in figures["outputs"])))
+    bad += _detection_claims(manifest, said, figures)
     if not bests:
         return bad
     here, best = min(bests.values(), key=lambda pair: pair[1])  # the gate is the worst output's
@@ -827,6 +842,41 @@ def _figure_claims(manifest: dict, figures: dict) -> list[str]:
             bad.append(f"quant_cosine passed, yet these give {here:.8g}: at most {best:.8g} {over}, under its limit "
                        f"{_number(g['limit'])}")
     return bad
+
+
+def _detection_claims(manifest: dict, said: dict, figures: dict) -> list[str]:
+    """Each output's detection_agreement, and the quant_detection_agreement gate, where better than the golden
+    samples allow (_detection_best), or the gate passed where that best misses its limit. A package recording none
+    (made before detections were matched) is checked as before."""
+    bests = {o["output"]: (o["detection_agreement"], best) for o in figures["outputs"]
+             if (best := _detection_best(o, said.get(o["output"]) or {})) is not None}
+    bad = [f"{name} detection_agreement {_number(value)} (these give {here:.6g}: at most {best:.6g})"
+           for name, (here, best) in bests.items()
+           if _number(value := (said.get(name) or {}).get("detection_agreement")) != "n/a" and value > best]
+    if not bests:
+        return bad
+    here, best = min(bests.values(), key=lambda pair: pair[1])  # the gate is the worst output's
+    for g in (g for g in manifest["gates"] if g["name"] == parity.DETECTION_GATE):
+        if _number(g.get("value")) != "n/a" and g["value"] > best:
+            bad.append(f"{g['name']} {_number(g['value'])} (these give {here:.6g}: at most {best:.6g})")
+        elif g["passed"] and _number(g.get("limit")) != "n/a" and best < g["limit"]:
+            bad.append(f"{g['name']} passed, yet these give {here:.6g}: at most {best:.6g}, under its limit "
+                       f"{_number(g['limit'])}")
+    return bad
+
+
+def _detection_best(here: dict, said: dict) -> float | None:
+    """The best detection agreement over the validation samples, given the golden samples' (their first ones): the
+    detections unmatched on them are unmatched there too, out of the detection_rows the manifest records (at most
+    MOST_SHARE times the golden samples', LOSS_SLACK for other kernels' fp32). None: not measured here, or the
+    manifest records no agreement (an older package)."""
+    if here.get("detection_agreement") is None or _number(said.get("detection_agreement")) == "n/a":
+        return None
+    rows = here["detection_rows"]
+    claimed = said.get("detection_rows")
+    most = rows * MOST_SHARE if _number(claimed) == "n/a" or claimed <= 0 else min(claimed, rows * MOST_SHARE)
+    unmatched = (1 - here["detection_agreement"]) * rows
+    return 1 - unmatched / (LOSS_SLACK * max(most, 1)) + 1e-9
 
 
 def _floor_claim(said: dict, here: dict, validated: float | None) -> str:
@@ -1068,6 +1118,10 @@ def _gate_claims(manifest: dict) -> list[str]:
             worst := _worst_centred(manifest)):  # a figure check can read: skipped or edited, it passed
         bad.append(f"{parity.CENTRED_GATE} {_number(value)} is not the worst centred_sqnr_db the manifest records "
                    f"({_number(worst)})")
+    if parity.DETECTION_GATE in gates and (value := gates[parity.DETECTION_GATE].get("value")) != (
+            worst := _worst_recorded(manifest, "detection_agreement")):
+        bad.append(f"{parity.DETECTION_GATE} {_number(value)} is not the worst detection_agreement the manifest "
+                   f"records ({_number(worst)})")
     bad += _profile_claims(manifest, gates, profile)
     # the shipped file's; model.int8.onnx's in packages made before 12-04 that ship an .ort
     size, sizes, shipped = gates.get("size_mb"), archive.file_sizes(manifest), shipped_model(manifest)
@@ -1079,9 +1133,14 @@ def _gate_claims(manifest: dict) -> list[str]:
 
 def _worst_centred(manifest: dict) -> float | None:
     """The lowest centred_sqnr_db of the manifest's fp32-vs-int8 parity (None: none recorded)."""
+    return _worst_recorded(manifest, "centred_sqnr_db")
+
+
+def _worst_recorded(manifest: dict, key: str) -> float | None:
+    """The lowest `key` of the manifest's fp32-vs-int8 parity outputs (None: none recorded)."""
     stage = manifest.get("parity", {}).get("quantization") if isinstance(manifest.get("parity"), dict) else None
     outputs = stage.get("outputs") if isinstance(stage, dict) else None
-    found = [v for o in outputs if isinstance(o, dict) and type(v := o.get("centred_sqnr_db")) in (int, float)] \
+    found = [v for o in outputs if isinstance(o, dict) and type(v := o.get(key)) in (int, float)] \
         if isinstance(outputs, list) else []
     return min(found, default=None)
 

@@ -98,6 +98,11 @@ class OutputParity:
     # the RMS under which a sample was quiet (QUIET x the median sample's, in the output's units; None: one cosine
     # over all samples): check leaves out the golden samples under it, as the run did, not under their own median's
     quiet_floor: float | None = None
+    # task detect, outputs whose rows' count follows the values (detections: boxes, scores, labels, NMS indices):
+    # 2 x rows matched one-to-one (detections()) / (reference rows + candidate rows), over all samples (1.0 when none
+    # has any), and that denominator, which check bounds a claimed agreement by
+    detection_agreement: float | None = None
+    detection_rows: int | None = None
 
     @property
     def near_zero(self) -> bool:
@@ -247,7 +252,8 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]],
             task: str = "other", plain: tuple[str, ...] = (), labels=None,
-            shapes: list[tuple] | None = None, floors: dict[str, float] | None = None) -> list[OutputParity]:
+            shapes: list[tuple] | None = None, floors: dict[str, float] | None = None,
+            detected: tuple[str, ...] = ()) -> list[OutputParity]:
     """Per output, sample by sample (samples may differ in shape, e.g. sequence length).
 
     Cosine is per sample (the whole output of one feed); when a sample holds fewer than two numbers
@@ -266,9 +272,15 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
     length differs where the graph leaves it open is counted (length_mismatches) and left out of the figures.
     `floors`: an output's quiet_floor to use instead of its samples' own (check's on the golden samples: their
     median is not the validation set's, whose quiet samples the manifest's mean left out).
+    Task detect: outputs whose rows' count follows the values are matched as detections (detections.py), which
+    detection_agreement records; `detected`: outputs the run matched so (check's, on golden samples that may all
+    keep one count).
     """
+    from .detections import measure
     from .errors import InputError
 
+    # a detector's rows matched (task detect): agreement recorded, and fully matched samples compared in one order
+    agreed, candidate = measure(names, reference, candidate, shapes, plain, detected) if task == "detect" else ({}, candidate)
     results, at = [], scored(names, plain, shapes_of(reference[0]) if reference else None,
                              integer_of(reference[0]) if reference else None, fits_labels(labels, reference))
     for k, name in enumerate(names):
@@ -318,7 +330,8 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
                                     and name not in plain else None, iou,
                                     (quiet or None) if metrics[2] is not None else None, *moved,
                                     floor if metrics[2] is not None else None))
-    return results
+    return [replace(o, detection_agreement=agreed[k].agreement, detection_rows=agreed[k].rows) if k in agreed else o
+            for k, o in enumerate(results)]
 
 
 def _dynamic(declared, ndim: int, axes) -> bool:
@@ -543,6 +556,7 @@ def gate(name: str, value, op: str, limit, unmeasured: str | None = None) -> Gat
 
 
 CENTRED_GATE = "quant_centred_sqnr_db"  # task detect | regress (VALUE_TASKS): the worst channel's centred_sqnr_db
+DETECTION_GATE = "quant_detection_agreement"  # task detect: the worst detection_agreement (detections.py)
 # each parity gate (also at another batch size: NAME_at_N=4) and the profile's ParitySpec field it is held to
 # export_max_abs: the gate of packages made before export_scaled_max_abs, which check still re-judges
 PARITY_LIMITS = {"export_cosine": (">=", "export_cosine_min"), "export_scaled_max_abs": ("<=", "export_max_abs"),
@@ -552,6 +566,7 @@ PARITY_LIMITS = {"export_cosine": (">=", "export_cosine_min"), "export_scaled_ma
                  "quant_sqnr_db": (">=", "quant_sqnr_min_db"), CENTRED_GATE: (">=", "centred_sqnr_min_db"),
                  "top1_agreement": (">=", "top1_agreement_min"),
                  "top5_agreement": (">=", "top5_agreement_min"), "retrieval_at1": (">=", "retrieval_at1_min"),
+                 DETECTION_GATE: (">=", "detection_agreement_min"),
                  "integer_output_agreement": (">=", "top1_agreement_min"), "accuracy_drop": ("<=", "accuracy_drop_max")}
 
 
@@ -597,7 +612,8 @@ def signal_gates(name: str, outputs) -> list[Gate]:
 def length_gates(name: str, outputs) -> list[Gate]:
     """Fails when an output's length (a dim the graph leaves open: NonZero's, NMS's count) differs from the
     reference's on some sample (length_mismatches, at most 0): a model keeping a different number of detections is
-    a measured difference, which the figures of the samples that agree do not show. Written only then."""
+    a measured difference, which the figures of the samples that agree do not show. Written only then. int8's
+    detections, matched (detection_agreement), are held by quant_detection_agreement instead."""
     value, on = worst_on(outputs, "length_mismatches", max)
     return [replace(gate(name, value, "<=", 0), output=on)] if value else []
 
@@ -614,8 +630,11 @@ def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str, qu
     `quantized`: the int8 model quantizes anything; else it fails int8_quantized (written only then, as runs_at_):
     --auto kept every node float, 200 dB, and CI went green on the float model shipped as int8."""
     unmeasured = exact_only(outputs)
+    # a detector's rows matched: the share of detections both find holds them, not a count that one box moves
+    counted = [o for o in outputs if o.detection_agreement is None]
     gates = [*([] if quantized else [Gate(NOTHING_QUANTIZED_GATE, 0, ">=", 1, False)]),
-             *signal_gates("quant_reference_signal", outputs), *length_gates("quant_length_mismatches", outputs),
+             *signal_gates("quant_reference_signal", outputs), *length_gates("quant_length_mismatches", counted),
+             *([held_on(DETECTION_GATE, outputs, "detection_agreement", spec)] if len(counted) < len(outputs) else []),
              held_on("quant_cosine", outputs, "cosine", spec, unmeasured),
              held_on("quant_cosine_worst", outputs, "cosine_min", spec, unmeasured),
              held_on("quant_sqnr_db", outputs, "sqnr_db", spec, unmeasured)]

@@ -196,6 +196,13 @@ def _quality(t: Trial) -> str:
     return f"{t.sqnr_db:.1f} dB" if t.exact_agreement is None else f"{t.exact_agreement:.4f} of integer outputs equal"
 
 
+def _output_shapes(ctx: Context) -> list:
+    """The graph's output shapes, as the verdict's parity reads them: which lengths follow the values (a detector's
+    rows, matched as detections) is the graph's to say, not a trial's samples'."""
+    declared = {o.name: o.shape for o in onnx_export.io_specs(ctx.model)[1]}
+    return [declared.get(name) for name in ctx.names]
+
+
 def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, excluded) -> Trial:
     start = time.perf_counter()
     s = plan.settings
@@ -203,7 +210,7 @@ def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, exclu
     quantization.quantize(ctx.fp32, out, plan, ctx.cal_feeds, cache=quantization.cache_path(ctx.work, s))
     int8_val = run_onnx(int8_session(out, ctx.providers, ctx.threads, ctx.exact_int8)[0], ctx.val_feeds)
     results = parity.compare(ctx.names, ctx.fp32_val, int8_val, ctx.task, ctx.plain,
-                             ctx.labels if parity.labels_are_classes(ctx.task) else None)
+                             ctx.labels if parity.labels_are_classes(ctx.task) else None, _output_shapes(ctx))
     at = parity.scored_at(results)
     drop = (parity.accuracy(ctx.fp32_val, ctx.labels, at, ctx.names) - parity.accuracy(int8_val, ctx.labels, at,
                                                                                        ctx.names)

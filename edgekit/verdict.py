@@ -1,7 +1,7 @@
 """One target's verdict: its gates from the measured figures and profile, and the warnings that explain them."""
 from __future__ import annotations
 
-from . import bench, host, mobile, parity
+from . import bench, detections, host, mobile, parity
 from .config import Target
 from .parity import Accuracy, Gate, StageParity
 from .reports import LatencyReport
@@ -69,10 +69,14 @@ def length_warning(stage: str, o, samples: int) -> str:
     """One line on an output whose length (a threshold's, NMS's count) differs from the reference's on some samples:
     which samples and how, for an engineer to weigh the detections int8 (or model.onnx) keeps."""
     who, agree = "int8" if stage == "quantization" else "model.onnx", samples - o.length_mismatches
+    matched = "" if o.detection_agreement is None else (
+        f"; its detections matched (IoU >= {detections.IOU_MATCH:g}, labels equal): {o.detection_agreement:.4g} of "
+        f"them agree (2 x matched / {o.detection_rows} rows)" + (f", held by {parity.DETECTION_GATE}"
+                                                                 if stage == "quantization" else ""))
     return (f"{stage} parity: {who} keeps a different number of rows of output {o.output!r} on {o.length_mismatches} "
             f"of {samples} samples ({o.length_example}): its length follows the values (a threshold, NMS), and a score "
             "moved across the cut; " + (f"its figures are of the samples that agree ({agree})" if agree
-                                        else "no sample agrees to measure"))
+                                        else "no sample agrees to measure") + matched)
 
 
 def size_gates(target: Target, checks) -> list[Gate]:
