@@ -51,7 +51,7 @@ def row_axis(declared, ref: list[np.ndarray], cand: list[np.ndarray], known: boo
 
 
 def _as_rows(a: np.ndarray, axis: int) -> np.ndarray:
-    return np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1)
+    return np.moveaxis(a, axis, 0).reshape(a.shape[axis], int(np.prod(np.delete(a.shape, axis))))
 
 
 def groups(names, reference, candidate, shapes, plain=(), known=()) -> list[list[Rows]]:

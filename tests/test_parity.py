@@ -555,3 +555,127 @@ def test_an_nchw_outputs_channels_are_axis_1_not_its_columns():
     ref = rng.normal(0, 1, (8, 3, 4, 5))
     ref[..., 0] = 5 + rng.normal(0, 0.01, (8, 3, 4))  # a border column
     assert parity.centred_sqnr([ref], [ref + rng.normal(0, 0.01, ref.shape)]) > 30
+
+
+def _boxes(rng, k):
+    """k corner boxes (x1, y1, x2, y2) spread over a 640 image, each apart from the others."""
+    xy = np.stack([np.arange(k) * 60.0, rng.uniform(0, 400, k)], 1)
+    return np.concatenate([xy, xy + rng.uniform(20, 50, (k, 2))], 1)
+
+
+def _detector(rng, counts):
+    """torchvision-style samples: boxes [K, 4], scores [K], labels [K] (int64), K per sample as given."""
+    found = []
+    for k in counts:
+        found.append([_boxes(rng, k), np.sort(rng.uniform(0.3, 1.0, k))[::-1].copy(), rng.integers(0, 5, k)])
+    return found
+
+
+NAMES, SHAPES = ["boxes", "scores", "labels"], [("K", 4), ("K",), ("K",)]
+
+
+def _agreement(ref, cand, shapes=SHAPES, names=NAMES):
+    found = parity.compare(names, ref, cand, task="detect", shapes=shapes)
+    assert len({o.detection_agreement for o in found}) == 1, found  # one group, one figure on each of its outputs
+    return found[0].detection_agreement, found
+
+
+def test_detections_matched_whatever_their_order():
+    """Two near-tie boxes swapping places were errors position by position; matched, int8 finds the same objects."""
+    rng = np.random.default_rng(0)
+    ref = _detector(rng, [10, 7, 4])
+    cand = [[a.copy() for a in sample] for sample in ref]
+    order = [1, 0, *range(2, 10)]
+    cand[0] = [a[order] for a in cand[0]]  # scores 0 and 1 swapped places, and so their boxes and labels
+    agreed, found = _agreement(ref, cand)
+    assert agreed == 1.0 and found[0].as_dict()["detection_agreement"] == 1.0 and found[0].detection_rows == 42
+    # compared as the same detections: exact, where in order the boxes were 60 px apart
+    assert found[0].max_abs == 0.0 and found[2].exact_agreement == 1.0, found
+    assert "detection_agreement" not in parity.compare(NAMES, ref, cand, task="other", shapes=SHAPES)[0].as_dict()
+
+
+def test_one_box_more_in_int8_is_most_of_its_detections_agreeing():
+    """int8 keeps one box more on one image: 2 x 9 / (10 + 9) agree there, not a failed sample; the agreement gate
+    holds it in place of quant_length_mismatches (still counted), and a limit above it fails, naming the output."""
+    rng = np.random.default_rng(1)
+    ref = _detector(rng, [9, 5])
+    cand = [[a.copy() for a in sample] for sample in ref]
+    extra = _detector(rng, [1])[0]
+    extra[0][0] += 700  # a box nowhere near the others
+    cand[0] = [np.concatenate([a, b]) for a, b in zip(cand[0], extra)]
+    agreed, found = _agreement(ref, cand)
+    assert agreed == pytest.approx(2 * (9 + 5) / (10 + 9 + 5 + 5)) and found[0].length_mismatches == 1
+    only = parity.compare(NAMES, ref[:1], cand[:1], task="detect", shapes=SHAPES)
+    assert only[0].detection_agreement == pytest.approx(2 * 9 / (10 + 9))
+    gates = {g.name: g for g in parity.quantization_gates(found, None, ParitySpec(), "detect")}
+    assert "quant_length_mismatches" not in gates and gates["quant_detection_agreement"].passed
+    g = gates["quant_detection_agreement"]
+    assert (g.op, g.limit, g.output, g.value) == (">=", 0.9, "boxes", agreed)
+    bad = {g.name: g for g in parity.quantization_gates(found, None, ParitySpec(detection_agreement_min=1.0),
+                                                        "detect")}["quant_detection_agreement"]
+    assert not bad.passed and bad.label == "quant_detection_agreement on boxes"
+    assert parity.trial_gate(bad.name) and parity.GATE_NAME.fullmatch(bad.name)
+    assert parity.limit_of(bad.name) == (">=", "detection_agreement_min")
+    # other tasks keep the count at a limit of 0
+    other = parity.compare(NAMES, ref, cand, task="other", shapes=SHAPES)
+    assert not {g.name: g for g in parity.quantization_gates(other, None, ParitySpec(), "other")}[
+        "quant_length_mismatches"].passed
+    from edgekit import verdict
+
+    said = verdict.length_warning("quantization", found[0], 2)
+    assert "its detections matched (IoU >= 0.5, labels equal): 0.9655 of them agree" in said, said
+
+
+def test_a_box_whose_label_moved_is_not_the_same_detection():
+    rng = np.random.default_rng(2)
+    ref = _detector(rng, [6, 3])
+    cand = [[a.copy() for a in sample] for sample in ref]
+    cand[1][2] = cand[1][2].copy()
+    cand[1][2][0] += 1
+    agreed, _ = _agreement(ref, cand)
+    assert agreed == pytest.approx(2 * 8 / 18)
+
+
+def test_centre_size_boxes_are_read_as_such():
+    """x2 < x1 on a reference row: the box is cx, cy, w, h. Read as corners, a box shifted by a quarter of its width
+    would have matched nothing (an inverted box has no area); as centre-size its IoU is 0.6."""
+    ref = [[np.array([[100.0, 100.0, 40.0, 40.0], [300.0, 300.0, 40.0, 40.0]])], [np.array([[50.0, 50, 10, 10]])]]
+    cand = [[ref[0][0] + [10.0, 0, 0, 0]], [ref[1][0] + [2.0, 0, 0, 0]]]  # IoU 30 / 50, 8 / 12
+    agreed, _ = _agreement(ref, cand, [("K", 4)], ["boxes"])
+    assert agreed == 1.0
+    cand[1][0] = ref[1][0] + [6.0, 0, 0, 0]  # IoU 4 / 16 = 0.25 under 0.5
+    cand[0][0] = cand[0][0] + [[0, 30.0, 0, 0], [0, 0, 0, 0]]
+    agreed, _ = _agreement(ref, cand, [("K", 4)], ["boxes"])
+    assert agreed == pytest.approx(2 * 1 / 6)
+
+
+def test_nms_selected_indices_match_as_sets_and_empty_samples_agree():
+    """ONNX NonMaxSuppression's selected_indices [K, 3] (batch, class, box): the same rows in any order."""
+    ref = [[np.array([[0, 0, 3], [0, 1, 5], [0, 0, 7]])], [np.array([[0, 2, 1]])], [np.zeros((0, 3), np.int64)]]
+    cand = [[ref[0][0][::-1].copy()], [np.array([[0, 2, 1], [0, 2, 4]])], [np.zeros((0, 3), np.int64)]]
+    agreed, found = _agreement(ref, cand, [("K", 3)], ["selected"])
+    assert agreed == pytest.approx(2 * 4 / (4 + 5)) and found[0].length_mismatches == 1
+    cand[0][0] = np.array([[0, 0, 3], [0, 1, 6], [0, 0, 7]])  # box 5 of class 1 lost, box 6 found instead
+    assert _agreement(ref, cand, [("K", 3)], ["selected"])[0] == pytest.approx(2 * 3 / 9)
+    # no detection on any sample in either: all agree (parity itself refuses such data: nothing to compare values of)
+    from edgekit import detections
+
+    none = [[np.zeros((0, 4)), np.zeros(0)], [np.zeros((0, 4)), np.zeros(0)]]
+    agreed, _ = detections.measure(["boxes", "scores"], none, none, [("K", 4), ("K",)], known=("boxes", "scores"))
+    assert {k: a.agreement for k, a in agreed.items()} == {0: 1.0, 1: 1.0}
+    with pytest.raises(InputError, match="holds no values on this validation data"):
+        parity.compare(["boxes", "scores"], none, none, task="detect", shapes=[("K", 4), ("K",)])
+
+
+def test_yolo_rows_match_by_their_box_and_class_column():
+    """[K, 6]: x1, y1, x2, y2, score, class; the class column moved is another detection."""
+    rng = np.random.default_rng(3)
+    rows = [np.concatenate([_boxes(rng, k), rng.uniform(0.3, 1, (k, 1)), rng.integers(0, 3, (k, 1))], 1)
+            for k in (5, 8)]
+    ref = [[r] for r in rows]
+    cand = [[r[::-1] + [[1.0, 1, 1, 1, 0.01, 0]]] for r in rows]  # a pixel off, in reverse order
+    assert _agreement(ref, cand, [("K", 6)], ["rows"])[0] == 1.0
+    batched = [[r[None]] for r in rows]  # [1, K, 6]: one image's rows
+    assert _agreement(batched, [[c[0][None]] for c in cand], [(1, "K", 6)], ["rows"])[0] == 1.0
+    cand[1][0][0, 5] += 1
+    assert _agreement(ref, cand, [("K", 6)], ["rows"])[0] == pytest.approx(2 * 12 / 26)
