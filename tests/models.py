@@ -1170,3 +1170,31 @@ def old_resize_onnx(path, opset=10, mode="linear", scales=(2.0, 2.0), op="Resize
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+class ScoreCutDetector(nn.Module):
+    """torchvision-style post-processing in the graph: boxes [K, 4] (corners, pixels), scores [K], labels [K]
+    (int64) of the anchors whose score passes a cut, K following the values (NonZero's count). `cut`: the score
+    threshold (a high one keeps few boxes, near the cut int8 moves many across)."""
+
+    def __init__(self, cut: float = 0.5):
+        super().__init__()
+        self.cut = cut
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 8, 1))
+        self.register_buffer("corners", torch.tensor([-1.0, -1.0, 1.0, 1.0]).view(4, 1, 1))
+
+    def forward(self, image):
+        p = self.body(image)[0]  # [8, H, W]: 4 box offsets, a score, 3 class logits
+        h, w = p.shape[-2:]
+        gy, gx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                                indexing="ij")
+        centre = torch.stack([gx, gy, gx, gy]) * 8.0 + 4.0
+        boxes = (centre + self.corners * (6.0 + 2.0 * p[0:4].sigmoid()))
+        scores = p[4].sigmoid().flatten()
+        keep = torch.nonzero(scores > self.cut).squeeze(1)
+        return boxes.flatten(1).transpose(0, 1)[keep], scores[keep], p[5:8].flatten(1).argmax(0)[keep]
+
+
+def score_cut_detector():
+    torch.manual_seed(0)
+    return ScoreCutDetector().eval()

@@ -1371,3 +1371,63 @@ def test_why_a_conv_transpose_computes_in_float_is_among_the_decisions(tmp_path)
         assert said in (out / "desktop-x86" / "report.md").read_text()
     fused = bench.unfused_qdq(str(tmp_path / "QDQ" / "desktop-x86" / "model.int8.onnx"))
     assert fused["unfused_examples"] == ["/dec/ConvTranspose"] and fused["integer_nodes"], fused
+
+
+def _detector_data(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("val", "cal"):
+        np.savez(tmp_path / f"{name}.npz", image=rng.standard_normal((16, 1, 3, 16, 16)).astype(np.float32))
+    return "models:score_cut_detector", "--input", "image:1x3x16x16", "--calibration", tmp_path / "cal.npz", \
+        "--validation", tmp_path / "val.npz", "--task", "detect", "--no-bench"
+
+
+def test_a_detector_whose_int8_moves_boxes_across_its_cut_is_judged_by_the_detections_it_keeps(tmp_path):
+    """boxes/scores/labels[keep] of a score cut in the graph: int8 keeps a few more or fewer boxes on most images,
+    which failed quant_length_mismatches (limit 0) whatever it found. Matched (IoU >= 0.5, labels equal), ~97% of the
+    detections agree: the package passes, the count still recorded, and `edgekit check` re-measures the agreement on
+    the golden samples, failing a claim edited above what they allow. A profile asking for every detection fails,
+    naming the gate, the output and the figure."""
+    profile = (ROOT / "targets" / "desktop-x86.toml").read_text().replace('name = "desktop-x86"', 'name = "strict"')
+    (tmp_path / "strict.toml").write_text(profile.replace("detection_agreement_min = 0.9",
+                                                          "detection_agreement_min = 1.0"))
+    made = export(*_detector_data(tmp_path), "-t", "desktop-x86", "-t", tmp_path / "strict.toml",
+                  "--out", tmp_path / "o")
+    desktop, strict = manifests(made, 1)
+    gates = {g["name"]: g for g in desktop["gates"]}
+    assert desktop["passed"] and "quant_length_mismatches" not in gates, desktop["gates"]
+    agreed = gates["quant_detection_agreement"]
+    assert (agreed["op"], agreed["limit"], agreed["output"]) == (">=", 0.9, "output_0") and 0.9 <= agreed["value"] < 1
+    outputs = desktop["parity"]["quantization"]["outputs"]
+    assert all(o["detection_agreement"] == agreed["value"] and o["length_mismatches"] >= 1 for o in outputs), outputs
+    assert "quant_detection_agreement on output_0" in made.output and "(>= 1)" in made.output, made.output
+    assert [g["name"] for g in strict["gates"] if not g["passed"]] == ["quant_detection_agreement"], strict["gates"]
+    folder = tmp_path / "o" / "desktop-x86"
+    checked = cli(["check", folder])
+    assert checked.exit_code == 0, checked.output
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for o in manifest["parity"]["quantization"]["outputs"]:
+        o["detection_agreement"] = 1.0
+    next(g for g in manifest["gates"] if g["name"] == "quant_detection_agreement")["value"] = 1.0
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    forged = cli(["check", folder])
+    assert forged.exit_code == 1 and "output_0 detection_agreement 1 (these give" in forged.output, forged.output
+    # a package made before detections were matched records none: checked as before
+    for o in manifest["parity"]["quantization"]["outputs"]:
+        del o["detection_agreement"], o["detection_rows"]
+    manifest["gates"] = [g for g in manifest["gates"] if g["name"] != "quant_detection_agreement"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert cli(["check", folder]).exit_code == 0
+
+
+def test_auto_judges_each_trial_by_the_detections_it_keeps(tmp_path):
+    """--auto's trials are judged by the gates the verdict writes: a detector's by quant_detection_agreement (its
+    trials' parity read the graph's open lengths as the verdict does), a failed one a failed trial."""
+    profile = (ROOT / "targets" / "desktop-x86.toml").read_text().replace('name = "desktop-x86"', 'name = "strict"')
+    (tmp_path / "strict.toml").write_text(profile.replace("detection_agreement_min = 0.9",
+                                                          "detection_agreement_min = 1.0"))
+    made = export(*_detector_data(tmp_path), "-t", tmp_path / "strict.toml", "--auto", "--max-trials", "2",
+                  "--out", tmp_path / "o")
+    [m] = manifests(made, 1)
+    trials = m["tuning"]["trials"]
+    assert trials and all("quant_detection_agreement" in t["failed_gates"] and not t["passed"] for t in trials)
+    assert "quant_length_mismatches" not in {g for t in trials for g in t["failed_gates"]}, trials
