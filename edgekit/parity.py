@@ -280,7 +280,8 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
     from .errors import InputError
 
     # a detector's rows matched (task detect): agreement recorded, and fully matched samples compared in one order
-    agreed, candidate = measure(names, reference, candidate, shapes, plain, detected) if task == "detect" else ({}, candidate)
+    agreed, candidate = (measure(names, reference, candidate, shapes, plain, detected) if task == "detect"
+                         else ({}, candidate))
     results, at = [], scored(names, plain, shapes_of(reference[0]) if reference else None,
                              integer_of(reference[0]) if reference else None, fits_labels(labels, reference))
     for k, name in enumerate(names):
