@@ -156,7 +156,9 @@ class Agreement:
     outputs: tuple[int, ...]  # the group's outputs
     agreement: float
     rows: int  # reference rows + candidate rows over all samples
-    reordered: dict  # sample -> the candidate's rows in the reference's order, where every row matched
+    # sample -> (reference rows, candidate rows) matched, in the reference's order: where both keep as many rows, the
+    # figures are of the same detections (NMS sorts by score: one box lost shifted every later one, a 100 px error)
+    compared: dict
 
 
 def agreement(group: list[Rows]) -> Agreement | None:
@@ -166,26 +168,27 @@ def agreement(group: list[Rows]) -> Agreement | None:
         return None
     some = found.box or found.equal[0][0]
     matched = rows = 0
-    reordered = {}
+    compared = {}
     for i in range(len(some.ref)):
-        pairs = match_sample(found, i)
+        pairs = sorted(match_sample(found, i))
         n, m = len(some.ref[i]), len(some.cand[i])
         matched, rows = matched + len(pairs), rows + n + m
-        if len(pairs) == n == m and any(r != c for r, c in pairs):
-            reordered[i] = [c for _, c in sorted(pairs)]
-    return Agreement(tuple(r.k for r in group), 2 * matched / rows if rows else 1.0, rows, reordered)
+        if n == m and pairs and (len(pairs) < n or any(r != c for r, c in pairs)):
+            compared[i] = [r for r, _ in pairs], [c for _, c in pairs]
+    return Agreement(tuple(r.k for r in group), 2 * matched / rows if rows else 1.0, rows, compared)
 
 
-def measure(names, reference, candidate, shapes, plain=(), known=()) -> tuple[dict[int, Agreement], list]:
-    """Each detection output's Agreement (by output index), and the candidate with each fully matched sample's rows
-    put in the reference's order: near-tie boxes swapping places are the same detections, compared as such."""
-    found, candidate = {}, [list(c) for c in candidate]
+def measure(names, reference, candidate, shapes, plain=(), known=()) -> tuple[dict[int, Agreement], list, list]:
+    """Each detection output's Agreement (by output index), and the reference and candidate with each sample where
+    both keep as many rows cut to its matched rows, in the reference's order (Agreement.compared): the figures
+    compare the same detections (near-tie boxes swapping places are none apart), and the agreement counts the rest."""
+    found, reference, candidate = {}, [list(r) for r in reference], [list(c) for c in candidate]
     for group in groups(names, reference, candidate, shapes, plain, known):
         if (agreed := agreement(group)) is None:
             continue
         for rows in group:
             found[rows.k] = agreed
-            for i, order in agreed.reordered.items():
-                a = np.asarray(candidate[i][rows.k])
-                candidate[i][rows.k] = np.take(a, order, axis=rows.axis)
-    return found, candidate
+            for i, (kept, taken) in agreed.compared.items():
+                reference[i][rows.k] = np.take(np.asarray(reference[i][rows.k]), kept, axis=rows.axis)
+                candidate[i][rows.k] = np.take(np.asarray(candidate[i][rows.k]), taken, axis=rows.axis)
+    return found, reference, candidate

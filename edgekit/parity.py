@@ -273,15 +273,15 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
     `floors`: an output's quiet_floor to use instead of its samples' own (check's on the golden samples: their
     median is not the validation set's, whose quiet samples the manifest's mean left out).
     Task detect: outputs whose rows' count follows the values are matched as detections (detections.py), which
-    detection_agreement records; `detected`: outputs the run matched so (check's, on golden samples that may all
-    keep one count).
+    detection_agreement records, and where both keep as many rows the figures are of the matched ones; `detected`:
+    outputs the run matched so (check's, on golden samples that may all keep one count).
     """
     from .detections import measure
     from .errors import InputError
 
     # a detector's rows matched (task detect): agreement recorded, and fully matched samples compared in one order
-    agreed, candidate = (measure(names, reference, candidate, shapes, plain, detected) if task == "detect"
-                         else ({}, candidate))
+    agreed, reference, candidate = (measure(names, reference, candidate, shapes, plain, detected) if task == "detect"
+                                    else ({}, reference, candidate))
     results, at = [], scored(names, plain, shapes_of(reference[0]) if reference else None,
                              integer_of(reference[0]) if reference else None, fits_labels(labels, reference))
     for k, name in enumerate(names):

@@ -1198,3 +1198,35 @@ class ScoreCutDetector(nn.Module):
 def score_cut_detector():
     torch.manual_seed(0)
     return ScoreCutDetector().eval()
+
+
+def nms_detector_onnx(path, cut: float = 0.6):
+    """An .onnx detector ending in NonMaxSuppression: a 1x1 conv's 4 offsets (tanh) around a 16 x 16 grid's 12 px
+    boxes and a score (sigmoid) per cell; NMS (IoU 0.5, score > `cut`, at most 100) keeps boxes [K, 4] (Gather of its
+    box indices) and returns its selected_indices [K, 3] beside them, both in score order, K following the values."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(np.arange(16.0), np.arange(16.0), indexing="xy"), -1).reshape(256, 2) * 8 + 4
+    consts = {"w": rng.normal(0, 0.5, (5, 3, 1, 1)).astype(np.float32), "b": np.zeros(5, np.float32),
+              "grid": np.concatenate([grid - 6, grid + 6], 1)[None].astype(np.float32),
+              "box_shape": np.array([1, 4, 256]), "score_shape": np.array([1, 1, 256]),
+              "flat_shape": np.array([256, 4]),
+              "most": np.array([100]), "iou": np.array([0.5], np.float32), "cut": np.array([cut], np.float32),
+              "zero": np.array([0]), "four": np.array([4]), "five": np.array([5]), "one": np.array([1]),
+              "two": np.array([2])}
+    node = helper.make_node
+    nodes = [node("Conv", ["image", "w", "b"], ["p"]), node("Slice", ["p", "zero", "four", "one"], ["offsets"]),
+             node("Reshape", ["offsets", "box_shape"], ["by_channel"]),
+             node("Transpose", ["by_channel"], ["by_cell"], perm=[0, 2, 1]), node("Tanh", ["by_cell"], ["moved"]),
+             node("Add", ["grid", "moved"], ["all_boxes"]), node("Slice", ["p", "four", "five", "one"], ["conf"]),
+             node("Sigmoid", ["conf"], ["sig"]), node("Reshape", ["sig", "score_shape"], ["scores"]),
+             node("NonMaxSuppression", ["all_boxes", "scores", "most", "iou", "cut"], ["selected"]),
+             node("Gather", ["selected", "two"], ["column"], axis=1), node("Squeeze", ["column", "one"], ["which"]),
+             node("Reshape", ["all_boxes", "flat_shape"], ["flat"]), node("Gather", ["flat", "which"], ["boxes"])]
+    graph = helper.make_graph(nodes, "nms", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["K", 4]),
+                               helper.make_tensor_value_info("selected", TensorProto.INT64, ["K", 3])],
+                              [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
