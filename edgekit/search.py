@@ -586,6 +586,13 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
         marker.parent.mkdir(exist_ok=True)
         marker.write_text(json.dumps(owner) + "\n")
     run_id = uuid.uuid4().hex
+
+    def ours(trial) -> bool:
+        """A RUNNING trial this search left: any in OUT's own study (OUT is locked), else one marked with its run. A
+        worker killed between Optuna's creating its trial and its first write left one unmarked (the test's SIGKILL
+        on a loaded host): it stayed RUNNING when only the mark counted."""
+        return storage == default_storage(out) or trial.user_attrs.get("run") == run_id
+
     job = (recipe, target, budgets, grid, sampler, storage, name, time_budget, out, run_id)
     from .host import usable_cores  # numpy's import: not on `edgekit --help`'s path
 
@@ -614,8 +621,7 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
                 child.wait()
             # a signal inside Optuna's recording of a trial's end (after its run) left it RUNNING: ours are ended
             try:
-                _end_running(made, lambda trial: storage == default_storage(out)
-                             or trial.user_attrs.get("run") == run_id)
+                _end_running(made, ours)
             except Exception as failed:  # a storage this broken
                 log.warning("trials left RUNNING in %s could not be marked failed (%s); the next search of the "
                             "study ends them", shown(storage), first_line(failed.__cause__ or failed, 160))
@@ -626,7 +632,7 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
     died = [(i, child.returncode) for i, child in enumerate(children, 1) if child.returncode != 0]
     if died and not signals.RECEIVED:  # a worker killed (the OOM killer) or failed: its share was not run
         with _storage_errors(storage):  # and its trial was left RUNNING
-            _end_running(made, lambda trial: trial.user_attrs.get("run") == run_id)
+            _end_running(made, ours)
     with _storage_errors(storage):
         report = summary(storage, name, budgets)
     combinations = math.prod(len(values) for values in grid.values())
