@@ -79,9 +79,9 @@ def table(reports: list[TargetReport]) -> str:
     """One row per target: size, parity, latency, gates; then where latency was measured."""
     # top1: a classifier's scored output; int equal: integer outputs (class ids, a TopK's indices, masks), held
     # exactly, which top1 showed, a TopK's indices or a mask's pixels reading as a classifier's agreement
-    # cos int8: the mean over samples; min cos: the worst sample's
-    head = ["target", "int8 MB", "fp32 MB", "cos int8", "min cos", "SQNR dB", "top1", "int equal", "acc fp32→int8",
-            "thr", "p50 fp32 ms", "p50 int8 ms", "p90/p50", "speedup", "gates"]
+    # cos int8: the mean over samples; min cos: the worst sample's; detections: a detector's detection_agreement
+    head = ["target", "int8 MB", "fp32 MB", "cos int8", "min cos", "SQNR dB", "top1", "int equal", "detections",
+            "acc fp32→int8", "thr", "p50 fp32 ms", "p50 int8 ms", "p90/p50", "speedup", "gates"]
     one = any(r.latency_1_thread for r in reports)  # a profile with more threads: its 1-thread figure too
     if one:
         head.insert(head.index("p90/p50"), "int8 1 thr ms")
@@ -94,6 +94,7 @@ def table(reports: list[TargetReport]) -> str:
                      _fmt(q.worst("cosine"), none="n/a"), _fmt(q.worst("cosine_min"), none="n/a"),
                      _fmt(q.worst("sqnr_db"), ".1f", "n/a"), _fmt(q.worst("top1_agreement"), ".3f", "n/a"),
                      _fmt(q.worst("exact_agreement"), ".3f", "n/a"),
+                     _fmt(q.worst("detection_agreement"), ".3f", "n/a"),
                      f"{acc.fp32:.2f}→{acc.int8:.2f}" if acc else "n/a", lat.int8.threads if lat else "-",
                      *(_fmt(lat and ms, ".3f") + mark for ms in (lat and lat.fp32.p50_ms, lat and lat.int8.p50_ms)),
                      _fmt(lat and worst([lat.fp32, lat.int8], "p90_over_p50", max), ".2f"),
@@ -102,10 +103,11 @@ def table(reports: list[TargetReport]) -> str:
         if one:
             single = r.latency_1_thread or (lat if lat and lat.int8.threads == 1 else None)
             rows[-1].insert(head.index("int8 1 thr ms"), _fmt(single and single.int8.p50_ms, ".3f") + mark)
-    if not any(r.quant_parity.worst("exact_agreement") is not None for r in reports):  # no integer output: no column
-        column = head.index("int equal")
-        for row in (head, *rows):
-            del row[column]
+    for column, key in (("int equal", "exact_agreement"), ("detections", "detection_agreement")):
+        if not any(r.quant_parity.worst(key) is not None for r in reports):  # none measured (no integer output, no
+            at = head.index(column)  # detector): no column
+            for row in (head, *rows):
+                del row[at]
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -65,18 +65,32 @@ def coverage_warnings(coverage: dict | None) -> list[str]:
     return said
 
 
-def length_warning(stage: str, o, samples: int) -> str:
+def length_warning(stage: str, o, samples: int, also: tuple[str, ...] = ()) -> str:
     """One line on an output whose length (a threshold's, NMS's count) differs from the reference's on some samples:
-    which samples and how, for an engineer to weigh the detections int8 (or model.onnx) keeps."""
+    which samples and how, for an engineer to weigh the detections int8 (or model.onnx) keeps. `also`: the other
+    outputs of its detections (boxes, scores, labels), said once with it, not a line each."""
     who, agree = "int8" if stage == "quantization" else "model.onnx", samples - o.length_mismatches
     matched = "" if o.detection_agreement is None else (
         f"; its detections matched (IoU >= {detections.IOU_MATCH:g}, labels equal): {o.detection_agreement:.4g} of "
         f"them agree (2 x matched / {o.detection_rows} rows)" + (f", held by {parity.DETECTION_GATE}"
                                                                  if stage == "quantization" else ""))
-    return (f"{stage} parity: {who} keeps a different number of rows of output {o.output!r} on {o.length_mismatches} "
+    named = f"output {o.output!r}" if not also else f"outputs {', '.join(map(repr, (o.output, *also)))}"
+    return (f"{stage} parity: {who} keeps a different number of rows of {named} on {o.length_mismatches} "
             f"of {samples} samples ({o.length_example}): its length follows the values (a threshold, NMS), and a score "
             "moved across the cut; " + (f"its figures are of the samples that agree ({agree})" if agree
                                         else "no sample agrees to measure") + matched)
+
+
+def length_warnings(stage: str, outputs, samples: int) -> list[str]:
+    """length_warning() for each output whose length differed, one line for the outputs of one detector's rows."""
+    said, groups = [], {}
+    for o in outputs:
+        if o.length_mismatches and o.detection_agreement is not None:
+            groups.setdefault((o.detection_agreement, o.detection_rows, o.length_mismatches), []).append(o)
+        elif o.length_mismatches:
+            said.append(length_warning(stage, o, samples))
+    return said + [length_warning(stage, group[0], samples, tuple(g.output for g in group[1:]))
+                   for group in groups.values()]
 
 
 def size_gates(target: Target, checks) -> list[Gate]:
@@ -145,13 +159,12 @@ def warnings(cal, val, parities: dict, latency, int8, providers, threads, settin
     `float_weights`: the nodes left float that hold most of the weights (quantization.float_weights), the cause."""
     said: list[str] = [random_data(cal.random, val.random)] if cal.random or val.random else []
     for stage, block in parities.items():
+        said += length_warnings(stage, block.outputs, block.samples) if block else []
         for o in block.outputs if block else ():
             if o.near_zero:
                 said.append(f"{stage} parity: reference output {o.output!r} is ~0 (max |value| "
                             f"{o.reference_peak:.3g} < {parity.NEAR_ZERO:g}) on the validation data: cosine and "
                             "SQNR say nothing about a model that emits no signal; check the model and its inputs")
-            if o.length_mismatches:
-                said.append(length_warning(stage, o, block.samples))
     # a feature map's NCHW output is taken for a class map too: why its top-1 is per pixel, said once
     said += [f"output {name!r} is read as a class map (N x C x H x W, class axis 1): top-1 and accuracy are judged "
              "pixel by pixel (a feature map is no class scores: give --task other)"

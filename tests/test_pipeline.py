@@ -475,6 +475,7 @@ def test_embedding_output_has_no_top1_and_skipped_gates_say_so(tmp_path, cnn_dat
     row = table.splitlines()[2].split()
     assert row[6:8] == ["n/a", "n/a"]  # top1 and accuracy: not applicable, not a made-up number
     assert "int equal" not in table.splitlines()[0]  # no integer output: no column for it
+    assert "detections" not in table.splitlines()[0]  # nor a detector
 
 
 def test_reference_that_emits_no_signal_is_flagged_not_scored(tmp_path, cnn_data):
@@ -1442,10 +1443,13 @@ def test_an_onnx_detector_ending_in_nms_passes_on_the_detections_int8_keeps(tmp_
 
     nms_detector_onnx(tmp_path / "nms.onnx")
     args = _detector_data(tmp_path)
-    made = export(tmp_path / "nms.onnx", *args[3:], "--out", tmp_path / "o")
-    [m] = manifests(made)
+    made = cli(["export", tmp_path / "nms.onnx", *args[3:], "--out", tmp_path / "o"])  # the table, not --json
+    assert made.exit_code == 0, made.output
+    m = json.loads((tmp_path / "o" / "desktop-x86" / "manifest.json").read_text())
     gates = {g["name"]: g for g in m["gates"]}
     assert "quant_length_mismatches" not in gates and gates["quant_detection_agreement"]["value"] >= 0.95, gates
+    head, _, row = made.stdout.splitlines()[:3]  # the agreement in its own column
+    assert row[head.index("detections"):].split()[0] == f"{gates['quant_detection_agreement']['value']:.3f}", head
     boxes, selected = m["parity"]["quantization"]["outputs"]
     assert boxes["length_mismatches"] >= 1 and boxes["cosine"] > 0.999 and selected["exact_agreement"] > 0.99, boxes
     assert cli(["check", tmp_path / "o" / "desktop-x86"]).exit_code == 0
