@@ -326,8 +326,9 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
     at = place(manifest) if place is not None else None
     run = _parity_here if own else _parity_bounded
     # the int8 model's golden outputs against the fp32 model's, run here whatever `place` runs the parity cases
-    job = [str(folder / FP32), str(folder / golden[INT8]["file"]), str(manifest.get("task") or "other"),
-           _quiet_floors(manifest), _detected(manifest)]
+    job = {"fp32": str(folder / FP32), "golden": str(folder / golden[INT8]["file"]),
+           "task": str(manifest.get("task") or "other"), "floors": _quiet_floors(manifest),
+           "detected": _detected(manifest)}
     if at is None:  # no place given, or none of the package's kind (the emulator's aarch64 for an x86_64 package)
         found, figures = run(target, pairs, state, steps, job)
         cases[1] = _refigured(cases[1], manifest, figures)
@@ -675,7 +676,7 @@ def latency_budget(manifest: dict) -> float | None:
 
 
 def _parity_bounded(target: str, pairs: list[tuple[str, str]], state: dict[str, str], steps: dict,
-                    figures: list[str]) -> tuple[list[Case], dict]:
+                    figures: dict) -> tuple[list[Case], dict]:
     """The package's models run in a child process under a time and memory limit: a package is a file
     from others, and a 200-byte model can ask onnxruntime for 40 GB. `figures`: see _figures_here."""
     host.check_overrides()  # a bad one is the user's usage error (exit 2), told before the child runs (the API)
@@ -697,7 +698,7 @@ def parity_in_child(target: str, pairs: str, state: str = "{}", steps: str = "{}
     return json.dumps({"cases": [asdict(c) for c in found], "figures": figured})
 
 
-def _parity_here(target: str, pairs: list, state: dict[str, str], steps: dict, figures: list[str] | None = None,
+def _parity_here(target: str, pairs: list, state: dict[str, str], steps: dict, figures: dict | None = None,
                  reuse: bool = True) -> tuple[list[Case], dict | None]:
     """`steps`: each model file's output quantization steps; `reuse`: the session this run made for the file, if
     any (the bounded child has none to reuse); `figures`: see _figures_here."""
@@ -706,17 +707,16 @@ def _parity_here(target: str, pairs: list, state: dict[str, str], steps: dict, f
         inputs, expected, atol, channels = read[golden_path] = package.read_golden_channels(Path(golden_path))
         cases.append(_parity(Path(model), target, inputs, expected, {**atol, **channels}, state,
                              steps.get(Path(model).name), reuse))
-    return cases, figures and _figures_here(*figures[:4], state, reuse, read.get(figures[1]),
-                                            tuple(figures[4]) if len(figures) > 4 else ())
+    return cases, figures and _figures_here(**figures, state=state, reuse=reuse, read=read.get(figures["golden"]))
 
 
 def _figures_here(fp32: str, golden: str, task: str, floors: dict[str, float], state: dict[str, str],
-                  reuse: bool = True, read: tuple | None = None, detected: tuple[str, ...] = ()) -> dict:
+                  reuse: bool = True, read: tuple | None = None, detected: dict | None = None) -> dict:
     """int8-vs-fp32 parity on the golden samples, as the export measured it on validation: the int8 model's golden
     outputs (parity holds the model to them) against the shipped fp32 model's on the same inputs, a streaming one
     carrying its own state, the samples under each output's recorded quiet floor left out (_quiet_floors). `read`:
     the golden file as the parity cases read it (up to 1 GiB: read once); `detected`: the outputs whose detections
-    the run matched (_detected). {"samples", "outputs": OutputParity
+    the run matched, each with how (_detected). {"samples", "outputs": OutputParity
     dicts}, or {"error"}."""
     inputs, int8 = (read or package.read_golden_channels(Path(golden)))[:2]
     names = list(int8[0])
@@ -728,14 +728,24 @@ def _figures_here(fp32: str, golden: str, task: str, floors: dict[str, float], s
         # the graph's shapes, as the run's parity read them: which lengths follow the values (matched detections)
         found = parity.compare(names, [[r[n] for n in names] for r in runs], [[o[n] for n in names] for o in int8],
                                task, tuple(state.values()), shapes=[declared.get(n) for n in names], floors=floors,
-                               detected=tuple(detected))
+                               detected=detected or {})
     except UsageError:
         raise  # e.g. a bad EDGEKIT_HOST_ISA: the user's setting, not the model
     except Exception as e:
         return {"error": f"{FP32} does not run the golden inputs: {first_line(e, 200)}"}
-    return {"samples": len(inputs), "outputs": [{**o.as_dict(), "cosine_samples": _averaged(
-        [r[o.output] for r in runs], (o.quiet_samples or 0) + (o.length_mismatches or 0)),
+    return {"samples": len(inputs), "outputs": [{**o.as_dict(), "cosine_samples": _detection_averaged(o, runs) if
+        o.detection_agreement is not None else _averaged([r[o.output] for r in runs],
+                                                         (o.quiet_samples or 0) + (o.length_mismatches or 0)),
         **_under(floors.get(o.output), [r[o.output] for r in runs])} for o in found]}
+
+
+def _detection_averaged(o, runs: list[dict]) -> int | None:
+    """How many golden samples a detection output's mean cosine averaged: those with a matched row (its figures are
+    of the matched rows: a count that differs leaves none out) less its quiet ones; None where it pooled them into
+    one cosine (a sample of one matched value: no quiet_floor), as _averaged."""
+    if o.cosine is None or o.quiet_floor is None:
+        return None
+    return len(runs) - (o.quiet_samples or 0) - (o.unmatched_samples or 0)
 
 
 def _under(floor: float | None, refs) -> dict:
@@ -750,13 +760,16 @@ def _under(floor: float | None, refs) -> dict:
             "loud": len(refs)}
 
 
-def _detected(manifest: dict) -> list[str]:
-    """The outputs whose detections the run matched (a detection_agreement recorded in parity.quantization)."""
+def _detected(manifest: dict) -> dict[str, dict | None]:
+    """The outputs whose detections the run matched (a detection_agreement recorded in parity.quantization), each
+    with how it matched them (detection_match: row axis, role, box format), which check redoes rather than guess from
+    golden samples that may all keep one count; None in a package recording none (made before it was)."""
     claimed = manifest.get("parity")
     claimed = claimed.get("quantization") if isinstance(claimed, dict) else None
     outputs = claimed.get("outputs") if isinstance(claimed, dict) else None
-    return [o["output"] for o in outputs if isinstance(o, dict) and isinstance(o.get("output"), str)
-            and o.get("detection_agreement") is not None] if isinstance(outputs, list) else []
+    return {o["output"]: o.get("detection_match") if isinstance(o.get("detection_match"), dict) else None
+            for o in outputs if isinstance(o, dict) and isinstance(o.get("output"), str)
+            and o.get("detection_agreement") is not None} if isinstance(outputs, list) else {}
 
 
 def _quiet_floors(manifest: dict) -> dict[str, float]:
@@ -853,6 +866,11 @@ def _detection_claims(manifest: dict, said: dict, figures: dict) -> list[str]:
     bad = [f"{name} detection_agreement {_number(value)} (these give {here:.6g}: at most {best:.6g})"
            for name, (here, best) in bests.items()
            if _number(value := (said.get(name) or {}).get("detection_agreement")) != "n/a" and value > best]
+    # how the run matched them recorded, yet no agreement here: an edited record must not leave the claim unbounded
+    bad += [f"{o['output']} detection_agreement {_number(said[o['output']].get('detection_agreement'))}: its "
+            f"detections are not matched on these as its detection_match says" for o in figures["outputs"]
+            if o.get("detection_agreement") is None and isinstance((said.get(o["output"]) or {}).get(
+                "detection_match"), dict) and (said[o["output"]]).get("detection_agreement") is not None]
     if not bests:
         return bad
     here, best = min(bests.values(), key=lambda pair: pair[1])  # the gate is the worst output's
@@ -1073,6 +1091,7 @@ def _gate_claims(manifest: dict) -> list[str]:
         required.discard("export_scaled_max_abs")
     if profile is not None:  # this version's bundled profile: a package made with an older one has no such gate
         required.add("quant_cosine_worst")
+    required |= _detection_gates(manifest)
     if missing := sorted(required - set(gates)):
         bad.append(f"gates {', '.join(missing)} are missing")
     if odd := [n for n in gates if not parity.GATE_NAME.fullmatch(n)]:
@@ -1129,6 +1148,18 @@ def _gate_claims(manifest: dict) -> list[str]:
             abs(size["value"] - sizes[f] / 1e6) > 1e-6 for f in {shipped, INT8} if f in sizes)):
         bad.append(f"size_mb {_number(size.get('value'))} is not {shipped}'s {sizes[shipped] / 1e6:.6f}")
     return bad
+
+
+def _detection_gates(manifest: dict) -> set[str]:
+    """The gates a detector's recorded figures call for: quant_detection_agreement where an output records a
+    detection_agreement, quant_length_mismatches where one records length_mismatches unmatched as detections
+    (deleted, a failing package passed check)."""
+    stage = manifest.get("parity", {}).get("quantization") if isinstance(manifest.get("parity"), dict) else None
+    outputs = [o for o in stage.get("outputs") or [] if isinstance(o, dict)] if isinstance(stage, dict) and \
+        isinstance(stage.get("outputs"), list) else []
+    matched = any(o.get("detection_agreement") is not None for o in outputs)
+    counted = any(o.get("length_mismatches") and o.get("detection_agreement") is None for o in outputs)
+    return {*((parity.DETECTION_GATE,) if matched else ()), *(("quant_length_mismatches",) if counted else ())}
 
 
 def _worst_centred(manifest: dict) -> float | None:

@@ -103,6 +103,11 @@ class OutputParity:
     # has any), and that denominator, which check bounds a claimed agreement by
     detection_agreement: float | None = None
     detection_rows: int | None = None
+    # task detect: samples with no matched detection, left out of the figures (which are of the matched rows, on
+    # every other sample; None when none is left out), and how check matches this output's rows as the run did
+    # (detections.Match: group, row axis, role, box format), recorded once here
+    unmatched_samples: int | None = None
+    detection_match: dict | None = None
 
     @property
     def near_zero(self) -> bool:
@@ -253,7 +258,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]],
             task: str = "other", plain: tuple[str, ...] = (), labels=None,
             shapes: list[tuple] | None = None, floors: dict[str, float] | None = None,
-            detected: tuple[str, ...] = ()) -> list[OutputParity]:
+            detected: tuple[str, ...] | dict = ()) -> list[OutputParity]:
     """Per output, sample by sample (samples may differ in shape, e.g. sequence length).
 
     Cosine is per sample (the whole output of one feed); when a sample holds fewer than two numbers
@@ -273,15 +278,19 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
     `floors`: an output's quiet_floor to use instead of its samples' own (check's on the golden samples: their
     median is not the validation set's, whose quiet samples the manifest's mean left out).
     Task detect: outputs whose rows' count follows the values are matched as detections (detections.py), which
-    detection_agreement records, and where both keep as many rows the figures are of the matched ones; `detected`:
-    outputs the run matched so (check's, on golden samples that may all keep one count).
+    detection_agreement records; their figures are of the matched rows (in the reference's order) on every sample
+    with a pair, those with none left out (unmatched_samples), while length_mismatches still counts the samples
+    whose count differs. `detected`: output name -> the Match the run recorded (detection_match; None for a package
+    recording none), for check, whose golden samples may all keep one count (a sequence of names: None each).
     """
     from .detections import measure
     from .errors import InputError
 
-    # a detector's rows matched (task detect): agreement recorded, and fully matched samples compared in one order
-    agreed, reference, candidate = (measure(names, reference, candidate, shapes, plain, detected) if task == "detect"
-                                    else ({}, reference, candidate))
+    # a detector's rows matched (task detect): agreement recorded, the figures of the matched rows
+    recorded = dict(detected) if isinstance(detected, dict) else dict.fromkeys(detected)
+    matched = measure(names, reference, candidate, shapes, plain, recorded) if task == "detect" else None
+    if matched is not None:
+        reference, candidate = matched.reference, matched.candidate
     results, at = [], scored(names, plain, shapes_of(reference[0]) if reference else None,
                              integer_of(reference[0]) if reference else None, fits_labels(labels, reference))
     for k, name in enumerate(names):
@@ -289,8 +298,11 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
         cand = [np.asarray(c[k], dtype=np.float64) for c in candidate]
         if ref and all(a.size == 0 for a in ref):  # nothing to compare, to give a tolerance, or for an app to read
             raise InputError(_empty(name, ref[0].shape, shapes[k] if shapes else None))
-        kept, cand, moved = _same_shapes(name, ref, cand, shapes[k] if shapes else None)
-        if moved[0] and not kept:  # no sample kept its length: nothing to measure but that
+        if matched is not None and k in matched.agreed:
+            kept, cand, moved = _matched_samples(matched.agreed[k], ref, cand, matched.examples, k)
+        else:
+            kept, cand, moved = _same_shapes(name, ref, cand, shapes[k] if shapes else None)
+        if ref and not kept:  # no sample kept its length (or a matched detection): nothing to measure but that
             results.append(OutputParity(name, None, None, None, None, None, reference_peak=max(
                 float(np.max(np.abs(a), initial=0.0)) for a in ref), scored=k == at, length_mismatches=moved[0],
                 length_example=moved[1]))
@@ -331,8 +343,24 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
                                     and name not in plain else None, iou,
                                     (quiet or None) if metrics[2] is not None else None, *moved,
                                     floor if metrics[2] is not None else None))
-    return [replace(o, detection_agreement=agreed[k].agreement, detection_rows=agreed[k].rows) if k in agreed else o
-            for k, o in enumerate(results)]
+    return results if matched is None else [_with_detections(o, matched, k) for k, o in enumerate(results)]
+
+
+def _matched_samples(agreed, ref: list, cand: list, examples: dict[int, str], k: int) -> tuple:
+    """A detection output's samples with a matched row (cut to them: measure()), and (how many samples' counts
+    differ, the first as said, in their own shapes) as _same_shapes says it; the samples with no pair are left out."""
+    kept = [i for i in range(len(ref)) if i in agreed.compared]
+    said = (len(agreed.counts_differ), examples[k]) if agreed.counts_differ else (None, None)
+    return [ref[i] for i in kept], [cand[i] for i in kept], said
+
+
+def _with_detections(o: OutputParity, matched, k: int) -> OutputParity:
+    """`o` with its detection agreement, the samples its figures left out, and its Match (detections.measure)."""
+    if k not in matched.agreed:
+        return o
+    agreed = matched.agreed[k]
+    return replace(o, detection_agreement=agreed.agreement, detection_rows=agreed.rows,
+                   unmatched_samples=len(agreed.unmatched) or None, detection_match=matched.matches[k].as_dict())
 
 
 def _dynamic(declared, ndim: int, axes) -> bool:

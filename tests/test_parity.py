@@ -663,7 +663,8 @@ def test_nms_selected_indices_match_as_sets_and_empty_samples_agree():
     from edgekit import detections
 
     none = [[np.zeros((0, 4)), np.zeros(0)], [np.zeros((0, 4)), np.zeros(0)]]
-    agreed = detections.measure(["boxes", "scores"], none, none, [("K", 4), ("K",)], known=("boxes", "scores"))[0]
+    agreed = detections.measure(["boxes", "scores"], none, none, [("K", 4), ("K",)],
+                                recorded=dict.fromkeys(("boxes", "scores"))).agreed
     assert {k: a.agreement for k, a in agreed.items()} == {0: 1.0, 1: 1.0}
     with pytest.raises(InputError, match="holds no values on this validation data"):
         parity.compare(["boxes", "scores"], none, none, task="detect", shapes=[("K", 4), ("K",)])

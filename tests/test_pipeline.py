@@ -1412,10 +1412,21 @@ def test_a_detector_whose_int8_moves_boxes_across_its_cut_is_judged_by_the_detec
     (folder / "manifest.json").write_text(json.dumps(manifest))
     forged = cli(["check", folder])
     assert forged.exit_code == 1 and "output_0 detection_agreement 1 (these give" in forged.output, forged.output
-    # a package made before detections were matched records none: checked as before
-    for o in manifest["parity"]["quantization"]["outputs"]:
-        del o["detection_agreement"], o["detection_rows"]
+    # the agreement's gate deleted while its outputs record it (passed still true): no gate left to fail
     manifest["gates"] = [g for g in manifest["gates"] if g["name"] != "quant_detection_agreement"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    deleted = cli(["check", folder])
+    assert deleted.exit_code == 1 and "gates quant_detection_agreement are missing" in deleted.output, deleted.output
+    # a package made before detections were matched records none (nor how): checked as before; one whose outputs
+    # record length_mismatches unmatched holds them by quant_length_mismatches, deleted or not
+    for o in manifest["parity"]["quantization"]["outputs"]:
+        del o["detection_agreement"], o["detection_rows"], o["detection_match"]
+        o.pop("unmatched_samples", None)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    unheld = cli(["check", folder])
+    assert unheld.exit_code == 1 and "gates quant_length_mismatches are missing" in unheld.output, unheld.output
+    for o in manifest["parity"]["quantization"]["outputs"]:
+        o.pop("length_mismatches"), o.pop("length_example")
     (folder / "manifest.json").write_text(json.dumps(manifest))
     assert cli(["check", folder]).exit_code == 0
 
