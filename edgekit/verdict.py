@@ -77,8 +77,17 @@ def length_warning(stage: str, o, samples: int, also: tuple[str, ...] = ()) -> s
     named = f"output {o.output!r}" if not also else f"outputs {', '.join(map(repr, (o.output, *also)))}"
     return (f"{stage} parity: {who} keeps a different number of rows of {named} on {o.length_mismatches} "
             f"of {samples} samples ({o.length_example}): its length follows the values (a threshold, NMS), and a score "
-            "moved across the cut; " + (f"its figures are of the samples that agree ({agree})" if agree
-                                        else "no sample agrees to measure") + matched)
+            "moved across the cut; " + _measured_on(o, samples, agree) + matched)
+
+
+def _measured_on(o, samples: int, agree: int) -> str:
+    """What an output's figures are of, where its length differed: a detector's matched rows, else the samples
+    keeping the reference's length."""
+    if o.detection_agreement is not None:
+        paired = samples - (o.unmatched_samples or 0)
+        return (f"its figures are of the matched detections (on the {paired} samples with any)" if paired
+                else "no detection matched to measure")
+    return f"its figures are of the samples that agree ({agree})" if agree else "no sample agrees to measure"
 
 
 def length_warnings(stage: str, outputs, samples: int) -> list[str]:

@@ -696,3 +696,135 @@ def test_a_box_swapped_for_another_on_a_sample_of_the_same_count_leaves_the_othe
     agreed, found = _agreement(ref, cand)
     assert agreed == pytest.approx(2 * 13 / 28) and found[0].length_mismatches is None
     assert found[0].max_abs == pytest.approx(0.01) and found[2].exact_agreement == 1.0, found
+
+
+def _far_boxes(k, x0=0.0):
+    """k corner boxes 60 px apart along x from x0, each 40 px square."""
+    return np.stack([x0 + np.arange(k) * 60.0, np.zeros(k), x0 + np.arange(k) * 60.0 + 40, np.full(k, 40.0)], 1)
+
+
+def test_figures_are_of_the_matched_rows_on_every_sample_whatever_the_counts():
+    """A dense detector moves a box across the cut on every image: the figures were of the samples keeping one count,
+    none, so cosine and SQNR were unmeasured and failed the package though 95% of the detections agree, each exactly.
+    They are of the matched rows on every sample with one; a sample with none is left out (unmatched_samples), and
+    length_mismatches still counts the samples whose count differs, said in their own shapes."""
+    ref, cand = [], []
+    for i in range(20):
+        k = 10 + i % 3
+        ref.append([_far_boxes(k), np.linspace(0.95, 0.6, k), np.arange(k) % 4])
+        cand.append([np.concatenate([_far_boxes(k), [[2000.0, 2000, 2040, 2040]]]),
+                     np.append(np.linspace(0.95, 0.6, k), 0.51), np.append(np.arange(k) % 4, 0)])
+    cand[5] = [_far_boxes(3, x0=5000.0), np.array([0.9, 0.8, 0.7]), np.arange(3)]  # nothing of sample 5's found
+    out = parity.compare(NAMES, ref, cand, task="detect", shapes=SHAPES)
+    assert out[0].detection_agreement > 0.9 and out[0].cosine == pytest.approx(1.0) and out[2].exact_agreement == 1.0
+    assert [(o.length_mismatches, o.unmatched_samples) for o in out] == [(20, 1)] * 3, out
+    assert out[0].length_example == "(10, 4) vs (11, 4) in sample 0" and out[1].length_example.startswith("(10,) vs")
+    failed = [g.name for g in parity.quantization_gates(out, None, ParitySpec(), "detect") if not g.passed]
+    assert failed == [], failed
+
+
+def test_one_inverted_reference_box_does_not_read_corner_boxes_as_centre_size():
+    """Corner boxes; int8 lost box 0 and found one 30 px off box 1 (IoU 0.14). One thin inverted box on another image
+    (an unclipped regressor) read the whole output as cx, cy, w, h, where the lost box matched: most rows decide. The
+    degenerate box both models give is one detection (IoU 1 with the very same box)."""
+    a = np.array([[100.0, 100, 140, 140], [150, 100, 190, 140], [400, 400, 440, 440]])
+    c = np.array([[150.0, 100, 190, 140], [180, 100, 220, 140], [400, 400, 440, 440]])
+    other = np.array([[10.0, 10, 50, 50], [300.0, 300, 299.5, 330]])
+    plain = parity.compare(["boxes"], [[a], [other[:1]]], [[c], [other[:1]]], task="detect", shapes=[("K", 4)])
+    flipped = parity.compare(["boxes"], [[a], [other]], [[c], [other]], task="detect", shapes=[("K", 4)])
+    assert plain[0].detection_agreement == pytest.approx(2 * 3 / 8)
+    assert flipped[0].detection_agreement == pytest.approx(2 * 4 / 10)
+    assert flipped[0].detection_match == {"group": 0, "axis": 0, "role": "box", "centre_size": False}
+
+
+def test_check_matches_the_golden_samples_as_the_run_recorded():
+    """Check's few golden samples may read otherwise than validation: the box format (an inverted box late in
+    validation), or no row axis at all ([N, K, 6], batch and count open, every golden sample keeping 5 rows): the
+    agreement claimed was then unbounded. The run records each output's Match; check matches as it says."""
+    from edgekit import package_check
+
+    a = np.array([[100.0, 100, 140, 140], [150, 100, 190, 140], [400, 400, 440, 440]])
+    c = np.array([[150.0, 100, 190, 140], [180, 100, 220, 140], [400, 400, 440, 440]])
+    late = np.array([[10.0, 10, 50, 50], [300.0, 300, 299.5, 330]])
+    export = parity.compare(["boxes"], [[a], [late]], [[c], [late]], task="detect", shapes=[("K", 4)])[0]
+    golden = parity.compare(["boxes"], [[a]], [[c]], task="detect", shapes=[("K", 4)],
+                            detected={"boxes": export.detection_match})[0]
+    assert export.detection_agreement <= package_check._detection_best(golden.as_dict(), export.as_dict())
+    rng = np.random.default_rng(5)
+
+    def rows(k):
+        return np.concatenate([_boxes(rng, k), np.linspace(0.9, 0.5, k)[:, None], np.arange(k)[:, None] % 3], 1)[None]
+    ref = [[rows(5)], [rows(4)]]
+    cand = [[ref[0][0][:, ::-1].copy()], [ref[1][0][:, :3].copy()]]
+    run = parity.compare(["rows"], ref, cand, task="detect", shapes=[("N", "K", 6)])[0]
+    assert run.detection_match == {"group": 0, "axis": 1, "role": "box", "centre_size": False}, run
+    same = parity.compare(["rows"], ref[:1], cand[:1], task="detect", shapes=[("N", "K", 6)],
+                          detected={"rows": run.detection_match})[0]
+    assert same.detection_agreement == 1.0 and same.cosine == pytest.approx(1.0)
+    guessed = parity.compare(["rows"], ref[:1], cand[:1], task="detect", shapes=[("N", "K", 6)], detected=("rows",))
+    assert guessed[0].detection_agreement == 1.0  # a package recording no Match: the graph's last open axis
+    edited = {**run.detection_match, "axis": 7}  # a record that fits no array is no record
+    assert parity.compare(["rows"], ref[:1], cand[:1], task="detect", shapes=[("N", "K", 6)],
+                          detected={"rows": edited})[0].detection_agreement == 1.0
+
+
+def test_masks_and_keypoints_ride_with_their_boxes():
+    """Mask R-CNN's masks [K, 1, H, W], a keypoint head's [K, 17, 3]: left out of the group (every axis but the rows'
+    and the last had to be 1), they were not reordered with their boxes (a near-tie swap: mask cosine 0.92 of the
+    same detections) and kept the length gate. They ride along now, never matched by."""
+    rng = np.random.default_rng(0)
+
+    def sample(k):
+        return [_far_boxes(k), np.linspace(0.9, 0.5, k), np.arange(k), rng.uniform(0, 1, (k, 1, 8, 8)),
+                rng.uniform(0, 1, (k, 17, 3))]
+    ref = [sample(6), sample(4)]
+    cand = [[a.copy() for a in s] for s in ref]
+    cand[0] = [a[[1, 0, 2, 3, 4, 5]] for a in cand[0]]
+    cand[1] = [np.concatenate([a, a[:1]]) for a in cand[1]]
+    cand[1][0][-1] += 1000
+    out = parity.compare(["boxes", "scores", "labels", "masks", "keypoints"], ref, cand, task="detect",
+                         shapes=[*SHAPES, ("K", 1, 8, 8), ("K", 17, 3)])
+    assert [o.detection_agreement for o in out] == [pytest.approx(2 * 10 / 21)] * 5
+    assert out[3].cosine == pytest.approx(1.0) and out[4].cosine == pytest.approx(1.0), out
+    assert [o.detection_match["role"] for o in out] == ["box", "score", "equal", "carried", "carried"]
+    gates = {g.name: g.passed for g in parity.quantization_gates(out, None, ParitySpec(), "detect")}
+    assert gates["quant_detection_agreement"] and "quant_length_mismatches" not in gates and all(gates.values())
+
+
+def test_integer_boxes_match_by_iou_and_whole_number_float_labels_are_labels():
+    """Boxes cast to int64 pixels, one pixel off, were equal fields: agreement 0 for the same objects. labels.float()
+    beside the scores was taken for the score, and a label changed went unseen."""
+    b = np.array([[10, 10, 50, 50], [100, 100, 160, 150], [200, 20, 260, 90]], np.int64)
+    ref = [[b, np.array([0.9, 0.8, 0.7])], [b[:2], np.array([0.9, 0.8])]]
+    cand = [[b + 1, np.array([0.9, 0.8, 0.7])], [b[:2] + 1, np.array([0.9, 0.8])]]
+    out = parity.compare(["boxes", "scores"], ref, cand, task="detect", shapes=[("K", 4), ("K",)])
+    assert out[0].detection_agreement == 1.0 and out[0].detection_match["role"] == "box"
+    boxes = np.array([[10.0, 10, 50, 50], [100, 100, 160, 150]])
+    ref = [[boxes, np.array([1.0, 2.0]), np.array([0.9, 0.8])], [boxes[:1], np.array([1.0]), np.array([0.9])]]
+    cand = [[boxes, np.array([3.0, 4.0]), np.array([0.9, 0.8])], [boxes[:1], np.array([1.0]), np.array([0.9])]]
+    out = parity.compare(["boxes", "labels", "scores"], ref, cand, task="detect", shapes=[("K", 4), ("K",), ("K",)])
+    assert out[0].detection_agreement == pytest.approx(2 * 1 / 6)
+    assert [o.detection_match["role"] for o in out] == ["box", "equal", "score"]
+
+
+def test_an_output_of_more_rows_than_a_detector_keeps_is_not_matched_and_iou_stays_small():
+    """A raw dense head [1, N, 85] on images of other sizes varies in N with the image, not the values: matched, its
+    6,000 rows took 2.3 GB. Over MAX_DETECTION_ROWS rows it is compared as before; IoU takes a few n x m arrays."""
+    import tracemalloc
+
+    from edgekit import detections
+
+    most = detections.MAX_DETECTION_ROWS
+    rng = np.random.default_rng(0)
+    ref = [[rng.uniform(0, 1, (1, n, 6))] for n in (most + 1, most - 1)]
+    out = parity.compare(["head"], ref, [[a.copy() for a in s] for s in ref], task="detect", shapes=[(1, "N", 6)])
+    assert out[0].detection_agreement is None and out[0].cosine == pytest.approx(1.0)
+    xy = rng.uniform(0, 600, (most, 2))
+    boxes = np.concatenate([xy, xy + 30], 1)
+    tracemalloc.start()
+    try:
+        detections.iou(boxes, boxes + 1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 4 * 8 * most * most, peak  # was 8 (n x m x 2 float64 temporaries)
