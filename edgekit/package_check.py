@@ -972,7 +972,54 @@ def _manifest(manifest, shown: str) -> dict:
     if not ok:
         raise InputError(f"{shown}/manifest.json: missing or mistyped target, files, golden, gates, passed, "
                          "ort_format, state, steps or sizes")
+    if where := _mistyped(manifest, READ_TYPES):
+        raise InputError(f"{shown}/manifest.json: {where}")
     return manifest
+
+
+# The type edgekit writes of each further field check reads (a type, a tuple of choices, None for null, {key: type}
+# for a dict's keys that are there, [type] for a list's items), so one edited to another (dynamic_sizes 1.5) is bad
+# input naming it, not a crash deep in a claim check (exit 5). A field absent (an older package's) is not read.
+STAGE = {"outputs": [{"output": str}]}  # a parity stage: the outputs compared
+READ_TYPES = {
+    "target_profile_sha256": str,
+    "inputs": [{"name": str}],
+    "outputs": [{"name": str}],
+    "gates": [{"output": (str, None)}],
+    "parity": {"export": (STAGE, None), "quantization": STAGE},
+    "dynamic_sizes": ([{"export": (STAGE, None), "quantization": (STAGE, None)}], None),
+}
+
+
+def _mistyped(value, spec, where: str = "") -> str:
+    """Where `value` is not of `spec` (see READ_TYPES), said in one line ("" where it is)."""
+    if isinstance(spec, tuple):  # a value of one choice's kind is held to that choice (a table to its fields)
+        same = [s for s in spec if _kind(value) == _spec_kind(s)]
+        return _mistyped(value, same[0], where) if same else \
+            f"{where} is {_kind(value)}, not {' or '.join(map(_spec_kind, spec))}"
+    if spec is None:
+        return "" if value is None else f"{where} is {_kind(value)}, not null"
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            return f"{where} is {_kind(value)}, not a table"
+        return next((bad for key, s in spec.items() if key in value
+                     and (bad := _mistyped(value[key], s, f"{where}.{key}".lstrip(".")))), "")
+    if isinstance(spec, list):
+        if not isinstance(value, list):
+            return f"{where} is {_kind(value)}, not a list"
+        return next((bad for i, item in enumerate(value) if (bad := _mistyped(item, spec[0], f"{where}[{i}]"))), "")
+    return "" if _kind(value) == _spec_kind(spec) else f"{where} is {_kind(value)}, not {_spec_kind(spec)}"
+
+
+def _spec_kind(spec) -> str:
+    """The kind of JSON value a READ_TYPES spec (not a choice of them) asks for."""
+    return _kind({} if isinstance(spec, dict) else [] if isinstance(spec, list) else spec and spec())
+
+
+def _kind(value) -> str:
+    """A JSON value's kind, as an error names it."""
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "a table",
+            type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def _fp32_ort_entry(entry) -> bool:

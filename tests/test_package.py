@@ -1,4 +1,5 @@
 """Packaging for mobile/embedded builds and the CI parity gate `edgekit check` (issue 3)."""
+import functools
 import gzip
 import io
 import json
@@ -1230,6 +1231,50 @@ def test_malformed_version_in_manifest_is_exit_3(tmp_path, key, value):
     result = check(folder)
     assert result.exit_code == 3, result.output
     assert f"manifest.json: {key} {value!r} is not a version" in result.stderr
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda m: m.update(dynamic_sizes=1.5), "dynamic_sizes is a number, not a list or null"),
+    (lambda m: m.update(target_profile_sha256=["a"]), "target_profile_sha256 is a list, not a string"),
+    (lambda m: m["parity"]["quantization"].update(outputs=3.0), "parity.quantization.outputs is a number, not a list"),
+])
+def test_a_mistyped_manifest_field_is_exit_3_naming_it(tmp_path, edit, field):
+    """Each crashed a claim check (TypeError, exit 5 with a traceback): read as the other fields are, when read."""
+    result = check(example_package(tmp_path, edit))
+    assert result.exit_code == 3, result.output
+    assert result.stderr == f"edgekit: error: {tmp_path / 'desktop-x86'}/manifest.json: {field}\n"
+
+
+MISTYPED = (1.5, "x", [], {}, None)
+
+
+def test_no_mistyped_manifest_field_crashes_check(tmp_path):
+    """Every top-level and parity field of a real manifest set to each JSON kind: a result or bad input, never
+    edgekit's own error (exit 5). In-process (own=True), as export's own check runs, for speed: exit 5 is what
+    escapes as other than an EdgekitError."""
+    from edgekit.errors import EdgekitError, ExitCode
+    from edgekit.package_check import check as check_package
+
+    folder = example_package(tmp_path)
+    made = json.loads((folder / "manifest.json").read_text())
+    fields = [(k,) for k in made] + [("parity", stage, *k) for stage in made["parity"] for k in
+                                     ((), *((k,) for k in made["parity"][stage] or {}))]
+    crashed = []
+    for path in fields:
+        for value in MISTYPED:
+            manifest = json.loads(json.dumps(made))
+            *parents, key = path
+            place = functools.reduce(lambda d, k: d[k], parents, manifest)
+            place[key] = value
+            (folder / "manifest.json").write_text(json.dumps(manifest))
+            try:
+                check_package(folder, own=True)
+            except EdgekitError as e:
+                if e.exit_code == ExitCode.INTERNAL:
+                    crashed.append(f"{'.'.join(path)}={value!r}: {e}")
+            except Exception as e:
+                crashed.append(f"{'.'.join(path)}={value!r}: {type(e).__name__}: {e}")
+    assert len(fields) > 40 and not crashed, crashed
 
 
 def test_checkable_by_is_no_newer_than_this_edgekit():
