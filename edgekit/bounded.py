@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import FULL_ERRNOS, InputError, StageError, disk_full, first_line, too_long
+from .errors import FULL_ERRNOS, InputError, StageError, StepTimeout, disk_full, first_line, too_long
 
 
 def run(stage: str, fn: str, *args: str, timeout: float, raised_by: str = "") -> str:
@@ -38,7 +38,7 @@ def run(stage: str, fn: str, *args: str, timeout: float, raised_by: str = "") ->
         try:
             out, err = child.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise StageError(stage, too_long(timeout, raised_by)) from None
+            raise StepTimeout(stage, too_long(timeout, raised_by)) from None
         finally:
             if child.poll() is None:
                 child.kill()

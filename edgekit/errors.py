@@ -71,6 +71,11 @@ class StageError(EdgekitError):
         self.stage, self.message = stage, as_said(message)
 
 
+class StepTimeout(StageError):
+    """A step ran past its time limit (--step-timeout): the limit the user set, not a verdict on the file, so `check`
+    ends with it (exit 4) rather than failing the package (exit 1)."""
+
+
 class DeviceError(StageError):
     """A step on a device over SSH failed (the link, its folder, its runner): the device's state, not a verdict
     on the model, so a search tries those values again."""

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import __version__, archive, arrays, bounded, host, mobile, package, parity, published, runner
 from .config import C_NAME, C_NAME_FORM, RANGES, TARGET_NAME, Target, bundled, list_targets, load_target
-from .errors import InputError, StageError, UsageError, few, first_line
+from .errors import InputError, StageError, StepTimeout, UsageError, few, first_line
 from .probe import probe as probe_model
 from .report import printable
 from .reports import ARM_STAND_IN, Case, CheckReport, shipped_model
@@ -685,7 +685,9 @@ def _parity_bounded(target: str, pairs: list[tuple[str, str]], state: dict[str, 
         found = json.loads(bounded.run("check", "edgekit.package_check:parity_in_child", target, json.dumps(pairs),
                                        json.dumps(state), json.dumps(steps), json.dumps(figures), timeout=seconds,
                                        raised_by=raised_by))
-    except (StageError, InputError) as e:  # a model exhausting time or memory, a bad golden file: fails (exit 1)
+    except StepTimeout as e:  # the user's limit, not the package's fault: exit 4 naming it, as export's steps do
+        raise StepTimeout(f"check of {target}", e.message) from None
+    except (StageError, InputError) as e:  # a model exhausting memory, a bad golden file: fails (exit 1)
         return [Case(target, f"parity {Path(m).name}", False, str(e)) for m, _ in pairs], {"error": str(e)}
     return [Case(**c) for c in found["cases"]], found["figures"]
 
@@ -729,8 +731,8 @@ def _figures_here(fp32: str, golden: str, task: str, floors: dict[str, float], s
         found = parity.compare(names, [[r[n] for n in names] for r in runs], [[o[n] for n in names] for o in int8],
                                task, tuple(state.values()), shapes=[declared.get(n) for n in names], floors=floors,
                                detected=detected or {})
-    except UsageError:
-        raise  # e.g. a bad EDGEKIT_HOST_ISA: the user's setting, not the model
+    except (UsageError, StepTimeout):
+        raise  # e.g. a bad EDGEKIT_HOST_ISA, or past --step-timeout: the user's setting, not the model
     except Exception as e:
         return {"error": f"{FP32} does not run the golden inputs: {first_line(e, 200)}"}
     return {"samples": len(inputs), "outputs": [{**o.as_dict(), "cosine_samples": _detection_averaged(o, runs) if
@@ -823,9 +825,14 @@ def _refigured(case: Case, manifest: dict, figures: dict) -> Case:
     untrue = [figures["error"]] if "error" in figures else _figure_claims(manifest, figures)
     if not untrue:
         return case
-    said = f"manifest.json's parity figures are not reproduced on its {figures.get('samples', 'golden')} golden " \
+    said = f"manifest.json's parity figures are not reproduced on its {_count(figures.get('samples'))}golden " \
            f"samples: {'; '.join(untrue)}"
     return replace(case, passed=False, message="; ".join(filter(None, (case.message, said))))
+
+
+def _count(samples) -> str:
+    """`8 ` of "its 8 golden samples", or nothing where the figures could not be made (none counted)."""
+    return f"{samples} " if samples is not None else ""
 
 
 def _figure_claims(manifest: dict, figures: dict) -> list[str]:
@@ -1384,8 +1391,8 @@ def _parity(model: Path, target: str, inputs, expected, atol, state: dict[str, s
     try:
         sess, kernels = int8_session(model, CHECKED_ON, reuse=reuse)
         runs = runner.replay(sess, inputs, state, give_back=True)
-    except UsageError:
-        raise  # e.g. a bad EDGEKIT_HOST_ISA: the user's setting, not the model
+    except (UsageError, StepTimeout):
+        raise  # e.g. a bad EDGEKIT_HOST_ISA, or past --step-timeout: the user's setting, not the model
     except Exception as e:  # past the memory a run may use: said in plain words
         said = (str(why) if isinstance(why := run_error(first_line(e)), InputError)
                 else str(e) if isinstance(e, StageError) else first_line(e, 200))  # a load failure: its whole cause

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import host, runner
-from .errors import InputError, StageError, first_line, not_utf8, too_long
+from .errors import InputError, StageError, StepTimeout, first_line, not_utf8, too_long
 from .signals import import_whole
 
 log = logging.getLogger("edgekit")
@@ -221,7 +221,7 @@ def run(sess, names: list[str] | None, feed: dict, copy: bool = True, give_back:
             return [np.array(o, copy=True) for o in outputs] if copy else outputs
         except Exception:
             if options.terminate:
-                raise StageError("onnxruntime run", f"a run of the model {too_long(seconds, raised_by)}") from None
+                raise StepTimeout("onnxruntime run", f"a run of the model {too_long(seconds, raised_by)}") from None
             raise
 
 

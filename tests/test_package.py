@@ -1965,21 +1965,34 @@ def test_junit_holds_only_what_xml_can_and_odd_archive_names_check(packaged, tmp
     assert compare("t", "m", [empty], [empty], {"out": 0.1}, {}, 0.0, "", "here").passed
 
 
-def test_check_takes_a_step_time_limit(packaged):
+def test_check_takes_a_step_time_limit_and_past_it_is_exit_4_naming_it_alone(tmp_path):
     """A tampered golden batch made a package's int8 model hang: check waited 600 s a target, with no way to say
-    less (CI paid it for every target folder)."""
+    less (CI paid it for every target folder). Past the limit the user set, check failed the package (exit 1, as
+    tampered) with "parity figures are not reproduced on its golden golden samples: check failed: took longer...":
+    it is the step's limit, exit 4 as export's steps, said alone."""
     import edgekit
 
-    folder = packaged[0] / "arm64-linux"
-    quick = check(folder, "--step-timeout", "0.001", "--json")  # too short for the child to start: each case fails
-    assert quick.exit_code == 1, quick.output
-    cases = [c for c in json.loads(quick.stdout)["cases"] if c["name"].startswith("parity")]
-    assert cases and all("took longer than 0.001 s (the limit; raise it with --step-timeout)" in c["message"]
-                         for c in cases), cases
-    report = edgekit.check(folder, step_timeout=0.001)
-    assert not report.passed and "took longer than 0.001 s" in next(
-        c.message for c in report.cases if c.name.startswith("parity"))
+    folder = example_package(tmp_path)
+    said = "check of desktop-x86 failed: took longer than 0.001 s (the limit; raise it with --step-timeout)"
+    quick = check(folder, "--step-timeout", "0.001", "--json")  # too short for the child to start
+    assert quick.exit_code == 4, quick.output
+    assert quick.stderr == f"edgekit: error: {said}\n"
+    assert json.loads(quick.stdout)["error"] == said
+    with pytest.raises(edgekit.StageError, match=r"check of desktop-x86 failed: took longer than 0\.001 s"):
+        edgekit.check(folder, step_timeout=0.001)
     assert check(folder).exit_code == 0  # the default, 600 s
+
+
+def test_figures_that_cannot_be_made_say_golden_samples_once(tmp_path):
+    """"its golden golden samples" where the fp32 model could not run them (no count to give)."""
+    folder = example_package(tmp_path)
+    (folder / "model.onnx").write_bytes(b"garbage")
+    rehash(folder, "model.onnx")
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    gates = next(c for c in check_cases(result) if c["name"] == "gates")
+    assert gates["message"].startswith("manifest.json's parity figures are not reproduced on its golden samples: "
+                                       "model.onnx does not run the golden inputs"), gates
 
 
 def test_nan_outputs_are_counted_as_such_not_as_zero_steps():
