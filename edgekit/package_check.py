@@ -26,7 +26,7 @@ from .config import C_NAME, C_NAME_FORM, RANGES, TARGET_NAME, Target, bundled, l
 from .errors import InputError, StageError, StepTimeout, UsageError, few, first_line
 from .probe import probe as probe_model
 from .report import printable
-from .reports import ARM_STAND_IN, Case, CheckReport, shipped_model
+from .reports import ARM_STAND_IN, VERSION_CASE, Case, CheckReport, shipped_model
 from .runtime import CAPPED, int8_session, run_error, run_limit, session
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
@@ -243,7 +243,7 @@ def _check_target(folder: Path, shown: str, *args) -> list[Case]:
     if newer := _needs_newer(manifest, shown):  # read as this edgekit's, a newer package's format fails as tampered
         target = manifest["target"] if isinstance(manifest.get("target"), str) and TARGET_NAME.fullmatch(
             manifest["target"]) else folder.name
-        return [Case(target, "version", False, newer, folder="" if folder.name == target else folder.name)]
+        return [Case(target, VERSION_CASE, False, newer, folder="" if folder.name == target else folder.name)]
     manifest = _manifest(manifest, shown)
     target = manifest["target"]
     return [replace(c, target=target, folder="" if folder.name == target else folder.name)
@@ -257,22 +257,23 @@ def _needs_newer(manifest, shown: str) -> str:
     if not isinstance(manifest, dict):
         return ""  # refused by _manifest
     made, needs = (manifest.get(k) for k in ("edgekit_version", "checkable_by"))
-    for key, value in (("edgekit_version", made), ("checkable_by", needs)):
-        if value is not None:
-            _release(value, f"{shown}/manifest.json: {key}")
-    needs = made if needs is None else needs
-    if needs is None or _release(needs, "") <= _release(__version__, "this edgekit's version"):
+    for key in ("edgekit_version", "checkable_by"):
+        if key in manifest:  # null too: it skipped the gate, where "banana" was refused
+            _release(manifest[key], f"{shown}/manifest.json: {key}")
+    decides = made if needs is None else needs
+    if decides is None or _release(decides, "") <= _release(__version__, "this edgekit's version"):
         return ""
-    return (f"this package was made by edgekit {made}, newer than this edgekit {__version__}" if made is not None
-            else f"this package needs edgekit {needs}, newer than this edgekit {__version__}") + \
-        f": upgrade edgekit (to {needs} or newer) to check it"
+    by = f" (made by edgekit {made})" if needs is not None and made is not None else ""
+    return f"this package needs edgekit {decides} or newer to check it{by}, and this is edgekit {__version__}: " \
+        f"upgrade edgekit to {decides} or newer"
 
 
 def _release(version, what: str) -> tuple[int, ...]:
     """A version's release numbers (1.2.0rc1 → (1, 2): trailing zeros dropped, PEP 440's suffixes ignored), enough
     to order edgekit's releases without `packaging`, which is no dependency of edgekit's."""
     if not (isinstance(version, str) and (found := VERSION.fullmatch(version))):
-        raise InputError(f"{what} {repr(version)[:40]} is not a version (edgekit writes versions like 1.2.3)")
+        raise InputError(f"{what} {'null' if version is None else repr(version)[:40]} is not a version (edgekit "
+                         "writes versions like 1.2.3)")
     numbers = [int(n) for n in found[1].split(".")]
     while len(numbers) > 1 and not numbers[-1]:
         numbers.pop()

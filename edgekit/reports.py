@@ -214,6 +214,9 @@ class ExportReport(_Verdict):
         return "; ".join(f"{name}: {', '.join(t.failed_gates())}" for name, t in self.targets.items() if not t.passed)
 
 
+VERSION_CASE = "version"  # the case of a package this edgekit is too old to check (its manifest's checkable_by)
+
+
 @dataclass
 class CheckReport(_Verdict):
     """`edgekit check` on a package folder, an OUT folder or an archive."""
@@ -223,6 +226,13 @@ class CheckReport(_Verdict):
     @property
     def passed(self) -> bool:
         return all(c.passed for c in self.cases)
+
+    @property
+    def exit_code(self) -> int:
+        """1 where a package failed; 2 where the only failures are packages this edgekit is too old to check: the
+        user's install to upgrade, which CI must tell from a tampered package."""
+        failed = {c.name == VERSION_CASE for c in self.cases if not c.passed}
+        return int(ExitCode.GATE_FAILED if False in failed else ExitCode.USAGE if failed else ExitCode.OK)
 
     def to_json(self) -> dict:
         """`edgekit check --json`'s document: its findings in `cases`."""

@@ -1204,11 +1204,29 @@ def test_package_from_a_newer_edgekit_says_upgrade_not_tampered(tmp_path, edit, 
 
     folder = example_package(tmp_path, edit)
     result = check(folder, "--json")
-    assert result.exit_code == 1, result.output
-    needs = json.loads((folder / "manifest.json").read_text()).get("checkable_by", made)
+    assert result.exit_code == 2, result.output  # the user's install to upgrade, never exit 1 as tampered
+    needs = json.loads((folder / "manifest.json").read_text()).get("checkable_by")
+    by = f" (made by edgekit {made})" if needs else ""
     assert [(c["name"], c["passed"], c["message"]) for c in check_cases(result)] == [
-        ("version", False, f"this package was made by edgekit {made}, newer than this edgekit {edgekit.__version__}: "
-                           f"upgrade edgekit (to {needs} or newer) to check it")]
+        ("version", False, f"this package needs edgekit {needs or made} or newer to check it{by}, and this is edgekit "
+                           f"{edgekit.__version__}: upgrade edgekit to {needs or made} or newer")]
+
+
+def test_the_version_to_upgrade_to_is_checkable_by_and_a_failed_package_beside_it_is_exit_1(tmp_path):
+    """Made by 0.1.1, checkable by 0.1.2: "made by edgekit 0.1.1, newer than this edgekit 0.1.1.dev0: upgrade
+    (to 0.1.2)" named the version that does not decide. Beside a tampered package, the check is exit 1."""
+    newer = example_package(tmp_path / "newer", lambda m: m.update(edgekit_version="0.1.1", checkable_by="99.1.2"))
+    result = check(newer)
+    assert result.exit_code == 2, result.output
+    assert "needs edgekit 99.1.2 or newer to check it (made by edgekit 0.1.1)" in result.stdout
+    assert result.stdout.count("99.1.2") == 2 and "upgrade edgekit to 99.1.2 or newer" in result.stdout
+    tampered = example_package(tmp_path / "tampered")
+    (tampered / "model.onnx").write_bytes(b"edited")
+    both = check(tmp_path, "--json")
+    assert both.exit_code == 1, both.output
+    assert {(c["label"], c["name"]) for c in check_cases(both) if not c["passed"]} == {
+        ("newer/desktop-x86", "version"), ("tampered/desktop-x86", "integrity"),
+        ("tampered/desktop-x86", "parity model.int8.onnx")}
 
 
 @pytest.mark.parametrize("edit", [
@@ -1225,12 +1243,13 @@ def test_package_this_edgekit_can_check_is_checked_in_full(tmp_path, edit):
     assert [c["name"] for c in check_cases(result)] == ["integrity", "gates", "parity model.int8.onnx"]
 
 
-@pytest.mark.parametrize("key,value", [("checkable_by", "soon"), ("edgekit_version", 2), ("checkable_by", "1..0")])
+@pytest.mark.parametrize("key,value", [("checkable_by", "soon"), ("edgekit_version", 2), ("checkable_by", "1..0"),
+                                       ("checkable_by", None), ("edgekit_version", None)])  # null skipped the gate
 def test_malformed_version_in_manifest_is_exit_3(tmp_path, key, value):
     folder = example_package(tmp_path, lambda m: m.update({key: value}))
     result = check(folder)
     assert result.exit_code == 3, result.output
-    assert f"manifest.json: {key} {value!r} is not a version" in result.stderr
+    assert f"manifest.json: {key} {'null' if value is None else repr(value)} is not a version" in result.stderr
 
 
 @pytest.mark.parametrize("edit,field", [
