@@ -20,7 +20,8 @@ MAX_TOTAL_BYTES = 4 << 30
 MAX_HEADER_BYTES = 1 << 20  # a GNU long name or PAX header: real ones are a few hundred bytes
 MAX_MANIFEST_BYTES = 4 << 20  # a real one is a few KB; a listed name costs ~140 bytes of memory per byte
 MAX_EXTENDED_IN_A_ROW = 4  # long name, long link name, PAX: at most three precede a real member
-UNHASHED = ("manifest.json", "report.md", "report.html")  # written after the other files' hashes, beside them
+# manifest.json, and the reports of a package made before 12-06 (since, they are in its files as the others are)
+UNHASHED = ("manifest.json", "report.md", "report.html")
 MAX_TRAILING_BYTES = 1 << 20  # zeros after the end marker (tar pads to a 10 KiB record), at most
 LEDGER = ".edgekit-archives.json"  # outdir's record of the files it wrote (archives first, hence the name)
 MAX_LEDGER_BYTES = 1 << 20  # a real one is a few hundred bytes; outdir reads no larger one either
@@ -254,7 +255,8 @@ def _listed_files(archive: Path, manifests: dict) -> dict[tuple[str, ...], tuple
                            for file, digest in files.items()})
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError) as e:
             raise InputError(f"{archive}: {name} is not a valid manifest ({type(e).__name__})") from e
-        listed.update({(*folder, file): (MAX_MANIFEST_BYTES, None) for file in UNHASHED})
+        for file in UNHASHED:  # reports an older edgekit did not hash: any bytes (a hashed one keeps its sha256)
+            listed.setdefault((*folder, file), (MAX_MANIFEST_BYTES, None))
     if not listed:
         raise InputError(f"{archive}: no manifest.json in it, its top folders or theirs")
     return listed

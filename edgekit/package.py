@@ -185,17 +185,23 @@ def _fits(tolerances: np.ndarray, out: np.ndarray) -> bool:
     return tolerances.ndim == out.ndim and all(t in (1, o) for t, o in zip(tolerances.shape, out.shape))
 
 
+PAGES = ("report.md", "report.html")
+
+
 def write(target_dir: Path, report: TargetReport, pages: bool = True) -> None:
-    """Hash every deliverable into the report, then write manifest.json, report.md and report.html beside them
-    (`pages=False`: the manifest alone, for the package check that comes before the final write)."""
+    """Hash every deliverable into the report, write report.md and report.html from it (their files table lists the
+    deliverables), hash them too, then write manifest.json (`pages=False`: the manifest alone, for the package check
+    that comes before the final write). The pages are hashed as the other files are: unhashed, one edited to a fake
+    PASS, with a <script> added, or deleted, still passed check."""
     files = sorted(p for p in target_dir.iterdir() if p.is_file() and p.name not in UNHASHED)
     report.files = {p.name: sha256(p) for p in files}
     report.sizes = {p.name: p.stat().st_size for p in files}
+    if pages:
+        (target_dir / "report.md").write_text(markdown(report))
+        (target_dir / "report.html").write_text(report_html.page(report))
+        report.files.update({name: sha256(target_dir / name) for name in PAGES})
+        report.sizes.update({name: (target_dir / name).stat().st_size for name in PAGES})
     (target_dir / "manifest.json").write_text(json_text(report.to_json()) + "\n")
-    if not pages:
-        return
-    (target_dir / "report.md").write_text(markdown(report))
-    (target_dir / "report.html").write_text(report_html.page(report))
 
 
 def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], names: list[str],

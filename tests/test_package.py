@@ -620,10 +620,11 @@ def test_what_the_manifest_names_ships_as_it_says_and_the_archives_are_the_folde
     assert "its manifest.json is not android-arm64/manifest.json" in failed["archive android-arm64.tar.gz"]
 
 
-def test_a_report_that_is_a_folder_or_a_link_fails_integrity(packaged, tmp_path):
-    """report.md/report.html/manifest.json are not hashed: a folder or a link in their place carried unlisted
-    content (or a file from outside) through a passing check."""
-    folder = fresh_copy(packaged, tmp_path)
+def test_a_report_that_is_a_folder_or_a_link_fails_integrity(tmp_path):
+    """report.md/report.html/manifest.json are not hashed in a package made before 12-06 (examples/ci's): a folder or
+    a link in their place carried unlisted content (or a file from outside) through a passing check."""
+    folder = example_package(tmp_path)
+    assert "report.md" not in json.loads((folder / "manifest.json").read_text())["files"]
     (folder / "report.md").unlink()
     (folder / "report.md").mkdir()
     (folder / "report.md" / "evil.sh").write_text("payload")
@@ -633,9 +634,40 @@ def test_a_report_that_is_a_folder_or_a_link_fails_integrity(packaged, tmp_path)
     assert result.exit_code == 1, result.output
     [integrity] = [c for c in json.loads(result.stdout)["cases"] if c["name"] == "integrity"]
     assert "not plain files: report.md, report.html" in integrity["message"], integrity
-    for name in ("report.md", "report.html"):  # absent is fine: they are reports, not the package
+    for name in ("report.md", "report.html"):  # absent is fine in an older package, which did not hash them
         shutil.rmtree(folder / name) if (folder / name).is_dir() else (folder / name).unlink()
     assert check(folder).exit_code == 0
+
+
+def test_the_reports_are_hashed_and_an_edited_or_deleted_one_fails_integrity(packaged, tmp_path):
+    """report.md and report.html were neither hashed nor required: edited to a fake PASS, a <script> appended, or
+    deleted, the package passed check. Written from the same figures just before the manifest, they are hashed in it
+    as every other file is, in the folder and in its archive."""
+    made = packaged[1]["android-arm64"]
+    folder = fresh_copy(packaged, tmp_path)
+    assert {n: made["files"][n] for n in ("report.md", "report.html")} == {
+        n: sha256(folder / n) for n in ("report.md", "report.html")}
+    (folder / "report.html").write_text((folder / "report.html").read_text() + "<script>alert(1)</script>")
+    faked = (folder / "report.md").read_text().replace("FAIL", "PASS").replace("fail", "pass")
+    (folder / "report.md").write_text(faked + "\nAll checks PASS\n")
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    integrity = next(c["message"] for c in check_cases(result) if c["name"] == "integrity")
+    assert "report.md holds" in integrity and "report.html holds" in integrity, integrity
+    for name in ("report.md", "report.html"):
+        (folder / name).unlink()
+    integrity = next(c["message"] for c in check_cases(check(folder, "--json")) if c["name"] == "integrity")
+    assert "report.md is missing" in integrity and "report.html is missing" in integrity, integrity
+    edited = tmp_path / "edited"
+    with tarfile.open(packaged[0] / "android-arm64.tar.gz") as tar:
+        tar.extractall(edited, filter="data")
+    page = next(edited.glob("*/report.md"))
+    page.write_bytes(page.read_bytes().upper())  # the same size: its sha256 tells
+    with tarfile.open(tmp_path / "android-arm64.tar.gz", "w:gz") as tar:
+        tar.add(page.parent, page.parent.name)
+    result = check(tmp_path / "android-arm64.tar.gz", "--json")
+    assert result.exit_code == 1, result.output
+    assert "report.md sha256" in next(c["message"] for c in check_cases(result) if c["name"] == "integrity")
 
 
 def test_a_linked_package_folder_is_not_checked_as_part_of_the_folder_given(packaged, tmp_path):
