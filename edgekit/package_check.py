@@ -1464,8 +1464,9 @@ def junit(cases: list[Case]) -> str:
                         ElementTree.SubElement(props, "property", name=key, value=getattr(c, key))
             if not c.passed:
                 ElementTree.SubElement(case, "failure", message=c.message).text = c.message
-    for element in root.iter():  # a file or output name from the package may hold control characters
-        element.attrib.update({k: NOT_XML.sub("?", v) for k, v in element.attrib.items()})
-        element.text = element.text and NOT_XML.sub("?", element.text)
+    for element in root.iter():  # a file or output name from the package may hold control characters and newlines:
+        # one line, as the console shows it (`evil?[31mred?PASS  fake`), which a CI page shows as it is
+        element.attrib.update({k: NOT_XML.sub("?", printable(v)) for k, v in element.attrib.items()})
+        element.text = element.text and NOT_XML.sub("?", printable(element.text))
     return ElementTree.tostring(root, encoding="unicode", xml_declaration=True)
 

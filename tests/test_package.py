@@ -1328,6 +1328,23 @@ def test_no_mistyped_manifest_field_crashes_check(tmp_path):
     assert len(fields) > 40 and not crashed, crashed
 
 
+def test_junit_gives_a_hostile_name_on_one_line_as_the_console_does(tmp_path):
+    """The console printed `evil?[31mred?PASS  fake`, while j.xml's message kept the escape and the newline (`&#10;PASS
+    fake`): a CI page showing it read a line of its own."""
+    folder = example_package(tmp_path / "p", lambda m: m["files"].update({"evil\x1b[31mred\nPASS  fake": "0" * 64}))
+    result = check(folder, "--junit", tmp_path / "j.xml")
+    assert result.exit_code == 1, result.output
+    shown = "evil?[31mred?PASS  fake"
+    assert shown in result.stdout
+    xml = (tmp_path / "j.xml").read_text().split("?>", 1)[1]  # after the XML declaration's line
+    assert "&#10;" not in xml and "\n" not in xml.strip() and "\x1b" not in xml and "&#27;" not in xml
+    [failure] = (c.find("failure") for c in ElementTree.parse(tmp_path / "j.xml").getroot().iter("testcase")
+                 if c.get("name") == "integrity")
+    console = next(line for line in result.stdout.splitlines() if line.startswith("FAIL") and "integrity" in line)
+    assert shown in failure.get("message") and failure.text == failure.get("message")
+    assert console.endswith(f": {failure.get('message')}"), (console, failure.get("message"))
+
+
 def test_checkable_by_is_no_newer_than_this_edgekit():
     """A CHECKABLE_BY raised past __version__ would have this edgekit refuse its own packages."""
     import edgekit
