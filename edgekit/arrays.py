@@ -89,6 +89,26 @@ def read_npz(path: Path, wanted: Callable[[str], bool], max_bytes: int = DEFAULT
         raise InputError(f"{path}: cannot read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
 
 
+def npz_headers(path: Path, small: Callable[[str], bool], most: int) -> dict[str, np.ndarray | tuple]:
+    """Each member's (shape, dtype) from its .npy header alone, not a byte of its data read (a deflate bomb's 1 GB
+    of zeros is 1 MB on disk); the members `small` accepts (a count, a list of names) read, each declaring at most
+    `most` bytes."""
+    regular_file(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            found = {}
+            for info in z.infolist():
+                name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                with z.open(info) as f:
+                    header = _header(f, path, name)
+                    if small(name) and header[0] > most:
+                        raise InputError(f"{path}: array {name!r} declares {header[0]} bytes (at most {most})")
+                    found[name] = _read_rows(f, header, None) if small(name) else (tuple(header[1]), header[3])
+            return found
+    except READ_ERRORS as e:
+        raise InputError(f"{path}: cannot read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+
+
 def runs_from(text: str, count: int | None) -> list[dict[str, np.ndarray]]:
     """Outputs a runner sent back (`runner.encode`: base64 .npz of `<i>.<name>`) from a device or an emulator,
     read as a file from others: no pickles, exactly `count` runs (None: runs 0..n-1), and no more array bytes than

@@ -1345,6 +1345,51 @@ def test_junit_gives_a_hostile_name_on_one_line_as_the_console_does(tmp_path):
     assert console.endswith(f": {failure.get('message')}"), (console, failure.get("message"))
 
 
+def _deflate_bomb(folder, member, megabytes):
+    """golden.npz with `member` replaced by `megabytes` of float32 zeros, flat (deflated ~1000:1), re-hashed."""
+    golden = folder / "golden.npz"
+    with zipfile.ZipFile(golden) as z:
+        members = {i.filename: z.read(i) for i in z.infolist()}
+    assert member in members, sorted(members)
+    with zipfile.ZipFile(golden, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            if name != member:
+                z.writestr(name, data)
+                continue
+            with z.open(name, "w", force_zip64=True) as f:
+                np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
+                                                         "shape": (megabytes << 18,)})
+                for _ in range(megabytes // 4):
+                    f.write(bytes(4 << 20))
+    rehash(folder, "golden.npz")
+    return golden
+
+
+def test_a_golden_deflate_bomb_is_refused_from_its_headers_before_its_data_is_read(tmp_path):
+    """A 1 MB golden.npz whose input was 1 GB of zeros (re-hashed in the manifest) was read whole, 8.6 s and 2 GB,
+    before its shape was found untrue: each member's .npy header is now held to the manifest first."""
+    folder = example_package(tmp_path)
+    assert _deflate_bomb(folder, "input.0.0.npy", 200).stat().st_size < 1 << 20
+    peak = ("import resource, subprocess, sys\n"
+            "run = subprocess.run([sys.executable, '-m', 'edgekit', 'check', sys.argv[1]], capture_output=True, "
+            "text=True)\n"
+            "print(run.stdout)\nprint(run.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss >> 10)")
+    run = subprocess.run([sys.executable, "-c", peak, str(folder)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    *said, last = run.stdout.strip().splitlines()
+    code, megabytes = map(int, last.split())
+    assert code == 1, run.stdout + run.stderr
+    assert "input 'image' is 'float32' ['N', 1, 8, 8], the golden sample's float32 [52428800]" in "\n".join(said)
+    assert megabytes < 160, megabytes  # reading the 200 MB took 480 MB; check alone takes ~80
+    with zipfile.ZipFile(folder / "golden.npz") as z:
+        tolerance = next(n for n in z.namelist() if n.startswith("atol."))
+    shutil.rmtree(folder)
+    _deflate_bomb(example_package(tmp_path), tolerance, 200)
+    result = check(folder)
+    assert result.exit_code == 3, result.output
+    assert "golden.npz: not a valid golden file (the tolerance for" in result.stderr, result.stderr
+
+
 def test_checkable_by_is_no_newer_than_this_edgekit():
     """A CHECKABLE_BY raised past __version__ would have this edgekit refuse its own packages."""
     import edgekit
