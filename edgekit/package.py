@@ -157,17 +157,30 @@ def golden_declared(path: Path, shown: str | None = None) -> tuple[list[dict], l
         data = arrays.npz_headers(path, lambda n: n in ("count", *runner.NAME_LISTS), NAME_LIST_BYTES)
     except InputError as e:  # named as the package shows it, not by a temporary path
         raise bad(str(e).replace(f"{path}: ", "")) from e
+    if extra := sorted(n for n in data if not _golden_entry(n)):
+        raise bad(f"unexpected entry {extra[0]!r}")
+    if sum(int(np.prod(v[0], dtype=object)) * v[1].itemsize for v in data.values() if isinstance(v, tuple)) \
+            > MAX_GOLDEN_BYTES:  # as read_npz says it
+        raise bad(f"arrays declare more than {MAX_GOLDEN_BYTES} bytes (edgekit's limit for a golden file)")
     try:
         inputs, outputs, atol, channels = runner.golden_parts({k: Declared(*v) if isinstance(v, tuple) else v
                                                                for k, v in data.items()})
     except ValueError as e:
         raise bad(str(e)) from None
+    if any(not i for i in inputs) or any(not o for o in outputs):
+        raise bad("every sample needs inputs and expected outputs")
     if odd := next((n for n, d in atol.items() if int(np.prod(d.shape)) != 1), None):  # as read_golden_channels
         raise bad(f"the tolerance for {odd!r} is not one finite number >= 0")
     if odd := next((n for n, d in channels.items() if int(np.prod(d.shape)) > max(
             (int(np.prod(o[n].shape)) for o in outputs if n in o), default=0)), None):
         raise bad(f"per-channel tolerances {runner.CHANNEL_ATOL}.{odd} do not fit the output or exceed its tolerance")
     return inputs, outputs
+
+
+def _golden_entry(name: str) -> bool:
+    """An entry a golden file may hold."""
+    return name in ("count", *runner.NAME_LISTS) or name.startswith(
+        ("input.", "output.", "atol.", f"{runner.CHANNEL_ATOL}."))
 
 
 def read_golden(path: Path, shown: str | None = None) -> tuple[list[dict], list[dict], dict[str, float]]:
@@ -184,9 +197,7 @@ def read_golden_channels(path: Path, shown: str | None = None) -> tuple[list[dic
         return InputError(f"{shown or path.name}: not a valid golden file ({why})")
 
     try:
-        data = arrays.read_npz(path, lambda n: n in ("count", *runner.NAME_LISTS) or n.startswith(
-                                   ("input.", "output.", "atol.", f"{runner.CHANNEL_ATOL}.")),
-                               MAX_GOLDEN_BYTES, lambda extra, _: f"unexpected entry {extra[0]!r}",
+        data = arrays.read_npz(path, _golden_entry, MAX_GOLDEN_BYTES, lambda extra, _: f"unexpected entry {extra[0]!r}",
                                limit="edgekit's limit for a golden file")
     except InputError as e:  # named as the package shows it, not by a temporary path
         raise bad(str(e).replace(f"{path}: ", "")) from e
