@@ -46,7 +46,8 @@ def test_digits_example_desktop_x86(tmp_path):
     props = {p.key: p.value for p in onnx.load(tdir / "model.int8.onnx").metadata_props}
     assert props["edgekit_target"] == "desktop-x86" and props["edgekit_version"]
     assert json.loads((tdir / "manifest.json").read_text())["files"].keys() == {"model.onnx", "model.int8.onnx",
-                                                                                 "golden.npz"}
+                                                                                 "golden.npz", "report.md",
+                                                                                 "report.html"}
     assert "PASSED" in (tdir / "report.md").read_text()
 
 
