@@ -21,7 +21,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from . import __version__, archive, arrays, bounded, host, mobile, package, parity, published, runner
+from . import __version__, archive, arrays, bounded, host, mobile, model_claims, package, parity, published, runner
 from .config import C_NAME, C_NAME_FORM, RANGES, TARGET_NAME, Target, bundled, list_targets, load_target
 from .errors import InputError, StageError, StepTimeout, UsageError, few, first_line
 from .probe import probe as probe_model
@@ -305,7 +305,9 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
     # an fp32 model's outputs have no quantization step to count differences in
     steps = {m: steps if m == INT8 or orts.get(m) == INT8 else {} for m in golden}
     read, profile = {}, _bundled_profile(manifest.get("target_profile_sha256"))
-    untrue = {"model_data": _c_array_claims(folder, manifest)}
+    untrue = {"model_data": _c_array_claims(folder, manifest), "required_operators": _operator_claims(folder, manifest)}
+    models = sorted(n for n in files if n.endswith((".onnx", ".ort")))
+    untrue.update(model_claims.model_claims(folder, manifest, models))
     for model, entry in golden.items():
         golden_path = _existing(folder, shown, entry["file"])
         if declared := _declared_claims(manifest, golden_path, f"{shown}/{entry['file']}"):  # its data never read
@@ -315,14 +317,14 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
         inputs, outputs, atol, channels = package.read_golden_channels(golden_path, f"{shown}/{entry['file']}")
         read[model] = inputs, outputs, atol
         pairs.append((str(_existing(folder, shown, model)), str(golden_path)))
-        untrue[model] = "; ".join(filter(None, (_io_claims(manifest, inputs[0], outputs[0]),  # what parity checks
+        untrue[model] = "; ".join(filter(None, (untrue.get(model), _io_claims(manifest, inputs[0], outputs[0]),
                                                 _state_claims(state, inputs, outputs),
                                                 _golden_claims(entry, manifest["golden"], (atol, channels), inputs,
                                                                outputs, profile, steps[model]))))
     fp32 = (manifest.get("ort_format") or {}).get("fp32") or {}
     for ort, onnx in orts.items() if len(read) == len(golden) else ():  # once every golden file is read, whatever
         # the manifest's order (one whose headers are untrue is not: the package fails on them)
-        untrue[ort] = "; ".join(filter(None, (untrue[ort], _ort_claims(manifest, read, ort, onnx))))
+        untrue[ort] = "; ".join(filter(None, (untrue.get(ort), _ort_claims(manifest, read, ort, onnx))))
         if onnx == fp32.get("onnx") and "inputs" in fp32:  # the fixed shapes a CoreML app feeds, as the model runs
             inputs, outputs, _ = read[onnx]
             untrue[onnx] = "; ".join(filter(None, (untrue[onnx], _io_claims(fp32, inputs[0], outputs[0]))))
@@ -472,9 +474,61 @@ def _c_array_claims(folder: Path, manifest: dict) -> str:
     if (f"#define {macro}_SIZE {len(data)}u" not in header
             or f'#define {macro}_SHA256 "{hashlib.sha256(data).hexdigest()}"' not in header):
         return f"{c['header']} does not give {c['embeds']}'s size and sha256"
-    if "assembly" in c and f'.incbin "{c["embeds"]}"\n' not in _head(folder / c["assembly"]):
-        return f"{c['assembly']} does not include {c['embeds']}"  # (made before 11-24, a package has no .S)
+    if "assembly" not in c:  # made before 11-24, a package has no .S
+        return ""
+    assembly, symbol = _head(folder / c["assembly"]), f"edgekit_{c.get('c_name', C_NAME)}_sha256"
+    if f'.incbin "{c["embeds"]}"\n' not in assembly:
+        return f"{c['assembly']} does not include {c['embeds']}"
+    if (said := re.search(rf"^{symbol}:\s*\.asciz\s+\"([^\"]*)\"", assembly, re.M)) is None:
+        return f"{c['assembly']} defines no {symbol}"
+    if said[1] != (digest := hashlib.sha256(data).hexdigest()):
+        return f"{c['assembly']} gives {symbol} {printable(said[1][:64])!r}, {c['embeds']}'s sha256 is {digest}"
     return ""
+
+
+def _operator_claims(folder: Path, manifest: dict) -> str:
+    """required_operators.config against the one edgekit writes for the shipped .ort files (mobile.to_ort, from the
+    .onnx each was converted from): a line deleted left a minimal build without kernels the model needs. Made
+    again only by the onnxruntime that wrote it (another release's converter may fuse otherwise)."""
+    entry, orts = manifest.get("ort_format"), _ort_files(manifest)
+    config = entry.get("config") if isinstance(entry, dict) else None
+    made = (manifest.get("versions") or {}).get("onnxruntime") if isinstance(manifest.get("versions"), dict) else None
+    style, platform_ = (entry.get(k) for k in ("optimization_style", "target_platform")) if config else (None, None)
+    import onnxruntime
+
+    if not (isinstance(config, str) and config in manifest["files"] and orts and made == onnxruntime.__version__
+            and isinstance(style, str) and isinstance(platform_, str)):
+        return ""
+    sources = tuple((name, manifest["files"][name]) for name in orts.values())  # hashed: integrity held them
+    try:
+        due = _required_operators(str(folder), sources, style, platform_)
+    except Exception as e:  # a model from others that the converter refuses: a failed claim, not a crash
+        return f"{config} cannot be made again from {', '.join(orts.values())}: {first_line(e, 200)}"
+    held = _operator_lines((folder / config).read_text(errors="replace"))
+    if held != due:
+        lost, extra = sorted(due - held), sorted(held - due)
+        return (f"{config} is not what edgekit writes for {', '.join(orts)}: "
+                + "; ".join(filter(None, (lost and f"it lacks {few(lost, 4)}", extra and f"it adds {few(extra, 4)}"))))
+    return ""
+
+
+@functools.lru_cache(maxsize=32)
+def _required_operators(folder: str, sources: tuple, style: str, platform_: str) -> frozenset[str]:
+    """The operator lines mobile.to_ort writes for these .onnx files (by name and sha256: a re-check of the same
+    package converts nothing again)."""
+    with tempfile.TemporaryDirectory(prefix="edgekit-check-ops-") as tmp:
+        made = mobile.to_ort([Path(folder) / name for name, _ in sources], Path(tmp), style, platform_)
+        return _operator_lines(made["config"].read_text())
+
+
+def _operator_lines(text: str) -> frozenset[str]:
+    """A required-operators config's `domain;opset;op` entries, one per operator (comments and order aside)."""
+    found = set()
+    for line in (ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")):
+        domain, _, rest = line.partition(";")
+        opset, _, ops = rest.partition(";")
+        found.update(f"{domain};{opset};{op}" for op in ops.split(","))
+    return frozenset(found)
 
 
 def _some(names: list[str], most: int = 5) -> str:

@@ -1,0 +1,282 @@
+"""What a package's model files say of themselves against what manifest.json says of them, for `edgekit check`.
+
+Hashes only prove the files are the ones the manifest lists, and anyone sending a package can re-hash it: the fp32
+model copied over model.int8.onnx, or another target's int8 model, passed check. Each claim here is one the graph
+decides (quantization nodes, weight types, inputs, opset, the metadata edgekit stamps), read once per file.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# onnx's TensorProto data types, which the ORT format's TensorDataType numbers alike
+DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
+          10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16"}
+SMALL_INTS = {"uint8", "int8", "uint16", "int16"}
+EIGHT_BITS = {"uint8", "int8"}
+QUANTIZED_OP = re.compile(r"^Q[A-Z]|QLinear|[Qq]uantiz|Integer|NBits|Bnb4|FpQ4|Float8")  # quantization.QUANTIZED_OP
+NOTHING_QUANTIZED_GATE = "int8_quantized"  # parity.NOTHING_QUANTIZED_GATE: the export said so itself
+INT8_MODELS = ("model.int8.onnx", "model.int8.ort")
+
+
+@dataclass
+class Graph:
+    """The facts of one model file check holds claims to: nodes as (op, inputs, outputs), initializers' dtypes and
+    dims, the graph inputs (name, dtype, dims: an int, or None for a named or unknown dim), opset and metadata."""
+    nodes: list[tuple[str, list[str], list[str]]] = field(default_factory=list)
+    initializers: dict[str, tuple[str, list[int]]] = field(default_factory=dict)
+    inputs: list[tuple[str, str, list[int | None]]] = field(default_factory=list)
+    opset: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def read_onnx(path: Path) -> Graph:
+    """An .onnx file's facts (its sub-graphs' nodes too), without its external data."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    found, graphs = Graph(), [model.graph]
+    while graphs:
+        g = graphs.pop()
+        found.nodes += [(n.op_type, list(n.input), list(n.output)) for n in g.node]
+        found.initializers.update((t.name, (DTYPES.get(t.data_type, str(t.data_type)), list(t.dims)))
+                                  for t in g.initializer)
+        graphs += [a.g for n in g.node for a in n.attribute if a.HasField("g")]
+        graphs += [s for n in g.node for a in n.attribute for s in a.graphs]
+    own = {t.name for t in model.graph.initializer}
+    found.inputs = [(i.name, DTYPES.get(i.type.tensor_type.elem_type, str(i.type.tensor_type.elem_type)),
+                     [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim])
+                    for i in model.graph.input if i.name not in own]
+    found.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    found.metadata = {p.key: p.value for p in model.metadata_props}
+    return found
+
+
+def read_ort(path: Path) -> Graph:
+    """An ORT-format file's facts, from its flatbuffer (no session: nothing of it runs here)."""
+    fbs = _flatbuffers()
+    data = path.read_bytes()
+    model = fbs.InferenceSession.InferenceSession.GetRootAsInferenceSession(data, 0).Model()
+    g, text = model.Graph(), lambda b: b.decode("utf-8", "replace") if b is not None else ""
+    found = Graph()
+    for i in range(g.NodesLength()):
+        n = g.Nodes(i)
+        found.nodes.append((text(n.OpType()), [text(n.Inputs(k)) for k in range(n.InputsLength())],
+                            [text(n.Outputs(k)) for k in range(n.OutputsLength())]))
+    for i in range(g.InitializersLength()):
+        t = g.Initializers(i)
+        found.initializers[text(t.Name())] = (DTYPES.get(t.DataType(), str(t.DataType())),
+                                              [int(t.Dims(k)) for k in range(t.DimsLength())])
+    args = {text(a.Name()): a for a in (g.NodeArgs(i) for i in range(g.NodeArgsLength()))}
+    for name in (text(g.Inputs(i)) for i in range(g.InputsLength())):
+        if name not in found.initializers and name in args:
+            found.inputs.append((name, *_ort_tensor_type(args[name], fbs)))
+    found.opset = next((o.Version() for o in (model.OpsetImport(i) for i in range(model.OpsetImportLength()))
+                        if text(o.Domain()) in ("", "ai.onnx")), 0)
+    found.metadata = {text(p.Key()): text(p.Value()) for p in (model.MetadataProps(i)
+                                                               for i in range(model.MetadataPropsLength()))}
+    return found
+
+
+def _flatbuffers():
+    """onnxruntime's ORT-format reader. onnxruntime.tools' __init__ imports torch where it is installed (1.1 s here)
+    for a helper the reader does not use: check needs no torch, so it is hidden from that import."""
+    import sys
+
+    hidden = "torch" not in sys.modules
+    if hidden:
+        sys.modules["torch"] = None  # importlib's find_spec then says it is not there
+    try:
+        from onnxruntime.tools.ort_format_model.ort_flatbuffers_py import fbs
+    finally:
+        if hidden:
+            del sys.modules["torch"]
+    return fbs
+
+
+def _ort_tensor_type(arg, fbs) -> tuple[str, list[int | None]]:
+    """A NodeArg's tensor dtype and dims ("?" and [] where it is no tensor)."""
+    info = arg.Type()
+    if info is None or info.ValueType() != fbs.TypeInfoValue.TypeInfoValue.tensor_type:
+        return "?", []
+    tensor = fbs.TensorTypeAndShape.TensorTypeAndShape()
+    tensor.Init(info.Value().Bytes, info.Value().Pos)
+    shape, dims = tensor.Shape(), []
+    for k in range(shape.DimLength() if shape is not None else 0):
+        value = shape.Dim(k).Value()
+        dims.append(value.DimValue() if value is not None and value.DimType() == 1 else None)
+    return DTYPES.get(tensor.ElemType(), str(tensor.ElemType())), dims
+
+
+def read(path: Path) -> Graph:
+    return read_ort(path) if path.suffix == ".ort" else read_onnx(path)
+
+
+def model_claims(folder: Path, manifest: dict, models: list[str]) -> dict[str, str]:
+    """{model file: what manifest.json says of it that its graph contradicts ("" if nothing)}, for the shipped
+    `models`. A file that cannot be parsed says so."""
+    said, graphs = {}, {}
+    for name in models:
+        try:
+            graphs[name] = read(folder / name)
+        except Exception as e:  # a file from others: a failed claim, never a crash
+            said[name] = f"{name} is no model edgekit can read ({type(e).__name__}: {str(e)[:120]})"
+    for name, graph in graphs.items():
+        spec = _input_specs(manifest, name)
+        said[name] = "; ".join(filter(None, (
+            _metadata_claims(name, graph, manifest), _opset_claim(name, graph, manifest),
+            _quantized_claim(name, graph, manifest), *_weight_claims(name, graph, manifest),
+            *_input_claims(name, graph, spec, "inputs"),
+            *(_fixed_claims(name, graph, manifest) if name.startswith(("model.onnx", "model.int8")) else ()),
+            *_pixel_claims(name, graph, manifest))))
+    for session in _sessions(manifest):  # what report.md tells an app to feed each runtime model
+        model = session.get("model")
+        if model in graphs and isinstance(session.get("inputs"), list):
+            found = _input_claims(model, graphs[model], session["inputs"], f"runtime session {model}'s inputs")
+            found += _layout_claims(model, graphs[model], session["inputs"])
+            said[model] = "; ".join(filter(None, (said.get(model), *found)))
+    return said
+
+
+def _sessions(manifest: dict) -> list[dict]:
+    runtime = manifest.get("runtime")
+    sessions = runtime.get("sessions") if isinstance(runtime, dict) else None
+    return [s for s in sessions if isinstance(s, dict)] if isinstance(sessions, list) else []
+
+
+def _input_specs(manifest: dict, name: str):
+    """The inputs the manifest gives for a model: a CoreML build's fp32 model has its own fixed ones."""
+    fp32 = (manifest.get("ort_format") or {}).get("fp32") or {}
+    if name in (fp32.get("onnx"), fp32.get("file")):
+        return fp32.get("inputs")
+    return manifest.get("inputs")
+
+
+def _metadata_claims(name: str, graph: Graph, manifest: dict) -> str:
+    """The target and edgekit version edgekit stamps in each model it ships (none before it did)."""
+    bad = [f"{name}'s metadata says {key} {graph.metadata[key]!r}, the manifest {manifest.get(field_)!r}"
+           for key, field_ in (("edgekit_target", "target"), ("edgekit_version", "edgekit_version"))
+           if key in graph.metadata and graph.metadata[key] != manifest.get(field_)]
+    return "; ".join(bad)
+
+
+def _opset_claim(name: str, graph: Graph, manifest: dict) -> str:
+    """The fp32 models are of the manifest's opset; the int8 one no lower (onnxruntime's quantizer may raise it)."""
+    opset = manifest.get("opset")
+    if type(opset) is not int or not graph.opset:
+        return ""
+    if graph.opset < opset or graph.opset != opset and name not in INT8_MODELS:
+        return f"{name} is opset {graph.opset}, the manifest says opset {opset}"
+    return ""
+
+
+def _quantized_claim(name: str, graph: Graph, manifest: dict) -> str:
+    """An int8 model quantizes something (a QDQ or integer node, or 8/16-bit weights), unless the export itself
+    said it does not (its failed int8_quantized gate): quantization.quantizes_anything."""
+    if name not in INT8_MODELS or any(g.get("name") == NOTHING_QUANTIZED_GATE for g in manifest["gates"]):
+        return ""
+    if any(QUANTIZED_OP.search(op) for op, _, _ in graph.nodes) or any(
+            dtype in SMALL_INTS for dtype, _ in graph.initializers.values()):
+        return ""
+    quant = manifest.get("quantization")
+    mode = f"{quant.get('mode')} {quant.get('format')}" if isinstance(quant, dict) else "quantized"
+    return f"{name} has no QuantizeLinear, DequantizeLinear or integer node, the manifest says it is {mode} int8"
+
+
+def _weight_claims(name: str, graph: Graph, manifest: dict) -> list[str]:
+    """A static QDQ model's 8-bit weights (initializers a DequantizeLinear reads) are of the manifest's weight_type,
+    per channel (a scale per output channel) only where it says per_channel, and its activations' zero points of
+    its activation_type. Only 8-bit types are compared: 16-bit ones are a precision choice of their own."""
+    quant = manifest.get("quantization")
+    if name not in INT8_MODELS or not isinstance(quant, dict) or (quant.get("mode"), quant.get("format")) != (
+            "static", "QDQ"):
+        return []
+    inits, bad = graph.initializers, []
+    weights = [(inits[i[0]][0], len(inits[i[1]][1]) if len(i) > 1 and i[1] in inits else 0)
+               for op, i, _ in graph.nodes if op == "DequantizeLinear" and i and i[0] in inits
+               and inits[i[0]][0] in EIGHT_BITS]
+    said = quant.get("weight_type")
+    if said in EIGHT_BITS and (other := sorted({dtype for dtype, _ in weights} - {said})):
+        bad.append(f"{name}'s weights are {'/'.join(other)}, the manifest's quantization says weight_type {said}")
+    per_channel = sum(rank > 0 for _, rank in weights)
+    if quant.get("per_channel") is False and per_channel:
+        bad.append(f"{name} has {per_channel} weight(s) quantized per channel, the manifest's quantization says "
+                   "per_channel false")
+    elif quant.get("per_channel") is True and weights and not per_channel:
+        bad.append(f"{name}'s weights are all quantized per tensor, the manifest's quantization says per_channel true")
+    zero_points = {inits[i[2]][0] for op, i, _ in graph.nodes if op == "QuantizeLinear" and len(i) > 2
+                   and i[0] not in inits and i[2] in inits}
+    said = quant.get("activation_type")
+    if said in EIGHT_BITS and (other := sorted(zero_points & EIGHT_BITS - {said})):
+        bad.append(f"{name}'s activations are quantized to {'/'.join(other)}, the manifest's quantization says "
+                   f"activation_type {said}")
+    return bad
+
+
+def _input_claims(name: str, graph: Graph, specs, what: str) -> list[str]:
+    """Each input the manifest lists is one the model takes, of its dtype, rank and fixed sizes (a named dim is
+    one the model leaves open)."""
+    if not isinstance(specs, list):
+        return []
+    takes, bad = {n: (dtype, dims) for n, dtype, dims in graph.inputs}, []
+    for spec in (s for s in specs if isinstance(s, dict) and isinstance(s.get("name"), str)):
+        if spec["name"] not in takes:
+            bad.append(f"{what} name {spec['name']!r}, which {name} does not take (it takes {sorted(takes)})")
+            continue
+        dtype, dims = takes[spec["name"]]
+        shape = spec.get("shape")
+        said = [d if type(d) is int else None for d in shape] if isinstance(shape, list) else None
+        if spec.get("dtype") != dtype or said != dims:
+            bad.append(f"{what} give {spec['name']!r} as {spec.get('dtype')} {_shape(shape)}, {name} takes "
+                       f"{dtype} {_shape(dims)}")
+    return bad
+
+
+def _fixed_claims(name: str, graph: Graph, manifest: dict) -> list[str]:
+    """fixed_input_shapes: the sizes the shipped models' inputs were fixed to."""
+    fixed = manifest.get("fixed_input_shapes")
+    takes = {n: dims for n, _, dims in graph.inputs}
+    return [f"fixed_input_shapes gives {n!r} {_shape(shape)}, {name} takes {_shape(takes[n])}"
+            for n, shape in (fixed.items() if isinstance(fixed, dict) else ())
+            if n in takes and shape != takes[n]]
+
+
+def _contract(graph: Graph) -> dict[str, dict]:
+    """The input contract edgekit stamps in a model (edgekit_input_contract): {input: its entry}."""
+    try:
+        entries = json.loads(graph.metadata.get("edgekit_input_contract", "[]"))
+    except ValueError:
+        return {}
+    return {e["name"]: e for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)} \
+        if isinstance(entries, list) else {}
+
+
+def _pixel_claims(name: str, graph: Graph, manifest: dict) -> list[str]:
+    """image_uint8 names the uint8 input whose normalisation is folded into the model, as the model's own input
+    contract says (its raw-pixels input, NCHW): null on such a model, or naming another input, is untrue."""
+    folded = sorted(n for n, e in _contract(graph).items() if "values" in e and e.get("layout") == "NCHW")
+    pixels = manifest.get("image_uint8")
+    said = pixels.get("input") if isinstance(pixels, dict) else None
+    takes = {n: dtype for n, dtype, _ in graph.inputs}
+    if folded and said not in folded:
+        return [f"image_uint8 is {json.dumps(pixels)[:60]}, {name}'s input contract says {folded[0]!r} takes raw "
+                "uint8 pixels (normalisation folded in)"]
+    if said is not None and takes.get(said, "uint8") != "uint8":
+        return [f"image_uint8 names {said!r} a uint8 pixel input, {name} takes it as {takes[said]}"]
+    return []
+
+
+def _layout_claims(name: str, graph: Graph, specs: list) -> list[str]:
+    """Each session input's layout is the one the model's input contract gives it."""
+    contract = _contract(graph)
+    return [f"runtime session {name}'s inputs give {s['name']!r} layout {s.get('layout')!r}, {name}'s input "
+            f"contract {contract[s['name']].get('layout')!r}" for s in specs
+            if isinstance(s, dict) and s.get("name") in contract
+            and s.get("layout") != contract[s["name"]].get("layout")]
+
+
+def _shape(dims) -> str:
+    return "x".join("?" if d is None else str(d) for d in dims) if isinstance(dims, list) else repr(dims)
+

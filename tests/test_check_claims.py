@@ -1,0 +1,159 @@
+"""`edgekit check` holds manifest.json's claims to what the package's own files decide: anyone sending a package can
+re-hash its files (and the size gate), so a hash that matches proves nothing about what the files are."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import DIGITS, cli, rehash
+
+import edgekit
+from edgekit import mobile
+
+TARGETS = ["android-arm64", "arm64-linux", "desktop-x86"]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    out = tmp_path_factory.mktemp("claims") / "dist"
+    args = ["export", str(DIGITS / "edgekit.toml"), "--out", str(out), "--no-bench"]
+    result = cli([*args, *(a for t in TARGETS for a in ("-t", t))])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def camera(tmp_path_factory):
+    """A package whose model takes raw uint8 pixels (image_uint8: the normalisation folded in)."""
+    work = tmp_path_factory.mktemp("camera")
+    rng = np.random.default_rng(0)
+    for name, n in (("cal", 40), ("val", 12)):
+        np.savez(work / f"{name}.npz", image=rng.integers(0, 256, (n, 3, 16, 16), dtype=np.uint8))
+    report = edgekit.export("models:small_cnn", inputs=["image:Nx3x16x16:uint8"], calibration=work / "cal.npz",
+                            validation=work / "val.npz", targets=["desktop-x86"], out=work / "out", no_bench=True,
+                            image_uint8={"input": "image", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]})
+    assert report.passed, report.targets["desktop-x86"].failures()
+    return work / "out" / "desktop-x86"
+
+
+def copy_of(out, tmp_path, target):
+    return shutil.copytree(out / target, tmp_path / target)
+
+
+def resign(folder, **edits):
+    """What an adversary does after editing a package: the manifest's edits, every listed file re-hashed, and the
+    size gate set to the shipped file's size."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(edits)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    rehash(folder, *manifest["files"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    shipped = manifest["runtime"]["sessions"][0]["model"]
+    for gate in (g for g in manifest["gates"] if g["name"] == "size_mb"):
+        gate["value"] = manifest["sizes"][shipped] / 1e6
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def integrity(folder) -> str:
+    """check's integrity message, asserting check failed (exit 1) on it."""
+    result = cli(["check", folder, "--json"])
+    assert result.exit_code == 1, result.output
+    [case] = [c for c in json.loads(result.stdout)["cases"] if c["name"] == "integrity"]
+    assert not case["passed"], case
+    return case["message"]
+
+
+def test_the_packages_edgekit_writes_pass(digits, camera):
+    for folder in (digits, camera):
+        result = cli(["check", folder])
+        assert result.exit_code == 0, result.output
+
+
+def test_the_fp32_model_over_the_int8_one_fails(digits, tmp_path):
+    folder = copy_of(digits, tmp_path, "android-arm64")
+    shutil.copyfile(folder / "model.onnx", folder / "model.int8.onnx")
+    resign(folder)
+    assert ("model.int8.onnx has no QuantizeLinear, DequantizeLinear or integer node, the manifest says it is "
+            "static QDQ int8") in integrity(folder)
+
+
+def test_an_fp32_ort_over_the_int8_ort_fails(digits, tmp_path):
+    folder = copy_of(digits, tmp_path, "android-arm64")
+    made = mobile.to_ort([folder / "model.onnx"], tmp_path, "Runtime", "arm")["ort"][folder / "model.onnx"]
+    shutil.copyfile(made, folder / "model.int8.ort")
+    resign(folder)
+    assert "model.int8.ort has no QuantizeLinear, DequantizeLinear or integer node" in integrity(folder)
+
+
+def test_another_targets_int8_model_fails_naming_each_contradiction(digits, tmp_path):
+    folder = copy_of(digits, tmp_path, "android-arm64")
+    shutil.copyfile(digits / "desktop-x86" / "model.int8.onnx", folder / "model.int8.onnx")
+    resign(folder)
+    said = integrity(folder)
+    for part in ("model.int8.onnx's metadata says edgekit_target 'desktop-x86', the manifest 'android-arm64'",
+                 "model.int8.onnx's weights are int8, the manifest's quantization says weight_type uint8",
+                 "weight(s) quantized per channel, the manifest's quantization says per_channel false",
+                 "inputs give 'image' as float32 1x1x8x8, model.int8.onnx takes float32 ?x1x8x8",
+                 "fixed_input_shapes gives 'image' 1x1x8x8, model.int8.onnx takes ?x1x8x8"):
+        assert part in said, said
+
+
+@pytest.mark.parametrize("edit, said", [
+    (lambda m: {"opset": 16}, "model.onnx is opset 17, the manifest says opset 16"),
+    (lambda m: {"quantization": {**m["quantization"], "per_channel": False, "weight_type": "uint8"}},
+     "model.int8.onnx's weights are int8, the manifest's quantization says weight_type uint8"),
+    (lambda m: {"quantization": {**m["quantization"], "activation_type": "int8"}},
+     "model.int8.onnx's activations are quantized to uint8, the manifest's quantization says activation_type int8"),
+    (lambda m: {"quantization": {**m["quantization"], "per_channel": False}},
+     "weight(s) quantized per channel, the manifest's quantization says per_channel false"),
+], ids=["opset", "weight_type", "activation_type", "per_channel"])
+def test_manifest_fields_the_models_contradict_fail(digits, tmp_path, edit, said):
+    folder = copy_of(digits, tmp_path, "arm64-linux")
+    resign(folder, **edit(json.loads((folder / "manifest.json").read_text())))
+    assert said in integrity(folder)
+
+
+@pytest.mark.parametrize("field, value, said", [
+    ("shape", ["N", 1, 8, 8], "runtime session model.int8.ort's inputs give 'image' as float32 Nx1x8x8, "
+                              "model.int8.ort takes float32 1x1x8x8"),
+    ("dtype", "uint8", "runtime session model.int8.ort's inputs give 'image' as uint8 1x1x8x8, model.int8.ort takes "
+                       "float32 1x1x8x8"),
+    ("layout", "NHWC", "runtime session model.int8.ort's inputs give 'image' layout 'NHWC', model.int8.ort's input "
+                       "contract None"),
+], ids=["shape", "dtype", "layout"])
+def test_runtime_session_inputs_the_model_contradicts_fail(digits, tmp_path, field, value, said):
+    """What report.md tells an app to feed: its dtype, shape and layout are the shipped model's."""
+    folder = copy_of(digits, tmp_path, "android-arm64")
+    runtime = json.loads((folder / "manifest.json").read_text())["runtime"]
+    runtime["sessions"][0]["inputs"][0][field] = value
+    resign(folder, runtime=runtime)
+    assert said in integrity(folder)
+
+
+def test_image_uint8_removed_from_a_raw_pixels_package_fails(camera, tmp_path):
+    folder = shutil.copytree(camera, tmp_path / "desktop-x86")
+    resign(folder, image_uint8=None)
+    assert ("image_uint8 is null, model.int8.onnx's input contract says 'image' takes raw uint8 pixels "
+            "(normalisation folded in)") in integrity(folder)
+
+
+def test_a_required_operators_line_deleted_fails(digits, tmp_path):
+    """A minimal build made by the config would lack the fused kernels the .ort's saved optimisations use."""
+    folder = copy_of(digits, tmp_path, "android-arm64")
+    config = folder / "required_operators.config"
+    config.write_text("".join(ln for ln in config.read_text().splitlines(True) if not ln.startswith("com.microsoft")))
+    resign(folder)
+    said = integrity(folder)
+    assert "required_operators.config is not what edgekit writes for model.int8.ort: it lacks" in said, said
+    assert "com.microsoft;1;QLinearConv" in said, said
+
+
+def test_an_assembly_file_giving_another_sha256_fails(digits, tmp_path):
+    """model_data.S defines edgekit_model_sha256 itself (model_data.h's macro was checked, the .S's symbol not)."""
+    folder = copy_of(digits, tmp_path, "arm64-linux")
+    assembly = folder / "model_data.S"
+    digest = json.loads((folder / "manifest.json").read_text())["files"]["model.int8.onnx"]
+    assembly.write_text(assembly.read_text().replace(f'.asciz "{digest}"', f'.asciz "{"0" * 64}"'))
+    resign(folder)
+    assert f"model_data.S gives edgekit_model_sha256 '{'0' * 64}', model.int8.onnx's sha256 is {digest}" in \
+        integrity(folder)
