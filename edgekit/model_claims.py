@@ -7,6 +7,7 @@ decides (quantization nodes, weight types, inputs, opset, the metadata edgekit s
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,8 @@ def read_onnx(path: Path) -> Graph:
         graphs += [s for n in g.node for a in n.attribute for s in a.graphs]
     own = {t.name for t in model.graph.initializer}
     found.inputs = [(i.name, DTYPES.get(i.type.tensor_type.elem_type, str(i.type.tensor_type.elem_type)),
-                     [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim])
+                     [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+                      for d in i.type.tensor_type.shape.dim])
                     for i in model.graph.input if i.name not in own]
     found.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     found.metadata = {p.key: p.value for p in model.metadata_props}
@@ -106,7 +108,8 @@ def _ort_tensor_type(arg, fbs) -> tuple[str, list[int | None]]:
     shape, dims = tensor.Shape(), []
     for k in range(shape.DimLength() if shape is not None else 0):
         value = shape.Dim(k).Value()
-        dims.append(value.DimValue() if value is not None and value.DimType() == 1 else None)
+        fixed = value is not None and value.DimType() == fbs.DimensionValueType.DimensionValueType.VALUE
+        dims.append(value.DimValue() if fixed and value.DimValue() >= 0 else None)
     return DTYPES.get(tensor.ElemType(), str(tensor.ElemType())), dims
 
 
@@ -116,13 +119,13 @@ def read(path: Path) -> Graph:
 
 def model_claims(folder: Path, manifest: dict, models: list[str]) -> dict[str, str]:
     """{model file: what manifest.json says of it that its graph contradicts ("" if nothing)}, for the shipped
-    `models`. A file that cannot be parsed says so."""
+    `models`. A file that cannot be parsed is left to its parity case, which says it does not load."""
     said, graphs = {}, {}
     for name in models:
         try:
             graphs[name] = read(folder / name)
-        except Exception as e:  # a file from others: a failed claim, never a crash
-            said[name] = f"{name} is no model edgekit can read ({type(e).__name__}: {str(e)[:120]})"
+        except Exception:  # a file from others (cut short): never a crash
+            continue
     for name, graph in graphs.items():
         spec = _input_specs(manifest, name)
         said[name] = "; ".join(filter(None, (
@@ -155,11 +158,11 @@ def _input_specs(manifest: dict, name: str):
 
 
 def _metadata_claims(name: str, graph: Graph, manifest: dict) -> str:
-    """The target and edgekit version edgekit stamps in each model it ships (none before it did)."""
-    bad = [f"{name}'s metadata says {key} {graph.metadata[key]!r}, the manifest {manifest.get(field_)!r}"
-           for key, field_ in (("edgekit_target", "target"), ("edgekit_version", "edgekit_version"))
-           if key in graph.metadata and graph.metadata[key] != manifest.get(field_)]
-    return "; ".join(bad)
+    """The target edgekit stamps in each model it ships (none before it did): another target's model copied in."""
+    made_for = graph.metadata.get("edgekit_target")
+    if made_for is None or made_for == manifest["target"]:
+        return ""
+    return f"{name}'s metadata says edgekit_target {made_for[:60]!r}, the manifest {manifest['target']!r}"
 
 
 def _opset_claim(name: str, graph: Graph, manifest: dict) -> str:
@@ -185,27 +188,41 @@ def _quantized_claim(name: str, graph: Graph, manifest: dict) -> str:
     return f"{name} has no QuantizeLinear, DequantizeLinear or integer node, the manifest says it is {mode} int8"
 
 
+WEIGHTED = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}  # op: the input its weights are
+
+
+def _weights(graph: Graph) -> list[tuple[str, str, list[int]]]:
+    """(op, dtype, scale dims) of each 8-bit weight a weighted op reads through a DequantizeLinear."""
+    inits, readers = graph.initializers, {}
+    for op, inputs, _ in graph.nodes:
+        if op in WEIGHTED and len(inputs) > WEIGHTED[op]:
+            readers.setdefault(inputs[WEIGHTED[op]], []).append(op)
+    return [(op, inits[i[0]][0], inits[i[1]][1] if len(i) > 1 and i[1] in inits else [])
+            for kind, i, out in graph.nodes if kind == "DequantizeLinear" and i and i[0] in inits
+            and inits[i[0]][0] in EIGHT_BITS and out for op in readers.get(out[0], [])]
+
+
 def _weight_claims(name: str, graph: Graph, manifest: dict) -> list[str]:
-    """A static QDQ model's 8-bit weights (initializers a DequantizeLinear reads) are of the manifest's weight_type,
-    per channel (a scale per output channel) only where it says per_channel, and its activations' zero points of
-    its activation_type. Only 8-bit types are compared: 16-bit ones are a precision choice of their own."""
+    """A static QDQ model's 8-bit weights (what Conv, Gemm, MatMul read through a DequantizeLinear) are of the
+    manifest's weight_type, per channel (a scale per output channel) only where it says per_channel (a Conv's always
+    then), and its activations' zero points of its activation_type. 16-bit types are a precision choice of their own."""
     quant = manifest.get("quantization")
     if name not in INT8_MODELS or not isinstance(quant, dict) or (quant.get("mode"), quant.get("format")) != (
             "static", "QDQ"):
         return []
-    inits, bad = graph.initializers, []
-    weights = [(inits[i[0]][0], len(inits[i[1]][1]) if len(i) > 1 and i[1] in inits else 0)
-               for op, i, _ in graph.nodes if op == "DequantizeLinear" and i and i[0] in inits
-               and inits[i[0]][0] in EIGHT_BITS]
+    weights, bad = _weights(graph), []
     said = quant.get("weight_type")
-    if said in EIGHT_BITS and (other := sorted({dtype for dtype, _ in weights} - {said})):
+    if said in EIGHT_BITS and (other := sorted({dtype for _, dtype, _ in weights} - {said})):
         bad.append(f"{name}'s weights are {'/'.join(other)}, the manifest's quantization says weight_type {said}")
-    per_channel = sum(rank > 0 for _, rank in weights)
+    per_channel = sum(len(dims) > 0 and math.prod(dims) > 1 for _, _, dims in weights)
+    per_tensor_convs = sum(op == "Conv" and not dims for op, _, dims in weights)
     if quant.get("per_channel") is False and per_channel:
         bad.append(f"{name} has {per_channel} weight(s) quantized per channel, the manifest's quantization says "
                    "per_channel false")
-    elif quant.get("per_channel") is True and weights and not per_channel:
-        bad.append(f"{name}'s weights are all quantized per tensor, the manifest's quantization says per_channel true")
+    elif quant.get("per_channel") is True and per_tensor_convs:
+        bad.append(f"{name} has {per_tensor_convs} Conv weight(s) quantized per tensor, the manifest's quantization "
+                   "says per_channel true")
+    inits = graph.initializers
     zero_points = {inits[i[2]][0] for op, i, _ in graph.nodes if op == "QuantizeLinear" and len(i) > 2
                    and i[0] not in inits and i[2] in inits}
     said = quant.get("activation_type")

@@ -306,8 +306,6 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
     steps = {m: steps if m == INT8 or orts.get(m) == INT8 else {} for m in golden}
     read, profile = {}, _bundled_profile(manifest.get("target_profile_sha256"))
     untrue = {"model_data": _c_array_claims(folder, manifest), "required_operators": _operator_claims(folder, manifest)}
-    models = sorted(n for n in files if n.endswith((".onnx", ".ort")))
-    untrue.update(model_claims.model_claims(folder, manifest, models))
     for model, entry in golden.items():
         golden_path = _existing(folder, shown, entry["file"])
         if declared := _declared_claims(manifest, golden_path, f"{shown}/{entry['file']}"):  # its data never read
@@ -317,7 +315,7 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
         inputs, outputs, atol, channels = package.read_golden_channels(golden_path, f"{shown}/{entry['file']}")
         read[model] = inputs, outputs, atol
         pairs.append((str(_existing(folder, shown, model)), str(golden_path)))
-        untrue[model] = "; ".join(filter(None, (untrue.get(model), _io_claims(manifest, inputs[0], outputs[0]),
+        untrue[model] = "; ".join(filter(None, (_io_claims(manifest, inputs[0], outputs[0]),  # what parity checks
                                                 _state_claims(state, inputs, outputs),
                                                 _golden_claims(entry, manifest["golden"], (atol, channels), inputs,
                                                                outputs, profile, steps[model]))))
@@ -328,6 +326,10 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
         if onnx == fp32.get("onnx") and "inputs" in fp32:  # the fixed shapes a CoreML app feeds, as the model runs
             inputs, outputs, _ = read[onnx]
             untrue[onnx] = "; ".join(filter(None, (untrue[onnx], _io_claims(fp32, inputs[0], outputs[0]))))
+    # what each model's own graph contradicts (re-hashed files pass integrity: the fp32 model as model.int8.onnx)
+    for name, why in model_claims.model_claims(folder, manifest, [n for n in files if n.endswith((".onnx", ".ort"))]
+                                               ).items():
+        untrue[name] = "; ".join(filter(None, (untrue.get(name), why)))
     if said := [f"manifest.json says of {name}: {why}" for name, why in untrue.items() if why]:
         return [Case(target, "integrity", False, "; ".join(said)), cases[1]] + not_run
     at = place(manifest) if place is not None else None
@@ -514,11 +516,20 @@ def _operator_claims(folder: Path, manifest: dict) -> str:
 
 @functools.lru_cache(maxsize=32)
 def _required_operators(folder: str, sources: tuple, style: str, platform_: str) -> frozenset[str]:
-    """The operator lines mobile.to_ort writes for these .onnx files (by name and sha256: a re-check of the same
-    package converts nothing again)."""
+    """The operator lines mobile.to_ort writes for these .onnx files, converted in a bounded child (a model from
+    others may exhaust the converter as a session), by name and sha256: a re-check of one package converts once."""
+    seconds, raised_by = run_limit()
+    text = bounded.run("check required_operators.config", "edgekit.package_check:operators_in_child", folder,
+                       json.dumps([name for name, _ in sources]), style, platform_, timeout=seconds,
+                       raised_by=raised_by)
+    return _operator_lines(text)
+
+
+def operators_in_child(folder: str, names: str, style: str, platform_: str) -> str:
+    """Entry point of the bounded child: the required_operators.config text mobile.to_ort writes for these models."""
     with tempfile.TemporaryDirectory(prefix="edgekit-check-ops-") as tmp:
-        made = mobile.to_ort([Path(folder) / name for name, _ in sources], Path(tmp), style, platform_)
-        return _operator_lines(made["config"].read_text())
+        made = mobile.to_ort([Path(folder) / name for name in json.loads(names)], Path(tmp), style, platform_)
+        return made["config"].read_text()
 
 
 def _operator_lines(text: str) -> frozenset[str]:

@@ -106,9 +106,11 @@ def test_another_targets_int8_model_fails_naming_each_contradiction(digits, tmp_
      "model.int8.onnx's activations are quantized to uint8, the manifest's quantization says activation_type int8"),
     (lambda m: {"quantization": {**m["quantization"], "per_channel": False}},
      "weight(s) quantized per channel, the manifest's quantization says per_channel false"),
-], ids=["opset", "weight_type", "activation_type", "per_channel"])
+    (lambda m: {"quantization": {**m["quantization"], "per_channel": True}},
+     "model.int8.onnx has 2 Conv weight(s) quantized per tensor, the manifest's quantization says per_channel true"),
+], ids=["opset", "weight_type", "activation_type", "per_channel", "per_tensor"])
 def test_manifest_fields_the_models_contradict_fail(digits, tmp_path, edit, said):
-    folder = copy_of(digits, tmp_path, "arm64-linux")
+    folder = copy_of(digits, tmp_path, "arm64-linux" if "per tensor" not in said else "android-arm64")
     resign(folder, **edit(json.loads((folder / "manifest.json").read_text())))
     assert said in integrity(folder)
 
