@@ -503,9 +503,11 @@ def _operator_claims(folder: Path, manifest: dict) -> str:
         return ""
     sources = tuple((name, manifest["files"][name]) for name in orts.values())  # hashed: integrity held them
     try:
-        due = _required_operators(str(folder), sources, style, platform_)
-    except Exception as e:  # a model from others that the converter refuses: a failed claim, not a crash
+        if (key := (sources, style, platform_)) not in CONVERTED:
+            CONVERTED[key] = _required_operators(folder, [name for name, _ in sources], style, platform_)
+    except (StageError, InputError) as e:  # a model from others the converter refuses or chokes on: a failed claim
         return f"{config} cannot be made again from {', '.join(orts.values())}: {first_line(e, 200)}"
+    due = CONVERTED[key]
     held = _operator_lines((folder / config).read_text(errors="replace"))
     if held != due:
         lost, extra = sorted(due - held), sorted(held - due)
@@ -514,14 +516,17 @@ def _operator_claims(folder: Path, manifest: dict) -> str:
     return ""
 
 
-@functools.lru_cache(maxsize=32)
-def _required_operators(folder: str, sources: tuple, style: str, platform_: str) -> frozenset[str]:
-    """The operator lines mobile.to_ort writes for these .onnx files, converted in a bounded child (a model from
-    others may exhaust the converter as a session), by name and sha256: a re-check of one package converts once."""
+# (the .onnx files' names and sha256, style, platform) → their operator lines: a re-check of the same models (a copy
+# of the package elsewhere) converts nothing again
+CONVERTED: dict[tuple, frozenset[str]] = {}
+
+
+def _required_operators(folder: Path, names: list[str], style: str, platform_: str) -> frozenset[str]:
+    """The operator lines mobile.to_ort writes for these .onnx files, converted in a bounded child: a model from
+    others may exhaust the converter as it may a session."""
     seconds, raised_by = run_limit()
-    text = bounded.run("check required_operators.config", "edgekit.package_check:operators_in_child", folder,
-                       json.dumps([name for name, _ in sources]), style, platform_, timeout=seconds,
-                       raised_by=raised_by)
+    text = bounded.run("check required_operators.config", "edgekit.package_check:operators_in_child", str(folder),
+                       json.dumps(names), style, platform_, timeout=seconds, raised_by=raised_by)
     return _operator_lines(text)
 
 
