@@ -12,6 +12,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import few
+from .report import printable
+
 # onnx's TensorProto data types, which the ORT format's TensorDataType numbers alike
 DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
           10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16"}
@@ -133,14 +136,14 @@ def model_claims(folder: Path, manifest: dict, models: list[str]) -> dict[str, s
             _quantized_claim(name, graph, manifest), *_weight_claims(name, graph, manifest),
             *_input_claims(name, graph, spec, "inputs"),
             *(_fixed_claims(name, graph, manifest) if name.startswith(("model.onnx", "model.int8")) else ()),
-            *_pixel_claims(name, graph, manifest))))
+            *(_pixel_claims(name, graph, manifest) if name == "model.int8.onnx" else ()))))
     for session in _sessions(manifest):  # what report.md tells an app to feed each runtime model
         model = session.get("model")
         if model in graphs and isinstance(session.get("inputs"), list):
             found = _input_claims(model, graphs[model], session["inputs"], f"runtime session {model}'s inputs")
             found += _layout_claims(model, graphs[model], session["inputs"])
             said[model] = "; ".join(filter(None, (said.get(model), *found)))
-    return said
+    return {name: printable(why) for name, why in said.items()}  # names and values from others: one line
 
 
 def _sessions(manifest: dict) -> list[dict]:
@@ -240,14 +243,15 @@ def _input_claims(name: str, graph: Graph, specs, what: str) -> list[str]:
     takes, bad = {n: (dtype, dims) for n, dtype, dims in graph.inputs}, []
     for spec in (s for s in specs if isinstance(s, dict) and isinstance(s.get("name"), str)):
         if spec["name"] not in takes:
-            bad.append(f"{what} name {spec['name']!r}, which {name} does not take (it takes {sorted(takes)})")
+            bad.append(f"{what} name {spec['name'][:80]!r}, which {name} does not take (it takes "
+                       f"{few(sorted(takes), 4)})")
             continue
         dtype, dims = takes[spec["name"]]
         shape = spec.get("shape")
         said = [d if type(d) is int else None for d in shape] if isinstance(shape, list) else None
         if spec.get("dtype") != dtype or said != dims:
-            bad.append(f"{what} give {spec['name']!r} as {spec.get('dtype')} {_shape(shape)}, {name} takes "
-                       f"{dtype} {_shape(dims)}")
+            bad.append(f"{what} give {spec['name'][:80]!r} as {str(spec.get('dtype'))[:20]} {_shape(shape)}, "
+                       f"{name} takes {dtype} {_shape(dims)}")
     return bad
 
 
@@ -264,7 +268,7 @@ def _contract(graph: Graph) -> dict[str, dict]:
     """The input contract edgekit stamps in a model (edgekit_input_contract): {input: its entry}."""
     try:
         entries = json.loads(graph.metadata.get("edgekit_input_contract", "[]"))
-    except ValueError:
+    except (ValueError, RecursionError):  # a file from others: no contract to hold anything to
         return {}
     return {e["name"]: e for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)} \
         if isinstance(entries, list) else {}
@@ -294,6 +298,10 @@ def _layout_claims(name: str, graph: Graph, specs: list) -> list[str]:
             and s.get("layout") != contract[s["name"]].get("layout")]
 
 
-def _shape(dims) -> str:
-    return "x".join("?" if d is None else str(d) for d in dims) if isinstance(dims, list) else repr(dims)
+def _shape(dims, most: int = 8) -> str:
+    """1x3x224x224 (? for a dim the model leaves open), at most `most` dims: a manifest from others may hold more."""
+    if not isinstance(dims, list):
+        return repr(dims)[:40]
+    shown = "x".join("?" if d is None else str(d)[:20] for d in dims[:most])
+    return shown + ("x..." if len(dims) > most else "")
 

@@ -159,3 +159,16 @@ def test_an_assembly_file_giving_another_sha256_fails(digits, tmp_path):
     resign(folder)
     assert f"model_data.S gives edgekit_model_sha256 '{'0' * 64}', model.int8.onnx's sha256 is {digest}" in \
         integrity(folder)
+
+
+def test_a_hostile_manifests_claims_fail_in_one_short_line(digits, tmp_path):
+    """Names and shapes from others: a newline faked a PASS line, and 100,000 dims were one huge message."""
+    folder = copy_of(digits, tmp_path, "android-arm64")
+    runtime = json.loads((folder / "manifest.json").read_text())["runtime"]
+    runtime["sessions"][0]["inputs"] = [{"name": "image\nPASS  all", "shape": [1] * 100_000, "dtype": "float32\n"},
+                                        {"name": "image", "shape": [1] * 100_000, "dtype": "float32\n"}]
+    resign(folder, runtime=runtime)
+    said = integrity(folder)
+    assert "\n" not in said and len(said) < 2000, said
+    assert "'image\\nPASS  all', which model.int8.ort does not take (it takes ['image'])" in said, said
+    assert "give 'image' as float32? 1x1x1x1x1x1x1x1x..., model.int8.ort takes float32 1x1x8x8" in said, said
