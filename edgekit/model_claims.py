@@ -87,10 +87,12 @@ def read_ort(path: Path) -> Graph:
 
 def _flatbuffers():
     """onnxruntime's ORT-format reader. onnxruntime.tools' __init__ imports torch where it is installed (1.1 s here)
-    for a helper the reader does not use: check needs no torch, so it is hidden from that import."""
+    for a helper the reader does not use: check needs no torch, so it is hidden from that import. The reader's
+    package appends its folder to sys.path, which an API caller's import path must not keep (its modules are all
+    imported by then, under the names their code imports them by)."""
     import sys
 
-    hidden = "torch" not in sys.modules
+    hidden, path = "torch" not in sys.modules, list(sys.path)
     if hidden:
         sys.modules["torch"] = None  # importlib's find_spec then says it is not there
     try:
@@ -98,6 +100,7 @@ def _flatbuffers():
     finally:
         if hidden:
             del sys.modules["torch"]
+        sys.path[:] = path
     return fbs
 
 
