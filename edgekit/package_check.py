@@ -21,7 +21,8 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from . import __version__, archive, arrays, bounded, host, mobile, model_claims, package, parity, published, runner
+from . import (__version__, archive, arrays, bounded, host, mobile, model_claims, package, parity, published,
+               report_html, runner)
 from .config import C_NAME, C_NAME_FORM, RANGES, TARGET_NAME, Target, bundled, list_targets, load_target
 from .errors import InputError, StageError, StepTimeout, UsageError, few, first_line
 from .probe import probe as probe_model
@@ -305,7 +306,8 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
     # an fp32 model's outputs have no quantization step to count differences in
     steps = {m: steps if m == INT8 or orts.get(m) == INT8 else {} for m in golden}
     read, profile = {}, _bundled_profile(manifest.get("target_profile_sha256"))
-    untrue = {"model_data": _c_array_claims(folder, manifest), "required_operators": _operator_claims(folder, manifest)}
+    untrue = {"model_data": _c_array_claims(folder, manifest), "required_operators": _operator_claims(folder, manifest),
+              "report.html": _page_claims(folder, manifest)}
     for model, entry in golden.items():
         golden_path = _existing(folder, shown, entry["file"])
         if declared := _declared_claims(manifest, golden_path, f"{shown}/{entry['file']}"):  # its data never read
@@ -455,6 +457,15 @@ def _ort_claims(manifest: dict, read: dict, ort: str, onnx: str) -> str:
         if not (isinstance(limit, (int, float)) and most <= limit + 1e-6):
             return f"{ort}'s golden output {name!r} differs from {onnx}'s by {most:.3g}, the manifest says {limit!r}"
     return ""
+
+
+def _page_claims(folder: Path, manifest: dict) -> str:
+    """report.html holding what edgekit never writes there (a script, a handler, a fetch): hashed, an edited page
+    fails integrity; edited and re-hashed in the manifest, it passed, and a CI artifact ran the script."""
+    if "report.html" not in manifest["files"]:  # a package made before pages were hashed may have none
+        return ""
+    found = report_html.active_content((folder / "report.html").read_text(encoding="utf-8", errors="replace"))
+    return "" if found is None else f"it holds {printable(found)!r}, which edgekit's page never does"
 
 
 def _c_array_claims(folder: Path, manifest: dict) -> str:

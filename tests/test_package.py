@@ -21,7 +21,7 @@ import pytest
 from conftest import DIGITS, ROOT, check_cases, cli, rehash
 
 import edgekit
-from edgekit import config, mobile
+from edgekit import config, mobile, report_html
 from edgekit.package import read_golden, sha256
 
 TARGETS = ["android-arm64", "arm64-linux", "ios-arm64"]
@@ -1952,6 +1952,23 @@ def _rehash(folder, **edits):
     manifest["sizes"] = {name: (folder / name).stat().st_size for name in manifest["files"]}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return manifest
+
+
+@pytest.mark.parametrize("added", ["<script>alert(1)</script>", '<img src=x onerror="alert(1)">',
+                                   '<a href="https://example.com/x">more</a>', "<style>@import url(x.css)</style>"])
+def test_a_report_page_edited_to_run_or_fetch_and_rehashed_fails_check(packaged, tmp_path, added):
+    """report.html edited to run a script or fetch something, and re-hashed in the manifest, passed check, and a CI
+    artifact opened it. Check refuses what edgekit's page never holds; the page itself forbids scripts and fetches
+    (Content-Security-Policy), so a browser blocks them where check is not run."""
+    folder = fresh_copy(packaged, tmp_path, "arm64-linux")
+    page = (folder / "report.html").read_text()
+    assert report_html.active_content(page) is None and f'content="{report_html.POLICY}"' in page
+    (folder / "report.html").write_text(page.replace("</body>", added + "</body>"))
+    _rehash(folder)
+    result = check(folder, "--json")
+    assert result.exit_code == 1, result.output
+    integrity = next(c["message"] for c in check_cases(result) if c["name"] == "integrity")
+    assert "manifest.json says of report.html: it holds '<" in integrity or "it holds '@import" in integrity, integrity
 
 
 def test_hostile_archives_are_refused_before_tarfile_walks_them(packaged, tmp_path):
