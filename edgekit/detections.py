@@ -104,8 +104,8 @@ def groups(names, reference, candidate, shapes, plain=(), recorded=None) -> list
             continue
         declared = shapes[k] if shapes else None
         if (match := valid_match(recorded.get(name), ref, cand)) is not None:
-            if not _too_many(ref, cand, match.axis):
-                rows = _rows(k, match.axis, ref, cand, match.role == "carried")
+            if not _too_many(ref, cand, match.axis):  # carried as its shape says (the role is checked: measure)
+                rows = _rows(k, match.axis, ref, cand, not _whole_rows(ref, match.axis))
                 by_count.setdefault(("recorded", match.group), []).append(rows)
             continue
         axis = row_axis(declared, ref, cand, name in recorded)
@@ -134,6 +134,12 @@ class Match:
                 **({"centre_size": self.centre_size} if self.role == "box" else {})}
 
 
+def _whole_rows(ref: list[np.ndarray], axis: int) -> bool:
+    """One detection a row along `axis` (every other axis but the last is 1), as row_axis takes it: else rows that
+    ride along (carried_axis: masks, keypoints)."""
+    return all(a.shape[b] == 1 for a in ref for b in range(a.ndim) if b not in (axis, a.ndim - 1))
+
+
 def valid_match(said, ref: list[np.ndarray], cand: list[np.ndarray]) -> Match | None:
     """A recorded Match (a dict from a manifest: anyone's) that fits these arrays, else None."""
     if not isinstance(said, dict) or not ref:
@@ -144,7 +150,7 @@ def valid_match(said, ref: list[np.ndarray], cand: list[np.ndarray]) -> Match | 
             or not 0 <= axis < ndim or any(a.ndim != ndim for a in (*ref, *cand)) or not _alike(ref, cand, axis):
         return None
     fields = ref[0].shape[-1] if axis != ndim - 1 else None
-    whole_rows = all(a.shape[b] == 1 for a in ref for b in range(ndim) if b not in (axis, ndim - 1))
+    whole_rows = _whole_rows(ref, axis)
     if role != "carried" and not whole_rows or role == "box" and (fields is None or fields < 4) \
             or role == "score" and (fields is not None or ref[0].dtype.kind in "biu"):
         return None
@@ -344,18 +350,23 @@ class Measured:
     reference: list
     candidate: list
     examples: dict[int, str]  # the first sample whose counts differ, in the output's own shapes, as compare() says
+    # outputs whose recorded role is not the one these arrays give (matched as the arrays say instead): why
+    untrue: dict[int, str] = field(default_factory=dict)
 
 
 def measure(names, reference, candidate, shapes, plain=(), recorded=None) -> Measured:
     """Each detection output matched (groups, agreement): the figures compare the same detections (near-tie boxes
     swapping places are none apart) and the agreement counts the rest. `recorded`: see groups()."""
     recorded = recorded or {}
-    agreed, matches, examples = {}, {}, {}
+    agreed, matches, examples, untrue = {}, {}, {}, {}
     reference, candidate = [list(r) for r in reference], [list(c) for c in candidate]
     for number, group in enumerate(groups(names, reference, candidate, shapes, plain, recorded)):
         said = {rows.k: m for rows in group
                 if (m := valid_match(recorded.get(names[rows.k]), [np.asarray(r[rows.k]) for r in reference],
                                      [np.asarray(c[rows.k]) for c in candidate])) is not None}
+        if said and (wrong := untrue_roles(group, said)):  # never a looser match than the export's
+            untrue.update(wrong)
+            said = {}
         if (found := agreement(group, said)) is None:
             continue
         for rows in group:
@@ -368,4 +379,15 @@ def measure(names, reference, candidate, shapes, plain=(), recorded=None) -> Mea
             for i, (kept, taken) in found.compared.items():
                 reference[i][rows.k] = np.take(np.asarray(reference[i][rows.k]), kept, axis=rows.axis)
                 candidate[i][rows.k] = np.take(np.asarray(candidate[i][rows.k]), taken, axis=rows.axis)
-    return Measured(agreed, matches, reference, candidate, examples)
+    return Measured(agreed, matches, reference, candidate, examples, untrue)
+
+
+def untrue_roles(group: list[Rows], said: dict[int, Match]) -> dict[int, str]:
+    """The recorded roles that are not those roles() gives these rows (the recorded axis and box format taken as
+    said): a [K, 4] float box recorded `carried` matched by labels alone. {} where the group holds no row at all
+    (nothing to match, nor to tell a role by)."""
+    if not any(a.size for rows in group for a in (*rows.ref, *rows.cand)):
+        return {}
+    derived = roles(group)
+    return {rows.k: f"role {said[rows.k].role!r}, where its arrays make it {derived.role_of(rows)!r}"
+            for rows in group if rows.k in said and said[rows.k].role != derived.role_of(rows)}

@@ -21,8 +21,8 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from . import (__version__, archive, arrays, bounded, host, mobile, model_claims, package, parity, published,
-               report_html, runner)
+from . import (__version__, archive, arrays, bounded, detections, host, mobile, model_claims, package, parity,
+               published, report_html, runner)
 from .config import C_NAME, C_NAME_FORM, RANGES, TARGET_NAME, Target, bundled, list_targets, load_target
 from .errors import InputError, StageError, StepTimeout, UsageError, few, first_line
 from .probe import probe as probe_model
@@ -938,9 +938,9 @@ def _figure_claims(manifest: dict, figures: dict) -> list[str]:
     claimed = ((manifest.get("parity") or {}).get("quantization") or {}) if isinstance(manifest.get("parity"),
                                                                                         dict) else {}
     claimed = claimed if isinstance(claimed, dict) else {}
-    validated = claimed.get("samples")
-    validated = validated if _number(validated) != "n/a" and validated >= 1 else None
-    over = f"over {_number(validated)} validation samples"
+    validated = claimed.get("samples")  # a count (READ_TYPES), or absent
+    over = f"over {_number(validated)} validation samples" if validated is not None else \
+        f"over at most {MOST_SHARE:,} validation samples a golden one"
     said = {o.get("output"): o for o in claimed.get("outputs") or [] if isinstance(o, dict)}
     bests = {o["output"]: (o["cosine"], best) for o in figures["outputs"]
              if (best := _at_best(o.get("cosine"), o.get("cosine_samples"), validated)) is not None}
@@ -948,7 +948,7 @@ def _figure_claims(manifest: dict, figures: dict) -> list[str]:
            for name, (here, best) in bests.items()
            if _number(value := (said.get(name) or {}).get("cosine")) != "n/a" and value > best]
     bad += list(filter(None, (_floor_claim(said.get(o["output"]) or {}, o, validated) for o in figures["outputs"])))
-    bad += _detection_claims(manifest, said, figures)
+    bad += _length_claims(manifest, said, figures) + _detection_claims(manifest, said, figures, validated)
     if not bests:
         return bad
     here, best = min(bests.values(), key=lambda pair: pair[1])  # the gate is the worst output's
@@ -961,15 +961,40 @@ def _figure_claims(manifest: dict, figures: dict) -> list[str]:
     return bad
 
 
-def _detection_claims(manifest: dict, said: dict, figures: dict) -> list[str]:
+# the first edgekit whose packages record a detector's matched detections (detection_agreement): an older one's
+# counted its length mismatches alone
+DETECTIONS_RECORDED = "0.1.1"
+
+
+def _length_claims(manifest: dict, said: dict, figures: dict) -> list[str]:
+    """The golden samples are validation's first ones: the samples whose lengths (detections' count) differ there
+    differ in the run too, so the manifest records at least as many length_mismatches for that output, and where
+    check matches an output's detections on them, it records their agreement (stripped of both, with the gate, a
+    failed detector passed)."""
+    bad = []
+    for o in figures["outputs"]:
+        mine, name = said.get(o["output"]) or {}, o["output"]
+        recorded = mine.get("length_mismatches") if type(mine.get("length_mismatches")) is int else 0
+        if (here := o.get("length_mismatches") or 0) > recorded:
+            bad.append(f"{name} length_mismatches {recorded}, yet {here} golden samples' lengths differ")
+        if o.get("detection_agreement") is not None and _number(mine.get("detection_agreement")) == "n/a" \
+                and not _made_before(manifest, DETECTIONS_RECORDED):
+            bad.append(f"{name} records no detection_agreement, yet its detections are matched on these "
+                       f"({o['detection_agreement']:.6g})")
+    return bad
+
+
+def _detection_claims(manifest: dict, said: dict, figures: dict, validated: int | None = None) -> list[str]:
     """Each output's detection_agreement, and the quant_detection_agreement gate, where better than the golden
     samples allow (_detection_best), or the gate passed where that best misses its limit. A package recording none
     (made before detections were matched) is checked as before."""
     bests = {o["output"]: (o["detection_agreement"], best) for o in figures["outputs"]
-             if (best := _detection_best(o, said.get(o["output"]) or {})) is not None}
+             if (best := _detection_best(o, said.get(o["output"]) or {}, validated)) is not None}
     bad = [f"{name} detection_agreement {_number(value)} (these give {here:.6g}: at most {best:.6g})"
            for name, (here, best) in bests.items()
            if _number(value := (said.get(name) or {}).get("detection_agreement")) != "n/a" and value > best]
+    bad += [f"{o['output']} detection_match: {o['detection_match_untrue']}" for o in figures["outputs"]
+            if o.get("detection_match_untrue")]  # matched here as its arrays say, never looser than the export
     # how the run matched them recorded, yet no agreement here: an edited record must not leave the claim unbounded
     bad += [f"{o['output']} detection_agreement {_number(said[o['output']].get('detection_agreement'))}: its "
             f"detections are not matched on these as its detection_match says" for o in figures["outputs"]
@@ -987,16 +1012,18 @@ def _detection_claims(manifest: dict, said: dict, figures: dict) -> list[str]:
     return bad
 
 
-def _detection_best(here: dict, said: dict) -> float | None:
+def _detection_best(here: dict, said: dict, validated: int | None = None) -> float | None:
     """The best detection agreement over the validation samples, given the golden samples' (their first ones): the
     detections unmatched on them are unmatched there too, out of the detection_rows the manifest records (at most
-    MOST_SHARE times the golden samples', LOSS_SLACK for other kernels' fp32). None: not measured here, or the
-    manifest records no agreement (an older package)."""
+    MOST_SHARE times the golden samples', and 2 x MAX_DETECTION_ROWS a validation sample: more rows are never matched;
+    LOSS_SLACK for other kernels' fp32). None: not measured here, or the manifest records no agreement (an older
+    package)."""
     if here.get("detection_agreement") is None or _number(said.get("detection_agreement")) == "n/a":
         return None
     rows = here["detection_rows"]
+    most = min(rows * MOST_SHARE, 2 * detections.MAX_DETECTION_ROWS * validated if validated else rows * MOST_SHARE)
     claimed = said.get("detection_rows")
-    most = rows * MOST_SHARE if _number(claimed) == "n/a" or claimed <= 0 else min(claimed, rows * MOST_SHARE)
+    most = most if _number(claimed) == "n/a" or claimed <= 0 else min(claimed, most)
     unmatched = (1 - here["detection_agreement"]) * rows
     return 1 - unmatched / (LOSS_SLACK * max(most, 1)) + 1e-9
 
@@ -1024,10 +1051,12 @@ def _floor_claim(said: dict, here: dict, validated: float | None) -> str:
 
 
 def _at_best(here: float | None, counted: int | None, validated: float | None) -> float | None:
-    """The best mean cosine over `validated` samples, given `here` averaged over `counted` golden ones."""
-    if here is None or not counted or validated is None:
+    """The best mean cosine over `validated` samples (None: not recorded, at most MOST_SHARE a golden one), given
+    `here` averaged over `counted` golden ones."""
+    if here is None or not counted:
         return None
-    return 1 - (1 - here) * counted / (LOSS_SLACK * min(max(validated, counted), counted * MOST_SHARE)) + 1e-9
+    most = counted * MOST_SHARE
+    return 1 - (1 - here) * counted / (LOSS_SLACK * min(max(validated or most, counted), most)) + 1e-9
 
 
 def read_manifest(folder: Path, shown: str):
@@ -1085,18 +1114,26 @@ def _manifest(manifest, shown: str) -> dict:
 # for a dict's keys that are there, [type] for a list's items), so one edited to another (dynamic_sizes 1.5) is bad
 # input naming it, not a crash deep in a claim check (exit 5). A field absent (an older package's) is not read.
 STAGE = {"outputs": [{"output": str}]}  # a parity stage: the outputs compared
+
+
+class Count:
+    """A READ_TYPES spec: a count, an integer 1 or more (a sample count of null or "600" lifted the cosine bound)."""
+
+
 READ_TYPES = {
     "target_profile_sha256": str,
     "inputs": [{"name": str}],
     "outputs": [{"name": str}],
     "gates": [{"output": (str, None)}],
-    "parity": {"export": (STAGE, None), "quantization": STAGE},
+    "parity": {"export": (STAGE, None), "quantization": {**STAGE, "samples": Count}},
     "dynamic_sizes": ([{"export": (STAGE, None), "quantization": (STAGE, None)}], None),
 }
 
 
 def _mistyped(value, spec, where: str = "") -> str:
     """Where `value` is not of `spec` (see READ_TYPES), said in one line ("" where it is)."""
+    if spec is Count:
+        return "" if type(value) is int and value >= 1 else f"{where} is {_kind(value)}, not a count (1 or more)"
     if isinstance(spec, tuple):  # a value of one choice's kind is held to that choice (a table to its fields)
         same = [s for s in spec if _kind(value) == _spec_kind(s)]
         return _mistyped(value, same[0], where) if same else \
@@ -1292,6 +1329,9 @@ def _gate_claims(manifest: dict) -> list[str]:
             worst := _worst_recorded(manifest, "detection_agreement")):
         bad.append(f"{parity.DETECTION_GATE} {_number(value)} is not the worst detection_agreement the manifest "
                    f"records ({_number(worst)})")
+    if (length := gates.get("quant_length_mismatches")) and length.get("value") != (worst := _most_lengths(manifest)):
+        bad.append(f"quant_length_mismatches {_number(length.get('value'))} is not the most length_mismatches the "
+                   f"manifest records of outputs not matched as detections ({_number(worst)})")
     bad += _profile_claims(manifest, gates, profile)
     # the shipped file's; model.int8.onnx's in packages made before 12-04 that ship an .ort
     size, sizes, shipped = gates.get("size_mb"), archive.file_sizes(manifest), shipped_model(manifest)
@@ -1311,6 +1351,16 @@ def _detection_gates(manifest: dict) -> set[str]:
     matched = any(o.get("detection_agreement") is not None for o in outputs)
     counted = any(o.get("length_mismatches") and o.get("detection_agreement") is None for o in outputs)
     return {*((parity.DETECTION_GATE,) if matched else ()), *(("quant_length_mismatches",) if counted else ())}
+
+
+def _most_lengths(manifest: dict) -> int | None:
+    """The most length_mismatches of the fp32-vs-int8 parity outputs not matched as detections (the ones the
+    quant_length_mismatches gate holds: parity.quantization_gates); None: none recorded."""
+    stage = manifest.get("parity", {}).get("quantization") if isinstance(manifest.get("parity"), dict) else None
+    outputs = stage.get("outputs") if isinstance(stage, dict) else None
+    found = [v for o in outputs if isinstance(o, dict) and o.get("detection_agreement") is None
+             and type(v := o.get("length_mismatches")) is int] if isinstance(outputs, list) else []
+    return max(found, default=None)
 
 
 def _worst_centred(manifest: dict) -> float | None:

@@ -108,6 +108,8 @@ class OutputParity:
     # (detections.Match: group, row axis, role, box format), recorded once here
     unmatched_samples: int | None = None
     detection_match: dict | None = None
+    # check only (a recorded detection_match given): why its role is not what the arrays make it, matched as they do
+    detection_match_untrue: str | None = None
 
     @property
     def near_zero(self) -> bool:
@@ -357,10 +359,11 @@ def _matched_samples(agreed, ref: list, cand: list, examples: dict[int, str], k:
 def _with_detections(o: OutputParity, matched, k: int) -> OutputParity:
     """`o` with its detection agreement, the samples its figures left out, and its Match (detections.measure)."""
     if k not in matched.agreed:
-        return o
+        return replace(o, detection_match_untrue=matched.untrue.get(k))
     agreed = matched.agreed[k]
     return replace(o, detection_agreement=agreed.agreement, detection_rows=agreed.rows,
-                   unmatched_samples=len(agreed.unmatched) or None, detection_match=matched.matches[k].as_dict())
+                   unmatched_samples=len(agreed.unmatched) or None, detection_match=matched.matches[k].as_dict(),
+                   detection_match_untrue=matched.untrue.get(k))
 
 
 def _dynamic(declared, ndim: int, axes) -> bool:

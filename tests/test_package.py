@@ -2673,7 +2673,8 @@ def test_quiet_floors_of_a_hostile_manifest_are_read_within_bounds():
 def test_check_fails_a_failing_detector_whose_gate_was_deleted_or_whose_matching_was_edited(tmp_path):
     """A strict profile fails quant_detection_agreement; the gate deleted (its outputs still recording the agreement
     under the limit), passed set true: check passed it. So did a detection_match edited so that check could match
-    nothing (every output 'carried'): the claimed agreement went unbounded."""
+    nothing (every output 'carried'): the claimed agreement went unbounded. Roles are checked against the arrays now:
+    such a record is untrue, and check matches as the arrays say."""
     rng = np.random.default_rng(0)
     for name in ("val", "cal"):
         np.savez(tmp_path / f"{name}.npz", image=rng.standard_normal((16, 1, 3, 16, 16)).astype(np.float32))
@@ -2697,4 +2698,71 @@ def test_check_fails_a_failing_detector_whose_gate_was_deleted_or_whose_matching
         o["detection_match"]["role"] = "carried"
     (folder / "manifest.json").write_text(json.dumps(manifest))
     edited = cli(["check", folder])
-    assert edited.exit_code == 1 and "as its detection_match says" in edited.output, edited.output
+    assert edited.exit_code == 1 and "output_0 detection_match: role 'carried', where its arrays make it 'box'" \
+        in edited.output, edited.output
+
+
+def _detector(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("val", "cal"):
+        np.savez(tmp_path / f"{name}.npz", image=rng.standard_normal((16, 1, 3, 16, 16)).astype(np.float32))
+    profile = (ROOT / "targets" / "desktop-x86.toml").read_text().replace('name = "desktop-x86"', 'name = "strict"')
+    (tmp_path / "strict.toml").write_text(profile.replace("detection_agreement_min = 0.9",
+                                                          "detection_agreement_min = 1.0"))
+    return ["models:score_cut_detector", "--input", "image:1x3x16x16", "--calibration", tmp_path / "cal.npz",
+            "--validation", tmp_path / "val.npz", "--task", "detect", "--no-bench", "-t", tmp_path / "strict.toml"]
+
+
+def test_a_failed_detector_stripped_of_its_detection_record_fails_check(tmp_path):
+    """A detector failing quant_detection_agreement (0.97 < 1.0): its outputs' detection_agreement, detection_rows,
+    detection_match and length_mismatches deleted, the gate deleted, passed and verification set true. check's own
+    golden samples keep different counts on most samples (it matches them as detections itself), yet it passed."""
+    made = cli(["export", *map(str, _detector(tmp_path)), "--out", tmp_path / "o"])
+    assert made.exit_code == 1, made.output
+    folder = tmp_path / "o" / "strict"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for o in manifest["parity"]["quantization"]["outputs"]:
+        for key in ("detection_agreement", "detection_rows", "detection_match", "unmatched_samples",
+                    "length_mismatches", "length_example"):
+            o.pop(key, None)
+    manifest["gates"] = [g for g in manifest["gates"] if g["name"] != "quant_detection_agreement"]
+    manifest["passed"] = True
+    for v in manifest["verification"]:
+        v["passed"], v["message"] = True, ""
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    checked = cli(["check", folder])
+    assert checked.exit_code == 1, checked.output
+
+
+def test_a_detection_rows_edited_past_any_possible_count_does_not_loosen_the_bound(tmp_path):
+    """detection_rows is capped only at MOST_SHARE (10,000) x the golden samples' rows: edited to 1e9 over the
+    manifest's 16 validation samples (at most 2 x MAX_DETECTION_ROWS a sample and output can be matched), a claimed
+    agreement of 0.99999 where the golden samples give 0.96 passed check (refused at a bound of 2 x 2000 x 16 rows)."""
+    args = _detector(tmp_path)[:-2] + ["-t", "desktop-x86"]
+    made = cli(["export", *map(str, args), "--out", tmp_path / "o"])
+    assert made.exit_code == 0, made.output
+    folder = tmp_path / "o" / "desktop-x86"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for o in manifest["parity"]["quantization"]["outputs"]:
+        o["detection_agreement"], o["detection_rows"] = 0.99999, 10 ** 9
+    next(g for g in manifest["gates"] if g["name"] == "quant_detection_agreement")["value"] = 0.99999
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    checked = cli(["check", folder])
+    assert checked.exit_code == 1, checked.output
+
+
+def test_a_validation_count_edited_to_null_does_not_lift_the_cosine_bound(tmp_path):
+    """parity.quantization.samples null (or "600") is read as no count (`_number` n/a): _at_best gives no bound, and
+    every output's cosine and the quant_cosine gate edited to 1.0 passed check, while samples 600 fails them. Not in
+    READ_TYPES (mistyped: exit 3), and absent it could still bound at MOST_SHARE x the golden samples."""
+    made = cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--no-bench", "--out", tmp_path / "o"])
+    assert made.exit_code == 0, made.output
+    folder = tmp_path / "o" / "desktop-x86"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["parity"]["quantization"]["samples"] = None
+    for o in manifest["parity"]["quantization"]["outputs"]:
+        o["cosine"] = 1.0
+    next(g for g in manifest["gates"] if g["name"] == "quant_cosine")["value"] = 1.0
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    checked = cli(["check", folder])
+    assert checked.exit_code in (1, 3), checked.output

@@ -828,3 +828,31 @@ def test_an_output_of_more_rows_than_a_detector_keeps_is_not_matched_and_iou_sta
     finally:
         tracemalloc.stop()
     assert peak <= 4 * 8 * most * most, peak  # was 8 (n x m x 2 float64 temporaries)
+
+
+def _far_boxes():
+    """4 samples whose int8 boxes are all 50 px off fp32's (IoU 0), labels equal."""
+    rng = np.random.default_rng(0)
+    ref, cand = [], []
+    for i in range(4):
+        xy = rng.uniform(0, 100, (5 + i, 2)).astype(np.float32)
+        boxes, labels = np.concatenate([xy, xy + 10], 1), rng.integers(0, 3, 5 + i)
+        ref.append([boxes, labels])
+        cand.append([boxes + 50, labels])
+    return ref, cand
+
+
+def test_a_forged_detection_match_does_not_raise_the_agreement_check_measures():
+    """check matches as the manifest's detection_match says: boxes recorded as `carried` (never what the export
+    records for a [K, 4] float output) match by labels alone, and check re-measures 1.0 where the boxes agree on
+    none (0.0), so a claimed agreement edited to 1.0 with the record passes its bound."""
+    ref, cand = _far_boxes()
+    names, shapes = ["boxes", "labels"], [(None, 4), (None,)]
+    honest = {"boxes": {"group": 0, "axis": 0, "role": "box", "centre_size": False},
+              "labels": {"group": 0, "axis": 0, "role": "equal"}}
+    forged = {**honest, "boxes": {"group": 0, "axis": 0, "role": "carried"}}
+    measured, claimed = ({o.output: o.detection_agreement
+                          for o in parity.compare(names, ref, cand, "detect", shapes=shapes, detected=said)}
+                         for said in (honest, forged))
+    assert measured["boxes"] == 0.0
+    assert claimed["boxes"] is None or claimed["boxes"] <= measured["boxes"], claimed
