@@ -51,7 +51,8 @@ def run(stage: str, fn: str, *args: str, timeout: float, raised_by: str = "") ->
     if result.get("errno") in FULL_ERRNOS:  # the user's disk, not the step, failed
         raise OSError(result["errno"], os.strerror(result["errno"]), result.get("filename"))
     if not result["ok"]:
-        raise (InputError(result["value"]) if result.get("input") else StageError(stage, result["value"]))
+        raise (InputError(result["value"]) if result.get("input") else
+               StepTimeout(stage, result["value"]) if result.get("timeout") else StageError(stage, result["value"]))
     return result["value"]
 
 
@@ -124,6 +125,8 @@ def _main(argv: list[str]) -> None:
         result = {"ok": False, "value": "out of memory"}
     except InputError as e:  # the file's fault, said as the parent would (exit 3)
         result = {"ok": False, "value": str(e), "input": True}
+    except StepTimeout as e:  # past the user's limit (exit 4), not the step's failure (a package failing check)
+        result = {"ok": False, "value": e.message, "timeout": True}
     except BaseException as e:  # everything goes back to the parent as one line
         full = disk_full(e)
         result = {"ok": False, "value": first_line(e),

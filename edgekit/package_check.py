@@ -28,7 +28,7 @@ from .errors import InputError, StageError, StepTimeout, UsageError, few, first_
 from .probe import probe as probe_model
 from .report import printable
 from .reports import ARM_STAND_IN, VERSION_CASE, Case, CheckReport, shipped_model
-from .runtime import CAPPED, int8_session, run_error, run_limit, session
+from .runtime import CAPPED, int8_session, run_error, run_limit, runs_limited, session
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
 MAX_NAME = 256  # a state input's or output's name (one of 200,000 characters overflowed the child's command line)
@@ -780,8 +780,8 @@ def _parity_bounded(target: str, pairs: list[tuple[str, str]], state: dict[str, 
     seconds, raised_by = run_limit()  # check's --step-timeout
     try:
         found = json.loads(bounded.run("check", "edgekit.package_check:parity_in_child", target, json.dumps(pairs),
-                                       json.dumps(state), json.dumps(steps), json.dumps(figures), timeout=seconds,
-                                       raised_by=raised_by))
+                                       json.dumps(state), json.dumps(steps), json.dumps(figures),
+                                       json.dumps([seconds, raised_by]), timeout=seconds, raised_by=raised_by))
     except StepTimeout as e:  # the user's limit, not the package's fault: exit 4 naming it, as export's steps do
         raise StepTimeout(f"check of {target}", e.message) from None
     except (StageError, InputError) as e:  # a model exhausting memory, a bad golden file: fails (exit 1)
@@ -789,11 +789,15 @@ def _parity_bounded(target: str, pairs: list[tuple[str, str]], state: dict[str, 
     return [Case(**c) for c in found["cases"]], found["figures"]
 
 
-def parity_in_child(target: str, pairs: str, state: str = "{}", steps: str = "{}", figures: str = "null") -> str:
+def parity_in_child(target: str, pairs: str, state: str = "{}", steps: str = "{}", figures: str = "null",
+                    limit: str = "null") -> str:
     """Entry point of the bounded child: every (model, golden file) pair's parity case, and the golden samples'
-    parity figures, as JSON."""
-    found, figured = _parity_here(target, json.loads(pairs), json.loads(state), json.loads(steps),
-                                  json.loads(figures), reuse=False)
+    parity figures, as JSON. `limit`: [seconds, the setting raising them], each run's limit as the parent has it
+    (--step-timeout; without it a run stopped at the default, and the child's timeout was a failed package)."""
+    seconds, raised_by = json.loads(limit) or run_limit()
+    with runs_limited(seconds, raised_by):
+        found, figured = _parity_here(target, json.loads(pairs), json.loads(state), json.loads(steps),
+                                      json.loads(figures), reuse=False)
     return json.dumps({"cases": [asdict(c) for c in found], "figures": figured})
 
 

@@ -2766,3 +2766,18 @@ def test_a_validation_count_edited_to_null_does_not_lift_the_cosine_bound(tmp_pa
     (folder / "manifest.json").write_text(json.dumps(manifest))
     checked = cli(["check", folder])
     assert checked.exit_code in (1, 3), checked.output
+
+
+def test_a_timeout_in_a_bounded_child_stays_a_timeout(tmp_path, monkeypatch):
+    """A StepTimeout raised in a bounded child (a run past --step-timeout) came back as a plain StageError: in check's
+    parity child, a failed package (exit 1) instead of the user's limit (exit 4)."""
+    from edgekit import bounded
+    from edgekit.errors import StepTimeout
+
+    (tmp_path / "slow_step.py").write_text(
+        "from edgekit.errors import StepTimeout\n"
+        "def run():\n"
+        "    raise StepTimeout('onnxruntime run', 'a run of the model took longer than 0.05 s (--step-timeout)')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(tmp_path), os.environ.get("PYTHONPATH")))))
+    with pytest.raises(StepTimeout, match=r"check failed: .*--step-timeout"):
+        bounded.run("check", "slow_step:run", timeout=120)
