@@ -816,7 +816,7 @@ def _write_junit(path: str, cases) -> None:
 
     try:
         with whole_file(Path(path)) as partial:
-            partial.write_text(junit(cases))
+            partial.write_text(junit(cases), encoding="utf-8")
     except OSError as e:
         raise from_os_error(e) or InputError(f"--junit {path}: cannot be written ({e.strerror})") from None
 
@@ -886,7 +886,7 @@ def targets(ctx) -> None:
 @_handle_errors
 def targets_show(name: str) -> None:
     """Print a profile file (copy it, edit it, pass its path to --target)."""
-    _emit(Path(load_target(name).path).read_text().removesuffix("\n"))
+    _emit(Path(load_target(name).path).read_text(encoding="utf-8").removesuffix("\n"))
 
 
 def _verbose(ctx, param, value: bool) -> None:

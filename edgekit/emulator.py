@@ -231,10 +231,10 @@ def _overlay(dest: Path, root: Path, cpu: str) -> Path:
                    f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part}\nCPU revision\t: 0\n\n"
                    for i in range(os.cpu_count() or 1))
     with contextlib.suppress(OSError):
-        if (dest / "proc" / "cpuinfo").read_text() == text:
+        if (dest / "proc" / "cpuinfo").read_text(encoding="utf-8") == text:
             return dest  # as it should be: nothing written (a read-only cache works once built)
     fresh = dest / "proc" / f".cpuinfo-{os.getpid()}"
-    fresh.write_text(text)
+    fresh.write_text(text, encoding="utf-8")
     fresh.replace(dest / "proc" / "cpuinfo")
     return dest
 

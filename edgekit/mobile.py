@@ -85,7 +85,8 @@ def to_ort(models: list[Path], dest_dir: Path, optimization_style: str, target_p
             ops.setdefault((domain, int(opset)), set()).update(names.split(","))
     config = dest_dir / "required_operators.config"
     config.write_text(f"# required operators of {', '.join(p.name for p in orts.values())}\n"
-                      + "".join(f"{d};{o};{','.join(sorted(n))}\n" for (d, o), n in sorted(ops.items())))
+                      + "".join(f"{d};{o};{','.join(sorted(n))}\n" for (d, o), n in sorted(ops.items())),
+                      encoding="utf-8")
     return {"ort": orts, "config": config, "reproducible": reproducible}
 
 
@@ -107,7 +108,8 @@ def _to_ort(model: Path, dest_dir: Path, style: str, platform_: str) -> tuple[Pa
         ort = dest_dir / f"{model.stem}.ort"
         shutil.copyfile(ort_files[0], ort)
         # the config's first lines name the temp folder it was made from: keep only the op lists
-        lines = [ln for ln in configs[0].read_text().splitlines() if ln and not ln.startswith("#")]
+        lines = [ln for ln in configs[0].read_text(encoding="utf-8").splitlines()
+                 if ln and not ln.startswith("#")]
     return ort, lines, reproducible
 
 
@@ -349,7 +351,7 @@ def c_header(model: Path, dest_dir: Path, name: str = C_NAME) -> dict[str, Path]
         " * load in place vs 36-39 ms copied). */\n"
         f"extern const unsigned char {sym}_data[{macro}_SIZE];\n"
         f"extern const size_t {sym}_size;\n"
-        f"extern const char {sym}_sha256[];\n\n#endif /* {macro}_DATA_H */\n")
+        f"extern const char {sym}_sha256[];\n\n#endif /* {macro}_DATA_H */\n", encoding="utf-8")
     rows = [", ".join(f"0x{b:02x}" for b in data[i:i + 16]) for i in range(0, len(data), 16)]
     source.write_text(
         f"{banner}#include \"{header.name}\"\n\n"
@@ -358,7 +360,7 @@ def c_header(model: Path, dest_dir: Path, name: str = C_NAME) -> dict[str, Path]
         "#if defined(__GNUC__) || defined(__clang__)\n    __attribute__((aligned(64)))\n#endif\n"
         "    = {\n    " + ",\n    ".join(rows) + "\n};\n\n"
         f"const size_t {sym}_size = sizeof({sym}_data);\n"
-        f"const char {sym}_sha256[] = {macro}_SHA256;\n")
+        f"const char {sym}_sha256[] = {macro}_SHA256;\n", encoding="utf-8")
     assembly.write_text(
         f"{banner}/* GNU as (x86-64, aarch64): cc -c {assembly.name} -I <the folder holding {model.name}>, run from a\n"
         f"   folder holding no other {model.name}: as reads its own first, and only another size is caught */\n"
@@ -375,5 +377,5 @@ def c_header(model: Path, dest_dir: Path, name: str = C_NAME) -> dict[str, Path]
         f"    .size {sym}_size, 8\n\n"
         f"    .global {sym}_sha256\n    .type {sym}_sha256, %object\n"
         f"{sym}_sha256:\n    .asciz \"{digest}\"\n    .size {sym}_sha256, {len(digest) + 1}\n\n"
-        "    .section .note.GNU-stack, \"\", %progbits\n")
+        "    .section .note.GNU-stack, \"\", %progbits\n", encoding="utf-8")
     return {"header": header, "source": source, "assembly": assembly}

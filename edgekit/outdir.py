@@ -70,7 +70,7 @@ def _is_package(folder: Path) -> bool:
     try:
         if not path.is_file() or path.stat().st_size > archive.MAX_MANIFEST_BYTES:
             return False
-        found = json.loads(path.read_text())
+        found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
         return False
     return isinstance(found, dict) and "edgekit_version" in found and isinstance(found.get("files"), dict)
@@ -316,7 +316,7 @@ def _not_a_package(manifest: Path, name: str) -> str | None:
     try:
         if manifest.is_symlink() or not manifest.is_file() or manifest.stat().st_size > archive.MAX_MANIFEST_BYTES:
             return FOREIGN
-        data = json.loads(manifest.read_text())
+        data = json.loads(manifest.read_text(encoding="utf-8"))
         if not (isinstance(data, dict) and "edgekit_version" in data and data.get("target") == name
                 and isinstance(data.get("files"), dict)):
             return FOREIGN
@@ -339,7 +339,7 @@ def _read_ledger(out: Path) -> dict[str, str] | None:
     try:
         if not stat.S_ISREG(info.st_mode) or info.st_size > 1 << 20:
             return None
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
@@ -364,7 +364,7 @@ def publish(stage: Path, out: Path, names: list[str], stale: list[str] = ()) -> 
         moves.insert(0, published.INDEX)
     if files or gone:  # swapped in with them, so the ledger never names a file that is not there
         ledger = {n: h for n, h in ledger.items() if n not in gone} | {n: sha256(stage / n) for n in files}
-        (stage / LEDGER).write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
+        (stage / LEDGER).write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         moves.append(LEDGER)
     done: list[tuple[Path, Path | None]] = []  # (final, where its old version went)
     with signals.deferred() as received:
@@ -405,8 +405,8 @@ def _record(stage: Path, out: Path, names: list[str]) -> Path | None:
     during, after = published.merged(prior, present, new)
     if prior is None and not after.targets:  # no package here, before or now: nothing to record
         return None
-    (stage / published.INDEX).write_text(during.text())
-    (stage / f"{published.INDEX}.final").write_text(after.text())
+    (stage / published.INDEX).write_text(during.text(), encoding="utf-8")
+    (stage / f"{published.INDEX}.final").write_text(after.text(), encoding="utf-8")
     return stage / f"{published.INDEX}.final"
 
 

@@ -246,11 +246,11 @@ def write(target_dir: Path, report: TargetReport, pages: bool = True) -> None:
     report.files = {p.name: sha256(p) for p in files}
     report.sizes = {p.name: p.stat().st_size for p in files}
     if pages:
-        (target_dir / "report.md").write_text(markdown(report))
-        (target_dir / "report.html").write_text(report_html.page(report))
+        (target_dir / "report.md").write_text(markdown(report), encoding="utf-8")
+        (target_dir / "report.html").write_text(report_html.page(report), encoding="utf-8")
         report.files.update({name: sha256(target_dir / name) for name in PAGES})
         report.sizes.update({name: (target_dir / name).stat().st_size for name in PAGES})
-    (target_dir / "manifest.json").write_text(json_text(report.to_json()) + "\n")
+    (target_dir / "manifest.json").write_text(json_text(report.to_json()) + "\n", encoding="utf-8")
 
 
 def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], names: list[str],

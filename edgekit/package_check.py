@@ -521,7 +521,7 @@ def _operator_claims(folder: Path, manifest: dict) -> str:
     except (StageError, InputError) as e:  # a model from others the converter refuses or chokes on: a failed claim
         return f"{config} cannot be made again from {', '.join(orts.values())}: {first_line(e, 200)}"
     due = CONVERTED[key]
-    held = _operator_lines((folder / config).read_text(errors="replace"))
+    held = _operator_lines((folder / config).read_text(encoding="utf-8", errors="replace"))
     if held != due:
         lost, extra = sorted(due - held), sorted(held - due)
         return (f"{config} is not what edgekit writes for {', '.join(orts)}: "
@@ -547,7 +547,7 @@ def operators_in_child(folder: str, names: str, style: str, platform_: str) -> s
     """Entry point of the bounded child: the required_operators.config text mobile.to_ort writes for these models."""
     with tempfile.TemporaryDirectory(prefix="edgekit-check-ops-") as tmp:
         made = mobile.to_ort([Path(folder) / name for name in json.loads(names)], Path(tmp), style, platform_)
-        return made["config"].read_text()
+        return made["config"].read_text(encoding="utf-8")
 
 
 def _operator_lines(text: str) -> frozenset[str]:
@@ -1071,7 +1071,8 @@ def read_manifest(folder: Path, shown: str):
             raise InputError(f"{shown}/manifest.json: a link, not a file of the package")
         if path.stat().st_size > archive.MAX_MANIFEST_BYTES:
             raise InputError(f"{shown}/manifest.json: larger than {archive.MAX_MANIFEST_BYTES} bytes")
-        manifest = json.loads(path.read_text(), object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+        manifest = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys,
+                              parse_constant=_no_constant)
     except (OSError, ValueError, RecursionError) as e:
         raise InputError(f"{shown}/manifest.json: unreadable ({type(e).__name__}: {first_line(e, 120)})") from e
     return manifest

@@ -51,7 +51,7 @@ def read(out: Path, shown: Path | str | None = None) -> Published | None:
     try:
         if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_INDEX_BYTES:
             raise ValueError("not a small regular file")
-        targets = json.loads(path.read_text())["targets"]
+        targets = json.loads(path.read_text(encoding="utf-8"))["targets"]
         if not (isinstance(targets, dict) and all(
                 isinstance(n, str) and n and "/" not in n and n not in (".", "..") and isinstance(h, list) and h
                 and all(isinstance(d, str) and len(d) == DIGEST for d in h) for n, h in targets.items())):

@@ -584,7 +584,7 @@ def _search(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler:
             outdir.clean_dead_stages(folder)
     if not os.path.lexists(marker := out / "trials" / TRIALS_OF):  # the study opened: OUT/trials is its
         marker.parent.mkdir(exist_ok=True)
-        marker.write_text(json.dumps(owner) + "\n")
+        marker.write_text(json.dumps(owner) + "\n", encoding="utf-8")
     run_id = uuid.uuid4().hex
 
     def ours(trial) -> bool:
@@ -728,8 +728,8 @@ def _publish_pages(out: Path, report: SearchReport, exported: str | None, force:
     from . import report_html, reports
 
     with outdir.staging(out, list(FILES), force) as stage:  # replacing only a search's own files
-        (stage / "pareto.json").write_text(reports.json_text(report.to_json()) + "\n")
-        (stage / "report.html").write_text(report_html.search_page(report, exported))
+        (stage / "pareto.json").write_text(reports.json_text(report.to_json()) + "\n", encoding="utf-8")
+        (stage / "report.html").write_text(report_html.search_page(report, exported), encoding="utf-8")
         outdir.publish(stage, out, list(FILES))
 
 

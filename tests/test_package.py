@@ -2781,3 +2781,18 @@ def test_a_timeout_in_a_bounded_child_stays_a_timeout(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(tmp_path), os.environ.get("PYTHONPATH")))))
     with pytest.raises(StepTimeout, match=r"check failed: .*--step-timeout"):
         bounded.run("check", "slow_step:run", timeout=120)
+
+
+def test_a_package_is_written_and_checked_under_an_ascii_locale(tmp_path):
+    """Text files were written in the locale's encoding: under LC_ALL=C (no UTF-8 mode) report.md's "fp32→int8"
+    ended the export with exit 5 (UnicodeEncodeError). edgekit writes and reads its own text files as UTF-8."""
+    env = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0",
+           "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
+    out = tmp_path / "o"
+    made = subprocess.run([sys.executable, "-m", "edgekit", "export", str(DIGITS / "edgekit.toml"), "-t", "desktop-x86",
+                           "--no-bench", "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert "→" in (out / "desktop-x86" / "report.md").read_text(encoding="utf-8")
+    checked = subprocess.run([sys.executable, "-m", "edgekit", "check", str(out)], env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-2000:]
