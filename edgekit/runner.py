@@ -237,10 +237,10 @@ def golden_parts(data: dict) -> tuple[list[dict], list[dict], dict[str, np.ndarr
     """(inputs per sample, outputs per sample, tolerance arrays, per-channel tolerance arrays) of a golden file's
     entries; raises ValueError on a malformed layout. Without `input_names`/`output_names` (packages before them),
     names are the entries' own."""
-    try:
-        count = int(data["count"])
-    except (KeyError, TypeError, ValueError):
-        raise ValueError("no integer `count`") from None
+    count = data.get("count")  # an integer, as written (8.0 or "8" was taken as 8)
+    if not (isinstance(count, np.ndarray) and count.shape == () and count.dtype.kind in "iu"):
+        raise ValueError("no integer `count`")
+    count = int(count)
     if not 1 <= count <= MAX_GOLDEN_SAMPLES:
         raise ValueError(f"count {count} out of range [1, {MAX_GOLDEN_SAMPLES}]")
     lists = [_names(data, k) for k in NAME_LISTS if k in data]

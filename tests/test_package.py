@@ -2796,3 +2796,18 @@ def test_a_package_is_written_and_checked_under_an_ascii_locale(tmp_path):
     checked = subprocess.run([sys.executable, "-m", "edgekit", "check", str(out)], env=env, capture_output=True,
                              text=True, timeout=600)
     assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-2000:]
+
+
+@pytest.mark.parametrize("count", [8.0, "8", True])
+def test_a_golden_count_that_is_no_integer_is_refused(tmp_path, count):
+    """A golden file's `count` of 8.0 or "8" was read as 8: edgekit writes an integer, and anything else is bad
+    input, read from the headers (check) as from the data."""
+    from edgekit import package, runner
+    from edgekit.errors import InputError
+
+    feeds = [{"x": np.full(3, i, np.float32)} for i in range(8)]
+    entries = runner.golden_arrays(feeds, ["y"], [[f["x"] * 2] for f in feeds], {"y": 1e-3})
+    np.savez(tmp_path / "golden.npz", **{**entries, "count": np.array(count)})
+    for read in (package.read_golden, package.golden_declared):
+        with pytest.raises(InputError, match="no integer `count`"):
+            read(tmp_path / "golden.npz")
