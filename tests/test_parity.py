@@ -830,7 +830,7 @@ def test_an_output_of_more_rows_than_a_detector_keeps_is_not_matched_and_iou_sta
     assert peak <= 4 * 8 * most * most, peak  # was 8 (n x m x 2 float64 temporaries)
 
 
-def _far_boxes():
+def _boxes_all_off():
     """4 samples whose int8 boxes are all 50 px off fp32's (IoU 0), labels equal."""
     rng = np.random.default_rng(0)
     ref, cand = [], []
@@ -846,7 +846,7 @@ def test_a_forged_detection_match_does_not_raise_the_agreement_check_measures():
     """check matches as the manifest's detection_match says: boxes recorded as `carried` (never what the export
     records for a [K, 4] float output) match by labels alone, and check re-measures 1.0 where the boxes agree on
     none (0.0), so a claimed agreement edited to 1.0 with the record passes its bound."""
-    ref, cand = _far_boxes()
+    ref, cand = _boxes_all_off()
     names, shapes = ["boxes", "labels"], [(None, 4), (None,)]
     honest = {"boxes": {"group": 0, "axis": 0, "role": "box", "centre_size": False},
               "labels": {"group": 0, "axis": 0, "role": "equal"}}
