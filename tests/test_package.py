@@ -2759,13 +2759,19 @@ def test_a_validation_count_edited_to_null_does_not_lift_the_cosine_bound(tmp_pa
     assert made.exit_code == 0, made.output
     folder = tmp_path / "o" / "desktop-x86"
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["parity"]["quantization"]["samples"] = None
     for o in manifest["parity"]["quantization"]["outputs"]:
         o["cosine"] = 1.0
     next(g for g in manifest["gates"] if g["name"] == "quant_cosine")["value"] = 1.0
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    checked = cli(["check", folder])
-    assert checked.exit_code in (1, 3), checked.output
+    for samples, code, said in ((None, 3, "parity.quantization.samples is null, not a count"),
+                                ("600", 3, "parity.quantization.samples is a string, not a count"),
+                                (0, 3, "parity.quantization.samples is a number, not a count"),
+                                ("absent", 1, "validation samples a golden one")):
+        manifest["parity"]["quantization"]["samples"] = samples
+        if samples == "absent":
+            del manifest["parity"]["quantization"]["samples"]
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        checked = cli(["check", folder])
+        assert checked.exit_code == code and said in checked.output, checked.output
 
 
 def test_a_timeout_in_a_bounded_child_stays_a_timeout(tmp_path, monkeypatch):
@@ -2811,3 +2817,28 @@ def test_a_golden_count_that_is_no_integer_is_refused(tmp_path, count):
     for read in (package.read_golden, package.golden_declared):
         with pytest.raises(InputError, match="no integer `count`"):
             read(tmp_path / "golden.npz")
+
+
+def test_a_length_mismatch_gate_edited_to_zero_over_recorded_mismatches_fails_check(tmp_path):
+    """As a package made before detections were matched (edgekit 0.1.0: its detector's outputs record
+    length_mismatches, held by quant_length_mismatches at most 0): the gate's value edited to 0 and passed, the
+    mismatches the outputs record left as they were, passed check."""
+    made = cli(["export", *map(str, _detector(tmp_path)), "--out", tmp_path / "o"])
+    assert made.exit_code == 1, made.output
+    folder = tmp_path / "o" / "strict"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    outputs = manifest["parity"]["quantization"]["outputs"]
+    for o in outputs:
+        for key in ("detection_agreement", "detection_rows", "detection_match", "unmatched_samples"):
+            o.pop(key, None)
+    assert all(o["length_mismatches"] >= 1 for o in outputs), outputs
+    manifest["gates"] = [g for g in manifest["gates"] if g["name"] != "quant_detection_agreement"] + [
+        {"name": "quant_length_mismatches", "value": 0, "op": "<=", "limit": 0, "passed": True,
+         "output": outputs[0]["output"]}]
+    manifest["edgekit_version"], manifest["passed"] = "0.1.0", True
+    for v in manifest["verification"]:
+        v["passed"], v["message"] = True, ""
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    checked = cli(["check", folder])
+    assert checked.exit_code == 1 and "quant_length_mismatches 0 is not the most length_mismatches" \
+        in checked.output, checked.output
