@@ -518,6 +518,8 @@ def _operator_claims(folder: Path, manifest: dict) -> str:
     try:
         if (key := (sources, style, platform_)) not in CONVERTED:
             CONVERTED[key] = _required_operators(folder, [name for name, _ in sources], style, platform_)
+    except StepTimeout:
+        raise  # past --step-timeout: the user's limit (exit 4), not a package that fails
     except (StageError, InputError) as e:  # a model from others the converter refuses or chokes on: a failed claim
         return f"{config} cannot be made again from {', '.join(orts.values())}: {first_line(e, 200)}"
     due = CONVERTED[key]

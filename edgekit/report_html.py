@@ -110,17 +110,50 @@ def _head(title: str) -> str:
             f'content="{POLICY}"><title>{html.escape(title)}</title><style>{STYLE}</style></head><body>')
 
 
-# what page() never writes: tags that run or fetch, event handlers, references out of the page (text is escaped, so
-# only real tags match). A package's report.html edited to hold any, and re-hashed in its manifest, passed check.
-ACTIVE = re.compile(r"<\s*(?:script|iframe|frame|object|embed|link|base|form|img|video|audio|source|meta\s+http-equiv"
-                    r"\s*=\s*[\"']?refresh)\b|<[^>]*?\s(?:on[a-z]+\s*=|(?:src|href|action|xlink:href|formaction)\s*="
-                    r"\s*(?![\"']?#))|@import|url\(\s*(?![\"']?#)|javascript:", re.I)
+# what the pages hold (tags and attributes: nothing that runs or fetches), and nothing else: a package's report.html
+# edited to hold a script, a handler, a redirect or a fetch, and re-hashed in its manifest, passed check
+TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "code", "span", "table", "tr", "th", "td",
+        "figure", "figcaption", "svg", "g", "rect", "line", "circle", "text"}
+ATTRIBUTES = {"lang", "charset", "class", "role", "xmlns", "width", "height", "viewbox", "x", "y", "x1", "x2", "y1", "y2",
+              "cx", "cy", "r", "fill", "stroke", "stroke-dasharray", "transform", "text-anchor", "font-family",
+              "font-size", "font-weight"}
+SVG_NS = "http://www.w3.org/2000/svg"
 
 
 def active_content(page: str) -> str | None:
-    """The first thing in `page` that edgekit's report.html never holds (something that runs or fetches), or None."""
-    found = ACTIVE.search(page)
-    return None if found is None else found.group(0)[:60]
+    """The first thing in `page` that edgekit's pages never hold (a tag or attribute it does not write, the policy
+    missing or changed, a fetch from the style sheet), or None. Parsed: text is escaped, and a node named
+    `relu_url(skip)` is no fetch."""
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+    policy = []
+
+    class Reader(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            said = dict(attrs)
+            if tag == "meta" and said.get("http-equiv") is not None:  # only the policy, exactly as written
+                if said != {"http-equiv": "Content-Security-Policy", "content": POLICY} or policy:
+                    found.append(f"<meta http-equiv={said.get('http-equiv')!r}")
+                policy.append(tag)
+            elif tag not in TAGS:
+                found.append(f"<{tag}>")
+            elif tag == "meta" and set(said) != {"charset"} or tag == "svg" and said.get("xmlns", SVG_NS) != SVG_NS:
+                found.append(f"<{tag} {' '.join(said)}>")
+            found.extend(f"{name}= on <{tag}>" for name in said if name not in ATTRIBUTES | {"http-equiv", "content"})
+
+        handle_startendtag = handle_starttag
+
+        def handle_data(self, data):
+            if self.lasttag == "style" and re.search(r"@import|url\(|expression\(", data, re.I):
+                found.append("a fetch in <style>")
+
+    reader = Reader(convert_charrefs=True)
+    reader.feed(page)
+    reader.close()
+    if not policy:
+        found.append("no Content-Security-Policy")
+    return found[0][:60] if found else None
 
 
 def _figures(charts: list[tuple[str, str, str]]) -> list[str]:

@@ -172,3 +172,43 @@ def test_a_hostile_manifests_claims_fail_in_one_short_line(digits, tmp_path):
     assert "\n" not in said and len(said) < 2000, said
     assert "'image\\nPASS  all', which model.int8.ort does not take (it takes ['image'])" in said, said
     assert "give 'image' as float32? 1x1x1x1x1x1x1x1x..., model.int8.ort takes float32 1x1x8x8" in said, said
+
+
+@pytest.mark.parametrize("edit", [
+    '<meta content="0;url=https://evil.example/" http-equiv="refresh">',  # attribute order: CSP does not stop it
+    '<table background="https://evil.example/pixel.png"><tr><td>x</td></tr></table>',
+    '<svg><a><animate attributeName="href" values="javascript&#58;alert(1)"/><text>x</text></a></svg>',
+])
+def test_a_page_edited_to_redirect_or_fetch_without_its_policy_fails(digits, tmp_path, edit):
+    """report.html with its Content-Security-Policy removed and what a pattern over the text missed (a refresh with its
+    attributes the other way round, a background, an animated href), re-hashed, passed check: the page is parsed and
+    held to the tags and attributes edgekit writes, its policy exactly as written."""
+    from edgekit.report_html import POLICY
+
+    folder = copy_of(digits, tmp_path, "desktop-x86")
+    page = folder / "report.html"
+    text = page.read_text(encoding="utf-8")
+    policy = f'<meta http-equiv="Content-Security-Policy" content="{POLICY}">'
+    assert policy in text
+    page.write_text(text.replace(policy, "").replace("</body>", edit + "</body>"), encoding="utf-8")
+    resign(folder)
+    assert "report.html" in integrity(folder)
+
+
+def test_a_conversion_past_the_step_timeout_is_exit_4_not_a_failed_package(digits):
+    """required_operators.config is made again in a bounded child under --step-timeout: its StepTimeout was caught
+    as "cannot be made again", and an honest package failed integrity (exit 1)."""
+    result = cli(["check", digits / "android-arm64", "--step-timeout", "0.05"])
+    assert result.exit_code == 4, result.output
+
+
+def test_escaped_text_naming_url_or_javascript_is_no_active_content(digits):
+    """A pattern over the page matched its escaped text too: an honest package whose kept-float node is
+    `relu_url(skip)` (an .onnx from another exporter, --exclude-nodes) failed check ("it holds 'url('")."""
+    import html
+
+    from edgekit import report_html
+
+    page = (digits / "desktop-x86" / "report.html").read_text(encoding="utf-8")
+    for text in ("relu_url(skip)", "javascript:decoder/MatMul", "tokens@import", "<script>x</script>"):
+        assert report_html.active_content(page.replace("</body>", f"<p>{html.escape(text)}</p></body>")) is None

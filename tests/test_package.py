@@ -1968,7 +1968,7 @@ def test_a_report_page_edited_to_run_or_fetch_and_rehashed_fails_check(packaged,
     result = check(folder, "--json")
     assert result.exit_code == 1, result.output
     integrity = next(c["message"] for c in check_cases(result) if c["name"] == "integrity")
-    assert "manifest.json says of report.html: it holds '<" in integrity or "it holds '@import" in integrity, integrity
+    assert "manifest.json says of report.html: it holds " in integrity, integrity
 
 
 def test_hostile_archives_are_refused_before_tarfile_walks_them(packaged, tmp_path):
