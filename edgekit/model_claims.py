@@ -197,24 +197,34 @@ def _quantized_claim(name: str, graph: Graph, manifest: dict) -> str:
 WEIGHTED = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}  # op: the input its weights are
 
 
+# QOperator's integer ops: (the float op they compute, their weight's input, its scale's input)
+INTEGER_OPS = {"QLinearConv": ("Conv", 3, 4), "QLinearMatMul": ("MatMul", 3, 4), "QGemm": ("Gemm", 3, 4)}
+
+
 def _weights(graph: Graph) -> list[tuple[str, str, list[int]]]:
-    """(op, dtype, scale dims) of each 8-bit weight a weighted op reads through a DequantizeLinear."""
+    """(op, dtype, scale dims) of each 8-bit weight a weighted op reads through a DequantizeLinear (QDQ), or an
+    integer op takes with its scale (QOperator's QLinearConv, QLinearMatMul, QGemm)."""
     inits, readers = graph.initializers, {}
     for op, inputs, _ in graph.nodes:
         if op in WEIGHTED and len(inputs) > WEIGHTED[op]:
             readers.setdefault(inputs[WEIGHTED[op]], []).append(op)
-    return [(op, inits[i[0]][0], inits[i[1]][1] if len(i) > 1 and i[1] in inits else [])
-            for kind, i, out in graph.nodes if kind == "DequantizeLinear" and i and i[0] in inits
-            and inits[i[0]][0] in EIGHT_BITS and out for op in readers.get(out[0], [])]
+    qdq = [(op, inits[i[0]][0], inits[i[1]][1] if len(i) > 1 and i[1] in inits else [])
+           for kind, i, out in graph.nodes if kind == "DequantizeLinear" and i and i[0] in inits
+           and inits[i[0]][0] in EIGHT_BITS and out for op in readers.get(out[0], [])]
+    return qdq + [(float_op, inits[i[w]][0], inits[i[scale]][1] if i[scale] in inits else [])
+                  for kind, i, _ in graph.nodes if kind in INTEGER_OPS
+                  for float_op, w, scale in [INTEGER_OPS[kind]] if len(i) > scale and i[w] in inits
+                  and inits[i[w]][0] in EIGHT_BITS]
 
 
 def _weight_claims(name: str, graph: Graph, manifest: dict) -> list[str]:
-    """A static QDQ model's 8-bit weights (what Conv, Gemm, MatMul read through a DequantizeLinear) are of the
-    manifest's weight_type, per channel (a scale per output channel) only where it says per_channel (a Conv's always
-    then), and its activations' zero points of its activation_type. 16-bit types are a precision choice of their own."""
+    """A static model's 8-bit weights (what Conv, Gemm, MatMul read through a DequantizeLinear, or QOperator's integer
+    ops take) are of the manifest's weight_type, per channel (a scale per output channel) only where it says
+    per_channel (a Conv's always then), and its activations' zero points of its activation_type. 16-bit types are a
+    precision choice of their own."""
     quant = manifest.get("quantization")
-    if name not in INT8_MODELS or not isinstance(quant, dict) or (quant.get("mode"), quant.get("format")) != (
-            "static", "QDQ"):
+    if name not in INT8_MODELS or not isinstance(quant, dict) or quant.get("mode") != "static" or quant.get(
+            "format") not in ("QDQ", "QOperator"):
         return []
     weights, bad = _weights(graph), []
     said = quant.get("weight_type")

@@ -511,8 +511,10 @@ def _operator_claims(folder: Path, manifest: dict) -> str:
     style, platform_ = (entry.get(k) for k in ("optimization_style", "target_platform")) if config else (None, None)
     import onnxruntime
 
+    # a Fixed style's conversion applies this host's optimisations (x86's NCHWc ops): made again elsewhere, its
+    # config differs from an honest one; Runtime's (every bundled profile's) is the same on any host
     if not (isinstance(config, str) and config in manifest["files"] and orts and made == onnxruntime.__version__
-            and isinstance(style, str) and isinstance(platform_, str)):
+            and style == "Runtime" and isinstance(platform_, str)):
         return ""
     sources = tuple((name, manifest["files"][name]) for name in orts.values())  # hashed: integrity held them
     try:

@@ -212,3 +212,20 @@ def test_escaped_text_naming_url_or_javascript_is_no_active_content(digits):
     page = (digits / "desktop-x86" / "report.html").read_text(encoding="utf-8")
     for text in ("relu_url(skip)", "javascript:decoder/MatMul", "tokens@import", "<script>x</script>"):
         assert report_html.active_content(page.replace("</body>", f"<p>{html.escape(text)}</p></body>")) is None
+
+
+def test_a_qoperator_packages_weight_claims_edited_fail(tmp_path):
+    """The weights were read through DequantizeLinear alone: a QOperator package (QLinearConv's int8 per-channel
+    weights) re-hashed to say weight_type uint8, per_channel false passed check."""
+    out = tmp_path / "dist"
+    made = cli(["export", DIGITS / "edgekit.toml", "--out", out, "--no-bench", "-t", "desktop-x86",
+                "--format", "QOperator"])
+    assert made.exit_code == 0, made.output
+    folder = out / "desktop-x86"
+    assert cli(["check", folder]).exit_code == 0
+    quant = json.loads((folder / "manifest.json").read_text())["quantization"]
+    assert (quant["format"], quant["weight_type"], quant["per_channel"]) == ("QOperator", "int8", True), quant
+    resign(folder, quantization={**quant, "weight_type": "uint8", "per_channel": False})
+    said = integrity(folder)
+    assert "weights are int8, the manifest's quantization says weight_type uint8" in said, said
+    assert "quantized per channel, the manifest's quantization says per_channel false" in said, said
