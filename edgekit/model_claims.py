@@ -89,10 +89,13 @@ def _flatbuffers():
     """onnxruntime's ORT-format reader. onnxruntime.tools' __init__ imports torch where it is installed (1.1 s here)
     for a helper the reader does not use: check needs no torch, so it is hidden from that import. The reader's
     package appends its folder to sys.path, which an API caller's import path must not keep (its modules are all
-    imported by then, under the names their code imports them by)."""
+    imported by then, under the names their code imports them by). Its import sets its logger to DEBUG, and a
+    script's logging configuration must not find one of onnxruntime's at a level it did not set."""
+    import logging
     import sys
 
     hidden, path = "torch" not in sys.modules, list(sys.path)
+    known = set(logging.root.manager.loggerDict)
     if hidden:
         sys.modules["torch"] = None  # importlib's find_spec then says it is not there
     try:
@@ -101,6 +104,8 @@ def _flatbuffers():
         if hidden:
             del sys.modules["torch"]
         sys.path[:] = path
+        for name in set(logging.root.manager.loggerDict) - known:
+            logging.getLogger(name).setLevel(logging.NOTSET)
     return fbs
 
 
