@@ -1115,6 +1115,7 @@ def test_a_deleted_working_folder_is_no_working_folder_needed_or_a_usage_error(t
     pytest.importorskip("torch_pruning")
     run = _script(tmp_path, "import torch\nsys.path.insert(0, os.path.dirname(MODEL.split(':')[0]))\n"
                   "from model import DigitsCNN\nos.mkdir('gone')\nos.chdir('gone')\nos.rmdir(os.getcwd())\n"
+                  "torch.manual_seed(0)  # an untrained model: 1 init in 8 lost 1.6 points of accuracy to int8\n"
                   "kw = {k: v for k, v in KW.items() if k != 'weights'}\n"
                   "print('export', edgekit.export(DigitsCNN().eval(), out=f'{OUT}/a', **kw).passed)\n"
                   "print('quantize', edgekit.quantize(f'{OUT}/a/desktop-x86/model.onnx', KW['calibration'],\n"
