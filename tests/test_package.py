@@ -2670,20 +2670,23 @@ def test_quiet_floors_of_a_hostile_manifest_are_read_within_bounds():
     assert _quiet_floors(said) == {"y": 0.5 * FLOOR_MARGIN}
 
 
-def test_check_fails_a_failing_detector_whose_gate_was_deleted_or_whose_matching_was_edited(tmp_path):
-    """A strict profile fails quant_detection_agreement; the gate deleted (its outputs still recording the agreement
-    under the limit), passed set true: check passed it. So did a detection_match edited so that check could match
-    nothing (every output 'carried'): the claimed agreement went unbounded. Roles are checked against the arrays now:
-    such a record is untrue, and check matches as the arrays say."""
+def _detector(tmp_path):
     rng = np.random.default_rng(0)
     for name in ("val", "cal"):
         np.savez(tmp_path / f"{name}.npz", image=rng.standard_normal((16, 1, 3, 16, 16)).astype(np.float32))
     profile = (ROOT / "targets" / "desktop-x86.toml").read_text().replace('name = "desktop-x86"', 'name = "strict"')
     (tmp_path / "strict.toml").write_text(profile.replace("detection_agreement_min = 0.9",
                                                           "detection_agreement_min = 1.0"))
-    made = cli(["export", "models:score_cut_detector", "--input", "image:1x3x16x16", "--calibration",
-                tmp_path / "cal.npz", "--validation", tmp_path / "val.npz", "--task", "detect", "--no-bench",
-                "-t", tmp_path / "strict.toml", "--out", tmp_path / "o", "--json"])
+    return ["models:score_cut_detector", "--input", "image:1x3x16x16", "--calibration", tmp_path / "cal.npz",
+            "--validation", tmp_path / "val.npz", "--task", "detect", "--no-bench", "-t", tmp_path / "strict.toml"]
+
+
+def test_check_fails_a_failing_detector_whose_gate_was_deleted_or_whose_matching_was_edited(tmp_path):
+    """A strict profile fails quant_detection_agreement; the gate deleted (its outputs still recording the agreement
+    under the limit), passed set true: check passed it. So did a detection_match edited so that check could match
+    nothing (every output 'carried'): the claimed agreement went unbounded. Roles are checked against the arrays now:
+    such a record is untrue, and check matches as the arrays say."""
+    made = cli(["export", *_detector(tmp_path), "--out", tmp_path / "o", "--json"])
     assert made.exit_code == 1, made.output
     folder = tmp_path / "o" / "strict"
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -2700,17 +2703,6 @@ def test_check_fails_a_failing_detector_whose_gate_was_deleted_or_whose_matching
     edited = cli(["check", folder])
     assert edited.exit_code == 1 and "output_0 detection_match: role 'carried', where its arrays make it 'box'" \
         in edited.output, edited.output
-
-
-def _detector(tmp_path):
-    rng = np.random.default_rng(0)
-    for name in ("val", "cal"):
-        np.savez(tmp_path / f"{name}.npz", image=rng.standard_normal((16, 1, 3, 16, 16)).astype(np.float32))
-    profile = (ROOT / "targets" / "desktop-x86.toml").read_text().replace('name = "desktop-x86"', 'name = "strict"')
-    (tmp_path / "strict.toml").write_text(profile.replace("detection_agreement_min = 0.9",
-                                                          "detection_agreement_min = 1.0"))
-    return ["models:score_cut_detector", "--input", "image:1x3x16x16", "--calibration", tmp_path / "cal.npz",
-            "--validation", tmp_path / "val.npz", "--task", "detect", "--no-bench", "-t", tmp_path / "strict.toml"]
 
 
 def test_a_failed_detector_stripped_of_its_detection_record_fails_check(tmp_path):
