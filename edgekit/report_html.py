@@ -114,8 +114,8 @@ def _head(title: str) -> str:
 # edited to hold a script, a handler, a redirect or a fetch, and re-hashed in its manifest, passed check
 TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "code", "span", "table", "tr", "th", "td",
         "figure", "figcaption", "svg", "g", "rect", "line", "circle", "text"}
-ATTRIBUTES = {"lang", "charset", "class", "role", "xmlns", "width", "height", "viewbox", "x", "y", "x1", "x2", "y1", "y2",
-              "cx", "cy", "r", "fill", "stroke", "stroke-dasharray", "transform", "text-anchor", "font-family",
+ATTRIBUTES = {"lang", "charset", "class", "role", "xmlns", "width", "height", "viewbox", "x", "y", "x1", "x2", "y1",
+              "y2", "cx", "cy", "r", "fill", "stroke", "stroke-dasharray", "transform", "text-anchor", "font-family",
               "font-size", "font-weight"}
 SVG_NS = "http://www.w3.org/2000/svg"
 
