@@ -868,28 +868,31 @@ def _under(floor: float | None, refs) -> dict:
             "loud": len(refs)}
 
 
+def _recorded_outputs(manifest: dict) -> list[dict]:
+    """The output figures of the manifest's fp32-vs-int8 parity (parity.quantization.outputs), [] where it records
+    none: the claims check reads them as the export wrote them."""
+    stage = manifest.get("parity")
+    stage = stage.get("quantization") if isinstance(stage, dict) else None
+    outputs = stage.get("outputs") if isinstance(stage, dict) else None
+    return [o for o in outputs if isinstance(o, dict)] if isinstance(outputs, list) else []
+
+
 def _detected(manifest: dict) -> dict[str, dict | None]:
     """The outputs whose detections the run matched (a detection_agreement recorded in parity.quantization), each
     with how it matched them (detection_match: row axis, role, box format), which check redoes rather than guess from
     golden samples that may all keep one count; None in a package recording none (made before it was)."""
-    claimed = manifest.get("parity")
-    claimed = claimed.get("quantization") if isinstance(claimed, dict) else None
-    outputs = claimed.get("outputs") if isinstance(claimed, dict) else None
     return {o["output"]: o.get("detection_match") if isinstance(o.get("detection_match"), dict) else None
-            for o in outputs if isinstance(o, dict) and isinstance(o.get("output"), str)
-            and o.get("detection_agreement") is not None} if isinstance(outputs, list) else {}
+            for o in _recorded_outputs(manifest) if isinstance(o.get("output"), str)
+            and o.get("detection_agreement") is not None}
 
 
 def _quiet_floors(manifest: dict) -> dict[str, float]:
     """Each output's quiet_floor in parity.quantization, raised by FLOOR_MARGIN: the golden samples the run left out
     of its mean cosine as quiet, and maybe a few more (that only loosens the bound). None recorded (a package made
     before it was): the golden samples' own median decides, as it did."""
-    claimed = manifest.get("parity")
-    claimed = claimed.get("quantization") if isinstance(claimed, dict) else None
-    outputs = claimed.get("outputs") if isinstance(claimed, dict) else None
     floors = {}
-    for o in outputs if isinstance(outputs, list) else []:
-        floor = o.get("quiet_floor") if isinstance(o, dict) else None
+    for o in _recorded_outputs(manifest):
+        floor = o.get("quiet_floor")
         if floor is not None and isinstance(o.get("output"), str) and _number(floor) != "n/a" \
                 and 0 <= floor < float("inf"):
             floors[o["output"]] = floor * FLOOR_MARGIN
@@ -1331,8 +1334,9 @@ def _gate_claims(manifest: dict) -> list[str]:
         if unmeasured and name.startswith(("quant_cosine", "quant_sqnr_db", "export_cosine")) and not integer_only \
                 and name.split("_at_")[-1] not in silent:
             bad.append(f"{name} is skipped, but the model has float outputs to measure it on")
+    # a figure check can read: skipped or edited, it passed
     if parity.CENTRED_GATE in gates and (value := gates[parity.CENTRED_GATE].get("value")) != (
-            worst := _worst_centred(manifest)):  # a figure check can read: skipped or edited, it passed
+            worst := _worst_recorded(manifest, "centred_sqnr_db")):
         bad.append(f"{parity.CENTRED_GATE} {_number(value)} is not the worst centred_sqnr_db the manifest records "
                    f"({_number(worst)})")
     if parity.DETECTION_GATE in gates and (value := gates[parity.DETECTION_GATE].get("value")) != (
@@ -1355,9 +1359,7 @@ def _detection_gates(manifest: dict) -> set[str]:
     """The gates a detector's recorded figures call for: quant_detection_agreement where an output records a
     detection_agreement, quant_length_mismatches where one records length_mismatches unmatched as detections
     (deleted, a failing package passed check)."""
-    stage = manifest.get("parity", {}).get("quantization") if isinstance(manifest.get("parity"), dict) else None
-    outputs = [o for o in stage.get("outputs") or [] if isinstance(o, dict)] if isinstance(stage, dict) and \
-        isinstance(stage.get("outputs"), list) else []
+    outputs = _recorded_outputs(manifest)
     matched = any(o.get("detection_agreement") is not None for o in outputs)
     counted = any(o.get("length_mismatches") and o.get("detection_agreement") is None for o in outputs)
     return {*((parity.DETECTION_GATE,) if matched else ()), *(("quant_length_mismatches",) if counted else ())}
@@ -1366,25 +1368,13 @@ def _detection_gates(manifest: dict) -> set[str]:
 def _most_lengths(manifest: dict) -> int | None:
     """The most length_mismatches of the fp32-vs-int8 parity outputs not matched as detections (the ones the
     quant_length_mismatches gate holds: parity.quantization_gates); None: none recorded."""
-    stage = manifest.get("parity", {}).get("quantization") if isinstance(manifest.get("parity"), dict) else None
-    outputs = stage.get("outputs") if isinstance(stage, dict) else None
-    found = [v for o in outputs if isinstance(o, dict) and o.get("detection_agreement") is None
-             and type(v := o.get("length_mismatches")) is int] if isinstance(outputs, list) else []
-    return max(found, default=None)
-
-
-def _worst_centred(manifest: dict) -> float | None:
-    """The lowest centred_sqnr_db of the manifest's fp32-vs-int8 parity (None: none recorded)."""
-    return _worst_recorded(manifest, "centred_sqnr_db")
+    return max((v for o in _recorded_outputs(manifest) if o.get("detection_agreement") is None
+                and type(v := o.get("length_mismatches")) is int), default=None)
 
 
 def _worst_recorded(manifest: dict, key: str) -> float | None:
     """The lowest `key` of the manifest's fp32-vs-int8 parity outputs (None: none recorded)."""
-    stage = manifest.get("parity", {}).get("quantization") if isinstance(manifest.get("parity"), dict) else None
-    outputs = stage.get("outputs") if isinstance(stage, dict) else None
-    found = [v for o in outputs if isinstance(o, dict) and type(v := o.get(key)) in (int, float)] \
-        if isinstance(outputs, list) else []
-    return min(found, default=None)
+    return min((v for o in _recorded_outputs(manifest) if type(v := o.get(key)) in (int, float)), default=None)
 
 
 def _silent_sizes(manifest: dict) -> set[str]:
