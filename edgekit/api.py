@@ -223,8 +223,9 @@ def check(path: str | Path | ExportReport, *, emulate: str | None = None, device
     the ExportReport of the export that made it: its targets alone, refused once written over); the same run as
     `edgekit check`.
     `report.passed` is the verdict.
-    `emulate="aarch64[:CPU]"` runs the models on real aarch64 onnxruntime kernels under qemu user mode, with
-    the onnxruntime and numpy versions the package's manifest records (built in the cache on first use);
+    `emulate="aarch64[:CPU]"` runs an ARM package's models on real aarch64 onnxruntime kernels under qemu user
+    mode, with the onnxruntime and numpy versions the package's manifest records (built in the cache on first
+    use); `emulate="x86_64[:CPU]"` runs an x86 package's on an x86-64 CPU without VNNI (AVX2: u8s8 sums saturate);
     `device="ssh://user@host[:port][/folder]"` (or a DeviceSpec with a key, known_hosts, the device's python)
     copies the package there and runs the golden check and the latency benchmark with the device's own
     onnxruntime; `probe=True` then also names the first node whose quantized output differs from here.

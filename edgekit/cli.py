@@ -746,8 +746,9 @@ def distill(teacher, student, out, as_json, **settings):
 @click.argument("path", type=click.Path())
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Write JUnit XML here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
-@click.option("--emulate", metavar="aarch64[:CPU]",
-              help="Run the models on real aarch64 onnxruntime kernels under qemu (CPU default neoverse-n1).")
+@click.option("--emulate", metavar="ARCH[:CPU]",
+              help="Run the models on another CPU's real onnxruntime kernels under qemu: aarch64[:CPU] (default "
+                   "neoverse-n1) for ARM packages, x86_64[:CPU] (default epyc-milan: AVX2, no VNNI) for x86 ones.")
 @_device_options
 @click.option("--probe", is_flag=True, help="With --emulate/--device: name the first node whose int8 output differs.")
 @click.option("--step-timeout", type=Within(*RANGES["step_timeout"]), default=DEFAULT_STEP_TIMEOUT,
@@ -823,16 +824,18 @@ def _write_junit(path: str, cases) -> None:
 
 @main.group()
 def emulator() -> None:
-    """Real aarch64 onnxruntime kernels on this x86 host (qemu user mode; see `check --emulate`)."""
+    """Other CPUs' real onnxruntime kernels on this x86 host (qemu user mode; see `check --emulate`): aarch64, and
+    x86-64 without VNNI."""
 
 
 @emulator.command("setup")
-@click.argument("spec", default="aarch64", metavar="[aarch64[:CPU]]")
+@click.argument("spec", default="aarch64", metavar="[aarch64[:CPU] | x86_64[:CPU]]")
 @click.option("--onnxruntime", "ort_version", metavar="VERSION", help="Default: this host's onnxruntime version.")
 @click.option("--numpy", "np_version", metavar="VERSION", help="Default: this host's numpy version.")
 @_handle_errors
 def emulator_setup(spec, ort_version, np_version):
-    """Build (once) the cached arm64 root and aarch64 wheels that `--emulate` runs on, and try them."""
+    """Build (once) what `--emulate` runs on (aarch64: an arm64 root and aarch64 wheels; x86_64: wheels, for
+    versions other than this host's), and try it."""
     from . import emulator as emu
 
     found = emu.setup(spec, ort_version, np_version)

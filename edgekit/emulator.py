@@ -1,10 +1,14 @@
-"""Real aarch64 onnxruntime kernels on an x86 host: qemu user mode runs Debian's arm64 Python with the
-aarch64 wheels of the package's onnxruntime and numpy versions.
+"""Other CPUs' real onnxruntime kernels on an x86 host, under qemu user mode.
 
-No root, no binfmt registration, no chroot: mmdebstrap only unpacks the arm64 packages (it runs no arm64
-code) into edgekit's cache, once. qemu passes the x86 host's /proc/cpuinfo through, on which onnxruntime
-crashes; `-L` serves the prefix's files first, so each emulated CPU gets a small overlay holding an arm64
-cpuinfo (that core's MIDR and features) and links to the shared root.
+aarch64: Debian's arm64 Python with the aarch64 wheels of the package's onnxruntime and numpy versions. No root,
+no binfmt registration, no chroot: mmdebstrap only unpacks the arm64 packages (it runs no arm64 code) into
+edgekit's cache, once. qemu passes the x86 host's /proc/cpuinfo through, on which onnxruntime crashes; `-L`
+serves the prefix's files first, so each emulated CPU gets a small overlay holding an arm64 cpuinfo (that core's
+MIDR and features) and links to the shared root.
+
+x86_64: this host's own Python on an x86-64 CPU without VNNI (qemu's TCG has AVX2, no AVX-512), so onnxruntime's
+MLAS picks, from CPUID, the u8s8 kernels of the project's AVX2 hosts, whose int16 sums saturate (onnxruntime#6004)
+where a VNNI host's are exact. The overlay holds only that CPU's cpuinfo; every other path is the host's.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import contextlib
 import fcntl
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import DEFAULT_STEP_TIMEOUT
+from . import host
 from .errors import InputError, StageError, UsageError
 from .host import physical_memory
 
@@ -43,6 +49,17 @@ CPUS = {"cortex-a53": ("0x41", "0xd03", _V8), "cortex-a57": ("0x41", "0xd07", _V
         "neoverse-n1": ("0x41", "0xd0c", _V82),
         "max": ("0x00", "0x051", _V82 + " jscvt fcma sha3 sm3 sm4 sha512 sve asimdfhm dit uscat ilrcpc flagm sb "
                                         "dcpodp sve2 flagm2 frint svei8mm svebf16 i8mm bf16 bti")}
+X86 = "x86_64"
+X86_DEFAULT_CPU = "epyc-milan"
+X86_TOOLS = {"qemu-x86_64-static": "qemu-user-static"}
+X86_WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+_AVX = "fpu tsc cx8 cmov mmx fxsr sse sse2 pni pclmulqdq ssse3 cx16 sse4_1 sse4_2 popcnt aes xsave avx"
+_AVX2 = _AVX + " f16c rdrand fma movbe bmi1 bmi2 avx2 adx"
+# name → (qemu -cpu model, /proc/cpuinfo model name and flags) of an x86-64 CPU whose ISA TCG runs (none past
+# AVX2); Sandy Bridge's AVX-only MLAS kernels are the SSE ones
+X86_CPUS = {"epyc-milan": ("EPYC-Milan-v1", "AMD EPYC-Milan Processor (Zen 3)", _AVX2 + " sha_ni vaes"),
+            "haswell": ("Haswell-v4", "Intel Core Processor (Haswell, no TSX, IBRS)", _AVX2),
+            "sandybridge": ("SandyBridge-v2", "Intel Xeon E312xx (Sandy Bridge, IBRS)", _AVX)}
 VERSION = re.compile(r"[0-9][0-9A-Za-z.+!-]{0,40}")  # a manifest is a file from others: no pip options in it
 
 
@@ -51,14 +68,21 @@ class Emulator:
     """One emulated CPU with one onnxruntime/numpy pair, ready to run `runner.py`."""
 
     cpu: str
-    prefix: Path  # the CPU's overlay: its cpuinfo, links to the arm64 root
-    site: Path  # the aarch64 wheels
+    prefix: Path  # the CPU's overlay: its cpuinfo (aarch64: and links to the arm64 root)
+    site: Path  # the wheels (x86_64 at this host's versions: this host's site-packages)
     onnxruntime: str
     qemu: str  # the qemu found on the user's PATH (the run's own PATH is /usr/bin:/bin)
+    arch: str = ARCH
+    python: str = ""  # x86_64: this host's interpreter (aarch64: the root's python3)
 
     @property
     def label(self) -> str:
-        return f"{ARCH} (emulated, {self.cpu})"
+        return f"{self.arch} (emulated, {self.cpu})"
+
+    @property
+    def saturates(self) -> bool:
+        """Its int8 kernels' u8s8 sums saturate (x86-64 AVX2 without VNNI: VPMADDUBSW)."""
+        return self.arch == X86 and "avx2" in X86_CPUS[self.cpu][2].split()
 
     def describe(self, about: dict | None = None) -> str:
         return f"{self.label}, onnxruntime {(about or {}).get('onnxruntime', self.onnxruntime)}"
@@ -67,7 +91,8 @@ class Emulator:
         """`runner.serve(request)` on the emulated CPU, for files in `folder`; its answer."""
         request = {**request, "folder": str(Path(folder).resolve())}
         script = Path(__file__).with_name("runner.py")
-        cmd = [self.qemu, "-cpu", self.cpu, "-L", str(self.prefix), str(self.prefix / "usr/bin/python3"),
+        model = X86_CPUS[self.cpu][0] if self.arch == X86 else self.cpu
+        cmd = [self.qemu, "-cpu", model, "-L", str(self.prefix), self.python or str(self.prefix / "usr/bin/python3"),
                str(script), json.dumps(request)]
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(self.site), "PYTHONDONTWRITEBYTECODE": "1",
                "PYTHONNOUSERSITE": "1", "LANG": "C.UTF-8", "HOME": str(self.prefix)}
@@ -118,15 +143,18 @@ def run_json(cmd: list[str], env: dict, timeout: float, stage: str) -> dict:
         raise StageError(stage, f"exit code {code}: {err[-1][:300] if err else 'no output'}") from None
 
 
-def parse(spec: str) -> str:
-    """`aarch64[:CPU]` → the CPU (default neoverse-n1); anything else is a usage error."""
+def parse(spec: str) -> tuple[str, str]:
+    """`aarch64[:CPU]` (default neoverse-n1) or `x86_64[:CPU]` (default epyc-milan) → (arch, CPU); anything else is
+    a usage error."""
     arch, _, cpu = spec.partition(":")
-    if arch != ARCH:
-        raise UsageError(f"--emulate {spec!r}: only {ARCH}[:CPU] is emulated")
-    cpu = cpu or DEFAULT_CPU
-    if cpu not in CPUS:
-        raise UsageError(f"--emulate {spec!r}: CPU {cpu!r} is not one of {', '.join(CPUS)}")
-    return cpu
+    cpus = {ARCH: (CPUS, DEFAULT_CPU), X86: (X86_CPUS, X86_DEFAULT_CPU)}
+    if arch not in cpus:
+        raise UsageError(f"--emulate {spec!r}: only {ARCH}[:CPU] and {X86}[:CPU] are emulated")
+    known, default = cpus[arch]
+    cpu = cpu or default
+    if cpu not in known:
+        raise UsageError(f"--emulate {spec!r}: CPU {cpu!r} is not one of {', '.join(known)}")
+    return arch, cpu
 
 
 def cache_dir() -> Path:
@@ -137,38 +165,59 @@ def cache_dir() -> Path:
 
 
 def setup(spec: str = ARCH, onnxruntime: str | None = None, numpy: str | None = None, log=None) -> Emulator:
-    """The emulator for `spec`, built in the cache on first use (root ~30 s, wheels ~10 s); later calls
-    only find it. Versions default to this host's."""
+    """The emulator for `spec`, built in the cache on first use (aarch64: root ~30 s, wheels ~10 s; x86_64: wheels
+    only for versions other than this host's); later calls only find it. Versions default to this host's."""
     import numpy as np
     import onnxruntime as ort
 
-    cpu = parse(spec)
+    arch, cpu = parse(spec)
     log = log or (lambda line: print(line, file=sys.stderr))
-    versions = {"onnxruntime": str(onnxruntime or ort.__version__), "numpy": str(numpy or np.__version__)}
+    here = {"onnxruntime": ort.__version__, "numpy": np.__version__}
+    versions = {"onnxruntime": str(onnxruntime or here["onnxruntime"]), "numpy": str(numpy or here["numpy"])}
     for name, version in versions.items():
         if not VERSION.fullmatch(version):
             raise UsageError(f"{name} version {version!r} is not a version number")
-    found = {tool: shutil.which(tool) for tool in TOOLS}
+    tools = X86_TOOLS if arch == X86 else TOOLS
+    found = {tool: shutil.which(tool) for tool in tools}
     if missing := [tool for tool, path in found.items() if path is None]:
-        packages = " ".join(TOOLS[t] for t in missing)
-        raise UsageError(f"emulating {ARCH} needs {', '.join(missing)}: install Debian's {packages} (apt-get install "
+        packages = " ".join(dict.fromkeys(tools[t] for t in missing))
+        raise UsageError(f"emulating {arch} needs {', '.join(missing)}: install Debian's {packages} (apt-get install "
                          f"{packages})")
-    home = cache_dir() / "emulator" / ARCH
-    root, site = home / "root", home / f"python-ort{versions['onnxruntime']}-numpy{versions['numpy']}"
+    if arch == X86 and host.arch_of(platform.machine()) != X86:
+        raise UsageError(f"emulating {X86} runs this host's own x86-64 Python; this host is {platform.machine()}")
+    qemu = str(Path(next(iter(found.values()))).absolute())
+    home = cache_dir() / "emulator" / arch
+    site = home / f"python-ort{versions['onnxruntime']}-numpy{versions['numpy']}"
+    own = arch == X86 and versions == here and _own_site()
     try:
-        if not (root.is_dir() and site.is_dir()):  # a run that finds them built waits for no one's build
-            home.mkdir(parents=True, exist_ok=True)
+        if not (own or site.is_dir()) or (arch == ARCH and not (home / "root").is_dir()):
+            home.mkdir(parents=True, exist_ok=True)  # a run that finds them built waits for no one's build
             with open(home / ".lock", "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # two first uses at once build it once
                 for dead in home.glob(".*-*"):  # with the lock held, a build's temporary folder is a killed one's
                     shutil.rmtree(dead, ignore_errors=True)
-                _built(root, _root, "the arm64 root", log)
-                _built(site, lambda tmp: _wheels(tmp, versions), "the aarch64 wheels", log)
-        prefix = _overlay(home / f"cpu-{cpu}", root, cpu)
+                if arch == ARCH:
+                    _built(home / "root", _root, "the arm64 root", log)
+                if not own:
+                    platforms = X86_WHEEL_PLATFORMS if arch == X86 else WHEEL_PLATFORMS
+                    _built(site, lambda tmp: _wheels(tmp, versions, platforms), f"the {arch} wheels", log)
+        prefix = (_overlay_x86(home / f"cpu-{cpu}", cpu) if arch == X86 else
+                  _overlay(home / f"cpu-{cpu}", home / "root", cpu))
     except OSError as e:  # a read-only or full cache: the user's to fix, and named
         raise InputError(f"{home}: the emulator's cache cannot be written ({e.strerror}); set {CACHE_ENV} to a "
                          "writable folder") from e
-    return Emulator(cpu, prefix, site, versions["onnxruntime"], str(Path(found["qemu-aarch64-static"]).absolute()))
+    if arch == X86:
+        return Emulator(cpu, prefix, own or site, versions["onnxruntime"], qemu, X86, sys.executable)
+    return Emulator(cpu, prefix, site, versions["onnxruntime"], qemu)
+
+
+def _own_site() -> Path | None:
+    """The folder this host's onnxruntime and numpy are both installed in (run as they are), if one holds both."""
+    import numpy as np
+    import onnxruntime as ort
+
+    folders = {Path(m.__file__).resolve().parent.parent for m in (np, ort)}
+    return folders.pop() if len(folders) == 1 else None
 
 
 def _built(dest: Path, build, what: str, log) -> Path:
@@ -208,9 +257,9 @@ def _root(tmp: Path) -> None:
                                   f"reachable? {MIRROR_ENV} names another)") from None
 
 
-def _wheels(tmp: Path, versions: dict[str, str]) -> None:
+def _wheels(tmp: Path, versions: dict[str, str], platforms: tuple[str, ...]) -> None:
     _step([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", str(tmp),
-           *(arg for tag in WHEEL_PLATFORMS for arg in ("--platform", tag)), "--only-binary=:all:", "--python-version",
+           *(arg for tag in platforms for arg in ("--platform", tag)), "--only-binary=:all:", "--python-version",
            "3.11", "--implementation", "cp",
            *(f"{name}=={version}" for name, version in versions.items())], "emulator setup (pip download)")
 
@@ -230,6 +279,12 @@ def _overlay(dest: Path, root: Path, cpu: str) -> Path:
     text = "".join(f"processor\t: {i}\nBogoMIPS\t: 50.00\nFeatures\t: {features}\nCPU implementer\t: {implementer}\n"
                    f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part}\nCPU revision\t: 0\n\n"
                    for i in range(os.cpu_count() or 1))
+    return _cpuinfo(dest, text)
+
+
+def _cpuinfo(dest: Path, text: str) -> Path:
+    """`dest`/proc/cpuinfo holding `text`, replaced whole (a run beside never reads half a file); `dest`."""
+    (dest / "proc").mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         if (dest / "proc" / "cpuinfo").read_text(encoding="utf-8") == text:
             return dest  # as it should be: nothing written (a read-only cache works once built)
@@ -239,11 +294,20 @@ def _overlay(dest: Path, root: Path, cpu: str) -> Path:
     return dest
 
 
+def _overlay_x86(dest: Path, cpu: str) -> Path:
+    """The emulated x86-64 CPU's /proc/cpuinfo (qemu passes the host's through: a VNNI host's flags), replaced whole
+    when it differs; every other path is this host's."""
+    _, name, flags = X86_CPUS[cpu]
+    text = "".join(f"processor\t: {i}\nmodel name\t: {name}\nflags\t\t: {flags}\n\n"
+                   for i in range(os.cpu_count() or 1))
+    return _cpuinfo(dest, text)
+
+
 def for_package(spec: str):
-    """What `check` calls with each target's manifest: the emulator with that package's versions; None for a
-    package made for x86_64 (its golden outputs are x86 kernels', which aarch64's need not match), checked here."""
+    """What `check` calls with each target's manifest: the emulator with that package's versions, or None for a
+    package of the other kind (its golden outputs are that kind of CPU's kernels'), checked here."""
     def place(manifest: dict) -> Emulator | None:
-        if not manifest.get("arm_kernels"):
+        if bool(manifest.get("arm_kernels")) != (arch == ARCH):
             return None
         versions = manifest.get("versions") if isinstance(manifest.get("versions"), dict) else {}
         for name in ("onnxruntime", "numpy"):  # the package's, not the user's: bad input, never a usage error
@@ -252,5 +316,5 @@ def for_package(spec: str):
                                  "not a version number")
         return setup(spec, versions.get("onnxruntime"), versions.get("numpy"))
 
-    parse(spec)  # a bad spec is told before any package is read
+    arch = parse(spec)[0]  # a bad spec is told before any package is read
     return place

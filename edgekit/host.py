@@ -23,7 +23,7 @@ ISA_ENV = "EDGEKIT_HOST_ISA"
 ARCH_ENV = "EDGEKIT_HOST_ARCH"
 ARCHS = ("x86_64", "arm64")
 ISAS = ("amx-int8", "avx512-vnni", "avx-vnni", "avx512", "avx2", "sse", "arm64-i8mm", "arm64-dotprod", "arm64")
-SATURATING_X86 = ("avx512", "avx2", "sse")
+SATURATING_X86 = ("avx512", "avx2")  # measured: an AVX-only CPU's (SSE) u8s8 kernels do not saturate (test_emulate)
 EXACT_X86 = ("amx-int8", "avx512-vnni", "avx-vnni")  # int32 dot products: u8×s8 sums never saturate
 # cpuinfo flag → int8 path, best first; a host with none of them gets the baseline (arm64, sse). AMX: MLAS runs
 # int8 GEMMs on its tiles (measured 9x its fp32 GEMM on a Sapphire Rapids core against VNNI's ~4x), convolutions

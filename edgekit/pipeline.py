@@ -492,7 +492,9 @@ def emulator_for(recipe: Recipe, targets: list[Target]) -> emulator.Emulator | N
     """The emulated ARM CPU for --emulate (built in the cache on first use), told before any work."""
     if recipe.emulate is None:  # "" (an unset $EMU in CI) is refused below, not taken for no emulation
         return None
-    emulator.parse(recipe.emulate)
+    if emulator.parse(recipe.emulate)[0] != emulator.ARCH:
+        raise UsageError(f"--emulate {recipe.emulate}: an export emulates only ARM targets' kernels (aarch64); "
+                         "`edgekit check --emulate x86_64[:CPU]` runs a package on an x86-64 CPU without VNNI")
     if recipe.state:
         raise UsageError("--emulate does not replay streaming models yet: check the package with "
                          "`edgekit check --emulate` instead")

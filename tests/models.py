@@ -1230,3 +1230,13 @@ def nms_detector_onnx(path, cut: float = 0.6):
                                helper.make_tensor_value_info("selected", TensorProto.INT64, ["K", 3])],
                               [numpy_helper.from_array(v, k) for k, v in consts.items()])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def saturating_mlp():
+    """Positive weights over inputs in [0, 1]: at full range the int8 pairs' u8×s8 sums pass int16, where x86
+    without VNNI (AVX2's VPMADDUBSW) saturates them; 7-bit weights (reduce_range) keep them within it."""
+    torch.manual_seed(0)
+    layer = nn.Linear(64, 8)
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 1.0)
+    return nn.Sequential(layer)

@@ -5,6 +5,7 @@ registries once, to build the cached arm64 root and wheels (~15 s); without the 
 """
 import json
 import os
+import platform
 import shutil
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from conftest import DIGITS, cli, rehash
 from models import tied_residual_images
 
-from edgekit import emulator
+from edgekit import emulator, host
 from edgekit.errors import InputError
 
 needs_tools = pytest.mark.skipif(any(shutil.which(t) is None for t in emulator.TOOLS),
@@ -90,8 +91,9 @@ def test_tolerance_in_steps_accepts_the_arm_rounding(tied, tmp_path):
 
 
 def test_emulate_usage_errors(digits_arm, tmp_path, monkeypatch):
-    for spec, why in (("riscv64", "only aarch64[:CPU] is emulated"), ("aarch64:cortex-m4", "is not one of"),
-                      ("", "only aarch64[:CPU] is emulated")):  # "" (an unset $EMU) once checked on this host
+    only = "only aarch64[:CPU] and x86_64[:CPU] are emulated"
+    for spec, why in (("riscv64", only), ("aarch64:cortex-m4", "is not one of"), ("x86_64:zen4", "is not one of"),
+                      ("", only)):  # "" (an unset $EMU) once checked on this host
         result = cli(["check", digits_arm, "--emulate", spec])
         assert result.exit_code == 2 and why in result.output, result.output
     result = cli(["check", digits_arm, "--probe"])
@@ -102,6 +104,69 @@ def test_emulate_usage_errors(digits_arm, tmp_path, monkeypatch):
     assert result.exit_code == 2, result.output
     assert "install Debian's qemu-user-static mmdebstrap" in result.output, result.output
     assert not (tmp_path / "cache").exists()  # nothing built, nothing left behind
+
+
+needs_x86 = pytest.mark.skipif(shutil.which("qemu-x86_64-static") is None or host.arch_of(platform.machine()) != "x86_64",
+                               reason="needs an x86-64 host and qemu-x86_64-static (Debian: qemu-user-static)")
+
+
+@pytest.fixture(scope="module")
+def saturating(tmp_path_factory):
+    """models:saturating_mlp's recipe arguments, with data in [0, 1]: its full-range u8s8 sums pass int16."""
+    tmp = tmp_path_factory.mktemp("saturating")
+    rng = np.random.default_rng(0)
+    np.savez(tmp / "cal.npz", x=rng.random((64, 64), dtype=np.float32))
+    np.savez(tmp / "val.npz", x=rng.random((16, 64), dtype=np.float32))
+    return tmp, ["export", "models:saturating_mlp", "--input", "x:Nx64", "--calibration", tmp / "cal.npz",
+                 "--validation", tmp / "val.npz", "--no-bench"]
+
+
+@needs_x86
+def test_full_range_weights_saturate_on_emulated_avx2_kernels_and_check_says_how_to_run_them(saturating):
+    """A desktop package made on a VNNI host keeps 8-bit weights (reduce_range auto is off there): on the project's
+    AVX2 hosts onnxruntime's default u8s8 kernels (VPMADDUBSW) saturate. Measured on real AVX2 kernels here, not
+    assumed; an AVX-only CPU's kernels (SSE) do not saturate, so edgekit does not take them to."""
+    tmp, args = saturating
+    out = tmp / "full"
+    assert cli([*args, "--reduce-range", "false", "--out", out]).exit_code == 0
+    result = cli(["check", out, "--emulate", "x86_64", "--json"])
+    assert result.exit_code == 1, result.output
+    [parity] = [c for c in json.loads(result.stdout)["cases"] if c["name"].startswith("parity")]
+    assert not parity["passed"] and parity["where"].startswith("x86_64 (emulated, epyc-milan)"), parity
+    assert "saturate" in parity["message"] and "session.x64quantprecision=1" in parity["message"], parity
+    assert "--reduce-range true" in parity["message"], parity
+    assert cli(["check", out]).exit_code == 0  # this host's exact kernels agree with golden
+    result = cli(["check", out, "--emulate", "x86_64:sandybridge"])
+    assert result.exit_code == 0 and "x86_64 (emulated, sandybridge)" in result.output, result.output
+    assert "sse" not in host.SATURATING_X86 and not emulator.setup("x86_64:sandybridge").saturates
+
+
+@needs_x86
+def test_the_avx2_decision_runs_right_on_real_avx2_kernels(saturating, monkeypatch):
+    """EDGEKIT_HOST_ISA=avx2 takes the decisions of an AVX2 host (reduce_range on) whatever this CPU is: the
+    package it makes passes on emulated AVX2 kernels, bit for bit, with onnxruntime's default session."""
+    tmp, args = saturating
+    monkeypatch.setenv("EDGEKIT_HOST_ISA", "avx2")
+    assert cli([*args, "--out", tmp / "avx2"]).exit_code == 0
+    monkeypatch.delenv("EDGEKIT_HOST_ISA")
+    manifest = json.loads((tmp / "avx2" / "desktop-x86" / "manifest.json").read_text())
+    assert manifest["quantization"]["reduce_range"] is True
+    for cpu in ("epyc-milan", "haswell"):
+        result = cli(["check", tmp / "avx2", "--emulate", f"x86_64:{cpu}"])
+        assert result.exit_code == 0, result.output
+        assert f"x86_64 (emulated, {cpu})" in result.output and "0 of 64 quantized output values differ" in result.output
+
+
+@needs_x86
+def test_x86_emulation_leaves_an_arm_package_to_this_host_and_an_export_refuses_it(digits_arm, tmp_path):
+    result = cli(["check", digits_arm / "arm64-linux", "--emulate", "x86_64", "--json"])
+    assert result.exit_code == 0, result.output
+    [parity] = [c for c in json.loads(result.stdout)["cases"] if c["name"].startswith("parity")]
+    assert "(not emulated: a package for arm64, whose golden outputs are that kind of CPU's)" in parity["where"]
+    result = cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--emulate", "x86_64", "--out",
+                  tmp_path / "dist", "--no-bench"])
+    assert result.exit_code == 2 and "`edgekit check --emulate x86_64[:CPU]`" in result.output, result.output
+    assert not (tmp_path / "dist").exists()
 
 
 def test_a_manifests_versions_that_are_not_numbers_are_bad_input():
