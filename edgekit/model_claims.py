@@ -142,6 +142,7 @@ def model_claims(folder: Path, manifest: dict, models: list[str]) -> dict[str, s
         said[name] = "; ".join(filter(None, (
             _metadata_claims(name, graph, manifest), _opset_claim(name, graph, manifest),
             _quantized_claim(name, graph, manifest), *_weight_claims(name, graph, manifest),
+            _release_claim(name, manifest),
             *_input_claims(name, graph, spec, "inputs"),
             *(_fixed_claims(name, graph, manifest) if name.startswith(("model.onnx", "model.int8")) else ()),
             *(_pixel_claims(name, graph, manifest) if name == "model.int8.onnx" else ()))))
@@ -152,6 +153,18 @@ def model_claims(folder: Path, manifest: dict, models: list[str]) -> dict[str, s
             found += _layout_claims(model, graphs[model], session["inputs"])
             said[model] = "; ".join(filter(None, (said.get(model), *found)))
     return {name: printable(why) for name, why in said.items()}  # names and values from others: one line
+
+
+def _release_claim(name: str, manifest: dict) -> str:
+    """`runtime.onnxruntime.minimum`, the release a build engineer builds for the package, is the one that made and
+    checked it (versions.onnxruntime): an .ort loads in no older release, and older ones are not checked."""
+    versions, runtime = manifest.get("versions"), manifest.get("runtime")
+    made = versions.get("onnxruntime") if isinstance(versions, dict) else None
+    release = runtime.get("onnxruntime") if isinstance(runtime, dict) else None
+    minimum = release.get("minimum") if isinstance(release, dict) else None
+    if name != "model.int8.onnx" or made is None or release is None or minimum == made:
+        return ""
+    return f"runtime.onnxruntime.minimum is {minimum!r}, not the release that made and checked the package ({made})"
 
 
 def _sessions(manifest: dict) -> list[dict]:

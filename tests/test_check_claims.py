@@ -132,6 +132,21 @@ def test_runtime_session_inputs_the_model_contradicts_fail(digits, tmp_path, fie
     assert said in integrity(folder)
 
 
+@pytest.mark.parametrize("target", ["android-arm64", "desktop-x86"])
+def test_an_older_onnxruntime_minimum_than_made_the_package_fails(digits, tmp_path, target):
+    """The release a build engineer builds for the package (a minimal build loads an .ort only in the release that
+    wrote it): an older `minimum` edited in and re-hashed passed."""
+    folder = copy_of(digits, tmp_path, target)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    runtime = manifest["runtime"]
+    runtime["onnxruntime"]["minimum"] = "1.20.0"
+    resign(folder, runtime=runtime)
+    made = manifest["versions"]["onnxruntime"]
+    said = integrity(folder)
+    assert f"runtime.onnxruntime.minimum is '1.20.0', not the release that made and checked the package ({made})" \
+        in said, said
+
+
 def test_image_uint8_removed_from_a_raw_pixels_package_fails(camera, tmp_path):
     folder = shutil.copytree(camera, tmp_path / "desktop-x86")
     resign(folder, image_uint8=None)
