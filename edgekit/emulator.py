@@ -199,8 +199,10 @@ def setup(spec: str = ARCH, onnxruntime: str | None = None, numpy: str | None = 
                 if arch == ARCH:
                     _built(home / "root", _root, "the arm64 root", log)
                 if not own:
-                    platforms = X86_WHEEL_PLATFORMS if arch == X86 else WHEEL_PLATFORMS
-                    _built(site, lambda tmp: _wheels(tmp, versions, platforms), f"the {arch} wheels", log)
+                    # x86_64 runs this host's Python; aarch64 the root's, 3.11
+                    platforms, python = ((X86_WHEEL_PLATFORMS, "%d.%d" % sys.version_info[:2]) if arch == X86
+                                         else (WHEEL_PLATFORMS, "3.11"))
+                    _built(site, lambda tmp: _wheels(tmp, versions, platforms, python), f"the {arch} wheels", log)
         prefix = (_overlay_x86(home / f"cpu-{cpu}", cpu) if arch == X86 else
                   _overlay(home / f"cpu-{cpu}", home / "root", cpu))
     except OSError as e:  # a read-only or full cache: the user's to fix, and named
@@ -257,10 +259,10 @@ def _root(tmp: Path) -> None:
                                   f"reachable? {MIRROR_ENV} names another)") from None
 
 
-def _wheels(tmp: Path, versions: dict[str, str], platforms: tuple[str, ...]) -> None:
+def _wheels(tmp: Path, versions: dict[str, str], platforms: tuple[str, ...], python: str) -> None:
     _step([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", str(tmp),
            *(arg for tag in platforms for arg in ("--platform", tag)), "--only-binary=:all:", "--python-version",
-           "3.11", "--implementation", "cp",
+           python, "--implementation", "cp",
            *(f"{name}=={version}" for name, version in versions.items())], "emulator setup (pip download)")
 
 
