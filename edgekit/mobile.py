@@ -90,6 +90,22 @@ def to_ort(models: list[Path], dest_dir: Path, optimization_style: str, target_p
     return {"ort": orts, "config": config, "reproducible": reproducible}
 
 
+def operator_config(models: list[Path], style: str, platform_: str) -> str:
+    """The operator lines to_ort writes for `models` (its config's text, less its comment), from one conversion of
+    them all in this process: the lines are the converter's union over the models, whatever their .ort bytes, so
+    check makes them again without to_ort's child per model (an interpreter and the converter's imports each)."""
+    with tempfile.TemporaryDirectory(prefix="edgekit-ops-") as tmp:
+        src, out = Path(tmp) / "in", Path(tmp) / "out"
+        src.mkdir()
+        for model in models:
+            shutil.copyfile(model, src / model.name)
+        _convert_in_process(src, out, style, platform_)
+        configs = list(out.glob("*.config"))
+        if len(configs) != 1:
+            raise StageError("ORT format conversion", f"expected one .config, found {[p.name for p in configs]}")
+        return configs[0].read_text(encoding="utf-8")
+
+
 def _to_ort(model: Path, dest_dir: Path, style: str, platform_: str) -> tuple[Path, list[str], bool]:
     """One model's .ort in `dest_dir`, its config's operator lines, and whether the .ort is reproducible."""
     with tempfile.TemporaryDirectory() as tmp:

@@ -551,9 +551,7 @@ def _required_operators(folder: Path, names: list[str], style: str, platform_: s
 
 def operators_in_child(folder: str, names: str, style: str, platform_: str) -> str:
     """Entry point of the bounded child: the required_operators.config text mobile.to_ort writes for these models."""
-    with tempfile.TemporaryDirectory(prefix="edgekit-check-ops-") as tmp:
-        made = mobile.to_ort([Path(folder) / name for name in json.loads(names)], Path(tmp), style, platform_)
-        return made["config"].read_text(encoding="utf-8")
+    return mobile.operator_config([Path(folder) / name for name in json.loads(names)], style, platform_)
 
 
 def _operator_lines(text: str) -> frozenset[str]:
