@@ -13,6 +13,7 @@ import site
 import subprocess
 import sys
 import tempfile
+import types
 import typing
 from pathlib import Path
 
@@ -106,6 +107,13 @@ def operator_config(models: list[Path], style: str, platform_: str) -> str:
         return configs[0].read_text(encoding="utf-8")
 
 
+def operators_in_child(folder: str, names: str, style: str, platform_: str) -> str:
+    """Entry point of check's bounded child (here, not in package_check: the child imports no more than it needs)."""
+    import json
+
+    return operator_config([Path(folder) / name for name in json.loads(names)], style, platform_)
+
+
 def _to_ort(model: Path, dest_dir: Path, style: str, platform_: str) -> tuple[Path, list[str], bool]:
     """One model's .ort in `dest_dir`, its config's operator lines, and whether the .ort is reproducible."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -174,14 +182,45 @@ def _import_path() -> str:
 
 
 def _convert_in_process(src: Path, out: Path, style: str, platform_: str) -> None:
-    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
-
+    OptimizationStyle, convert_onnx_models_to_ort = _converter()
     try:  # the converter prints progress, and logs each config it writes
         with progress.quiet(), _quieter("ort_format_model.utils", logging.WARNING):
             convert_onnx_models_to_ort(src, output_dir=out, optimization_styles=[OptimizationStyle[style]],
                                        target_platform=platform_)
     except Exception as e:
         raise StageError("ORT format conversion", first_line(e)) from e
+
+
+CONVERTER_HELPERS = "onnxruntime.tools.onnx_model_utils"
+
+
+def _converter():
+    """onnxruntime's converter (OptimizationStyle, convert_onnx_models_to_ort). It takes one helper from
+    onnx_model_utils, whose `import onnx` costs 0.5 s (ml_dtypes): half of check's whole conversion child. Where onnx
+    is not imported yet, that module is stood in for by one with the helper alone, for the converter's import only;
+    a converter taking more of it imports the real one."""
+    from onnxruntime import GraphOptimizationLevel as Level
+
+    stub = types.ModuleType(CONVERTER_HELPERS)
+    stub.get_optimization_level = {"disable": Level.ORT_DISABLE_ALL, "basic": Level.ORT_ENABLE_BASIC,
+                                   "extended": Level.ORT_ENABLE_EXTENDED, "layout": Level.ORT_ENABLE_LAYOUT,
+                                   "all": Level.ORT_ENABLE_ALL}.__getitem__
+    stubbed = "onnx" not in sys.modules and CONVERTER_HELPERS not in sys.modules
+    if stubbed:
+        sys.modules[CONVERTER_HELPERS] = stub
+    try:
+        from onnxruntime.tools import convert_onnx_models_to_ort as converter
+    except ImportError:  # another release's converter wants more of the helpers' module
+        if not stubbed:
+            raise
+        sys.modules.pop("onnxruntime.tools.convert_onnx_models_to_ort", None)
+        del sys.modules[CONVERTER_HELPERS]
+        stubbed = False
+        from onnxruntime.tools import convert_onnx_models_to_ort as converter
+    finally:
+        if stubbed:
+            del sys.modules[CONVERTER_HELPERS]
+    return converter.OptimizationStyle, converter.convert_onnx_models_to_ort
 
 
 @contextlib.contextmanager

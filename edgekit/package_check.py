@@ -544,14 +544,9 @@ def _required_operators(folder: Path, names: list[str], style: str, platform_: s
     """The operator lines mobile.to_ort writes for these .onnx files, converted in a bounded child: a model from
     others may exhaust the converter as it may a session."""
     seconds, raised_by = run_limit()
-    text = bounded.run("check required_operators.config", "edgekit.package_check:operators_in_child", str(folder),
+    text = bounded.run("check required_operators.config", "edgekit.mobile:operators_in_child", str(folder),
                        json.dumps(names), style, platform_, timeout=seconds, raised_by=raised_by)
     return _operator_lines(text)
-
-
-def operators_in_child(folder: str, names: str, style: str, platform_: str) -> str:
-    """Entry point of the bounded child: the required_operators.config text mobile.to_ort writes for these models."""
-    return mobile.operator_config([Path(folder) / name for name in json.loads(names)], style, platform_)
 
 
 def _operator_lines(text: str) -> frozenset[str]:
