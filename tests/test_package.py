@@ -1041,6 +1041,35 @@ def test_one_operator_config_covers_every_shipped_ort_as_onnxruntimes_converter_
                                                                          "model.coreml.ort\n")
 
 
+# check's operator child as bounded runs it, with an audit hook counting the processes it starts
+OPERATOR_CHILD = """import json, runpy, sys
+started = []
+sys.addaudithook(lambda event, _: event in ("subprocess.Popen", "os.posix_spawn", "os.exec") and started.append(event))
+sys.argv = ["bounded", str(8 << 30), *sys.argv[1:]]
+runpy.run_module("edgekit.bounded", run_name="__main__")
+print(json.dumps({"started": started, "imported": [m for m in ("onnx", "torch") if sys.modules.get(m)]}))"""
+
+
+def test_checks_operator_config_is_one_conversion_in_its_child_without_onnx_or_torch(packaged):
+    """check made required_operators.config again through to_ort, a setarch child per model (an interpreter and the
+    converter's imports each: +0.9 s a target, +1.4 s for iOS's two), and the converter imported onnx (0.5 s) for
+    one helper: its child converts the models at once, itself, and imports neither; the lines are the shipped ones."""
+    from edgekit import bounded
+
+    folder = packaged[0] / "ios-arm64"
+    done = subprocess.run([sys.executable, "-P", "-c", OPERATOR_CHILD, "edgekit.mobile:operators_in_child",
+                           str(folder), json.dumps(["model.int8.onnx", "model.coreml.onnx"]), "Runtime", "arm"],
+                          capture_output=True, text=True, env=bounded.child_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    result, seen = (json.loads(line) for line in done.stdout.splitlines()[-2:])
+    assert result["ok"], result
+    assert seen == {"started": [], "imported": []}, seen
+
+    def ops(text):
+        return [line for line in text.splitlines() if not line.startswith("#")]
+    assert ops(result["value"]) == ops((folder / "required_operators.config").read_text())
+
+
 def test_check_runs_the_fp32_ort_and_fails_a_tampered_or_missing_one(packaged, tmp_path):
     """`check` verifies the fp32 files an iOS package ships for CoreML: hashes, then their golden outputs."""
     folder = fresh_copy(packaged, tmp_path, "ios-arm64")
