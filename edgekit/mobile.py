@@ -108,9 +108,12 @@ def operator_config(models: list[Path], style: str, platform_: str) -> str:
 
 
 def operators_in_child(folder: str, names: str, style: str, platform_: str) -> str:
-    """Entry point of check's bounded child (here, not in package_check: the child imports no more than it needs)."""
+    """Entry point of check's bounded child (here, not in package_check: the child imports no more than it needs).
+    The converter's level is the one to_ort's child converts at, in its fixed environment: a user's setting of it
+    made other lines than the package's (an honest package failed)."""
     import json
 
+    os.environ.pop("ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL", None)
     return operator_config([Path(folder) / name for name in json.loads(names)], style, platform_)
 
 

@@ -541,8 +541,8 @@ CONVERTED: dict[tuple, frozenset[str]] = {}
 
 
 def _required_operators(folder: Path, names: list[str], style: str, platform_: str) -> frozenset[str]:
-    """The operator lines mobile.to_ort writes for these .onnx files, converted in a bounded child: a model from
-    others may exhaust the converter as it may a session."""
+    """The operator lines mobile.to_ort writes for these .onnx files, converted in a bounded child (all at once:
+    mobile.operator_config): a model from others may exhaust the converter as it may a session."""
     seconds, raised_by = run_limit()
     text = bounded.run("check required_operators.config", "edgekit.mobile:operators_in_child", str(folder),
                        json.dumps(names), style, platform_, timeout=seconds, raised_by=raised_by)

@@ -1053,13 +1053,15 @@ print(json.dumps({"started": started, "imported": [m for m in ("onnx", "torch") 
 def test_checks_operator_config_is_one_conversion_in_its_child_without_onnx_or_torch(packaged):
     """check made required_operators.config again through to_ort, a setarch child per model (an interpreter and the
     converter's imports each: +0.9 s a target, +1.4 s for iOS's two), and the converter imported onnx (0.5 s) for
-    one helper: its child converts the models at once, itself, and imports neither; the lines are the shipped ones."""
+    one helper: its child converts the models at once, itself, and imports neither; the lines are the shipped ones,
+    whatever level the user's environment gives the converter (to_ort's child has an environment of its own)."""
     from edgekit import bounded
 
     folder = packaged[0] / "ios-arm64"
+    env = {**bounded.child_env(), "ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL": "basic"}
     done = subprocess.run([sys.executable, "-P", "-c", OPERATOR_CHILD, "edgekit.mobile:operators_in_child",
                            str(folder), json.dumps(["model.int8.onnx", "model.coreml.onnx"]), "Runtime", "arm"],
-                          capture_output=True, text=True, env=bounded.child_env(), timeout=120)
+                          capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     result, seen = (json.loads(line) for line in done.stdout.splitlines()[-2:])
     assert result["ok"], result
