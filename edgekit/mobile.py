@@ -92,14 +92,15 @@ def to_ort(models: list[Path], dest_dir: Path, optimization_style: str, target_p
 
 
 def operator_config(models: list[Path], style: str, platform_: str) -> str:
-    """The operator lines to_ort writes for `models` (its config's text, less its comment), from one conversion of
-    them all in this process: the lines are the converter's union over the models, whatever their .ort bytes, so
-    check makes them again without to_ort's child per model (an interpreter and the converter's imports each)."""
+    """The converter's required-operators config for `models`, whose operator lines are to_ort's: one conversion of
+    them all in this process makes the union to_ort makes of each model's, whatever their .ort bytes, so check makes
+    them again without to_ort's child per model (an interpreter and the converter's imports each). Copied as 0.onnx,
+    1.onnx...: the lines do not depend on the names, which are a manifest's (one name given twice is two models)."""
     with tempfile.TemporaryDirectory(prefix="edgekit-ops-") as tmp:
         src, out = Path(tmp) / "in", Path(tmp) / "out"
         src.mkdir()
-        for model in models:
-            shutil.copyfile(model, src / model.name)
+        for i, model in enumerate(models):
+            shutil.copyfile(model, src / f"{i}.onnx")
         _convert_in_process(src, out, style, platform_)
         configs = list(out.glob("*.config"))
         if len(configs) != 1:
