@@ -13,7 +13,6 @@ import site
 import subprocess
 import sys
 import tempfile
-import types
 import typing
 from pathlib import Path
 
@@ -186,45 +185,14 @@ def _import_path() -> str:
 
 
 def _convert_in_process(src: Path, out: Path, style: str, platform_: str) -> None:
-    OptimizationStyle, convert_onnx_models_to_ort = _converter()
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
     try:  # the converter prints progress, and logs each config it writes
         with progress.quiet(), _quieter("ort_format_model.utils", logging.WARNING):
             convert_onnx_models_to_ort(src, output_dir=out, optimization_styles=[OptimizationStyle[style]],
                                        target_platform=platform_)
     except Exception as e:
         raise StageError("ORT format conversion", first_line(e)) from e
-
-
-CONVERTER_HELPERS = "onnxruntime.tools.onnx_model_utils"
-
-
-def _converter():
-    """onnxruntime's converter (OptimizationStyle, convert_onnx_models_to_ort). It takes one helper from
-    onnx_model_utils, whose `import onnx` costs 0.5 s (ml_dtypes): half of check's whole conversion child. Where onnx
-    is not imported yet, that module is stood in for by one with the helper alone, for the converter's import only;
-    a converter taking more of it imports the real one."""
-    from onnxruntime import GraphOptimizationLevel as Level
-
-    stub = types.ModuleType(CONVERTER_HELPERS)
-    stub.get_optimization_level = {"disable": Level.ORT_DISABLE_ALL, "basic": Level.ORT_ENABLE_BASIC,
-                                   "extended": Level.ORT_ENABLE_EXTENDED, "layout": Level.ORT_ENABLE_LAYOUT,
-                                   "all": Level.ORT_ENABLE_ALL}.__getitem__
-    stubbed = "onnx" not in sys.modules and CONVERTER_HELPERS not in sys.modules
-    if stubbed:
-        sys.modules[CONVERTER_HELPERS] = stub
-    try:
-        from onnxruntime.tools import convert_onnx_models_to_ort as converter
-    except ImportError:  # another release's converter wants more of the helpers' module
-        if not stubbed:
-            raise
-        sys.modules.pop("onnxruntime.tools.convert_onnx_models_to_ort", None)
-        del sys.modules[CONVERTER_HELPERS]
-        stubbed = False
-        from onnxruntime.tools import convert_onnx_models_to_ort as converter
-    finally:
-        if stubbed:
-            del sys.modules[CONVERTER_HELPERS]
-    return converter.OptimizationStyle, converter.convert_onnx_models_to_ort
 
 
 @contextlib.contextmanager
