@@ -25,10 +25,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import DEFAULT_STEP_TIMEOUT
 from . import host
 from .errors import InputError, StageError, UsageError
 from .host import physical_memory
+from .runtime import run_limit
 
 ARCH = "aarch64"
 DEFAULT_CPU = "neoverse-n1"
@@ -87,8 +87,9 @@ class Emulator:
     def describe(self, about: dict | None = None) -> str:
         return f"{self.label}, onnxruntime {(about or {}).get('onnxruntime', self.onnxruntime)}"
 
-    def serve(self, folder: Path, request: dict, timeout: float = DEFAULT_STEP_TIMEOUT) -> dict:
-        """`runner.serve(request)` on the emulated CPU, for files in `folder`; its answer."""
+    def serve(self, folder: Path, request: dict, timeout: float | None = None) -> dict:
+        """`runner.serve(request)` on the emulated CPU, for files in `folder`; its answer. `timeout`: the run's
+        limit (--step-timeout) unless given."""
         request = {**request, "folder": str(Path(folder).resolve())}
         script = Path(__file__).with_name("runner.py")
         model = X86_CPUS[self.cpu][0] if self.arch == X86 else self.cpu
@@ -97,13 +98,25 @@ class Emulator:
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(self.site), "PYTHONDONTWRITEBYTECODE": "1",
                "PYTHONNOUSERSITE": "1", "LANG": "C.UTF-8", "HOME": str(self.prefix)}
         try:
-            return run_json(cmd, env, timeout, f"{self.label} run")
+            answer = run_json(cmd, env, timeout or run_limit()[0], f"{self.label} run")
         except StageError as e:  # a truncated library (Bus error), a wheel gone: the cache, not the model
             # "no output": its python did not start (a root with its python3.11 gone, an empty one)
             if "exit code -" in str(e) or "No module named" in str(e) or str(e).endswith("no output"):
                 raise StageError(f"{self.label} run", f"{e.message}; if the emulator's cache is damaged, remove "
                                  f"{self.prefix.parent} and the next run rebuilds it") from e
             raise
+        self._has_its_isa(answer.get("about"))
+        return answer
+
+    def _has_its_isa(self, about) -> None:
+        """The emulated x86-64 CPU has the ISA its kernels are chosen by: a qemu before 7.2 runs no AVX2 (its TCG
+        drops it from the model with a warning), and onnxruntime's SSE kernels, which do not saturate, passed."""
+        if self.arch != X86 or not isinstance(about, dict) or not isinstance(about.get("cpuid"), list):
+            return
+        wanted = {"AVX2", "FMA3"} if self.saturates else {"AVX"}
+        if missing := sorted(wanted - set(about["cpuid"])):
+            raise UsageError(f"{self.qemu} runs no {', '.join(missing)} on -cpu {X86_CPUS[self.cpu][0]}: its "
+                             f"kernels would not be a {self.cpu} CPU's (qemu 7.2 or newer emulates AVX2)")
 
     def outputs(self, model: Path, feeds: list[dict], names: list[str]) -> list[list]:
         """`model`'s outputs (in `names` order) for each feed, computed on the emulated CPU."""
@@ -146,7 +159,9 @@ def run_json(cmd: list[str], env: dict, timeout: float, stage: str) -> dict:
 def parse(spec: str) -> tuple[str, str]:
     """`aarch64[:CPU]` (default neoverse-n1) or `x86_64[:CPU]` (default epyc-milan) → (arch, CPU); anything else is
     a usage error."""
-    arch, _, cpu = spec.partition(":")
+    if not isinstance(spec, str):
+        raise UsageError(f"emulate takes a string such as 'x86_64:haswell', not {type(spec).__name__}")
+    arch, _, cpu = spec.lower().partition(":")
     cpus = {ARCH: (CPUS, DEFAULT_CPU), X86: (X86_CPUS, X86_DEFAULT_CPU)}
     if arch not in cpus:
         raise UsageError(f"--emulate {spec!r}: only {ARCH}[:CPU] and {X86}[:CPU] are emulated")
@@ -188,7 +203,8 @@ def setup(spec: str = ARCH, onnxruntime: str | None = None, numpy: str | None = 
     qemu = str(Path(next(iter(found.values()))).absolute())
     home = cache_dir() / "emulator" / arch
     site = home / f"python-ort{versions['onnxruntime']}-numpy{versions['numpy']}"
-    own = arch == X86 and versions == here and _own_site()
+    # the kernels are onnxruntime's: this host's release runs as it is, whatever numpy the package was made with
+    own = arch == X86 and versions["onnxruntime"] == here["onnxruntime"] and _own_site()
     try:
         if not (own or site.is_dir()) or (arch == ARCH and not (home / "root").is_dir()):
             home.mkdir(parents=True, exist_ok=True)  # a run that finds them built waits for no one's build
@@ -260,6 +276,16 @@ def _root(tmp: Path) -> None:
 
 
 def _wheels(tmp: Path, versions: dict[str, str], platforms: tuple[str, ...], python: str) -> None:
+    try:
+        _wheel_step(tmp, versions, platforms, python)
+    except StageError as e:  # an index not reached reads as a release with no wheel: both named
+        raise StageError(e.stage, f"{e.message} (onnxruntime {versions['onnxruntime']} and numpy "
+                                  f"{versions['numpy']}, as the package's manifest records, come from the package "
+                                  "registry: is it reachable, and is there such a release? `edgekit emulator setup "
+                                  "ARCH --onnxruntime V --numpy V` fetches them ahead of time)") from None
+
+
+def _wheel_step(tmp: Path, versions: dict[str, str], platforms: tuple[str, ...], python: str) -> None:
     _step([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", str(tmp),
            *(arg for tag in platforms for arg in ("--platform", tag)), "--only-binary=:all:", "--python-version",
            python, "--implementation", "cp",

@@ -54,7 +54,21 @@ def about() -> dict:
     cpu = info.get("model name") or info.get("Hardware") or part or platform.processor() or platform.machine()
     features = info.get("flags") or info.get("Features", "")  # x86's name for them, ARM's
     return {"cpu": cpu, "cores": usable_cores(), "machine": platform.machine(), "features": features,
-            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "python": platform.python_version()}
+            "cpuid": cpuid(), "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def cpuid() -> list[str]:
+    """The SIMD features the CPU itself reports (numpy's dispatcher asks it, as onnxruntime's MLAS does), which an
+    emulator's /proc/cpuinfo need not match: an older qemu drops AVX2 from its CPU model with only a warning."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as found
+    except ImportError:  # numpy 1.x
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as found
+        except ImportError:
+            return []
+    return sorted(name for name, present in found.items() if present)
 
 
 SPIN_OFF = ("session.intra_op.allow_spinning", "0")  # a pool's workers sleep after a run (runtime contracts say so)

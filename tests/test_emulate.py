@@ -162,11 +162,67 @@ def test_x86_emulation_leaves_an_arm_package_to_this_host_and_an_export_refuses_
     result = cli(["check", digits_arm / "arm64-linux", "--emulate", "x86_64", "--json"])
     assert result.exit_code == 0, result.output
     [parity] = [c for c in json.loads(result.stdout)["cases"] if c["name"].startswith("parity")]
-    assert "(not emulated: a package for arm64, whose golden outputs are that kind of CPU's)" in parity["where"]
+    assert "(not emulated: a package for arm64: --emulate aarch64 runs ARM's kernels)" in parity["where"], parity
     result = cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--emulate", "x86_64", "--out",
                   tmp_path / "dist", "--no-bench"])
     assert result.exit_code == 2 and "`edgekit check --emulate x86_64[:CPU]`" in result.output, result.output
     assert not (tmp_path / "dist").exists()
+
+
+@needs_x86
+def test_passing_golden_samples_on_avx2_says_other_inputs_may_saturate(saturating):
+    """Golden samples are 8 of the validation set: quiet ones pass on AVX2 where louder inputs saturate."""
+    tmp, args = saturating
+    rng = np.random.default_rng(1)
+    val = rng.random((16, 64), dtype=np.float32)
+    val[:8] *= 0.1  # the golden samples: sums within int16
+    np.savez(tmp / "quiet.npz", x=val)
+    out = tmp / "quiet"
+    assert cli([*args, "--validation", tmp / "quiet.npz", "--reduce-range", "false", "--out", out]).exit_code == 0
+    result = cli(["check", out, "--emulate", "x86_64", "--json"])
+    assert result.exit_code == 0, result.output
+    [parity] = [c for c in json.loads(result.stdout)["cases"] if c["name"].startswith("parity")]
+    assert parity["passed"] and "on the golden samples only" in parity["message"], parity
+    assert "session.x64quantprecision=1" in parity["message"], parity
+
+
+@needs_x86
+def test_a_qemu_without_avx2_is_told_not_taken_for_an_avx2_cpu(saturating, tmp_path, monkeypatch):
+    """qemu before 7.2 drops AVX2 from its CPU models with a warning: onnxruntime then ran its SSE kernels, which do
+    not saturate, and a package that fails on AVX2 passed. The runner asks the CPU (CPUID), not the cpuinfo overlay."""
+    tmp, args = saturating
+    out = tmp / "full"
+    if not out.exists():
+        assert cli([*args, "--reduce-range", "false", "--out", out]).exit_code == 0
+    old = tmp_path / "bin" / "qemu-x86_64-static"
+    old.parent.mkdir()
+    old.write_text('#!/bin/bash\nargs=("$@"); args[1]="${args[1]},-avx2,-fma"\n'
+                   f'exec {shutil.which("qemu-x86_64-static")} "${{args[@]}}"\n')
+    old.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{old.parent}{os.pathsep}{os.environ['PATH']}")
+    result = cli(["check", out, "--emulate", "x86_64"])
+    assert result.exit_code == 2 and "runs no AVX2, FMA3 on -cpu EPYC-Milan-v1" in result.output, result.output
+    assert "qemu 7.2 or newer" in result.output
+
+
+@needs_x86
+def test_an_emulated_run_keeps_to_the_step_timeout_and_this_hosts_release_runs_whatever_numpy(tmp_path):
+    """--step-timeout bounds the emulated run (it was always 600 s); a package made with this host's onnxruntime and
+    another numpy ran on wheels fetched for it (~200 MB, and offline a failure); `emulate=1` was exit 5."""
+    import onnxruntime
+
+    import edgekit
+    from edgekit.errors import UsageError
+
+    out = tmp_path / "dist"
+    assert cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--out", out, "--no-bench"]).exit_code == 0
+    result = cli(["check", out, "--emulate", "x86_64", "--step-timeout", "0.5"])
+    assert result.exit_code == 4 and "x86_64 (emulated, epyc-milan) run" in result.output, result.output
+    found = emulator.setup("x86_64", onnxruntime.__version__, "1.0.0")  # no wheels fetched: numpy only carries arrays
+    assert found.site == emulator._own_site() and found.python
+    assert emulator.parse("X86_64:Haswell") == ("x86_64", "haswell")
+    with pytest.raises(UsageError, match="emulate takes a string"):
+        edgekit.check(out, emulate=1)
 
 
 def test_a_manifests_versions_that_are_not_numbers_are_bad_input():
