@@ -283,13 +283,12 @@ def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: s
     state dict that `export(..., weights=out)` reloads (checked by rebuilding from a source string); a file
     already there is replaced only with `force`. Returns (the pruned nn.Module, PruneResult)."""
     from . import compress
-    from .load import load_model
 
     _rebuildable(model, "prune")
     spec = build(PruneSpec, {"ratio": ratio, **settings}, "edgekit.prune() settings")
     compress.check_out(out, force)
     specs = _specs(inputs, "edgekit.prune")
-    module = load_model(model, _path(weights), trust_checkpoint).module
+    module = _load_seeded(model, _path(weights), trust_checkpoint, Recipe.seed)
     batches = (compress.load_batches(data, specs, 32, {"model": module}, _cap(max_data_bytes, "edgekit.prune()"))
                if data is not None else None)
     sizes = compress.batch_sizes(specs, batches)
@@ -346,7 +345,6 @@ def share(model: Any, *, inputs: Iterable[str | InputSpec], clusters: int = Shar
     import torch
 
     from . import compress, sharing
-    from .load import load_model
 
     where = "edgekit.share() settings"
     _rebuildable(model, "share")
@@ -358,7 +356,7 @@ def share(model: Any, *, inputs: Iterable[str | InputSpec], clusters: int = Shar
     config = build(DistillSettings, {"data": data if isinstance(data, str) else "", **settings}, where)
     compress.check_out(out, force)
     specs = _specs(inputs, "edgekit.share")
-    module = load_model(model, weights, trust_checkpoint).module
+    module = _load_seeded(model, weights, trust_checkpoint, config.seed)
     with torch.random.fork_rng():  # the data's function and the fine-tuning may draw from torch's generator
         batches = (compress.load_batches(data, specs, config.batch_size, {"model": module},
                                          _cap(max_data_bytes, "edgekit.share()")) if data is not None else None)
@@ -475,6 +473,18 @@ def _save_changed(model, module, out, record: dict, specs, what: str, sizes: dic
     check = ((lambda partial: compress.verify_reload(str(model), partial, module, specs, what, sizes)) if rebuilds
              else None)
     compress.save(module, Path(out), {**record, "edgekit_source": source}, check)
+
+
+def _load_seeded(model, weights, trust_checkpoint: bool, seed: int):
+    """The torch module, built after torch.manual_seed(seed): one built without weights is the same every run, as
+    export's and distill's are (prune and share wrote another init each time). The caller's stream is left as found."""
+    import torch
+
+    from .load import load_model
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return load_model(model, weights, trust_checkpoint).module
 
 
 def _rebuildable(model, command: str) -> None:

@@ -127,3 +127,24 @@ def test_a_model_built_without_weights_is_the_same_every_run(tmp_path):
                         "random", "--no-bench", "--out", name], cwd=tmp_path, check=True, capture_output=True)
         outs.append((tmp_path / name / "desktop-x86" / "model.onnx").read_bytes())
     assert outs[0] == outs[1]
+
+
+def test_prune_and_share_of_a_model_built_without_weights_write_the_same_weights_every_run(tmp_path):
+    """export and distill seed a model built without weights; prune and share did not: each run wrote another init
+    (pruning an architecture to train it from scratch gave another file every time)."""
+    from edgekit.load import load_model
+
+    (tmp_path / "m.py").write_text("import torch\n\ndef build():\n"
+                                   "    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), "
+                                   "torch.nn.Linear(16, 4))\n")
+    source = f"{tmp_path / 'm.py'}:build"
+    for command in (["prune", "--ratio", "0.5"], ["share", "--clusters", "4"]):
+        written = []
+        for run in ("a", "b"):
+            state = torch.get_rng_state()
+            result = cli([command[0], source, "--input", "x:Nx8", *command[1:], "--out", tmp_path / f"{run}.pt",
+                          "--force"])
+            assert result.exit_code == 0, result.output
+            assert torch.equal(torch.get_rng_state(), state), f"{command[0]} moved the caller's random state"
+            written.append(load_model(source, str(tmp_path / f"{run}.pt")).module.state_dict())
+        assert all(torch.equal(written[0][k], written[1][k]) for k in written[0]), command[0]
