@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import zipfile
 import zlib
 from pathlib import Path
@@ -245,12 +246,21 @@ def write(target_dir: Path, report: TargetReport, pages: bool = True) -> None:
     files = sorted(p for p in target_dir.iterdir() if p.is_file() and p.name not in UNHASHED)
     report.files = {p.name: sha256(p) for p in files}
     report.sizes = {p.name: p.stat().st_size for p in files}
-    if pages:
-        (target_dir / "report.md").write_text(markdown(report), encoding="utf-8")
-        (target_dir / "report.html").write_text(report_html.page(report), encoding="utf-8")
+    if pages:  # rendered from the manifest's JSON (a non-finite figure is null there), as check renders them again
+        for name, text in rendered_pages(json.loads(json_text(report.to_json()))).items():
+            (target_dir / name).write_text(text, encoding="utf-8")
         report.files.update({name: sha256(target_dir / name) for name in PAGES})
         report.sizes.update({name: (target_dir / name).stat().st_size for name in PAGES})
     (target_dir / "manifest.json").write_text(json_text(report.to_json()) + "\n", encoding="utf-8")
+
+
+def rendered_pages(manifest: dict) -> dict[str, str]:
+    """report.md's and report.html's text as edgekit renders them from a manifest (its files table lists the
+    deliverables, not the pages): `write` writes these, and `check` holds a package's pages to them. A mistyped
+    field raises (TypeError, KeyError, ...)."""
+    report = TargetReport.from_json({**manifest, "files": {n: h for n, h in manifest["files"].items()
+                                                           if n not in PAGES}})
+    return {"report.md": markdown(report), "report.html": report_html.page(report)}
 
 
 def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], names: list[str],

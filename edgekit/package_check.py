@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -310,6 +311,8 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
     untrue = {"model_data": _c_array_claims(folder, manifest),
               "required_operators": "" if own else _operator_claims(folder, manifest),
               "report.html": _page_claims(folder, manifest)}
+    for name, why in ({} if own else _report_claims(folder, shown, manifest)).items():  # the export just wrote them
+        untrue[name] = untrue.get(name) or why  # a page with a script says so, not also that it differs
     for model, entry in golden.items():
         golden_path = _existing(folder, shown, entry["file"])
         if declared := _declared_claims(manifest, golden_path, f"{shown}/{entry['file']}"):  # its data never read
@@ -470,6 +473,48 @@ def _page_claims(folder: Path, manifest: dict) -> str:
         return ""
     found = report_html.active_content((folder / "report.html").read_text(encoding="utf-8", errors="replace"))
     return "" if found is None else f"it holds {printable(found)!r}, which edgekit's page never does"
+
+
+RENDER_ERRORS = (TypeError, KeyError, ValueError, AttributeError, IndexError, ArithmeticError, RecursionError)
+
+
+def _report_claims(folder: Path, shown: str, manifest: dict) -> dict[str, str]:
+    """report.md and report.html against what edgekit renders from this manifest: edited (a FAIL made PASS, another
+    cosine) and re-hashed in the manifest, they passed check. Held only in a package this edgekit's version made
+    (another renders its own way) that hashes them (one made before did not); a mistyped field is bad input."""
+    if manifest.get("edgekit_version") != __version__ or not set(package.PAGES) <= set(manifest["files"]):
+        return {}
+    try:
+        rendered = package.rendered_pages(manifest)
+        expected = {name: text.encode("utf-8") for name, text in rendered.items()}
+    except RENDER_ERRORS as e:
+        raise InputError(f"{shown}/manifest.json: report.md cannot be rendered from it ({type(e).__name__}: "
+                         f"{first_line(e, 120)})") from None
+    return {name: _unlike(folder / name, text) for name, text in expected.items()}
+
+
+def _unlike(path: Path, expected: bytes) -> str:
+    """Where a page differs from what edgekit renders ("" where it does not), its first line that does, in one
+    line."""
+    with open(path, "rb") as f:
+        found = f.read(len(expected) + 1)  # no more: a larger file differs already
+    if found == expected:
+        return ""
+    lines = itertools.zip_longest(found.split(b"\n"), expected.split(b"\n"))  # None: past one's last line
+    number, (have, want) = next((n, pair) for n, pair in enumerate(lines, 1) if pair[0] != pair[1])
+    at = next((k for k, (a, b) in enumerate(zip(have or b"", want or b"")) if a != b),
+              min(len(have or b""), len(want or b"")))
+    return (f"its line {number} reads {_excerpt(have, at)}, where edgekit renders {_excerpt(want, at)} from this "
+            "manifest")
+
+
+def _excerpt(line: bytes | None, at: int, width: int = 60) -> str:
+    """Some of a line from a little before `at`, where it differs, as one printable quoted line (None: no line)."""
+    if line is None:
+        return "nothing"
+    start = max(0, at - 20)
+    text = line[start:start + width].decode("utf-8", errors="replace")
+    return repr(("…" if start else "") + printable(text) + ("…" if len(line) > start + width else ""))
 
 
 def _c_array_claims(folder: Path, manifest: dict) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .bench import Latency
 from .errors import ExitCode
-from .parity import Accuracy, Gate, StageParity
+from .parity import Accuracy, Gate, OutputParity, StageParity
 
 
 def _lists(data):
@@ -142,6 +142,32 @@ def shipped_model(details: dict) -> str:
     return (details.get("ort_format") or {}).get("file") or "model.int8.onnx"
 
 
+# the manifest's keys of a TargetReport's own fields (to_json()); its other keys are the report's details
+REPORT_KEYS = ("target", "parity", "accuracy", "latency", "latency_1_thread", "tuning", "gates", "passed", "warnings",
+               "verification", "files", "sizes")
+
+
+def _built(cls, data: dict, **made):
+    """A dataclass again from its as_dict() in a manifest: the fields there, `made` the nested ones; what as_dict
+    adds (drop, p90_over_p50, speedup_p50) is a property, computed again."""
+    return cls(**{**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.init and f.name in data}, **made})
+
+
+def _stage(data: dict | None) -> StageParity | None:
+    return None if data is None else _built(StageParity, data, outputs=tuple(
+        _built(OutputParity, o) for o in data["outputs"]))
+
+
+def _accuracy(data: dict | None) -> Accuracy | None:
+    iou = None if data is None else data.get("mean_iou")
+    return None if data is None else _built(Accuracy, data, mean_iou=iou and (iou["fp32"], iou["int8"]))
+
+
+def _latency(data: dict | None) -> LatencyReport | None:
+    return None if data is None else _built(LatencyReport, data, fp32=_built(Latency, data["fp32"]),
+                                            int8=_built(Latency, data["int8"]))
+
+
 @dataclass
 class TargetReport:
     """One target's figures and verdict."""
@@ -159,6 +185,15 @@ class TargetReport:
     sizes: dict[str, int] = field(default_factory=dict)  # deliverable → bytes
     verification: list[Case] = field(default_factory=list)  # `edgekit check` on the staged package
     latency_1_thread: LatencyReport | None = None  # when `latency` is at the profile's threads and that is more
+
+    @classmethod
+    def from_json(cls, m: dict) -> TargetReport:
+        """The report a manifest (to_json()) holds, as far as it holds it: report.md and report.html are rendered from
+        it, so `check` can render them again. A mistyped field raises (TypeError, KeyError, ...)."""
+        return cls(m["target"], _stage(m["parity"]["export"]), _stage(m["parity"]["quantization"]),
+                   _accuracy(m["accuracy"]), _latency(m["latency"]), m["tuning"], [_built(Gate, g) for g in m["gates"]],
+                   m["warnings"], {k: v for k, v in m.items() if k not in REPORT_KEYS}, m["files"], m["sizes"],
+                   [_built(Case, c) for c in m["verification"]], _latency(m["latency_1_thread"]))
 
     @property
     def passed(self) -> bool:
