@@ -488,7 +488,7 @@ def _report_claims(folder: Path, shown: str, manifest: dict) -> dict[str, str]:
         rendered = package.rendered_pages(manifest)
         expected = {name: text.encode("utf-8") for name, text in rendered.items()}
     except RENDER_ERRORS as e:
-        raise InputError(f"{shown}/manifest.json: report.md cannot be rendered from it ({type(e).__name__}: "
+        raise InputError(f"{shown}/manifest.json: report.md and report.html cannot be rendered from it ({type(e).__name__}: "
                          f"{first_line(e, 120)})") from None
     return {name: _unlike(folder / name, text) for name, text in expected.items()}
 

@@ -244,3 +244,55 @@ def test_a_qoperator_packages_weight_claims_edited_fail(tmp_path):
     said = integrity(folder)
     assert "weights are int8, the manifest's quantization says weight_type uint8" in said, said
     assert "quantized per channel, the manifest's quantization says per_channel false" in said, said
+
+
+def _figure_changed(text: str) -> str:
+    """report.md with the quant_cosine gate's value another figure (its last digit changed)."""
+    row = next(line for line in text.splitlines() if line.startswith("| quant_cosine on "))
+    cells = row.split(" | ")
+    cells[1] = cells[1][:-1] + str((int(cells[1][-1]) + 1) % 10)
+    return text.replace(row, " | ".join(cells))
+
+
+@pytest.mark.parametrize("page, edit", [
+    ("report.md", lambda text: text.replace("**PASSED**", "**FAILED**")),
+    ("report.md", lambda text: text.replace("| pass |", "| **FAIL** |", 1)),
+    ("report.md", _figure_changed),
+    ("report.html", lambda text: text.replace('<span class="pass">PASSED</span>', '<span class="fail">FAILED</span>')),
+])
+def test_a_report_edited_and_rehashed_fails_as_not_what_the_manifest_renders(digits, tmp_path, page, edit):
+    """report.md (and report.html) edited to another verdict or figure and re-hashed in the manifest passed check:
+    nothing held them to the manifest they are rendered from. check renders them again from it, byte for byte."""
+    folder = copy_of(digits, tmp_path, "desktop-x86")
+    text = (folder / page).read_text(encoding="utf-8")
+    assert edit(text) != text
+    (folder / page).write_text(edit(text), encoding="utf-8")
+    resign(folder)
+    said = [line for line in integrity(folder).split("; manifest.json says of ") if page in line]
+    assert len(said) == 1 and "where edgekit renders" in said[0], said
+
+
+def test_a_report_made_by_another_edgekit_version_is_not_rendered_again(digits, tmp_path):
+    """Another version renders its own way: a package it made (its report edited too) is not held to this one's."""
+    folder = copy_of(digits, tmp_path, "desktop-x86")
+    (folder / "report.md").write_text((folder / "report.md").read_text() + "\nedited\n")
+    resign(folder, edgekit_version=edgekit.__version__ + "+other")
+    result = cli(["check", folder])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("edits", [
+    lambda m: m["accuracy"].update(fp32="high"),
+    lambda m: m.update(warnings=7),
+    lambda m: m.update(latency_1_thread="fast"),
+    lambda m: m.update(model="net.py"),
+])
+def test_a_manifest_the_reports_cannot_be_rendered_from_is_bad_input(digits, tmp_path, edits):
+    """Rendered from the manifest, a mistyped field it reads is bad input (exit 3) naming the manifest, not a
+    traceback (exit 5)."""
+    folder = copy_of(digits, tmp_path, "desktop-x86")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edits(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = cli(["check", folder])
+    assert result.exit_code == 3 and "manifest.json" in result.stderr, result.output
