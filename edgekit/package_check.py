@@ -480,22 +480,25 @@ RENDER_ERRORS = (TypeError, KeyError, ValueError, AttributeError, IndexError, Ar
 
 def _report_claims(folder: Path, shown: str, manifest: dict) -> dict[str, str]:
     """report.md and report.html against what edgekit renders from this manifest: edited (a FAIL made PASS, another
-    cosine) and re-hashed in the manifest, they passed check. Held only in a package this edgekit's version made
-    (another renders its own way) that hashes them (one made before did not); a mistyped field is bad input."""
-    if manifest.get("edgekit_version") != __version__ or not set(package.PAGES) <= set(manifest["files"]):
+    cosine) and re-hashed in the manifest, or dropped from its files, they passed check. Held only in a package this
+    edgekit's version made (another renders its own way; one made before 12-06 did not hash them); a mistyped field is
+    bad input."""
+    if manifest.get("edgekit_version") != __version__:
         return {}
     try:
         rendered = package.rendered_pages(manifest)
         expected = {name: text.encode("utf-8") for name, text in rendered.items()}
     except RENDER_ERRORS as e:
-        raise InputError(f"{shown}/manifest.json: report.md and report.html cannot be rendered from it ({type(e).__name__}: "
-                         f"{first_line(e, 120)})") from None
+        raise InputError(f"{shown}/manifest.json: report.md and report.html cannot be rendered from it "
+                         f"({type(e).__name__}: {first_line(e, 120)})") from None
     return {name: _unlike(folder / name, text) for name, text in expected.items()}
 
 
 def _unlike(path: Path, expected: bytes) -> str:
     """Where a page differs from what edgekit renders ("" where it does not), its first line that does, in one
     line."""
+    if not path.exists():  # unhashed (hashed, integrity failed it), and no link: _integrity's "not plain files"
+        return "it is missing, where edgekit renders it from this manifest"
     with open(path, "rb") as f:
         found = f.read(len(expected) + 1)  # no more: a larger file differs already
     if found == expected:

@@ -296,3 +296,18 @@ def test_a_manifest_the_reports_cannot_be_rendered_from_is_bad_input(digits, tmp
     (folder / "manifest.json").write_text(json.dumps(manifest))
     result = cli(["check", folder])
     assert result.exit_code == 3 and "manifest.json" in result.stderr, result.output
+
+
+def test_a_report_dropped_from_the_manifest_is_still_rendered_again(digits, tmp_path):
+    """An unhashed report is allowed (a package made before 12-06 hashed none): one dropped from the files of a
+    package this edgekit made, then edited or deleted, is still held to what the manifest renders."""
+    folder = copy_of(digits, tmp_path, "desktop-x86")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name in ("report.md", "report.html"):
+        del manifest["files"][name], manifest["sizes"][name]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert cli(["check", folder]).exit_code == 0  # unhashed, but what edgekit renders
+    (folder / "report.md").write_text((folder / "report.md").read_text().replace("**PASSED**", "**FAILED**"))
+    (folder / "report.html").unlink()
+    said = integrity(folder)
+    assert "says of report.md: its line " in said and "says of report.html: it is missing" in said, said
