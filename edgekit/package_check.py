@@ -311,8 +311,6 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
     untrue = {"model_data": _c_array_claims(folder, manifest),
               "required_operators": "" if own else _operator_claims(folder, manifest),
               "report.html": _page_claims(folder, manifest)}
-    for name, why in ({} if own else _report_claims(folder, shown, manifest)).items():  # the export just wrote them
-        untrue[name] = untrue.get(name) or why  # a page with a script says so, not also that it differs
     for model, entry in golden.items():
         golden_path = _existing(folder, shown, entry["file"])
         if declared := _declared_claims(manifest, golden_path, f"{shown}/{entry['file']}"):  # its data never read
@@ -338,6 +336,8 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
     models = [] if own else [n for n in files if n.endswith((".onnx", ".ort"))]
     for name, why in model_claims.model_claims(folder, manifest, models).items():
         untrue[name] = "; ".join(filter(None, (untrue.get(name), why)))
+    for name, why in ({} if own else _report_claims(folder, shown, manifest, any(untrue.values()))).items():
+        untrue[name] = untrue.get(name) or why  # a page with a script says so, not also that it differs
     if said := [f"manifest.json says of {name}: {why}" for name, why in untrue.items() if why]:
         return [Case(target, "integrity", False, "; ".join(said)), cases[1]] + not_run
     at = place(manifest) if place is not None else None
@@ -478,17 +478,19 @@ def _page_claims(folder: Path, manifest: dict) -> str:
 RENDER_ERRORS = (TypeError, KeyError, ValueError, AttributeError, IndexError, ArithmeticError, RecursionError)
 
 
-def _report_claims(folder: Path, shown: str, manifest: dict) -> dict[str, str]:
+def _report_claims(folder: Path, shown: str, manifest: dict, failing: bool) -> dict[str, str]:
     """report.md and report.html against what edgekit renders from this manifest: edited (a FAIL made PASS, another
     cosine) and re-hashed in the manifest, or dropped from its files, they passed check. Held only in a package this
     edgekit's version made (another renders its own way; one made before 12-06 did not hash them); a mistyped field is
-    bad input."""
+    bad input, unless the package is `failing` on other claims already (theirs name what is wrong, in one line)."""
     if manifest.get("edgekit_version") != __version__:
         return {}
     try:
         rendered = package.rendered_pages(manifest)
         expected = {name: text.encode("utf-8") for name, text in rendered.items()}
     except RENDER_ERRORS as e:
+        if failing:
+            return {}
         raise InputError(f"{shown}/manifest.json: report.md and report.html cannot be rendered from it "
                          f"({type(e).__name__}: {first_line(e, 120)})") from None
     return {name: _unlike(folder / name, text) for name, text in expected.items()}
