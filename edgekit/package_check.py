@@ -336,7 +336,8 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
     models = [] if own else [n for n in files if n.endswith((".onnx", ".ort"))]
     for name, why in model_claims.model_claims(folder, manifest, models).items():
         untrue[name] = "; ".join(filter(None, (untrue.get(name), why)))
-    for name, why in ({} if own else _report_claims(folder, shown, manifest, any(untrue.values()))).items():
+    failing = not cases[1].passed or any(untrue.values())
+    for name, why in ({} if own else _report_claims(folder, shown, manifest, failing)).items():
         untrue[name] = untrue.get(name) or why  # a page with a script says so, not also that it differs
     if said := [f"manifest.json says of {name}: {why}" for name, why in untrue.items() if why]:
         return [Case(target, "integrity", False, "; ".join(said)), cases[1]] + not_run
@@ -482,7 +483,7 @@ def _report_claims(folder: Path, shown: str, manifest: dict, failing: bool) -> d
     """report.md and report.html against what edgekit renders from this manifest: edited (a FAIL made PASS, another
     cosine) and re-hashed in the manifest, or dropped from its files, they passed check. Held only in a package this
     edgekit's version made (another renders its own way; one made before 12-06 did not hash them); a mistyped field is
-    bad input, unless the package is `failing` on other claims already (theirs name what is wrong, in one line)."""
+    bad input, unless the package is `failing` on other claims or its gates (theirs name what is wrong, in one line)."""
     if manifest.get("edgekit_version") != __version__:
         return {}
     try:

@@ -45,6 +45,29 @@ def rehash(folder, *names):
     for name in names:
         manifest["files"][name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
         manifest["sizes"][name] = (folder / name).stat().st_size
+    write_manifest(folder, manifest, keep=names)
+
+
+def write_manifest(folder, manifest, keep=()):
+    """manifest.json edited on purpose, and its reports rendered again from it and re-hashed (but those in `keep`,
+    edited on purpose too), as edgekit renders them: check then reads the claim under test, not report.md's own
+    (which test_check_claims tests). One they cannot be rendered from, or of another edgekit version, keeps them."""
+    import hashlib
+    import json
+
+    import edgekit
+    from edgekit.package import rendered_pages
+
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    try:
+        pages = rendered_pages(manifest) if manifest["edgekit_version"] == edgekit.__version__ else {}
+    except Exception:  # a manifest mistyped on purpose
+        return
+    for name, text in ((n, t) for n, t in pages.items() if n not in keep):
+        (folder / name).write_text(text, encoding="utf-8")
+        if name in manifest["files"]:
+            manifest["files"][name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+            manifest["sizes"][name] = (folder / name).stat().st_size
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
