@@ -12,7 +12,7 @@ import time
 import pytest
 
 import edgekit
-from conftest import DIGITS, cli
+from conftest import DIGITS, cli, write_manifest
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 pytestmark = pytest.mark.skipif(not (os.access(SSHD, os.X_OK) and shutil.which("ssh") and shutil.which("ssh-keygen")),
@@ -103,7 +103,7 @@ def test_an_arm_packages_budget_is_not_judged_on_another_kind_of_device(sshd, di
     shutil.copytree(digits_arm / "arm64-linux", package)
     manifest = json.loads((package / "manifest.json").read_text())
     manifest["gates"].append({"name": "latency_p50_ms", "value": 1e-9, "op": "<=", "limit": 1e-9, "passed": True})
-    (package / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(package, manifest)
     result = device_check(f"{url}{device}/budget", identity, known_hosts, package)
     assert result.exit_code == 0, result.output
     [latency] = [c for c in json.loads(result.stdout)["cases"] if c["name"] == "latency"]

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import DIGITS, ROOT, TESTS, cli
+from conftest import DIGITS, ROOT, TESTS, cli, write_manifest
 
 from edgekit.package import read_golden
 
@@ -1339,7 +1339,7 @@ def test_a_channel_the_few_levels_rule_cannot_keep_float_fails_the_centred_sqnr_
                                     "passed": True}], "quant_centred_sqnr_db 30 is not the worst centred_sqnr_db the "
                                                       "manifest records (-12.368)"),
                          (gates, "gates quant_centred_sqnr_db are missing")):
-        (folder / "manifest.json").write_text(json.dumps({**manifest, "gates": edited, "passed": True}))
+        write_manifest(folder, {**manifest, "gates": edited, "passed": True})
         result = cli(["check", folder])
         assert result.exit_code == 1 and said in result.output, result.output
 
@@ -1410,12 +1410,12 @@ def test_a_detector_whose_int8_moves_boxes_across_its_cut_is_judged_by_the_detec
     for o in manifest["parity"]["quantization"]["outputs"]:
         o["detection_agreement"] = 1.0
     next(g for g in manifest["gates"] if g["name"] == "quant_detection_agreement")["value"] = 1.0
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(folder, manifest)
     forged = cli(["check", folder])
     assert forged.exit_code == 1 and "output_0 detection_agreement 1 (these give" in forged.output, forged.output
     # the agreement's gate deleted while its outputs record it (passed still true): no gate left to fail
     manifest["gates"] = [g for g in manifest["gates"] if g["name"] != "quant_detection_agreement"]
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(folder, manifest)
     deleted = cli(["check", folder])
     assert deleted.exit_code == 1 and "gates quant_detection_agreement are missing" in deleted.output, deleted.output
     # a package made before detections were matched records none (nor how): checked as before; one whose outputs
@@ -1423,13 +1423,13 @@ def test_a_detector_whose_int8_moves_boxes_across_its_cut_is_judged_by_the_detec
     for o in manifest["parity"]["quantization"]["outputs"]:
         del o["detection_agreement"], o["detection_rows"], o["detection_match"]
         o.pop("unmatched_samples", None)
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(folder, manifest)
     unheld = cli(["check", folder])
     assert unheld.exit_code == 1 and "gates quant_length_mismatches are missing" in unheld.output, unheld.output
     # stripped of those too: the golden samples' own counts differ, and their detections are matched (review2)
     for o in manifest["parity"]["quantization"]["outputs"]:
         o.pop("length_mismatches"), o.pop("length_example")
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(folder, manifest)
     stripped = cli(["check", folder])
     assert stripped.exit_code == 1 and "output_0 length_mismatches 0, yet" in stripped.output and \
         "output_0 records no detection_agreement, yet its detections are matched" in stripped.output, stripped.output

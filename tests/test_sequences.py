@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import cli
+from conftest import cli, write_manifest
 
 from edgekit import sequences
 from edgekit.errors import UsageError
@@ -134,7 +134,7 @@ def _integrity_after(folder, edit) -> str:
     """`check`'s integrity message once `edit` changed the package's manifest (it must fail, exit 1)."""
     manifest = json.loads((folder / "manifest.json").read_text())
     edit(manifest)
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(folder, manifest)
     result = cli(["check", folder, "--json"])
     assert result.exit_code == 1, result.output
     [integrity] = [c for c in json.loads(result.stdout)["cases"] if c["name"] == "integrity"]
