@@ -730,14 +730,22 @@ def drop_unread(graph) -> None:
     while True:
         read = {t for g in all_graphs(graph) for t in (*(o.name for o in g.output),
                                                         *(i for n in g.node for i in n.input))}
-        dead = [n for n in graph.node if not read & set(n.output)]
-        for n in dead:
-            graph.node.remove(n)
-        if not dead:
+        if not keep_only(graph.node, lambda n: bool(read & set(n.output))):
             break
-    inputs = {i.name for i in graph.input}
-    for t in [t for t in graph.initializer if t.name not in read | inputs]:
-        graph.initializer.remove(t)
+    kept = read | {i.name for i in graph.input}
+    keep_only(graph.initializer, lambda t: t.name in kept)
+
+
+def keep_only(field, keep: Callable) -> int:
+    """Rebuild the repeated protobuf `field` with the items `keep` accepts, in order; how many went. Not its
+    remove() item by item: each searches the field comparing whole messages (a float16 model's 4,000 weight Casts
+    and weights, removed one at a time: 14 s)."""
+    kept = [item for item in field if keep(item)]
+    gone = len(field) - len(kept)
+    if gone:
+        del field[:]
+        field.extend(kept)
+    return gone
 
 
 CONV_CHANNELS = 4  # the input channel multiple onnxruntime's symmetric int8 conv takes (host.sym_conv_takes)
@@ -886,11 +894,11 @@ def fold_half_casts(model) -> int:
     for n in casts:
         w = numpy_helper.to_array(halves[n.input[0]]).astype("float32")
         graph.initializer.append(numpy_helper.from_array(w, n.output[0]))
-        graph.node.remove(n)
+    folded = {n.output[0] for n in casts}
+    keep_only(graph.node, lambda n: n.op_type != "Cast" or n.output[0] not in folded)
     # a sub-graph's node may read a weight too (an If branch's Concat): it stays while anything reads it
     read = {i for n in all_nodes(graph) for i in n.input} | {o.name for o in graph.output}
-    for t in [t for t in graph.initializer if t.data_type == 10 and t.name not in read]:
-        graph.initializer.remove(t)
+    keep_only(graph.initializer, lambda t: t.data_type != 10 or t.name in read)
     return len(casts)
 
 
