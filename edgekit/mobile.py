@@ -109,11 +109,9 @@ def operator_config(models: list[Path], style: str, platform_: str) -> str:
 
 def operators_in_child(folder: str, names: str, style: str, platform_: str) -> str:
     """Entry point of check's bounded child (here, not in package_check: the child imports no more than it needs).
-    The converter's level is the one to_ort's child converts at, in its fixed environment: a user's setting of it
-    made other lines than the package's (an honest package failed)."""
+    The converter's level is to_ort's whatever the user's environment (_convert_in_process)."""
     import json
 
-    os.environ.pop("ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL", None)
     return operator_config([Path(folder) / name for name in json.loads(names)], style, platform_)
 
 
@@ -185,14 +183,31 @@ def _import_path() -> str:
 
 
 def _convert_in_process(src: Path, out: Path, style: str, platform_: str) -> None:
+    """The converter in this process, at the level setarch's child converts at (its environment is fixed): a user's
+    ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL made an export without setarch ship other operator lines
+    than check makes again (an honest package failed)."""
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
     try:  # the converter prints progress, and logs each config it writes
-        with progress.quiet(), _quieter("ort_format_model.utils", logging.WARNING):
+        with progress.quiet(), _quieter("ort_format_model.utils", logging.WARNING), _without_env(LEVEL_ENV):
             convert_onnx_models_to_ort(src, output_dir=out, optimization_styles=[OptimizationStyle[style]],
                                        target_platform=platform_)
     except Exception as e:
         raise StageError("ORT format conversion", first_line(e)) from e
+
+
+LEVEL_ENV = "ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL"
+
+
+@contextlib.contextmanager
+def _without_env(name: str):
+    """`name` unset while the block runs, then as the caller had it."""
+    saved = os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ[name] = saved
 
 
 @contextlib.contextmanager

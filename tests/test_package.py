@@ -1050,6 +1050,23 @@ runpy.run_module("edgekit.bounded", run_name="__main__")
 print(json.dumps({"started": started, "imported": [m for m in ("onnx", "torch") if sys.modules.get(m)]}))"""
 
 
+def test_export_without_setarch_ships_the_lines_check_makes_whatever_the_users_level(packaged, tmp_path, monkeypatch):
+    """Without setarch (macOS, a container without it) to_ort converts in this process, where the user's
+    ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL=basic made other operator lines (no QLinearConv) than check's
+    child makes again at the converter's own level: the honest package failed its integrity check."""
+    from edgekit import mobile
+
+    model = packaged[0] / "android-arm64" / "model.int8.onnx"
+    monkeypatch.setenv("ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL", "basic")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no setarch on it
+    made = mobile.to_ort([model], tmp_path, "Runtime", "arm")
+    assert not made["reproducible"]  # converted in this process
+    assert os.environ["ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL"] == "basic"  # left as the user had it
+    lines = {ln for ln in made["config"].read_text().splitlines() if ln and not ln.startswith("#")}
+    shipped = (packaged[0] / "android-arm64" / "required_operators.config").read_text().splitlines()
+    assert lines == {ln for ln in shipped if ln and not ln.startswith("#")}
+
+
 def test_checks_operator_config_is_one_conversion_in_its_child_without_torch(packaged):
     """check made required_operators.config again through to_ort, a setarch child per model (an interpreter and the
     converter's imports each: +0.9 s a target, +1.4 s for iOS's two): its child converts the models at once, itself,
