@@ -8,10 +8,22 @@ import platform
 from .runner import cpuinfo, usable_cores
 
 
+# numpy's CPUID feature → the /proc/cpuinfo flag X86_FLAGS reads (numpy names no AVX-VNNI or AMX: read as AVX2)
+CPUID_FLAGS = {"AVX512VNNI": "avx512_vnni", "AVX512BW": "avx512bw", "AVX2": "avx2", "AVX": "avx", "SSE2": "sse2"}
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
+    """This CPU's /proc/cpuinfo flags; where there are none (macOS, a sandbox hiding the file) on x86-64, those the
+    CPU's own CPUID gives (numpy's): taken for SSE, an AVX2 CPU got full-range weights its kernels saturate."""
     info = cpuinfo()
-    return frozenset((info.get("flags") or info.get("Features") or "").split())
+    if found := (info.get("flags") or info.get("Features") or "").split():
+        return frozenset(found)
+    if arch_of(platform.machine()) != "x86_64":
+        return frozenset()
+    from .runner import cpuid
+
+    return frozenset(CPUID_FLAGS[name] for name in cpuid() if name in CPUID_FLAGS)
 
 
 @functools.lru_cache(maxsize=1)

@@ -1023,3 +1023,24 @@ def test_every_test_model_builds_the_same_weights_whatever_the_random_state_befo
                                                                                 for k in first)):
                 unseeded.append(name)
     assert unseeded == [], f"seed these with torch.manual_seed(0), as the others are: {unseeded}"
+
+
+def test_an_x86_host_whose_cpuinfo_is_unreadable_takes_its_isa_from_cpuid(tmp_path):
+    """No /proc/cpuinfo flags (macOS, a sandbox hiding the file) read as the SSE baseline, which no longer saturates
+    (SATURATING_X86): an AVX2 host then kept full-range weights its own kernels saturate. CPUID (numpy's) names it."""
+    import os
+    import platform
+    import shutil
+
+    from edgekit import host
+
+    if host.arch_of(platform.machine()) != "x86_64" or not host.cpuinfo().get("flags") or not shutil.which("unshare"):
+        pytest.skip("an x86-64 Linux host with /proc/cpuinfo and unshare")
+    code = "from edgekit import host; print(host.cpu_isa())"
+    hide = f'mount --bind /dev/null /proc/cpuinfo || exit 99; exec "$0" -c "{code}"'
+    hidden = subprocess.run(["unshare", "-m", "sh", "-c", hide, sys.executable], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if hidden.returncode == 99 or hidden.stderr.startswith("unshare:"):  # no mount namespace or bind mount here
+        pytest.skip(f"cannot hide /proc/cpuinfo here: {hidden.stderr.strip()[-120:]}")
+    assert hidden.returncode == 0, hidden.stderr
+    assert hidden.stdout.strip() == host.cpu_isa(), hidden.stdout
