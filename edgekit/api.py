@@ -308,17 +308,15 @@ def distill(teacher: Any, student: Any, *, data: Feeds, out: str | Path | None =
     or labelled samples in any calibration format (then `inputs` is needed), at most `max_data_bytes` of it. `settings`:
     DistillSettings fields. With `out`, the best student is saved there as it improves (a file already there is
     replaced only with `force`). Returns (the best student, DistillResult)."""
-    import torch
-
     from . import compress
     from .load import load_model
+    from .userfn import seeded
 
     where = "edgekit.distill() settings"
     _rebuildable(student, "distill --student")
     config = build(DistillSettings, {"data": data if isinstance(data, str) else "", **settings}, where)
     out = compress.check_out(out, force)
-    with torch.random.fork_rng():
-        torch.manual_seed(config.seed)  # a student built without weights gets a reproducible init
+    with seeded(config.seed):  # a student built without weights gets a reproducible init
         t = load_model(teacher, teacher_weights, trust_checkpoint).module
         if t is None:
             raise UsageError(f"distill --teacher {str(teacher)!r}: an ONNX model cannot teach; give a torch source "
@@ -476,14 +474,12 @@ def _save_changed(model, module, out, record: dict, specs, what: str, sizes: dic
 
 
 def _load_seeded(model, weights, trust_checkpoint: bool, seed: int):
-    """The torch module, built after torch.manual_seed(seed): one built without weights is the same every run, as
-    export's and distill's are (prune and share wrote another init each time). The caller's stream is left as found."""
-    import torch
-
+    """The torch module, built under userfn.seeded(seed): one built without weights is the same every run, as
+    export's and distill's are (prune and share wrote another init each time)."""
     from .load import load_model
+    from .userfn import seeded
 
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded(seed):
         return load_model(model, weights, trust_checkpoint).module
 
 

@@ -6,7 +6,6 @@ then:        publish every target folder atomically
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import functools
@@ -32,7 +31,7 @@ from .reports import (ARM_STAND_IN, ExportReport, LatencyReport, TargetReport, s
                       without_folders)
 from .runtime import (flushing, forget_sessions, int8_session, ort_log_level, run_calibration, run_onnx, run_torch,
                       runs_limited, session, stepper)
-from .userfn import user_code_scope
+from .userfn import seeded, user_code_scope
 
 log = logging.getLogger("edgekit")
 
@@ -126,7 +125,7 @@ def run(recipe: Recipe, targets: list[Target], progress: bool = True) -> ExportR
 
     onnxruntime.set_default_logger_severity(ort_log_level())  # edgekit reports what matters, in one line
     try:
-        with _seeded(recipe.seed), user_code_scope(), flushing(), \
+        with seeded(recipe.seed), user_code_scope(), flushing(), \
                 runs_limited(recipe.step_timeout, "--step-timeout"):
             return _run(recipe, targets, progress)
     finally:
@@ -232,29 +231,6 @@ def _torch_outputs(recipe: Recipe, loaded, inputs, val, init: dict) -> list | No
     sequences.check_outputs(recipe.state, list(recipe.output_names))
     return sequences.rollout(lambda feed: run_torch(loaded.module, [feed], names)[0], val.feeds, inputs,
                              list(recipe.output_names), recipe.state, init).outputs
-
-
-@contextlib.contextmanager
-def _seeded(seed: int):
-    """User code (a model built without weights, a data function) sees the same global random state every
-    run; the caller's random state is restored afterwards. torch's too once imported (signals.import_for imports
-    it for a torch model: a model built without weights had other weights each run)."""
-    import random
-
-    py_state, state = random.getstate(), np.random.get_state()
-    random.seed(seed)  # a data function shuffling with `random` gives the same calibration set every run
-    np.random.seed(seed)
-    torch = sys.modules.get("torch")
-    torch_state = torch.random.get_rng_state() if torch else None
-    if torch:
-        torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(state)
-        if torch_state is not None:
-            torch.random.set_rng_state(torch_state)
 
 
 def _inputs(recipe: Recipe, loaded) -> tuple[tuple[InputSpec, ...], dict, dict]:

@@ -187,6 +187,31 @@ def _on_path(folder: str) -> None:
 
 
 @contextlib.contextmanager
+def seeded(seed: int):
+    """User code (a model built without weights, a data function) sees the same global random state every
+    run; the caller's random state is restored afterwards. torch's too once imported (signals.import_for imports
+    it for a torch model: a model built without weights had other weights each run)."""
+    import random
+
+    import numpy as np
+
+    py_state, state = random.getstate(), np.random.get_state()
+    random.seed(seed)  # a data function shuffling with `random` gives the same calibration set every run
+    np.random.seed(seed)
+    torch = sys.modules.get("torch")
+    torch_state = torch.random.get_rng_state() if torch else None
+    if torch:
+        torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(state)
+        if torch_state is not None:
+            torch.random.set_rng_state(torch_state)
+
+
+@contextlib.contextmanager
 def user_code_scope():
     """The folders edgekit puts on sys.path for user code inside the block are taken off after it (what came
     before stays)."""
