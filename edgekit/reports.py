@@ -149,8 +149,12 @@ REPORT_KEYS = ("target", "parity", "accuracy", "latency", "latency_1_thread", "t
 
 def _built(cls, data: dict, **made):
     """A dataclass again from its as_dict() in a manifest: the fields there, `made` the nested ones; what as_dict
-    adds (drop, p90_over_p50, speedup_p50) is a property, computed again."""
-    return cls(**{**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.init and f.name in data}, **made})
+    adds (drop, p90_over_p50, speedup_p50) is a property, computed again. A field as_dict leaves out because it is
+    None (OutputParity's max_abs where no sample kept its length) is None again."""
+    required = {f.name for f in dataclasses.fields(cls) if f.init and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING}
+    return cls(**{**{f.name: data.get(f.name) for f in dataclasses.fields(cls)
+                     if f.init and (f.name in data or f.name in required)}, **made})
 
 
 def _stage(data: dict | None) -> StageParity | None:

@@ -622,4 +622,4 @@ def test_every_option_says_what_it_does():
 def test_emulator_setups_spec_is_shown_optional():
     """Its usage line showed `aarch64[:CPU]` as a required argument; it defaults to aarch64."""
     usage = cli(["emulator", "setup", "-h"]).output.splitlines()[0]
-    assert usage.endswith("setup [OPTIONS] [aarch64[:CPU]]"), usage
+    assert usage.endswith("setup [OPTIONS] [aarch64[:CPU] | x86_64[:CPU]]"), usage

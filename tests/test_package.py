@@ -767,7 +767,7 @@ def test_check_names_the_onnxruntime_that_ran_it_and_a_failure_on_another_than_t
     model.opset_import.append(onnx.helper.make_opsetid("ai.onnx.ml", 99))
     onnx.save(model, folder / "model.int8.onnx")
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["versions"]["onnxruntime"] = "1.0.0"
+    manifest["versions"]["onnxruntime"] = manifest["runtime"]["onnxruntime"]["minimum"] = "1.0.0"
     write_manifest(folder, manifest)
     rehash(folder, "model.int8.onnx")
     result = check(folder, "--json")
