@@ -346,7 +346,7 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
         cases[0] = replace(cases[0], message=f"report.md and report.html not compared with the manifest: made by "
                                              f"edgekit {printable(str(manifest.get('edgekit_version'))[:40])}, this "
                                              f"is {__version__}")
-    at = place(manifest) if place is not None else None
+    at = _place_for(place, manifest, shown)
     run = _parity_here if own else _parity_bounded
     # the int8 model's golden outputs against the fp32 model's, run here whatever `place` runs the parity cases
     job = {"fp32": str(folder / FP32), "golden": str(folder / golden[INT8]["file"]),
@@ -390,6 +390,19 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
         cases.append(Case(target, f"probe {Path(int8).name}", passed, found, time.perf_counter() - start,
                           where=f"{at.label} vs {host.where()}"))  # it runs the model there and here: 0.0 s was untrue
     return cases
+
+
+def _place_for(place, manifest: dict, shown: str):
+    """Where `place` runs this package (None: here); a place that cannot be made for it (the onnxruntime release its
+    manifest records has no wheels, or is no version) names the package, as `check OUT` checks several."""
+    try:
+        return place(manifest) if place is not None else None
+    except InputError as e:
+        raise type(e)(f"{shown}: {e}") from None
+    except StageError as e:
+        if isinstance(e, StepTimeout):
+            raise
+        raise StageError(e.stage, f"{e.message} (checking {shown})") from None
 
 
 def _io_claims(manifest: dict, inputs: dict, outputs: dict) -> str:

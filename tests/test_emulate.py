@@ -10,7 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import DIGITS, cli, rehash
+from conftest import DIGITS, cli, rehash, write_manifest
 from models import tied_residual_images
 
 from edgekit import emulator, host
@@ -223,6 +223,20 @@ def test_an_emulated_run_keeps_to_the_step_timeout_and_this_hosts_release_runs_w
     assert emulator.parse("X86_64:Haswell") == ("x86_64", "haswell")
     with pytest.raises(UsageError, match="emulate takes a string"):
         edgekit.check(out, emulate=1)
+
+
+@needs_x86
+def test_a_package_no_emulator_can_be_made_for_is_named(saturating, tmp_path):
+    """check OUT checks several packages: one whose recorded onnxruntime is no version was told without its name."""
+    tmp, args = saturating
+    out = tmp_path / "dist"
+    assert cli([*args, "--out", out]).exit_code == 0
+    manifest = json.loads((out / "desktop-x86" / "manifest.json").read_text())
+    manifest["versions"]["onnxruntime"] = manifest["runtime"]["onnxruntime"]["minimum"] = "1.32.0 --index-url x"
+    write_manifest(out / "desktop-x86", manifest)
+    result = cli(["check", out, "--emulate", "x86_64"])
+    assert result.exit_code == 3, result.output
+    assert "desktop-x86: the package's manifest records onnxruntime version" in result.output, result.output
 
 
 def test_a_manifests_versions_that_are_not_numbers_are_bad_input():
