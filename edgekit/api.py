@@ -316,7 +316,7 @@ def distill(teacher: Any, student: Any, *, data: Feeds, out: str | Path | None =
     _rebuildable(student, "distill --student")
     config = build(DistillSettings, {"data": data if isinstance(data, str) else "", **settings}, where)
     out = compress.check_out(out, force)
-    with seeded(config.seed):  # a student built without weights gets a reproducible init
+    with seeded(config.seed, torch_model=True):  # a student built without weights gets a reproducible init
         t = load_model(teacher, teacher_weights, trust_checkpoint).module
         if t is None:
             raise UsageError(f"distill --teacher {str(teacher)!r}: an ONNX model cannot teach; give a torch source "
@@ -479,7 +479,7 @@ def _load_seeded(model, weights, trust_checkpoint: bool, seed: int):
     from .load import load_model
     from .userfn import seeded
 
-    with seeded(seed):
+    with seeded(seed, torch_model=True):
         return load_model(model, weights, trust_checkpoint).module
 
 

@@ -578,7 +578,7 @@ def _operator_claims(folder: Path, manifest: dict) -> str:
     again only by the onnxruntime that wrote it (another release's converter may fuse otherwise)."""
     entry, orts = manifest.get("ort_format"), _ort_files(manifest)
     config = entry.get("config") if isinstance(entry, dict) else None
-    made = (manifest.get("versions") or {}).get("onnxruntime") if isinstance(manifest.get("versions"), dict) else None
+    made = manifest["versions"].get("onnxruntime") if isinstance(manifest.get("versions"), dict) else None
     style, platform_ = (entry.get(k) for k in ("optimization_style", "target_platform")) if config else (None, None)
     import onnxruntime
 
@@ -765,7 +765,7 @@ def _saturated(cases: list[Case], place: Place, manifest: dict) -> list[Case]:
     if not getattr(place, "saturates", False) or not isinstance(quantization, dict) or (
             quantization.get("reduce_range") is not False):
         return cases
-    fix = ("run it there with session option session.x64quantprecision=1, or export it with --reduce-range true")
+    fix = "run it there with session option session.x64quantprecision=1, or export it with --reduce-range true"
     failed = (f"onnxruntime's default u8s8 kernels on {place.label}, an x86-64 CPU without VNNI, saturate int16 sums "
               f"(VPMADDUBSW) that 8-bit weights can reach (the package keeps them, reduce_range false): {fix}")
     passed = (f"on the golden samples only: the package keeps 8-bit weights (reduce_range false), whose u8s8 sums "

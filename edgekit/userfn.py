@@ -187,10 +187,11 @@ def _on_path(folder: str) -> None:
 
 
 @contextlib.contextmanager
-def seeded(seed: int):
+def seeded(seed: int, torch_model: bool = False):
     """User code (a model built without weights, a data function) sees the same global random state every
     run; the caller's random state is restored afterwards. torch's too once imported (signals.import_for imports
-    it for a torch model: a model built without weights had other weights each run)."""
+    it for a torch model: a model built without weights had other weights each run), or imported here for a
+    `torch_model` (prune, share, distill: the user's module would import it after the seeding)."""
     import random
 
     import numpy as np
@@ -198,7 +199,7 @@ def seeded(seed: int):
     py_state, state = random.getstate(), np.random.get_state()
     random.seed(seed)  # a data function shuffling with `random` gives the same calibration set every run
     np.random.seed(seed)
-    torch = sys.modules.get("torch")
+    torch = importlib.import_module("torch") if torch_model else sys.modules.get("torch")
     torch_state = torch.random.get_rng_state() if torch else None
     if torch:
         torch.manual_seed(seed)

@@ -1,5 +1,7 @@
 """Model sources beyond MODULE:FUNCTION: TorchScript and torch.export archives; fusion diagnostics."""
 import json
+import subprocess
+import sys
 
 import attacks
 import numpy as np
@@ -148,3 +150,10 @@ def test_prune_and_share_of_a_model_built_without_weights_write_the_same_weights
             assert torch.equal(torch.get_rng_state(), state), f"{command[0]} moved the caller's random state"
             written.append(load_model(source, str(tmp_path / f"{run}.pt")).module.state_dict())
         assert all(torch.equal(written[0][k], written[1][k]) for k in written[0]), command[0]
+    # a fresh process, as a user runs it: torch is first imported by the user's module, inside the seeding
+    for run in ("c", "d"):
+        done = subprocess.run([sys.executable, "-m", "edgekit", "prune", source, "--input", "x:Nx8", "--ratio", "0.5",
+                               "--out", tmp_path / f"{run}.pt"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    fresh = [load_model(source, str(tmp_path / f"{run}.pt")).module.state_dict() for run in ("c", "d")]
+    assert all(torch.equal(fresh[0][k], fresh[1][k]) for k in fresh[0]), "prune in a fresh process"
