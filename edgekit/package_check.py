@@ -359,7 +359,8 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
         if place is not None:
             why = ("a package for x86_64, whose golden outputs are this kind of CPU's" if package_kind(manifest) ==
                    "x86_64" else "a package for arm64: --emulate aarch64 runs ARM's kernels")
-            found = [replace(c, where=f"{c.where} (not emulated: {why})") for c in found]
+            unprobed = ", not probed" if probe else ""  # --probe compares two kernel sets: here there is one
+            found = [replace(c, where=f"{c.where} (not emulated{unprobed}: {why})") for c in found]
         elif (made := manifest.get("arm_kernels")) and made != ARM_STAND_IN and not all(c.passed for c in found):
             found = [c if c.passed else replace(c, message=f"{c.message} (its golden outputs come from {made}: check "
                                                                 "it there, with --emulate or --device)") for c in found]

@@ -159,10 +159,11 @@ def test_the_avx2_decision_runs_right_on_real_avx2_kernels(saturating, monkeypat
 
 @needs_x86
 def test_x86_emulation_leaves_an_arm_package_to_this_host_and_an_export_refuses_it(digits_arm, tmp_path):
-    result = cli(["check", digits_arm / "arm64-linux", "--emulate", "x86_64", "--json"])
+    result = cli(["check", digits_arm / "arm64-linux", "--emulate", "x86_64", "--probe", "--json"])
     assert result.exit_code == 0, result.output
     [parity] = [c for c in json.loads(result.stdout)["cases"] if c["name"].startswith("parity")]
-    assert "(not emulated: a package for arm64: --emulate aarch64 runs ARM's kernels)" in parity["where"], parity
+    assert "(not emulated, not probed: a package for arm64: --emulate aarch64 runs ARM's kernels)" in \
+        parity["where"], parity
     result = cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--emulate", "x86_64", "--out",
                   tmp_path / "dist", "--no-bench"])
     assert result.exit_code == 2 and "`edgekit check --emulate x86_64[:CPU]`" in result.output, result.output
