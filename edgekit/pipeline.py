@@ -702,8 +702,11 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     latency, *one_thread = [None] if recipe.no_bench else _latency(shared, prep, target, fp32, int8)
     stream = (shared.val.feeds[0], shared.inputs, recipe.state, shared.init) if recipe.state else None
     # golden inputs are the first of the samples the verdict is of: check bounds its figures by theirs (a subset)
-    packaged = package.deliverables(target, tdir, int8, verdict_val.feeds, prep.names, stream,
+    golden_feeds, chosen = _riskiest_first(target, qplan, int8, verdict_val.feeds, judged, stream)
+    packaged = package.deliverables(target, tdir, int8, golden_feeds, prep.names, stream,
                                     package.output_steps(quantized), emulated, coreml_model, recipe.c_name)
+    if chosen:
+        packaged["golden"]["chosen"] = chosen
     accuracy = _accuracy(verdict_val, shared.torch_val and shared.torch_val[judged], fp32_judged, int8_judged,
                          parity.scored_at(quant_parity.outputs), prep.names)
     size_checks = _int8_at_sizes(shared, prep, int8_sess, fixed)
@@ -1071,3 +1074,18 @@ def _versions() -> dict:
     if "torch" in sys.modules:
         versions["torch"] = sys.modules["torch"].__version__
     return versions
+
+
+def _riskiest_first(target: Target, qplan, int8: Path, feeds: list[dict], judged: slice, stream) -> tuple:
+    """The verdict's samples with those an AVX2 CPU's saturating u8s8 sums change most first, and the manifest's
+    record of why (None: as they are). Only where this host's decision left the weights full range for an x86
+    target: 7-bit weights (reduce_range) never reach int16's limit, and a streaming model's golden steps are a
+    sequence's first."""
+    s = qplan.settings
+    if (target.runtime.arch != "x86_64" or qplan.reduce_range or stream is not None or s.weight_type != "int8"
+            or s.activation_type != "uint8"):
+        return feeds, None
+    from . import saturation
+
+    numbers = list(range(10 ** 12)[judged][: len(feeds)])  # each one's number in the validation data
+    return saturation.golden_first(int8, feeds, package.golden_count(feeds, target.package.golden_samples), numbers)

@@ -207,6 +207,16 @@ def how_to_run(rt: dict) -> list[str]:
     return out
 
 
+def _chosen(golden: dict) -> str:
+    """How the golden samples were chosen, where not the verdict's first ones."""
+    chosen = golden.get("chosen")
+    if not isinstance(chosen, dict) or not isinstance(chosen.get("samples"), list):
+        return ""
+    picked = [f"#{s.get('sample')} ({s.get('changed_outputs')} outputs)" for s in chosen["samples"] if isinstance(s, dict)]
+    return (f", the riskiest on AVX2 kernels (int16-saturating u8s8 sums) first: {', '.join(picked)} of the "
+            f"{chosen.get('at_risk')} of {chosen.get('scored')} scored whose requantized outputs saturation changes")
+
+
 def markdown(r: TargetReport) -> str:
     """The human report written beside each target's models."""
     d = r.details
@@ -229,7 +239,7 @@ def markdown(r: TargetReport) -> str:
     golden = d["golden"]
     judged = ((r.tuning or {}).get("validation_split") or {}).get("judged_on")
     whose = f" (the first of {judged.split(',')[0]})" if judged else ""  # --auto's: the samples its verdict is of
-    out += ["", "## Golden vectors", "", f"{golden['samples']} validation inputs{whose}; tolerance "
+    out += ["", "## Golden vectors", "", f"{golden['samples']} validation inputs{whose}{_chosen(golden)}; tolerance "
             f"{golden['tolerance']}.",
             ""] + _md("model | golden file | computed with",
                       [(m, g["file"], g["kernels"]) for m, g in golden["models"].items()])
