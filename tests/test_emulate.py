@@ -171,20 +171,73 @@ def test_x86_emulation_leaves_an_arm_package_to_this_host_and_an_export_refuses_
 
 
 @needs_x86
-def test_passing_golden_samples_on_avx2_says_other_inputs_may_saturate(saturating):
-    """Golden samples are 8 of the validation set: quiet ones pass on AVX2 where louder inputs saturate."""
+def test_the_golden_samples_are_those_avx2_saturates_not_the_quiet_first_ones(saturating):
+    """Golden samples were validation's first 8: quiet ones passed on AVX2 where the louder rest saturate. Now the
+    samples whose int16 pair sums change outputs come first, so `check --emulate x86_64` runs them, and fails."""
     tmp, args = saturating
     rng = np.random.default_rng(1)
     val = rng.random((16, 64), dtype=np.float32)
-    val[:8] *= 0.1  # the golden samples: sums within int16
-    np.savez(tmp / "quiet.npz", x=val)
+    val[:8] *= 0.1  # the first samples: sums within int16
+    np.savez(tmp / "quiet_first.npz", x=val)
+    out = tmp / "quiet_first"
+    assert cli([*args, "--validation", tmp / "quiet_first.npz", "--reduce-range", "false", "--out", out]).exit_code == 0
+    chosen = json.loads((out / "desktop-x86" / "manifest.json").read_text())["golden"]["chosen"]
+    assert chosen["at_risk"] == 8 and {s["sample"] for s in chosen["samples"]} == set(range(8, 16)), chosen
+    changed = [s["changed_outputs"] for s in chosen["samples"]]
+    assert changed == sorted(changed, reverse=True) and min(changed) > 0
+    assert all(s["peak_pair_sum"] > 32767 for s in chosen["samples"]), chosen
+    result = cli(["check", out, "--emulate", "x86_64", "--json"])
+    assert result.exit_code == 1, result.output
+    [parity] = [c for c in json.loads(result.stdout)["cases"] if c["name"].startswith("parity")]
+    assert not parity["passed"] and "saturate" in parity["message"], parity
+
+
+@needs_x86
+def test_passing_golden_samples_on_avx2_says_other_inputs_may_saturate(saturating):
+    """Inputs none of whose sums reach int16's limit: the golden samples are the first ones, as always, and a pass
+    on AVX2 still says that other inputs may saturate."""
+    tmp, args = saturating
+    np.savez(tmp / "quiet.npz", x=np.random.default_rng(1).random((16, 64), dtype=np.float32) * 0.1)
     out = tmp / "quiet"
     assert cli([*args, "--validation", tmp / "quiet.npz", "--reduce-range", "false", "--out", out]).exit_code == 0
+    assert "chosen" not in json.loads((out / "desktop-x86" / "manifest.json").read_text())["golden"]
     result = cli(["check", out, "--emulate", "x86_64", "--json"])
     assert result.exit_code == 0, result.output
     [parity] = [c for c in json.loads(result.stdout)["cases"] if c["name"].startswith("parity")]
     assert parity["passed"] and "on the golden samples only" in parity["message"], parity
     assert "session.x64quantprecision=1" in parity["message"], parity
+
+
+@needs_x86
+def test_digits_golden_samples_hold_samples_avx2_kernels_change(tmp_path):
+    """The digits desktop package with 8-bit weights: on emulated AVX2 kernels ~30 of its 600 validation images
+    differ by a step, none among the first 8. Every one that differs is a sample the saturation score finds at risk,
+    the golden samples (the riskiest) hold some, and `check --emulate x86_64` sees them differ; 7-bit weights never
+    saturate, and their golden samples stay the first ones."""
+    from edgekit import saturation
+    from edgekit.runtime import int8_session, run_onnx
+
+    out = tmp_path / "dist"
+    assert cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--reduce-range", "false", "--out", out,
+                "--no-bench"]).exit_code == 0
+    int8 = out / "desktop-x86" / "model.int8.onnx"
+    images = np.load(DIGITS / "data" / "validation.npz")["image"]
+    feeds = [{"image": images[i:i + 1]} for i in range(len(images))]
+    avx2 = np.concatenate([o[0] for o in emulator.setup("x86_64").outputs(int8, feeds, ["output"])])
+    here = np.concatenate([o[0] for o in run_onnx(int8_session(int8)[0], feeds)])
+    differ = set(np.nonzero(np.abs(avx2 - here).max(1) > 0)[0].tolist())
+    at_risk = {i for i, r in enumerate(saturation.risks(int8, feeds)) if r.changed}
+    assert differ and differ <= at_risk and len(at_risk) < len(images) / 4, (sorted(differ), len(at_risk))
+    assert not differ & set(range(8))  # the first 8, golden before
+    chosen = json.loads((out / "desktop-x86" / "manifest.json").read_text())["golden"]["chosen"]
+    golden = {s["sample"] for s in chosen["samples"]}
+    assert len(golden) == 8 and len(golden & differ) >= 4, (sorted(golden), sorted(differ))
+    result = cli(["check", out, "--emulate", "x86_64", "--json"])
+    [parity] = [c for c in json.loads(result.stdout)["cases"] if c["name"].startswith("parity")]
+    assert not parity["message"].startswith("0 of "), parity  # the golden samples differ there now
+    assert cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--reduce-range", "true", "--out",
+                tmp_path / "seven", "--no-bench"]).exit_code == 0
+    assert "chosen" not in json.loads((tmp_path / "seven" / "desktop-x86" / "manifest.json").read_text())["golden"]
 
 
 @needs_x86
