@@ -990,8 +990,8 @@ def _averaged(refs, quiet: int | None) -> int | None:
     return len(refs) - (quiet or 0)
 
 
-# A manifest's int8-vs-fp32 figures are measured on the samples its verdict is of, whose first ones are the golden
-# samples. Its mean cosine averages at most its `samples` samples, so it can be no better than the golden samples'
+# A manifest's int8-vs-fp32 figures are measured on the samples its verdict is of, among which are the golden samples
+# (its first ones; a full-range x86 package's riskiest on AVX2 kernels first: saturation.golden_first). Its mean cosine averages at most its `samples` samples, so it can be no better than the golden samples'
 # summed loss (1 - cosine, over the samples averaged) spread over all of them, each perfect. That bound is sound when
 # the golden samples averaged are among those the mean averaged: check leaves out those under the quiet floor the
 # run recorded (_quiet_floors; under their own median's, 6 of 8 golden samples a fiftieth of the others, it counted
@@ -1060,7 +1060,7 @@ DETECTIONS_RECORDED = "0.1.1"
 
 
 def _length_claims(manifest: dict, said: dict, figures: dict) -> list[str]:
-    """The golden samples are validation's first ones: the samples whose lengths (detections' count) differ there
+    """The golden samples are among validation's (its first ones, or its riskiest on AVX2 kernels): the samples whose lengths (detections' count) differ there
     differ in the run too, so the manifest records at least as many length_mismatches for that output, and where
     check matches an output's detections on them, it records their agreement (stripped of both, with the gate, a
     failed detector passed)."""
@@ -1106,7 +1106,7 @@ def _detection_claims(manifest: dict, said: dict, figures: dict, validated: int 
 
 
 def _detection_best(here: dict, said: dict, validated: int | None = None) -> float | None:
-    """The best detection agreement over the validation samples, given the golden samples' (their first ones): the
+    """The best detection agreement over the validation samples, given the golden samples' (a subset of them): the
     detections unmatched on them are unmatched there too, out of the detection_rows the manifest records (at most
     MOST_SHARE times the golden samples', and 2 x MAX_DETECTION_ROWS a validation sample: more rows are never matched;
     LOSS_SLACK for other kernels' fp32). None: not measured here, or the manifest records no agreement (an older

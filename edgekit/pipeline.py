@@ -701,7 +701,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                                   verdict_val.labels)
     latency, *one_thread = [None] if recipe.no_bench else _latency(shared, prep, target, fp32, int8)
     stream = (shared.val.feeds[0], shared.inputs, recipe.state, shared.init) if recipe.state else None
-    # golden inputs are the first of the samples the verdict is of: check bounds its figures by theirs (a subset)
+    # golden inputs are the first of the samples the verdict is of, those AVX2 kernels saturate moved first (a
+    # full-range x86 package): check bounds its figures by theirs, a subset
     golden_feeds, chosen = _riskiest_first(target, qplan, int8, verdict_val.feeds, judged, stream)
     packaged = package.deliverables(target, tdir, int8, golden_feeds, prep.names, stream,
                                     package.output_steps(quantized), emulated, coreml_model, recipe.c_name)

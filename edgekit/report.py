@@ -212,7 +212,8 @@ def _chosen(golden: dict) -> str:
     chosen = golden.get("chosen")
     if not isinstance(chosen, dict) or not isinstance(chosen.get("samples"), list):
         return ""
-    picked = [f"#{s.get('sample')} ({s.get('changed_outputs')} outputs)" for s in chosen["samples"] if isinstance(s, dict)]
+    picked = [f"#{s.get('sample')} ({s.get('changed_outputs')} outputs)" for s in chosen["samples"]
+              if isinstance(s, dict)]
     return (f", the riskiest on AVX2 kernels (int16-saturating u8s8 sums) first: {', '.join(picked)} of the "
             f"{chosen.get('at_risk')} of {chosen.get('scored')} scored whose requantized outputs saturation changes")
 
@@ -238,7 +239,8 @@ def markdown(r: TargetReport) -> str:
                 for c in r.verification]
     golden = d["golden"]
     judged = ((r.tuning or {}).get("validation_split") or {}).get("judged_on")
-    whose = f" (the first of {judged.split(',')[0]})" if judged else ""  # --auto's: the samples its verdict is of
+    first = "of" if golden.get("chosen") else "the first of"  # the riskiest on AVX2 kernels come first
+    whose = f" ({first} {judged.split(',')[0]})" if judged else ""  # --auto's: the samples its verdict is of
     out += ["", "## Golden vectors", "", f"{golden['samples']} validation inputs{whose}{_chosen(golden)}; tolerance "
             f"{golden['tolerance']}.",
             ""] + _md("model | golden file | computed with",
