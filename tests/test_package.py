@@ -2685,10 +2685,11 @@ def test_check_leaves_out_the_golden_samples_the_run_left_out_as_quiet(tmp_path)
     np.savez(tmp_path / "cal.npz", x=rng.standard_normal((64, 3, 16, 16)).astype(np.float32))
     result = cli(["export", f"{tmp_path / 'net.py'}:build", "--input", "x:1x3x16x16", "--calibration",
                   tmp_path / "cal.npz", "--validation", tmp_path / "val.npz", "--task", "other", "--no-bench",
-                  "--out", tmp_path / "out"])
+                  "--out", tmp_path / "out", "--reduce-range", "true"])  # 7-bit weights: golden = the first 8
     assert result.exit_code == 0, result.output
     folder = tmp_path / "out" / "desktop-x86"
     manifest = json.loads((folder / "manifest.json").read_text())
+    assert "chosen" not in manifest["golden"]
     [out] = manifest["parity"]["quantization"]["outputs"]
     assert out["quiet_samples"] >= 6 and out["quiet_floor"] > 0, out
     assert check(folder).exit_code == 0, check(folder).output
