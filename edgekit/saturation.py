@@ -32,7 +32,8 @@ class Node:
     activations: str  # the uint8 tensor its input DequantizeLinear reads
     weights: np.ndarray  # int8, (O, K) in MLAS's K order (a Conv's: kernel position, then input channel)
     zero_point: int  # the activations'
-    multiplier: np.ndarray  # per output channel: activation scale x weight scale / output scale
+    multiplier: np.ndarray | None  # per output channel: activation scale x weight scale / output scale (None: its
+    # output is not quantized, and each accumulator saturation changes counts)
     bias: np.ndarray  # per output channel, in accumulator units
     out_zero_point: int
     conv: dict | None  # kernel shape, pads, strides of a convolution
@@ -61,17 +62,20 @@ def u8s8_nodes(model) -> list[Node]:
             continue
         w, zx = init.get(dw.input[0]), init.get(dx.input[2])
         zw = init.get(dw.input[2]) if len(dw.input) == 3 else None
-        if w is None or w.dtype != np.int8 or zx is None or zx.dtype != np.uint8 or (zw is not None and zw.any()):
+        if w is None or w.dtype != np.int8 or zx is None or zx.dtype != np.uint8 or (zw is not None and zw.any()) \
+                or dx.input[1] not in init or dw.input[1] not in init:
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-        if attrs.get("group", 1) != 1 or attrs.get("transA", 0) or (n.op_type == "Conv" and w.ndim != 4):
+        pad_mode = attrs.get("auto_pad", b"NOTSET")
+        if attrs.get("group", 1) != 1 or attrs.get("transA", 0) or pad_mode not in (b"NOTSET", b"VALID") \
+                or w.ndim != (4 if n.op_type == "Conv" else 2):
             continue
         weights, conv = _in_k_order(n.op_type, w, attrs)
         out = _output_quantizer(n, consumers)
         sx, sw = float(init[dx.input[1]]), np.broadcast_to(init[dw.input[1]].astype(np.float64), weights.shape[:1])
         sy, zy = (float(init[out.input[1]]), int(init[out.input[2]])) if out is not None and len(out.input) == 3 \
             and out.input[1] in init and out.input[2] in init else (None, 0)
-        found.append(Node(n.name, dx.input[0], weights, int(zx), sx * sw / sy if sy else np.ones_like(sw),
+        found.append(Node(n.name, dx.input[0], weights, int(zx), sx * sw / sy if sy else None,
                           _bias(n, producer, init, sx * sw), zy, conv))
     return found
 
@@ -113,7 +117,7 @@ def _bias(node, producer: dict, init: dict, unit: np.ndarray) -> np.ndarray:
         value = init[db.input[0]].astype(np.float64) * init[db.input[1]].astype(np.float64)
     else:
         value = init.get(node.input[2], np.zeros_like(unit)).astype(np.float64)
-    return np.broadcast_to(value.ravel(), unit.shape) / unit
+    return np.broadcast_to(value.ravel(), unit.shape) / unit if value.size in (1, unit.size) else np.zeros_like(unit)
 
 
 def rows_of(node: Node, x: np.ndarray) -> np.ndarray:
@@ -151,6 +155,8 @@ def changed_outputs(node: Node, rows: np.ndarray) -> tuple[int, int]:
 
 
 def _requantized(node: Node, acc: np.ndarray) -> np.ndarray:
+    if node.multiplier is None:
+        return acc
     return np.clip(np.rint((acc + node.bias) * node.multiplier) + node.out_zero_point, 0, 255)
 
 
