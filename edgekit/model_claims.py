@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .bench import COMPUTE_OPS
 from .errors import few
 from .report import printable
 
 # onnx's TensorProto data types, which the ORT format's TensorDataType numbers alike
 DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
           10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16"}
-SMALL_INTS = {"uint8", "int8", "uint16", "int16"}
 EIGHT_BITS = {"uint8", "int8"}
-QUANTIZED_OP = re.compile(r"^Q[A-Z]|QLinear|[Qq]uantiz|Integer|NBits|Bnb4|FpQ4|Float8")  # quantization.QUANTIZED_OP
 NOTHING_QUANTIZED_GATE = "int8_quantized"  # parity.NOTHING_QUANTIZED_GATE: the export said so itself
 INT8_MODELS = ("model.int8.onnx", "model.int8.ort")
 
@@ -200,28 +198,40 @@ def _opset_claim(name: str, graph: Graph, manifest: dict) -> str:
 
 
 def _quantized_claim(name: str, graph: Graph, manifest: dict) -> str:
-    """An int8 model quantizes something (a QDQ or integer node, or 8/16-bit weights), unless the export itself
-    said it does not (its failed int8_quantized gate): quantization.quantizes_anything."""
+    """An int8 model runs a compute node in int8, unless the export itself said it quantizes nothing (its failed
+    int8_quantized gate): a QuantizeLinear that nothing reads, or whose tensor reaches only float weights, made the
+    fp32 model "quantized"."""
     if name not in INT8_MODELS or any(g.get("name") == NOTHING_QUANTIZED_GATE for g in manifest["gates"]):
         return ""
-    if any(QUANTIZED_OP.search(op) for op, _, _ in graph.nodes) or any(
-            dtype in SMALL_INTS for dtype, _ in graph.initializers.values()):
+    if _runs_int8(graph):
         return ""
     quant = manifest.get("quantization")
-    mode = f"{quant.get('mode')} {quant.get('format')}" if isinstance(quant, dict) else "quantized"
-    return f"{name} has no QuantizeLinear, DequantizeLinear or integer node, the manifest says it is {mode} int8"
+    mode = " ".join(str(quant[k]) for k in ("mode", "format") if quant.get(k)) if isinstance(quant, dict) else ""
+    return (f"{name} runs no {', '.join(sorted(WEIGHTED)[:-1])} or {sorted(WEIGHTED)[-1]} in int8 (an integer op, or "
+            f"one reading its input and weight through DequantizeLinear), the manifest says it is {mode or 'an'} int8")
 
 
-WEIGHTED = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}  # op: the input its weights are
+def _runs_int8(graph: Graph) -> bool:
+    """Any integer compute op, or compute op whose input and weight are both a DequantizeLinear's (QDQ)."""
+    made_by = {out: op for op, _, outputs in graph.nodes for out in outputs}
+    return any(op in INTEGER_OPS or op in WEIGHTED and len(i) > WEIGHTED[op]
+               and made_by.get(i[0]) == made_by.get(i[WEIGHTED[op]]) == "DequantizeLinear"
+               for op, i, _ in graph.nodes)
 
 
-# QOperator's integer ops: (the float op they compute, their weight's input, its scale's input)
-INTEGER_OPS = {"QLinearConv": ("Conv", 3, 4), "QLinearMatMul": ("MatMul", 3, 4), "QGemm": ("Gemm", 3, 4)}
+WEIGHTED = dict.fromkeys(COMPUTE_OPS, 1)  # op: the input its weights are
+
+
+# Integer ops: (the float op they compute, their weight's input, its scale's input; ConvInteger and MatMulInteger take
+# none, their weight's zero point is of its dims). QOperator's, quantize_dynamic's, and what an optimised .ort fuses.
+INTEGER_OPS = {"QLinearConv": ("Conv", 3, 4), "QLinearMatMul": ("MatMul", 3, 4), "QGemm": ("Gemm", 3, 4),
+               "ConvInteger": ("Conv", 1, 3), "MatMulInteger": ("MatMul", 1, 3),
+               "DynamicQuantizeMatMul": ("MatMul", 1, 2), "MatMulIntegerToFloat": ("MatMul", 1, 3)}
 
 
 def _weights(graph: Graph) -> list[tuple[str, str, list[int]]]:
     """(op, dtype, scale dims) of each 8-bit weight a weighted op reads through a DequantizeLinear (QDQ), or an
-    integer op takes with its scale (QOperator's QLinearConv, QLinearMatMul, QGemm)."""
+    integer op takes (QOperator's QLinearConv, QLinearMatMul, QGemm; dynamic mode's ConvInteger, MatMulInteger)."""
     inits, readers = graph.initializers, {}
     for op, inputs, _ in graph.nodes:
         if op in WEIGHTED and len(inputs) > WEIGHTED[op]:
@@ -229,20 +239,20 @@ def _weights(graph: Graph) -> list[tuple[str, str, list[int]]]:
     qdq = [(op, inits[i[0]][0], inits[i[1]][1] if len(i) > 1 and i[1] in inits else [])
            for kind, i, out in graph.nodes if kind == "DequantizeLinear" and i and i[0] in inits
            and inits[i[0]][0] in EIGHT_BITS and out for op in readers.get(out[0], [])]
-    return qdq + [(float_op, inits[i[w]][0], inits[i[scale]][1] if i[scale] in inits else [])
+    return qdq + [(float_op, inits[i[w]][0], inits[i[scale]][1] if len(i) > scale and i[scale] in inits else [])
                   for kind, i, _ in graph.nodes if kind in INTEGER_OPS
-                  for float_op, w, scale in [INTEGER_OPS[kind]] if len(i) > scale and i[w] in inits
+                  for float_op, w, scale in [INTEGER_OPS[kind]] if len(i) > w and i[w] in inits
                   and inits[i[w]][0] in EIGHT_BITS]
 
 
 def _weight_claims(name: str, graph: Graph, manifest: dict) -> list[str]:
-    """A static model's 8-bit weights (what Conv, Gemm, MatMul read through a DequantizeLinear, or QOperator's integer
-    ops take) are of the manifest's weight_type, per channel (a scale per output channel) only where it says
-    per_channel (a Conv's always then), and its activations' zero points of its activation_type. 16-bit types are a
-    precision choice of their own."""
+    """An int8 model's 8-bit weights (what Conv, Gemm, MatMul read through a DequantizeLinear, or integer ops take)
+    are of the manifest's weight_type, per channel (a scale per output channel) only where it says per_channel (a
+    static model's Conv always then: dynamic mode's ConvInteger is per tensor), and its activations' zero points of
+    its activation_type (DynamicQuantizeLinear's uint8). 16-bit types are a precision choice of their own."""
     quant = manifest.get("quantization")
-    if name not in INT8_MODELS or not isinstance(quant, dict) or quant.get("mode") != "static" or quant.get(
-            "format") not in ("QDQ", "QOperator"):
+    static = isinstance(quant, dict) and quant.get("mode") == "static" and quant.get("format") in ("QDQ", "QOperator")
+    if name not in INT8_MODELS or not (static or isinstance(quant, dict) and quant.get("mode") == "dynamic"):
         return []
     weights, bad = _weights(graph), []
     said = quant.get("weight_type")
@@ -253,12 +263,13 @@ def _weight_claims(name: str, graph: Graph, manifest: dict) -> list[str]:
     if quant.get("per_channel") is False and per_channel:
         bad.append(f"{name} has {per_channel} weight(s) quantized per channel, the manifest's quantization says "
                    "per_channel false")
-    elif quant.get("per_channel") is True and per_tensor_convs:
+    elif static and quant.get("per_channel") is True and per_tensor_convs:
         bad.append(f"{name} has {per_tensor_convs} Conv weight(s) quantized per tensor, the manifest's quantization "
                    "says per_channel true")
     inits = graph.initializers
     zero_points = {inits[i[2]][0] for op, i, _ in graph.nodes if op == "QuantizeLinear" and len(i) > 2
-                   and i[0] not in inits and i[2] in inits}
+                   and i[0] not in inits and i[2] in inits} | {"uint8" for op, _, _ in graph.nodes
+                                                               if op == "DynamicQuantizeLinear"}
     said = quant.get("activation_type")
     if said in EIGHT_BITS and (other := sorted(zero_points & EIGHT_BITS - {said})):
         bad.append(f"{name}'s activations are quantized to {'/'.join(other)}, the manifest's quantization says "
@@ -283,7 +294,9 @@ def _input_claims(name: str, graph: Graph, specs, what: str) -> list[str]:
         if spec.get("dtype") != dtype or said != dims:
             bad.append(f"{what} give {spec['name'][:80]!r} as {str(spec.get('dtype'))[:20]} {_shape(shape)}, "
                        f"{name} takes {dtype} {_shape(dims)}")
-    return bad
+    named = {s["name"] for s in specs if isinstance(s, dict) and isinstance(s.get("name"), str)}
+    return bad + [f"{name} takes input {n[:80]!r}, which {what} do not name (they name "
+                  f"{few([s[:80] for s in sorted(named)], 4)})" for n in takes if n not in named]
 
 
 def _fixed_claims(name: str, graph: Graph, manifest: dict) -> list[str]:

@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import DIGITS, cli, rehash
+from conftest import DIGITS, cli, rehash, write_manifest
 
 import edgekit
 from edgekit import mobile
@@ -54,6 +54,13 @@ def resign(folder, **edits):
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
+def forge(folder, **edits):
+    """resign, and the reports rendered again from the edited manifest, as edgekit renders them: the forgery's one
+    tell is then the claim under test."""
+    resign(folder, **edits)
+    write_manifest(folder, json.loads((folder / "manifest.json").read_text()))
+
+
 def integrity(folder) -> str:
     """check's integrity message, asserting check failed (exit 1) on it."""
     result = cli(["check", folder, "--json"])
@@ -73,8 +80,8 @@ def test_the_fp32_model_over_the_int8_one_fails(digits, tmp_path):
     folder = copy_of(digits, tmp_path, "android-arm64")
     shutil.copyfile(folder / "model.onnx", folder / "model.int8.onnx")
     resign(folder)
-    assert ("model.int8.onnx has no QuantizeLinear, DequantizeLinear or integer node, the manifest says it is "
-            "static QDQ int8") in integrity(folder)
+    assert ("model.int8.onnx runs no Conv, ConvTranspose, Gemm or MatMul in int8 (an integer op, or one reading its input "
+            "and weight through DequantizeLinear), the manifest says it is static QDQ int8") in integrity(folder)
 
 
 def test_an_fp32_ort_over_the_int8_ort_fails(digits, tmp_path):
@@ -82,7 +89,7 @@ def test_an_fp32_ort_over_the_int8_ort_fails(digits, tmp_path):
     made = mobile.to_ort([folder / "model.onnx"], tmp_path, "Runtime", "arm")["ort"][folder / "model.onnx"]
     shutil.copyfile(made, folder / "model.int8.ort")
     resign(folder)
-    assert "model.int8.ort has no QuantizeLinear, DequantizeLinear or integer node" in integrity(folder)
+    assert "model.int8.ort runs no Conv, ConvTranspose, Gemm or MatMul in int8" in integrity(folder)
 
 
 def test_another_targets_int8_model_fails_naming_each_contradiction(digits, tmp_path):
@@ -244,6 +251,87 @@ def test_a_qoperator_packages_weight_claims_edited_fail(tmp_path):
     said = integrity(folder)
     assert "weights are int8, the manifest's quantization says weight_type uint8" in said, said
     assert "quantized per channel, the manifest's quantization says per_channel false" in said, said
+
+
+@pytest.fixture(scope="module")
+def dynamic(tmp_path_factory):
+    """A dynamic-mode package (DynamicQuantizeLinear, ConvInteger and MatMulInteger with int8 weights)."""
+    out = tmp_path_factory.mktemp("dynamic") / "dist"
+    made = cli(["export", DIGITS / "edgekit.toml", "--out", out, "--no-bench", "-t", "desktop-x86",
+                "--quant-mode", "dynamic"])
+    assert made.exit_code == 0, made.output
+    return out / "desktop-x86"
+
+
+@pytest.mark.parametrize("edit, said", [
+    ({"weight_type": "uint8"}, "model.int8.onnx's weights are int8, the manifest's quantization says weight_type uint8"),
+    ({"per_channel": False}, "model.int8.onnx has 2 weight(s) quantized per channel, the manifest's quantization says "
+                             "per_channel false"),
+    ({"activation_type": "int8"}, "model.int8.onnx's activations are quantized to uint8, the manifest's quantization "
+                                  "says activation_type int8"),
+], ids=["weight_type", "per_channel", "activation_type"])
+def test_a_dynamic_packages_weight_claims_edited_fail(dynamic, tmp_path, edit, said):
+    """The weight claims were held in static mode alone: a dynamic package (ConvInteger's and MatMulInteger's int8
+    weights) re-hashed to say weight_type uint8 passed check."""
+    assert cli(["check", dynamic]).exit_code == 0
+    folder = shutil.copytree(dynamic, tmp_path / "desktop-x86")
+    quant = json.loads((folder / "manifest.json").read_text())["quantization"]
+    assert (quant["mode"], quant["weight_type"], quant["activation_type"]) == ("dynamic", "int8", "uint8"), quant
+    forge(folder, quantization={**quant, **edit})
+    assert said in integrity(folder)
+
+
+def _fp32_with_a_quantize_linear(model, reads_it: bool):
+    """The fp32 model with one QuantizeLinear of its input: read by nothing, or dequantized into the first Conv (its
+    weight float)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    x = graph.input[0].name
+    graph.initializer.extend([helper.make_tensor("forged_scale", TensorProto.FLOAT, [], [1 / 64]),
+                              helper.make_tensor("forged_zero_point", TensorProto.UINT8, [], [128])])
+    nodes = [helper.make_node("QuantizeLinear", [x, "forged_scale", "forged_zero_point"], ["forged_q"])]
+    if reads_it:
+        nodes.append(helper.make_node("DequantizeLinear", ["forged_q", "forged_scale", "forged_zero_point"], ["forged"]))
+        conv = next(n for n in graph.node if n.op_type == "Conv")
+        conv.input[0] = "forged"
+    nodes += graph.node
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("reads_it", [False, True], ids=["dangling", "into_float_relu"])
+def test_an_fp32_model_with_a_lone_quantize_linear_fails(digits, tmp_path, reads_it):
+    """Any QuantizeLinear made a model "quantized": the fp32 model with one whose output nothing reads (or only a
+    Conv with float weights, through a DequantizeLinear) over model.int8.onnx, re-hashed, passed check. An int8 model runs a compute
+    node in int8."""
+    import onnx
+
+    folder = copy_of(digits, tmp_path, "desktop-x86")
+    onnx.save(_fp32_with_a_quantize_linear(onnx.load(folder / "model.onnx"), reads_it), folder / "model.int8.onnx")
+    forge(folder)
+    assert ("model.int8.onnx runs no Conv, ConvTranspose, Gemm or MatMul in int8 (an integer op, or one reading its "
+            "input and weight through DequantizeLinear), the manifest says it is static QDQ int8") in integrity(folder)
+
+
+def test_a_graph_input_the_manifest_does_not_name_fails(digits, tmp_path):
+    """Each input the manifest names was held to the model, not the other way round: model.int8.onnx taking another
+    input besides (a tensor an app is never told to feed), re-hashed, passed check."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    folder = copy_of(digits, tmp_path, "desktop-x86")
+    model = onnx.load(folder / "model.int8.onnx")
+    model.graph.input.append(helper.make_tensor_value_info("unlisted", TensorProto.FLOAT, [1, 4]))
+    model.graph.node.append(helper.make_node("Relu", ["unlisted"], ["unlisted_relu"]))
+    model.graph.output.append(helper.make_tensor_value_info("unlisted_relu", TensorProto.FLOAT, [1, 4]))
+    onnx.save(model, folder / "model.int8.onnx")
+    forge(folder)
+    said = integrity(folder)
+    assert "model.int8.onnx takes input 'unlisted', which inputs do not name (they name ['image'])" in said, said
 
 
 def _figure_changed(text: str) -> str:
