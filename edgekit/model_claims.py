@@ -141,7 +141,7 @@ def model_claims(folder: Path, manifest: dict, models: list[str]) -> dict[str, s
             _metadata_claims(name, graph, manifest), _opset_claim(name, graph, manifest),
             _quantized_claim(name, graph, manifest), *_weight_claims(name, graph, manifest),
             _release_claim(name, manifest),
-            *_input_claims(name, graph, spec, "inputs"),
+            *_input_claims(name, graph, spec, "inputs"), *_unnamed_inputs(name, graph, spec),
             *(_fixed_claims(name, graph, manifest) if name.startswith(("model.onnx", "model.int8")) else ()),
             *(_pixel_claims(name, graph, manifest) if name == "model.int8.onnx" else ()))))
     for session in _sessions(manifest):  # what report.md tells an app to feed each runtime model
@@ -212,7 +212,8 @@ def _quantized_claim(name: str, graph: Graph, manifest: dict) -> str:
 
 
 def _runs_int8(graph: Graph) -> bool:
-    """Any integer compute op, or compute op whose input and weight are both a DequantizeLinear's (QDQ)."""
+    """Any integer compute op, or compute op whose input and weight are both a DequantizeLinear's (QDQ): a
+    quantization node elsewhere leaves every multiply float."""
     made_by = {out: op for op, _, outputs in graph.nodes for out in outputs}
     return any(op in INTEGER_OPS or op in WEIGHTED and len(i) > WEIGHTED[op]
                and made_by.get(i[0]) == made_by.get(i[WEIGHTED[op]]) == "DequantizeLinear"
@@ -294,9 +295,17 @@ def _input_claims(name: str, graph: Graph, specs, what: str) -> list[str]:
         if spec.get("dtype") != dtype or said != dims:
             bad.append(f"{what} give {spec['name'][:80]!r} as {str(spec.get('dtype'))[:20]} {_shape(shape)}, "
                        f"{name} takes {dtype} {_shape(dims)}")
+    return bad
+
+
+def _unnamed_inputs(name: str, graph: Graph, specs) -> list[str]:
+    """Each input the model takes is one the manifest lists: an app is told to feed those alone (a runtime session's
+    model is a shipped one, said once here)."""
+    if not isinstance(specs, list):
+        return []
     named = {s["name"] for s in specs if isinstance(s, dict) and isinstance(s.get("name"), str)}
-    return bad + [f"{name} takes input {n[:80]!r}, which {what} do not name (they name "
-                  f"{few([s[:80] for s in sorted(named)], 4)})" for n in takes if n not in named]
+    return [f"{name} takes input {n[:80]!r}, which inputs do not name (they name "
+            f"{few([s[:80] for s in sorted(named)], 4)})" for n, _, _ in graph.inputs if n not in named]
 
 
 def _fixed_claims(name: str, graph: Graph, manifest: dict) -> list[str]:

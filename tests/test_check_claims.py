@@ -80,8 +80,8 @@ def test_the_fp32_model_over_the_int8_one_fails(digits, tmp_path):
     folder = copy_of(digits, tmp_path, "android-arm64")
     shutil.copyfile(folder / "model.onnx", folder / "model.int8.onnx")
     resign(folder)
-    assert ("model.int8.onnx runs no Conv, ConvTranspose, Gemm or MatMul in int8 (an integer op, or one reading its input "
-            "and weight through DequantizeLinear), the manifest says it is static QDQ int8") in integrity(folder)
+    assert ("model.int8.onnx runs no Conv, ConvTranspose, Gemm or MatMul in int8 (an integer op, or one reading its "
+            "input and weight through DequantizeLinear), the manifest says it is static QDQ int8") in integrity(folder)
 
 
 def test_an_fp32_ort_over_the_int8_ort_fails(digits, tmp_path):
@@ -264,7 +264,8 @@ def dynamic(tmp_path_factory):
 
 
 @pytest.mark.parametrize("edit, said", [
-    ({"weight_type": "uint8"}, "model.int8.onnx's weights are int8, the manifest's quantization says weight_type uint8"),
+    ({"weight_type": "uint8"},
+     "model.int8.onnx's weights are int8, the manifest's quantization says weight_type uint8"),
     ({"per_channel": False}, "model.int8.onnx has 2 weight(s) quantized per channel, the manifest's quantization says "
                              "per_channel false"),
     ({"activation_type": "int8"}, "model.int8.onnx's activations are quantized to uint8, the manifest's quantization "
@@ -293,7 +294,8 @@ def _fp32_with_a_quantize_linear(model, reads_it: bool):
                               helper.make_tensor("forged_zero_point", TensorProto.UINT8, [], [128])])
     nodes = [helper.make_node("QuantizeLinear", [x, "forged_scale", "forged_zero_point"], ["forged_q"])]
     if reads_it:
-        nodes.append(helper.make_node("DequantizeLinear", ["forged_q", "forged_scale", "forged_zero_point"], ["forged"]))
+        nodes.append(helper.make_node("DequantizeLinear", ["forged_q", "forged_scale", "forged_zero_point"],
+                                      ["forged"]))
         conv = next(n for n in graph.node if n.op_type == "Conv")
         conv.input[0] = "forged"
     nodes += graph.node
@@ -303,11 +305,11 @@ def _fp32_with_a_quantize_linear(model, reads_it: bool):
     return model
 
 
-@pytest.mark.parametrize("reads_it", [False, True], ids=["dangling", "into_float_relu"])
+@pytest.mark.parametrize("reads_it", [False, True], ids=["dangling", "into_float_weights"])
 def test_an_fp32_model_with_a_lone_quantize_linear_fails(digits, tmp_path, reads_it):
     """Any QuantizeLinear made a model "quantized": the fp32 model with one whose output nothing reads (or only a
-    Conv with float weights, through a DequantizeLinear) over model.int8.onnx, re-hashed, passed check. An int8 model runs a compute
-    node in int8."""
+    Conv with float weights, through a DequantizeLinear) over model.int8.onnx, re-hashed, passed check. An int8 model
+    runs a compute node in int8."""
     import onnx
 
     folder = copy_of(digits, tmp_path, "desktop-x86")
@@ -331,6 +333,7 @@ def test_a_graph_input_the_manifest_does_not_name_fails(digits, tmp_path):
     onnx.save(model, folder / "model.int8.onnx")
     forge(folder)
     said = integrity(folder)
+    assert said.count("'unlisted'") == 1, said
     assert "model.int8.onnx takes input 'unlisted', which inputs do not name (they name ['image'])" in said, said
 
 

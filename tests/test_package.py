@@ -1925,14 +1925,16 @@ def test_check_runs_a_hostile_model_bounded(packaged, tmp_path):
                               value=numpy_helper.from_array(np.array([1.0], np.float32))),
              helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
              # quantized, as the manifest says model.int8.onnx is (check holds it to that before running it)
-             helper.make_node("QuantizeLinear", ["image", "step", "zero_point"], ["q"]),
+             helper.make_node("Flatten", ["image"], ["flat"]),
+             helper.make_node("QuantizeLinear", ["flat", "step", "zero_point"], ["q"]),
              helper.make_node("DequantizeLinear", ["q", "step", "zero_point"], ["dq"]),
-             helper.make_node("Flatten", ["dq"], ["flat"]),
-             helper.make_node("Slice", ["flat", "zero", "ten", "one"], ["ten_values"]),
+             helper.make_node("DequantizeLinear", ["weight", "step", "weight_zero_point"], ["dq_weight"]),
+             helper.make_node("MatMul", ["dq", "dq_weight"], ["ten_values"]),  # a compute node in int8
              helper.make_node("Add", ["ten_values", "s"], ["output"])]
-    consts = [numpy_helper.from_array(np.array([v], np.int64), n) for n, v in (("zero", 0), ("ten", 10), ("one", 1))]
-    consts += [numpy_helper.from_array(np.array(1 / 255, np.float32), "step"),
-               numpy_helper.from_array(np.array(0, np.uint8), "zero_point")]
+    consts = [numpy_helper.from_array(np.ones((64, 10), np.int8), "weight"),
+              numpy_helper.from_array(np.array(0, np.int8), "weight_zero_point"),
+              numpy_helper.from_array(np.array(1 / 255, np.float32), "step"),
+              numpy_helper.from_array(np.array(0, np.uint8), "zero_point")]
     graph = helper.make_graph(nodes, "bomb", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
                                                                             ["N", 1, 8, 8])],
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 10])],
