@@ -13,11 +13,13 @@ from pathlib import Path
 
 from .bench import COMPUTE_OPS
 from .errors import few
+from .quantization import QUANTIZED_OP
 from .report import printable
 
 # onnx's TensorProto data types, which the ORT format's TensorDataType numbers alike
 DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
           10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16"}
+SMALL_INTS = {"uint8", "int8", "uint16", "int16"}
 EIGHT_BITS = {"uint8", "int8"}
 NOTHING_QUANTIZED_GATE = "int8_quantized"  # parity.NOTHING_QUANTIZED_GATE: the export said so itself
 INT8_MODELS = ("model.int8.onnx", "model.int8.ort")
@@ -213,11 +215,15 @@ def _quantized_claim(name: str, graph: Graph, manifest: dict) -> str:
 
 def _runs_int8(graph: Graph) -> bool:
     """Any integer compute op, or compute op whose input and weight are both a DequantizeLinear's (QDQ): a
-    quantization node elsewhere leaves every multiply float."""
+    quantization node elsewhere leaves every multiply float. A graph with no compute op at all (an Add's) is
+    quantized as its export said (quantization.quantizes_anything): by any quantization node or 8/16-bit weight."""
     made_by = {out: op for op, _, outputs in graph.nodes for out in outputs}
-    return any(op in INTEGER_OPS or op in WEIGHTED and len(i) > WEIGHTED[op]
-               and made_by.get(i[0]) == made_by.get(i[WEIGHTED[op]]) == "DequantizeLinear"
-               for op, i, _ in graph.nodes)
+    compute = [(op, i) for op, i, _ in graph.nodes if op in WEIGHTED or op in INTEGER_OPS]
+    if not compute:
+        return any(QUANTIZED_OP.search(op) for op, _, _ in graph.nodes) or any(
+            dtype in SMALL_INTS for dtype, _ in graph.initializers.values())
+    return any(op in INTEGER_OPS or len(i) > WEIGHTED[op]
+               and made_by.get(i[0]) == made_by.get(i[WEIGHTED[op]]) == "DequantizeLinear" for op, i in compute)
 
 
 WEIGHTED = dict.fromkeys(COMPUTE_OPS, 1)  # op: the input its weights are
