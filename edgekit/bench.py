@@ -14,11 +14,10 @@ import numpy as np
 
 from . import host, runner
 from .errors import StageError, too_long
-from .quantization import QUANTIZED_OP
+from .quantization import COMPUTE_OPS, QUANTIZED_OP
 from .runtime import flushing, run_limit, session
 
 log = logging.getLogger(__name__)
-COMPUTE_OPS = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
 NOISY_SPREAD = 1.5  # p90/p50 above this: other work on the host disturbed the timing
 
 

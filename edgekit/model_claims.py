@@ -11,9 +11,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bench import COMPUTE_OPS
 from .errors import few
-from .quantization import QUANTIZED_OP
+from .quantization import INTEGER_OPS, WEIGHTED, runs_int8
 from .report import printable
 
 # onnx's TensorProto data types, which the ORT format's TensorDataType numbers alike
@@ -205,35 +204,12 @@ def _quantized_claim(name: str, graph: Graph, manifest: dict) -> str:
     fp32 model "quantized"."""
     if name not in INT8_MODELS or any(g.get("name") == NOTHING_QUANTIZED_GATE for g in manifest["gates"]):
         return ""
-    if _runs_int8(graph):
+    if runs_int8(graph.nodes, any(t in SMALL_INTS for t, _ in graph.initializers.values())):
         return ""
     quant = manifest.get("quantization")
     mode = " ".join(str(quant[k]) for k in ("mode", "format") if quant.get(k)) if isinstance(quant, dict) else ""
     return (f"{name} runs no {', '.join(sorted(WEIGHTED)[:-1])} or {sorted(WEIGHTED)[-1]} in int8 (an integer op, or "
             f"one reading its input and weight through DequantizeLinear), the manifest says it is {mode or 'an'} int8")
-
-
-def _runs_int8(graph: Graph) -> bool:
-    """Any integer compute op, or compute op whose input and weight are both a DequantizeLinear's (QDQ): a
-    quantization node elsewhere leaves every multiply float. A graph with no compute op at all (an Add's) is
-    quantized as its export said (quantization.quantizes_anything): by any quantization node or 8/16-bit weight."""
-    made_by = {out: op for op, _, outputs in graph.nodes for out in outputs}
-    compute = [(op, i) for op, i, _ in graph.nodes if op in WEIGHTED or op in INTEGER_OPS]
-    if not compute:
-        return any(QUANTIZED_OP.search(op) for op, _, _ in graph.nodes) or any(
-            dtype in SMALL_INTS for dtype, _ in graph.initializers.values())
-    return any(op in INTEGER_OPS or len(i) > WEIGHTED[op]
-               and made_by.get(i[0]) == made_by.get(i[WEIGHTED[op]]) == "DequantizeLinear" for op, i in compute)
-
-
-WEIGHTED = dict.fromkeys(COMPUTE_OPS, 1)  # op: the input its weights are
-
-
-# Integer ops: (the float op they compute, their weight's input, its scale's input; ConvInteger and MatMulInteger take
-# none, their weight's zero point is of its dims). QOperator's, quantize_dynamic's, and what an optimised .ort fuses.
-INTEGER_OPS = {"QLinearConv": ("Conv", 3, 4), "QLinearMatMul": ("MatMul", 3, 4), "QGemm": ("Gemm", 3, 4),
-               "ConvInteger": ("Conv", 1, 3), "MatMulInteger": ("MatMul", 1, 3),
-               "DynamicQuantizeMatMul": ("MatMul", 1, 2), "MatMulIntegerToFloat": ("MatMul", 1, 3)}
 
 
 def _weights(graph: Graph) -> list[tuple[str, str, list[int]]]:

@@ -154,18 +154,43 @@ def quantization_ops(model) -> list[str]:
     return sorted({n.op_type for n in all_nodes(model.graph) if QUANTIZED_OP.search(n.op_type)})
 
 
-NOTHING_QUANTIZED = ("quantizes nothing (no QuantizeLinear, DequantizeLinear or integer op: the op types named, "
-                     "exclusions or a search kept every node float): it is the float model, not an int8 build")
+NOTHING_QUANTIZED = ("quantizes nothing it computes (no integer op, nor a Conv, ConvTranspose, Gemm or MatMul "
+                     "reading its input and weights through DequantizeLinear: the op types named, exclusions or a "
+                     "search kept every one float): it is the float model, not an int8 build")
 
 
 def quantizes_anything(model) -> bool:
-    """Any quantization node or integer operator in a ModelProto (sub-graphs too), or 8/16-bit integer weights:
-    a model.int8.onnx with none is the float model (every node kept float, or nothing quantizable named)."""
+    """Whether a ModelProto (sub-graphs too) runs a compute node in int8 (runs_int8): a model.int8.onnx that does
+    not is the float model (every compute node kept float, or nothing quantizable named)."""
     import onnx
 
+    from .onnx_export import all_nodes
+
     small = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16}
-    return (bool(quantization_ops(model))
-            or any(t.data_type in small for t in model.graph.initializer))
+    return runs_int8([(n.op_type, list(n.input), list(n.output)) for n in all_nodes(model.graph)],
+                     any(t.data_type in small for t in model.graph.initializer))
+
+
+COMPUTE_OPS = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
+WEIGHTED = dict.fromkeys(COMPUTE_OPS, 1)  # compute op: the input its weights are
+# Integer ops: (the float op they compute, their weight's input, its scale's input; ConvInteger and MatMulInteger take
+# none, their weight's zero point is of its dims). QOperator's, quantize_dynamic's, and what an optimised .ort fuses.
+INTEGER_OPS = {"QLinearConv": ("Conv", 3, 4), "QLinearMatMul": ("MatMul", 3, 4), "QGemm": ("Gemm", 3, 4),
+               "ConvInteger": ("Conv", 1, 3), "MatMulInteger": ("MatMul", 1, 3),
+               "DynamicQuantizeMatMul": ("MatMul", 1, 2), "MatMulIntegerToFloat": ("MatMul", 1, 3)}
+
+
+def runs_int8(nodes: list[tuple[str, list[str], list[str]]], small_weights: bool) -> bool:
+    """Any integer compute op, or compute op whose input and weight are both a DequantizeLinear's (QDQ), among
+    `nodes` (op, inputs, outputs): a QuantizeLinear nothing reads, or one whose tensor reaches only float weights,
+    leaves every multiply float. A graph with no compute op at all (an Add's) counts any quantization node, or
+    8/16-bit weights (`small_weights`)."""
+    made_by = {out: op for op, _, outputs in nodes for out in outputs}
+    compute = [(op, i) for op, i, _ in nodes if op in WEIGHTED or op in INTEGER_OPS]
+    if not compute:
+        return any(QUANTIZED_OP.search(op) for op, _, _ in nodes) or small_weights
+    return any(op in INTEGER_OPS or len(i) > WEIGHTED[op]
+               and made_by.get(i[0]) == made_by.get(i[WEIGHTED[op]]) == "DequantizeLinear" for op, i in compute)
 
 
 def float_subgraph_nodes(model) -> list[str]:

@@ -311,6 +311,21 @@ def test_quant_overrides_from_flags(tmp_path, cnn_data):
     assert producers.get(first.input[1]) != "DequantizeLinear"  # excluded: weights stay float
 
 
+def test_quantized_adds_around_float_convs_quantize_nothing(tmp_path):
+    """`--op-types Add` put Q/DQ around the residual Add alone: every Conv and Gemm ran float, yet the export called
+    the model int8 and passed, which `edgekit check` (a compute node must run int8) then failed."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "cal.npy", rng.standard_normal((16, 3, 8, 8), dtype=np.float32))
+    result = export("models:residual", "--input", "image:Nx3x8x8", "--calibration", tmp_path / "cal.npy",
+                    "--op-types", "Add", "--no-bench", "--out", tmp_path / "o", "--json")
+    assert result.exit_code == 1, result.output
+    [m] = json.loads(result.stdout)["targets"]
+    assert [g["name"] for g in m["gates"] if not g["passed"]] == ["int8_quantized"], m["gates"]
+    graph = onnx.load(tmp_path / "o" / "desktop-x86" / "model.int8.onnx").graph
+    assert "QuantizeLinear" in {n.op_type for n in graph.node}  # the Add's: quantized, and still nothing computed
+    assert cli(["check", tmp_path / "o" / "desktop-x86"]).exit_code == 1
+
+
 def test_op_types_onnxruntime_never_quantizes_are_said_to_quantize_nothing(tmp_path, cnn_data):
     """`--op-types Relu` (in the model, never quantized by onnxruntime) shipped the float model as int8, pass,
     without a word; then with a word, still passing (CI green on a float model called int8)."""
