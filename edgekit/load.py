@@ -112,9 +112,28 @@ def _ready(module, source: str | None, weights: str | None, torch, trust_checkpo
         if tensor.is_meta:
             raise InputError(f"model {source!r}: {name!r} is on the meta device (no values): load or materialise "
                              "its weights first (module.to_empty(device='cpu') and a state dict)")
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise InputError(f"model {source!r}: weight {name!r} holds NaN or Inf values")
+    if corrupt := next(_corrupt_tensors(module, torch), None):
+        raise InputError(f"model {source!r}: {corrupt}")
     return LoadedModel(source, module=module, warnings=said)
+
+
+def _corrupt_tensors(module, torch):
+    """What is wrong with each corrupt tensor of `module`: NaN anywhere; an infinity in a parameter, or in a norm's
+    running statistics. Training never makes a weight infinite (it diverges to NaN, or a conversion broke it) and
+    every output such a weight reaches is Inf or NaN, which no parity figure can score. An infinity in any other
+    buffer is a mask (a causal mask registered as torch.full(-inf).triu(1)), which ONNX and onnxruntime run as
+    torch does."""
+    statistics = {f"{prefix}.{stat}".lstrip(".") for prefix, layer in module.named_modules()
+                  if isinstance(layer, torch.nn.modules.batchnorm._NormBase) for stat in ("running_mean", "running_var")}
+    buffers = {name for name, _ in module.named_buffers()}
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        if not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()):
+            continue
+        kind = "buffer" if name in buffers else "weight"
+        if bool(torch.isnan(tensor).any()):
+            yield f"{kind} {name!r} holds NaN values"
+        elif name not in buffers or name in statistics:
+            yield f"{kind} {name!r} holds infinite values (no trained weight or running statistic is infinite)"
 
 
 def _by_mode(module, torch):

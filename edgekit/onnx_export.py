@@ -506,19 +506,87 @@ def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | No
     return model
 
 
-def _check_finite_weights(model, path: Path) -> None:
-    """NaN/Inf weights make every parity figure meaningless (and onnxruntime's quantizer assert)."""
-    from onnx import numpy_helper
+# Inputs of ops that read trained parameters: weights, biases, norms' scales and running statistics, RNN weights.
+# An infinity there is a corrupt weight (training diverged, a bad conversion): nothing trains to inf, and every
+# output it reaches is Inf or NaN, so parity means nothing. Elsewhere (an Add, a Where) an infinite constant is
+# a mask: a causal mask buffer (torch.full(-inf).triu(1)), the -inf torch writes for masked_fill.
+WEIGHT_SLOTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (0, 1, 2), "MatMul": (0, 1),
+                "BatchNormalization": (1, 2, 3, 4), "InstanceNormalization": (1, 2), "LayerNormalization": (1, 2),
+                "LSTM": (1, 2, 3), "GRU": (1, 2, 3), "RNN": (1, 2, 3), "PRelu": (1,)}
+LAYOUT_OPS = ("Transpose", "Reshape", "Cast", "Identity", "Unsqueeze", "Squeeze", "Flatten")  # a weight on its way
 
-    for tensor in _tensors(model):
+
+def _check_finite_weights(model, path: Path) -> None:
+    """NaN anywhere is corrupt (and makes every parity figure meaningless); an infinity only where an op reads it as
+    a weight (WEIGHT_SLOTS): infinite constants are masks, which onnxruntime runs as torch does."""
+    weights = _weight_tensors(model.graph)
+    for tensor, label, carried in _labelled_tensors(model):
         if tensor.data_type in (1, 10, 11, 16):  # float, float16, double, bfloat16
             try:  # the checker refuses data shorter than the shape, not longer (an external file of 68 bytes)
-                values = numpy_helper.to_array(tensor)
+                values = numpy_values(tensor)
             except ValueError as e:
-                raise InputError(f"model {str(path)!r}: weight {tensor.name!r} holds data that does not fit its "
+                raise InputError(f"model {str(path)!r}: tensor {label!r} holds data that does not fit its "
                                  f"shape {list(tensor.dims)} ({first_line(e)})") from None
-            if not np.isfinite(values.astype(np.float32)).all():
-                raise InputError(f"model {str(path)!r}: weight {tensor.name!r} holds NaN or Inf values")
+            if np.isnan(values).any():
+                raise InputError(f"model {str(path)!r}: tensor {label!r} holds NaN values")
+            if carried in weights and not np.isfinite(values).all():
+                raise InputError(f"model {str(path)!r}: weight {label!r} holds infinite values (node "
+                                 f"{weights[carried]!r} reads it as a weight, and no trained weight is infinite)")
+
+
+def numpy_values(tensor) -> np.ndarray:
+    """A float TensorProto's values as float32 (bfloat16 and float16 too)."""
+    from onnx import numpy_helper
+
+    return numpy_helper.to_array(tensor).astype(np.float32)
+
+
+def _weight_tensors(graph) -> dict[str, str]:
+    """{tensor: the node reading it} for the tensors of `graph` that an op reads as a weight (WEIGHT_SLOTS),
+    followed back through LAYOUT_OPS (a Linear's weight transposed for a MatMul)."""
+    producer = {o: n for n in graph.node for o in n.output}
+    found = {}
+    for node in graph.node:
+        for slot in WEIGHT_SLOTS.get(node.op_type, ()):
+            name = node.input[slot] if slot < len(node.input) else ""
+            while name and name not in found:
+                found[name] = node.name or node.op_type
+                source = producer.get(name)
+                name = source.input[0] if source is not None and source.op_type in LAYOUT_OPS and source.input else ""
+    return found
+
+
+def _labelled_tensors(model):
+    """(tensor, a name for messages, the main-graph tensor carrying its values or '') of all _tensors(model) reads: an
+    attribute's tensor has no name of its own (a Constant's -inf was called ''): it is named by its node or output."""
+    yield from _labelled_graph_tensors(model.graph, top=True)
+    for function in model.functions:
+        for node in function.node:
+            yield from _labelled_node_tensors(node, False, function.name)
+
+
+def _labelled_graph_tensors(graph, top: bool):
+    for tensor in graph.initializer:
+        yield tensor, tensor.name, tensor.name if top else ""
+    for node in graph.node:
+        yield from _labelled_node_tensors(node, top)
+
+
+def _labelled_node_tensors(node, top: bool, within: str = ""):
+    label = node.name or (node.output[0] if node.output else f"{within}/{node.op_type}")
+    carried = node.output[0] if top and node.output and node.op_type in ("Constant", "ConstantOfShape") else ""
+    for attr in node.attribute:
+        for tensor in [attr.t] * attr.HasField("t") + list(attr.tensors):
+            yield tensor, tensor.name or label, carried
+        for sub in [attr.g] if attr.HasField("g") else attr.graphs:
+            yield from _labelled_graph_tensors(sub, False)
+
+
+def non_finite_constants(graph) -> set[str]:
+    """The tensors of `graph` that constants fill with infinities (masks: _check_finite_weights let them through):
+    initializers, Constant and ConstantOfShape outputs. The quantizer keeps the nodes on their path float."""
+    return {carried for tensor, _, carried in _labelled_graph_tensors(graph, top=True) if carried
+            and tensor.data_type in (1, 10, 11, 16) and not np.isfinite(numpy_values(tensor)).all()}
 
 
 def _external_data(model, path: Path):
