@@ -326,6 +326,39 @@ def concat_outputs(model, settings: QuantSettings) -> list[str]:
     return [name for name in kept if name not in settings.exclude_nodes]
 
 
+# Ops whose output is finite (or no float) whatever infinities their inputs hold: where a mask's path ends (the
+# Softmax over masked attention scores gives the masked positions 0)
+FINITE_OUTPUT_OPS = {"Softmax", "Sigmoid", "Tanh", "Erf", "Sign", "Shape", "Size", "Equal", "Less", "LessOrEqual",
+                     "Greater", "GreaterOrEqual", "Not", "And", "Or", "Xor", "IsInf", "IsNaN", "ArgMax", "ArgMin",
+                     "NonZero"}
+
+
+def masked_path(model) -> tuple[set[str], list]:
+    """(the tensors an infinite constant reaches, the nodes reading them) in a ModelProto's main graph: a causal mask
+    buffer or masked_fill's -inf, through its Slice, Unsqueeze, Where and the Add to the attention scores, up to
+    the ops FINITE_OUTPUT_OPS (the Softmax). int8 has no infinity: the calibrated range of such a tensor is
+    infinite, and so was the scale onnxruntime's quantizer gave it (the mask was lost)."""
+    from .onnx_export import non_finite_constants
+
+    tensors, readers = non_finite_constants(model.graph), []
+    for node in model.graph.node:  # topologically sorted: a tensor's producer comes before its readers
+        if tensors.intersection(node.input):
+            readers.append(node)
+            if node.op_type not in FINITE_OUTPUT_OPS:
+                tensors.update(o for o in node.output if o)
+    return tensors, readers
+
+
+def masked_nodes(model, settings: QuantSettings) -> list[str]:
+    """The nodes on a mask's path (masked_path) that these settings would quantize: they stay float."""
+    from onnxruntime.quantization import registry
+
+    ops = set(settings.op_types) or {*registry.IntegerOpsRegistry, *registry.QLinearOpsRegistry,
+                                     *registry.QDQRegistry}
+    return [n.name for n in masked_path(model)[1]
+            if n.name and n.op_type in ops and n.name not in settings.exclude_nodes]
+
+
 # A graph output is quantized over the whole tensor's range, 0 included (onnxruntime's MinMax ranges); a channel whose
 # own spread covers fewer of its steps than this keeps the node producing it float. 64 steps (6 bits): a detection
 # head's logits beside pixel boxes took 5 and 3 (32% and 47% of its logit > 0 decisions flipped), a regressor's
@@ -694,6 +727,11 @@ def plan(model, settings: QuantSettings, explicit: set[str], arch: str = "x86_64
         reasons.append(f"kept float: {', '.join(joined)}, a Concat that only reshapes on to a graph output: static "
                        "QDQ rounds a Concat's output at the union of its inputs' ranges, which wipes out a small-range "
                        "part (a detection head's confidences beside pixel coordinates)")
+    if masked := masked_nodes(model, settings):
+        settings = dataclasses.replace(settings, exclude_nodes=(*settings.exclude_nodes, *masked))
+        reasons.append(f"kept float: {', '.join(masked)}, on the path of an infinite constant (a mask, as a causal "
+                       "mask's -inf) up to its Softmax: int8 holds no infinity, and the quantizer's scale for it was "
+                       "infinite, which lost the mask")
     warnings += rnn_warnings(float_rnns(model, settings.mode, kept), settings.mode, kept)
     if settings.reduce_range == "auto":
         reduce = (arch == "x86_64" and x86_saturates() and settings.weight_type == "int8"
@@ -1376,6 +1414,7 @@ def minmax_ranges(src: str, op_types: Sequence[str] | None, feeds: Sequence, tmp
         raise ValueError("no calibration samples")
     calibrator = MinMaxCalibrater(Path(src), calibrated_ops(op_types))  # the model as it reads it (shapes inferred)
     tensors, infos = calibrator.select_tensors_to_calibrate(calibrator.model)
+    tensors -= masked_path(calibrator.model)[0]  # infinite ranges: their nodes stay float (plan)
     if not tensors and not seen:
         return TensorsData(CalibrationMethod.MinMax, {})
     kept, see = seen or ([], None)
@@ -1495,6 +1534,7 @@ def histogram_ranges(src: str, op_types: list[str] | None, feeds: Sequence, s: Q
     calibrator = create_calibrator(Path(src), calibrated_ops(op_types), str(tmp / "histogram.onnx"),
                                    getattr(CalibrationMethod, METHODS[s.calibrate_method]),
                                    extra_options=histogram_options(s))
+    calibrator.tensors_to_calibrate -= masked_path(calibrator.model)[0]  # infinite: no histogram holds them
     seed_bins(calibrator, ranges)
     reader = OrtReader(feeds, progress)
     for i in range(len(feeds)):
