@@ -1240,3 +1240,25 @@ def saturating_mlp():
     with torch.no_grad():
         layer.weight.uniform_(0.5, 1.0)
     return nn.Sequential(layer)
+
+
+class CausalDecoder(nn.Module):
+    """GPT-style: a causal mask registered as a -inf buffer (torch.full(-inf).triu(1)), added to the scores."""
+
+    def __init__(self, vocab=50, dim=16, length=8):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.qkv, self.head = nn.Linear(dim, 3 * dim), nn.Linear(dim, vocab)
+        self.register_buffer("causal", torch.full((length, length), float("-inf")).triu(1))
+
+    def forward(self, input_ids):
+        h = self.embed(input_ids)
+        q, k, v = self.qkv(h).chunk(3, dim=-1)
+        length = input_ids.shape[1]
+        scores = q @ k.transpose(1, 2) * q.shape[-1] ** -0.5 + self.causal[:length, :length]
+        return self.head(h + torch.softmax(scores, dim=-1) @ v)
+
+
+def causal_decoder():
+    torch.manual_seed(0)
+    return CausalDecoder().eval()
