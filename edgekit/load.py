@@ -123,8 +123,9 @@ def _corrupt_tensors(module, torch):
     every output such a weight reaches is Inf or NaN, which no parity figure can score. An infinity in any other
     buffer is a mask (a causal mask registered as torch.full(-inf).triu(1)), which ONNX and onnxruntime run as
     torch does."""
-    statistics = {f"{prefix}.{stat}".lstrip(".") for prefix, layer in module.named_modules()
-                  if isinstance(layer, torch.nn.modules.batchnorm._NormBase) for stat in ("running_mean", "running_var")}
+    norms = [prefix for prefix, layer in module.named_modules()
+             if isinstance(layer, torch.nn.modules.batchnorm._NormBase)]
+    statistics = {f"{prefix}.{stat}".lstrip(".") for prefix in norms for stat in ("running_mean", "running_var")}
     buffers = {name for name, _ in module.named_buffers()}
     for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
         if not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()):

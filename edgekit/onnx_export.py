@@ -538,7 +538,7 @@ def numpy_values(tensor) -> np.ndarray:
     """A float TensorProto's values as float32 (bfloat16 and float16 too)."""
     from onnx import numpy_helper
 
-    return numpy_helper.to_array(tensor).astype(np.float32)
+    return numpy_helper.to_array(tensor).astype(np.float32, copy=False)
 
 
 def _weight_tensors(graph) -> dict[str, str]:
