@@ -17,6 +17,7 @@ import numpy as np
 
 from .config import DEFAULT_STEP_TIMEOUT, InputSpec
 from .errors import InputError, StageError, UsageError, disk_full, first_line, plain
+from .torch_paths import as_exported
 
 log = logging.getLogger("edgekit")
 
@@ -78,7 +79,7 @@ def run_example(module, specs: tuple[InputSpec, ...], args: tuple):
 
     in_forward_order(module, specs)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), as_exported():
             return module(*args)
     except (Exception, SystemExit) as e:  # a forward calling sys.exit is bad input: from the API it exited 0
         why = f"sys.exit({e.code!r})" if isinstance(e, SystemExit) else f"{type(e).__name__}: {first_line(e)}"
@@ -120,7 +121,9 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
     if dynamic_axes and specs[0].dynamic_axes.get(0):
         dynamic_axes.update({n: {0: specs[0].dynamic_axes[0]} for n in names})
     try:
-        with warnings.catch_warnings(record=True) as caught, _quiet("torch"):
+        # traced as the reference runs: a frozen model's nn.TransformerEncoder otherwise traced torch's fast path,
+        # whose nested tensors have no ONNX op
+        with warnings.catch_warnings(record=True) as caught, _quiet("torch"), as_exported():
             warnings.simplefilter("ignore")
             warnings.simplefilter("always", torch.jit.TracerWarning)
             plain = _without_parametrizations(module, torch)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 import re
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from .errors import InputError, StageError, UsageError, few, first_line
 from .structure import has_heads
+from .torch_paths import unfused
 
 log = logging.getLogger("edgekit")
 
@@ -95,28 +95,9 @@ def count(module, example_inputs) -> tuple[int, int]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.no_grad(), _unfused(), FlopCounterMode(display=False) as flops:
+    with torch.no_grad(), unfused(), FlopCounterMode(display=False) as flops:
         module(*example_inputs)
     return sum(p.numel() for p in module.parameters()), flops.get_total_flops() // 2  # 2 FLOPs per MAC
-
-
-@contextmanager
-def _unfused():
-    """Torch's fused kernels, which its FLOP counter does not count, off: an LSTM (oneDNN's mkldnn_rnn_layer), a
-    MultiheadAttention or TransformerEncoderLayer (their fast path) and attention (sdpa's CPU flash kernel) counted
-    0 MACs; unfused, they run as the matrix products it counts."""
-    import torch
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    fast, onednn = torch.backends.mha.get_fastpath_enabled(), torch.backends.mkldnn.enabled
-    torch.backends.mha.set_fastpath_enabled(False)
-    torch.backends.mkldnn.enabled = False  # (its flags() warns about TF32 on stderr)
-    try:
-        with sdpa_kernel(SDPBackend.MATH):
-            yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fast)
-        torch.backends.mkldnn.enabled = onednn
 
 
 def head_layers(module, example_inputs) -> list[str]:

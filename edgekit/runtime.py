@@ -15,6 +15,7 @@ import numpy as np
 from . import host, runner
 from .errors import InputError, StageError, StepTimeout, first_line, not_utf8, too_long
 from .signals import import_whole
+from .torch_paths import as_exported
 
 log = logging.getLogger("edgekit")
 HOST_DEFAULT = "host default"
@@ -298,7 +299,7 @@ def run_torch(module, feeds, input_names: list[str]) -> list[list[np.ndarray]]:
         return _run_torch_one(module, feeds[i], input_names, i)
 
     size = _batch_size(feeds, input_names)
-    with torch.no_grad():
+    with torch.no_grad(), as_exported():  # the graph exported: not torch's eval-mode fast path
         if size < 2:
             return [one(i) for i in range(len(feeds))]
         alone = [one(0), one(1)]

@@ -1262,3 +1262,22 @@ class CausalDecoder(nn.Module):
 def causal_decoder():
     torch.manual_seed(0)
     return CausalDecoder().eval()
+
+
+class Tagger(nn.Module):
+    """A per-token tagger on the stock nn.TransformerEncoder: in eval mode torch's fast path runs it on nested
+    tensors, which write 0 at padded positions."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(64, 16)
+        self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 1)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, input_ids, attention_mask):
+        return self.head(self.encoder(self.embed(input_ids), src_key_padding_mask=attention_mask == 0))
+
+
+def tagger():
+    torch.manual_seed(0)
+    return Tagger().eval()

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import onnx
 import pytest
-from conftest import DIGITS, cli
+from conftest import DIGITS, cli, encoder_feeds
 from models import gather_on_constant_onnx
 
 
@@ -492,3 +492,33 @@ def test_an_axis_two_inputs_share_takes_one_size_from_input():
     assert [[d.dim_value for d in v.type.tensor_type.shape.dim] for v in (*fixed.graph.input, *fixed.graph.output)] \
         == [[1, 4]] * 3
     assert not shaped_inputs(model(), {"x": ("N", 4), "y": ("N", 4)}, "m.onnx")
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_padded_transformer_encoder_is_compared_with_torch_as_exported(tmp_path, exporter, frozen):
+    """Torch's eval-mode fast path runs nn.TransformerEncoder on nested tensors, writing 0 at padded positions the
+    exported graph computes: export parity compared with it failed a correct export (cosine 0.38), and a frozen
+    model (no requires_grad) traced it, which has no ONNX op. Both now run as exported; the caller's flag stays."""
+    import onnxruntime as ort
+    import torch
+    from models import tagger
+
+    from edgekit.config import InputSpec
+    from edgekit.onnx_export import export_torch
+    from edgekit.runtime import run_torch
+
+    module = tagger().requires_grad_(not frozen)
+    ids, mask = encoder_feeds(3, 0, seq=8)
+    specs = (InputSpec.parse("input_ids:Nxseq:int64"), InputSpec.parse("attention_mask:Nxseq:int64"))
+    path = export_torch(module, specs, (), 17, tmp_path / "m.onnx", exporter=exporter, sizes={"N": 3, "seq": 8})
+    exported = ort.InferenceSession(str(path)).run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    with torch.no_grad():
+        fast = module(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    assert np.abs(fast - exported)[mask == 0].max() > 0.1  # the fast path is not what was exported
+    for flag in (True, False):
+        torch.backends.mha.set_fastpath_enabled(flag)
+        [[reference]] = run_torch(module, [{"input_ids": ids, "attention_mask": mask}], ["input_ids", "attention_mask"])
+        assert torch.backends.mha.get_fastpath_enabled() is flag
+        assert np.abs(reference - exported).max() < 1e-4
+    torch.backends.mha.set_fastpath_enabled(True)
