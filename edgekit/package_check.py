@@ -1282,8 +1282,7 @@ def _gates(target: str, manifest: dict) -> Case:
     """The export's recorded verdict: a package edgekit marked failed never passes a CI gate, nor does one whose
     figures contradict it (a `passed` edited to true over a value that misses its own limit), nor one whose gates
     contradict the package (see _gate_claims)."""
-    why = [f"{g['name']} = {_number(g.get('value'))} (needs {g.get('op', '')} {_number(g.get('limit'))})"
-           for g in manifest["gates"] if not _holds(g)]
+    why = [_gate_failure(g, manifest) for g in manifest["gates"] if not _holds(g)]
     if cases := [str(c.get("name", "?")) for c in manifest.get("verification", []) if isinstance(c, dict)
                  and not c.get("passed") and not (why and c.get("name") == "gates")]:  # named above
         why.append(f"the export's own check failed: {', '.join(cases)}")
@@ -1293,6 +1292,24 @@ def _gates(target: str, manifest: dict) -> Case:
     if untrue := _gate_claims(manifest):
         said.append(f"manifest.json's gates contradict the package: {'; '.join(untrue)}")
     return Case(target, "gates", not said, "; ".join(said))
+
+
+def _gate_failure(gate: dict, manifest: dict) -> str:
+    """A failed gate in one line: its value against its limit, or, for a runs_at_ gate (no value, no limit), why
+    the model did not run at that size, as the manifest's dynamic_sizes records it (was `= n/a (needs  n/a)`)."""
+    name = str(gate.get("name", "?"))
+    if gate.get("value") is None and gate.get("limit") is None and name.startswith("runs_at_"):
+        return f"{name}: {_size_error(manifest, name.removeprefix('runs_at_'))}"
+    needs = " ".join(x for x in (str(gate.get("op") or ""), _number(gate.get("limit"))) if x)
+    return f"{name} = {_number(gate.get('value'))} (needs {needs})"
+
+
+def _size_error(manifest: dict, label: str) -> str:
+    """Why the model did not run at another size (`seq=12`), from the manifest's dynamic_sizes."""
+    for c in manifest.get("dynamic_sizes") or []:
+        if isinstance(c, dict) and f"{c.get('dim')}={c.get('validated_size')}" == label and c.get("error"):
+            return str(c["error"]).removeprefix(f"{label}: ")
+    return f"the model did not run at {label} (the manifest records no reason)"
 
 
 CLASS_GATES = {"top1_agreement", "top5_agreement", "accuracy_drop"}  # measured on the scored output alone

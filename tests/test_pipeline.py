@@ -567,6 +567,20 @@ def test_task_picks_the_metrics_and_gates(tmp_path, cnn_data):
     assert "retrieval_at1" not in cls["parity"]["quantization"]["outputs"][0]
 
 
+def test_check_says_why_the_model_did_not_run_at_another_size(tmp_path):
+    """`check` said a failed runs_at_ gate as `runs_at_N=4 = n/a (needs  n/a)`, text and --json, though the export
+    recorded the cause (a Reshape baked to the traced batch)."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "pairs.npz", image=rng.random((16, 2, 3, 16, 16), dtype=np.float32))  # batches of 2
+    [m] = manifests(cli(["export", "models:baked_batch", "--input", "image:Nx3x16x16", "--calibration",
+                         tmp_path / "pairs.npz", "--no-bench", "--out", tmp_path / "o", "--json"]), 1)
+    [cause] = [s["error"].removeprefix("N=4: ") for s in m["dynamic_sizes"] if s["error"]]
+    text, as_json = cli(["check", tmp_path / "o"]), cli(["check", tmp_path / "o", "--json"])
+    [message] = [c["message"] for c in json.loads(as_json.stdout)["cases"] if not c["passed"]]
+    assert message in text.stdout and "n/a" not in message and "  " not in message, message
+    assert message == f"failed at export: runs_at_N=4: {cause}" and cause.startswith("onnxruntime run failed: ")
+
+
 def test_dynamic_axes_are_validated_at_another_size(tmp_path, encoder_data):
     """A batch baked into the export passes at the data's batch and is caught at another; a sequence
     axis is validated at half the data's length."""
