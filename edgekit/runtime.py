@@ -362,14 +362,26 @@ def _dtype_hint(module, args) -> str:
             "exports float32 models, so call .float() on it first)")
 
 
-def flatten_outputs(out) -> list:
-    """Tensors of a model's output in the order torch.onnx exports them: nested tuples/lists/dicts flattened."""
+def flatten_outputs(out, at: str = "") -> list:
+    """Tensors of a model's output in the order torch.onnx exports them: nested tuples/lists/dicts flattened. `at`:
+    where `out` is in what the model returned (`[1]['n']`), for the error on what is not a tensor."""
     import torch
 
     if isinstance(out, torch.Tensor):
         return [out]
     if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, (tuple, list)):
-        return [t for item in out for t in flatten_outputs(item)]
-    raise InputError(f"model returned a {type(out).__name__}; edgekit handles tensors and tuples/lists/dicts of them")
+        items = [(f"{at}[{k!r}]", v) for k, v in out.items()]
+    elif isinstance(out, (tuple, list)):
+        items = [(f"{at}[{i}]", v) for i, v in enumerate(out)]
+    else:
+        raise InputError(_not_a_tensor(out, at))
+    return [t for where, item in items for t in flatten_outputs(item, where)]
+
+
+def _not_a_tensor(value, at: str) -> str:
+    """A model's output that is not a tensor, named by where it is in what the model returned."""
+    kind = "None" if value is None else type(value).__name__
+    what = kind if value is None else f"{'an' if kind[0].lower() in 'aeiou' else 'a'} {kind}"
+    where = f" at output{at}" if at else ""
+    return (f"the model returned {what}{where}; edgekit handles tensors and tuples/lists/dicts of them"
+            + (" (return a tensor there, or leave it out)" if at else ""))

@@ -101,6 +101,21 @@ def test_a_dict_output_with_keys_that_are_not_strings_says_so(tmp_path):
         export_torch(Numbered(), (InputSpec.parse("x:Nx4"),), (), 17, tmp_path / "m.onnx")
 
 
+@pytest.mark.parametrize("returned, said", [
+    ("(x * 2, {'aux': x + 1, 'n': 3})", "the model returned an int at output[1]['n']; edgekit handles tensors and "
+     "tuples/lists/dicts of them (return a tensor there, or leave it out)"),
+    ("x * 2, None", "the model returned None at output[1]; edgekit handles tensors and tuples/lists/dicts of them "
+     "(return a tensor there, or leave it out)"),
+    ("3", "the model returned an int; edgekit handles tensors and tuples/lists/dicts of them")])
+def test_an_output_that_is_not_a_tensor_is_named_where_it_is(tmp_path, returned, said):
+    """`(y, {"aux": y, "n": 3})` was "model returned a int": which output, and no grammar."""
+    (tmp_path / "m.py").write_text(f"import torch\n\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
+                                   f"        return {returned}\n\ndef build():\n    return M()\n")
+    result = cli(["export", f"{tmp_path / 'm.py'}:build", "--input", "x:Nx4", "--calibration", "random", "--no-bench",
+                  "--out", tmp_path / "o"])
+    assert result.exit_code == 3 and result.stderr == f"edgekit: error: {said}\n", result.output
+
+
 def test_a_shipped_model_keeps_the_domains_its_sub_graphs_and_functions_use(tmp_path):
     """What `save_shipped` drops (an import no node uses) and keeps: ONNX's own, and the domains of nodes inside an
     If's branches and of a local function's body, which a walk of the top graph's nodes would not see."""
