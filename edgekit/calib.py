@@ -460,13 +460,19 @@ def validate(origin: str, spec: InputSpec, sample: np.ndarray) -> None:
     differ = [i for i, (d, s) in enumerate(zip(spec.shape, sample.shape)) if isinstance(d, int) and d != s]
     if sample.ndim != len(spec.shape) or differ:
         short = differ == [0] and sample.ndim == len(spec.shape) and sample.shape[0] < spec.shape[0]
-        raise InputError(f"{origin}: input {spec.name!r} has shape {list(sample.shape)}, "
-                         f"the model takes {list(spec.shape)}" + (
+        raise InputError(f"{origin}: input {spec.name!r} has shape {list(sample.shape)}, {_held_to(spec)}" + (
                              f" (a short last batch? name the batch axis, as in {spec.name}:N"
                              f"{''.join(f'x{d}' for d in spec.shape[1:])}, or drop it: DataLoader(drop_last=True))"
                              if short else ""))
     if np.issubdtype(sample.dtype, np.floating) and not np.isfinite(sample).all():
         raise InputError(f"{origin}: input {spec.name!r} has NaN or Inf values")
+
+
+def _held_to(spec: InputSpec) -> str:
+    """The shape a sample is held to: the user's own --input when it is theirs (it, not the model, may be wrong:
+    `--input x:Nx15` for a model of 16 blamed the model and the data)."""
+    return (f"but its --input declares {spec.typed()}" if spec.declared
+            else f"the model takes {list(spec.shape)}")
 
 
 def _as_feed(origin: str, item, specs) -> tuple[Mapping, bool]:

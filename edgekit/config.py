@@ -89,11 +89,16 @@ class InputSpec:
     name: str
     shape: tuple[int | str, ...]
     dtype: str = "float32"
+    # the user's (--input, a recipe's or the API's inputs), not read from the model: a data shape that differs
+    # then differs from what the user said, which may be what is wrong
+    declared: bool = dataclasses.field(default=False, compare=False, repr=False)
 
     @classmethod
     def parse_all(cls, items) -> tuple[InputSpec, ...]:
-        """NAME:SHAPE[:DTYPE] strings (or specs) as specs; an input named twice is refused, not fed twice."""
-        specs = tuple(i if isinstance(i, InputSpec) else cls.parse(i) for i in items)
+        """The user's NAME:SHAPE[:DTYPE] strings (or specs) as declared specs; an input named twice is refused, not
+        fed twice."""
+        specs = tuple(dataclasses.replace(i if isinstance(i, InputSpec) else cls.parse(i), declared=True)
+                      for i in items)
         names = [s.name for s in specs]
         if twice := next((n for n in names if names.count(n) > 1), None):
             raise UsageError(f"input {twice!r} is given twice")

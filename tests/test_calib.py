@@ -566,6 +566,24 @@ def test_items_in_the_training_form_and_bare_arrays_read_as_dicts_do(caplog):
         calib.load([(x[:4], np.eye(10, dtype=np.float32)[y[:4]])], spec)
 
 
+def test_data_of_another_shape_than_input_declares_blames_input_not_the_model(tmp_path, cnn_data):
+    """`--input image:Nx3x16x15` for a model of 16x16 and data of 16x16 said "the model takes ['N', 3, 16, 15]":
+    the shape is the user's --input, not the model's. An .onnx's own shape is still the model's."""
+    from conftest import cli
+
+    cal, _ = cnn_data
+    said = cli(["export", "models:small_cnn", "--input", "image:Nx3x16x15", "--calibration", cal, "--no-bench",
+                "--out", tmp_path / "o"])
+    assert said.exit_code == 3 and said.stderr == (f"edgekit: error: {cal}: input 'image' has shape [1, 3, 16, 16], "
+                                                   "but its --input declares image:Nx3x16x15:float32\n"), said.output
+    from models import small_cnn
+
+    onnx = export_torch(small_cnn(), (InputSpec.parse("image:Nx3x16x16"),), (), 17, tmp_path / "m.onnx")
+    np.savez(tmp_path / "x.npz", image=np.ones((4, 3, 16, 15), np.float32))
+    said = cli(["export", onnx, "--calibration", tmp_path / "x.npz", "--no-bench", "--out", tmp_path / "p"])
+    assert said.exit_code == 3 and said.stderr.endswith("the model takes ['N', 3, 16, 16]\n"), said.output
+
+
 def test_a_data_loaders_usual_mismatches_say_the_fix():
     """float64 arrays (numpy's default) and a DataLoader's short last batch on a fixed batch axis were refused
     without a word of what to do."""

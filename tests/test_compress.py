@@ -533,7 +533,8 @@ def test_the_api_takes_training_batches_from_python_iterables_and_checks_them():
                                                  r"batch axis of \['N', 1, 8, 8\]: give batches, as a DataLoader"):
         edgekit.distill(DIGITS_MODEL, DIGITS_MODEL, data=samples, epochs=1, inputs=["image:Nx1x8x8"])
     flat = [(x[:, 0], y) for x, y in good]  # batches without their channel axis: not one sample
-    with pytest.raises(edgekit.InputError, match=r"batch 0: input 'image' has shape \[16, 8, 8\], the model takes"):
+    with pytest.raises(edgekit.InputError, match=r"batch 0: input 'image' has shape \[16, 8, 8\], but its inputs= "
+                                                 r"declares image:Nx1x8x8:float32$"):
         edgekit.distill(DIGITS_MODEL, DIGITS_MODEL, data=flat, epochs=1, inputs=["image:Nx1x8x8"])
 
 
