@@ -54,14 +54,13 @@ def trace_sizes(specs: tuple[InputSpec, ...], feed: dict) -> dict[str, int]:
 
 def in_forward_order(module, specs: tuple[InputSpec, ...]) -> None:
     """Inputs go to `forward` by position, so one named as a parameter of it must be in that parameter's place:
-    `forward(left, right)` declared as right, left was exported with `right` feeding `left`, and passed parity."""
-    import inspect
+    `forward(left, right)` declared as right, left was exported with `right` feeding `left`, and passed parity.
+    A forward whose first parameter is annotated as a dict cannot be fed at all: said before it runs."""
+    from .runtime import forward_parameters, takes_a_dict
 
-    try:
-        params = [p.name for p in inspect.signature(module.forward).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    except (TypeError, ValueError, AttributeError):  # a forward without a signature Python can read
-        return
+    if why := takes_a_dict(module, [s.name for s in specs]):
+        raise InputError(why)
+    params = [p.name for p in forward_parameters(module)]  # none: a forward without a signature Python can read
     for i, spec in enumerate(specs):
         if spec.name in params and (at := params.index(spec.name)) != i:
             raise UsageError(f"input {spec.name!r} is given {_nth(i)}, but it is the {_nth(at)} parameter of the "
@@ -82,6 +81,10 @@ def run_example(module, specs: tuple[InputSpec, ...], args: tuple):
         with torch.no_grad(), as_exported():
             return module(*args)
     except (Exception, SystemExit) as e:  # a forward calling sys.exit is bad input: from the API it exited 0
+        from .runtime import takes_a_dict
+
+        if dict_input := takes_a_dict(module, [s.name for s in specs], args):
+            raise InputError(dict_input) from e
         why = f"sys.exit({e.code!r})" if isinstance(e, SystemExit) else f"{type(e).__name__}: {first_line(e)}"
         raise InputError(f"model does not run on inputs {', '.join(map(str, specs))}: {why}") from e
 

@@ -299,7 +299,7 @@ def run_torch(module, feeds, input_names: list[str]) -> list[list[np.ndarray]]:
         return _run_torch_one(module, feeds[i], input_names, i)
 
     size = _batch_size(feeds, input_names)
-    with torch.no_grad(), as_exported():  # the graph exported: not torch's eval-mode fast path
+    with torch.no_grad(), as_exported(), _warnings_if_it_runs():  # as exported: not torch's eval-mode fast path
         if size < 2:
             return [one(i) for i in range(len(feeds))]
         alone = [one(0), one(1)]
@@ -311,6 +311,23 @@ def run_torch(module, feeds, input_names: list[str]) -> list[list[np.ndarray]]:
             rows = range(start, min(start + size, len(feeds)))
             results += _run_torch_batch(module, [feeds[i] for i in rows], input_names) or [one(i) for i in rows]
         return results
+
+
+_WARNED: set[tuple] = set()  # the model's warnings shown by _warnings_if_it_runs, once each (as Python's default)
+
+
+@contextlib.contextmanager
+def _warnings_if_it_runs():
+    """The model's warnings in the block, shown (once each) when it ran; dropped when it failed, as the one-line
+    error says what went wrong (a forward indexing its tensor input by a str put torch's indexing warning first)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        yield
+    for w in caught:
+        if (key := (str(w.message), w.category, w.filename, w.lineno)) not in _WARNED:
+            _WARNED.add(key)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def _batch_size(feeds, input_names) -> int:
@@ -345,11 +362,66 @@ def _run_torch_one(module, feed, input_names, i: int) -> list[np.ndarray]:
     try:
         out = module(*args)
     except (Exception, SystemExit) as e:  # a forward calling sys.exit is bad input, not a verdict
+        if why := takes_a_dict(module, input_names, args):
+            raise InputError(why) from e
         shapes = ", ".join(f"{n}:{list(a.shape)}" for n, a in zip(input_names, args))
         raise InputError(f"model does not run on inputs {shapes} (sample {i}): "
                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{_dtype_hint(module, args)}"
                          ) from e
     return [o.detach().numpy() for o in flatten_outputs(out)]
+
+
+def takes_a_dict(module, names, args=None) -> str:
+    """Why a model cannot be fed ("" when it can): its forward takes its inputs as one dict (`forward(self, batch)`
+    reading batch["x"]), where edgekit passes each input as a tensor, by position; the tensor indexed by a str was
+    torch's "TypeError: new(): invalid data type 'str'". Said when forward's first parameter is annotated as a
+    dict, or, given the failed call's `args`, when the model runs on them as a dict."""
+    param = next(iter(forward_parameters(module)), None)
+    if param is None or not (_is_dict_annotation(param.annotation) or args is not None and _runs_on_dict(
+            module, dict(zip(names, args)))):
+        return ""
+    call = ", ".join(f"{n!r}: {n}" for n in names)
+    return (f"the model's forward({param.name}) takes its inputs as one dict, which edgekit cannot feed (it passes "
+            f"each input as a tensor, in order): export a wrapper whose forward(self, {', '.join(names)}) calls the "
+            f"model with {{{call}}}")
+
+
+def forward_parameters(module) -> list:
+    """forward's positional parameters ([] where Python cannot read its signature)."""
+    import inspect
+
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError, AttributeError):
+        return []
+    return [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _is_dict_annotation(annotation) -> bool:
+    """dict, Dict[...], Mapping[...], a TypedDict, or one of them as a string (`from __future__ import annotations`)."""
+    import collections.abc
+    import typing
+
+    if isinstance(annotation, str):
+        return re.fullmatch(r"(typing\.|collections\.abc\.)?(dict|Dict|Mapping|MutableMapping)(\[.*\])?",
+                            annotation.strip()) is not None
+    origin = typing.get_origin(annotation) or annotation
+    return isinstance(origin, type) and issubclass(origin, (dict, collections.abc.Mapping))
+
+
+def _runs_on_dict(module, feed: dict) -> bool:
+    """Whether the model runs when its inputs come as one dict (its warnings and failure kept quiet: a probe)."""
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), as_exported():
+            warnings.simplefilter("ignore")
+            module(feed)
+    except (Exception, SystemExit):
+        return False
+    return True
 
 
 def _dtype_hint(module, args) -> str:

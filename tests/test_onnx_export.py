@@ -116,6 +116,38 @@ def test_an_output_that_is_not_a_tensor_is_named_where_it_is(tmp_path, returned,
     assert result.exit_code == 3 and result.stderr == f"edgekit: error: {said}\n", result.output
 
 
+@pytest.mark.parametrize("annotation, names", [("", "x"), (": dict", "xy"), (": 'Mapping[str, torch.Tensor]'", "xy")])
+def test_a_forward_taking_a_dict_is_said_in_one_line(tmp_path, annotation, names):
+    """`forward(self, batch)` reading batch["x"] was `TypeError: new(): invalid data type 'str'` after torch's
+    indexing UserWarning on stderr: that it takes a dict, which edgekit cannot feed, and how to wrap it."""
+    (tmp_path / "m.py").write_text(
+        "import torch\nfrom typing import Mapping\n\nclass M(torch.nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.fc = torch.nn.Linear(4, 2)\n\n"
+        f"    def forward(self, batch{annotation}):\n        return self.fc(sum(batch[k] for k in {names!r}))\n\n"
+        "def build():\n    return M()\n")
+    given = [a for n in names for a in ("--input", f"{n}:Nx4")]
+    done = subprocess.run([sys.executable, "-m", "edgekit", "export", f"{tmp_path / 'm.py'}:build", *given,
+                           "--calibration", "random", "--no-bench", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 3 and done.stderr == (
+        "edgekit: error: the model's forward(batch) takes its inputs as one dict, which edgekit cannot feed (it "
+        f"passes each input as a tensor, in order): export a wrapper whose forward(self, {', '.join(names)}) calls "
+        f"the model with {{{', '.join(f'{n!r}: {n}' for n in names)}}}\n"), done.stderr
+
+
+def test_a_models_own_warning_is_still_shown(tmp_path):
+    """The model's warnings are held while it runs (dropped if it fails): one that runs still shows them."""
+    (tmp_path / "warns.py").write_text(
+        "import warnings\n\nimport torch\n\nclass M(torch.nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.fc = torch.nn.Linear(4, 2)\n\n    def forward(self, x):\n"
+        "        warnings.warn('clipping the input')\n        return self.fc(x.clamp(-3, 3))\n\n"
+        "def build():\n    return M()\n")
+    done = subprocess.run([sys.executable, "-m", "edgekit", "export", f"{tmp_path / 'warns.py'}:build", "--input",
+                           "x:Nx4", "--calibration", "random", "--no-bench", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0 and "UserWarning: clipping the input" in done.stderr, done.stderr
+
+
 def test_a_shipped_model_keeps_the_domains_its_sub_graphs_and_functions_use(tmp_path):
     """What `save_shipped` drops (an import no node uses) and keeps: ONNX's own, and the domains of nodes inside an
     If's branches and of a local function's body, which a walk of the top graph's nodes would not see."""
