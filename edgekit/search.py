@@ -363,6 +363,8 @@ def measured_on(recipe: Recipe, target: Target) -> dict:
 def _recipe_inputs(recipe: Recipe) -> dict:
     """measured_on's part that is the recipe's: its settings' hash, and the digest of each file it names."""
     settings = {k: v for k, v in dataclasses.asdict(recipe).items() if k not in UNMEASURED}
+    if "inputs" in settings:  # their name, shape and dtype (a study made before InputSpec.declared resumes)
+        settings["inputs"] = [s.as_dict() for s in recipe.inputs]
     if recipe.device:  # which device, not the key and known hosts that reach it, nor the folder it works in
         settings["device"] = urlsplit(recipe.device.url)._replace(path="").geturl()
     named = {"source": recipe.source, "weights": recipe.weights, "calibration": recipe.calibration,

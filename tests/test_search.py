@@ -22,7 +22,7 @@ import torch
 from conftest import DIGITS, ROOT, SYSTEM_TMP, chromium_pixels, cli, colour_count
 
 from edgekit import search
-from edgekit.config import load_recipe, load_target
+from edgekit.config import InputSpec, load_recipe, load_target
 from edgekit.load import load_model
 
 TRAIN = f"{ROOT / 'calibration' / 'readers.py'}:digits_train"
@@ -733,6 +733,17 @@ def test_c_name_leaves_a_studys_settings_hash_as_it_was_before_the_field(tmp_pat
     old = before(**{f.name: getattr(recipe, f.name) for f in dataclasses.fields(before)})
     assert search.measured_on(recipe, target) == search.measured_on(old, target)
     assert search.measured_on(dataclasses.replace(recipe, c_name="kws"), target) == search.measured_on(old, target)
+
+
+def test_declared_inputs_leave_a_studys_settings_hash_as_it_was(tmp_path):
+    """InputSpec.declared (whose --input a data shape differs from) says how an input came, not what was measured:
+    studies recorded before it resume."""
+    recipe = load_recipe(Path(_recipe(tmp_path, distill=False)))
+    target = load_target("desktop-x86")
+    undeclared = tuple(InputSpec(s.name, s.shape, s.dtype) for s in recipe.inputs)
+    assert recipe.inputs and all(s.declared for s in recipe.inputs) and not any(s.declared for s in undeclared)
+    assert search.measured_on(recipe, target) == search.measured_on(dataclasses.replace(recipe, inputs=undeclared),
+                                                                    target)
 
 
 def test_a_signal_that_cut_the_best_points_export_short_publishes_no_pages(tmp_path, monkeypatch):
