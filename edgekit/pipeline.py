@@ -703,7 +703,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     stream = (shared.val.feeds[0], shared.inputs, recipe.state, shared.init) if recipe.state else None
     # golden inputs are the first of the samples the verdict is of, those AVX2 kernels saturate moved first (a
     # full-range x86 package): check bounds its figures by theirs, a subset
-    golden_feeds, chosen = _riskiest_first(target, qplan, int8, verdict_val.feeds, judged, stream)
+    golden_feeds, chosen = _riskiest_first(target, qplan, int8, verdict_val.feeds,
+                                           list(range(len(val.feeds)))[judged], stream)
     packaged = package.deliverables(target, tdir, int8, golden_feeds, prep.names, stream,
                                     package.output_steps(quantized), emulated, coreml_model, recipe.c_name)
     if chosen:
@@ -1077,23 +1078,19 @@ def _versions() -> dict:
     return versions
 
 
-def _riskiest_first(target: Target, qplan, int8: Path, feeds: list[dict], judged: slice, stream) -> tuple:
-    """The verdict's samples with those an AVX2 CPU's saturating u8s8 sums change most first, and the manifest's
-    record of why (None: as they are). Only where this host's decision left the weights full range for an x86
-    target: 7-bit weights (reduce_range) never reach int16's limit, and a streaming model's golden steps are a
-    sequence's first."""
+def _riskiest_first(target: Target, qplan, int8: Path, feeds: list[dict], numbers: list[int], stream) -> tuple:
+    """The verdict's samples (`numbers`: each one's in the validation data) with those an AVX2 CPU's saturating u8s8
+    sums change most first, and the manifest's record of why (None: as they are). Only for full-range x86 weights:
+    7-bit ones (reduce_range) never reach int16's limit, and a streaming model's golden steps are a sequence's first."""
     s = qplan.settings
     if (target.runtime.arch != "x86_64" or qplan.reduce_range or stream is not None or s.weight_type != "int8"
             or s.activation_type != "uint8"):
         return feeds, None
     from . import saturation
 
-    numbers = list(range(10 ** 12)[judged][: len(feeds)])  # each one's number in the validation data
+    count = package.golden_count(feeds, target.package.golden_samples)  # a sample too large: said as before
     try:
-        return saturation.golden_first(int8, feeds, package.golden_count(feeds, target.package.golden_samples),
-                                       numbers)
-    except (StageError, InputError):
-        raise  # the int8 model does not run its own validation samples: said as the run says it
+        return saturation.golden_first(int8, feeds, count, numbers)
     except Exception as e:  # a graph the score does not know: the golden samples stay the first ones, as before
         log.warning("golden samples not chosen by AVX2 saturation risk: %s: %s", type(e).__name__, e)
         return feeds, None

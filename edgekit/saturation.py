@@ -21,7 +21,12 @@ from pathlib import Path
 import numpy as np
 
 INT16 = (-32768, 32767)
-MAX_PAIRS = 300_000_000  # pair sums scored in all (~10 s); past it, the verdict's first samples that fit are scored
+U8_MAX = 255
+# pair sums of all the samples scored, a bound on the time their int8 rerun and rows take (digits' 600 samples:
+# 110M, 0.36 s; MobileNetV2-style 224x224: 142M a sample, none scored). Where it scores fewer than MIN_SCORED
+# samples per golden one there is hardly a choice: none are scored, decided from shapes (0.08 s there).
+MAX_PAIRS = 120_000_000
+MIN_SCORED = 2
 CHUNK = 4_000_000  # pair sums held at once
 
 
@@ -47,18 +52,18 @@ def u8s8_nodes(model) -> list[Node]:
     uint8 activations and one of int8 weights (zero point 0, as edgekit's symmetric weights are)."""
     from onnx import helper, numpy_helper
 
+    from .onnx_export import consumers
+
     init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    readers = consumers(model.graph)
     found = []
     for n in model.graph.node:
         if n.op_type not in ("Conv", "Gemm", "MatMul") or len(n.input) < 2:
             continue
         dx, dw = producer.get(n.input[0]), producer.get(n.input[1])
-        if not (dx and dw and dx.op_type == dw.op_type == "DequantizeLinear" and len(dx.input) == 3):
+        if not (dx and dw and dx.op_type == dw.op_type == "DequantizeLinear" and len(dx.input) == 3) \
+                or dx.input[0] in init:
             continue
         w, zx = init.get(dw.input[0]), init.get(dx.input[2])
         zw = init.get(dw.input[2]) if len(dw.input) == 3 else None
@@ -71,12 +76,14 @@ def u8s8_nodes(model) -> list[Node]:
                 or w.ndim != (4 if n.op_type == "Conv" else 2):
             continue
         weights, conv = _in_k_order(n.op_type, w, attrs)
-        out = _output_quantizer(n, consumers)
-        sx, sw = float(init[dx.input[1]]), np.broadcast_to(init[dw.input[1]].astype(np.float64), weights.shape[:1])
+        out = _output_quantizer(n, readers)
+        # Gemm: Y = alpha x (the sums' scale) + beta x C
+        unit = attrs.get("alpha", 1.0) * float(init[dx.input[1]]) * np.broadcast_to(
+            init[dw.input[1]].astype(np.float64), weights.shape[:1])
         sy, zy = (float(init[out.input[1]]), int(init[out.input[2]])) if out is not None and len(out.input) == 3 \
             and out.input[1] in init and out.input[2] in init else (None, 0)
-        found.append(Node(n.name, dx.input[0], weights, int(zx), sx * sw / sy if sy else None,
-                          _bias(n, producer, init, sx * sw), zy, conv))
+        found.append(Node(n.name, dx.input[0], weights, int(zx), unit / sy if sy else None,
+                          attrs.get("beta", 1.0) * _bias(n, producer, init, unit), zy, conv))
     return found
 
 
@@ -128,36 +135,61 @@ def rows_of(node: Node, x: np.ndarray) -> np.ndarray:
         node.conv["dilations"]
     x = np.pad(x.reshape(-1, *x.shape[-3:]), ((0, 0), (0, 0), (p[0], p[2]), (p[1], p[3])),
                constant_values=node.zero_point)
-    oh, ow = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1, (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = _out_size(node, x.shape[2:])
     taps = [x[:, :, i * dh:i * dh + sh * oh:sh, j * dw:j * dw + sw * ow:sw] for i in range(kh) for j in range(kw)]
     # (N, taps, C, oh, ow) → (N·oh·ow, taps·C): input channels innermost, as MLAS's NHWC kernels read them
     return np.stack(taps, 1).transpose(0, 3, 4, 1, 2).reshape(-1, kh * kw * x.shape[1]).astype(np.int32)
 
 
+def _out_size(node: Node, padded: tuple) -> tuple[int, int]:
+    """A convolution's output height and width over its padded input's."""
+    (kh, kw), (sh, sw), (dh, dw) = node.conv["kernel"], node.conv["strides"], node.conv["dilations"]
+    return (padded[0] - dh * (kh - 1) - 1) // sh + 1, (padded[1] - dw * (kw - 1) - 1) // sw + 1
+
+
+def row_count(node: Node, shape: tuple) -> int:
+    """How many GEMM rows rows_of makes of activations of this shape."""
+    if node.conv is None:
+        return int(np.prod(shape, dtype=np.int64)) // node.weights.shape[1]
+    p = node.conv["pads"]
+    oh, ow = _out_size(node, (shape[-2] + p[0] + p[2], shape[-1] + p[1] + p[3]))
+    return int(np.prod(shape[:-3], dtype=np.int64)) * max(0, oh) * max(0, ow)
+
+
 def changed_outputs(node: Node, rows: np.ndarray) -> tuple[int, int]:
-    """(how many of these rows' requantized outputs VPMADDUBSW's int16 saturation changes, the largest |pair sum|)."""
+    """(how many of these rows' requantized outputs VPMADDUBSW's int16 saturation changes, the largest |pair sum| of
+    the pairs that can pass int16's limit, else 0). Only those are summed: u8 inputs, so a pair passes it only where
+    its weights share a sign and 255 |w0 + w1| > 32767 (a few in a thousand of a trained layer's)."""
     w = node.weights
     if w.shape[1] % 2:
         w, rows = np.pad(w, ((0, 0), (0, 1))), np.pad(rows, ((0, 0), (0, 1)))
-    a, b = rows[:, 0::2], rows[:, 1::2]
+    w0, w1 = w[:, 0::2], w[:, 1::2]
+    outs, pairs = np.nonzero((w0 * w1 >= 0) & (U8_MAX * np.abs(w0 + w1) > INT16[1]))  # sorted by output channel
+    if not len(outs):
+        return 0, 0
+    channels, starts = np.unique(outs, return_index=True)
+    w0, w1 = w0[outs, pairs], w1[outs, pairs]
     changed, peak = 0, 0
-    step = max(1, CHUNK // max(1, node.pairs_per_row()))
-    correction = node.zero_point * node.weights.sum(1)  # the zero point, taken off after the sums
+    step = max(1, CHUNK // len(outs))
     for at in range(0, len(rows), step):
-        sums = a[at:at + step, None, :] * w[None, :, 0::2] + b[at:at + step, None, :] * w[None, :, 1::2]
+        sums = rows[at:at + step, 2 * pairs] * w0 + rows[at:at + step, 2 * pairs + 1] * w1
         peak = max(peak, int(np.abs(sums).max(initial=0)))
-        clipped = np.clip(sums, *INT16)
-        if not (clipped != sums).any():
-            continue
-        exact, saturated = sums.sum(-1, dtype=np.int64), clipped.sum(-1, dtype=np.int64)
-        changed += int((_requantized(node, exact - correction) != _requantized(node, saturated - correction)).sum())
+        lost = np.add.reduceat(np.clip(sums, *INT16) - sums, starts, axis=1)  # (rows, channels)
+        r, c = np.nonzero(lost)
+        if len(r):
+            exact = np.einsum("ik,ik->i", rows[at + r].astype(np.int64), w[channels[c]].astype(np.int64))
+            exact -= node.zero_point * node.weights.sum(1)[channels[c]]  # the zero point, taken off after the sums
+            changed += int((_requantized(node, exact, channels[c]) != _requantized(node, exact + lost[r, c],
+                                                                                   channels[c])).sum())
     return changed, peak
 
 
-def _requantized(node: Node, acc: np.ndarray) -> np.ndarray:
+def _requantized(node: Node, acc: np.ndarray, channels=slice(None)) -> np.ndarray:
+    """Accumulators of these output channels as the node's quantized outputs (as they are: its output not quantized)."""
     if node.multiplier is None:
         return acc
-    return np.clip(np.rint((acc + node.bias) * node.multiplier) + node.out_zero_point, 0, 255)
+    return np.clip(np.rint((acc + node.bias[channels]) * node.multiplier[channels]) + node.out_zero_point, 0,
+                   U8_MAX)
 
 
 @dataclass(frozen=True)
@@ -171,42 +203,78 @@ class Risk:
         return self.changed, self.peak
 
 
-def risks(int8: Path, feeds: list[dict]) -> list[Risk]:
-    """Each feed's saturation risk, as many as MAX_PAIRS' budget scores (the first ones; none where one sample's
-    pair sums pass it)."""
+def risks(int8: Path, feeds: list[dict], count: int = 1) -> list[Risk]:
+    """The first feeds' saturation risks, as many as MAX_PAIRS' budget scores; none where that is fewer than
+    MIN_SCORED x `count` (the golden samples), decided from shapes before any sample runs."""
     import onnx
 
     model = onnx.load(str(int8))
     nodes = u8s8_nodes(model)
     if not nodes or not feeds:
         return []
-    first = _activations(model, nodes, feeds[:1])[0]
-    cost = sum(len(rows_of(n, first[n.activations])) * n.pairs_per_row() for n in nodes)
-    if cost > MAX_PAIRS:  # a sample of billions of MACs: the golden samples stay the first ones
+    scored = min(len(feeds), MAX_PAIRS // max(1, _cost(model, nodes, feeds[0])))
+    if scored < MIN_SCORED * count:  # hardly a choice: the golden samples stay the first ones
         return []
-    scored = []
-    for values in [first, *_activations(model, nodes, feeds[1:max(1, MAX_PAIRS // max(1, cost))])]:
+    found = []
+    for values in _activations(model, nodes, feeds[:scored]):
         per = [changed_outputs(n, rows_of(n, values[n.activations])) for n in nodes]
-        scored.append(Risk(sum(c for c, _ in per), max(p for _, p in per)))
-    return scored
+        found.append(Risk(sum(c for c, _ in per), max(p for _, p in per)))
+    return found
+
+
+def _cost(model, nodes: list[Node], feed: dict) -> int:
+    """One sample's pair sums, from the shapes ONNX infers given its inputs' (run where it leaves one unknown)."""
+    shapes = _inferred_shapes(model, feed)
+    if any(n.activations not in shapes for n in nodes):
+        shapes = {k: v.shape for k, v in _activations(model, nodes, [feed])[0].items()}
+    return sum(row_count(n, shapes[n.activations]) * n.pairs_per_row() for n in nodes)
+
+
+def _inferred_shapes(model, feed: dict) -> dict[str, tuple]:
+    """{tensor: its shape} for those whose every dimension ONNX's shape inference knows, given `feed`'s shapes."""
+    import onnx
+
+    fixed = _copy(model)
+    for i in fixed.graph.input:
+        if i.name in feed and i.type.HasField("tensor_type"):
+            i.type.tensor_type.shape.Clear()
+            i.type.tensor_type.shape.dim.extend(onnx.TensorShapeProto.Dimension(dim_value=d)
+                                                for d in np.shape(feed[i.name]))
+    graph = onnx.shape_inference.infer_shapes(fixed).graph
+    dims = {v.name: v.type.tensor_type.shape.dim for v in [*graph.input, *graph.value_info, *graph.output]
+            if v.type.tensor_type.HasField("shape")}
+    return {name: tuple(d.dim_value for d in ds) for name, ds in dims.items()
+            if all(d.HasField("dim_value") for d in ds)}
 
 
 def _activations(model, nodes: list[Node], feeds: list[dict]) -> list[dict]:
-    """Each feed's quantized (uint8) node inputs, as the int8 model computes them with exact kernels."""
+    """Each feed's quantized (uint8) node inputs, as the int8 model computes them with exact kernels (a graph
+    input's: the feed's own)."""
     from onnx import TensorProto, helper
 
     from .runtime import int8_session, run_onnx
 
-    wanted = list(dict.fromkeys(n.activations for n in nodes))
-    outputs = {o.name for o in model.graph.output}
-    model.graph.output.extend(helper.make_tensor_value_info(t, TensorProto.UINT8, None) for t in wanted
-                              if t not in outputs)
+    given = {i.name for i in model.graph.input}
+    wanted = [t for t in dict.fromkeys(n.activations for n in nodes) if t not in given]
+    exposed = _copy(model)
+    outputs = {o.name for o in exposed.graph.output}
+    exposed.graph.output.extend(helper.make_tensor_value_info(t, TensorProto.UINT8, None) for t in wanted
+                                if t not in outputs)
     with tempfile.TemporaryDirectory(prefix="edgekit-saturation-") as tmp:
         path = Path(tmp) / "exposed.onnx"
-        path.write_bytes(model.SerializeToString())
+        path.write_bytes(exposed.SerializeToString())
         sess = int8_session(path)[0]
         names = [o.name for o in sess.get_outputs()]
-        return [dict(zip(names, run)) for run in run_onnx(sess, feeds, give_back=True)]
+        return [{**feed, **dict(zip(names, run))} for feed, run in zip(feeds, run_onnx(sess, feeds, give_back=True))]
+
+
+def _copy(model):
+    """A copy of a ModelProto to edit."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
 
 
 def riskiest(scored: list[Risk], count: int) -> list[int]:
@@ -227,7 +295,7 @@ def golden_first(int8: Path, feeds: list[dict], count: int, numbers: list[int]) 
     others in their order: golden files keep the first ones, still a subset of the verdict's samples (check bounds
     its figures by theirs). `numbers`: each feed's sample number in the validation data. The manifest's record of
     the choice, or None where no sample's outputs change."""
-    scored = risks(int8, feeds)
+    scored = risks(int8, feeds, count)
     picked = riskiest(scored, count)
     if not picked:
         return feeds, None

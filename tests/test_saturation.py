@@ -1,7 +1,10 @@
 """The saturation score's model of MLAS's u8s8 arithmetic, held to onnxruntime's own exact int8 results (which pairs
 VPMADDUBSW adds is held to emulated AVX2 kernels in test_emulate)."""
+import json
+
 import numpy as np
 import onnx
+import pytest
 from conftest import DIGITS, cli
 
 from edgekit import saturation
@@ -34,3 +37,85 @@ def test_the_score_computes_each_nodes_outputs_as_onnxruntime_does(tmp_path):
                 values[quantized[node.name]].reshape(-1, node.weights.shape[0])
             # onnxruntime requantizes in float32, the score in float64: a tie may round apart
             assert np.abs(mine - theirs).max() <= 1 and np.mean(mine == theirs) > 0.995, node.name
+
+
+def _qdq_model(path, op: str, w: np.ndarray, attrs: dict, x_shape: tuple, uint8_input: bool = False):
+    """x -> QuantizeLinear -> DequantizeLinear -> op(., DequantizeLinear(int8 w), bias) -> Q -> DQ: the QDQ form
+    onnxruntime fuses into its u8s8 kernels. `uint8_input`: x is already the quantized activations."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    out_channels = w.shape[0] if op == "Conv" or attrs.get("transB") else w.shape[1]
+    init = [numpy_helper.from_array(a, n) for n, a in [
+        ("sx", np.float32(0.02)), ("zx", np.uint8(100)), ("w", w), ("sw", np.float32(0.01)),
+        ("b", rng.standard_normal(out_channels).astype(np.float32)), ("sy", np.float32(0.3)), ("zy", np.uint8(128))]]
+    nodes = [] if uint8_input else [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"])]
+    nodes += [helper.make_node("DequantizeLinear", ["x" if uint8_input else "xq", "sx", "zx"], ["xd"]),
+              helper.make_node("DequantizeLinear", ["w", "sw"], ["wd"]),
+              helper.make_node(op, ["xd", "wd"] + (["b"] if op != "MatMul" else []), ["y0"], **attrs),
+              helper.make_node("QuantizeLinear", ["y0", "sy", "zy"], ["yq"]),
+              helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["y"])]
+    graph = helper.make_graph(nodes, op, [helper.make_tensor_value_info(
+        "x", TensorProto.UINT8 if uint8_input else TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], init)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+GEOMETRIES = {  # op, weights' shape, attributes, input shape
+    "gemm_transB": ("Gemm", (12, 20), {"transB": 1}, (6, 20)),
+    "gemm_B": ("Gemm", (20, 12), {"transB": 0}, (6, 20)),
+    "gemm_alpha_beta": ("Gemm", (12, 21), {"transB": 1, "alpha": 0.5, "beta": 2.0}, (6, 21)),
+    "matmul": ("MatMul", (20, 12), {}, (2, 3, 20)),
+    "conv": ("Conv", (6, 5, 3, 2), {"pads": [1, 0, 2, 1], "strides": [2, 1], "dilations": [1, 2]}, (2, 5, 9, 8)),
+}
+
+
+@pytest.mark.parametrize("case", [*GEOMETRIES, "uint8_input"])
+def test_the_score_reads_each_nodes_geometry_as_onnxruntime_computes_it(tmp_path, case):
+    """Gemm (transB 0/1, alpha and beta), MatMul and a Conv of uneven pads, strides and dilations, and activations
+    that are the graph's own uint8 input (no node makes them): unsaturated, the score's sums, bias and
+    requantization are the node's quantized output as onnxruntime computes it."""
+    op, w_shape, attrs, x_shape = GEOMETRIES.get(case, GEOMETRIES["gemm_transB"])
+    rng = np.random.default_rng(1)
+    w = rng.integers(-127, 128, w_shape).astype(np.int8)
+    path = _qdq_model(tmp_path / "m.onnx", op, w, attrs, x_shape, uint8_input=case == "uint8_input")
+    model = onnx.load(path)
+    [node] = saturation.u8s8_nodes(model)
+    feeds = [{"x": rng.integers(0, 256, x_shape).astype(np.uint8) if case == "uint8_input" else
+              rng.standard_normal(x_shape).astype(np.float32) * 2} for _ in range(3)]
+    model.graph.output.extend([onnx.helper.make_tensor_value_info("yq", onnx.TensorProto.UINT8, None)])
+    for values in saturation._activations(model, [node], feeds):
+        rows = saturation.rows_of(node, values[node.activations])
+        mine = saturation._requantized(node, rows @ node.weights.T.astype(np.int64)
+                                       - node.zero_point * node.weights.sum(1))
+        theirs = values["yq"]
+        theirs = np.moveaxis(theirs, 1, -1).reshape(mine.shape) if node.conv else theirs.reshape(mine.shape)
+        assert np.abs(mine - theirs).max() <= 1 and np.mean(mine == theirs) > 0.95, (case, mine, theirs)
+    assert len(saturation.risks(path, feeds, 1)) == 3  # and the score runs on it
+
+
+BIG_NET = """import torch.nn as nn
+def build():
+    return nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU()).eval()
+"""
+
+
+def test_a_model_too_big_to_score_enough_samples_runs_no_score(tmp_path, monkeypatch):
+    """A sample of 42M pair sums: MAX_PAIRS scores 2 of 32 samples, no choice for 8 golden ones (a MobileNetV2-style
+    224x224 model: 2, for 1.3 s of an export bound to 1.5x onnxruntime's own calls). Decided from shapes: no sample
+    is run or scored, and the golden samples are the first ones."""
+    ran = []
+    for name in ("_activations", "changed_outputs"):
+        real = getattr(saturation, name)
+        monkeypatch.setattr(saturation, name, lambda *a, real=real, name=name: ran.append(name) or real(*a))
+    (tmp_path / "net.py").write_text(BIG_NET)
+    rng = np.random.default_rng(0)
+    for name, count in (("cal", 4), ("val", 32)):
+        np.savez(tmp_path / f"{name}.npz", x=rng.random((count, 1, 64, 48, 48), dtype=np.float32))
+    result = cli(["export", f"{tmp_path / 'net.py'}:build", "--input", "x:1x64x48x48", "--calibration",
+                  tmp_path / "cal.npz", "--validation", tmp_path / "val.npz", "--task", "other", "--no-bench",
+                  "--reduce-range", "false", "--out", tmp_path / "out"])
+    assert result.exit_code == 0, result.output
+    assert "chosen" not in json.loads((tmp_path / "out" / "desktop-x86" / "manifest.json").read_text())["golden"]
+    assert not ran and "saturation risk" not in result.output, ran
