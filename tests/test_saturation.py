@@ -5,9 +5,10 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import DIGITS, cli
+from conftest import DIGITS, cli, write_manifest
 
 from edgekit import saturation
+from edgekit.package import read_golden
 
 
 def test_the_score_computes_each_nodes_outputs_as_onnxruntime_does(tmp_path):
@@ -119,3 +120,72 @@ def test_a_model_too_big_to_score_enough_samples_runs_no_score(tmp_path, monkeyp
     assert result.exit_code == 0, result.output
     assert "chosen" not in json.loads((tmp_path / "out" / "desktop-x86" / "manifest.json").read_text())["golden"]
     assert not ran and "saturation risk" not in result.output, ran
+
+
+QUIET_NET = """import torch, torch.nn as nn
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.ReLU(), nn.Conv2d(8, 8, 3, bias=False), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(8 * 12 * 12, 10, bias=False)).eval()
+"""
+
+
+def _reordered(tmp_path, case: str) -> tuple[list, list]:
+    """Export arguments and the validation feeds (each sample's inputs) of a case whose golden samples are moved."""
+    rng = np.random.default_rng(0)
+    if case == "detector":
+        images = rng.standard_normal((16, 1, 3, 16, 16)).astype(np.float32)
+        np.savez(tmp_path / "cal.npz", image=images)
+        np.savez(tmp_path / "val.npz", image=images[::-1])
+        return ["models:score_cut_detector", "--input", "image:1x3x16x16", "--task", "detect"], \
+            [{"image": x} for x in images[::-1]]
+    if case == "quiet_floor":  # samples 2..7 quiet (left out of the mean cosine), 8.. within int16 but 20..22
+        (tmp_path / "net.py").write_text(QUIET_NET)
+        val = rng.standard_normal((32, 1, 3, 16, 16)).astype(np.float32)
+        val[2:8] *= 0.01
+        val[8:20] *= 0.15
+        val[23:] *= 0.15
+        np.savez(tmp_path / "cal.npz", x=rng.standard_normal((64, 1, 3, 16, 16)).astype(np.float32))
+        np.savez(tmp_path / "val.npz", x=val)
+        return [f"{tmp_path / 'net.py'}:build", "--input", "x:1x3x16x16", "--task", "other"], [{"x": x} for x in val]
+    val = rng.random((48, 64), dtype=np.float32)
+    val[:16] *= 0.1  # quiet first samples: their sums within int16
+    np.savez(tmp_path / "cal.npz", x=rng.random((64, 64), dtype=np.float32))
+    np.savez(tmp_path / "val.npz", x=val)
+    auto = ["--auto", "--max-trials", "2"] if case == "auto" else []
+    return ["models:saturating_mlp", "--input", "x:Nx64", *auto], [{"x": x[None]} for x in val]
+
+
+@pytest.mark.parametrize("case", ["detector", "quiet_floor", "mlp", "auto"])
+def test_reordered_golden_samples_are_validation_samples_and_check_still_bounds_every_figure(tmp_path, case):
+    """The golden samples moved first are the verdict's own (--auto's: its odd samples), each where its number
+    says; check passes the package as made, and the figures bounded by its golden samples stay bounded: a cosine
+    (or a detector's agreement) edited to 1.0 fails, and a quiet floor edited to leave out more of them."""
+    args, feeds = _reordered(tmp_path, case)
+    out = tmp_path / "out"
+    result = cli(["export", *args, "--calibration", tmp_path / "cal.npz", "--validation", tmp_path / "val.npz",
+                  "--no-bench", "--reduce-range", "false", "--out", out])
+    assert result.exit_code == 0, result.output
+    folder = out / "desktop-x86"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    numbers = [s["sample"] for s in manifest["golden"]["chosen"]["samples"]]
+    judged = range(1, len(feeds), 2) if case == "auto" else range(len(feeds))
+    assert numbers and set(numbers) <= set(judged) and numbers != list(judged[:len(numbers)]), numbers
+    inputs = read_golden(folder / "golden.npz")[0]
+    for golden, number in zip(inputs, numbers):
+        assert all(np.array_equal(golden[k], feeds[number][k]) for k in golden), number
+    rest = [i for i in judged if i not in numbers][:len(inputs) - len(numbers)]  # then the verdict's first ones
+    assert all(np.array_equal(g[k], feeds[i][k]) for g, i in zip(inputs[len(numbers):], rest) for k in g)
+    assert cli(["check", folder]).exit_code == 0
+    [first, *_] = manifest["parity"]["quantization"]["outputs"]
+    edits = [lambda o: o.update(cosine=1.0)]
+    edits += [lambda o: o.update(detection_agreement=1.0)] if case == "detector" else []
+    edits += [lambda o: o.update(quiet_floor=1e30)] if "quiet_floor" in first else []
+    for edit in edits:
+        edited = json.loads(json.dumps(manifest))
+        edit(edited["parity"]["quantization"]["outputs"][0])
+        write_manifest(folder, edited)
+        result = cli(["check", folder])
+        assert result.exit_code == 1 and "not reproduced on its" in result.output, result.output
+    if case == "quiet_floor":  # quiet golden samples, after the riskiest
+        assert first["quiet_samples"] >= 6 and set(rest) & set(range(2, 8)), (first, numbers, rest)
