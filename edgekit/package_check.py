@@ -991,12 +991,13 @@ def _averaged(refs, quiet: int | None) -> int | None:
 
 
 # A manifest's int8-vs-fp32 figures are measured on the samples its verdict is of, among which are the golden samples
-# (its first ones; a full-range x86 package's riskiest on AVX2 kernels first: saturation.golden_first). Its mean cosine averages at most its `samples` samples, so it can be no better than the golden samples'
-# summed loss (1 - cosine, over the samples averaged) spread over all of them, each perfect. That bound is sound when
-# the golden samples averaged are among those the mean averaged: check leaves out those under the quiet floor the
-# run recorded (_quiet_floors; under their own median's, 6 of 8 golden samples a fiftieth of the others, it counted
-# quiet samples the run left out, 0.8777 against a true 0.99986), and a floor that leaves out more golden samples than
-# the run's quiet_samples is itself untrue. It is sound;
+# (its first ones; a full-range x86 package's riskiest on AVX2 kernels first: saturation.golden_first). Its mean
+# cosine averages at most its `samples` samples, so it can be no better than the golden samples' summed loss
+# (1 - cosine, over the samples averaged) spread over all of them, each perfect. That bound is sound when the golden
+# samples averaged are among those the mean averaged: check leaves out those under the quiet floor the run recorded
+# (_quiet_floors; under their own median's, 6 of 8 golden samples a fiftieth of the others, it counted quiet samples
+# the run left out, 0.8777 against a true 0.99986), and a floor that leaves out more golden samples than the run's
+# quiet_samples is itself untrue. It is sound;
 # LOSS_SLACK is for other kernels (an emulated CPU's). Not held, as no subset bounds them: the worst sample's cosine
 # (it leaves out samples far quieter than the median, which a subset's median decides otherwise), pooled SQNR (the
 # other samples may carry far more signal: quiet first audio frames), centred SQNR (the VAD's state 18.0 dB over
@@ -1060,10 +1061,10 @@ DETECTIONS_RECORDED = "0.1.1"
 
 
 def _length_claims(manifest: dict, said: dict, figures: dict) -> list[str]:
-    """The golden samples are among validation's (its first ones, or its riskiest on AVX2 kernels): the samples whose lengths (detections' count) differ there
-    differ in the run too, so the manifest records at least as many length_mismatches for that output, and where
-    check matches an output's detections on them, it records their agreement (stripped of both, with the gate, a
-    failed detector passed)."""
+    """The golden samples are among validation's (its first ones, or its riskiest on AVX2 kernels): the samples whose
+    lengths (detections' count) differ there differ in the run too, so the manifest records at least as many
+    length_mismatches for that output, and where check matches an output's detections on them, it records their
+    agreement (stripped of both, with the gate, a failed detector passed)."""
     bad = []
     for o in figures["outputs"]:
         mine, name = said.get(o["output"]) or {}, o["output"]
