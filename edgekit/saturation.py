@@ -65,26 +65,39 @@ def u8s8_nodes(model) -> list[Node]:
         if not (dx and dw and dx.op_type == dw.op_type == "DequantizeLinear" and len(dx.input) == 3) \
                 or dx.input[0] in init:
             continue
-        w, zx = init.get(dw.input[0]), init.get(dx.input[2])
-        zw = init.get(dw.input[2]) if len(dw.input) == 3 else None
-        if w is None or w.dtype != np.int8 or zx is None or zx.dtype != np.uint8 or (zw is not None and zw.any()) \
-                or dx.input[1] not in init or dw.input[1] not in init:
+        w, zx, sx = init.get(dw.input[0]), _scalar(init, dx.input[2]), _scalar(init, dx.input[1])
+        zw, sw = init.get(dw.input[2]) if len(dw.input) == 3 else None, init.get(dw.input[1])
+        if w is None or w.dtype != np.int8 or zx is None or init[dx.input[2]].dtype != np.uint8 or sx is None \
+                or (zw is not None and zw.any()) or sw is None:  # per-tensor activations, symmetric weights
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
         pad_mode = attrs.get("auto_pad", b"NOTSET")
         if attrs.get("group", 1) != 1 or attrs.get("transA", 0) or pad_mode not in (b"NOTSET", b"VALID") \
-                or w.ndim != (4 if n.op_type == "Conv" else 2):
+                or w.ndim != (4 if n.op_type == "Conv" else 2) or not _per_output_channel(n, dw, w.ndim, sw, attrs):
             continue
         weights, conv = _in_k_order(n.op_type, w, attrs)
         out = _output_quantizer(n, readers)
         # Gemm: Y = alpha x (the sums' scale) + beta x C
-        unit = attrs.get("alpha", 1.0) * float(init[dx.input[1]]) * np.broadcast_to(
-            init[dw.input[1]].astype(np.float64), weights.shape[:1])
-        sy, zy = (float(init[out.input[1]]), int(init[out.input[2]])) if out is not None and len(out.input) == 3 \
-            and out.input[1] in init and out.input[2] in init else (None, 0)
-        found.append(Node(n.name, dx.input[0], weights, int(zx), unit / sy if sy else None,
-                          attrs.get("beta", 1.0) * _bias(n, producer, init, unit), zy, conv))
+        unit = attrs.get("alpha", 1.0) * sx * np.broadcast_to(sw.astype(np.float64).ravel(), weights.shape[:1])
+        sy, zy = (_scalar(init, out.input[1]), _scalar(init, out.input[2])) if out is not None \
+            and len(out.input) == 3 else (None, None)
+        found.append(Node(n.name, dx.input[0], weights, int(zx), unit / sy if sy and zy is not None else None,
+                          attrs.get("beta", 1.0) * _bias(n, producer, init, unit), int(zy or 0), conv))
     return found
+
+
+def _scalar(init: dict, name: str) -> float | None:
+    """An initializer of one value (None: another tensor, or several values)."""
+    value = init.get(name)
+    return float(value.ravel()[0]) if value is not None and value.size == 1 else None
+
+
+def _per_output_channel(node, dq, rank: int, scale: np.ndarray, attrs: dict) -> bool:
+    """Whether the weights' scale is one, or one per output channel (its DequantizeLinear's axis, default 1)."""
+    if scale.size == 1:
+        return True
+    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+    return axis % rank == (0 if node.op_type == "Conv" or attrs.get("transB", 0) else 1)
 
 
 def _in_k_order(op: str, w: np.ndarray, attrs: dict) -> tuple[np.ndarray, dict | None]:
@@ -235,6 +248,10 @@ def _inferred_shapes(model, feed: dict) -> dict[str, tuple]:
     import onnx
 
     fixed = _copy(model)
+    for t in fixed.graph.initializer:  # their dims are all inference reads of weights: less to copy and serialize
+        if np.prod(t.dims) > 64:
+            for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data"):
+                t.ClearField(field)
     for i in fixed.graph.input:
         if i.name in feed and i.type.HasField("tensor_type"):
             i.type.tensor_type.shape.Clear()

@@ -40,7 +40,8 @@ def test_the_score_computes_each_nodes_outputs_as_onnxruntime_does(tmp_path):
             assert np.abs(mine - theirs).max() <= 1 and np.mean(mine == theirs) > 0.995, node.name
 
 
-def _qdq_model(path, op: str, w: np.ndarray, attrs: dict, x_shape: tuple, uint8_input: bool = False):
+def _qdq_model(path, op: str, w: np.ndarray, attrs: dict, x_shape: tuple, uint8_input: bool = False,
+               sx=np.float32(0.02), sw=np.float32(0.01), w_axis: int = 1):
     """x -> QuantizeLinear -> DequantizeLinear -> op(., DequantizeLinear(int8 w), bias) -> Q -> DQ: the QDQ form
     onnxruntime fuses into its u8s8 kernels. `uint8_input`: x is already the quantized activations."""
     from onnx import TensorProto, helper, numpy_helper
@@ -48,11 +49,11 @@ def _qdq_model(path, op: str, w: np.ndarray, attrs: dict, x_shape: tuple, uint8_
     rng = np.random.default_rng(0)
     out_channels = w.shape[0] if op == "Conv" or attrs.get("transB") else w.shape[1]
     init = [numpy_helper.from_array(a, n) for n, a in [
-        ("sx", np.float32(0.02)), ("zx", np.uint8(100)), ("w", w), ("sw", np.float32(0.01)),
+        ("sx", sx), ("zx", np.full(np.shape(sx), 100, np.uint8)), ("w", w), ("sw", sw),
         ("b", rng.standard_normal(out_channels).astype(np.float32)), ("sy", np.float32(0.3)), ("zy", np.uint8(128))]]
-    nodes = [] if uint8_input else [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"])]
-    nodes += [helper.make_node("DequantizeLinear", ["x" if uint8_input else "xq", "sx", "zx"], ["xd"]),
-              helper.make_node("DequantizeLinear", ["w", "sw"], ["wd"]),
+    nodes = [] if uint8_input else [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"], axis=-1)]
+    nodes += [helper.make_node("DequantizeLinear", ["x" if uint8_input else "xq", "sx", "zx"], ["xd"], axis=-1),
+              helper.make_node("DequantizeLinear", ["w", "sw"], ["wd"], axis=w_axis),
               helper.make_node(op, ["xd", "wd"] + (["b"] if op != "MatMul" else []), ["y0"], **attrs),
               helper.make_node("QuantizeLinear", ["y0", "sy", "zy"], ["yq"]),
               helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["y"])]
@@ -94,6 +95,19 @@ def test_the_score_reads_each_nodes_geometry_as_onnxruntime_computes_it(tmp_path
         theirs = np.moveaxis(theirs, 1, -1).reshape(mine.shape) if node.conv else theirs.reshape(mine.shape)
         assert np.abs(mine - theirs).max() <= 1 and np.mean(mine == theirs) > 0.95, (case, mine, theirs)
     assert len(saturation.risks(path, feeds, 1)) == 3  # and the score runs on it
+
+
+@pytest.mark.parametrize("case", ["activations_per_channel", "weights_per_input_channel"])
+def test_a_node_the_score_cannot_read_is_left_out_not_failed_on(tmp_path, case):
+    """Activations quantized per channel, or weights whose scales run along K: the score does not model them (it
+    failed on them: 'only 0-dimensional arrays can be converted', 'could not be broadcast'), so it leaves the node out."""
+    rng = np.random.default_rng(1)
+    w = rng.integers(-127, 128, (12, 20)).astype(np.int8)
+    per = {"activations_per_channel": {"sx": np.full(20, 0.02, np.float32)},
+           "weights_per_input_channel": {"sw": np.full(20, 0.01, np.float32), "w_axis": 1}}[case]
+    path = _qdq_model(tmp_path / "m.onnx", "Gemm", w, {"transB": 1}, (6, 20), **per)
+    assert saturation.u8s8_nodes(onnx.load(path)) == []
+    assert saturation.risks(path, [{"x": rng.standard_normal((6, 20)).astype(np.float32)}] * 4, 1) == []
 
 
 BIG_NET = """import torch.nn as nn
