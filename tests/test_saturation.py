@@ -100,7 +100,7 @@ def test_the_score_reads_each_nodes_geometry_as_onnxruntime_computes_it(tmp_path
 @pytest.mark.parametrize("case", ["activations_per_channel", "weights_per_input_channel"])
 def test_a_node_the_score_cannot_read_is_left_out_not_failed_on(tmp_path, case):
     """Activations quantized per channel, or weights whose scales run along K: the score does not model them (it
-    failed on them: 'only 0-dimensional arrays can be converted', 'could not be broadcast'), so it leaves the node out."""
+    failed on them: 'only 0-dimensional arrays can be converted', 'could not be broadcast'), so it leaves them out."""
     rng = np.random.default_rng(1)
     w = rng.integers(-127, 128, (12, 20)).astype(np.int8)
     per = {"activations_per_channel": {"sx": np.full(20, 0.02, np.float32)},
@@ -108,6 +108,22 @@ def test_a_node_the_score_cannot_read_is_left_out_not_failed_on(tmp_path, case):
     path = _qdq_model(tmp_path / "m.onnx", "Gemm", w, {"transB": 1}, (6, 20), **per)
     assert saturation.u8s8_nodes(onnx.load(path)) == []
     assert saturation.risks(path, [{"x": rng.standard_normal((6, 20)).astype(np.float32)}] * 4, 1) == []
+
+
+def test_a_score_that_fails_keeps_the_first_golden_samples_and_warns(tmp_path, caplog):
+    """The score reruns the int8 model with its activations exposed: a run of that model failing (here, a feed it
+    does not take; a run asking past the memory cap for the exposed outputs) failed the export before, where the
+    package's own model had run every sample. The golden samples stay the first ones, and the log says why."""
+    from edgekit import config, pipeline, quantization
+
+    target = config.load_target("desktop-x86")
+    plan = quantization.Plan(target.quantize, reduce_range=False, attention=False, reasons=(), opset=17)
+    w = np.random.default_rng(1).integers(-127, 128, (12, 20)).astype(np.int8)
+    path = _qdq_model(tmp_path / "m.onnx", "Gemm", w, {"transB": 1}, ("N", 20))
+    feeds = [{"not_x": np.zeros((6, 20), np.float32)}] * 20
+    with caplog.at_level("WARNING", logger="edgekit"):
+        assert pipeline._riskiest_first(target, plan, path, feeds, list(range(20)), None) == (feeds, None)
+    assert "golden samples not chosen by AVX2 saturation risk" in caplog.text, caplog.text
 
 
 BIG_NET = """import torch.nn as nn
@@ -171,15 +187,18 @@ def _reordered(tmp_path, case: str) -> tuple[list, list]:
 
 
 @pytest.mark.parametrize("case", ["detector", "quiet_floor", "mlp", "auto"])
-def test_reordered_golden_samples_are_validation_samples_and_check_still_bounds_every_figure(tmp_path, case):
+def test_reordered_golden_samples_are_validation_samples_and_check_still_bounds_every_figure(tmp_path, case,
+                                                                                              caplog):
     """The golden samples moved first are the verdict's own (--auto's: its odd samples), each where its number
     says; check passes the package as made, and the figures bounded by its golden samples stay bounded: a cosine
     (or a detector's agreement) edited to 1.0 fails, and a quiet floor edited to leave out more of them."""
     args, feeds = _reordered(tmp_path, case)
     out = tmp_path / "out"
-    result = cli(["export", *args, "--calibration", tmp_path / "cal.npz", "--validation", tmp_path / "val.npz",
-                  "--no-bench", "--reduce-range", "false", "--out", out])
+    with caplog.at_level("WARNING", logger="edgekit"):
+        result = cli(["export", *args, "--calibration", tmp_path / "cal.npz", "--validation", tmp_path / "val.npz",
+                      "--no-bench", "--reduce-range", "false", "--out", out])
     assert result.exit_code == 0, result.output
+    assert "saturation risk" not in caplog.text, caplog.text  # the score reads these models
     folder = out / "desktop-x86"
     manifest = json.loads((folder / "manifest.json").read_text())
     numbers = [s["sample"] for s in manifest["golden"]["chosen"]["samples"]]
