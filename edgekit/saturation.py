@@ -217,20 +217,24 @@ class Risk:
 
 
 def risks(int8: Path, feeds: list[dict], count: int = 1) -> list[Risk]:
-    """The first feeds' saturation risks, as many as MAX_PAIRS' budget scores; none where that is fewer than
-    MIN_SCORED x `count` (the golden samples), decided from shapes before any sample runs."""
+    """The first feeds' saturation risks, as many as MAX_PAIRS' budget scores (their own shapes counted: a longer
+    sample costs more); none where the first sample's cost leaves fewer than MIN_SCORED x `count` (the golden
+    samples), decided from shapes before any sample runs."""
     import onnx
 
     model = onnx.load(str(int8))
     nodes = u8s8_nodes(model)
     if not nodes or not feeds:
         return []
-    scored = min(len(feeds), MAX_PAIRS // max(1, _cost(model, nodes, feeds[0])))
-    if scored < MIN_SCORED * count:  # hardly a choice: the golden samples stay the first ones
-        return []
-    found = []
-    for values in _activations(model, nodes, feeds[:scored]):
-        per = [changed_outputs(n, rows_of(n, values[n.activations])) for n in nodes]
+    if min(len(feeds), MAX_PAIRS // max(1, _cost(model, nodes, feeds[0]))) < MIN_SCORED * count:
+        return []  # hardly a choice: the golden samples stay the first ones
+    found, spent = [], 0
+    for values in _activations(model, nodes, feeds):
+        rows = [rows_of(n, values[n.activations]) for n in nodes]
+        spent += sum(len(r) * n.pairs_per_row() for n, r in zip(nodes, rows))
+        if spent > MAX_PAIRS:
+            break
+        per = [changed_outputs(n, r) for n, r in zip(nodes, rows)]
         found.append(Risk(sum(c for c, _ in per), max(p for _, p in per)))
     return found
 
@@ -239,7 +243,7 @@ def _cost(model, nodes: list[Node], feed: dict) -> int:
     """One sample's pair sums, from the shapes ONNX infers given its inputs' (run where it leaves one unknown)."""
     shapes = _inferred_shapes(model, feed)
     if any(n.activations not in shapes for n in nodes):
-        shapes = {k: v.shape for k, v in _activations(model, nodes, [feed])[0].items()}
+        shapes = {k: v.shape for k, v in next(_activations(model, nodes, [feed])).items()}
     return sum(row_count(n, shapes[n.activations]) * n.pairs_per_row() for n in nodes)
 
 
@@ -264,9 +268,9 @@ def _inferred_shapes(model, feed: dict) -> dict[str, tuple]:
             if all(d.HasField("dim_value") for d in ds)}
 
 
-def _activations(model, nodes: list[Node], feeds: list[dict]) -> list[dict]:
+def _activations(model, nodes: list[Node], feeds: list[dict]):
     """Each feed's quantized (uint8) node inputs, as the int8 model computes them with exact kernels (a graph
-    input's: the feed's own)."""
+    input's: the feed's own), one feed at a time."""
     from onnx import TensorProto, helper
 
     from .runtime import int8_session, run_onnx
@@ -281,8 +285,9 @@ def _activations(model, nodes: list[Node], feeds: list[dict]) -> list[dict]:
         path = Path(tmp) / "exposed.onnx"
         path.write_bytes(exposed.SerializeToString())
         sess = int8_session(path)[0]
-        names = [o.name for o in sess.get_outputs()]
-        return [{**feed, **dict(zip(names, run))} for feed, run in zip(feeds, run_onnx(sess, feeds, give_back=True))]
+    names = [o.name for o in sess.get_outputs()]
+    for feed in feeds:
+        yield {**feed, **dict(zip(names, run_onnx(sess, [feed], give_back=False)[0]))}
 
 
 def _copy(model):
@@ -316,7 +321,8 @@ def golden_first(int8: Path, feeds: list[dict], count: int, numbers: list[int]) 
     picked = riskiest(scored, count)
     if not picked:
         return feeds, None
-    rest = [f for i, f in enumerate(feeds) if i not in set(picked)]
+    moved = set(picked)
+    rest = [f for i, f in enumerate(feeds) if i not in moved]
     record = {"why": WHY, "scored": len(scored), "at_risk": sum(r.changed > 0 for r in scored),
               "samples": [{"sample": numbers[i], "changed_outputs": scored[i].changed,
                            "peak_pair_sum": scored[i].peak,

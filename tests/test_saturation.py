@@ -126,6 +126,17 @@ def test_a_score_that_fails_keeps_the_first_golden_samples_and_warns(tmp_path, c
     assert "golden samples not chosen by AVX2 saturation risk" in caplog.text, caplog.text
 
 
+def test_a_longer_sample_spends_more_of_the_budget(tmp_path):
+    """Samples of several lengths: the budget was spent by the first one's cost, so a long sample past it was
+    scored whatever it cost. Each sample's own rows count; the score stops before the one past MAX_PAIRS."""
+    rng = np.random.default_rng(1)
+    path = _qdq_model(tmp_path / "m.onnx", "Gemm", rng.integers(-127, 128, (256, 256)).astype(np.int8),
+                      {"transB": 1}, ("N", 256))
+    rows = saturation.MAX_PAIRS // (256 * 128) + 1  # one sample of these rows passes the budget alone
+    feeds = [{"x": rng.standard_normal((n, 256)).astype(np.float32)} for n in [1] * 20 + [rows] + [1] * 3]
+    assert len(saturation.risks(path, feeds, 1)) == 20
+
+
 BIG_NET = """import torch.nn as nn
 def build():
     return nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU()).eval()
