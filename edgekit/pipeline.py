@@ -1091,6 +1091,6 @@ def _riskiest_first(target: Target, qplan, int8: Path, feeds: list[dict], number
     count = package.golden_count(feeds, target.package.golden_samples)  # a sample too large: said as before
     try:
         return saturation.golden_first(int8, feeds, count, numbers)
-    except Exception as e:  # a graph the score does not know: the golden samples stay the first ones, as before
+    except Exception as e:  # the score failing (its exposed model included): the golden samples stay the first ones
         log.warning("golden samples not chosen by AVX2 saturation risk: %s: %s", type(e).__name__, e)
         return feeds, None
