@@ -23,8 +23,8 @@ import numpy as np
 INT16 = (-32768, 32767)
 U8_MAX = 255
 # pair sums of all the samples scored, a bound on the time their int8 rerun and rows take (digits' 600 samples:
-# 110M, 0.22 s (0.54 s summing every pair); MobileNetV2-style 224x224: 142M a sample, none scored). Where it scores fewer than MIN_SCORED
-# samples per golden one there is hardly a choice: none are scored, decided from shapes (0.01 s there).
+# 110M, 0.22 s, 0.54 s summing every pair; MobileNetV2-style 224x224: 142M a sample, none scored). Where it scores
+# fewer than MIN_SCORED samples per golden one there is hardly a choice: none are, decided from shapes (0.01 s).
 MAX_PAIRS = 120_000_000
 MIN_SCORED = 2
 CHUNK = 4_000_000  # pair sums held at once
