@@ -273,6 +273,8 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
     count it. A small but real sample keeps its cosine: an outlier setting the scale must not hide its loss. The
     mean and the worst (cosine_min) leave out samples under QUIET of the median sample's RMS (the median, so one
     outlier cannot), both the same samples so that the worst is never above the mean; quiet_samples counts them.
+    Task auto reaches here only without labels (else it is classify): a scored output reading as class scores
+    has its top-1 agreement measured all the same, as it needs no labels (unlabelled_top1_gate judges it).
     Outputs in `plain` (a streaming model's state) are not the task's outputs: cosine and SQNR only. `labels` (the
     validation data's class ids, if any) pick the scored output as accuracy does (scored()).
     `shapes`: each output's shape in the graph (ints fixed, names open; None: not known). A sample whose output's
@@ -332,7 +334,7 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
         signal = sum(float(np.sum((a / scale) ** 2)) for a in ref)
         sqnr = float(_db(signal, noise))
         kind = "other" if name in plain else task
-        top1, top5, iou = (_agreement(ref, cand) if kind == "classify" and k == at and class_scores(ref[0])
+        top1, top5, iou = (_agreement(ref, cand) if kind in ("classify", "auto") and k == at and class_scores(ref[0])
                            else (None,) * 3)
         retrieval = _retrieval_at1(ref, cand) if kind == "embed" else None
         # an integer output's cosine and SQNR fed the gates and the table (a TopK's indices): it is held exactly
@@ -684,8 +686,10 @@ def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str, qu
     elif task in VALUE_TASKS:  # a channel's values are read: a small one beside large ones, or an offset's spread
         gates.append(held_on(CENTRED_GATE, outputs, "centred_sqnr_db", spec,
                              unmeasured or "no float output channel varies on the validation data"))
+    elif task == "auto":
+        gates.append(unlabelled_top1_gate(judged, spec))
     elif task == "other":
-        gates.append(skipped("top1_agreement", 'no classifier score output (set task = "classify" if it is one)'))
+        gates.append(skipped("top1_agreement", NO_CLASS_SCORES))
     if worst(outputs, "exact_agreement") is not None:  # held to what a classifier's top-1 is
         gates.append(held_on("integer_output_agreement", outputs, "exact_agreement", spec))
     drop = held("accuracy_drop", accuracy_drop, spec, "no labels in the validation data" if labels_are_classes(task)
@@ -694,6 +698,29 @@ def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str, qu
                 else "no labels in the validation data (task other scores none: accuracy is a classifier's)")
     gates.append(drop if accuracy_drop is None else replace(drop, output=on))
     return gates
+
+
+NO_CLASS_SCORES = 'no classifier score output (set task = "classify" if it is one)'
+UNLABELLED = "task auto with no labels"  # the start of unlabelled_top1_gate's reason for not failing
+
+
+def unlabelled_top1_gate(judged: OutputParity | None, spec) -> Gate:
+    """Task auto on unlabelled data (production data mostly is), judged as other: an output reading as class scores
+    (rows x classes) has int8's top class held to fp32's all the same, which needs no labels. A 10-class head whose
+    classes int8 merged (top-1 agreement 0.16, a channel's centred SQNR -0.6 dB) passed at cosine 1.0000. Failed
+    when its worst channel's centred SQNR fails too: an embedding's or a regression's argmax flips harmlessly on
+    near-ties while each channel keeps its spread (64-d embedding: 0.98, 25.9 dB), so then it is skipped, with the
+    figures, and warned of (unlabelled_top1_warning)."""
+    top1 = judged.top1_agreement if judged else None
+    if top1 is None:
+        return skipped("top1_agreement", NO_CLASS_SCORES)
+    centred, floor = judged.centred_sqnr_db, spec.centred_sqnr_min_db
+    if top1 >= spec.top1_agreement_min or centred is None or centred < floor:
+        return replace(held("top1_agreement", top1, spec), output=judged.output)
+    return replace(held("top1_agreement", None, spec, f"{UNLABELLED}: {judged.output!r} reads as class scores and "
+                        f"int8 keeps fp32's top class on {top1:.3f} of its rows, but each channel keeps its spread "
+                        f"(centred SQNR {centred:.1f} dB >= {floor:g}): an embedding's or a value's argmax; "
+                        "--task classify judges it as a classifier"), output=judged.output)
 
 
 def scaled_max_abs(o: OutputParity) -> float:

@@ -64,6 +64,12 @@ class Shared:
         return task if task != "auto" else "classify" if self.val.labels is not None else "other"
 
     @property
+    def judged_task(self) -> str:
+        """The task parity and its gates take: `auto` stays auto where it became other for want of labels, so that an
+        output reading as class scores has its top-1 agreement measured and held (parity.unlabelled_top1_gate)."""
+        return "auto" if self.recipe.task == "auto" and self.task == "other" else self.task
+
+    @property
     def plain(self) -> tuple[str, ...]:
         """A streaming model's state outputs: judged by cosine and SQNR only, never the scored output."""
         return tuple(self.recipe.state.values())
@@ -84,7 +90,7 @@ class Shared:
         data's class ids) pick the output scored, as accuracy does."""
         labels = labels if parity.labels_are_classes(self.task) else None
         return parity.StageParity(data, len(candidate), tuple(parity.compare(
-            [o.name for o in outputs], reference, candidate, self.task, self.plain, labels,
+            [o.name for o in outputs], reference, candidate, self.judged_task, self.plain, labels,
             [o.shape for o in outputs])), kernels)
 
 
@@ -790,13 +796,14 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                 + (_sequence_warnings(prep.cal_lengths, prep.rollout.lengths, short) if recipe.state else [])
                 + [advice for advice in [(qplan.precision_search or {}).get("advice")] if advice])  # report.md had it
     gates = verdict.gates(target, prep.export_parity, quant_parity, accuracy, latency, packaged.get("mobile_coverage"),
-                          (tdir / shipped_model(packaged)).stat().st_size, shared.task,
+                          (tdir / shipped_model(packaged)).stat().st_size, shared.judged_task,
                           quantization.quantizes_anything(quantized))
     gates += verdict.size_gates(target, size_checks)
     if tuning:  # its `passed` is of the half it was chosen on: say whether the held-out half's gates agree
         tuning.update(verdict.held_out(tuning, gates))
     report = TargetReport(target.name, prep.export_parity, quant_parity, accuracy, latency, tuning, gates,
-                          warnings + (verdict.preprocessing_advice(gates, prep.given_opset) if prep.exporter is None
+                          warnings + verdict.unlabelled_top1_warning(gates, quant_parity, shared.judged_task)
+                          + (verdict.preprocessing_advice(gates, prep.given_opset) if prep.exporter is None
                                       else []) + verdict.gate_advice(gates, qplan.settings, tuning, short,
                                                                      _ranges(cal, val, qplan)), details,
                           latency_1_thread=one_thread[0] if one_thread else None)
@@ -912,7 +919,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
         picked, judged = (slice(None), slice(None)) if shared_why else (calib.SELECTED, calib.JUDGED)
         chosen_on = prep.val.part(picked, "--auto's pick")
         ctx = tune.Context(fp32, model, work, cal_feeds, chosen_on.feeds, prep.fp32_val[picked], prep.names,
-                           chosen_on.labels, target.parity, shared.task, tuple(shared.recipe.state.values()),
+                           chosen_on.labels, target.parity, shared.judged_task, tuple(shared.recipe.state.values()),
                            list(target.runtime.providers), threads, exact)
         started = time.perf_counter()
         with bar(f"tuning {target.name}", settings.max_trials, shared.progress) as advance:

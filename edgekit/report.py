@@ -80,7 +80,9 @@ def table(reports: list[TargetReport]) -> str:
     # top1: a classifier's scored output; int equal: integer outputs (class ids, a TopK's indices, masks), held
     # exactly, which top1 showed, a TopK's indices or a mask's pixels reading as a classifier's agreement
     # cos int8: the mean over samples; min cos: the worst sample's; detections: a detector's detection_agreement
-    head = ["target", "int8 MB", "fp32 MB", "cos int8", "min cos", "SQNR dB", "top1", "int equal", "detections",
+    # cSQNR dB: the worst output channel's SQNR around its mean, what cosine and SQNR (ruled by the large channels) miss
+    head = ["target", "int8 MB", "fp32 MB", "cos int8", "min cos", "SQNR dB", "cSQNR dB", "top1", "int equal",
+            "detections",
             "acc fp32→int8", "thr", "p50 fp32 ms", "p50 int8 ms", "p90/p50", "speedup", "gates"]
     one = any(r.latency_1_thread for r in reports)  # a profile with more threads: its 1-thread figure too
     if one:
@@ -92,8 +94,8 @@ def table(reports: list[TargetReport]) -> str:
         mark = "*" if lat and not lat.on_device else ""  # the host's latency standing in for the device's
         rows.append([r.target, f"{r.sizes[shipped_model(r.details)] / 1e6:.2f}", f"{r.sizes['model.onnx'] / 1e6:.2f}",
                      _fmt(q.worst("cosine"), none="n/a"), _fmt(q.worst("cosine_min"), none="n/a"),
-                     _fmt(q.worst("sqnr_db"), ".1f", "n/a"), _fmt(q.worst("top1_agreement"), ".3f", "n/a"),
-                     _fmt(q.worst("exact_agreement"), ".3f", "n/a"),
+                     _fmt(q.worst("sqnr_db"), ".1f", "n/a"), _fmt(q.worst("centred_sqnr_db"), ".1f", "n/a"),
+                     _fmt(q.worst("top1_agreement"), ".3f", "n/a"), _fmt(q.worst("exact_agreement"), ".3f", "n/a"),
                      _fmt(q.worst("detection_agreement"), ".3f", "n/a"),
                      f"{acc.fp32:.2f}→{acc.int8:.2f}" if acc else "n/a", lat.int8.threads if lat else "-",
                      *(_fmt(lat and ms, ".3f") + mark for ms in (lat and lat.fp32.p50_ms, lat and lat.int8.p50_ms)),
@@ -103,7 +105,8 @@ def table(reports: list[TargetReport]) -> str:
         if one:
             single = r.latency_1_thread or (lat if lat and lat.int8.threads == 1 else None)
             rows[-1].insert(head.index("int8 1 thr ms"), _fmt(single and single.int8.p50_ms, ".3f") + mark)
-    for column, key in (("int equal", "exact_agreement"), ("detections", "detection_agreement")):
+    for column, key in (("cSQNR dB", "centred_sqnr_db"), ("int equal", "exact_agreement"),
+                        ("detections", "detection_agreement")):
         if not any(r.quant_parity.worst(key) is not None for r in reports):  # none measured (no integer output, no
             at = head.index(column)  # detector): no column
             for row in (head, *rows):

@@ -326,6 +326,24 @@ def preprocessing_advice(gates: list[Gate], given_opset: int) -> list[str]:
             "would not compute what the given file does; re-export the model at opset 13 or later"]
 
 
+def unlabelled_top1_warning(gates: list[Gate], quant: StageParity, task: str) -> list[str]:
+    """Task auto on unlabelled data (parity.unlabelled_top1_gate): an output reading as class scores whose top class
+    int8 moved on more rows than a classifier's gate allows, said with how it was judged and how to say what it is.
+    The only word before was the few-levels warning, pointing at detect and regress."""
+    gate = next((g for g in gates if g.name == "top1_agreement"), None)
+    o = next((o for o in quant.outputs if o.scored and o.top1_agreement is not None), None)
+    if task != "auto" or gate is None or gate.limit is None or o is None or o.top1_agreement >= gate.limit:
+        return []
+    centred = "" if o.centred_sqnr_db is None else f", its worst channel's centred SQNR {o.centred_sqnr_db:.1f} dB"
+    how = ("top1_agreement fails (its channels lost their spread too)" if not gate.passed else
+           "top1_agreement is not failed, as each channel keeps its spread (an embedding's or a value's argmax "
+           "flips on near-ties harmlessly)")
+    return [f"output {o.output!r} reads as class scores and int8 keeps fp32's top class on {o.top1_agreement:.3f} of "
+            f"its rows (a classifier needs {gate.limit:g}){centred}: the validation data has no labels, so task auto "
+            f"judged it as other and {how}; if it is a classifier, --task classify holds it to top-1 agreement with "
+            "no labels needed; if not, --task embed, regress or other says what it is"]
+
+
 def centred_advice(gates: list[Gate]) -> list[str]:
     """What to do when an output channel lost its own spread to int8 (the few-levels rule did not keep it float)."""
     return [f"{g.name} failed ({g.value:.1f} dB < {g.limit:g}): an output channel kept few int8 levels of its "
