@@ -685,13 +685,30 @@ def validation_repeats(val: Dataset) -> tuple[str, ...]:
     return (said,) if said else ()
 
 
+def validation_distinct(val: Dataset) -> tuple[int, int] | None:
+    """(distinct samples, samples) of validation data that repeats (as repeated() says), else None: figures of one
+    sample over and over are no verdict on the model (the validation_distinct_samples gate)."""
+    return None if val.random else repeats([sample_digest(f) for f in val.feeds])
+
+
+def fewest_distinct(n: int) -> int:
+    """The fewest distinct samples among n that repeats() does not count as one sample over and over."""
+    return max(2, n // REPEATED + 1)
+
+
+def repeats(digests: Sequence[bytes]) -> tuple[int, int] | None:
+    """(distinct, all) of data that is (nearly) one sample over and over: distinct ones at most 1 in REPEATED."""
+    n, distinct = len(digests), len(set(digests))
+    return None if n < 2 or (distinct > 1 and distinct * REPEATED > n) else (distinct, n)
+
+
 def repeated(digests: Sequence[bytes], role: str, held_out: bool = False) -> str | None:
     """Said of data that is (nearly) one sample over and over: 64 all-zero calibration samples (a loader repeating
     one batch) passed every gate without a word, and that int8 model scored cosine 0.55 and 30% top-1 agreement on
     real digits. `held_out`: validation split from the calibration data, which then repeats as well."""
-    n, distinct = len(digests), len(set(digests))
-    if n < 2 or (distinct > 1 and distinct * REPEATED > n):
+    if (counted := repeats(digests)) is None:
         return None
+    distinct, n = counted
     head = f"{'CALIBRATED' if role == 'calibration' else 'VALIDATED'} ON {distinct} DISTINCT SAMPLE(S) OF {n}"
     if role == "calibration":
         return (f"{head}: the int8 ranges are set by those alone (a data loader repeating one batch? constant "

@@ -606,12 +606,13 @@ PARITY_LIMITS = {"export_cosine": (">=", "export_cosine_min"), "export_scaled_ma
 
 # every gate name edgekit writes (here and in verdict.py): NAME, or NAME_at_DIM=SIZE for another size of an axis
 GATE_NAME = re.compile(r"(?:%s|quant_reference_signal|export_reference_signal|latency_p50_ms|size_mb|[a-z]+_coverage"
-                       r"|[a-z]+_verdict|int8_quantized|(?:export|quant)_length_mismatches)"
+                       r"|[a-z]+_verdict|int8_quantized|validation_distinct_samples|(?:export|quant)_length_mismatches)"
                        r"|(?:export_cosine|quant_cosine|export_integer_max_abs|integer_output_agreement|runs)_at_.+"
                        % "|".join(PARITY_LIMITS))
 
 
 NOTHING_QUANTIZED_GATE = "int8_quantized"  # 0: model.int8.onnx is the float model (no QDQ or integer op)
+DISTINCT_GATE = "validation_distinct_samples"  # written when failed: validation data is one sample over and over
 
 
 def trial_gate(name: str) -> bool:

@@ -55,6 +55,7 @@ class Shared:
     emulator: emulator.Emulator | None = None  # ARM targets' int8 outputs from real aarch64 kernels (--emulate)
     device: Device | None = None  # a device over SSH: its kind of targets' latency and check run there
     said: tuple[str, ...] = ()  # the run's own warnings, in each target's: loading the model's, the data's
+    val_repeats: tuple[int, int] | None = None  # (distinct, samples) of validation data repeating one sample
 
     @property
     def task(self) -> str:
@@ -202,7 +203,8 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
                            if recipe.prune or recipe.share or recipe.distill else None)
             torch_val = _torch_outputs(recipe, loaded, inputs, val, init)
             shared = Shared(recipe, loaded.source, inputs, pinned, defaults, init, cal, val, torch_val, stage, progress,
-                            compression, emulated, device, loaded.warnings + calib.validation_repeats(val))
+                            compression, emulated, device, loaded.warnings + calib.validation_repeats(val),
+                            calib.validation_distinct(val))
             prepared: dict[int, Prepared] = {}
             reports = {}
             for target in targets:
@@ -798,7 +800,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     gates = verdict.gates(target, prep.export_parity, quant_parity, accuracy, latency, packaged.get("mobile_coverage"),
                           (tdir / shipped_model(packaged)).stat().st_size, shared.judged_task,
                           quantization.quantizes_anything(quantized))
-    gates += verdict.size_gates(target, size_checks)
+    gates += verdict.size_gates(target, size_checks) + verdict.distinct_gates(shared.val_repeats)
     if tuning:  # its `passed` is of the half it was chosen on: say whether the held-out half's gates agree
         tuning.update(verdict.held_out(tuning, gates))
     report = TargetReport(target.name, prep.export_parity, quant_parity, accuracy, latency, tuning, gates,

@@ -563,8 +563,8 @@ def keep_narrow_outputs(p: Plan, path, feeds: Sequence, task: str = "regress", m
         warn = [f"{'; '.join(said)}: fewer than {OUTPUT_LEVELS} int8 levels of the output's whole range"] * bool(said)
         warn += [f"{'; '.join(low_said)}: fewer than {LOW_LEVELS}, coarse for a value read relative to its size"
                  ] * bool(low_said)
-        classes = ("; if they are class scores, --task classify holds int8 to fp32's top class (no labels needed; "
-                   "--auto or --exclude-nodes keeps the nodes float)") * bool(said)
+        classes = "; if they are class scores, --task classify holds int8 to fp32's top class (no labels needed)" \
+            * bool(said)
         return dataclasses.replace(p, warnings=(*p.warnings, f"{'; '.join(warn)}; if its channels are values (boxes, "
                                                 "scores, quantities), --task detect or regress keeps these nodes "
                                                 "float" + (" (regress: those of one sign)" if low_said else "")

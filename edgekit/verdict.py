@@ -1,7 +1,7 @@
 """One target's verdict: its gates from the measured figures and profile, and the warnings that explain them."""
 from __future__ import annotations
 
-from . import bench, detections, host, mobile, parity
+from . import bench, calib, detections, host, mobile, parity
 from .config import Target
 from .parity import Accuracy, Gate, StageParity
 from .reports import LatencyReport
@@ -29,6 +29,16 @@ def gates(target: Target, export: StageParity | None, quant: StageParity, accura
     if target.package.min_verdict != "no" and target.package.coverage:
         found.append(verdict_gate(target.package.coverage[0], coverage, target.package.min_verdict))
     return found
+
+
+def distinct_gates(counted: tuple[int, int] | None) -> list[Gate]:
+    """Fails (written only then) where the validation data is (nearly) one sample over and over (calib.repeats:
+    (distinct, samples)): all-zero calibration data split into validation exited 0 while its own warning said
+    "PARITY AND ACCURACY FIGURES MEAN NOTHING". Its limit: the fewest distinct samples of that many not so counted."""
+    if counted is None:
+        return []
+    distinct, n = counted
+    return [parity.gate(parity.DISTINCT_GATE, distinct, ">=", calib.fewest_distinct(n))]
 
 
 def verdict_gate(ep: str, coverage: dict, least: str) -> Gate:
