@@ -565,10 +565,9 @@ def keep_narrow_outputs(p: Plan, path, feeds: Sequence, task: str = "regress", m
                  ] * bool(low_said)
         classes = "; if they are class scores, --task classify holds int8 to fp32's top class (no labels needed)" \
             * bool(said)
-        return dataclasses.replace(p, warnings=(*p.warnings, f"{'; '.join(warn)}; if its channels are values (boxes, "
-                                                "scores, quantities), --task detect or regress keeps these nodes "
-                                                "float" + (" (regress: those of one sign)" if low_said else "")
-                                                + classes))
+        return dataclasses.replace(p, warnings=(*p.warnings, f"{'; '.join(warn)}{classes}; if its channels are values "
+                                                "(boxes, scores, quantities), --task detect or regress keeps these "
+                                                "nodes float" + (" (regress: those of one sign)" if low_said else "")))
     settings = dataclasses.replace(p.settings, exclude_nodes=tuple(dict.fromkeys((*p.settings.exclude_nodes, *kept))))
     why = [f"kept float: {'; '.join(said)}: a graph output is quantized over its whole range with 0 in it, and these "
            f"channels' own spread on the calibration data covers fewer than {OUTPUT_LEVELS} of its steps (a logit "

@@ -879,6 +879,24 @@ def test_validation_labels_set_aside_are_a_manifest_warning(tmp_path):
         assert any(w.startswith(said) for w in made["warnings"]) == warned, made["warnings"]
 
 
+def test_validation_data_that_repeats_one_sample_fails_its_gate(tmp_path):
+    """All-zero calibration data split into validation exited 0, its own warning saying "PARITY AND ACCURACY FIGURES
+    MEAN NOTHING": validation_distinct_samples fails it (exit 1), as it does validation data of its own that is two
+    samples over and over; varied data has no such gate. `check` knows the gate."""
+    rng = np.random.default_rng(0)
+    varied = rng.standard_normal((40, 16)).astype(np.float32)
+    for name, cal, val, distinct in (("zeros", np.zeros((40, 16), np.float32), None, 1),
+                                     ("two", varied, np.concatenate([varied[:2]] * 6), 2), ("varied", varied, None, 0)):
+        report = edgekit.export(torch.nn.Linear(16, 4).eval(), inputs=["x:Nx16"], calibration={"x": cal},
+                                validation=None if val is None else {"x": val}, no_bench=True, out=tmp_path / name)
+        gates = report.targets["desktop-x86"].gates
+        assert [(g.name, g.value) for g in gates if not g.passed] == (
+            [("validation_distinct_samples", distinct)] if distinct else []), gates
+        assert report.exit_code == (1 if distinct else 0)
+    result = cli(["check", str(tmp_path / "zeros" / "desktop-x86")])
+    assert result.exit_code == 1 and "validation_distinct_samples = 1 (needs >= 3)" in result.output, result.output
+
+
 def test_calibration_data_that_repeats_one_sample_is_warned_of_loudly(tmp_path):
     """64 all-zero calibration samples (a loader repeating one batch) passed with no warning, while that int8 model
     scored cosine 0.55 and top-1 agreement 30% on real digits; edgekit.quantize() said nothing either."""

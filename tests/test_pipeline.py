@@ -1518,3 +1518,32 @@ def test_an_onnx_detector_ending_in_nms_passes_on_the_detections_int8_keeps(tmp_
     boxes, selected = m["parity"]["quantization"]["outputs"]
     assert boxes["length_mismatches"] >= 1 and boxes["cosine"] > 0.999 and selected["exact_agreement"] > 0.99, boxes
     assert cli(["check", tmp_path / "o" / "desktop-x86"]).exit_code == 0
+
+
+
+def test_unlabelled_class_scores_have_int8s_top1_held_under_task_auto(tmp_path):
+    """Production data has no labels, so task auto became other: a 10-class head whose classes int8 merged (top-1
+    agreement ~0.16, a channel's centred SQNR < 0 dB) passed at cosine 1.0000, its only word a warning pointing at
+    detect and regress. Its top-1 agreement needs no labels: measured, shown, and failed with --task classify
+    named; the centred SQNR has its own column. An explicit --task other is taken at its word."""
+    rng = np.random.default_rng(0)
+    np.savez(cal := tmp_path / "x.npz", x=rng.standard_normal((200, 16)).astype(np.float32))
+    args = [str(a) for a in (TESTS / "models.py:near_tie_logits", "--input", "x:Nx16", "--calibration", cal,
+                             "-t", "desktop-x86", "--no-bench")]
+    result = cli(["export", *args, "--out", str(tmp_path / "auto")])
+    assert result.exit_code == 1, result.output
+    made = json.loads((tmp_path / "auto" / "desktop-x86" / "manifest.json").read_text())
+    out = made["parity"]["quantization"]["outputs"][0]
+    assert made["task"] == "other" and out["top1_agreement"] < 0.5 and out["cosine"] > 0.999, out
+    assert [(g["name"], g["value"]) for g in made["gates"] if not g["passed"]] == [
+        ("top1_agreement", out["top1_agreement"])], made["gates"]
+    assert any(w.startswith("output 'output' reads as class scores") and "--task classify" in w
+               for w in made["warnings"]), made["warnings"]
+    assert any("levels of the output's whole range; if they are class scores, --task classify" in w
+               for w in made["warnings"]), made["warnings"]
+    head, _, row = result.stdout.splitlines()[:3]
+    assert row[head.index("cSQNR dB"):].split()[0] == f"{out['centred_sqnr_db']:.1f}", result.stdout
+    assert cli(["check", str(tmp_path / "auto" / "desktop-x86")]).exit_code == 1
+    said = manifests(export(*args, "--task", "other", "--out", tmp_path / "other"))[0]  # the user's word: as before
+    assert said["parity"]["quantization"]["outputs"][0].get("top1_agreement") is None
+    assert not any(w.startswith("output 'output' reads as class scores") for w in said["warnings"])

@@ -373,6 +373,30 @@ def test_parity_metrics():
         parity.accuracy(ref, np.array([2, 0, 1]))
 
 
+def test_unlabelled_class_scores_fail_top1_only_where_their_channels_lost_their_spread_too():
+    """Task auto without labels: fp32's top class against int8's needs no labels, but an embedding's or a value's
+    argmax flips on near-ties harmlessly: failed where a channel is noise too (centred SQNR under the limit), else
+    skipped with the figure, and passed where it holds."""
+    spec = config.ParitySpec()
+    rng = np.random.default_rng(0)
+    ref = [[rng.standard_normal((4, 6)).astype(np.float32)] for _ in range(8)]
+    tied = [[np.concatenate([r[0][:, :1], np.full((4, 5), 9.0, np.float32)], 1)] for r in ref]  # 5 equal scores
+    for cand, top1, centred_ok in ((ref, True, True), (tied, False, False)):
+        out = parity.compare(["y"], ref, cand, task="auto")[0]
+        assert (out.top1_agreement >= spec.top1_agreement_min) == top1
+        assert (out.centred_sqnr_db >= spec.centred_sqnr_min_db) == centred_ok
+        [gate] = [g for g in parity.quantization_gates([out], None, spec, "auto") if g.name == "top1_agreement"]
+        assert gate.passed == top1 and gate.value == out.top1_agreement and gate.skipped is None
+    # features 0 and 1 a near-tie (1 leads by 0.001) that a 0.002 error on 0 flips, each channel's spread kept
+    lead = [[np.concatenate([r[0][:, :1] + 9, r[0][:, :1] + 9.001, r[0][:, 2:]], 1)] for r in ref]
+    near = [[r[0] + np.array([0.002, 0, 0, 0, 0, 0], np.float32)] for r in lead]
+    out = parity.compare(["y"], lead, near, task="auto")[0]
+    assert out.top1_agreement == 0 and out.centred_sqnr_db > spec.centred_sqnr_min_db, out
+    [gate] = [g for g in parity.quantization_gates([out], None, spec, "auto") if g.name == "top1_agreement"]
+    assert gate.passed and gate.value is None and gate.skipped.startswith(parity.UNLABELLED), gate
+    assert parity.compare(["y"], ref, tied, task="other")[0].top1_agreement is None  # the user's other: unmeasured
+
+
 def test_an_all_zero_sample_of_a_relu_head_does_not_sink_the_cosine():
     """One all-zero reference row with one step of int8 noise counted as cosine 0: 15 identical samples and that
     one gave cosine 0.9375 at 57.8 dB, a quant_cosine FAIL of a near-perfect model."""
