@@ -490,7 +490,7 @@ def main(debug: bool, verbose: bool) -> None:
               help="torch's ONNX exporter: the TorchScript tracer, or dynamo (torch.export).")
 @click.option("--task", type=click.Choice(choices(Recipe, "task")),
               help="What the outputs are, which picks the parity metrics and gates; auto: classify when the data "
-                   "has labels, else other.")
+                   "has labels, else other with class-score outputs' int8 top-1 still held (README).")
 @_quant_options
 @click.option("--bench-runs", type=click.IntRange(*RANGES["runs"]), help="Timed runs per model.")
 @click.option("--step-timeout", type=Within(*RANGES["step_timeout"]),
