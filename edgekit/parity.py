@@ -110,6 +110,8 @@ class OutputParity:
     detection_match: dict | None = None
     # check only (a recorded detection_match given): why its role is not what the arrays make it, matched as they do
     detection_match_untrue: str | None = None
+    # task auto on unlabelled data: the rows (pixels of a class map) top1_agreement counts, for its significance
+    top1_rows: int | None = None
 
     @property
     def near_zero(self) -> bool:
@@ -346,7 +348,9 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
                                     centred_sqnr(ref, cand) if peak >= NEAR_ZERO and exact is None
                                     and name not in plain else None, iou,
                                     (quiet or None) if metrics[2] is not None else None, *moved,
-                                    floor if metrics[2] is not None else None))
+                                    floor if metrics[2] is not None else None,
+                                    top1_rows=sum(len(class_rows(a)) for a in ref) if kind == "auto" and top1 is not
+                                    None else None))
     return results if matched is None else [_with_detections(o, matched, k) for k, o in enumerate(results)]
 
 
@@ -708,20 +712,53 @@ UNLABELLED = "task auto with no labels"  # the start of unlabelled_top1_gate's r
 def unlabelled_top1_gate(judged: OutputParity | None, spec) -> Gate:
     """Task auto on unlabelled data (production data mostly is), judged as other: an output reading as class scores
     (rows x classes) has int8's top class held to fp32's all the same, which needs no labels. A 10-class head whose
-    classes int8 merged (top-1 agreement 0.16, a channel's centred SQNR -0.6 dB) passed at cosine 1.0000. Failed
-    when its worst channel's centred SQNR fails too: an embedding's or a regression's argmax flips harmlessly on
-    near-ties while each channel keeps its spread (64-d embedding: 0.98, 25.9 dB), so then it is skipped, with the
-    figures, and warned of (unlabelled_top1_warning)."""
+    classes int8 merged (top-1 agreement 0.16, a channel's centred SQNR -0.6 dB) passed at cosine 1.0000. Failed only
+    on evidence that it is a loss: below the bar beyond chance (significantly_below: one flip of 16 near-tied rows of
+    an untrained net is not) and with a channel that lost its spread (centred SQNR under its bar: an embedding's or a
+    value's argmax flips on near-ties harmlessly while each channel keeps its spread); else skipped with the figures,
+    and warned of (verdict.unlabelled_top1_warning). At or above the bar it is skipped as under task other (an
+    embedding's top-1 is no figure to show: unlabelled_shown)."""
     top1 = judged.top1_agreement if judged else None
-    if top1 is None:
+    if top1 is None or top1 >= spec.top1_agreement_min:
         return skipped("top1_agreement", NO_CLASS_SCORES)
-    centred, floor = judged.centred_sqnr_db, spec.centred_sqnr_min_db
-    if top1 >= spec.top1_agreement_min or centred is None or centred < floor:
+    centred, floor, rows = judged.centred_sqnr_db, spec.centred_sqnr_min_db, judged.top1_rows
+    chance = not significantly_below(top1, rows, spec.top1_agreement_min)
+    if not chance and (centred is None or centred < floor):
         return replace(held("top1_agreement", top1, spec), output=judged.output)
-    return replace(held("top1_agreement", None, spec, f"{UNLABELLED}: {judged.output!r} reads as class scores and "
-                        f"int8 keeps fp32's top class on {top1:.3f} of its rows, but each channel keeps its spread "
-                        f"(centred SQNR {centred:.1f} dB >= {floor:g}): an embedding's or a value's argmax; "
-                        "--task classify judges it as a classifier"), output=judged.output)
+    why = (f"on {rows} rows its 95% upper bound is {upper_bound(top1, rows):.3f}, not below the bar"
+           if chance else f"each channel keeps its spread (centred SQNR {centred:.1f} dB >= {floor:g})")
+    return replace(held("top1_agreement", None, spec, f"{UNLABELLED}: int8 keeps fp32's top class of {judged.output!r} "
+                        f"on {top1:.3f} of its rows, but {why}; --task classify judges it as a classifier"),
+                   output=judged.output)
+
+
+CONFIDENCE_Z = 1.96  # two-sided 95%
+
+
+def upper_bound(share: float, n: int | None) -> float:
+    """Wilson's 95% upper bound on a share measured on n rows (1.0 when n is not known)."""
+    if not n:
+        return 1.0
+    z2 = CONFIDENCE_Z ** 2
+    centre = share + z2 / (2 * n)
+    spread = CONFIDENCE_Z * float(np.sqrt(share * (1 - share) / n + z2 / (4 * n * n)))
+    return min(1.0, (centre + spread) / (1 + z2 / n))
+
+
+def significantly_below(share: float, n: int | None, bar: float) -> bool:
+    """Whether a share measured on n rows is below `bar` beyond chance (its upper_bound below it): 15 of 16 rows
+    (0.9375, an untrained net's one near-tie flipped) is not below 0.95; 8 of 50 is."""
+    return upper_bound(share, n) < bar
+
+
+def unlabelled_shown(stage: StageParity, spec) -> StageParity:
+    """A task-auto stage on unlabelled data with each output's top-1 (and top-5) agreement at or above the bar left
+    out, as under task other: an embedding read as class scores shows no made-up top-1; below the bar it is shown,
+    and unlabelled_top1_gate judges it."""
+    keep = [o if o.top1_rows is None or o.top1_agreement < spec.top1_agreement_min else
+            replace(o, top1_agreement=None, top5_agreement=None, iou_agreement=None, top1_rows=None)
+            for o in stage.outputs]
+    return replace(stage, outputs=tuple(keep))
 
 
 def scaled_max_abs(o: OutputParity) -> float:

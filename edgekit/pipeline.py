@@ -85,13 +85,13 @@ class Shared:
         return digests, user_path_patterns(paths.values())
 
     def compare(self, data: str, outputs: tuple[InputSpec, ...], reference: list, candidate: list,
-                kernels: str | None = None, labels=None) -> parity.StageParity:
+                kernels: str | None = None, labels=None, task: str | None = None) -> parity.StageParity:
         """`candidate` against `reference` sample by sample; a state output is judged by cosine and SQNR only.
         `outputs`: the graph's, whose shapes say which lengths follow the values (parity.compare); `labels` (the
-        data's class ids) pick the output scored, as accuracy does."""
+        data's class ids) pick the output scored, as accuracy does. `task`: the run's task unless given."""
         labels = labels if parity.labels_are_classes(self.task) else None
         return parity.StageParity(data, len(candidate), tuple(parity.compare(
-            [o.name for o in outputs], reference, candidate, self.judged_task, self.plain, labels,
+            [o.name for o in outputs], reference, candidate, task or self.task, self.plain, labels,
             [o.shape for o in outputs])), kernels)
 
 
@@ -705,8 +705,9 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     # --auto's verdict: on the samples its pick never saw (calib.JUDGED), when it could keep some apart
     verdict_val = val if judged == slice(None) else val.part(judged, "odd samples: held out of --auto's pick")
     fp32_judged, int8_judged = prep.fp32_val[judged], int8_val[judged]
-    quant_parity = shared.compare(verdict_val.origin, prep.outputs, fp32_judged, int8_judged, kernels,
-                                  verdict_val.labels)
+    quant_parity = parity.unlabelled_shown(shared.compare(verdict_val.origin, prep.outputs, fp32_judged, int8_judged,
+                                                          kernels, verdict_val.labels, shared.judged_task),
+                                           target.parity)
     latency, *one_thread = [None] if recipe.no_bench else _latency(shared, prep, target, fp32, int8)
     stream = (shared.val.feeds[0], shared.inputs, recipe.state, shared.init) if recipe.state else None
     # golden inputs are the first of the samples the verdict is of, those AVX2 kernels saturate moved first (a

@@ -345,13 +345,12 @@ def unlabelled_top1_warning(gates: list[Gate], quant: StageParity, task: str) ->
     if task != "auto" or gate is None or gate.limit is None or o is None or o.top1_agreement >= gate.limit:
         return []
     centred = "" if o.centred_sqnr_db is None else f", its worst channel's centred SQNR {o.centred_sqnr_db:.1f} dB"
-    how = ("top1_agreement fails (its channels lost their spread too)" if not gate.passed else
-           "top1_agreement is not failed, as each channel keeps its spread (an embedding's or a value's argmax "
-           "flips on near-ties harmlessly)")
+    how = ("top1_agreement fails: below the bar beyond chance, with a channel that lost its spread" if not gate.passed
+           else f"top1_agreement is not failed ({gate.skipped.split('but ', 1)[-1].split(';')[0]})")
     return [f"output {o.output!r} reads as class scores and int8 keeps fp32's top class on {o.top1_agreement:.3f} of "
-            f"its rows (a classifier needs {gate.limit:g}){centred}: the validation data has no labels, so task auto "
-            f"judged it as other and {how}; if it is a classifier, --task classify holds it to top-1 agreement with "
-            "no labels needed; if not, --task embed, regress or other says what it is"]
+            f"its {o.top1_rows} rows (a classifier needs {gate.limit:g}){centred}: the validation data has no labels, "
+            f"so task auto judged it as other and {how}; if it is a classifier, --task classify holds it to top-1 "
+            "agreement with no labels needed; if not, --task embed, regress or other says what it is"]
 
 
 def centred_advice(gates: list[Gate]) -> list[str]:
