@@ -489,7 +489,7 @@ def test_embedding_output_has_no_top1_and_skipped_gates_say_so(tmp_path, cnn_dat
     table = cli(["export", "models:embedder", "--input", "image:Nx3x16x16", "--calibration",
                                       str(cal), "--out", str(tmp_path / "t"), "--bench-runs", "3"]).stdout
     row = table.splitlines()[2].split()
-    assert row[6:8] == ["n/a", "n/a"]  # top1 and accuracy: not applicable, not a made-up number
+    assert row[7:9] == ["n/a", "n/a"]  # top1 and accuracy (after cSQNR): not applicable, not a made-up number
     assert "int equal" not in table.splitlines()[0]  # no integer output: no column for it
     assert "detections" not in table.splitlines()[0]  # nor a detector
 
@@ -1537,8 +1537,8 @@ def test_unlabelled_class_scores_have_int8s_top1_held_under_task_auto(tmp_path):
     assert made["task"] == "other" and out["top1_agreement"] < 0.5 and out["cosine"] > 0.999, out
     assert [(g["name"], g["value"]) for g in made["gates"] if not g["passed"]] == [
         ("top1_agreement", out["top1_agreement"])], made["gates"]
-    assert any(w.startswith("output 'output' reads as class scores") and "--task classify" in w
-               for w in made["warnings"]), made["warnings"]
+    assert any(w.startswith("output 'output' reads as class scores") and "top1_agreement fails" in w
+               and "--task classify" in w for w in made["warnings"]), made["warnings"]
     assert any("levels of the output's whole range; if they are class scores, --task classify" in w
                for w in made["warnings"]), made["warnings"]
     head, _, row = result.stdout.splitlines()[:3]
