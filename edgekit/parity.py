@@ -662,12 +662,14 @@ def exact_only(outputs) -> str | None:
     return None if any(o.exact_agreement is None for o in outputs) else "integer outputs only: compared exactly"
 
 
-def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str, quantized: bool = True) -> list[Gate]:
+def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str, quantized: bool = True,
+                       samples: int | None = None) -> list[Gate]:
     """The target's fp32-vs-int8 thresholds (a ParitySpec) applied to per-output parity, with the task's metrics.
     Cosine (the mean over samples, and the worst sample's: a mean of 0.994 hid one at 0.64) and SQNR hold every
     output; top-1, top-5 and accuracy the scored one, which their gates name.
     `quantized`: the int8 model quantizes anything; else it fails int8_quantized (written only then, as runs_at_):
-    --auto kept every node float, 200 dB, and CI went green on the float model shipped as int8."""
+    --auto kept every node float, 200 dB, and CI went green on the float model shipped as int8.
+    `samples`: how many the figures are of (task auto's top-1 is failed on FEW_SAMPLES or more only)."""
     unmeasured = exact_only(outputs)
     # a detector's rows matched: the share of detections both find holds them, not a count that one box moves
     counted = [o for o in outputs if o.detection_agreement is None]
@@ -692,7 +694,7 @@ def quantization_gates(outputs, accuracy_drop: float | None, spec, task: str, qu
         gates.append(held_on(CENTRED_GATE, outputs, "centred_sqnr_db", spec,
                              unmeasured or "no float output channel varies on the validation data"))
     elif task == "auto":
-        gates.append(unlabelled_top1_gate(judged, spec))
+        gates.append(unlabelled_top1_gate(judged, spec, samples))
     elif task == "other":
         gates.append(skipped("top1_agreement", NO_CLASS_SCORES))
     if worst(outputs, "exact_agreement") is not None:  # held to what a classifier's top-1 is
@@ -709,13 +711,17 @@ NO_CLASS_SCORES = 'no classifier score output (set task = "classify" if it is on
 UNLABELLED = "task auto with no labels"  # the start of unlabelled_top1_gate's reason for not failing
 
 
-def unlabelled_top1_gate(judged: OutputParity | None, spec) -> Gate:
+FEW_SAMPLES = 8  # data smaller than this is warned of (verdict.warnings): its figures do not stand for real inputs
+
+
+def unlabelled_top1_gate(judged: OutputParity | None, spec, samples: int | None = None) -> Gate:
     """Task auto on unlabelled data (production data mostly is), judged as other: an output reading as class scores
     (rows x classes) has int8's top class held to fp32's all the same, which needs no labels. A 10-class head whose
     classes int8 merged (top-1 agreement 0.16, a channel's centred SQNR -0.6 dB) passed at cosine 1.0000. Failed only
     on evidence that it is a loss: below the bar beyond chance (significantly_below: one flip of 16 near-tied rows of
-    an untrained net is not) and with a channel that lost its spread (centred SQNR under its bar: an embedding's or a
-    value's argmax flips on near-ties harmlessly while each channel keeps its spread); else skipped with the figures,
+    an untrained net is not), with a channel that lost its spread (centred SQNR under its bar: an embedding's or a
+    value's argmax flips on near-ties harmlessly while each channel keeps its spread), on at least FEW_SAMPLES
+    samples (an untrained 1000-class net's 3 flips of 6 near-tied random images); else skipped with the figures,
     and warned of (verdict.unlabelled_top1_warning). At or above the bar it is skipped as under task other (an
     embedding's top-1 is no figure to show: unlabelled_shown)."""
     top1 = judged.top1_agreement if judged else None
@@ -723,10 +729,12 @@ def unlabelled_top1_gate(judged: OutputParity | None, spec) -> Gate:
         return skipped("top1_agreement", NO_CLASS_SCORES)
     centred, floor, rows = judged.centred_sqnr_db, spec.centred_sqnr_min_db, judged.top1_rows
     chance = not significantly_below(top1, rows, spec.top1_agreement_min)
-    if not chance and (centred is None or centred < floor):
+    few = samples is not None and samples < FEW_SAMPLES
+    if not chance and not few and (centred is None or centred < floor):
         return replace(held("top1_agreement", top1, spec), output=judged.output)
-    why = (f"on {rows} rows its 95% upper bound is {upper_bound(top1, rows):.3f}, not below the bar"
-           if chance else f"each channel keeps its spread (centred SQNR {centred:.1f} dB >= {floor:g})")
+    why = (f"on {rows} rows its 95% upper bound is {upper_bound(top1, rows):.3f}, not below the bar" if chance else
+           f"it is of {samples} sample(s), fewer than {FEW_SAMPLES}" if few else
+           f"each channel keeps its spread (centred SQNR {centred:.1f} dB >= {floor:g})")
     return replace(held("top1_agreement", None, spec, f"{UNLABELLED}: int8 keeps fp32's top class of {judged.output!r} "
                         f"on {top1:.3f} of its rows, but {why}; --task classify judges it as a classifier"),
                    output=judged.output)

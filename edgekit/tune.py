@@ -215,7 +215,8 @@ def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, exclu
     drop = (parity.accuracy(ctx.fp32_val, ctx.labels, at, ctx.names) - parity.accuracy(int8_val, ctx.labels, at,
                                                                                        ctx.names)
             if ctx.labels is not None else None)
-    gates = parity.quantization_gates(results, drop, ctx.spec, ctx.task, quantization.quantizes_anything(parsed(out)))
+    gates = parity.quantization_gates(results, drop, ctx.spec, ctx.task, quantization.quantizes_anything(parsed(out)),
+                                      len(ctx.val_feeds))
     lat = bench.measure_pair({"fp32": str(ctx.fp32), "int8": str(out)}, ctx.val_feeds[0], ctx.providers, ctx.threads,
                              10, 30)
     return Trial(index, why, s.calibrate_method, s.per_channel, excluded, parity.worst(results, "cosine"),

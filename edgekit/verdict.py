@@ -13,7 +13,8 @@ def gates(target: Target, export: StageParity | None, quant: StageParity, accura
           quantized: bool = True) -> list[Gate]:
     p, budgets = target.parity, target.budgets
     found = parity.export_gates(export, p)
-    found += parity.quantization_gates(quant.outputs, accuracy.drop if accuracy else None, p, task, quantized)
+    found += parity.quantization_gates(quant.outputs, accuracy.drop if accuracy else None, p, task, quantized,
+                                       quant.samples)
     if budgets.latency_p50_ms_max:
         # the budget is a device's: timed on another kind of CPU (an arm64 target's on x86) it is not judged here
         elsewhere = latency is not None and not latency.on_device
@@ -163,7 +164,7 @@ def size_warnings(checks) -> list[str]:
     return said
 
 
-FEW_SAMPLES = 8  # calibration or validation data smaller than this is warned of
+FEW_SAMPLES = parity.FEW_SAMPLES  # calibration or validation data smaller than this is warned of
 
 
 def random_data(calibrated: bool, validated: bool) -> str:
