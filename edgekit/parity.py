@@ -727,17 +727,25 @@ def unlabelled_top1_gate(judged: OutputParity | None, spec, samples: int | None 
     top1 = judged.top1_agreement if judged else None
     if top1 is None or top1 >= spec.top1_agreement_min:
         return skipped("top1_agreement", NO_CLASS_SCORES)
-    centred, floor, rows = judged.centred_sqnr_db, spec.centred_sqnr_min_db, judged.top1_rows
-    chance = not significantly_below(top1, rows, spec.top1_agreement_min)
-    few = samples is not None and samples < FEW_SAMPLES
-    if not chance and not few and (centred is None or centred < floor):
+    if (why := no_loss_shown(judged, spec, samples)) is None:
         return replace(held("top1_agreement", top1, spec), output=judged.output)
-    why = (f"on {rows} rows its 95% upper bound is {upper_bound(top1, rows):.3f}, not below the bar" if chance else
-           f"it is of {samples} sample(s), fewer than {FEW_SAMPLES}" if few else
-           f"each channel keeps its spread (centred SQNR {centred:.1f} dB >= {floor:g})")
     return replace(held("top1_agreement", None, spec, f"{UNLABELLED}: int8 keeps fp32's top class of {judged.output!r} "
                         f"on {top1:.3f} of its rows, but {why}; --task classify judges it as a classifier"),
                    output=judged.output)
+
+
+def no_loss_shown(judged: OutputParity, spec, samples: int | None) -> str | None:
+    """Why a top-1 agreement under the bar on unlabelled data is no evidence of a loss (unlabelled_top1_gate), or
+    None where it is."""
+    top1, centred, floor, rows = judged.top1_agreement, judged.centred_sqnr_db, spec.centred_sqnr_min_db, \
+        judged.top1_rows
+    if not significantly_below(top1, rows, spec.top1_agreement_min):
+        return f"on {rows} rows its 95% upper bound is {upper_bound(top1, rows):.3f}, not below the bar"
+    if samples is not None and samples < FEW_SAMPLES:
+        return f"it is of {samples} sample(s), fewer than {FEW_SAMPLES}"
+    if centred is not None and centred >= floor:
+        return f"each channel keeps its spread (centred SQNR {centred:.1f} dB >= {floor:g})"
+    return None
 
 
 CONFIDENCE_Z = 1.96  # two-sided 95%

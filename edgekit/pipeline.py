@@ -805,7 +805,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     if tuning:  # its `passed` is of the half it was chosen on: say whether the held-out half's gates agree
         tuning.update(verdict.held_out(tuning, gates))
     report = TargetReport(target.name, prep.export_parity, quant_parity, accuracy, latency, tuning, gates,
-                          warnings + verdict.unlabelled_top1_warning(gates, quant_parity, shared.judged_task)
+                          warnings + verdict.unlabelled_top1_warning(gates, quant_parity, shared.judged_task,
+                                                                     target.parity)
                           + (verdict.preprocessing_advice(gates, prep.given_opset) if prep.exporter is None
                                       else []) + verdict.gate_advice(gates, qplan.settings, tuning, short,
                                                                      _ranges(cal, val, qplan)), details,

@@ -337,17 +337,17 @@ def preprocessing_advice(gates: list[Gate], given_opset: int) -> list[str]:
             "would not compute what the given file does; re-export the model at opset 13 or later"]
 
 
-def unlabelled_top1_warning(gates: list[Gate], quant: StageParity, task: str) -> list[str]:
+def unlabelled_top1_warning(gates: list[Gate], quant: StageParity, task: str, limits) -> list[str]:
     """Task auto on unlabelled data (parity.unlabelled_top1_gate): an output reading as class scores whose top class
     int8 moved on more rows than a classifier's gate allows, said with how it was judged and how to say what it is.
-    The only word before was the few-levels warning, pointing at detect and regress."""
+    The only word before was the few-levels warning, pointing at detect and regress. `limits`: the ParitySpec."""
     gate = next((g for g in gates if g.name == "top1_agreement"), None)
     o = next((o for o in quant.outputs if o.scored and o.top1_agreement is not None), None)
     if task != "auto" or gate is None or gate.limit is None or o is None or o.top1_agreement >= gate.limit:
         return []
     centred = "" if o.centred_sqnr_db is None else f", its worst channel's centred SQNR {o.centred_sqnr_db:.1f} dB"
     how = ("top1_agreement fails: below the bar beyond chance, with a channel that lost its spread" if not gate.passed
-           else f"top1_agreement is not failed ({gate.skipped.split('but ', 1)[-1].split(';')[0]})")
+           else f"top1_agreement is not failed ({parity.no_loss_shown(o, limits, quant.samples)})")
     return [f"output {o.output!r} reads as class scores and int8 keeps fp32's top class on {o.top1_agreement:.3f} of "
             f"its {o.top1_rows} rows (a classifier needs {gate.limit:g}){centred}: the validation data has no labels, "
             f"so task auto judged it as other and {how}; if it is a classifier, --task classify holds it to top-1 "
