@@ -178,18 +178,21 @@ WEIGHTED = dict.fromkeys(COMPUTE_OPS, 1)  # compute op: the input its weights ar
 INTEGER_OPS = {"QLinearConv": ("Conv", 3, 4), "QLinearMatMul": ("MatMul", 3, 4), "QGemm": ("Gemm", 3, 4),
                "ConvInteger": ("Conv", 1, 3), "MatMulInteger": ("MatMul", 1, 3),
                "DynamicQuantizeMatMul": ("MatMul", 1, 2), "MatMulIntegerToFloat": ("MatMul", 1, 3)}
+# Integer ops computing what float ops without a weight slot here do: dynamic mode's LSTM (`--op-types LSTM` quantizes
+# it alone, and it runs int8 beside a float head) and onnxruntime's fused attention
+INTEGER_LAYERS = {"DynamicQuantizeLSTM", "QAttention"}
 
 
 def runs_int8(nodes: list[tuple[str, list[str], list[str]]], small_weights: bool) -> bool:
-    """Any integer compute op, or compute op whose input and weight are both a DequantizeLinear's (QDQ), among
-    `nodes` (op, inputs, outputs): a QuantizeLinear nothing reads, or one whose tensor reaches only float weights,
-    leaves every multiply float. A graph with no compute op at all (an Add's) counts any quantization node, or
+    """Any integer compute op (INTEGER_OPS, INTEGER_LAYERS), or compute op whose input and weight are both a
+    DequantizeLinear's (QDQ), among `nodes` (op, inputs, outputs): a QuantizeLinear nothing reads, or one whose
+    tensor reaches only float weights, leaves every multiply float. A graph with no compute op at all (an Add's) counts any quantization node, or
     8/16-bit weights (`small_weights`)."""
     made_by = {out: op for op, _, outputs in nodes for out in outputs}
-    compute = [(op, i) for op, i, _ in nodes if op in WEIGHTED or op in INTEGER_OPS]
+    compute = [(op, i) for op, i, _ in nodes if op in WEIGHTED or op in INTEGER_OPS or op in INTEGER_LAYERS]
     if not compute:
         return any(QUANTIZED_OP.search(op) for op, _, _ in nodes) or small_weights
-    return any(op in INTEGER_OPS or len(i) > WEIGHTED[op]
+    return any(op not in WEIGHTED or len(i) > WEIGHTED[op]
                and made_by.get(i[0]) == made_by.get(i[WEIGHTED[op]]) == "DequantizeLinear" for op, i in compute)
 
 

@@ -1547,3 +1547,15 @@ def test_unlabelled_class_scores_have_int8s_top1_held_under_task_auto(tmp_path):
     said = manifests(export(*args, "--task", "other", "--out", tmp_path / "other"))[0]  # the user's word: as before
     assert said["parity"]["quantization"]["outputs"][0].get("top1_agreement") is None
     assert not any(w.startswith("output 'output' reads as class scores") for w in said["warnings"])
+
+
+def test_dynamic_mode_quantizing_the_lstm_alone_runs_int8(tmp_path):
+    """`--quant-mode dynamic --op-types LSTM`: its DynamicQuantizeLSTM runs int8 beside the float head, yet the
+    "runs int8" rule counted Conv/Gemm/MatMul alone and failed int8_quantized (check too): the float model, it said."""
+    args = ["export", "models:conv_lstm", "--input", "x:Nx20x8", "--calibration", "random", "-t", "desktop-x86",
+            "--quant-mode", "dynamic", "--op-types", "LSTM", "--no-bench", "--out", str(tmp_path / "o"), "--json"]
+    [m] = manifests(cli(args), 0)
+    assert "DynamicQuantizeLSTM" in {n.op_type for n in onnx.load(tmp_path / "o" / "desktop-x86" /
+                                                                   "model.int8.onnx").graph.node}
+    assert all(g["passed"] for g in m["gates"]), m["gates"]
+    assert cli(["check", tmp_path / "o" / "desktop-x86"]).exit_code == 0
