@@ -404,3 +404,49 @@ def test_a_report_dropped_from_the_manifest_is_still_rendered_again(digits, tmp_
     (folder / "report.html").unlink()
     said = integrity(folder)
     assert "says of report.md: its line " in said and "says of report.html: it is missing" in said, said
+
+
+@pytest.fixture(scope="module")
+def merged_classes(tmp_path_factory):
+    """Task auto on unlabelled data: a 10-class head whose classes int8 merges fails top1_agreement."""
+    work = tmp_path_factory.mktemp("merged")
+    np.savez(work / "x.npz", x=np.random.default_rng(0).standard_normal((200, 16)).astype(np.float32))
+    result = cli(["export", "models:near_tie_logits", "--input", "x:Nx16", "--calibration", work / "x.npz", "-t",
+                  "desktop-x86", "--no-bench", "--out", work / "out"])
+    assert result.exit_code == 1, result.output
+    return work / "out" / "desktop-x86"
+
+
+@pytest.mark.parametrize("forgery, said", [
+    (lambda g: [], "top1_agreement is missing"),
+    (lambda g: [dict(g, value=None, passed=True, skipped="task auto with no labels: ..., but it is of 6 sample(s)")],
+     "top1_agreement is skipped, where the manifest records 'output'"),
+    (lambda g: [dict(g, value=0.97, passed=True)], "top1_agreement 0.97 is not 'output'")])
+def test_task_autos_failed_top1_deleted_or_skipped_fails(merged_classes, tmp_path, forgery, said):
+    """The failed top1_agreement of unlabelled class scores (task auto, recorded as other) deleted, marked skipped or
+    raised, the export's own verdict made pass: check passed it, as only task classify required the gate."""
+    folder = shutil.copytree(merged_classes, tmp_path / "p")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    gates = [h for g in manifest["gates"] for h in (forgery(g) if g["name"] == "top1_agreement" else [g])]
+    verification = [dict(c, passed=True) for c in manifest["verification"]]
+    forge(folder, gates=gates, passed=True, verification=verification)
+    result = cli(["check", folder, "--json"])
+    assert result.exit_code == 1, result.output
+    [case] = [c for c in json.loads(result.stdout)["cases"] if c["name"] == "gates"]
+    assert said in case["message"], case
+
+
+def test_task_autos_top1_skipped_on_few_samples_passes(tmp_path):
+    """The same merged head validated on 6 samples: top1_agreement is skipped (fewer than FEW_SAMPLES), its figure
+    recorded, and check reads that skip as the figures give it."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "cal.npz", x=rng.standard_normal((200, 16)).astype(np.float32))
+    np.savez(tmp_path / "val.npz", x=rng.standard_normal((6, 16)).astype(np.float32))
+    result = cli(["export", "models:near_tie_logits", "--input", "x:Nx16", "--calibration", tmp_path / "cal.npz",
+                  "--validation", tmp_path / "val.npz", "-t", "desktop-x86", "--no-bench", "--out", tmp_path / "o"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "o" / "desktop-x86" / "manifest.json").read_text())
+    [gate] = [g for g in manifest["gates"] if g["name"] == "top1_agreement"]
+    assert gate["passed"] and "fewer than 8" in gate["skipped"], gate
+    assert manifest["parity"]["quantization"]["outputs"][0]["top1_agreement"] < 0.95
+    assert cli(["check", tmp_path / "o" / "desktop-x86"]).exit_code == 0
