@@ -186,8 +186,8 @@ INTEGER_LAYERS = {"DynamicQuantizeLSTM", "QAttention"}
 def runs_int8(nodes: list[tuple[str, list[str], list[str]]], small_weights: bool) -> bool:
     """Any integer compute op (INTEGER_OPS, INTEGER_LAYERS), or compute op whose input and weight are both a
     DequantizeLinear's (QDQ), among `nodes` (op, inputs, outputs): a QuantizeLinear nothing reads, or one whose
-    tensor reaches only float weights, leaves every multiply float. A graph with no compute op at all (an Add's) counts any quantization node, or
-    8/16-bit weights (`small_weights`)."""
+    tensor reaches only float weights, leaves every multiply float. A graph with no compute op at all (an Add's)
+    counts any quantization node, or 8/16-bit weights (`small_weights`)."""
     made_by = {out: op for op, _, outputs in nodes for out in outputs}
     compute = [(op, i) for op, i, _ in nodes if op in WEIGHTED or op in INTEGER_OPS or op in INTEGER_LAYERS]
     if not compute:
