@@ -1471,14 +1471,15 @@ def _unlabelled_top1_claims(manifest: dict, gates: dict, profile: Target | None)
         return [] if gate["value"] == top1 else [f"top1_agreement {_number(gate['value'])} is not {said}"]
     stage = (manifest.get("parity") or {}).get("quantization")
     samples = stage.get("samples") if isinstance(stage, dict) else None
-    centred = scored.get("centred_sqnr_db")
-    if profile is None or type(samples) is not int or centred is not None and type(centred) not in (int, float):
+    centred, top = scored.get("centred_sqnr_db"), scored.get("top_class_sqnr_db")
+    if profile is None or type(samples) is not int or any(v is not None and type(v) not in (int, float)
+                                                          for v in (centred, top)):
         return []  # a user's profile's limits are not known here
     judged = parity.OutputParity(name, None, None, None, None, None, top1_agreement=top1, centred_sqnr_db=centred,
-                                 top1_rows=scored["top1_rows"])
+                                 top1_rows=scored["top1_rows"], top_class_sqnr_db=top)
     if parity.no_loss_shown(judged, profile.parity, samples) is None:
         return [f"top1_agreement is skipped, where the manifest records {said}, under the bar beyond chance on "
-                f"{samples} samples with a channel that lost its spread"]
+                f"{samples} samples with a top-class channel that lost its spread"]
     return []
 
 

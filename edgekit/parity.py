@@ -112,6 +112,9 @@ class OutputParity:
     detection_match_untrue: str | None = None
     # task auto on unlabelled data: the rows (pixels of a class map) top1_agreement counts, for its significance
     top1_rows: int | None = None
+    # and the worst centred SQNR over the channels that are fp32's top class on a row (top_class_sqnr): a loss of
+    # spread is evidence only there (a ReLU embedding's nearly dead channel is ~0 dB whatever int8 does)
+    top_class_sqnr_db: float | None = None
 
     @property
     def near_zero(self) -> bool:
@@ -349,9 +352,20 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
                                     and name not in plain else None, iou,
                                     (quiet or None) if metrics[2] is not None else None, *moved,
                                     floor if metrics[2] is not None else None,
-                                    top1_rows=sum(len(class_rows(a)) for a in ref) if kind == "auto" and top1 is not
-                                    None else None))
+                                    **(_top1_evidence(ref, cand) if kind == "auto" and top1 is not None else {})))
     return results if matched is None else [_with_detections(o, matched, k) for k, o in enumerate(results)]
+
+
+def _top1_evidence(ref: list[np.ndarray], cand: list[np.ndarray]) -> dict:
+    """Task auto's top-1 on unlabelled data: the rows it counts (significantly_below) and top_class_sqnr_db."""
+    return {"top1_rows": sum(len(class_rows(a)) for a in ref), "top_class_sqnr_db": top_class_sqnr(ref, cand)}
+
+
+def top_class_sqnr(ref: list[np.ndarray], cand: list[np.ndarray]) -> float | None:
+    """centred_sqnr over the class channels (axis 1) that are fp32's top class on at least one row: the channels
+    whose argmax matters. An embedding's channel that is never top (a ReLU's nearly dead one) says nothing of it."""
+    tops = np.unique(np.concatenate([class_rows(a).argmax(1) for a in ref]))
+    return centred_sqnr([a[:, tops] for a in ref], [b[:, tops] for b in cand])
 
 
 def _matched_samples(agreed, ref: list, cand: list, examples: dict[int, str], k: int) -> tuple:
@@ -719,11 +733,11 @@ def unlabelled_top1_gate(judged: OutputParity | None, spec, samples: int | None 
     (rows x classes) has int8's top class held to fp32's all the same, which needs no labels. A 10-class head whose
     classes int8 merged (top-1 agreement 0.16, a channel's centred SQNR -0.6 dB) passed at cosine 1.0000. Failed only
     on evidence that it is a loss: below the bar beyond chance (significantly_below: one flip of 16 near-tied rows of
-    an untrained net is not), with a channel that lost its spread (centred SQNR under its bar: an embedding's or a
-    value's argmax flips on near-ties harmlessly while each channel keeps its spread), on at least FEW_SAMPLES
-    samples (an untrained 1000-class net's 3 flips of 6 near-tied random images); else skipped with the figures,
-    and warned of (verdict.unlabelled_top1_warning). At or above the bar it is skipped as under task other (an
-    embedding's top-1 is no figure to show: unlabelled_shown)."""
+    an untrained net is not), with a top-class channel that lost its spread (top_class_sqnr_db under the centred
+    bar: an embedding's or a value's argmax flips on near-ties harmlessly while each channel keeps its spread), on
+    at least FEW_SAMPLES samples (an untrained 1000-class net's 3 flips of 6 near-tied random images); else skipped
+    with the figures, and warned of (verdict.unlabelled_top1_warning). At or above the bar it is skipped as under
+    task other (an embedding's top-1 is no figure to show: unlabelled_shown)."""
     top1 = judged.top1_agreement if judged else None
     if top1 is None or top1 >= spec.top1_agreement_min:
         return skipped("top1_agreement", NO_CLASS_SCORES)
@@ -737,14 +751,14 @@ def unlabelled_top1_gate(judged: OutputParity | None, spec, samples: int | None 
 def no_loss_shown(judged: OutputParity, spec, samples: int | None) -> str | None:
     """Why a top-1 agreement under the bar on unlabelled data is no evidence of a loss (unlabelled_top1_gate), or
     None where it is."""
-    top1, centred, floor, rows = judged.top1_agreement, judged.centred_sqnr_db, spec.centred_sqnr_min_db, \
-        judged.top1_rows
+    top1, floor, rows = judged.top1_agreement, spec.centred_sqnr_min_db, judged.top1_rows
+    centred = judged.centred_sqnr_db if judged.top_class_sqnr_db is None else judged.top_class_sqnr_db
     if not significantly_below(top1, rows, spec.top1_agreement_min):
         return f"on {rows} rows its 95% upper bound is {upper_bound(top1, rows):.3f}, not below the bar"
     if samples is not None and samples < FEW_SAMPLES:
         return f"it is of {samples} sample(s), fewer than {FEW_SAMPLES}"
     if centred is not None and centred >= floor:
-        return f"each channel keeps its spread (centred SQNR {centred:.1f} dB >= {floor:g})"
+        return f"each top-class channel keeps its spread (centred SQNR {centred:.1f} dB >= {floor:g})"
     return None
 
 
@@ -772,7 +786,8 @@ def unlabelled_shown(stage: StageParity, spec) -> StageParity:
     out, as under task other: an embedding read as class scores shows no made-up top-1; below the bar it is shown,
     and unlabelled_top1_gate judges it."""
     keep = [o if o.top1_rows is None or o.top1_agreement < spec.top1_agreement_min else
-            replace(o, top1_agreement=None, top5_agreement=None, iou_agreement=None, top1_rows=None)
+            replace(o, top1_agreement=None, top5_agreement=None, iou_agreement=None, top1_rows=None,
+                    top_class_sqnr_db=None)
             for o in stage.outputs]
     return replace(stage, outputs=tuple(keep))
 

@@ -345,8 +345,11 @@ def unlabelled_top1_warning(gates: list[Gate], quant: StageParity, task: str, li
     o = next((o for o in quant.outputs if o.scored and o.top1_agreement is not None), None)
     if task != "auto" or gate is None or gate.limit is None or o is None or o.top1_agreement >= gate.limit:
         return []
-    centred = "" if o.centred_sqnr_db is None else f", its worst channel's centred SQNR {o.centred_sqnr_db:.1f} dB"
-    how = ("top1_agreement fails: below the bar beyond chance, with a channel that lost its spread" if not gate.passed
+    centred = ("" if o.centred_sqnr_db is None else f", its worst channel's centred SQNR {o.centred_sqnr_db:.1f} dB"
+               if o.top_class_sqnr_db is None else f", its top-class channels' worst centred SQNR "
+               f"{o.top_class_sqnr_db:.1f} dB")
+    how = ("top1_agreement fails: below the bar beyond chance, with a top-class channel that lost its spread"
+           if not gate.passed
            else f"top1_agreement is not failed ({parity.no_loss_shown(o, limits, quant.samples)})")
     return [f"output {o.output!r} reads as class scores and int8 keeps fp32's top class on {o.top1_agreement:.3f} of "
             f"its {o.top1_rows} rows (a classifier needs {gate.limit:g}){centred}: the validation data has no labels, "
