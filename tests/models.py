@@ -1303,3 +1303,26 @@ class NearTieLogits(nn.Module):
 def near_tie_logits():
     torch.manual_seed(0)
     return NearTieLogits().eval()
+
+
+class ReluEmbedding(nn.Module):
+    """A 1024-d ReLU embedding read as class scores under task auto: 1023 near-equal channels (4 +- 0.2) whose
+    argmax int8 flips on near-ties (top-1 ~0.91) while each keeps its spread (~29 dB centred), and one nearly dead
+    channel (at most ~0.01, under one int8 step: ~0 dB centred whatever int8 does), never the top one."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(16, 1024)
+        with torch.no_grad():
+            self.head.weight.normal_(0.0, 0.2 / 4)
+            self.head.bias.fill_(4.0)
+            self.head.weight[0] = 0.01 / 4
+            self.head.bias[0] = -0.02
+
+    def forward(self, x):
+        return torch.relu(self.head(x))
+
+
+def relu_embedding():
+    torch.manual_seed(0)
+    return ReluEmbedding().eval()

@@ -1549,6 +1549,27 @@ def test_unlabelled_class_scores_have_int8s_top1_held_under_task_auto(tmp_path):
     assert not any(w.startswith("output 'output' reads as class scores") for w in said["warnings"])
 
 
+def test_a_relu_embeddings_dead_channel_does_not_fail_task_autos_top1(tmp_path):
+    """A ReLU embedding read as class scores: int8 flips its argmax on near-ties (top-1 ~0.91 of 600 rows, below the
+    bar beyond chance) while every channel that is ever fp32's top class keeps its spread; its one nearly dead
+    channel (~0 dB centred whatever int8 does) failed top1_agreement as "a channel that lost its spread"."""
+    from edgekit import config, parity
+
+    rng = np.random.default_rng(0)
+    np.savez(cal := tmp_path / "cal.npz", x=rng.standard_normal((200, 16)).astype(np.float32))
+    np.savez(val := tmp_path / "val.npz", x=rng.standard_normal((600, 16)).astype(np.float32))
+    result = cli(["export", TESTS / "models.py:relu_embedding", "--input", "x:Nx16", "--calibration", cal,
+                  "--validation", val, "-t", "desktop-x86", "--no-bench", "--out", tmp_path / "o"])
+    assert result.exit_code == 0, result.output
+    made = json.loads((tmp_path / "o" / "desktop-x86" / "manifest.json").read_text())
+    out, spec = made["parity"]["quantization"]["outputs"][0], config.ParitySpec()
+    assert parity.significantly_below(out["top1_agreement"], out["top1_rows"], spec.top1_agreement_min), out
+    assert out["centred_sqnr_db"] < 1 and out["top_class_sqnr_db"] >= spec.centred_sqnr_min_db, out
+    [gate] = [g for g in made["gates"] if g["name"] == "top1_agreement"]
+    assert gate["passed"] and "each top-class channel keeps its spread" in gate["skipped"], gate
+    assert cli(["check", tmp_path / "o" / "desktop-x86"]).exit_code == 0
+
+
 def test_dynamic_mode_quantizing_the_lstm_alone_runs_int8(tmp_path):
     """`--quant-mode dynamic --op-types LSTM`: its DynamicQuantizeLSTM runs int8 beside the float head, yet the
     "runs int8" rule counted Conv/Gemm/MatMul alone and failed int8_quantized (check too): the float model, it said."""

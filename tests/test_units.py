@@ -410,6 +410,21 @@ def test_unlabelled_class_scores_fail_top1_only_on_evidence_of_a_loss():
     assert parity.compare(["y"], ref, tied, task="other")[0].top1_agreement is None  # the user's other: unmeasured
 
 
+def test_unlabelled_top1_judges_the_spread_of_the_top_class_channels_alone():
+    """A ReLU embedding's nearly dead channel (under one int8 step: ~0 dB centred whatever int8 does) is never fp32's
+    top class, yet as the output's worst channel it failed task auto's top-1 (near-ties flipped on 0.915 of 400 rows)
+    as "a channel that lost its spread", while every channel whose argmax matters kept ~28 dB."""
+    spec, rng = config.ParitySpec(), np.random.default_rng(0)
+    ref = [[np.maximum(0, np.concatenate([rng.uniform(-0.02, 0.01, (20, 1)), 4 + 0.2 * rng.standard_normal((20, 255))],
+                                         1)).astype(np.float32)] for _ in range(20)]
+    out = parity.compare(["y"], ref, [[np.round(r[0] / 0.025) * 0.025] for r in ref], task="auto")[0]
+    assert parity.significantly_below(out.top1_agreement, out.top1_rows, spec.top1_agreement_min), out
+    [gate] = [g for g in parity.quantization_gates([out], None, spec, "auto", samples=20) if g.name == "top1_agreement"]
+    assert gate.passed and gate.value is None and "top-class channel keeps its spread" in gate.skipped, gate
+    assert out.centred_sqnr_db < 0 and out.top_class_sqnr_db >= spec.centred_sqnr_min_db, out
+    assert parity.unlabelled_shown(parity.StageParity("d", 20, (out,)), spec).outputs[0] == out  # recorded, shown
+
+
 def test_an_all_zero_sample_of_a_relu_head_does_not_sink_the_cosine():
     """One all-zero reference row with one step of int8 noise counted as cosine 0: 15 identical samples and that
     one gave cosine 0.9375 at 57.8 dB, a quant_cosine FAIL of a near-perfect model."""
