@@ -195,11 +195,13 @@ def test_the_golden_samples_are_those_avx2_saturates_not_the_quiet_first_ones(sa
 @needs_x86
 def test_passing_golden_samples_on_avx2_says_other_inputs_may_saturate(saturating):
     """Inputs none of whose sums reach int16's limit: the golden samples are the first ones, as always, and a pass
-    on AVX2 still says that other inputs may saturate."""
+    on AVX2 still says that other inputs may saturate. (`--task other`: a tenth of the calibration range, its 8
+    outputs' argmax flips, which task auto fails as class scores that lost their spread.)"""
     tmp, args = saturating
     np.savez(tmp / "quiet.npz", x=np.random.default_rng(1).random((16, 64), dtype=np.float32) * 0.1)
     out = tmp / "quiet"
-    assert cli([*args, "--validation", tmp / "quiet.npz", "--reduce-range", "false", "--out", out]).exit_code == 0
+    result = cli([*args, "--validation", tmp / "quiet.npz", "--reduce-range", "false", "--task", "other", "--out", out])
+    assert result.exit_code == 0, result.output
     assert "chosen" not in json.loads((out / "desktop-x86" / "manifest.json").read_text())["golden"]
     result = cli(["check", out, "--emulate", "x86_64", "--json"])
     assert result.exit_code == 0, result.output
