@@ -769,8 +769,11 @@ def _saturated(cases: list[Case], place: Place, manifest: dict) -> list[Case]:
     fix = "run it there with session option session.x64quantprecision=1, or export it with --reduce-range true"
     failed = (f"onnxruntime's default u8s8 kernels on {place.label}, an x86-64 CPU without VNNI, saturate int16 sums "
               f"(VPMADDUBSW) that 8-bit weights can reach (the package keeps them, reduce_range false): {fix}")
-    passed = (f"on the golden samples only: the package keeps 8-bit weights (reduce_range false), whose u8s8 sums "
-              f"may saturate on this CPU for other inputs: {fix}")
+    chosen = (manifest.get("golden") or {}).get("chosen")
+    which = (f" (the {len(chosen['samples'])} of its validation samples riskiest on such a CPU)" if isinstance(
+        chosen, dict) and isinstance(chosen.get("samples"), list) and chosen["samples"] else "")
+    passed = (f"on the golden samples only{which}: the package keeps 8-bit weights (reduce_range false), whose u8s8 "
+              f"sums may saturate on this CPU for other inputs: {fix}")
     return [c if not c.name.startswith("parity ") else
             replace(c, message=f"{c.message.rstrip('.')}; {passed if c.passed else failed}") for c in cases]
 

@@ -237,6 +237,8 @@ def test_digits_golden_samples_hold_samples_avx2_kernels_change(tmp_path):
     result = cli(["check", out, "--emulate", "x86_64", "--json"])
     [parity] = [c for c in json.loads(result.stdout)["cases"] if c["name"].startswith("parity")]
     assert not parity["message"].startswith("0 of "), parity  # the golden samples differ there now
+    assert "on the golden samples only (the 8 of its validation samples riskiest on such a CPU)" in \
+        parity["message"], parity
     assert cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--reduce-range", "true", "--out",
                 tmp_path / "seven", "--no-bench"]).exit_code == 0
     assert "chosen" not in json.loads((tmp_path / "seven" / "desktop-x86" / "manifest.json").read_text())["golden"]
