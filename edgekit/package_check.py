@@ -909,7 +909,7 @@ def _figures_here(fp32: str, golden: str, task: str, floors: dict[str, float], s
     carrying its own state, the samples under each output's recorded quiet floor left out (_quiet_floors). `read`:
     the golden file as the parity cases read it (up to 1 GiB: read once); `detected`: the outputs whose detections
     the run matched, each with how (_detected). {"samples", "outputs": OutputParity
-    dicts}, or {"error"}."""
+    dicts, "top1": each class-score output's clear top-1 flips (_top1_figures)}, or {"error"}."""
     inputs, int8 = (read or package.read_golden_channels(Path(golden)))[:2]
     names = list(int8[0])
     try:
@@ -921,6 +921,7 @@ def _figures_here(fp32: str, golden: str, task: str, floors: dict[str, float], s
         found = parity.compare(names, [[r[n] for n in names] for r in runs], [[o[n] for n in names] for o in int8],
                                task, tuple(state.values()), shapes=[declared.get(n) for n in names], floors=floors,
                                detected=detected or {})
+        top1 = _top1_figures(names, runs, int8, declared, tuple(state.values()))  # task auto is recorded as other
     except (UsageError, StepTimeout):
         raise  # e.g. a bad EDGEKIT_HOST_ISA, or past --step-timeout: the user's setting, not the model
     except Exception as e:
@@ -928,7 +929,50 @@ def _figures_here(fp32: str, golden: str, task: str, floors: dict[str, float], s
     return {"samples": len(inputs), "outputs": [{**o.as_dict(), "cosine_samples": _detection_averaged(o, runs) if
         o.detection_agreement is not None else _averaged([r[o.output] for r in runs],
                                                          (o.quiet_samples or 0) + (o.length_mismatches or 0)),
-        **_under(floors.get(o.output), [r[o.output] for r in runs])} for o in found]}
+        **_under(floors.get(o.output), [r[o.output] for r in runs])} for o in found],
+        "top1": top1}
+
+
+# fp32's top classes this close (a share of the two scores' sizes, and of the row's peak for scores near 0 out of
+# larger ones cancelling) are a near-tie: fp32 run on another host, its last bits apart, may order them otherwise
+NEAR_TIE = 1e-3
+NEAR_TIE_PEAK = 1e-6
+
+
+def top1_flips(fp32: list, int8: list) -> tuple[int, int]:
+    """(rows whose int8 top class is clearly not fp32's, rows) over one output's samples, row by row (class_rows),
+    a sample whose shapes differ left out. Counted only where it was a flip at export too: int8's top class (its
+    golden scores are the ones the export compared, ties broken as it broke them: the first) is none of those within
+    NEAR_TIE of fp32's top score, any of which the export's fp32 may have put first."""
+    flips = rows = 0
+    for f, q in zip(fp32, int8):
+        f, q = np.asarray(f, np.float64), np.asarray(q, np.float64)
+        if f.shape != q.shape:
+            continue
+        f, q = parity.class_rows(f), parity.class_rows(q)
+        top = f.max(1, keepdims=True)
+        near = top - f <= NEAR_TIE * (np.abs(f) + np.abs(top)) + NEAR_TIE_PEAK * np.abs(f).max(1, keepdims=True)
+        flips += int(np.sum(~np.take_along_axis(near, q.argmax(1)[:, None], 1)))
+        rows += len(f)
+    return flips, rows
+
+
+def _top1_figures(names: list[str], runs: list[dict], int8: list[dict], declared: dict, state: tuple) -> dict:
+    """Per output read as class scores on every golden sample (state left out): {flips, rows} (top1_flips), and
+    per_sample: the rows of each sample where the graph fixes every dim but the class axis (every sample the verdict
+    is of has as many), else None."""
+    found = {}
+    for name in (n for n in names if n not in state):
+        refs, cands = [np.asarray(r[name]) for r in runs], [np.asarray(o[name]) for o in int8]
+        if not refs or not all(parity.class_scores(a) for a in refs):
+            continue
+        flips, rows = top1_flips(refs, cands)
+        shape = declared.get(name)
+        fixed = shape is not None and len(shape) == refs[0].ndim and all(
+            isinstance(d, int) for k, d in enumerate(shape) if k != 1)
+        found[name] = {"flips": flips, "rows": rows,
+                       "per_sample": len(parity.class_rows(refs[0])) if fixed else None}
+    return found
 
 
 def _detection_averaged(o, runs: list[dict]) -> int | None:
@@ -1001,11 +1045,16 @@ def _averaged(refs, quiet: int | None) -> int | None:
 # (_quiet_floors; under their own median's, 6 of 8 golden samples a fiftieth of the others, it counted quiet samples
 # the run left out, 0.8777 against a true 0.99986), and a floor that leaves out more golden samples than the run's
 # quiet_samples is itself untrue. It is sound;
-# LOSS_SLACK is for other kernels (an emulated CPU's). Not held, as no subset bounds them: the worst sample's cosine
-# (it leaves out samples far quieter than the median, which a subset's median decides otherwise), pooled SQNR (the
-# other samples may carry far more signal: quiet first audio frames), centred SQNR (the VAD's state 18.0 dB over
-# validation, -4.1 on its 8 golden steps), and agreements averaged over rows or elements (a sample's count of them
-# may differ from the golden samples').
+# LOSS_SLACK is for other kernels (an emulated CPU's). Top-1 agreement is held the same way (_top1_claims): the
+# golden samples' rows whose int8 top class is clearly not fp32's (a near-tie of fp32's, which another host's last bits
+# may order otherwise, is not counted: top1_flips) are flips of the verdict's, out of at most the rows it counted (the
+# samples times each one's rows where the graph fixes them, task auto's top1_rows, MOST_SHARE times the golden rows).
+# Not held, as no subset bounds them: the worst sample's cosine (it leaves out samples far quieter than the median,
+# which a subset's median decides otherwise), pooled SQNR (the other samples may carry far more signal: quiet first
+# audio frames), centred SQNR and task auto's top_class_sqnr_db, the same figure on the top classes' channels (the
+# VAD's state 18.0 dB over validation, -4.1 on its 8 golden steps), top-5, IoU and other agreements averaged over rows
+# or elements (a sample's count of them may differ from the golden samples'), and accuracy (golden files hold no
+# labels). Task auto's top-1 deleted with its top1_rows is task other's record (no task auto is recorded).
 LOSS_SLACK = 4.0  # the verdict's loss may be 4x smaller than the sound bound says
 # check leaves out the golden samples under the run's quiet floor (parity.QUIET) times this: a sample at the floor the
 # run left out (its fp32 outputs a rounding apart here) is left out, never counted against the bound
@@ -1046,6 +1095,7 @@ def _figure_claims(manifest: dict, figures: dict) -> list[str]:
            if _number(value := (said.get(name) or {}).get("cosine")) != "n/a" and value > best]
     bad += list(filter(None, (_floor_claim(said.get(o["output"]) or {}, o, validated) for o in figures["outputs"])))
     bad += _length_claims(manifest, said, figures) + _detection_claims(manifest, said, figures, validated)
+    bad += _top1_claims(manifest, said, figures, validated)
     if not bests:
         return bad
     here, best = min(bests.values(), key=lambda pair: pair[1])  # the gate is the worst output's
@@ -1123,6 +1173,47 @@ def _detection_best(here: dict, said: dict, validated: int | None = None) -> flo
     most = most if _number(claimed) == "n/a" or claimed <= 0 else min(claimed, most)
     unmatched = (1 - here["detection_agreement"]) * rows
     return 1 - unmatched / (LOSS_SLACK * max(most, 1)) + 1e-9
+
+
+def _top1_claims(manifest: dict, said: dict, figures: dict, validated) -> list[str]:
+    """Each output's top1_agreement in parity.quantization (classify's scored output; task auto's, recorded as other,
+    under the bar), and the top1_agreement gate's value, where better than the golden samples allow (_top1_best);
+    classify's gate passed where that best misses its limit. Task auto's figure deleted with its top1_rows is not
+    told from task other's none (it records no task auto): _unlabelled_top1_claims holds it while recorded."""
+    here = figures.get("top1") or {}
+    if not here:
+        return []
+    slack = LOSS_SLACK if manifest.get("arm_kernels") else 1.0  # golden outputs of an emulated CPU's kernels
+    bests = {name: _top1_best(h, said.get(name) or {}, validated, slack) for name, h in here.items()}
+
+    def given(name: str) -> str:
+        return f"(these give {here[name]['flips']} clear flip(s) in {here[name]['rows']} rows: at most " \
+               f"{bests[name]:.6g})"
+    bad = [f"{name} top1_agreement {_number(value)} {given(name)}" for name in here
+           if type(value := (said.get(name) or {}).get("top1_agreement")) in (int, float) and value > bests[name]]
+    gate = next((g for g in manifest["gates"] if g["name"] == "top1_agreement"), {})
+    on = gate.get("output") if isinstance(gate.get("output"), str) else None
+    if on in bests and type(gate.get("value")) in (int, float) and gate["value"] > bests[on]:
+        bad.append(f"top1_agreement {_number(gate['value'])} {given(on)}")
+    elif on in bests and manifest.get("task") == "classify" and gate.get("passed") and type(gate.get("limit")) in (
+            int, float) and bests[on] < gate["limit"]:
+        bad.append(f"top1_agreement passed {given(on)}, under its limit {_number(gate['limit'])}")
+    return bad
+
+
+def _top1_best(here: dict, said: dict, validated, slack: float) -> float:
+    """The best top-1 agreement over the rows the verdict counted, given the golden samples' (a subset of its
+    samples, each row counted there too): their clear flips (top1_flips) are flips there, out of at most the fewest
+    of: the rows each validation sample has where the graph fixes them (per_sample), the top1_rows the manifest
+    records (task auto), and MOST_SHARE times the golden rows; never fewer than the golden rows. Sound, as the
+    golden outputs are the verdict's int8 outputs; `slack` (LOSS_SLACK) where an emulated CPU's kernels made them."""
+    rows = here["rows"]
+    most = [rows * MOST_SHARE]
+    if here.get("per_sample") and type(validated) is int:
+        most.append(validated * here["per_sample"])
+    if type(said.get("top1_rows")) is int:
+        most.append(said["top1_rows"])
+    return 1 - here["flips"] / (slack * max(min(most), rows, 1)) + 1e-9
 
 
 def _floor_claim(said: dict, here: dict, validated: float | None) -> str:

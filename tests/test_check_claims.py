@@ -8,7 +8,7 @@ import pytest
 from conftest import DIGITS, cli, rehash, write_manifest
 
 import edgekit
-from edgekit import mobile
+from edgekit import mobile, parity
 
 TARGETS = ["android-arm64", "arm64-linux", "desktop-x86"]
 
@@ -450,3 +450,102 @@ def test_task_autos_top1_skipped_on_few_samples_passes(tmp_path):
     assert gate["passed"] and "fewer than 8" in gate["skipped"], gate
     assert manifest["parity"]["quantization"]["outputs"][0]["top1_agreement"] < 0.95
     assert cli(["check", tmp_path / "o" / "desktop-x86"]).exit_code == 0
+
+
+def _near_tied(work, task: str):
+    """The near-tied head whose classes int8 merges, one sample a feed (x:1x16: each validation sample one row),
+    validated on 40 samples (top-1 0.1), its 8 golden samples among them with 7 classes int8 flips by a clear fp32
+    margin: a failed package."""
+    rng = np.random.default_rng(0)
+    np.savez(work / "cal.npz", x=rng.standard_normal((200, 16)).astype(np.float32))
+    np.savez(work / "val.npz", x=rng.standard_normal((40, 16)).astype(np.float32))
+    result = cli(["export", "models:near_tie_logits", "--input", "x:1x16", "--calibration", work / "cal.npz",
+                  "--validation", work / "val.npz", "--task", task, "-t", "desktop-x86", "--no-bench",
+                  "--out", work / "out"])
+    assert result.exit_code == 1 and "top1_agreement" in result.output, result.output
+    return work / "out" / "desktop-x86"
+
+
+@pytest.fixture(scope="module")
+def flipped_classes(tmp_path_factory):
+    """Task classify, unlabelled (_near_tied)."""
+    return _near_tied(tmp_path_factory.mktemp("flipped"), "classify")
+
+
+@pytest.fixture(scope="module")
+def flipped_unlabelled(tmp_path_factory):
+    """Task auto on unlabelled data (_near_tied): its top1_agreement failed."""
+    return _near_tied(tmp_path_factory.mktemp("unlabelled"), "auto")
+
+
+def _gates_message(folder) -> str:
+    result = cli(["check", folder, "--json"])
+    [case] = [c for c in json.loads(result.stdout)["cases"] if c["name"] == "gates"]
+    return case["message"]
+
+
+def _passing(manifest: dict, gates: list) -> dict:
+    """The edits making a failed package's verdict pass: its gates, verdict and verification."""
+    return {"gates": gates, "passed": True, "verification": [dict(c, passed=True) for c in manifest["verification"]]}
+
+
+@pytest.mark.parametrize("raised", [1.0, 0.9])
+def test_a_classifiers_top1_raised_past_its_golden_samples_fails(flipped_classes, tmp_path, raised):
+    """top1_agreement (the gate and the scored output's figure) edited from 0.1 to 1.0 (or 0.9), with top-5 and the
+    verdict made pass and the package re-hashed, passed check: no agreement averaged over rows was held to the golden
+    samples. Their 7 clear flips are flips of the verdict's too (a subset): at most 1 - 7 / 40 rows it counted."""
+    folder = shutil.copytree(flipped_classes, tmp_path / "p")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    stage = manifest["parity"]["quantization"]
+    stage["outputs"] = [dict(o, top1_agreement=raised, top5_agreement=1.0) for o in stage["outputs"]]
+    gates = [dict(g, value=raised if g["name"] == "top1_agreement" else 1.0, passed=True)
+             if g["name"] in ("top1_agreement", "top5_agreement") else g
+             for g in manifest["gates"]]
+    forge(folder, parity=manifest["parity"], **_passing(manifest, gates))
+    result = cli(["check", folder, "--json"])
+    assert result.exit_code == 1, result.output
+    said = _gates_message(folder)
+    given = f"top1_agreement {raised:g} (these give 7 clear flip(s) in 8 rows: at most 0.825)"
+    assert f"output {given}" in said and f"; {given}" in said, said
+
+
+def test_task_autos_top1_raised_past_its_golden_samples_fails(flipped_unlabelled, tmp_path):
+    """Task auto's failed top-1 (0.1 of 40 rows) edited to 0.9, its gate skipped as that figure would have it (on 40
+    rows not below the bar beyond chance) and the verdict made pass: check judged the edited figure alone."""
+    from edgekit.package_check import _bundled_profile
+
+    folder = shutil.copytree(flipped_unlabelled, tmp_path / "p")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    stage = manifest["parity"]["quantization"]
+    stage["outputs"] = [dict(o, top1_agreement=0.9) for o in stage["outputs"]]
+    judged = parity.OutputParity("output", None, None, None, None, None, top1_agreement=0.9, top1_rows=40,
+                                 top_class_sqnr_db=stage["outputs"][0]["top_class_sqnr_db"])
+    spec = _bundled_profile(manifest["target_profile_sha256"]).parity
+    skipped = parity.unlabelled_top1_gate(judged, spec, stage["samples"])
+    assert skipped.skipped and skipped.passed, skipped
+    gates = [dict(g, value=None, passed=True, skipped=skipped.skipped) if g["name"] == "top1_agreement" else g
+             for g in manifest["gates"]]
+    forge(folder, parity=manifest["parity"], **_passing(manifest, gates))
+    said = _gates_message(folder)
+    assert "output top1_agreement 0.9 (these give 7 clear flip(s) in 8 rows: at most 0.825)" in said, said
+
+
+def test_truthful_packages_with_golden_flips_raise_no_top1_claim(flipped_classes, flipped_unlabelled,
+                                                                  merged_classes):
+    """The export's own failed verdict is all check says of them: their golden samples' flips bound no figure."""
+    for folder in (flipped_classes, flipped_unlabelled, merged_classes):
+        said = _gates_message(folder)
+        assert "failed at export" in said and "golden samples" not in said, said
+
+
+def test_a_top1_flip_on_an_fp32_near_tie_is_not_counted():
+    """fp32 run on another host differs in its last bits: a flip where fp32's top two are that close may not have
+    been one at export, so it bounds nothing. A flip by a clear margin counts, and so does one int8's tie makes
+    (the golden scores are the export's: its argmax broke the tie the same way)."""
+    from edgekit.package_check import top1_flips
+
+    fp32 = [np.array([[1.0, 1.0 + 1e-7, 0.0]]), np.array([[1.0, 0.5, 0.0]]), np.array([[0.2, 0.1, 0.0]]),
+            np.array([[0.1, 0.2, 0.0], [0.1, 0.2, 0.0]])]
+    int8 = [np.array([[0.9, 0.8, 0.0]]), np.array([[0.5, 1.0, 0.0]]), np.array([[0.3, 0.3, 0.0]]),
+            np.array([[0.3, 0.3, 0.0], [0.0, 0.3, 0.3]])]
+    assert top1_flips(fp32, int8) == (2, 5)
