@@ -13,6 +13,7 @@ import numpy as np
 
 from .config import DEFAULT_MAX_DATA_BYTES, DistillSettings, InputSpec
 from .errors import InputError, StageError, UsageError, first_line
+from .torch_paths import as_exported
 
 MAX_BATCHES = 100_000
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def check_fits(origin: str, models: dict, batches) -> None:
     for name, module in models.items():
         module.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), as_exported():
                 out = module(*inputs)
         except Exception as e:
             raise InputError(f"{origin}: the {name} fails on the first batch: {type(e).__name__}: "
@@ -188,10 +189,13 @@ def no_smaller(teacher, student) -> list[str]:
 
 
 def on_batch(model, inputs, name: str):
-    """`model`'s output on one batch: one the first batch did not foretell (a token id past the vocabulary, a size
-    the model cannot take) is bad data, named by its shapes, not a crash mid-training."""
+    """`model`'s output on one batch, as exported (torch_paths): an eval-mode teacher under no_grad took torch's
+    fast path, whose nested tensors write 0 at a padded transformer's padded positions, so the student learnt
+    targets its exported graph never computes. An error the first batch did not foretell (a token id past the
+    vocabulary, a size the model cannot take) is bad data, named by its shapes, not a crash mid-training."""
     try:
-        return model(*inputs)
+        with as_exported():
+            return model(*inputs)
     except Exception as e:
         raise InputError(f"a training batch of shape {', '.join(str(list(x.shape)) for x in inputs)} fails in the "
                          f"{name}: {type(e).__name__}: {first_line(e)}") from e
@@ -352,8 +356,8 @@ class _FeatureMatch:
                         lambda m, i, o, key=key: self.store.update({key: o})))
                 self.pairs.append(keys)
             with torch.no_grad():
-                teacher.eval(), student.eval()
-                teacher(*example_inputs), student(*example_inputs)
+                teacher.eval(), student.eval()  # run as training runs them (on_batch: as exported)
+                on_batch(teacher, example_inputs, "teacher"), on_batch(student, example_inputs, "student")
             for pair, (t_key, s_key) in zip(pairs, self.pairs):
                 self.projections.append(self._projection(pair, self.store.get(t_key), self.store.get(s_key)))
         except BaseException:

@@ -1214,3 +1214,24 @@ def test_a_batch_axis_not_first_is_refused_by_training_and_named_right_without_d
     with pytest.raises(errors.InputError, match=r"\(run at T=2, as no data gave their sizes"):
         edgekit.prune(TimeMajorConv(), inputs=["x:TxNx8"], ratio=0.5)
     assert tuple(example_inputs((InputSpec.parse("ids:1xN:int64"),))[0].shape) == (1, 2)
+
+
+def test_a_padded_transformer_teacher_runs_as_exported_not_on_torchs_fast_path():
+    """The teacher's soft targets are what its exported graph computes: in eval mode under no_grad torch's fast
+    path ran the padded nn.TransformerEncoder teacher on nested tensors (0 at padded positions), so a student
+    identical to it (trained, so off that path) was taught other targets: a KD loss above 0 at the first step."""
+    import copy
+
+    from models import tagger
+
+    teacher = tagger()
+    student = copy.deepcopy(teacher)
+    for m in student.modules():
+        if isinstance(m, (torch.nn.Dropout, torch.nn.MultiheadAttention)):
+            m.p = m.dropout = 0.0  # the student in train mode computes exactly the teacher's function
+    g = torch.Generator().manual_seed(0)
+    mask = torch.ones(8, 6, dtype=torch.long)
+    mask[:, 4:] = 0
+    batches = [((torch.randint(0, 64, (8, 6), generator=g), mask), None) for _ in range(2)]
+    result = distill.distill(teacher, student, batches[:1], batches[1:], DistillSettings(data="x", epochs=1, lr=1e-12))
+    assert result.history[0]["train_loss"] < 1e-6
