@@ -76,9 +76,11 @@ def run_example(module, specs: tuple[InputSpec, ...], args: tuple):
     """The model's outputs on example inputs `args` made for `specs`: a model that fails on them is bad input."""
     import torch
 
+    from .runtime import model_warnings_once
+
     in_forward_order(module, specs)
     try:
-        with torch.no_grad(), as_exported():
+        with torch.no_grad(), as_exported(), model_warnings_once():
             return module(*args)
     except (Exception, SystemExit) as e:  # a forward calling sys.exit is bad input: from the API it exited 0
         from .runtime import takes_a_dict

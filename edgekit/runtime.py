@@ -299,7 +299,7 @@ def run_torch(module, feeds, input_names: list[str]) -> list[list[np.ndarray]]:
         return _run_torch_one(module, feeds[i], input_names, i)
 
     size = _batch_size(feeds, input_names)
-    with torch.no_grad(), as_exported(), _warnings_if_it_runs():  # as exported: not torch's eval-mode fast path
+    with torch.no_grad(), as_exported(), model_warnings_once():  # as exported: not torch's eval-mode fast path
         if size < 2:
             return [one(i) for i in range(len(feeds))]
         alone = [one(0), one(1)]
@@ -313,13 +313,15 @@ def run_torch(module, feeds, input_names: list[str]) -> list[list[np.ndarray]]:
         return results
 
 
-_WARNED: set[tuple] = set()  # the model's warnings shown by _warnings_if_it_runs, once each (as Python's default)
+_WARNED: set[tuple] = set()  # the model's warnings shown by model_warnings_once, once each (as Python's default)
 
 
 @contextlib.contextmanager
-def _warnings_if_it_runs():
+def model_warnings_once():
     """The model's warnings in the block, shown (once each) when it ran; dropped when it failed, as the one-line
-    error says what went wrong (a forward indexing its tensor input by a str put torch's indexing warning first)."""
+    error says what went wrong (a forward indexing its tensor input by a str put torch's indexing warning first).
+    Every edgekit call of the model goes through it: its catch_warnings resets Python's once-per-line registry, so
+    a warning the export's example run showed itself was shown again by the reference run."""
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:

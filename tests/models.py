@@ -1,4 +1,6 @@
 """Tiny models built in code for the tests (importable as `models:NAME` with tests/ on sys.path)."""
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
@@ -711,6 +713,23 @@ class Chatty(nn.Module):
 def chatty():
     torch.manual_seed(0)
     return Chatty()
+
+
+class Warns(nn.Module):
+    """Warns on every call (warnings.warn in its forward), as a model with a deprecated argument does."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = _pooled_conv(5)
+
+    def forward(self, image):
+        warnings.warn("Warns.forward: this argument is deprecated", UserWarning)
+        return self.body(image)
+
+
+def warns():
+    torch.manual_seed(0)
+    return Warns()
 
 
 class LateNaN(nn.Module):

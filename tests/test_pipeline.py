@@ -1580,3 +1580,18 @@ def test_dynamic_mode_quantizing_the_lstm_alone_runs_int8(tmp_path):
                                                                    "model.int8.onnx").graph.node}
     assert all(g["passed"] for g in m["gates"]), m["gates"]
     assert cli(["check", tmp_path / "o" / "desktop-x86"]).exit_code == 0
+
+
+def test_a_models_own_warning_shows_once_per_export(tmp_path):
+    """The reference run (run_torch) and the export's example run each called the model: the example run's
+    warning, shown by Python itself after the reference run's catch_warnings had reset its once-per-line
+    registry, came a second time."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's own: once per line
+        result = export("models:warns", "--input", "image:Nx3x16x16", "--calibration", "random", "--target",
+                        "desktop-x86", "--out", tmp_path / "out", bench_runs=2)
+    assert result.exit_code == 0, result.output
+    assert [str(w.message) for w in caught if "Warns.forward" in str(w.message)] == \
+        ["Warns.forward: this argument is deprecated"]
