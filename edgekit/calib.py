@@ -455,8 +455,10 @@ def _with_batch_of(row, axis: int | None) -> np.ndarray:
 
 def validate(origin: str, spec: InputSpec, sample: np.ndarray) -> None:
     if sample.dtype != np.dtype(spec.dtype):
-        raise InputError(f"{origin}: input {spec.name!r} has dtype {sample.dtype}, the model takes {spec.dtype} "
-                         f"(cast it: array.astype(np.{spec.dtype}))")
+        cast = f"array.astype(np.{spec.dtype})"
+        raise InputError(f"{origin}: input {spec.name!r} has dtype {sample.dtype}, " + (
+            f"but its --input declares {spec.typed()} (if the model takes {spec.dtype}, cast it: {cast}; else "
+            "correct the --input dtype)" if spec.declared else f"the model takes {spec.dtype} (cast it: {cast})"))
     differ = [i for i, (d, s) in enumerate(zip(spec.shape, sample.shape)) if isinstance(d, int) and d != s]
     if sample.ndim != len(spec.shape) or differ:
         short = differ == [0] and sample.ndim == len(spec.shape) and sample.shape[0] < spec.shape[0]
@@ -470,7 +472,7 @@ def validate(origin: str, spec: InputSpec, sample: np.ndarray) -> None:
 
 def _held_to(spec: InputSpec) -> str:
     """The shape a sample is held to: the user's own --input when it is theirs (it, not the model, may be wrong:
-    `--input x:Nx15` for a model of 16 blamed the model and the data)."""
+    `--input x:Nx15` for a model of 16 blamed the model and the data). validate says the same of a dtype."""
     return (f"but its --input declares {spec.typed()}" if spec.declared
             else f"the model takes {list(spec.shape)}")
 

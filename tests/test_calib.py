@@ -584,6 +584,24 @@ def test_data_of_another_shape_than_input_declares_blames_input_not_the_model(tm
     assert said.exit_code == 3 and said.stderr.endswith("the model takes ['N', 3, 16, 16]\n"), said.output
 
 
+def test_data_of_another_dtype_than_input_declares_blames_input_not_the_model(tmp_path, cnn_data):
+    """`--input image:Nx3x16x16:int64` with float data (or an int64 .npz under the float32 default) said "the model
+    takes int64": the dtype is the user's --input, as the shape case already said."""
+    from conftest import cli
+
+    cal, _ = cnn_data
+    np.savez(tmp_path / "ids.npz", image=np.ones((4, 3, 16, 16), np.int64))
+    for spec, data, got in (("image:Nx3x16x16:int64", cal, "float32"), ("image:Nx3x16x16", tmp_path / "ids.npz",
+                                                                          "int64")):
+        said = cli(["export", "models:small_cnn", "--input", spec, "--calibration", data, "--no-bench",
+                    "--out", tmp_path / "o"])
+        want = "int64" if got == "float32" else "float32"
+        assert said.exit_code == 3 and said.stderr == (
+            f"edgekit: error: {data}: input 'image' has dtype {got}, but its --input declares image:Nx3x16x16:{want} "
+            f"(if the model takes {want}, cast it: array.astype(np.{want}); else correct the --input dtype)\n"), \
+            said.output
+
+
 def test_a_data_loaders_usual_mismatches_say_the_fix():
     """float64 arrays (numpy's default) and a DataLoader's short last batch on a fixed batch axis were refused
     without a word of what to do."""

@@ -335,7 +335,8 @@ def _batches_file(tmp_path, inputs: str, labels: str) -> str:
     ("x", "None if i else rng.integers(0, 10, 16)", [], "batch 1: some batches have labels and some do not"),
     ("x[:0]", "np.zeros(0, int)", [], "batch 0: input 0 is empty"),
     ("x.astype(np.float64)", "rng.integers(0, 10, 16)", ["--input", "image:Nx1x8x8"],
-     "input 'image' has dtype float64, the model takes float32"),
+     "input 'image' has dtype float64, but its --input declares image:Nx1x8x8:float32 (if the model takes float32, "
+     "cast it: array.astype(np.float32)"),
     ("x.astype(np.uint8)", "rng.integers(0, 10, 16)", [], "the teacher fails on the first batch: RuntimeError"),
     ("x if i < 2 else x[..., :4]", "rng.integers(0, 10, 16)", [], "batch 2: input 0 is float32 [16, 1, 8, 4], the "
                                                                   "first batch's was float32 [16, 1, 8, 8]"),
