@@ -152,4 +152,5 @@ def test_float16_and_bool_inputs(tmp_path):
     assert [i.type for i in int8.get_inputs()] == ["tensor(float16)", "tensor(bool)"]
     assert cli(["check", tmp_path / "o"]).exit_code == 0
     result = export(*args, "--calibration", tmp_path / "f32.npz", "--out", tmp_path / "bad")
-    assert result.exit_code == 3 and "input 'x' has dtype float32, the model takes float16" in result.output
+    assert result.exit_code == 3
+    assert "input 'x' has dtype float32, but its --input declares x:Nx8:float16" in result.output
