@@ -472,9 +472,15 @@ def validate(origin: str, spec: InputSpec, sample: np.ndarray) -> None:
 
 def _held_to(spec: InputSpec) -> str:
     """The shape a sample is held to: the user's own --input when it is theirs (it, not the model, may be wrong:
-    `--input x:Nx15` for a model of 16 blamed the model and the data). validate says the same of a dtype."""
-    return (f"but its --input declares {spec.typed()}" if spec.declared
-            else f"the model takes {list(spec.shape)}")
+    `--input x:Nx15` for a model of 16 blamed the model and the data), and an .onnx's axes --input sized (the
+    file leaves them variable) said as --input's. validate says the same of a dtype."""
+    if spec.declared:
+        return f"but its --input declares {spec.typed()}"
+    if not (axes := spec.sized_by_input):
+        return f"the model takes {list(spec.shape)}"
+    which = f"axis {axes[0]}" if len(axes) == 1 else f"axes {', '.join(map(str, axes[:-1]))} and {axes[-1]}"
+    return f"the model takes {list(spec.shape)} ({which} sized by --input; the .onnx file leaves " + (
+        "it variable)" if len(axes) == 1 else "them variable)")
 
 
 def _as_feed(origin: str, item, specs) -> tuple[Mapping, bool]:

@@ -92,6 +92,8 @@ class InputSpec:
     # the user's (--input, a recipe's or the API's inputs), not read from the model: a data shape that differs
     # then differs from what the user said, which may be what is wrong
     declared: bool = dataclasses.field(default=False, compare=False, repr=False)
+    # an .onnx's axes its file leaves variable that --input sized: the model's input, but those sizes the user's
+    sized_by_input: tuple[int, ...] = dataclasses.field(default=(), compare=False, repr=False)
 
     @classmethod
     def parse_all(cls, items) -> tuple[InputSpec, ...]:

@@ -411,18 +411,21 @@ def _one_size_an_axis(inputs, shapes: dict[str, tuple]) -> None:
                                  "fixes it in both, a name keeps it dynamic in both)")
 
 
-def shaped_inputs(model, shapes: dict[str, tuple], label: str) -> bool:
+def shaped_inputs(model, shapes: dict[str, tuple], label: str, sized: dict[str, tuple[int, ...]] | None = None) -> bool:
     """Write --input's sizes (`shapes`) into the graph's inputs, as a torch source's export does: a number given for
     an axis the file leaves dynamic fixes it (graph-wide, its outputs too), so the shipped models and their manifest
     say one shape; a name keeps the axis dynamic; a number unlike one the file fixes is refused (exit 2). An input
     the file gives no shape at all (onnxruntime runs it; onnx's checker refused the file with "Field 'shape' of
     'type' is required", naming no tensor) takes its whole shape; one without is refused by name, as is an output
-    of no shape. An input whose rank differs is left for the caller to refuse. Whether any size was set."""
+    of no shape. An input whose rank differs is left for the caller to refuse. Whether any size was set; `sized`
+    gets each input's axes the file leaves variable that --input sized, so errors say whose sizes they are."""
     from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed
 
     init = {t.name for t in model.graph.initializer}
     tensors = {i: v for i, v in enumerate(model.graph.input)
                if v.name not in init and v.type.WhichOneof("value") == "tensor_type"}  # by index, as io_specs names
+    variable = {v.name: _variable_axes(v) if v.type.tensor_type.HasField("shape") else  # a bare input: all of it
+                tuple(range(len(shapes.get(v.name, ())))) for v in tensors.values()}
     bare = [v for v in tensors.values() if not v.type.tensor_type.HasField("shape")]
     if missing := next((v.name for v in bare if v.name not in shapes), None):
         raise InputError(f"model {label!r}: input {missing!r} has no shape in the file (not even its rank): export "
@@ -458,7 +461,16 @@ def shaped_inputs(model, shapes: dict[str, tuple], label: str) -> bool:
                 changed = True
             else:
                 dim.dim_value, changed = size, True
+    if sized is not None:  # a named axis fixed through another input's --input (seq) counts too
+        sized.update({v.name: axes for v in tensors.values()
+                      if (axes := tuple(a for a in variable[v.name] if a not in _variable_axes(v)))})
     return changed
+
+
+def _variable_axes(v) -> tuple[int, ...]:
+    """The axes of graph input `v` the file gives no size (a name, or none), or none at all when it has no shape."""
+    return tuple(a for a, d in enumerate(v.type.tensor_type.shape.dim)
+                 if not (d.HasField("dim_value") and d.dim_value >= 0))
 
 
 KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
@@ -470,11 +482,12 @@ MAX_ONNX_BYTES = 2 << 30
 RANDOM_OPS = {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Multinomial", "Bernoulli"}
 
 
-def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | None = None):
+def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | None = None,
+                    sized: dict[str, tuple[int, ...]] | None = None):
     """Read and validate a user-given .onnx; anything wrong with it is bad input (exit 3), found before
     onnxruntime touches it: unreadable bytes, external data outside the model's folder, ops or domains
     no runtime here implements, an invalid graph; with `runs` (export, quantize: not inspect), random ops.
-    `shapes`: --input's, given to inputs the file gives no shape (shaped_inputs)."""
+    `shapes`: --input's, given to inputs the file gives no shape (shaped_inputs, which fills `sized`)."""
     import onnx
 
     from .arrays import regular_file
@@ -498,7 +511,7 @@ def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | No
         raise InputError(f"model {str(path)!r}: node {random.name or random.op_type!r} is {random.op_type}, whose "
                          "values change from run to run, so neither parity nor golden outputs can hold: export the "
                          "model without sampling")
-    shaped_inputs(model, shapes or {}, str(path))
+    shaped_inputs(model, shapes or {}, str(path), sized)
     try:
         onnx.load_external_data_for_model(model, str(path.parent))
         onnx.checker.check_model(model, full_check=False)

@@ -273,9 +273,12 @@ def _model_inputs(recipe: Recipe, loaded) -> tuple[tuple[InputSpec, ...], dict]:
         return recipe.inputs, {}
     if recipe.output_names:
         raise UsageError("--output-name does not apply to an .onnx source (its outputs are already named)")
-    model, label = onnx_export.load_onnx_input(loaded.onnx_path, shapes=shapes_of(recipe.inputs)), str(loaded.onnx_path)
+    sized: dict[str, tuple[int, ...]] = {}
+    model = onnx_export.load_onnx_input(loaded.onnx_path, shapes=shapes_of(recipe.inputs), sized=sized)
+    label = str(loaded.onnx_path)
     inspect_model.check_quantizable(model, label)
     found, _ = onnx_export.io_specs(model, label)
+    found = tuple(dataclasses.replace(s, sized_by_input=sized.get(s.name, ())) for s in found)
     if recipe.inputs:
         given = [(s.name, len(s.shape), s.dtype) for s in recipe.inputs]
         if given != [(s.name, len(s.shape), s.dtype) for s in found]:

@@ -584,6 +584,22 @@ def test_data_of_another_shape_than_input_declares_blames_input_not_the_model(tm
     assert said.exit_code == 3 and said.stderr.endswith("the model takes ['N', 3, 16, 16]\n"), said.output
 
 
+def test_an_onnx_axis_sized_by_input_is_said_to_be_inputs(tmp_path):
+    """An .onnx whose file leaves H and W variable, sized 16x16 by --input, and data of 16x15 said "the model takes
+    ['N', 3, 16, 16]": those sizes are the user's --input, not the file's."""
+    from conftest import cli
+    from models import small_cnn
+
+    onnx = export_torch(small_cnn(), (InputSpec.parse("image:Nx3xHxW"),), (), 17, tmp_path / "m.onnx")
+    np.savez(tmp_path / "x.npz", image=np.ones((4, 3, 16, 15), np.float32))
+    for spec, axes in (("image:Nx3x16x16", "axes 2 and 3 sized by --input; the .onnx file leaves them variable"),
+                       ("image:Nx3xHx16", "axis 3 sized by --input; the .onnx file leaves it variable")):
+        said = cli(["export", onnx, "--input", spec, "--calibration", tmp_path / "x.npz", "--no-bench",
+                    "--out", tmp_path / "o"])
+        shape = "['N', 3, 16, 16]" if "x16x" in spec else "['N', 3, 'H', 16]"
+        assert said.exit_code == 3 and said.stderr.endswith(f"the model takes {shape} ({axes})\n"), said.output
+
+
 def test_data_of_another_dtype_than_input_declares_blames_input_not_the_model(tmp_path, cnn_data):
     """`--input image:Nx3x16x16:int64` with float data (or an int64 .npz under the float32 default) said "the model
     takes int64": the dtype is the user's --input, as the shape case already said."""
