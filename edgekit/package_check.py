@@ -28,7 +28,7 @@ from .config import C_NAME, C_NAME_FORM, RANGES, TARGET_NAME, Target, bundled, l
 from .errors import InputError, StageError, StepTimeout, UsageError, few, first_line
 from .probe import probe as probe_model
 from .report import printable
-from .reports import ARM_STAND_IN, VERSION_CASE, Case, CheckReport, shipped_model
+from .reports import ARM_STAND_IN, VERSION_CASE, Case, CheckReport, shipped_model, size_error
 from .runtime import CAPPED, int8_session, run_error, run_limit, runs_limited, session
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
@@ -1394,17 +1394,9 @@ def _gate_failure(gate: dict, manifest: dict) -> str:
     the model did not run at that size, as the manifest's dynamic_sizes records it (was `= n/a (needs  n/a)`)."""
     name = str(gate.get("name", "?"))
     if gate.get("value") is None and gate.get("limit") is None and name.startswith("runs_at_"):
-        return f"{name}: {_size_error(manifest, name.removeprefix('runs_at_'))}"
+        return f"{name}: {size_error(manifest, name.removeprefix('runs_at_'))}"
     needs = " ".join(x for x in (str(gate.get("op") or ""), _number(gate.get("limit"))) if x)
     return f"{name} = {_number(gate.get('value'))} (needs {needs})"
-
-
-def _size_error(manifest: dict, label: str) -> str:
-    """Why the model did not run at another size (`seq=12`), from the manifest's dynamic_sizes."""
-    for c in manifest.get("dynamic_sizes") or []:
-        if isinstance(c, dict) and f"{c.get('dim')}={c.get('validated_size')}" == label and c.get("error"):
-            return str(c["error"]).removeprefix(f"{label}: ")
-    return f"the model did not run at {label} (the manifest records no reason)"
 
 
 CLASS_GATES = {"top1_agreement", "top5_agreement", "accuracy_drop"}  # measured on the scored output alone

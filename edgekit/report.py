@@ -5,7 +5,7 @@ import re
 
 from . import mobile
 from .parity import QUIET, worst
-from .reports import ARM_STAND_IN, TIMED, TargetReport, shipped_model
+from .reports import ARM_STAND_IN, TIMED, TargetReport, gate_failure, shipped_model
 from .runner import BLOCK, MEMORY_RUNS, REWARM
 
 
@@ -221,6 +221,12 @@ def _chosen(golden: dict) -> str:
             f"{chosen.get('at_risk')} of {chosen.get('scored')} scored whose requantized outputs saturation changes")
 
 
+def _failed(g, details: dict):
+    """A failed gate's result: **FAIL**, and what failed where the row's figures cannot say it (runs_at_)."""
+    said = gate_failure(g, details)
+    return _Own("**FAIL**" + _safe(said.removeprefix("FAIL")).replace("|", "\\|"))
+
+
 def markdown(r: TargetReport) -> str:
     """The human report written beside each target's models."""
     d = r.details
@@ -233,7 +239,7 @@ def markdown(r: TargetReport) -> str:
     out += ["", "## Gates", ""] + _md("gate | value | limit | result", [
         [g.label, "-", f"{g.op} {_fmt(g.limit, '.6g')}" if g.limit is not None else "-", f"skipped: {g.skipped}"]
         if g.skipped else
-        [g.label, _fmt(g.value, ".6g"), f"{g.op} {_fmt(g.limit, '.6g')}", "pass" if g.passed else _Own("**FAIL**")]
+        [g.label, _fmt(g.value, ".6g"), f"{g.op} {_fmt(g.limit, '.6g')}", "pass" if g.passed else _failed(g, d)]
         for g in r.gates])
     if r.verification:
         out += ["", "## Verification (`edgekit check` on this folder)", ""]

@@ -14,7 +14,7 @@ import re
 from typing import TYPE_CHECKING
 
 from .report import LAYERS_MEASURED, accuracy_line, computed_on, ort_format_line, printable
-from .reports import TargetReport, shipped_model
+from .reports import TargetReport, gate_failure, shipped_model
 
 if TYPE_CHECKING:
     from .search import SearchReport
@@ -44,7 +44,8 @@ def page(r: TargetReport) -> str:
             _table(("gate", "value", "limit", "result"), [
         (g.label, "-", f"{g.op} {_number(g.limit)}" if g.limit is not None else "-", f"skipped: {g.skipped}")
         if g.skipped else
-        (g.label, _number(g.value), f"{g.op} {_number(g.limit)}", "pass" if g.passed else "FAIL") for g in r.gates])]
+        (g.label, _number(g.value), f"{g.op} {_number(g.limit)}", "pass" if g.passed else gate_failure(g, d))
+        for g in r.gates])]
     if r.accuracy:  # the page showed the drop gate only
         out.append(f"<p>{e(accuracy_line(r.accuracy))}.</p>")
     if d.get("ort_format"):  # which onnxruntime build the shipped .ort needs: report.md said it, this page did not

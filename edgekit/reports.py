@@ -136,6 +136,23 @@ class Case:
             f"{parent + '/' if parent else ''}{self.target} ({name})"
 
 
+def size_error(manifest: dict, label: str) -> str:
+    """Why the model did not run at another size (`seq=12`), from the manifest's dynamic_sizes: what its failed
+    runs_at_ gate (no value, no limit) stands for, in `check` and the reports alike."""
+    for c in manifest.get("dynamic_sizes") or []:
+        if isinstance(c, dict) and f"{c.get('dim')}={c.get('validated_size')}" == label and c.get("error"):
+            return str(c["error"]).removeprefix(f"{label}: ")
+    return f"the model did not run at {label} (the manifest records no reason)"
+
+
+def gate_failure(gate: Gate, details: dict) -> str:
+    """A failed gate's result cell: for a runs_at_ gate, why the model did not run at that size (its value and limit
+    cells say "-": the table said FAIL with no word of what failed)."""
+    if gate.value is None and gate.limit is None and gate.name.startswith("runs_at_"):
+        return f"FAIL: {size_error(details, gate.name.removeprefix('runs_at_'))}"
+    return "FAIL"
+
+
 def shipped_model(details: dict) -> str:
     """The int8 file a target's runtime loads, whose bytes a size budget is about: the .ort where the profile
     ships onnxruntime's mobile format (29% larger than model.int8.onnx on digits), else model.int8.onnx."""

@@ -1595,3 +1595,19 @@ def test_a_models_own_warning_shows_once_per_export(tmp_path):
     assert result.exit_code == 0, result.output
     assert [str(w.message) for w in caught if "Warns.forward" in str(w.message)] == \
         ["Warns.forward: this argument is deprecated"]
+
+
+def test_report_gate_tables_say_why_a_runs_at_gate_failed(tmp_path):
+    """report.md's (and report.html's) gate table showed a failed runs_at_ gate as `- | - | **FAIL**`: no value, no
+    limit, no word of what failed, though the manifest's dynamic_sizes records the cause, as `check` says it."""
+    import html
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "pairs.npz", image=rng.random((16, 2, 3, 16, 16), dtype=np.float32))  # batches of 2
+    [m] = manifests(cli(["export", "models:baked_batch", "--input", "image:Nx3x16x16", "--calibration",
+                         tmp_path / "pairs.npz", "--no-bench", "--out", tmp_path / "o", "--json"]), 1)
+    [cause] = [s["error"].removeprefix("N=4: ") for s in m["dynamic_sizes"] if s["error"]]
+    folder = tmp_path / "o" / "desktop-x86"
+    [row] = [line for line in (folder / "report.md").read_text().splitlines() if line.startswith("| runs_at_N=4 |")]
+    assert row.endswith(f"| **FAIL**: {cause} |") and cause.startswith("onnxruntime run failed: "), row
+    assert f"<td>FAIL: {html.escape(cause)}</td>" in (folder / "report.html").read_text()
