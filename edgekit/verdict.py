@@ -316,7 +316,12 @@ def gate_advice(gates: list[Gate], settings, tuning: dict | None, short: tuple[i
         return [*advice, tuning["advice"]]
     if failed and tuning and (why := tuning.get("stopped_short") or tuning.get("exclusions_skipped")):
         return [*advice, why]  # the search stopped short without saying why
-    if failed and not settings.auto and settings.mode == "static" and not no_signal and not explained:
+    exported = [g.name for g in gates if not g.passed and g.name.startswith("export_")]
+    if failed and exported:  # torch vs the fp32 ONNX: no quantization setting --auto searches changes that
+        advice.append(f"quantization gates failed ({', '.join(failed)}) and so did export parity "
+                      f"({', '.join(exported)}): model.onnx (fp32) does not compute what the source model does, "
+                      "which --auto's quantization search cannot fix; fix the export first")
+    elif failed and not settings.auto and settings.mode == "static" and not no_signal and not explained:
         advice.append(f"quantization gates failed ({', '.join(failed)}): re-run with --auto to search "
                       f"{', '.join(settings.auto_search)} within this target's rules")
     return advice

@@ -1324,6 +1324,20 @@ def near_tie_logits():
     return NearTieLogits().eval()
 
 
+class TracedBranchNearTie(NearTieLogits):
+    """NearTieLogits whose scores flip sign on inputs of mean > 3, a branch the tracer freezes on edgekit's random
+    example inputs (mean ~0): on such data its export fails parity, and int8 still merges the near-tied classes."""
+
+    def forward(self, x):
+        scores = self.head(x)
+        return -scores if x.mean() > 3 else scores
+
+
+def traced_branch_near_tie():
+    torch.manual_seed(0)
+    return TracedBranchNearTie().eval()
+
+
 class ReluEmbedding(nn.Module):
     """A 1024-d ReLU embedding read as class scores under task auto: 1023 near-equal channels (4 +- 0.2) whose
     argmax int8 flips on near-ties (top-1 ~0.91) while each keeps its spread (~29 dB centred), and one nearly dead

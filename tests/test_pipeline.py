@@ -1611,3 +1611,17 @@ def test_report_gate_tables_say_why_a_runs_at_gate_failed(tmp_path):
     [row] = [line for line in (folder / "report.md").read_text().splitlines() if line.startswith("| runs_at_N=4 |")]
     assert row.endswith(f"| **FAIL**: {cause} |") and cause.startswith("onnxruntime run failed: "), row
     assert f"<td>FAIL: {html.escape(cause)}</td>" in (folder / "report.html").read_text()
+
+
+def test_failed_export_parity_is_not_sent_to_auto(tmp_path):
+    """A branch the tracer froze failed export parity (torch vs the fp32 ONNX), and the advice after the failed
+    quantization gates said to re-run with --auto, whose quantization search cannot change what the export computes."""
+    rng = np.random.default_rng(0)
+    np.savez(cal := tmp_path / "x.npz", x=(rng.standard_normal((200, 16)) + 5).astype(np.float32))  # mean > 3
+    [m] = manifests(export("models:traced_branch_near_tie", "--input", "x:Nx16", "--calibration", cal, "-t",
+                           "desktop-x86", "--no-bench", "--out", tmp_path / "o"), code=1)
+    failed = [g["name"] for g in m["gates"] if not g["passed"]]
+    assert {"export_cosine", "top1_agreement"} <= set(failed), failed
+    assert not any("--auto to search" in w for w in m["warnings"]), m["warnings"]
+    assert any(w.startswith("quantization gates failed (top1_agreement) and so did export parity (export_cosine")
+               and "fix the export first" in w for w in m["warnings"]), m["warnings"]
