@@ -500,8 +500,9 @@ def main(debug: bool, verbose: bool) -> None:
 @click.option("--archive", is_flag=True, default=None, help="Also write OUT/<target>.tar.gz.")
 @click.option("--c-name", metavar="NAME", help="The C names of a profile's c_header files: NAME_data.h, "
               "edgekit_NAME_data, EDGEKIT_NAME_SIZE (two models in one firmware need two names).")
-@click.option("--emulate", metavar="aarch64[:CPU]",
-              help="ARM targets' int8 parity and golden outputs from real aarch64 kernels under qemu.")
+@click.option("--emulate", metavar="ARCH[:CPU]",
+              help="Real kernels of another CPU under qemu: aarch64[:CPU] computes ARM targets' int8 parity and golden "
+                   "outputs; x86_64[:CPU] (no VNNI, e.g. AVX2) holds x86-64 targets' int8 gates on its kernels too.")
 @_device_options
 @click.option("--force", is_flag=True, default=None,
               help="Replace OUT/<target> and its archive even when edgekit did not make them (default: refuse).")

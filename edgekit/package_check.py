@@ -22,8 +22,8 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from . import (__version__, archive, arrays, bounded, detections, host, mobile, model_claims, package, parity,
-               published, report_html, runner)
+from . import (__version__, archive, arrays, bounded, detections, emulated_kernels, host, mobile, model_claims,
+               package, parity, published, report_html, runner)
 from .config import C_NAME, C_NAME_FORM, RANGES, TARGET_NAME, Target, bundled, list_targets, load_target
 from .errors import InputError, StageError, StepTimeout, UsageError, few, first_line
 from .probe import probe as probe_model
@@ -1478,9 +1478,11 @@ def _gate_claims(manifest: dict) -> list[str]:
     if profile is not None:  # this version's bundled profile: a package made with an older one has no such gate
         required.add("quant_cosine_worst")
     required |= _detection_gates(manifest)
+    if manifest.get("emulated_kernels") is not None:  # figures on an emulated CPU are held by gates of their own
+        required |= set(emulated_kernels.REQUIRED)
     if missing := sorted(required - set(gates)):
         bad.append(f"gates {', '.join(missing)} are missing")
-    if odd := [n for n in gates if not parity.GATE_NAME.fullmatch(n)]:
+    if odd := [n for n in gates if not parity.written_gate(n)]:
         bad.append(f"gates {few(odd, 4)} are none that edgekit writes")
     names = [o.get("name") for o in outputs if isinstance(o, dict)] if isinstance(outputs, list) else []
     state = tuple(_state_pairs(manifest).values())

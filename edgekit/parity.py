@@ -639,9 +639,19 @@ def trial_gate(name: str) -> bool:
         name in PARITY_LIMITS and not name.startswith("export_"))
 
 
+EMULATED = "emulated_"  # a quantization gate held on an emulated CPU's int8 figures (export --emulate x86_64)
+
+
+def written_gate(name: str) -> bool:
+    """Whether edgekit writes a gate of this name: GATE_NAME, or EMULATED + a quantization gate (trial_gate)."""
+    base = name.removeprefix(EMULATED)
+    return bool(GATE_NAME.fullmatch(name) or (base != name and trial_gate(base)))
+
+
 def limit_of(name: str) -> tuple[str, str] | None:
-    """(op, ParitySpec field) of a parity gate, also at another size (quant_cosine_at_N=4); None for others."""
-    return PARITY_LIMITS.get(name.split("_at_")[0])
+    """(op, ParitySpec field) of a parity gate, also at another size (quant_cosine_at_N=4) or on an emulated CPU
+    (emulated_quant_cosine); None for others."""
+    return PARITY_LIMITS.get(name.removeprefix(EMULATED).split("_at_")[0])
 
 
 def held(name: str, value, spec, unmeasured: str | None = None) -> Gate:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (CHECKABLE_BY, __version__, archive, bench, calib, config, constants, contract, emulator, host,
-               inspect_model, layers, mobile, onnx_export, outdir, package, package_check, parity, pixels, precision,
-               quantization, residuals, sequences, sharing, signals, sizes, tune, verdict)
+from . import (CHECKABLE_BY, __version__, archive, bench, calib, config, constants, contract, emulated_kernels, emulator,
+               host, inspect_model, layers, mobile, onnx_export, outdir, package, package_check, parity, pixels,
+               precision, quantization, residuals, sequences, sharing, signals, sizes, tune, verdict)
 from .config import (DistillSettings, InputSpec, PruneSpec, Recipe, ShareSpec, Target, overrides, recipe_names,
                      target_settings)
 from .errors import EdgekitError, InputError, StageError, UsageError, said_as
@@ -52,7 +52,8 @@ class Shared:
     stage: Path
     progress: bool
     compression: dict | None  # params, MACs and accuracy before/after pruning and distillation
-    emulator: emulator.Emulator | None = None  # ARM targets' int8 outputs from real aarch64 kernels (--emulate)
+    # --emulate: ARM targets' int8 outputs from real aarch64 kernels, or x86-64 targets judged on an x86-64 CPU's too
+    emulator: emulator.Emulator | None = None
     device: Device | None = None  # a device over SSH: its kind of targets' latency and check run there
     said: tuple[str, ...] = ()  # the run's own warnings, in each target's: loading the model's, the data's
     val_repeats: tuple[int, int] | None = None  # (distinct, samples) of validation data repeating one sample
@@ -475,18 +476,23 @@ def _given_outputs(loaded, shared: Shared, val: calib.Dataset) -> list:
     return run_onnx(sess, [{**feed, **shared.pinned} for feed in val.feeds])
 
 
+# an emulated CPU's arch → the targets' arch whose int8 outputs it computes
+EMULATED_FOR = {emulator.ARCH: "arm64", emulator.X86: "x86_64"}
+
+
 def emulator_for(recipe: Recipe, targets: list[Target]) -> emulator.Emulator | None:
-    """The emulated ARM CPU for --emulate (built in the cache on first use), told before any work."""
+    """The emulated CPU for --emulate (built in the cache on first use), told before any work: aarch64 computes ARM
+    targets' int8 outputs, x86_64 judges x86-64 targets on its kernels too (an AVX2 CPU's, which saturate)."""
     if recipe.emulate is None:  # "" (an unset $EMU in CI) is refused below, not taken for no emulation
         return None
-    if emulator.parse(recipe.emulate)[0] != emulator.ARCH:
-        raise UsageError(f"--emulate {recipe.emulate}: an export emulates only ARM targets' kernels (aarch64); "
-                         "`edgekit check --emulate x86_64[:CPU]` runs a package on an x86-64 CPU without VNNI")
+    arch = emulator.parse(recipe.emulate)[0]
     if recipe.state:
         raise UsageError("--emulate does not replay streaming models yet: check the package with "
                          "`edgekit check --emulate` instead")
-    if not any(t.runtime.arch == "arm64" for t in targets):
-        raise UsageError("--emulate computes ARM targets' outputs; none of the targets is arm64")
+    kind = EMULATED_FOR[arch]
+    if not any(t.runtime.arch == kind for t in targets):
+        raise UsageError(f"--emulate {recipe.emulate} computes {kind} targets' int8 outputs; none of the targets is "
+                         f"{kind} ({', '.join(t.name for t in targets)})")
     return emulator.setup(recipe.emulate)
 
 
@@ -700,7 +706,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         onnx_export.check(int8)
     float_subgraph = quantization.float_subgraph_nodes(quantized)
     int8_sess, kernels = int8_session(int8, providers, threads, exact, reuse=True)
-    emulated = shared.emulator if target.runtime.arch == "arm64" else None
+    emulated, judged_also_on = _emulators(shared, target)
     if emulated is None:
         int8_val = _int8_outputs(shared, prep, int8_sess)
     else:
@@ -711,6 +717,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     quant_parity = parity.unlabelled_shown(shared.compare(verdict_val.origin, prep.outputs, fp32_judged, int8_judged,
                                                           kernels, verdict_val.labels, shared.judged_task),
                                            target.parity)
+    there = judged_also_on and _emulated_figures(shared, prep, target, judged_also_on, int8, int8_val, judged,
+                                                 verdict_val, package.output_steps(quantized))
     latency, *one_thread = [None] if recipe.no_bench else _latency(shared, prep, target, fp32, int8)
     stream = (shared.val.feeds[0], shared.inputs, recipe.state, shared.init) if recipe.state else None
     # golden inputs are the first of the samples the verdict is of, those AVX2 kernels saturate moved first (a
@@ -804,6 +812,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     gates = verdict.gates(target, prep.export_parity, quant_parity, accuracy, latency, packaged.get("mobile_coverage"),
                           (tdir / shipped_model(packaged)).stat().st_size, shared.judged_task,
                           quantization.quantizes_anything(quantized))
+    gates += verdict.emulated_gates(target, there, shared.judged_task, quantization.quantizes_anything(quantized))
     gates += verdict.size_gates(target, size_checks) + verdict.distinct_gates(shared.val_repeats)
     if tuning:  # its `passed` is of the half it was chosen on: say whether the held-out half's gates agree
         tuning.update(verdict.held_out(tuning, gates))
@@ -813,7 +822,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                           + (verdict.preprocessing_advice(gates, prep.given_opset) if prep.exporter is None
                                       else []) + verdict.gate_advice(gates, qplan.settings, tuning, short,
                                                                      _ranges(cal, val, qplan)), details,
-                          latency_1_thread=one_thread[0] if one_thread else None)
+                          latency_1_thread=one_thread[0] if one_thread else None, emulated=there or None)
     report = without_folders(report, shared.user_files[1])
     package.write(tdir, report, pages=False)
     # the verdict is the gates AND the comparisons `edgekit check` makes on the staged package (run here, not in a
@@ -825,6 +834,31 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     if recipe.archive:
         archive.write(tdir, shared.stage / f"{target.name}.tar.gz")
     return report
+
+
+def _emulators(shared: Shared, target: Target) -> tuple[emulator.Emulator | None, emulator.Emulator | None]:
+    """(the emulated ARM CPU whose kernels compute an ARM target's int8 outputs, the emulated x86-64 CPU an x86-64
+    target is judged on too): --emulate's, for a target of its kind."""
+    found = shared.emulator
+    if found is None or EMULATED_FOR[found.arch] != target.runtime.arch:
+        return None, None
+    return (found, None) if found.arch == emulator.ARCH else (None, found)
+
+
+def _emulated_figures(shared: Shared, prep: Prepared, target: Target, emulated: emulator.Emulator, int8: Path,
+                      here: list, judged: slice, verdict_val: calib.Dataset,
+                      steps: dict[str, float]) -> emulated_kernels.EmulatedKernels:
+    """An x86-64 target's int8 validation outputs on the emulated CPU's kernels too (AVX2's saturate where this
+    VNNI host's are exact): the figures its EMULATED gates hold, and how many samples differ from `here`'s."""
+    there = emulated.outputs(int8, prep.val.feeds, prep.names)
+    kernels = emulated.describe()
+    stage = parity.unlabelled_shown(shared.compare(verdict_val.origin, prep.outputs, prep.fp32_val[judged],
+                                                   there[judged], kernels, verdict_val.labels, shared.judged_task),
+                                    target.parity)
+    accuracy = _accuracy(verdict_val, shared.torch_val and shared.torch_val[judged], prep.fp32_val[judged],
+                         there[judged], parity.scored_at(stage.outputs), prep.names)
+    return emulated_kernels.EmulatedKernels(kernels, stage, accuracy,
+                                            emulated_kernels.difference(here, there, prep.names, steps))
 
 
 def _fixed_fp32(path: Path, model, props: dict, specs, shapes: dict) -> Path:

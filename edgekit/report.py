@@ -134,6 +134,7 @@ def table(reports: list[TargetReport]) -> str:
         arm = [r.target for r in reports if r.details.get("arm_kernels") == kernels]
         lines.append(f"{', '.join(arm)}: int8 parity and accuracy from {kernels}"
                      + (" (--emulate aarch64 runs real aarch64 kernels)" if kernels == ARM_STAND_IN else ""))
+    lines += [f"{r.target}: {printable(r.emulated.line(r.gates))}" for r in reports if r.emulated]
     lines += [f"{r.target}: {printable(w)}" for r in reports for w in r.warnings]
     return "\n".join(lines)
 
@@ -276,6 +277,8 @@ def markdown(r: TargetReport) -> str:
                   _fmt(o.retrieval_at1, ".4f", "n/a")) for o in p.outputs]) + [""] + quiet_line(p.outputs, _safe)
     if r.accuracy:
         out += [accuracy_line(r.accuracy), ""]
+    if r.emulated:  # an x86-64 target's figures on an emulated CPU's kernels, which its emulated_ gates hold
+        out += [f"Emulated CPU (`--emulate`): {_safe(r.emulated.line(r.gates))}.", ""]
     if state := d.get("state"):  # the drift a streaming model's int8 state accumulates (was in the manifest alone)
         seq = state["sequence"]
         out += ["### State carried over the validation sequences", "",

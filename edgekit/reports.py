@@ -10,7 +10,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import emulated_kernels
 from .bench import Latency
+from .emulated_kernels import EmulatedKernels
 from .errors import ExitCode
 from .parity import Accuracy, Gate, OutputParity, StageParity
 
@@ -161,7 +163,7 @@ def shipped_model(details: dict) -> str:
 
 # the manifest's keys of a TargetReport's own fields (to_json()); its other keys are the report's details
 REPORT_KEYS = ("target", "parity", "accuracy", "latency", "latency_1_thread", "tuning", "gates", "passed", "warnings",
-               "verification", "files", "sizes")
+               "verification", "files", "sizes", "emulated_kernels")
 
 
 def _built(cls, data: dict, **made):
@@ -206,6 +208,7 @@ class TargetReport:
     sizes: dict[str, int] = field(default_factory=dict)  # deliverable → bytes
     verification: list[Case] = field(default_factory=list)  # `edgekit check` on the staged package
     latency_1_thread: LatencyReport | None = None  # when `latency` is at the profile's threads and that is more
+    emulated: EmulatedKernels | None = None  # an x86-64 target's figures on an emulated CPU (export --emulate x86_64)
 
     @classmethod
     def from_json(cls, m: dict) -> TargetReport:
@@ -214,7 +217,8 @@ class TargetReport:
         return cls(m["target"], _stage(m["parity"]["export"]), _stage(m["parity"]["quantization"]),
                    _accuracy(m["accuracy"]), _latency(m["latency"]), m["tuning"], [_built(Gate, g) for g in m["gates"]],
                    m["warnings"], {k: v for k, v in m.items() if k not in REPORT_KEYS}, m["files"], m["sizes"],
-                   [_built(Case, c) for c in m["verification"]], _latency(m["latency_1_thread"]))
+                   [_built(Case, c) for c in m["verification"]], _latency(m["latency_1_thread"]),
+                   emulated_kernels.from_json(m.get("emulated_kernels")))
 
     @property
     def passed(self) -> bool:
@@ -240,6 +244,7 @@ class TargetReport:
             "parity": {"export": self.export_parity and self.export_parity.as_dict(),
                        "quantization": self.quant_parity.as_dict()},
             "accuracy": self.accuracy and self.accuracy.as_dict(),
+            **({"emulated_kernels": self.emulated.as_dict()} if self.emulated else {}),
             "latency": self.latency and self.latency.as_dict(),
             "latency_1_thread": self.latency_1_thread and self.latency_1_thread.as_dict(),
             "tuning": self.tuning, "gates": [g.as_dict() for g in self.gates], "passed": self.passed,
