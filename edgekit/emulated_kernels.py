@@ -58,6 +58,17 @@ class EmulatedKernels:
                 + (f"FAIL: {', '.join(failed)}" if failed else "its gates pass"))
 
 
+def advice(figures: EmulatedKernels | None, gates: list[Gate], reduce_range: bool) -> list[str]:
+    """What to do when the emulated CPU's figures fail gates this host's pass, for full-range weights (7-bit ones
+    never reach int16's limit: their failure is not saturation's)."""
+    failed = [g.name for g in gates if g.name.startswith(EMULATED) and not g.passed]
+    if figures is None or not failed or reduce_range:
+        return []
+    return [f"{', '.join(failed)}: on {figures.kernels} the full-range (8-bit) weights' u8s8 sums saturate int16 "
+            "where this host's kernels are exact: export with --reduce-range true (7-bit weights never reach its "
+            "limit), or run it on such CPUs with session option session.x64quantprecision=1"]
+
+
 def _fmt(value, spec: str = ".4f") -> str:
     return "n/a" if value is None else format(value, spec)
 

@@ -717,8 +717,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     quant_parity = parity.unlabelled_shown(shared.compare(verdict_val.origin, prep.outputs, fp32_judged, int8_judged,
                                                           kernels, verdict_val.labels, shared.judged_task),
                                            target.parity)
-    there = judged_also_on and _emulated_figures(shared, prep, target, judged_also_on, int8, int8_val, judged,
-                                                 verdict_val, package.output_steps(quantized))
+    there = _emulated_figures(shared, prep, target, judged_also_on, int8, int8_val, judged, verdict_val,
+                              package.output_steps(quantized)) if judged_also_on else None
     latency, *one_thread = [None] if recipe.no_bench else _latency(shared, prep, target, fp32, int8)
     stream = (shared.val.feeds[0], shared.inputs, recipe.state, shared.init) if recipe.state else None
     # golden inputs are the first of the samples the verdict is of, those AVX2 kernels saturate moved first (a
@@ -821,8 +821,9 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                                                                      target.parity)
                           + (verdict.preprocessing_advice(gates, prep.given_opset) if prep.exporter is None
                                       else []) + verdict.gate_advice(gates, qplan.settings, tuning, short,
-                                                                     _ranges(cal, val, qplan)), details,
-                          latency_1_thread=one_thread[0] if one_thread else None, emulated=there or None)
+                                                                     _ranges(cal, val, qplan))
+                          + emulated_kernels.advice(there, gates, qplan.reduce_range), details,
+                          latency_1_thread=one_thread[0] if one_thread else None, emulated=there)
     report = without_folders(report, shared.user_files[1])
     package.write(tdir, report, pages=False)
     # the verdict is the gates AND the comparisons `edgekit check` makes on the staged package (run here, not in a

@@ -158,16 +158,109 @@ def test_the_avx2_decision_runs_right_on_real_avx2_kernels(saturating, monkeypat
 
 
 @needs_x86
-def test_x86_emulation_leaves_an_arm_package_to_this_host_and_an_export_refuses_it(digits_arm, tmp_path):
+def test_x86_emulation_leaves_an_arm_package_to_this_host_and_an_arm_only_export_refuses_it(digits_arm, tmp_path):
     result = cli(["check", digits_arm / "arm64-linux", "--emulate", "x86_64", "--probe", "--json"])
     assert result.exit_code == 0, result.output
     [parity] = [c for c in json.loads(result.stdout)["cases"] if c["name"].startswith("parity")]
     assert "(not emulated, not probed: a package for arm64: --emulate aarch64 runs ARM's kernels)" in \
         parity["where"], parity
-    result = cli(["export", DIGITS / "edgekit.toml", "-t", "desktop-x86", "--emulate", "x86_64", "--out",
+    result = cli(["export", DIGITS / "edgekit.toml", "-t", "arm64-linux", "--emulate", "x86_64", "--out",
                   tmp_path / "dist", "--no-bench"])
-    assert result.exit_code == 2 and "`edgekit check --emulate x86_64[:CPU]`" in result.output, result.output
+    assert result.exit_code == 2 and "none of the targets is x86_64 (arm64-linux)" in result.output, result.output
     assert not (tmp_path / "dist").exists()
+
+
+def _emulated_export(args: list, out, *extra) -> tuple:
+    """(the CLI's result, each target's manifest by name) of `args` exported to `out` as a VNNI host decides."""
+    result = cli([*args, "--out", out, "--json", *extra], env={"EDGEKIT_HOST_ISA": "avx512-vnni"})
+    manifests = {m["target"]: m for m in json.loads(result.stdout)["targets"]} if result.stdout.strip() else {}
+    return result, manifests
+
+
+@needs_x86
+def test_export_emulating_avx2_records_its_figures_and_the_samples_its_kernels_change(saturating):
+    """A VNNI host keeps 8-bit weights; `export --emulate x86_64` runs the int8 model on emulated AVX2 kernels too:
+    its figures, its gates and how many samples differ from this host's are recorded, and are the kernels' own
+    (counted again here); 7-bit weights never saturate, so none differ. An ARM target beside is left as it was."""
+    from edgekit.runtime import int8_session, run_onnx
+
+    tmp, args = saturating
+    out = tmp / "emulated"
+    result, found = _emulated_export([*args, "--task", "other", "-t", "desktop-x86", "-t", "arm64-linux"], out,
+                                     "--emulate", "x86_64", "--reduce-range", "false")
+    assert result.exit_code == 0, result.output
+    m, arm = found["desktop-x86"], found["arm64-linux"]
+    emulated = m["emulated_kernels"]
+    assert emulated["kernels"] == f"x86_64 (emulated, epyc-milan), onnxruntime {m['versions']['onnxruntime']}"
+    assert emulated["parity"]["int8_kernels"] == emulated["kernels"] and emulated["parity"]["samples"] == 16
+    int8 = out / "desktop-x86" / "model.int8.onnx"
+    feeds = [{"x": x[None]} for x in np.load(tmp / "val.npz")["x"]]
+    name = m["outputs"][0]["name"]
+    there = np.concatenate([o[0] for o in emulator.setup("x86_64").outputs(int8, feeds, [name])])
+    here = np.concatenate([o[0] for o in run_onnx(int8_session(int8)[0], feeds)])
+    step = m["golden"]["steps"][name]
+    differ = np.abs(there - here)
+    assert emulated["difference"] == {
+        "samples": 16, "differing_samples": int((differ.max(1) > 0).sum()), "values": differ.size,
+        "differing_values": int(np.count_nonzero(differ)), "max_abs": pytest.approx(float(differ.max())),
+        "max_steps": pytest.approx(float(differ.max()) / step, abs=1e-3)}
+    assert emulated["difference"]["differing_samples"] > 0 and emulated["difference"]["max_steps"] > 1
+    gates = {g["name"]: g for g in m["gates"]}
+    assert gates["emulated_quant_sqnr_db"]["value"] == emulated["parity"]["outputs"][0]["sqnr_db"] < \
+        gates["quant_sqnr_db"]["value"]  # saturation costs SQNR this host's kernels do not lose
+    assert "emulated_kernels" not in arm and not any(g["name"].startswith("emulated_") for g in arm["gates"])
+    assert "x86_64 (emulated, epyc-milan)" in (out / "desktop-x86" / "report.md").read_text()
+    assert cli(["check", out]).exit_code == 0  # check accepts the gates it writes...
+    del m["gates"][[g["name"] for g in m["gates"]].index("emulated_quant_sqnr_db")]
+    write_manifest(out / "desktop-x86", m)
+    result = cli(["check", out / "desktop-x86"])  # ...and misses one deleted
+    assert result.exit_code == 1 and "gates emulated_quant_sqnr_db are missing" in result.output, result.output
+    result, found = _emulated_export([*args, "--task", "other"], tmp / "seven", "--emulate", "x86_64",
+                                     "--reduce-range", "true")
+    assert result.exit_code == 0, result.output
+    assert found["desktop-x86"]["emulated_kernels"]["difference"]["differing_samples"] == 0
+
+
+@needs_x86
+def test_an_export_whose_avx2_figures_fail_a_gate_fails_naming_the_kernels(saturating):
+    """The saturating MLP with 8-bit weights passes on this VNNI host's exact kernels; on emulated AVX2 kernels its
+    int8 outputs' top class moves (task auto holds it on unlabelled data): `export --emulate x86_64` fails, saying
+    which kernels and what to do, where the same export without it passes."""
+    tmp, args = saturating
+    result, _ = _emulated_export(args, tmp / "here", "--reduce-range", "false")
+    assert result.exit_code == 0, result.output
+    result = cli([*args, "--reduce-range", "false", "--emulate", "x86_64", "--out", tmp / "avx2"],
+                 env={"EDGEKIT_HOST_ISA": "avx512-vnni"})
+    assert result.exit_code == 1, result.output
+    assert "desktop-x86: int8 on x86_64 (emulated, epyc-milan)" in result.output and "FAIL: emulated_" in \
+        result.output, result.output
+    m = json.loads((tmp / "avx2" / "desktop-x86" / "manifest.json").read_text())
+    failed = [g["name"] for g in m["gates"] if not g["passed"]]
+    assert failed and all(name.startswith("emulated_") for name in failed) and not m["passed"], failed
+    assert any("on x86_64 (emulated, epyc-milan), onnxruntime" in w and "--reduce-range true" in w
+               for w in m["warnings"]), m["warnings"]
+
+
+@needs_x86
+def test_export_emulate_refuses_what_it_cannot_judge(saturating, tmp_path):
+    """--emulate x86_64 with no x86-64 target, with a streaming model, or in a search (whose metric is this host's):
+    exit 2 in one line, before any work."""
+    tmp, args = saturating
+    cases = [([*args, "-t", "arm64-linux", "--emulate", "x86_64"], "none of the targets is x86_64 (arm64-linux)"),
+             (["export", "models:streaming", "--input", "x:Nx8", "--input", "state:Nx16", "--output-name", "score",
+               "--output-name", "stateN", "--state", "state=stateN", "--no-bench", "--emulate", "x86_64:haswell"],
+              "does not replay streaming models"),
+             ([*args, "-t", "desktop-x86", "--emulate", "aarch64"], "none of the targets is arm64 (desktop-x86)")]
+    for i, (command, why) in enumerate(cases):
+        result = cli([*command, "--out", tmp_path / str(i)])
+        assert result.exit_code == 2 and why in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / str(i)).exists()
+    recipe = tmp_path / "edgekit.toml"
+    recipe.write_text(f'[model]\nsource = "models:saturating_mlp"\ninputs = ["x:Nx64"]\n[data]\n'
+                      f'calibration = "{tmp / "cal.npz"}"\nvalidation = "{tmp / "val.npz"}"\n')
+    result = cli(["search", recipe, "-t", "desktop-x86", "--emulate", "x86_64", "--out", tmp_path / "s"])
+    assert result.exit_code == 2 and "`edgekit export --emulate x86_64[:CPU]`" in result.output, result.output
+    assert not (tmp_path / "s").exists()
 
 
 @needs_x86
