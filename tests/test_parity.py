@@ -856,3 +856,11 @@ def test_a_forged_detection_match_does_not_raise_the_agreement_check_measures():
                          for said in (honest, forged))
     assert measured["boxes"] == 0.0
     assert claimed["boxes"] is None or claimed["boxes"] <= measured["boxes"], claimed
+
+
+def test_an_emulated_cpus_gates_are_quantization_gates_held_at_their_own_limits():
+    """export --emulate x86_64 writes EMULATED + each quantization gate (parity.trial_gate), held where the gate is."""
+    assert parity.written_gate("emulated_quant_sqnr_db") and parity.written_gate("emulated_top1_agreement")
+    assert parity.limit_of("emulated_quant_sqnr_db") == parity.limit_of("quant_sqnr_db") == (">=", "quant_sqnr_min_db")
+    for name in ("emulated_size_mb", "emulated_export_cosine", "emulated_emulated_quant_cosine", "emulated_"):
+        assert not parity.written_gate(name), name
