@@ -48,6 +48,8 @@ def page(r: TargetReport) -> str:
         for g in r.gates])]
     if r.accuracy:  # the page showed the drop gate only
         out.append(f"<p>{e(accuracy_line(r.accuracy))}.</p>")
+    if r.emulated:  # an x86-64 target's figures on an emulated CPU (export --emulate x86_64), as report.md says
+        out.append(f"<p>Emulated CPU: {e(r.emulated.line(r.gates))}.</p>")
     if d.get("ort_format"):  # which onnxruntime build the shipped .ort needs: report.md said it, this page did not
         out.append(f"<p>{e(ort_format_line(d['ort_format']).replace('`', ''))}</p>")
     if kept := _kept_float(r):  # the page said "PASSED" and its per-layer chart, and none of these
