@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import (CHECKABLE_BY, __version__, archive, bench, calib, config, constants, contract, emulated_kernels, emulator,
-               host, inspect_model, layers, mobile, onnx_export, outdir, package, package_check, parity, pixels,
-               precision, quantization, residuals, sequences, sharing, signals, sizes, tune, verdict)
+from . import (CHECKABLE_BY, __version__, archive, bench, calib, config, constants, contract, emulated_kernels,
+               emulator, host, inspect_model, layers, mobile, onnx_export, outdir, package, package_check, parity,
+               pixels, precision, quantization, residuals, sequences, sharing, signals, sizes, tune, verdict)
 from .config import (DistillSettings, InputSpec, PruneSpec, Recipe, ShareSpec, Target, overrides, recipe_names,
                      target_settings)
 from .errors import EdgekitError, InputError, StageError, UsageError, said_as
