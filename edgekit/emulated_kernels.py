@@ -8,7 +8,7 @@ compares a package with the kernels of the CPU it runs on.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -101,8 +101,6 @@ def difference(here: list, there: list, names: list[str], steps: dict[str, float
 
 def prefixed(gates: list[Gate]) -> list[Gate]:
     """The quantization gates measured on the emulated CPU's figures, named apart from this host's."""
-    from dataclasses import replace
-
     return [replace(g, name=EMULATED + g.name) for g in gates]
 
 
