@@ -35,6 +35,7 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
 MAX_NAME = 256  # a state input's or output's name (one of 200,000 characters overflowed the child's command line)
 CHECKED_ON = ("CPUExecutionProvider",)  # the providers check's own parity sessions ask for
 MIN_STEP = 1e-45  # a quantization step, at least float32's smallest (a model that emits ~0 has one near it)
+MAX_PAGE_BYTES = 16 << 20  # report.html: edgekit's pages are tens of KB; the parser is read whole
 INT8 = "model.int8.onnx"
 FP32 = "model.onnx"  # the float reference (a CoreML build's fp32 model is ort_format.fp32's own fixed-shape copy)
 log = logging.getLogger("edgekit")
@@ -491,7 +492,11 @@ def _page_claims(folder: Path, manifest: dict) -> str:
     fails integrity; edited and re-hashed in the manifest, it passed, and a CI artifact ran the script."""
     if "report.html" not in manifest["files"]:  # a package made before pages were hashed may have none
         return ""
-    found = report_html.active_content((folder / "report.html").read_text(encoding="utf-8", errors="replace"))
+    with open(folder / "report.html", "rb") as f:  # its size is the manifest's, which anyone sending it writes
+        page = f.read(MAX_PAGE_BYTES + 1)
+    if len(page) > MAX_PAGE_BYTES:
+        return f"it holds more than {MAX_PAGE_BYTES:,} bytes, which edgekit's page never does"
+    found = report_html.active_content(page.decode("utf-8", errors="replace"))
     return "" if found is None else f"it holds {printable(found)!r}, which edgekit's page never does"
 
 

@@ -121,6 +121,10 @@ ATTRIBUTES = {"lang", "charset", "class", "role", "xmlns", "width", "height", "v
               "y2", "cx", "cy", "r", "fill", "stroke", "stroke-dasharray", "transform", "text-anchor", "font-family",
               "font-size", "font-weight"}
 SVG_NS = "http://www.w3.org/2000/svg"
+# text, and tags whose every `<` is closed by a `>` before the next (no `<` nor `>` in a quoted value) and that are no
+# comment, declaration or processing instruction but the doctype: all edgekit writes. Matched in linear time first,
+# so the parser never meets what it is slow on (120 KB of `<a ` took it 116 s) or raises on (`<![<![`: exit 5)
+MARKUP = re.compile(r'(?:[^<]++|<!DOCTYPE html>|<(?![!?])(?:[^<>"]++|"[^"<>]*+")*+>)*+')
 
 
 def active_content(page: str) -> str | None:
@@ -129,6 +133,8 @@ def active_content(page: str) -> str | None:
     `relu_url(skip)` is no fetch."""
     from html.parser import HTMLParser
 
+    if (end := MARKUP.match(page).end()) < len(page):
+        return f"{page[end:end + 24]!r} (markup edgekit never writes)"[:60]
     found: list[str] = []
     policy = []
 
@@ -152,8 +158,11 @@ def active_content(page: str) -> str | None:
                 found.append("a fetch in <style>")
 
     reader = Reader(convert_charrefs=True)
-    reader.feed(page)
-    reader.close()
+    try:
+        reader.feed(page)
+        reader.close()
+    except (AssertionError, ValueError) as e:  # _markupbase's own checks, on what MARKUP lets by
+        return f"markup the HTML parser cannot read ({e})"[:60]
     if not policy:
         found.append("no Content-Security-Policy")
     return found[0][:60] if found else None

@@ -217,6 +217,24 @@ def test_a_page_edited_to_redirect_or_fetch_without_its_policy_fails(digits, tmp
     assert "report.html" in integrity(folder)
 
 
+@pytest.mark.parametrize("page,said", [
+    ("<a " * 20_000, "'<a <a <a "),  # 60 KB: the parser took 36 s (120 KB: 116 s), in check's own process
+    ("<![<![<![<![", "'<![<![<![<!["),  # the parser's AssertionError: exit 5
+    ("<!--" * 40_000, "'<!--<!--<!--"),  # 160 KB of comments it never closes: 19 s
+], ids=["unclosed-tags", "marked-section", "unclosed-comments"])
+def test_a_page_the_html_parser_chokes_on_fails_integrity_at_once(digits, tmp_path, page, said):
+    """report.html is held to the markup edgekit writes before html.parser reads it: a page of unclosed tags from
+    a package's sender took the parser time quadratic in its size, a marked section raised from inside it."""
+    import time
+
+    folder = copy_of(digits, tmp_path, "desktop-x86")
+    (folder / "report.html").write_text(page, encoding="utf-8")
+    resign(folder)
+    start = time.perf_counter()
+    message = integrity(folder)
+    assert f"report.html: it holds \"{said}" in message and time.perf_counter() - start < 10, message
+
+
 def test_a_conversion_past_the_step_timeout_is_exit_4_not_a_failed_package(digits):
     """required_operators.config is made again in a bounded child under --step-timeout: its StepTimeout was caught
     as "cannot be made again", and an honest package failed integrity (exit 1)."""
