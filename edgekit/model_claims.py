@@ -63,7 +63,8 @@ def read_ort(path: Path) -> Graph:
     fbs = _flatbuffers()
     data = path.read_bytes()
     model = fbs.InferenceSession.InferenceSession.GetRootAsInferenceSession(data, 0).Model()
-    g, text = model.Graph(), lambda b: b.decode("utf-8", "replace") if b is not None else ""
+    reads = _Reads(path, len(data))
+    g, text = model.Graph(), reads.text
     found = Graph()
     for i in range(g.NodesLength()):
         n = g.Nodes(i)
@@ -72,16 +73,44 @@ def read_ort(path: Path) -> Graph:
     for i in range(g.InitializersLength()):
         t = g.Initializers(i)
         found.initializers[text(t.Name())] = (DTYPES.get(t.DataType(), str(t.DataType())),
-                                              [int(t.Dims(k)) for k in range(t.DimsLength())])
+                                              [int(t.Dims(k)) for k in range(reads.items(t.DimsLength()))])
     args = {text(a.Name()): a for a in (g.NodeArgs(i) for i in range(g.NodeArgsLength()))}
     for name in (text(g.Inputs(i)) for i in range(g.InputsLength())):
         if name not in found.initializers and name in args:
-            found.inputs.append((name, *_ort_tensor_type(args[name], fbs)))
+            found.inputs.append((name, *_ort_tensor_type(args[name], fbs, reads)))
     found.opset = next((o.Version() for o in (model.OpsetImport(i) for i in range(model.OpsetImportLength()))
                         if text(o.Domain()) in ("", "ai.onnx")), 0)
     found.metadata = {text(p.Key()): text(p.Value()) for p in (model.MetadataProps(i)
                                                                for i in range(model.MetadataPropsLength()))}
     return found
+
+
+class _Reads:
+    """What reading an .ort's names costs, held to its size: a flatbuffer's entries are offsets, so 4,000 node entries
+    naming one node whose 4,000 inputs name one string (32 KB) made 16 million strings (39 s, 1.2 GB, growing with the
+    square of the file's size). Each name read is charged as the memory it takes; a file's own names, each entry at
+    least 4 bytes of it, cost far less than MEMORY_PER_BYTE times its size."""
+    NAME_COST = 64  # bytes of a Python string and its list slot, besides its characters
+    MEMORY_PER_BYTE = 16
+    SLACK = 64 << 20
+
+    def __init__(self, path: Path, size: int):
+        self.path, self.left = path, self.SLACK + self.MEMORY_PER_BYTE * size
+
+    def items(self, count: int) -> int:
+        """`count` numbers read (a shared list of dims is read once per entry naming it)."""
+        self._charge(self.NAME_COST * count)
+        return count
+
+    def text(self, raw: bytes | None) -> str:
+        self._charge(self.NAME_COST + len(raw or b""))
+        return raw.decode("utf-8", "replace") if raw is not None else ""
+
+    def _charge(self, cost: int) -> None:
+        self.left -= cost
+        if self.left < 0:
+            raise ValueError(f"{self.path.name}: its entries name the same parts over and over (more names than "
+                             "a file of its size holds)")
 
 
 def _flatbuffers():
@@ -108,7 +137,7 @@ def _flatbuffers():
     return fbs
 
 
-def _ort_tensor_type(arg, fbs) -> tuple[str, list[int | None]]:
+def _ort_tensor_type(arg, fbs, reads: _Reads) -> tuple[str, list[int | None]]:
     """A NodeArg's tensor dtype and dims ("?" and [] where it is no tensor)."""
     info = arg.Type()
     if info is None or info.ValueType() != fbs.TypeInfoValue.TypeInfoValue.tensor_type:
@@ -116,7 +145,7 @@ def _ort_tensor_type(arg, fbs) -> tuple[str, list[int | None]]:
     tensor = fbs.TensorTypeAndShape.TensorTypeAndShape()
     tensor.Init(info.Value().Bytes, info.Value().Pos)
     shape, dims = tensor.Shape(), []
-    for k in range(shape.DimLength() if shape is not None else 0):
+    for k in range(reads.items(shape.DimLength() if shape is not None else 0)):
         value = shape.Dim(k).Value()
         fixed = value is not None and value.DimType() == fbs.DimensionValueType.DimensionValueType.VALUE
         dims.append(value.DimValue() if fixed and value.DimValue() >= 0 else None)

@@ -65,3 +65,48 @@ def _pickle_with_payload(obj, marker) -> bytes:
     stop = next(pos for op, _, pos in pickletools.genops(io.BytesIO(legacy)) if op.name == "STOP")
     args = pickle.dumps((os.fspath(marker), "w"), protocol=2)[2:-1]
     return b"\x80\x02cbuiltins\nopen\n" + args + b"R0" + pickle.dumps(_LEGACY_MAGIC, protocol=2)[2:] + legacy[stop + 1:]
+
+
+def ort_naming_one_node_over_and_over(path, entries: int) -> None:
+    """An ORT-format file whose `entries` node entries all point at one node whose `entries` inputs all point at one
+    name: a flatbuffer's entries are offsets, so a file of 8 bytes an entry reads as entries² names."""
+    import flatbuffers
+    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import (Graph, InferenceSession, Model, Node,
+                                                                           OperatorSetId)
+
+    b = flatbuffers.Builder(1024)
+    name, op = b.CreateString("x"), b.CreateString("Relu")
+    Node.StartInputsVector(b, entries)
+    for _ in range(entries):
+        b.PrependUOffsetTRelative(name)
+    inputs = b.EndVector()
+    Node.Start(b)
+    Node.AddOpType(b, op)
+    Node.AddInputs(b, inputs)
+    node = Node.End(b)
+    Graph.StartNodesVector(b, entries)
+    for _ in range(entries):
+        b.PrependUOffsetTRelative(node)
+    nodes = b.EndVector()
+    Graph.Start(b)
+    Graph.AddNodes(b, nodes)
+    graph = Graph.End(b)
+    domain = b.CreateString("")
+    OperatorSetId.Start(b)
+    OperatorSetId.AddDomain(b, domain)
+    OperatorSetId.AddVersion(b, 17)
+    opset = OperatorSetId.End(b)
+    Model.StartOpsetImportVector(b, 1)
+    b.PrependUOffsetTRelative(opset)
+    opsets = b.EndVector()
+    Model.Start(b)
+    Model.AddIrVersion(b, 8)
+    Model.AddOpsetImport(b, opsets)
+    Model.AddGraph(b, graph)
+    model = Model.End(b)
+    version = b.CreateString("1")
+    InferenceSession.Start(b)
+    InferenceSession.AddOrtVersion(b, version)
+    InferenceSession.AddModel(b, model)
+    b.Finish(InferenceSession.End(b), file_identifier=b"ORTM")
+    path.write_bytes(b.Output())

@@ -235,6 +235,29 @@ def test_a_page_the_html_parser_chokes_on_fails_integrity_at_once(digits, tmp_pa
     assert f"report.html: it holds \"{said}" in message and time.perf_counter() - start < 10, message
 
 
+def test_an_ort_naming_one_node_over_and_over_is_read_within_its_size(digits, tmp_path):
+    """check reads an .ort's nodes in its own process, unbounded: 3,000 entries naming one node of 3,000 inputs
+    (24 KB) were 9 million names (30 s, 0.5 GB; 320 KB would take an hour and 60 GB). Its names are held to its
+    size; the file is then left to its parity case, as one that cannot be parsed is."""
+    import time
+
+    import attacks
+
+    from edgekit.model_claims import read_ort
+
+    attacks.ort_naming_one_node_over_and_over(tmp_path / "bomb.ort", 3000)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="its entries name the same parts over and over"):
+        read_ort(tmp_path / "bomb.ort")
+    assert time.perf_counter() - start < 5
+    assert len(read_ort(digits / "android-arm64" / "model.int8.ort").nodes) > 5  # a real one's are all read
+    folder = copy_of(digits, tmp_path, "android-arm64")
+    attacks.ort_naming_one_node_over_and_over(folder / "model.int8.ort", 3000)
+    resign(folder)
+    start = time.perf_counter()
+    assert "parity model.int8.ort" in cli(["check", folder]).output and time.perf_counter() - start < 20
+
+
 def test_a_conversion_past_the_step_timeout_is_exit_4_not_a_failed_package(digits):
     """required_operators.config is made again in a bounded child under --step-timeout: its StepTimeout was caught
     as "cannot be made again", and an honest package failed integrity (exit 1)."""
