@@ -451,11 +451,22 @@ def main(debug: bool, verbose: bool) -> None:
             "" if command == "search" else "edgekit: interrupted after the new output was published")
     # our own log lines at the asked level; libraries' warnings (onnxruntime's shape inference retries,
     # transformers) only with --debug, since edgekit reports what matters in its own words
-    logging.basicConfig(level=logging.DEBUG if debug else logging.ERROR, format="%(name)s: %(message)s",
-                        stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine("%(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.ERROR, handlers=[handler])
     logging.getLogger("edgekit").setLevel(logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING)
     if not debug:  # a search's storage failures are reported by edgekit, not as the pool's tracebacks
         logging.getLogger(search.STORAGE_POOL_LOG).setLevel(logging.CRITICAL)
+
+
+class _OneLine(logging.Formatter):
+    """Each log line as one line a terminal shows as it is: a warning names folders from an archive others send
+    (`o\\x1b[2J\\nPASS  all targets verified`), whose escape sequences and newlines reached the CI log raw."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        from .report import printable
+
+        return printable(super().formatMessage(record))
 
 
 @main.command()

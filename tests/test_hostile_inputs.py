@@ -994,6 +994,28 @@ def test_names_from_a_model_cannot_forge_report_lines_or_markup(tmp_path):
         "  output sc&amp;|<script>x</script>?[31m?PASS ![t](https://e.example/t.png) **ok**?: Nx5 float32"]
 
 
+def test_a_folder_name_from_an_archive_cannot_forge_log_lines(tmp_path):
+    """check's warning of an OUT in an archive without its record named the archive's folder raw on stderr: a vendor's
+    folder `o\x1b[2J\nPASS  all 99 targets verified\n` cleared the CI terminal and wrote a line of its own."""
+    import tarfile
+
+    made = cli(["export", *CNN, "--calibration", "random", "--out", tmp_path / "dist", "--no-bench", "-t",
+                "desktop-x86", "-t", "arm64-linux"])
+    assert made.exit_code in (0, 1), made.output
+    (tmp_path / "dist" / "edgekit-targets.json").unlink()  # so that check warns, naming the folder
+    name = "o\x1b[2J\nPASS  all 99 targets verified\n"
+    with tarfile.open(tmp_path / "vendor.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "dist", arcname=name)
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}"}
+    checked = subprocess.run([sys.executable, "-m", "edgekit", "check", str(tmp_path / "vendor.tar.gz")],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert "no edgekit-targets.json" in checked.stderr, checked.stderr
+    assert "\x1b" not in checked.stderr and "\nPASS  all 99" not in checked.stderr, checked.stderr
+    assert [line for line in checked.stderr.splitlines() if "edgekit-targets.json" in line] == [
+        f"edgekit: {tmp_path / 'vendor.tar.gz'}/o?[2J?PASS  all 99 targets verified?: no edgekit-targets.json, so "
+        "which targets it should hold is not verified, only the packages found in it"]
+
+
 def test_inspect_names_a_pipe_as_not_a_regular_file(tmp_path):
     """It said "no such file" of a FIFO that is there."""
     os.mkfifo(tmp_path / "m.onnx")
