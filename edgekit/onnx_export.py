@@ -477,6 +477,7 @@ KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 
 
 MAX_ONNX_BYTES = 2 << 30
+MAX_INLINED_NODES = 1 << 20  # a graph once its local functions are inlined: a large transformer's are ~100,000
 
 
 RANDOM_OPS = {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Multinomial", "Bernoulli"}
@@ -1004,10 +1005,47 @@ def inline_functions(model, label: str):
 
     if not model.functions:
         return model
+    if (count := inlined_nodes(model)) is not None and count > MAX_INLINED_NODES:
+        raise InputError(f"model {label!r}: its local functions call each other into more than "
+                         f"{MAX_INLINED_NODES:,} nodes once inlined (edgekit's limit), where the file holds "
+                         f"{sum(1 for _ in all_nodes(model.graph)) + sum(len(f.node) for f in model.functions):,}")
     try:
         return onnx.inliner.inline_local_functions(model)
     except Exception as e:
         raise InputError(f"model {label!r}: its local functions cannot be inlined: {checker_said(e)}") from e
+
+
+def inlined_nodes(model) -> int | None:
+    """How many nodes `model`'s graphs hold once its local functions are inlined, counted without inlining them:
+    a function calling the one before twice, 20 deep (1.7 KB), inlined to a million nodes (inspect ran for minutes,
+    1.4 GB). None where functions call each other in a cycle, which the inliner refuses itself."""
+    def key(n) -> tuple:  # what a call names: a function's domain, name and overload
+        return n.domain, n.op_type, getattr(n, "overload", "")
+
+    calls = {(f.domain, f.name, getattr(f, "overload", "")): [key(n) for n in _nodes_of(f.node)]
+             for f in model.functions}
+    sizes: dict[tuple, int] = {}
+    for root in calls:  # depth first without recursion: a chain of 5,000 functions is no RecursionError
+        stack, path = [(root, False)], set()
+        while stack:
+            fn, done = stack.pop()
+            if done:
+                path.discard(fn)
+                sizes[fn] = sum(sizes.get(c, 1) for c in calls[fn])
+            elif fn not in sizes:
+                if fn in path:
+                    return None
+                path.add(fn)
+                stack += [(fn, True)] + [(c, False) for c in calls[fn] if c in calls and c not in sizes]
+    return sum(sizes.get(key(n), 1) for n in all_nodes(model.graph))
+
+
+def _nodes_of(nodes):
+    """`nodes` (a function's), and the nodes of their sub-graphs."""
+    for n in nodes:
+        yield n
+        for sub in subgraphs(n):
+            yield from all_nodes(sub)
 
 
 def _readied(model, src: str, dest: str) -> str:

@@ -316,6 +316,43 @@ def test_external_data_a_local_functions_constants_read_is_counted_too(tmp_path)
         load_onnx_input(tmp_path / "m.onnx")
 
 
+def _functions_doubling(path, depth: int, cycle: bool = False):
+    """A model whose local function F<k> calls F<k-1> twice, `depth` deep (F0 a Relu): 2**depth nodes once inlined,
+    in a file of a few KB; `cycle`: F0 calls F<depth> besides."""
+    opset = [helper.make_opsetid("", 17), helper.make_opsetid("local", 1)]
+    first = [helper.make_node("Relu", ["a"], ["b"])] + ([helper.make_node(f"F{depth}", ["b"], ["c"], domain="local")]
+                                                          if cycle else [])
+    functions = [helper.make_function("local", "F0", ["a"], ["c" if cycle else "b"], first, opset)]
+    functions += [helper.make_function("local", f"F{k}", ["a"], ["b"], [
+        helper.make_node(f"F{k - 1}", ["a"], ["t"], domain="local"),
+        helper.make_node(f"F{k - 1}", ["t"], ["b"], domain="local")], opset) for k in range(1, depth + 1)]
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 2], np.ones(8, np.float32))
+    graph = helper.make_graph([helper.make_node(f"F{depth}", ["x"], ["h"], domain="local"),
+                               helper.make_node("MatMul", ["h", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], [w])
+    model = helper.make_model(graph, opset_imports=opset, functions=functions)
+    onnx.save(model, path)
+    return model
+
+
+def test_local_functions_that_inline_to_millions_of_nodes_are_refused_before_inlining(tmp_path, lin_data):
+    """F<k> calling F<k-1> twice, 20 deep: a 1.7 KB file that onnx's inliner made a million nodes of, in edgekit's
+    own process (inspect and export ran for over 5 minutes, 1.4 GB, before they were killed)."""
+    from edgekit.onnx_export import MAX_INLINED_NODES, inlined_nodes
+
+    assert inlined_nodes(_functions_doubling(tmp_path / "small.onnx", 3)) == 2 ** 3 + 1
+    assert inlined_nodes(_functions_doubling(tmp_path / "cycle.onnx", 3, cycle=True)) is None
+    assert inlined_nodes(_functions_doubling(tmp_path / "deep.onnx", 3000)) == 2 ** 3000 + 1  # no RecursionError
+    assert run(tmp_path / "small.onnx", "--calibration", lin_data, "--out", tmp_path / "o", "--no-bench",
+               "-t", "desktop-x86").exit_code in (0, 1)
+    _functions_doubling(tmp_path / "bomb.onnx", 40)
+    said = f"its local functions call each other into more than {MAX_INLINED_NODES:,} nodes once inlined"
+    one_line_error(run(tmp_path / "bomb.onnx", "--calibration", lin_data, "--out", tmp_path / "p"), 3, said)
+    one_line_error(cli(["inspect", tmp_path / "bomb.onnx"]), 3, said)
+    assert not (tmp_path / "p").exists()
+
+
 def _export_cmd(out, extra=()):
     return [sys.executable, "-m", "edgekit", "export", *CNN, "--calibration", "random", "--out", str(out),
             "--bench-runs", "1000000", *extra]
