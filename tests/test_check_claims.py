@@ -590,3 +590,18 @@ def test_a_top1_flip_on_an_fp32_near_tie_is_not_counted():
     int8 = [np.array([[0.9, 0.8, 0.0]]), np.array([[0.5, 1.0, 0.0]]), np.array([[0.3, 0.3, 0.0]]),
             np.array([[0.3, 0.3, 0.0], [0.0, 0.3, 0.3]])]
     assert top1_flips(fp32, int8) == (2, 5)
+
+
+def test_a_top1_gate_raised_with_its_output_dropped_fails(flipped_classes, tmp_path):
+    """The raised top1_agreement gate with its "output" key deleted (and the scored output's own figure with it)
+    passed check: the gate was held to the golden samples only where it named its output, and check allows a class
+    gate that names none. Held then to the loosest bound of the outputs it may be of, it fails."""
+    folder = shutil.copytree(flipped_classes, tmp_path / "p")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    stage = manifest["parity"]["quantization"]
+    stage["outputs"] = [{k: v for k, v in o.items() if k != "top1_agreement"} for o in stage["outputs"]]
+    gates = [{**{k: v for k, v in g.items() if k != "output"}, "value": 1.0, "passed": True}
+             if g["name"] in ("top1_agreement", "top5_agreement") else g for g in manifest["gates"]]
+    forge(folder, parity=manifest["parity"], **_passing(manifest, gates))
+    said = _gates_message(folder)
+    assert "top1_agreement 1 (these give 7 clear flip(s) in 8 rows: at most 0.825)" in said, said
