@@ -462,7 +462,8 @@ def validate(origin: str, spec: InputSpec, sample: np.ndarray) -> None:
     differ = [i for i, (d, s) in enumerate(zip(spec.shape, sample.shape)) if isinstance(d, int) and d != s]
     if sample.ndim != len(spec.shape) or differ:
         short = differ == [0] and sample.ndim == len(spec.shape) and sample.shape[0] < spec.shape[0]
-        raise InputError(f"{origin}: input {spec.name!r} has shape {list(sample.shape)}, {_held_to(spec)}" + (
+        sized = sample.ndim != len(spec.shape) or bool(set(differ) & set(spec.sized_by_input))
+        raise InputError(f"{origin}: input {spec.name!r} has shape {list(sample.shape)}, {_held_to(spec, sized)}" + (
                              f" (a short last batch? name the batch axis, as in {spec.name}:N"
                              f"{''.join(f'x{d}' for d in spec.shape[1:])}, or drop it: DataLoader(drop_last=True))"
                              if short else ""))
@@ -470,13 +471,14 @@ def validate(origin: str, spec: InputSpec, sample: np.ndarray) -> None:
         raise InputError(f"{origin}: input {spec.name!r} has NaN or Inf values")
 
 
-def _held_to(spec: InputSpec) -> str:
+def _held_to(spec: InputSpec, sized: bool) -> str:
     """The shape a sample is held to: the user's own --input when it is theirs (it, not the model, may be wrong:
     `--input x:Nx15` for a model of 16 blamed the model and the data), and an .onnx's axes --input sized (the
-    file leaves them variable) said as --input's. validate says the same of a dtype."""
+    file leaves them variable) said as --input's where one of them (`sized`) differs: data of 4 channels for the
+    file's own 3 named --input's H and W. validate says the same of a dtype."""
     if spec.declared:
         return f"but its --input declares {spec.typed()}"
-    if not (axes := spec.sized_by_input):
+    if not (axes := spec.sized_by_input) or not sized:
         return f"the model takes {list(spec.shape)}"
     which = f"axis {axes[0]}" if len(axes) == 1 else f"axes {', '.join(map(str, axes[:-1]))} and {axes[-1]}"
     return f"the model takes {list(spec.shape)} ({which} sized by --input; the .onnx file leaves " + (

@@ -600,6 +600,19 @@ def test_an_onnx_axis_sized_by_input_is_said_to_be_inputs(tmp_path):
         assert said.exit_code == 3 and said.stderr.endswith(f"the model takes {shape} ({axes})\n"), said.output
 
 
+def test_an_onnx_axis_the_file_fixes_is_not_said_to_be_inputs(tmp_path):
+    """Data of 4 channels for an .onnx of 3 (its file's own size), H and W sized by --input, said "(axes 2 and 3
+    sized by --input; ...)": the user looked at --input, which sized none of the axes that differ."""
+    from conftest import cli
+    from models import small_cnn
+
+    onnx = export_torch(small_cnn(), (InputSpec.parse("image:Nx3xHxW"),), (), 17, tmp_path / "m.onnx")
+    np.savez(tmp_path / "x.npz", image=np.ones((4, 4, 16, 16), np.float32))
+    said = cli(["export", onnx, "--input", "image:Nx3x16x16", "--calibration", tmp_path / "x.npz", "--no-bench",
+                "--out", tmp_path / "o"])
+    assert said.exit_code == 3 and said.stderr.endswith("the model takes ['N', 3, 16, 16]\n"), said.output
+
+
 def test_data_of_another_dtype_than_input_declares_blames_input_not_the_model(tmp_path, cnn_data):
     """`--input image:Nx3x16x16:int64` with float data (or an int64 .npz under the float32 default) said "the model
     takes int64": the dtype is the user's --input, as the shape case already said."""
