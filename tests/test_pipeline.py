@@ -505,6 +505,7 @@ def test_reference_that_emits_no_signal_is_flagged_not_scored(tmp_path, cnn_data
     assert {"export_reference_signal", "quant_reference_signal"} <= failed
     assert any("emits no signal" in w for w in m["warnings"])
     assert not any("--auto" in w for w in m["warnings"])  # no quantization setting gives a silent model a signal
+    assert not any("fix the export first" in w for w in m["warnings"])  # its export computes the same ~0
     assert "n/a (reference ~0)" in (tmp_path / "desktop-x86" / "report.md").read_text()
 
 
