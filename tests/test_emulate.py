@@ -554,3 +554,50 @@ def test_the_qemu_found_on_path_is_the_one_that_runs(digits_arm, tmp_path, monke
     monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
     result = cli(["check", digits_arm / "arm64-linux", "--emulate", "aarch64"])
     assert result.exit_code == 0 and (tmp_path / "log").read_text().startswith("called"), result.output
+
+
+def _exact_only_flips(int8, fp32, feeds) -> list[int]:
+    """The samples whose exact int8 top class is clearly not fp32's (package_check.top1_flips) where an emulated
+    AVX2 CPU's saturating default kernels keep fp32's."""
+    from edgekit.package_check import top1_flips
+    from edgekit.runtime import int8_session, run_onnx, session
+
+    avx2 = emulator.setup("x86_64").outputs(int8, feeds, ["output"])
+    exact, reference = run_onnx(int8_session(int8)[0], feeds), run_onnx(session(fp32)[0], feeds)
+    return [i for i, (f, e, s) in enumerate(zip(reference, exact, avx2))
+            if top1_flips([f[0]], [e[0]])[0] and not top1_flips([f[0]], [s[0]])[0]]
+
+
+@needs_x86
+def test_a_package_made_on_avx2_kernels_with_8_bit_weights_passes_its_top1_check(tmp_path):
+    """Made on an AVX2 host (its whole export run on emulated Haswell, its /proc/cpuinfo that CPU's) with
+    --reduce-range false, a classifier's verdict is of its saturating default kernels and its golden outputs exact:
+    the golden samples' clear flips there were none of the verdict's (top-1 1.0 over validation samples exact int8
+    flips), and check (the export's own too) failed the truthful package on them."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(6)
+    np.savez(tmp_path / "cal.npz", image=np.random.default_rng(1).standard_normal((32, 3, 16, 16), np.float32))
+    pool = rng.standard_normal((400, 3, 16, 16), np.float32)
+    model = f"{os.path.dirname(__file__)}/models.py:small_cnn"
+    args = [model, "--input", "image:Nx3x16x16", "--calibration", tmp_path / "cal.npz", "--task", "classify",
+            "-t", "desktop-x86", "--no-bench", "--reduce-range", "false"]
+    first = tmp_path / "first"
+    assert cli(["export", *args, "--out", first], env={host.ISA_ENV: "avx2"}).exit_code in (0, 1)
+    made = first / "desktop-x86"
+    flips = _exact_only_flips(made / "model.int8.onnx", made / "model.onnx",
+                              [{"image": pool[i:i + 1]} for i in range(len(pool))])
+    assert flips, "no sample whose exact int8 flips where AVX2's does not"
+    np.savez(tmp_path / "val.npz", image=np.concatenate([pool[flips[:8]], pool[-16:]]))
+    haswell = emulator.setup("x86_64:haswell")
+    run = subprocess.run([haswell.qemu, "-cpu", emulator.X86_CPUS["haswell"][0], "-L", str(haswell.prefix),
+                          sys.executable, "-m", "edgekit", "export", *map(str, args), "--validation",
+                          str(tmp_path / "val.npz"), "--out", str(tmp_path / "avx2")],
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, capture_output=True, text=True)
+    manifest = json.loads((tmp_path / "avx2" / "desktop-x86" / "manifest.json").read_text())
+    assert manifest["host"]["cpu_isa"] == "avx2" and manifest["quantization"]["reduce_range"] is False, run.stderr
+    result = cli(["check", tmp_path / "avx2", "--json"])
+    [gates] = [c for c in json.loads(result.stdout)["cases"] if c["name"] == "gates"]
+    made = next(c for c in manifest["verification"] if c["name"] == "gates")
+    assert "golden samples" not in gates["message"] and made["passed"], (gates, made)
