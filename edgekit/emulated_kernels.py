@@ -12,8 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .parity import EMULATED, Accuracy, Gate, StageParity
-REQUIRED = ("emulated_quant_cosine", "emulated_quant_sqnr_db")  # a manifest recording emulated figures has these
+from .parity import EMULATED, Accuracy, Gate, StageParity, quantization_gates
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,12 @@ class EmulatedKernels:
     def as_dict(self) -> dict:
         return {"kernels": self.kernels, "parity": self.parity.as_dict(),
                 "accuracy": self.accuracy and self.accuracy.as_dict(), "difference": self.difference.as_dict()}
+
+    def gates(self, spec, task: str, quantized: bool) -> list[Gate]:
+        """The quantization gates (a ParitySpec's limits) held on these figures, named apart (EMULATED): the export
+        writes them, and `edgekit check` makes them again from the record to hold the manifest's to them."""
+        drop = self.accuracy.drop if self.accuracy else None
+        return prefixed(quantization_gates(self.parity.outputs, drop, spec, task, quantized, self.parity.samples))
 
     def line(self, gates: list[Gate]) -> str:
         """One line for the terminal and report.md: the kernels, their figures, the samples that differ, the verdict
@@ -110,5 +115,15 @@ def from_json(data: dict | None) -> EmulatedKernels | None:
         return None
     from .reports import _accuracy, _stage
 
-    return EmulatedKernels(data["kernels"], _stage(data["parity"]), _accuracy(data["accuracy"]),
+    stage, accuracy = _stage(data["parity"]), _accuracy(data["accuracy"])
+    return EmulatedKernels(data["kernels"], _scored_marked(stage, accuracy), accuracy,
                            KernelDifference(**data["difference"]))
+
+
+def _scored_marked(stage: StageParity, accuracy: Accuracy | None) -> StageParity:
+    """The stage with its scored output marked again (as_dict leaves `scored` out), so that its gates are made again
+    as the export made them: the output accuracy scored, else the one with a top-1 agreement (class figures are
+    measured on the scored output alone)."""
+    name = accuracy.output if accuracy and accuracy.output else next(
+        (o.output for o in stage.outputs if o.top1_agreement is not None), None)
+    return replace(stage, outputs=tuple(replace(o, scored=o.output == name) for o in stage.outputs))

@@ -24,7 +24,8 @@ import numpy as np
 
 from . import (__version__, archive, arrays, bounded, detections, emulated_kernels, host, mobile, model_claims,
                package, parity, published, report_html, runner)
-from .config import C_NAME, C_NAME_FORM, RANGES, TARGET_NAME, Target, bundled, list_targets, load_target
+from .config import (C_NAME, C_NAME_FORM, RANGES, TARGET_NAME, ParitySpec, Target, bundled, list_targets,
+                     load_target)
 from .errors import InputError, StageError, StepTimeout, UsageError, few, first_line
 from .probe import probe as probe_model
 from .report import printable
@@ -1498,8 +1499,6 @@ def _gate_claims(manifest: dict) -> list[str]:
     if profile is not None:  # this version's bundled profile: a package made with an older one has no such gate
         required.add("quant_cosine_worst")
     required |= _detection_gates(manifest)
-    if manifest.get("emulated_kernels") is not None:  # figures on an emulated CPU are held by gates of their own
-        required |= set(emulated_kernels.REQUIRED)
     if missing := sorted(required - set(gates)):
         bad.append(f"gates {', '.join(missing)} are missing")
     if odd := [n for n in gates if not parity.written_gate(n)]:
@@ -1554,12 +1553,54 @@ def _gate_claims(manifest: dict) -> list[str]:
         bad.append(f"quant_length_mismatches {_number(length.get('value'))} is not the most length_mismatches the "
                    f"manifest records of outputs not matched as detections ({_number(worst)})")
     bad += _profile_claims(manifest, gates, profile) + _unlabelled_top1_claims(manifest, gates, profile)
+    bad += _emulated_claims(manifest, gates, profile)
     # the shipped file's; model.int8.onnx's in packages made before 12-04 that ship an .ort
     size, sizes, shipped = gates.get("size_mb"), archive.file_sizes(manifest), shipped_model(manifest)
     if size and shipped in sizes and (not isinstance(size.get("value"), (int, float)) or all(
             abs(size["value"] - sizes[f] / 1e6) > 1e-6 for f in {shipped, INT8} if f in sizes)):
         bad.append(f"size_mb {_number(size.get('value'))} is not {shipped}'s {sizes[shipped] / 1e6:.6f}")
     return bad
+
+
+def _emulated_claims(manifest: dict, gates: dict, profile: Target | None) -> list[str]:
+    """The emulated CPU's gates (export --emulate x86_64) made again from its emulated_kernels record, as the export
+    made them, at the bundled profile's limits (a user's: the gates' own): a failed one deleted, or edited to pass
+    over the record's figure, passed check (which required two of them)."""
+    made = {n: g for n, g in gates.items() if n.startswith(parity.EMULATED)}
+    record = emulated_kernels.from_json(manifest.get("emulated_kernels"))
+    if record is None:
+        return [f"gates {few(sorted(made), 4)} hold figures of an emulated CPU no emulated_kernels records"] if made \
+            else []
+    spec = profile.parity if profile is not None else _own_limits(made)
+    expected = {g.name: g for g in record.gates(spec, _judged_task(manifest, record),
+                                                parity.NOTHING_QUANTIZED_GATE not in gates)}
+    said = f"the emulated_kernels record's figures ({record.kernels})"
+    bad = [f"gates {', '.join(missing)} are missing, which {said} make"] if (
+        missing := sorted(set(expected) - set(made))) else []
+    if odd := sorted(set(made) - set(expected)):
+        bad.append(f"gates {few(odd, 4)} are none that {said} make")
+    if edited := [f"{n} {_number(made[n].get('value'))} {_verdict(made[n].get('passed'))} (theirs: "
+                  f"{_number(g.value)} {_verdict(g.passed)})" for n, g in expected.items()
+                  if n in made and (made[n].get("value"), made[n].get("passed")) != (g.value, g.passed)]:
+        bad.append(f"{'; '.join(edited)}: not what {said} make")
+    return bad
+
+
+def _own_limits(gates: dict) -> ParitySpec:
+    """The limits a package made with a user's profile holds its gates to: the gates' own."""
+    return replace(ParitySpec(), **{rule[1]: g["limit"] for name, g in gates.items()
+                                    if (rule := parity.limit_of(name)) and _number(g.get("limit")) != "n/a"})
+
+
+def _verdict(passed) -> str:
+    return "passed" if passed else "failed"
+
+
+def _judged_task(manifest: dict, record: emulated_kernels.EmulatedKernels) -> str:
+    """The task the emulated gates were judged as: task auto on unlabelled data is recorded as other, but an output
+    it found under the top-1 bar keeps its top-1 agreement (parity.unlabelled_shown), which task other never has."""
+    task = str(manifest.get("task"))
+    return "auto" if task == "other" and any(o.top1_agreement is not None for o in record.parity.outputs) else task
 
 
 def _unlabelled_top1_claims(manifest: dict, gates: dict, profile: Target | None) -> list[str]:

@@ -1,7 +1,7 @@
 """One target's verdict: its gates from the measured figures and profile, and the warnings that explain them."""
 from __future__ import annotations
 
-from . import bench, calib, detections, emulated_kernels, host, mobile, parity
+from . import bench, calib, detections, host, mobile, parity
 from .config import Target
 from .emulated_kernels import EmulatedKernels
 from .parity import Accuracy, Gate, StageParity
@@ -36,11 +36,7 @@ def gates(target: Target, export: StageParity | None, quant: StageParity, accura
 def emulated_gates(target: Target, figures: EmulatedKernels | None, task: str, quantized: bool) -> list[Gate]:
     """The target's quantization gates held on an emulated CPU's int8 figures too (export --emulate x86_64), named
     apart (parity.EMULATED): the target passes only where both kernel sets pass."""
-    if figures is None:
-        return []
-    drop = figures.accuracy.drop if figures.accuracy else None
-    return emulated_kernels.prefixed(parity.quantization_gates(figures.parity.outputs, drop, target.parity, task,
-                                                               quantized, figures.parity.samples))
+    return [] if figures is None else figures.gates(target.parity, task, quantized)
 
 
 def distinct_gates(counted: tuple[int, int] | None) -> list[Gate]:

@@ -601,3 +601,29 @@ def test_a_package_made_on_avx2_kernels_with_8_bit_weights_passes_its_top1_check
     [gates] = [c for c in json.loads(result.stdout)["cases"] if c["name"] == "gates"]
     made = next(c for c in manifest["verification"] if c["name"] == "gates")
     assert "golden samples" not in gates["message"] and made["passed"], (gates, made)
+
+
+@needs_x86
+def test_check_holds_every_emulated_gate_to_the_figures_its_record_keeps(saturating, tmp_path):
+    """A failed emulated gate deleted (task auto's top-1 on AVX2, the record kept), or edited to pass over the
+    record's figure, with `passed` and the export's own check set true: check passed both packages."""
+    tmp, args = saturating
+    out = tmp_path / "avx2"
+    result, found = _emulated_export(args, out, "--reduce-range", "false", "--emulate", "x86_64")
+    assert result.exit_code == 1, result.output
+    made = found["desktop-x86"]
+    [failed] = [g["name"] for g in made["gates"] if not g["passed"]]
+    assert failed == "emulated_top1_agreement"
+    for edit in ("deleted", "edited"):
+        m = json.loads(json.dumps(made))
+        if edit == "deleted":
+            m["gates"] = [g for g in m["gates"] if g["name"] != failed]
+        else:
+            [gate] = [g for g in m["gates"] if g["name"] == failed]
+            gate.update(value=gate["limit"], passed=True)
+        m["passed"] = True
+        m["verification"] = [{**c, "passed": True, "message": ""} for c in m["verification"]]
+        write_manifest(out / "desktop-x86", m)
+        result = cli(["check", out / "desktop-x86"])
+        assert result.exit_code == 1 and f"{failed}" in result.output and "emulated_kernels" in result.output, \
+            (edit, result.output)
