@@ -88,8 +88,8 @@ def difference(here: list, there: list, names: list[str], steps: dict[str, float
         differs = False
         for name, x, y in zip(names, a, b):
             x, y = np.asarray(x), np.asarray(y)
-            values += x.size
-            if x.shape != y.shape:  # a length that follows the values: every value counts as differing
+            values += max(x.size, y.size)  # of the longer output where a length differs: each of its values differs
+            if x.shape != y.shape:  # a length that follows the values
                 differs, differing_values = True, differing_values + max(x.size, y.size)
                 continue
             gap = np.abs(x.astype(np.float64) - y.astype(np.float64))

@@ -627,3 +627,16 @@ def test_check_holds_every_emulated_gate_to_the_figures_its_record_keeps(saturat
         result = cli(["check", out / "desktop-x86"])
         assert result.exit_code == 1 and f"{failed}" in result.output and "emulated_kernels" in result.output, \
             (edit, result.output)
+
+
+def test_outputs_of_another_length_count_no_more_differing_values_than_values_compared():
+    """A length that follows the values (NonZero's, NMS's) differing on the emulated CPU counts every value of the
+    longer output as differing: the values compared counted the shorter, and 5 of 2 values differed."""
+    from edgekit.emulated_kernels import difference
+
+    here = [[np.zeros((2, 4), np.float32), np.arange(3)], [np.zeros((1, 4), np.float32), np.arange(3)]]
+    there = [[np.zeros((5, 4), np.float32), np.arange(3)], [np.ones((1, 4), np.float32), np.arange(3)]]
+    found = difference(here, there, ["boxes", "ids"], {"boxes": 0.5})
+    assert (found.samples, found.differing_samples) == (2, 2)
+    assert found.differing_values == 20 + 4 and found.values == 20 + 3 + 4 + 3, found
+    assert found.max_abs == 1.0 and found.max_steps == 2.0
