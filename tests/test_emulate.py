@@ -640,3 +640,21 @@ def test_outputs_of_another_length_count_no_more_differing_values_than_values_co
     assert (found.samples, found.differing_samples) == (2, 2)
     assert found.differing_values == 20 + 4 and found.values == 20 + 3 + 4 + 3, found
     assert found.max_abs == 1.0 and found.max_steps == 2.0
+
+
+@needs_x86
+def test_an_export_whose_avx2_gates_pass_says_when_check_there_fails_its_golden_outputs(saturating, tmp_path):
+    """Task other: the saturating MLP's AVX2 figures pass every gate (cosine 0.9999, SQNR 23.8 dB), and the export
+    said `its gates pass`, exit 0; `check --emulate x86_64` on the same CPU then failed the package (its golden
+    outputs are this host's, 25 steps off there). The export says so, with check's own words."""
+    tmp, args = saturating
+    out = tmp_path / "other"
+    result, found = _emulated_export([*args, "--task", "other"], out, "--reduce-range", "false", "--emulate", "x86_64")
+    assert result.exit_code == 0, result.output
+    there = cli(["check", out, "--emulate", "x86_64"])
+    assert there.exit_code == 1, there.output
+    said = [w for w in found["desktop-x86"]["warnings"] if "check --emulate x86_64" in w]
+    assert len(said) == 1 and "fails parity model.int8.onnx" in said[0] and "saturate" in said[0], said
+    assert "check --emulate x86_64:epyc-milan" in (out / "desktop-x86" / "report.md").read_text()
+    assert "check --emulate x86_64:epyc-milan` fails parity model.int8.onnx" in result.output
+    assert cli(["check", out]).exit_code == 0  # this host's check: the report still renders from the manifest
