@@ -10,7 +10,7 @@ import numpy as np
 from . import mobile
 from .config import COVERAGE_PROVIDERS, Target
 from .reports import shipped_model
-from .runner import CPU_ENTRIES, SPIN_OFF
+from .runner import CPU_ENTRIES, SPIN_OFF, model_entries
 
 # A provider with a thread pool of its own, and the option sizing it: the profile's threads go there, onnxruntime's
 # intra-op pool gets 1 and does not spin (XNNPACK EP docs, "Recommended configuration"; TARGETS.md).
@@ -78,13 +78,14 @@ def runtime(target: Target, details: dict, observed: dict[str, list[float]], onn
     pixels = details.get("image_uint8")
     verdicts = {COVERAGE_PROVIDERS[ep]: c for ep, c in (details.get("mobile_coverage") or {}).items()
                 if isinstance(c, dict) and c.get("verdict")}
+    ort = details.get("ort_format") or {}
     sessions = [_session(shipped_model(details), target.runtime.providers, threads, options,
-                         inputs(details["inputs"], pixels, observed), verdicts)]
+                         inputs(details["inputs"], pixels, observed), verdicts, ort.get("replays", True))]
     if fp32 := (details.get("ort_format") or {}).get("fp32"):
         fp32_eps = [COVERAGE_PROVIDERS[ep] for ep in target.package.coverage if ep in mobile.SHIPS_FP32_TO]
         sessions.append(_session(fp32["file"], [*fp32_eps, "CPUExecutionProvider"], threads, options,
-                                 inputs(fp32["inputs"], pixels, observed), verdicts))
-    ort = bool(details.get("ort_format"))
+                                 inputs(fp32["inputs"], pixels, observed), verdicts, fp32.get("replays", True)))
+    ort = bool(ort)
     return {"sessions": sessions, "onnxruntime": {
         "minimum": onnxruntime, "same_release": ort,
         "why": (f"the .ort files are not forward compatible (no older release loads them), and a minimal build "
@@ -101,11 +102,21 @@ FLUSH_NOTE = ("session.set_denormal_as_zero=1: the latency figures were measured
               "take it per session)")
 
 
-def _session(model: str, providers, threads: int, options: dict, specs: list[dict], verdicts: dict) -> dict:
+REPLAY_NOTE = ("session.enable_saved_runtime_optimizations=1: onnxruntime replays an .ort's saved runtime "
+               "optimisations (the Runtime style's fused int8 kernels, listed in required_operators.config) only in "
+               "a session that sets it, in a minimal build as in a full one (convert_onnx_models_to_ort's help); "
+               "without it the file runs unfused, DequantizeLinear into float ops (MobileNetV2-style: 6.7x slower). "
+               "onnxruntime advises it for trusted models only: this package's files, whose sha256s `edgekit check` "
+               "verifies")
+
+
+def _session(model: str, providers, threads: int, options: dict, specs: list[dict], verdicts: dict,
+             replays: bool = True) -> dict:
     """One model's session: providers in the order to append them, with their options as onnxruntime names
     them (and onnxruntime's usability checker's verdict on the model, `verdicts`, where it has one: a "no" is
     "leave it out", which the app decides); the session's threads and config entries (edgekit's own, as it timed:
-    runner.CPU_ENTRIES) and why they matter; the build flags; the inputs."""
+    runner.CPU_ENTRIES; an .ort's replay of its saved optimisations, runner.model_entries) and why they matter; the
+    build flags; the inputs."""
     own = [p for p in providers if p in OWN_POOL]
     listed = []
     for p in providers:
@@ -113,7 +124,9 @@ def _session(model: str, providers, threads: int, options: dict, specs: list[dic
         listed.append({"name": p, "options": given, **({"min_os": floor} if (floor := min_os(p, options)) else {}),
                        **({"checker_verdict": verdicts[p]["verdict"]} if p in verdicts else {})})
     spin = threads > 1 or bool(own)  # edgekit's sessions do not spin with more than one thread (runner.options)
+    replay = model_entries(model) if replays else {}  # one onnxruntime cannot replay loads only without it
     return {"model": model, "providers": listed,
             "session": {"intra_op_num_threads": 1 if own else threads,
-                        "config_entries": {**CPU_ENTRIES, **dict([SPIN_OFF] * spin)}, "notes": [FLUSH_NOTE]},
+                        "config_entries": {**CPU_ENTRIES, **dict([SPIN_OFF] * spin), **replay},
+                        "notes": [FLUSH_NOTE, *[REPLAY_NOTE] * bool(replay)]},
             "build_flags": [BUILD_FLAGS[p] for p in providers if p in BUILD_FLAGS], "inputs": specs}

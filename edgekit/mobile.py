@@ -34,9 +34,10 @@ VERDICT_SAYS = {"yes": "should work well", "maybe": "may work: performance testi
 SHIPS_FP32_TO = {"coreml"}
 # Which onnxruntime build runs an .ort file as intended, per optimization style (onnxruntime's ORT format docs).
 ORT_BUILDS = {
-    "Runtime": "a minimal build with --minimal_build extended replays its saved runtime optimisations (fused "
-               "QLinear* kernels; required_operators.config lists them); a full build does not replay them and runs "
-               "it unfused (DequantizeLinear into float ops), which is what golden.ort.npz records",
+    "Runtime": "a minimal build with --minimal_build extended, or a full build, replays its saved runtime "
+               "optimisations (fused QLinear* kernels; required_operators.config lists them) in a session with "
+               "session.enable_saved_runtime_optimizations=1 (among the runtime section config entries), as "
+               "golden.ort.npz records; without it the file runs unfused (DequantizeLinear into float ops), slower",
     "Fixed": "any build with the operators in required_operators.config (optimisations already applied)",
 }
 # What runs the fp32 .ort a package ships for SHIPS_FP32_TO (ORT format docs: compiling EPs need an extended build).
@@ -88,6 +89,25 @@ def to_ort(models: list[Path], dest_dir: Path, optimization_style: str, target_p
                       + "".join(f"{d};{o};{','.join(sorted(n))}\n" for (d, o), n in sorted(ops.items())),
                       encoding="utf-8")
     return {"ort": orts, "config": config, "reproducible": reproducible}
+
+
+def replay_error(ort_file: Path) -> str | None:
+    """Why onnxruntime cannot load `ort_file` with its saved runtime optimisations replayed (runner.REPLAY), or None
+    where it can. 1.32 refused a static-MatMul encoder's ("Not enough produced nodes in the runtime optimization
+    record"), with onnxruntime's own converter too: such a file runs on the device only unfused, its sessions then
+    without the entry."""
+    import onnxruntime as ort
+
+    from .runner import REPLAY
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    opts.add_session_config_entry(*REPLAY)
+    try:
+        ort.InferenceSession(str(ort_file), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        return first_line(e, 300).rstrip(".")
+    return None
 
 
 def operator_config(models: list[Path], style: str, platform_: str) -> str:

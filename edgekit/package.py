@@ -289,12 +289,14 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
         out["ort_format"] = {"file": written["ort"][int8].name, "config": written["config"].name,
                              "optimization_style": spec.ort_optimization, "target_platform": platform,
                              "reproducible": written["reproducible"],
-                             "build": mobile.ORT_BUILDS[spec.ort_optimization] + contract.flags_for(target)}
+                             "build": mobile.ORT_BUILDS[spec.ort_optimization] + contract.flags_for(target),
+                             **_replays(written["ort"][int8])}
         if coreml:  # the shapes it was fixed to: an app feeding another batch size gets an error
             inputs, outputs = onnx_export.io_specs(coreml)
             out["ort_format"]["fp32"] = {"file": written["ort"][coreml].name, "onnx": coreml.name, "for": fp32_for,
                                          "inputs": [s.as_dict() for s in inputs],
-                                         "outputs": [s.as_dict() for s in outputs], "build": mobile.FP32_BUILD}
+                                         "outputs": [s.as_dict() for s in outputs], "build": mobile.FP32_BUILD,
+                                         **_replays(written["ort"][coreml])}
         shipped = [f for m in onnx_models for f in (m, written["ort"][m])]
     models, outputs, steps = {}, {}, steps or {}
     # N steps allow N steps, not N + float rounding: the tolerance sits half a step above
@@ -332,6 +334,13 @@ def deliverables(target: Target, tdir: Path, int8: Path, feeds: list[dict], name
             out["mobile_coverage"][ep] = {**mobile.coverage(model, (ep,), target.runtime.provider_options)[ep],
                                             "model": model.name}
     return out
+
+
+def _replays(ort_file: Path) -> dict:
+    """Whether onnxruntime loads the .ort with its saved optimisations replayed (the runtime contract then asks for
+    it), and why not where it cannot."""
+    why = mobile.replay_error(ort_file)
+    return {"replays": why is None, **({"replay_error": why} if why else {})}
 
 
 def _golden(model: Path, path: Path, feeds: list, names: list[str], tolerance: tuple[float, dict],

@@ -542,6 +542,16 @@ SHORT_CALIBRATION = 1.5  # validation's longest sequence over calibration's that
 # 18 dB, while a 75/25 split of ragged data gives 149 vs 150 (the last 1% of a state's run is no range it never saw)
 
 
+def _replay_warnings(packaged: dict) -> list[str]:
+    """An .ort onnxruntime loads only without replaying its saved optimisations runs unfused on the device."""
+    ort = packaged.get("ort_format") or {}
+    return [f"{entry['file']}: onnxruntime cannot replay its saved runtime optimisations ({entry['replay_error']}): "
+            "it runs unfused (DequantizeLinear into float ops, slower), and its runtime session leaves "
+            "session.enable_saved_runtime_optimizations unset; ort_optimization = \"Fixed\" in your copy of the "
+            "profile applies the CPU optimisations at conversion instead (fewer nodes for NNAPI/CoreML)"
+            for entry in (ort, ort.get("fp32") or {}) if entry.get("replays") is False]
+
+
 def _short_calibration(cal_lengths, val_lengths, mode: str) -> tuple[int, int] | None:
     """(calibration's, validation's) longest sequence when calibration's is clearly shorter (and over 1 step, said
     apart)."""
@@ -780,7 +790,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                                  int8, providers, threads, qplan.settings, recipe.task,
                                  one_thread[0] if one_thread else None, kept)
                 + list(shared.said) + list(prep.traced) + verdict.kernel_warnings(packaged) + fixed_warnings
-                + verdict.coverage_warnings(packaged.get("mobile_coverage"))
+                + verdict.coverage_warnings(packaged.get("mobile_coverage")) + _replay_warnings(packaged)
                 + verdict.provider_warnings(target, int8_sess.get_providers()) + list(qplan.warnings)
                 + verdict.override_warnings(target, overridden) + _compression_warnings(shared.compression)
                 + ([f"profile {target.path} takes the bundled name {config.bundled_like(target.name)}"

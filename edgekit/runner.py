@@ -79,6 +79,36 @@ SPIN_OFF = ("session.intra_op.allow_spinning", "0")  # a pool's workers sleep af
 # transformer's outputs 15x past its golden tolerance (packages made before, and apps' default sessions): new
 # packages' graphs avoid it themselves (residuals.py).
 CPU_ENTRIES = {"session.set_denormal_as_zero": "1"}
+# An .ort file's saved runtime optimisations (the Runtime style's fused QLinear* kernels) are replayed only in a session
+# that asks, in a full build as in an extended minimal one (convert_onnx_models_to_ort's help): without it a
+# MobileNetV2-style .ort ran unfused, DequantizeLinear into float Conv, 6.7x slower than its .onnx.
+REPLAY = ("session.enable_saved_runtime_optimizations", "1")
+
+
+def model_entries(path) -> dict[str, str]:
+    """The config entries a session of the model file at `path` needs to run as an app is told to (REPLAY)."""
+    return dict([REPLAY]) if str(path).endswith(".ort") else {}
+
+
+def open_session(path: str, threads: int, config: dict[str, str], providers, log_level: int = 3, optimized: str = ""):
+    """A session of `path` with `options(threads, config)`, the file's own entries (model_entries) added. An .ort
+    whose saved optimisations onnxruntime cannot replay (1.32 on a static-MatMul encoder: "Not enough produced nodes
+    in the runtime optimization record") loads without them, unfused, as its runtime contract then says."""
+    import onnxruntime as ort
+
+    def make(entries: dict):
+        opts = options(threads, {**entries, **config}, log_level)
+        if optimized:
+            opts.optimized_model_filepath = optimized
+        return ort.InferenceSession(path, sess_options=opts, providers=list(providers))
+
+    entries = model_entries(path)
+    try:
+        return make(entries)
+    except Exception:
+        if not entries:
+            raise
+    return make({})
 
 
 def options(threads: int = 1, config: dict[str, str] | None = None, log_level: int = 3):
@@ -106,7 +136,7 @@ def session(path: str, threads: int = 1, config: dict[str, str] | None = None):
     """A CPU session with `options`."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(path, sess_options=options(threads, config), providers=["CPUExecutionProvider"])
+    return open_session(path, threads, config or {}, ["CPUExecutionProvider"])
 
 
 GIVE_BACK = ("memory.enable_memory_arena_shrinkage", "cpu:0")  # a run's arena memory back to the system after it
@@ -205,7 +235,7 @@ def peak_rss_mb(model: str, inputs: str, threads: int, runs: int, providers: lis
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # the peak resident size becomes the current one
     before = _status_kb("VmRSS")
-    sess = ort.InferenceSession(model, sess_options=options(threads), providers=providers)
+    sess = open_session(model, threads, {}, providers)
     for _ in range(runs):
         sess.run(None, feed)
     return round((_status_kb("VmHWM") - before) / 1024, 1)

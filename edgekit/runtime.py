@@ -127,11 +127,8 @@ def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int 
             _REUSED[key] = session(path, providers, threads, exact_int8=exact_int8, capped=capped)
         return _REUSED[key]
     config = {**({"session.x64quantprecision": "1"} if exact_int8 else {}), **(memory_capped() if capped else {})}
-    opts = runner.options(threads, config, ort_log_level())
-    if optimized_path:
-        opts.optimized_model_filepath = optimized_path
-    try:
-        return ort.InferenceSession(ort_path(path), sess_options=opts, providers=used), used
+    try:  # an .ort runs its saved optimisations where onnxruntime can replay them, as the runtime contract says
+        return runner.open_session(ort_path(path), threads, config, used, ort_log_level(), optimized_path), used
     except InputError:
         raise
     except Exception as e:
