@@ -187,8 +187,16 @@ def ort_format_line(o: dict, name=str) -> str:
     return line
 
 
-def how_to_run(rt: dict) -> list[str]:
-    """The manifest's `runtime` section as report.md's "How to run it": what code calling the models sets up."""
+def session_outputs(d: dict) -> dict[str, list]:
+    """Each runtime model's outputs as the manifest gives them: the CoreML build's fp32 model has its own (fixed)."""
+    fp32 = (d.get("ort_format") or {}).get("fp32") or {}
+    own = {fp32["file"]: fp32["outputs"]} if isinstance(fp32.get("outputs"), list) and fp32.get("file") else {}
+    return {s.get("model"): own.get(s.get("model"), d.get("outputs") or []) for s in d["runtime"]["sessions"]}
+
+
+def how_to_run(rt: dict, outputs: dict[str, list] | None = None) -> list[str]:
+    """The manifest's `runtime` section as report.md's "How to run it": what code calling the models sets up, and
+    what each model gives back (`outputs`: per model, its outputs' names, dtypes and shapes, in order)."""
     ort = rt["onnxruntime"]
     out = ["## How to run it", "", f"- onnxruntime {'== ' if ort['same_release'] else '>= '}{ort['minimum']}: "
            f"{_safe(ort['why'])}."]
@@ -208,6 +216,8 @@ def how_to_run(rt: dict) -> list[str]:
                 + (f"; {_safe(i['values'])}" if i.get("values") else "")
                 + (f"; calibration range [{i['calibration_range'][0]:.6g}, {i['calibration_range'][1]:.6g}]"
                    if i["calibration_range"] else "") for i in s["inputs"]]
+        out += [f"  - output `{_code(o['name'])}`: {o['dtype']} {'x'.join(map(str, o['shape'])) or 'scalar'}"
+                for o in (outputs or {}).get(s["model"], [])]
     return out
 
 
@@ -236,7 +246,7 @@ def markdown(r: TargetReport) -> str:
            f"onnxruntime {d['versions']['onnxruntime']} · opset {d['opset']}", "",
            *(f"> **{_safe(w)}**" for w in r.warnings)]
     if d.get("runtime"):
-        out += ["", *how_to_run(d["runtime"])]
+        out += ["", *how_to_run(d["runtime"], session_outputs(d))]
     out += ["", "## Gates", ""] + _md("gate | value | limit | result", [
         [g.label, "-", f"{g.op} {_fmt(g.limit, '.6g')}" if g.limit is not None else "-", f"skipped: {g.skipped}"]
         if g.skipped else

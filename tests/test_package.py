@@ -2972,3 +2972,14 @@ def test_an_ort_onnxruntime_cannot_replay_ships_with_a_contract_that_loads_it(tm
                          providers=["CPUExecutionProvider"])  # loads as the app is told to
     assert any("cannot replay its saved runtime optimisations" in w for w in m["warnings"]), m["warnings"]
     assert check(out).exit_code == 0
+
+
+def test_how_to_run_it_names_what_each_model_gives_back(packaged):
+    """report.md's "How to run it" gave each runtime model's inputs but not its outputs: app code reading it could not
+    name the tensor to fetch, nor see that the CoreML build's fp32 model gives a fixed batch of 1 where the int8
+    model's is dynamic."""
+    lines = (packaged[0] / "ios-arm64" / "report.md").read_text().split("## Gates")[0].splitlines()
+    int8, coreml = (lines.index(next(ln for ln in lines if ln.startswith(f"- `{name}`")))
+                    for name in ("model.int8.ort", "model.coreml.ort"))
+    assert "  - output `output`: float32 Nx10" in lines[int8:coreml]
+    assert "  - output `output`: float32 1x10" in lines[coreml:]
