@@ -1871,8 +1871,14 @@ def compare(target: str, model: str, runs: list[dict], expected: list[dict], ato
     return Case(target, f"parity {model}", passed, message, seconds, kernels, where)
 
 
+def ran_where(case: Case) -> str:
+    """A case's host (or emulated CPU or device) and kernels, in one line: `where: ...; kernels: ...`."""
+    return "; ".join(f"{key}: {getattr(case, key)}" for key in ("where", "kernels") if getattr(case, key))
+
+
 def junit(cases: list[Case]) -> str:
-    """JUnit XML: one <testsuite> per target, one <testcase> per check."""
+    """JUnit XML: one <testsuite> per target, one <testcase> per check. Where a case ran is its
+    <system-out>: the JUnit schema (Jenkins', Surefire's, pytest's xunit2) takes no <properties> in a <testcase>."""
     root = ElementTree.Element("testsuites", name="edgekit check", tests=str(len(cases)),
                                failures=str(sum(not c.passed for c in cases)))
     for target in dict.fromkeys(c.label for c in cases):
@@ -1882,13 +1888,10 @@ def junit(cases: list[Case]) -> str:
         for c in mine:
             case = ElementTree.SubElement(suite, "testcase", classname=f"edgekit.{target}", name=c.name,
                                           time=f"{c.seconds:.3f}")
-            if c.where or c.kernels:  # where the model ran: this host, an emulated CPU or a device
-                props = ElementTree.SubElement(case, "properties")
-                for key in ("where", "kernels"):
-                    if getattr(c, key):
-                        ElementTree.SubElement(props, "property", name=key, value=getattr(c, key))
             if not c.passed:
                 ElementTree.SubElement(case, "failure", message=c.message).text = c.message
+            if c.where or c.kernels:  # where the model ran: this host, an emulated CPU or a device
+                ElementTree.SubElement(case, "system-out").text = ran_where(c)
     for element in root.iter():  # a file or output name from the package may hold control characters and newlines:
         # one line, as the console shows it (`evil?[31mred?PASS  fake`), which a CI page shows as it is
         element.attrib.update({k: NOT_XML.sub("?", printable(v)) for k, v in element.attrib.items()})

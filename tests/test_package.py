@@ -749,6 +749,35 @@ def test_junit_xml_counts_failures(packaged, tmp_path):
         "integrity", "parity model.int8.onnx", "parity model.int8.ort"]
 
 
+# what the JUnit schema CI servers validate against (Jenkins' and Surefire's junit-10.xsd, pytest's xunit2) lets each
+# element hold
+JUNIT_CHILDREN = {"testsuites": {"testsuite"}, "testsuite": {"testsuite", "properties", "testcase", "system-out",
+                                                               "system-err"},
+                  "testcase": {"skipped", "error", "failure", "system-out", "system-err"}}
+
+
+def test_junit_is_valid_against_the_junit_schema_and_says_where_each_case_ran(packaged, tmp_path):
+    """Each parity case's host and kernels were a <properties> inside its <testcase>, which the JUnit schema has no
+    place for: a CI server validating the report (pytest's xunit2 family refuses to write one so) rejected it."""
+    folder = fresh_copy(packaged, tmp_path)
+    (folder / "required_operators.config").write_text("tampered\n")  # failed cases beside ones that ran
+    junit = tmp_path / "report.xml"
+    result = check(folder, "--junit", junit)
+    assert result.exit_code == 1, result.output
+    root = ElementTree.parse(junit).getroot()
+    for element in root.iter():
+        allowed = JUNIT_CHILDREN.get(element.tag, set())
+        assert {child.tag for child in element} <= allowed, (element.tag, [child.tag for child in element])
+    for suite in root.iter("testsuite"):
+        assert all(suite.get(key) is not None for key in ("name", "tests", "failures", "errors")), suite.attrib
+    healthy = check(packaged[0] / "arm64-linux", "--json", "--junit", tmp_path / "ok.xml")
+    assert healthy.exit_code == 0, healthy.output
+    [where] = [c["where"] for c in json.loads(healthy.stdout)["cases"] if c["name"].startswith("parity ")]
+    [said] = [c.findtext("system-out") for c in ElementTree.parse(tmp_path / "ok.xml").getroot().iter("testcase")
+              if c.get("name").startswith("parity ")]
+    assert said.startswith(f"where: {where}; kernels: "), said
+
+
 def test_check_names_the_onnxruntime_that_ran_it_and_a_failure_on_another_than_the_packages(packaged, tmp_path):
     """check on this host said `host x86_64 (Xeon) [amx-int8]` alone, where --device and --emulate name their
     onnxruntime; and a model that onnxruntime 1.17.3 refused (ai.onnx.ml opset 5) failed with its boilerplate
@@ -762,8 +791,9 @@ def test_check_names_the_onnxruntime_that_ran_it_and_a_failure_on_another_than_t
     here = f"1 thread(s), CPUExecutionProvider, onnxruntime {ort.__version__}"
     where = [c["where"] for c in json.loads(result.stdout)["cases"] if c["name"].startswith("parity ")]
     assert len(where) == 2 and all(w.startswith("host ") and w.endswith(here) for w in where), where
-    said = [p.get("value") for p in ElementTree.parse(junit).getroot().iter("property") if p.get("name") == "where"]
-    assert said == where, said
+    said = [c.findtext("system-out") for c in ElementTree.parse(junit).getroot().iter("testcase")
+            if c.get("name").startswith("parity ")]
+    assert [s.split("; kernels: ")[0] for s in said] == [f"where: {w}" for w in where], said
     # an opset this onnxruntime does not know yet, as ai.onnx.ml 5 was to 1.17, in a package made with another one
     model = onnx.load(folder / "model.int8.onnx")
     model.opset_import.append(onnx.helper.make_opsetid("ai.onnx.ml", 99))
