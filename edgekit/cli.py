@@ -202,11 +202,11 @@ def _fail(line: str, code: ExitCode | int, debug: bool, as_json: bool = False, c
     click.echo(line, err=True)
     if as_json:
         try:
-            from .reports import EMPTY_PAYLOAD, envelope
+            from .reports import empty_payload, envelope
 
             command = _command_name(ctx or click.get_current_context(silent=True))
             _result(json_text(envelope(command, code, line.split(": ", 2)[-1],  # "edgekit: <kind>: "
-                                       **EMPTY_PAYLOAD.get(command, {}))))
+                                       **empty_payload(command))))
         except (OSError, NotDelivered):  # stdout full, closed or its reader gone: the line and code stand
             with contextlib.suppress(AttributeError, OSError, ValueError):  # the exit's own flush would fail too
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

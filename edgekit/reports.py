@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -78,8 +79,27 @@ def envelope(command: str | None, exit_code: int, error: str | None = None, **pa
             "exit_code": int(exit_code), "error": error, **payload}
 
 
-# the command's own keys in an error's document, empty: a reader iterating them needs no case for errors
-EMPTY_PAYLOAD = {"export": {"out": None, "targets": []}, "check": {"cases": []}}
+def ran_by() -> dict:
+    """The edgekit, onnxruntime and Python a check ran with, and the host: a CI job archiving check's JSON from
+    runners of other CPUs and installs must tell which one judged the package, an error (no cases) included."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+    from .host import cpu_model
+
+    ort = sys.modules.get("onnxruntime")
+    try:
+        ort_version = getattr(ort, "__version__", None) or version("onnxruntime")
+    except PackageNotFoundError:  # not installed: the check's own error says so
+        ort_version = None
+    return {"edgekit": __version__, "onnxruntime": ort_version, "python": platform.python_version(),
+            "machine": platform.machine(), "cpu": cpu_model()}
+
+
+def empty_payload(command: str | None) -> dict:
+    """The command's own keys in an error's document, empty: a reader iterating them needs no case for errors."""
+    return {"export": {"out": None, "targets": []}, "check": {"ran_by": ran_by(), "cases": []}}.get(command, {})
 
 
 class _Verdict:  # the exit code of a report that passed or did not
@@ -297,7 +317,7 @@ class CheckReport(_Verdict):
 
     def to_json(self) -> dict:
         """`edgekit check --json`'s document: its findings in `cases`."""
-        return envelope("check", self.exit_code, cases=[asdict(c) for c in self.cases])
+        return envelope("check", self.exit_code, ran_by=ran_by(), cases=[asdict(c) for c in self.cases])
 
     def failed_cases(self) -> str:
         """The failed cases in one line, for a CI log beside --json's document."""

@@ -713,14 +713,38 @@ def test_junit_path_that_cannot_be_written_is_a_usage_error(packaged, tmp_path):
     assert "--junit" in line and "its folder does not exist" in line
 
 
+def test_check_json_names_the_edgekit_onnxruntime_and_host_that_judged_it_whatever_the_outcome(packaged, tmp_path):
+    """check's JSON named no edgekit version, and the onnxruntime and host only inside a parity case's `where`: an
+    archived result of a runner with another install, or of a check that stopped on bad input (no cases), said
+    nothing of who judged the package."""
+    import platform
+
+    folder = fresh_copy(packaged, tmp_path)
+    passed = check(folder, "--json")
+    assert passed.exit_code == 0, passed.output
+    (folder / "required_operators.config").write_text("tampered\n")
+    failed = check(folder, "--json")
+    assert failed.exit_code == 1, failed.output
+    bad = check(tmp_path / "nothing-here", "--json")
+    assert bad.exit_code == 3, bad.output
+    mistyped = check(folder, "--json", "--jnuit", "x.xml")
+    assert mistyped.exit_code == 2, mistyped.output
+    expected = {"edgekit": edgekit.__version__, "onnxruntime": ort.__version__, "python": platform.python_version(),
+                "machine": platform.machine()}
+    for result in (passed, failed, bad, mistyped):
+        ran_by = json.loads(result.stdout)["ran_by"]
+        assert {k: ran_by[k] for k in expected} == expected and ran_by["cpu"], ran_by
+
+
 def test_a_failed_check_says_why_in_json_and_junit_replaces_only_a_report(packaged, tmp_path):
     """--json printed nothing on exit 3 (a CI step parsing stdout failed on an empty document, not on the cause);
     --junit replaced whatever file its path named (a mistyped `--junit notes.txt` lost the notes)."""
     result = check(tmp_path / "nothing-here", "--json")
     assert result.exit_code == 3, result.output
-    assert json.loads(result.stdout) == {"schema_version": 1, "command": "check", "passed": False, "exit_code": 3,
-                                         "error": f"{tmp_path / 'nothing-here'}: no such file or folder",
-                                         "cases": []}
+    document = json.loads(result.stdout)
+    assert document.pop("ran_by")["edgekit"] == edgekit.__version__
+    assert document == {"schema_version": 1, "command": "check", "passed": False, "exit_code": 3,
+                        "error": f"{tmp_path / 'nothing-here'}: no such file or folder", "cases": []}
     exported = cli(["export", tmp_path / "nothing.py:build", "--input", "x:1x4", "--json"])
     assert exported.exit_code == 3 and json.loads(exported.stdout)["exit_code"] == 3, exported.output
     notes = tmp_path / "notes.txt"
