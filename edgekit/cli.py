@@ -430,9 +430,14 @@ class _OneLineErrors(click.Group):
 
 
 _VERBOSE_HELP = "Log progress on stderr (export: each target as it starts, and --auto's trials)."
+# `-h`'s last lines: a CI job gates on these, and the README alone was the place that listed them
+EXIT_CODES_HELP = ("\b\nExit codes: 0 ok; 1 a gate or check failed; 2 usage, recipe or profile error (check: or a"
+                   "\npackage only a newer edgekit checks); 3 bad input (model, weights, data, package); 4 a step"
+                   "\nfailed or ran past --step-timeout; 5 internal error; 6 stdout closed; 7 busy (another run writes"
+                   "\n--out); 130 interrupted; 141 stdout's reader went away.")
 
 
-@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="edgekit")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.option("-v", "--verbose", is_flag=True, help=_VERBOSE_HELP)
@@ -469,7 +474,7 @@ class _OneLine(logging.Formatter):
         return printable(super().formatMessage(record))
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @click.argument("source")
 @click.option("--weights", help="State dict or checkpoint (loaded with weights_only=True).")
 @click.option("--trust-checkpoint", is_flag=True, default=None,
@@ -754,7 +759,7 @@ def distill(teacher, student, out, as_json, **settings):
            f"training samples); wrote {out}")
 
 
-@main.command("check")
+@main.command("check", epilog=EXIT_CODES_HELP)
 @click.argument("path", type=click.Path())
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Write JUnit XML here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")

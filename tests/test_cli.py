@@ -626,3 +626,16 @@ def test_emulator_setups_spec_is_shown_optional():
     """Its usage line showed `aarch64[:CPU]` as a required argument; it defaults to aarch64."""
     usage = cli(["emulator", "setup", "-h"]).output.splitlines()[0]
     assert usage.endswith("setup [OPTIONS] [aarch64[:CPU] | x86_64[:CPU]]"), usage
+
+
+@pytest.mark.parametrize("args", [["-h"], ["export", "-h"], ["check", "-h"]])
+def test_help_lists_every_exit_code(args):
+    """The exit codes a CI job gates on were in the README only: `-h` of edgekit, export and check named none."""
+    from edgekit.errors import ExitCode
+
+    result = cli(args)
+    assert result.exit_code == 0, result.output
+    listed = " ".join(result.stdout.split("Exit codes:")[-1].split())
+    assert "Exit codes:" in result.stdout, result.stdout
+    for code in [*(int(c) for c in ExitCode), 130, 141]:
+        assert f" {code} " in f" {listed}", (code, listed)
