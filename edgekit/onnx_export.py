@@ -904,6 +904,20 @@ PREPROCESS_STEPS = (("symbolic shape inference", "skip_symbolic_shape"),
                     ("ONNX shape inference", "skip_onnx_shape"))
 
 
+@contextlib.contextmanager
+def _traceback_logs_for_debug_only(name: str):
+    """Logger `name` quiet but under --debug: quant_pre_process logs a failed step's whole traceback before it
+    raises, and edgekit says the cause itself in one line (the step skipped, or the error)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def preprocess_in_child(src: str, dest: str) -> str:
     """Pre-process, skipping steps that fail one by one; says which. The bounded child's entry point (where
     onnxruntime's log is silenced: that stderr is the user's, and edgekit reports the cause itself)."""
@@ -918,7 +932,8 @@ def preprocess_in_child(src: str, dest: str) -> str:
         try:
             shaped = _symbolic_shapes(src, Path(dest).with_name("shaped.onnx")) if done == 0 else src
             skip = {flag: True for _, flag in PREPROCESS_STEPS[:done]}
-            quant_pre_process(shaped, dest, **{**skip, "skip_symbolic_shape": True})  # done above
+            with _traceback_logs_for_debug_only("onnxruntime.quantization.shape_inference"):
+                quant_pre_process(shaped, dest, **{**skip, "skip_symbolic_shape": True})  # done above
         except Exception as e:
             if disk_full(e):
                 raise  # no step skipped makes room

@@ -848,6 +848,22 @@ def test_a_full_temporary_folder_behind_a_write_that_names_no_file_is_named_too(
     assert not (tmp_path / "o").exists()
 
 
+def test_a_full_temporary_folder_is_one_line_on_the_real_stderr_not_onnxruntime_s_traceback(tmp_path):
+    """Pre-processing a torch export runs in edgekit's own process, where onnxruntime's quant_pre_process logs a failed
+    step's whole traceback (`logger.exception`) before it raises: the real stderr of `edgekit export` (which click's
+    in-process runner does not capture) held it above edgekit's one line, as it does when a step is skipped and the
+    export passes."""
+    with _mounted_tmpfs(tmp_path / "tmp", "64k") as mount:
+        run = subprocess.run([sys.executable, "-m", "edgekit", "export", str(DIGITS / "edgekit.toml"), "-t",
+                              "desktop-x86", "--no-bench", "--out", str(tmp_path / "o")], capture_output=True,
+                             text=True, timeout=300, cwd=tmp_path,
+                             env={**os.environ, "TMPDIR": str(mount), "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 3, run.stderr
+    assert "Traceback" not in run.stderr and "onnxruntime.quantization" not in run.stderr, run.stderr
+    [line] = [line for line in run.stderr.splitlines() if line.strip()]
+    assert line.startswith("edgekit: error:") and "no space left on device" in line, line
+
+
 def test_full_disk_under_a_single_file_output(tmp_path):
     """prune's state dict (torch.save asserts on its own file position), quantize's model and check's JUnit file:
     the file is named, exit 3, and no half-written file is left beside it."""
