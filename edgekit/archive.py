@@ -9,9 +9,10 @@ import io
 import json
 import lzma
 import tarfile
+import tempfile
 from pathlib import Path, PurePosixPath
 
-from .errors import InputError, first_line
+from .errors import InputError, disk_full, first_line
 from .published import INDEX, MAX_INDEX_BYTES
 
 MAX_MEMBERS = 10_000
@@ -128,6 +129,12 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                         raise InputError(f"{archive}: member {member.name!r} changed while being read")
             return {"/".join(parts): actual for parts, actual in mismatched.items()}
     except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile, lzma.LZMAError, ValueError, RecursionError) as e:
+        if full := disk_full(e):  # where it is unpacked, not the archive: a CI job must not chase a whole artifact
+            why = (getattr(full, "strerror", None) or "no space left on device").lower()
+            scratch = tempfile.gettempdir()
+            where = f"the temporary folder {scratch} (TMPDIR)" if dest.is_relative_to(scratch) else str(dest)
+            raise InputError(f"{archive}: unpacking it into {where} failed: {why}: free space there, or set TMPDIR "
+                             "to a folder with room") from e
         raise InputError(f"{archive}: not a readable archive ({type(e).__name__}: {first_line(e)})") from e
 
 

@@ -864,6 +864,20 @@ def test_a_full_temporary_folder_is_one_line_on_the_real_stderr_not_onnxruntime_
     assert line.startswith("edgekit: error:") and "no space left on device" in line, line
 
 
+def test_check_of_an_archive_says_a_full_temporary_folder_not_an_unreadable_archive(tmp_path, monkeypatch):
+    """check unpacks an archive into the temporary folder: a full one was told as `not a readable archive
+    (OSError: ...)`, sending a CI job after a corrupt artifact that was whole."""
+    import tempfile
+
+    with _mounted_tmpfs(tmp_path / "tmp", "64k") as mount:
+        monkeypatch.setattr(tempfile, "tempdir", str(mount))
+        result = cli(["check", ROOT / "examples" / "ci" / "digits-desktop-x86.tar.gz"])
+        one_line_error(result, 3, f"digits-desktop-x86.tar.gz: unpacking it into the temporary folder {mount} "
+                                  "(TMPDIR) failed: no space left on device")
+        assert "not a readable archive" not in result.stderr, result.stderr
+        assert list(mount.iterdir()) == []  # what was unpacked is gone
+
+
 def test_full_disk_under_a_single_file_output(tmp_path):
     """prune's state dict (torch.save asserts on its own file position), quantize's model and check's JUnit file:
     the file is named, exit 3, and no half-written file is left beside it."""
