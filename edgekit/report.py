@@ -211,12 +211,12 @@ def how_to_run(rt: dict, outputs: dict[str, list] | None = None) -> list[str]:
                 f"{s['session']['intra_op_num_threads']}{entries}"
                 + (f"; build flags {' '.join(s['build_flags'])}" if s["build_flags"] else "") + "."]
         out += [f"  - {_safe(note)}." for note in s["session"].get("notes", [])]  # none in packages made before
-        out += [f"  - input `{_code(i['name'])}`: {i['dtype']} {'x'.join(map(str, i['shape'])) or 'scalar'}"
+        out += [f"  - input {_safe(i['name'])}: {i['dtype']} {'x'.join(map(str, i['shape'])) or 'scalar'}"
                 + (f" {i['layout']}" if i["layout"] else "")
                 + (f"; {_safe(i['values'])}" if i.get("values") else "")
                 + (f"; calibration range [{i['calibration_range'][0]:.6g}, {i['calibration_range'][1]:.6g}]"
                    if i["calibration_range"] else "") for i in s["inputs"]]
-        out += [f"  - output `{_code(o['name'])}`: {o['dtype']} {'x'.join(map(str, o['shape'])) or 'scalar'}"
+        out += [f"  - output {_safe(o['name'])}: {o['dtype']} {'x'.join(map(str, o['shape'])) or 'scalar'}"
                 for o in (outputs or {}).get(s["model"], [])]
     return out
 

@@ -1040,14 +1040,15 @@ def test_names_from_a_model_cannot_forge_report_lines_or_markup(tmp_path):
     result = cli(["export", *CNN, "--calibration", "random", "--output-name", name, "--no-bench", "--out",
                   tmp_path / "o", "-t", "desktop-x86", "-t", "android-arm64"])
     assert result.exit_code == 0, result.output
+    shown_in_md = "sc&amp;amp;\\|&lt;script>x&lt;/script>?\\[31m?PASS !\\[t\\](https://e.example/t.png) \\*\\*ok\\*\\*?"
     mobile = (tmp_path / "o" / "android-arm64" / "report.md").read_text()  # the .ort line named outputs raw
+    assert f"  - output {shown_in_md.replace(chr(92) + '|', '|')}: float32 1x5" in mobile, mobile  # How to run it
     assert "Max |difference| from the .onnx in this build: sc&amp;amp;|&lt;script>" in mobile, mobile
     assert "<script>" not in mobile and "\x1b" not in mobile and "\u202e" not in mobile
     report = (tmp_path / "o" / "desktop-x86" / "report.md").read_text()
     lines = report.splitlines()
     header = {i: next(lines[j] for j in range(i, -1, -1) if j == 0 or not lines[j - 1].startswith("|"))
               for i, line in enumerate(lines) if "script" in line and line.startswith("|")}  # each row's header
-    shown_in_md = "sc&amp;amp;\\|&lt;script>x&lt;/script>?\\[31m?PASS !\\[t\\](https://e.example/t.png) \\*\\*ok\\*\\*?"
     cell = re.compile(rf"\| ([A-Za-z0-9_=]+ on )?{re.escape(shown_in_md)} \| ")  # a gate row names its output
     assert header and all(cell.match(lines[i]) and lines[i].count(" | ") == top.count(" | ")
                           for i, top in header.items()), [lines[i] for i in header]  # a name forges no cell

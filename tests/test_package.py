@@ -3035,5 +3035,5 @@ def test_how_to_run_it_names_what_each_model_gives_back(packaged):
     lines = (packaged[0] / "ios-arm64" / "report.md").read_text().split("## Gates")[0].splitlines()
     int8, coreml = (lines.index(next(ln for ln in lines if ln.startswith(f"- `{name}`")))
                     for name in ("model.int8.ort", "model.coreml.ort"))
-    assert "  - output `output`: float32 Nx10" in lines[int8:coreml]
-    assert "  - output `output`: float32 1x10" in lines[coreml:]
+    assert "  - output output: float32 Nx10" in lines[int8:coreml]
+    assert "  - output output: float32 1x10" in lines[coreml:]
