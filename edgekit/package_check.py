@@ -349,7 +349,7 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
                                              f"edgekit {printable(str(manifest.get('edgekit_version'))[:40])}, this "
                                              f"is {__version__}")
     at = _place_for(place, manifest, shown)
-    run = _parity_here if own else _parity_bounded
+    run = functools.partial(_parity_here if own else _parity_bounded, entries=_contract_entries(manifest))
     # the int8 model's golden outputs against the fp32 model's, run here whatever `place` runs the parity cases
     job = {"fp32": str(folder / FP32), "golden": str(folder / golden[INT8]["file"]),
            "task": str(manifest.get("task") or "other"), "floors": _quiet_floors(manifest),
@@ -367,7 +367,7 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
             found = [c if c.passed else replace(c, message=f"{c.message} (its golden outputs come from {made}: check "
                                                                 "it there, with --emulate or --device)") for c in found]
         return cases + found
-    parities = _parity_at(at, folder, target, pairs, state, steps, manifest)
+    parities = _parity_at(at, folder, target, pairs, state, steps, manifest, _contract_entries(manifest))
     cases[1] = _refigured(cases[1], manifest, run(target, [], state, steps, job)[1])
     if getattr(at, "real", False) and at.arch != (kind := package_kind(manifest)):
         # compared as a host of that kind would be, but said: this device is not where the package runs
@@ -738,12 +738,14 @@ def _under_less_memory(cases: list[Case], manifest: dict) -> list[Case]:
 
 
 def _parity_at(place: Place, folder: Path, target: str, pairs: list[tuple[str, str]], state: dict,
-               steps: dict, manifest: dict) -> list[Case]:
+               steps: dict, manifest: dict, entries: dict[str, dict]) -> list[Case]:
     """Each model's golden inputs run at `place`, compared here: one comparison wherever the kernels ran. Only the
-    outputs golden holds come back (a model may add a huge one: 256 MB of it once took 8 GB here)."""
+    outputs golden holds come back (a model may add a huge one: 256 MB of it once took 8 GB here). `entries`: see
+    _contract_entries."""
     golden = [_expected(Path(g)) for _, g in pairs]
     request = {"replay": [{"model": Path(m).name, "inputs": Path(g).name, "state": state,
-                           "outputs": sorted({n for run in expected for n in run})}
+                           "outputs": sorted({n for run in expected for n in run}),
+                           "config": entries.get(Path(m).name, {})}
                           for (m, g), (expected, _) in zip(pairs, golden)]}
     answer = place.serve(folder, request)
     where = place.describe(answer["about"])
@@ -867,16 +869,33 @@ def latency_budget(manifest: dict) -> float | None:
                  and _number(g.get("limit")) != "n/a"), None)
 
 
+def _contract_entries(manifest: dict) -> dict[str, dict]:
+    """Per .ort the manifest ships, whether its sessions replay its saved runtime optimisations, as its runtime
+    contract tells the app: golden.ort.npz was recorded so. A package made before 12-07 was recorded unfused, its
+    contract without the entry (a MobileNetV2-style's then failed parity, fused by check: 3,607 values off); an
+    .ort onnxruntime cannot replay is shipped so too."""
+    runtime = manifest.get("runtime") if isinstance(manifest.get("runtime"), dict) else {}
+    told = {}  # each session's config entries, the contract's shape unchecked here (a malformed one replays nothing)
+    for s in runtime.get("sessions") if isinstance(runtime.get("sessions"), list) else []:
+        if isinstance(s, dict) and isinstance(s.get("session"), dict) and isinstance(s["session"].get(
+                "config_entries"), dict):
+            told[s.get("model")] = s["session"]["config_entries"]
+    key, on = runner.REPLAY
+    return {name: {key: on if told.get(name, {}).get(key) == on else "0"} for name in _ort_files(manifest)}
+
+
 def _parity_bounded(target: str, pairs: list[tuple[str, str]], state: dict[str, str], steps: dict,
-                    figures: dict) -> tuple[list[Case], dict]:
+                    figures: dict, entries: dict[str, dict]) -> tuple[list[Case], dict]:
     """The package's models run in a child process under a time and memory limit: a package is a file
-    from others, and a 200-byte model can ask onnxruntime for 40 GB. `figures`: see _figures_here."""
+    from others, and a 200-byte model can ask onnxruntime for 40 GB. `figures`: see _figures_here; `entries`:
+    _contract_entries."""
     host.check_overrides()  # a bad one is the user's usage error (exit 2), told before the child runs (the API)
     seconds, raised_by = run_limit()  # check's --step-timeout
     try:
         found = json.loads(bounded.run("check", "edgekit.package_check:parity_in_child", target, json.dumps(pairs),
                                        json.dumps(state), json.dumps(steps), json.dumps(figures),
-                                       json.dumps([seconds, raised_by]), timeout=seconds, raised_by=raised_by))
+                                       json.dumps([seconds, raised_by]), json.dumps(entries), timeout=seconds,
+                                       raised_by=raised_by))
     except StepTimeout as e:  # the user's limit, not the package's fault: exit 4 naming it, as export's steps do
         raise StepTimeout(f"check of {target}", e.message) from None
     except (StageError, InputError) as e:  # a model exhausting memory, a bad golden file: fails (exit 1)
@@ -885,26 +904,26 @@ def _parity_bounded(target: str, pairs: list[tuple[str, str]], state: dict[str, 
 
 
 def parity_in_child(target: str, pairs: str, state: str = "{}", steps: str = "{}", figures: str = "null",
-                    limit: str = "null") -> str:
+                    limit: str = "null", entries: str = "{}") -> str:
     """Entry point of the bounded child: every (model, golden file) pair's parity case, and the golden samples'
     parity figures, as JSON. `limit`: [seconds, the setting raising them], each run's limit as the parent has it
     (--step-timeout; without it a run stopped at the default, and the child's timeout was a failed package)."""
     seconds, raised_by = json.loads(limit) or run_limit()
     with runs_limited(seconds, raised_by):
         found, figured = _parity_here(target, json.loads(pairs), json.loads(state), json.loads(steps),
-                                      json.loads(figures), reuse=False)
+                                      json.loads(figures), reuse=False, entries=json.loads(entries))
     return json.dumps({"cases": [asdict(c) for c in found], "figures": figured})
 
 
 def _parity_here(target: str, pairs: list, state: dict[str, str], steps: dict, figures: dict | None = None,
-                 reuse: bool = True) -> tuple[list[Case], dict | None]:
+                 reuse: bool = True, entries: dict[str, dict] | None = None) -> tuple[list[Case], dict | None]:
     """`steps`: each model file's output quantization steps; `reuse`: the session this run made for the file, if
-    any (the bounded child has none to reuse); `figures`: see _figures_here."""
+    any (the bounded child has none to reuse); `figures`: see _figures_here; `entries`: _contract_entries."""
     cases, read = [], {}
     for model, golden_path in pairs:
         inputs, expected, atol, channels = read[golden_path] = package.read_golden_channels(Path(golden_path))
         cases.append(_parity(Path(model), target, inputs, expected, {**atol, **channels}, state,
-                             steps.get(Path(model).name), reuse))
+                             steps.get(Path(model).name), reuse, (entries or {}).get(Path(model).name)))
     return cases, figures and _figures_here(**figures, state=state, reuse=reuse, read=read.get(figures["golden"]))
 
 
@@ -1811,12 +1830,12 @@ def _integrity(folder: Path, shown: str, target: str, manifest: dict, mismatched
 
 
 def _parity(model: Path, target: str, inputs, expected, atol, state: dict[str, str], steps: dict | None = None,
-            reuse: bool = False) -> Case:
+            reuse: bool = False, entries: dict | None = None) -> Case:
     """A model that will not load or run is a failed check (exit 1), not a crash: CI still gets its report."""
     start = time.perf_counter()
     kernels = ""
     try:
-        sess, kernels = int8_session(model, CHECKED_ON, reuse=reuse)
+        sess, kernels = int8_session(model, CHECKED_ON, reuse=reuse, entries=entries)
         runs = runner.replay(sess, inputs, state, give_back=True)
     except (UsageError, StepTimeout):
         raise  # e.g. a bad EDGEKIT_HOST_ISA, or past --step-timeout: the user's setting, not the model

@@ -336,9 +336,11 @@ def encode(runs: list[dict[str, np.ndarray]]) -> str:
 
 
 def serve(request: dict, config: dict[str, str] | None = None) -> dict:
-    """Do what `request` asks: `replay` [{model, inputs, state}] and `bench` {models, inputs, threads,
+    """Do what `request` asks: `replay` [{model, inputs, state, config}] and `bench` {models, inputs, threads,
     warmup, runs}; file names are in the `folder` on this machine. A model that fails is reported, never
-    a crash. `providers`: those the sessions ran with, so a figure from elsewhere names them as this host's do."""
+    a crash. `providers`: those the sessions ran with, so a figure from elsewhere names them as this host's do;
+    a replay's `config`: the entries its package's runtime contract gives that model's session (model_entries'
+    replay off for an .ort recorded unfused)."""
     def at(name: str) -> str:
         return os.path.join(request["folder"], name)
 
@@ -350,7 +352,8 @@ def serve(request: dict, config: dict[str, str] | None = None) -> dict:
     for job in request.get("replay", []):
         start = time.perf_counter()
         try:
-            runs = replay(opened(session(at(job["model"]), 1, config)), read_inputs(at(job["inputs"])),
+            entries = {**(config or {}), **(job.get("config") or {})}
+            runs = replay(opened(session(at(job["model"]), 1, entries)), read_inputs(at(job["inputs"])),
                           job.get("state") or {}, job.get("outputs"))
             done["replay"].append({"outputs": encode(runs), "seconds": time.perf_counter() - start})
         except Exception as e:

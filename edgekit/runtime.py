@@ -101,7 +101,7 @@ def flushing():
 
 
 def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int = 1, optimized_path: str = "",
-            exact_int8: bool = False, reuse: bool = False, capped: bool = True):
+            exact_int8: bool = False, reuse: bool = False, capped: bool = True, entries: dict | None = None):
     """A session on the providers this host really has; returns (session, providers used).
 
     `threads`: 1 by default (golden vectors, `check`'s int8 parity); a timing's or the profile's count; or
@@ -111,6 +111,7 @@ def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int 
     `reuse`: the session already made for this file (unchanged since) with these options, if any; timing
     callers never reuse, since load time is one of their figures. `forget_sessions()` drops them.
     `capped`: runs share the arena of `memory_capped`; timings are not capped (their figures stay as measured).
+    `entries`: config entries a package's runtime contract gives the file's session (check: an .ort's replay).
     """
     import onnxruntime as ort
 
@@ -120,13 +121,14 @@ def session(path: Path | str, providers=("CPUExecutionProvider",), threads: int 
     if reuse and not optimized_path:
         stat = Path(path).stat()
         key = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, tuple(used), threads, exact_int8,
-               capped and host.run_memory())
+               capped and host.run_memory(), tuple(sorted((entries or {}).items())))
         if key not in _REUSED:
             while len(_REUSED) >= MAX_REUSED:
                 _REUSED.pop(next(iter(_REUSED)))
-            _REUSED[key] = session(path, providers, threads, exact_int8=exact_int8, capped=capped)
+            _REUSED[key] = session(path, providers, threads, exact_int8=exact_int8, capped=capped, entries=entries)
         return _REUSED[key]
-    config = {**({"session.x64quantprecision": "1"} if exact_int8 else {}), **(memory_capped() if capped else {})}
+    config = {**({"session.x64quantprecision": "1"} if exact_int8 else {}), **(memory_capped() if capped else {}),
+              **(entries or {})}
     try:  # an .ort runs its saved optimisations where onnxruntime can replay them, as the runtime contract says
         return runner.open_session(ort_path(path), threads, config, used, ort_log_level(), optimized_path), used
     except InputError:
@@ -152,25 +154,25 @@ def forget_sessions() -> None:
 
 
 def int8_session(path: Path | str, providers=("CPUExecutionProvider",), threads: int = 1, exact: bool = True,
-                 reuse: bool = False):
+                 reuse: bool = False, entries: dict | None = None):
     """A session for an int8 model; returns (session, which kernels ran it, for the manifest).
 
     `exact`: compute int8 exactly, as an ARM device or a VNNI x86 host does. Only an x86 host without
     VNNI needs onnxruntime's exact-kernel option (its default u8s8 path saturates); onnxruntime 1.32
     refuses that option on some full-range u8s8 QDQ models, and then the host's default kernels are used
-    and `kernels` says so: a host ISA never decides whether a model loads.
+    and `kernels` says so: a host ISA never decides whether a model loads. `entries`: as `session`'s.
     """
     isa, saturates = host.int8_isa(), host.x86_saturates()
     ran = host.cpu_isa()  # EDGEKIT_HOST_ISA decides which session; the CPU's own kernels run it
     kernels = f"{HOST_DEFAULT} ({ran}{'' if host.cpu_saturates() else ': exact'})"
     if exact and saturates:
         try:
-            return session(path, providers, threads, exact_int8=True, reuse=reuse)[0], \
+            return session(path, providers, threads, exact_int8=True, reuse=reuse, entries=entries)[0], \
                 f"exact u8s8 (session.x64quantprecision=1; {host.isa_shown(isa, host.isa_source())} has no VNNI)"
         except StageError as e:
             log.info("exact-kernel session refused, using the host's default kernels: %s", e)
             kernels = f"{HOST_DEFAULT} ({ran}, may saturate): {EXACT_REFUSED} ({e})"
-    return session(path, providers, threads, reuse=reuse)[0], kernels
+    return session(path, providers, threads, reuse=reuse, entries=entries)[0], kernels
 
 
 _RUN_LIMIT: contextvars.ContextVar[tuple[float, str] | None] = contextvars.ContextVar("edgekit_run_limit",

@@ -605,3 +605,43 @@ def test_a_top1_gate_raised_with_its_output_dropped_fails(flipped_classes, tmp_p
     forge(folder, parity=manifest["parity"], **_passing(manifest, gates))
     said = _gates_message(folder)
     assert "top1_agreement 1 (these give 7 clear flip(s) in 8 rows: at most 0.825)" in said, said
+
+
+def test_an_ort_recorded_unfused_before_replay_was_asked_still_passes(tmp_path):
+    """A package made before 12-07 recorded golden.ort.npz with the .ort unfused, its runtime contract (what the app
+    sets) without session.enable_saved_runtime_optimizations: check ran every .ort replaying its saved optimisations,
+    and such a MobileNetV2-style package failed parity (3,607 of 8,000 values off, up to 4 steps). Its .ort runs as
+    its contract says; one whose contract asks for the replay still runs fused."""
+    import onnxruntime as ort
+    from conftest import ROOT
+
+    from edgekit import package, runner
+
+    made = cli(["export", f"{ROOT / 'benchmarks' / 'arch.py'}:mobilenetv2_style", "--input", "image:Nx3x32x32",
+                "--calibration", "random", "--task", "other", "-t", "android-arm64", "--out", tmp_path / "dist",
+                "--no-bench"])
+    assert made.exit_code == 0, made.output
+    folder = copy_of(tmp_path / "dist", tmp_path, "android-arm64")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    [session] = [s for s in manifest["runtime"]["sessions"] if s["model"] == "model.int8.ort"]
+    assert session["session"]["config_entries"].pop(runner.REPLAY[0]) == "1"
+    del manifest["ort_format"]["replays"]
+    opts = ort.SessionOptions()
+    opts.add_session_config_entry(runner.REPLAY[0], "0")
+    unfused = ort.InferenceSession(str(folder / "model.int8.ort"), opts, providers=["CPUExecutionProvider"])
+    golden = dict(np.load(folder / "golden.ort.npz"))
+    onnx_outputs = package.read_golden_channels(folder / "golden.npz")[1]
+    differ = []
+    for i in range(int(golden["count"])):
+        [golden[f"output.{i}.0"]] = unfused.run(None, {"image": golden[f"input.{i}.0"]})
+        differ.append(float(np.abs(golden[f"output.{i}.0"] - onnx_outputs[i]["output"]).max()))
+    assert any(differ), "the .ort runs the same unfused: no case for this test"
+    manifest["ort_format"]["max_abs_diff_from_onnx"] = {"output": max(differ)}
+    np.savez(folder / "golden.ort.npz", **golden)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    resign(folder)
+    for name, text in package.rendered_pages(json.loads((folder / "manifest.json").read_text())).items():
+        (folder / name).write_text(text, encoding="utf-8")
+    rehash(folder, *package.PAGES)
+    result = cli(["check", folder])
+    assert result.exit_code == 0, result.output
