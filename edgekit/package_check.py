@@ -29,7 +29,7 @@ from .config import (C_NAME, C_NAME_FORM, RANGES, TARGET_NAME, ParitySpec, Targe
 from .errors import InputError, StageError, StepTimeout, UsageError, few, first_line
 from .probe import probe as probe_model
 from .report import printable
-from .reports import ARM_STAND_IN, VERSION_CASE, Case, CheckReport, shipped_model, size_error
+from .reports import ARM_STAND_IN, VERSION_CASE, Case, CheckReport, shipped_model, size_error, unrun_size
 from .runtime import CAPPED, int8_session, run_error, run_limit, runs_limited, session
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
@@ -1433,8 +1433,8 @@ def _gate_failure(gate: dict, manifest: dict) -> str:
     """A failed gate in one line: its value against its limit, or, for a runs_at_ gate (no value, no limit), why
     the model did not run at that size, as the manifest's dynamic_sizes records it (was `= n/a (needs  n/a)`)."""
     name = str(gate.get("name", "?"))
-    if gate.get("value") is None and gate.get("limit") is None and name.startswith("runs_at_"):
-        return f"{name}: {size_error(manifest, name.removeprefix('runs_at_'))}"
+    if label := unrun_size(name, gate.get("value"), gate.get("limit")):
+        return f"{name}: {size_error(manifest, label)}"
     needs = " ".join(x for x in (str(gate.get("op") or ""), _number(gate.get("limit"))) if x)
     return f"{name} = {_number(gate.get('value'))} (needs {needs})"
 

@@ -167,12 +167,16 @@ def size_error(manifest: dict, label: str) -> str:
     return f"the model did not run at {label} (the manifest records no reason)"
 
 
+def unrun_size(name: str, value, limit) -> str | None:
+    """The size (`seq=12`) a failed runs_at_ gate stands for, which has no value and no limit to show, else None."""
+    return name.removeprefix("runs_at_") if value is None and limit is None and name.startswith("runs_at_") else None
+
+
 def gate_failure(gate: Gate, details: dict) -> str:
     """A failed gate's result cell: for a runs_at_ gate, why the model did not run at that size (its value and limit
     cells say "-": the table said FAIL with no word of what failed)."""
-    if gate.value is None and gate.limit is None and gate.name.startswith("runs_at_"):
-        return f"FAIL: {size_error(details, gate.name.removeprefix('runs_at_'))}"
-    return "FAIL"
+    label = unrun_size(gate.name, gate.value, gate.limit)
+    return f"FAIL: {size_error(details, label)}" if label else "FAIL"
 
 
 def shipped_model(details: dict) -> str:

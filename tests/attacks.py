@@ -75,19 +75,20 @@ def ort_naming_one_node_over_and_over(path, entries: int) -> None:
                                                                            OperatorSetId)
 
     b = flatbuffers.Builder(1024)
+
+    def repeated(start, offset) -> int:
+        """A vector of `entries` offsets, all `offset`."""
+        start(b, entries)
+        for _ in range(entries):
+            b.PrependUOffsetTRelative(offset)
+        return b.EndVector()
+
     name, op = b.CreateString("x"), b.CreateString("Relu")
-    Node.StartInputsVector(b, entries)
-    for _ in range(entries):
-        b.PrependUOffsetTRelative(name)
-    inputs = b.EndVector()
+    inputs = repeated(Node.StartInputsVector, name)
     Node.Start(b)
     Node.AddOpType(b, op)
     Node.AddInputs(b, inputs)
-    node = Node.End(b)
-    Graph.StartNodesVector(b, entries)
-    for _ in range(entries):
-        b.PrependUOffsetTRelative(node)
-    nodes = b.EndVector()
+    nodes = repeated(Graph.StartNodesVector, Node.End(b))
     Graph.Start(b)
     Graph.AddNodes(b, nodes)
     graph = Graph.End(b)
