@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import emulator, outdir, signals
+from . import outdir, signals
 from .config import AUTO_KNOBS, RANGES, SEARCH_DB, SEARCH_FILES, PruneSpec, Recipe, ShareSpec, Target, target_settings
 from .errors import DeviceError, EdgekitError, ExitCode, InputError, StageError, UsageError, disk_full, few, first_line
 
@@ -502,6 +502,8 @@ def run(recipe: Recipe, target: Target, budgets: dict, trials: int, sampler: str
     pipeline.refuse_for_streaming(recipe)
     pipeline.refuse_incomplete(recipe)
     pipeline.refuse_c_name(recipe, [target])
+    from . import emulator  # here: at import it brought numpy into `edgekit --help`
+
     if recipe.emulate is not None and emulator.parse(recipe.emulate)[0] != emulator.ARCH:  # its metric is the host's
         raise UsageError(f"--emulate {recipe.emulate}: a search scores an arm64 target on emulated aarch64 kernels "
                          "only; `edgekit export --emulate x86_64[:CPU]` judges the chosen trial on an x86-64 CPU's")
