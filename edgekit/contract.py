@@ -81,13 +81,12 @@ def runtime(target: Target, details: dict, observed: dict[str, list[float]], onn
     ort = details.get("ort_format") or {}
     sessions = [_session(shipped_model(details), target.runtime.providers, threads, options,
                          inputs(details["inputs"], pixels, observed), verdicts, ort.get("replays", True))]
-    if fp32 := (details.get("ort_format") or {}).get("fp32"):
+    if fp32 := ort.get("fp32"):
         fp32_eps = [COVERAGE_PROVIDERS[ep] for ep in target.package.coverage if ep in mobile.SHIPS_FP32_TO]
         sessions.append(_session(fp32["file"], [*fp32_eps, "CPUExecutionProvider"], threads, options,
                                  inputs(fp32["inputs"], pixels, observed), verdicts, fp32.get("replays", True)))
-    ort = bool(ort)
     return {"sessions": sessions, "onnxruntime": {
-        "minimum": onnxruntime, "same_release": ort,
+        "minimum": onnxruntime, "same_release": bool(ort),
         "why": (f"the .ort files are not forward compatible (no older release loads them), and a minimal build "
                 f"replays their saved optimisations only as the converter's release wrote them: build onnxruntime "
                 f"{onnxruntime}" if ort else

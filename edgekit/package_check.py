@@ -349,7 +349,8 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
                                              f"edgekit {printable(str(manifest.get('edgekit_version'))[:40])}, this "
                                              f"is {__version__}")
     at = _place_for(place, manifest, shown)
-    run = functools.partial(_parity_here if own else _parity_bounded, entries=_contract_entries(manifest))
+    entries = _contract_entries(manifest)
+    run = functools.partial(_parity_here if own else _parity_bounded, entries=entries)
     # the int8 model's golden outputs against the fp32 model's, run here whatever `place` runs the parity cases
     job = {"fp32": str(folder / FP32), "golden": str(folder / golden[INT8]["file"]),
            "task": str(manifest.get("task") or "other"), "floors": _quiet_floors(manifest),
@@ -367,7 +368,7 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
             found = [c if c.passed else replace(c, message=f"{c.message} (its golden outputs come from {made}: check "
                                                                 "it there, with --emulate or --device)") for c in found]
         return cases + found
-    parities = _parity_at(at, folder, target, pairs, state, steps, manifest, _contract_entries(manifest))
+    parities = _parity_at(at, folder, target, pairs, state, steps, manifest, entries)
     cases[1] = _refigured(cases[1], manifest, run(target, [], state, steps, job)[1])
     if getattr(at, "real", False) and at.arch != (kind := package_kind(manifest)):
         # compared as a host of that kind would be, but said: this device is not where the package runs
