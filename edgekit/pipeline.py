@@ -983,7 +983,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
         chosen_on = prep.val.part(picked, "--auto's pick")
         ctx = tune.Context(fp32, model, work, cal_feeds, chosen_on.feeds, prep.fp32_val[picked], prep.names,
                            chosen_on.labels, target.parity, shared.judged_task, tuple(shared.recipe.state.values()),
-                           list(target.runtime.providers), threads, exact)
+                           list(target.runtime.providers), threads, exact, _emulators(shared, target)[1])
         started = time.perf_counter()
         with bar(f"tuning {target.name}", settings.max_trials, shared.progress) as advance:
             search = tune.tune(ctx, qplan, settings.max_trials, settings.time_budget, settings.max_excluded,
@@ -999,7 +999,8 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
             settings, calibrate_method=chosen.calibrate_method, per_channel=chosen.per_channel,
             percentile=chosen.percentile or settings.percentile,
             exclude_nodes=tuple(dict.fromkeys((*settings.exclude_nodes, *chosen.excluded)))))
-        tuning = {"chosen": chosen.index, "passed": chosen.passed, "trials": [t.as_dict() for t in trials],
+        qplan = _seven_bit_chosen(qplan, chosen, ctx.emulator)
+        tuning = {"chosen": chosen.index, "passed": chosen.accepted, "trials": [t.as_dict() for t in trials],
                   # each node's reason: the first trial on the chosen one's way that kept it float (a failed trial off
                   # that way gave its text)
                   "excluded": [{"node": n, "why": next(t.why for t in trials if n in t.excluded
@@ -1016,7 +1017,9 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
                   # the trials' latency (the price cap, the fastest pick): this host's, at these threads
                   "timed_on": host.where(threads) + ("" if host.arch() == target.runtime.arch
                                                     else f", standing in for {target.runtime.arch}"),
-                  "seconds": round(seconds, 3), "validation_split": _split_record(len(prep.val), shared_why)}
+                  "seconds": round(seconds, 3), "validation_split": _split_record(len(prep.val), shared_why),
+                  # the trials' `emulated`: their gates on these kernels too (export --emulate x86_64)
+                  "emulated_kernels": ctx.emulator.describe() if ctx.emulator else None}
     else:
         with bar(f"calibrating {target.name}", n_cal, shared.progress) as advance:
             cache = quantization.cache_path(work, settings)  # keep_narrow_outputs' or --precision latency's
@@ -1035,6 +1038,17 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
             qplan = dataclasses.replace(qplan, precision_search=record.as_dict())
     onnx_export.check(int8)
     return qplan, n_cal, tuning, chosen_rows, judged
+
+
+def _seven_bit_chosen(qplan, chosen, emulated) -> quantization.Plan:
+    """The plan with the 7-bit weights --auto chose for the emulated CPU's sake, in place of this host's reason to keep
+    8-bit ones."""
+    if chosen.reduce_range == qplan.reduce_range:
+        return qplan
+    reasons = tuple(r for r in qplan.reasons if not r.startswith("reduce_range off:"))
+    return dataclasses.replace(qplan, reduce_range=chosen.reduce_range, reasons=(
+        *reasons, f"reduce_range: --auto chose 7-bit weights (trial {chosen.index}): with 8-bit ones the int8 model "
+                  f"fails its gates on {emulated.label}, whose u8s8 sums saturate int16"))
 
 
 def _split_record(samples: int, shared_why: str | None) -> dict:

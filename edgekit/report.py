@@ -349,7 +349,7 @@ def markdown(r: TargetReport) -> str:
                      ", ".join(row["excluded"]) or "-", _fmt(row["cosine"], ".4f", "n/a"),
                      _fmt(row["sqnr_db"], ".1f", "n/a"), *[_fmt(row.get("exact_agreement"), ".4f")] * exact,
                      f"{row['fp32_p50_ms']:.3f}", f"{row['int8_p50_ms']:.3f}",
-                     "pass" if row["passed"] else "fail: " + ", ".join(row["failed_gates"])) for row in t["trials"]])
+                     _trial_result(row)) for row in t["trials"]])
         out += [""] + [f"- kept in float: `{_code(e['node'])}`: {_safe(e['why'])}" for e in t["excluded"]]
         out += [f"- kept in float in every trial (exclude_nodes, not counted by max_excluded): `{_code(n)}`"
                 for n in t.get("given", [])] + [f"- not tried: {_safe(why)}" for why in t.get("untried", [])] + [""]
@@ -379,3 +379,11 @@ def markdown(r: TargetReport) -> str:
     out += [f"- {k}: {_safe(_setting(v))}" for k, v in d["quantization"].items() if k != "precision_search"]
     out += ["", "## Files", ""] + _md("file | bytes | sha256", [(n, r.sizes[n], h) for n, h in r.files.items()])
     return "\n".join(out) + "\n"
+
+
+def _trial_result(row: dict) -> str:
+    """A trial's verdict, and on the emulated CPU's kernels where it was run there (export --emulate x86_64)."""
+    here = "pass" if row["passed"] else "fail: " + ", ".join(row["failed_gates"])
+    there = row.get("emulated")
+    return here if there is None else here + "; emulated: " + (
+        "pass" if there["passed"] else "fail: " + ", ".join(there["failed_gates"]))

@@ -40,6 +40,15 @@ class Trial:
     percentile: float | None = None  # calibrate_method percentile: at which (the user's, or the search's own)
     exact_agreement: float | None = None  # worst over integer outputs (class ids), held exactly
     mode: str = "static"  # dynamic: an attention graph's default, before its static fallback
+    reduce_range: bool = False  # 7-bit weights (the plan's, or the search's for an emulated AVX2 CPU's sake)
+    # under --emulate x86_64: its gates on the emulated CPU's kernels ({passed, failed_gates, seconds}); None: not
+    # run there (only trials passing on this host are, fastest first, up to the first passing there too)
+    emulated: dict | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """Passes this host's gates, and the emulated CPU's where it was judged there."""
+        return self.passed and (self.emulated is None or self.emulated["passed"])
 
     @property
     def quality(self) -> tuple[bool, float, float]:
@@ -80,6 +89,8 @@ class Context:
     providers: list[str]
     threads: int
     exact_int8: bool  # judge int8 by exact arithmetic (an ARM device's), not this host's
+    # --emulate x86_64's CPU (emulator.Emulator): a trial is chosen only if it passes its kernels' gates too
+    emulator: object = None
 
 
 @dataclass(frozen=True)
@@ -101,19 +112,21 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
     trials: list[Trial] = []
     sensitivity: dict[int, list[dict]] = {}
     untried: list[str] = []
+    retried: set[int] = set()  # trials tried again with 7-bit weights
 
     def budget_left() -> bool:
         return len(trials) < max_trials and time.perf_counter() - start < time_budget
 
-    def attempt(why: str, settings, excluded=()) -> Trial | None:
+    def attempt(why: str, settings, excluded=(), seven_bit: bool = False) -> Trial | None:
         """The trial of these settings; None when quantization.refusal refuses them for this model (a per-channel
         trial of an opset-11 model failed in onnxruntime and ended the export with exit 4)."""
         if refused := quantization.refusal(settings, base.opset):
             untried.append(f"{why}: {refused} (the model is opset {base.opset})")
             return None
-        trial = _evaluate(ctx, dataclasses.replace(base, settings=dataclasses.replace(
-            settings, exclude_nodes=tuple(dict.fromkeys((*settings.exclude_nodes, *excluded))))),
-            len(trials), why, tuple(excluded))
+        trial = _evaluate(ctx, dataclasses.replace(base, reduce_range=base.reduce_range or seven_bit,
+                                                   settings=dataclasses.replace(settings, exclude_nodes=tuple(
+                                                       dict.fromkeys((*settings.exclude_nodes, *excluded))))),
+                          len(trials), why, tuple(excluded))
         trials.append(trial)
         if progress:
             progress(trial)
@@ -123,8 +136,19 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
         return t.index == 0 or t.price_over(trials[0]) <= max_latency_price
 
     def done():
-        passing = [t for t in trials if t.passed and affordable(t)]
-        return min(passing, key=lambda t: t.relative_time) if passing else None
+        """The fastest trial passing within the price. Under --emulate x86_64 it must pass on the emulated CPU too:
+        trials passing here are run there fastest first, each once, up to the first passing there; a full-range one
+        failing there only is tried again with 7-bit weights (AVX2's u8s8 sums saturate int16, 7-bit ones never)."""
+        while True:
+            ranked = sorted((t for t in trials if t.passed and affordable(t)), key=lambda t: t.relative_time)
+            if found := next((t for t in ranked if _passes_emulated(ctx, t)), None):
+                return found
+            again = next((t for t in ranked if _seven_bit_helps(ctx, base, t) and t.index not in retried), None)
+            if again is None or not budget_left():
+                return None
+            retried.add(again.index)
+            attempt(f"7-bit weights (trial {again.index} fails {', '.join(again.emulated['failed_gates'])} on "
+                    f"{ctx.emulator.label})", _settings_of(base.settings, again), again.excluded, seven_bit=True)
 
     def best_quality(searched: bool = True) -> Trial:  # of the plan searched (a dynamic trial has no QDQ to rank)
         return max((t for t in trials if affordable(t) and (t.mode == base.settings.mode or not searched)),
@@ -192,6 +216,33 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
     return Search(done() or best_quality(searched=False), trials, sensitivity, ended, untried)
 
 
+def _settings_of(settings, t: Trial):
+    """The settings `t` was quantized with (beside its excluded nodes)."""
+    return dataclasses.replace(settings, calibrate_method=t.calibrate_method, per_channel=t.per_channel,
+                               percentile=t.percentile or settings.percentile)
+
+
+def _passes_emulated(ctx: Context, t: Trial) -> bool:
+    """Whether `t` passes its gates on --emulate's CPU (run there once, recorded in t.emulated); True without one."""
+    if ctx.emulator is None:
+        return True
+    if t.emulated is None:
+        start = time.perf_counter()
+        there = ctx.emulator.outputs(Path(t.path), ctx.val_feeds, ctx.names)
+        failed = [parity.EMULATED + g.name for g in _gates(ctx, Path(t.path), there)[1] if not g.passed]
+        t.emulated = {"passed": not failed, "failed_gates": failed, "seconds": round(time.perf_counter() - start, 3)}
+    return t.emulated["passed"]
+
+
+def _seven_bit_helps(ctx: Context, base: quantization.Plan, t: Trial) -> bool:
+    """Whether 7-bit weights may pass where `t` fails on the emulated CPU alone: full-range u8s8 weights saturate
+    its int16 sums. Not where the user set reduce_range (auto is this host's choice, made for its exact kernels)."""
+    s = base.settings
+    return (t.emulated is not None and not t.emulated["passed"] and not t.reduce_range and t.mode == s.mode == "static"
+            and ctx.emulator.saturates and s.reduce_range == "auto" and s.weight_type == "int8"
+            and s.activation_type == "uint8")
+
+
 def _quality(t: Trial) -> str:
     return f"{t.sqnr_db:.1f} dB" if t.exact_agreement is None else f"{t.exact_agreement:.4f} of integer outputs equal"
 
@@ -209,14 +260,7 @@ def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, exclu
     out = ctx.work / f"trial{index}.onnx"
     quantization.quantize(ctx.fp32, out, plan, ctx.cal_feeds, cache=quantization.cache_path(ctx.work, s))
     int8_val = run_onnx(int8_session(out, ctx.providers, ctx.threads, ctx.exact_int8)[0], ctx.val_feeds)
-    results = parity.compare(ctx.names, ctx.fp32_val, int8_val, ctx.task, ctx.plain,
-                             ctx.labels if parity.labels_are_classes(ctx.task) else None, _output_shapes(ctx))
-    at = parity.scored_at(results)
-    drop = (parity.accuracy(ctx.fp32_val, ctx.labels, at, ctx.names) - parity.accuracy(int8_val, ctx.labels, at,
-                                                                                       ctx.names)
-            if ctx.labels is not None else None)
-    gates = parity.quantization_gates(results, drop, ctx.spec, ctx.task, quantization.quantizes_anything(parsed(out)),
-                                      len(ctx.val_feeds))
+    results, gates = _gates(ctx, out, int8_val)
     lat = bench.measure_pair({"fp32": str(ctx.fp32), "int8": str(out)}, ctx.val_feeds[0], ctx.providers, ctx.threads,
                              10, 30)
     return Trial(index, why, s.calibrate_method, s.per_channel, excluded, parity.worst(results, "cosine"),
@@ -224,16 +268,28 @@ def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, exclu
                  [g.name for g in gates if not g.passed], lat["int8"].p50_ms, lat["fp32"].p50_ms,
                  out.stat().st_size, round(time.perf_counter() - start, 3), str(out),
                  s.percentile if s.calibrate_method == "percentile" else None,
-                 parity.worst(results, "exact_agreement"), s.mode)
+                 parity.worst(results, "exact_agreement"), s.mode, plan.reduce_range)
+
+
+def _gates(ctx: Context, out: Path, int8_val: list) -> tuple[list, list]:
+    """(the per-output parity, the quantization gates) of the int8 model `out` whose outputs are `int8_val`."""
+    results = parity.compare(ctx.names, ctx.fp32_val, int8_val, ctx.task, ctx.plain,
+                             ctx.labels if parity.labels_are_classes(ctx.task) else None, _output_shapes(ctx))
+    at = parity.scored_at(results)
+    drop = (parity.accuracy(ctx.fp32_val, ctx.labels, at, ctx.names) - parity.accuracy(int8_val, ctx.labels, at,
+                                                                                       ctx.names)
+            if ctx.labels is not None else None)
+    return results, parity.quantization_gates(results, drop, ctx.spec, ctx.task,
+                                              quantization.quantizes_anything(parsed(out)), len(ctx.val_feeds))
 
 
 def stopped_short(chosen: Trial, trials: list[Trial], settings, seconds: float, ended: str | None = None) -> str | None:
     """Why --auto shipped a failing trial: one passed over the latency price (it said "no trial passed"), a bound
     ended the search, or the search's own reason `ended` (it gave up with `stopped_short: None`); None when the
     chosen one passes."""
-    if chosen.passed:
+    if chosen.accepted:
         return None
-    if passing := [t for t in trials if t.passed]:
+    if passing := [t for t in trials if t.accepted]:
         t = min(passing, key=lambda t: t.price_over(trials[0]))
         return (f"--auto: trial {t.index} ({t.why}) passes at {t.price_over(trials[0]):.2f}x the defaults' int8 "
                 f"latency, over --max-latency-price {settings.max_latency_price:g}: raise it to take that trial")
@@ -242,9 +298,14 @@ def stopped_short(chosen: Trial, trials: list[Trial], settings, seconds: float, 
         ("--time-budget", settings.time_budget, seconds >= settings.time_budget),
         ("--max-excluded", settings.max_excluded, max(len(t.excluded) for t in trials) >= settings.max_excluded))
         if hit), None)
+    emulated = [t.index for t in trials if t.passed and not t.accepted]
+    there = (f" (trial(s) {', '.join(map(str, emulated))} pass on this host's kernels but fail on the emulated CPU's)"
+             if emulated else "")
     if bound:
-        return f"--auto: no trial passed before {bound} ended the search: raise it to search further"
-    return f"--auto: no trial passed: {ended}" if ended else None
+        return f"--auto: no trial passed{there} before {bound} ended the search: raise it to search further"
+    if ended or emulated:
+        return f"--auto: no trial passed{there}" + (f": {ended}" if ended else "")
+    return None
 
 
 def keep_fp32(chosen: Trial, fp32_bytes: int) -> str | None:

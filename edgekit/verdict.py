@@ -290,7 +290,7 @@ def held_out(tuning: dict, gates: list[Gate]) -> dict:
     split = tuning.get("validation_split")
     if not split or split.get("shared"):
         return {}
-    failed = [g.name for g in gates if not g.passed and parity.trial_gate(g.name)]
+    failed = [g.name for g in gates if not g.passed and parity.trial_gate(g.name.removeprefix(parity.EMULATED))]
     return {"held_out_passed": not failed, "held_out_failed_gates": failed}
 
 

@@ -242,6 +242,30 @@ def test_an_export_whose_avx2_figures_fail_a_gate_fails_naming_the_kernels(satur
 
 
 @needs_x86
+def test_auto_under_emulate_picks_a_trial_that_passes_on_the_emulated_cpu_too(saturating, tmp_path):
+    """--auto judged its trials on this VNNI host's exact kernels alone: it kept the 8-bit defaults, whose top class
+    moves on emulated AVX2, and the export failed. Trials passing here are run there too, fastest first; the
+    defaults fail there only, so their 7-bit twin is tried, passes both and is chosen, and the record says which
+    trials ran there and how they did."""
+    tmp, args = saturating
+    np.savez(tmp_path / "val.npz", x=np.random.default_rng(0).random((96, 64), dtype=np.float32)[64:])
+    result = cli([*args, "--validation", tmp_path / "val.npz", "--auto", "--emulate", "x86_64", "--out",
+                  tmp_path / "out"], env={"EDGEKIT_HOST_ISA": "avx512-vnni"})
+    assert result.exit_code == 0, result.output
+    m = json.loads((tmp_path / "out" / "desktop-x86" / "manifest.json").read_text())
+    t = m["tuning"]
+    assert t["emulated_kernels"].startswith("x86_64 (emulated, epyc-milan)") and t["passed"], t
+    defaults, chosen = t["trials"][0], t["trials"][t["chosen"]]
+    assert defaults["passed"] and not defaults["reduce_range"], defaults
+    assert defaults["emulated"]["failed_gates"] == ["emulated_top1_agreement"], defaults
+    assert chosen["reduce_range"] and chosen["passed"] and chosen["emulated"]["passed"], chosen
+    assert len(t["trials"]) == 2  # the first trial passing both ends the search
+    assert m["quantization"]["reduce_range"] is True and m["passed"], m["quantization"]
+    assert "pass; emulated: fail: emulated_top1_agreement" in (tmp_path / "out" / "desktop-x86" / "report.md").read_text()
+    assert cli(["check", tmp_path / "out", "--emulate", "x86_64"]).exit_code == 0
+
+
+@needs_x86
 def test_export_emulate_refuses_what_it_cannot_judge(saturating, tmp_path):
     """--emulate x86_64 with no x86-64 target, with a streaming model, or in a search (whose metric is this host's):
     exit 2 in one line, before any work."""
