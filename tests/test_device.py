@@ -453,3 +453,31 @@ def test_a_device_check_times_as_the_export_did(sshd, digits_arm, tmp_path):
     assert timing(manifest) == (5, 50)
     manifest["latency"]["int8"].update(runs=1_000_000, warmup=100_000)  # in range, but hours on a device
     assert timing(manifest) == (100, 1000)
+
+
+@pytest.mark.skipif(shutil.which("qemu-x86_64-static") is None or os.uname().machine not in ("x86_64", "AMD64"),
+                    reason="needs an x86-64 host and qemu-x86_64-static (Debian: qemu-user-static)")
+def test_export_on_an_x86_device_with_emulate_x86_64_holds_both(sshd, tmp_path):
+    """--device and --emulate x86_64 say different things of an x86-64 target, so both hold: the device times it and
+    checks its package on its own kernels; the emulated AVX2 CPU holds its int8 figures to the emulated_ gates
+    (the saturating MLP's 8-bit weights fail them there, as without --device)."""
+    import numpy as np
+
+    url, identity, known_hosts, device = sshd
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "cal.npz", x=rng.random((64, 64), dtype=np.float32))
+    np.savez(tmp_path / "val.npz", x=rng.random((16, 64), dtype=np.float32))
+    result = cli(["export", "models:saturating_mlp", "--input", "x:Nx64", "--calibration", tmp_path / "cal.npz",
+                  "--validation", tmp_path / "val.npz", "--reduce-range", "false", "--emulate", "x86_64",
+                  "--device", f"{url}{device}/both", "--identity", identity, "--known-hosts", known_hosts,
+                  "--device-python", sys.executable, "--bench-runs", "5", "--out", tmp_path / "dist", "--json"],
+                 env={"EDGEKIT_HOST_ISA": "avx512-vnni"})
+    assert result.exit_code == 1, result.output
+    [m] = json.loads(result.stdout)["targets"]
+    assert m["latency"]["where"].startswith(f"device {url[6:]}: ") and m["latency"]["on_device"], m["latency"]
+    [parity] = [c for c in m["verification"] if c["name"] == "parity model.int8.onnx"]
+    assert parity["passed"] and parity["where"].startswith(f"device {url[6:]}: "), parity
+    assert m["emulated_kernels"]["kernels"].startswith("x86_64 (emulated, epyc-milan)"), m["emulated_kernels"]
+    failed = [g["name"] for g in m["gates"] if not g["passed"]]
+    assert failed == ["emulated_top1_agreement"], failed
+    assert list(device.iterdir()) == []

@@ -261,7 +261,8 @@ def test_auto_under_emulate_picks_a_trial_that_passes_on_the_emulated_cpu_too(sa
     assert chosen["reduce_range"] and chosen["passed"] and chosen["emulated"]["passed"], chosen
     assert len(t["trials"]) == 2  # the first trial passing both ends the search
     assert m["quantization"]["reduce_range"] is True and m["passed"], m["quantization"]
-    assert "pass; emulated: fail: emulated_top1_agreement" in (tmp_path / "out" / "desktop-x86" / "report.md").read_text()
+    report = (tmp_path / "out" / "desktop-x86" / "report.md").read_text()
+    assert "pass; emulated: fail: emulated_top1_agreement" in report, report
     assert cli(["check", tmp_path / "out", "--emulate", "x86_64"]).exit_code == 0
 
 
