@@ -1,4 +1,5 @@
 """Accuracy-aware quantization (issue 5): per-layer error, `--auto` fallback search, bounded cost."""
+import dataclasses
 import json
 import os
 
@@ -347,6 +348,11 @@ def test_a_failing_choice_says_what_stopped_the_search():
     # the search's own reason: it gave up saying `stopped_short: None` though the README says warnings say why
     assert stopped_short(base, failing[:1], settings, 1.0, "it gained nothing") == "--auto: no trial passed: it " \
                                                                                  "gained nothing"
+    # under --emulate x86_64: passing on this host's kernels alone is no pass (it said None: the choice passes)
+    there = dataclasses.replace(trial(0, True, 0.5), emulated={"passed": False, "failed_gates": ["emulated_x"]})
+    assert stopped_short(there, [there], settings, 1.0, "it gained nothing") == \
+        "--auto: no trial passed (trial(s) 0 pass on this host's kernels but fail on the emulated CPU's): it gained " \
+        "nothing"
 
 
 def test_auto_that_gives_up_says_why(data, tmp_path):
