@@ -935,7 +935,7 @@ def _figures_here(fp32: str, golden: str, task: str, floors: dict[str, float], s
     carrying its own state, the samples under each output's recorded quiet floor left out (_quiet_floors). `read`:
     the golden file as the parity cases read it (up to 1 GiB: read once); `detected`: the outputs whose detections
     the run matched, each with how (_detected). {"samples", "outputs": OutputParity
-    dicts, "top1": each class-score output's clear top-1 flips (_top1_figures)}, or {"error"}."""
+    dicts, "top1": each class-score output's clear top-1 flips and top-5 misses (_top1_figures)}, or {"error"}."""
     inputs, int8 = (read or package.read_golden_channels(Path(golden)))[:2]
     names = list(int8[0])
     try:
@@ -971,20 +971,42 @@ def top1_flips(fp32: list, int8: list) -> tuple[int, int]:
     golden scores are the ones the export compared, ties broken as it broke them: the first) is none of those within
     NEAR_TIE of fp32's top score, any of which the export's fp32 may have put first."""
     flips = rows = 0
-    for f, q in zip(fp32, int8):
-        f, q = np.asarray(f, np.float64), np.asarray(q, np.float64)
-        if f.shape != q.shape:
-            continue
-        f, q = parity.class_rows(f), parity.class_rows(q)
-        top = f.max(1, keepdims=True)
-        near = top - f <= NEAR_TIE * (np.abs(f) + np.abs(top)) + NEAR_TIE_PEAK * np.abs(f).max(1, keepdims=True)
-        flips += int(np.sum(~np.take_along_axis(near, q.argmax(1)[:, None], 1)))
+    for f, q in _same_shaped_rows(fp32, int8):
+        flips += int(np.sum(~np.take_along_axis(_near_top(f), q.argmax(1)[:, None], 1)))
         rows += len(f)
     return flips, rows
 
 
+def top5_misses(fp32: list, int8: list) -> tuple[int, int]:
+    """(rows where none of fp32's near-top classes (_near_top: any may be the export's top) can be among int8's top
+    5, rows), as top1_flips. int8's scores tie often (a few steps apart) and a sort may order ties any way, so a
+    class counts as out only where 5 scores are strictly above it: under the row's 5th largest score."""
+    misses = rows = 0
+    for f, q in _same_shaped_rows(fp32, int8):
+        fifth = np.partition(q, -5, axis=1)[:, -5:-4]
+        misses += int(np.sum(~np.any(_near_top(f) & (q >= fifth), axis=1)))
+        rows += len(f)
+    return misses, rows
+
+
+def _same_shaped_rows(fp32: list, int8: list):
+    """Each sample's (fp32, int8) scores as float64 rows x classes (class_rows), a sample whose shapes differ (its
+    rows are not the verdict's either: parity left it out) skipped."""
+    for f, q in zip(fp32, int8):
+        f, q = np.asarray(f, np.float64), np.asarray(q, np.float64)
+        if f.shape == q.shape:
+            yield parity.class_rows(f), parity.class_rows(q)
+
+
+def _near_top(f: np.ndarray) -> np.ndarray:
+    """Per row, the classes within NEAR_TIE of fp32's top score: another host's fp32 may put any of them first."""
+    top = f.max(1, keepdims=True)
+    return top - f <= NEAR_TIE * (np.abs(f) + np.abs(top)) + NEAR_TIE_PEAK * np.abs(f).max(1, keepdims=True)
+
+
 def _top1_figures(names: list[str], runs: list[dict], int8: list[dict], declared: dict, state: tuple) -> dict:
-    """Per output read as class scores on every golden sample (state left out): {flips, rows} (top1_flips), and
+    """Per output read as class scores on every golden sample (state left out): {flips, rows} (top1_flips),
+    top5_misses (top5_misses; more than 5 classes, as parity's top-5), and
     per_sample: the rows of each sample where the graph fixes every dim but the class axis (every sample the verdict
     is of has as many), else None."""
     found = {}
@@ -996,7 +1018,8 @@ def _top1_figures(names: list[str], runs: list[dict], int8: list[dict], declared
         shape = declared.get(name)
         fixed = shape is not None and len(shape) == refs[0].ndim and all(
             isinstance(d, int) for k, d in enumerate(shape) if k != 1)
-        found[name] = {"flips": flips, "rows": rows,
+        top5 = {"top5_misses": top5_misses(refs, cands)[0]} if refs[0].shape[1] > 5 else {}  # as parity's top-5
+        found[name] = {"flips": flips, "rows": rows, **top5,
                        "per_sample": len(parity.class_rows(refs[0])) if fixed else None}
     return found
 
@@ -1202,32 +1225,44 @@ def _detection_best(here: dict, said: dict, validated: int | None = None) -> flo
     return 1 - unmatched / (LOSS_SLACK * max(most, 1)) + 1e-9
 
 
+# each agreement over rows check holds, with the golden samples' count bounding it (_top1_figures) and its word
+ROW_AGREEMENTS = {"top1_agreement": ("flips", "clear flip(s)"), "top5_agreement": ("top5_misses", "clear miss(es)")}
+
+
 def _top1_claims(manifest: dict, said: dict, figures: dict, validated) -> list[str]:
-    """Each output's top1_agreement in parity.quantization (classify's scored output; task auto's, recorded as other,
-    under the bar), and the top1_agreement gate's value, where better than the golden samples allow (_top1_best);
-    classify's gate passed where that best misses its limit; a gate naming no output, by the loosest output's best.
-    Task auto's figure deleted with its top1_rows is not told from task other's none (it records no task auto):
-    _unlabelled_top1_claims holds it while recorded."""
+    """Each output's top1_agreement and top5_agreement in parity.quantization (classify's scored output; task auto's,
+    recorded as other, under the bar), and their gates' values, where better than the golden samples allow
+    (_top1_best); classify's gates passed where that best misses their limit; a gate naming no output, by the
+    loosest output's best. Task auto's figure deleted with its top1_rows is not told from task other's none (it
+    records no task auto): _unlabelled_top1_claims holds it while recorded."""
     here = figures.get("top1") or {}
     if not here or _verdict_saturated(manifest):
         return []
     slack = LOSS_SLACK if manifest.get("arm_kernels") else 1.0  # golden outputs of an emulated CPU's kernels
-    bests = {name: _top1_best(h, said.get(name) or {}, validated, slack) for name, h in here.items()}
+    return [line for metric in ROW_AGREEMENTS for line in _row_claims(manifest, said, here, metric, validated, slack)]
+
+
+def _row_claims(manifest: dict, said: dict, here: dict, metric: str, validated, slack: float) -> list[str]:
+    """_top1_claims of one agreement (ROW_AGREEMENTS): the outputs' figures and the gate of that name."""
+    count, word = ROW_AGREEMENTS[metric]
+    bests = {name: _top1_best(h, h[count], said.get(name) or {}, validated, slack) for name, h in here.items()
+             if count in h}
+    if not bests:
+        return []
 
     def given(name: str) -> str:
-        return f"(these give {here[name]['flips']} clear flip(s) in {here[name]['rows']} rows: at most " \
-               f"{bests[name]:.6g})"
-    bad = [f"{name} top1_agreement {_number(value)} {given(name)}" for name in here
-           if type(value := (said.get(name) or {}).get("top1_agreement")) in (int, float) and value > bests[name]]
-    gate = next((g for g in manifest["gates"] if g["name"] == "top1_agreement"), {})
+        return f"(these give {here[name][count]} {word} in {here[name]['rows']} rows: at most {bests[name]:.6g})"
+    bad = [f"{name} {metric} {_number(value)} {given(name)}" for name in bests
+           if type(value := (said.get(name) or {}).get(metric)) in (int, float) and value > bests[name]]
+    gate = next((g for g in manifest["gates"] if g["name"] == metric), {})
     # a gate naming no output (which _gates allows) is held to the loosest bound of the outputs it may be of: deleting
     # its "output" let a raised value pass
     on = gate.get("output") if isinstance(gate.get("output"), str) else max(bests, key=bests.get)
     if on in bests and type(gate.get("value")) in (int, float) and gate["value"] > bests[on]:
-        bad.append(f"top1_agreement {_number(gate['value'])} {given(on)}")
+        bad.append(f"{metric} {_number(gate['value'])} {given(on)}")
     elif on in bests and manifest.get("task") == "classify" and gate.get("passed") and type(gate.get("limit")) in (
             int, float) and bests[on] < gate["limit"]:
-        bad.append(f"top1_agreement passed {given(on)}, under its limit {_number(gate['limit'])}")
+        bad.append(f"{metric} passed {given(on)}, under its limit {_number(gate['limit'])}")
     return bad
 
 
@@ -1242,19 +1277,21 @@ def _verdict_saturated(manifest: dict) -> bool:
             and quantization.get("reduce_range") is False)
 
 
-def _top1_best(here: dict, said: dict, validated, slack: float) -> float:
-    """The best top-1 agreement over the rows the verdict counted, given the golden samples' (a subset of its
-    samples, each row counted there too): their clear flips (top1_flips) are flips there, out of at most the fewest
-    of: the rows each validation sample has where the graph fixes them (per_sample), the top1_rows the manifest
-    records (task auto), and MOST_SHARE times the golden rows; never fewer than the golden rows. Sound, as the
-    golden outputs are the verdict's int8 outputs; `slack` (LOSS_SLACK) where an emulated CPU's kernels made them."""
+def _top1_best(here: dict, flips: int, said: dict, validated, slack: float) -> float:
+    """The best top-1 (or top-5) agreement over the rows the verdict counted, given the golden samples' (a subset of
+    its samples, each row counted there too): their clear flips (top1_flips; top5_misses) are flips there, out of at
+    most the fewest of: the rows each validation sample has where the graph fixes them (per_sample), the top1_rows
+    the manifest records (the rows both agreements count: an open batch axis leaves per_sample unknown; a package
+    made before classify recorded them has task auto's alone), and MOST_SHARE times the golden rows; never fewer
+    than the golden rows. Sound, as the golden outputs are the verdict's int8 outputs; `slack` (LOSS_SLACK) where
+    an emulated CPU's kernels made them."""
     rows = here["rows"]
     most = [rows * MOST_SHARE]
     if here.get("per_sample") and type(validated) is int:
         most.append(validated * here["per_sample"])
     if type(said.get("top1_rows")) is int:
         most.append(said["top1_rows"])
-    return 1 - here["flips"] / (slack * max(min(most), rows, 1)) + 1e-9
+    return 1 - flips / (slack * max(min(most), rows, 1)) + 1e-9
 
 
 def _floor_claim(said: dict, here: dict, validated: float | None) -> str:

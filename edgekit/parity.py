@@ -110,7 +110,8 @@ class OutputParity:
     detection_match: dict | None = None
     # check only (a recorded detection_match given): why its role is not what the arrays make it, matched as they do
     detection_match_untrue: str | None = None
-    # task auto on unlabelled data: the rows (pixels of a class map) top1_agreement counts, for its significance
+    # the rows (pixels of a class map) top1_agreement and top5_agreement count: check bounds them by the golden
+    # samples' clear flips out of these (an open batch axis leaves a sample's rows unknown); task auto's significance
     top1_rows: int | None = None
     # and the worst centred SQNR over the channels that are fp32's top class on a row (top_class_sqnr): a loss of
     # spread is evidence only there (a ReLU embedding's nearly dead channel is ~0 dB whatever int8 does)
@@ -352,13 +353,15 @@ def compare(names: list[str], reference: list[list[np.ndarray]], candidate: list
                                     and name not in plain else None, iou,
                                     (quiet or None) if metrics[2] is not None else None, *moved,
                                     floor if metrics[2] is not None else None,
-                                    **(_top1_evidence(ref, cand) if kind == "auto" and top1 is not None else {})))
+                                    **(_top1_evidence(ref, cand, kind) if top1 is not None else {})))
     return results if matched is None else [_with_detections(o, matched, k) for k, o in enumerate(results)]
 
 
-def _top1_evidence(ref: list[np.ndarray], cand: list[np.ndarray]) -> dict:
-    """Task auto's top-1 on unlabelled data: the rows it counts (significantly_below) and top_class_sqnr_db."""
-    return {"top1_rows": sum(len(class_rows(a)) for a in ref), "top_class_sqnr_db": top_class_sqnr(ref, cand)}
+def _top1_evidence(ref: list[np.ndarray], cand: list[np.ndarray], kind: str) -> dict:
+    """The rows top-1 and top-5 agreement count (check bounds them by the golden samples' flips out of these; task
+    auto's significance on unlabelled data, significantly_below), and task auto's top_class_sqnr_db."""
+    rows = {"top1_rows": sum(len(class_rows(a)) for a in ref)}
+    return {**rows, "top_class_sqnr_db": top_class_sqnr(ref, cand)} if kind == "auto" else rows
 
 
 def top_class_sqnr(ref: list[np.ndarray], cand: list[np.ndarray]) -> float | None:
@@ -791,10 +794,12 @@ def significantly_below(share: float, n: int | None, bar: float) -> bool:
     return upper_bound(share, n) < bar
 
 
-def unlabelled_shown(stage: StageParity, spec) -> StageParity:
+def unlabelled_shown(stage: StageParity, spec, task: str) -> StageParity:
     """A task-auto stage on unlabelled data with each output's top-1 (and top-5) agreement at or above the bar left
     out, as under task other: an embedding read as class scores shows no made-up top-1; below the bar it is shown,
-    and unlabelled_top1_gate judges it."""
+    and unlabelled_top1_gate judges it. Another task's stage as it is (classify records its top1_rows too)."""
+    if task != "auto":
+        return stage
     keep = [o if o.top1_rows is None or o.top1_agreement < spec.top1_agreement_min else
             replace(o, top1_agreement=None, top5_agreement=None, iou_agreement=None, top1_rows=None,
                     top_class_sqnr_db=None)

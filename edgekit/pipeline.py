@@ -726,7 +726,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     fp32_judged, int8_judged = prep.fp32_val[judged], int8_val[judged]
     quant_parity = parity.unlabelled_shown(shared.compare(verdict_val.origin, prep.outputs, fp32_judged, int8_judged,
                                                           kernels, verdict_val.labels, shared.judged_task),
-                                           target.parity)
+                                           target.parity, shared.judged_task)
     there = _emulated_figures(shared, prep, target, judged_also_on, int8, int8_val, judged, verdict_val,
                               package.output_steps(quantized)) if judged_also_on else None
     latency, *one_thread = [None] if recipe.no_bench else _latency(shared, prep, target, fp32, int8)
@@ -867,7 +867,7 @@ def _emulated_figures(shared: Shared, prep: Prepared, target: Target, emulated: 
     kernels = emulated.describe()
     stage = parity.unlabelled_shown(shared.compare(verdict_val.origin, prep.outputs, prep.fp32_val[judged],
                                                    there[judged], kernels, verdict_val.labels, shared.judged_task),
-                                    target.parity)
+                                    target.parity, shared.judged_task)
     accuracy = _accuracy(verdict_val, shared.torch_val and shared.torch_val[judged], prep.fp32_val[judged],
                          there[judged], parity.scored_at(stage.outputs), prep.names)
     return emulated_kernels.EmulatedKernels(kernels, stage, accuracy,

@@ -1324,6 +1324,30 @@ def near_tie_logits():
     return NearTieLogits().eval()
 
 
+class LoudHidden(nn.Module):
+    """12 class scores: class 0 a background at -2000 (read from hidden channel 0, a constant 3000), classes 1..10
+    the biases 0, -10, ..., -90, class 11 at -100 plus 25 x the other hidden channels (O(1)). int8's one range for
+    the hidden layer rounds those to 0: class 11 stays last, 10 clear steps down, where fp32 mostly puts it first.
+    Top-1 and top-5 fail by clear margins (not ties) while cosine and SQNR, ruled by the background, pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.head = nn.Linear(16, 32), nn.Linear(32, 12)
+        with torch.no_grad():
+            self.hidden.weight[0], self.hidden.bias[0] = 0.0, 3000.0
+            self.head.weight.zero_()
+            self.head.weight[0, 0], self.head.weight[11, 1:] = -2000.0 / 3000.0, 25.0
+            self.head.bias.copy_(torch.cat([torch.zeros(1), -10.0 * torch.arange(11.0)]))
+
+    def forward(self, x):
+        return self.head(torch.relu(self.hidden(x)))
+
+
+def loud_hidden():
+    torch.manual_seed(0)
+    return LoudHidden().eval()
+
+
 class TracedBranchNearTie(NearTieLogits):
     """NearTieLogits whose scores flip sign on inputs of mean > 3, a branch the tracer freezes on edgekit's random
     example inputs (mean ~0): on such data its export fails parity, and int8 still merges the near-tied classes."""

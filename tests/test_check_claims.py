@@ -607,6 +607,63 @@ def test_a_top1_gate_raised_with_its_output_dropped_fails(flipped_classes, tmp_p
     assert "top1_agreement 1 (these give 7 clear flip(s) in 8 rows: at most 0.825)" in said, said
 
 
+@pytest.fixture(scope="module")
+def batched_flips(tmp_path_factory):
+    """A 12-class head whose int8 puts fp32's top class last, 10 clear steps down (models.LoudHidden: task classify,
+    unlabelled), with an open batch axis (x:Nx16), each of its 40 validation samples a batch of 4 rows: 160 rows
+    counted, 32 of them in its 8 golden samples, 31 a clear top-1 flip and top-5 miss. Its cosine and SQNR pass;
+    top-1 and top-5 (0.044) fail."""
+    work = tmp_path_factory.mktemp("batched")
+    rng = np.random.default_rng(0)
+    np.savez(work / "cal.npz", x=rng.standard_normal((200, 16)).astype(np.float32))
+    np.savez(work / "val.npz", x=rng.standard_normal((40, 4, 16)).astype(np.float32))
+    result = cli(["export", "models:loud_hidden", "--input", "x:Nx16", "--calibration", work / "cal.npz",
+                  "--validation", work / "val.npz", "--task", "classify", "-t", "desktop-x86", "--no-bench",
+                  "--out", work / "out"])
+    assert result.exit_code == 1 and "FAIL: top1_agreement, top5_agreement\n" in result.output, result.output
+    return work / "out" / "desktop-x86"
+
+
+def test_a_batched_classifiers_top1_and_top5_raised_are_bounded_by_the_rows_counted(batched_flips, tmp_path):
+    """top1_agreement raised from 0.044 to 0.96 and top5_agreement to 1.0 (each output's figure and gate), the
+    verdict made pass and the package re-hashed, passed check: an open batch axis leaves a sample's rows unknown, so
+    top-1 was bounded by 1 - flips / (10,000 x the golden rows), and top-5 not at all. The export records the 160
+    rows both count (top1_rows): 31 clear flips (and misses) make it at most 1 - 31 / 160."""
+    recorded = json.loads((batched_flips / "manifest.json").read_text())["parity"]["quantization"]["outputs"][0]
+    assert recorded["top1_rows"] == 160, recorded
+    folder = shutil.copytree(batched_flips, tmp_path / "p")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    raised = {"top1_agreement": 0.96, "top5_agreement": 1.0}
+    stage = manifest["parity"]["quantization"]
+    stage["outputs"] = [dict(o, **raised) for o in stage["outputs"]]
+    gates = [dict(g, value=raised[g["name"]], passed=True) if g["name"] in raised else g for g in manifest["gates"]]
+    forge(folder, parity=manifest["parity"], **_passing(manifest, gates))
+    result = cli(["check", folder, "--json"])
+    assert result.exit_code == 1, result.output
+    said = _gates_message(folder)
+    for given in ("top1_agreement 0.96 (these give 31 clear flip(s) in 32 rows: at most 0.80625)",
+                  "top5_agreement 1 (these give 31 clear miss(es) in 32 rows: at most 0.80625)"):
+        assert f"output {given}" in said and f"; {given}" in said, said
+
+
+def test_a_truthful_batched_classifier_raises_no_row_claim(batched_flips):
+    """Its own failed verdict is all check says of it: the tight bounds never fail its true figures."""
+    said = _gates_message(batched_flips)
+    assert "failed at export" in said and "golden samples" not in said, said
+
+
+def test_top5_misses_count_only_where_five_scores_are_strictly_above_every_near_top_class():
+    """A class tied with int8's 5th score may be sorted into the top 5 (numpy's sort orders ties as it likes): no
+    miss. Nor where fp32's near-tie class is in the top 5. Only a class with 5 scores strictly above it is out."""
+    from edgekit.package_check import top5_misses
+
+    fp32 = np.array([[9.0, 1, 2, 3, 4, 5, 6], [9.0, 1, 2, 3, 4, 5, 6], [9.0, 9.0 + 1e-7, 2, 3, 4, 5, 6],
+                     [9.0, 1, 2, 3, 4, 5, 6]])
+    int8 = np.array([[1.0, 2, 3, 4, 5, 6, 7], [3.0, 3, 3, 4, 5, 6, 7], [0.0, 9, 2, 3, 4, 5, 6],
+                     [3.0, 4, 4, 4, 5, 6, 7]])
+    assert top5_misses([fp32], [int8]) == (2, 4)
+
+
 def test_an_ort_recorded_unfused_before_replay_was_asked_still_passes(tmp_path):
     """A package made before 12-07 recorded golden.ort.npz with the .ort unfused, its runtime contract (what the app
     sets) without session.enable_saved_runtime_optimizations: check ran every .ort replaying its saved optimisations,

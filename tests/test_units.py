@@ -387,12 +387,12 @@ def test_unlabelled_class_scores_fail_top1_only_on_evidence_of_a_loss():
 
     out, gate = judged(ref)  # held: skipped as under task other, and not shown
     assert out.top1_agreement == 1 and gate.skipped == parity.NO_CLASS_SCORES
-    assert parity.unlabelled_shown(parity.StageParity("d", 8, (out,)), spec).outputs[0].top1_agreement is None
+    assert parity.unlabelled_shown(parity.StageParity("d", 8, (out,)), spec, "auto").outputs[0].top1_agreement is None
     tied = [[np.concatenate([r[0][:, :1], np.full((4, 5), 9.0, np.float32)], 1)] for r in ref]  # 5 scores merged
     out, gate = judged(tied)
     assert out.top1_rows == 32 and parity.significantly_below(out.top1_agreement, 32, spec.top1_agreement_min)
     assert out.centred_sqnr_db < spec.centred_sqnr_min_db and not gate.passed and gate.value == out.top1_agreement
-    assert parity.unlabelled_shown(parity.StageParity("d", 8, (out,)), spec).outputs[0] == out  # shown
+    assert parity.unlabelled_shown(parity.StageParity("d", 8, (out,)), spec, "auto").outputs[0] == out  # shown
     [few] = [g for g in parity.quantization_gates([out], None, spec, "auto", samples=parity.FEW_SAMPLES - 1)
              if g.name == "top1_agreement"]  # figures of too few samples to stand for real inputs: not failed
     assert few.passed and few.value is None and f"fewer than {parity.FEW_SAMPLES}" in few.skipped, few
@@ -422,7 +422,7 @@ def test_unlabelled_top1_judges_the_spread_of_the_top_class_channels_alone():
     [gate] = [g for g in parity.quantization_gates([out], None, spec, "auto", samples=20) if g.name == "top1_agreement"]
     assert gate.passed and gate.value is None and "top-class channel keeps its spread" in gate.skipped, gate
     assert out.centred_sqnr_db < 0 and out.top_class_sqnr_db >= spec.centred_sqnr_min_db, out
-    assert parity.unlabelled_shown(parity.StageParity("d", 20, (out,)), spec).outputs[0] == out  # recorded, shown
+    assert parity.unlabelled_shown(parity.StageParity("d", 20, (out,)), spec, "auto").outputs[0] == out  # recorded, shown
 
 
 def test_an_all_zero_sample_of_a_relu_head_does_not_sink_the_cosine():
