@@ -408,6 +408,10 @@ def test_unlabelled_class_scores_fail_top1_only_on_evidence_of_a_loss():
     assert out.top1_agreement == 15 / 16 and out.centred_sqnr_db < spec.centred_sqnr_min_db, out
     assert gate.passed and gate.value is None and "95% upper bound" in gate.skipped, gate
     assert parity.compare(["y"], ref, tied, task="other")[0].top1_agreement is None  # the user's other: unmeasured
+    # classify records the rows its top-1 counted (check's bound), and keeps its figures whatever they are
+    out = parity.compare(["y"], ref, ref, task="classify")[0]
+    assert out.top1_rows == 32 and out.top_class_sqnr_db is None, out
+    assert parity.unlabelled_shown(parity.StageParity("d", 8, (out,)), spec, "classify").outputs[0] == out
 
 
 def test_unlabelled_top1_judges_the_spread_of_the_top_class_channels_alone():
@@ -422,7 +426,8 @@ def test_unlabelled_top1_judges_the_spread_of_the_top_class_channels_alone():
     [gate] = [g for g in parity.quantization_gates([out], None, spec, "auto", samples=20) if g.name == "top1_agreement"]
     assert gate.passed and gate.value is None and "top-class channel keeps its spread" in gate.skipped, gate
     assert out.centred_sqnr_db < 0 and out.top_class_sqnr_db >= spec.centred_sqnr_min_db, out
-    assert parity.unlabelled_shown(parity.StageParity("d", 20, (out,)), spec, "auto").outputs[0] == out  # recorded, shown
+    shown = parity.unlabelled_shown(parity.StageParity("d", 20, (out,)), spec, "auto")
+    assert shown.outputs[0] == out  # recorded, shown
 
 
 def test_an_all_zero_sample_of_a_relu_head_does_not_sink_the_cosine():
