@@ -85,6 +85,21 @@ def read_ort(path: Path) -> Graph:
     return found
 
 
+def operators(path: Path) -> set[str]:
+    """The operators a model file's main graph holds, as `domain.op` (ai.onnx for the default domain): what a
+    Fixed-style .ort holds against its .onnx (com.microsoft NHWC kernels a compiling provider may not take)."""
+    if path.suffix != ".ort":
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+        return {f"{n.domain or 'ai.onnx'}.{n.op_type}" for n in graph.node}
+    fbs, data = _flatbuffers(), path.read_bytes()
+    g, reads = fbs.InferenceSession.InferenceSession.GetRootAsInferenceSession(data, 0).Model().Graph(), \
+        _Reads(path, len(data))
+    return {f"{reads.text(n.Domain()) or 'ai.onnx'}.{reads.text(n.OpType())}"
+            for n in (g.Nodes(i) for i in range(g.NodesLength()))}
+
+
 class _Reads:
     """What reading an .ort's names costs, held to its size: a flatbuffer's entries are offsets, so 4,000 node entries
     naming one node whose 4,000 inputs name one string (32 KB) made 16 million strings (39 s, 1.2 GB, growing with the

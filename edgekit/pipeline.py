@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from . import (CHECKABLE_BY, __version__, archive, bench, calib, config, constants, contract, emulated_kernels,
-               emulator, host, inspect_model, layers, mobile, onnx_export, outdir, package, package_check, parity,
-               pixels, precision, quantization, residuals, sequences, sharing, signals, sizes, tune, verdict)
+               emulator, host, inspect_model, layers, mobile, model_claims, onnx_export, outdir, package, package_check,
+               parity, pixels, precision, quantization, residuals, sequences, sharing, signals, sizes, tune, verdict)
 from .config import (DistillSettings, InputSpec, PruneSpec, Recipe, ShareSpec, Target, overrides, recipe_names,
                      target_settings)
 from .errors import EdgekitError, InputError, StageError, UsageError, said_as
@@ -552,6 +552,30 @@ def _replay_warnings(packaged: dict) -> list[str]:
             for entry in (ort, ort.get("fp32") or {}) if entry.get("replays") is False]
 
 
+def _fixed_style_warnings(packaged: dict, tdir: Path) -> list[str]:
+    """A Fixed-style .ort holds the CPU provider's optimisations (com.microsoft NHWC QLinearConv, NhwcMaxPool, QGemm
+    on digits' int8 model), while mobile_coverage is predicted on its .onnx: NNAPI's 100% was of ops the .ort no
+    longer holds. Said per coverage provider whose model's .ort adds operators."""
+    ort = packaged.get("ort_format") or {}
+    if ort.get("optimization_style") != "Fixed":
+        return []
+    fp32 = ort.get("fp32") or {}
+    converted = {Path(ort["file"]).with_suffix(".onnx").name: ort["file"], **({fp32["onnx"]: fp32["file"]}
+                                                                            if fp32 else {})}
+    said = []
+    for c in (packaged.get("mobile_coverage") or {}).values():
+        if (shipped := converted.get(c["model"])) is None:
+            continue
+        added = sorted(model_claims.operators(tdir / shipped) - model_claims.operators(tdir / c["model"]))
+        if added:
+            said.append(f"{c['provider']}'s coverage ({c['coverage']:.0%} of the MACs) is predicted on {c['model']}, "
+                        f"but {shipped}, converted with ort_optimization = \"Fixed\", holds {', '.join(added)}, which "
+                        f"{c['model']} does not and {c['provider']} may not take: the app's {c['provider']} may run "
+                        f"less of it; ort_optimization = \"Runtime\" (the bundled profiles') leaves the fusions to "
+                        "the session")
+    return said
+
+
 def _short_calibration(cal_lengths, val_lengths, mode: str) -> tuple[int, int] | None:
     """(calibration's, validation's) longest sequence when calibration's is clearly shorter (and over 1 step, said
     apart)."""
@@ -791,6 +815,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                                  one_thread[0] if one_thread else None, kept)
                 + list(shared.said) + list(prep.traced) + verdict.kernel_warnings(packaged) + fixed_warnings
                 + verdict.coverage_warnings(packaged.get("mobile_coverage")) + _replay_warnings(packaged)
+                + _fixed_style_warnings(packaged, tdir)
                 + verdict.provider_warnings(target, int8_sess.get_providers()) + list(qplan.warnings)
                 + verdict.override_warnings(target, overridden) + _compression_warnings(shared.compression)
                 + ([f"profile {target.path} takes the bundled name {config.bundled_like(target.name)}"

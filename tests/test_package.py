@@ -198,6 +198,37 @@ def test_min_coverage_gate(tmp_path):
     assert not gate["passed"] and gate["value"] < 0.9
 
 
+def test_a_fixed_style_ort_with_nnapi_coverage_says_its_ops_are_not_the_onnxs(tmp_path):
+    """A profile copy with ort_optimization = "Fixed": the .ort holds the CPU provider's com.microsoft NHWC ops
+    (digits: NhwcMaxPool, QGemm, QLinearConv), while NNAPI's coverage (100%) was predicted on model.int8.onnx and
+    nothing said so. One warning names them, in the manifest and report.md; the bundled Runtime style has none."""
+    profile = tmp_path / "fixed-android.toml"
+    profile.write_text((ROOT / "targets" / "android-arm64.toml").read_text().replace(
+        'name = "android-arm64"', 'name = "fixed-android"').replace('"Runtime"', '"Fixed"'))
+    result = cli(["export", str(DIGITS / "edgekit.toml"), "-t", str(profile), "--no-bench", "--out",
+                  str(tmp_path / "o"), "--json"])
+    assert result.exit_code == 0, result.output
+    [m] = json.loads(result.stdout)["targets"]
+    held = mobile_ops(tmp_path / "o" / "fixed-android" / "model.int8.ort")
+    added = sorted(held - mobile_ops(tmp_path / "o" / "fixed-android" / "model.int8.onnx"))
+    assert any(op.startswith("com.microsoft.") for op in added), held
+    [said] = [w for w in m["warnings"] if "Fixed" in w]
+    assert "model.int8.ort" in said and ", ".join(added) in said and "NNAPI" in said, said
+    saved = json.loads((tmp_path / "o" / "fixed-android" / "manifest.json").read_text())
+    assert said in saved["warnings"]
+    assert said.split(":")[0] in (tmp_path / "o" / "fixed-android" / "report.md").read_text()
+
+
+def mobile_ops(path):
+    """A model file's operators as `domain.op`, read with onnx (an .onnx) or onnxruntime's ORT-format reader."""
+    if path.suffix == ".onnx":
+        return {f"{n.domain or 'ai.onnx'}.{n.op_type}" for n in onnx.load(str(path)).graph.node}
+    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py import fbs
+    g = fbs.InferenceSession.InferenceSession.GetRootAsInferenceSession(path.read_bytes(), 0).Model().Graph()
+    return {f"{(g.Nodes(i).Domain() or b'').decode() or 'ai.onnx'}.{g.Nodes(i).OpType().decode()}"
+            for i in range(g.NodesLength())}
+
+
 def test_the_coverage_gate_weighs_nodes_by_their_macs(tmp_path):
     """A Conv1d + 2-layer LSTM model: NNAPI takes 23/25 nodes, not the LSTMs, 96.5% of its MACs. The gate counted
     nodes (0.92 passed min_coverage 0.8); it is the share of MACs on NNAPI, 0.035."""
