@@ -483,6 +483,8 @@ class _OneLine(logging.Formatter):
 @click.option("--input", "inputs", multiple=True, metavar="NAME:SHAPE[:DTYPE]",
               help="Model input, e.g. image:Nx3x224x224 or input_ids:Nxseq:int64. Repeat for several.")
 @click.option("--output-name", "output_names", multiple=True, help="Name for each model output, in order.")
+@click.option("--labels", metavar="FILE", help="A classifier's class names, one per line (line k names class k): "
+                                               "shipped as labels.txt.")
 @click.option("--state", "state", multiple=True, metavar="INPUT=OUTPUT",
               help="A streaming model's state input and the output fed back to it (data then holds sequences).")
 @click.option("--size", "sizes", multiple=True, metavar="DIM=N[,N...]",

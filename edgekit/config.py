@@ -419,6 +419,9 @@ class Recipe:
     sizes: dict = field(default_factory=dict)
     # uint8 camera input: {"input": "image", "mean": [...], "std": [...]} folded into the model (see pixels.py)
     image_uint8: dict = field(default_factory=dict)
+    # a classifier's class names, a UTF-8 text file with one per line (line k names class k): shipped as labels.txt,
+    # hashed in the manifest and named in report.md, so an app shows names, not indices
+    labels: str | None = None
     # the search trial this run makes again ({"study", "storage", "trial"}: `export --from-trial`, a search's best
     # point): the manifest's `search`, so a package can be traced to the figures it was chosen by
     from_trial: dict | None = None
@@ -738,7 +741,7 @@ def _recipe_target(name, base: Path, where: str):
 # the recipe sections flattened into Recipe's own fields (the README names each: a test keeps them equal)
 RECIPE_KEYS = {
     "model": ("source", "weights", "inputs", "output_names", "exporter", "task", "constants", "state", "state_init",
-              "sizes", "image_uint8"),
+              "sizes", "image_uint8", "labels"),
     "data": ("calibration", "validation", "max_data_bytes"),
     "export": ("targets", "out", "seed", "archive", "no_bench", "step_timeout", "emulate", "c_name"),
 }
@@ -819,7 +822,7 @@ def load_recipe(path: Path) -> Recipe:
     if "source" not in flat:
         raise UsageError(f"{where} [model]: missing required key 'source'")
     base = path.resolve().parent
-    for key in ("weights", "calibration", "validation", "out"):
+    for key in ("weights", "calibration", "validation", "out", "labels"):
         value = flat.get(key)
         if value == "":  # joined to the recipe's folder, it read every .npz there as data (or wrote OUT there)
             raise UsageError(f"{where}: {key} = \"\" names nothing; leave the key out instead")

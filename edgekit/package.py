@@ -14,7 +14,7 @@ import numpy as np
 from . import arrays, contract, host, mobile, onnx_export, report_html, runner, sequences
 from .archive import UNHASHED
 from .config import C_NAME, Target
-from .errors import InputError
+from .errors import InputError, UsageError
 from .report import markdown
 from .runtime import HOST_DEFAULT, int8_session, run_onnx, stepper
 from .reports import TargetReport, json_text
@@ -236,6 +236,31 @@ def _fits(tolerances: np.ndarray, out: np.ndarray) -> bool:
 
 
 PAGES = ("report.md", "report.html")
+
+
+LABELS = "labels.txt"  # a classifier's class names, one per line, as a package ships them
+MAX_LABELS_BYTES = 16 << 20
+
+
+def read_labels(path: str) -> list[str]:
+    """The class names of a labels file, one per line (a final newline and CRLF endings taken): what an app shows
+    for class k is line k, so a blank line, or one a terminal would run as an escape, is refused before any work."""
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"labels {path}: no such file")
+    if file.stat().st_size > MAX_LABELS_BYTES:
+        raise UsageError(f"labels {path}: over {MAX_LABELS_BYTES >> 20} MB; a class name per line is far less")
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"labels {path}: not UTF-8 text") from None
+    names = text.replace("\r\n", "\n").removesuffix("\n").split("\n") if text else []
+    if not names:
+        raise UsageError(f"labels {path}: empty; give one class name per line")
+    if bad := [k for k, n in enumerate(names) if not n.strip() or not n.isprintable()]:
+        why = "blank" if not names[bad[0]].strip() else "not printable text"
+        raise UsageError(f"labels {path}: line {bad[0] + 1} is {why}; give one class name per line")
+    return names
 
 
 def write(target_dir: Path, report: TargetReport, pages: bool = True) -> None:

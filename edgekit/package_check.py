@@ -312,7 +312,7 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
     # the export's own check: the config was just made from the same conversion (made again: 1.2-1.7 s a target)
     untrue = {"model_data": _c_array_claims(folder, manifest),
               "required_operators": "" if own else _operator_claims(folder, manifest),
-              "report.html": _page_claims(folder, manifest)}
+              "report.html": _page_claims(folder, manifest), package.LABELS: _labels_claim(folder, manifest)}
     for model, entry in golden.items():
         golden_path = _existing(folder, shown, entry["file"])
         if declared := _declared_claims(manifest, golden_path, f"{shown}/{entry['file']}"):  # its data never read
@@ -487,6 +487,24 @@ def _ort_claims(manifest: dict, read: dict, ort: str, onnx: str) -> str:
         if not (isinstance(limit, (int, float)) and most <= limit + 1e-6):
             return f"{ort}'s golden output {name!r} differs from {onnx}'s by {most:.3g}, the manifest says {limit!r}"
     return ""
+
+
+def _labels_claim(folder: Path, manifest: dict) -> str:
+    """The class names a package ships (a recipe's labels) are the manifest's: labels.txt, as many names as it says,
+    one a line (the hash holds their bytes; an edited file re-hashed with a name dropped shifted every class)."""
+    labels = manifest.get("labels")
+    if labels is None:
+        return ""
+    if not (isinstance(labels, dict) and labels.get("file") == package.LABELS and type(labels.get("count")) is int):
+        return f"its labels are not {{file: {package.LABELS}, count}}"
+    if package.LABELS not in manifest["files"] or _not_plain(folder, package.LABELS):
+        return ""  # integrity says it is not shipped
+    try:
+        names = package.read_labels(str(folder / package.LABELS))
+    except UsageError as e:  # the file's words, its folder left out
+        return str(e).replace(str(folder / package.LABELS), package.LABELS)
+    return "" if len(names) == labels["count"] else f"it holds {len(names)} class names, the manifest says " \
+        f"{labels['count']}"
 
 
 def _page_claims(folder: Path, manifest: dict) -> str:
@@ -1837,8 +1855,10 @@ def _named(manifest: dict) -> set[str]:
     """The package files a manifest names besides its `files` list: the C header's, the ORT build's."""
     header = manifest.get("c_header") if isinstance(manifest.get("c_header"), dict) else {}
     ort = manifest.get("ort_format") if isinstance(manifest.get("ort_format"), dict) else {}
+    labels = manifest.get("labels") if isinstance(manifest.get("labels"), dict) else {}
     return {v for k, v in header.items() if k != "c_name" and isinstance(v, str)} | {
-        ort[k] for k in ("file", "config") if isinstance(ort.get(k), str)} | set(_ort_files(manifest))
+        ort[k] for k in ("file", "config") if isinstance(ort.get(k), str)} | set(_ort_files(manifest)) | {
+        labels[k] for k in ("file",) if isinstance(labels.get(k), str)}
 
 
 def _integrity(folder: Path, shown: str, target: str, manifest: dict, mismatched: dict[Path, str]) -> Case:

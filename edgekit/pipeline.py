@@ -77,6 +77,11 @@ class Shared:
         return tuple(self.recipe.state.values())
 
     @functools.cached_property
+    def labels(self) -> list[str] | None:
+        """The recipe's class names (package.read_labels), read once for every target."""
+        return package.read_labels(self.recipe.labels) if self.recipe.labels is not None else None
+
+    @functools.cached_property
     def user_files(self) -> tuple[dict[str, str], list]:
         """The user's files as a package names them, made once for every target: ({source_sha256, weights_sha256}
         of the model's and the weights' files, user_path_patterns of every path the run read)."""
@@ -184,6 +189,8 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
         target_settings(target, recipe.quantize)
     refuse_for_streaming(recipe)
     refuse_c_name(recipe, targets)
+    if recipe.labels is not None:  # a bad labels file, told before any work
+        package.read_labels(recipe.labels)
     emulated = emulator_for(recipe, targets)
     device = device_for(recipe, targets)
     published = False
@@ -552,6 +559,22 @@ def _replay_warnings(packaged: dict) -> list[str]:
             for entry in (ort, ort.get("fp32") or {}) if entry.get("replays") is False]
 
 
+def _ship_labels(tdir: Path, names: list[str]) -> dict:
+    """labels.txt in the package, one name per line as read (LF endings): the manifest hashes it as every file."""
+    (tdir / package.LABELS).write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
+    return {"file": package.LABELS, "count": len(names), "order": "line k names class index k"}
+
+
+def _labels_warnings(labels: dict | None, outputs) -> list[str]:
+    """Class names that no output's class axis (its last, of a fixed size) has as many of: one off, every name an
+    app shows is its neighbour's."""
+    if not labels or any(o.shape and o.shape[-1] == labels["count"] for o in outputs):
+        return []
+    sizes = ", ".join(f"{o.name} {o.shape[-1]}" for o in outputs if o.shape and isinstance(o.shape[-1], int))
+    return [f"{labels['file']} holds {labels['count']} class names, and no output's last axis has that many "
+            f"({sizes or 'none of a fixed size'}): check the file is this model's"]
+
+
 def _fixed_style_warnings(packaged: dict, tdir: Path) -> list[str]:
     """A Fixed-style .ort holds the CPU provider's optimisations (com.microsoft NHWC QLinearConv, NhwcMaxPool, QGemm
     on digits' int8 model), while mobile_coverage is predicted on its .onnx: NNAPI's 100% was of ops the .ort no
@@ -763,6 +786,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                                     package.output_steps(quantized), emulated, coreml_model, recipe.c_name)
     if chosen:
         packaged["golden"]["chosen"] = chosen
+    if shared.labels is not None:
+        packaged["labels"] = _ship_labels(tdir, shared.labels)
     accuracy = _accuracy(verdict_val, shared.torch_val and shared.torch_val[judged], fp32_judged, int8_judged,
                          parity.scored_at(quant_parity.outputs), prep.names)
     size_checks = _int8_at_sizes(shared, prep, int8_sess, fixed)
@@ -815,7 +840,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                                  one_thread[0] if one_thread else None, kept)
                 + list(shared.said) + list(prep.traced) + verdict.kernel_warnings(packaged) + fixed_warnings
                 + verdict.coverage_warnings(packaged.get("mobile_coverage")) + _replay_warnings(packaged)
-                + _fixed_style_warnings(packaged, tdir)
+                + _fixed_style_warnings(packaged, tdir) + _labels_warnings(packaged.get("labels"), outputs)
                 + verdict.provider_warnings(target, int8_sess.get_providers()) + list(qplan.warnings)
                 + verdict.override_warnings(target, overridden) + _compression_warnings(shared.compression)
                 + ([f"profile {target.path} takes the bundled name {config.bundled_like(target.name)}"

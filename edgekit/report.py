@@ -221,6 +221,14 @@ def how_to_run(rt: dict, outputs: dict[str, list] | None = None) -> list[str]:
     return out
 
 
+def labels_line(labels: dict | None) -> list[str]:
+    """How to run it's word on the class names a package ships (a recipe's `labels`), where it ships them."""
+    if not isinstance(labels, dict):
+        return []
+    return [f"- `{_safe(str(labels.get('file')))}`: {labels.get('count')} class names, one per line (UTF-8): line k "
+            "names class index k, so an app shows the name of its top class score."]
+
+
 def _chosen(golden: dict) -> str:
     """How the golden samples were chosen, where not the verdict's first ones."""
     chosen = golden.get("chosen")
@@ -246,7 +254,7 @@ def markdown(r: TargetReport) -> str:
            f"onnxruntime {d['versions']['onnxruntime']} · opset {d['opset']}", "",
            *(f"> **{_safe(w)}**" for w in r.warnings)]
     if d.get("runtime"):
-        out += ["", *how_to_run(d["runtime"], session_outputs(d))]
+        out += ["", *how_to_run(d["runtime"], session_outputs(d)), *labels_line(d.get("labels"))]
     out += ["", "## Gates", ""] + _md("gate | value | limit | result", [
         [g.label, "-", f"{g.op} {_fmt(g.limit, '.6g')}" if g.limit is not None else "-", f"skipped: {g.skipped}"]
         if g.skipped else
