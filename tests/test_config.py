@@ -80,6 +80,12 @@ def test_readme_exit_codes_are_the_exit_code_enum():
     assert f"· {int(ExitCode.BUSY)} busy: another edgekit run is writing `--out`" in said
 
 
+def test_a_recipes_labels_file_is_beside_it(tmp_path):
+    """`[model] labels` names a file relative to the recipe, as weights and data do."""
+    (tmp_path / "edgekit.toml").write_text('[model]\nsource = "m.py:build"\nlabels = "names.txt"\n')
+    assert config.load_recipe(tmp_path / "edgekit.toml").labels == str(tmp_path / "names.txt")
+
+
 def test_readme_names_every_recipe_key():
     """[data] max_data_bytes and [export] archive, no_bench, step_timeout, emulate worked but were not named."""
     for section, keys in config.RECIPE_KEYS.items():

@@ -229,6 +229,39 @@ def mobile_ops(path):
             for i in range(g.NodesLength())}
 
 
+def test_a_classifiers_labels_ship_hashed_named_in_how_to_run_and_held_by_check(tmp_path):
+    """A build engineer had no way to ship the class names with a classifier (the app showed indices). `--labels`
+    (a recipe's `[model] labels`) copies them into the package as labels.txt, hashed, named in report.md's How to
+    run it; check holds the file to the manifest's count; a blank line is refused before any work (exit 2)."""
+    names = [f"digit {k}" for k in range(10)]
+    (tmp_path / "names.txt").write_bytes("".join(f"{n}\r\n" for n in names).encode())  # CRLF, as Windows writes it
+    result = cli(["export", str(DIGITS / "edgekit.toml"), "-t", "arm64-linux", "--labels", tmp_path / "names.txt",
+                  "--no-bench", "--out", tmp_path / "o", "--json"])
+    assert result.exit_code == 0, result.output
+    [m] = json.loads(result.stdout)["targets"]
+    folder = tmp_path / "o" / "arm64-linux"
+    assert (folder / "labels.txt").read_text().splitlines() == names
+    assert m["labels"]["count"] == 10 and m["files"]["labels.txt"] == sha256(folder / "labels.txt")
+    how = (folder / "report.md").read_text().split("## How to run it")[1].split("\n## ")[0]
+    assert "`labels.txt`: 10 class names" in how, how
+    assert not [w for w in m["warnings"] if "labels.txt" in w]
+    assert check(folder).exit_code == 0
+    (folder / "labels.txt").write_text("".join(f"{n}\n" for n in names[1:]))  # one dropped: every name shifts
+    rehash(folder, "labels.txt")
+    result = check(folder)
+    assert result.exit_code == 1 and "labels.txt: it holds 9 class names, the manifest says 10" in result.output
+    (tmp_path / "nine.txt").write_text("\n".join(names[:9]))
+    result = cli(["export", str(DIGITS / "edgekit.toml"), "-t", "arm64-linux", "--labels", tmp_path / "nine.txt",
+                  "--no-bench", "--out", tmp_path / "n", "--json"])
+    assert result.exit_code == 0, result.output
+    [said] = [w for w in json.loads(result.stdout)["targets"][0]["warnings"] if "labels.txt" in w]
+    assert "9 class names" in said and "output 10" in said, said
+    (tmp_path / "blank.txt").write_text("cat\n\ndog\n")
+    result = cli(["export", str(DIGITS / "edgekit.toml"), "-t", "arm64-linux", "--labels", tmp_path / "blank.txt",
+                  "--no-bench", "--out", tmp_path / "b"])
+    assert result.exit_code == 2 and "line 2 is blank" in result.output and not (tmp_path / "b").exists()
+
+
 def test_the_coverage_gate_weighs_nodes_by_their_macs(tmp_path):
     """A Conv1d + 2-layer LSTM model: NNAPI takes 23/25 nodes, not the LSTMs, 96.5% of its MACs. The gate counted
     nodes (0.92 passed min_coverage 0.8); it is the share of MACs on NNAPI, 0.035."""
