@@ -1852,13 +1852,13 @@ def _not_plain(folder: Path, name: str) -> str | None:
 
 
 def _named(manifest: dict) -> set[str]:
-    """The package files a manifest names besides its `files` list: the C header's, the ORT build's."""
+    """The package files a manifest names besides its `files` list: the C header's, the ORT build's, the labels."""
     header = manifest.get("c_header") if isinstance(manifest.get("c_header"), dict) else {}
     ort = manifest.get("ort_format") if isinstance(manifest.get("ort_format"), dict) else {}
     labels = manifest.get("labels") if isinstance(manifest.get("labels"), dict) else {}
     return {v for k, v in header.items() if k != "c_name" and isinstance(v, str)} | {
-        ort[k] for k in ("file", "config") if isinstance(ort.get(k), str)} | set(_ort_files(manifest)) | {
-        labels[k] for k in ("file",) if isinstance(labels.get(k), str)}
+        ort[k] for k in ("file", "config") if isinstance(ort.get(k), str)} | set(_ort_files(manifest)) | (
+        {labels["file"]} if isinstance(labels.get("file"), str) else set())
 
 
 def _integrity(folder: Path, shown: str, target: str, manifest: dict, mismatched: dict[Path, str]) -> Case:
