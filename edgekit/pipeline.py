@@ -566,13 +566,21 @@ def _ship_labels(tdir: Path, names: list[str]) -> dict:
 
 
 def _labels_warnings(labels: dict | None, outputs) -> list[str]:
-    """Class names that no output's class axis (its last, of a fixed size) has as many of: one off, every name an
-    app shows is its neighbour's."""
-    if not labels or any(o.shape and o.shape[-1] == labels["count"] for o in outputs):
+    """Class names that no output's class axis (_class_sizes) has as many of: one off, every name an app shows is its
+    neighbour's."""
+    if not labels or any(labels["count"] in _class_sizes(o.shape) for o in outputs):
         return []
-    sizes = ", ".join(f"{o.name} {o.shape[-1]}" for o in outputs if o.shape and isinstance(o.shape[-1], int))
-    return [f"{labels['file']} holds {labels['count']} class names, and no output's last axis has that many "
+    sizes = ", ".join(f"{o.name} {' or '.join(map(str, sorted(set(_class_sizes(o.shape)))))}"
+                      for o in outputs if _class_sizes(o.shape))
+    return [f"{labels['file']} holds {labels['count']} class names, and no output's class axis has that many "
             f"({sizes or 'none of a fixed size'}): check the file is this model's"]
+
+
+def _class_sizes(shape) -> list[int]:
+    """The fixed sizes an output's class axis may have: axis 1, as parity reads class scores ([N, C] scores, a
+    segmenter's [N, C, H, W] map), or a 3-D output's last (a token classifier's [N, T, C]); a 1-D output's only axis."""
+    axes = {0} if len(shape) == 1 else {1, 2} if len(shape) == 3 else {1} if shape else set()
+    return [shape[k] for k in sorted(axes) if isinstance(shape[k], int)]
 
 
 def _fixed_style_warnings(packaged: dict, tdir: Path) -> list[str]:

@@ -262,6 +262,22 @@ def test_a_classifiers_labels_ship_hashed_named_in_how_to_run_and_held_by_check(
     assert result.exit_code == 2 and "line 2 is blank" in result.output and not (tmp_path / "b").exists()
 
 
+def test_a_segmenters_labels_match_its_class_axis_not_its_width(tmp_path):
+    """A segmenter's [N, 4, 16, 16] class map names its 4 classes on axis 1, as parity reads class scores: its
+    4 names were warned of as no output's last axis (its width, 16) having that many. 16 names are still warned of."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "cal.npz", x=rng.standard_normal((16, 3, 16, 16)).astype(np.float32))
+    args = ["export", "models:tiny_seg", "--input", "x:Nx3x16x16", "--calibration", tmp_path / "cal.npz",
+            "-t", "arm64-linux", "--no-bench", "--json"]
+    for count, warned in ((4, False), (16, True)):
+        (tmp_path / f"{count}.txt").write_text("".join(f"class {k}\n" for k in range(count)))
+        result = cli([*args, "--labels", tmp_path / f"{count}.txt", "--out", tmp_path / f"o{count}"])
+        assert result.exit_code == 0, result.output
+        said = [w for w in json.loads(result.stdout)["targets"][0]["warnings"] if "labels.txt" in w]
+        assert bool(said) == warned, said
+    assert "output 4" in said[0], said
+
+
 def test_the_coverage_gate_weighs_nodes_by_their_macs(tmp_path):
     """A Conv1d + 2-layer LSTM model: NNAPI takes 23/25 nodes, not the LSTMs, 96.5% of its MACs. The gate counted
     nodes (0.92 passed min_coverage 0.8); it is the share of MACs on NNAPI, 0.035."""
