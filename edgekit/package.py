@@ -242,16 +242,18 @@ LABELS = "labels.txt"  # a classifier's class names, one per line, as a package 
 MAX_LABELS_BYTES = 16 << 20
 
 
-def read_labels(path: str) -> list[str]:
+def read_labels(path: str, bom: bool = True) -> list[str]:
     """The class names of a labels file, one per line (a final newline and CRLF endings taken): what an app shows
-    for class k is line k, so a blank line, or one a terminal would run as an escape, is refused before any work."""
+    for class k is line k, so a blank line, or one a terminal would run as an escape, is refused before any work.
+    `bom`: a leading UTF-8 byte-order mark taken too (PowerShell's `Out-File -Encoding utf8` and Notepad write one:
+    refused as line 1 "not printable text"); a package's labels.txt, written without, may not start with one."""
     file = Path(path)
     if not file.is_file():
         raise UsageError(f"labels {path}: no such file")
     if file.stat().st_size > MAX_LABELS_BYTES:
         raise UsageError(f"labels {path}: over {MAX_LABELS_BYTES >> 20} MB; a class name per line is far less")
     try:
-        text = file.read_bytes().decode("utf-8")
+        text = file.read_bytes().decode("utf-8-sig" if bom else "utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"labels {path}: not UTF-8 text") from None
     names = text.replace("\r\n", "\n").removesuffix("\n").split("\n") if text else []

@@ -500,7 +500,7 @@ def _labels_claim(folder: Path, manifest: dict) -> str:
     if package.LABELS not in manifest["files"] or _not_plain(folder, package.LABELS):
         return ""  # integrity says it is not shipped
     try:
-        names = package.read_labels(str(folder / package.LABELS))
+        names = package.read_labels(str(folder / package.LABELS), bom=False)
     except UsageError as e:  # the file's words, its folder left out
         return str(e).replace(str(folder / package.LABELS), package.LABELS)
     return "" if len(names) == labels["count"] else f"it holds {len(names)} class names, the manifest says " \

@@ -262,6 +262,23 @@ def test_a_classifiers_labels_ship_hashed_named_in_how_to_run_and_held_by_check(
     assert result.exit_code == 2 and "line 2 is blank" in result.output and not (tmp_path / "b").exists()
 
 
+def test_a_labels_file_with_a_byte_order_mark_ships_without_it(tmp_path):
+    """PowerShell's `Out-File -Encoding utf8` writes a UTF-8 byte-order mark and CRLF endings: the export was
+    refused, "line 1 is not printable text". The mark is taken; labels.txt ships without it, and check refuses one
+    added to it (an app reading the file plainly shows it in class 0's name)."""
+    names = [f"digit {k}" for k in range(10)]
+    (tmp_path / "names.txt").write_bytes(b"\xef\xbb\xbf" + "".join(f"{n}\r\n" for n in names).encode())
+    result = cli(["export", str(DIGITS / "edgekit.toml"), "-t", "arm64-linux", "--labels", tmp_path / "names.txt",
+                  "--no-bench", "--out", tmp_path / "o"])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "o" / "arm64-linux"
+    assert (folder / "labels.txt").read_bytes() == "".join(f"{n}\n" for n in names).encode()
+    (folder / "labels.txt").write_bytes(b"\xef\xbb\xbf" + (folder / "labels.txt").read_bytes())
+    rehash(folder, "labels.txt")
+    result = check(folder)
+    assert result.exit_code == 1 and "labels.txt: line 1 is not printable text" in result.output, result.output
+
+
 def test_a_segmenters_labels_match_its_class_axis_not_its_width(tmp_path):
     """A segmenter's [N, 4, 16, 16] class map names its 4 classes on axis 1, as parity reads class scores: its
     4 names were warned of as no output's last axis (its width, 16) having that many. 16 names are still warned of."""
