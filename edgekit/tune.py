@@ -291,8 +291,9 @@ def stopped_short(chosen: Trial, trials: list[Trial], settings, seconds: float, 
         return None
     if passing := [t for t in trials if t.accepted]:
         t = min(passing, key=lambda t: t.price_over(trials[0]))
-        return (f"--auto: trial {t.index} ({t.why}) passes at {t.price_over(trials[0]):.2f}x the defaults' int8 "
-                f"latency, over --max-latency-price {settings.max_latency_price:g}: raise it to take that trial")
+        return (f"--auto: trial {t.index} ({t.why}) passes{_where_passed(t, trials)} at "
+                f"{t.price_over(trials[0]):.2f}x the defaults' int8 latency, over --max-latency-price "
+                f"{settings.max_latency_price:g}: raise it to take that trial")
     bound = next((f"{flag} ({value:g})" for flag, value, hit in (
         ("--max-trials", settings.max_trials, len(trials) >= settings.max_trials),
         ("--time-budget", settings.time_budget, seconds >= settings.time_budget),
@@ -306,6 +307,14 @@ def stopped_short(chosen: Trial, trials: list[Trial], settings, seconds: float, 
     if ended or emulated:
         return f"--auto: no trial passed{there}" + (f": {ended}" if ended else "")
     return None
+
+
+def _where_passed(t: Trial, trials: list[Trial]) -> str:
+    """Under --emulate x86_64 (a trial was run there), where `t` passed: a trial over the price is never run on the
+    emulated CPU, so raising the price may take one that fails there."""
+    if t.emulated is not None or all(o.emulated is None for o in trials):
+        return ""
+    return " on this host's kernels (not run on the emulated CPU: over the price)"
 
 
 def keep_fp32(chosen: Trial, fp32_bytes: int) -> str | None:

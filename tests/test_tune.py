@@ -353,6 +353,10 @@ def test_a_failing_choice_says_what_stopped_the_search():
     assert stopped_short(there, [there], settings, 1.0, "it gained nothing") == \
         "--auto: no trial passed (trial(s) 0 pass on this host's kernels but fail on the emulated CPU's): it gained " \
         "nothing"
+    # a trial over the price is never run on the emulated CPU: that it passes there is not known
+    said = stopped_short(there, [there, slow], settings, 1.0)
+    assert said.startswith("--auto: trial 1 (t1) passes on this host's kernels (not run on the emulated CPU: over "
+                           "the price) at 1.36x"), said
 
 
 def test_auto_that_gives_up_says_why(data, tmp_path):
