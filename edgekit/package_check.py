@@ -1119,7 +1119,8 @@ def _averaged(refs, quiet: int | None) -> int | None:
 # rows), not where the verdict's int8 outputs were an AVX2 host's saturating ones, the golden's exact
 # (_verdict_saturated). Top-5 agreement likewise, out of the same rows: a golden row where 5 int8 scores lie strictly
 # above every near-top fp32 class (top5_misses; a tie may sort either way) misses there too. A package made before
-# classify recorded top1_rows keeps the looser bound: with an open batch axis, MOST_SHARE times the golden rows.
+# 0.1.1 (ROWS_RECORDED) without top1_rows keeps the looser bound: with an open batch axis, MOST_SHARE times the
+# golden rows; one made since that lacks it is untrue (deleted, it loosened the bound 10,000-fold).
 # Not held, as no subset bounds them: the worst sample's cosine (it leaves out samples far quieter than the median,
 # which a subset's median decides otherwise), pooled SQNR (the other samples may carry far more signal: quiet first
 # audio frames), centred SQNR and task auto's top_class_sqnr_db, the same figure on the top classes' channels (the
@@ -1131,6 +1132,7 @@ LOSS_SLACK = 4.0  # the verdict's loss may be 4x smaller than the sound bound sa
 # check leaves out the golden samples under the run's quiet floor (parity.QUIET) times this: a sample at the floor the
 # run left out (its fp32 outputs a rounding apart here) is left out, never counted against the bound
 FLOOR_MARGIN = 1.001
+ROWS_RECORDED = "0.1.1"  # classify's top1_rows; a package made before keeps MOST_SHARE's bound
 MOST_SHARE = 10_000  # samples per golden one, at most: an edited sample count loosens the bound no further
 
 
@@ -1285,6 +1287,11 @@ def _row_claims(manifest: dict, said: dict, here: dict, metric: str, validated, 
     elif on in bests and manifest.get("task") == "classify" and gate.get("passed") and type(gate.get("limit")) in (
             int, float) and bests[on] < gate["limit"]:
         bad.append(f"{metric} passed {given(on)}, under its limit {_number(gate['limit'])}")
+    claimed = {name for name in bests if type((said.get(name) or {}).get(metric)) in (int, float)}
+    claimed |= {on} if on in bests and type(gate.get("value")) in (int, float) else set()
+    if not _made_before(manifest, ROWS_RECORDED):  # deleted, the rows bound nothing where the batch axis is open
+        bad += [f"{name} {metric} names no top1_rows (the rows it counts), which edgekit records since "
+                f"{ROWS_RECORDED}" for name in sorted(claimed) if type((said.get(name) or {}).get("top1_rows")) is not int]
     return bad
 
 

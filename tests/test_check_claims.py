@@ -648,16 +648,33 @@ def test_a_batched_classifiers_top1_and_top5_raised_are_bounded_by_the_rows_coun
 
 def test_a_truthful_batched_classifier_raises_no_row_claim(batched_flips, tmp_path):
     """Its own failed verdict is all check says of it: the tight bounds never fail its true figures. Nor the looser
-    ones of a package made before classify recorded top1_rows (the field deleted), which top-1 and top-5 keep."""
+    ones of a package made before classify recorded top1_rows (0.1.0, the field absent), which top-1 and top-5 keep."""
     said = _gates_message(batched_flips)
     assert "failed at export" in said and "golden samples" not in said, said
     folder = shutil.copytree(batched_flips, tmp_path / "p")
     manifest = json.loads((folder / "manifest.json").read_text())
     stage = manifest["parity"]["quantization"]
     stage["outputs"] = [{k: v for k, v in o.items() if k != "top1_rows"} for o in stage["outputs"]]
-    forge(folder, parity=manifest["parity"])
+    forge(folder, parity=manifest["parity"], edgekit_version="0.1.0")
     said = _gates_message(folder)
     assert "failed at export" in said and "golden samples" not in said, said
+
+
+def test_a_batched_classifiers_top1_rows_deleted_with_its_figures_raised_fails(batched_flips, tmp_path):
+    """Deleting top1_rows from a package this edgekit made, its top-1 raised to 0.96 and top-5 to 0.99, brought back
+    the bound of 10,000 x the golden rows and check passed (exit 0): this version records them wherever it records
+    a top-1, so a package of it without them is untrue."""
+    folder = shutil.copytree(batched_flips, tmp_path / "p")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    raised = {"top1_agreement": 0.96, "top5_agreement": 0.99}
+    stage = manifest["parity"]["quantization"]
+    stage["outputs"] = [{**{k: v for k, v in o.items() if k != "top1_rows"}, **raised} for o in stage["outputs"]]
+    gates = [dict(g, value=raised[g["name"]], passed=True) if g["name"] in raised else g for g in manifest["gates"]]
+    forge(folder, parity=manifest["parity"], **_passing(manifest, gates))
+    assert cli(["check", folder, "--json"]).exit_code == 1
+    said = _gates_message(folder)
+    assert "output top1_agreement names no top1_rows (the rows it counts), which edgekit records since 0.1.1" in said
+    assert "output top5_agreement names no top1_rows" in said, said
 
 
 def test_top5_misses_count_only_where_five_scores_are_strictly_above_every_near_top_class():
