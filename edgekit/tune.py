@@ -175,11 +175,11 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
                                         s.percentile)
     if "per_channel" in s.auto_search and budget_left():
         attempt(f"{'per-tensor' if s.per_channel else 'per-channel'} ({best.calibrate_method})",
-                dataclasses.replace(best_settings, per_channel=not s.per_channel))
+                dataclasses.replace(best_settings, per_channel=not s.per_channel), seven_bit=best.reduce_range)
     if done():
         return Search(done(), trials, sensitivity, None, untried)
     best = best_quality()
-    best_settings = dataclasses.replace(best_settings, per_channel=best.per_channel)
+    best_settings = dataclasses.replace(best_settings, per_channel=best.per_channel)  # and best's weights' bits
     excluded: tuple[str, ...] = ()
     ended = None if "exclude_nodes" in s.auto_search else \
         "keeping nodes in float was not tried (exclude_nodes is not in the target's auto_search)"
@@ -197,7 +197,7 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
                 why = f"every node lost {cand['lost_db']:.1f} dB: in graph order" if tied else \
                     f"lost {cand['lost_db']:.1f} dB"
                 round_trials += filter(None, [attempt(f"keep {', '.join(new)} in float ({why})", best_settings,
-                                                      excluded + new)])
+                                                      excluded + new, seven_bit=best.reduce_range)])
                 if done():  # fewest nodes in float that pass within the price: stop here
                     return Search(done(), trials, sensitivity, None, untried)
         if not round_trials:
