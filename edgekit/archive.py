@@ -24,7 +24,11 @@ MAX_EXTENDED_IN_A_ROW = 4  # long name, long link name, PAX: at most three prece
 # manifest.json, and the reports of a package made before 12-06 (since, they are in its files as the others are)
 UNHASHED = ("manifest.json", "report.md", "report.html")
 MAX_TRAILING_BYTES = 1 << 20  # zeros after the end marker (tar pads to a 10 KiB record), at most
-LEDGER = ".edgekit-archives.json"  # outdir's record of the files it wrote (archives first, hence the name)
+# outdir's record of the files it wrote (archives first, hence the name). A visible file: GitHub's upload-artifact
+# skips hidden files by default, and an OUT downloaded without it could not be checked as a tar nor exported into.
+LEDGER = "edgekit-archives.json"
+OLD_LEDGER = ".edgekit-archives.json"  # its name before 12-07: still read, the visible one first where both are
+LEDGERS = (LEDGER, OLD_LEDGER)
 MAX_LEDGER_BYTES = 1 << 20  # a real one is a few hundred bytes; outdir reads no larger one either
 
 
@@ -74,7 +78,7 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                         raise InputError(f"{archive}: member {member.name!r} is in it twice")
                     if member.isreg() and parts[-1] == "manifest.json" and len(parts) <= 3:
                         manifests[parts] = tar.extractfile(member).read(_manifest_budget(archive, member, manifests))
-                    elif member.isreg() and parts[-1] == LEDGER and len(parts) <= 2:  # OUT's, or a copy's in a tar
+                    elif member.isreg() and parts[-1] in LEDGERS and len(parts) <= 2:  # OUT's, or a copy's in a tar
                         if member.size + sum(map(len, ledger_data.values())) > MAX_LEDGER_BYTES:
                             raise InputError(f"{archive}: its {LEDGER} files declare more than {MAX_LEDGER_BYTES} "
                                              "bytes, more than edgekit's ledger of an OUT's files may")
@@ -83,7 +87,8 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                     elif member.isreg():
                         hashes[parts] = (member.name, member.size, _sha256(tar.extractfile(member)))
             listed = _listed_files(archive, manifests)
-            ledgers = {(*parts[:-2], LEDGER) for parts in listed if parts[-1] == "manifest.json"}  # beside packages
+            ledgers = {(*parts[:-2], name) for parts in listed if parts[-1] == "manifest.json"  # beside packages
+                       for name in LEDGERS}
             # OUT's record of its targets, which `check` of a tar of OUT reads: unpacked, though no manifest lists it
             records = {(*parts[:-1], INDEX) for parts in ledgers}
             # OUT/<target>.tar.gz (export --archive), which `check` of a tar of OUT checks as it does in OUT: only
@@ -143,6 +148,8 @@ def _ledgered_archives(ledger_data: dict[tuple[str, ...], bytes]) -> dict[tuple[
     it. A ledger that is not edgekit's (not JSON names and hashes) records none: its archives stay unlisted."""
     found = {}
     for parts, data in ledger_data.items():
+        if parts[-1] == OLD_LEDGER and (*parts[:-1], LEDGER) in ledger_data:
+            continue  # an OUT holding both: an edgekit since the rename wrote the visible one, its archives' record
         try:
             ledger = json.loads(data)
         except (ValueError, RecursionError):

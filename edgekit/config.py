@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import Named, UsageError, not_utf8
+from .archive import LEDGER as ARCHIVES_LEDGER
 from .published import INDEX
 from .userfn import is_function_spec
 
@@ -463,7 +464,7 @@ SEARCH_DB = "search.db"  # a search's default storage, in OUT
 SEARCH_TRIALS = "trials"  # a search's folder of trials, in OUT
 # OUT's own files beside the target folders a profile's name becomes (its dot-names fail TARGET_NAME already): a
 # profile named trials or search.db replaced a search's trials or its study with the package (--force, exit 0)
-RESERVED_TARGET_NAMES = (INDEX, *SEARCH_FILES, SEARCH_DB, SEARCH_TRIALS)
+RESERVED_TARGET_NAMES = (INDEX, ARCHIVES_LEDGER, *SEARCH_FILES, SEARCH_DB, SEARCH_TRIALS)
 
 
 def nearest(key: str, valid) -> str:

@@ -28,6 +28,7 @@ LOCK = ".edgekit.lock"
 SEARCH_LOCK = ".edgekit-search.lock"  # held for a whole search: its final export writes OUT, and no other run may
 _HELD: set[tuple[int, int]] = set()  # (device, inode) of the locks this process holds: its own are no other run's
 LEDGER = archive.LEDGER  # sha256 of each file (archives, a search's reports) edgekit published here
+OLD_LEDGER = archive.OLD_LEDGER  # its hidden name before 12-07: read where no visible one is, retired by a publish
 FOREIGN = "exists and edgekit did not make it"
 BUSY = "another edgekit run is writing there; try again when it ends"
 
@@ -289,8 +290,8 @@ def clean_dead_stages(out: Path) -> None:
 def _refuse_foreign(out: Path, names: list[str]) -> None:
     ledger = _read_ledger(out)
     if ledger is None:  # a publish replaces the ledger: a user's file or folder of that name would be lost
-        raise UsageError(f"--out {out}: {LEDGER} exists and is not edgekit's record of its files; move it away or "
-                         "pass --force to replace it")
+        raise UsageError(f"--out {out}: {_ledger_path(out).name} exists and is not edgekit's record of its files; "
+                         "move it away or pass --force to replace it")
     try:
         published.read(out)
     except InputError as e:  # a publish replaces it: a user's file of that name would be lost
@@ -326,10 +327,27 @@ def _not_a_package(manifest: Path, name: str) -> str | None:
         return FOREIGN
 
 
+def _ledger_path(out: Path) -> Path:
+    """Where OUT's ledger is: its visible name, or the hidden one where only an OUT made before 12-07 has that."""
+    return out / (OLD_LEDGER if os.path.lexists(out / OLD_LEDGER) and not os.path.lexists(out / LEDGER) else LEDGER)
+
+
 def _read_ledger(out: Path) -> dict[str, str] | None:
     """The sha256 of each file edgekit published in OUT; {} when there is no ledger, None when something else
     has its name (not a small regular file of JSON names and hashes)."""
-    path = out / LEDGER
+    return _read_ledger_file(_ledger_path(out))
+
+
+def _retired_ledger(out: Path) -> list[str]:
+    """[OLD_LEDGER] where OUT holds edgekit's ledger under its hidden name: a publish writes the visible one and
+    takes this away with the swap. Anything else of that name is not edgekit's and is left alone."""
+    path = out / OLD_LEDGER
+    return [OLD_LEDGER] if os.path.lexists(path) and _read_ledger_file(path) is not None else []
+
+
+def _read_ledger_file(path: Path) -> dict[str, str] | None:
+    """A ledger's {name: sha256}; {} when there is none, None when it is not a small regular file of JSON names and
+    hashes."""
     try:
         info = os.lstat(path)  # a FIFO, or a link to /dev/zero, would hang or fill memory
     except FileNotFoundError:
@@ -358,18 +376,18 @@ def publish(stage: Path, out: Path, names: list[str], stale: list[str] = ()) -> 
     ledger = _read_ledger(out) or {}
     gone = [n for n in stale if n not in names and (out / n).is_file() and not (out / n).is_symlink()
             and ledger.get(n) == sha256(out / n)]
-    moves = list(names)
+    moves, retired = list(names), _retired_ledger(out)
     final_record = _record(stage, out, names)
     if final_record is not None:  # first naming both the previous and the new packages, at the end the new ones
         moves.insert(0, published.INDEX)
-    if files or gone:  # swapped in with them, so the ledger never names a file that is not there
+    if files or gone or retired:  # swapped in with them, so the ledger never names a file that is not there
         ledger = {n: h for n, h in ledger.items() if n not in gone} | {n: sha256(stage / n) for n in files}
         (stage / LEDGER).write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         moves.append(LEDGER)
     done: list[tuple[Path, Path | None]] = []  # (final, where its old version went)
     with signals.deferred() as received:
         try:
-            for name in gone:
+            for name in (*gone, *retired):
                 final, old = out / name, stage / f".old-{name}"
                 final.rename(old)
                 done.append((final, old))

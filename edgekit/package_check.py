@@ -117,7 +117,7 @@ def _archives_only(folder: Path) -> list[Path]:
 
 def _out_records(folder: Path) -> bool:
     """The folder holds edgekit's records of an OUT (its targets, its archives): an OUT, whatever is left in it."""
-    return any(os.path.lexists(folder / name) for name in (published.INDEX, archive.LEDGER))
+    return any(os.path.lexists(folder / name) for name in (published.INDEX, *archive.LEDGERS))
 
 
 def _check_archives(folder: Path, archives: list[Path], place, probe: bool, bench: bool, own: bool,

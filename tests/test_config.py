@@ -211,7 +211,8 @@ def test_a_misspelled_provider_in_a_profile_is_refused_with_the_nearest_name(tmp
     assert config.load_target(str(profile)).runtime.providers[0] == "NnapiExecutionProvider"  # known, not here
 
 
-@pytest.mark.parametrize("name", ["edgekit-targets.json", "EdgeKit-Targets.JSON", "trials", "search.db"])
+@pytest.mark.parametrize("name", ["edgekit-targets.json", "EdgeKit-Targets.JSON", "trials", "search.db",
+                                  "edgekit-archives.json"])
 def test_a_profile_named_as_a_file_edgekit_writes_in_out_is_refused(tmp_path, name):
     """OUT/edgekit-targets.json is OUT's record of its targets: a profile of that name failed after the whole export,
     exit 5 "internal error: IsADirectoryError" (a bare IsADirectoryError from edgekit.export()). A search's trials

@@ -1577,7 +1577,7 @@ def test_a_run_without_archive_takes_away_the_archive_it_made_stale(tmp_path):
     assert _package_run(out, "--archive").exit_code == 0
     assert _package_run(out, "--seed", "1").exit_code == 0
     assert not (out / "desktop-x86.tar.gz").exists() and (out / "desktop-x86" / "manifest.json").exists()
-    assert "desktop-x86.tar.gz" not in json.loads((out / ".edgekit-archives.json").read_text())
+    assert "desktop-x86.tar.gz" not in json.loads((out / "edgekit-archives.json").read_text())
     (out / "desktop-x86.tar.gz").write_text("my own")  # not in the ledger: not edgekit's
     assert _package_run(out, "--seed", "2").exit_code == 0
     assert (out / "desktop-x86.tar.gz").read_text() == "my own"
@@ -1611,17 +1611,22 @@ def test_foreign_files_in_a_package_folder_lock_links_and_ledger_fifo(tmp_path):
     one_line_error(_package_run(out), 3, "not edgekit's lock file")
     assert not (tmp_path / "elsewhere").exists()
     (out / ".edgekit.lock").unlink()
-    os.mkfifo(out / ".edgekit-archives.json")
+    os.mkfifo(out / "edgekit-archives.json")
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}"}
     done = subprocess.run([sys.executable, "-m", "edgekit", "export", *CNN, "--calibration", "random", "--out",
                            str(out), "--no-bench"], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2, done.stderr  # the FIFO is not read (nor waited on): not edgekit's, refused
     assert "is not edgekit's record of its files" in done.stderr
-    os.unlink(out / ".edgekit-archives.json")
-    (out / ".edgekit-archives.json").mkdir()  # a publish replaces the ledger: this folder would have been deleted
-    (out / ".edgekit-archives.json" / "keep.txt").write_text("mine")
+    os.unlink(out / "edgekit-archives.json")
+    (out / "edgekit-archives.json").mkdir()  # a publish replaces the ledger: this folder would have been deleted
+    (out / "edgekit-archives.json" / "keep.txt").write_text("mine")
+    one_line_error(_package_run(out, "--archive"), 2, "edgekit-archives.json exists and is not edgekit's record")
+    assert (out / "edgekit-archives.json" / "keep.txt").read_text() == "mine"
+    (out / "edgekit-archives.json").rename(out / ".edgekit-archives.json")  # the name before 12-07: refused alike
     one_line_error(_package_run(out, "--archive"), 2, ".edgekit-archives.json exists and is not edgekit's record")
+    assert _package_run(out, "--archive", "--force").exit_code == 0  # the visible record written, this one kept
     assert (out / ".edgekit-archives.json" / "keep.txt").read_text() == "mine"
+    assert "desktop-x86.tar.gz" in json.loads((out / "edgekit-archives.json").read_text())
 
 
 

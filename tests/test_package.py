@@ -1727,7 +1727,7 @@ def test_a_tar_of_out_with_its_archives_checks_them_by_the_ledgers_hash(packaged
     assert result.exit_code == 1, result.output
     failed = failed_cases(result)
     assert failed.keys() == {("dist/arm64-linux", "archive arm64-linux.tar.gz")}, failed
-    assert "is not the one edgekit recorded for it (.edgekit-archives.json in" in \
+    assert "is not the one edgekit recorded for it (edgekit-archives.json in" in \
         failed[("dist/arm64-linux", "archive arm64-linux.tar.gz")] and str(tmp_path) not in result.stdout.replace(
             str(tgz), "")
     inner.write_bytes((packaged[0] / "arm64-linux.tar.gz").read_bytes())
@@ -1770,7 +1770,7 @@ def test_a_folder_of_package_archives_checks_each(packaged, tmp_path):
     assert result.exit_code == 3 and "nor a package archive (.tar.gz) in it" in result.stderr, result.output
     out = tmp_path / "out"  # an OUT whose folders are all gone is no folder of downloads: it passed on its archives
     shutil.copytree(packaged[0], out, ignore=lambda folder, names: [n for n in names if (Path(folder) / n).is_dir()])
-    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".tar.gz")) == [".edgekit-archives.json",
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".tar.gz")) == ["edgekit-archives.json",
                                                                                       "edgekit-targets.json"]
     result = check(out)
     assert result.exit_code == 3 and "an OUT that lost every package folder" in result.stderr, result.output
@@ -3134,3 +3134,34 @@ def test_how_to_run_it_names_what_each_model_gives_back(packaged):
                     for name in ("model.int8.ort", "model.coreml.ort"))
     assert "  - output output: float32 Nx10" in lines[int8:coreml]
     assert "  - output output: float32 1x10" in lines[coreml:]
+
+
+def test_out_uploaded_as_a_ci_artifact_without_hidden_files_passes_check(packaged, tmp_path):
+    """actions/upload-artifact skips hidden files by default: an OUT made with --archive came back without edgekit's
+    hidden ledger of its archives, and a tar of it failed check (exit 3, "not listed in its manifest.json") and an
+    export into it was refused (exit 2, its archives "edgekit did not make"). The ledger has a visible name; an OUT
+    made before (the hidden name) is still checked by it and exported into, which moves the record to the new name."""
+    uploaded = tmp_path / "downloaded"
+    shutil.copytree(packaged[0], uploaded, ignore=lambda folder, names: [n for n in names if n.startswith(".")])
+    tgz = tmp_path / "downloaded.tgz"
+    subprocess.run(["tar", "czf", tgz, "downloaded"], cwd=tmp_path, check=True)
+    for path in (uploaded, tgz):
+        result = check(path, "--json")
+        assert result.exit_code == 0, result.output
+        archives = {c["label"] for c in check_cases(result) if c["name"].startswith("archive") and c["passed"]}
+        assert archives == {f"downloaded/{t}" if path == tgz else t for t in packaged[1]}, result.output
+    old = tmp_path / "old"
+    shutil.copytree(uploaded, old)
+    (old / "edgekit-archives.json").rename(old / ".edgekit-archives.json")  # the record as edgekits before wrote it
+    subprocess.run(["tar", "czf", tgz, "old"], cwd=tmp_path, check=True)
+    for path in (old, tgz):
+        assert check(path).exit_code == 0, check(path).output
+    export = ["export", str(DIGITS / "edgekit.toml"), "--archive", "--no-bench", "-t", "arm64-linux"]
+    for out in (uploaded, old):
+        result = cli([*export, "--out", str(out)])
+        assert result.exit_code == 0, result.output  # its archives are edgekit's: replaced without --force
+        assert sorted(p.name for p in out.iterdir() if p.name.endswith(".json")) == ["edgekit-archives.json",
+                                                                                     "edgekit-targets.json"]
+        ledger = json.loads((out / "edgekit-archives.json").read_text())
+        assert set(ledger) == {f"{t}.tar.gz" for t in packaged[1]}, ledger
+        assert check(out).exit_code == 0
