@@ -129,7 +129,7 @@ def _failed(e: Exception, debug: bool, as_json: bool = False) -> None:
     """An error's one line and exit code: edgekit's own, the OS's (a full disk is the user's to fix), or a bug."""
     if isinstance(e, EdgekitError):
         kind = "internal error" if e.exit_code == ExitCode.INTERNAL else "error"
-        _fail(f"edgekit: {kind}: {e}", e.exit_code, debug, as_json)
+        _fail(f"edgekit: {kind}: {e}", e.exit_code, debug, as_json, payload=getattr(e, "json_payload", None))
     if isinstance(e, BrokenPipeError):  # the reader went away (`edgekit targets | head -1`): nothing to tell it
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's own flush would fail too
         sys.exit(141)  # 128 + SIGPIPE, as a shell reports a tool the pipe stopped
@@ -191,11 +191,13 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
-def _fail(line: str, code: ExitCode | int, debug: bool, as_json: bool = False, ctx=None) -> None:
+def _fail(line: str, code: ExitCode | int, debug: bool, as_json: bool = False, ctx=None,
+          payload: dict | None = None) -> None:
     """The one-line error last (after the traceback with --debug), and the same exit code either way; a message
     of several lines (a user function's exception) is joined into one. With --json, stdout gets it as JSON too:
     a CI step parsing the output reads the error, not an empty document, in the shape a result has (`ctx`: the
-    command's, where click's own error left it)."""
+    command's, where click's own error left it; `payload`: the command's keys where the error has them, as check's
+    cases up to a --step-timeout)."""
     if debug:
         traceback.print_exc()
     line = "; ".join(part.strip() for part in line.splitlines() if part.strip())
@@ -206,7 +208,7 @@ def _fail(line: str, code: ExitCode | int, debug: bool, as_json: bool = False, c
 
             command = _command_name(ctx or click.get_current_context(silent=True))
             _result(json_text(envelope(command, code, line.split(": ", 2)[-1],  # "edgekit: <kind>: "
-                                       **empty_payload(command))))
+                                       **(payload if payload is not None else empty_payload(command)))))
         except (OSError, NotDelivered):  # stdout full, closed or its reader gone: the line and code stand
             with contextlib.suppress(AttributeError, OSError, ValueError):  # the exit's own flush would fail too
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -800,8 +802,9 @@ def check_cmd(path, junit_path, as_json, emulate, device, device_identity, devic
         if junit_path:
             user = e if isinstance(e, EdgekitError) else from_os_error(e) if isinstance(e, OSError) else None
             why = str(user) if user else f"{type(e).__name__}: {first_line(e)}"
+            ran = getattr(getattr(e, "report", None), "cases", None)  # past --step-timeout: each case's state
             with contextlib.suppress(EdgekitError):  # the check's own error is the one to tell
-                _write_junit(junit_path, [Case(str(path), "edgekit check", False, why)])
+                _write_junit(junit_path, ran or [Case(str(path), "edgekit check", False, why)])
         raise
     if junit_path:
         _write_junit(junit_path, report.cases)

@@ -45,6 +45,44 @@ VERSION = re.compile(r"(\d{1,9}(?:\.\d{1,9}){0,9})(?:[.+-]?[A-Za-z][A-Za-z0-9.+-
 NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # what XML 1.0 cannot hold
 
 
+class CheckStopped(StepTimeout):
+    """Past --step-timeout check ends (exit 4) as before, now with its cases: those it ran, the one it stopped in (an
+    error) and those it never reached (skipped), which a CI page shows (its JUnit and --json had `cases: []`)."""
+
+    def __init__(self, e: StepTimeout, cases: list[Case]):
+        super().__init__(e.stage, e.message)
+        self.report = CheckReport(cases)
+
+    @property
+    def json_payload(self) -> dict:
+        """check --json's own keys for this error: its cases, where an error's document has none."""
+        from .reports import ran_by
+
+        return {"ran_by": ran_by(), "cases": [asdict(c) for c in self.report.cases]}
+
+
+def _stopped(e: StepTimeout, ran: list[Case], stopped_in: list[Case], unreached: list[Case]) -> CheckStopped:
+    """The error ending check at `stopped_in`'s cases (marked errors), after `ran`, before `unreached` (skipped)."""
+    why = f"not run: check ended when {e.stage} ran past --step-timeout"
+    return CheckStopped(e, [*ran, *(replace(c, passed=False, error=True, message=str(e)) for c in stopped_in),
+                            *(replace(c, passed=False, skipped=True, message=why) for c in unreached)])
+
+
+def _planned_cases(folder: Path, shown: str) -> list[Case]:
+    """The cases a package folder check has not reached would have: integrity, gates, and a parity case for each
+    model with golden outputs its manifest lists (none where the manifest cannot be read)."""
+    target = folder.name
+    try:
+        manifest = read_manifest(folder, shown)
+        golden = manifest["golden"]["models"] if isinstance(manifest["golden"]["models"], dict) else {}
+        target = manifest["target"] if isinstance(manifest.get("target"), str) and TARGET_NAME.fullmatch(
+            manifest["target"]) else target
+    except (InputError, KeyError, TypeError):
+        golden = {}
+    return [Case(target, name, False, folder="" if folder.name == target else folder.name)
+            for name in ("integrity", "gates", *(f"parity {m}" for m in golden))]
+
+
 def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe: bool = False,
           bench: bool = True, own: bool = False, only: set[str] | None = None) -> CheckReport:
     """Re-run a package's golden vectors and verify its file hashes (folder, OUT folder or archive).
@@ -81,20 +119,50 @@ def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe
         cases = []
         for out in sorted({f.parent for f in folders}) or [root]:  # OUT, or each copy of one in a folder given
             mine = [f for f in folders if f.parent == out]
-            found = [case for folder in mine
-                     for case in _check_target(folder, str(original if folder == root else
-                                                           original / folder.relative_to(root)), mismatched,
-                                               place, probe, bench, own)]
+            shown = {f: str(original if f == root else original / f.relative_to(root)) for f in folders}
+            later = [f for f in folders if f.parent > out]  # in the copies of OUT after this one
+            found = _check_folders(mine, shown, cases, lambda: [c for f in later for c in _planned_in(root, f, shown)],
+                                   _namer(root, out), mismatched, place, probe, bench, own)
             # OUT's archives, in a tar of OUT too: there only those OUT's ledger records, by hash (archive.extract)
             found += [] if folders == [root] else _archives_beside(out, original / out.relative_to(root), mine,
                                                                    only, mismatched)
             # an archive of one package folder (OUT/<target>.tar.gz) is no OUT: it has no record to miss
             found += [] if folders == [root] else _published_there(out, original / out.relative_to(root), mine, only,
                                                                    not copied or len(folders) > 1)
-            # two copies of OUT hold the same targets: name each by its folder (dist/desktop-x86)
-            cases += [replace(c, folder=f"{out.relative_to(root).as_posix()}/{c.folder or c.target}") for c in found
-                      ] if root in out.parents else found
+            cases += _namer(root, out)(found)
         return CheckReport(cases)
+
+
+def _check_folders(mine: list[Path], shown: dict[Path, str], done: list[Case], later: Callable[[], list[Case]],
+                   named: Callable[[list[Case]], list[Case]], *args) -> list[Case]:
+    """The cases of OUT's package folders `mine`. Past --step-timeout, CheckStopped with every case: `done` (copies
+    of OUT checked before), those these folders ran, the one it stopped in, and skipped: the rest of these and
+    `later()` (in the copies of OUT after)."""
+    found = []
+    for i, folder in enumerate(mine):
+        try:
+            found += _check_target(folder, shown[folder], *args)
+        except StepTimeout as e:
+            planned = _planned_cases(folder, shown[folder])
+            stopped = e.report.cases if isinstance(e, CheckStopped) else _stopped(
+                e, [], planned[:1], planned[1:]).report.cases
+            unreached = [*(c for c in stopped if c.skipped), *(c for f in mine[i + 1:]
+                                                               for c in _planned_cases(f, shown[f]))]
+            raise _stopped(e, [*done, *named([*found, *(c for c in stopped if not c.skipped)])], [],
+                           [*named(unreached), *later()]) from None
+    return found
+
+
+def _namer(root: Path, out: Path) -> Callable[[list[Case]], list[Case]]:
+    """Two copies of OUT in a folder given hold the same targets: each case named by its folder (dist/desktop-x86)."""
+    if root not in out.parents:
+        return list
+    there = out.relative_to(root).as_posix()
+    return lambda cases: [replace(c, folder=f"{there}/{c.folder or c.target}") for c in cases]
+
+
+def _planned_in(root: Path, folder: Path, shown: dict[Path, str]) -> list[Case]:
+    return _namer(root, folder.parent)(_planned_cases(folder, shown[folder]))
 
 
 def _archives_only(folder: Path) -> list[Path]:
@@ -126,17 +194,34 @@ def _check_archives(folder: Path, archives: list[Path], place, probe: bool, benc
     `ci-arm/arm64-linux` one folder down; `v2/arm64-linux` for arm64-linux's package in v2.tar.gz). One that cannot be
     read fails its own case, and the others are still checked, as OUT's archives are."""
     cases = []
-    for path in archives:
-        stem, there = _archive_stem(path.name), path.parent.relative_to(folder).as_posix()
-        prefix = "" if there == "." else f"{there}/"
+    for i, path in enumerate(archives):
+        stem, prefix = _archive_stem(path.name), _prefix(folder, path)
+        named = functools.partial(_named_in_archive, prefix, stem)
         try:
             found = check(path, place, probe, bench, own, only).cases
         except InputError as e:
             cases.append(Case(stem, f"archive {path.name}", False, str(e), folder=prefix and prefix + stem))
             continue
-        cases += [replace(c, folder=prefix + (there if (there := c.folder or c.target) == stem or
-                                              there.startswith(f"{stem}/") else f"{stem}/{there}")) for c in found]
+        except CheckStopped as e:  # the archives after it are not checked: each one's case says so
+            unread = [Case(stem, f"archive {p.name}", False, folder=prefix and prefix + stem) for p in archives[i + 1:]
+                      for stem, prefix in [(_archive_stem(p.name), _prefix(folder, p))]]
+            raise _stopped(e, [*cases, *named(c for c in e.report.cases if not c.skipped)], [],
+                           [*named(c for c in e.report.cases if c.skipped), *unread]) from None
+        cases += named(found)
     return CheckReport(cases)
+
+
+def _prefix(folder: Path, path: Path) -> str:
+    """`ci-arm/` for an archive one folder down in `folder`, "" for one in it."""
+    there = path.parent.relative_to(folder).as_posix()
+    return "" if there == "." else f"{there}/"
+
+
+def _named_in_archive(prefix: str, stem: str, found) -> list[Case]:
+    """An archive's cases named by it (`ci-arm/arm64-linux`; `v2/arm64-linux` for arm64-linux's package in
+    v2.tar.gz)."""
+    return [replace(c, folder=prefix + (there if (there := c.folder or c.target) == stem or
+                                        there.startswith(f"{stem}/") else f"{stem}/{there}")) for c in found]
 
 
 def _archive_stem(name: str) -> str | None:
@@ -250,8 +335,12 @@ def _check_target(folder: Path, shown: str, *args) -> list[Case]:
         return [Case(target, VERSION_CASE, False, newer, folder="" if folder.name == target else folder.name)]
     manifest = _manifest(manifest, shown)
     target = manifest["target"]
-    return [replace(c, target=target, folder="" if folder.name == target else folder.name)
-            for c in _check_package(folder, shown, manifest, *args)]
+    relabel = functools.partial(replace, target=target, folder="" if folder.name == target else folder.name)
+    try:
+        return [relabel(c) for c in _check_package(folder, shown, manifest, *args)]
+    except CheckStopped as e:
+        e.report.cases[:] = map(relabel, e.report.cases)
+        raise
 
 
 def _needs_newer(manifest, shown: str) -> str:
@@ -310,37 +399,39 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
     steps = {m: steps if m == INT8 or orts.get(m) == INT8 else {} for m in golden}
     read, profile = {}, _bundled_profile(manifest.get("target_profile_sha256"))
     # the export's own check: the config was just made from the same conversion (made again: 1.2-1.7 s a target)
-    untrue = {"model_data": _c_array_claims(folder, manifest),
-              "required_operators": "" if own else _operator_claims(folder, manifest),
-              "report.html": _page_claims(folder, manifest), package.LABELS: _labels_claim(folder, manifest)}
-    for model, entry in golden.items():
-        golden_path = _existing(folder, shown, entry["file"])
-        if declared := _declared_claims(manifest, golden_path, f"{shown}/{entry['file']}"):  # its data never read
-            untrue[model] = declared
-            continue
-        # a malformed golden file is bad input (exit 3), named in the package the user gave
-        inputs, outputs, atol, channels = package.read_golden_channels(golden_path, f"{shown}/{entry['file']}")
-        read[model] = inputs, outputs, atol
-        pairs.append((str(_existing(folder, shown, model)), str(golden_path)))
-        untrue[model] = "; ".join(filter(None, (_io_claims(manifest, inputs[0], outputs[0]),  # what parity checks
-                                                _state_claims(state, inputs, outputs),
-                                                _golden_claims(entry, manifest["golden"], (atol, channels), inputs,
-                                                               outputs, profile, steps[model]))))
-    fp32 = (manifest.get("ort_format") or {}).get("fp32") or {}
-    for ort, onnx in orts.items() if len(read) == len(golden) else ():  # once every golden file is read, whatever
-        # the manifest's order (one whose headers are untrue is not: the package fails on them)
-        untrue[ort] = "; ".join(filter(None, (untrue.get(ort), _ort_claims(manifest, read, ort, onnx))))
-        if onnx == fp32.get("onnx") and "inputs" in fp32:  # the fixed shapes a CoreML app feeds, as the model runs
-            inputs, outputs, _ = read[onnx]
-            untrue[onnx] = "; ".join(filter(None, (untrue[onnx], _io_claims(fp32, inputs[0], outputs[0]))))
-    # what each model's own graph contradicts (re-hashed files pass integrity: the fp32 model as model.int8.onnx);
-    # not in the export's own check, which wrote the manifest from these graphs (parsing them again cost a parse each)
-    models = [] if own else [n for n in files if n.endswith((".onnx", ".ort"))]
-    for name, why in model_claims.model_claims(folder, manifest, models).items():
-        untrue[name] = "; ".join(filter(None, (untrue.get(name), why)))
-    failing = not cases[1].passed or any(untrue.values())
-    for name, why in ({} if own else _report_claims(folder, shown, manifest, failing)).items():
-        untrue[name] = untrue.get(name) or why  # a page with a script says so, not also that it differs
+    with _stops_in(ran=[], stopped_in=cases[:1], unreached=[cases[1], *not_run]):
+        untrue = {"model_data": _c_array_claims(folder, manifest),
+                  "required_operators": "" if own else _operator_claims(folder, manifest),
+                  "report.html": _page_claims(folder, manifest), package.LABELS: _labels_claim(folder, manifest)}
+        for model, entry in golden.items():
+            golden_path = _existing(folder, shown, entry["file"])
+            if declared := _declared_claims(manifest, golden_path, f"{shown}/{entry['file']}"):  # its data never read
+                untrue[model] = declared
+                continue
+            # a malformed golden file is bad input (exit 3), named in the package the user gave
+            inputs, outputs, atol, channels = package.read_golden_channels(golden_path, f"{shown}/{entry['file']}")
+            read[model] = inputs, outputs, atol
+            pairs.append((str(_existing(folder, shown, model)), str(golden_path)))
+            untrue[model] = "; ".join(filter(None, (_io_claims(manifest, inputs[0], outputs[0]),  # what parity checks
+                                                    _state_claims(state, inputs, outputs),
+                                                    _golden_claims(entry, manifest["golden"], (atol, channels), inputs,
+                                                                   outputs, profile, steps[model]))))
+        fp32 = (manifest.get("ort_format") or {}).get("fp32") or {}
+        for ort, onnx in orts.items() if len(read) == len(golden) else ():  # once every golden file is read, whatever
+            # the manifest's order (one whose headers are untrue is not: the package fails on them)
+            untrue[ort] = "; ".join(filter(None, (untrue.get(ort), _ort_claims(manifest, read, ort, onnx))))
+            if onnx == fp32.get("onnx") and "inputs" in fp32:  # the fixed shapes a CoreML app feeds, as the model runs
+                inputs, outputs, _ = read[onnx]
+                untrue[onnx] = "; ".join(filter(None, (untrue[onnx], _io_claims(fp32, inputs[0], outputs[0]))))
+        # what each model's own graph contradicts (re-hashed files pass integrity: the fp32 model as model.int8.onnx);
+        # not in the export's own check, which wrote the manifest from these graphs (parsing them again cost a parse
+        # each)
+        models = [] if own else [n for n in files if n.endswith((".onnx", ".ort"))]
+        for name, why in model_claims.model_claims(folder, manifest, models).items():
+            untrue[name] = "; ".join(filter(None, (untrue.get(name), why)))
+        failing = not cases[1].passed or any(untrue.values())
+        for name, why in ({} if own else _report_claims(folder, shown, manifest, failing)).items():
+            untrue[name] = untrue.get(name) or why  # a page with a script says so, not also that it differs
     if said := [f"manifest.json says of {name}: {why}" for name, why in untrue.items() if why]:
         return [Case(target, "integrity", False, "; ".join(said)), cases[1]] + not_run
     if not own and manifest.get("edgekit_version") != __version__ and any((folder / p).exists() for p in package.PAGES):
@@ -348,52 +439,67 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
         cases[0] = replace(cases[0], message=f"report.md and report.html not compared with the manifest: made by "
                                              f"edgekit {printable(str(manifest.get('edgekit_version'))[:40])}, this "
                                              f"is {__version__}")
-    at = _place_for(place, manifest, shown)
-    entries = _contract_entries(manifest)
-    run = functools.partial(_parity_here if own else _parity_bounded, entries=entries)
-    # the int8 model's golden outputs against the fp32 model's, run here whatever `place` runs the parity cases
-    job = {"fp32": str(folder / FP32), "golden": str(folder / golden[INT8]["file"]),
-           "task": str(manifest.get("task") or "other"), "floors": _quiet_floors(manifest),
-           "detected": _detected(manifest)}
-    if at is None:  # no place given, or none of the package's kind (the emulator's aarch64 for an x86_64 package)
-        found, figures = run(target, pairs, state, steps, job)
-        cases[1] = _refigured(cases[1], manifest, figures)
-        found = _made_elsewhere(_under_less_memory(found, manifest), manifest)
-        if place is not None:
-            why = ("a package for x86_64, whose golden outputs are this kind of CPU's" if package_kind(manifest) ==
-                   "x86_64" else "a package for arm64: --emulate aarch64 runs ARM's kernels")
-            unprobed = ", not probed" if probe else ""  # --probe compares two kernel sets: here there is one
-            found = [replace(c, where=f"{c.where} (not emulated{unprobed}: {why})") for c in found]
-        elif (made := manifest.get("arm_kernels")) and made != ARM_STAND_IN and not all(c.passed for c in found):
-            found = [c if c.passed else replace(c, message=f"{c.message} (its golden outputs come from {made}: check "
-                                                                "it there, with --emulate or --device)") for c in found]
-        return cases + found
-    parities = _parity_at(at, folder, target, pairs, state, steps, manifest, entries)
-    cases[1] = _refigured(cases[1], manifest, run(target, [], state, steps, job)[1])
-    if getattr(at, "real", False) and at.arch != (kind := package_kind(manifest)):
-        # compared as a host of that kind would be, but said: this device is not where the package runs
-        other = f"a device of kind {at.arch}, the package for {kind}"
-        parities = [replace(c, where=f"{c.where} ({other})", message=c.message if c.passed else
-                            f"{c.message} (check it on a device of kind {kind})") for c in parities]
-    cases += parities
-    if bench and getattr(at, "real", False):
-        cases.append(_latency_at(at, folder, target, manifest, Path(pairs[0][1]).name))
-    if probe:
-        # an .ort has no graph to expose; the int8 model first (an iOS package's model.coreml.onnx has golden outputs)
-        onnx_pairs = sorted((p for p in pairs if p[0].endswith(".onnx")), key=lambda p: Path(p[0]).name != INT8)
-        if not onnx_pairs:
-            raise InputError(f"{shown}: --probe needs an .onnx model with golden outputs; the package has none")
-        int8, golden_path = onnx_pairs[0]
-        start = time.perf_counter()
-        try:
-            found, passed = probe_model(Path(int8), Path(golden_path), at, state), True
-        except StageError:
-            raise  # the emulator or device did not answer: exit 4, naming the step
-        except Exception as e:  # a model from others that onnx cannot read: a failed case, and CI gets its report
-            found, passed = f"{Path(int8).name} cannot be probed: {type(e).__name__}: {first_line(e, 200)}", False
-        cases.append(Case(target, f"probe {Path(int8).name}", passed, found, time.perf_counter() - start,
-                          where=f"{at.label} vs {host.where()}"))  # it runs the model there and here: 0.0 s was untrue
-    return cases
+    with _stops_in(ran=cases[:1], stopped_in=not_run, unreached=cases[1:2]):  # gates: refigured from the runs
+        at = _place_for(place, manifest, shown)
+        entries = _contract_entries(manifest)
+        run = functools.partial(_parity_here if own else _parity_bounded, entries=entries)
+        # the int8 model's golden outputs against the fp32 model's, run here whatever `place` runs the parity cases
+        job = {"fp32": str(folder / FP32), "golden": str(folder / golden[INT8]["file"]),
+               "task": str(manifest.get("task") or "other"), "floors": _quiet_floors(manifest),
+               "detected": _detected(manifest)}
+        if at is None:  # no place given, or none of the package's kind (the emulator's aarch64 for an x86_64 package)
+            found, figures = run(target, pairs, state, steps, job)
+            cases[1] = _refigured(cases[1], manifest, figures)
+            found = _made_elsewhere(_under_less_memory(found, manifest), manifest)
+            if place is not None:
+                why = ("a package for x86_64, whose golden outputs are this kind of CPU's" if package_kind(manifest) ==
+                       "x86_64" else "a package for arm64: --emulate aarch64 runs ARM's kernels")
+                unprobed = ", not probed" if probe else ""  # --probe compares two kernel sets: here there is one
+                found = [replace(c, where=f"{c.where} (not emulated{unprobed}: {why})") for c in found]
+            elif (made := manifest.get("arm_kernels")) and made != ARM_STAND_IN and not all(c.passed for c in found):
+                found = [c if c.passed else replace(c, message=f"{c.message} (its golden outputs come from {made}: "
+                                                               "check it there, with --emulate or --device)")
+                         for c in found]
+            return cases + found
+        parities = _parity_at(at, folder, target, pairs, state, steps, manifest, entries)
+        cases[1] = _refigured(cases[1], manifest, run(target, [], state, steps, job)[1])
+        if getattr(at, "real", False) and at.arch != (kind := package_kind(manifest)):
+            # compared as a host of that kind would be, but said: this device is not where the package runs
+            other = f"a device of kind {at.arch}, the package for {kind}"
+            parities = [replace(c, where=f"{c.where} ({other})", message=c.message if c.passed else
+                                f"{c.message} (check it on a device of kind {kind})") for c in parities]
+        cases += parities
+        if bench and getattr(at, "real", False):
+            cases.append(_latency_at(at, folder, target, manifest, Path(pairs[0][1]).name))
+        if probe:
+            # an .ort has no graph to expose; the int8 model first (an iOS package's model.coreml.onnx has golden
+            # outputs)
+            onnx_pairs = sorted((p for p in pairs if p[0].endswith(".onnx")), key=lambda p: Path(p[0]).name != INT8)
+            if not onnx_pairs:
+                raise InputError(f"{shown}: --probe needs an .onnx model with golden outputs; the package has none")
+            int8, golden_path = onnx_pairs[0]
+            start = time.perf_counter()
+            try:
+                found, passed = probe_model(Path(int8), Path(golden_path), at, state), True
+            except StageError:
+                raise  # the emulator or device did not answer: exit 4, naming the step
+            except Exception as e:  # a model from others that onnx cannot read: a failed case, and CI gets its report
+                found, passed = f"{Path(int8).name} cannot be probed: {type(e).__name__}: {first_line(e, 200)}", False
+            cases.append(Case(target, f"probe {Path(int8).name}", passed, found, time.perf_counter() - start,
+                              where=f"{at.label} vs {host.where()}"))  # it runs there and here: 0.0 s was untrue
+        return cases
+
+
+@contextlib.contextmanager
+def _stops_in(ran: list[Case], stopped_in: list[Case], unreached: list[Case]):
+    """A step of a package's check past --step-timeout ends check (exit 4), naming the cases it ran, those it
+    stopped in and those it never reached."""
+    try:
+        yield
+    except CheckStopped:
+        raise
+    except StepTimeout as e:
+        raise _stopped(e, ran, stopped_in, unreached) from None
 
 
 def _place_for(place, manifest: dict, shown: str):
@@ -1964,20 +2070,25 @@ def ran_where(case: Case) -> str:
     return "; ".join(f"{key}: {getattr(case, key)}" for key in ("where", "kernels") if getattr(case, key))
 
 
+def _counts(cases: list[Case]) -> dict[str, str]:
+    """A JUnit suite's failures, errors (a step past --step-timeout) and skipped cases (never reached after it)."""
+    return {"failures": str(sum(not (c.passed or c.error or c.skipped) for c in cases)),
+            "errors": str(sum(c.error for c in cases)), "skipped": str(sum(c.skipped for c in cases))}
+
+
 def junit(cases: list[Case]) -> str:
     """JUnit XML: one <testsuite> per target, one <testcase> per check. Where a case ran is its
     <system-out>: the JUnit schema (Jenkins', Surefire's, pytest's xunit2) takes no <properties> in a <testcase>."""
-    root = ElementTree.Element("testsuites", name="edgekit check", tests=str(len(cases)),
-                               failures=str(sum(not c.passed for c in cases)))
+    root = ElementTree.Element("testsuites", name="edgekit check", tests=str(len(cases)), **_counts(cases))
     for target in dict.fromkeys(c.label for c in cases):
         mine = [c for c in cases if c.label == target]
-        suite = ElementTree.SubElement(root, "testsuite", name=target, tests=str(len(mine)),
-                                       failures=str(sum(not c.passed for c in mine)), errors="0")
+        suite = ElementTree.SubElement(root, "testsuite", name=target, tests=str(len(mine)), **_counts(mine))
         for c in mine:
             case = ElementTree.SubElement(suite, "testcase", classname=f"edgekit.{target}", name=c.name,
                                           time=f"{c.seconds:.3f}")
-            if not c.passed:
-                ElementTree.SubElement(case, "failure", message=c.message).text = c.message
+            if not c.passed:  # past --step-timeout: the case it stopped in, then those it never reached
+                kind = "error" if c.error else "skipped" if c.skipped else "failure"
+                ElementTree.SubElement(case, kind, message=c.message).text = c.message
             if c.where or c.kernels:  # where the model ran: this host, an emulated CPU or a device
                 ElementTree.SubElement(case, "system-out").text = ran_where(c)
     for element in root.iter():  # a file or output name from the package may hold control characters and newlines:

@@ -152,6 +152,10 @@ class Case:
     kernels: str = ""  # which int8 kernels ran the model (parity cases)
     where: str = ""  # the machine that ran it: this host, an emulated CPU or a device (parity cases)
     folder: str = ""  # the package's folder, as a path in what was checked, when it is not the target's own name
+    # past --step-timeout check ends (exit 4): the case it stopped in is an error (JUnit's <error>, not a verdict on
+    # the package), those it never reached are skipped, each `message` saying why
+    error: bool = False
+    skipped: bool = False
 
     @property
     def label(self) -> str:

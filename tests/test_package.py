@@ -3165,3 +3165,38 @@ def test_out_uploaded_as_a_ci_artifact_without_hidden_files_passes_check(package
         ledger = json.loads((out / "edgekit-archives.json").read_text())
         assert set(ledger) == {f"{t}.tar.gz" for t in packaged[1]}, ledger
         assert check(out).exit_code == 0
+
+
+def test_check_stopped_by_its_step_timeout_still_lists_its_cases(packaged, tmp_path):
+    """Past --step-timeout check ended (exit 4) with `cases: []` in --json and one "edgekit check" failure in JUnit:
+    a CI page showed nothing of what ran. Now: the cases it ran, the one it stopped in (an error) and the ones it
+    never reached (skipped, saying why)."""
+    out = tmp_path / "dist"
+    shutil.copytree(packaged[0], out, ignore=shutil.ignore_patterns("*.tar.gz"))
+    model = out / "android-arm64" / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 1  # fails integrity: none of its models run, so check reaches arm64-linux's run
+    model.write_bytes(bytes(data))
+    junit = tmp_path / "check.xml"
+    result = check(out, "--step-timeout", "0.001", "--json", "--junit", junit)  # too short for the child to start
+    assert result.exit_code == 4, result.output
+    said = "check of arm64-linux failed: took longer than 0.001 s (the limit; raise it with --step-timeout)"
+    assert result.stderr == f"edgekit: error: {said}\n"
+    document = json.loads(result.stdout)
+    assert document["error"] == said and document["exit_code"] == 4
+    state = {(c["target"], c["name"]): "error" if c["error"] else "skipped" if c["skipped"] else
+             "passed" if c["passed"] else "failed" for c in document["cases"]}
+    assert state[("android-arm64", "integrity")] == "failed"
+    assert state[("arm64-linux", "integrity")] == "passed" and state[("arm64-linux", "gates")] == "skipped"
+    assert state[("arm64-linux", "parity model.int8.onnx")] == "error"
+    later = {k: v for k, v in state.items() if k[0] == "ios-arm64"}
+    assert set(later.values()) == {"skipped"} and ("ios-arm64", "parity model.int8.ort") in later, later
+    skipped = [c["message"] for c in document["cases"] if c["skipped"]]
+    assert set(skipped) == {"not run: check ended when check of arm64-linux ran past --step-timeout"}, skipped
+    suites = {s.get("name"): s for s in ElementTree.parse(junit).getroot()}
+    assert [suites["arm64-linux"].get(k) for k in ("tests", "failures", "errors", "skipped")] == ["3", "0", "1", "1"]
+    errored = suites["arm64-linux"].find("testcase[@name='parity model.int8.onnx']/error")
+    assert errored is not None and errored.get("message") == said
+    assert all(case.find("skipped") is not None for case in suites["ios-arm64"])
+    root = ElementTree.parse(junit).getroot()
+    assert int(root.get("tests")) == len(state) and int(root.get("skipped")) == len(skipped)
