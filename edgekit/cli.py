@@ -432,6 +432,9 @@ class _OneLineErrors(click.Group):
 
 
 _VERBOSE_HELP = "Log progress on stderr (export: each target as it starts, and --auto's trials)."
+# after a command's name, -v says what that command logs (check's had export's words: it logs no target it makes)
+_VERBOSE_HELPS = {"check": "Log progress on stderr: each package folder as check starts on it (each target in "
+                           "OUT, the package in an archive)."}
 # `-h`'s last lines: a CI job gates on these, and the README alone was the place that listed them
 EXIT_CODES_HELP = ("\b\nExit codes: 0 ok; 1 a gate or check failed; 2 usage, recipe or profile error (check: or a"
                    "\npackage only a newer edgekit checks); 3 bad input (model, weights, data, package); 4 a step"
@@ -928,7 +931,7 @@ def _every_command(group: click.Group):
 
 for _command in _every_command(main):  # `edgekit prune -v` as `edgekit -v prune`: after the command's name too
     _command.params.append(click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, is_eager=False,
-                                        callback=_verbose, help=_VERBOSE_HELP))
+                                        callback=_verbose, help=_VERBOSE_HELPS.get(_command.name, _VERBOSE_HELP)))
 
 
 # export's settings default to None (a recipe's value stands unless a flag is given): help names the default of

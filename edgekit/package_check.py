@@ -140,6 +140,7 @@ def _check_folders(mine: list[Path], shown: dict[Path, str], done: list[Case], l
     `later()` (in the copies of OUT after)."""
     found = []
     for i, folder in enumerate(mine):
+        log.info("checking %s", shown[folder])  # check -v: a long check of OUT shows where it is
         try:
             found += _check_target(folder, shown[folder], *args)
         except StepTimeout as e:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 
-from conftest import TESTS, cli
+from conftest import ROOT, TESTS, cli
 
 CNN = ["models:small_cnn", "--input", "image:Nx3x16x16"]
 
@@ -639,3 +639,19 @@ def test_help_lists_every_exit_code(args):
     assert "Exit codes:" in result.stdout, result.stdout
     for code in [*(int(c) for c in ExitCode), 130, 141]:
         assert f" {code} " in f" {listed}", (code, listed)
+
+
+def test_check_verbose_says_what_check_logs():
+    """`edgekit check -h` said of -v "export: each target as it starts, and --auto's trials", and `check -v` logged
+    nothing: a long check of OUT in a CI log showed no progress. It logs each package folder as it starts on it."""
+    helped = cli(["check", "--help"])
+    assert helped.exit_code == 0
+    said = " ".join(helped.output.split())
+    assert "-v, --verbose Log progress on stderr: each package folder as check starts on it" in said, said
+    assert "--auto" not in said and "export:" not in said
+    package = ROOT / "examples" / "ci" / "digits-desktop-x86.tar.gz"
+    args = [sys.executable, "-m", "edgekit", "check", str(package)]
+    quiet = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    loud = subprocess.run([*args, "-v"], capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and loud.returncode == 0, loud.stderr
+    assert f"edgekit: checking {package}" in loud.stderr and "checking" not in quiet.stderr, loud.stderr
