@@ -435,11 +435,9 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
             untrue[name] = untrue.get(name) or why  # a page with a script says so, not also that it differs
     if said := [f"manifest.json says of {name}: {why}" for name, why in untrue.items() if why]:
         return [Case(target, "integrity", False, "; ".join(said)), cases[1]] + not_run
-    if not own and manifest.get("edgekit_version") != __version__ and any((folder / p).exists() for p in package.PAGES):
+    if not own and (why := _pages_rendered_otherwise(manifest)) and any((folder / p).exists() for p in package.PAGES):
         # said where a pass shows it: a version edited in and re-hashed is how a forged report escapes the comparison
-        cases[0] = replace(cases[0], message=f"report.md and report.html not compared with the manifest: made by "
-                                             f"edgekit {printable(str(manifest.get('edgekit_version'))[:40])}, this "
-                                             f"is {__version__}")
+        cases[0] = replace(cases[0], message=f"report.md and report.html not compared with the manifest: {why}")
     with _stops_in(ran=cases[:1], stopped_in=not_run, unreached=cases[1:2]):  # gates: refigured from the runs
         at = _place_for(place, manifest, shown)
         entries = _contract_entries(manifest)
@@ -633,9 +631,10 @@ RENDER_ERRORS = (TypeError, KeyError, ValueError, AttributeError, IndexError, Ar
 def _report_claims(folder: Path, shown: str, manifest: dict, failing: bool) -> dict[str, str]:
     """report.md and report.html against what edgekit renders from this manifest: edited (a FAIL made PASS, another
     cosine) and re-hashed in the manifest, or dropped from its files, they passed check. Held only in a package this
-    edgekit's version made (another renders its own way; one made before 12-06 did not hash them); a mistyped field is
+    edgekit's version made in its page format (another renders its own way: _pages_rendered_otherwise; one made
+    before 12-06 did not hash them); a mistyped field is
     bad input, unless the package is `failing` on other claims or its gates (theirs name what is wrong, in one line)."""
-    if manifest.get("edgekit_version") != __version__:
+    if _pages_rendered_otherwise(manifest):
         return {}
     try:
         rendered = package.rendered_pages(manifest)
@@ -646,6 +645,17 @@ def _report_claims(folder: Path, shown: str, manifest: dict, failing: bool) -> d
         raise InputError(f"{shown}/manifest.json: report.md and report.html cannot be rendered from it "
                          f"({type(e).__name__}: {first_line(e, 120)})") from None
     return {name: _unlike(folder / name, text) for name, text in expected.items()}
+
+
+def _pages_rendered_otherwise(manifest: dict) -> str:
+    """Why this edgekit does not render a package's pages as its maker did ("" where it does): another version, or
+    this one's pages in another format (package.PAGE_FORMAT: none recorded before it, by the same dev version too)."""
+    if manifest.get("edgekit_version") != __version__:
+        return f"made by edgekit {printable(str(manifest.get('edgekit_version'))[:40])}, this is {__version__}"
+    if (made := manifest.get("page_format")) != package.PAGE_FORMAT:
+        said = "none recorded" if made is None else printable(str(made)[:20])
+        return f"their page format is {said}, this edgekit {__version__} renders format {package.PAGE_FORMAT}"
+    return ""
 
 
 def _unlike(path: Path, expected: bytes) -> str:

@@ -802,6 +802,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     details = {
         "edgekit_version": __version__,
         "checkable_by": CHECKABLE_BY,  # the oldest edgekit that can check the package
+        "page_format": package.PAGE_FORMAT,  # how report.md and report.html are rendered from this manifest
         # which profile and what it held (a profile can loosen every gate): no path, which leaked the user's folders
         "target_profile": config.profile_label(target),
         "target_profile_sha256": package.sha256(Path(target.path)),

@@ -280,7 +280,7 @@ class TargetReport:
             "latency_1_thread": self.latency_1_thread and self.latency_1_thread.as_dict(),
             "tuning": self.tuning, "gates": [g.as_dict() for g in self.gates], "passed": self.passed,
             "warnings": self.warnings,
-            "verification": [{k: v for k, v in asdict(c).items() if k not in ("seconds", "folder")}
+            "verification": [{k: v for k, v in asdict(c).items() if k not in ("seconds", "folder", "error", "skipped")}
                              for c in self.verification],
             "files": self.files, "sizes": self.sizes})
 

@@ -415,6 +415,37 @@ def test_a_report_made_by_another_edgekit_version_is_not_rendered_again(digits, 
             f"{edgekit.__version__}+other, this is {edgekit.__version__}") in result.output, result.output
 
 
+def test_pages_of_another_page_format_are_not_compared_but_still_read_for_scripts(digits, tmp_path):
+    """A package made earlier by this same dev version failed check once report.md gained a line: its pages were
+    held to this build's rendering. The manifest's page_format says how they were rendered: another one (or none, made
+    before it) passes saying "not compared"; an edited page of this format still fails, and report.html holding a
+    script fails whatever its format."""
+    from edgekit.package import PAGE_FORMAT
+
+    for made in (None, PAGE_FORMAT - 1, PAGE_FORMAT):
+        folder = copy_of(digits, tmp_path / str(made), "desktop-x86")
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["page_format"] == PAGE_FORMAT  # export writes it
+        manifest.pop("page_format") if made is None else manifest.update(page_format=made)
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        text = (folder / "report.md").read_text(encoding="utf-8")
+        (folder / "report.md").write_text(text.replace("\n\n", "\n", 1), encoding="utf-8")  # rendered otherwise
+        resign(folder)
+        result = cli(["check", folder, "--json"])
+        [case] = [c for c in json.loads(result.stdout)["cases"] if c["name"] == "integrity"]
+        if made == PAGE_FORMAT:
+            assert result.exit_code == 1 and "report.md: its line" in case["message"], result.output
+            continue
+        assert result.exit_code == 0 and case["passed"], result.output
+        said = "none recorded" if made is None else str(made)
+        assert case["message"] == (f"report.md and report.html not compared with the manifest: their page format is "
+                                   f"{said}, this edgekit {edgekit.__version__} renders format {PAGE_FORMAT}"), case
+        page = (folder / "report.html").read_text(encoding="utf-8")
+        (folder / "report.html").write_text(page.replace("</body>", "<script>steal()</script></body>"), "utf-8")
+        resign(folder)
+        assert "of report.html: it holds '<script>', which edgekit's page never does" in integrity(folder)
+
+
 @pytest.mark.parametrize("edits", [
     lambda m: m["accuracy"].update(fp32="high"),
     lambda m: m.update(warnings=7),
