@@ -87,10 +87,15 @@ def signal_handlers_restored():
 
 @pytest.fixture(autouse=True)
 def temporary_files_in_pytests_folder(tmp_path_factory, monkeypatch):
-    """tempfile's folder is one of pytest's (which pytest prunes) for each test: edgekit.export(out=None) keeps the
-    output folder it makes there for the user, and the suite left ~80 /tmp/edgekit-* behind per run. Children keep
-    the system's (TMPDIR is unchanged)."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("tmp")))
+    """tempfile's folder is one of pytest's (which pytest prunes) for each test, and a test leaving an output folder
+    there fails: edgekit.export(out=None) keeps the folder it makes for the user, and the suite left dozens of
+    /tmp/edgekit-* behind per run. A test passes `out` (tmp_path), as a user who keeps the package does. Children
+    keep the system's (TMPDIR is unchanged)."""
+    scratch = tmp_path_factory.mktemp("tmp")
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    yield
+    left = sorted(p.name for p in scratch.glob("edgekit-*"))
+    assert not left, f"the test left {', '.join(left)} in the temporary folder: give edgekit.export() out=tmp_path"
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -776,26 +777,29 @@ class _IgnoresItsMask(torch.nn.Module):
         return self.linear(x)
 
 
-def test_an_input_the_model_ignores_is_named_with_the_way_round():
+def test_an_input_the_model_ignores_is_named_with_the_way_round(tmp_path):
     """torch's exporter leaves an unused input out of the graph: the data still held it, and the export was exit 4
     "onnxruntime run failed: Invalid input name: mask"."""
     rng = np.random.default_rng(0)
     data = [{"x": rng.random((1, 4), np.float32), "mask": np.ones((1, 4), np.float32)} for _ in range(8)]
     with pytest.raises(edgekit.UsageError, match="input .mask. is not used by the model.*exporter=dynamo"):
-        edgekit.export(_IgnoresItsMask(), inputs=["x:Nx4", "mask:Nx4"], calibration=data, no_bench=True)
+        edgekit.export(_IgnoresItsMask(), inputs=["x:Nx4", "mask:Nx4"], calibration=data, no_bench=True,
+                       out=tmp_path / "o")
     report = edgekit.export(_IgnoresItsMask(), inputs=["x:Nx4", "mask:Nx4"], calibration=data, no_bench=True,
-                            exporter="dynamo")
+                            exporter="dynamo", out=tmp_path / "o")
     assert report.passed and [i["name"] for i in report.targets["desktop-x86"].details["inputs"]] == ["x", "mask"]
 
 
-def test_an_export_without_out_leaves_its_folder_among_pytests(tmp_path_factory):
-    """out=None's folder is kept for the caller, in tempfile's folder: conftest makes that pytest's, which the suite
-    left ~80 of in /tmp per run."""
-    report = edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration="random", no_bench=True)
-    assert report.out.is_relative_to(tmp_path_factory.getbasetemp()) and (report.out / "desktop-x86").is_dir()
+def test_an_export_without_out_keeps_its_folder_in_the_temporary_folder(tmp_path, monkeypatch):
+    """out=None's folder is kept for the caller, in tempfile's folder (here this test's own: the suite left dozens
+    of /tmp/edgekit-* per run, and conftest now fails a test that leaves one in its temporary folder)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    report = edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration="random", no_bench=True, out=None)
+    assert report.out.parent == tmp_path and report.out.name.startswith("edgekit-")
+    assert (report.out / "desktop-x86").is_dir()
 
 
-def test_odd_arguments_and_unready_models_are_edgekit_errors():
+def test_odd_arguments_and_unready_models_are_edgekit_errors(tmp_path):
     """targets=None was Python's TypeError and out=5 wrote ./5; meta-device and Lazy layers were torch's own
     errors; NaN in a validation list read as if it were in the calibration list."""
     rng = np.random.default_rng(0)
@@ -804,16 +808,18 @@ def test_odd_arguments_and_unready_models_are_edgekit_errors():
     for kwargs, said in ((dict(targets=None), "targets: profile names"), (dict(out=5), "out: a folder path, not int"),
                          (dict(validation=bad), "validation data 'list' item 0: input 'x' has NaN")):
         with pytest.raises(edgekit.UsageError if "NaN" not in said else edgekit.InputError, match=said):
-            edgekit.export(torch.nn.Linear(4, 3), inputs=["x:Nx4"], calibration=good, no_bench=True, **kwargs)
+            edgekit.export(torch.nn.Linear(4, 3), inputs=["x:Nx4"], calibration=good, no_bench=True,
+                           **{"out": tmp_path / "o", **kwargs})
     with pytest.raises(edgekit.InputError, match="calibration data 'list' item 0"):
-        edgekit.export(torch.nn.Linear(4, 3), inputs=["x:Nx4"], calibration=bad, validation=good, no_bench=True)
+        edgekit.export(torch.nn.Linear(4, 3), inputs=["x:Nx4"], calibration=bad, validation=good, no_bench=True,
+                       out=tmp_path / "o")
     for model, said in ((torch.nn.Linear(4, 3, device="meta"), "'weight' is on the meta device"),
                         (torch.nn.LazyLinear(3), "'weight' is not initialised yet"),
                         # read as a broken model ("mat1 and mat2 must have the same dtype")
                         (torch.nn.Linear(4, 3).double(), "parameters are float64, its inputs float32: edgekit "
                                                          "exports float32 models, so call .float")):
         with pytest.raises(edgekit.InputError, match=said):
-            edgekit.export(model, inputs=["x:Nx4"], calibration=good, no_bench=True)
+            edgekit.export(model, inputs=["x:Nx4"], calibration=good, no_bench=True, out=tmp_path / "o")
 
 
 def test_a_torch_compiled_module_exports_as_its_module(tmp_path):
