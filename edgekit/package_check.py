@@ -77,7 +77,7 @@ def _planned_cases(folder: Path, shown: str) -> list[Case]:
         golden = manifest["golden"]["models"] if isinstance(manifest["golden"]["models"], dict) else {}
         target = manifest["target"] if isinstance(manifest.get("target"), str) and TARGET_NAME.fullmatch(
             manifest["target"]) else target
-    except (InputError, KeyError, TypeError):
+    except (InputError, KeyError, TypeError, AttributeError):  # its own check says what is wrong with it
         golden = {}
     return [Case(target, name, False, folder="" if folder.name == target else folder.name)
             for name in ("integrity", "gates", *(f"parity {m}" for m in golden))]
