@@ -1404,7 +1404,10 @@ def test_example_ci_package_checks_with_this_runtime_and_is_what_export_writes_t
     assert made.exit_code == 0, made.output
     today = tmp_path / "desktop-x86"
     assert names == sorted(f"desktop-x86/{p.name}" for p in today.iterdir()), "regenerate examples/ci (its README)"
-    assert set(manifest) == set(json.loads((today / "manifest.json").read_text())), "regenerate examples/ci"
+    # the example is a package made before 12-06 (its reports unhashed, which tests here rely on), and before 12-07's
+    # page_format (its pages are then not compared, as a package's of that age are)
+    newer = {"page_format"}
+    assert set(manifest) == set(json.loads((today / "manifest.json").read_text())) - newer, "regenerate examples/ci"
 
 
 def example_package(tmp_path, edit=None):
