@@ -60,12 +60,33 @@ def in_forward_order(module, specs: tuple[InputSpec, ...]) -> None:
 
     if why := takes_a_dict(module, [s.name for s in specs]):
         raise InputError(why)
+    if why := _keyword_only(module, specs):
+        raise InputError(why)
     params = [p.name for p in forward_parameters(module)]  # none: a forward without a signature Python can read
     for i, spec in enumerate(specs):
         if spec.name in params and (at := params.index(spec.name)) != i:
             raise UsageError(f"input {spec.name!r} is given {_nth(i)}, but it is the {_nth(at)} parameter of the "
                              f"model's forward({', '.join(params)}): inputs are passed by position, so give its "
                              "parameters in that order from the first, none skipped")
+
+
+def _keyword_only(module, specs: tuple[InputSpec, ...]) -> str:
+    """Why edgekit cannot call a forward with a required keyword-only parameter (`forward(self, *, x)`), else "":
+    inputs go by position, and Python's "takes 1 positional argument but 2 were given" named neither."""
+    import inspect
+
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError, AttributeError):
+        return ""
+    keyword = [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
+    if not keyword:
+        return ""
+    names = [s.name for s in specs]
+    call = ", ".join(f"{k}={k if k in names else '...'}" for k in keyword)
+    return (f"the model's forward takes {', '.join(map(repr, keyword))} by keyword only, and edgekit passes its "
+            f"inputs ({', '.join(names)}) by position: export a wrapper whose forward(self, {', '.join(names)}) "
+            f"calls the model as model({call})")
 
 
 def _nth(i: int) -> str:

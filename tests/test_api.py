@@ -1170,3 +1170,22 @@ def test_an_out_no_folder_can_be_made_at_is_told_before_the_data_or_the_model_is
                            prune={"ratio": 0.5})
         assert read == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+class _KeywordOnly(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, *, x):
+        return self.fc(x)
+
+
+def test_a_forward_taking_its_input_by_keyword_only_is_said_so():
+    """`forward(self, *, x)`: edgekit passes inputs by position, and the error was Python's "forward() takes 1
+    positional argument but 2 were given", naming neither the parameter nor what to do."""
+    for call in (lambda: edgekit.export(_KeywordOnly(), inputs=["x:Nx4"], calibration="random", no_bench=True),
+                 lambda: edgekit.prune(_KeywordOnly(), inputs=["x:Nx4"], ratio=0.5)):
+        with pytest.raises(edgekit.InputError, match=r"forward takes 'x' by keyword only.*wrapper whose "
+                                                     r"forward\(self, x\) calls the model as model\(x=x\)"):
+            call()
