@@ -109,6 +109,21 @@ def _as_found(fn, args, kwargs):
         for key, value in environ.items():  # only these: the user's own code may set others during the call
             if value is None:
                 os.environ.pop(key, None)
+        _onnxruntime_logs_as_by_default()
+
+
+ONNXRUNTIME_DEFAULT_SEVERITY = 2  # onnxruntime's own default for its default logger: warnings and worse
+
+
+def _onnxruntime_logs_as_by_default() -> None:
+    """A call quiets onnxruntime's default logger (edgekit says the cause in one line), a level onnxruntime keeps for
+    the whole process and has no getter for: the caller's own sessions after an export printed not even a warning.
+    It is left at onnxruntime's default (a level the caller set before the call is not known, so not kept)."""
+    import sys
+
+    onnxruntime = sys.modules.get("onnxruntime")
+    if onnxruntime is not None and hasattr(onnxruntime, "set_default_logger_severity"):
+        onnxruntime.set_default_logger_severity(ONNXRUNTIME_DEFAULT_SEVERITY)
 
 
 def _cwd_exists() -> bool:
