@@ -426,13 +426,15 @@ def _runs_on_dict(module, feed: dict) -> bool:
 
 
 def _dtype_hint(module, args) -> str:
-    """A float64 (or half) model fed float32 data reads as a broken model: say which dtypes meet."""
+    """A float64 (or half) model fed float32 data reads as a broken model: say which dtypes meet. A half model is
+    exported as it is once its inputs are declared float16 (the advice was only .float())."""
     held = {str(p.dtype).removeprefix("torch.") for p in module.parameters() if p.is_floating_point()}
     fed = {str(a.dtype).removeprefix("torch.") for a in args if a.is_floating_point()}
     if not held or not fed or held == fed:
         return ""
-    return (f" (the model's parameters are {', '.join(sorted(held))}, its inputs {', '.join(sorted(fed))}: edgekit "
-            "exports float32 models, so call .float() on it first)")
+    advice = ("declare its float inputs :float16 (NAME:SHAPE:float16), or call .float() on it" if held == {"float16"}
+              else "edgekit exports float32 models, so call .float() on it first")
+    return f" (the model's parameters are {', '.join(sorted(held))}, its inputs {', '.join(sorted(fed))}: {advice})"
 
 
 def flatten_outputs(out, at: str = "") -> list:

@@ -1212,3 +1212,14 @@ def test_onnxruntimes_own_warnings_reach_the_callers_sessions_after_a_call(tmp_p
         import onnxruntime
         onnxruntime.InferenceSession(str(tmp_path / "unused.onnx"), providers=["CPUExecutionProvider"])
         assert "Removing initializer 'unused'" in capfd.readouterr().err
+
+
+def test_a_half_model_fed_float32_is_told_it_can_declare_float16_inputs():
+    """A .half() model exports with float16 inputs declared (README), but the error for float32 ones said only
+    "edgekit exports float32 models, so call .float() on it first"."""
+    with pytest.raises(edgekit.InputError, match=r"parameters are float16, its inputs float32: declare its float "
+                                                 r"inputs :float16 \(NAME:SHAPE:float16\), or call \.float\(\)"):
+        edgekit.export(torch.nn.Linear(4, 2).half(), inputs=["x:Nx4"], calibration="random", no_bench=True)
+    report = edgekit.export(torch.nn.Linear(4, 2).half(), inputs=["x:Nx4:float16"], calibration="random",
+                            no_bench=True)
+    assert report.targets["desktop-x86"].details["inputs"][0]["dtype"] == "float16"
