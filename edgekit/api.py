@@ -413,6 +413,10 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
                          "which edgekit.export() does; quantize() quantizes once with the settings given")
     profile = load_target(_path(target))
     qsettings = target_settings(profile, settings, "edgekit.quantize() settings")
+    if qsettings.mode == "static" and calibration is None:  # was read as data, after pre-processing the model
+        raise UsageError("edgekit.quantize(): static quantization needs calibration data (a path, \"random\", an "
+                         "iterable of {input name: array} dicts or a function returning one); mode=\"dynamic\" "
+                         "reads none")
     told = verdict.override_warnings(profile, overrides(profile, qsettings, settings))
     if qsettings.mode == "static" and isinstance(calibration, str) and calibration == "random":
         told.append(verdict.random_data(True, False))

@@ -1223,3 +1223,15 @@ def test_a_half_model_fed_float32_is_told_it_can_declare_float16_inputs():
     report = edgekit.export(torch.nn.Linear(4, 2).half(), inputs=["x:Nx4:float16"], calibration="random",
                             no_bench=True)
     assert report.targets["desktop-x86"].details["inputs"][0]["dtype"] == "float16"
+
+
+def test_quantize_without_calibration_data_is_a_usage_error_unless_dynamic(tmp_path):
+    """calibration=None was read as data after pre-processing: "data 'NoneType': gave None (does the function return
+    its data?)", where no function was given."""
+    report = edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration="random", no_bench=True,
+                            out=tmp_path / "out")
+    fp32 = report.out / "desktop-x86" / "model.onnx"
+    with pytest.raises(edgekit.UsageError, match=r"static quantization needs calibration data.*mode=\"dynamic\""):
+        edgekit.quantize(fp32, None, out=tmp_path / "static.onnx")
+    assert not (tmp_path / "static.onnx").exists()
+    assert edgekit.quantize(fp32, None, mode="dynamic", out=tmp_path / "dynamic.onnx").is_file()
