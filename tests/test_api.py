@@ -1235,3 +1235,17 @@ def test_quantize_without_calibration_data_is_a_usage_error_unless_dynamic(tmp_p
         edgekit.quantize(fp32, None, out=tmp_path / "static.onnx")
     assert not (tmp_path / "static.onnx").exists()
     assert edgekit.quantize(fp32, None, mode="dynamic", out=tmp_path / "dynamic.onnx").is_file()
+
+
+def test_a_notebooks_numpy_errors_raised_setting_is_not_edgekits(tmp_path):
+    """np.seterr(all="raise") (a notebook debugging its own numerics) made an export with latency timing a bare
+    FloatingPointError: edgekit multiplies into the denormals to learn whether they flush. The setting is the
+    caller's again after the call."""
+    found = np.seterr(all="raise")
+    try:
+        report = edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration="random", runs=3, warmup=1,
+                                out=tmp_path / "out")
+        assert report.passed and report.targets["desktop-x86"].latency is not None
+        assert np.geterr() == {"divide": "raise", "over": "raise", "under": "raise", "invalid": "raise"}
+    finally:
+        np.seterr(**found)
