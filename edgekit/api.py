@@ -78,7 +78,7 @@ def _as_found(fn, args, kwargs):
     try:
         with cleaned_up_before_dying():
             import_for(fn.__name__)
-            with user_code_scope(), np.errstate(**NUMPY_DEFAULT_ERRORS):
+            with user_code_scope(), np.errstate(**NUMPY_DEFAULT_ERRORS), _torch_grad_as_by_default():
                 return fn(*args, **kwargs)
     except KeyboardInterrupt:
         _forget_half_imports(modules)
@@ -129,6 +129,22 @@ def _onnxruntime_logs_as_by_default() -> None:
 # numpy's own error handling, under which edgekit's figures are computed: a notebook's np.seterr(all="raise") made
 # an export with latency timing a bare FloatingPointError (an underflow edgekit provokes to see if denormals flush)
 NUMPY_DEFAULT_ERRORS = {"divide": "warn", "over": "warn", "under": "ignore", "invalid": "warn"}
+
+
+@contextlib.contextmanager
+def _torch_grad_as_by_default():
+    """Autograd on, as torch starts, whatever the caller's cell is under (torch.no_grad(), inference_mode(),
+    set_grad_enabled(False)): distill's and share's training was torch's bare "element 0 of tensors does not require
+    grad", and prune's tracing a StageError blaming the model. edgekit's own steps turn it off where they need none;
+    the caller's mode is theirs again after (both are per thread)."""
+    import sys
+
+    torch = sys.modules.get("torch")  # not imported: its defaults are what it will start with
+    if torch is None:
+        yield
+        return
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
 
 
 def _cwd_exists() -> bool:

@@ -1249,3 +1249,21 @@ def test_a_notebooks_numpy_errors_raised_setting_is_not_edgekits(tmp_path):
         assert np.geterr() == {"divide": "raise", "over": "raise", "under": "raise", "invalid": "raise"}
     finally:
         np.seterr(**found)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_a_cell_under_no_grad_still_distills_and_prunes(mode):
+    """A notebook cell under torch.no_grad() (or inference_mode) made distill's training torch's bare RuntimeError
+    "element 0 of tensors does not require grad" and Taylor pruning a StageError blaming the model's forward."""
+    rng = np.random.default_rng(0)
+    batches = [(torch.from_numpy(rng.random((8, 4), np.float32)), torch.from_numpy(rng.integers(0, 3, 8)))
+               for _ in range(4)]
+
+    def net():
+        return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+
+    with getattr(torch, mode)():
+        student, result = edgekit.distill(net(), net(), data=batches, epochs=1)
+        pruned, _ = edgekit.prune(net(), inputs=["x:Nx4"], ratio=0.5, importance="taylor", data=batches)
+        assert not torch.is_grad_enabled()  # the cell's mode, as it was
+    assert isinstance(student, torch.nn.Module) and pruned[0].out_features < 8
