@@ -857,8 +857,9 @@ def _spec(v, i: int, label: str, role: str = "input") -> InputSpec:
                  else d.dim_param or f"d{i}_{j}" for j, d in enumerate(v.type.tensor_type.shape.dim))
     elem = v.type.tensor_type.elem_type
     if elem not in ONNX_DTYPES:
-        raise InputError(f"model {label!r}: {v.name!r} has ONNX element type {elem} "
-                         f"({onnx.TensorProto.DataType.Name(elem)}), which edgekit does not handle")
+        wider = " (return it as float32: .float())" if elem == onnx.TensorProto.DOUBLE and role == "output" else ""
+        raise InputError(f"model {label!r}: {role} {v.name!r} has ONNX element type {elem} "
+                         f"({onnx.TensorProto.DataType.Name(elem)}), which edgekit does not handle{wider}")
     return InputSpec(v.name, dims, ONNX_DTYPES[elem])
 
 

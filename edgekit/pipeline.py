@@ -412,7 +412,7 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
         _first_run(fp32, shared)
     model = onnx_export.parsed(fp32)
     onnx_export.name_nodes(model)
-    kept, outputs = onnx_export.io_specs(model)
+    kept, outputs = onnx_export.io_specs(model, loaded.source)  # the user's name for it, not torch's "main_graph"
     if dropped := [s.name for s in shared.inputs if s.name not in {k.name for k in kept}]:  # onnxruntime refused it
         raise UsageError(f"input {dropped[0]!r} is not used by the model, and torch's exporter left it out of the "
                          "ONNX graph: leave it out of --input (and the data), or --exporter dynamo, which keeps it")

@@ -1267,3 +1267,20 @@ def test_a_cell_under_no_grad_still_distills_and_prunes(mode):
         pruned, _ = edgekit.prune(net(), inputs=["x:Nx4"], ratio=0.5, importance="taylor", data=batches)
         assert not torch.is_grad_enabled()  # the cell's mode, as it was
     assert isinstance(student, torch.nn.Module) and pruned[0].out_features < 8
+
+
+class _Float64Output(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(x).double()
+
+
+def test_a_float64_output_is_named_as_the_models_output_with_the_fix():
+    """The error named torch's graph ("model 'main_graph': 'output' has ONNX element type 11 (DOUBLE)"), not the
+    model given, nor that it is an output, nor what to do."""
+    with pytest.raises(edgekit.InputError, match=r"model '.*_Float64Output \(a Python object\)': output 'output' has "
+                                                 r"ONNX element type 11 \(DOUBLE\).*return it as float32: \.float\(\)"):
+        edgekit.export(_Float64Output(), inputs=["x:Nx4"], calibration="random", no_bench=True)
