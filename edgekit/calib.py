@@ -22,7 +22,7 @@ from . import arrays, sizes
 from .config import InputSpec, Recipe, Target, is_batch_name, target_settings
 from .arrays import RowFile
 from .errors import InputError, UsageError, few, first_line
-from .userfn import UserFunction, is_function_spec, resolve_callable
+from .userfn import UserFunction, is_function_spec, one_shot, resolve_callable
 
 log = logging.getLogger("edgekit")
 LABEL_KEYS = ("labels", "label")
@@ -161,7 +161,12 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
         return _from_mapping(f"data {file or type(source).__name__!r}", source, specs, max_bytes, max_samples,
                              masks)
     if stream := user_stream(source):
-        return replace(_nonempty(from_items(*stream, specs, max_bytes, max_samples, masks)), files=function_key(source))
+        read = from_items(*stream, specs, max_bytes, max_samples, masks)
+        if not len(read) and one_shot(source):  # a notebook cell run again with the map/iter an earlier call read
+            raise InputError(f"{read.origin}: an iterator with no items left (read to its end by an earlier call?): "
+                             "give the iterable itself (a DataLoader, a list) or a function that makes a new one at "
+                             "each call")
+        return replace(_nonempty(read), files=function_key(source))
     source = str(source)
     if source == "random":
         return random_dataset(specs, random_count, seed, max_bytes)

@@ -42,7 +42,7 @@ class UserFunction:
                 raise self._read_again("a generator")
             return self._iterate(result)
         # iter(loader), map(...): as a generator, without a state to tell it was read
-        if _one_shot(result) and not _first_read(result):
+        if one_shot(result) and not _first_read(result):
             raise self._read_again(f"an iterator ({type(result).__name__})")
         return result
 
@@ -71,7 +71,7 @@ class UserFunction:
             raise InputError(f"{self.what} {self.spec!r}: {doing} failed: {detail}") from e
 
 
-def _one_shot(result) -> bool:
+def one_shot(result) -> bool:
     """An iterator known to be read once: Python's own (iter(list), map, zip, itertools') and a DataLoader's. A
     user's class may restart in __iter__ and return itself: it can be read again."""
     module = type(result).__module__

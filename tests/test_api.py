@@ -1284,3 +1284,15 @@ def test_a_float64_output_is_named_as_the_models_output_with_the_fix():
     with pytest.raises(edgekit.InputError, match=r"model '.*_Float64Output \(a Python object\)': output 'output' has "
                                                  r"ONNX element type 11 \(DOUBLE\).*return it as float32: \.float\(\)"):
         edgekit.export(_Float64Output(), inputs=["x:Nx4"], calibration="random", no_bench=True)
+
+
+def test_a_map_an_earlier_call_read_to_its_end_is_said_so():
+    """A cell run again with the map(...) (or iter(list)) an export read to its end: "contains zero samples", where
+    README promises the one-shot iterator is refused with what to pass instead."""
+    rng = np.random.default_rng(0)
+    items = [{"x": rng.random((1, 4), np.float32)} for _ in range(16)]
+    cell = map(dict, items)
+    edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration=cell, no_bench=True)
+    with pytest.raises(edgekit.InputError, match=r"calibration data 'map': an iterator with no items left \(read to "
+                                                 r"its end by an earlier call\?\): give the iterable itself"):
+        edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration=cell, no_bench=True)
