@@ -902,7 +902,10 @@ def settings_table() -> str:
 
 def writable_name(out: str) -> str:
     """`out`, refused when torch, onnx and onnxruntime cannot take it (errors.not_utf8): failing deep inside the
-    export, it was blamed on the model's ops."""
+    export, it was blamed on the model's ops. An empty one (an unset $OUT) wrote the packages into the working
+    folder."""
+    if not out.strip():
+        raise UsageError(f"--out {out!r}: an empty path (an unset variable?): give the output folder")
     if shown := not_utf8(out):
         raise UsageError(f"--out {shown!r}: not a UTF-8 path")
     return out

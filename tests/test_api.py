@@ -1296,3 +1296,11 @@ def test_a_map_an_earlier_call_read_to_its_end_is_said_so():
     with pytest.raises(edgekit.InputError, match=r"calibration data 'map': an iterator with no items left \(read to "
                                                  r"its end by an earlier call\?\): give the iterable itself"):
         edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration=cell, no_bench=True)
+
+
+def test_an_empty_out_is_refused_not_the_working_folder(tmp_path, monkeypatch):
+    """out="" (an unset variable) wrote desktop-x86/ and edgekit-targets.json into the working folder."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(edgekit.UsageError, match=r"out='': an empty path \(an unset variable\?\)"):
+        edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration="random", no_bench=True, out="")
+    assert list(tmp_path.iterdir()) == []
