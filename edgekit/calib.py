@@ -316,6 +316,12 @@ def _read_file(path: Path, specs, max_bytes: int, max_samples: int | None = None
     return replace(_from_arrays(str(path), found, specs, masks), files={(st.st_dev, st.st_ino): str(path)})
 
 
+def _labels_hint(missing: list[str], extra: list[str]) -> str:
+    """Where a dataset's `target` or `y` goes: a torchvision-style key was named unexpected, with no word of labels."""
+    return ("; labels go under the key 'labels'" if not missing and len(extra) == 1
+            and extra[0].lower() in ("target", "targets", "y", "class", "classes", "class_id") else "")
+
+
 def _from_arrays(origin: str, arrays: dict[str, np.ndarray | RowFile], specs, masks: bool = True) -> Dataset:
     """`masks`: load()'s; a grid per sample not read is set aside (said)."""
     labels, aside = None, False
@@ -331,7 +337,7 @@ def _from_arrays(origin: str, arrays: dict[str, np.ndarray | RowFile], specs, ma
     if missing or extra:
         raise InputError(f"{origin}: input names do not match the model: "
                          f"missing {few(missing) if missing else 'none'}, unexpected {few(extra) if extra else 'none'} "
-                         f"(model takes {few(sorted(names))})")
+                         f"(model takes {few(sorted(names))}){_labels_hint(missing, extra)}")
     batch_axis = {spec.name: _stack_axis(origin, spec, arrays[spec.name]) for spec in specs}
     arrays = {name: _samples_along_first(array, batch_axis[name]) for name, array in arrays.items()}
     for spec in specs:

@@ -1304,3 +1304,12 @@ def test_an_empty_out_is_refused_not_the_working_folder(tmp_path, monkeypatch):
     with pytest.raises(edgekit.UsageError, match=r"out='': an empty path \(an unset variable\?\)"):
         edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration="random", no_bench=True, out="")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_labels_under_a_datasets_own_key_are_told_where_labels_go():
+    """{"image": x, "target": y}, as torchvision's datasets name it: "unexpected ['target']", no word of 'labels'."""
+    rng = np.random.default_rng(0)
+    data = [{"x": rng.random((1, 4), np.float32), "target": 1} for _ in range(8)]
+    with pytest.raises(edgekit.InputError, match=r"unexpected \['target'\] \(model takes \['x'\]\); labels go under "
+                                                 r"the key 'labels'"):
+        edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration=data, no_bench=True)
