@@ -563,11 +563,14 @@ def build(cls, table: dict, where: str, required: tuple[str, ...] = ()):
     """Make dataclass `cls` from a TOML table: unknown keys, wrong types, missing keys → UsageError."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls)} - {"path"}
+    unset = {f.name for f in fields(cls) if f.default is None}  # None given for them is their default
     kwargs = {}
     for key, value in table.items():
         if key not in names:
             raise UsageError(f"{where}: unknown key {key!r}{nearest(key, names)}")
-        if dataclasses.is_dataclass(hints[key]):
+        if value is None and key in unset:  # export(weights=None), as a caller's optional argument passes it on
+            kwargs[key] = None
+        elif dataclasses.is_dataclass(hints[key]):
             if not isinstance(value, dict):
                 raise UsageError(f"{where}: [{key}] must be a table")
             kwargs[key] = build(hints[key], value, f"{where} [{key}]")

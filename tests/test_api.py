@@ -1313,3 +1313,11 @@ def test_labels_under_a_datasets_own_key_are_told_where_labels_go():
     with pytest.raises(edgekit.InputError, match=r"unexpected \['target'\] \(model takes \['x'\]\); labels go under "
                                                  r"the key 'labels'"):
         edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration=data, no_bench=True)
+
+
+def test_a_setting_whose_default_is_none_takes_none(tmp_path):
+    """export(weights=None) or emulate=None, as a caller's own optional argument passes them on, was "key 'weights'
+    has the wrong type (NoneType); expected a string": the documented default refused."""
+    report = edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration="random", no_bench=True,
+                            out=tmp_path / "out", weights=None, emulate=None, device=None)
+    assert report.passed
