@@ -160,6 +160,8 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
         file = getattr(getattr(source, "zip", None), "filename", None)  # np.load's: named by its file, not 'NpzFile'
         return _from_mapping(f"data {file or type(source).__name__!r}", source, specs, max_bytes, max_samples,
                              masks)
+    if why := _pair_as_the_data(source, specs):
+        raise InputError(why)
     if stream := user_stream(source):
         read = from_items(*stream, specs, max_bytes, max_samples, masks)
         if not len(read) and one_shot(source):  # a notebook cell run again with the map/iter an earlier call read
@@ -212,6 +214,18 @@ def load(source, specs: tuple[InputSpec, ...], *, seed: int = 0, random_count: i
     if path.exists():
         return _nonempty(_read_file(path, specs, max_bytes, max_samples, masks))
     raise InputError(f"data {source!r}: no such file or folder (or MODULE:FUNCTION)")
+
+
+def _pair_as_the_data(source, specs) -> str:
+    """Why `calibration=(inputs, labels)` cannot be read as given, else "": a tuple is an iterable of items, so the
+    labels were read as the second batch of inputs ("array 'image' has shape [200]")."""
+    if not (isinstance(source, tuple) and len(source) == 2 and all(map(_is_array, source)) and len(specs) == 1):
+        return ""
+    inputs, labels = source
+    if len(labels.shape) != 1 or len(inputs.shape) != len(specs[0].shape) or len(inputs) != len(labels):
+        return ""
+    return (f"data 'tuple': (inputs, labels) given as the data itself reads as two items, the labels as inputs: "
+            f"give [(inputs, labels)] (one batch) or {{{specs[0].name!r}: inputs, 'labels': labels}}")
 
 
 def _is_array(x) -> bool:

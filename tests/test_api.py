@@ -1321,3 +1321,14 @@ def test_a_setting_whose_default_is_none_takes_none(tmp_path):
     report = edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration="random", no_bench=True,
                             out=tmp_path / "out", weights=None, emulate=None, device=None)
     assert report.passed
+
+
+def test_inputs_and_labels_given_as_the_data_itself_are_told_how_to_pass_them():
+    """calibration=(X, y), as distill's pairs look: a tuple is an iterable of items, and the labels were read as the
+    second batch of inputs ("array 'x' has shape [16], expected samples of ['N', 4]")."""
+    rng = np.random.default_rng(0)
+    x, y = torch.from_numpy(rng.random((16, 4), np.float32)), torch.from_numpy(rng.integers(0, 2, 16))
+    with pytest.raises(edgekit.InputError, match=r"\(inputs, labels\) given as the data itself .*give \[\(inputs, "
+                                                 r"labels\)\] \(one batch\) or \{'x': inputs, 'labels': labels\}"):
+        edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration=(x, y), no_bench=True)
+    assert edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration=[(x, y)], no_bench=True).passed
