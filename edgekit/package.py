@@ -147,15 +147,28 @@ class Declared(NamedTuple):
 NAME_LIST_BYTES = 1 << 20  # a golden file's count and lists of names, read before any array: a real one is bytes
 
 
-def golden_declared(path: Path, shown: str | None = None) -> tuple[list[dict], list[dict]]:
+def golden_entries(manifest: dict) -> int:
+    """The most entries a golden file of a package with this manifest holds, as runner.golden_arrays writes them:
+    its count and two name lists, each sample's inputs and outputs, and a tolerance and per-channel tolerances per
+    output. A manifest's sample count that is not one (its claim fails) counts as 1."""
+    golden, inputs, outputs = manifest.get("golden"), manifest.get("inputs"), manifest.get("outputs")
+    samples = golden.get("samples") if isinstance(golden, dict) else None
+    samples = samples if type(samples) is int and 1 <= samples <= runner.MAX_GOLDEN_SAMPLES else 1
+    tensors = [len(t) if isinstance(t, list) else 0 for t in (inputs, outputs)]
+    return 1 + len(runner.NAME_LISTS) + samples * sum(tensors) + 2 * tensors[1]
+
+
+def golden_declared(path: Path, shown: str | None = None,
+                    max_entries: int | None = None) -> tuple[list[dict], list[dict]]:
     """(inputs per sample, expected outputs per sample) of a golden file, each a Declared from its .npy header alone:
     held to the manifest before a byte of array data is read (an input of 1 GB of zeros, deflated to 1 MB, was read
-    whole in 8.6 s and 2 GB, then refused). Tolerances are read as read_golden_channels reads them."""
+    whole in 8.6 s and 2 GB, then refused). Tolerances are read as read_golden_channels reads them. `max_entries`:
+    golden_entries of its manifest (None: any)."""
     def bad(why: str) -> InputError:
         return InputError(f"{shown or path.name}: not a valid golden file ({why})")
 
     try:
-        data = arrays.npz_headers(path, lambda n: n in ("count", *runner.NAME_LISTS), NAME_LIST_BYTES)
+        data = arrays.npz_headers(path, lambda n: n in ("count", *runner.NAME_LISTS), NAME_LIST_BYTES, max_entries)
     except InputError as e:  # named as the package shows it, not by a temporary path
         raise bad(str(e).replace(f"{path}: ", "")) from e
     if extra := sorted(n for n in data if not _golden_entry(n)):
@@ -189,17 +202,17 @@ def read_golden(path: Path, shown: str | None = None) -> tuple[list[dict], list[
     return read_golden_channels(path, shown)[:3]
 
 
-def read_golden_channels(path: Path, shown: str | None = None) -> tuple[list[dict], list[dict], dict[str, float],
-                                                                        dict[str, np.ndarray]]:
+def read_golden_channels(path: Path, shown: str | None = None, max_entries: int | None = None
+                         ) -> tuple[list[dict], list[dict], dict[str, float], dict[str, np.ndarray]]:
     """(inputs per sample, expected outputs per sample, tolerances, the per-channel ones a file made since holds
     where tighter); anything malformed is bad input, named `shown` (the package's path as the user gave it;
-    default: the file's name)."""
+    default: the file's name). `max_entries`: golden_entries of its manifest (None: any)."""
     def bad(why: str) -> InputError:
         return InputError(f"{shown or path.name}: not a valid golden file ({why})")
 
     try:
         data = arrays.read_npz(path, _golden_entry, MAX_GOLDEN_BYTES, lambda extra, _: f"unexpected entry {extra[0]!r}",
-                               limit="edgekit's limit for a golden file")
+                               limit="edgekit's limit for a golden file", max_entries=max_entries)
     except InputError as e:  # named as the package shows it, not by a temporary path
         raise bad(str(e).replace(f"{path}: ", "")) from e
     try:

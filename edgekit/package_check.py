@@ -410,7 +410,8 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
                 untrue[model] = declared
                 continue
             # a malformed golden file is bad input (exit 3), named in the package the user gave
-            inputs, outputs, atol, channels = package.read_golden_channels(golden_path, f"{shown}/{entry['file']}")
+            inputs, outputs, atol, channels = package.read_golden_channels(golden_path, f"{shown}/{entry['file']}",
+                                                                           package.golden_entries(manifest))
             read[model] = inputs, outputs, atol
             pairs.append((str(_existing(folder, shown, model)), str(golden_path)))
             untrue[model] = "; ".join(filter(None, (_io_claims(manifest, inputs[0], outputs[0]),  # what parity checks
@@ -541,7 +542,7 @@ def _declared_claims(manifest: dict, path: Path, shown: str) -> str:
     """What the manifest says of the inputs and outputs that a golden sample contradicts as its .npy headers declare
     it (_io_claims on each sample's shapes and dtypes), before a byte of its data is read: a 1 MB golden.npz whose
     input was 1 GB of deflated zeros was read whole (8.6 s, 2 GB) to be refused."""
-    inputs, outputs = package.golden_declared(path, shown)
+    inputs, outputs = package.golden_declared(path, shown, package.golden_entries(manifest))
     return next((why + (f" (golden sample {i})" if i else "") for i, (feed, out) in enumerate(zip(inputs, outputs))
                  if (why := _io_claims(manifest, feed, out))), "")
 

@@ -1752,3 +1752,82 @@ def test_an_onnx_file_whose_reference_output_is_zero_fails_its_gates_not_the_adv
                  tmp_path / "out")
     assert result.exit_code == 1, result.output
     assert "export parity: reference output 'y' is ~0" in result.output and "internal error" not in result.output
+
+
+@pytest.fixture(scope="module")
+def cnn_package(tmp_path_factory):
+    """One small CNN package (OUT/desktop-x86), exported once for the tests that edit a copy of it."""
+    out = tmp_path_factory.mktemp("cnn") / "o"
+    result = cli(["export", *CNN, "--calibration", "random", "--out", out, "--no-bench"])
+    assert result.exit_code in (0, 1), result.output
+    return out / "desktop-x86"
+
+
+def _zip_by_hand(path, entries, declared=None):
+    """A stored zip of (name, bytes) entries written record by record (zipfile takes 4.4 s for 200,000); its end
+    record declares `declared` entries (default: as many as it holds, at most 65,535: no zip64)."""
+    import struct
+    import zlib
+    local, central, offset = [], [], 0
+    for name, data in entries:
+        raw = name.encode()
+        fields = (20, 0, 0, 0, 0x21, zlib.crc32(data), len(data), len(data), len(raw))
+        head = struct.pack("<4s5H3I2H", b"PK\3\4", *fields, 0) + raw
+        central.append(struct.pack("<4s6H3I5H2I", b"PK\1\2", 20, *fields, 0, 0, 0, 0, 0, offset) + raw)
+        local.append(head + data)
+        offset += len(head) + len(data)
+    directory = b"".join(central)
+    count = len(entries) if declared is None else declared
+    path.write_bytes(b"".join(local) + directory
+                     + struct.pack("<4s4H2IH", b"PK\5\6", 0, 0, count, count, len(directory), offset, 0))
+
+
+@pytest.mark.parametrize("declared", [None, 21])  # its end record honest, or claiming what the manifest allows
+def test_a_golden_file_of_more_entries_than_its_manifest_declares_is_refused_before_they_are_read(
+        tmp_path, cnn_package, declared):
+    """60,000 empty tolerance entries in golden.npz (200,000: check took 11 s and 243 MB to refuse it): no more
+    entries than the manifest's samples, inputs and outputs fill are read, counted in the zip's directory first,
+    whatever its end record declares."""
+    import io
+    import tracemalloc
+    import zipfile
+
+    from edgekit import package
+
+    folder = tmp_path / "p"
+    shutil.copytree(cnn_package, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    with zipfile.ZipFile(folder / "golden.npz") as z:
+        entries = [(i.filename, z.read(i)) for i in z.infolist()]
+    assert len(entries) <= package.golden_entries(manifest) == 3 + 8 * 2 + 2  # what export writes fits
+    empty = io.BytesIO()
+    np.save(empty, np.zeros(0, np.float32))
+    entries += [(f"atol.{k}.npy", empty.getvalue()) for k in range(1, 60_000)]
+    _zip_by_hand(folder / "golden.npz", entries, declared)
+    from conftest import rehash
+    rehash(folder, "golden.npz")
+    tracemalloc.start()
+    started = time.perf_counter()
+    with pytest.raises(InputError, match=r"golden.npz: not a valid golden file \(its zip directory (lists 60020 "
+                                         r"entries|holds more than 21 entries)"):
+        package.golden_declared(folder / "golden.npz", "p/golden.npz", package.golden_entries(manifest))
+    seconds, peak = time.perf_counter() - started, tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert seconds < 0.5 and peak < (4 << 20), (seconds, peak)
+    one_line_error(cli(["check", folder]), 3, "not a valid golden file (its zip directory")
+
+
+def test_an_npz_naming_one_entry_twice_is_refused(tmp_path):
+    """np.load keeps the last of two entries of one name, another zip reader the first: a golden file or data file
+    whose reader decides what it holds is refused."""
+    from edgekit import arrays
+
+    one, two = (np.full(3, v, np.float32) for v in (1, 2))
+    entries = []
+    for value in (one, two):
+        buf = __import__("io").BytesIO()
+        np.save(buf, value)
+        entries.append(("x.npy", buf.getvalue()))
+    _zip_by_hand(tmp_path / "twice.npz", entries)
+    with pytest.raises(InputError, match="holds an entry 'x.npy' twice"):
+        arrays.read_npz(tmp_path / "twice.npz", lambda n: True)
