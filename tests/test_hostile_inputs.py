@@ -1831,3 +1831,29 @@ def test_an_npz_naming_one_entry_twice_is_refused(tmp_path):
     _zip_by_hand(tmp_path / "twice.npz", entries)
     with pytest.raises(InputError, match="holds an entry 'x.npy' twice"):
         arrays.read_npz(tmp_path / "twice.npz", lambda n: True)
+
+
+@pytest.mark.parametrize("sizes,said", [
+    ((3 << 29,) * 3, "its files hold more than 4294967296 bytes in all, more than a package may (as in an archive)"),
+    (((2 << 30) + 1,), "extra0.bin: holds 2147483649 bytes, more than a package file may (2147483648, as in an archive)"),
+    ((0,) * 10_001, "files, more than a package may hold (10000, as in an archive)"),
+])
+def test_a_package_folder_holds_no_more_than_its_archive_may(tmp_path, cnn_package, sizes, said):
+    """An archive of a package is capped (files, bytes each, bytes in all); its folder was not: three sparse files
+    of 3 GiB, listed with their sizes, were hashed for 67 s. The sizes on disk are held to the same caps before a
+    byte is read (sparse files here: nothing is written)."""
+    from conftest import write_manifest
+
+    folder = tmp_path / "p"
+    shutil.copytree(cnn_package, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for k, size in enumerate(sizes):
+        name = f"extra{k}.bin"
+        if size:
+            with open(folder / name, "wb") as f:
+                f.truncate(size)
+        manifest["files"][name], manifest["sizes"][name] = "0" * 64, size
+    write_manifest(folder, manifest)
+    started = time.perf_counter()
+    one_line_error(cli(["check", folder]), 3, said)
+    assert time.perf_counter() - started < 5
