@@ -28,7 +28,7 @@ log = logging.getLogger("edgekit")
 LABEL_KEYS = ("labels", "label")
 # arrays a data .npz may hold besides the inputs and labels, counted before its zip directory is read (60,000 empty
 # entries took 2.4 s to refuse, a 500 MB file of them ~4 minutes): up to these, any is named as unexpected
-SPARE_NPZ_ENTRIES = 1024
+SPARE_NPZ_ENTRIES = 8192
 MAX_FUNCTION_ITEMS = 10_000  # a user generator may never end: read this many items at most
 VALIDATION_FRACTION = 0.25  # held out of the calibration samples when no validation data is given
 # --auto picks its trial on the even validation samples and is judged on the odd ones, which the pick never saw

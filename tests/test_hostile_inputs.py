@@ -1911,6 +1911,6 @@ def test_a_data_npz_of_60_000_empty_entries_is_refused_before_its_directory_is_r
     np.save(image, np.zeros((4, 3, 16, 16), np.float32))
     _zip_by_hand(tmp_path / "d.npz", [("image.npy", image.getvalue())] + [(f"j{k}", b"") for k in range(60_000)])
     started = time.perf_counter()
-    with pytest.raises(InputError, match=r"d.npz: its zip directory lists 60001 entries \(at most 1027\)"):
+    with pytest.raises(InputError, match=r"d.npz: its zip directory lists 60001 entries \(at most 8195\)"):
         calib._read_file(tmp_path / "d.npz", [InputSpec("image", ("N", 3, 16, 16))], 1 << 30)
     assert time.perf_counter() - started < 0.5
