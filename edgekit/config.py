@@ -600,6 +600,9 @@ def read_toml(path: Path) -> dict:
         raise UsageError(f"{path}: cannot read ({e.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"{path}: not valid TOML ({e})") from None
+    except ValueError:  # Python's int() past 4,300 digits: an internal error (exit 5), not a recipe's
+        raise UsageError(f"{path}: holds a number longer than Python reads (4,300 digits), too long to be a "
+                         "setting") from None
     except RecursionError:
         raise UsageError(f"{path}: nested too deeply to be a recipe or profile") from None
 

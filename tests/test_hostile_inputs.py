@@ -1534,6 +1534,15 @@ def test_deeply_nested_recipe_is_a_usage_error(tmp_path):
     one_line_error(run(recipe), 2, "nested too deeply")
 
 
+@pytest.mark.parametrize("option", ["recipe", "--target"])
+def test_a_number_of_5000_digits_in_a_recipe_or_profile_is_a_usage_error(tmp_path, option):
+    """tomllib reads integers with int(), which refuses more than 4,300 digits: ValueError, an internal error (5)."""
+    toml = tmp_path / "edgekit.toml"
+    toml.write_text("[export]\nseed = " + "1" * 5000 + "\n")
+    args = [toml] if option == "recipe" else [*CNN, "--target", toml, "--out", tmp_path / "o"]
+    one_line_error(run(*args), 2, "holds a number longer than Python reads")
+
+
 def test_read_only_out_is_bad_input_and_untouched(tmpfs):
     assert _package_run(tmpfs).exit_code == 0
     before = {p: p.read_bytes() for p in tmpfs.rglob("*") if p.is_file()}
