@@ -147,15 +147,21 @@ class Declared(NamedTuple):
 NAME_LIST_BYTES = 1 << 20  # a golden file's count and lists of names, read before any array: a real one is bytes
 
 
+# tensors a golden file may hold beyond its manifest's inputs and outputs and still be read: one the manifest does not
+# declare fails a claim that names it (exit 1), as it did before golden_entries counted entries
+SPARE_GOLDEN_TENSORS = 4
+
+
 def golden_entries(manifest: dict) -> int:
     """The most entries a golden file of a package with this manifest holds, as runner.golden_arrays writes them:
     its count and two name lists, each sample's inputs and outputs, and a tolerance and per-channel tolerances per
-    output. A manifest's sample count that is not one (its claim fails) counts as 1."""
+    output (SPARE_GOLDEN_TENSORS more). A manifest's sample count that is not one (its claim fails) counts as 1."""
     golden, inputs, outputs = manifest.get("golden"), manifest.get("inputs"), manifest.get("outputs")
     samples = golden.get("samples") if isinstance(golden, dict) else None
     samples = samples if type(samples) is int and 1 <= samples <= runner.MAX_GOLDEN_SAMPLES else 1
-    tensors = [len(t) if isinstance(t, list) else 0 for t in (inputs, outputs)]
-    return 1 + len(runner.NAME_LISTS) + samples * sum(tensors) + 2 * tensors[1]
+    ins, outs = (len(t) if isinstance(t, list) else 0 for t in (inputs, outputs))
+    tensors = ins + outs + SPARE_GOLDEN_TENSORS
+    return 1 + len(runner.NAME_LISTS) + samples * tensors + 2 * (outs + SPARE_GOLDEN_TENSORS)
 
 
 def golden_declared(path: Path, shown: str | None = None,
