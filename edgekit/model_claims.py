@@ -173,7 +173,8 @@ def read(path: Path) -> Graph:
 
 
 # a model file larger is read in a bounded child: onnx.load and the facts kept of it take ~180 bytes of memory and
-# ~5 µs a byte of a graph of empty nodes (2 bytes each): a 4 MB model.onnx took check 21 s and 786 MB here, 20 MB 3.6 GB
+# ~5 µs a byte of a graph of empty nodes (2 bytes each): a 4 MB model.onnx took check 21 s and 786 MB here,
+# 20 MB 3.6 GB
 IN_PROCESS_BYTES = 256 << 10
 
 

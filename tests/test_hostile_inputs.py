@@ -1844,7 +1844,8 @@ def test_an_npz_naming_one_entry_twice_is_refused(tmp_path):
 
 @pytest.mark.parametrize("sizes,said", [
     ((3 << 29,) * 3, "its files hold more than 4294967296 bytes in all, more than a package may (as in an archive)"),
-    (((2 << 30) + 1,), "extra0.bin: holds 2147483649 bytes, more than a package file may (2147483648, as in an archive)"),
+    (((2 << 30) + 1,), "extra0.bin: holds 2147483649 bytes, more than a package file may (2147483648, as in an "
+                       "archive)"),
     ((0,) * 10_001, "files, more than a package may hold (10000, as in an archive)"),
 ])
 def test_a_package_folder_holds_no_more_than_its_archive_may(tmp_path, cnn_package, sizes, said):
