@@ -339,10 +339,11 @@ def _read_ledger(out: Path) -> dict[str, str] | None:
 
 
 def _retired_ledger(out: Path) -> list[str]:
-    """[OLD_LEDGER] where OUT holds edgekit's ledger under its hidden name: a publish writes the visible one and
-    takes this away with the swap. Anything else of that name is not edgekit's and is left alone."""
+    """[OLD_LEDGER] where OUT's ledger is read under its hidden name (no visible one): a publish writes its record
+    under the visible name and takes this away with the swap. Beside a visible ledger a file of the hidden name is
+    not the record read (a user's own was deleted, its content nowhere), nor is anything not a ledger: left alone."""
     path = out / OLD_LEDGER
-    return [OLD_LEDGER] if os.path.lexists(path) and _read_ledger_file(path) is not None else []
+    return [OLD_LEDGER] if _ledger_path(out) == path and _read_ledger_file(path) is not None else []
 
 
 def _read_ledger_file(path: Path) -> dict[str, str] | None:

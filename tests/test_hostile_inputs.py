@@ -1950,3 +1950,15 @@ def test_golden_files_are_one_per_model_and_few(tmp_path, cnn_package, models, s
         manifest["golden"]["models"][name] = {**manifest["golden"]["models"]["model.int8.onnx"], "file": golden}
     write_manifest(folder, manifest)
     one_line_error(cli(["check", folder]), 3, said)
+
+
+def test_a_hidden_file_of_the_old_ledger_name_beside_the_visible_ledger_is_left_alone(tmp_path):
+    """A publish retired `.edgekit-archives.json` whenever it read as names and hashes, even beside the visible
+    ledger it reads instead: a user's file of that name was deleted and its content kept nowhere."""
+    out = tmp_path / "out"
+    assert _package_run(out, "--archive").exit_code == 0
+    mine = '{"note": "my own notes"}\n'
+    (out / ".edgekit-archives.json").write_text(mine)
+    assert _package_run(out, "--archive", "--seed", "1").exit_code == 0
+    assert (out / ".edgekit-archives.json").read_text() == mine
+    assert "desktop-x86.tar.gz" in json.loads((out / "edgekit-archives.json").read_text())
