@@ -224,8 +224,9 @@ def _pair_as_the_data(source, specs) -> str:
     labels were read as the second batch of inputs ("array 'image' has shape [200]")."""
     if not (isinstance(source, tuple) and len(source) == 2 and all(map(_is_array, source)) and len(specs) == 1):
         return ""
-    inputs, labels = source
-    if len(labels.shape) != 1 or len(inputs.shape) != len(specs[0].shape) or len(inputs) != len(labels):
+    inputs, labels = source  # labels name each row of a batch: two 1-D batches of a 1-D input are two batches
+    if len(labels.shape) != 1 or len(inputs.shape) != len(specs[0].shape) or len(inputs.shape) < 2 \
+            or len(inputs) != len(labels):
         return ""
     return (f"data 'tuple': (inputs, labels) given as the data itself reads as two items, the labels as inputs: "
             f"give [(inputs, labels)] (one batch) or {{{specs[0].name!r}: inputs, 'labels': labels}}")

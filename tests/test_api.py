@@ -1331,6 +1331,15 @@ def test_a_setting_whose_default_is_none_takes_none(tmp_path):
     assert report.passed
 
 
+def test_a_tuple_of_two_batches_of_a_one_dimensional_input_is_two_batches(tmp_path):
+    """(a, b) for an input x:4 was refused as "(inputs, labels) given as the data itself": two 1-D arrays of one
+    length are two batches there (labels name the rows of a batch of two or more axes), as [a, b] is."""
+    rng = np.random.default_rng(0)
+    batches = tuple(rng.random(4, np.float32) for _ in range(2))
+    report = edgekit.export(_linear(), inputs=["x:4"], calibration=batches, no_bench=True, out=tmp_path / "out")
+    assert report.passed  # read as [a, b] is (one for calibration, one kept for validation)
+
+
 def test_inputs_and_labels_given_as_the_data_itself_are_told_how_to_pass_them():
     """calibration=(X, y), as distill's pairs look: a tuple is an iterable of items, and the labels were read as the
     second batch of inputs ("array 'x' has shape [16], expected samples of ['N', 4]")."""
