@@ -1340,7 +1340,7 @@ def test_a_tuple_of_two_batches_of_a_one_dimensional_input_is_two_batches(tmp_pa
     assert report.passed  # read as [a, b] is (one for calibration, one kept for validation)
 
 
-def test_inputs_and_labels_given_as_the_data_itself_are_told_how_to_pass_them():
+def test_inputs_and_labels_given_as_the_data_itself_are_told_how_to_pass_them(tmp_path):
     """calibration=(X, y), as distill's pairs look: a tuple is an iterable of items, and the labels were read as the
     second batch of inputs ("array 'x' has shape [16], expected samples of ['N', 4]")."""
     rng = np.random.default_rng(0)
@@ -1348,4 +1348,4 @@ def test_inputs_and_labels_given_as_the_data_itself_are_told_how_to_pass_them():
     with pytest.raises(edgekit.InputError, match=r"\(inputs, labels\) given as the data itself .*give \[\(inputs, "
                                                  r"labels\)\] \(one batch\) or \{'x': inputs, 'labels': labels\}"):
         edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration=(x, y), no_bench=True)
-    assert edgekit.export(_linear(), inputs=["x:Nx4"], calibration=[(x, y)], no_bench=True).passed
+    assert edgekit.export(_linear(), inputs=["x:Nx4"], calibration=[(x, y)], no_bench=True, out=tmp_path / "o").passed
