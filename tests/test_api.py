@@ -1222,14 +1222,14 @@ def test_onnxruntimes_own_warnings_reach_the_callers_sessions_after_a_call(tmp_p
         assert "Removing initializer 'unused'" in capfd.readouterr().err
 
 
-def test_a_half_model_fed_float32_is_told_it_can_declare_float16_inputs():
+def test_a_half_model_fed_float32_is_told_it_can_declare_float16_inputs(tmp_path):
     """A .half() model exports with float16 inputs declared (README), but the error for float32 ones said only
     "edgekit exports float32 models, so call .float() on it first"."""
     with pytest.raises(edgekit.InputError, match=r"parameters are float16, its inputs float32: declare its float "
                                                  r"inputs :float16 \(NAME:SHAPE:float16\), or call \.float\(\)"):
         edgekit.export(torch.nn.Linear(4, 2).half(), inputs=["x:Nx4"], calibration="random", no_bench=True)
     report = edgekit.export(torch.nn.Linear(4, 2).half(), inputs=["x:Nx4:float16"], calibration="random",
-                            no_bench=True)
+                            no_bench=True, out=tmp_path / "out")
     assert report.targets["desktop-x86"].details["inputs"][0]["dtype"] == "float16"
 
 
@@ -1294,13 +1294,13 @@ def test_a_float64_output_is_named_as_the_models_output_with_the_fix():
         edgekit.export(_Float64Output(), inputs=["x:Nx4"], calibration="random", no_bench=True)
 
 
-def test_a_map_an_earlier_call_read_to_its_end_is_said_so():
+def test_a_map_an_earlier_call_read_to_its_end_is_said_so(tmp_path):
     """A cell run again with the map(...) (or iter(list)) an export read to its end: "contains zero samples", where
     README promises the one-shot iterator is refused with what to pass instead."""
     rng = np.random.default_rng(0)
     items = [{"x": rng.random((1, 4), np.float32)} for _ in range(16)]
     cell = map(dict, items)
-    edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration=cell, no_bench=True)
+    edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration=cell, no_bench=True, out=tmp_path / "out")
     with pytest.raises(edgekit.InputError, match=r"calibration data 'map': an iterator with no items left \(read to "
                                                  r"its end by an earlier call\?\): give the iterable itself"):
         edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration=cell, no_bench=True)
