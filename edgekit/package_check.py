@@ -120,9 +120,10 @@ def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe
         for out in sorted({f.parent for f in folders}) or [root]:  # OUT, or each copy of one in a folder given
             mine = [f for f in folders if f.parent == out]
             shown = {f: str(original if f == root else original / f.relative_to(root)) for f in folders}
-            later = [f for f in folders if f.parent > out]  # in the copies of OUT after this one
-            found = _check_folders(mine, shown, cases, lambda: [c for f in later for c in _planned_in(root, f, shown)],
-                                   _namer(root, out), mismatched, place, probe, bench, own)
+            unreached = functools.partial(_unreached, root, out, folders if folders != [root] else [], shown, only,
+                                          mismatched)
+            found = _check_folders(mine, shown, cases, unreached, _namer(root, out), mismatched, place, probe, bench,
+                                   own)
             # OUT's archives, in a tar of OUT too: there only those OUT's ledger records, by hash (archive.extract)
             found += [] if folders == [root] else _archives_beside(out, original / out.relative_to(root), mine,
                                                                    only, mismatched)
@@ -152,6 +153,26 @@ def _check_folders(mine: list[Path], shown: dict[Path, str], done: list[Case], l
             raise _stopped(e, [*done, *named([*found, *(c for c in stopped if not c.skipped)])], [],
                            [*named(unreached), *later()]) from None
     return found
+
+
+def _unreached(root: Path, out: Path, folders: list[Path], shown: dict[Path, str], only: set[str] | None,
+               mismatched: dict[Path, str]) -> list[Case]:
+    """Past --step-timeout in OUT `out`: the cases not reached after its folders, its archives', then each later
+    copy of OUT's (its folders', its archives'). `folders`: [] where the path given is one package folder."""
+    found = []
+    for o in sorted({f.parent for f in folders if f.parent >= out}):
+        if o != out:
+            found += [c for f in folders if f.parent == o for c in _planned_in(root, f, shown)]
+        found += _namer(root, o)(_planned_archives(o, only, mismatched))
+    return found
+
+
+def _planned_archives(out: Path, only: set[str] | None, mismatched: dict[Path, str]) -> list[Case]:
+    """The `archive NAME` cases _archives_beside would give OUT's archives (not reached past --step-timeout)."""
+    altered = {path for path in mismatched if path.parent == out}
+    return [Case(stem, f"archive {path.name}", False) for path in sorted({*out.iterdir(), *altered})
+            if (path in altered or path.is_file()) and (stem := _archive_stem(path.name)) is not None
+            and (only is None or stem in only)]
 
 
 def _namer(root: Path, out: Path) -> Callable[[list[Case]], list[Case]]:

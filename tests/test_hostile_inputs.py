@@ -1962,3 +1962,15 @@ def test_a_hidden_file_of_the_old_ledger_name_beside_the_visible_ledger_is_left_
     assert _package_run(out, "--archive", "--seed", "1").exit_code == 0
     assert (out / ".edgekit-archives.json").read_text() == mine
     assert "desktop-x86.tar.gz" in json.loads((out / "edgekit-archives.json").read_text())
+
+
+def test_check_stopped_by_its_step_timeout_lists_outs_archives_as_skipped(tmp_path):
+    """Past --step-timeout, check's --json listed the target's cases but not OUT's archive beside it (its case is
+    after the folders'): a CI page showed no word of the archive it never checked."""
+    out = tmp_path / "out"
+    assert _package_run(out, "--archive").exit_code == 0
+    result = cli(["check", str(out), "--step-timeout", "0.001", "--json"])  # too short for the child to start
+    assert result.exit_code == 4, result.output
+    cases = {(c["target"], c["name"]): c for c in json.loads(result.stdout)["cases"]}
+    archived = cases.get(("desktop-x86", "archive desktop-x86.tar.gz"))
+    assert archived and archived["skipped"] and "ran past --step-timeout" in archived["message"], cases
