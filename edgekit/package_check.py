@@ -1432,7 +1432,8 @@ def _row_claims(manifest: dict, said: dict, here: dict, metric: str, validated, 
     claimed |= {on} if on in bests and type(gate.get("value")) in (int, float) else set()
     if not _made_before(manifest, ROWS_RECORDED):  # deleted, the rows bound nothing where the batch axis is open
         bad += [f"{name} {metric} names no top1_rows (the rows it counts), which edgekit records since "
-                f"{ROWS_RECORDED}" for name in sorted(claimed)
+                f"{ROWS_RECORDED} (made by an earlier {ROWS_RECORDED} development build? export it again)"
+                for name in sorted(claimed)
                 if type((said.get(name) or {}).get("top1_rows")) is not int]
     return bad
 
