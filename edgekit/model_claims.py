@@ -181,7 +181,7 @@ IN_PROCESS_BYTES = 256 << 10
 def model_claims(folder: Path, manifest: dict, models: list[str]) -> dict[str, str]:
     """{model file: what manifest.json says of it that its graph contradicts ("" if nothing)}, for the shipped
     `models`. A file that cannot be parsed is left to its parity case, which says it does not load. Where one is
-    larger than IN_PROCESS_BYTES, they are read in a bounded child (what it cannot read, none is said of here)."""
+    larger than IN_PROCESS_BYTES, they are read in a bounded child: one that dies is a StageError, never a pass."""
     if any(_size(folder / name) > IN_PROCESS_BYTES for name in models):
         return _claims_bounded(folder, manifest, models)
     return _claims_here(folder, manifest, models)
@@ -199,20 +199,16 @@ def _claims_bounded(folder: Path, manifest: dict, models: list[str]) -> dict[str
     import tempfile
 
     from . import bounded
-    from .errors import StageError, StepTimeout
     from .runtime import run_limit
 
     seconds, raised_by = run_limit()
     with tempfile.TemporaryDirectory(prefix="edgekit-claims-") as tmp:
         (Path(tmp) / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-        try:
-            return json.loads(bounded.run("check model claims", "edgekit.model_claims:claims_in_child", str(folder),
-                                          str(Path(tmp) / "manifest.json"), json.dumps(models), timeout=seconds,
-                                          raised_by=raised_by))
-        except StepTimeout:
-            raise  # past --step-timeout: the user's limit (exit 4)
-        except StageError:  # out of memory on a file from others: its parity case says it does not load
-            return {}
+        # a file the child cannot parse (its MemoryError too) is skipped there, as here; a child that died (killed
+        # out of memory) or failed is a failed step (exit 4): its claims were never read, so they cannot pass
+        return json.loads(bounded.run("check model claims", "edgekit.model_claims:claims_in_child", str(folder),
+                                      str(Path(tmp) / "manifest.json"), json.dumps(models), timeout=seconds,
+                                      raised_by=raised_by))
 
 
 def claims_in_child(folder: str, manifest: str, models: str) -> str:

@@ -1974,3 +1974,48 @@ def test_check_stopped_by_its_step_timeout_lists_outs_archives_as_skipped(tmp_pa
     cases = {(c["target"], c["name"]): c for c in json.loads(result.stdout)["cases"]}
     archived = cases.get(("desktop-x86", "archive desktop-x86.tar.gz"))
     assert archived and archived["skipped"] and "ran past --step-timeout" in archived["message"], cases
+
+
+def _graph_of_empty_nodes(nodes: int) -> bytes:
+    """An .onnx file of `nodes` empty nodes (2 bytes each), ir_version 8, opset 17: slow to parse, fast to write."""
+    graph = b"\x0a\x00" * nodes
+    return b"\x08\x08\x3a" + _varint(len(graph)) + graph + b"\x42\x02\x10\x11"
+
+
+def test_a_claims_child_that_dies_fails_its_step_not_passes(tmp_path, cnn_package):
+    """The bounded child reading a large model's graph claims, killed (as the kernel's OOM killer kills it): its
+    claims were never read, so the step fails (StageError, exit 4); it was taken as no claim at all, a pass."""
+    from conftest import rehash
+
+    from edgekit import model_claims
+    from edgekit.errors import StageError
+
+    folder = tmp_path / "p"
+    shutil.copytree(cnn_package, folder)
+    (folder / "model.int8.onnx").write_bytes(_graph_of_empty_nodes(1_000_000))  # ~5 s to read in the child
+    rehash(folder, "model.int8.onnx")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    killed = []
+
+    def kill_the_child() -> None:
+        for _ in range(400):
+            for pid in os.listdir("/proc"):
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+                except OSError:
+                    continue
+                if pid.isdigit() and int(parent) == os.getpid() and b"claims_in_child" in cmd:
+                    time.sleep(0.5)  # past its imports, reading the graph
+                    os.kill(int(pid), signal.SIGKILL)
+                    return killed.append(pid)
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_the_child)
+    killer.start()
+    try:
+        with pytest.raises(StageError, match="check model claims.*died"):
+            model_claims.model_claims(folder, manifest, ["model.int8.onnx", "model.onnx"])
+    finally:
+        killer.join()
+    assert killed
