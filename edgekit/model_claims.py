@@ -407,6 +407,8 @@ def _pixel_claims(name: str, graph: Graph, manifest: dict) -> list[str]:
     if folded and said not in folded:
         return [f"image_uint8 is {json.dumps(pixels)[:60]}, {name}'s input contract says {folded[0]!r} takes raw "
                 "uint8 pixels (normalisation folded in)"]
+    if said is not None and not isinstance(said, str):  # a list or a dict from others: no name (it crashed check)
+        return [f"image_uint8 names {json.dumps(said)[:60]} its uint8 pixel input, not an input name"]
     if said is not None and takes.get(said, "uint8") != "uint8":
         return [f"image_uint8 names {said!r} a uint8 pixel input, {name} takes it as {takes[said]}"]
     return []

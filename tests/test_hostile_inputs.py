@@ -2019,3 +2019,14 @@ def test_a_claims_child_that_dies_fails_its_step_not_passes(tmp_path, cnn_packag
     finally:
         killer.join()
     assert killed
+
+
+@pytest.mark.parametrize("named", [[], {"x": 1}])
+def test_an_image_uint8_input_that_is_no_name_fails_its_claim(tmp_path, cnn_package, named):
+    """manifest.json's image_uint8.input a list or a dict (the manifest is not hashed): an internal error (exit 5)."""
+    folder = tmp_path / "p"
+    shutil.copytree(cnn_package, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "image_uint8": {"input": named}}))
+    result = cli(["check", folder])
+    assert result.exit_code == 1 and "image_uint8 names" in result.output, result.output
