@@ -1826,19 +1826,21 @@ def test_a_golden_file_of_more_entries_than_its_manifest_declares_is_refused_bef
     one_line_error(cli(["check", folder]), 3, "not a valid golden file (its zip directory")
 
 
-def test_an_npz_naming_one_entry_twice_is_refused(tmp_path):
+@pytest.mark.parametrize("names", [("x.npy", "x.npy"), ("x", "x.npy"), ("x.npy", "x")])
+def test_an_npz_naming_one_entry_twice_is_refused(tmp_path, names):
     """np.load keeps the last of two entries of one name, another zip reader the first: a golden file or data file
-    whose reader decides what it holds is refused."""
+    whose reader decides what it holds is refused. `x` and `x.npy` are one array too: np.load read `x`'s 1s,
+    read_npz the 2s of the last."""
     from edgekit import arrays
 
     one, two = (np.full(3, v, np.float32) for v in (1, 2))
     entries = []
-    for value in (one, two):
+    for name, value in zip(names, (one, two)):
         buf = __import__("io").BytesIO()
         np.save(buf, value)
-        entries.append(("x.npy", buf.getvalue()))
+        entries.append((name, buf.getvalue()))
     _zip_by_hand(tmp_path / "twice.npz", entries)
-    with pytest.raises(InputError, match="holds an entry 'x.npy' twice"):
+    with pytest.raises(InputError, match=f"holds an entry '{names[1]}' twice"):
         arrays.read_npz(tmp_path / "twice.npz", lambda n: True)
 
 
