@@ -2064,3 +2064,18 @@ def test_a_real_model_past_256_kb_has_its_claims_read_here_without_a_child(tmp_p
     said = model_claims.model_claims(folder, manifest, ["model.int8.onnx", "model.onnx"])
     watcher.join()
     assert seen == [None] and "model.int8.onnx is opset" in said["model.int8.onnx"], (seen, said)
+
+
+def test_tensor_data_that_parses_larger_than_its_bytes_is_counted_as_graph(tmp_path):
+    """Initializer data is left out of what a graph costs only where onnx.load keeps it in as many bytes (raw, float,
+    double data): 300,000 empty strings or int64 varints (1-2 bytes each, 8-16 in memory) count."""
+    from edgekit import model_claims
+
+    for name, tensor in (("strings", helper.make_tensor("s", TensorProto.STRING, [300_000], [b""] * 300_000)),
+                         ("varints", helper.make_tensor("v", TensorProto.INT64, [300_000], [1] * 300_000)),
+                         ("raw", numpy_helper.from_array(np.ones(300_000, np.int64), "r"))):
+        graph = helper.make_graph([], "g", [], [helper.make_tensor_value_info("o", TensorProto.FLOAT, [1])],
+                                  [tensor])
+        onnx.save(helper.make_model(graph), tmp_path / f"{name}.onnx")
+        counted = model_claims._graph_bytes(tmp_path / f"{name}.onnx")
+        assert (counted < model_claims.IN_PROCESS_BYTES) == (name == "raw"), (name, counted)
