@@ -190,71 +190,19 @@ def model_claims(folder: Path, manifest: dict, models: list[str]) -> dict[str, s
     return _claims_here(folder, manifest, models)
 
 
-# TensorProto's data fields onnx.load keeps in as many bytes as the file's (float, raw, double data), which read_onnx
-# never looks at; packed varints (int32, int64, uint64 data: 1 byte each, 8 in memory) and strings are counted
-TENSOR_DATA_FIELDS = {4, 9, 10}
-
-
 def _graph_bytes(path: Path) -> int:
     """The bytes of a model file that parsing it costs per byte: an .onnx's all but its initializers' data (a
     MobileNetV2's 3.6 MB int8 model: 120 KB, read here, where a child's start cost 0.7 s a target), counted up to
     just past IN_PROCESS_BYTES; an .ort's, or a file's past IN_PROCESS_FILE_BYTES, whole size."""
-    import mmap
+    from .graph_bytes import graph_bytes
 
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if path.suffix == ".ort" or size <= IN_PROCESS_BYTES or size > IN_PROCESS_FILE_BYTES:
-                return size
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                return _structure(data, 0, size, _MODEL)
+        size = path.stat().st_size
+        if path.suffix == ".ort" or size <= IN_PROCESS_BYTES or size > IN_PROCESS_FILE_BYTES:
+            return size
+        return graph_bytes(path, IN_PROCESS_BYTES)
     except (OSError, ValueError):
         return 1 << 62  # whatever it holds, the bounded child tells it
-
-
-_MODEL, _GRAPH, _TENSOR = "model", "graph", "tensor"
-
-
-def _structure(data, start: int, end: int, kind: str) -> int:
-    """The bytes of protobuf message data[start:end] besides initializer data (ModelProto.graph: field 7,
-    GraphProto.initializer: 5), counted field by field until past IN_PROCESS_BYTES."""
-    at, counted = start, 0
-    while at < end and counted <= IN_PROCESS_BYTES:
-        field_at = at
-        key, at = _varint(data, at)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            at = _varint(data, at)[1]
-        elif wire in (1, 5):
-            at += 8 if wire == 1 else 4
-        elif wire == 2:
-            length, at = _varint(data, at)
-            inner = {(_MODEL, 7): _GRAPH, (_GRAPH, 5): _TENSOR}.get((kind, field))
-            if inner is not None and at + length <= end:
-                counted += at - field_at + _structure(data, at, at + length, inner)
-                at += length
-                continue
-            if kind == _TENSOR and field in TENSOR_DATA_FIELDS:
-                counted, at = counted + at - field_at, at + length
-                continue
-            at += length
-        else:
-            raise ValueError("not a protobuf message this reader walks")
-        counted += at - field_at
-    if at > end and counted <= IN_PROCESS_BYTES:
-        raise ValueError("a field runs past its message")
-    return counted
-
-
-def _varint(data, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if at >= len(data) or shift > 63:
-            raise ValueError("a protobuf varint cut short")
-        byte = data[at]
-        value, shift, at = value | (byte & 0x7F) << shift, shift + 7, at + 1
-        if byte < 0x80:
-            return value, at
 
 
 def _claims_bounded(folder: Path, manifest: dict, models: list[str]) -> dict[str, str]:

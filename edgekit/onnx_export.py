@@ -499,6 +499,10 @@ KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 
 MAX_ONNX_BYTES = 2 << 30
 MAX_INLINED_NODES = 1 << 20  # a graph once its local functions are inlined: a large transformer's are ~100,000
+# an .onnx's bytes besides its tensors' data (graph_bytes): each cost onnx.load ~75-100 bytes of memory to parse
+# (empty nodes, attributes, initializers), and inspect ~180; a 24-layer transformer encoder exported by torch holds
+# 0.54 MB (1.3 MB from the dynamo exporter, value_info included), MobileNetV2 0.04 MB
+MAX_GRAPH_BYTES = 8 << 20
 
 
 RANDOM_OPS = {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Multinomial", "Bernoulli"}
@@ -518,6 +522,7 @@ def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | No
     if regular_file(path, f"model {str(path)!r}").stat().st_size > MAX_ONNX_BYTES:
         raise InputError(f"model {str(path)!r}: larger than 2 GiB, which no .onnx file can be (protobuf's limit; "
                          "larger models keep their weights in external data files)")
+    refuse_large_graph(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:
@@ -547,6 +552,24 @@ def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | No
     _check_finite_weights(model, path)
     _check_runtime_kernels(path)
     return model
+
+
+def refuse_large_graph(path: Path) -> None:
+    """InputError where `path`'s graph (its bytes besides tensor data) passes MAX_GRAPH_BYTES, told before onnx.load
+    parses it: a 4 MB file of empty nodes took inspect 932 MB and 13.6 s. Bytes that are no protobuf message are
+    left to onnx.load, which refuses them, having parsed less than the limit before them."""
+    from .graph_bytes import graph_bytes
+
+    try:
+        counted = graph_bytes(path, MAX_GRAPH_BYTES)
+    except ValueError:
+        return
+    except OSError as e:
+        raise InputError(f"model {str(path)!r} cannot be read: {e.strerror or first_line(e)}") from e
+    if counted > MAX_GRAPH_BYTES:
+        raise InputError(f"model {str(path)!r}: its graph (the file's bytes besides weights) passes "
+                         f"{MAX_GRAPH_BYTES >> 20} MiB, which edgekit refuses to parse (a 24-layer transformer's "
+                         "is ~1 MB)")
 
 
 # Inputs of ops that read trained parameters: weights, biases, norms' scales and running statistics, RNN weights.

@@ -1,0 +1,78 @@
+"""What parsing an .onnx file costs, told from its bytes before onnx.load reads it.
+
+onnx.load keeps a tensor's float, raw and double data in as many bytes as the file's, but every other byte may cost
+far more: a graph of empty nodes (2 bytes each) took ~85-180 bytes of memory a byte to parse. The bytes of a model
+file besides its initializers' data are counted here, by a walk over an mmap that stops once past a limit.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+from pathlib import Path
+
+# TensorProto's data fields onnx.load keeps in as many bytes as the file's (float, raw, double data); packed varints
+# (int32, int64, uint64 data: 1 byte each, 8 in memory) and strings are counted
+TENSOR_DATA_FIELDS = {4, 9, 10}
+
+_MODEL, _GRAPH, _NODE, _ATTRIBUTE, _TENSOR = "model", "graph", "node", "attribute", "tensor"
+# (message, field) -> the message that field holds, walked field by field: the graph, its initializers, and a node's
+# attributes' tensors (a Constant node's weights, as some exporters keep them) and sub-graphs (If, Loop bodies)
+INNER = {(_MODEL, 7): _GRAPH, (_GRAPH, 5): _TENSOR, (_GRAPH, 1): _NODE, (_NODE, 5): _ATTRIBUTE,
+         (_ATTRIBUTE, 5): _TENSOR, (_ATTRIBUTE, 10): _TENSOR, (_ATTRIBUTE, 6): _GRAPH, (_ATTRIBUTE, 11): _GRAPH}
+# a node smaller is counted whole, unwalked: its data is no weight worth leaving out, and a graph of many small nodes
+# is walked at the cost of its nodes, not of their fields
+WALKED_NODE_BYTES = 256
+# messages nested deeper are counted whole: a walk's stack stays bounded whatever a file nests
+MAX_DEPTH = 24
+
+
+def graph_bytes(path: Path, past: int) -> int:
+    """The bytes of .onnx file `path` besides its tensors' data, counted up to just past `past`. OSError where it
+    cannot be read; ValueError where its bytes are no protobuf message (then onnx.load refuses it too)."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return 0
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return _structure(data, 0, len(data), _MODEL, past)
+
+
+def _structure(data, start: int, end: int, kind: str, past: int, depth: int = 0) -> int:
+    """The bytes of protobuf message data[start:end] besides tensor data (INNER's messages walked), counted field by
+    field until past `past`."""
+    at, counted = start, 0
+    while at < end and counted <= past:
+        field_at = at
+        key, at = (data[at], at + 1) if data[at] < 0x80 else _varint(data, at)  # most keys are 1 byte
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            at = _varint(data, at)[1]
+        elif wire in (1, 5):
+            at += 8 if wire == 1 else 4
+        elif wire == 2:
+            length, at = (data[at], at + 1) if at < end and data[at] < 0x80 else _varint(data, at)
+            inner = INNER.get((kind, field)) if depth < MAX_DEPTH else None
+            if inner is not None and at + length <= end and (inner != _NODE or length >= WALKED_NODE_BYTES):
+                counted += at - field_at + _structure(data, at, at + length, inner, past - counted, depth + 1)
+                at += length
+                continue
+            if kind == _TENSOR and field in TENSOR_DATA_FIELDS:
+                counted, at = counted + at - field_at, at + length
+                continue
+            at += length
+        else:
+            raise ValueError("not a protobuf message this reader walks")
+        counted += at - field_at
+    if at > end and counted <= past:
+        raise ValueError("a field runs past its message")
+    return counted
+
+
+def _varint(data, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if at >= len(data) or shift > 63:
+            raise ValueError("a protobuf varint cut short")
+        byte = data[at]
+        value, shift, at = value | (byte & 0x7F) << shift, shift + 7, at + 1
+        if byte < 0x80:
+            return value, at
