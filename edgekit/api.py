@@ -10,6 +10,9 @@ import dataclasses
 import functools
 import logging
 import os
+import random
+import signal
+import sys
 import tempfile
 import threading
 import warnings
@@ -58,58 +61,56 @@ def _leaves_no_trace(fn):
 
 
 def _as_found(fn, args, kwargs):
-    import random
-    import signal
-    import sys
-
-    py_state, np_state, torch = random.getstate(), np.random.get_state(), sys.modules.get("torch")
-    environ = {k: os.environ.get(k) for k in _SET_BY_IMPORTS}
-    main = threading.current_thread() is threading.main_thread()
-    handlers = {s: signal.getsignal(s) for s in SIGNALS} if main else {}
-    torch_state = torch.random.get_rng_state() if torch else None
-    root = logging.getLogger()
-    stand_in = None if root.handlers else _OwnWarnings()
-    if stand_in:
-        root.addHandler(stand_in)
-    quiet, handlers_quieted = _NotOnnxruntime(), list(root.handlers)
-    for handler in handlers_quieted:
-        handler.addFilter(quiet)
-    modules = set(sys.modules)
-    try:
-        with cleaned_up_before_dying():
-            import_for(fn.__name__)
-            with user_code_scope(), np.errstate(**NUMPY_DEFAULT_ERRORS), _torch_grad_as_by_default():
+    with _callers_state_kept():
+        modules = set(sys.modules)
+        try:
+            with cleaned_up_before_dying():
+                import_for(fn.__name__)
                 return fn(*args, **kwargs)
-    except KeyboardInterrupt:
-        _forget_half_imports(modules)
-        raise
-    except FileNotFoundError as e:
-        if _cwd_exists():
+        except KeyboardInterrupt:
+            _forget_half_imports(modules)
             raise
-        # torch imports its compiler's settings (torch._dynamo.config) on first use, reading os.getcwd(): pruning's
-        # count raised a bare FileNotFoundError; edgekit itself needs no working folder
-        raise UsageError("the working folder was deleted while the process was in it, and torch needs one: change "
-                         "to a folder that exists (os.chdir)") from e
-    except EdgekitError as e:
-        e.args = (in_python_terms(str(e)),)
-        if isinstance(e, StageError):
-            e.message = in_python_terms(e.message)
-        raise
-    finally:
-        for s, handler in handlers.items():  # interrupted while publishing: the swap ignores a second signal
-            signal.signal(s, handler)
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-        if torch_state is not None:
-            torch.random.set_rng_state(torch_state)
-        for handler in handlers_quieted:
-            handler.removeFilter(quiet)
-        if stand_in:
-            root.removeHandler(stand_in)
-        for key, value in environ.items():  # only these: the user's own code may set others during the call
-            if value is None:
-                os.environ.pop(key, None)
-        _onnxruntime_logs_as_by_default()
+        except FileNotFoundError as e:
+            if _cwd_exists():
+                raise
+            # torch imports its compiler's settings (torch._dynamo.config) on first use, reading os.getcwd(): pruning's
+            # count raised a bare FileNotFoundError; edgekit itself needs no working folder
+            raise UsageError("the working folder was deleted while the process was in it, and torch needs one: "
+                             "change to a folder that exists (os.chdir)") from e
+        except EdgekitError as e:
+            e.args = (in_python_terms(str(e)),)
+            if isinstance(e, StageError):
+                e.message = in_python_terms(e.message)
+            raise
+
+
+@contextlib.contextmanager
+def _callers_state_kept():
+    """Each process-wide thing a call changes, and how it is put back (last set, first restored), in one place: on
+    return, an exception or a Ctrl-C alike, every one even if another fails."""
+    with contextlib.ExitStack() as restore:
+        restore.callback(_onnxruntime_logs_as_by_default)
+        for key in [k for k in _SET_BY_IMPORTS if k not in os.environ]:  # only these: user code may set others
+            restore.callback(os.environ.pop, key, None)
+        root = logging.getLogger()
+        if not root.handlers:
+            root.addHandler(stand_in := _OwnWarnings())
+            restore.callback(root.removeHandler, stand_in)
+        quiet = _NotOnnxruntime()
+        for handler in list(root.handlers):
+            handler.addFilter(quiet)
+            restore.callback(handler.removeFilter, quiet)
+        if torch := sys.modules.get("torch"):
+            restore.callback(torch.random.set_rng_state, torch.random.get_rng_state())
+        restore.callback(np.random.set_state, np.random.get_state())
+        restore.callback(random.setstate, random.getstate())
+        if threading.current_thread() is threading.main_thread():
+            for s in SIGNALS:  # interrupted while publishing: the swap ignores a second signal
+                restore.callback(signal.signal, s, signal.getsignal(s))
+        restore.enter_context(user_code_scope())
+        restore.enter_context(np.errstate(**NUMPY_DEFAULT_ERRORS))
+        restore.enter_context(_torch_grad_as_by_default())
+        yield
 
 
 ONNXRUNTIME_DEFAULT_SEVERITY = 2  # onnxruntime's own default for its default logger: warnings and worse
@@ -119,8 +120,6 @@ def _onnxruntime_logs_as_by_default() -> None:
     """A call quiets onnxruntime's default logger (edgekit says the cause in one line), a level onnxruntime keeps for
     the whole process and has no getter for: the caller's own sessions after an export printed not even a warning.
     It is left at onnxruntime's default (a level the caller set before the call is not known, so not kept)."""
-    import sys
-
     onnxruntime = sys.modules.get("onnxruntime")
     if onnxruntime is not None and hasattr(onnxruntime, "set_default_logger_severity"):
         onnxruntime.set_default_logger_severity(ONNXRUNTIME_DEFAULT_SEVERITY)
@@ -137,8 +136,6 @@ def _torch_grad_as_by_default():
     set_grad_enabled(False)): distill's and share's training was torch's bare "element 0 of tensors does not require
     grad", and prune's tracing a StageError blaming the model. edgekit's own steps turn it off where they need none;
     the caller's mode is theirs again after (both are per thread)."""
-    import sys
-
     torch = sys.modules.get("torch")  # not imported: its defaults are what it will start with
     if torch is None:
         yield
@@ -214,8 +211,6 @@ def _forget_half_imports(before: set[str]) -> None:
     'external_data_helper'" in every later call). Those orphans are forgotten too, and load again whole; but for
     signals.HEAVY's (a user's data function's `import torch` cut short): their C extensions cannot load twice, and
     import_for says so."""
-    import sys
-
     for name in sorted(set(sys.modules) - before, key=len):  # a parent before its submodules
         if "." in name and name.rpartition(".")[0] not in sys.modules and name.partition(".")[0] not in HEAVY:
             del sys.modules[name]
