@@ -160,10 +160,12 @@ def _entries_at_most(raw, path: Path, most: int) -> None:
     raw.seek(0)
 
 
-def runs_from(text: str, count: int | None) -> list[dict[str, np.ndarray]]:
+def runs_from(text: str, count: int | None, max_entries: int | None) -> list[dict[str, np.ndarray]]:
     """Outputs a runner sent back (`runner.encode`: base64 .npz of `<i>.<name>`) from a device or an emulator,
     read as a file from others: no pickles, exactly `count` runs (None: runs 0..n-1), and no more array bytes than
-    the answer's own size (the runner never compresses: 2 MB of deflated zeros declared 2 GiB and took it)."""
+    the answer's own size (the runner never compresses: 2 MB of deflated zeros declared 2 GiB and took it).
+    `max_entries`: the runs asked times the outputs each gives back (zipfile reads a directory whole: 1M empty
+    entries, within the answer's size cap, took ~1 GB); None only for this host's own runner."""
     import base64
     import binascii
     import re
@@ -179,7 +181,8 @@ def runs_from(text: str, count: int | None) -> list[dict[str, np.ndarray]]:
         path.write_bytes(blob)
         try:
             found = read_npz(path, lambda n: key.fullmatch(n) is not None, len(blob),
-                             lambda extra, _: f"an entry {extra[0][:80]!r} is not <run>.<output>")
+                             lambda extra, _: f"an entry {extra[0][:80]!r} is not <run>.<output>",
+                             max_entries=max_entries)
         except InputError as e:
             raise InputError(f"its outputs: {str(e).replace(f'{path}: ', '')}") from None
     runs: dict[int, dict] = {}

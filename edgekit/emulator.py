@@ -125,11 +125,12 @@ class Emulator:
         with tempfile.TemporaryDirectory(prefix="edgekit-emulate-") as tmp:
             inputs = Path(tmp) / "inputs.npz"
             runner.write_inputs(inputs, feeds)
-            done = self.serve(model.parent, {"replay": [{"model": model.name, "inputs": str(inputs)}]})["replay"][0]
+            replay = {"model": model.name, "inputs": str(inputs), "outputs": names}  # only these come back
+            done = self.serve(model.parent, {"replay": [replay]})["replay"][0]
         if "error" in done:
             raise StageError(f"{self.label} run", f"{model.name}: {done['error']}")
         try:
-            runs = arrays.runs_from(done["outputs"], len(feeds))
+            runs = arrays.runs_from(done["outputs"], len(feeds), len(feeds) * len(names))
         except InputError as e:
             raise StageError(f"{self.label} run", f"{model.name}: not the runner's result: {e}") from None
         return [[run[n] for n in names] for run in runs]

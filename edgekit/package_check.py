@@ -917,7 +917,8 @@ def _parity_at(place: Place, folder: Path, target: str, pairs: list[tuple[str, s
                               f"{done['error']}", where=where))
             continue
         try:
-            runs = arrays.runs_from(done["outputs"], len(expected))
+            given_back = {n for run in expected for n in run} | set(state.values())  # as runner.replay picks them
+            runs = arrays.runs_from(done["outputs"], len(expected), len(expected) * len(given_back))
         except InputError as e:  # a device's answer is data from elsewhere: not a result, and never a crash
             raise StageError("device run" if getattr(place, "real", False) else f"{place.label} run",
                              f"{place.label} answered with something that is not the runner's result: {e}") from None

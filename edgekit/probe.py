@@ -31,7 +31,8 @@ def probe(model: Path, golden: Path, place, state: dict[str, str] | None = None)
         if "error" in here["replay"][0]:
             raise StageError("probe", f"this host: {here['replay'][0]['error']}")
     try:
-        ours, theirs = (arrays.runs_from(done["outputs"], None) for done in (here["replay"][0], there))
+        ours = arrays.runs_from(here["replay"][0]["outputs"], None, None)  # this host's own child
+        theirs = arrays.runs_from(there["outputs"], None, sum(map(len, ours)))  # the same model and inputs
         if len(ours) != len(theirs):
             raise InputError(f"its outputs are for {len(theirs)} run(s), this host's for {len(ours)}")
     except InputError as e:

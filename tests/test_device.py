@@ -3,6 +3,7 @@ host key and user key, a free port). The "device" is this machine, its Python th
 import getpass
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -167,6 +168,20 @@ def test_an_answer_that_is_not_the_runners_fails_the_step(sshd, digits_arm, tmp_
     assert "device run failed" in result.output and "not the runner's result" in result.output, result.output
     assert "Traceback" not in result.output and list(device.iterdir()) == []
 
+
+
+def test_an_answer_of_many_empty_entries_is_refused_before_its_directory_is_read(sshd, digits_arm, tmp_path):
+    """A device's outputs of 60,000 empty entries (a million fit the answer's 256 MB: zipfile reads a directory whole,
+    ~1 GB): refused by the count of its zip directory, at most the golden runs times the outputs each gives back."""
+    url, identity, known_hosts, device = sshd
+    change = ("import base64, io, zipfile; b = io.BytesIO(); z = zipfile.ZipFile(b, 'w')\n"
+              "for k in range(60_000): z.writestr(f'0.o{k}', b'')\n"
+              "z.close(); answer['replay'][0]['outputs'] = base64.b64encode(b.getvalue()).decode()")
+    result = cli(["check", digits_arm, "--device", f"{url}{device}/bad", "--identity", identity, "--known-hosts",
+                  known_hosts, "--device-python", fake_python(tmp_path, change)])
+    assert result.exit_code == 4, result.output
+    assert re.search(r"not the runner's result: its outputs: its zip directory lists 60000 entries \(at most \d+\)",
+                     result.output), result.output
 
 @pytest.mark.parametrize("answer", ['{"about": {}, "replay": []}', '{"run": 5, "made": []}',
                                     '{"run": "/tmp/edgekit-run-x", "made": [null]}', '{"run": "/root", "made": []}',

@@ -1928,6 +1928,29 @@ def test_a_data_npz_of_60_000_empty_entries_is_refused_before_its_directory_is_r
     assert time.perf_counter() - started < 0.5
 
 
+
+def test_a_runners_answer_of_more_entries_than_asked_is_refused_before_its_directory_is_read():
+    """A device's or emulator's outputs hold the runs asked times the outputs each gives back; more (60,000 empty
+    entries here, a million within the answer's 256 MB cap took ~1 GB) are counted in the zip's directory first."""
+    import base64
+    import io
+    import zipfile
+
+    from edgekit import arrays, runner
+
+    answer = runner.encode([{"a": np.zeros(2), "b": np.ones(1)}] * 2)
+    assert [sorted(run) for run in arrays.runs_from(answer, 2, 4)] == [["a", "b"]] * 2
+    with pytest.raises(InputError, match=r"its outputs: its zip directory lists 4 entries \(at most 3\)"):
+        arrays.runs_from(answer, 2, 3)
+    hostile = io.BytesIO()
+    with zipfile.ZipFile(hostile, "w") as z:
+        for k in range(60_000):
+            z.writestr(f"0.o{k}", b"")
+    started = time.perf_counter()
+    with pytest.raises(InputError, match=r"its outputs: its zip directory lists 60000 entries \(at most 2\)"):
+        arrays.runs_from(base64.b64encode(hostile.getvalue()).decode(), 1, 2)
+    assert time.perf_counter() - started < 0.5
+
 @pytest.mark.parametrize("models,said", [
     (2, "manifest.json names 'golden.npz' the golden file of both model.int8.onnx and m1.onnx; each model has its own"),
     (5, "manifest.json gives golden outputs for 5 models; edgekit gives them for at most 4"),
