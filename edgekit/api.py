@@ -454,7 +454,8 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
         for said in plan.warnings:  # an export puts them among its warnings; this returns a path only
             # the caller's line, past the two wrappers
             warnings.warn(in_python_terms(said), stacklevel=4)
-        feeds = [] if qsettings.mode == "dynamic" else calib.load(calibration, specs, max_samples=qsettings.samples).feeds
+        feeds = [] if qsettings.mode == "dynamic" else \
+            calib.load(calibration, specs, max_samples=qsettings.samples).feeds
         if feeds and not (isinstance(calibration, str) and calibration == "random"):  # as an export warns of it
             for said in calib.calibration_warnings(feeds[:qsettings.samples]):
                 warnings.warn(said, stacklevel=4)

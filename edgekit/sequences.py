@@ -182,7 +182,8 @@ def per_step(reference: Rollout, candidate: list[list[np.ndarray]], names: list[
     cosines = []
     for t in range(max(reference.lengths)):
         rows = [s + t for s, n in zip(starts, reference.lengths) if t < n]
-        found = [o.cosine for o in parity.compare(names, [reference.outputs[r] for r in rows], [candidate[r] for r in rows])
+        found = [o.cosine for o in parity.compare(names, [reference.outputs[r] for r in rows],
+                                                  [candidate[r] for r in rows])
                  if o.cosine is not None]
         cosines.append(min(found) if found else None)
     worst = min(((c, t) for t, c in enumerate(cosines) if c is not None), default=(None, None))
