@@ -13,12 +13,19 @@ from pathlib import Path
 # TensorProto's data fields onnx.load keeps in as many bytes as the file's (float, raw, double data); packed varints
 # (int32, int64, uint64 data: 1 byte each, 8 in memory) and strings are counted
 TENSOR_DATA_FIELDS = {4, 9, 10}
+# packed numbers, one field however many (TensorProto's int32, int64, uint64 data; AttributeProto's floats and ints):
+# at most 8 bytes of memory a byte, where a graph's cost ~75-180; `packed_divisor` says how much less they count
+PACKED_FIELDS = {"tensor": {5, 7, 11}, "attribute": {7, 8}}
 
 _MODEL, _GRAPH, _NODE, _ATTRIBUTE, _TENSOR = "model", "graph", "node", "attribute", "tensor"
-# (message, field) -> the message that field holds, walked field by field: the graph, its initializers, and a node's
-# attributes' tensors (a Constant node's weights, as some exporters keep them) and sub-graphs (If, Loop bodies)
+_FUNCTION, _SPARSE = "function", "sparse tensor"
+# (message, field) -> the message that field holds, walked field by field: the graph, its initializers (dense and
+# sparse), a node's attributes' tensors (a Constant node's weights, as some exporters keep them) and sub-graphs (If,
+# Loop bodies), and local functions' nodes (their Constants' weights)
 INNER = {(_MODEL, 7): _GRAPH, (_GRAPH, 5): _TENSOR, (_GRAPH, 1): _NODE, (_NODE, 5): _ATTRIBUTE,
-         (_ATTRIBUTE, 5): _TENSOR, (_ATTRIBUTE, 10): _TENSOR, (_ATTRIBUTE, 6): _GRAPH, (_ATTRIBUTE, 11): _GRAPH}
+         (_ATTRIBUTE, 5): _TENSOR, (_ATTRIBUTE, 10): _TENSOR, (_ATTRIBUTE, 6): _GRAPH, (_ATTRIBUTE, 11): _GRAPH,
+         (_MODEL, 25): _FUNCTION, (_FUNCTION, 7): _NODE, (_GRAPH, 15): _SPARSE, (_ATTRIBUTE, 22): _SPARSE,
+         (_ATTRIBUTE, 23): _SPARSE, (_SPARSE, 1): _TENSOR, (_SPARSE, 2): _TENSOR}
 # a node smaller is counted whole, unwalked: its data is no weight worth leaving out, and a graph of many small nodes
 # is walked at the cost of its nodes, not of their fields
 WALKED_NODE_BYTES = 256
@@ -26,17 +33,18 @@ WALKED_NODE_BYTES = 256
 MAX_DEPTH = 24
 
 
-def graph_bytes(path: Path, past: int) -> int:
-    """The bytes of .onnx file `path` besides its tensors' data, counted up to just past `past`. OSError where it
-    cannot be read; ValueError where its bytes are no protobuf message (then onnx.load refuses it too)."""
+def graph_bytes(path: Path, past: int, packed_divisor: int = 1) -> int:
+    """The bytes of .onnx file `path` besides its tensors' data, counted up to just past `past`, PACKED_FIELDS' a
+    `packed_divisor`th. OSError where it cannot be read; ValueError where its bytes are no protobuf message (then
+    onnx.load refuses it too)."""
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
             return 0
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return _structure(data, 0, len(data), _MODEL, past)
+            return _structure(data, 0, len(data), _MODEL, past, packed_divisor)
 
 
-def _structure(data, start: int, end: int, kind: str, past: int, depth: int = 0) -> int:
+def _structure(data, start: int, end: int, kind: str, past: int, packed_divisor: int, depth: int = 0) -> int:
     """The bytes of protobuf message data[start:end] besides tensor data (INNER's messages walked), counted field by
     field until past `past`."""
     at, counted = start, 0
@@ -52,11 +60,15 @@ def _structure(data, start: int, end: int, kind: str, past: int, depth: int = 0)
             length, at = (data[at], at + 1) if at < end and data[at] < 0x80 else _varint(data, at)
             inner = INNER.get((kind, field)) if depth < MAX_DEPTH else None
             if inner is not None and at + length <= end and (inner != _NODE or length >= WALKED_NODE_BYTES):
-                counted += at - field_at + _structure(data, at, at + length, inner, past - counted, depth + 1)
+                counted += at - field_at + _structure(data, at, at + length, inner, past - counted, packed_divisor,
+                                                                depth + 1)
                 at += length
                 continue
             if kind == _TENSOR and field in TENSOR_DATA_FIELDS:
                 counted, at = counted + at - field_at, at + length
+                continue
+            if field in PACKED_FIELDS.get(kind, ()):
+                counted, at = counted + at - field_at + length // packed_divisor, at + length
                 continue
             at += length
         else:

@@ -503,6 +503,9 @@ MAX_INLINED_NODES = 1 << 20  # a graph once its local functions are inlined: a l
 # (empty nodes, attributes, initializers), and inspect ~180; a 24-layer transformer encoder exported by torch holds
 # 0.54 MB (1.3 MB from the dynamo exporter, value_info included), MobileNetV2 0.04 MB
 MAX_GRAPH_BYTES = 8 << 20
+# packed numbers (int64/int32 tensor data, fp16 weights kept in int32_data, a tree ensemble's floats and ints) cost
+# onnx.load at most 8 bytes a byte: a 16th of a graph byte each (a 600,000-node TreeEnsemble, 23 MB, was refused)
+PACKED_PER_GRAPH_BYTE = 16
 
 
 RANDOM_OPS = {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Multinomial", "Bernoulli"}
@@ -561,7 +564,7 @@ def refuse_large_graph(path: Path) -> None:
     from .graph_bytes import graph_bytes
 
     try:
-        counted = graph_bytes(path, MAX_GRAPH_BYTES)
+        counted = graph_bytes(path, MAX_GRAPH_BYTES, PACKED_PER_GRAPH_BYTE)
     except ValueError:
         return
     except OSError as e:

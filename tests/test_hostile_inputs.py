@@ -2143,3 +2143,49 @@ def test_real_models_weights_are_no_graph_bytes_initializers_or_constant_nodes(t
         assert file.stat().st_size > onnx_export.MAX_GRAPH_BYTES
         assert graph_bytes(file, 1 << 40) < onnx_export.MAX_GRAPH_BYTES // 20, file
         onnx_export.load_onnx_input(file, runs=False)
+
+
+def _weights_past_the_graph_limit(layout: str) -> onnx.ModelProto:
+    """A model whose weights (past MAX_GRAPH_BYTES) are kept as `layout` says, each as some exporter keeps them."""
+    from edgekit.onnx_export import MAX_GRAPH_BYTES
+
+    count = MAX_GRAPH_BYTES // 2 + 1
+    x, y = (helper.make_tensor_value_info(n, TensorProto.INT64, [4]) for n in "xy")
+    if layout in ("int64_data", "int32_data"):  # a lookup table; fp16 weights as onnxconverter_common leaves them
+        weights = TensorProto(name="w", data_type=TensorProto.INT64 if layout == "int64_data" else TensorProto.INT16,
+                              dims=[count])
+        getattr(weights, layout).extend((np.arange(count) % 10_000 + 200).tolist())  # 2 bytes each
+        if layout == "int32_data":
+            x, y = (helper.make_tensor_value_info(n, TensorProto.INT16, [4]) for n in "xy")
+        graph = helper.make_graph([helper.make_node("Gather", ["w", "i"], ["c"]),
+                                   helper.make_node("Add", ["x", "c"], ["y"])], "g",
+                                  [x], [y], [weights, numpy_helper.from_array(np.arange(4), "i")])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    weights = numpy_helper.from_array(np.ones(count // 2, np.float32), "w")
+    if layout == "sparse":
+        sparse = helper.make_sparse_tensor(weights, numpy_helper.from_array(np.arange(count // 2) * 2, "w_at"),
+                                           [count])
+        graph = helper.make_graph([helper.make_node("Gather", ["w", "i"], ["y"])], "g", [x], [y],
+                                  [numpy_helper.from_array(np.arange(4), "i")], sparse_initializer=[sparse])
+        graph.output[0].type.tensor_type.elem_type = TensorProto.FLOAT
+        graph.input.pop()
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    body = [helper.make_node("Constant", [], ["w"], value=weights), helper.make_node("Gather", ["w", "a"], ["b"])]
+    function = helper.make_function("local", "Lookup", ["a"], ["b"], body, [helper.make_opsetid("", 17)])
+    graph = helper.make_graph([helper.make_node("Lookup", ["x"], ["y"], domain="local")], "g", [x], [y])
+    graph.output[0].type.tensor_type.elem_type = TensorProto.FLOAT
+    return helper.make_model(graph, functions=[function], opset_imports=[helper.make_opsetid("", 17),
+                                                                          helper.make_opsetid("local", 1)])
+
+
+@pytest.mark.parametrize("layout", ["int64_data", "int32_data", "sparse", "function"])
+def test_weights_kept_as_packed_numbers_sparse_or_in_a_function_pass_the_graph_limit(tmp_path, layout):
+    """MAX_GRAPH_BYTES refused real models whose weights are no initializer's raw data: an int64 lookup table in
+    int64_data, fp16 weights in int32_data (2 bytes each in the file, 8 in memory at most), a sparse initializer,
+    a local function's Constant. Their 8 MiB of weights counted as graph; onnx.load reads each in ~3 s, 350 MB."""
+    from edgekit import onnx_export
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_weights_past_the_graph_limit(layout), path)
+    assert path.stat().st_size > onnx_export.MAX_GRAPH_BYTES
+    onnx_export.load_onnx_input(path, runs=False)
