@@ -66,7 +66,8 @@ def _as_found(fn, args, kwargs):
         try:
             with cleaned_up_before_dying():
                 import_for(fn.__name__)
-                return fn(*args, **kwargs)
+                with _defaults_for_the_call():  # after import_for: torch's grad mode is kept once it is imported
+                    return fn(*args, **kwargs)
         except KeyboardInterrupt:
             _forget_half_imports(modules)
             raise
@@ -107,9 +108,15 @@ def _callers_state_kept():
         if threading.current_thread() is threading.main_thread():
             for s in SIGNALS:  # interrupted while publishing: the swap ignores a second signal
                 restore.callback(signal.signal, s, signal.getsignal(s))
-        restore.enter_context(user_code_scope())
-        restore.enter_context(np.errstate(**NUMPY_DEFAULT_ERRORS))
-        restore.enter_context(_torch_grad_as_by_default())
+        yield
+
+
+@contextlib.contextmanager
+def _defaults_for_the_call():
+    """sys.path, numpy's errors and torch's grad mode as edgekit's steps need them, the caller's again after. Entered
+    once import_for has imported torch: entered before, a model file's `torch.set_grad_enabled(False)` outlived the
+    call (torch not yet imported, nothing was kept)."""
+    with user_code_scope(), np.errstate(**NUMPY_DEFAULT_ERRORS), _torch_grad_as_by_default():
         yield
 
 

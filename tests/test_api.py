@@ -1349,3 +1349,16 @@ def test_inputs_and_labels_given_as_the_data_itself_are_told_how_to_pass_them(tm
                                                  r"labels\)\] \(one batch\) or \{'x': inputs, 'labels': labels\}"):
         edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration=(x, y), no_bench=True)
     assert edgekit.export(_linear(), inputs=["x:Nx4"], calibration=[(x, y)], no_bench=True, out=tmp_path / "o").passed
+
+
+def test_torchs_grad_mode_is_as_found_after_a_call_that_first_imports_torch(tmp_path):
+    """A call that imports torch itself (prune: import_for) keeps torch's grad mode from then on: a model file's own
+    `torch.set_grad_enabled(False)` outlived the call once the mode was kept before torch was imported."""
+    net = "torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 2, 3))"
+    (tmp_path / "net.py").write_text(f"import torch\ntorch.set_grad_enabled(False)\n\ndef make():\n    return {net}\n")
+    script = ("import sys, edgekit\nassert 'torch' not in sys.modules\ntry:\n"
+              "    edgekit.prune('net.py:make', inputs=['x:1x3x8x8'], ratio=0.5)\nexcept edgekit.EdgekitError:\n"
+              "    pass\nimport torch\nprint(torch.is_grad_enabled())\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.stdout.strip().splitlines()[-1:] == ["True"], done.stderr[-2000:]
