@@ -10,12 +10,19 @@ import mmap
 import os
 from pathlib import Path
 
+import numpy as np
+
 # TensorProto's data fields onnx.load keeps in as many bytes as the file's (float, raw, double data); packed varints
 # (int32, int64, uint64 data: 1 byte each, 8 in memory) and strings are counted
 TENSOR_DATA_FIELDS = {4, 9, 10}
 # packed numbers, one field however many (TensorProto's int32, int64, uint64 data; AttributeProto's floats and ints):
 # at most 8 bytes of memory a byte, where a graph's cost ~75-180; `packed_divisor` says how much less they count
 PACKED_FIELDS = {"tensor": {5, 7, 11}, "attribute": {7, 8}}
+# AttributeProto's floats (7) and ints (8) keys, as onnx writes them: one field a number (proto2, not packed), a tree
+# ensemble's millions of them. Past its first RUN_HEAD numbers (walked and counted whole, as a Conv's few pads are),
+# a run is skipped by numpy, not walked number by number, and counts as packed numbers do
+FLOATS_KEY, INTS_KEY = 0x3D, 0x40
+RUN_HEAD, RUN_CHUNK = 16, 1 << 20
 
 _MODEL, _GRAPH, _NODE, _ATTRIBUTE, _TENSOR = "model", "graph", "node", "attribute", "tensor"
 _FUNCTION, _SPARSE = "function", "sparse tensor"
@@ -47,10 +54,17 @@ def graph_bytes(path: Path, past: int, packed_divisor: int = 1) -> int:
 def _structure(data, start: int, end: int, kind: str, past: int, packed_divisor: int, depth: int = 0) -> int:
     """The bytes of protobuf message data[start:end] besides tensor data (INNER's messages walked), counted field by
     field until past `past`."""
-    at, counted = start, 0
+    at, counted, last_key, streak = start, 0, None, 0
     while at < end and counted <= past:
         field_at = at
+        if streak >= RUN_HEAD and data[at] == last_key and kind == _ATTRIBUTE and last_key in (FLOATS_KEY, INTS_KEY):
+            # no further than the count may reach; at least 32 bytes counted whole before each: the walk's time stays
+            # bounded by `past`
+            at = _run_end(data, at, min(end, at + (past - counted + 1) * packed_divisor + 16))
+            counted, streak = counted + (at - field_at) // packed_divisor, 0
+            continue
         key, at = (data[at], at + 1) if data[at] < 0x80 else _varint(data, at)  # most keys are 1 byte
+        streak, last_key = streak + 1 if key == last_key else 1, key
         field, wire = key >> 3, key & 7
         if wire == 0:
             at = _varint(data, at)[1]
@@ -88,3 +102,39 @@ def _varint(data, at: int) -> tuple[int, int]:
         value, shift, at = value | (byte & 0x7F) << shift, shift + 7, at + 1
         if byte < 0x80:
             return value, at
+
+
+def _run_end(data, at: int, stop: int) -> int:
+    """Where the run of unpacked floats or ints (one key a number) from `at` ends, looked for no further than `stop`,
+    a chunk at a time (a copy: an mmap with a numpy view of it cannot be closed), from 64 bytes up (short runs, one
+    after another, cost no more than walking them)."""
+    key, size = data[at], 64
+    while at < stop:
+        chunk = np.frombuffer(data[at:min(stop, at + size)], np.uint8)
+        size = min(2 * size, RUN_CHUNK)
+        done = _floats_in(chunk) if key == FLOATS_KEY else _ints_in(chunk)
+        at += done
+        if done == 0 or done < len(chunk) - 10:  # a field of another kind, not the chunk's end
+            return at
+    return at
+
+
+def _floats_in(chunk) -> int:
+    """The bytes of whole `0x3D, 4 bytes` fields at `chunk`'s start."""
+    keys = chunk[:len(chunk) - len(chunk) % 5:5]
+    other = np.flatnonzero(keys != FLOATS_KEY)
+    return 5 * int(other[0] if other.size else keys.size)
+
+
+def _ints_in(chunk) -> int:
+    """The bytes of whole `0x40, varint` fields at `chunk`'s start: bytes below 0x80 alternate key and a varint's
+    last byte, each key right after the last varint and at most 10 bytes before its end."""
+    low = np.flatnonzero(chunk < 0x80)
+    keys, lasts = low[0::2], low[1::2]
+    keys = keys[:lasts.size]
+    fine = (chunk[keys] == INTS_KEY) & (lasts - keys <= 10)
+    fine[1:] &= keys[1:] == lasts[:-1] + 1
+    if keys.size:
+        fine[0] &= keys[0] == 0
+    whole = int(np.argmin(fine)) if not fine.all() else fine.size
+    return int(lasts[whole - 1]) + 1 if whole else 0
