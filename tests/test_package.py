@@ -1468,8 +1468,10 @@ def test_the_version_to_upgrade_to_is_checkable_by_and_a_failed_package_beside_i
 @pytest.mark.parametrize("edit", [
     None,  # as made today: checkable_by is this edgekit's
     lambda m: m.pop("checkable_by"),  # made before checkable_by: checked as before
-    # a newer edgekit that says this one can check it (and names the output its accuracy scored, as this one does)
-    lambda m: (m.update(edgekit_version="9.0.0"), m["accuracy"].update(output="output")),
+    # a newer edgekit that says this one can check it (and names the output its accuracy scored and the rows its top-1
+    # counted, as this one does)
+    lambda m: (m.update(edgekit_version="9.0.0"), m["accuracy"].update(output="output"),
+               m["parity"]["quantization"]["outputs"][0].update(top1_rows=600)),
 ])
 def test_package_this_edgekit_can_check_is_checked_in_full(tmp_path, edit):
     folder = example_package(tmp_path, edit)
