@@ -169,8 +169,14 @@ def _unreached(root: Path, out: Path, folders: list[Path], shown: dict[Path, str
 
 def _planned_archives(out: Path, only: set[str] | None, mismatched: dict[Path, str]) -> list[Case]:
     """The `archive NAME` cases _archives_beside would give OUT's archives (not reached past --step-timeout)."""
-    altered = {path for path in mismatched if path.parent == out}
-    return [Case(stem, f"archive {path.name}", False) for path in sorted({*out.iterdir(), *altered})
+    return [Case(stem, f"archive {path.name}", False) for path, stem in _archives_in(out, only, mismatched)]
+
+
+def _archives_in(out: Path, only: set[str] | None, mismatched: dict[Path, str] | None) -> list[tuple[Path, str]]:
+    """OUT's archives check holds, each with its target's name: its files named like one, and from a tar of OUT
+    those whose bytes are not its ledger's (`mismatched`, never unpacked); only `only`'s targets where given."""
+    altered = {path for path in (mismatched or {}) if path.parent == out}
+    return [(path, stem) for path in sorted({*out.iterdir(), *altered})
             if (path in altered or path.is_file()) and (stem := _archive_stem(path.name)) is not None
             and (only is None or stem in only)]
 
@@ -257,12 +263,8 @@ def _archives_beside(out: Path, shown: Path, folders: list[Path], only: set[str]
     matches the hash its manifest gives, and that manifest is the folder's (an archive of garbage passed).
     `shown`: OUT as the user knows it; `mismatched`: from a tar of OUT, the actual sha256 of each archive there
     whose bytes are not those OUT's ledger records (never unpacked)."""
-    by_name, cases = {folder.name: folder for folder in folders}, []
-    altered = {path: digest for path, digest in (mismatched or {}).items() if path.parent == out}
-    for path in sorted({*out.iterdir(), *altered}):
-        if path not in altered and not path.is_file() or (stem := _archive_stem(path.name)) is None \
-                or only is not None and stem not in only:
-            continue
+    by_name, cases, altered = {folder.name: folder for folder in folders}, [], mismatched or {}
+    for path, stem in _archives_in(out, only, mismatched):
         if path in altered:  # its member hash did not match the ledger: tampered with after export
             cases.append(Case(stem, f"archive {path.name}", False, f"sha256 {altered[path][:12]}… is not the one "
                               f"edgekit recorded for it ({archive.LEDGER} in {shown})"))

@@ -57,6 +57,7 @@ class Shared:
     device: Device | None = None  # a device over SSH: its kind of targets' latency and check run there
     said: tuple[str, ...] = ()  # the run's own warnings, in each target's: loading the model's, the data's
     val_repeats: tuple[int, int] | None = None  # (distinct, samples) of validation data repeating one sample
+    labels: list[str] | None = None  # the recipe's class names (package.read_labels), shipped as labels.txt
 
     @property
     def task(self) -> str:
@@ -75,11 +76,6 @@ class Shared:
     def plain(self) -> tuple[str, ...]:
         """A streaming model's state outputs: judged by cosine and SQNR only, never the scored output."""
         return tuple(self.recipe.state.values())
-
-    @functools.cached_property
-    def labels(self) -> list[str] | None:
-        """The recipe's class names (package.read_labels), read once for every target."""
-        return package.read_labels(self.recipe.labels) if self.recipe.labels is not None else None
 
     @functools.cached_property
     def user_files(self) -> tuple[dict[str, str], list]:
@@ -189,8 +185,7 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
         target_settings(target, recipe.quantize)
     refuse_for_streaming(recipe)
     refuse_c_name(recipe, targets)
-    if recipe.labels is not None:  # a bad labels file, told before any work
-        package.read_labels(recipe.labels)
+    labels = package.read_labels(recipe.labels) if recipe.labels is not None else None  # told before any work
     emulated = emulator_for(recipe, targets)
     device = device_for(recipe, targets)
     published = False
@@ -212,7 +207,7 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
             torch_val = _torch_outputs(recipe, loaded, inputs, val, init)
             shared = Shared(recipe, loaded.source, inputs, pinned, defaults, init, cal, val, torch_val, stage, progress,
                             compression, emulated, device, loaded.warnings + calib.validation_repeats(val),
-                            calib.validation_distinct(val))
+                            calib.validation_distinct(val), labels)
             prepared: dict[int, Prepared] = {}
             reports = {}
             for target in targets:
