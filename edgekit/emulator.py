@@ -87,9 +87,9 @@ class Emulator:
     def describe(self, about: dict | None = None) -> str:
         return f"{self.label}, onnxruntime {(about or {}).get('onnxruntime', self.onnxruntime)}"
 
-    def serve(self, folder: Path, request: dict, timeout: float | None = None) -> dict:
-        """`runner.serve(request)` on the emulated CPU, for files in `folder`; its answer. `timeout`: the run's
-        limit (--step-timeout) unless given."""
+    def serve(self, folder: Path, request: dict) -> dict:
+        """`runner.serve(request)` on the emulated CPU, for files in `folder`; its answer, within the run's limit
+        (--step-timeout)."""
         request = {**request, "folder": str(Path(folder).resolve())}
         script = Path(__file__).with_name("runner.py")
         model = X86_CPUS[self.cpu][0] if self.arch == X86 else self.cpu
@@ -98,7 +98,7 @@ class Emulator:
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(self.site), "PYTHONDONTWRITEBYTECODE": "1",
                "PYTHONNOUSERSITE": "1", "LANG": "C.UTF-8", "HOME": str(self.prefix)}
         try:
-            answer = run_json(cmd, env, timeout or run_limit()[0], f"{self.label} run")
+            answer = run_json(cmd, env, run_limit()[0], f"{self.label} run")
         except StageError as e:  # a truncated library (Bus error), a wheel gone: the cache, not the model
             # "no output": its python did not start (a root with its python3.11 gone, an empty one)
             if "exit code -" in str(e) or "No module named" in str(e) or str(e).endswith("no output"):
@@ -180,14 +180,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgekit"
 
 
-def setup(spec: str = ARCH, onnxruntime: str | None = None, numpy: str | None = None, log=None) -> Emulator:
+def setup(spec: str = ARCH, onnxruntime: str | None = None, numpy: str | None = None) -> Emulator:
     """The emulator for `spec`, built in the cache on first use (aarch64: root ~30 s, wheels ~10 s; x86_64: wheels
     only for versions other than this host's); later calls only find it. Versions default to this host's."""
     import numpy as np
     import onnxruntime as ort
 
     arch, cpu = parse(spec)
-    log = log or (lambda line: print(line, file=sys.stderr))
+    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
     here = {"onnxruntime": ort.__version__, "numpy": np.__version__}
     versions = {"onnxruntime": str(onnxruntime or here["onnxruntime"]), "numpy": str(numpy or here["numpy"])}
     for name, version in versions.items():

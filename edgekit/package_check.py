@@ -1066,12 +1066,11 @@ def _parity_bounded(target: str, pairs: list[tuple[str, str]], state: dict[str, 
     return [Case(**c) for c in found["cases"]], found["figures"]
 
 
-def parity_in_child(target: str, pairs: str, state: str = "{}", steps: str = "{}", figures: str = "null",
-                    limit: str = "null", entries: str = "{}") -> str:
+def parity_in_child(target: str, pairs: str, state: str, steps: str, figures: str, limit: str, entries: str) -> str:
     """Entry point of the bounded child: every (model, golden file) pair's parity case, and the golden samples'
     parity figures, as JSON. `limit`: [seconds, the setting raising them], each run's limit as the parent has it
     (--step-timeout; without it a run stopped at the default, and the child's timeout was a failed package)."""
-    seconds, raised_by = json.loads(limit) or run_limit()
+    seconds, raised_by = json.loads(limit)
     with runs_limited(seconds, raised_by):
         found, figured = _parity_here(target, json.loads(pairs), json.loads(state), json.loads(steps),
                                       json.loads(figures), reuse=False, entries=json.loads(entries))
