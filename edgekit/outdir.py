@@ -46,7 +46,7 @@ def check_replaceable(out: Path, names: list[str], force: bool) -> None:
         raise UsageError(f"output names collide: {', '.join(dup)} (a target named like another target's archive?)")
     if os.path.lexists(out) and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder")
-    if package := next((p for p in (out, *out.parents) if _is_package(p)), None):
+    if package := next((p for p in (out, *out.parents) if _package_manifest(p)), None):
         raise UsageError(f"--out {out}: inside the package folder {package}, which would then fail its check: "
                          "give a folder of its own")
     if out.is_dir():
@@ -60,21 +60,23 @@ def earlier_packages(out: Path, names: list[str]) -> list[str]:
     since `edgekit check OUT` checks them too."""
     try:
         return sorted(p.name for p in out.iterdir() if p.name not in names and p.is_dir() and not p.is_symlink()
-                      and _is_package(p))
+                      and _package_manifest(p))
     except OSError:
         return []
 
 
-def _is_package(folder: Path) -> bool:
-    """An edgekit package folder (its manifest.json names edgekit's version and files; a web app's does not)."""
+def _package_manifest(folder: Path) -> dict | None:
+    """An edgekit package folder's manifest (it names edgekit's version and files; a web app's does not), else None."""
     path = folder / "manifest.json"
     try:
         if not path.is_file() or path.stat().st_size > archive.MAX_MANIFEST_BYTES:
-            return False
+            return None
         found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(found, dict) and "edgekit_version" in found and isinstance(found.get("files"), dict)
+        return None
+    if isinstance(found, dict) and "edgekit_version" in found and isinstance(found.get("files"), dict):
+        return found
+    return None
 
 
 def _refuse_if_locked(out: Path, *names: str) -> None:
@@ -315,11 +317,8 @@ def _not_a_package(manifest: Path, name: str) -> str | None:
     """Why a folder is not an edgekit target folder holding nothing but what its manifest lists (a file the user
     added there would be lost with it); None when it is one."""
     try:
-        if manifest.is_symlink() or not manifest.is_file() or manifest.stat().st_size > archive.MAX_MANIFEST_BYTES:
-            return FOREIGN
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-        if not (isinstance(data, dict) and "edgekit_version" in data and data.get("target") == name
-                and isinstance(data.get("files"), dict)):
+        data = None if manifest.is_symlink() else _package_manifest(manifest.parent)
+        if data is None or data.get("target") != name:
             return FOREIGN
         added = sorted({p.name for p in manifest.parent.iterdir()} - {*data["files"], *archive.UNHASHED})
         return f"holds files edgekit did not write there ({', '.join(added[:3])})" if added else None
