@@ -467,7 +467,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
             for said in calib.calibration_warnings(feeds[:qsettings.samples]):
                 warnings.warn(said, stacklevel=4)
         if feeds:  # calibration runs the model in-process, where a hostile graph's run cannot be stopped
-            onnx_export.first_run(fp32, feeds[0], limit, raised_by="--step-timeout")
+            onnx_export.first_run(fp32, feeds[0], limit)
             run_calibration(fp32, feeds[1:qsettings.samples])
         with whole_file(dest) as partial:
             quantization.quantize(fp32, partial, plan, feeds[: qsettings.samples])

@@ -1163,7 +1163,7 @@ def _as_opset10_resize(node, graph) -> None:
                            helper.make_attribute("nearest_mode", "ceil" if down else "floor")])
 
 
-def first_run(model: Path, feed: dict[str, np.ndarray], timeout: float, raised_by: str = "") -> None:
+def first_run(model: Path, feed: dict[str, np.ndarray], timeout: float) -> None:
     """The model of a file from others run once, on one sample, in a child under the time and memory limit
     (`bounded`), before edgekit runs it in-process on every sample: a Loop of 10^13 steps or a ConstantOfShape
     sized by an input would hang there for good, past Ctrl-C (onnxruntime's run holds the main thread)."""
@@ -1173,7 +1173,7 @@ def first_run(model: Path, feed: dict[str, np.ndarray], timeout: float, raised_b
     np.savez(feed_file, *feed.values())  # by position: input names from a file need not be member names
     try:
         bounded.run("a first run of the model", "edgekit.onnx_export:first_run_in_child", str(model), str(feed_file),
-                    json.dumps(list(feed)), timeout=timeout, raised_by=raised_by)
+                    json.dumps(list(feed)), timeout=timeout, raised_by="--step-timeout")
     except StageError as e:
         from .runtime import run_error
 

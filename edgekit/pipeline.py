@@ -447,7 +447,7 @@ def _first_run(fp32: Path, shared: Shared) -> None:
     optimiser's node, '/1/Relu_output_0_nchwc', of a model fed 16 channels on an axis it named)."""
     feed = shared.val.feeds[0]
     try:
-        onnx_export.first_run(fp32, feed, shared.recipe.step_timeout, raised_by="--step-timeout")
+        onnx_export.first_run(fp32, feed, shared.recipe.step_timeout)
     except StageError as e:
         said = calib.random_sizes_said(shared.inputs, feed) if shared.val.random else ""
         if not (said and (failed := _ORT_RUN_FAILED.search(e.message))):
