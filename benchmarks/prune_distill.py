@@ -2,7 +2,7 @@
 fp32/int8 p50 latency before and after, every model timed round-robin in one run at 1 thread; then the whole
 prune (round_to auto) -> distill -> int8 path through `edgekit.export`.
 
-    python benchmarks/prune_distill.py [--runs 40] [--no-end-to-end] [--stages]
+    python benchmarks/prune_distill.py [--runs 40] [--no-end-to-end] [--stages] [--breakdown]
 
 Ratio 0.5 is built at each channel multiple `round_to = "auto"` chooses from (8, 16, 32); `*` marks auto's
 choice (its own timing, edgekit/rounding.py); `--stages` adds ratio 0.5 with per-stage ratios (blocks grouped by
@@ -10,10 +10,14 @@ resolution, `STAGE_PLANS`). Random weights and data: this measures size and spee
 accuracy (tests/test_compress.py covers accuracy recovery by distillation on digits). Bars: at ratio 0.5 fp32
 at least 1.6x faster than unpruned (issue 4); int8 at least 4.0x faster than unpruned fp32 on an AVX512-VNNI
 host, and the pruned model's int8/fp32 gain no worse than the unpruned one's on any host (issue 14).
+`--breakdown` says where that gain goes: onnxruntime's profiler, per op kind, unpruned and ratio 0.5 (auto).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
 import sys
 import tempfile
 import time
@@ -57,6 +61,59 @@ def build(tmp: Path, ratio: float, round_to: int, stages: str = ""):
     return params, macs, fp32, int8
 
 
+def node_times(path: str, runs: int, tmp: Path) -> list[tuple[str, str, float]]:
+    """(kind, node, median ms) of each node of the model as onnxruntime optimised it, in run order, from its
+    profiler at 1 thread: kind is "depthwise conv" (group > 1), "dense conv", or "other"."""
+    import onnx
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    so.enable_profiling, so.profile_file_prefix = True, str(tmp / "profile")
+    so.optimized_model_filepath = str(tmp / "optimized.onnx")
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    given = sess.get_inputs()[0]  # one fixed-shape float input: this benchmark's models, conv_gain.py's
+    feed = {given.name: np.random.default_rng(1).standard_normal(given.shape).astype(np.float32)}
+    for _ in range(runs + 5):
+        sess.run(None, feed)
+    profile = sess.end_profiling()
+    events = json.loads(Path(profile).read_text())
+    os.remove(profile)
+    groups = {n.name: next((a.i for a in n.attribute if a.name == "group"), 1)
+              for n in onnx.load(so.optimized_model_filepath).graph.node}
+    spans: dict[str, list[tuple[str, float]]] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            spans.setdefault(e["name"].removesuffix("_kernel_time"), []).append((e["args"]["op_name"], e["dur"]))
+    rows = []
+    for name, seen in spans.items():
+        op = seen[0][0]
+        kind = ("depthwise conv" if groups.get(name, 1) > 1 else "dense conv") if "Conv" in op else "other"
+        rows.append((kind, name, statistics.median(d for _, d in seen[5:]) / 1e3))
+    return rows
+
+
+KINDS = ("dense conv", "depthwise conv", "other")
+
+
+def breakdown(models: dict[str, tuple[str, str]], runs: int, tmp: Path) -> None:
+    """Per op kind ms (sums of per-node medians: steadier than a run's p50 on a shared host) of each model in fp32
+    and int8, each kind's gain, and the best any per-layer precision choice could reach: every conv at the faster
+    of its fp32 and int8 times, conversions free, the int8 model's other ops kept."""
+    print("\nper op kind (onnxruntime profiler, 1 thread, sum of per-node medians): fp32 -> int8 ms (gain)")
+    print("model | " + " | ".join(KINDS) + " | total | every conv at its faster precision, free conversions")
+    print("--- | " + " | ".join("---" for _ in KINDS) + " | --- | ---")
+    for label, (fp32, int8) in models.items():
+        f, i = node_times(fp32, runs, tmp), node_times(int8, runs, tmp)
+        by = {kind: [sum(ms for k, _, ms in rows if k == kind) for rows in (f, i)] for kind in KINDS}
+        total = [sum(ms for *_, ms in rows) for rows in (f, i)]
+        convs = [[ms for k, _, ms in rows if k != "other"] for rows in (f, i)]
+        best = (sum(map(min, *convs)) + by["other"][1]) if len(convs[0]) == len(convs[1]) else float("nan")
+        cells = [f"{a:.2f} -> {b:.2f} ({a / b:.2f}x)" for a, b in (*by.values(), total)]
+        print(f"{label} | {' | '.join(cells)} | {best:.2f} ({total[0] / best:.2f}x)")
+
+
 def end_to_end(tmp: Path, runs: int) -> None:
     """prune (0.5, round_to auto) -> distill (1 epoch) -> export -> int8 -> parity -> latency, one call."""
     import edgekit
@@ -88,7 +145,10 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--no-end-to-end", action="store_true", help="skip the edgekit.export prune->distill->int8 run")
     ap.add_argument("--stages", action="store_true", help="add ratio 0.5 rows with per-stage ratios (STAGE_PLANS)")
+    ap.add_argument("--breakdown", action="store_true", help="profile unpruned and ratio 0.5 (auto) per op kind")
     args = ap.parse_args()
+    if args.runs < 1:
+        ap.error("--runs must be at least 1")  # exit 2
     auto = rounding.choose(mobilenetv2_style().eval(), SPEC, PruneSpec(ratio=0.5), load_target(TARGET))
     rows = [(0.0, 0), (0.3, auto.chosen)] + [(0.5, k) for k in rounding.CANDIDATES]
     rows += [(0.5, auto.chosen, plan) for plan in STAGE_PLANS] if args.stages else []
@@ -122,6 +182,9 @@ def main() -> int:
               f"{'met' if gain[chosen] >= gain[rows[0]] else 'MISSED'} ({gain[chosen]:.2f}x vs {gain[rows[0]]:.2f}x)")
         print(f"measured on {host.describe(lat[f'{rows[0]}/fp32'].host)}; {args.runs} round-robin runs per model, "
               "batch 1")
+        if args.breakdown:
+            breakdown({name: (paths[f"{row}/fp32"], paths[f"{row}/int8"]) for name, row in
+                       (("unpruned", rows[0]), (f"ratio 0.5, round_to {auto.chosen}", chosen))}, args.runs, Path(tmp))
         if not args.no_end_to_end:
             end_to_end(Path(tmp), args.runs)
     return 0 if fp32_speedup >= FP32_BAR else 1
