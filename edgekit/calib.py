@@ -496,9 +496,17 @@ def validate(origin: str, spec: InputSpec, sample: np.ndarray) -> None:
         raise InputError(f"{origin}: input {spec.name!r} has shape {list(sample.shape)}, {_held_to(spec, sized)}" + (
                              f" (a short last batch? name the batch axis, as in {spec.name}:N"
                              f"{''.join(f'x{d}' for d in spec.shape[1:])}, or drop it: DataLoader(drop_last=True))"
-                             if short else ""))
+                             if short else _channels_last(spec, sample.shape)))
     if np.issubdtype(sample.dtype, np.floating) and not np.isfinite(sample).all():
         raise InputError(f"{origin}: input {spec.name!r} has NaN or Inf values")
+
+
+def _channels_last(spec: InputSpec, shape: tuple) -> str:
+    """A hint where a sample is the declared NCHW image with its channels last, as cameras and PIL give frames."""
+    c, h, w = spec.shape[-3:] if len(spec.shape) == 4 else (None,) * 3
+    if len(shape) != 4 or not all(isinstance(d, int) for d in (c, h, w)) or tuple(shape[1:]) != (h, w, c) or c == h:
+        return ""
+    return " (channels last, NHWC? the model takes NCHW: array.transpose(0, 3, 1, 2))"
 
 
 def _held_to(spec: InputSpec, sized: bool) -> str:

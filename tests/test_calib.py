@@ -584,6 +584,19 @@ def test_data_of_another_shape_than_input_declares_blames_input_not_the_model(tm
     assert said.exit_code == 3 and said.stderr.endswith("the model takes ['N', 3, 16, 16]\n"), said.output
 
 
+def test_camera_frames_with_their_channels_last_are_said_to_be_so():
+    """A robot's camera frames saved as (n, 32, 32, 3) for image:Nx3x32x32 said only "has shape [1, 32, 32, 3]": the
+    error names the layout and the transpose. A shape that is no such permutation gets no hint."""
+    spec = InputSpec.parse("image:Nx3x32x32:uint8")
+    frames = np.zeros((4, 32, 32, 3), np.uint8)
+    with pytest.raises(InputError, match=r"has shape \[1, 32, 32, 3\].*\(channels last, NHWC\? the model takes NCHW: "
+                                         r"array.transpose\(0, 3, 1, 2\)\)$"):
+        calib.load({"image": frames}, [spec])
+    with pytest.raises(InputError) as other:
+        calib.load({"image": np.zeros((4, 3, 32, 31), np.uint8)}, [spec])
+    assert "NHWC" not in str(other.value)
+
+
 def test_an_onnx_axis_sized_by_input_is_said_to_be_inputs(tmp_path):
     """An .onnx whose file leaves H and W variable, sized 16x16 by --input, and data of 16x15 said "the model takes
     ['N', 3, 16, 16]": those sizes are the user's --input, not the file's."""
