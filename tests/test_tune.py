@@ -456,3 +456,27 @@ def test_auto_skips_a_per_channel_trial_the_models_opset_refuses(data, tmp_path)
                             "opset >= 13 (the model is opset 11)"], t["untried"]
     assert len(t["trials"]) == 4 and not any(row["per_channel"] for row in t["trials"])  # its place taken by the next
     assert "- not tried: per-channel" in (tmp_path / "o" / "desktop-x86" / "report.md").read_text()
+
+
+def test_node_sensitivity_judges_a_concat_by_its_worst_input_not_its_first():
+    """A policy's Concat of an image branch (54.8 dB) and a state branch (41.8 dB) was judged from its first input
+    alone: it and the Flatten before it topped report.md's per-layer table, 10.2 dB "lost", and led --auto's
+    exclusions, though the error came in with the state branch (whose Gemm lost it) and they added none."""
+    from onnx import TensorProto, helper
+
+    from edgekit import tune
+
+    w = [helper.make_tensor(n, TensorProto.FLOAT, [4, 4], [0.1] * 16) for n in ("wa", "wb", "wc")]
+    nodes = [helper.make_node("Gemm", ["x", "wa"], ["a"], name="ga"),
+             helper.make_node("Flatten", ["a"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["y", "wb"], ["b"], name="gb"),
+             helper.make_node("Concat", ["f", "b"], ["c"], name="cat", axis=1),
+             helper.make_node("Gemm", ["c", "wc"], ["out"], name="gc", transB=0)]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "y")]
+    graph = helper.make_graph(nodes, "policy", io, [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], w)
+    db = {"x": 60.0, "y": 60.0, "a": 54.8, "f": 54.8, "b": 41.8, "c": 44.6, "out": 44.0}
+    ranked = tune.node_sensitivity(helper.make_model(graph), [{"tensor": t, "accumulated_sqnr_db": v}
+                                                              for t, v in db.items()])
+    assert ranked[0]["node"] == "gb", ranked
+    glue = [r for r in ranked if r["node"] in ("flat", "cat")]
+    assert glue and all(r["input_sqnr_db"] == 41.8 and r["lost_db"] < 0 for r in glue), glue
