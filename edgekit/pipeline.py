@@ -812,7 +812,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         if target.runtime.arch == "arm64" else None,
         "inputs": [s.as_dict() for s in inputs],
         # an input taking raw pixels, normalised inside the model; what the int8 model does with them
-        "image_uint8": {**recipe.image_uint8, "int8": kept_pixels or norm.why} if norm else None,
+        "image_uint8": {**recipe.image_uint8, "int8": kept_pixels or norm.why, "nodes": list(norm.nodes),
+                        "nodes_in_int8": bool(kept_pixels)} if norm else None,
         "constants": {k: v.tolist() for k, v in shared.pinned.items()},
         "optional_inputs": {k: v.tolist() for k, v in shared.defaults.items()} or None,
         "fixed_input_shapes": {k: list(v) for k, v in fixed.items()} if target.package.fixed_shapes else None,

@@ -29,7 +29,7 @@ def test_the_deployable_takes_raw_pixels_and_normalises_them_itself(tmp_path):
     assert target.export_parity.worst("cosine") > 0.99999  # torch (normalising) vs ONNX, on the same pixels
     assert target.to_json()["image_uint8"] == {"input": "image", "mean": MEAN, "std": STD, "int8": (
         "mean or std differ between channels, so one scale cannot quantize the normalised pixels back to themselves: "
-        "the input QuantizeLinear stays")}
+        "the input QuantizeLinear stays"), "nodes": ["/Cast", "/Sub", "/Mul"], "nodes_in_int8": True}
     folder = tmp_path / "out" / "desktop-x86"
     for name in ("model.onnx", "model.int8.onnx"):
         [image] = onnx.load(str(folder / name)).graph.input
@@ -98,6 +98,9 @@ def test_the_normalisation_stays_float_and_raw_pixels_feed_the_first_dequantize_
     raw = onnx.load(str(tmp_path / "raw" / "desktop-x86" / "model.int8.onnx"))
     assert _graph_after(raw, "image") == ["DequantizeLinear"]
     assert not {"Cast", "Sub", "Mul"} & {n.op_type for n in raw.graph.node}
+    # report.html listed the dropped Cast/Sub/Mul as "Kept in float", by "report.md's decisions", which named none
+    page = (tmp_path / "raw" / "desktop-x86" / "report.html").read_text()
+    assert "<td>/Mul</td>" not in page and "report.md&#x27;s decisions" not in page, page
     kept = edgekit.export("models:small_cnn", out=tmp_path / "kept", image_uint8={"input": "image", "mean": MEAN,
                                                                                  "std": STD}, **args)
     assert kept.passed
@@ -106,6 +109,8 @@ def test_the_normalisation_stays_float_and_raw_pixels_feed_the_first_dequantize_
     sub = next(n for n in model.graph.node if n.input[0] == cast.output[0])
     mul = next(n for n in model.graph.node if n.input[0] == sub.output[0])
     assert (sub.op_type, mul.op_type, _graph_after(model, mul.output[0])) == ("Sub", "Mul", ["QuantizeLinear"])
+    page = (tmp_path / "kept" / "desktop-x86" / "report.html").read_text()
+    assert f"<td>{mul.name}</td><td>image_uint8: the normalisation of &#x27;image&#x27;&#x27;s pixels</td>" in page
 
 
 def test_raw_feed_is_bit_for_bit_the_quantized_normalisation(tmp_path):
