@@ -324,9 +324,7 @@ def _read_file(path: Path, specs, max_bytes: int, max_samples: int | None = None
                                                 axis_of=lambda ndim: axis(specs[0].name, ndim))}
     elif path.suffix == ".npz":
         found = arrays.read_npz(path, lambda n: n in names or n in LABEL_KEYS, max_bytes,
-                                lambda extra, there: f"input names do not match the model: unexpected {few(extra)}, "
-                                                     f"missing {few(sorted(names - set(there))) or 'none'} "
-                                                     f"(model takes {sorted(names)})",
+                                lambda extra, there: _unexpected(sorted(names - set(there)), extra, names),
                                 max_samples, lazy=True, same_rows=True, axis_of=axis,
                                 max_entries=len(names) + len(LABEL_KEYS) + SPARE_NPZ_ENTRIES)
     else:
@@ -335,10 +333,25 @@ def _read_file(path: Path, specs, max_bytes: int, max_samples: int | None = None
     return replace(_from_arrays(str(path), found, specs, masks), files={(st.st_dev, st.st_ino): str(path)})
 
 
+def _unexpected(missing: list[str], extra: list[str], names) -> str:
+    """An .npz's arrays against the inputs: "missing []" was said where none was, and an array beside the inputs (a
+    regression's targets, "torques") got no word of what to do with it."""
+    return (f"input names do not match the model: unexpected {few(extra)}, missing {few(missing) if missing else 'none'}"
+            f" (model takes {sorted(names)}){_labels_hint(missing, extra)}")
+
+
 def _labels_hint(missing: list[str], extra: list[str]) -> str:
-    """Where a dataset's `target` or `y` goes: a torchvision-style key was named unexpected, with no word of labels."""
-    return ("; labels go under the key 'labels'" if not missing and len(extra) == 1
-            and extra[0].lower() in ("target", "targets", "y", "class", "classes", "class_id") else "")
+    """Where a dataset's `target` or `y` goes: a torchvision-style key was named unexpected, with no word of labels.
+    Any other array beside all the inputs is to be left out: edgekit reads inputs and class ids only; one array in
+    place of one input is the same data named otherwise (a state vector saved as 'obs')."""
+    if len(missing) == 1 and len(extra) == 1:
+        return f"; if {extra[0]!r} holds {missing[0]!r}, rename it in the data (or the input in --input)"
+    if missing or not extra:
+        return ""
+    if len(extra) == 1 and extra[0].lower() in ("target", "targets", "y", "class", "classes", "class_id"):
+        return "; labels go under the key 'labels'"
+    return ("; leave it out of the data: edgekit reads the inputs and class-id 'labels' only (int8 is compared with "
+            "fp32: a regression's targets are not needed)")
 
 
 def _from_arrays(origin: str, arrays: dict[str, np.ndarray | RowFile], specs, masks: bool = True) -> Dataset:
@@ -375,7 +388,7 @@ def _from_arrays(origin: str, arrays: dict[str, np.ndarray | RowFile], specs, ma
         hot = " (not one-hot rows)" if labels.ndim <= 2 and labels.size > n * rows else ""
         raise InputError(f"{origin}: {labels.size} labels (shape {list(labels.shape)}) for {n} samples of {rows} "
                          f"row(s) each: give one class id per row{hot}, or a mask per sample (shape [samples, H, W]) "
-                         "for a model returning a class map")
+                         f"for a model returning a class map{_targets_hint(labels)}")
     if labels is not None:
         labels = class_ids(origin, labels)
     return Dataset(origin, Samples([({name: arrays[name] for name in batch_axis}, batch_axis)]), labels,
@@ -418,12 +431,20 @@ def same_named_dims(origin: str, specs, shapes: dict[str, tuple[int, ...]]) -> N
                              f"({', '.join(f'{n} {v}' for n, v in by_input.items())})")
 
 
+def _targets_hint(labels: np.ndarray) -> str:
+    """Float labels with fractions are a regression's targets, which no run reads: they were told to be class ids."""
+    if labels.dtype.kind != "f" or not (np.isfinite(labels) & (labels != np.round(labels))).any():
+        return ""
+    return "; a regression's targets? leave them out of the data: int8 is compared with fp32, not with targets"
+
+
 def class_ids(origin: str, labels: np.ndarray) -> np.ndarray:
     """Labels are class ids: finite, whole, non-negative numbers (strings, NaN or -1 would silently skew accuracy)."""
     if labels.dtype.kind not in "iubf":
         raise InputError(f"{origin}: labels are {labels.dtype} values; give integer class ids")
     if labels.dtype.kind == "f" and not (np.isfinite(labels).all() and (labels == np.round(labels)).all()):
-        raise InputError(f"{origin}: labels must be whole class ids (found NaN, Inf or fractions)")
+        raise InputError(f"{origin}: labels must be whole class ids (found NaN, Inf or fractions)"
+                         + _targets_hint(labels))
     if labels.size and labels.min() < 0:
         raise InputError(f"{origin}: labels must be class ids >= 0 (found {labels.min()})")
     if labels.size and labels.max() > np.iinfo(np.int64).max:  # would wrap to a negative id below

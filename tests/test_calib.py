@@ -584,6 +584,35 @@ def test_data_of_another_shape_than_input_declares_blames_input_not_the_model(tm
     assert said.exit_code == 3 and said.stderr.endswith("the model takes ['N', 3, 16, 16]\n"), said.output
 
 
+def test_an_array_beside_the_inputs_is_said_to_be_left_out_and_one_named_otherwise_renamed(tmp_path):
+    """A policy's validation .npz holding its regression targets ('torques') beside its inputs said "unexpected
+    ['torques'], missing []" (no input was missing) and nothing of what to do; a state vector saved as 'obs' was not
+    said to be the 'state' input named otherwise."""
+    x = np.zeros((4, 4), np.float32)
+    with pytest.raises(InputError) as beside:
+        calib.load(_save(tmp_path / "t.npz", x=x, torques=x[:, :3]), VECTOR)
+    assert str(beside.value).endswith("unexpected ['torques'], missing none (model takes ['x']); leave it out of the "
+                                      "data: edgekit reads the inputs and class-id 'labels' only (int8 is compared "
+                                      "with fp32: a regression's targets are not needed)"), beside.value
+    with pytest.raises(InputError, match=r"unexpected \['obs'\], missing \['x'\] \(model takes \['x'\]\); if 'obs' "
+                                         r"holds 'x', rename it in the data \(or the input in --input\)$"):
+        calib.load(_save(tmp_path / "o.npz", obs=x), VECTOR)
+
+
+def test_a_regressions_targets_given_as_labels_are_said_to_be_left_out(tmp_path):
+    """Joint torques saved as 'labels' were told to be class ids, one per row, or masks: nothing said a regression's
+    targets are not read at all. Whole-number labels of the wrong count keep the message they had."""
+    x = np.zeros((4, 4), np.float32)
+    hint = "; a regression's targets? leave them out of the data: int8 is compared with fp32, not with targets"
+    for labels in (np.full((4, 6), 0.5, np.float32), np.full(4, 0.5, np.float32)):
+        with pytest.raises(InputError) as said:
+            calib.load(_save(tmp_path / "t.npz", x=x, labels=labels), VECTOR)
+        assert str(said.value).endswith(hint), said.value
+    with pytest.raises(InputError) as said:
+        calib.load(_save(tmp_path / "c.npz", x=x, labels=np.ones((4, 6), np.float32)), VECTOR)
+    assert "one-hot" in str(said.value) and hint not in str(said.value)
+
+
 def test_camera_frames_with_their_channels_last_are_said_to_be_so():
     """A robot's camera frames saved as (n, 32, 32, 3) for image:Nx3x32x32 said only "has shape [1, 32, 32, 3]": the
     error names the layout and the transpose. A shape that is no such permutation gets no hint."""
