@@ -104,12 +104,13 @@ def run_example(module, specs: tuple[InputSpec, ...], args: tuple):
         with torch.no_grad(), as_exported(), model_warnings_once():
             return module(*args)
     except (Exception, SystemExit) as e:  # a forward calling sys.exit is bad input: from the API it exited 0
-        from .runtime import takes_a_dict
+        from .runtime import ids_hint, takes_a_dict
 
         if dict_input := takes_a_dict(module, [s.name for s in specs], args):
             raise InputError(dict_input) from e
         why = f"sys.exit({e.code!r})" if isinstance(e, SystemExit) else f"{type(e).__name__}: {first_line(e)}"
-        raise InputError(f"model does not run on inputs {', '.join(map(str, specs))}: {why}") from e
+        raise InputError(f"model does not run on inputs {', '.join(map(str, specs))}: {why}"
+                         f"{ids_hint(e, [s.name for s in specs], args)}") from e
 
 
 def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, ...], opset: int,

@@ -368,7 +368,7 @@ def _run_torch_one(module, feed, input_names, i: int) -> list[np.ndarray]:
         shapes = ", ".join(f"{n}:{list(a.shape)}" for n, a in zip(input_names, args))
         raise InputError(f"model does not run on inputs {shapes} (sample {i}): "
                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{_dtype_hint(module, args)}"
-                         ) from e
+                         f"{ids_hint(e, input_names, args)}") from e
     return [o.detach().numpy() for o in flatten_outputs(out)]
 
 
@@ -423,6 +423,16 @@ def _runs_on_dict(module, feed: dict) -> bool:
     except (Exception, SystemExit):
         return False
     return True
+
+
+def ids_hint(error: BaseException, names, args) -> str:
+    """An nn.Embedding (or gather) fed ids declared float: torch's "'indices' ... Long, Int" named no input to
+    declare otherwise. The float inputs are named, as torch does not say which one it was."""
+    floats = [n for n, a in zip(names, args) if a.is_floating_point()]
+    if "'indices'" not in str(error) or "Long" not in str(error) or not floats:
+        return ""
+    return (f" (ids, as an nn.Embedding takes, must be integers: declare the ids input int64, NAME:SHAPE:int64, and "
+            f"give int64 data; declared float here: {', '.join(floats)})")
 
 
 def _dtype_hint(module, args) -> str:

@@ -116,6 +116,22 @@ def test_an_output_that_is_not_a_tensor_is_named_where_it_is(tmp_path, returned,
     assert result.exit_code == 3 and result.stderr == f"edgekit: error: {said}\n", result.output
 
 
+@pytest.mark.parametrize("data", ["random", "npz"])
+def test_ids_declared_float_are_said_to_be_declared_int64(tmp_path, data):
+    """A policy's mode id into an nn.Embedding declared `mode:N` (float32) said only torch's "Expected tensor for
+    argument #1 'indices' to have one of the following scalar types: Long, Int": not which input to declare how."""
+    (tmp_path / "m.py").write_text(
+        "import torch\n\nclass M(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.e = torch.nn.Embedding(4, 2)\n\n    def forward(self, x, mode):\n"
+        "        return x + self.e(mode)\n\ndef build():\n    return M()\n")
+    np.savez(tmp_path / "d.npz", x=np.zeros((8, 2), np.float32), mode=np.arange(8, dtype=np.float32) % 4)
+    result = cli(["export", f"{tmp_path / 'm.py'}:build", "--input", "x:Nx2", "--input", "mode:N", "--calibration",
+                  "random" if data == "random" else tmp_path / "d.npz", "--no-bench", "--out", tmp_path / "o"])
+    assert result.exit_code == 3 and result.stderr.endswith(
+        "(ids, as an nn.Embedding takes, must be integers: declare the ids input int64, NAME:SHAPE:int64, and give "
+        "int64 data; declared float here: x, mode)\n"), result.output
+
+
 @pytest.mark.parametrize("annotation, names", [("", "x"), (": dict", "xy"), (": 'Mapping[str, torch.Tensor]'", "xy")])
 def test_a_forward_taking_a_dict_is_said_in_one_line(tmp_path, annotation, names):
     """`forward(self, batch)` reading batch["x"] was `TypeError: new(): invalid data type 'str'` after torch's
