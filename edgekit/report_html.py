@@ -69,7 +69,7 @@ def _kept_float(r: TargetReport) -> list[tuple[str, str]]:
     pixels = r.details.get("image_uint8") or {}  # its Cast/Sub/Mul: in no decision, and gone where raw pixels feed
     listed = pixels.get("nodes")
     norm = {n for n in listed if isinstance(n, str)} if isinstance(listed, list) else set()
-    why |= {n: f"image_uint8: the normalisation of {pixels.get('input')!r}'s pixels" for n in norm}
+    why |= {n: f"image_uint8: the pixel normalisation of input {pixels.get('input')!r}" for n in norm}
     return [(n, why.get(n, "the quantization plan (report.md's decisions)")) for n in q.get("exclude_nodes", [])
             if n not in norm or pixels.get("nodes_in_int8", True)]
 

@@ -110,7 +110,7 @@ def test_the_normalisation_stays_float_and_raw_pixels_feed_the_first_dequantize_
     mul = next(n for n in model.graph.node if n.input[0] == sub.output[0])
     assert (sub.op_type, mul.op_type, _graph_after(model, mul.output[0])) == ("Sub", "Mul", ["QuantizeLinear"])
     page = (tmp_path / "kept" / "desktop-x86" / "report.html").read_text()
-    assert f"<td>{mul.name}</td><td>image_uint8: the normalisation of &#x27;image&#x27;&#x27;s pixels</td>" in page
+    assert f"<td>{mul.name}</td><td>image_uint8: the pixel normalisation of input &#x27;image&#x27;</td>" in page
 
 
 def test_raw_feed_is_bit_for_bit_the_quantized_normalisation(tmp_path):
