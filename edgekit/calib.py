@@ -336,8 +336,9 @@ def _read_file(path: Path, specs, max_bytes: int, max_samples: int | None = None
 def _unexpected(missing: list[str], extra: list[str], names) -> str:
     """An .npz's arrays against the inputs: "missing []" was said where none was, and an array beside the inputs (a
     regression's targets, "torques") got no word of what to do with it."""
-    return (f"input names do not match the model: unexpected {few(extra)}, missing {few(missing) if missing else 'none'}"
-            f" (model takes {sorted(names)}){_labels_hint(missing, extra)}")
+    absent = few(missing) if missing else "none"
+    return (f"input names do not match the model: unexpected {few(extra)}, missing {absent} (model takes "
+            f"{sorted(names)}){_labels_hint(missing, extra)}")
 
 
 def _labels_hint(missing: list[str], extra: list[str]) -> str:
