@@ -42,6 +42,7 @@ _OWN = {"source", "inputs", "calibration", "validation", "targets", "out", "quan
 # run one after another
 _ONE_CALL_AT_A_TIME = threading.RLock()
 _SET_BY_IMPORTS = ("TORCHINDUCTOR_CACHE_DIR",)  # torch's inductor, first imported by pruning, sets it for good
+_DEPTH = [0]  # API calls under way in the thread holding _ONE_CALL_AT_A_TIME: >1 is one called from user code
 
 
 def _leaves_no_trace(fn):
@@ -56,7 +57,11 @@ def _leaves_no_trace(fn):
     @functools.wraps(fn)
     def call(*args, **kwargs):
         with _ONE_CALL_AT_A_TIME:
-            return _as_found(fn, args, kwargs)
+            _DEPTH[0] += 1
+            try:
+                return _as_found(fn, args, kwargs)
+            finally:
+                _DEPTH[0] -= 1
     return call
 
 
@@ -126,10 +131,14 @@ ONNXRUNTIME_DEFAULT_SEVERITY = 2  # onnxruntime's own default for its default lo
 def _onnxruntime_logs_as_by_default() -> None:
     """A call quiets onnxruntime's default logger (edgekit says the cause in one line), a level onnxruntime keeps for
     the whole process and has no getter for: the caller's own sessions after an export printed not even a warning.
-    It is left at onnxruntime's default (a level the caller set before the call is not known, so not kept)."""
+    It is left at onnxruntime's default (a level the caller set before the call is not known, so not kept). A call
+    made from user code that another call runs (a calibration function calling edgekit.quantize) leaves it at the
+    level the outer call runs with: reset there, the rest of the outer call printed onnxruntime's warnings."""
     onnxruntime = sys.modules.get("onnxruntime")
     if onnxruntime is not None and hasattr(onnxruntime, "set_default_logger_severity"):
-        onnxruntime.set_default_logger_severity(ONNXRUNTIME_DEFAULT_SEVERITY)
+        from .runtime import ort_log_level
+
+        onnxruntime.set_default_logger_severity(ort_log_level() if _DEPTH[0] > 1 else ONNXRUNTIME_DEFAULT_SEVERITY)
 
 
 # numpy's own error handling, under which edgekit's figures are computed: a notebook's np.seterr(all="raise") made

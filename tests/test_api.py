@@ -1222,6 +1222,46 @@ def test_onnxruntimes_own_warnings_reach_the_callers_sessions_after_a_call(tmp_p
         assert "Removing initializer 'unused'" in capfd.readouterr().err
 
 
+def test_a_call_made_from_user_code_leaves_the_outer_calls_onnxruntime_level(tmp_path, capfd):
+    """A calibration function that calls edgekit.quantize: the inner call's exit set onnxruntime's logger back to its
+    default while the export went on (its warnings printed for the rest of it); after the export it is the default."""
+    import onnxruntime
+
+    unused = _unused_initializer_model(tmp_path)
+    linear = torch.nn.Linear(4, 2)
+    torch.onnx.export(linear, (torch.zeros(1, 4),), str(tmp_path / "linear.onnx"), input_names=["x"], dynamo=False)
+
+    def calibration():
+        edgekit.quantize(tmp_path / "linear.onnx", "random", out=tmp_path / "q.onnx")
+        capfd.readouterr()
+        onnxruntime.InferenceSession(str(unused), providers=["CPUExecutionProvider"])  # as the export's steps do
+        assert "Removing initializer" not in capfd.readouterr().err
+        return [{"x": np.random.default_rng(i).random((1, 4), dtype=np.float32)} for i in range(16)]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert edgekit.export(linear, inputs=["x:Nx4"], calibration=calibration, no_bench=True,
+                              out=tmp_path / "out").passed
+    capfd.readouterr()
+    onnxruntime.InferenceSession(str(unused), providers=["CPUExecutionProvider"])
+    assert "Removing initializer 'unused'" in capfd.readouterr().err
+
+
+def _unused_initializer_model(tmp_path):
+    """A model onnxruntime warns of at its default level (an initializer no node reads)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              initializer=[numpy_helper.from_array(np.zeros(3, np.float32), "unused")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "unused.onnx"))
+    return tmp_path / "unused.onnx"
+
+
 def test_a_half_model_fed_float32_is_told_it_can_declare_float16_inputs(tmp_path):
     """A .half() model exports with float16 inputs declared (README), but the error for float32 ones said only
     "edgekit exports float32 models, so call .float() on it first"."""
