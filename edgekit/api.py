@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import inspect
 import logging
 import os
 import random
@@ -54,8 +55,11 @@ def _leaves_no_trace(fn):
     onnxruntime's quantizer logs through `logging.warning`, which gives a root logger without handlers one for good
     (and a notebook's own `logging.basicConfig` is then ignored): a stand-in handler is there while edgekit runs.
     The root's handlers (the caller's or the stand-in) drop onnxruntime's records meanwhile (_NotOnnxruntime)."""
+    takes = inspect.signature(fn)
+
     @functools.wraps(fn)
     def call(*args, **kwargs):
+        _bound(fn.__name__, takes, args, kwargs)
         with _ONE_CALL_AT_A_TIME:
             _DEPTH[0] += 1
             try:
@@ -63,6 +67,21 @@ def _leaves_no_trace(fn):
             finally:
                 _DEPTH[0] -= 1
     return call
+
+
+def _bound(name: str, takes: inspect.Signature, args, kwargs) -> None:
+    """Arguments a call cannot take are a usage error naming the ones it does (`check(path, bogus=1)` was Python's
+    bare TypeError); a name it does not know is matched to the nearest it does. Settings taken by **settings are
+    judged by the call itself."""
+    try:
+        takes.bind(*args, **kwargs)
+    except TypeError as e:
+        params = [p for p in takes.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        unknown = [k for k in kwargs if k not in takes.parameters]
+        hint = nearest(unknown[0], [p.name for p in params]) if unknown else ""
+        named = ", ".join(p.name + (" (required)" if p.default is p.empty else "") for p in params)
+        raise UsageError(f"edgekit.{name}(): {str(e).partition('() ')[2] or e}{hint}; it takes {named}"
+                         + (" and settings" if len(params) < len(takes.parameters) else "")) from None
 
 
 def _as_found(fn, args, kwargs):

@@ -1402,3 +1402,17 @@ def test_torchs_grad_mode_is_as_found_after_a_call_that_first_imports_torch(tmp_
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.stdout.strip().splitlines()[-1:] == ["True"], done.stderr[-2000:]
+
+
+def test_arguments_a_call_does_not_take_are_usage_errors_naming_those_it_does():
+    """check(path, bogus=1) was Python's bare TypeError, naming no option check takes."""
+    with pytest.raises(edgekit.UsageError, match=r"'prob' \(did you mean 'probe'\?\); it takes path \(required\), "
+                                                 "emulate, device, probe, step_timeout"):
+        edgekit.check("out", prob=True)
+    with pytest.raises(edgekit.UsageError, match="edgekit.check\\(\\): missing a required argument: 'path'"):
+        edgekit.check()
+    with pytest.raises(edgekit.UsageError, match="edgekit.prune\\(\\): missing a required argument: 'inputs'"):
+        edgekit.prune("m.py:build")
+    with pytest.raises(edgekit.UsageError, match="unexpected setting 'bogus'"):  # **settings judged by export
+        edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration="random", bogus=1)
+
