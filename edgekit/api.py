@@ -272,6 +272,7 @@ def export(model: Any, *, inputs: Iterable[str | InputSpec] = (), calibration: F
     """
     from .pipeline import run
 
+    model, calibration, validation, out = map(_path, (model, calibration, validation, out))
     recipe = _recipe(model, inputs, calibration, validation, targets, out, settings)
     try:
         return run(recipe, load_targets(recipe.targets), progress=False)
@@ -300,7 +301,7 @@ def check(path: str | Path | ExportReport, *, emulate: str | None = None, device
     from .runtime import runs_limited
 
     with runs_limited(coerce(step_timeout, float, "step_timeout", "edgekit.check()"), "--step-timeout"):
-        return _check(path, emulate, device, probe)
+        return _check(_path(path), emulate, device, probe)
 
 
 def _check(path, emulate, device, probe) -> CheckReport:
@@ -350,6 +351,7 @@ def prune(model: Any, *, inputs: Iterable[str | InputSpec], ratio: float, out: s
     already there is replaced only with `force`. Returns (the pruned nn.Module, PruneResult)."""
     from . import compress
 
+    model, out, data = map(_path, (model, out, data))
     _rebuildable(model, "prune")
     spec = build(PruneSpec, {"ratio": ratio, **settings}, "edgekit.prune() settings")
     compress.check_out(out, force)
@@ -379,6 +381,8 @@ def distill(teacher: Any, student: Any, *, data: Feeds, out: str | Path | None =
     from .userfn import seeded
 
     where = "edgekit.distill() settings"
+    teacher, student, data, out = map(_path, (teacher, student, data, out))
+    teacher_weights, student_weights = _path(teacher_weights), _path(student_weights)
     _rebuildable(student, "distill --student")
     config = build(DistillSettings, {"data": data if isinstance(data, str) else "", **settings}, where)
     out = compress.check_out(out, force)
@@ -411,6 +415,7 @@ def share(model: Any, *, inputs: Iterable[str | InputSpec], clusters: int = Shar
     from . import compress, sharing
 
     where = "edgekit.share() settings"
+    model, data, out, weights = map(_path, (model, data, out, weights))
     _rebuildable(model, "share")
     if settings and data is None:  # taken without a word, and no fine-tuning done
         raise UsageError(f"share: {', '.join(sorted(settings))} set how to fine-tune on data: give the data too "
@@ -447,6 +452,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     from . import calib, compress, inspect_model, onnx_export, quantization, verdict
     from .runtime import flushing, run_calibration, runs_limited
 
+    model, calibration, out = map(_path, (model, calibration, out))
     for name, value in (("model", model), ("target", target), *((("out", out),) if out is not None else ())):
         if not isinstance(value, (str, os.PathLike)):
             raise UsageError(f"edgekit.quantize() {name}: a path or name, not {type(value).__name__}")
@@ -581,8 +587,10 @@ def _specs(inputs, needed_by: str = "") -> tuple[InputSpec, ...]:
 
 
 def _path(value):
-    """A path setting as the recipe's string (os.PathLike included); anything else as it is, for build() to judge."""
-    return os.fspath(value) if isinstance(value, os.PathLike) else value
+    """A path setting as the recipe's string (os.PathLike included), `~` the user's home as a shell reads it
+    (out="~/dist" made a folder named `~`); anything else as it is, for build() to judge."""
+    value = os.fspath(value) if isinstance(value, os.PathLike) else value
+    return os.path.expanduser(value) if isinstance(value, str) and value.startswith("~") else value
 
 
 def _recipe(model, inputs, calibration, validation, targets, out, settings: dict) -> Recipe:

@@ -835,10 +835,10 @@ def load_recipe(path: Path) -> Recipe:
             raise UsageError(f"{where}: {key} = \"\" names nothing; leave the key out instead")
         if isinstance(value, str) and value != "random" and not (key in ("calibration", "validation")
                                                                  and is_function_spec(value) and ".py:" not in value):
-            flat[key] = str(base / value)
+            flat[key] = str(base / Path(value).expanduser())  # `~` the user's home, as for [device]'s files
     source = flat.get("source")
     if isinstance(source, str) and (".py:" in source or source.endswith((".onnx", ".pt", ".ts", ".pt2"))):
-        flat["source"] = str(base / source)
+        flat["source"] = str(base / Path(source).expanduser())
     if isinstance(flat.get("targets"), str):  # one name alone, as a list: it was looked up in the working folder
         flat["targets"] = [flat["targets"]]
     if isinstance(flat.get("targets"), list):  # a bundled name, else a profile file beside the recipe

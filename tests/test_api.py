@@ -1416,3 +1416,16 @@ def test_arguments_a_call_does_not_take_are_usage_errors_naming_those_it_does():
     with pytest.raises(edgekit.UsageError, match="unexpected setting 'bogus'"):  # **settings judged by export
         edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration="random", bogus=1)
 
+
+def test_a_path_under_the_users_home_is_written_there(tmp_path, monkeypatch):
+    """out="~/dist" made a folder literally named `~` in the working folder."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    monkeypatch.chdir(tmp_path)
+    report = edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration="random", no_bench=True,
+                            out="~/dist")
+    assert report.out == tmp_path / "home" / "dist" and not (tmp_path / "~").exists()
+    assert edgekit.check("~/dist").passed
+    torch.onnx.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),), str(tmp_path / "home" / "l.onnx"),
+                      input_names=["x"], dynamo=False)
+    assert edgekit.quantize("~/l.onnx", "random", out="~/l8.onnx") == tmp_path / "home" / "l8.onnx"
