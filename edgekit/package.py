@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import unicodedata
 import zipfile
 import zlib
 from pathlib import Path
@@ -282,10 +283,17 @@ def read_labels(path: str, bom: bool = True) -> list[str]:
     names = text.replace("\r\n", "\n").removesuffix("\n").split("\n") if text else []
     if not names:
         raise UsageError(f"labels {path}: empty; give one class name per line")
-    if bad := [k for k, n in enumerate(names) if not n.strip() or not n.isprintable()]:
+    if bad := [k for k, n in enumerate(names) if not n.strip() or not all(map(_label_character, n))]:
         why = "blank" if not names[bad[0]].strip() else "not printable text"
         raise UsageError(f"labels {path}: line {bad[0] + 1} is {why}; give one class name per line")
     return names
+
+
+def _label_character(c: str) -> bool:
+    """A character a class name may hold: printable text, a tab and any space (ImageNet's synset files and
+    spreadsheet exports hold tabs, names a no-break space: isprintable() refuses both); never another control or
+    format character (NUL, CR, an escape, a byte-order mark, a bidi override: what a terminal or an app runs)."""
+    return c.isprintable() or c == "\t" or unicodedata.category(c) == "Zs"
 
 
 def write(target_dir: Path, report: TargetReport, pages: bool = True) -> None:

@@ -3205,3 +3205,19 @@ def test_check_stopped_by_its_step_timeout_still_lists_its_cases(packaged, tmp_p
     assert all(case.find("skipped") is not None for case in suites["ios-arm64"])
     root = ElementTree.parse(junit).getroot()
     assert int(root.get("tests")) == len(state) and int(root.get("skipped")) == len(skipped)
+
+
+def test_a_labels_file_as_real_ones_are_is_read_and_control_characters_are_not(tmp_path):
+    """ImageNet's synset files and spreadsheet exports hold tabs, class names a no-break space: isprintable() refused
+    both ("line 1 is not printable text"). A control or format character inside a name (NUL, a lone CR, an escape, a
+    bidi override) is still refused: an app or a terminal shows or runs it."""
+    from edgekit.errors import UsageError
+    from edgekit.package import read_labels
+
+    names = ["n01440764\ttench", "crane\t", "Côte\u00a0d'Ivoire", "narrow\u202fspace"]
+    (tmp_path / "real.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    assert read_labels(str(tmp_path / "real.txt")) == names
+    for bad in ("nul\0", "cr\ralone", "esc\x1b[2J", "bidi\u202eevil", "\t\u00a0"):
+        (tmp_path / "bad.txt").write_text(f"cat\n{bad}\ndog\n", encoding="utf-8")
+        with pytest.raises(UsageError, match="line 2 is (not printable text|blank)"):
+            read_labels(str(tmp_path / "bad.txt"))
