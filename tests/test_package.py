@@ -3221,3 +3221,43 @@ def test_a_labels_file_as_real_ones_are_is_read_and_control_characters_are_not(t
         (tmp_path / "bad.txt").write_text(f"cat\n{bad}\ndog\n", encoding="utf-8")
         with pytest.raises(UsageError, match="line 2 is (not printable text|blank)"):
             read_labels(str(tmp_path / "bad.txt"))
+
+
+PAGES_FIXTURE = Path(__file__).parent / "fixtures" / "pages"  # a digits manifest (with labels) and its pages
+PAGES_RECORDED_AT = 1  # the package.PAGE_FORMAT the fixture's pages were rendered at
+
+
+def test_a_change_to_how_the_pages_render_raises_page_format():
+    """check holds a package's pages to this edgekit's rendering where the manifest's page_format is this one's: a
+    change to report.md or report.html without a PAGE_FORMAT bump failed the packages of the same dev version as
+    edited. A bump re-records the fixture's pages: `python tests/test_package.py` writes them."""
+    import difflib
+
+    from edgekit.package import PAGE_FORMAT, rendered_pages
+
+    pages = rendered_pages(json.loads((PAGES_FIXTURE / "manifest.json").read_text(encoding="utf-8")))
+    assert PAGE_FORMAT == PAGES_RECORDED_AT, (f"PAGE_FORMAT is {PAGE_FORMAT}, the fixture's pages are of format "
+                                              f"{PAGES_RECORDED_AT}: record them (python tests/test_package.py)")
+    for name, text in pages.items():
+        recorded = (PAGES_FIXTURE / name).read_text(encoding="utf-8")
+        changed = list(difflib.unified_diff(recorded.splitlines(), text.splitlines(), lineterm="", n=0))[:12]
+        assert text == recorded, (f"{name} renders otherwise than at page format {PAGE_FORMAT}: raise "
+                                  "package.PAGE_FORMAT and re-record the fixture (python tests/test_package.py)\n"
+                                  + "\n".join(changed))
+
+
+def _record_pages() -> None:
+    """The fixture's pages rendered again, and PAGES_RECORDED_AT set to this PAGE_FORMAT: after a bump."""
+    import re
+
+    from edgekit.package import PAGE_FORMAT, rendered_pages
+
+    pages = rendered_pages(json.loads((PAGES_FIXTURE / "manifest.json").read_text(encoding="utf-8")))
+    for name, text in pages.items():
+        (PAGES_FIXTURE / name).write_text(text, encoding="utf-8")
+    me = Path(__file__)
+    me.write_text(re.sub(r"(?m)^PAGES_RECORDED_AT = \d+", f"PAGES_RECORDED_AT = {PAGE_FORMAT}", me.read_text()))
+
+
+if __name__ == "__main__":
+    _record_pages()
