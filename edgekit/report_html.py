@@ -48,6 +48,7 @@ def page(r: TargetReport) -> str:
         for g in r.gates])]
     if r.accuracy:  # the page showed the drop gate only
         out.append(f"<p>{e(accuracy_line(r.accuracy))}.</p>")
+    out += _labels(d.get("labels"))
     if r.emulated:  # an x86-64 target's figures on an emulated CPU (export --emulate x86_64), as report.md says
         out.append(f"<p>Emulated CPU: {e(r.emulated.line(r.gates))}.</p>")
     if d.get("ort_format"):  # which onnxruntime build the shipped .ort needs: report.md said it, this page did not
@@ -57,6 +58,15 @@ def page(r: TargetReport) -> str:
     out += _figures(_charts(r))
     out.append("<p>Full figures: report.md and manifest.json in this folder.</p></body></html>")
     return "\n".join(out) + "\n"
+
+
+def _labels(labels) -> list[str]:
+    """The class names the package ships, named beside the top-1 and accuracy figures: report.md named them, this
+    page did not (the manifest holds the file's name and count, not the names, which labels.txt holds)."""
+    if not isinstance(labels, dict):
+        return []
+    return [f"<p>Class names: <code>{_escape(labels.get('file'))}</code> in this folder, {_escape(labels.get('count'))}"
+            " of them, one per line (UTF-8): line k names class index k.</p>"]
 
 
 def _kept_float(r: TargetReport) -> list[tuple[str, str]]:

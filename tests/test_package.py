@@ -244,6 +244,7 @@ def test_a_classifiers_labels_ship_hashed_named_in_how_to_run_and_held_by_check(
     assert m["labels"]["count"] == 10 and m["files"]["labels.txt"] == sha256(folder / "labels.txt")
     how = (folder / "report.md").read_text().split("## How to run it")[1].split("\n## ")[0]
     assert "`labels.txt`: 10 class names" in how, how
+    assert "Class names: <code>labels.txt</code> in this folder, 10 of them" in (folder / "report.html").read_text()
     assert not [w for w in m["warnings"] if "labels.txt" in w]
     assert check(folder).exit_code == 0
     (folder / "labels.txt").write_text("".join(f"{n}\n" for n in names[1:]))  # one dropped: every name shifts
@@ -3224,7 +3225,7 @@ def test_a_labels_file_as_real_ones_are_is_read_and_control_characters_are_not(t
 
 
 PAGES_FIXTURE = Path(__file__).parent / "fixtures" / "pages"  # a digits manifest (with labels) and its pages
-PAGES_RECORDED_AT = 1  # the package.PAGE_FORMAT the fixture's pages were rendered at
+PAGES_RECORDED_AT = 2  # the package.PAGE_FORMAT the fixture's pages were rendered at
 
 
 def test_a_change_to_how_the_pages_render_raises_page_format():
