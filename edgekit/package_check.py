@@ -101,6 +101,7 @@ def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe
     with contextlib.ExitStack() as stack:
         # `.` or `..` has no name to tell a target's folder by, or name a device's copy after: its real one
         root, mismatched, copied = original.resolve() if original.name in ("", "..") else original, {}, False
+        recorded_in: dict[str, str] = {}  # a tar of OUT's archives whose bytes differ: the ledger recording them
         if original.is_file() and original.name.endswith(ARCHIVE_SUFFIXES):
             # named as the archive (OUT/<target>.tar.gz → <target>): a device's copy is named after it too
             stem = _archive_stem(original.name)
@@ -109,7 +110,8 @@ def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe
                 else "package")
             root.mkdir()
             copied = True
-            mismatched = {root / name: digest for name, digest in archive.extract(original, root).items()}
+            mismatched = {root / name: digest for name, digest in
+                          archive.extract(original, root, recorded_in=recorded_in).items()}
         elif original.is_file():
             raise InputError(f"{original}: expected a package folder or a .tar.gz archive")
         # messages name the folder as the user knows it (inside the archive), not the temporary copy
@@ -126,7 +128,8 @@ def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe
                                    own)
             # OUT's archives, in a tar of OUT too: there only those OUT's ledger records, by hash (archive.extract)
             found += [] if folders == [root] else _archives_beside(out, original / out.relative_to(root), mine,
-                                                                   only, mismatched)
+                                                                   only, mismatched,
+                                                                   {root / n: led for n, led in recorded_in.items()})
             # an archive of one package folder (OUT/<target>.tar.gz) is no OUT: it has no record to miss
             found += [] if folders == [root] else _published_there(out, original / out.relative_to(root), mine, only,
                                                                    not copied or len(folders) > 1)
@@ -258,16 +261,18 @@ def _archive_stem(name: str) -> str | None:
 
 
 def _archives_beside(out: Path, shown: Path, folders: list[Path], only: set[str] | None = None,
-                     mismatched: dict[Path, str] | None = None) -> list[Case]:
+                     mismatched: dict[Path, str] | None = None, recorded_in: dict[Path, str] | None = None
+                     ) -> list[Case]:
     """OUT/<target>.tar.gz, what build engineers ship, is the package checked in OUT/<target>: every member
     matches the hash its manifest gives, and that manifest is the folder's (an archive of garbage passed).
     `shown`: OUT as the user knows it; `mismatched`: from a tar of OUT, the actual sha256 of each archive there
-    whose bytes are not those OUT's ledger records (never unpacked)."""
+    whose bytes are not those OUT's ledger records (never unpacked), and `recorded_in` the ledger's name of each."""
     by_name, cases, altered = {folder.name: folder for folder in folders}, [], mismatched or {}
     for path, stem in _archives_in(out, only, mismatched):
         if path in altered:  # its member hash did not match the ledger: tampered with after export
             cases.append(Case(stem, f"archive {path.name}", False, f"sha256 {altered[path][:12]}… is not the one "
-                              f"edgekit recorded for it ({archive.LEDGER} in {shown})"))
+                              f"edgekit recorded for it ({(recorded_in or {}).get(path, archive.LEDGER)} in "
+                              f"{shown})"))
             continue
         if (folder := by_name.get(stem)) is None:  # never checked, yet a CI job uploading OUT/*.tar.gz ships it
             cases.append(Case(stem, f"archive {path.name}", False, f"no package folder {stem} beside it in {shown}: "

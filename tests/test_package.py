@@ -3262,3 +3262,25 @@ def _record_pages() -> None:
 
 if __name__ == "__main__":
     _record_pages()
+
+
+def test_a_tampered_hidden_ledger_in_a_tar_of_out_is_named_as_it_is(tmp_path):
+    """An OUT made before 12-07 records its archives in `.edgekit-archives.json`: tampered with in a tar of it, check
+    blamed `edgekit-archives.json`, a file the tar does not hold."""
+    dist = tmp_path / "dist"
+    result = cli(["export", str(DIGITS / "edgekit.toml"), "-t", "desktop-x86", "--archive", "--no-bench", "--out",
+                  dist])
+    assert result.exit_code == 0, result.output
+    ledger = json.loads((dist / "edgekit-archives.json").read_text())
+    ledger["desktop-x86.tar.gz"] = "0" * 64  # a record edited: the archive's bytes are not those recorded
+    (dist / ".edgekit-archives.json").write_text(json.dumps(ledger))
+    (dist / "edgekit-archives.json").unlink()
+    subprocess.run(["tar", "czf", tmp_path / "dist.tgz", "dist"], cwd=tmp_path, check=True)
+    failed = failed_cases(check(tmp_path / "dist.tgz", "--json"))
+    said = failed[("dist/desktop-x86", "archive desktop-x86.tar.gz")]
+    assert "recorded for it (.edgekit-archives.json in" in said, said
+    (dist / ".edgekit-archives.json").write_text("{}")  # records no archive: named as the ledger beside it
+    subprocess.run(["tar", "czf", tmp_path / "dist.tgz", "dist"], cwd=tmp_path, check=True)
+    result = check(tmp_path / "dist.tgz")
+    assert result.exit_code == 3 and "nor, as an archive, in OUT's .edgekit-archives.json beside it" in \
+        result.stderr, result.output
