@@ -260,6 +260,11 @@ class TargetReport:
         return ([g.name for g in self.gates if not g.passed]
                 + [f"check {c.name}" for c in self.verification if not c.passed and c.name != "gates"])
 
+    def __repr__(self) -> str:
+        """The verdict, what failed and the headline figures: the dataclass's repr printed every gate, file hash and
+        the whole manifest (a notebook cell showing a report filled the screen)."""
+        return f"<TargetReport {self.target}: {_summary(self)}>"
+
     def failed_gates(self) -> list[str]:
         """failures() with each failed gate's value and limit: `quant_sqnr_db on y1 18.1 (>= 60)`."""
         said = {g.name: g.label + (f" {g.value:.6g} ({g.op} {g.limit:.6g})" if g.value is not None and g.limit is not
@@ -301,6 +306,12 @@ class ExportReport(_Verdict):
         return envelope("export", self.exit_code, out=str(self.out),
                         targets=[t.to_json() for t in self.targets.values()])
 
+    def __repr__(self) -> str:
+        """One line a target (verdict, failures, headline figures), not the dataclass's every figure and hash."""
+        lines = [f"  {name}: {_summary(t)}" for name, t in self.targets.items()]
+        head = f"<ExportReport {'PASSED' if self.passed else 'FAILED'}, out={str(self.out)!r}"
+        return "\n".join([head, *lines]) + ">"
+
     def failed_gates(self) -> str:
         """The failed gates of every target in one line, for a CI log beside --json's document."""
         return "; ".join(f"{name}: {', '.join(t.failed_gates())}" for name, t in self.targets.items() if not t.passed)
@@ -330,6 +341,28 @@ class CheckReport(_Verdict):
         """`edgekit check --json`'s document: its findings in `cases`."""
         return envelope("check", self.exit_code, ran_by=ran_by(), cases=[asdict(c) for c in self.cases])
 
+    def __repr__(self) -> str:
+        """The verdict and the failed cases with why, not every case's fields."""
+        failed = [c for c in self.cases if not c.passed]
+        lines = [f"  {c.label} {c.name}: {c.message or 'failed'}"[:MAX_REPR_LINE] for c in failed[:MAX_REPR_CASES]]
+        more = [f"  ... {len(failed) - MAX_REPR_CASES} more failed"] if len(failed) > MAX_REPR_CASES else []
+        return "\n".join([f"<CheckReport {'PASSED' if self.passed else 'FAILED'}: {len(self.cases)} cases, "
+                          f"{len(failed)} failed", *lines, *more]) + ">"
+
     def failed_cases(self) -> str:
         """The failed cases in one line, for a CI log beside --json's document."""
         return "; ".join(f"{c.label} {c.name}" for c in self.cases if not c.passed)
+
+
+MAX_REPR_CASES, MAX_REPR_LINE = 10, 200  # a report's repr: failed cases shown, characters of each line
+
+
+def _summary(t: TargetReport) -> str:
+    """A target's verdict, its failures (else its headline figures) in one line: a report's repr."""
+    if not t.passed:
+        return "FAILED: " + ", ".join(t.failed_gates())
+    cosine = t.quant_parity.worst("cosine")
+    figures = [f"cos int8 {cosine:.4f}" if isinstance(cosine, float) else "",
+               f"accuracy {t.accuracy.fp32:.2f}→{t.accuracy.int8:.2f}%" if t.accuracy else "",
+               f"p50 int8 {t.latency.int8.p50_ms:.3g} ms" if t.latency else ""]
+    return ", ".join(["passed", *filter(None, figures), f"{len(t.gates)} gates"])

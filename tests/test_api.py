@@ -1429,3 +1429,19 @@ def test_a_path_under_the_users_home_is_written_there(tmp_path, monkeypatch):
     torch.onnx.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),), str(tmp_path / "home" / "l.onnx"),
                       input_names=["x"], dynamo=False)
     assert edgekit.quantize("~/l.onnx", "random", out="~/l8.onnx") == tmp_path / "home" / "l8.onnx"
+
+
+def test_a_reports_repr_is_a_short_verdict_not_every_figure(tmp_path):
+    """A notebook cell ending in `report` printed the dataclass's repr: every gate, hash, warning and the whole
+    manifest of each target (some 20,000 characters for one Linear)."""
+    report = edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration="random", no_bench=True,
+                            out=tmp_path / "out")
+    shown = repr(report)
+    assert shown.startswith(f"<ExportReport PASSED, out={str(tmp_path / 'out')!r}\n  desktop-x86: passed, cos int8 ")
+    assert len(shown) < 300 and repr(report.targets["desktop-x86"]).startswith("<TargetReport desktop-x86: passed")
+    assert repr(edgekit.check(report)).startswith("<CheckReport PASSED: ")
+    model = tmp_path / "out" / "desktop-x86" / "model.int8.onnx"
+    model.write_bytes(model.read_bytes()[:-1] + b"x")
+    shown = repr(edgekit.check(tmp_path / "out"))
+    assert shown.startswith("<CheckReport FAILED: ") and "desktop-x86 integrity: model.int8.onnx sha256 " in shown
+    assert len(shown) < 600, shown
