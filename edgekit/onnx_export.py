@@ -215,7 +215,9 @@ def _without_parametrizations(module, torch):
 @contextlib.contextmanager
 def _fd1_held():
     """What is written to file descriptor 1 in the block, as bytes (filled when it ends): torch's TorchScript exporter
-    prints the model's whole IR graph there (C++ stdout, 9 KB) when it fails, onto the user's stdout."""
+    prints the model's whole IR graph there (C++ stdout, 9 KB) when it fails, onto the user's stdout. Python's own
+    prints (the model's forward while traced: the user's) still reach stdout as they are made, as in the model's
+    other runs: held, they came after the export, and not at all when it failed, where they are wanted most."""
     import ctypes
     import tempfile
 
@@ -227,7 +229,9 @@ def _fd1_held():
         saved = os.dup(1)
         os.dup2(tmp.fileno(), 1)
         try:
-            yield held
+            with contextlib.redirect_stdout(_ToFd(saved, sys.stdout)) if _on_fd1(sys.stdout) else \
+                    contextlib.nullcontext():
+                yield held
         finally:
             sys.stdout.flush()
             libc.fflush(None)  # C stdio buffers a file: written out before fd 1 is given back
@@ -237,6 +241,36 @@ def _fd1_held():
             held += tmp.read()
             if held:
                 log.debug("fd 1 while exporting:\n%s", held.decode(errors="replace"))
+
+
+def _on_fd1(stream) -> bool:
+    """The stream writes to file descriptor 1 (a script's sys.stdout; a notebook's is its kernel's, not fd 1)."""
+    try:
+        return stream is not None and stream.fileno() == 1
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+class _ToFd:
+    """sys.stdout while fd 1 is held: Python's text written at once to the descriptor fd 1 was (`fd`)."""
+
+    def __init__(self, fd: int, stream):
+        self.fd, self.stream = fd, stream
+
+    def write(self, text: str) -> int:
+        data = text.encode(getattr(self.stream, "encoding", None) or "utf-8", errors="replace")
+        while data:
+            data = data[os.write(self.fd, data):]
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def __getattr__(self, name):  # encoding, isatty ...: the stream's
+        return getattr(self.stream, name)
 
 
 @contextlib.contextmanager

@@ -96,6 +96,22 @@ def test_torchs_ir_dump_stays_off_stdout(tmp_path):
     assert run.stdout == "" and "linalg_svd" in run.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.parametrize("op", ["torch.fft.rfft(x).abs()", "x * 2"])
+def test_a_models_own_prints_while_traced_reach_stdout_as_made(tmp_path, op):
+    """A script's model printing in forward: its prints while traced were held, written after the export, and when
+    the export failed (where they are wanted most) never: as in its other runs, they reach stdout as they are made."""
+    code = (HEADER + "import edgekit\nclass M(nn.Module):\n    def forward(self, x):\n"
+            "        print('traced' if torch.jit.is_tracing() else 'ran', flush=True)\n"
+            f"        return {op}\n"
+            "try:\n    edgekit.export(M(), inputs=['x:Nx4'], calibration='random', no_bench=True, out='o')\n"
+            "except edgekit.StageError as e:\n    print('failed:', str(e)[:40], flush=True)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert "traced" in run.stdout.splitlines(), run.stdout + run.stderr
+    assert ("failed: export failed: op aten::fft_rfft" in run.stdout) == ("fft" in op), run.stdout + run.stderr
+    assert "graph(" not in run.stdout  # torch's own IR dump stays off it
+
+
 def test_namedtuple_outputs_are_named_by_their_fields(tmp_path):
     body = ("Out = collections.namedtuple('Out', ['boxes', 'scores'])\nclass M(nn.Module):\n"
             f"    def __init__(self):\n        super().__init__()\n        self.net = {NET}\n"
