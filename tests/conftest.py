@@ -90,9 +90,11 @@ def temporary_files_in_pytests_folder(tmp_path_factory, monkeypatch):
     """tempfile's folder is one of pytest's (which pytest prunes) for each test, and a test leaving an output folder
     there fails: edgekit.export(out=None) keeps the folder it makes for the user, and the suite left dozens of
     /tmp/edgekit-* behind per run. A test passes `out` (tmp_path), as a user who keeps the package does. Children
-    keep the system's (TMPDIR is unchanged)."""
+    inherit it as TMPDIR (edgekit's bounded steps, a test's `python -c` script): what they left in the system's was
+    missed. A test needing a folder others reach (a device, a user's) takes SYSTEM_TMP, one setting TMPDIR its own."""
     scratch = tmp_path_factory.mktemp("tmp")
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("TMPDIR", str(scratch))
     yield
     left = sorted(p.name for p in scratch.glob("edgekit-*"))
     assert not left, f"the test left {', '.join(left)} in the temporary folder: give edgekit.export() out=tmp_path"

@@ -1445,3 +1445,12 @@ def test_a_reports_repr_is_a_short_verdict_not_every_figure(tmp_path):
     shown = repr(edgekit.check(tmp_path / "out"))
     assert shown.startswith("<CheckReport FAILED: ") and "desktop-x86 integrity: model.int8.onnx sha256 " in shown
     assert len(shown) < 600, shown
+
+
+def test_a_child_process_makes_its_temporary_files_where_the_leftover_guard_looks(tmp_path):
+    """conftest's guard fails a test that leaves an edgekit-* folder in the temporary folder; a child (edgekit's
+    bounded steps, a test's script) used the system's, and what it left there was never seen."""
+    made = subprocess.run([sys.executable, "-c", "import tempfile; print(tempfile.mkdtemp(prefix='edgekit-'))"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert os.path.dirname(made) == tempfile.gettempdir()
+    os.rmdir(made)
