@@ -5,7 +5,8 @@ convs were 1.72 -> 1.93 ms in int8), but every float island adds Q/DQ and layout
 each there): all 17 depthwise convs in float made the model 0.66x as fast, only the first 1.70x, only the last
 1.83x against 2.02x all-int8. So nothing is assumed: each candidate is quantized (calibration ranges reused) and
 timed round-robin against the best model so far on the target's providers and threads, and kept only when it
-is faster by more than the timing noise. Candidates cost the fewest borders first: regions at the start and the
+is faster by more than the timing noise (bench.choose: the fastest runs, which host load does not move; a tie keeps
+the model as it was). Candidates cost the fewest borders first: regions at the start and the
 end of the graph (one border each), then each op kind that may run slower in int8 (depthwise convs) as a whole.
 A candidate that leaves no compute node int8 is never kept, however fast: the deliverable stays an int8 build, and the
 record says that float was faster (a small CNN's search kept every compute node float, then failed its own
@@ -46,6 +47,7 @@ class Step:
     best_p50_ms: float
     kept: bool
     note: str = ""  # why a faster candidate was not kept anyway
+    timing: dict = dataclasses.field(default_factory=dict)  # the last loop's bench.Choice: "trial" chosen = faster
 
     def as_dict(self) -> dict:
         return {**dataclasses.asdict(self), "nodes": list(self.nodes)}
@@ -64,13 +66,14 @@ class PrecisionSearch:
     reverted: str = ""  # why the steps' float nodes were given up after all
     fp32_p50_ms: float | None = None  # model.onnx, in the same final loop
     advice: str = ""  # "keep fp32" when the model kept is no faster than model.onnx
+    timing: dict = dataclasses.field(default_factory=dict)  # the final loop's bench.Choice of start against kept
 
     def as_dict(self) -> dict:
         return {"float_nodes": list(self.float_nodes), "steps": [s.as_dict() for s in self.steps],
                 "start": self.start, "start_p50_ms": self.start_p50_ms, "p50_ms": self.p50_ms,
                 "fp32_p50_ms": self.fp32_p50_ms,
                 "where": self.where, "margin": MARGIN, "seconds": self.seconds, "untried": list(self.untried),
-                "reverted": self.reverted or None, "advice": self.advice or None}
+                "reverted": self.reverted or None, "advice": self.advice or None, "timing": self.timing or None}
 
 
 def candidates(fp32) -> list[Candidate]:
@@ -121,34 +124,36 @@ def search(fp32: Path, int8: Path, plan: quantization.Plan, feeds, timed: Callab
             continue
         trial = quantization.quantize(fp32, work / f"precision{i}.onnx", _with_float(plan, (*kept, *new)), feeds,
                                       cache=cache)
-        loops = []
-        while len(loops) < 2 and (not loops or loops[-1][0] < loops[-1][1] * (1 - MARGIN)):
+        loops = []  # (trial p50, best p50, bench.Choice): within the noise the best so far stays (no change)
+        while len(loops) < 2 and (not loops or loops[-1][2].chosen == "trial"):
             lat = timed({"best": best, "trial": trial})
-            loops.append((lat["trial"].p50_ms, lat["best"].p50_ms))
-        faster = len(loops) == 2 and loops[-1][0] < loops[-1][1] * (1 - MARGIN)
+            loops.append((lat["trial"].p50_ms, lat["best"].p50_ms, bench.choose(lat, ["best", "trial"], MARGIN)))
+        faster = len(loops) == 2 and loops[-1][2].chosen == "trial"
         int8_left = set(compute) - {*plan.settings.exclude_nodes, *kept, *new}  # QDQ around an Add alone is no build
         note = "" if int8_left and quantization.quantizes_anything(parsed(trial)) else NO_INT8_LEFT
-        steps.append(Step(cand.why, new, *loops[-1], faster and not note, note))
+        steps.append(Step(cand.why, new, *loops[-1][:2], faster and not note, note, loops[-1][2].as_dict()))
         if faster and not note:
             kept = (*kept, *new)
             shutil.copyfile(trial, best)
     final = timed({"start": first, "kept": best, "fp32": fp32})  # fp32 too: floats kept may make int8 pointless
-    reverted = ""
-    if kept and not final["kept"].p50_ms < final["start"].p50_ms * (1 - MARGIN):
-        reverted = (f"the final loop timed the kept model at {final['kept'].p50_ms:.4g} ms against {origin}'s "
-                    f"{final['start'].p50_ms:.4g} ms: not faster by {MARGIN:.0%}, so {origin} is kept")
+    reverted, last = "", bench.choose({k: final[k] for k in ("start", "kept")}, ["start", "kept"], MARGIN)
+    if kept and last.chosen == "start":
+        reverted = (f"the final loop timed the kept model at {last.figures_ms['kept']:.4g} ms against {origin}'s "
+                    f"{last.figures_ms['start']:.4g} ms ({last.estimator}): not faster by {MARGIN:.0%} beyond the "
+                    f"noise, so {origin} is kept")
         kept, best = (), first
     shutil.copyfile(best, int8)
     where = final["kept"].host.get("device") or describe(final["kept"].host)
     p50, fp32_p50 = final["start" if reverted else "kept"].p50_ms, final["fp32"].p50_ms
     kept_float = f", {len(kept)} node(s) in float for speed" if kept else ""
-    refused = [s.why for s in steps if s.note and s.p50_ms < s.best_p50_ms * (1 - MARGIN)]
+    refused = [s.why for s in steps if s.note and s.timing.get("chosen") == "trial"]
     all_float = (f"; every compute node float ({refused[0]}) timed faster, and was not taken: the search keeps one "
                  "compute node int8 at least") if refused else ""
     advice = (f"keep fp32: int8 slower than float here: {p50:.4g} ms vs {fp32_p50:.4g} ms p50 (model.int8.onnx"
               f"{kept_float}, against model.onnx, one loop){all_float}" if p50 >= fp32_p50 else "")
     record = PrecisionSearch(kept, tuple(steps), origin, final["start"].p50_ms, p50, where,
-                             round(time.perf_counter() - start, 3), tuple(untried), reverted, fp32_p50, advice)
+                             round(time.perf_counter() - start, 3), tuple(untried), reverted, fp32_p50, advice,
+                             last.as_dict() if kept or reverted else {})
     return _with_float(plan, kept), record
 
 

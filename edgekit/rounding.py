@@ -3,7 +3,8 @@
 Pruned channel counts decide how well int8 kernels fill their vector lanes: on the VNNI host where issue 14 was
 measured, MobileNetV2-style pruned to half with multiples of 8 gained 1.39x from int8 against 1.99x unpruned.
 Which multiple is fastest depends on the kernels, so it is measured, not assumed: a copy of the model is pruned at
-each candidate, exported, quantized with the target's settings and timed round-robin, and the fastest wins.
+each candidate, exported, quantized with the target's settings and timed round-robin, and the fastest wins
+(bench.choose: fastest runs, not p50, which a loaded host flipped; within the noise the smaller multiple wins).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class RoundingChoice:
     host: dict
     params: dict[int, int] = dataclasses.field(default_factory=dict)  # each candidate's size: rounding moves it
     unpruned: tuple[int, ...] = ()  # multiples at which pruning removed no channel: not timed
+    timing: dict = dataclasses.field(default_factory=dict)  # what chose (bench.Choice.as_dict): estimator, figures, tie
 
     def as_dict(self) -> dict:
         return {**dataclasses.asdict(self), "int8_p50_ms": {str(k): v for k, v in self.int8_p50_ms.items()},
@@ -43,7 +45,9 @@ class RoundingChoice:
 
         times = ", ".join(f"{k}: {ms:.2f} ms, {self.params[k]:,} params" for k, ms in self.int8_p50_ms.items())
         skipped = f"; {', '.join(map(str, self.unpruned))} removed no channel" if self.unpruned else ""
-        return (f"channels multiples of {self.chosen} (int8 p50 {times}{skipped}; {self.target} settings, "
+        tie = self.timing.get("tie")
+        tied = f"; {', '.join(tie)} within timing noise of it: the smaller multiple kept" if tie else ""
+        return (f"channels multiples of {self.chosen} (int8 p50 {times}{skipped}{tied}; {self.target} settings, "
                 f"{describe(self.host)})")
 
 
@@ -92,5 +96,6 @@ def choose(module, specs: tuple[InputSpec, ...], spec: PruneSpec, target: Target
                              "group, round down to 0): raise the ratio or give a smaller round_to")
         lat = bench.measure_pair(paths, feeds[0], ("CPUExecutionProvider",), 1, WARMUP, RUNS)
     p50 = {k: lat[k].p50_ms for k in paths}
-    return RoundingChoice(min(paths, key=p50.get), p50, target.name, 1, lat[next(iter(paths))].host, params,
-                          tuple(unpruned))
+    picked = bench.choose(lat, sorted(paths))  # within the noise: the smaller multiple, which keeps more parameters
+    return RoundingChoice(picked.chosen, p50, target.name, 1, lat[next(iter(paths))].host, params, tuple(unpruned),
+                          picked.as_dict())

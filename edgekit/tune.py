@@ -44,6 +44,9 @@ class Trial:
     # under --emulate x86_64: its gates on the emulated CPU's kernels ({passed, failed_gates, seconds}); None: not
     # run there (only trials passing on this host are, fastest first, up to the first passing there too)
     emulated: dict | None = None
+    # bench.fast_ms of the int8 and fp32 runs in its loop: what trials are ranked by (p50 moves with host load)
+    int8_fast_ms: float | None = None
+    fp32_fast_ms: float | None = None
 
     @property
     def accepted(self) -> bool:
@@ -64,6 +67,13 @@ class Trial:
         """int8 / fp32 p50, both timed in this trial's own interleaved loop: comparable across trials
         even when the host's load drifts between them."""
         return self.int8_p50_ms / self.fp32_p50_ms if self.fp32_p50_ms > 0 else float("inf")
+
+    @property
+    def fast_relative_time(self) -> float:
+        """relative_time on bench's estimator (the fastest runs), which host load does not move: what ranks trials."""
+        if not self.int8_fast_ms or not self.fp32_fast_ms:
+            return self.relative_time
+        return self.int8_fast_ms / self.fp32_fast_ms
 
     def price_over(self, base: Trial) -> float:
         """This trial's int8 latency as a multiple of `base`'s (the target defaults)."""
@@ -140,7 +150,7 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
         trials passing here are run there fastest first, each once, up to the first passing there; a full-range one
         failing there only is tried again with 7-bit weights (AVX2's u8s8 sums saturate int16, 7-bit ones never)."""
         while True:
-            ranked = sorted((t for t in trials if t.passed and affordable(t)), key=lambda t: t.relative_time)
+            ranked = _ranked([t for t in trials if t.passed and affordable(t)])
             if found := next((t for t in ranked if _passes_emulated(ctx, t)), None):
                 return found
             again = next((t for t in ranked if _seven_bit_helps(ctx, base, t) and t.index not in retried), None)
@@ -216,6 +226,19 @@ def tune(ctx: Context, base: quantization.Plan, max_trials: int, time_budget: fl
     return Search(done() or best_quality(searched=False), trials, sensitivity, ended, untried)
 
 
+def _ranked(trials: list[Trial]) -> list[Trial]:
+    """Fastest first on bench's estimator; trials within bench.TIE of the fastest are a tie, ranked in the order
+    tried (the fewest changes from the target's defaults first), not by the noise between them."""
+    best = min((t.fast_relative_time for t in trials), default=0.0)
+    return sorted(trials, key=lambda t: (max(t.fast_relative_time, best * (1 + bench.TIE)), t.index))
+
+
+def ties(chosen: Trial, trials: list[Trial]) -> list[int]:
+    """Passing trials other than `chosen` that `_ranked` called as fast (within bench.TIE): chosen as tried earlier."""
+    return [t.index for t in trials if t is not chosen and t.accepted
+            and abs(t.fast_relative_time / chosen.fast_relative_time - 1) < bench.TIE]
+
+
 def _settings_of(settings, t: Trial):
     """The settings `t` was quantized with (beside its excluded nodes)."""
     return dataclasses.replace(settings, calibrate_method=t.calibrate_method, per_channel=t.per_channel,
@@ -268,7 +291,9 @@ def _evaluate(ctx: Context, plan: quantization.Plan, index: int, why: str, exclu
                  [g.name for g in gates if not g.passed], lat["int8"].p50_ms, lat["fp32"].p50_ms,
                  out.stat().st_size, round(time.perf_counter() - start, 3), str(out),
                  s.percentile if s.calibrate_method == "percentile" else None,
-                 parity.worst(results, "exact_agreement"), s.mode, plan.reduce_range)
+                 parity.worst(results, "exact_agreement"), s.mode, plan.reduce_range,
+                 int8_fast_ms=round(bench.figure(lat["int8"]), 4),
+                 fp32_fast_ms=round(bench.figure(lat["fp32"]), 4))
 
 
 def _gates(ctx: Context, out: Path, int8_val: list) -> tuple[list, list]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import DIGITS, cli
 
-from edgekit import host
+from edgekit import bench, host
 
 
 SPEC = ["--input", "image:Nx3x32x32"]
@@ -47,6 +47,8 @@ def test_outlier_layer_fails_defaults_and_auto_fixes_it(data, tmp_path):
     assert result.exit_code == 0, result.output
     t = auto["tuning"]
     assert t["passed"] and len(t["trials"]) > 1
+    # passing trials ranked on the fastest runs of each trial's loop (p50 flips on a loaded host), and it says so
+    assert t["ranked_by"] == bench.ESTIMATOR and all(r["int8_fast_ms"] > 0 < r["fp32_fast_ms"] for r in t["trials"])
     assert set(auto["quantization"]["exclude_nodes"]) == {"/c2/Conv", "/c3/Conv"}
     assert [e["node"] for e in t["excluded"]] == ["/c2/Conv", "/c3/Conv"] and "lost" in t["excluded"][0]["why"]
     chosen = set(t["trials"][t["chosen"]]["excluded"])  # each reason from a trial on the chosen one's way
@@ -480,3 +482,18 @@ def test_node_sensitivity_judges_a_concat_by_its_worst_input_not_its_first():
     assert ranked[0]["node"] == "gb", ranked
     glue = [r for r in ranked if r["node"] in ("flat", "cat")]
     assert glue and all(r["input_sqnr_db"] == 41.8 and r["lost_db"] < 0 for r in glue), glue
+
+
+def test_trials_within_the_noise_of_the_fastest_rank_in_the_order_tried():
+    """--auto ranks passing trials by int8/fp32 on the fastest runs; within bench.TIE of the fastest it is a tie,
+    and the trial tried first (fewest changes from the defaults) ranks first, not the one the noise favoured."""
+    from edgekit.tune import Trial, _ranked, ties
+
+    def trial(index, int8_fast, int8_p50):
+        return Trial(index, f"t{index}", "minmax", True, (), 0.9, 10.0, True, [], int8_p50, 1.0, 100, 0.1,
+                     int8_fast_ms=int8_fast, fp32_fast_ms=1.0)
+
+    first, tied, faster = trial(0, 0.80, 0.95), trial(1, 0.79, 0.70), trial(2, 0.60, 0.99)
+    assert [t.index for t in _ranked([first, tied])] == [0, 1] and ties(first, [first, tied]) == [1]
+    assert [t.index for t in _ranked([first, tied, faster])] == [2, 1, 0]  # 25% faster: no tie, whatever p50 said
+    assert ties(faster, [first, tied, faster]) == []

@@ -1,0 +1,56 @@
+"""bench.choose: which of several models timed together a timing-based choice keeps (round_to auto, --precision
+latency, --auto's ranking). On a loaded 2-core host p50 flipped round_to auto's choice 16 -> 32 -> 16 between runs;
+load only adds time, so the choice reads the fastest runs, and calls a difference within the noise a tie."""
+import numpy as np
+
+from edgekit import bench
+
+WHERE = {"cpu": "test", "threads": 1}
+
+
+def timed(ms: float, seed: int, runs: int = 30, slowed: float = 0.0, spikes: int = 0):
+    """Runs of a model taking `ms`, with 2% jitter; `slowed`: the share of runs another job stretched by 30-150%;
+    `spikes`: runs 10x as long."""
+    rng = np.random.default_rng(seed)
+    t = ms * (1 + 0.02 * rng.random(runs))
+    hit = rng.random(runs) < slowed
+    t[hit] *= 1.3 + 1.2 * rng.random(hit.sum())
+    t[:spikes] *= 10
+    return bench.summarize(list(rng.permutation(t)), 1.0, 1, WHERE)
+
+
+def test_load_on_a_candidates_runs_does_not_penalise_it():
+    """Another job stretched 60% of the faster model's runs (its p50 is the slower one's) and a few ran 10x: it wins."""
+    lat = {"a": timed(8.0, 1, slowed=0.6, spikes=3), "b": timed(10.0, 2)}
+    assert lat["a"].p50_ms > lat["b"].p50_ms  # what the old rule (p50) read
+    for prefer in (["a", "b"], ["b", "a"]):
+        choice = bench.choose(lat, prefer)
+        assert choice.chosen == "a" and choice.tie == (), choice
+    assert choice.as_dict()["estimator"] == bench.ESTIMATOR
+
+
+def test_equal_candidates_are_a_tie_and_the_preferred_one_is_kept():
+    """Same model, different noise (and load on one): a tie, whichever order; the stated preference wins."""
+    for seed in range(5):
+        lat = {8: timed(10.0, seed), 16: timed(10.0, seed + 100, slowed=0.3), 32: timed(10.0, seed + 200)}
+        for prefer in ([8, 16, 32], [32, 16, 8]):
+            choice = bench.choose(lat, prefer)
+            assert choice.chosen == prefer[0] and set(choice.tie) == set(prefer[1:]), choice
+            assert choice.as_dict()["tie"] == [str(k) for k in prefer[1:]]
+
+
+def test_a_faster_candidate_wins_over_the_preferred_one():
+    """20% faster wins through load on both; 6% faster wins on quiet runs (a real difference is still seen)."""
+    for seed in range(5):
+        lat = {"kept": timed(10.0, seed, slowed=0.5), "trial": timed(8.0, seed + 50, slowed=0.5)}
+        choice = bench.choose(lat, ["kept", "trial"])
+        assert choice.chosen == "trial" and choice.tie == (), choice
+        lat = {"kept": timed(10.0, seed), "trial": timed(9.4, seed + 50)}
+        assert bench.choose(lat, ["kept", "trial"]).chosen == "trial"
+
+
+def test_the_reported_latency_is_unchanged():
+    """The runs are kept for choices only: a package's latency record has the same keys and percentiles."""
+    lat = timed(10.0, 0, slowed=0.5)
+    assert "times_ms" not in lat.as_dict() and len(lat.times_ms) == lat.runs == 30
+    assert lat.p50_ms == round(float(np.percentile(lat.times_ms, 50)), 4)
