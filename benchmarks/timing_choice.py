@@ -3,8 +3,8 @@
 Builds int8 candidates once (MobileNetV2-style pruned to half at round_to 8/16/32, as `round_to = "auto"` does, and
 two widths of it, a real difference), then times each set round-robin (bench.measure_pair, as the choices do)
 `--repeats` times while `--load` busy processes share the cores. Per run it reports which candidate each estimator
-picks: p50 (the old rule), min, the mean of the fastest quartile, bench.compare (that mean with a bootstrap tie), and
-onnxruntime's profiler (sum of per-node medians). Usage:
+picks: p50 (the old rule), min, the mean of the fastest tenth (bench.fast_ms) and quartile, bench.choose (fast_ms with
+a bootstrap tie; `compare`), and onnxruntime's profiler (sum of per-node medians). Usage:
 
     PYTHONPATH=. python benchmarks/timing_choice.py --repeats 8 --load 2
 """
@@ -78,6 +78,7 @@ def one_run(paths: dict, feed: dict) -> dict:
     if all(t is not None for t in times.values()):
         row["min"] = {k: float(t.min()) for k, t in times.items()}
         row["fastq"] = {k: float(np.sort(t)[:max(1, len(t) // 4)].mean()) for k, t in times.items()}
+        row["fast10"] = {k: bench.fast_ms(t) for k, t in times.items()}
         choice = bench.choose(lat, prefer=list(paths))
         row["compare"] = choice.chosen
         row["compare_tie"] = choice.tie
@@ -104,7 +105,7 @@ def main() -> None:
             for name, paths in (("round_to", rounding), ("width", widths)):
                 rows = dumped[name] = [one_run(paths, feed) for _ in range(args.repeats)]
                 print(f"== {name}: {args.repeats} runs, {args.load} busy processes")
-                for est in ("p50", "min", "fastq", "compare", "profiler"):
+                for est in ("p50", "min", "fast10", "fastq", "compare", "profiler"):
                     if est not in rows[0]:
                         continue
                     picks = [pick(r[est]) for r in rows]

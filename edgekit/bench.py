@@ -98,16 +98,22 @@ def summarize(times_ms: list[float], load_ms: float, threads: int, where: dict, 
                    len(a), round(load_ms, 2), threads, where, warmup, times_ms=tuple(float(t) for t in a))
 
 
-ESTIMATOR = "mean of the fastest quartile of runs"  # what choices between models compare (`choose`)
+ESTIMATOR = "mean of the fastest tenth of runs (3 at least)"  # what choices between models compare (`choose`)
 TIE = 0.03  # figures closer than this (relative) are a tie: one loop's noise on a loaded host exceeded it
 RESAMPLES = 400  # bootstrap resamples deciding whether a difference outlives the runs' noise
 
 
+def _fastest(n: int) -> int:
+    return min(n, max(3, n // 10))
+
+
 def fast_ms(times_ms) -> float:
     """The estimator choices compare: other work on the host only adds time to a run, so the fastest runs are the
-    model's own figure (p50 moved 2.4x -> 1.2x between three loaded loops; the fastest quartile held)."""
+    model's own figure. 2 x 12 loops of three round_to candidates under load (benchmarks/timing_choice.py): p50 varied
+    7-16% between loops and flipped the choice 2 and 3 times, the fastest tenth 1.3-3.5% and never (min 1-2.6%, one
+    run's luck; the mean 39-64%)."""
     a = np.sort(np.asarray(times_ms, dtype=float))
-    return float(a[:max(1, len(a) // 4)].mean())
+    return float(a[:_fastest(len(a))].mean())
 
 
 def figure(lat: Latency) -> float:
@@ -120,7 +126,7 @@ def _resampled(lat: Latency, rng) -> np.ndarray:
     if a.size < 4:
         return np.full(RESAMPLES, figure(lat))
     drawn = np.sort(a[rng.integers(0, a.size, (RESAMPLES, a.size))], axis=1)
-    return drawn[:, :max(1, a.size // 4)].mean(axis=1)
+    return drawn[:, :_fastest(a.size)].mean(axis=1)
 
 
 def clearly_faster(a: Latency, b: Latency, margin: float = TIE) -> bool:
@@ -143,7 +149,8 @@ class Choice:
 
     def as_dict(self) -> dict:
         return {"chosen": str(self.chosen), "estimator": self.estimator,
-                "figures_ms": {str(k): v for k, v in self.figures_ms.items()}, "tie": [str(k) for k in self.tie] or None}
+                "figures_ms": {str(k): v for k, v in self.figures_ms.items()},
+                "tie": [str(k) for k in self.tie] or None}
 
 
 def choose(lat: dict, prefer: list, margin: float = TIE) -> Choice:

@@ -27,7 +27,7 @@ from .onnx_export import parsed
 
 NO_INT8_LEFT = "leaves no compute node int8: model.int8.onnx would be the float model, no int8 build"
 REGION_SIZES = (1, 2, 4)  # compute nodes kept in float at the graph's start, and at its end
-MARGIN = 0.03  # a candidate must be this much faster (p50) than the best so far: less is timing noise
+MARGIN = bench.TIE  # a candidate must be this much faster (bench.choose) than the best so far: less is timing noise
 WARMUP, RUNS = 10, 40
 
 
