@@ -534,9 +534,10 @@ KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 
 MAX_ONNX_BYTES = 2 << 30
 MAX_INLINED_NODES = 1 << 20  # a graph once its local functions are inlined: a large transformer's are ~100,000
-# an .onnx's bytes besides its tensors' data (graph_bytes): each cost onnx.load ~75-100 bytes of memory to parse
-# (empty nodes, attributes, initializers), and inspect ~180; a 24-layer transformer encoder exported by torch holds
-# 0.54 MB (1.3 MB from the dynamo exporter, value_info included), MobileNetV2 0.04 MB
+# an .onnx's bytes besides its tensors' data (graph_bytes), each field at least 8-16 bytes: each cost onnx.load up to
+# ~11 bytes of memory to parse (empty attributes; 75-100 a file byte), and inspect ~25 (just under it, 8 MiB of empty
+# attributes: +230 MB over a small model's 280 MB); a 24-layer transformer encoder exported by torch holds 0.34-0.54
+# MB (1.35 MB from the dynamo exporter, value_info included), MobileNetV2 0.06 MB
 MAX_GRAPH_BYTES = 8 << 20
 # packed numbers (int64/int32 tensor data, fp16 weights kept in int32_data, a tree ensemble's floats and ints) cost
 # onnx.load at most 8 bytes a byte: a 16th of a graph byte each (a 600,000-node TreeEnsemble, 23 MB, was refused)
