@@ -3,11 +3,10 @@
 onnx.load keeps a tensor's float, raw and double data in as many bytes as the file's, but every other byte may cost
 far more: a graph of empty nodes (2 bytes each) took ~85-180 bytes of memory a byte to parse. The bytes of a model
 file besides its initializers' data are counted here, each field of the messages walked (model, graphs, nodes,
-attributes, tensors, functions) at least MIN_FIELD_BYTES, by a walk over an mmap that stops once past a limit.
+attributes, tensors, functions) at least MIN_FIELD_BYTES, by a walk over the file read where it goes (not an mmap), that stops once past a limit.
 """
 from __future__ import annotations
 
-import mmap
 import os
 from pathlib import Path
 
@@ -49,33 +48,64 @@ def graph_bytes(path: Path, past: int, packed_divisor: int = 1) -> int:
     `packed_divisor`th. OSError where it cannot be read; ValueError where its bytes are no protobuf message (then
     onnx.load refuses it too)."""
     with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return 0
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return _structure(data, 0, len(data), _MODEL, past, packed_divisor)
+        data = _Chunked(f.fileno(), os.fstat(f.fileno()).st_size)
+        return _structure(data, 0, len(data), _MODEL, past, packed_divisor) if len(data) else 0
 
 
-def _structure(data, start: int, end: int, kind: str, past: int, packed_divisor: int, depth: int = 0) -> int:
+class _Chunked:
+    """A file's bytes read where the walk goes, a window at a time (pread), not an mmap: an mmap of a file another
+    process cut short while it was walked killed edgekit with SIGBUS, no error said. Bytes the file no longer holds
+    are a ValueError."""
+    WINDOW, MARGIN = 1 << 16, 32  # a field's key and length (two varints, 20 bytes at most) lie inside a window
+
+    def __init__(self, fd: int, size: int):
+        self.fd, self.size, self.start, self.chunk = fd, size, 0, b""
+
+    def __len__(self) -> int:
+        return self.size
+
+    def window(self, at: int) -> tuple[bytes, int]:
+        """The bytes from `at` on (at least MARGIN of them, or up to the file's end), and `at`."""
+        self.start, self.chunk = at, os.pread(self.fd, self.WINDOW, at)
+        if len(self.chunk) < min(self.MARGIN, self.size - at):
+            raise ValueError("the file was cut short while it was read")
+        return self.chunk, at
+
+    def __getitem__(self, span: slice) -> bytes:
+        wanted = min(span.stop, self.size) - span.start
+        got = os.pread(self.fd, wanted, span.start)
+        if len(got) < wanted:
+            raise ValueError("the file was cut short while it was read")
+        return got
+
+
+def _structure(data: _Chunked, start: int, end: int, kind: str, past: int, packed_divisor: int,
+               depth: int = 0) -> int:
     """The bytes of protobuf message data[start:end] besides tensor data (INNER's messages walked), counted field by
-    field until past `past`."""
+    field until past `past`. Each field's key and length are read from `buf`, the window of the file at `base`."""
     at, counted, last_key, streak = start, 0, None, 0
+    buf, base = data.chunk, data.start
     while at < end and counted <= past:
+        top = base + len(buf)
+        if at < base or at >= top or (at + data.MARGIN > top and top < data.size):
+            buf, base = data.window(at)
         field_at = at
-        if streak >= RUN_HEAD and data[at] == last_key and kind == _ATTRIBUTE and last_key in (FLOATS_KEY, INTS_KEY):
+        if streak >= RUN_HEAD and buf[at - base] == last_key and kind == _ATTRIBUTE and last_key in (FLOATS_KEY,
+                                                                                                       INTS_KEY):
             # no further than the count may reach; at least 32 bytes counted whole before each: the walk's time stays
             # bounded by `past`
-            at = _run_end(data, at, min(end, at + (past - counted + 1) * packed_divisor + 16))
+            at = _run_end(data, at, min(end, at + (past - counted + 1) * packed_divisor + 16), last_key)
             counted, streak = counted + (at - field_at) // packed_divisor, 0
             continue
-        key, at = (data[at], at + 1) if data[at] < 0x80 else _varint(data, at)  # most keys are 1 byte
+        key, at = (buf[at - base], at + 1) if buf[at - base] < 0x80 else _varint(buf, at, base)  # most: 1 byte
         streak, last_key = streak + 1 if key == last_key else 1, key
         field, wire = key >> 3, key & 7
         if wire == 0:
-            at = _varint(data, at)[1]
+            at = _varint(buf, at, base)[1]
         elif wire in (1, 5):
             at += 8 if wire == 1 else 4
         elif wire == 2:
-            length, at = (data[at], at + 1) if at < end and data[at] < 0x80 else _varint(data, at)
+            length, at = (buf[at - base], at + 1) if at < end and buf[at - base] < 0x80 else _varint(buf, at, base)
             inner = INNER.get((kind, field)) if depth < MAX_DEPTH else None
             if inner is not None and at + length <= end:
                 counted += max(MIN_FIELD_BYTES[2], at - field_at + _structure(
@@ -97,22 +127,22 @@ def _structure(data, start: int, end: int, kind: str, past: int, packed_divisor:
     return counted
 
 
-def _varint(data, at: int) -> tuple[int, int]:
+def _varint(buf: bytes, at: int, base: int) -> tuple[int, int]:
+    """The varint at file offset `at` in `buf` (the file's bytes from `base`), and the offset after it."""
     value = shift = 0
     while True:
-        if at >= len(data) or shift > 63:
+        if at - base >= len(buf) or shift > 63:
             raise ValueError("a protobuf varint cut short")
-        byte = data[at]
+        byte = buf[at - base]
         value, shift, at = value | (byte & 0x7F) << shift, shift + 7, at + 1
         if byte < 0x80:
             return value, at
 
 
-def _run_end(data, at: int, stop: int) -> int:
-    """Where the run of unpacked floats or ints (one key a number) from `at` ends, looked for no further than `stop`,
-    a chunk at a time (a copy: an mmap with a numpy view of it cannot be closed), from 64 bytes up (short runs, one
-    after another, cost no more than walking them)."""
-    key, size = data[at], 64
+def _run_end(data: _Chunked, at: int, stop: int, key: int) -> int:
+    """Where the run of unpacked floats or ints (one `key` a number) from `at` ends, looked for no further than
+    `stop`, a chunk at a time, from 64 bytes up (short runs, one after another, cost no more than walking them)."""
+    size = 64
     while at < stop:
         chunk = np.frombuffer(data[at:min(stop, at + size)], np.uint8)
         size = min(2 * size, RUN_CHUNK)

@@ -2134,6 +2134,32 @@ def test_a_graph_of_empty_messages_under_max_graph_bytes_in_the_file_is_refused(
     one_line_error(result, 3, f"model {str(path)!r}: its graph", f"passes {MAX_GRAPH_BYTES >> 20} MiB")
 
 
+def test_an_onnx_cut_short_while_its_graph_is_counted_is_an_error_not_sigbus(tmp_path):
+    """graph_bytes walked an mmap of the file: cut short by another process meanwhile (a package folder others write
+    to), the walk's next read past its new end killed edgekit with SIGBUS (exit -7, nothing said). Read as the walk
+    goes, bytes the file no longer holds are a ValueError (refuse_large_graph leaves the file to onnx.load)."""
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_graph_of_empty_nodes(100_000))
+    code = f"""
+import os
+from pathlib import Path
+from edgekit import graph_bytes as gb
+walk = gb._structure
+def cut_first(*args):
+    if args[3] == gb._MODEL:
+        os.truncate({str(path)!r}, 4096)
+    return walk(*args)
+gb._structure = cut_first
+try:
+    gb.graph_bytes(Path({str(path)!r}), 1 << 40)
+except ValueError as e:
+    print("refused:", e)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0 and "refused: the file was cut short" in done.stdout, (done.returncode, done.stderr)
+
+
 def test_real_models_weights_are_no_graph_bytes_initializers_or_constant_nodes(tmp_path):
     """MAX_GRAPH_BYTES must refuse no real model: MobileNetV2 exported by torch (14 MB, its graph 0.04 MB) loads,
     and so does the same graph with every weight in a Constant node (as some exporters keep them), whose 14 MB of
