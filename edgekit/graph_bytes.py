@@ -3,7 +3,8 @@
 onnx.load keeps a tensor's float, raw and double data in as many bytes as the file's, but every other byte may cost
 far more: a graph of empty nodes (2 bytes each) took ~85-180 bytes of memory a byte to parse. The bytes of a model
 file besides its initializers' data are counted here, each field of the messages walked (model, graphs, nodes,
-attributes, tensors, functions) at least MIN_FIELD_BYTES, by a walk over the file read where it goes (not an mmap), that stops once past a limit.
+attributes, tensors, functions) at least MIN_FIELD_BYTES, by a walk over the file (read where it goes, not mmap'd)
+that stops once past a limit.
 """
 from __future__ import annotations
 
