@@ -58,12 +58,12 @@ def read_onnx(path: Path) -> Graph:
     return found
 
 
-def read_ort(path: Path) -> Graph:
-    """An ORT-format file's facts, from its flatbuffer (no session: nothing of it runs here)."""
+def read_ort(path: Path, most: int | None = None) -> Graph:
+    """An ORT-format file's facts, from its flatbuffer (no session: nothing of it runs here); `most`: see _Reads."""
     fbs = _flatbuffers()
     data = path.read_bytes()
     model = fbs.InferenceSession.InferenceSession.GetRootAsInferenceSession(data, 0).Model()
-    reads = _Reads(path, len(data))
+    reads = _Reads(path, len(data), most)
     g, text = model.Graph(), reads.text
     found = Graph()
     for i in range(g.NodesLength()):
@@ -110,8 +110,10 @@ class _Reads:
     MEMORY_PER_BYTE = 16
     SLACK = 1 << 20
 
-    def __init__(self, path: Path, size: int):
-        self.path, self.left = path, self.SLACK + self.MEMORY_PER_BYTE * size
+    def __init__(self, path: Path, size: int, most: int | None = None):
+        """`most`: at most this many bytes read, where the file's size allows more (NotHere past them)."""
+        own = self.SLACK + self.MEMORY_PER_BYTE * size
+        self.path, self.left, self.here = path, min(own, most or own), bool(most) and most < own
 
     def items(self, count: int) -> int:
         """`count` numbers read (a shared list of dims is read once per entry naming it)."""
@@ -124,9 +126,16 @@ class _Reads:
 
     def _charge(self, cost: int) -> None:
         self.left -= cost
+        if self.left < 0 and self.here:
+            raise NotHere(self.path.name)
         if self.left < 0:
             raise ValueError(f"{self.path.name}: its entries name the same parts over and over (more names than "
                              "a file of its size holds)")
+
+
+class NotHere(Exception):
+    """An .ort whose names pass what check reads of it in its own process (IN_PROCESS_ORT_NAMES): a bounded child
+    reads them."""
 
 
 def _flatbuffers():
@@ -168,8 +177,8 @@ def _ort_tensor_type(arg, fbs, reads: _Reads) -> tuple[str, list[int | None]]:
     return DTYPES.get(tensor.ElemType(), str(tensor.ElemType())), dims
 
 
-def read(path: Path) -> Graph:
-    return read_ort(path) if path.suffix == ".ort" else read_onnx(path)
+def read(path: Path, most: int | None = None) -> Graph:
+    return read_ort(path, most) if path.suffix == ".ort" else read_onnx(path)
 
 
 # a model file larger is read in a bounded child: onnx.load and the facts kept of it take ~180 bytes of memory and
@@ -178,6 +187,10 @@ def read(path: Path) -> Graph:
 IN_PROCESS_BYTES = 256 << 10
 # a model file larger is read in the child whatever it holds: onnx.load keeps the file's bytes twice over
 IN_PROCESS_FILE_BYTES = 64 << 20
+# an .ort's names read in this process at most (_Reads' estimate of their memory), as much as a graph of
+# IN_PROCESS_BYTES may cost onnx.load; past them, the bounded child reads it. Its size is mostly weights: a child's
+# start cost check ~0.75 s a target for any .ort past IN_PROCESS_BYTES (MobileNetV2's names: ~0.3 MB)
+IN_PROCESS_ORT_NAMES = 180 * IN_PROCESS_BYTES
 
 
 def model_claims(folder: Path, manifest: dict, models: list[str]) -> dict[str, str]:
@@ -186,19 +199,25 @@ def model_claims(folder: Path, manifest: dict, models: list[str]) -> dict[str, s
     larger than IN_PROCESS_BYTES, they are read in a bounded child: one that dies is a StageError, never a pass."""
     if any(_graph_bytes(folder / name) > IN_PROCESS_BYTES for name in models):
         return _claims_bounded(folder, manifest, models)
-    return _claims_here(folder, manifest, models)
+    try:
+        return _claims_here(folder, manifest, models, IN_PROCESS_ORT_NAMES)
+    except NotHere:
+        return _claims_bounded(folder, manifest, models)
 
 
 def _graph_bytes(path: Path) -> int:
     """The bytes of a model file that parsing it costs per byte: an .onnx's all but its initializers' data (a
     MobileNetV2's 3.6 MB int8 model: 120 KB, read here, where a child's start cost 0.7 s a target), counted up to
-    just past IN_PROCESS_BYTES; an .ort's, or a file's past IN_PROCESS_FILE_BYTES, whole size."""
+    just past IN_PROCESS_BYTES; a file's past IN_PROCESS_FILE_BYTES, whole size; an .ort's 0: its names are read
+    here up to IN_PROCESS_ORT_NAMES."""
     from .graph_bytes import graph_bytes
 
     try:
         size = path.stat().st_size
-        if path.suffix == ".ort" or size <= IN_PROCESS_BYTES or size > IN_PROCESS_FILE_BYTES:
+        if size <= IN_PROCESS_BYTES or size > IN_PROCESS_FILE_BYTES:
             return size
+        if path.suffix == ".ort":
+            return 0
         return graph_bytes(path, IN_PROCESS_BYTES)
     except (OSError, ValueError):
         return 1 << 62  # whatever it holds, the bounded child tells it
@@ -227,11 +246,14 @@ def claims_in_child(folder: str, manifest: str, models: str) -> str:
                                    json.loads(models)))
 
 
-def _claims_here(folder: Path, manifest: dict, models: list[str]) -> dict[str, str]:
+def _claims_here(folder: Path, manifest: dict, models: list[str], most: int | None = None) -> dict[str, str]:
+    """`most`: an .ort's names read at most (NotHere past them; None: as many as its size allows)."""
     said, graphs = {}, {}
     for name in models:
         try:
-            graphs[name] = read(folder / name)
+            graphs[name] = read(folder / name, most)
+        except NotHere:
+            raise
         except Exception:  # a file from others (cut short): never a crash
             continue
     for name, graph in graphs.items():

@@ -779,3 +779,24 @@ def test_a_page_of_tags_edgekit_never_writes_is_read_to_its_first_only(digits):
     finally:
         tracemalloc.stop()
     assert said == "a= on <p>" and time.perf_counter() - start < 5 and peak < 64 << 20, (said, peak)
+
+
+def test_an_ort_past_256_kb_of_weights_has_its_claims_read_here_without_a_child(digits, tmp_path, monkeypatch):
+    """Any .ort past IN_PROCESS_BYTES was read in a bounded child, though its bytes are mostly weights: a child's
+    start cost check ~0.75 s a target. Its names are read here, up to IN_PROCESS_ORT_NAMES; one naming more is
+    read in the child, its claims still told."""
+    from edgekit import model_claims
+
+    folder = copy_of(digits, tmp_path, "android-arm64")
+    with open(folder / "model.int8.ort", "ab") as f:  # bytes no entry points at, where its weights would lie
+        f.write(bytes(2 * model_claims.IN_PROCESS_BYTES))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["opset"] += 1  # a claim its graph contradicts
+    children = []
+    bounded = model_claims._claims_bounded
+    monkeypatch.setattr(model_claims, "_claims_bounded", lambda *args: children.append(args) or bounded(*args))
+    said = model_claims.model_claims(folder, manifest, ["model.int8.ort"])
+    assert not children and "model.int8.ort is opset" in said["model.int8.ort"], said
+    monkeypatch.setattr(model_claims, "IN_PROCESS_ORT_NAMES", 10_000)
+    said = model_claims.model_claims(folder, manifest, ["model.int8.ort"])
+    assert len(children) == 1 and "model.int8.ort is opset" in said["model.int8.ort"], said
