@@ -187,10 +187,11 @@ def read(path: Path, most: int | None = None) -> Graph:
 IN_PROCESS_BYTES = 256 << 10
 # a model file larger is read in the child whatever it holds: onnx.load keeps the file's bytes twice over
 IN_PROCESS_FILE_BYTES = 64 << 20
-# an .ort's names read in this process at most (_Reads' estimate of their memory), as much as a graph of
-# IN_PROCESS_BYTES may cost onnx.load; past them, the bounded child reads it. Its size is mostly weights: a child's
-# start cost check ~0.75 s a target for any .ort past IN_PROCESS_BYTES (MobileNetV2's names: ~0.3 MB)
-IN_PROCESS_ORT_NAMES = 180 * IN_PROCESS_BYTES
+# an .ort's names read in this process at most (_Reads' estimate of their memory), as many as an .ort of
+# IN_PROCESS_BYTES may name; past them, the bounded child reads it. Its size is mostly weights: a child's start cost
+# check ~0.75 s a target for any .ort past IN_PROCESS_BYTES (MobileNetV2's names: ~0.3 MB). A file naming one part
+# over and over takes ~1 s to reach them (46 MB of names took 15 s)
+IN_PROCESS_ORT_NAMES = (1 << 20) + 16 * IN_PROCESS_BYTES  # _Reads.SLACK + MEMORY_PER_BYTE * IN_PROCESS_BYTES
 
 
 def model_claims(folder: Path, manifest: dict, models: list[str]) -> dict[str, str]:
