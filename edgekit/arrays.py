@@ -136,7 +136,10 @@ ZIP_DIRECTORY_RECORD = 46  # the fixed part of a zip central directory record, b
 def _entries_at_most(raw, path: Path, most: int) -> None:
     """Refuse a zip whose end record declares, or whose directory holds, more than `most` entries: the directory
     is walked record by record from where zipfile reads it, at most `most` + 1 records (its declared count can lie:
-    zipfile reads every record its directory's size holds)."""
+    zipfile reads every record its directory's size holds). The end record is found by zipfile's own (private)
+    _EndRecData, not a reading of ours: the records counted must be the ones zipfile then reads, and a reader of our
+    own that looked for the end record (behind a comment, a zip64 locator) otherwise than it does would count a
+    decoy directory (the tests of max_entries fail where a Python changes it)."""
     end = zipfile._EndRecData(raw)
     if not end:
         raise zipfile.BadZipFile("File is not a zip file")
