@@ -285,6 +285,26 @@ def test_external_data_read_again_and_again_is_refused_before_it_is_read(tmp_pat
     assert len(load_onnx_input(tmp_path / "tied.onnx").graph.initializer) == 2
 
 
+@pytest.mark.parametrize("length", [None, 64 << 20])
+def test_external_data_longer_than_its_tensors_shape_is_refused_before_it_is_read(tmp_path, length):
+    """onnx.load reads a tensor's `length` bytes of external data, or its file to the end, whatever its shape: a 4x4
+    weight naming a sparse 8 GiB file in the model's folder took inspect 17 GB of memory and 97 s (the file held the
+    bytes declared) before the data was found not to fit the shape."""
+    with open(tmp_path / "w.bin", "wb") as f:
+        f.truncate(64 << 20)
+    w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4, 4], data_location=TensorProto.EXTERNAL)
+    w.external_data.add(key="location", value="w.bin")
+    if length:
+        w.external_data.add(key="length", value=str(length))
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    result = cli(["inspect", str(tmp_path / "m.onnx")])
+    one_line_error(result, 3, f"tensor 'w' reads {64 << 20:,} bytes of external data 'w.bin', where its shape [4, 4] "
+                              "takes 64")
+
+
 def test_external_data_a_local_functions_constants_read_is_counted_too(tmp_path):
     """onnx's loader reads the tensors of model-local functions (and of their If branches) too: an unused function's
     12 Constants each reading one sparse 1 GiB file took 7.4 GB and a SIGSEGV (exit 139, no message)."""
