@@ -228,7 +228,7 @@ def test_onnx_checkers_message_is_said_whole(tmp_path, lin_data):
     (lambda p: _linear_onnx(p, location="missing.bin"), "is missing"),
     (lambda p: (os.mkfifo(p.with_name("w.bin")), _linear_onnx(p, location="w.bin")), "is not a regular file"),  # missing
     (lambda p: (p.with_name("w.bin").write_bytes(bytes(33)), _linear_onnx(p, location="w.bin")),  # was exit 5
-     "tensor 'w' holds data that does not fit its shape [4, 2]"),
+     "tensor 'w' reads 33 bytes of external data 'w.bin', where its shape [4, 2] takes 32"),
     (lambda p: _linear_onnx(p, op="FrobnicateTensor"), "FrobnicateTensor"),
     (lambda p: _linear_onnx(p, op="Magic", domain="com.example"), "com.example"),
     (lambda p: _linear_onnx(p, inputs=False), "no inputs"),
