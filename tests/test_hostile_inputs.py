@@ -2172,6 +2172,18 @@ def test_empty_nodes_nested_past_the_walks_depth_are_counted_as_empty_messages(t
                    f"passes {MAX_GRAPH_BYTES >> 20} MiB")
 
 
+def test_empty_nodes_in_a_training_info_graph_are_counted(tmp_path):
+    """ModelProto's training_info holds graphs onnx.load parses as it does the model's: unwalked, 8 MiB of empty
+    nodes in its algorithm graph were counted as bytes and took inspect 1.7 GB."""
+    from edgekit.onnx_export import MAX_GRAPH_BYTES
+
+    training = b"\x12" + _varint(MAX_GRAPH_BYTES // 4) + b"\x0a\x00" * (MAX_GRAPH_BYTES // 8)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"\x08\x08\x3a\x00\x42\x02\x10\x11\xa2\x01" + _varint(len(training)) + training)
+    one_line_error(cli(["inspect", str(path)]), 3, f"model {str(path)!r}: its graph",
+                   f"passes {MAX_GRAPH_BYTES >> 20} MiB")
+
+
 def test_an_onnx_cut_short_while_its_graph_is_counted_is_an_error_not_sigbus(tmp_path):
     """graph_bytes walked an mmap of the file: cut short by another process meanwhile (a package folder others write
     to), the walk's next read past its new end killed edgekit with SIGBUS (exit -7, nothing said). Read as the walk
