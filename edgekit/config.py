@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import numbers
+import os
 import re
 import stat
 import sys
@@ -810,6 +811,12 @@ def python_names() -> dict[str, Named]:
     return names | {"--probe": Named("probe=True"), "--teacher": Named("teacher"), "--student": Named("student")}
 
 
+def _home(path: str) -> str:
+    """`~` and `~user` as a shell reads them; a name no user has (`~old`, a folder beside the recipe) as it is:
+    Path.expanduser raised RuntimeError there, an internal error for a recipe that had worked."""
+    return os.path.expanduser(path)
+
+
 def load_recipe(path: Path) -> Recipe:
     """Read an `edgekit.toml`; relative paths in it are relative to the recipe's folder."""
     table = read_toml(path)
@@ -835,10 +842,10 @@ def load_recipe(path: Path) -> Recipe:
             raise UsageError(f"{where}: {key} = \"\" names nothing; leave the key out instead")
         if isinstance(value, str) and value != "random" and not (key in ("calibration", "validation")
                                                                  and is_function_spec(value) and ".py:" not in value):
-            flat[key] = str(base / Path(value).expanduser())  # `~` the user's home, as for [device]'s files
+            flat[key] = str(base / _home(value))  # `~` the user's home, as for [device]'s files
     source = flat.get("source")
     if isinstance(source, str) and (".py:" in source or source.endswith((".onnx", ".pt", ".ts", ".pt2"))):
-        flat["source"] = str(base / Path(source).expanduser())
+        flat["source"] = str(base / _home(source))
     if isinstance(flat.get("targets"), str):  # one name alone, as a list: it was looked up in the working folder
         flat["targets"] = [flat["targets"]]
     if isinstance(flat.get("targets"), list):  # a bundled name, else a profile file beside the recipe
@@ -865,7 +872,7 @@ def load_recipe(path: Path) -> Recipe:
     distill = replace(distill, data=local(distill.data)) if distill else None
     prune = replace(prune, data=local(prune.data)) if prune else None
     if device:  # its key and known_hosts are files here, beside the recipe (`~` is the user's home)
-        device = replace(device, **{k: str(base / Path(v).expanduser()) for k in ("identity", "known_hosts")
+        device = replace(device, **{k: str(base / _home(v)) for k in ("identity", "known_hosts")
                                     if (v := getattr(device, k))})
     return replace(recipe, inputs=InputSpec.parse_all(inputs), quantize=quantize, bench=bench,
                    prune=prune, share=share, distill=distill, device=device)

@@ -142,6 +142,19 @@ def test_device_section_and_flags_make_one_device_spec(tmp_path):
         cli.recipe_from(str(recipe), {})
 
 
+def test_a_recipe_path_starting_with_a_tilde_no_user_has_is_beside_the_recipe(tmp_path, monkeypatch):
+    """`~` and `~/dist` are the user's home, as a shell reads them; `~old` (no such user) is a folder beside the
+    recipe, as a shell leaves it: Path.expanduser raised RuntimeError, `edgekit export` an internal error."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[model]\nsource = "~nosuchuser-m.onnx"\nweights = "~/w.pt"\n[data]\ncalibration = "~cal.npz"'
+                      '\n[export]\nout = "~old"\n[device]\nurl = "ssh://pi@board/~/pkg"\nidentity = "~key"\n')
+    loaded = cli.recipe_from(str(recipe), {})
+    assert (loaded.source, loaded.weights) == (str(tmp_path / "~nosuchuser-m.onnx"), str(tmp_path / "home" / "w.pt"))
+    assert (loaded.calibration, loaded.out) == (str(tmp_path / "~cal.npz"), str(tmp_path / "~old"))
+    assert loaded.device.identity == str(tmp_path / "~key")
+
+
 def test_round_to_is_a_multiple_or_auto_in_a_recipe():
     build = config.build
     assert build(config.PruneSpec, {"round_to": "auto"}, "r [prune]").round_to == "auto"
