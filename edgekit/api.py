@@ -44,6 +44,7 @@ _OWN = {"source", "inputs", "calibration", "validation", "targets", "out", "quan
 _ONE_CALL_AT_A_TIME = threading.RLock()
 _SET_BY_IMPORTS = ("TORCHINDUCTOR_CACHE_DIR",)  # torch's inductor, first imported by pruning, sets it for good
 _DEPTH = [0]  # API calls under way in the thread holding _ONE_CALL_AT_A_TIME: >1 is one called from user code
+_COMMANDS = [0]  # CLI commands under way (command_under_way): an API call in one is called from user code too
 
 
 def _leaves_no_trace(fn):
@@ -151,13 +152,27 @@ def _onnxruntime_logs_as_by_default() -> None:
     """A call quiets onnxruntime's default logger (edgekit says the cause in one line), a level onnxruntime keeps for
     the whole process and has no getter for: the caller's own sessions after an export printed not even a warning.
     It is left at onnxruntime's default (a level the caller set before the call is not known, so not kept). A call
-    made from user code that another call runs (a calibration function calling edgekit.quantize) leaves it at the
-    level the outer call runs with: reset there, the rest of the outer call printed onnxruntime's warnings."""
+    made from user code that another call or a CLI command runs (a calibration function calling edgekit.quantize)
+    leaves it at the level the outer one runs with: reset there, the rest of the outer run printed onnxruntime's
+    warnings."""
     onnxruntime = sys.modules.get("onnxruntime")
     if onnxruntime is not None and hasattr(onnxruntime, "set_default_logger_severity"):
         from .runtime import ort_log_level
 
-        onnxruntime.set_default_logger_severity(ort_log_level() if _DEPTH[0] > 1 else ONNXRUNTIME_DEFAULT_SEVERITY)
+        nested = _DEPTH[0] > 1 or _COMMANDS[0] > 0
+        onnxruntime.set_default_logger_severity(ort_log_level() if nested else ONNXRUNTIME_DEFAULT_SEVERITY)
+
+
+@contextlib.contextmanager
+def command_under_way():
+    """A CLI command runs: an API call its user code makes (`edgekit export --calibration cal:fn`, fn calling
+    edgekit.quantize) is nested in it and leaves onnxruntime's log level at the command's, as under an API call:
+    reset to the default, the rest of the command printed onnxruntime's warnings."""
+    _COMMANDS[0] += 1
+    try:
+        yield
+    finally:
+        _COMMANDS[0] -= 1
 
 
 # numpy's own error handling, under which edgekit's figures are computed: a notebook's np.seterr(all="raise") made

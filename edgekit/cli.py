@@ -101,12 +101,13 @@ def _handle_errors(fn):
         try:
             signals.import_for(ctx.info_name)
             from . import host  # not at the top: `--help` imports no numpy
+            from .api import command_under_way
 
             host.check_overrides()
             for said in host.overrides_said():
                 logging.getLogger("edgekit").warning("%s", said)
             with _only_the_result_on_stdout(ctx) if kwargs.get("as_json") else contextlib.nullcontext(), \
-                    for_the_cli():
+                    for_the_cli(), command_under_way():
                 code = fn(*args, **kwargs)
         except SystemExit as e:
             _fail(f"edgekit: error: user code called sys.exit({e.code!r}) during the run", ExitCode.BAD_INPUT, debug,

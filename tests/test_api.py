@@ -1247,6 +1247,25 @@ def test_a_call_made_from_user_code_leaves_the_outer_calls_onnxruntime_level(tmp
     assert "Removing initializer 'unused'" in capfd.readouterr().err
 
 
+def test_a_call_made_from_a_cli_commands_user_code_leaves_the_commands_onnxruntime_level(tmp_path, capfd):
+    """`edgekit export --calibration cal.py:fn`, fn calling edgekit.quantize: the inner call's exit set onnxruntime's
+    logger back to its default for the rest of the command (only a call nested in another kept the outer level)."""
+    unused = _unused_initializer_model(tmp_path)
+    torch.onnx.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),), str(tmp_path / "linear.onnx"), input_names=["x"],
+                      dynamo=False)
+    (tmp_path / "cal.py").write_text(
+        "import numpy as np, onnxruntime, edgekit\n"
+        "def calibration():\n"
+        f"    edgekit.quantize({str(tmp_path / 'linear.onnx')!r}, 'random', out={str(tmp_path / 'q.onnx')!r})\n"
+        f"    onnxruntime.InferenceSession({str(unused)!r}, providers=['CPUExecutionProvider'])\n"
+        "    return [{'x': np.random.default_rng(i).random((1, 4), dtype=np.float32)} for i in range(16)]\n")
+    capfd.readouterr()
+    result = cli(["export", tmp_path / "linear.onnx", "--input", "x:Nx4", "--calibration",
+                  f"{tmp_path / 'cal.py'}:calibration", "--no-bench", "--out", tmp_path / "out"])
+    assert result.exit_code == 0, result.output
+    assert "Removing initializer" not in capfd.readouterr().err
+
+
 def _unused_initializer_model(tmp_path):
     """A model onnxruntime warns of at its default level (an initializer no node reads)."""
     import onnx
