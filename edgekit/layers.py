@@ -20,10 +20,10 @@ CHUNK = 1 << 14  # elements per float32 partial sum of squares
 
 
 def tensor_errors(fp32, int8: Path, feeds: Sequence[dict], limit: int = 8) -> list[dict]:
-    """[{tensor, local_sqnr_db, accumulated_sqnr_db}], worst local SQNR first. One sample's intermediate tensors
-    are held at a time (every tensor of a 224x224 MobileNetV2 is ~100 MB a sample): the SQNRs are summed
-    signal and noise energies over the samples, as onnxruntime's over all samples at once. `fp32`: path or
-    ModelProto (left unchanged). A tensor whose length follows the values (NonZero's) and differs between the two
+    """[{tensor, local_sqnr_db, accumulated_sqnr_db, float_energy_db}], worst local SQNR first. One sample's
+    intermediate tensors are held at a time (every tensor of a 224x224 MobileNetV2 is ~100 MB a sample): the SQNRs
+    are summed signal and noise energies over the samples, as onnxruntime's over all samples at once. `fp32`: path
+    or ModelProto (left unchanged). A tensor whose length follows the values (NonZero's) and differs between the two
     models on a sample is left out of accumulated_sqnr_db there (it is no element-wise pair), and its row says on
     how many samples (length_mismatches): the analysis is a diagnostic, and failed the whole export on it."""
     from onnxruntime.quantization import qdq_loss_debug as dbg
@@ -52,6 +52,7 @@ def tensor_errors(fp32, int8: Path, feeds: Sequence[dict], limit: int = 8) -> li
         raise runtime.run_error(f"{type(e).__name__}: {first_line(e)}", "per-layer error analysis") from e
     rows = [{"tensor": tensor, "local_sqnr_db": _finite(_sqnr(e[0], e[1])),
              "accumulated_sqnr_db": _finite(_sqnr(e[2], e[3])) if tensor in in_float else None,
+             "float_energy_db": _energy_db(e[2]) if tensor in in_float else None,
              **({"length_mismatches": moved[tensor]} if tensor in moved else {})}
             for tensor, e in energy.items()]
     return sorted(rows, key=lambda r: (r["local_sqnr_db"] if r["local_sqnr_db"] is not None else 1e9, r["tensor"]))
@@ -138,6 +139,14 @@ def _sqnr(signal: float, noise: float) -> float:
     eps = np.finfo(float).eps
     with np.errstate(over="ignore", invalid="ignore"):
         return 20 * np.log10(max(np.sqrt(signal), eps) / max(np.sqrt(noise), eps))
+
+
+def _energy_db(signal: float) -> float | None:
+    """The float tensor's summed squares in dB: what weighs its error against another's where the two are added or
+    concatenated (tune.node_sensitivity), as a figure JSON holds (no inf); None for an all-zero or unbounded one."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        db = 10 * np.log10(float(signal))
+    return round(float(db), 3) if np.isfinite(db) else None
 
 
 def _finite(x) -> float | None:

@@ -8,6 +8,7 @@ trial only re-quantizes), and the search stops at `max_trials`, `time_budget` or
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from .runtime import int8_session, run_onnx
 SEARCH_PERCENTILE = 99.99
 CANDIDATES_PER_ROUND = 3
 GROUP_MAX = 4  # nodes kept float together to drop one non-compute node's QDQ pair
+ADDITIVE_OPS = ("Add", "Sub", "Sum", "Concat")  # their output's error is their inputs' errors, summed
 
 
 @dataclass
@@ -374,6 +376,7 @@ def node_sensitivity(fp32, tensor_rows: list[dict]) -> list[dict]:
     """
     graph = parsed(fp32).graph
     acc = {r["tensor"]: r["accumulated_sqnr_db"] for r in tensor_rows if r["accumulated_sqnr_db"] is not None}
+    energy = {r["tensor"]: r["float_energy_db"] for r in tensor_rows if r.get("float_energy_db") is not None}
     producer = {o: n for n in graph.node for o in n.output}
     consumers = onnx_export.consumers(graph)
     initializers = {t.name for t in graph.initializer}
@@ -384,7 +387,7 @@ def node_sensitivity(fp32, tensor_rows: list[dict]) -> list[dict]:
     def quantized_glue(node):  # a non-compute node with a QDQ pair on both sides: its own QDQ stays if only
         return node.op_type not in bench.COMPUTE_OPS and node.output[0] in acc and data_in(node) in acc  # others go
 
-    def back(tensor):  # nearest tracked tensor upstream, and the node that made its QDQ pair
+    def back(tensor):  # nearest tracked tensor upstream's SQNR, the node that made its QDQ pair, and that tensor
         seen = 0
         while tensor not in acc and tensor in producer and seen < 8:
             node = producer[tensor]
@@ -394,7 +397,7 @@ def node_sensitivity(fp32, tensor_rows: list[dict]) -> list[dict]:
         while node is not None and node.op_type not in bench.COMPUTE_OPS and not quantized_glue(node) and seen < 16:
             node = producer.get(data_in(node))
             seen += 1
-        return acc.get(tensor), node
+        return acc.get(tensor), node, tensor
 
     def forward(tensor):  # nearest tracked tensor downstream through single-consumer glue (Relu, Add ...)
         seen = 0
@@ -415,24 +418,36 @@ def node_sensitivity(fp32, tensor_rows: list[dict]) -> list[dict]:
                     todo += [c] if quantized_glue(c) else []
         return members if len(members) <= GROUP_MAX else None
 
-    def worst_in(members):
-        """The worst SQNR entering the members from outside: a Concat or Add takes every input's error, and judged
-        by its first alone it was blamed for another's (a policy's image branch at 54.8 dB beside its state branch
-        at 41.8 made its Flatten and Concat the worst nodes, 10.2 dB "lost", where they lost none)."""
+    def entering(members):
+        """The SQNR entering the members from outside, with none of their own loss: a Concat or Add takes every
+        input's error, and judged by its first alone it was blamed for another's (a policy's image branch at 54.8 dB
+        beside its state branch at 41.8 made its Flatten and Concat the worst nodes, 10.2 dB "lost", where they lost
+        none). Where only Adds and Concats merge them, the inputs' errors are summed against their summed energies
+        (a Concat's exactly): the worst input alone made a residual Add, whose low-energy branch is at a lower SQNR
+        than the identity it is added to, look as if it gained; elsewhere (a MatMul of two inputs) the worst."""
         made = {o for m in members if m is not None for o in m.output}
-        entering = {i for m in members if m is not None for i in m.input
-                    if i and i not in initializers and i not in made}
-        return min((db for t in entering if (db := back(t)[0]) is not None), default=None)
+        inside = {i for m in members if m is not None for i in m.input if i and i not in initializers}
+        traced = {t: back(t) for t in inside - made}
+        found = {src: db for db, _, src in traced.values() if db is not None}
+        if not found:
+            return None
+        merging = [m for m in members if m is not None and sum(i in inside for i in m.input) > 1]
+        if len(found) > 1 and all(m.op_type in ADDITIVE_OPS for m in merging) and all(t in energy for t in found):
+            loudest = max(energy[t] for t in found)  # relative to it: 10 ** 400 overflows
+            signal = [10 ** ((energy[t] - loudest) / 10) for t in found]
+            noise = sum(s / 10 ** (found[t] / 10) for s, t in zip(signal, found))
+            return round(10 * math.log10(sum(signal) / noise), 3)
+        return min(found.values())
 
     rows = []
     for node in graph.node:
         if node.op_type in bench.COMPUTE_OPS:
             tensor = data_in(node)
-            in_db, feeder = back(tensor) if tensor else (None, None)
-            in_db = worst_in([node]) if in_db is not None else None
+            in_db, feeder, _ = back(tensor) if tensor else (None, None, None)
+            in_db = entering([node]) if in_db is not None else None
             out_db, members = forward(node.output[0]), [feeder, node]
         elif quantized_glue(node) and (members := group(node)):
-            in_db = worst_in(members)
+            in_db = entering(members)
             out_db = min((db for m in members if (db := forward(m.output[0])) is not None), default=None)
         else:
             continue

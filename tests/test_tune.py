@@ -173,7 +173,7 @@ def test_inspect_compare(data, tmp_path):
     names = json.loads(cli(["inspect", folder / "model.onnx", "--nodes", "--json"]).stdout)["node_list"]
     assert {"name": "/c3/Conv", "op": "Conv"} in names
     assert "node_list" not in json.loads(cli(["inspect", folder / "model.onnx", "--json"]).stdout)
-    assert {"tensor", "local_sqnr_db", "accumulated_sqnr_db"} <= set(rows["tensors"][0])
+    assert {"tensor", "local_sqnr_db", "accumulated_sqnr_db", "float_energy_db"} <= set(rows["tensors"][0])
     missing = cli(["inspect", "--compare", str(folder / "model.onnx"), str(folder / "x.onnx"),
                                         "--data", str(data / "val.npz")])
     assert missing.exit_code == 3
@@ -497,3 +497,33 @@ def test_trials_within_the_noise_of_the_fastest_rank_in_the_order_tried():
     assert [t.index for t in _ranked([first, tied])] == [0, 1] and ties(first, [first, tied]) == [1]
     assert [t.index for t in _ranked([first, tied, faster])] == [2, 1, 0]  # 25% faster: no tie, whatever p50 said
     assert ties(faster, [first, tied, faster]) == []
+
+
+def test_node_sensitivity_weighs_a_residual_adds_inputs_by_their_energy_not_the_worst():
+    """A residual Add of an identity (40 dB) and a low-energy branch (20 dB, 1/100 of its energy) would put out 37 dB
+    losing nothing; its output's own QDQ crushing it to 25 dB is 12 dB lost. Judged from its worst input, it seemed
+    to gain 5 dB and was no --auto candidate; judged from its first (a Concat's, the policy's image branch), the
+    error another input brought was its own. Its inputs' errors are summed against their summed energies."""
+    from onnx import TensorProto, helper
+
+    from edgekit import tune
+
+    w = [helper.make_tensor(n, TensorProto.FLOAT, [4, 4], [0.1] * 16) for n in ("wx", "wb", "wo")]
+    nodes = [helper.make_node("Gemm", ["x", "wx"], ["h"], name="gx"),
+             helper.make_node("Gemm", ["h", "wb"], ["b"], name="gb"),
+             helper.make_node("Add", ["b", "h"], ["s"], name="add"),  # the branch first, as torchvision's out += x
+             helper.make_node("Gemm", ["s", "wo"], ["out"], name="go")]
+    io = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])]
+    graph = helper.make_graph(nodes, "res", io, [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], w)
+    db = {"x": (60.0, 0.0), "h": (40.0, 0.0), "b": (20.0, -20.0), "s": (25.0, 0.0), "out": (24.5, 0.0)}
+    ranked = tune.node_sensitivity(helper.make_model(graph), [
+        {"tensor": t, "accumulated_sqnr_db": v, "float_energy_db": e} for t, (v, e) in db.items()])
+    [add] = [r for r in ranked if r["node"] == "add"]
+    assert add["input_sqnr_db"] == pytest.approx(37.03, abs=0.01) and add["lost_db"] == pytest.approx(12.53, abs=0.01)
+    assert "add" in [r["node"] for r in ranked[:tune.CANDIDATES_PER_ROUND]], ranked
+    # a MatMul of two inputs is no sum: its worst input still judges it
+    nodes[2] = helper.make_node("MatMul", ["b", "h"], ["s"], name="add")
+    graph = helper.make_graph(nodes, "mm", io, [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], w)
+    ranked = tune.node_sensitivity(helper.make_model(graph), [
+        {"tensor": t, "accumulated_sqnr_db": v, "float_energy_db": e} for t, (v, e) in db.items()])
+    assert next(r for r in ranked if r["node"] == "add")["input_sqnr_db"] == 20.0
