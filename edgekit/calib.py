@@ -524,9 +524,13 @@ def validate(origin: str, spec: InputSpec, sample: np.ndarray) -> None:
 
 
 def _channels_last(spec: InputSpec, shape: tuple) -> str:
-    """A hint where a sample is the declared NCHW image with its channels last, as cameras and PIL give frames."""
-    c, h, w = spec.shape[-3:] if len(spec.shape) == 4 else (None,) * 3
-    if len(shape) != 4 or not all(isinstance(d, int) for d in (c, h, w)) or tuple(shape[1:]) != (h, w, c) or c == h:
+    """A hint where a sample is the declared NCHW image with its channels last, as cameras and PIL give frames; its
+    height and width may be named (image:Nx3xHxW, a fully convolutional model: frames of any size had no hint)."""
+    if len(spec.shape) != 4 or len(shape) != 4:
+        return ""
+    c, h, w = spec.shape[1:]
+    sized = all(isinstance(d, str) or d == n for d, n in ((h, shape[1]), (w, shape[2])))
+    if not isinstance(c, int) or shape[3] != c or shape[1] == c or not sized:
         return ""
     return " (channels last, NHWC? the model takes NCHW: array.transpose(0, 3, 1, 2))"
 

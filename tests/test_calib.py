@@ -624,6 +624,12 @@ def test_camera_frames_with_their_channels_last_are_said_to_be_so():
     with pytest.raises(InputError) as other:
         calib.load({"image": np.zeros((4, 3, 32, 31), np.uint8)}, [spec])
     assert "NHWC" not in str(other.value)
+    # height and width named (a fully convolutional model takes frames of any size): the same hint
+    with pytest.raises(InputError, match=r"has shape \[1, 48, 64, 3\].*\(channels last, NHWC\? .*\)$"):
+        calib.load({"image": np.zeros((4, 48, 64, 3), np.uint8)}, [InputSpec.parse("image:Nx3xHxW:uint8")])
+    with pytest.raises(InputError) as other:  # 3 channels first: no layout to blame
+        calib.load({"image": np.zeros((4, 3, 32, 30), np.uint8)}, [InputSpec.parse("image:Nx3xHx32:uint8")])
+    assert "NHWC" not in str(other.value)
 
 
 def test_an_onnx_axis_sized_by_input_is_said_to_be_inputs(tmp_path):
