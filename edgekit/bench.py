@@ -130,7 +130,8 @@ def _resampled(lat: Latency, rng) -> np.ndarray:
 
 
 def clearly_faster(a: Latency, b: Latency, margin: float = TIE) -> bool:
-    """Whether `a` beats `b` beyond noise: its figure lower by `margin`, and lower in 95% of paired resamples."""
+    """Whether `a` beats `b` beyond noise: its figure lower by `margin`, and lower in 95%
+    of resamples (each model's runs drawn on their own, from one seeded generator: not paired by round)."""
     if not figure(a) < figure(b) * (1 - margin):
         return False
     rng = np.random.default_rng(0)  # the same runs decide the same way
@@ -154,9 +155,13 @@ class Choice:
 
 
 def choose(lat: dict, prefer: list, margin: float = TIE) -> Choice:
-    """The first of `prefer` (keys of `lat`, timed in one loop) that no other model is clearly faster than."""
+    """The first of `prefer` (keys of `lat`, timed in one loop) that no other model is clearly faster than. `tie`:
+    the later ones in `prefer` it is not clearly faster than (kept away by the preference alone); an earlier one was
+    passed over because another was clearly faster (8 beaten by 32, but within the noise of 16, was called a tie of
+    16 with the note "the smaller multiple kept")."""
     chosen = next(k for k in prefer if not any(clearly_faster(lat[o], lat[k], margin) for o in lat if o != k))
-    tie = tuple(o for o in prefer if o != chosen and not clearly_faster(lat[chosen], lat[o], margin))
+    later = prefer[prefer.index(chosen) + 1:]
+    tie = tuple(o for o in later if not clearly_faster(lat[chosen], lat[o], margin))
     return Choice(chosen, {k: round(figure(v), 4) for k, v in lat.items()}, tie)
 
 

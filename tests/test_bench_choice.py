@@ -54,3 +54,12 @@ def test_the_reported_latency_is_unchanged():
     lat = timed(10.0, 0, slowed=0.5)
     assert "times_ms" not in lat.as_dict() and len(lat.times_ms) == lat.runs == 30
     assert lat.p50_ms == round(float(np.percentile(lat.times_ms, 50)), 4)
+
+
+def test_a_tie_names_only_the_models_the_preference_kept_away():
+    """8 clearly slower than 32 but within the noise of 16: 16 is kept, and 8 is no tie of it (it was passed over for
+    being slower, not for the preference), which round_to auto's note ("the smaller multiple kept") said it was."""
+    lat = {8: timed(10.0, 1, spikes=0), 16: timed(9.8, 2), 32: timed(9.6, 3)}
+    assert bench.clearly_faster(lat[32], lat[8]) and not bench.clearly_faster(lat[32], lat[16])
+    choice = bench.choose(lat, [8, 16, 32])
+    assert choice.chosen == 16 and choice.tie == (32,), choice
