@@ -1065,7 +1065,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
                   "given": list(target_settings(target, shared.recipe.quantize).exclude_nodes),
                   "latency_price": round(chosen.price_over(trials[0]), 3),
                   # what ranked passing trials by speed (int8_fast_ms / fp32_fast_ms), and those tied with the chosen
-                  "ranked_by": bench.ESTIMATOR, "tie": tune.ties(chosen, trials) or None,
+                  "ranked_by": bench.ESTIMATOR, "tie": tune.ties(chosen, trials, settings.max_latency_price) or None,
                   "max_latency_price": settings.max_latency_price, "searched": list(settings.auto_search),
                   "advice": tune.keep_fp32(chosen, fp32.stat().st_size),
                   "exclusions_skipped": tune.exclusions_skipped(settings),

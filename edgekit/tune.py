@@ -232,13 +232,23 @@ def _ranked(trials: list[Trial]) -> list[Trial]:
     """Fastest first on bench's estimator; trials within bench.TIE of the fastest are a tie, ranked in the order
     tried (the fewest changes from the target's defaults first), not by the noise between them."""
     best = min((t.fast_relative_time for t in trials), default=0.0)
-    return sorted(trials, key=lambda t: (max(t.fast_relative_time, best * (1 + bench.TIE)), t.index))
+    return sorted(trials, key=lambda t: _rank_key(t, best))
 
 
-def ties(chosen: Trial, trials: list[Trial]) -> list[int]:
-    """Passing trials other than `chosen` that `_ranked` called as fast (within bench.TIE): chosen as tried earlier."""
-    return [t.index for t in trials if t is not chosen and t.accepted
-            and abs(t.fast_relative_time / chosen.fast_relative_time - 1) < bench.TIE]
+def _rank_key(t: Trial, best: float) -> tuple[float, int]:
+    return max(t.fast_relative_time, best * (1 + bench.TIE)), t.index
+
+
+def ties(chosen: Trial, trials: list[Trial], max_latency_price: float = float("inf")) -> list[int]:
+    """Trials `_ranked` called as fast as `chosen` (the same key: within bench.TIE of the fastest) among those it
+    ranked (passing, within the price), that `chosen` beat only by being tried earlier. Within bench.TIE of `chosen`
+    alone named a trial tried earlier and ranked after it, and one over the price that was never ranked."""
+    pool = [t for t in trials if t.passed and (t.index == 0 or t.price_over(trials[0]) <= max_latency_price)]
+    if not chosen.accepted or chosen not in pool:
+        return []
+    best = min(t.fast_relative_time for t in pool)
+    return [t.index for t in pool if t is not chosen and t.accepted and t.index > chosen.index
+            and _rank_key(t, best)[0] == _rank_key(chosen, best)[0]]
 
 
 def _settings_of(settings, t: Trial):

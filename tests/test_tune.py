@@ -527,3 +527,21 @@ def test_node_sensitivity_weighs_a_residual_adds_inputs_by_their_energy_not_the_
     ranked = tune.node_sensitivity(helper.make_model(graph), [
         {"tensor": t, "accumulated_sqnr_db": v, "float_energy_db": e} for t, (v, e) in db.items()])
     assert next(r for r in ranked if r["node"] == "add")["input_sqnr_db"] == 20.0
+
+
+def test_the_recorded_tie_is_the_ranking_s_own():
+    """`tie` names the trials `_ranked` put level with the chosen one, tried later: not one tried earlier that ranked
+    after it (within bench.TIE of the chosen one, not of the fastest), nor one over --max-latency-price (never
+    ranked: its p50 price is over the cap)."""
+    from edgekit.tune import Trial, _ranked, ties
+
+    def trial(index, int8_fast, int8_p50=1.0):
+        return Trial(index, f"t{index}", "minmax", True, (), 0.9, 10.0, True, [], int8_p50, 1.0, 100, 0.1,
+                     int8_fast_ms=int8_fast, fp32_fast_ms=1.0)
+
+    defaults, earlier, chosen, fastest = trial(0, 1.5), trial(1, 1.045), trial(2, 1.02), trial(3, 1.0)
+    trials = [defaults, earlier, chosen, fastest]
+    assert [t.index for t in _ranked(trials)] == [2, 3, 1, 0]
+    assert ties(chosen, trials) == [3]  # trial 1 ranked after trial 2: no tie of it
+    priced = [defaults, trial(1, 1.0), trial(2, 1.01, int8_p50=3.5)]  # trial 2: 3.5 / 1.0 = 2.33x the defaults
+    assert ties(priced[1], priced, 2.0) == [] and ties(priced[1], priced) == [2]
