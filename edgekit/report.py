@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from . import mobile
+from . import bench, mobile
 from .parity import QUIET, worst
 from .reports import ARM_STAND_IN, TIMED, TargetReport, gate_failure, shipped_model
 from .runner import BLOCK, MEMORY_RUNS, REWARM
@@ -350,13 +350,15 @@ def markdown(r: TargetReport) -> str:
                 f"Searched (the target's rules): {', '.join(t['searched'])}; latency price cap "
                 f"{t['max_latency_price']}x." + "".join(f" **{_safe(t[k])}.**" for k in ("advice", "stopped_short")
                                                      if t.get(k)), ""]
+        out += _ranked_line(t)
         exact = any(row.get("exact_agreement") is not None for row in t["trials"])  # class ids: held exactly
+        fast = bool(t.get("ranked_by"))  # what ranked them (a package made before: p50, the columns shown)
         out += _md("# | why | calibration | per-channel | excluded | cosine | SQNR dB | " + "integer equal | " * exact
-                   + "fp32 p50 ms | int8 p50 ms | result",
+                   + "fp32 p50 ms | int8 p50 ms | " + "int8/fp32 ranked on | " * fast + "result",
                    [(row["index"], row["why"], row["calibrate_method"], row["per_channel"],
                      ", ".join(row["excluded"]) or "-", _fmt(row["cosine"], ".4f", "n/a"),
                      _fmt(row["sqnr_db"], ".1f", "n/a"), *[_fmt(row.get("exact_agreement"), ".4f")] * exact,
-                     f"{row['fp32_p50_ms']:.3f}", f"{row['int8_p50_ms']:.3f}",
+                     f"{row['fp32_p50_ms']:.3f}", f"{row['int8_p50_ms']:.3f}", *[_fast_ratio(row)] * fast,
                      _trial_result(row)) for row in t["trials"]])
         out += [""] + [f"- kept in float: `{_code(e['node'])}`: {_safe(e['why'])}" for e in t["excluded"]]
         out += [f"- kept in float in every trial (exclude_nodes, not counted by max_excluded): `{_code(n)}`"
@@ -369,9 +371,12 @@ def markdown(r: TargetReport) -> str:
                 f"{len(search['float_nodes'])} node(s) kept in float for speed; {_safe(search['start'])} p50 "
                 f"{search['start_p50_ms']:.4f} ms → {search['p50_ms']:.4f} ms, timed side by side on "
                 f"{_safe(search['where'])}. A region is kept only when faster by {search['margin']:.0%} in two loops "
-                f"in a row ({search['seconds']:.1f} s).", ""]
-        out += _md("tried | nodes | p50 ms | best so far p50 ms | kept", [
+                f"in a row{_decided_on(search)} ({search['seconds']:.1f} s).", ""]
+        fast = any(step.get("timing") for step in search["steps"])
+        out += _md("tried | nodes | p50 ms | best so far p50 ms | " + "decided on: ms, best so far ms | " * fast
+                   + "kept", [
             (step["why"], ", ".join(step["nodes"]), f"{step['p50_ms']:.4f}", f"{step['best_p50_ms']:.4f}",
+             *[_step_figures(step)] * fast,
              "yes" if step["kept"] else f"no: {_safe(step['note'])}" if step.get("note") else "no")
             for step in search["steps"]]) + [""]
         notes = (("Reverted", search["reverted"]), ("Advice", search.get("advice")),
@@ -387,6 +392,32 @@ def markdown(r: TargetReport) -> str:
     out += [f"- {k}: {_safe(_setting(v))}" for k, v in d["quantization"].items() if k != "precision_search"]
     out += ["", "## Files", ""] + _md("file | bytes | sha256", [(n, r.sizes[n], h) for n, h in r.files.items()])
     return "\n".join(out) + "\n"
+
+
+def _ranked_line(t: dict) -> list[str]:
+    """What ranked the passing trials by speed (the p50 columns move with the host's load), and the ties."""
+    if not t.get("ranked_by"):
+        return []
+    tie = f"; level with the chosen one, tried after it: trial(s) {', '.join(map(str, t['tie']))}" if t.get("tie") else ""
+    return [f"Passing trials ranked by int8/fp32 on the {_safe(t['ranked_by'])} of each trial's loop (the column "
+            f"\"int8/fp32 ranked on\"), within {bench.TIE:.0%} of the fastest a tie{tie}; the latency price and its "
+            "cap are on p50.", ""]
+
+
+def _fast_ratio(row: dict) -> str:
+    fast, fp32 = row.get("int8_fast_ms"), row.get("fp32_fast_ms")
+    return f"{fast / fp32:.3f}" if fast and fp32 else "-"
+
+
+def _decided_on(search: dict) -> str:
+    """The figure the steps were decided on, where they record it (p50 before)."""
+    said = next((s["timing"]["estimator"] for s in search["steps"] if s.get("timing")), None)
+    return f", on the {_safe(said)} beyond the runs' noise (not p50)" if said else ""
+
+
+def _step_figures(step: dict) -> str:
+    figures = (step.get("timing") or {}).get("figures_ms") or {}
+    return f"{figures['trial']:.4f}, {figures['best']:.4f}" if {"trial", "best"} <= set(figures) else "-"
 
 
 def _trial_result(row: dict) -> str:

@@ -545,3 +545,33 @@ def test_the_recorded_tie_is_the_ranking_s_own():
     assert ties(chosen, trials) == [3]  # trial 1 ranked after trial 2: no tie of it
     priced = [defaults, trial(1, 1.0), trial(2, 1.01, int8_p50=3.5)]  # trial 2: 3.5 / 1.0 = 2.33x the defaults
     assert ties(priced[1], priced, 2.0) == [] and ties(priced[1], priced) == [2]
+
+
+def test_report_says_what_ranked_the_trials_and_decided_the_steps_with_those_figures():
+    """--auto ranks on the fastest runs and --precision latency decides on them, but report.md showed p50 alone and
+    said nothing else: a chosen trial slower on its p50 column than another, a step faster on p50 by more than the
+    margin and not kept, read as contradictions. It names the figure and shows it."""
+    from pathlib import Path
+
+    from edgekit.package import rendered_pages
+
+    m = json.loads((Path(__file__).parent / "fixtures" / "pages" / "manifest.json").read_text(encoding="utf-8"))
+
+    def row(index, int8_p50, int8_fast):
+        return {"index": index, "why": f"t{index}", "calibrate_method": "minmax", "per_channel": True, "excluded": [],
+                "cosine": 0.99, "sqnr_db": 30.0, "passed": True, "failed_gates": [], "int8_p50_ms": int8_p50,
+                "fp32_p50_ms": 1.0, "int8_fast_ms": int8_fast, "fp32_fast_ms": 0.8}
+
+    m["tuning"] = {"chosen": 1, "passed": True, "trials": [row(0, 0.9, 0.72), row(1, 0.95, 0.56), row(2, 0.7, 0.57)],
+                   "seconds": 3.0, "latency_price": 1.056, "searched": ["calibrate_method"], "max_latency_price": 2.0,
+                   "excluded": [], "ranked_by": bench.ESTIMATOR, "tie": [2]}
+    timing = {"chosen": "best", "estimator": bench.ESTIMATOR, "figures_ms": {"best": 1.0, "trial": 0.99}, "tie": None}
+    m["quantization"]["precision_search"] = {
+        "float_nodes": [], "start": "the target's plan", "start_p50_ms": 1.2, "p50_ms": 1.2, "fp32_p50_ms": 1.5,
+        "where": "a host", "margin": 0.03, "seconds": 2.0, "untried": [], "reverted": None, "advice": None,
+        "steps": [{"why": "the first node", "nodes": ["/c1/Conv"], "p50_ms": 1.0, "best_p50_ms": 1.2, "kept": False,
+                   "note": "", "timing": timing}], "timing": None}
+    report = rendered_pages(m)["report.md"]
+    assert f"ranked by int8/fp32 on the {bench.ESTIMATOR}" in report and "trial(s) 2" in report, report
+    assert "| 0.950 | 0.700 |" in report  # trial 1's p50 beside its ratio on the fastest runs: 0.56 / 0.8
+    assert f"on the {bench.ESTIMATOR} beyond the runs' noise (not p50)" in report and "| 0.9900, 1.0000 | no |" in report
