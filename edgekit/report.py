@@ -398,7 +398,8 @@ def _ranked_line(t: dict) -> list[str]:
     """What ranked the passing trials by speed (the p50 columns move with the host's load), and the ties."""
     if not t.get("ranked_by"):
         return []
-    tie = f"; level with the chosen one, tried after it: trial(s) {', '.join(map(str, t['tie']))}" if t.get("tie") else ""
+    tied = ", ".join(map(str, t.get("tie") or []))
+    tie = f"; level with the chosen one, tried after it: trial(s) {tied}" if tied else ""
     return [f"Passing trials ranked by int8/fp32 on the {_safe(t['ranked_by'])} of each trial's loop (the column "
             f"\"int8/fp32 ranked on\"), within {bench.TIE:.0%} of the fastest a tie{tie}; the latency price and its "
             "cap are on p50.", ""]
