@@ -45,10 +45,17 @@ class RoundingChoice:
 
         times = ", ".join(f"{k}: {ms:.2f} ms, {self.params[k]:,} params" for k, ms in self.int8_p50_ms.items())
         skipped = f"; {', '.join(map(str, self.unpruned))} removed no channel" if self.unpruned else ""
+        return (f"channels multiples of {self.chosen} (int8 p50 {times}{skipped}{self._chosen_on()}; {self.target} "
+                f"settings, {describe(self.host)})")
+
+    def _chosen_on(self) -> str:
+        """The figures that chose (not p50: the kept multiple may show the higher p50), and the tie."""
+        if not self.timing.get("figures_ms"):
+            return ""
         tie = self.timing.get("tie")
         tied = f"; {', '.join(tie)} within timing noise of it: the smaller multiple kept" if tie else ""
-        return (f"channels multiples of {self.chosen} (int8 p50 {times}{skipped}{tied}; {self.target} settings, "
-                f"{describe(self.host)})")
+        fast = ", ".join(f"{k}: {ms:.2f} ms" for k, ms in self.timing["figures_ms"].items())
+        return f"; chosen on the {self.timing['estimator']}: {fast}{tied}"
 
 
 @contextlib.contextmanager

@@ -63,3 +63,15 @@ def test_a_tie_names_only_the_models_the_preference_kept_away():
     assert bench.clearly_faster(lat[32], lat[8]) and not bench.clearly_faster(lat[32], lat[16])
     choice = bench.choose(lat, [8, 16, 32])
     assert choice.chosen == 16 and choice.tie == (32,), choice
+
+
+def test_round_to_auto_says_the_figures_it_chose_on():
+    """The kept multiple may show the higher p50 (load on its runs): the line names and shows the figures that chose."""
+    from edgekit.rounding import RoundingChoice
+
+    lat = {8: timed(8.0, 1, slowed=0.6, spikes=3), 16: timed(10.0, 2)}
+    picked = bench.choose(lat, [8, 16])
+    said = RoundingChoice(picked.chosen, {k: v.p50_ms for k, v in lat.items()}, "desktop-x86", 1, {"cpu": "test", "isa": "avx2"},
+                          {8: 100, 16: 120}, (), picked.as_dict()).describe()
+    assert picked.chosen == 8 and lat[8].p50_ms > lat[16].p50_ms
+    assert f"chosen on the {bench.ESTIMATOR}: 8: {picked.figures_ms[8]:.2f} ms, 16: " in said, said
