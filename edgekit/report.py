@@ -402,7 +402,7 @@ def _ranked_line(t: dict) -> list[str]:
     tie = f"; level with the chosen one, tried after it: trial(s) {tied}" if tied else ""
     return [f"Passing trials ranked by int8/fp32 on the {_safe(t['ranked_by'])} of each trial's loop (the column "
             f"\"int8/fp32 ranked on\"), within {bench.TIE:.0%} of the fastest a tie{tie}; the latency price and its "
-            "cap are on p50.", ""]
+            "cap are on these figures too.", ""]
 
 
 def _fast_ratio(row: dict) -> str:
