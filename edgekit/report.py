@@ -371,7 +371,7 @@ def markdown(r: TargetReport) -> str:
                 f"{len(search['float_nodes'])} node(s) kept in float for speed; {_safe(search['start'])} p50 "
                 f"{search['start_p50_ms']:.4f} ms → {search['p50_ms']:.4f} ms, timed side by side on "
                 f"{_safe(search['where'])}. A region is kept only when faster by {search['margin']:.0%} in two loops "
-                f"in a row{_decided_on(search)} ({search['seconds']:.1f} s).", ""]
+                f"in a row{_decided_on(search)} ({search['seconds']:.1f} s).{_final_loop(search)}", ""]
         fast = any(step.get("timing") for step in search["steps"])
         out += _md("tried | nodes | p50 ms | best so far p50 ms | " + "decided on: ms, best so far ms | " * fast
                    + "kept", [
@@ -414,6 +414,14 @@ def _decided_on(search: dict) -> str:
     """The figure the steps were decided on, where they record it (p50 before)."""
     said = next((s["timing"]["estimator"] for s in search["steps"] if s.get("timing")), None)
     return f", on the {_safe(said)} beyond the runs' noise (not p50)" if said else ""
+
+
+def _final_loop(search: dict) -> str:
+    """The final loop's figures that kept the float nodes or reverted them (its p50s may say otherwise)."""
+    figures = (search.get("timing") or {}).get("figures_ms") or {}
+    if not {"start", "kept"} <= set(figures):
+        return ""
+    return f" The final loop, on those figures: {figures['start']:.4f} ms → {figures['kept']:.4f} ms."
 
 
 def _step_figures(step: dict) -> str:

@@ -571,12 +571,12 @@ def test_report_says_what_ranked_the_trials_and_decided_the_steps_with_those_fig
         "float_nodes": [], "start": "the target's plan", "start_p50_ms": 1.2, "p50_ms": 1.2, "fp32_p50_ms": 1.5,
         "where": "a host", "margin": 0.03, "seconds": 2.0, "untried": [], "reverted": None, "advice": None,
         "steps": [{"why": "the first node", "nodes": ["/c1/Conv"], "p50_ms": 1.0, "best_p50_ms": 1.2, "kept": False,
-                   "note": "", "timing": timing}], "timing": None}
+                   "note": "", "timing": timing}], "timing": {**timing, "figures_ms": {"start": 1.0, "kept": 1.0}}}
     report = rendered_pages(m)["report.md"]
     assert f"ranked by int8/fp32 on the {bench.ESTIMATOR}" in report and "trial(s) 2" in report, report
     assert "| 0.950 | 0.700 |" in report  # trial 1's p50 beside its ratio on the fastest runs: 0.56 / 0.8
     assert f"on the {bench.ESTIMATOR} beyond the runs' noise (not p50)" in report
-    assert "| 0.9900, 1.0000 | no |" in report
+    assert "| 0.9900, 1.0000 | no |" in report and "The final loop, on those figures: 1.0000 ms → 1.0000 ms" in report
 
 
 def test_the_latency_price_is_on_the_figures_that_rank():
