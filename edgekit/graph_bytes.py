@@ -36,12 +36,22 @@ INNER = {(_MODEL, 7): _GRAPH, (_GRAPH, 5): _TENSOR, (_GRAPH, 1): _NODE, (_NODE, 
          (_MODEL, 25): _FUNCTION, (_FUNCTION, 7): _NODE, (_FUNCTION, 11): _ATTRIBUTE, (_GRAPH, 15): _SPARSE,
          (_ATTRIBUTE, 22): _SPARSE, (_ATTRIBUTE, 23): _SPARSE, (_SPARSE, 1): _TENSOR, (_SPARSE, 2): _TENSOR,
          (_MODEL, 20): _TRAINING, (_TRAINING, 1): _GRAPH, (_TRAINING, 2): _GRAPH}
+# and every message that holds repeated messages: value infos' types' shapes (their dims), attributes' types, nodes'
+# device configurations (sharding specs, sharded dims), graphs' quantization annotations: unwalked, 4M empty dims of
+# one graph input (8 MiB, counted as bytes) took inspect +550 MB. Leaves (dims, string pairs) are a field each
+_VALUE_INFO, _TYPE, _TYPED, _ELEM, _MAP, _SHAPE = "value info", "type", "tensor type", "element type", "map", "shape"
+_DEVICES, _SHARDING, _SHARDED, _ANNOTATION = "device configuration", "sharding", "sharded dim", "annotation"
+INNER.update({(_GRAPH, 11): _VALUE_INFO, (_GRAPH, 12): _VALUE_INFO, (_GRAPH, 13): _VALUE_INFO,
+              (_FUNCTION, 12): _VALUE_INFO, (_VALUE_INFO, 2): _TYPE, (_ATTRIBUTE, 14): _TYPE, (_ATTRIBUTE, 15): _TYPE,
+              (_TYPE, 1): _TYPED, (_TYPE, 8): _TYPED, (_TYPE, 4): _ELEM, (_TYPE, 9): _ELEM, (_TYPE, 5): _MAP,
+              (_TYPED, 2): _SHAPE, (_ELEM, 1): _TYPE, (_MAP, 2): _TYPE, (_NODE, 10): _DEVICES,
+              (_DEVICES, 2): _SHARDING, (_SHARDING, 4): _SHARDED, (_GRAPH, 14): _ANNOTATION})
 # what a field of a walked message counts at least, by wire type: parsed, an empty message (2 bytes) took onnx.load
 # 75-100 bytes of memory, and checking the model as much again; real fields (names, attributes) are mostly longer (a
 # real graph counts 3-30% more). onnx.load's memory stays ~7-11 bytes a counted byte, and the walk's time bounded by
 # `past` / 8 fields: ~4 million empty nodes (8 MiB, 2 bytes each) took inspect 1.7 GB and 13-57 s, 9 s of them this
 # walk's, each node one step; every node is walked now, a small one too (127 empty attributes in 256 bytes)
-MIN_FIELD_BYTES = {2: 16, 0: 8, 1: 9, 5: 8}
+MIN_FIELD_BYTES = {2: 16, 0: 8, 1: 9, 5: 8, 3: 8, 4: 8}
 # messages nested deeper are counted unwalked, as if all empty messages (MIN_FIELD_BYTES a 2 bytes): a walk's stack
 # stays bounded whatever a file nests (9 If levels deep, 8 MiB of empty nodes counted as bytes took inspect 1.7 GB)
 MAX_DEPTH = 24
@@ -108,6 +118,8 @@ def _structure(data: _Chunked, start: int, end: int, kind: str, past: int, packe
             at = _varint(buf, at, base)[1]
         elif wire in (1, 5):
             at += 8 if wire == 1 else 4
+        elif wire in (3, 4):  # a group's start or end: protobuf keeps an unknown one (its fields walked as ours)
+            pass
         elif wire == 2:
             length, at = (buf[at - base], at + 1) if at < end and buf[at - base] < 0x80 else _varint(buf, at, base)
             inner = INNER.get((kind, field))
