@@ -7,6 +7,7 @@ names, corrupt .npz, mixed folders), recipe/profile keys and types (test_cli.py)
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import signal
@@ -303,6 +304,23 @@ def test_external_data_longer_than_its_tensors_shape_is_refused_before_it_is_rea
     result = cli(["inspect", str(tmp_path / "m.onnx")])
     one_line_error(result, 3, f"tensor 'w' reads {64 << 20:,} bytes of external data 'w.bin', where its shape [4, 4] "
                               "takes 64")
+
+
+def test_each_onnx_types_element_bytes_are_what_onnx_writes(tmp_path):
+    """The bytes a tensor's shape takes in external data (the shape rule, and what a tensor with no `length` declares)
+    are what onnx writes for it, for every type of the installed onnx: 2-bit and 6-bit types counted a byte each
+    declared up to 4 times their files, and a valid int2 weight with no `length` was refused."""
+    from edgekit.onnx_export import _check_external_data, _element_bytes
+
+    for name, dtype in TensorProto.DataType.items():
+        if dtype in (TensorProto.UNDEFINED, TensorProto.STRING):
+            continue
+        w = numpy_helper.from_array(np.zeros([7, 3], helper.tensor_dtype_to_np_dtype(dtype)), "w")
+        assert (name, math.ceil(21 * _element_bytes(w))) == (name, len(w.raw_data))
+    (tmp_path / "w.bin").write_bytes(bytes(6))  # 21 int2 elements, 4 a byte
+    w = TensorProto(name="w", data_type=TensorProto.INT2, dims=[7, 3], data_location=TensorProto.EXTERNAL)
+    w.external_data.add(key="location", value="w.bin")
+    _check_external_data(helper.make_model(helper.make_graph([], "g", [], [], [w])), tmp_path / "m.onnx")
 
 
 def test_external_data_a_local_functions_constants_read_is_counted_too(tmp_path):
