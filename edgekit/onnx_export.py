@@ -595,14 +595,15 @@ def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | No
 
 def refuse_large_graph(path: Path) -> None:
     """InputError where `path`'s graph (its bytes besides tensor data) passes MAX_GRAPH_BYTES, told before onnx.load
-    parses it: a 4 MB file of empty nodes took inspect 932 MB and 13.6 s. Bytes that are no protobuf message are
-    left to onnx.load, which refuses them, having parsed less than the limit before them."""
+    parses it: a 4 MB file of empty nodes took inspect 932 MB and 13.6 s. Bytes the walk finds no protobuf message
+    are refused here, not left to onnx.load: what onnx.load took that the walk did not (a group) went uncounted, and
+    a file written meanwhile (cut short while walked, whole again when parsed) was parsed unwalked."""
     from .graph_bytes import graph_bytes
 
     try:
         counted = graph_bytes(path, MAX_GRAPH_BYTES, PACKED_PER_GRAPH_BYTE)
-    except ValueError:
-        return
+    except ValueError as e:
+        raise InputError(f"model {str(path)!r} is not a valid ONNX model: {e}") from e
     except OSError as e:
         raise InputError(f"model {str(path)!r} cannot be read: {e.strerror or first_line(e)}") from e
     if counted > MAX_GRAPH_BYTES:

@@ -2229,6 +2229,27 @@ def test_empty_dims_of_a_graph_inputs_type_are_counted(tmp_path):
                    f"passes {MAX_GRAPH_BYTES >> 20} MiB")
 
 
+def test_an_onnx_whose_walk_finds_no_protobuf_is_refused_not_parsed(tmp_path, monkeypatch):
+    """graph_bytes' ValueError left the file to onnx.load, unwalked: a group (walked now) was such a gap, and so is a
+    file written meanwhile, cut short while walked and whole again when parsed. It is refused, onnx.load unrun."""
+    from edgekit import graph_bytes as gb
+    from edgekit.onnx_export import load_onnx_input
+
+    path = _linear_onnx(tmp_path / "m.onnx")
+    whole, walk = path.read_bytes(), gb._structure
+
+    def cut_while_walked(*args):
+        path.write_bytes(whole[:len(whole) // 2])
+        try:
+            return walk(*args)
+        finally:
+            path.write_bytes(whole)
+
+    monkeypatch.setattr(gb, "_structure", cut_while_walked)
+    with pytest.raises(InputError, match="is not a valid ONNX model: the file was cut short"):
+        load_onnx_input(path)
+
+
 def test_every_onnx_message_holding_messages_is_walked():
     """What onnx.load parses into messages is what graph_bytes must walk: each message field (of the installed onnx)
     whose message holds messages itself is in INNER, where its entries each count a field (newer onnx's fields too)."""
@@ -2258,7 +2279,7 @@ def test_every_onnx_message_holding_messages_is_walked():
 def test_an_onnx_cut_short_while_its_graph_is_counted_is_an_error_not_sigbus(tmp_path):
     """graph_bytes walked an mmap of the file: cut short by another process meanwhile (a package folder others write
     to), the walk's next read past its new end killed edgekit with SIGBUS (exit -7, nothing said). Read as the walk
-    goes, bytes the file no longer holds are a ValueError (refuse_large_graph leaves the file to onnx.load)."""
+    goes, bytes the file no longer holds are a ValueError (refuse_large_graph refuses the file)."""
     path = tmp_path / "m.onnx"
     path.write_bytes(_graph_of_empty_nodes(100_000))
     code = f"""
