@@ -306,6 +306,22 @@ def test_external_data_longer_than_its_tensors_shape_is_refused_before_it_is_rea
                               "takes 64")
 
 
+@pytest.mark.parametrize("dtype, kind", [(TensorProto.STRING, "STRING"), (999, "number 999")])
+def test_external_data_of_a_string_or_unknown_type_tensor_is_refused_before_it_is_read(tmp_path, dtype, kind):
+    """The shape rule let string tensors and tensors of no known type through, for onnx to refuse: onnx.load reads
+    their external data first (the file to its end): a 4x4 one naming a sparse 1 GiB file took inspect 3.4 GB."""
+    with open(tmp_path / "w.bin", "wb") as f:
+        f.truncate(64 << 20)
+    w = TensorProto(name="w", data_type=dtype, dims=[4, 4], data_location=TensorProto.EXTERNAL)
+    w.external_data.add(key="location", value="w.bin")
+    graph = helper.make_graph([helper.make_node("Identity", ["w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    one_line_error(cli(["inspect", str(tmp_path / "m.onnx")]), 3, f"tensor 'w' of type {kind} keeps its data in "
+                                                                  "external file 'w.bin'")
+
+
 def test_each_onnx_types_element_bytes_are_what_onnx_writes(tmp_path):
     """The bytes a tensor's shape takes in external data (the shape rule, and what a tensor with no `length` declares)
     are what onnx writes for it, for every type of the installed onnx: 2-bit and 6-bit types counted a byte each
