@@ -720,6 +720,9 @@ def _check_external_data(model, path: Path) -> None:
     folder = path.resolve().parent
     declared, files = 0, set()
     for tensor, location, target in _external_data(model, path):
+        keys = [e.key for e in tensor.external_data]
+        if twice := next((k for i, k in enumerate(keys) if k in keys[:i]), None):  # onnx reads the last, we the first
+            raise InputError(f"model {str(path)!r}: tensor {tensor.name!r} names its external data's {twice!r} twice")
         if not location or Path(location).is_absolute() or ".." in Path(location).parts or \
                 not target.is_relative_to(folder):
             raise InputError(f"model {str(path)!r}: tensor {tensor.name!r} points at external data {location!r} "

@@ -306,6 +306,24 @@ def test_external_data_longer_than_its_tensors_shape_is_refused_before_it_is_rea
                               "takes 64")
 
 
+@pytest.mark.parametrize("key, values", [("length", ["64", str(64 << 20)]), ("location", ["w.bin", "big.bin"])])
+def test_external_data_naming_a_key_twice_is_refused_before_it_is_read(tmp_path, key, values):
+    """The checks read a tensor's first `length` (`location`), onnx.load its last: a 4x4 weight saying 64 bytes, then
+    1 GiB, of a sparse file took inspect 3.4 GB and 11 s."""
+    with open(tmp_path / "big.bin", "wb") as f:
+        f.truncate(64 << 20)
+    (tmp_path / "w.bin").write_bytes(bytes(64))
+    w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4, 4], data_location=TensorProto.EXTERNAL)
+    w.external_data.add(key="location", value="big.bin" if key == "length" else values[0])
+    for value in values:
+        w.external_data.add(key=key, value=value)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    one_line_error(cli(["inspect", str(tmp_path / "m.onnx")]), 3, f"tensor 'w' names its external data's {key!r} twice")
+
+
 @pytest.mark.parametrize("dtype, kind", [(TensorProto.STRING, "STRING"), (999, "number 999")])
 def test_external_data_of_a_string_or_unknown_type_tensor_is_refused_before_it_is_read(tmp_path, dtype, kind):
     """The shape rule let string tensors and tensors of no known type through, for onnx to refuse: onnx.load reads
