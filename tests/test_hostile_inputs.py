@@ -324,6 +324,26 @@ def test_external_data_naming_a_key_twice_is_refused_before_it_is_read(tmp_path,
     one_line_error(cli(["inspect", str(tmp_path / "m.onnx")]), 3, f"tensor 'w' names its external data's {key!r} twice")
 
 
+def test_external_data_of_graphs_behind_an_attributes_graph_is_checked(tmp_path):
+    """onnx.load reads the external data of an attribute's `graphs` where its type says GRAPHS; the checks walked its
+    `g` alone where it had one: a 4x4 weight in `graphs` naming a sparse 1 GiB file took inspect 3.4 GB."""
+    with open(tmp_path / "w.bin", "wb") as f:
+        f.truncate(64 << 20)
+    w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4, 4], data_location=TensorProto.EXTERNAL)
+    w.external_data.add(key="location", value="w.bin")
+    body = helper.make_graph([helper.make_node("Identity", ["w"], ["o"])], "body", [],
+                             [helper.make_tensor_value_info("o", TensorProto.FLOAT, [4, 4])], [w])
+    node = helper.make_node("Identity", ["x"], ["y"])
+    hidden = node.attribute.add(name="hidden", type=onnx.AttributeProto.GRAPHS)
+    hidden.g.CopyFrom(helper.make_graph([], "empty", [], []))
+    hidden.graphs.add().CopyFrom(body)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    one_line_error(cli(["inspect", str(tmp_path / "m.onnx")]), 3, f"tensor 'w' reads {64 << 20:,} bytes of external "
+                                                                  "data 'w.bin'")
+
+
 @pytest.mark.parametrize("dtype, kind", [(TensorProto.STRING, "STRING"), (999, "number 999")])
 def test_external_data_of_a_string_or_unknown_type_tensor_is_refused_before_it_is_read(tmp_path, dtype, kind):
     """The shape rule let string tensors and tensors of no known type through, for onnx to refuse: onnx.load reads
