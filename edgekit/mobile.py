@@ -167,21 +167,28 @@ CONVERTER = ("import os, runpy, sys; sys.path[:0] = [p for p in sys.stdin.read()
              "runpy.run_module('onnxruntime.tools.convert_onnx_models_to_ort', run_name='__main__')")
 
 
+# The child's whole environment. onnxruntime's telemetry keeps an event store that every onnxruntime process on the
+# host opens at import and appends to (~/.cache/Microsoft/DeveloperTools/.onnxruntime, home from the user database:
+# the child has no HOME); the process that finds it past its size cap (3 MB, some 620 processes) trims it, and that
+# child's .ort came out in another order, as a fresh store's did: a loaded host's test run gave two exports other
+# bytes. With telemetry off the child never opens the store.
+CONVERTER_ENV = {"PATH": os.defpath, "LC_ALL": "C", "PYTHONHASHSEED": "0", "ORT_DISABLE_TELEMETRY": "1"}
+
+
 def _convert_without_aslr(src: Path, out: Path, style: str, platform_: str) -> bool:
     """Convert in a child whose memory layout is the same on every run on this host: no address randomisation,
     and nothing of the caller's that moves it. The stack holds the environment and the arguments (TZ loaded a
     zoneinfo file onto the heap, a 1,500-character variable moved the stack, TMPDIR lengthened the paths: each
-    gave other .ort bytes, as did a longer PYTHONPATH), so the child gets a fixed environment, its interpreter's own
-    import path (with this process's before it, on stdin, only for an onnxruntime found elsewhere: _import_path) and
-    paths relative to its working folder."""
+    gave other .ort bytes, as did a longer PYTHONPATH), so the child gets a fixed environment (CONVERTER_ENV), its
+    interpreter's own import path (with this process's before it, on stdin, only for an onnxruntime found elsewhere:
+    _import_path) and paths relative to its working folder."""
     setarch = shutil.which("setarch")
     if not setarch or sys.platform != "linux":
         return False
-    env = {"PATH": os.defpath, "LC_ALL": "C", "PYTHONHASHSEED": "0"}
     cmd = [setarch, platform.machine(), "-R", sys.executable, "-I", "-c", CONVERTER, str(src.relative_to(out.parent)),
            "--output_dir", out.name, "--optimization_style", style, "--target_platform", platform_]
     for where in dict.fromkeys([_import_path(), "\0".join(p for p in sys.path if p)]):  # then all of this one's
-        result = subprocess.run(cmd, input=where, capture_output=True, text=True, cwd=out.parent, env=env)
+        result = subprocess.run(cmd, input=where, capture_output=True, text=True, cwd=out.parent, env=CONVERTER_ENV)
         if result.returncode == 0 or "ModuleNotFoundError" not in result.stderr:  # a converter's import elsewhere
             break
         shutil.rmtree(out, ignore_errors=True)

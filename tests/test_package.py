@@ -1109,6 +1109,33 @@ def test_ort_bytes_do_not_depend_on_the_callers_environment_temp_folder_or_cores
         os.sched_setaffinity(0, cores)
 
 
+def test_ort_bytes_do_not_depend_on_onnxruntimes_telemetry_store(packaged, tmp_path, monkeypatch):
+    """Every onnxruntime process on the host opens and appends to its telemetry's event store (in the home folder);
+    the converting child that found it past its size cap trimmed it, and that .ort came out in another order: two
+    exports in one test run gave other bytes. A fresh store moved them too, which this gives the child: a home of its
+    own, empty on the first conversion. The store must not be made, and the bytes must not change."""
+    import types
+
+    from edgekit import mobile
+
+    if shutil.which("setarch") is None:
+        pytest.skip("util-linux's setarch is not installed: the conversion runs in-process")
+    model = packaged[0] / "android-arm64" / "model.int8.onnx"
+    (home := tmp_path / "home").mkdir()
+    run = subprocess.run
+    monkeypatch.setattr(mobile, "subprocess", types.SimpleNamespace(
+        run=lambda *args, env, **kwargs: run(*args, env={**env, "HOME": str(home)}, **kwargs)))
+
+    def converted(name):
+        (tmp_path / name).mkdir()
+        written = mobile.to_ort([model], tmp_path / name, "Runtime", "arm")
+        assert written["reproducible"] is True
+        return written["ort"][model].read_bytes()
+
+    first, second = converted("first"), converted("second")
+    assert first == second  # old code: the same 61752 bytes in another order from byte 48
+    assert not list(home.rglob("*")), sorted(str(p.relative_to(home)) for p in home.rglob("*"))
+
 def test_the_ort_is_converted_by_the_callers_onnxruntime(packaged, tmp_path):
     """The isolated converting child took the interpreter's own onnxruntime even when the caller ran another one
     (from its PYTHONPATH), whose version the manifest records."""
