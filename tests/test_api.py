@@ -1202,23 +1202,14 @@ def test_a_forward_taking_its_input_by_keyword_only_is_said_so():
 def test_onnxruntimes_own_warnings_reach_the_callers_sessions_after_a_call(tmp_path, capfd):
     """export and check set onnxruntime's default logger to fatal-only for the whole process: a notebook's own
     session on a model with an unused initializer printed no warning for the rest of its life."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-                              initializer=[numpy_helper.from_array(np.zeros(3, np.float32), "unused")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(tmp_path / "unused.onnx"))
+    unused = _unused_initializer_model(tmp_path)
     report = edgekit.export(torch.nn.Linear(4, 2), inputs=["x:Nx4"], calibration="random", no_bench=True,
                             out=tmp_path / "out")
     for call in (lambda: None, lambda: edgekit.check(report)):
         call()
         capfd.readouterr()
         import onnxruntime
-        onnxruntime.InferenceSession(str(tmp_path / "unused.onnx"), providers=["CPUExecutionProvider"])
+        onnxruntime.InferenceSession(str(unused), providers=["CPUExecutionProvider"])
         assert "Removing initializer 'unused'" in capfd.readouterr().err
 
 
