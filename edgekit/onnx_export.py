@@ -161,7 +161,7 @@ def export_torch(module, specs: tuple[InputSpec, ...], output_names: tuple[str, 
                     torch.onnx.export(plain, args, str(dest), input_names=[s.name for s in specs],
                                       output_names=names, opset_version=opset, dynamic_axes=dynamic_axes or None,
                                       dynamo=False, do_constant_folding=True)
-                if printed:  # the model's own prints while traced: the user's, shown as before
+                if printed:  # C++ output of a successful trace (a custom op printing, say): shown as before
                     os.write(1, printed)
     except InputError:
         raise
