@@ -78,7 +78,7 @@ def capped_run(cmd: list[str], stdin: bytes, timeout: float, stage: str, limits=
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
             done = subprocess.run(cmd, input=stdin, stdout=out, stderr=err, timeout=timeout, preexec_fn=capped,
-                                  env=env)
+                                  env=spawn_env(env))
         except subprocess.TimeoutExpired:
             raise StageError(stage, f"no answer within {timeout:g} s") from None
         if out.seek(0, io.SEEK_END) >= MAX_OUTPUT_BYTES:
@@ -86,6 +86,20 @@ def capped_run(cmd: list[str], stdin: bytes, timeout: float, stage: str, limits=
         out.seek(0)
         err.seek(max(0, err.seek(0, io.SEEK_END) - MAX_ERROR_BYTES))
         return done.returncode, out.read(), err.read().decode(errors="replace")
+
+
+# What every child edgekit starts (bounded steps, search trials, the .ort converter, emulated and device runs) has in
+# its environment. onnxruntime's telemetry keeps an event store that every onnxruntime process on the host opens at
+# import and appends to (~/.cache/Microsoft/DeveloperTools/.onnxruntime/onnxruntime.db, trimmed by whichever process
+# finds it past its 3 MB cap): a child's work then depends on the host's other processes (a converter's .ort came out
+# in another order), and a child writes outside its step. With telemetry off the child never opens the store.
+CHILD_SETTINGS = {"ORT_DISABLE_TELEMETRY": "1"}
+
+
+def spawn_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a child edgekit starts runs with: `base` (this process's by default) with CHILD_SETTINGS,
+    the one place they are added."""
+    return {**(os.environ if base is None else base), **CHILD_SETTINGS}
 
 
 def child_env() -> dict[str, str]:
@@ -103,7 +117,7 @@ def child_env() -> dict[str, str]:
     kept = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
             if p and (cwd is None or os.path.realpath(os.path.join(cwd, p)) != cwd)]
     installed = {os.path.realpath(d) for d in (*site.getsitepackages(), site.getusersitepackages())}
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(kept if here in installed else [here, *kept])}
+    return spawn_env({**os.environ, "PYTHONPATH": os.pathsep.join(kept if here in installed else [here, *kept])})
 
 
 def _main(argv: list[str]) -> None:

@@ -41,12 +41,12 @@ _REMOVE = ("import os, shutil, sys; shutil.rmtree(sys.argv[1]); "
            "[os.rmdir(p) for p in sys.argv[2:] if os.path.isdir(p) and not os.listdir(p)]")
 
 # Runs argv[1:] (the runner) and says on stderr which signal killed it (ssh says nothing, and exits 255 as for a
-# dropped link); kills it when the SSH session goes (the runner watches this, its parent). One line for ssh: a
-# login shell may not take a quoted newline.
+# dropped link); kills it when the SSH session goes (the runner watches this, its parent). The runner has what every
+# child edgekit starts has (bounded.CHILD_SETTINGS). One line for ssh: a login shell may not take a quoted newline.
 KILLED = "edgekit: the runner was killed by "
 _SUPERVISOR = f"""\
 import os, signal, subprocess, sys, time
-session, runner = os.getppid(), subprocess.Popen(sys.argv[1:])
+session, runner = os.getppid(), subprocess.Popen(sys.argv[1:], env={{**os.environ, **{bounded.CHILD_SETTINGS!r}}})
 while runner.poll() is None and os.getppid() == session:
     time.sleep(0.1)
 code = runner.poll()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import host
+from .bounded import spawn_env
 from .errors import InputError, StageError, UsageError
 from .host import physical_memory
 from .runtime import run_limit
@@ -249,7 +250,8 @@ def _built(dest: Path, build, what: str, log) -> Path:
         tmp.chmod(0o755)  # mkdtemp's 0700: a cache built as root was unreadable to the CI user it was built for
         build(tmp)
         # stdlib and wheels compiled once here: Python 3.11's bytecode is the same on every CPU
-        subprocess.run([sys.executable, "-m", "compileall", "-q", "-j0", str(tmp)], capture_output=True)
+        subprocess.run([sys.executable, "-m", "compileall", "-q", "-j0", str(tmp)], capture_output=True,
+                       env=spawn_env())
         tmp.rename(dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -258,7 +260,7 @@ def _built(dest: Path, build, what: str, log) -> Path:
 
 def _step(cmd: list[str], stage: str) -> None:
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=SETUP_TIMEOUT)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=SETUP_TIMEOUT, env=spawn_env())
     except subprocess.TimeoutExpired:
         raise StageError(stage, f"took longer than {SETUP_TIMEOUT:g} s") from None
     if done.returncode != 0:

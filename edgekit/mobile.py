@@ -16,7 +16,7 @@ import tempfile
 import typing
 from pathlib import Path
 
-from . import progress
+from . import bounded, progress
 from .config import C_NAME, COVERAGE_PROVIDERS, Verdict
 from .errors import StageError, first_line
 
@@ -167,12 +167,10 @@ CONVERTER = ("import os, runpy, sys; sys.path[:0] = [p for p in sys.stdin.read()
              "runpy.run_module('onnxruntime.tools.convert_onnx_models_to_ort', run_name='__main__')")
 
 
-# The child's whole environment. onnxruntime's telemetry keeps an event store that every onnxruntime process on the
-# host opens at import and appends to (~/.cache/Microsoft/DeveloperTools/.onnxruntime, home from the user database:
-# the child has no HOME); the process that finds it past its size cap (3 MB, some 620 processes) trims it, and that
-# child's .ort came out in another order, as a fresh store's did: a loaded host's test run gave two exports other
-# bytes. With telemetry off the child never opens the store.
-CONVERTER_ENV = {"PATH": os.defpath, "LC_ALL": "C", "PYTHONHASHSEED": "0", "ORT_DISABLE_TELEMETRY": "1"}
+# The child's whole environment, with what every child has (bounded.CHILD_SETTINGS: telemetry off, as its store,
+# trimmed at its size cap by whichever onnxruntime process on the host found it full, moved the converter's heap and
+# that child's .ort came out in another order).
+CONVERTER_ENV = bounded.spawn_env({"PATH": os.defpath, "LC_ALL": "C", "PYTHONHASHSEED": "0"})
 
 
 def _convert_without_aslr(src: Path, out: Path, style: str, platform_: str) -> bool:

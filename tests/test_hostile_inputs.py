@@ -1761,6 +1761,30 @@ def test_the_bounded_child_imports_nothing_from_the_working_folder(tmp_path):
         assert done.returncode == 0 and done.stdout.strip() == "b", (pythonpath, done.stderr)
 
 
+def test_the_children_edgekit_starts_leave_onnxruntimes_telemetry_store_alone(tmp_path):
+    """onnxruntime keeps a telemetry store every onnxruntime process on the host opens and trims (it made .ort bytes
+    depend on other processes): a bounded step, a capped run with a fixed environment (the emulator's) and the
+    device's runner all start with ORT_DISABLE_TELEMETRY=1 (bounded.spawn_env), and none creates the store under a
+    fresh home, while a bare `import onnxruntime` there does."""
+    home, cache = tmp_path / "home", tmp_path / "cache"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "PYTHONPATH")}
+    env.update(HOME=str(home), XDG_CACHE_HOME=str(cache), PYTHONPATH=str(ROOT))
+    probe = "import onnxruntime, os; print(os.environ.get('ORT_DISABLE_TELEMETRY'))"
+    script = ("import sys; from edgekit import bounded, device; "
+              "print(bounded.run('probe', 'os:getenv', 'ORT_DISABLE_TELEMETRY', timeout=60)); "
+              f"print(bounded.capped_run([sys.executable, '-c', {probe!r}], b'', 60, 'probe', "
+              "env={'HOME': sys.argv[1]})[1].decode().strip()); sys.stdout.flush(); "
+              f"bounded.subprocess.run([sys.executable, '-c', device._SUPERVISE, sys.executable, '-c', {probe!r}])")
+    done = subprocess.run([sys.executable, "-P", "-c", script, str(home)], capture_output=True, text=True,
+                          timeout=180, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "1", "1"]
+    assert not any(p.is_file() for p in tmp_path.rglob("*")), sorted(tmp_path.rglob("*"))
+    subprocess.run([sys.executable, "-c", "import onnxruntime"], env=env, timeout=120, check=True)
+    assert (cache / "Microsoft/DeveloperTools/.onnxruntime/onnxruntime.db").is_file()  # where it would have gone
+
+
 def test_an_installed_edgekit_stays_behind_the_standard_library(monkeypatch):
     """Installed, edgekit's folder is site-packages: its children find it there, after the standard library (a
     backport such as enum34 in site-packages must not shadow `enum`). Only a checkout is put first."""
