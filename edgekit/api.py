@@ -25,8 +25,8 @@ import numpy as np
 
 from .config import (DEFAULT_MAX_DATA_BYTES, DEFAULT_STEP_TIMEOUT, DEFAULT_TARGETS, BenchSpec, DeviceSpec,
                      DistillSettings, InputSpec, PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides,
-                     build, coerce, load_target, load_targets, nearest, overrides, python_names, target_settings,
-                     writable_name)
+                     build, coerce, expand_home, load_target, load_targets, nearest, overrides, python_names,
+                     target_settings, writable_name)
 from .errors import EdgekitError, StageError, UsageError, rename, said_for_the_cli
 from .outdir import whole_file
 from .signals import HEAVY, SIGNALS, cleaned_up_before_dying, import_for
@@ -602,10 +602,9 @@ def _specs(inputs, needed_by: str = "") -> tuple[InputSpec, ...]:
 
 
 def _path(value):
-    """A path setting as the recipe's string (os.PathLike included), `~` the user's home as a shell reads it
-    (out="~/dist" made a folder named `~`); anything else as it is, for build() to judge."""
-    value = os.fspath(value) if isinstance(value, os.PathLike) else value
-    return os.path.expanduser(value) if isinstance(value, str) and value.startswith("~") else value
+    """A path setting as the recipe's string, by the rule the CLI and recipes use (config.expand_home: out="~/dist"
+    made a folder named `~`)."""
+    return expand_home(value)
 
 
 def _recipe(model, inputs, calibration, validation, targets, out, settings: dict) -> Recipe:

@@ -21,7 +21,8 @@ from click.core import ParameterSource
 from . import __version__, search, signals
 from .config import (DEFAULT_STEP_TIMEOUT, DEFAULT_TARGETS, RANGES, BenchSpec, DeviceSpec, DistillSettings, InputSpec,
                      PruneSpec, QuantSettings, Recipe, ShareSpec, apply_quant_overrides, choices, dim_name,
-                     list_targets, load_recipe, load_target, load_targets, recipe_file_names, writable_name)
+                     expand_home, list_targets, load_recipe, load_target, load_targets, recipe_file_names,
+                     writable_name)
 from .errors import (EdgekitError, ExitCode, InputError, NotDelivered, UsageError, first_line, for_the_cli,
                      from_os_error, name_as)
 
@@ -231,9 +232,15 @@ def names_in(value: str) -> list[str]:
     return [v.strip().replace("\\,", ",") for v in re.split(r"(?<!\\),", value) if v.strip()]
 
 
+PATH_FLAGS = ("out", "weights", "calibration", "validation", "labels", "device_identity", "device_known_hosts")
+
+
 def recipe_from(source: str, flags: dict) -> Recipe:
-    """A recipe file or a bare model source, with command-line flags taking precedence."""
-    given = {k: v for k, v in flags.items() if v not in (None, ())}
+    """A recipe file or a bare model source, with command-line flags taking precedence. Paths take `~` as the API
+    and recipes do (config.expand_home): a quoted `--out "~/dist"` made a folder named `~`."""
+    source = expand_home(source)
+    given = {k: tuple(map(expand_home, v)) if k == "targets" else expand_home(v) if k in PATH_FLAGS else v
+             for k, v in flags.items() if v not in (None, ())}
     recipe = load_recipe(Path(source)) if source.endswith(".toml") else Recipe(source=source)
     if source.endswith(".toml"):  # errors name the recipe's keys for what no flag gave (what to add to it)
         typed = _typed()

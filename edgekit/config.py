@@ -811,10 +811,13 @@ def python_names() -> dict[str, Named]:
     return names | {"--probe": Named("probe=True"), "--teacher": Named("teacher"), "--student": Named("student")}
 
 
-def _home(path: str) -> str:
-    """`~` and `~user` as a shell reads them; a name no user has (`~old`, a folder beside the recipe) as it is:
-    Path.expanduser raised RuntimeError there, an internal error for a recipe that had worked."""
-    return os.path.expanduser(path)
+def expand_home(value):
+    """The one rule for a path a user gives (a CLI flag, an API argument, a recipe key): `~` and `~user` the home
+    folder as a shell reads them; a name no user has (`~old`, a folder beside the recipe) as it is (Path.expanduser
+    raised RuntimeError there, an internal error for a recipe that had worked); an os.PathLike as its string;
+    anything else as it is, for build() to judge."""
+    value = os.fspath(value) if isinstance(value, os.PathLike) else value
+    return os.path.expanduser(value) if isinstance(value, str) and value.startswith("~") else value
 
 
 def load_recipe(path: Path) -> Recipe:
@@ -842,10 +845,10 @@ def load_recipe(path: Path) -> Recipe:
             raise UsageError(f"{where}: {key} = \"\" names nothing; leave the key out instead")
         if isinstance(value, str) and value != "random" and not (key in ("calibration", "validation")
                                                                  and is_function_spec(value) and ".py:" not in value):
-            flat[key] = str(base / _home(value))  # `~` the user's home, as for [device]'s files
+            flat[key] = str(base / expand_home(value))  # `~` the user's home, as for [device]'s files
     source = flat.get("source")
     if isinstance(source, str) and (".py:" in source or source.endswith((".onnx", ".pt", ".ts", ".pt2"))):
-        flat["source"] = str(base / _home(source))
+        flat["source"] = str(base / expand_home(source))
     if isinstance(flat.get("targets"), str):  # one name alone, as a list: it was looked up in the working folder
         flat["targets"] = [flat["targets"]]
     if isinstance(flat.get("targets"), list):  # a bundled name, else a profile file beside the recipe
@@ -866,13 +869,13 @@ def load_recipe(path: Path) -> Recipe:
                if "distill" in table else None)
     device = build(DeviceSpec, table["device"], f"{where} [device]", required=("url",)) if "device" in table else None
 
-    def local(data: str) -> str:  # a file (or FILE.py:FN) relative to the recipe's folder; MODULE:FN as it is
-        return str(base / data) if data and (not is_function_spec(data) or ".py:" in data) else data
+    def local(data: str) -> str:  # a file (or FILE.py:FN) relative to the recipe's folder, `~` as for the others
+        return str(base / expand_home(data)) if data and (not is_function_spec(data) or ".py:" in data) else data
 
     distill = replace(distill, data=local(distill.data)) if distill else None
     prune = replace(prune, data=local(prune.data)) if prune else None
     if device:  # its key and known_hosts are files here, beside the recipe (`~` is the user's home)
-        device = replace(device, **{k: str(base / _home(v)) for k in ("identity", "known_hosts")
+        device = replace(device, **{k: str(base / expand_home(v)) for k in ("identity", "known_hosts")
                                     if (v := getattr(device, k))})
     return replace(recipe, inputs=InputSpec.parse_all(inputs), quantize=quantize, bench=bench,
                    prune=prune, share=share, distill=distill, device=device)

@@ -155,6 +155,23 @@ def test_a_recipe_path_starting_with_a_tilde_no_user_has_is_beside_the_recipe(tm
     assert loaded.device.identity == str(tmp_path / "~key")
 
 
+def test_the_cli_and_recipes_compression_data_take_a_tilde_as_the_api_does(tmp_path, monkeypatch):
+    """A quoted `--out "~/dist"` (the shell leaves it) made a folder named `~` in the working folder, and a recipe's
+    [prune]/[distill] data "~/d.npz" was a folder `~` beside the recipe, where the API and the recipe's other paths
+    read the user's home; `~name` no user has stays as written (beside the recipe, for a recipe's path)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[model]\nsource = "m.onnx"\n[prune]\ndata = "~/d.npz"\n'
+                      '[distill]\ndata = "~nosuchuser/d.npz"\n')
+    loaded = cli.recipe_from(str(recipe), {"out": "~/dist", "calibration": "~/c.npz", "validation": "~nosuchuser/v",
+                                           "targets": ("~/t.toml", "desktop-x86")})
+    assert (loaded.out, loaded.calibration) == (str(home / "dist"), str(home / "c.npz"))
+    assert loaded.validation == "~nosuchuser/v" and loaded.targets == (str(home / "t.toml"), "desktop-x86")
+    assert (loaded.prune.data, loaded.distill.data) == (str(home / "d.npz"), str(tmp_path / "~nosuchuser/d.npz"))
+    assert cli.recipe_from("~/m.onnx", {}).source == str(home / "m.onnx")
+
+
 def test_round_to_is_a_multiple_or_auto_in_a_recipe():
     build = config.build
     assert build(config.PruneSpec, {"round_to": "auto"}, "r [prune]").round_to == "auto"
