@@ -444,7 +444,23 @@ def _pixel_claims(name: str, graph: Graph, manifest: dict) -> list[str]:
         return [f"image_uint8 names {json.dumps(said)[:60]} its uint8 pixel input, not an input name"]
     if said is not None and takes.get(said, "uint8") != "uint8":
         return [f"image_uint8 names {said!r} a uint8 pixel input, {name} takes it as {takes[said]}"]
-    return []
+    return _pixel_nodes_claim(name, graph, pixels) if said in takes else []
+
+
+def _pixel_nodes_claim(name: str, graph: Graph, pixels: dict) -> list[str]:
+    """image_uint8.nodes_in_int8 (the normalisation's nodes still run in the int8 model) is what the graph says:
+    where raw pixels replaced them (pixels.raw_feed), a node other than the normalisation's Cast reads the pixel
+    input (the first DequantizeLinear or integer op); where they stay, only that Cast does. A manifest without the
+    key (an older edgekit's) says nothing to hold."""
+    if "nodes_in_int8" not in pixels:
+        return []
+    claimed, said = pixels["nodes_in_int8"], pixels["input"]
+    kept = not any(said in inputs and op != "Cast" for op, inputs, _ in graph.nodes)
+    if claimed is kept:
+        return []
+    where = (f"{name} still normalises {said!r} in float before quantizing it" if kept else
+             f"{name} feeds the raw {said!r} pixels to its first quantized op")
+    return [f"image_uint8.nodes_in_int8 is {json.dumps(claimed)[:60]}, {where}"]
 
 
 def _layout_claims(name: str, graph: Graph, specs: list) -> list[str]:

@@ -161,6 +161,18 @@ def test_image_uint8_removed_from_a_raw_pixels_package_fails(camera, tmp_path):
             "(normalisation folded in)") in integrity(folder)
 
 
+@pytest.mark.parametrize("claim", [False, "yes"])
+def test_image_uint8_nodes_in_int8_edited_fails(camera, tmp_path, claim):
+    """nodes_in_int8 (the normalisation still runs in the int8 model) was not held: saying the raw pixels feed its
+    first quantized op, where its Cast/Sub/Mul stay float, passed check with the reports rendered again."""
+    folder = shutil.copytree(camera, tmp_path / "desktop-x86")
+    pixels = json.loads((folder / "manifest.json").read_text())["image_uint8"]
+    assert pixels["nodes_in_int8"] is True
+    forge(folder, image_uint8={**pixels, "nodes_in_int8": claim})  # report.html's "Kept in float" rendered again
+    assert (f"image_uint8.nodes_in_int8 is {json.dumps(claim)}, model.int8.onnx still normalises 'image' in float "
+            "before quantizing it") in integrity(folder)
+
+
 def test_a_required_operators_line_deleted_fails(digits, tmp_path):
     """A minimal build made by the config would lack the fused kernels the .ort's saved optimisations use."""
     folder = copy_of(digits, tmp_path, "android-arm64")

@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import cli
+from conftest import cli, write_manifest
 from models import small_cnn
 
 import edgekit
@@ -101,6 +101,15 @@ def test_the_normalisation_stays_float_and_raw_pixels_feed_the_first_dequantize_
     # report.html listed the dropped Cast/Sub/Mul as "Kept in float", by "report.md's decisions", which named none
     page = (tmp_path / "raw" / "desktop-x86" / "report.html").read_text()
     assert "<td>/Mul</td>" not in page and "report.md&#x27;s decisions" not in page, page
+    folder = tmp_path / "raw" / "desktop-x86"  # check holds nodes_in_int8 (it passed edited)
+    assert cli(["check", folder]).exit_code == 0
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["image_uint8"]["nodes_in_int8"] is False
+    manifest["image_uint8"]["nodes_in_int8"] = True
+    write_manifest(folder, manifest)  # and its reports rendered again from it, as edgekit renders them
+    result = cli(["check", folder])
+    assert result.exit_code == 1 and "model.int8.onnx feeds the raw 'image' pixels to its first quantized op" in \
+        result.output, result.output
     kept = edgekit.export("models:small_cnn", out=tmp_path / "kept", image_uint8={"input": "image", "mean": MEAN,
                                                                                  "std": STD}, **args)
     assert kept.passed
