@@ -433,10 +433,26 @@ def same_named_dims(origin: str, specs, shapes: dict[str, tuple[int, ...]]) -> N
 
 
 def _targets_hint(labels: np.ndarray) -> str:
-    """Float labels with fractions are a regression's targets, which no run reads: they were told to be class ids."""
+    """Float labels with fractions are a regression's targets, which no run reads: they were told to be class ids.
+    Rows of class probabilities (soft labels: each in [0, 1], summing to 1) are a classifier's, named so: they
+    were told to be a regression's, to be left out, where their argmax is the class ids accuracy scores."""
     if labels.dtype.kind != "f" or not (np.isfinite(labels) & (labels != np.round(labels))).any():
         return ""
+    if _soft_labels(labels):
+        return (f"; class probabilities (soft labels, {labels.shape[-1]} classes)? give their argmax as the class "
+                "ids: labels.argmax(-1)")
     return "; a regression's targets? leave them out of the data: int8 is compared with fp32, not with targets"
+
+
+SOFT_LABEL_SUM = 1e-3  # how far from 1 a row of class probabilities may sum (float32 softmax: some 1e-7)
+
+
+def _soft_labels(labels: np.ndarray) -> bool:
+    """Rows of two or more class probabilities: every value in [0, 1], each row summing to 1."""
+    if labels.ndim < 2 or labels.shape[-1] < 2 or not np.isfinite(labels).all():
+        return False
+    return bool(((labels >= 0) & (labels <= 1)).all()
+                and np.allclose(labels.sum(-1, dtype=np.float64), 1, rtol=0, atol=SOFT_LABEL_SUM))
 
 
 def class_ids(origin: str, labels: np.ndarray) -> np.ndarray:

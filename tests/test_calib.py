@@ -613,6 +613,20 @@ def test_a_regressions_targets_given_as_labels_are_said_to_be_left_out(tmp_path)
     assert "one-hot" in str(said.value) and hint not in str(said.value)
 
 
+def test_soft_labels_are_said_to_be_class_probabilities_not_a_regressions_targets(tmp_path):
+    """A classifier's validation labels saved as class probabilities (a teacher's softmax, label smoothing) got the
+    regression hint, to leave them out: their argmax is the class ids accuracy scores."""
+    x = np.zeros((4, 4), np.float32)
+    logits = np.random.default_rng(0).normal(size=(4, 6))
+    soft = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+    for labels in (soft, np.array([[0.3, 0.7]] * 4, np.float32)):
+        with pytest.raises(InputError) as said:
+            calib.load(_save(tmp_path / "s.npz", x=x, labels=labels), VECTOR)
+        assert str(said.value).endswith(f"; class probabilities (soft labels, {labels.shape[1]} classes)? give their "
+                                        "argmax as the class ids: labels.argmax(-1)"), said.value
+        assert "regression" not in str(said.value)
+
+
 def test_camera_frames_with_their_channels_last_are_said_to_be_so():
     """A robot's camera frames saved as (n, 32, 32, 3) for image:Nx3x32x32 said only "has shape [1, 32, 32, 3]": the
     error names the layout and the transpose. A shape that is no such permutation gets no hint."""
