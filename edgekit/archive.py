@@ -21,14 +21,10 @@ MAX_TOTAL_BYTES = 4 << 30
 MAX_HEADER_BYTES = 1 << 20  # a GNU long name or PAX header: real ones are a few hundred bytes
 MAX_MANIFEST_BYTES = 4 << 20  # a real one is a few KB; a listed name costs ~140 bytes of memory per byte
 MAX_EXTENDED_IN_A_ROW = 4  # long name, long link name, PAX: at most three precede a real member
-# manifest.json, and the reports of a package made before 12-06 (since, they are in its files as the others are)
-UNHASHED = ("manifest.json", "report.md", "report.html")
 MAX_TRAILING_BYTES = 1 << 20  # zeros after the end marker (tar pads to a 10 KiB record), at most
 # outdir's record of the files it wrote (archives first, hence the name). A visible file: GitHub's upload-artifact
 # skips hidden files by default, and an OUT downloaded without it could not be checked as a tar nor exported into.
 LEDGER = "edgekit-archives.json"
-OLD_LEDGER = ".edgekit-archives.json"  # its name before 12-07: still read, the visible one first where both are
-LEDGERS = (LEDGER, OLD_LEDGER)
 MAX_LEDGER_BYTES = 1 << 20  # a real one is a few hundred bytes; outdir reads no larger one either
 
 
@@ -64,7 +60,7 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
     check every header and hash every file, once to write the files whose hash matched. A member whose bytes do
     not match its manifest hash is never written (a manifest can list a 2 GiB member of zeros): returns
     {path below dest: actual sha256} of those, for the integrity check. `recorded_in`, given, gets the name of the
-    ledger (LEDGER, or an older OUT's OLD_LEDGER) that records each of those that is an OUT's archive."""
+    ledger that records each of those that is an OUT's archive."""
     max_members, max_member, max_total = limits
     try:
         with open(archive, "rb") as raw:  # one file for every pass: what the later passes read is what was checked
@@ -80,7 +76,7 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                         raise InputError(f"{archive}: member {member.name!r} is in it twice")
                     if member.isreg() and parts[-1] == "manifest.json" and len(parts) <= 3:
                         manifests[parts] = tar.extractfile(member).read(_manifest_budget(archive, member, manifests))
-                    elif member.isreg() and parts[-1] in LEDGERS and len(parts) <= 2:  # OUT's, or a copy's in a tar
+                    elif member.isreg() and parts[-1] == LEDGER and len(parts) <= 2:  # OUT's, or a copy's in a tar
                         if member.size + sum(map(len, ledger_data.values())) > MAX_LEDGER_BYTES:
                             shown = " and ".join(sorted({*map("/".join, ledger_data), "/".join(parts)}))
                             raise InputError(f"{archive}: its {shown} declare more than {MAX_LEDGER_BYTES} bytes, "
@@ -90,8 +86,7 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                     elif member.isreg():
                         hashes[parts] = (member.name, member.size, _sha256(tar.extractfile(member)))
             listed = _listed_files(archive, manifests)
-            ledgers = {(*parts[:-2], name) for parts in listed if parts[-1] == "manifest.json"  # beside packages
-                       for name in LEDGERS}
+            ledgers = {(*parts[:-2], LEDGER) for parts in listed if parts[-1] == "manifest.json"}  # beside packages
             # OUT's record of its targets, which `check` of a tar of OUT reads: unpacked, though no manifest lists it
             records = {(*parts[:-1], INDEX) for parts in ledgers}
             # OUT/<target>.tar.gz (export --archive), which `check` of a tar of OUT checks as it does in OUT: only
@@ -113,10 +108,8 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                     continue
                 if parts not in listed:
                     beside = name.endswith(".tar.gz") and any(parts[:-1] == p[:-2] for p in listed)
-                    there = [p[-1] for p in ledger_data if p[:-1] == parts[:-1]] or [LEDGER]
                     raise InputError(f"{archive}: member {name!r} is not listed in its manifest.json"
-                                     + (f" nor, as an archive, in OUT's {' or '.join(sorted(there))} beside it"
-                                        if beside else ""))
+                                     + (f" nor, as an archive, in OUT's {LEDGER} beside it" if beside else ""))
                 if size > listed[parts][0]:
                     raise InputError(f"{archive}: member {name!r} holds {size} bytes, its manifest says "
                                      f"{listed[parts][0]}")
@@ -153,12 +146,10 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
 
 def _ledgered_archives(ledger_data: dict[tuple[str, ...], bytes]) -> dict[tuple[str, ...], tuple[str, str]]:
     """{path parts: (sha256, the ledger's name)} of each `<target>.tar.gz` an OUT's ledger ({its path parts: its
-    bytes}) records beside it: the name is the file at fault where the archive's bytes differ (an older OUT's is
-    hidden). A ledger that is not edgekit's (not JSON names and hashes) records none: its archives stay unlisted."""
+    bytes}) records beside it: the name is the file at fault where the archive's bytes differ. A ledger that is not
+    edgekit's (not JSON names and hashes) records none: its archives stay unlisted."""
     found = {}
     for parts, data in ledger_data.items():
-        if parts[-1] == OLD_LEDGER and (*parts[:-1], LEDGER) in ledger_data:
-            continue  # an OUT holding both: an edgekit since the rename wrote the visible one, its archives' record
         try:
             ledger = json.loads(data)
         except (ValueError, RecursionError):
@@ -278,8 +269,7 @@ def _listed_files(archive: Path, manifests: dict) -> dict[tuple[str, ...], tuple
                            for file, digest in files.items()})
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError) as e:
             raise InputError(f"{archive}: {name} is not a valid manifest ({type(e).__name__})") from e
-        for file in UNHASHED:  # reports an older edgekit did not hash: any bytes (a hashed one keeps its sha256)
-            listed.setdefault((*folder, file), (MAX_MANIFEST_BYTES, None))
+        listed[(*folder, "manifest.json")] = (MAX_MANIFEST_BYTES, None)  # the one file a manifest cannot hash
     if not listed:
         raise InputError(f"{archive}: no manifest.json in it, its top folders or theirs")
     return listed

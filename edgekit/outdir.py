@@ -28,7 +28,6 @@ LOCK = ".edgekit.lock"
 SEARCH_LOCK = ".edgekit-search.lock"  # held for a whole search: its final export writes OUT, and no other run may
 _HELD: set[tuple[int, int]] = set()  # (device, inode) of the locks this process holds: its own are no other run's
 LEDGER = archive.LEDGER  # sha256 of each file (archives, a search's reports) edgekit published here
-OLD_LEDGER = archive.OLD_LEDGER  # its hidden name before 12-07: read where no visible one is, retired by a publish
 FOREIGN = "exists and edgekit did not make it"
 BUSY = "another edgekit run is writing there; try again when it ends"
 
@@ -292,7 +291,7 @@ def clean_dead_stages(out: Path) -> None:
 def _refuse_foreign(out: Path, names: list[str]) -> None:
     ledger = _read_ledger(out)
     if ledger is None:  # a publish replaces the ledger: a user's file or folder of that name would be lost
-        raise UsageError(f"--out {out}: {_ledger_path(out).name} exists and is not edgekit's record of its files; "
+        raise UsageError(f"--out {out}: {LEDGER} exists and is not edgekit's record of its files; "
                          "move it away or pass --force to replace it")
     try:
         published.read(out)
@@ -320,34 +319,16 @@ def _not_a_package(manifest: Path, name: str) -> str | None:
         data = None if manifest.is_symlink() else _package_manifest(manifest.parent)
         if data is None or data.get("target") != name:
             return FOREIGN
-        added = sorted({p.name for p in manifest.parent.iterdir()} - {*data["files"], *archive.UNHASHED})
+        added = sorted({p.name for p in manifest.parent.iterdir()} - {*data["files"], "manifest.json"})
         return f"holds files edgekit did not write there ({', '.join(added[:3])})" if added else None
     except (OSError, ValueError, RecursionError):
         return FOREIGN
 
 
-def _ledger_path(out: Path) -> Path:
-    """Where OUT's ledger is: its visible name, or the hidden one where only an OUT made before 12-07 has that."""
-    return out / (OLD_LEDGER if os.path.lexists(out / OLD_LEDGER) and not os.path.lexists(out / LEDGER) else LEDGER)
-
-
 def _read_ledger(out: Path) -> dict[str, str] | None:
     """The sha256 of each file edgekit published in OUT; {} when there is no ledger, None when something else
     has its name (not a small regular file of JSON names and hashes)."""
-    return _read_ledger_file(_ledger_path(out))
-
-
-def _retired_ledger(out: Path) -> list[str]:
-    """[OLD_LEDGER] where OUT's ledger is read under its hidden name (no visible one): a publish writes its record
-    under the visible name and takes this away with the swap. Beside a visible ledger a file of the hidden name is
-    not the record read (a user's own was deleted, its content nowhere), nor is anything not a ledger: left alone."""
-    path = out / OLD_LEDGER
-    return [OLD_LEDGER] if _ledger_path(out) == path and _read_ledger_file(path) is not None else []
-
-
-def _read_ledger_file(path: Path) -> dict[str, str] | None:
-    """A ledger's {name: sha256}; {} when there is none, None when it is not a small regular file of JSON names and
-    hashes."""
+    path = out / LEDGER
     try:
         info = os.lstat(path)  # a FIFO, or a link to /dev/zero, would hang or fill memory
     except FileNotFoundError:
@@ -376,18 +357,18 @@ def publish(stage: Path, out: Path, names: list[str], stale: list[str] = ()) -> 
     ledger = _read_ledger(out) or {}
     gone = [n for n in stale if n not in names and (out / n).is_file() and not (out / n).is_symlink()
             and ledger.get(n) == sha256(out / n)]
-    moves, retired = list(names), _retired_ledger(out)
+    moves = list(names)
     final_record = _record(stage, out, names)
     if final_record is not None:  # first naming both the previous and the new packages, at the end the new ones
         moves.insert(0, published.INDEX)
-    if files or gone or retired:  # swapped in with them, so the ledger never names a file that is not there
+    if files or gone:  # swapped in with them, so the ledger never names a file that is not there
         ledger = {n: h for n, h in ledger.items() if n not in gone} | {n: sha256(stage / n) for n in files}
         (stage / LEDGER).write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         moves.append(LEDGER)
     done: list[tuple[Path, Path | None]] = []  # (final, where its old version went)
     with signals.deferred() as received:
         try:
-            for name in (*gone, *retired):
+            for name in gone:
                 final, old = out / name, stage / f".old-{name}"
                 final.rename(old)
                 done.append((final, old))

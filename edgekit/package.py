@@ -13,7 +13,6 @@ from typing import NamedTuple
 import numpy as np
 
 from . import arrays, contract, host, mobile, onnx_export, report_html, runner, sequences
-from .archive import UNHASHED
 from .config import C_NAME, Target
 from .errors import InputError, UsageError
 from .report import markdown
@@ -302,7 +301,7 @@ def write(target_dir: Path, report: TargetReport, pages: bool = True) -> None:
     deliverables), hash them too, then write manifest.json (`pages=False`: the manifest alone, for the package check
     that comes before the final write). The pages are hashed as the other files are: unhashed, one edited to a fake
     PASS, with a <script> added, or deleted, still passed check."""
-    files = sorted(p for p in target_dir.iterdir() if p.is_file() and p.name not in UNHASHED)
+    files = sorted(p for p in target_dir.iterdir() if p.is_file() and p.name not in ("manifest.json", *PAGES))
     report.files = {p.name: sha256(p) for p in files}
     report.sizes = {p.name: p.stat().st_size for p in files}
     if pages:  # rendered from the manifest's JSON (a non-finite figure is null there), as check renders them again

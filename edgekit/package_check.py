@@ -24,7 +24,7 @@ import numpy as np
 
 from . import (__version__, archive, arrays, bounded, detections, emulated_kernels, host, mobile, model_claims,
                package, parity, published, report_html, runner)
-from .config import (C_NAME, C_NAME_FORM, RANGES, TARGET_NAME, ParitySpec, Target, bundled, list_targets,
+from .config import (C_NAME_FORM, RANGES, TARGET_NAME, ParitySpec, Target, bundled, list_targets,
                      load_target)
 from .errors import InputError, StageError, StepTimeout, UsageError, few, first_line
 from .probe import probe as probe_model
@@ -216,7 +216,7 @@ def _archives_only(folder: Path) -> list[Path]:
 
 def _out_records(folder: Path) -> bool:
     """The folder holds edgekit's records of an OUT (its targets, its archives): an OUT, whatever is left in it."""
-    return any(os.path.lexists(folder / name) for name in (published.INDEX, *archive.LEDGERS))
+    return any(os.path.lexists(folder / name) for name in (published.INDEX, archive.LEDGER))
 
 
 def _check_archives(folder: Path, archives: list[Path], place, probe: bool, bench: bool, own: bool,
@@ -596,7 +596,7 @@ def _state_claims(pairs: dict[str, str], inputs: list[dict], outputs: list[dict]
 
 def _ort_files(manifest: dict) -> dict[str, str]:
     """The .ort files the manifest ships, each with the .onnx it was converted from: model.int8.ort, and the fp32
-    model.coreml.ort of a package whose CoreML build runs the fp32 model (model.ort of model.onnx before 12-07)."""
+    model.coreml.ort of a package whose CoreML build runs the fp32 model."""
     entry = manifest.get("ort_format") or {}
     fp32 = entry.get("fp32") or {}
     return {**({entry["file"]: INT8} if "file" in entry else {}),
@@ -646,7 +646,7 @@ def _labels_claim(folder: Path, manifest: dict) -> str:
 def _page_claims(folder: Path, manifest: dict) -> str:
     """report.html holding what edgekit never writes there (a script, a handler, a fetch): hashed, an edited page
     fails integrity; edited and re-hashed in the manifest, it passed, and a CI artifact ran the script."""
-    if "report.html" not in manifest["files"]:  # a package made before pages were hashed may have none
+    if "report.html" not in manifest["files"]:  # the check before the pages are written
         return ""
     with open(folder / "report.html", "rb") as f:  # its size is the manifest's, which anyone sending it writes
         page = f.read(MAX_PAGE_BYTES + 1)
@@ -662,9 +662,8 @@ RENDER_ERRORS = (TypeError, KeyError, ValueError, AttributeError, IndexError, Ar
 def _report_claims(folder: Path, shown: str, manifest: dict, failing: bool) -> dict[str, str]:
     """report.md and report.html against what edgekit renders from this manifest: edited (a FAIL made PASS, another
     cosine) and re-hashed in the manifest, or dropped from its files, they passed check. Held only in a package this
-    edgekit's version made in its page format (another renders its own way: _pages_rendered_otherwise; one made
-    before 12-06 did not hash them); a mistyped field is
-    bad input, unless the package is `failing` on other claims or its gates (theirs name what is wrong, in one line)."""
+    edgekit's version made in its page format (another renders its own way: _pages_rendered_otherwise); a mistyped
+    field is bad input, unless the package is `failing` on other claims or its gates (theirs name what is wrong)."""
     if _pages_rendered_otherwise(manifest):
         return {}
     try:
@@ -692,7 +691,7 @@ def _pages_rendered_otherwise(manifest: dict) -> str:
 def _unlike(path: Path, expected: bytes) -> str:
     """Where a page differs from what edgekit renders ("" where it does not), its first line that does, in one
     line."""
-    if not path.exists():  # unhashed (hashed, integrity failed it), and no link: _integrity's "not plain files"
+    if not path.exists():  # integrity failed it too
         return "it is missing, where edgekit renders it from this manifest"
     with open(path, "rb") as f:
         found = f.read(len(expected) + 1)  # no more: a larger file differs already
@@ -723,20 +722,17 @@ def _c_array_claims(folder: Path, manifest: dict) -> str:
         return ""
     files = manifest["files"]
     if not (isinstance(c, dict) and all(isinstance(c.get(k), str) and c[k] in files
-                                        for k in ("embeds", "header", "source", *(("assembly",) if "assembly" in c
-                                                                                  else ())))
-            and isinstance(c.get("c_name", C_NAME), str) and C_NAME_FORM.fullmatch(c.get("c_name", C_NAME))):
+                                        for k in ("embeds", "header", "source", "assembly"))
+            and isinstance(c.get("c_name"), str) and C_NAME_FORM.fullmatch(c["c_name"])):
         return "c_header does not name shipped files for what it embeds, its header and its source, or a C name"
     data = (folder / c["embeds"]).read_bytes()
     if not _c_array_is(folder / c["source"], data):
         return f"{c['source']}'s array is not {c['embeds']}'s bytes"
-    header, macro = _head(folder / c["header"]), f"EDGEKIT_{c.get('c_name', C_NAME).upper()}"  # none before 12-06
+    header, macro = _head(folder / c["header"]), f"EDGEKIT_{c['c_name'].upper()}"
     if (f"#define {macro}_SIZE {len(data)}u" not in header
             or f'#define {macro}_SHA256 "{hashlib.sha256(data).hexdigest()}"' not in header):
         return f"{c['header']} does not give {c['embeds']}'s size and sha256"
-    if "assembly" not in c:  # made before 11-24, a package has no .S
-        return ""
-    assembly, symbol = _head(folder / c["assembly"]), f"edgekit_{c.get('c_name', C_NAME)}_sha256"
+    assembly, symbol = _head(folder / c["assembly"]), f"edgekit_{c['c_name']}_sha256"
     if f'.incbin "{c["embeds"]}"\n' not in assembly:
         return f"{c['assembly']} does not include {c['embeds']}"
     if (said := re.search(rf"^{symbol}:\s*\.asciz\s+\"([^\"]*)\"", assembly, re.M)) is None:
@@ -1039,9 +1035,7 @@ def latency_budget(manifest: dict) -> float | None:
 
 def _contract_entries(manifest: dict) -> dict[str, dict]:
     """Per .ort the manifest ships, whether its sessions replay its saved runtime optimisations, as its runtime
-    contract tells the app: golden.ort.npz was recorded so. A package made before 12-07 was recorded unfused, its
-    contract without the entry (a MobileNetV2-style's then failed parity, fused by check: 3,607 values off); an
-    .ort onnxruntime cannot replay is shipped so too."""
+    contract tells the app: golden.ort.npz was recorded so (an .ort onnxruntime cannot replay is shipped so too)."""
     runtime = manifest.get("runtime") if isinstance(manifest.get("runtime"), dict) else {}
     told = {}  # each session's config entries, the contract's shape unchecked here (a malformed one replays nothing)
     for s in runtime.get("sessions") if isinstance(runtime.get("sessions"), list) else []:
@@ -1266,9 +1260,8 @@ def _averaged(refs, quiet: int | None) -> int | None:
 # samples times each one's rows where the graph fixes them, the top1_rows it records, MOST_SHARE times the golden
 # rows), not where the verdict's int8 outputs were an AVX2 host's saturating ones, the golden's exact
 # (_verdict_saturated). Top-5 agreement likewise, out of the same rows: a golden row where 5 int8 scores lie strictly
-# above every near-top fp32 class (top5_misses; a tie may sort either way) misses there too. A package made before
-# 0.1.1 (ROWS_RECORDED) without top1_rows keeps the looser bound: with an open batch axis, MOST_SHARE times the
-# golden rows; one made since that lacks it is untrue (deleted, it loosened the bound 10,000-fold).
+# above every near-top fp32 class (top5_misses; a tie may sort either way) misses there too. A package without
+# top1_rows is untrue (deleted, it loosened the bound 10,000-fold).
 # Not held, as no subset bounds them: the worst sample's cosine (it leaves out samples far quieter than the median,
 # which a subset's median decides otherwise), pooled SQNR (the other samples may carry far more signal: quiet first
 # audio frames), centred SQNR and task auto's top_class_sqnr_db, the same figure on the top classes' channels (the
@@ -1280,7 +1273,6 @@ LOSS_SLACK = 4.0  # the verdict's loss may be 4x smaller than the sound bound sa
 # check leaves out the golden samples under the run's quiet floor (parity.QUIET) times this: a sample at the floor the
 # run left out (its fp32 outputs a rounding apart here) is left out, never counted against the bound
 FLOOR_MARGIN = 1.001
-ROWS_RECORDED = "0.1.1"  # classify's top1_rows; a package made before keeps MOST_SHARE's bound
 MOST_SHARE = 10_000  # samples per golden one, at most: an edited sample count loosens the bound no further
 
 
@@ -1330,11 +1322,6 @@ def _figure_claims(manifest: dict, figures: dict) -> list[str]:
     return bad
 
 
-# the first edgekit whose packages record a detector's matched detections (detection_agreement): an older one's
-# counted its length mismatches alone
-DETECTIONS_RECORDED = "0.1.1"
-
-
 def _length_claims(manifest: dict, said: dict, figures: dict) -> list[str]:
     """The golden samples are among validation's (its first ones, or its riskiest on AVX2 kernels): the samples whose
     lengths (detections' count) differ there differ in the run too, so the manifest records at least as many
@@ -1346,8 +1333,7 @@ def _length_claims(manifest: dict, said: dict, figures: dict) -> list[str]:
         recorded = mine.get("length_mismatches") if type(mine.get("length_mismatches")) is int else 0
         if (here := o.get("length_mismatches") or 0) > recorded:
             bad.append(f"{name} length_mismatches {recorded}, yet {here} golden samples' lengths differ")
-        if o.get("detection_agreement") is not None and _number(mine.get("detection_agreement")) == "n/a" \
-                and not _made_before(manifest, DETECTIONS_RECORDED):
+        if o.get("detection_agreement") is not None and _number(mine.get("detection_agreement")) == "n/a":
             bad.append(f"{name} records no detection_agreement, yet its detections are matched on these "
                        f"({o['detection_agreement']:.6g})")
     return bad
@@ -1437,11 +1423,9 @@ def _row_claims(manifest: dict, said: dict, here: dict, metric: str, validated, 
         bad.append(f"{metric} passed {given(on)}, under its limit {_number(gate['limit'])}")
     claimed = {name for name in bests if type((said.get(name) or {}).get(metric)) in (int, float)}
     claimed |= {on} if on in bests and type(gate.get("value")) in (int, float) else set()
-    if not _made_before(manifest, ROWS_RECORDED):  # deleted, the rows bound nothing where the batch axis is open
-        bad += [f"{name} {metric} names no top1_rows (the rows it counts), which edgekit records since "
-                f"{ROWS_RECORDED} (made by an earlier {ROWS_RECORDED} development build? export it again)"
-                for name in sorted(claimed)
-                if type((said.get(name) or {}).get("top1_rows")) is not int]
+    # deleted, the rows bound nothing where the batch axis is open
+    bad += [f"{name} {metric} names no top1_rows (the rows it counts)" for name in sorted(claimed)
+            if type((said.get(name) or {}).get("top1_rows")) is not int]
     return bad
 
 
@@ -1659,34 +1643,14 @@ def _gate_failure(gate: dict, manifest: dict) -> str:
 CLASS_GATES = {"top1_agreement", "top5_agreement", "accuracy_drop"}  # measured on the scored output alone
 
 
-def _legacy_scored(names: list, state: tuple, shapes: list, oldest: bool) -> list[str]:
-    """The output class gates named in packages made before scored() weighed types and labels: the first 2-D output
-    not state, else the first not state (`oldest`: that one alone)."""
-    free = [n for n in names if n not in state] or names[:1]
-    two_d = [n for n, shape in zip(names, shapes) if n in free and len(shape) == 2 and shape[1] not in (0, 1)]
-    return [*two_d[:1], *free[:1]] if oldest else (two_d or free)[:1]
-
-
-# the first edgekit whose manifests name the output accuracy scored (accuracy.output) wherever there is an accuracy:
-# 0.1.0's did not all (examples/ci's package), so an older package without one is checked as before (_legacy_scored)
-ACCURACY_OUTPUT = "0.1.1"
-
-
-def _made_before(manifest: dict, version: str) -> bool:
-    """Whether an edgekit older than `version` made the package (one recording no edgekit_version was)."""
-    made = manifest.get("edgekit_version")
-    return made is None or _release(made, "manifest.json: edgekit_version") < _release(version, "")
-
-
 def _accuracy_output(manifest: dict, names: list, state: tuple, shapes: list, kinds: list) -> tuple[str | None, str]:
-    """The output accuracy says it scored (None: no labels, or a package made before it was recorded) and why that
-    is untrue ("" if not): a package made since names one wherever it has an accuracy, an output of the model's,
+    """The output accuracy says it scored (None: no labels) and why that is untrue ("" if not): a package names one
+    wherever it has an accuracy, an output of the model's,
     not state, with rows enough for the labels it scored (a fixed shape's rows per sample, times the samples)."""
     accuracy = manifest.get("accuracy")
     said = accuracy.get("output") if isinstance(accuracy, dict) else None
     if said is None:
-        return None, ("" if not isinstance(accuracy, dict) or _made_before(manifest, ACCURACY_OUTPUT)
-                      else "accuracy names no output it scored")
+        return None, "" if not isinstance(accuracy, dict) else "accuracy names no output it scored"
     if said not in names or said in state:
         return None, f"accuracy is scored on {str(said)[:80]!r}, {'state' if said in state else 'no output'} " \
                      "of the model"
@@ -1730,8 +1694,6 @@ def _gate_claims(manifest: dict) -> list[str]:
                 *(("integer_output_agreement",) if any(kinds) else ()),  # with ids only, the one int8 gate left
                 # a bundled profile of today's (packages made before the gate carry an older profile's digest)
                 *((parity.CENTRED_GATE,) if manifest.get("task") in parity.VALUE_TASKS and profile is not None else ())}
-    if "export_max_abs" in gates:  # a package made before the gate was scaled to the output's peak
-        required.discard("export_scaled_max_abs")
     if profile is not None:  # this version's bundled profile: a package made with an older one has no such gate
         required.add("quant_cosine_worst")
     required |= _detection_gates(manifest)
@@ -1744,13 +1706,11 @@ def _gate_claims(manifest: dict) -> list[str]:
     shapes = [o.get("shape") if isinstance(o.get("shape"), list) else [] for o in outputs if isinstance(o, dict)] \
         if isinstance(outputs, list) else []
     # class gates' output (see scored()): the one accuracy records (the labels chose it), else scored() on the
-    # manifest's shapes and types; a package made before it was recorded: the first 2-D output not state, and before
-    # class gates took that (the export_max_abs gate's too), the first not state
+    # manifest's shapes and types
     recorded, untrue = _accuracy_output(manifest, names, state, shapes, kinds)
     bad += [untrue] if untrue else []
     first = recorded or (names[parity.scored(names, state, shapes, kinds)] if names else None)
-    allowed = {None, first, *(_legacy_scored(names, state, shapes, "export_max_abs" in gates)
-                              if names and recorded is None and _made_before(manifest, ACCURACY_OUTPUT) else ())}
+    allowed = {None, first}
     if on := [f"{n} on {g['output']!r}" for n, g in gates.items() if first and n in CLASS_GATES
               and g.get("output") not in allowed]:
         bad.append(f"{', '.join(on)}: edgekit measures class gates on the output scored, {first!r} (float class "
@@ -1790,10 +1750,9 @@ def _gate_claims(manifest: dict) -> list[str]:
                    f"manifest records of outputs not matched as detections ({_number(worst)})")
     bad += _profile_claims(manifest, gates, profile) + _unlabelled_top1_claims(manifest, gates, profile)
     bad += _emulated_claims(manifest, gates, profile)
-    # the shipped file's; model.int8.onnx's in packages made before 12-04 that ship an .ort
     size, sizes, shipped = gates.get("size_mb"), archive.file_sizes(manifest), shipped_model(manifest)
-    if size and shipped in sizes and (not isinstance(size.get("value"), (int, float)) or all(
-            abs(size["value"] - sizes[f] / 1e6) > 1e-6 for f in {shipped, INT8} if f in sizes)):
+    if size and shipped in sizes and (not isinstance(size.get("value"), (int, float))
+                                      or abs(size["value"] - sizes[shipped] / 1e6) > 1e-6):
         bad.append(f"size_mb {_number(size.get('value'))} is not {shipped}'s {sizes[shipped] / 1e6:.6f}")
     return bad
 
@@ -2074,16 +2033,14 @@ def _integrity(folder: Path, shown: str, target: str, manifest: dict, mismatched
             bad.append(f"{name} holds {held} bytes, its manifest says {sizes[name]}")
         elif (actual := package.sha256(path)) != digest:
             bad.append(f"{name} sha256 {actual[:12]}… != manifest {digest[:12]}…")
-    unlisted = sorted(p.name for p in folder.iterdir() if p.name not in files and p.name not in package.UNHASHED)
+    unlisted = sorted(p.name for p in folder.iterdir() if p.name not in files and p.name != "manifest.json")
     if unlisted:
         bad.append(f"files not in the manifest: {_some(unlisted)}")
     if unshipped := sorted(n for n in _named(manifest) if n not in files):  # a C header, an .ort its manifest names
         bad.append(f"files the manifest names but does not ship: {_some(unshipped)}")
-    # manifest.json, and the reports a package made before 12-06 does not hash: those may be absent, but not a folder
-    # or a link that would carry other content (hashed ones are checked as every listed file is, above)
-    if odd := [n for n in package.UNHASHED if n not in files and ((folder / n).is_symlink() or (folder / n).exists()
-                                                                  and not (folder / n).is_file())]:
-        bad.append(f"not plain files: {', '.join(odd)}")
+    # manifest.json, the one file not hashed: not a link that would carry other content
+    if _not_plain(folder, "manifest.json"):
+        bad.append("not plain files: manifest.json")
     return Case(target, "integrity", not bad, "; ".join(bad))
 
 

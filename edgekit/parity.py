@@ -613,9 +613,7 @@ def gate(name: str, value, op: str, limit, unmeasured: str | None = None) -> Gat
 CENTRED_GATE = "quant_centred_sqnr_db"  # task detect | regress (VALUE_TASKS): the worst channel's centred_sqnr_db
 DETECTION_GATE = "quant_detection_agreement"  # task detect: the worst detection_agreement (detections.py)
 # each parity gate (also at another batch size: NAME_at_N=4) and the profile's ParitySpec field it is held to
-# export_max_abs: the gate of packages made before export_scaled_max_abs, which check still re-judges
 PARITY_LIMITS = {"export_cosine": (">=", "export_cosine_min"), "export_scaled_max_abs": ("<=", "export_max_abs"),
-                 "export_max_abs": ("<=", "export_max_abs"),
                  "export_integer_max_abs": ("<=", "export_max_abs"), "quant_cosine": (">=", "quant_cosine_min"),
                  "quant_cosine_worst": (">=", "quant_cosine_worst_min"),
                  "quant_sqnr_db": (">=", "quant_sqnr_min_db"), CENTRED_GATE: (">=", "centred_sqnr_min_db"),

@@ -67,7 +67,7 @@ def merged(prior: Published | None, present: dict[str, str], new: dict[str, str]
     OUT is in the second only).
     A target kept from before is narrowed to the manifest it holds if that is one the record allows; one missing or
     holding another manifest keeps what was published, so `check` still fails it. A package in OUT the record does
-    not name (an older edgekit's OUT, one copied in) is taken as it is: the record is what OUT holds and was
+    not name (one copied in) is taken as it is: the record is what OUT holds and was
     published there."""
     before = dict(prior.targets) if prior else {}
     kept = {}

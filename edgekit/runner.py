@@ -252,7 +252,7 @@ def peak_rss_in_child(model: str, inputs: str, threads: str, runs: str, provider
 
 MAX_GOLDEN_SAMPLES = 10_000
 NAME_LISTS = ("input_names", "output_names")  # a golden file's names, kept as data
-CHANNEL_ATOL = "channel_atol"  # golden.npz's per-channel tolerances (packages made before have none: the output's)
+CHANNEL_ATOL = "channel_atol"  # golden.npz's per-channel tolerances (none where the output's is tight enough)
 
 
 def golden_arrays(feeds: list[dict], names: list[str] = (), outputs: list[list] = (),
@@ -277,17 +277,16 @@ def golden_arrays(feeds: list[dict], names: list[str] = (), outputs: list[list] 
 
 def golden_parts(data: dict) -> tuple[list[dict], list[dict], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(inputs per sample, outputs per sample, tolerance arrays, per-channel tolerance arrays) of a golden file's
-    entries; raises ValueError on a malformed layout. Without `input_names`/`output_names` (packages before them),
-    names are the entries' own."""
+    entries; raises ValueError on a malformed layout."""
     count = data.get("count")  # an integer, as written (8.0 or "8" was taken as 8)
     if not (isinstance(count, np.ndarray) and count.shape == () and count.dtype.kind in "iu"):
         raise ValueError("no integer `count`")
     count = int(count)
     if not 1 <= count <= MAX_GOLDEN_SAMPLES:
         raise ValueError(f"count {count} out of range [1, {MAX_GOLDEN_SAMPLES}]")
-    lists = [_names(data, k) for k in NAME_LISTS if k in data]
-    if len(lists) == 1:
-        raise ValueError(f"it holds one of {' and '.join(NAME_LISTS)} without the other")
+    if missing := [k for k in NAME_LISTS if k not in data]:
+        raise ValueError(f"it holds no {' and no '.join(missing)}")
+    lists = [_names(data, k) for k in NAME_LISTS]
     inputs: list[dict] = [{} for _ in range(count)]
     outputs: list[dict] = [{} for _ in range(count)]
     atol, channels = {}, {}
@@ -298,12 +297,10 @@ def golden_parts(data: dict) -> tuple[list[dict], list[dict], dict[str, np.ndarr
         index, _, name = rest.partition(".") if kind in ("input", "output") else ("0", "", rest)
         if not (index.isascii() and index.isdigit()) or int(index) >= count or not name:
             raise ValueError(f"entry {key!r} does not name a sample below count {count}")
-        if lists:  # index-named: the k-th of the list
-            listed = NAME_LISTS[kind != "input"]
-            known = lists[kind != "input"]
-            if not (name.isascii() and name.isdigit()) or int(name) >= len(known):
-                raise ValueError(f"entry {key!r} names none of the {len(known)} in {listed}")
-            name = str(known[int(name)])
+        known = lists[kind != "input"]  # index-named: the k-th of the list
+        if not (name.isascii() and name.isdigit()) or int(name) >= len(known):
+            raise ValueError(f"entry {key!r} names none of the {len(known)} in {NAME_LISTS[kind != 'input']}")
+        name = str(known[int(name)])
         kept = {"atol": atol, CHANNEL_ATOL: channels}.get(kind)
         (kept if kept is not None else (inputs if kind == "input" else outputs)[int(index)])[name] = value
     return inputs, outputs, atol, channels

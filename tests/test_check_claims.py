@@ -475,19 +475,19 @@ def test_a_manifest_the_reports_cannot_be_rendered_from_is_bad_input(digits, tmp
     assert result.exit_code == 3 and "manifest.json" in result.stderr, result.output
 
 
-def test_a_report_dropped_from_the_manifest_is_still_rendered_again(digits, tmp_path):
-    """An unhashed report is allowed (a package made before 12-06 hashed none): one dropped from the files of a
-    package this edgekit made, then edited or deleted, is still held to what the manifest renders."""
+def test_a_report_dropped_from_the_manifest_fails_integrity(digits, tmp_path):
+    """Every package hashes its reports: one dropped from the files, then edited, is a file the manifest does not
+    list, and still held to what the manifest renders."""
     folder = copy_of(digits, tmp_path, "desktop-x86")
     manifest = json.loads((folder / "manifest.json").read_text())
     for name in ("report.md", "report.html"):
         del manifest["files"][name], manifest["sizes"][name]
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    assert cli(["check", folder]).exit_code == 0  # unhashed, but what edgekit renders
     (folder / "report.md").write_text((folder / "report.md").read_text().replace("**PASSED**", "**FAILED**"))
     (folder / "report.html").unlink()
     said = integrity(folder)
-    assert "says of report.md: its line " in said and "says of report.html: it is missing" in said, said
+    assert "files not in the manifest: report.md" in said and "says of report.md: its line " in said, said
+    assert "says of report.html: it is missing" in said, said
 
 
 @pytest.fixture(scope="module")
@@ -689,17 +689,9 @@ def test_a_batched_classifiers_top1_and_top5_raised_are_bounded_by_the_rows_coun
         assert f"output {given}" in said and f"; {given}" in said, said
 
 
-def test_a_truthful_batched_classifier_raises_no_row_claim(batched_flips, tmp_path):
-    """Its own failed verdict is all check says of it: the tight bounds never fail its true figures. Nor the looser
-    ones of a package made before classify recorded top1_rows (0.1.0, the field absent), which top-1 and top-5 keep."""
+def test_a_truthful_batched_classifier_raises_no_row_claim(batched_flips):
+    """Its own failed verdict is all check says of it: the tight bounds never fail its true figures."""
     said = _gates_message(batched_flips)
-    assert "failed at export" in said and "golden samples" not in said, said
-    folder = shutil.copytree(batched_flips, tmp_path / "p")
-    manifest = json.loads((folder / "manifest.json").read_text())
-    stage = manifest["parity"]["quantization"]
-    stage["outputs"] = [{k: v for k, v in o.items() if k != "top1_rows"} for o in stage["outputs"]]
-    forge(folder, parity=manifest["parity"], edgekit_version="0.1.0")
-    said = _gates_message(folder)
     assert "failed at export" in said and "golden samples" not in said, said
 
 
@@ -716,7 +708,7 @@ def test_a_batched_classifiers_top1_rows_deleted_with_its_figures_raised_fails(b
     forge(folder, parity=manifest["parity"], **_passing(manifest, gates))
     assert cli(["check", folder, "--json"]).exit_code == 1
     said = _gates_message(folder)
-    assert "output top1_agreement names no top1_rows (the rows it counts), which edgekit records since 0.1.1" in said
+    assert "output top1_agreement names no top1_rows (the rows it counts)" in said
     assert "output top5_agreement names no top1_rows" in said, said
 
 

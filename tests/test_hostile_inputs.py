@@ -1723,11 +1723,6 @@ def test_foreign_files_in_a_package_folder_lock_links_and_ledger_fifo(tmp_path):
     (out / "edgekit-archives.json" / "keep.txt").write_text("mine")
     one_line_error(_package_run(out, "--archive"), 2, "edgekit-archives.json exists and is not edgekit's record")
     assert (out / "edgekit-archives.json" / "keep.txt").read_text() == "mine"
-    (out / "edgekit-archives.json").rename(out / ".edgekit-archives.json")  # the name before 12-07: refused alike
-    one_line_error(_package_run(out, "--archive"), 2, ".edgekit-archives.json exists and is not edgekit's record")
-    assert _package_run(out, "--archive", "--force").exit_code == 0  # the visible record written, this one kept
-    assert (out / ".edgekit-archives.json" / "keep.txt").read_text() == "mine"
-    assert "desktop-x86.tar.gz" in json.loads((out / "edgekit-archives.json").read_text())
 
 
 
@@ -2091,18 +2086,6 @@ def test_golden_files_are_one_per_model_and_few(tmp_path, cnn_package, models, s
         manifest["golden"]["models"][name] = {**manifest["golden"]["models"]["model.int8.onnx"], "file": golden}
     write_manifest(folder, manifest)
     one_line_error(cli(["check", folder]), 3, said)
-
-
-def test_a_hidden_file_of_the_old_ledger_name_beside_the_visible_ledger_is_left_alone(tmp_path):
-    """A publish retired `.edgekit-archives.json` whenever it read as names and hashes, even beside the visible
-    ledger it reads instead: a user's file of that name was deleted and its content kept nowhere."""
-    out = tmp_path / "out"
-    assert _package_run(out, "--archive").exit_code == 0
-    mine = '{"note": "my own notes"}\n'
-    (out / ".edgekit-archives.json").write_text(mine)
-    assert _package_run(out, "--archive", "--seed", "1").exit_code == 0
-    assert (out / ".edgekit-archives.json").read_text() == mine
-    assert "desktop-x86.tar.gz" in json.loads((out / "edgekit-archives.json").read_text())
 
 
 def test_check_stopped_by_its_step_timeout_lists_outs_archives_as_skipped(tmp_path):

@@ -1448,8 +1448,7 @@ def test_a_detector_whose_int8_moves_boxes_across_its_cut_is_judged_by_the_detec
     write_manifest(folder, manifest)
     deleted = cli(["check", folder])
     assert deleted.exit_code == 1 and "gates quant_detection_agreement are missing" in deleted.output, deleted.output
-    # a package made before detections were matched records none (nor how): checked as before; one whose outputs
-    # record length_mismatches unmatched holds them by quant_length_mismatches, deleted or not
+    # outputs recording length_mismatches unmatched hold them by quant_length_mismatches, deleted or not
     for o in manifest["parity"]["quantization"]["outputs"]:
         del o["detection_agreement"], o["detection_rows"], o["detection_match"]
         o.pop("unmatched_samples", None)
