@@ -47,9 +47,8 @@ def _info(name: str, kind: bytes, size: int, mode: int) -> tarfile.TarInfo:
     return info
 
 
-def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBERS, MAX_MEMBER_BYTES,
-                                                                      MAX_TOTAL_BYTES),
-            recorded_in: dict[str, str] | None = None) -> dict[str, str]:
+def extract(archive: Path, dest: Path,
+            limits: tuple[int, int, int] = (MAX_MEMBERS, MAX_MEMBER_BYTES, MAX_TOTAL_BYTES)) -> dict[str, str]:
     """Unpack a package archive below `dest`: regular files and folders only, and only the files its
     manifest.json lists, no larger than it says and with the hash it says. The raw tar headers are scanned
     first, so an oversized long-name/PAX header, too many members or too many bytes are refused before
@@ -59,8 +58,7 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
     The archive is read front to back (a compressed stream read backwards restarts at its first byte): once to
     check every header and hash every file, once to write the files whose hash matched. A member whose bytes do
     not match its manifest hash is never written (a manifest can list a 2 GiB member of zeros): returns
-    {path below dest: actual sha256} of those, for the integrity check. `recorded_in`, given, gets the name of the
-    ledger that records each of those that is an OUT's archive."""
+    {path below dest: actual sha256} of those, for the integrity check."""
     max_members, max_member, max_total = limits
     try:
         with open(archive, "rb") as raw:  # one file for every pass: what the later passes read is what was checked
@@ -101,10 +99,8 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                 if parts in ledgers or parts in records:
                     continue  # edgekit's own bookkeeping in an OUT folder: not part of any package
                 if parts in ledgered:  # one whose bytes are not those recorded is never written: check fails it
-                    if actual != ledgered[parts][0]:
+                    if actual != ledgered[parts]:
                         mismatched[parts] = actual
-                        if recorded_in is not None:
-                            recorded_in["/".join(parts)] = ledgered[parts][1]
                     continue
                 if parts not in listed:
                     beside = name.endswith(".tar.gz") and any(parts[:-1] == p[:-2] for p in listed)
@@ -130,7 +126,7 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with tar.extractfile(member) as src, open(target, "xb") as out:
                         digest = _copy_hashing(src, out)
-                    if (ledgered[parts][0] if parts in ledgered else listed.get(parts, (0, None))[1]) not in (
+                    if (ledgered[parts] if parts in ledgered else listed.get(parts, (0, None))[1]) not in (
                             None, digest):
                         raise InputError(f"{archive}: member {member.name!r} changed while being read")
             return {"/".join(parts): actual for parts, actual in mismatched.items()}
@@ -144,10 +140,9 @@ def extract(archive: Path, dest: Path, limits: tuple[int, int, int] = (MAX_MEMBE
         raise InputError(f"{archive}: not a readable archive ({type(e).__name__}: {first_line(e)})") from e
 
 
-def _ledgered_archives(ledger_data: dict[tuple[str, ...], bytes]) -> dict[tuple[str, ...], tuple[str, str]]:
-    """{path parts: (sha256, the ledger's name)} of each `<target>.tar.gz` an OUT's ledger ({its path parts: its
-    bytes}) records beside it: the name is the file at fault where the archive's bytes differ. A ledger that is not
-    edgekit's (not JSON names and hashes) records none: its archives stay unlisted."""
+def _ledgered_archives(ledger_data: dict[tuple[str, ...], bytes]) -> dict[tuple[str, ...], str]:
+    """{path parts: sha256} of each `<target>.tar.gz` an OUT's ledger ({its path parts: its bytes}) records beside
+    it. A ledger that is not edgekit's (not JSON names and hashes) records none: its archives stay unlisted."""
     found = {}
     for parts, data in ledger_data.items():
         try:
@@ -155,7 +150,7 @@ def _ledgered_archives(ledger_data: dict[tuple[str, ...], bytes]) -> dict[tuple[
         except (ValueError, RecursionError):
             continue
         if isinstance(ledger, dict):
-            found.update({(*parts[:-1], name): (digest, parts[-1]) for name, digest in ledger.items()
+            found.update({(*parts[:-1], name): digest for name, digest in ledger.items()
                           if isinstance(digest, str) and name.endswith(".tar.gz") and name != ".tar.gz"
                           and _parts(name) == (name,) and "\\" not in name})
     return found

@@ -101,7 +101,6 @@ def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe
     with contextlib.ExitStack() as stack:
         # `.` or `..` has no name to tell a target's folder by, or name a device's copy after: its real one
         root, mismatched, copied = original.resolve() if original.name in ("", "..") else original, {}, False
-        recorded_in: dict[str, str] = {}  # a tar of OUT's archives whose bytes differ: the ledger recording them
         if original.is_file() and original.name.endswith(ARCHIVE_SUFFIXES):
             # named as the archive (OUT/<target>.tar.gz → <target>): a device's copy is named after it too
             stem = _archive_stem(original.name)
@@ -111,7 +110,7 @@ def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe
             root.mkdir()
             copied = True
             mismatched = {root / name: digest for name, digest in
-                          archive.extract(original, root, recorded_in=recorded_in).items()}
+                          archive.extract(original, root).items()}
         elif original.is_file():
             raise InputError(f"{original}: expected a package folder or a .tar.gz archive")
         # messages name the folder as the user knows it (inside the archive), not the temporary copy
@@ -128,8 +127,7 @@ def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe
                                    own)
             # OUT's archives, in a tar of OUT too: there only those OUT's ledger records, by hash (archive.extract)
             found += [] if folders == [root] else _archives_beside(out, original / out.relative_to(root), mine,
-                                                                   only, mismatched,
-                                                                   {root / n: led for n, led in recorded_in.items()})
+                                                                   only, mismatched)
             # an archive of one package folder (OUT/<target>.tar.gz) is no OUT: it has no record to miss
             found += [] if folders == [root] else _published_there(out, original / out.relative_to(root), mine, only,
                                                                    not copied or len(folders) > 1)
@@ -165,7 +163,7 @@ def _unreached(root: Path, out: Path, folders: list[Path], shown: dict[Path, str
     found = []
     for o in sorted({f.parent for f in folders if f.parent >= out}):
         if o != out:
-            found += [c for f in folders if f.parent == o for c in _planned_in(root, f, shown)]
+            found += _namer(root, o)([c for f in folders if f.parent == o for c in _planned_cases(f, shown[f])])
         found += _namer(root, o)(_planned_archives(o, only, mismatched))
     return found
 
@@ -190,10 +188,6 @@ def _namer(root: Path, out: Path) -> Callable[[list[Case]], list[Case]]:
         return list
     there = out.relative_to(root).as_posix()
     return lambda cases: [replace(c, folder=f"{there}/{c.folder or c.target}") for c in cases]
-
-
-def _planned_in(root: Path, folder: Path, shown: dict[Path, str]) -> list[Case]:
-    return _namer(root, folder.parent)(_planned_cases(folder, shown[folder]))
 
 
 def _archives_only(folder: Path) -> list[Path]:
@@ -261,17 +255,16 @@ def _archive_stem(name: str) -> str | None:
 
 
 def _archives_beside(out: Path, shown: Path, folders: list[Path], only: set[str] | None = None,
-                     mismatched: dict[Path, str] | None = None, recorded_in: dict[Path, str] | None = None
-                     ) -> list[Case]:
+                     mismatched: dict[Path, str] | None = None) -> list[Case]:
     """OUT/<target>.tar.gz, what build engineers ship, is the package checked in OUT/<target>: every member
     matches the hash its manifest gives, and that manifest is the folder's (an archive of garbage passed).
     `shown`: OUT as the user knows it; `mismatched`: from a tar of OUT, the actual sha256 of each archive there
-    whose bytes are not those OUT's ledger records (never unpacked), and `recorded_in` the ledger's name of each."""
+    whose bytes are not those OUT's ledger records (never unpacked)."""
     by_name, cases, altered = {folder.name: folder for folder in folders}, [], mismatched or {}
     for path, stem in _archives_in(out, only, mismatched):
         if path in altered:  # its member hash did not match the ledger: tampered with after export
             cases.append(Case(stem, f"archive {path.name}", False, f"sha256 {altered[path][:12]}… is not the one "
-                              f"edgekit recorded for it ({(recorded_in or {}).get(path, archive.LEDGER)} in "
+                              f"edgekit recorded for it ({archive.LEDGER} in "
                               f"{shown})"))
             continue
         if (folder := by_name.get(stem)) is None:  # never checked, yet a CI job uploading OUT/*.tar.gz ships it
@@ -2038,9 +2031,6 @@ def _integrity(folder: Path, shown: str, target: str, manifest: dict, mismatched
         bad.append(f"files not in the manifest: {_some(unlisted)}")
     if unshipped := sorted(n for n in _named(manifest) if n not in files):  # a C header, an .ort its manifest names
         bad.append(f"files the manifest names but does not ship: {_some(unshipped)}")
-    # manifest.json, the one file not hashed: not a link that would carry other content
-    if _not_plain(folder, "manifest.json"):
-        bad.append("not plain files: manifest.json")
     return Case(target, "integrity", not bad, "; ".join(bad))
 
 
