@@ -434,14 +434,16 @@ def same_named_dims(origin: str, specs, shapes: dict[str, tuple[int, ...]]) -> N
 
 def _targets_hint(labels: np.ndarray) -> str:
     """Float labels with fractions are a regression's targets, which no run reads: they were told to be class ids.
-    Rows of class probabilities (soft labels: each in [0, 1], summing to 1) are a classifier's, named so: they
-    were told to be a regression's, to be left out, where their argmax is the class ids accuracy scores."""
+    Rows of class probabilities (soft labels: each in [0, 1], summing to 1) may be a classifier's, named so: they
+    were told to be a regression's, to be left out, where their argmax is the class ids accuracy scores. A
+    regression's proportions (mixture weights) look the same, so that hint stays beside it."""
     if labels.dtype.kind != "f" or not (np.isfinite(labels) & (labels != np.round(labels))).any():
         return ""
-    if _soft_labels(labels):
+    regression = "a regression's targets? leave them out of the data: int8 is compared with fp32, not with targets"
+    if _soft_labels(labels):  # or a regression's proportions (mixture weights): their rows sum to 1 as well
         return (f"; class probabilities (soft labels, {labels.shape[-1]} classes)? give their argmax as the class "
-                "ids: labels.argmax(-1)")
-    return "; a regression's targets? leave them out of the data: int8 is compared with fp32, not with targets"
+                f"ids: labels.argmax(-1); {regression}")
+    return f"; {regression}"
 
 
 SOFT_LABEL_SUM = 1e-3  # how far from 1 a row of class probabilities may sum (float32 softmax: some 1e-7)

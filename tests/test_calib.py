@@ -622,9 +622,20 @@ def test_soft_labels_are_said_to_be_class_probabilities_not_a_regressions_target
     for labels in (soft, np.array([[0.3, 0.7]] * 4, np.float32)):
         with pytest.raises(InputError) as said:
             calib.load(_save(tmp_path / "s.npz", x=x, labels=labels), VECTOR)
-        assert str(said.value).endswith(f"; class probabilities (soft labels, {labels.shape[1]} classes)? give their "
-                                        "argmax as the class ids: labels.argmax(-1)"), said.value
-        assert "regression" not in str(said.value)
+        assert (f"; class probabilities (soft labels, {labels.shape[1]} classes)? give their argmax as the class ids: "
+                "labels.argmax(-1); ") in str(said.value), said.value
+
+
+def test_a_regressions_proportions_keep_the_regression_hint_beside_the_soft_label_one(tmp_path):
+    """A regression's mixture weights (rows of proportions, summing to 1) look like class probabilities: they were
+    told only to give their argmax as class ids, which no regression has, and no longer to leave them out."""
+    x = np.zeros((4, 4), np.float32)
+    weights = np.random.default_rng(1).dirichlet(np.ones(3), size=4).astype(np.float32)
+    with pytest.raises(InputError) as said:
+        calib.load(_save(tmp_path / "w.npz", x=x, labels=weights), VECTOR)
+    assert "class probabilities (soft labels, 3 classes)?" in str(said.value), said.value
+    assert str(said.value).endswith("; a regression's targets? leave them out of the data: int8 is compared with "
+                                    "fp32, not with targets"), said.value
 
 
 def test_camera_frames_with_their_channels_last_are_said_to_be_so():
