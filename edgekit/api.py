@@ -645,6 +645,11 @@ def _recipe(model, inputs, calibration, validation, targets, out, settings: dict
 
 
 def _device_spec(device: str | DeviceSpec | None) -> DeviceSpec | None:
+    """The device as a DeviceSpec, its key and known_hosts files taking `~` by the rule the CLI and recipes use
+    (config.expand_home): `check --identity "~/.ssh/key"` and a DeviceSpec's said "no such file"."""
     if device is not None and not isinstance(device, (str, os.PathLike, DeviceSpec)):
         raise UsageError(f"device takes an ssh:// URL or a DeviceSpec, not a {type(device).__name__}")
+    if isinstance(device, DeviceSpec):
+        return dataclasses.replace(device, identity=expand_home(device.identity),
+                                   known_hosts=expand_home(device.known_hosts))
     return DeviceSpec(str(device)) if isinstance(device, (str, os.PathLike)) else device

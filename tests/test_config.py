@@ -172,6 +172,22 @@ def test_the_cli_and_recipes_compression_data_take_a_tilde_as_the_api_does(tmp_p
     assert cli.recipe_from("~/m.onnx", {}).source == str(home / "m.onnx")
 
 
+def test_a_device_specs_key_files_take_a_tilde_as_exports_flags_do(tmp_path, monkeypatch):
+    """`export --identity "~/id"` read the home's key, where `check --identity "~/id"` and the API's DeviceSpec
+    (check's and export's) said "device identity ~/id: no such file"; `~name` no user has stays as written."""
+    from edgekit import api
+    from edgekit.device import Device
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "id").write_text("key")
+    (tmp_path / "kh").write_text("hosts")
+    spec = api._device_spec(config.DeviceSpec("ssh://pi@board", identity="~/id", known_hosts="~/kh"))
+    assert (spec.identity, spec.known_hosts) == (str(tmp_path / "id"), str(tmp_path / "kh"))
+    assert Device(spec).spec.identity == str(tmp_path / "id")
+    assert api._device_spec(config.DeviceSpec("ssh://b", identity="~nosuchuser/k")).identity == "~nosuchuser/k"
+    assert api._device_spec("ssh://b") == config.DeviceSpec("ssh://b") and api._device_spec(None) is None
+
+
 def test_round_to_is_a_multiple_or_auto_in_a_recipe():
     build = config.build
     assert build(config.PruneSpec, {"round_to": "auto"}, "r [prune]").round_to == "auto"
