@@ -624,6 +624,8 @@ def _recipe(model, inputs, calibration, validation, targets, out, settings: dict
     quantize = {k: v for k, v in settings.items() if k in quant_keys}
     apply_quant_overrides(QuantSettings(), quantize, where)  # types, choices and ranges, told now
     run = {k: v for k, v in settings.items() if k in run_keys - {"device"}}
+    if isinstance(run.get("state_init"), dict):  # its values are .npy files, `~` as for the others
+        run["state_init"] = {k: _path(v) for k, v in run["state_init"].items()}
     for key, cls in (("prune", PruneSpec), ("share", ShareSpec), ("distill", DistillSettings)):  # as recipe tables
         if run.get(key) is not None:
             value = run[key]

@@ -268,7 +268,7 @@ def recipe_from(source: str, flags: dict) -> Recipe:
             "--size", given["sizes"], "DIM=N[,N...], e.g. seq=16,64", _sizes).items()}}
     if "state_init" in given:
         given["state_init"] = {**recipe.state_init, **_pairs("--state-init", given["state_init"],
-                                                             "INPUT=FILE.npy, e.g. state=h0.npy")}
+                                                             "INPUT=FILE.npy, e.g. state=h0.npy", expand_home)}
     if "constants" in given:
         given["constants"] = {**recipe.constants, **_pairs("--constant", given["constants"],
                                                            "NAME=VALUE, e.g. sr=16000", json.loads)}

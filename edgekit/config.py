@@ -854,7 +854,7 @@ def load_recipe(path: Path) -> Recipe:
     if isinstance(flat.get("targets"), list):  # a bundled name, else a profile file beside the recipe
         flat["targets"] = [_recipe_target(t, base, where) for t in flat["targets"]]
     if isinstance(flat.get("state_init"), dict):
-        flat["state_init"] = {k: str(base / v) if isinstance(v, str) and v else v
+        flat["state_init"] = {k: str(base / expand_home(v)) if isinstance(v, str) and v else v
                               for k, v in flat["state_init"].items()}
     inputs = flat.pop("inputs", [])
     if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):

@@ -172,6 +172,24 @@ def test_the_cli_and_recipes_compression_data_take_a_tilde_as_the_api_does(tmp_p
     assert cli.recipe_from("~/m.onnx", {}).source == str(home / "m.onnx")
 
 
+def test_state_init_files_take_a_tilde_as_the_other_paths_do(tmp_path, monkeypatch):
+    """A streaming model's state_init .npy file was the one path left out of config.expand_home: a recipe's
+    "~/h0.npy" was a folder `~` beside the recipe, and a quoted `--state-init "h=~/h0.npy"` and the API's
+    state_init={"h": "~/h0.npy"} a folder `~` in the working folder."""
+    from edgekit import api
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[model]\nsource = "m.onnx"\nstate_init = {h = "~/h0.npy", c = "~nosuchuser/c0.npy"}\n')
+    want = {"h": str(home / "h0.npy"), "c": str(tmp_path / "~nosuchuser/c0.npy")}
+    assert config.load_recipe(recipe).state_init == want
+    assert cli.recipe_from(str(recipe), {"state_init": ("h=~/h0.npy",)}).state_init == want
+    built = api._recipe("m.onnx", (), None, None, ("desktop-x86",), tmp_path / "out",
+                        {"state_init": {"h": "~/h0.npy", "c": "c0.npy"}})
+    assert built.state_init == {"h": str(home / "h0.npy"), "c": "c0.npy"}
+
+
 def test_a_device_specs_key_files_take_a_tilde_as_exports_flags_do(tmp_path, monkeypatch):
     """`export --identity "~/id"` read the home's key, where `check --identity "~/id"` and the API's DeviceSpec
     (check's and export's) said "device identity ~/id: no such file"; `~name` no user has stays as written."""
