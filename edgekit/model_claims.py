@@ -450,16 +450,19 @@ def _pixel_claims(name: str, graph: Graph, manifest: dict) -> list[str]:
 def _pixel_nodes_claim(name: str, graph: Graph, pixels: dict) -> list[str]:
     """image_uint8.nodes_in_int8 (the normalisation's nodes still run in the int8 model) is what the graph says:
     where raw pixels replaced them (pixels.raw_feed), a node other than the normalisation's Cast reads the pixel
-    input (the first DequantizeLinear or integer op); where they stay, only that Cast does. A manifest without the
-    key (an older edgekit's) says nothing to hold."""
-    if "nodes_in_int8" not in pixels:
+    input (the first DequantizeLinear or integer op); where they stay, only that Cast does. A manifest without
+    `nodes` and the key (an older edgekit's) says nothing to hold; edgekit writes the two together (the key alone
+    deleted, report.html listed the gone nodes as kept in float, its default)."""
+    if "nodes_in_int8" not in pixels and "nodes" not in pixels:
         return []
-    claimed, said = pixels["nodes_in_int8"], pixels["input"]
+    claimed, said = pixels.get("nodes_in_int8"), pixels["input"]
     kept = not any(said in inputs and op != "Cast" for op, inputs, _ in graph.nodes)
     if claimed is kept:
         return []
     where = (f"{name} still normalises {said!r} in float before quantizing it" if kept else
              f"{name} feeds the raw {said!r} pixels to its first quantized op")
+    if "nodes_in_int8" not in pixels:
+        return [f"image_uint8 lists its nodes without nodes_in_int8 (edgekit writes both), {where}"]
     return [f"image_uint8.nodes_in_int8 is {json.dumps(claimed)[:60]}, {where}"]
 
 

@@ -110,6 +110,11 @@ def test_the_normalisation_stays_float_and_raw_pixels_feed_the_first_dequantize_
     result = cli(["check", folder])
     assert result.exit_code == 1 and "model.int8.onnx feeds the raw 'image' pixels to its first quantized op" in \
         result.output, result.output
+    del manifest["image_uint8"]["nodes_in_int8"]  # then report.html lists the gone nodes as kept in float again
+    write_manifest(folder, manifest)
+    result = cli(["check", folder])
+    assert result.exit_code == 1 and "image_uint8 lists its nodes without nodes_in_int8 (edgekit writes both), " \
+        "model.int8.onnx feeds the raw 'image' pixels" in result.output, result.output
     kept = edgekit.export("models:small_cnn", out=tmp_path / "kept", image_uint8={"input": "image", "mean": MEAN,
                                                                                  "std": STD}, **args)
     assert kept.passed
