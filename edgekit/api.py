@@ -517,7 +517,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
                 warnings.warn(said, stacklevel=4)
         if feeds:  # calibration runs the model in-process, where a hostile graph's run cannot be stopped
             onnx_export.first_run(fp32, feeds[0], limit)
-            run_calibration(fp32, feeds[1:qsettings.samples])
+            run_calibration(fp32, feeds[:qsettings.samples])  # sample 0 again: its outputs checked too
         with whole_file(dest) as partial:
             quantization.quantize(fp32, partial, plan, feeds[: qsettings.samples])
             quantization.done(quantized := onnx_export.parsed(partial))  # an internal record: not shipped

@@ -29,8 +29,8 @@ from .load import load_model
 from .progress import bar
 from .reports import (ARM_STAND_IN, ExportReport, LatencyReport, TargetReport, shipped_model, user_path_patterns,
                       without_folders)
-from .runtime import (flushing, forget_sessions, int8_session, ort_log_level, run_calibration, run_onnx, run_torch,
-                      runs_limited, session, stepper)
+from .runtime import (flushing, forget_sessions, int8_session, nonfinite_output, ort_log_level, run_calibration,
+                      run_onnx, run_torch, runs_limited, session, stepper)
 from .userfn import seeded, user_code_scope
 
 log = logging.getLogger("edgekit")
@@ -418,15 +418,12 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
         if loaded.is_onnx or e.stage != "onnxruntime run" or not BAKED_SIZE_SIGNS.search(e.message):
             raise
         raise StageError("export", f"model.onnx does not run the data: {e.message}; {_baked_size(exporter)}") from e
-    for i, out in enumerate(fp32_val):  # else the int8 model's golden outputs took the blame for the model's own
-        if bad := [n for n, o in zip(names, out) if o.dtype.kind == "f" and not np.isfinite(o).all()]:
-            # on random data the data is as likely the cause as the model ("diverges on this data" blamed it)
-            raise InputError(f"the float model's output {bad[0]!r} is NaN or Inf on validation "
-                             f"{'step' if shared.recipe.state else 'sample'} {i} (before any quantization): " + (
-                                 f"the validation data is random, made by edgekit ({calib.RANDOM_INPUTS}), and may "
-                                 "not be inputs this model takes (a mask masking every position, ids or values out "
-                                 "of its range): give real samples (--validation)" if shared.val.random else
-                                 "the model diverges on this data"))
+    # else the int8 model's golden outputs took the blame for the model's own; on random data the data is as likely
+    # the cause as the model ("diverges on this data" blamed it)
+    nonfinite_output(names, fp32_val, f"validation {'step' if shared.recipe.state else 'sample'}", hint=(
+        f"the validation data is random, made by edgekit ({calib.RANDOM_INPUTS}), and may not be inputs this model "
+        "takes (a mask masking every position, ids or values out of its range): give real samples (--validation)"
+        if shared.val.random else ""))
     if shared.torch_val is not None and (moved := next(((n, r.shape, c.shape) for t, f in zip(
             shared.torch_val, fp32_val) for n, r, c in zip(names, t, f) if r.shape != c.shape
             and not _follows_values(shared.inputs, outputs[names.index(n)], [o[names.index(n)] for o in fp32_val],
@@ -522,6 +519,7 @@ def _steps(shared: Shared, fp32: Path, names: list[str]):
     sequences.check_outputs(shared.recipe.state, names)
     cal, val = (sequences.rollout(stepper(sess), data.feeds, shared.inputs, names,
                                   shared.recipe.state, shared.init) for data in (shared.cal, shared.val))
+    nonfinite_output(names, cal.outputs, "calibration step")  # as run_calibration holds a model's samples
     return (calib.Dataset(f"{shared.cal.origin} (steps)", cal.feeds, None, shared.cal.random),
             calib.Dataset(f"{shared.val.origin} (steps)", val.feeds, sequences.step_labels(shared.val, val.lengths),
                           shared.val.random, labels_aside=shared.val.labels_aside), val.outputs, val, cal.lengths)
@@ -1133,11 +1131,12 @@ def _precision_timer(shared: Shared, target: Target, feed: dict):
 
 
 def _bounded_calibration(prep: Prepared, feeds: list) -> None:
-    """runtime.run_calibration, once, for an .onnx from others: a model edgekit exported from the user's code is
-    trusted, as for its first run; a streaming model's steps were run already, by the rollout that made them."""
-    if prep.exporter is not None or prep.rollout is not None or len(feeds) <= prep.calibration_ran:
+    """runtime.run_calibration, once per sample, for any model: an .onnx from others runs bounded, and each model's
+    float outputs must be finite (a model edgekit exported is trusted to run, not to keep every sample finite); a
+    streaming model's steps were run and checked already, by the rollout that made them (_steps)."""
+    if prep.rollout is not None or len(feeds) <= prep.calibration_ran:
         return
-    run_calibration(prep.fp32, feeds[prep.calibration_ran:], reuse=True)
+    run_calibration(prep.fp32, feeds[prep.calibration_ran:], reuse=True, first=prep.calibration_ran)
     prep.calibration_ran = len(feeds)
 
 

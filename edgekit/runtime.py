@@ -242,14 +242,27 @@ def stepper(sess):
     return lambda feed: run_onnx(sess, [feed], give_back=False)[0]
 
 
-def run_calibration(path, feeds: list[dict[str, np.ndarray]], reuse: bool = False) -> None:
+def run_calibration(path, feeds: list[dict[str, np.ndarray]], reuse: bool = False, first: int = 0) -> None:
     """Each calibration sample run under the run limit and the memory cap before calibration runs it uncapped
     (quantization.minmax_ranges) and onnxruntime's histogram calibrators run it: their runs take no RunOptions, so
-    none of them can be ended (a Loop sized by a sample's values hung there for good)."""
+    none of them can be ended (a Loop sized by a sample's values hung there for good). The float model's outputs
+    must be finite, as on validation: the calibrators' NaN-ignoring ranges left out a sample it diverged on, unsaid.
+    `first`: the index of feeds[0] in the calibration data."""
+    sess = session(path, threads=host.work_threads(), reuse=reuse)[0]
     try:
-        run_onnx(session(path, threads=host.work_threads(), reuse=reuse)[0], feeds, "the calibration data")
+        outs = run_onnx(sess, feeds, "the calibration data")
     except StageError as e:
         raise StageError("calibration", e.message) from None
+    nonfinite_output([o.name for o in sess.get_outputs()], outs, "calibration sample", first)
+
+
+def nonfinite_output(names: list[str], outputs, role: str, first: int = 0, hint: str = "") -> None:
+    """Raises InputError naming the first float output that is NaN or Inf and its sample (`role`, e.g. "validation
+    sample"): quantization and parity of such outputs mean nothing. `hint`: what to do, else the data's blame."""
+    for i, out in enumerate(outputs, first):
+        if bad := [n for n, o in zip(names, out) if o.dtype.kind == "f" and not np.isfinite(o).all()]:
+            raise InputError(f"the float model's output {bad[0]!r} is NaN or Inf on {role} {i} (before any "
+                             f"quantization): {hint or 'the model diverges on this data'}")
 
 
 _ARENA_REFUSED = re.compile(r"Available memory of (\d+) is smaller than requested bytes of (\d+)")

@@ -1807,6 +1807,38 @@ def test_a_model_whose_outputs_are_nan_is_named_not_its_golden_file(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_calibration_sample_the_float_model_diverges_on_is_named_as_a_validation_one_is(tmp_path):
+    """A policy normalising its state to unit length gave NaN on a calibration sample of all-zero state (a robot at
+    rest): onnxruntime's calibrator's NaN-ignoring ranges left it out and the export passed, unsaid, where the same
+    sample in the validation data was exit 3. Both are exit 3 now, naming the output and the sample; and so is
+    edgekit.quantize()'s sample."""
+    import edgekit
+
+    (tmp_path / "unit.py").write_text("import torch\n\nclass M(torch.nn.Module):\n    def __init__(self):\n"
+                                      "        super().__init__()\n        self.fc = torch.nn.Linear(6, 3)\n\n"
+                                      "    def forward(self, state):\n"
+                                      "        return {'torques': self.fc(state / state.norm(dim=1, keepdim=True))}\n"
+                                      "\n\ndef build():\n    torch.manual_seed(0)\n    return M()\n")
+    state = np.random.default_rng(0).standard_normal((16, 6)).astype(np.float32)
+    np.savez(tmp_path / "val.npz", state=state)
+    state[5] = 0
+    np.savez(tmp_path / "cal.npz", state=state)
+    args = ["export", f"{tmp_path / 'unit.py'}:build", "--input", "state:Nx6", "--no-bench", "--out", tmp_path / "o"]
+    for cal, val, role in (("cal", "val", "calibration"), ("val", "cal", "validation")):
+        result = cli([*args, "--calibration", tmp_path / f"{cal}.npz", "--validation", tmp_path / f"{val}.npz"])
+        one_line_error(result, 3, f"the float model's output 'torques' is NaN or Inf on {role} sample 5 (before any "
+                                  "quantization): the model diverges on this data")
+        assert not (tmp_path / "o").exists()
+    onnx_path = tmp_path / "unit.onnx"
+    import runpy
+
+    torch.onnx.export(runpy.run_path(str(tmp_path / "unit.py"))["build"]().eval(), (torch.ones(1, 6),),
+                      str(onnx_path), input_names=["state"], output_names=["torques"],
+                      dynamic_axes={"state": {0: "N"}}, dynamo=False)
+    with pytest.raises(InputError, match="'torques' is NaN or Inf on calibration sample 5 "):
+        edgekit.quantize(onnx_path, tmp_path / "cal.npz", out=tmp_path / "q.onnx")
+
+
 def test_inspect_counts_what_if_branches_hold(tmp_path):
     """An If whose branch held a 256x256 MatMul was "1 nodes, 0 parameters", beside coverage lines of 2/3 nodes."""
     rng = np.random.default_rng(0)
