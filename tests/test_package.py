@@ -3250,5 +3250,23 @@ def _record_pages() -> None:
     me.write_text(re.sub(r"(?m)^PAGES_RECORDED_AT = \d+", f"PAGES_RECORDED_AT = {PAGE_FORMAT}", me.read_text()))
 
 
+def test_an_ort_larger_than_the_float_model_is_warned_of_with_both_sizes(tmp_path):
+    """An android package's .ort (the file the runtime loads and the size budget holds) of a small policy was
+    17,088 bytes beside a float model.onnx of 13,149, unsaid: only model.int8.onnx (7,908) was compared."""
+    from conftest import cli
+
+    result = cli(["export", "models:state_mlp", "--input", "state:Nx6", "--calibration", "random", "--no-bench",
+                  "--target", "android-arm64", "--target", "desktop-x86", "--out", tmp_path / "o"])
+    assert result.exit_code == 0, result.output
+    tdir = tmp_path / "o" / "android-arm64"
+    ort, fp32 = ((tdir / name).stat().st_size for name in ("model.int8.ort", "model.onnx"))
+    assert ort > fp32 > (tdir / "model.int8.onnx").stat().st_size
+    said = (f"model.int8.ort, the file the runtime loads (the size budget's), is larger than the float model.onnx "
+            f"({ort:,} vs {fp32:,} bytes)")
+    assert f"android-arm64: {said}" in result.output
+    assert any(w.startswith(said) for w in json.loads((tdir / "manifest.json").read_text())["warnings"])
+    assert "the file the runtime loads" not in (tmp_path / "o" / "desktop-x86" / "manifest.json").read_text()
+
+
 if __name__ == "__main__":
     _record_pages()
