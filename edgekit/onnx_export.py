@@ -316,7 +316,11 @@ def _quiet(name: str):
 
 def _dict_keys(outputs) -> list[str] | None:
     """The names a model's dict (or namedtuple) of outputs gives them, in the order they are exported, a nested one
-    by its path (`extra.0`, `extra.1`: they were dropped, output_0, output_1...); None if two paths read alike."""
+    by its path (`extra.0`, `extra.1`: they were dropped, output_0, output_1...); None if two paths read alike. A
+    tuple holding a dict names its items output_0, output_1..., as a tuple's are, and what they hold by its path
+    below (`output_1.value`: a dict in a tuple was output_1, output_2, its keys dropped)."""
+    if isinstance(outputs, (tuple, list)) and not _is_namedtuple(outputs) and _holds_keys(outputs):
+        outputs = {f"output_{i}": v for i, v in enumerate(outputs)}
     if not isinstance(outputs, dict) and not _is_namedtuple(outputs):
         return None
 
@@ -331,6 +335,13 @@ def _dict_keys(outputs) -> list[str] | None:
 
     names = paths(outputs, "")
     return names if len(set(names)) == len(names) else None
+
+
+def _holds_keys(value) -> bool:
+    """Whether a dict or namedtuple is anywhere in these (nested) outputs."""
+    if isinstance(value, dict) or _is_namedtuple(value):
+        return True
+    return isinstance(value, (tuple, list)) and any(_holds_keys(v) for v in value)
 
 
 def _is_namedtuple(value) -> bool:

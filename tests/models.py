@@ -1390,3 +1390,25 @@ def state_mlp():
     float one, its .ort, onnxruntime's mobile format, larger."""
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(6, 48), nn.ReLU(), nn.Linear(48, 48), nn.ReLU(), nn.Linear(48, 6))
+
+
+class Policy(nn.Module):
+    """A robot's control policy: camera pixels (uint8), joint state and a mode id to joint torques and a value,
+    as a tuple that holds a dict: `(torques, {"value": ..., "gain": ...})`."""
+
+    def __init__(self):
+        super().__init__()
+        self.camera = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.state = nn.Linear(6, 8)
+        self.mode = nn.Embedding(4, 8)
+        self.torques = nn.Linear(8, 6)
+        self.value = nn.Linear(8, 1)
+
+    def forward(self, image, state, mode):
+        h = self.camera(image.float() / 255) + self.state(state) + self.mode(mode)
+        return self.torques(h), {"value": self.value(h), "gain": (h.mean(1), h.amax(1))}
+
+
+def policy():
+    torch.manual_seed(0)
+    return Policy()

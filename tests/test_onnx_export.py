@@ -585,3 +585,35 @@ def test_a_padded_transformer_encoder_is_compared_with_torch_as_exported(tmp_pat
         assert torch.backends.mha.get_fastpath_enabled() is flag
         assert np.abs(reference - exported).max() < 1e-4
     torch.backends.mha.set_fastpath_enabled(True)
+
+
+def test_a_dict_inside_a_tuple_names_its_outputs_by_their_keys(tmp_path):
+    """A policy returning `(torques, {"value": v, "gain": (mean, peak)})` exported output_0 ... output_3: the dict's
+    keys were dropped, where a dict returned at the top keeps them (`extra.0`). Its items are named by their path
+    below the tuple's own names now; a tuple with no dict in it keeps output_0, output_1."""
+    import onnxruntime as ort
+    import torch
+    from models import policy
+
+    from edgekit.config import InputSpec
+    from edgekit.onnx_export import export_torch
+
+    specs = tuple(InputSpec.parse(s) for s in ("image:Nx3x16x16:uint8", "state:Nx6", "mode:N:int64"))
+    model = policy().eval()
+    onnx_path = export_torch(model, specs, (), 17, tmp_path / "p.onnx")
+    sess = ort.InferenceSession(str(onnx_path))
+    names = [o.name for o in sess.get_outputs()]
+    assert names == ["output_0", "output_1.value", "output_1.gain.0", "output_1.gain.1"]
+    rng = np.random.default_rng(0)
+    feed = {"image": rng.integers(0, 256, (2, 3, 16, 16), dtype=np.uint8),
+            "state": rng.standard_normal((2, 6)).astype(np.float32), "mode": np.array([0, 3], np.int64)}
+    torques, rest = model(*(torch.from_numpy(v) for v in feed.values()))
+    for want, got in zip((torques, rest["value"], *rest["gain"]), sess.run(None, feed)):  # each name its tensor
+        np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+    class Plain(torch.nn.Module):
+        def forward(self, x):
+            return x * 2, (x + 1, x - 1)
+
+    plain = export_torch(Plain(), (InputSpec.parse("x:Nx4"),), (), 17, tmp_path / "t.onnx")
+    assert [o.name for o in onnx.load(str(plain)).graph.output] == ["output_0", "output_1", "output_2"]
