@@ -428,6 +428,20 @@ def output_chains(model, settings: QuantSettings, values: bool = False) -> dict[
     return found
 
 
+def outputs_kept_float(model) -> set[str]:
+    """The outputs of a quantized ModelProto whose last computing node runs in float (kept float, by the few-levels
+    rule or --exclude-nodes): reached back through MOVEMENT_OPS, Relu and Clip, no DequantizeLinear gives them."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    found = set()
+    for out in model.graph.output:
+        node = producer.get(out.name)
+        while node is not None and node.op_type in (*MOVEMENT_OPS, "Relu", "Clip"):
+            node = producer.get(node.input[0])
+        if node is not None and node.op_type != "DequantizeLinear":
+            found.add(out.name)
+    return found
+
+
 def fold_ranges(ranges: dict | None, value) -> dict | None:
     """`ranges` (None: none yet) with one sample of an output folded in: the min and max of the whole tensor (key
     None) and of each channel along parity.channel_axes, an axis dropped once its size varies (a sequence's).

@@ -1396,3 +1396,31 @@ def test_an_input_named_labels_is_fed_and_label_then_holds_the_class_labels(tmp_
     both = (InputSpec.parse("labels:N"), InputSpec.parse("label:N"))
     with pytest.raises(InputError, match="so .inputs, labels. pairs have no name left for labels: give dicts"):
         calib.load([((np.zeros(1, np.float32), np.zeros(1, np.float32)), np.zeros(1))], both)
+
+
+def test_a_regress_output_already_kept_float_is_not_advised_to_be_kept_float(tmp_path):
+    """A policy's torques head, kept float by the few-levels rule under --task regress, failed
+    quant_centred_sqnr_db on validation states 8x the calibration ones, and the advice was to keep the node producing
+    it float: done already. It names the output and what is left (the layers before it, the calibration ranges)."""
+    import json
+
+    from conftest import cli
+
+    def save(path, n, seed, scale):
+        rng = np.random.default_rng(seed)
+        image, state = rng.integers(0, 256, (n, 3, 16, 16), dtype=np.uint8), rng.standard_normal((n, 6))
+        np.savez(path, image=image, state=(scale * state).astype(np.float32), mode=rng.integers(0, 4, n))
+
+    save(tmp_path / "cal.npz", 32, 0, 1)
+    save(tmp_path / "val.npz", 16, 1, 8)
+    result = cli(["export", "models:policy", "--input", "image:Nx3x16x16:uint8", "--input", "state:Nx6", "--input",
+                  "mode:N:int64", "--calibration", tmp_path / "cal.npz", "--validation", tmp_path / "val.npz",
+                  "--task", "regress", "--no-bench", "--target", "desktop-x86", "--out", tmp_path / "o", "--json"])
+    assert result.exit_code == 1, result.output
+    [m] = json.loads(result.stdout)["targets"]
+    gate = next(g for g in m["gates"] if g["name"] == "quant_centred_sqnr_db")
+    assert not gate["passed"] and gate["output"] == "output_0", gate
+    assert any(d.startswith("kept float: /torques/Gemm") for d in m["quantization"]["decisions"]), m["quantization"]
+    said = [w for w in m["warnings"] if w.startswith("quant_centred_sqnr_db failed")]
+    assert len(said) == 1 and "on output 'output_0', whose last node is already float in model.int8.onnx" in said[0]
+    assert "keep it float with --exclude-nodes" not in said[0], said
