@@ -233,16 +233,19 @@ def label(threads: int | None, providers) -> dict:
             "run_memory_source": run_memory_source()}
 
 
-def describe(h: dict) -> str:
+def describe(h: dict, fp32_threads: int | None = None) -> str:
     """Where a figure was measured, from `label`'s record (this host's, or an export's in its manifest): the CPU, its
-    int8 path and what may have set them, the threads and providers of the session, and the onnxruntime version."""
+    int8 path and what may have set them, the threads and providers of the session, and the onnxruntime version.
+    `fp32_threads`: the float outputs' threads beside the session's int8 ones, said apart where they differ."""
     forced = f", taken for {h['arch']} by {ARCH_ENV}" if h.get("arch_source") == ARCH_ENV else ""
     cpu = f"host {h['machine']}{forced} ({h['cpu']})" if h.get("machine") else h["cpu"] + forced
     shown = [f"{cpu} [{isa_shown(h['isa'], h.get('isa_source', 'cpuinfo'), h.get('cpu_isa'))}]"]
     if h.get("threads"):
         # parity runs at the profile's threads whatever the cores (a report said 4 beside a latency caption's 2)
         over = f" (this host has {h['cores']} cores)" if h.get("cores") and h["threads"] > h["cores"] else ""
-        shown.append(f"{h['threads']} thread(s){over}")
+        shown.append(f"{h['threads']} thread(s){over}" if fp32_threads in (None, h["threads"]) else
+                     f"int8 outputs at {h['threads']} thread(s){over}, ONNX fp32 outputs (export parity's, and the "
+                     f"reference int8 is held to) at {fp32_threads} thread(s)")
     if h.get("providers"):
         shown.append("+".join(h["providers"]))
     if h.get("onnxruntime"):

@@ -139,15 +139,17 @@ def table(reports: list[TargetReport]) -> str:
     return "\n".join(lines)
 
 
-def computed_on(r: TargetReport, int8: bool = True) -> str:
+def computed_on(r: TargetReport, int8: bool = True, both: bool = False) -> str:
     """Where a target's parity figures were computed: the host, and whose int8 kernels (an ARM target's are this
-    host's standing in for the device's, or emulated aarch64 ones)."""
+    host's standing in for the device's, or emulated aarch64 ones). `both`: one line for both stages (report.html's),
+    the int8 and float outputs' threads each said (it said the int8 session's 1 beside export gates run at 2)."""
     from .host import describe
 
     arm = r.details.get("arm_kernels") if int8 else None
     kernels = r.quant_parity.int8_kernels if r.quant_parity and int8 else None
     h = r.details["host"]  # its threads are the int8 session's; the float outputs run at edgekit's work threads
-    return describe(h if int8 else {**h, "threads": h.get("work_threads", h["threads"])}) + (
+    work = h.get("work_threads", h["threads"])
+    return describe(h if int8 else {**h, "threads": work}, work if both else None) + (
         f"; int8 outputs from {kernels}" if kernels else "") + (f" ({arm})" if arm and arm != kernels else "")
 
 

@@ -40,7 +40,7 @@ def page(r: TargetReport) -> str:
            f"<h1>edgekit report: {e(str(d['model']['source']))} → {e(r.target)}</h1>",
            f"<p>{verdict} · edgekit {e(d['edgekit_version'])} · onnxruntime {e(d['versions']['onnxruntime'])}</p>"]
     out += [f"<p class=fail>{e(w)}</p>" for w in r.warnings]
-    out += ["<h2>Gates</h2>", f"<p>Parity computed on {e(computed_on(r))}.</p>",
+    out += ["<h2>Gates</h2>", f"<p>Parity computed on {e(computed_on(r, both=True))}.</p>",
             _table(("gate", "value", "limit", "result"), [
         (g.label, "-", f"{g.op} {_number(g.limit)}" if g.limit is not None else "-", f"skipped: {g.skipped}")
         if g.skipped else

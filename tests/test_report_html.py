@@ -1,5 +1,6 @@
 """report.html (issue 15 item 4): self-contained, escaped, and rendered by a real browser (Debian's Chromium,
 headless), not only parsed."""
+import html
 import json
 import platform
 import re
@@ -135,3 +136,9 @@ def test_every_parity_figure_says_where_and_by_whose_kernels(tmp_path):
     assert "int8 .ort" in (tmp_path / "android-arm64" / "report.html").read_text()
     assert f"Parity computed on host {platform.machine()} ({host.cpu_model()})" in page
     assert "(x86 exact kernels (stand-in))" in page
+    # one line for the page's export and quantization gates said the int8 session's threads alone (1 beside fp32
+    # outputs run at the work threads): each figure's are said where they differ
+    threads, work = manifest["host"]["threads"], manifest["host"]["work_threads"]
+    [line] = [html.unescape(x) for x in page.splitlines() if x.startswith("<p>Parity computed on ")]
+    assert (f"int8 outputs at {threads} thread(s)" in line and f"ONNX fp32 outputs (export parity's, and the reference "
+            f"int8 is held to) at {work} thread(s)" in line) if threads != work else f", {threads} thread(s)," in line
