@@ -418,12 +418,9 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
         if loaded.is_onnx or e.stage != "onnxruntime run" or not BAKED_SIZE_SIGNS.search(e.message):
             raise
         raise StageError("export", f"model.onnx does not run the data: {e.message}; {_baked_size(exporter)}") from e
-    # else the int8 model's golden outputs took the blame for the model's own; on random data the data is as likely
-    # the cause as the model ("diverges on this data" blamed it)
-    nonfinite_output(names, fp32_val, f"validation {'step' if shared.recipe.state else 'sample'}", hint=(
-        f"the validation data is random, made by edgekit ({calib.RANDOM_INPUTS}), and may not be inputs this model "
-        "takes (a mask masking every position, ids or values out of its range): give real samples (--validation)"
-        if shared.val.random else ""))
+    # else the int8 model's golden outputs took the blame for the model's own
+    nonfinite_output(names, fp32_val, f"validation {'step' if shared.recipe.state else 'sample'}",
+                     hint=_random_blamed("validation") if shared.val.random else "")
     if shared.torch_val is not None and (moved := next(((n, r.shape, c.shape) for t, f in zip(
             shared.torch_val, fp32_val) for n, r, c in zip(names, t, f) if r.shape != c.shape
             and not _follows_values(shared.inputs, outputs[names.index(n)], [o[names.index(n)] for o in fp32_val],
@@ -1142,13 +1139,20 @@ def _precision_timer(shared: Shared, target: Target, feed: dict):
                                             used, precision.WARMUP, precision.RUNS)
 
 
+def _random_blamed(role: str) -> str:
+    """Why a float model's NaN on random data may be the data's (it said the model "diverges on this data")."""
+    return (f"the {role} data is random, made by edgekit ({calib.RANDOM_INPUTS}), and may not be inputs this model "
+            f"takes (a mask masking every position, ids or values out of its range): give real samples (--{role})")
+
+
 def _bounded_calibration(prep: Prepared, feeds: list) -> None:
     """runtime.run_calibration, once per sample, for any model: an .onnx from others runs bounded, and each model's
     float outputs must be finite (a model edgekit exported is trusted to run, not to keep every sample finite); a
     streaming model's steps were run and checked already, by the rollout that made them (_steps)."""
     if prep.rollout is not None or len(feeds) <= prep.calibration_ran:
         return
-    run_calibration(prep.fp32, feeds[prep.calibration_ran:], reuse=True, first=prep.calibration_ran)
+    run_calibration(prep.fp32, feeds[prep.calibration_ran:], reuse=True, first=prep.calibration_ran,
+                    hint=_random_blamed("calibration") if prep.cal.random else "")
     prep.calibration_ran = len(feeds)
 
 

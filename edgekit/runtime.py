@@ -242,18 +242,19 @@ def stepper(sess):
     return lambda feed: run_onnx(sess, [feed], give_back=False)[0]
 
 
-def run_calibration(path, feeds: list[dict[str, np.ndarray]], reuse: bool = False, first: int = 0) -> None:
+def run_calibration(path, feeds: list[dict[str, np.ndarray]], reuse: bool = False, first: int = 0,
+                    hint: str = "") -> None:
     """Each calibration sample run under the run limit and the memory cap before calibration runs it uncapped
     (quantization.minmax_ranges) and onnxruntime's histogram calibrators run it: their runs take no RunOptions, so
     none of them can be ended (a Loop sized by a sample's values hung there for good). The float model's outputs
     must be finite, as on validation: the calibrators' NaN-ignoring ranges left out a sample it diverged on, unsaid.
-    `first`: the index of feeds[0] in the calibration data."""
+    `first`: the index of feeds[0] in the calibration data; `hint`: nonfinite_output's."""
     sess = session(path, threads=host.work_threads(), reuse=reuse)[0]
     try:
         outs = run_onnx(sess, feeds, "the calibration data")
     except StageError as e:
         raise StageError("calibration", e.message) from None
-    nonfinite_output([o.name for o in sess.get_outputs()], outs, "calibration sample", first)
+    nonfinite_output([o.name for o in sess.get_outputs()], outs, "calibration sample", first, hint)
 
 
 def nonfinite_output(names: list[str], outputs, role: str, first: int = 0, hint: str = "") -> None:

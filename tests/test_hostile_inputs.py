@@ -1829,6 +1829,14 @@ def test_a_calibration_sample_the_float_model_diverges_on_is_named_as_a_validati
         one_line_error(result, 3, f"the float model's output 'torques' is NaN or Inf on {role} sample 5 (before any "
                                   "quantization): the model diverges on this data")
         assert not (tmp_path / "o").exists()
+    # random calibration data (standard normal) may be what the model does not take: said so, not "diverges"
+    (tmp_path / "root.py").write_text("import torch\n\n\nclass M(torch.nn.Module):\n    def forward(self, state):\n"
+                                      "        return torch.sqrt(state)\n\n\ndef build():\n    return M()\n")
+    np.savez(tmp_path / "pos.npz", state=np.abs(state) + 1)
+    result = cli(["export", f"{tmp_path / 'root.py'}:build", "--input", "state:Nx6", "--no-bench", "--out",
+                  tmp_path / "o", "--calibration", "random", "--validation", tmp_path / "pos.npz"])
+    one_line_error(result, 3, "is NaN or Inf on calibration sample 0 (before any quantization): the calibration data "
+                              "is random, made by edgekit (", "give real samples (--calibration)")
     onnx_path = tmp_path / "unit.onnx"
     import runpy
 
