@@ -3253,8 +3253,6 @@ def _record_pages() -> None:
 def test_an_ort_larger_than_the_float_model_is_warned_of_with_both_sizes(tmp_path):
     """An android package's .ort (the file the runtime loads and the size budget holds) of a small policy was
     17,088 bytes beside a float model.onnx of 13,149, unsaid: only model.int8.onnx (7,908) was compared."""
-    from conftest import cli
-
     result = cli(["export", "models:state_mlp", "--input", "state:Nx6", "--calibration", "random", "--no-bench",
                   "--target", "android-arm64", "--target", "desktop-x86", "--out", tmp_path / "o"])
     assert result.exit_code == 0, result.output
