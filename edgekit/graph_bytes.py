@@ -66,6 +66,32 @@ def graph_bytes(path: Path, past: int, packed_divisor: int = 1) -> int:
         return _structure(data, 0, len(data), _MODEL, past, packed_divisor) if len(data) else 0
 
 
+def graph_bytes_of(data: bytes, past: int, packed_divisor: int = 1) -> int:
+    """graph_bytes of a file's bytes read once: what is then parsed is the very bytes walked (a file swapped after its
+    walk, before onnx.load read it again, was parsed unwalked). ValueError where they are no protobuf message."""
+    held = _Held(data)
+    return _structure(held, 0, len(held), _MODEL, past, packed_divisor) if len(held) else 0
+
+
+class _Held:
+    """Bytes in memory, read as _Chunked reads a file: one window over them all, never copied."""
+    WINDOW, MARGIN = 1 << 16, 32
+
+    def __init__(self, data: bytes):
+        self.view = memoryview(data)
+        self.size, self.start, self.chunk = len(data), 0, self.view
+
+    def __len__(self) -> int:
+        return self.size
+
+    def window(self, at: int) -> tuple[memoryview, int]:
+        self.start, self.chunk = at, self.view[at:]
+        return self.chunk, at
+
+    def __getitem__(self, span: slice) -> memoryview:
+        return self.view[span.start:min(span.stop, self.size)]
+
+
 class _Chunked:
     """A file's bytes read where the walk goes, a window at a time (pread), not an mmap: an mmap of a file another
     process cut short while it was walked killed edgekit with SIGBUS, no error said. Bytes the file no longer holds
@@ -93,7 +119,7 @@ class _Chunked:
         return got
 
 
-def _structure(data: _Chunked, start: int, end: int, kind: str, past: int, packed_divisor: int,
+def _structure(data: _Chunked | _Held, start: int, end: int, kind: str, past: int, packed_divisor: int,
                depth: int = 0) -> int:
     """The bytes of protobuf message data[start:end] besides tensor data (INNER's messages walked), counted field by
     field until past `past`. Each field's key and length are read from `buf`, the window of the file at `base`."""
@@ -158,7 +184,7 @@ def _varint(buf: bytes, at: int, base: int) -> tuple[int, int]:
             return value, at
 
 
-def _run_end(data: _Chunked, at: int, stop: int, key: int) -> int:
+def _run_end(data: _Chunked | _Held, at: int, stop: int, key: int) -> int:
     """Where the run of unpacked floats or ints (one `key` a number) from `at` ends, looked for no further than
     `stop`, a chunk at a time, from 64 bytes up (short runs, one after another, cost no more than walking them)."""
     size = 64

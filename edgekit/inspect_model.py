@@ -30,7 +30,7 @@ def check_quantizable(model, label: str) -> None:
             raise InputError(f"{label}: {v.name!r} has a dimension of size 0: no data fits it")
 
 
-def _existing_model(path: Path):
+def _existing_model(path: Path, external: set[Path] | None = None):
     from . import onnx_export as export
 
     if path.is_dir():
@@ -45,7 +45,7 @@ def _existing_model(path: Path):
             raise InputError(f"{path}: an ORT-format model (onnxruntime's mobile format), which inspect does not "
                              f"read; inspect the .onnx it was converted from ({path.with_suffix('.onnx').name} "
                              "in a package)")
-    return export.load_onnx_input(path, runs=False)
+    return export.load_onnx_input(path, runs=False, external=external)
 
 
 def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml"), nodes: bool = False) -> dict:
@@ -54,24 +54,23 @@ def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml"), nod
 
     from . import mobile, onnx_export as export
 
-    model = _existing_model(path)
-    inputs, outputs = export.io_specs(path)
+    # the file is read once: read again, it may have been swapped since its graph was counted
+    model = _existing_model(path, external := set())
+    inputs, outputs = export.io_specs(model, str(path))
     # sub-graphs' (If/Loop bodies) too: an If holding a 256x256 MatMul was "1 nodes, 0 parameters"
     every = list(export.all_nodes(model.graph))
     ops = Counter((n.domain + "::" if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in every)
     params = parameter_count(model.graph)
     # sub-graphs' too: a model quantized inside an If branch only was called float
     quant_nodes = sum(bool(QUANTIZED_OP.search(n.op_type)) for n in every)
-    # its external data files too (named by the file as written; `model` holds their data): "0.00 MB" for 16 MB
-    external = {d.value for t in onnx.load(str(path), load_external_data=False).graph.initializer
-                if onnx.external_data_helper.uses_external_data(t) for d in t.external_data if d.key == "location"}
     try:
         coverage, not_predicted = (mobile.coverage(path, coverage_eps) if coverage_eps else {}), None
     except StageError as e:  # the rest of what inspect tells still holds
         coverage, not_predicted = {}, e.message
     return {
         "model": str(path),
-        "size_bytes": path.stat().st_size + sum((path.parent / name).stat().st_size for name in external),
+        # its external data files too (`model` holds their data): "0.00 MB" for 16 MB
+        "size_bytes": path.stat().st_size + sum(f.stat().st_size for f in external),
         "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
         "ir_version": model.ir_version,
         "producer": f"{model.producer_name} {model.producer_version}".strip(),

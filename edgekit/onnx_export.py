@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import re
+import stat
 import sys
 import warnings
 from pathlib import Path
@@ -559,25 +560,24 @@ RANDOM_OPS = {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNorma
 
 
 def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | None = None,
-                    sized: dict[str, tuple[int, ...]] | None = None):
+                    sized: dict[str, tuple[int, ...]] | None = None, external: set[Path] | None = None):
     """Read and validate a user-given .onnx; anything wrong with it is bad input (exit 3), found before
     onnxruntime touches it: unreadable bytes, external data outside the model's folder, ops or domains
     no runtime here implements, an invalid graph; with `runs` (export, quantize: not inspect), random ops.
-    `shapes`: --input's, given to inputs the file gives no shape (shaped_inputs, which fills `sized`)."""
+    `shapes`: --input's, given to inputs the file gives no shape (shaped_inputs, which fills `sized`). `external`
+    is given the files its weights were read from."""
     import onnx
 
     from .arrays import regular_file
 
     path = Path(path)
-    if regular_file(path, f"model {str(path)!r}").stat().st_size > MAX_ONNX_BYTES:
-        raise InputError(f"model {str(path)!r}: larger than 2 GiB, which no .onnx file can be (protobuf's limit; "
-                         "larger models keep their weights in external data files)")
-    refuse_large_graph(path)
+    data = _model_bytes(regular_file(path, f"model {str(path)!r}"))
+    refuse_large_graph(data, path)
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load_model_from_string(data)  # the very bytes walked: the file may have changed since
     except Exception as e:
         raise InputError(f"model {str(path)!r} is not a valid ONNX model: {first_line(e)}") from e
-    _check_external_data(model, path)
+    (external if external is not None else set()).update(_check_external_data(model, path))
     model = inline_functions(model, str(path))
     for node in model.graph.node:
         if node.domain not in KNOWN_DOMAINS:  # never "" here: the default domain is known
@@ -600,23 +600,37 @@ def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | No
     if twice := next((n for i, n in enumerate(names) if n in names[:i]), None):
         raise InputError(f"model {str(path)!r}: output {twice!r} is listed twice among the graph's outputs")
     _check_finite_weights(model, path)
-    _check_runtime_kernels(path)
+    _check_runtime_kernels(data, path)
     return model
 
 
-def refuse_large_graph(path: Path) -> None:
-    """InputError where `path`'s graph (its bytes besides tensor data) passes MAX_GRAPH_BYTES, told before onnx.load
-    parses it: a 4 MB file of empty nodes took inspect 932 MB and 13.6 s. Bytes the walk finds no protobuf message
-    are refused here, not left to onnx.load: what onnx.load took that the walk did not (a group) went uncounted, and
-    a file written meanwhile (cut short while walked, whole again when parsed) was parsed unwalked."""
-    from .graph_bytes import graph_bytes
-
-    try:
-        counted = graph_bytes(path, MAX_GRAPH_BYTES, PACKED_PER_GRAPH_BYTE)
-    except ValueError as e:
-        raise InputError(f"model {str(path)!r} is not a valid ONNX model: {e}") from e
+def _model_bytes(path: Path) -> bytes:
+    """The .onnx file's bytes, read once (onnx.load reads them all too), up to MAX_ONNX_BYTES: the walk and the parse
+    both take these, so a file swapped between them (8 MiB of empty nodes after a small model's walk: 1.7 GB, 42 s)
+    is never parsed unwalked."""
+    try:  # not blocking: a FIFO swapped in since regular_file looked would hang the open
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            if not stat.S_ISREG((held := os.fstat(f.fileno())).st_mode):
+                raise InputError(f"model {str(path)!r}: not a regular file")
+            if held.st_size > MAX_ONNX_BYTES or len(data := f.read(MAX_ONNX_BYTES + 1)) > MAX_ONNX_BYTES:
+                raise InputError(f"model {str(path)!r}: larger than 2 GiB, which no .onnx file can be (protobuf's "
+                                 "limit; larger models keep their weights in external data files)")
     except OSError as e:
         raise InputError(f"model {str(path)!r} cannot be read: {e.strerror or first_line(e)}") from e
+    return data
+
+
+def refuse_large_graph(data: bytes, path: Path) -> None:
+    """InputError where the graph of `path`'s bytes `data` (besides tensor data) passes MAX_GRAPH_BYTES, told before
+    onnx.load parses it: a 4 MB file of empty nodes took inspect 932 MB and 13.6 s. Bytes the walk finds no protobuf
+    message are refused here, not left to onnx.load: what onnx.load took that the walk did not (a group) went
+    uncounted."""
+    from .graph_bytes import graph_bytes_of
+
+    try:
+        counted = graph_bytes_of(data, MAX_GRAPH_BYTES, PACKED_PER_GRAPH_BYTE)
+    except ValueError as e:
+        raise InputError(f"model {str(path)!r} is not a valid ONNX model: {e}") from e
     if counted > MAX_GRAPH_BYTES:
         raise InputError(f"model {str(path)!r}: its graph (the file's bytes besides weights) passes "
                          f"{MAX_GRAPH_BYTES >> 20} MiB, which edgekit refuses to parse (a 24-layer transformer's "
@@ -724,7 +738,7 @@ def external_files(path: Path) -> set[Path]:
     return {target for _, _, target in _external_data(onnx.load(str(path), load_external_data=False), path)}
 
 
-def _check_external_data(model, path: Path) -> None:
+def _check_external_data(model, path: Path) -> set[Path]:
     """External tensor files must sit inside the model's folder: no absolute paths, no `..`, no links out; and
     its tensors may read at most twice the bytes the files hold (tied weights read theirs twice; four tensors
     reading one sparse 1 GiB file again and again took 5.3 GB of memory before the model was refused)."""
@@ -748,6 +762,7 @@ def _check_external_data(model, path: Path) -> None:
     if declared > 2 * (held := sum(f.stat().st_size for f in files)):
         raise InputError(f"model {str(path)!r}: its tensors declare {declared:,} bytes of external data, more than "
                          f"twice the {held:,} its files hold (tensors reading the same bytes again and again)")
+    return files
 
 
 def _reads_its_shape(tensor, length: str, target: Path, path: Path, location: str) -> None:
@@ -812,8 +827,10 @@ def _node_tensors(nodes):
             yield from _graph_tensors(sub)
 
 
-def _check_runtime_kernels(path: Path) -> None:
-    """An op onnxruntime has no kernel for fails here, named, rather than deep inside pre-processing."""
+def _check_runtime_kernels(data: bytes, path: Path) -> None:
+    """An op onnxruntime has no kernel for fails here, named, rather than deep inside pre-processing. onnxruntime
+    takes the bytes walked and parsed, not the file again (swapped meanwhile for 8 MiB of empty nodes, it took 4 GB
+    and 20 s); their external data from `path`'s folder, as onnx read it."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -821,8 +838,10 @@ def _check_runtime_kernels(path: Path) -> None:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     from .runtime import ort_path
 
+    opts.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                  ort_path(path.resolve().parent, path.parent))
     try:
-        ort.InferenceSession(ort_path(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
     except InputError:
         raise
     except Exception as e:
