@@ -551,8 +551,10 @@ MAX_INLINED_NODES = 1 << 20  # a graph once its local functions are inlined: a l
 # attributes: +230 MB over a small model's 280 MB); a 24-layer transformer encoder exported by torch holds 0.34-0.54
 # MB (1.35 MB from the dynamo exporter, value_info included), MobileNetV2 0.06 MB
 MAX_GRAPH_BYTES = 8 << 20
-# packed numbers (int64/int32 tensor data, fp16 weights kept in int32_data, a tree ensemble's floats and ints) cost
-# onnx.load at most 8 bytes a byte: a 16th of a graph byte each (a 600,000-node TreeEnsemble, 23 MB, was refused)
+# packed numbers (int64/int32 tensor data, fp16 weights kept in int32_data, a tree ensemble's floats and ints) count
+# a 16th of the bytes they take parsed (a varint 8, however few its bytes in the file): half a graph byte each (a
+# 600,000-node TreeEnsemble, 23 MB, was refused counted whole). 16M numbers of 1 byte pass no more: 120 MiB of them
+# took inspect 4.5 GB and 40 s, 17 MiB 990 MB and 13.5 s
 PACKED_PER_GRAPH_BYTE = 16
 
 
@@ -632,9 +634,9 @@ def refuse_large_graph(data: bytes, path: Path) -> None:
     except ValueError as e:
         raise InputError(f"model {str(path)!r} is not a valid ONNX model: {e}") from e
     if counted > MAX_GRAPH_BYTES:
-        raise InputError(f"model {str(path)!r}: its graph (the file's bytes besides weights) passes "
-                         f"{MAX_GRAPH_BYTES >> 20} MiB, which edgekit refuses to parse (a 24-layer transformer's "
-                         "is ~1 MB)")
+        raise InputError(f"model {str(path)!r}: its graph (the file's bytes besides raw weights, packed numbers "
+                         f"counted as parsed) passes {MAX_GRAPH_BYTES >> 20} MiB, which edgekit refuses to parse (a "
+                         "24-layer transformer's is ~1 MB)")
 
 
 # Inputs of ops that read trained parameters: weights, biases, norms' scales and running statistics, RNN weights.

@@ -111,3 +111,25 @@ def ort_naming_one_node_over_and_over(path, entries: int) -> None:
     InferenceSession.AddModel(b, model)
     b.Finish(InferenceSession.End(b), file_identifier=b"ORTM")
     path.write_bytes(b.Output())
+
+
+def onnx_of_packed_varints(path, numbers: int) -> None:
+    """A valid .onnx (a Gather from an int64 table) whose table holds `numbers` packed int64_data varints of 1 byte
+    each, 8 bytes each parsed: onnx.helper's model, the table's field spliced in (a list of 16M ints built by helper
+    takes seconds and a GB itself). ModelProto's graph given twice is one graph to protobuf, the second merged in."""
+    from onnx import TensorProto, helper
+
+    def varint(value: int) -> bytes:
+        out = b""
+        while value > 0x7F:
+            out, value = out + bytes([value & 0x7F | 0x80]), value >> 7
+        return out + bytes([value])
+
+    x, y = (helper.make_tensor_value_info(name, TensorProto.INT64, [4]) for name in "xy")
+    nodes = [helper.make_node("Gather", ["w", "i"], ["c"]), helper.make_node("Add", ["x", "c"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [x], [y], [helper.make_tensor("i", TensorProto.INT64, [4], [0, 1, 2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    table = TensorProto(name="w", data_type=TensorProto.INT64, dims=[numbers]).SerializeToString()
+    table += b"\x3a" + varint(numbers) + b"\x01" * numbers  # int64_data (field 7), packed
+    initializer = b"\x2a" + varint(len(table)) + table  # GraphProto.initializer (field 5)
+    path.write_bytes(model.SerializeToString() + b"\x3a" + varint(len(initializer)) + initializer)

@@ -2481,6 +2481,24 @@ def test_weights_kept_as_packed_numbers_sparse_or_in_a_function_pass_the_graph_l
     onnx_export.load_onnx_input(path, runs=False)
 
 
+def test_packed_numbers_of_one_byte_count_as_parsed(tmp_path):
+    """Packed numbers counted a 16th of their file bytes: 1-byte int64_data varints, 8 bytes each parsed, passed up to
+    128 MiB (120 MiB took inspect 4.5 GB and 40 s; 17 MiB, those here, 990 MB and 13.5 s). Each counts as parsed."""
+    import resource
+    import time
+
+    import attacks
+    from edgekit.onnx_export import MAX_GRAPH_BYTES
+
+    path = tmp_path / "table.onnx"
+    attacks.onnx_of_packed_varints(path, 2 * MAX_GRAPH_BYTES + (1 << 20))
+    before, start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    result = cli(["inspect", str(path)])
+    took, grew = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    one_line_error(result, 3, f"model {str(path)!r}: its graph", f"passes {MAX_GRAPH_BYTES >> 20} MiB")
+    assert took < 5 and grew < 100 << 10, (took, grew)  # KB: the file read once, never parsed
+
+
 def test_a_tree_ensembles_attribute_lists_pass_the_graph_limit(tmp_path):
     """A TreeEnsembleRegressor's nodes_* and target_* lists (a sklearn forest of 100 trees: ~250,000 nodes, 10 MB)
     are numbers onnx writes one field each; they counted whole as graph and the model was refused. Past a run's first
