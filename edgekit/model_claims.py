@@ -65,6 +65,9 @@ def read_ort(path: Path, most: int | None = None) -> Graph:
     model = fbs.InferenceSession.InferenceSession.GetRootAsInferenceSession(data, 0).Model()
     reads = _Reads(path, len(data), most)
     g, text = model.Graph(), reads.text
+    if most is not None and g.NodesLength() + g.NodeArgsLength() + g.InitializersLength() + \
+            INPUT_ENTRIES * g.InputsLength() > IN_PROCESS_ORT_ENTRIES:
+        raise NotHere(path.name)
     found = Graph()
     for i in range(g.NodesLength()):
         n = g.Nodes(i)
@@ -192,6 +195,11 @@ IN_PROCESS_FILE_BYTES = 64 << 20
 # check ~0.75 s a target for any .ort past IN_PROCESS_BYTES (MobileNetV2's names: ~0.3 MB). A file naming one part
 # over and over takes ~1 s to reach them (46 MB of names took 15 s)
 IN_PROCESS_ORT_NAMES = (1 << 20) + 16 * IN_PROCESS_BYTES  # _Reads.SLACK + MEMORY_PER_BYTE * IN_PROCESS_BYTES
+# and its entries (nodes, node args, initializers; a graph input, its type read too, as INPUT_ENTRIES), counted before
+# any is read: python's flatbuffers take ~0.05-0.2 ms an entry, ~0.25 ms a graph input, and 81,000 inputs naming one
+# node arg (within IN_PROCESS_ORT_NAMES) took check 3-12 s here before the child was asked. A 24-layer encoder's .ort
+# holds ~5,000 (digits' 36)
+IN_PROCESS_ORT_ENTRIES, INPUT_ENTRIES = 16_000, 4
 
 
 def model_claims(folder: Path, manifest: dict, models: list[str]) -> dict[str, str]:

@@ -133,3 +133,46 @@ def onnx_of_packed_varints(path, numbers: int) -> None:
     table += b"\x3a" + varint(numbers) + b"\x01" * numbers  # int64_data (field 7), packed
     initializer = b"\x2a" + varint(len(table)) + table  # GraphProto.initializer (field 5)
     path.write_bytes(model.SerializeToString() + b"\x3a" + varint(len(initializer)) + initializer)
+
+
+def ort_of_inputs_naming_one_arg(path, entries: int) -> None:
+    """An ORT-format file whose graph lists `entries` inputs, all naming one float node arg "x" (a string's offset
+    each: 4 bytes an input, each read with its type)."""
+    import flatbuffers
+    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import (Graph, InferenceSession, Model, ValueInfo,
+                                                                           TensorTypeAndShape, TypeInfo, TypeInfoValue)
+
+    b = flatbuffers.Builder(1024)
+    name = b.CreateString("x")
+    TensorTypeAndShape.Start(b)
+    TensorTypeAndShape.AddElemType(b, 1)
+    tensor = TensorTypeAndShape.End(b)
+    TypeInfo.Start(b)
+    TypeInfo.AddValueType(b, TypeInfoValue.TypeInfoValue.tensor_type)
+    TypeInfo.AddValue(b, tensor)
+    info = TypeInfo.End(b)
+    ValueInfo.Start(b)
+    ValueInfo.AddName(b, name)
+    ValueInfo.AddType(b, info)
+    arg = ValueInfo.End(b)
+    Graph.StartNodeArgsVector(b, 1)
+    b.PrependUOffsetTRelative(arg)
+    args = b.EndVector()
+    Graph.StartInputsVector(b, entries)
+    for _ in range(entries):
+        b.PrependUOffsetTRelative(name)
+    inputs = b.EndVector()
+    Graph.Start(b)
+    Graph.AddNodeArgs(b, args)
+    Graph.AddInputs(b, inputs)
+    graph = Graph.End(b)
+    Model.Start(b)
+    Model.AddIrVersion(b, 8)
+    Model.AddGraph(b, graph)
+    model = Model.End(b)
+    version = b.CreateString("1")
+    InferenceSession.Start(b)
+    InferenceSession.AddOrtVersion(b, version)
+    InferenceSession.AddModel(b, model)
+    b.Finish(InferenceSession.End(b), file_identifier=b"ORTM")
+    path.write_bytes(b.Output())
