@@ -36,6 +36,10 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".txz", ".tar.bz2")
 MAX_NAME = 256  # a state input's or output's name (one of 200,000 characters overflowed the child's command line)
 CHECKED_ON = ("CPUExecutionProvider",)  # the providers check's own parity sessions ask for
 MIN_STEP = 1e-45  # a quantization step, at least float32's smallest (a model that emits ~0 has one near it)
+# entries of a folder given to check, two folders down (where its globs look for manifests, archives and models): an
+# OUT holds a few hundred. 100,000 empty folders took check 24-57 s (its ~15 globs each listed them all) to say it
+# held no package
+MAX_FOLDER_ENTRIES = 10_000
 MAX_PAGE_BYTES = 16 << 20  # report.html: edgekit's pages are tens of KB; the parser is read whole
 INT8 = "model.int8.onnx"
 FP32 = "model.onnx"  # the float reference (a CoreML build's fp32 model is ort_format.fp32's own fixed-shape copy)
@@ -96,6 +100,8 @@ def check(path: Path, place: Callable[[dict], Place | None] | None = None, probe
     original = Path(path)
     if not original.exists():
         raise InputError(f"{original}: no such file or folder")
+    if original.is_dir() and not own:  # a folder from others (an export's own OUT is the user's)
+        _few_entries(original)
     if original.is_dir() and (archives := _archives_only(original)):
         return _check_archives(original, archives, place, probe, bench, own, only)
     with contextlib.ExitStack() as stack:
@@ -188,6 +194,24 @@ def _namer(root: Path, out: Path) -> Callable[[list[Case]], list[Case]]:
         return list
     there = out.relative_to(root).as_posix()
     return lambda cases: [replace(c, folder=f"{there}/{c.folder or c.target}") for c in cases]
+
+
+def _few_entries(folder: Path) -> None:
+    """InputError where `folder`, its folders and theirs hold more than MAX_FOLDER_ENTRIES entries, counted as listed
+    (no more than that many listed): check's globs list them each several times."""
+    seen, todo = 0, [(folder, 0)]
+    while todo:
+        at, depth = todo.pop()
+        try:
+            with os.scandir(at) as entries:
+                for entry in entries:
+                    if (seen := seen + 1) > MAX_FOLDER_ENTRIES:
+                        raise InputError(f"{folder}: holds more than {MAX_FOLDER_ENTRIES:,} files and folders two "
+                                         "folders down; give check a package folder, an OUT or an archive")
+                    if depth < 2 and entry.is_dir():
+                        todo.append((Path(entry.path), depth + 1))
+        except OSError:
+            continue  # unreadable: the globs skip it as well
 
 
 def _archives_only(folder: Path) -> list[Path]:

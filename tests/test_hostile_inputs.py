@@ -2539,3 +2539,19 @@ def test_an_ort_of_81000_inputs_is_left_to_the_child_before_a_name_is_read(tmp_p
         model_claims.read_ort(path, model_claims.IN_PROCESS_ORT_NAMES)
     assert not charged and time.perf_counter() - start < 1, (len(charged), time.perf_counter() - start)
     assert len(model_claims.read_ort(path).inputs) == 81_000  # as the child reads it: whole
+
+
+def test_check_of_a_folder_of_100000_empty_folders_is_refused_quickly(tmp_path):
+    """check's globs (a manifest, archives, models, up to two folders down) listed a folder's entries ~15 times: one
+    of 100,000 empty folders took 24-57 s to say it held no package. Past MAX_FOLDER_ENTRIES it is refused, listed
+    no further."""
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for i in range(5_001):  # 10,002 entries (MAX_FOLDER_ENTRIES 10,000): half of them one folder down
+        (out / f"d{i}" / "e").mkdir(parents=True)
+    start = time.perf_counter()
+    result = cli(["check", str(out)])
+    one_line_error(result, 3, f"{out}: holds more than 10,000 files and folders")
+    assert time.perf_counter() - start < 2, time.perf_counter() - start
