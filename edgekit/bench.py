@@ -120,22 +120,30 @@ def figure(lat: Latency) -> float:
     return fast_ms(lat.times_ms) if lat.times_ms else lat.p50_ms  # no runs kept (an older device): its p50
 
 
-def _resampled(lat: Latency, rng) -> np.ndarray:
-    """`fast_ms` of RESAMPLES bootstrap resamples of the runs (its own figure, RESAMPLES times, without them)."""
+def _resampled(lat: Latency, rounds: np.ndarray | None) -> np.ndarray:
+    """`fast_ms` of RESAMPLES bootstrap resamples of the runs (its own figure, RESAMPLES times, without them), the
+    runs of `rounds` (RESAMPLES x runs indices)."""
     a = np.asarray(lat.times_ms, dtype=float)
-    if a.size < 4:
+    if a.size < 4 or rounds is None:
         return np.full(RESAMPLES, figure(lat))
-    drawn = np.sort(a[rng.integers(0, a.size, (RESAMPLES, a.size))], axis=1)
+    drawn = np.sort(a[rounds], axis=1)
     return drawn[:, :_fastest(a.size)].mean(axis=1)
 
 
 def clearly_faster(a: Latency, b: Latency, margin: float = TIE) -> bool:
-    """Whether `a` beats `b` beyond noise: its figure lower by `margin`, and lower in 95%
-    of resamples (each model's runs drawn on their own, from one seeded generator: not paired by round)."""
+    """Whether `a` beats `b` beyond noise: its figure lower by `margin`, and lower in 95% of resamples. Models timed
+    round-robin (as many runs each) are resampled by round, each round's runs kept together: load that slowed a
+    round slowed both, and drawn apart it was counted as either model's noise (a 5% gain under load drifting 1-3x
+    round to round was a tie)."""
     if not figure(a) < figure(b) * (1 - margin):
         return False
     rng = np.random.default_rng(0)  # the same runs decide the same way
-    return float(np.mean(_resampled(a, rng) < _resampled(b, rng))) >= 0.95
+    n, m = len(a.times_ms), len(b.times_ms)
+    if n == m:
+        shared = rng.integers(0, n, (RESAMPLES, n)) if n >= 4 else None
+        return float(np.mean(_resampled(a, shared) < _resampled(b, shared))) >= 0.95
+    drawn_a, drawn_b = (rng.integers(0, k, (RESAMPLES, k)) if k >= 4 else None for k in (n, m))
+    return float(np.mean(_resampled(a, drawn_a) < _resampled(b, drawn_b))) >= 0.95
 
 
 @dataclass(frozen=True)

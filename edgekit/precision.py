@@ -145,16 +145,27 @@ def search(fp32: Path, int8: Path, plan: quantization.Plan, feeds, timed: Callab
     shutil.copyfile(best, int8)
     where = final["kept"].host.get("device") or describe(final["kept"].host)
     p50, fp32_p50 = final["start" if reverted else "kept"].p50_ms, final["fp32"].p50_ms
-    kept_float = f", {len(kept)} node(s) in float for speed" if kept else ""
     refused = [s.why for s in steps if s.note and s.timing.get("chosen") == "trial"]
     all_float = (f"; every compute node float ({refused[0]}) timed faster, and was not taken: the search keeps one "
                  "compute node int8 at least") if refused else ""
-    advice = (f"keep fp32: int8 slower than float here: {p50:.4g} ms vs {fp32_p50:.4g} ms p50 (model.int8.onnx"
-              f"{kept_float}, against model.onnx, one loop){all_float}" if p50 >= fp32_p50 else "")
+    advice = keep_fp32(final["start" if reverted else "kept"], final["fp32"], len(kept), all_float)
     record = PrecisionSearch(kept, tuple(steps), origin, final["start"].p50_ms, p50, where,
                              round(time.perf_counter() - start, 3), tuple(untried), reverted, fp32_p50, advice,
                              last.as_dict() if kept or reverted else {})
     return _with_float(plan, kept), record
+
+
+def keep_fp32(int8: bench.Latency, fp32: bench.Latency, kept: int = 0, also: str = "") -> str:
+    """"keep fp32" where model.onnx is clearly faster than the int8 model kept, by the figure and noise test the
+    search's choices use (bench.choose): one loop's p50s, compared bare, said it of a model whose fastest runs were
+    faster, and not of one beyond the noise slower."""
+    pick = bench.choose({"int8": int8, "fp32": fp32}, ["int8", "fp32"], MARGIN)
+    if pick.chosen != "fp32":
+        return ""
+    kept_float = f", {kept} node(s) in float for speed" if kept else ""
+    return (f"keep fp32: int8 slower than float here: {pick.figures_ms['int8']:.4g} ms vs "
+            f"{pick.figures_ms['fp32']:.4g} ms, {pick.estimator} (model.int8.onnx{kept_float}, against model.onnx, "
+            f"one loop){also}")
 
 
 def _with_float(plan: quantization.Plan, nodes: tuple[str, ...]) -> quantization.Plan:

@@ -92,7 +92,7 @@ def test_the_final_loop_must_confirm_the_kept_model_faster(branchy_fp32, tmp_pat
     work.mkdir()
     chosen, record = precision.search(branchy_fp32, int8, plan, feeds, _timer(0.8, final_kept_ms, fp32_ms), work,
                                       work / "cache.json", max_trials=3, time_budget=600)
-    assert record.fp32_p50_ms == fp32_ms and record.advice.startswith("keep fp32") == (fp32_ms <= record.p50_ms)
+    assert record.fp32_p50_ms == fp32_ms and record.advice.startswith("keep fp32") == (fp32_ms < record.p50_ms * (1 - precision.MARGIN))
     assert record.steps and all(s.kept for s in record.steps)
     assert first not in [n for s in record.steps for n in s.nodes]  # excluded by the plan: not credited to speed
     # and the model the search starts from is not all-int8 (report.md called --auto's choice that, and its p50 so)
@@ -122,7 +122,8 @@ def test_the_search_never_takes_the_last_int8_node_away(branchy_fp32, tmp_path):
     assert {s.note for s in refused} == {precision.NO_INT8_LEFT}
     compute = {n.name for n in onnx.load(branchy_fp32).graph.node if n.op_type in bench.COMPUTE_OPS}
     assert record.float_nodes and compute - set(record.float_nodes)
-    assert record.advice.startswith("keep fp32: int8 slower than float here: 0.8 ms vs 0.7 ms p50"), record.advice
+    assert record.advice.startswith(f"keep fp32: int8 slower than float here: 0.8 ms vs 0.7 ms, {bench.ESTIMATOR}"), \
+        record.advice
     assert f"every compute node float ({refused[0].why}) timed faster, and was not taken" in record.advice
 
 
