@@ -92,7 +92,8 @@ def test_the_final_loop_must_confirm_the_kept_model_faster(branchy_fp32, tmp_pat
     work.mkdir()
     chosen, record = precision.search(branchy_fp32, int8, plan, feeds, _timer(0.8, final_kept_ms, fp32_ms), work,
                                       work / "cache.json", max_trials=3, time_budget=600)
-    assert record.fp32_p50_ms == fp32_ms and record.advice.startswith("keep fp32") == (fp32_ms < record.p50_ms * (1 - precision.MARGIN))
+    clearly_faster = fp32_ms < record.p50_ms * (1 - precision.MARGIN)  # bench.choose's test, each run alike
+    assert record.fp32_p50_ms == fp32_ms and record.advice.startswith("keep fp32") == clearly_faster
     assert record.steps and all(s.kept for s in record.steps)
     assert first not in [n for s in record.steps for n in s.nodes]  # excluded by the plan: not credited to speed
     # and the model the search starts from is not all-int8 (report.md called --auto's choice that, and its p50 so)
