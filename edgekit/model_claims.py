@@ -35,11 +35,13 @@ class Graph:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-def read_onnx(path: Path) -> Graph:
-    """An .onnx file's facts (its sub-graphs' nodes too), without its external data."""
+def read_onnx(path: Path, here: bool = False) -> Graph:
+    """An .onnx file's facts (its sub-graphs' nodes too), without its external data. `here` (check's own process):
+    the bytes parsed are those counted, NotHere past IN_PROCESS_BYTES (a file swapped after model_claims counted
+    it, small, was parsed here whatever it had become)."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    model = onnx.load_model_from_string(_small_onnx(path)) if here else onnx.load(str(path), load_external_data=False)
     found, graphs = Graph(), [model.graph]
     while graphs:
         g = graphs.pop()
@@ -56,6 +58,17 @@ def read_onnx(path: Path) -> Graph:
     found.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     found.metadata = {p.key: p.value for p in model.metadata_props}
     return found
+
+
+def _small_onnx(path: Path) -> bytes:
+    """`path`'s bytes, read once, where its graph is no more than IN_PROCESS_BYTES (NotHere where it is more)."""
+    from .graph_bytes import graph_bytes_of
+
+    with open(path, "rb") as f:
+        data = f.read(IN_PROCESS_FILE_BYTES + 1)
+    if len(data) > IN_PROCESS_FILE_BYTES or graph_bytes_of(data, IN_PROCESS_BYTES) > IN_PROCESS_BYTES:
+        raise NotHere(path.name)
+    return data
 
 
 def read_ort(path: Path, most: int | None = None) -> Graph:
@@ -181,7 +194,7 @@ def _ort_tensor_type(arg, fbs, reads: _Reads) -> tuple[str, list[int | None]]:
 
 
 def read(path: Path, most: int | None = None) -> Graph:
-    return read_ort(path, most) if path.suffix == ".ort" else read_onnx(path)
+    return read_ort(path, most) if path.suffix == ".ort" else read_onnx(path, most is not None)
 
 
 # a model file larger is read in a bounded child: onnx.load and the facts kept of it take ~180 bytes of memory and
