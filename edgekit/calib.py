@@ -523,12 +523,23 @@ def _with_batch_of(row, axis: int | None) -> np.ndarray:
     return np.asarray(row) if axis is None else np.expand_dims(row, axis)
 
 
+def _pixels_hint(spec: InputSpec, sample: np.ndarray) -> str:
+    """uint8 images for a float input are raw pixels: a cast alone feeds the model 0-255 where it was trained on
+    normalised values (its accuracy gone, nothing said), so name what does fit."""
+    if sample.dtype != np.uint8 or not np.issubdtype(np.dtype(spec.dtype), np.floating) or sample.ndim < 3:
+        return ""
+    return ("; raw pixels? a cast alone feeds them as 0-255: normalise them as training did, or declare "
+            f"{spec.name}:{'x'.join(map(str, spec.shape))}:uint8 with image_uint8 (mean, std) to fold the "
+            "normalisation into the model (README: Camera pixels)")
+
+
 def validate(origin: str, spec: InputSpec, sample: np.ndarray) -> None:
     if sample.dtype != np.dtype(spec.dtype):
         cast = f"array.astype(np.{spec.dtype})"
         raise InputError(f"{origin}: input {spec.name!r} has dtype {sample.dtype}, " + (
             f"but its --input declares {spec.typed()} (if the model takes {spec.dtype}, cast it: {cast}; else "
-            "correct the --input dtype)" if spec.declared else f"the model takes {spec.dtype} (cast it: {cast})"))
+            "correct the --input dtype)" if spec.declared else f"the model takes {spec.dtype} (cast it: {cast})")
+            + _pixels_hint(spec, sample))
     differ = [i for i, (d, s) in enumerate(zip(spec.shape, sample.shape)) if isinstance(d, int) and d != s]
     if sample.ndim != len(spec.shape) or differ:
         short = differ == [0] and sample.ndim == len(spec.shape) and sample.shape[0] < spec.shape[0]

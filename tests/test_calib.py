@@ -704,6 +704,23 @@ def test_data_of_another_dtype_than_input_declares_blames_input_not_the_model(tm
             said.output
 
 
+def test_uint8_pixels_for_a_float_input_are_not_told_to_be_cast_alone(tmp_path):
+    """uint8 images for a float image input were told "cast it: array.astype(np.float32)": followed, the model gets
+    0-255 where it was trained on normalised values. The error names normalising or image_uint8 instead."""
+    from conftest import cli
+
+    np.savez(tmp_path / "px.npz", image=np.full((4, 3, 16, 16), 200, np.uint8))
+    said = cli(["export", "models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", tmp_path / "px.npz",
+                "--no-bench", "--out", tmp_path / "o"])
+    assert said.exit_code == 3 and said.stderr.count("\n") == 1, said.output
+    assert "raw pixels? a cast alone feeds them as 0-255: normalise them as training did, or declare " \
+           "image:Nx3x16x16:uint8 with image_uint8" in said.stderr, said.stderr
+    ids = np.savez(tmp_path / "ids.npz", image=np.ones((4, 3, 16, 16), np.int64)) or tmp_path / "ids.npz"
+    said = cli(["export", "models:small_cnn", "--input", "image:Nx3x16x16", "--calibration", ids, "--no-bench",
+                "--out", tmp_path / "o"])
+    assert said.exit_code == 3 and "raw pixels" not in said.stderr, said.stderr  # int64 ids: no pixels
+
+
 def test_a_data_loaders_usual_mismatches_say_the_fix():
     """float64 arrays (numpy's default) and a DataLoader's short last batch on a fixed batch axis were refused
     without a word of what to do."""
