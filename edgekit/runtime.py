@@ -382,7 +382,7 @@ def _run_torch_one(module, feed, input_names, i: int) -> list[np.ndarray]:
         shapes = ", ".join(f"{n}:{list(a.shape)}" for n, a in zip(input_names, args))
         raise InputError(f"model does not run on inputs {shapes} (sample {i}): "
                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{_dtype_hint(module, args)}"
-                         f"{ids_hint(e, input_names, args)}") from e
+                         f"{ids_hint(e, input_names, args)}{_channels_last_hint(module, input_names, args)}") from e
     return [o.detach().numpy() for o in flatten_outputs(out)]
 
 
@@ -447,6 +447,22 @@ def ids_hint(error: BaseException, names, args) -> str:
         return ""
     return (f" (ids, as an nn.Embedding takes, must be integers: declare the ids input int64, NAME:SHAPE:int64, and "
             f"give int64 data; declared float here: {', '.join(floats)})")
+
+
+def _channels_last_hint(module, names, args) -> str:
+    """Frames declared and given channels last (x:1x32x32x3) fail in the first Conv2d with torch's "expected input
+    to have 3 channels, but got 32": say it is the layout, and how to give NCHW."""
+    import torch
+
+    first = next((m for m in module.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    if first is None:
+        return ""
+    c = first.in_channels
+    for name, a in zip(names, args):
+        if a.ndim == 4 and a.shape[3] == c and a.shape[1] != c:
+            return (f" (channels last, NHWC? the model's first Conv2d takes {c} channels on axis 1: give the data "
+                    f"as array.transpose(0, 3, 1, 2) and declare {name!r} as Nx{c}x{a.shape[1]}x{a.shape[2]})")
+    return ""
 
 
 def _dtype_hint(module, args) -> str:

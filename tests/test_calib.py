@@ -721,6 +721,19 @@ def test_uint8_pixels_for_a_float_input_are_not_told_to_be_cast_alone(tmp_path):
     assert said.exit_code == 3 and "raw pixels" not in said.stderr, said.stderr  # int64 ids: no pixels
 
 
+def test_channels_last_frames_declared_channels_last_name_the_layout(tmp_path):
+    """--input image:Nx16x16x3 with NHWC frames got only torch's "expected input[1, 16, 16, 3] to have 3 channels,
+    but got 16 channels instead": the layout, and how to give NCHW, are said on the same line."""
+    from conftest import cli
+
+    np.savez(tmp_path / "nhwc.npz", image=np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32))
+    said = cli(["export", "models:small_cnn", "--input", "image:Nx16x16x3", "--calibration", tmp_path / "nhwc.npz",
+                "--no-bench", "--out", tmp_path / "o"])
+    assert said.exit_code == 3 and said.stderr.count("\n") == 1, said.output
+    assert said.stderr.endswith("(channels last, NHWC? the model's first Conv2d takes 3 channels on axis 1: give the "
+                                "data as array.transpose(0, 3, 1, 2) and declare 'image' as Nx3x16x16)\n"), said.stderr
+
+
 def test_a_data_loaders_usual_mismatches_say_the_fix():
     """float64 arrays (numpy's default) and a DataLoader's short last batch on a fixed batch axis were refused
     without a word of what to do."""
