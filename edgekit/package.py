@@ -258,8 +258,9 @@ PAGES = ("report.md", "report.html")
 # manifest.json's `page_format`: how this edgekit renders PAGES from a manifest. Raise it with every change to what
 # report.md or report.html say or how (report.py, report_html.py): check holds a package's pages to its own rendering
 # only where the formats match, and a package made before the change, by the same dev version, failed as edited.
-PAGE_FORMAT = 3  # 2: report.html names the class names file (labels.txt); 3: report.md says what ranked --auto's
-# trials and decided --precision latency's steps (the fastest runs), with those figures
+PAGE_FORMAT = 4  # 2: report.html names the class names file (labels.txt); 3: report.md says what ranked --auto's
+# trials and decided --precision latency's steps (the fastest runs), with those figures; 4: report.html's parity line
+# says the int8 and the fp32 outputs' threads apart (format 3's examples/ci archive then failed check as edited)
 
 
 LABELS = "labels.txt"  # a classifier's class names, one per line, as a package ships them

@@ -3215,7 +3215,7 @@ def test_a_labels_file_as_real_ones_are_is_read_and_control_characters_are_not(t
 
 
 PAGES_FIXTURE = Path(__file__).parent / "fixtures" / "pages"  # a digits manifest (with labels) and its pages
-PAGES_RECORDED_AT = 3  # the package.PAGE_FORMAT the fixture's pages were rendered at
+PAGES_RECORDED_AT = 4  # the package.PAGE_FORMAT the fixture's pages were rendered at
 
 
 def test_a_change_to_how_the_pages_render_raises_page_format():
