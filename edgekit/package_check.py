@@ -438,7 +438,7 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
         raise InputError(f"{shown}: manifest.json ships {unchecked[0]} with no golden outputs to check it by")
     _golden_files_apart(shown, golden)
     _within_archive_caps(folder, shown, files, archive.file_sizes(manifest))
-    cases = [_integrity(folder, shown, target, manifest, mismatched), _gates(target, manifest)]
+    cases = [_integrity(folder, shown, target, manifest, mismatched, pages=not own), _gates(target, manifest)]
     not_run = [Case(target, f"parity {m}", False, "not run: the package failed its integrity check") for m in golden]
     if not cases[0].passed:  # files that are not what the manifest says are never run
         return cases + not_run
@@ -2033,9 +2033,12 @@ def _named(manifest: dict) -> set[str]:
         {labels["file"]} if isinstance(labels.get("file"), str) else set())
 
 
-def _integrity(folder: Path, shown: str, target: str, manifest: dict, mismatched: dict[Path, str]) -> Case:
+def _integrity(folder: Path, shown: str, target: str, manifest: dict, mismatched: dict[Path, str],
+               pages: bool = True) -> Case:
     """Every listed file matches its hash, and the folder holds nothing the manifest does not list.
-    `mismatched`: the actual hashes of archive members that were never written because they did not match."""
+    `mismatched`: the actual hashes of archive members that were never written because they did not match.
+    `pages`: the package is finished, so it hashes report.md and report.html (the export's own check runs before
+    they are written): both dropped from the files and deleted, with page_format edited, passed."""
     files, sizes, bad = manifest["files"], archive.file_sizes(manifest), []
     for name, digest in sorted(files.items()):
         if folder / name in mismatched:  # an archive member that did not match was never written
@@ -2055,6 +2058,8 @@ def _integrity(folder: Path, shown: str, target: str, manifest: dict, mismatched
         bad.append(f"files not in the manifest: {_some(unlisted)}")
     if unshipped := sorted(n for n in _named(manifest) if n not in files):  # a C header, an .ort its manifest names
         bad.append(f"files the manifest names but does not ship: {_some(unshipped)}")
+    if pages and (unhashed := [n for n in package.PAGES if n not in files]):
+        bad.append(f"the manifest does not hash {' or '.join(unhashed)}, which every package ships")
     return Case(target, "integrity", not bad, "; ".join(bad))
 
 

@@ -500,6 +500,19 @@ def test_a_report_dropped_from_the_manifest_fails_integrity(digits, tmp_path):
     assert "files not in the manifest: report.md" in integrity(folder)
 
 
+def test_reports_dropped_from_the_manifest_and_deleted_fail_integrity_whatever_the_page_format(digits, tmp_path):
+    """Every package hashes both reports: dropped from the files and deleted, with page_format edited so that check
+    does not render them, the package passed (the removed unhashed-reports allowance left them optional)."""
+    folder = copy_of(digits, tmp_path, "desktop-x86")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name in ("report.md", "report.html"):
+        del manifest["files"][name], manifest["sizes"][name]
+        (folder / name).unlink()
+    manifest["page_format"] = 2
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert "the manifest does not hash report.md or report.html, which every package ships" in integrity(folder)
+
+
 @pytest.fixture(scope="module")
 def merged_classes(tmp_path_factory):
     """Task auto on unlabelled data: a 10-class head whose classes int8 merges fails top1_agreement."""
