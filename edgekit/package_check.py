@@ -741,7 +741,8 @@ def _c_array_claims(folder: Path, manifest: dict) -> str:
     if not (isinstance(c, dict) and all(isinstance(c.get(k), str) and c[k] in files
                                         for k in ("embeds", "header", "source", "assembly"))
             and isinstance(c.get("c_name"), str) and C_NAME_FORM.fullmatch(c["c_name"])):
-        return "c_header does not name shipped files for what it embeds, its header and its source, or a C name"
+        return ("c_header does not name shipped files for what it embeds, its header, its source and its assembly "
+                "(model_data.S), or a C name")
     data = (folder / c["embeds"]).read_bytes()
     if not _c_array_is(folder / c["source"], data):
         return f"{c['source']}'s array is not {c['embeds']}'s bytes"

@@ -2648,6 +2648,17 @@ def test_a_c_array_is_read_a_block_at_a_time_and_an_output_in_later_samples_only
     assert result.exit_code == 1, result.output
 
 
+def test_a_c_header_entry_without_its_assembly_says_so(tmp_path):
+    """Every arm64-linux package ships model_data.S: a c_header naming none was told only of what it embeds, its
+    header, its source or a C name, none of them wrong."""
+    from edgekit import package_check
+
+    names = {"embeds": "model.int8.onnx", "header": "model_data.h", "source": "model_data.c", "c_name": "model"}
+    manifest = {"c_header": names, "files": {n: "0" * 64 for n in (*list(names.values())[:3], "model_data.S")}}
+    said = package_check._c_array_claims(tmp_path, manifest)
+    assert said.startswith("c_header does not name") and "its assembly (model_data.S)" in said, said
+
+
 def test_class_gates_on_an_output_other_than_the_scored_one_are_untrue():
     """Class gates are on the first 2-D output (a map returned before the logits was scored as 1,024 classes), or
     the output accuracy records."""
