@@ -1359,8 +1359,8 @@ def _length_claims(manifest: dict, said: dict, figures: dict) -> list[str]:
 
 def _detection_claims(manifest: dict, said: dict, figures: dict, validated: int | None = None) -> list[str]:
     """Each output's detection_agreement, and the quant_detection_agreement gate, where better than the golden
-    samples allow (_detection_best), or the gate passed where that best misses its limit. A package recording none
-    (made before detections were matched) is checked as before."""
+    samples allow (_detection_best), or the gate passed where that best misses its limit (one recording none where
+    these match detections is untrue: _length_claims)."""
     bests = {o["output"]: (o["detection_agreement"], best) for o in figures["outputs"]
              if (best := _detection_best(o, said.get(o["output"]) or {}, validated)) is not None}
     bad = [f"{name} detection_agreement {_number(value)} (these give {here:.6g}: at most {best:.6g})"
@@ -1462,8 +1462,8 @@ def _top1_best(here: dict, flips: int, said: dict, validated, slack: float) -> f
     """The best top-1 (or top-5) agreement over the rows the verdict counted, given the golden samples' (a subset of
     its samples, each row counted there too): their clear flips (top1_flips; top5_misses) are flips there, out of at
     most the fewest of: the rows each validation sample has where the graph fixes them (per_sample), the top1_rows
-    the manifest records (the rows both agreements count: an open batch axis leaves per_sample unknown; a package
-    made before classify recorded them has task auto's alone), and MOST_SHARE times the golden rows; never fewer
+    the manifest records (the rows both agreements count: an open batch axis leaves per_sample unknown; one missing
+    is untrue, _row_claims), and MOST_SHARE times the golden rows; never fewer
     than the golden rows. Sound, as the golden outputs are the verdict's int8 outputs; `slack` (LOSS_SLACK) where
     an emulated CPU's kernels made them."""
     rows = here["rows"]
