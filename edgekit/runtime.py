@@ -248,13 +248,17 @@ def run_calibration(path, feeds: list[dict[str, np.ndarray]], reuse: bool = Fals
     (quantization.minmax_ranges) and onnxruntime's histogram calibrators run it: their runs take no RunOptions, so
     none of them can be ended (a Loop sized by a sample's values hung there for good). The float model's outputs
     must be finite, as on validation: the calibrators' NaN-ignoring ranges left out a sample it diverged on, unsaid.
-    `first`: the index of feeds[0] in the calibration data; `hint`: nonfinite_output's."""
+    `first`: the index of feeds[0] in the calibration data; `hint`: nonfinite_output's. Each sample's outputs are
+    checked and dropped before the next runs: all of them held at once were 4096 samples' (16 GB of a segmentation
+    model's), where streaming calibration holds one sample."""
     sess = session(path, threads=host.work_threads(), reuse=reuse)[0]
-    try:
-        outs = run_onnx(sess, feeds, "the calibration data")
-    except StageError as e:
-        raise StageError("calibration", e.message) from None
-    nonfinite_output([o.name for o in sess.get_outputs()], outs, "calibration sample", first, hint)
+    names = [o.name for o in sess.get_outputs()]
+    for i, feed in enumerate(feeds):
+        try:
+            outs = run_onnx(sess, [feed], "the calibration data", give_back=i == len(feeds) - 1)
+        except StageError as e:
+            raise StageError("calibration", e.message) from None
+        nonfinite_output(names, outs, "calibration sample", first + i, hint)
 
 
 def nonfinite_output(names: list[str], outputs, role: str, first: int = 0, hint: str = "") -> None:
