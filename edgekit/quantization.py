@@ -430,16 +430,29 @@ def output_chains(model, settings: QuantSettings, values: bool = False) -> dict[
 
 def outputs_kept_float(model) -> set[str]:
     """The outputs of a quantized ModelProto whose last computing node runs in float (kept float, by the few-levels
-    rule or --exclude-nodes): reached back through MOVEMENT_OPS, Relu and Clip, no DequantizeLinear gives them."""
+    rule or --exclude-nodes): reached back through MOVEMENT_OPS, Relu and Clip, no DequantizeLinear gives them, nor
+    dynamic quantization's integer product (_dynamic_integer)."""
     producer = {o: n for n in model.graph.node for o in n.output}
     found = set()
     for out in model.graph.output:
         node = producer.get(out.name)
         while node is not None and node.op_type in (*MOVEMENT_OPS, "Relu", "Clip"):
             node = producer.get(node.input[0])
-        if node is not None and node.op_type != "DequantizeLinear":
+        if node is not None and node.op_type != "DequantizeLinear" and not _dynamic_integer(node, producer):
             found.add(out.name)
     return found
+
+
+DYNAMIC_INTEGER_OPS = ("MatMulInteger", "ConvInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul")
+
+
+def _dynamic_integer(node, producer: dict, depth: int = 3) -> bool:
+    """Whether `node` is the float end of a dynamically quantized layer: MatMulInteger, then Cast, Mul (the scales)
+    and Add (the bias) in float; an int8 head ending so was taken as kept float, its advice then left out."""
+    if node.op_type in DYNAMIC_INTEGER_OPS:
+        return True
+    return depth > 0 and node.op_type in ("Cast", "Mul", "Add") and any(
+        _dynamic_integer(p, producer, depth - 1) for p in map(producer.get, node.input) if p is not None)
 
 
 def fold_ranges(ranges: dict | None, value) -> dict | None:

@@ -1481,3 +1481,23 @@ def test_the_float_pass_over_calibration_samples_holds_one_samples_outputs(tmp_p
     feeds[7] = {"x": -np.ones((1, 1), np.float32)}
     with pytest.raises(InputError, match="'y' is NaN or Inf on calibration sample 7 "):
         run_calibration(path, feeds[5:], first=5)
+
+
+def test_a_dynamically_quantized_output_is_not_taken_as_kept_float(tmp_path):
+    """Dynamic quantization ends a layer in float (MatMulInteger, Cast, Mul by the scales, Add of the bias): its
+    output was taken as kept float, and a failed centred SQNR gate's advice to keep the head float left out. A head
+    statically kept float (--exclude-nodes) still is."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    fp32 = export_torch(net, (InputSpec.parse("state:Nx6"),), (), 17, tmp_path / "m.onnx")
+    quantize_dynamic(str(fp32), str(tmp_path / "dyn.onnx"), weight_type=QuantType.QInt8)
+    dynamic = onnx.load(tmp_path / "dyn.onnx")
+    assert "MatMulInteger" in {n.op_type for n in dynamic.graph.node}
+    assert quantize.outputs_kept_float(dynamic) == set()
+    model = onnx.load(fp32)
+    head = next(n for n in model.graph.node if n.output[0] == model.graph.output[0].name)
+    head.output[0] = "head"
+    model.graph.node.append(onnx.helper.make_node("Mul", ["head", "head"], [model.graph.output[0].name]))
+    assert quantize.outputs_kept_float(model) == {"output"}  # a float Mul of a float Gemm: no integer below it
