@@ -517,7 +517,8 @@ def _steps(shared: Shared, fp32: Path, names: list[str]):
     sequences.check_outputs(shared.recipe.state, names)
     cal, val = (sequences.rollout(stepper(sess), data.feeds, shared.inputs, names,
                                   shared.recipe.state, shared.init) for data in (shared.cal, shared.val))
-    nonfinite_output(names, cal.outputs, "calibration step")  # as run_calibration holds a model's samples
+    nonfinite_output(names, cal.outputs, "calibration step",  # as run_calibration holds a model's samples
+                     hint=_random_blamed("calibration") if shared.cal.random else "")
     return (calib.Dataset(f"{shared.cal.origin} (steps)", cal.feeds, None, shared.cal.random),
             calib.Dataset(f"{shared.val.origin} (steps)", val.feeds, sequences.step_labels(shared.val, val.lengths),
                           shared.val.random, labels_aside=shared.val.labels_aside), val.outputs, val, cal.lengths)

@@ -441,3 +441,19 @@ def test_a_float_gru_holding_most_weights_is_said_to_stay_float_once(tmp_path):
             quantization.float_weights(model, "static", ())]
     assert said[-1] == "100% of the weights are in the float GRU", said
     assert sum("GRU node(s) stay float" in w for w in said) == 1, said
+
+
+def test_a_streaming_model_nan_on_random_calibration_steps_blames_the_data(tmp_path):
+    """sqrt of edgekit's random (standard normal) calibration steps is NaN: a streaming model's check said "the model
+    diverges on this data" where a stateless model's says the random data may be none the model takes."""
+    (tmp_path / "sq.py").write_text("import torch\n\n\nclass M(torch.nn.Module):\n    def forward(self, x, state):\n"
+                                    "        new = 0.5 * state + torch.sqrt(x)\n        return new.sum(1, keepdim=True),"
+                                    " new\n\n\ndef build():\n    return M()\n")
+    x = np.abs(np.random.default_rng(0).standard_normal((4, 20, 1, 8))).astype(np.float32) + 1
+    np.savez(tmp_path / "val.npz", x=x)
+    result = cli(["export", f"{tmp_path / 'sq.py'}:build", "--input", "x:Nx8", "--input", "state:Nx8",
+                  "--output-name", "score", "--output-name", "stateN", "--state", "state=stateN", "--no-bench",
+                  "--calibration", "random", "--validation", tmp_path / "val.npz", "--out", tmp_path / "o"])
+    assert result.exit_code == 3, result.output
+    assert "is NaN or Inf on calibration step 0 (before any quantization): the calibration data is random" in (
+        result.output), result.output
