@@ -355,6 +355,8 @@ def _export_dynamo(torch, module, args, specs, names, opset, dest):
                    or None for s in specs)
     if isinstance(module, torch.export.ExportedProgram):
         shapes = None  # an exported program carries its own dynamic shapes
+    else:
+        shapes = _shapes_by_parameter(module, shapes)
     printed = io.StringIO()
     try:
         with contextlib.redirect_stderr(printed):  # a failed torch.export prints its partial graph (35 lines)
@@ -370,6 +372,22 @@ def _export_dynamo(torch, module, args, specs, names, opset, dest):
         onnx.save(_split_for_opset(program.model_proto), str(dest))
     else:
         program.save(str(dest), external_data=False)
+
+
+def _shapes_by_parameter(module, shapes: tuple) -> tuple:
+    """torch.export matches dynamic_shapes to forward's parameters, not to the inputs: a `forward(self, *args)`
+    (image_uint8's pixel wrapper) takes all its inputs in one parameter, so their shapes go in one tuple, else
+    torch fails with "mismatch between the structure of `inputs` and `dynamic_shapes`"."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):  # a forward inspect cannot read: the shapes as they were
+        return shapes
+    star = next((i for i, p in enumerate(params) if p.kind is p.VAR_POSITIONAL), None)
+    if star is None or star > len(shapes):
+        return shapes
+    return (*shapes[:star], tuple(shapes[star:]))
 
 
 def _split_for_opset(model):

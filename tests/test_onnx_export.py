@@ -623,3 +623,22 @@ def test_a_dict_inside_a_tuple_names_its_outputs_by_their_keys(tmp_path):
                          (Plain(), ["output_0", "output_1", "output_2"])):
         done = export_torch(module, (InputSpec.parse("x:Nx4"),), (), 17, tmp_path / "t.onnx")
         assert [o.name for o in onnx.load(str(done)).graph.output] == want
+
+
+def test_the_dynamo_exporter_takes_a_forward_with_star_args(tmp_path):
+    """torch.export matches dynamic_shapes to forward's parameters: one per input failed a `forward(self, a, *rest)`
+    with "mismatch between the structure of `inputs` and `dynamic_shapes`"."""
+    import torch
+
+    from edgekit.config import InputSpec
+    from edgekit.onnx_export import export_torch
+
+    class Star(torch.nn.Module):
+        def forward(self, a, *rest):
+            return a.sum(1) + rest[0].sum(1) + rest[1].sum(1)
+
+    path = export_torch(Star(), tuple(InputSpec.parse(f"{n}:Nx4") for n in "xyz"), (), 18, tmp_path / "m.onnx",
+                        exporter="dynamo")
+    inputs = onnx.load(str(path)).graph.input
+    assert [(i.name, [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]) for i in inputs] == [
+        ("x", ["N", 4]), ("y", ["N", 4]), ("z", ["N", 4])]

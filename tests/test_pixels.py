@@ -127,6 +127,36 @@ def test_the_normalisation_stays_float_and_raw_pixels_feed_the_first_dequantize_
     assert f"<td>{mul.name}</td><td>image_uint8: the pixel normalisation of input &#x27;image&#x27;</td>" in page
 
 
+@pytest.mark.parametrize("mean,std,nodes_in_int8", [(MEAN, STD, True), (0.0, 1.0, False)])
+def test_the_dynamo_exporter_exports_the_pixel_wrapper(tmp_path, mean, std, nodes_in_int8):
+    """The wrapper's forward(*args) takes every input in one parameter: torch.export failed with "mismatch between
+    the structure of `inputs` and `dynamic_shapes`" (exit 4) on the per-input shapes edgekit gave it."""
+    np.savez(tmp_path / "cal.npz", image=pixels(40, 0))
+    np.savez(tmp_path / "val.npz", image=pixels(12, 1))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[model]\nsource = "models:small_cnn"\ninputs = ["image:Nx3x16x16:uint8"]\nexporter = "dynamo"\n'
+                      f'image_uint8 = {{input = "image", mean = {mean}, std = {std}}}\n'
+                      f'[data]\ncalibration = "{tmp_path / "cal.npz"}"\nvalidation = "{tmp_path / "val.npz"}"\n')
+    result = cli(["export", recipe, "-t", "desktop-x86", "--out", tmp_path / "o", "--no-bench"])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "o" / "desktop-x86"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["model"]["exporter"] == "dynamo"
+    assert manifest["image_uint8"]["nodes_in_int8"] is nodes_in_int8
+    assert cli(["check", folder]).exit_code == 0
+    raw = pixels(8, 2)
+    normalised = ((raw / 255.0 - np.reshape(mean, (1, -1, 1, 1))) / np.reshape(std, (1, -1, 1, 1))).astype(np.float32)
+    with torch.no_grad():
+        want = small_cnn()(torch.from_numpy(normalised)).numpy()
+    for name in ("model.onnx", "model.int8.onnx"):
+        [image] = onnx.load(str(folder / name)).graph.input
+        assert image.type.tensor_type.elem_type == onnx.TensorProto.UINT8, name
+        assert image.type.tensor_type.shape.dim[0].dim_param, name  # the batch stays dynamic
+        [[got]] = run_onnx(session(folder / name)[0], [{"image": raw}])
+        cos = (want * got).sum(1) / np.linalg.norm(want, axis=1) / np.linalg.norm(got, axis=1)
+        assert cos.min() > 0.99, (name, cos)
+
+
 def test_raw_feed_is_bit_for_bit_the_quantized_normalisation(tmp_path):
     """The rewrite on its own: the same int8 model before and after it, on images holding every pixel value."""
     from edgekit import pixels as px, quantization
