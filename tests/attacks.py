@@ -71,8 +71,7 @@ def ort_naming_one_node_over_and_over(path, entries: int) -> None:
     """An ORT-format file whose `entries` node entries all point at one node whose `entries` inputs all point at one
     name: a flatbuffer's entries are offsets, so a file of 8 bytes an entry reads as entries² names."""
     import flatbuffers
-    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import (Graph, InferenceSession, Model, Node,
-                                                                           OperatorSetId)
+    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import Graph, Model, Node, OperatorSetId
 
     b = flatbuffers.Builder(1024)
 
@@ -100,17 +99,7 @@ def ort_naming_one_node_over_and_over(path, entries: int) -> None:
     Model.StartOpsetImportVector(b, 1)
     b.PrependUOffsetTRelative(opset)
     opsets = b.EndVector()
-    Model.Start(b)
-    Model.AddIrVersion(b, 8)
-    Model.AddOpsetImport(b, opsets)
-    Model.AddGraph(b, graph)
-    model = Model.End(b)
-    version = b.CreateString("1")
-    InferenceSession.Start(b)
-    InferenceSession.AddOrtVersion(b, version)
-    InferenceSession.AddModel(b, model)
-    b.Finish(InferenceSession.End(b), file_identifier=b"ORTM")
-    path.write_bytes(b.Output())
+    _write_ort(b, graph, path, opsets)
 
 
 def onnx_of_packed_varints(path, numbers: int) -> None:
@@ -139,8 +128,8 @@ def ort_of_inputs_naming_one_arg(path, entries: int) -> None:
     """An ORT-format file whose graph lists `entries` inputs, all naming one float node arg "x" (a string's offset
     each: 4 bytes an input, each read with its type)."""
     import flatbuffers
-    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import (Graph, InferenceSession, Model, ValueInfo,
-                                                                           TensorTypeAndShape, TypeInfo, TypeInfoValue)
+    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import (Graph, TensorTypeAndShape, TypeInfo,
+                                                                           TypeInfoValue, ValueInfo)
 
     b = flatbuffers.Builder(1024)
     name = b.CreateString("x")
@@ -166,8 +155,17 @@ def ort_of_inputs_naming_one_arg(path, entries: int) -> None:
     Graph.AddNodeArgs(b, args)
     Graph.AddInputs(b, inputs)
     graph = Graph.End(b)
+    _write_ort(b, graph, path)
+
+
+def _write_ort(b, graph, path, opsets=None) -> None:
+    """Finish an .ort file around `graph` (IR 8, ORT version "1"), with `opsets` where given."""
+    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import InferenceSession, Model
+
     Model.Start(b)
     Model.AddIrVersion(b, 8)
+    if opsets is not None:
+        Model.AddOpsetImport(b, opsets)
     Model.AddGraph(b, graph)
     model = Model.End(b)
     version = b.CreateString("1")
