@@ -17,10 +17,11 @@ import numpy as np
 # (int32, int64, uint64 data: 1 byte each, 8 in memory) and strings are counted
 TENSOR_DATA_FIELDS = {4, 9, 10}
 # packed numbers, one field however many (TensorProto's int32, int64, uint64 data; AttributeProto's floats and ints),
-# counted at what they take parsed, `packed_divisor` times less: a varint (1 byte in the file at least) PACKED_NUMBER
-# bytes, a float its 4 (PACKED_FIELDS says which are floats). Counted as bytes, 120 MiB of 1-byte int64_data passed
-# the gate and took inspect 4.5 GB and 40 s; their count is told by numpy (a varint's last byte is below 0x80)
-PACKED_FIELDS = {"tensor": {5: False, 7: False, 11: False}, "attribute": {7: True, 8: False}}
+# counted at what they take parsed, `packed_divisor` times less: a varint (1 byte in the file at least) the bytes
+# PACKED_FIELDS gives (int32_data 4: counted 8, a 41 MB model of 16.7M fp16 weights, as onnx.helper keeps them, was
+# refused), a float (None) its 4. Counted as bytes, 120 MiB of 1-byte int64_data passed the gate and took inspect
+# 4.5 GB and 40 s; their count is told by numpy (a varint's last byte is below 0x80)
+PACKED_FIELDS = {"tensor": {5: 4, 7: 8, 11: 8}, "attribute": {7: None, 8: 8}}
 PACKED_NUMBER = 8
 # AttributeProto's floats (7) and ints (8) keys, as onnx writes them: one field a number (proto2, not packed), a tree
 # ensemble's millions of them. Past its first RUN_HEAD numbers (walked and counted whole, as a Conv's few pads are),
@@ -164,9 +165,9 @@ def _structure(data: _Chunked | _Held, start: int, end: int, kind: str, past: in
             if kind == _TENSOR and field in TENSOR_DATA_FIELDS:
                 counted, at = counted + max(MIN_FIELD_BYTES[2], at - field_at), at + length
                 continue
-            if (floats := PACKED_FIELDS.get(kind, {}).get(field)) is not None:
-                parsed = length if floats else _varints(data, at, min(end, at + length), (past - counted + 1) *
-                                                        packed_divisor // PACKED_NUMBER + 1) * PACKED_NUMBER
+            if field in (packed := PACKED_FIELDS.get(kind, {})):
+                parsed = length if (size := packed[field]) is None else _varints(
+                    data, at, min(end, at + length), (past - counted + 1) * packed_divisor // size + 1) * size
                 counted, at = counted + max(MIN_FIELD_BYTES[2], at - field_at + parsed // packed_divisor), at + length
                 continue
             at += length

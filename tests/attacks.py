@@ -102,10 +102,11 @@ def ort_naming_one_node_over_and_over(path, entries: int) -> None:
     _write_ort(b, graph, path, opsets)
 
 
-def onnx_of_packed_varints(path, numbers: int) -> None:
+def onnx_of_packed_varints(path, numbers: int, fp16: bool = False) -> None:
     """A valid .onnx (a Gather from an int64 table) whose table holds `numbers` packed int64_data varints of 1 byte
     each, 8 bytes each parsed: onnx.helper's model, the table's field spliced in (a list of 16M ints built by helper
-    takes seconds and a GB itself). ModelProto's graph given twice is one graph to protobuf, the second merged in."""
+    takes seconds and a GB itself). ModelProto's graph given twice is one graph to protobuf, the second merged in.
+    `fp16`: a float16 table in int32_data (as onnx.helper.make_tensor keeps fp16 weights), 4 bytes each parsed."""
     from onnx import TensorProto, helper
 
     def varint(value: int) -> bytes:
@@ -114,12 +115,13 @@ def onnx_of_packed_varints(path, numbers: int) -> None:
             out, value = out + bytes([value & 0x7F | 0x80]), value >> 7
         return out + bytes([value])
 
-    x, y = (helper.make_tensor_value_info(name, TensorProto.INT64, [4]) for name in "xy")
+    kind = TensorProto.FLOAT16 if fp16 else TensorProto.INT64
+    x, y = (helper.make_tensor_value_info(name, kind, [4]) for name in "xy")
     nodes = [helper.make_node("Gather", ["w", "i"], ["c"]), helper.make_node("Add", ["x", "c"], ["y"])]
     graph = helper.make_graph(nodes, "g", [x], [y], [helper.make_tensor("i", TensorProto.INT64, [4], [0, 1, 2, 3])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    table = TensorProto(name="w", data_type=TensorProto.INT64, dims=[numbers]).SerializeToString()
-    table += b"\x3a" + varint(numbers) + b"\x01" * numbers  # int64_data (field 7), packed
+    table = TensorProto(name="w", data_type=kind, dims=[numbers]).SerializeToString()
+    table += (b"\x2a" if fp16 else b"\x3a") + varint(numbers) + b"\x01" * numbers  # int32 (5) / int64_data (7)
     initializer = b"\x2a" + varint(len(table)) + table  # GraphProto.initializer (field 5)
     path.write_bytes(model.SerializeToString() + b"\x3a" + varint(len(initializer)) + initializer)
 

@@ -2499,6 +2499,23 @@ def test_packed_numbers_of_one_byte_count_as_parsed(tmp_path):
     assert took < 5 and grew < 100 << 10, (took, grew)  # KB: the file read once, never parsed
 
 
+@pytest.mark.parametrize("times, refused", [(2, False), (4, True)])
+def test_fp16_weights_in_int32_data_count_4_bytes_a_number(tmp_path, times, refused):
+    """int32_data (fp16 weights as onnx.helper keeps them) parses to 4 bytes a number, not int64_data's 8: counted
+    at 8, a 41 MB model of 16.7M fp16 weights (loaded before in 515 MB) was refused. Twice the limit's numbers pass
+    the gate, four times are refused."""
+    import attacks
+    from edgekit.onnx_export import MAX_GRAPH_BYTES, PACKED_PER_GRAPH_BYTE, refuse_large_graph
+
+    path = tmp_path / "fp16.onnx"
+    attacks.onnx_of_packed_varints(path, times * MAX_GRAPH_BYTES * PACKED_PER_GRAPH_BYTE // 16 + (1 << 20), fp16=True)
+    if refused:
+        with pytest.raises(InputError, match=f"passes {MAX_GRAPH_BYTES >> 20} MiB"):
+            refuse_large_graph(path.read_bytes(), path)
+    else:
+        refuse_large_graph(path.read_bytes(), path)
+
+
 def test_a_tree_ensembles_attribute_lists_pass_the_graph_limit(tmp_path):
     """A TreeEnsembleRegressor's nodes_* and target_* lists (a sklearn forest of 100 trees: ~250,000 nodes, 10 MB)
     are numbers onnx writes one field each; they counted whole as graph and the model was refused. Past a run's first
