@@ -247,21 +247,39 @@ def _quieter(name: str, level: int):
         logger.setLevel(before)
 
 
-def coverage(model_path: Path, eps: tuple[str, ...], options: dict | None = None) -> dict:
+def coverage(model_path: Path, eps: tuple[str, ...], options: dict | None = None, data: bytes | None = None) -> dict:
     """onnxruntime's mobile usability checker per EP: a prediction of what NNAPI/CoreML would take, with the
     provider `options` a build gives them (a profile's [runtime] provider_options: CoreML's ModelFormat picks the
     checker's table; none: the EP's default, NeuralNetwork).
 
     It reads op support tables; QDQ node-unit partitioning on a device can still differ
-    (onnxruntime#19590), so this is reported as a prediction, not a guarantee.
+    (onnxruntime#19590), so this is reported as a prediction, not a guarantee. `data`: the bytes of `model_path`
+    already read and walked (a user's file: read again, it may have been swapped since).
     """
     with _quieter("usability_checker", logging.ERROR):
-        return _coverage(model_path, eps, options or {})
+        return _coverage(model_path, eps, options or {}, data)
 
 
-def _coverage(model_path: Path, eps: tuple[str, ...], options: dict) -> dict:
+def _optimized(model_path: Path, optimized: Path, data: bytes | None) -> None:
+    """onnx_model_utils.optimize_model's basic-optimised model, of `data` where given (not the file again)."""
+    import onnxruntime as ort
+    from onnxruntime.tools.onnx_model_utils import optimize_model
+
+    if data is None:
+        return optimize_model(Path(model_path), optimized, log_level=4, use_external_initializers=True)
+    from .onnx_export import external_data_beside
+
+    so = ort.SessionOptions()
+    so.optimized_model_filepath, so.log_severity_level = str(optimized.resolve()), 4
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.add_session_config_entry("session.optimized_model_external_initializers_file_name", "external_data.pb")
+    external_data_beside(so, Path(model_path))
+    ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+
+
+def _coverage(model_path: Path, eps: tuple[str, ...], options: dict, data: bytes | None = None) -> dict:
     from onnxruntime.tools.mobile_helpers import usability_checker as uc
-    from onnxruntime.tools.onnx_model_utils import ModelProtoWithShapeInfo, optimize_model
+    from onnxruntime.tools.onnx_model_utils import ModelProtoWithShapeInfo
 
     with tempfile.TemporaryDirectory() as tmp:
         # the graph the runtime partitions is the basic-optimised one, as onnxruntime's own checker assumes
@@ -270,7 +288,7 @@ def _coverage(model_path: Path, eps: tuple[str, ...], options: dict) -> dict:
         # a failed ModelProtoWithShapeInfo's __del__ raises too (on the attribute its __init__ never set)
         sys.unraisablehook = lambda u: None if "_tmp_model_path" in str(u.exc_value) else hook(u)
         try:
-            optimize_model(Path(model_path), optimized, log_level=4, use_external_initializers=True)
+            _optimized(model_path, optimized, data)
             model = ModelProtoWithShapeInfo(optimized).model_with_shape_info  # strict: a contrary value_info fails
         except Exception as e:
             failed = first_line(e)

@@ -580,12 +580,13 @@ RANDOM_OPS = {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNorma
 
 
 def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | None = None,
-                    sized: dict[str, tuple[int, ...]] | None = None, external: set[Path] | None = None):
+                    sized: dict[str, tuple[int, ...]] | None = None, external: set[Path] | None = None,
+                    held: list[bytes] | None = None):
     """Read and validate a user-given .onnx; anything wrong with it is bad input (exit 3), found before
     onnxruntime touches it: unreadable bytes, external data outside the model's folder, ops or domains
     no runtime here implements, an invalid graph; with `runs` (export, quantize: not inspect), random ops.
     `shapes`: --input's, given to inputs the file gives no shape (shaped_inputs, which fills `sized`). `external`
-    is given the files its weights were read from."""
+    is given the files its weights were read from, `held` the bytes parsed (what a later read must take)."""
     import onnx
 
     from .arrays import regular_file
@@ -621,6 +622,8 @@ def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | No
         raise InputError(f"model {str(path)!r}: output {twice!r} is listed twice among the graph's outputs")
     _check_finite_weights(model, path)
     _check_runtime_kernels(data, path)
+    if held is not None:
+        held.append(data)
     return model
 
 
@@ -847,6 +850,14 @@ def _node_tensors(nodes):
             yield from _graph_tensors(sub)
 
 
+def external_data_beside(opts, path: Path) -> None:
+    """Session options reading a model given as bytes: its external data from `path`'s folder, as onnx read it."""
+    from .runtime import ort_path
+
+    opts.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                  ort_path(path.resolve().parent, path.parent))
+
+
 def _check_runtime_kernels(data: bytes, path: Path) -> None:
     """An op onnxruntime has no kernel for fails here, named, rather than deep inside pre-processing. onnxruntime
     takes the bytes walked and parsed, not the file again (swapped meanwhile for 8 MiB of empty nodes, it took 4 GB
@@ -856,10 +867,7 @@ def _check_runtime_kernels(data: bytes, path: Path) -> None:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    from .runtime import ort_path
-
-    opts.add_session_config_entry("session.model_external_initializers_file_folder_path",
-                                  ort_path(path.resolve().parent, path.parent))
+    external_data_beside(opts, path)
     try:
         ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
     except InputError:

@@ -2356,6 +2356,33 @@ def test_an_onnx_swapped_after_its_graph_is_counted_is_not_read_again(tmp_path, 
         assert result.exit_code == 0 and json.loads(result.stdout)["outputs"][0]["name"] == "y", result.output
 
 
+@pytest.mark.parametrize("location", [None, "data/w.bin"])
+def test_inspect_predicts_coverage_from_the_bytes_it_walked(tmp_path, monkeypatch, location):
+    """inspect read the file once for its graph, then mobile coverage gave onnxruntime the path: swapped meanwhile,
+    that read was unwalked (onnxruntime's read of 8 MiB of empty nodes: 4 GB, 20 s) and inspect said the coverage of
+    the file it found then. Coverage reads the bytes walked, external data (in a sub-folder) from the model's folder."""
+    from edgekit import graph_bytes as gb
+
+    path = _linear_onnx(tmp_path / "m.onnx", location=location)
+    if location:
+        (tmp_path / "data").mkdir()
+        (tmp_path / location).write_bytes(np.ones(8, np.float32).tobytes())
+    walk = gb._structure
+
+    def swapped_after_walked(*args):
+        try:
+            return walk(*args)
+        finally:
+            if args[3] == gb._MODEL:
+                path.write_bytes(b"\x0a\xff\xff not a model")
+
+    monkeypatch.setattr(gb, "_structure", swapped_after_walked)
+    result = cli(["inspect", str(path), "--json"])
+    said = json.loads(result.stdout)
+    assert result.exit_code == 0 and said["mobile_coverage_error"] is None, result.output
+    assert said["mobile_coverage"]["nnapi"]["nodes"] == 1, said["mobile_coverage"]
+
+
 def test_every_onnx_message_holding_messages_is_walked():
     """What onnx.load parses into messages is what graph_bytes must walk: each message field (of the installed onnx)
     whose message holds messages itself is in INNER, where its entries each count a field (newer onnx's fields too)."""
