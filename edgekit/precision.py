@@ -65,7 +65,7 @@ class PrecisionSearch:
     untried: tuple[str, ...] = ()  # candidates left out by max_trials or the time budget
     reverted: str = ""  # why the steps' float nodes were given up after all
     fp32_p50_ms: float | None = None  # model.onnx, in the same final loop
-    advice: str = ""  # "keep fp32" when the model kept is no faster than model.onnx
+    advice: str = ""  # "keep fp32" when model.onnx is clearly faster than the model kept (keep_fp32; a tie: none)
     timing: dict = dataclasses.field(default_factory=dict)  # the final loop's bench.Choice of start against kept
 
     def as_dict(self) -> dict:
