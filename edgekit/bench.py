@@ -130,6 +130,18 @@ def _resampled(lat: Latency, rounds: np.ndarray | None) -> np.ndarray:
     return drawn[:, :_fastest(a.size)].mean(axis=1)
 
 
+def _rounds_drawn(n: int, rng) -> np.ndarray:
+    """RESAMPLES x n indices of `n` runs timed round-robin, whole rounds drawn (runner.BLOCK runs each, a model's
+    runs in a round one after another): runs drawn one by one, a round's load was counted as noise it was not, and
+    two models timed alike were "clearly" apart in 11 seeds of 200 (1-3x load a round). Runs one by one where they
+    fill fewer than 4 rounds, or no whole number of them."""
+    rounds, block = divmod(n, runner.BLOCK)
+    if rounds < 4 or block:
+        return rng.integers(0, n, (RESAMPLES, n))
+    drawn = rng.integers(0, rounds, (RESAMPLES, rounds))[:, :, None] * runner.BLOCK + np.arange(runner.BLOCK)
+    return drawn.reshape(RESAMPLES, n)
+
+
 def clearly_faster(a: Latency, b: Latency, margin: float = TIE) -> bool:
     """Whether `a` beats `b` beyond noise: its figure lower by `margin`, and lower in 95% of resamples. Models timed
     round-robin (as many runs each) are resampled by round, each round's runs kept together: load that slowed a
@@ -140,7 +152,7 @@ def clearly_faster(a: Latency, b: Latency, margin: float = TIE) -> bool:
     rng = np.random.default_rng(0)  # the same runs decide the same way
     n, m = len(a.times_ms), len(b.times_ms)
     if n == m:
-        shared = rng.integers(0, n, (RESAMPLES, n)) if n >= 4 else None
+        shared = _rounds_drawn(n, rng) if n >= 4 else None
         return float(np.mean(_resampled(a, shared) < _resampled(b, shared))) >= 0.95
     drawn_a, drawn_b = (rng.integers(0, k, (RESAMPLES, k)) if k >= 4 else None for k in (n, m))
     return float(np.mean(_resampled(a, drawn_a) < _resampled(b, drawn_b))) >= 0.95

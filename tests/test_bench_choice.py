@@ -100,3 +100,23 @@ def test_keep_fp32_advice_reads_the_figure_choose_reads():
     said = precision.keep_fp32(timed(10.0, 5), timed(8.0, 6), kept=2)
     assert said.startswith("keep fp32: int8 slower than float here: ") and bench.ESTIMATOR in said, said
     assert "2 node(s) in float for speed" in said
+
+
+def test_runs_timed_round_robin_are_resampled_a_round_at_a_time():
+    """A round is runner.BLOCK runs of one model, then of the other: resampled run by run (pairing run k of each), two
+    models timed alike under load drifting 1-3x a round were "clearly" apart in 11 seeds of 200 (each run's load its
+    own: none). Whole rounds are drawn: a round's load is one draw, as it was one."""
+    from edgekit import runner
+
+    apart = 0
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        load = np.repeat(1 + 2 * rng.random(10), runner.BLOCK)
+
+        def timed_alike():
+            spikes = 1 + (rng.random(load.size) < 0.1) * rng.random(load.size) * 2
+            return bench.summarize(list(10.0 * load * spikes * (1 + 0.02 * rng.random(load.size))), 1.0, 1, WHERE)
+
+        a, b = timed_alike(), timed_alike()
+        apart += bench.clearly_faster(a, b) or bench.clearly_faster(b, a)
+    assert apart <= 6, apart
