@@ -2330,15 +2330,10 @@ def test_empty_dims_of_a_graph_inputs_type_are_counted(tmp_path):
                    f"passes {MAX_GRAPH_BYTES >> 20} MiB")
 
 
-@pytest.mark.parametrize("command", ["load", "inspect"])
-def test_an_onnx_swapped_after_its_graph_is_counted_is_not_read_again(tmp_path, monkeypatch, command):
-    """The graph was counted from the file, then onnx.load (and onnxruntime's kernel check, and inspect's io_specs)
-    read it again: swapped meanwhile for 8 MiB of empty nodes, it was parsed unwalked (1.7 GB, 42 s; onnxruntime's
-    read of it 4 GB, 20 s). The file is read once: what is walked is what onnx and onnxruntime parse."""
+def _swapped_once_walked(monkeypatch, path) -> None:
+    """`path` is replaced by bytes a second read would refuse as soon as edgekit's graph walk has counted it."""
     from edgekit import graph_bytes as gb
-    from edgekit.onnx_export import load_onnx_input
 
-    path = _linear_onnx(tmp_path / "m.onnx")
     walk = gb._structure
 
     def swapped_after_walked(*args):
@@ -2346,9 +2341,20 @@ def test_an_onnx_swapped_after_its_graph_is_counted_is_not_read_again(tmp_path, 
             return walk(*args)
         finally:
             if args[3] == gb._MODEL:
-                path.write_bytes(b"\x0a\xff\xff not a model")  # what a second read would refuse
+                path.write_bytes(b"\x0a\xff\xff not a model")
 
     monkeypatch.setattr(gb, "_structure", swapped_after_walked)
+
+
+@pytest.mark.parametrize("command", ["load", "inspect"])
+def test_an_onnx_swapped_after_its_graph_is_counted_is_not_read_again(tmp_path, monkeypatch, command):
+    """The graph was counted from the file, then onnx.load (and onnxruntime's kernel check, and inspect's io_specs)
+    read it again: swapped meanwhile for 8 MiB of empty nodes, it was parsed unwalked (1.7 GB, 42 s; onnxruntime's
+    read of it 4 GB, 20 s). The file is read once: what is walked is what onnx and onnxruntime parse."""
+    from edgekit.onnx_export import load_onnx_input
+
+    path = _linear_onnx(tmp_path / "m.onnx")
+    _swapped_once_walked(monkeypatch, path)
     if command == "load":
         assert [o.name for o in load_onnx_input(path).graph.output] == ["y"]
     else:
@@ -2361,22 +2367,12 @@ def test_inspect_predicts_coverage_from_the_bytes_it_walked(tmp_path, monkeypatc
     """inspect read the file once for its graph, then mobile coverage gave onnxruntime the path: swapped meanwhile,
     that read was unwalked (onnxruntime's read of 8 MiB of empty nodes: 4 GB, 20 s) and inspect said the coverage of
     the file it found then. Coverage reads the bytes walked, external data (in a sub-folder) from the model's folder."""
-    from edgekit import graph_bytes as gb
 
     path = _linear_onnx(tmp_path / "m.onnx", location=location)
     if location:
         (tmp_path / "data").mkdir()
         (tmp_path / location).write_bytes(np.ones(8, np.float32).tobytes())
-    walk = gb._structure
-
-    def swapped_after_walked(*args):
-        try:
-            return walk(*args)
-        finally:
-            if args[3] == gb._MODEL:
-                path.write_bytes(b"\x0a\xff\xff not a model")
-
-    monkeypatch.setattr(gb, "_structure", swapped_after_walked)
+    _swapped_once_walked(monkeypatch, path)
     result = cli(["inspect", str(path), "--json"])
     said = json.loads(result.stdout)
     assert result.exit_code == 0 and said["mobile_coverage_error"] is None, result.output
