@@ -22,8 +22,8 @@ import numpy as np
 from . import (CHECKABLE_BY, __version__, archive, bench, calib, config, constants, contract, emulated_kernels,
                emulator, host, inspect_model, layers, mobile, model_claims, onnx_export, outdir, package, package_check,
                parity, pixels, precision, quantization, residuals, sequences, sharing, signals, sizes, tune, verdict)
-from .config import (DistillSettings, InputSpec, PruneSpec, Recipe, ShareSpec, Target, overrides, recipe_names,
-                     target_settings)
+from .config import (DistillSettings, InputSpec, PruneSpec, QuantSettings, Recipe, ShareSpec, Target, overrides,
+                     recipe_names, target_settings)
 from .errors import EdgekitError, InputError, StageError, UsageError, said_as
 from .device import Device
 from .load import load_model
@@ -1035,7 +1035,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
     static = fallback or qplan
     cal_feeds = _calibration_feeds(prep, static.settings.samples)
     n_cal = len(cal_feeds)
-    _bounded_calibration(prep, cal_feeds)
+    _bounded_calibration(prep, cal_feeds, static.settings)
     work = shared.stage / ".work" / f"quantize-{target.name}"  # calibration cache and trials
     work.mkdir(parents=True)
     if shared.task in (*parity.VALUE_TASKS, "other"):  # other: warned of, not kept float
@@ -1159,11 +1159,15 @@ def _random_blamed(role: str) -> str:
             f"takes (a mask masking every position, ids or values out of its range): give real samples (--{role})")
 
 
-def _bounded_calibration(prep: Prepared, feeds: list) -> None:
-    """runtime.run_calibration, once per sample, for any model: an .onnx from others runs bounded, and each model's
-    float outputs must be finite (a model edgekit exported is trusted to run, not to keep every sample finite); a
-    streaming model's steps were run and checked already, by the rollout that made them (_steps)."""
-    if prep.rollout is not None or len(feeds) <= prep.calibration_ran:
+def _bounded_calibration(prep: Prepared, feeds: list, settings: QuantSettings) -> None:
+    """runtime.run_calibration, once per sample: an .onnx from others runs bounded, and each model's float outputs
+    must be finite (a model edgekit exported is trusted to run, not to keep every sample finite). Not where the
+    MinMax ranges' own runs check the outputs (quantization.minmax_ranges: a model edgekit exported, on real data;
+    random data's NaN is blamed on the data here), nor for a streaming model, whose steps were run and checked by
+    the rollout that made them (_steps)."""
+    ranges_check = (prep.exporter is not None and not prep.cal.random and settings.mode == "static"
+                    and settings.calibrate_method == "minmax")
+    if ranges_check or prep.rollout is not None or len(feeds) <= prep.calibration_ran:
         return
     run_calibration(prep.fp32, feeds[prep.calibration_ran:], reuse=True, first=prep.calibration_ran,
                     hint=_random_blamed("calibration") if prep.cal.random else "")
