@@ -1760,10 +1760,15 @@ def test_the_children_edgekit_starts_leave_onnxruntimes_telemetry_store_alone(tm
     """onnxruntime keeps a telemetry store every onnxruntime process on the host opens and trims (it made .ort bytes
     depend on other processes): a bounded step, a capped run with a fixed environment (the emulator's) and the
     device's runner all start with ORT_DISABLE_TELEMETRY=1 (bounded.spawn_env), and none creates the store under a
-    fresh home, while a bare `import onnxruntime` there does."""
+    fresh home, while a bare `import onnxruntime` there does. onnxruntime also keeps no store when it sees a CI
+    service's variable (CI=true, GITHUB_ACTIONS, ...): the test clears them so it means the same on a laptop and in
+    CI."""
     home, cache = tmp_path / "home", tmp_path / "cache"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "PYTHONPATH")}
+    ci_marks = {"CI", "TF_BUILD", "GITHUB_ACTIONS", "GITLAB_CI", "CIRCLECI", "TRAVIS", "JENKINS_URL",
+                "CODEBUILD_BUILD_ID", "BUILDKITE", "TEAMCITY_VERSION", "APPVEYOR", "BITBUCKET_BUILD_NUMBER",
+                "ORT_RUNNING_UNIT_TESTS"}
+    env = {k: v for k, v in os.environ.items() if k not in {"ORT_DISABLE_TELEMETRY", "PYTHONPATH"} | ci_marks}
     env.update(HOME=str(home), XDG_CACHE_HOME=str(cache), PYTHONPATH=str(ROOT))
     probe = "import onnxruntime, os; print(os.environ.get('ORT_DISABLE_TELEMETRY'))"
     script = ("import sys; from edgekit import bounded, device; "
