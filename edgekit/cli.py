@@ -402,6 +402,15 @@ def _asks_json(args) -> bool:
     return "--json" in args[:args.index("--")] if "--" in args else "--json" in args
 
 
+def _settle_environment() -> None:
+    """The program runs with what its children run with (bounded.CHILD_SETTINGS), set before onnxruntime is
+    imported: with telemetry on, `edgekit check` wrote onnxruntime's store into the home folder on a laptop but not
+    under CI=true, and with a read-only home printed onnxruntime's colour-coded warning at import (NO_COLOR or not)."""
+    from .bounded import CHILD_SETTINGS
+
+    os.environ.update(CHILD_SETTINGS)
+
+
 class _OneLineErrors(click.Group):
     """click's usage errors in edgekit's one-line form (`edgekit: error: ...`, exit 2), not its four-line block."""
 
@@ -418,6 +427,7 @@ class _OneLineErrors(click.Group):
             return super().main(*args, standalone_mode=False, **kwargs)
         if not args and kwargs.get("args") is None:  # the arguments are sys.argv's: this is the program
             _PROGRAM.append(True)
+            _settle_environment()
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
         except KeyboardInterrupt:  # before a command's own handling (click parsing the arguments)

@@ -655,3 +655,32 @@ def test_check_verbose_says_what_check_logs():
     loud = subprocess.run([*args, "-v"], capture_output=True, text=True, timeout=120)
     assert quiet.returncode == 0 and loud.returncode == 0, loud.stderr
     assert f"edgekit: checking {package}" in loud.stderr and "checking" not in quiet.stderr, loud.stderr
+
+
+# what onnxruntime reads as "running in CI" (it then keeps no telemetry store): cleared so a test means the same there
+CI_MARKS = {"CI", "TF_BUILD", "GITHUB_ACTIONS", "GITLAB_CI", "CIRCLECI", "TRAVIS", "JENKINS_URL", "CODEBUILD_BUILD_ID",
+            "BUILDKITE", "TEAMCITY_VERSION", "APPVEYOR", "BITBUCKET_BUILD_NUMBER", "ORT_RUNNING_UNIT_TESTS"}
+
+
+def test_check_writes_nothing_to_the_home_folder_and_prints_no_telemetry_warning(tmp_path):
+    """A package made on a laptop is checked in CI (CI=true: onnxruntime keeps no telemetry store) and on laptops
+    (no CI variables): there `edgekit check` itself imported onnxruntime with telemetry on, which wrote its store
+    into ~/.cache (outside the package, the JUnit file and TMPDIR), and with a home it cannot write (a container's
+    read-only or missing one) printed a colour-coded onnxruntime warning at import, NO_COLOR or not. Only the children
+    ran with ORT_DISABLE_TELEMETRY=1; the program now runs with it too."""
+    home, cache, work = tmp_path / "home", tmp_path / "cache", tmp_path / "work"
+    for folder in (home, work):
+        folder.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in {"ORT_DISABLE_TELEMETRY", "PYTHONPATH"} | CI_MARKS}
+    env.update(HOME=str(home), XDG_CACHE_HOME=str(cache), PYTHONPATH=str(ROOT), NO_COLOR="1")
+    args = [sys.executable, "-P", "-m", "edgekit", "check", str(ROOT / "examples" / "ci" / "digits-desktop-x86.tar.gz"),
+            "--junit", "parity.xml"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env, cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert not list(home.rglob("*")) and not cache.exists(), sorted(tmp_path.rglob("*"))  # old: onnxruntime.db
+    assert sorted(p.name for p in work.iterdir()) == ["parity.xml"]
+    unwritable = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=work,
+                                env={**env, "HOME": os.devnull, "XDG_CACHE_HOME": os.path.join(os.devnull, "cache")})
+    assert unwritable.returncode == 0 and unwritable.stderr == "", unwritable.stderr  # old: "\x1b[0;93m... telemetry"
+    subprocess.run([sys.executable, "-c", "import onnxruntime"], env=env, timeout=120, check=True)
+    assert (cache / "Microsoft/DeveloperTools/.onnxruntime/onnxruntime.db").is_file()  # where it would have gone
