@@ -167,8 +167,10 @@ def whole_file(dest: Path):
     """Yields a hidden path beside `dest` to write; it becomes `dest` only when the block succeeds and is removed
     otherwise (the rename is atomic there), so no reader ever sees half a file."""
     name = f".{dest.name}.partial"
-    if len(name.encode()) > 255:  # a name the file system takes for `dest` may be too long with the affixes
-        name = f".{hashlib.sha256(dest.name.encode()).hexdigest()[:16]}.partial"
+    # the bytes the file system gets (os.fsencode): under a legacy ASCII locale a UTF-8 name is held as surrogates,
+    # which str.encode() refused (`check --junit rapport-ß.xml` exited 5, internal error)
+    if len(os.fsencode(name)) > 255:  # a name the file system takes for `dest` may be too long with the affixes
+        name = f".{hashlib.sha256(os.fsencode(dest.name)).hexdigest()[:16]}.partial"
     partial = dest.with_name(name)
     try:
         # a place no file can be made (/proc, a read-only folder) is told here, not in a library; a link planted

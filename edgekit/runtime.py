@@ -5,6 +5,7 @@ import contextlib
 import contextvars
 import functools
 import logging
+import os
 import platform
 import re
 import threading
@@ -144,6 +145,8 @@ def ort_path(path, shown=None) -> str:
     the user knows it by (inside an archive), for the message."""
     text = str(path)
     if not_utf8(text):
+        with contextlib.suppress(UnicodeDecodeError):  # a UTF-8 name a legacy ASCII locale (LC_ALL=C, PYTHONUTF8=0)
+            return os.fsencode(text).decode("utf-8")  # decoded as surrogates: the same bytes, as onnxruntime takes them
         raise InputError(f"{not_utf8(str(shown or path))!r}: not a UTF-8 path; onnxruntime cannot open it (rename the "
                          "file or folder)")
     return text

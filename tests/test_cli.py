@@ -684,3 +684,25 @@ def test_check_writes_nothing_to_the_home_folder_and_prints_no_telemetry_warning
     assert unwritable.returncode == 0 and unwritable.stderr == "", unwritable.stderr  # old: "\x1b[0;93m... telemetry"
     subprocess.run([sys.executable, "-c", "import onnxruntime"], env=env, timeout=120, check=True)
     assert (cache / "Microsoft/DeveloperTools/.onnxruntime/onnxruntime.db").is_file()  # where it would have gone
+
+
+def test_check_in_a_legacy_ascii_locale_opens_utf8_names_and_writes_the_junit(tmp_path):
+    """With LC_ALL=C and UTF-8 mode off (PYTHONUTF8=0, as some CI images set), Python holds a UTF-8 file name as
+    surrogates: `check paquet-é` said "not a UTF-8 path" (exit 3) of a UTF-8 name, and `--junit rapport-ß.xml` was an
+    internal error (exit 5: str.encode() of the name). onnxruntime gets the name's own bytes; a name that is not
+    UTF-8 (bytes of another encoding) is still refused."""
+    import tarfile
+
+    with tarfile.open(ROOT / "examples" / "ci" / "digits-desktop-x86.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    (tmp_path / "desktop-x86").rename(tmp_path / "paquet-é")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-P", "-m", "edgekit", "check", "paquet-é", "--junit", "rapport-ß.xml"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path, errors="replace")
+    assert done.returncode == 0, done.stderr  # old: 5, "internal error: UnicodeEncodeError"
+    assert "3 passed, 0 failed" in done.stdout, done.stdout
+    assert "<testsuites" in (tmp_path / "rapport-ß.xml").read_text(encoding="utf-8")
+    os.rename(tmp_path / "paquet-é", os.path.join(os.fsencode(tmp_path), b"p\xe9"))  # Latin-1: not UTF-8
+    latin = subprocess.run([sys.executable, "-P", "-m", "edgekit", "check", "."], capture_output=True, text=True,
+                           timeout=120, env=env, cwd=tmp_path, errors="replace")
+    assert latin.returncode == 3 and "not a UTF-8 path" in latin.stderr, latin.stderr
