@@ -475,9 +475,10 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     dest = compress.check_out(Path(out) if out is not None else source.with_suffix(".int8.onnx"), force)
     if dest.resolve() == source.resolve():
         raise UsageError(f"out {dest}: is the model being quantized; give a new file")
-    onnx_export.load_onnx_input(source)
+    onnx_export.load_onnx_input(source, checked=(read := []))
+    checked = read[0]  # the bytes checked: what is pre-processed and quantized, the file never read again
     data = {Path(calibration).resolve()} if isinstance(calibration, (str, os.PathLike)) else set()
-    if dest.resolve() in onnx_export.external_files(source) | data:  # with force, it was written over: inf outputs
+    if dest.resolve() in checked.external | data:  # with force, it was written over: inf outputs
         raise UsageError(f"out {dest}: is a file this call reads (the model's external data or the calibration "
                          "data); give a new file")
     if settings.get("auto") or settings.get("precision") == "latency":  # taken, and nothing searched
@@ -496,7 +497,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
         warnings.warn(said, stacklevel=4)
     limit = coerce(step_timeout, float, "step_timeout", "edgekit.quantize()")
     with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp, flushing(), runs_limited(limit, "--step-timeout"):
-        fp32, _ = onnx_export.preprocess(onnx_export.without_initializer_inputs(source, Path(tmp) / "input.onnx"),
+        fp32, _ = onnx_export.preprocess(onnx_export.without_initializer_inputs(checked, Path(tmp) / "input.onnx"),
                                       Path(tmp) / "model.onnx", limit, raised_by="--step-timeout")
         parsed = onnx_export.parsed(fp32)
         if onnx_export.name_nodes(parsed):  # as an export's are: exclusions go by name
@@ -506,7 +507,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
         specs, outputs = onnx_export.io_specs(parsed, str(source))
         # a file from others: its quantizer runs bounded, as its pre-processing does
         plan = dataclasses.replace(quantization.plan(parsed, qsettings, set(settings), profile.runtime.arch,
-                                                     given_opset=onnx_export.file_opset(source)), from_file=True)
+                                                     given_opset=checked.opset), from_file=True)
         for said in plan.warnings:  # an export puts them among its warnings; this returns a path only
             # the caller's line, past the two wrappers
             warnings.warn(in_python_terms(said), stacklevel=4)

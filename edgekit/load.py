@@ -7,10 +7,14 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import InputError, UsageError, first_line
 from . import structure
 from .userfn import resolve_callable
+
+if TYPE_CHECKING:  # onnx_export imports torch-side helpers: loaded when a stage needs it
+    from .onnx_export import CheckedOnnx
 
 log = logging.getLogger("edgekit")
 
@@ -22,6 +26,7 @@ class LoadedModel:
     source: str
     module: object = None  # torch.nn.Module in eval mode
     onnx_path: Path | None = None
+    checked: CheckedOnnx | None = None  # onnx_path as checked: once checked: later stages take it, not the file
     program: object = None  # torch.export.ExportedProgram: exported as is, with the dynamo exporter
     warnings: tuple[str, ...] = ()  # what loading found (training mode): logged, and each target's report has them
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 import json
 import logging
@@ -579,26 +580,44 @@ PACKED_PER_GRAPH_BYTE = 16
 RANDOM_OPS = {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Multinomial", "Bernoulli"}
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckedOnnx:
+    """A user's .onnx as load_onnx_input checked it: the bytes it read once (walked, parsed, run there) and where its
+    external data was read from. Later stages take these, never the file again: a file swapped on disk after the
+    checks is not what is pre-processed, quantized or compared (issue 11: the file is read once per run)."""
+
+    path: Path  # as the user gave it: what messages name
+    data: bytes
+    folder: Path  # the folder of the file the path resolved to, once: a symlinked .onnx's external data is there
+    external: frozenset[Path]  # the files its weights were read from
+    opset: int  # the file's own ai.onnx opset (before its local functions were inlined)
+
+
 def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | None = None,
                     sized: dict[str, tuple[int, ...]] | None = None, external: set[Path] | None = None,
-                    held: list[bytes] | None = None):
+                    held: list[bytes] | None = None, checked: list[CheckedOnnx] | None = None):
     """Read and validate a user-given .onnx; anything wrong with it is bad input (exit 3), found before
     onnxruntime touches it: unreadable bytes, external data outside the model's folder, ops or domains
     no runtime here implements, an invalid graph; with `runs` (export, quantize: not inspect), random ops.
     `shapes`: --input's, given to inputs the file gives no shape (shaped_inputs, which fills `sized`). `external`
-    is given the files its weights were read from, `held` the bytes parsed (what a later read must take)."""
+    is given the files its weights were read from, `held` the bytes parsed (what a later read must take), `checked`
+    all of it (CheckedOnnx, what export and quantize take on). A symlink is resolved once: the file read and its
+    external data are its target's (onnx looked beside the link and refused the model)."""
     import onnx
 
     from .arrays import regular_file
 
     path = Path(path)
-    data = _model_bytes(regular_file(path, f"model {str(path)!r}"))
+    real = regular_file(path, f"model {str(path)!r}").resolve()
+    data = _model_bytes(real, path)
     refuse_large_graph(data, path)
     try:
         model = onnx.load_model_from_string(data)  # the very bytes walked: the file may have changed since
     except Exception as e:
         raise InputError(f"model {str(path)!r} is not a valid ONNX model: {first_line(e)}") from e
-    (external if external is not None else set()).update(_check_external_data(model, path))
+    files = _check_external_data(model, path, real)
+    (external if external is not None else set()).update(files)
+    opset = ai_onnx_opset(model)
     model = inline_functions(model, str(path))
     for node in model.graph.node:
         if node.domain not in KNOWN_DOMAINS:  # never "" here: the default domain is known
@@ -611,7 +630,7 @@ def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | No
                          "model without sampling")
     shaped_inputs(model, shapes or {}, str(path), sized)
     try:
-        onnx.load_external_data_for_model(model, str(path.parent))
+        onnx.load_external_data_for_model(model, str(real.parent))
         onnx.checker.check_model(model, full_check=False)
     except Exception as e:
         raise InputError(f"model {str(path)!r} is not a valid ONNX model: {checker_said(e)}") from e
@@ -621,25 +640,28 @@ def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | No
     if twice := next((n for i, n in enumerate(names) if n in names[:i]), None):
         raise InputError(f"model {str(path)!r}: output {twice!r} is listed twice among the graph's outputs")
     _check_finite_weights(model, path)
-    _check_runtime_kernels(data, path)
+    _check_runtime_kernels(data, path, real)
     if held is not None:
         held.append(data)
+    if checked is not None:
+        checked.append(CheckedOnnx(path, data, real.parent, frozenset(files), opset))
     return model
 
 
-def _model_bytes(path: Path) -> bytes:
+def _model_bytes(path: Path, label: Path | None = None) -> bytes:
     """The .onnx file's bytes, read once (onnx.load reads them all too), up to MAX_ONNX_BYTES: the walk and the parse
     both take these, so a file swapped between them (8 MiB of empty nodes after a small model's walk: 1.7 GB, 42 s)
-    is never parsed unwalked."""
+    is never parsed unwalked. `label`: the path as the user gave it (a link to `path`)."""
+    shown = str(label or path)
     try:  # not blocking: a FIFO swapped in since regular_file looked would hang the open
         with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
             if not stat.S_ISREG((held := os.fstat(f.fileno())).st_mode):
-                raise InputError(f"model {str(path)!r}: not a regular file")
+                raise InputError(f"model {shown!r}: not a regular file")
             if held.st_size > MAX_ONNX_BYTES or len(data := f.read(MAX_ONNX_BYTES + 1)) > MAX_ONNX_BYTES:
-                raise InputError(f"model {str(path)!r}: larger than 2 GiB, which no .onnx file can be (protobuf's "
+                raise InputError(f"model {shown!r}: larger than 2 GiB, which no .onnx file can be (protobuf's "
                                  "limit; larger models keep their weights in external data files)")
     except OSError as e:
-        raise InputError(f"model {str(path)!r} cannot be read: {e.strerror or first_line(e)}") from e
+        raise InputError(f"model {shown!r} cannot be read: {e.strerror or first_line(e)}") from e
     return data
 
 
@@ -754,20 +776,15 @@ def _external_data(model, path: Path):
             yield tensor, location, (folder / location).resolve()
 
 
-def external_files(path: Path) -> set[Path]:
-    """The files a (checked) .onnx reads its weights from: written over, the model changes."""
-    import onnx
-
-    return {target for _, _, target in _external_data(onnx.load(str(path), load_external_data=False), path)}
-
-
-def _check_external_data(model, path: Path) -> set[Path]:
+def _check_external_data(model, path: Path, real: Path | None = None) -> set[Path]:
     """External tensor files must sit inside the model's folder: no absolute paths, no `..`, no links out; and
     its tensors may read at most twice the bytes the files hold (tied weights read theirs twice; four tensors
-    reading one sparse 1 GiB file again and again took 5.3 GB of memory before the model was refused)."""
-    folder = path.resolve().parent
+    reading one sparse 1 GiB file again and again took 5.3 GB of memory before the model was refused). `real`: the
+    file `path` resolved to (once, by the caller), whose folder is the model's."""
+    real = real or path.resolve()
+    folder = real.parent
     declared, files = 0, set()
-    for tensor, location, target in _external_data(model, path):
+    for tensor, location, target in _external_data(model, real):
         keys = [e.key for e in tensor.external_data]
         if twice := next((k for i, k in enumerate(keys) if k in keys[:i]), None):  # onnx reads the last, we the first
             raise InputError(f"model {str(path)!r}: tensor {tensor.name!r} names its external data's {twice!r} twice")
@@ -858,16 +875,16 @@ def external_data_beside(opts, path: Path) -> None:
                                   ort_path(path.resolve().parent, path.parent))
 
 
-def _check_runtime_kernels(data: bytes, path: Path) -> None:
+def _check_runtime_kernels(data: bytes, path: Path, real: Path) -> None:
     """An op onnxruntime has no kernel for fails here, named, rather than deep inside pre-processing. onnxruntime
     takes the bytes walked and parsed, not the file again (swapped meanwhile for 8 MiB of empty nodes, it took 4 GB
-    and 20 s); their external data from `path`'s folder, as onnx read it."""
+    and 20 s); their external data from the folder of `real` (`path` resolved), as onnx read it."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    external_data_beside(opts, path)
+    external_data_beside(opts, real)
     try:
         ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
     except InputError:
@@ -1179,13 +1196,6 @@ def ai_onnx_opset(model) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def file_opset(path: Path) -> int:
-    """An .onnx file's own ai.onnx opset, read without its external data."""
-    import onnx
-
-    return ai_onnx_opset(onnx.load(str(path), load_external_data=False))
-
-
 def inline_functions(model, label: str):
     """`model` with its model-local functions' nodes in place of their calls: onnxruntime inlines them itself, but
     edgekit's checks (domains, random ops) and the quantizer see a graph's nodes only (a Relu(x)*2 function was
@@ -1375,21 +1385,23 @@ def stamp(model, props: dict[str, str]):
     return model
 
 
-def without_initializer_inputs(src: Path, dest: Path, shapes: dict[str, tuple] | None = None) -> Path:
-    """Old exporters list weights as graph inputs too; the deployed model should take only real inputs. `shapes`:
-    --input's, for inputs the file gives no shape (shaped_inputs)."""
+def without_initializer_inputs(src: CheckedOnnx, dest: Path, shapes: dict[str, tuple] | None = None) -> Path:
+    """The checked .onnx as `dest`, the stages' own copy: made from the bytes checked, never the user's file again
+    (swapped since, it was what got quantized). Old exporters list weights as graph inputs too; the deployed model
+    should take only real inputs. `shapes`: --input's, for inputs the file gives no shape (shaped_inputs)."""
     import onnx
 
-    model = onnx.load(str(src), load_external_data=False)
+    model = onnx.load_model_from_string(src.data)
     weights = {t.name for t in model.graph.initializer}
     extra = [i for i in model.graph.input if i.name in weights]
-    if not shaped_inputs(model, shapes or {}, str(src)) and not extra:
-        return src
-    # weights in external data files move beside dest: left beside the original, the shipped model.onnx still took
-    # them as inputs (the int8 model did not)
-    external = any(onnx.external_data_helper.uses_external_data(t) for t in model.graph.initializer)
+    # weights in external data files move beside dest (read from where the checks read them: a symlink's target's
+    # folder): left beside the original, the shipped model.onnx still took them as inputs (the int8 model did not)
+    external = any(onnx.external_data_helper.uses_external_data(t) for t in _tensors(model))
+    if not shaped_inputs(model, shapes or {}, str(src.path)) and not extra and not external:
+        Path(dest).write_bytes(src.data)  # as checked, not re-serialised
+        return dest
     if external:
-        onnx.load_external_data_for_model(model, str(Path(src).parent))
+        onnx.load_external_data_for_model(model, str(src.folder))
     for value in extra:
         model.graph.input.remove(value)
     model.ir_version = max(model.ir_version, 4)  # IR 3 requires every initializer to be a graph input too

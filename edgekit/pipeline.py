@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import hashlib
 import logging
 import re
 import shutil
@@ -59,6 +60,7 @@ class Shared:
     said: tuple[str, ...] = ()  # the run's own warnings, in each target's: loading the model's, the data's
     val_repeats: tuple[int, int] | None = None  # (distinct, samples) of validation data repeating one sample
     labels: list[str] | None = None  # the recipe's class names (package.read_labels), shipped as labels.txt
+    source_bytes: bytes | None = None  # an .onnx source's bytes as checked: its digest is theirs, not a later read's
 
     @property
     def task(self) -> str:
@@ -83,8 +85,9 @@ class Shared:
         """The user's files as a package names them, made once for every target: ({source_sha256, weights_sha256}
         of the model's and the weights' files, user_path_patterns of every path the run read)."""
         paths = user_paths(self.recipe)
-        digests = {f"{role}_sha256": package.sha256(Path(paths[role])) for role in ("source", "weights")
-                   if role in paths and Path(paths[role]).is_file()}
+        digests = {f"{role}_sha256": hashlib.sha256(self.source_bytes).hexdigest()
+                   if role == "source" and self.source_bytes is not None else package.sha256(Path(paths[role]))
+                   for role in ("source", "weights") if role in paths and Path(paths[role]).is_file()}
         return digests, user_path_patterns(paths.values())
 
     def compare(self, data: str, outputs: tuple[InputSpec, ...], reference: list, candidate: list,
@@ -208,7 +211,8 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
             torch_val = _torch_outputs(recipe, loaded, inputs, val, init)
             shared = Shared(recipe, loaded.source, inputs, pinned, defaults, init, cal, val, torch_val, stage, progress,
                             compression, emulated, device, loaded.warnings + calib.validation_repeats(val),
-                            calib.validation_distinct(val), labels)
+                            calib.validation_distinct(val), labels,
+                            loaded.checked.data if loaded.is_onnx else None)
             prepared: dict[int, Prepared] = {}
             reports = {}
             for target in targets:
@@ -278,7 +282,9 @@ def _model_inputs(recipe: Recipe, loaded) -> tuple[tuple[InputSpec, ...], dict]:
     if recipe.output_names:
         raise UsageError("--output-name does not apply to an .onnx source (its outputs are already named)")
     sized: dict[str, tuple[int, ...]] = {}
-    model = onnx_export.load_onnx_input(loaded.onnx_path, shapes=shapes_of(recipe.inputs), sized=sized)
+    model = onnx_export.load_onnx_input(loaded.onnx_path, shapes=shapes_of(recipe.inputs), sized=sized,
+                                        checked=(read := []))
+    loaded.checked = read[0]
     label = str(loaded.onnx_path)
     inspect_model.check_quantizable(model, label)
     found, _ = onnx_export.io_specs(model, label)
@@ -393,8 +399,10 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     work.mkdir(parents=True)
     exporter = None if loaded.is_onnx else "dynamo" if loaded.program else shared.recipe.exporter
     traced: list[str] = []
+    given = None  # an .onnx source as checked, in the stage's folder: _given_outputs runs it
     if loaded.is_onnx:
-        raw = onnx_export.without_initializer_inputs(loaded.onnx_path, work / "input.onnx", shapes_of(shared.inputs))
+        raw = given = onnx_export.without_initializer_inputs(loaded.checked, work / "input.onnx",
+                                                             shapes_of(shared.inputs))
         if shared.pinned:
             raw = constants.pin_onnx(raw, work / "pinned.onnx", shared.pinned)
     else:
@@ -428,11 +436,11 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
                                     r.shape)), None)):
         raise StageError("export", f"output {moved[0]!r} is {list(moved[2])} in model.onnx where torch gives "
                                    f"{list(moved[1])}; {_baked_size(exporter)}")
-    reference = shared.torch_val if shared.torch_val is not None else _given_outputs(loaded, shared, val)
+    reference = shared.torch_val if shared.torch_val is not None else _given_outputs(given, shared, val)
     export_parity = shared.compare(val.origin, outputs, reference, fp32_val, labels=val.labels)
     prep = Prepared(fp32, model, outputs, fp32_val, export_parity, preprocessing, [], cal, val, fp32_rollout,
                     exporter, tuple(traced), tuple(cal_lengths),
-                    given_opset=onnx_export.file_opset(loaded.onnx_path) if loaded.is_onnx else 0)
+                    given_opset=loaded.checked.opset if loaded.is_onnx else 0)
     return dataclasses.replace(prep, size_checks=_size_checks(loaded, shared, prep))
 
 
@@ -466,10 +474,11 @@ def _follows_values(inputs, output: InputSpec, onnx_values: list, torch_shape: t
         for a in range(len(shape)) if shape[a] != torch_shape[a])
 
 
-def _given_outputs(loaded, shared: Shared, val: calib.Dataset) -> list:
+def _given_outputs(given: Path, shared: Shared, val: calib.Dataset) -> list:
     """An .onnx source's outputs as the user's file gives them (onnxruntime, the pinned inputs fed): what model.onnx,
-    the file after pre-processing, is held to by the export gates (an opset-10 Resize lost its coordinates there)."""
-    sess = session(loaded.onnx_path, threads=host.work_threads())[0]
+    the file after pre-processing, is held to by the export gates (an opset-10 Resize lost its coordinates there).
+    `given`: the file as checked, copied into the stage (without_initializer_inputs), not the user's read again."""
+    sess = session(given, threads=host.work_threads())[0]
     return run_onnx(sess, [{**feed, **shared.pinned} for feed in val.feeds])
 
 

@@ -1,0 +1,130 @@
+"""An .onnx source is read once per run (issue 11, item 4): export and quantize take on the bytes load_onnx_input
+checked, so a file swapped on disk after the checks is not what gets pre-processed, quantized or compared, and a
+symlinked .onnx keeps its external data beside the file it points to."""
+import hashlib
+import json
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import cli
+from onnx import TensorProto, helper, numpy_helper
+
+import edgekit
+
+X = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+
+
+def _linear(path, value: float, location: str | None = None):
+    """y = x @ W, W all `value` (4x2), its weights in `location` (external data beside the file) when given."""
+    w = numpy_helper.from_array(np.full((4, 2), value, np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    if location:
+        onnx.save(model, str(path), save_as_external_data=True, location=location, size_threshold=0)
+    else:
+        path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _swapped_after_checks(monkeypatch, path) -> bytes:
+    """Once edgekit's graph walk (the first thing its checks do with the bytes read) has counted `path`, the file
+    is replaced by a valid model of the same inputs and outputs whose weights are 7s: a later read of the file
+    quantizes that one, without a word. Returns the bytes checked."""
+    from edgekit import graph_bytes as gb
+
+    walk, checked = gb._structure, path.read_bytes()
+
+    def swapped_after_walked(*args):
+        try:
+            return walk(*args)
+        finally:
+            if args[3] == gb._MODEL:
+                _linear(path, 7.0)
+
+    monkeypatch.setattr(gb, "_structure", swapped_after_walked)
+    return checked
+
+
+def _outputs(model) -> np.ndarray:
+    return ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": X})[0]
+
+
+def _weights_ones(model) -> bool:
+    """Whether the model computes x @ ones (the file checked), not x @ 7s (the one swapped in)."""
+    return np.allclose(_outputs(model), X @ np.ones((4, 2), np.float32), atol=0.1)
+
+
+def test_quantize_quantizes_the_model_it_checked_not_a_file_swapped_in_after(tmp_path, monkeypatch):
+    """quantize() checked the file, then read it again three times (initializer inputs, opset, external files) and
+    pre-processed the path: a model swapped in after the checks was the one quantized."""
+    src = _linear(tmp_path / "m.onnx", 1.0)
+    _swapped_after_checks(monkeypatch, src)
+    out = edgekit.quantize(src, "random", out=tmp_path / "q.onnx")
+    assert _weights_ones(out), _outputs(out)[:2]
+
+
+def test_export_ships_and_names_the_model_it_checked_not_a_file_swapped_in_after(tmp_path, monkeypatch):
+    """export took the checked model's inputs, then pre-processed, ran and digested the file again: the package
+    shipped the model swapped in after the checks, under the sha256 of that one."""
+    src = _linear(tmp_path / "m.onnx", 1.0)
+    checked = _swapped_after_checks(monkeypatch, src)
+    result = cli(["export", src, "--calibration", "random", "--out", tmp_path / "o", "--no-bench"])
+    assert result.exit_code == 0, result.output
+    package = tmp_path / "o" / "desktop-x86"
+    assert _weights_ones(package / "model.onnx") and _weights_ones(package / "model.int8.onnx")
+    manifest = json.loads((package / "manifest.json").read_text())
+    assert hashlib.sha256(checked).hexdigest() in json.dumps(manifest)
+    assert hashlib.sha256(src.read_bytes()).hexdigest() not in json.dumps(manifest)
+
+
+@pytest.fixture
+def linked(tmp_path):
+    """An .onnx with its weights in external data, given through a symlink from another folder, where a decoy
+    file of the same name holds other weights (onnx read the weights beside the link: no file, or the decoy)."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    _linear(tmp_path / "model" / "m.onnx", 1.0, location="m.onnx.data")
+    link = tmp_path / "elsewhere" / "m.onnx"
+    link.symlink_to(tmp_path / "model" / "m.onnx")
+    return link
+
+
+@pytest.mark.parametrize("decoy", [False, True])
+def test_a_symlinked_onnx_reads_its_external_data_beside_its_target(linked, decoy):
+    """A symlinked .onnx with external data was refused ("should be stored in elsewhere/m.onnx.data, but it is not
+    regular file"): its data was looked for beside the link, while the checks of its location took the target's
+    folder. The link is resolved once: the data is the target's, never a file beside the link."""
+    if decoy:
+        (linked.parent / "m.onnx.data").write_bytes(np.full(8, 7.0, np.float32).tobytes())
+    out = edgekit.quantize(linked, "random", out=linked.parent / "q.onnx")
+    assert _weights_ones(out), _outputs(out)[:2]
+
+
+def test_export_of_a_symlinked_onnx_with_external_data(linked):
+    result = cli(["export", linked, "--calibration", "random", "--out", linked.parent / "o", "--no-bench"])
+    assert result.exit_code == 0, result.output
+    assert _weights_ones(linked.parent / "o" / "desktop-x86" / "model.int8.onnx")
+
+
+def test_quantize_opens_the_users_file_once(tmp_path):
+    """Counted by the interpreter's own audit events (every open() of the file in this process, onnx.load's too):
+    quantize() opened the user's file 4 times (the checks, initializer inputs, opset, external files)."""
+    src = _linear(tmp_path / "m.onnx", 1.0)
+    opened = []
+    target = str(src)
+
+    def hook(event, args):
+        if event == "open" and args and str(args[0]) == target and opened is not None:
+            opened.append(event)
+
+    sys.addaudithook(hook)  # audit hooks stay for the process: it counts only while `opened` is a list
+    try:
+        edgekit.quantize(src, "random", out=tmp_path / "q.onnx")
+    finally:
+        counted, opened = len(opened), None
+    assert counted == 1, counted
