@@ -591,6 +591,25 @@ class CheckedOnnx:
     folder: Path  # the folder of the file the path resolved to, once: a symlinked .onnx's external data is there
     external: frozenset[Path]  # the files its weights were read from
     opset: int  # the file's own ai.onnx opset (before its local functions were inlined)
+    stamps: tuple = ()  # those files' _stamps when checked: a stage reading them again refuses them changed
+
+    def external_unchanged(self) -> None:
+        """InputError when an external data file is not the one checked (replaced or written since): its weights
+        were never checked (NaN, infinite), and the model shipped would not be the one measured."""
+        if changed := next((f for f, stamp in _stamps(self.external) if stamp != dict(self.stamps).get(f)), None):
+            raise InputError(f"model {str(self.path)!r}: its external data file {changed.name!r} changed while "
+                             "edgekit read the model; run again once it is written")
+
+
+def _stamps(files) -> tuple:
+    """(file, (device, inode, size, mtime)) of each file, sorted: what changes when one is replaced or written."""
+    def stamp(f: Path):
+        try:
+            st = f.stat()
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+    return tuple(sorted((f, stamp(f)) for f in files))
 
 
 def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | None = None,
@@ -617,7 +636,7 @@ def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | No
         raise InputError(f"model {str(path)!r} is not a valid ONNX model: {first_line(e)}") from e
     files = _check_external_data(model, path, real)
     (external if external is not None else set()).update(files)
-    opset = ai_onnx_opset(model)
+    opset, stamps = ai_onnx_opset(model), _stamps(files)  # before onnx reads them
     model = inline_functions(model, str(path))
     for node in model.graph.node:
         if node.domain not in KNOWN_DOMAINS:  # never "" here: the default domain is known
@@ -644,7 +663,7 @@ def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | No
     if held is not None:
         held.append(data)
     if checked is not None:
-        checked.append(CheckedOnnx(path, data, real.parent, frozenset(files), opset))
+        checked.append(CheckedOnnx(path, data, real.parent, frozenset(files), opset, stamps))
     return model
 
 
@@ -1401,7 +1420,9 @@ def without_initializer_inputs(src: CheckedOnnx, dest: Path, shapes: dict[str, t
         Path(dest).write_bytes(src.data)  # as checked, not re-serialised
         return dest
     if external:
+        src.external_unchanged()
         onnx.load_external_data_for_model(model, str(src.folder))
+        src.external_unchanged()  # what was read is what was checked, unless written within the same tick
     for value in extra:
         model.graph.input.remove(value)
     model.ir_version = max(model.ir_version, 4)  # IR 3 requires every initializer to be a graph input too

@@ -128,3 +128,30 @@ def test_quantize_opens_the_users_file_once(tmp_path):
     finally:
         counted, opened = len(opened), None
     assert counted == 1, counted
+
+
+@pytest.mark.parametrize("command", ["quantize", "export"])
+def test_external_data_replaced_after_the_checks_is_refused_not_quantized(tmp_path, monkeypatch, command):
+    """The .onnx is held as checked, its external data is read again where the stage copy is made: replaced after
+    the checks (here by weights of 7s, once onnxruntime's kernel check, the last one, has run), the unchecked
+    weights were quantized without a word. A file not the one checked is refused (exit 3)."""
+    from edgekit import onnx_export
+
+    src = _linear(tmp_path / "m.onnx", 1.0, location="m.onnx.data")
+    kernels = onnx_export._check_runtime_kernels
+
+    def replaced_after(*args):
+        kernels(*args)
+        (tmp_path / "new.data").write_bytes(np.full(8, 7.0, np.float32).tobytes())
+        (tmp_path / "new.data").replace(tmp_path / "m.onnx.data")
+
+    monkeypatch.setattr(onnx_export, "_check_runtime_kernels", replaced_after)
+    said = "its external data file 'm.onnx.data' changed while edgekit read the model"
+    if command == "quantize":
+        with pytest.raises(edgekit.errors.InputError, match=said):
+            edgekit.quantize(src, "random", out=tmp_path / "q.onnx")
+        assert not (tmp_path / "q.onnx").exists()
+    else:
+        result = cli(["export", src, "--calibration", "random", "--out", tmp_path / "o", "--no-bench"])
+        assert result.exit_code == 3 and said in result.stderr and "Traceback" not in result.output, result.output
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
