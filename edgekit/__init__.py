@@ -10,6 +10,10 @@ __version__ = "0.1.1.dev0"
 # refuses: a gate, a manifest key or file it requires, golden.npz's layout. Left as it is otherwise, so CI machines
 # and devices with older installs keep checking new packages (this version's own would lock them out at every release).
 CHECKABLE_BY = "0.1.1"  # check reads quiet_floor and accuracy.output since
+# The oldest edgekit whose packages this one's `check` reads (its manifest's `edgekit_version`, release numbers only):
+# an older one's lack what check now requires (0.1.0's: report.md/report.html hashed, accuracy.output) and failed as
+# tampered; they are refused as made by an older edgekit, to re-export. Raise it with CHECKABLE_BY.
+READS_FROM = "0.1.1"
 __all__ = ["export", "check", "prune", "share", "distill", "quantize", "ExportReport", "TargetReport", "CheckReport",
            "DeviceSpec", "EdgekitError", "UsageError", "InputError", "StageError",
            "BusyError"]

@@ -22,8 +22,8 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from . import (__version__, archive, arrays, bounded, detections, emulated_kernels, host, mobile, model_claims,
-               package, parity, published, report_html, runner)
+from . import (READS_FROM, __version__, archive, arrays, bounded, detections, emulated_kernels, host, mobile,
+               model_claims, package, parity, published, report_html, runner)
 from .config import (C_NAME_FORM, RANGES, TARGET_NAME, ParitySpec, Target, bundled, list_targets,
                      load_target)
 from .errors import InputError, StageError, StepTimeout, UsageError, few, first_line
@@ -375,10 +375,10 @@ def _check_target(folder: Path, shown: str, *args) -> list[Case]:
     """The cases of one package folder, each naming its target, and the folder when it is named otherwise: two
     folders of one target (desktop-x86, desktop-x86-prev) must be told apart, and a reader of --json gets both."""
     manifest = read_manifest(folder, shown)
-    if newer := _needs_newer(manifest, shown):  # read as this edgekit's, a newer package's format fails as tampered
+    if refused := _version_refused(manifest, shown):  # read as this edgekit's, another's format fails as tampered
         target = manifest["target"] if isinstance(manifest.get("target"), str) and TARGET_NAME.fullmatch(
             manifest["target"]) else folder.name
-        return [Case(target, VERSION_CASE, False, newer, folder="" if folder.name == target else folder.name)]
+        return [Case(target, VERSION_CASE, False, refused, folder="" if folder.name == target else folder.name)]
     manifest = _manifest(manifest, shown)
     target = manifest["target"]
     relabel = functools.partial(replace, target=target, folder="" if folder.name == target else folder.name)
@@ -389,22 +389,41 @@ def _check_target(folder: Path, shown: str, *args) -> list[Case]:
         raise
 
 
-def _needs_newer(manifest, shown: str) -> str:
-    """Why this edgekit cannot check a package ("" when it can): its `checkable_by`, the oldest edgekit able to,
-    is newer than this one (a manifest without it was made before it, by an edgekit no newer than the one that
-    made it). A version that is no version is bad input."""
+def _version_refused(manifest, shown: str) -> str:
+    """Why this edgekit does not check a package ("" when it does): a newer edgekit's (_needs_newer) or an older one's
+    (_made_too_long_ago), whose manifest this one would read as tampered. A version that is no version, or none,
+    is bad input."""
     if not isinstance(manifest, dict):
         return ""  # refused by _manifest
-    made, needs = (manifest.get(k) for k in ("edgekit_version", "checkable_by"))
     for key in ("edgekit_version", "checkable_by"):
         if key in manifest:  # null too: it skipped the gate, where "banana" was refused
             _release(manifest[key], f"{shown}/manifest.json: {key}")
+    if "edgekit_version" not in manifest:  # deleted, it skipped this gate and report.md's comparison
+        raise InputError(f"{shown}/manifest.json: no edgekit_version, which every edgekit writes (the version that "
+                         "made the package)")
+    return _needs_newer(manifest) or _made_too_long_ago(manifest["edgekit_version"])
+
+
+def _needs_newer(manifest: dict) -> str:
+    """Its `checkable_by`, the oldest edgekit able to check it, is newer than this one (a manifest without it was made
+    before it, by an edgekit no newer than the one that made it)."""
+    made, needs = manifest["edgekit_version"], manifest.get("checkable_by")
     decides = made if needs is None else needs
-    if decides is None or _release(decides, "") <= _release(__version__, "this edgekit's version"):
+    if _release(decides, "") <= _release(__version__, "this edgekit's version"):
         return ""
-    by = f" (made by edgekit {made})" if needs is not None and made is not None else ""
+    by = f" (made by edgekit {made})" if needs is not None else ""
     return f"this package needs edgekit {decides} or newer to check it{by}, and this is edgekit {__version__}: " \
         f"upgrade edgekit to {decides} or newer"
+
+
+def _made_too_long_ago(made: str) -> str:
+    """An edgekit older than READS_FROM made it: its manifest lacks what this check requires. Edited down from a
+    newer version, the package fails here too: no rule is skipped for an older version."""
+    if _release(made, "") >= _release(READS_FROM, "READS_FROM"):
+        return ""
+    made = printable(made)
+    return f"made by an older edgekit ({made}): this is edgekit {__version__}, which checks packages made by " \
+        f"edgekit {READS_FROM} or newer: re-export it with this one (or check it with edgekit {made})"
 
 
 def _release(version, what: str) -> tuple[int, ...]:

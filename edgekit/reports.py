@@ -317,7 +317,9 @@ class ExportReport(_Verdict):
         return "; ".join(f"{name}: {', '.join(t.failed_gates())}" for name, t in self.targets.items() if not t.passed)
 
 
-VERSION_CASE = "version"  # the case of a package this edgekit is too old to check (its manifest's checkable_by)
+# the case of a package another edgekit's version must check: a newer one (its manifest's checkable_by), or an older
+# one than READS_FROM (its edgekit_version)
+VERSION_CASE = "version"
 
 
 @dataclass
@@ -332,8 +334,8 @@ class CheckReport(_Verdict):
 
     @property
     def exit_code(self) -> int:
-        """1 where a package failed; 2 where the only failures are packages this edgekit is too old to check: the
-        user's install to upgrade, which CI must tell from a tampered package."""
+        """1 where a package failed; 2 where the only failures are packages this edgekit is too old (or too new) to
+        check: the user's install to upgrade (or the package to re-export), which CI must tell from a tampered one."""
         failed = {c.name == VERSION_CASE for c in self.cases if not c.passed}
         return int(ExitCode.GATE_FAILED if False in failed else ExitCode.USAGE if failed else ExitCode.OK)
 

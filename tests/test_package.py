@@ -1473,6 +1473,42 @@ def test_the_version_to_upgrade_to_is_checkable_by_and_a_failed_package_beside_i
         ("tampered/desktop-x86", "parity model.int8.onnx")}
 
 
+def as_made_by_0_1_0(m):
+    """What edgekit 0.1.0 wrote (examples/ci's archive before 0.1.1.dev0): no checkable_by, page format, pages hashed
+    or scored output (accuracy.output), which this check requires."""
+    for key in ("checkable_by", "page_format"):
+        m.pop(key)
+    for name in ("report.md", "report.html"):
+        m["files"].pop(name)
+        m["sizes"].pop(name)
+    m["accuracy"].pop("output")
+    m["edgekit_version"] = "0.1.0"
+
+
+@pytest.mark.parametrize("edit,made", [
+    (as_made_by_0_1_0, "0.1.0"),  # failed integrity and gates as tampered (exit 1)
+    # a newer package's version edited down: it passed with its pages not compared, and fails as the older one
+    (lambda m: m.update(edgekit_version="0.1.0-dev"), "0.1.0-dev"),
+    (lambda m: m.update(edgekit_version="0.0.9", checkable_by="0.0.9"), "0.0.9"),
+])
+def test_package_from_an_older_edgekit_says_re_export_not_tampered(tmp_path, edit, made):
+    import edgekit
+
+    result = check(example_package(tmp_path, edit), "--json")
+    assert result.exit_code == 2, result.output  # the package to re-export, never exit 1 as tampered, nor a pass
+    assert [(c["name"], c["passed"], c["message"]) for c in check_cases(result)] == [
+        ("version", False, f"made by an older edgekit ({made}): this is edgekit {edgekit.__version__}, which checks "
+                           f"packages made by edgekit {edgekit.READS_FROM} or newer: re-export it with this one (or "
+                           f"check it with edgekit {made})")]
+
+
+def test_a_manifest_without_edgekit_version_is_exit_3(tmp_path):
+    """Deleted, it skipped the version gate and report.md's comparison with this edgekit's rendering: it passed."""
+    result = check(example_package(tmp_path, lambda m: m.pop("edgekit_version")))
+    assert result.exit_code == 3, result.output
+    assert "manifest.json: no edgekit_version, which every edgekit writes" in result.stderr
+
+
 @pytest.mark.parametrize("edit", [
     None,  # as made today: checkable_by is this edgekit's
     lambda m: m.pop("checkable_by"),  # made before checkable_by: checked as before
@@ -1610,6 +1646,7 @@ def test_checkable_by_is_no_newer_than_this_edgekit():
     from edgekit.package_check import _release
 
     assert _release(edgekit.CHECKABLE_BY, "") <= _release(edgekit.__version__, "")
+    assert _release(edgekit.READS_FROM, "") <= _release(edgekit.__version__, "")  # nor READS_FROM: its own refused
 
 
 def test_corrupt_deployed_model_fails_check_with_a_report(packaged, tmp_path):
