@@ -471,12 +471,12 @@ def _pixel_claims(name: str, graph: Graph, manifest: dict) -> list[str]:
 def _pixel_nodes_claim(name: str, graph: Graph, pixels: dict) -> list[str]:
     """image_uint8.nodes_in_int8 (the normalisation's nodes still run in the int8 model) is what the graph says:
     where raw pixels replaced them (pixels.raw_feed), a node other than the normalisation's Cast reads the pixel
-    input (the first DequantizeLinear or integer op); where they stay, only that Cast does. A manifest without
-    `nodes` and the key (an older edgekit's) says nothing to hold; edgekit writes the two together (the key alone
-    deleted, report.html listed the gone nodes as kept in float, its default)."""
-    if "nodes_in_int8" not in pixels and "nodes" not in pixels:
-        return []
+    input (the first DequantizeLinear or integer op); where they stay, only that Cast does. edgekit writes the two
+    keys with image_uint8 (its packages without them, 0.1.0's, are refused by version): the key alone deleted, or
+    both, report.html listed the gone nodes as kept in float, its default, and check passed."""
     claimed, said = pixels.get("nodes_in_int8"), pixels["input"]
+    if "nodes_in_int8" not in pixels and "nodes" not in pixels:
+        return [f"image_uint8 lists neither its nodes nor nodes_in_int8, which edgekit writes with it (input {said!r})"]
     kept = not any(said in inputs and op != "Cast" for op, inputs, _ in graph.nodes)
     if claimed is kept:
         return []
