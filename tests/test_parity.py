@@ -157,6 +157,18 @@ def test_top5_agreement_counts_the_reference_class_within_the_candidates_top5():
     assert plain.top1_agreement is None and plain.top5_agreement is None
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_top5_agreement_breaks_ties_by_class_index_on_every_host(seed):
+    """int8 scores tie often: numpy's default argsort orders ties by the host's SIMD sort (this AVX-512 host's and an
+    AVX2 one's differed), so the figure was the host's. Ties go to the lower class, as argmax's top-1."""
+    rng = np.random.default_rng(seed)
+    cand = (rng.integers(-20, 20, (400, 100)) * 0.1).astype(np.float32)  # steps apart: many ties at the 5th place
+    ref = rng.normal(size=(400, 100)).astype(np.float32)
+    by_index = [sorted(range(100), key=lambda c: (-row[c], c))[:5] for row in cand.astype(np.float64)]
+    expected = np.mean([want in top for want, top in zip(ref.argmax(1), by_index)])
+    assert parity._agreement([ref], [cand])[1] == expected
+
+
 def test_retrieval_at1_is_nearest_neighbour_agreement():
     rng = np.random.default_rng(0)
     ref = [[rng.standard_normal((1, 16))] for _ in range(10)]
