@@ -505,6 +505,8 @@ def _check_package(folder: Path, shown: str, manifest: dict, mismatched: dict[Pa
     if not own and (why := _pages_rendered_otherwise(manifest)) and any((folder / p).exists() for p in package.PAGES):
         # said where a pass shows it: a version edited in and re-hashed is how a forged report escapes the comparison
         cases[0] = replace(cases[0], message=f"report.md and report.html not compared with the manifest: {why}")
+    if not own and (why := _operators_not_made_again(manifest)):  # the same: versions.onnxruntime edited
+        cases[0] = replace(cases[0], message="; ".join(filter(None, (cases[0].message, why))))
     with _stops_in(ran=cases[:1], stopped_in=not_run, unreached=cases[1:2]):  # gates: refigured from the runs
         at = _place_for(place, manifest, shown)
         entries = _contract_entries(manifest)
@@ -809,6 +811,22 @@ def _operator_claims(folder: Path, manifest: dict) -> str:
         return (f"{config} is not what edgekit writes for {', '.join(orts)}: "
                 + "; ".join(filter(None, (lost and f"it lacks {few(lost, 4)}", extra and f"it adds {few(extra, 4)}"))))
     return ""
+
+
+def _operators_not_made_again(manifest: dict) -> str:
+    """Why _operator_claims did not make the shipped required_operators.config again ("" where it did, or none ships):
+    another onnxruntime made the package. Said where a pass shows it: versions.onnxruntime edited (and re-hashed) let
+    a config lacking the fused int8 kernels pass."""
+    entry = manifest.get("ort_format")
+    config = entry.get("config") if isinstance(entry, dict) else None
+    made = manifest["versions"].get("onnxruntime") if isinstance(manifest.get("versions"), dict) else None
+    import onnxruntime
+
+    if not (isinstance(config, str) and config in manifest["files"] and _ort_files(manifest)) or \
+            made == onnxruntime.__version__:
+        return ""
+    return f"{printable(config[:80])} not made again: made with onnxruntime {printable(str(made)[:40])}, this is " \
+        f"{onnxruntime.__version__} (check it with that release to hold it)"
 
 
 # (the .onnx files' names and sha256, style, platform) → their operator lines: a re-check of the same models (a copy

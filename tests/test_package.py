@@ -1230,6 +1230,23 @@ def test_export_without_setarch_ships_the_lines_check_makes_whatever_the_users_l
     assert lines == {ln for ln in shipped if ln and not ln.startswith("#")}
 
 
+def test_an_operator_config_another_onnxruntime_made_is_said_not_made_again(packaged, tmp_path):
+    """check makes required_operators.config again only with the onnxruntime that made the package: its
+    versions.onnxruntime edited (the pages rendered again, the config re-hashed without its com.microsoft line)
+    passed with nothing said."""
+    folder = fresh_copy(packaged, tmp_path)
+    config = folder / "required_operators.config"
+    config.write_text("".join(ln for ln in config.read_text().splitlines(True) if not ln.startswith("com.microsoft")))
+    rehash(folder, config.name)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["versions"]["onnxruntime"] = manifest["runtime"]["onnxruntime"]["minimum"] = "1.31.0"
+    write_manifest(folder, manifest)
+    result = check(folder, "--json")
+    [integrity] = [c for c in check_cases(result) if c["name"] == "integrity"]
+    assert integrity["message"] == ("required_operators.config not made again: made with onnxruntime 1.31.0, this "
+                                    f"is {ort.__version__} (check it with that release to hold it)"), result.output
+
+
 def test_checks_operator_config_is_one_conversion_in_its_child_without_torch(packaged):
     """check made required_operators.config again through to_ort, a setarch child per model (an interpreter and the
     converter's imports each: +0.9 s a target, +1.4 s for iOS's two): its child converts the models at once, itself,
