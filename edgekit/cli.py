@@ -552,8 +552,10 @@ class _OneLine(logging.Formatter):
 @click.option("--study", default="edgekit", show_default=True, help="The search's study name.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object on stdout: the outcome and each target's manifest.")
+@click.option("--timings", "show_timings", is_flag=True,
+              help="Print each stage's wall time and the host that ran it on stderr (never in the package).")
 @_handle_errors
-def export(source, as_json, from_trial, storage, study, **flags):
+def export(source, as_json, from_trial, storage, study, show_timings, **flags):
     """Export, quantize, validate and benchmark SOURCE for each target.
 
     SOURCE is a recipe (edgekit.toml), MODULE:FUNCTION, FILE.py:FUNCTION, a TorchScript or
@@ -571,6 +573,10 @@ def export(source, as_json, from_trial, storage, study, **flags):
     if as_json and not report.passed:  # a CI log shows why without parsing the document
         click.echo(f"edgekit: gates failed: {report.failed_gates()}", err=True)
     _emit(json_text(report.to_json()) if as_json else table(list(report.targets.values())))
+    if show_timings and report.timings:  # stderr: --json's stdout is one document
+        from .report import printable
+
+        click.echo("\n".join(map(printable, report.timings.line().splitlines())), err=True)
     return report.exit_code
 
 

@@ -28,7 +28,7 @@ from .config import (DistillSettings, InputSpec, PruneSpec, QuantSettings, Recip
 from .errors import EdgekitError, InputError, StageError, UsageError, said_as
 from .device import Device
 from .load import load_model
-from .progress import bar
+from .progress import Laps, Timings, bar, host_where
 from .reports import (ARM_STAND_IN, ExportReport, LatencyReport, TargetReport, shipped_model, user_path_patterns,
                       without_folders)
 from .runtime import (flushing, forget_sessions, int8_session, nonfinite_output, ort_log_level, run_calibration,
@@ -192,11 +192,13 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     labels = package.read_labels(recipe.labels) if recipe.labels is not None else None  # told before any work
     emulated = emulator_for(recipe, targets)
     device = device_for(recipe, targets)
-    published = False
+    published, started = False, time.perf_counter()
     try:  # OUT is made (and locked) before any work: a place no folder can be made was told
         # after the data were read and the model pruned and distilled
         with outdir.staging(out, names, recipe.force) as stage:
+            laps = Laps()
             loaded = load_model(recipe.source, recipe.weights, recipe.trust_checkpoint, exporting=True)
+            laps.mark("load")
             own = loaded.module  # the user's module, before _inputs wraps it (uint8 pixels, pinned constants)
             inputs, pinned, defaults = _inputs(recipe, loaded)
             specs = sequences.data_specs(inputs, recipe.state) if recipe.state else inputs
@@ -206,9 +208,14 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
             package.golden_count(val.feeds, 1)  # a sample no golden file can hold: told before any work
             init = sequences.initial_values(recipe.state_init, inputs, recipe.state, recipe.max_data_bytes)
             timed_here = next((t for t in targets if t.runtime.arch == host.arch()), targets[0])  # round_to auto's
+            laps.mark("data")
             compression = (_compress(recipe, loaded, own, inputs, val, timed_here, progress)
                            if recipe.prune or recipe.share or recipe.distill else None)
+            if compression:
+                laps.mark("compress")
             torch_val = _torch_outputs(recipe, loaded, inputs, val, init)
+            if torch_val is not None:
+                laps.mark("torch outputs")
             shared = Shared(recipe, loaded.source, inputs, pinned, defaults, init, cal, val, torch_val, stage, progress,
                             compression, emulated, device, loaded.warnings + calib.validation_repeats(val),
                             calib.validation_distinct(val), labels,
@@ -219,8 +226,11 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
                 opset = 0 if loaded.is_onnx else target.opset
                 if opset not in prepared:
                     prepared[opset] = _prepare(loaded, shared, opset)
+                    laps.mark(f"ONNX opset {opset} + float runs" if opset else "ONNX prep + float runs")
                 reports[target.name] = _target(shared, target, prepared[opset])
+                laps.at = time.perf_counter()  # the target's own laps hold its time
             outdir.publish(stage, out, names, stale=[] if recipe.archive else [f"{t.name}.tar.gz" for t in targets])
+            laps.mark("publish")
             published = True
         if earlier := outdir.earlier_packages(out, names):
             log.warning("%s also holds %s, which this run did not make (`edgekit check` of the folder checks it "
@@ -232,7 +242,8 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
     finally:
         if device is not None:
             device.close()
-    return ExportReport(reports, out.absolute())  # a caller that changes folder still finds it
+    return ExportReport(reports, out.absolute(), Timings(  # a caller that changes folder still finds it
+        host_where(), laps.seconds, {name: r.timings for name, r in reports.items()}, time.perf_counter() - started))
 
 
 def _torch_outputs(recipe: Recipe, loaded, inputs, val, init: dict) -> list | None:
@@ -739,6 +750,7 @@ COREML_MODEL = "model.coreml.onnx"  # the fp32 model with fixed shapes an iOS pa
 
 def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     log.info("target %s", target.name)
+    laps = Laps(f"{target.name} ")
     tdir = shared.stage / target.name
     tdir.mkdir()
     fp32, int8 = tdir / "model.onnx", tdir / "model.int8.onnx"
@@ -775,6 +787,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     # An ARM device's int8 arithmetic does not saturate: judge an ARM target by exact arithmetic; an x86
     # target by this host's own kernels.
     exact = target.runtime.arch != "x86_64"
+    laps.mark("plan")
     qplan, n_cal, tuning, chosen_rows, judged = _quantize(shared, target, qplan, prep, model, fp32, int8, exact,
                                                           _static_fallback(recipe, model, given, target, qplan))
     if sums:  # whichever plan --auto kept: the shipped graphs have them
@@ -792,6 +805,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     if norm and kept_pixels is None:
         onnx_export.check(int8)
     float_subgraph = quantization.float_subgraph_nodes(quantized)
+    laps.mark("tune" if tuning else "calibrate+quantize")
     int8_sess, kernels = int8_session(int8, providers, threads, exact, reuse=True)
     emulated, judged_also_on = _emulators(shared, target)
     if emulated is None:
@@ -806,12 +820,16 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                                            target.parity, shared.judged_task)
     there = _emulated_figures(shared, prep, target, judged_also_on, int8, int8_val, judged, verdict_val,
                               package.output_steps(quantized)) if judged_also_on else None
+    laps.mark("int8 runs+parity")
     latency, *one_thread = [None] if recipe.no_bench else _latency(shared, prep, target, fp32, int8)
+    if latency:
+        laps.mark("bench")
     stream = (shared.val.feeds[0], shared.inputs, recipe.state, shared.init) if recipe.state else None
     # golden inputs are the first of the samples the verdict is of, those AVX2 kernels saturate moved first (a
     # full-range x86 package): check bounds its figures by theirs, a subset
     golden_feeds, chosen = _riskiest_first(target, qplan, int8, verdict_val.feeds,
                                            list(range(len(val.feeds)))[judged], stream)
+    laps.mark("golden choice")
     packaged = package.deliverables(target, tdir, int8, golden_feeds, prep.names, stream,
                                     package.output_steps(quantized), emulated, coreml_model, recipe.c_name)
     if chosen:
@@ -820,7 +838,11 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         packaged["labels"] = _ship_labels(tdir, shared.labels)
     accuracy = _accuracy(verdict_val, shared.torch_val and shared.torch_val[judged], fp32_judged, int8_judged,
                          parity.scored_at(quant_parity.outputs), prep.names)
+    laps.mark("package")
     size_checks = _int8_at_sizes(shared, prep, int8_sess, fixed)
+    laps.mark("other sizes")
+    layers = _layer_report(qplan, model, fp32, int8, val.feeds, chosen_rows)
+    laps.mark("layer report")
     details = {
         "edgekit_version": __version__,
         "checkable_by": CHECKABLE_BY,  # the oldest edgekit that can check the package
@@ -851,7 +873,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
         "float_subgraph_nodes": {"nodes": float_subgraph, "why": quantization.SUBGRAPH_WHY} if float_subgraph else None,
         "calibration": {"data": cal.origin, "samples": n_cal, "random": cal.random},
         "validation": {"data": val.origin, "samples": len(val), "random": val.random},
-        "layers": _layer_report(qplan, model, fp32, int8, val.feeds, chosen_rows),
+        "layers": layers,
         "compression": shared.compression,
         "search": recipe.from_trial,
         "seed": recipe.seed,  # random data and training depend on it: the same inputs and seed, the same bytes
@@ -920,6 +942,7 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                           + emulated_kernels.advice(there, gates, qplan.reduce_range), details,
                           latency_1_thread=one_thread[0] if one_thread else None, emulated=there)
     report = without_folders(report, shared.user_files[1])
+    laps.mark("verdict")
     package.write(tdir, report, pages=False)
     # the verdict is the gates AND the comparisons `edgekit check` makes on the staged package (run here, not in a
     # bounded child: the files are the ones this run just wrote)
@@ -931,6 +954,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
     package.write(tdir, report)
     if recipe.archive:
         archive.write(tdir, shared.stage / f"{target.name}.tar.gz")
+    laps.mark("write+check")
+    report.timings = laps.seconds
     return report
 
 

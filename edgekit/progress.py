@@ -1,9 +1,15 @@
-"""Progress bars on a terminal only; CI logs and --json output stay clean."""
+"""Progress on a terminal only (bars; with -v each stage's wall time as it ends); CI logs and --json output stay
+clean. Stage times never reach a manifest: the same inputs write the same bytes."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import threading
+import time
+from dataclasses import dataclass, field
+
+log = logging.getLogger("edgekit")
 
 
 @contextlib.contextmanager
@@ -42,3 +48,45 @@ def quiet():
     """onnxruntime's tools print progress on stdout, which belongs to --json and to the caller of the Python API."""
     with contextlib.redirect_stdout(_OtherThreads(sys.stdout)):
         yield
+
+
+class Laps:
+    """Wall time between marks, each lap to the stage it ended (a stage met twice adds up): one line at each stage
+    boundary of a straight-line pipeline, where `with` blocks would re-indent it. -v logs each lap as it ends."""
+
+    def __init__(self, prefix: str = ""):
+        self.prefix, self.seconds, self.at = prefix, {}, time.perf_counter()
+
+    def mark(self, stage: str) -> None:
+        now = time.perf_counter()
+        lap, self.at = now - self.at, now
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + lap
+        log.info("%s%s: %.2f s", self.prefix, stage, lap)
+
+
+@dataclass(frozen=True)
+class Timings:
+    """One export's stage wall times in seconds (shared stages, then each target's), and where they were measured:
+    on the Python API's ExportReport and printed by `export --timings`, never serialized into a package."""
+
+    where: str  # this host's CPU, usable cores and the threads edgekit's own float work ran at
+    shared: dict[str, float] = field(default_factory=dict)
+    targets: dict[str, dict[str, float]] = field(default_factory=dict)
+    total: float = 0.0
+
+    def line(self) -> str:
+        """A few lines: `timings (wall s, on CPU ...): load 1.20, ...` then one per target and the total."""
+        def stages(seconds: dict[str, float]) -> str:
+            return ", ".join(f"{name} {s:.2f}" for name, s in seconds.items())
+        return "\n".join([f"timings (wall s; {self.where}):", f"  {stages(self.shared)}",
+                           *(f"  {name}: {stages(t)}" for name, t in self.targets.items()),
+                           f"  total {self.total:.2f}"])
+
+
+def host_where() -> str:
+    """Where stage times are measured: the CPU, the cores this process may use, edgekit's float work threads."""
+    from .host import cpu_model, work_threads
+    from .runner import usable_cores
+
+    return (f"{cpu_model()}, {usable_cores()} usable core(s), float work at {work_threads()} thread(s), "
+            "int8 runs at each profile's")

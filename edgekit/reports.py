@@ -16,6 +16,7 @@ from .bench import Latency
 from .emulated_kernels import EmulatedKernels
 from .errors import ExitCode
 from .parity import Accuracy, Gate, OutputParity, StageParity
+from .progress import Timings
 
 
 def _lists(data):
@@ -240,6 +241,9 @@ class TargetReport:
     verification: list[Case] = field(default_factory=list)  # `edgekit check` on the staged package
     latency_1_thread: LatencyReport | None = None  # when `latency` is at the profile's threads and that is more
     emulated: EmulatedKernels | None = None  # an x86-64 target's figures on an emulated CPU (export --emulate x86_64)
+    # stage → wall seconds of this export on this host (ExportReport.timings says where): not in the manifest, whose
+    # bytes the same inputs must reproduce; empty in a report read back from one
+    timings: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_json(cls, m: dict) -> TargetReport:
@@ -296,6 +300,7 @@ class ExportReport(_Verdict):
 
     targets: dict[str, TargetReport]
     out: Path  # the published folder: OUT/<target> for each target
+    timings: Timings | None = field(default=None, compare=False, repr=False)  # wall times; never in to_json()
 
     @property
     def passed(self) -> bool:

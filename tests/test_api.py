@@ -122,9 +122,20 @@ def test_api_and_cli_write_byte_identical_packages(tmp_path):
                          targets=("desktop-x86",), out=tmp_path / "api", no_bench=True, archive=True)
     run = cli(["export", MODEL, "--weights", WEIGHTS, "--input", "image:Nx1x8x8", "--calibration",
                data / "calibration.npz", "--validation", data / "validation.npz", "-t", "desktop-x86", "--out",
-               tmp_path / "cli", "--no-bench", "--archive", "--json"])
+               tmp_path / "cli", "--no-bench", "--archive", "--json", "--timings"])
     assert run.exit_code == 0, run.output
     assert api.passed
+    # each stage's wall time and where it was measured: on the report and on --timings' stderr, in no file (the
+    # packages stay byte-identical, below) and in no --json document
+    from edgekit.host import cpu_model
+
+    timings, target = api.timings, api.targets["desktop-x86"]
+    assert timings.where.startswith(f"{cpu_model()}, ") and "thread(s)" in timings.where
+    assert list(timings.shared)[:2] == ["load", "data"] and timings.targets == {"desktop-x86": target.timings}
+    assert {"calibrate+quantize", "golden choice", "write+check"} <= set(target.timings), target.timings
+    assert 0 < sum(timings.shared.values()) + sum(target.timings.values()) <= timings.total
+    assert run.stderr.startswith(f"timings (wall s; {cpu_model()}, ") and "\n  desktop-x86: plan " in run.stderr
+    assert "timings" not in run.stdout and "timings" not in repr(api)
     # --json's document is to_json()'s, the output folder in it (a notebook's out=None folder was nowhere in it)
     said, given = json.loads(run.stdout), api.to_json()
     assert (said.pop("out"), given.pop("out")) == (str(tmp_path / "cli"), str(tmp_path / "api"))
