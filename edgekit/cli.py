@@ -812,6 +812,7 @@ def check_cmd(path, junit_path, as_json, emulate, device, device_identity, devic
 
     if not path:
         raise UsageError("check takes a package folder or archive, not an empty path")
+    junit_path = expand_home(junit_path)  # the one `~` rule (PATH_FLAGS'): a quoted "~/r.xml" was a folder `~`
     if junit_path is not None:  # told now, not after the check ran
         junit_file = Path(junit_path).absolute()
         if not junit_path or junit_file.is_dir() or os.path.lexists(junit_file) and not junit_file.is_file():
@@ -906,6 +907,8 @@ def inspect_cmd(model, compare, data, nodes, as_json):
     with --compare FP32 INT8 --data D, the error each node adds, worst first."""
     from .inspect_model import compare_text, inspect, layer_errors, text
 
+    # the one `~` rule (PATH_FLAGS'): a quoted "~/m.onnx" was "no such file"
+    model, compare, data = expand_home(model), tuple(map(expand_home, compare or ())), expand_home(data)
     if model and compare:
         raise UsageError("give a MODEL to inspect, or --compare FP32 INT8, not both")
     if data and not compare:

@@ -706,3 +706,29 @@ def test_check_in_a_legacy_ascii_locale_opens_utf8_names_and_writes_the_junit(tm
     latin = subprocess.run([sys.executable, "-P", "-m", "edgekit", "check", "."], capture_output=True, text=True,
                            timeout=120, env=env, cwd=tmp_path, errors="replace")
     assert latin.returncode == 3 and "not a UTF-8 path" in latin.stderr, latin.stderr
+
+
+def test_check_junit_and_inspect_paths_take_a_tilde_as_exports_flags_do(tmp_path, monkeypatch):
+    """A quoted `--junit "~/r.xml"` said "its folder does not exist", `inspect "~/m.onnx"` and `--compare "~/a.onnx"
+    "~/b.onnx" --data "~/d.npz"` "no such file": export's path flags and recipes read `~` as the home (one rule,
+    config.expand_home)."""
+    import edgekit
+    from onnx import TensorProto, helper
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [3, 3], [1.0, 0, 0, 0, 1, 0, 0, 0, 1])
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), home / "m.onnx")
+    np.savez(home / "d.npz", x=np.random.default_rng(0).random((8, 1, 3), dtype=np.float32))
+    edgekit.quantize(home / "m.onnx", str(home / "d.npz"), out=home / "m.int8.onnx")
+    result = cli(["check", tmp_path / "no-package", "--junit", "~/r.xml"])
+    assert result.exit_code == 3 and (home / "r.xml").is_file() and not (tmp_path / "~").exists(), result.output
+    result = cli(["inspect", "~/m.onnx", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["opset"] == {"ai.onnx": 17}, result.output
+    result = cli(["inspect", "--compare", "~/m.onnx", "~/m.int8.onnx", "--data", "~/d.npz", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["nodes"], result.output
