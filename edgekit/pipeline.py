@@ -938,7 +938,8 @@ def _target(shared: Shared, target: Target, prep: Prepared) -> TargetReport:
                           + (verdict.preprocessing_advice(gates, prep.given_opset) if prep.exporter is None
                                       else []) + verdict.gate_advice(gates, qplan.settings, tuning, short,
                                                                      _ranges(cal, val, qplan),
-                                                                     quantization.outputs_kept_float(quantized))
+                                                                     quantization.outputs_kept_float(quantized),
+                                                                     shared.judged_task)
                           + emulated_kernels.advice(there, gates, qplan.reduce_range), details,
                           latency_1_thread=one_thread[0] if one_thread else None, emulated=there)
     report = without_folders(report, shared.user_files[1])

@@ -308,12 +308,12 @@ def over_fitted(tuning: dict | None) -> str | None:
 
 
 def gate_advice(gates: list[Gate], settings, tuning: dict | None, short: tuple[int, int] | None = None,
-                ranges: str | None = None, float_outputs: Collection[str] = ()) -> list[str]:
+                ranges: str | None = None, float_outputs: Collection[str] = (), task: str = "") -> list[str]:
     """`short`: (calibration's, validation's) longest sequence of a streaming model calibrated on clearly shorter
     ones: the state then outgrew the int8 ranges, which no --auto setting fixes (it kept the head float). That explains
     the failed quality gates, not a reference with no signal; the other advice still stands beside it. `ranges`:
-    calib.range_mismatch's, first: no quantization setting fixes ranges calibrated on other inputs. `float_outputs`:
-    centred_advice's."""
+    calib.range_mismatch's, first: no quantization setting fixes ranges calibrated on other inputs. `float_outputs`
+    and `task` (the judged one): centred_advice's."""
     failed = [g.name for g in gates if not g.passed and g.name.startswith(("quant_", "top1", "accuracy",
                                                                             "integer_output_agreement"))]
     no_signal = any(g.name.endswith("reference_signal") and not g.passed for g in gates)  # no setting helps that
@@ -321,7 +321,7 @@ def gate_advice(gates: list[Gate], settings, tuning: dict | None, short: tuple[i
     advice = [ranges] * bool(ranges) + ([
         f"quantization gates failed ({', '.join(explained)}) with calibration sequences shorter than validation's "
         f"({short[0]} vs {short[1]} steps): calibrate on sequences as long before --auto"] if explained else [])
-    advice += centred_advice(gates, float_outputs) + [said for said in [over_fitted(tuning)] if said]
+    advice += centred_advice(gates, float_outputs, task) + [said for said in [over_fitted(tuning)] if said]
     if tuning and tuning.get("advice"):
         return [*advice, tuning["advice"]]
     if failed and tuning and (why := tuning.get("stopped_short") or tuning.get("exclusions_skipped")):
@@ -374,10 +374,12 @@ def unlabelled_top1_warning(gates: list[Gate], quant: StageParity, task: str, li
             "agreement with no labels needed; if not, --task embed, regress or other says what it is"]
 
 
-def centred_advice(gates: list[Gate], float_outputs: Collection[str] = ()) -> list[str]:
+def centred_advice(gates: list[Gate], float_outputs: Collection[str] = (), task: str = "") -> list[str]:
     """What to do when an output channel lost its own spread to int8 (the few-levels rule did not keep it float).
     `float_outputs`: those the int8 model computes in float at the end: keeping them float is done already (a regress
-    head kept float by the rule was told to keep it float), so what is left is said instead."""
+    head kept float by the rule was told to keep it float), so what is left is said instead. `task`: a regress
+    model's outputs are values the user said are no class scores, so --task classify is not offered there."""
+    classify = "" if task == "regress" else "; class scores are judged by top-1 with --task classify"
     return [f"{g.name} failed ({g.value:.1f} dB < {g.limit:g}) on output {g.output!r}, whose last node is already "
             "float in model.int8.onnx (the manifest's quantization decisions): its channels lost their spread in the "
             "int8 layers before it, or to calibration ranges that miss the validation data's values; calibrate on "
@@ -390,7 +392,7 @@ def centred_advice(gates: list[Gate], float_outputs: Collection[str] = ()) -> li
             "node producing an output float when only Reshape, Transpose or Relu stand between them and nothing else "
             "reads its result (the manifest's quantization decisions say 'kept float'): return that node's result as "
             "the output, or keep it float with --exclude-nodes NAME (`edgekit inspect --nodes`); calibrate on data "
-            "spanning the validation data; class scores are judged by top-1 with --task classify"
+            f"spanning the validation data{classify}"
             for g in gates if g.name == parity.CENTRED_GATE and not g.passed and g.value is not None]
 
 

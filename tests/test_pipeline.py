@@ -1374,6 +1374,30 @@ def test_a_channel_the_few_levels_rule_cannot_keep_float_fails_the_centred_sqnr_
         assert result.exit_code == 1 and said in result.output, result.output
 
 
+def test_the_centred_sqnr_advice_offers_task_classify_only_where_the_outputs_may_be_class_scores(tmp_path,
+                                                                                                 monkeypatch):
+    """Under --task regress the user said the outputs are values: the failed quant_centred_sqnr_db's advice ended
+    "class scores are judged by top-1 with --task classify" there too. A detector's (scores beside boxes) keeps it.
+    The export hands the advice its judged task."""
+    from edgekit import verdict
+    from edgekit.parity import CENTRED_GATE, Gate
+
+    gate = Gate(CENTRED_GATE, 5.0, ">=", 22.0, False, output="y")
+    for task, offered in (("regress", False), ("detect", True)):
+        [said] = verdict.centred_advice([gate], (), task)
+        assert ("--task classify" in said) == offered and "--exclude-nodes" in said, (task, said)
+    asked = []
+    real = verdict.centred_advice
+    monkeypatch.setattr(verdict, "centred_advice", lambda *a: asked.append(a[2:]) or real(*a))
+    rng = np.random.default_rng(0)
+    np.savez(cal := tmp_path / "cal.npz", image=rng.random((64, 1, 8, 8), dtype=np.float32))
+    np.savez(val := tmp_path / "val.npz", image=rng.random((100, 1, 8, 8), dtype=np.float32))
+    made = manifests(export(TESTS / "models.py:two_readers_head", "--input", "image:Nx1x8x8", "--calibration", cal,
+                            "--validation", val, "-t", "desktop-x86", "--task", "regress", "--no-bench", "--out",
+                            tmp_path / "o"), code=1)[0]
+    assert asked == [("regress",)] and any(w.startswith("quant_centred_sqnr_db failed") for w in made["warnings"])
+
+
 def test_an_output_with_few_int8_levels_under_task_other_is_warned_of_not_kept_float(tmp_path):
     """Without labels the task is `other`, whose outputs may be anything: the detection head above shipped its
     logits at 5 and 3 int8 values with no word. Its node stays int8, and a warning names it and the tasks that keep
