@@ -243,7 +243,8 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
         if device is not None:
             device.close()
     return ExportReport(reports, out.absolute(), Timings(  # a caller that changes folder still finds it
-        host_where(), laps.seconds, {name: r.timings for name, r in reports.items()}, time.perf_counter() - started))
+        host_where(), laps.seconds, {name: r.timings for name, r in reports.items()}, time.perf_counter() - started,
+        {t.name: t.runtime.threads for t in targets}))
 
 
 def _torch_outputs(recipe: Recipe, loaded, inputs, val, init: dict) -> list | None:

@@ -73,20 +73,22 @@ class Timings:
     shared: dict[str, float] = field(default_factory=dict)
     targets: dict[str, dict[str, float]] = field(default_factory=dict)
     total: float = 0.0
+    threads: dict[str, int | None] = field(default_factory=dict)  # each target's int8 runs' (its profile's)
 
     def line(self) -> str:
         """A few lines: `timings (wall s, on CPU ...): load 1.20, ...` then one per target and the total."""
         def stages(seconds: dict[str, float]) -> str:
             return ", ".join(f"{name} {s:.2f}" for name, s in seconds.items())
         return "\n".join([f"timings (wall s; {self.where}):", f"  {stages(self.shared)}",
-                           *(f"  {name}: {stages(t)}" for name, t in self.targets.items()),
+                           *(f"  {name} (int8 at {self.threads.get(name) or '?'} thread(s)): {stages(t)}"
+                             for name, t in self.targets.items()),
                            f"  total {self.total:.2f}"])
 
 
 def host_where() -> str:
-    """Where stage times are measured: the CPU, the cores this process may use, edgekit's float work threads."""
+    """Where stage times are measured: the CPU, the cores this process may use, edgekit's float work threads (each
+    target's int8 threads are said on its own line)."""
     from .host import cpu_model, work_threads
     from .runner import usable_cores
 
-    return (f"{cpu_model()}, {usable_cores()} usable core(s), float work at {work_threads()} thread(s), "
-            "int8 runs at each profile's")
+    return f"{cpu_model()}, {usable_cores()} usable core(s), float work at {work_threads()} thread(s)"

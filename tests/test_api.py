@@ -134,7 +134,8 @@ def test_api_and_cli_write_byte_identical_packages(tmp_path):
     assert list(timings.shared)[:2] == ["load", "data"] and timings.targets == {"desktop-x86": target.timings}
     assert {"calibrate+quantize", "golden choice", "write+check"} <= set(target.timings), target.timings
     assert 0 < sum(timings.shared.values()) + sum(target.timings.values()) <= timings.total
-    assert run.stderr.startswith(f"timings (wall s; {cpu_model()}, ") and "\n  desktop-x86: plan " in run.stderr
+    assert run.stderr.startswith(f"timings (wall s; {cpu_model()}, ") and \
+        "\n  desktop-x86 (int8 at 1 thread(s)): plan " in run.stderr
     assert "timings" not in run.stdout and "timings" not in repr(api)
     # --json's document is to_json()'s, the output folder in it (a notebook's out=None folder was nowhere in it)
     said, given = json.loads(run.stdout), api.to_json()
