@@ -10,7 +10,7 @@ import pytest
 import torch
 
 
-from conftest import ROOT, TESTS, cli
+from conftest import CI_MARKS, ROOT, TESTS, cli
 
 CNN = ["models:small_cnn", "--input", "image:Nx3x16x16"]
 
@@ -655,11 +655,6 @@ def test_check_verbose_says_what_check_logs():
     loud = subprocess.run([*args, "-v"], capture_output=True, text=True, timeout=120)
     assert quiet.returncode == 0 and loud.returncode == 0, loud.stderr
     assert f"edgekit: checking {package}" in loud.stderr and "checking" not in quiet.stderr, loud.stderr
-
-
-# what onnxruntime reads as "running in CI" (it then keeps no telemetry store): cleared so a test means the same there
-CI_MARKS = {"CI", "TF_BUILD", "GITHUB_ACTIONS", "GITLAB_CI", "CIRCLECI", "TRAVIS", "JENKINS_URL", "CODEBUILD_BUILD_ID",
-            "BUILDKITE", "TEAMCITY_VERSION", "APPVEYOR", "BITBUCKET_BUILD_NUMBER", "ORT_RUNNING_UNIT_TESTS"}
 
 
 def test_check_writes_nothing_to_the_home_folder_and_prints_no_telemetry_warning(tmp_path):
