@@ -23,7 +23,7 @@ import numpy as np
 from . import (CHECKABLE_BY, __version__, archive, bench, calib, config, constants, contract, emulated_kernels,
                emulator, host, inspect_model, layers, mobile, model_claims, onnx_export, outdir, package, package_check,
                parity, pixels, precision, quantization, residuals, sequences, sharing, signals, sizes, tune, verdict)
-from .config import (DistillSettings, InputSpec, PruneSpec, QuantSettings, Recipe, ShareSpec, Target, overrides,
+from .config import (DistillSettings, InputSpec, PruneSpec, Recipe, ShareSpec, Target, overrides,
                      recipe_names, target_settings)
 from .errors import EdgekitError, InputError, StageError, UsageError, said_as
 from .device import Device
@@ -1055,6 +1055,8 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
     is to be of: those the search did not choose on)."""
     if prep.exporter is None:  # an .onnx source, a file from others: its quantizer runs bounded (quantization._call)
         qplan, fallback = (p and dataclasses.replace(p, from_file=True) for p in (qplan, fallback))
+    if prep.cal.random:  # a float output's NaN on calibration, found by the ranges' runs (minmax_ranges)
+        qplan, fallback = (p and dataclasses.replace(p, blame=_random_blamed("calibration")) for p in (qplan, fallback))
     settings = qplan.settings
     if settings.mode == "dynamic" and fallback is None:  # ranges come from each input at run time: no calibration
         quantization.quantize(fp32, int8, qplan, [])
@@ -1071,7 +1073,7 @@ def _quantize(shared: Shared, target: Target, qplan, prep: Prepared, model, fp32
     static = fallback or qplan
     cal_feeds = _calibration_feeds(prep, static.settings.samples)
     n_cal = len(cal_feeds)
-    _bounded_calibration(prep, cal_feeds, static.settings)
+    _bounded_calibration(prep, cal_feeds)
     work = shared.stage / ".work" / f"quantize-{target.name}"  # calibration cache and trials
     work.mkdir(parents=True)
     if shared.task in (*parity.VALUE_TASKS, "other"):  # other: warned of, not kept float
@@ -1195,15 +1197,13 @@ def _random_blamed(role: str) -> str:
             f"takes (a mask masking every position, ids or values out of its range): give real samples (--{role})")
 
 
-def _bounded_calibration(prep: Prepared, feeds: list, settings: QuantSettings) -> None:
-    """runtime.run_calibration, once per sample: an .onnx from others runs bounded, and each model's float outputs
-    must be finite (a model edgekit exported is trusted to run, not to keep every sample finite). Not where the
-    MinMax ranges' own runs check the outputs (quantization.minmax_ranges: a model edgekit exported, on real data;
-    random data's NaN is blamed on the data here), nor for a streaming model, whose steps were run and checked by
-    the rollout that made them (_steps)."""
-    ranges_check = (prep.exporter is not None and not prep.cal.random and settings.mode == "static"
-                    and settings.calibrate_method == "minmax")
-    if ranges_check or prep.rollout is not None or len(feeds) <= prep.calibration_ran:
+def _bounded_calibration(prep: Prepared, feeds: list) -> None:
+    """runtime.run_calibration, once per sample, for an .onnx from others: it runs bounded (capped memory) before
+    calibration runs it uncapped. A model edgekit exported is trusted to run, and its float outputs are checked
+    finite by calibration's own first pass, whichever the method (quantization.minmax_ranges, under histogram_ranges
+    too: their own pass cost MobileNetV2-style's export 13%); a streaming model's steps were run and checked by the
+    rollout that made them (_steps)."""
+    if prep.exporter is not None or prep.rollout is not None or len(feeds) <= prep.calibration_ran:
         return
     run_calibration(prep.fp32, feeds[prep.calibration_ran:], reuse=True, first=prep.calibration_ran,
                     hint=_random_blamed("calibration") if prep.cal.random else "")

@@ -94,6 +94,7 @@ class Plan:
     # the float model is a file from others: onnxruntime's quantizer runs in a bounded child if large (in_child)
     from_file: bool = field(default=False, compare=False)
     nodes: int = field(default=0, compare=False)  # in the graph and its sub-graphs
+    blame: str = field(default="", compare=False)  # a float output's NaN on calibration: why (nonfinite_output's hint)
 
     def as_dict(self) -> dict:
         """The settings as used: those the chosen mode ignores are None, so the manifest claims nothing untrue."""
@@ -546,7 +547,8 @@ def _output_ranges(path, names: list[str], feeds: Sequence, p: Plan | None = Non
         from onnxruntime.quantization.calibrate import save_tensors_data
 
         with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp:
-            ranges = minmax_ranges(str(path), p.settings.op_types, feeds, Path(tmp), seen=(names, fold))
+            ranges = minmax_ranges(str(path), p.settings.op_types, feeds, Path(tmp), seen=(names, fold),
+                                   hint=p.blame)
         save_tensors_data(ranges, cache)
         return folded
     sess = session(path, threads=work_threads(), reuse=True)[0]  # the run's own float session
@@ -1320,8 +1322,8 @@ def _call(p: Plan, src: str, dest: str, feeds: Sequence, progress, cache: Path |
     cache = cache or tmp / "ranges.json"
     if s.mode == "static" and not cache.is_file():  # a trial's cache (same method) is reused as is
         op_types = list(s.op_types) or None
-        ranges = (minmax_ranges(src, op_types, feeds, tmp, progress) if s.calibrate_method == "minmax" else
-                  histogram_ranges(src, op_types, feeds, s, tmp, progress))
+        ranges = (minmax_ranges(src, op_types, feeds, tmp, progress, hint=p.blame) if s.calibrate_method == "minmax"
+                  else histogram_ranges(src, op_types, feeds, s, tmp, progress, hint=p.blame))
         save_tensors_data(ranges, cache)
     if not in_child(p):
         quantizer(src, dest, quantizer_options(p), str(cache))
@@ -1426,17 +1428,19 @@ def calibrated_ops(op_types) -> list[str]:
 
 
 def minmax_ranges(src: str, op_types: Sequence[str] | None, feeds: Sequence, tmp: Path, progress=None,
-                  seen: tuple[list[str], Callable] | None = None):
+                  seen: tuple[list[str], Callable] | None = None, hint: str = ""):
     """The ranges (onnxruntime's TensorsData) its MinMax calibrator gives quantize_static, fed in steps of `stride`
     samples: the same tensors (its own select_tensors_to_calibrate), the same ReduceMin/ReduceMax, NaN-ignoring over
     a step's samples (np.nanmin, as it does) and steps merged by Python's min and max (its merge_range). Built and
     run in time linear in the nodes (onnxruntime's augment_graph searches the node list for each tensor: 4,000
     Relus took 72 s), each run under the run limit (runtime.run); a step holds its samples' reduced values only.
     Its session, like onnxruntime's calibrator's, is not memory-capped: the capped arena is shared with the run's
-    other sessions (runtime.memory_capped), and the samples ran capped before (runtime.run_calibration).
+    other sessions (runtime.memory_capped); a file from others' samples ran capped before (runtime.run_calibration).
     `seen`: (graph outputs, a function given their values at each run), for keep_narrow_outputs, whose pass over the
     calibration samples was a run of its own. The same runs give every graph output, which must be finite, as on
-    validation (runtime.nonfinite_output): a pass of its own over the samples cost MobileNetV2-style's export 13%."""
+    validation (runtime.nonfinite_output; `hint`: its hint): a pass of its own over the samples cost
+    MobileNetV2-style's export 13%. Every static calibration runs here first (histogram_ranges too): the one check
+    of a float model's calibration outputs, but for a file from others' capped pass (pipeline._bounded_calibration)."""
     import warnings
 
     import numpy as np
@@ -1451,8 +1455,6 @@ def minmax_ranges(src: str, op_types: Sequence[str] | None, feeds: Sequence, tmp
     finals = [o.name for o in calibrator.model.graph.output]
     tensors, infos = calibrator.select_tensors_to_calibrate(calibrator.model)
     tensors -= masked_path(calibrator.model)[0]  # infinite ranges: their nodes stay float (plan)
-    if not tensors and not seen:
-        return TensorsData(CalibrationMethod.MinMax, {})
     kept, see = seen or ([], None)
     checked = [*kept, *(n for n in finals if n not in kept)]
     path, outputs, at = _reduced(calibrator.model, tensors, infos, tmp, checked)
@@ -1463,7 +1465,7 @@ def minmax_ranges(src: str, op_types: Sequence[str] | None, feeds: Sequence, tmp
         got = []
         for i, feed in enumerate(feeds[start:start + step]):
             values = _run_reduced(sess, [*outputs, *checked], feed, start + i == len(feeds) - 1, progress)
-            nonfinite_output(checked, [values[len(outputs):]], "calibration sample", start + i)
+            nonfinite_output(checked, [values[len(outputs):]], "calibration sample", start + i, hint)
             got.append(values[:len(outputs) + len(kept)])  # a sample's graph outputs dropped once checked
         for values in got if see else ():
             see(values[len(outputs):])
@@ -1561,16 +1563,17 @@ def _run_reduced(sess, outputs: list[str], feed: dict, last: bool, progress) -> 
 
 
 def histogram_ranges(src: str, op_types: list[str] | None, feeds: Sequence, s: QuantSettings, tmp: Path,
-                     progress=None):
+                     progress=None, hint: str = ""):
     """Entropy/Percentile ranges (onnxruntime's TensorsData) by onnxruntime's own calibrators, in two passes that hold
     one sample's intermediate tensors at most: each tensor's min and max (MinMax, reduced inside the graph), then the
     histograms, a sample at a time, with bins placed over that whole range from the start. Given all samples at once
     (its default), onnxruntime makes the same histograms; fed in steps, it kept the first step's bin width and added
-    bins as later steps widened the range (a spiked later sample: millions of bins, a calibration without end)."""
+    bins as later steps widened the range (a spiked later sample: millions of bins, a calibration without end).
+    The first pass checks the float outputs are finite (minmax_ranges, `hint`): the second runs checked samples."""
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
 
-    ranges = minmax_ranges(src, op_types, feeds, tmp)
+    ranges = minmax_ranges(src, op_types, feeds, tmp, hint=hint)
     calibrator = create_calibrator(Path(src), calibrated_ops(op_types), str(tmp / "histogram.onnx"),
                                    getattr(CalibrationMethod, METHODS[s.calibrate_method]),
                                    extra_options=histogram_options(s))

@@ -1812,8 +1812,8 @@ def test_a_model_whose_outputs_are_nan_is_named_not_its_golden_file(tmp_path):
 def test_a_calibration_sample_the_float_model_diverges_on_is_named_as_a_validation_one_is(tmp_path):
     """A policy normalising its state to unit length gave NaN on a calibration sample of all-zero state (a robot at
     rest): onnxruntime's calibrator's NaN-ignoring ranges left it out and the export passed, unsaid, where the same
-    sample in the validation data was exit 3. Both are exit 3 now, naming the output and the sample; and so is
-    edgekit.quantize()'s sample."""
+    sample in the validation data was exit 3. Both are exit 3 now, naming the output and the sample, whichever the
+    calibration method; and so is edgekit.quantize()'s sample."""
     import edgekit
 
     (tmp_path / "unit.py").write_text("import torch\n\nclass M(torch.nn.Module):\n    def __init__(self):\n"
@@ -1826,8 +1826,9 @@ def test_a_calibration_sample_the_float_model_diverges_on_is_named_as_a_validati
     state[5] = 0
     np.savez(tmp_path / "cal.npz", state=state)
     args = ["export", f"{tmp_path / 'unit.py'}:build", "--input", "state:Nx6", "--no-bench", "--out", tmp_path / "o"]
-    for cal, val, role in (("cal", "val", "calibration"), ("val", "cal", "validation")):
-        result = cli([*args, "--calibration", tmp_path / f"{cal}.npz", "--validation", tmp_path / f"{val}.npz"])
+    histograms = (("cal", "val", "calibration", "--calibrate-method", m) for m in ("entropy", "percentile"))
+    for cal, val, role, *more in (("cal", "val", "calibration"), ("val", "cal", "validation"), *histograms):
+        result = cli([*args, "--calibration", tmp_path / f"{cal}.npz", "--validation", tmp_path / f"{val}.npz", *more])
         one_line_error(result, 3, f"the float model's output 'torques' is NaN or Inf on {role} sample 5 (before any "
                                   "quantization): the model diverges on this data")
         assert not (tmp_path / "o").exists()
@@ -1847,6 +1848,44 @@ def test_a_calibration_sample_the_float_model_diverges_on_is_named_as_a_validati
                       dynamic_axes={"state": {0: "N"}}, dynamo=False)
     with pytest.raises(InputError, match="'torques' is NaN or Inf on calibration sample 5 "):
         edgekit.quantize(onnx_path, tmp_path / "cal.npz", out=tmp_path / "q.onnx")
+
+
+def test_calibration_runs_an_exported_float_model_once_per_sample_before_the_histograms(tmp_path, monkeypatch):
+    """Entropy and Percentile (and random data) ran the float model over the calibration samples in a pass of its
+    own (runtime.run_calibration) to check its outputs finite, then again for the ranges: the ranges' own first pass
+    (quantization.minmax_ranges) checks them, so each sample runs once before the histograms, and NaN is still
+    named with its blame (random data's)."""
+    from edgekit import pipeline, quantization, runtime
+
+    runs = {"calibration pass": 0, "ranges passes": 0}
+    own, ranges = runtime.run_calibration, quantization.minmax_ranges
+
+    def counted(path, feeds, *a, **k):
+        runs["calibration pass"] += len(feeds)
+        return own(path, feeds, *a, **k)
+
+    def ranged(*a, **k):
+        runs["ranges passes"] += 1
+        return ranges(*a, **k)
+
+    monkeypatch.setattr(pipeline, "run_calibration", counted)
+    monkeypatch.setattr(quantization, "minmax_ranges", ranged)
+    np.savez(tmp_path / "cal.npz", image=np.random.default_rng(0).standard_normal((12, 3, 16, 16)).astype(np.float32))
+    for method, data in (("entropy", tmp_path / "cal.npz"), ("percentile", tmp_path / "cal.npz"), ("minmax", "random")):
+        runs.update(dict.fromkeys(runs, 0))
+        result = cli(["export", *CNN, "--calibration", data, "--calibrate-method", method, "--no-bench", "--out",
+                      tmp_path / method])
+        assert result.exit_code == 0, result.output
+        assert runs == {"calibration pass": 0, "ranges passes": 1}, (method, runs)
+    (tmp_path / "root.py").write_text("import torch\n\n\nclass M(torch.nn.Module):\n    def forward(self, state):\n"
+                                      "        return torch.sqrt(state)\n\n\ndef build():\n    return M()\n")
+    np.savez(tmp_path / "pos.npz", state=np.ones((8, 6), np.float32))
+    result = cli(["export", f"{tmp_path / 'root.py'}:build", "--input", "state:Nx6", "--no-bench", "--out",
+                  tmp_path / "o", "--calibration", "random", "--validation", tmp_path / "pos.npz",
+                  "--calibrate-method", "entropy"])
+    one_line_error(result, 3, "is NaN or Inf on calibration sample 0 (before any quantization): the calibration data "
+                              "is random, made by edgekit (", "give real samples (--calibration)")
+    assert not (tmp_path / "o").exists()
 
 
 def test_inspect_counts_what_if_branches_hold(tmp_path):
