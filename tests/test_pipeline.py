@@ -1346,17 +1346,22 @@ def test_a_regress_output_of_two_decades_keeps_its_tail_float(tmp_path):
     assert (np.abs(got - ref) / ref)[low].mean() < 0.02  # was 0.072 (7 int8 values), now 0.008
 
 
+def _two_readers_head(tmp_path, task: str) -> dict:
+    """two_readers_head exported on random images under `task`: it fails quant_centred_sqnr_db (exit 1)."""
+    rng = np.random.default_rng(0)
+    np.savez(cal := tmp_path / "cal.npz", image=rng.random((64, 1, 8, 8), dtype=np.float32))
+    np.savez(val := tmp_path / "val.npz", image=rng.random((100, 1, 8, 8), dtype=np.float32))
+    return manifests(export(TESTS / "models.py:two_readers_head", "--input", "image:Nx1x8x8", "--calibration", cal,
+                            "--validation", val, "-t", "desktop-x86", "--task", task, "--no-bench", "--out",
+                            tmp_path / "o"), code=1)[0]
+
+
 def test_a_channel_the_few_levels_rule_cannot_keep_float_fails_the_centred_sqnr_gate_and_check(tmp_path):
     """The head's Conv result read twice (its map and each channel's peak): the rule leaves it int8 (a quantized
     reader would put the Q/DQ back), the logits keep a few int8 values of the boxes' range (0.57 dB), and the run
     passed every gate (cosine 1.0000). quant_centred_sqnr_db fails it, with what to do; `check` re-judges the gate,
     its figure and its presence."""
-    rng = np.random.default_rng(0)
-    np.savez(cal := tmp_path / "cal.npz", image=rng.random((64, 1, 8, 8), dtype=np.float32))
-    np.savez(val := tmp_path / "val.npz", image=rng.random((100, 1, 8, 8), dtype=np.float32))
-    made = manifests(export(TESTS / "models.py:two_readers_head", "--input", "image:Nx1x8x8", "--calibration", cal,
-                            "--validation", val, "-t", "desktop-x86", "--task", "detect", "--no-bench", "--out",
-                            tmp_path / "o"), code=1)[0]
+    made = _two_readers_head(tmp_path, "detect")
     assert [g["name"] for g in made["gates"] if not g["passed"]] == ["quant_centred_sqnr_db"], made["gates"]
     assert any(w.startswith("quant_centred_sqnr_db failed (-12.4 dB < 22)") and "--exclude-nodes" in w
                for w in made["warnings"]), made["warnings"]
@@ -1389,12 +1394,7 @@ def test_the_centred_sqnr_advice_offers_task_classify_only_where_the_outputs_may
     asked = []
     real = verdict.centred_advice
     monkeypatch.setattr(verdict, "centred_advice", lambda *a: asked.append(a[2:]) or real(*a))
-    rng = np.random.default_rng(0)
-    np.savez(cal := tmp_path / "cal.npz", image=rng.random((64, 1, 8, 8), dtype=np.float32))
-    np.savez(val := tmp_path / "val.npz", image=rng.random((100, 1, 8, 8), dtype=np.float32))
-    made = manifests(export(TESTS / "models.py:two_readers_head", "--input", "image:Nx1x8x8", "--calibration", cal,
-                            "--validation", val, "-t", "desktop-x86", "--task", "regress", "--no-bench", "--out",
-                            tmp_path / "o"), code=1)[0]
+    made = _two_readers_head(tmp_path, "regress")
     assert asked == [("regress",)] and any(w.startswith("quant_centred_sqnr_db failed") for w in made["warnings"])
 
 
