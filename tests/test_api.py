@@ -115,6 +115,25 @@ def test_a_loader_that_refills_one_buffer_gives_every_sample(tmp_path, buffer):
     assert len({x["image"].tobytes() for x in inputs}) > 1
 
 
+def test_the_timings_total_holds_the_whole_run_and_its_stages_add_up_to_it(tmp_path, monkeypatch):
+    """The total began after --emulate's emulator (built in the cache on first use, ~40 s) and --device's probe, and
+    the publish lap ended before the stage's teardown: `export --timings` left them out of every line. A slow probe
+    (a sleep in edgekit's own device_for) is in a stage and the total now, and the stages add up to the total."""
+    from edgekit import pipeline
+
+    real, probed = pipeline.device_for, []
+    monkeypatch.setattr(pipeline, "device_for", lambda *a: probed.append(time.perf_counter()) or time.sleep(0.5)
+                        or real(*a))
+    data = DIGITS / "data"
+    timings = edgekit.export(MODEL, inputs=["image:Nx1x8x8"], weights=str(WEIGHTS),
+                             calibration=data / "calibration.npz", validation=str(data / "validation.npz"),
+                             targets=("desktop-x86",), out=tmp_path / "out", no_bench=True).timings
+    since_probe = time.perf_counter() - probed[0]
+    stages = sum(timings.shared.values()) + sum(map(sum, map(dict.values, timings.targets.values())))
+    assert since_probe - 0.25 < timings.total <= since_probe, (since_probe, timings)  # old: the probe's 0.5 s left out
+    assert stages <= timings.total < stages + 0.05, (stages, timings)
+
+
 def test_api_and_cli_write_byte_identical_packages(tmp_path):
     data = DIGITS / "data"
     api = edgekit.export(MODEL, inputs=["image:Nx1x8x8"], weights=str(WEIGHTS),
