@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
-from .errors import Named, UsageError, not_utf8
+from .errors import Named, UsageError, ascii_locale_hint, not_utf8
 from .archive import LEDGER as ARCHIVES_LEDGER
 from .published import INDEX
 from .userfn import is_function_spec
@@ -923,7 +923,7 @@ def writable_name(out: str) -> str:
     if not out.strip():
         raise UsageError(f"--out {out!r}: an empty path (an unset variable?): give the output folder")
     if shown := not_utf8(out):
-        raise UsageError(f"--out {shown!r}: not a UTF-8 path")
+        raise UsageError(f"--out {shown!r}: not a UTF-8 path{ascii_locale_hint(out)}")
     return out
 
 

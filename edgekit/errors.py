@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import errno
+import os
 import re
 from enum import IntEnum
 from typing import NamedTuple
@@ -171,6 +172,18 @@ def few(names, most: int = 8) -> str:
 def too_long(seconds: float, raised_by: str = "") -> str:
     """A step's time limit, said as every step says it; `raised_by`: the setting that raises it, if any."""
     return f"took longer than {seconds:g} s (the limit{f'; raise it with {raised_by}' if raised_by else ''})"
+
+
+def ascii_locale_hint(text: str) -> str:
+    """Why a name that is UTF-8 on disk reads as not UTF-8, when it is: this Python decoded it in an ASCII locale
+    (LC_ALL=C with UTF-8 mode off, as some CI images run), so "not a UTF-8 path" alone told the user to rename a
+    UTF-8 name. "" for a name whose bytes are not UTF-8 (another encoding's)."""
+    try:
+        os.fsencode(text).decode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        return ""
+    return " (its bytes are UTF-8, read in an ASCII locale: run with PYTHONUTF8=1 or a UTF-8 locale, e.g. " \
+        "LC_ALL=C.UTF-8)"
 
 
 def not_utf8(text: str) -> str | None:

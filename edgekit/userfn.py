@@ -15,7 +15,7 @@ import warnings
 import weakref
 from pathlib import Path
 
-from .errors import InputError, not_utf8
+from .errors import InputError, ascii_locale_hint, not_utf8
 
 _READ_WEAKLY: weakref.WeakSet = weakref.WeakSet()  # one-shot iterators edgekit has read from (taking a weakref)
 _READ_LOCK = threading.Lock()
@@ -155,7 +155,7 @@ def _import_file(path: Path, spec: str, what: str):
     path = path.resolve()
     if shown := not_utf8(str(path)):  # torch's exporter records the code's file names as UTF-8: it was exit 5
         raise InputError(f"{what} {shown!r}: not a UTF-8 path, which torch's exporter needs of the code it traces "
-                         "(rename the file or folder)")
+                         f"(rename the file or folder){ascii_locale_hint(str(path))}")
     stat = path.stat()  # an edited file (a notebook's next call) is imported afresh; an unchanged one is reused
     name = "edgekit_user_" + hashlib.sha1(f"{path}:{stat.st_mtime_ns}:{stat.st_size}".encode()).hexdigest()[:12]
     if name in sys.modules:

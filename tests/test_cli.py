@@ -703,6 +703,23 @@ def test_check_in_a_legacy_ascii_locale_opens_utf8_names_and_writes_the_junit(tm
     assert latin.returncode == 3 and "not a UTF-8 path" in latin.stderr, latin.stderr
 
 
+def test_export_in_a_legacy_ascii_locale_says_why_a_utf8_out_folder_reads_as_not_utf8(tmp_path):
+    """Under LC_ALL=C with UTF-8 mode off, `export --out sortie-ß` said "not a UTF-8 path" of a UTF-8 name (exit 2)
+    and the user renamed a good folder; it says the locale read it so, and what to run with. A name that is not
+    UTF-8 (Latin-1 bytes) gets no such hint."""
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0", "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-P", "-m", "edgekit", "export", *CNN, "--calibration", "random", "-t", "desktop-x86"]
+    said = {}
+    for name, out in (("utf8", "sortie-ß"), ("latin", os.fsdecode(b"sortie-\xdf"))):
+        done = subprocess.run([*args, "--out", out], capture_output=True, text=True, timeout=120, env=env,
+                              cwd=tmp_path, errors="replace")
+        assert done.returncode == 2 and "not a UTF-8 path" in done.stderr, done.stderr
+        said[name] = done.stderr
+    assert "read in an ASCII locale: run with PYTHONUTF8=1" in said["utf8"], said  # old: "not a UTF-8 path" alone
+    assert "PYTHONUTF8" not in said["latin"], said
+    assert not any(tmp_path.iterdir())
+
+
 def test_check_junit_and_inspect_paths_take_a_tilde_as_exports_flags_do(tmp_path, monkeypatch):
     """A quoted `--junit "~/r.xml"` said "its folder does not exist", `inspect "~/m.onnx"` and `--compare "~/a.onnx"
     "~/b.onnx" --data "~/d.npz"` "no such file": export's path flags and recipes read `~` as the home (one rule,
