@@ -122,7 +122,7 @@ def test_the_timings_total_holds_the_whole_run_and_its_stages_add_up_to_it(tmp_p
     from edgekit import pipeline
 
     real, probed = pipeline.device_for, []
-    monkeypatch.setattr(pipeline, "device_for", lambda *a: probed.append(time.perf_counter()) or time.sleep(0.5)
+    monkeypatch.setattr(pipeline, "device_for", lambda *a: probed.append(time.perf_counter()) or time.sleep(0.8)
                         or real(*a))
     data = DIGITS / "data"
     timings = edgekit.export(MODEL, inputs=["image:Nx1x8x8"], weights=str(WEIGHTS),
@@ -130,7 +130,7 @@ def test_the_timings_total_holds_the_whole_run_and_its_stages_add_up_to_it(tmp_p
                              targets=("desktop-x86",), out=tmp_path / "out", no_bench=True).timings
     since_probe = time.perf_counter() - probed[0]
     stages = sum(timings.shared.values()) + sum(map(sum, map(dict.values, timings.targets.values())))
-    assert since_probe - 0.25 < timings.total <= since_probe, (since_probe, timings)  # old: the probe's 0.5 s left out
+    assert since_probe - 0.4 < timings.total <= since_probe, (since_probe, timings)  # old: the probe's 0.8 s left out
     assert stages <= timings.total < stages + 0.05, (stages, timings)
 
 
