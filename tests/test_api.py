@@ -131,7 +131,7 @@ def test_the_timings_total_holds_the_whole_run_and_its_stages_add_up_to_it(tmp_p
     since_probe = time.perf_counter() - probed[0]
     stages = sum(timings.shared.values()) + sum(map(sum, map(dict.values, timings.targets.values())))
     assert since_probe - 0.4 < timings.total <= since_probe, (since_probe, timings)  # old: the probe's 0.8 s left out
-    assert stages <= timings.total < stages + 0.05, (stages, timings)
+    assert stages <= timings.total < stages + 0.25, (stages, timings)  # a loaded host's scheduling between marks
 
 
 def test_api_and_cli_write_byte_identical_packages(tmp_path):
