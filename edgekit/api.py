@@ -497,7 +497,9 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
         warnings.warn(said, stacklevel=4)
     limit = coerce(step_timeout, float, "step_timeout", "edgekit.quantize()")
     with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp, flushing(), runs_limited(limit, "--step-timeout"):
-        fp32, _ = onnx_export.preprocess(onnx_export.without_initializer_inputs(checked, Path(tmp) / "input.onnx"),
+        given = onnx_export.given_copy(checked, Path(tmp) / "given")
+        fp32, _ = onnx_export.preprocess(onnx_export.without_initializer_inputs(given, Path(tmp) / "input.onnx",
+                                                                                label=str(source)),
                                       Path(tmp) / "model.onnx", limit, raised_by="--step-timeout")
         parsed = onnx_export.parsed(fp32)
         if onnx_export.name_nodes(parsed):  # as an export's are: exclusions go by name

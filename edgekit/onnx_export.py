@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import stat
 import sys
 import warnings
@@ -1404,25 +1405,41 @@ def stamp(model, props: dict[str, str]):
     return model
 
 
-def without_initializer_inputs(src: CheckedOnnx, dest: Path, shapes: dict[str, tuple] | None = None) -> Path:
-    """The checked .onnx as `dest`, the stages' own copy: made from the bytes checked, never the user's file again
-    (swapped since, it was what got quantized). Old exporters list weights as graph inputs too; the deployed model
-    should take only real inputs. `shapes`: --input's, for inputs the file gives no shape (shaped_inputs)."""
+def given_copy(src: CheckedOnnx, folder: Path) -> Path:
+    """The checked .onnx as the user gave it, in a folder of edgekit's: the bytes checked, and its external data
+    files copied as they lay (refused when not the files checked). The stages read this copy, never the user's files
+    again, and the export gates' reference runs it as given (weights listed as inputs, no shapes filled in)."""
     import onnx
 
-    model = onnx.load_model_from_string(src.data)
+    folder.mkdir(parents=True)
+    dest = folder / src.path.name
+    dest.write_bytes(src.data)
+    if src.external:
+        src.external_unchanged()
+        for location in {location for _, location, _ in _external_data(onnx.load_model_from_string(src.data), dest)}:
+            (folder / location).parent.mkdir(parents=True, exist_ok=True)  # where the model's locations say
+            shutil.copyfile(src.folder / location, folder / location)
+        src.external_unchanged()  # what was copied is what was checked, unless written within the same tick
+    return dest
+
+
+def without_initializer_inputs(src: Path, dest: Path, shapes: dict[str, tuple] | None = None,
+                               label: str = "") -> Path:
+    """Old exporters list weights as graph inputs too; the deployed model should take only real inputs. `shapes`:
+    --input's, for inputs the file gives no shape (shaped_inputs). `src`: edgekit's copy of the user's file
+    (given_copy); `label`: the user's name for it."""
+    import onnx
+
+    model = onnx.load(str(src), load_external_data=False)
     weights = {t.name for t in model.graph.initializer}
     extra = [i for i in model.graph.input if i.name in weights]
-    # weights in external data files move beside dest (read from where the checks read them: a symlink's target's
-    # folder): left beside the original, the shipped model.onnx still took them as inputs (the int8 model did not)
+    if not shaped_inputs(model, shapes or {}, label or str(src)) and not extra:
+        return src
+    # weights in external data files move beside dest: left beside the original, the shipped model.onnx still took
+    # them as inputs (the int8 model did not)
     external = any(onnx.external_data_helper.uses_external_data(t) for t in _tensors(model))
-    if not shaped_inputs(model, shapes or {}, str(src.path)) and not extra and not external:
-        Path(dest).write_bytes(src.data)  # as checked, not re-serialised
-        return dest
     if external:
-        src.external_unchanged()
-        onnx.load_external_data_for_model(model, str(src.folder))
-        src.external_unchanged()  # what was read is what was checked, unless written within the same tick
+        onnx.load_external_data_for_model(model, str(Path(src).parent))
     for value in extra:
         model.graph.input.remove(value)
     model.ir_version = max(model.ir_version, 4)  # IR 3 requires every initializer to be a graph input too

@@ -417,8 +417,9 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     traced: list[str] = []
     given = None  # an .onnx source as checked, in the stage's folder: _given_outputs runs it
     if loaded.is_onnx:
-        raw = given = onnx_export.without_initializer_inputs(loaded.checked, work / "input.onnx",
-                                                             shapes_of(shared.inputs))
+        given = onnx_export.given_copy(loaded.checked, work / "given")
+        raw = onnx_export.without_initializer_inputs(given, work / "input.onnx", shapes_of(shared.inputs),
+                                                     str(loaded.onnx_path))
         if shared.pinned:
             raw = constants.pin_onnx(raw, work / "pinned.onnx", shared.pinned)
     else:
@@ -493,7 +494,7 @@ def _follows_values(inputs, output: InputSpec, onnx_values: list, torch_shape: t
 def _given_outputs(given: Path, shared: Shared, val: calib.Dataset) -> list:
     """An .onnx source's outputs as the user's file gives them (onnxruntime, the pinned inputs fed): what model.onnx,
     the file after pre-processing, is held to by the export gates (an opset-10 Resize lost its coordinates there).
-    `given`: the file as checked, copied into the stage (without_initializer_inputs), not the user's read again."""
+    `given`: the file as checked, copied into the stage (given_copy), not the user's read again."""
     sess = session(given, threads=host.work_threads())[0]
     return run_onnx(sess, [{**feed, **shared.pinned} for feed in val.feeds])
 
