@@ -476,7 +476,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     if dest.resolve() == source.resolve():
         raise UsageError(f"out {dest}: is the model being quantized; give a new file")
     onnx_export.load_onnx_input(source, checked=(read := []))
-    checked = read[0]  # the bytes checked: what is pre-processed and quantized, the file never read again
+    checked = read.pop()  # the bytes checked: what is pre-processed and quantized, the file never read again
     data = {Path(calibration).resolve()} if isinstance(calibration, (str, os.PathLike)) else set()
     if dest.resolve() in checked.external | data:  # with force, it was written over: inf outputs
         raise UsageError(f"out {dest}: is a file this call reads (the model's external data or the calibration "
@@ -498,6 +498,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     limit = coerce(step_timeout, float, "step_timeout", "edgekit.quantize()")
     with tempfile.TemporaryDirectory(prefix="edgekit-") as tmp, flushing(), runs_limited(limit, "--step-timeout"):
         given = onnx_export.given_copy(checked, Path(tmp) / "given")
+        checked = checked.released()
         fp32, _ = onnx_export.preprocess(onnx_export.without_initializer_inputs(given, Path(tmp) / "input.onnx",
                                                                                 label=str(source)),
                                       Path(tmp) / "model.onnx", limit, raised_by="--step-timeout")

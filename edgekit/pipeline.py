@@ -60,7 +60,7 @@ class Shared:
     said: tuple[str, ...] = ()  # the run's own warnings, in each target's: loading the model's, the data's
     val_repeats: tuple[int, int] | None = None  # (distinct, samples) of validation data repeating one sample
     labels: list[str] | None = None  # the recipe's class names (package.read_labels), shipped as labels.txt
-    source_bytes: bytes | None = None  # an .onnx source's bytes as checked: its digest is theirs, not a later read's
+    source_sha256: str | None = None  # the digest of an .onnx source's bytes as checked, not of a later read
 
     @property
     def task(self) -> str:
@@ -85,8 +85,8 @@ class Shared:
         """The user's files as a package names them, made once for every target: ({source_sha256, weights_sha256}
         of the model's and the weights' files, user_path_patterns of every path the run read)."""
         paths = user_paths(self.recipe)
-        digests = {f"{role}_sha256": hashlib.sha256(self.source_bytes).hexdigest()
-                   if role == "source" and self.source_bytes is not None else package.sha256(Path(paths[role]))
+        digests = {f"{role}_sha256": self.source_sha256
+                   if role == "source" and self.source_sha256 is not None else package.sha256(Path(paths[role]))
                    for role in ("source", "weights") if role in paths and Path(paths[role]).is_file()}
         return digests, user_path_patterns(paths.values())
 
@@ -223,7 +223,7 @@ def _run(recipe: Recipe, targets: list[Target], progress: bool) -> ExportReport:
             shared = Shared(recipe, loaded.source, inputs, pinned, defaults, init, cal, val, torch_val, stage, progress,
                             compression, emulated, device, loaded.warnings + calib.validation_repeats(val),
                             calib.validation_distinct(val), labels,
-                            loaded.checked.data if loaded.is_onnx else None)
+                            hashlib.sha256(loaded.checked.data).hexdigest() if loaded.is_onnx else None)
             prepared: dict[int, Prepared] = {}
             reports = {}
             for target in targets:
@@ -418,6 +418,7 @@ def _prepare(loaded, shared: Shared, opset: int) -> Prepared:
     given = None  # an .onnx source as checked, in the stage's folder: _given_outputs runs it
     if loaded.is_onnx:
         given = onnx_export.given_copy(loaded.checked, work / "given")
+        loaded.checked = loaded.checked.released()
         raw = onnx_export.without_initializer_inputs(given, work / "input.onnx", shapes_of(shared.inputs),
                                                      str(loaded.onnx_path))
         if shared.pinned:
