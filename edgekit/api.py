@@ -465,6 +465,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
     whole or not at all: one already there is replaced only with `force`, the source never. `step_timeout`:
     seconds each step on the model (pre-processing, a run) may take. Returns its path."""
     from . import calib, compress, inspect_model, onnx_export, quantization, verdict
+    from .arrays import regular_file
     from .runtime import flushing, run_calibration, runs_limited
 
     model, calibration, out = map(_path, (model, calibration, out))
@@ -472,6 +473,7 @@ def quantize(model: str | Path, calibration: Feeds, *, out: str | Path | None = 
         if not isinstance(value, (str, os.PathLike)):
             raise UsageError(f"edgekit.quantize() {name}: a path or name, not {type(value).__name__}")
     source = Path(model)
+    regular_file(source, f"model {str(source)!r}")  # before resolve(): a link loop was its RuntimeError
     dest = compress.check_out(Path(out) if out is not None else source.with_suffix(".int8.onnx"), force)
     if dest.resolve() == source.resolve():
         raise UsageError(f"out {dest}: is the model being quantized; give a new file")

@@ -241,3 +241,13 @@ def test_the_bytes_checked_are_not_held_while_the_model_is_quantized(tmp_path, m
     finally:
         tracemalloc.stop()
     assert held == [], held
+
+
+def test_quantize_of_a_symlink_loop_is_bad_input_not_a_runtime_error(tmp_path):
+    """A link to itself was Path.resolve()'s RuntimeError ("Symlink loop from ...") out of edgekit.quantize(), before
+    the checks that say so in one line (the CLI's export did: exit 3)."""
+    from edgekit.errors import InputError
+
+    (tmp_path / "m.onnx").symlink_to("m.onnx")
+    with pytest.raises(InputError, match="cannot read"):
+        edgekit.quantize(tmp_path / "m.onnx", "random", out=tmp_path / "q.onnx")
