@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import DEFAULT_STEP_TIMEOUT, InputSpec
-from .errors import InputError, StageError, UsageError, disk_full, first_line, plain
+from .errors import InputError, InternalError, StageError, UsageError, disk_full, first_line, plain
 from .torch_paths import as_exported
 
 log = logging.getLogger("edgekit")
@@ -1417,7 +1417,7 @@ def given_copy(src: CheckedOnnx, folder: Path) -> Path:
     import onnx
 
     if not src.data:
-        raise AssertionError("given_copy of a released CheckedOnnx: its bytes were dropped once copied")
+        raise InternalError("given_copy of a released CheckedOnnx: its bytes were dropped once copied")
     folder.mkdir(parents=True)
     dest = folder / src.path.name
     dest.write_bytes(src.data)
