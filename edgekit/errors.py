@@ -174,13 +174,19 @@ def too_long(seconds: float, raised_by: str = "") -> str:
     return f"took longer than {seconds:g} s (the limit{f'; raise it with {raised_by}' if raised_by else ''})"
 
 
-def ascii_locale_hint(text: str) -> str:
-    """Why a name that is UTF-8 on disk reads as not UTF-8, when it is: this Python decoded it in an ASCII locale
-    (LC_ALL=C with UTF-8 mode off, as some CI images run), so "not a UTF-8 path" alone told the user to rename a
-    UTF-8 name. "" for a name whose bytes are not UTF-8 (another encoding's)."""
+def utf8_on_disk(text: str) -> str | None:
+    """`text` as the UTF-8 its bytes are, where this Python held it as surrogates (an ASCII locale: LC_ALL=C with
+    UTF-8 mode off, as some CI images run); None where its bytes are no UTF-8 (another encoding's)."""
     try:
-        os.fsencode(text).decode("utf-8")
+        return os.fsencode(text).decode("utf-8")
     except (UnicodeDecodeError, UnicodeEncodeError):
+        return None
+
+
+def ascii_locale_hint(text: str) -> str:
+    """Why a name that is UTF-8 on disk reads as not UTF-8: "not a UTF-8 path" alone told the user to rename a UTF-8
+    name. "" for a name whose bytes are not UTF-8."""
+    if utf8_on_disk(text) is None:
         return ""
     return " (its bytes are UTF-8, read in an ASCII locale: run with PYTHONUTF8=1 or a UTF-8 locale, e.g. " \
         "LC_ALL=C.UTF-8)"

@@ -30,7 +30,7 @@ def check_quantizable(model, label: str) -> None:
             raise InputError(f"{label}: {v.name!r} has a dimension of size 0: no data fits it")
 
 
-def _existing_model(path: Path, external: set[Path] | None = None, held: list[bytes] | None = None):
+def _existing_model(path: Path, checked: list | None = None):
     from . import onnx_export as export
 
     if path.is_dir():
@@ -45,7 +45,7 @@ def _existing_model(path: Path, external: set[Path] | None = None, held: list[by
             raise InputError(f"{path}: an ORT-format model (onnxruntime's mobile format), which inspect does not "
                              f"read; inspect the .onnx it was converted from ({path.with_suffix('.onnx').name} "
                              "in a package)")
-    return export.load_onnx_input(path, runs=False, external=external, held=held)
+    return export.load_onnx_input(path, runs=False, checked=checked)
 
 
 def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml"), nodes: bool = False) -> dict:
@@ -55,7 +55,8 @@ def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml"), nod
     from . import mobile, onnx_export as export
 
     # the file is read once: read again, it may have been swapped since its graph was counted
-    model = _existing_model(path, external := set(), held := [])
+    model = _existing_model(path, read := [])
+    checked = read.pop()  # its bytes and external data files, as parsed
     inputs, outputs = export.io_specs(model, str(path))
     # sub-graphs' (If/Loop bodies) too: an If holding a 256x256 MatMul was "1 nodes, 0 parameters"
     every = list(export.all_nodes(model.graph))
@@ -66,7 +67,7 @@ def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml"), nod
     said = {
         "model": str(path),
         # its external data files too (`model` holds their data): "0.00 MB" for 16 MB
-        "size_bytes": path.stat().st_size + sum(f.stat().st_size for f in external),
+        "size_bytes": path.stat().st_size + sum(f.stat().st_size for f in checked.external),
         "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
         "ir_version": model.ir_version,
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
@@ -84,7 +85,7 @@ def inspect(path: Path, coverage_eps: tuple[str, ...] = ("nnapi", "coreml"), nod
     }
     del model, every  # its weights, before coverage parses the bytes again (200 MB of weights: peak 1.69 -> 1.66 GB)
     try:
-        coverage, not_predicted = (mobile.coverage(path, coverage_eps, data=held.pop()) if coverage_eps else {}), None
+        coverage, not_predicted = (mobile.coverage(path, coverage_eps, data=checked.data) if coverage_eps else {}), None
     except StageError as e:  # the rest of what inspect tells still holds
         coverage, not_predicted = {}, e.message
     listed = {"node_list": said.pop("node_list")} if nodes else {}

@@ -619,15 +619,14 @@ def _stamps(files) -> tuple:
 
 
 def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | None = None,
-                    sized: dict[str, tuple[int, ...]] | None = None, external: set[Path] | None = None,
-                    held: list[bytes] | None = None, checked: list[CheckedOnnx] | None = None):
+                    sized: dict[str, tuple[int, ...]] | None = None, checked: list[CheckedOnnx] | None = None):
     """Read and validate a user-given .onnx; anything wrong with it is bad input (exit 3), found before
     onnxruntime touches it: unreadable bytes, external data outside the model's folder, ops or domains
     no runtime here implements, an invalid graph; with `runs` (export, quantize: not inspect), random ops.
-    `shapes`: --input's, given to inputs the file gives no shape (shaped_inputs, which fills `sized`). `external`
-    is given the files its weights were read from, `held` the bytes parsed (what a later read must take), `checked`
-    all of it (CheckedOnnx, what export and quantize take on). A symlink is resolved once: the file read and its
-    external data are its target's (onnx looked beside the link and refused the model)."""
+    `shapes`: --input's, given to inputs the file gives no shape (shaped_inputs, which fills `sized`). `checked` is
+    given the CheckedOnnx (the bytes parsed, the files its weights were read from: what later stages take, never the
+    file again). A symlink is resolved once: the file read and its external data are its target's (onnx looked
+    beside the link and refused the model)."""
     import onnx
 
     from .arrays import regular_file
@@ -641,7 +640,6 @@ def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | No
     except Exception as e:
         raise InputError(f"model {str(path)!r} is not a valid ONNX model: {first_line(e)}") from e
     files = _check_external_data(model, path, real)
-    (external if external is not None else set()).update(files)
     opset, stamps = ai_onnx_opset(model), _stamps(files)  # before onnx reads them
     model = inline_functions(model, str(path))
     for node in model.graph.node:
@@ -666,8 +664,6 @@ def load_onnx_input(path: Path, runs: bool = True, shapes: dict[str, tuple] | No
         raise InputError(f"model {str(path)!r}: output {twice!r} is listed twice among the graph's outputs")
     _check_finite_weights(model, path)
     _check_runtime_kernels(data, path, real)
-    if held is not None:
-        held.append(data)
     if checked is not None:
         checked.append(CheckedOnnx(path, data, real.parent, frozenset(files), opset, stamps))
     return model

@@ -5,7 +5,6 @@ import contextlib
 import contextvars
 import functools
 import logging
-import os
 import platform
 import re
 import threading
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import host, runner
-from .errors import InputError, StageError, StepTimeout, first_line, not_utf8, too_long
+from .errors import InputError, StageError, StepTimeout, first_line, not_utf8, too_long, utf8_on_disk
 from .signals import import_whole
 from .torch_paths import as_exported
 
@@ -145,8 +144,8 @@ def ort_path(path, shown=None) -> str:
     the user knows it by (inside an archive), for the message."""
     text = str(path)
     if not_utf8(text):
-        with contextlib.suppress(UnicodeDecodeError):  # a UTF-8 name a legacy ASCII locale (LC_ALL=C, PYTHONUTF8=0)
-            return os.fsencode(text).decode("utf-8")  # decoded as surrogates: the same bytes, as onnxruntime takes them
+        if (same := utf8_on_disk(text)) is not None:  # an ASCII locale's surrogates: the bytes onnxruntime takes
+            return same
         raise InputError(f"{not_utf8(str(shown or path))!r}: not a UTF-8 path; onnxruntime cannot open it (rename the "
                          "file or folder)")
     return text
